@@ -1,0 +1,206 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/dockerhost"
+	"github.com/underlay/underlay/internal/register"
+)
+
+type agentFlags struct {
+	consul           consul.Options
+	node             string
+	network          string
+	hostIP           string
+	internal         bool
+	explicit         bool
+	tags             []string
+	labels           []string
+	resync           time.Duration
+	deregister       string
+	deregisterOnExit bool
+	listen           string
+	workers          int
+}
+
+func newAgentCommand(g *globalFlags, streams IOStreams) *cobra.Command {
+	f := &agentFlags{}
+	cmd := &cobra.Command{
+		Use:   "agent",
+		Short: "Run the node agent: register this host's containers in Consul",
+		Long: `The agent watches this host's Docker daemon and keeps the local Consul agent's
+services in step with the running containers: macvlan and ipvlan containers are
+registered with their own routable IP, Swarm tasks under their service name, with
+registrator-compatible SERVICE_* labels and environment for names, tags, Meta and checks.
+
+Every flag can also be set through UNDERLAY_<FLAG> (for example UNDERLAY_RESYNC=30s);
+Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger(streams.ErrOut)
+			if err != nil {
+				return err
+			}
+			return runAgent(cmd.Context(), f, log)
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&f.consul.Addr, "consul-addr", "", "Consul agent HTTP address (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
+	fl.StringVar(&f.consul.Token, "consul-token", "", "Consul ACL token (default $CONSUL_HTTP_TOKEN)")
+	fl.StringVar(&f.consul.TokenFile, "consul-token-file", "", "file holding the Consul ACL token (default $CONSUL_HTTP_TOKEN_FILE)")
+	fl.StringVar(&f.consul.CAFile, "consul-cacert", "", "CA certificate to verify Consul's TLS certificate (default $CONSUL_CACERT)")
+	fl.StringVar(&f.consul.CertFile, "consul-client-cert", "", "client certificate for Consul TLS (default $CONSUL_CLIENT_CERT)")
+	fl.StringVar(&f.consul.KeyFile, "consul-client-key", "", "client key for Consul TLS (default $CONSUL_CLIENT_KEY)")
+	fl.StringVar(&f.consul.TLSServerName, "consul-tls-server-name", "", "server name to verify in Consul's certificate (default $CONSUL_TLS_SERVER_NAME)")
+	fl.StringVar(&f.node, "node", "", "node name: ownership marker and service ID prefix (default: Docker's host name)")
+	fl.StringVar(&f.network, "network", "", "preferred network when a container is on several (SERVICE_NETWORK overrides)")
+	fl.StringVar(&f.hostIP, "host-ip", "", "address registered for published ports and host-network containers (default: the Consul agent's address)")
+	fl.BoolVar(&f.internal, "internal", false, "register container IPs and exposed ports on every user network, not only macvlan/ipvlan")
+	fl.BoolVar(&f.explicit, "explicit", false, "register only containers that set SERVICE_NAME or SERVICE_<port>_NAME")
+	fl.StringSliceVar(&f.tags, "tags", nil, "tags added to every service (comma-separated)")
+	fl.StringArrayVar(&f.labels, "label", nil, "only containers with this label KEY or KEY=VALUE (repeatable)")
+	fl.DurationVar(&f.resync, "resync", time.Minute, "interval of full resyncs")
+	fl.StringVar(&f.deregister, "deregister", string(register.DeregisterAlways), "when to deregister a stopped container: always or on-success (keep failed ones)")
+	fl.BoolVar(&f.deregisterOnExit, "deregister-on-exit", false, "deregister every service of this node when the agent exits")
+	fl.StringVar(&f.listen, "listen", "127.0.0.1:9465", "address for /healthz and /metrics (empty to disable)")
+	fl.IntVar(&f.workers, "workers", 8, "containers reconciled concurrently")
+	return cmd
+}
+
+func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
+	labels, err := parseLabelFilters(f.labels)
+	if err != nil {
+		return err
+	}
+	if f.hostIP != "" && net.ParseIP(f.hostIP) == nil {
+		return fmt.Errorf("--host-ip %q: not an IP address", f.hostIP)
+	}
+	if f.resync <= 0 {
+		return fmt.Errorf("--resync %s: must be positive", f.resync)
+	}
+	dockerAPI, err := dockerhost.NewClient()
+	if err != nil {
+		return err
+	}
+	defer dockerAPI.Close()
+	consulAPI, err := consul.NewClient(f.consul)
+	if err != nil {
+		return err
+	}
+	catalog := consul.NewCatalog(consulAPI)
+
+	node := f.node
+	if node == "" {
+		node, err = waitFor(ctx, log, "docker host name", func(ctx context.Context) (string, error) {
+			info, err := dockerAPI.Info(ctx)
+			return info.Name, err
+		})
+		if err != nil {
+			return err
+		}
+	}
+	hostIP := f.hostIP
+	if hostIP == "" {
+		hostIP, err = waitFor(ctx, log, "consul agent address", catalog.NodeAddress)
+		if err != nil {
+			return err
+		}
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	agent, err := register.NewAgent(register.Config{
+		Policy: register.Policy{
+			Node: node, Network: f.network, HostIP: hostIP, Internal: f.internal,
+			Explicit: f.explicit, Tags: f.tags, Labels: labels,
+		},
+		Deregister:       register.DeregisterMode(f.deregister),
+		DeregisterOnExit: f.deregisterOnExit,
+		Resync:           f.resync,
+		Workers:          f.workers,
+	}, dockerhost.NewSource(dockerAPI), catalog, log, reg)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return agent.Run(gctx) })
+	if f.listen != "" {
+		g.Go(func() error { return serveStatus(gctx, f.listen, agent, reg, log) })
+	}
+	return g.Wait()
+}
+
+// waitFor retries get with backoff until it succeeds or ctx ends: the agent
+// may start before Docker or Consul and must not exit because of it.
+func waitFor(ctx context.Context, log *slog.Logger, what string, get func(context.Context) (string, error)) (string, error) {
+	delay := 500 * time.Millisecond
+	for {
+		v, err := get(ctx)
+		if err == nil && v != "" {
+			return v, nil
+		}
+		log.Warn("waiting for "+what, "err", err, "retry_in", delay)
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		case <-time.After(delay):
+		}
+		delay = min(delay*2, 15*time.Second)
+	}
+}
+
+func parseLabelFilters(in []string) (map[string]string, error) {
+	out := map[string]string{}
+	for _, l := range in {
+		k, v, _ := strings.Cut(l, "=")
+		if k == "" {
+			return nil, fmt.Errorf("--label %q: want KEY or KEY=VALUE", l)
+		}
+		out[k] = v
+	}
+	return out, nil
+}
+
+// serveStatus serves /healthz (503 while Docker or Consul is unreachable) and /metrics.
+func serveStatus(ctx context.Context, addr string, agent *register.Agent, reg *prometheus.Registry, log *slog.Logger) error {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		st := agent.Status()
+		w.Header().Set("Content-Type", "application/json")
+		if !st.DockerConnected || !st.ConsulReachable {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		json.NewEncoder(w).Encode(st)
+	})
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", addr, err)
+	}
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	log.Info("serving /healthz and /metrics", "addr", ln.Addr().String())
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,109 @@
+// Package app wires underlay's command line to its packages. It holds no
+// logic of its own beyond flags, logging and process lifetime.
+package app
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"strings"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// Version is set at build time with -ldflags "-X .../internal/app.Version=...".
+var Version = "dev"
+
+// IOStreams are the standard streams a command uses; program output goes to
+// Out, logs to ErrOut.
+type IOStreams struct {
+	In     io.Reader
+	Out    io.Writer
+	ErrOut io.Writer
+}
+
+// Run executes the command line args and returns the process exit code.
+func Run(ctx context.Context, args []string, streams IOStreams) int {
+	root := newRootCommand(streams)
+	root.SetArgs(args)
+	root.SetIn(streams.In)
+	root.SetOut(streams.Out)
+	root.SetErr(streams.ErrOut)
+	if err := root.ExecuteContext(ctx); err != nil {
+		fmt.Fprintf(streams.ErrOut, "underlay: %v\n", err)
+		return 1
+	}
+	return 0
+}
+
+// globalFlags are the flags every command shares.
+type globalFlags struct {
+	logLevel  string
+	logFormat string
+}
+
+func newRootCommand(streams IOStreams) *cobra.Command {
+	g := &globalFlags{}
+	root := &cobra.Command{
+		Use:           "underlay",
+		Short:         "Routable containers on the networks you already have",
+		Long:          "underlay runs Docker Swarm services on existing L2 networks (macvlan), advertises them in Consul and scales them.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
+			return applyEnv(cmd.Flags())
+		},
+	}
+	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
+	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
+	root.AddCommand(newVersionCommand(streams), newAgentCommand(g, streams))
+	return root
+}
+
+func (g *globalFlags) logger(w io.Writer) (*slog.Logger, error) {
+	var level slog.Level
+	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {
+		return nil, fmt.Errorf("--log-level %q: want debug, info, warn or error", g.logLevel)
+	}
+	opts := &slog.HandlerOptions{Level: level}
+	switch g.logFormat {
+	case "text":
+		return slog.New(slog.NewTextHandler(w, opts)), nil
+	case "json":
+		return slog.New(slog.NewJSONHandler(w, opts)), nil
+	}
+	return nil, fmt.Errorf("--log-format %q: want text or json", g.logFormat)
+}
+
+// applyEnv sets every flag not given on the command line from
+// UNDERLAY_<FLAG_NAME> when that variable is set, so flags win over the environment.
+func applyEnv(fs *pflag.FlagSet) error {
+	var err error
+	fs.VisitAll(func(f *pflag.Flag) {
+		if err != nil || f.Changed {
+			return
+		}
+		name := "UNDERLAY_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v, ok := os.LookupEnv(name); ok {
+			if serr := fs.Set(f.Name, v); serr != nil {
+				err = fmt.Errorf("%s=%q: %w", name, v, serr)
+			}
+		}
+	})
+	return err
+}
+
+func newVersionCommand(streams IOStreams) *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print underlay's version",
+		Args:  cobra.NoArgs,
+		RunE: func(*cobra.Command, []string) error {
+			_, err := fmt.Fprintf(streams.Out, "underlay %s\n", Version)
+			return err
+		},
+	}
+}

@@ -1,0 +1,211 @@
+// Package dockerhost connects underlay to one Docker daemon: it builds the
+// API client (with version negotiation, so dockerd 20.10 to 29 all work) and
+// adapts it to the small interfaces that underlay's packages declare.
+package dockerhost
+
+import (
+	"context"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/client"
+
+	"github.com/underlay/underlay/internal/register"
+)
+
+// NewClient connects to DOCKER_HOST (or the local socket) and negotiates the
+// API version with the daemon on first use.
+func NewClient() (*client.Client, error) {
+	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	if err != nil {
+		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	return c, nil
+}
+
+// Source adapts a Docker client to register.Docker.
+type Source struct {
+	api *client.Client
+
+	mu sync.Mutex // guards drivers
+	// drivers caches network ID → driver; a network's driver never changes.
+	drivers map[string]string
+}
+
+// NewSource wraps api.
+func NewSource(api *client.Client) *Source {
+	return &Source{api: api, drivers: map[string]string{}}
+}
+
+// relevantActions are the events after which a container's registrations
+// may have to change.
+var relevantActions = map[string]bool{
+	"start": true, "restart": true, "unpause": true, "pause": true, "die": true, "stop": true,
+	"kill": true, "destroy": true, "rename": true, "connect": true, "disconnect": true, "health_status": true,
+}
+
+// Events implements register.Docker.
+func (s *Source) Events(ctx context.Context) (<-chan register.Event, <-chan error) {
+	f := filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)), filters.Arg("type", string(events.NetworkEventType)))
+	msgs, errs := s.api.Events(ctx, events.ListOptions{Filters: f})
+	out := make(chan register.Event, 256)
+	outErr := make(chan error, 1)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case err := <-errs:
+				outErr <- err
+				return
+			case m := <-msgs:
+				ev, ok := toEvent(m)
+				if !ok {
+					continue
+				}
+				select {
+				case out <- ev:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, outErr
+}
+
+func toEvent(m events.Message) (register.Event, bool) {
+	action, _, _ := strings.Cut(string(m.Action), ":") // "health_status: healthy"
+	if !relevantActions[action] {
+		return register.Event{}, false
+	}
+	id := m.Actor.ID
+	if m.Type == events.NetworkEventType {
+		id = m.Actor.Attributes["container"]
+	}
+	if id == "" {
+		return register.Event{}, false
+	}
+	at := time.Unix(0, m.TimeNano)
+	if m.TimeNano == 0 {
+		at = time.Now()
+	}
+	return register.Event{ContainerID: id, Action: action, Time: at}, true
+}
+
+// RunningContainers implements register.Docker.
+func (s *Source) RunningContainers(ctx context.Context) ([]string, error) {
+	list, err := s.api.ContainerList(ctx, container.ListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]string, len(list))
+	for i, c := range list {
+		ids[i] = c.ID
+	}
+	return ids, nil
+}
+
+// Inspect implements register.Docker.
+func (s *Source) Inspect(ctx context.Context, id string) (register.Container, error) {
+	j, err := s.api.ContainerInspect(ctx, id)
+	if client.IsErrNotFound(err) {
+		return register.Container{}, register.ErrNotFound
+	}
+	if err != nil {
+		return register.Container{}, err
+	}
+	c := register.Container{
+		ID:   j.ID,
+		Name: strings.TrimPrefix(j.Name, "/"),
+	}
+	if j.Config != nil {
+		c.Image = j.Config.Image
+		c.Labels = j.Config.Labels
+		c.Env = j.Config.Env
+		for p := range j.Config.ExposedPorts {
+			c.Exposed = append(c.Exposed, toPort(p))
+		}
+	}
+	if j.HostConfig != nil {
+		c.NetworkMode = string(j.HostConfig.NetworkMode)
+	}
+	if j.State != nil {
+		c.Running = j.State.Running
+		c.ExitCode = j.State.ExitCode
+		if h := j.State.Health; h != nil {
+			c.Health = h.Status
+			if n := len(h.Log); n > 0 {
+				c.HealthOutput = truncate(strings.TrimSpace(h.Log[n-1].Output), 200)
+			}
+		}
+	}
+	if ns := j.NetworkSettings; ns != nil {
+		for p, bindings := range ns.Ports {
+			for _, b := range bindings {
+				hp, _ := strconv.Atoi(b.HostPort)
+				c.Published = append(c.Published, register.Binding{Port: toPort(p), HostIP: b.HostIP, HostPort: hp})
+			}
+		}
+		for name, ep := range ns.Networks {
+			if ep == nil {
+				continue
+			}
+			driver, err := s.driver(ctx, ep.NetworkID)
+			if err != nil {
+				return register.Container{}, fmt.Errorf("network %s of container %s: %w", name, c.Name, err)
+			}
+			c.Networks = append(c.Networks, register.Endpoint{
+				Network: name, NetworkID: ep.NetworkID, Driver: driver,
+				IPv4: ep.IPAddress, IPv6: ep.GlobalIPv6Address, MAC: ep.MacAddress,
+			})
+		}
+	}
+	return c, nil
+}
+
+func (s *Source) driver(ctx context.Context, networkID string) (string, error) {
+	if networkID == "" {
+		return "", nil
+	}
+	s.mu.Lock()
+	d, ok := s.drivers[networkID]
+	s.mu.Unlock()
+	if ok {
+		return d, nil
+	}
+	n, err := s.api.NetworkInspect(ctx, networkID, network.InspectOptions{})
+	if client.IsErrNotFound(err) {
+		return "", nil // removed since; the container is about to lose it too
+	}
+	if err != nil {
+		return "", fmt.Errorf("inspect network %s: %w", networkID, err)
+	}
+	s.mu.Lock()
+	s.drivers[networkID] = n.Driver
+	s.mu.Unlock()
+	return n.Driver, nil
+}
+
+func toPort(p interface {
+	Port() string
+	Proto() string
+}) register.Port {
+	n, _ := strconv.Atoi(p.Port())
+	return register.Port{Port: n, Proto: p.Proto()}
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}

@@ -1,0 +1,565 @@
+package register
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+)
+
+// ErrNotFound is returned by Docker.Inspect for a container that no longer exists.
+var ErrNotFound = errors.New("container not found")
+
+// Docker is the part of the Docker API the agent needs.
+type Docker interface {
+	// Events streams container and network events until ctx ends; the
+	// error channel reports the end of the stream.
+	Events(ctx context.Context) (<-chan Event, <-chan error)
+	// RunningContainers lists the IDs of running containers.
+	RunningContainers(ctx context.Context) ([]string, error)
+	// Inspect returns one container, or ErrNotFound.
+	Inspect(ctx context.Context, id string) (Container, error)
+}
+
+// Event is a Docker event that concerns one container.
+type Event struct {
+	ContainerID string
+	Action      string
+	Time        time.Time
+}
+
+// Catalog is the part of the Consul agent API the agent needs.
+type Catalog interface {
+	// Services lists the services carrying node's ownership marker.
+	Services(ctx context.Context, node string) ([]Registered, error)
+	// Register creates or replaces a service and its checks.
+	Register(ctx context.Context, s Service) error
+	// Deregister removes a service; removing an absent one succeeds.
+	Deregister(ctx context.Context, id string) error
+	// UpdateHealth sets the status of a HEALTHCHECK mirror check.
+	UpdateHealth(ctx context.Context, h HealthMirror) error
+}
+
+// DeregisterMode says when a stopped container's services are removed.
+type DeregisterMode string
+
+const (
+	// DeregisterAlways removes services as soon as the container stops.
+	DeregisterAlways DeregisterMode = "always"
+	// DeregisterOnSuccess keeps the services of a container that exited
+	// with a non-zero code, until it is removed or restarted.
+	DeregisterOnSuccess DeregisterMode = "on-success"
+)
+
+// Config configures an Agent.
+type Config struct {
+	Policy     Policy
+	Deregister DeregisterMode
+	// DeregisterOnExit removes every service of this node when Run returns.
+	DeregisterOnExit bool
+	// Resync is the period of full resyncs.
+	Resync time.Duration
+	// DriftCheck is how often Consul is read to notice lost registrations
+	// (a Consul agent restarted with no state) and Consul coming back.
+	DriftCheck time.Duration
+	// Workers is how many containers are reconciled concurrently.
+	Workers int
+}
+
+// Agent keeps Consul in step with the containers of one Docker host.
+type Agent struct {
+	cfg     Config
+	docker  Docker
+	catalog Catalog
+	log     *slog.Logger
+	metrics *metrics
+	queue   *queue
+	resyncC chan struct{}
+
+	mu sync.Mutex // guards following fields
+	// actual is what this agent believes Consul holds, by service ID.
+	actual map[string]Registered
+	// warned holds the metadata warnings already logged, by container ID,
+	// so each problem is reported once rather than at every resync.
+	warned map[string]map[Warning]bool
+	// eventAt is the time of the oldest unhandled event per container.
+	eventAt    map[string]time.Time
+	dockerOK   bool
+	consulOK   bool
+	lastResync time.Time
+}
+
+// NewAgent returns an agent; Run starts it.
+func NewAgent(cfg Config, d Docker, c Catalog, log *slog.Logger, reg prometheus.Registerer) (*Agent, error) {
+	if cfg.Policy.Node == "" {
+		return nil, errors.New("agent: node name is empty")
+	}
+	switch cfg.Deregister {
+	case "":
+		cfg.Deregister = DeregisterAlways
+	case DeregisterAlways, DeregisterOnSuccess:
+	default:
+		return nil, fmt.Errorf("agent: deregister mode %q: want always or on-success", cfg.Deregister)
+	}
+	if cfg.Resync <= 0 {
+		cfg.Resync = time.Minute
+	}
+	if cfg.DriftCheck <= 0 {
+		cfg.DriftCheck = 2 * time.Second
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 8
+	}
+	q := newQueue()
+	return &Agent{
+		cfg: cfg, docker: d, catalog: c, queue: q,
+		log:     log.With("component", "register"),
+		metrics: newMetrics(reg, q),
+		resyncC: make(chan struct{}, 1),
+		actual:  map[string]Registered{},
+		warned:  map[string]map[Warning]bool{},
+		eventAt: map[string]time.Time{},
+	}, nil
+}
+
+// Run reconciles until ctx ends. Docker and Consul failures are retried with
+// backoff; Run never gives up on them.
+func (a *Agent) Run(ctx context.Context) error {
+	a.log.Info("agent starting", "node", a.cfg.Policy.Node, "resync", a.cfg.Resync, "deregister", a.cfg.Deregister)
+	g, gctx := errgroup.WithContext(ctx)
+	for range a.cfg.Workers {
+		g.Go(func() error { a.work(gctx); return nil })
+	}
+	g.Go(func() error { a.watchDocker(gctx); return nil })
+	g.Go(func() error { a.resyncLoop(gctx); return nil })
+	g.Go(func() error { a.driftLoop(gctx); return nil })
+	g.Go(func() error { <-gctx.Done(); a.queue.Close(); return nil })
+	g.Wait()
+	if a.cfg.DeregisterOnExit {
+		cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		defer cancel()
+		if err := a.deregisterAll(cctx); err != nil {
+			return fmt.Errorf("deregister on exit: %w", err)
+		}
+	}
+	a.log.Info("agent stopped")
+	return nil
+}
+
+// Status is the agent's view of its dependencies, for /healthz.
+type Status struct {
+	DockerConnected bool      `json:"docker_connected"`
+	ConsulReachable bool      `json:"consul_reachable"`
+	Services        int       `json:"services"`
+	LastResync      time.Time `json:"last_resync"`
+	Queued          int       `json:"queued"`
+}
+
+// Status reports the agent's current state.
+func (a *Agent) Status() Status {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return Status{
+		DockerConnected: a.dockerOK, ConsulReachable: a.consulOK,
+		Services: len(a.actual), LastResync: a.lastResync, Queued: a.queue.Len(),
+	}
+}
+
+// RequestResync asks for a full resync soon; requests made while one is
+// pending collapse into it.
+func (a *Agent) RequestResync() {
+	select {
+	case a.resyncC <- struct{}{}:
+	default:
+	}
+}
+
+func (a *Agent) work(ctx context.Context) {
+	for {
+		id, ok := a.queue.Get()
+		if !ok {
+			return
+		}
+		if err := a.syncContainer(ctx, id); err != nil && ctx.Err() == nil {
+			d := a.queue.Retry(id, 30*time.Second)
+			a.log.Warn("reconcile container failed; will retry", "container", shortID(id), "retry_in", d, "err", err)
+		} else {
+			a.queue.Forget(id)
+		}
+		a.queue.Done(id)
+	}
+}
+
+// syncContainer makes Consul hold exactly the desired services of one container.
+func (a *Agent) syncContainer(ctx context.Context, id string) error {
+	c, err := a.docker.Inspect(ctx, id)
+	gone := errors.Is(err, ErrNotFound)
+	if err != nil && !gone {
+		a.metrics.errors.WithLabelValues("docker").Inc()
+		return fmt.Errorf("inspect container %s: %w", shortID(id), err)
+	}
+	var desired []Service
+	if !gone {
+		if !c.Running && a.cfg.Deregister == DeregisterOnSuccess && c.ExitCode != 0 {
+			a.log.Debug("container failed; keeping its services (--deregister on-success)", "container", c.Name, "exit_code", c.ExitCode)
+			a.takeEventTime(id)
+			return nil
+		}
+		var warnings []Warning
+		desired, warnings = Desired(c, a.cfg.Policy)
+		a.reportWarnings(id, warnings)
+	} else {
+		a.forgetWarnings(id)
+	}
+	changes := Plan(desired, a.actualFor(id))
+	if changes.Empty() {
+		a.takeEventTime(id)
+		return nil
+	}
+	if err := a.apply(ctx, changes); err != nil {
+		return err
+	}
+	if at := a.takeEventTime(id); !at.IsZero() {
+		a.metrics.eventLatency.Observe(time.Since(at).Seconds())
+	}
+	return nil
+}
+
+func (a *Agent) apply(ctx context.Context, ch Changes) error {
+	for _, s := range ch.Register {
+		if err := a.catalog.Register(ctx, s); err != nil {
+			a.metrics.errors.WithLabelValues("register").Inc()
+			return fmt.Errorf("register %s: %w", s.ID, err)
+		}
+		a.metrics.writes.WithLabelValues("register").Inc()
+		r := Registered{ID: s.ID, ContainerID: s.ContainerID(), Hash: s.Meta[MetaHash]}
+		if s.Health != nil {
+			r.HealthStatus = s.Health.Status
+		}
+		a.setActual(r)
+		a.log.Info("registered", "service", s.Name, "id", s.ID, "address", s.Address, "port", s.Port)
+	}
+	for _, id := range ch.Deregister {
+		if err := a.catalog.Deregister(ctx, id); err != nil {
+			a.metrics.errors.WithLabelValues("deregister").Inc()
+			return fmt.Errorf("deregister %s: %w", id, err)
+		}
+		a.metrics.writes.WithLabelValues("deregister").Inc()
+		a.deleteActual(id)
+		a.log.Info("deregistered", "id", id)
+	}
+	for _, h := range ch.Health {
+		if err := a.catalog.UpdateHealth(ctx, h); err != nil {
+			a.metrics.errors.WithLabelValues("health").Inc()
+			return fmt.Errorf("update health %s: %w", h.CheckID, err)
+		}
+		a.metrics.writes.WithLabelValues("health").Inc()
+		a.setHealth(h)
+		a.log.Info("health changed", "check", h.CheckID, "status", h.Status)
+	}
+	return nil
+}
+
+// watchDocker follows the event stream, reopening it with backoff when it
+// ends, and asks for a resync each time it (re)subscribes: subscribing first
+// and listing second means no event falls between the two.
+func (a *Agent) watchDocker(ctx context.Context) {
+	backoff := newBackoff(500*time.Millisecond, 30*time.Second)
+	for ctx.Err() == nil {
+		sctx, cancel := context.WithCancel(ctx)
+		events, errs := a.docker.Events(sctx)
+		a.RequestResync()
+		opened := time.Now()
+		err := a.consumeEvents(sctx, events, errs)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		a.setDockerOK(false)
+		a.metrics.reconnects.Inc()
+		if time.Since(opened) > time.Minute {
+			backoff.reset()
+		}
+		d := backoff.next()
+		a.log.Warn("docker event stream ended; reconnecting", "err", err, "retry_in", d)
+		sleep(ctx, d)
+	}
+}
+
+func (a *Agent) consumeEvents(ctx context.Context, events <-chan Event, errs <-chan error) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-errs:
+			return err
+		case ev, ok := <-events:
+			if !ok {
+				return errors.New("event stream closed")
+			}
+			a.noteEvent(ev)
+			a.queue.Add(ev.ContainerID)
+		}
+	}
+}
+
+func (a *Agent) resyncLoop(ctx context.Context) {
+	ticker := time.NewTicker(a.cfg.Resync)
+	defer ticker.Stop()
+	backoff := newBackoff(500*time.Millisecond, 30*time.Second)
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-a.resyncC:
+		case <-ticker.C:
+		case <-retry:
+		}
+		retry = nil
+		if err := a.resync(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			d := backoff.next()
+			a.log.Warn("resync failed; will retry", "err", err, "retry_in", d)
+			retry = time.After(d)
+			continue
+		}
+		backoff.reset()
+	}
+}
+
+// resync reloads what Consul holds and queues every running container and
+// every container that has a registration, so the workers converge both.
+func (a *Agent) resync(ctx context.Context) error {
+	start := time.Now()
+	regs, err := a.catalog.Services(ctx, a.cfg.Policy.Node)
+	if err != nil {
+		a.setConsulOK(false)
+		a.metrics.errors.WithLabelValues("consul_read").Inc()
+		return fmt.Errorf("list services in consul: %w", err)
+	}
+	a.setConsulOK(true)
+	ids, err := a.docker.RunningContainers(ctx)
+	if err != nil {
+		a.metrics.errors.WithLabelValues("docker").Inc()
+		return fmt.Errorf("list containers: %w", err)
+	}
+	a.setDockerOK(true)
+	a.replaceActual(regs)
+	for _, id := range ids {
+		a.queue.Add(id)
+	}
+	for _, r := range regs {
+		if r.ContainerID == "" {
+			// Ours but unreadable: nothing can be reconciled against it.
+			if err := a.catalog.Deregister(ctx, r.ID); err != nil {
+				return fmt.Errorf("deregister %s (no container id): %w", r.ID, err)
+			}
+			a.deleteActual(r.ID)
+			continue
+		}
+		a.queue.Add(r.ContainerID)
+	}
+	a.metrics.resyncDuration.Observe(time.Since(start).Seconds())
+	a.mu.Lock()
+	a.lastResync = time.Now()
+	a.mu.Unlock()
+	a.log.Debug("resync queued", "containers", len(ids), "registered", len(regs), "took", time.Since(start))
+	return nil
+}
+
+// driftLoop reads Consul regularly: when what it holds differs from what the
+// agent wrote (a Consul agent restarted without state, an operator's manual
+// edit) or Consul becomes reachable again, it asks for a resync.
+func (a *Agent) driftLoop(ctx context.Context) {
+	ticker := time.NewTicker(a.cfg.DriftCheck)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-ticker.C:
+		}
+		regs, err := a.catalog.Services(ctx, a.cfg.Policy.Node)
+		if err != nil {
+			if a.setConsulOK(false) {
+				a.log.Warn("consul unreachable; keeping desired state and retrying", "err", err)
+			}
+			continue
+		}
+		cameBack := !a.setConsulOK(true)
+		if cameBack || a.drifted(regs) {
+			a.log.Info("consul differs from the agent's view; resyncing", "consul_came_back", cameBack)
+			a.RequestResync()
+		}
+	}
+}
+
+func (a *Agent) deregisterAll(ctx context.Context) error {
+	regs, err := a.catalog.Services(ctx, a.cfg.Policy.Node)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, r := range regs {
+		if err := a.catalog.Deregister(ctx, r.ID); err != nil {
+			errs = append(errs, fmt.Errorf("deregister %s: %w", r.ID, err))
+		}
+	}
+	a.log.Info("deregistered all services on exit", "count", len(regs)-len(errs))
+	return errors.Join(errs...)
+}
+
+func (a *Agent) reportWarnings(id string, ws []Warning) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	seen := a.warned[id]
+	if seen == nil && len(ws) > 0 {
+		seen = map[Warning]bool{}
+		a.warned[id] = seen
+	}
+	for _, w := range ws {
+		if !seen[w] {
+			seen[w] = true
+			a.metrics.warnings.Inc()
+			a.log.Warn("bad container metadata", "container", w.Container, "key", w.Key, "value", w.Value, "problem", w.Problem)
+		}
+	}
+}
+
+func (a *Agent) forgetWarnings(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.warned, id)
+}
+
+func (a *Agent) noteEvent(ev Event) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.eventAt[ev.ContainerID]; !ok {
+		a.eventAt[ev.ContainerID] = ev.Time
+	}
+}
+
+func (a *Agent) takeEventTime(id string) time.Time {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	at := a.eventAt[id]
+	delete(a.eventAt, id)
+	return at
+}
+
+func (a *Agent) actualFor(containerID string) []Registered {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out []Registered
+	for _, r := range a.actual {
+		if r.ContainerID == containerID {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+func (a *Agent) setActual(r Registered) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.actual[r.ID] = r
+	a.metrics.services.Set(float64(len(a.actual)))
+}
+
+func (a *Agent) setHealth(h HealthMirror) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	id := strings.TrimSuffix(h.CheckID, HealthCheckSuffix)
+	if r, ok := a.actual[id]; ok {
+		r.HealthStatus = h.Status
+		a.actual[id] = r
+	}
+}
+
+func (a *Agent) deleteActual(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.actual, id)
+	a.metrics.services.Set(float64(len(a.actual)))
+}
+
+func (a *Agent) replaceActual(regs []Registered) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.actual = make(map[string]Registered, len(regs))
+	for _, r := range regs {
+		a.actual[r.ID] = r
+	}
+	a.metrics.services.Set(float64(len(a.actual)))
+}
+
+func (a *Agent) drifted(regs []Registered) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(regs) != len(a.actual) {
+		return true
+	}
+	for _, r := range regs {
+		if a.actual[r.ID] != r {
+			return true
+		}
+	}
+	return false
+}
+
+// setConsulOK records reachability and returns the previous value.
+func (a *Agent) setConsulOK(ok bool) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	prev := a.consulOK
+	a.consulOK = ok
+	return prev
+}
+
+func (a *Agent) setDockerOK(ok bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.dockerOK = ok
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}
+
+// backoff doubles a delay from min up to max.
+type backoff struct{ min, max, cur time.Duration }
+
+func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max} }
+
+func (b *backoff) next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.min
+	} else {
+		b.cur = min(b.cur*2, b.max)
+	}
+	return b.cur
+}
+
+func (b *backoff) reset() { b.cur = 0 }
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

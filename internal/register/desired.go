@@ -1,0 +1,410 @@
+package register
+
+import (
+	"cmp"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"path"
+	"slices"
+	"strconv"
+	"strings"
+)
+
+// Policy is the agent-wide configuration that shapes registrations.
+type Policy struct {
+	// Node names this agent; it is the ownership marker and the service ID prefix.
+	Node string
+	// Network is the preferred network when a container is on several.
+	Network string
+	// HostIP is the address registered for published ports bound to all
+	// interfaces and for host-network containers.
+	HostIP string
+	// Internal registers a container's own IP and exposed ports on any user
+	// network (registrator's -internal). Macvlan and ipvlan endpoints always
+	// register that way: their addresses are routable by design.
+	Internal bool
+	// Explicit registers only containers that name a service.
+	Explicit bool
+	// Tags are added to every service.
+	Tags []string
+	// Labels, when set, limit the agent to containers carrying every one
+	// of these labels; an empty value matches any value.
+	Labels map[string]string
+}
+
+func (p Policy) matches(c Container) bool {
+	for k, v := range p.Labels {
+		got, ok := c.Labels[k]
+		if !ok || (v != "" && got != v) {
+			return false
+		}
+	}
+	return true
+}
+
+// underlayDrivers are the network drivers whose endpoints carry routable
+// addresses of an existing L2 network.
+var underlayDrivers = map[string]bool{"macvlan": true, "ipvlan": true}
+
+// attributes consumed by the agent itself; every other attribute goes into Meta.
+var consumedAttrs = map[string]bool{"name": true, "id": true, "tags": true, "ignore": true, "network": true}
+
+// target is an address and port to register for one container port.
+type target struct {
+	port     Port // the container port, whose SERVICE_<port>_* settings apply
+	address  string
+	hostPort int
+	endpoint *Endpoint // nil for published and host-network ports
+}
+
+// Desired returns the services that container c should have in Consul, and
+// warnings about metadata that could not be used. It has no side effects.
+func Desired(c Container, p Policy) ([]Service, []Warning) {
+	var warnings []Warning
+	warn := func(key, value, problem string) {
+		warnings = append(warnings, Warning{Container: c.Name, Key: key, Value: value, Problem: problem})
+	}
+	if !c.Running || !p.matches(c) {
+		return nil, nil
+	}
+	md := parseMetadata(c, warn)
+	if s, ok := md.base["ignore"]; ok && truthy(s.value) {
+		return nil, warnings
+	}
+	targets, ok := chooseTargets(c, p, md, warn)
+	if !ok {
+		return nil, warnings
+	}
+	group := len(targets) > 1
+	var services []Service
+	for _, t := range targets {
+		attrs, fromPort := md.forPort(t.port.Port)
+		if s, ok := attrs["ignore"]; ok && truthy(s.value) {
+			continue
+		}
+		name := attrs["name"].value
+		if name == "" {
+			if p.Explicit {
+				continue
+			}
+			name = defaultName(c)
+		}
+		if group && !fromPort["name"] {
+			name += "-" + strconv.Itoa(t.port.Port)
+		}
+		svc := Service{
+			ID:      serviceID(c, p, t, attrs, fromPort, group),
+			Name:    name,
+			Address: t.address,
+			Port:    cmp.Or(t.hostPort, t.port.Port),
+			Tags:    mergeTags(p.Tags, splitList(attrs["tags"].value)),
+			Meta:    serviceMeta(c, p, t, attrs, warn),
+		}
+		svc.TaggedAddresses = taggedAddresses(t, svc.Port)
+		svc.Checks = buildChecks(svc, attrs, warn)
+		svc.Health = healthMirror(c, svc.ID)
+		svc.Meta[MetaHash] = Hash(svc)
+		services = append(services, svc)
+	}
+	return services, dedupeWarnings(warnings)
+}
+
+// chooseTargets decides, deterministically, which address and ports c is
+// registered with.
+func chooseTargets(c Container, p Policy, md metadata, warn func(key, value, problem string)) ([]target, bool) {
+	if c.NetworkMode == "host" {
+		if p.HostIP == "" {
+			warn("", "", "host-network container but the agent knows no host IP (--host-ip); skipped")
+			return nil, false
+		}
+		var ts []target
+		for _, port := range exposedAndPublished(c) {
+			ts = append(ts, target{port: port, address: p.HostIP})
+		}
+		return ts, true
+	}
+	ep, ok := chooseEndpoint(c, p, md, warn)
+	if !ok {
+		return nil, false
+	}
+	if ep != nil {
+		addr := cmp.Or(ep.IPv4, ep.IPv6)
+		var ts []target
+		for _, port := range exposedAndPublished(c) {
+			ts = append(ts, target{port: port, address: addr, endpoint: ep})
+		}
+		return ts, true
+	}
+	return publishedTargets(c, p), true
+}
+
+// chooseEndpoint picks the network whose container address is registered:
+// SERVICE_NETWORK, else the agent's --network, else the first underlay
+// (macvlan/ipvlan) network by name, else with Internal the first network by
+// name. It returns nil when published ports should be used instead.
+func chooseEndpoint(c Container, p Policy, md metadata, warn func(key, value, problem string)) (*Endpoint, bool) {
+	eps := slices.Clone(c.Networks)
+	slices.SortFunc(eps, func(a, b Endpoint) int { return strings.Compare(a.Network, b.Network) })
+	find := func(name string) *Endpoint {
+		for i := range eps {
+			if eps[i].Network == name && (eps[i].IPv4 != "" || eps[i].IPv6 != "") {
+				return &eps[i]
+			}
+		}
+		return nil
+	}
+	if s, ok := md.base["network"]; ok && s.value != "" {
+		if ep := find(s.value); ep != nil {
+			return ep, true
+		}
+		warn(s.source, s.value, "container has no address on that network; skipped")
+		return nil, false
+	}
+	if p.Network != "" {
+		if ep := find(p.Network); ep != nil {
+			return ep, true
+		}
+	}
+	for i := range eps {
+		if underlayDrivers[eps[i].Driver] && (eps[i].IPv4 != "" || eps[i].IPv6 != "") {
+			return &eps[i], true
+		}
+	}
+	if p.Internal {
+		for i := range eps {
+			if eps[i].IPv4 != "" || eps[i].IPv6 != "" {
+				return &eps[i], true
+			}
+		}
+	}
+	return nil, true
+}
+
+// exposedAndPublished lists every container port, exposed or published,
+// once, in port order.
+func exposedAndPublished(c Container) []Port {
+	seen := map[Port]bool{}
+	var ports []Port
+	add := func(p Port) {
+		if !seen[p] {
+			seen[p] = true
+			ports = append(ports, p)
+		}
+	}
+	for _, p := range c.Exposed {
+		add(p)
+	}
+	for _, b := range c.Published {
+		add(b.Port)
+	}
+	slices.SortFunc(ports, comparePorts)
+	return ports
+}
+
+func publishedTargets(c Container, p Policy) []target {
+	seen := map[Port]bool{}
+	var ts []target
+	bindings := slices.Clone(c.Published)
+	slices.SortFunc(bindings, func(a, b Binding) int {
+		return cmp.Or(comparePorts(a.Port, b.Port), strings.Compare(a.HostIP, b.HostIP))
+	})
+	for _, b := range bindings {
+		if b.HostPort == 0 || seen[b.Port] {
+			continue
+		}
+		addr := b.HostIP
+		if ip, err := netip.ParseAddr(addr); err != nil || ip.IsUnspecified() {
+			addr = p.HostIP
+		}
+		if addr == "" {
+			continue
+		}
+		seen[b.Port] = true
+		ts = append(ts, target{port: b.Port, address: addr, hostPort: b.HostPort})
+	}
+	return ts
+}
+
+func comparePorts(a, b Port) int {
+	return cmp.Or(cmp.Compare(a.Port, b.Port), strings.Compare(a.Proto, b.Proto))
+}
+
+// defaultName is a Swarm task's service name, else the image's base name.
+func defaultName(c Container) string {
+	if n := c.Labels[labelSwarmServiceName]; n != "" {
+		return n
+	}
+	img := c.Image
+	img, _, _ = strings.Cut(img, "@")
+	base := path.Base(img)
+	base, _, _ = strings.Cut(base, ":")
+	return base
+}
+
+// serviceID is stable for a node, container and port: SERVICE_ID when set,
+// else NODE:CONTAINER:PORT, with ":udp" for UDP ports as registrator does.
+func serviceID(c Container, p Policy, t target, attrs map[string]setting, fromPort map[string]bool, group bool) string {
+	if id := attrs["id"].value; id != "" {
+		if group && !fromPort["id"] {
+			id += "-" + strconv.Itoa(t.port.Port)
+		}
+		return id
+	}
+	id := fmt.Sprintf("%s:%s:%d", p.Node, c.Name, t.port.Port)
+	if t.port.Proto == "udp" {
+		id += ":udp"
+	}
+	return id
+}
+
+func mergeTags(lists ...[]string) []string {
+	var tags []string
+	for _, l := range lists {
+		for _, t := range l {
+			if !slices.Contains(tags, t) {
+				tags = append(tags, t)
+			}
+		}
+	}
+	return tags
+}
+
+// serviceMeta holds what underlay knows of the container, then the
+// container's own attributes; attributes may not override underlay's keys.
+func serviceMeta(c Container, p Policy, t target, attrs map[string]setting, warn func(key, value, problem string)) map[string]string {
+	meta := map[string]string{
+		MetaNode:          p.Node,
+		MetaContainerID:   c.ID,
+		MetaContainerName: c.Name,
+		MetaImage:         c.Image,
+	}
+	if t.endpoint != nil {
+		meta[MetaNetwork] = t.endpoint.Network
+		if t.endpoint.MAC != "" {
+			meta[MetaMAC] = t.endpoint.MAC
+		}
+	}
+	swarm := map[string]string{
+		MetaSwarmService: c.Labels[labelSwarmServiceID],
+		MetaSwarmTask:    c.Labels[labelSwarmTaskID],
+		MetaSwarmNode:    c.Labels[labelSwarmNodeID],
+		MetaSwarmSlot:    swarmSlot(c.Labels[labelSwarmTaskName]),
+	}
+	for k, v := range swarm {
+		if v != "" {
+			meta[k] = v
+		}
+	}
+	keys := make([]string, 0, len(attrs))
+	for k := range attrs {
+		keys = append(keys, k)
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		s := attrs[k]
+		switch {
+		case consumedAttrs[k] || strings.HasPrefix(k, "check_"):
+		case meta[k] != "" || k == MetaHash || strings.HasPrefix(k, "underlay"):
+			warn(s.source, s.value, "reserved by underlay; not copied into Meta")
+		case strings.HasPrefix(k, "consul"):
+			warn(s.source, s.value, "Consul reserves Meta keys starting with consul; not copied into Meta")
+		case len(k) > 128 || len(s.value) > 512:
+			warn(s.source, s.value, "too long for Consul Meta (128-byte key, 512-byte value); not copied")
+		default:
+			meta[k] = s.value
+		}
+	}
+	return meta
+}
+
+// swarmSlot reads the slot from a replicated task's name, "web.3.taskid";
+// global tasks carry a node ID there instead and have no slot.
+func swarmSlot(taskName string) string {
+	parts := strings.Split(taskName, ".")
+	if len(parts) < 3 {
+		return ""
+	}
+	if _, err := strconv.Atoi(parts[len(parts)-2]); err != nil {
+		return ""
+	}
+	return parts[len(parts)-2]
+}
+
+func taggedAddresses(t target, port int) map[string]TaggedAddress {
+	tagged := map[string]TaggedAddress{}
+	if t.endpoint == nil {
+		if ip, err := netip.ParseAddr(t.address); err == nil {
+			if ip.Is4() {
+				tagged["lan_ipv4"] = TaggedAddress{t.address, port}
+			} else {
+				tagged["lan_ipv6"] = TaggedAddress{t.address, port}
+			}
+		}
+	} else {
+		if t.endpoint.IPv4 != "" {
+			tagged["lan_ipv4"] = TaggedAddress{t.endpoint.IPv4, port}
+		}
+		if t.endpoint.IPv6 != "" {
+			tagged["lan_ipv6"] = TaggedAddress{t.endpoint.IPv6, port}
+		}
+	}
+	if len(tagged) == 0 {
+		return nil
+	}
+	return tagged
+}
+
+// HealthCheckSuffix turns a service ID into the ID of its HEALTHCHECK mirror check.
+const HealthCheckSuffix = ":docker-health"
+
+// healthMirror maps Docker's HEALTHCHECK state to a Consul check status. A
+// container still "starting" is not yet known to be healthy, so it is critical.
+func healthMirror(c Container, serviceID string) *HealthMirror {
+	if c.Health == "" || c.Health == "none" {
+		return nil
+	}
+	status := "critical"
+	if c.Health == "healthy" {
+		status = "passing"
+	}
+	out := "docker health: " + c.Health
+	if c.HealthOutput != "" {
+		out += ": " + c.HealthOutput
+	}
+	return &HealthMirror{CheckID: serviceID + HealthCheckSuffix, Status: status, Output: out}
+}
+
+// Hash digests everything of a registration except the mirrored health
+// status, which changes through TTL updates rather than re-registration.
+func Hash(s Service) string {
+	s.Meta = mapWithout(s.Meta, MetaHash)
+	if s.Health != nil {
+		s.Health = &HealthMirror{CheckID: s.Health.CheckID}
+	}
+	b, _ := json.Marshal(s) // plain strings, ints and maps: cannot fail
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+func mapWithout(m map[string]string, key string) map[string]string {
+	out := make(map[string]string, len(m))
+	for k, v := range m {
+		if k != key {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+func dedupeWarnings(ws []Warning) []Warning {
+	var out []Warning
+	for _, w := range ws {
+		if !slices.Contains(out, w) {
+			out = append(out, w)
+		}
+	}
+	return out
+}

@@ -1,0 +1,11 @@
+// Package register keeps a Consul agent's services in step with the
+// containers running on one Docker host.
+//
+// The desired set of services is computed from containers by pure functions
+// (Desired, Plan) that import no client library; the Agent drives them from
+// Docker events and periodic resyncs and writes only the difference to Consul
+// through the small Docker and Catalog interfaces declared here.
+//
+// Every service the agent writes carries MetaNode in its Meta; the agent only
+// ever changes or removes services that carry its own node's marker.
+package register

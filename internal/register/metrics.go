@@ -1,0 +1,59 @@
+package register
+
+import "github.com/prometheus/client_golang/prometheus"
+
+// metrics are the agent's Prometheus series, namespace underlay, subsystem register.
+type metrics struct {
+	services       prometheus.Gauge
+	writes         *prometheus.CounterVec
+	errors         *prometheus.CounterVec
+	warnings       prometheus.Counter
+	resyncDuration prometheus.Histogram
+	eventLatency   prometheus.Histogram
+	reconnects     prometheus.Counter
+	queueDepth     prometheus.GaugeFunc
+}
+
+func newMetrics(reg prometheus.Registerer, q *queue) *metrics {
+	const ns, sub = "underlay", "register"
+	m := &metrics{
+		services: prometheus.NewGauge(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "services",
+			Help: "Services this agent currently has registered in Consul.",
+		}),
+		writes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "consul_writes_total",
+			Help: "Writes made to Consul, by operation (register, deregister, health).",
+		}, []string{"op"}),
+		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "errors_total",
+			Help: "Failed operations, by operation (docker, consul_read, register, deregister, health).",
+		}, []string{"op"}),
+		warnings: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "metadata_warnings_total",
+			Help: "Container metadata problems reported (each distinct problem once).",
+		}),
+		resyncDuration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "resync_duration_seconds",
+			Help:    "Time to read Consul and Docker and queue every container for a full resync.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 2, 14),
+		}),
+		eventLatency: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "event_to_consul_seconds",
+			Help:    "Time from a Docker event to the Consul write it caused.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 16),
+		}),
+		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "docker_reconnects_total",
+			Help: "Times the Docker event stream ended and was reopened.",
+		}),
+	}
+	m.queueDepth = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: ns, Subsystem: sub, Name: "queue_depth",
+		Help: "Containers waiting to be reconciled.",
+	}, func() float64 { return float64(q.Len()) })
+	if reg != nil {
+		reg.MustRegister(m.services, m.writes, m.errors, m.warnings, m.resyncDuration, m.eventLatency, m.reconnects, m.queueDepth)
+	}
+	return m
+}

@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# Installs what underlay needs on a Debian machine, idempotently: Debian's
+# docker.io, iproute2, iptables and make, and Consul 1.8.7 from Debian's
+# bullseye suite (fetched with apt-get download through a temporary sources
+# list on this machine's own mirror, unpacked with dpkg -x; the system's
+# sources are left untouched).
+source "$(dirname "$0")/lib.sh"
+need_root
+
+missing=()
+for pkg in docker.io iproute2 iptables make curl ca-certificates; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# debian_mirror prints the Debian archive URI this machine's apt already uses.
+debian_mirror() {
+  local uri
+  uri=$(grep -hsE '^URIs:' /etc/apt/sources.list.d/*.sources 2>/dev/null |
+    awk '{print $2}' | grep -v -- '-security' | head -n1 || true)
+  if [ -z "$uri" ]; then
+    uri=$(grep -hsE '^deb ' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null |
+      sed -E 's/^deb (\[[^]]*\] )?//' | awk '{print $1}' | grep -v -- '-security' | grep -i debian | head -n1 || true)
+  fi
+  echo "${uri:-http://deb.debian.org/debian}"
+}
+
+if [ -x "$CONSUL_PREFIX/usr/bin/consul" ] && "$CONSUL_PREFIX/usr/bin/consul" version | grep -q "v$CONSUL_VERSION"; then
+  :
+else
+  mirror=$(debian_mirror)
+  log "fetching consul $CONSUL_VERSION from Debian bullseye ($mirror)"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' EXIT
+  mkdir -p "$tmp/lists/partial" "$tmp/cache/archives/partial"
+  echo "deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] $mirror bullseye main" >"$tmp/sources.list"
+  apt_opts=(-o "Dir::Etc::SourceList=$tmp/sources.list" -o "Dir::Etc::SourceParts=/dev/null"
+    -o "Dir::State::Lists=$tmp/lists" -o "Dir::Cache=$tmp/cache" -o "APT::Sandbox::User=root")
+  apt-get "${apt_opts[@]}" update -qq
+  version=$(apt-cache "${apt_opts[@]}" madison consul | awk -v v="$CONSUL_VERSION" '$3 ~ "^"v {print $3; exit}')
+  [ -n "$version" ] || die "consul $CONSUL_VERSION not found in bullseye on $mirror"
+  (cd "$tmp" && apt-get "${apt_opts[@]}" download -qq "consul=$version")
+  rm -rf "$CONSUL_PREFIX"
+  mkdir -p "$CONSUL_PREFIX"
+  dpkg -x "$tmp"/consul_*.deb "$CONSUL_PREFIX"
+fi
+ln -sf "$CONSUL_PREFIX/usr/bin/consul" /usr/local/bin/consul
+log "dependencies ready: $(dockerd --version), $(consul version | head -n1)"

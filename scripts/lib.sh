@@ -1,0 +1,29 @@
+# Shared helpers for underlay's scripts. Source it; do not run it.
+set -euo pipefail
+
+UNDERLAY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+UNDERLAY_STATE=${UNDERLAY_STATE:-/var/lib/underlay-dev}
+CONSUL_VERSION=1.8.7
+CONSUL_PREFIX=/opt/underlay/consul-$CONSUL_VERSION
+
+# Go lives in /usr/local/go on the machines this project is built on.
+if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
+  export PATH=$PATH:/usr/local/go/bin
+fi
+
+log() { printf '==> %s\n' "$*" >&2; }
+die() { printf 'error: %s\n' "$*" >&2; exit 1; }
+
+need_root() {
+  [ "$(id -u)" -eq 0 ] || die "$(basename "$0") must run as root (it installs packages and starts dockerd); try: sudo $0"
+}
+
+# wait_for TIMEOUT_SECONDS DESCRIPTION CMD... retries CMD until it succeeds.
+wait_for() {
+  local timeout=$1 what=$2; shift 2
+  local deadline=$((SECONDS + timeout))
+  until "$@" >/dev/null 2>&1; do
+    [ "$SECONDS" -lt "$deadline" ] || die "timed out after ${timeout}s waiting for $what"
+    sleep 0.2
+  done
+}
