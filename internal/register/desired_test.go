@@ -1,0 +1,1185 @@
+package register
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+const (
+	testNode   = "node1"
+	testHostIP = "192.0.2.10"
+	testCID    = "3f4e5d6c7b8a9f0e"
+)
+
+func testPolicy() Policy { return Policy{Node: testNode, HostIP: testHostIP} }
+
+// lanEndpoint is a macvlan endpoint with both address families and a MAC.
+func lanEndpoint() Endpoint {
+	return Endpoint{
+		Network: "lan", NetworkID: "net-lan", Driver: "macvlan",
+		IPv4: "10.1.2.3", IPv6: "fd00::3", MAC: "02:42:0a:01:02:03",
+	}
+}
+
+// macvlanContainer is a running container named "web" on one macvlan
+// network exposing 80/tcp; mods adjust it per case.
+func macvlanContainer(mods ...func(*Container)) Container {
+	c := Container{
+		ID:          testCID,
+		Name:        "web",
+		Image:       "nginx:1.27",
+		Running:     true,
+		NetworkMode: "lan",
+		Exposed:     []Port{{80, "tcp"}},
+		Networks:    []Endpoint{lanEndpoint()},
+	}
+	for _, m := range mods {
+		m(&c)
+	}
+	return c
+}
+
+// bridgeContainer is a running container named "shop" on Docker's default
+// bridge, exposing 80, 443 and 9000 and publishing 80 and 443.
+func bridgeContainer(mods ...func(*Container)) Container {
+	c := Container{
+		ID:          testCID,
+		Name:        "shop",
+		Image:       "shop:2",
+		Running:     true,
+		NetworkMode: "bridge",
+		Exposed:     []Port{{80, "tcp"}, {443, "tcp"}, {9000, "tcp"}},
+		Published: []Binding{
+			{Port: Port{80, "tcp"}, HostIP: "0.0.0.0", HostPort: 8080},
+			{Port: Port{80, "tcp"}, HostIP: "::", HostPort: 8080},
+			{Port: Port{443, "tcp"}, HostIP: "::", HostPort: 8443},
+		},
+		Networks: []Endpoint{{Network: "bridge", NetworkID: "net-bridge", Driver: "bridge", IPv4: "172.17.0.2", MAC: "02:42:ac:11:00:02"}},
+	}
+	for _, m := range mods {
+		m(&c)
+	}
+	return c
+}
+
+func labels(kv ...string) func(*Container) {
+	return func(c *Container) {
+		if c.Labels == nil {
+			c.Labels = map[string]string{}
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			c.Labels[kv[i]] = kv[i+1]
+		}
+	}
+}
+
+func env(kv ...string) func(*Container) {
+	return func(c *Container) { c.Env = append(c.Env, kv...) }
+}
+
+func exposed(ports ...Port) func(*Container) {
+	return func(c *Container) { c.Exposed = ports }
+}
+
+func baseMeta(name, image string) map[string]string {
+	return map[string]string{
+		MetaNode:          testNode,
+		MetaContainerID:   testCID,
+		MetaContainerName: name,
+		MetaImage:         image,
+	}
+}
+
+func lanMeta() map[string]string {
+	m := baseMeta("web", "nginx:1.27")
+	m[MetaNetwork] = "lan"
+	m[MetaMAC] = "02:42:0a:01:02:03"
+	return m
+}
+
+// withoutHashes checks that every service carries the hash of itself in
+// Meta and returns copies without it, so cases need not spell hashes out.
+func withoutHashes(t *testing.T, svcs []Service) []Service {
+	t.Helper()
+	var out []Service
+	for _, s := range svcs {
+		got := s.Meta[MetaHash]
+		if got == "" {
+			t.Errorf("service %s: Meta[%s] is empty", s.ID, MetaHash)
+		} else if want := Hash(s); got != want {
+			t.Errorf("service %s: Meta[%s] = %q, Hash(service) = %q", s.ID, MetaHash, got, want)
+		}
+		s.Meta = mapWithout(s.Meta, MetaHash)
+		out = append(out, s)
+	}
+	return out
+}
+
+// wantWarning is an expected warning: exact key and value, and a substring
+// of the problem.
+type wantWarning struct {
+	Key, Value, Problem string
+}
+
+// checkWarnings matches got against want in any order (some warnings come
+// from map iteration) and checks that each names the container, the key and
+// the value, in its fields and in String().
+func checkWarnings(t *testing.T, container string, got []Warning, want []wantWarning) {
+	t.Helper()
+	used := make([]bool, len(got))
+	for _, w := range want {
+		found := false
+		for i, g := range got {
+			if used[i] || g.Key != w.Key || g.Value != w.Value || !strings.Contains(g.Problem, w.Problem) {
+				continue
+			}
+			used[i], found = true, true
+			if g.Container != container {
+				t.Errorf("warning %v: Container = %q, want %q", g, g.Container, container)
+			}
+			s := g.String()
+			wantParts := []string{"container " + container, w.Problem}
+			if w.Key != "" {
+				wantParts = append(wantParts, w.Key+"="+strconv.Quote(w.Value))
+			}
+			for _, part := range wantParts {
+				if !strings.Contains(s, part) {
+					t.Errorf("warning String() = %q, want it to contain %q", s, part)
+				}
+			}
+			break
+		}
+		if !found {
+			t.Errorf("missing warning key=%q value=%q problem containing %q; got %q", w.Key, w.Value, w.Problem, warningStrings(got))
+		}
+	}
+	for i, g := range got {
+		if !used[i] {
+			t.Errorf("unexpected warning %q", g.String())
+		}
+	}
+}
+
+func warningStrings(ws []Warning) []string {
+	var out []string
+	for _, w := range ws {
+		out = append(out, w.String())
+	}
+	return out
+}
+
+// permutations returns every ordering of s (s is small in tests).
+func permutations[T any](s []T) [][]T {
+	if len(s) <= 1 {
+		return [][]T{slices.Clone(s)}
+	}
+	var out [][]T
+	for i := range s {
+		rest := append(slices.Clone(s[:i]), s[i+1:]...)
+		for _, p := range permutations(rest) {
+			out = append(out, append([]T{s[i]}, p...))
+		}
+	}
+	return out
+}
+
+func TestDesiredFullServices(t *testing.T) {
+	tests := []struct {
+		name         string
+		c            Container
+		policy       Policy
+		want         []Service
+		wantWarnings []wantWarning
+	}{
+		{
+			name:   "macvlan tcp port with IPv4 and IPv6",
+			c:      macvlanContainer(),
+			policy: testPolicy(),
+			want: []Service{{
+				ID: "node1:web:80", Name: "nginx", Address: "10.1.2.3", Port: 80,
+				Meta: lanMeta(),
+				TaggedAddresses: map[string]TaggedAddress{
+					"lan_ipv4": {"10.1.2.3", 80},
+					"lan_ipv6": {"fd00::3", 80},
+				},
+			}},
+		},
+		{
+			name:   "macvlan udp port gets :udp suffix",
+			c:      macvlanContainer(exposed(Port{53, "udp"})),
+			policy: testPolicy(),
+			want: []Service{{
+				ID: "node1:web:53:udp", Name: "nginx", Address: "10.1.2.3", Port: 53,
+				Meta: lanMeta(),
+				TaggedAddresses: map[string]TaggedAddress{
+					"lan_ipv4": {"10.1.2.3", 53},
+					"lan_ipv6": {"fd00::3", 53},
+				},
+			}},
+		},
+		{
+			name: "ipvlan IPv6-only endpoint without MAC",
+			c: macvlanContainer(func(c *Container) {
+				c.Networks = []Endpoint{{Network: "v6", Driver: "ipvlan", IPv6: "fd00::9"}}
+			}),
+			policy: testPolicy(),
+			want: []Service{{
+				ID: "node1:web:80", Name: "nginx", Address: "fd00::9", Port: 80,
+				Meta: func() map[string]string {
+					m := baseMeta("web", "nginx:1.27")
+					m[MetaNetwork] = "v6"
+					return m
+				}(),
+				TaggedAddresses: map[string]TaggedAddress{"lan_ipv6": {"fd00::9", 80}},
+			}},
+		},
+		{
+			name:   "macvlan with policy tags and SERVICE_TAGS",
+			c:      macvlanContainer(labels("SERVICE_TAGS", "v1,prod")),
+			policy: Policy{Node: testNode, Tags: []string{"underlay", "prod"}},
+			want: []Service{{
+				ID: "node1:web:80", Name: "nginx", Address: "10.1.2.3", Port: 80,
+				Tags: []string{"underlay", "prod", "v1"},
+				Meta: lanMeta(),
+				TaggedAddresses: map[string]TaggedAddress{
+					"lan_ipv4": {"10.1.2.3", 80},
+					"lan_ipv6": {"fd00::3", 80},
+				},
+			}},
+		},
+		{
+			name:   "bridge published on 0.0.0.0 and :: registers host IP and host port",
+			c:      bridgeContainer(),
+			policy: testPolicy(),
+			want: []Service{
+				{
+					ID: "node1:shop:80", Name: "shop-80", Address: testHostIP, Port: 8080,
+					Meta:            baseMeta("shop", "shop:2"),
+					TaggedAddresses: map[string]TaggedAddress{"lan_ipv4": {testHostIP, 8080}},
+				},
+				{
+					ID: "node1:shop:443", Name: "shop-443", Address: testHostIP, Port: 8443,
+					Meta:            baseMeta("shop", "shop:2"),
+					TaggedAddresses: map[string]TaggedAddress{"lan_ipv4": {testHostIP, 8443}},
+				},
+			},
+		},
+		{
+			name: "bridge published on a specific host IP registers that IP",
+			c: bridgeContainer(func(c *Container) {
+				c.Published = []Binding{{Port: Port{80, "tcp"}, HostIP: "198.51.100.7", HostPort: 8080}}
+			}),
+			policy: testPolicy(),
+			want: []Service{{
+				ID: "node1:shop:80", Name: "shop", Address: "198.51.100.7", Port: 8080,
+				Meta:            baseMeta("shop", "shop:2"),
+				TaggedAddresses: map[string]TaggedAddress{"lan_ipv4": {"198.51.100.7", 8080}},
+			}},
+		},
+		{
+			name: "bridge published on a specific IPv6 host IP",
+			c: bridgeContainer(func(c *Container) {
+				c.Published = []Binding{{Port: Port{80, "tcp"}, HostIP: "2001:db8::7", HostPort: 8080}}
+			}),
+			policy: testPolicy(),
+			want: []Service{{
+				ID: "node1:shop:80", Name: "shop", Address: "2001:db8::7", Port: 8080,
+				Meta:            baseMeta("shop", "shop:2"),
+				TaggedAddresses: map[string]TaggedAddress{"lan_ipv6": {"2001:db8::7", 8080}},
+			}},
+		},
+		{
+			name:   "bridge with Internal policy registers container IP and exposed ports",
+			c:      bridgeContainer(),
+			policy: Policy{Node: testNode, HostIP: testHostIP, Internal: true},
+			want: func() []Service {
+				var out []Service
+				for _, p := range []int{80, 443, 9000} {
+					m := baseMeta("shop", "shop:2")
+					m[MetaNetwork] = "bridge"
+					m[MetaMAC] = "02:42:ac:11:00:02"
+					out = append(out, Service{
+						ID: fmt.Sprintf("node1:shop:%d", p), Name: fmt.Sprintf("shop-%d", p),
+						Address: "172.17.0.2", Port: p, Meta: m,
+						TaggedAddresses: map[string]TaggedAddress{"lan_ipv4": {"172.17.0.2", p}},
+					})
+				}
+				return out
+			}(),
+		},
+		{
+			name: "host network registers host IP and exposed port",
+			c: Container{
+				ID: testCID, Name: "consul", Image: "hashicorp/consul:1.20", Running: true,
+				NetworkMode: "host", Exposed: []Port{{8500, "tcp"}},
+			},
+			policy: testPolicy(),
+			want: []Service{{
+				ID: "node1:consul:8500", Name: "consul", Address: testHostIP, Port: 8500,
+				Meta:            baseMeta("consul", "hashicorp/consul:1.20"),
+				TaggedAddresses: map[string]TaggedAddress{"lan_ipv4": {testHostIP, 8500}},
+			}},
+		},
+		{
+			name: "swarm replicated task",
+			c: macvlanContainer(labels(
+				"com.docker.swarm.service.name", "stack_api",
+				"com.docker.swarm.service.id", "svc123",
+				"com.docker.swarm.task.id", "task456",
+				"com.docker.swarm.task.name", "stack_api.3.task456",
+				"com.docker.swarm.node.id", "nodeabc",
+			)),
+			policy: testPolicy(),
+			want: []Service{{
+				ID: "node1:web:80", Name: "stack_api", Address: "10.1.2.3", Port: 80,
+				Meta: func() map[string]string {
+					m := lanMeta()
+					m[MetaSwarmService] = "svc123"
+					m[MetaSwarmTask] = "task456"
+					m[MetaSwarmNode] = "nodeabc"
+					m[MetaSwarmSlot] = "3"
+					return m
+				}(),
+				TaggedAddresses: map[string]TaggedAddress{
+					"lan_ipv4": {"10.1.2.3", 80},
+					"lan_ipv6": {"fd00::3", 80},
+				},
+			}},
+		},
+		{
+			name: "swarm global task has no slot",
+			c: macvlanContainer(labels(
+				"com.docker.swarm.service.name", "stack_agent",
+				"com.docker.swarm.service.id", "svc123",
+				"com.docker.swarm.task.id", "task456",
+				"com.docker.swarm.task.name", "stack_agent.nodeabc.task456",
+				"com.docker.swarm.node.id", "nodeabc",
+			)),
+			policy: testPolicy(),
+			want: []Service{{
+				ID: "node1:web:80", Name: "stack_agent", Address: "10.1.2.3", Port: 80,
+				Meta: func() map[string]string {
+					m := lanMeta()
+					m[MetaSwarmService] = "svc123"
+					m[MetaSwarmTask] = "task456"
+					m[MetaSwarmNode] = "nodeabc"
+					return m
+				}(),
+				TaggedAddresses: map[string]TaggedAddress{
+					"lan_ipv4": {"10.1.2.3", 80},
+					"lan_ipv6": {"fd00::3", 80},
+				},
+			}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, warnings := Desired(tt.c, tt.policy)
+			if diff := cmp.Diff(tt.want, withoutHashes(t, got)); diff != "" {
+				t.Errorf("Desired services mismatch (-want +got):\n%s", diff)
+			}
+			checkWarnings(t, tt.c.Name, warnings, tt.wantWarnings)
+		})
+	}
+}
+
+// placement is where a service points, for cases about address choice.
+type placement struct {
+	ID      string
+	Address string
+	Port    int
+	Network string
+}
+
+func placements(svcs []Service) []placement {
+	var out []placement
+	for _, s := range svcs {
+		out = append(out, placement{s.ID, s.Address, s.Port, s.Meta[MetaNetwork]})
+	}
+	return out
+}
+
+func TestDesiredNetworkChoice(t *testing.T) {
+	multi := func(mods ...func(*Container)) Container {
+		c := Container{
+			ID: testCID, Name: "web", Image: "nginx", Running: true, NetworkMode: "lan-b",
+			Exposed:   []Port{{80, "tcp"}},
+			Published: []Binding{{Port: Port{80, "tcp"}, HostIP: "0.0.0.0", HostPort: 8080}},
+			Networks: []Endpoint{
+				{Network: "bridge", Driver: "bridge", IPv4: "172.17.0.2"},
+				{Network: "lan-b", Driver: "macvlan", IPv4: "10.2.0.5"},
+				{Network: "lan-a", Driver: "ipvlan", IPv4: "10.1.0.5"},
+				{Network: "overlay", Driver: "overlay", IPv4: "10.0.9.5"},
+			},
+		}
+		for _, m := range mods {
+			m(&c)
+		}
+		return c
+	}
+	onlyNetworks := func(names ...string) func(*Container) {
+		return func(c *Container) {
+			c.Networks = slices.DeleteFunc(c.Networks, func(e Endpoint) bool { return !slices.Contains(names, e.Network) })
+		}
+	}
+	tests := []struct {
+		name         string
+		c            Container
+		policy       Policy
+		want         []placement
+		wantWarnings []wantWarning
+	}{
+		{
+			name:   "first underlay network by name",
+			c:      multi(),
+			policy: testPolicy(),
+			want:   []placement{{"node1:web:80", "10.1.0.5", 80, "lan-a"}},
+		},
+		{
+			name:   "SERVICE_NETWORK label picks a macvlan network",
+			c:      multi(labels("SERVICE_NETWORK", "lan-b")),
+			policy: testPolicy(),
+			want:   []placement{{"node1:web:80", "10.2.0.5", 80, "lan-b"}},
+		},
+		{
+			name:   "SERVICE_NETWORK env picks a non-underlay network",
+			c:      multi(env("SERVICE_NETWORK=overlay")),
+			policy: testPolicy(),
+			want:   []placement{{"node1:web:80", "10.0.9.5", 80, "overlay"}},
+		},
+		{
+			name:   "policy network picks one",
+			c:      multi(),
+			policy: Policy{Node: testNode, HostIP: testHostIP, Network: "lan-b"},
+			want:   []placement{{"node1:web:80", "10.2.0.5", 80, "lan-b"}},
+		},
+		{
+			name:   "SERVICE_NETWORK wins over policy network",
+			c:      multi(labels("SERVICE_NETWORK", "overlay")),
+			policy: Policy{Node: testNode, HostIP: testHostIP, Network: "lan-b"},
+			want:   []placement{{"node1:web:80", "10.0.9.5", 80, "overlay"}},
+		},
+		{
+			name:   "policy network the container is not on falls back to underlay",
+			c:      multi(),
+			policy: Policy{Node: testNode, HostIP: testHostIP, Network: "elsewhere"},
+			want:   []placement{{"node1:web:80", "10.1.0.5", 80, "lan-a"}},
+		},
+		{
+			name: "underlay network without an address is passed over",
+			c: multi(func(c *Container) {
+				for i := range c.Networks {
+					if c.Networks[i].Network == "lan-a" {
+						c.Networks[i].IPv4 = ""
+					}
+				}
+			}),
+			policy: testPolicy(),
+			want:   []placement{{"node1:web:80", "10.2.0.5", 80, "lan-b"}},
+		},
+		{
+			name:   "SERVICE_NETWORK naming a network the container is not on skips it",
+			c:      multi(labels("SERVICE_NETWORK", "missing")),
+			policy: testPolicy(),
+			want:   nil,
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_NETWORK", Value: "missing", Problem: "no address on that network; skipped"},
+			},
+		},
+		{
+			name:   "no underlay network uses published port",
+			c:      multi(onlyNetworks("bridge", "overlay")),
+			policy: testPolicy(),
+			want:   []placement{{"node1:web:80", testHostIP, 8080, ""}},
+		},
+		{
+			name:   "no underlay network with Internal uses first network by name",
+			c:      multi(onlyNetworks("overlay", "bridge")),
+			policy: Policy{Node: testNode, HostIP: testHostIP, Internal: true},
+			want:   []placement{{"node1:web:80", "172.17.0.2", 80, "bridge"}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for i, nets := range permutations(tt.c.Networks) {
+				c := tt.c
+				c.Networks = nets
+				got, warnings := Desired(c, tt.policy)
+				if diff := cmp.Diff(tt.want, placements(got)); diff != "" {
+					t.Errorf("network order %d %v: placement mismatch (-want +got):\n%s", i, networkNames(nets), diff)
+				}
+				checkWarnings(t, c.Name, warnings, tt.wantWarnings)
+			}
+		})
+	}
+}
+
+func networkNames(eps []Endpoint) []string {
+	var out []string
+	for _, e := range eps {
+		out = append(out, e.Network)
+	}
+	return out
+}
+
+func TestDesiredPortSelection(t *testing.T) {
+	tests := []struct {
+		name         string
+		c            Container
+		policy       Policy
+		want         []placement
+		wantWarnings []wantWarning
+	}{
+		{
+			name:   "exposed but unpublished port is not registered",
+			c:      bridgeContainer(),
+			policy: testPolicy(),
+			want: []placement{
+				{"node1:shop:80", testHostIP, 8080, ""},
+				{"node1:shop:443", testHostIP, 8443, ""},
+			},
+		},
+		{
+			name: "binding with host port 0 is skipped",
+			c: bridgeContainer(func(c *Container) {
+				c.Published = []Binding{
+					{Port: Port{80, "tcp"}, HostIP: "0.0.0.0", HostPort: 0},
+					{Port: Port{443, "tcp"}, HostIP: "0.0.0.0", HostPort: 8443},
+				}
+			}),
+			policy: testPolicy(),
+			want:   []placement{{"node1:shop:443", testHostIP, 8443, ""}},
+		},
+		{
+			name:   "published on all interfaces without a host IP registers nothing",
+			c:      bridgeContainer(),
+			policy: Policy{Node: testNode},
+			want:   nil,
+		},
+		{
+			name: "tcp and udp on the same port are separate services",
+			c: bridgeContainer(func(c *Container) {
+				c.Exposed = nil
+				c.Published = []Binding{
+					{Port: Port{53, "udp"}, HostIP: "0.0.0.0", HostPort: 5353},
+					{Port: Port{53, "tcp"}, HostIP: "0.0.0.0", HostPort: 5353},
+				}
+			}),
+			policy: testPolicy(),
+			want: []placement{
+				{"node1:shop:53", testHostIP, 5353, ""},
+				{"node1:shop:53:udp", testHostIP, 5353, ""},
+			},
+		},
+		{
+			name: "macvlan registers exposed and published container ports in port order",
+			c: macvlanContainer(func(c *Container) {
+				c.Exposed = []Port{{9000, "tcp"}, {80, "tcp"}}
+				c.Published = []Binding{{Port: Port{443, "tcp"}, HostIP: "0.0.0.0", HostPort: 8443}}
+			}),
+			policy: testPolicy(),
+			want: []placement{
+				{"node1:web:80", "10.1.2.3", 80, "lan"},
+				{"node1:web:443", "10.1.2.3", 443, "lan"},
+				{"node1:web:9000", "10.1.2.3", 9000, "lan"},
+			},
+		},
+		{
+			name:   "macvlan container without ports registers nothing",
+			c:      macvlanContainer(exposed()),
+			policy: testPolicy(),
+			want:   nil,
+		},
+		{
+			name: "host network without host IP is skipped with a warning",
+			c: Container{
+				ID: testCID, Name: "consul", Image: "consul", Running: true,
+				NetworkMode: "host", Exposed: []Port{{8500, "tcp"}},
+			},
+			policy: Policy{Node: testNode},
+			want:   nil,
+			wantWarnings: []wantWarning{
+				{Problem: "host-network container but the agent knows no host IP"},
+			},
+		},
+		{
+			name: "host network ignores container networks",
+			c: Container{
+				ID: testCID, Name: "consul", Image: "consul", Running: true,
+				NetworkMode: "host", Exposed: []Port{{8600, "udp"}, {8500, "tcp"}},
+				Networks: []Endpoint{lanEndpoint()},
+			},
+			policy: testPolicy(),
+			want: []placement{
+				{"node1:consul:8500", testHostIP, 8500, ""},
+				{"node1:consul:8600:udp", testHostIP, 8600, ""},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, warnings := Desired(tt.c, tt.policy)
+			if diff := cmp.Diff(tt.want, placements(got)); diff != "" {
+				t.Errorf("placement mismatch (-want +got):\n%s", diff)
+			}
+			checkWarnings(t, tt.c.Name, warnings, tt.wantWarnings)
+		})
+	}
+}
+
+// naming is what a service is called and tagged, for cases about metadata.
+type naming struct {
+	ID   string
+	Name string
+	Tags []string
+}
+
+func namings(svcs []Service) []naming {
+	var out []naming
+	for _, s := range svcs {
+		out = append(out, naming{s.ID, s.Name, s.Tags})
+	}
+	return out
+}
+
+func TestDesiredNaming(t *testing.T) {
+	twoPorts := func(mods ...func(*Container)) Container {
+		return macvlanContainer(append([]func(*Container){exposed(Port{443, "tcp"}, Port{80, "tcp"})}, mods...)...)
+	}
+	tests := []struct {
+		name         string
+		c            Container
+		policy       Policy
+		want         []naming
+		wantWarnings []wantWarning
+	}{
+		{
+			name:   "single port takes image base name",
+			c:      macvlanContainer(),
+			policy: testPolicy(),
+			want:   []naming{{"node1:web:80", "nginx", nil}},
+		},
+		{
+			name:   "SERVICE_NAME names a single port",
+			c:      macvlanContainer(labels("SERVICE_NAME", "frontend")),
+			policy: testPolicy(),
+			want:   []naming{{"node1:web:80", "frontend", nil}},
+		},
+		{
+			name:   "SERVICE_NAME wins over swarm service name",
+			c:      macvlanContainer(labels("SERVICE_NAME", "frontend", "com.docker.swarm.service.name", "stack_web")),
+			policy: testPolicy(),
+			want:   []naming{{"node1:web:80", "frontend", nil}},
+		},
+		{
+			name:   "several ports get -PORT suffix",
+			c:      twoPorts(),
+			policy: testPolicy(),
+			want: []naming{
+				{"node1:web:80", "nginx-80", nil},
+				{"node1:web:443", "nginx-443", nil},
+			},
+		},
+		{
+			name:   "container-wide SERVICE_NAME gets -PORT suffix",
+			c:      twoPorts(labels("SERVICE_NAME", "shop")),
+			policy: testPolicy(),
+			want: []naming{
+				{"node1:web:80", "shop-80", nil},
+				{"node1:web:443", "shop-443", nil},
+			},
+		},
+		{
+			name:   "SERVICE_<port>_NAME is used as is",
+			c:      twoPorts(labels("SERVICE_NAME", "shop", "SERVICE_443_NAME", "shop-tls")),
+			policy: testPolicy(),
+			want: []naming{
+				{"node1:web:80", "shop-80", nil},
+				{"node1:web:443", "shop-tls", nil},
+			},
+		},
+		{
+			name:   "SERVICE_<port>_IGNORE drops that port",
+			c:      twoPorts(labels("SERVICE_443_IGNORE", "true")),
+			policy: testPolicy(),
+			want:   []naming{{"node1:web:80", "nginx-80", nil}},
+		},
+		{
+			name:   "SERVICE_IGNORE drops the container",
+			c:      twoPorts(labels("SERVICE_IGNORE", "1")),
+			policy: testPolicy(),
+			want:   nil,
+		},
+		{
+			name:   "SERVICE_IGNORE=false keeps the container",
+			c:      macvlanContainer(env("SERVICE_IGNORE=false")),
+			policy: testPolicy(),
+			want:   []naming{{"node1:web:80", "nginx", nil}},
+		},
+		{
+			name:   "label wins over env",
+			c:      macvlanContainer(env("SERVICE_NAME=fromenv", "SERVICE_TAGS=envtag"), labels("SERVICE_NAME", "fromlabel")),
+			policy: testPolicy(),
+			want:   []naming{{"node1:web:80", "fromlabel", []string{"envtag"}}},
+		},
+		{
+			name:   "port setting from env wins over container-wide label",
+			c:      twoPorts(env("SERVICE_80_NAME=plain"), labels("SERVICE_NAME", "shop")),
+			policy: testPolicy(),
+			want: []naming{
+				{"node1:web:80", "plain", nil},
+				{"node1:web:443", "shop-443", nil},
+			},
+		},
+		{
+			name:   "SERVICE_TAGS merged after policy tags without duplicates",
+			c:      macvlanContainer(labels("SERVICE_TAGS", " a, prod,,b,a ")),
+			policy: Policy{Node: testNode, Tags: []string{"prod", "underlay"}},
+			want:   []naming{{"node1:web:80", "nginx", []string{"prod", "underlay", "a", "b"}}},
+		},
+		{
+			name:   "SERVICE_<port>_TAGS replace container-wide tags for that port",
+			c:      twoPorts(labels("SERVICE_TAGS", "web", "SERVICE_443_TAGS", "tls")),
+			policy: testPolicy(),
+			want: []naming{
+				{"node1:web:80", "nginx-80", []string{"web"}},
+				{"node1:web:443", "nginx-443", []string{"tls"}},
+			},
+		},
+		{
+			name:   "SERVICE_ID on a single port",
+			c:      macvlanContainer(labels("SERVICE_ID", "custom")),
+			policy: testPolicy(),
+			want:   []naming{{"custom", "nginx", nil}},
+		},
+		{
+			name:   "SERVICE_ID on several ports gets -PORT suffix unless per port",
+			c:      twoPorts(labels("SERVICE_ID", "custom", "SERVICE_443_ID", "tls-id")),
+			policy: testPolicy(),
+			want: []naming{
+				{"custom-80", "nginx-80", nil},
+				{"tls-id", "nginx-443", nil},
+			},
+		},
+		{
+			name:   "Explicit skips a container without a name",
+			c:      twoPorts(),
+			policy: Policy{Node: testNode, Explicit: true},
+			want:   nil,
+		},
+		{
+			name:   "Explicit keeps a container with SERVICE_NAME",
+			c:      macvlanContainer(labels("SERVICE_NAME", "frontend")),
+			policy: Policy{Node: testNode, Explicit: true},
+			want:   []naming{{"node1:web:80", "frontend", nil}},
+		},
+		{
+			name:   "Explicit keeps only ports with SERVICE_<port>_NAME",
+			c:      twoPorts(labels("SERVICE_443_NAME", "shop-tls")),
+			policy: Policy{Node: testNode, Explicit: true},
+			want:   []naming{{"node1:web:443", "shop-tls", nil}},
+		},
+		{
+			name:   "Explicit does not count the swarm service name",
+			c:      macvlanContainer(labels("com.docker.swarm.service.name", "stack_web")),
+			policy: Policy{Node: testNode, Explicit: true},
+			want:   nil,
+		},
+		{
+			name:   "Labels filter skips a container without the label",
+			c:      macvlanContainer(labels("tier", "web")),
+			policy: Policy{Node: testNode, Labels: map[string]string{"io.underlay.register": ""}},
+			want:   nil,
+		},
+		{
+			name:   "Labels filter with empty value matches any value",
+			c:      macvlanContainer(labels("io.underlay.register", "whatever")),
+			policy: Policy{Node: testNode, Labels: map[string]string{"io.underlay.register": ""}},
+			want:   []naming{{"node1:web:80", "nginx", nil}},
+		},
+		{
+			name:   "Labels filter with a value needs that value",
+			c:      macvlanContainer(labels("tier", "db", "io.underlay.register", "yes")),
+			policy: Policy{Node: testNode, Labels: map[string]string{"tier": "web", "io.underlay.register": ""}},
+			want:   nil,
+		},
+		{
+			name:   "Labels filter with every label matching",
+			c:      macvlanContainer(labels("tier", "web", "io.underlay.register", "yes")),
+			policy: Policy{Node: testNode, Labels: map[string]string{"tier": "web", "io.underlay.register": ""}},
+			want:   []naming{{"node1:web:80", "nginx", nil}},
+		},
+		{
+			name: "stopped container registers nothing, even with bad metadata",
+			c: macvlanContainer(labels("SERVICE_80x_NAME", "foo"), func(c *Container) {
+				c.Running = false
+				c.ExitCode = 1
+			}),
+			policy: testPolicy(),
+			want:   nil,
+		},
+		{
+			name:   "SERVICE_80x_NAME warns and the container is still registered",
+			c:      macvlanContainer(labels("SERVICE_80x_NAME", "foo")),
+			policy: testPolicy(),
+			want:   []naming{{"node1:web:80", "nginx", nil}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_80x_NAME", Value: "foo", Problem: "not a port number between 1 and 65535"},
+			},
+		},
+		{
+			name:   "SERVICE_99999_NAME warns and the container is still registered",
+			c:      macvlanContainer(env("SERVICE_99999_NAME=bar")),
+			policy: testPolicy(),
+			want:   []naming{{"node1:web:80", "nginx", nil}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_99999_NAME", Value: "bar", Problem: "not a port number between 1 and 65535"},
+			},
+		},
+		{
+			name:   "SERVICE_0_NAME warns",
+			c:      macvlanContainer(labels("SERVICE_0_NAME", "zero")),
+			policy: testPolicy(),
+			want:   []naming{{"node1:web:80", "nginx", nil}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_0_NAME", Value: "zero", Problem: "not a port number"},
+			},
+		},
+		{
+			name:   "attribute with punctuation warns",
+			c:      macvlanContainer(labels("SERVICE_TEAM.NAME", "ops", "SERVICE_80_", "x")),
+			policy: testPolicy(),
+			want:   []naming{{"node1:web:80", "nginx", nil}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_TEAM.NAME", Value: "ops", Problem: "attribute name may hold only"},
+				{Key: "SERVICE_80_", Value: "x", Problem: "attribute name may hold only"},
+			},
+		},
+		{
+			name:   "labels and env outside SERVICE_ are ignored",
+			c:      macvlanContainer(env("PATH=/bin", "NOEQUALS", "SERVICE_=x"), labels("service_name", "lower")),
+			policy: testPolicy(),
+			want:   []naming{{"node1:web:80", "nginx", nil}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, warnings := Desired(tt.c, tt.policy)
+			if diff := cmp.Diff(tt.want, namings(got)); diff != "" {
+				t.Errorf("naming mismatch (-want +got):\n%s", diff)
+			}
+			checkWarnings(t, tt.c.Name, warnings, tt.wantWarnings)
+		})
+	}
+}
+
+func TestDesiredMeta(t *testing.T) {
+	long := strings.Repeat("k", 129)
+	tests := []struct {
+		name string
+		c    Container
+		// want is the Meta of each service, beyond lanMeta().
+		want         []map[string]string
+		wantWarnings []wantWarning
+	}{
+		{
+			name: "other attributes go into Meta lowercased",
+			c:    macvlanContainer(labels("SERVICE_VERSION", "1.2", "SERVICE_Owner_Team", "ops", "SERVICE_TAGS", "t")),
+			want: []map[string]string{{"version": "1.2", "owner_team": "ops"}},
+		},
+		{
+			name: "port attributes go only into that port's Meta",
+			c:    macvlanContainer(exposed(Port{80, "tcp"}, Port{443, "tcp"}), labels("SERVICE_443_PROTOCOL", "https", "SERVICE_PROTOCOL", "http")),
+			want: []map[string]string{{"protocol": "http"}, {"protocol": "https"}},
+		},
+		{
+			name: "consumed and check attributes are not copied",
+			c: macvlanContainer(labels(
+				"SERVICE_NAME", "n", "SERVICE_ID", "i", "SERVICE_TAGS", "t", "SERVICE_IGNORE", "",
+				"SERVICE_NETWORK", "lan", "SERVICE_CHECK_TCP", "true", "SERVICE_CHECK_INTERVAL", "5s",
+			)),
+			want: []map[string]string{{}},
+		},
+		{
+			name: "reserved keys are refused",
+			c: macvlanContainer(labels(
+				"SERVICE_CONTAINER_ID", "forged",
+				"SERVICE_IMAGE", "forged",
+				"SERVICE_UNDERLAY_NODE", "other",
+				"SERVICE_UNDERLAY_HASH", "0000",
+				"SERVICE_UNDERLAY_EXTRA", "x",
+				"SERVICE_MAC", "00:00:00:00:00:00",
+			)),
+			want: []map[string]string{{}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_CONTAINER_ID", Value: "forged", Problem: "reserved by underlay"},
+				{Key: "SERVICE_IMAGE", Value: "forged", Problem: "reserved by underlay"},
+				{Key: "SERVICE_UNDERLAY_NODE", Value: "other", Problem: "reserved by underlay"},
+				{Key: "SERVICE_UNDERLAY_HASH", Value: "0000", Problem: "reserved by underlay"},
+				{Key: "SERVICE_UNDERLAY_EXTRA", Value: "x", Problem: "reserved by underlay"},
+				{Key: "SERVICE_MAC", Value: "00:00:00:00:00:00", Problem: "reserved by underlay"},
+			},
+		},
+		{
+			name: "consul keys are refused",
+			c:    macvlanContainer(env("SERVICE_CONSUL_VERSION=1", "SERVICE_CONSUL-X=2")),
+			want: []map[string]string{{}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_CONSUL_VERSION", Value: "1", Problem: "Consul reserves Meta keys starting with consul"},
+				{Key: "SERVICE_CONSUL-X", Value: "2", Problem: "Consul reserves Meta keys starting with consul"},
+			},
+		},
+		{
+			name: "too long key or value is refused",
+			c:    macvlanContainer(labels("SERVICE_"+long, "v", "SERVICE_BIG", strings.Repeat("v", 513), "SERVICE_OK", strings.Repeat("v", 512))),
+			want: []map[string]string{{"ok": strings.Repeat("v", 512)}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_" + long, Value: "v", Problem: "too long for Consul Meta"},
+				{Key: "SERVICE_BIG", Value: strings.Repeat("v", 513), Problem: "too long for Consul Meta"},
+			},
+		},
+		{
+			name: "a warning repeated for each port is reported once",
+			c:    macvlanContainer(exposed(Port{80, "tcp"}, Port{443, "tcp"}), labels("SERVICE_CONSUL", "x")),
+			want: []map[string]string{{}, {}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_CONSUL", Value: "x", Problem: "Consul reserves"},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, warnings := Desired(tt.c, testPolicy())
+			var want, gotMeta []map[string]string
+			for _, extra := range tt.want {
+				m := lanMeta()
+				for k, v := range extra {
+					m[k] = v
+				}
+				want = append(want, m)
+			}
+			for _, s := range withoutHashes(t, got) {
+				gotMeta = append(gotMeta, s.Meta)
+			}
+			if diff := cmp.Diff(want, gotMeta); diff != "" {
+				t.Errorf("Meta mismatch (-want +got):\n%s", diff)
+			}
+			checkWarnings(t, tt.c.Name, warnings, tt.wantWarnings)
+		})
+	}
+}
+
+// TestDesiredUniqueIDs checks that no two services of one container share an
+// ID: Consul keeps one service per ID, so the agent would re-register the
+// pair on every resync.
+func TestDesiredUniqueIDs(t *testing.T) {
+	dns := func(mods ...func(*Container)) Container {
+		return macvlanContainer(append([]func(*Container){exposed(Port{53, "tcp"}, Port{53, "udp"}, Port{8053, "tcp"})}, mods...)...)
+	}
+	tests := []struct {
+		name string
+		c    Container
+	}{
+		{"default IDs", dns()},
+		{"SERVICE_NAME", dns(labels("SERVICE_NAME", "dns"))},
+		{"SERVICE_53_NAME", dns(labels("SERVICE_53_NAME", "dns"))},
+		{"SERVICE_ID", dns(labels("SERVICE_ID", "dns"))},
+		{"SERVICE_53_ID", dns(labels("SERVICE_53_ID", "dns"))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, _ := Desired(tt.c, testPolicy())
+			if len(got) != 3 {
+				t.Fatalf("Desired returned %d services, want 3", len(got))
+			}
+			seen := map[string]bool{}
+			for _, s := range got {
+				if seen[s.ID] {
+					t.Errorf("service ID %q used twice; IDs: %q", s.ID, serviceIDs(got))
+				}
+				seen[s.ID] = true
+			}
+		})
+	}
+}
+
+func serviceIDs(svcs []Service) []string {
+	var out []string
+	for _, s := range svcs {
+		out = append(out, s.ID)
+	}
+	return out
+}
+
+func TestDesiredDeterministic(t *testing.T) {
+	c := macvlanContainer(
+		exposed(Port{443, "tcp"}, Port{53, "udp"}, Port{80, "tcp"}),
+		labels("SERVICE_VERSION", "3", "SERVICE_TEAM", "ops", "SERVICE_CHECK_TCP", "true", "SERVICE_CHECK_HTTP", "/h"),
+		func(c *Container) {
+			c.Networks = append(c.Networks,
+				Endpoint{Network: "bridge", Driver: "bridge", IPv4: "172.17.0.2"},
+				Endpoint{Network: "alan", Driver: "overlay", IPv4: "10.0.9.2"})
+			c.Published = []Binding{{Port: Port{8080, "tcp"}, HostIP: "0.0.0.0", HostPort: 18080}}
+		},
+	)
+	first, _ := Desired(c, testPolicy())
+	if len(first) != 4 {
+		t.Fatalf("Desired returned %d services, want 4", len(first))
+	}
+	for i, ports := range permutations(c.Exposed) {
+		for j, nets := range permutations(c.Networks) {
+			c2 := c
+			c2.Exposed, c2.Networks = ports, nets
+			got, _ := Desired(c2, testPolicy())
+			if diff := cmp.Diff(first, got); diff != "" {
+				t.Fatalf("ports order %d, networks order %d: services differ (-first +got):\n%s", i, j, diff)
+			}
+		}
+	}
+}
+
+func TestDefaultName(t *testing.T) {
+	tests := []struct {
+		name   string
+		image  string
+		labels map[string]string
+		want   string
+	}{
+		{"bare image", "nginx", nil, "nginx"},
+		{"image with tag", "nginx:1.27", nil, "nginx"},
+		{"image with namespace", "library/nginx:latest", nil, "nginx"},
+		{"registry with port, tag and digest", "registry:5000/team/app:1.2@sha256:" + strings.Repeat("a", 64), nil, "app"},
+		{"registry with port, no tag", "registry:5000/app", nil, "app"},
+		{"digest without tag", "ghcr.io/org/tool@sha256:" + strings.Repeat("b", 64), nil, "tool"},
+		{"swarm service name wins", "nginx:1.27", map[string]string{labelSwarmServiceName: "stack_web"}, "stack_web"},
+		{"empty swarm service name ignored", "nginx:1.27", map[string]string{labelSwarmServiceName: ""}, "nginx"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := defaultName(Container{Image: tt.image, Labels: tt.labels})
+			if got != tt.want {
+				t.Errorf("defaultName(image %q) = %q, want %q", tt.image, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestSwarmSlot(t *testing.T) {
+	tests := []struct {
+		name     string
+		taskName string
+		want     string
+	}{
+		{"replicated task", "web.3.taskid", "3"},
+		{"replicated task of a stack service", "stack_web.12.x1y2z3", "12"},
+		{"global task", "web.nodeid.taskid", ""},
+		{"no task name", "", ""},
+		{"too few parts", "web.3", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := swarmSlot(tt.taskName); got != tt.want {
+				t.Errorf("swarmSlot(%q) = %q, want %q", tt.taskName, got, tt.want)
+			}
+		})
+	}
+}
+
+func TestDesiredHealthMirror(t *testing.T) {
+	tests := []struct {
+		name   string
+		health string
+		output string
+		want   *HealthMirror
+	}{
+		{"healthy is passing", "healthy", "", &HealthMirror{CheckID: "node1:web:80:docker-health", Status: "passing", Output: "docker health: healthy"}},
+		{"healthy with output", "healthy", "200 OK", &HealthMirror{CheckID: "node1:web:80:docker-health", Status: "passing", Output: "docker health: healthy: 200 OK"}},
+		{"unhealthy is critical", "unhealthy", "connection refused", &HealthMirror{CheckID: "node1:web:80:docker-health", Status: "critical", Output: "docker health: unhealthy: connection refused"}},
+		{"starting is critical", "starting", "", &HealthMirror{CheckID: "node1:web:80:docker-health", Status: "critical", Output: "docker health: starting"}},
+		{"no HEALTHCHECK", "", "", nil},
+		{"HEALTHCHECK none", "none", "", nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := macvlanContainer(func(c *Container) { c.Health, c.HealthOutput = tt.health, tt.output })
+			got, _ := Desired(c, testPolicy())
+			if len(got) != 1 {
+				t.Fatalf("Desired returned %d services, want 1", len(got))
+			}
+			if diff := cmp.Diff(tt.want, got[0].Health); diff != "" {
+				t.Errorf("Health mismatch (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestHash(t *testing.T) {
+	hashOf := func(t *testing.T, c Container) string {
+		t.Helper()
+		got, _ := Desired(c, testPolicy())
+		if len(got) != 1 {
+			t.Fatalf("Desired returned %d services, want 1", len(got))
+		}
+		return got[0].Meta[MetaHash]
+	}
+	base := func(mods ...func(*Container)) Container {
+		return macvlanContainer(append([]func(*Container){
+			labels("SERVICE_TAGS", "a,b", "SERVICE_VERSION", "1"),
+			func(c *Container) { c.Health, c.HealthOutput = "healthy", "ok" },
+		}, mods...)...)
+	}
+	tests := []struct {
+		name string
+		c    Container
+		same bool
+	}{
+		{"identical container", base(), true},
+		{"health status changes", base(func(c *Container) { c.Health = "unhealthy" }), true},
+		{"health output changes", base(func(c *Container) { c.HealthOutput = "slow" }), true},
+		{"health starting", base(func(c *Container) { c.Health = "starting" }), true},
+		{"tags change", base(labels("SERVICE_TAGS", "a,c")), false},
+		{"meta changes", base(labels("SERVICE_VERSION", "2")), false},
+		{"address changes", base(func(c *Container) { c.Networks[0].IPv4 = "10.1.2.4" }), false},
+		{"check added", base(labels("SERVICE_CHECK_TCP", "true")), false},
+		{"HEALTHCHECK removed", base(func(c *Container) { c.Health = "" }), false},
+		{"container recreated", base(func(c *Container) { c.ID = "other" }), false},
+	}
+	ref := hashOf(t, base())
+	if ref == "" {
+		t.Fatal("reference service has no hash")
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := hashOf(t, tt.c)
+			if (got == ref) != tt.same {
+				t.Errorf("hash = %s, reference %s; want same=%v", got, ref, tt.same)
+			}
+		})
+	}
+}
+
+func TestHashStable(t *testing.T) {
+	svc := Service{
+		ID: "a", Name: "b", Address: "10.0.0.1", Port: 1,
+		Meta:            map[string]string{"k1": "1", "k2": "2", "k3": "3", "k4": "4", "k5": "5", MetaHash: "old"},
+		TaggedAddresses: map[string]TaggedAddress{"lan_ipv4": {"10.0.0.1", 1}, "lan_ipv6": {"fd00::1", 1}},
+	}
+	want := Hash(svc)
+	for i := range 50 {
+		if got := Hash(svc); got != want {
+			t.Fatalf("call %d: Hash = %s, first call %s", i, got, want)
+		}
+	}
+	svc.Meta[MetaHash] = "new"
+	if got := Hash(svc); got != want {
+		t.Errorf("Hash depends on Meta[%s]: %s, want %s", MetaHash, got, want)
+	}
+	if svc.Meta[MetaHash] != "new" {
+		t.Errorf("Hash modified its argument's Meta")
+	}
+}

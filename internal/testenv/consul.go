@@ -1,0 +1,123 @@
+package testenv
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// Consul is a private Consul dev agent on loopback, started for one test, so
+// a test may restart it without disturbing others.
+type Consul struct {
+	t       testing.TB
+	bin     string
+	ports   [4]int // http, serf_lan, serf_wan, server
+	dataDir string
+	cmd     *exec.Cmd
+	done    chan struct{}
+}
+
+// StartConsul starts a dev agent and stops it when t ends.
+func StartConsul(t testing.TB) *Consul {
+	t.Helper()
+	bin, err := exec.LookPath("consul")
+	if err != nil {
+		t.Fatalf("consul binary not found (install it with scripts/install-deps.sh): %v", err)
+	}
+	c := &Consul{t: t, bin: bin, dataDir: t.TempDir()}
+	for i := range c.ports {
+		c.ports[i] = freePort(t)
+	}
+	c.Start()
+	t.Cleanup(c.Stop)
+	return c
+}
+
+// Addr is the agent's HTTP address, host:port.
+func (c *Consul) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(c.ports[0])) }
+
+// Client returns an API client of the agent.
+func (c *Consul) Client() *api.Client {
+	cfg := api.DefaultConfig()
+	cfg.Address = c.Addr()
+	cl, err := api.NewClient(cfg)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	return cl
+}
+
+// Start starts the agent (again) and waits until it has a leader.
+func (c *Consul) Start() {
+	c.t.Helper()
+	logf, err := os.OpenFile(filepath.Join(c.dataDir, "consul.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	cmd := exec.Command(c.bin, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
+		"-http-port", strconv.Itoa(c.ports[0]), "-serf-lan-port", strconv.Itoa(c.ports[1]),
+		"-serf-wan-port", strconv.Itoa(c.ports[2]), "-server-port", strconv.Itoa(c.ports[3]),
+		"-dns-port", "-1", "-grpc-port", "-1", "-log-level", "warn")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		c.t.Fatalf("start consul: %v", err)
+	}
+	logf.Close()
+	c.cmd, c.done = cmd, make(chan struct{})
+	go func() { cmd.Wait(); close(c.done) }()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + c.Addr() + "/v1/status/leader")
+		if err == nil {
+			var b [64]byte
+			n, _ := resp.Body.Read(b[:])
+			resp.Body.Close()
+			if n > 4 { // a quoted "host:port", not ""
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			log, _ := os.ReadFile(filepath.Join(c.dataDir, "consul.log"))
+			c.t.Fatalf("consul at %s has no leader after 30s:\n%s", c.Addr(), log)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// Stop kills the agent; a dev agent loses all its state.
+func (c *Consul) Stop() {
+	if c.cmd == nil {
+		return
+	}
+	c.cmd.Process.Kill()
+	<-c.done
+	c.cmd = nil
+}
+
+// Restart stops the agent, waits down, and starts it with empty state.
+func (c *Consul) Restart(down time.Duration) {
+	c.t.Helper()
+	c.Stop()
+	time.Sleep(down)
+	c.Start()
+}
+
+func freePort(t testing.TB) int {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(fmt.Errorf("free port: %w", err))
+	}
+	defer ln.Close()
+	return ln.Addr().(*net.TCPAddr).Port
+}

@@ -1,0 +1,85 @@
+package testenv
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/swarm"
+	"github.com/docker/docker/client"
+)
+
+// Swarm makes the local dockerd a single-node swarm manager when it is not
+// in a swarm; the returned function leaves the swarm again if Swarm joined it.
+func Swarm(t testing.TB, d *client.Client) (leave func()) {
+	t.Helper()
+	ctx := Context(t, time.Minute)
+	info, err := d.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.Swarm.LocalNodeState == swarm.LocalNodeStateActive {
+		return func() {}
+	}
+	if _, err := d.SwarmInit(ctx, swarm.InitRequest{ListenAddr: "127.0.0.1:2377", AdvertiseAddr: "127.0.0.1"}); err != nil {
+		t.Fatalf("swarm init: %v", err)
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		d.SwarmLeave(ctx, true)
+	}
+}
+
+// SwarmMacvlanNetwork creates the guide's swarm macvlan network: a local
+// config-only network on a new veth parent, then a swarm-scoped network
+// built --config-from it. It returns the swarm network's name.
+func SwarmMacvlanNetwork(t testing.TB, d *client.Client, name, subnet24 string) string {
+	t.Helper()
+	parent := VethParent(t, peerAddress(subnet24))
+	cfgName := name + "-cfg"
+	createNetwork(t, d, cfgName, network.CreateOptions{
+		ConfigOnly: true,
+		Options:    map[string]string{"parent": parent},
+		IPAM:       &network.IPAM{Config: []network.IPAMConfig{{Subnet: subnet24, IPRange: subnet24}}},
+	})
+	createNetwork(t, d, name, network.CreateOptions{
+		Driver:     "macvlan",
+		Scope:      "swarm",
+		ConfigFrom: &network.ConfigReference{Network: cfgName},
+	})
+	return name
+}
+
+// SwarmService creates a replicated service of the test image on netName
+// whose task containers carry labels, and removes it when t ends.
+func SwarmService(t testing.TB, d *client.Client, name, netName string, replicas uint64, labels map[string]string) string {
+	t.Helper()
+	spec := swarm.ServiceSpec{
+		Annotations: swarm.Annotations{Name: name},
+		TaskTemplate: swarm.TaskSpec{
+			ContainerSpec: &swarm.ContainerSpec{Image: TestImage, Labels: labels},
+			Networks:      []swarm.NetworkAttachmentConfig{{Target: netName}},
+		},
+		Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &replicas}},
+	}
+	resp, err := d.ServiceCreate(Context(t, time.Minute), spec, swarm.ServiceCreateOptions{})
+	if err != nil {
+		t.Fatalf("create service %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		d.ServiceRemove(ctx, resp.ID)
+		// Task containers go away asynchronously; wait so the network can be removed.
+		for ctx.Err() == nil {
+			tasks, err := d.ContainerList(ctx, containerListByLabel("com.docker.swarm.service.id", resp.ID))
+			if err != nil || len(tasks) == 0 {
+				return
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+	})
+	return resp.ID
+}
