@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -114,30 +115,35 @@ type Container struct {
 	Healthcheck *container.HealthConfig
 }
 
-// CreateContainer creates (without starting) a container of the test image
-// and force-removes it when t ends.
-func CreateContainer(t testing.TB, d *client.Client, c Container) string {
+// RunContainer creates and starts a container of the test image, and
+// force-removes it when t ends.
+func RunContainer(t testing.TB, d *client.Client, c Container) string {
 	t.Helper()
-	id, err := createContainer(context.Background(), d, c)
+	id, err := StartContainer(t, d, c)
 	if err != nil {
-		t.Fatalf("create container %s: %v", c.Name, err)
+		t.Fatal(err)
+	}
+	return id
+}
+
+// StartContainer is RunContainer for goroutines other than the test's own,
+// which may not call t.Fatal: it returns the error instead.
+func StartContainer(t testing.TB, d *client.Client, c Container) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	id, err := createContainer(ctx, d, c)
+	if err != nil {
+		return "", fmt.Errorf("create container %s: %w", c.Name, err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		d.ContainerRemove(ctx, id, container.RemoveOptions{Force: true})
 	})
-	return id
-}
-
-// RunContainer creates and starts a container of the test image.
-func RunContainer(t testing.TB, d *client.Client, c Container) string {
-	t.Helper()
-	id := CreateContainer(t, d, c)
-	if err := d.ContainerStart(Context(t, 30*time.Second), id, container.StartOptions{}); err != nil {
-		t.Fatalf("start container %s: %v", c.Name, err)
+	if err := d.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+		return id, fmt.Errorf("start container %s: %w", c.Name, err)
 	}
-	return id
+	return id, nil
 }
 
 // peerAddress is the .254 of an IPv4 /24, with its prefix.

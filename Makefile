@@ -1,0 +1,18 @@
+# Thin wrappers over scripts/, which do the real work (and run as root).
+.PHONY: build test bench run vet fmt
+
+build:
+	./scripts/build.sh
+
+test:
+	./scripts/test.sh
+
+bench:
+	./scripts/bench.sh
+
+run:
+	./scripts/run.sh
+
+vet:
+	go vet ./...
+	test -z "$$(gofmt -l .)"
