@@ -79,7 +79,7 @@ func Desired(c Container, p Policy) ([]Service, []Warning) {
 		return nil, warnings
 	}
 	group := len(targets) > 1
-	var services []Service
+	var drafts []draft
 	for _, t := range targets {
 		attrs, fromPort := md.forPort(t.port.Port)
 		if s, ok := attrs["ignore"]; ok && truthy(s.value) {
@@ -95,21 +95,57 @@ func Desired(c Container, p Policy) ([]Service, []Warning) {
 		if group && !fromPort["name"] {
 			name += "-" + strconv.Itoa(t.port.Port)
 		}
-		svc := Service{
+		drafts = append(drafts, draft{t: t, attrs: attrs, svc: Service{
 			ID:      serviceID(c, p, t, attrs, fromPort, group),
 			Name:    name,
 			Address: t.address,
 			Port:    cmp.Or(t.hostPort, t.port.Port),
 			Tags:    mergeTags(p.Tags, splitList(attrs["tags"].value)),
-			Meta:    serviceMeta(c, p, t, attrs, warn),
-		}
-		svc.TaggedAddresses = taggedAddresses(t, svc.Port)
-		svc.Checks = buildChecks(svc, attrs, warn)
+		}})
+	}
+	var services []Service
+	for _, d := range uniqueIDs(drafts, warn) {
+		svc := d.svc
+		svc.Meta = serviceMeta(c, p, d.t, d.attrs, warn)
+		svc.TaggedAddresses = taggedAddresses(d.t, svc.Port)
+		svc.Checks = buildChecks(svc, d.attrs, warn)
 		svc.Health = healthMirror(c, svc.ID)
 		svc.Meta[MetaHash] = Hash(svc)
 		services = append(services, svc)
 	}
 	return services, dedupeWarnings(warnings)
+}
+
+// draft is a service before its ID is known to be unique.
+type draft struct {
+	t     target
+	attrs map[string]setting
+	svc   Service
+}
+
+// uniqueIDs keeps service IDs unique within a container: an ID shared by a
+// TCP and a UDP port (SERVICE_53_ID=dns on 53/tcp and 53/udp) gets ":udp" on
+// the UDP one; any other clash keeps the first and drops the rest with a warning.
+func uniqueIDs(drafts []draft, warn func(key, value, problem string)) []draft {
+	count := map[string]int{}
+	for _, d := range drafts {
+		count[d.svc.ID]++
+	}
+	seen := map[string]bool{}
+	var out []draft
+	for _, d := range drafts {
+		if count[d.svc.ID] > 1 && d.t.port.Proto == "udp" && !strings.HasSuffix(d.svc.ID, ":udp") {
+			d.svc.ID += ":udp"
+		}
+		if seen[d.svc.ID] {
+			s := d.attrs["id"]
+			warn(s.source, s.value, fmt.Sprintf("service ID also used by another port; port %s not registered", d.t.port))
+			continue
+		}
+		seen[d.svc.ID] = true
+		out = append(out, d)
+	}
+	return out
 }
 
 // chooseTargets decides, deterministically, which address and ports c is
