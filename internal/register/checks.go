@@ -48,8 +48,8 @@ func buildChecks(svc Service, attrs map[string]setting, warn func(key, value, pr
 	var checks []Check
 	for _, kind := range checkKinds {
 		s, ok := attrs["check_"+kind]
-		if !ok {
-			continue
+		if !ok || (kind == "tcp" || kind == "grpc") && !truthy(s.value) {
+			continue // SERVICE_CHECK_TCP=false asks for no check
 		}
 		c := Check{ID: svc.ID + ":check:" + kind, Name: fmt.Sprintf("%s check of %s", strings.ToUpper(kind), svc.Name)}
 		switch kind {

@@ -72,11 +72,11 @@ func Desired(c Container, p Policy) ([]Service, []Warning) {
 	}
 	md := parseMetadata(c, warn)
 	if s, ok := md.base["ignore"]; ok && truthy(s.value) {
-		return nil, warnings
+		return nil, sortWarnings(warnings)
 	}
 	targets, ok := chooseTargets(c, p, md, warn)
 	if !ok {
-		return nil, warnings
+		return nil, sortWarnings(warnings)
 	}
 	group := len(targets) > 1
 	var drafts []draft
@@ -113,7 +113,7 @@ func Desired(c Container, p Policy) ([]Service, []Warning) {
 		svc.Meta[MetaHash] = Hash(svc)
 		services = append(services, svc)
 	}
-	return services, dedupeWarnings(warnings)
+	return services, sortWarnings(dedupeWarnings(warnings))
 }
 
 // draft is a service before its ID is known to be unique.
@@ -174,7 +174,7 @@ func chooseTargets(c Container, p Policy, md metadata, warn func(key, value, pro
 		}
 		return ts, true
 	}
-	return publishedTargets(c, p), true
+	return publishedTargets(c, p, warn), true
 }
 
 // chooseEndpoint picks the network whose container address is registered:
@@ -240,12 +240,12 @@ func exposedAndPublished(c Container) []Port {
 	return ports
 }
 
-func publishedTargets(c Container, p Policy) []target {
+func publishedTargets(c Container, p Policy, warn func(key, value, problem string)) []target {
 	seen := map[Port]bool{}
 	var ts []target
 	bindings := slices.Clone(c.Published)
 	slices.SortFunc(bindings, func(a, b Binding) int {
-		return cmp.Or(comparePorts(a.Port, b.Port), strings.Compare(a.HostIP, b.HostIP))
+		return cmp.Or(comparePorts(a.Port, b.Port), strings.Compare(a.HostIP, b.HostIP), cmp.Compare(a.HostPort, b.HostPort))
 	})
 	for _, b := range bindings {
 		if b.HostPort == 0 || seen[b.Port] {
@@ -256,6 +256,7 @@ func publishedTargets(c Container, p Policy) []target {
 			addr = p.HostIP
 		}
 		if addr == "" {
+			warn("", "", fmt.Sprintf("port %s is published on all interfaces but the agent knows no host IP (--host-ip); not registered", b.Port))
 			continue
 		}
 		seen[b.Port] = true
@@ -274,6 +275,9 @@ func defaultName(c Container) string {
 		return n
 	}
 	img := c.Image
+	if strings.HasPrefix(img, "sha256:") {
+		return c.Name // started from an image ID: no name to read
+	}
 	img, _, _ = strings.Cut(img, "@")
 	base := path.Base(img)
 	base, _, _ = strings.Cut(base, ":")
@@ -443,4 +447,12 @@ func dedupeWarnings(ws []Warning) []Warning {
 		}
 	}
 	return out
+}
+
+// sortWarnings orders warnings by key, as metadata is read from maps.
+func sortWarnings(ws []Warning) []Warning {
+	slices.SortStableFunc(ws, func(a, b Warning) int {
+		return cmp.Or(strings.Compare(a.Key, b.Key), strings.Compare(a.Value, b.Value), strings.Compare(a.Problem, b.Problem))
+	})
+	return ws
 }

@@ -560,6 +560,10 @@ func TestDesiredPortSelection(t *testing.T) {
 			c:      bridgeContainer(),
 			policy: Policy{Node: testNode},
 			want:   nil,
+			wantWarnings: []wantWarning{
+				{Problem: "port 443/tcp is published on all interfaces but the agent knows no host IP"},
+				{Problem: "port 80/tcp is published on all interfaces but the agent knows no host IP"},
+			},
 		},
 		{
 			name: "tcp and udp on the same port are separate services",
@@ -979,30 +983,63 @@ func TestDesiredMeta(t *testing.T) {
 // pair on every resync.
 func TestDesiredUniqueIDs(t *testing.T) {
 	dns := func(mods ...func(*Container)) Container {
-		return macvlanContainer(append([]func(*Container){exposed(Port{53, "tcp"}, Port{53, "udp"}, Port{8053, "tcp"})}, mods...)...)
+		return macvlanContainer(append([]func(*Container){exposed(Port{53, "tcp"}, Port{53, "udp"}, Port{8053, "tcp"}), labels("SERVICE_CHECK_TCP", "true")}, mods...)...)
 	}
 	tests := []struct {
-		name string
-		c    Container
+		name         string
+		c            Container
+		wantIDs      []string
+		wantWarnings []wantWarning
 	}{
-		{"default IDs", dns()},
-		{"SERVICE_NAME", dns(labels("SERVICE_NAME", "dns"))},
-		{"SERVICE_53_NAME", dns(labels("SERVICE_53_NAME", "dns"))},
-		{"SERVICE_ID", dns(labels("SERVICE_ID", "dns"))},
-		{"SERVICE_53_ID", dns(labels("SERVICE_53_ID", "dns"))},
+		{
+			name:    "default IDs",
+			c:       dns(),
+			wantIDs: []string{"node1:web:53", "node1:web:53:udp", "node1:web:8053"},
+		},
+		{
+			name:    "SERVICE_NAME",
+			c:       dns(labels("SERVICE_NAME", "dns")),
+			wantIDs: []string{"node1:web:53", "node1:web:53:udp", "node1:web:8053"},
+		},
+		{
+			name:    "SERVICE_53_NAME",
+			c:       dns(labels("SERVICE_53_NAME", "dns")),
+			wantIDs: []string{"node1:web:53", "node1:web:53:udp", "node1:web:8053"},
+		},
+		{
+			name:    "SERVICE_ID on a port with TCP and UDP",
+			c:       dns(labels("SERVICE_ID", "dns")),
+			wantIDs: []string{"dns-53", "dns-53:udp", "dns-8053"},
+		},
+		{
+			name:    "SERVICE_53_ID on a port with TCP and UDP",
+			c:       dns(labels("SERVICE_53_ID", "dns")),
+			wantIDs: []string{"dns", "dns:udp", "node1:web:8053"},
+		},
+		{
+			name:    "same SERVICE_<port>_ID on two ports keeps the first",
+			c:       dns(labels("SERVICE_53_ID", "dns", "SERVICE_8053_ID", "dns")),
+			wantIDs: []string{"dns", "dns:udp"},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_8053_ID", Value: "dns", Problem: "service ID also used by another port; port 8053/tcp not registered"},
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, _ := Desired(tt.c, testPolicy())
-			if len(got) != 3 {
-				t.Fatalf("Desired returned %d services, want 3", len(got))
+			got, warnings := Desired(tt.c, testPolicy())
+			if diff := cmp.Diff(tt.wantIDs, serviceIDs(got)); diff != "" {
+				t.Errorf("service IDs mismatch (-want +got):\n%s", diff)
 			}
-			seen := map[string]bool{}
-			for _, s := range got {
-				if seen[s.ID] {
-					t.Errorf("service ID %q used twice; IDs: %q", s.ID, serviceIDs(got))
+			checkWarnings(t, tt.c.Name, warnings, tt.wantWarnings)
+			checkIDs := map[string]bool{}
+			for _, s := range withoutHashes(t, got) {
+				for _, c := range s.Checks {
+					if checkIDs[c.ID] {
+						t.Errorf("check ID %q used twice", c.ID)
+					}
+					checkIDs[c.ID] = true
 				}
-				seen[s.ID] = true
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -133,4 +134,38 @@ func TestIntegrationAgentKilledMidBurst(t *testing.T) {
 
 	h.remove(append(append(first[4:], second...), third...)...)
 	h.waitServices(20 * time.Second)
+}
+
+func TestIntegrationDockerRestart(t *testing.T) {
+	h := newHarness(t)
+	pd := testenv.StartDockerd(t, h.docker)
+	h.docker = pd.Client() // the agent and the containers use the private daemon
+	v4, _, _ := testenv.Subnets(t)
+	n := testenv.MacvlanNetwork(t, h.docker, testenv.Network{Name: "mv-" + h.id, Subnet: v4})
+	h.startAgent(nil)
+
+	always := testenv.RunContainer(t, h.docker, testenv.Container{Name: h.id + "-always", Networks: []string{n.Name}, Labels: h.labels(nil), RestartAlways: true})
+	testenv.RunContainer(t, h.docker, testenv.Container{Name: h.id + "-once", Networks: []string{n.Name}, Labels: h.labels(nil)})
+	alwaysID, onceID := h.node+":"+h.id+"-always:8080", h.node+":"+h.id+"-once:8080"
+	h.waitServices(10*time.Second, alwaysID, onceID)
+
+	// A crashed daemon comes back without live-restore: it stops the
+	// containers it finds and restarts only those with a restart policy.
+	// The agent missed all of it and must reconnect and resync.
+	pd.Kill()
+	time.Sleep(2 * time.Second)
+	pd.Start()
+	h.waitServices(60*time.Second, alwaysID)
+
+	inspect, err := h.docker.ContainerInspect(context.Background(), always)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc := h.services()[alwaysID]
+	if want := inspect.NetworkSettings.Networks[n.Name].IPAddress; svc == nil || svc.Address != want {
+		t.Errorf("after the restart %s is registered as %+v, want address %s", alwaysID, svc, want)
+	}
+	if !strings.Contains(h.logText(), "docker event stream ended") {
+		t.Errorf("agent log does not show the lost event stream:\n%s", h.logText())
+	}
 }

@@ -1,7 +1,9 @@
 package register
 
 import (
+	"maps"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -54,8 +56,10 @@ func parseMetadata(c Container, warn func(key, value, problem string)) metadata 
 			add(k, v)
 		}
 	}
-	for k, v := range c.Labels {
-		add(k, v)
+	// Sorted, so keys that differ only in case after SERVICE_ resolve the
+	// same way every time.
+	for _, k := range slices.Sorted(maps.Keys(c.Labels)) {
+		add(k, c.Labels[k])
 	}
 	return md
 }

@@ -22,6 +22,9 @@ func createContainer(ctx context.Context, d *client.Client, c Container) (string
 		Healthcheck: c.Healthcheck,
 	}
 	hc := &container.HostConfig{}
+	if c.RestartAlways {
+		hc.RestartPolicy = container.RestartPolicy{Name: container.RestartPolicyAlways}
+	}
 	if len(c.Exposed) > 0 || len(c.Publish) > 0 {
 		cfg.ExposedPorts = nat.PortSet{}
 	}

@@ -113,6 +113,8 @@ type Container struct {
 	Exposed     []string // extra exposed ports, "9090/tcp"
 	Publish     map[string]string
 	Healthcheck *container.HealthConfig
+	// RestartAlways sets the restart policy "always".
+	RestartAlways bool
 }
 
 // RunContainer creates and starts a container of the test image, and

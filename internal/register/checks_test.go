@@ -1,0 +1,377 @@
+package register
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestDesiredChecks(t *testing.T) {
+	// The macvlan container registers as node1:web:80, "nginx", 10.1.2.3:80.
+	const id = "node1:web:80"
+	tests := []struct {
+		name         string
+		c            Container
+		want         []Check
+		wantWarnings []wantWarning
+	}{
+		{
+			name: "no checks",
+			c:    macvlanContainer(),
+			want: nil,
+		},
+		{
+			name: "HTTP with default interval",
+			c:    macvlanContainer(labels("SERVICE_CHECK_HTTP", "/health")),
+			want: []Check{{
+				ID: id + ":check:http", Name: "HTTP check of nginx",
+				HTTP: "http://10.1.2.3:80/health", Interval: DefaultCheckInterval,
+			}},
+		},
+		{
+			name: "HTTP path with query",
+			c:    macvlanContainer(env("SERVICE_CHECK_HTTP=/health?full=1")),
+			want: []Check{{
+				ID: id + ":check:http", Name: "HTTP check of nginx",
+				HTTP: "http://10.1.2.3:80/health?full=1", Interval: 10 * time.Second,
+			}},
+		},
+		{
+			name: "HTTPS with tls_skip_verify",
+			c:    macvlanContainer(labels("SERVICE_CHECK_HTTPS", "/health", "SERVICE_CHECK_TLS_SKIP_VERIFY", "true")),
+			want: []Check{{
+				ID: id + ":check:https", Name: "HTTPS check of nginx",
+				HTTP: "https://10.1.2.3:80/health", TLSSkipVerify: true, Interval: DefaultCheckInterval,
+			}},
+		},
+		{
+			name: "HTTPS verifies by default",
+			c:    macvlanContainer(labels("SERVICE_CHECK_HTTPS", "/health")),
+			want: []Check{{
+				ID: id + ":check:https", Name: "HTTPS check of nginx",
+				HTTP: "https://10.1.2.3:80/health", Interval: DefaultCheckInterval,
+			}},
+		},
+		{
+			name: "tls_skip_verify does not apply to HTTP",
+			c:    macvlanContainer(labels("SERVICE_CHECK_HTTP", "/health", "SERVICE_CHECK_TLS_SKIP_VERIFY", "true")),
+			want: []Check{{
+				ID: id + ":check:http", Name: "HTTP check of nginx",
+				HTTP: "http://10.1.2.3:80/health", Interval: DefaultCheckInterval,
+			}},
+		},
+		{
+			name: "HTTP path without leading slash is dropped",
+			c:    macvlanContainer(labels("SERVICE_CHECK_HTTP", "health")),
+			want: nil,
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_CHECK_HTTP", Value: "health", Problem: "must start with '/'; check dropped"},
+			},
+		},
+		{
+			name: "HTTPS full URL is dropped",
+			c:    macvlanContainer(labels("SERVICE_CHECK_HTTPS", "https://evil.example/")),
+			want: nil,
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_CHECK_HTTPS", Value: "https://evil.example/", Problem: "must start with '/'"},
+			},
+		},
+		{
+			name: "TCP",
+			c:    macvlanContainer(labels("SERVICE_CHECK_TCP", "true")),
+			want: []Check{{
+				ID: id + ":check:tcp", Name: "TCP check of nginx",
+				TCP: "10.1.2.3:80", Interval: DefaultCheckInterval,
+			}},
+		},
+		{
+			name: "TTL has no interval",
+			c:    macvlanContainer(labels("SERVICE_CHECK_TTL", "30s", "SERVICE_CHECK_INTERVAL", "5s", "SERVICE_CHECK_TIMEOUT", "2s")),
+			want: []Check{{
+				ID: id + ":check:ttl", Name: "TTL check of nginx", TTL: 30 * time.Second,
+			}},
+		},
+		{
+			name: "bad TTL is dropped",
+			c:    macvlanContainer(labels("SERVICE_CHECK_TTL", "abc")),
+			want: nil,
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_CHECK_TTL", Value: "abc", Problem: "not a positive duration such as 30s; TTL check dropped"},
+			},
+		},
+		{
+			name: "zero TTL is dropped",
+			c:    macvlanContainer(labels("SERVICE_CHECK_TTL", "0s")),
+			want: nil,
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_CHECK_TTL", Value: "0s", Problem: "TTL check dropped"},
+			},
+		},
+		{
+			name: "GRPC true checks host:port",
+			c:    macvlanContainer(labels("SERVICE_CHECK_GRPC", "true")),
+			want: []Check{{
+				ID: id + ":check:grpc", Name: "GRPC check of nginx",
+				GRPC: "10.1.2.3:80", Interval: DefaultCheckInterval,
+			}},
+		},
+		{
+			name: "GRPC service name is appended",
+			c:    macvlanContainer(labels("SERVICE_CHECK_GRPC", "my.Service")),
+			want: []Check{{
+				ID: id + ":check:grpc", Name: "GRPC check of nginx",
+				GRPC: "10.1.2.3:80/my.Service", Interval: DefaultCheckInterval,
+			}},
+		},
+		{
+			name: "GRPC with TLS",
+			c:    macvlanContainer(labels("SERVICE_CHECK_GRPC", "1", "SERVICE_CHECK_GRPC_USE_TLS", "yes")),
+			want: []Check{{
+				ID: id + ":check:grpc", Name: "GRPC check of nginx",
+				GRPC: "10.1.2.3:80", GRPCUseTLS: true, Interval: DefaultCheckInterval,
+			}},
+		},
+		{
+			name: "bad interval warns and uses the default",
+			c:    macvlanContainer(labels("SERVICE_CHECK_HTTP", "/health", "SERVICE_CHECK_INTERVAL", "10x")),
+			want: []Check{{
+				ID: id + ":check:http", Name: "HTTP check of nginx",
+				HTTP: "http://10.1.2.3:80/health", Interval: DefaultCheckInterval,
+			}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_CHECK_INTERVAL", Value: "10x", Problem: "not a positive duration such as 10s; ignored"},
+			},
+		},
+		{
+			name: "negative interval warns and uses the default",
+			c:    macvlanContainer(labels("SERVICE_CHECK_TCP", "true", "SERVICE_CHECK_INTERVAL", "-5s")),
+			want: []Check{{
+				ID: id + ":check:tcp", Name: "TCP check of nginx",
+				TCP: "10.1.2.3:80", Interval: DefaultCheckInterval,
+			}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_CHECK_INTERVAL", Value: "-5s", Problem: "not a positive duration"},
+			},
+		},
+		{
+			name: "interval, timeout, deregister_after and initial_status",
+			c: macvlanContainer(labels(
+				"SERVICE_CHECK_HTTP", "/health",
+				"SERVICE_CHECK_INTERVAL", "5s",
+				"SERVICE_CHECK_TIMEOUT", "2s",
+				"SERVICE_CHECK_DEREGISTER_AFTER", "90m",
+				"SERVICE_CHECK_INITIAL_STATUS", "Passing",
+			)),
+			want: []Check{{
+				ID: id + ":check:http", Name: "HTTP check of nginx",
+				HTTP: "http://10.1.2.3:80/health", Interval: 5 * time.Second, Timeout: 2 * time.Second,
+				DeregisterCriticalFor: 90 * time.Minute, InitialStatus: "passing",
+			}},
+		},
+		{
+			name: "TTL keeps deregister_after and initial_status",
+			c: macvlanContainer(labels(
+				"SERVICE_CHECK_TTL", "1m",
+				"SERVICE_CHECK_DEREGISTER_AFTER", "10m",
+				"SERVICE_CHECK_INITIAL_STATUS", "critical",
+			)),
+			want: []Check{{
+				ID: id + ":check:ttl", Name: "TTL check of nginx", TTL: time.Minute,
+				DeregisterCriticalFor: 10 * time.Minute, InitialStatus: "critical",
+			}},
+		},
+		{
+			name: "bad timeout, deregister_after and initial_status are ignored",
+			c: macvlanContainer(labels(
+				"SERVICE_CHECK_TCP", "true",
+				"SERVICE_CHECK_TIMEOUT", "abc",
+				"SERVICE_CHECK_DEREGISTER_AFTER", "soon",
+				"SERVICE_CHECK_INITIAL_STATUS", "ok",
+			)),
+			want: []Check{{
+				ID: id + ":check:tcp", Name: "TCP check of nginx",
+				TCP: "10.1.2.3:80", Interval: DefaultCheckInterval,
+			}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_CHECK_TIMEOUT", Value: "abc", Problem: "not a positive duration"},
+				{Key: "SERVICE_CHECK_DEREGISTER_AFTER", Value: "soon", Problem: "not a positive duration"},
+				{Key: "SERVICE_CHECK_INITIAL_STATUS", Value: "ok", Problem: "initial status must be passing, warning or critical"},
+			},
+		},
+		{
+			name: "script, cmd, docker, args and shell are refused",
+			c: macvlanContainer(labels(
+				"SERVICE_CHECK_SCRIPT", "curl localhost",
+				"SERVICE_CHECK_CMD", "/bin/true",
+				"SERVICE_CHECK_DOCKER", "pg_isready",
+				"SERVICE_CHECK_ARGS", "a,b",
+				"SERVICE_CHECK_SHELL", "/bin/sh",
+			)),
+			want: nil,
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_CHECK_SCRIPT", Value: "curl localhost", Problem: "refused"},
+				{Key: "SERVICE_CHECK_CMD", Value: "/bin/true", Problem: "refused"},
+				{Key: "SERVICE_CHECK_DOCKER", Value: "pg_isready", Problem: "refused"},
+				{Key: "SERVICE_CHECK_ARGS", Value: "a,b", Problem: "refused"},
+				{Key: "SERVICE_CHECK_SHELL", Value: "/bin/sh", Problem: "refused"},
+			},
+		},
+		{
+			name: "refused check does not stop the others",
+			c:    macvlanContainer(labels("SERVICE_CHECK_SCRIPT", "x", "SERVICE_CHECK_TCP", "true")),
+			want: []Check{{
+				ID: id + ":check:tcp", Name: "TCP check of nginx",
+				TCP: "10.1.2.3:80", Interval: DefaultCheckInterval,
+			}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_CHECK_SCRIPT", Value: "x", Problem: "script and command checks are refused"},
+			},
+		},
+		{
+			name: "unknown check kind",
+			c:    macvlanContainer(env("SERVICE_CHECK_FOO=bar")),
+			want: nil,
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_CHECK_FOO", Value: "bar", Problem: "unknown check kind"},
+			},
+		},
+		{
+			name: "each kind given becomes a check, in fixed order",
+			c: macvlanContainer(labels(
+				"SERVICE_CHECK_TCP", "true",
+				"SERVICE_CHECK_HTTP", "/h",
+				"SERVICE_CHECK_GRPC", "true",
+				"SERVICE_CHECK_TTL", "15s",
+				"SERVICE_CHECK_HTTPS", "/s",
+			)),
+			want: []Check{
+				{ID: id + ":check:http", Name: "HTTP check of nginx", HTTP: "http://10.1.2.3:80/h", Interval: DefaultCheckInterval},
+				{ID: id + ":check:https", Name: "HTTPS check of nginx", HTTP: "https://10.1.2.3:80/s", Interval: DefaultCheckInterval},
+				{ID: id + ":check:ttl", Name: "TTL check of nginx", TTL: 15 * time.Second},
+				{ID: id + ":check:tcp", Name: "TCP check of nginx", TCP: "10.1.2.3:80", Interval: DefaultCheckInterval},
+				{ID: id + ":check:grpc", Name: "GRPC check of nginx", GRPC: "10.1.2.3:80", Interval: DefaultCheckInterval},
+			},
+		},
+		{
+			name: "check uses SERVICE_NAME in its name",
+			c:    macvlanContainer(labels("SERVICE_NAME", "front", "SERVICE_CHECK_TCP", "true")),
+			want: []Check{{
+				ID: id + ":check:tcp", Name: "TCP check of front",
+				TCP: "10.1.2.3:80", Interval: DefaultCheckInterval,
+			}},
+		},
+		{
+			name: "IPv6 address is bracketed",
+			c: macvlanContainer(labels("SERVICE_CHECK_HTTP", "/health", "SERVICE_CHECK_TCP", "1"), func(c *Container) {
+				c.Networks = []Endpoint{{Network: "v6", Driver: "macvlan", IPv6: "fd00::3"}}
+			}),
+			want: []Check{
+				{ID: id + ":check:http", Name: "HTTP check of nginx", HTTP: "http://[fd00::3]:80/health", Interval: DefaultCheckInterval},
+				{ID: id + ":check:tcp", Name: "TCP check of nginx", TCP: "[fd00::3]:80", Interval: DefaultCheckInterval},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, warnings := Desired(tt.c, testPolicy())
+			if len(got) != 1 {
+				t.Fatalf("Desired returned %d services, want 1; warnings %q", len(got), warningStrings(warnings))
+			}
+			if diff := cmp.Diff(tt.want, got[0].Checks); diff != "" {
+				t.Errorf("Checks mismatch (-want +got):\n%s", diff)
+			}
+			checkWarnings(t, tt.c.Name, warnings, tt.wantWarnings)
+		})
+	}
+}
+
+func TestDesiredChecksPerPort(t *testing.T) {
+	tests := []struct {
+		name string
+		c    Container
+		want map[string][]Check // by service ID
+	}{
+		{
+			name: "port check only on that port",
+			c: macvlanContainer(
+				exposed(Port{80, "tcp"}, Port{9090, "tcp"}),
+				labels("SERVICE_80_CHECK_HTTP", "/health", "SERVICE_9090_CHECK_TCP", "true"),
+			),
+			want: map[string][]Check{
+				"node1:web:80": {{
+					ID: "node1:web:80:check:http", Name: "HTTP check of nginx-80",
+					HTTP: "http://10.1.2.3:80/health", Interval: DefaultCheckInterval,
+				}},
+				"node1:web:9090": {{
+					ID: "node1:web:9090:check:tcp", Name: "TCP check of nginx-9090",
+					TCP: "10.1.2.3:9090", Interval: DefaultCheckInterval,
+				}},
+			},
+		},
+		{
+			name: "container-wide check on every port, port interval wins",
+			c: macvlanContainer(
+				exposed(Port{80, "tcp"}, Port{9090, "tcp"}),
+				labels("SERVICE_CHECK_TCP", "true", "SERVICE_CHECK_INTERVAL", "30s", "SERVICE_9090_CHECK_INTERVAL", "3s"),
+			),
+			want: map[string][]Check{
+				"node1:web:80": {{
+					ID: "node1:web:80:check:tcp", Name: "TCP check of nginx-80",
+					TCP: "10.1.2.3:80", Interval: 30 * time.Second,
+				}},
+				"node1:web:9090": {{
+					ID: "node1:web:9090:check:tcp", Name: "TCP check of nginx-9090",
+					TCP: "10.1.2.3:9090", Interval: 3 * time.Second,
+				}},
+			},
+		},
+		{
+			name: "published port checks host IP and host port",
+			c:    bridgeContainer(labels("SERVICE_80_CHECK_HTTP", "/health")),
+			want: map[string][]Check{
+				"node1:shop:80": {{
+					ID: "node1:shop:80:check:http", Name: "HTTP check of shop-80",
+					HTTP: "http://" + testHostIP + ":8080/health", Interval: DefaultCheckInterval,
+				}},
+				"node1:shop:443": nil,
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			svcs, warnings := Desired(tt.c, testPolicy())
+			got := map[string][]Check{}
+			for _, s := range svcs {
+				got[s.ID] = s.Checks
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("Checks by service mismatch (-want +got):\n%s", diff)
+			}
+			checkWarnings(t, tt.c.Name, warnings, nil)
+		})
+	}
+}
+
+func TestBuildChecksDirect(t *testing.T) {
+	svc := Service{ID: "n:c:8080", Name: "api", Address: "192.0.2.1", Port: 8080}
+	attrs := map[string]setting{
+		"check_grpc":         {value: " TRUE ", source: "SERVICE_CHECK_GRPC"},
+		"check_grpc_use_tls": {value: "off", source: "SERVICE_CHECK_GRPC_USE_TLS"},
+		"name":               {value: "api", source: "SERVICE_NAME"},
+	}
+	var warnings []string
+	got := buildChecks(svc, attrs, func(key, value, problem string) {
+		warnings = append(warnings, key+"="+value+": "+problem)
+	})
+	want := []Check{{
+		ID: "n:c:8080:check:grpc", Name: "GRPC check of api",
+		GRPC: "192.0.2.1:8080", Interval: DefaultCheckInterval,
+	}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("buildChecks mismatch (-want +got):\n%s", diff)
+	}
+	if len(warnings) != 0 {
+		t.Errorf("unexpected warnings %q", warnings)
+	}
+}
