@@ -78,7 +78,7 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 	fl.StringVar(&f.deregister, "deregister", string(register.DeregisterAlways), "when to deregister a stopped container: always or on-success (keep failed ones)")
 	fl.BoolVar(&f.deregisterOnExit, "deregister-on-exit", false, "deregister every service of this node when the agent exits")
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:9465", "address for /healthz and /metrics (empty to disable)")
-	fl.IntVar(&f.workers, "workers", 8, "containers reconciled concurrently")
+	fl.IntVar(&f.workers, "workers", 32, "containers reconciled concurrently (Docker holds inspects of starting containers, so more than the start concurrency)")
 	return cmd
 }
 

@@ -93,6 +93,9 @@ type Agent struct {
 	dockerOK   bool
 	consulOK   bool
 	lastResync time.Time
+	// lastWrite is when the agent last wrote to Consul; a drift check
+	// whose read overlapped a write compares two different moments.
+	lastWrite time.Time
 }
 
 // NewAgent returns an agent; Run starts it.
@@ -114,7 +117,7 @@ func NewAgent(cfg Config, d Docker, c Catalog, log *slog.Logger, reg prometheus.
 		cfg.DriftCheck = 2 * time.Second
 	}
 	if cfg.Workers <= 0 {
-		cfg.Workers = 8
+		cfg.Workers = 32
 	}
 	q := newQueue()
 	return &Agent{
@@ -198,7 +201,9 @@ func (a *Agent) work(ctx context.Context) {
 
 // syncContainer makes Consul hold exactly the desired services of one container.
 func (a *Agent) syncContainer(ctx context.Context, id string) error {
+	start := time.Now()
 	c, err := a.docker.Inspect(ctx, id)
+	inspected := time.Since(start)
 	gone := errors.Is(err, ErrNotFound)
 	if err != nil && !gone {
 		a.metrics.errors.WithLabelValues("docker").Inc()
@@ -225,9 +230,12 @@ func (a *Agent) syncContainer(ctx context.Context, id string) error {
 	if err := a.apply(ctx, changes); err != nil {
 		return err
 	}
+	var sinceEvent time.Duration
 	if at := a.takeEventTime(id); !at.IsZero() {
-		a.metrics.eventLatency.Observe(time.Since(at).Seconds())
+		sinceEvent = time.Since(at)
+		a.metrics.eventLatency.Observe(sinceEvent.Seconds())
 	}
+	a.log.Debug("container reconciled", "container", shortID(id), "inspect", inspected, "total", time.Since(start), "since_event", sinceEvent)
 	return nil
 }
 
@@ -355,7 +363,7 @@ func (a *Agent) resync(ctx context.Context) error {
 	a.setDockerOK(true)
 	a.replaceActual(regs)
 	for _, id := range ids {
-		a.queue.Add(id)
+		a.queue.AddBackground(id)
 	}
 	for _, r := range regs {
 		if r.ContainerID == "" {
@@ -366,7 +374,7 @@ func (a *Agent) resync(ctx context.Context) error {
 			a.deleteActual(r.ID)
 			continue
 		}
-		a.queue.Add(r.ContainerID)
+		a.queue.AddBackground(r.ContainerID)
 	}
 	a.metrics.resyncDuration.Observe(time.Since(start).Seconds())
 	a.mu.Lock()
@@ -388,6 +396,7 @@ func (a *Agent) driftLoop(ctx context.Context) {
 			return
 		case <-ticker.C:
 		}
+		readAt := time.Now()
 		regs, err := a.catalog.Services(ctx, a.cfg.Policy.Node)
 		if err != nil {
 			if a.setConsulOK(false) {
@@ -396,7 +405,7 @@ func (a *Agent) driftLoop(ctx context.Context) {
 			continue
 		}
 		cameBack := !a.setConsulOK(true)
-		if cameBack || a.drifted(regs) {
+		if cameBack || a.drifted(regs, readAt) {
 			a.log.Info("consul differs from the agent's view; resyncing", "consul_came_back", cameBack)
 			a.RequestResync()
 		}
@@ -473,6 +482,7 @@ func (a *Agent) setActual(r Registered) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.actual[r.ID] = r
+	a.lastWrite = time.Now()
 	a.metrics.services.Set(float64(len(a.actual)))
 }
 
@@ -484,12 +494,14 @@ func (a *Agent) setHealth(h HealthMirror) {
 		r.HealthStatus = h.Status
 		a.actual[id] = r
 	}
+	a.lastWrite = time.Now()
 }
 
 func (a *Agent) deleteActual(id string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.actual, id)
+	a.lastWrite = time.Now()
 	a.metrics.services.Set(float64(len(a.actual)))
 }
 
@@ -503,9 +515,15 @@ func (a *Agent) replaceActual(regs []Registered) {
 	a.metrics.services.Set(float64(len(a.actual)))
 }
 
-func (a *Agent) drifted(regs []Registered) bool {
+// drifted reports whether Consul, read at readAt, differs from the agent's
+// view. Writes made since readAt make the two incomparable, and then the
+// answer is no: the next check, or the periodic resync, will look again.
+func (a *Agent) drifted(regs []Registered, readAt time.Time) bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	if !a.lastWrite.Before(readAt) {
+		return false
+	}
 	if len(regs) != len(a.actual) {
 		return true
 	}

@@ -10,35 +10,65 @@ import (
 // processed is processed again afterwards. Events for one container are thus
 // applied in order, and a burst of events for it collapses into one pass
 // that reads its latest state.
+//
+// Keys added by events go before keys added in the background by resyncs,
+// so a resync of many unchanged containers never delays a new one.
 type queue struct {
-	mu         sync.Mutex // guards following fields
-	cond       *sync.Cond
-	order      []string
-	queued     map[string]bool
+	mu   sync.Mutex // guards following fields
+	cond *sync.Cond
+	// urgent and background hold keys in arrival order; an entry whose
+	// key is no longer queued at that priority is stale and skipped.
+	urgent     []string
+	background []string
+	queued     map[string]priority
 	processing map[string]bool
 	// failures counts consecutive failed passes per key, for backoff.
 	failures map[string]int
 	closed   bool
 }
 
+type priority int
+
+const (
+	urgent priority = iota + 1
+	background
+)
+
 func newQueue() *queue {
-	q := &queue{queued: map[string]bool{}, processing: map[string]bool{}, failures: map[string]int{}}
+	q := &queue{queued: map[string]priority{}, processing: map[string]bool{}, failures: map[string]int{}}
 	q.cond = sync.NewCond(&q.mu)
 	return q
 }
 
-// Add schedules key; it is a no-op when key is already waiting.
-func (q *queue) Add(key string) {
+// Add schedules key ahead of background work; it is a no-op when key is
+// already waiting at that priority.
+func (q *queue) Add(key string) { q.add(key, urgent) }
+
+// AddBackground schedules key behind every urgent key.
+func (q *queue) AddBackground(key string) { q.add(key, background) }
+
+func (q *queue) add(key string, p priority) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	if q.closed || q.queued[key] {
+	if q.closed {
 		return
 	}
-	q.queued[key] = true
-	if !q.processing[key] {
-		q.order = append(q.order, key)
-		q.cond.Signal()
+	if have, ok := q.queued[key]; ok && have <= p {
+		return
 	}
+	q.queued[key] = p
+	if !q.processing[key] {
+		q.pushLocked(key, p)
+	}
+}
+
+func (q *queue) pushLocked(key string, p priority) {
+	if p == urgent {
+		q.urgent = append(q.urgent, key)
+	} else {
+		q.background = append(q.background, key)
+	}
+	q.cond.Signal()
 }
 
 // Retry schedules key again after a backoff that doubles with each
@@ -65,17 +95,32 @@ func (q *queue) Forget(key string) {
 func (q *queue) Get() (string, bool) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	for len(q.order) == 0 && !q.closed {
+	for {
+		if q.closed {
+			return "", false
+		}
+		if key, ok := q.popLocked(&q.urgent, urgent); ok {
+			return key, true
+		}
+		if key, ok := q.popLocked(&q.background, background); ok {
+			return key, true
+		}
 		q.cond.Wait()
 	}
-	if q.closed {
-		return "", false
+}
+
+func (q *queue) popLocked(list *[]string, p priority) (string, bool) {
+	for len(*list) > 0 {
+		key := (*list)[0]
+		*list = (*list)[1:]
+		if q.queued[key] != p || q.processing[key] {
+			continue // stale: promoted to urgent, or already handed out
+		}
+		delete(q.queued, key)
+		q.processing[key] = true
+		return key, true
 	}
-	key := q.order[0]
-	q.order = q.order[1:]
-	delete(q.queued, key)
-	q.processing[key] = true
-	return key, true
+	return "", false
 }
 
 // Done ends a pass over key; a key added during the pass becomes ready again.
@@ -83,9 +128,8 @@ func (q *queue) Done(key string) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	delete(q.processing, key)
-	if q.queued[key] && !q.closed {
-		q.order = append(q.order, key)
-		q.cond.Signal()
+	if p, ok := q.queued[key]; ok && !q.closed {
+		q.pushLocked(key, p)
 	}
 }
 
@@ -93,7 +137,13 @@ func (q *queue) Done(key string) {
 func (q *queue) Len() int {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return len(q.order)
+	n := 0
+	for key := range q.queued {
+		if !q.processing[key] {
+			n++
+		}
+	}
+	return n
 }
 
 // Close wakes every Get, which then returns false.

@@ -325,3 +325,22 @@ func TestQueueConcurrent(t *testing.T) {
 		}
 	}
 }
+
+func TestQueuePriority(t *testing.T) {
+	q := newQueue()
+	for _, k := range []string{"r1", "r2", "r3"} {
+		q.AddBackground(k)
+	}
+	q.Add("ev1")
+	q.AddBackground("ev1") // already urgent: stays urgent
+	q.Add("r3")            // promoted by an event
+	var got []string
+	for q.Len() > 0 {
+		k, _ := q.Get()
+		got = append(got, k)
+		q.Done(k)
+	}
+	if diff := cmp.Diff([]string{"ev1", "r3", "r1", "r2"}, got); diff != "" {
+		t.Errorf("order (-want +got):\n%s", diff)
+	}
+}
