@@ -24,16 +24,60 @@ type Consul struct {
 	dataDir string
 	cmd     *exec.Cmd
 	done    chan struct{}
+	// Token is the ACL master token when ACLs are on, else empty.
+	Token     string
+	extra     []string
+	httpsPort int
 }
 
 // StartConsul starts a dev agent and stops it when t ends.
-func StartConsul(t testing.TB) *Consul {
+func StartConsul(t testing.TB) *Consul { return startConsul(t, "", nil) }
+
+// StartConsulACL starts a dev agent with ACLs on and a deny-all default
+// policy; token is its master token.
+func StartConsulACL(t testing.TB, token string) *Consul {
+	hcl := fmt.Sprintf(`acl { enabled = true, default_policy = "deny", tokens { master = %q, agent = %q } }`, token, token)
+	return startConsul(t, token, []string{"-hcl", hcl})
+}
+
+// StartConsulTLS starts a dev agent that also serves HTTPS, requiring client
+// certificates there, with a CA and certificates made by `consul tls`. It
+// returns the agent and the directory holding consul-agent-ca.pem and
+// dc1-client-consul-0{,-key}.pem.
+func StartConsulTLS(t testing.TB) (*Consul, string) {
+	t.Helper()
+	dir := t.TempDir()
+	for _, args := range [][]string{{"tls", "ca", "create"}, {"tls", "cert", "create", "-server", "-dc", "dc1"}, {"tls", "cert", "create", "-client", "-dc", "dc1"}} {
+		cmd := exec.Command("consul", args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("consul %v: %v\n%s", args, err, out)
+		}
+	}
+	port := freePort(t)
+	hcl := fmt.Sprintf(`ports { https = %d }
+ca_file = %q
+cert_file = %q
+key_file = %q
+verify_incoming_https = true`, port, filepath.Join(dir, "consul-agent-ca.pem"),
+		filepath.Join(dir, "dc1-server-consul-0.pem"), filepath.Join(dir, "dc1-server-consul-0-key.pem"))
+	c := startConsul(t, "", []string{"-hcl", hcl})
+	c.httpsPort = port
+	return c, dir
+}
+
+// HTTPSAddr is the agent's HTTPS address, when it serves one.
+func (c *Consul) HTTPSAddr() string {
+	return "https://" + net.JoinHostPort("127.0.0.1", strconv.Itoa(c.httpsPort))
+}
+
+func startConsul(t testing.TB, token string, extra []string) *Consul {
 	t.Helper()
 	bin, err := exec.LookPath("consul")
 	if err != nil {
 		t.Fatalf("consul binary not found (install it with scripts/install-deps.sh): %v", err)
 	}
-	c := &Consul{t: t, bin: bin, dataDir: t.TempDir()}
+	c := &Consul{t: t, bin: bin, dataDir: t.TempDir(), Token: token, extra: extra}
 	for i := range c.ports {
 		c.ports[i] = freePort(t)
 	}
@@ -49,6 +93,7 @@ func (c *Consul) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.It
 func (c *Consul) Client() *api.Client {
 	cfg := api.DefaultConfig()
 	cfg.Address = c.Addr()
+	cfg.Token = c.Token
 	cl, err := api.NewClient(cfg)
 	if err != nil {
 		c.t.Fatal(err)
@@ -67,6 +112,7 @@ func (c *Consul) Start() {
 		"-http-port", strconv.Itoa(c.ports[0]), "-serf-lan-port", strconv.Itoa(c.ports[1]),
 		"-serf-wan-port", strconv.Itoa(c.ports[2]), "-server-port", strconv.Itoa(c.ports[3]),
 		"-dns-port", "-1", "-grpc-port", "-1", "-log-level", "warn")
+	cmd.Args = append(cmd.Args, c.extra...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
