@@ -1,0 +1,101 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	"github.com/spf13/pflag"
+)
+
+func TestApplyEnv(t *testing.T) {
+	tests := []struct {
+		name    string
+		env     map[string]string
+		args    []string
+		want    string
+		wantErr string
+	}{
+		{name: "default", want: "1m0s"},
+		{name: "from environment", env: map[string]string{"UNDERLAY_RESYNC": "30s"}, want: "30s"},
+		{name: "flag wins", env: map[string]string{"UNDERLAY_RESYNC": "30s"}, args: []string{"--resync", "5s"}, want: "5s"},
+		{name: "bad value names the variable", env: map[string]string{"UNDERLAY_RESYNC": "10x"}, wantErr: `UNDERLAY_RESYNC="10x"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			fs := pflag.NewFlagSet("test", pflag.ContinueOnError)
+			resync := fs.Duration("resync", 60e9, "")
+			if err := fs.Parse(tt.args); err != nil {
+				t.Fatal(err)
+			}
+			err := applyEnv(fs)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := resync.String(); got != tt.want {
+				t.Errorf("resync = %s, want %s", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestParseLabelFilters(t *testing.T) {
+	got, err := parseLabelFilters([]string{"a=1", "b", "c=x=y"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"a": "1", "b": "", "c": "x=y"}
+	for k, v := range want {
+		if got[k] != v {
+			t.Errorf("%s = %q, want %q", k, got[k], v)
+		}
+	}
+	if _, err := parseLabelFilters([]string{"=v"}); err == nil || !strings.Contains(err.Error(), `"=v"`) {
+		t.Errorf("err = %v, want one naming \"=v\"", err)
+	}
+}
+
+// TestAgentBadFlags checks that bad flags fail before anything connects,
+// with a message naming the value.
+func TestAgentBadFlags(t *testing.T) {
+	tests := []struct {
+		args    []string
+		wantErr string
+	}{
+		{[]string{"agent", "--host-ip", "not-an-ip"}, `--host-ip "not-an-ip"`},
+		{[]string{"agent", "--label", "=x"}, `--label "=x"`},
+		{[]string{"agent", "--resync", "0s"}, "--resync 0s"},
+		{[]string{"agent", "--deregister", "sometimes", "--node", "n", "--host-ip", "127.0.0.1", "--consul-addr", "127.0.0.1:1"}, `"sometimes"`},
+		{[]string{"agent", "--log-level", "loud"}, `--log-level "loud"`},
+		{[]string{"agent", "--consul-token", "a", "--consul-token-file", "/x"}, "not both"},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := Run(context.Background(), tt.args, IOStreams{Out: &out, ErrOut: &errOut})
+			if code == 0 || !strings.Contains(errOut.String(), tt.wantErr) {
+				t.Errorf("exit %d, stderr %q; want failure naming %q", code, errOut.String(), tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestVersion(t *testing.T) {
+	var out bytes.Buffer
+	if code := Run(context.Background(), []string{"version"}, IOStreams{Out: &out, ErrOut: &out}); code != 0 {
+		t.Fatalf("exit %d: %s", code, out.String())
+	}
+	if !strings.HasPrefix(out.String(), "underlay ") {
+		t.Errorf("version printed %q", out.String())
+	}
+}
