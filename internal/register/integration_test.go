@@ -338,3 +338,44 @@ func setHealth(t *testing.T, ip string, code int) {
 	}
 	resp.Body.Close()
 }
+
+func TestIntegrationDeregisterModes(t *testing.T) {
+	h := newHarness(t)
+	v4, _, _ := testenv.Subnets(t)
+	n := testenv.MacvlanNetwork(t, h.docker, testenv.Network{Name: "mv-" + h.id, Subnet: v4})
+	h.startAgent(func(c *register.Config) {
+		c.Deregister = register.DeregisterOnSuccess
+		c.DeregisterOnExit = true
+	})
+	crash := testenv.RunContainer(t, h.docker, testenv.Container{Name: h.id + "-crash", Networks: []string{n.Name}, Labels: h.labels(nil)})
+	clean := testenv.RunContainer(t, h.docker, testenv.Container{Name: h.id + "-clean", Networks: []string{n.Name}, Labels: h.labels(nil)})
+	crashID, cleanID := h.node+":"+h.id+"-crash:8080", h.node+":"+h.id+"-clean:8080"
+	h.waitServices(10*time.Second, crashID, cleanID)
+
+	ctx := testenv.Context(t, time.Minute)
+	// SIGKILL exits 137: a failure, kept under on-success. SIGTERM makes the
+	// test server exit 0: a success, deregistered.
+	if err := h.docker.ContainerKill(ctx, crash, "KILL"); err != nil {
+		t.Fatal(err)
+	}
+	if err := h.docker.ContainerStop(ctx, clean, container.StopOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitServices(10*time.Second, crashID)
+	time.Sleep(time.Second) // and it stays
+	h.waitServices(time.Second, crashID)
+
+	// Removing the failed container ends its registration too.
+	if err := h.docker.ContainerRemove(ctx, crash, container.RemoveOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	h.waitServices(10 * time.Second)
+
+	// --deregister-on-exit: a running container's service goes with the agent.
+	testenv.RunContainer(t, h.docker, testenv.Container{Name: h.id + "-live", Networks: []string{n.Name}, Labels: h.labels(nil)})
+	h.waitServices(10*time.Second, h.node+":"+h.id+"-live:8080")
+	h.stopAgent()
+	if svcs := h.services(); len(svcs) != 0 {
+		t.Errorf("after the agent exited with --deregister-on-exit, %d services remain", len(svcs))
+	}
+}
