@@ -1,0 +1,73 @@
+package consul
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/hashicorp/consul/api"
+)
+
+// KV adapts Consul's KV store to the small interfaces underlay's packages
+// declare (netspec.KV).
+type KV struct{ api *api.Client }
+
+// NewKV wraps c.
+func NewKV(c *api.Client) *KV { return &KV{api: c} }
+
+// Get returns a key's value and modify index.
+func (k *KV) Get(ctx context.Context, key string) ([]byte, uint64, bool, error) {
+	p, _, err := k.api.KV().Get(key, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("kv get %s: %w", key, err)
+	}
+	if p == nil {
+		return nil, 0, false, nil
+	}
+	return p.Value, p.ModifyIndex, true, nil
+}
+
+// List returns every key under prefix.
+func (k *KV) List(ctx context.Context, prefix string) (map[string][]byte, error) {
+	pairs, _, err := k.api.KV().List(prefix, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("kv list %s: %w", prefix, err)
+	}
+	out := make(map[string][]byte, len(pairs))
+	for _, p := range pairs {
+		out[p.Key] = p.Value
+	}
+	return out, nil
+}
+
+// CAS writes value if the key's modify index is index (0: only if absent).
+func (k *KV) CAS(ctx context.Context, key string, value []byte, index uint64) (bool, error) {
+	ok, _, err := k.api.KV().CAS(&api.KVPair{Key: key, Value: value, ModifyIndex: index}, (&api.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return false, fmt.Errorf("kv cas %s: %w", key, err)
+	}
+	return ok, nil
+}
+
+// Put writes value unconditionally.
+func (k *KV) Put(ctx context.Context, key string, value []byte) error {
+	if _, err := k.api.KV().Put(&api.KVPair{Key: key, Value: value}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("kv put %s: %w", key, err)
+	}
+	return nil
+}
+
+// Delete removes one key.
+func (k *KV) Delete(ctx context.Context, key string) error {
+	if _, err := k.api.KV().Delete(key, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("kv delete %s: %w", key, err)
+	}
+	return nil
+}
+
+// DeleteTree removes every key under prefix.
+func (k *KV) DeleteTree(ctx context.Context, prefix string) error {
+	if _, err := k.api.KV().DeleteTree(prefix, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+		return fmt.Errorf("kv delete tree %s: %w", prefix, err)
+	}
+	return nil
+}

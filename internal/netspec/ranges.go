@@ -1,0 +1,94 @@
+package netspec
+
+import (
+	"fmt"
+	"math/bits"
+	"net/netip"
+)
+
+// reservedAuxPrefix names the aux addresses underlay reserves itself.
+const reservedAuxPrefix = "underlay-"
+
+// ShimAuxName is the aux-address name under which a node's host shim
+// address is reserved in its config-only network.
+const ShimAuxName = reservedAuxPrefix + "shim"
+
+// Blocks splits the spec's range into per-node ranges of PerNodeSize
+// addresses, in address order. Blocks holding no address a container could
+// use (all reserved) are left out.
+func Blocks(s Spec) []netip.Prefix {
+	rng := s.Range().Masked()
+	size := s.PerNodeSize
+	if size <= 0 {
+		size = DefaultPerNodeSize
+	}
+	blockBits := 32 - (bits.Len(uint(size)) - 1)
+	if blockBits < rng.Bits() {
+		return nil
+	}
+	count := 1 << (blockBits - rng.Bits())
+	reserved := s.reserved()
+	var out []netip.Prefix
+	start := addrToUint(rng.Addr())
+	for i := range count {
+		b := netip.PrefixFrom(uintToAddr(start+uint32(i*size)), blockBits)
+		if _, ok := firstFree(b, reserved); ok {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// Shim is the address a node's host shim takes inside its block: the
+// block's first address that is not otherwise reserved, so the shim never
+// competes with containers or with other nodes.
+func Shim(s Spec, block netip.Prefix) (netip.Addr, error) {
+	a, ok := firstFree(block, s.reserved())
+	if !ok {
+		return netip.Addr{}, fmt.Errorf("range %s has no free address for the host shim", block)
+	}
+	return a, nil
+}
+
+// reserved is every address of the subnet never given to a container:
+// network, broadcast, gateway and aux addresses.
+func (s Spec) reserved() map[netip.Addr]bool {
+	r := map[netip.Addr]bool{
+		s.Subnet.Masked().Addr(): true,
+		lastAddr(s.Subnet):       true,
+		s.Gateway:                true,
+	}
+	for _, a := range s.Aux {
+		r[a] = true
+	}
+	return r
+}
+
+func firstFree(b netip.Prefix, reserved map[netip.Addr]bool) (netip.Addr, bool) {
+	a := b.Addr()
+	for b.Contains(a) {
+		if !reserved[a] {
+			return a, true
+		}
+		a = a.Next()
+	}
+	return netip.Addr{}, false
+}
+
+// IPv6Block is node i's /80 inside the spec's IPv6 subnet.
+func IPv6Block(s Spec, i int) netip.Prefix {
+	a := s.IPv6Subnet.Masked().Addr().As16()
+	// Bytes 8 and 9 hold bits 64 to 79: the node index. A /48 leaves
+	// 16 more bits; nodes are counted in the /64's part first.
+	a[8], a[9] = byte(i>>8), byte(i)
+	return netip.PrefixFrom(netip.AddrFrom16(a), 80)
+}
+
+func addrToUint(a netip.Addr) uint32 {
+	b := a.As4()
+	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
+}
+
+func uintToAddr(v uint32) netip.Addr {
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
+}

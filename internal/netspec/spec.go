@@ -1,0 +1,194 @@
+package netspec
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"math/bits"
+	"net/netip"
+	"regexp"
+	"slices"
+	"strings"
+)
+
+// IPAMMode says who hands out container addresses.
+type IPAMMode string
+
+const (
+	// PerNode leases each node a range of the subnet; Docker's default
+	// IPAM allocates within it, as the manual guide does by hand.
+	PerNode IPAMMode = "per-node"
+	// Cluster uses underlay's cluster-wide IPAM driver for one shared pool.
+	Cluster IPAMMode = "cluster"
+)
+
+// DefaultPerNodeSize is the number of addresses leased to a node when
+// --per-node-size is not given.
+const DefaultPerNodeSize = 64
+
+// Spec is a cluster network's desired state, as stored in Consul KV.
+type Spec struct {
+	Name    string       `json:"name"`
+	Subnet  netip.Prefix `json:"subnet"`
+	Gateway netip.Addr   `json:"gateway"`
+	// Parent is the host interface macvlan endpoints hang off, on every node.
+	Parent string `json:"parent"`
+	// IPRange limits container addresses; the zero value means the subnet.
+	IPRange netip.Prefix `json:"ip_range,omitzero"`
+	// Aux are addresses of the subnet that must never be given out.
+	Aux  map[string]netip.Addr `json:"aux,omitempty"`
+	IPAM IPAMMode              `json:"ipam"`
+	// PerNodeSize is how many addresses each node leases (per-node mode),
+	// a power of two.
+	PerNodeSize int          `json:"per_node_size,omitempty"`
+	IPv6Subnet  netip.Prefix `json:"ipv6_subnet,omitzero"`
+}
+
+// Range is the range containers draw from: IPRange, or the whole subnet.
+func (s Spec) Range() netip.Prefix {
+	if s.IPRange.IsValid() {
+		return s.IPRange
+	}
+	return s.Subnet
+}
+
+var (
+	nameRE   = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]{0,47}$`)
+	parentRE = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.@-]{0,14}$`)
+	auxRE    = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
+)
+
+// Validate checks s on its own and against the networks that already
+// exist, returning every problem found, each naming the bad value.
+func Validate(s Spec, existing []Spec) error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+
+	if !nameRE.MatchString(s.Name) {
+		bad("network name %q: want 1 to 48 letters, digits, '_', '.' or '-', starting with a letter or digit", s.Name)
+	}
+	if !parentRE.MatchString(s.Parent) {
+		bad("parent %q: not an interface name (at most 15 characters)", s.Parent)
+	}
+	switch s.IPAM {
+	case PerNode, Cluster:
+	default:
+		bad("ipam %q: want per-node or cluster", s.IPAM)
+	}
+	if !validSubnet4(s.Subnet, bad) {
+		return errors.Join(errs...)
+	}
+	checkGateway(s, bad)
+	if s.IPRange.IsValid() {
+		switch {
+		case !s.IPRange.Addr().Is4():
+			bad("ip range %s: want an IPv4 CIDR", s.IPRange)
+		case s.IPRange != s.IPRange.Masked():
+			bad("ip range %s: not a network address; did you mean %s?", s.IPRange, s.IPRange.Masked())
+		case !contains(s.Subnet, s.IPRange):
+			bad("ip range %s is not inside subnet %s", s.IPRange, s.Subnet)
+		}
+	}
+	checkAux(s, bad)
+	if s.IPAM == PerNode {
+		checkPerNodeSize(s, bad)
+	}
+	if s.IPv6Subnet.IsValid() {
+		checkIPv6(s.IPv6Subnet, bad)
+	}
+	for _, o := range existing {
+		if o.Name == s.Name {
+			bad("network %q already exists", s.Name)
+			continue
+		}
+		if o.Subnet.Overlaps(s.Subnet) {
+			bad("subnet %s overlaps network %q (%s)", s.Subnet, o.Name, o.Subnet)
+		}
+		if s.IPv6Subnet.IsValid() && o.IPv6Subnet.IsValid() && o.IPv6Subnet.Overlaps(s.IPv6Subnet) {
+			bad("IPv6 subnet %s overlaps network %q (%s)", s.IPv6Subnet, o.Name, o.IPv6Subnet)
+		}
+		if o.Parent == s.Parent {
+			bad("parent %s already carries network %q: Docker allows one macvlan network per parent interface", s.Parent, o.Name)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func validSubnet4(p netip.Prefix, bad func(string, ...any)) bool {
+	switch {
+	case !p.IsValid():
+		bad("subnet: missing or not a CIDR")
+	case !p.Addr().Is4():
+		bad("subnet %s: want an IPv4 CIDR (give IPv6 with --ipv6-subnet)", p)
+	case p != p.Masked():
+		bad("subnet %s: not a network address; did you mean %s?", p, p.Masked())
+	case p.Bits() > 30:
+		bad("subnet %s: too small for a gateway and containers; use /30 or larger", p)
+	default:
+		return true
+	}
+	return false
+}
+
+func checkGateway(s Spec, bad func(string, ...any)) {
+	switch {
+	case !s.Gateway.IsValid():
+		bad("gateway: missing or not an IP address")
+	case !s.Subnet.Contains(s.Gateway):
+		bad("gateway %s is outside subnet %s", s.Gateway, s.Subnet)
+	case s.Gateway == s.Subnet.Addr() || s.Gateway == lastAddr(s.Subnet):
+		bad("gateway %s is the network or broadcast address of %s", s.Gateway, s.Subnet)
+	}
+}
+
+func checkAux(s Spec, bad func(string, ...any)) {
+	seen := map[netip.Addr]string{}
+	for _, name := range slices.Sorted(maps.Keys(s.Aux)) {
+		ip := s.Aux[name]
+		switch {
+		case !auxRE.MatchString(name) || strings.HasPrefix(name, reservedAuxPrefix):
+			bad("aux address name %q: want letters, digits, '_', '.' or '-', not starting with %q", name, reservedAuxPrefix)
+		case !s.Subnet.Contains(ip):
+			bad("aux address %s=%s is outside subnet %s", name, ip, s.Subnet)
+		case ip == s.Gateway:
+			bad("aux address %s=%s is the gateway", name, ip)
+		case seen[ip] != "":
+			bad("aux address %s=%s is also %s", name, ip, seen[ip])
+		}
+		seen[ip] = name
+	}
+}
+
+func checkPerNodeSize(s Spec, bad func(string, ...any)) {
+	n := s.PerNodeSize
+	rng := s.Range()
+	total := 1 << (32 - rng.Bits())
+	switch {
+	case n < 4 || bits.OnesCount(uint(n)) != 1:
+		bad("per-node size %d: want a power of two, at least 4", n)
+	case n > total:
+		bad("per-node size %d is larger than the range %s (%d addresses): not even one node fits", n, rng, total)
+	}
+}
+
+func checkIPv6(p netip.Prefix, bad func(string, ...any)) {
+	switch {
+	case !p.Addr().Is6() || p.Addr().Is4In6():
+		bad("IPv6 subnet %s: want an IPv6 CIDR", p)
+	case p != p.Masked():
+		bad("IPv6 subnet %s: not a network address; did you mean %s?", p, p.Masked())
+	case p.Bits() > 64 || p.Bits() < 48:
+		bad("IPv6 subnet %s: want a prefix between /48 and /64, so every node gets its own /80", p)
+	}
+}
+
+// contains reports whether inner lies wholly inside outer.
+func contains(outer, inner netip.Prefix) bool {
+	return inner.Bits() >= outer.Bits() && outer.Contains(inner.Addr())
+}
+
+// lastAddr is the broadcast address of an IPv4 prefix.
+func lastAddr(p netip.Prefix) netip.Addr {
+	host := uint32(1)<<(32-p.Bits()) - 1
+	return uintToAddr(addrToUint(p.Masked().Addr()) | host)
+}
