@@ -1,0 +1,215 @@
+package hostnet
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+)
+
+// Want is the host state a network needs on this node.
+type Want struct {
+	Parent   string
+	ShimLink string
+	// Shim is the host's address on the network; Route is the node's
+	// container range, reached through the shim.
+	Shim  netip.Addr
+	Route netip.Prefix
+}
+
+// Observed is the host state that matters to a Want.
+type Observed struct {
+	ParentExists  bool
+	ParentUp      bool
+	ParentPromisc bool
+	ShimExists    bool
+	// ShimOK is false when a link of the shim's name exists but is not a
+	// bridge-mode macvlan on the parent: it must be replaced.
+	ShimOK     bool
+	ShimUp     bool
+	ShimHasIP  bool
+	RouteViaOK bool
+}
+
+// Repair is one change that brings the host to the wanted state.
+type Repair string
+
+const (
+	ParentUp      Repair = "set parent up"
+	ParentPromisc Repair = "set parent promiscuous"
+	ShimReplace   Repair = "replace shim (wrong kind or parent)"
+	ShimCreate    Repair = "create shim"
+	ShimAddress   Repair = "add shim address"
+	ShimUp        Repair = "set shim up"
+	ShimRoute     Repair = "add route to the container range via the shim"
+)
+
+// ErrNoParent is returned when the parent interface does not exist.
+var ErrNoParent = errors.New("parent interface not found")
+
+// Repairs lists, in order, the changes that take a host observed as o to
+// the wanted state.
+func Repairs(o Observed) ([]Repair, error) {
+	if !o.ParentExists {
+		return nil, ErrNoParent
+	}
+	var r []Repair
+	if !o.ParentUp {
+		r = append(r, ParentUp)
+	}
+	if !o.ParentPromisc {
+		r = append(r, ParentPromisc)
+	}
+	switch {
+	case o.ShimExists && !o.ShimOK:
+		return append(r, ShimReplace, ShimCreate, ShimAddress, ShimUp, ShimRoute), nil
+	case !o.ShimExists:
+		return append(r, ShimCreate, ShimAddress, ShimUp, ShimRoute), nil
+	}
+	if !o.ShimHasIP {
+		r = append(r, ShimAddress)
+	}
+	if !o.ShimUp {
+		r = append(r, ShimUp)
+	}
+	if !o.RouteViaOK || !o.ShimUp || !o.ShimHasIP {
+		// Setting a link down or removing its address drops its routes.
+		r = append(r, ShimRoute)
+	}
+	return slices.Compact(r), nil
+}
+
+// Host applies Wants with netlink in the calling process's network namespace.
+type Host struct{}
+
+// Observe reads the host state relevant to w.
+func (Host) Observe(w Want) (Observed, error) {
+	var o Observed
+	parent, err := netlink.LinkByName(w.Parent)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return o, nil
+		}
+		return o, fmt.Errorf("read parent %s: %w", w.Parent, err)
+	}
+	o.ParentExists = true
+	pa := parent.Attrs()
+	o.ParentUp = pa.Flags&net.FlagUp != 0
+	o.ParentPromisc = pa.Promisc != 0
+	shim, err := netlink.LinkByName(w.ShimLink)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return o, nil
+		}
+		return o, fmt.Errorf("read shim %s: %w", w.ShimLink, err)
+	}
+	o.ShimExists = true
+	mv, ok := shim.(*netlink.Macvlan)
+	o.ShimOK = ok && mv.Mode == netlink.MACVLAN_MODE_BRIDGE && shim.Attrs().ParentIndex == pa.Index
+	o.ShimUp = shim.Attrs().Flags&net.FlagUp != 0
+	addrs, err := netlink.AddrList(shim, netlink.FAMILY_V4)
+	if err != nil {
+		return o, fmt.Errorf("addresses of %s: %w", w.ShimLink, err)
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == w.Shim {
+			o.ShimHasIP = true
+		}
+	}
+	routes, err := netlink.RouteList(shim, netlink.FAMILY_V4)
+	if err != nil {
+		return o, fmt.Errorf("routes of %s: %w", w.ShimLink, err)
+	}
+	for _, rt := range routes {
+		if rt.Dst != nil && rt.Dst.String() == w.Route.String() {
+			o.RouteViaOK = true
+		}
+	}
+	return o, nil
+}
+
+// Ensure makes the host match w and returns the repairs it made; none when
+// the host already matched.
+func (h Host) Ensure(w Want) ([]Repair, error) {
+	o, err := h.Observe(w)
+	if err != nil {
+		return nil, err
+	}
+	repairs, err := Repairs(o)
+	if err != nil {
+		return nil, fmt.Errorf("parent %s: %w", w.Parent, err)
+	}
+	for _, r := range repairs {
+		if err := apply(w, r); err != nil {
+			return nil, fmt.Errorf("%s on %s: %w", r, w.ShimLink, err)
+		}
+	}
+	return repairs, nil
+}
+
+func apply(w Want, r Repair) error {
+	switch r {
+	case ParentUp, ParentPromisc:
+		parent, err := netlink.LinkByName(w.Parent)
+		if err != nil {
+			return err
+		}
+		if r == ParentUp {
+			return netlink.LinkSetUp(parent)
+		}
+		return netlink.SetPromiscOn(parent)
+	case ShimReplace:
+		return RemoveShim(w.ShimLink)
+	case ShimCreate:
+		parent, err := netlink.LinkByName(w.Parent)
+		if err != nil {
+			return err
+		}
+		mv := &netlink.Macvlan{
+			LinkAttrs: netlink.LinkAttrs{Name: w.ShimLink, ParentIndex: parent.Attrs().Index},
+			Mode:      netlink.MACVLAN_MODE_BRIDGE,
+		}
+		return netlink.LinkAdd(mv)
+	}
+	shim, err := netlink.LinkByName(w.ShimLink)
+	if err != nil {
+		return err
+	}
+	switch r {
+	case ShimAddress:
+		return ignoreExists(netlink.AddrAdd(shim, &netlink.Addr{IPNet: &net.IPNet{IP: w.Shim.AsSlice(), Mask: net.CIDRMask(32, 32)}}))
+	case ShimUp:
+		return netlink.LinkSetUp(shim)
+	case ShimRoute:
+		dst := &net.IPNet{IP: w.Route.Addr().AsSlice(), Mask: net.CIDRMask(w.Route.Bits(), 32)}
+		return netlink.RouteReplace(&netlink.Route{LinkIndex: shim.Attrs().Index, Dst: dst, Scope: netlink.SCOPE_LINK})
+	}
+	return fmt.Errorf("unknown repair %q", r)
+}
+
+// RemoveShim deletes a shim link (and so its address and routes); removing
+// an absent one succeeds.
+func RemoveShim(name string) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return err
+	}
+	return netlink.LinkDel(l)
+}
+
+func ignoreExists(err error) error {
+	if err != nil && errors.Is(err, syscall.EEXIST) {
+		return nil
+	}
+	return err
+}

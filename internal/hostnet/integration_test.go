@@ -1,0 +1,70 @@
+package hostnet_test
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+
+	"github.com/underlay/underlay/internal/hostnet"
+	"github.com/underlay/underlay/internal/testenv"
+)
+
+// TestIntegrationEnsureAndRepair prepares a veth parent made for the test,
+// then breaks the result in each way the agent must repair.
+func TestIntegrationEnsureAndRepair(t *testing.T) {
+	testenv.Require(t)
+	parent := testenv.VethParent(t, "")
+	w := hostnet.Want{
+		Parent: parent, ShimLink: "uls" + testenv.ID(t)[:6],
+		Shim: netip.MustParseAddr("10.199.7.1"), Route: netip.MustParsePrefix("10.199.7.0/28"),
+	}
+	t.Cleanup(func() { hostnet.RemoveShim(w.ShimLink) })
+	var h hostnet.Host
+
+	ensure := func(wantRepairs int) {
+		t.Helper()
+		got, err := h.Ensure(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != wantRepairs {
+			t.Fatalf("repairs %v, want %d of them", got, wantRepairs)
+		}
+		o, err := h.Observe(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, _ := hostnet.Repairs(o); len(r) != 0 {
+			t.Fatalf("after Ensure the host still needs %v (observed %+v)", r, o)
+		}
+	}
+	ensure(5) // the veth parent is up already
+	ensure(0) // idempotent
+
+	shim, _ := netlink.LinkByName(w.ShimLink)
+	netlink.LinkSetDown(shim)
+	ensure(2) // up, and the route the kernel dropped
+
+	netlink.LinkDel(shim)
+	ensure(4)
+
+	// A veth parent cannot filter unicast addresses, so the kernel keeps it
+	// promiscuous for as long as the shim exists; switching promiscuous
+	// mode off only shows once the shim is gone too.
+	shim, _ = netlink.LinkByName(w.ShimLink)
+	netlink.LinkDel(shim)
+	p, _ := netlink.LinkByName(parent)
+	netlink.SetPromiscOff(p)
+	ensure(5)
+
+	if err := hostnet.RemoveShim(w.ShimLink); err != nil {
+		t.Fatal(err)
+	}
+	if err := hostnet.RemoveShim(w.ShimLink); err != nil {
+		t.Errorf("removing an absent shim: %v", err)
+	}
+	if _, err := h.Ensure(hostnet.Want{Parent: "nosuch0", ShimLink: w.ShimLink}); err == nil {
+		t.Error("Ensure with a missing parent succeeded")
+	}
+}
