@@ -1,0 +1,228 @@
+package app
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/spf13/cobra"
+
+	"github.com/underlay/underlay/internal/lab"
+)
+
+type labFlags struct {
+	name string
+	cfg  lab.Config
+	json bool
+	log  string
+}
+
+func newLabCommand(g *globalFlags, streams IOStreams) *cobra.Command {
+	f := &labFlags{}
+	cmd := &cobra.Command{
+		Use:   "lab",
+		Short: "Run a multi-node Swarm + Consul cluster with a macvlan underlay on this machine",
+		Long: `A lab is a set of nodes on this machine, each in its own network, mount, UTS
+and PID namespaces with its own dockerd, Consul agent and underlay agent, joined
+into one swarm. Each node's eth1 sits on a bridge playing the existing L2
+network (the macvlan parent); this machine holds the underlay gateway on it, so
+it reaches every container directly. Several labs coexist by name.`,
+	}
+	cmd.PersistentFlags().StringVar(&f.name, "name", lab.DefaultName, "lab name")
+	cmd.AddCommand(newLabUpCommand(g, streams, f), newLabDownCommand(g, streams, f), newLabStatusCommand(streams, f),
+		newLabEnvCommand(streams, f), newLabExecCommand(streams, f), newLabLogsCommand(streams, f))
+	return cmd
+}
+
+func newLabUpCommand(g *globalFlags, streams IOStreams, f *labFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "up",
+		Short: "Create the lab, or repair it (restart what died)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger(streams.ErrOut)
+			if err != nil {
+				return err
+			}
+			f.cfg.Name = f.name
+			// Repairing an existing lab: flags not given keep its values.
+			if old, err := lab.RecordedConfig(f.name); err == nil {
+				fl := cmd.Flags()
+				if !fl.Changed("nodes") {
+					f.cfg.Nodes = old.Nodes
+				}
+				if !fl.Changed("managers") {
+					f.cfg.Managers = old.Managers
+				}
+				if !fl.Changed("consul-servers") {
+					f.cfg.ConsulServers = old.ConsulServers
+				}
+				if !fl.Changed("underlay-subnet") {
+					f.cfg.UnderlaySubnet = old.UnderlaySubnet
+				}
+			}
+			if f.cfg.Nodes == 0 {
+				return fmt.Errorf("--nodes 0: want 1 to %d", lab.MaxNodes)
+			}
+			if !f.cfg.NoAgent {
+				if f.cfg.UnderlayBin, err = underlayBinary(); err != nil {
+					return err
+				}
+			}
+			if err := lab.Up(cmd.Context(), f.cfg, log); err != nil {
+				return err
+			}
+			st, err := lab.GetStatus(cmd.Context(), f.name)
+			if err != nil {
+				return err
+			}
+			return printStatus(streams.Out, st)
+		},
+	}
+	fl := cmd.Flags()
+	fl.IntVar(&f.cfg.Nodes, "nodes", lab.DefaultNodes, fmt.Sprintf("number of nodes (1 to %d)", lab.MaxNodes))
+	fl.IntVar(&f.cfg.Managers, "managers", 1, "number of swarm managers (the first nodes)")
+	fl.IntVar(&f.cfg.ConsulServers, "consul-servers", 1, "number of Consul servers (the first nodes): 1 or 3")
+	fl.StringVar(&f.cfg.UnderlaySubnet, "underlay-subnet", lab.DefaultUnderlaySubnet, "IPv4 subnet of the underlay bridge; its first address is the gateway, held by this machine")
+	fl.BoolVar(&f.cfg.NoAgent, "no-agent", false, "do not run the underlay agent on the nodes")
+	return cmd
+}
+
+// underlayBinary is the binary the nodes run as their agent: $UNDERLAY_BIN,
+// else this program.
+func underlayBinary() (string, error) {
+	if p := os.Getenv("UNDERLAY_BIN"); p != "" {
+		return p, nil
+	}
+	p, err := os.Executable()
+	if err != nil {
+		return "", fmt.Errorf("find the underlay binary for the agent (set UNDERLAY_BIN): %w", err)
+	}
+	return p, nil
+}
+
+func newLabDownCommand(g *globalFlags, streams IOStreams, f *labFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "down",
+		Short: "Remove the lab: processes, namespaces, links, firewall rules, state (succeeds when already gone)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger(streams.ErrOut)
+			if err != nil {
+				return err
+			}
+			return lab.Down(cmd.Context(), f.name, log)
+		},
+	}
+}
+
+func newLabStatusCommand(streams IOStreams, f *labFlags) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "status",
+		Short: "Show the lab's nodes and their state",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := lab.GetStatus(cmd.Context(), f.name)
+			if err != nil {
+				return err
+			}
+			if f.json {
+				enc := json.NewEncoder(streams.Out)
+				enc.SetIndent("", "  ")
+				return enc.Encode(st)
+			}
+			return printStatus(streams.Out, st)
+		},
+	}
+	cmd.Flags().BoolVar(&f.json, "json", false, "print JSON")
+	return cmd
+}
+
+func printStatus(w io.Writer, st *lab.Status) error {
+	fmt.Fprintf(w, "lab %s: underlay %s (gateway %s on this machine), management %s\n",
+		st.Name, st.UnderlaySubnet, st.UnderlayGateway, st.ManagementSubnet)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tROLE\tSTATE\tMANAGEMENT IP\tDOCKER_HOST\tCONSUL_HTTP_ADDR")
+	for _, n := range st.Nodes {
+		state := n.State
+		if len(n.Problems) > 0 {
+			state += " (" + strings.Join(n.Problems, ", ") + ")"
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Role, state, n.ManagementIP, n.DockerHost, n.ConsulHTTPAddr)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(st.Nodes) > 0 {
+		fmt.Fprintf(w, "Consul UI: http://%s/ui   work on a node: underlay lab exec --name %s node1 -- docker node ls\n", st.Nodes[0].ConsulHTTPAddr, st.Name)
+	}
+	return nil
+}
+
+func newLabEnvCommand(streams IOStreams, f *labFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "env NODE",
+		Short: "Print the DOCKER_HOST, CONSUL_HTTP_ADDR and nsenter prefix to work on a node",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			env, err := lab.Env(f.name, args[0])
+			if err != nil {
+				return err
+			}
+			_, err = fmt.Fprintf(streams.Out, "export DOCKER_HOST=%s\nexport CONSUL_HTTP_ADDR=%s\n# run a command inside the node:\n# %s -- CMD\n",
+				env.DockerHost, env.ConsulHTTPAddr, env.NsenterPrefix())
+			return err
+		},
+	}
+}
+
+func newLabExecCommand(streams IOStreams, f *labFlags) *cobra.Command {
+	return &cobra.Command{
+		Use:   "exec NODE -- CMD [ARG...]",
+		Short: "Run a command inside a node, with its DOCKER_HOST and CONSUL_HTTP_ADDR set",
+		Args:  cobra.MinimumNArgs(2),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := lab.Command(cmd.Context(), f.name, args[0], args[1:]...)
+			if err != nil {
+				return err
+			}
+			c.Stdin, c.Stdout, c.Stderr = streams.In, streams.Out, streams.ErrOut
+			if err := c.Run(); err != nil {
+				var ee interface{ ExitCode() int }
+				if errors.As(err, &ee) {
+					return fmt.Errorf("%s on %s: exit status %d", args[1], args[0], ee.ExitCode())
+				}
+				return err
+			}
+			return nil
+		},
+	}
+}
+
+func newLabLogsCommand(streams IOStreams, f *labFlags) *cobra.Command {
+	var component string
+	cmd := &cobra.Command{
+		Use:   "logs NODE",
+		Short: "Print a node's logs (the underlay agent's unless --component)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(_ *cobra.Command, args []string) error {
+			path, err := lab.LogPath(f.name, args[0], component)
+			if err != nil {
+				return err
+			}
+			fl, err := os.Open(path)
+			if err != nil {
+				return err
+			}
+			defer fl.Close()
+			_, err = io.Copy(streams.Out, fl)
+			return err
+		},
+	}
+	cmd.Flags().StringVar(&component, "component", "agent", "agent, dockerd, consul or holder")
+	return cmd
+}

@@ -1,0 +1,154 @@
+package lab
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestValidate(t *testing.T) {
+	ok := Config{Name: "lab", Nodes: 3, UnderlayBin: "/bin/underlay"}.withDefaults()
+	for _, tc := range []struct {
+		name string
+		edit func(*Config)
+		want string // error substring; empty: valid
+	}{
+		{"defaults", func(*Config) {}, ""},
+		{"no agent needs no binary", func(c *Config) { c.NoAgent, c.UnderlayBin = true, "" }, ""},
+		{"nine nodes", func(c *Config) { c.Nodes = 9 }, ""},
+		{"three consul servers", func(c *Config) { c.ConsulServers = 3 }, ""},
+		{"ten nodes", func(c *Config) { c.Nodes = 10 }, "--nodes 10"},
+		{"negative nodes", func(c *Config) { c.Nodes = -1 }, "--nodes -1"},
+		{"more managers than nodes", func(c *Config) { c.Managers = 4 }, "--managers 4"},
+		{"two consul servers", func(c *Config) { c.ConsulServers = 2 }, "--consul-servers 2"},
+		{"three servers on two nodes", func(c *Config) { c.Nodes, c.ConsulServers = 2, 3 }, "--consul-servers 3"},
+		{"name too long", func(c *Config) { c.Name = "abcdefghij" }, `"abcdefghij"`},
+		{"name with a slash", func(c *Config) { c.Name = "a/b" }, `"a/b"`},
+		{"name starting with a digit", func(c *Config) { c.Name = "1lab" }, `"1lab"`},
+		{"subnet not a prefix", func(c *Config) { c.UnderlaySubnet = "10.1.2.3" }, `"10.1.2.3"`},
+		{"subnet with host bits", func(c *Config) { c.UnderlaySubnet = "10.200.0.1/16" }, "10.200.0.0/16"},
+		{"ipv6 subnet", func(c *Config) { c.UnderlaySubnet = "fd00::/64" }, "IPv4"},
+		{"subnet too small", func(c *Config) { c.UnderlaySubnet = "10.200.0.0/25" }, "/25"},
+		{"no binary", func(c *Config) { c.UnderlayBin = "" }, "underlay binary"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ok
+			tc.edit(&c)
+			err := c.Validate()
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("Validate() = %v, want nil", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("Validate() = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestPlan(t *testing.T) {
+	cfg := Config{Name: "demo", Nodes: 3, Managers: 2, UnderlaySubnet: "10.200.0.0/16", NoAgent: true}.withDefaults()
+	p, err := newPlan(cfg, netip.MustParsePrefix("172.31.4.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []nodePlan{
+		{Index: 1, Name: "node1", Host: "demo-node1", Role: RoleManager, ConsulServer: true, MgmtIP: netip.MustParseAddr("172.31.4.11")},
+		{Index: 2, Name: "node2", Host: "demo-node2", Role: RoleManager, MgmtIP: netip.MustParseAddr("172.31.4.12")},
+		{Index: 3, Name: "node3", Host: "demo-node3", Role: RoleWorker, MgmtIP: netip.MustParseAddr("172.31.4.13")},
+	}
+	if d := cmp.Diff(want, p.nodes, cmp.Comparer(func(a, b netip.Addr) bool { return a == b })); d != "" {
+		t.Errorf("nodes (-want +got):\n%s", d)
+	}
+	if p.gateway.String() != "10.200.0.1" || p.mgmtGW.String() != "172.31.4.1" {
+		t.Errorf("gateway %s, management gateway %s", p.gateway, p.mgmtGW)
+	}
+	if p.bridgeM != "ul-demo-m" || p.bridgeU != "ul-demo-u" {
+		t.Errorf("bridges %s %s", p.bridgeM, p.bridgeU)
+	}
+	for _, l := range p.links(&p.nodes[2]) {
+		if len(l.host) > 15 {
+			t.Errorf("link name %s longer than 15 bytes", l.host)
+		}
+	}
+	for _, name := range []string{"node2", "demo-node2", "2"} {
+		if n, err := p.node(name); err != nil || n.Index != 2 {
+			t.Errorf("node(%q) = %v, %v", name, n, err)
+		}
+	}
+	if _, err := p.node("node4"); err == nil || !strings.Contains(err.Error(), `"node4"`) {
+		t.Errorf("node(node4) = %v, want an error naming it", err)
+	}
+	args := strings.Join(p.consul(&p.nodes[1]).args, " ")
+	if !strings.Contains(args, "-retry-join 172.31.4.11") || strings.Contains(args, "-server") {
+		t.Errorf("consul client args: %s", args)
+	}
+	args = strings.Join(p.consul(&p.nodes[0]).args, " ")
+	if !strings.Contains(args, "-server -bootstrap-expect 1") || strings.Contains(args, "-retry-join") {
+		t.Errorf("consul server args: %s", args)
+	}
+}
+
+func TestLongestNameFitsLinkNames(t *testing.T) {
+	cfg := Config{Name: "abcdefghi", Nodes: 9, NoAgent: true}.withDefaults()
+	p, err := newPlan(cfg, netip.MustParsePrefix("172.31.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range p.links(&p.nodes[8]) {
+		if len(l.host) > 15 {
+			t.Errorf("link name %s longer than 15 bytes", l.host)
+		}
+	}
+}
+
+func TestFirewallRules(t *testing.T) {
+	var got []string
+	for _, r := range firewallRules("demo") {
+		got = append(got, strings.Join(r, " "))
+	}
+	want := []string{
+		"-i ul-demo-+ ! -o ul-demo-+ -m comment --comment underlay-lab-demo -j DROP",
+		"! -i ul-demo-+ -o ul-demo-+ -m comment --comment underlay-lab-demo -j DROP",
+		"-i ul-demo-+ -o ul-demo-+ -m comment --comment underlay-lab-demo -j ACCEPT",
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("rules (-want +got):\n%s", d)
+	}
+}
+
+func TestUnderDir(t *testing.T) {
+	match := underDir("/var/lib/underlay/lab/t1")
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{"dockerd", "--data-root", "/var/lib/underlay/lab/t1/node1/data"}, true},
+		{[]string{holderName, "-c", "loop", "/var/lib/underlay/lab/t1/node1"}, true},
+		{[]string{"nsenter", "--wd=/var/lib/underlay/lab/t1/node2", "--", "underlay", "agent"}, true},
+		{[]string{"rm", "-rf", "/var/lib/underlay/lab/t1"}, true},
+		{[]string{"dockerd", "--data-root", "/var/lib/underlay/lab/t12/node1/data"}, false},
+		{[]string{"sleep", "3600"}, false},
+	} {
+		if got := match(tc.args); got != tc.want {
+			t.Errorf("underDir(%q) = %v, want %v", tc.args, got, tc.want)
+		}
+	}
+}
+
+func TestDaemonKey(t *testing.T) {
+	p, _ := newPlan(Config{Name: "x", Nodes: 1, UnderlayBin: "/work/bin/underlay"}.withDefaults(), netip.MustParsePrefix("172.31.0.0/24"))
+	n := &p.nodes[0]
+	for _, d := range []daemon{p.dockerd(n), p.consul(n), p.agent(n)} {
+		if got := daemonKey(d.args); got != d.key {
+			t.Errorf("daemonKey(%q) = %q, want %q", d.args, got, d.key)
+		}
+	}
+}
+
+func TestUnescapeMount(t *testing.T) {
+	if got := unescapeMount(`/var/lib/a\040b`); got != "/var/lib/a b" {
+		t.Errorf("unescapeMount = %q", got)
+	}
+}

@@ -1,0 +1,41 @@
+// Package lab runs a multi-node Docker Swarm + Consul cluster with a macvlan
+// underlay on one machine: `underlay lab`.
+//
+// Each node is a set of namespaces held by one long-lived holder process
+// (started with unshare): its own network, mount, UTS and PID namespaces.
+// Everything that runs for a node — its dockerd (own data root, exec root,
+// socket and pid file), its Consul agent and the underlay agent — is started
+// with nsenter into those namespaces, so it is a process of the node's PID
+// namespace: when the holder dies, the kernel kills every process of the
+// node, containers included. The mount namespace makes /run/docker/plugins
+// and /run/containerd private to the node.
+//
+// Each node has two links into the root namespace:
+//
+//   - eth0, on the bridge ul-<name>-m: the management network (a free
+//     172.31.K.0/24; the root namespace holds .1, node i holds .10+i). Swarm
+//     control traffic and Consul gossip use it; nodes route everything else
+//     through .1, as real hosts route through their router.
+//   - eth1, on the bridge ul-<name>-u: the "VLAN", with no address in the
+//     node; it is the parent of macvlan networks. The root namespace owns the
+//     underlay gateway (the first address of the underlay subnet) on that
+//     bridge, playing the router and "the rest of the network".
+//
+// Consul answers HTTP on 127.0.0.1:8500 inside each node, as on a real host,
+// and also on the node's management IP, which the root namespace reaches
+// over ul-<name>-m: that is how tests and `lab status` talk to it.
+//
+// Safety: the lab bridges only ever hold the lab's own veths. iptables (and
+// ip6tables) rules commented underlay-lab-<name> drop anything forwarded
+// between the lab bridges and any other interface, in both directions, and
+// accept traffic forwarded between the lab's own bridges (bridged traffic
+// passes the FORWARD chain when br_netfilter is loaded, where Docker's DROP
+// policy would stop it).
+//
+// Ownership: everything the lab creates is named after it — the state
+// directory /var/lib/underlay/lab/<name>, links ul-<name>-*, rules commented
+// underlay-lab-<name>, processes whose command line names the state
+// directory — so Down finds and removes it all even after a crash. Up is
+// idempotent and repairs what died; Down is idempotent and succeeds when the
+// lab does not exist.
+package lab

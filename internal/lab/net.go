@@ -1,0 +1,295 @@
+package lab
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os/exec"
+	"strings"
+	"time"
+
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
+)
+
+// ensureBridge makes a bridge with addr (the root namespace's address on
+// it) and brings it up. It never enslaves anything but the lab's veths.
+func ensureBridge(name string, addr netip.Prefix) error {
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if !errors.As(err, &nf) {
+			return fmt.Errorf("look up bridge %s: %w", name, err)
+		}
+		br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: name}}
+		if err := netlink.LinkAdd(br); err != nil {
+			return fmt.Errorf("create bridge %s: %w", name, err)
+		}
+		if l, err = netlink.LinkByName(name); err != nil {
+			return fmt.Errorf("look up bridge %s: %w", name, err)
+		}
+	}
+	if l.Type() != "bridge" {
+		return fmt.Errorf("link %s exists and is a %s, not the lab's bridge", name, l.Type())
+	}
+	if err := netlink.AddrReplace(l, &netlink.Addr{IPNet: ipNet(addr)}); err != nil {
+		return fmt.Errorf("address %s on %s: %w", addr, name, err)
+	}
+	if err := netlink.LinkSetUp(l); err != nil {
+		return fmt.Errorf("bring up %s: %w", name, err)
+	}
+	return nil
+}
+
+func ipNet(p netip.Prefix) *net.IPNet {
+	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
+}
+
+// nodeLink is one veth of a node: its name in the root namespace, the
+// bridge it is a port of, its name in the node and its address there.
+type nodeLink struct {
+	host, bridge, inside string
+	addr                 netip.Prefix // zero: no address
+}
+
+// ensureNodeLinks makes the node's eth0 and eth1 when the node (the
+// network namespace of pid) lacks them, addresses them and sets the node's
+// default route through gw.
+func ensureNodeLinks(pid int, links []nodeLink, gw netip.Addr) error {
+	ns, err := netns.GetFromPid(pid)
+	if err != nil {
+		return fmt.Errorf("network namespace of %d: %w", pid, err)
+	}
+	defer ns.Close()
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return fmt.Errorf("netlink in namespace of %d: %w", pid, err)
+	}
+	defer h.Close()
+	lo, err := h.LinkByName("lo")
+	if err != nil {
+		return fmt.Errorf("node lo: %w", err)
+	}
+	if err := h.LinkSetUp(lo); err != nil {
+		return fmt.Errorf("node lo up: %w", err)
+	}
+	for _, nl := range links {
+		if err := ensureNodeLink(h, pid, nl); err != nil {
+			return err
+		}
+	}
+	eth0, err := h.LinkByName("eth0")
+	if err != nil {
+		return err
+	}
+	route := &netlink.Route{LinkIndex: eth0.Attrs().Index, Gw: gw.AsSlice()}
+	if err := h.RouteReplace(route); err != nil {
+		return fmt.Errorf("node default route via %s: %w", gw, err)
+	}
+	return nil
+}
+
+func ensureNodeLink(h *netlink.Handle, pid int, nl nodeLink) error {
+	in, err := h.LinkByName(nl.inside)
+	if err != nil {
+		// Missing: (re)make the pair. A root side left from an earlier
+		// namespace goes first.
+		if old, err := netlink.LinkByName(nl.host); err == nil {
+			netlink.LinkDel(old)
+		}
+		br, err := netlink.LinkByName(nl.bridge)
+		if err != nil {
+			return fmt.Errorf("bridge %s: %w", nl.bridge, err)
+		}
+		veth := &netlink.Veth{
+			LinkAttrs:     netlink.LinkAttrs{Name: nl.host, MasterIndex: br.Attrs().Index},
+			PeerName:      nl.inside,
+			PeerNamespace: netlink.NsPid(pid),
+		}
+		if err := netlink.LinkAdd(veth); err != nil {
+			return fmt.Errorf("create veth %s/%s: %w", nl.host, nl.inside, err)
+		}
+		if in, err = h.LinkByName(nl.inside); err != nil {
+			return fmt.Errorf("node %s after create: %w", nl.inside, err)
+		}
+	}
+	host, err := netlink.LinkByName(nl.host)
+	if err != nil {
+		return fmt.Errorf("veth %s: %w", nl.host, err)
+	}
+	if err := netlink.LinkSetUp(host); err != nil {
+		return fmt.Errorf("bring up %s: %w", nl.host, err)
+	}
+	if nl.addr.IsValid() {
+		if err := h.AddrReplace(in, &netlink.Addr{IPNet: ipNet(nl.addr)}); err != nil {
+			return fmt.Errorf("address %s on node %s: %w", nl.addr, nl.inside, err)
+		}
+	}
+	if err := h.LinkSetUp(in); err != nil {
+		return fmt.Errorf("bring up node %s: %w", nl.inside, err)
+	}
+	return nil
+}
+
+// labLinks lists the root namespace's links named for the lab.
+func labLinks(name string) ([]netlink.Link, error) {
+	all, err := retryDump(netlink.LinkList)
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	var out []netlink.Link
+	for _, l := range all {
+		if strings.HasPrefix(l.Attrs().Name, linkPrefix(name)) {
+			out = append(out, l)
+		}
+	}
+	return out, nil
+}
+
+// deleteLinks deletes the lab's links: veths first, then the bridges.
+func deleteLinks(name string) error {
+	links, err := labLinks(name)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, bridges := range []bool{false, true} {
+		for _, l := range links {
+			if (l.Type() == "bridge") != bridges {
+				continue
+			}
+			if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
+				errs = append(errs, fmt.Errorf("delete link %s: %w", l.Attrs().Name, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func isNotFound(err error) bool {
+	var nf netlink.LinkNotFoundError
+	return errors.As(err, &nf) || strings.Contains(err.Error(), "no such device")
+}
+
+// usedPrefixes are the root namespace's routed prefixes, other than those
+// on the lab's own links.
+func usedPrefixes(name string) ([]netip.Prefix, error) {
+	routes, err := retryDump(func() ([]netlink.Route, error) {
+		return netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 0}, 0)
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list routes: %w", err)
+	}
+	var out []netip.Prefix
+	for _, r := range routes {
+		if r.Dst == nil {
+			continue
+		}
+		if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil && strings.HasPrefix(l.Attrs().Name, linkPrefix(name)) {
+			continue
+		}
+		ip, ok := netip.AddrFromSlice(r.Dst.IP)
+		if !ok {
+			continue
+		}
+		ones, _ := r.Dst.Mask.Size()
+		out = append(out, netip.PrefixFrom(ip.Unmap(), ones))
+	}
+	return out, nil
+}
+
+// firewallRules are the lab's FORWARD rules: nothing is forwarded between
+// the lab's bridges and any other interface; traffic between the lab's own
+// bridges (bridged, with br_netfilter, or routed by the root namespace) is accepted.
+func firewallRules(name string) [][]string {
+	lab := linkPrefix(name) + "+"
+	c := []string{"-m", "comment", "--comment", ruleComment(name)}
+	return [][]string{
+		append([]string{"-i", lab, "!", "-o", lab}, append(c, "-j", "DROP")...),
+		append([]string{"!", "-i", lab, "-o", lab}, append(c, "-j", "DROP")...),
+		append([]string{"-i", lab, "-o", lab}, append(c, "-j", "ACCEPT")...),
+	}
+}
+
+// firewallTools are the programs the rules go through; ip6tables is
+// optional.
+var firewallTools = []string{"iptables", "ip6tables"}
+
+// ensureFirewall inserts the lab's rules at the top of FORWARD unless present.
+func ensureFirewall(name string) error {
+	for _, tool := range firewallTools {
+		if _, err := exec.LookPath(tool); err != nil {
+			if tool == "iptables" {
+				return fmt.Errorf("iptables not found: %w", err)
+			}
+			continue
+		}
+		for _, r := range firewallRules(name) {
+			check := append([]string{"-w", "-C", "FORWARD"}, r...)
+			if exec.Command(tool, check...).Run() == nil {
+				continue
+			}
+			ins := append([]string{"-w", "-I", "FORWARD", "1"}, r...)
+			if out, err := exec.Command(tool, ins...).CombinedOutput(); err != nil {
+				return fmt.Errorf("%s %s: %v: %s", tool, strings.Join(ins, " "), err, out)
+			}
+		}
+	}
+	return nil
+}
+
+// labRules lists the lab's rules as `tool -S` prints them.
+func labRules(name string) map[string][][]string {
+	out := map[string][][]string{}
+	for _, tool := range firewallTools {
+		b, err := exec.Command(tool, "-w", "-S", "FORWARD").Output()
+		if err != nil {
+			continue
+		}
+		for _, line := range strings.Split(string(b), "\n") {
+			f := strings.Fields(line)
+			for i := 0; i+1 < len(f); i++ {
+				if f[i] == "--comment" && strings.Trim(f[i+1], `"`) == ruleComment(name) {
+					out[tool] = append(out[tool], f)
+					break
+				}
+			}
+		}
+	}
+	return out
+}
+
+// deleteFirewall deletes every rule carrying the lab's comment.
+func deleteFirewall(name string) error {
+	var errs []error
+	for tool, rules := range labRules(name) {
+		for _, f := range rules {
+			if len(f) < 2 || f[0] != "-A" {
+				continue
+			}
+			args := append([]string{"-w", "-D"}, f[1:]...)
+			for i := range args {
+				args[i] = strings.Trim(args[i], `"`)
+			}
+			if out, err := exec.Command(tool, args...).CombinedOutput(); err != nil {
+				errs = append(errs, fmt.Errorf("%s %s: %v: %s", tool, strings.Join(args, " "), err, out))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// retryDump retries a netlink dump that a concurrent change interrupted
+// (other programs, Docker among them, change links all the time).
+func retryDump[T any](dump func() ([]T, error)) ([]T, error) {
+	var err error
+	for range 10 {
+		var out []T
+		if out, err = dump(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return out, err
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return nil, err
+}

@@ -1,0 +1,196 @@
+package lab
+
+import (
+	"bytes"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// holderName is argv[0] of every node's namespace holder; its last argument
+// is the node's state directory.
+const holderName = "underlay-lab-holder"
+
+// proc is one process and its command line.
+type proc struct {
+	pid  int
+	args []string
+}
+
+// processes lists every process whose command line match accepts, but
+// this process and its ancestors (a shell whose command line happens to
+// name the lab must not be killed by the lab's Down).
+// Zombies (empty command lines) are never listed.
+func processes(match func(args []string) bool) []proc {
+	entries, _ := os.ReadDir("/proc")
+	self := ancestors()
+	var out []proc
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || self[pid] {
+			continue
+		}
+		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		args := strings.Split(string(bytes.TrimRight(b, "\x00")), "\x00")
+		if match(args) {
+			out = append(out, proc{pid: pid, args: args})
+		}
+	}
+	return out
+}
+
+// ancestors returns this process and its ancestors.
+func ancestors() map[int]bool {
+	out := map[int]bool{}
+	for pid := os.Getpid(); pid > 1 && !out[pid]; {
+		out[pid] = true
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			break
+		}
+		// The parent's pid is the second field after the command name.
+		i := bytes.LastIndexByte(b, ')')
+		f := strings.Fields(string(b[i+1:]))
+		if i < 0 || len(f) < 2 {
+			break
+		}
+		if pid, err = strconv.Atoi(f[1]); err != nil {
+			break
+		}
+	}
+	return out
+}
+
+// underDir reports whether any argument names dir or a path under it.
+func underDir(dir string) func(args []string) bool {
+	return func(args []string) bool {
+		for _, a := range args {
+			if i := strings.Index(a, dir); i >= 0 {
+				rest := a[i+len(dir):]
+				if rest == "" || rest[0] == '/' || rest[0] == ' ' || rest[0] == '"' || rest[0] == '\'' {
+					return true
+				}
+			}
+		}
+		return false
+	}
+}
+
+// holderPID returns the pid of a node's namespace holder (PID 1 of the
+// node's PID namespace, seen from the root), or 0.
+func holderPID(nodeDir string) int {
+	ps := processes(func(args []string) bool {
+		return args[0] == holderName && args[len(args)-1] == nodeDir
+	})
+	if len(ps) == 0 {
+		return 0
+	}
+	return ps[0].pid
+}
+
+// daemonKey names a node's daemon by its program's base name and first
+// argument: "dockerd --host", "consul agent", "underlay agent".
+func daemonKey(args []string) string {
+	if len(args) < 2 {
+		return ""
+	}
+	return filepath.Base(args[0]) + " " + args[1]
+}
+
+// daemonWrappers lists the nsenter processes that run a node's daemon of
+// the given key. nsenter stays the daemon's parent (it forks to enter the
+// PID namespace), so it lives exactly as long as the daemon.
+func daemonWrappers(nodeDir, key string) []proc {
+	wd := "--wd=" + nodeDir
+	return processes(func(args []string) bool {
+		if filepath.Base(args[0]) != "nsenter" {
+			return false
+		}
+		hasWD := false
+		for i, a := range args {
+			if a == wd {
+				hasWD = true
+			}
+			if a == "--" && hasWD {
+				return daemonKey(args[i+1:]) == key
+			}
+		}
+		return false
+	})
+}
+
+// killAll sends SIGKILL to every process in ps and waits until they are
+// gone (or timeout passes), returning those still alive.
+func killAll(ps []proc, timeout time.Duration) []proc {
+	for _, p := range ps {
+		syscall.Kill(p.pid, syscall.SIGKILL)
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		var alive []proc
+		for _, p := range ps {
+			if running(p.pid) {
+				alive = append(alive, p)
+			}
+		}
+		if len(alive) == 0 || time.Now().After(deadline) {
+			return alive
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// running reports whether pid is a process that is not a zombie.
+func running(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the command name in parentheses.
+	i := bytes.LastIndexByte(b, ')')
+	return i < 0 || i+2 >= len(b) || (b[i+2] != 'Z' && b[i+2] != 'X')
+}
+
+// startDetached starts cmd in its own session with its output appended to
+// logPath, and reaps it in the background; it outlives a CLI that exits.
+func startDetached(cmd *exec.Cmd, logPath string) error {
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer logf.Close()
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start %s: %w", strings.Join(cmd.Args, " "), err)
+	}
+	go cmd.Wait()
+	return nil
+}
+
+// nsenterArgs enters every namespace of the node held by pid.
+func nsenterArgs(pid int) []string {
+	return []string{"nsenter", "--target", strconv.Itoa(pid), "--net", "--mount", "--uts", "--pid"}
+}
+
+// nodeEnv is the environment of processes run in a node: the caller's,
+// without anything that would point Docker, Consul or underlay elsewhere.
+func nodeEnv(dockerHost string) []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		k, _, _ := strings.Cut(kv, "=")
+		if strings.HasPrefix(k, "DOCKER_") || strings.HasPrefix(k, "CONSUL_") || strings.HasPrefix(k, "UNDERLAY_") {
+			continue
+		}
+		env = append(env, kv)
+	}
+	return append(env, "DOCKER_HOST="+dockerHost, "CONSUL_HTTP_ADDR=127.0.0.1:"+strconv.Itoa(ConsulHTTPPort))
+}

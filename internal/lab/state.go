@@ -1,0 +1,115 @@
+package lab
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net/netip"
+	"os"
+	"path/filepath"
+)
+
+// record is what the state directory's lab.json holds: the config the lab
+// was made with and the management subnet it took.
+type record struct {
+	Config     Config       `json:"config"`
+	Management netip.Prefix `json:"management_subnet"`
+}
+
+// labDir is the state directory of a lab.
+func labDir(root, name string) string { return filepath.Join(root, name) }
+
+// nodeDir is the state directory of one node.
+func (p *plan) nodeDir(n *nodePlan) string {
+	return filepath.Join(labDir(p.cfg.StateRoot, p.cfg.Name), n.Name)
+}
+
+func (p *plan) dir() string { return labDir(p.cfg.StateRoot, p.cfg.Name) }
+
+// socket is a node's dockerd socket; it is a file of the shared file system,
+// so the root namespace reaches it too.
+func (p *plan) socket(n *nodePlan) string { return filepath.Join(p.nodeDir(n), "docker.sock") }
+
+// DockerHost is the DOCKER_HOST of a node.
+func (p *plan) dockerHost(n *nodePlan) string { return "unix://" + p.socket(n) }
+
+// consulAddr is a node's Consul HTTP address as the root namespace reaches it.
+func (p *plan) consulAddr(n *nodePlan) string {
+	return netip.AddrPortFrom(n.MgmtIP, ConsulHTTPPort).String()
+}
+
+func readRecord(root, name string) (*record, error) {
+	b, err := os.ReadFile(filepath.Join(labDir(root, name), "lab.json"))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, fmt.Errorf("lab %s: %w", name, ErrNotFound)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read lab %s: %w", name, err)
+	}
+	var r record
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("read lab %s: %w", name, err)
+	}
+	r.Config.StateRoot = root
+	return &r, nil
+}
+
+func writeRecord(root string, r *record) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return err
+	}
+	dir := labDir(root, r.Config.Name)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("make state directory: %w", err)
+	}
+	tmp := filepath.Join(dir, "lab.json.tmp")
+	if err := os.WriteFile(tmp, b, 0o644); err != nil {
+		return fmt.Errorf("write lab.json: %w", err)
+	}
+	return os.Rename(tmp, filepath.Join(dir, "lab.json"))
+}
+
+// loadPlan reads an existing lab's plan.
+func loadPlan(root, name string) (*plan, error) {
+	if err := validName(name); err != nil {
+		return nil, err
+	}
+	if root == "" {
+		root = DefaultStateRoot
+	}
+	r, err := readRecord(root, name)
+	if err != nil {
+		return nil, err
+	}
+	return newPlan(r.Config.withDefaults(), r.Management)
+}
+
+// otherLabs lists the records of every lab under root but name.
+func otherLabs(root, name string) []*record {
+	entries, _ := os.ReadDir(root)
+	var out []*record
+	for _, e := range entries {
+		if !e.IsDir() || e.Name() == name {
+			continue
+		}
+		if r, err := readRecord(root, e.Name()); err == nil {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// RecordedConfig returns the config lab name was made with; the error wraps
+// ErrNotFound when it does not exist.
+func RecordedConfig(name string) (Config, error) {
+	if err := validName(name); err != nil {
+		return Config{}, err
+	}
+	r, err := readRecord(DefaultStateRoot, name)
+	if err != nil {
+		return Config{}, err
+	}
+	return r.Config.withDefaults(), nil
+}

@@ -1,0 +1,104 @@
+package lab
+
+import (
+	"context"
+)
+
+// Node states in a Status.
+const (
+	StateRunning  = "running"
+	StateDegraded = "degraded" // the namespaces hold, something in them is down
+	StateStopped  = "stopped"  // the namespace holder is gone
+)
+
+// Status is what a lab is, as `lab status --json` prints it.
+type Status struct {
+	Name             string       `json:"name"`
+	UnderlaySubnet   string       `json:"underlay_subnet"`
+	UnderlayGateway  string       `json:"underlay_gateway"`
+	ManagementSubnet string       `json:"management_subnet"`
+	StateDir         string       `json:"state_dir"`
+	Agent            bool         `json:"agent"`
+	Nodes            []NodeStatus `json:"nodes"`
+}
+
+// NodeStatus is one node of a Status.
+type NodeStatus struct {
+	Name string `json:"name"`
+	// Host is the node's host name (its Docker and Consul node name).
+	Host       string `json:"host"`
+	Role       string `json:"role"`
+	DockerHost string `json:"docker_host"`
+	// ConsulHTTPAddr is the node's Consul agent on its management IP; it is
+	// reached from the root namespace and from inside the node, where
+	// 127.0.0.1:8500 answers too.
+	ConsulHTTPAddr string `json:"consul_http_addr"`
+	ManagementIP   string `json:"management_ip"`
+	// UnderlayParent is the node's link into the underlay bridge, the parent
+	// of macvlan networks.
+	UnderlayParent string `json:"underlay_parent"`
+	State          string `json:"state"`
+	// Problems say what is down when State is not running.
+	Problems []string `json:"problems,omitempty"`
+	// HolderPID is the pid (in the root namespace) of the process holding the
+	// node's namespaces; 0 when stopped.
+	HolderPID int `json:"holder_pid,omitempty"`
+	// DockerdPID is the pid (in the root namespace) of the node's dockerd; 0 when not running.
+	DockerdPID int `json:"dockerd_pid,omitempty"`
+}
+
+// GetStatus reports on lab name; the error wraps ErrNotFound when it does not exist.
+func GetStatus(ctx context.Context, name string) (*Status, error) {
+	p, err := loadPlan(DefaultStateRoot, name)
+	if err != nil {
+		return nil, err
+	}
+	st := &Status{
+		Name: p.cfg.Name, UnderlaySubnet: p.subnet.String(), UnderlayGateway: p.gateway.String(),
+		ManagementSubnet: p.mgmt.String(), StateDir: p.dir(), Agent: !p.cfg.NoAgent,
+	}
+	for i := range p.nodes {
+		st.Nodes = append(st.Nodes, p.nodeStatus(ctx, &p.nodes[i]))
+	}
+	return st, nil
+}
+
+func (p *plan) nodeStatus(ctx context.Context, n *nodePlan) NodeStatus {
+	ns := NodeStatus{
+		Name: n.Name, Host: n.Host, Role: n.Role, DockerHost: p.dockerHost(n), ConsulHTTPAddr: p.consulAddr(n),
+		ManagementIP: n.MgmtIP.String(), UnderlayParent: "eth1",
+	}
+	ns.HolderPID = holderPID(p.nodeDir(n))
+	if ns.HolderPID == 0 {
+		ns.State, ns.Problems = StateStopped, []string{"namespace holder not running"}
+		return ns
+	}
+	ns.DockerdPID = dockerdPID(p.dockerHost(n))
+	if c, err := p.dockerClient(n); err == nil {
+		if err := pingDocker(ctx, c); err != nil {
+			ns.Problems = append(ns.Problems, "dockerd not answering")
+		}
+		c.Close()
+	}
+	if err := consulAnswers(ctx, p.consulAddr(n)); err != nil {
+		ns.Problems = append(ns.Problems, "consul not answering")
+	}
+	if !p.cfg.NoAgent && len(daemonWrappers(p.nodeDir(n), p.agent(n).key)) == 0 {
+		ns.Problems = append(ns.Problems, "underlay agent not running")
+	}
+	ns.State = StateRunning
+	if len(ns.Problems) > 0 {
+		ns.State = StateDegraded
+	}
+	return ns
+}
+
+func dockerdPID(host string) int {
+	ps := processes(func(args []string) bool {
+		return args[0] == "dockerd" && contains(args, host)
+	})
+	if len(ps) == 0 {
+		return 0
+	}
+	return ps[0].pid
+}

@@ -1,0 +1,110 @@
+package testenv
+
+import (
+	"context"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/client"
+	"github.com/hashicorp/consul/api"
+
+	"github.com/underlay/underlay/internal/lab"
+)
+
+// Lab is a running `underlay lab` for a test: a multi-node swarm with a
+// Consul agent per node and a macvlan underlay whose gateway is held by the
+// root namespace (the test process), which so reaches every container.
+type Lab struct {
+	t       testing.TB
+	Name    string
+	Subnet  netip.Prefix // underlay subnet
+	Gateway netip.Addr   // underlay gateway, held by the root namespace
+	Nodes   []*LabNode
+}
+
+// LabNode is one node of a Lab.
+type LabNode struct {
+	Name string // node1, node2, ...
+	Host string // host name: Docker and Consul node name
+	Role string // lab.RoleManager or lab.RoleWorker
+	// ManagementIP is the node's eth0 address; the root namespace reaches it.
+	ManagementIP string
+	// Docker is a client of the node's dockerd.
+	Docker *client.Client
+	// ConsulAddr is the node's Consul agent as the root namespace reaches it
+	// (its management IP); inside the node it answers on 127.0.0.1:8500 too.
+	ConsulAddr string
+	Consul     *api.Client
+}
+
+// StartLab brings up a lab for t and removes it when t ends. An empty
+// cfg.Name gets a unique one; the agent runs (with UnderlayBinary) unless
+// cfg.NoAgent. Up's progress goes to the test log.
+func StartLab(t testing.TB, cfg lab.Config) *Lab {
+	t.Helper()
+	if cfg.Name == "" {
+		cfg.Name = "t" + ID(t)
+	}
+	if !cfg.NoAgent && cfg.UnderlayBin == "" {
+		cfg.UnderlayBin = UnderlayBinary(t)
+	}
+	log := TestLogger(t)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if err := lab.Down(ctx, cfg.Name, log); err != nil {
+			t.Errorf("lab down: %v", err)
+		}
+	})
+	ctx := Context(t, 3*time.Minute)
+	if err := lab.Up(ctx, cfg, log); err != nil {
+		t.Fatalf("lab up: %v", err)
+	}
+	st, err := lab.GetStatus(ctx, cfg.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := &Lab{t: t, Name: st.Name, Subnet: netip.MustParsePrefix(st.UnderlaySubnet), Gateway: netip.MustParseAddr(st.UnderlayGateway)}
+	for _, n := range st.Nodes {
+		d, err := client.NewClientWithOpts(client.WithHost(n.DockerHost), client.WithAPIVersionNegotiation())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { d.Close() })
+		c, err := api.NewClient(&api.Config{Address: n.ConsulHTTPAddr})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.Nodes = append(l.Nodes, &LabNode{
+			Name: n.Name, Host: n.Host, Role: n.Role, ManagementIP: n.ManagementIP,
+			Docker: d, ConsulAddr: n.ConsulHTTPAddr, Consul: c,
+		})
+	}
+	return l
+}
+
+// Exec runs args inside node (in all its namespaces, with its DOCKER_HOST
+// and CONSUL_HTTP_ADDR set) and returns its combined output.
+func (l *Lab) Exec(ctx context.Context, node string, args ...string) ([]byte, error) {
+	cmd, err := lab.Command(ctx, l.Name, node, args...)
+	if err != nil {
+		return nil, err
+	}
+	return cmd.CombinedOutput()
+}
+
+// TestLogger is a slog logger writing to t's log.
+func TestLogger(t testing.TB) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+}
+
+type testWriter struct{ t testing.TB }
+
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Helper()
+	w.t.Log(strings.TrimSuffix(string(b), "\n"))
+	return len(b), nil
+}
