@@ -19,6 +19,9 @@ import (
 
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/dockerhost"
+	"github.com/underlay/underlay/internal/hostnet"
+	"github.com/underlay/underlay/internal/netagent"
+	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/register"
 )
 
@@ -36,6 +39,8 @@ type agentFlags struct {
 	deregisterOnExit bool
 	listen           string
 	workers          int
+	networks         bool
+	networkSync      time.Duration
 }
 
 func newAgentCommand(g *globalFlags, streams IOStreams) *cobra.Command {
@@ -78,6 +83,8 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 	fl.StringVar(&f.deregister, "deregister", string(register.DeregisterAlways), "when to deregister a stopped container: always or on-success (keep failed ones)")
 	fl.BoolVar(&f.deregisterOnExit, "deregister-on-exit", false, "deregister every service of this node when the agent exits")
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:9465", "address for /healthz and /metrics (empty to disable)")
+	fl.BoolVar(&f.networks, "networks", true, "realise underlay cluster networks on this node (host shim, config-only network, range lease)")
+	fl.DurationVar(&f.networkSync, "network-sync", 30*time.Second, "interval of cluster network syncs (drift repair)")
 	fl.IntVar(&f.workers, "workers", 32, "containers reconciled concurrently (Docker holds inspects of starting containers, so more than the start concurrency)")
 	return cmd
 }
@@ -138,6 +145,15 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return agent.Run(gctx) })
+	if f.networks {
+		kv := consul.NewKV(consulAPI)
+		nets := dockerhost.NewNetworks(dockerAPI)
+		rec := &netagent.Reconciler{
+			Node: node, Store: netspec.NewStore(kv), Docker: nets, Swarm: nets,
+			Host: hostnet.Host{}, RemoveShim: hostnet.RemoveShim, Log: log.With("component", "networks"),
+		}
+		g.Go(func() error { rec.Run(gctx, kv.Watch(gctx, netspec.KVPrefix), f.networkSync); return nil })
+	}
 	if f.listen != "" {
 		g.Go(func() error { return serveStatus(gctx, f.listen, agent, reg, log) })
 	}

@@ -59,7 +59,12 @@ func newRootCommand(streams IOStreams) *cobra.Command {
 	}
 	root.PersistentFlags().StringVar(&g.logLevel, "log-level", "info", "log level: debug, info, warn or error")
 	root.PersistentFlags().StringVar(&g.logFormat, "log-format", "text", "log format: text or json")
-	root.AddCommand(newVersionCommand(streams), newAgentCommand(g, streams))
+	root.AddCommand(
+		newVersionCommand(streams),
+		newAgentCommand(g, streams),
+		newNetworkCommand(g, streams),
+		newLabCommand(g, streams),
+	)
 	return root
 }
 

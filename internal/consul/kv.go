@@ -3,6 +3,7 @@ package consul
 import (
 	"context"
 	"fmt"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 )
@@ -70,4 +71,41 @@ func (k *KV) DeleteTree(ctx context.Context, prefix string) error {
 		return fmt.Errorf("kv delete tree %s: %w", prefix, err)
 	}
 	return nil
+}
+
+// Watch sends on the returned channel whenever anything under prefix
+// changes, using blocking queries; it retries with backoff while Consul is
+// unreachable and stops when ctx ends. Sends never block: a change seen
+// while the last one is unread is merged into it.
+func (k *KV) Watch(ctx context.Context, prefix string) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	go func() {
+		var index uint64
+		delay := 500 * time.Millisecond
+		for ctx.Err() == nil {
+			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute}).WithContext(ctx)
+			_, meta, err := k.api.KV().Keys(prefix, "", q)
+			if err != nil {
+				select {
+				case <-ctx.Done():
+				case <-time.After(delay):
+				}
+				delay = min(delay*2, 30*time.Second)
+				continue
+			}
+			delay = 500 * time.Millisecond
+			if meta.LastIndex < index {
+				index = 0 // Consul's index went backwards (restarted): start over
+				continue
+			}
+			if meta.LastIndex != index {
+				index = meta.LastIndex
+				select {
+				case out <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return out
 }

@@ -111,9 +111,8 @@ func ConfigNetworkArgs(s Spec, p NodePlan) []string {
 // SwarmNetworkArgs are the docker CLI arguments creating the swarm network
 // on a manager once every node has its config-only network.
 func SwarmNetworkArgs(s Spec) []string {
-	return []string{"network", "create", "-d", "macvlan", "--scope", "swarm",
-		"--config-from", ConfigNetworkName(s.Name),
-		"--label", LabelManaged + "=true", "--label", LabelNetwork + "=" + s.Name, s.Name}
+	return []string{"network", "create", "-d", "macvlan", "--scope", "swarm", "--attachable",
+		"--config-from", ConfigNetworkName(s.Name), s.Name}
 }
 
 // Script renders the whole manual procedure, node by node, as shell.

@@ -14,8 +14,8 @@ const reservedAuxPrefix = "underlay-"
 const ShimAuxName = reservedAuxPrefix + "shim"
 
 // Blocks splits the spec's range into per-node ranges of PerNodeSize
-// addresses, in address order. Blocks holding no address a container could
-// use (all reserved) are left out.
+// addresses, in address order. Blocks without two free addresses, one for
+// the host shim and one for a container, are left out.
 func Blocks(s Spec) []netip.Prefix {
 	rng := s.Range().Masked()
 	size := s.PerNodeSize
@@ -32,7 +32,7 @@ func Blocks(s Spec) []netip.Prefix {
 	start := addrToUint(rng.Addr())
 	for i := range count {
 		b := netip.PrefixFrom(uintToAddr(start+uint32(i*size)), blockBits)
-		if _, ok := firstFree(b, reserved); ok {
+		if freeCount(b, reserved, 2) >= 2 {
 			out = append(out, b)
 		}
 	}
@@ -64,6 +64,17 @@ func (s Spec) reserved() map[netip.Addr]bool {
 	return r
 }
 
+// freeCount counts b's unreserved addresses, stopping at limit.
+func freeCount(b netip.Prefix, reserved map[netip.Addr]bool, limit int) int {
+	n := 0
+	for a := b.Addr(); b.Contains(a) && n < limit; a = a.Next() {
+		if !reserved[a] {
+			n++
+		}
+	}
+	return n
+}
+
 func firstFree(b netip.Prefix, reserved map[netip.Addr]bool) (netip.Addr, bool) {
 	a := b.Addr()
 	for b.Contains(a) {
@@ -75,11 +86,11 @@ func firstFree(b netip.Prefix, reserved map[netip.Addr]bool) (netip.Addr, bool) 
 	return netip.Addr{}, false
 }
 
-// IPv6Block is node i's /80 inside the spec's IPv6 subnet.
+// IPv6Block is node i's /80 inside the spec's IPv6 subnet: bits 64 to 79
+// of the address hold the index, so up to 65536 nodes get disjoint ranges
+// whatever the subnet's size between /48 and /64.
 func IPv6Block(s Spec, i int) netip.Prefix {
 	a := s.IPv6Subnet.Masked().Addr().As16()
-	// Bytes 8 and 9 hold bits 64 to 79: the node index. A /48 leaves
-	// 16 more bits; nodes are counted in the /64's part first.
 	a[8], a[9] = byte(i>>8), byte(i)
 	return netip.PrefixFrom(netip.AddrFrom16(a), 80)
 }

@@ -42,6 +42,8 @@ type Spec struct {
 	// a power of two.
 	PerNodeSize int          `json:"per_node_size,omitempty"`
 	IPv6Subnet  netip.Prefix `json:"ipv6_subnet,omitzero"`
+	// Deleting asks every node to take its part of the network apart.
+	Deleting bool `json:"deleting,omitempty"`
 }
 
 // Range is the range containers draw from: IPRange, or the whole subnet.
@@ -90,7 +92,7 @@ func Validate(s Spec, existing []Spec) error {
 		}
 	}
 	checkAux(s, bad)
-	if s.IPAM == PerNode {
+	if s.IPAM == PerNode && s.Range().Addr().Is4() {
 		checkPerNodeSize(s, bad)
 	}
 	if s.IPv6Subnet.IsValid() {

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -185,10 +186,17 @@ func (st *Store) Release(ctx context.Context, name, node string) error {
 	return nil
 }
 
+// Node states reported by agents.
+const (
+	StateReady   = "ready"
+	StateError   = "error"
+	StateRemoved = "removed"
+)
+
 // NodeState is what a node's agent reports about one network.
 type NodeState struct {
 	Node      string       `json:"node"`
-	State     string       `json:"state"` // ready, pending, error, removed
+	State     string       `json:"state"` // StateReady, StateError or StateRemoved
 	Range     netip.Prefix `json:"range,omitzero"`
 	Shim      netip.Addr   `json:"shim,omitzero"`
 	ShimLink  string       `json:"shim_link,omitempty"`
@@ -227,10 +235,88 @@ func (st *Store) NodeStates(ctx context.Context, name string) ([]NodeState, erro
 	return out, nil
 }
 
+// MarkDeleting flags a network for removal; agents then take their parts
+// apart and report StateRemoved.
+func (st *Store) MarkDeleting(ctx context.Context, name string) error {
+	for {
+		v, index, ok, err := st.kv.Get(ctx, specKey(name))
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return fmt.Errorf("network %q does not exist", name)
+		}
+		var s Spec
+		if err := json.Unmarshal(v, &s); err != nil {
+			return fmt.Errorf("decode network %s: %w", name, err)
+		}
+		s.Deleting = true
+		b, err := json.Marshal(s)
+		if err != nil {
+			return err
+		}
+		done, err := st.kv.CAS(ctx, specKey(name), b, index)
+		if err != nil || done {
+			return err
+		}
+	}
+}
+
 // Delete removes a network's spec, leases and reports.
 func (st *Store) Delete(ctx context.Context, name string) error {
 	if err := st.kv.DeleteTree(ctx, KVPrefix+name+"/"); err != nil {
 		return fmt.Errorf("delete network %s: %w", name, err)
+	}
+	return nil
+}
+
+// NodeFacts is what an agent publishes about its node, so that commands
+// can check a spec against every node before changing anything.
+type NodeFacts struct {
+	Node       string    `json:"node"`
+	Interfaces []string  `json:"interfaces"`
+	UpdatedAt  time.Time `json:"updated_at"`
+}
+
+const nodesKVPrefix = "underlay/nodes/"
+
+// PublishNode stores a node's facts.
+func (st *Store) PublishNode(ctx context.Context, f NodeFacts) error {
+	b, err := json.Marshal(f)
+	if err != nil {
+		return err
+	}
+	return st.kv.Put(ctx, nodesKVPrefix+f.Node, b)
+}
+
+// Nodes lists the facts every agent published, by node name.
+func (st *Store) Nodes(ctx context.Context) ([]NodeFacts, error) {
+	kvs, err := st.kv.List(ctx, nodesKVPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	var out []NodeFacts
+	for k, v := range kvs {
+		var f NodeFacts
+		if err := json.Unmarshal(v, &f); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", k, err)
+		}
+		out = append(out, f)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
+	return out, nil
+}
+
+// CheckParent reports the nodes that lack s.Parent, as an error naming them.
+func CheckParent(s Spec, nodes []NodeFacts) error {
+	var missing []string
+	for _, n := range nodes {
+		if !slices.Contains(n.Interfaces, s.Parent) {
+			missing = append(missing, n.Node)
+		}
+	}
+	if len(missing) > 0 {
+		return fmt.Errorf("parent %s does not exist on node(s) %s", s.Parent, strings.Join(missing, ", "))
 	}
 	return nil
 }

@@ -83,3 +83,19 @@ func SwarmService(t testing.TB, d *client.Client, name, netName string, replicas
 	})
 	return resp.ID
 }
+
+// RemoveService removes a service and waits until its task containers are gone.
+func RemoveService(t testing.TB, d *client.Client, name string) {
+	t.Helper()
+	ctx := Context(t, time.Minute)
+	if err := d.ServiceRemove(ctx, name); err != nil {
+		t.Fatalf("remove service %s: %v", name, err)
+	}
+	for ctx.Err() == nil {
+		tasks, err := d.ContainerList(ctx, containerListByLabel("com.docker.swarm.service.name", name))
+		if err != nil || len(tasks) == 0 {
+			return
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}

@@ -1,0 +1,428 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/swarm"
+	"github.com/docker/docker/client"
+	"github.com/spf13/cobra"
+
+	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/dockerhost"
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+// networkFlags are shared by the network commands.
+type networkFlags struct {
+	consul consul.Options
+	json   bool
+}
+
+func newNetworkCommand(g *globalFlags, streams IOStreams) *cobra.Command {
+	f := &networkFlags{}
+	cmd := &cobra.Command{
+		Use:   "network",
+		Short: "Create, inspect and remove macvlan networks on every node of the swarm",
+	}
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&f.consul.Addr, "consul-addr", "", "Consul agent HTTP address (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
+	pf.StringVar(&f.consul.Token, "consul-token", "", "Consul ACL token (default $CONSUL_HTTP_TOKEN)")
+	pf.StringVar(&f.consul.TokenFile, "consul-token-file", "", "file holding the Consul ACL token")
+	pf.StringVar(&f.consul.CAFile, "consul-cacert", "", "CA certificate for Consul TLS")
+	pf.StringVar(&f.consul.CertFile, "consul-client-cert", "", "client certificate for Consul TLS")
+	pf.StringVar(&f.consul.KeyFile, "consul-client-key", "", "client key for Consul TLS")
+	cmd.AddCommand(
+		newNetworkCreateCommand(f, streams),
+		newNetworkListCommand(f, streams),
+		newNetworkInspectCommand(f, streams),
+		newNetworkRemoveCommand(f, streams),
+		newNetworkPlanCommand(streams),
+	)
+	return cmd
+}
+
+func (f *networkFlags) store() (*netspec.Store, error) {
+	c, err := consul.NewClient(f.consul)
+	if err != nil {
+		return nil, err
+	}
+	return netspec.NewStore(consul.NewKV(c)), nil
+}
+
+// specFlags are the flags describing a network, shared by create and plan.
+type specFlags struct {
+	subnet, gateway, parent, ipRange, ipam, ipv6Subnet string
+	aux                                                []string
+	perNodeSize                                        int
+}
+
+func (sf *specFlags) add(cmd *cobra.Command) {
+	fl := cmd.Flags()
+	fl.StringVar(&sf.subnet, "subnet", "", "IPv4 subnet of the existing network, CIDR (required)")
+	fl.StringVar(&sf.gateway, "gateway", "", "the network's router (required)")
+	fl.StringVar(&sf.parent, "parent", "", "host interface carrying the network on every node (required)")
+	fl.StringVar(&sf.ipRange, "ip-range", "", "part of the subnet containers may use (default: all of it)")
+	fl.StringArrayVar(&sf.aux, "aux-address", nil, "NAME=IP never given to a container (repeatable)")
+	fl.StringVar(&sf.ipam, "ipam", string(netspec.PerNode), "per-node (a range per node) or cluster (one pool; see the IPAM issue)")
+	fl.IntVar(&sf.perNodeSize, "per-node-size", netspec.DefaultPerNodeSize, "addresses per node range (per-node IPAM), a power of two")
+	fl.StringVar(&sf.ipv6Subnet, "ipv6-subnet", "", "IPv6 subnet, /48 to /64; each node gets a /80")
+}
+
+// spec parses the flags; every bad value is named in the error.
+func (sf *specFlags) spec(name string) (netspec.Spec, error) {
+	s := netspec.Spec{Name: name, Parent: sf.parent, IPAM: netspec.IPAMMode(sf.ipam), PerNodeSize: sf.perNodeSize}
+	var errs []error
+	prefix := func(flag, v string, dst *netip.Prefix) {
+		if v == "" {
+			return
+		}
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--%s %q: not a CIDR", flag, v))
+			return
+		}
+		*dst = p
+	}
+	prefix("subnet", sf.subnet, &s.Subnet)
+	prefix("ip-range", sf.ipRange, &s.IPRange)
+	prefix("ipv6-subnet", sf.ipv6Subnet, &s.IPv6Subnet)
+	if sf.gateway != "" {
+		ip, err := netip.ParseAddr(sf.gateway)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("--gateway %q: not an IP address", sf.gateway))
+		}
+		s.Gateway = ip
+	}
+	for _, a := range sf.aux {
+		k, v, ok := strings.Cut(a, "=")
+		ip, err := netip.ParseAddr(v)
+		if !ok || k == "" || err != nil {
+			errs = append(errs, fmt.Errorf("--aux-address %q: want NAME=IP", a))
+			continue
+		}
+		if s.Aux == nil {
+			s.Aux = map[string]netip.Addr{}
+		}
+		s.Aux[k] = ip
+	}
+	if err := errors.Join(errs...); err != nil {
+		return s, err
+	}
+	return s, nil
+}
+
+func newNetworkCreateCommand(f *networkFlags, streams IOStreams) *cobra.Command {
+	sf := &specFlags{}
+	cmd := &cobra.Command{
+		Use:   "create NAME --subnet CIDR --gateway IP --parent IFACE",
+		Short: "Create a macvlan network on every node; agents realise it",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := sf.spec(args[0])
+			if err != nil {
+				return err
+			}
+			st, err := f.store()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			existing, err := st.Specs(ctx)
+			if err != nil {
+				return err
+			}
+			if err := netspec.Validate(s, existing); err != nil {
+				return fmt.Errorf("network %s not created:\n%w", s.Name, err)
+			}
+			nodes, err := st.Nodes(ctx)
+			if err != nil {
+				return err
+			}
+			if err := netspec.CheckParent(s, nodes); err != nil {
+				return fmt.Errorf("network %s not created: %w", s.Name, err)
+			}
+			if err := checkNameFree(ctx, s.Name); err != nil {
+				return fmt.Errorf("network %s not created: %w", s.Name, err)
+			}
+			if err := st.Create(ctx, s); err != nil {
+				return err
+			}
+			fmt.Fprintf(streams.Out, "network %s created: %d node(s) will each lease %d addresses of %s\n", s.Name, len(nodes), s.PerNodeSize, s.Range())
+			return nil
+		},
+	}
+	sf.add(cmd)
+	return cmd
+}
+
+// checkNameFree refuses a name Docker already uses for a network underlay
+// does not manage, when a Docker daemon is reachable.
+func checkNameFree(ctx context.Context, name string) error {
+	api, err := dockerhost.NewClient()
+	if err != nil {
+		return nil
+	}
+	defer api.Close()
+	list, err := api.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("name", name))})
+	if err != nil {
+		return nil // no Docker here: agents report a clash on their node
+	}
+	for _, n := range list {
+		if (n.Name == name || n.Name == netspec.ConfigNetworkName(name)) && n.Labels[netspec.LabelManaged] != "true" {
+			return fmt.Errorf("name %q is already used by Docker network %s (driver %s), which underlay does not manage", name, n.ID[:12], n.Driver)
+		}
+	}
+	return nil
+}
+
+func newNetworkListCommand(f *networkFlags, streams IOStreams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List underlay networks",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			st, err := f.store()
+			if err != nil {
+				return err
+			}
+			specs, err := st.Specs(cmd.Context())
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return writeJSON(streams.Out, map[string]any{"networks": specs})
+			}
+			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NAME\tSUBNET\tGATEWAY\tPARENT\tIPAM\tPER NODE\tSTATE")
+			for _, s := range specs {
+				state := "active"
+				if s.Deleting {
+					state = "deleting"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", s.Name, s.Subnet, s.Gateway, s.Parent, s.IPAM, s.PerNodeSize, state)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&f.json, "json", false, "print JSON")
+	return cmd
+}
+
+func newNetworkInspectCommand(f *networkFlags, streams IOStreams) *cobra.Command {
+	cmd := &cobra.Command{
+		Use:   "inspect NAME",
+		Short: "Show a network and its state on every node",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			st, err := f.store()
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			s, ok, err := st.Get(ctx, args[0])
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return fmt.Errorf("network %q does not exist", args[0])
+			}
+			states, err := st.NodeStates(ctx, s.Name)
+			if err != nil {
+				return err
+			}
+			if f.json {
+				return writeJSON(streams.Out, map[string]any{"network": s, "nodes": states})
+			}
+			fmt.Fprintf(streams.Out, "network %s: subnet %s gateway %s parent %s ipam %s (%d per node)\n",
+				s.Name, s.Subnet, s.Gateway, s.Parent, s.IPAM, s.PerNodeSize)
+			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "NODE\tSTATE\tRANGE\tPARENT\tSHIM\tERROR")
+			for _, n := range states {
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s %s\t%s\n", n.Node, n.State, orDash(n.Range), n.Parent, n.ShimLink, orDash(n.Shim), n.Error)
+			}
+			return tw.Flush()
+		},
+	}
+	cmd.Flags().BoolVar(&f.json, "json", false, "print JSON")
+	return cmd
+}
+
+func newNetworkRemoveCommand(f *networkFlags, streams IOStreams) *cobra.Command {
+	var timeout time.Duration
+	cmd := &cobra.Command{
+		Use:     "rm NAME",
+		Aliases: []string{"remove"},
+		Short:   "Remove a network from every node (refused while services use it)",
+		Args:    cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			name := args[0]
+			st, err := f.store()
+			if err != nil {
+				return err
+			}
+			if _, ok, err := st.Get(ctx, name); err != nil || !ok {
+				if err == nil {
+					fmt.Fprintf(streams.Out, "network %s does not exist\n", name)
+				}
+				return err
+			}
+			api, err := dockerhost.NewClient()
+			if err != nil {
+				return err
+			}
+			defer api.Close()
+			swarmID, err := unusedSwarmNetwork(ctx, api, name)
+			if err != nil {
+				return err
+			}
+			// Marked first, so no agent recreates the swarm network; the
+			// agents' config-only networks go once it is gone, and the
+			// second mark wakes them to that.
+			if err := st.MarkDeleting(ctx, name); err != nil {
+				return err
+			}
+			if swarmID != "" {
+				if err := api.NetworkRemove(ctx, swarmID); err != nil && !client.IsErrNotFound(err) {
+					return fmt.Errorf("remove swarm network %s: %w", name, err)
+				}
+				if err := st.MarkDeleting(ctx, name); err != nil {
+					return err
+				}
+			}
+			if err := waitRemoved(ctx, st, name, timeout); err != nil {
+				return err
+			}
+			if err := st.Delete(ctx, name); err != nil {
+				return err
+			}
+			fmt.Fprintf(streams.Out, "network %s removed\n", name)
+			return nil
+		},
+	}
+	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "how long to wait for every node to take its part down")
+	return cmd
+}
+
+// unusedSwarmNetwork returns the swarm network's ID ("" when there is
+// none), or an error naming the services that still use it.
+func unusedSwarmNetwork(ctx context.Context, api *client.Client, name string) (string, error) {
+	nw, err := api.NetworkInspect(ctx, name, network.InspectOptions{Scope: "swarm"})
+	if client.IsErrNotFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("inspect swarm network %s (is DOCKER_HOST a manager?): %w", name, err)
+	}
+	services, err := api.ServiceList(ctx, swarm.ServiceListOptions{})
+	if err != nil {
+		return "", fmt.Errorf("list services: %w", err)
+	}
+	var users []string
+	for _, s := range services {
+		for _, n := range s.Spec.TaskTemplate.Networks {
+			if n.Target == nw.ID || n.Target == name {
+				users = append(users, s.Spec.Name)
+			}
+		}
+	}
+	if len(users) > 0 {
+		slices.Sort(users)
+		return "", fmt.Errorf("network %s is used by service(s) %s; remove them or move them to another network first", name, strings.Join(users, ", "))
+	}
+	return nw.ID, nil
+}
+
+// waitRemoved waits until every node that reported the network reports it removed.
+func waitRemoved(ctx context.Context, st *netspec.Store, name string, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	for {
+		states, err := st.NodeStates(ctx, name)
+		if err != nil {
+			return err
+		}
+		var left []string
+		for _, s := range states {
+			if s.State != netspec.StateRemoved {
+				left = append(left, s.Node)
+			}
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("network %s: node(s) %s did not take it down within %s (are their agents running?); run rm again to retry",
+				name, strings.Join(left, ", "), timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(250 * time.Millisecond):
+		}
+	}
+}
+
+func newNetworkPlanCommand(streams IOStreams) *cobra.Command {
+	sf := &specFlags{}
+	var nodes []string
+	var manager string
+	cmd := &cobra.Command{
+		Use:   "plan NAME --subnet CIDR --gateway IP --parent IFACE --nodes N1,N2,...",
+		Short: "Print the docker and ip commands that make the network by hand, node by node",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			s, err := sf.spec(args[0])
+			if err != nil {
+				return err
+			}
+			if err := netspec.Validate(s, nil); err != nil {
+				return err
+			}
+			if len(nodes) == 0 {
+				return errors.New("--nodes: name the nodes, in order, e.g. --nodes manager1,worker1")
+			}
+			plans, err := netspec.Plan(s, nodes)
+			if err != nil {
+				return err
+			}
+			_, err = io.WriteString(streams.Out, netspec.Script(s, plans, cmp(manager, nodes[0])))
+			return err
+		},
+	}
+	sf.add(cmd)
+	cmd.Flags().StringSliceVar(&nodes, "nodes", nil, "node names, in order: the first gets the first range")
+	cmd.Flags().StringVar(&manager, "manager", "", "the manager that creates the swarm network (default: the first node)")
+	return cmd
+}
+
+func cmp(a, b string) string {
+	if a != "" {
+		return a
+	}
+	return b
+}
+
+func orDash[T interface{ IsValid() bool }](v T) any {
+	if !v.IsValid() {
+		return "-"
+	}
+	return v
+}
+
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

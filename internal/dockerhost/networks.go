@@ -1,0 +1,143 @@
+package dockerhost
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/swarm"
+	"github.com/docker/docker/client"
+
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+// Networks adapts a Docker client to netagent's Docker and Swarm interfaces.
+type Networks struct{ api *client.Client }
+
+// NewNetworks wraps api.
+func NewNetworks(api *client.Client) *Networks { return &Networks{api: api} }
+
+// ConfigNetwork implements netagent.Docker.
+func (n *Networks) ConfigNetwork(ctx context.Context, name string) (bool, netip.Prefix, error) {
+	nw, err := n.api.NetworkInspect(ctx, name, network.InspectOptions{})
+	if client.IsErrNotFound(err) {
+		return false, netip.Prefix{}, nil
+	}
+	if err != nil {
+		return false, netip.Prefix{}, fmt.Errorf("inspect network %s: %w", name, err)
+	}
+	for _, c := range nw.IPAM.Config {
+		if p, err := netip.ParsePrefix(c.IPRange); err == nil && p.Addr().Is4() {
+			return true, p, nil
+		}
+	}
+	return true, netip.Prefix{}, nil
+}
+
+// CreateConfigNetwork implements netagent.Docker.
+func (n *Networks) CreateConfigNetwork(ctx context.Context, s netspec.Spec, p netspec.NodePlan) error {
+	aux := map[string]string{netspec.ShimAuxName: p.Shim.String()}
+	for k, v := range s.Aux {
+		aux[k] = v.String()
+	}
+	ipam := &network.IPAM{Config: []network.IPAMConfig{{
+		Subnet: s.Subnet.String(), Gateway: s.Gateway.String(), IPRange: p.Block.String(), AuxAddress: aux,
+	}}}
+	opts := network.CreateOptions{
+		ConfigOnly: true,
+		Options:    map[string]string{"parent": s.Parent},
+		IPAM:       ipam,
+		Labels:     map[string]string{netspec.LabelManaged: "true", netspec.LabelNetwork: s.Name},
+	}
+	if p.IPv6.IsValid() {
+		on := true
+		opts.EnableIPv6 = &on
+		ipam.Config = append(ipam.Config, network.IPAMConfig{Subnet: s.IPv6Subnet.String(), IPRange: p.IPv6.String()})
+	}
+	if _, err := n.api.NetworkCreate(ctx, netspec.ConfigNetworkName(s.Name), opts); err != nil {
+		return err
+	}
+	return nil
+}
+
+// RemoveNetwork implements netagent.Docker.
+func (n *Networks) RemoveNetwork(ctx context.Context, name string) error {
+	err := n.api.NetworkRemove(ctx, name)
+	if err == nil || client.IsErrNotFound(err) {
+		return nil
+	}
+	return fmt.Errorf("remove network %s: %w", name, err)
+}
+
+// ManagedConfigNetworks implements netagent.Docker.
+func (n *Networks) ManagedConfigNetworks(ctx context.Context) ([]string, error) {
+	list, err := n.api.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("label", netspec.LabelManaged+"=true"))})
+	if err != nil {
+		return nil, fmt.Errorf("list networks: %w", err)
+	}
+	var out []string
+	for _, nw := range list {
+		if nw.ConfigOnly && nw.Labels[netspec.LabelNetwork] != "" {
+			out = append(out, nw.Labels[netspec.LabelNetwork])
+		}
+	}
+	return out, nil
+}
+
+// IsLeader implements netagent.Swarm.
+func (n *Networks) IsLeader(ctx context.Context) (bool, error) {
+	info, err := n.api.Info(ctx)
+	if err != nil {
+		return false, fmt.Errorf("docker info: %w", err)
+	}
+	if info.Swarm.LocalNodeState != swarm.LocalNodeStateActive || !info.Swarm.ControlAvailable {
+		return false, nil
+	}
+	node, _, err := n.api.NodeInspectWithRaw(ctx, info.Swarm.NodeID)
+	if err != nil {
+		return false, fmt.Errorf("inspect swarm node %s: %w", info.Swarm.NodeID, err)
+	}
+	return node.ManagerStatus != nil && node.ManagerStatus.Leader, nil
+}
+
+// ReadyNodes implements netagent.Swarm.
+func (n *Networks) ReadyNodes(ctx context.Context) ([]string, error) {
+	nodes, err := n.api.NodeList(ctx, swarm.NodeListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list swarm nodes: %w", err)
+	}
+	var out []string
+	for _, nd := range nodes {
+		if nd.Status.State == swarm.NodeStateReady {
+			out = append(out, nd.Description.Hostname)
+		}
+	}
+	return out, nil
+}
+
+// SwarmNetworkExists implements netagent.Swarm.
+func (n *Networks) SwarmNetworkExists(ctx context.Context, name string) (bool, error) {
+	nw, err := n.api.NetworkInspect(ctx, name, network.InspectOptions{Scope: "swarm"})
+	if client.IsErrNotFound(err) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("inspect network %s: %w", name, err)
+	}
+	return nw.Scope == "swarm", nil
+}
+
+// CreateSwarmNetwork implements netagent.Swarm.
+func (n *Networks) CreateSwarmNetwork(ctx context.Context, s netspec.Spec) error {
+	_, err := n.api.NetworkCreate(ctx, s.Name, network.CreateOptions{
+		Driver:     "macvlan",
+		Scope:      "swarm",
+		ConfigFrom: &network.ConfigReference{Network: netspec.ConfigNetworkName(s.Name)},
+		Attachable: true,
+		// Docker refuses labels on a network built --config-from; it is
+		// known as underlay's by its name and its config network's labels.
+	})
+	return err
+}

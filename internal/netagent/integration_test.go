@@ -1,0 +1,223 @@
+package netagent_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
+	"github.com/vishvananda/netlink"
+
+	"github.com/underlay/underlay/internal/app"
+	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/dockerhost"
+	"github.com/underlay/underlay/internal/hostnet"
+	"github.com/underlay/underlay/internal/netagent"
+	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/testenv"
+)
+
+// underlay runs the CLI in-process against the test's Consul.
+func underlay(t *testing.T, consulAddr string, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	args = append(args, "--consul-addr", consulAddr)
+	code := app.Run(context.Background(), args, app.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut})
+	if code != 0 {
+		return out.String(), fmt.Errorf("underlay %s: exit %d: %s", strings.Join(args, " "), code, errOut.String())
+	}
+	return out.String(), nil
+}
+
+// TestIntegrationNetworkLifecycle runs one node's reconciler against the
+// machine's dockerd (a single-node swarm) and a private Consul: create,
+// realise, use, drift, refuse, remove.
+func TestIntegrationNetworkLifecycle(t *testing.T) {
+	testenv.Require(t)
+	d := testenv.Docker(t)
+	leave := testenv.Swarm(t, d)
+	defer leave()
+	c := testenv.StartConsul(t)
+	id := testenv.ID(t)
+	parent := testenv.VethParent(t, "")
+	v4, _, prefix := testenv.Subnets(t)
+	name := "un-" + id
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+
+	info, err := d.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := consul.NewKV(c.Client())
+	st := netspec.NewStore(kv)
+	nets := dockerhost.NewNetworks(d)
+	rec := &netagent.Reconciler{
+		Node: info.Name, Store: st, Docker: nets, Swarm: nets, Host: hostnet.Host{}, RemoveShim: hostnet.RemoveShim,
+		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	}
+	done := make(chan struct{})
+	go func() { rec.Run(ctx, kv.Watch(ctx, netspec.KVPrefix), time.Second); close(done) }()
+	t.Cleanup(func() {
+		cancel()
+		<-done
+		hostnet.RemoveShim(netspec.ShimLinkName(name))
+		d.NetworkRemove(context.Background(), name)
+		d.NetworkRemove(context.Background(), netspec.ConfigNetworkName(name))
+	})
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+		nodes, _ := st.Nodes(ctx)
+		return len(nodes) == 1, "the agent has not published its interfaces"
+	})
+
+	// Bad input is refused before anything changes.
+	if _, err := underlay(t, c.Addr(), "network", "create", name, "--subnet", v4, "--gateway", prefix+"1", "--parent", "nosuch0"); err == nil ||
+		!strings.Contains(err.Error(), "nosuch0 does not exist on node(s) "+info.Name) {
+		t.Errorf("missing parent: %v", err)
+	}
+	if _, err := underlay(t, c.Addr(), "network", "create", name, "--subnet", v4, "--gateway", "10.1.2.3", "--parent", parent); err == nil ||
+		!strings.Contains(err.Error(), "gateway 10.1.2.3 is outside subnet "+v4) {
+		t.Errorf("gateway outside: %v", err)
+	}
+	if specs, _ := st.Specs(ctx); len(specs) != 0 {
+		t.Fatalf("refused creates stored %v", specs)
+	}
+
+	if _, err := underlay(t, c.Addr(), "network", "create", name, "--subnet", v4, "--gateway", prefix+"1",
+		"--parent", parent, "--per-node-size", "16", "--aux-address", "printer="+prefix+"5"); err != nil {
+		t.Fatal(err)
+	}
+	var swarmNet network.Inspect
+	testenv.Eventually(t, 20*time.Second, func() (bool, string) {
+		swarmNet, err = d.NetworkInspect(ctx, name, network.InspectOptions{Scope: "swarm"})
+		return err == nil, fmt.Sprintf("swarm network %s not created: %v", name, err)
+	})
+	out, err := underlay(t, c.Addr(), "network", "inspect", name, "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inspect struct{ Nodes []netspec.NodeState }
+	if err := json.Unmarshal([]byte(out), &inspect); err != nil {
+		t.Fatal(err)
+	}
+	if len(inspect.Nodes) != 1 || inspect.Nodes[0].State != netspec.StateReady {
+		t.Fatalf("node states %+v, want one ready", inspect.Nodes)
+	}
+	node := inspect.Nodes[0]
+
+	// `network plan` says exactly what the agent made.
+	plan, err := underlay(t, c.Addr(), "network", "plan", name, "--subnet", v4, "--gateway", prefix+"1",
+		"--parent", parent, "--per-node-size", "16", "--aux-address", "printer="+prefix+"5", "--nodes", info.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := d.NetworkInspect(ctx, netspec.ConfigNetworkName(name), network.InspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ipam := cfg.IPAM.Config[0]
+	for _, want := range []string{"--ip-range " + ipam.IPRange, "--aux-address underlay-shim=" + ipam.AuxAddress["underlay-shim"],
+		"--aux-address printer=" + prefix + "5", "ip route add " + ipam.IPRange + " dev " + node.ShimLink, "parent=" + parent} {
+		if !strings.Contains(plan, want) {
+			t.Errorf("plan lacks %q of the real config network:\n%s", want, plan)
+		}
+	}
+	if ipam.IPRange != node.Range.String() {
+		t.Errorf("config network range %s, reported %s", ipam.IPRange, node.Range)
+	}
+
+	// A service on it: tasks take addresses from the node's range, and the
+	// host reaches them through its shim.
+	svcName := "svc-" + id
+	testenv.SwarmService(t, d, svcName, name, 2, map[string]string{"io.underlay.test": id})
+	var ips []netip.Addr
+	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
+		ips = taskIPs(t, d, svcName, swarmNet.ID)
+		return len(ips) == 2, fmt.Sprintf("%d task addresses, want 2", len(ips))
+	})
+	for _, ip := range ips {
+		if !node.Range.Contains(ip) || ip == node.Shim || ip.String() == prefix+"5" {
+			t.Errorf("task address %s outside range %s or reserved", ip, node.Range)
+		}
+		testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+			return httpGet(fmt.Sprintf("http://%s:8080/health", ip))
+		})
+	}
+
+	// Drift: the shim deleted, promiscuous mode off; the agent repairs both.
+	shim, err := netlink.LinkByName(node.ShimLink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	netlink.LinkDel(shim)
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+		o, err := hostnet.Host{}.Observe(hostnet.Want{Parent: parent, ShimLink: node.ShimLink, Shim: node.Shim, Route: node.Range})
+		r, _ := hostnet.Repairs(o)
+		return err == nil && len(r) == 0, fmt.Sprintf("shim not repaired: %v %v", r, err)
+	})
+
+	// rm is refused while the service uses the network.
+	if _, err := underlay(t, c.Addr(), "network", "rm", name); err == nil || !strings.Contains(err.Error(), svcName) {
+		t.Errorf("rm while %s uses it: %v", svcName, err)
+	}
+	testenv.RemoveService(t, d, svcName)
+	if _, err := underlay(t, c.Addr(), "network", "rm", name, "--timeout", "30s"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.NetworkInspect(ctx, netspec.ConfigNetworkName(name), network.InspectOptions{}); err == nil {
+		t.Error("config-only network left behind")
+	}
+	if _, err := d.NetworkInspect(ctx, name, network.InspectOptions{}); err == nil {
+		t.Error("swarm network left behind")
+	}
+	if _, err := netlink.LinkByName(node.ShimLink); err == nil {
+		t.Error("shim left behind")
+	}
+	if keys, _ := kv.List(ctx, netspec.KVPrefix+name+"/"); len(keys) != 0 {
+		t.Errorf("KV left behind: %v", keys)
+	}
+}
+
+func taskIPs(t *testing.T, d interface {
+	ContainerList(context.Context, container.ListOptions) ([]container.Summary, error)
+}, service, networkID string) []netip.Addr {
+	list, err := d.ContainerList(context.Background(), container.ListOptions{
+		Filters: filters.NewArgs(filters.Arg("label", "com.docker.swarm.service.name="+service)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []netip.Addr
+	for _, c := range list {
+		for _, ep := range c.NetworkSettings.Networks {
+			if ep.NetworkID == networkID {
+				if ip, err := netip.ParseAddr(ep.IPAddress); err == nil {
+					out = append(out, ip)
+				}
+			}
+		}
+	}
+	return out
+}
+
+func httpGet(url string) (bool, string) {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return false, err.Error()
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode == 200, resp.Status
+}

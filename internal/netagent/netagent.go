@@ -1,0 +1,250 @@
+package netagent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/underlay/underlay/internal/hostnet"
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+// Docker is what the reconciler needs of the node's own dockerd.
+type Docker interface {
+	// ConfigNetwork reports the node's config-only network for a spec:
+	// whether it exists, and the IPv4 range it holds.
+	ConfigNetwork(ctx context.Context, name string) (exists bool, ipRange netip.Prefix, err error)
+	CreateConfigNetwork(ctx context.Context, s netspec.Spec, p netspec.NodePlan) error
+	// RemoveNetwork removes a network by name; an absent one is no error.
+	RemoveNetwork(ctx context.Context, name string) error
+	// ManagedConfigNetworks lists the config-only networks underlay made
+	// here, by the cluster network name they belong to.
+	ManagedConfigNetworks(ctx context.Context) ([]string, error)
+}
+
+// Swarm is what the reconciler needs of the swarm, through this node's
+// dockerd; it is consulted only on the swarm leader.
+type Swarm interface {
+	// IsLeader reports whether this node is the swarm's leader manager.
+	IsLeader(ctx context.Context) (bool, error)
+	// ReadyNodes lists the host names of swarm nodes in state ready.
+	ReadyNodes(ctx context.Context) ([]string, error)
+	SwarmNetworkExists(ctx context.Context, name string) (bool, error)
+	CreateSwarmNetwork(ctx context.Context, s netspec.Spec) error
+}
+
+// Host prepares and tears down the host side (hostnet.Host).
+type Host interface {
+	Ensure(w hostnet.Want) ([]hostnet.Repair, error)
+}
+
+// Reconciler makes one node carry every cluster network.
+type Reconciler struct {
+	Node   string
+	Store  *netspec.Store
+	Docker Docker
+	Swarm  Swarm
+	Host   Host
+	Log    *slog.Logger
+	// RemoveShim deletes a shim link; hostnet.RemoveShim outside tests.
+	RemoveShim func(name string) error
+
+	// published is the interface list last published, and reported the
+	// last state reported per network: Sync runs on every KV change, so it
+	// writes only what changed, or agents would wake each other forever.
+	published []string
+	reported  map[string]netspec.NodeState
+}
+
+// Sync brings this node in line with every spec once. Errors of one
+// network are reported for that network and do not stop the others.
+func (r *Reconciler) Sync(ctx context.Context) error {
+	if err := r.publishFacts(ctx); err != nil {
+		return err
+	}
+	specs, err := r.Store.Specs(ctx)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	wanted := map[string]bool{}
+	for _, s := range specs {
+		if s.Deleting {
+			errs = append(errs, r.teardown(ctx, s.Name, true))
+			continue
+		}
+		wanted[s.Name] = true
+		if err := r.realise(ctx, s); err != nil {
+			errs = append(errs, err)
+			r.report(ctx, s.Name, netspec.NodeState{State: netspec.StateError, Parent: s.Parent, Error: err.Error()})
+		}
+	}
+	// Networks whose spec is gone entirely (deleted by hand, a lost KV):
+	// found by label, removed.
+	managed, err := r.Docker.ManagedConfigNetworks(ctx)
+	if err != nil {
+		return errors.Join(append(errs, err)...)
+	}
+	for _, name := range managed {
+		if !wanted[name] && !slices.ContainsFunc(specs, func(s netspec.Spec) bool { return s.Name == name }) {
+			errs = append(errs, r.teardown(ctx, name, false))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (r *Reconciler) realise(ctx context.Context, s netspec.Spec) error {
+	if s.IPAM != netspec.PerNode {
+		return fmt.Errorf("network %s: %s IPAM is not available yet", s.Name, s.IPAM)
+	}
+	block, index, err := r.Store.Lease(ctx, s, r.Node)
+	if err != nil {
+		return err
+	}
+	plan, err := netspec.NodePlanFor(s, r.Node, block, index)
+	if err != nil {
+		return err
+	}
+	repairs, err := r.Host.Ensure(hostnet.Want{Parent: s.Parent, ShimLink: plan.ShimLink, Shim: plan.Shim, Route: plan.Block})
+	if err != nil {
+		return fmt.Errorf("network %s: prepare host: %w", s.Name, err)
+	}
+	if len(repairs) > 0 {
+		r.Log.Info("host prepared for network", "network", s.Name, "repairs", repairs)
+	}
+	exists, have, err := r.Docker.ConfigNetwork(ctx, netspec.ConfigNetworkName(s.Name))
+	if err != nil {
+		return err
+	}
+	if exists && have != plan.Block {
+		return fmt.Errorf("network %s: config-only network %s holds range %s, not the leased %s; remove it to let underlay recreate it",
+			s.Name, netspec.ConfigNetworkName(s.Name), have, plan.Block)
+	}
+	if !exists {
+		if err := r.Docker.CreateConfigNetwork(ctx, s, plan); err != nil {
+			return fmt.Errorf("network %s: create config-only network: %w", s.Name, err)
+		}
+		r.Log.Info("config-only network created", "network", s.Name, "range", plan.Block, "shim", plan.Shim)
+	}
+	r.report(ctx, s.Name, netspec.NodeState{State: netspec.StateReady, Range: plan.Block, Shim: plan.Shim, ShimLink: plan.ShimLink, Parent: s.Parent})
+	return r.maybeCreateSwarmNetwork(ctx, s)
+}
+
+// maybeCreateSwarmNetwork creates the swarm network on the leader once
+// every ready swarm node has reported the network ready.
+func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec) error {
+	leader, err := r.Swarm.IsLeader(ctx)
+	if err != nil || !leader {
+		return err
+	}
+	exists, err := r.Swarm.SwarmNetworkExists(ctx, s.Name)
+	if err != nil || exists {
+		return err
+	}
+	nodes, err := r.Swarm.ReadyNodes(ctx)
+	if err != nil {
+		return err
+	}
+	states, err := r.Store.NodeStates(ctx, s.Name)
+	if err != nil {
+		return err
+	}
+	ready := map[string]bool{}
+	for _, st := range states {
+		ready[st.Node] = st.State == netspec.StateReady
+	}
+	for _, n := range nodes {
+		if !ready[n] {
+			r.Log.Debug("swarm network waits for a node", "network", s.Name, "node", n)
+			return nil
+		}
+	}
+	if err := r.Swarm.CreateSwarmNetwork(ctx, s); err != nil {
+		return fmt.Errorf("network %s: create swarm network: %w", s.Name, err)
+	}
+	r.Log.Info("swarm network created", "network", s.Name, "nodes", len(nodes))
+	return nil
+}
+
+// teardown removes this node's part of a network: config-only network,
+// shim (and with it the route) and range lease.
+func (r *Reconciler) teardown(ctx context.Context, name string, report bool) error {
+	if err := r.Docker.RemoveNetwork(ctx, netspec.ConfigNetworkName(name)); err != nil {
+		return fmt.Errorf("network %s: remove config-only network: %w", name, err)
+	}
+	if err := r.RemoveShim(netspec.ShimLinkName(name)); err != nil {
+		return fmt.Errorf("network %s: remove shim: %w", name, err)
+	}
+	if err := r.Store.Release(ctx, name, r.Node); err != nil {
+		return err
+	}
+	if report {
+		r.report(ctx, name, netspec.NodeState{State: netspec.StateRemoved})
+	}
+	r.Log.Info("network removed from this node", "network", name)
+	return nil
+}
+
+// publishFacts tells commands which interfaces this node has, so a
+// network naming a parent some node lacks is refused before any change.
+func (r *Reconciler) publishFacts(ctx context.Context) error {
+	ifaces, err := net.Interfaces()
+	if err != nil {
+		return fmt.Errorf("list interfaces: %w", err)
+	}
+	f := netspec.NodeFacts{Node: r.Node, UpdatedAt: time.Now().UTC()}
+	for _, i := range ifaces {
+		f.Interfaces = append(f.Interfaces, i.Name)
+	}
+	slices.Sort(f.Interfaces)
+	if slices.Equal(f.Interfaces, r.published) {
+		return nil
+	}
+	if err := r.Store.PublishNode(ctx, f); err != nil {
+		return err
+	}
+	r.published = f.Interfaces
+	return nil
+}
+
+func (r *Reconciler) report(ctx context.Context, name string, ns netspec.NodeState) {
+	ns.Node = r.Node
+	if last, ok := r.reported[name]; ok && last == ns {
+		return
+	}
+	stamped := ns
+	stamped.UpdatedAt = time.Now().UTC()
+	if err := r.Store.Report(ctx, name, stamped); err != nil {
+		r.Log.Warn("cannot report network state", "network", name, "err", err)
+		return
+	}
+	if r.reported == nil {
+		r.reported = map[string]netspec.NodeState{}
+	}
+	r.reported[name] = ns
+}
+
+// Run syncs whenever the network specs change and every period, so drift
+// is repaired and new nodes pick up existing networks.
+func (r *Reconciler) Run(ctx context.Context, changes <-chan struct{}, period time.Duration) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		if err := r.Sync(ctx); err != nil && ctx.Err() == nil {
+			r.Log.Warn("network sync incomplete; will retry", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changes:
+		case <-t.C:
+			// Re-publish once a period: Consul may have lost what was written.
+			r.published, r.reported = nil, nil
+		}
+	}
+}
