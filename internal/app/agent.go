@@ -152,7 +152,11 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 			Node: node, Store: netspec.NewStore(kv), Docker: nets, Swarm: nets,
 			Host: hostnet.Host{}, RemoveShim: hostnet.RemoveShim, Log: log.With("component", "networks"),
 		}
-		g.Go(func() error { rec.Run(gctx, kv.Watch(gctx, netspec.KVPrefix), f.networkSync); return nil })
+		links, err := hostnet.Watch(gctx)
+		if err != nil {
+			log.Warn("link changes are not watched; drift is repaired at each --network-sync", "err", err)
+		}
+		g.Go(func() error { rec.Run(gctx, kv.Watch(gctx, netspec.KVPrefix), links, f.networkSync); return nil })
 	}
 	if f.listen != "" {
 		g.Go(func() error { return serveStatus(gctx, f.listen, agent, reg, log) })

@@ -1,6 +1,7 @@
 package hostnet
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
@@ -212,4 +213,35 @@ func ignoreExists(err error) error {
 		return nil
 	}
 	return err
+}
+
+// Watch sends on the returned channel whenever a link of this network
+// namespace is added, removed or changes flags (up, promiscuous), so drift
+// is repaired at once rather than at the next periodic sync. Sends never
+// block; changes seen while one is unread merge into it. It ends with ctx.
+func Watch(ctx context.Context) (<-chan struct{}, error) {
+	updates := make(chan netlink.LinkUpdate, 64)
+	done := make(chan struct{})
+	if err := netlink.LinkSubscribe(updates, done); err != nil {
+		return nil, fmt.Errorf("subscribe to link changes: %w", err)
+	}
+	out := make(chan struct{}, 1)
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case _, ok := <-updates:
+				if !ok {
+					return
+				}
+				select {
+				case out <- struct{}{}:
+				default:
+				}
+			}
+		}
+	}()
+	return out, nil
 }

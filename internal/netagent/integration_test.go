@@ -68,7 +68,12 @@ func TestIntegrationNetworkLifecycle(t *testing.T) {
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
 	done := make(chan struct{})
-	go func() { rec.Run(ctx, kv.Watch(ctx, netspec.KVPrefix), time.Second); close(done) }()
+	links, err := hostnet.Watch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A long period: changes must be noticed through the watches alone.
+	go func() { rec.Run(ctx, kv.Watch(ctx, netspec.KVPrefix), links, time.Hour); close(done) }()
 	t.Cleanup(func() {
 		cancel()
 		<-done
@@ -189,6 +194,8 @@ func TestIntegrationNetworkLifecycle(t *testing.T) {
 	}
 }
 
+// taskIPs lists the addresses of a service's running tasks on one daemon,
+// on networkID or, when empty, on any network.
 func taskIPs(t *testing.T, d interface {
 	ContainerList(context.Context, container.ListOptions) ([]container.Summary, error)
 }, service, networkID string) []netip.Addr {
@@ -201,7 +208,7 @@ func taskIPs(t *testing.T, d interface {
 	var out []netip.Addr
 	for _, c := range list {
 		for _, ep := range c.NetworkSettings.Networks {
-			if ep.NetworkID == networkID {
+			if networkID == "" || ep.NetworkID == networkID {
 				if ip, err := netip.ParseAddr(ep.IPAddress); err == nil {
 					out = append(out, ip)
 				}

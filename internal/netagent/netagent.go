@@ -229,9 +229,10 @@ func (r *Reconciler) report(ctx context.Context, name string, ns netspec.NodeSta
 	r.reported[name] = ns
 }
 
-// Run syncs whenever the network specs change and every period, so drift
-// is repaired and new nodes pick up existing networks.
-func (r *Reconciler) Run(ctx context.Context, changes <-chan struct{}, period time.Duration) {
+// Run syncs whenever the network specs or the host's links change and every
+// period, so drift is repaired and new nodes pick up existing networks.
+// links may be nil.
+func (r *Reconciler) Run(ctx context.Context, changes, links <-chan struct{}, period time.Duration) {
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
@@ -242,6 +243,7 @@ func (r *Reconciler) Run(ctx context.Context, changes <-chan struct{}, period ti
 		case <-ctx.Done():
 			return
 		case <-changes:
+		case <-links:
 		case <-t.C:
 			// Re-publish once a period: Consul may have lost what was written.
 			r.published, r.reported = nil, nil

@@ -32,8 +32,9 @@ type LabNode struct {
 	Role string // lab.RoleManager or lab.RoleWorker
 	// ManagementIP is the node's eth0 address; the root namespace reaches it.
 	ManagementIP string
-	// Docker is a client of the node's dockerd.
-	Docker *client.Client
+	// Docker is a client of the node's dockerd, at DockerHost.
+	Docker     *client.Client
+	DockerHost string
 	// ConsulAddr is the node's Consul agent as the root namespace reaches it
 	// (its management IP); inside the node it answers on 127.0.0.1:8500 too.
 	ConsulAddr string
@@ -80,7 +81,7 @@ func StartLab(t testing.TB, cfg lab.Config) *Lab {
 		}
 		l.Nodes = append(l.Nodes, &LabNode{
 			Name: n.Name, Host: n.Host, Role: n.Role, ManagementIP: n.ManagementIP,
-			Docker: d, ConsulAddr: n.ConsulHTTPAddr, Consul: c,
+			Docker: d, DockerHost: n.DockerHost, ConsulAddr: n.ConsulHTTPAddr, Consul: c,
 		})
 	}
 	return l

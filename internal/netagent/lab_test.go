@@ -1,0 +1,150 @@
+package netagent_test
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/swarm"
+
+	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/lab"
+	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/testenv"
+)
+
+// TestIntegrationLabNetwork is issue 4's end-to-end test: on a 3-node lab
+// with the agent on every node, one `underlay network create` gives every
+// node a disjoint range and the swarm a macvlan network; a service spreads
+// over all nodes, every task is reachable from outside the cluster and from
+// its own host through the shim; drift is repaired; rm leaves nothing.
+func TestIntegrationLabNetwork(t *testing.T) {
+	testenv.Require(t)
+	l := testenv.StartLab(t, lab.Config{Nodes: 3, UnderlaySubnet: "10.202.0.0/16"})
+	m := l.Nodes[0]
+	t.Setenv("DOCKER_HOST", m.DockerHost)
+	ctx := testenv.Context(t, 5*time.Minute)
+	name := "lan"
+
+	// Every agent has published its interfaces before create checks them.
+	st := netspec.NewStore(consul.NewKV(m.Consul))
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		nodes, err := st.Nodes(ctx)
+		return len(nodes) == 3, fmt.Sprintf("%d nodes published, want 3 (%v)", len(nodes), err)
+	})
+	if _, err := underlay(t, m.ConsulAddr, "network", "create", name, "--subnet", l.Subnet.String(),
+		"--gateway", l.Gateway.String(), "--parent", "eth1", "--per-node-size", "32"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
+		_, err := m.Docker.NetworkInspect(ctx, name, network.InspectOptions{Scope: "swarm"})
+		return err == nil, fmt.Sprintf("swarm network not created: %v", err)
+	})
+	states, err := st.NodeStates(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ranges := map[string]netspec.NodeState{}
+	for _, s := range states {
+		if s.State != netspec.StateReady {
+			t.Errorf("node %s is %s: %s", s.Node, s.State, s.Error)
+		}
+		for _, o := range ranges {
+			if o.Range.Overlaps(s.Range) {
+				t.Errorf("ranges of %s (%s) and %s (%s) overlap", s.Node, s.Range, o.Node, o.Range)
+			}
+		}
+		ranges[s.Node] = s
+	}
+	if len(ranges) != 3 {
+		t.Fatalf("%d nodes ready, want 3: %+v", len(ranges), states)
+	}
+
+	// One task per node.
+	one := uint64(1)
+	replicas := uint64(3)
+	spec := swarm.ServiceSpec{
+		Annotations: swarm.Annotations{Name: "spread"},
+		TaskTemplate: swarm.TaskSpec{
+			ContainerSpec: &swarm.ContainerSpec{Image: testenv.TestImage},
+			Networks:      []swarm.NetworkAttachmentConfig{{Target: name}},
+			Placement:     &swarm.Placement{MaxReplicas: one},
+		},
+		Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &replicas}},
+	}
+	if _, err := m.Docker.ServiceCreate(ctx, spec, swarm.ServiceCreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	byNode := map[string]netip.Addr{}
+	testenv.Eventually(t, 90*time.Second, func() (bool, string) {
+		for _, n := range l.Nodes {
+			if ips := taskIPs(t, n.Docker, "spread", ""); len(ips) == 1 {
+				byNode[n.Host] = ips[0]
+			}
+		}
+		return len(byNode) == 3, fmt.Sprintf("tasks running with an address on %d nodes, want 3", len(byNode))
+	})
+	seen := map[netip.Addr]bool{}
+	for _, n := range l.Nodes {
+		ip := byNode[n.Host]
+		if seen[ip] {
+			t.Errorf("address %s given twice", ip)
+		}
+		seen[ip] = true
+		if r := ranges[n.Host].Range; !r.Contains(ip) {
+			t.Errorf("task on %s has %s, outside the node's range %s", n.Host, ip, r)
+		}
+		// From outside the cluster: the root namespace is the underlay's router.
+		testenv.Eventually(t, 20*time.Second, func() (bool, string) { return httpGet(fmt.Sprintf("http://%s:8080/health", ip)) })
+		// From its own host, through the shim.
+		out, err := l.Exec(ctx, n.Name, "ip", "route", "get", ip.String())
+		if err != nil || !strings.Contains(string(out), "dev "+ranges[n.Host].ShimLink) {
+			t.Errorf("%s routes its own task %s not through its shim: %s %v", n.Host, ip, out, err)
+		}
+		out, err = l.Exec(ctx, n.Name, "curl", "-fsS", "--max-time", "5", fmt.Sprintf("http://%s:8080/health", ip))
+		if err != nil {
+			t.Errorf("%s cannot reach its own task %s: %v %s", n.Host, ip, err, out)
+		}
+	}
+
+	// Drift on node2: shim deleted; its agent puts it back at once.
+	n2 := l.Nodes[1]
+	shimLink := ranges[n2.Host].ShimLink
+	if out, err := l.Exec(ctx, n2.Name, "ip", "link", "del", shimLink); err != nil {
+		t.Fatalf("delete shim: %v %s", err, out)
+	}
+	testenv.Eventually(t, 15*time.Second, func() (bool, string) {
+		out, err := l.Exec(ctx, n2.Name, "ip", "route", "get", byNode[n2.Host].String())
+		return err == nil && strings.Contains(string(out), "dev "+shimLink), "shim not repaired: " + string(out)
+	})
+
+	// rm: refused while in use, then everything goes from every node.
+	if _, err := underlay(t, m.ConsulAddr, "network", "rm", name); err == nil || !strings.Contains(err.Error(), "spread") {
+		t.Fatalf("rm while the service runs: %v", err)
+	}
+	if err := m.Docker.ServiceRemove(ctx, "spread"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
+		for _, n := range l.Nodes {
+			if ips := taskIPs(t, n.Docker, "spread", ""); len(ips) > 0 {
+				return false, "tasks still running on " + n.Host
+			}
+		}
+		return true, ""
+	})
+	if _, err := underlay(t, m.ConsulAddr, "network", "rm", name, "--timeout", "60s"); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range l.Nodes {
+		if _, err := n.Docker.NetworkInspect(ctx, netspec.ConfigNetworkName(name), network.InspectOptions{}); err == nil {
+			t.Errorf("config-only network left on %s", n.Host)
+		}
+		if out, _ := l.Exec(ctx, n.Name, "ip", "link", "show", shimLink); strings.Contains(string(out), shimLink+"@") {
+			t.Errorf("shim left on %s: %s", n.Host, out)
+		}
+	}
+}
