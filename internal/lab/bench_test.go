@@ -1,0 +1,50 @@
+package lab_test
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/underlay/underlay/internal/lab"
+	"github.com/underlay/underlay/internal/testenv"
+)
+
+// BenchmarkIntegrationLab prints issue 3's figures: wall time of `lab up`
+// and `lab down` for 3 nodes (agents included) and the whole lab's resident
+// memory at rest.
+func BenchmarkIntegrationLab(b *testing.B) {
+	testenv.Require(b)
+	bin := testenv.UnderlayBinary(b)
+	for b.Loop() {
+		name := "b" + testenv.ID(b)[:6]
+		cfg := lab.Config{Name: name, Nodes: 3, UnderlaySubnet: "10.203.0.0/16", UnderlayBin: bin}
+		log := testenv.TestLogger(b)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		t0 := time.Now()
+		if err := lab.Up(ctx, cfg, log); err != nil {
+			cancel()
+			lab.Down(context.Background(), name, log)
+			b.Fatal(err)
+		}
+		up := time.Since(t0)
+		time.Sleep(10 * time.Second) // at rest: agents synced, Consul settled
+		mem, err := lab.Memory(name)
+		if err != nil {
+			b.Error(err)
+		}
+		t1 := time.Now()
+		if err := lab.Down(ctx, name, log); err != nil {
+			b.Error(err)
+		}
+		down := time.Since(t1)
+		cancel()
+		fmt.Printf("\nlab benchmark (3 nodes, 1 manager, 1 Consul server, agents on every node)\n")
+		fmt.Printf("  lab up                 %s\n", up.Round(10*time.Millisecond))
+		fmt.Printf("  lab down               %s\n", down.Round(10*time.Millisecond))
+		fmt.Printf("  memory at rest (RSS)   %.0f MiB\n", float64(mem)/(1<<20))
+		b.ReportMetric(up.Seconds(), "up-s")
+		b.ReportMetric(down.Seconds(), "down-s")
+		b.ReportMetric(float64(mem)/(1<<20), "rest-MiB")
+	}
+}
