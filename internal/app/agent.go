@@ -20,6 +20,7 @@ import (
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/hostnet"
+	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/netagent"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/register"
@@ -157,6 +158,10 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 			log.Warn("link changes are not watched; drift is repaired at each --network-sync", "err", err)
 		}
 		g.Go(func() error { rec.Run(gctx, kv.Watch(gctx, netspec.KVPrefix), links, f.networkSync); return nil })
+		g.Go(func() error {
+			inventory.Run(gctx, dockerhost.NewSource(dockerAPI), kv, node, f.networkSync, log.With("component", "inventory"))
+			return nil
+		})
 	}
 	if f.listen != "" {
 		g.Go(func() error { return serveStatus(gctx, f.listen, agent, reg, log) })

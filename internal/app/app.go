@@ -63,6 +63,7 @@ func newRootCommand(streams IOStreams) *cobra.Command {
 		newVersionCommand(streams),
 		newAgentCommand(g, streams),
 		newNetworkCommand(g, streams),
+		newIPsCommand(streams),
 		newLabCommand(g, streams),
 	)
 	return root

@@ -1,6 +1,7 @@
 package netagent_test
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -11,6 +12,7 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 
 	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/lab"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/testenv"
@@ -108,6 +110,43 @@ func TestIntegrationLabNetwork(t *testing.T) {
 		if err != nil {
 			t.Errorf("%s cannot reach its own task %s: %v %s", n.Host, ip, err, out)
 		}
+	}
+
+	// `underlay ips` lists every task's IP and MAC on every node, and flags
+	// a duplicate injected as if a fourth node held node1's address.
+	var inv struct {
+		Addresses  []inventory.Entry
+		Duplicates int
+	}
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		out, err := underlay(t, m.ConsulAddr, "ips", "--network", name, "--json")
+		if err != nil {
+			return false, err.Error()
+		}
+		inv.Addresses = nil
+		if err := json.Unmarshal([]byte(out), &inv); err != nil {
+			return false, err.Error()
+		}
+		for _, e := range inv.Addresses {
+			if byNode[e.Node].String() != e.IP || e.MAC == "" || e.Service != "spread" || e.Slot == "" || e.Task == "" {
+				return false, fmt.Sprintf("entry %+v does not match the task on %s (%s)", e, e.Node, byNode[e.Node])
+			}
+		}
+		return len(inv.Addresses) == 3, fmt.Sprintf("ips lists %d addresses, want 3: %+v", len(inv.Addresses), inv.Addresses)
+	})
+	fake := []inventory.Entry{{IP: byNode[m.Host].String(), MAC: "02:00:00:00:00:99", Node: "intruder", Network: name, Container: "rogue"}}
+	if err := inventory.Publish(ctx, consul.NewKV(m.Consul), "intruder", fake); err != nil {
+		t.Fatal(err)
+	}
+	out, err := underlay(t, m.ConsulAddr, "ips")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out, "DUPLICATE: IP also on rogue@intruder") {
+		t.Errorf("ips does not flag the duplicate:\n%s", out)
+	}
+	if _, err := m.Consul.KV().Delete(inventory.KVPrefix+"intruder", nil); err != nil {
+		t.Fatal(err)
 	}
 
 	// Drift on node2: shim deleted; its agent puts it back at once.

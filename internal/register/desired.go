@@ -331,7 +331,7 @@ func serviceMeta(c Container, p Policy, t target, attrs map[string]setting, warn
 		MetaSwarmService: c.Labels[labelSwarmServiceID],
 		MetaSwarmTask:    c.Labels[labelSwarmTaskID],
 		MetaSwarmNode:    c.Labels[labelSwarmNodeID],
-		MetaSwarmSlot:    swarmSlot(c.Labels[labelSwarmTaskName]),
+		MetaSwarmSlot:    SwarmSlot(c.Labels[labelSwarmTaskName]),
 	}
 	for k, v := range swarm {
 		if v != "" {
@@ -360,9 +360,9 @@ func serviceMeta(c Container, p Policy, t target, attrs map[string]setting, warn
 	return meta
 }
 
-// swarmSlot reads the slot from a replicated task's name, "web.3.taskid";
+// SwarmSlot reads the slot from a replicated task's name, "web.3.taskid";
 // global tasks carry a node ID there instead and have no slot.
-func swarmSlot(taskName string) string {
+func SwarmSlot(taskName string) string {
 	parts := strings.Split(taskName, ".")
 	if len(parts) < 3 {
 		return ""

@@ -1120,8 +1120,8 @@ func TestSwarmSlot(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if got := swarmSlot(tt.taskName); got != tt.want {
-				t.Errorf("swarmSlot(%q) = %q, want %q", tt.taskName, got, tt.want)
+			if got := SwarmSlot(tt.taskName); got != tt.want {
+				t.Errorf("SwarmSlot(%q) = %q, want %q", tt.taskName, got, tt.want)
 			}
 		})
 	}

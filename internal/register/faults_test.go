@@ -141,7 +141,7 @@ func TestIntegrationDockerRestart(t *testing.T) {
 	pd := testenv.StartDockerd(t, h.docker)
 	h.docker = pd.Client() // the agent and the containers use the private daemon
 	v4, _, _ := testenv.Subnets(t)
-	n := testenv.MacvlanNetwork(t, h.docker, testenv.Network{Name: "mv-" + h.id, Subnet: v4})
+	n := testenv.MacvlanNetwork(t, h.docker, testenv.Network{Name: "mv-" + h.id, Subnet: v4, Parent: pd.VethParent()})
 	h.startAgent(nil)
 
 	always := testenv.RunContainer(t, h.docker, testenv.Container{Name: h.id + "-always", Networks: []string{n.Name}, Labels: h.labels(nil), RestartAlways: true})

@@ -11,17 +11,22 @@ import (
 	"time"
 
 	"github.com/docker/docker/client"
+	"github.com/vishvananda/netlink"
+	"github.com/vishvananda/netns"
 )
 
 // Dockerd is a private dockerd for one test, with its own data root, exec
-// root, socket and pid file, so the test may kill and restart it. It shares
-// the root network namespace with the machine's dockerd, so it makes no
-// bridge and no iptables rules: its containers use macvlan networks.
+// root, socket and pid file, so the test may kill and restart it. It runs
+// in a network namespace of its own (kept across restarts): a dockerd
+// started with --bridge none deletes any docker0 in its namespace, which
+// must not be the machine's. Its containers use macvlan networks on
+// parents made by VethParent.
 type Dockerd struct {
-	t    testing.TB
-	dir  string
-	cmd  *exec.Cmd
-	done chan struct{}
+	t     testing.TB
+	dir   string
+	netns string // path of the persistent network namespace
+	cmd   *exec.Cmd
+	done  chan struct{}
 }
 
 // StartDockerd starts a private dockerd holding the test image, and stops
@@ -36,7 +41,12 @@ func StartDockerd(t testing.TB, from *client.Client) *Dockerd {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := &Dockerd{t: t, dir: dir}
+	nsName := "ul-pd" + ID(t)
+	if out, err := exec.Command("ip", "netns", "add", nsName).CombinedOutput(); err != nil {
+		t.Fatalf("ip netns add %s: %v: %s", nsName, err, out)
+	}
+	d := &Dockerd{t: t, dir: dir, netns: "/run/netns/" + nsName}
+	t.Cleanup(func() { exec.Command("ip", "netns", "del", nsName).Run() })
 	d.Start()
 	t.Cleanup(func() {
 		d.stop(syscall.SIGTERM)
@@ -69,7 +79,8 @@ func (d *Dockerd) Start() {
 		d.t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command("dockerd",
+	// nsenter, not `ip netns exec`, which remounts /sys and breaks dockerd's cgroups.
+	cmd := exec.Command("nsenter", "--net="+d.netns, "dockerd",
 		"--host", d.Host(),
 		"--data-root", filepath.Join(d.dir, "data"),
 		"--exec-root", filepath.Join(d.dir, "exec"),
@@ -101,6 +112,39 @@ func (d *Dockerd) Start() {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+}
+
+// VethParent makes a veth pair whose first end, up inside the daemon's
+// network namespace, can be a macvlan parent there. The peer stays in the
+// root namespace, attached to nothing.
+func (d *Dockerd) VethParent() string {
+	d.t.Helper()
+	name := VethParent(d.t, "")
+	l, err := netlink.LinkByName(name)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	ns, err := netns.GetFromPath(d.netns)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer ns.Close()
+	if err := netlink.LinkSetNsFd(l, int(ns)); err != nil {
+		d.t.Fatalf("move %s into %s: %v", name, d.netns, err)
+	}
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	defer h.Close()
+	inside, err := h.LinkByName(name)
+	if err != nil {
+		d.t.Fatal(err)
+	}
+	if err := h.LinkSetUp(inside); err != nil {
+		d.t.Fatal(err)
+	}
+	return name
 }
 
 // Kill kills the daemon with SIGKILL, as a crash would.

@@ -1,0 +1,182 @@
+// Package inventory keeps the cluster's list of underlay addresses: every
+// agent publishes the macvlan and ipvlan endpoints of its node's containers
+// to Consul KV, and `underlay ips` reads them all, so one view shows which
+// IP and MAC is where, and flags any address used twice.
+package inventory
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+)
+
+// KVPrefix is where agents publish their node's endpoints, one key per node.
+const KVPrefix = "underlay/inventory/"
+
+// Entry is one container address on an underlay network.
+type Entry struct {
+	IP        string    `json:"ip"`
+	MAC       string    `json:"mac,omitempty"`
+	Node      string    `json:"node"`
+	Network   string    `json:"network"`
+	Container string    `json:"container"`
+	ID        string    `json:"container_id"`
+	Service   string    `json:"service,omitempty"`
+	Slot      string    `json:"slot,omitempty"`
+	Task      string    `json:"task,omitempty"`
+	Since     time.Time `json:"since"`
+	// Duplicate names what else holds the same IP or MAC, set by Check.
+	Duplicate string `json:"duplicate,omitempty"`
+}
+
+// Sort orders entries by network, then address.
+func Sort(es []Entry) {
+	slices.SortFunc(es, func(a, b Entry) int {
+		return cmp.Or(strings.Compare(a.Network, b.Network), compareIP(a.IP, b.IP), strings.Compare(a.Node, b.Node))
+	})
+}
+
+// Check marks every entry whose IP or MAC another entry also holds.
+func Check(es []Entry) (duplicates int) {
+	byIP := map[string][]int{}
+	byMAC := map[string][]int{}
+	for i, e := range es {
+		byIP[e.Network+"|"+e.IP] = append(byIP[e.Network+"|"+e.IP], i)
+		if e.MAC != "" {
+			byMAC[e.MAC] = append(byMAC[e.MAC], i)
+		}
+	}
+	mark := func(groups map[string][]int, what string) {
+		for _, idx := range groups {
+			if len(idx) < 2 {
+				continue
+			}
+			for _, i := range idx {
+				var others []string
+				for _, j := range idx {
+					if j != i {
+						others = append(others, es[j].Container+"@"+es[j].Node)
+					}
+				}
+				note := fmt.Sprintf("%s also on %s", what, strings.Join(others, ", "))
+				if es[i].Duplicate == "" {
+					duplicates++
+					es[i].Duplicate = note
+				} else {
+					es[i].Duplicate += "; " + note
+				}
+			}
+		}
+	}
+	mark(byIP, "IP")
+	mark(byMAC, "MAC")
+	return duplicates
+}
+
+// Filter keeps entries of network and node ("" matches all).
+func Filter(es []Entry, network, node string) []Entry {
+	var out []Entry
+	for _, e := range es {
+		if (network == "" || e.Network == network) && (node == "" || e.Node == node) {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
+// compareIP orders addresses numerically; unparsable ones sort last.
+func compareIP(a, b string) int {
+	pa, ea := netip.ParseAddr(a)
+	pb, eb := netip.ParseAddr(b)
+	switch {
+	case ea != nil || eb != nil:
+		return strings.Compare(a, b)
+	}
+	return pa.Compare(pb)
+}
+
+// KV is what the inventory needs of Consul's KV store.
+type KV interface {
+	List(ctx context.Context, prefix string) (map[string][]byte, error)
+	Put(ctx context.Context, key string, value []byte) error
+}
+
+// Publish stores a node's entries.
+func Publish(ctx context.Context, kv KV, node string, es []Entry) error {
+	Sort(es)
+	b, err := json.Marshal(es)
+	if err != nil {
+		return err
+	}
+	if err := kv.Put(ctx, KVPrefix+node, b); err != nil {
+		return fmt.Errorf("publish inventory of %s: %w", node, err)
+	}
+	return nil
+}
+
+// Load reads every node's entries.
+func Load(ctx context.Context, kv KV) ([]Entry, error) {
+	kvs, err := kv.List(ctx, KVPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("read inventories: %w", err)
+	}
+	var all []Entry
+	for k, v := range kvs {
+		var es []Entry
+		if err := json.Unmarshal(v, &es); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", k, err)
+		}
+		all = append(all, es...)
+	}
+	Sort(all)
+	return all, nil
+}
+
+// Source lists the node's underlay endpoints and signals when they may have
+// changed.
+type Source interface {
+	Endpoints(ctx context.Context, node string) ([]Entry, error)
+	// Changes fires after container or network events; it reconnects by
+	// itself and ends with ctx.
+	Changes(ctx context.Context) <-chan struct{}
+}
+
+// Run publishes the node's entries whenever they change, and every period
+// (Consul may have lost them).
+func Run(ctx context.Context, src Source, kv KV, node string, period time.Duration, log *slog.Logger) {
+	changes := src.Changes(ctx)
+	t := time.NewTicker(period)
+	defer t.Stop()
+	var last []byte
+	for {
+		es, err := src.Endpoints(ctx, node)
+		if err == nil {
+			Sort(es)
+			b, _ := json.Marshal(es)
+			if !bytes.Equal(b, last) {
+				if err = Publish(ctx, kv, node, es); err == nil {
+					last = b
+				}
+			}
+		}
+		if err != nil && ctx.Err() == nil {
+			log.Warn("inventory not published; will retry", "err", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-changes:
+			// Events come in bursts (create, connect, start): let it pass.
+			time.Sleep(100 * time.Millisecond)
+		case <-t.C:
+			last = nil
+		}
+	}
+}
