@@ -83,8 +83,10 @@ func prepare(cfg Config) (p *plan, fresh bool, err error) {
 	defer unlock()
 	if r, err := readRecord(cfg.StateRoot, cfg.Name); err == nil {
 		old := r.Config.withDefaults()
-		if old.Nodes != cfg.Nodes || old.Managers != cfg.Managers || old.ConsulServers != cfg.ConsulServers || old.UnderlaySubnet != cfg.UnderlaySubnet {
-			return nil, false, fmt.Errorf("lab %s already exists with %d nodes, %d managers, %d consul servers and underlay subnet %s; run `underlay lab down --name %s` first to change them",
+		// Nodes may be added (they join as workers and Consul clients);
+		// nothing else changes on a running lab.
+		if old.Nodes > cfg.Nodes || old.Managers != cfg.Managers || old.ConsulServers != cfg.ConsulServers || old.UnderlaySubnet != cfg.UnderlaySubnet {
+			return nil, false, fmt.Errorf("lab %s already exists with %d nodes, %d managers, %d consul servers and underlay subnet %s; nodes can be added, but run `underlay lab down --name %s` first to change anything else",
 				cfg.Name, old.Nodes, old.Managers, old.ConsulServers, old.UnderlaySubnet, cfg.Name)
 		}
 		r.Config = cfg

@@ -19,6 +19,7 @@ import (
 // root namespace (the test process), which so reaches every container.
 type Lab struct {
 	t       testing.TB
+	cfg     lab.Config
 	Name    string
 	Subnet  netip.Prefix // underlay subnet
 	Gateway netip.Addr   // underlay gateway, held by the root namespace
@@ -64,12 +65,34 @@ func StartLab(t testing.TB, cfg lab.Config) *Lab {
 	if err := lab.Up(ctx, cfg, log); err != nil {
 		t.Fatalf("lab up: %v", err)
 	}
-	st, err := lab.GetStatus(ctx, cfg.Name)
+	l := &Lab{t: t, cfg: cfg}
+	l.refresh(ctx)
+	return l
+}
+
+// Grow adds nodes to the lab (as `underlay lab up --nodes N` does) until it
+// has n, and returns the new ones.
+func (l *Lab) Grow(n int) []*LabNode {
+	l.t.Helper()
+	l.cfg.Nodes = n
+	ctx := Context(l.t, 3*time.Minute)
+	if err := lab.Up(ctx, l.cfg, TestLogger(l.t)); err != nil {
+		l.t.Fatalf("lab up --nodes %d: %v", n, err)
+	}
+	had := len(l.Nodes)
+	l.refresh(ctx)
+	return l.Nodes[had:]
+}
+
+// refresh reads the lab's status and adds clients for nodes not known yet.
+func (l *Lab) refresh(ctx context.Context) {
+	t := l.t
+	st, err := lab.GetStatus(ctx, l.cfg.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
-	l := &Lab{t: t, Name: st.Name, Subnet: netip.MustParsePrefix(st.UnderlaySubnet), Gateway: netip.MustParseAddr(st.UnderlayGateway)}
-	for _, n := range st.Nodes {
+	l.Name, l.Subnet, l.Gateway = st.Name, netip.MustParsePrefix(st.UnderlaySubnet), netip.MustParseAddr(st.UnderlayGateway)
+	for _, n := range st.Nodes[len(l.Nodes):] {
 		d, err := client.NewClientWithOpts(client.WithHost(n.DockerHost), client.WithAPIVersionNegotiation())
 		if err != nil {
 			t.Fatal(err)
@@ -84,7 +107,6 @@ func StartLab(t testing.TB, cfg lab.Config) *Lab {
 			Docker: d, DockerHost: n.DockerHost, ConsulAddr: n.ConsulHTTPAddr, Consul: c,
 		})
 	}
-	return l
 }
 
 // Exec runs args inside node (in all its namespaces, with its DOCKER_HOST
