@@ -65,6 +65,7 @@ func newRootCommand(streams IOStreams) *cobra.Command {
 		newNetworkCommand(g, streams),
 		newIPsCommand(streams),
 		newLabCommand(g, streams),
+		newControlCommand(g, streams),
 	)
 	return root
 }

@@ -1,0 +1,124 @@
+package adapter
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/swarm"
+	"github.com/docker/docker/client"
+	"github.com/docker/docker/errdefs"
+
+	"github.com/underlay/underlay/internal/scale"
+)
+
+// Swarm adapts a Docker client of a swarm manager to scale.Swarm.
+type Swarm struct {
+	api *client.Client
+}
+
+// NewSwarm wraps api.
+func NewSwarm(api *client.Client) *Swarm { return &Swarm{api: api} }
+
+// Services implements scale.Swarm.
+func (s *Swarm) Services(ctx context.Context) ([]scale.Service, error) {
+	list, err := s.api.ServiceList(ctx, swarm.ServiceListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	out := make([]scale.Service, len(list))
+	for i, svc := range list {
+		out[i] = toService(svc)
+	}
+	return out, nil
+}
+
+// Service implements scale.Swarm.
+func (s *Swarm) Service(ctx context.Context, idOrName string) (scale.Service, error) {
+	svc, _, err := s.api.ServiceInspectWithRaw(ctx, idOrName, swarm.ServiceInspectOptions{})
+	if errdefs.IsNotFound(err) {
+		return scale.Service{}, fmt.Errorf("service %s: %w", idOrName, scale.ErrNotFound)
+	}
+	if err != nil {
+		return scale.Service{}, err
+	}
+	return toService(svc), nil
+}
+
+// SetReplicas implements scale.Swarm: it reads the spec at version and
+// writes it back with the new replica count, so nothing else in the spec
+// changes. Docker refuses a write at an old version ("update out of
+// sequence"), which is reported as scale.ErrVersionConflict.
+func (s *Swarm) SetReplicas(ctx context.Context, id string, version uint64, replicas int) error {
+	svc, _, err := s.api.ServiceInspectWithRaw(ctx, id, swarm.ServiceInspectOptions{})
+	if errdefs.IsNotFound(err) {
+		return fmt.Errorf("service %s: %w", id, scale.ErrNotFound)
+	}
+	if err != nil {
+		return fmt.Errorf("inspect service %s: %w", id, err)
+	}
+	if svc.Version.Index != version {
+		return fmt.Errorf("service %s at version %d, not %d: %w", id, svc.Version.Index, version, scale.ErrVersionConflict)
+	}
+	spec := svc.Spec
+	if spec.Mode.Replicated == nil {
+		return fmt.Errorf("service %s: %w", id, scale.ErrGlobalService)
+	}
+	n := uint64(replicas)
+	spec.Mode.Replicated = &swarm.ReplicatedService{Replicas: &n}
+	_, err = s.api.ServiceUpdate(ctx, id, swarm.Version{Index: version}, spec, swarm.ServiceUpdateOptions{})
+	if err != nil {
+		if errdefs.IsConflict(err) || strings.Contains(err.Error(), "out of sequence") {
+			return fmt.Errorf("update service %s: %w: %w", id, scale.ErrVersionConflict, err)
+		}
+		return fmt.Errorf("update service %s: %w", id, err)
+	}
+	return nil
+}
+
+// Events implements scale.Swarm.
+func (s *Swarm) Events(ctx context.Context) (<-chan scale.ServiceEvent, <-chan error) {
+	f := filters.NewArgs(filters.Arg("type", string(events.ServiceEventType)))
+	msgs, errs := s.api.Events(ctx, events.ListOptions{Filters: f})
+	out := make(chan scale.ServiceEvent, 64)
+	outErr := make(chan error, 1)
+	go func() {
+		defer close(out)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case err := <-errs:
+				outErr <- err
+				return
+			case m := <-msgs:
+				if m.Actor.ID == "" {
+					continue
+				}
+				select {
+				case out <- scale.ServiceEvent{ServiceID: m.Actor.ID, Action: string(m.Action)}:
+				case <-ctx.Done():
+					return
+				}
+			}
+		}
+	}()
+	return out, outErr
+}
+
+func toService(svc swarm.Service) scale.Service {
+	out := scale.Service{
+		ID: svc.ID, Name: svc.Spec.Name, Labels: svc.Spec.Labels, Version: svc.Version.Index,
+	}
+	switch m := svc.Spec.Mode; {
+	case m.Replicated != nil:
+		if m.Replicated.Replicas != nil {
+			out.Replicas = int(*m.Replicated.Replicas)
+		}
+	default: // global, and the global and replicated jobs of newer Dockers
+		out.Global = true
+	}
+	return out
+}

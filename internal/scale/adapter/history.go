@@ -1,0 +1,151 @@
+package adapter
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/url"
+	"slices"
+	"sort"
+	"strings"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/underlay/underlay/internal/scale"
+)
+
+// DefaultHistoryPrefix is where decision records live in Consul KV:
+// <prefix>/<service>/<time>. Everything under underlay/scale/ is underlay's.
+const DefaultHistoryPrefix = "underlay/scale/history"
+
+// DefaultHistoryLimit is how many records are kept per service.
+const DefaultHistoryLimit = 100
+
+// historyTime names records so that keys sort in time order.
+const historyTime = "20060102T150405.000000000Z"
+
+// KVHistory keeps decision records in Consul KV, the newest Limit per
+// service; older ones are deleted as new ones arrive. The latest applied
+// scale-up and scale-down of each service are also kept apart, under
+// <prefix>/<service>/last-up and last-down, so that trimming never loses
+// the times cooldowns are measured from.
+type KVHistory struct {
+	api    *api.Client
+	prefix string
+	limit  int
+}
+
+// NewKVHistory returns a history under prefix (DefaultHistoryPrefix when
+// empty) that keeps limit records per service (DefaultHistoryLimit when ≤ 0).
+func NewKVHistory(c *api.Client, prefix string, limit int) *KVHistory {
+	if prefix == "" {
+		prefix = DefaultHistoryPrefix
+	}
+	if limit <= 0 {
+		limit = DefaultHistoryLimit
+	}
+	return &KVHistory{api: c, prefix: strings.TrimSuffix(prefix, "/"), limit: limit}
+}
+
+// ServicePrefix is the KV prefix of one service's records, ending in "/".
+func (h *KVHistory) ServicePrefix(service string) string {
+	return h.prefix + "/" + url.PathEscape(service) + "/"
+}
+
+// Key is the KV key of r: the record's time, then its sequence number so
+// that two records of one instant stay distinct.
+func (h *KVHistory) Key(r scale.Record) string {
+	return fmt.Sprintf("%s%s-%08d", h.ServicePrefix(r.Service), r.Time.UTC().Format(historyTime), r.Seq)
+}
+
+// Append implements scale.History, then trims the service's oldest records.
+func (h *KVHistory) Append(ctx context.Context, r scale.Record) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode record: %w", err)
+	}
+	w := (&api.WriteOptions{}).WithContext(ctx)
+	key := h.Key(r)
+	if _, err := h.api.KV().Put(&api.KVPair{Key: key, Value: b}, w); err != nil {
+		return fmt.Errorf("put %s: %w", key, err)
+	}
+	if !r.Refused && !r.DryRun && r.From != r.To {
+		key := h.ServicePrefix(r.Service) + lastKey + string(r.Direction)
+		if _, err := h.api.KV().Put(&api.KVPair{Key: key, Value: b}, w); err != nil {
+			return fmt.Errorf("put %s: %w", key, err)
+		}
+	}
+	return h.trim(ctx, r.Service)
+}
+
+// lastKey starts the names of the latest applied scale per direction.
+const lastKey = "last-"
+
+// isRecord tells record keys from the last-* keys.
+func isRecord(key string) bool {
+	return !strings.HasPrefix(key[strings.LastIndex(key, "/")+1:], lastKey)
+}
+
+func (h *KVHistory) trim(ctx context.Context, service string) error {
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	keys, _, err := h.api.KV().Keys(h.ServicePrefix(service), "", q)
+	if err != nil {
+		return fmt.Errorf("list history of %s: %w", service, err)
+	}
+	keys = slices.DeleteFunc(keys, func(k string) bool { return !isRecord(k) })
+	if len(keys) <= h.limit {
+		return nil
+	}
+	sort.Strings(keys)
+	w := (&api.WriteOptions{}).WithContext(ctx)
+	for _, k := range keys[:len(keys)-h.limit] {
+		if _, err := h.api.KV().Delete(k, w); err != nil {
+			return fmt.Errorf("trim history: delete %s: %w", k, err)
+		}
+	}
+	return nil
+}
+
+// List returns a service's records, oldest first.
+func (h *KVHistory) List(ctx context.Context, service string) ([]scale.Record, error) {
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	pairs, _, err := h.api.KV().List(h.ServicePrefix(service), q)
+	if err != nil {
+		return nil, fmt.Errorf("list history of %s: %w", service, err)
+	}
+	sort.Slice(pairs, func(i, j int) bool { return pairs[i].Key < pairs[j].Key })
+	out := make([]scale.Record, 0, len(pairs))
+	for _, p := range pairs {
+		if !isRecord(p.Key) {
+			continue
+		}
+		var r scale.Record
+		if err := json.Unmarshal(p.Value, &r); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", p.Key, err)
+		}
+		out = append(out, r)
+	}
+	return out, nil
+}
+
+// Last implements scale.History from the last-up and last-down keys.
+func (h *KVHistory) Last(ctx context.Context, service string) (scale.LastScale, error) {
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	var recs []scale.Record
+	for _, dir := range []scale.Direction{scale.Up, scale.Down} {
+		key := h.ServicePrefix(service) + lastKey + string(dir)
+		p, _, err := h.api.KV().Get(key, q)
+		if err != nil {
+			return scale.LastScale{}, fmt.Errorf("get %s: %w", key, err)
+		}
+		if p == nil {
+			continue
+		}
+		var r scale.Record
+		if err := json.Unmarshal(p.Value, &r); err != nil {
+			return scale.LastScale{}, fmt.Errorf("decode %s: %w", key, err)
+		}
+		recs = append(recs, r)
+	}
+	return scale.LastScaleOf(recs), nil
+}

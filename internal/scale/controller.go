@@ -1,0 +1,613 @@
+package scale
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+)
+
+// AutoswarmName is the autoscaler under which services detected in the
+// swarm appear, as in Orbiter: autoswarm/<service>.
+const AutoswarmName = "autoswarm"
+
+// Errors of Handle, each mapped to one HTTP status by the API.
+var (
+	// ErrNotFound: no such autoscaler, or no such managed service (404).
+	ErrNotFound = errors.New("not found")
+	// ErrGlobalService: the service runs in global mode and has no replica
+	// count (409).
+	ErrGlobalService = errors.New("service is in global mode: it has no replica count to scale")
+	// ErrBadPolicy: the service's scaling labels are invalid (422).
+	ErrBadPolicy = errors.New("invalid scaling policy")
+	// ErrVersionConflict: the service changed between read and write; Handle
+	// retries on it, Swarm implementations return it.
+	ErrVersionConflict = errors.New("service version conflict")
+	// ErrUnavailable: Docker, or the history in Consul, could not be read
+	// or written (503).
+	ErrUnavailable = errors.New("dependency unavailable")
+)
+
+// Swarm is the part of a swarm manager's Docker API the controller needs.
+type Swarm interface {
+	// Services lists every service.
+	Services(ctx context.Context) ([]Service, error)
+	// Service reads one service by ID or name, or returns ErrNotFound.
+	Service(ctx context.Context, idOrName string) (Service, error)
+	// SetReplicas writes replicas to the service's spec read at version; it
+	// returns ErrVersionConflict when the service has changed since,
+	// ErrGlobalService for a global service.
+	SetReplicas(ctx context.Context, id string, version uint64, replicas int) error
+	// Events streams service create, update and remove events until ctx
+	// ends; the error channel reports the end of the stream.
+	Events(ctx context.Context) (<-chan ServiceEvent, <-chan error)
+}
+
+// Service is a swarm service as the controller sees it.
+type Service struct {
+	ID     string
+	Name   string
+	Labels map[string]string
+	// Global is true for a global-mode service; Replicas is then 0.
+	Global   bool
+	Replicas int
+	// Version is the swarm object version, for optimistic updates.
+	Version uint64
+}
+
+// ServiceEvent is a Docker event about one service.
+type ServiceEvent struct {
+	ServiceID string
+	Action    string // create, update or remove
+}
+
+// History keeps the decision records.
+type History interface {
+	// Append stores one record.
+	Append(ctx context.Context, r Record) error
+	// Last is when a service was last scaled according to the records, so
+	// that cooldowns hold across restarts of the controller.
+	Last(ctx context.Context, service string) (LastScale, error)
+}
+
+// LastScaleOf is when the records show a service last scaled, by
+// direction: refused and dry-run decisions do not count.
+func LastScaleOf(records []Record) LastScale {
+	var l LastScale
+	for _, r := range records {
+		if r.Refused || r.DryRun || r.To == r.From {
+			continue
+		}
+		switch {
+		case r.Direction == Up && r.Time.After(l.Up):
+			l.Up = r.Time
+		case r.Direction == Down && r.Time.After(l.Down):
+			l.Down = r.Time
+		}
+	}
+	return l
+}
+
+// Record is one decision with its context: what was asked, by whom, and
+// what happened. It is streamed on the events endpoint and kept as history.
+type Record struct {
+	// Seq numbers records in the order this process published them.
+	Seq        uint64    `json:"seq,omitempty"`
+	Time       time.Time `json:"time"`
+	Autoscaler string    `json:"autoscaler"`
+	Service    string    `json:"service"`
+	ServiceID  string    `json:"service_id"`
+	Direction  Direction `json:"direction"`
+	// Source says who asked: "http 127.0.0.1:5555" for an API call.
+	Source string `json:"source"`
+	Decision
+	// DryRun is true when the decision was not applied because the
+	// controller runs in dry-run mode.
+	DryRun bool `json:"dry_run,omitempty"`
+}
+
+// Request asks the controller to scale one service.
+type Request struct {
+	Autoscaler string
+	Service    string
+	Direction  Direction
+	Source     string
+}
+
+// Config configures a Controller.
+type Config struct {
+	// DryRun decides and records but never writes to Docker.
+	DryRun bool
+	// Retries is how many times a version conflict is retried (default 5).
+	Retries int
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+	// HistoryTimeout bounds one history write (default 5s).
+	HistoryTimeout time.Duration
+}
+
+// Controller is the autoscaler: it keeps the list of managed services in
+// step with the swarm through Docker events and turns requests into
+// decisions, applied to Docker, recorded in History and broadcast.
+type Controller struct {
+	cfg     Config
+	swarm   Swarm
+	history History
+	log     *slog.Logger
+	metrics *metrics
+	bus     *Broadcaster
+	resyncC chan struct{}
+
+	mu sync.Mutex // guards following fields
+	// services are the managed services (opted in), by ID.
+	services map[string]*managed
+	// states are per-service decision locks and last scale times, by ID;
+	// they outlive label changes.
+	states   map[string]*state
+	dockerOK bool
+}
+
+// managed is one service the controller manages.
+type managed struct {
+	svc    Service
+	policy Policy
+	// err is the policy's parse error; nil when the labels are valid.
+	err error
+}
+
+// state serialises the decisions of one service.
+type state struct {
+	mu   sync.Mutex // held for a whole decision; guards following fields
+	last LastScale
+	// loaded is true once last holds what the history knew at start.
+	loaded bool
+}
+
+// NewController returns a controller; Run keeps its service list current.
+func NewController(cfg Config, s Swarm, h History, log *slog.Logger, reg prometheus.Registerer) *Controller {
+	if cfg.Retries <= 0 {
+		cfg.Retries = 5
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.HistoryTimeout <= 0 {
+		cfg.HistoryTimeout = 5 * time.Second
+	}
+	c := &Controller{
+		cfg: cfg, swarm: s, history: h,
+		log:      log.With("component", "scale"),
+		bus:      NewBroadcaster(0),
+		resyncC:  make(chan struct{}, 1),
+		services: map[string]*managed{},
+		states:   map[string]*state{},
+	}
+	c.metrics = newMetrics(reg, c)
+	return c
+}
+
+// Broadcaster is the feed of every decision record.
+func (c *Controller) Broadcaster() *Broadcaster { return c.bus }
+
+// DryRun reports whether decisions are only recorded, never applied.
+func (c *Controller) DryRun() bool { return c.cfg.DryRun }
+
+// Run follows Docker's service events until ctx ends: it subscribes, then
+// lists every service, and reopens the stream with backoff and lists again
+// whenever it ends, so no change is missed between the two.
+func (c *Controller) Run(ctx context.Context) error {
+	c.log.Info("autoscaler starting", "dry_run", c.cfg.DryRun)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { c.watch(gctx); return nil })
+	g.Go(func() error { c.resyncLoop(gctx); return nil })
+	g.Wait()
+	c.log.Info("autoscaler stopped")
+	return nil
+}
+
+func (c *Controller) watch(ctx context.Context) {
+	delay := 500 * time.Millisecond
+	for ctx.Err() == nil {
+		sctx, cancel := context.WithCancel(ctx)
+		events, errs := c.swarm.Events(sctx)
+		c.requestResync()
+		opened := time.Now()
+		err := c.consume(sctx, events, errs)
+		cancel()
+		if ctx.Err() != nil {
+			return
+		}
+		c.setDockerOK(false)
+		c.metrics.reconnects.Inc()
+		if time.Since(opened) > time.Minute {
+			delay = 500 * time.Millisecond
+		}
+		c.log.Warn("docker event stream ended; reconnecting", "err", err, "retry_in", delay)
+		sleep(ctx, delay)
+		delay = min(delay*2, 30*time.Second)
+	}
+}
+
+func (c *Controller) consume(ctx context.Context, events <-chan ServiceEvent, errs <-chan error) error {
+	for {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case err := <-errs:
+			return err
+		case ev, ok := <-events:
+			if !ok {
+				return errors.New("event stream closed")
+			}
+			if err := c.refresh(ctx, ev); err != nil {
+				c.log.Warn("service event not applied; resyncing", "service_id", ev.ServiceID, "action", ev.Action, "err", err)
+				c.requestResync()
+			}
+		}
+	}
+}
+
+// refresh applies one service event to the list.
+func (c *Controller) refresh(ctx context.Context, ev ServiceEvent) error {
+	if ev.Action == "remove" {
+		c.forget(ev.ServiceID)
+		return nil
+	}
+	svc, err := c.swarm.Service(ctx, ev.ServiceID)
+	if errors.Is(err, ErrNotFound) {
+		c.forget(ev.ServiceID)
+		return nil
+	}
+	if err != nil {
+		c.metrics.errors.WithLabelValues("docker_inspect").Inc()
+		return fmt.Errorf("inspect service %s: %w", ev.ServiceID, err)
+	}
+	c.upsert(svc)
+	return nil
+}
+
+func (c *Controller) requestResync() {
+	select {
+	case c.resyncC <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Controller) resyncLoop(ctx context.Context) {
+	delay := 500 * time.Millisecond
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-c.resyncC:
+		case <-retry:
+		}
+		retry = nil
+		if err := c.resync(ctx); err != nil {
+			if ctx.Err() != nil {
+				return
+			}
+			c.setDockerOK(false)
+			c.metrics.errors.WithLabelValues("docker_list").Inc()
+			c.log.Warn("list services failed; will retry", "err", err, "retry_in", delay)
+			retry = time.After(delay)
+			delay = min(delay*2, 30*time.Second)
+			continue
+		}
+		delay = 500 * time.Millisecond
+	}
+}
+
+// resync replaces the list with what Docker holds now.
+func (c *Controller) resync(ctx context.Context) error {
+	svcs, err := c.swarm.Services(ctx)
+	if err != nil {
+		return fmt.Errorf("list services: %w", err)
+	}
+	seen := map[string]bool{}
+	for _, s := range svcs {
+		seen[s.ID] = true
+		c.upsert(s)
+	}
+	c.mu.Lock()
+	var gone []string
+	for id := range c.services {
+		if !seen[id] {
+			gone = append(gone, id)
+		}
+	}
+	c.dockerOK = true
+	c.mu.Unlock()
+	for _, id := range gone {
+		c.forget(id)
+	}
+	c.log.Debug("services resynced", "services", len(svcs))
+	return nil
+}
+
+// upsert records svc when it opted in to autoscaling, and drops it when it
+// opted out. Invalid labels keep the service listed with its error, so that
+// requests get a 422 naming the label rather than a 404.
+func (c *Controller) upsert(svc Service) {
+	p, err := ParsePolicy(svc.Labels)
+	optedIn := p.Enabled || (err != nil && OptedIn(svc.Labels))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	old, had := c.services[svc.ID]
+	if !optedIn {
+		if err != nil && mentionsSwitch(svc.Labels) {
+			c.log.Warn("bad scaling labels; service not autoscaled", "service", svc.Name, "err", err)
+		}
+		if had {
+			delete(c.services, svc.ID)
+			c.log.Info("service no longer autoscaled", "service", svc.Name)
+		}
+		return
+	}
+	m := &managed{svc: svc, policy: p, err: err}
+	c.services[svc.ID] = m
+	switch {
+	case err != nil && (!had || old.err == nil || old.err.Error() != err.Error()):
+		c.log.Warn("bad scaling labels; requests for this service are refused", "service", svc.Name, "err", err)
+	case !had:
+		c.log.Info("service autoscaled", "service", svc.Name, "global", svc.Global, "min", p.Min, "max", p.Max)
+	case old.policy != p:
+		c.log.Info("service scaling policy changed", "service", svc.Name, "min", p.Min, "max", p.Max)
+	}
+}
+
+// mentionsSwitch reports whether a switch label is set to anything but
+// false: its owner meant the service to be autoscaled, or mistyped.
+func mentionsSwitch(labels map[string]string) bool {
+	for _, key := range []string{LabelOrbiter, LabelEnabled} {
+		if v, ok := labels[key]; ok {
+			if b, err := parseBool(v); err != nil || b {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func (c *Controller) forget(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if m, ok := c.services[id]; ok {
+		c.log.Info("service removed from autoscaling", "service", m.svc.Name)
+		delete(c.services, id)
+	}
+	delete(c.states, id)
+}
+
+// lookup finds a managed service by name (or ID).
+func (c *Controller) lookup(name string) (*managed, *state, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, m := range c.services {
+		if m.svc.Name == name || id == name {
+			st := c.states[id]
+			if st == nil {
+				st = &state{}
+				c.states[id] = st
+			}
+			return m, st, true
+		}
+	}
+	return nil, nil, false
+}
+
+// Handle decides on one request and applies the decision. A policy refusal
+// is not an error: it is a Record with Refused set. Errors wrap ErrNotFound,
+// ErrGlobalService, ErrBadPolicy, ErrUnknownDirection or ErrUnavailable.
+func (c *Controller) Handle(ctx context.Context, req Request) (Record, error) {
+	if req.Direction != Up && req.Direction != Down {
+		return Record{}, fmt.Errorf("%w: %q", ErrUnknownDirection, req.Direction)
+	}
+	if req.Autoscaler != AutoswarmName {
+		return Record{}, fmt.Errorf("autoscaler %q: %w (services detected in the swarm are under %q)", req.Autoscaler, ErrNotFound, AutoswarmName)
+	}
+	m, st, ok := c.lookup(req.Service)
+	if !ok {
+		return Record{}, fmt.Errorf("service %q: %w among autoscaled services (label it %s=true)", req.Service, ErrNotFound, LabelOrbiter)
+	}
+	if m.svc.Global {
+		// A service's mode never changes: no need to read it again.
+		return Record{}, fmt.Errorf("service %q: %w", m.svc.Name, ErrGlobalService)
+	}
+	st.mu.Lock()
+	err := c.loadLocked(ctx, m.svc.Name, st)
+	var rec Record
+	if err == nil {
+		rec, err = c.decideLocked(ctx, req, m.svc.ID, st)
+	}
+	if err == nil {
+		rec = c.bus.Publish(rec)
+	}
+	st.mu.Unlock()
+	if err != nil {
+		return Record{}, err
+	}
+	c.metrics.observe(rec)
+	c.log.Info("scaling decision", "service", rec.Service, "direction", rec.Direction, "from", rec.From, "to", rec.To,
+		"refused", rec.Refused, "reason", rec.Reason, "dry_run", rec.DryRun, "source", rec.Source)
+	c.appendHistory(ctx, rec)
+	return rec, nil
+}
+
+func usable(m *managed) error {
+	if m.svc.Global {
+		return fmt.Errorf("service %q: %w", m.svc.Name, ErrGlobalService)
+	}
+	if m.err != nil {
+		return fmt.Errorf("service %q: %w: %w", m.svc.Name, ErrBadPolicy, m.err)
+	}
+	return nil
+}
+
+// loadLocked reads the service's last scale times from the history once, so
+// that a restarted controller keeps the cooldowns. While the history cannot
+// be read, decisions on the service wait (ErrUnavailable): deciding without
+// it could break a cooldown. st.mu is held.
+func (c *Controller) loadLocked(ctx context.Context, service string, st *state) error {
+	if st.loaded || c.history == nil {
+		return nil
+	}
+	hctx, cancel := context.WithTimeout(ctx, c.cfg.HistoryTimeout)
+	defer cancel()
+	last, err := c.history.Last(hctx, service)
+	if err != nil {
+		c.metrics.errors.WithLabelValues("history").Inc()
+		return fmt.Errorf("read the scaling history of %s (cooldowns depend on it): %w: %w", service, ErrUnavailable, err)
+	}
+	if last.Up.After(st.last.Up) {
+		st.last.Up = last.Up
+	}
+	if last.Down.After(st.last.Down) {
+		st.last.Down = last.Down
+	}
+	st.loaded = true
+	return nil
+}
+
+// decideLocked reads the service afresh (labels included, so a label edit
+// counts even before its event arrives), decides and writes, retrying when
+// the service changed in between. st.mu is held.
+func (c *Controller) decideLocked(ctx context.Context, req Request, id string, st *state) (Record, error) {
+	for attempt := 0; ; attempt++ {
+		svc, err := c.swarm.Service(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			c.forget(id)
+			return Record{}, fmt.Errorf("service %q: %w", req.Service, ErrNotFound)
+		}
+		if err != nil {
+			c.metrics.errors.WithLabelValues("docker_inspect").Inc()
+			return Record{}, fmt.Errorf("inspect service %s: %w: %w", req.Service, ErrUnavailable, err)
+		}
+		c.upsert(svc)
+		m, _, ok := c.lookup(svc.Name)
+		if !ok {
+			return Record{}, fmt.Errorf("service %q: %w among autoscaled services (its labels no longer opt in)", req.Service, ErrNotFound)
+		}
+		if err := usable(m); err != nil {
+			return Record{}, err
+		}
+		now := c.cfg.Now()
+		d, err := Decide(svc.Replicas, req.Direction, m.policy, st.last, now)
+		if err != nil {
+			return Record{}, err
+		}
+		rec := Record{Time: now.UTC(), Autoscaler: AutoswarmName, Service: svc.Name, ServiceID: svc.ID,
+			Direction: req.Direction, Source: req.Source, Decision: d, DryRun: c.cfg.DryRun && !d.Refused}
+		if d.Refused || c.cfg.DryRun {
+			return rec, nil
+		}
+		err = c.swarm.SetReplicas(ctx, svc.ID, svc.Version, d.To)
+		if errors.Is(err, ErrVersionConflict) && attempt < c.cfg.Retries {
+			c.metrics.conflicts.Inc()
+			c.log.Debug("service changed while scaling; retrying", "service", svc.Name, "attempt", attempt+1)
+			continue
+		}
+		if errors.Is(err, ErrGlobalService) {
+			return Record{}, fmt.Errorf("service %q: %w", req.Service, ErrGlobalService)
+		}
+		if err != nil {
+			c.metrics.errors.WithLabelValues("docker_update").Inc()
+			return Record{}, fmt.Errorf("update service %s to %d replicas: %w: %w", svc.Name, d.To, ErrUnavailable, err)
+		}
+		if req.Direction == Up {
+			st.last.Up = now
+		} else {
+			st.last.Down = now
+		}
+		return rec, nil
+	}
+}
+
+// appendHistory stores rec; a failure is logged and counted, never returned:
+// the decision has been made and applied already.
+func (c *Controller) appendHistory(ctx context.Context, rec Record) {
+	if c.history == nil {
+		return
+	}
+	hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.HistoryTimeout)
+	defer cancel()
+	if err := c.history.Append(hctx, rec); err != nil {
+		c.metrics.errors.WithLabelValues("history").Inc()
+		c.log.Warn("decision not kept in history", "service", rec.Service, "seq", rec.Seq, "err", err)
+	}
+}
+
+// ServiceInfo is one autoscaled service as the API lists it.
+type ServiceInfo struct {
+	// Name is Orbiter's "autoswarm/<service>".
+	Name      string `json:"name"`
+	Service   string `json:"service"`
+	ServiceID string `json:"service_id"`
+	Mode      string `json:"mode"`
+	Replicas  int    `json:"replicas"`
+	Policy    Policy `json:"policy"`
+	// Error is the labels' problem, when they are invalid.
+	Error string `json:"error,omitempty"`
+}
+
+// Services lists the autoscaled services by name.
+func (c *Controller) Services() []ServiceInfo {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	out := make([]ServiceInfo, 0, len(c.services))
+	for _, m := range c.services {
+		si := ServiceInfo{Name: AutoswarmName + "/" + m.svc.Name, Service: m.svc.Name, ServiceID: m.svc.ID,
+			Mode: "replicated", Replicas: m.svc.Replicas, Policy: m.policy}
+		if m.svc.Global {
+			si.Mode = "global"
+		}
+		if m.err != nil {
+			si.Error = m.err.Error()
+		}
+		out = append(out, si)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out
+}
+
+// Status is the controller's view of its dependencies.
+type Status struct {
+	DockerConnected bool `json:"docker_connected"`
+	Services        int  `json:"services"`
+	DryRun          bool `json:"dry_run"`
+}
+
+// Status reports the controller's current state.
+func (c *Controller) Status() Status {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return Status{DockerConnected: c.dockerOK, Services: len(c.services), DryRun: c.cfg.DryRun}
+}
+
+func (c *Controller) serviceCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.services)
+}
+
+func (c *Controller) setDockerOK(ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.dockerOK = ok
+}
+
+func sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}

@@ -1,0 +1,89 @@
+package scale
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestLastScaleOf(t *testing.T) {
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return t0.Add(time.Duration(s) * time.Second) }
+	rec := func(s int, dir Direction, from, to int, refused, dry bool) Record {
+		return Record{Time: at(s), Direction: dir, Decision: Decision{From: from, To: to, Refused: refused}, DryRun: dry}
+	}
+	tests := []struct {
+		name    string
+		records []Record
+		want    LastScale
+	}{
+		{name: "no records", want: LastScale{}},
+		{name: "latest per direction", records: []Record{rec(1, Up, 1, 2, false, false), rec(3, Up, 2, 3, false, false), rec(2, Down, 3, 2, false, false)},
+			want: LastScale{Up: at(3), Down: at(2)}},
+		{name: "refused, dry-run and no-op records do not count", records: []Record{
+			rec(1, Up, 1, 2, false, false), rec(5, Up, 2, 2, true, false), rec(6, Up, 2, 3, false, true), rec(7, Down, 2, 2, false, false)},
+			want: LastScale{Up: at(1)}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, LastScaleOf(tt.records)); diff != "" {
+				t.Errorf("(-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// TestControllerCooldownSurvivesRestart: a second controller on the same
+// history refuses inside the cooldown the first one started.
+func TestControllerCooldownSurvivesRestart(t *testing.T) {
+	sw := newFakeSwarm(svc("web", 1, "orbiter", "true", LabelCooldownUp, "1h"))
+	hist := &memHistory{}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	req := Request{Autoscaler: AutoswarmName, Service: "web", Direction: Up}
+	for i, wantRefused := range []bool{false, true} {
+		c := NewController(Config{}, sw, hist, log, nil)
+		if err := c.resync(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		rec, err := c.Handle(context.Background(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rec.Refused != wantRefused {
+			t.Errorf("controller %d: %+v, want refused=%v", i+1, rec.Decision, wantRefused)
+		}
+	}
+	if got := sw.replicas("web"); got != 2 {
+		t.Errorf("%d replicas, want 2", got)
+	}
+}
+
+// TestControllerWaitsForHistory: while the history cannot be read, no
+// decision is made (it could break a cooldown); once it can, they resume.
+func TestControllerWaitsForHistory(t *testing.T) {
+	sw := newFakeSwarm(svc("web", 1, "orbiter", "true"))
+	hist := &memHistory{err: errors.New("consul down")}
+	c := NewController(Config{}, sw, hist, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err := c.resync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	req := Request{Autoscaler: AutoswarmName, Service: "web", Direction: Up}
+	_, err := c.Handle(context.Background(), req)
+	if !errors.Is(err, ErrUnavailable) || statusOf(err) != 503 {
+		t.Fatalf("err = %v, want ErrUnavailable (503)", err)
+	}
+	if sw.replicas("web") != 1 {
+		t.Fatal("scaled without its history")
+	}
+	hist.mu.Lock()
+	hist.err = nil
+	hist.mu.Unlock()
+	if rec, err := c.Handle(context.Background(), req); err != nil || rec.To != 2 {
+		t.Fatalf("after the history came back: %+v %v", rec, err)
+	}
+}

@@ -1,0 +1,18 @@
+// Package scale is underlay's autoscaler for Docker Swarm services, behind
+// `underlay control`: an Orbiter-compatible HTTP API with the safety of
+// Kubernetes' HorizontalPodAutoscaler.
+//
+// The decisions are pure functions that import no client library:
+// ParsePolicy reads a service's policy from its labels, Decide turns a
+// request (current replicas, direction, policy, last scale times, now) into
+// a Decision, and DesiredReplicas is HPA-style target tracking. The
+// Controller drives them: it keeps the list of autoscaled services current
+// from Docker events (subscribe, then list; list again after every
+// reconnect), serialises the decisions of each service, writes replicas with
+// the service's version (retrying on conflict), and hands every decision to
+// History (Consul KV, see package adapter) and to a Broadcaster that feeds
+// the server-sent events endpoint. API maps it all to HTTP.
+//
+// Docker and Consul sit behind the Swarm and History interfaces declared
+// here; package adapter implements them.
+package scale

@@ -1,0 +1,352 @@
+package scale
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"log/slog"
+)
+
+const testToken = "s3cret"
+
+// apiEnv is a controller on a fake swarm behind an httptest server.
+type apiEnv struct {
+	swarm   *fakeSwarm
+	history *memHistory
+	ctrl    *Controller
+	reg     *prometheus.Registry
+	srv     *httptest.Server
+}
+
+func newAPIEnv(t *testing.T, cfg Config, svcs ...Service) *apiEnv {
+	t.Helper()
+	e := &apiEnv{swarm: newFakeSwarm(svcs...), history: &memHistory{}, reg: prometheus.NewRegistry()}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	e.ctrl = NewController(cfg, e.swarm, e.history, log, e.reg)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { e.ctrl.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, func() bool { return e.ctrl.Status().DockerConnected })
+	tokens, err := ParseTokens(strings.NewReader("# ops\nother\n\n" + testToken + "\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.srv = httptest.NewServer(NewAPI(APIConfig{Tokens: tokens, KeepAlive: 50 * time.Millisecond}, e.ctrl, log).Handler())
+	t.Cleanup(e.srv.Close)
+	return e
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met after 5s")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// do sends a request and returns the status and body.
+func (e *apiEnv) do(t *testing.T, method, path, token, body string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(method, e.srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+func svc(id string, replicas int, labels ...string) Service {
+	l := map[string]string{}
+	for i := 0; i+1 < len(labels); i += 2 {
+		l[labels[i]] = labels[i+1]
+	}
+	return Service{ID: id, Name: id, Labels: l, Replicas: replicas, Version: 10}
+}
+
+func TestAPIStatusCodes(t *testing.T) {
+	global := svc("glob", 0, "orbiter", "true")
+	global.Global = true
+	tests := []struct {
+		name       string
+		method     string
+		path       string
+		token      string
+		body       string
+		wantCode   int
+		wantInBody string
+		// wantReplicas of service "web" afterwards, when not 0.
+		wantReplicas int
+	}{
+		{name: "no token", method: "POST", path: "/v1/orbiter/handle/autoswarm/web/up", wantCode: 401, wantInBody: "missing bearer token", wantReplicas: 1},
+		{name: "wrong token", method: "POST", path: "/v1/orbiter/handle/autoswarm/web/up", token: "nope", wantCode: 401, wantInBody: "invalid bearer token", wantReplicas: 1},
+		{name: "no token on body form", method: "POST", path: "/handle/autoswarm/web", body: `{"direction":true}`, wantCode: 401},
+		{name: "unknown direction", method: "POST", path: "/v1/orbiter/handle/autoswarm/web/sideways", token: testToken, wantCode: 400, wantInBody: "unknown direction", wantReplicas: 1},
+		{name: "boolean in the path is unknown", method: "POST", path: "/v1/orbiter/handle/autoswarm/web/true", token: testToken, wantCode: 400, wantReplicas: 1},
+		{name: "body without direction", method: "POST", path: "/v1/orbiter/handle/autoswarm/web", token: testToken, body: `{}`, wantCode: 400, wantInBody: "no direction", wantReplicas: 1},
+		{name: "empty body", method: "POST", path: "/v1/orbiter/handle/autoswarm/web", token: testToken, wantCode: 400, wantInBody: "malformed JSON", wantReplicas: 1},
+		{name: "malformed body", method: "POST", path: "/v1/orbiter/handle/autoswarm/web", token: testToken, body: `{"direction":`, wantCode: 400, wantReplicas: 1},
+		{name: "body with a number", method: "POST", path: "/v1/orbiter/handle/autoswarm/web", token: testToken, body: `{"direction":1}`, wantCode: 400, wantReplicas: 1},
+		{name: "body with string true", method: "POST", path: "/v1/orbiter/handle/autoswarm/web", token: testToken, body: `{"direction":"true"}`, wantCode: 400, wantReplicas: 1},
+		{name: "unknown service", method: "POST", path: "/v1/orbiter/handle/autoswarm/nope/up", token: testToken, wantCode: 404, wantInBody: "not found"},
+		{name: "service that did not opt in", method: "POST", path: "/v1/orbiter/handle/autoswarm/plain/up", token: testToken, wantCode: 404},
+		{name: "orbiter=false", method: "POST", path: "/v1/orbiter/handle/autoswarm/off/up", token: testToken, wantCode: 404},
+		{name: "unknown autoscaler", method: "POST", path: "/v1/orbiter/handle/infra/web/up", token: testToken, wantCode: 404, wantInBody: "autoswarm", wantReplicas: 1},
+		{name: "global service", method: "POST", path: "/v1/orbiter/handle/autoswarm/glob/up", token: testToken, wantCode: 409, wantInBody: "global mode"},
+		{name: "bad labels", method: "POST", path: "/v1/orbiter/handle/autoswarm/bad/up", token: testToken, wantCode: 422, wantInBody: `underlay.scale.max=\"lots\"`},
+		{name: "down refused by default", method: "POST", path: "/v1/orbiter/handle/autoswarm/web/down", token: testToken, wantCode: 200, wantInBody: `"refused":true`, wantReplicas: 1},
+		{name: "GET on a POST route", method: "GET", path: "/v1/orbiter/handle/autoswarm/web/up", wantCode: 405},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			e := newAPIEnv(t, Config{},
+				svc("web", 1, "orbiter", "true", LabelMax, "3"),
+				svc("plain", 1),
+				svc("off", 1, "orbiter", "false"),
+				svc("bad", 1, "orbiter", "true", LabelMax, "lots"),
+				global)
+			code, body := e.do(t, tt.method, tt.path, tt.token, tt.body)
+			if code != tt.wantCode {
+				t.Errorf("status %d, want %d; body %s", code, tt.wantCode, body)
+			}
+			if !strings.Contains(body, tt.wantInBody) {
+				t.Errorf("body %s does not contain %q", body, tt.wantInBody)
+			}
+			if tt.wantReplicas != 0 {
+				if got := e.swarm.replicas("web"); got != tt.wantReplicas {
+					t.Errorf("web has %d replicas, want %d", got, tt.wantReplicas)
+				}
+			}
+		})
+	}
+}
+
+func TestAPIScales(t *testing.T) {
+	e := newAPIEnv(t, Config{}, svc("web", 1, "orbiter", "true", LabelMax, "3", LabelAllowDown, "true", LabelCooldownDown, "0"))
+	steps := []struct {
+		path, body string
+		want       Decision
+	}{
+		{"/v1/orbiter/handle/autoswarm/web/up", "", Decision{From: 1, To: 2, Reason: ReasonScaled}},
+		{"/handle/autoswarm/web", `{"direction": true}`, Decision{From: 2, To: 3, Reason: ReasonScaled}},
+		{"/v1/orbiter/handle/autoswarm/web", `{"direction": "up"}`, Decision{From: 3, To: 3, Reason: ReasonAtMax, Refused: true}},
+		{"/handle/autoswarm/web/down", "", Decision{From: 3, To: 2, Reason: ReasonScaled}},
+		{"/v1/orbiter/handle/autoswarm/web", `{"direction": false}`, Decision{From: 2, To: 1, Reason: ReasonScaled}},
+		{"/v1/orbiter/handle/autoswarm/web", `{"direction": "down"}`, Decision{From: 1, To: 1, Reason: ReasonAtMin, Refused: true}},
+	}
+	for i, s := range steps {
+		code, body := e.do(t, "POST", s.path, testToken, s.body)
+		if code != 200 {
+			t.Fatalf("step %d: status %d: %s", i, code, body)
+		}
+		var rec Record
+		if err := json.Unmarshal([]byte(body), &rec); err != nil {
+			t.Fatal(err)
+		}
+		rec.Why = ""
+		if diff := cmp.Diff(s.want, rec.Decision); diff != "" {
+			t.Errorf("step %d (%s): decision (-want +got):\n%s", i, s.path, diff)
+		}
+		if got := e.swarm.replicas("web"); got != s.want.To {
+			t.Errorf("step %d: %d replicas, want %d", i, got, s.want.To)
+		}
+	}
+	if n := e.history.len(); n != len(steps) {
+		t.Errorf("history has %d records, want %d", n, len(steps))
+	}
+	if got := counterValue(t, e.ctrl.metrics.decisions.WithLabelValues("scaled", "scaled")); got != 4 {
+		t.Errorf("scaled decisions metric = %v, want 4", got)
+	}
+	if got := counterValue(t, e.ctrl.metrics.decisions.WithLabelValues("refused", "at_max")); got != 1 {
+		t.Errorf("refused at_max metric = %v, want 1", got)
+	}
+}
+
+func TestAPIListAndHealth(t *testing.T) {
+	e := newAPIEnv(t, Config{}, svc("web", 2, "orbiter", "true"), svc("plain", 1))
+	for _, path := range []string{"/v1/orbiter/autoscaler", "/autoscaler"} {
+		code, body := e.do(t, "GET", path, "", "")
+		var got struct{ Data []ServiceInfo }
+		if err := json.Unmarshal([]byte(body), &got); err != nil || code != 200 {
+			t.Fatalf("%s: %d %s %v", path, code, body, err)
+		}
+		if len(got.Data) != 1 || got.Data[0].Name != "autoswarm/web" || got.Data[0].Replicas != 2 {
+			t.Errorf("%s: %+v, want only autoswarm/web with 2 replicas", path, got.Data)
+		}
+	}
+	for _, path := range []string{"/v1/orbiter/health", "/health"} {
+		code, body := e.do(t, "GET", path, "", "")
+		if code != 200 || !strings.Contains(body, `"status":true`) {
+			t.Errorf("%s: %d %s", path, code, body)
+		}
+	}
+}
+
+func TestAPIDryRun(t *testing.T) {
+	e := newAPIEnv(t, Config{DryRun: true}, svc("web", 1, "orbiter", "true"))
+	code, body := e.do(t, "POST", "/v1/orbiter/handle/autoswarm/web/up", testToken, "")
+	if code != 200 || !strings.Contains(body, `"dry_run":true`) || !strings.Contains(body, `"to":2`) {
+		t.Errorf("dry run: %d %s", code, body)
+	}
+	if got := e.swarm.replicas("web"); got != 1 {
+		t.Errorf("dry run changed replicas to %d", got)
+	}
+}
+
+func TestControllerBurstNeverExceedsMax(t *testing.T) {
+	e := newAPIEnv(t, Config{},
+		svc("fast", 1, "orbiter", "true", LabelMax, "4"),
+		svc("cool", 1, "orbiter", "true", LabelMax, "4", "orbiter.cooldown", "3600"))
+	for _, name := range []string{"fast", "cool"} {
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		scaled := 0
+		for range 50 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				rec, err := e.ctrl.Handle(context.Background(), Request{Autoscaler: AutoswarmName, Service: name, Direction: Up})
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if !rec.Refused {
+					mu.Lock()
+					scaled++
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		want := map[string][2]int{"fast": {3, 4}, "cool": {1, 2}}[name]
+		if scaled != want[0] || e.swarm.replicas(name) != want[1] {
+			t.Errorf("%s: %d scaled, %d replicas; want %d and %d", name, scaled, e.swarm.replicas(name), want[0], want[1])
+		}
+	}
+}
+
+func TestControllerRetriesVersionConflict(t *testing.T) {
+	e := newAPIEnv(t, Config{}, svc("web", 1, "orbiter", "true"))
+	e.swarm.conflicts = 2
+	rec, err := e.ctrl.Handle(context.Background(), Request{Autoscaler: AutoswarmName, Service: "web", Direction: Up})
+	if err != nil || rec.To != 2 || e.swarm.replicas("web") != 2 {
+		t.Fatalf("rec %+v err %v replicas %d", rec, err, e.swarm.replicas("web"))
+	}
+	e.swarm.conflicts = 100
+	if _, err := e.ctrl.Handle(context.Background(), Request{Autoscaler: AutoswarmName, Service: "web", Direction: Up}); err == nil || statusOf(err) != 503 {
+		t.Errorf("endless conflicts: err %v, want a 503 error", err)
+	}
+}
+
+func TestControllerFollowsEvents(t *testing.T) {
+	e := newAPIEnv(t, Config{})
+	names := func() []string {
+		var out []string
+		for _, s := range e.ctrl.Services() {
+			out = append(out, s.Name)
+		}
+		return out
+	}
+	e.swarm.set(svc("a", 1, "orbiter", "true"), "create")
+	e.swarm.set(svc("b", 1), "create")
+	waitFor(t, func() bool { return cmp.Equal(names(), []string{"autoswarm/a"}) })
+	e.swarm.set(svc("b", 1, LabelEnabled, "true"), "update")
+	waitFor(t, func() bool { return cmp.Equal(names(), []string{"autoswarm/a", "autoswarm/b"}) })
+	e.swarm.set(svc("a", 1, "orbiter", "false"), "update")
+	waitFor(t, func() bool { return cmp.Equal(names(), []string{"autoswarm/b"}) })
+	e.swarm.set(svc("b", 1), "remove")
+	waitFor(t, func() bool { return len(names()) == 0 })
+}
+
+func TestControllerResyncsOnReconnect(t *testing.T) {
+	e := newAPIEnv(t, Config{})
+	e.swarm.setQuietly(svc("lost", 1, "orbiter", "true"))
+	e.swarm.errs <- errors.New("docker restarted")
+	waitFor(t, func() bool { return len(e.ctrl.Services()) == 1 })
+	if got := counterValue(t, e.ctrl.metrics.reconnects); got != 1 {
+		t.Errorf("reconnects = %v, want 1", got)
+	}
+}
+
+func TestAPIEventsStream(t *testing.T) {
+	e := newAPIEnv(t, Config{}, svc("web", 1, "orbiter", "true", LabelMax, "2"))
+	const readers = 3
+	got := make([][]Record, readers)
+	var wg sync.WaitGroup
+	for i := range readers {
+		path := []string{"/v1/orbiter/events", "/events"}[i%2]
+		resp, err := http.Get(e.srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
+			t.Fatalf("content type %q", ct)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			sc := bufio.NewScanner(resp.Body)
+			for sc.Scan() && len(got[i]) < 3 {
+				if data, ok := strings.CutPrefix(sc.Text(), "data: "); ok {
+					var r Record
+					if err := json.Unmarshal([]byte(data), &r); err != nil {
+						t.Error(err)
+						return
+					}
+					got[i] = append(got[i], r)
+				}
+			}
+		}()
+	}
+	waitFor(t, func() bool { return e.ctrl.Broadcaster().Subscribers() == readers })
+	for _, dir := range []string{"up", "up", "down"} {
+		if code, body := e.do(t, "POST", "/v1/orbiter/handle/autoswarm/web/"+dir, testToken, ""); code != 200 {
+			t.Fatalf("%s: %d %s", dir, code, body)
+		}
+	}
+	wg.Wait()
+	for i, recs := range got {
+		var reasons []Reason
+		for _, r := range recs {
+			reasons = append(reasons, r.Reason)
+		}
+		want := []Reason{ReasonScaled, ReasonAtMax, ReasonDownDisabled}
+		if diff := cmp.Diff(want, reasons); diff != "" {
+			t.Errorf("reader %d reasons (-want +got):\n%s", i, diff)
+		}
+	}
+}
+
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}

@@ -1,0 +1,140 @@
+package scale
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParsePolicy(t *testing.T) {
+	def := DefaultPolicy()
+	enabled := func(f func(*Policy)) Policy {
+		p := DefaultPolicy()
+		p.Enabled = true
+		if f != nil {
+			f(&p)
+		}
+		return p
+	}
+	tests := []struct {
+		name    string
+		labels  map[string]string
+		want    Policy
+		wantErr []string // substrings of the error
+	}{
+		{name: "no labels: not enabled, defaults", want: def},
+		{name: "orbiter=true enables", labels: map[string]string{"orbiter": "true"}, want: enabled(nil)},
+		{name: "orbiter=false really disables", labels: map[string]string{"orbiter": "false"}, want: def},
+		{
+			name:   "orbiter=false wins over underlay.scale.enabled=true",
+			labels: map[string]string{"orbiter": "false", LabelEnabled: "true"},
+			want:   def,
+		},
+		{name: "underlay.scale.enabled enables", labels: map[string]string{LabelEnabled: "true"}, want: enabled(nil)},
+		{
+			name:   "orbiter steps and cooldown",
+			labels: map[string]string{"orbiter": "true", "orbiter.up": "3", "orbiter.down": "2", "orbiter.cooldown": "30"},
+			want: enabled(func(p *Policy) {
+				p.StepUp, p.StepDown = Step{Replicas: 3}, Step{Replicas: 2}
+				p.CooldownUp, p.CooldownDown = 30*time.Second, 30*time.Second
+			}),
+		},
+		{
+			name: "underlay labels override orbiter's",
+			labels: map[string]string{"orbiter": "true", "orbiter.up": "3", "orbiter.cooldown": "30",
+				LabelStepUp: "50%", LabelCooldownUp: "2m", LabelCooldownDown: "45"},
+			want: enabled(func(p *Policy) {
+				p.StepUp = Step{Percent: 50}
+				p.CooldownUp, p.CooldownDown = 2*time.Minute, 45*time.Second
+			}),
+		},
+		{
+			name: "every underlay label",
+			labels: map[string]string{LabelEnabled: "yes", LabelMin: "0", LabelMax: "20", LabelStepUp: "4",
+				LabelStepDown: "25%", LabelPaused: "true", LabelAllowDown: "true"},
+			want: enabled(func(p *Policy) {
+				p.Min, p.Max, p.StepUp, p.StepDown, p.Paused, p.AllowDown = 0, 20, Step{Replicas: 4}, Step{Percent: 25}, true, true
+			}),
+		},
+		{name: "other tools' labels are ignored", labels: map[string]string{"orbiter": "true", "com.docker.stack.namespace": "x"}, want: enabled(nil)},
+		{name: "bad switch", labels: map[string]string{"orbiter": "maybe"}, wantErr: []string{`orbiter="maybe"`, "true or false"}},
+		{name: "bad max", labels: map[string]string{LabelMax: "ten"}, wantErr: []string{`underlay.scale.max="ten"`, "whole number"}},
+		{name: "negative min", labels: map[string]string{LabelMin: "-1"}, wantErr: []string{`underlay.scale.min="-1"`, "at least 0"}},
+		{name: "zero step", labels: map[string]string{LabelStepUp: "0"}, wantErr: []string{`underlay.scale.step-up="0"`}},
+		{name: "bad percent", labels: map[string]string{LabelStepDown: "x%"}, wantErr: []string{`underlay.scale.step-down="x%"`, "percentage"}},
+		{name: "bad cooldown", labels: map[string]string{LabelCooldownUp: "10x"}, wantErr: []string{`underlay.scale.cooldown-up="10x"`, "duration"}},
+		{name: "bad orbiter cooldown", labels: map[string]string{"orbiter.cooldown": "1m"}, wantErr: []string{`orbiter.cooldown="1m"`, "seconds"}},
+		{name: "bad orbiter step", labels: map[string]string{"orbiter.up": "0"}, wantErr: []string{`orbiter.up="0"`}},
+		{name: "unknown underlay label (typo)", labels: map[string]string{"underlay.scale.maximum": "3"}, wantErr: []string{`underlay.scale.maximum="3"`, "unknown label"}},
+		{name: "min above max", labels: map[string]string{LabelMin: "5", LabelMax: "3"}, wantErr: []string{"underlay.scale.min=5 is above underlay.scale.max=3"}},
+		{name: "min above default max", labels: map[string]string{LabelMin: "11"}, wantErr: []string{"underlay.scale.min=11 is above underlay.scale.max=10"}},
+		{
+			name:    "several errors are all named",
+			labels:  map[string]string{LabelMax: "x", LabelMin: "y"},
+			wantErr: []string{`underlay.scale.max="x"`, `underlay.scale.min="y"`},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParsePolicy(tt.labels)
+			if len(tt.wantErr) > 0 {
+				if err == nil {
+					t.Fatalf("no error; got %+v", got)
+				}
+				for _, s := range tt.wantErr {
+					if !strings.Contains(err.Error(), s) {
+						t.Errorf("error %q does not contain %q", err, s)
+					}
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("policy (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestStepDelta(t *testing.T) {
+	tests := []struct {
+		step    Step
+		current int
+		want    int
+	}{
+		{Step{Replicas: 2}, 10, 2},
+		{Step{Percent: 50}, 10, 5},
+		{Step{Percent: 50}, 3, 2},  // rounded up
+		{Step{Percent: 10}, 1, 1},  // at least one
+		{Step{Percent: 100}, 0, 1}, // from zero
+	}
+	for _, tt := range tests {
+		if got := tt.step.Delta(tt.current); got != tt.want {
+			t.Errorf("%s of %d = %d, want %d", tt.step, tt.current, got, tt.want)
+		}
+	}
+}
+
+func TestOptedIn(t *testing.T) {
+	tests := []struct {
+		labels map[string]string
+		want   bool
+	}{
+		{nil, false},
+		{map[string]string{"orbiter": "true"}, true},
+		{map[string]string{LabelEnabled: "on", LabelMax: "bad"}, true},
+		{map[string]string{"orbiter": "true", LabelEnabled: "false"}, false},
+		{map[string]string{"orbiter": "false", LabelEnabled: "true"}, false},
+		{map[string]string{"orbiter": "perhaps"}, false},
+		{map[string]string{LabelMax: "3"}, false},
+	}
+	for _, tt := range tests {
+		if got := OptedIn(tt.labels); got != tt.want {
+			t.Errorf("OptedIn(%v) = %v, want %v", tt.labels, got, tt.want)
+		}
+	}
+}
