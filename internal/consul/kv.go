@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/underlay/underlay/internal/ipam"
 )
 
 // KV adapts Consul's KV store to the small interfaces underlay's packages
@@ -108,4 +110,48 @@ func (k *KV) Watch(ctx context.Context, prefix string) <-chan struct{} {
 		}
 	}()
 	return out
+}
+
+// ListPairs returns every key under prefix with its value and modify index.
+func (k *KV) ListPairs(ctx context.Context, prefix string) ([]ipam.Pair, error) {
+	pairs, _, err := k.api.KV().List(prefix, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("kv list %s: %w", prefix, err)
+	}
+	out := make([]ipam.Pair, len(pairs))
+	for i, p := range pairs {
+		out[i] = ipam.Pair{Key: p.Key, Value: p.Value, Index: p.ModifyIndex}
+	}
+	return out, nil
+}
+
+// CASIndex writes value if the key's modify index is index (0: only if
+// absent), reading the new modify index in the same transaction.
+func (k *KV) CASIndex(ctx context.Context, key string, value []byte, index uint64) (bool, uint64, error) {
+	ops := api.TxnOps{
+		{KV: &api.KVTxnOp{Verb: api.KVCAS, Key: key, Value: value, Index: index}},
+		{KV: &api.KVTxnOp{Verb: api.KVGet, Key: key}},
+	}
+	ok, resp, _, err := k.api.Txn().Txn(ops, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return false, 0, fmt.Errorf("kv cas %s: %w", key, err)
+	}
+	if !ok {
+		return false, 0, nil // the check failed; the transaction was rolled back
+	}
+	for _, r := range resp.Results {
+		if r.KV != nil && r.KV.Key == key {
+			return true, r.KV.ModifyIndex, nil
+		}
+	}
+	return true, 0, nil
+}
+
+// DeleteCAS deletes key if its modify index is index.
+func (k *KV) DeleteCAS(ctx context.Context, key string, index uint64) (bool, error) {
+	ok, _, err := k.api.KV().DeleteCAS(&api.KVPair{Key: key, ModifyIndex: index}, (&api.WriteOptions{}).WithContext(ctx))
+	if err != nil {
+		return false, fmt.Errorf("kv delete-cas %s: %w", key, err)
+	}
+	return ok, nil
 }

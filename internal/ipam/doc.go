@@ -1,0 +1,12 @@
+// Package ipam is underlay's cluster-wide IP address management: one pool
+// per network for the whole swarm, kept in Consul KV, served to every
+// node's dockerd through Docker's remote IPAM plugin protocol.
+//
+// The pool is split into blocks. A node claims blocks with affinity, as
+// Calico does, so most allocations touch only a block no other node writes
+// and are fast; when its blocks are full it claims a free block, and when
+// none is left it borrows from other nodes' blocks; a block emptied by its
+// owner is given back. Every change to a block is one check-and-set write of
+// the block's whole document, so two allocations of one address cannot both
+// succeed: a duplicate is impossible, not unlikely.
+package ipam

@@ -1,0 +1,119 @@
+package ipam
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+)
+
+// ErrPoolExhausted is returned when no address of a pool is free.
+var ErrPoolExhausted = errors.New("no free address")
+
+// Pool is one address family of one cluster network.
+type Pool struct {
+	// Network names the cluster network (its spec name).
+	Network string
+	Prefix  netip.Prefix
+	// Range limits allocations; the zero value means all of Prefix.
+	Range netip.Prefix
+	// Reserved addresses are never handed out: gateway, aux addresses.
+	// Network and broadcast addresses are reserved implicitly.
+	Reserved map[netip.Addr]bool
+	// BlockBits is the prefix length of a block (e.g. 28 for 16 IPv4 addresses).
+	BlockBits int
+}
+
+// Family is "v4" or "v6", part of the pool's KV path.
+func (p Pool) Family() string {
+	if p.Prefix.Addr().Is4() {
+		return "v4"
+	}
+	return "v6"
+}
+
+// ID is the pool's identifier in the plugin protocol and in KV.
+func (p Pool) ID() string { return p.Network + "/" + p.Family() }
+
+func (p Pool) allocRange() netip.Prefix {
+	if p.Range.IsValid() {
+		return p.Range.Masked()
+	}
+	return p.Prefix.Masked()
+}
+
+// usable reports whether a may ever be allocated from p.
+func (p Pool) usable(a netip.Addr) bool {
+	if !p.allocRange().Contains(a) || p.Reserved[a] || a == p.Prefix.Masked().Addr() {
+		return false
+	}
+	if a.Is4() && a == broadcast(p.Prefix) {
+		return false
+	}
+	return true
+}
+
+// Block is the block holding a.
+func (p Pool) Block(a netip.Addr) netip.Prefix {
+	b, _ := a.Prefix(p.blockBits())
+	return b
+}
+
+func (p Pool) blockBits() int {
+	bits := p.BlockBits
+	if bits <= 0 {
+		bits = 28
+		if p.Prefix.Addr().Is6() {
+			bits = 120
+		}
+	}
+	return max(bits, p.allocRange().Bits())
+}
+
+// Blocks lists every block of the allocation range, in address order.
+func (p Pool) Blocks() []netip.Prefix {
+	r := p.allocRange()
+	bits := p.blockBits()
+	var out []netip.Prefix
+	// Walk block starts; for IPv6 ranges much larger than blocks, this
+	// list would be huge, so cap the walk: a pool never needs more blocks
+	// than it can have nodes times a few.
+	const maxBlocks = 1 << 16
+	for b := netip.PrefixFrom(r.Addr(), bits); r.Contains(b.Addr()) && len(out) < maxBlocks; {
+		out = append(out, b)
+		next := lastOf(b).Next()
+		if !next.IsValid() {
+			break
+		}
+		b = netip.PrefixFrom(next, bits)
+	}
+	return out
+}
+
+// blockKey turns a block into a KV key segment ("10.0.0.16_28").
+func blockKey(b netip.Prefix) string { return strings.ReplaceAll(b.String(), "/", "_") }
+
+func parseBlockKey(k string) (netip.Prefix, error) {
+	p, err := netip.ParsePrefix(strings.ReplaceAll(k, "_", "/"))
+	if err != nil {
+		return netip.Prefix{}, fmt.Errorf("block key %q: %w", k, err)
+	}
+	return p, nil
+}
+
+// lastOf is the last address of a prefix.
+func lastOf(p netip.Prefix) netip.Addr {
+	b := p.Masked().Addr().AsSlice()
+	bits := p.Bits()
+	for i := range b {
+		for j := 0; j < 8; j++ {
+			if i*8+j >= bits {
+				b[i] |= 0x80 >> j
+			}
+		}
+	}
+	a, _ := netip.AddrFromSlice(b)
+	return a
+}
+
+func broadcast(p netip.Prefix) netip.Addr { return lastOf(p) }
