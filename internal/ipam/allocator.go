@@ -368,4 +368,3 @@ func Allocations(ctx context.Context, kv KV, p Pool) (map[netip.Addr]Alloc, erro
 	}
 	return out, nil
 }
-
