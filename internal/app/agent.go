@@ -21,6 +21,7 @@ import (
 	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/hostnet"
 	"github.com/underlay/underlay/internal/inventory"
+	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netagent"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/register"
@@ -42,6 +43,8 @@ type agentFlags struct {
 	workers          int
 	networks         bool
 	networkSync      time.Duration
+	ipam             bool
+	ipamSocket       string
 }
 
 func newAgentCommand(g *globalFlags, streams IOStreams) *cobra.Command {
@@ -86,6 +89,8 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:9465", "address for /healthz and /metrics (empty to disable)")
 	fl.BoolVar(&f.networks, "networks", true, "realise underlay cluster networks on this node (host shim, config-only network, range lease)")
 	fl.DurationVar(&f.networkSync, "network-sync", 30*time.Second, "interval of cluster network syncs (drift repair)")
+	fl.BoolVar(&f.ipam, "ipam", true, "serve underlay's cluster IPAM to the local dockerd (Docker's remote IPAM plugin protocol)")
+	fl.StringVar(&f.ipamSocket, "ipam-socket", ipam.DefaultSocket, "Unix socket of the IPAM plugin, in Docker's plugin directory")
 	fl.IntVar(&f.workers, "workers", 32, "containers reconciled concurrently (Docker holds inspects of starting containers, so more than the start concurrency)")
 	return cmd
 }
@@ -149,9 +154,29 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 	if f.networks {
 		kv := consul.NewKV(consulAPI)
 		nets := dockerhost.NewNetworks(dockerAPI)
+		store := netspec.NewStore(kv)
 		rec := &netagent.Reconciler{
-			Node: node, Store: netspec.NewStore(kv), Docker: nets, Swarm: nets,
+			Node: node, Store: store, Docker: nets, Swarm: nets,
 			Host: hostnet.Host{}, RemoveShim: hostnet.RemoveShim, Log: log.With("component", "networks"),
+		}
+		if f.ipam {
+			alloc := ipam.NewAllocator(kv, node)
+			pools := ipam.SpecPools{Store: store}
+			rec.IPAM = ipam.NodeIPAM{Alloc: alloc, Pools: pools}
+			plugin := &ipam.Plugin{Alloc: alloc, Pools: pools, Log: log.With("component", "ipam")}
+			g.Go(func() error {
+				// Registration goes on whatever happens to the plugin socket.
+				for gctx.Err() == nil {
+					if err := plugin.Serve(gctx, f.ipamSocket); err != nil {
+						log.Error("IPAM plugin stopped; retrying in 10s", "socket", f.ipamSocket, "err", err)
+					}
+					select {
+					case <-gctx.Done():
+					case <-time.After(10 * time.Second):
+					}
+				}
+				return nil
+			})
 		}
 		links, err := hostnet.Watch(gctx)
 		if err != nil {

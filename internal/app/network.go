@@ -74,7 +74,7 @@ func (sf *specFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&sf.parent, "parent", "", "host interface carrying the network on every node (required)")
 	fl.StringVar(&sf.ipRange, "ip-range", "", "part of the subnet containers may use (default: all of it)")
 	fl.StringArrayVar(&sf.aux, "aux-address", nil, "NAME=IP never given to a container (repeatable)")
-	fl.StringVar(&sf.ipam, "ipam", string(netspec.PerNode), "per-node (a range per node) or cluster (one pool; see the IPAM issue)")
+	fl.StringVar(&sf.ipam, "ipam", string(netspec.PerNode), "per-node (a range leased per node) or cluster (one pool for the swarm, served by underlay's IPAM driver)")
 	fl.IntVar(&sf.perNodeSize, "per-node-size", netspec.DefaultPerNodeSize, "addresses per node range (per-node IPAM), a power of two")
 	fl.StringVar(&sf.ipv6Subnet, "ipv6-subnet", "", "IPv6 subnet, /48 to /64; each node gets a /80")
 }
@@ -158,7 +158,11 @@ func newNetworkCreateCommand(f *networkFlags, streams IOStreams) *cobra.Command 
 			if err := st.Create(ctx, s); err != nil {
 				return err
 			}
-			fmt.Fprintf(streams.Out, "network %s created: %d node(s) will each lease %d addresses of %s\n", s.Name, len(nodes), s.PerNodeSize, s.Range())
+			if s.IPAM == netspec.Cluster {
+				fmt.Fprintf(streams.Out, "network %s created: %d node(s) will share one pool, %s, through underlay's IPAM\n", s.Name, len(nodes), s.Range())
+			} else {
+				fmt.Fprintf(streams.Out, "network %s created: %d node(s) will each lease %d addresses of %s\n", s.Name, len(nodes), s.PerNodeSize, s.Range())
+			}
 			return nil
 		},
 	}

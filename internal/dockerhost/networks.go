@@ -38,6 +38,9 @@ func (n *Networks) ConfigNetwork(ctx context.Context, name string) (bool, netip.
 
 // CreateConfigNetwork implements netagent.Docker.
 func (n *Networks) CreateConfigNetwork(ctx context.Context, s netspec.Spec, p netspec.NodePlan) error {
+	if s.IPAM == netspec.Cluster {
+		return n.createClusterConfigNetwork(ctx, s)
+	}
 	aux := map[string]string{netspec.ShimAuxName: p.Shim.String()}
 	for k, v := range s.Aux {
 		aux[k] = v.String()
@@ -60,6 +63,26 @@ func (n *Networks) CreateConfigNetwork(ctx context.Context, s netspec.Spec, p ne
 		return err
 	}
 	return nil
+}
+
+// createClusterConfigNetwork names underlay's IPAM driver with the same
+// subnet on every node and no per-node range: the driver hands out
+// addresses from the one pool.
+func (n *Networks) createClusterConfigNetwork(ctx context.Context, s netspec.Spec) error {
+	ipam := &network.IPAM{Driver: netspec.ClusterIPAMDriver, Config: []network.IPAMConfig{{Subnet: s.Subnet.String(), Gateway: s.Gateway.String()}}}
+	opts := network.CreateOptions{
+		ConfigOnly: true,
+		Options:    map[string]string{"parent": s.Parent},
+		IPAM:       ipam,
+		Labels:     map[string]string{netspec.LabelManaged: "true", netspec.LabelNetwork: s.Name},
+	}
+	if s.IPv6Subnet.IsValid() {
+		on := true
+		opts.EnableIPv6 = &on
+		ipam.Config = append(ipam.Config, network.IPAMConfig{Subnet: s.IPv6Subnet.String()})
+	}
+	_, err := n.api.NetworkCreate(ctx, netspec.ConfigNetworkName(s.Name), opts)
+	return err
 }
 
 // RemoveNetwork implements netagent.Docker.

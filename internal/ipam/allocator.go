@@ -368,3 +368,34 @@ func Allocations(ctx context.Context, kv KV, p Pool) (map[netip.Addr]Alloc, erro
 	}
 	return out, nil
 }
+
+// Shim returns this node's host shim address in p, allocating one (kind
+// "shim") the first time; later calls, after restarts too, find it again.
+func (a *Allocator) Shim(ctx context.Context, p Pool) (netip.Addr, error) {
+	all, err := Allocations(ctx, a.kv, p)
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("read pool %s: %w", p.ID(), err)
+	}
+	for addr, al := range all {
+		if al.Kind == KindShim && al.Node == a.node {
+			return addr, nil
+		}
+	}
+	return a.Allocate(ctx, p, netip.Addr{}, KindShim)
+}
+
+// ReleaseShim gives back this node's shim address in p, if it has one.
+func (a *Allocator) ReleaseShim(ctx context.Context, p Pool) error {
+	all, err := Allocations(ctx, a.kv, p)
+	if err != nil {
+		return fmt.Errorf("read pool %s: %w", p.ID(), err)
+	}
+	for addr, al := range all {
+		if al.Kind == KindShim && al.Node == a.node {
+			if err := a.Release(ctx, p, addr); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}

@@ -5,11 +5,17 @@ import (
 	"time"
 )
 
+// Allocation kinds.
+const (
+	KindTask = "task" // asked for by Docker
+	KindShim = "shim" // a node's host shim
+)
+
 // Alloc is one allocated address.
 type Alloc struct {
 	Node string    `json:"node"`
 	At   time.Time `json:"at"`
-	// Kind is "task" for Docker's requests, "shim" for a host shim.
+	// Kind is KindTask or KindShim.
 	Kind string `json:"kind,omitempty"`
 }
 

@@ -5,9 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"net/netip"
 	"os"
 	"strings"
@@ -156,7 +154,7 @@ func TestIntegrationNetworkLifecycle(t *testing.T) {
 			t.Errorf("task address %s outside range %s or reserved", ip, node.Range)
 		}
 		testenv.Eventually(t, 10*time.Second, func() (bool, string) {
-			return httpGet(fmt.Sprintf("http://%s:8080/health", ip))
+			return testenv.HTTPGet(fmt.Sprintf("http://%s:8080/health", ip))
 		})
 	}
 
@@ -216,15 +214,4 @@ func taskIPs(t *testing.T, d interface {
 		}
 	}
 	return out
-}
-
-func httpGet(url string) (bool, string) {
-	c := http.Client{Timeout: 2 * time.Second}
-	resp, err := c.Get(url)
-	if err != nil {
-		return false, err.Error()
-	}
-	defer resp.Body.Close()
-	io.Copy(io.Discard, resp.Body)
-	return resp.StatusCode == 200, resp.Status
 }

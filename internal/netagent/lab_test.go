@@ -109,7 +109,7 @@ func TestIntegrationLabNetwork(t *testing.T) {
 			t.Errorf("task on %s has %s, outside the node's range %s", n.Host, ip, r)
 		}
 		// From outside the cluster: the root namespace is the underlay's router.
-		testenv.Eventually(t, 20*time.Second, func() (bool, string) { return httpGet(fmt.Sprintf("http://%s:8080/health", ip)) })
+		testenv.Eventually(t, 20*time.Second, func() (bool, string) { return testenv.HTTPGet(fmt.Sprintf("http://%s:8080/health", ip)) })
 		// From its own host, through the shim.
 		out, err := l.Exec(ctx, n.Name, "ip", "route", "get", ip.String())
 		if err != nil || !strings.Contains(string(out), "dev "+ranges[n.Host].ShimLink) {

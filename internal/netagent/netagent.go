@@ -38,6 +38,12 @@ type Swarm interface {
 	CreateSwarmNetwork(ctx context.Context, s netspec.Spec) error
 }
 
+// IPAM gives a node its host shim address in a cluster-IPAM network.
+type IPAM interface {
+	Shim(ctx context.Context, s netspec.Spec) (netip.Addr, error)
+	ReleaseShim(ctx context.Context, s netspec.Spec) error
+}
+
 // Host prepares and tears down the host side (hostnet.Host).
 type Host interface {
 	Ensure(w hostnet.Want) ([]hostnet.Repair, error)
@@ -50,7 +56,9 @@ type Reconciler struct {
 	Docker Docker
 	Swarm  Swarm
 	Host   Host
-	Log    *slog.Logger
+	// IPAM serves cluster-IPAM networks; nil refuses them.
+	IPAM IPAM
+	Log  *slog.Logger
 	// RemoveShim deletes a shim link; hostnet.RemoveShim outside tests.
 	RemoveShim func(name string) error
 
@@ -75,7 +83,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	wanted := map[string]bool{}
 	for _, s := range specs {
 		if s.Deleting {
-			errs = append(errs, r.teardown(ctx, s.Name, true))
+			errs = append(errs, r.teardown(ctx, s, true))
 			continue
 		}
 		wanted[s.Name] = true
@@ -92,25 +100,43 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	}
 	for _, name := range managed {
 		if !wanted[name] && !slices.ContainsFunc(specs, func(s netspec.Spec) bool { return s.Name == name }) {
-			errs = append(errs, r.teardown(ctx, name, false))
+			errs = append(errs, r.teardown(ctx, netspec.Spec{Name: name}, false))
 		}
 	}
 	return errors.Join(errs...)
 }
 
+// nodePlan is this node's part of s: a leased range (per-node IPAM), or a
+// shim address from the cluster pool, whose whole range goes through the
+// shim (cluster IPAM: local containers may have any address of it).
+func (r *Reconciler) nodePlan(ctx context.Context, s netspec.Spec) (netspec.NodePlan, netip.Prefix, error) {
+	switch s.IPAM {
+	case netspec.PerNode:
+		block, index, err := r.Store.Lease(ctx, s, r.Node)
+		if err != nil {
+			return netspec.NodePlan{}, netip.Prefix{}, err
+		}
+		plan, err := netspec.NodePlanFor(s, r.Node, block, index)
+		return plan, block, err
+	case netspec.Cluster:
+		if r.IPAM == nil {
+			return netspec.NodePlan{}, netip.Prefix{}, fmt.Errorf("network %s: cluster IPAM is off on this agent", s.Name)
+		}
+		shim, err := r.IPAM.Shim(ctx, s)
+		if err != nil {
+			return netspec.NodePlan{}, netip.Prefix{}, fmt.Errorf("network %s: shim address: %w", s.Name, err)
+		}
+		return netspec.NodePlan{Node: r.Node, Shim: shim, ShimLink: netspec.ShimLinkName(s.Name)}, s.Range(), nil
+	}
+	return netspec.NodePlan{}, netip.Prefix{}, fmt.Errorf("network %s: unknown IPAM %q", s.Name, s.IPAM)
+}
+
 func (r *Reconciler) realise(ctx context.Context, s netspec.Spec) error {
-	if s.IPAM != netspec.PerNode {
-		return fmt.Errorf("network %s: %s IPAM is not available yet", s.Name, s.IPAM)
-	}
-	block, index, err := r.Store.Lease(ctx, s, r.Node)
+	plan, route, err := r.nodePlan(ctx, s)
 	if err != nil {
 		return err
 	}
-	plan, err := netspec.NodePlanFor(s, r.Node, block, index)
-	if err != nil {
-		return err
-	}
-	repairs, err := r.Host.Ensure(hostnet.Want{Parent: s.Parent, ShimLink: plan.ShimLink, Shim: plan.Shim, Route: plan.Block})
+	repairs, err := r.Host.Ensure(hostnet.Want{Parent: s.Parent, ShimLink: plan.ShimLink, Shim: plan.Shim, Route: route})
 	if err != nil {
 		return fmt.Errorf("network %s: prepare host: %w", s.Name, err)
 	}
@@ -131,7 +157,7 @@ func (r *Reconciler) realise(ctx context.Context, s netspec.Spec) error {
 		}
 		r.Log.Info("config-only network created", "network", s.Name, "range", plan.Block, "shim", plan.Shim)
 	}
-	r.report(ctx, s.Name, netspec.NodeState{State: netspec.StateReady, Range: plan.Block, Shim: plan.Shim, ShimLink: plan.ShimLink, Parent: s.Parent})
+	r.report(ctx, s.Name, netspec.NodeState{State: netspec.StateReady, Range: route, Shim: plan.Shim, ShimLink: plan.ShimLink, Parent: s.Parent})
 	return r.maybeCreateSwarmNetwork(ctx, s)
 }
 
@@ -173,7 +199,8 @@ func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec
 
 // teardown removes this node's part of a network: config-only network,
 // shim (and with it the route) and range lease.
-func (r *Reconciler) teardown(ctx context.Context, name string, report bool) error {
+func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool) error {
+	name := s.Name
 	if err := r.Docker.RemoveNetwork(ctx, netspec.ConfigNetworkName(name)); err != nil {
 		return fmt.Errorf("network %s: remove config-only network: %w", name, err)
 	}
@@ -182,6 +209,11 @@ func (r *Reconciler) teardown(ctx context.Context, name string, report bool) err
 	}
 	if err := r.Store.Release(ctx, name, r.Node); err != nil {
 		return err
+	}
+	if s.IPAM == netspec.Cluster && r.IPAM != nil {
+		if err := r.IPAM.ReleaseShim(ctx, s); err != nil {
+			return err
+		}
 	}
 	if report {
 		r.report(ctx, name, netspec.NodeState{State: netspec.StateRemoved})

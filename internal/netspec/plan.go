@@ -15,6 +15,10 @@ const (
 	LabelNetwork = "io.underlay.network"
 )
 
+// ClusterIPAMDriver is the Docker IPAM driver name of underlay's cluster
+// IPAM, served by every agent.
+const ClusterIPAMDriver = "underlay"
+
 // NodePlan is what one node needs to carry a per-node network.
 type NodePlan struct {
 	Node  string       `json:"node"`

@@ -37,7 +37,7 @@ func TestIntegrationConsulACL(t *testing.T) {
 		}
 		defer logf.Close()
 		args := append([]string{"agent", "--node", h.node, "--consul-addr", h.consul.Addr(),
-			"--label", "io.underlay.test=" + h.id, "--host-ip", "127.0.0.1", "--listen", ""}, extra...)
+			"--label", "io.underlay.test=" + h.id, "--host-ip", "127.0.0.1", "--listen", "", "--networks=false", "--ipam=false"}, extra...)
 		cmd := exec.Command(testenv.UnderlayBinary(t), args...)
 		cmd.Env = append(os.Environ(), "CONSUL_HTTP_TOKEN=") // no token from the environment
 		cmd.Stdout, cmd.Stderr = logf, logf
@@ -88,7 +88,7 @@ func TestIntegrationConsulTLS(t *testing.T) {
 		"--consul-cacert", filepath.Join(certs, "consul-agent-ca.pem"),
 		"--consul-client-cert", filepath.Join(certs, "dc1-client-consul-0.pem"),
 		"--consul-client-key", filepath.Join(certs, "dc1-client-consul-0-key.pem"),
-		"--label", "io.underlay.test="+h.id, "--host-ip", "127.0.0.1", "--listen", "")
+		"--label", "io.underlay.test="+h.id, "--host-ip", "127.0.0.1", "--listen", "", "--networks=false", "--ipam=false")
 	var out strings.Builder
 	cmd.Stdout, cmd.Stderr = &out, &out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}

@@ -60,7 +60,7 @@ func runRegistrationBench(b *testing.B, n int) {
 		b.Fatal(err)
 	}
 	agent := exec.Command(testenv.UnderlayBinary(b), "agent", "--node", "bench-"+id, "--consul-addr", cons.Addr(),
-		"--label", "io.underlay.test="+id, "--host-ip", "127.0.0.1", "--listen", metricsAddr, "--resync", "3s", "--log-level", "debug")
+		"--label", "io.underlay.test="+id, "--host-ip", "127.0.0.1", "--listen", metricsAddr, "--networks=false", "--ipam=false", "--resync", "3s", "--log-level", "debug")
 	agent.Stdout, agent.Stderr = logf, logf
 	agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := agent.Start(); err != nil {

@@ -94,7 +94,7 @@ func TestIntegrationAgentKilledMidBurst(t *testing.T) {
 		}
 		defer logf.Close()
 		cmd := exec.Command(bin, "agent", "--node", h.node, "--consul-addr", h.consul.Addr(),
-			"--label", "io.underlay.test="+h.id, "--host-ip", "127.0.0.1", "--listen", "", "--log-level", "debug")
+			"--label", "io.underlay.test="+h.id, "--host-ip", "127.0.0.1", "--listen", "", "--networks=false", "--ipam=false", "--log-level", "debug")
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {

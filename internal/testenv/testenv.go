@@ -13,6 +13,8 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -129,4 +131,17 @@ func Subnets(t testing.TB) (v4 string, v6 string, prefix4 string) {
 	}
 	prefix4 = fmt.Sprintf("10.%d.%d.", 210+int(b[0])%40, b[1])
 	return prefix4 + "0/24", fmt.Sprintf("fd00:%x:%x::/64", 210+int(b[0])%40, b[1]), prefix4
+}
+
+// HTTPGet reports whether url answers 200 within 2s, with the status or
+// error otherwise; made for Eventually.
+func HTTPGet(url string) (bool, string) {
+	c := http.Client{Timeout: 2 * time.Second}
+	resp, err := c.Get(url)
+	if err != nil {
+		return false, err.Error()
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	return resp.StatusCode == http.StatusOK, url + ": " + resp.Status
 }

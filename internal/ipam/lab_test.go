@@ -1,0 +1,202 @@
+package ipam_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/swarm"
+	"github.com/docker/docker/client"
+
+	"github.com/underlay/underlay/internal/app"
+	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/lab"
+	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/testenv"
+)
+
+func underlay(t *testing.T, args ...string) (string, error) {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	if code := app.Run(context.Background(), args, app.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}); code != 0 {
+		return out.String(), fmt.Errorf("underlay %s: exit %d: %s", strings.Join(args, " "), code, errOut.String())
+	}
+	return out.String(), nil
+}
+
+// TestIntegrationLabClusterIPAM: on a 3-node lab, a cluster-IPAM network
+// gives a service spread over every node addresses from one pool, with no
+// per-node range and no duplicate, never the gateway, an aux, a shim, the
+// network or the broadcast address; concurrent scale-ups on all nodes never
+// collide; scaling to zero gives every task address back.
+func TestIntegrationLabClusterIPAM(t *testing.T) {
+	testenv.Require(t)
+	l := testenv.StartLab(t, lab.Config{Nodes: 3, UnderlaySubnet: "10.205.0.0/16"})
+	m := l.Nodes[0]
+	t.Setenv("DOCKER_HOST", m.DockerHost)
+	ctx := testenv.Context(t, 6*time.Minute)
+	kv := consul.NewKV(m.Consul)
+	st := netspec.NewStore(kv)
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		nodes, _ := st.Nodes(ctx)
+		return len(nodes) == 3, fmt.Sprintf("%d nodes published", len(nodes))
+	})
+	// A /26 range: 64 addresses, less the broadcast of nothing (it is not
+	// the subnet's), an aux address and 3 shims.
+	if _, err := underlay(t, "network", "create", "pool", "--consul-addr", m.ConsulAddr, "--ipam", "cluster",
+		"--subnet", "10.205.0.0/16", "--gateway", "10.205.0.1", "--ip-range", "10.205.7.0/26",
+		"--aux-address", "printer=10.205.7.5", "--parent", "eth1"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
+		_, err := m.Docker.NetworkInspect(ctx, "pool", network.InspectOptions{Scope: "swarm"})
+		return err == nil, fmt.Sprintf("swarm network not created: %v", err)
+	})
+	states, err := st.NodeStates(ctx, "pool")
+	if err != nil {
+		t.Fatal(err)
+	}
+	shims := map[netip.Addr]bool{}
+	for _, s := range states {
+		if s.State != netspec.StateReady {
+			t.Fatalf("node %s: %s %s", s.Node, s.State, s.Error)
+		}
+		shims[s.Shim] = true
+	}
+	if len(shims) != 3 {
+		t.Fatalf("shim addresses %v, want 3 distinct", shims)
+	}
+	// No per-node range on any node's config-only network: one pool, the driver's.
+	for _, n := range l.Nodes {
+		cfg, err := n.Docker.NetworkInspect(ctx, netspec.ConfigNetworkName("pool"), network.InspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if cfg.IPAM.Driver != ipam.DriverName || cfg.IPAM.Config[0].IPRange != "" {
+			t.Errorf("%s config network IPAM %+v, want driver %s and no range", n.Host, cfg.IPAM, ipam.DriverName)
+		}
+	}
+
+	replicas := uint64(6)
+	spec := swarm.ServiceSpec{
+		Annotations: swarm.Annotations{Name: "many"},
+		TaskTemplate: swarm.TaskSpec{
+			ContainerSpec: &swarm.ContainerSpec{Image: testenv.TestImage},
+			Networks:      []swarm.NetworkAttachmentConfig{{Target: "pool"}},
+		},
+		Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &replicas}},
+	}
+	resp, err := m.Docker.ServiceCreate(ctx, spec, swarm.ServiceCreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(want int) map[netip.Addr]string {
+		t.Helper()
+		var ips map[netip.Addr]string
+		testenv.Eventually(t, 120*time.Second, func() (bool, string) {
+			var dups []string
+			ips, dups = taskAddresses(t, l)
+			if len(dups) > 0 {
+				t.Fatalf("duplicate task addresses: %v", dups)
+			}
+			return len(ips) == want, fmt.Sprintf("%d tasks with an address, want %d", len(ips), want)
+		})
+		rng := netip.MustParsePrefix("10.205.7.0/26")
+		for ip, where := range ips {
+			if !rng.Contains(ip) || shims[ip] || ip.String() == "10.205.7.5" || ip.String() == "10.205.0.1" {
+				t.Errorf("task on %s got %s: outside the range or reserved", where, ip)
+			}
+		}
+		return ips
+	}
+	ips := check(6)
+	nodesUsed := map[string]bool{}
+	for ip, where := range ips {
+		nodesUsed[where] = true
+		testenv.Eventually(t, 20*time.Second, func() (bool, string) { return testenv.HTTPGet(fmt.Sprintf("http://%s:8080/health", ip)) })
+	}
+	if len(nodesUsed) != 3 {
+		t.Errorf("tasks on %d nodes, want all 3: %v", len(nodesUsed), ips)
+	}
+
+	// Concurrent scale-up: every node allocates at once; the /26 holds 60
+	// task addresses (64, less the aux and 3 shims).
+	scale(t, m.Docker, resp.ID, 60)
+	check(60)
+	// One more cannot fit: the task says why.
+	scale(t, m.Docker, resp.ID, 61)
+	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
+		tasks, _ := m.Docker.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", resp.ID))})
+		for _, tk := range tasks {
+			if strings.Contains(tk.Status.Err, "no free address") {
+				return true, ""
+			}
+		}
+		return false, "no task reports the exhausted pool"
+	})
+
+	// Down to zero: every task address goes back; only the shims stay.
+	scale(t, m.Docker, resp.ID, 0)
+	pool, _ := ipam.PoolOf(netspec.Spec{Name: "pool", Subnet: netip.MustParsePrefix("10.205.0.0/16"), Gateway: netip.MustParseAddr("10.205.0.1")}, false)
+	testenv.Eventually(t, 90*time.Second, func() (bool, string) {
+		all, err := ipam.Allocations(ctx, kv, pool)
+		if err != nil {
+			return false, err.Error()
+		}
+		tasks := 0
+		for _, al := range all {
+			if al.Kind != ipam.KindShim {
+				tasks++
+			}
+		}
+		return tasks == 0 && len(all) == 3, fmt.Sprintf("%d allocations left (%d tasks), want the 3 shims", len(all), tasks)
+	})
+}
+
+func scale(t *testing.T, d *client.Client, id string, n uint64) {
+	t.Helper()
+	ctx := testenv.Context(t, time.Minute)
+	svc, _, err := d.ServiceInspectWithRaw(ctx, id, swarm.ServiceInspectOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc.Spec.Mode.Replicated.Replicas = &n
+	if _, err := d.ServiceUpdate(ctx, id, svc.Version, svc.Spec, swarm.ServiceUpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// taskAddresses lists every running task container's address on every
+// node, and any address seen twice.
+func taskAddresses(t *testing.T, l *testenv.Lab) (map[netip.Addr]string, []string) {
+	ips := map[netip.Addr]string{}
+	var dups []string
+	for _, n := range l.Nodes {
+		list, err := n.Docker.ContainerList(context.Background(), container.ListOptions{
+			Filters: filters.NewArgs(filters.Arg("label", "com.docker.swarm.service.name=many")),
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, c := range list {
+			ep := c.NetworkSettings.Networks["pool"]
+			if ep == nil || ep.IPAddress == "" {
+				continue
+			}
+			ip := netip.MustParseAddr(ep.IPAddress)
+			if prev, ok := ips[ip]; ok {
+				dups = append(dups, fmt.Sprintf("%s on %s and %s", ip, prev, n.Host))
+			}
+			ips[ip] = n.Host
+		}
+	}
+	return ips, dups
+}

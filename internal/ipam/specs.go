@@ -1,0 +1,95 @@
+package ipam
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"strings"
+
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+// SpecPools finds pools among the cluster networks stored by netspec.
+type SpecPools struct {
+	Store *netspec.Store
+	// BlockBits4 and BlockBits6 size the blocks (defaults /28 and /120).
+	BlockBits4, BlockBits6 int
+}
+
+// PoolFor implements PoolSource.
+func (s SpecPools) PoolFor(ctx context.Context, subnet netip.Prefix) (Pool, netip.Addr, error) {
+	specs, err := s.Store.Specs(ctx)
+	if err != nil {
+		return Pool{}, netip.Addr{}, fmt.Errorf("read network specs: %w", err)
+	}
+	for _, spec := range specs {
+		if spec.IPAM != netspec.Cluster || spec.Deleting {
+			continue
+		}
+		if spec.Subnet == subnet {
+			p, gw := s.pool(spec, false)
+			return p, gw, nil
+		}
+		if spec.IPv6Subnet.IsValid() && spec.IPv6Subnet == subnet {
+			p, gw := s.pool(spec, true)
+			return p, gw, nil
+		}
+	}
+	return Pool{}, netip.Addr{}, fmt.Errorf("no underlay network with cluster IPAM has subnet %s; create it with `underlay network create … --ipam cluster`", subnet)
+}
+
+// PoolByID implements PoolSource.
+func (s SpecPools) PoolByID(ctx context.Context, id string) (Pool, netip.Addr, error) {
+	name, fam, ok := strings.Cut(id, "/")
+	if !ok {
+		return Pool{}, netip.Addr{}, fmt.Errorf("pool id %q: want NETWORK/v4 or NETWORK/v6", id)
+	}
+	spec, found, err := s.Store.Get(ctx, name)
+	if err != nil {
+		return Pool{}, netip.Addr{}, err
+	}
+	if !found || spec.IPAM != netspec.Cluster {
+		return Pool{}, netip.Addr{}, fmt.Errorf("no cluster-IPAM network %q", name)
+	}
+	p, gw := s.pool(spec, fam == "v6")
+	return p, gw, nil
+}
+
+// PoolOf is the pool of a spec's IPv4 (or, with v6, IPv6) subnet, and its gateway.
+func PoolOf(spec netspec.Spec, v6 bool) (Pool, netip.Addr) { return SpecPools{}.pool(spec, v6) }
+
+func (s SpecPools) pool(spec netspec.Spec, v6 bool) (Pool, netip.Addr) {
+	p := Pool{Network: spec.Name, Reserved: map[netip.Addr]bool{}}
+	var gw netip.Addr
+	if v6 {
+		p.Prefix, p.BlockBits = spec.IPv6Subnet, s.BlockBits6
+		// As Docker's default IPAM does: the first address is the gateway.
+		gw = spec.IPv6Subnet.Masked().Addr().Next()
+	} else {
+		p.Prefix, p.Range, p.BlockBits = spec.Subnet, spec.IPRange, s.BlockBits4
+		gw = spec.Gateway
+		for _, a := range spec.Aux {
+			p.Reserved[a] = true
+		}
+	}
+	p.Reserved[gw] = true
+	return p, gw
+}
+
+// NodeIPAM gives a node's network reconciler its shim addresses.
+type NodeIPAM struct {
+	Alloc *Allocator
+	Pools SpecPools
+}
+
+// Shim implements netagent.IPAM.
+func (n NodeIPAM) Shim(ctx context.Context, spec netspec.Spec) (netip.Addr, error) {
+	p, _ := n.Pools.pool(spec, false)
+	return n.Alloc.Shim(ctx, p)
+}
+
+// ReleaseShim implements netagent.IPAM.
+func (n NodeIPAM) ReleaseShim(ctx context.Context, spec netspec.Spec) error {
+	p, _ := n.Pools.pool(spec, false)
+	return n.Alloc.ReleaseShim(ctx, p)
+}
