@@ -45,6 +45,9 @@ type agentFlags struct {
 	networkSync      time.Duration
 	ipam             bool
 	ipamSocket       string
+	ipamGrace        time.Duration
+	ipamNodeTimeout  time.Duration
+	ipamSweep        time.Duration
 }
 
 func newAgentCommand(g *globalFlags, streams IOStreams) *cobra.Command {
@@ -91,6 +94,9 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 	fl.DurationVar(&f.networkSync, "network-sync", 30*time.Second, "interval of cluster network syncs (drift repair)")
 	fl.BoolVar(&f.ipam, "ipam", true, "serve underlay's cluster IPAM to the local dockerd (Docker's remote IPAM plugin protocol)")
 	fl.StringVar(&f.ipamSocket, "ipam-socket", ipam.DefaultSocket, "Unix socket of the IPAM plugin, in Docker's plugin directory")
+	fl.DurationVar(&f.ipamGrace, "ipam-leak-grace", time.Minute, "an allocated address no local container holds is reclaimed after twice this (protects allocations in flight)")
+	fl.DurationVar(&f.ipamNodeTimeout, "ipam-node-timeout", 10*time.Minute, "the swarm leader reclaims the addresses of a node not ready for this long (0: never)")
+	fl.DurationVar(&f.ipamSweep, "ipam-sweep", 15*time.Second, "interval of leaked-address sweeps")
 	fl.IntVar(&f.workers, "workers", 32, "containers reconciled concurrently (Docker holds inspects of starting containers, so more than the start concurrency)")
 	return cmd
 }
@@ -164,6 +170,11 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 			pools := ipam.SpecPools{Store: store}
 			rec.IPAM = ipam.NodeIPAM{Alloc: alloc, Pools: pools}
 			plugin := &ipam.Plugin{Alloc: alloc, Pools: pools, Log: log.With("component", "ipam")}
+			reclaimer := &ipam.Reclaimer{
+				Node: node, Alloc: alloc, Pools: pools, Held: dockerhost.NewSource(dockerAPI), Cluster: nets,
+				Grace: f.ipamGrace, NodeTimeout: f.ipamNodeTimeout, Log: log.With("component", "ipam"),
+			}
+			g.Go(func() error { reclaimer.Run(gctx, f.ipamSweep); return nil })
 			g.Go(func() error {
 				// Registration goes on whatever happens to the plugin socket.
 				for gctx.Err() == nil {

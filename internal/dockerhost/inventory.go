@@ -3,6 +3,7 @@ package dockerhost
 import (
 	"context"
 	"fmt"
+	"net/netip"
 	"strings"
 	"time"
 
@@ -17,13 +18,21 @@ import (
 // Endpoints implements inventory.Source: the running containers' addresses
 // on macvlan and ipvlan networks.
 func (s *Source) Endpoints(ctx context.Context, node string) ([]inventory.Entry, error) {
-	list, err := s.api.ContainerList(ctx, container.ListOptions{})
+	return s.endpoints(ctx, node, false)
+}
+
+// endpoints lists underlay endpoints of running containers, or with all of
+// every container, starting ones included.
+func (s *Source) endpoints(ctx context.Context, node string, all bool) ([]inventory.Entry, error) {
+	list, err := s.api.ContainerList(ctx, container.ListOptions{All: all})
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
 	var out []inventory.Entry
 	for _, c := range list {
-		if c.NetworkSettings == nil {
+		// An exited container may still show the address it had when a
+		// crashed dockerd lost track of it: it holds nothing.
+		if c.NetworkSettings == nil || c.State == "exited" || c.State == "dead" || c.State == "removing" {
 			continue
 		}
 		for name, ep := range c.NetworkSettings.Networks {
@@ -102,4 +111,26 @@ func firstOr(s []string, def string) string {
 		return s[0]
 	}
 	return def
+}
+
+// HeldAddresses implements ipam.Held: the addresses containers hold on
+// underlay networks, by network name. Containers that are not running yet
+// count: a container being started already holds its address.
+func (s *Source) HeldAddresses(ctx context.Context) (map[string]map[netip.Addr]bool, error) {
+	es, err := s.endpoints(ctx, "", true)
+	if err != nil {
+		return nil, err
+	}
+	out := map[string]map[netip.Addr]bool{}
+	for _, e := range es {
+		a, err := netip.ParseAddr(e.IP)
+		if err != nil {
+			continue
+		}
+		if out[e.Network] == nil {
+			out[e.Network] = map[netip.Addr]bool{}
+		}
+		out[e.Network][a] = true
+	}
+	return out, nil
 }

@@ -184,6 +184,15 @@ func apply(w Want, r Repair) error {
 	}
 	switch r {
 	case ShimAddress:
+		// Only the wanted address: an old one (the node's address changed,
+		// say after its allocation was reclaimed) may now be a container's.
+		if addrs, err := netlink.AddrList(shim, netlink.FAMILY_V4); err == nil {
+			for _, a := range addrs {
+				if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() != w.Shim {
+					netlink.AddrDel(shim, &a)
+				}
+			}
+		}
 		return ignoreExists(netlink.AddrAdd(shim, &netlink.Addr{IPNet: &net.IPNet{IP: w.Shim.AsSlice(), Mask: net.CIDRMask(32, 32)}}))
 	case ShimUp:
 		return netlink.LinkSetUp(shim)

@@ -48,6 +48,9 @@ type Config struct {
 	NoAgent bool `json:"no_agent"`
 	// UnderlayBin is the underlay binary run as the agent; required unless NoAgent.
 	UnderlayBin string `json:"underlay_bin,omitempty"`
+	// AgentArgs are extra flags for every node's agent (tests shorten
+	// timers with them).
+	AgentArgs []string `json:"agent_args,omitempty"`
 	// Images are copied from the machine's dockerd into every node; nil
 	// means DefaultImages. An image the machine lacks is skipped with a warning.
 	Images []string `json:"images,omitempty"`

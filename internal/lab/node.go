@@ -119,7 +119,7 @@ func (p *plan) consul(n *nodePlan) daemon {
 func (p *plan) agent(n *nodePlan) daemon {
 	return daemon{
 		key:  filepath.Base(p.cfg.UnderlayBin) + " agent",
-		args: []string{p.cfg.UnderlayBin, "agent", "--listen", AgentListen, "--node", n.Host},
+		args: append([]string{p.cfg.UnderlayBin, "agent", "--listen", AgentListen, "--node", n.Host}, p.cfg.AgentArgs...),
 		log:  "agent.log", pid: "agent.wrapper.pid",
 	}
 }

@@ -131,3 +131,9 @@ func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimSuffix(string(b), "\n"))
 	return len(b), nil
 }
+
+// Repair runs `lab up` again, which restarts whatever of the lab died.
+func (l *Lab) Repair() {
+	l.t.Helper()
+	l.Grow(len(l.Nodes))
+}

@@ -1,0 +1,176 @@
+package ipam_test
+
+import (
+	"fmt"
+	"net/netip"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/swarm"
+
+	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/lab"
+	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/testenv"
+)
+
+// TestIntegrationLabIPAMFaults: with short timers, on a 3-node lab, a leak
+// (an allocation whose container never came) is reclaimed after the grace
+// period; an agent killed -9 during a scale-up and restarted loses and
+// duplicates nothing; a dockerd killed and restarted leaves no leak; Consul
+// down on a node makes its tasks fail with a clear error; a node gone for
+// good has its addresses reclaimed.
+func TestIntegrationLabIPAMFaults(t *testing.T) {
+	testenv.Require(t)
+	l := testenv.StartLab(t, lab.Config{Nodes: 3, UnderlaySubnet: "10.206.0.0/16",
+		AgentArgs: []string{"--ipam-leak-grace", "15s", "--ipam-sweep", "500ms", "--ipam-node-timeout", "5s"}})
+	m := l.Nodes[0]
+	t.Setenv("DOCKER_HOST", m.DockerHost)
+	ctx := testenv.Context(t, 8*time.Minute)
+	kv := consul.NewKV(m.Consul)
+	st := netspec.NewStore(kv)
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		nodes, _ := st.Nodes(ctx)
+		return len(nodes) == 3, fmt.Sprintf("%d nodes published", len(nodes))
+	})
+	if _, err := underlay(t, "network", "create", "pool", "--consul-addr", m.ConsulAddr, "--ipam", "cluster",
+		"--subnet", "10.206.0.0/16", "--gateway", "10.206.0.1", "--ip-range", "10.206.9.0/24", "--parent", "eth1"); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
+		_, err := m.Docker.NetworkInspect(ctx, "pool", network.InspectOptions{Scope: "swarm"})
+		return err == nil, fmt.Sprintf("swarm network not created: %v", err)
+	})
+	pool, _ := ipam.PoolOf(netspec.Spec{Name: "pool", Subnet: netip.MustParsePrefix("10.206.0.0/16"),
+		Gateway: netip.MustParseAddr("10.206.0.1"), IPRange: netip.MustParsePrefix("10.206.9.0/24")}, false)
+	// settled checks that allocations are exactly the running tasks plus
+	// one shim per live node: no leak, no duplicate.
+	settled := func(liveNodes int) {
+		t.Helper()
+		testenv.Eventually(t, 90*time.Second, func() (bool, string) {
+			all, err := ipam.Allocations(ctx, kv, pool)
+			if err != nil {
+				return false, err.Error()
+			}
+			ips, dups := taskAddresses(t, l)
+			if len(dups) > 0 {
+				t.Fatalf("duplicate task addresses: %v", dups)
+			}
+			shims, tasks := 0, 0
+			for a, al := range all {
+				if al.Kind == ipam.KindShim {
+					shims++
+					continue
+				}
+				tasks++
+				if _, ok := ips[a]; !ok {
+					return false, fmt.Sprintf("%s allocated to %s but no task holds it", a, al.Node)
+				}
+			}
+			return tasks == len(ips) && shims == liveNodes,
+				fmt.Sprintf("%d task allocations for %d tasks, %d shims for %d nodes", tasks, len(ips), shims, liveNodes)
+		})
+	}
+
+	// A leak: allocated as node2's plugin would, but no container ever came.
+	leaker := ipam.NewAllocator(kv, l.Nodes[1].Host)
+	leaked, err := leaker.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	settled(3)
+	if all, _ := ipam.Allocations(ctx, kv, pool); all[leaked].Node != "" {
+		t.Errorf("leaked %s still allocated", leaked)
+	}
+
+	replicas := uint64(9)
+	spec := swarm.ServiceSpec{
+		Annotations: swarm.Annotations{Name: "many"},
+		TaskTemplate: swarm.TaskSpec{
+			ContainerSpec: &swarm.ContainerSpec{Image: testenv.TestImage},
+			Networks:      []swarm.NetworkAttachmentConfig{{Target: "pool"}},
+		},
+		Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &replicas}},
+	}
+	resp, err := m.Docker.ServiceCreate(ctx, spec, swarm.ServiceCreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	settled(3)
+
+	// Agent killed -9 on node2 while a scale-up allocates on every node.
+	scale(t, m.Docker, resp.ID, 30)
+	time.Sleep(300 * time.Millisecond)
+	if out, err := l.Exec(ctx, "node2", "pkill", "-9", "-f", " agent --listen"); err != nil {
+		t.Fatalf("kill node2's agent: %v %s", err, out)
+	}
+	time.Sleep(2 * time.Second)
+	l.Repair()
+	testenv.Eventually(t, 120*time.Second, func() (bool, string) {
+		ips, _ := taskAddresses(t, l)
+		return len(ips) == 30, fmt.Sprintf("%d of 30 tasks running with an address", len(ips))
+	})
+	settled(3)
+
+	// dockerd killed and restarted on node3.
+	if err := lab.KillDockerd(l.Name, "node3"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(2 * time.Second)
+	l.Repair()
+	testenv.Eventually(t, 120*time.Second, func() (bool, string) {
+		ips, _ := taskAddresses(t, l)
+		return len(ips) == 30, fmt.Sprintf("%d of 30 tasks running with an address", len(ips))
+	})
+	settled(3)
+
+	// Consul down on node2: its new tasks fail, saying so; nothing is guessed.
+	if out, err := l.Exec(ctx, "node2", "pkill", "-STOP", "-f", "consul agent"); err != nil {
+		t.Fatalf("stop node2's consul: %v %s", err, out)
+	}
+	scale(t, m.Docker, resp.ID, 45)
+	testenv.Eventually(t, 90*time.Second, func() (bool, string) {
+		tasks, _ := m.Docker.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", resp.ID))})
+		for _, tk := range tasks {
+			if strings.Contains(tk.Status.Err, "underlay ipam") {
+				return true, ""
+			}
+		}
+		return false, "no task on node2 reports the IPAM error"
+	})
+	if out, err := l.Exec(ctx, "node2", "pkill", "-CONT", "-f", "consul agent"); err != nil {
+		t.Fatalf("resume node2's consul: %v %s", err, out)
+	}
+	testenv.Eventually(t, 120*time.Second, func() (bool, string) {
+		ips, _ := taskAddresses(t, l)
+		return len(ips) == 45, fmt.Sprintf("%d of 45 tasks running with an address", len(ips))
+	})
+	settled(3)
+
+	// node3 gone for good (its holder killed: everything of it dies): after
+	// the node timeout the leader reclaims its addresses, shim included.
+	st3, err := lab.GetStatus(ctx, l.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Kill(st3.Nodes[2].HolderPID, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	gone := l.Nodes[2]
+	l.Nodes = l.Nodes[:2] // taskAddresses no longer asks node3
+	testenv.Eventually(t, 120*time.Second, func() (bool, string) {
+		all, _ := ipam.Allocations(ctx, kv, pool)
+		for a, al := range all {
+			if al.Node == gone.Host {
+				return false, fmt.Sprintf("%s still allocated to %s", a, gone.Host)
+			}
+		}
+		return true, ""
+	})
+	settled(2)
+}
