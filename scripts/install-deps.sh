@@ -1,20 +1,48 @@
 #!/usr/bin/env bash
 # Installs what underlay needs on a Debian machine, idempotently: Debian's
-# docker.io, iproute2, iptables and make, and Consul 1.8.7 from Debian's
+# docker.io, iproute2, iptables and make, prometheus and
+# prometheus-alertmanager (whose binaries the autoscaler's integration tests
+# start on loopback; this script starts neither), and Consul 1.8.7 from Debian's
 # bullseye suite (fetched with apt-get download through a temporary sources
 # list on this machine's own mirror, unpacked with dpkg -x; the system's
 # sources are left untouched).
 source "$(dirname "$0")/lib.sh"
 need_root
 
-missing=()
-for pkg in docker.io iproute2 iptables make curl ca-certificates; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || missing+=("$pkg")
-done
+missing_of() {
+  local pkg
+  for pkg in "$@"; do
+    dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q 'install ok installed' || printf '%s\n' "$pkg"
+  done
+}
+updated=
+install_pkgs() {
+  [ -n "$updated" ] || { apt-get update -qq; updated=1; }
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+mapfile -t missing < <(missing_of docker.io iproute2 iptables make curl ca-certificates)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  install_pkgs "${missing[@]}"
+fi
+
+# Tests start these themselves on loopback: keep Debian's install step from
+# starting them as services (policy-rc.d answering 101 "action forbidden").
+mapfile -t missing < <(missing_of prometheus prometheus-alertmanager)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]} (not started as services)"
+  policy=/usr/sbin/policy-rc.d
+  if [ -e "$policy" ]; then
+    install_pkgs "${missing[@]}"
+  else
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod +x "$policy"
+    trap 'rm -f "$policy"' EXIT
+    install_pkgs "${missing[@]}"
+    rm -f "$policy"
+    trap - EXIT
+  fi
 fi
 
 # debian_mirror prints the Debian archive URI this machine's apt already uses.

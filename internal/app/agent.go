@@ -54,7 +54,7 @@ func newAgentCommand(g *globalFlags, streams IOStreams) *cobra.Command {
 	f := &agentFlags{}
 	cmd := &cobra.Command{
 		Use:   "agent",
-		Short: "Run the node agent: register this host's containers in Consul",
+		Short: "Run the node agent: Consul registration, cluster networks, IPAM plugin, inventory",
 		Long: `The agent watches this host's Docker daemon and keeps the local Consul agent's
 services in step with the running containers: macvlan and ipvlan containers are
 registered with their own routable IP, Swarm tasks under their service name, with

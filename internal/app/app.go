@@ -66,6 +66,8 @@ func newRootCommand(streams IOStreams) *cobra.Command {
 		newIPsCommand(streams),
 		newLabCommand(g, streams),
 		newControlCommand(g, streams),
+		newScaleCommand(streams),
+		newDoctorCommand(g, streams),
 	)
 	return root
 }

@@ -29,6 +29,13 @@ type controlFlags struct {
 	dryRun         bool
 	historyPrefix  string
 	historyLimit   int
+	prometheus     string
+	interval       time.Duration
+	webhookSecret  string
+	leaderElection bool
+	advertise      string
+	leaderKey      string
+	tokenKey       string
 }
 
 // newControlCommand is `underlay control`, the autoscaler.
@@ -45,9 +52,16 @@ Orbiter's HTTP API:
   POST /v1/orbiter/handle/autoswarm/SERVICE             (bearer token; {"direction": true|false|"up"|"down"})
   GET  /v1/orbiter/autoscaler, /v1/orbiter/health, /v1/orbiter/events (server-sent), /metrics
 
-and the same routes without /v1/orbiter. Bounds, steps and cooldowns come from
-underlay.scale.* labels; nothing scales down unless underlay.scale.allow-down=true.
-Every decision is kept in Consul KV under --history-prefix.
+and the same routes without /v1/orbiter, plus
+
+  POST /v1/underlay/alertmanager[/SERVICE[/up|down]], /alertmanager  (Alertmanager webhooks)
+  POST /v1/underlay/services/SERVICE/scale   ({"direction": "up"} or {"replicas": N})
+  GET  /v1/underlay/services, /v1/underlay/services/SERVICE/history, /v1/underlay/leader
+
+Bounds, steps, cooldowns, stabilization and Prometheus queries (with
+--prometheus-url) come from underlay.scale.* labels; nothing scales down unless
+underlay.scale.allow-down=true. Every decision is kept in Consul KV under
+--history-prefix.
 
 Every flag can also be set through UNDERLAY_<FLAG>; Docker is reached through
 DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
@@ -74,19 +88,29 @@ DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 	fl.BoolVar(&f.dryRun, "dry-run", false, "decide and record, but never change a service")
 	fl.StringVar(&f.historyPrefix, "history-prefix", adapter.DefaultHistoryPrefix, "Consul KV prefix of the decision history")
 	fl.IntVar(&f.historyLimit, "history-limit", adapter.DefaultHistoryLimit, "decisions kept per service in the history")
+	fl.StringVar(&f.prometheus, "prometheus-url", "", "Prometheus server for services' underlay.scale.metric.* queries (metric-driven scaling off when empty)")
+	fl.DurationVar(&f.interval, "interval", 15*time.Second, "period of metric evaluation")
+	fl.StringVar(&f.webhookSecret, "webhook-secret-file", "", "file holding a secret: Alertmanager routes then also require an HMAC-SHA256 signature of the body ("+scale.SignatureHeader+": sha256=HEX)")
+	fl.BoolVar(&f.leaderElection, "leader-election", false, "elect one deciding instance among several through a Consul lock; followers answer 503 naming the leader")
+	fl.StringVar(&f.advertise, "advertise", "", "address followers name as this instance's when it leads (default --listen)")
+	fl.StringVar(&f.leaderKey, "leader-key", adapter.DefaultLeaderKey, "Consul KV key of the leader lock")
+	fl.StringVar(&f.tokenKey, "token-consul-key", "", "Consul KV key holding more bearer tokens, one a line, followed while serving (with or instead of --token-file)")
 	return cmd
 }
 
-// controlTokens checks the authentication flags and loads the tokens; nil
-// tokens mean no authentication.
+// controlTokens checks the authentication flags and loads the tokens of
+// --token-file; nil tokens and no --token-consul-key mean no
+// authentication.
 func controlTokens(f *controlFlags) (*scale.Tokens, error) {
 	switch {
-	case f.tokenFile != "" && f.insecureNoAuth:
-		return nil, errors.New("--token-file and --insecure-no-auth: give one, not both")
+	case (f.tokenFile != "" || f.tokenKey != "") && f.insecureNoAuth:
+		return nil, errors.New("--token-file or --token-consul-key, and --insecure-no-auth: give tokens, or no authentication, not both")
 	case f.insecureNoAuth:
 		return nil, nil
+	case f.tokenFile == "" && f.tokenKey == "":
+		return nil, errors.New("--token-file or --token-consul-key is required (or --insecure-no-auth to accept unauthenticated scaling requests)")
 	case f.tokenFile == "":
-		return nil, errors.New("--token-file is required (or --insecure-no-auth to accept unauthenticated scaling requests)")
+		return nil, nil
 	}
 	return scale.LoadTokens(f.tokenFile)
 }
@@ -102,7 +126,22 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	if f.historyPrefix == "" {
 		return errors.New("--history-prefix is empty")
 	}
-	if tokens == nil {
+	if f.interval <= 0 {
+		return fmt.Errorf("--interval %s: must be positive", f.interval)
+	}
+	var secret []byte
+	if f.webhookSecret != "" {
+		if secret, err = scale.LoadSecret(f.webhookSecret); err != nil {
+			return err
+		}
+	}
+	var metrics scale.MetricSource
+	if f.prometheus != "" {
+		if metrics, err = adapter.NewPrometheus(f.prometheus, nil); err != nil {
+			return fmt.Errorf("--prometheus-url: %w", err)
+		}
+	}
+	if tokens == nil && f.tokenKey == "" {
 		log.Warn("authentication disabled (--insecure-no-auth): anyone reaching the API can scale services", "listen", f.listen)
 	}
 	dockerAPI, err := dockerhost.NewClient()
@@ -116,9 +155,26 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	ctrl := scale.NewController(scale.Config{DryRun: f.dryRun}, adapter.NewSwarm(dockerAPI),
-		adapter.NewKVHistory(consulAPI, f.historyPrefix, f.historyLimit), log, reg)
-	api := scale.NewAPI(scale.APIConfig{Tokens: tokens}, ctrl, log)
+	history := adapter.NewKVHistory(consulAPI, f.historyPrefix, f.historyLimit)
+	cfg := scale.Config{DryRun: f.dryRun, Metrics: metrics, Interval: f.interval,
+		AlertLog: adapter.NewKVAlertLog(consulAPI, "", 0)}
+	var leader *adapter.ConsulLeader
+	if f.leaderElection {
+		advertise := f.advertise
+		if advertise == "" {
+			advertise = f.listen
+		}
+		leader = adapter.NewConsulLeader(adapter.LeaderConfig{Key: f.leaderKey, Advertise: advertise}, consulAPI, log)
+		cfg.Leadership = leader
+	}
+	ctrl := scale.NewController(cfg, adapter.NewSwarm(dockerAPI), history, log, reg)
+	apiCfg := scale.APIConfig{Tokens: tokens, WebhookSecret: secret, History: history}
+	var kvTokens *adapter.KVTokens
+	if f.tokenKey != "" {
+		kvTokens = adapter.NewKVTokens(consulAPI, f.tokenKey, log)
+		apiCfg.MoreTokens = kvTokens
+	}
+	api := scale.NewAPI(apiCfg, ctrl, log)
 
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -129,6 +185,12 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ctrl.Run(gctx) })
+	if leader != nil {
+		g.Go(func() error { return leader.Run(gctx) })
+	}
+	if kvTokens != nil {
+		g.Go(func() error { return kvTokens.Run(gctx) })
+	}
 	g.Go(func() error { return serveControl(gctx, ln, mux, log) })
 	return g.Wait()
 }

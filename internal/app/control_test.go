@@ -6,11 +6,14 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/underlay/underlay/internal/scale"
 )
 
 func TestControlFlagErrors(t *testing.T) {
@@ -22,7 +25,7 @@ func TestControlFlagErrors(t *testing.T) {
 		args    []string
 		wantErr string
 	}{
-		{name: "no auth choice", wantErr: "--token-file is required"},
+		{name: "no auth choice", wantErr: "--token-file or --token-consul-key is required"},
 		{name: "both auth choices", args: []string{"--token-file", empty, "--insecure-no-auth"}, wantErr: "not both"},
 		{name: "missing token file", args: []string{"--token-file", filepath.Join(dir, "nope")}, wantErr: "nope"},
 		{name: "token file without a token", args: []string{"--token-file", empty}, wantErr: "no token found"},
@@ -119,5 +122,118 @@ func TestControlServes(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("control did not stop with its context")
+	}
+}
+
+func TestControlMoreFlagErrors(t *testing.T) {
+	dir := t.TempDir()
+	empty := filepath.Join(dir, "empty")
+	os.WriteFile(empty, []byte("\n"), 0o600)
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		{name: "bad interval", args: []string{"--insecure-no-auth", "--interval", "0s"}, wantErr: "--interval 0s"},
+		{name: "empty webhook secret", args: []string{"--insecure-no-auth", "--webhook-secret-file", empty}, wantErr: "is empty"},
+		{name: "missing webhook secret", args: []string{"--insecure-no-auth", "--webhook-secret-file", filepath.Join(dir, "nope")}, wantErr: "nope"},
+		{name: "bad prometheus", args: []string{"--insecure-no-auth", "--prometheus-url", "http://"}, wantErr: "--prometheus-url"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cmd := newControlCommand(&globalFlags{logLevel: "info", logFormat: "text"}, IOStreams{Out: io.Discard, ErrOut: io.Discard})
+			cmd.SetArgs(tt.args)
+			cmd.SetOut(io.Discard)
+			cmd.SetErr(io.Discard)
+			err := cmd.ExecuteContext(context.Background())
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// TestScaleCommand runs `underlay scale` against a stand-in for control
+// that checks the requests: a follower naming the leader is retried once
+// at the leader.
+func TestScaleCommand(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	os.WriteFile(tokens, []byte("# ops\ntok\n"), 0o600)
+	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch {
+		case r.Method == "POST" && r.URL.Path == "/v1/underlay/services/web/scale":
+			if r.Header.Get("Authorization") != "Bearer tok" {
+				w.WriteHeader(401)
+				io.WriteString(w, `{"error":"invalid bearer token"}`)
+				return
+			}
+			b, _ := io.ReadAll(r.Body)
+			switch string(b) {
+			case `{"direction":"up"}`:
+				io.WriteString(w, `{"service":"web","direction":"up","from":1,"to":2,"reason":"scaled","refused":false,"why":"scaled up from 1 to 2 replicas (bounds 1..10)"}`)
+			case `{"replicas":9}`:
+				io.WriteString(w, `{"service":"web","direction":"up","from":2,"to":2,"reason":"at_max","refused":true,"why":"at max"}`)
+			default:
+				w.WriteHeader(400)
+				io.WriteString(w, `{"error":"unexpected body `+string(b)+`"}`)
+			}
+		case r.URL.Path == "/v1/underlay/services":
+			io.WriteString(w, `{"data":[{"name":"autoswarm/web","service":"web","mode":"replicated","replicas":2,"policy":{"min":1,"max":5,"allow_down":true,"metrics":[{"name":"rps","query":"x","target":100}]}}]}`)
+		case r.URL.Path == "/v1/underlay/services/web/history":
+			io.WriteString(w, `{"data":[{"time":"2026-01-01T12:00:00Z","service":"web","direction":"up","source":"metrics","from":1,"to":2,"reason":"scaled","why":"w"}]}`)
+		default:
+			w.WriteHeader(404)
+			io.WriteString(w, `{"error":"not found"}`)
+		}
+	}))
+	defer leader.Close()
+	follower := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set(scale.LeaderHeader, strings.TrimPrefix(leader.URL, "http://"))
+		w.WriteHeader(503)
+		io.WriteString(w, `{"error":"not the leader"}`)
+	}))
+	defer follower.Close()
+	run := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		cmd := newScaleCommand(IOStreams{Out: &out, ErrOut: io.Discard})
+		cmd.SetArgs(args)
+		cmd.SetOut(io.Discard)
+		cmd.SetErr(io.Discard)
+		err := cmd.ExecuteContext(context.Background())
+		return out.String(), err
+	}
+	leaderAddr := strings.TrimPrefix(leader.URL, "http://")
+	tests := []struct {
+		name    string
+		args    []string
+		wantOut string
+		wantErr string
+	}{
+		{name: "up through a follower", args: []string{"web", "up", "--addr", follower.URL, "--token-file", tokens}, wantOut: "web: 1 → 2 replicas: scaled"},
+		{name: "to N refused", args: []string{"web", "--to", "9", "--addr", leaderAddr, "--token-file", tokens}, wantOut: "refused (at_max)"},
+		{name: "no token", args: []string{"web", "up", "--addr", leaderAddr}, wantErr: "401: invalid bearer token"},
+		{name: "bad direction", args: []string{"web", "sideways", "--addr", leaderAddr}, wantErr: `direction "sideways"`},
+		{name: "no direction", args: []string{"web", "--addr", leaderAddr}, wantErr: "want SERVICE up|down"},
+		{name: "ls", args: []string{"ls", "--addr", leaderAddr}, wantOut: "web      2         1    5    yes   rps=100"},
+		{name: "ls json", args: []string{"ls", "--json", "--addr", leaderAddr}, wantOut: `"name": "autoswarm/web"`},
+		{name: "history", args: []string{"history", "web", "--addr", leaderAddr}, wantOut: "2026-01-01T12:00:00Z  up         1     2   scaled  metrics"},
+		{name: "history json", args: []string{"history", "web", "--json", "--addr", leaderAddr}, wantOut: `"source": "metrics"`},
+		{name: "unreachable", args: []string{"ls", "--addr", "127.0.0.1:1"}, wantErr: "reach control at 127.0.0.1:1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := run(tt.args...)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || !strings.Contains(out, tt.wantOut) {
+				t.Fatalf("out %q, err %v; want output containing %q", out, err, tt.wantOut)
+			}
+		})
 	}
 }

@@ -2,14 +2,24 @@ package scale
 
 import (
 	"bufio"
+	"bytes"
+	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 )
+
+// TokenSet is a set of bearer tokens that may change while the API serves
+// (tokens kept in Consul KV).
+type TokenSet interface {
+	// Valid reports whether token belongs to the set now.
+	Valid(token string) bool
+}
 
 // Tokens are the bearer tokens accepted on mutating routes.
 type Tokens struct {
@@ -57,7 +67,7 @@ func LoadTokens(path string) (*Tokens, error) {
 // Valid reports whether token is one of t, comparing every token in
 // constant time.
 func (t *Tokens) Valid(token string) bool {
-	if token == "" {
+	if t == nil || token == "" {
 		return false
 	}
 	sum := sha256.Sum256([]byte(token))
@@ -66,4 +76,54 @@ func (t *Tokens) Valid(token string) bool {
 		ok |= subtle.ConstantTimeCompare(s[:], sum[:])
 	}
 	return ok == 1
+}
+
+// SignatureHeader carries a webhook's HMAC-SHA256 signature of its body:
+// "sha256=<hex>", as GitHub's X-Hub-Signature-256, which is accepted too.
+const SignatureHeader = "X-Underlay-Signature"
+
+// ErrBadSignature is returned by VerifySignature.
+var ErrBadSignature = errors.New("bad webhook signature")
+
+// Sign is the SignatureHeader value of body under secret.
+func Sign(secret, body []byte) string {
+	m := hmac.New(sha256.New, secret)
+	m.Write(body)
+	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+}
+
+// VerifySignature checks a SignatureHeader value against body, in constant
+// time.
+func VerifySignature(secret, body []byte, header string) error {
+	if header == "" {
+		return fmt.Errorf("%w: missing %s header", ErrBadSignature, SignatureHeader)
+	}
+	hexSum, ok := strings.CutPrefix(strings.TrimSpace(header), "sha256=")
+	if !ok {
+		return fmt.Errorf("%w: want sha256=<hex>", ErrBadSignature)
+	}
+	got, err := hex.DecodeString(hexSum)
+	if err != nil {
+		return fmt.Errorf("%w: not hexadecimal", ErrBadSignature)
+	}
+	m := hmac.New(sha256.New, secret)
+	m.Write(body)
+	if !hmac.Equal(got, m.Sum(nil)) {
+		return fmt.Errorf("%w: it does not match the body", ErrBadSignature)
+	}
+	return nil
+}
+
+// LoadSecret reads a webhook secret from path: the file's content, blanks
+// around it trimmed. An empty secret is an error.
+func LoadSecret(path string) ([]byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("webhook secret: %w", err)
+	}
+	s := bytes.TrimSpace(b)
+	if len(s) == 0 {
+		return nil, fmt.Errorf("webhook secret %s is empty", path)
+	}
+	return s, nil
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"reflect"
 	"sort"
 	"sync"
 	"time"
@@ -110,14 +111,32 @@ type Record struct {
 	// DryRun is true when the decision was not applied because the
 	// controller runs in dry-run mode.
 	DryRun bool `json:"dry_run,omitempty"`
+	// Desired is what target tracking or a request for a replica count
+	// asked for, before bounds, cooldowns and stabilization; 0 for step
+	// requests.
+	Desired int `json:"desired,omitempty"`
+	// Metrics is the snapshot a metric-driven decision was made on.
+	Metrics []MetricValue `json:"metrics,omitempty"`
+}
+
+// MetricValue is one metric as read for a decision.
+type MetricValue struct {
+	Name   string  `json:"name"`
+	Value  float64 `json:"value"`
+	Target float64 `json:"target"`
+	// Error says why the metric could not be read; Value is then 0.
+	Error string `json:"error,omitempty"`
 }
 
 // Request asks the controller to scale one service.
 type Request struct {
 	Autoscaler string
 	Service    string
-	Direction  Direction
-	Source     string
+	// Direction is up or down for a step; empty when To is set.
+	Direction Direction
+	// To, when not nil, asks for a replica count instead of a step.
+	To     *int
+	Source string
 }
 
 // Config configures a Controller.
@@ -130,7 +149,59 @@ type Config struct {
 	Now func() time.Time
 	// HistoryTimeout bounds one history write (default 5s).
 	HistoryTimeout time.Duration
+	// Leadership says whether this instance may decide; nil means always
+	// (a single control instance).
+	Leadership Leadership
+	// Metrics reads the Prometheus queries of services with metric labels;
+	// nil disables metric-driven scaling.
+	Metrics MetricSource
+	// Interval is the period of metric evaluation (default 15s).
+	Interval time.Duration
+	// AlertLog keeps the Alertmanager firings that scaled beyond this
+	// process; nil keeps them in memory only.
+	AlertLog AlertLog
+	// AlertMemory is how long a firing is remembered in memory (default
+	// 24h); the AlertLog keeps it longer.
+	AlertMemory time.Duration
 }
+
+// Leadership tells whether this instance is the one that decides, among
+// several control instances sharing a Consul.
+type Leadership interface {
+	// Leading reports whether this instance holds the leadership now, and
+	// the term: a number that changes every time it is acquired, so that
+	// state read during an earlier term is read again.
+	Leading() (term uint64, ok bool)
+	// Leader is the address the current leader advertises, "" when no
+	// instance leads.
+	Leader(ctx context.Context) (string, error)
+}
+
+// MetricSource evaluates one metric query.
+type MetricSource interface {
+	// Query returns the query's single value now; an empty result or
+	// several series are errors.
+	Query(ctx context.Context, query string) (float64, error)
+}
+
+// ErrNotLeader is wrapped by NotLeaderError.
+var ErrNotLeader = errors.New("this control instance is not the leader")
+
+// NotLeaderError refuses a decision on a follower and names the leader.
+type NotLeaderError struct {
+	// Leader is the leader's advertised address; "" when unknown.
+	Leader string
+}
+
+func (e *NotLeaderError) Error() string {
+	if e.Leader == "" {
+		return ErrNotLeader.Error() + " (no leader elected yet; retry shortly)"
+	}
+	return ErrNotLeader.Error() + "; send it to the leader at " + e.Leader
+}
+
+// Unwrap makes errors.Is(err, ErrNotLeader) true.
+func (e *NotLeaderError) Unwrap() error { return ErrNotLeader }
 
 // Controller is the autoscaler: it keeps the list of managed services in
 // step with the swarm through Docker events and turns requests into
@@ -143,6 +214,7 @@ type Controller struct {
 	metrics *metrics
 	bus     *Broadcaster
 	resyncC chan struct{}
+	alerts  *alerts
 
 	mu sync.Mutex // guards following fields
 	// services are the managed services (opted in), by ID.
@@ -151,6 +223,9 @@ type Controller struct {
 	// they outlive label changes.
 	states   map[string]*state
 	dockerOK bool
+	// metricErrs are the last error of each failing metric, by service and
+	// metric name, so that a lasting failure is logged once.
+	metricErrs map[string]string
 }
 
 // managed is one service the controller manages.
@@ -165,8 +240,15 @@ type managed struct {
 type state struct {
 	mu   sync.Mutex // held for a whole decision; guards following fields
 	last LastScale
-	// loaded is true once last holds what the history knew at start.
+	// loaded is true once last holds what the history knew at the start of
+	// leadership term.
 	loaded bool
+	term   uint64
+	// recs are the recent recommendations, for the stabilization window.
+	recs []Recommendation
+	// metricRefusal is the last refusal of a metric-driven decision, so
+	// that one repeated every interval is recorded once.
+	metricRefusal string
 }
 
 // NewController returns a controller; Run keeps its service list current.
@@ -180,6 +262,12 @@ func NewController(cfg Config, s Swarm, h History, log *slog.Logger, reg prometh
 	if cfg.HistoryTimeout <= 0 {
 		cfg.HistoryTimeout = 5 * time.Second
 	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 15 * time.Second
+	}
+	if cfg.AlertMemory <= 0 {
+		cfg.AlertMemory = 24 * time.Hour
+	}
 	c := &Controller{
 		cfg: cfg, swarm: s, history: h,
 		log:      log.With("component", "scale"),
@@ -187,6 +275,9 @@ func NewController(cfg Config, s Swarm, h History, log *slog.Logger, reg prometh
 		resyncC:  make(chan struct{}, 1),
 		services: map[string]*managed{},
 		states:   map[string]*state{},
+
+		metricErrs: map[string]string{},
+		alerts:     &alerts{log: cfg.AlertLog, ttl: cfg.AlertMemory, done: map[string]time.Time{}},
 	}
 	c.metrics = newMetrics(reg, c)
 	return c
@@ -206,6 +297,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { c.watch(gctx); return nil })
 	g.Go(func() error { c.resyncLoop(gctx); return nil })
+	if c.cfg.Metrics != nil {
+		g.Go(func() error { c.metricLoop(gctx); return nil })
+	}
 	g.Wait()
 	c.log.Info("autoscaler stopped")
 	return nil
@@ -358,7 +452,7 @@ func (c *Controller) upsert(svc Service) {
 		c.log.Warn("bad scaling labels; requests for this service are refused", "service", svc.Name, "err", err)
 	case !had:
 		c.log.Info("service autoscaled", "service", svc.Name, "global", svc.Global, "min", p.Min, "max", p.Max)
-	case old.policy != p:
+	case !reflect.DeepEqual(old.policy, p):
 		c.log.Info("service scaling policy changed", "service", svc.Name, "min", p.Min, "max", p.Max)
 	}
 }
@@ -405,10 +499,18 @@ func (c *Controller) lookup(name string) (*managed, *state, bool) {
 
 // Handle decides on one request and applies the decision. A policy refusal
 // is not an error: it is a Record with Refused set. Errors wrap ErrNotFound,
-// ErrGlobalService, ErrBadPolicy, ErrUnknownDirection or ErrUnavailable.
+// ErrGlobalService, ErrBadPolicy, ErrUnknownDirection, ErrNotLeader or
+// ErrUnavailable.
 func (c *Controller) Handle(ctx context.Context, req Request) (Record, error) {
-	if req.Direction != Up && req.Direction != Down {
+	if req.To != nil {
+		if *req.To < 0 {
+			return Record{}, fmt.Errorf("%w: replicas %d is negative", ErrUnknownDirection, *req.To)
+		}
+	} else if req.Direction != Up && req.Direction != Down {
 		return Record{}, fmt.Errorf("%w: %q", ErrUnknownDirection, req.Direction)
+	}
+	if req.Autoscaler == "" {
+		req.Autoscaler = AutoswarmName
 	}
 	if req.Autoscaler != AutoswarmName {
 		return Record{}, fmt.Errorf("autoscaler %q: %w (services detected in the swarm are under %q)", req.Autoscaler, ErrNotFound, AutoswarmName)
@@ -421,24 +523,87 @@ func (c *Controller) Handle(ctx context.Context, req Request) (Record, error) {
 		// A service's mode never changes: no need to read it again.
 		return Record{}, fmt.Errorf("service %q: %w", m.svc.Name, ErrGlobalService)
 	}
+	plan := func(current int, p Policy, last LastScale, now time.Time) plan {
+		if req.To != nil {
+			dir, d := DecideTo(current, *req.To, p, last, now)
+			return plan{dir: dir, d: d, desired: *req.To}
+		}
+		d, _ := Decide(current, req.Direction, p, last, now)
+		return plan{dir: req.Direction, d: d}
+	}
+	return c.decide(ctx, m, st, req.Source, plan, nil)
+}
+
+// plan is a decision before stabilization and the request it answers.
+type plan struct {
+	dir     Direction
+	d       Decision
+	desired int
+	metrics []MetricValue
+	// recommend is recorded for the stabilization window when set.
+	recommend *int
+}
+
+// planner plans a decision from the service's current replicas and policy.
+type planner func(current int, p Policy, last LastScale, now time.Time) plan
+
+// decide serialises, plans, applies, publishes and records one decision on
+// m. When record is not nil, it decides whether the decision is recorded
+// (metric loops skip repeated refusals).
+func (c *Controller) decide(ctx context.Context, m *managed, st *state, source string, pl planner, record func(*state, Record) bool) (Record, error) {
+	term, err := c.leading(ctx)
+	if err != nil {
+		return Record{}, err
+	}
 	st.mu.Lock()
-	err := c.loadLocked(ctx, m.svc.Name, st)
+	err = c.loadLocked(ctx, m.svc, st, term)
 	var rec Record
 	if err == nil {
-		rec, err = c.decideLocked(ctx, req, m.svc.ID, st)
+		rec, err = c.decideLocked(ctx, source, m.svc.ID, m.svc.Name, st, pl)
 	}
-	if err == nil {
+	keep := err == nil && (record == nil || record(st, rec))
+	if keep {
 		rec = c.bus.Publish(rec)
 	}
 	st.mu.Unlock()
 	if err != nil {
 		return Record{}, err
 	}
+	if !keep {
+		return rec, nil
+	}
 	c.metrics.observe(rec)
 	c.log.Info("scaling decision", "service", rec.Service, "direction", rec.Direction, "from", rec.From, "to", rec.To,
 		"refused", rec.Refused, "reason", rec.Reason, "dry_run", rec.DryRun, "source", rec.Source)
 	c.appendHistory(ctx, rec)
 	return rec, nil
+}
+
+// leading returns the leadership term, or a NotLeaderError naming the leader.
+func (c *Controller) leading(ctx context.Context) (uint64, error) {
+	if c.cfg.Leadership == nil {
+		return 0, nil
+	}
+	term, ok := c.cfg.Leadership.Leading()
+	if ok {
+		return term, nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	leader, err := c.cfg.Leadership.Leader(lctx)
+	if err != nil {
+		c.log.Debug("leader unknown", "err", err)
+	}
+	return 0, &NotLeaderError{Leader: leader}
+}
+
+// Leading reports whether this instance decides now.
+func (c *Controller) Leading() bool {
+	if c.cfg.Leadership == nil {
+		return true
+	}
+	_, ok := c.cfg.Leadership.Leading()
+	return ok
 }
 
 func usable(m *managed) error {
@@ -451,60 +616,78 @@ func usable(m *managed) error {
 	return nil
 }
 
-// loadLocked reads the service's last scale times from the history once, so
-// that a restarted controller keeps the cooldowns. While the history cannot
-// be read, decisions on the service wait (ErrUnavailable): deciding without
-// it could break a cooldown. st.mu is held.
-func (c *Controller) loadLocked(ctx context.Context, service string, st *state) error {
-	if st.loaded || c.history == nil {
+// loadLocked reads the service's last scale times from the history once
+// per leadership term, so that a restarted controller, or a new leader,
+// keeps the cooldowns. While the history cannot be read, decisions on the
+// service wait (ErrUnavailable): deciding without it could break a
+// cooldown. The stabilization window starts, at each term, with the current
+// replicas as a recommendation: nothing is known of what was recommended
+// before. st.mu is held.
+func (c *Controller) loadLocked(ctx context.Context, svc Service, st *state, term uint64) error {
+	if st.loaded && st.term == term {
 		return nil
 	}
-	hctx, cancel := context.WithTimeout(ctx, c.cfg.HistoryTimeout)
-	defer cancel()
-	last, err := c.history.Last(hctx, service)
-	if err != nil {
-		c.metrics.errors.WithLabelValues("history").Inc()
-		return fmt.Errorf("read the scaling history of %s (cooldowns depend on it): %w: %w", service, ErrUnavailable, err)
+	if c.history != nil {
+		hctx, cancel := context.WithTimeout(ctx, c.cfg.HistoryTimeout)
+		defer cancel()
+		last, err := c.history.Last(hctx, svc.Name)
+		if err != nil {
+			c.metrics.errors.WithLabelValues("history").Inc()
+			return fmt.Errorf("read the scaling history of %s (cooldowns depend on it): %w: %w", svc.Name, ErrUnavailable, err)
+		}
+		if last.Up.After(st.last.Up) {
+			st.last.Up = last.Up
+		}
+		if last.Down.After(st.last.Down) {
+			st.last.Down = last.Down
+		}
 	}
-	if last.Up.After(st.last.Up) {
-		st.last.Up = last.Up
+	if !st.loaded || st.term != term {
+		// Another instance may have decided meanwhile: hold scale-downs for
+		// a window from the replicas found.
+		st.recs = append(st.recs, Recommendation{Time: c.cfg.Now(), Replicas: svc.Replicas})
 	}
-	if last.Down.After(st.last.Down) {
-		st.last.Down = last.Down
-	}
-	st.loaded = true
+	st.loaded, st.term = true, term
 	return nil
 }
 
 // decideLocked reads the service afresh (labels included, so a label edit
-// counts even before its event arrives), decides and writes, retrying when
-// the service changed in between. st.mu is held.
-func (c *Controller) decideLocked(ctx context.Context, req Request, id string, st *state) (Record, error) {
+// counts even before its event arrives), plans, stabilizes and writes,
+// retrying when the service changed in between. st.mu is held.
+func (c *Controller) decideLocked(ctx context.Context, source, id, name string, st *state, pl planner) (Record, error) {
 	for attempt := 0; ; attempt++ {
 		svc, err := c.swarm.Service(ctx, id)
 		if errors.Is(err, ErrNotFound) {
 			c.forget(id)
-			return Record{}, fmt.Errorf("service %q: %w", req.Service, ErrNotFound)
+			return Record{}, fmt.Errorf("service %q: %w", name, ErrNotFound)
 		}
 		if err != nil {
 			c.metrics.errors.WithLabelValues("docker_inspect").Inc()
-			return Record{}, fmt.Errorf("inspect service %s: %w: %w", req.Service, ErrUnavailable, err)
+			return Record{}, fmt.Errorf("inspect service %s: %w: %w", name, ErrUnavailable, err)
 		}
 		c.upsert(svc)
 		m, _, ok := c.lookup(svc.Name)
 		if !ok {
-			return Record{}, fmt.Errorf("service %q: %w among autoscaled services (its labels no longer opt in)", req.Service, ErrNotFound)
+			return Record{}, fmt.Errorf("service %q: %w among autoscaled services (its labels no longer opt in)", name, ErrNotFound)
 		}
 		if err := usable(m); err != nil {
 			return Record{}, err
 		}
 		now := c.cfg.Now()
-		d, err := Decide(svc.Replicas, req.Direction, m.policy, st.last, now)
-		if err != nil {
-			return Record{}, err
+		p := m.policy
+		pn := pl(svc.Replicas, p, st.last, now)
+		st.recs = PruneRecommendations(st.recs, p.StabilizationDown, now)
+		highest, ok := HighestRecommendation(st.recs, p.StabilizationDown, now)
+		d := Stabilize(pn.d, pn.dir, highest, ok, p.StabilizationDown)
+		if pn.recommend != nil {
+			st.recs = append(st.recs, Recommendation{Time: now, Replicas: *pn.recommend})
+		} else if pn.dir == Up {
+			st.recs = append(st.recs, Recommendation{Time: now, Replicas: max(d.To, d.From)})
 		}
+		dir := pn.dir // empty when unchanged
 		rec := Record{Time: now.UTC(), Autoscaler: AutoswarmName, Service: svc.Name, ServiceID: svc.ID,
-			Direction: req.Direction, Source: req.Source, Decision: d, DryRun: c.cfg.DryRun && !d.Refused}
+			Direction: dir, Source: source, Decision: d, DryRun: c.cfg.DryRun && !d.Refused,
+			Desired: pn.desired, Metrics: pn.metrics}
 		if d.Refused || c.cfg.DryRun {
 			return rec, nil
 		}
@@ -515,13 +698,13 @@ func (c *Controller) decideLocked(ctx context.Context, req Request, id string, s
 			continue
 		}
 		if errors.Is(err, ErrGlobalService) {
-			return Record{}, fmt.Errorf("service %q: %w", req.Service, ErrGlobalService)
+			return Record{}, fmt.Errorf("service %q: %w", name, ErrGlobalService)
 		}
 		if err != nil {
 			c.metrics.errors.WithLabelValues("docker_update").Inc()
 			return Record{}, fmt.Errorf("update service %s to %d replicas: %w: %w", svc.Name, d.To, ErrUnavailable, err)
 		}
-		if req.Direction == Up {
+		if dir == Up {
 			st.last.Up = now
 		} else {
 			st.last.Down = now
@@ -582,13 +765,17 @@ type Status struct {
 	DockerConnected bool `json:"docker_connected"`
 	Services        int  `json:"services"`
 	DryRun          bool `json:"dry_run"`
+	// Leading is true when this instance decides (always, without
+	// leader election).
+	Leading bool `json:"leading"`
 }
 
 // Status reports the controller's current state.
 func (c *Controller) Status() Status {
+	leading := c.Leading()
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return Status{DockerConnected: c.dockerOK, Services: len(c.services), DryRun: c.cfg.DryRun}
+	return Status{DockerConnected: c.dockerOK, Services: len(c.services), DryRun: c.cfg.DryRun, Leading: leading}
 }
 
 func (c *Controller) serviceCount() int {

@@ -45,6 +45,10 @@ const (
 	ReasonPaused       Reason = "paused"
 	ReasonDisabled     Reason = "disabled"
 	ReasonDownDisabled Reason = "down_not_allowed"
+	// ReasonStabilizing: a scale-down held by the stabilization window.
+	ReasonStabilizing Reason = "stabilizing"
+	// ReasonUnchanged: the replicas asked for are the current ones.
+	ReasonUnchanged Reason = "unchanged"
 )
 
 // LastScale is when a service was last scaled, by direction; zero means never.
@@ -87,8 +91,32 @@ func Decide(current int, dir Direction, p Policy, last LastScale, now time.Time)
 	if dir != Up && dir != Down {
 		return Decision{}, fmt.Errorf("%w: %q", ErrUnknownDirection, dir)
 	}
-	refuse := func(r Reason, format string, args ...any) (Decision, error) {
-		return Decision{From: current, To: current, Reason: r, Refused: true, Why: fmt.Sprintf(format, args...)}, nil
+	if dir == Up {
+		return decideTo(current, Up, current+p.StepUp.Delta(current), p, last, now), nil
+	}
+	return decideTo(current, Down, current-p.StepDown.Delta(current), p, last, now), nil
+}
+
+// DecideTo applies policy p to a request to set current replicas to target
+// at now (underlay scale --to, and target tracking): the direction is
+// target's side of current, and Decide's rules hold — bounds, cooldowns,
+// AllowDown, pause. A target equal to current is refused as unchanged.
+func DecideTo(current, target int, p Policy, last LastScale, now time.Time) (Direction, Decision) {
+	if target == current {
+		return "", Decision{From: current, To: current, Reason: ReasonUnchanged, Refused: true,
+			Why: fmt.Sprintf("already at %d replicas", current)}
+	}
+	dir := Up
+	if target < current {
+		dir = Down
+	}
+	return dir, decideTo(current, dir, target, p, last, now)
+}
+
+// decideTo moves current towards target in direction dir under policy p.
+func decideTo(current int, dir Direction, target int, p Policy, last LastScale, now time.Time) Decision {
+	refuse := func(r Reason, format string, args ...any) Decision {
+		return Decision{From: current, To: current, Reason: r, Refused: true, Why: fmt.Sprintf(format, args...)}
 	}
 	switch {
 	case !p.Enabled:
@@ -96,7 +124,6 @@ func Decide(current int, dir Direction, p Policy, last LastScale, now time.Time)
 	case p.Paused:
 		return refuse(ReasonPaused, "autoscaling is paused (%s=true)", LabelPaused)
 	}
-	var target int
 	if dir == Up {
 		if current >= p.Max {
 			return refuse(ReasonAtMax, "%d replicas: already at or above the maximum %d", current, p.Max)
@@ -104,7 +131,7 @@ func Decide(current int, dir Direction, p Policy, last LastScale, now time.Time)
 		if left := cooldownLeft(last.Up, p.CooldownUp, now); left > 0 {
 			return refuse(ReasonCooldown, "scale-up cooldown: %s left of %s", left.Round(time.Millisecond), p.CooldownUp)
 		}
-		target = min(max(current+p.StepUp.Delta(current), p.Min), p.Max)
+		target = min(max(target, p.Min), p.Max)
 	} else {
 		if !p.AllowDown {
 			return refuse(ReasonDownDisabled, "scale-down is not allowed for this service (set %s=true)", LabelAllowDown)
@@ -115,10 +142,10 @@ func Decide(current int, dir Direction, p Policy, last LastScale, now time.Time)
 		if left := cooldownLeft(last.Latest(), p.CooldownDown, now); left > 0 {
 			return refuse(ReasonCooldown, "scale-down cooldown: %s left of %s", left.Round(time.Millisecond), p.CooldownDown)
 		}
-		target = max(min(current-p.StepDown.Delta(current), p.Max), p.Min)
+		target = max(min(target, p.Max), p.Min)
 	}
 	return Decision{From: current, To: target, Reason: ReasonScaled,
-		Why: fmt.Sprintf("scaled %s from %d to %d replicas (bounds %d..%d)", dir, current, target, p.Min, p.Max)}, nil
+		Why: fmt.Sprintf("scaled %s from %d to %d replicas (bounds %d..%d)", dir, current, target, p.Min, p.Max)}
 }
 
 func cooldownLeft(last time.Time, cooldown time.Duration, now time.Time) time.Duration {

@@ -9,10 +9,13 @@
 // Controller drives them: it keeps the list of autoscaled services current
 // from Docker events (subscribe, then list; list again after every
 // reconnect), serialises the decisions of each service, writes replicas with
-// the service's version (retrying on conflict), and hands every decision to
-// History (Consul KV, see package adapter) and to a Broadcaster that feeds
-// the server-sent events endpoint. API maps it all to HTTP.
+// the service's version (retrying on conflict), evaluates metric queries
+// every interval while it leads, acts once per Alertmanager firing, and
+// hands every decision to History (Consul KV, see package adapter) and to a
+// Broadcaster that feeds the server-sent events endpoint. API maps it all
+// to HTTP.
 //
-// Docker and Consul sit behind the Swarm and History interfaces declared
-// here; package adapter implements them.
+// Docker, Consul and Prometheus sit behind the Swarm, History, AlertLog,
+// Leadership, TokenSet and MetricSource interfaces declared here; package
+// adapter implements them.
 package scale

@@ -1,6 +1,8 @@
 package scale
 
 import (
+	"bytes"
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,15 +16,36 @@ import (
 // maxBody bounds request bodies; a direction needs a few bytes.
 const maxBody = 64 << 10
 
+// maxWebhookBody bounds the bodies of routes that take Alertmanager's
+// notifications, which may carry many alerts.
+const maxWebhookBody = 4 << 20
+
 // APIConfig configures the HTTP API.
 type APIConfig struct {
-	// Tokens authenticate mutating routes; nil disables authentication
-	// (underlay control --insecure-no-auth).
+	// Tokens authenticate mutating routes; nil, with MoreTokens nil too,
+	// disables authentication (underlay control --insecure-no-auth).
 	Tokens *Tokens
+	// MoreTokens are accepted besides Tokens: tokens read from Consul KV
+	// while serving; nil for none.
+	MoreTokens TokenSet
 	// KeepAlive is the period of comment lines on the events stream, which
 	// keep proxies from closing an idle stream (default 15s).
 	KeepAlive time.Duration
+	// WebhookSecret, when set, makes the Alertmanager routes require an
+	// HMAC-SHA256 signature of the body (SignatureHeader) besides the token.
+	WebhookSecret []byte
+	// History lists a service's records for the history route; nil answers
+	// 501 there.
+	History HistoryLister
 }
+
+// HistoryLister lists a service's decision records, oldest first.
+type HistoryLister interface {
+	List(ctx context.Context, service string) ([]Record, error)
+}
+
+// LeaderHeader names the leader's address on a follower's 503.
+const LeaderHeader = "X-Underlay-Leader"
 
 // API serves the Orbiter-compatible HTTP API of a Controller.
 type API struct {
@@ -46,6 +69,15 @@ func NewAPI(cfg APIConfig, c *Controller, log *slog.Logger) *API {
 //	GET  /autoscaler                                  (open)
 //	GET  /health                                      (open)
 //	GET  /events                                      (open; server-sent events)
+//
+// and underlay's own routes:
+//
+//	POST /v1/underlay/alertmanager, /alertmanager     (bearer token, signature when configured; Alertmanager webhooks)
+//	POST /v1/underlay/alertmanager/{service}[/{direction}]
+//	POST /v1/underlay/services/{service}/scale        (bearer token; {"direction": "up"|"down"} or {"replicas": N})
+//	GET  /v1/underlay/services, /v1/underlay/services/{service}/history, /v1/underlay/leader, /v1/underlay/events
+//
+// Orbiter's handle routes also take Alertmanager webhook bodies.
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, prefix := range []string{"/v1/orbiter", ""} {
@@ -55,6 +87,14 @@ func (a *API) Handler() http.Handler {
 		mux.HandleFunc("GET "+prefix+"/health", a.health)
 		mux.HandleFunc("GET "+prefix+"/events", a.events)
 	}
+	for _, path := range []string{"/v1/underlay/alertmanager", "/alertmanager", "/v1/underlay/alertmanager/{service}", "/v1/underlay/alertmanager/{service}/{direction}"} {
+		mux.Handle("POST "+path, a.auth(http.HandlerFunc(a.alertmanager)))
+	}
+	mux.Handle("POST /v1/underlay/services/{service}/scale", a.auth(http.HandlerFunc(a.scaleNative)))
+	mux.HandleFunc("GET /v1/underlay/services", a.list)
+	mux.HandleFunc("GET /v1/underlay/services/{service}/history", a.history)
+	mux.HandleFunc("GET /v1/underlay/leader", a.leader)
+	mux.HandleFunc("GET /v1/underlay/events", a.events)
 	return mux
 }
 
@@ -65,12 +105,14 @@ type errorBody struct {
 
 func (a *API) auth(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a.cfg.Tokens == nil {
+		if a.cfg.Tokens == nil && a.cfg.MoreTokens == nil {
 			next.ServeHTTP(w, r)
 			return
 		}
 		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		if !ok || !a.cfg.Tokens.Valid(strings.TrimSpace(token)) {
+		token = strings.TrimSpace(token)
+		valid := a.cfg.Tokens.Valid(token) || (a.cfg.MoreTokens != nil && a.cfg.MoreTokens.Valid(token))
+		if !ok || !valid {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="underlay"`)
 			msg := "missing bearer token"
 			if ok {
@@ -91,16 +133,168 @@ func (a *API) handleRoute(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("%v: %q", ErrUnknownDirection, r.PathValue("direction"))})
 		return
 	}
-	a.scale(w, r, d)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "read body: " + err.Error()})
+		return
+	}
+	if LooksLikeAlertmanager(body) {
+		// An Alertmanager webhook pointed at Orbiter's route: act per
+		// firing alert, never on resolved ones or re-sends.
+		a.webhook(w, r, body, r.PathValue("autoscaler"), d)
+		return
+	}
+	a.scale(w, r, Request{Direction: d})
 }
 
 func (a *API) handleBody(w http.ResponseWriter, r *http.Request) {
-	dir, err := parseBody(http.MaxBytesReader(w, r.Body, maxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "read body: " + err.Error()})
+		return
+	}
+	if LooksLikeAlertmanager(body) {
+		a.webhook(w, r, body, r.PathValue("autoscaler"), "")
+		return
+	}
+	dir, err := parseBody(bytes.NewReader(body))
 	if err != nil {
 		writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error()})
 		return
 	}
-	a.scale(w, r, dir)
+	a.scale(w, r, Request{Direction: dir})
+}
+
+// alertmanager serves the Alertmanager webhook routes, with the service
+// and direction taken from the route when it names them.
+func (a *API) alertmanager(w http.ResponseWriter, r *http.Request) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "read body: " + err.Error()})
+		return
+	}
+	if a.cfg.WebhookSecret != nil {
+		h := r.Header.Get(SignatureHeader)
+		if h == "" {
+			h = r.Header.Get("X-Hub-Signature-256")
+		}
+		if err := VerifySignature(a.cfg.WebhookSecret, body, h); err != nil {
+			a.log.Warn("webhook signature refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+			writeJSON(w, http.StatusUnauthorized, errorBody{Error: err.Error()})
+			return
+		}
+	}
+	var dir Direction
+	if raw := r.PathValue("direction"); raw != "" {
+		dir = Direction(strings.ToLower(raw))
+		if dir != Up && dir != Down {
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("%v: %q", ErrUnknownDirection, raw)})
+			return
+		}
+	}
+	a.webhook(w, r, body, AutoswarmName, dir)
+}
+
+// webhookAnswer is the answer to an Alertmanager webhook.
+type webhookAnswer struct {
+	Results []AlertResult `json:"results"`
+	Error   string        `json:"error,omitempty"`
+}
+
+// webhook acts on an Alertmanager body. It answers 200 with one result per
+// alert — refusals and per-alert mistakes included, since a retry would not
+// change them — and 503 when any alert met an unavailable dependency or a
+// follower, so that Alertmanager retries (alerts that scaled are then
+// recognised as duplicates).
+func (a *API) webhook(w http.ResponseWriter, r *http.Request, body []byte, autoscaler string, dir Direction) {
+	msg, err := ParseAlertmanager(bytes.NewReader(body))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error()})
+		return
+	}
+	if autoscaler != AutoswarmName {
+		writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("autoscaler %q: %v (services detected in the swarm are under %q)", autoscaler, ErrNotFound, AutoswarmName)})
+		return
+	}
+	results := a.c.HandleAlerts(r.Context(), msg, r.PathValue("service"), dir, "alertmanager "+r.RemoteAddr)
+	ans := webhookAnswer{Results: results}
+	code := http.StatusOK
+	for _, res := range results {
+		if res.Err != nil && statusOf(res.Err) >= 500 {
+			code = http.StatusServiceUnavailable
+			ans.Error = res.Err.Error()
+			var nl *NotLeaderError
+			if errors.As(res.Err, &nl) && nl.Leader != "" {
+				w.Header().Set(LeaderHeader, nl.Leader)
+			}
+		}
+	}
+	if code != http.StatusOK {
+		a.log.Warn("webhook not fully handled; Alertmanager will retry", "err", ans.Error)
+	}
+	writeJSON(w, code, ans)
+}
+
+// scaleBody is the body of POST /v1/underlay/services/{service}/scale:
+// a direction, or a replica count.
+type scaleBody struct {
+	Direction string `json:"direction,omitempty"`
+	Replicas  *int   `json:"replicas,omitempty"`
+}
+
+func (a *API) scaleNative(w http.ResponseWriter, r *http.Request) {
+	var b scaleBody
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(&b); err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "malformed JSON body: " + err.Error()})
+		return
+	}
+	var req Request
+	switch {
+	case b.Replicas != nil && b.Direction != "":
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "give direction or replicas, not both"})
+		return
+	case b.Replicas != nil:
+		req.To = b.Replicas
+	default:
+		d := Direction(strings.ToLower(b.Direction))
+		if d != Up && d != Down {
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("%v: %q (or give replicas)", ErrUnknownDirection, b.Direction)})
+			return
+		}
+		req.Direction = d
+	}
+	a.scale(w, r, req)
+}
+
+func (a *API) history(w http.ResponseWriter, r *http.Request) {
+	if a.cfg.History == nil {
+		writeJSON(w, http.StatusNotImplemented, errorBody{Error: "no history store"})
+		return
+	}
+	recs, err := a.cfg.History.List(r.Context(), r.PathValue("service"))
+	if err != nil {
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: fmt.Sprintf("%v: %v", ErrUnavailable, err)})
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		Data []Record `json:"data"`
+	}{recs})
+}
+
+// leaderInfo answers GET /v1/underlay/leader.
+type leaderInfo struct {
+	// Leading is true when this instance decides.
+	Leading bool `json:"leading"`
+	// Leader is the leader's advertised address, when known.
+	Leader string `json:"leader,omitempty"`
+}
+
+func (a *API) leader(w http.ResponseWriter, r *http.Request) {
+	info := leaderInfo{Leading: a.c.Leading()}
+	if l := a.c.cfg.Leadership; l != nil {
+		info.Leader, _ = l.Leader(r.Context())
+	}
+	writeJSON(w, http.StatusOK, info)
 }
 
 // parseBody reads Orbiter's {"direction": true|false}, or "up"/"down". A
@@ -131,20 +325,36 @@ func parseBody(r io.Reader) (Direction, error) {
 	return ParseDirection(s)
 }
 
-func (a *API) scale(w http.ResponseWriter, r *http.Request, dir Direction) {
-	rec, err := a.c.Handle(r.Context(), Request{
-		Autoscaler: r.PathValue("autoscaler"), Service: r.PathValue("service"),
-		Direction: dir, Source: "http " + r.RemoteAddr,
-	})
+func (a *API) scale(w http.ResponseWriter, r *http.Request, req Request) {
+	req.Autoscaler = r.PathValue("autoscaler")
+	req.Service = r.PathValue("service")
+	req.Source = "http " + r.RemoteAddr
+	rec, err := a.c.Handle(r.Context(), req)
 	if err != nil {
-		code := statusOf(err)
-		if code >= 500 {
-			a.log.Warn("scaling request failed", "service", r.PathValue("service"), "err", err)
-		}
-		writeJSON(w, code, errorBody{Error: err.Error()})
+		a.writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, rec)
+}
+
+// writeError answers err with its status; a follower's 503 names the
+// leader in LeaderHeader and in the body.
+func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
+	code := statusOf(err)
+	body := struct {
+		errorBody
+		Leader string `json:"leader,omitempty"`
+	}{errorBody: errorBody{Error: err.Error()}}
+	var nl *NotLeaderError
+	if errors.As(err, &nl) {
+		body.Leader = nl.Leader
+		if nl.Leader != "" {
+			w.Header().Set(LeaderHeader, nl.Leader)
+		}
+	} else if code >= 500 {
+		a.log.Warn("scaling request failed", "service", r.PathValue("service"), "err", err)
+	}
+	writeJSON(w, code, body)
 }
 
 // statusOf maps Handle's errors to HTTP statuses. Policy refusals are not
@@ -152,7 +362,7 @@ func (a *API) scale(w http.ResponseWriter, r *http.Request, dir Direction) {
 // (Alertmanager) do not retry until something scales.
 func statusOf(err error) int {
 	switch {
-	case errors.Is(err, ErrUnknownDirection):
+	case errors.Is(err, ErrUnknownDirection), errors.Is(err, ErrBadWebhook):
 		return http.StatusBadRequest
 	case errors.Is(err, ErrNotFound):
 		return http.StatusNotFound

@@ -31,7 +31,13 @@ type apiEnv struct {
 	srv     *httptest.Server
 }
 
-func newAPIEnv(t *testing.T, cfg Config, svcs ...Service) *apiEnv {
+func newAPIEnv(t testing.TB, cfg Config, svcs ...Service) *apiEnv {
+	t.Helper()
+	return newAPIEnvWith(t, cfg, APIConfig{}, svcs...)
+}
+
+// newAPIEnvWith is newAPIEnv with API settings; the tokens are always set.
+func newAPIEnvWith(t testing.TB, cfg Config, apiCfg APIConfig, svcs ...Service) *apiEnv {
 	t.Helper()
 	e := &apiEnv{swarm: newFakeSwarm(svcs...), history: &memHistory{}, reg: prometheus.NewRegistry()}
 	log := slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -45,12 +51,13 @@ func newAPIEnv(t *testing.T, cfg Config, svcs ...Service) *apiEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.srv = httptest.NewServer(NewAPI(APIConfig{Tokens: tokens, KeepAlive: 50 * time.Millisecond}, e.ctrl, log).Handler())
+	apiCfg.Tokens, apiCfg.KeepAlive = tokens, 50*time.Millisecond
+	e.srv = httptest.NewServer(NewAPI(apiCfg, e.ctrl, log).Handler())
 	t.Cleanup(e.srv.Close)
 	return e
 }
 
-func waitFor(t *testing.T, cond func() bool) {
+func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {
@@ -146,7 +153,7 @@ func TestAPIStatusCodes(t *testing.T) {
 }
 
 func TestAPIScales(t *testing.T) {
-	e := newAPIEnv(t, Config{}, svc("web", 1, "orbiter", "true", LabelMax, "3", LabelAllowDown, "true", LabelCooldownDown, "0"))
+	e := newAPIEnv(t, Config{}, svc("web", 1, "orbiter", "true", LabelMax, "3", LabelAllowDown, "true", LabelCooldownDown, "0", LabelStabilizationDown, "0"))
 	steps := []struct {
 		path, body string
 		want       Decision

@@ -42,6 +42,14 @@ const (
 	LabelPaused = LabelPrefix + "paused"
 	// LabelAllowDown must be "true" for any scale-down to happen.
 	LabelAllowDown = LabelPrefix + "allow-down"
+	// LabelStabilizationDown is the scale-down stabilization window, as a
+	// cooldown: a scale-down goes no lower than the highest recommendation
+	// made within it (Kubernetes' HPA behaviour).
+	LabelStabilizationDown = LabelPrefix + "stabilization-down"
+	// LabelMetricPrefix starts the labels of metric-driven scaling:
+	// underlay.scale.metric.query and .target for one metric, or
+	// underlay.scale.metric.<name>.query and .target for several.
+	LabelMetricPrefix = LabelPrefix + "metric."
 )
 
 // Defaults of a Policy when its labels are absent.
@@ -50,6 +58,8 @@ const (
 	DefaultMax          = 10
 	DefaultCooldownUp   = 0
 	DefaultCooldownDown = 5 * time.Minute
+	// DefaultStabilizationDown is Kubernetes' HPA default.
+	DefaultStabilizationDown = 5 * time.Minute
 )
 
 // ErrBadLabel is wrapped by every error ParsePolicy returns.
@@ -98,6 +108,20 @@ type Policy struct {
 	Paused bool `json:"paused"`
 	// AllowDown permits scale-downs; without it nothing ever scales down.
 	AllowDown bool `json:"allow_down"`
+	// StabilizationDown is the window whose highest recommendation a
+	// scale-down may not go below; 0 disables it.
+	StabilizationDown time.Duration `json:"stabilization_down"`
+	// Metrics drive target tracking; nil when the service scales on
+	// requests only.
+	Metrics []MetricSpec `json:"metrics,omitempty"`
+}
+
+// MetricSpec is one metric of target tracking: a Prometheus query whose
+// value is the current average per replica, and the value wanted.
+type MetricSpec struct {
+	Name   string  `json:"name"`
+	Query  string  `json:"query"`
+	Target float64 `json:"target"`
 }
 
 // DefaultPolicy is the policy of a service that set no scaling label but
@@ -107,6 +131,7 @@ func DefaultPolicy() Policy {
 		Min: DefaultMin, Max: DefaultMax,
 		StepUp: Step{Replicas: 1}, StepDown: Step{Replicas: 1},
 		CooldownUp: DefaultCooldownUp, CooldownDown: DefaultCooldownDown,
+		StabilizationDown: DefaultStabilizationDown,
 	}
 }
 
@@ -185,13 +210,21 @@ func ParsePolicy(labels map[string]string) (Policy, error) {
 			p.Paused, err = parseBool(v)
 		case LabelAllowDown:
 			p.AllowDown, err = parseBool(v)
+		case LabelStabilizationDown:
+			p.StabilizationDown, err = parseCooldown(v)
 		default:
+			if strings.HasPrefix(key, LabelMetricPrefix) {
+				continue // read by parseMetrics
+			}
 			err = errors.New("unknown label")
 		}
 		if err != nil {
 			bad(key, err.Error())
 		}
 	}
+	metrics, merrs := parseMetrics(labels)
+	p.Metrics = metrics
+	errs = append(errs, merrs...)
 	if len(errs) == 0 && p.Min > p.Max {
 		errs = append(errs, fmt.Errorf("%w: %s=%d is above %s=%d", ErrBadLabel, LabelMin, p.Min, LabelMax, p.Max))
 	}
@@ -280,4 +313,72 @@ func parseCooldown(v string) (time.Duration, error) {
 		return 0, errors.New("negative")
 	}
 	return d, nil
+}
+
+// parseMetrics reads the metric labels: underlay.scale.metric.query and
+// .target (the metric is named "metric"), or underlay.scale.metric.<name>.query
+// and .target, sorted by name. A query without a target, a target without a
+// query or a target that is not a positive number is an error.
+func parseMetrics(labels map[string]string) ([]MetricSpec, []error) {
+	byName := map[string]*MetricSpec{}
+	var errs []error
+	bad := func(key, problem string) {
+		errs = append(errs, fmt.Errorf("%w: %s=%q: %s", ErrBadLabel, key, labels[key], problem))
+	}
+	for key, v := range labels {
+		rest, ok := strings.CutPrefix(key, LabelMetricPrefix)
+		if !ok {
+			continue
+		}
+		name, field := "metric", rest
+		if i := strings.LastIndex(rest, "."); i >= 0 {
+			name, field = rest[:i], rest[i+1:]
+		}
+		if name == "" {
+			bad(key, "empty metric name")
+			continue
+		}
+		m := byName[name]
+		if m == nil {
+			m = &MetricSpec{Name: name}
+			byName[name] = m
+		}
+		switch field {
+		case "query":
+			if m.Query = strings.TrimSpace(v); m.Query == "" {
+				bad(key, "empty query")
+			}
+		case "target":
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil || f <= 0 || math.IsInf(f, 0) || math.IsNaN(f) {
+				bad(key, "want a positive number")
+				continue
+			}
+			m.Target = f
+		default:
+			bad(key, "unknown label (want "+LabelMetricPrefix+"[NAME.]query or .target)")
+		}
+	}
+	names := make([]string, 0, len(byName))
+	for n := range byName {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	var out []MetricSpec
+	for _, n := range names {
+		m := byName[n]
+		prefix := LabelMetricPrefix + n + "."
+		if n == "metric" {
+			prefix = LabelMetricPrefix
+		}
+		switch {
+		case m.Query == "" && m.Target > 0:
+			errs = append(errs, fmt.Errorf("%w: metric %q has a target but no %squery", ErrBadLabel, n, prefix))
+		case m.Query != "" && m.Target == 0:
+			errs = append(errs, fmt.Errorf("%w: metric %q has a query but no %starget", ErrBadLabel, n, prefix))
+		case m.Query != "":
+			out = append(out, *m)
+		}
+	}
+	return out, errs
 }

@@ -34,6 +34,23 @@ func TestParsePolicy(t *testing.T) {
 		},
 		{name: "underlay.scale.enabled enables", labels: map[string]string{LabelEnabled: "true"}, want: enabled(nil)},
 		{
+			name: "stabilization and metrics",
+			labels: map[string]string{LabelEnabled: "true", LabelStabilizationDown: "30s",
+				LabelMetricPrefix + "query": "sum(x)", LabelMetricPrefix + "target": "5",
+				LabelMetricPrefix + "rps.query": "sum(rate(r[1m]))", LabelMetricPrefix + "rps.target": "100.5"},
+			want: enabled(func(p *Policy) {
+				p.StabilizationDown = 30 * time.Second
+				p.Metrics = []MetricSpec{{Name: "metric", Query: "sum(x)", Target: 5}, {Name: "rps", Query: "sum(rate(r[1m]))", Target: 100.5}}
+			}),
+		},
+		{
+			name: "bad metric labels",
+			labels: map[string]string{LabelEnabled: "true", LabelMetricPrefix + "query": "sum(x)",
+				LabelMetricPrefix + "rps.target": "-1", LabelMetricPrefix + "cpu.target": "3", LabelMetricPrefix + "cpu.typo": "1"},
+			wantErr: []string{`metric "metric" has a query but no underlay.scale.metric.target`, `rps.target="-1": want a positive number`,
+				`metric "cpu" has a target but no underlay.scale.metric.cpu.query`, "cpu.typo"},
+		},
+		{
 			name:   "orbiter steps and cooldown",
 			labels: map[string]string{"orbiter": "true", "orbiter.up": "3", "orbiter.down": "2", "orbiter.cooldown": "30"},
 			want: enabled(func(p *Policy) {

@@ -1,0 +1,89 @@
+package app
+
+import (
+	"errors"
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/dockerhost"
+	"github.com/underlay/underlay/internal/doctor"
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+// errChecksFailed makes the exit status non-zero when a check failed; the
+// report already says which.
+var errChecksFailed = errors.New("doctor: some checks failed")
+
+func newDoctorCommand(g *globalFlags, streams IOStreams) *cobra.Command {
+	var (
+		opts   consul.Options
+		node   string
+		asJSON bool
+	)
+	cmd := &cobra.Command{
+		Use:   "doctor",
+		Short: "Check this node's host, Docker, Consul and underlay networks, and explain how to fix what is wrong",
+		Long: `doctor runs on a node and checks its host (netlink, the local dockerd through
+DOCKER_HOST, the local Consul agent) and, through Consul, what the cluster
+expects of it: kernel macvlan and 802.1q support, each underlay network's
+parent, shim and route, the bridge-netfilter/FORWARD trap, Docker version and
+swarm state, the plugin directory, Consul reachability and clock skew, and
+whether the host reaches its own containers on underlay networks.
+
+Each failed check prints the command that fixes it. The exit status is 1
+when any check failed; warnings alone leave it 0.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.logger(streams.ErrOut)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			dc, err := dockerhost.NewClient()
+			if err != nil {
+				return err
+			}
+			defer dc.Close()
+			ca, err := doctor.NewConsulAPI(opts)
+			if err != nil {
+				return err
+			}
+			d := &doctor.DockerAPI{API: dc}
+			env := doctor.Env{
+				Node:     doctor.NodeName(ctx, node, d),
+				Docker:   d,
+				Consul:   ca,
+				Networks: netspec.NewStore(consul.NewKV(ca.API)),
+			}
+			logf := func(format string, args ...any) {
+				log.Debug(fmt.Sprintf(format, args...), "component", "doctor")
+			}
+			rs := doctor.Run(ctx, env.Node, env.Checks(), logf)
+			if asJSON {
+				err = doctor.WriteJSON(streams.Out, rs)
+			} else {
+				err = doctor.WriteTable(streams.Out, rs)
+			}
+			if err != nil {
+				return err
+			}
+			if doctor.Failed(rs) {
+				return errChecksFailed
+			}
+			return nil
+		},
+	}
+	fl := cmd.Flags()
+	fl.StringVar(&node, "node", "", "this node's name, as its agent reports it (default: Docker's host name)")
+	fl.BoolVar(&asJSON, "json", false, "print a JSON list of {node, check, status, message, fix}")
+	fl.StringVar(&opts.Addr, "consul-addr", "", "Consul agent HTTP address (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
+	fl.StringVar(&opts.Token, "consul-token", "", "Consul ACL token (default $CONSUL_HTTP_TOKEN)")
+	fl.StringVar(&opts.TokenFile, "consul-token-file", "", "file holding the Consul ACL token")
+	fl.StringVar(&opts.CAFile, "consul-cacert", "", "CA certificate for Consul TLS")
+	fl.StringVar(&opts.CertFile, "consul-client-cert", "", "client certificate for Consul TLS")
+	fl.StringVar(&opts.KeyFile, "consul-client-key", "", "client key for Consul TLS")
+	fl.StringVar(&opts.TLSServerName, "consul-tls-server-name", "", "server name for Consul TLS")
+	return cmd
+}

@@ -1,0 +1,259 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"strconv"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/underlay/underlay/internal/scale"
+)
+
+// scaleFlags are the flags of `underlay scale` and its subcommands.
+type scaleFlags struct {
+	addr      string
+	tokenFile string
+	to        int
+	json      bool
+}
+
+// newScaleCommand is `underlay scale`: a client of `underlay control`.
+func newScaleCommand(streams IOStreams) *cobra.Command {
+	f := &scaleFlags{}
+	cmd := &cobra.Command{
+		Use:   "scale SERVICE up|down | scale SERVICE --to N",
+		Short: "Scale a service through underlay control, list autoscaled services, read a service's history",
+		Long: `scale asks underlay control (--addr) to scale a service one step up or down, or
+to N replicas with --to; control applies the service's bounds, cooldowns and
+stabilization, and the answer says what it decided and why:
+
+  underlay scale web up
+  underlay scale web --to 5
+  underlay scale ls [--json]
+  underlay scale history web [--json]
+
+A follower of several control instances refuses and names the leader; the
+command then asks the leader once. Mutating calls need a token (--token-file).`,
+		Args: func(cmd *cobra.Command, args []string) error {
+			switch {
+			case cmd.Flags().Changed("to") && len(args) == 1:
+				return nil
+			case cmd.Flags().Changed("to"):
+				return errors.New("want SERVICE --to N")
+			case len(args) == 2:
+				return nil
+			}
+			return errors.New("want SERVICE up|down, or SERVICE --to N (or a subcommand: ls, history)")
+		},
+		RunE: func(cmd *cobra.Command, args []string) error {
+			body := map[string]any{}
+			if cmd.Flags().Changed("to") {
+				if f.to < 0 {
+					return fmt.Errorf("--to %d: must be zero or more", f.to)
+				}
+				body["replicas"] = f.to
+			} else {
+				d := strings.ToLower(args[1])
+				if d != "up" && d != "down" {
+					return fmt.Errorf("direction %q: want up or down", args[1])
+				}
+				body["direction"] = d
+			}
+			var rec scale.Record
+			if err := f.call(cmd.Context(), http.MethodPost, "/v1/underlay/services/"+url.PathEscape(args[0])+"/scale", body, &rec); err != nil {
+				return err
+			}
+			if f.json {
+				return printScaleJSON(streams.Out, rec)
+			}
+			verdict := "scaled"
+			switch {
+			case rec.Refused:
+				verdict = "refused (" + string(rec.Reason) + ")"
+			case rec.DryRun:
+				verdict = "dry run"
+			}
+			fmt.Fprintf(streams.Out, "%s: %d → %d replicas: %s: %s\n", rec.Service, rec.From, rec.To, verdict, rec.Why)
+			return nil
+		},
+	}
+	pf := cmd.PersistentFlags()
+	pf.StringVar(&f.addr, "addr", "127.0.0.1:8000", "address of underlay control's API")
+	pf.StringVar(&f.tokenFile, "token-file", "", "file whose first token authenticates mutating calls")
+	pf.BoolVar(&f.json, "json", false, "print JSON")
+	cmd.Flags().IntVar(&f.to, "to", 0, "scale to this many replicas instead of one step")
+	cmd.AddCommand(newScaleLsCommand(f, streams), newScaleHistoryCommand(f, streams))
+	return cmd
+}
+
+func newScaleLsCommand(f *scaleFlags, streams IOStreams) *cobra.Command {
+	return &cobra.Command{
+		Use:   "ls",
+		Short: "List the autoscaled services",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			var ans struct {
+				Data []scale.ServiceInfo `json:"data"`
+			}
+			if err := f.call(cmd.Context(), http.MethodGet, "/v1/underlay/services", nil, &ans); err != nil {
+				return err
+			}
+			if f.json {
+				return printScaleJSON(streams.Out, ans.Data)
+			}
+			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "SERVICE\tREPLICAS\tMIN\tMAX\tDOWN\tMETRICS\tERROR")
+			for _, s := range ans.Data {
+				down := "no"
+				if s.Policy.AllowDown {
+					down = "yes"
+				}
+				var ms []string
+				for _, m := range s.Policy.Metrics {
+					ms = append(ms, m.Name+"="+strconv.FormatFloat(m.Target, 'g', -1, 64))
+				}
+				replicas := strconv.Itoa(s.Replicas)
+				if s.Mode == "global" {
+					replicas = "global"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", s.Service, replicas, s.Policy.Min, s.Policy.Max, down, strings.Join(ms, ","), s.Error)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+func newScaleHistoryCommand(f *scaleFlags, streams IOStreams) *cobra.Command {
+	return &cobra.Command{
+		Use:   "history SERVICE",
+		Short: "Print a service's scaling decisions, oldest first",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var ans struct {
+				Data []scale.Record `json:"data"`
+			}
+			if err := f.call(cmd.Context(), http.MethodGet, "/v1/underlay/services/"+url.PathEscape(args[0])+"/history", nil, &ans); err != nil {
+				return err
+			}
+			if f.json {
+				return printScaleJSON(streams.Out, ans.Data)
+			}
+			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "TIME\tDIRECTION\tFROM\tTO\tREASON\tSOURCE\tWHY")
+			for _, r := range ans.Data {
+				reason := string(r.Reason)
+				if r.DryRun {
+					reason += " (dry run)"
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.Time.Format(time.RFC3339), r.Direction, r.From, r.To, reason, r.Source, r.Why)
+			}
+			return tw.Flush()
+		},
+	}
+}
+
+// call sends one request to control and decodes the answer into out. A
+// follower's 503 naming the leader is retried once at the leader.
+func (f *scaleFlags) call(ctx context.Context, method, path string, body, out any) error {
+	token := ""
+	if method != http.MethodGet {
+		t, err := readScaleToken(f.tokenFile)
+		if err != nil {
+			return err
+		}
+		token = t
+	}
+	addr := f.addr
+	for attempt := 0; ; attempt++ {
+		code, hdr, b, err := doScaleRequest(ctx, method, addr, path, token, body)
+		if err != nil {
+			return err
+		}
+		if leader := hdr.Get(scale.LeaderHeader); code == http.StatusServiceUnavailable && leader != "" && leader != addr && attempt == 0 {
+			addr = leader
+			continue
+		}
+		if code/100 != 2 {
+			var e struct {
+				Error string `json:"error"`
+			}
+			if json.Unmarshal(b, &e) == nil && e.Error != "" {
+				return fmt.Errorf("control at %s: %d: %s", addr, code, e.Error)
+			}
+			return fmt.Errorf("control at %s: %d: %.200s", addr, code, b)
+		}
+		if err := json.Unmarshal(b, out); err != nil {
+			return fmt.Errorf("control at %s: decode answer: %w", addr, err)
+		}
+		return nil
+	}
+}
+
+func doScaleRequest(ctx context.Context, method, addr, path, token string, body any) (int, http.Header, []byte, error) {
+	base := addr
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	var rd io.Reader
+	if body != nil {
+		b, _ := json.Marshal(body)
+		rd = bytes.NewReader(b)
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("--addr %s: %w", addr, err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("reach control at %s: %w", addr, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
+	if err != nil {
+		return 0, nil, nil, fmt.Errorf("read control's answer: %w", err)
+	}
+	return resp.StatusCode, resp.Header, b, nil
+}
+
+// readScaleToken reads the first token of a token file (the format of
+// control's --token-file); no file means no token.
+func readScaleToken(path string) (string, error) {
+	if path == "" {
+		return "", nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("--token-file: %w", err)
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
+			return line, nil
+		}
+	}
+	return "", fmt.Errorf("--token-file %s: no token found", path)
+}
+
+func printScaleJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
+}

@@ -1,0 +1,267 @@
+package doctor
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/underlay/underlay/internal/hostnet"
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+// Files reads the kernel's files under /proc and /sys.
+type Files interface {
+	ReadFile(path string) ([]byte, error)
+	Exists(path string) bool
+}
+
+// Links is the host's network links, as netlink shows them.
+type Links interface {
+	// Observe reads the state of a network's parent and shim.
+	Observe(w hostnet.Want) (hostnet.Observed, error)
+	// ProbeMacvlan creates a macvlan link on a temporary link and deletes
+	// both, returning the error that stopped it.
+	ProbeMacvlan() error
+}
+
+// Firewall reads iptables.
+type Firewall interface {
+	// ForwardRules returns the FORWARD chain as `iptables -S FORWARD`
+	// prints it.
+	ForwardRules(ctx context.Context) (string, error)
+}
+
+// Networks is the cluster's network specs and node reports (netspec.Store).
+type Networks interface {
+	Specs(ctx context.Context) ([]netspec.Spec, error)
+	NodeStates(ctx context.Context, name string) ([]netspec.NodeState, error)
+}
+
+// Docker is the local Docker daemon.
+type Docker interface {
+	// Facts reads version, swarm state; PluginDir is filled by the check.
+	Facts(ctx context.Context) (DockerFacts, error)
+	// Endpoints lists running containers' endpoints on the given networks
+	// (by Docker network name), with their first exposed TCP port.
+	Endpoints(ctx context.Context, networks map[string]string) ([]Probe, error)
+}
+
+// Consul is the local Consul agent and, through it, the servers.
+type Consul interface {
+	// Facts reads the leader and a server's clock.
+	Facts(ctx context.Context) ConsulFacts
+}
+
+// Dialer tries a TCP connection to addr.
+type Dialer func(ctx context.Context, addr netip.AddrPort) error
+
+// MacvlanCheck checks kernel macvlan support.
+type MacvlanCheck struct {
+	Files Files
+	Links Links
+}
+
+// Name implements Check.
+func (MacvlanCheck) Name() string { return "kernel/macvlan" }
+
+// Run implements Check.
+func (c MacvlanCheck) Run(ctx context.Context, logf Logf) []Result {
+	f := MacvlanFacts{Loaded: moduleLoaded(c.Files, "macvlan")}
+	if !f.Loaded {
+		f.Probed, f.ProbeErr = true, c.Links.ProbeMacvlan()
+	}
+	return []Result{EvalMacvlan(f)}
+}
+
+// moduleLoaded reports whether a kernel module is loaded, from /sys/module
+// or /proc/modules. Built-in modules without parameters show in neither.
+func moduleLoaded(fs Files, name string) bool {
+	if fs.Exists("/sys/module/" + name) {
+		return true
+	}
+	b, err := fs.ReadFile("/proc/modules")
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == name {
+			return true
+		}
+	}
+	return false
+}
+
+// vlanSupport reports whether the kernel has 802.1q: the module is
+// loaded, or built in (then /proc/net/vlan exists).
+func vlanSupport(fs Files) bool {
+	return fs.Exists("/proc/net/vlan") || moduleLoaded(fs, "8021q")
+}
+
+// NetworksCheck checks, for every underlay network, this node's parent and
+// shim against the node's own report.
+type NetworksCheck struct {
+	Node     string
+	Networks Networks
+	Links    Links
+	Files    Files
+}
+
+// Name implements Check.
+func (NetworksCheck) Name() string { return "network" }
+
+// Run implements Check.
+func (c NetworksCheck) Run(ctx context.Context, logf Logf) []Result {
+	facts, err := c.gather(ctx)
+	if err != nil {
+		return []Result{{Check: "network/specs", Status: Fail, Message: fmt.Sprintf("cannot read network specs from Consul: %v", err),
+			Fix: "consul members   # the Consul agent must be reachable (see consul/agent)"}}
+	}
+	if len(facts) == 0 {
+		return []Result{{Check: "network/specs", Status: OK, Message: "no underlay networks defined"}}
+	}
+	var rs []Result
+	for _, f := range facts {
+		rs = append(rs, EvalNetwork(f)...)
+	}
+	return rs
+}
+
+func (c NetworksCheck) gather(ctx context.Context) ([]NetworkFacts, error) {
+	specs, err := c.Networks.Specs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	vlan := vlanSupport(c.Files)
+	var out []NetworkFacts
+	for _, s := range specs {
+		if s.Deleting {
+			continue
+		}
+		f := NetworkFacts{Spec: s, VLANSupport: vlan}
+		states, err := c.Networks.NodeStates(ctx, s.Name)
+		if err != nil {
+			return nil, err
+		}
+		for _, ns := range states {
+			if ns.Node == c.Node {
+				f.State = &ns
+			}
+		}
+		w, _ := f.Want()
+		f.Observed, f.ObserveErr = c.Links.Observe(w)
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// NetfilterCheck checks the bridge-netfilter/FORWARD trap.
+type NetfilterCheck struct {
+	Files    Files
+	Firewall Firewall
+}
+
+// Name implements Check.
+func (NetfilterCheck) Name() string { return "netfilter/bridge-forward" }
+
+// Run implements Check.
+func (c NetfilterCheck) Run(ctx context.Context, logf Logf) []Result {
+	var f NetfilterFacts
+	if b, err := c.Files.ReadFile("/proc/sys/net/bridge/bridge-nf-call-iptables"); err == nil {
+		f.BridgeCallIPTables = strings.TrimSpace(string(b))
+	}
+	if f.BridgeCallIPTables == "1" {
+		rules, err := c.Firewall.ForwardRules(ctx)
+		if err == nil {
+			f.ForwardPolicy, f.AcceptsBridged, err = ParseForward(rules)
+		}
+		f.PolicyErr = err
+	}
+	return []Result{EvalNetfilter(f)}
+}
+
+// DockerCheck checks the local Docker daemon.
+type DockerCheck struct {
+	Docker Docker
+	Files  Files
+}
+
+// Name implements Check.
+func (DockerCheck) Name() string { return "docker" }
+
+// Run implements Check.
+func (c DockerCheck) Run(ctx context.Context, logf Logf) []Result {
+	f, err := c.Docker.Facts(ctx)
+	f.Err = err
+	f.PluginDir = c.Files.Exists(PluginDir)
+	return EvalDocker(f)
+}
+
+// ConsulCheck checks the local Consul agent and clock skew.
+type ConsulCheck struct{ Consul Consul }
+
+// Name implements Check.
+func (ConsulCheck) Name() string { return "consul" }
+
+// Run implements Check.
+func (c ConsulCheck) Run(ctx context.Context, logf Logf) []Result {
+	return EvalConsul(c.Consul.Facts(ctx))
+}
+
+// ProbeTimeout bounds each TCP connect to a container.
+const ProbeTimeout = 2 * time.Second
+
+// ContainersCheck checks that the host reaches its own containers on
+// underlay networks, by a TCP connect to each one's first exposed port.
+type ContainersCheck struct {
+	Networks Networks
+	Docker   Docker
+	Dial     Dialer
+}
+
+// Name implements Check.
+func (ContainersCheck) Name() string { return "containers" }
+
+// Run implements Check.
+func (c ContainersCheck) Run(ctx context.Context, logf Logf) []Result {
+	specs, err := c.Networks.Specs(ctx)
+	if err != nil {
+		return []Result{{Check: "containers/reachable", Status: Warn, Message: fmt.Sprintf("cannot read network specs, containers not checked: %v", err)}}
+	}
+	// Docker network name (swarm network or node-local config-only) →
+	// underlay network.
+	nets := map[string]string{}
+	for _, s := range specs {
+		nets[s.Name] = s.Name
+		nets[netspec.ConfigNetworkName(s.Name)] = s.Name
+	}
+	if len(specs) == 0 {
+		return []Result{{Check: "containers/reachable", Status: OK, Message: "no underlay networks defined"}}
+	}
+	ps, err := c.Docker.Endpoints(ctx, nets)
+	if err != nil {
+		return EvalContainers(nil, err)
+	}
+	var wg sync.WaitGroup
+	for i := range ps {
+		p := &ps[i]
+		p.ShimLink = netspec.ShimLinkName(p.Network)
+		if p.Port == 0 {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			dctx, cancel := context.WithTimeout(ctx, ProbeTimeout)
+			defer cancel()
+			p.Err = c.Dial(dctx, netip.AddrPortFrom(p.IP, uint16(p.Port)))
+			logf("probe %s %s:%d: %v", p.Container, p.IP, p.Port, p.Err)
+		}()
+	}
+	wg.Wait()
+	sort.Slice(ps, func(i, j int) bool { return ps[i].Container < ps[j].Container })
+	return EvalContainers(ps, nil)
+}

@@ -1,0 +1,265 @@
+package doctor
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/underlay/underlay/internal/hostnet"
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+type fakeFiles map[string]string
+
+func (f fakeFiles) ReadFile(p string) ([]byte, error) {
+	if v, ok := f[p]; ok {
+		return []byte(v), nil
+	}
+	return nil, os.ErrNotExist
+}
+
+func (f fakeFiles) Exists(p string) bool { _, ok := f[p]; return ok }
+
+type fakeLinks struct {
+	observed map[string]hostnet.Observed // by parent
+	wants    []hostnet.Want
+	probeErr error
+	probes   int
+}
+
+func (l *fakeLinks) Observe(w hostnet.Want) (hostnet.Observed, error) {
+	l.wants = append(l.wants, w)
+	return l.observed[w.Parent], nil
+}
+
+func (l *fakeLinks) ProbeMacvlan() error { l.probes++; return l.probeErr }
+
+type fakeNetworks struct {
+	specs  []netspec.Spec
+	states map[string][]netspec.NodeState
+	err    error
+}
+
+func (n fakeNetworks) Specs(context.Context) ([]netspec.Spec, error) { return n.specs, n.err }
+func (n fakeNetworks) NodeStates(_ context.Context, name string) ([]netspec.NodeState, error) {
+	return n.states[name], nil
+}
+
+type fakeDocker struct {
+	facts DockerFacts
+	err   error
+	eps   []Probe
+}
+
+func (d fakeDocker) Facts(context.Context) (DockerFacts, error) { return d.facts, d.err }
+func (d fakeDocker) Endpoints(_ context.Context, nets map[string]string) ([]Probe, error) {
+	var out []Probe
+	for _, p := range d.eps {
+		if under, ok := nets[p.Network]; ok {
+			p.Network = under
+			out = append(out, p)
+		}
+	}
+	return out, d.err
+}
+
+func TestMacvlanCheck(t *testing.T) {
+	links := &fakeLinks{}
+	rs := MacvlanCheck{Files: fakeFiles{"/proc/modules": "macvlan 32768 0 - Live 0x0\n"}, Links: links}.Run(context.Background(), t.Logf)
+	if rs[0].Status != OK || links.probes != 0 {
+		t.Errorf("loaded module: %+v, %d probes", rs, links.probes)
+	}
+	links.probeErr = errors.New("not supported")
+	rs = MacvlanCheck{Files: fakeFiles{}, Links: links}.Run(context.Background(), t.Logf)
+	if rs[0].Status != Fail || links.probes != 1 {
+		t.Errorf("built in but failing probe: %+v, %d probes", rs, links.probes)
+	}
+}
+
+func TestNetworksCheck(t *testing.T) {
+	lan := netspec.Spec{Name: "lan", Parent: "eth1"}
+	vlan := netspec.Spec{Name: "tagged", Parent: "eth1.42"}
+	gone := netspec.Spec{Name: "old", Parent: "eth2", Deleting: true}
+	state := netspec.NodeState{Node: "n1", State: netspec.StateReady, Range: netip.MustParsePrefix("10.0.0.0/26"),
+		Shim: netip.MustParseAddr("10.0.0.1"), ShimLink: "ul-x"}
+	other := state
+	other.Node, other.Range = "n2", netip.MustParsePrefix("10.0.0.64/26")
+	links := &fakeLinks{observed: map[string]hostnet.Observed{"eth1": {ParentExists: true, ParentUp: true, ParentPromisc: true}}}
+	c := NetworksCheck{Node: "n1", Links: links, Files: fakeFiles{},
+		Networks: fakeNetworks{specs: []netspec.Spec{gone, lan, vlan}, states: map[string][]netspec.NodeState{"lan": {other, state}}}}
+	rs := c.Run(context.Background(), t.Logf)
+	want := []brief{
+		{"network/lan/state", "ok", ""},
+		{"network/lan/parent-up", "ok", ""},
+		{"network/lan/parent-promisc", "ok", ""},
+		{"network/lan/shim", "fail", "ip link add ul-x link eth1 type macvlan mode bridge && ip addr add 10.0.0.1/32 dev ul-x && ip link set ul-x up && ip route replace 10.0.0.0/26 dev ul-x"},
+		{"network/tagged/state", "fail", "underlay network inspect tagged"},
+		{"network/tagged/vlan", "fail", "modprobe 8021q"},
+		{"network/tagged/parent", "fail", "ip link add link eth1 name eth1.42 type vlan id 42 && ip link set eth1.42 up"},
+	}
+	if diff := cmp.Diff(want, briefs(rs)); diff != "" {
+		t.Errorf("(-want +got)\n%s", diff)
+	}
+	// The node's own report, not another node's, gives the shim and route.
+	if w := links.wants[0]; w.ShimLink != "ul-x" || w.Route != state.Range || w.Shim != state.Shim {
+		t.Errorf("observed %+v, want the state of n1", w)
+	}
+	c.Files = fakeFiles{"/proc/net/vlan": ""}
+	if rs := c.Run(context.Background(), t.Logf); rs[5].Check != "network/tagged/vlan" || rs[5].Status != OK {
+		t.Errorf("with /proc/net/vlan: %+v", rs[5])
+	}
+	c.Networks = fakeNetworks{err: errors.New("consul down")}
+	if rs := c.Run(context.Background(), t.Logf); len(rs) != 1 || rs[0].Status != Fail || rs[0].Check != "network/specs" {
+		t.Errorf("consul down: %+v", rs)
+	}
+}
+
+func TestNetfilterCheck(t *testing.T) {
+	fw := fakeFirewall{policy: "DROP"}
+	rs := NetfilterCheck{Files: fakeFiles{"/proc/sys/net/bridge/bridge-nf-call-iptables": "1\n"}, Firewall: fw}.Run(context.Background(), t.Logf)
+	if rs[0].Status != Warn {
+		t.Errorf("trap not flagged: %+v", rs)
+	}
+	rs = NetfilterCheck{Files: fakeFiles{}, Firewall: fw}.Run(context.Background(), t.Logf)
+	if rs[0].Status != OK {
+		t.Errorf("without br_netfilter: %+v", rs)
+	}
+}
+
+type fakeFirewall struct{ policy string }
+
+func (f fakeFirewall) ForwardRules(context.Context) (string, error) {
+	return "-P FORWARD " + f.policy + "\n-A FORWARD -j DOCKER-USER\n", nil
+}
+
+func TestDockerCheck(t *testing.T) {
+	d := fakeDocker{facts: DockerFacts{Version: "20.10.24", SwarmState: "active"}}
+	rs := DockerCheck{Docker: d, Files: fakeFiles{PluginDir: ""}}.Run(context.Background(), t.Logf)
+	if Failed(rs) {
+		t.Errorf("healthy docker failed: %+v", rs)
+	}
+	d.err = errors.New("refused")
+	if rs := (DockerCheck{Docker: d, Files: fakeFiles{}}).Run(context.Background(), t.Logf); len(rs) != 1 || rs[0].Check != "docker/daemon" {
+		t.Errorf("docker down: %+v", rs)
+	}
+}
+
+func TestContainersCheck(t *testing.T) {
+	up, down := netip.MustParseAddr("10.0.0.5"), netip.MustParseAddr("10.0.0.6")
+	d := fakeDocker{eps: []Probe{
+		{Container: "web.1", Network: "lan", IP: up, Port: 8080},
+		{Container: "web.2", Network: "lan-config", IP: down, Port: 8080},
+		{Container: "quiet", Network: "lan", IP: up},
+		{Container: "bridge", Network: "bridge", IP: down, Port: 80},
+	}}
+	var (
+		mu     sync.Mutex
+		dialed []string
+	)
+	dial := func(ctx context.Context, a netip.AddrPort) error {
+		if _, ok := ctx.Deadline(); !ok {
+			t.Error("dial without a deadline")
+		}
+		if a.Addr() == down {
+			return errors.New("i/o timeout")
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		dialed = append(dialed, a.String())
+		return nil
+	}
+	c := ContainersCheck{Networks: fakeNetworks{specs: []netspec.Spec{{Name: "lan"}}}, Docker: d, Dial: dial}
+	rs := c.Run(context.Background(), t.Logf)
+	want := []brief{{"containers/reachable", "fail", "ip route get 10.0.0.6   # must say dev " + netspec.ShimLinkName("lan") + "; see the network/lan/shim and route checks"}}
+	if diff := cmp.Diff(want, briefs(rs)); diff != "" {
+		t.Errorf("(-want +got)\n%s", diff)
+	}
+	if !strings.Contains(rs[0].Message, "web.2") {
+		t.Errorf("message does not name the container: %s", rs[0].Message)
+	}
+	if diff := cmp.Diff([]string{"10.0.0.5:8080"}, dialed); diff != "" {
+		t.Errorf("dialed (-want +got)\n%s", diff)
+	}
+}
+
+type slowCheck struct {
+	name  string
+	delay time.Duration
+	st    Status
+}
+
+func (c slowCheck) Name() string { return c.name }
+func (c slowCheck) Run(ctx context.Context, _ Logf) []Result {
+	select {
+	case <-time.After(c.delay):
+	case <-ctx.Done():
+	}
+	if c.st == "" {
+		return nil
+	}
+	return []Result{{Check: c.name, Status: c.st, Message: c.name + " done", Fix: "fix-" + c.name}}
+}
+
+func TestRunOrderAndParallel(t *testing.T) {
+	checks := []Check{
+		slowCheck{"a", 200 * time.Millisecond, Fail},
+		slowCheck{"b", 200 * time.Millisecond, OK},
+		slowCheck{"c", 200 * time.Millisecond, ""},
+		slowCheck{"d", 0, Warn},
+	}
+	start := time.Now()
+	rs := Run(context.Background(), "n1", checks, t.Logf)
+	if d := time.Since(start); d > 500*time.Millisecond {
+		t.Errorf("checks ran one after another: %s", d)
+	}
+	got := make([]string, len(rs))
+	for i, r := range rs {
+		got[i] = r.Node + " " + r.Check + " " + string(r.Status)
+	}
+	if diff := cmp.Diff([]string{"n1 a fail", "n1 b ok", "n1 c ok", "n1 d warn"}, got); diff != "" {
+		t.Errorf("(-want +got)\n%s", diff)
+	}
+	if !Failed(rs) || Failed(rs[1:]) {
+		t.Error("Failed: want true with a failure, false with warnings only")
+	}
+}
+
+func TestWrite(t *testing.T) {
+	rs := []Result{
+		{Node: "n1", Check: "x", Status: OK, Message: "fine"},
+		{Node: "n1", Check: "y", Status: Fail, Message: "broken", Fix: "repair y"},
+	}
+	var b bytes.Buffer
+	if err := WriteTable(&b, rs); err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"NODE", "n1    y      fail    broken", "fix: repair y", "2 check(s): 1 ok, 0 warning(s), 1 failed"} {
+		if !strings.Contains(b.String(), s) {
+			t.Errorf("table lacks %q:\n%s", s, b.String())
+		}
+	}
+	b.Reset()
+	if err := WriteJSON(&b, rs); err != nil {
+		t.Fatal(err)
+	}
+	var got []map[string]string
+	if err := json.Unmarshal(b.Bytes(), &got); err != nil {
+		t.Fatal(err)
+	}
+	want := []map[string]string{
+		{"node": "n1", "check": "x", "status": "ok", "message": "fine", "fix": ""},
+		{"node": "n1", "check": "y", "status": "fail", "message": "broken", "fix": "repair y"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("(-want +got)\n%s", diff)
+	}
+}

@@ -1,0 +1,129 @@
+package doctor
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"sync"
+	"text/tabwriter"
+	"time"
+)
+
+// Status is the outcome of one check.
+type Status string
+
+// Statuses, from good to bad.
+const (
+	OK   Status = "ok"
+	Warn Status = "warn"
+	Fail Status = "fail"
+)
+
+// Result is one line of the doctor's report.
+type Result struct {
+	Node  string `json:"node"`
+	Check string `json:"check"`
+	// Status is OK, Warn or Fail.
+	Status  Status `json:"status"`
+	Message string `json:"message"`
+	// Fix is the command that repairs a warning or failure; empty when OK
+	// or when nothing can be run.
+	Fix string `json:"fix"`
+}
+
+// Logf is where checks log their progress (debug output, not results).
+type Logf func(format string, args ...any)
+
+// Check is one area the doctor examines. Run returns one or more results
+// (a check over networks gives one per network and aspect); it must not
+// panic, and reports trouble reaching what it checks as a failed result.
+type Check interface {
+	// Name identifies the check; results' Check fields start with it.
+	Name() string
+	Run(ctx context.Context, logf Logf) []Result
+}
+
+// CheckTimeout bounds each check's Run.
+const CheckTimeout = 15 * time.Second
+
+// Run runs every check in parallel and returns their results in the order
+// of checks, each stamped with node.
+func Run(ctx context.Context, node string, checks []Check, logf Logf) []Result {
+	if logf == nil {
+		logf = func(string, ...any) {}
+	}
+	out := make([][]Result, len(checks))
+	var wg sync.WaitGroup
+	for i, c := range checks {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cctx, cancel := context.WithTimeout(ctx, CheckTimeout)
+			defer cancel()
+			start := time.Now()
+			rs := c.Run(cctx, logf)
+			logf("check %s: %d result(s) in %s", c.Name(), len(rs), time.Since(start).Round(time.Millisecond))
+			if len(rs) == 0 {
+				rs = []Result{{Check: c.Name(), Status: OK, Message: "nothing to check"}}
+			}
+			out[i] = rs
+		}()
+	}
+	wg.Wait()
+	var all []Result
+	for _, rs := range out {
+		for _, r := range rs {
+			r.Node = node
+			all = append(all, r)
+		}
+	}
+	return all
+}
+
+// Failed reports whether any result failed; warnings alone do not count.
+func Failed(rs []Result) bool {
+	for _, r := range rs {
+		if r.Status == Fail {
+			return true
+		}
+	}
+	return false
+}
+
+// WriteJSON writes results as a JSON list.
+func WriteJSON(w io.Writer, rs []Result) error {
+	if rs == nil {
+		rs = []Result{}
+	}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(rs)
+}
+
+// WriteTable writes results as a table, each fix on its own line below its
+// result so that it can be copied whole.
+func WriteTable(w io.Writer, rs []Result) error {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tCHECK\tSTATUS\tMESSAGE")
+	for _, r := range rs {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Node, r.Check, r.Status, r.Message)
+		if r.Fix != "" && r.Status != OK {
+			fmt.Fprintf(tw, "\t\t\t  fix: %s\n", r.Fix)
+		}
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	var warn, fail int
+	for _, r := range rs {
+		switch r.Status {
+		case Warn:
+			warn++
+		case Fail:
+			fail++
+		}
+	}
+	_, err := fmt.Fprintf(w, "\n%d check(s): %d ok, %d warning(s), %d failed\n", len(rs), len(rs)-warn-fail, warn, fail)
+	return err
+}

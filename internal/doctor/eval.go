@@ -1,0 +1,461 @@
+package doctor
+
+import (
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/underlay/underlay/internal/hostnet"
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+// This file turns observed facts into results. Nothing here does I/O.
+
+// MacvlanFacts is what the kernel says about macvlan support.
+type MacvlanFacts struct {
+	// Loaded is true when the macvlan module is loaded (/sys/module or
+	// /proc/modules).
+	Loaded bool
+	// Probed is true when a probe link was tried; ProbeErr is its error
+	// (nil: a macvlan link could be created).
+	Probed   bool
+	ProbeErr error
+}
+
+// EvalMacvlan judges kernel macvlan support.
+func EvalMacvlan(f MacvlanFacts) Result {
+	r := Result{Check: "kernel/macvlan"}
+	switch {
+	case f.Loaded:
+		r.Status, r.Message = OK, "macvlan module loaded"
+	case f.Probed && f.ProbeErr == nil:
+		r.Status, r.Message = OK, "kernel creates macvlan links (built in or loaded on demand)"
+	case f.Probed:
+		r.Status, r.Message = Fail, fmt.Sprintf("cannot create a macvlan link: %v", f.ProbeErr)
+		r.Fix = "modprobe macvlan"
+	default:
+		r.Status, r.Message = Fail, "macvlan module not loaded"
+		r.Fix = "modprobe macvlan"
+	}
+	return r
+}
+
+var vlanParentRE = regexp.MustCompile(`^(.+)\.([0-9]{1,4})$`)
+
+// VLANParent splits a parent named like a VLAN sub-interface (eth1.42) into
+// its lower device and VLAN id; ok is false for other names.
+func VLANParent(parent string) (lower string, vid int, ok bool) {
+	m := vlanParentRE.FindStringSubmatch(parent)
+	if m == nil {
+		return "", 0, false
+	}
+	vid, err := strconv.Atoi(m[2])
+	if err != nil || vid < 1 || vid > 4094 {
+		return "", 0, false
+	}
+	return m[1], vid, true
+}
+
+// NetworkFacts is what this node knows about one underlay network.
+type NetworkFacts struct {
+	Spec netspec.Spec
+	// State is this node's report for the network; nil when it has none.
+	State *netspec.NodeState
+	// VLANSupport is true when the kernel has 802.1q (8021q module).
+	VLANSupport bool
+	// Observed is the host's link state for the network; ObserveErr the
+	// error reading it.
+	Observed   hostnet.Observed
+	ObserveErr error
+}
+
+// Want is the host state f's network needs on this node, from the node's
+// report; ok is false when the node has reported no range yet.
+func (f NetworkFacts) Want() (hostnet.Want, bool) {
+	w := hostnet.Want{Parent: f.Spec.Parent, ShimLink: netspec.ShimLinkName(f.Spec.Name)}
+	if f.State == nil || !f.State.Range.IsValid() || !f.State.Shim.IsValid() {
+		return w, false
+	}
+	if f.State.ShimLink != "" {
+		w.ShimLink = f.State.ShimLink
+	}
+	w.Shim, w.Route = f.State.Shim, f.State.Range
+	return w, true
+}
+
+// EvalNetwork judges one network on this node: its state report, the
+// parent (present, up, promiscuous, VLAN support) and the shim (link,
+// address, route).
+func EvalNetwork(f NetworkFacts) []Result {
+	s := f.Spec
+	name := func(aspect string) string { return "network/" + s.Name + "/" + aspect }
+	var rs []Result
+	add := func(aspect string, st Status, msg, fix string) {
+		rs = append(rs, Result{Check: name(aspect), Status: st, Message: msg, Fix: fix})
+	}
+	if f.ObserveErr != nil {
+		add("host", Fail, fmt.Sprintf("cannot read links: %v", f.ObserveErr), "")
+		return rs
+	}
+	want, haveWant := f.Want()
+	rs = append(rs, evalState(f, name("state"), haveWant))
+
+	lower, vid, isVLAN := VLANParent(s.Parent)
+	if isVLAN {
+		if f.VLANSupport {
+			add("vlan", OK, fmt.Sprintf("parent %s is VLAN %d on %s and the kernel has 802.1q", s.Parent, vid, lower), "")
+		} else {
+			add("vlan", Fail, fmt.Sprintf("parent %s is VLAN %d on %s but the kernel has no 802.1q support (8021q not loaded)", s.Parent, vid, lower), "modprobe 8021q")
+		}
+	}
+	o := f.Observed
+	if !o.ParentExists {
+		fix := fmt.Sprintf("ip link show   # then recreate network %s with an existing --parent", s.Name)
+		if isVLAN {
+			fix = fmt.Sprintf("ip link add link %s name %s type vlan id %d && ip link set %s up", lower, s.Parent, vid, s.Parent)
+		}
+		add("parent", Fail, fmt.Sprintf("parent %s does not exist on this host", s.Parent), fix)
+		return rs
+	}
+	if o.ParentUp {
+		add("parent-up", OK, fmt.Sprintf("parent %s is up", s.Parent), "")
+	} else {
+		add("parent-up", Fail, fmt.Sprintf("parent %s is down: no container on %s can send or receive", s.Parent, s.Name), fmt.Sprintf("ip link set %s up", s.Parent))
+	}
+	if o.ParentPromisc {
+		add("parent-promisc", OK, fmt.Sprintf("parent %s is promiscuous", s.Parent), "")
+	} else {
+		add("parent-promisc", Fail, fmt.Sprintf("parent %s is not promiscuous: frames for containers' MAC addresses may be filtered", s.Parent), fmt.Sprintf("ip link set %s promisc on", s.Parent))
+	}
+	if !haveWant {
+		return rs // no range: the shim's address and route are unknown
+	}
+	return append(rs, evalShim(o, want, name)...)
+}
+
+func evalState(f NetworkFacts, check string, haveWant bool) Result {
+	r := Result{Check: check}
+	inspect := "underlay network inspect " + f.Spec.Name
+	switch {
+	case f.State == nil:
+		r.Status, r.Message, r.Fix = Fail, "this node has not reported the network: is the underlay agent running here?", inspect
+	case f.State.State == netspec.StateError:
+		r.Status, r.Message, r.Fix = Fail, "the agent reports an error: "+f.State.Error, inspect
+	case f.State.State != netspec.StateReady:
+		r.Status, r.Message, r.Fix = Warn, "the agent reports the network "+f.State.State, inspect
+	case !haveWant:
+		r.Status, r.Message, r.Fix = Fail, "the agent reports ready but no range or shim address", inspect
+	default:
+		r.Status, r.Message = OK, fmt.Sprintf("ready: range %s, shim %s", f.State.Range, f.State.Shim)
+	}
+	return r
+}
+
+func evalShim(o hostnet.Observed, w hostnet.Want, name func(string) string) []Result {
+	create := strings.Join([]string{
+		fmt.Sprintf("ip link add %s link %s type macvlan mode bridge", w.ShimLink, w.Parent),
+		fmt.Sprintf("ip addr add %s/32 dev %s", w.Shim, w.ShimLink),
+		fmt.Sprintf("ip link set %s up", w.ShimLink),
+		fmt.Sprintf("ip route replace %s dev %s", w.Route, w.ShimLink),
+	}, " && ")
+	shim := Result{Check: name("shim")}
+	switch {
+	case !o.ShimExists:
+		shim.Status, shim.Fix = Fail, create
+		shim.Message = fmt.Sprintf("shim %s missing: this host cannot reach its own containers on %s", w.ShimLink, w.Route)
+	case !o.ShimOK:
+		shim.Status, shim.Fix = Fail, fmt.Sprintf("ip link del %s && ", w.ShimLink)+create
+		shim.Message = fmt.Sprintf("%s is not a bridge-mode macvlan on %s", w.ShimLink, w.Parent)
+	case !o.ShimUp:
+		shim.Status, shim.Fix = Fail, fmt.Sprintf("ip link set %s up && ip route replace %s dev %s", w.ShimLink, w.Route, w.ShimLink)
+		shim.Message = fmt.Sprintf("shim %s is down", w.ShimLink)
+	default:
+		shim.Status, shim.Message = OK, fmt.Sprintf("shim %s is a bridge-mode macvlan on %s, up", w.ShimLink, w.Parent)
+	}
+	if shim.Status == Fail && (!o.ShimExists || !o.ShimOK) {
+		return []Result{shim}
+	}
+	rs := []Result{shim}
+	addr := Result{Check: name("shim-address")}
+	if o.ShimHasIP {
+		addr.Status, addr.Message = OK, fmt.Sprintf("shim %s has %s", w.ShimLink, w.Shim)
+	} else {
+		addr.Status, addr.Message = Fail, fmt.Sprintf("shim %s lacks its address %s", w.ShimLink, w.Shim)
+		addr.Fix = fmt.Sprintf("ip addr add %s/32 dev %s && ip route replace %s dev %s", w.Shim, w.ShimLink, w.Route, w.ShimLink)
+	}
+	route := Result{Check: name("route")}
+	if o.RouteViaOK {
+		route.Status, route.Message = OK, fmt.Sprintf("route to %s via %s", w.Route, w.ShimLink)
+	} else {
+		route.Status, route.Message = Fail, fmt.Sprintf("no route to this node's range %s via %s: the host reaches its containers through the parent, which macvlan forbids", w.Route, w.ShimLink)
+		route.Fix = fmt.Sprintf("ip route replace %s dev %s", w.Route, w.ShimLink)
+	}
+	return append(rs, addr, route)
+}
+
+// NetfilterFacts is the state behind the bridge-netfilter/FORWARD trap.
+type NetfilterFacts struct {
+	// BridgeCallIPTables is the content of
+	// /proc/sys/net/bridge/bridge-nf-call-iptables; "" when absent
+	// (br_netfilter not loaded).
+	BridgeCallIPTables string
+	// ForwardPolicy is the iptables FORWARD chain's policy (ACCEPT, DROP);
+	// "" when unknown, with PolicyErr saying why.
+	ForwardPolicy string
+	PolicyErr     error
+	// AcceptsBridged is true when a FORWARD rule accepts bridged traffic
+	// (-m physdev --physdev-is-bridged -j ACCEPT), which defuses the trap.
+	AcceptsBridged bool
+}
+
+// EvalNetfilter judges the bridge-netfilter/FORWARD trap: bridged frames
+// pass through iptables' FORWARD chain when bridge-nf-call-iptables is 1,
+// and a DROP policy (Docker sets one) then silently drops them.
+func EvalNetfilter(f NetfilterFacts) Result {
+	r := Result{Check: "netfilter/bridge-forward"}
+	nf := strings.TrimSpace(f.BridgeCallIPTables)
+	switch {
+	case nf == "" || nf == "0":
+		r.Status, r.Message = OK, "bridged traffic does not pass through iptables (bridge-nf-call-iptables off or br_netfilter not loaded)"
+	case f.ForwardPolicy == "" && f.PolicyErr != nil:
+		r.Status, r.Message = Warn, fmt.Sprintf("bridge-nf-call-iptables=1 and the FORWARD policy is unknown (%v): bridged traffic may be dropped", f.PolicyErr)
+		r.Fix = "iptables -S FORWARD"
+	case f.AcceptsBridged:
+		r.Status, r.Message = OK, fmt.Sprintf("bridge-nf-call-iptables=1, FORWARD policy %s, but a rule accepts bridged traffic", f.ForwardPolicy)
+	case f.ForwardPolicy == "DROP" || f.ForwardPolicy == "REJECT":
+		r.Status = Warn
+		r.Message = fmt.Sprintf("bridge-nf-call-iptables=1 and iptables FORWARD policy %s: bridged traffic is silently dropped unless a rule accepts it", f.ForwardPolicy)
+		r.Fix = "iptables -I FORWARD -m physdev --physdev-is-bridged -j ACCEPT   # or: sysctl -w net.bridge.bridge-nf-call-iptables=0"
+	default:
+		r.Status, r.Message = OK, fmt.Sprintf("bridge-nf-call-iptables=1 but the FORWARD policy is %s", f.ForwardPolicy)
+	}
+	return r
+}
+
+// ParseForward reads `iptables -S FORWARD`: the chain's policy, and
+// whether a rule accepts all bridged traffic.
+func ParseForward(out string) (policy string, acceptsBridged bool, err error) {
+	for _, line := range strings.Split(out, "\n") {
+		f := strings.Fields(line)
+		switch {
+		case len(f) == 3 && f[0] == "-P" && f[1] == "FORWARD":
+			policy = f[2]
+		case len(f) > 2 && f[0] == "-A" && f[1] == "FORWARD" && strings.HasSuffix(line, "--physdev-is-bridged -j ACCEPT") &&
+			!strings.Contains(line, " -i ") && !strings.Contains(line, " -o ") && !strings.Contains(line, " -s ") && !strings.Contains(line, " -d "):
+			acceptsBridged = true
+		}
+	}
+	if policy == "" {
+		return "", false, errors.New("iptables -S FORWARD shows no policy")
+	}
+	return policy, acceptsBridged, nil
+}
+
+// MinDockerVersion is the oldest Docker Engine underlay supports.
+const MinDockerVersion = "20.10"
+
+// DockerFacts is what the local Docker daemon says about itself.
+type DockerFacts struct {
+	Err     error  // nil when the daemon answered
+	Version string // "20.10.24+dfsg1"
+	// SwarmState is Docker's LocalNodeState: active, inactive, pending,
+	// error or locked.
+	SwarmState string
+	Manager    bool
+	// PluginDir reports whether /run/docker/plugins exists.
+	PluginDir bool
+}
+
+// EvalDocker judges the Docker daemon: version, swarm membership, plugin
+// socket directory.
+func EvalDocker(f DockerFacts) []Result {
+	if f.Err != nil {
+		return []Result{{Check: "docker/daemon", Status: Fail, Message: fmt.Sprintf("Docker daemon not reachable: %v", f.Err),
+			Fix: "systemctl start docker   # or set DOCKER_HOST to this node's daemon"}}
+	}
+	var rs []Result
+	v := Result{Check: "docker/version"}
+	if newer, ok := versionAtLeast(f.Version, MinDockerVersion); !ok {
+		v.Status, v.Message = Warn, fmt.Sprintf("cannot read Docker version %q", f.Version)
+	} else if !newer {
+		v.Status, v.Message = Fail, fmt.Sprintf("Docker %s is older than %s", f.Version, MinDockerVersion)
+		v.Fix = "apt-get install docker.io   # or your distribution's Docker Engine >= " + MinDockerVersion
+	} else {
+		v.Status, v.Message = OK, "Docker "+f.Version
+	}
+	rs = append(rs, v)
+	sw := Result{Check: "docker/swarm"}
+	switch f.SwarmState {
+	case "active":
+		role := "worker"
+		if f.Manager {
+			role = "manager"
+		}
+		sw.Status, sw.Message = OK, "swarm active, this node is a "+role
+	case "", "inactive":
+		sw.Status, sw.Message = Fail, "this node is not in a swarm: swarm networks and services cannot use it"
+		sw.Fix = "docker swarm join --token TOKEN MANAGER:2377   # TOKEN from `docker swarm join-token -q worker` on a manager"
+	case "locked":
+		sw.Status, sw.Message, sw.Fix = Fail, "swarm is locked", "docker swarm unlock"
+	default:
+		sw.Status, sw.Message = Fail, "swarm state "+f.SwarmState
+		sw.Fix = "docker info --format '{{.Swarm.Error}}'"
+	}
+	rs = append(rs, sw)
+	pd := Result{Check: "docker/plugin-dir"}
+	if f.PluginDir {
+		pd.Status, pd.Message = OK, PluginDir+" exists"
+	} else {
+		pd.Status, pd.Message, pd.Fix = Fail, PluginDir+" missing: Docker cannot find network and IPAM plugins", "mkdir -p "+PluginDir
+	}
+	return append(rs, pd)
+}
+
+// PluginDir is where Docker looks for plugin sockets.
+const PluginDir = "/run/docker/plugins"
+
+// versionAtLeast compares the leading major.minor of Docker version strings.
+func versionAtLeast(v, min string) (atLeast, ok bool) {
+	a, ok1 := majorMinor(v)
+	b, ok2 := majorMinor(min)
+	if !ok1 || !ok2 {
+		return false, false
+	}
+	if a[0] != b[0] {
+		return a[0] > b[0], true
+	}
+	return a[1] >= b[1], true
+}
+
+func majorMinor(v string) ([2]int, bool) {
+	v = strings.TrimPrefix(v, "v")
+	parts := strings.SplitN(v, ".", 3)
+	if len(parts) < 2 {
+		return [2]int{}, false
+	}
+	var out [2]int
+	for i := range 2 {
+		digits := parts[i]
+		if j := strings.IndexFunc(digits, func(r rune) bool { return r < '0' || r > '9' }); j >= 0 {
+			digits = digits[:j]
+		}
+		n, err := strconv.Atoi(digits)
+		if err != nil {
+			return [2]int{}, false
+		}
+		out[i] = n
+	}
+	return out, true
+}
+
+// MaxClockSkew is the skew above which the doctor warns.
+const MaxClockSkew = time.Second
+
+// ConsulFacts is what the local Consul agent and the servers say.
+type ConsulFacts struct {
+	Err    error  // nil when the local agent answered
+	Leader string // the leader's address; "" when there is none
+	// ServerDate is the Date header (second resolution) of a response
+	// from Source, LocalAt this host's clock half-way through the request.
+	// ServerDate is zero when it could not be read, with DateErr saying why.
+	ServerDate time.Time
+	LocalAt    time.Time
+	Source     string
+	DateErr    error
+}
+
+// EvalConsul judges the Consul agent (reachable, leader known) and the
+// clock skew between this host and the Consul servers.
+func EvalConsul(f ConsulFacts) []Result {
+	agent := Result{Check: "consul/agent"}
+	switch {
+	case f.Err != nil:
+		agent.Status, agent.Message = Fail, fmt.Sprintf("Consul agent not reachable: %v", f.Err)
+		agent.Fix = "systemctl start consul   # or set CONSUL_HTTP_ADDR / --consul-addr to this node's agent"
+		return []Result{agent}
+	case f.Leader == "":
+		agent.Status, agent.Message = Fail, "Consul agent answers but knows no leader: the cluster has no quorum or this agent has not joined"
+		agent.Fix = "consul members   # then: consul join SERVER_ADDRESS"
+	default:
+		agent.Status, agent.Message = OK, "Consul agent reachable, leader "+f.Leader
+	}
+	skew := Result{Check: "consul/clock-skew"}
+	if f.ServerDate.IsZero() {
+		skew.Status, skew.Message = Warn, fmt.Sprintf("cannot measure clock skew: %v", f.DateErr)
+		skew.Fix = "timedatectl status"
+		return []Result{agent, skew}
+	}
+	d := SkewAtLeast(f.LocalAt, f.ServerDate)
+	if d > MaxClockSkew || d < -MaxClockSkew {
+		skew.Status = Warn
+		skew.Message = fmt.Sprintf("this host's clock is %s off %s (more than %s): TTLs, sessions and logs will disagree", d.Round(time.Millisecond), f.Source, MaxClockSkew)
+		skew.Fix = "timedatectl set-ntp true   # or: chronyc makestep"
+	} else {
+		skew.Status, skew.Message = OK, fmt.Sprintf("clock within %s of %s", MaxClockSkew, f.Source)
+	}
+	return []Result{agent, skew}
+}
+
+// SkewAtLeast is the smallest offset of local from a server whose clock
+// read date (an HTTP Date, truncated to the second): zero when local falls
+// within that second, negative when local is behind.
+func SkewAtLeast(local, date time.Time) time.Duration {
+	switch {
+	case local.Before(date):
+		return local.Sub(date)
+	case !local.Before(date.Add(time.Second)):
+		return local.Sub(date.Add(time.Second))
+	}
+	return 0
+}
+
+// Probe is one attempt to reach a local container on an underlay network
+// from the host.
+type Probe struct {
+	Container string
+	Network   string
+	IP        netip.Addr
+	// Port is the container's first exposed TCP port; 0 when it exposes
+	// none (and was not probed).
+	Port int
+	// Err is nil when the host reached the container (a refused
+	// connection counts: the container answered).
+	Err error
+	// ShimLink is the network's shim on this host, for the fix.
+	ShimLink string
+}
+
+// EvalContainers judges whether the host reaches its own containers on
+// underlay networks.
+func EvalContainers(ps []Probe, err error) []Result {
+	const check = "containers/reachable"
+	if err != nil {
+		return []Result{{Check: check, Status: Fail, Message: fmt.Sprintf("cannot list containers: %v", err), Fix: "docker ps"}}
+	}
+	var rs []Result
+	reached, skipped := 0, 0
+	for _, p := range ps {
+		switch {
+		case p.Port == 0:
+			skipped++
+		case p.Err == nil:
+			reached++
+		default:
+			rs = append(rs, Result{Check: check, Status: Fail,
+				Message: fmt.Sprintf("container %s at %s:%d on %s unreachable from this host: %v", p.Container, p.IP, p.Port, p.Network, p.Err),
+				Fix:     fmt.Sprintf("ip route get %s   # must say dev %s; see the network/%s/shim and route checks", p.IP, p.ShimLink, p.Network)})
+		}
+	}
+	if len(rs) > 0 {
+		return rs
+	}
+	msg := fmt.Sprintf("%d container(s) on underlay networks reached from the host", reached)
+	if skipped > 0 {
+		msg += fmt.Sprintf(", %d without an exposed TCP port not probed", skipped)
+	}
+	return []Result{{Check: check, Status: OK, Message: msg}}
+}

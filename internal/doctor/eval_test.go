@@ -1,0 +1,292 @@
+package doctor
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/underlay/underlay/internal/hostnet"
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+// brief is a result without its message, for comparing outcomes.
+type brief struct {
+	Check, Status, Fix string
+}
+
+func briefs(rs []Result) []brief {
+	out := make([]brief, len(rs))
+	for i, r := range rs {
+		out[i] = brief{r.Check, string(r.Status), r.Fix}
+	}
+	return out
+}
+
+func TestEvalMacvlan(t *testing.T) {
+	tests := []struct {
+		name string
+		f    MacvlanFacts
+		want brief
+	}{
+		{"module loaded", MacvlanFacts{Loaded: true}, brief{"kernel/macvlan", "ok", ""}},
+		{"built in, probe works", MacvlanFacts{Probed: true}, brief{"kernel/macvlan", "ok", ""}},
+		{"probe fails", MacvlanFacts{Probed: true, ProbeErr: errors.New("operation not supported")}, brief{"kernel/macvlan", "fail", "modprobe macvlan"}},
+		{"not loaded, not probed", MacvlanFacts{}, brief{"kernel/macvlan", "fail", "modprobe macvlan"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff([]brief{tt.want}, briefs([]Result{EvalMacvlan(tt.f)})); diff != "" {
+				t.Errorf("(-want +got)\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestVLANParent(t *testing.T) {
+	tests := []struct {
+		in    string
+		lower string
+		vid   int
+		ok    bool
+	}{
+		{"eth1.42", "eth1", 42, true},
+		{"bond0.4094", "bond0", 4094, true},
+		{"eth1", "", 0, false},
+		{"eth1.0", "", 0, false},
+		{"eth1.4095", "", 0, false},
+		{"br.lan", "", 0, false},
+	}
+	for _, tt := range tests {
+		lower, vid, ok := VLANParent(tt.in)
+		if lower != tt.lower || vid != tt.vid || ok != tt.ok {
+			t.Errorf("VLANParent(%q) = %q, %d, %v; want %q, %d, %v", tt.in, lower, vid, ok, tt.lower, tt.vid, tt.ok)
+		}
+	}
+}
+
+func TestEvalNetwork(t *testing.T) {
+	spec := netspec.Spec{Name: "lan", Parent: "eth1", Subnet: netip.MustParsePrefix("10.0.0.0/24")}
+	vlanSpec := spec
+	vlanSpec.Parent = "eth1.42"
+	link := netspec.ShimLinkName("lan")
+	ready := &netspec.NodeState{Node: "n1", State: netspec.StateReady, Range: netip.MustParsePrefix("10.0.0.64/26"),
+		Shim: netip.MustParseAddr("10.0.0.64"), ShimLink: link, Parent: "eth1"}
+	healthy := hostnet.Observed{ParentExists: true, ParentUp: true, ParentPromisc: true, ShimExists: true, ShimOK: true,
+		ShimUp: true, ShimHasIP: true, RouteViaOK: true}
+	with := func(mod func(*hostnet.Observed)) hostnet.Observed {
+		o := healthy
+		mod(&o)
+		return o
+	}
+	create := "ip link add " + link + " link eth1 type macvlan mode bridge && ip addr add 10.0.0.64/32 dev " + link +
+		" && ip link set " + link + " up && ip route replace 10.0.0.64/26 dev " + link
+	okRows := []brief{
+		{"network/lan/state", "ok", ""},
+		{"network/lan/parent-up", "ok", ""},
+		{"network/lan/parent-promisc", "ok", ""},
+		{"network/lan/shim", "ok", ""},
+		{"network/lan/shim-address", "ok", ""},
+		{"network/lan/route", "ok", ""},
+	}
+	replace := func(rows []brief, i int, b brief) []brief {
+		out := append([]brief(nil), rows...)
+		out[i] = b
+		return out
+	}
+	tests := []struct {
+		name string
+		f    NetworkFacts
+		want []brief
+	}{
+		{"healthy", NetworkFacts{Spec: spec, State: ready, Observed: healthy}, okRows},
+		{"parent down", NetworkFacts{Spec: spec, State: ready, Observed: with(func(o *hostnet.Observed) { o.ParentUp = false })},
+			replace(okRows, 1, brief{"network/lan/parent-up", "fail", "ip link set eth1 up"})},
+		{"parent not promiscuous", NetworkFacts{Spec: spec, State: ready, Observed: with(func(o *hostnet.Observed) { o.ParentPromisc = false })},
+			replace(okRows, 2, brief{"network/lan/parent-promisc", "fail", "ip link set eth1 promisc on"})},
+		{"shim missing", NetworkFacts{Spec: spec, State: ready, Observed: hostnet.Observed{ParentExists: true, ParentUp: true, ParentPromisc: true}},
+			append(okRows[:3:3], brief{"network/lan/shim", "fail", create})},
+		{"shim of the wrong kind", NetworkFacts{Spec: spec, State: ready, Observed: with(func(o *hostnet.Observed) { o.ShimOK = false })},
+			append(okRows[:3:3], brief{"network/lan/shim", "fail", "ip link del " + link + " && " + create})},
+		{"shim down", NetworkFacts{Spec: spec, State: ready, Observed: with(func(o *hostnet.Observed) { o.ShimUp, o.RouteViaOK = false, false })},
+			replace(replace(okRows, 3, brief{"network/lan/shim", "fail", "ip link set " + link + " up && ip route replace 10.0.0.64/26 dev " + link}),
+				5, brief{"network/lan/route", "fail", "ip route replace 10.0.0.64/26 dev " + link})},
+		{"shim without its address", NetworkFacts{Spec: spec, State: ready, Observed: with(func(o *hostnet.Observed) { o.ShimHasIP = false })},
+			replace(okRows, 4, brief{"network/lan/shim-address", "fail", "ip addr add 10.0.0.64/32 dev " + link + " && ip route replace 10.0.0.64/26 dev " + link})},
+		{"route missing", NetworkFacts{Spec: spec, State: ready, Observed: with(func(o *hostnet.Observed) { o.RouteViaOK = false })},
+			replace(okRows, 5, brief{"network/lan/route", "fail", "ip route replace 10.0.0.64/26 dev " + link})},
+		{"parent missing", NetworkFacts{Spec: spec, State: ready},
+			[]brief{okRows[0], {"network/lan/parent", "fail", "ip link show   # then recreate network lan with an existing --parent"}}},
+		{"no report from this node", NetworkFacts{Spec: spec, Observed: healthy},
+			[]brief{{"network/lan/state", "fail", "underlay network inspect lan"}, okRows[1], okRows[2]}},
+		{"agent reports an error", NetworkFacts{Spec: spec, State: &netspec.NodeState{State: netspec.StateError, Error: "boom"}, Observed: healthy},
+			[]brief{{"network/lan/state", "fail", "underlay network inspect lan"}, okRows[1], okRows[2]}},
+		{"VLAN parent without 802.1q", NetworkFacts{Spec: vlanSpec},
+			[]brief{
+				{"network/lan/state", "fail", "underlay network inspect lan"},
+				{"network/lan/vlan", "fail", "modprobe 8021q"},
+				{"network/lan/parent", "fail", "ip link add link eth1 name eth1.42 type vlan id 42 && ip link set eth1.42 up"},
+			}},
+		{"VLAN parent with 802.1q", NetworkFacts{Spec: vlanSpec, VLANSupport: true, State: ready, Observed: healthy},
+			append([]brief{okRows[0], {"network/lan/vlan", "ok", ""}}, okRows[1:]...)},
+		{"links unreadable", NetworkFacts{Spec: spec, ObserveErr: errors.New("netlink: permission denied")},
+			[]brief{{"network/lan/host", "fail", ""}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, briefs(EvalNetwork(tt.f))); diff != "" {
+				t.Errorf("(-want +got)\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestEvalNetfilter(t *testing.T) {
+	tests := []struct {
+		name string
+		f    NetfilterFacts
+		want Status
+		fix  string
+	}{
+		{"br_netfilter not loaded", NetfilterFacts{}, OK, ""},
+		{"bridge-nf off", NetfilterFacts{BridgeCallIPTables: "0", ForwardPolicy: "DROP"}, OK, ""},
+		{"on, policy accept", NetfilterFacts{BridgeCallIPTables: "1", ForwardPolicy: "ACCEPT"}, OK, ""},
+		{"on, policy drop: the trap", NetfilterFacts{BridgeCallIPTables: "1", ForwardPolicy: "DROP"}, Warn, "iptables -I FORWARD"},
+		{"on, policy drop, bridged traffic accepted", NetfilterFacts{BridgeCallIPTables: "1", ForwardPolicy: "DROP", AcceptsBridged: true}, OK, ""},
+		{"on, policy unknown", NetfilterFacts{BridgeCallIPTables: "1", PolicyErr: errors.New("no iptables")}, Warn, "iptables -S FORWARD"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := EvalNetfilter(tt.f)
+			if r.Status != tt.want || !strings.HasPrefix(r.Fix, tt.fix) || (tt.fix == "") != (r.Fix == "") {
+				t.Errorf("got %s %q (fix %q), want %s with fix %q", r.Status, r.Message, r.Fix, tt.want, tt.fix)
+			}
+		})
+	}
+}
+
+func TestParseForward(t *testing.T) {
+	tests := []struct {
+		name, in string
+		policy   string
+		bridged  bool
+		wantErr  bool
+	}{
+		{"docker's", "-P FORWARD DROP\n-A FORWARD -j DOCKER-USER\n-A FORWARD -o docker0 -j ACCEPT\n", "DROP", false, false},
+		{"fixed", "-P FORWARD DROP\n-A FORWARD -m physdev --physdev-is-bridged -j ACCEPT\n-A FORWARD -j DOCKER-USER\n", "DROP", true, false},
+		{"bridged accepted on one port only", "-P FORWARD DROP\n-A FORWARD -i br0 -m physdev --physdev-is-bridged -j ACCEPT\n", "DROP", false, false},
+		{"no policy line", "-A FORWARD -j ACCEPT\n", "", false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, b, err := ParseForward(tt.in)
+			if p != tt.policy || b != tt.bridged || (err != nil) != tt.wantErr {
+				t.Errorf("got %q, %v, %v; want %q, %v, error %v", p, b, err, tt.policy, tt.bridged, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestEvalDocker(t *testing.T) {
+	tests := []struct {
+		name string
+		f    DockerFacts
+		want []brief
+	}{
+		{"manager", DockerFacts{Version: "20.10.24+dfsg1", SwarmState: "active", Manager: true, PluginDir: true},
+			[]brief{{"docker/version", "ok", ""}, {"docker/swarm", "ok", ""}, {"docker/plugin-dir", "ok", ""}}},
+		{"newer major", DockerFacts{Version: "28.5.2", SwarmState: "active", PluginDir: true},
+			[]brief{{"docker/version", "ok", ""}, {"docker/swarm", "ok", ""}, {"docker/plugin-dir", "ok", ""}}},
+		{"too old, no swarm, no plugin dir", DockerFacts{Version: "19.03.15", SwarmState: "inactive"},
+			[]brief{
+				{"docker/version", "fail", "apt-get install docker.io   # or your distribution's Docker Engine >= 20.10"},
+				{"docker/swarm", "fail", "docker swarm join --token TOKEN MANAGER:2377   # TOKEN from `docker swarm join-token -q worker` on a manager"},
+				{"docker/plugin-dir", "fail", "mkdir -p /run/docker/plugins"},
+			}},
+		{"locked swarm, odd version", DockerFacts{Version: "dev", SwarmState: "locked", PluginDir: true},
+			[]brief{{"docker/version", "warn", ""}, {"docker/swarm", "fail", "docker swarm unlock"}, {"docker/plugin-dir", "ok", ""}}},
+		{"daemon down", DockerFacts{Err: errors.New("connection refused")},
+			[]brief{{"docker/daemon", "fail", "systemctl start docker   # or set DOCKER_HOST to this node's daemon"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, briefs(EvalDocker(tt.f))); diff != "" {
+				t.Errorf("(-want +got)\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestSkewAtLeast(t *testing.T) {
+	date := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		local time.Time
+		want  time.Duration
+	}{
+		{date, 0},
+		{date.Add(999 * time.Millisecond), 0},
+		{date.Add(1500 * time.Millisecond), 500 * time.Millisecond},
+		{date.Add(-2 * time.Second), -2 * time.Second},
+	}
+	for _, tt := range tests {
+		if got := SkewAtLeast(tt.local, date); got != tt.want {
+			t.Errorf("SkewAtLeast(%s) = %s, want %s", tt.local.Sub(date), got, tt.want)
+		}
+	}
+}
+
+func TestEvalConsul(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	tests := []struct {
+		name string
+		f    ConsulFacts
+		want []brief
+	}{
+		{"healthy", ConsulFacts{Leader: "10.0.0.1:8300", ServerDate: now, LocalAt: now.Add(300 * time.Millisecond), Source: "leader"},
+			[]brief{{"consul/agent", "ok", ""}, {"consul/clock-skew", "ok", ""}}},
+		{"clock ahead", ConsulFacts{Leader: "10.0.0.1:8300", ServerDate: now, LocalAt: now.Add(3 * time.Second), Source: "leader"},
+			[]brief{{"consul/agent", "ok", ""}, {"consul/clock-skew", "warn", "timedatectl set-ntp true   # or: chronyc makestep"}}},
+		{"clock behind", ConsulFacts{Leader: "10.0.0.1:8300", ServerDate: now, LocalAt: now.Add(-1500 * time.Millisecond), Source: "leader"},
+			[]brief{{"consul/agent", "ok", ""}, {"consul/clock-skew", "warn", "timedatectl set-ntp true   # or: chronyc makestep"}}},
+		{"no leader", ConsulFacts{ServerDate: now, LocalAt: now},
+			[]brief{{"consul/agent", "fail", "consul members   # then: consul join SERVER_ADDRESS"}, {"consul/clock-skew", "ok", ""}}},
+		{"skew unmeasurable", ConsulFacts{Leader: "x:8300", DateErr: errors.New("timeout")},
+			[]brief{{"consul/agent", "ok", ""}, {"consul/clock-skew", "warn", "timedatectl status"}}},
+		{"agent down", ConsulFacts{Err: errors.New("connection refused")},
+			[]brief{{"consul/agent", "fail", "systemctl start consul   # or set CONSUL_HTTP_ADDR / --consul-addr to this node's agent"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, briefs(EvalConsul(tt.f))); diff != "" {
+				t.Errorf("(-want +got)\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestEvalContainers(t *testing.T) {
+	ip := netip.MustParseAddr("10.0.0.70")
+	tests := []struct {
+		name string
+		ps   []Probe
+		err  error
+		want []brief
+	}{
+		{"none", nil, nil, []brief{{"containers/reachable", "ok", ""}}},
+		{"reached and unprobed", []Probe{{Container: "a", IP: ip, Port: 8080}, {Container: "b", IP: ip}}, nil,
+			[]brief{{"containers/reachable", "ok", ""}}},
+		{"unreachable", []Probe{{Container: "a", Network: "lan", IP: ip, Port: 8080, Err: errors.New("i/o timeout"), ShimLink: "ul-1"}}, nil,
+			[]brief{{"containers/reachable", "fail", "ip route get 10.0.0.70   # must say dev ul-1; see the network/lan/shim and route checks"}}},
+		{"docker down", nil, errors.New("refused"), []brief{{"containers/reachable", "fail", "docker ps"}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, briefs(EvalContainers(tt.ps, tt.err))); diff != "" {
+				t.Errorf("(-want +got)\n%s", diff)
+			}
+		})
+	}
+}

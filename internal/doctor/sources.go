@@ -1,0 +1,337 @@
+package doctor
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"os/exec"
+	"sort"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/client"
+	"github.com/hashicorp/consul/api"
+	"github.com/vishvananda/netlink"
+
+	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/hostnet"
+)
+
+// This file holds the real implementations of the checks' interfaces.
+
+// OSFiles reads the real /proc and /sys.
+type OSFiles struct{}
+
+// ReadFile implements Files.
+func (OSFiles) ReadFile(path string) ([]byte, error) { return os.ReadFile(path) }
+
+// Exists implements Files.
+func (OSFiles) Exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
+}
+
+// NetlinkLinks reads links with netlink in this process's network namespace.
+type NetlinkLinks struct{}
+
+// Observe implements Links.
+func (NetlinkLinks) Observe(w hostnet.Want) (hostnet.Observed, error) {
+	return hostnet.Host{}.Observe(w)
+}
+
+// ProbeLinkPrefix starts the names of the temporary links ProbeMacvlan
+// makes, so that one left by a crash is recognisably ours.
+const ProbeLinkPrefix = "uldoc"
+
+// ProbeMacvlan implements Links: it creates a veth pair named uldoc<hex>,
+// a macvlan on it, and deletes them (deleting the veth takes its peer and
+// the macvlan along).
+func (NetlinkLinks) ProbeMacvlan() error {
+	b := make([]byte, 3)
+	if _, err := rand.Read(b); err != nil {
+		return err
+	}
+	name := ProbeLinkPrefix + hex.EncodeToString(b)
+	veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: name + "a"}, PeerName: name + "b"}
+	if err := netlink.LinkAdd(veth); err != nil {
+		return fmt.Errorf("create probe veth %s: %w", veth.Name, err)
+	}
+	defer func() {
+		if l, err := netlink.LinkByName(veth.Name); err == nil {
+			netlink.LinkDel(l)
+		}
+	}()
+	parent, err := netlink.LinkByName(veth.Name)
+	if err != nil {
+		return err
+	}
+	mv := &netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: name + "m", ParentIndex: parent.Attrs().Index}, Mode: netlink.MACVLAN_MODE_BRIDGE}
+	if err := netlink.LinkAdd(mv); err != nil {
+		return fmt.Errorf("create probe macvlan on %s: %w", veth.Name, err)
+	}
+	return nil
+}
+
+// IPTables reads iptables with the iptables command.
+type IPTables struct{}
+
+// ForwardRules implements Firewall.
+func (IPTables) ForwardRules(ctx context.Context) (string, error) {
+	out, err := exec.CommandContext(ctx, "iptables", "-w", "5", "-S", "FORWARD").Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return "", fmt.Errorf("iptables -S FORWARD: %w: %s", err, strings.TrimSpace(string(ee.Stderr)))
+		}
+		return "", fmt.Errorf("iptables -S FORWARD: %w", err)
+	}
+	return string(out), nil
+}
+
+// DockerAPI adapts a Docker client to Docker.
+type DockerAPI struct{ API *client.Client }
+
+// Facts implements Docker.
+func (d DockerAPI) Facts(ctx context.Context) (DockerFacts, error) {
+	v, err := d.API.ServerVersion(ctx)
+	if err != nil {
+		return DockerFacts{}, err
+	}
+	info, err := d.API.Info(ctx)
+	if err != nil {
+		return DockerFacts{}, err
+	}
+	return DockerFacts{Version: v.Version, SwarmState: string(info.Swarm.LocalNodeState), Manager: info.Swarm.ControlAvailable}, nil
+}
+
+// Name returns the daemon's host name, which agents use as node name.
+func (d DockerAPI) Name(ctx context.Context) (string, error) {
+	info, err := d.API.Info(ctx)
+	if err != nil {
+		return "", err
+	}
+	return info.Name, nil
+}
+
+// Endpoints implements Docker.
+func (d DockerAPI) Endpoints(ctx context.Context, networks map[string]string) ([]Probe, error) {
+	list, err := d.API.ContainerList(ctx, container.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list containers: %w", err)
+	}
+	var out []Probe
+	for _, c := range list {
+		if c.NetworkSettings == nil {
+			continue
+		}
+		var mine []Probe
+		for netName, ep := range c.NetworkSettings.Networks {
+			under, ok := networks[netName]
+			if !ok || ep == nil {
+				continue
+			}
+			ip, err := netip.ParseAddr(ep.IPAddress)
+			if err != nil {
+				continue
+			}
+			mine = append(mine, Probe{Container: containerName(c.Names, c.ID), Network: under, IP: ip})
+		}
+		if len(mine) == 0 {
+			continue
+		}
+		j, err := d.API.ContainerInspect(ctx, c.ID)
+		if err != nil {
+			return nil, fmt.Errorf("inspect container %s: %w", c.ID[:12], err)
+		}
+		port := 0
+		if j.Config != nil {
+			var ports []int
+			for p := range j.Config.ExposedPorts {
+				if p.Proto() == "tcp" {
+					ports = append(ports, p.Int())
+				}
+			}
+			sort.Ints(ports)
+			if len(ports) > 0 {
+				port = ports[0]
+			}
+		}
+		for i := range mine {
+			mine[i].Port = port
+		}
+		out = append(out, mine...)
+	}
+	return out, nil
+}
+
+func containerName(names []string, id string) string {
+	if len(names) > 0 {
+		return strings.TrimPrefix(names[0], "/")
+	}
+	return id[:12]
+}
+
+// ConsulAPI adapts a Consul agent to Consul.
+type ConsulAPI struct {
+	API *api.Client
+	// HTTP, Scheme and Port reach the servers' HTTP APIs (at the leader's
+	// address, on the local agent's HTTP port) and, failing that, the
+	// local agent at Local, to read a Date header.
+	HTTP   *http.Client
+	Scheme string
+	Local  string // host:port of the local agent
+}
+
+// NewConsulAPI connects to the Consul agent o names (as consul.NewClient).
+func NewConsulAPI(o consul.Options) (*ConsulAPI, error) {
+	c, err := consul.NewClient(o)
+	if err != nil {
+		return nil, err
+	}
+	cfg := api.DefaultConfig()
+	if o.Addr != "" {
+		cfg.Address = o.Addr
+	}
+	cfg.Address, cfg.Scheme = splitScheme(cfg.Address, cfg.Scheme)
+	if o.CAFile != "" || o.CertFile != "" || o.KeyFile != "" {
+		cfg.Scheme = "https"
+	}
+	if o.CAFile != "" {
+		cfg.TLSConfig.CAFile = o.CAFile
+	}
+	if o.CertFile != "" {
+		cfg.TLSConfig.CertFile, cfg.TLSConfig.KeyFile = o.CertFile, o.KeyFile
+	}
+	if o.TLSServerName != "" {
+		cfg.TLSConfig.Address = o.TLSServerName
+	}
+	cfg.TLSConfig.InsecureSkipVerify = cfg.TLSConfig.InsecureSkipVerify || o.InsecureSkipVerify
+	hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
+	if err != nil {
+		return nil, fmt.Errorf("consul http client: %w", err)
+	}
+	hc.Timeout = 3 * time.Second
+	return &ConsulAPI{API: c, HTTP: hc, Scheme: cfg.Scheme, Local: cfg.Address}, nil
+}
+
+func splitScheme(addr, scheme string) (string, string) {
+	switch {
+	case strings.HasPrefix(addr, "https://"):
+		return strings.TrimPrefix(addr, "https://"), "https"
+	case strings.HasPrefix(addr, "http://"):
+		return strings.TrimPrefix(addr, "http://"), "http"
+	}
+	return addr, scheme
+}
+
+// Facts implements Consul.
+func (c *ConsulAPI) Facts(ctx context.Context) ConsulFacts {
+	var f ConsulFacts
+	f.Leader, f.Err = c.API.Status().LeaderWithQueryOptions((&api.QueryOptions{}).WithContext(ctx))
+	if f.Err != nil {
+		return f
+	}
+	var tried []string
+	if host, _, err := net.SplitHostPort(f.Leader); err == nil {
+		if _, port, err := net.SplitHostPort(c.Local); err == nil {
+			server := net.JoinHostPort(host, port)
+			f.ServerDate, f.LocalAt, err = c.date(ctx, server)
+			if err == nil {
+				f.Source = "the Consul leader (" + server + ")"
+				return f
+			}
+			tried = append(tried, err.Error())
+		}
+	}
+	// The leader's HTTP API is not reachable from here: fall back to the
+	// local agent, which on a client node is this host's own clock.
+	var err error
+	if f.ServerDate, f.LocalAt, err = c.date(ctx, c.Local); err == nil {
+		f.Source = "the local Consul agent (" + c.Local + "; the leader's HTTP API was not reachable)"
+		return f
+	}
+	f.ServerDate, f.DateErr = time.Time{}, errors.New(strings.Join(append(tried, err.Error()), "; "))
+	return f
+}
+
+// date reads the Date header of a response from the Consul HTTP API at
+// hostport, and this host's clock half-way through the request.
+func (c *ConsulAPI) date(ctx context.Context, hostport string) (time.Time, time.Time, error) {
+	if strings.HasPrefix(hostport, "unix://") {
+		return time.Time{}, time.Time{}, errors.New("no Date over a unix socket address")
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.Scheme+"://"+hostport+"/v1/status/leader", nil)
+	if err != nil {
+		return time.Time{}, time.Time{}, err
+	}
+	start := time.Now()
+	resp, err := c.HTTP.Do(req)
+	end := time.Now()
+	if err != nil {
+		return time.Time{}, time.Time{}, err
+	}
+	resp.Body.Close()
+	d, err := http.ParseTime(resp.Header.Get("Date"))
+	if err != nil {
+		return time.Time{}, time.Time{}, fmt.Errorf("date header from %s: %w", hostport, err)
+	}
+	return d, start.Add(end.Sub(start) / 2), nil
+}
+
+// DialTCP is the real Dialer: a refused connection means the container's
+// host answered, so it counts as reached.
+func DialTCP(ctx context.Context, addr netip.AddrPort) error {
+	var d net.Dialer
+	conn, err := d.DialContext(ctx, "tcp", addr.String())
+	if err != nil {
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			return nil
+		}
+		return err
+	}
+	return conn.Close()
+}
+
+// Env is a doctor run's connections; Checks builds the checks over them.
+type Env struct {
+	Node     string
+	Docker   *DockerAPI
+	Consul   *ConsulAPI
+	Networks Networks
+}
+
+// Checks returns every check, in report order.
+func (e Env) Checks() []Check {
+	files, links := OSFiles{}, NetlinkLinks{}
+	return []Check{
+		MacvlanCheck{Files: files, Links: links},
+		NetworksCheck{Node: e.Node, Networks: e.Networks, Links: links, Files: files},
+		NetfilterCheck{Files: files, Firewall: IPTables{}},
+		DockerCheck{Docker: e.Docker, Files: files},
+		ConsulCheck{Consul: e.Consul},
+		ContainersCheck{Networks: e.Networks, Docker: e.Docker, Dial: DialTCP},
+	}
+}
+
+// NodeName resolves the node name: given, else Docker's host name (the
+// agent's default), else the kernel's.
+func NodeName(ctx context.Context, given string, d *DockerAPI) string {
+	if given != "" {
+		return given
+	}
+	if d != nil {
+		if n, err := d.Name(ctx); err == nil && n != "" {
+			return n
+		}
+	}
+	n, _ := os.Hostname()
+	return n
+}

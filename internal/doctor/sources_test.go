@@ -1,0 +1,110 @@
+package doctor
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/underlay/underlay/internal/consul"
+)
+
+// fakeConsul answers /v1/status/leader with itself as leader (on the RPC
+// port 8300, as Consul does) and a Date header offset from this host's clock.
+func fakeConsul(t *testing.T, offset time.Duration, leader bool) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/status/leader" {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Date", time.Now().Add(offset).UTC().Format(http.TimeFormat))
+		w.Header().Set("Content-Type", "application/json")
+		if !leader {
+			fmt.Fprint(w, `""`)
+			return
+		}
+		fmt.Fprint(w, `"127.0.0.1:8300"`)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+func TestConsulAPIFacts(t *testing.T) {
+	tests := []struct {
+		name   string
+		offset time.Duration
+		leader bool
+		want   []brief
+		source string
+	}{
+		{"in sync", 0, true, []brief{{"consul/agent", "ok", ""}, {"consul/clock-skew", "ok", ""}}, "leader"},
+		{"server 5s ahead", 5 * time.Second, true, []brief{{"consul/agent", "ok", ""},
+			{"consul/clock-skew", "warn", "timedatectl set-ntp true   # or: chronyc makestep"}}, "leader"},
+		{"no leader", 0, false, []brief{{"consul/agent", "fail", "consul members   # then: consul join SERVER_ADDRESS"},
+			{"consul/clock-skew", "ok", ""}}, "local"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := fakeConsul(t, tt.offset, tt.leader)
+			c, err := NewConsulAPI(consul.Options{Addr: srv.URL})
+			if err != nil {
+				t.Fatal(err)
+			}
+			f := c.Facts(context.Background())
+			rs := EvalConsul(f)
+			got := briefs(rs)
+			if len(got) != len(tt.want) {
+				t.Fatalf("got %+v", rs)
+			}
+			for i := range got {
+				if got[i] != tt.want[i] {
+					t.Errorf("result %d: got %+v, want %+v (%s)", i, got[i], tt.want[i], rs[i].Message)
+				}
+			}
+			if !strings.Contains(f.Source, tt.source) {
+				t.Errorf("skew measured against %q, want the %s", f.Source, tt.source)
+			}
+		})
+	}
+}
+
+func TestConsulAPIDown(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close() // nothing listens there now
+	c, err := NewConsulAPI(consul.Options{Addr: addr})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs := EvalConsul(c.Facts(context.Background()))
+	if len(rs) != 1 || rs[0].Check != "consul/agent" || rs[0].Status != Fail {
+		t.Errorf("got %+v", rs)
+	}
+}
+
+func TestDialTCP(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	open := netip.MustParseAddrPort(l.Addr().String())
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+	defer cancel()
+	if err := DialTCP(ctx, open); err != nil {
+		t.Errorf("listening port: %v", err)
+	}
+	l.Close()
+	// A refused connection means the host answered: reached.
+	if err := DialTCP(ctx, open); err != nil {
+		t.Errorf("refused port counts as reached, got %v", err)
+	}
+}

@@ -1,0 +1,65 @@
+package adapter_test
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/underlay/underlay/internal/scale/adapter"
+	"github.com/underlay/underlay/internal/testenv"
+)
+
+// TestIntegrationKVTokensAndAlertLog: tokens in a Consul key are followed
+// as the key changes, and the alert log remembers firings across clients.
+func TestIntegrationKVTokensAndAlertLog(t *testing.T) {
+	testenv.Require(t)
+	consul := testenv.StartConsul(t)
+	kv := consul.Client().KV()
+	const key = "underlay/scale/tokens"
+	put := func(v string) {
+		t.Helper()
+		if _, err := kv.Put(&api.KVPair{Key: key, Value: []byte(v)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	put("# ops\nalpha\n")
+	tokens := adapter.NewKVTokens(consul.Client(), key, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { tokens.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	testenv.Eventually(t, 5*time.Second, func() (bool, string) { return tokens.Valid("alpha"), "alpha not valid" })
+	put("beta\n")
+	testenv.Eventually(t, 5*time.Second, func() (bool, string) {
+		return tokens.Valid("beta") && !tokens.Valid("alpha"), "alpha still valid or beta not yet"
+	})
+	if _, err := kv.Delete(key, nil); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 5*time.Second, func() (bool, string) { return !tokens.Valid("beta"), "beta still valid after the key was deleted" })
+
+	qctx := testenv.Context(t, 10*time.Second)
+	log1 := adapter.NewKVAlertLog(consul.Client(), "", 0)
+	log2 := adapter.NewKVAlertLog(consul.Client(), "", 0)
+	if seen, err := log2.Seen(qctx, "fp@t"); err != nil || seen {
+		t.Fatalf("Seen before Mark = %v, %v", seen, err)
+	}
+	if err := log1.Mark(qctx, "fp@t", "web", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if seen, err := log2.Seen(qctx, "fp@t"); err != nil || !seen {
+		t.Fatalf("Seen after Mark by another client = %v, %v", seen, err)
+	}
+	// Entries past the retention are pruned as new ones are written.
+	old := adapter.NewKVAlertLog(consul.Client(), "", time.Hour)
+	if err := old.Mark(qctx, "new@t", "web", time.Now().Add(2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if seen, _ := log2.Seen(qctx, "fp@t"); seen {
+		t.Error("an entry older than the retention was not pruned")
+	}
+}

@@ -1,0 +1,124 @@
+package adapter
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// Prometheus evaluates instant queries through Prometheus's HTTP API
+// (/api/v1/query); it implements scale.MetricSource.
+type Prometheus struct {
+	base   *url.URL
+	client *http.Client
+	// Header is added to every request (an Authorization header, say).
+	Header http.Header
+}
+
+// NewPrometheus returns a client of the Prometheus server at base
+// ("http://127.0.0.1:9090"); client nil means a client with a 10s timeout.
+func NewPrometheus(base string, client *http.Client) (*Prometheus, error) {
+	if !strings.Contains(base, "://") {
+		base = "http://" + base
+	}
+	u, err := url.Parse(base)
+	if err != nil || u.Host == "" {
+		return nil, fmt.Errorf("prometheus address %q: want http://HOST:PORT", base)
+	}
+	if client == nil {
+		client = &http.Client{Timeout: 10 * time.Second}
+	}
+	return &Prometheus{base: u, client: client, Header: http.Header{}}, nil
+}
+
+// queryResponse is the part of /api/v1/query's answer read here.
+type queryResponse struct {
+	Status    string `json:"status"`
+	ErrorType string `json:"errorType"`
+	Error     string `json:"error"`
+	Data      struct {
+		ResultType string          `json:"resultType"`
+		Result     json.RawMessage `json:"result"`
+	} `json:"data"`
+}
+
+// Query implements scale.MetricSource: the query must give a scalar or a
+// vector of exactly one sample.
+func (p *Prometheus) Query(ctx context.Context, query string) (float64, error) {
+	u := p.base.JoinPath("api/v1/query")
+	u.RawQuery = url.Values{"query": {query}}.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
+	if err != nil {
+		return 0, err
+	}
+	for k, v := range p.Header {
+		req.Header[k] = v
+	}
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("query prometheus: %w", err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
+	if err != nil {
+		return 0, fmt.Errorf("read prometheus answer: %w", err)
+	}
+	return ParseQueryResponse(resp.StatusCode, b)
+}
+
+// ParseQueryResponse reads the single value of an /api/v1/query answer.
+func ParseQueryResponse(code int, body []byte) (float64, error) {
+	var qr queryResponse
+	if err := json.Unmarshal(body, &qr); err != nil {
+		return 0, fmt.Errorf("prometheus answered %d with no JSON: %.200s", code, body)
+	}
+	if qr.Status != "success" {
+		return 0, fmt.Errorf("prometheus: %s: %s", qr.ErrorType, qr.Error)
+	}
+	switch qr.Data.ResultType {
+	case "scalar":
+		var sample []json.RawMessage
+		if err := json.Unmarshal(qr.Data.Result, &sample); err != nil {
+			return 0, fmt.Errorf("prometheus scalar: %w", err)
+		}
+		return sampleValue(sample)
+	case "vector":
+		var vec []struct {
+			Metric map[string]string `json:"metric"`
+			Value  []json.RawMessage `json:"value"`
+		}
+		if err := json.Unmarshal(qr.Data.Result, &vec); err != nil {
+			return 0, fmt.Errorf("prometheus vector: %w", err)
+		}
+		switch len(vec) {
+		case 0:
+			return 0, fmt.Errorf("query returned no series")
+		case 1:
+			return sampleValue(vec[0].Value)
+		}
+		return 0, fmt.Errorf("query returned %d series, want one (aggregate it, with sum or avg)", len(vec))
+	}
+	return 0, fmt.Errorf("query returned a %s, want a scalar or a one-sample vector", qr.Data.ResultType)
+}
+
+// sampleValue reads [<time>, "<value>"].
+func sampleValue(s []json.RawMessage) (float64, error) {
+	if len(s) != 2 {
+		return 0, fmt.Errorf("sample %v: want [time, value]", s)
+	}
+	var v string
+	if err := json.Unmarshal(s[1], &v); err != nil {
+		return 0, fmt.Errorf("sample value: %w", err)
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil {
+		return 0, fmt.Errorf("sample value %q: %w", v, err)
+	}
+	return f, nil
+}

@@ -1,0 +1,60 @@
+package adapter
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+)
+
+func TestParseQueryResponse(t *testing.T) {
+	tests := []struct {
+		name, body string
+		want       float64
+		wantErr    string
+	}{
+		{name: "one sample", body: `{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1700000000.1,"42.5"]}]}}`, want: 42.5},
+		{name: "scalar", body: `{"status":"success","data":{"resultType":"scalar","result":[1700000000,"3"]}}`, want: 3},
+		{name: "empty", body: `{"status":"success","data":{"resultType":"vector","result":[]}}`, wantErr: "no series"},
+		{name: "several", body: `{"status":"success","data":{"resultType":"vector","result":[{"value":[1,"1"]},{"value":[1,"2"]}]}}`, wantErr: "2 series"},
+		{name: "matrix", body: `{"status":"success","data":{"resultType":"matrix","result":[]}}`, wantErr: "a matrix"},
+		{name: "error", body: `{"status":"error","errorType":"bad_data","error":"parse error"}`, wantErr: "bad_data: parse error"},
+		{name: "not JSON", body: `<html>`, wantErr: "no JSON"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := ParseQueryResponse(200, []byte(tt.body))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("= %v, %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestPrometheusQuery(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/prom/api/v1/query" || r.URL.Query().Get("query") != `sum(load{a="b"})` {
+			http.Error(w, `{"status":"error","errorType":"test","error":"unexpected `+r.URL.String()+`"}`, 400)
+			return
+		}
+		w.Write([]byte(`{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"7"]}]}}`))
+	}))
+	defer srv.Close()
+	p, err := NewPrometheus(srv.URL+"/prom", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := p.Query(context.Background(), `sum(load{a="b"})`); err != nil || v != 7 {
+		t.Fatalf("Query = %v, %v; want 7", v, err)
+	}
+	if _, err := NewPrometheus("http://", nil); err == nil {
+		t.Error("NewPrometheus accepted an address without a host")
+	}
+}

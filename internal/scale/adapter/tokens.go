@@ -1,0 +1,95 @@
+package adapter
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/underlay/underlay/internal/scale"
+)
+
+// KVTokens are bearer tokens kept in one Consul KV key, one a line (the
+// format of --token-file); it implements scale.TokenSet. Run follows the
+// key with blocking queries, so that a token added or revoked counts within
+// moments. While Consul is unreachable the last tokens read stay valid; a
+// missing or empty key holds no token.
+type KVTokens struct {
+	api *api.Client
+	key string
+	log *slog.Logger
+
+	mu     sync.Mutex // guards tokens
+	tokens *scale.Tokens
+}
+
+// NewKVTokens returns the tokens of key; none until Run has read it.
+func NewKVTokens(c *api.Client, key string, log *slog.Logger) *KVTokens {
+	return &KVTokens{api: c, key: key, log: log.With("component", "scale-tokens", "key", key)}
+}
+
+// Valid implements scale.TokenSet.
+func (k *KVTokens) Valid(token string) bool {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.tokens.Valid(token)
+}
+
+// Load reads the key once.
+func (k *KVTokens) Load(ctx context.Context) error {
+	_, err := k.load(ctx, 0)
+	return err
+}
+
+// load reads the key, waiting for a change after index when index > 0, and
+// returns the new index.
+func (k *KVTokens) load(ctx context.Context, index uint64) (uint64, error) {
+	q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute}).WithContext(ctx)
+	p, meta, err := k.api.KV().Get(k.key, q)
+	if err != nil {
+		return index, err
+	}
+	var t *scale.Tokens
+	if p != nil && strings.TrimSpace(string(p.Value)) != "" {
+		t, err = scale.ParseTokens(strings.NewReader(string(p.Value)))
+		if err != nil {
+			k.log.Warn("no token in the Consul key", "err", err)
+		}
+	}
+	k.mu.Lock()
+	changed := (k.tokens == nil) != (t == nil) || index == 0 || meta.LastIndex != index
+	k.tokens = t
+	k.mu.Unlock()
+	if changed {
+		k.log.Info("bearer tokens read from Consul", "present", t != nil)
+	}
+	return meta.LastIndex, nil
+}
+
+// Run follows the key until ctx ends.
+func (k *KVTokens) Run(ctx context.Context) error {
+	var index uint64
+	delay := 500 * time.Millisecond
+	for ctx.Err() == nil {
+		next, err := k.load(ctx, index)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
+				return nil
+			}
+			k.log.Warn("read tokens from Consul failed; the last ones read stay valid", "err", err, "retry_in", delay)
+			sleepCtx(ctx, delay)
+			delay = min(delay*2, 30*time.Second)
+			continue
+		}
+		delay = 500 * time.Millisecond
+		if next < index {
+			next = 0 // the index went back (a Consul restore): read afresh
+		}
+		index = next
+	}
+	return nil
+}

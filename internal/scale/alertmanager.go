@@ -1,0 +1,280 @@
+package scale
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Alert labels read by AlertActions when the route does not name the
+// service or the direction; the first one set wins.
+var (
+	AlertServiceLabels   = []string{"underlay_service", "service", "swarm_service", "container_label_com_docker_swarm_service_name"}
+	AlertDirectionLabels = []string{"underlay_direction", "direction", "scale"}
+)
+
+// AlertmanagerMessage is Alertmanager's webhook body, version 4.
+type AlertmanagerMessage struct {
+	Version           string            `json:"version"`
+	GroupKey          string            `json:"groupKey"`
+	Status            string            `json:"status"`
+	Receiver          string            `json:"receiver"`
+	GroupLabels       map[string]string `json:"groupLabels"`
+	CommonLabels      map[string]string `json:"commonLabels"`
+	CommonAnnotations map[string]string `json:"commonAnnotations"`
+	ExternalURL       string            `json:"externalURL"`
+	Alerts            []Alert           `json:"alerts"`
+}
+
+// Alert is one alert of an AlertmanagerMessage.
+type Alert struct {
+	Status       string            `json:"status"`
+	Labels       map[string]string `json:"labels"`
+	Annotations  map[string]string `json:"annotations"`
+	StartsAt     time.Time         `json:"startsAt"`
+	EndsAt       time.Time         `json:"endsAt"`
+	GeneratorURL string            `json:"generatorURL"`
+	Fingerprint  string            `json:"fingerprint"`
+}
+
+// ErrBadWebhook is wrapped by ParseAlertmanager's errors (400).
+var ErrBadWebhook = errors.New("bad Alertmanager webhook")
+
+// ParseAlertmanager decodes an Alertmanager webhook body; it must be
+// version 4 and carry an alerts list.
+func ParseAlertmanager(r io.Reader) (AlertmanagerMessage, error) {
+	var raw struct {
+		AlertmanagerMessage
+		Alerts *[]Alert `json:"alerts"`
+	}
+	if err := json.NewDecoder(r).Decode(&raw); err != nil {
+		return AlertmanagerMessage{}, fmt.Errorf("%w: malformed JSON: %w", ErrBadWebhook, err)
+	}
+	if raw.Version != "4" {
+		return AlertmanagerMessage{}, fmt.Errorf("%w: version %q, want \"4\"", ErrBadWebhook, raw.Version)
+	}
+	if raw.Alerts == nil {
+		return AlertmanagerMessage{}, fmt.Errorf("%w: no alerts list", ErrBadWebhook)
+	}
+	msg := raw.AlertmanagerMessage
+	msg.Alerts = *raw.Alerts
+	return msg, nil
+}
+
+// LooksLikeAlertmanager reports whether a JSON body is an Alertmanager
+// webhook (it has "alerts" and "version"), so that Orbiter's routes can
+// take Alertmanager's notifications without scaling on resolved ones.
+func LooksLikeAlertmanager(body []byte) bool {
+	var probe struct {
+		Version *string          `json:"version"`
+		Alerts  *json.RawMessage `json:"alerts"`
+	}
+	return json.Unmarshal(body, &probe) == nil && probe.Version != nil && probe.Alerts != nil
+}
+
+// AlertAction is what one alert of a webhook asks for.
+type AlertAction struct {
+	// Key identifies the firing: fingerprint and start time.
+	Key         string    `json:"key"`
+	Fingerprint string    `json:"fingerprint"`
+	StartsAt    time.Time `json:"starts_at"`
+	AlertName   string    `json:"alertname,omitempty"`
+	Service     string    `json:"service,omitempty"`
+	Direction   Direction `json:"direction,omitempty"`
+	// Skip says why the alert asks for nothing (resolved, a duplicate
+	// within the message, a label missing); empty when it asks to scale.
+	Skip string `json:"skip,omitempty"`
+	// Bad is true when Skip is the sender's mistake (a label missing).
+	Bad bool `json:"-"`
+}
+
+// AlertActions maps a webhook to one action per alert. The route's
+// service and direction, when given, win over the alert's labels. Resolved
+// alerts and second copies of a firing within the message ask for nothing.
+func AlertActions(msg AlertmanagerMessage, routeService string, routeDir Direction) []AlertAction {
+	out := make([]AlertAction, 0, len(msg.Alerts))
+	seen := map[string]bool{}
+	for _, a := range msg.Alerts {
+		fp := a.Fingerprint
+		if fp == "" {
+			fp = labelsFingerprint(a.Labels)
+		}
+		act := AlertAction{Fingerprint: fp, StartsAt: a.StartsAt.UTC(), AlertName: a.Labels["alertname"]}
+		act.Key = fp + "@" + act.StartsAt.Format(time.RFC3339Nano)
+		act.Service = first(routeService, a.Labels, AlertServiceLabels)
+		dir := string(routeDir)
+		if dir == "" {
+			dir = first("", a.Labels, AlertDirectionLabels)
+		}
+		switch {
+		case a.Status != "firing":
+			act.Skip = fmt.Sprintf("alert is %q: only firing alerts scale", a.Status)
+		case seen[act.Key]:
+			act.Skip = "duplicate of an earlier alert in this notification"
+		case act.Service == "":
+			act.Skip, act.Bad = fmt.Sprintf("no service: set one of the labels %s, or use a route naming the service", strings.Join(AlertServiceLabels, ", ")), true
+		case dir == "":
+			act.Skip, act.Bad = fmt.Sprintf("no direction: set one of the labels %s to up or down, or use a route naming it", strings.Join(AlertDirectionLabels, ", ")), true
+		default:
+			d := Direction(strings.ToLower(strings.TrimSpace(dir)))
+			if d != Up && d != Down {
+				act.Skip, act.Bad = fmt.Sprintf("%v: %q", ErrUnknownDirection, dir), true
+				break
+			}
+			act.Direction = d
+		}
+		seen[act.Key] = seen[act.Key] || act.Skip == ""
+		out = append(out, act)
+	}
+	return out
+}
+
+func first(given string, labels map[string]string, keys []string) string {
+	if given != "" {
+		return given
+	}
+	for _, k := range keys {
+		if v := strings.TrimSpace(labels[k]); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// labelsFingerprint stands in for a fingerprint senders other than
+// Alertmanager may omit: a hash of the sorted labels.
+func labelsFingerprint(labels map[string]string) string {
+	keys := make([]string, 0, len(labels))
+	for k := range labels {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	h := sha256.New()
+	for _, k := range keys {
+		fmt.Fprintf(h, "%s\x00%s\x00", k, labels[k])
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+// AlertLog remembers which firings have scaled, so that Alertmanager's
+// re-sends of a firing alert, to this instance or after a restart or a
+// leader change, do not scale again.
+type AlertLog interface {
+	// Seen reports whether the firing key has scaled.
+	Seen(ctx context.Context, key string) (bool, error)
+	// Mark records that the firing key has scaled at.
+	Mark(ctx context.Context, key, service string, at time.Time) error
+}
+
+// AlertResult is what one alert of a webhook did.
+type AlertResult struct {
+	AlertAction
+	// Result is "scaled", "refused", "dry_run", "duplicate", "skipped"
+	// (resolved, or repeated within the notification) or "error" (a label
+	// missing, an unknown service, a dependency unavailable).
+	Result string `json:"result"`
+	// Reason says why, in a sentence.
+	Reason string `json:"reason"`
+	// Decision is the decision made for the alert, if one was.
+	Decision *Record `json:"decision,omitempty"`
+	// Err is the error that kept a decision from being made.
+	Err error `json:"-"`
+}
+
+// alerts deduplicates alert firings in memory, in front of an AlertLog.
+type alerts struct {
+	log AlertLog
+	ttl time.Duration
+
+	mu sync.Mutex // held for a whole webhook, so that concurrent re-sends wait; guards following fields
+	// done are the firings that scaled, with when, by key.
+	done map[string]time.Time
+}
+
+// HandleAlerts acts on an Alertmanager webhook: once per firing alert (by
+// fingerprint and start time, remembered in memory and in the AlertLog),
+// never on resolved ones. A firing is remembered only when it scaled (or
+// would have, in dry-run): one refused for a bound or a cooldown may act on
+// a later re-send. Webhooks are handled one at a time. It returns one
+// result per alert; a result's Err says why no decision was made.
+func (c *Controller) HandleAlerts(ctx context.Context, msg AlertmanagerMessage, routeService string, routeDir Direction, source string) []AlertResult {
+	a := c.alerts
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	now := c.cfg.Now()
+	for k, at := range a.done {
+		if now.Sub(at) > a.ttl {
+			delete(a.done, k)
+		}
+	}
+	var out []AlertResult
+	for _, act := range AlertActions(msg, routeService, routeDir) {
+		out = append(out, c.handleAlert(ctx, act, source, now))
+	}
+	return out
+}
+
+func (c *Controller) handleAlert(ctx context.Context, act AlertAction, source string, now time.Time) AlertResult {
+	a := c.alerts
+	res := AlertResult{AlertAction: act}
+	if act.Skip != "" {
+		res.Result, res.Reason = "skipped", act.Skip
+		if act.Bad {
+			res.Result = "error"
+		}
+		return res
+	}
+	if _, ok := a.done[act.Key]; ok {
+		res.Result, res.Reason = "duplicate", "this firing (fingerprint and start time) has already scaled"
+		return res
+	}
+	if a.log != nil {
+		seen, err := a.log.Seen(ctx, act.Key)
+		if err != nil {
+			c.metrics.errors.WithLabelValues("alert_log").Inc()
+			res.Result, res.Err = "error", fmt.Errorf("check alert %s: %w: %w", act.Key, ErrUnavailable, err)
+			res.Reason = res.Err.Error()
+			return res
+		}
+		if seen {
+			a.done[act.Key] = now
+			res.Result, res.Reason = "duplicate", "this firing (fingerprint and start time) has already scaled"
+			return res
+		}
+	}
+	src := fmt.Sprintf("%s alert %s fingerprint %s", source, act.AlertName, act.Fingerprint)
+	rec, err := c.Handle(ctx, Request{Autoscaler: AutoswarmName, Service: act.Service, Direction: act.Direction, Source: src})
+	if err != nil {
+		res.Result, res.Reason, res.Err = "error", err.Error(), err
+		return res
+	}
+	res.Decision = &rec
+	res.Reason = rec.Why
+	switch {
+	case rec.Refused:
+		res.Result = "refused"
+		return res
+	case rec.DryRun:
+		res.Result = "dry_run"
+	default:
+		res.Result = "scaled"
+	}
+	a.done[act.Key] = now
+	if a.log != nil {
+		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.HistoryTimeout)
+		defer cancel()
+		if err := a.log.Mark(mctx, act.Key, act.Service, now); err != nil {
+			c.metrics.errors.WithLabelValues("alert_log").Inc()
+			c.log.Warn("alert firing not kept in Consul; a restarted control could scale on it again", "key", act.Key, "err", err)
+		}
+	}
+	return res
+}

@@ -1,0 +1,352 @@
+package scale
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+var alertStart = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+
+// amAlert is one alert of a test webhook.
+type amAlert struct {
+	status, fingerprint string
+	labels              map[string]string
+}
+
+// amBody is an Alertmanager version 4 webhook body.
+func amBody(alerts ...amAlert) string {
+	type alert struct {
+		Status      string            `json:"status"`
+		Labels      map[string]string `json:"labels"`
+		StartsAt    time.Time         `json:"startsAt"`
+		EndsAt      time.Time         `json:"endsAt"`
+		Fingerprint string            `json:"fingerprint"`
+	}
+	msg := struct {
+		Version  string  `json:"version"`
+		Status   string  `json:"status"`
+		Receiver string  `json:"receiver"`
+		Alerts   []alert `json:"alerts"`
+	}{Version: "4", Status: "firing", Receiver: "underlay"}
+	for _, a := range alerts {
+		msg.Alerts = append(msg.Alerts, alert{Status: a.status, Labels: a.labels, StartsAt: alertStart, Fingerprint: a.fingerprint})
+	}
+	b, _ := json.Marshal(msg)
+	return string(b)
+}
+
+func firing(fp string, labels ...string) amAlert {
+	l := map[string]string{"alertname": "HighLoad"}
+	for i := 0; i+1 < len(labels); i += 2 {
+		l[labels[i]] = labels[i+1]
+	}
+	return amAlert{status: "firing", fingerprint: fp, labels: l}
+}
+
+func TestParseAlertmanager(t *testing.T) {
+	tests := []struct {
+		name, body, wantErr string
+	}{
+		{name: "malformed", body: `{`, wantErr: "malformed JSON"},
+		{name: "old version", body: `{"version":"3","alerts":[]}`, wantErr: `version "3"`},
+		{name: "no alerts", body: `{"version":"4"}`, wantErr: "no alerts list"},
+		{name: "good", body: amBody(firing("a", "service", "web"))},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseAlertmanager(strings.NewReader(tt.body))
+			if tt.wantErr == "" && err != nil || tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)) {
+				t.Fatalf("err = %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+func TestAlertActions(t *testing.T) {
+	msg, err := ParseAlertmanager(strings.NewReader(amBody(
+		firing("f1", "service", "web", "direction", "up"),
+		firing("f2", "underlay_service", "api", "service", "ignored", "scale", "DOWN"),
+		amAlert{status: "resolved", fingerprint: "f3", labels: map[string]string{"service": "web", "direction": "up"}},
+		firing("f1", "service", "web", "direction", "up"),
+		firing("f4", "direction", "up"),
+		firing("f5", "service", "web"),
+		firing("f6", "service", "web", "direction", "sideways"),
+	)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	type row struct {
+		Service   string
+		Direction Direction
+		Skip      string
+	}
+	var got []row
+	for _, a := range AlertActions(msg, "", "") {
+		skip := a.Skip
+		if i := strings.Index(skip, ":"); i > 0 {
+			skip = skip[:i]
+		}
+		got = append(got, row{a.Service, a.Direction, skip})
+	}
+	want := []row{
+		{"web", Up, ""},
+		{"api", Down, ""},
+		{"web", "", `alert is "resolved"`},
+		{"web", "", "duplicate of an earlier alert in this notification"},
+		{"", "", "no service"},
+		{"web", "", "no direction"},
+		{"web", "", "unknown direction"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("AlertActions (-want +got):\n%s", diff)
+	}
+	// The route wins over the labels.
+	acts := AlertActions(msg, "routed", Down)
+	if acts[0].Service != "routed" || acts[0].Direction != Down || acts[4].Skip != "" {
+		t.Errorf("with route: %+v, %+v; want routed/down for every firing alert", acts[0], acts[4])
+	}
+}
+
+// webhookResults posts body to path and decodes the per-alert results.
+func (e *apiEnv) webhookResults(t testing.TB, path, body string, hdr ...string) (int, []AlertResult) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", e.srv.URL+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ans struct {
+		Results []AlertResult `json:"results"`
+		Error   string        `json:"error"`
+	}
+	json.NewDecoder(resp.Body).Decode(&ans)
+	return resp.StatusCode, ans.Results
+}
+
+func resultsOf(rs []AlertResult) []string {
+	var out []string
+	for _, r := range rs {
+		out = append(out, r.Service+" "+r.Result)
+	}
+	return out
+}
+
+func TestWebhookScalesOncePerFiring(t *testing.T) {
+	alog := &memAlertLog{seen: map[string]bool{}}
+	e := newAPIEnv(t, Config{AlertLog: alog},
+		svc("web", 1, "orbiter", "true", LabelMax, "5"), svc("api", 1, "orbiter", "true", LabelMax, "1"))
+	body := amBody(firing("f1", "service", "web", "direction", "up"), firing("f2", "service", "api", "direction", "up"))
+	steps := []struct {
+		path string
+		body string
+		want []string
+	}{
+		{"/v1/underlay/alertmanager", body, []string{"web scaled", "api refused"}},
+		// Alertmanager re-sends: web has scaled for this firing; api may still try.
+		{"/alertmanager", body, []string{"web duplicate", "api refused"}},
+		// A resolved notification never scales.
+		{"/v1/underlay/alertmanager", amBody(amAlert{status: "resolved", fingerprint: "f1", labels: map[string]string{"service": "web", "direction": "up"}}), []string{"web skipped"}},
+		// Orbiter's route, pointed at by an Alertmanager: the route's service and direction win.
+		{"/v1/orbiter/handle/autoswarm/web/up", amBody(firing("f3", "service", "api", "direction", "down")), []string{"web scaled"}},
+		{"/v1/orbiter/handle/autoswarm/web/up", amBody(firing("f3")), []string{"web duplicate"}},
+		{"/v1/underlay/alertmanager/web", amBody(firing("f4", "direction", "up")), []string{"web scaled"}},
+		{"/v1/underlay/alertmanager", amBody(firing("f5", "service", "nope", "direction", "up")), []string{"nope error"}},
+	}
+	for i, s := range steps {
+		code, rs := e.webhookResults(t, s.path, s.body)
+		if code != 200 {
+			t.Fatalf("step %d: status %d", i, code)
+		}
+		if diff := cmp.Diff(s.want, resultsOf(rs)); diff != "" {
+			t.Errorf("step %d (%s): results (-want +got):\n%s", i, s.path, diff)
+		}
+	}
+	if got := e.swarm.replicas("web"); got != 4 {
+		t.Errorf("web has %d replicas, want 4 (three firings)", got)
+	}
+	if len(alog.seen) != 3 {
+		t.Errorf("alert log holds %d firings, want the 3 that scaled", len(alog.seen))
+	}
+
+	// A restarted controller sharing the alert log does not scale again.
+	e2 := newAPIEnv(t, Config{AlertLog: alog}, svc("web", 4, "orbiter", "true", LabelMax, "5"))
+	if _, rs := e2.webhookResults(t, "/alertmanager", body); rs[0].Result != "duplicate" || e2.swarm.replicas("web") != 4 {
+		t.Errorf("after a restart: %v, %d replicas; want a duplicate and 4", resultsOf(rs), e2.swarm.replicas("web"))
+	}
+}
+
+func TestWebhookConcurrentResends(t *testing.T) {
+	e := newAPIEnv(t, Config{}, svc("web", 1, "orbiter", "true", LabelMax, "10"))
+	body := amBody(firing("f1", "service", "web", "direction", "up"))
+	var wg sync.WaitGroup
+	for range 20 {
+		wg.Add(1)
+		go func() { defer wg.Done(); e.webhookResults(t, "/alertmanager", body) }()
+	}
+	wg.Wait()
+	if got := e.swarm.replicas("web"); got != 2 {
+		t.Errorf("web has %d replicas after 20 concurrent copies of one firing, want 2", got)
+	}
+}
+
+func TestWebhookSignatureAndErrors(t *testing.T) {
+	secret := []byte("hush")
+	alog := &memAlertLog{seen: map[string]bool{}}
+	e := newAPIEnvWith(t, Config{AlertLog: alog}, APIConfig{WebhookSecret: secret}, svc("web", 1, "orbiter", "true"))
+	body := amBody(firing("f1", "service", "web", "direction", "up"))
+	if code, _ := e.webhookResults(t, "/alertmanager", body); code != http.StatusUnauthorized {
+		t.Errorf("unsigned: %d, want 401", code)
+	}
+	if code, _ := e.webhookResults(t, "/alertmanager", body, SignatureHeader, Sign([]byte("wrong"), []byte(body))); code != http.StatusUnauthorized {
+		t.Errorf("wrong signature: %d, want 401", code)
+	}
+	if code, _ := e.do(t, "POST", "/alertmanager", "", body); code != http.StatusUnauthorized {
+		t.Errorf("no token: %d, want 401", code)
+	}
+	if code, _ := e.webhookResults(t, "/alertmanager", `{"version":"4"}`, SignatureHeader, Sign(secret, []byte(`{"version":"4"}`))); code != http.StatusBadRequest {
+		t.Errorf("no alerts: %d, want 400", code)
+	}
+	// The alert log unreachable: 503, so that Alertmanager retries; nothing scaled.
+	alog.err = errors.New("consul down")
+	if code, rs := e.webhookResults(t, "/alertmanager", body, SignatureHeader, Sign(secret, []byte(body))); code != http.StatusServiceUnavailable || e.swarm.replicas("web") != 1 {
+		t.Errorf("alert log down: %d %v, %d replicas; want 503 and 1", code, resultsOf(rs), e.swarm.replicas("web"))
+	}
+	alog.err = nil
+	if code, rs := e.webhookResults(t, "/alertmanager", body, SignatureHeader, Sign(secret, []byte(body))); code != 200 || rs[0].Result != "scaled" {
+		t.Errorf("signed: %d %v, want 200 scaled", code, resultsOf(rs))
+	}
+}
+
+// memAlertLog is an AlertLog in memory.
+type memAlertLog struct {
+	mu   sync.Mutex
+	seen map[string]bool
+	err  error
+}
+
+func (l *memAlertLog) Seen(_ context.Context, key string) (bool, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.seen[key], l.err
+}
+
+func (l *memAlertLog) Mark(_ context.Context, key, _ string, _ time.Time) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err != nil {
+		return l.err
+	}
+	l.seen[key] = true
+	return nil
+}
+
+// fakeLeadership is a Leadership the test flips.
+type fakeLeadership struct {
+	mu      sync.Mutex
+	leading bool
+	term    uint64
+	leader  string
+}
+
+func (f *fakeLeadership) Leading() (uint64, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.term, f.leading
+}
+
+func (f *fakeLeadership) Leader(context.Context) (string, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.leader, nil
+}
+
+func (f *fakeLeadership) set(leading bool, leader string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if leading && !f.leading {
+		f.term++
+	}
+	f.leading, f.leader = leading, leader
+}
+
+func TestFollowerRefusesNamingTheLeader(t *testing.T) {
+	l := &fakeLeadership{leader: "10.0.0.7:8000"}
+	e := newAPIEnv(t, Config{Leadership: l}, svc("web", 1, "orbiter", "true"))
+	req, _ := http.NewRequest("POST", e.srv.URL+"/v1/underlay/services/web/scale", strings.NewReader(`{"direction":"up"}`))
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get(LeaderHeader) != "10.0.0.7:8000" {
+		t.Errorf("follower: %d, leader header %q; want 503 naming 10.0.0.7:8000", resp.StatusCode, resp.Header.Get(LeaderHeader))
+	}
+	if code, rs := e.webhookResults(t, "/alertmanager", amBody(firing("f1", "service", "web", "direction", "up"))); code != 503 || rs[0].Result != "error" {
+		t.Errorf("follower webhook: %d %v, want 503", code, resultsOf(rs))
+	}
+	l.set(true, "self")
+	if code, body := e.do(t, "POST", "/v1/underlay/services/web/scale", testToken, `{"replicas": 3}`); code != 200 || e.swarm.replicas("web") != 3 {
+		t.Errorf("leader: %d %s, %d replicas; want 200 and 3", code, body, e.swarm.replicas("web"))
+	}
+	code, body := e.do(t, "GET", "/v1/underlay/leader", "", "")
+	if code != 200 || !strings.Contains(body, `"leading":true`) {
+		t.Errorf("leader route: %d %s", code, body)
+	}
+}
+
+func TestNativeScaleRoute(t *testing.T) {
+	e := newAPIEnv(t, Config{}, svc("web", 2, "orbiter", "true", LabelAllowDown, "true", LabelCooldownDown, "0", LabelStabilizationDown, "0"))
+	steps := []struct {
+		body     string
+		wantCode int
+		wantTo   int
+	}{
+		{`{"direction":"up"}`, 200, 3},
+		{`{"replicas": 7}`, 200, 7},
+		{`{"replicas": 1}`, 200, 1},
+		{`{"replicas": -1}`, 400, 1},
+		{`{"direction":"up","replicas":2}`, 400, 1},
+		{`{"direction":"sideways"}`, 400, 1},
+		{`{`, 400, 1},
+	}
+	for i, s := range steps {
+		code, body := e.do(t, "POST", "/v1/underlay/services/web/scale", testToken, s.body)
+		if code != s.wantCode || e.swarm.replicas("web") != s.wantTo {
+			t.Errorf("step %d %s: %d %s, %d replicas; want %d and %d", i, s.body, code, body, e.swarm.replicas("web"), s.wantCode, s.wantTo)
+		}
+	}
+	if code, _ := e.do(t, "POST", "/v1/underlay/services/web/scale", "", `{"direction":"up"}`); code != 401 {
+		t.Errorf("no token: %d, want 401", code)
+	}
+	if code, body := e.do(t, "GET", "/v1/underlay/services/web/history", "", ""); code != http.StatusNotImplemented {
+		t.Errorf("history without a lister: %d %s", code, body)
+	}
+}
+
+// BenchmarkWebhook is the latency of one Alertmanager notification through
+// the API to a scale-up, Docker excluded (a fake swarm, no history).
+func BenchmarkWebhook(b *testing.B) {
+	e := newAPIEnv(b, Config{}, svc("web", 1, "orbiter", "true", LabelMax, "1000000000"))
+	b.ResetTimer()
+	for i := range b.N {
+		code, rs := e.webhookResults(b, "/alertmanager", amBody(firing(fmt.Sprintf("f%d", i), "service", "web", "direction", "up")))
+		if code != 200 || rs[0].Result != "scaled" {
+			b.Fatalf("notification %d: %d %v", i, code, resultsOf(rs))
+		}
+	}
+}

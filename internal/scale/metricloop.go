@@ -1,0 +1,125 @@
+package scale
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+// SourceMetrics is the Source of metric-driven decisions.
+const SourceMetrics = "metrics"
+
+// metricLoop evaluates the metrics of every service that has some, every
+// Interval, while this instance leads.
+func (c *Controller) metricLoop(ctx context.Context) {
+	t := time.NewTicker(c.cfg.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if !c.Leading() {
+			continue
+		}
+		c.EvaluateMetrics(ctx)
+	}
+}
+
+// EvaluateMetrics evaluates once the metrics of every autoscaled service
+// that has some and scales it towards the desired replicas.
+func (c *Controller) EvaluateMetrics(ctx context.Context) {
+	c.mu.Lock()
+	var todo []*managed
+	for _, m := range c.services {
+		if m.err == nil && !m.svc.Global && len(m.policy.Metrics) > 0 {
+			todo = append(todo, m)
+		}
+	}
+	c.mu.Unlock()
+	for _, m := range todo {
+		if ctx.Err() != nil {
+			return
+		}
+		if _, err := c.evaluate(ctx, m.svc.Name); err != nil {
+			c.log.Warn("metric-driven decision failed", "service", m.svc.Name, "err", err)
+		}
+	}
+}
+
+// evaluate reads one service's metrics and decides on them: target
+// tracking (DesiredReplicas, 10% tolerance, the largest over the metrics),
+// then Decide's bounds and cooldowns and the stabilization window. A metric
+// that cannot be read never lowers the replicas. A refusal repeated every
+// interval is recorded once.
+func (c *Controller) evaluate(ctx context.Context, service string) (Record, error) {
+	m, st, ok := c.lookup(service)
+	if !ok {
+		return Record{}, fmt.Errorf("service %q: %w", service, ErrNotFound)
+	}
+	values, metrics := c.readMetrics(ctx, m.svc.Name, m.policy.Metrics)
+	pl := func(current int, p Policy, last LastScale, now time.Time) plan {
+		desired := DesiredReplicas(current, metrics, DefaultTolerance)
+		dir, d := DecideTo(current, desired, p, last, now)
+		return plan{dir: dir, d: d, desired: desired, metrics: values, recommend: &desired}
+	}
+	record := func(st *state, r Record) bool {
+		if !r.Refused {
+			st.metricRefusal = ""
+			return true
+		}
+		if r.Reason == ReasonUnchanged {
+			st.metricRefusal = ""
+			return false
+		}
+		key := fmt.Sprintf("%s %d→%d", r.Reason, r.From, r.Desired)
+		if key == st.metricRefusal {
+			return false
+		}
+		st.metricRefusal = key
+		return true
+	}
+	return c.decide(ctx, m, st, SourceMetrics, pl, record)
+}
+
+// readMetrics evaluates each query; a failing one is Missing.
+func (c *Controller) readMetrics(ctx context.Context, service string, specs []MetricSpec) ([]MetricValue, []Metric) {
+	values := make([]MetricValue, len(specs))
+	metrics := make([]Metric, len(specs))
+	for i, s := range specs {
+		qctx, cancel := context.WithTimeout(ctx, min(c.cfg.Interval, 10*time.Second))
+		v, err := c.cfg.Metrics.Query(qctx, s.Query)
+		cancel()
+		values[i] = MetricValue{Name: s.Name, Value: v, Target: s.Target}
+		metrics[i] = Metric{Name: s.Name, Value: v, Target: s.Target, Missing: err != nil}
+		c.noteMetricError(service, s, err)
+		if err != nil {
+			values[i].Value = 0
+			values[i].Error = err.Error()
+		}
+	}
+	return values, metrics
+}
+
+// noteMetricError counts a failed query and logs it when its error changes.
+func (c *Controller) noteMetricError(service string, s MetricSpec, err error) {
+	key := service + "\x00" + s.Name
+	c.mu.Lock()
+	prev, had := c.metricErrs[key]
+	if err == nil {
+		delete(c.metricErrs, key)
+	} else {
+		c.metricErrs[key] = err.Error()
+	}
+	c.mu.Unlock()
+	switch {
+	case err != nil:
+		c.metrics.errors.WithLabelValues("metric_query").Inc()
+		if !had || prev != err.Error() {
+			c.log.Warn("metric unreadable; it cannot lower the replicas", "service", service, "metric", s.Name, "query", s.Query, "err", err)
+		}
+	case had:
+		c.log.Info("metric readable again", "service", service, "metric", s.Name)
+	}
+}

@@ -1,0 +1,112 @@
+package scale
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeMetrics answers queries from a map; a missing query fails.
+type fakeMetrics struct {
+	mu     sync.Mutex
+	values map[string]float64
+}
+
+func (f *fakeMetrics) Query(_ context.Context, q string) (float64, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	v, ok := f.values[q]
+	if !ok {
+		return 0, errors.New("no such series")
+	}
+	return v, nil
+}
+
+func (f *fakeMetrics) set(q string, v float64) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.values[q] = v
+}
+
+func (f *fakeMetrics) drop(q string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	delete(f.values, q)
+}
+
+// fakeClock is a settable clock.
+type fakeClock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) add(d time.Duration) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(d)
+}
+
+func TestMetricDrivenScaling(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
+	m := &fakeMetrics{values: map[string]float64{"load": 10, "queue": 1}}
+	e := newAPIEnv(t, Config{Metrics: m, Interval: time.Hour, Now: clock.Now},
+		svc("web", 2, "orbiter", "true", LabelMax, "8", LabelAllowDown, "true", LabelCooldownDown, "0",
+			LabelStabilizationDown, "1m",
+			LabelMetricPrefix+"load.query", "load", LabelMetricPrefix+"load.target", "10",
+			LabelMetricPrefix+"queue.query", "queue", LabelMetricPrefix+"queue.target", "5"),
+		svc("plain", 1, "orbiter", "true"))
+	ctx := context.Background()
+	step := func(name string, advance time.Duration, want int) {
+		t.Helper()
+		clock.add(advance)
+		e.ctrl.EvaluateMetrics(ctx)
+		if got := e.swarm.replicas("web"); got != want {
+			t.Fatalf("%s: web has %d replicas, want %d", name, got, want)
+		}
+	}
+	step("on target: unchanged", time.Second, 2)
+	m.set("load", 10.9)
+	step("within the 10% tolerance", time.Second, 2)
+	m.set("load", 30)
+	step("load 3× the target: 2 → 6", time.Second, 6)
+	m.set("queue", 50)
+	step("the largest metric wins, clamped to the maximum", time.Second, 8)
+	records := e.history.len()
+	step("at the maximum: refused once", time.Second, 8)
+	step("the same refusal is not recorded again", time.Second, 8)
+	if got := e.history.len() - records; got != 1 {
+		t.Errorf("%d records while held at the maximum, want 1", got)
+	}
+	m.set("load", 1)
+	m.set("queue", 1)
+	step("low load within the stabilization window: held", 10*time.Second, 8)
+	m.drop("queue")
+	step("a missing metric never scales down", 2*time.Minute, 8)
+	m.set("queue", 1)
+	step("the missing metric's recommendation (8) holds for a window", 30*time.Second, 8)
+	step("after the window: down to what the metrics ask, 8 × 0.2 → 2", 31*time.Second, 2)
+	if got := e.swarm.replicas("plain"); got != 1 {
+		t.Errorf("plain (no metrics) has %d replicas, want 1", got)
+	}
+}
+
+func TestMetricLoopOnlyOnLeader(t *testing.T) {
+	l := &fakeLeadership{}
+	m := &fakeMetrics{values: map[string]float64{"load": 100}}
+	e := newAPIEnv(t, Config{Metrics: m, Interval: 10 * time.Millisecond, Leadership: l},
+		svc("web", 1, "orbiter", "true", LabelMax, "4", LabelMetricPrefix+"query", "load", LabelMetricPrefix+"target", "10"))
+	time.Sleep(100 * time.Millisecond)
+	if got := e.swarm.replicas("web"); got != 1 {
+		t.Fatalf("a follower scaled web to %d", got)
+	}
+	l.set(true, "me")
+	waitFor(t, func() bool { return e.swarm.replicas("web") == 4 })
+}

@@ -1,0 +1,89 @@
+package scale
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestDecideTo(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	pol := func(f func(*Policy)) Policy {
+		p := DefaultPolicy()
+		p.Enabled, p.Max = true, 10
+		if f != nil {
+			f(&p)
+		}
+		return p
+	}
+	down := func(p *Policy) { p.AllowDown, p.CooldownDown = true, 0 }
+	tests := []struct {
+		name            string
+		current, target int
+		policy          Policy
+		last            LastScale
+		wantDir         Direction
+		wantTo          int
+		wantReason      Reason
+		wantRefused     bool
+	}{
+		{name: "up to target", current: 2, target: 5, policy: pol(nil), wantDir: Up, wantTo: 5, wantReason: ReasonScaled},
+		{name: "up clamped to max", current: 2, target: 50, policy: pol(nil), wantDir: Up, wantTo: 10, wantReason: ReasonScaled},
+		{name: "same is unchanged", current: 3, target: 3, policy: pol(nil), wantTo: 3, wantReason: ReasonUnchanged, wantRefused: true},
+		{name: "down needs allow-down", current: 5, target: 2, policy: pol(nil), wantDir: Down, wantTo: 5, wantReason: ReasonDownDisabled, wantRefused: true},
+		{name: "down clamped to min", current: 5, target: 0, policy: pol(down), wantDir: Down, wantTo: 1, wantReason: ReasonScaled},
+		{name: "down to zero when min is 0", current: 5, target: 0, policy: pol(func(p *Policy) { down(p); p.Min = 0 }), wantDir: Down, wantTo: 0, wantReason: ReasonScaled},
+		{
+			name: "up cooldown", current: 2, target: 4, policy: pol(func(p *Policy) { p.CooldownUp = time.Minute }),
+			last: LastScale{Up: now.Add(-time.Second)}, wantDir: Up, wantTo: 2, wantReason: ReasonCooldown, wantRefused: true,
+		},
+		{name: "paused", current: 2, target: 4, policy: pol(func(p *Policy) { p.Paused = true }), wantDir: Up, wantTo: 2, wantReason: ReasonPaused, wantRefused: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir, d := DecideTo(tt.current, tt.target, tt.policy, tt.last, now)
+			got := []any{dir, d.To, d.Reason, d.Refused}
+			want := []any{tt.wantDir, tt.wantTo, tt.wantReason, tt.wantRefused}
+			if diff := cmp.Diff(want, got); diff != "" {
+				t.Errorf("DecideTo (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestStabilize(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	recs := []Recommendation{
+		{Time: now.Add(-10 * time.Minute), Replicas: 9}, // outside a 5m window
+		{Time: now.Add(-4 * time.Minute), Replicas: 4},
+		{Time: now.Add(-time.Minute), Replicas: 3},
+	}
+	scaledDown := func(from, to int) Decision { return Decision{From: from, To: to, Reason: ReasonScaled} }
+	tests := []struct {
+		name       string
+		d          Decision
+		dir        Direction
+		window     time.Duration
+		wantTo     int
+		wantReason Reason
+	}{
+		{name: "down raised to the highest in the window", d: scaledDown(6, 1), dir: Down, window: 5 * time.Minute, wantTo: 4, wantReason: ReasonScaled},
+		{name: "down below the highest is held", d: scaledDown(4, 2), dir: Down, window: 5 * time.Minute, wantTo: 4, wantReason: ReasonStabilizing},
+		{name: "a longer window sees older recommendations", d: scaledDown(10, 1), dir: Down, window: 15 * time.Minute, wantTo: 9, wantReason: ReasonScaled},
+		{name: "no window", d: scaledDown(6, 1), dir: Down, window: 0, wantTo: 1, wantReason: ReasonScaled},
+		{name: "up is never held", d: Decision{From: 1, To: 2, Reason: ReasonScaled}, dir: Up, window: 5 * time.Minute, wantTo: 2, wantReason: ReasonScaled},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h, ok := HighestRecommendation(recs, tt.window, now)
+			got := Stabilize(tt.d, tt.dir, h, ok, tt.window)
+			if got.To != tt.wantTo || got.Reason != tt.wantReason {
+				t.Errorf("Stabilize = %+v, want to %d, reason %s", got, tt.wantTo, tt.wantReason)
+			}
+		})
+	}
+	if got := PruneRecommendations(append([]Recommendation(nil), recs...), 5*time.Minute, now); len(got) != 2 {
+		t.Errorf("PruneRecommendations kept %d, want 2", len(got))
+	}
+}
