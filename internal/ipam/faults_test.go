@@ -57,7 +57,7 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 			if err != nil {
 				return false, err.Error()
 			}
-			ips, dups := taskAddresses(t, l)
+			ips, dups := taskAddresses(t, l, "many", "pool")
 			if len(dups) > 0 {
 				t.Fatalf("duplicate task addresses: %v", dups)
 			}
@@ -112,7 +112,7 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	l.Repair()
 	testenv.Eventually(t, 120*time.Second, func() (bool, string) {
-		ips, _ := taskAddresses(t, l)
+		ips, _ := taskAddresses(t, l, "many", "pool")
 		return len(ips) == 30, fmt.Sprintf("%d of 30 tasks running with an address", len(ips))
 	})
 	settled(3)
@@ -124,7 +124,7 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 	time.Sleep(2 * time.Second)
 	l.Repair()
 	testenv.Eventually(t, 120*time.Second, func() (bool, string) {
-		ips, _ := taskAddresses(t, l)
+		ips, _ := taskAddresses(t, l, "many", "pool")
 		return len(ips) == 30, fmt.Sprintf("%d of 30 tasks running with an address", len(ips))
 	})
 	settled(3)
@@ -147,7 +147,7 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 		t.Fatalf("resume node2's consul: %v %s", err, out)
 	}
 	testenv.Eventually(t, 120*time.Second, func() (bool, string) {
-		ips, _ := taskAddresses(t, l)
+		ips, _ := taskAddresses(t, l, "many", "pool")
 		return len(ips) == 45, fmt.Sprintf("%d of 45 tasks running with an address", len(ips))
 	})
 	settled(3)

@@ -23,8 +23,7 @@ import (
 	"github.com/underlay/underlay/internal/testenv"
 )
 
-func underlay(t *testing.T, args ...string) (string, error) {
-	t.Helper()
+func underlay(t testing.TB, args ...string) (string, error) {
 	var out, errOut bytes.Buffer
 	if code := app.Run(context.Background(), args, app.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}); code != 0 {
 		return out.String(), fmt.Errorf("underlay %s: exit %d: %s", strings.Join(args, " "), code, errOut.String())
@@ -103,7 +102,7 @@ func TestIntegrationLabClusterIPAM(t *testing.T) {
 		var ips map[netip.Addr]string
 		testenv.Eventually(t, 120*time.Second, func() (bool, string) {
 			var dups []string
-			ips, dups = taskAddresses(t, l)
+			ips, dups = taskAddresses(t, l, "many", "pool")
 			if len(dups) > 0 {
 				t.Fatalf("duplicate task addresses: %v", dups)
 			}
@@ -174,20 +173,20 @@ func scale(t *testing.T, d *client.Client, id string, n uint64) {
 	}
 }
 
-// taskAddresses lists every running task container's address on every
-// node, and any address seen twice.
-func taskAddresses(t *testing.T, l *testenv.Lab) (map[netip.Addr]string, []string) {
+// taskAddresses lists the addresses of a service's running task containers
+// on a network, on every node, and any address seen twice.
+func taskAddresses(t testing.TB, l *testenv.Lab, service, net string) (map[netip.Addr]string, []string) {
 	ips := map[netip.Addr]string{}
 	var dups []string
 	for _, n := range l.Nodes {
 		list, err := n.Docker.ContainerList(context.Background(), container.ListOptions{
-			Filters: filters.NewArgs(filters.Arg("label", "com.docker.swarm.service.name=many")),
+			Filters: filters.NewArgs(filters.Arg("label", "com.docker.swarm.service.name="+service)),
 		})
 		if err != nil {
 			t.Fatal(err)
 		}
 		for _, c := range list {
-			ep := c.NetworkSettings.Networks["pool"]
+			ep := c.NetworkSettings.Networks[net]
 			if ep == nil || ep.IPAddress == "" {
 				continue
 			}

@@ -1,0 +1,174 @@
+package ipam_test
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/swarm"
+
+	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/lab"
+	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/testenv"
+)
+
+// BenchmarkIntegrationIPAM prints issue 5's figures on a 3-node lab. The
+// allocators run in this process, one per node, each against its node's own
+// Consul agent: the path the plugin takes, less the Unix-socket hop.
+func BenchmarkIntegrationIPAM(b *testing.B) {
+	testenv.Require(b)
+	for b.Loop() {
+		runIPAMBench(b)
+	}
+}
+
+func runIPAMBench(b *testing.B) {
+	l := testenv.StartLab(b, lab.Config{Nodes: 3, UnderlaySubnet: "10.208.0.0/16"})
+	ctx := testenv.Context(b, 10*time.Minute)
+	m := l.Nodes[0]
+	b.Setenv("DOCKER_HOST", m.DockerHost)
+	spec := netspec.Spec{Name: "bench", Subnet: netip.MustParsePrefix("10.208.0.0/16"), Gateway: netip.MustParseAddr("10.208.0.1"),
+		IPRange: netip.MustParsePrefix("10.208.16.0/21"), Parent: "eth1", IPAM: netspec.Cluster}
+	pool, _ := ipam.PoolOf(spec, false)
+	allocs := make([]*ipam.Allocator, len(l.Nodes))
+	kvs := make([]*consul.KV, len(l.Nodes))
+	for i, n := range l.Nodes {
+		kvs[i] = consul.NewKV(n.Consul)
+		allocs[i] = ipam.NewAllocator(kvs[i], "bench-"+n.Host) // not the agents' node names: no interference
+	}
+
+	// Latency on node1 alone: 256 allocations, split by whether they
+	// claimed a new block (the first of every 16) or used a held one.
+	var held, claim []time.Duration
+	var got []netip.Addr
+	for i := range 256 {
+		t0 := time.Now()
+		a, err := allocs[0].Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
+		d := time.Since(t0)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if i%16 == 0 {
+			claim = append(claim, d)
+		} else {
+			held = append(held, d)
+		}
+		got = append(got, a)
+	}
+	for _, a := range got {
+		if err := allocs[0].Release(ctx, pool, a); err != nil {
+			b.Fatal(err)
+		}
+	}
+
+	// Throughput and the stress run: every node runs 300 allocate/release
+	// cycles concurrently, while a real service scales to 150 and back.
+	var mu sync.Mutex
+	live := map[netip.Addr]string{}
+	dups, total := 0, 0
+	cycle := func(i int, node int) {
+		a, err := allocs[node].Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
+		if err != nil {
+			b.Error(err)
+			return
+		}
+		mu.Lock()
+		if _, ok := live[a]; ok {
+			dups++
+		}
+		live[a] = fmt.Sprint(node, i)
+		total++
+		mu.Unlock()
+		mu.Lock()
+		delete(live, a)
+		mu.Unlock()
+		if err := allocs[node].Release(ctx, pool, a); err != nil {
+			b.Error(err)
+		}
+	}
+	if _, err := underlay(nil, "network", "create", "bench", "--consul-addr", m.ConsulAddr, "--ipam", "cluster",
+		"--subnet", spec.Subnet.String(), "--gateway", spec.Gateway.String(), "--ip-range", spec.IPRange.String(), "--parent", "eth1"); err != nil {
+		b.Fatal(err)
+	}
+	testenv.Eventually(b, 60*time.Second, func() (bool, string) {
+		_, err := m.Docker.NetworkInspect(ctx, "bench", network.InspectOptions{Scope: "swarm"})
+		return err == nil, "swarm network not created"
+	})
+	zero := uint64(0)
+	svc, err := m.Docker.ServiceCreate(ctx, swarm.ServiceSpec{
+		Annotations: swarm.Annotations{Name: "stress"},
+		TaskTemplate: swarm.TaskSpec{ContainerSpec: &swarm.ContainerSpec{Image: testenv.TestImage},
+			Networks: []swarm.NetworkAttachmentConfig{{Target: "bench"}}},
+		Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &zero}},
+	}, swarm.ServiceCreateOptions{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	t0 := time.Now()
+	var wg sync.WaitGroup
+	for node := range allocs {
+		for i := range 300 {
+			wg.Add(1)
+			go func() { defer wg.Done(); cycle(i, node) }()
+		}
+	}
+	scaleTo := func(n uint64) {
+		s, _, err := m.Docker.ServiceInspectWithRaw(ctx, svc.ID, swarm.ServiceInspectOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		s.Spec.Mode.Replicated.Replicas = &n
+		if _, err := m.Docker.ServiceUpdate(ctx, svc.ID, s.Version, s.Spec, swarm.ServiceUpdateOptions{}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	scaleTo(150)
+	wg.Wait()
+	cyclesWall := time.Since(t0)
+	taskDups := 0
+	testenv.Eventually(b, 5*time.Minute, func() (bool, string) {
+		ips, d := taskAddresses(b, l, "stress", "bench")
+		taskDups += len(d)
+		return len(ips) == 150, fmt.Sprintf("%d of 150 tasks running", len(ips))
+	})
+	scaleTo(0)
+	// Settled: only the agents' three shims remain allocated.
+	var leaked int
+	testenv.Eventually(b, 3*time.Minute, func() (bool, string) {
+		all, err := ipam.Allocations(ctx, kvs[0], pool)
+		if err != nil {
+			return false, err.Error()
+		}
+		leaked = 0
+		for _, al := range all {
+			if al.Kind != ipam.KindShim {
+				leaked++
+			}
+		}
+		return leaked == 0, fmt.Sprintf("%d task allocations left", leaked)
+	})
+
+	pct := func(ds []time.Duration, p float64) time.Duration {
+		s := slices.Clone(ds)
+		slices.Sort(s)
+		return s[min(len(s)-1, int(float64(len(s))*p))]
+	}
+	rate := float64(total) / cyclesWall.Seconds()
+	fmt.Printf("\ncluster IPAM benchmark (3-node lab, Consul 1.8.7 client agent per node, /28 blocks)\n")
+	fmt.Printf("  RequestAddress, free held block   p50 %s  p99 %s  (%d calls)\n", pct(held, .5).Round(10*time.Microsecond), pct(held, .99).Round(10*time.Microsecond), len(held))
+	fmt.Printf("  RequestAddress, claiming a block  p50 %s  p99 %s  (%d calls)\n", pct(claim, .5).Round(10*time.Microsecond), pct(claim, .99).Round(10*time.Microsecond), len(claim))
+	fmt.Printf("  3 nodes × 300 concurrent allocate/release cycles, with a scale to 150 replicas: %.0f allocations/s\n", rate)
+	fmt.Printf("  duplicate addresses               %d (allocator) + %d (tasks)\n", dups, taskDups)
+	fmt.Printf("  leaked addresses after settling   %d\n", leaked)
+	b.ReportMetric(float64(pct(held, .99).Microseconds())/1000, "held-p99-ms")
+	b.ReportMetric(float64(pct(claim, .99).Microseconds())/1000, "claim-p99-ms")
+	b.ReportMetric(rate, "allocs/s")
+	b.ReportMetric(float64(dups+taskDups), "duplicates")
+	b.ReportMetric(float64(leaked), "leaked")
+}
