@@ -32,6 +32,10 @@ type Entry struct {
 	Slot      string    `json:"slot,omitempty"`
 	Task      string    `json:"task,omitempty"`
 	Since     time.Time `json:"since"`
+	// State is "in use" for a container's address; for addresses of a
+	// cluster-IPAM pool held by no container, "reserved: …" or
+	// "allocated, no container" (a leak, reclaimed after the grace period).
+	State string `json:"state,omitempty"`
 	// Duplicate names what else holds the same IP or MAC, set by Check.
 	Duplicate string `json:"duplicate,omitempty"`
 }

@@ -3,6 +3,7 @@ package ipam_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -17,6 +18,7 @@ import (
 
 	"github.com/underlay/underlay/internal/app"
 	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/lab"
 	"github.com/underlay/underlay/internal/netspec"
@@ -125,6 +127,23 @@ func TestIntegrationLabClusterIPAM(t *testing.T) {
 	if len(nodesUsed) != 3 {
 		t.Errorf("tasks on %d nodes, want all 3: %v", len(nodesUsed), ips)
 	}
+	// `underlay ips` shows every address of the pool with its state.
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		out, err := underlay(t, "ips", "--network", "pool", "--json", "--consul-addr", m.ConsulAddr)
+		if err != nil {
+			return false, err.Error()
+		}
+		var got struct{ Addresses []inventory.Entry }
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			return false, err.Error()
+		}
+		states := map[string]int{}
+		for _, e := range got.Addresses {
+			states[e.State]++
+		}
+		want := map[string]int{"in use": 6, "reserved: host shim": 3, "reserved: gateway": 1, "reserved: aux printer": 1}
+		return fmt.Sprint(states) == fmt.Sprint(want), fmt.Sprintf("states %v, want %v", states, want)
+	})
 
 	// Concurrent scale-up: every node allocates at once; the /26 holds 60
 	// task addresses (64, less the aux and 3 shims).
