@@ -52,7 +52,31 @@ type Allocator struct {
 	mine map[string]cached
 	// loaded records pools whose blocks were read from KV once.
 	loaded map[string]bool
+
+	qmu sync.Mutex // guards queue and committing
+	// queue holds requests for any address waiting for the committer; one
+	// goroutine at a time commits everything queued, as few block writes
+	// as possible, so concurrent requests share writes (group commit).
+	queue      []*allocReq
+	committing bool
 }
+
+// allocReq is a queued request: an allocation of any address, or with
+// release set, the release of that address.
+type allocReq struct {
+	pool    Pool
+	al      Alloc
+	release netip.Addr
+	done    chan allocResult
+}
+
+type allocResult struct {
+	addr netip.Addr
+	err  error
+}
+
+// commitTimeout bounds one batch's writes, whoever's request started it.
+const commitTimeout = 10 * time.Second
 
 type cached struct {
 	doc   BlockDoc
@@ -69,119 +93,252 @@ func poolPrefix(p Pool) string { return KVPrefix + p.Network + "/" + p.Family() 
 func blockPath(p Pool, b netip.Prefix) string { return poolPrefix(p) + blockKey(b) }
 
 // Allocate hands out want, or any free address when want is invalid.
+// Concurrent requests for any address are committed together.
 func (a *Allocator) Allocate(ctx context.Context, p Pool, want netip.Addr, kind string) (netip.Addr, error) {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	if err := a.loadLocked(ctx, p); err != nil {
-		return netip.Addr{}, err
-	}
 	al := Alloc{Node: a.node, At: a.now().UTC(), Kind: kind}
 	if want.IsValid() {
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if err := a.loadLocked(ctx, p); err != nil {
+			return netip.Addr{}, err
+		}
 		return want, a.allocateSpecificLocked(ctx, p, want, al)
 	}
+	r := a.enqueue(ctx, &allocReq{pool: p, al: al, done: make(chan allocResult, 1)})
+	return r.addr, r.err
+}
+
+// enqueue queues req, commits the queue if no one else is doing it, and
+// waits for req's result.
+func (a *Allocator) enqueue(ctx context.Context, req *allocReq) allocResult {
+	a.qmu.Lock()
+	a.queue = append(a.queue, req)
+	lead := !a.committing
+	a.committing = true
+	a.qmu.Unlock()
+	if lead {
+		a.commitQueued()
+	}
+	select {
+	case r := <-req.done:
+		return r
+	case <-ctx.Done():
+		// The request may still be served; an address allocated then is a
+		// leak the reclaimer returns, as when Docker gives up on a slow plugin.
+		return allocResult{err: ctx.Err()}
+	}
+}
+
+// commitQueued serves every queued request, pool by pool, until the queue
+// is empty.
+func (a *Allocator) commitQueued() {
+	for {
+		a.qmu.Lock()
+		batch := a.queue
+		a.queue = nil
+		if len(batch) == 0 {
+			a.committing = false
+			a.qmu.Unlock()
+			return
+		}
+		a.qmu.Unlock()
+		byPool := map[string][]*allocReq{}
+		var order []string
+		for _, r := range batch {
+			if byPool[r.pool.ID()] == nil {
+				order = append(order, r.pool.ID())
+			}
+			byPool[r.pool.ID()] = append(byPool[r.pool.ID()], r)
+		}
+		for _, id := range order {
+			var allocs, releases []*allocReq
+			for _, r := range byPool[id] {
+				if r.release.IsValid() {
+					releases = append(releases, r)
+				} else {
+					allocs = append(allocs, r)
+				}
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+			a.mu.Lock()
+			if len(releases) > 0 {
+				a.releaseBatchLocked(ctx, releases)
+			}
+			if len(allocs) > 0 {
+				a.allocateBatchLocked(ctx, allocs)
+			}
+			a.mu.Unlock()
+			cancel()
+		}
+	}
+}
+
+// allocateBatchLocked gives every request of one pool an address, with one
+// write per block touched.
+func (a *Allocator) allocateBatchLocked(ctx context.Context, reqs []*allocReq) {
+	p := reqs[0].pool
+	fail := func(err error) {
+		for _, r := range reqs {
+			r.done <- allocResult{err: err}
+		}
+	}
+	if err := a.loadLocked(ctx, p); err != nil {
+		fail(err)
+		return
+	}
 	for range maxAttempts {
-		addr, done, err := a.fromMineLocked(ctx, p, al)
-		if err != nil || done {
-			return addr, err
+		var err error
+		if reqs, err = a.fromMineLocked(ctx, p, reqs); err != nil || len(reqs) == 0 {
+			if err != nil {
+				fail(err)
+			}
+			return
 		}
 		pairs, err := a.kv.ListPairs(ctx, poolPrefix(p))
 		if err != nil {
-			return netip.Addr{}, fmt.Errorf("read pool %s: %w", p.ID(), err)
+			fail(fmt.Errorf("read pool %s: %w", p.ID(), err))
+			return
 		}
-		addr, done, err = a.claimLocked(ctx, p, pairs, al)
-		if err != nil || done {
-			return addr, err
+		if reqs, err = a.claimLocked(ctx, p, pairs, reqs); err != nil || len(reqs) == 0 {
+			if err != nil {
+				fail(err)
+			}
+			return
 		}
-		addr, done, err = a.borrowLocked(ctx, p, pairs, al)
-		if err != nil || done {
-			return addr, err
+		if reqs, err = a.borrowLocked(ctx, p, pairs, reqs); err != nil || len(reqs) == 0 {
+			if err != nil {
+				fail(err)
+			}
+			return
 		}
 		if !a.anyFree(p, pairs) {
-			return netip.Addr{}, fmt.Errorf("%w in %s (%s)", ErrPoolExhausted, p.ID(), p.allocRange())
+			fail(fmt.Errorf("%w in %s (%s)", ErrPoolExhausted, p.ID(), p.allocRange()))
+			return
 		}
 		// Something was free but others took it first: try again.
 	}
-	return netip.Addr{}, fmt.Errorf("allocate in %s: too much contention", p.ID())
+	fail(fmt.Errorf("allocate in %s: too much contention", p.ID()))
 }
 
-// fromMineLocked allocates from a block this node holds.
-func (a *Allocator) fromMineLocked(ctx context.Context, p Pool, al Alloc) (netip.Addr, bool, error) {
+// fill allocates to as many of reqs as block b of doc has free addresses,
+// returning the new document, the requests served with their addresses,
+// and those left.
+func fill(p Pool, b netip.Prefix, doc BlockDoc, reqs []*allocReq) (BlockDoc, []allocResult, []*allocReq) {
+	var got []allocResult
+	for len(got) < len(reqs) {
+		addr, ok := doc.free(p, b)
+		if !ok {
+			break
+		}
+		doc = doc.with(addr, reqs[len(got)].al)
+		got = append(got, allocResult{addr: addr})
+	}
+	return doc, got, reqs[len(got):]
+}
+
+func answer(reqs []*allocReq, got []allocResult) {
+	for i, r := range got {
+		reqs[i].done <- r
+	}
+}
+
+// fromMineLocked allocates from blocks this node holds; it returns the
+// requests it could not serve.
+func (a *Allocator) fromMineLocked(ctx context.Context, p Pool, reqs []*allocReq) ([]*allocReq, error) {
 	prefix := poolPrefix(p)
 	for key, c := range a.mine {
+		if len(reqs) == 0 {
+			break
+		}
 		if !strings.HasPrefix(key, prefix) {
 			continue
 		}
 		b, err := parseBlockKey(strings.TrimPrefix(key, prefix))
 		if err != nil {
-			return netip.Addr{}, false, err
+			return reqs, err
 		}
-		addr, ok := c.doc.free(p, b)
-		if !ok {
-			continue
+		for range maxAttempts {
+			doc, got, rest := fill(p, b, c.doc, reqs)
+			if len(got) == 0 {
+				break
+			}
+			won, err := a.writeLocked(ctx, key, doc, c.index)
+			if err != nil {
+				return reqs, err
+			}
+			if won {
+				answer(reqs, got)
+				reqs = rest
+				break
+			}
+			// Someone borrowed from this block meanwhile: re-read it.
+			if err := a.refreshLocked(ctx, key); err != nil {
+				return reqs, err
+			}
+			var ok bool
+			if c, ok = a.mine[key]; !ok {
+				break // given back, or taken over
+			}
 		}
-		won, err := a.writeLocked(ctx, key, c.doc.with(addr, al), c.index)
-		if err != nil {
-			return netip.Addr{}, false, err
-		}
-		if won {
-			return addr, true, nil
-		}
-		// Someone borrowed from this block meanwhile: re-read it and retry.
-		if err := a.refreshLocked(ctx, key); err != nil {
-			return netip.Addr{}, false, err
-		}
-		return a.fromMineLocked(ctx, p, al)
 	}
-	return netip.Addr{}, false, nil
+	return reqs, nil
 }
 
-// claimLocked takes a block no node holds, with the allocation in the same write.
-func (a *Allocator) claimLocked(ctx context.Context, p Pool, pairs []Pair, al Alloc) (netip.Addr, bool, error) {
+// claimLocked takes blocks no node holds, with their allocations in the
+// same write.
+func (a *Allocator) claimLocked(ctx context.Context, p Pool, pairs []Pair, reqs []*allocReq) ([]*allocReq, error) {
 	taken := make(map[string]bool, len(pairs))
 	for _, kv := range pairs {
 		taken[kv.Key] = true
 	}
 	for _, b := range p.Blocks() {
+		if len(reqs) == 0 {
+			break
+		}
 		key := blockPath(p, b)
 		if taken[key] {
 			continue
 		}
-		doc := BlockDoc{Node: a.node, Allocs: map[string]Alloc{}}
-		addr, ok := doc.free(p, b)
-		if !ok {
+		doc, got, rest := fill(p, b, BlockDoc{Node: a.node, Allocs: map[string]Alloc{}}, reqs)
+		if len(got) == 0 {
 			continue // nothing usable in it: never worth claiming
 		}
-		won, err := a.writeLocked(ctx, key, doc.with(addr, al), 0)
+		won, err := a.writeLocked(ctx, key, doc, 0)
 		if err != nil {
-			return netip.Addr{}, false, err
+			return reqs, err
 		}
 		if won {
-			return addr, true, nil
+			answer(reqs, got)
+			reqs = rest
 		}
 	}
-	return netip.Addr{}, false, nil
+	return reqs, nil
 }
 
-// borrowLocked allocates in another node's block with a free address.
-func (a *Allocator) borrowLocked(ctx context.Context, p Pool, pairs []Pair, al Alloc) (netip.Addr, bool, error) {
+// borrowLocked allocates in other nodes' blocks with free addresses.
+func (a *Allocator) borrowLocked(ctx context.Context, p Pool, pairs []Pair, reqs []*allocReq) ([]*allocReq, error) {
 	for _, kv := range pairs {
+		if len(reqs) == 0 {
+			break
+		}
 		doc, b, err := decode(p, kv)
 		if err != nil {
-			return netip.Addr{}, false, err
+			return reqs, err
 		}
-		addr, ok := doc.free(p, b)
-		if !ok {
+		doc, got, rest := fill(p, b, doc, reqs)
+		if len(got) == 0 {
 			continue
 		}
-		won, err := a.writeLocked(ctx, kv.Key, doc.with(addr, al), kv.Index)
+		won, err := a.writeLocked(ctx, kv.Key, doc, kv.Index)
 		if err != nil {
-			return netip.Addr{}, false, err
+			return reqs, err
 		}
 		if won {
-			return addr, true, nil
+			answer(reqs, got)
+			reqs = rest
 		}
 	}
-	return netip.Addr{}, false, nil
+	return reqs, nil
 }
 
 func (a *Allocator) anyFree(p Pool, pairs []Pair) bool {
@@ -232,46 +389,77 @@ func (a *Allocator) allocateSpecificLocked(ctx context.Context, p Pool, want net
 }
 
 // Release frees addr; releasing a free address succeeds. A block is given
-// back, whoever holds it, when its last address is released.
+// back, whoever holds it, when its last address is released. Concurrent
+// releases are committed together, one write per block.
 func (a *Allocator) Release(ctx context.Context, p Pool, addr netip.Addr) error {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	key := blockPath(p, p.Block(addr))
+	return a.enqueue(ctx, &allocReq{pool: p, release: addr, done: make(chan allocResult, 1)}).err
+}
+
+// releaseBatchLocked releases every request's address, one write per block.
+func (a *Allocator) releaseBatchLocked(ctx context.Context, reqs []*allocReq) {
+	p := reqs[0].pool
+	byBlock := map[string][]*allocReq{}
+	for _, r := range reqs {
+		key := blockPath(p, p.Block(r.release))
+		byBlock[key] = append(byBlock[key], r)
+	}
+	for key, rs := range byBlock {
+		err := a.releaseInBlockLocked(ctx, key, rs)
+		for _, r := range rs {
+			r.done <- allocResult{err: err}
+		}
+	}
+}
+
+func (a *Allocator) releaseInBlockLocked(ctx context.Context, key string, rs []*allocReq) error {
+	c, cachedOK := a.mine[key]
 	for range maxAttempts {
-		v, index, ok, err := a.kv.Get(ctx, key)
-		if err != nil {
-			return fmt.Errorf("read block of %s: %w", addr, err)
+		if !cachedOK {
+			v, index, ok, err := a.kv.Get(ctx, key)
+			if err != nil {
+				return fmt.Errorf("read %s: %w", key, err)
+			}
+			if !ok {
+				delete(a.mine, key)
+				return nil // the whole block is free already
+			}
+			c = cached{index: index}
+			if err := json.Unmarshal(v, &c.doc); err != nil {
+				return fmt.Errorf("decode %s: %w", key, err)
+			}
 		}
-		if !ok {
-			delete(a.mine, key)
-			return nil
+		next := c.doc
+		for _, r := range rs {
+			next = next.without(r.release)
 		}
-		var doc BlockDoc
-		if err := json.Unmarshal(v, &doc); err != nil {
-			return fmt.Errorf("decode %s: %w", key, err)
+		if len(next.Allocs) == len(c.doc.Allocs) {
+			if cachedOK {
+				// The cache may predate an allocation made through
+				// another allocator (a borrow, or this node's name used
+				// elsewhere): only a fresh read can say "not allocated".
+				cachedOK = false
+				continue
+			}
+			return nil // none was allocated
 		}
-		if _, held := doc.Allocs[addr.String()]; !held {
-			a.remember(key, doc, index)
-			return nil
-		}
-		next := doc.without(addr)
 		var won bool
+		var err error
 		if len(next.Allocs) == 0 {
-			won, err = a.kv.DeleteCAS(ctx, key, index)
-			if won {
+			if won, err = a.kv.DeleteCAS(ctx, key, c.index); won {
 				delete(a.mine, key)
 			}
 		} else {
-			won, err = a.writeLocked(ctx, key, next, index)
+			won, err = a.writeLocked(ctx, key, next, c.index)
 		}
 		if err != nil {
-			return fmt.Errorf("release %s: %w", addr, err)
+			return fmt.Errorf("release in %s: %w", key, err)
 		}
 		if won {
 			return nil
 		}
+		cachedOK = false // stale: read it again
 	}
-	return fmt.Errorf("release %s: too much contention", addr)
+	return fmt.Errorf("release in %s: too much contention", key)
 }
 
 // writeLocked writes doc with check-and-set and, on success, caches it
