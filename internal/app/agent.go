@@ -72,13 +72,7 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.consul.Addr, "consul-addr", "", "Consul agent HTTP address (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
-	fl.StringVar(&f.consul.Token, "consul-token", "", "Consul ACL token (default $CONSUL_HTTP_TOKEN)")
-	fl.StringVar(&f.consul.TokenFile, "consul-token-file", "", "file holding the Consul ACL token (default $CONSUL_HTTP_TOKEN_FILE)")
-	fl.StringVar(&f.consul.CAFile, "consul-cacert", "", "CA certificate to verify Consul's TLS certificate (default $CONSUL_CACERT)")
-	fl.StringVar(&f.consul.CertFile, "consul-client-cert", "", "client certificate for Consul TLS (default $CONSUL_CLIENT_CERT)")
-	fl.StringVar(&f.consul.KeyFile, "consul-client-key", "", "client key for Consul TLS (default $CONSUL_CLIENT_KEY)")
-	fl.StringVar(&f.consul.TLSServerName, "consul-tls-server-name", "", "server name to verify in Consul's certificate (default $CONSUL_TLS_SERVER_NAME)")
+	addConsulFlags(fl, &f.consul)
 	fl.StringVar(&f.node, "node", "", "node name: ownership marker and service ID prefix (default: Docker's host name)")
 	fl.StringVar(&f.network, "network", "", "preferred network when a container is on several (SERVICE_NETWORK overrides)")
 	fl.StringVar(&f.hostIP, "host-ip", "", "address registered for published ports and host-network containers (default: the Consul agent's address)")

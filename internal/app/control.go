@@ -75,13 +75,7 @@ DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&f.consul.Addr, "consul-addr", "", "Consul agent HTTP address (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
-	fl.StringVar(&f.consul.Token, "consul-token", "", "Consul ACL token (default $CONSUL_HTTP_TOKEN)")
-	fl.StringVar(&f.consul.TokenFile, "consul-token-file", "", "file holding the Consul ACL token (default $CONSUL_HTTP_TOKEN_FILE)")
-	fl.StringVar(&f.consul.CAFile, "consul-cacert", "", "CA certificate to verify Consul's TLS certificate (default $CONSUL_CACERT)")
-	fl.StringVar(&f.consul.CertFile, "consul-client-cert", "", "client certificate for Consul TLS (default $CONSUL_CLIENT_CERT)")
-	fl.StringVar(&f.consul.KeyFile, "consul-client-key", "", "client key for Consul TLS (default $CONSUL_CLIENT_KEY)")
-	fl.StringVar(&f.consul.TLSServerName, "consul-tls-server-name", "", "server name to verify in Consul's certificate (default $CONSUL_TLS_SERVER_NAME)")
+	addConsulFlags(fl, &f.consul)
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:8000", "address of the HTTP API (Orbiter's default port)")
 	fl.StringVar(&f.tokenFile, "token-file", "", "file of bearer tokens accepted on mutating routes, one a line (required unless --insecure-no-auth)")
 	fl.BoolVar(&f.insecureNoAuth, "insecure-no-auth", false, "accept mutating requests without a token (Orbiter's behaviour; unsafe)")

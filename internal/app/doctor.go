@@ -78,12 +78,6 @@ when any check failed; warnings alone leave it 0.`,
 	fl := cmd.Flags()
 	fl.StringVar(&node, "node", "", "this node's name, as its agent reports it (default: Docker's host name)")
 	fl.BoolVar(&asJSON, "json", false, "print a JSON list of {node, check, status, message, fix}")
-	fl.StringVar(&opts.Addr, "consul-addr", "", "Consul agent HTTP address (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
-	fl.StringVar(&opts.Token, "consul-token", "", "Consul ACL token (default $CONSUL_HTTP_TOKEN)")
-	fl.StringVar(&opts.TokenFile, "consul-token-file", "", "file holding the Consul ACL token")
-	fl.StringVar(&opts.CAFile, "consul-cacert", "", "CA certificate for Consul TLS")
-	fl.StringVar(&opts.CertFile, "consul-client-cert", "", "client certificate for Consul TLS")
-	fl.StringVar(&opts.KeyFile, "consul-client-key", "", "client key for Consul TLS")
-	fl.StringVar(&opts.TLSServerName, "consul-tls-server-name", "", "server name for Consul TLS")
+	addConsulFlags(fl, &opts)
 	return cmd
 }

@@ -68,8 +68,7 @@ service, slot and task. An IP (per network) or MAC held twice is flagged.`,
 		},
 	}
 	fl := cmd.Flags()
-	fl.StringVar(&opts.Addr, "consul-addr", "", "Consul agent HTTP address (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
-	fl.StringVar(&opts.Token, "consul-token", "", "Consul ACL token (default $CONSUL_HTTP_TOKEN)")
+	addConsulFlags(fl, &opts)
 	fl.StringVar(&network, "network", "", "only this network")
 	fl.StringVar(&node, "node", "", "only this node")
 	fl.BoolVar(&asJSON, "json", false, "print JSON")

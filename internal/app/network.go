@@ -36,12 +36,7 @@ func newNetworkCommand(g *globalFlags, streams IOStreams) *cobra.Command {
 		Short: "Create, inspect and remove macvlan networks on every node of the swarm",
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&f.consul.Addr, "consul-addr", "", "Consul agent HTTP address (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
-	pf.StringVar(&f.consul.Token, "consul-token", "", "Consul ACL token (default $CONSUL_HTTP_TOKEN)")
-	pf.StringVar(&f.consul.TokenFile, "consul-token-file", "", "file holding the Consul ACL token")
-	pf.StringVar(&f.consul.CAFile, "consul-cacert", "", "CA certificate for Consul TLS")
-	pf.StringVar(&f.consul.CertFile, "consul-client-cert", "", "client certificate for Consul TLS")
-	pf.StringVar(&f.consul.KeyFile, "consul-client-key", "", "client key for Consul TLS")
+	addConsulFlags(pf, &f.consul)
 	cmd.AddCommand(
 		newNetworkCreateCommand(f, streams),
 		newNetworkListCommand(f, streams),
