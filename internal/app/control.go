@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -36,6 +37,7 @@ type controlFlags struct {
 	advertise      string
 	leaderKey      string
 	tokenKey       string
+	policyFile     string
 }
 
 // newControlCommand is `underlay control`, the autoscaler.
@@ -82,6 +84,7 @@ DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 	fl.BoolVar(&f.dryRun, "dry-run", false, "decide and record, but never change a service")
 	fl.StringVar(&f.historyPrefix, "history-prefix", adapter.DefaultHistoryPrefix, "Consul KV prefix of the decision history")
 	fl.IntVar(&f.historyLimit, "history-limit", adapter.DefaultHistoryLimit, "decisions kept per service in the history")
+	fl.StringVar(&f.policyFile, "policy-file", "", "YAML file of per-service policies (services: NAME: {min: 2, max: 10, …}); they win over labels")
 	fl.StringVar(&f.prometheus, "prometheus-url", "", "Prometheus server for services' underlay.scale.metric.* queries (metric-driven scaling off when empty)")
 	fl.DurationVar(&f.interval, "interval", 15*time.Second, "period of metric evaluation")
 	fl.StringVar(&f.webhookSecret, "webhook-secret-file", "", "file holding a secret: Alertmanager routes then also require an HMAC-SHA256 signature of the body ("+scale.SignatureHeader+": sha256=HEX)")
@@ -129,6 +132,16 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 			return err
 		}
 	}
+	var policies scale.PolicyFile
+	if f.policyFile != "" {
+		data, err := os.ReadFile(f.policyFile)
+		if err != nil {
+			return fmt.Errorf("--policy-file: %w", err)
+		}
+		if policies, err = scale.ParsePolicyFile(data); err != nil {
+			return fmt.Errorf("--policy-file %s: %w", f.policyFile, err)
+		}
+	}
 	var metrics scale.MetricSource
 	if f.prometheus != "" {
 		if metrics, err = adapter.NewPrometheus(f.prometheus, nil); err != nil {
@@ -150,7 +163,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	history := adapter.NewKVHistory(consulAPI, f.historyPrefix, f.historyLimit)
-	cfg := scale.Config{DryRun: f.dryRun, Metrics: metrics, Interval: f.interval,
+	cfg := scale.Config{DryRun: f.dryRun, Metrics: metrics, Interval: f.interval, Policies: policies,
 		AlertLog: adapter.NewKVAlertLog(consulAPI, "", 0)}
 	var leader *adapter.ConsulLeader
 	if f.leaderElection {

@@ -163,6 +163,8 @@ type Config struct {
 	// AlertMemory is how long a firing is remembered in memory (default
 	// 24h); the AlertLog keeps it longer.
 	AlertMemory time.Duration
+	// Policies from a file, by service name; they win over labels.
+	Policies PolicyFile
 }
 
 // Leadership tells whether this instance is the one that decides, among
@@ -430,8 +432,9 @@ func (c *Controller) resync(ctx context.Context) error {
 // opted out. Invalid labels keep the service listed with its error, so that
 // requests get a 422 naming the label rather than a 404.
 func (c *Controller) upsert(svc Service) {
-	p, err := ParsePolicy(svc.Labels)
-	optedIn := p.Enabled || (err != nil && OptedIn(svc.Labels))
+	labels := c.cfg.Policies.apply(svc)
+	p, err := ParsePolicy(labels)
+	optedIn := p.Enabled || (err != nil && OptedIn(labels))
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	old, had := c.services[svc.ID]

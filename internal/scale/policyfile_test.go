@@ -1,0 +1,48 @@
+package scale
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestParsePolicyFile(t *testing.T) {
+	f, err := ParsePolicyFile([]byte(`
+services:
+  web:
+    min: 2
+    max: 10
+    step-up: 50%
+    allow-down: true
+  api:
+    underlay.scale.max: 3
+`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	web := f.apply(Service{Name: "web", Labels: map[string]string{LabelMax: "4", "other": "x"}})
+	p, err := ParsePolicy(web)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.Enabled || p.Min != 2 || p.Max != 10 || !p.AllowDown || web["other"] != "x" {
+		t.Errorf("web policy %+v from %v: want enabled, 2..10, allow-down, the file winning over labels", p, web)
+	}
+	if p, _ := ParsePolicy(f.apply(Service{Name: "api"})); p.Max != 3 {
+		t.Errorf("api max %d, want 3 (prefixed key accepted)", p.Max)
+	}
+	if got := f.apply(Service{Name: "unlisted", Labels: map[string]string{"a": "b"}}); len(got) != 1 {
+		t.Errorf("an unlisted service's labels changed: %v", got)
+	}
+
+	for _, tt := range []struct{ doc, want string }{
+		{"services:\n  web:\n    min: 5\n    max: 2\n", "web"},
+		{"services:\n  web:\n    max: lots\n", `"lots"`},
+		{"services:\n  web:\n    nonsense: 1\n", "nonsense"},
+		{"services:\n  web:\n    max: [1, 2]\n", "max: want a single value"},
+		{"servics:\n  web: {}\n", "servics"},
+	} {
+		if _, err := ParsePolicyFile([]byte(tt.doc)); err == nil || !strings.Contains(err.Error(), tt.want) {
+			t.Errorf("ParsePolicyFile(%q) = %v, want an error naming %q", tt.doc, err, tt.want)
+		}
+	}
+}
