@@ -25,6 +25,7 @@ import (
 	"github.com/underlay/underlay/internal/netagent"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/register"
+	"github.com/underlay/underlay/internal/taskmetrics"
 )
 
 type agentFlags struct {
@@ -48,6 +49,7 @@ type agentFlags struct {
 	ipamGrace        time.Duration
 	ipamNodeTimeout  time.Duration
 	ipamSweep        time.Duration
+	taskMetrics      time.Duration
 }
 
 func newAgentCommand(g *globalFlags, streams IOStreams) *cobra.Command {
@@ -91,6 +93,7 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 	fl.DurationVar(&f.ipamGrace, "ipam-leak-grace", time.Minute, "an allocated address no local container holds is reclaimed after twice this (protects allocations in flight)")
 	fl.DurationVar(&f.ipamNodeTimeout, "ipam-node-timeout", 10*time.Minute, "the swarm leader reclaims the addresses of a node not ready for this long (0: never)")
 	fl.DurationVar(&f.ipamSweep, "ipam-sweep", 15*time.Second, "interval of leaked-address sweeps")
+	fl.DurationVar(&f.taskMetrics, "task-metrics", 10*time.Second, "interval of Swarm task CPU/memory reports for the autoscaler's underlay:cpu and underlay:memory (0: off)")
 	fl.IntVar(&f.workers, "workers", 32, "containers reconciled concurrently (Docker holds inspects of starting containers, so more than the start concurrency)")
 	return cmd
 }
@@ -192,6 +195,12 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 			inventory.Run(gctx, dockerhost.NewSource(dockerAPI), kv, node, f.networkSync, log.With("component", "inventory"))
 			return nil
 		})
+		if f.taskMetrics > 0 {
+			g.Go(func() error {
+				taskmetrics.Run(gctx, dockerhost.NewSource(dockerAPI), kv, node, f.taskMetrics, log.With("component", "taskmetrics"))
+				return nil
+			})
+		}
 	}
 	if f.listen != "" {
 		g.Go(func() error { return serveStatus(gctx, f.listen, agent, reg, log) })

@@ -142,9 +142,9 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 			return fmt.Errorf("--policy-file %s: %w", f.policyFile, err)
 		}
 	}
-	var metrics scale.MetricSource
+	var prom scale.MetricSource
 	if f.prometheus != "" {
-		if metrics, err = adapter.NewPrometheus(f.prometheus, nil); err != nil {
+		if prom, err = adapter.NewPrometheus(f.prometheus, nil); err != nil {
 			return fmt.Errorf("--prometheus-url: %w", err)
 		}
 	}
@@ -163,6 +163,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	history := adapter.NewKVHistory(consulAPI, f.historyPrefix, f.historyLimit)
+	metrics := adapter.Metrics{Builtin: adapter.NewBuiltin(consulAPI), Prometheus: prom}
 	cfg := scale.Config{DryRun: f.dryRun, Metrics: metrics, Interval: f.interval, Policies: policies,
 		AlertLog: adapter.NewKVAlertLog(consulAPI, "", 0)}
 	var leader *adapter.ConsulLeader

@@ -49,7 +49,7 @@ func (s *Source) endpoints(ctx context.Context, node string, all bool) ([]invent
 			e := inventory.Entry{
 				MAC: ep.MacAddress, Node: node, Network: name, ID: c.ID,
 				Container: strings.TrimPrefix(firstOr(c.Names, c.ID[:12]), "/"),
-				Service:   c.Labels["com.docker.swarm.service.name"],
+				Service:   c.Labels[labelSwarmService],
 				Task:      c.Labels["com.docker.swarm.task.id"],
 				Slot:      register.SwarmSlot(c.Labels["com.docker.swarm.task.name"]),
 				Since:     time.Unix(c.Created, 0).UTC(),

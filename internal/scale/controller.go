@@ -179,6 +179,11 @@ type Leadership interface {
 	Leader(ctx context.Context) (string, error)
 }
 
+// BuiltinPrefix starts the built-in metric queries, underlay:cpu (cores
+// per replica) and underlay:memory (bytes per replica), which the agents
+// measure; every other query goes to Prometheus.
+const BuiltinPrefix = "underlay:"
+
 // MetricSource evaluates one metric query.
 type MetricSource interface {
 	// Query returns the query's single value now; an empty result or

@@ -3,6 +3,7 @@ package scale
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -89,7 +90,11 @@ func (c *Controller) readMetrics(ctx context.Context, service string, specs []Me
 	metrics := make([]Metric, len(specs))
 	for i, s := range specs {
 		qctx, cancel := context.WithTimeout(ctx, min(c.cfg.Interval, 10*time.Second))
-		v, err := c.cfg.Metrics.Query(qctx, s.Query)
+		q := s.Query
+		if strings.HasPrefix(q, BuiltinPrefix) {
+			q += "@" + service // built-in metrics are per service
+		}
+		v, err := c.cfg.Metrics.Query(qctx, q)
 		cancel()
 		values[i] = MetricValue{Name: s.Name, Value: v, Target: s.Target}
 		metrics[i] = Metric{Name: s.Name, Value: v, Target: s.Target, Missing: err != nil}

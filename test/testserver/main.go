@@ -2,7 +2,7 @@
 //
 // It answers on every address in LISTEN (default ":8080") with its hostname
 // and IP addresses, serves /health with a status that can be switched at run
-// time, and exits cleanly on SIGTERM. Run with -probe URL it performs one GET
+// time, and exits cleanly on SIGTERM. With BURN=1 it keeps one core busy. Run with -probe URL it performs one GET
 // and exits 0 on a 2xx answer, so a FROM scratch image can use it as its own
 // Docker HEALTHCHECK command.
 package main
@@ -37,9 +37,21 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, os.Interrupt)
 	defer stop()
+	if os.Getenv("BURN") == "1" {
+		go burn(ctx) // CPU load for autoscaler tests
+	}
 	if err := serve(ctx, strings.Split(listen, ",")); err != nil {
 		slog.Error("testserver", "err", err)
 		os.Exit(1)
+	}
+}
+
+// burn keeps one core busy until ctx ends.
+func burn(ctx context.Context) {
+	for x := 0; ctx.Err() == nil; x++ {
+		for i := 0; i < 1_000_000; i++ {
+			x ^= i
+		}
 	}
 }
 

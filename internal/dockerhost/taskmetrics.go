@@ -1,0 +1,77 @@
+package dockerhost
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
+
+	"github.com/underlay/underlay/internal/taskmetrics"
+)
+
+// Samples implements taskmetrics.Source: one stats sample of every running
+// Swarm task container, read without holding a stream open.
+func (s *Source) Samples(ctx context.Context) ([]taskmetrics.Sample, error) {
+	list, err := s.api.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", labelSwarmService))})
+	if err != nil {
+		return nil, fmt.Errorf("list task containers: %w", err)
+	}
+	out := make([]taskmetrics.Sample, 0, len(list))
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	sem := make(chan struct{}, 8)
+	for _, c := range list {
+		wg.Add(1)
+		sem <- struct{}{}
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			smp, err := s.sample(ctx, c.ID)
+			if err != nil {
+				return // gone since the list: nothing to measure
+			}
+			smp.Service = c.Labels[labelSwarmService]
+			mu.Lock()
+			out = append(out, smp)
+			mu.Unlock()
+		}()
+	}
+	wg.Wait()
+	return out, nil
+}
+
+const labelSwarmService = "com.docker.swarm.service.name"
+
+func (s *Source) sample(ctx context.Context, id string) (taskmetrics.Sample, error) {
+	r, err := s.api.ContainerStatsOneShot(ctx, id)
+	if err != nil {
+		return taskmetrics.Sample{}, err
+	}
+	defer r.Body.Close()
+	var st container.StatsResponse
+	if err := json.NewDecoder(r.Body).Decode(&st); err != nil {
+		return taskmetrics.Sample{}, fmt.Errorf("decode stats of %s: %w", id, err)
+	}
+	mem := st.MemoryStats.Usage
+	// The working set, as kubelet and docker stats count it: less the
+	// inactive file cache (cgroup v2 and v1 names).
+	for _, k := range []string{"inactive_file", "total_inactive_file"} {
+		if v, ok := st.MemoryStats.Stats[k]; ok && v <= mem {
+			mem -= v
+			break
+		}
+	}
+	at := st.Read
+	if at.IsZero() {
+		at = time.Now()
+	}
+	return taskmetrics.Sample{
+		ContainerID: id, At: at,
+		CPUTotal: time.Duration(st.CPUStats.CPUUsage.TotalUsage),
+		Memory:   mem,
+	}, nil
+}

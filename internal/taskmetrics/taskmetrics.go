@@ -1,0 +1,130 @@
+// Package taskmetrics measures the CPU and memory of a node's Swarm tasks
+// and publishes them, summed per service, to Consul KV, where the
+// autoscaler's built-in metrics (underlay:cpu, underlay:memory) read them.
+// Rates come from two samples of Docker's cumulative CPU counter, so no
+// stats stream is held open.
+package taskmetrics
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"time"
+)
+
+// KVPrefix holds one key per node.
+const KVPrefix = "underlay/metrics/"
+
+// Sample is one container's counters at one moment.
+type Sample struct {
+	ContainerID string
+	Service     string
+	At          time.Time
+	// CPUTotal is the container's cumulative CPU time.
+	CPUTotal time.Duration
+	// Memory is the working set in bytes (usage less inactive file cache).
+	Memory uint64
+}
+
+// ServiceUsage is a service's usage on one node.
+type ServiceUsage struct {
+	Tasks int `json:"tasks"`
+	// CPU is in cores (1.0 = one core busy), summed over the node's tasks.
+	CPU float64 `json:"cpu"`
+	// Memory is in bytes, summed over the node's tasks.
+	Memory uint64 `json:"memory"`
+}
+
+// Report is a node's published usage.
+type Report struct {
+	Node     string                  `json:"node"`
+	At       time.Time               `json:"at"`
+	Services map[string]ServiceUsage `json:"services"`
+}
+
+// Usage turns two rounds of samples into per-service usage: CPU as the
+// rate between a container's previous and current sample. A container seen
+// for the first time counts for memory and tasks, with no CPU yet.
+func Usage(prev map[string]Sample, cur []Sample) map[string]ServiceUsage {
+	out := map[string]ServiceUsage{}
+	for _, s := range cur {
+		u := out[s.Service]
+		u.Tasks++
+		u.Memory += s.Memory
+		if p, ok := prev[s.ContainerID]; ok && s.At.After(p.At) && s.CPUTotal >= p.CPUTotal {
+			u.CPU += float64(s.CPUTotal-p.CPUTotal) / float64(s.At.Sub(p.At))
+		}
+		out[s.Service] = u
+	}
+	return out
+}
+
+// Source samples the node's Swarm task containers.
+type Source interface {
+	Samples(ctx context.Context) ([]Sample, error)
+}
+
+// KV is what publishing needs of Consul's KV store.
+type KV interface {
+	Put(ctx context.Context, key string, value []byte) error
+}
+
+// Run samples every period and publishes the node's report.
+func Run(ctx context.Context, src Source, kv KV, node string, period time.Duration, log *slog.Logger) {
+	t := time.NewTicker(period)
+	defer t.Stop()
+	prev := map[string]Sample{}
+	for {
+		if cur, err := src.Samples(ctx); err != nil {
+			log.Warn("task metrics not sampled", "err", err)
+		} else {
+			r := Report{Node: node, At: time.Now().UTC(), Services: Usage(prev, cur)}
+			if err := publish(ctx, kv, r); err != nil && ctx.Err() == nil {
+				log.Warn("task metrics not published", "err", err)
+			}
+			prev = make(map[string]Sample, len(cur))
+			for _, s := range cur {
+				prev[s.ContainerID] = s
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func publish(ctx context.Context, kv KV, r Report) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	if err := kv.Put(ctx, KVPrefix+r.Node, b); err != nil {
+		return fmt.Errorf("publish task metrics of %s: %w", r.Node, err)
+	}
+	return nil
+}
+
+// PerReplica averages a service's usage over its tasks on every node whose
+// report is fresher than maxAge; ok is false when no fresh task is known.
+func PerReplica(reports []Report, service string, now time.Time, maxAge time.Duration) (cpu, memory float64, ok bool) {
+	tasks := 0
+	for _, r := range reports {
+		if now.Sub(r.At) > maxAge {
+			continue
+		}
+		u, found := r.Services[service]
+		if !found {
+			continue
+		}
+		tasks += u.Tasks
+		cpu += u.CPU
+		memory += float64(u.Memory)
+	}
+	if tasks == 0 {
+		return 0, 0, false
+	}
+	return cpu / float64(tasks), memory / float64(tasks), true
+}
