@@ -33,7 +33,7 @@ func BenchmarkIntegrationLabAutoscaler(b *testing.B) {
 const benchCalls = 50
 
 func runAutoscalerBench(b *testing.B) {
-	al := startAutoscalerLab(b, "10.210.0.0/16")
+	al := startAutoscalerLab(b, "10.190.0.0/16")
 	ctx := testenv.Context(b, 5*time.Minute)
 	m := al.lab.Nodes[0]
 	svc := "ulscale-bench-" + testenv.ID(b)
