@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/underlay/underlay/internal/backoff"
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/hostnet"
@@ -211,19 +212,18 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 // waitFor retries get with backoff until it succeeds or ctx ends: the agent
 // may start before Docker or Consul and must not exit because of it.
 func waitFor(ctx context.Context, log *slog.Logger, what string, get func(context.Context) (string, error)) (string, error) {
-	delay := 500 * time.Millisecond
+	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second}
 	for {
 		v, err := get(ctx)
 		if err == nil && v != "" {
 			return v, nil
 		}
+		delay := delays.Next()
 		log.Warn("waiting for "+what, "err", err, "retry_in", delay)
-		select {
-		case <-ctx.Done():
+		backoff.Sleep(ctx, delay)
+		if ctx.Err() != nil {
 			return "", fmt.Errorf("waiting for %s: %w", what, ctx.Err())
-		case <-time.After(delay):
 		}
-		delay = min(delay*2, 15*time.Second)
 	}
 }
 

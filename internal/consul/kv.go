@@ -7,6 +7,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/underlay/underlay/internal/backoff"
 	"github.com/underlay/underlay/internal/ipam"
 )
 
@@ -83,19 +84,15 @@ func (k *KV) Watch(ctx context.Context, prefix string) <-chan struct{} {
 	out := make(chan struct{}, 1)
 	go func() {
 		var index uint64
-		delay := 500 * time.Millisecond
+		delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 		for ctx.Err() == nil {
 			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute}).WithContext(ctx)
 			_, meta, err := k.api.KV().Keys(prefix, "", q)
 			if err != nil {
-				select {
-				case <-ctx.Done():
-				case <-time.After(delay):
-				}
-				delay = min(delay*2, 30*time.Second)
+				backoff.Sleep(ctx, delays.Next())
 				continue
 			}
-			delay = 500 * time.Millisecond
+			delays.Reset()
 			if meta.LastIndex < index {
 				index = 0 // Consul's index went backwards (restarted): start over
 				continue

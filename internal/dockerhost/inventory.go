@@ -11,6 +11,7 @@ import (
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 
+	"github.com/underlay/underlay/internal/backoff"
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/register"
 )
@@ -69,7 +70,7 @@ func (s *Source) endpoints(ctx context.Context, node string, all bool) ([]invent
 func (s *Source) Changes(ctx context.Context) <-chan struct{} {
 	out := make(chan struct{}, 1)
 	go func() {
-		delay := 500 * time.Millisecond
+		delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 		for ctx.Err() == nil {
 			f := filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)), filters.Arg("type", string(events.NetworkEventType)))
 			msgs, errs := s.api.Events(ctx, events.ListOptions{Filters: f})
@@ -85,15 +86,11 @@ func (s *Source) Changes(ctx context.Context) <-chan struct{} {
 					switch m.Action {
 					case "start", "die", "destroy", "connect", "disconnect", "rename":
 						signal(out)
-						delay = 500 * time.Millisecond
+						delays.Reset()
 					}
 				}
 			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(delay):
-			}
-			delay = min(delay*2, 30*time.Second)
+			backoff.Sleep(ctx, delays.Next())
 		}
 	}()
 	return out

@@ -11,6 +11,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/underlay/underlay/internal/backoff"
 )
 
 // ErrNotFound is returned by Docker.Inspect for a container that no longer exists.
@@ -278,7 +280,7 @@ func (a *Agent) apply(ctx context.Context, ch Changes) error {
 // ends, and asks for a resync each time it (re)subscribes: subscribing first
 // and listing second means no event falls between the two.
 func (a *Agent) watchDocker(ctx context.Context) {
-	backoff := newBackoff(500*time.Millisecond, 30*time.Second)
+	retry := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 	for ctx.Err() == nil {
 		sctx, cancel := context.WithCancel(ctx)
 		events, errs := a.docker.Events(sctx)
@@ -292,11 +294,11 @@ func (a *Agent) watchDocker(ctx context.Context) {
 		a.setDockerOK(false)
 		a.metrics.reconnects.Inc()
 		if time.Since(opened) > time.Minute {
-			backoff.reset()
+			retry.Reset()
 		}
-		d := backoff.next()
+		d := retry.Next()
 		a.log.Warn("docker event stream ended; reconnecting", "err", err, "retry_in", d)
-		sleep(ctx, d)
+		backoff.Sleep(ctx, d)
 	}
 }
 
@@ -320,7 +322,7 @@ func (a *Agent) consumeEvents(ctx context.Context, events <-chan Event, errs <-c
 func (a *Agent) resyncLoop(ctx context.Context) {
 	ticker := time.NewTicker(a.cfg.Resync)
 	defer ticker.Stop()
-	backoff := newBackoff(500*time.Millisecond, 30*time.Second)
+	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 	var retry <-chan time.Time
 	for {
 		select {
@@ -335,12 +337,12 @@ func (a *Agent) resyncLoop(ctx context.Context) {
 			if ctx.Err() != nil {
 				return
 			}
-			d := backoff.next()
+			d := delays.Next()
 			a.log.Warn("resync failed; will retry", "err", err, "retry_in", d)
 			retry = time.After(d)
 			continue
 		}
-		backoff.reset()
+		delays.Reset()
 	}
 }
 
@@ -555,29 +557,4 @@ func shortID(id string) string {
 		return id[:12]
 	}
 	return id
-}
-
-// backoff doubles a delay from min up to max.
-type backoff struct{ min, max, cur time.Duration }
-
-func newBackoff(min, max time.Duration) *backoff { return &backoff{min: min, max: max} }
-
-func (b *backoff) next() time.Duration {
-	if b.cur == 0 {
-		b.cur = b.min
-	} else {
-		b.cur = min(b.cur*2, b.max)
-	}
-	return b.cur
-}
-
-func (b *backoff) reset() { b.cur = 0 }
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

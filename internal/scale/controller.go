@@ -12,6 +12,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/underlay/underlay/internal/backoff"
 )
 
 // AutoswarmName is the autoscaler under which services detected in the
@@ -313,7 +315,7 @@ func (c *Controller) Run(ctx context.Context) error {
 }
 
 func (c *Controller) watch(ctx context.Context) {
-	delay := 500 * time.Millisecond
+	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 	for ctx.Err() == nil {
 		sctx, cancel := context.WithCancel(ctx)
 		events, errs := c.swarm.Events(sctx)
@@ -327,11 +329,11 @@ func (c *Controller) watch(ctx context.Context) {
 		c.setDockerOK(false)
 		c.metrics.reconnects.Inc()
 		if time.Since(opened) > time.Minute {
-			delay = 500 * time.Millisecond
+			delays.Reset()
 		}
+		delay := delays.Next()
 		c.log.Warn("docker event stream ended; reconnecting", "err", err, "retry_in", delay)
-		sleep(ctx, delay)
-		delay = min(delay*2, 30*time.Second)
+		backoff.Sleep(ctx, delay)
 	}
 }
 
@@ -381,7 +383,7 @@ func (c *Controller) requestResync() {
 }
 
 func (c *Controller) resyncLoop(ctx context.Context) {
-	delay := 500 * time.Millisecond
+	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 	var retry <-chan time.Time
 	for {
 		select {
@@ -397,12 +399,12 @@ func (c *Controller) resyncLoop(ctx context.Context) {
 			}
 			c.setDockerOK(false)
 			c.metrics.errors.WithLabelValues("docker_list").Inc()
+			delay := delays.Next()
 			c.log.Warn("list services failed; will retry", "err", err, "retry_in", delay)
 			retry = time.After(delay)
-			delay = min(delay*2, 30*time.Second)
 			continue
 		}
-		delay = 500 * time.Millisecond
+		delays.Reset()
 	}
 }
 
@@ -796,13 +798,4 @@ func (c *Controller) setDockerOK(ok bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.dockerOK = ok
-}
-
-func sleep(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/underlay/underlay/internal/backoff"
 )
 
 // DefaultLeaderKey is the Consul KV key of the control instances' lock;
@@ -91,22 +93,20 @@ func (l *ConsulLeader) set(leading bool) {
 // when it is lost, until ctx ends; then it releases the lock, so that
 // another instance takes over at once.
 func (l *ConsulLeader) Run(ctx context.Context) error {
-	delay := 500 * time.Millisecond
+	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 10 * time.Second}
 	for ctx.Err() == nil {
 		held, err := l.holdOnce(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
+		if held {
+			delays.Reset()
+		}
+		delay := delays.Next()
 		if err != nil {
 			l.log.Warn("leader election failed; retrying", "err", err, "retry_in", delay)
 		}
-		if held {
-			delay = 500 * time.Millisecond
-		}
-		sleepCtx(ctx, delay)
-		if !held {
-			delay = min(delay*2, 10*time.Second)
-		}
+		backoff.Sleep(ctx, delay)
 	}
 	return nil
 }
@@ -154,13 +154,4 @@ func (l *ConsulLeader) holdOnce(ctx context.Context) (bool, error) {
 		l.log.Debug("unlock", "err", err)
 	}
 	return true, nil
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-ctx.Done():
-	case <-t.C:
-	}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/underlay/underlay/internal/backoff"
 	"github.com/underlay/underlay/internal/scale"
 )
 
@@ -73,19 +74,19 @@ func (k *KVTokens) load(ctx context.Context, index uint64) (uint64, error) {
 // Run follows the key until ctx ends.
 func (k *KVTokens) Run(ctx context.Context) error {
 	var index uint64
-	delay := 500 * time.Millisecond
+	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 	for ctx.Err() == nil {
 		next, err := k.load(ctx, index)
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 				return nil
 			}
+			delay := delays.Next()
 			k.log.Warn("read tokens from Consul failed; the last ones read stay valid", "err", err, "retry_in", delay)
-			sleepCtx(ctx, delay)
-			delay = min(delay*2, 30*time.Second)
+			backoff.Sleep(ctx, delay)
 			continue
 		}
-		delay = 500 * time.Millisecond
+		delays.Reset()
 		if next < index {
 			next = 0 // the index went back (a Consul restore): read afresh
 		}

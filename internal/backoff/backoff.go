@@ -1,0 +1,39 @@
+// Package backoff is the one retry delay underlay's loops share: it doubles
+// from Min up to Max and starts over after Reset, and Sleep waits for it
+// unless the context ends first.
+package backoff
+
+import (
+	"context"
+	"time"
+)
+
+// Backoff is a doubling delay. The zero value is not useful; set Min and Max.
+type Backoff struct {
+	Min, Max time.Duration
+	cur      time.Duration
+}
+
+// Next returns the delay before the next attempt: Min first, then twice the
+// previous one, at most Max.
+func (b *Backoff) Next() time.Duration {
+	if b.cur == 0 {
+		b.cur = b.Min
+	} else {
+		b.cur = min(b.cur*2, b.Max)
+	}
+	return b.cur
+}
+
+// Reset makes the next delay Min again, after a success.
+func (b *Backoff) Reset() { b.cur = 0 }
+
+// Sleep waits for d or until ctx ends.
+func Sleep(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-ctx.Done():
+	case <-t.C:
+	}
+}
