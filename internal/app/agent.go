@@ -140,6 +140,9 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// One Docker source for every part of the agent: they share its cache
+	// of network drivers.
+	src := dockerhost.NewSource(dockerAPI)
 	agent, err := register.NewAgent(register.Config{
 		Policy: register.Policy{
 			Node: node, Network: f.network, HostIP: hostIP, Internal: f.internal,
@@ -149,7 +152,7 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 		DeregisterOnExit: f.deregisterOnExit,
 		Resync:           f.resync,
 		Workers:          f.workers,
-	}, dockerhost.NewSource(dockerAPI), catalog, log, reg)
+	}, src, catalog, log, reg)
 	if err != nil {
 		return err
 	}
@@ -169,7 +172,7 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 			rec.IPAM = ipam.NodeIPAM{Alloc: alloc, Pools: pools}
 			plugin := &ipam.Plugin{Alloc: alloc, Pools: pools, Log: log.With("component", "ipam")}
 			reclaimer := &ipam.Reclaimer{
-				Node: node, Alloc: alloc, Pools: pools, Held: dockerhost.NewSource(dockerAPI), Cluster: nets,
+				Node: node, Alloc: alloc, Pools: pools, Held: src, Cluster: nets,
 				Grace: f.ipamGrace, NodeTimeout: f.ipamNodeTimeout, Log: log.With("component", "ipam"),
 			}
 			g.Go(func() error { reclaimer.Run(gctx, f.ipamSweep); return nil })
@@ -193,12 +196,12 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 		}
 		g.Go(func() error { rec.Run(gctx, kv.Watch(gctx, netspec.KVPrefix), links, f.networkSync); return nil })
 		g.Go(func() error {
-			inventory.Run(gctx, dockerhost.NewSource(dockerAPI), kv, node, f.networkSync, log.With("component", "inventory"))
+			inventory.Run(gctx, src, kv, node, f.networkSync, log.With("component", "inventory"))
 			return nil
 		})
 		if f.taskMetrics > 0 {
 			g.Go(func() error {
-				taskmetrics.Run(gctx, dockerhost.NewSource(dockerAPI), kv, node, f.taskMetrics, log.With("component", "taskmetrics"))
+				taskmetrics.Run(gctx, src, kv, node, f.taskMetrics, log.With("component", "taskmetrics"))
 				return nil
 			})
 		}

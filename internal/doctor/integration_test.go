@@ -15,7 +15,6 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
 
@@ -42,18 +41,7 @@ func TestIntegrationDoctor(t *testing.T) {
 	st := netspec.NewStore(consul.NewKV(m.Consul))
 	name := "lan"
 
-	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
-		nodes, err := st.Nodes(ctx)
-		return len(nodes) == 2, fmt.Sprintf("%d nodes published, want 2 (%v)", len(nodes), err)
-	})
-	if out, err := exec.CommandContext(ctx, bin, "network", "create", name, "--subnet", l.Subnet.String(), "--gateway", l.Gateway.String(),
-		"--parent", "eth1", "--per-node-size", "32", "--consul-addr", m.ConsulAddr).CombinedOutput(); err != nil {
-		t.Fatalf("network create: %v %s", err, out)
-	}
-	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
-		_, err := m.Docker.NetworkInspect(ctx, name, network.InspectOptions{Scope: "swarm"})
-		return err == nil, fmt.Sprintf("swarm network not created: %v", err)
-	})
+	l.CreateNetwork(name, "--subnet", l.Subnet.String(), "--gateway", l.Gateway.String(), "--parent", "eth1", "--per-node-size", "32")
 	list, err := st.NodeStates(ctx, name)
 	if err != nil {
 		t.Fatal(err)

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
 
 	"github.com/underlay/underlay/internal/consul"
@@ -33,19 +32,8 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 	t.Setenv("DOCKER_HOST", m.DockerHost)
 	ctx := testenv.Context(t, 8*time.Minute)
 	kv := consul.NewKV(m.Consul)
-	st := netspec.NewStore(kv)
-	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
-		nodes, _ := st.Nodes(ctx)
-		return len(nodes) == 3, fmt.Sprintf("%d nodes published", len(nodes))
-	})
-	if _, err := underlay(t, "network", "create", "pool", "--consul-addr", m.ConsulAddr, "--ipam", "cluster",
-		"--subnet", "10.206.0.0/16", "--gateway", "10.206.0.1", "--ip-range", "10.206.9.0/24", "--parent", "eth1"); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
-		_, err := m.Docker.NetworkInspect(ctx, "pool", network.InspectOptions{Scope: "swarm"})
-		return err == nil, fmt.Sprintf("swarm network not created: %v", err)
-	})
+	l.CreateNetwork("pool", "--ipam", "cluster", "--subnet", "10.206.0.0/16", "--gateway", "10.206.0.1",
+		"--ip-range", "10.206.9.0/24", "--parent", "eth1")
 	pool, _ := ipam.PoolOf(netspec.Spec{Name: "pool", Subnet: netip.MustParsePrefix("10.206.0.0/16"),
 		Gateway: netip.MustParseAddr("10.206.0.1"), IPRange: netip.MustParsePrefix("10.206.9.0/24")}, false)
 	// settled checks that allocations are exactly the running tasks plus

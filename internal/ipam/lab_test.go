@@ -46,21 +46,10 @@ func TestIntegrationLabClusterIPAM(t *testing.T) {
 	ctx := testenv.Context(t, 6*time.Minute)
 	kv := consul.NewKV(m.Consul)
 	st := netspec.NewStore(kv)
-	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
-		nodes, _ := st.Nodes(ctx)
-		return len(nodes) == 3, fmt.Sprintf("%d nodes published", len(nodes))
-	})
 	// A /26 range: 64 addresses, less the broadcast of nothing (it is not
 	// the subnet's), an aux address and 3 shims.
-	if _, err := underlay(t, "network", "create", "pool", "--consul-addr", m.ConsulAddr, "--ipam", "cluster",
-		"--subnet", "10.205.0.0/16", "--gateway", "10.205.0.1", "--ip-range", "10.205.7.0/26",
-		"--aux-address", "printer=10.205.7.5", "--parent", "eth1"); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
-		_, err := m.Docker.NetworkInspect(ctx, "pool", network.InspectOptions{Scope: "swarm"})
-		return err == nil, fmt.Sprintf("swarm network not created: %v", err)
-	})
+	l.CreateNetwork("pool", "--ipam", "cluster", "--subnet", "10.205.0.0/16", "--gateway", "10.205.0.1",
+		"--ip-range", "10.205.7.0/26", "--aux-address", "printer=10.205.7.5", "--parent", "eth1")
 	states, err := st.NodeStates(ctx, "pool")
 	if err != nil {
 		t.Fatal(err)

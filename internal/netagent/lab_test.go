@@ -34,18 +34,7 @@ func TestIntegrationLabNetwork(t *testing.T) {
 
 	// Every agent has published its interfaces before create checks them.
 	st := netspec.NewStore(consul.NewKV(m.Consul))
-	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
-		nodes, err := st.Nodes(ctx)
-		return len(nodes) == 2, fmt.Sprintf("%d nodes published, want 2 (%v)", len(nodes), err)
-	})
-	if _, err := underlay(t, m.ConsulAddr, "network", "create", name, "--subnet", l.Subnet.String(),
-		"--gateway", l.Gateway.String(), "--parent", "eth1", "--per-node-size", "32"); err != nil {
-		t.Fatal(err)
-	}
-	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
-		_, err := m.Docker.NetworkInspect(ctx, name, network.InspectOptions{Scope: "swarm"})
-		return err == nil, fmt.Sprintf("swarm network not created: %v", err)
-	})
+	l.CreateNetwork(name, "--subnet", l.Subnet.String(), "--gateway", l.Gateway.String(), "--parent", "eth1", "--per-node-size", "32")
 	// A node added later gets the network and its own range.
 	added := l.Grow(3)[0]
 	var states []netspec.NodeState

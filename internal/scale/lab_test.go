@@ -1,7 +1,6 @@
 package scale_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -15,13 +14,11 @@ import (
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
 	"github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/underlay/underlay/internal/app"
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/lab"
 	"github.com/underlay/underlay/internal/netspec"
@@ -135,19 +132,8 @@ func startAutoscalerLab(tb testing.TB, subnet string) *autoscalerLab {
 	tb.Setenv("DOCKER_HOST", m.DockerHost)
 	ctx := testenv.Context(tb, 2*time.Minute)
 	st := netspec.NewStore(consul.NewKV(m.Consul))
-	testenv.Eventually(tb, 30*time.Second, func() (bool, string) {
-		nodes, err := st.Nodes(ctx)
-		return len(nodes) == 3, fmt.Sprintf("%d nodes published, want 3 (%v)", len(nodes), err)
-	})
 	name := "web"
-	if err := runUnderlay("network", "create", name, "--consul-addr", m.ConsulAddr, "--subnet", l.Subnet.String(),
-		"--gateway", l.Gateway.String(), "--parent", "eth1", "--per-node-size", "64"); err != nil {
-		tb.Fatal(err)
-	}
-	testenv.Eventually(tb, 60*time.Second, func() (bool, string) {
-		_, err := m.Docker.NetworkInspect(ctx, name, network.InspectOptions{Scope: "swarm"})
-		return err == nil, fmt.Sprintf("swarm network %s not created: %v", name, err)
-	})
+	l.CreateNetwork(name, "--subnet", l.Subnet.String(), "--gateway", l.Gateway.String(), "--parent", "eth1", "--per-node-size", "64")
 	testenv.Eventually(tb, 60*time.Second, func() (bool, string) {
 		states, err := st.NodeStates(ctx, name)
 		ready := 0
@@ -159,16 +145,6 @@ func startAutoscalerLab(tb testing.TB, subnet string) *autoscalerLab {
 		return ready == 3, fmt.Sprintf("%d nodes have realised %s, want 3 (%v)", ready, name, err)
 	})
 	return &autoscalerLab{lab: l, network: name}
-}
-
-// runUnderlay runs the CLI in this process.
-func runUnderlay(args ...string) error {
-	var out, errOut bytes.Buffer
-	streams := app.IOStreams{In: strings.NewReader(""), Out: &out, ErrOut: &errOut}
-	if code := app.Run(context.Background(), args, streams); code != 0 {
-		return fmt.Errorf("underlay %s: exit %d: %s%s", strings.Join(args, " "), code, out.String(), errOut.String())
-	}
-	return nil
 }
 
 // createLabService creates a one-replica service of the test image on net

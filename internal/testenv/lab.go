@@ -2,16 +2,22 @@ package testenv
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
+	"os/exec"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/hashicorp/consul/api"
 
+	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/lab"
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 // Lab is a running `underlay lab` for a test: a multi-node swarm with a
@@ -136,4 +142,31 @@ func (w testWriter) Write(b []byte) (int, error) {
 func (l *Lab) Repair() {
 	l.t.Helper()
 	l.Grow(len(l.Nodes))
+}
+
+// CreateNetwork waits until every node's agent has published its facts,
+// runs `underlay network create NAME ARGS…` against node1 (its Consul and
+// its dockerd, a manager), and waits until the swarm network exists.
+func (l *Lab) CreateNetwork(name string, args ...string) {
+	l.t.Helper()
+	m := l.Nodes[0]
+	ctx := Context(l.t, 2*time.Minute)
+	st := netspec.NewStore(consul.NewKV(m.Consul))
+	Eventually(l.t, 30*time.Second, func() (bool, string) {
+		nodes, err := st.Nodes(ctx)
+		return len(nodes) == len(l.Nodes), fmt.Sprintf("%d of %d agents published their node (%v)", len(nodes), len(l.Nodes), err)
+	})
+	bin := l.cfg.UnderlayBin
+	if bin == "" {
+		bin = UnderlayBinary(l.t)
+	}
+	cmd := exec.CommandContext(ctx, bin, append([]string{"network", "create", name, "--consul-addr", m.ConsulAddr}, args...)...)
+	cmd.Env = append(os.Environ(), "DOCKER_HOST="+m.DockerHost)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		l.t.Fatalf("underlay network create %s: %v\n%s", name, err, out)
+	}
+	Eventually(l.t, 60*time.Second, func() (bool, string) {
+		_, err := m.Docker.NetworkInspect(ctx, name, network.InspectOptions{Scope: "swarm"})
+		return err == nil, fmt.Sprintf("swarm network %s not created: %v", name, err)
+	})
 }
