@@ -50,6 +50,7 @@ type agentFlags struct {
 	ipamGrace        time.Duration
 	ipamNodeTimeout  time.Duration
 	ipamSweep        time.Duration
+	ipamSpares       int
 	taskMetrics      time.Duration
 }
 
@@ -94,6 +95,7 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 	fl.DurationVar(&f.ipamGrace, "ipam-leak-grace", time.Minute, "an allocated address no local container holds is reclaimed after twice this (protects allocations in flight)")
 	fl.DurationVar(&f.ipamNodeTimeout, "ipam-node-timeout", 10*time.Minute, "the swarm leader reclaims the addresses of a node not ready for this long (0: never)")
 	fl.DurationVar(&f.ipamSweep, "ipam-sweep", 15*time.Second, "interval of leaked-address sweeps")
+	fl.IntVar(&f.ipamSpares, "ipam-spares", 4, "addresses per cluster-IPAM pool this node claims ahead of demand, handed to Docker with no wait on Consul (given back when another node runs short; 0: none)")
 	fl.DurationVar(&f.taskMetrics, "task-metrics", 10*time.Second, "interval of Swarm task CPU/memory reports for the autoscaler's underlay:cpu and underlay:memory (0: off)")
 	fl.IntVar(&f.workers, "workers", 32, "containers reconciled concurrently (Docker holds inspects of starting containers, so more than the start concurrency)")
 	return cmd
@@ -109,6 +111,9 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 	}
 	if f.resync <= 0 {
 		return fmt.Errorf("--resync %s: must be positive", f.resync)
+	}
+	if f.ipamSpares < 0 || f.ipamSpares > 64 {
+		return fmt.Errorf("--ipam-spares %d: want 0 to 64", f.ipamSpares)
 	}
 	dockerAPI, err := dockerhost.NewClient()
 	if err != nil {
@@ -176,6 +181,7 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 				Grace: f.ipamGrace, NodeTimeout: f.ipamNodeTimeout, Log: log.With("component", "ipam"),
 			}
 			g.Go(func() error { reclaimer.Run(gctx, f.ipamSweep); return nil })
+			g.Go(func() error { alloc.KeepSpares(gctx, f.ipamSpares, log.With("component", "ipam")); return nil })
 			g.Go(func() error {
 				// Registration goes on whatever happens to the plugin socket.
 				for gctx.Err() == nil {

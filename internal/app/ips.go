@@ -122,9 +122,12 @@ func poolAddresses(ctx context.Context, kv *consul.KV, inv []inventory.Entry) ([
 				continue
 			}
 			e := inventory.Entry{IP: a.String(), Node: al.Node, Network: s.Name, Since: al.At}
-			if al.Kind == ipam.KindShim {
+			switch al.Kind {
+			case ipam.KindShim:
 				e.State = "reserved: host shim"
-			} else {
+			case ipam.KindSpare:
+				e.State = "reserved: spare (claimed ahead of demand by its node)"
+			default:
 				e.State = "allocated, no container (leak: reclaimed after the grace period)"
 			}
 			out = append(out, e)

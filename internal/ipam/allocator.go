@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
@@ -30,6 +31,10 @@ type KV interface {
 	CASIndex(ctx context.Context, key string, value []byte, index uint64) (won bool, newIndex uint64, err error)
 	// DeleteCAS deletes the key when its modify index is index.
 	DeleteCAS(ctx context.Context, key string, index uint64) (bool, error)
+	// Put writes value unconditionally (the pressure key only).
+	Put(ctx context.Context, key string, value []byte) error
+	// Watch signals changes under prefix until ctx ends.
+	Watch(ctx context.Context, prefix string) <-chan struct{}
 }
 
 // maxAttempts bounds how often one request retries after losing a race;
@@ -43,7 +48,9 @@ const maxAttempts = 100
 type Allocator struct {
 	kv   KV
 	node string
+	gen  string // this process's generation, on its spares
 	now  func() time.Time
+	sp   spares
 
 	mu sync.Mutex // guards following fields, and serialises allocations
 	// mine caches the blocks this node holds, by KV key: their documents
@@ -85,7 +92,8 @@ type cached struct {
 
 // NewAllocator returns node's allocator over kv.
 func NewAllocator(kv KV, node string) *Allocator {
-	return &Allocator{kv: kv, node: node, now: time.Now, mine: map[string]cached{}, loaded: map[string]bool{}}
+	return &Allocator{kv: kv, node: node, gen: newGen(), now: time.Now, mine: map[string]cached{}, loaded: map[string]bool{},
+		sp: spares{pools: map[string]*spareState{}, lastPressure: map[string]time.Time{}, kick: make(chan struct{}, 1), log: slog.Default()}}
 }
 
 func poolPrefix(p Pool) string { return KVPrefix + p.Network + "/" + p.Family() + "/blocks/" }
@@ -96,6 +104,13 @@ func blockPath(p Pool, b netip.Prefix) string { return poolPrefix(p) + blockKey(
 // Concurrent requests for any address are committed together.
 func (a *Allocator) Allocate(ctx context.Context, p Pool, want netip.Addr, kind string) (netip.Addr, error) {
 	al := Alloc{Node: a.node, At: a.now().UTC(), Kind: kind}
+	// Shims are found again by reading Consul, so they are never handed
+	// out before their write: no spares for them.
+	if kind == KindTask {
+		if addr, ok := a.takeSpare(p, want, al); ok {
+			return addr, nil
+		}
+	}
 	if want.IsValid() {
 		a.mu.Lock()
 		defer a.mu.Unlock()
@@ -186,7 +201,22 @@ func (a *Allocator) allocateBatchLocked(ctx context.Context, reqs []*allocReq) {
 		fail(err)
 		return
 	}
-	for range maxAttempts {
+	// Spares refilled while these requests queued serve them first.
+	rest := reqs[:0]
+	for _, r := range reqs {
+		if r.al.Kind == KindTask {
+			if addr, ok := a.takeSpare(p, netip.Addr{}, r.al); ok {
+				r.done <- allocResult{addr: addr}
+				continue
+			}
+		}
+		rest = append(rest, r)
+	}
+	if reqs = rest; len(reqs) == 0 {
+		return
+	}
+	waitUntil := a.now().Add(spareWait)
+	for attempt := 0; attempt < maxAttempts; attempt++ {
 		var err error
 		if reqs, err = a.fromMineLocked(ctx, p, reqs); err != nil || len(reqs) == 0 {
 			if err != nil {
@@ -212,8 +242,17 @@ func (a *Allocator) allocateBatchLocked(ctx context.Context, reqs []*allocReq) {
 			return
 		}
 		if !a.anyFree(p, pairs) {
-			fail(fmt.Errorf("%w in %s (%s)", ErrPoolExhausted, p.ID(), p.allocRange()))
-			return
+			if !a.sparesElsewhere(p, pairs) || !a.now().Before(waitUntil) {
+				fail(fmt.Errorf("%w in %s (%s)", ErrPoolExhausted, p.ID(), p.allocRange()))
+				return
+			}
+			// Other nodes keep spares: ask for them and look again.
+			if err := a.waitForSparesLocked(ctx, p); err != nil {
+				fail(err)
+				return
+			}
+			attempt--
+			continue
 		}
 		// Something was free but others took it first: try again.
 	}
@@ -366,6 +405,7 @@ func (a *Allocator) allocateSpecificLocked(ctx context.Context, p Pool, want net
 		return fmt.Errorf("address %s is not available in %s: outside %s, or the network, broadcast, gateway or an aux address", want, p.ID(), p.allocRange())
 	}
 	key := blockPath(p, p.Block(want))
+	waitUntil := a.now().Add(spareWait)
 	for range maxAttempts {
 		v, index, ok, err := a.kv.Get(ctx, key)
 		if err != nil {
@@ -378,6 +418,13 @@ func (a *Allocator) allocateSpecificLocked(ctx context.Context, p Pool, want net
 			}
 		}
 		if holder, taken := doc.Allocs[want.String()]; taken {
+			if holder.Kind == KindSpare && !a.mySpare(holder) && a.now().Before(waitUntil) {
+				// Another node keeps it as a spare: ask for it back.
+				if err := a.waitForSparesLocked(ctx, p); err != nil {
+					return err
+				}
+				continue
+			}
 			return fmt.Errorf("address %s in %s is already in use (node %s)", want, p.ID(), holder.Node)
 		}
 		won, err := a.writeLocked(ctx, key, doc.with(want, al), index)
@@ -404,10 +451,33 @@ func (a *Allocator) releaseBatchLocked(ctx context.Context, reqs []*allocReq) {
 		byBlock[key] = append(byBlock[key], r)
 	}
 	for key, rs := range byBlock {
-		err := a.releaseInBlockLocked(ctx, key, rs)
+		var undo []func()
 		for _, r := range rs {
+			undo = append(undo, a.forgetSpare(p, r.release))
+		}
+		err := a.releaseInBlockLocked(ctx, key, rs)
+		for i, r := range rs {
+			if err != nil {
+				undo[i]()
+			}
 			r.done <- allocResult{err: err}
 		}
+	}
+}
+
+// waitForSparesLocked asks other nodes for their spares of p and gives
+// them a moment, with the allocator unlocked meanwhile.
+func (a *Allocator) waitForSparesLocked(ctx context.Context, p Pool) error {
+	if err := a.askForSpares(ctx, p); err != nil {
+		return err
+	}
+	a.mu.Unlock()
+	defer a.mu.Lock()
+	select {
+	case <-ctx.Done():
+		return fmt.Errorf("wait for spare addresses of %s: %w", p.ID(), ctx.Err())
+	case <-time.After(50 * time.Millisecond):
+		return nil
 	}
 }
 

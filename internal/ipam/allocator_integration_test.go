@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/ipam"
@@ -134,3 +136,146 @@ func TestIntegrationNoDuplicates(t *testing.T) {
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
+
+// TestIntegrationSpares: allocators that keep spares hand them out with no
+// write, record them as tasks afterwards, give them back when another node
+// runs short (so the whole pool can still be filled, with no duplicate), on
+// request of a specific address, and when they stop.
+func TestIntegrationSpares(t *testing.T) {
+	testenv.Require(t)
+	c := testenv.StartConsul(t)
+	kv := consul.NewKV(c.Client())
+	pool := testPool("10.78.0.0/24", "10.78.0.1")
+	ctx := testenv.Context(t, 2*time.Minute)
+	const want = 4
+	nodes := []*ipam.Allocator{ipam.NewAllocator(kv, "n1"), ipam.NewAllocator(kv, "n2"), ipam.NewAllocator(kv, "n3")}
+	keepCtx, stopKeeping := context.WithCancel(ctx)
+	var keepers sync.WaitGroup
+	for _, a := range nodes {
+		keepers.Add(1)
+		go func() { defer keepers.Done(); a.KeepSpares(keepCtx, want, slog.Default()) }()
+	}
+	count := func() (spares map[string]int, tasks int) {
+		all, err := ipam.Allocations(ctx, kv, pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		spares = map[string]int{}
+		for _, al := range all {
+			switch al.Kind {
+			case ipam.KindSpare:
+				spares[al.Node]++
+			case ipam.KindTask:
+				tasks++
+			}
+		}
+		return spares, tasks
+	}
+
+	// The first request of each node is written; then it keeps 4 spares.
+	first := map[netip.Addr]bool{}
+	for _, a := range nodes {
+		addr, err := a.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
+		if err != nil {
+			t.Fatal(err)
+		}
+		first[addr] = true
+	}
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+		spares, tasks := count()
+		return tasks == 3 && spares["n1"] == want && spares["n2"] == want && spares["n3"] == want,
+			fmt.Sprintf("%d tasks, spares %v", tasks, spares)
+	})
+	// A spare handed out is recorded as a task, and replaced.
+	handed, err := nodes[0].Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+		all, err := ipam.Allocations(ctx, kv, pool)
+		if err != nil {
+			return false, err.Error()
+		}
+		spares, tasks := count()
+		return all[handed].Kind == ipam.KindTask && all[handed].Node == "n1" && tasks == 4 && spares["n1"] == want,
+			fmt.Sprintf("%s is %+v; %d tasks, spares %v", handed, all[handed], tasks, spares)
+	})
+
+	// A specific address that n2 keeps as a spare is given to n3 on request.
+	all, err := ipam.Allocations(ctx, kv, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n2spare netip.Addr
+	for a, al := range all {
+		if al.Kind == ipam.KindSpare && al.Node == "n2" {
+			n2spare = a
+			break
+		}
+	}
+	if got, err := nodes[2].Allocate(ctx, pool, n2spare, ipam.KindTask); err != nil || got != n2spare {
+		t.Fatalf("n3 asking for n2's spare %s: got %s, %v", n2spare, got, err)
+	}
+
+	// Fill the pool from every node at once: spares are given back to
+	// whoever runs short, every address is used once, none twice.
+	var mu sync.Mutex
+	got := map[netip.Addr]string{handed: "n1", n2spare: "n3"}
+	for a := range first {
+		got[a] = "first"
+	}
+	exhausted := 0
+	var wg sync.WaitGroup
+	for i, a := range nodes {
+		for g := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					addr, err := a.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
+					mu.Lock()
+					if errors.Is(err, ipam.ErrPoolExhausted) {
+						exhausted++
+						mu.Unlock()
+						return
+					}
+					if err != nil {
+						mu.Unlock()
+						t.Error(err)
+						return
+					}
+					if prev, dup := got[addr]; dup {
+						t.Errorf("%s handed out twice: %s and n%d/%d", addr, prev, i+1, g)
+					}
+					got[addr] = fmt.Sprintf("n%d/%d", i+1, g)
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if len(got) != 253 || exhausted != 24 {
+		t.Errorf("allocated %d addresses (want 253: 256 less network, broadcast, gateway), %d requests saw exhaustion (want 24)", len(got), exhausted)
+	}
+	// Consul agrees once the last hand-outs are recorded: 253 tasks.
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+		spares, tasks := count()
+		return tasks == 253 && len(spares) == 0, fmt.Sprintf("%d tasks, spares %v", tasks, spares)
+	})
+
+	// Release everything, then stop keeping spares: the pool is empty.
+	for addr := range got {
+		if err := nodes[1].Release(ctx, pool, addr); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := nodes[0].Allocate(ctx, pool, netip.Addr{}, ipam.KindTask); err != nil {
+		t.Fatal(err)
+	}
+	stopKeeping()
+	keepers.Wait()
+	spares, tasks := count()
+	if len(spares) != 0 || tasks != 1 {
+		t.Errorf("after stopping: spares %v and %d tasks, want none and 1", spares, tasks)
+	}
+}

@@ -9,14 +9,21 @@ import (
 const (
 	KindTask = "task" // asked for by Docker
 	KindShim = "shim" // a node's host shim
+	// KindSpare is an address a node claimed ahead of demand, to hand out
+	// without waiting for Consul; see KeepSpares.
+	KindSpare = "spare"
 )
 
 // Alloc is one allocated address.
 type Alloc struct {
 	Node string    `json:"node"`
 	At   time.Time `json:"at"`
-	// Kind is KindTask or KindShim.
+	// Kind is KindTask, KindShim or KindSpare.
 	Kind string `json:"kind,omitempty"`
+	// Gen names the allocator process that claimed a spare: a spare of
+	// another generation of its node may have been handed out before a
+	// crash, so only the reclaimer decides its fate.
+	Gen string `json:"gen,omitempty"`
 }
 
 // BlockDoc is the KV document of one block: who has affinity for it and
@@ -44,6 +51,15 @@ func (doc BlockDoc) with(a netip.Addr, al Alloc) BlockDoc {
 		out.Allocs[k] = v
 	}
 	out.Allocs[a.String()] = al
+	return out
+}
+
+// clone returns a copy of doc.
+func (doc BlockDoc) clone() BlockDoc {
+	out := BlockDoc{Node: doc.Node, Allocs: make(map[string]Alloc, len(doc.Allocs))}
+	for k, v := range doc.Allocs {
+		out.Allocs[k] = v
+	}
 	return out
 }
 

@@ -37,7 +37,8 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 	pool, _ := ipam.PoolOf(netspec.Spec{Name: "pool", Subnet: netip.MustParsePrefix("10.206.0.0/16"),
 		Gateway: netip.MustParseAddr("10.206.0.1"), IPRange: netip.MustParsePrefix("10.206.9.0/24")}, false)
 	// settled checks that allocations are exactly the running tasks plus
-	// one shim per live node: no leak, no duplicate.
+	// one shim per live node, and spares of live agents only: no leak, no
+	// duplicate.
 	settled := func(liveNodes int) {
 		t.Helper()
 		testenv.Eventually(t, 90*time.Second, func() (bool, string) {
@@ -49,10 +50,16 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 			if len(dups) > 0 {
 				t.Fatalf("duplicate task addresses: %v", dups)
 			}
+			if err := checkSpares(all, 4); err != nil {
+				return false, err.Error()
+			}
 			shims, tasks := 0, 0
 			for a, al := range all {
 				if al.Kind == ipam.KindShim {
 					shims++
+					continue
+				}
+				if al.Kind == ipam.KindSpare {
 					continue
 				}
 				tasks++

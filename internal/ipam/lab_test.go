@@ -130,7 +130,10 @@ func TestIntegrationLabClusterIPAM(t *testing.T) {
 		for _, e := range got.Addresses {
 			states[e.State]++
 		}
-		want := map[string]int{"in use": 6, "reserved: host shim": 3, "reserved: gateway": 1, "reserved: aux printer": 1}
+		// Each node keeps 4 spares (the agents' default) once it has
+		// allocated.
+		want := map[string]int{"in use": 6, "reserved: host shim": 3, "reserved: gateway": 1, "reserved: aux printer": 1,
+			"reserved: spare (claimed ahead of demand by its node)": 12}
 		return fmt.Sprint(states) == fmt.Sprint(want), fmt.Sprintf("states %v, want %v", states, want)
 	})
 
@@ -150,7 +153,8 @@ func TestIntegrationLabClusterIPAM(t *testing.T) {
 		return false, "no task reports the exhausted pool"
 	})
 
-	// Down to zero: every task address goes back; only the shims stay.
+	// Down to zero: every task address goes back; only the shims stay,
+	// and at most each node's spares.
 	scale(t, m.Docker, resp.ID, 0)
 	pool, _ := ipam.PoolOf(netspec.Spec{Name: "pool", Subnet: netip.MustParsePrefix("10.205.0.0/16"), Gateway: netip.MustParseAddr("10.205.0.1")}, false)
 	testenv.Eventually(t, 90*time.Second, func() (bool, string) {
@@ -158,14 +162,44 @@ func TestIntegrationLabClusterIPAM(t *testing.T) {
 		if err != nil {
 			return false, err.Error()
 		}
-		tasks := 0
+		if err := checkSpares(all, 4); err != nil {
+			return false, err.Error()
+		}
+		tasks, shims := 0, 0
 		for _, al := range all {
-			if al.Kind != ipam.KindShim {
+			switch al.Kind {
+			case ipam.KindShim:
+				shims++
+			case ipam.KindTask:
 				tasks++
 			}
 		}
-		return tasks == 0 && len(all) == 3, fmt.Sprintf("%d allocations left (%d tasks), want the 3 shims", len(all), tasks)
+		return tasks == 0 && shims == 3, fmt.Sprintf("%d task allocations and %d shims left, want none and 3", tasks, shims)
 	})
+}
+
+// checkSpares says what is wrong with a pool's spares: a node keeping more
+// than max, or spares of a node's earlier agent that the reclaimer has not
+// returned (more than one generation per node).
+func checkSpares(all map[netip.Addr]ipam.Alloc, max int) error {
+	count := map[string]int{}
+	gens := map[string]map[string]bool{}
+	for _, al := range all {
+		if al.Kind != ipam.KindSpare {
+			continue
+		}
+		count[al.Node]++
+		if gens[al.Node] == nil {
+			gens[al.Node] = map[string]bool{}
+		}
+		gens[al.Node][al.Gen] = true
+	}
+	for node, n := range count {
+		if n > max || len(gens[node]) > 1 {
+			return fmt.Errorf("node %s keeps %d spares of %d generations, want at most %d of one", node, n, len(gens[node]), max)
+		}
+	}
+	return nil
 }
 
 func scale(t *testing.T, d *client.Client, id string, n uint64) {

@@ -28,7 +28,9 @@ type Cluster interface {
 //   - on every node, task addresses this node allocated that no local
 //     container holds, once they have been allocated for longer than Grace
 //     (which protects allocations in flight: Docker asks for the address
-//     before the container runs) and still unheld a Grace later;
+//     before the container runs) and still unheld a Grace later; spares
+//     of this node's previous agent count as task addresses (a container
+//     holding one makes it a task address);
 //   - on the swarm leader only, every address of a node that has not been
 //     a ready swarm node for NodeTimeout.
 type Reclaimer struct {
@@ -102,7 +104,16 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 				continue
 			}
 			r.Log.Warn("reclaimed the address of a departed node", "pool", p.ID(), "address", addr, "node", al.Node)
-		case al.Node == r.Node && al.Kind == KindTask && !held[addr] && now.Sub(al.At) > r.Grace:
+		case al.Node == r.Node && al.Kind == KindSpare && !r.Alloc.mySpare(al) && held[addr]:
+			// A spare of this node's previous agent that Docker got before
+			// the agent stopped: now a task's.
+			if err := r.Alloc.adopt(ctx, p, addr); err != nil {
+				errs = append(errs, err)
+			}
+		case al.Node == r.Node && !held[addr] && now.Sub(al.At) > r.Grace &&
+			(al.Kind == KindTask || al.Kind == KindSpare && !r.Alloc.mySpare(al)):
+			// A task address, or a previous agent's spare (it may have been
+			// handed out just before that agent stopped), nobody holds.
 			seen[addr] = true
 			r.mu.Lock()
 			since, ok := r.unheld[addr]

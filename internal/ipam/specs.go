@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -91,5 +92,13 @@ func (n NodeIPAM) Shim(ctx context.Context, spec netspec.Spec) (netip.Addr, erro
 // ReleaseShim implements netagent.IPAM.
 func (n NodeIPAM) ReleaseShim(ctx context.Context, spec netspec.Spec) error {
 	p, _ := n.Pools.pool(spec, false)
-	return n.Alloc.ReleaseShim(ctx, p)
+	var errs []error
+	for _, v6 := range []bool{false, true} {
+		if v6 && !spec.IPv6Subnet.IsValid() {
+			continue
+		}
+		pv, _ := n.Pools.pool(spec, v6)
+		errs = append(errs, n.Alloc.ReleaseSpares(ctx, pv))
+	}
+	return errors.Join(append(errs, n.Alloc.ReleaseShim(ctx, p))...)
 }
