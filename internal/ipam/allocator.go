@@ -107,7 +107,11 @@ func (a *Allocator) Allocate(ctx context.Context, p Pool, want netip.Addr, kind 
 	// Shims are found again by reading Consul, so they are never handed
 	// out before their write: no spares for them.
 	if kind == KindTask {
-		if addr, ok := a.takeSpare(p, want, al); ok {
+		if !want.IsValid() {
+			if addr, ok := a.spareOrWait(ctx, p, al); ok {
+				return addr, nil
+			}
+		} else if addr, ok := a.takeSpare(p, want, al); ok {
 			return addr, nil
 		}
 	}
@@ -301,11 +305,14 @@ func (a *Allocator) fromMineLocked(ctx context.Context, p Pool, reqs []*allocReq
 			if len(got) == 0 {
 				break
 			}
+			// The same write records spares handed out and tops them up.
+			doc, recorded, added := a.withSpares(p, b, doc, true)
 			won, err := a.writeLocked(ctx, key, doc, c.index)
 			if err != nil {
 				return reqs, err
 			}
 			if won {
+				a.settleSpares(p, recorded, added)
 				answer(reqs, got)
 				reqs = rest
 				break
@@ -455,7 +462,7 @@ func (a *Allocator) releaseBatchLocked(ctx context.Context, reqs []*allocReq) {
 		for _, r := range rs {
 			undo = append(undo, a.forgetSpare(p, r.release))
 		}
-		err := a.releaseInBlockLocked(ctx, key, rs)
+		err := a.releaseInBlockLocked(ctx, p, key, rs)
 		for i, r := range rs {
 			if err != nil {
 				undo[i]()
@@ -481,7 +488,7 @@ func (a *Allocator) waitForSparesLocked(ctx context.Context, p Pool) error {
 	}
 }
 
-func (a *Allocator) releaseInBlockLocked(ctx context.Context, key string, rs []*allocReq) error {
+func (a *Allocator) releaseInBlockLocked(ctx context.Context, p Pool, key string, rs []*allocReq) error {
 	c, cachedOK := a.mine[key]
 	for range maxAttempts {
 		if !cachedOK {
@@ -514,12 +521,22 @@ func (a *Allocator) releaseInBlockLocked(ctx context.Context, key string, rs []*
 		}
 		var won bool
 		var err error
+		var recorded []netip.Addr
 		if len(next.Allocs) == 0 {
 			if won, err = a.kv.DeleteCAS(ctx, key, c.index); won {
 				delete(a.mine, key)
 			}
 		} else {
+			// Spares handed out in this block are recorded in the same write.
+			b, perr := parseBlockKey(strings.TrimPrefix(key, poolPrefix(p)))
+			if perr != nil {
+				return perr
+			}
+			next, recorded, _ = a.withSpares(p, b, next, false)
 			won, err = a.writeLocked(ctx, key, next, c.index)
+		}
+		if won {
+			a.settleSpares(p, recorded, nil)
 		}
 		if err != nil {
 			return fmt.Errorf("release in %s: %w", key, err)

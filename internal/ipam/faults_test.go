@@ -50,7 +50,7 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 			if len(dups) > 0 {
 				t.Fatalf("duplicate task addresses: %v", dups)
 			}
-			if err := checkSpares(all, 4); err != nil {
+			if err := checkSpares(all, 32); err != nil {
 				return false, err.Error()
 			}
 			shims, tasks := 0, 0

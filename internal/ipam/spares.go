@@ -31,8 +31,18 @@ const (
 	spareWait = 3 * time.Second
 	// spareCheck is how often held spares are checked against Consul: a
 	// spare that is no longer this node's (reclaimed by a leader that
-	// thought this node dead) must never be handed out.
+	// thought this node dead) must never be handed out. It is also how
+	// long a raised spare target lasts without demand before it halves.
 	spareCheck = 15 * time.Second
+	// recordDelay is how long a handed-out spare may stay recorded as a
+	// spare before a write of its own records it as a task; most are
+	// recorded sooner, in writes made anyway, and a task that ends sooner
+	// needs no record at all. A crash meanwhile loses nothing: the
+	// reclaimer adopts or returns a previous agent's spares.
+	recordDelay = 500 * time.Millisecond
+	// spareBurst caps how far a burst of requests raises a pool's spare
+	// target: up to this many times the number kept.
+	spareBurst = 8
 )
 
 // spareState is one pool's spares on this node.
@@ -48,6 +58,28 @@ type spareState struct {
 	// closing: the pool is being removed from this node.
 	closing  bool
 	watching bool
+	// target is how many spares to keep: the configured number, doubled
+	// each time requests find none left (a burst), halved after a quiet
+	// spareCheck. dry: a request found none since the last refill; busy:
+	// since the last check.
+	target    int
+	dry, busy bool
+	// waiters are requests that found no spare: the next write that
+	// claims spares hands them out in order; a waiter whose channel is
+	// closed goes the ordinary way.
+	waiters []*spareWaiter
+}
+
+type spareWaiter struct {
+	al Alloc
+	ch chan netip.Addr
+}
+
+func (st *spareState) closeWaiters() {
+	for _, w := range st.waiters {
+		close(w.ch)
+	}
+	st.waiters = nil
 }
 
 // spares is the allocator's spare bookkeeping; mu is taken inside
@@ -84,30 +116,82 @@ func (a *Allocator) mySpare(al Alloc) bool {
 func (a *Allocator) takeSpare(p Pool, want netip.Addr, al Alloc) (netip.Addr, bool) {
 	a.sp.mu.Lock()
 	defer a.sp.mu.Unlock()
-	if a.sp.want == 0 {
+	addr, ok, _ := a.takeSpareLocked(p, want, al, false)
+	return addr, ok
+}
+
+// spareOrWait hands out one of p's spares or, when none is left, waits
+// for the write that claims more (one write, shared by every request of
+// a burst). false: go the ordinary way.
+func (a *Allocator) spareOrWait(ctx context.Context, p Pool, al Alloc) (netip.Addr, bool) {
+	a.sp.mu.Lock()
+	addr, ok, w := a.takeSpareLocked(p, netip.Addr{}, al, true)
+	a.sp.mu.Unlock()
+	if ok || w == nil {
+		return addr, ok
+	}
+	select {
+	case addr, ok := <-w.ch:
+		return addr, ok
+	case <-ctx.Done():
+	}
+	a.sp.mu.Lock()
+	defer a.sp.mu.Unlock()
+	st := a.sp.pools[p.ID()]
+	if st == nil {
+		return netip.Addr{}, false // closed, and its waiters with it
+	}
+	if i := slices.Index(st.waiters, w); i >= 0 {
+		st.waiters = slices.Delete(st.waiters, i, i+1)
 		return netip.Addr{}, false
+	}
+	// Served or closed meanwhile (the channel is ready either way): a
+	// served address stays a spare, since Docker has given up.
+	if addr, ok := <-w.ch; ok {
+		delete(st.handed, addr)
+		st.free = append(st.free, addr)
+	}
+	return netip.Addr{}, false
+}
+
+// takeSpareLocked: see takeSpare; with wait, a request that finds none
+// is registered as a waiter and returned.
+func (a *Allocator) takeSpareLocked(p Pool, want netip.Addr, al Alloc, wait bool) (netip.Addr, bool, *spareWaiter) {
+	if a.sp.want == 0 {
+		return netip.Addr{}, false, nil
 	}
 	defer a.kickSpares()
 	st := a.sp.pools[p.ID()]
 	if st == nil {
-		a.sp.pools[p.ID()] = &spareState{pool: p, handed: map[netip.Addr]Alloc{}}
-		return netip.Addr{}, false
+		// dry: this request found none; its retry must not count as a
+		// burst.
+		st = &spareState{pool: p, handed: map[netip.Addr]Alloc{}, target: a.sp.want, dry: true}
+		a.sp.pools[p.ID()] = st
 	}
 	if st.closing || !samePool(st.pool, p) {
-		return netip.Addr{}, false
+		return netip.Addr{}, false, nil
 	}
 	i := 0
 	if want.IsValid() {
 		if i = slices.Index(st.free, want); i < 0 {
-			return netip.Addr{}, false
+			return netip.Addr{}, false, nil
 		}
 	} else if len(st.free) == 0 {
-		return netip.Addr{}, false
+		if !st.dry {
+			st.dry, st.busy = true, true
+			st.target = min(2*st.target, spareBurst*a.sp.want)
+		}
+		if !wait || a.now().Before(st.holdUntil) {
+			return netip.Addr{}, false, nil
+		}
+		w := &spareWaiter{al: al, ch: make(chan netip.Addr, 1)}
+		st.waiters = append(st.waiters, w)
+		return netip.Addr{}, false, w
 	}
 	addr := st.free[i]
 	st.free = slices.Delete(st.free, i, i+1)
 	st.handed[addr] = al
-	return addr, true
+	return addr, true, nil
 }
 
 func (a *Allocator) kickSpares() {
@@ -176,7 +260,7 @@ func (a *Allocator) KeepSpares(ctx context.Context, n int, log *slog.Logger) {
 			// Give back what Docker never got, and record what it got.
 			stopCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
-			if err := a.syncSpares(stopCtx, nil, false); err != nil {
+			if _, err := a.syncSpares(stopCtx, nil, false); err != nil {
 				log.Warn("spare addresses not all given back; the reclaimer will return them", "err", err)
 			}
 			return
@@ -192,9 +276,13 @@ func (a *Allocator) KeepSpares(ctx context.Context, n int, log *slog.Logger) {
 		case <-check.C:
 			verify = true
 		}
-		if err := a.syncSpares(ctx, pressure, verify); err != nil && ctx.Err() == nil {
+		pending, err := a.syncSpares(ctx, pressure, verify)
+		switch {
+		case err != nil && ctx.Err() == nil:
 			log.Warn("spare addresses not updated; retrying", "err", err)
 			retry.Reset(time.Second)
+		case pending:
+			retry.Reset(recordDelay)
 		}
 	}
 }
@@ -203,7 +291,7 @@ func (a *Allocator) KeepSpares(ctx context.Context, n int, log *slog.Logger) {
 // handed-out spares, claims replacements, gives spares back where another
 // node needs them or when stopping (pressure nil), and, with verify,
 // re-reads the blocks that hold spares.
-func (a *Allocator) syncSpares(ctx context.Context, pressure chan<- string, verify bool) error {
+func (a *Allocator) syncSpares(ctx context.Context, pressure chan<- string, verify bool) (pending bool, err error) {
 	a.sp.mu.Lock()
 	states := slices.Collect(maps.Values(a.sp.pools))
 	a.sp.mu.Unlock()
@@ -221,8 +309,11 @@ func (a *Allocator) syncSpares(ctx context.Context, pressure chan<- string, veri
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
+		a.sp.mu.Lock()
+		pending = pending || len(st.handed) > 0
+		a.sp.mu.Unlock()
 	}
-	return firstErr
+	return pending, firstErr
 }
 
 // syncPool writes one pool's spare changes, one write per block touched.
@@ -243,13 +334,32 @@ func (a *Allocator) syncPool(ctx context.Context, st *spareState, stopping, veri
 	}
 	now := a.now()
 	a.sp.mu.Lock()
-	handed := maps.Clone(st.handed)
+	// Blocks with a spare handed out long enough ago get a write now.
+	all := stopping || st.closing || verify
+	var due []netip.Addr
+	for addr, al := range st.handed {
+		if all || now.Sub(al.At) >= recordDelay {
+			due = append(due, addr)
+		}
+	}
 	var drop []netip.Addr
 	need := 0
-	if stopping || st.closing || now.Before(st.holdUntil) || a.sp.want == 0 {
+	if verify {
+		// Quiet since the last check: halve a raised target.
+		if !st.busy {
+			st.target = max(a.sp.want, st.target/2)
+		}
+		st.busy = false
+	}
+	switch {
+	case stopping || st.closing || now.Before(st.holdUntil) || a.sp.want == 0:
 		drop, st.free = st.free, nil
-	} else {
-		need = a.sp.want - len(st.free)
+		st.closeWaiters()
+	case len(st.free) > st.target:
+		drop = slices.Clone(st.free[st.target:])
+		st.free = st.free[:st.target]
+	default:
+		need = st.target - len(st.free) + len(st.waiters)
 	}
 	if verify {
 		// A free spare Consul no longer holds for this allocator must go.
@@ -266,7 +376,7 @@ func (a *Allocator) syncPool(ctx context.Context, st *spareState, stopping, veri
 	a.sp.mu.Unlock()
 
 	byBlock := map[string][]netip.Addr{}
-	for addr := range handed {
+	for _, addr := range due {
 		key := blockPath(p, p.Block(addr))
 		byBlock[key] = append(byBlock[key], addr)
 	}
@@ -284,16 +394,23 @@ func (a *Allocator) syncPool(ctx context.Context, st *spareState, stopping, veri
 	}
 	var firstErr error
 	for _, key := range keys {
-		got, err := a.writeSparesLocked(ctx, p, key, handed, drop, need)
+		got, err := a.writeSparesLocked(ctx, p, key, drop, need)
 		need -= len(got)
 		if err != nil && firstErr == nil {
 			firstErr = err
 		}
 	}
 	if need > 0 && firstErr == nil {
-		if _, err := a.claimSparesLocked(ctx, p, need); err != nil {
-			firstErr = err
-		}
+		got, err := a.claimSparesLocked(ctx, p, need)
+		need -= len(got)
+		firstErr = err
+	}
+	if firstErr != nil || need > 0 {
+		// Not enough here: waiting requests go the ordinary way, which
+		// borrows, or says what is wrong.
+		a.sp.mu.Lock()
+		st.closeWaiters()
+		a.sp.mu.Unlock()
 	}
 	if firstErr != nil && len(drop) > 0 {
 		// Whatever was not given back is still this node's: keep it.
@@ -307,6 +424,61 @@ func (a *Allocator) syncPool(ctx context.Context, st *spareState, stopping, veri
 		a.sp.mu.Unlock()
 	}
 	return firstErr
+}
+
+// handedIn returns the spares of p handed out in block b and not yet
+// recorded. Releases take the allocator's lock, held by the caller, so
+// none of them can be released before the caller's write.
+func (a *Allocator) handedIn(p Pool, b netip.Prefix) map[netip.Addr]Alloc {
+	a.sp.mu.Lock()
+	defer a.sp.mu.Unlock()
+	out := map[netip.Addr]Alloc{}
+	if st := a.sp.pools[p.ID()]; st != nil {
+		for addr, al := range st.handed {
+			if b.Contains(addr) {
+				out[addr] = al
+			}
+		}
+	}
+	return out
+}
+
+// withSpares folds this node's spare bookkeeping for block b into doc,
+// which is about to be written anyway: spares handed out in b become their
+// allocations and, with topUp, free addresses of b become spares up to the
+// number kept. It returns the new document, the spares it records and
+// those it adds, for settleSpares once the write succeeded.
+func (a *Allocator) withSpares(p Pool, b netip.Prefix, doc BlockDoc, topUp bool) (BlockDoc, []netip.Addr, []netip.Addr) {
+	if doc.Node != a.node {
+		return doc, nil, nil
+	}
+	a.sp.mu.Lock()
+	defer a.sp.mu.Unlock()
+	st := a.sp.pools[p.ID()]
+	if st == nil || !samePool(st.pool, p) {
+		return doc, nil, nil
+	}
+	var recorded, added []netip.Addr
+	for addr, al := range st.handed {
+		if b.Contains(addr) && a.mySpare(doc.Allocs[addr.String()]) {
+			if recorded == nil {
+				doc = doc.clone()
+			}
+			doc.Allocs[addr.String()] = al
+			recorded = append(recorded, addr)
+		}
+	}
+	if topUp && a.sp.want > 0 && !st.closing && !a.now().Before(st.holdUntil) {
+		for need := st.target - len(st.free); need > len(added); {
+			addr, ok := doc.free(p, b)
+			if !ok {
+				break
+			}
+			doc = doc.with(addr, Alloc{Node: a.node, At: a.now().UTC(), Kind: KindSpare, Gen: a.gen})
+			added = append(added, addr)
+		}
+	}
+	return doc, recorded, added
 }
 
 // myBlocks lists the keys of p's blocks this node holds, in address order.
@@ -329,12 +501,13 @@ func (a *Allocator) myBlocks(p Pool) []string {
 // writeSparesLocked rewrites one block: handed spares in it become their
 // allocations, dropped spares are freed, and up to need free addresses
 // become new spares, which it returns.
-func (a *Allocator) writeSparesLocked(ctx context.Context, p Pool, key string, handed map[netip.Addr]Alloc, drop []netip.Addr, need int) ([]netip.Addr, error) {
+func (a *Allocator) writeSparesLocked(ctx context.Context, p Pool, key string, drop []netip.Addr, need int) ([]netip.Addr, error) {
 	b, err := parseBlockKey(strings.TrimPrefix(key, poolPrefix(p)))
 	if err != nil {
 		return nil, err
 	}
 	for range maxAttempts {
+		handed := a.handedIn(p, b)
 		c, ok := a.mine[key]
 		if !ok {
 			if err := a.refreshLocked(ctx, key); err != nil {
@@ -429,7 +602,20 @@ func (a *Allocator) settleSpares(p Pool, recorded, added []netip.Addr) {
 	for _, addr := range recorded {
 		delete(st.handed, addr)
 	}
-	st.free = append(st.free, added...)
+	for _, addr := range added {
+		if len(st.waiters) > 0 {
+			w := st.waiters[0]
+			st.waiters = st.waiters[1:]
+			st.handed[addr] = w.al
+			w.ch <- addr
+			a.kickSpares() // to record it
+			continue
+		}
+		st.free = append(st.free, addr)
+	}
+	if len(added) > 0 {
+		st.dry = false
+	}
 }
 
 // lostSpares is the one case spares cannot cover: Consul no longer holds
@@ -449,7 +635,7 @@ func (a *Allocator) lostSpares(p Pool, lost []netip.Addr) {
 	}
 }
 
-// claimSparesLocked claims a block no node holds for need spares.
+// claimSparesLocked claims blocks no node holds for need spares.
 func (a *Allocator) claimSparesLocked(ctx context.Context, p Pool, need int) ([]netip.Addr, error) {
 	pairs, err := a.kv.ListPairs(ctx, poolPrefix(p))
 	if err != nil {
@@ -459,14 +645,18 @@ func (a *Allocator) claimSparesLocked(ctx context.Context, p Pool, need int) ([]
 	for _, kv := range pairs {
 		taken[kv.Key] = true
 	}
+	var all []netip.Addr
 	for _, b := range p.Blocks() {
+		if len(all) >= need {
+			break
+		}
 		key := blockPath(p, b)
 		if taken[key] {
 			continue
 		}
 		doc := BlockDoc{Node: a.node, Allocs: map[string]Alloc{}}
 		var added []netip.Addr
-		for len(added) < need {
+		for len(all)+len(added) < need {
 			addr, ok := doc.free(p, b)
 			if !ok {
 				break
@@ -479,14 +669,15 @@ func (a *Allocator) claimSparesLocked(ctx context.Context, p Pool, need int) ([]
 		}
 		won, err := a.writeLocked(ctx, key, doc, 0)
 		if err != nil {
-			return nil, err
+			return all, err
 		}
 		if won {
 			a.settleSpares(p, nil, added)
-			return added, nil
+			all = append(all, added...)
 		}
 	}
-	return nil, nil // the pool has no free block: spares come from own blocks only
+	// Spares never borrow: they come from own blocks or free ones only.
+	return all, nil
 }
 
 // pressureKey is where a node short of addresses in p asks the others for
@@ -517,6 +708,11 @@ func (a *Allocator) askForSpares(ctx context.Context, p Pool) error {
 
 // watchPressure sends p's ID each time another node asks for spares.
 func (a *Allocator) watchPressure(ctx context.Context, p Pool, out chan<- string) {
+	// The key must exist: a blocking query on a prefix with no key wakes
+	// on every write to the KV store, here every allocation.
+	if _, _, err := a.kv.CASIndex(ctx, pressureKey(p), []byte("{}"), 0); err != nil {
+		a.logger().Warn("pressure key not created; watching anyway", "pool", p.ID(), "err", err)
+	}
 	var seen uint64
 	for range a.kv.Watch(ctx, pressureKey(p)) {
 		v, index, ok, err := a.kv.Get(ctx, pressureKey(p))
