@@ -175,9 +175,10 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 			alloc := ipam.NewAllocator(kv, node)
 			pools := ipam.SpecPools{Store: store}
 			rec.IPAM = ipam.NodeIPAM{Alloc: alloc, Pools: pools}
-			plugin := &ipam.Plugin{Alloc: alloc, Pools: pools, Log: log.With("component", "ipam")}
+			ipamMetrics := ipam.NewMetrics(reg, alloc)
+			plugin := &ipam.Plugin{Alloc: alloc, Pools: pools, Log: log.With("component", "ipam"), Metrics: ipamMetrics}
 			reclaimer := &ipam.Reclaimer{
-				Node: node, Alloc: alloc, Pools: pools, Held: src, Cluster: nets,
+				Node: node, Alloc: alloc, Pools: pools, Held: src, Cluster: nets, Metrics: ipamMetrics,
 				Grace: f.ipamGrace, NodeTimeout: f.ipamNodeTimeout, Log: log.With("component", "ipam"),
 			}
 			g.Go(func() error { reclaimer.Run(gctx, f.ipamSweep); return nil })

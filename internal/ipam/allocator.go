@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -51,6 +52,8 @@ type Allocator struct {
 	gen  string // this process's generation, on its spares
 	now  func() time.Time
 	sp   spares
+	// spareHandouts counts requests answered from spares (a metric).
+	spareHandouts atomic.Int64
 
 	mu sync.Mutex // guards following fields, and serialises allocations
 	// mine caches the blocks this node holds, by KV key: their documents

@@ -9,4 +9,12 @@
 // owner is given back. Every change to a block is one check-and-set write of
 // the block's whole document, so two allocations of one address cannot both
 // succeed: a duplicate is impossible, not unlikely.
+//
+// So that Docker never waits for Consul, a node keeps a few addresses of
+// its blocks claimed ahead of demand (spares, see Allocator.KeepSpares):
+// claimed exactly as allocations are, so handing one out is local and
+// cannot collide. A handed-out spare is recorded as a task in a later
+// write; a node short of addresses asks the others, through a pressure
+// key, to give their spares back; a crashed agent's spares are adopted
+// (a container holds one) or returned by the reclaimer.
 package ipam

@@ -48,6 +48,8 @@ type Plugin struct {
 	// Timeout bounds each request, so that with Consul unreachable Docker
 	// gets a clear error quickly rather than a hung task.
 	Timeout time.Duration
+	// Metrics, when set, times every address request and release.
+	Metrics *Metrics
 
 	mu    sync.Mutex // guards pools
 	pools map[string]poolEntry
@@ -148,7 +150,9 @@ func (pl *Plugin) requestAddress(ctx context.Context, r addressRequest) (any, er
 		}
 		return map[string]any{"Address": netip.PrefixFrom(gw, e.pool.Prefix.Bits()).String(), "Data": map[string]string{}}, nil
 	}
+	start := time.Now()
 	addr, err := pl.Alloc.Allocate(ctx, e.pool, want, KindTask)
+	pl.Metrics.observe("request", start, err)
 	if err != nil {
 		pl.Log.Warn("address request refused", "pool", r.PoolID, "address", r.Address, "err", err)
 		return nil, err
@@ -172,7 +176,10 @@ func (pl *Plugin) releaseAddress(ctx context.Context, r struct{ PoolID, Address 
 	if addr == e.gateway {
 		return struct{}{}, nil
 	}
-	return struct{}{}, pl.Alloc.Release(ctx, e.pool, addr)
+	start := time.Now()
+	err = pl.Alloc.Release(ctx, e.pool, addr)
+	pl.Metrics.observe("release", start, err)
+	return struct{}{}, err
 }
 
 // pool returns a requested pool, reading its spec again after a restart

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,6 +12,8 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/ipam"
@@ -34,7 +37,9 @@ func TestIntegrationPluginProtocol(t *testing.T) {
 	if err := st.Create(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
-	pl := &ipam.Plugin{Alloc: ipam.NewAllocator(kv, "n1"), Pools: ipam.SpecPools{Store: st}, Log: slog.Default()}
+	alloc := ipam.NewAllocator(kv, "n1")
+	reg := prometheus.NewRegistry()
+	pl := &ipam.Plugin{Alloc: alloc, Pools: ipam.SpecPools{Store: st}, Log: slog.Default(), Metrics: ipam.NewMetrics(reg, alloc)}
 	srv := httptest.NewServer(pl.Handler())
 	defer srv.Close()
 
@@ -127,6 +132,31 @@ func TestIntegrationPluginProtocol(t *testing.T) {
 	code, out = call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4"})
 	if code != 500 || !strings.Contains(out["Err"].(string), "underlay ipam") {
 		t.Errorf("with Consul down: %d %v", code, out)
+	}
+
+	// Every address request and release was timed, by result.
+	counts := map[string]uint64{}
+	families, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range families {
+		if f.GetName() != "underlay_ipam_request_duration_seconds" {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			var key []string
+			for _, l := range m.GetLabel() {
+				key = append(key, l.GetValue())
+			}
+			counts[strings.Join(key, "/")] = m.GetHistogram().GetSampleCount()
+		}
+	}
+	// 10 any + 1 specific + IPv6 + the specific again = 13 requests; the
+	// second claim, the out-of-range one and the Consul-down one failed.
+	want := map[string]uint64{"request/ok": 13, "request/error": 3, "release/ok": 2}
+	if fmt.Sprint(counts) != fmt.Sprint(want) {
+		t.Errorf("request metrics %v, want %v", counts, want)
 	}
 }
 

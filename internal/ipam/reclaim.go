@@ -42,6 +42,7 @@ type Reclaimer struct {
 	Grace       time.Duration
 	NodeTimeout time.Duration
 	Log         *slog.Logger
+	Metrics     *Metrics // optional
 
 	mu sync.Mutex // guards following fields
 	// unheld is when each of this node's task addresses was first seen
@@ -104,6 +105,7 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 				continue
 			}
 			r.Log.Warn("reclaimed the address of a departed node", "pool", p.ID(), "address", addr, "node", al.Node)
+			r.Metrics.reclaim("departed_node")
 		case al.Node == r.Node && al.Kind == KindSpare && !r.Alloc.mySpare(al) && held[addr]:
 			// A spare of this node's previous agent that Docker got before
 			// the agent stopped: now a task's.
@@ -135,6 +137,7 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 			delete(r.unheld, addr)
 			r.mu.Unlock()
 			r.Log.Warn("reclaimed a leaked address: no container holds it", "pool", p.ID(), "address", addr, "allocated", al.At)
+			r.Metrics.reclaim("leak")
 		}
 	}
 	return errors.Join(errs...)

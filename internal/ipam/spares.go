@@ -191,7 +191,19 @@ func (a *Allocator) takeSpareLocked(p Pool, want netip.Addr, al Alloc, wait bool
 	addr := st.free[i]
 	st.free = slices.Delete(st.free, i, i+1)
 	st.handed[addr] = al
+	a.spareHandouts.Add(1)
 	return addr, true, nil
+}
+
+// spareCount is the number of free spares over all pools.
+func (a *Allocator) spareCount() int {
+	a.sp.mu.Lock()
+	defer a.sp.mu.Unlock()
+	n := 0
+	for _, st := range a.sp.pools {
+		n += len(st.free)
+	}
+	return n
 }
 
 func (a *Allocator) kickSpares() {
@@ -607,6 +619,7 @@ func (a *Allocator) settleSpares(p Pool, recorded, added []netip.Addr) {
 			w := st.waiters[0]
 			st.waiters = st.waiters[1:]
 			st.handed[addr] = w.al
+			a.spareHandouts.Add(1)
 			w.ch <- addr
 			a.kickSpares() // to record it
 			continue
@@ -714,7 +727,13 @@ func (a *Allocator) watchPressure(ctx context.Context, p Pool, out chan<- string
 		a.logger().Warn("pressure key not created; watching anyway", "pool", p.ID(), "err", err)
 	}
 	var seen uint64
-	for range a.kv.Watch(ctx, pressureKey(p)) {
+	changes := a.kv.Watch(ctx, pressureKey(p))
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-changes:
+		}
 		v, index, ok, err := a.kv.Get(ctx, pressureKey(p))
 		if err != nil || !ok || index == seen {
 			continue

@@ -1,0 +1,63 @@
+package ipam
+
+import (
+	"errors"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the IPAM's Prometheus series, namespace underlay, subsystem
+// ipam. A nil *Metrics records nothing.
+type Metrics struct {
+	requests  *prometheus.HistogramVec
+	reclaimed *prometheus.CounterVec
+}
+
+// NewMetrics registers the series of a node's allocator on reg.
+func NewMetrics(reg prometheus.Registerer, a *Allocator) *Metrics {
+	const ns, sub = "underlay", "ipam"
+	m := &Metrics{
+		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Namespace: ns, Subsystem: sub, Name: "request_duration_seconds",
+			Help:    "Docker's address requests and releases, by operation (request, release) and result (ok, exhausted, error).",
+			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
+		}, []string{"op", "result"}),
+		reclaimed: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "reclaimed_total",
+			Help: "Addresses returned to their pool by the reclaimer, by reason (leak: no container held it; departed_node: its node left the swarm).",
+		}, []string{"reason"}),
+	}
+	spares := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: ns, Subsystem: sub, Name: "spares",
+		Help: "Addresses this node holds claimed ahead of demand, over all pools.",
+	}, func() float64 { return float64(a.spareCount()) })
+	handouts := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "spare_handouts_total",
+		Help: "Address requests answered from a spare, with no wait on Consul.",
+	}, func() float64 { return float64(a.spareHandouts.Load()) })
+	if reg != nil {
+		reg.MustRegister(m.requests, m.reclaimed, spares, handouts)
+	}
+	return m
+}
+
+func (m *Metrics) observe(op string, start time.Time, err error) {
+	if m == nil {
+		return
+	}
+	result := "ok"
+	switch {
+	case errors.Is(err, ErrPoolExhausted):
+		result = "exhausted"
+	case err != nil:
+		result = "error"
+	}
+	m.requests.WithLabelValues(op, result).Observe(time.Since(start).Seconds())
+}
+
+func (m *Metrics) reclaim(reason string) {
+	if m != nil {
+		m.reclaimed.WithLabelValues(reason).Inc()
+	}
+}
