@@ -77,13 +77,22 @@ func startConsul(t testing.TB, token string, extra []string) *Consul {
 	if err != nil {
 		t.Fatalf("consul binary not found (install it with scripts/install-deps.sh): %v", err)
 	}
-	c := &Consul{t: t, bin: bin, dataDir: t.TempDir(), Token: token, extra: extra}
-	for i := range c.ports {
-		c.ports[i] = freePort(t)
-	}
-	c.Start()
+	c := &Consul{t: t, bin: bin, Token: token, extra: extra}
 	t.Cleanup(c.Stop)
-	return c
+	// A port found free can be taken by another test's process before
+	// Consul binds it: then try again on other ports.
+	for range 3 {
+		c.dataDir = t.TempDir()
+		for i := range c.ports {
+			c.ports[i] = freePort(t)
+		}
+		if err = c.start(); err == nil {
+			return c
+		}
+		c.Stop()
+	}
+	t.Fatal(err)
+	return nil
 }
 
 // Addr is the agent's HTTP address, host:port.
@@ -104,9 +113,15 @@ func (c *Consul) Client() *api.Client {
 // Start starts the agent (again) and waits until it has a leader.
 func (c *Consul) Start() {
 	c.t.Helper()
+	if err := c.start(); err != nil {
+		c.t.Fatal(err)
+	}
+}
+
+func (c *Consul) start() error {
 	logf, err := os.OpenFile(filepath.Join(c.dataDir, "consul.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
-		c.t.Fatal(err)
+		return err
 	}
 	cmd := exec.Command(c.bin, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
 		"-http-port", strconv.Itoa(c.ports[0]), "-serf-lan-port", strconv.Itoa(c.ports[1]),
@@ -116,7 +131,7 @@ func (c *Consul) Start() {
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		c.t.Fatalf("start consul: %v", err)
+		return fmt.Errorf("start consul: %w", err)
 	}
 	logf.Close()
 	c.cmd, c.done = cmd, make(chan struct{})
@@ -129,12 +144,18 @@ func (c *Consul) Start() {
 			n, _ := resp.Body.Read(b[:])
 			resp.Body.Close()
 			if n > 4 { // a quoted "host:port", not ""
-				return
+				return nil
 			}
 		}
-		if time.Now().After(deadline) {
+		exited := false
+		select {
+		case <-c.done:
+			exited = true
+		default:
+		}
+		if exited || time.Now().After(deadline) {
 			log, _ := os.ReadFile(filepath.Join(c.dataDir, "consul.log"))
-			c.t.Fatalf("consul at %s has no leader after 30s:\n%s", c.Addr(), log)
+			return fmt.Errorf("consul at %s (exited: %v) has no leader:\n%s", c.Addr(), exited, log)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
