@@ -199,16 +199,7 @@ func runIPAMBench(b *testing.B) {
 			go func() { defer wg.Done(); cycle(i, node) }()
 		}
 	}
-	scaleTo := func(n uint64) {
-		s, _, err := m.Docker.ServiceInspectWithRaw(ctx, svc.ID, swarm.ServiceInspectOptions{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		s.Spec.Mode.Replicated.Replicas = &n
-		if _, err := m.Docker.ServiceUpdate(ctx, svc.ID, s.Version, s.Spec, swarm.ServiceUpdateOptions{}); err != nil {
-			b.Fatal(err)
-		}
-	}
+	scaleTo := func(n uint64) { scale(b, m.Docker, svc.ID, n) }
 	scaleTo(150)
 	wg.Wait()
 	cyclesWall := time.Since(t0)

@@ -202,16 +202,25 @@ func checkSpares(all map[netip.Addr]ipam.Alloc, max int) error {
 	return nil
 }
 
-func scale(t *testing.T, d *client.Client, id string, n uint64) {
+func scale(t testing.TB, d *client.Client, id string, n uint64) {
 	t.Helper()
 	ctx := testenv.Context(t, time.Minute)
-	svc, _, err := d.ServiceInspectWithRaw(ctx, id, swarm.ServiceInspectOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	svc.Spec.Mode.Replicated.Replicas = &n
-	if _, err := d.ServiceUpdate(ctx, id, svc.Version, svc.Spec, swarm.ServiceUpdateOptions{}); err != nil {
-		t.Fatal(err)
+	// Swarm bumps a new service's version as it allocates it: an update
+	// made from an older read is refused "out of sequence"; read again.
+	for attempt := 0; ; attempt++ {
+		svc, _, err := d.ServiceInspectWithRaw(ctx, id, swarm.ServiceInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc.Spec.Mode.Replicated.Replicas = &n
+		_, err = d.ServiceUpdate(ctx, id, svc.Version, svc.Spec, swarm.ServiceUpdateOptions{})
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "out of sequence") || attempt == 10 {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond)
 	}
 }
 

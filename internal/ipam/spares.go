@@ -56,8 +56,9 @@ type spareState struct {
 	// holdUntil: another node needed addresses; keep no spares until then.
 	holdUntil time.Time
 	// closing: the pool is being removed from this node.
-	closing  bool
-	watching bool
+	closing bool
+	// stopWatch ends the pool's pressure watch; nil until it starts.
+	stopWatch context.CancelFunc
 	// target is how many spares to keep: the configured number, doubled
 	// each time requests find none left (a burst), halved after a quiet
 	// spareCheck. dry: a request found none since the last refill; busy:
@@ -309,9 +310,14 @@ func (a *Allocator) syncSpares(ctx context.Context, pressure chan<- string, veri
 	a.sp.mu.Unlock()
 	var firstErr error
 	for _, st := range states {
-		if pressure != nil && !st.watching {
-			st.watching = true // only this goroutine reads or sets it
-			go a.watchPressure(ctx, st.pool, pressure)
+		if pressure != nil {
+			a.sp.mu.Lock()
+			if st.stopWatch == nil && !st.closing {
+				wctx, cancel := context.WithCancel(ctx)
+				st.stopWatch = cancel
+				go a.watchPressure(wctx, st.pool, pressure)
+			}
+			a.sp.mu.Unlock()
 		}
 		// Bounded: the allocator's lock is held meanwhile, and a stopped
 		// Consul agent can leave a request unanswered.
@@ -481,14 +487,7 @@ func (a *Allocator) withSpares(p Pool, b netip.Prefix, doc BlockDoc, topUp bool)
 		}
 	}
 	if topUp && a.sp.want > 0 && !st.closing && !a.now().Before(st.holdUntil) {
-		for need := st.target - len(st.free); need > len(added); {
-			addr, ok := doc.free(p, b)
-			if !ok {
-				break
-			}
-			doc = doc.with(addr, Alloc{Node: a.node, At: a.now().UTC(), Kind: KindSpare, Gen: a.gen})
-			added = append(added, addr)
-		}
+		doc, added = a.addSpares(p, b, doc, st.target-len(st.free))
 	}
 	return doc, recorded, added
 }
@@ -568,15 +567,7 @@ func (a *Allocator) writeSparesLocked(ctx context.Context, p Pool, key string, d
 				dropped++
 			}
 		}
-		var added []netip.Addr
-		for len(added) < need {
-			addr, ok := doc.free(p, b)
-			if !ok {
-				break
-			}
-			doc = doc.with(addr, Alloc{Node: a.node, At: a.now().UTC(), Kind: KindSpare, Gen: a.gen})
-			added = append(added, addr)
-		}
+		doc, added := a.addSpares(p, b, doc, need)
 		if len(recorded) == 0 && len(added) == 0 && dropped == 0 {
 			return nil, nil
 		}
@@ -648,6 +639,21 @@ func (a *Allocator) lostSpares(p Pool, lost []netip.Addr) {
 	}
 }
 
+// addSpares claims up to n free addresses of block b in doc as this
+// allocator's spares.
+func (a *Allocator) addSpares(p Pool, b netip.Prefix, doc BlockDoc, n int) (BlockDoc, []netip.Addr) {
+	var added []netip.Addr
+	for len(added) < n {
+		addr, ok := doc.free(p, b)
+		if !ok {
+			break
+		}
+		doc = doc.with(addr, Alloc{Node: a.node, At: a.now().UTC(), Kind: KindSpare, Gen: a.gen})
+		added = append(added, addr)
+	}
+	return doc, added
+}
+
 // claimSparesLocked claims blocks no node holds for need spares.
 func (a *Allocator) claimSparesLocked(ctx context.Context, p Pool, need int) ([]netip.Addr, error) {
 	pairs, err := a.kv.ListPairs(ctx, poolPrefix(p))
@@ -667,16 +673,7 @@ func (a *Allocator) claimSparesLocked(ctx context.Context, p Pool, need int) ([]
 		if taken[key] {
 			continue
 		}
-		doc := BlockDoc{Node: a.node, Allocs: map[string]Alloc{}}
-		var added []netip.Addr
-		for len(all)+len(added) < need {
-			addr, ok := doc.free(p, b)
-			if !ok {
-				break
-			}
-			doc = doc.with(addr, Alloc{Node: a.node, At: a.now().UTC(), Kind: KindSpare, Gen: a.gen})
-			added = append(added, addr)
-		}
+		doc, added := a.addSpares(p, b, BlockDoc{Node: a.node, Allocs: map[string]Alloc{}}, need-len(all))
 		if len(added) == 0 {
 			continue
 		}
@@ -787,6 +784,9 @@ func (a *Allocator) ReleaseSpares(ctx context.Context, p Pool) error {
 	defer a.sp.mu.Unlock()
 	if len(st.handed) == 0 && len(st.free) == 0 {
 		delete(a.sp.pools, p.ID())
+		if st.stopWatch != nil {
+			st.stopWatch()
+		}
 	}
 	return nil
 }
