@@ -36,38 +36,8 @@ func TestIntegrationNoDuplicates(t *testing.T) {
 	ctx := context.Background()
 
 	nodes := []*ipam.Allocator{ipam.NewAllocator(kv, "n1"), ipam.NewAllocator(kv, "n2"), ipam.NewAllocator(kv, "n3")}
-	var mu sync.Mutex
 	got := map[netip.Addr]string{}
-	exhausted := 0
-	var wg sync.WaitGroup
-	for i, a := range nodes {
-		for g := range 8 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					addr, err := a.Allocate(ctx, pool, netip.Addr{}, "task")
-					mu.Lock()
-					if errors.Is(err, ipam.ErrPoolExhausted) {
-						exhausted++
-						mu.Unlock()
-						return
-					}
-					if err != nil {
-						mu.Unlock()
-						t.Error(err)
-						return
-					}
-					if prev, dup := got[addr]; dup {
-						t.Errorf("%s handed out twice: %s and n%d/%d", addr, prev, i+1, g)
-					}
-					got[addr] = fmt.Sprintf("n%d/%d", i+1, g)
-					mu.Unlock()
-				}
-			}()
-		}
-	}
-	wg.Wait()
+	exhausted := fillPool(t, nodes, pool, got)
 	// 256 addresses less network, broadcast, gateway and one aux address.
 	if len(got) != 252 {
 		t.Errorf("allocated %d addresses, want 252", len(got))
@@ -133,6 +103,46 @@ func TestIntegrationNoDuplicates(t *testing.T) {
 	if _, err := nodes[1].Allocate(ctx, pool, netip.Addr{}, "task"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// fillPool has 8 goroutines per node allocate until the pool is
+// exhausted, recording every address in got (which may hold addresses
+// allocated before) and failing t on any handed out twice; it returns how
+// many requests saw the pool exhausted.
+func fillPool(t *testing.T, nodes []*ipam.Allocator, pool ipam.Pool, got map[netip.Addr]string) int {
+	ctx := testenv.Context(t, time.Minute)
+	var mu sync.Mutex
+	exhausted := 0
+	var wg sync.WaitGroup
+	for i, a := range nodes {
+		for g := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					addr, err := a.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
+					mu.Lock()
+					if errors.Is(err, ipam.ErrPoolExhausted) {
+						exhausted++
+						mu.Unlock()
+						return
+					}
+					if err != nil {
+						mu.Unlock()
+						t.Error(err)
+						return
+					}
+					if prev, dup := got[addr]; dup {
+						t.Errorf("%s handed out twice: %s and n%d/%d", addr, prev, i+1, g)
+					}
+					got[addr] = fmt.Sprintf("n%d/%d", i+1, g)
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	return exhausted
 }
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
@@ -219,41 +229,11 @@ func TestIntegrationSpares(t *testing.T) {
 
 	// Fill the pool from every node at once: spares are given back to
 	// whoever runs short, every address is used once, none twice.
-	var mu sync.Mutex
 	got := map[netip.Addr]string{handed: "n1", n2spare: "n3"}
 	for a := range first {
 		got[a] = "first"
 	}
-	exhausted := 0
-	var wg sync.WaitGroup
-	for i, a := range nodes {
-		for g := range 8 {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for {
-					addr, err := a.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
-					mu.Lock()
-					if errors.Is(err, ipam.ErrPoolExhausted) {
-						exhausted++
-						mu.Unlock()
-						return
-					}
-					if err != nil {
-						mu.Unlock()
-						t.Error(err)
-						return
-					}
-					if prev, dup := got[addr]; dup {
-						t.Errorf("%s handed out twice: %s and n%d/%d", addr, prev, i+1, g)
-					}
-					got[addr] = fmt.Sprintf("n%d/%d", i+1, g)
-					mu.Unlock()
-				}
-			}()
-		}
-	}
-	wg.Wait()
+	exhausted := fillPool(t, nodes, pool, got)
 	if len(got) != 253 || exhausted != 24 {
 		t.Errorf("allocated %d addresses (want 253: 256 less network, broadcast, gateway), %d requests saw exhaustion (want 24)", len(got), exhausted)
 	}
