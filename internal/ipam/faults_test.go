@@ -169,3 +169,67 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 	})
 	settled(2)
 }
+
+// TestIntegrationLabIPAMStandaloneRestart: a standalone container on a
+// cluster-IPAM network (the swarm network is attachable) whose dockerd is
+// killed and restarted comes back with an address allocated once (Docker
+// asks for a new one: the plugin does not ask for RequiresRequestReplay),
+// and its old address is not leaked.
+func TestIntegrationLabIPAMStandaloneRestart(t *testing.T) {
+	testenv.Require(t)
+	l := testenv.StartLab(t, lab.Config{Nodes: 1, UnderlaySubnet: "10.207.0.0/16",
+		AgentArgs: []string{"--ipam-leak-grace", "5s", "--ipam-sweep", "500ms"}})
+	n := l.Nodes[0]
+	ctx := testenv.Context(t, 4*time.Minute)
+	kv := consul.NewKV(n.Consul)
+	l.CreateNetwork("solo", "--ipam", "cluster", "--subnet", "10.207.0.0/16", "--gateway", "10.207.0.1",
+		"--ip-range", "10.207.3.0/24", "--parent", "eth1")
+	pool, _ := ipam.PoolOf(netspec.Spec{Name: "solo", Subnet: netip.MustParsePrefix("10.207.0.0/16"),
+		Gateway: netip.MustParseAddr("10.207.0.1"), IPRange: netip.MustParsePrefix("10.207.3.0/24")}, false)
+	id := testenv.RunContainer(t, n.Docker, testenv.Container{Name: "solo" + testenv.ID(t), Networks: []string{"solo"}, RestartAlways: true})
+	address := func() (netip.Addr, bool) {
+		c, err := n.Docker.ContainerInspect(ctx, id)
+		if err != nil || c.State == nil || !c.State.Running || c.NetworkSettings.Networks["solo"] == nil {
+			return netip.Addr{}, false
+		}
+		a, err := netip.ParseAddr(c.NetworkSettings.Networks["solo"].IPAddress)
+		return a, err == nil
+	}
+	// exactlyOne says whether the pool holds want as this container's task
+	// address and no other task address.
+	exactlyOne := func(want netip.Addr) (bool, string) {
+		all, err := ipam.Allocations(ctx, kv, pool)
+		if err != nil {
+			return false, err.Error()
+		}
+		tasks := 0
+		for _, al := range all {
+			if al.Kind == ipam.KindTask {
+				tasks++
+			}
+		}
+		return all[want].Kind == ipam.KindTask && tasks == 1, fmt.Sprintf("%s allocated as %+v; %d task addresses, want 1", want, all[want], tasks)
+	}
+	before, ok := address()
+	if !ok {
+		t.Fatal("container has no address on solo")
+	}
+	testenv.Eventually(t, 20*time.Second, func() (bool, string) { return exactlyOne(before) })
+
+	if err := lab.KillDockerd(l.Name, "node1"); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(time.Second)
+	l.Repair()
+	var after netip.Addr
+	testenv.Eventually(t, 90*time.Second, func() (bool, string) {
+		after, ok = address()
+		return ok, "container not running with an address after dockerd's restart"
+	})
+	// Past the leak grace period twice over: still exactly one, its own.
+	time.Sleep(12 * time.Second)
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) { return exactlyOne(after) })
+	testenv.Eventually(t, 20*time.Second, func() (bool, string) {
+		return testenv.HTTPGet(fmt.Sprintf("http://%s:8080/health", after))
+	})
+}

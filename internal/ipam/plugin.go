@@ -66,6 +66,10 @@ func (pl *Plugin) Handler() http.Handler {
 	mux.HandleFunc("POST /Plugin.Activate", reply(func(context.Context, struct{}) (any, error) {
 		return map[string][]string{"Implements": {"IpamDriver"}}, nil
 	}))
+	// No request replay: with it, every dockerd (20.10 to 29) would at
+	// start ask again, as specific addresses, for its stored endpoints'
+	// addresses, which this node holds already; without it, restored
+	// containers get fresh addresses and the old ones are released.
 	mux.HandleFunc("POST /IpamDriver.GetCapabilities", reply(func(context.Context, struct{}) (any, error) {
 		return map[string]bool{"RequiresMACAddress": false, "RequiresRequestReplay": false}, nil
 	}))
