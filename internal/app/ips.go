@@ -126,7 +126,7 @@ func poolAddresses(ctx context.Context, kv *consul.KV, inv []inventory.Entry) ([
 			case ipam.KindShim:
 				e.State = "reserved: host shim"
 			case ipam.KindSpare:
-				e.State = "reserved: spare (claimed ahead of demand by its node)"
+				e.State = "reserved: spare"
 			default:
 				e.State = "allocated, no container (leak: reclaimed after the grace period)"
 			}

@@ -133,7 +133,7 @@ func TestIntegrationLabClusterIPAM(t *testing.T) {
 		// Each node keeps 4 spares (the agents' default) once it has
 		// allocated.
 		want := map[string]int{"in use": 6, "reserved: host shim": 3, "reserved: gateway": 1, "reserved: aux printer": 1,
-			"reserved: spare (claimed ahead of demand by its node)": 12}
+			"reserved: spare": 12}
 		return fmt.Sprint(states) == fmt.Sprint(want), fmt.Sprintf("states %v, want %v", states, want)
 	})
 
