@@ -243,6 +243,36 @@ func TestIntegrationSpares(t *testing.T) {
 		return tasks == 253 && len(spares) == 0, fmt.Sprintf("%d tasks, spares %v", tasks, spares)
 	})
 
+	// IPv6 pools keep spares the same way.
+	pool6 := ipam.Pool{Network: "net", Prefix: netip.MustParsePrefix("fd00:78::/120"), BlockBits: 124}
+	got6 := map[netip.Addr]bool{}
+	for range 6 {
+		a, err := nodes[0].Allocate(ctx, pool6, netip.Addr{}, ipam.KindTask)
+		if err != nil || got6[a] || !pool6.Prefix.Contains(a) || a == pool6.Prefix.Addr() {
+			t.Fatalf("IPv6 allocation %s: %v (repeated, outside %s or its first address)", a, err, pool6.Prefix)
+		}
+		got6[a] = true
+	}
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+		all, err := ipam.Allocations(ctx, kv, pool6)
+		if err != nil {
+			return false, err.Error()
+		}
+		kinds := map[string]int{}
+		for a, al := range all {
+			if got6[a] && al.Kind != ipam.KindTask {
+				return false, fmt.Sprintf("%s handed out but recorded as %s", a, al.Kind)
+			}
+			kinds[al.Kind]++
+		}
+		return kinds[ipam.KindTask] == 6 && kinds[ipam.KindSpare] >= want, fmt.Sprintf("IPv6 pool holds %v", kinds)
+	})
+	for a := range got6 {
+		if err := nodes[0].Release(ctx, pool6, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	// Release everything, then stop keeping spares: the pool is empty.
 	for addr := range got {
 		if err := nodes[1].Release(ctx, pool, addr); err != nil {
@@ -257,5 +287,8 @@ func TestIntegrationSpares(t *testing.T) {
 	spares, tasks := count()
 	if len(spares) != 0 || tasks != 1 {
 		t.Errorf("after stopping: spares %v and %d tasks, want none and 1", spares, tasks)
+	}
+	if all, err := ipam.Allocations(ctx, kv, pool6); err != nil || len(all) != 0 {
+		t.Errorf("IPv6 pool after stopping: %v %v, want empty", all, err)
 	}
 }
