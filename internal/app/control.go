@@ -35,6 +35,7 @@ type controlFlags struct {
 	webhookSecret  string
 	leaderElection bool
 	advertise      string
+	forward        bool
 	leaderKey      string
 	tokenKey       string
 	policyFile     string
@@ -88,8 +89,9 @@ DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 	fl.StringVar(&f.prometheus, "prometheus-url", "", "Prometheus server for services' underlay.scale.metric.* queries (metric-driven scaling off when empty)")
 	fl.DurationVar(&f.interval, "interval", 15*time.Second, "period of metric evaluation")
 	fl.StringVar(&f.webhookSecret, "webhook-secret-file", "", "file holding a secret: Alertmanager routes then also require an HMAC-SHA256 signature of the body ("+scale.SignatureHeader+": sha256=HEX)")
-	fl.BoolVar(&f.leaderElection, "leader-election", false, "elect one deciding instance among several through a Consul lock; followers answer 503 naming the leader")
+	fl.BoolVar(&f.leaderElection, "leader-election", false, "elect one deciding instance among several through a Consul lock; followers pass scaling requests on to the leader (see --forward-to-leader)")
 	fl.StringVar(&f.advertise, "advertise", "", "address followers name as this instance's when it leads (default --listen)")
+	fl.BoolVar(&f.forward, "forward-to-leader", true, "on a follower, pass scaling requests on to the leader when its --advertise address can be dialled (else answer 503 naming it)")
 	fl.StringVar(&f.leaderKey, "leader-key", adapter.DefaultLeaderKey, "Consul KV key of the leader lock")
 	fl.StringVar(&f.tokenKey, "token-consul-key", "", "Consul KV key holding more bearer tokens, one a line, followed while serving (with or instead of --token-file)")
 	return cmd
@@ -176,7 +178,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 		cfg.Leadership = leader
 	}
 	ctrl := scale.NewController(cfg, adapter.NewSwarm(dockerAPI), history, log, reg)
-	apiCfg := scale.APIConfig{Tokens: tokens, WebhookSecret: secret, History: history}
+	apiCfg := scale.APIConfig{Tokens: tokens, WebhookSecret: secret, History: history, ForwardToLeader: f.forward}
 	var kvTokens *adapter.KVTokens
 	if f.tokenKey != "" {
 		kvTokens = adapter.NewKVTokens(consulAPI, f.tokenKey, log)

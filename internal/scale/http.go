@@ -8,7 +8,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
 	"strings"
 	"time"
 )
@@ -37,6 +41,10 @@ type APIConfig struct {
 	// History lists a service's records for the history route; nil answers
 	// 501 there.
 	History HistoryLister
+	// ForwardToLeader makes a follower pass scaling requests on to the
+	// leader (when its advertised address is one to dial) instead of
+	// answering 503 naming it.
+	ForwardToLeader bool
 }
 
 // HistoryLister lists a service's decision records, oldest first.
@@ -46,6 +54,11 @@ type HistoryLister interface {
 
 // LeaderHeader names the leader's address on a follower's 503.
 const LeaderHeader = "X-Underlay-Leader"
+
+// ForwardedHeader marks a request a follower passed on to the leader; the
+// receiver never passes it on again, so leadership moving meanwhile
+// cannot make a loop.
+const ForwardedHeader = "X-Underlay-Forwarded-By"
 
 // API serves the Orbiter-compatible HTTP API of a Controller.
 type API struct {
@@ -81,16 +94,16 @@ func NewAPI(cfg APIConfig, c *Controller, log *slog.Logger) *API {
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, prefix := range []string{"/v1/orbiter", ""} {
-		mux.Handle("POST "+prefix+"/handle/{autoscaler}/{service}/{direction}", a.auth(http.HandlerFunc(a.handleRoute)))
-		mux.Handle("POST "+prefix+"/handle/{autoscaler}/{service}", a.auth(http.HandlerFunc(a.handleBody)))
+		mux.Handle("POST "+prefix+"/handle/{autoscaler}/{service}/{direction}", a.auth(a.toLeader(a.handleRoute)))
+		mux.Handle("POST "+prefix+"/handle/{autoscaler}/{service}", a.auth(a.toLeader(a.handleBody)))
 		mux.HandleFunc("GET "+prefix+"/autoscaler", a.list)
 		mux.HandleFunc("GET "+prefix+"/health", a.health)
 		mux.HandleFunc("GET "+prefix+"/events", a.events)
 	}
 	for _, path := range []string{"/v1/underlay/alertmanager", "/alertmanager", "/v1/underlay/alertmanager/{service}", "/v1/underlay/alertmanager/{service}/{direction}"} {
-		mux.Handle("POST "+path, a.auth(http.HandlerFunc(a.alertmanager)))
+		mux.Handle("POST "+path, a.auth(a.toLeader(a.alertmanager)))
 	}
-	mux.Handle("POST /v1/underlay/services/{service}/scale", a.auth(http.HandlerFunc(a.scaleNative)))
+	mux.Handle("POST /v1/underlay/services/{service}/scale", a.auth(a.toLeader(a.scaleNative)))
 	mux.HandleFunc("GET /v1/underlay/services", a.list)
 	mux.HandleFunc("GET /v1/underlay/services/{service}/history", a.history)
 	mux.HandleFunc("GET /v1/underlay/leader", a.leader)
@@ -124,6 +137,52 @@ func (a *API) auth(next http.Handler) http.Handler {
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// toLeader passes a scaling request on to the leader when this instance
+// follows and forwarding is on; otherwise next answers it (on a follower,
+// 503 naming the leader). The request goes as it came: body, token and
+// signature; the leader checks them again.
+func (a *API) toLeader(next http.HandlerFunc) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !a.cfg.ForwardToLeader || r.Header.Get(ForwardedHeader) != "" {
+			next(w, r)
+			return
+		}
+		var nl *NotLeaderError
+		if _, err := a.c.leading(r.Context()); !errors.As(err, &nl) || !dialable(nl.Leader) {
+			next(w, r)
+			return
+		}
+		leader := nl.Leader
+		proxy := &httputil.ReverseProxy{
+			Rewrite: func(pr *httputil.ProxyRequest) {
+				pr.SetURL(&url.URL{Scheme: "http", Host: leader})
+				pr.Out.Header.Set(ForwardedHeader, r.Host)
+			},
+			ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+				a.log.Warn("passing a request on to the leader failed", "leader", leader, "path", r.URL.Path, "err", err)
+				w.Header().Set(LeaderHeader, leader)
+				writeJSON(w, http.StatusBadGateway, errorBody{Error: fmt.Sprintf("this control instance is not the leader, and passing the request on to the leader at %s failed: %v", leader, err)})
+			},
+		}
+		a.log.Debug("passing a request on to the leader", "leader", leader, "path", r.URL.Path)
+		proxy.ServeHTTP(w, r)
+	})
+}
+
+// dialable reports whether a leader's advertised address can be dialled:
+// host:port with a host that is not an unspecified address (":8000" or
+// "0.0.0.0:8000", the default when the leader listens on every interface).
+func dialable(addr string) bool {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil || host == "" || port == "" {
+		return false
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsUnspecified() {
+		return false
+	}
+	return true
 }
 
 func (a *API) handleRoute(w http.ResponseWriter, r *http.Request) {
