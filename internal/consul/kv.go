@@ -109,6 +109,20 @@ func (k *KV) Watch(ctx context.Context, prefix string) <-chan struct{} {
 	return out
 }
 
+// WaitKey is a blocking read of one key: it returns once Consul's index
+// for the key passes index (at once for index 0), or after a minute. The
+// index it returns going backwards means Consul lost its state.
+func (k *KV) WaitKey(ctx context.Context, key string, index uint64) ([]byte, uint64, bool, error) {
+	p, meta, err := k.api.KV().Get(key, (&api.QueryOptions{WaitIndex: index, WaitTime: time.Minute}).WithContext(ctx))
+	if err != nil {
+		return nil, 0, false, fmt.Errorf("kv wait %s: %w", key, err)
+	}
+	if p == nil {
+		return nil, meta.LastIndex, false, nil
+	}
+	return p.Value, meta.LastIndex, true, nil
+}
+
 // ListPairs returns every key under prefix with its value and modify index.
 func (k *KV) ListPairs(ctx context.Context, prefix string) ([]ipam.Pair, error) {
 	pairs, _, err := k.api.KV().List(prefix, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))

@@ -34,8 +34,9 @@ type KV interface {
 	DeleteCAS(ctx context.Context, key string, index uint64) (bool, error)
 	// Put writes value unconditionally (the pressure key only).
 	Put(ctx context.Context, key string, value []byte) error
-	// Watch signals changes under prefix until ctx ends.
-	Watch(ctx context.Context, prefix string) <-chan struct{}
+	// WaitKey reads key once Consul's index for it passes index (a
+	// blocking query), returning the new index.
+	WaitKey(ctx context.Context, key string, index uint64) (value []byte, newIndex uint64, ok bool, err error)
 }
 
 // maxAttempts bounds how often one request retries after losing a race;

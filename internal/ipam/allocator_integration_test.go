@@ -292,3 +292,74 @@ func TestIntegrationSpares(t *testing.T) {
 		t.Errorf("IPv6 pool after stopping: %v %v, want empty", all, err)
 	}
 }
+
+// TestIntegrationSparesConsulLostState: Consul restarts empty (a dev
+// agent) while a node keeps spares. Asked at once, that node hands out no
+// spare Consul no longer records (another node filling the pool then never
+// gets the same address), and keeps spares again once it has checked.
+func TestIntegrationSparesConsulLostState(t *testing.T) {
+	testenv.Require(t)
+	c := testenv.StartConsul(t)
+	kv := consul.NewKV(c.Client())
+	pool := testPool("10.79.0.0/26", "10.79.0.1")
+	ctx := testenv.Context(t, 2*time.Minute)
+	n1, n2 := ipam.NewAllocator(kv, "n1"), ipam.NewAllocator(kv, "n2")
+	keepCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	go n1.KeepSpares(keepCtx, 4, slog.Default())
+	if _, err := n1.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask); err != nil {
+		t.Fatal(err)
+	}
+	spares := func(node string) int {
+		all, err := ipam.Allocations(ctx, kv, pool)
+		if err != nil {
+			return -1
+		}
+		n := 0
+		for _, al := range all {
+			if al.Kind == ipam.KindSpare && al.Node == node {
+				n++
+			}
+		}
+		return n
+	}
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+		n := spares("n1")
+		return n == 4, fmt.Sprintf("n1 keeps %d spares, want 4", n)
+	})
+
+	c.Restart(0) // every allocation, n1's spares included, is gone
+	// At once: n1's spares are not Consul's record any more, so what n1
+	// hands out now must be recorded, and n2 cannot take it.
+	now1, err := n1.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Once it has checked, n1 keeps spares again.
+	testenv.Eventually(t, 20*time.Second, func() (bool, string) {
+		n := spares("n1")
+		return n >= 4, fmt.Sprintf("n1 keeps %d spares, want 4 or more again", n)
+	})
+	// n2 fills the pool: n1 gives its spares back, and nothing is used twice.
+	got := map[netip.Addr]string{}
+	for {
+		a, err := n2.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
+		if errors.Is(err, ipam.ErrPoolExhausted) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a == now1 {
+			t.Fatalf("%s handed out by n1 just after the restart and by n2", a)
+		}
+		got[a] = "n2"
+	}
+	if len(got) != 60 {
+		t.Errorf("n2 took %d addresses, want the 60 n1 does not hold", len(got))
+	}
+	// n1 has nothing to give: its old spares are n2's now.
+	if a, err := n1.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask); !errors.Is(err, ipam.ErrPoolExhausted) {
+		t.Fatalf("n1 handed out %s (%v) from a pool n2 holds whole", a, err)
+	}
+}

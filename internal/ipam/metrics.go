@@ -25,7 +25,7 @@ func NewMetrics(reg prometheus.Registerer, a *Allocator) *Metrics {
 		}, []string{"op", "result"}),
 		reclaimed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "reclaimed_total",
-			Help: "Addresses returned to their pool by the reclaimer, by reason (leak: no container held it; departed_node: its node left the swarm).",
+			Help: "Addresses the reclaimer set right, by reason (leak: returned, no container held it; departed_node: returned, its node left the swarm; recorded_held: recorded again, a local container held it and the pool had lost it).",
 		}, []string{"reason"}),
 	}
 	spares := prometheus.NewGaugeFunc(prometheus.GaugeOpts{

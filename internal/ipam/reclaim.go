@@ -31,6 +31,8 @@ type Cluster interface {
 //     before the container runs) and still unheld a Grace later; spares
 //     of this node's previous agent count as task addresses (a container
 //     holding one makes it a task address);
+//   - the other way round, on every node, addresses local containers hold
+//     that the pool does not record (Consul lost them) are recorded again;
 //   - on the swarm leader only, every address of a node that has not been
 //     a ready swarm node for NodeTimeout.
 type Reclaimer struct {
@@ -50,6 +52,9 @@ type Reclaimer struct {
 	unheld map[netip.Addr]time.Time
 	// missing is when each node was first seen not ready (leader only).
 	missing map[string]time.Time
+	// unrecorded holds, by pool, addresses local containers hold that the
+	// pool did not record at the last sweep.
+	unrecorded map[string]map[netip.Addr]bool
 }
 
 // Sweep runs one pass over every cluster-IPAM pool.
@@ -97,6 +102,7 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 	}
 	now := r.Alloc.now()
 	var errs []error
+	errs = append(errs, r.recordHeld(ctx, p, held, all))
 	for addr, al := range all {
 		switch {
 		case gone[al.Node]:
@@ -139,6 +145,42 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 			r.Log.Warn("reclaimed a leaked address: no container holds it", "pool", p.ID(), "address", addr, "allocated", al.At)
 			r.Metrics.reclaim("leak")
 		}
+	}
+	return errors.Join(errs...)
+}
+
+// recordHeld allocates again, to this node, addresses local containers
+// hold that the pool does not record: Consul lost them (a snapshot
+// restored, a dev agent restarted). Seen twice in a row first, since a
+// container being removed may still be listed after its release.
+func (r *Reclaimer) recordHeld(ctx context.Context, p Pool, held map[netip.Addr]bool, all map[netip.Addr]Alloc) error {
+	r.mu.Lock()
+	if r.unrecorded == nil {
+		r.unrecorded = map[string]map[netip.Addr]bool{}
+	}
+	prev, now := r.unrecorded[p.ID()], map[netip.Addr]bool{}
+	r.unrecorded[p.ID()] = now
+	var adopt []netip.Addr
+	for addr := range held {
+		if _, ok := all[addr]; ok || !p.usable(addr) {
+			continue
+		}
+		if prev[addr] {
+			adopt = append(adopt, addr)
+		} else {
+			now[addr] = true
+		}
+	}
+	r.mu.Unlock()
+	var errs []error
+	for _, addr := range adopt {
+		if _, err := r.Alloc.Allocate(ctx, p, addr, KindTask); err != nil {
+			r.Log.Error("a local container holds an address the pool does not record, and it cannot be recorded: another node may use it too", "pool", p.ID(), "address", addr, "err", err)
+			errs = append(errs, err)
+			continue
+		}
+		r.Log.Warn("recorded an address a local container holds that the pool had lost", "pool", p.ID(), "address", addr)
+		r.Metrics.reclaim("recorded_held")
 	}
 	return errors.Join(errs...)
 }

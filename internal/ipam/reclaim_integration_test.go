@@ -20,7 +20,8 @@ import (
 // TestIntegrationReclaimPreviousAgentSpares: spares of a node's previous
 // agent (killed before it could record or return them) are never handed
 // out again by the new one; the reclaimer makes the one a real container
-// holds a task address and returns the others, as it does leaked tasks.
+// holds a task address and returns the others, as it does leaked tasks;
+// and it records again an address a container holds that Consul lost.
 func TestIntegrationReclaimPreviousAgentSpares(t *testing.T) {
 	testenv.Require(t)
 	d := testenv.Docker(t)
@@ -83,5 +84,25 @@ func TestIntegrationReclaimPreviousAgentSpares(t *testing.T) {
 		h, s, k := all[held], all[spare], all[task]
 		return h.Kind == ipam.KindTask && h.Node == "n1" && s.Node == "" && k.Node == "",
 			fmt.Sprintf("held %+v, spare %+v, task %+v: want a task, freed, freed", h, s, k)
+	})
+
+	// Consul loses the record (an older snapshot restored): the address
+	// the container holds is recorded again.
+	_, index, _, err := kv.Get(ctx, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if won, err := kv.DeleteCAS(ctx, key, index); err != nil || !won {
+		t.Fatalf("delete block: %v %v", won, err)
+	}
+	testenv.Eventually(t, 20*time.Second, func() (bool, string) {
+		if err := r.Sweep(ctx); err != nil {
+			return false, err.Error()
+		}
+		all, err := ipam.Allocations(ctx, kv, pool)
+		if err != nil {
+			return false, err.Error()
+		}
+		return all[held].Kind == ipam.KindTask && all[held].Node == "n1", fmt.Sprintf("held %s recorded as %+v", held, all[held])
 	})
 }

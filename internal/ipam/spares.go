@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/underlay/underlay/internal/backoff"
 )
 
 // Spares: a node claims a few addresses of its own blocks ahead of demand,
@@ -57,6 +59,9 @@ type spareState struct {
 	holdUntil time.Time
 	// closing: the pool is being removed from this node.
 	closing bool
+	// suspect: Consul could not be asked, or lost its state; no spare is
+	// handed out until a verifying sync has read the blocks again.
+	suspect bool
 	// stopWatch ends the pool's pressure watch; nil until it starts.
 	stopWatch context.CancelFunc
 	// target is how many spares to keep: the configured number, doubled
@@ -169,7 +174,7 @@ func (a *Allocator) takeSpareLocked(p Pool, want netip.Addr, al Alloc, wait bool
 		st = &spareState{pool: p, handed: map[netip.Addr]Alloc{}, target: a.sp.want, dry: true}
 		a.sp.pools[p.ID()] = st
 	}
-	if st.closing || !samePool(st.pool, p) {
+	if st.closing || st.suspect || !samePool(st.pool, p) {
 		return netip.Addr{}, false, nil
 	}
 	i := 0
@@ -254,7 +259,7 @@ func (a *Allocator) KeepSpares(ctx context.Context, n int, log *slog.Logger) {
 	if n <= 0 {
 		return
 	}
-	pressure := make(chan string, 16)
+	events := make(chan spareEvent, 16)
 	a.sp.mu.Lock()
 	a.sp.want = n
 	a.sp.log = log
@@ -277,19 +282,24 @@ func (a *Allocator) KeepSpares(ctx context.Context, n int, log *slog.Logger) {
 				log.Warn("spare addresses not all given back; the reclaimer will return them", "err", err)
 			}
 			return
-		case id := <-pressure:
+		case ev := <-events:
+			if ev.check {
+				log.Warn("Consul was out of reach or lost its state: checking spares against it before handing any out", "pool", ev.pool)
+				verify = true
+				break
+			}
 			a.sp.mu.Lock()
-			if st := a.sp.pools[id]; st != nil {
+			if st := a.sp.pools[ev.pool]; st != nil {
 				st.holdUntil = a.now().Add(spareHold)
 			}
 			a.sp.mu.Unlock()
-			log.Info("another node ran short of addresses: giving spares back", "pool", id)
+			log.Info("another node ran short of addresses: giving spares back", "pool", ev.pool)
 		case <-a.sp.kick:
 		case <-retry.C:
 		case <-check.C:
 			verify = true
 		}
-		pending, err := a.syncSpares(ctx, pressure, verify)
+		pending, err := a.syncSpares(ctx, events, verify)
 		switch {
 		case err != nil && ctx.Err() == nil:
 			log.Warn("spare addresses not updated; retrying", "err", err)
@@ -302,27 +312,27 @@ func (a *Allocator) KeepSpares(ctx context.Context, n int, log *slog.Logger) {
 
 // syncSpares brings every pool's spares up to date in Consul: records
 // handed-out spares, claims replacements, gives spares back where another
-// node needs them or when stopping (pressure nil), and, with verify,
+// node needs them or when stopping (events nil), and, with verify,
 // re-reads the blocks that hold spares.
-func (a *Allocator) syncSpares(ctx context.Context, pressure chan<- string, verify bool) (pending bool, err error) {
+func (a *Allocator) syncSpares(ctx context.Context, events chan<- spareEvent, verify bool) (pending bool, err error) {
 	a.sp.mu.Lock()
 	states := slices.Collect(maps.Values(a.sp.pools))
 	a.sp.mu.Unlock()
 	var firstErr error
 	for _, st := range states {
-		if pressure != nil {
+		if events != nil {
 			a.sp.mu.Lock()
 			if st.stopWatch == nil && !st.closing {
 				wctx, cancel := context.WithCancel(ctx)
 				st.stopWatch = cancel
-				go a.watchPressure(wctx, st.pool, pressure)
+				go a.watchPressure(wctx, st.pool, events)
 			}
 			a.sp.mu.Unlock()
 		}
 		// Bounded: the allocator's lock is held meanwhile, and a stopped
 		// Consul agent can leave a request unanswered.
 		pctx, cancel := context.WithTimeout(ctx, commitTimeout)
-		err := a.syncPool(pctx, st, pressure == nil, verify)
+		err := a.syncPool(pctx, st, events == nil, verify)
 		cancel()
 		if err != nil && firstErr == nil {
 			firstErr = err
@@ -343,6 +353,10 @@ func (a *Allocator) syncPool(ctx context.Context, st *spareState, stopping, veri
 	if err := a.loadLocked(ctx, p); err != nil {
 		return err
 	}
+	a.sp.mu.Lock()
+	suspect := st.suspect
+	a.sp.mu.Unlock()
+	verify = verify || suspect
 	if verify {
 		for _, key := range a.myBlocks(p) {
 			if err := a.refreshLocked(ctx, key); err != nil {
@@ -428,6 +442,13 @@ func (a *Allocator) syncPool(ctx context.Context, st *spareState, stopping, veri
 		// borrows, or says what is wrong.
 		a.sp.mu.Lock()
 		st.closeWaiters()
+		a.sp.mu.Unlock()
+	}
+	if suspect && firstErr == nil {
+		// Every block holding spares was read again and what Consul no
+		// longer holds was dropped: spares may be handed out again.
+		a.sp.mu.Lock()
+		st.suspect = false
 		a.sp.mu.Unlock()
 	}
 	if firstErr != nil && len(drop) > 0 {
@@ -716,33 +737,82 @@ func (a *Allocator) askForSpares(ctx context.Context, p Pool) error {
 	return nil
 }
 
-// watchPressure sends p's ID each time another node asks for spares.
-func (a *Allocator) watchPressure(ctx context.Context, p Pool, out chan<- string) {
-	// The key must exist: a blocking query on a prefix with no key wakes
-	// on every write to the KV store, here every allocation.
-	if _, _, err := a.kv.CASIndex(ctx, pressureKey(p), []byte("{}"), 0); err != nil {
-		a.logger().Warn("pressure key not created; watching anyway", "pool", p.ID(), "err", err)
+// spareEvent is what a pool's watch tells KeepSpares: another node asks
+// for spares, or (check) Consul was out of reach or lost its state.
+type spareEvent struct {
+	pool  string
+	check bool
+}
+
+// suspendSpares stops hand-outs of p's spares until a verifying sync.
+func (a *Allocator) suspendSpares(id string) {
+	a.sp.mu.Lock()
+	defer a.sp.mu.Unlock()
+	if st := a.sp.pools[id]; st != nil {
+		st.suspect = true
 	}
-	var seen uint64
-	changes := a.kv.Watch(ctx, pressureKey(p))
-	for {
+}
+
+// watchPressure follows p's pressure key with blocking queries. It reports
+// each request for spares from another node; and since spares are handed
+// out with no read of Consul, it guards them: while the key cannot be read
+// they are suspended, and once it can again, or if the key is gone or
+// Consul's index went backwards (a dev agent restarted empty, a snapshot
+// restored), it asks for a check of every spare against Consul before
+// any is handed out again.
+func (a *Allocator) watchPressure(ctx context.Context, p Pool, out chan<- spareEvent) {
+	key := pressureKey(p)
+	send := func(ev spareEvent) bool {
 		select {
+		case out <- ev:
+			return true
 		case <-ctx.Done():
-			return
-		case <-changes:
+			return false
 		}
-		v, index, ok, err := a.kv.Get(ctx, pressureKey(p))
-		if err != nil || !ok || index == seen {
+	}
+	var index uint64
+	erred := false
+	delays := backoff.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
+	for ctx.Err() == nil {
+		if index == 0 {
+			// The key must exist: a blocking query on a missing key wakes
+			// on writes to its neighbours, here every allocation.
+			a.kv.CASIndex(ctx, key, []byte("{}"), 0)
+		}
+		v, next, ok, err := a.kv.WaitKey(ctx, key, index)
+		if err != nil {
+			if ctx.Err() == nil {
+				a.suspendSpares(p.ID())
+				erred = true
+				backoff.Sleep(ctx, delays.Next())
+			}
 			continue
 		}
-		seen = index
+		delays.Reset()
+		lost := !ok || next < index
+		if lost || erred {
+			// Only a verifying sync lifts the suspension.
+			a.suspendSpares(p.ID())
+			erred = false
+			if lost {
+				index = 0
+			}
+			if !send(spareEvent{pool: p.ID(), check: true}) {
+				return
+			}
+			if lost {
+				continue
+			}
+		}
+		if next == index {
+			continue // the wait timed out
+		}
+		index = next
 		var n pressureNote
-		if json.Unmarshal(v, &n) != nil || n.Node == a.node || a.now().Sub(n.At) > spareHold {
+		if json.Unmarshal(v, &n) != nil || n.Node == "" || n.Node == a.node || a.now().Sub(n.At) > spareHold {
 			continue
 		}
-		select {
-		case out <- p.ID():
-		case <-ctx.Done():
+		if !send(spareEvent{pool: p.ID()}) {
 			return
 		}
 	}
