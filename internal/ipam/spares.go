@@ -152,10 +152,13 @@ func (a *Allocator) spareOrWait(ctx context.Context, p Pool, al Alloc) (netip.Ad
 		return netip.Addr{}, false
 	}
 	// Served or closed meanwhile (the channel is ready either way): a
-	// served address stays a spare, since Docker has given up.
+	// served address not yet recorded stays a spare, since Docker has
+	// given up; one recorded already is a leak the reclaimer returns.
 	if addr, ok := <-w.ch; ok {
-		delete(st.handed, addr)
-		st.free = append(st.free, addr)
+		if _, pending := st.handed[addr]; pending {
+			delete(st.handed, addr)
+			st.free = append(st.free, addr)
+		}
 	}
 	return netip.Addr{}, false
 }
