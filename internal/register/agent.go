@@ -280,43 +280,18 @@ func (a *Agent) apply(ctx context.Context, ch Changes) error {
 // ends, and asks for a resync each time it (re)subscribes: subscribing first
 // and listing second means no event falls between the two.
 func (a *Agent) watchDocker(ctx context.Context) {
-	retry := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
-	for ctx.Err() == nil {
-		sctx, cancel := context.WithCancel(ctx)
-		events, errs := a.docker.Events(sctx)
-		a.RequestResync()
-		opened := time.Now()
-		err := a.consumeEvents(sctx, events, errs)
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		a.setDockerOK(false)
-		a.metrics.reconnects.Inc()
-		if time.Since(opened) > time.Minute {
-			retry.Reset()
-		}
-		d := retry.Next()
-		a.log.Warn("docker event stream ended; reconnecting", "err", err, "retry_in", d)
-		backoff.Sleep(ctx, d)
-	}
-}
-
-func (a *Agent) consumeEvents(ctx context.Context, events <-chan Event, errs <-chan error) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case err := <-errs:
-			return err
-		case ev, ok := <-events:
-			if !ok {
-				return errors.New("event stream closed")
-			}
+	backoff.Follow(ctx, a.log, "docker event stream", backoff.Stream[Event]{
+		Subscribe: a.docker.Events,
+		Opened:    a.RequestResync,
+		Handle: func(_ context.Context, ev Event) {
 			a.noteEvent(ev)
 			a.queue.Add(ev.ContainerID)
-		}
-	}
+		},
+		Lost: func() {
+			a.setDockerOK(false)
+			a.metrics.reconnects.Inc()
+		},
+	})
 }
 
 func (a *Agent) resyncLoop(ctx context.Context) {

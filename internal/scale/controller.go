@@ -315,45 +315,20 @@ func (c *Controller) Run(ctx context.Context) error {
 }
 
 func (c *Controller) watch(ctx context.Context) {
-	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
-	for ctx.Err() == nil {
-		sctx, cancel := context.WithCancel(ctx)
-		events, errs := c.swarm.Events(sctx)
-		c.requestResync()
-		opened := time.Now()
-		err := c.consume(sctx, events, errs)
-		cancel()
-		if ctx.Err() != nil {
-			return
-		}
-		c.setDockerOK(false)
-		c.metrics.reconnects.Inc()
-		if time.Since(opened) > time.Minute {
-			delays.Reset()
-		}
-		delay := delays.Next()
-		c.log.Warn("docker event stream ended; reconnecting", "err", err, "retry_in", delay)
-		backoff.Sleep(ctx, delay)
-	}
-}
-
-func (c *Controller) consume(ctx context.Context, events <-chan ServiceEvent, errs <-chan error) error {
-	for {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case err := <-errs:
-			return err
-		case ev, ok := <-events:
-			if !ok {
-				return errors.New("event stream closed")
-			}
+	backoff.Follow(ctx, c.log, "docker event stream", backoff.Stream[ServiceEvent]{
+		Subscribe: c.swarm.Events,
+		Opened:    c.requestResync,
+		Handle: func(ctx context.Context, ev ServiceEvent) {
 			if err := c.refresh(ctx, ev); err != nil {
 				c.log.Warn("service event not applied; resyncing", "service_id", ev.ServiceID, "action", ev.Action, "err", err)
 				c.requestResync()
 			}
-		}
-	}
+		},
+		Lost: func() {
+			c.setDockerOK(false)
+			c.metrics.reconnects.Inc()
+		},
+	})
 }
 
 // refresh applies one service event to the list.
