@@ -54,8 +54,15 @@ var relevantActions = map[string]bool{
 // Events implements register.Docker.
 func (s *Source) Events(ctx context.Context) (<-chan register.Event, <-chan error) {
 	f := filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)), filters.Arg("type", string(events.NetworkEventType)))
-	msgs, errs := s.api.Events(ctx, events.ListOptions{Filters: f})
-	out := make(chan register.Event, 256)
+	return Subscribe(ctx, s.api, f, 256, toEvent)
+}
+
+// Subscribe streams the Docker events that match f, as convert turns them
+// (dropping those it refuses), until ctx ends or the stream fails; the
+// error channel then says why.
+func Subscribe[E any](ctx context.Context, api *client.Client, f filters.Args, buffer int, convert func(events.Message) (E, bool)) (<-chan E, <-chan error) {
+	msgs, errs := api.Events(ctx, events.ListOptions{Filters: f})
+	out := make(chan E, buffer)
 	outErr := make(chan error, 1)
 	go func() {
 		defer close(out)
@@ -67,7 +74,7 @@ func (s *Source) Events(ctx context.Context) (<-chan register.Event, <-chan erro
 				outErr <- err
 				return
 			case m := <-msgs:
-				ev, ok := toEvent(m)
+				ev, ok := convert(m)
 				if !ok {
 					continue
 				}

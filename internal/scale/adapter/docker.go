@@ -11,6 +11,7 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/errdefs"
 
+	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/scale"
 )
 
@@ -81,31 +82,9 @@ func (s *Swarm) SetReplicas(ctx context.Context, id string, version uint64, repl
 // Events implements scale.Swarm.
 func (s *Swarm) Events(ctx context.Context) (<-chan scale.ServiceEvent, <-chan error) {
 	f := filters.NewArgs(filters.Arg("type", string(events.ServiceEventType)))
-	msgs, errs := s.api.Events(ctx, events.ListOptions{Filters: f})
-	out := make(chan scale.ServiceEvent, 64)
-	outErr := make(chan error, 1)
-	go func() {
-		defer close(out)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case err := <-errs:
-				outErr <- err
-				return
-			case m := <-msgs:
-				if m.Actor.ID == "" {
-					continue
-				}
-				select {
-				case out <- scale.ServiceEvent{ServiceID: m.Actor.ID, Action: string(m.Action)}:
-				case <-ctx.Done():
-					return
-				}
-			}
-		}
-	}()
-	return out, outErr
+	return dockerhost.Subscribe(ctx, s.api, f, 64, func(m events.Message) (scale.ServiceEvent, bool) {
+		return scale.ServiceEvent{ServiceID: m.Actor.ID, Action: string(m.Action)}, m.Actor.ID != ""
+	})
 }
 
 func toService(svc swarm.Service) scale.Service {
