@@ -67,13 +67,9 @@ registrator-compatible SERVICE_* labels and environment for names, tags, Meta an
 Every flag can also be set through UNDERLAY_<FLAG> (for example UNDERLAY_RESYNC=30s);
 Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := g.logger(streams.ErrOut)
-			if err != nil {
-				return err
-			}
+		RunE: g.withLog(streams.ErrOut, func(cmd *cobra.Command, log *slog.Logger) error {
 			return runAgent(cmd.Context(), f, log)
-		},
+		}),
 	}
 	fl := cmd.Flags()
 	addConsulFlags(fl, &f.consul)

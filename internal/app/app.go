@@ -74,6 +74,18 @@ func newRootCommand(streams IOStreams) *cobra.Command {
 	return root
 }
 
+// withLog makes a command's RunE that builds the logger of the global
+// flags, writing to w, before running.
+func (g *globalFlags) withLog(w io.Writer, run func(cmd *cobra.Command, log *slog.Logger) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, _ []string) error {
+		log, err := g.logger(w)
+		if err != nil {
+			return err
+		}
+		return run(cmd, log)
+	}
+}
+
 func (g *globalFlags) logger(w io.Writer) (*slog.Logger, error) {
 	var level slog.Level
 	if err := level.UnmarshalText([]byte(g.logLevel)); err != nil {

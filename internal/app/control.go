@@ -69,13 +69,9 @@ underlay.scale.allow-down=true. Every decision is kept in Consul KV under
 Every flag can also be set through UNDERLAY_<FLAG>; Docker is reached through
 DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := g.logger(streams.ErrOut)
-			if err != nil {
-				return err
-			}
+		RunE: g.withLog(streams.ErrOut, func(cmd *cobra.Command, log *slog.Logger) error {
 			return runControl(cmd.Context(), f, log)
-		},
+		}),
 	}
 	fl := cmd.Flags()
 	addConsulFlags(fl, &f.consul)

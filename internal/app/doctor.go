@@ -3,6 +3,7 @@ package app
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 
 	"github.com/spf13/cobra"
 
@@ -35,11 +36,7 @@ whether the host reaches its own containers on underlay networks.
 Each failed check prints the command that fixes it. The exit status is 1
 when any check failed; warnings alone leave it 0.`,
 		Args: cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := g.logger(streams.ErrOut)
-			if err != nil {
-				return err
-			}
+		RunE: g.withLog(streams.ErrOut, func(cmd *cobra.Command, log *slog.Logger) error {
 			ctx := cmd.Context()
 			dc, err := dockerhost.NewClient()
 			if err != nil {
@@ -73,7 +70,7 @@ when any check failed; warnings alone leave it 0.`,
 				return errChecksFailed
 			}
 			return nil
-		},
+		}),
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&node, "node", "", "this node's name, as its agent reports it (default: Docker's host name)")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"strings"
 	"text/tabwriter"
@@ -43,11 +44,7 @@ func newLabUpCommand(g *globalFlags, streams IOStreams, f *labFlags) *cobra.Comm
 		Use:   "up",
 		Short: "Create the lab, or repair it (restart what died)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := g.logger(streams.ErrOut)
-			if err != nil {
-				return err
-			}
+		RunE: g.withLog(streams.ErrOut, func(cmd *cobra.Command, log *slog.Logger) error {
 			f.cfg.Name = f.name
 			// Repairing an existing lab: flags not given keep its values.
 			if old, err := lab.RecordedConfig(f.name); err == nil {
@@ -69,6 +66,7 @@ func newLabUpCommand(g *globalFlags, streams IOStreams, f *labFlags) *cobra.Comm
 				return fmt.Errorf("--nodes 0: want 1 to %d", lab.MaxNodes)
 			}
 			if !f.cfg.NoAgent {
+				var err error
 				if f.cfg.UnderlayBin, err = underlayBinary(); err != nil {
 					return err
 				}
@@ -81,7 +79,7 @@ func newLabUpCommand(g *globalFlags, streams IOStreams, f *labFlags) *cobra.Comm
 				return err
 			}
 			return printStatus(streams.Out, st)
-		},
+		}),
 	}
 	fl := cmd.Flags()
 	fl.IntVar(&f.cfg.Nodes, "nodes", lab.DefaultNodes, fmt.Sprintf("number of nodes (1 to %d)", lab.MaxNodes))
@@ -110,13 +108,9 @@ func newLabDownCommand(g *globalFlags, streams IOStreams, f *labFlags) *cobra.Co
 		Use:   "down",
 		Short: "Remove the lab: processes, namespaces, links, firewall rules, state (succeeds when already gone)",
 		Args:  cobra.NoArgs,
-		RunE: func(cmd *cobra.Command, _ []string) error {
-			log, err := g.logger(streams.ErrOut)
-			if err != nil {
-				return err
-			}
+		RunE: g.withLog(streams.ErrOut, func(cmd *cobra.Command, log *slog.Logger) error {
 			return lab.Down(cmd.Context(), f.name, log)
-		},
+		}),
 	}
 }
 
