@@ -337,18 +337,11 @@ func (a *Allocator) fromMineLocked(ctx context.Context, p Pool, reqs []*allocReq
 // claimLocked takes blocks no node holds, with their allocations in the
 // same write.
 func (a *Allocator) claimLocked(ctx context.Context, p Pool, pairs []Pair, reqs []*allocReq) ([]*allocReq, error) {
-	taken := make(map[string]bool, len(pairs))
-	for _, kv := range pairs {
-		taken[kv.Key] = true
-	}
-	for _, b := range p.Blocks() {
+	for _, b := range unclaimed(p, pairs) {
 		if len(reqs) == 0 {
 			break
 		}
 		key := blockPath(p, b)
-		if taken[key] {
-			continue
-		}
 		doc, got, rest := fill(p, b, BlockDoc{Node: a.node, Allocs: map[string]Alloc{}}, reqs)
 		if len(got) == 0 {
 			continue // nothing usable in it: never worth claiming
@@ -391,21 +384,32 @@ func (a *Allocator) borrowLocked(ctx context.Context, p Pool, pairs []Pair, reqs
 	return reqs, nil
 }
 
-func (a *Allocator) anyFree(p Pool, pairs []Pair) bool {
-	held := map[string]bool{}
+// unclaimed lists the blocks of p no node holds, given all p's pairs.
+func unclaimed(p Pool, pairs []Pair) []netip.Prefix {
+	taken := make(map[string]bool, len(pairs))
 	for _, kv := range pairs {
-		held[kv.Key] = true
+		taken[kv.Key] = true
+	}
+	var out []netip.Prefix
+	for _, b := range p.Blocks() {
+		if !taken[blockPath(p, b)] {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+func (a *Allocator) anyFree(p Pool, pairs []Pair) bool {
+	for _, kv := range pairs {
 		if doc, b, err := decode(p, kv); err == nil {
 			if _, ok := doc.free(p, b); ok {
 				return true
 			}
 		}
 	}
-	for _, b := range p.Blocks() {
-		if !held[blockPath(p, b)] {
-			if _, ok := (BlockDoc{}).free(p, b); ok {
-				return true
-			}
+	for _, b := range unclaimed(p, pairs) {
+		if _, ok := (BlockDoc{}).free(p, b); ok {
+			return true
 		}
 	}
 	return false

@@ -684,19 +684,12 @@ func (a *Allocator) claimSparesLocked(ctx context.Context, p Pool, need int) ([]
 	if err != nil {
 		return nil, fmt.Errorf("read pool %s: %w", p.ID(), err)
 	}
-	taken := make(map[string]bool, len(pairs))
-	for _, kv := range pairs {
-		taken[kv.Key] = true
-	}
 	var all []netip.Addr
-	for _, b := range p.Blocks() {
+	for _, b := range unclaimed(p, pairs) {
 		if len(all) >= need {
 			break
 		}
 		key := blockPath(p, b)
-		if taken[key] {
-			continue
-		}
 		doc, added := a.addSpares(p, b, BlockDoc{Node: a.node, Allocs: map[string]Alloc{}}, need-len(all))
 		if len(added) == 0 {
 			continue
