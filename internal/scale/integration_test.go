@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
@@ -258,26 +257,7 @@ func createService(t *testing.T, d *client.Client, name string, global bool, lab
 		TaskTemplate: swarm.TaskSpec{ContainerSpec: &swarm.ContainerSpec{Image: testenv.TestImage}},
 		Mode:         mode,
 	}
-	resp, err := d.ServiceCreate(testenv.Context(t, time.Minute), spec, swarm.ServiceCreateOptions{})
-	if err != nil {
-		t.Fatalf("create service %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := d.ServiceRemove(ctx, resp.ID); err != nil {
-			t.Logf("remove service %s: %v", name, err)
-		}
-		f := filters.NewArgs(filters.Arg("label", "com.docker.swarm.service.id="+resp.ID))
-		for ctx.Err() == nil {
-			tasks, err := d.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
-			if err != nil || len(tasks) == 0 {
-				return
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	})
-	return resp.ID
+	return testenv.CreateService(t, d, spec)
 }
 
 func replicas(t *testing.T, d *client.Client, name string) uint64 {

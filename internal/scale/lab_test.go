@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
 	"github.com/hashicorp/consul/api"
@@ -165,26 +163,7 @@ func createLabService(tb testing.TB, d *client.Client, name, net string, labels 
 		},
 		Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &one}},
 	}
-	resp, err := d.ServiceCreate(testenv.Context(tb, time.Minute), spec, swarm.ServiceCreateOptions{})
-	if err != nil {
-		tb.Fatalf("create service %s: %v", name, err)
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if err := d.ServiceRemove(ctx, resp.ID); err != nil {
-			tb.Logf("remove service %s: %v", name, err)
-		}
-		f := filters.NewArgs(filters.Arg("label", "com.docker.swarm.service.id="+resp.ID))
-		for ctx.Err() == nil {
-			tasks, err := d.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
-			if err != nil || len(tasks) == 0 {
-				return
-			}
-			time.Sleep(200 * time.Millisecond)
-		}
-	})
-	return resp.ID
+	return testenv.CreateService(tb, d, spec)
 }
 
 // waitPassing waits until exactly n instances of service are passing.

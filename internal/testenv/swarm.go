@@ -64,15 +64,23 @@ func SwarmService(t testing.TB, d *client.Client, name, netName string, replicas
 		},
 		Mode: swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &replicas}},
 	}
+	return CreateService(t, d, spec)
+}
+
+// CreateService creates a service and, when t ends, removes it and waits
+// until its task containers are gone (so that its network can go too).
+func CreateService(t testing.TB, d *client.Client, spec swarm.ServiceSpec) string {
+	t.Helper()
 	resp, err := d.ServiceCreate(Context(t, time.Minute), spec, swarm.ServiceCreateOptions{})
 	if err != nil {
-		t.Fatalf("create service %s: %v", name, err)
+		t.Fatalf("create service %s: %v", spec.Name, err)
 	}
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		d.ServiceRemove(ctx, resp.ID)
-		// Task containers go away asynchronously; wait so the network can be removed.
+		if err := d.ServiceRemove(ctx, resp.ID); err != nil {
+			t.Logf("remove service %s: %v", spec.Name, err)
+		}
 		for ctx.Err() == nil {
 			tasks, err := d.ContainerList(ctx, containerListByLabel("com.docker.swarm.service.id", resp.ID))
 			if err != nil || len(tasks) == 0 {
