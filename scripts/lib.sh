@@ -27,3 +27,18 @@ wait_for() {
     sleep 0.2
   done
 }
+
+# prepare_integration installs what is missing, starts dockerd and a Consul
+# dev agent when none answers, builds, and switches the integration tests
+# on: what both the test suite and the benchmarks stand on.
+prepare_integration() {
+  need_root
+  cd "$UNDERLAY_ROOT"
+  scripts/install-deps.sh
+  scripts/start-docker.sh
+  scripts/start-consul.sh
+  scripts/build.sh
+  export UNDERLAY_INTEGRATION=1
+  export UNDERLAY_BIN=$UNDERLAY_ROOT/bin/underlay
+  export CONSUL_HTTP_ADDR=${CONSUL_HTTP_ADDR:-127.0.0.1:8500}
+}

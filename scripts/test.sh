@@ -4,17 +4,8 @@
 # every test with the integration tests switched on (UNDERLAY_INTEGRATION=1,
 # under which a missing daemon fails the tests instead of skipping them).
 source "$(dirname "$0")/lib.sh"
-need_root
-cd "$UNDERLAY_ROOT"
+prepare_integration
 
-scripts/install-deps.sh
-scripts/start-docker.sh
-scripts/start-consul.sh
-scripts/build.sh
-
-export UNDERLAY_INTEGRATION=1
-export UNDERLAY_BIN=$UNDERLAY_ROOT/bin/underlay
-export CONSUL_HTTP_ADDR=${CONSUL_HTTP_ADDR:-127.0.0.1:8500}
 log "go vet"
 go vet ./...
 log "go test"
