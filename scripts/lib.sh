@@ -5,6 +5,8 @@ UNDERLAY_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 UNDERLAY_STATE=${UNDERLAY_STATE:-/var/lib/underlay-dev}
 CONSUL_VERSION=1.8.7
 CONSUL_PREFIX=/opt/underlay/consul-$CONSUL_VERSION
+# Docker engines built by build-engines.sh, one directory per release line.
+ENGINES_ROOT=/opt/underlay/engines
 
 # Go lives in /usr/local/go on the machines this project is built on.
 if ! command -v go >/dev/null 2>&1 && [ -x /usr/local/go/bin/go ]; then
@@ -16,6 +18,32 @@ die() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 need_root() {
   [ "$(id -u)" -eq 0 ] || die "$(basename "$0") must run as root (it installs packages and starts dockerd); try: sudo $0"
+}
+
+# install_packages installs Debian packages, quietly.
+install_packages() {
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
+}
+
+# engine_dir LINE is where build-engines.sh keeps the engine of a release line.
+engine_dir() { printf '%s/%s\n' "$ENGINES_ROOT" "$1"; }
+
+# use_engine puts the Docker engine UNDERLAY_DOCKERD (20.10, 28 or 29;
+# default 20.10, Debian's docker.io) first on PATH, building it when it is
+# not cached, so that this script's dockerd, the lab's nodes and the tests'
+# private daemons all run it.
+use_engine() {
+  local line=${UNDERLAY_DOCKERD:-20.10}
+  case "$line" in
+    20.10) ;;
+    28 | 29)
+      "$UNDERLAY_ROOT/scripts/build-engines.sh" "$line"
+      export PATH="$(engine_dir "$line")/bin:$PATH"
+      ;;
+    *) die "UNDERLAY_DOCKERD=$line: want 20.10, 28 or 29" ;;
+  esac
+  export UNDERLAY_DOCKERD=$line
 }
 
 # wait_for TIMEOUT_SECONDS DESCRIPTION CMD... retries CMD until it succeeds.
