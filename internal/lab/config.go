@@ -54,6 +54,10 @@ type Config struct {
 	// Images are copied from the machine's dockerd into every node; nil
 	// means DefaultImages. An image the machine lacks is skipped with a warning.
 	Images []string `json:"images,omitempty"`
+	// Engine is the Docker engine release line the nodes run: "20.10",
+	// "28" or "29" (built by scripts/build-engines.sh); empty means the
+	// dockerd on PATH.
+	Engine string `json:"engine,omitempty"`
 	// StateRoot is where the lab's directory is made; empty means DefaultStateRoot.
 	StateRoot string `json:"-"`
 }
@@ -113,6 +117,9 @@ func (c Config) Validate() error {
 		return fmt.Errorf("--consul-servers %d: more than the node count (%d)", c.ConsulServers, c.Nodes)
 	}
 	if _, _, err := underlay(c.UnderlaySubnet); err != nil {
+		return err
+	}
+	if _, err := EngineBinDir(c.Engine); err != nil {
 		return err
 	}
 	if !c.NoAgent && c.UnderlayBin == "" {

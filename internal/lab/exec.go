@@ -62,7 +62,7 @@ func Command(ctx context.Context, name, node string, args ...string) (*exec.Cmd,
 	}
 	full := append(append(nsenterArgs(pid), "--"), args...)
 	cmd := exec.CommandContext(ctx, full[0], full[1:]...)
-	cmd.Env = nodeEnv(p.dockerHost(n))
+	cmd.Env = p.nodeEnv(n)
 	return cmd, nil
 }
 

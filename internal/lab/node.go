@@ -134,7 +134,7 @@ func (p *plan) start(n *nodePlan, holder int, d daemon) error {
 	args := append(nsenterArgs(holder), "--wd="+dir, "--")
 	args = append(args, d.args...)
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = append(nodeEnv(p.dockerHost(n)), d.env...)
+	cmd.Env = append(p.nodeEnv(n), d.env...)
 	cmd.Dir = "/"
 	if err := startDetached(cmd, filepath.Join(dir, d.log)); err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)

@@ -182,8 +182,11 @@ func nsenterArgs(pid int) []string {
 }
 
 // nodeEnv is the environment of processes run in a node: the caller's,
-// without anything that would point Docker, Consul or underlay elsewhere.
-func nodeEnv(dockerHost string) []string {
+// without anything that would point Docker, Consul or underlay elsewhere,
+// with the lab's Docker engine first on PATH.
+func (p *plan) nodeEnv(n *nodePlan) []string {
+	dockerHost := p.dockerHost(n)
+	engine, _ := EngineBinDir(p.cfg.Engine) // validated with the config
 	var env []string
 	for _, kv := range os.Environ() {
 		k, _, _ := strings.Cut(kv, "=")
@@ -192,5 +195,6 @@ func nodeEnv(dockerHost string) []string {
 		}
 		env = append(env, kv)
 	}
-	return append(env, "DOCKER_HOST="+dockerHost, "CONSUL_HTTP_ADDR=127.0.0.1:"+strconv.Itoa(ConsulHTTPPort))
+	env = append(env, "DOCKER_HOST="+dockerHost, "CONSUL_HTTP_ADDR=127.0.0.1:"+strconv.Itoa(ConsulHTTPPort))
+	return withPath(env, engine)
 }

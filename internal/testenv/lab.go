@@ -50,11 +50,15 @@ type LabNode struct {
 
 // StartLab brings up a lab for t and removes it when t ends. An empty
 // cfg.Name gets a unique one; the agent runs (with UnderlayBinary) unless
-// cfg.NoAgent. Up's progress goes to the test log.
+// cfg.NoAgent; the nodes run the Docker engine $UNDERLAY_DOCKERD unless
+// cfg.Engine names one. Up's progress goes to the test log.
 func StartLab(t testing.TB, cfg lab.Config) *Lab {
 	t.Helper()
 	if cfg.Name == "" {
 		cfg.Name = "t" + ID(t)
+	}
+	if cfg.Engine == "" {
+		cfg.Engine = lab.DefaultEngine()
 	}
 	if !cfg.NoAgent && cfg.UnderlayBin == "" {
 		cfg.UnderlayBin = UnderlayBinary(t)
