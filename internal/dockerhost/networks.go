@@ -28,12 +28,23 @@ func (n *Networks) ConfigNetwork(ctx context.Context, name string) (bool, netip.
 	if err != nil {
 		return false, netip.Prefix{}, fmt.Errorf("inspect network %s: %w", name, err)
 	}
+	return true, configRange(nw), nil
+}
+
+// configRange is the IPv4 range of a config-only network: its LabelRange,
+// or for one made before underlay recorded it, the range Docker reports
+// (Docker 20.10 and 28 do; 29 reports no IPAM config for a config-only
+// network). The zero Prefix when neither says.
+func configRange(nw network.Inspect) netip.Prefix {
+	if p, err := netip.ParsePrefix(nw.Labels[netspec.LabelRange]); err == nil {
+		return p
+	}
 	for _, c := range nw.IPAM.Config {
 		if p, err := netip.ParsePrefix(c.IPRange); err == nil && p.Addr().Is4() {
-			return true, p, nil
+			return p
 		}
 	}
-	return true, netip.Prefix{}, nil
+	return netip.Prefix{}
 }
 
 // CreateConfigNetwork implements netagent.Docker.
@@ -52,7 +63,7 @@ func (n *Networks) CreateConfigNetwork(ctx context.Context, s netspec.Spec, p ne
 		ConfigOnly: true,
 		Options:    map[string]string{"parent": s.Parent},
 		IPAM:       ipam,
-		Labels:     map[string]string{netspec.LabelManaged: "true", netspec.LabelNetwork: s.Name},
+		Labels:     map[string]string{netspec.LabelManaged: "true", netspec.LabelNetwork: s.Name, netspec.LabelRange: p.Block.String()},
 	}
 	if p.IPv6.IsValid() {
 		on := true

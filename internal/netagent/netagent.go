@@ -17,7 +17,8 @@ import (
 // Docker is what the reconciler needs of the node's own dockerd.
 type Docker interface {
 	// ConfigNetwork reports the node's config-only network for a spec:
-	// whether it exists, and the IPv4 range it holds.
+	// whether it exists, and the IPv4 range it holds (the zero Prefix when
+	// it holds none, or when Docker cannot say: see netspec.LabelRange).
 	ConfigNetwork(ctx context.Context, name string) (exists bool, ipRange netip.Prefix, err error)
 	CreateConfigNetwork(ctx context.Context, s netspec.Spec, p netspec.NodePlan) error
 	// RemoveNetwork removes a network by name; an absent one is no error.
@@ -147,7 +148,11 @@ func (r *Reconciler) realise(ctx context.Context, s netspec.Spec) error {
 	if err != nil {
 		return err
 	}
-	if exists && have != plan.Block {
+	if exists && !have.IsValid() && plan.Block.IsValid() {
+		// Made by an underlay that did not label the range, on a Docker that
+		// does not report it (29): it was made from the lease, which stands.
+		r.Log.Debug("config-only network range cannot be read back; trusting the lease", "network", s.Name, "range", plan.Block)
+	} else if exists && have != plan.Block {
 		return fmt.Errorf("network %s: config-only network %s holds range %s, not the leased %s; remove it to let underlay recreate it",
 			s.Name, netspec.ConfigNetworkName(s.Name), have, plan.Block)
 	}

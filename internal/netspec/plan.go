@@ -13,6 +13,10 @@ import (
 const (
 	LabelManaged = "io.underlay.managed"
 	LabelNetwork = "io.underlay.network"
+	// LabelRange records a per-node config-only network's IPv4 range:
+	// Docker 29 no longer reports the IPAM config of a config-only network
+	// (it has no allocations), so the range cannot be read back from it.
+	LabelRange = "io.underlay.range"
 )
 
 // ClusterIPAMDriver is the Docker IPAM driver name of underlay's cluster
@@ -107,7 +111,7 @@ func ConfigNetworkArgs(s Spec, p NodePlan) []string {
 		args = append(args, "--ipv6", "--subnet", s.IPv6Subnet.String(), "--ip-range", p.IPv6.String())
 	}
 	args = append(args, "-o", "parent="+s.Parent,
-		"--label", LabelManaged+"=true", "--label", LabelNetwork+"="+s.Name,
+		"--label", LabelManaged+"=true", "--label", LabelNetwork+"="+s.Name, "--label", LabelRange+"="+p.Block.String(),
 		ConfigNetworkName(s.Name))
 	return args
 }

@@ -530,7 +530,7 @@ func TestConfigNetworkArgs(t *testing.T) {
 				"--subnet", "192.168.10.0/24", "--gateway", "192.168.10.1", "--ip-range", "192.168.10.64/26",
 				"--aux-address", "underlay-shim=192.168.10.64",
 				"-o", "parent=eth0",
-				"--label", "io.underlay.managed=true", "--label", "io.underlay.network=lan",
+				"--label", "io.underlay.managed=true", "--label", "io.underlay.network=lan", "--label", "io.underlay.range=192.168.10.64/26",
 				"lan-config"},
 		},
 		{
@@ -548,7 +548,7 @@ func TestConfigNetworkArgs(t *testing.T) {
 				"--aux-address", "underlay-shim=192.168.10.64",
 				"--aux-address", "zz-printer=192.168.10.250",
 				"-o", "parent=eth0",
-				"--label", "io.underlay.managed=true", "--label", "io.underlay.network=lan",
+				"--label", "io.underlay.managed=true", "--label", "io.underlay.network=lan", "--label", "io.underlay.range=192.168.10.64/26",
 				"lan-config"},
 		},
 		{
@@ -567,7 +567,7 @@ func TestConfigNetworkArgs(t *testing.T) {
 				"--aux-address", "underlay-shim=192.168.10.64",
 				"--ipv6", "--subnet", "fd00:1:2:3::/64", "--ip-range", "fd00:1:2:3:1::/80",
 				"-o", "parent=eth0.100",
-				"--label", "io.underlay.managed=true", "--label", "io.underlay.network=vlan100",
+				"--label", "io.underlay.managed=true", "--label", "io.underlay.network=vlan100", "--label", "io.underlay.range=192.168.10.64/26",
 				"vlan100-config"},
 		},
 		{
@@ -579,7 +579,7 @@ func TestConfigNetworkArgs(t *testing.T) {
 				"--aux-address", "printer=192.168.10.250",
 				"--aux-address", "underlay-shim=192.168.10.64",
 				"-o", "parent=eth0",
-				"--label", "io.underlay.managed=true", "--label", "io.underlay.network=lan",
+				"--label", "io.underlay.managed=true", "--label", "io.underlay.network=lan", "--label", "io.underlay.range=192.168.10.64/26",
 				"lan-config"},
 		},
 	} {

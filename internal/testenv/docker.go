@@ -3,6 +3,7 @@ package testenv
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -151,4 +152,20 @@ func StartContainer(t testing.TB, d *client.Client, c Container) (string, error)
 // peerAddress is the .254 of an IPv4 /24, with its prefix.
 func peerAddress(subnet24 string) string {
 	return strings.TrimSuffix(subnet24, "0/24") + "254/24"
+}
+
+// DockerMajor returns the major version of the daemon c talks to (20 for
+// 20.10, 28, 29): tests of what a version reports differently ask it.
+func DockerMajor(t testing.TB, c *client.Client) int {
+	t.Helper()
+	v, err := c.ServerVersion(Context(t, 10*time.Second))
+	if err != nil {
+		t.Fatalf("docker version: %v", err)
+	}
+	major, _, _ := strings.Cut(v.Version, ".")
+	n, err := strconv.Atoi(major)
+	if err != nil {
+		t.Fatalf("docker version %q: no major version", v.Version)
+	}
+	return n
 }

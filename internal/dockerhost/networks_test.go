@@ -1,0 +1,59 @@
+package dockerhost
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/docker/docker/api/types/network"
+
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+func TestConfigRange(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		nw   network.Inspect
+		want netip.Prefix
+	}{
+		{
+			name: "label wins",
+			nw: network.Inspect{
+				Labels: map[string]string{netspec.LabelRange: "10.0.0.64/27"},
+				IPAM:   network.IPAM{Config: []network.IPAMConfig{{Subnet: "10.0.0.0/24", IPRange: "10.0.0.0/27"}}},
+			},
+			want: netip.MustParsePrefix("10.0.0.64/27"),
+		},
+		{
+			name: "docker 20.10 and 28 report the range of an unlabelled network",
+			nw: network.Inspect{IPAM: network.IPAM{Config: []network.IPAMConfig{
+				{Subnet: "fd00::/64", IPRange: "fd00::/120"},
+				{Subnet: "10.0.0.0/24", IPRange: "10.0.0.32/27"},
+			}}},
+			want: netip.MustParsePrefix("10.0.0.32/27"),
+		},
+		{
+			// What 29 answers for a config-only network: "Config": null.
+			name: "docker 29 reports no config",
+			nw:   network.Inspect{IPAM: network.IPAM{Driver: "default"}},
+		},
+		{
+			// 29 prints empty IPRange values where earlier versions omitted them.
+			name: "empty range",
+			nw:   network.Inspect{IPAM: network.IPAM{Config: []network.IPAMConfig{{Subnet: "10.0.0.0/24", IPRange: ""}}}},
+		},
+		{
+			name: "garbage label falls back to the config",
+			nw: network.Inspect{
+				Labels: map[string]string{netspec.LabelRange: "nonsense"},
+				IPAM:   network.IPAM{Config: []network.IPAMConfig{{Subnet: "10.0.0.0/24", IPRange: "10.0.0.0/27"}}},
+			},
+			want: netip.MustParsePrefix("10.0.0.0/27"),
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := configRange(tc.nw); got != tc.want {
+				t.Errorf("configRange = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
