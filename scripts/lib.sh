@@ -29,12 +29,25 @@ install_packages() {
 # engine_dir LINE is where build-engines.sh keeps the engine of a release line.
 engine_dir() { printf '%s/%s\n' "$ENGINES_ROOT" "$1"; }
 
+# engine_line VERSION is the release line of a dockerd version: 20.10 for
+# 20.10.24+dfsg1, 29 for 29.8.0; empty for an empty VERSION.
+engine_line() {
+  case "$1" in
+    "") ;;
+    20.10.*) echo 20.10 ;;
+    *) echo "${1%%.*}" ;;
+  esac
+}
+
 # use_engine puts the Docker engine UNDERLAY_DOCKERD (20.10, 28 or 29;
 # default 20.10, Debian's docker.io) first on PATH, building it when it is
 # not cached, so that this script's dockerd, the lab's nodes and the tests'
 # private daemons all run it.
 use_engine() {
   local line=${UNDERLAY_DOCKERD:-20.10}
+  # Drop an engine an earlier use_engine put first.
+  PATH=$(printf '%s' "$PATH" | tr ':' '\n' | grep -v "^$ENGINES_ROOT/" | paste -sd: -)
+  export PATH
   case "$line" in
     20.10) ;;
     28 | 29)
@@ -56,13 +69,15 @@ wait_for() {
   done
 }
 
-# prepare_integration installs what is missing, starts dockerd and a Consul
-# dev agent when none answers, builds, and switches the integration tests
-# on: what both the test suite and the benchmarks stand on.
+# prepare_integration installs what is missing, starts dockerd (of the
+# engine UNDERLAY_DOCKERD) and a Consul dev agent when none answers, builds,
+# and switches the integration tests on: what both the test suite and the
+# benchmarks stand on.
 prepare_integration() {
   need_root
   cd "$UNDERLAY_ROOT"
   scripts/install-deps.sh
+  use_engine
   scripts/start-docker.sh
   scripts/start-consul.sh
   scripts/build.sh

@@ -3,10 +3,20 @@
 # starts dockerd and a Consul dev agent when none answers, builds, then runs
 # every test with the integration tests switched on (UNDERLAY_INTEGRATION=1,
 # under which a missing daemon fails the tests instead of skipping them).
+#
+# The suite runs on Docker 20.10 (Debian's docker.io; or UNDERLAY_DOCKERD),
+# then the integration suites run again on the engines in
+# UNDERLAY_TEST_ENGINES (default: 29, built from the Go module proxy on
+# first use; empty for none). `make test-matrix` runs all on 20.10, 28, 29.
 source "$(dirname "$0")/lib.sh"
 prepare_integration
 
 log "go vet"
 go vet ./...
-log "go test"
+log "go test (dockerd $(docker version -f '{{.Server.Version}}'))"
 go test -race -count=1 -timeout 20m "$@" ./...
+
+for line in ${UNDERLAY_TEST_ENGINES-29}; do
+  [ "$line" = "$UNDERLAY_DOCKERD" ] && continue
+  scripts/test-engine.sh "$line" ./...
+done
