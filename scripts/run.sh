@@ -12,6 +12,7 @@ need_root
 cd "$UNDERLAY_ROOT"
 
 scripts/install-deps.sh
+use_engine
 scripts/start-docker.sh
 scripts/build.sh
 
