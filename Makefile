@@ -1,8 +1,16 @@
 # Thin wrappers over scripts/, which do the real work (and run as root).
-.PHONY: build test bench run vet fmt
+.PHONY: build image deb test test-deploy bench run vet fmt
 
 build:
 	./scripts/build.sh
+
+# The image underlay:VERSION in the local dockerd and dist/underlay_VERSION_image.tar.
+image: build
+	./scripts/build-image.sh --save
+
+# dist/underlay_VERSION_amd64.deb
+deb: build
+	./scripts/build-deb.sh
 
 test:
 	./scripts/test.sh
