@@ -7,16 +7,18 @@
 source "$(dirname "$0")/lib.sh"
 cd "$UNDERLAY_ROOT"
 
-version=$(underlay_version)
+bin=${UNDERLAY_BIN:-bin/underlay}
+dist=${DIST:-dist}
+[ -x "$bin" ] || die "$bin missing: run scripts/build.sh first"
+version=$("$bin" version) && version=${version#underlay }
+[[ $version =~ ^[0-9] ]] || die "$bin is version $version, not a release: build it with scripts/build.sh"
 debversion=${version/-/\~}
-[ -x bin/underlay ] || die "bin/underlay missing: run scripts/build.sh first"
-[ "$(bin/underlay version)" = "underlay $version" ] || die "bin/underlay is not version $version: run scripts/build.sh first"
 head -n 4 LICENSE | grep -q 'Apache License' || die "LICENSE is not the Apache License 2.0"
 
 root=$(mktemp -d)
 chmod 0755 "$root"
 trap 'rm -rf "$root"' EXIT
-install -D -m 0755 bin/underlay "$root/usr/bin/underlay"
+install -D -m 0755 "$bin" "$root/usr/bin/underlay"
 for unit in deploy/systemd/*; do
   install -D -m 0644 "$unit" "$root/lib/systemd/system/$(basename "$unit")"
 done
@@ -39,7 +41,7 @@ Comment: The binary statically links Go modules under their own licences;
  their texts are in /usr/share/doc/underlay/third-party-licenses.gz.
 
 Files: *
-Copyright: The underlay authors
+Copyright: 2026 The underlay authors
 License: Apache-2.0
 
 License: Apache-2.0
@@ -63,6 +65,9 @@ install -D -m 0644 /dev/stdin "$root/usr/share/lintian/overrides/underlay" <<'OV
 underlay: statically-linked-binary [usr/bin/underlay]
 # `underlay --help` and `underlay COMMAND --help` are the manual.
 underlay: no-manual-page [usr/bin/underlay]
+# The settings hold Consul ACL tokens: root's only.
+underlay: non-standard-file-perm 0600 != 0644 [etc/underlay/agent.env]
+underlay: non-standard-file-perm 0600 != 0644 [etc/underlay/control.env]
 OVERRIDES
 chmod 0644 "$doc"/*
 
@@ -95,7 +100,7 @@ Description: routable Docker Swarm containers on the networks you already have
  /etc/underlay, and least-privilege Consul ACL policies.
 CONTROL
 
-mkdir -p dist
-out=dist/underlay_${debversion}_amd64.deb
+mkdir -p "$dist"
+out=$dist/underlay_${debversion}_amd64.deb
 dpkg-deb --root-owner-group -Zxz --build "$root" "$out" >/dev/null
 log "built $out"

@@ -7,14 +7,16 @@
 source "$(dirname "$0")/lib.sh"
 cd "$UNDERLAY_ROOT"
 
-version=$(underlay_version)
-[ -x bin/underlay ] || die "bin/underlay missing: run scripts/build.sh first"
-[ "$(bin/underlay version)" = "underlay $version" ] || die "bin/underlay is not version $version: run scripts/build.sh first"
+bin=${UNDERLAY_BIN:-bin/underlay}
+dist=${DIST:-dist}
+[ -x "$bin" ] || die "$bin missing: run scripts/build.sh first"
+version=$("$bin" version) && version=${version#underlay }
 [ -r /etc/ssl/certs/ca-certificates.crt ] || die "/etc/ssl/certs/ca-certificates.crt missing: apt-get install ca-certificates"
 
 ctx=$(mktemp -d)
 trap 'rm -rf "$ctx"' EXIT
-cp bin/underlay deploy/Dockerfile /etc/ssl/certs/ca-certificates.crt "$ctx/"
+cp "$bin" "$ctx/underlay"
+cp deploy/Dockerfile /etc/ssl/certs/ca-certificates.crt "$ctx/"
 cat LICENSE > "$ctx/LICENSE"
 third_party_licenses >>"$ctx/LICENSE"
 docker build -q --build-arg "VERSION=$version" --build-arg "REVISION=$(underlay_revision)" \
@@ -22,7 +24,7 @@ docker build -q --build-arg "VERSION=$version" --build-arg "REVISION=$(underlay_
 log "built image underlay:$version"
 
 if [ "${1:-}" = "--save" ]; then
-  mkdir -p dist
-  docker save -o "dist/underlay_${version}_image.tar" "underlay:$version"
-  log "saved dist/underlay_${version}_image.tar"
+  mkdir -p "$dist"
+  docker save -o "$dist/underlay_${version}_image.tar" "underlay:$version"
+  log "saved $dist/underlay_${version}_image.tar"
 fi
