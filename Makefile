@@ -1,5 +1,5 @@
 # Thin wrappers over scripts/, which do the real work (and run as root).
-.PHONY: build image deb test test-deploy bench run vet fmt
+.PHONY: build image deb test test-stack bench run vet fmt
 
 build:
 	./scripts/build.sh
@@ -14,6 +14,11 @@ deb: build
 
 test:
 	./scripts/test.sh
+
+# The registration, network and autoscaler lab tests with the agents
+# deployed by deploy/stack.yml (the fault tests kill and restart plain agents).
+test-stack:
+	UNDERLAY_LAB_AGENTS=stack ./scripts/test.sh -run 'TestIntegrationLab$$|TestIntegrationLabNetwork|TestIntegrationLabAutoscaler|TestIntegrationStack'
 
 bench:
 	./scripts/bench.sh
