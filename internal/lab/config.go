@@ -55,9 +55,10 @@ type Config struct {
 	UnderlaySubnet string `json:"underlay_subnet"`
 	// NoAgent leaves the underlay agent out of the nodes.
 	NoAgent bool `json:"no_agent"`
-	// Agents is how the agent (and control) run: AgentsProcess (empty)
-	// as a plain process in every node, or AgentsStack with deploy/stack.yml
-	// from the image of UnderlayBin's version, as the README tells users.
+	// Agents is how the agent (and control) run: AgentsProcess as a plain
+	// process in every node, or AgentsStack with deploy/stack.yml from the
+	// image of UnderlayBin's version, as the README tells users. Empty
+	// means as the existing lab runs them, else AgentsProcess.
 	Agents string `json:"agents,omitempty"`
 	// UnderlayBin is the underlay binary run as the agent; required unless NoAgent.
 	UnderlayBin string `json:"underlay_bin,omitempty"`
@@ -109,9 +110,6 @@ func (c Config) withDefaults() Config {
 	if c.StateRoot == "" {
 		c.StateRoot = DefaultStateRoot
 	}
-	if c.Agents == "" {
-		c.Agents = AgentsProcess
-	}
 	return c
 }
 
@@ -138,7 +136,7 @@ func (c Config) Validate() error {
 	if _, err := EngineBinDir(c.Engine); err != nil {
 		return err
 	}
-	if c.Agents != AgentsProcess && c.Agents != AgentsStack {
+	if c.Agents != "" && c.Agents != AgentsProcess && c.Agents != AgentsStack {
 		return fmt.Errorf("--agents %q: want process or stack", c.Agents)
 	}
 	if !c.NoAgent && c.UnderlayBin == "" {

@@ -87,6 +87,12 @@ func prepare(cfg Config) (p *plan, fresh bool, err error) {
 	defer unlock()
 	if r, err := readRecord(cfg.StateRoot, cfg.Name); err == nil {
 		old := r.Config.withDefaults()
+		if old.Agents == "" {
+			old.Agents = AgentsProcess
+		}
+		if cfg.Agents == "" {
+			cfg.Agents = old.Agents
+		}
 		// Nodes may be added (they join as workers and Consul clients);
 		// nothing else changes on a running lab.
 		if old.Nodes > cfg.Nodes || old.Managers != cfg.Managers || old.ConsulServers != cfg.ConsulServers || old.UnderlaySubnet != cfg.UnderlaySubnet || old.Agents != cfg.Agents {
@@ -101,6 +107,9 @@ func prepare(cfg Config) (p *plan, fresh bool, err error) {
 		return p, false, err
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, false, err
+	}
+	if cfg.Agents == "" {
+		cfg.Agents = AgentsProcess
 	}
 	subnet, _, _ := underlay(cfg.UnderlaySubnet)
 	used, err := usedPrefixes(cfg.Name)
