@@ -121,12 +121,20 @@ func TestIntegrationSocketActivation(t *testing.T) {
 	}
 	settled()
 
-	// A reboot of the node, as far as underlay is concerned: the agent and
-	// dockerd stop; systemd makes the socket again before dockerd starts.
+	// A reboot of the node, as far as underlay is concerned, in systemd's
+	// order: dockerd stops (the agent still answers its releases), then
+	// the agent and its socket; at boot /run is empty, and systemd makes
+	// the socket again before dockerd starts.
 	st, err := lab.GetStatus(ctx, l.Name)
 	if err != nil {
 		t.Fatal(err)
 	}
+	if err := syscall.Kill(st.Nodes[0].DockerdPID, syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
+		return syscall.Kill(st.Nodes[0].DockerdPID, 0) != nil, "dockerd still running"
+	})
 	out, err := l.Exec(ctx, n.Name, "pkill", "-TERM", "-x", "underlay")
 	if err != nil {
 		t.Fatalf("stop the agent: %v %s", err, out)
@@ -135,12 +143,9 @@ func TestIntegrationSocketActivation(t *testing.T) {
 		out, err := l.Exec(ctx, n.Name, "pgrep", "-x", "underlay")
 		return err != nil, "agent still running: " + string(out)
 	})
-	if err := syscall.Kill(st.Nodes[0].DockerdPID, syscall.SIGTERM); err != nil {
-		t.Fatal(err)
+	if out, err := l.Exec(ctx, n.Name, "rm", "-f", ipam.DefaultSocket); err != nil {
+		t.Fatalf("remove the socket: %v %s", err, out)
 	}
-	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
-		return syscall.Kill(st.Nodes[0].DockerdPID, 0) != nil, "dockerd still running"
-	})
 	startActivated()
 	if strings.Contains(agentLog(), "agent starting") {
 		t.Fatalf("the agent started before dockerd asked for the plugin:\n%s", agentLog())
