@@ -70,6 +70,8 @@ func TestIntegrationACLPolicies(t *testing.T) {
 	pool, _ := ipam.PoolOf(spec, false)
 	perNode := spec
 	perNode.Name, perNode.IPAM, perNode.PerNodeSize = "pn"+id, netspec.PerNode, 64
+	perNode.Subnet, perNode.Gateway, perNode.IPRange = netip.MustParsePrefix("10.145.0.0/16"), netip.MustParseAddr("10.145.0.1"), netip.Prefix{}
+	perNode.Parent = "eth2"
 	if err := netspec.NewStore(consul.NewKV(master)).Create(ctx, perNode); err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +154,10 @@ func TestIntegrationACLPolicies(t *testing.T) {
 			return err
 		}, true},
 		{"read the agents' task metrics", func(ctx context.Context, c *api.Client) error {
-			_, _, err := c.KV().List("underlay/metrics/", (&api.QueryOptions{}).WithContext(ctx))
+			pairs, _, err := c.KV().List("underlay/metrics/", (&api.QueryOptions{}).WithContext(ctx))
+			if err == nil && len(pairs) == 0 {
+				err = errors.New("no report read")
+			}
 			return err
 		}, true},
 		{"read tokens kept in Consul", func(ctx context.Context, c *api.Client) error {
