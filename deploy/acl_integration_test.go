@@ -271,7 +271,7 @@ func permissionDenied(err error) bool {
 // lead runs the leader election until it leads, or fails with the error
 // it met.
 func lead(ctx context.Context, c *api.Client, t *testing.T) error {
-	ctx, cancel := context.WithTimeout(ctx, 20*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, 8*time.Second)
 	defer cancel()
 	l := adapter.NewConsulLeader(adapter.LeaderConfig{Key: adapter.DefaultLeaderKey + "-" + testenv.ID(t), Advertise: "127.0.0.1:1"}, c, testenv.TestLogger(t))
 	done := make(chan error, 1)
@@ -292,7 +292,7 @@ func lead(ctx context.Context, c *api.Client, t *testing.T) error {
 			<-done
 			// The lock's session or key was refused: say so as Consul did.
 			_, _, err := c.Session().Create(&api.SessionEntry{TTL: "10s"}, nil)
-			return fmt.Errorf("not leading after 20s (session: %v)", err)
+			return fmt.Errorf("not leading after 8s (session: %v)", err)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
