@@ -1,8 +1,16 @@
 # Thin wrappers over scripts/, which do the real work (and run as root).
-.PHONY: build test test-matrix engines bench run vet fmt
+.PHONY: build image deb test test-matrix test-stack engines bench run vet fmt
 
 build:
 	./scripts/build.sh
+
+# The image underlay:VERSION in the local dockerd and dist/underlay_VERSION_image.tar.
+image: build
+	./scripts/build-image.sh --save
+
+# dist/underlay_VERSION_amd64.deb
+deb: build
+	./scripts/build-deb.sh
 
 test:
 	./scripts/test.sh
@@ -14,6 +22,11 @@ test-matrix:
 # Builds and caches dockerd 28 and 29 under /opt/underlay/engines.
 engines:
 	./scripts/build-engines.sh
+
+# The registration, network and autoscaler lab tests with the agents
+# deployed by deploy/stack.yml (the fault tests kill and restart plain agents).
+test-stack:
+	UNDERLAY_LAB_AGENTS=stack UNDERLAY_TEST_ENGINES= ./scripts/test.sh -run 'TestIntegrationLab$$|TestIntegrationLabNetwork|TestIntegrationLabAutoscaler|TestIntegrationStack'
 
 bench:
 	./scripts/bench.sh

@@ -5,7 +5,7 @@ source "$(dirname "$0")/lib.sh"
 cd "$UNDERLAY_ROOT"
 
 mkdir -p bin
-version=$(git describe --always --dirty 2>/dev/null || echo dev)
+version=$(underlay_version)
 CGO_ENABLED=0 go build -trimpath -ldflags "-s -w -X github.com/underlay/underlay/internal/app.Version=$version" -o bin/underlay ./cmd/underlay
 log "built bin/underlay ($version)"
 
@@ -16,3 +16,4 @@ CGO_ENABLED=0 go build -trimpath -ldflags "-s -w" -o "$ctx/testserver" ./test/te
 cp test/testserver/Dockerfile "$ctx/"
 docker build -q -t underlay/testserver:dev "$ctx" >/dev/null
 log "built image underlay/testserver:dev"
+scripts/build-image.sh

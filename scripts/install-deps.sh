@@ -21,7 +21,7 @@ install_pkgs() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-mapfile -t missing < <(missing_of docker.io iproute2 iptables make curl ca-certificates)
+mapfile -t missing < <(missing_of docker.io iproute2 iptables make curl ca-certificates lintian systemd)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   install_pkgs "${missing[@]}"

@@ -85,3 +85,44 @@ prepare_integration() {
   export UNDERLAY_BIN=$UNDERLAY_ROOT/bin/underlay
   export CONSUL_HTTP_ADDR=${CONSUL_HTTP_ADDR:-127.0.0.1:8500}
 }
+
+# underlay_version prints the version every build stamps: VERSION's release
+# when HEAD is its tag v<release> with nothing uncommitted, else
+# <release>-dev.<commit>, with .dirty for uncommitted changes. It is also
+# the image's tag; the Debian package's version has ~ for the first -.
+underlay_version() {
+  local release commit dirty=
+  release=$(cat "$UNDERLAY_ROOT/VERSION")
+  if ! commit=$(git -C "$UNDERLAY_ROOT" rev-parse --short=12 HEAD 2>/dev/null); then
+    echo "$release-dev"
+    return
+  fi
+  git -C "$UNDERLAY_ROOT" diff --quiet HEAD -- 2>/dev/null || dirty=.dirty
+  if [ -z "$dirty" ] && git -C "$UNDERLAY_ROOT" tag --points-at HEAD | grep -qx "v$release"; then
+    echo "$release"
+  else
+    echo "$release-dev.$commit$dirty"
+  fi
+}
+
+# underlay_revision prints the full commit, for the image's labels.
+underlay_revision() { git -C "$UNDERLAY_ROOT" rev-parse HEAD 2>/dev/null || echo unknown; }
+
+# third_party_licenses prints the licence files (and NOTICE files) of every
+# Go module linked into bin/underlay, each under its module's name.
+third_party_licenses() {
+  local path version dir f
+  printf '\n\nunderlay links the following Go modules, under these licences.\n'
+  (cd "$UNDERLAY_ROOT" && go list -deps -f '{{with .Module}}{{if not .Main}}{{.Path}} {{.Version}} {{.Dir}}{{end}}{{end}}' ./cmd/underlay) |
+    sort -u | while read -r path version dir; do
+      [ -n "$path" ] || continue
+      printf '\n================================================================================\n%s %s\n\n' "$path" "$version"
+      found=
+      for f in "$dir"/LICENSE* "$dir"/LICENCE* "$dir"/COPYING* "$dir"/NOTICE*; do
+        [ -f "$f" ] || continue
+        cat "$f"
+        found=1
+      done
+      [ -n "$found" ] || die "no licence file in $dir ($path)"
+    done
+}

@@ -3,8 +3,9 @@
 #
 # Installs what is missing, starts the machine's dockerd (it builds the
 # images), builds underlay, brings up `underlay lab` (3 nodes, each with its
-# own dockerd, Consul agent and underlay agent, joined in one swarm, with a
-# macvlan underlay whose router is this machine), creates an underlay network
+# own dockerd and Consul agent, joined in one swarm, with a macvlan underlay
+# whose router is this machine; underlay's agent and control deployed with
+# deploy/stack.yml, as on real hosts), creates an underlay network
 # with one command, deploys a demo service on it and prints what to try.
 # Run it again to repair the lab; `bin/underlay lab down` removes it all.
 source "$(dirname "$0")/lib.sh"
@@ -18,9 +19,12 @@ scripts/build.sh
 
 ul=$UNDERLAY_ROOT/bin/underlay
 export UNDERLAY_BIN=$ul
-"$ul" lab up --nodes 3
+# The agents and control are deployed as the README tells users to: the
+# image underlay:VERSION (built by scripts/build.sh) and deploy/stack.yml.
+"$ul" lab up --nodes 3 --agents stack
 
 status=$("$ul" lab status --json)
+token=$(cat "$("$ul" lab status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["state_dir"])')/control.tokens")
 field() { printf '%s' "$status" | python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 subnet=$(field 'd["underlay_subnet"]')
 gateway=$(field 'd["underlay_gateway"]')
@@ -57,7 +61,8 @@ ips=$(hello_ips)
 first=${ips%% *}
 cat <<MSG
 
-underlay lab is up: 3 nodes, one swarm, Consul on every node, the underlay agent on every node.
+underlay lab is up: 3 nodes, one swarm, Consul on every node, underlay's stack (agent on every
+node, control on the manager: docker stack deploy -c deploy/stack.yml underlay).
 Network "demo" spans every node ($subnet, gateway $gateway = this machine); the service
 "hello" runs 3 replicas with routable addresses, registered in Consul by the agents:
 
@@ -71,5 +76,7 @@ Try:
   $ul lab status
   $ul lab exec node2 -- docker ps               # work on a node
   DOCKER_HOST=$DOCKER_HOST docker service scale hello=6
+  DOCKER_HOST=$DOCKER_HOST docker stack ps underlay     # the agents and control
+  curl -H "Authorization: Bearer $token" http://${consul%:*}:8000/v1/underlay/services   # control
   $ul lab down                                  # remove everything
 MSG

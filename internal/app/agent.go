@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/underlay/underlay/internal/activation"
 	"github.com/underlay/underlay/internal/backoff"
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/dockerhost"
@@ -111,6 +112,15 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 	if f.ipamSpares < 0 || f.ipamSpares > 64 {
 		return fmt.Errorf("--ipam-spares %d: want 0 to 64", f.ipamSpares)
 	}
+	// Socket activation (underlay-ipam.socket): systemd made the plugin's
+	// socket before dockerd started; the agent serves on it, never removes it.
+	ipamLn, err := activation.Take(f.ipamSocket)
+	if err != nil {
+		log.Warn("socket activation", "err", err)
+	}
+	if ipamLn != nil {
+		defer ipamLn.Close()
+	}
 	dockerAPI, err := dockerhost.NewClient()
 	if err != nil {
 		return err
@@ -180,6 +190,9 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 			g.Go(func() error { reclaimer.Run(gctx, f.ipamSweep); return nil })
 			g.Go(func() error { alloc.KeepSpares(gctx, f.ipamSpares, log.With("component", "ipam")); return nil })
 			g.Go(func() error {
+				if ipamLn != nil {
+					return serveIPAMActivated(gctx, ipamLn, plugin.Handler(), log)
+				}
 				// Registration goes on whatever happens to the plugin socket.
 				for gctx.Err() == nil {
 					if err := plugin.Serve(gctx, f.ipamSocket); err != nil {
@@ -213,6 +226,22 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 		g.Go(func() error { return serveStatus(gctx, f.listen, agent, reg, log) })
 	}
 	return g.Wait()
+}
+
+// serveIPAMActivated serves the IPAM plugin on the listener systemd passed
+// until ctx ends. The socket file is systemd's: it stays, so that dockerd's
+// requests made while the agent restarts wait in its backlog.
+func serveIPAMActivated(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		srv.Close()
+	}()
+	log.Info("serving Docker's IPAM plugin protocol on the socket systemd passed", "component", "ipam", "socket", ln.Addr().String())
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("IPAM plugin on %s: %w", ln.Addr(), err)
+	}
+	return nil
 }
 
 // waitFor retries get with backoff until it succeeds or ctx ends: the agent

@@ -64,6 +64,9 @@ func newLabUpCommand(g *globalFlags, streams IOStreams, f *labFlags) *cobra.Comm
 				if !fl.Changed("engine") && old.Engine != "" {
 					f.cfg.Engine = old.Engine
 				}
+				if !fl.Changed("agents") {
+					f.cfg.Agents = old.Agents
+				}
 			}
 			if f.cfg.Nodes == 0 {
 				return fmt.Errorf("--nodes 0: want 1 to %d", lab.MaxNodes)
@@ -90,6 +93,7 @@ func newLabUpCommand(g *globalFlags, streams IOStreams, f *labFlags) *cobra.Comm
 	fl.IntVar(&f.cfg.ConsulServers, "consul-servers", 1, "number of Consul servers (the first nodes): 1 or 3")
 	fl.StringVar(&f.cfg.UnderlaySubnet, "underlay-subnet", lab.DefaultUnderlaySubnet, "IPv4 subnet of the underlay bridge; its first address is the gateway, held by this machine")
 	fl.BoolVar(&f.cfg.NoAgent, "no-agent", false, "do not run the underlay agent on the nodes")
+	fl.StringVar(&f.cfg.Agents, "agents", lab.AgentsProcess, "how the agents run: process (a plain process per node) or stack (deploy/stack.yml with the image underlay:VERSION, agent and control, as the README tells users)")
 	fl.StringVar(&f.cfg.Engine, "engine", lab.DefaultEngine(), "Docker engine the nodes run: 20.10 (the dockerd on PATH), 28 or 29 (built by scripts/build-engines.sh); default $"+lab.EnvEngine)
 	return cmd
 }

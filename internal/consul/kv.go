@@ -2,7 +2,9 @@ package consul
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -148,7 +150,12 @@ func (k *KV) CASIndex(ctx context.Context, key string, value []byte, index uint6
 		return false, 0, fmt.Errorf("kv cas %s: %w", key, err)
 	}
 	if !ok {
-		return false, 0, nil // the check failed; the transaction was rolled back
+		// Rolled back: the index check failed, unless Consul refused the
+		// operations outright, which retrying cannot mend.
+		if err := txnRefusal(resp); err != nil {
+			return false, 0, fmt.Errorf("kv cas %s: %w", key, err)
+		}
+		return false, 0, nil
 	}
 	for _, r := range resp.Results {
 		if r.KV != nil && r.KV.Key == key {
@@ -165,4 +172,18 @@ func (k *KV) DeleteCAS(ctx context.Context, key string, index uint64) (bool, err
 		return false, fmt.Errorf("kv delete-cas %s: %w", key, err)
 	}
 	return ok, nil
+}
+
+// txnRefusal returns the error of a rolled-back transaction that ACLs
+// refused, nil for one whose index check failed.
+func txnRefusal(resp *api.TxnResponse) error {
+	if resp == nil {
+		return nil
+	}
+	for _, e := range resp.Errors {
+		if strings.Contains(e.What, "Permission denied") || strings.Contains(e.What, "ACL not found") {
+			return errors.New(e.What)
+		}
+	}
+	return nil
 }

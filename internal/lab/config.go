@@ -22,6 +22,15 @@ const (
 	// AgentListen is where the underlay agent of every node serves /healthz,
 	// inside the node.
 	AgentListen = "127.0.0.1:9465"
+	// NodeDockerHost is where the node's dockerd also answers inside the
+	// node: Docker's standard socket, in the node's own /run.
+	NodeDockerHost = "unix:///var/run/docker.sock"
+)
+
+// How the agents run: Config.Agents.
+const (
+	AgentsProcess = "process"
+	AgentsStack   = "stack"
 )
 
 // DefaultImages are loaded from the machine's dockerd into every node.
@@ -46,6 +55,11 @@ type Config struct {
 	UnderlaySubnet string `json:"underlay_subnet"`
 	// NoAgent leaves the underlay agent out of the nodes.
 	NoAgent bool `json:"no_agent"`
+	// Agents is how the agent (and control) run: AgentsProcess as a plain
+	// process in every node, or AgentsStack with deploy/stack.yml from the
+	// image of UnderlayBin's version, as the README tells users. Empty
+	// means as the existing lab runs them, else AgentsProcess.
+	Agents string `json:"agents,omitempty"`
 	// UnderlayBin is the underlay binary run as the agent; required unless NoAgent.
 	UnderlayBin string `json:"underlay_bin,omitempty"`
 	// AgentArgs are extra flags for every node's agent (tests shorten
@@ -121,6 +135,9 @@ func (c Config) Validate() error {
 	}
 	if _, err := EngineBinDir(c.Engine); err != nil {
 		return err
+	}
+	if c.Agents != "" && c.Agents != AgentsProcess && c.Agents != AgentsStack {
+		return fmt.Errorf("--agents %q: want process or stack", c.Agents)
 	}
 	if !c.NoAgent && c.UnderlayBin == "" {
 		return errors.New("no underlay binary for the agent (set UnderlayBin, or NoAgent)")

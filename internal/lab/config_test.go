@@ -140,7 +140,7 @@ func TestUnderDir(t *testing.T) {
 func TestDaemonKey(t *testing.T) {
 	p, _ := newPlan(Config{Name: "x", Nodes: 1, UnderlayBin: "/work/bin/underlay"}.withDefaults(), netip.MustParsePrefix("172.31.0.0/24"))
 	n := &p.nodes[0]
-	for _, d := range []daemon{p.dockerd(n), p.consul(n), p.agent(n)} {
+	for _, d := range []daemon{p.dockerd(n, 0), p.consul(n), p.agent(n)} {
 		if got := daemonKey(d.args); got != d.key {
 			t.Errorf("daemonKey(%q) = %q, want %q", d.args, got, d.key)
 		}

@@ -7,8 +7,9 @@
 // socket and pid file), its Consul agent and the underlay agent — is started
 // with nsenter into those namespaces, so it is a process of the node's PID
 // namespace: when the holder dies, the kernel kills every process of the
-// node, containers included. The mount namespace makes /run/docker/plugins
-// and /run/containerd private to the node.
+// node, containers included. The mount namespace gives the node a /run of
+// its own: Docker's plugin directory, containerd's shims and the Docker
+// socket at its standard path are private to the node.
 //
 // Each node has two links into the root namespace:
 //

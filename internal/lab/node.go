@@ -16,14 +16,17 @@ import (
 	"github.com/docker/docker/client"
 )
 
-// holderScript runs in the node's new namespaces: it makes Docker's plugin
-// directory and containerd's runtime directory private to the node, names
-// the host, and becomes the node's PID 1 ($1 is the node's state directory,
-// $2 its host name). PID 1 reaps orphans: bash reaps any child.
+// holderScript runs in the node's new namespaces: it gives the node a /run
+// of its own, as a host has (Docker's plugin directory, containerd's
+// runtime directory, the Docker socket at its standard path), names the
+// host, and becomes the node's PID 1 ($1 is the node's state directory, $2
+// its host name). PID 1 reaps orphans: bash reaps any child.
 const holderScript = `set -e
-mkdir -p /run/docker/plugins /run/containerd
-mount -t tmpfs -o mode=0700 underlay-lab /run/docker/plugins
-mount -t tmpfs -o mode=0711 underlay-lab /run/containerd
+mount -t tmpfs -o mode=0755 underlay-lab /run
+mkdir -p -m 0700 /run/docker/plugins
+mkdir -p -m 0711 /run/containerd
+mkdir -p -m 1777 /run/lock
+touch ` + privateRunMark + `
 hostname "$2"
 exec -a ` + holderName + ` bash -c 'while :; do sleep 3600 & wait; done' "$1"`
 
@@ -85,9 +88,17 @@ type daemon struct {
 	pid  string   // pid file (of the nsenter wrapper) in the node's directory
 }
 
-func (p *plan) dockerd(n *nodePlan) daemon {
+// privateRunMark is made in a node's own /run: a node held by a holder of
+// an older lab has none, and shares the machine's /run.
+const privateRunMark = "/run/.underlay-lab-node"
+
+// dockerd is the node's dockerd. Its socket is in the node's directory for
+// the root namespace and, when the node has its own /run (never the
+// machine's!), at the standard path too, for what runs in the node (the
+// stack's agent).
+func (p *plan) dockerd(n *nodePlan, holder int) daemon {
 	dir := p.nodeDir(n)
-	return daemon{
+	d := daemon{
 		key: "dockerd --host",
 		args: []string{"dockerd", "--host", p.dockerHost(n),
 			"--data-root", filepath.Join(dir, "data"), "--exec-root", filepath.Join(dir, "exec"),
@@ -99,6 +110,10 @@ func (p *plan) dockerd(n *nodePlan) daemon {
 		env: []string{"DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1"},
 		log: "dockerd.log", pid: "dockerd.wrapper.pid",
 	}
+	if _, err := os.Stat(fmt.Sprintf("/proc/%d/root%s", holder, privateRunMark)); err == nil {
+		d.args = append(d.args, "--host", NodeDockerHost)
+	}
+	return d
 }
 
 func (p *plan) consul(n *nodePlan) daemon {
@@ -161,7 +176,7 @@ func (p *plan) ensureDockerd(ctx context.Context, n *nodePlan, holder int) error
 	}), 10*time.Second)
 	os.Remove(filepath.Join(dir, "docker.pid"))
 	os.Remove(p.socket(n))
-	if err := p.start(n, holder, p.dockerd(n)); err != nil {
+	if err := p.start(n, holder, p.dockerd(n, holder)); err != nil {
 		return err
 	}
 	return poll(ctx, 60*time.Second, func() error { return pingDocker(ctx, c) }, func(err error) error {

@@ -13,13 +13,15 @@ const (
 
 // Status is what a lab is, as `lab status --json` prints it.
 type Status struct {
-	Name             string       `json:"name"`
-	UnderlaySubnet   string       `json:"underlay_subnet"`
-	UnderlayGateway  string       `json:"underlay_gateway"`
-	ManagementSubnet string       `json:"management_subnet"`
-	StateDir         string       `json:"state_dir"`
-	Agent            bool         `json:"agent"`
-	Nodes            []NodeStatus `json:"nodes"`
+	Name             string `json:"name"`
+	UnderlaySubnet   string `json:"underlay_subnet"`
+	UnderlayGateway  string `json:"underlay_gateway"`
+	ManagementSubnet string `json:"management_subnet"`
+	StateDir         string `json:"state_dir"`
+	Agent            bool   `json:"agent"`
+	// Agents is how the agents run: process or stack.
+	Agents string       `json:"agents"`
+	Nodes  []NodeStatus `json:"nodes"`
 }
 
 // NodeStatus is one node of a Status.
@@ -55,7 +57,7 @@ func GetStatus(ctx context.Context, name string) (*Status, error) {
 	}
 	st := &Status{
 		Name: p.cfg.Name, UnderlaySubnet: p.subnet.String(), UnderlayGateway: p.gateway.String(),
-		ManagementSubnet: p.mgmt.String(), StateDir: p.dir(), Agent: !p.cfg.NoAgent,
+		ManagementSubnet: p.mgmt.String(), StateDir: p.dir(), Agent: !p.cfg.NoAgent, Agents: p.cfg.Agents,
 	}
 	for i := range p.nodes {
 		st.Nodes = append(st.Nodes, p.nodeStatus(ctx, &p.nodes[i]))
@@ -83,7 +85,7 @@ func (p *plan) nodeStatus(ctx context.Context, n *nodePlan) NodeStatus {
 	if err := consulAnswers(ctx, p.consulAddr(n)); err != nil {
 		ns.Problems = append(ns.Problems, "consul not answering")
 	}
-	if !p.cfg.NoAgent && len(daemonWrappers(p.nodeDir(n), p.agent(n).key)) == 0 {
+	if !p.cfg.NoAgent && !p.agentRuns(ctx, n) {
 		ns.Problems = append(ns.Problems, "underlay agent not running")
 	}
 	ns.State = StateRunning
@@ -91,6 +93,20 @@ func (p *plan) nodeStatus(ctx context.Context, n *nodePlan) NodeStatus {
 		ns.State = StateDegraded
 	}
 	return ns
+}
+
+// agentRuns says whether the node's agent runs: its process, or its stack
+// task.
+func (p *plan) agentRuns(ctx context.Context, n *nodePlan) bool {
+	if p.cfg.Agents != AgentsStack {
+		return len(daemonWrappers(p.nodeDir(n), p.agent(n).key)) > 0
+	}
+	c, err := p.dockerClient(n)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	return stackTaskRunning(ctx, c, StackAgentService) == nil
 }
 
 func dockerdPID(host string) int {

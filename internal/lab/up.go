@@ -56,7 +56,11 @@ func preflight(cfg Config) error {
 	if os.Geteuid() != 0 {
 		return errors.New("lab: must run as root (it creates namespaces, links and firewall rules)")
 	}
-	for _, prog := range []string{"dockerd", "consul", "unshare", "nsenter", "iptables", "bash"} {
+	progs := []string{"dockerd", "consul", "unshare", "nsenter", "iptables", "bash"}
+	if cfg.Agents == AgentsStack {
+		progs = append(progs, "docker") // docker stack deploy, as users run it
+	}
+	for _, prog := range progs {
 		if _, err := exec.LookPath(prog); err != nil {
 			return fmt.Errorf("lab: %s not found in PATH (install it with scripts/install-deps.sh): %w", prog, err)
 		}
@@ -83,11 +87,17 @@ func prepare(cfg Config) (p *plan, fresh bool, err error) {
 	defer unlock()
 	if r, err := readRecord(cfg.StateRoot, cfg.Name); err == nil {
 		old := r.Config.withDefaults()
+		if old.Agents == "" {
+			old.Agents = AgentsProcess
+		}
+		if cfg.Agents == "" {
+			cfg.Agents = old.Agents
+		}
 		// Nodes may be added (they join as workers and Consul clients);
 		// nothing else changes on a running lab.
-		if old.Nodes > cfg.Nodes || old.Managers != cfg.Managers || old.ConsulServers != cfg.ConsulServers || old.UnderlaySubnet != cfg.UnderlaySubnet {
-			return nil, false, fmt.Errorf("lab %s already exists with %d nodes, %d managers, %d consul servers and underlay subnet %s; nodes can be added, but run `underlay lab down --name %s` first to change anything else",
-				cfg.Name, old.Nodes, old.Managers, old.ConsulServers, old.UnderlaySubnet, cfg.Name)
+		if old.Nodes > cfg.Nodes || old.Managers != cfg.Managers || old.ConsulServers != cfg.ConsulServers || old.UnderlaySubnet != cfg.UnderlaySubnet || old.Agents != cfg.Agents {
+			return nil, false, fmt.Errorf("lab %s already exists with %d nodes, %d managers, %d consul servers, underlay subnet %s and %s agents; nodes can be added, but run `underlay lab down --name %s` first to change anything else",
+				cfg.Name, old.Nodes, old.Managers, old.ConsulServers, old.UnderlaySubnet, old.Agents, cfg.Name)
 		}
 		r.Config = cfg
 		if err := writeRecord(cfg.StateRoot, r); err != nil {
@@ -97,6 +107,9 @@ func prepare(cfg Config) (p *plan, fresh bool, err error) {
 		return p, false, err
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, false, err
+	}
+	if cfg.Agents == "" {
+		cfg.Agents = AgentsProcess
 	}
 	subnet, _, _ := underlay(cfg.UnderlaySubnet)
 	used, err := usedPrefixes(cfg.Name)
@@ -150,6 +163,7 @@ func lock(root string) (func(), error) {
 func (p *plan) up(ctx context.Context, log *slog.Logger) error {
 	holders := make([]int, len(p.nodes))
 	clients := make([]*client.Client, len(p.nodes))
+	var agentImage string // the stack's image (AgentsStack)
 	for i := range p.nodes {
 		c, err := p.dockerClient(&p.nodes[i])
 		if err != nil {
@@ -190,10 +204,21 @@ func (p *plan) up(ctx context.Context, log *slog.Logger) error {
 			return p.waitConsulMembers(ctx)
 		}},
 		{"swarm", func(ctx context.Context) error { return p.ensureSwarm(ctx, clients) }},
-		{"images", func(ctx context.Context) error { return p.loadImages(ctx, clients, log) }},
+		{"images", func(ctx context.Context) error {
+			if p.cfg.Agents == AgentsStack && !p.cfg.NoAgent {
+				var err error
+				if agentImage, err = p.agentImage(ctx); err != nil {
+					return err
+				}
+			}
+			return p.loadImages(ctx, clients, agentImage, log)
+		}},
 		{"agents", func(ctx context.Context) error {
 			if p.cfg.NoAgent {
 				return nil
+			}
+			if p.cfg.Agents == AgentsStack {
+				return p.deployStack(ctx, clients, holders[0], agentImage)
 			}
 			return p.eachNode(ctx, func(ctx context.Context, n *nodePlan) error {
 				started, err := p.ensureAgent(n, holders[n.Index-1])
@@ -343,10 +368,15 @@ func swarmState(ctx context.Context, c *client.Client) (swarm.LocalNodeState, er
 	return st, err
 }
 
-// loadImages copies each image from the machine's dockerd into the nodes
-// that lack it (or hold another version). No registry is used.
-func (p *plan) loadImages(ctx context.Context, clients []*client.Client, log *slog.Logger) error {
-	if len(p.cfg.Images) == 0 {
+// loadImages copies each image, and the stack's agent image when there is
+// one, from the machine's dockerd into the nodes that lack it (or hold
+// another version). No registry is used.
+func (p *plan) loadImages(ctx context.Context, clients []*client.Client, agentImage string, log *slog.Logger) error {
+	images := p.cfg.Images
+	if agentImage != "" {
+		images = append(slices.Clip(images), agentImage)
+	}
+	if len(images) == 0 {
 		return nil
 	}
 	machine, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
@@ -354,8 +384,11 @@ func (p *plan) loadImages(ctx context.Context, clients []*client.Client, log *sl
 		return fmt.Errorf("machine's docker client: %w", err)
 	}
 	defer machine.Close()
-	for _, ref := range p.cfg.Images {
+	for _, ref := range images {
 		src, err := machine.ImageInspect(ctx, ref)
+		if err != nil && ref == agentImage {
+			return fmt.Errorf("image %s %w", ref, errNoAgentImage)
+		}
 		if err != nil {
 			log.Warn("image not on the machine's dockerd; not loaded", "image", ref, "err", err)
 			continue

@@ -48,10 +48,16 @@ type LabNode struct {
 	Consul     *api.Client
 }
 
+// EnvLabAgents chooses how the labs' agents run (lab.AgentsProcess or
+// lab.AgentsStack) when a test's config does not: `make test-stack` runs
+// every lab test with the agents deployed by deploy/stack.yml.
+const EnvLabAgents = "UNDERLAY_LAB_AGENTS"
+
 // StartLab brings up a lab for t and removes it when t ends. An empty
 // cfg.Name gets a unique one; the agent runs (with UnderlayBinary) unless
-// cfg.NoAgent; the nodes run the Docker engine $UNDERLAY_DOCKERD unless
-// cfg.Engine names one. Up's progress goes to the test log.
+// cfg.NoAgent, as cfg.Agents or $UNDERLAY_LAB_AGENTS says; the nodes run
+// the Docker engine $UNDERLAY_DOCKERD unless cfg.Engine names one. Up's
+// progress goes to the test log.
 func StartLab(t testing.TB, cfg lab.Config) *Lab {
 	t.Helper()
 	if cfg.Name == "" {
@@ -62,6 +68,9 @@ func StartLab(t testing.TB, cfg lab.Config) *Lab {
 	}
 	if !cfg.NoAgent && cfg.UnderlayBin == "" {
 		cfg.UnderlayBin = UnderlayBinary(t)
+	}
+	if cfg.Agents == "" {
+		cfg.Agents = os.Getenv(EnvLabAgents)
 	}
 	log := TestLogger(t)
 	t.Cleanup(func() {

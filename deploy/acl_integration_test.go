@@ -1,0 +1,331 @@
+package deploy_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/underlay/underlay/deploy"
+	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/inventory"
+	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/register"
+	"github.com/underlay/underlay/internal/scale"
+	"github.com/underlay/underlay/internal/scale/adapter"
+	"github.com/underlay/underlay/internal/testenv"
+)
+
+// op is one thing a component does in Consul, through the code that does it.
+type op struct {
+	name string
+	run  func(ctx context.Context, c *api.Client) error
+	// filtered: Consul filters what a token may not read, so without the
+	// policy the read finds nothing rather than being refused.
+	filtered bool
+}
+
+// TestIntegrationACLPolicies checks deploy/consul/*.hcl against a real
+// Consul whose ACLs deny by default: every Consul operation of the agent
+// and of control succeeds with a token of exactly its policy, fails with
+// "Permission denied" with a token without it, and nothing beyond the
+// policy is allowed. The binaries, run with those tokens, then work: the
+// agent registers a container and publishes its node; control leads.
+func TestIntegrationACLPolicies(t *testing.T) {
+	testenv.Require(t)
+	id := testenv.ID(t)
+	cons := testenv.StartConsulACL(t, "master-"+id)
+	master := cons.Client()
+	agentToken := aclToken(t, master, "underlay-agent", deploy.AgentPolicy)
+	controlToken := aclToken(t, master, "underlay-control", deploy.ControlPolicy)
+	noToken := aclToken(t, master, "", "")
+	as := func(token string) *api.Client {
+		cfg := api.DefaultConfig()
+		cfg.Address, cfg.Token = cons.Addr(), token
+		c, err := api.NewClient(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	ctx := testenv.Context(t, 3*time.Minute)
+	node := "it-" + id
+
+	// What the operator's `network create` made (with the master token).
+	spec := netspec.Spec{Name: "acl" + id, Subnet: netip.MustParsePrefix("10.144.0.0/16"), Gateway: netip.MustParseAddr("10.144.0.1"),
+		Parent: "eth1", IPAM: netspec.Cluster, IPRange: netip.MustParsePrefix("10.144.1.0/24")}
+	if err := netspec.NewStore(consul.NewKV(master)).Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	pool, _ := ipam.PoolOf(spec, false)
+	perNode := spec
+	perNode.Name, perNode.IPAM, perNode.PerNodeSize = "pn"+id, netspec.PerNode, 64
+	perNode.Subnet, perNode.Gateway, perNode.IPRange = netip.MustParsePrefix("10.145.0.0/16"), netip.MustParseAddr("10.145.0.1"), netip.Prefix{}
+	perNode.Parent = "eth2"
+	if err := netspec.NewStore(consul.NewKV(master)).Create(ctx, perNode); err != nil {
+		t.Fatal(err)
+	}
+	svc := register.Service{ID: node + ":web:8080", Name: "web", Address: "10.144.1.9", Port: 8080,
+		Meta:   map[string]string{"underlay_node": node},
+		Health: &register.HealthMirror{CheckID: node + ":web:8080:docker-health", Status: "passing"}}
+
+	agentOps := []op{
+		{"register a container's service", func(ctx context.Context, c *api.Client) error {
+			return consul.NewCatalog(c).Register(ctx, svc)
+		}, false},
+		{"mirror its health", func(ctx context.Context, c *api.Client) error {
+			return consul.NewCatalog(c).UpdateHealth(ctx, *svc.Health)
+		}, false},
+		{"list the node's services", func(ctx context.Context, c *api.Client) error {
+			got, err := consul.NewCatalog(c).Services(ctx, node)
+			if err == nil && len(got) != 1 {
+				err = fmt.Errorf("%d services of %s listed, want 1", len(got), node)
+			}
+			return err
+		}, true},
+		{"read its Consul agent's address", func(ctx context.Context, c *api.Client) error {
+			_, err := consul.NewCatalog(c).NodeAddress(ctx)
+			return err
+		}, false},
+		{"read the network specs", func(ctx context.Context, c *api.Client) error {
+			specs, err := netspec.NewStore(consul.NewKV(c)).Specs(ctx)
+			if err == nil && len(specs) != 2 {
+				err = fmt.Errorf("%d specs read, want 2", len(specs))
+			}
+			return err
+		}, true},
+		{"publish the node's facts", func(ctx context.Context, c *api.Client) error {
+			return netspec.NewStore(consul.NewKV(c)).PublishNode(ctx, netspec.NodeFacts{Node: node, Interfaces: []string{"eth1"}})
+		}, false},
+		{"lease a per-node range", func(ctx context.Context, c *api.Client) error {
+			_, _, err := netspec.NewStore(consul.NewKV(c)).Lease(ctx, perNode, node)
+			return err
+		}, false},
+		{"report the node's network state", func(ctx context.Context, c *api.Client) error {
+			return netspec.NewStore(consul.NewKV(c)).Report(ctx, spec.Name, netspec.NodeState{Node: node, State: netspec.StateReady})
+		}, false},
+		{"claim a host shim's address", func(ctx context.Context, c *api.Client) error {
+			_, err := ipam.NewAllocator(consul.NewKV(c), node).Shim(ctx, pool)
+			return err
+		}, false},
+		{"allocate and release a task address", func(ctx context.Context, c *api.Client) error {
+			a := ipam.NewAllocator(consul.NewKV(c), node)
+			addr, err := a.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
+			if err != nil {
+				return err
+			}
+			return a.Release(ctx, pool, addr)
+		}, false},
+		{"publish the inventory", func(ctx context.Context, c *api.Client) error {
+			return inventory.Publish(ctx, consul.NewKV(c), node, []inventory.Entry{{IP: "10.144.1.9", Node: node, Network: spec.Name}})
+		}, false},
+		{"publish task metrics", func(ctx context.Context, c *api.Client) error {
+			return consul.NewKV(c).Put(ctx, "underlay/metrics/"+node, []byte(`{}`))
+		}, false},
+		{"release a per-node range", func(ctx context.Context, c *api.Client) error {
+			return netspec.NewStore(consul.NewKV(c)).Release(ctx, perNode.Name, node)
+		}, true},
+		{"deregister a service", func(ctx context.Context, c *api.Client) error {
+			return consul.NewCatalog(c).Deregister(ctx, svc.ID)
+		}, false},
+	}
+	history := func(c *api.Client) *adapter.KVHistory {
+		return adapter.NewKVHistory(c, adapter.DefaultHistoryPrefix, adapter.DefaultHistoryLimit)
+	}
+	controlOps := []op{
+		{"record a decision", func(ctx context.Context, c *api.Client) error {
+			return history(c).Append(ctx, scale.Record{Time: time.Now(), Service: "web", Autoscaler: "acl"})
+		}, false},
+		{"read the history", func(ctx context.Context, c *api.Client) error {
+			recs, err := history(c).List(ctx, "web")
+			if err == nil && len(recs) == 0 {
+				err = errors.New("no decision read back")
+			}
+			return err
+		}, true},
+		{"read the agents' task metrics", func(ctx context.Context, c *api.Client) error {
+			pairs, _, err := c.KV().List("underlay/metrics/", (&api.QueryOptions{}).WithContext(ctx))
+			if err == nil && len(pairs) == 0 {
+				err = errors.New("no report read")
+			}
+			return err
+		}, true},
+		{"read tokens kept in Consul", func(ctx context.Context, c *api.Client) error {
+			return adapter.NewKVTokens(c, "underlay/scale/tokens", testenv.TestLogger(t)).Load(ctx)
+		}, false},
+		{"lead", func(ctx context.Context, c *api.Client) error {
+			return lead(ctx, c, t)
+		}, false},
+	}
+	beyond := func(what string) []op {
+		return []op{
+			{"write a key outside underlay/", func(ctx context.Context, c *api.Client) error {
+				_, err := c.KV().Put(&api.KVPair{Key: "secret/" + what, Value: []byte("x")}, (&api.WriteOptions{}).WithContext(ctx))
+				return err
+			}, false},
+			{"list ACL tokens", func(ctx context.Context, c *api.Client) error {
+				_, _, err := c.ACL().TokenList((&api.QueryOptions{}).WithContext(ctx))
+				return err
+			}, false},
+		}
+	}
+	agentBeyond := append(beyond("agent"), op{"write control's decisions", controlOps[0].run, false})
+	controlBeyond := append(beyond("control"), agentOps[0], agentOps[9], agentOps[5])
+
+	for _, tc := range []struct {
+		who             string
+		token           string
+		allowed, denied []op
+	}{
+		{"agent", agentToken, agentOps, agentBeyond},
+		{"control", controlToken, controlOps, controlBeyond},
+	} {
+		t.Run(tc.who, func(t *testing.T) {
+			// Each operation without the policy first (it finds the state
+			// the ones before it made), then with it.
+			for _, o := range tc.allowed {
+				err := o.run(ctx, as(noToken))
+				if !permissionDenied(err) && !(o.filtered && err != nil) && !(o.filtered && o.name == "release a per-node range") {
+					t.Errorf("%s without its policy: %s: %v, want Permission denied", tc.who, o.name, err)
+				}
+				if err := o.run(ctx, as(tc.token)); err != nil {
+					t.Errorf("%s with its policy: %s: %v", tc.who, o.name, err)
+				}
+			}
+			if tc.who == "agent" {
+				// What the release found nothing to do without the policy
+				// was done with it.
+				leases, err := netspec.NewStore(consul.NewKV(master)).Leases(ctx, perNode.Name)
+				if err != nil || len(leases) != 0 {
+					t.Errorf("leases of %s after the agent's release: %v, %v", perNode.Name, leases, err)
+				}
+			}
+			for _, o := range tc.denied {
+				if err := o.run(ctx, as(tc.token)); !permissionDenied(err) {
+					t.Errorf("%s with its policy: %s (beyond it): %v, want Permission denied", tc.who, o.name, err)
+				}
+			}
+		})
+	}
+
+	t.Run("binaries", func(t *testing.T) {
+		bin := testenv.UnderlayBinary(t)
+		// control leads with its token; without, it says why it cannot.
+		out := runFor(t, bin, "leadership acquired", 30*time.Second, controlToken, "control", "--leader-election",
+			"--leader-key", "underlay/scale/leader-bin", "--insecure-no-auth", "--listen", "127.0.0.1:0", "--consul-addr", cons.Addr())
+		if strings.Contains(out, "Permission denied") {
+			t.Errorf("control with its policy was refused something:\n%s", out)
+		}
+		runFor(t, bin, "Permission denied", 30*time.Second, noToken, "control", "--leader-election",
+			"--leader-key", "underlay/scale/leader-bin", "--insecure-no-auth", "--listen", "127.0.0.1:0", "--consul-addr", cons.Addr())
+		// The agent publishes its node's facts with its token. No network
+		// spec is left for it to realise on this machine, and it registers
+		// no container of the machine's dockerd (no container has the label).
+		for _, name := range []string{spec.Name, perNode.Name} {
+			if err := netspec.NewStore(consul.NewKV(master)).Delete(ctx, name); err != nil {
+				t.Fatal(err)
+			}
+		}
+		runFor(t, bin, "", 0, agentToken, "agent", "--node", node+"b", "--listen", "", "--ipam=false",
+			"--label", "io.underlay.test="+id, "--consul-addr", cons.Addr())
+		testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+			p, _, err := master.KV().Get("underlay/nodes/"+node+"b", nil)
+			return err == nil && p != nil, fmt.Sprintf("agent with its token has not published its node: %v", err)
+		})
+	})
+}
+
+// aclToken makes a token of a new policy of rules named name; an empty
+// name makes a token with no policy at all.
+func aclToken(t *testing.T, master *api.Client, name, rules string) string {
+	t.Helper()
+	tok := &api.ACLToken{Description: "test " + name}
+	if name != "" {
+		p, _, err := master.ACL().PolicyCreate(&api.ACLPolicy{Name: name, Rules: rules}, nil)
+		if err != nil {
+			t.Fatalf("policy %s: %v", name, err)
+		}
+		tok.Policies = []*api.ACLTokenPolicyLink{{ID: p.ID}}
+	}
+	made, _, err := master.ACL().TokenCreate(tok, nil)
+	if err != nil {
+		t.Fatalf("token for %q: %v", name, err)
+	}
+	return made.SecretID
+}
+
+func permissionDenied(err error) bool {
+	return err != nil && (strings.Contains(err.Error(), "Permission denied") || strings.Contains(err.Error(), "403"))
+}
+
+// lead runs the leader election until it leads, or fails with the error
+// it met.
+func lead(ctx context.Context, c *api.Client, t *testing.T) error {
+	ctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+	defer cancel()
+	l := adapter.NewConsulLeader(adapter.LeaderConfig{Key: adapter.DefaultLeaderKey + "-" + testenv.ID(t), Advertise: "127.0.0.1:1"}, c, testenv.TestLogger(t))
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	for {
+		if _, ok := l.Leading(); ok {
+			cancel()
+			<-done
+			return nil
+		}
+		select {
+		case err := <-done:
+			if err == nil {
+				err = ctx.Err()
+			}
+			return fmt.Errorf("not leading: %w", err)
+		case <-ctx.Done():
+			<-done
+			// The lock's session or key was refused: say so as Consul did.
+			_, _, err := c.Session().Create(&api.SessionEntry{TTL: "10s"}, nil)
+			return fmt.Errorf("not leading after 8s (session: %v)", err)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+// runFor runs the underlay binary with a Consul token (none from the
+// environment) until its output says want (or, with want empty, for the
+// rest of the test), and returns the output.
+func runFor(t *testing.T, bin, want string, timeout time.Duration, token string, args ...string) string {
+	t.Helper()
+	logPath := filepath.Join(t.TempDir(), "out.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, append(args, "--consul-token", token)...)
+	cmd.Env = append(os.Environ(), "CONSUL_HTTP_TOKEN=", "UNDERLAY_LOG_LEVEL=debug")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	stop := func() { cmd.Process.Kill(); cmd.Wait() }
+	if want == "" {
+		t.Cleanup(stop)
+		return ""
+	}
+	defer stop()
+	var out []byte
+	testenv.Eventually(t, timeout, func() (bool, string) {
+		out, _ = os.ReadFile(logPath)
+		return strings.Contains(string(out), want), fmt.Sprintf("%s %s: no %q in its output:\n%s", bin, args[0], want, out)
+	})
+	return string(out)
+}

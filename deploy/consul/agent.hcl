@@ -1,0 +1,42 @@
+# Consul ACL policy of `underlay agent` (Consul 1.8 or later): exactly what
+# it reads and writes, nothing else.
+#
+#   consul acl policy create -name underlay-agent -rules @/usr/share/underlay/consul/agent.hcl
+#   consul acl token create -description "underlay agent" -policy-name underlay-agent
+
+# Its local Consul agent's address (/v1/agent/self), registered for
+# published ports and host-network containers.
+agent_prefix "" {
+  policy = "read"
+}
+
+# The services of this host's containers, under whatever names their
+# SERVICE_* labels choose, with their checks.
+service_prefix "" {
+  policy = "write"
+}
+
+# Cluster networks: specs (read), per-node range leases and states (written).
+key_prefix "underlay/networks/" {
+  policy = "write"
+}
+
+# This node's facts (interfaces, swarm role), read by `network create`.
+key_prefix "underlay/nodes/" {
+  policy = "write"
+}
+
+# Cluster IPAM pools: blocks, allocations, spares, pressure.
+key_prefix "underlay/ipam/" {
+  policy = "write"
+}
+
+# The address inventory shown by `underlay ips`.
+key_prefix "underlay/inventory/" {
+  policy = "write"
+}
+
+# Swarm tasks' CPU and memory, read by the autoscaler.
+key_prefix "underlay/metrics/" {
+  policy = "write"
+}

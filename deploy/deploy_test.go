@@ -1,0 +1,142 @@
+package deploy
+
+import (
+	"slices"
+	"strings"
+	"testing"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// stackFile is the part of a compose file the checks read.
+type stackFile struct {
+	Services map[string]struct {
+		Image       string
+		Command     []string
+		User        string
+		Privileged  bool
+		CapAdd      []string          `yaml:"cap_add"`
+		CapDrop     []string          `yaml:"cap_drop"`
+		Networks    []string          `yaml:"networks"`
+		Environment map[string]string `yaml:"environment"`
+		Volumes     []struct{ Type, Source, Target string }
+		Secrets     []struct{ Source, Target string }
+		Deploy      struct {
+			Mode      string
+			Placement struct{ Constraints []string }
+			Update    struct{ Order string } `yaml:"update_config"`
+		}
+	}
+	Networks map[string]struct {
+		External bool
+		Name     string
+	}
+	Secrets map[string]struct{ External bool }
+}
+
+func parseStack(t *testing.T) stackFile {
+	t.Helper()
+	var s stackFile
+	if err := yaml.Unmarshal(Stack, &s); err != nil {
+		t.Fatalf("stack.yml: %v", err)
+	}
+	return s
+}
+
+// TestStackAgent: the agent is a global service on the host's network, with
+// NET_ADMIN and NET_RAW and no other capability, never privileged, with
+// the Docker socket, Docker's plugin directory, Consul from the
+// environment and its token from a secret.
+func TestStackAgent(t *testing.T) {
+	s := parseStack(t)
+	a, ok := s.Services["agent"]
+	if !ok {
+		t.Fatal("no agent service")
+	}
+	if a.Deploy.Mode != "global" {
+		t.Errorf("agent mode %q, want global", a.Deploy.Mode)
+	}
+	if !slices.Equal(a.Networks, []string{"host"}) || s.Networks["host"].Name != "host" || !s.Networks["host"].External {
+		t.Errorf("agent networks %v (%+v), want the external network host", a.Networks, s.Networks)
+	}
+	if a.Privileged {
+		t.Error("agent is privileged")
+	}
+	if !slices.Equal(a.CapAdd, []string{"NET_ADMIN", "NET_RAW"}) || !slices.Equal(a.CapDrop, []string{"ALL"}) {
+		t.Errorf("agent capabilities: add %v drop %v, want NET_ADMIN and NET_RAW only", a.CapAdd, a.CapDrop)
+	}
+	mounts := map[string]string{}
+	for _, v := range a.Volumes {
+		mounts[v.Source] = v.Target
+	}
+	if mounts["/var/run/docker.sock"] != "/var/run/docker.sock" || mounts["/run/docker/plugins"] != "/run/docker/plugins" {
+		t.Errorf("agent mounts %v, want the Docker socket and plugin directory", mounts)
+	}
+	if !strings.Contains(a.Environment["CONSUL_HTTP_ADDR"], "${CONSUL_HTTP_ADDR") {
+		t.Errorf("agent's Consul address %q does not come from the environment", a.Environment["CONSUL_HTTP_ADDR"])
+	}
+	if len(a.Secrets) != 1 || a.Secrets[0].Source != SecretAgentConsulToken || !s.Secrets[SecretAgentConsulToken].External ||
+		!slices.Contains(a.Command, "/run/secrets/"+a.Secrets[0].Target) {
+		t.Errorf("agent secrets %+v, command %v: want the Consul token from %s", a.Secrets, a.Command, SecretAgentConsulToken)
+	}
+	if a.Deploy.Update.Order != "stop-first" {
+		t.Errorf("agent update order %q, want stop-first (one agent per plugin socket)", a.Deploy.Update.Order)
+	}
+}
+
+// TestStackControl: control runs on managers only, elects a leader, takes
+// its bearer tokens and Consul token from secrets, on ControlPort.
+func TestStackControl(t *testing.T) {
+	s := parseStack(t)
+	c, ok := s.Services["control"]
+	if !ok {
+		t.Fatal("no control service")
+	}
+	if c.Deploy.Mode != "replicated" || !slices.Contains(c.Deploy.Placement.Constraints, "node.role == manager") {
+		t.Errorf("control mode %q, constraints %v: want replicated on managers", c.Deploy.Mode, c.Deploy.Placement.Constraints)
+	}
+	cmd := strings.Join(c.Command, " ")
+	for _, want := range []string{"control", "--leader-election", "--token-file /run/secrets/control_tokens",
+		"--consul-token-file /run/secrets/consul_token", ":${UNDERLAY_CONTROL_PORT:-8000}"} {
+		if !strings.Contains(cmd, want) {
+			t.Errorf("control command %q lacks %q", cmd, want)
+		}
+	}
+	if c.Privileged || len(c.CapAdd) > 0 || !slices.Equal(c.CapDrop, []string{"ALL"}) {
+		t.Errorf("control: privileged %v, add %v, drop %v: want no capability", c.Privileged, c.CapAdd, c.CapDrop)
+	}
+	var secrets []string
+	for _, sec := range c.Secrets {
+		secrets = append(secrets, sec.Source)
+	}
+	slices.Sort(secrets)
+	if want := []string{SecretControlConsulToken, SecretControlTokens}; !slices.Equal(secrets, want) {
+		t.Errorf("control secrets %v, want %v", secrets, want)
+	}
+}
+
+// TestUnits: the units are there, with the settings the README promises.
+func TestUnits(t *testing.T) {
+	for name, want := range map[string][]string{
+		"underlay-ipam.socket":     {"ListenStream=/run/docker/plugins/underlay.sock", "Before=docker.service", "Service=underlay-agent.service", "RemoveOnStop=yes"},
+		"underlay-agent.service":   {"EnvironmentFile=-/etc/underlay/agent.env", "Restart=always", "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW", "ProtectSystem=strict", "NoNewPrivileges=yes", "Environment=UNDERLAY_NODE=%H"},
+		"underlay-control.service": {"EnvironmentFile=-/etc/underlay/control.env", "Restart=always", "CapabilityBoundingSet=\n", "DynamicUser=yes", "--leader-election", "LoadCredential=tokens:/etc/underlay/control.tokens"},
+	} {
+		b, err := Units.ReadFile("systemd/" + name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, w := range want {
+			if !strings.Contains(string(b), w) {
+				t.Errorf("%s lacks %q", name, w)
+			}
+		}
+		// dockerd may wait on the plugin while it starts: an agent ordered
+		// after it would deadlock the boot.
+		for _, line := range strings.Split(string(b), "\n") {
+			if name == "underlay-agent.service" && strings.HasPrefix(line, "After=") && strings.Contains(line, "docker.service") {
+				t.Errorf("%s is ordered after docker.service: %s", name, line)
+			}
+		}
+	}
+}

@@ -1,0 +1,96 @@
+// Package activation takes over the listening sockets systemd passes to a
+// socket-activated service (sd_listen_fds(3)): LISTEN_PID names this
+// process, LISTEN_FDS counts the descriptors from 3 on, LISTEN_FDNAMES
+// names them.
+//
+// The agent uses it for underlay-ipam.socket: systemd holds the IPAM
+// plugin's socket from early boot, before dockerd starts, so dockerd finds
+// the plugin while it restores containers and while the agent restarts.
+package activation
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+)
+
+// firstFD is SD_LISTEN_FDS_START.
+const firstFD = 3
+
+// Passed is what systemd passed: count descriptors from firstFD on, with
+// their names (FileDescriptorName=), which may be fewer than count.
+type Passed struct {
+	Count int
+	Names []string
+}
+
+// Parse reads the LISTEN_* variables through getenv for process pid. No
+// LISTEN_PID, or one naming another process (the variables were inherited),
+// means nothing was passed.
+func Parse(pid int, getenv func(string) string) (Passed, error) {
+	p := getenv("LISTEN_PID")
+	if p == "" {
+		return Passed{}, nil
+	}
+	forPID, err := strconv.Atoi(p)
+	if err != nil {
+		return Passed{}, fmt.Errorf("LISTEN_PID=%q: not a process id", p)
+	}
+	if forPID != pid {
+		return Passed{}, nil
+	}
+	n, err := strconv.Atoi(getenv("LISTEN_FDS"))
+	if err != nil || n < 0 {
+		return Passed{}, fmt.Errorf("LISTEN_FDS=%q: not a count of descriptors", getenv("LISTEN_FDS"))
+	}
+	var names []string
+	if s := getenv("LISTEN_FDNAMES"); s != "" {
+		names = strings.Split(s, ":")
+	}
+	return Passed{Count: n, Names: names}, nil
+}
+
+// Take returns the listener systemd passed this process for the Unix
+// socket at path, or nil when it passed none for it (not socket-activated:
+// the caller listens itself). Descriptors passed for other sockets are
+// closed. It unsets the LISTEN_* variables, so that child processes do
+// not take them for theirs.
+func Take(path string) (net.Listener, error) {
+	passed, err := Parse(os.Getpid(), os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	os.Unsetenv("LISTEN_PID")
+	os.Unsetenv("LISTEN_FDS")
+	os.Unsetenv("LISTEN_FDNAMES")
+	var found net.Listener
+	var errs []error
+	for i := range passed.Count {
+		fd := firstFD + i
+		syscall.CloseOnExec(fd)
+		name := "LISTEN_FD_" + strconv.Itoa(fd)
+		if i < len(passed.Names) {
+			name = passed.Names[i]
+		}
+		f := os.NewFile(uintptr(fd), name)
+		ln, err := net.FileListener(f) // dups fd
+		f.Close()
+		if err != nil {
+			errs = append(errs, fmt.Errorf("descriptor %d (%s) from systemd: %w", fd, name, err))
+			continue
+		}
+		if found == nil && ln.Addr().Network() == "unix" && ln.Addr().String() == path {
+			found = ln
+			continue
+		}
+		ln.Close()
+	}
+	if found == nil && passed.Count > 0 {
+		errs = append(errs, fmt.Errorf("systemd passed %d descriptors, none a Unix socket listening on %s", passed.Count, path))
+	}
+	return found, errors.Join(errs...)
+}

@@ -1,0 +1,120 @@
+package activation
+
+import (
+	"bufio"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestParse(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		env     map[string]string
+		want    Passed
+		wantErr string
+	}{
+		{name: "not activated", env: map[string]string{}},
+		{name: "for another process", env: map[string]string{"LISTEN_PID": "99", "LISTEN_FDS": "1"}},
+		{name: "one", env: map[string]string{"LISTEN_PID": "42", "LISTEN_FDS": "1"}, want: Passed{Count: 1}},
+		{name: "named", env: map[string]string{"LISTEN_PID": "42", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "ipam:other"},
+			want: Passed{Count: 2, Names: []string{"ipam", "other"}}},
+		{name: "bad pid", env: map[string]string{"LISTEN_PID": "x42", "LISTEN_FDS": "1"}, wantErr: `LISTEN_PID="x42"`},
+		{name: "bad count", env: map[string]string{"LISTEN_PID": "42", "LISTEN_FDS": "-1"}, wantErr: `LISTEN_FDS="-1"`},
+		{name: "no count", env: map[string]string{"LISTEN_PID": "42"}, wantErr: `LISTEN_FDS=""`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Parse(42, func(k string) string { return tc.env[k] })
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("Parse = %+v, %v; want an error naming %s", got, err, tc.wantErr)
+				}
+				return
+			}
+			if err != nil || fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Fatalf("Parse = %+v, %v; want %+v", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// TestTake runs this test binary as a socket-activated child, as systemd
+// would: the listening socket as descriptor 3, LISTEN_FDS=1. The child
+// takes it over and answers a connection made before it even started,
+// waiting in the backlog as dockerd's would.
+func TestTake(t *testing.T) {
+	if os.Getenv("ACTIVATION_CHILD") != "" {
+		child()
+		return
+	}
+	path := filepath.Join(t.TempDir(), "underlay.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.(*net.UnixListener).SetUnlinkOnClose(false)
+	f, err := ln.(*net.UnixListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln.Close()
+	// Connected before the service runs: waits in the backlog.
+	conn, err := net.Dial("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+
+	cmd := exec.Command(os.Args[0], "-test.run=^TestTake$")
+	cmd.Env = append(os.Environ(), "ACTIVATION_CHILD="+path, "LISTEN_FDS=1", "LISTEN_FDNAMES=ipam")
+	cmd.ExtraFiles = []*os.File{f}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	defer cmd.Wait()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	line, err := bufio.NewReader(conn).ReadString('\n')
+	if err != nil || line != "served on "+path+" with no LISTEN_* left\n" {
+		t.Fatalf("child answered %q, %v", line, err)
+	}
+}
+
+// child is the socket-activated side of TestTake. systemd sets LISTEN_PID
+// to the pid it forks; this process can only do it itself.
+func child() {
+	os.Setenv("LISTEN_PID", strconv.Itoa(os.Getpid()))
+	path := os.Getenv("ACTIVATION_CHILD")
+	ln, err := Take(path)
+	if err != nil || ln == nil {
+		fmt.Fprintf(os.Stderr, "Take(%s) = %v, %v\n", path, ln, err)
+		os.Exit(1)
+	}
+	c, err := ln.Accept()
+	if err != nil {
+		os.Exit(1)
+	}
+	left := "no LISTEN_* left"
+	if os.Getenv("LISTEN_FDS") != "" || os.Getenv("LISTEN_PID") != "" {
+		left = "LISTEN_* left"
+	}
+	fmt.Fprintf(c, "served on %s with %s\n", ln.Addr(), left)
+	c.Close()
+	os.Exit(0)
+}
+
+// TestTakeNone: not socket-activated, Take gives no listener and no error.
+func TestTakeNone(t *testing.T) {
+	t.Setenv("LISTEN_PID", "")
+	ln, err := Take("/run/docker/plugins/underlay.sock")
+	if ln != nil || err != nil {
+		t.Fatalf("Take = %v, %v; want nothing", ln, err)
+	}
+}
