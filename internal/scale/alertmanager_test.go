@@ -391,3 +391,54 @@ func TestFollowerForwardsToTheLeader(t *testing.T) {
 		t.Errorf("undialable leader: %d %q, want 503 naming it", resp.StatusCode, resp.Header.Get(LeaderHeader))
 	}
 }
+
+// TestWebhookOneStepPerServiceAndDirection: one notification grouping many
+// firing alerts for one service is one step per direction, however many
+// alerts it carries; the alerts it grouped are remembered with the one that
+// scaled, so a re-send does not take a step per alert either.
+func TestWebhookOneStepPerServiceAndDirection(t *testing.T) {
+	alog := &memAlertLog{seen: map[string]bool{}}
+	e := newAPIEnv(t, Config{AlertLog: alog},
+		svc("web", 1, "orbiter", "true", LabelMax, "20"), svc("api", 1, "orbiter", "true", LabelMax, "20"),
+		svc("held", 1, "orbiter", "true", LabelMax, "1"))
+	var alerts []amAlert
+	var want []string
+	for i := range 9 {
+		alerts = append(alerts, firing(fmt.Sprintf("w%d", i), "service", "web", "direction", "up", "pod", fmt.Sprint(i)))
+		want = append(want, "web grouped")
+	}
+	want[0] = "web scaled"
+	alerts = append(alerts, firing("a1", "service", "api", "direction", "up"), firing("a2", "service", "api", "direction", "up"),
+		firing("h1", "service", "held", "direction", "up"), firing("h2", "service", "held", "direction", "up"))
+	want = append(want, "api scaled", "api grouped", "held refused", "held refused")
+	body := amBody(alerts...)
+	code, rs := e.webhookResults(t, "/v1/underlay/alertmanager", body)
+	if code != 200 {
+		t.Fatalf("status %d", code)
+	}
+	if diff := cmp.Diff(want, resultsOf(rs)); diff != "" {
+		t.Errorf("results (-want +got):\n%s", diff)
+	}
+	if got := e.swarm.replicas("web"); got != 2 {
+		t.Errorf("web has %d replicas after one notification of 9 grouped alerts, want 2 (one step)", got)
+	}
+	if rs[1].Decision == nil || rs[1].Decision.To != 2 || !strings.Contains(rs[1].Reason, "one step") {
+		t.Errorf("a grouped alert's answer does not say why it did not act: %+v", rs[1])
+	}
+	if rs[12].Decision == nil || rs[12].Decision.Reason != ReasonAtMax {
+		t.Errorf("an alert grouped with a refusal: %+v, want the refusal", rs[12])
+	}
+	if n := e.history.len(); n != 3 {
+		t.Errorf("%d decisions recorded, want 3 (one per service)", n)
+	}
+	// Alertmanager re-sends the same group: nothing acts again.
+	_, rs = e.webhookResults(t, "/v1/underlay/alertmanager", body)
+	for i, r := range rs[:11] {
+		if r.Result != "duplicate" {
+			t.Errorf("re-send, alert %d: %s, want duplicate", i, r.Result)
+		}
+	}
+	if got := e.swarm.replicas("web"); got != 2 {
+		t.Errorf("web has %d replicas after the re-send, want 2", got)
+	}
+}
