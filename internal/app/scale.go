@@ -64,11 +64,11 @@ command then asks the leader once. Mutating calls need a token (--token-file).`,
 				}
 				body["replicas"] = f.to
 			} else {
-				d := strings.ToLower(args[1])
-				if d != "up" && d != "down" {
+				d, err := scale.ParseDirection(args[1])
+				if err != nil {
 					return fmt.Errorf("direction %q: want up or down", args[1])
 				}
-				body["direction"] = d
+				body["direction"] = string(d)
 			}
 			var rec scale.Record
 			if err := f.call(cmd.Context(), http.MethodPost, "/v1/underlay/services/"+url.PathEscape(args[0])+"/scale", body, &rec); err != nil {

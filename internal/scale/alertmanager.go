@@ -112,7 +112,7 @@ func AlertActions(msg AlertmanagerMessage, routeService string, routeDir Directi
 		act.Service = first(routeService, a.Labels, AlertServiceLabels)
 		dir := string(routeDir)
 		if dir == "" {
-			dir = first("", a.Labels, AlertDirectionLabels)
+			dir = firstRaw(a.Labels, AlertDirectionLabels)
 		}
 		switch {
 		case a.Status != "firing":
@@ -124,9 +124,9 @@ func AlertActions(msg AlertmanagerMessage, routeService string, routeDir Directi
 		case dir == "":
 			act.Skip, act.Bad = fmt.Sprintf("no direction: set one of the labels %s to up or down, or use a route naming it", strings.Join(AlertDirectionLabels, ", ")), true
 		default:
-			d := Direction(strings.ToLower(strings.TrimSpace(dir)))
-			if d != Up && d != Down {
-				act.Skip, act.Bad = fmt.Sprintf("%v: %q", ErrUnknownDirection, dir), true
+			d, err := ParseDirection(dir)
+			if err != nil {
+				act.Skip, act.Bad = err.Error(), true
 				break
 			}
 			act.Direction = d
@@ -143,6 +143,17 @@ func first(given string, labels map[string]string, keys []string) string {
 	}
 	for _, k := range keys {
 		if v := strings.TrimSpace(labels[k]); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// firstRaw is the value of the first of keys set to something not blank,
+// as it is: a direction is read by ParseDirection's rule, blanks included.
+func firstRaw(labels map[string]string, keys []string) string {
+	for _, k := range keys {
+		if v := labels[k]; strings.TrimSpace(v) != "" {
 			return v
 		}
 	}

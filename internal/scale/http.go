@@ -187,9 +187,9 @@ func dialable(addr string) bool {
 
 func (a *API) handleRoute(w http.ResponseWriter, r *http.Request) {
 	// Only up and down: Orbiter's booleans belong to the body form.
-	d := Direction(strings.ToLower(r.PathValue("direction")))
-	if d != Up && d != Down {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("%v: %q", ErrUnknownDirection, r.PathValue("direction"))})
+	d, err := ParseDirection(r.PathValue("direction"))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error()})
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
@@ -245,9 +245,8 @@ func (a *API) alertmanager(w http.ResponseWriter, r *http.Request) {
 	}
 	var dir Direction
 	if raw := r.PathValue("direction"); raw != "" {
-		dir = Direction(strings.ToLower(raw))
-		if dir != Up && dir != Down {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("%v: %q", ErrUnknownDirection, raw)})
+		if dir, err = ParseDirection(raw); err != nil {
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error()})
 			return
 		}
 	}
@@ -315,9 +314,9 @@ func (a *API) scaleNative(w http.ResponseWriter, r *http.Request) {
 	case b.Replicas != nil:
 		req.To = b.Replicas
 	default:
-		d := Direction(strings.ToLower(b.Direction))
-		if d != Up && d != Down {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("%v: %q (or give replicas)", ErrUnknownDirection, b.Direction)})
+		d, err := ParseDirection(b.Direction)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error() + " (or give replicas)"})
 			return
 		}
 		req.Direction = d
@@ -356,8 +355,9 @@ func (a *API) leader(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, info)
 }
 
-// parseBody reads Orbiter's {"direction": true|false}, or "up"/"down". A
-// missing direction is an error: Orbiter took it for false and scaled down.
+// parseBody reads Orbiter's {"direction": true|false} (JSON booleans), or
+// a direction string as ParseDirection takes it. A missing direction is an
+// error: Orbiter took it for false and scaled down.
 func parseBody(r io.Reader) (Direction, error) {
 	var body struct {
 		Direction json.RawMessage `json:"direction"`
@@ -378,10 +378,11 @@ func parseBody(r io.Reader) (Direction, error) {
 	if err := json.Unmarshal(body.Direction, &s); err != nil {
 		return "", fmt.Errorf("%w: %s", ErrUnknownDirection, raw)
 	}
-	if s == "true" || s == "false" {
+	d, err := ParseDirection(s)
+	if err != nil && (asciiEqualFold(s, "true") || asciiEqualFold(s, "false")) {
 		return "", fmt.Errorf("%w: %q (a string; Orbiter's booleans are JSON true and false)", ErrUnknownDirection, s)
 	}
-	return ParseDirection(s)
+	return d, err
 }
 
 func (a *API) scale(w http.ResponseWriter, r *http.Request, req Request) {
