@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -341,7 +342,7 @@ func TestNativeScaleRoute(t *testing.T) {
 // BenchmarkWebhook is the latency of one Alertmanager notification through
 // the API to a scale-up, Docker excluded (a fake swarm, no history).
 func BenchmarkWebhook(b *testing.B) {
-	e := newAPIEnv(b, Config{}, svc("web", 1, "orbiter", "true", LabelMax, "1000000000"))
+	e := newAPIEnv(b, Config{}, svc("web", 1, "orbiter", "true", LabelMax, strconv.Itoa(MaxReplicas)))
 	b.ResetTimer()
 	for i := range b.N {
 		code, rs := e.webhookResults(b, "/alertmanager", amBody(firing(fmt.Sprintf("f%d", i), "service", "web", "direction", "up")))
