@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -232,9 +233,10 @@ type Controller struct {
 	// they outlive label changes.
 	states   map[string]*state
 	dockerOK bool
-	// metricErrs are the last error of each failing metric, by service and
-	// metric name, so that a lasting failure is logged once.
-	metricErrs map[string]string
+	// metricErrs are the last error of each failing metric, by service ID
+	// and metric name, so that a lasting failure is logged once; a
+	// service's entries go with it, a metric's with its labels.
+	metricErrs map[string]map[string]string
 }
 
 // managed is one service the controller manages.
@@ -285,7 +287,7 @@ func NewController(cfg Config, s Swarm, h History, log *slog.Logger, reg prometh
 		services: map[string]*managed{},
 		states:   map[string]*state{},
 
-		metricErrs: map[string]string{},
+		metricErrs: map[string]map[string]string{},
 		alerts:     &alerts{log: cfg.AlertLog, ttl: cfg.AlertMemory, done: map[string]time.Time{}},
 	}
 	c.metrics = newMetrics(reg, c)
@@ -428,10 +430,12 @@ func (c *Controller) upsert(svc Service) {
 			delete(c.services, svc.ID)
 			c.log.Info("service no longer autoscaled", "service", svc.Name)
 		}
+		delete(c.metricErrs, svc.ID)
 		return
 	}
 	m := &managed{svc: svc, policy: p, err: err}
 	c.services[svc.ID] = m
+	c.pruneMetricErrsLocked(svc.ID, p.Metrics)
 	switch {
 	case err != nil && (!had || old.err == nil || old.err.Error() != err.Error()):
 		c.log.Warn("bad scaling labels; requests for this service are refused", "service", svc.Name, "err", err)
@@ -463,6 +467,21 @@ func (c *Controller) forget(id string) {
 		delete(c.services, id)
 	}
 	delete(c.states, id)
+	delete(c.metricErrs, id)
+}
+
+// pruneMetricErrsLocked forgets the errors of a service's metrics that its
+// policy no longer has. c.mu is held.
+func (c *Controller) pruneMetricErrsLocked(id string, metrics []MetricSpec) {
+	errs := c.metricErrs[id]
+	for name := range errs {
+		if !slices.ContainsFunc(metrics, func(m MetricSpec) bool { return m.Name == name }) {
+			delete(errs, name)
+		}
+	}
+	if len(errs) == 0 {
+		delete(c.metricErrs, id)
+	}
 }
 
 // lookup finds a managed service by name (or ID).
