@@ -154,6 +154,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 		return err
 	}
 	defer dockerAPI.Close()
+	f.consul.Log = log // the token file's warnings
 	consulAPI, err := consul.NewClient(f.consul)
 	if err != nil {
 		return err
