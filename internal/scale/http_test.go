@@ -29,6 +29,7 @@ type apiEnv struct {
 	history *memHistory
 	ctrl    *Controller
 	reg     *prometheus.Registry
+	api     *API
 	srv     *httptest.Server
 }
 
@@ -52,11 +53,31 @@ func newAPIEnvWith(t testing.TB, cfg Config, apiCfg APIConfig, svcs ...Service) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	apiCfg.Tokens, apiCfg.KeepAlive = tokens, 50*time.Millisecond
-	e.srv = httptest.NewServer(NewAPI(apiCfg, e.ctrl, log).Handler())
+	if apiCfg.Tokens == nil {
+		apiCfg.Tokens = tokens
+	}
+	apiCfg.KeepAlive = 50 * time.Millisecond
+	if apiCfg.Limits.RateLimit == 0 {
+		apiCfg.Limits.RateLimit = -1 // tests send bursts; TestRateLimited sets one
+	}
+	// The address is known before the API is made, so that it can
+	// advertise it to its peers.
+	e.srv = httptest.NewUnstartedServer(nil)
+	if len(apiCfg.Peer.Secret) > 0 && apiCfg.Peer.Self == "" {
+		apiCfg.Peer.Self = e.srv.Listener.Addr().String()
+	}
+	if apiCfg.Registerer == nil {
+		apiCfg.Registerer = e.reg
+	}
+	e.api = NewAPI(apiCfg, e.ctrl, log)
+	e.srv.Config.Handler = e.api.Handler()
+	e.srv.Start()
 	t.Cleanup(e.srv.Close)
 	return e
 }
+
+// addr is the API's host:port.
+func (e *apiEnv) addr() string { return e.srv.Listener.Addr().String() }
 
 func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()

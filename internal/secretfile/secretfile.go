@@ -104,7 +104,7 @@ func (f *File) warnMode(mode fs.FileMode) {
 }
 
 // errEmpty is read's error for a file of blanks only.
-var errEmpty = errors.New("empty")
+var errEmpty = errors.New("is empty")
 
 // read returns the trimmed content and permission bits of path. Its errors
 // never carry the content.
@@ -130,7 +130,7 @@ func read(path string) ([]byte, fs.FileMode, error) {
 	}
 	v := bytes.TrimSpace(b)
 	if len(v) == 0 {
-		return nil, 0, fmt.Errorf("%s: %w", path, errEmpty)
+		return nil, 0, fmt.Errorf("%s %w", path, errEmpty)
 	}
 	return bytes.Clone(v), st.Mode().Perm(), nil
 }
