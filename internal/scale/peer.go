@@ -195,6 +195,11 @@ func (a *API) peerAuth(next http.Handler) http.Handler {
 		}
 		p, err := a.verifyPeer(r, body)
 		if err != nil {
+			// Refused like any other client past its rate, so that forged
+			// requests flood neither the CPU nor the log.
+			if !a.allow(w, r) {
+				return
+			}
 			a.refuse("bad_peer")
 			a.log.Warn("request passed on by a peer refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
 			writeJSON(w, http.StatusUnauthorized, errorBody{Error: err.Error()})

@@ -168,16 +168,26 @@ func (a *API) rateLimit(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if _, ok := peerOf(r.Context()); !ok {
-			if ok, wait := a.limiter.allow(clientKey(r.RemoteAddr)); !ok {
-				a.refuse("rate_limited")
-				secs := max(1, int(math.Ceil(wait.Seconds())))
-				w.Header().Set("Retry-After", strconv.Itoa(secs))
-				writeJSON(w, http.StatusTooManyRequests, errorBody{Error: fmt.Sprintf("too many scaling requests from %s: at most %g a second after a burst of %d; retry in %ds",
-					clientKey(r.RemoteAddr), a.cfg.Limits.RateLimit, a.cfg.Limits.RateBurst, secs)})
-				return
-			}
+		if _, ok := peerOf(r.Context()); ok || a.allow(w, r) {
+			next.ServeHTTP(w, r)
 		}
-		next.ServeHTTP(w, r)
 	})
+}
+
+// allow takes one request of r's client from the rate limiter; past the
+// rate it answers 429 and returns false.
+func (a *API) allow(w http.ResponseWriter, r *http.Request) bool {
+	if a.limiter == nil {
+		return true
+	}
+	ok, wait := a.limiter.allow(clientKey(r.RemoteAddr))
+	if ok {
+		return true
+	}
+	a.refuse("rate_limited")
+	secs := max(1, int(math.Ceil(wait.Seconds())))
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	writeJSON(w, http.StatusTooManyRequests, errorBody{Error: fmt.Sprintf("too many scaling requests from %s: at most %g a second after a burst of %d; retry in %ds",
+		clientKey(r.RemoteAddr), a.cfg.Limits.RateLimit, a.cfg.Limits.RateBurst, secs)})
+	return false
 }

@@ -119,6 +119,11 @@ func TestRateLimited(t *testing.T) {
 	if got := e.swarm.replicas("web"); got != 1 {
 		t.Errorf("web has %d replicas", got)
 	}
+	// Forged forwarded requests are limited too: the same client is past
+	// its rate already.
+	if code, _ := e.send(t, "POST", "/v1/orbiter/handle/autoswarm/web/up", "", PeerSignatureHeader, "sha256=00", PeerTimeHeader, "1"); code != 429 {
+		t.Errorf("a forged peer request past the rate: %d, want 429", code)
+	}
 }
 
 // TestAuthReads: with AuthReads, every GET route — the event stream
