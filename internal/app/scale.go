@@ -225,15 +225,15 @@ func (f *scaleFlags) call(ctx context.Context, method, path string, body, out an
 }
 
 // client is the HTTP client of the calls: TLS from --cacert, --cert and
-// --key; no proxy from the environment; redirects never followed, so that
-// the token goes nowhere else.
+// --key; the environment's proxy, as before; redirects never followed, so
+// that the token goes nowhere else.
 func (f *scaleFlags) client() (*http.Client, error) {
 	tlsCfg, err := scale.ClientTLS(f.caCert, f.cert, f.key)
 	if err != nil {
 		return nil, fmt.Errorf("--cacert, --cert, --key: %w", err)
 	}
 	return &http.Client{
-		Transport:     &http.Transport{TLSClientConfig: tlsCfg, TLSHandshakeTimeout: 10 * time.Second},
+		Transport:     &http.Transport{TLSClientConfig: tlsCfg, TLSHandshakeTimeout: 10 * time.Second, Proxy: http.ProxyFromEnvironment},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}, nil
 }

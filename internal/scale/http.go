@@ -88,7 +88,7 @@ func NewAPI(cfg APIConfig, c *Controller, log *slog.Logger) *API {
 		cfg.KeepAlive = 15 * time.Second
 	}
 	if cfg.Peer.Timeout <= 0 {
-		cfg.Peer.Timeout = 30 * time.Second
+		cfg.Peer.Timeout = 20 * time.Second
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
 	a := &API{cfg: cfg, c: c, log: log.With("component", "scale_api"),

@@ -57,7 +57,8 @@ type PeerConfig struct {
 	// TLS, when not nil, makes followers reach the leader over https with
 	// this configuration.
 	TLS *tls.Config
-	// Timeout bounds one forwarded request (default 30s).
+	// Timeout bounds one forwarded request (default 20s, within the
+	// server's write timeout).
 	Timeout time.Duration
 }
 
@@ -105,13 +106,17 @@ func peerRequestOf(r *http.Request, body []byte) (peerRequest, error) {
 }
 
 // nonces remembers the nonces of accepted forwarded requests for twice
-// PeerSkew. Only requests signed with the secret get in.
+// PeerSkew, longer than a request's time is accepted. Only requests signed
+// with the secret get in.
 type nonces struct {
-	mu   sync.Mutex // guards seen
+	mu   sync.Mutex // guards following fields
 	seen map[string]time.Time
+	// pruned is when nonces past their time were last dropped.
+	pruned time.Time
 }
 
-// maxNonces bounds the nonces remembered; beyond, forwarded requests wait.
+// maxNonces bounds the nonces remembered; beyond, forwarded requests are
+// refused until some expire.
 const maxNonces = 1 << 20
 
 // add records nonce at now; false when it was seen already, or when too
@@ -122,7 +127,8 @@ func (n *nonces) add(nonce string, now time.Time) bool {
 	if _, ok := n.seen[nonce]; ok {
 		return false
 	}
-	if len(n.seen) >= maxNonces/2 {
+	if now.Sub(n.pruned) > PeerSkew || len(n.seen) >= maxNonces {
+		n.pruned = now
 		for k, at := range n.seen {
 			if now.Sub(at) > 2*PeerSkew {
 				delete(n.seen, k)

@@ -1,6 +1,7 @@
 package scale
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 	"time"
@@ -55,5 +56,20 @@ func TestRateLimiter(t *testing.T) {
 	clk.add(time.Second) // every bucket is full again: the table empties
 	if ok, _ := l.allow(clientKey("10.0.1.2:1")); !ok || len(l.clients) != 1 {
 		t.Errorf("after a second: allowed %v, %d clients tracked; want allowed and 1", ok, len(l.clients))
+	}
+}
+
+func TestNoncesExpire(t *testing.T) {
+	n := &nonces{seen: map[string]time.Time{}}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if !n.add("a", now) || n.add("a", now.Add(time.Second)) {
+		t.Fatal("a nonce accepted twice")
+	}
+	for i := range 100 {
+		n.add(fmt.Sprint(i), now)
+	}
+	n.add("late", now.Add(3*PeerSkew))
+	if len(n.seen) != 1 {
+		t.Errorf("%d nonces remembered after they expired, want 1", len(n.seen))
 	}
 }
