@@ -201,9 +201,15 @@ var ErrNotLeader = errors.New("this control instance is not the leader")
 type NotLeaderError struct {
 	// Leader is the leader's advertised address; "" when unknown.
 	Leader string
+	// Unknown says why the leader is unknown, when it is not that none is
+	// elected (Consul unreachable, a leader key someone wrote).
+	Unknown error
 }
 
 func (e *NotLeaderError) Error() string {
+	if e.Leader == "" && e.Unknown != nil {
+		return ErrNotLeader.Error() + ", and the leader is unknown: " + e.Unknown.Error()
+	}
 	if e.Leader == "" {
 		return ErrNotLeader.Error() + " (no leader elected yet; retry shortly)"
 	}
@@ -597,6 +603,7 @@ func (c *Controller) leading(ctx context.Context) (uint64, error) {
 	leader, err := c.cfg.Leadership.Leader(lctx)
 	if err != nil {
 		c.log.Debug("leader unknown", "err", err)
+		return 0, &NotLeaderError{Unknown: err}
 	}
 	return 0, &NotLeaderError{Leader: leader}
 }

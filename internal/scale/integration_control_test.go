@@ -501,13 +501,17 @@ func TestIntegrationScaleLeaderFailover(t *testing.T) {
 }
 
 // TestIntegrationScaleLeaderKeyHijack: anyone with KV write access can
-// redirect the leader key, lock held or not — a plain PUT on the key keeps
-// its Session. Two instances share a peer secret and pass requests on; a
-// third follows the key without competing, with --peers naming the two.
-// After the key is pointed at a listener the test controls, a scaling
-// request to a follower delivers no token there and no forged answer back;
-// the follower with --peers does not even dial it; what the listener
-// captured does not replay at the real leader.
+// redirect the leader key — a plain PUT on the held key keeps its Session —
+// and, once the lock is free, anyone with session rights can take it under
+// a name of their choosing. Neither delivers a caller's token anywhere:
+//
+//   - A plain PUT: followers see that the value is not what the lock's
+//     holder advertised (the session's name), ignore it and dial nothing.
+//   - A lock held by an impostor's own session: a follower dials the
+//     impostor's listener but sends no token and no webhook signature, and
+//     passes back no answer without the peer secret's proof (502); a
+//     follower with --peers does not dial it; what the listener captured
+//     does not replay at the real leader.
 func TestIntegrationScaleLeaderKeyHijack(t *testing.T) {
 	testenv.Require(t)
 	docker := testenv.Docker(t)
@@ -523,9 +527,6 @@ func TestIntegrationScaleLeaderKeyHijack(t *testing.T) {
 	for i := range ctls {
 		ctls[i] = startControl(t, docker, consul, controlOpts{leaderKey: key, api: peerAPI}, log)
 	}
-	guarded := peerAPI
-	guarded.Peer.Allow = []string{ctls[0].addr, ctls[1].addr}
-	observer := startControl(t, docker, consul, controlOpts{leaderKey: key, observe: true, api: guarded}, log)
 	name := "ulscale-hijack-" + id
 	createService(t, docker, name, false, map[string]string{"orbiter": "true", scale.LabelMax: "10"})
 	var leader, follower *controlEnv
@@ -538,11 +539,11 @@ func TestIntegrationScaleLeaderKeyHijack(t *testing.T) {
 		}
 		return false, "no leader elected"
 	})
-	for _, c := range []*controlEnv{leader, follower, observer} {
-		c.waitManaged(t, name)
-	}
+	leader.waitManaged(t, name)
+	follower.waitManaged(t, name)
 
-	// captured records what reaches the listener named in the hijacked key.
+	// The listener of the attacker records what reaches it and answers
+	// with a forged decision.
 	var mu sync.Mutex
 	var captured []*http.Request
 	var bodies [][]byte
@@ -560,8 +561,8 @@ func TestIntegrationScaleLeaderKeyHijack(t *testing.T) {
 		defer mu.Unlock()
 		return len(captured)
 	}
-
 	scaleVia := func(c *controlEnv) (int, string) {
+		t.Helper()
 		req, _ := http.NewRequest("POST", c.srv.URL+"/v1/underlay/services/"+name+"/scale", strings.NewReader(`{"direction":"up"}`))
 		req.Header.Set("Authorization", "Bearer "+integrationToken)
 		resp, err := http.DefaultClient.Do(req)
@@ -572,14 +573,11 @@ func TestIntegrationScaleLeaderKeyHijack(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, string(b)
 	}
-	// Before: both followers pass the request on to the real leader.
-	for i, c := range []*controlEnv{follower, observer} {
-		if code, body := scaleVia(c); code != 200 || replicas(t, docker, name) != uint64(2+i) {
-			t.Fatalf("through a follower before the hijack: %d %s, %d replicas", code, body, replicas(t, docker, name))
-		}
+	if code, body := scaleVia(follower); code != 200 || replicas(t, docker, name) != 2 {
+		t.Fatalf("through the follower before the hijack: %d %s, %d replicas; want 200 and 2", code, body, replicas(t, docker, name))
 	}
 
-	// The hijack: a plain PUT, no session, on the held key.
+	// 1. A plain PUT, no session, on the held key.
 	kv := consul.Client().KV()
 	before, _, err := kv.Get(key, nil)
 	if err != nil || before == nil || before.Session == "" {
@@ -592,10 +590,36 @@ func TestIntegrationScaleLeaderKeyHijack(t *testing.T) {
 	if err != nil || string(after.Value) != evilAddr || after.Session != before.Session {
 		t.Fatalf("after the PUT: %+v, %v; want the listener's address under the same session %s", after, err, before.Session)
 	}
-
 	code, body := scaleVia(follower)
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "someone other than its lock holder") || strings.Contains(body, evilAddr) {
+		t.Errorf("through the follower after a plain PUT: %d %s; want 503 saying the key was tampered with, not naming the listener", code, body)
+	}
+	if n := seen(); n != 0 {
+		t.Errorf("the listener was dialled %d times after a plain PUT, want never", n)
+	}
+	if code, body := scaleVia(leader); code != 200 || replicas(t, docker, name) != 3 {
+		t.Errorf("the leader after the PUT: %d %s; want it still deciding (3 replicas)", code, body)
+	}
+
+	// 2. An impostor holds the lock of another key with its own session,
+	// named as a leader's would be; followers of that key use it.
+	key2 := key + "-impostor"
+	sid, _, err := consul.Client().Session().Create(&consulapi.SessionEntry{Name: "underlay-control " + evilAddr, TTL: "60s"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { consul.Client().Session().Destroy(sid, nil) })
+	if ok, _, err := kv.Acquire(&consulapi.KVPair{Key: key2, Value: []byte(evilAddr), Session: sid}, nil); err != nil || !ok {
+		t.Fatalf("acquire %s: %v %v", key2, ok, err)
+	}
+	plain := startControl(t, docker, consul, controlOpts{leaderKey: key2, observe: true, api: peerAPI}, log)
+	guarded := peerAPI
+	guarded.Peer.Allow = []string{ctls[0].addr, ctls[1].addr}
+	fenced := startControl(t, docker, consul, controlOpts{leaderKey: key2, observe: true, api: guarded}, log)
+
+	code, body = scaleVia(plain)
 	if code != http.StatusBadGateway || strings.Contains(body, "forged") {
-		t.Errorf("through the follower after the hijack: %d %s, want 502 and no forged answer", code, body)
+		t.Errorf("through a follower of the impostor: %d %s, want 502 and no forged answer", code, body)
 	}
 	if seen() != 1 {
 		t.Fatalf("the listener got %d requests, want the follower's 1 (else the test proves nothing)", seen())
@@ -611,7 +635,7 @@ func TestIntegrationScaleLeaderKeyHijack(t *testing.T) {
 	if strings.Contains(dump.String()+string(gotBody), string(secret)) {
 		t.Error("the listener received the peer secret")
 	}
-	code, body = scaleVia(observer)
+	code, body = scaleVia(fenced)
 	if code != http.StatusServiceUnavailable || !strings.Contains(body, "--peers") || seen() != 1 {
 		t.Errorf("through the follower with --peers: %d %s, listener reached %d times; want 503 naming --peers, never dialled", code, body, seen())
 	}
@@ -628,6 +652,6 @@ func TestIntegrationScaleLeaderKeyHijack(t *testing.T) {
 		t.Errorf("the captured request replayed at the leader: %d, want 401", resp.StatusCode)
 	}
 	if n := replicas(t, docker, name); n != 3 {
-		t.Errorf("%s has %d replicas, want 3 (the two requests before the hijack)", name, n)
+		t.Errorf("%s has %d replicas, want 3 (the two genuine requests)", name, n)
 	}
 }
