@@ -76,6 +76,11 @@ Bounds, steps, cooldowns, stabilization and Prometheus queries (with
 underlay.scale.allow-down=true. Every decision is kept in Consul KV under
 --history-prefix.
 
+Scaling routes need a bearer token (--token-file, --token-consul-key), reads
+too with --auth-reads; --tls-cert/--tls-key serve TLS, --tls-client-ca
+requires client certificates. With --leader-election, followers pass requests
+on to the leader only with --peer-secret-file (and only to --peers when set).
+
 Every flag can also be set through UNDERLAY_<FLAG>; Docker is reached through
 DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 		Args: cobra.NoArgs,
@@ -97,7 +102,7 @@ DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 	fl.StringVar(&f.webhookSecret, "webhook-secret-file", "", "file holding a secret: Alertmanager routes then also require an HMAC-SHA256 signature of the body ("+scale.SignatureHeader+": sha256=HEX)")
 	fl.BoolVar(&f.leaderElection, "leader-election", false, "elect one deciding instance among several through a Consul lock; followers pass scaling requests on to the leader (see --forward-to-leader)")
 	fl.StringVar(&f.advertise, "advertise", "", "address followers name as this instance's when it leads (default --listen)")
-	fl.BoolVar(&f.forward, "forward-to-leader", true, "on a follower, pass scaling requests on to the leader when its --advertise address can be dialled (else answer 503 naming it)")
+	fl.BoolVar(&f.forward, "forward-to-leader", true, "on a follower, pass scaling requests on to the leader — signed with --peer-secret-file, never with the caller's credentials — when there is a peer secret and the leader's --advertise address can be dialled (else answer 503 naming it)")
 	fl.StringVar(&f.leaderKey, "leader-key", adapter.DefaultLeaderKey, "Consul KV key of the leader lock")
 	fl.StringVar(&f.tokenKey, "token-consul-key", "", "Consul KV key holding more bearer tokens, one a line, followed while serving (with or instead of --token-file)")
 	fl.BoolVar(&f.authReads, "auth-reads", false, "require the token on the GET routes and the event stream too (and /metrics); health stays open")
