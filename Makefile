@@ -1,5 +1,5 @@
 # Thin wrappers over scripts/, which do the real work (and run as root).
-.PHONY: build image deb test test-matrix test-stack engines bench run vet fmt
+.PHONY: build image deb test test-matrix test-stack engines bench run vet fmt fuzz
 
 build:
 	./scripts/build.sh
@@ -30,6 +30,11 @@ test-stack:
 
 bench:
 	./scripts/bench.sh
+
+# Every fuzz target for FUZZTIME each (default here 2m; CI uses a short one).
+FUZZTIME ?= 2m
+fuzz:
+	FUZZTIME=$(FUZZTIME) ./scripts/fuzz.sh
 
 run:
 	./scripts/run.sh

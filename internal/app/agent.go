@@ -126,6 +126,7 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 		return err
 	}
 	defer dockerAPI.Close()
+	f.consul.Log = log // the token file's warnings
 	consulAPI, err := consul.NewClient(f.consul)
 	if err != nil {
 		return err

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -20,6 +21,7 @@ import (
 	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/scale"
 	"github.com/underlay/underlay/internal/scale/adapter"
+	"github.com/underlay/underlay/internal/secretfile"
 )
 
 type controlFlags struct {
@@ -39,6 +41,14 @@ type controlFlags struct {
 	leaderKey      string
 	tokenKey       string
 	policyFile     string
+	authReads      bool
+	tlsCert        string
+	tlsKey         string
+	tlsClientCA    string
+	peerSecret     string
+	peers          []string
+	peerCACert     string
+	limits         scale.Limits
 }
 
 // newControlCommand is `underlay control`, the autoscaler.
@@ -66,6 +76,11 @@ Bounds, steps, cooldowns, stabilization and Prometheus queries (with
 underlay.scale.allow-down=true. Every decision is kept in Consul KV under
 --history-prefix.
 
+Scaling routes need a bearer token (--token-file, --token-consul-key), reads
+too with --auth-reads; --tls-cert/--tls-key serve TLS, --tls-client-ca
+requires client certificates. With --leader-election, followers pass requests
+on to the leader only with --peer-secret-file (and only to --peers when set).
+
 Every flag can also be set through UNDERLAY_<FLAG>; Docker is reached through
 DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 		Args: cobra.NoArgs,
@@ -87,33 +102,96 @@ DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 	fl.StringVar(&f.webhookSecret, "webhook-secret-file", "", "file holding a secret: Alertmanager routes then also require an HMAC-SHA256 signature of the body ("+scale.SignatureHeader+": sha256=HEX)")
 	fl.BoolVar(&f.leaderElection, "leader-election", false, "elect one deciding instance among several through a Consul lock; followers pass scaling requests on to the leader (see --forward-to-leader)")
 	fl.StringVar(&f.advertise, "advertise", "", "address followers name as this instance's when it leads (default --listen)")
-	fl.BoolVar(&f.forward, "forward-to-leader", true, "on a follower, pass scaling requests on to the leader when its --advertise address can be dialled (else answer 503 naming it)")
+	fl.BoolVar(&f.forward, "forward-to-leader", true, "on a follower, pass scaling requests on to the leader — signed with --peer-secret-file, never with the caller's credentials — when there is a peer secret and the leader's --advertise address can be dialled (else answer 503 naming it)")
 	fl.StringVar(&f.leaderKey, "leader-key", adapter.DefaultLeaderKey, "Consul KV key of the leader lock")
 	fl.StringVar(&f.tokenKey, "token-consul-key", "", "Consul KV key holding more bearer tokens, one a line, followed while serving (with or instead of --token-file)")
+	fl.BoolVar(&f.authReads, "auth-reads", false, "require the token on the GET routes and the event stream too (and /metrics); health stays open")
+	fl.StringVar(&f.tlsCert, "tls-cert", "", "serve the API over TLS with this PEM certificate (with --tls-key)")
+	fl.StringVar(&f.tlsKey, "tls-key", "", "the PEM key of --tls-cert")
+	fl.StringVar(&f.tlsClientCA, "tls-client-ca", "", "mutual TLS: clients must present a certificate signed by a CA of this PEM file")
+	fl.StringVar(&f.peerSecret, "peer-secret-file", "", "file holding the secret the control instances share: followers pass scaling requests on to the leader signed with it, never with the caller's credentials (no forwarding without it)")
+	fl.StringSliceVar(&f.peers, "peers", nil, "the only advertised addresses (host:port) a follower passes requests on to, whatever the leader key in Consul says (comma-separated)")
+	fl.StringVar(&f.peerCACert, "peer-cacert", "", "CA certificates (PEM) to verify the leader's TLS certificate when passing requests on (default --tls-client-ca, else the system's)")
+	fl.Float64Var(&f.limits.RateLimit, "rate-limit", scale.DefaultRateLimit, "scaling requests a second each client may make after --rate-burst; beyond, 429 (negative: no limit)")
+	fl.IntVar(&f.limits.RateBurst, "rate-burst", scale.DefaultRateBurst, "scaling requests a client may make at once")
+	fl.IntVar(&f.limits.MaxEventReaders, "max-event-readers", scale.DefaultMaxEventReaders, "concurrent readers of the event stream; beyond, 503")
 	return cmd
 }
 
-// controlTokens checks the authentication flags and loads the tokens of
-// --token-file; nil tokens and no --token-consul-key mean no
-// authentication.
-func controlTokens(f *controlFlags) (*scale.Tokens, error) {
+// checkAuthFlags checks the authentication flags: tokens, or no
+// authentication, not both nor neither.
+func checkAuthFlags(f *controlFlags) error {
 	switch {
 	case (f.tokenFile != "" || f.tokenKey != "") && f.insecureNoAuth:
-		return nil, errors.New("--token-file or --token-consul-key, and --insecure-no-auth: give tokens, or no authentication, not both")
-	case f.insecureNoAuth:
-		return nil, nil
-	case f.tokenFile == "" && f.tokenKey == "":
-		return nil, errors.New("--token-file or --token-consul-key is required (or --insecure-no-auth to accept unauthenticated scaling requests)")
-	case f.tokenFile == "":
-		return nil, nil
+		return errors.New("--token-file or --token-consul-key, and --insecure-no-auth: give tokens, or no authentication, not both")
+	case f.insecureNoAuth && f.authReads:
+		return errors.New("--auth-reads needs tokens (--token-file or --token-consul-key), not --insecure-no-auth")
+	case !f.insecureNoAuth && f.tokenFile == "" && f.tokenKey == "":
+		return errors.New("--token-file or --token-consul-key is required (or --insecure-no-auth to accept unauthenticated scaling requests)")
 	}
-	return scale.LoadTokens(f.tokenFile)
+	return nil
+}
+
+// minPeerSecret is the shortest peer secret accepted, in bytes.
+const minPeerSecret = 16
+
+// controlSecrets loads the webhook and peer secrets, which must be long
+// enough to resist guessing.
+func controlSecrets(f *controlFlags, log *slog.Logger) (webhook, peer []byte, err error) {
+	if f.webhookSecret != "" {
+		sf, err := secretfile.Open(f.webhookSecret, "webhook secret", log)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--webhook-secret-file: %w", err)
+		}
+		webhook = sf.Value()
+	}
+	if f.peerSecret != "" {
+		sf, err := secretfile.Open(f.peerSecret, "peer secret", log)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--peer-secret-file: %w", err)
+		}
+		if peer = sf.Value(); len(peer) < minPeerSecret {
+			return nil, nil, fmt.Errorf("--peer-secret-file %s: %d bytes, want at least %d (head -c 32 /dev/urandom | base64)", f.peerSecret, len(peer), minPeerSecret)
+		}
+	}
+	return webhook, peer, nil
+}
+
+// controlTLS is the API's TLS configuration (nil without --tls-cert) and
+// the one followers reach the leader with.
+func controlTLS(f *controlFlags) (server, peer *tls.Config, err error) {
+	switch {
+	case f.tlsCert == "" && f.tlsKey == "" && f.tlsClientCA == "" && f.peerCACert == "":
+		return nil, nil, nil
+	case f.tlsCert == "" || f.tlsKey == "":
+		return nil, nil, errors.New("--tls-cert and --tls-key go together (and --tls-client-ca, --peer-cacert need them)")
+	}
+	if server, err = scale.ServerTLS(f.tlsCert, f.tlsKey, f.tlsClientCA); err != nil {
+		return nil, nil, err
+	}
+	// A follower shows the leader its own certificate: with
+	// --tls-client-ca, the leader asks for one.
+	peerCA := f.peerCACert
+	if peerCA == "" {
+		peerCA = f.tlsClientCA
+	}
+	if peer, err = scale.ClientTLS(peerCA, f.tlsCert, f.tlsKey); err != nil {
+		return nil, nil, fmt.Errorf("--peer-cacert: %w", err)
+	}
+	return server, peer, nil
 }
 
 func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
-	tokens, err := controlTokens(f)
-	if err != nil {
+	if err := checkAuthFlags(f); err != nil {
 		return err
+	}
+	var fileTokens *scale.FileTokens
+	if f.tokenFile != "" {
+		t, err := scale.OpenTokenFile(f.tokenFile, log)
+		if err != nil {
+			return fmt.Errorf("--token-file: %w", err)
+		}
+		fileTokens = t
 	}
 	if f.historyLimit <= 0 {
 		return fmt.Errorf("--history-limit %d: must be positive", f.historyLimit)
@@ -124,11 +202,22 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	if f.interval <= 0 {
 		return fmt.Errorf("--interval %s: must be positive", f.interval)
 	}
-	var secret []byte
-	if f.webhookSecret != "" {
-		if secret, err = scale.LoadSecret(f.webhookSecret); err != nil {
-			return err
+	if f.limits.MaxEventReaders <= 0 || f.limits.RateBurst <= 0 || f.limits.RateLimit == 0 {
+		return fmt.Errorf("--max-event-readers %d, --rate-burst %d, --rate-limit %g: want positive numbers (a negative --rate-limit disables it)",
+			f.limits.MaxEventReaders, f.limits.RateBurst, f.limits.RateLimit)
+	}
+	for _, p := range f.peers {
+		if _, _, err := net.SplitHostPort(p); err != nil {
+			return fmt.Errorf("--peers %q: want host:port, as the instances' --advertise: %w", p, err)
 		}
+	}
+	secret, peerSecret, err := controlSecrets(f, log)
+	if err != nil {
+		return err
+	}
+	serverTLS, peerTLS, err := controlTLS(f)
+	if err != nil {
+		return err
 	}
 	var policies scale.PolicyFile
 	if f.policyFile != "" {
@@ -146,7 +235,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 			return fmt.Errorf("--prometheus-url: %w", err)
 		}
 	}
-	if tokens == nil && f.tokenKey == "" {
+	if f.insecureNoAuth {
 		log.Warn("authentication disabled (--insecure-no-auth): anyone reaching the API can scale services", "listen", f.listen)
 	}
 	dockerAPI, err := dockerhost.NewClient()
@@ -154,6 +243,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 		return err
 	}
 	defer dockerAPI.Close()
+	f.consul.Log = log // the token file's warnings
 	consulAPI, err := consul.NewClient(f.consul)
 	if err != nil {
 		return err
@@ -164,31 +254,49 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	metrics := adapter.Metrics{Builtin: adapter.NewBuiltin(consulAPI), Prometheus: prom}
 	cfg := scale.Config{DryRun: f.dryRun, Metrics: metrics, Interval: f.interval, Policies: policies,
 		AlertLog: adapter.NewKVAlertLog(consulAPI, "", 0)}
+	advertise := f.advertise
+	if advertise == "" {
+		advertise = f.listen
+	}
 	var leader *adapter.ConsulLeader
 	if f.leaderElection {
-		advertise := f.advertise
-		if advertise == "" {
-			advertise = f.listen
-		}
 		leader = adapter.NewConsulLeader(adapter.LeaderConfig{Key: f.leaderKey, Advertise: advertise}, consulAPI, log)
 		cfg.Leadership = leader
+		if f.forward && peerSecret == nil {
+			log.Info("followers will not pass scaling requests on to the leader without --peer-secret-file: they answer 503 naming it")
+		}
 	}
 	ctrl := scale.NewController(cfg, adapter.NewSwarm(dockerAPI), history, log, reg)
-	apiCfg := scale.APIConfig{Tokens: tokens, WebhookSecret: secret, History: history, ForwardToLeader: f.forward}
+	apiCfg := scale.APIConfig{WebhookSecret: secret, History: history, ForwardToLeader: f.forward,
+		AuthReads: f.authReads, Limits: f.limits, Registerer: reg,
+		Peer: scale.PeerConfig{Secret: peerSecret, Self: advertise, Allow: f.peers, TLS: peerTLS}}
+	var tokens scale.AnyToken
+	if fileTokens != nil {
+		tokens = append(tokens, fileTokens)
+	}
 	var kvTokens *adapter.KVTokens
 	if f.tokenKey != "" {
 		kvTokens = adapter.NewKVTokens(consulAPI, f.tokenKey, log)
-		apiCfg.MoreTokens = kvTokens
+		tokens = append(tokens, kvTokens)
+	}
+	if len(tokens) > 0 {
+		apiCfg.Tokens = tokens
 	}
 	api := scale.NewAPI(apiCfg, ctrl, log)
 
+	var metricsHandler http.Handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
+	if f.authReads {
+		metricsHandler = api.RequireToken(metricsHandler)
+	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("GET /metrics", metricsHandler)
 	mux.Handle("/", api.Handler())
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("--listen %s: %w", f.listen, err)
 	}
+	srv := scale.NewServer(mux, f.limits, log)
+	srv.TLSConfig = serverTLS
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ctrl.Run(gctx) })
 	if leader != nil {
@@ -197,26 +305,30 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	if kvTokens != nil {
 		g.Go(func() error { return kvTokens.Run(gctx) })
 	}
-	g.Go(func() error { return serveControl(gctx, ln, mux, log) })
+	g.Go(func() error { return serveControl(gctx, ln, srv, log) })
 	return g.Wait()
 }
 
-// serveControl serves h on ln until ctx ends. Requests run under ctx, so
-// open event streams end with it rather than holding the shutdown.
-func serveControl(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger) error {
-	srv := &http.Server{
-		Handler:           h,
-		ReadHeaderTimeout: 5 * time.Second,
-		BaseContext:       func(net.Listener) context.Context { return ctx },
-	}
+// serveControl serves srv on ln until ctx ends, over TLS when srv has a
+// TLS configuration. Requests run under ctx, so open event streams end
+// with it rather than holding the shutdown.
+func serveControl(ctx context.Context, ln net.Listener, srv *http.Server, log *slog.Logger) error {
+	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(sctx)
 	}()
-	log.Info("serving the autoscaler API", "addr", ln.Addr().String())
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	var err error
+	if srv.TLSConfig != nil {
+		log.Info("serving the autoscaler API over TLS", "addr", ln.Addr().String(), "client_certificates", srv.TLSConfig.ClientCAs != nil)
+		err = srv.ServeTLS(ln, "", "")
+	} else {
+		log.Info("serving the autoscaler API", "addr", ln.Addr().String())
+		err = srv.Serve(ln)
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
 	}
 	return nil

@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"encoding/pem"
 	"io"
 	"net"
 	"net/http"
@@ -10,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -129,6 +131,8 @@ func TestControlMoreFlagErrors(t *testing.T) {
 	dir := t.TempDir()
 	empty := filepath.Join(dir, "empty")
 	os.WriteFile(empty, []byte("\n"), 0o600)
+	short := filepath.Join(dir, "short")
+	os.WriteFile(short, []byte("password\n"), 0o600)
 	tests := []struct {
 		name    string
 		args    []string
@@ -138,6 +142,15 @@ func TestControlMoreFlagErrors(t *testing.T) {
 		{name: "empty webhook secret", args: []string{"--insecure-no-auth", "--webhook-secret-file", empty}, wantErr: "is empty"},
 		{name: "missing webhook secret", args: []string{"--insecure-no-auth", "--webhook-secret-file", filepath.Join(dir, "nope")}, wantErr: "nope"},
 		{name: "bad prometheus", args: []string{"--insecure-no-auth", "--prometheus-url", "http://"}, wantErr: "--prometheus-url"},
+		{name: "tls cert without key", args: []string{"--insecure-no-auth", "--tls-cert", empty}, wantErr: "--tls-cert and --tls-key go together"},
+		{name: "client CA without a cert", args: []string{"--insecure-no-auth", "--tls-client-ca", empty}, wantErr: "--tls-cert and --tls-key go together"},
+		{name: "bad tls cert", args: []string{"--insecure-no-auth", "--tls-cert", empty, "--tls-key", empty}, wantErr: "load TLS certificate"},
+		{name: "auth-reads without tokens", args: []string{"--insecure-no-auth", "--auth-reads"}, wantErr: "--auth-reads needs tokens"},
+		{name: "short peer secret", args: []string{"--insecure-no-auth", "--peer-secret-file", short}, wantErr: "want at least 16"},
+		{name: "empty peer secret", args: []string{"--insecure-no-auth", "--peer-secret-file", empty}, wantErr: "is empty"},
+		{name: "bad peers", args: []string{"--insecure-no-auth", "--peers", "10.0.0.1"}, wantErr: `--peers "10.0.0.1"`},
+		{name: "no event readers", args: []string{"--insecure-no-auth", "--max-event-readers", "0"}, wantErr: "--max-event-readers 0"},
+		{name: "zero rate", args: []string{"--insecure-no-auth", "--rate-limit", "0"}, wantErr: "--rate-limit 0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -211,7 +224,7 @@ func TestScaleCommand(t *testing.T) {
 		wantOut string
 		wantErr string
 	}{
-		{name: "up through a follower", args: []string{"web", "up", "--addr", follower.URL, "--token-file", tokens}, wantOut: "web: 1 → 2 replicas: scaled"},
+		{name: "up through a follower", args: []string{"web", "up", "--addr", follower.URL, "--token-file", tokens, "--follow-leader"}, wantOut: "web: 1 → 2 replicas: scaled"},
 		{name: "to N refused", args: []string{"web", "--to", "9", "--addr", leaderAddr, "--token-file", tokens}, wantOut: "refused (at_max)"},
 		{name: "no token", args: []string{"web", "up", "--addr", leaderAddr}, wantErr: "401: invalid bearer token"},
 		{name: "bad direction", args: []string{"web", "sideways", "--addr", leaderAddr}, wantErr: `direction "sideways"`},
@@ -220,7 +233,8 @@ func TestScaleCommand(t *testing.T) {
 		{name: "ls json", args: []string{"ls", "--json", "--addr", leaderAddr}, wantOut: `"name": "autoswarm/web"`},
 		{name: "history", args: []string{"history", "web", "--addr", leaderAddr}, wantOut: "2026-01-01T12:00:00Z  up         1     2   scaled  metrics"},
 		{name: "history json", args: []string{"history", "web", "--json", "--addr", leaderAddr}, wantOut: `"source": "metrics"`},
-		{name: "unreachable", args: []string{"ls", "--addr", "127.0.0.1:1"}, wantErr: "reach control at 127.0.0.1:1"},
+		{name: "unreachable", args: []string{"ls", "--addr", "127.0.0.1:1"}, wantErr: "reach control at http://127.0.0.1:1"},
+		{name: "bad addr", args: []string{"ls", "--addr", "ftp://127.0.0.1:1"}, wantErr: `--addr "ftp://127.0.0.1:1"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -235,5 +249,73 @@ func TestScaleCommand(t *testing.T) {
 				t.Fatalf("out %q, err %v; want output containing %q", out, err, tt.wantOut)
 			}
 		})
+	}
+}
+
+// TestScaleFollowLeader: the CLI sends its token to the leader a follower
+// names only with --follow-leader, and only over the scheme it was given —
+// never from https to http, nor to a leader named with another scheme.
+func TestScaleFollowLeader(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	os.WriteFile(tokens, []byte("tok\n"), 0o600)
+	var mu sync.Mutex
+	var tokensSeen []string
+	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		tokensSeen = append(tokensSeen, r.Header.Get("Authorization"))
+		mu.Unlock()
+		io.WriteString(w, `{"service":"web","from":1,"to":2,"reason":"scaled"}`)
+	}))
+	defer leader.Close()
+	naming := func(leaderAddr string) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set(scale.LeaderHeader, leaderAddr)
+			w.WriteHeader(503)
+			io.WriteString(w, `{"error":"not the leader"}`)
+		})
+	}
+	leaderAddr := strings.TrimPrefix(leader.URL, "http://")
+	plainFollower := httptest.NewServer(naming(leaderAddr))
+	defer plainFollower.Close()
+	tlsFollower := httptest.NewTLSServer(naming(leaderAddr))
+	defer tlsFollower.Close()
+	httpsNamer := httptest.NewServer(naming("https://" + leaderAddr))
+	defer httpsNamer.Close()
+	ca := filepath.Join(dir, "ca.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: tlsFollower.Certificate().Raw}), 0o644)
+
+	run := func(args ...string) error {
+		cmd := newScaleCommand(IOStreams{Out: io.Discard, ErrOut: io.Discard})
+		cmd.SetArgs(append(args, "--token-file", tokens))
+		cmd.SetOut(io.Discard)
+		cmd.SetErr(io.Discard)
+		return cmd.ExecuteContext(context.Background())
+	}
+	seen := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(tokensSeen)
+	}
+	if err := run("web", "up", "--addr", plainFollower.URL); err == nil || !strings.Contains(err.Error(), "--follow-leader") || !strings.Contains(err.Error(), leaderAddr) {
+		t.Errorf("without --follow-leader: %v, want an error naming the leader and the flag", err)
+	}
+	if err := run("web", "up", "--addr", tlsFollower.URL, "--cacert", ca, "--follow-leader"); err != nil {
+		// The https follower names a bare address: it is tried over https,
+		// which the plain leader cannot speak; the token never goes over http.
+		if !strings.Contains(err.Error(), "https://"+leaderAddr) {
+			t.Errorf("https follower naming a plain leader: %v, want an https attempt that fails", err)
+		}
+	} else {
+		t.Error("https follower naming a plain leader: the call succeeded, so it went over http")
+	}
+	if err := run("web", "up", "--addr", httpsNamer.URL, "--follow-leader"); err == nil || !strings.Contains(err.Error(), "not followed") {
+		t.Errorf("a leader named with another scheme: %v, want not followed", err)
+	}
+	if n := seen(); n != 0 {
+		t.Errorf("the leader received %d requests with the token, want none", n)
+	}
+	if err := run("web", "up", "--addr", plainFollower.URL, "--follow-leader"); err != nil || seen() != 1 {
+		t.Errorf("with --follow-leader over http: %v, %d requests at the leader; want it followed once", err, seen())
 	}
 }

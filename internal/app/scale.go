@@ -22,10 +22,14 @@ import (
 
 // scaleFlags are the flags of `underlay scale` and its subcommands.
 type scaleFlags struct {
-	addr      string
-	tokenFile string
-	to        int
-	json      bool
+	addr         string
+	tokenFile    string
+	to           int
+	json         bool
+	followLeader bool
+	caCert       string
+	cert         string
+	key          string
 }
 
 // newScaleCommand is `underlay scale`: a client of `underlay control`.
@@ -43,8 +47,11 @@ stabilization, and the answer says what it decided and why:
   underlay scale ls [--json]
   underlay scale history web [--json]
 
-A follower of several control instances refuses and names the leader; the
-command then asks the leader once. Mutating calls need a token (--token-file).`,
+A follower of several control instances that does not pass requests on
+refuses and names the leader; with --follow-leader the command then asks the
+leader once, with the same scheme only (never from https to http). Calls
+carry the token of --token-file; --addr https://HOST:PORT uses TLS, verified
+against --cacert (mutual TLS with --cert and --key).`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case cmd.Flags().Changed("to") && len(args) == 1:
@@ -64,11 +71,11 @@ command then asks the leader once. Mutating calls need a token (--token-file).`,
 				}
 				body["replicas"] = f.to
 			} else {
-				d := strings.ToLower(args[1])
-				if d != "up" && d != "down" {
+				d, err := scale.ParseDirection(args[1])
+				if err != nil {
 					return fmt.Errorf("direction %q: want up or down", args[1])
 				}
-				body["direction"] = d
+				body["direction"] = string(d)
 			}
 			var rec scale.Record
 			if err := f.call(cmd.Context(), http.MethodPost, "/v1/underlay/services/"+url.PathEscape(args[0])+"/scale", body, &rec); err != nil {
@@ -89,8 +96,12 @@ command then asks the leader once. Mutating calls need a token (--token-file).`,
 		},
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVar(&f.addr, "addr", "127.0.0.1:8000", "address of underlay control's API")
-	pf.StringVar(&f.tokenFile, "token-file", "", "file whose first token authenticates mutating calls")
+	pf.StringVar(&f.addr, "addr", "127.0.0.1:8000", "address of underlay control's API (https://HOST:PORT for TLS)")
+	pf.StringVar(&f.tokenFile, "token-file", "", "file whose first token authenticates the calls")
+	pf.BoolVar(&f.followLeader, "follow-leader", false, "when a follower names the leader (X-Underlay-Leader), ask it once, over the same scheme, with the token")
+	pf.StringVar(&f.caCert, "cacert", "", "CA certificates (PEM) to verify control's TLS certificate (default: the system's)")
+	pf.StringVar(&f.cert, "cert", "", "client certificate (PEM) for control's mutual TLS")
+	pf.StringVar(&f.key, "key", "", "the key of --cert")
 	pf.BoolVar(&f.json, "json", false, "print JSON")
 	cmd.Flags().IntVar(&f.to, "to", 0, "scale to this many replicas instead of one step")
 	cmd.AddCommand(newScaleLsCommand(f, streams), newScaleHistoryCommand(f, streams))
@@ -164,47 +175,96 @@ func newScaleHistoryCommand(f *scaleFlags, streams IOStreams) *cobra.Command {
 }
 
 // call sends one request to control and decodes the answer into out. A
-// follower's 503 naming the leader is retried once at the leader.
+// follower's 503 naming the leader is retried once at the leader with
+// --follow-leader, over the same scheme only: the token never goes from
+// https to http, nor anywhere the user did not allow.
 func (f *scaleFlags) call(ctx context.Context, method, path string, body, out any) error {
-	token := ""
-	if method != http.MethodGet {
-		t, err := readScaleToken(f.tokenFile)
-		if err != nil {
-			return err
-		}
-		token = t
+	token, err := readScaleToken(f.tokenFile)
+	if err != nil {
+		return err
 	}
-	addr := f.addr
+	client, err := f.client()
+	if err != nil {
+		return err
+	}
+	base, err := scaleBase(f.addr)
+	if err != nil {
+		return err
+	}
 	for attempt := 0; ; attempt++ {
-		code, hdr, b, err := doScaleRequest(ctx, method, addr, path, token, body)
+		code, hdr, b, err := doScaleRequest(ctx, client, method, base, path, token, body)
 		if err != nil {
 			return err
 		}
-		if leader := hdr.Get(scale.LeaderHeader); code == http.StatusServiceUnavailable && leader != "" && leader != addr && attempt == 0 {
-			addr = leader
-			continue
+		if leader := hdr.Get(scale.LeaderHeader); code == http.StatusServiceUnavailable && leader != "" && attempt == 0 {
+			next, err := leaderBase(base, leader)
+			switch {
+			case err != nil:
+				return fmt.Errorf("control at %s: not the leader, and %w", base, err)
+			case !f.followLeader:
+				return fmt.Errorf("control at %s: %d: not the leader; the leader is at %s (ask it with --addr %s, or add --follow-leader)", base, code, leader, next)
+			case next != base:
+				base = next
+				continue
+			}
 		}
 		if code/100 != 2 {
 			var e struct {
 				Error string `json:"error"`
 			}
 			if json.Unmarshal(b, &e) == nil && e.Error != "" {
-				return fmt.Errorf("control at %s: %d: %s", addr, code, e.Error)
+				return fmt.Errorf("control at %s: %d: %s", base, code, e.Error)
 			}
-			return fmt.Errorf("control at %s: %d: %.200s", addr, code, b)
+			return fmt.Errorf("control at %s: %d: %.200s", base, code, b)
 		}
 		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("control at %s: decode answer: %w", addr, err)
+			return fmt.Errorf("control at %s: decode answer: %w", base, err)
 		}
 		return nil
 	}
 }
 
-func doScaleRequest(ctx context.Context, method, addr, path, token string, body any) (int, http.Header, []byte, error) {
-	base := addr
-	if !strings.Contains(base, "://") {
-		base = "http://" + base
+// client is the HTTP client of the calls: TLS from --cacert, --cert and
+// --key; the environment's proxy, as before; redirects never followed, so
+// that the token goes nowhere else.
+func (f *scaleFlags) client() (*http.Client, error) {
+	tlsCfg, err := scale.ClientTLS(f.caCert, f.cert, f.key)
+	if err != nil {
+		return nil, fmt.Errorf("--cacert, --cert, --key: %w", err)
 	}
+	return &http.Client{
+		Transport:     &http.Transport{TLSClientConfig: tlsCfg, TLSHandshakeTimeout: 10 * time.Second, Proxy: http.ProxyFromEnvironment},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}, nil
+}
+
+// scaleBase is --addr as scheme://host:port (http when it names none).
+func scaleBase(addr string) (string, error) {
+	if !strings.Contains(addr, "://") {
+		addr = "http://" + addr
+	}
+	u, err := url.Parse(addr)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return "", fmt.Errorf("--addr %q: want HOST:PORT, http://HOST:PORT or https://HOST:PORT", addr)
+	}
+	return u.Scheme + "://" + u.Host, nil
+}
+
+// leaderBase is the leader a follower named, reached over base's scheme; a
+// leader named with another scheme is refused.
+func leaderBase(base, leader string) (string, error) {
+	scheme, _, _ := strings.Cut(base, "://")
+	if s, _, ok := strings.Cut(leader, "://"); ok && s != scheme {
+		return "", fmt.Errorf("the leader it names, %s, is not reached over %s: not followed", leader, scheme)
+	}
+	next, err := scaleBase(scheme + "://" + strings.TrimPrefix(strings.TrimPrefix(leader, "https://"), "http://"))
+	if err != nil {
+		return "", fmt.Errorf("the leader it names, %q, is not an address", leader)
+	}
+	return next, nil
+}
+
+func doScaleRequest(ctx context.Context, client *http.Client, method, base, path, token string, body any) (int, http.Header, []byte, error) {
 	var rd io.Reader
 	if body != nil {
 		b, _ := json.Marshal(body)
@@ -214,7 +274,7 @@ func doScaleRequest(ctx context.Context, method, addr, path, token string, body 
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
 	if err != nil {
-		return 0, nil, nil, fmt.Errorf("--addr %s: %w", addr, err)
+		return 0, nil, nil, fmt.Errorf("--addr %s: %w", base, err)
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
@@ -222,9 +282,9 @@ func doScaleRequest(ctx context.Context, method, addr, path, token string, body 
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
-		return 0, nil, nil, fmt.Errorf("reach control at %s: %w", addr, err)
+		return 0, nil, nil, fmt.Errorf("reach control at %s: %w", base, err)
 	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))

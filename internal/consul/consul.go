@@ -4,12 +4,18 @@
 package consul
 
 import (
+	"cmp"
+	"context"
 	"errors"
 	"fmt"
-	"os"
+	"log/slog"
+	"net"
+	"net/http"
 	"strings"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/underlay/underlay/internal/secretfile"
 )
 
 // Options override the CONSUL_HTTP_* environment; empty fields keep it.
@@ -23,6 +29,9 @@ type Options struct {
 	TLSServerName string
 	// InsecureSkipVerify disables server certificate checks; for tests only.
 	InsecureSkipVerify bool
+	// Log receives the token file's warnings (readable by others, unreadable,
+	// changed); nil discards them. Tokens are never logged.
+	Log *slog.Logger
 }
 
 // NewClient returns a Consul API client for o on top of the environment.
@@ -41,15 +50,20 @@ func NewClient(o Options) (*api.Client, error) {
 	if o.Token != "" && o.TokenFile != "" {
 		return nil, errors.New("consul: give --consul-token or --consul-token-file, not both")
 	}
-	if o.Token != "" {
+	// A token file, given or from CONSUL_HTTP_TOKEN_FILE (which wins over
+	// CONSUL_HTTP_TOKEN, as in Consul's CLI), is read again when it
+	// changes: every request carries the file's current token.
+	var tokenFile *secretfile.File
+	switch path := cmp.Or(o.TokenFile, cfg.TokenFile); {
+	case o.Token != "":
 		cfg.Token, cfg.TokenFile = o.Token, ""
-	}
-	if o.TokenFile != "" {
-		b, err := os.ReadFile(o.TokenFile)
+	case path != "":
+		f, err := secretfile.Open(path, "consul ACL token", o.Log)
 		if err != nil {
-			return nil, fmt.Errorf("consul: read token file: %w", err)
+			return nil, fmt.Errorf("consul: %w", err)
 		}
-		cfg.Token, cfg.TokenFile = strings.TrimSpace(string(b)), ""
+		tokenFile = f
+		cfg.Token, cfg.TokenFile = string(f.Value()), ""
 	}
 	if o.CAFile != "" || o.CertFile != "" || o.KeyFile != "" {
 		cfg.Scheme = "https"
@@ -72,9 +86,52 @@ func NewClient(o Options) (*api.Client, error) {
 	if o.InsecureSkipVerify {
 		cfg.TLSConfig.InsecureSkipVerify = true
 	}
+	if tokenFile != nil {
+		if err := rotateTokens(cfg, tokenFile); err != nil {
+			return nil, err
+		}
+	}
 	c, err := api.NewClient(cfg)
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, err)
 	}
 	return c, nil
+}
+
+// rotateTokens gives cfg an HTTP client that sets every request's ACL token
+// to the token file's current one. Consul's client reads a token file once;
+// this one follows rotations.
+func rotateTokens(cfg *api.Config, f *secretfile.File) error {
+	tr := cfg.Transport
+	if sock, ok := strings.CutPrefix(cfg.Address, "unix://"); ok {
+		// Consul's client would replace our HTTP client for a socket: dial
+		// it ourselves, under a placeholder host.
+		tr = tr.Clone()
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", sock)
+		}
+		cfg.Address = "consul.sock"
+	}
+	hc, err := api.NewHttpClient(tr, cfg.TLSConfig)
+	if err != nil {
+		return fmt.Errorf("consul client for %s: %w", cfg.Address, err)
+	}
+	hc.Transport = tokenTransport{base: hc.Transport, file: f}
+	cfg.HttpClient = hc
+	return nil
+}
+
+// tokenTransport sets X-Consul-Token to the token file's current value.
+// underlay never sets a token per request, so whatever the client put
+// there came from the file, maybe before a rotation.
+type tokenTransport struct {
+	base http.RoundTripper
+	file *secretfile.File
+}
+
+func (t tokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("X-Consul-Token", string(t.file.Value()))
+	return t.base.RoundTrip(r)
 }

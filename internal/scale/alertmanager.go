@@ -112,7 +112,7 @@ func AlertActions(msg AlertmanagerMessage, routeService string, routeDir Directi
 		act.Service = first(routeService, a.Labels, AlertServiceLabels)
 		dir := string(routeDir)
 		if dir == "" {
-			dir = first("", a.Labels, AlertDirectionLabels)
+			dir = firstRaw(a.Labels, AlertDirectionLabels)
 		}
 		switch {
 		case a.Status != "firing":
@@ -124,9 +124,9 @@ func AlertActions(msg AlertmanagerMessage, routeService string, routeDir Directi
 		case dir == "":
 			act.Skip, act.Bad = fmt.Sprintf("no direction: set one of the labels %s to up or down, or use a route naming it", strings.Join(AlertDirectionLabels, ", ")), true
 		default:
-			d := Direction(strings.ToLower(strings.TrimSpace(dir)))
-			if d != Up && d != Down {
-				act.Skip, act.Bad = fmt.Sprintf("%v: %q", ErrUnknownDirection, dir), true
+			d, err := ParseDirection(dir)
+			if err != nil {
+				act.Skip, act.Bad = err.Error(), true
 				break
 			}
 			act.Direction = d
@@ -143,6 +143,17 @@ func first(given string, labels map[string]string, keys []string) string {
 	}
 	for _, k := range keys {
 		if v := strings.TrimSpace(labels[k]); v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// firstRaw is the value of the first of keys set to something not blank,
+// as it is: a direction is read by ParseDirection's rule, blanks included.
+func firstRaw(labels map[string]string, keys []string) string {
+	for _, k := range keys {
+		if v := labels[k]; strings.TrimSpace(v) != "" {
 			return v
 		}
 	}
@@ -177,9 +188,11 @@ type AlertLog interface {
 // AlertResult is what one alert of a webhook did.
 type AlertResult struct {
 	AlertAction
-	// Result is "scaled", "refused", "dry_run", "duplicate", "skipped"
-	// (resolved, or repeated within the notification) or "error" (a label
-	// missing, an unknown service, a dependency unavailable).
+	// Result is "scaled", "refused", "dry_run", "duplicate", "grouped" (an
+	// earlier alert of the notification took the step for the same service
+	// and direction), "skipped" (resolved, or repeated within the
+	// notification) or "error" (a label missing, an unknown service, a
+	// dependency unavailable).
 	Result string `json:"result"`
 	// Reason says why, in a sentence.
 	Reason string `json:"reason"`
@@ -201,10 +214,13 @@ type alerts struct {
 
 // HandleAlerts acts on an Alertmanager webhook: once per firing alert (by
 // fingerprint and start time, remembered in memory and in the AlertLog),
-// never on resolved ones. A firing is remembered only when it scaled (or
-// would have, in dry-run): one refused for a bound or a cooldown may act on
-// a later re-send. Webhooks are handled one at a time. It returns one
-// result per alert; a result's Err says why no decision was made.
+// never on resolved ones, and at most one step per service and direction
+// per notification, whatever it groups: the first firing alert for them
+// decides, the others share its outcome ("grouped" when it scaled). A
+// firing is remembered only when it scaled (or would have, in dry-run), or
+// was grouped with one that did: one refused for a bound or a cooldown may
+// act on a later re-send. Webhooks are handled one at a time. It returns
+// one result per alert; a result's Err says why no decision was made.
 func (c *Controller) HandleAlerts(ctx context.Context, msg AlertmanagerMessage, routeService string, routeDir Direction, source string) []AlertResult {
 	a := c.alerts
 	a.mu.Lock()
@@ -216,10 +232,46 @@ func (c *Controller) HandleAlerts(ctx context.Context, msg AlertmanagerMessage, 
 		}
 	}
 	var out []AlertResult
+	// acted holds, by service and direction, the result of the alert that
+	// acted for them in this notification: one notification is at most one
+	// step per service and direction, whatever it groups (Alertmanager
+	// groups the alerts of every replica of a service into one).
+	acted := map[string]AlertResult{}
 	for _, act := range AlertActions(msg, routeService, routeDir) {
-		out = append(out, c.handleAlert(ctx, act, source, now))
+		key := act.Service + "\x00" + string(act.Direction)
+		if first, ok := acted[key]; ok && act.Skip == "" {
+			out = append(out, c.groupedAlert(ctx, act, first, now))
+			continue
+		}
+		res := c.handleAlert(ctx, act, source, now)
+		if act.Skip == "" && res.Result != "duplicate" {
+			acted[key] = res
+		}
+		out = append(out, res)
 	}
 	return out
+}
+
+// groupedAlert answers an alert whose service and direction an earlier
+// alert of the same notification acted on: it shares that alert's outcome
+// without a decision of its own. When that alert scaled, this firing is
+// remembered as if it had, so that a re-send of the notification takes no
+// step for it either; after a refusal or an error it may act later.
+func (c *Controller) groupedAlert(ctx context.Context, act AlertAction, first AlertResult, now time.Time) AlertResult {
+	a := c.alerts
+	res := AlertResult{AlertAction: act, Decision: first.Decision, Err: first.Err, Result: first.Result, Reason: first.Reason}
+	if first.Result != "scaled" && first.Result != "dry_run" {
+		return res
+	}
+	if _, ok := a.done[act.Key]; ok {
+		res.Result, res.Reason = "duplicate", "this firing (fingerprint and start time) has already scaled"
+		return res
+	}
+	res.Result = "grouped"
+	res.Reason = fmt.Sprintf("one notification takes at most one step per service and direction: alert %s (fingerprint %s) of this notification took it for %s %s",
+		first.AlertName, first.Fingerprint, act.Service, act.Direction)
+	c.markAlert(ctx, act, now)
+	return res
 }
 
 func (c *Controller) handleAlert(ctx context.Context, act AlertAction, source string, now time.Time) AlertResult {
@@ -267,14 +319,22 @@ func (c *Controller) handleAlert(ctx context.Context, act AlertAction, source st
 	default:
 		res.Result = "scaled"
 	}
-	a.done[act.Key] = now
-	if a.log != nil {
-		mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.HistoryTimeout)
-		defer cancel()
-		if err := a.log.Mark(mctx, act.Key, act.Service, now); err != nil {
-			c.metrics.errors.WithLabelValues("alert_log").Inc()
-			c.log.Warn("alert firing not kept in Consul; a restarted control could scale on it again", "key", act.Key, "err", err)
-		}
-	}
+	c.markAlert(ctx, act, now)
 	return res
+}
+
+// markAlert remembers that the firing of act has scaled, in memory and in
+// the AlertLog. a.mu is held.
+func (c *Controller) markAlert(ctx context.Context, act AlertAction, now time.Time) {
+	a := c.alerts
+	a.done[act.Key] = now
+	if a.log == nil {
+		return
+	}
+	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.HistoryTimeout)
+	defer cancel()
+	if err := a.log.Mark(mctx, act.Key, act.Service, now); err != nil {
+		c.metrics.errors.WithLabelValues("alert_log").Inc()
+		c.log.Warn("alert firing not kept in Consul; a restarted control could scale on it again", "key", act.Key, "err", err)
+	}
 }

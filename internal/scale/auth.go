@@ -10,15 +10,124 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
+	"log/slog"
+	"net/http"
 	"strings"
+	"sync"
+
+	"github.com/underlay/underlay/internal/secretfile"
 )
 
 // TokenSet is a set of bearer tokens that may change while the API serves
-// (tokens kept in Consul KV).
+// (a token file read again when it changes, tokens kept in Consul KV).
 type TokenSet interface {
 	// Valid reports whether token belongs to the set now.
 	Valid(token string) bool
+}
+
+// AnyToken accepts a token any of its sets accepts.
+type AnyToken []TokenSet
+
+// Valid implements TokenSet.
+func (a AnyToken) Valid(token string) bool {
+	ok := false
+	for _, s := range a {
+		ok = s.Valid(token) || ok // every set, so that time says nothing of which
+	}
+	return ok
+}
+
+// Errors of CheckToken.
+var (
+	ErrNoToken  = errors.New("missing bearer token")
+	ErrBadToken = errors.New("invalid bearer token")
+)
+
+// BearerToken is the token of r's "Authorization: Bearer <token>" header,
+// and whether r has one.
+func BearerToken(r *http.Request) (string, bool) {
+	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	token = strings.TrimSpace(token)
+	return token, ok && token != ""
+}
+
+// CheckToken is the one token check of every authenticated route: nil when
+// r carries a bearer token of tokens, else ErrNoToken or ErrBadToken.
+func CheckToken(tokens TokenSet, r *http.Request) error {
+	token, ok := BearerToken(r)
+	switch {
+	case !ok:
+		return ErrNoToken
+	case !tokens.Valid(token):
+		return ErrBadToken
+	}
+	return nil
+}
+
+// RequireToken is CheckToken as middleware, for the API's routes and any
+// other handler that shares its tokens (the dashboard): a request without a
+// valid token is answered 401 with "WWW-Authenticate: Bearer" and a JSON
+// error, and refused (when not nil) is called with the reason, for metrics
+// and logs. Tokens nil lets every request through (--insecure-no-auth).
+func RequireToken(tokens TokenSet, refused func(r *http.Request, err error), next http.Handler) http.Handler {
+	if tokens == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if err := CheckToken(tokens, r); err != nil {
+			if refused != nil {
+				refused(r, err)
+			}
+			w.Header().Set("WWW-Authenticate", `Bearer realm="underlay"`)
+			writeJSON(w, http.StatusUnauthorized, errorBody{Error: err.Error()})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// FileTokens are the tokens of a token file, read again when the file
+// changes (at most once a second): a token is added or revoked without a
+// restart. A new content without any token keeps the last tokens read, and
+// is logged.
+type FileTokens struct {
+	file *secretfile.File
+	log  *slog.Logger
+
+	mu sync.Mutex // guards following fields
+	// raw is the content tokens were parsed from.
+	raw    []byte
+	tokens *Tokens
+}
+
+// OpenTokenFile reads the token file at path; it must hold a token.
+func OpenTokenFile(path string, log *slog.Logger) (*FileTokens, error) {
+	f, err := secretfile.Open(path, "bearer token", log)
+	if err != nil {
+		return nil, err
+	}
+	raw := f.Value()
+	t, err := ParseTokens(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("token file %s: %w", path, err)
+	}
+	return &FileTokens{file: f, log: log, raw: raw, tokens: t}, nil
+}
+
+// Valid implements TokenSet.
+func (f *FileTokens) Valid(token string) bool {
+	raw := f.file.Value()
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if !bytes.Equal(raw, f.raw) {
+		f.raw = raw
+		if t, err := ParseTokens(bytes.NewReader(raw)); err != nil {
+			f.log.Warn("token file changed but holds no token; the last tokens read stay valid", "file", f.file.Path(), "err", err)
+		} else {
+			f.tokens = t
+		}
+	}
+	return f.tokens.Valid(token)
 }
 
 // Tokens are the bearer tokens accepted on mutating routes.
@@ -46,20 +155,6 @@ func ParseTokens(r io.Reader) (*Tokens, error) {
 	}
 	if len(t.sums) == 0 {
 		return nil, errors.New("no token found (one token a line)")
-	}
-	return t, nil
-}
-
-// LoadTokens reads the token file at path.
-func LoadTokens(path string) (*Tokens, error) {
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, fmt.Errorf("token file: %w", err)
-	}
-	defer f.Close()
-	t, err := ParseTokens(f)
-	if err != nil {
-		return nil, fmt.Errorf("token file %s: %w", path, err)
 	}
 	return t, nil
 }
@@ -112,18 +207,4 @@ func VerifySignature(secret, body []byte, header string) error {
 		return fmt.Errorf("%w: it does not match the body", ErrBadSignature)
 	}
 	return nil
-}
-
-// LoadSecret reads a webhook secret from path: the file's content, blanks
-// around it trimmed. An empty secret is an error.
-func LoadSecret(path string) ([]byte, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("webhook secret: %w", err)
-	}
-	s := bytes.TrimSpace(b)
-	if len(s) == 0 {
-		return nil, fmt.Errorf("webhook secret %s is empty", path)
-	}
-	return s, nil
 }

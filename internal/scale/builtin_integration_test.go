@@ -33,10 +33,10 @@ func TestIntegrationScaleBuiltinCPU(t *testing.T) {
 	// The node's agent part that measures tasks, in-process.
 	go taskmetrics.Run(ctx, dockerhost.NewSource(docker), consul.NewKV(cons.Client()), "node-"+id, time.Second, log)
 
-	ctl := startControl(t, docker, cons, scale.Config{
+	ctl := startControl(t, docker, cons, controlOpts{cfg: scale.Config{
 		Metrics:  adapter.Metrics{Builtin: adapter.NewBuiltin(cons.Client())},
 		Interval: time.Second,
-	}, nil, nil, log)
+	}}, log)
 	name := "ulscale-cpu-" + id
 	one := uint64(1)
 	spec := swarm.ServiceSpec{

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"slices"
 	"sort"
 	"sync"
 	"time"
@@ -200,9 +201,15 @@ var ErrNotLeader = errors.New("this control instance is not the leader")
 type NotLeaderError struct {
 	// Leader is the leader's advertised address; "" when unknown.
 	Leader string
+	// Unknown says why the leader is unknown, when it is not that none is
+	// elected (Consul unreachable, a leader key someone wrote).
+	Unknown error
 }
 
 func (e *NotLeaderError) Error() string {
+	if e.Leader == "" && e.Unknown != nil {
+		return ErrNotLeader.Error() + ", and the leader is unknown: " + e.Unknown.Error()
+	}
 	if e.Leader == "" {
 		return ErrNotLeader.Error() + " (no leader elected yet; retry shortly)"
 	}
@@ -232,9 +239,10 @@ type Controller struct {
 	// they outlive label changes.
 	states   map[string]*state
 	dockerOK bool
-	// metricErrs are the last error of each failing metric, by service and
-	// metric name, so that a lasting failure is logged once.
-	metricErrs map[string]string
+	// metricErrs are the last error of each failing metric, by service ID
+	// and metric name, so that a lasting failure is logged once; a
+	// service's entries go with it, a metric's with its labels.
+	metricErrs map[string]map[string]string
 }
 
 // managed is one service the controller manages.
@@ -285,7 +293,7 @@ func NewController(cfg Config, s Swarm, h History, log *slog.Logger, reg prometh
 		services: map[string]*managed{},
 		states:   map[string]*state{},
 
-		metricErrs: map[string]string{},
+		metricErrs: map[string]map[string]string{},
 		alerts:     &alerts{log: cfg.AlertLog, ttl: cfg.AlertMemory, done: map[string]time.Time{}},
 	}
 	c.metrics = newMetrics(reg, c)
@@ -428,10 +436,12 @@ func (c *Controller) upsert(svc Service) {
 			delete(c.services, svc.ID)
 			c.log.Info("service no longer autoscaled", "service", svc.Name)
 		}
+		delete(c.metricErrs, svc.ID)
 		return
 	}
 	m := &managed{svc: svc, policy: p, err: err}
 	c.services[svc.ID] = m
+	c.pruneMetricErrsLocked(svc.ID, p.Metrics)
 	switch {
 	case err != nil && (!had || old.err == nil || old.err.Error() != err.Error()):
 		c.log.Warn("bad scaling labels; requests for this service are refused", "service", svc.Name, "err", err)
@@ -463,6 +473,21 @@ func (c *Controller) forget(id string) {
 		delete(c.services, id)
 	}
 	delete(c.states, id)
+	delete(c.metricErrs, id)
+}
+
+// pruneMetricErrsLocked forgets the errors of a service's metrics that its
+// policy no longer has. c.mu is held.
+func (c *Controller) pruneMetricErrsLocked(id string, metrics []MetricSpec) {
+	errs := c.metricErrs[id]
+	for name := range errs {
+		if !slices.ContainsFunc(metrics, func(m MetricSpec) bool { return m.Name == name }) {
+			delete(errs, name)
+		}
+	}
+	if len(errs) == 0 {
+		delete(c.metricErrs, id)
+	}
 }
 
 // lookup finds a managed service by name (or ID).
@@ -578,6 +603,7 @@ func (c *Controller) leading(ctx context.Context) (uint64, error) {
 	leader, err := c.cfg.Leadership.Leader(lctx)
 	if err != nil {
 		c.log.Debug("leader unknown", "err", err)
+		return 0, &NotLeaderError{Unknown: err}
 	}
 	return 0, &NotLeaderError{Leader: leader}
 }

@@ -3,7 +3,6 @@ package scale
 import (
 	"errors"
 	"fmt"
-	"strings"
 	"time"
 )
 
@@ -20,16 +19,37 @@ const (
 // Orbiter scaled down on anything but "up"; underlay refuses instead.
 var ErrUnknownDirection = errors.New("unknown direction: want up or down")
 
-// ParseDirection accepts "up" and "down" (any case) and Orbiter's JSON
-// booleans as strings, "true" (up) and "false" (down).
+// ParseDirection is the one rule for directions, on every route (paths,
+// bodies, alert labels) and in the CLI: "up" or "down" in any letter case
+// (ASCII only), and nothing else — no blanks around it, no "true" or
+// "false" strings. Orbiter's booleans are accepted only as JSON true and
+// false, by the parser of Orbiter's body form.
 func ParseDirection(s string) (Direction, error) {
-	switch strings.ToLower(strings.TrimSpace(s)) {
-	case "up", "true":
+	switch {
+	case asciiEqualFold(s, string(Up)):
 		return Up, nil
-	case "down", "false":
+	case asciiEqualFold(s, string(Down)):
 		return Down, nil
 	}
 	return "", fmt.Errorf("%w: %q", ErrUnknownDirection, s)
+}
+
+// asciiEqualFold is strings.EqualFold restricted to ASCII letters, so that
+// no Unicode look-alike ever folds into a direction.
+func asciiEqualFold(s, lower string) bool {
+	if len(s) != len(lower) {
+		return false
+	}
+	for i := range len(s) {
+		c := s[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != lower[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // Reason is a short, stable code saying what a decision did or why it was

@@ -106,8 +106,9 @@ func TestParseDirection(t *testing.T) {
 		want Direction
 		ok   bool
 	}{
-		{"up", Up, true}, {"UP", Up, true}, {"down", Down, true}, {"true", Up, true}, {"false", Down, true},
-		{"", "", false}, {"left", "", false}, {"1", "", false},
+		{"up", Up, true}, {"UP", Up, true}, {"dOwN", Down, true}, {"down", Down, true},
+		{"true", "", false}, {"false", "", false}, {"TRUE", "", false}, {" up", "", false}, {"down\n", "", false},
+		{"", "", false}, {"left", "", false}, {"1", "", false}, {"ｕｐ", "", false}, {"uP\x00", "", false},
 	}
 	for _, tt := range tests {
 		got, err := ParseDirection(tt.in)

@@ -10,28 +10,31 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/netip"
-	"net/url"
-	"strings"
+	"sync/atomic"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
-// maxBody bounds request bodies; a direction needs a few bytes.
+// maxBody bounds request bodies on every route but the webhook routes; a
+// direction needs a few bytes.
 const maxBody = 64 << 10
 
-// maxWebhookBody bounds the bodies of routes that take Alertmanager's
-// notifications, which may carry many alerts.
+// maxWebhookBody bounds the bodies of the webhook routes (Alertmanager's
+// and Orbiter's, which take Alertmanager's notifications too), which may
+// carry many alerts.
 const maxWebhookBody = 4 << 20
 
 // APIConfig configures the HTTP API.
 type APIConfig struct {
-	// Tokens authenticate mutating routes; nil, with MoreTokens nil too,
-	// disables authentication (underlay control --insecure-no-auth).
-	Tokens *Tokens
-	// MoreTokens are accepted besides Tokens: tokens read from Consul KV
-	// while serving; nil for none.
-	MoreTokens TokenSet
+	// Tokens authenticate the scaling routes, and the reads with
+	// AuthReads; nil disables authentication (underlay control
+	// --insecure-no-auth).
+	Tokens TokenSet
+	// AuthReads makes the GET routes — the event stream included, health
+	// excepted — require a token too.
+	AuthReads bool
 	// KeepAlive is the period of comment lines on the events stream, which
 	// keep proxies from closing an idle stream (default 15s).
 	KeepAlive time.Duration
@@ -42,9 +45,15 @@ type APIConfig struct {
 	// 501 there.
 	History HistoryLister
 	// ForwardToLeader makes a follower pass scaling requests on to the
-	// leader (when its advertised address is one to dial) instead of
-	// answering 503 naming it.
+	// leader (when Peer.Secret is set and the leader's advertised address is
+	// one to dial) instead of answering 503 naming it.
 	ForwardToLeader bool
+	// Peer is how requests are passed on between instances.
+	Peer PeerConfig
+	// Limits bound what one client may hold.
+	Limits Limits
+	// Registerer takes the API's metrics; nil keeps them unregistered.
+	Registerer prometheus.Registerer
 }
 
 // HistoryLister lists a service's decision records, oldest first.
@@ -55,16 +64,22 @@ type HistoryLister interface {
 // LeaderHeader names the leader's address on a follower's 503.
 const LeaderHeader = "X-Underlay-Leader"
 
-// ForwardedHeader marks a request a follower passed on to the leader; the
-// receiver never passes it on again, so leadership moving meanwhile
-// cannot make a loop.
+// ForwardedHeader marks a request a follower passed on to the leader, with
+// the follower's address; the receiver never passes it on again, so
+// leadership moving meanwhile cannot make a loop.
 const ForwardedHeader = "X-Underlay-Forwarded-By"
 
 // API serves the Orbiter-compatible HTTP API of a Controller.
 type API struct {
-	cfg APIConfig
-	c   *Controller
-	log *slog.Logger
+	cfg        APIConfig
+	c          *Controller
+	log        *slog.Logger
+	metrics    *apiMetrics
+	limiter    *rateLimiter // nil: no rate limit
+	nonces     *nonces
+	peerClient *http.Client
+	// readers counts open event streams.
+	readers atomic.Int64
 }
 
 // NewAPI returns the API of c.
@@ -72,43 +87,67 @@ func NewAPI(cfg APIConfig, c *Controller, log *slog.Logger) *API {
 	if cfg.KeepAlive <= 0 {
 		cfg.KeepAlive = 15 * time.Second
 	}
-	return &API{cfg: cfg, c: c, log: log.With("component", "scale-api")}
+	if cfg.Peer.Timeout <= 0 {
+		cfg.Peer.Timeout = 20 * time.Second
+	}
+	cfg.Limits = cfg.Limits.withDefaults()
+	a := &API{cfg: cfg, c: c, log: log.With("component", "scale_api"),
+		nonces: &nonces{seen: map[string]time.Time{}}, peerClient: newPeerClient(cfg.Peer)}
+	if cfg.Limits.RateLimit > 0 {
+		a.limiter = newRateLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, c.cfg.Now)
+	}
+	a.metrics = newAPIMetrics(cfg.Registerer, a)
+	return a
 }
 
 // Handler routes Orbiter's paths, under /v1/orbiter and without it:
 //
 //	POST /handle/{autoscaler}/{service}/{direction}   (bearer token)
-//	POST /handle/{autoscaler}/{service}               (bearer token; body {"direction": "up"|"down"|true|false})
-//	GET  /autoscaler                                  (open)
-//	GET  /health                                      (open)
-//	GET  /events                                      (open; server-sent events)
+//	POST /handle/{autoscaler}/{service}               (bearer token; {"direction": true|false|"up"|"down"})
+//	GET  /autoscaler, /health, /events                (token with AuthReads, but health)
 //
-// and underlay's own routes:
+// and underlay's:
 //
-//	POST /v1/underlay/alertmanager, /alertmanager     (bearer token, signature when configured; Alertmanager webhooks)
-//	POST /v1/underlay/alertmanager/{service}[/{direction}]
+//	POST /v1/underlay/alertmanager, /alertmanager, /v1/underlay/alertmanager/{service}[/{direction}]
 //	POST /v1/underlay/services/{service}/scale        (bearer token; {"direction": "up"|"down"} or {"replicas": N})
 //	GET  /v1/underlay/services, /v1/underlay/services/{service}/history, /v1/underlay/leader, /v1/underlay/events
 //
-// Orbiter's handle routes also take Alertmanager webhook bodies.
+// Orbiter's handle routes also take Alertmanager webhook bodies. Scaling
+// routes are rate-limited per client, then authenticated, then passed on
+// to the leader by a follower.
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, prefix := range []string{"/v1/orbiter", ""} {
-		mux.Handle("POST "+prefix+"/handle/{autoscaler}/{service}/{direction}", a.auth(a.toLeader(a.handleRoute)))
-		mux.Handle("POST "+prefix+"/handle/{autoscaler}/{service}", a.auth(a.toLeader(a.handleBody)))
-		mux.HandleFunc("GET "+prefix+"/autoscaler", a.list)
-		mux.HandleFunc("GET "+prefix+"/health", a.health)
-		mux.HandleFunc("GET "+prefix+"/events", a.events)
+		mux.Handle("POST "+prefix+"/handle/{autoscaler}/{service}/{direction}", a.scaling(maxWebhookBody, a.toLeader(a.handleRoute)))
+		mux.Handle("POST "+prefix+"/handle/{autoscaler}/{service}", a.scaling(maxWebhookBody, a.toLeader(a.handleBody)))
+		mux.Handle("GET "+prefix+"/autoscaler", a.read(a.list))
+		mux.Handle("GET "+prefix+"/health", a.limitBody(maxBody, http.HandlerFunc(a.health)))
+		mux.Handle("GET "+prefix+"/events", a.read(a.events))
 	}
 	for _, path := range []string{"/v1/underlay/alertmanager", "/alertmanager", "/v1/underlay/alertmanager/{service}", "/v1/underlay/alertmanager/{service}/{direction}"} {
-		mux.Handle("POST "+path, a.auth(a.toLeader(a.alertmanager)))
+		mux.Handle("POST "+path, a.scaling(maxWebhookBody, a.requireSignature(a.toLeader(a.alertmanager))))
 	}
-	mux.Handle("POST /v1/underlay/services/{service}/scale", a.auth(a.toLeader(a.scaleNative)))
-	mux.HandleFunc("GET /v1/underlay/services", a.list)
-	mux.HandleFunc("GET /v1/underlay/services/{service}/history", a.history)
-	mux.HandleFunc("GET /v1/underlay/leader", a.leader)
-	mux.HandleFunc("GET /v1/underlay/events", a.events)
+	mux.Handle("POST /v1/underlay/services/{service}/scale", a.scaling(maxBody, a.toLeader(a.scaleNative)))
+	mux.Handle("GET /v1/underlay/services", a.read(a.list))
+	mux.Handle("GET /v1/underlay/services/{service}/history", a.read(a.history))
+	mux.Handle("GET /v1/underlay/leader", a.read(a.leader))
+	mux.Handle("GET /v1/underlay/events", a.read(a.events))
 	return mux
+}
+
+// scaling is the chain of every scaling route: a body limit, requests
+// passed on by a peer verified, the rate limit, the token.
+func (a *API) scaling(limit int64, next http.Handler) http.Handler {
+	return a.limitBody(limit, a.peerAuth(a.rateLimit(a.RequireToken(next))))
+}
+
+// read is the chain of the GET routes: the token with AuthReads.
+func (a *API) read(next http.HandlerFunc) http.Handler {
+	h := http.Handler(next)
+	if a.cfg.AuthReads {
+		h = a.RequireToken(h)
+	}
+	return a.limitBody(maxBody, h)
 }
 
 // errorBody is every error response.
@@ -116,33 +155,64 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
-func (a *API) auth(next http.Handler) http.Handler {
+// RequireToken is the API's token check as middleware (the package's
+// RequireToken with this API's tokens, counting and logging refusals), for
+// other handlers served beside the API, such as /metrics with
+// --auth-reads. Requests a peer passed on, verified, pass.
+func (a *API) RequireToken(next http.Handler) http.Handler {
+	checked := RequireToken(a.cfg.Tokens, a.unauthenticated, next)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a.cfg.Tokens == nil && a.cfg.MoreTokens == nil {
+		if _, ok := peerOf(r.Context()); ok {
 			next.ServeHTTP(w, r)
 			return
 		}
-		token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-		token = strings.TrimSpace(token)
-		valid := a.cfg.Tokens.Valid(token) || (a.cfg.MoreTokens != nil && a.cfg.MoreTokens.Valid(token))
-		if !ok || !valid {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="underlay"`)
-			msg := "missing bearer token"
-			if ok {
-				msg = "invalid bearer token"
-			}
-			a.log.Warn("unauthenticated request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "problem", msg)
-			writeJSON(w, http.StatusUnauthorized, errorBody{Error: msg})
+		checked.ServeHTTP(w, r)
+	})
+}
+
+// unauthenticated counts and logs a request refused for its token; at
+// debug level, since anyone can send many (the metric shows a flood).
+func (a *API) unauthenticated(r *http.Request, err error) {
+	a.refuse("unauthenticated")
+	a.log.Debug("unauthenticated request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "problem", err)
+}
+
+// requireSignature checks the webhook signature of the Alertmanager routes
+// when a secret is set, before a follower passes the request on: the
+// leader trusts the follower's check.
+func (a *API) requireSignature(next http.Handler) http.Handler {
+	if a.cfg.WebhookSecret == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := peerOf(r.Context()); ok {
+			next.ServeHTTP(w, r)
 			return
 		}
+		body, ok := a.readBody(w, r)
+		if !ok {
+			return
+		}
+		h := r.Header.Get(SignatureHeader)
+		if h == "" {
+			h = r.Header.Get("X-Hub-Signature-256")
+		}
+		if err := VerifySignature(a.cfg.WebhookSecret, body, h); err != nil {
+			a.refuse("bad_signature")
+			a.log.Warn("webhook signature refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+			writeJSON(w, http.StatusUnauthorized, errorBody{Error: err.Error()})
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
 		next.ServeHTTP(w, r)
 	})
 }
 
 // toLeader passes a scaling request on to the leader when this instance
-// follows and forwarding is on; otherwise next answers it (on a follower,
-// 503 naming the leader). The request goes as it came: body, token and
-// signature; the leader checks them again.
+// follows, forwarding is on, the instances share a peer secret and the
+// leader's address may be dialled (and is among Peer.Allow, when set);
+// otherwise next answers it (on a follower, 503 naming the leader). The
+// caller's credentials are checked here and never passed on: see forward.
 func (a *API) toLeader(next http.HandlerFunc) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if !a.cfg.ForwardToLeader || r.Header.Get(ForwardedHeader) != "" {
@@ -150,24 +220,20 @@ func (a *API) toLeader(next http.HandlerFunc) http.Handler {
 			return
 		}
 		var nl *NotLeaderError
-		if _, err := a.c.leading(r.Context()); !errors.As(err, &nl) || !dialable(nl.Leader) {
+		if _, err := a.c.leading(r.Context()); !errors.As(err, &nl) {
 			next(w, r)
 			return
 		}
-		leader := nl.Leader
-		proxy := &httputil.ReverseProxy{
-			Rewrite: func(pr *httputil.ProxyRequest) {
-				pr.SetURL(&url.URL{Scheme: "http", Host: leader})
-				pr.Out.Header.Set(ForwardedHeader, r.Host)
-			},
-			ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
-				a.log.Warn("passing a request on to the leader failed", "leader", leader, "path", r.URL.Path, "err", err)
-				w.Header().Set(LeaderHeader, leader)
-				writeJSON(w, http.StatusBadGateway, errorBody{Error: fmt.Sprintf("this control instance is not the leader, and passing the request on to the leader at %s failed: %v", leader, err)})
-			},
+		ok, why := a.forwardable(nl.Leader)
+		switch {
+		case why != "":
+			a.log.Warn("leader not passed on to", "leader", nl.Leader, "why", why)
+			writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: ErrNotLeader.Error() + "; " + why})
+		case ok:
+			a.forward(w, r, nl.Leader)
+		default:
+			next(w, r)
 		}
-		a.log.Debug("passing a request on to the leader", "leader", leader, "path", r.URL.Path)
-		proxy.ServeHTTP(w, r)
 	})
 }
 
@@ -187,14 +253,13 @@ func dialable(addr string) bool {
 
 func (a *API) handleRoute(w http.ResponseWriter, r *http.Request) {
 	// Only up and down: Orbiter's booleans belong to the body form.
-	d := Direction(strings.ToLower(r.PathValue("direction")))
-	if d != Up && d != Down {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("%v: %q", ErrUnknownDirection, r.PathValue("direction"))})
+	d, err := ParseDirection(r.PathValue("direction"))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error()})
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "read body: " + err.Error()})
+	body, ok := a.readBody(w, r)
+	if !ok {
 		return
 	}
 	if LooksLikeAlertmanager(body) {
@@ -207,16 +272,15 @@ func (a *API) handleRoute(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) handleBody(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "read body: " + err.Error()})
+	body, ok := a.readBody(w, r)
+	if !ok {
 		return
 	}
 	if LooksLikeAlertmanager(body) {
 		a.webhook(w, r, body, r.PathValue("autoscaler"), "")
 		return
 	}
-	dir, err := parseBody(bytes.NewReader(body))
+	dir, err := parseBody(body)
 	if err != nil {
 		writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error()})
 		return
@@ -227,27 +291,15 @@ func (a *API) handleBody(w http.ResponseWriter, r *http.Request) {
 // alertmanager serves the Alertmanager webhook routes, with the service
 // and direction taken from the route when it names them.
 func (a *API) alertmanager(w http.ResponseWriter, r *http.Request) {
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxWebhookBody))
-	if err != nil {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "read body: " + err.Error()})
+	body, ok := a.readBody(w, r)
+	if !ok {
 		return
 	}
-	if a.cfg.WebhookSecret != nil {
-		h := r.Header.Get(SignatureHeader)
-		if h == "" {
-			h = r.Header.Get("X-Hub-Signature-256")
-		}
-		if err := VerifySignature(a.cfg.WebhookSecret, body, h); err != nil {
-			a.log.Warn("webhook signature refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
-			writeJSON(w, http.StatusUnauthorized, errorBody{Error: err.Error()})
-			return
-		}
-	}
+	var err error
 	var dir Direction
 	if raw := r.PathValue("direction"); raw != "" {
-		dir = Direction(strings.ToLower(raw))
-		if dir != Up && dir != Down {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("%v: %q", ErrUnknownDirection, raw)})
+		if dir, err = ParseDirection(raw); err != nil {
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error()})
 			return
 		}
 	}
@@ -275,7 +327,7 @@ func (a *API) webhook(w http.ResponseWriter, r *http.Request, body []byte, autos
 		writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("autoscaler %q: %v (services detected in the swarm are under %q)", autoscaler, ErrNotFound, AutoswarmName)})
 		return
 	}
-	results := a.c.HandleAlerts(r.Context(), msg, r.PathValue("service"), dir, "alertmanager "+r.RemoteAddr)
+	results := a.c.HandleAlerts(r.Context(), msg, r.PathValue("service"), dir, "alertmanager "+source(r))
 	ans := webhookAnswer{Results: results}
 	code := http.StatusOK
 	for _, res := range results {
@@ -302,8 +354,12 @@ type scaleBody struct {
 }
 
 func (a *API) scaleNative(w http.ResponseWriter, r *http.Request) {
+	body, ok := a.readBody(w, r)
+	if !ok {
+		return
+	}
 	var b scaleBody
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(&b); err != nil {
+	if err := json.Unmarshal(body, &b); err != nil {
 		writeJSON(w, http.StatusBadRequest, errorBody{Error: "malformed JSON body: " + err.Error()})
 		return
 	}
@@ -315,9 +371,9 @@ func (a *API) scaleNative(w http.ResponseWriter, r *http.Request) {
 	case b.Replicas != nil:
 		req.To = b.Replicas
 	default:
-		d := Direction(strings.ToLower(b.Direction))
-		if d != Up && d != Down {
-			writeJSON(w, http.StatusBadRequest, errorBody{Error: fmt.Sprintf("%v: %q (or give replicas)", ErrUnknownDirection, b.Direction)})
+		d, err := ParseDirection(b.Direction)
+		if err != nil {
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error() + " (or give replicas)"})
 			return
 		}
 		req.Direction = d
@@ -356,16 +412,17 @@ func (a *API) leader(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, info)
 }
 
-// parseBody reads Orbiter's {"direction": true|false}, or "up"/"down". A
-// missing direction is an error: Orbiter took it for false and scaled down.
-func parseBody(r io.Reader) (Direction, error) {
+// parseBody reads Orbiter's {"direction": true|false} (JSON booleans), or
+// a direction string as ParseDirection takes it. A missing direction is an
+// error: Orbiter took it for false and scaled down.
+func parseBody(b []byte) (Direction, error) {
 	var body struct {
 		Direction json.RawMessage `json:"direction"`
 	}
-	if err := json.NewDecoder(r).Decode(&body); err != nil {
+	if err := json.Unmarshal(b, &body); err != nil {
 		return "", fmt.Errorf("malformed JSON body: %w", err)
 	}
-	raw := strings.TrimSpace(string(body.Direction))
+	raw := string(body.Direction)
 	switch {
 	case raw == "" || raw == "null":
 		return "", fmt.Errorf("%w: body has no direction", ErrUnknownDirection)
@@ -378,22 +435,32 @@ func parseBody(r io.Reader) (Direction, error) {
 	if err := json.Unmarshal(body.Direction, &s); err != nil {
 		return "", fmt.Errorf("%w: %s", ErrUnknownDirection, raw)
 	}
-	if s == "true" || s == "false" {
+	d, err := ParseDirection(s)
+	if err != nil && (asciiEqualFold(s, "true") || asciiEqualFold(s, "false")) {
 		return "", fmt.Errorf("%w: %q (a string; Orbiter's booleans are JSON true and false)", ErrUnknownDirection, s)
 	}
-	return ParseDirection(s)
+	return d, err
 }
 
 func (a *API) scale(w http.ResponseWriter, r *http.Request, req Request) {
 	req.Autoscaler = r.PathValue("autoscaler")
 	req.Service = r.PathValue("service")
-	req.Source = "http " + r.RemoteAddr
+	req.Source = "http " + source(r)
 	rec, err := a.c.Handle(r.Context(), req)
 	if err != nil {
 		a.writeError(w, r, err)
 		return
 	}
 	writeJSON(w, http.StatusOK, rec)
+}
+
+// source is who sent r: its remote address, or, for a request a peer
+// passed on, the caller's address and the peer's.
+func source(r *http.Request) string {
+	if p, ok := peerOf(r.Context()); ok {
+		return p.Client + " via " + p.By
+	}
+	return r.RemoteAddr
 }
 
 // writeError answers err with its status; a follower's 503 names the
@@ -470,6 +537,19 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, errorBody{Error: "streaming unsupported"})
 		return
 	}
+	if n := a.readers.Add(1); n > int64(a.cfg.Limits.MaxEventReaders) {
+		a.readers.Add(-1)
+		a.refuse("busy")
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: fmt.Sprintf("%d event streams are open already, the most this instance serves", a.cfg.Limits.MaxEventReaders)})
+		return
+	}
+	defer a.readers.Add(-1)
+	// A stream lasts: the server's read and write timeouts, meant for
+	// requests, must not end it. It ends with the client or the server.
+	rc := http.NewResponseController(w)
+	rc.SetReadDeadline(time.Time{})
+	rc.SetWriteDeadline(time.Time{})
 	bus := a.c.Broadcaster()
 	sub := bus.Subscribe()
 	defer bus.Unsubscribe(sub)

@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -28,6 +29,7 @@ type apiEnv struct {
 	history *memHistory
 	ctrl    *Controller
 	reg     *prometheus.Registry
+	api     *API
 	srv     *httptest.Server
 }
 
@@ -51,11 +53,31 @@ func newAPIEnvWith(t testing.TB, cfg Config, apiCfg APIConfig, svcs ...Service) 
 	if err != nil {
 		t.Fatal(err)
 	}
-	apiCfg.Tokens, apiCfg.KeepAlive = tokens, 50*time.Millisecond
-	e.srv = httptest.NewServer(NewAPI(apiCfg, e.ctrl, log).Handler())
+	if apiCfg.Tokens == nil {
+		apiCfg.Tokens = tokens
+	}
+	apiCfg.KeepAlive = 50 * time.Millisecond
+	if apiCfg.Limits.RateLimit == 0 {
+		apiCfg.Limits.RateLimit = -1 // tests send bursts; TestRateLimited sets one
+	}
+	// The address is known before the API is made, so that it can
+	// advertise it to its peers.
+	e.srv = httptest.NewUnstartedServer(nil)
+	if len(apiCfg.Peer.Secret) > 0 && apiCfg.Peer.Self == "" {
+		apiCfg.Peer.Self = e.srv.Listener.Addr().String()
+	}
+	if apiCfg.Registerer == nil {
+		apiCfg.Registerer = e.reg
+	}
+	e.api = NewAPI(apiCfg, e.ctrl, log)
+	e.srv.Config.Handler = e.api.Handler()
+	e.srv.Start()
 	t.Cleanup(e.srv.Close)
 	return e
 }
+
+// addr is the API's host:port.
+func (e *apiEnv) addr() string { return e.srv.Listener.Addr().String() }
 
 func waitFor(t testing.TB, cond func() bool) {
 	t.Helper()
@@ -356,4 +378,61 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 		t.Fatal(err)
 	}
 	return m.GetCounter().GetValue()
+}
+
+// TestDirectionCaseRule: every route takes the same directions — "up" and
+// "down" in any letter case, nothing else (no blanks, no "true"/"false"
+// strings); Orbiter's booleans only as JSON true and false in its body form.
+func TestDirectionCaseRule(t *testing.T) {
+	e := newAPIEnv(t, Config{}, svc("web", 1, "orbiter", "true", LabelMax, "100", LabelAllowDown, "true",
+		LabelCooldownDown, "0", LabelStabilizationDown, "0", LabelMin, "0"))
+	type form struct {
+		name string
+		send func(dir string) (int, string)
+	}
+	forms := []form{
+		{"orbiter path", func(d string) (int, string) {
+			return e.do(t, "POST", "/v1/orbiter/handle/autoswarm/web/"+url.PathEscape(d), testToken, "")
+		}},
+		{"alertmanager path", func(d string) (int, string) {
+			return e.do(t, "POST", "/v1/underlay/alertmanager/web/"+url.PathEscape(d), testToken, amBody(firing("p"+d)))
+		}},
+		{"orbiter body", func(d string) (int, string) {
+			b, _ := json.Marshal(map[string]string{"direction": d})
+			return e.do(t, "POST", "/v1/orbiter/handle/autoswarm/web", testToken, string(b))
+		}},
+		{"native body", func(d string) (int, string) {
+			b, _ := json.Marshal(map[string]string{"direction": d})
+			return e.do(t, "POST", "/v1/underlay/services/web/scale", testToken, string(b))
+		}},
+		{"alert label", func(d string) (int, string) {
+			code, rs := e.webhookResults(t, "/v1/underlay/alertmanager", amBody(firing("l"+d, "service", "web", "direction", d)))
+			if len(rs) == 1 && rs[0].Result == "error" {
+				return 400, rs[0].Reason
+			}
+			return code, ""
+		}},
+	}
+	good := []string{"up", "UP", "Up", "down", "DOWN", "dOwN"}
+	bad := []string{"true", "TRUE", "True", "false", "False", " up", "up ", "up\n", "sideways", "1", "0", "ｕｐ", "uр" /* Cyrillic r */}
+	for _, f := range forms {
+		for _, d := range good {
+			if code, body := f.send(d); code != 200 {
+				t.Errorf("%s %q: %d %s, want 200", f.name, d, code, body)
+			}
+		}
+		for _, d := range bad {
+			if code, body := f.send(d); code != 400 || !strings.Contains(body, "unknown direction") {
+				t.Errorf("%s %q: %d %s, want 400 unknown direction", f.name, d, code, body)
+			}
+		}
+	}
+	for _, body := range []string{`{"direction":true}`, `{"direction":false}`} {
+		if code, b := e.do(t, "POST", "/v1/orbiter/handle/autoswarm/web", testToken, body); code != 200 {
+			t.Errorf("orbiter body %s: %d %s, want 200", body, code, b)
+		}
+	}
+	if code, b := e.do(t, "POST", "/v1/underlay/services/web/scale", testToken, `{"direction":true}`); code != 400 {
+		t.Errorf("native body with a boolean: %d %s, want 400", code, b)
+	}
 }

@@ -19,6 +19,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/client"
+	consulapi "github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
@@ -39,18 +40,39 @@ type controlEnv struct {
 	ctrl    *scale.Controller
 	history *adapter.KVHistory
 	srv     *httptest.Server
+	// addr is the API's host:port, which it advertises when elected.
+	addr string
 	// cancel stops the controller (and its leader election).
 	cancel context.CancelFunc
 	done   chan struct{}
 }
 
-// startControl starts a controller with cfg (its history and alert log in
-// consul) and its API; leader, when not nil, runs beside it.
-func startControl(t *testing.T, docker *client.Client, consul *testenv.Consul, cfg scale.Config, wrap func(http.Handler) http.Handler, leader *adapter.ConsulLeader, log *slog.Logger) *controlEnv {
+// controlOpts are the settings of one in-process control.
+type controlOpts struct {
+	cfg scale.Config
+	api scale.APIConfig
+	// wrap, when not nil, wraps the API's handler.
+	wrap func(http.Handler) http.Handler
+	// leaderKey, when set, elects a leader through this Consul lock, the
+	// instance advertising its API's address.
+	leaderKey string
+	// observe follows leaderKey without competing for it: always a follower.
+	observe bool
+}
+
+// startControl starts a controller (its history and alert log in consul)
+// and its API; the API always takes integrationToken, and has no rate
+// limit unless o.api sets one (the tests send bursts from one client).
+func startControl(t *testing.T, docker *client.Client, consul *testenv.Consul, o controlOpts, log *slog.Logger) *controlEnv {
 	t.Helper()
 	e := &controlEnv{history: adapter.NewKVHistory(consul.Client(), "", 100), done: make(chan struct{})}
+	e.srv = httptest.NewUnstartedServer(nil) // 127.0.0.1
+	e.addr = e.srv.Listener.Addr().String()
+	cfg := o.cfg
 	cfg.AlertLog = adapter.NewKVAlertLog(consul.Client(), "", 0)
-	if leader != nil {
+	var leader *adapter.ConsulLeader
+	if o.leaderKey != "" {
+		leader = adapter.NewConsulLeader(adapter.LeaderConfig{Key: o.leaderKey, Advertise: e.addr}, consul.Client(), log)
 		cfg.Leadership = leader
 	}
 	e.ctrl = scale.NewController(cfg, adapter.NewSwarm(docker), e.history, log, prometheus.NewRegistry())
@@ -58,17 +80,23 @@ func startControl(t *testing.T, docker *client.Client, consul *testenv.Consul, c
 	if err != nil {
 		t.Fatal(err)
 	}
-	var h http.Handler = scale.NewAPI(scale.APIConfig{Tokens: tokens, History: e.history}, e.ctrl, log).Handler()
-	if wrap != nil {
-		h = wrap(h)
+	apiCfg := o.api
+	apiCfg.Tokens, apiCfg.History, apiCfg.Peer.Self = tokens, e.history, e.addr
+	if apiCfg.Limits.RateLimit == 0 {
+		apiCfg.Limits.RateLimit = -1
 	}
-	e.srv = httptest.NewServer(h) // 127.0.0.1
+	var h http.Handler = scale.NewAPI(apiCfg, e.ctrl, log).Handler()
+	if o.wrap != nil {
+		h = o.wrap(h)
+	}
+	e.srv.Config.Handler = h
+	e.srv.Start()
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() { defer wg.Done(); e.ctrl.Run(ctx) }()
-	if leader != nil {
+	if leader != nil && !o.observe {
 		wg.Add(1)
 		go func() { defer wg.Done(); leader.Run(ctx) }()
 	}
@@ -209,7 +237,7 @@ func TestIntegrationScaleAlertmanager(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
 
 	hooks := &webhookCounter{counts: map[string]int{}}
-	ctl := startControl(t, docker, consul, scale.Config{}, hooks.wrap, nil, log)
+	ctl := startControl(t, docker, consul, controlOpts{wrap: hooks.wrap}, log)
 	name := "ulscale-am-" + id
 	createService(t, docker, name, false, map[string]string{"orbiter": "true", scale.LabelMax: "5"})
 	ctl.waitManaged(t, name)
@@ -326,7 +354,7 @@ scrape_configs:
 		t.Fatal(err)
 	}
 
-	ctl := startControl(t, docker, consul, scale.Config{Metrics: prom, Interval: 500 * time.Millisecond}, nil, nil, log)
+	ctl := startControl(t, docker, consul, controlOpts{cfg: scale.Config{Metrics: prom, Interval: 500 * time.Millisecond}}, log)
 	events := ctl.ctrl.Broadcaster().Subscribe()
 	t.Cleanup(func() { ctl.ctrl.Broadcaster().Unsubscribe(events) })
 	name := "ulscale-prom-" + id
@@ -393,10 +421,8 @@ func TestIntegrationScaleLeaderFailover(t *testing.T) {
 	key := "underlay/scale/leader-" + id
 	var ctls [2]*controlEnv
 	for i := range ctls {
-		// Instances advertise names, not their servers' addresses: the
-		// election starts before the server's address is known.
-		leader := adapter.NewConsulLeader(adapter.LeaderConfig{Key: key, Advertise: fmt.Sprintf("instance-%c", 'a'+i)}, consul.Client(), log)
-		ctls[i] = startControl(t, docker, consul, scale.Config{}, nil, leader, log)
+		// No peer secret: followers name the leader rather than pass on.
+		ctls[i] = startControl(t, docker, consul, controlOpts{leaderKey: key, api: scale.APIConfig{ForwardToLeader: true}}, log)
 	}
 	name := "ulscale-lead-" + id
 	createService(t, docker, name, false, map[string]string{"orbiter": "true", scale.LabelMax: "5"})
@@ -428,7 +454,7 @@ func TestIntegrationScaleLeaderFailover(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		return resp.StatusCode, resp.Header.Get(scale.LeaderHeader), string(b)
 	}
-	wantLeader := fmt.Sprintf("instance-%c", 'a'+leaderIdx)
+	wantLeader := ctls[leaderIdx].addr
 	if code, hdr, body := post(follower); code != 503 || hdr != wantLeader {
 		t.Fatalf("follower: %d, leader %q, %s; want 503 naming %s", code, hdr, body, wantLeader)
 	}
@@ -471,5 +497,161 @@ func TestIntegrationScaleLeaderFailover(t *testing.T) {
 	})
 	if code, _, body := post(follower); code != 200 || replicas(t, docker, name) != 4 {
 		t.Fatalf("after re-election: %d %s; want 200 and 4 replicas", code, body)
+	}
+}
+
+// TestIntegrationScaleLeaderKeyHijack: anyone with KV write access can
+// redirect the leader key — a plain PUT on the held key keeps its Session —
+// and, once the lock is free, anyone with session rights can take it under
+// a name of their choosing. Neither delivers a caller's token anywhere:
+//
+//   - A plain PUT: followers see that the value is not what the lock's
+//     holder advertised (the session's name), ignore it and dial nothing.
+//   - A lock held by an impostor's own session: a follower dials the
+//     impostor's listener but sends no token and no webhook signature, and
+//     passes back no answer without the peer secret's proof (502); a
+//     follower with --peers does not dial it; what the listener captured
+//     does not replay at the real leader.
+func TestIntegrationScaleLeaderKeyHijack(t *testing.T) {
+	testenv.Require(t)
+	docker := testenv.Docker(t)
+	testenv.Swarm(t, docker)
+	consul := testenv.StartConsul(t)
+	id := testenv.ID(t)
+	log := slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelInfo}))
+
+	key := "underlay/scale/leader-" + id
+	secret := []byte("integration peer secret, 32 bytes")
+	peerAPI := scale.APIConfig{ForwardToLeader: true, Peer: scale.PeerConfig{Secret: secret}}
+	var ctls [2]*controlEnv
+	for i := range ctls {
+		ctls[i] = startControl(t, docker, consul, controlOpts{leaderKey: key, api: peerAPI}, log)
+	}
+	name := "ulscale-hijack-" + id
+	createService(t, docker, name, false, map[string]string{"orbiter": "true", scale.LabelMax: "10"})
+	var leader, follower *controlEnv
+	testenv.Eventually(t, 15*time.Second, func() (bool, string) {
+		for i, c := range ctls {
+			if c.ctrl.Leading() {
+				leader, follower = c, ctls[1-i]
+				return true, ""
+			}
+		}
+		return false, "no leader elected"
+	})
+	leader.waitManaged(t, name)
+	follower.waitManaged(t, name)
+
+	// The listener of the attacker records what reaches it and answers
+	// with a forged decision.
+	var mu sync.Mutex
+	var captured []*http.Request
+	var bodies [][]byte
+	evil := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		mu.Lock()
+		captured, bodies = append(captured, r.Clone(context.Background())), append(bodies, b)
+		mu.Unlock()
+		io.WriteString(w, `{"service":"`+name+`","from":1,"to":10,"reason":"scaled","why":"forged"}`)
+	}))
+	t.Cleanup(evil.Close)
+	evilAddr := strings.TrimPrefix(evil.URL, "http://")
+	seen := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(captured)
+	}
+	scaleVia := func(c *controlEnv) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", c.srv.URL+"/v1/underlay/services/"+name+"/scale", strings.NewReader(`{"direction":"up"}`))
+		req.Header.Set("Authorization", "Bearer "+integrationToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := scaleVia(follower); code != 200 || replicas(t, docker, name) != 2 {
+		t.Fatalf("through the follower before the hijack: %d %s, %d replicas; want 200 and 2", code, body, replicas(t, docker, name))
+	}
+
+	// 1. A plain PUT, no session, on the held key.
+	kv := consul.Client().KV()
+	before, _, err := kv.Get(key, nil)
+	if err != nil || before == nil || before.Session == "" {
+		t.Fatalf("lock key %s: %+v, %v; want it held", key, before, err)
+	}
+	if _, err := kv.Put(&consulapi.KVPair{Key: key, Value: []byte(evilAddr)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	after, _, err := kv.Get(key, nil)
+	if err != nil || string(after.Value) != evilAddr || after.Session != before.Session {
+		t.Fatalf("after the PUT: %+v, %v; want the listener's address under the same session %s", after, err, before.Session)
+	}
+	code, body := scaleVia(follower)
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "someone other than its lock holder") || strings.Contains(body, `"leader":`) {
+		t.Errorf("through the follower after a plain PUT: %d %s; want 503 saying the key was tampered with, naming no leader", code, body)
+	}
+	if n := seen(); n != 0 {
+		t.Errorf("the listener was dialled %d times after a plain PUT, want never", n)
+	}
+	if code, body := scaleVia(leader); code != 200 || replicas(t, docker, name) != 3 {
+		t.Errorf("the leader after the PUT: %d %s; want it still deciding (3 replicas)", code, body)
+	}
+
+	// 2. An impostor holds the lock of another key with its own session,
+	// named as a leader's would be; followers of that key use it.
+	key2 := key + "-impostor"
+	sid, _, err := consul.Client().Session().Create(&consulapi.SessionEntry{Name: "underlay-control " + evilAddr, TTL: "60s"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { consul.Client().Session().Destroy(sid, nil) })
+	if ok, _, err := kv.Acquire(&consulapi.KVPair{Key: key2, Value: []byte(evilAddr), Session: sid}, nil); err != nil || !ok {
+		t.Fatalf("acquire %s: %v %v", key2, ok, err)
+	}
+	plain := startControl(t, docker, consul, controlOpts{leaderKey: key2, observe: true, api: peerAPI}, log)
+	guarded := peerAPI
+	guarded.Peer.Allow = []string{ctls[0].addr, ctls[1].addr}
+	fenced := startControl(t, docker, consul, controlOpts{leaderKey: key2, observe: true, api: guarded}, log)
+
+	code, body = scaleVia(plain)
+	if code != http.StatusBadGateway || strings.Contains(body, "forged") {
+		t.Errorf("through a follower of the impostor: %d %s, want 502 and no forged answer", code, body)
+	}
+	if seen() != 1 {
+		t.Fatalf("the listener got %d requests, want the follower's 1 (else the test proves nothing)", seen())
+	}
+	mu.Lock()
+	got, gotBody := captured[0], bodies[0]
+	mu.Unlock()
+	var dump strings.Builder
+	got.Header.Write(&dump)
+	if strings.Contains(dump.String()+string(gotBody), integrationToken) || got.Header.Get("Authorization") != "" {
+		t.Errorf("the listener received the caller's credentials:\n%s\n%s", dump.String(), gotBody)
+	}
+	if strings.Contains(dump.String()+string(gotBody), string(secret)) {
+		t.Error("the listener received the peer secret")
+	}
+	code, body = scaleVia(fenced)
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "--peers") || seen() != 1 {
+		t.Errorf("through the follower with --peers: %d %s, listener reached %d times; want 503 naming --peers, never dialled", code, body, seen())
+	}
+
+	// What the listener captured does not replay at the real leader.
+	replay, _ := http.NewRequest("POST", leader.srv.URL+got.URL.RequestURI(), bytes.NewReader(gotBody))
+	replay.Header = got.Header.Clone()
+	resp, err := http.DefaultClient.Do(replay)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Errorf("the captured request replayed at the leader: %d, want 401", resp.StatusCode)
+	}
+	if n := replicas(t, docker, name); n != 3 {
+		t.Errorf("%s has %d replicas, want 3 (the two genuine requests)", name, n)
 	}
 }

@@ -52,7 +52,8 @@ func TestIntegrationScaleOrbiterAPI(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	srv := httptest.NewServer(scale.NewAPI(scale.APIConfig{Tokens: tokens}, ctrl, log).Handler())
+	// No rate limit: the bursts below come from one client on purpose.
+	srv := httptest.NewServer(scale.NewAPI(scale.APIConfig{Tokens: tokens, Limits: scale.Limits{RateLimit: -1}}, ctrl, log).Handler())
 	t.Cleanup(srv.Close)
 	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
 		return ctrl.Status().DockerConnected, "controller has not listed the swarm's services"

@@ -207,7 +207,8 @@ func startLabControl(tb testing.TB, d *client.Client, c *api.Client) *labControl
 	if err != nil {
 		tb.Fatal(err)
 	}
-	h := scale.NewAPI(scale.APIConfig{Tokens: tokens, History: history}, ctrl, log).Handler()
+	// No rate limit: the 100 concurrent calls come from one client on purpose.
+	h := scale.NewAPI(scale.APIConfig{Tokens: tokens, History: history, Limits: scale.Limits{RateLimit: -1}}, ctrl, log).Handler()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		tb.Fatal(err)

@@ -59,7 +59,7 @@ func (c *Controller) evaluate(ctx context.Context, service string) (Record, erro
 	if !ok {
 		return Record{}, fmt.Errorf("service %q: %w", service, ErrNotFound)
 	}
-	values, metrics := c.readMetrics(ctx, m.svc.Name, m.policy.Metrics)
+	values, metrics := c.readMetrics(ctx, m.svc, m.policy.Metrics)
 	pl := func(current int, p Policy, last LastScale, now time.Time) plan {
 		desired := DesiredReplicas(current, metrics, DefaultTolerance)
 		dir, d := DecideTo(current, desired, p, last, now)
@@ -85,7 +85,8 @@ func (c *Controller) evaluate(ctx context.Context, service string) (Record, erro
 }
 
 // readMetrics evaluates each query; a failing one is Missing.
-func (c *Controller) readMetrics(ctx context.Context, service string, specs []MetricSpec) ([]MetricValue, []Metric) {
+func (c *Controller) readMetrics(ctx context.Context, svc Service, specs []MetricSpec) ([]MetricValue, []Metric) {
+	service := svc.Name
 	values := make([]MetricValue, len(specs))
 	metrics := make([]Metric, len(specs))
 	for i, s := range specs {
@@ -98,7 +99,7 @@ func (c *Controller) readMetrics(ctx context.Context, service string, specs []Me
 		cancel()
 		values[i] = MetricValue{Name: s.Name, Value: v, Target: s.Target}
 		metrics[i] = Metric{Name: s.Name, Value: v, Target: s.Target, Missing: err != nil}
-		c.noteMetricError(service, s, err)
+		c.noteMetricError(svc, s, err)
 		if err != nil {
 			values[i].Value = 0
 			values[i].Error = err.Error()
@@ -108,23 +109,31 @@ func (c *Controller) readMetrics(ctx context.Context, service string, specs []Me
 }
 
 // noteMetricError counts a failed query and logs it when its error changes.
-func (c *Controller) noteMetricError(service string, s MetricSpec, err error) {
-	key := service + "\x00" + s.Name
+func (c *Controller) noteMetricError(svc Service, s MetricSpec, err error) {
 	c.mu.Lock()
-	prev, had := c.metricErrs[key]
-	if err == nil {
-		delete(c.metricErrs, key)
-	} else {
-		c.metricErrs[key] = err.Error()
+	errs := c.metricErrs[svc.ID]
+	prev, had := errs[s.Name]
+	switch {
+	case err != nil && c.services[svc.ID] != nil: // not removed meanwhile
+		if errs == nil {
+			errs = map[string]string{}
+			c.metricErrs[svc.ID] = errs
+		}
+		errs[s.Name] = err.Error()
+	case had:
+		delete(errs, s.Name)
+		if len(errs) == 0 {
+			delete(c.metricErrs, svc.ID)
+		}
 	}
 	c.mu.Unlock()
 	switch {
 	case err != nil:
 		c.metrics.errors.WithLabelValues("metric_query").Inc()
 		if !had || prev != err.Error() {
-			c.log.Warn("metric unreadable; it cannot lower the replicas", "service", service, "metric", s.Name, "query", s.Query, "err", err)
+			c.log.Warn("metric unreadable; it cannot lower the replicas", "service", svc.Name, "metric", s.Name, "query", s.Query, "err", err)
 		}
 	case had:
-		c.log.Info("metric readable again", "service", service, "metric", s.Name)
+		c.log.Info("metric readable again", "service", svc.Name, "metric", s.Name)
 	}
 }

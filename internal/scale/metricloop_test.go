@@ -3,6 +3,7 @@ package scale
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -109,4 +110,46 @@ func TestMetricLoopOnlyOnLeader(t *testing.T) {
 	}
 	l.set(true, "me")
 	waitFor(t, func() bool { return e.swarm.replicas("web") == 4 })
+}
+
+// TestMetricErrorsForgotten: the last error of a failing metric is kept to
+// log it once; it is forgotten with its service, and with the metric when
+// the labels drop it, so that services coming and going never grow it.
+func TestMetricErrorsForgotten(t *testing.T) {
+	m := &fakeMetrics{values: map[string]float64{}}
+	e := newAPIEnv(t, Config{Metrics: m, Interval: time.Hour})
+	errsLen := func() int {
+		e.ctrl.mu.Lock()
+		defer e.ctrl.mu.Unlock()
+		n := 0
+		for _, byMetric := range e.ctrl.metricErrs {
+			n += len(byMetric)
+		}
+		return n
+	}
+	metricLabels := []string{"orbiter", "true", LabelMetricPrefix + "a.query", "broken", LabelMetricPrefix + "a.target", "1",
+		LabelMetricPrefix + "b.query", "broken too", LabelMetricPrefix + "b.target", "1"}
+	for i := range 20 {
+		s := svc(fmt.Sprintf("s%d", i), 1, metricLabels...)
+		e.swarm.set(s, "create")
+		waitFor(t, func() bool { return len(e.ctrl.Services()) == 1 })
+		e.ctrl.EvaluateMetrics(context.Background())
+		if n := errsLen(); n != 2 {
+			t.Fatalf("service %d: %d metric errors kept, want its 2", i, n)
+		}
+		e.swarm.set(s, "remove")
+		waitFor(t, func() bool { return len(e.ctrl.Services()) == 0 })
+		if n := errsLen(); n != 0 {
+			t.Fatalf("service %d removed: %d metric errors still kept", i, n)
+		}
+	}
+	s := svc("web", 1, metricLabels...)
+	e.swarm.set(s, "create")
+	waitFor(t, func() bool { return len(e.ctrl.Services()) == 1 })
+	e.ctrl.EvaluateMetrics(context.Background())
+	e.swarm.set(svc("web", 1, metricLabels[:6]...), "update") // metric b dropped
+	waitFor(t, func() bool { return len(e.ctrl.Services()[0].Policy.Metrics) == 1 })
+	if n := errsLen(); n != 1 {
+		t.Errorf("metric b dropped from the labels: %d metric errors kept, want 1", n)
+	}
 }

@@ -62,6 +62,18 @@ const (
 	DefaultStabilizationDown = 5 * time.Minute
 )
 
+// Bounds of what labels may set, so that no arithmetic on them overflows.
+const (
+	// MaxReplicas bounds every replica count a label sets (min, max,
+	// steps) and the replicas target tracking may want.
+	MaxReplicas = 1_000_000
+	// MaxPercent bounds a step given as a percentage.
+	MaxPercent = 1000
+	// MaxDuration bounds every duration a label sets: cooldowns and the
+	// stabilization window.
+	MaxDuration = 24 * time.Hour
+)
+
 // ErrBadLabel is wrapped by every error ParsePolicy returns.
 var ErrBadLabel = errors.New("bad scaling label")
 
@@ -73,12 +85,17 @@ type Step struct {
 }
 
 // Delta is the number of replicas the step adds or removes from current:
-// a percentage is rounded up and is never less than one replica.
+// a percentage is rounded up, is never less than one replica nor more than
+// MaxReplicas.
 func (s Step) Delta(current int) int {
 	if s.Percent == 0 {
 		return s.Replicas
 	}
-	return max(1, int(math.Ceil(float64(current)*float64(s.Percent)/100)))
+	f := math.Ceil(float64(current) * float64(s.Percent) / 100)
+	if !(f < MaxReplicas) {
+		return MaxReplicas
+	}
+	return max(1, int(f))
 }
 
 // String is the step as a label value.
@@ -173,7 +190,7 @@ func ParsePolicy(labels map[string]string) (Policy, error) {
 		p.StepDown = Step{Replicas: n}
 	}
 	if v, ok := labels[LabelOrbiterCooldown]; ok {
-		n, err := parseCount(v, 0)
+		n, err := parseBounded(v, 0, int(MaxDuration/time.Second))
 		if err != nil {
 			bad(LabelOrbiterCooldown, "want whole seconds: "+err.Error())
 		}
@@ -266,27 +283,38 @@ func parseBool(v string) (bool, error) {
 	return false, errors.New("want true or false")
 }
 
-// parseCount parses a whole number of at least least.
+// parseCount parses a whole number from least to MaxReplicas.
 func parseCount(v string, least int) (int, error) {
-	n, err := strconv.Atoi(strings.TrimSpace(v))
-	if err != nil {
-		return 0, errors.New("not a whole number")
-	}
-	if n < least {
+	return parseBounded(v, least, MaxReplicas)
+}
+
+// parseBounded parses a whole number from least to most.
+func parseBounded(v string, least, most int) (int, error) {
+	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	switch {
+	case errors.Is(err, strconv.ErrRange) && strings.HasPrefix(strings.TrimSpace(v), "-"):
 		return 0, fmt.Errorf("must be at least %d", least)
+	case errors.Is(err, strconv.ErrRange):
+		return 0, fmt.Errorf("above the most, %d", most)
+	case err != nil:
+		return 0, errors.New("not a whole number")
+	case n < int64(least):
+		return 0, fmt.Errorf("must be at least %d", least)
+	case n > int64(most):
+		return 0, fmt.Errorf("above the most, %d", most)
 	}
-	return n, nil
+	return int(n), nil
 }
 
 func parseStep(v string) (Step, error) {
 	v = strings.TrimSpace(v)
 	if pct, ok := strings.CutSuffix(v, "%"); ok {
-		n, err := parseCount(pct, 1)
+		n, err := parseBounded(pct, 1, MaxPercent)
+		if err != nil && strings.HasPrefix(err.Error(), "above") {
+			return Step{}, fmt.Errorf("percentage above %d%%", MaxPercent)
+		}
 		if err != nil {
 			return Step{}, fmt.Errorf("percentage: %w", err)
-		}
-		if n > 1000 {
-			return Step{}, errors.New("percentage above 1000%")
 		}
 		return Step{Percent: n}, nil
 	}
@@ -297,20 +325,30 @@ func parseStep(v string) (Step, error) {
 	return Step{Replicas: n}, nil
 }
 
+// parseCooldown parses a duration from 0 to MaxDuration: a Go duration
+// ("90s") or whole seconds ("90"). Seconds are bounded before they are
+// multiplied, so that a large number cannot wrap to a negative duration.
 func parseCooldown(v string) (time.Duration, error) {
 	v = strings.TrimSpace(v)
-	if n, err := strconv.Atoi(v); err == nil {
-		if n < 0 {
+	most := fmt.Errorf("above the most, %s", MaxDuration)
+	if n, err := strconv.ParseInt(v, 10, 64); err == nil || errors.Is(err, strconv.ErrRange) {
+		switch {
+		case strings.HasPrefix(v, "-"):
 			return 0, errors.New("negative")
+		case err != nil || n > int64(MaxDuration/time.Second):
+			return 0, most
 		}
 		return time.Duration(n) * time.Second, nil
 	}
 	d, err := time.ParseDuration(v)
 	if err != nil {
-		return 0, errors.New("want a duration (90s, 5m) or whole seconds")
+		return 0, fmt.Errorf("want a duration (90s, 5m) or whole seconds, at most %s", MaxDuration)
 	}
-	if d < 0 {
+	switch {
+	case d < 0:
 		return 0, errors.New("negative")
+	case d > MaxDuration:
+		return 0, most
 	}
 	return d, nil
 }

@@ -1,6 +1,8 @@
 package scale
 
 import (
+	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -125,9 +127,10 @@ func TestStepDelta(t *testing.T) {
 	}{
 		{Step{Replicas: 2}, 10, 2},
 		{Step{Percent: 50}, 10, 5},
-		{Step{Percent: 50}, 3, 2},  // rounded up
-		{Step{Percent: 10}, 1, 1},  // at least one
-		{Step{Percent: 100}, 0, 1}, // from zero
+		{Step{Percent: 50}, 3, 2},                       // rounded up
+		{Step{Percent: 10}, 1, 1},                       // at least one
+		{Step{Percent: 100}, 0, 1},                      // from zero
+		{Step{Percent: 1000}, math.MaxInt, MaxReplicas}, // clamped before the int conversion
 	}
 	for _, tt := range tests {
 		if got := tt.step.Delta(tt.current); got != tt.want {
@@ -152,6 +155,67 @@ func TestOptedIn(t *testing.T) {
 	for _, tt := range tests {
 		if got := OptedIn(tt.labels); got != tt.want {
 			t.Errorf("OptedIn(%v) = %v, want %v", tt.labels, got, tt.want)
+		}
+	}
+}
+
+// TestParsePolicyBounds: every count and duration a label sets has a
+// bound; a value past it is an error naming the label and the value, never
+// a wrapped-around number (10000000000 seconds overflowed to a negative
+// duration, which was taken as no cooldown at all).
+func TestParsePolicyBounds(t *testing.T) {
+	tests := []struct {
+		key, value string
+		wantErr    string // "" when accepted
+	}{
+		{LabelCooldownUp, "10000000000", "above the most"},
+		{LabelCooldownUp, "9223372036854775807", "above the most"},
+		{LabelCooldownUp, "99999999999999999999", "above the most"},
+		{LabelCooldownUp, "2562047h", "above the most"},
+		{LabelCooldownUp, "25h", "above the most"},
+		{LabelCooldownUp, "24h", ""},
+		{LabelCooldownUp, "86400", ""},
+		{LabelCooldownUp, "86401", "above the most"},
+		{LabelCooldownUp, "-1", "negative"},
+		{LabelCooldownUp, "-1s", "negative"},
+		{LabelCooldownDown, "10000000000", "above the most"},
+		{LabelStabilizationDown, "10000000000", "above the most"},
+		{LabelStabilizationDown, "1e9h", "want a duration"},
+		{LabelOrbiterCooldown, "10000000000", "above the most"},
+		{LabelOrbiterCooldown, "86400", ""},
+		{LabelMax, "1000000", ""},
+		{LabelMax, "1000001", "above the most"},
+		{LabelMax, "9223372036854775807", "above the most"},
+		{LabelMax, "99999999999999999999", "above the most"},
+		{LabelMin, "1000001", "above the most"},
+		{LabelStepUp, "1000001", "above the most"},
+		{LabelStepUp, "1001%", "above 1000%"},
+		{LabelStepDown, "99999999999999999999%", "above 1000%"},
+		{LabelOrbiterUp, "1000001", "above the most"},
+		{LabelOrbiterDown, "99999999999999999999", "above the most"},
+		{LabelMetricPrefix + "target", "1e309", "want a positive number"},
+	}
+	for _, tt := range tests {
+		labels := map[string]string{LabelOrbiter: "true", tt.key: tt.value}
+		if strings.HasPrefix(tt.key, LabelMetricPrefix) {
+			labels[LabelMetricPrefix+"query"] = "q"
+		}
+		if tt.key == LabelMin {
+			labels[LabelMax] = "1000000"
+		}
+		p, err := ParsePolicy(labels)
+		if tt.wantErr == "" {
+			if err != nil {
+				t.Errorf("%s=%s: %v, want it accepted", tt.key, tt.value, err)
+			}
+			if p.CooldownUp < 0 || p.CooldownDown < 0 || p.StabilizationDown < 0 {
+				t.Errorf("%s=%s: negative duration in %+v", tt.key, tt.value, p)
+			}
+			continue
+		}
+		want := fmt.Sprintf("%s=%q", tt.key, tt.value)
+		if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), tt.wantErr) {
+			t.Errorf("%s=%s: err = %v, want one naming %s and saying %q", tt.key, tt.value, err, want, tt.wantErr)
 		}
 	}
 }

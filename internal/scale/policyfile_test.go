@@ -40,6 +40,11 @@ services:
 		{"services:\n  web:\n    nonsense: 1\n", "nonsense"},
 		{"services:\n  web:\n    max: [1, 2]\n", "max: want a single value"},
 		{"servics:\n  web: {}\n", "servics"},
+		{"services:\n  web:\n    cooldown-up: 10000000000\n", `service web: bad scaling label: underlay.scale.cooldown-up="10000000000": above the most, 24h0m0s`},
+		{"services:\n  web:\n    orbiter.cooldown: 10000000000\n", `underlay.scale.orbiter.cooldown`},
+		{"services:\n  web:\n    max: 1e19\n", `underlay.scale.max="1e+19": not a whole number`},
+		{"services:\n  web:\n    max: 99999999999999999999\n", `underlay.scale.max=`},
+		{"services:\n  web:\n    stabilization-down: 999999h\n", `above the most`},
 	} {
 		if _, err := ParsePolicyFile([]byte(tt.doc)); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("ParsePolicyFile(%q) = %v, want an error naming %q", tt.doc, err, tt.want)

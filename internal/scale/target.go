@@ -24,7 +24,8 @@ type Metric struct {
 // a finite number ≥ 0) never lowers the answer: when any metric is unusable
 // the result is at least current. With no usable metric the result is
 // current. A current of zero is tracked as one replica, so load on a service
-// scaled to zero can bring it back. Bounds are not applied here: Decide does.
+// scaled to zero can bring it back. Bounds are not applied here (Decide
+// does), but the answer is never above MaxReplicas unless current is.
 func DesiredReplicas(current int, metrics []Metric, tolerance float64) int {
 	base := max(current, 1)
 	desired, usable, unusable := 0, 0, false
@@ -37,8 +38,7 @@ func DesiredReplicas(current int, metrics []Metric, tolerance float64) int {
 		ratio := m.Value / m.Target
 		d := current
 		if math.Abs(ratio-1) > tolerance+1e-9 { // the edge itself is within tolerance
-			// The epsilon keeps 3 × 0.9/0.3 = 9.000000000000002 from becoming 10.
-			d = int(math.Ceil(float64(base)*ratio - 1e-9))
+			d = trackedReplicas(base, ratio, max(current, MaxReplicas))
 		}
 		desired = max(desired, d)
 	}
@@ -49,4 +49,17 @@ func DesiredReplicas(current int, metrics []Metric, tolerance float64) int {
 		desired = max(desired, current)
 	}
 	return desired
+}
+
+// trackedReplicas is ceil(base × ratio), no more than limit: the product
+// is clamped while still a float, because converting a float beyond the
+// int range gives a meaningless (on amd64, negative) number — a metric of
+// 1e19 wanted 0 replicas.
+func trackedReplicas(base int, ratio float64, limit int) int {
+	// The epsilon keeps 3 × 0.9/0.3 = 9.000000000000002 from becoming 10.
+	f := math.Ceil(float64(base)*ratio - 1e-9)
+	if !(f < float64(limit)) { // NaN too
+		return limit
+	}
+	return max(int(f), 0)
 }

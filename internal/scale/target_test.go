@@ -30,6 +30,13 @@ func TestDesiredReplicas(t *testing.T) {
 		{name: "NaN is unusable", current: 4, metrics: []Metric{{Value: math.NaN(), Target: 1}}, want: 4},
 		{name: "from zero", current: 0, metrics: []Metric{{Value: 120, Target: 50}}, want: 3},
 		{name: "from zero, idle stays zero", current: 0, metrics: []Metric{{Value: 0, Target: 50}}, want: 0},
+		// Products past any replica count are clamped before becoming an
+		// int: 1e19 converted to a negative int, and wanted 0 replicas.
+		{name: "huge value", current: 1, metrics: []Metric{{Value: 1e19, Target: 1}}, want: MaxReplicas},
+		{name: "huger value", current: 3, metrics: []Metric{{Value: 1e300, Target: 1e-300}}, want: MaxReplicas},
+		{name: "max float", current: 3, metrics: []Metric{{Value: math.MaxFloat64, Target: math.SmallestNonzeroFloat64}}, want: MaxReplicas},
+		{name: "huge current under load stays", current: math.MaxInt, metrics: []Metric{{Value: 100, Target: 1}}, want: math.MaxInt},
+		{name: "huge current idle", current: math.MaxInt, metrics: []Metric{{Value: 0, Target: 1}}, want: 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

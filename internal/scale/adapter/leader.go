@@ -2,8 +2,10 @@ package adapter
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -44,6 +46,8 @@ type ConsulLeader struct {
 	mu      sync.Mutex // guards following fields
 	leading bool
 	term    uint64
+	// tampered is the last tampered value logged, so that it is logged once.
+	tampered string
 }
 
 // NewConsulLeader returns an election over c.
@@ -67,17 +71,49 @@ func (l *ConsulLeader) Leading() (uint64, bool) {
 	return l.term, l.leading
 }
 
+// ErrLeaderKeyTampered is returned by Leader when the lock key's value is
+// not the address its holder advertised: someone wrote the key.
+var ErrLeaderKeyTampered = errors.New("leader key written by someone other than its lock holder")
+
+// sessionPrefix starts the name of a leader's session; the advertised
+// address follows.
+const sessionPrefix = "underlay-control "
+
 // Leader implements scale.Leadership: the value of the lock's key while a
-// session holds it.
+// session holds it — when the value is the address the session's holder
+// advertised, which the session's name records. A plain KV write changes
+// the value and keeps the Session, so "the key is locked" proves nothing of
+// its value; a value that does not match is refused with
+// ErrLeaderKeyTampered (and logged once), and no leader is named.
 func (l *ConsulLeader) Leader(ctx context.Context) (string, error) {
-	p, _, err := l.api.KV().Get(l.cfg.Key, (&api.QueryOptions{}).WithContext(ctx))
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	p, _, err := l.api.KV().Get(l.cfg.Key, q)
 	if err != nil {
 		return "", fmt.Errorf("get %s: %w", l.cfg.Key, err)
 	}
 	if p == nil || p.Session == "" {
 		return "", nil
 	}
-	return string(p.Value), nil
+	se, _, err := l.api.Session().Info(p.Session, q)
+	if err != nil {
+		return "", fmt.Errorf("read session %s holding %s: %w", p.Session, l.cfg.Key, err)
+	}
+	if se == nil {
+		return "", nil // invalidated meanwhile: the lock is being released
+	}
+	value := string(p.Value)
+	if advertised, _ := strings.CutPrefix(se.Name, sessionPrefix); advertised != value {
+		err := fmt.Errorf("%w: %s holds %q, but its lock holder advertised %q (session %s)", ErrLeaderKeyTampered, l.cfg.Key, value, advertised, p.Session)
+		l.mu.Lock()
+		first := l.tampered != value
+		l.tampered = value
+		l.mu.Unlock()
+		if first {
+			l.log.Warn("the leader key was written by someone other than the leader; it is ignored", "err", err)
+		}
+		return "", err
+	}
+	return value, nil
 }
 
 func (l *ConsulLeader) set(leading bool) {
@@ -117,7 +153,7 @@ func (l *ConsulLeader) holdOnce(ctx context.Context) (bool, error) {
 		Key:   l.cfg.Key,
 		Value: []byte(l.cfg.Advertise),
 		SessionOpts: &api.SessionEntry{
-			Name: "underlay-control " + l.cfg.Advertise, TTL: l.cfg.SessionTTL.String(),
+			Name: sessionPrefix + l.cfg.Advertise, TTL: l.cfg.SessionTTL.String(),
 			LockDelay: l.cfg.LockDelay, Behavior: api.SessionBehaviorRelease,
 		},
 		MonitorRetries: 3,

@@ -1,0 +1,148 @@
+package consul
+
+import (
+	"bytes"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// tokenRecorder is a stand-in for Consul's HTTP API that records the ACL
+// token of every request.
+type tokenRecorder struct {
+	mu     sync.Mutex
+	tokens []string
+}
+
+func (r *tokenRecorder) ServeHTTP(w http.ResponseWriter, req *http.Request) {
+	r.mu.Lock()
+	r.tokens = append(r.tokens, req.Header.Get("X-Consul-Token"))
+	r.mu.Unlock()
+	w.Header().Set("X-Consul-Index", "1")
+	w.WriteHeader(http.StatusNotFound) // no such key
+}
+
+func (r *tokenRecorder) last() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.tokens) == 0 {
+		return ""
+	}
+	return r.tokens[len(r.tokens)-1]
+}
+
+// TestTokenFileRotation: the ACL token of --consul-token-file (or
+// CONSUL_HTTP_TOKEN_FILE) is read again when the file changes, so a token
+// is rotated without a restart.
+func TestTokenFileRotation(t *testing.T) {
+	for _, fromEnv := range []bool{false, true} {
+		rec := &tokenRecorder{}
+		srv := httptest.NewServer(rec)
+		defer srv.Close()
+		path := filepath.Join(t.TempDir(), "token")
+		os.WriteFile(path, []byte("first-token\n"), 0o644)
+		var logs syncBuffer
+		o := Options{Addr: srv.URL, Log: slog.New(slog.NewTextHandler(&logs, nil))}
+		t.Setenv("CONSUL_HTTP_TOKEN_FILE", "")
+		if fromEnv {
+			t.Setenv("CONSUL_HTTP_TOKEN_FILE", path)
+		} else {
+			o.TokenFile = path
+		}
+		c, err := NewClient(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := c.KV().Get("k", nil); err != nil {
+			t.Fatal(err)
+		}
+		if got := rec.last(); got != "first-token" {
+			t.Fatalf("env %v: token %q, want first-token", fromEnv, got)
+		}
+		// Rotation: the file is replaced, as a secret manager does it.
+		tmp := path + ".new"
+		os.WriteFile(tmp, []byte("second-token\n"), 0o600)
+		if err := os.Rename(tmp, path); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for rec.last() != "second-token" {
+			if time.Now().After(deadline) {
+				t.Fatalf("env %v: token still %q 5s after the file changed, want second-token", fromEnv, rec.last())
+			}
+			time.Sleep(50 * time.Millisecond)
+			c.KV().Get("k", nil)
+		}
+		// A file emptied in the middle of a rewrite keeps the last token.
+		os.WriteFile(path, nil, 0o600)
+		for !strings.Contains(logs.String(), "unreadable") {
+			if time.Now().After(deadline.Add(5 * time.Second)) {
+				t.Fatalf("env %v: the emptied file was not noticed: %s", fromEnv, logs.String())
+			}
+			time.Sleep(50 * time.Millisecond)
+			c.KV().Get("k", nil)
+		}
+		if got := rec.last(); got != "second-token" {
+			t.Errorf("env %v: token %q after the file was emptied, want second-token kept", fromEnv, got)
+		}
+		if !strings.Contains(logs.String(), "readable or writable by group or others") {
+			t.Errorf("env %v: no warning about a token file of mode 0644:\n%s", fromEnv, logs.String())
+		}
+		if strings.Contains(logs.String(), "-token") {
+			t.Errorf("env %v: a token was logged:\n%s", fromEnv, logs.String())
+		}
+	}
+}
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestTokenFileOverSocket: a token file works with a unix:// address too
+// (Consul's client would otherwise swap in its own HTTP client).
+func TestTokenFileOverSocket(t *testing.T) {
+	dir := t.TempDir()
+	sock := filepath.Join(dir, "consul.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &tokenRecorder{}
+	srv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: rec}}
+	srv.Start()
+	defer srv.Close()
+	path := filepath.Join(dir, "token")
+	os.WriteFile(path, []byte("sock-token"), 0o600)
+	t.Setenv("CONSUL_HTTP_TOKEN_FILE", "")
+	c, err := NewClient(Options{Addr: "unix://" + sock, TokenFile: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := c.KV().Get("k", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.last(); got != "sock-token" {
+		t.Errorf("token %q over the socket, want sock-token", got)
+	}
+}

@@ -1,0 +1,343 @@
+package scale
+
+import (
+	"bytes"
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/http"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+)
+
+// Headers of a request a follower passes on to the leader. The follower
+// has checked the caller's credentials; it sends none of them, only its
+// own proof — an HMAC-SHA256, under the secret the instances share, of the
+// request (method, path, body), its time, a nonce, the address the
+// follower meant to reach and the caller's address. The leader's answer
+// carries the same proof of its own, so a follower passes on only answers
+// of an instance that holds the secret.
+const (
+	PeerSignatureHeader = "X-Underlay-Peer-Signature"
+	PeerTimeHeader      = "X-Underlay-Peer-Time"
+	PeerNonceHeader     = "X-Underlay-Peer-Nonce"
+	PeerToHeader        = "X-Underlay-Peer-To"
+	PeerClientHeader    = "X-Underlay-Peer-Client"
+)
+
+// PeerSkew bounds how far a forwarded request's time may be from the
+// leader's clock; a nonce is remembered twice as long, so that no request
+// is accepted twice.
+const PeerSkew = 30 * time.Second
+
+// maxPeerAnswer bounds the leader's answer a follower reads.
+const maxPeerAnswer = 4 << 20
+
+// PeerConfig is how control instances pass requests on to their leader.
+type PeerConfig struct {
+	// Secret is the key the instances share (--peer-secret-file). Without
+	// it a follower passes nothing on: it answers 503 naming the leader.
+	Secret []byte
+	// Self is this instance's advertised address: a request passed on to it
+	// must name it, so that one sent elsewhere cannot be replayed here.
+	Self string
+	// Allow, when not empty, is the only addresses a follower passes
+	// requests on to (--peers): the leader key naming another is refused
+	// and not named to the caller.
+	Allow []string
+	// TLS, when not nil, makes followers reach the leader over https with
+	// this configuration.
+	TLS *tls.Config
+	// Timeout bounds one forwarded request (default 20s, within the
+	// server's write timeout).
+	Timeout time.Duration
+}
+
+// peerRequest is what a forwarded request's signature covers.
+type peerRequest struct {
+	Method, URI, By, To, Client, Nonce string
+	Time                               int64 // Unix seconds
+	Body                               []byte
+}
+
+// writeFields writes each field with its length, so that no two requests
+// sign the same bytes.
+func writeFields(h hash.Hash, fields ...string) {
+	for _, f := range fields {
+		fmt.Fprintf(h, "%d:%s\n", len(f), f)
+	}
+}
+
+func (p peerRequest) sign(secret []byte) string {
+	m := hmac.New(sha256.New, secret)
+	sum := sha256.Sum256(p.Body)
+	writeFields(m, "underlay peer request v1", p.Method, p.URI, p.By, p.To, p.Client, p.Nonce,
+		strconv.FormatInt(p.Time, 10), hex.EncodeToString(sum[:]))
+	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+}
+
+// signPeerAnswer is the signature of the leader's answer to the request
+// of nonce.
+func signPeerAnswer(secret []byte, nonce string, code int, body []byte) string {
+	m := hmac.New(sha256.New, secret)
+	sum := sha256.Sum256(body)
+	writeFields(m, "underlay peer answer v1", nonce, strconv.Itoa(code), hex.EncodeToString(sum[:]))
+	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+}
+
+// peerRequestOf reads the peer headers of r, with body.
+func peerRequestOf(r *http.Request, body []byte) (peerRequest, error) {
+	ts, err := strconv.ParseInt(r.Header.Get(PeerTimeHeader), 10, 64)
+	if err != nil {
+		return peerRequest{}, fmt.Errorf("bad %s", PeerTimeHeader)
+	}
+	return peerRequest{Method: r.Method, URI: r.URL.RequestURI(), By: r.Header.Get(ForwardedHeader),
+		To: r.Header.Get(PeerToHeader), Client: r.Header.Get(PeerClientHeader), Nonce: r.Header.Get(PeerNonceHeader),
+		Time: ts, Body: body}, nil
+}
+
+// nonces remembers the nonces of accepted forwarded requests for twice
+// PeerSkew, longer than a request's time is accepted. Only requests signed
+// with the secret get in.
+type nonces struct {
+	mu   sync.Mutex // guards following fields
+	seen map[string]time.Time
+	// pruned is when nonces past their time were last dropped.
+	pruned time.Time
+}
+
+// maxNonces bounds the nonces remembered; beyond, forwarded requests are
+// refused until some expire.
+const maxNonces = 1 << 20
+
+// add records nonce at now; false when it was seen already, or when too
+// many are remembered.
+func (n *nonces) add(nonce string, now time.Time) bool {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if _, ok := n.seen[nonce]; ok {
+		return false
+	}
+	if now.Sub(n.pruned) > PeerSkew || len(n.seen) >= maxNonces {
+		n.pruned = now
+		for k, at := range n.seen {
+			if now.Sub(at) > 2*PeerSkew {
+				delete(n.seen, k)
+			}
+		}
+	}
+	if len(n.seen) >= maxNonces {
+		return false
+	}
+	n.seen[nonce] = now
+	return true
+}
+
+// peerKey is the context key of a request a peer passed on.
+type peerKey struct{}
+
+// peerInfo says who passed a request on, and for whom.
+type peerInfo struct {
+	By, Client string
+}
+
+func peerOf(ctx context.Context) (peerInfo, bool) {
+	p, ok := ctx.Value(peerKey{}).(peerInfo)
+	return p, ok
+}
+
+// errBadPeer is wrapped by verifyPeer's errors.
+var errBadPeer = errors.New("forwarded request refused")
+
+// verifyPeer checks a forwarded request: the signature under the shared
+// secret, that it was meant for this instance, its time, and that it was
+// not accepted before.
+func (a *API) verifyPeer(r *http.Request, body []byte) (peerRequest, error) {
+	pc := a.cfg.Peer
+	if len(pc.Secret) == 0 {
+		return peerRequest{}, fmt.Errorf("%w: this instance has no peer secret (--peer-secret-file)", errBadPeer)
+	}
+	p, err := peerRequestOf(r, body)
+	if err != nil {
+		return p, fmt.Errorf("%w: %w", errBadPeer, err)
+	}
+	if !hmac.Equal([]byte(p.sign(pc.Secret)), []byte(r.Header.Get(PeerSignatureHeader))) {
+		return p, fmt.Errorf("%w: bad signature (do the instances share one --peer-secret-file?)", errBadPeer)
+	}
+	now := a.c.cfg.Now()
+	switch {
+	case pc.Self == "" || p.To != pc.Self:
+		return p, fmt.Errorf("%w: it was sent to %q, and this instance advertises %q", errBadPeer, p.To, pc.Self)
+	case now.Sub(time.Unix(p.Time, 0)).Abs() > PeerSkew:
+		return p, fmt.Errorf("%w: its time is more than %s from this instance's clock", errBadPeer, PeerSkew)
+	case !a.nonces.add(p.Nonce, now):
+		return p, fmt.Errorf("%w: accepted once already (a replay)", errBadPeer)
+	}
+	return p, nil
+}
+
+// peerAuth accepts requests a follower passed on: a request with a peer
+// signature is verified (401 when it does not hold), then served with no
+// token, signature or rate limit of its own — the follower checked them —
+// and its answer is signed. Requests without a peer signature pass.
+func (a *API) peerAuth(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get(PeerSignatureHeader) == "" {
+			next.ServeHTTP(w, r)
+			return
+		}
+		body, ok := a.readBody(w, r)
+		if !ok {
+			return
+		}
+		p, err := a.verifyPeer(r, body)
+		if err != nil {
+			// Refused like any other client past its rate, so that forged
+			// requests flood neither the CPU nor the log.
+			if !a.allow(w, r) {
+				return
+			}
+			a.refuse("bad_peer")
+			a.log.Warn("request passed on by a peer refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+			writeJSON(w, http.StatusUnauthorized, errorBody{Error: err.Error()})
+			return
+		}
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		r = r.WithContext(context.WithValue(r.Context(), peerKey{}, peerInfo{By: p.By, Client: p.Client}))
+		buf := &bufferedAnswer{header: http.Header{}, code: http.StatusOK}
+		next.ServeHTTP(buf, r)
+		for k, v := range buf.header {
+			w.Header()[k] = v
+		}
+		w.Header().Set(PeerSignatureHeader, signPeerAnswer(a.cfg.Peer.Secret, p.Nonce, buf.code, buf.body.Bytes()))
+		w.WriteHeader(buf.code)
+		w.Write(buf.body.Bytes())
+	})
+}
+
+// bufferedAnswer keeps an answer until it is signed.
+type bufferedAnswer struct {
+	header http.Header
+	code   int
+	wrote  bool
+	body   bytes.Buffer
+}
+
+func (b *bufferedAnswer) Header() http.Header { return b.header }
+
+func (b *bufferedAnswer) WriteHeader(code int) {
+	if !b.wrote {
+		b.code, b.wrote = code, true
+	}
+}
+
+func (b *bufferedAnswer) Write(p []byte) (int, error) {
+	b.wrote = true
+	return b.body.Write(p)
+}
+
+// forwardable reports whether a follower passes requests on to leader,
+// and if not, why.
+func (a *API) forwardable(leader string) (bool, string) {
+	pc := a.cfg.Peer
+	switch {
+	case !a.cfg.ForwardToLeader:
+		return false, ""
+	case len(pc.Secret) == 0:
+		return false, "" // no way to prove itself to the leader: it names it instead
+	case !dialable(leader):
+		return false, ""
+	case len(pc.Allow) > 0 && !slices.Contains(pc.Allow, leader):
+		return false, fmt.Sprintf("the leader key names %q, which is not among this instance's --peers: not passed on", leader)
+	}
+	return true, ""
+}
+
+// forward passes r on to the leader with the follower's own proof, never
+// the caller's credentials, and passes back the leader's answer once its
+// proof holds (else 502).
+func (a *API) forward(w http.ResponseWriter, r *http.Request, leader string) {
+	body, ok := a.readBody(w, r)
+	if !ok {
+		return
+	}
+	nonce := make([]byte, 16)
+	rand.Read(nonce)
+	p := peerRequest{Method: r.Method, URI: r.URL.RequestURI(), By: a.cfg.Peer.Self, To: leader, Client: r.RemoteAddr,
+		Nonce: hex.EncodeToString(nonce), Time: a.c.cfg.Now().Unix(), Body: body}
+	scheme := "http"
+	if a.cfg.Peer.TLS != nil {
+		scheme = "https"
+	}
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, scheme+"://"+leader+p.URI, bytes.NewReader(body))
+	if err != nil {
+		a.forwardFailed(w, r, leader, http.StatusBadGateway, err)
+		return
+	}
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		req.Header.Set("Content-Type", ct)
+	}
+	req.Header.Set(ForwardedHeader, p.By)
+	req.Header.Set(PeerToHeader, p.To)
+	req.Header.Set(PeerClientHeader, p.Client)
+	req.Header.Set(PeerNonceHeader, p.Nonce)
+	req.Header.Set(PeerTimeHeader, strconv.FormatInt(p.Time, 10))
+	req.Header.Set(PeerSignatureHeader, p.sign(a.cfg.Peer.Secret))
+	a.log.Debug("passing a request on to the leader", "leader", leader, "path", r.URL.Path)
+	resp, err := a.peerClient.Do(req)
+	if err != nil {
+		a.forwarded("unreachable")
+		a.forwardFailed(w, r, leader, http.StatusBadGateway, err)
+		return
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, maxPeerAnswer+1))
+	if err == nil && len(answer) > maxPeerAnswer {
+		err = fmt.Errorf("answer larger than %d bytes", maxPeerAnswer)
+	}
+	if err != nil {
+		a.forwarded("unreachable")
+		a.forwardFailed(w, r, leader, http.StatusBadGateway, err)
+		return
+	}
+	want := signPeerAnswer(a.cfg.Peer.Secret, p.Nonce, resp.StatusCode, answer)
+	if !hmac.Equal([]byte(want), []byte(resp.Header.Get(PeerSignatureHeader))) {
+		a.forwarded("unverified")
+		a.log.Warn("the address in the leader key answered without the peer secret's proof; its answer is dropped (a hijacked leader key, or instances with different --peer-secret-file)",
+			"leader", leader, "path", r.URL.Path, "status", resp.StatusCode)
+		writeJSON(w, http.StatusBadGateway, errorBody{Error: fmt.Sprintf("this control instance is not the leader, and the instance at %s, named leader in Consul, did not prove it shares the peer secret: its answer is dropped", leader)})
+		return
+	}
+	a.forwarded("ok")
+	for _, h := range []string{"Content-Type", LeaderHeader, "Retry-After"} {
+		if v := resp.Header.Get(h); v != "" {
+			w.Header().Set(h, v)
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	w.Write(answer)
+}
+
+func (a *API) forwardFailed(w http.ResponseWriter, r *http.Request, leader string, code int, err error) {
+	a.log.Warn("passing a request on to the leader failed", "leader", leader, "path", r.URL.Path, "err", err)
+	w.Header().Set(LeaderHeader, leader)
+	writeJSON(w, code, errorBody{Error: fmt.Sprintf("this control instance is not the leader, and passing the request on to the leader at %s failed: %v", leader, err)})
+}
+
+// newPeerClient is the HTTP client of forwarded requests: no proxy from
+// the environment, no redirects followed.
+func newPeerClient(pc PeerConfig) *http.Client {
+	tr := &http.Transport{TLSClientConfig: pc.TLS, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second,
+		TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: pc.Timeout}
+	return &http.Client{Transport: tr, Timeout: pc.Timeout,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}

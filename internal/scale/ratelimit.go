@@ -1,0 +1,101 @@
+package scale
+
+import (
+	"math"
+	"net"
+	"net/netip"
+	"sync"
+	"time"
+)
+
+// rateLimiter is a token bucket per client: each client may make burst
+// requests at once, then rate a second. Clients are told apart by address:
+// an IPv4 address, or an IPv6 /64 (what one host commonly holds). Memory is
+// bounded: a full bucket is the same as none and is dropped when the table
+// is full; clients beyond the table share one bucket.
+type rateLimiter struct {
+	rate  float64 // tokens a second
+	burst float64
+	max   int // clients tracked
+	now   func() time.Time
+
+	mu      sync.Mutex // guards following fields
+	clients map[netip.Prefix]*bucket
+	// shared is the bucket of the clients the table had no room for.
+	shared bucket
+}
+
+type bucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// defaultMaxClients bounds the clients a rateLimiter tracks.
+const defaultMaxClients = 65536
+
+func newRateLimiter(rate float64, burst int, now func() time.Time) *rateLimiter {
+	return &rateLimiter{rate: rate, burst: float64(max(burst, 1)), max: defaultMaxClients, now: now,
+		clients: map[netip.Prefix]*bucket{}, shared: bucket{tokens: float64(max(burst, 1))}}
+}
+
+// clientKey is the client of a RemoteAddr ("ip:port").
+func clientKey(remote string) netip.Prefix {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		return netip.Prefix{} // unparsable: one shared client
+	}
+	ip = ip.Unmap()
+	if ip.Is4() {
+		return netip.PrefixFrom(ip, 32)
+	}
+	p, _ := ip.WithZone("").Prefix(64)
+	return p
+}
+
+// allow takes one token of client's bucket: true when there was one, else
+// false and how long until there is.
+func (l *rateLimiter) allow(client netip.Prefix) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	now := l.now()
+	b := l.clients[client]
+	if b == nil {
+		if len(l.clients) >= l.max {
+			l.sweepLocked(now)
+		}
+		if len(l.clients) >= l.max {
+			b = &l.shared
+		} else {
+			b = &bucket{tokens: l.burst, last: now}
+			l.clients[client] = b
+		}
+	}
+	l.refill(b, now)
+	if b.tokens >= 1 {
+		b.tokens--
+		return true, 0
+	}
+	wait := time.Duration(math.Ceil((1 - b.tokens) / l.rate * float64(time.Second)))
+	return false, wait
+}
+
+func (l *rateLimiter) refill(b *bucket, now time.Time) {
+	if el := now.Sub(b.last); el > 0 {
+		b.tokens = min(l.burst, b.tokens+el.Seconds()*l.rate)
+	}
+	b.last = now
+}
+
+// sweepLocked drops the buckets that are full again. l.mu is held.
+func (l *rateLimiter) sweepLocked(now time.Time) {
+	for k, b := range l.clients {
+		l.refill(b, now)
+		if b.tokens >= l.burst {
+			delete(l.clients, k)
+		}
+	}
+}

@@ -1,0 +1,75 @@
+package scale
+
+import (
+	"fmt"
+	"net/netip"
+	"testing"
+	"time"
+)
+
+func TestRateLimiter(t *testing.T) {
+	clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	l := newRateLimiter(2, 4, clk.Now)
+	a, b := clientKey("192.0.2.1:5555"), clientKey("192.0.2.2:5555")
+	for i := range 4 {
+		if ok, _ := l.allow(a); !ok {
+			t.Fatalf("request %d of a burst of 4 refused", i)
+		}
+	}
+	ok, wait := l.allow(a)
+	if ok || wait != 500*time.Millisecond {
+		t.Errorf("fifth request: %v, retry after %s; want refused, 500ms", ok, wait)
+	}
+	if ok, _ := l.allow(b); !ok {
+		t.Error("another client was refused")
+	}
+	clk.add(500 * time.Millisecond)
+	if ok, _ := l.allow(a); !ok {
+		t.Error("refused after the wait it was told")
+	}
+	if ok, _ := l.allow(a); ok {
+		t.Error("a second request within the same half second was allowed")
+	}
+
+	// Ports and IPv6 interface IDs do not make new clients.
+	if clientKey("192.0.2.1:1") != clientKey("192.0.2.1:2") || clientKey("[2001:db8::1]:1") != clientKey("[2001:db8::2]:2") ||
+		clientKey("[::ffff:192.0.2.1]:1") != clientKey("192.0.2.1:3") {
+		t.Error("one client seen as several")
+	}
+	if clientKey("[2001:db8:0:1::1]:1") == clientKey("[2001:db8:0:2::1]:1") {
+		t.Error("two /64s seen as one client")
+	}
+
+	// The table is bounded: full buckets are dropped, and clients beyond
+	// room share one bucket.
+	l = newRateLimiter(1, 1, clk.Now)
+	l.max = 3
+	for i := range 3 {
+		l.allow(netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 0, 0, byte(i)}), 32))
+	}
+	if ok, _ := l.allow(clientKey("10.0.1.1:1")); !ok {
+		t.Error("a client beyond the table was refused at once")
+	}
+	if ok, _ := l.allow(clientKey("10.0.1.2:1")); ok {
+		t.Error("two clients beyond the table did not share a bucket")
+	}
+	clk.add(time.Second) // every bucket is full again: the table empties
+	if ok, _ := l.allow(clientKey("10.0.1.2:1")); !ok || len(l.clients) != 1 {
+		t.Errorf("after a second: allowed %v, %d clients tracked; want allowed and 1", ok, len(l.clients))
+	}
+}
+
+func TestNoncesExpire(t *testing.T) {
+	n := &nonces{seen: map[string]time.Time{}}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	if !n.add("a", now) || n.add("a", now.Add(time.Second)) {
+		t.Fatal("a nonce accepted twice")
+	}
+	for i := range 100 {
+		n.add(fmt.Sprint(i), now)
+	}
+	n.add("late", now.Add(3*PeerSkew))
+	if len(n.seen) != 1 {
+		t.Errorf("%d nonces remembered after they expired, want 1", len(n.seen))
+	}
+}

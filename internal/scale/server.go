@@ -1,0 +1,193 @@
+package scale
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"math"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Limits keep slow and greedy clients from holding the API. Zero fields
+// take the defaults below.
+type Limits struct {
+	// ReadHeaderTimeout bounds reading a request's headers (5s).
+	ReadHeaderTimeout time.Duration
+	// ReadTimeout bounds reading a whole request, body included (30s).
+	ReadTimeout time.Duration
+	// WriteTimeout bounds an answer, from the end of the request's
+	// headers (30s); the event stream is exempt.
+	WriteTimeout time.Duration
+	// IdleTimeout closes kept-alive connections idle this long (2m).
+	IdleTimeout time.Duration
+	// MaxHeaderBytes bounds a request's headers (32 KiB).
+	MaxHeaderBytes int
+	// MaxEventReaders bounds concurrent readers of the event stream (64);
+	// one more is answered 503.
+	MaxEventReaders int
+	// RateLimit is how many scaling requests a second each client may
+	// make, after a burst of RateBurst (10 a second, burst 40); beyond, 429
+	// with Retry-After. Negative disables the limit.
+	RateLimit float64
+	RateBurst int
+}
+
+// Default limits.
+const (
+	DefaultReadHeaderTimeout = 5 * time.Second
+	DefaultReadTimeout       = 30 * time.Second
+	DefaultWriteTimeout      = 30 * time.Second
+	DefaultIdleTimeout       = 2 * time.Minute
+	DefaultMaxHeaderBytes    = 32 << 10
+	DefaultMaxEventReaders   = 64
+	DefaultRateLimit         = 10
+	DefaultRateBurst         = 40
+)
+
+func (l Limits) withDefaults() Limits {
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&l.ReadHeaderTimeout, DefaultReadHeaderTimeout)
+	def(&l.ReadTimeout, DefaultReadTimeout)
+	def(&l.WriteTimeout, DefaultWriteTimeout)
+	def(&l.IdleTimeout, DefaultIdleTimeout)
+	if l.MaxHeaderBytes <= 0 {
+		l.MaxHeaderBytes = DefaultMaxHeaderBytes
+	}
+	if l.MaxEventReaders <= 0 {
+		l.MaxEventReaders = DefaultMaxEventReaders
+	}
+	if l.RateLimit == 0 {
+		l.RateLimit = DefaultRateLimit
+	}
+	if l.RateBurst <= 0 {
+		l.RateBurst = DefaultRateBurst
+	}
+	return l
+}
+
+// NewServer is the http.Server of the API (h: its handler, maybe inside a
+// mux with /metrics) with limits l: every timeout set, headers bounded. The
+// event stream lifts its own deadlines. The server's own errors (TLS
+// handshakes that fail, malformed requests) go to log at debug level: a
+// scanner must not flood the log.
+func NewServer(h http.Handler, l Limits, log *slog.Logger) *http.Server {
+	l = l.withDefaults()
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: l.ReadHeaderTimeout,
+		ReadTimeout:       l.ReadTimeout,
+		WriteTimeout:      l.WriteTimeout,
+		IdleTimeout:       l.IdleTimeout,
+		MaxHeaderBytes:    l.MaxHeaderBytes,
+		ErrorLog:          slog.NewLogLogger(log.With("component", "scale_http").Handler(), slog.LevelDebug),
+	}
+}
+
+// apiMetrics count what the API refused and passed on.
+type apiMetrics struct {
+	refused   *prometheus.CounterVec
+	forwarded *prometheus.CounterVec
+	readers   prometheus.GaugeFunc
+}
+
+func newAPIMetrics(reg prometheus.Registerer, a *API) *apiMetrics {
+	const ns, sub = "underlay", "scale"
+	m := &apiMetrics{
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "http_refused_total",
+			Help: "HTTP requests refused before any decision, by reason (unauthenticated, bad_signature, bad_peer, rate_limited, too_large, busy).",
+		}, []string{"reason"}),
+		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "http_forwarded_total",
+			Help: "Requests a follower passed on to the leader, by result (ok; unreachable; unverified: the answer lacked the peer secret's proof).",
+		}, []string{"result"}),
+		readers: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "http_event_readers",
+			Help: "Open event streams.",
+		}, func() float64 { return float64(a.readers.Load()) }),
+	}
+	if reg != nil {
+		reg.MustRegister(m.refused, m.forwarded, m.readers)
+	}
+	return m
+}
+
+func (a *API) refuse(reason string) { a.metrics.refused.WithLabelValues(reason).Inc() }
+
+func (a *API) forwarded(result string) { a.metrics.forwarded.WithLabelValues(result).Inc() }
+
+// limitBody bounds r's body to n bytes: a Content-Length above it is
+// answered 413 at once, a longer body fails its read (readBody answers 413).
+func (a *API) limitBody(n int64, next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > n {
+			a.tooLarge(w, n)
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, n)
+		next.ServeHTTP(w, r)
+	})
+}
+
+func (a *API) tooLarge(w http.ResponseWriter, n int64) {
+	a.refuse("too_large")
+	w.Header().Set("Connection", "close")
+	writeJSON(w, http.StatusRequestEntityTooLarge, errorBody{Error: fmt.Sprintf("request body larger than %d bytes", n)})
+}
+
+// readBody reads r's whole body; on failure it answers (413 for a body
+// over the limit, 400 otherwise) and returns false.
+func (a *API) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	b, err := io.ReadAll(r.Body)
+	var tooBig *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooBig):
+		a.tooLarge(w, tooBig.Limit)
+		return nil, false
+	case err != nil:
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "read body: " + err.Error()})
+		return nil, false
+	}
+	return b, true
+}
+
+// rateLimit answers 429, with Retry-After in whole seconds, to a client
+// past its rate on scaling routes. Requests a peer passed on are not
+// limited again.
+func (a *API) rateLimit(next http.Handler) http.Handler {
+	if a.limiter == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, ok := peerOf(r.Context()); ok || a.allow(w, r) {
+			next.ServeHTTP(w, r)
+		}
+	})
+}
+
+// allow takes one request of r's client from the rate limiter; past the
+// rate it answers 429 and returns false.
+func (a *API) allow(w http.ResponseWriter, r *http.Request) bool {
+	if a.limiter == nil {
+		return true
+	}
+	ok, wait := a.limiter.allow(clientKey(r.RemoteAddr))
+	if ok {
+		return true
+	}
+	a.refuse("rate_limited")
+	secs := max(1, int(math.Ceil(wait.Seconds())))
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	writeJSON(w, http.StatusTooManyRequests, errorBody{Error: fmt.Sprintf("too many scaling requests from %s: at most %g a second after a burst of %d; retry in %ds",
+		clientKey(r.RemoteAddr), a.cfg.Limits.RateLimit, a.cfg.Limits.RateBurst, secs)})
+	return false
+}

@@ -1,0 +1,254 @@
+package scale
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBodyLimits: 64 KiB on every route but the webhook routes (4 MiB);
+// beyond, 413 before anything is decided.
+func TestBodyLimits(t *testing.T) {
+	e := newAPIEnv(t, Config{}, svc("web", 1, "orbiter", "true", LabelMax, "1000"))
+	pad := func(n int) string { return strings.Repeat(" ", n) }
+	alerts := amBody(firing("f", "service", "web", "direction", "up"))
+	tests := []struct {
+		path, body string
+		want       int
+	}{
+		{"/v1/underlay/services/web/scale", `{"direction":"up"}` + pad(64<<10), 413},
+		{"/v1/underlay/services/web/scale", `{"direction":"up"}` + pad(60<<10), 200},
+		{"/v1/underlay/alertmanager", alerts + pad(5<<20), 413},
+		{"/v1/underlay/alertmanager", alerts + pad(1<<20), 200},
+		{"/v1/orbiter/handle/autoswarm/web", `{"direction":true}` + pad(5<<20), 413},
+		{"/v1/orbiter/handle/autoswarm/web", `{"direction":true}` + pad(1<<20), 200},
+	}
+	for _, tt := range tests {
+		code, body := e.do(t, "POST", tt.path, testToken, tt.body)
+		if code != tt.want {
+			t.Errorf("%s, %d bytes: %d %.200s, want %d", tt.path, len(tt.body), code, body, tt.want)
+		}
+	}
+	// Without a Content-Length (chunked), the limit holds while reading.
+	req, _ := http.NewRequest("POST", e.srv.URL+"/v1/underlay/services/web/scale", io.MultiReader(strings.NewReader(`{"direction":"up"}`), strings.NewReader(pad(1<<20))))
+	req.ContentLength = -1
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 413 {
+		t.Errorf("chunked 1 MiB body: %d, want 413", resp.StatusCode)
+	}
+	if got := counterValue(t, e.api.metrics.refused.WithLabelValues("too_large")); got != 4 {
+		t.Errorf("too_large refusals %v, want 4", got)
+	}
+}
+
+// TestEventReadersCapped: past MaxEventReaders open streams, one more is
+// answered 503; a closed stream frees its place.
+func TestEventReadersCapped(t *testing.T) {
+	e := newAPIEnvWith(t, Config{}, APIConfig{Limits: Limits{MaxEventReaders: 3}})
+	var open []*http.Response
+	for range 3 {
+		resp, err := http.Get(e.srv.URL + "/v1/underlay/events")
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("reader: %v %v", resp, err)
+		}
+		open = append(open, resp)
+	}
+	resp, err := http.Get(e.srv.URL + "/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("fourth reader: %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+	open[0].Body.Close()
+	waitFor(t, func() bool { return e.api.readers.Load() == 2 })
+	resp, err = http.Get(e.srv.URL + "/events")
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("reader after one left: %v %v", resp, err)
+	}
+	open = append(open[1:], resp)
+	for _, r := range open {
+		r.Body.Close()
+	}
+}
+
+// TestRateLimited: a client past its burst on scaling routes gets 429 with
+// Retry-After; another client does not; reads are not limited.
+func TestRateLimited(t *testing.T) {
+	e := newAPIEnvWith(t, Config{}, APIConfig{Limits: Limits{RateLimit: 1, RateBurst: 5}}, svc("web", 1, "orbiter", "true", LabelMax, "1000"))
+	codes := map[int]int{}
+	var retry string
+	for range 8 {
+		req, _ := http.NewRequest("POST", e.srv.URL+"/v1/orbiter/handle/autoswarm/web/up", nil)
+		req.Header.Set("Authorization", "Bearer wrong") // guessing tokens is limited too
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		codes[resp.StatusCode]++
+		if resp.StatusCode == 429 {
+			retry = resp.Header.Get("Retry-After")
+		}
+	}
+	if codes[401] != 5 || codes[429] != 3 {
+		t.Errorf("8 requests at once, burst 5: %v, want 5 × 401 and 3 × 429", codes)
+	}
+	if n, err := strconv.Atoi(retry); err != nil || n < 1 {
+		t.Errorf("Retry-After %q, want whole seconds", retry)
+	}
+	for range 10 {
+		if code, _ := e.do(t, "GET", "/v1/underlay/services", "", ""); code != 200 {
+			t.Fatalf("a read was limited: %d", code)
+		}
+	}
+	if got := e.swarm.replicas("web"); got != 1 {
+		t.Errorf("web has %d replicas", got)
+	}
+	// Forged forwarded requests are limited too: the same client is past
+	// its rate already.
+	if code, _ := e.send(t, "POST", "/v1/orbiter/handle/autoswarm/web/up", "", PeerSignatureHeader, "sha256=00", PeerTimeHeader, "1"); code != 429 {
+		t.Errorf("a forged peer request past the rate: %d, want 429", code)
+	}
+}
+
+// TestAuthReads: with AuthReads, every GET route — the event stream
+// included — wants the token; health stays open for load balancers.
+func TestAuthReads(t *testing.T) {
+	hist := &listHistory{}
+	for _, authReads := range []bool{false, true} {
+		e := newAPIEnvWith(t, Config{}, APIConfig{AuthReads: authReads, History: hist}, svc("web", 1, "orbiter", "true"))
+		for _, path := range []string{"/v1/orbiter/autoscaler", "/autoscaler", "/v1/underlay/services", "/v1/underlay/services/web/history",
+			"/v1/underlay/leader", "/v1/orbiter/events", "/events", "/v1/underlay/events"} {
+			want := 200
+			if authReads {
+				want = 401
+			}
+			if code := getStatus(t, e.srv.URL+path, ""); code != want {
+				t.Errorf("auth-reads %v: GET %s without a token: %d, want %d", authReads, path, code, want)
+			}
+			if code := getStatus(t, e.srv.URL+path, "wrong"); code != want {
+				t.Errorf("auth-reads %v: GET %s with a wrong token: %d, want %d", authReads, path, code, want)
+			}
+			if code := getStatus(t, e.srv.URL+path, testToken); code != 200 {
+				t.Errorf("auth-reads %v: GET %s with the token: %d, want 200", authReads, path, code)
+			}
+		}
+		if code := getStatus(t, e.srv.URL+"/v1/orbiter/health", ""); code != 200 {
+			t.Errorf("auth-reads %v: health without a token: %d, want 200", authReads, code)
+		}
+	}
+}
+
+// listHistory is a HistoryLister with nothing in it.
+type listHistory struct{}
+
+func (listHistory) List(context.Context, string) ([]Record, error) { return nil, nil }
+
+// getStatus GETs url with token (none when empty) and returns the status,
+// reading at most the first line (event streams do not end).
+func getStatus(t *testing.T, url, token string) int {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	bufio.NewReader(resp.Body).ReadString('\n')
+	return resp.StatusCode
+}
+
+// TestServerTimeouts: a client that sends its headers or its body slowly
+// is cut off; an event stream outlives the read and write timeouts.
+func TestServerTimeouts(t *testing.T) {
+	e := newAPIEnv(t, Config{}, svc("web", 1, "orbiter", "true"))
+	limits := Limits{ReadHeaderTimeout: 200 * time.Millisecond, ReadTimeout: 400 * time.Millisecond,
+		WriteTimeout: 400 * time.Millisecond, IdleTimeout: 400 * time.Millisecond}
+	api := NewAPI(APIConfig{Tokens: e.api.cfg.Tokens, KeepAlive: 100 * time.Millisecond}, e.ctrl, slog.New(slog.DiscardHandler))
+	srv := NewServer(api.Handler(), limits, slog.New(slog.DiscardHandler))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	addr := ln.Addr().String()
+
+	// closedWithin dials, sends start, then trickles a byte every 50ms
+	// until the server closes the connection; it returns how long that took.
+	closedWithin := func(start string) time.Duration {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		began := time.Now()
+		io.WriteString(c, start)
+		closed := make(chan struct{})
+		go func() { io.Copy(io.Discard, c); close(closed) }()
+		for {
+			select {
+			case <-closed:
+				return time.Since(began)
+			case <-time.After(50 * time.Millisecond):
+				c.Write([]byte("a"))
+			}
+			if time.Since(began) > 10*time.Second {
+				t.Fatalf("connection sending %q slowly still open after 10s", start)
+			}
+		}
+	}
+	if d := closedWithin("GET /v1/underlay/services HTTP/1.1\r\nHost: x\r\nX-Slow: "); d > 3*time.Second {
+		t.Errorf("slow headers held the connection %s", d)
+	}
+	body := fmt.Sprintf("POST /v1/underlay/services/web/scale HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 100000\r\n\r\n", testToken)
+	if d := closedWithin(body); d > 3*time.Second {
+		t.Errorf("a slow body held the connection %s", d)
+	}
+	if got := e.swarm.replicas("web"); got != 1 {
+		t.Errorf("a slow body scaled: %d replicas", got)
+	}
+	// Oversized headers: 431.
+	req, _ := http.NewRequest("GET", "http://"+addr+"/v1/underlay/services", nil)
+	req.Header.Set("X-Big", strings.Repeat("a", DefaultMaxHeaderBytes+8192))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("headers over the limit: %d, want 431", resp.StatusCode)
+	}
+
+	// The event stream lives on past both timeouts: keep-alives keep coming.
+	resp, err = http.Get("http://" + addr + "/v1/underlay/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	sc := bufio.NewScanner(resp.Body)
+	began := time.Now()
+	for time.Since(began) < 1200*time.Millisecond {
+		if !sc.Scan() {
+			t.Fatalf("event stream ended after %s: %v", time.Since(began), sc.Err())
+		}
+	}
+}

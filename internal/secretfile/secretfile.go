@@ -1,0 +1,136 @@
+// Package secretfile reads small secrets — ACL and bearer tokens, shared
+// keys — from files that may be rotated while the process runs: a change
+// is picked up on the next use, at most a second later, and a file that
+// anyone but its owner may read is reported. A secret's value is never
+// logged.
+package secretfile
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+)
+
+// CheckEvery is the least time between two reads of a file for changes.
+const CheckEvery = time.Second
+
+// maxSize bounds what is read: a secret is a few lines.
+const maxSize = 1 << 20
+
+// File is one secret file, read again when it changes.
+type File struct {
+	path string
+	what string
+	log  *slog.Logger
+	now  func() time.Time
+
+	mu sync.Mutex // guards following fields
+	// checked is when the file was last read.
+	checked time.Time
+	value   []byte
+	// mode is the file's permission bits as last read.
+	mode fs.FileMode
+	// problem is the last read problem logged, so that it is logged once.
+	problem string
+}
+
+// Open reads the secret at path; what names it in messages ("consul ACL
+// token"). The file must be readable and hold something besides blanks.
+// A file group or others may read is logged as a warning. log may be nil.
+func Open(path, what string, log *slog.Logger) (*File, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	f := &File{path: path, what: what, log: log.With("file", path), now: time.Now}
+	v, mode, err := read(path)
+	if err != nil {
+		return nil, fmt.Errorf("%s file: %w", what, err)
+	}
+	f.value, f.mode, f.checked = v, mode, f.now()
+	f.warnMode(mode)
+	return f, nil
+}
+
+// Path is the file's path.
+func (f *File) Path() string { return f.path }
+
+// Value is the file's content, blanks around it trimmed. The file is read
+// again when CheckEvery has passed since the last read; a new content is
+// used at once. When the file cannot be read, or is empty (a rewrite in
+// progress), the last value stays, and the problem is logged once.
+func (f *File) Value() []byte {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	now := f.now()
+	if now.Sub(f.checked) < CheckEvery && !now.Before(f.checked) {
+		return f.value
+	}
+	f.checked = now
+	v, mode, err := read(f.path)
+	if err != nil {
+		if p := err.Error(); p != f.problem {
+			f.problem = p
+			f.log.Warn(f.what+" file unreadable; the last value read stays in use", "err", err)
+		}
+		return f.value
+	}
+	if f.problem != "" {
+		f.problem = ""
+		f.log.Info(f.what + " file readable again")
+	}
+	if mode != f.mode {
+		f.mode = mode
+		f.warnMode(mode)
+	}
+	if !bytes.Equal(v, f.value) {
+		f.value = v
+		f.log.Info(f.what + " file changed; its new value is in use")
+	}
+	return f.value
+}
+
+// warnMode logs a warning when group or others may read or write the file.
+func (f *File) warnMode(mode fs.FileMode) {
+	if mode&0o077 != 0 {
+		f.log.Warn(f.what+" file is readable or writable by group or others; make it readable by its owner only (chmod 600)",
+			"mode", fmt.Sprintf("%#o", mode))
+	}
+}
+
+// errEmpty is read's error for a file of blanks only.
+var errEmpty = errors.New("is empty")
+
+// read returns the trimmed content and permission bits of path. Its errors
+// never carry the content.
+func read(path string) ([]byte, fs.FileMode, error) {
+	fh, err := os.Open(path)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer fh.Close()
+	st, err := fh.Stat()
+	if err != nil {
+		return nil, 0, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, 0, fmt.Errorf("%s is not a regular file", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(fh, maxSize+1))
+	if err != nil {
+		return nil, 0, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(b) > maxSize {
+		return nil, 0, fmt.Errorf("%s is larger than %d bytes", path, maxSize)
+	}
+	v := bytes.TrimSpace(b)
+	if len(v) == 0 {
+		return nil, 0, fmt.Errorf("%s %w", path, errEmpty)
+	}
+	return bytes.Clone(v), st.Mode().Perm(), nil
+}

@@ -1,0 +1,104 @@
+package secretfile
+
+import (
+	"bytes"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// clock is a settable clock.
+type clock struct{ now time.Time }
+
+func (c *clock) Now() time.Time { return c.now }
+
+func TestFile(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "secret")
+	os.WriteFile(path, []byte("  hunter2-first \n"), 0o644)
+	var logs syncBuffer
+	f, err := Open(path, "test secret", slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Now()}
+	f.now = clk.Now
+	if got := string(f.Value()); got != "hunter2-first" {
+		t.Fatalf("value %q, want hunter2-first", got)
+	}
+	if !strings.Contains(logs.String(), "readable or writable by group or others") || !strings.Contains(logs.String(), "mode=0644") {
+		t.Errorf("no warning for mode 0644: %s", logs.String())
+	}
+
+	// A change is seen once CheckEvery has passed, not before.
+	os.WriteFile(path, []byte("hunter2-second\n"), 0o644)
+	if got := string(f.Value()); got != "hunter2-first" {
+		t.Errorf("value %q within CheckEvery of the last read, want the cached hunter2-first", got)
+	}
+	clk.now = clk.now.Add(CheckEvery)
+	if got := string(f.Value()); got != "hunter2-second" {
+		t.Errorf("value %q after the change, want hunter2-second", got)
+	}
+
+	// Emptied (a rewrite in progress) or removed: the last value stays,
+	// and the problem is logged once.
+	for _, breakIt := range []func(){
+		func() { os.WriteFile(path, []byte("\n  \n"), 0o600) },
+		func() { os.Remove(path) },
+	} {
+		breakIt()
+		for range 3 {
+			clk.now = clk.now.Add(CheckEvery)
+			if got := string(f.Value()); got != "hunter2-second" {
+				t.Errorf("value %q from a broken file, want hunter2-second kept", got)
+			}
+		}
+	}
+	if n := strings.Count(logs.String(), "unreadable"); n != 2 {
+		t.Errorf("%d warnings for two problems met three times each, want 2:\n%s", n, logs.String())
+	}
+	os.WriteFile(path, []byte("hunter2-third"), 0o600)
+	clk.now = clk.now.Add(CheckEvery)
+	if got := string(f.Value()); got != "hunter2-third" {
+		t.Errorf("value %q, want hunter2-third", got)
+	}
+	if strings.Contains(logs.String(), "hunter2") {
+		t.Errorf("a secret was logged:\n%s", logs.String())
+	}
+
+	for _, bad := range []struct{ name, content string }{{"empty", ""}, {"blank", " \n\t\n"}} {
+		p := filepath.Join(dir, bad.name)
+		os.WriteFile(p, []byte(bad.content), 0o600)
+		if _, err := Open(p, "test secret", nil); err == nil || !strings.Contains(err.Error(), "empty") {
+			t.Errorf("Open(%s) = %v, want an error saying empty", bad.name, err)
+		}
+	}
+	if _, err := Open(filepath.Join(dir, "nope"), "test secret", nil); err == nil || !strings.Contains(err.Error(), "test secret file") {
+		t.Errorf("Open(missing) = %v, want an error naming the secret", err)
+	}
+	if _, err := Open(dir, "test secret", nil); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("Open(directory) = %v", err)
+	}
+}
