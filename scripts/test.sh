@@ -8,6 +8,7 @@
 # then the integration suites run again on the engines in
 # UNDERLAY_TEST_ENGINES (default: 29, built from the Go module proxy on
 # first use; empty for none). `make test-matrix` runs all on 20.10, 28, 29.
+# Every fuzz target runs for FUZZTIME (5s) in between.
 source "$(dirname "$0")/lib.sh"
 prepare_integration
 
@@ -15,6 +16,9 @@ log "go vet"
 go vet ./...
 log "go test (dockerd $(docker version -f '{{.Server.Version}}'))"
 go test -race -count=1 -timeout 20m "$@" ./...
+
+# Every fuzz target, briefly (make fuzz runs them for minutes each).
+FUZZTIME=${FUZZTIME:-5s} scripts/fuzz.sh
 
 for line in ${UNDERLAY_TEST_ENGINES-29}; do
   [ "$line" = "$UNDERLAY_DOCKERD" ] && continue
