@@ -22,6 +22,9 @@ const (
 	// AgentListen is where the underlay agent of every node serves /healthz,
 	// inside the node.
 	AgentListen = "127.0.0.1:9465"
+	// ControlPort is where `underlay control` (the autoscaler and the
+	// dashboard) listens on every manager's management IP.
+	ControlPort = 8000
 )
 
 // DefaultImages are loaded from the machine's dockerd into every node.
