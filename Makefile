@@ -1,5 +1,5 @@
 # Thin wrappers over scripts/, which do the real work (and run as root).
-.PHONY: build test bench run vet fmt
+.PHONY: build test bench run vet fmt screenshot
 
 build:
 	./scripts/build.sh
@@ -16,3 +16,7 @@ run:
 vet:
 	go vet ./...
 	test -z "$$(gofmt -l .)"
+
+# docs/dashboard.png: the dashboard of run.sh's lab, in headless Chromium.
+screenshot:
+	go run ./test/screenshot -out docs/dashboard.png
