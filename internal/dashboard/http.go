@@ -255,8 +255,9 @@ func (s *Server) unauthorized(w http.ResponseWriter) {
 // ping is the stream's keep-alive: the page counts the stream live while
 // pings arrive, and fetches the snapshot if its version is behind.
 type ping struct {
-	Time    time.Time `json:"time"`
-	Version uint64    `json:"version"`
+	Time     time.Time `json:"time"`
+	Version  uint64    `json:"version"`
+	Instance string    `json:"instance"`
 }
 
 // stream serves the events: the current snapshot and the event backlog,
@@ -291,7 +292,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 		case <-r.Context().Done():
 			return
 		case <-tick.C:
-			b, _ := json.Marshal(ping{Time: s.cfg.Now().UTC(), Version: s.currentVersion()})
+			b, _ := json.Marshal(ping{Time: s.cfg.Now().UTC(), Version: s.currentVersion(), Instance: s.instance})
 			if _, err := w.Write(sseFrame("ping", "", b)); err != nil {
 				return
 			}

@@ -10,7 +10,10 @@ import (
 // documents every field.
 type Snapshot struct {
 	// Version increases whenever the content changes (not with time alone).
-	Version     uint64      `json:"version"`
+	Version uint64 `json:"version"`
+	// Instance names the control process that made the snapshot: versions
+	// count anew when it changes (a restart).
+	Instance    string      `json:"instance"`
 	GeneratedAt time.Time   `json:"generated_at"`
 	Control     ControlInfo `json:"control"`
 	// Sources lists the sources that could not be read; the rest of the

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"html/template"
@@ -73,7 +75,9 @@ type Server struct {
 	// csrfKey signs the sessions' CSRF tokens; it lives as long as the
 	// process, so a restart asks pages to fetch their session again.
 	csrfKey []byte
-	kick    chan struct{}
+	// instance tells this process's snapshots from an earlier one's.
+	instance string
+	kick     chan struct{}
 	// refreshes counts the rebuilds done, for tests.
 	refreshes atomic.Uint64
 
@@ -125,8 +129,9 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, erro
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("dashboard key: %w", err)
 	}
+	id := sha256.Sum256(append([]byte("instance"), key...)) // not the key itself
 	s := &Server{
-		cfg: cfg, log: log.With("component", "dashboard"), csrfKey: key,
+		cfg: cfg, log: log.With("component", "dashboard"), csrfKey: key, instance: hex.EncodeToString(id[:6]),
 		kick: make(chan struct{}, 1), subs: map[*subscriber]struct{}{}, samples: map[string][]ReplicaSample{},
 	}
 	idx, err := renderIndex(indexData{Version: cfg.Version, Auth: cfg.Tokens != nil, AuthReads: cfg.Tokens != nil && cfg.AuthReads})
@@ -436,7 +441,7 @@ func (s *Server) publish(snap Snapshot) {
 		return
 	}
 	s.version++
-	snap.Version = s.version
+	snap.Version, snap.Instance = s.version, s.instance
 	events := Diff(s.snap, &snap)
 	for i := range events {
 		s.seq++

@@ -14,7 +14,7 @@
   const STALE_MS = 3 * KEEPALIVE_MS;
   const MAX_EVENTS = 500;
   const state = {
-    snap: null, version: 0, events: [], eventSeq: 0, csrf: null, loggedIn: false,
+    snap: null, instance: null, version: 0, events: [], eventSeq: 0, csrf: null, loggedIn: false,
     lastMessage: 0, es: null, reconnectTimer: null, backoff: 1000, fetching: false, refetch: false,
     toN: {}, zoom: {}, results: {}, search: '', matchIndex: -1,
   };
@@ -152,7 +152,7 @@
     es.addEventListener('ping', (e) => {
       alive();
       const p = JSON.parse(e.data);
-      if (p.version > state.version) loadSnapshot(); // a snapshot was missed
+      if (p.instance !== state.instance || p.version > state.version) loadSnapshot(); // a snapshot was missed
     });
     es.addEventListener('error', () => {
       if (es !== state.es) return;
@@ -283,7 +283,16 @@
 
   // ---- rendering ----
   function apply(snap) {
-    if (!snap || snap.version <= state.version) return; // seen already
+    if (!snap) return;
+    if (snap.instance !== state.instance) {
+      // Another control process (a restart): its versions and events
+      // count anew.
+      state.instance = snap.instance;
+      state.version = 0;
+      state.eventSeq = 0;
+      $('events').replaceChildren();
+    }
+    if (snap.version <= state.version) return; // seen already
     state.snap = snap;
     state.version = snap.version;
     const t0 = performance.now();
