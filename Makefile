@@ -17,6 +17,8 @@ vet:
 	go vet ./...
 	test -z "$$(gofmt -l .)"
 
-# docs/dashboard.png: the dashboard of run.sh's lab, in headless Chromium.
+# docs/dashboard.png: the dashboard of run.sh's lab (LAB=name for another),
+# in headless Chromium.
+LAB ?= lab
 screenshot:
-	go run ./test/screenshot -out docs/dashboard.png
+	go run ./test/screenshot -lab $(LAB) -out docs/dashboard.png

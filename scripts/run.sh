@@ -9,6 +9,8 @@
 # with one command, deploys a demo service on it, scales it up once with
 # `underlay scale` and prints what to try.
 # Run it again to repair the lab; `bin/underlay lab down` removes it all.
+# UNDERLAY_LAB and UNDERLAY_LAB_SUBNET choose another lab name and underlay
+# subnet (default: lab, 10.200.0.0/16).
 source "$(dirname "$0")/lib.sh"
 need_root
 cd "$UNDERLAY_ROOT"
@@ -19,9 +21,10 @@ scripts/build.sh
 
 ul=$UNDERLAY_ROOT/bin/underlay
 export UNDERLAY_BIN=$ul
-"$ul" lab up --nodes 3
+lab=${UNDERLAY_LAB:-lab}
+"$ul" lab up --name "$lab" --nodes 3 ${UNDERLAY_LAB_SUBNET:+--underlay-subnet "$UNDERLAY_LAB_SUBNET"}
 
-status=$("$ul" lab status --json)
+status=$("$ul" lab status --name "$lab" --json)
 field() { printf '%s' "$status" | python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 subnet=$(field 'd["underlay_subnet"]')
 gateway=$(field 'd["underlay_gateway"]')
@@ -88,8 +91,8 @@ Try:
   $ul scale hello up --addr $control --token-file $token_file
   $ul scale history hello --addr $control
   $ul network inspect demo --consul-addr $consul
-  $ul lab status
-  $ul lab exec node2 -- docker ps               # work on a node
+  $ul lab status --name $lab
+  $ul lab exec --name $lab node2 -- docker ps   # work on a node
   DOCKER_HOST=$DOCKER_HOST docker service scale hello=6
-  $ul lab down                                  # remove everything
+  $ul lab down --name $lab                      # remove everything
 MSG
