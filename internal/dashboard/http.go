@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"bytes"
+	"compress/gzip"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -11,6 +12,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"strings"
 	"time"
 )
 
@@ -79,14 +81,15 @@ type errorBody struct {
 	Error string `json:"error"`
 }
 
-func (s *Server) page(w http.ResponseWriter, _ *http.Request) {
+func (s *Server) page(w http.ResponseWriter, r *http.Request) {
 	secure(w)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-cache")
-	w.Write(s.index)
+	writeBody(w, r, s.index, s.indexGz)
 }
 
-// asset serves an embedded file with an ETag, so a reload costs a 304.
+// asset serves an embedded file with an ETag, so a reload costs a 304,
+// compressed for clients that accept gzip.
 func asset(name string) http.Handler {
 	body, err := assets.ReadFile("assets/" + name)
 	if err != nil {
@@ -98,6 +101,7 @@ func asset(name string) http.Handler {
 	if name == "app.js" {
 		ctype = "text/javascript; charset=utf-8"
 	}
+	gz := gzipped(body)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		secure(w)
 		w.Header().Set("ETag", etag)
@@ -107,9 +111,34 @@ func asset(name string) http.Handler {
 			return
 		}
 		w.Header().Set("Content-Type", ctype)
-		w.Header().Set("Content-Length", strconv.Itoa(len(body)))
-		w.Write(body)
+		writeBody(w, r, body, gz)
 	})
+}
+
+// acceptsGzip reports whether the client takes gzip-encoded answers (every
+// browser does).
+func acceptsGzip(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept-Encoding"), "gzip")
+}
+
+// gzipped compresses b.
+func gzipped(b []byte) []byte {
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.DefaultCompression)
+	zw.Write(b)
+	zw.Close()
+	return buf.Bytes()
+}
+
+// writeBody writes body, or its gzipped form gz to a client that takes it.
+func writeBody(w http.ResponseWriter, r *http.Request, body, gz []byte) {
+	w.Header().Add("Vary", "Accept-Encoding")
+	if gz != nil && acceptsGzip(r) {
+		w.Header().Set("Content-Encoding", "gzip")
+		body = gz
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.Write(body)
 }
 
 // sessionInfo answers GET /ui/session and POST /ui/login.
@@ -236,7 +265,7 @@ func (s *Server) snapshot(w http.ResponseWriter, r *http.Request) {
 		s.unauthorized(w)
 		return
 	}
-	b := s.Snapshot()
+	b, gz := s.snapshotBodies()
 	if b == nil {
 		writeJSON(w, http.StatusServiceUnavailable, errorBody{"no snapshot yet: the sources are being read"})
 		return
@@ -244,7 +273,7 @@ func (s *Server) snapshot(w http.ResponseWriter, r *http.Request) {
 	secure(w)
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.Write(b)
+	writeBody(w, r, b, gz)
 }
 
 func (s *Server) unauthorized(w http.ResponseWriter) {
@@ -279,12 +308,24 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
-	w.WriteHeader(http.StatusOK)
-	fmt.Fprint(w, "retry: 2000\n\n")
-	for _, f := range first {
-		w.Write(f)
+	h.Add("Vary", "Accept-Encoding")
+	// Snapshots are JSON repeated with small changes: gzip, flushed after
+	// every event, sends a tenth of the bytes.
+	out := io.Writer(w)
+	flush := fl.Flush
+	if acceptsGzip(r) {
+		h.Set("Content-Encoding", "gzip")
+		zw, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
+		defer zw.Close()
+		out = zw
+		flush = func() { zw.Flush(); fl.Flush() }
 	}
-	fl.Flush()
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprint(out, "retry: 2000\n\n")
+	for _, f := range first {
+		out.Write(f)
+	}
+	flush()
 	tick := time.NewTicker(s.cfg.KeepAlive)
 	defer tick.Stop()
 	for {
@@ -293,18 +334,18 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 			return
 		case <-tick.C:
 			b, _ := json.Marshal(ping{Time: s.cfg.Now().UTC(), Version: s.currentVersion(), Instance: s.instance})
-			if _, err := w.Write(sseFrame("ping", "", b)); err != nil {
+			if _, err := out.Write(sseFrame("ping", "", b)); err != nil {
 				return
 			}
-			fl.Flush()
+			flush()
 		case f, ok := <-sub.c:
 			if !ok {
 				return // fell behind: the page reconnects
 			}
-			if _, err := w.Write(f); err != nil {
+			if _, err := out.Write(f); err != nil {
 				return
 			}
-			fl.Flush()
+			flush()
 		}
 	}
 }

@@ -357,7 +357,10 @@ func TestSnapshotAndStream(t *testing.T) {
 	in := cardsInput()
 	ts := startServer(t, Config{}, in)
 	c := ts.client(t)
-	_, body := ts.get(t, c, "/v1/cluster", nil)
+	resp0, body := ts.get(t, c, "/v1/cluster", nil)
+	if !resp0.Uncompressed {
+		t.Error("GET /v1/cluster was not gzipped for a client that takes gzip")
+	}
 	var snap Snapshot
 	if err := json.Unmarshal([]byte(body), &snap); err != nil {
 		t.Fatal(err)
@@ -372,8 +375,8 @@ func TestSnapshotAndStream(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" {
-		t.Fatalf("events Content-Type %q", ct)
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" || !resp.Uncompressed {
+		t.Fatalf("events Content-Type %q, gzipped %v; want text/event-stream, gzipped", ct, resp.Uncompressed)
 	}
 	r := bufio.NewReader(resp.Body)
 	name, data := readEvent(t, r)

@@ -71,7 +71,8 @@ type Server struct {
 	cfg     Config
 	log     *slog.Logger
 	metrics *metrics
-	index   []byte
+	// index is the page's HTML, indexGz gzipped.
+	index, indexGz []byte
 	// csrfKey signs the sessions' CSRF tokens; it lives as long as the
 	// process, so a restart asks pages to fetch their session again.
 	csrfKey []byte
@@ -91,7 +92,9 @@ type Server struct {
 	snap    *Snapshot
 	frame   []byte
 	content []byte
-	version uint64
+	// body is snap's JSON, gz gzipped; made when first asked for.
+	body, gz []byte
+	version  uint64
 	// events are the latest events, oldest first.
 	events  []Event
 	seq     uint64
@@ -138,7 +141,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, erro
 	if err != nil {
 		return nil, err
 	}
-	s.index = idx
+	s.index, s.indexGz = idx, gzipped(idx)
 	s.metrics = newMetrics(reg, s)
 	return s, nil
 }
@@ -449,7 +452,7 @@ func (s *Server) publish(snap Snapshot) {
 	}
 	s.events = lastN(append(s.events, events...), EventBacklog)
 	body, _ := json.Marshal(snap)
-	s.snap, s.content = &snap, content
+	s.snap, s.content, s.body, s.gz = &snap, content, body, nil
 	s.frame = sseFrame("snapshot", fmt.Sprint(snap.Version), body)
 	s.metrics.snapshots.Inc()
 	frames := [][]byte{s.frame}
@@ -490,13 +493,22 @@ func sseFrame(event, id string, data []byte) []byte {
 
 // Snapshot returns the current snapshot's JSON, nil before the first.
 func (s *Server) Snapshot() []byte {
+	b, _ := s.snapshotBodies()
+	return b
+}
+
+// snapshotBodies returns the current snapshot's JSON, plain and gzipped
+// (compressed once per snapshot).
+func (s *Server) snapshotBodies() ([]byte, []byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.snap == nil {
-		return nil
+	if s.body == nil {
+		return nil, nil
 	}
-	b, _ := json.Marshal(s.snap)
-	return b
+	if s.gz == nil {
+		s.gz = gzipped(s.body)
+	}
+	return s.body, s.gz
 }
 
 // subscribe opens a stream; its first frames are the current snapshot and
