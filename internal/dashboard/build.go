@@ -558,7 +558,7 @@ func networks(in Inputs, inv []inventory.Entry, ix *index) []Network {
 			nw.Nodes = append(nw.Nodes, nn)
 		}
 		slices.SortFunc(nw.Nodes, func(a, b NetworkNode) int { return strings.Compare(a.Node, b.Node) })
-		nw.Pool = buildPool(n, inventory.Filter(inv, s.Name, ""), ix.holder)
+		nw.Pool = buildPool(n, inventory.Filter(inv, s.Name, ""), ix.holder, in.Now)
 		out = append(out, nw)
 	}
 	slices.SortFunc(out, func(a, b Network) int { return strings.Compare(a.Name, b.Name) })

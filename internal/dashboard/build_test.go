@@ -167,6 +167,7 @@ func clusterNet() (NetworkInput, []inventory.Entry) {
 			"10.0.0.129": {Node: "node1", At: at, Kind: ipam.KindSpare},
 			"10.0.0.130": {Node: "node1", At: at, Kind: ipam.KindTask}, // no container: a leak
 			"10.0.0.131": {Node: "node1", At: at, Kind: ipam.KindTask},
+			"10.0.0.132": {Node: "node1", At: t0.Add(-StartGrace / 2), Kind: ipam.KindTask}, // a container starting
 		}},
 		netip.MustParsePrefix("10.0.0.144/28"): {Node: "node2", Allocs: map[string]ipam.Alloc{
 			"10.0.0.144": {Node: "node2", At: at, Kind: ipam.KindTask},
@@ -184,7 +185,7 @@ func clusterNet() (NetworkInput, []inventory.Entry) {
 func TestBuildPoolCluster(t *testing.T) {
 	n, es := clusterNet()
 	ix := &index{}
-	p := buildPool(n, es, ix.holder)
+	p := buildPool(n, es, ix.holder, t0)
 	type addr struct{ IP, State, Holder string }
 	var got []addr
 	for _, a := range p.Addresses {
@@ -198,14 +199,15 @@ func TestBuildPoolCluster(t *testing.T) {
 		{"10.0.0.129", StateSpare, "spare of node1: handed to its next container without waiting for Consul"},
 		{"10.0.0.130", StateLeaked, "allocated to node1, held by no container: reclaimed after the grace period"},
 		{"10.0.0.131", StateTask, "hello.1 (hello.1.x) on node1"},
+		{"10.0.0.132", StateTask, "allocated to node1 for a container being started"},
 		{"10.0.0.144", StateDuplicate, "held 2 times: rogue on node1; hello.2 (hello.2.y) on node2"},
 		{"10.0.0.255", StateReserved, "broadcast address"},
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("addresses (-want +got):\n%s", d)
 	}
-	wantCounts := map[string]int{StateReserved: 5, StateSpare: 1, StateLeaked: 1, StateTask: 1, StateDuplicate: 1,
-		StateFree:    128 - 6, // the range less shim, spare, leak, task, duplicate, broadcast
+	wantCounts := map[string]int{StateReserved: 5, StateSpare: 1, StateLeaked: 1, StateTask: 2, StateDuplicate: 1,
+		StateFree:    128 - 7, // the range less shim, spare, leak, two tasks, duplicate, broadcast
 		StateOutside: 128 - 3} // the lower half less network, gateway, aux
 	if d := cmp.Diff(wantCounts, p.Counts); d != "" {
 		t.Errorf("counts (-want +got):\n%s", d)
@@ -231,7 +233,7 @@ func TestBuildPoolPerNode(t *testing.T) {
 		States: []netspec.NodeState{{Node: "node1", State: "ready", Shim: netip.MustParseAddr("10.200.0.2")}, {Node: "node2", State: "ready", Shim: netip.MustParseAddr("10.200.0.66")}},
 	}
 	es := []inventory.Entry{{IP: "10.200.0.3", Node: "node1", Network: "demo", Container: "a"}, {IP: "10.200.0.67", Node: "node2", Network: "demo", Container: "b"}}
-	p := buildPool(n, es, (&index{}).holder)
+	p := buildPool(n, es, (&index{}).holder, t0)
 	if p.Size != 65536 || p.Cell != 64 {
 		t.Errorf("a /16 has size %d and cell %d, want 65536 and 64", p.Size, p.Cell)
 	}

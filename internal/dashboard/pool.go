@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"time"
 
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/ipam"
@@ -18,10 +19,10 @@ import (
 // duplicates marked); holder names what holds one. The states follow
 // `underlay ips`: an address a container holds is a task's (a duplicate
 // when several hold it); of the pool's allocations the others are
-// reserved (host shims), spares or leaks (allocated, no container); the
-// network and broadcast addresses, the gateway and aux addresses are
-// reserved.
-func buildPool(n NetworkInput, entries []inventory.Entry, holder func(inventory.Entry) string) Pool {
+// reserved (host shims), spares or leaks (allocated, no container, for
+// longer than StartGrace); the network and broadcast addresses, the
+// gateway and aux addresses are reserved.
+func buildPool(n NetworkInput, entries []inventory.Entry, holder func(inventory.Entry) string, now time.Time) Pool {
 	sub := n.Spec.Subnet.Masked()
 	if !sub.IsValid() || !sub.Addr().Is4() {
 		return Pool{Counts: map[string]int{}, Addresses: []PoolAddress{}, Regions: []Region{}}
@@ -64,7 +65,7 @@ func buildPool(n NetworkInput, entries []inventory.Entry, holder func(inventory.
 			if err != nil || len(held[a]) > 0 {
 				continue
 			}
-			set(a, allocation(al))
+			set(a, allocation(al, now))
 		}
 	}
 	for a, es := range held {
@@ -79,15 +80,22 @@ func buildPool(n NetworkInput, entries []inventory.Entry, holder func(inventory.
 	return p
 }
 
+// StartGrace is how long an allocation held by no container counts as a
+// task's, not a leak: the inventory lists running containers only, so a
+// container being started holds its address before it is listed.
+const StartGrace = 30 * time.Second
+
 // allocation is the map entry of a cluster IPAM allocation no container
 // holds.
-func allocation(al ipam.Alloc) PoolAddress {
+func allocation(al ipam.Alloc, now time.Time) PoolAddress {
 	pa := PoolAddress{Node: al.Node, Since: al.At.UTC()}
-	switch al.Kind {
-	case ipam.KindShim:
+	switch {
+	case al.Kind == ipam.KindShim:
 		pa.State, pa.Holder = StateReserved, "host shim of "+al.Node
-	case ipam.KindSpare:
+	case al.Kind == ipam.KindSpare:
 		pa.State, pa.Holder = StateSpare, "spare of "+al.Node+": handed to its next container without waiting for Consul"
+	case now.Sub(al.At) < StartGrace:
+		pa.State, pa.Holder = StateTask, "allocated to "+al.Node+" for a container being started"
 	default:
 		// No age in the text: it would change every snapshot; the page
 		// shows the age from Since.

@@ -65,13 +65,16 @@ func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
 	return out, nil
 }
 
-// RunPeriodically runs checks every period and publishes the results, until
-// ctx ends: the agents' reports are what the dashboard shows per node. A
-// report is written every period even when nothing changed, as the agent's
-// heartbeat.
+// Recheck is how soon checks run again while one fails or warns, so that a
+// repair shows within moments (a fresh node's Consul may have no leader
+// yet at the first run).
+const Recheck = 15 * time.Second
+
+// RunPeriodically runs checks every period (every Recheck while any fails
+// or warns) and publishes the results, until ctx ends: the agents' reports
+// are what the dashboard shows per node. A report is written every time
+// even when nothing changed, as the agent's heartbeat.
 func RunPeriodically(ctx context.Context, kv KV, node, version string, checks []Check, period time.Duration, log *slog.Logger) {
-	t := time.NewTicker(period)
-	defer t.Stop()
 	var lastFailed []string
 	for {
 		rs := Run(ctx, node, checks, nil)
@@ -90,10 +93,14 @@ func RunPeriodically(ctx context.Context, kv KV, node, version string, checks []
 			}
 			lastFailed = failed
 		}
+		next := period
+		if slices.ContainsFunc(rs, func(r Result) bool { return r.Status != OK }) {
+			next = min(period, Recheck)
+		}
 		select {
 		case <-ctx.Done():
 			return
-		case <-t.C:
+		case <-time.After(next):
 		}
 	}
 }

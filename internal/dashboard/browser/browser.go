@@ -164,6 +164,11 @@ func (b *Browser) ScrollTo(selector string) error {
 func (b *Browser) Screenshot(path string) error {
 	ctx, cancel := context.WithTimeout(b.ctx, 30*time.Second)
 	defer cancel()
+	// From the top: a sticky header would otherwise be drawn where the
+	// page was scrolled to.
+	if _, err := chromedp.Run(ctx, chromedp.Evaluate[chromedp.Void](`window.scrollTo(0, 0)`)); err != nil {
+		return fmt.Errorf("screenshot: %w", err)
+	}
 	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100))
 	if err != nil {
 		return fmt.Errorf("screenshot: %w", err)
