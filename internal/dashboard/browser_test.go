@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -200,4 +201,109 @@ func BenchmarkIntegrationDashboardRender(b *testing.B) {
 	b.ReportMetric(warm/n, "ms-render-warm")
 	fmt.Printf("dashboard, 500 tasks on 10 nodes, headless Chromium: navigation to first full render %.0f ms (the render itself %.0f ms; %.0f ms again with the script warm; %.0f ms on the browser's first page), an update over the stream rendered in %.0f ms; page %.1f KB and snapshot %.1f KB transferred\n",
 		load/n, first/n, warm/n, sz.Cold, update/n, sz.Page/1024, sz.Snap/1024)
+}
+
+// TestIntegrationDashboardPage drives the page's own behaviour on a
+// synthetic cluster in Chromium: the search finds an IP, a MAC, a task, a
+// container and a service; the events filter; the page turns stale when
+// its server goes away and live again, by itself, when it is back; and
+// with --auth-reads it asks for the token before showing anything.
+func TestIntegrationDashboardPage(t *testing.T) {
+	testenv.Require(t)
+	now := time.Now().UTC()
+	in := synthetic(3, 12, now, nil)
+	ts := startServer(t, Config{Tokens: tokens("tok"), AuthReads: true, KeepAlive: time.Second}, in)
+	b := startBrowser(t)
+	if err := b.Open(ts.http.URL + "/ui/"); err != nil {
+		t.Fatal(err)
+	}
+	// Reads need the token: the login comes first, and nothing is shown.
+	if err := b.WaitTrue(`document.getElementById('login').open`, "document.body.innerText", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := browser.Eval[int](b, `document.querySelectorAll('.card').length`); n != 0 {
+		t.Errorf("%d cards shown before logging in", n)
+	}
+	if err := b.Type("#token", "wrong"); err != nil {
+		t.Fatal(err)
+	}
+	b.Click(`#login-form button[type=submit]`)
+	if err := b.WaitTrue(`document.getElementById('login-error').textContent.includes('invalid')`, "document.getElementById('login-error').textContent", 10*time.Second); err != nil {
+		t.Error(err)
+	}
+	if _, err := browser.Eval[bool](b, `(document.getElementById('token').value = '', true)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Type("#token", "tok"); err != nil {
+		t.Fatal(err)
+	}
+	b.Click(`#login-form button[type=submit]`)
+	if err := b.WaitTrue(browser.DashboardReady, "document.getElementById('live').textContent", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+
+	// Search: each kind of value finds its card.
+	task := in.Tasks[5]
+	ent := in.Inventory[5]
+	for _, q := range []string{ent.IP, ent.MAC, task.ID, ent.Container, in.Services[0].Name} {
+		if _, err := browser.Eval[bool](b, `(() => { const s = document.getElementById('search'); s.value = `+jsString(q)+`;
+			s.dispatchEvent(new Event('input')); return true; })()`); err != nil {
+			t.Fatal(err)
+		}
+		found, err := browser.Eval[bool](b, `document.querySelector('.card[data-task="`+task.ID+`"]').classList.contains('match')`)
+		if err != nil || !found {
+			t.Errorf("searching %q does not mark task %s's card (%v)", q, task.ID, err)
+		}
+		if count, _ := browser.Eval[string](b, `document.getElementById('search-count').textContent`); !strings.Contains(count, "found") {
+			t.Errorf("searching %q: the count says %q", q, count)
+		}
+	}
+	if n, _ := browser.Eval[int](b, `(() => { const s = document.getElementById('search'); s.value = '`+ent.IP+`'; s.dispatchEvent(new Event('input'));
+		return document.querySelectorAll('.map .c.match').length; })()`); n != 1 {
+		t.Errorf("searching %s marks %d map cells, want its one", ent.IP, n)
+	}
+
+	// Events and their filter.
+	in.Tasks = append(in.Tasks, SwarmTask{ID: "late", ServiceID: in.Services[0].ID, NodeID: in.Nodes[1].ID, Slot: 42, DesiredState: "running", State: "running", Since: now})
+	ts.src.set(in)
+	if err := b.WaitTrue(`[...document.querySelectorAll('#events li')].some((li) => li.textContent.includes('svc0.42'))`, "document.getElementById('events').innerText", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	shown, err := browser.Eval[int](b, `(() => { const f = document.getElementById('event-filter'); f.value = 'svc0.42'; f.dispatchEvent(new Event('input'));
+		return [...document.querySelectorAll('#events li')].filter((li) => !li.classList.contains('hidden')).length; })()`)
+	if err != nil || shown != 1 {
+		t.Errorf("filtering the events on svc0.42 shows %d, want 1 (%v)", shown, err)
+	}
+	screenshot(t, b, "page")
+
+	// The server goes away: the page says it is stale; back: live again,
+	// with what changed meanwhile, without a reload.
+	if _, err := browser.Eval[int](b, `window.__marker = 3`); err != nil {
+		t.Fatal(err)
+	}
+	ts.down.Store(true)
+	ts.http.CloseClientConnections()
+	if err := b.WaitTrue(`document.getElementById('live').dataset.state === 'stale'`, "document.getElementById('live').textContent", 30*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	stale, _ := browser.Eval[string](b, `document.getElementById('live').textContent`)
+	if !strings.Contains(stale, "stale") {
+		t.Errorf("the page says %q while its server is away", stale)
+	}
+	in.Tasks = append(in.Tasks, SwarmTask{ID: "later", ServiceID: in.Services[0].ID, NodeID: in.Nodes[2].ID, Slot: 43, DesiredState: "running", State: "running", Since: now})
+	ts.src.set(in)
+	ts.down.Store(false)
+	if err := b.WaitTrue(`document.getElementById('live').dataset.state === 'live' && document.querySelector('.card[data-task="later"]')`,
+		"document.getElementById('live').textContent", 60*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := browser.Eval[int](b, `window.__marker || 0`); m != 3 {
+		t.Error("the page reloaded to reconnect")
+	}
+}
+
+// jsString quotes s for JavaScript.
+func jsString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
 }

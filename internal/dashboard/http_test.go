@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -76,6 +77,9 @@ type testServer struct {
 	src  *fakeSources
 	api  *scaleAPI
 	http *httptest.Server
+	// down makes every request fail with 503, as a control instance that
+	// is restarting.
+	down atomic.Bool
 }
 
 func startServer(t testing.TB, cfg Config, in Inputs) *testServer {
@@ -96,9 +100,17 @@ func startServer(t testing.TB, cfg Config, in Inputs) *testServer {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { s.Run(ctx); close(done) }()
-	hs := httptest.NewServer(s.Handler())
+	ts := &testServer{Server: s, src: src, api: api}
+	h := s.Handler()
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ts.down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	ts.http = hs
 	t.Cleanup(func() { hs.Close(); cancel(); <-done })
-	ts := &testServer{Server: s, src: src, api: api, http: hs}
 	waitFor(t, func() bool { return s.Snapshot() != nil }, "first snapshot")
 	return ts
 }

@@ -233,7 +233,8 @@
       $('token').value = '';
       $('login').close();
       await loadSession();
-      if (!state.es) { if (await loadSnapshot()) connect(); }
+      // A login asked for mid-session (a 401): read the cluster again.
+      if (state.started && !state.es) { if (await loadSnapshot()) connect(); }
       loginDone(true);
     } catch (err) { $('login-error').textContent = err.message; }
   });
@@ -762,6 +763,7 @@
     } else {
       loadSession();
     }
+    state.started = true;
     const snapshot = loadSnapshot();
     connect();
     if (!await snapshot && state.es && state.es.readyState === EventSource.CLOSED) reconnect(state.backoff);
