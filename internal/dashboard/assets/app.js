@@ -421,8 +421,16 @@
   }
 
   function renderServices(services) {
+    // A service redrawn while its "to N" box is being typed in keeps the
+    // focus there.
+    const active = document.activeElement;
+    const typing = active && active.classList.contains('to-n') ? active.closest('.service').dataset.service : null;
     reconcile($('services'), services, (s) => s.name, serviceEl);
     for (const s of services) renderResult(s.name);
+    if (typing !== null && document.activeElement !== active) {
+      const input = document.querySelector('.service[data-service="' + CSS.escape(typing) + '"] .to-n');
+      if (input) input.focus();
+    }
   }
 
   function policyText(p) {
