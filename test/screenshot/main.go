@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"time"
 
 	"github.com/underlay/underlay/internal/dashboard/browser"
@@ -56,6 +57,9 @@ func run() error {
 	}
 	// Let the charts' and the map's last frame settle.
 	time.Sleep(500 * time.Millisecond)
+	if err := os.MkdirAll(filepath.Dir(*out), 0o755); err != nil {
+		return err
+	}
 	if err := b.Screenshot(*out); err != nil {
 		return err
 	}

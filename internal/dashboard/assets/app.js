@@ -493,8 +493,9 @@
     const mets = svc.metrics || [];
     const now = Date.now();
     const times = pts.map((p) => Date.parse(p.time)).concat(mets.map((m) => Date.parse(m.time)));
-    const t0 = times.length ? Math.min(...times) : now - 60000;
-    const span = Math.max(now - t0, 60000);
+    // At least the last minute, ending now at the right edge.
+    const span = Math.max(now - (times.length ? Math.min(...times) : now), 60000);
+    const t0 = now - span;
     const x = (t) => L + (W - L - R) * (t - t0) / span;
     const top = Math.max(1, svc.desired, svc.running, ...pts.map((p) => Math.max(p.desired, p.running)), svc.policy ? svc.policy.max : 0);
     const y = (v) => T + (H - T - B) * (1 - v / top);
@@ -553,7 +554,10 @@
       const z = h('div', { class: 'zoom' });
       z.hidden = true;
       el.append(z);
-      if (state.zoom[n.name] !== undefined) zoom(n, el, state.zoom[n.name], nodeIdx);
+      // A large subnet opens on its busiest block, address by address,
+      // until another is clicked.
+      const at = state.zoom[n.name] !== undefined ? state.zoom[n.name] : (p.cell > 1 ? busiestCell(p) : -1);
+      if (at >= 0) zoom(n, el, at, nodeIdx);
     }
     return el;
   }
@@ -585,6 +589,17 @@
     }
     lg.append(h('span', { class: 'muted', text: p.cell > 1 ? 'one cell per ' + p.cell + ' addresses (click to zoom)' : 'one cell per address' }));
     return lg;
+  }
+
+  // busiestCell is the map cell holding the most addresses of tasks (and
+  // of anything but reserved ones), -1 when none.
+  function busiestCell(p) {
+    let best = -1, most = 0;
+    for (const [i, as] of cellsOf(p)) {
+      const n = as.filter((a) => a.state !== 'reserved').length;
+      if (n > most) { most = n; best = i; }
+    }
+    return best;
   }
 
   // cellsOf groups a pool's addresses by map cell.
