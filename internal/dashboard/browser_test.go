@@ -259,8 +259,8 @@ func TestIntegrationDashboardPage(t *testing.T) {
 		}
 	}
 	if n, _ := browser.Eval[int](b, `(() => { const s = document.getElementById('search'); s.value = '`+ent.IP+`'; s.dispatchEvent(new Event('input'));
-		return document.querySelectorAll('.map .c.match').length; })()`); n != 1 {
-		t.Errorf("searching %s marks %d map cells, want its one", ent.IP, n)
+		return document.querySelectorAll('.map[data-network="' + `+jsString(in.Networks[0].Spec.Name)+` + '"] .c.match').length; })()`); n != 1 {
+		t.Errorf("searching %s marks %d cells of the subnet map, want its one", ent.IP, n)
 	}
 
 	// Events and their filter.
