@@ -16,12 +16,10 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// Executables are the names Chromium goes by, in the order tried.
-var Executables = []string{"chromium", "chromium-browser", "google-chrome"}
-
-// Executable finds Chromium on PATH.
+// Executable finds Chromium on PATH, under the names it goes by (Debian's
+// first).
 func Executable() (string, error) {
-	for _, name := range Executables {
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
 		if p, err := exec.LookPath(name); err == nil {
 			return p, nil
 		}
