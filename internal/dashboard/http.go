@@ -3,6 +3,7 @@ package dashboard
 import (
 	"bytes"
 	"compress/gzip"
+	"context"
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
@@ -265,6 +266,9 @@ func (s *Server) snapshot(w http.ResponseWriter, r *http.Request) {
 		s.unauthorized(w)
 		return
 	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.SourceTimeout)
+	s.fresh(ctx)
+	cancel()
 	b, gz := s.snapshotBodies()
 	if b == nil {
 		writeJSON(w, http.StatusServiceUnavailable, errorBody{"no snapshot yet: the sources are being read"})

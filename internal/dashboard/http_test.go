@@ -88,7 +88,9 @@ func startServer(t testing.TB, cfg Config, in Inputs) *testServer {
 	api := &scaleAPI{}
 	cfg.Sources = src.sources()
 	cfg.ScaleAPI = api
-	cfg.Now = func() time.Time { return in.Now }
+	if cfg.Now == nil {
+		cfg.Now = func() time.Time { return in.Now }
+	}
 	if cfg.KeepAlive == 0 {
 		cfg.KeepAlive = 50 * time.Millisecond
 	}
@@ -463,11 +465,65 @@ func TestSamplesFollowReplicas(t *testing.T) {
 	ts.src.set(in)
 	var snap Snapshot
 	waitFor(t, func() bool {
+		signal(ts.kick) // no page follows: sources' signals wait for the idle period
 		json.Unmarshal(ts.Snapshot(), &snap)
 		return snap.Services[0].Desired == 4
 	}, "the new replica count")
 	pts := snap.Services[0].Replicas
 	if len(pts) != 2 || pts[0].Desired != 3 || pts[1].Desired != 4 || pts[1].Running != 3 {
 		t.Errorf("replica points %+v; want 3 then 4 desired, 3 running", pts)
+	}
+}
+
+// TestIdleDashboard: with no page following, the sources' signals wait for
+// the idle period; a read of an old snapshot rebuilds it first, and a page
+// that connects gets a fresh one at once.
+func TestIdleDashboard(t *testing.T) {
+	clock := struct {
+		sync.Mutex
+		now time.Time
+	}{now: t0}
+	now := func() time.Time { clock.Lock(); defer clock.Unlock(); return clock.now }
+	in := cardsInput()
+	ts := startServer(t, Config{Refresh: time.Minute, IdleRefresh: time.Hour, Now: now}, in)
+	c := ts.client(t)
+	in.Services[0].Replicas = 7
+	ts.src.set(in)
+
+	// A snapshot younger than Refresh is served as it is…
+	_, body := ts.get(t, c, "/v1/cluster", nil)
+	var snap Snapshot
+	json.Unmarshal([]byte(body), &snap)
+	if snap.Services[0].Desired != 3 {
+		t.Fatalf("desired %d: a fresh snapshot was rebuilt on a read", snap.Services[0].Desired)
+	}
+	// …an older one is rebuilt before it is served.
+	clock.Lock()
+	clock.now = clock.now.Add(2 * time.Minute)
+	clock.Unlock()
+	_, body = ts.get(t, c, "/v1/cluster", nil)
+	json.Unmarshal([]byte(body), &snap)
+	if snap.Services[0].Desired != 7 {
+		t.Errorf("desired %d after reading a stale snapshot, want the sources' 7", snap.Services[0].Desired)
+	}
+
+	// A page connecting after a quiet time gets what changed at once.
+	in.Services[0].Replicas = 9
+	ts.src.set(in)
+	req, _ := http.NewRequest(http.MethodGet, ts.http.URL+"/v1/cluster/events", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	for {
+		name, data := readEvent(t, r)
+		if name == "snapshot" {
+			json.Unmarshal([]byte(data), &snap)
+			if snap.Services[0].Desired == 9 {
+				break
+			}
+		}
 	}
 }

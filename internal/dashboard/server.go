@@ -53,6 +53,11 @@ type Config struct {
 	// tasks on other nodes change state without an event on this manager
 	// (default 5s).
 	Refresh time.Duration
+	// IdleRefresh is the period of rebuilds while no page follows the
+	// events, which then ignore the sources' signals: an unwatched
+	// dashboard costs the cluster next to nothing (default 30s). A page
+	// connecting, or a read of the snapshot, rebuilds at once.
+	IdleRefresh time.Duration
 	// Debounce lets a burst of changes settle before a rebuild (default
 	// 250ms).
 	Debounce time.Duration
@@ -79,8 +84,10 @@ type Server struct {
 	// instance tells this process's snapshots from an earlier one's.
 	instance string
 	kick     chan struct{}
-	// refreshes counts the rebuilds done, for tests.
+	// refreshes counts the rebuilds done.
 	refreshes atomic.Uint64
+	// refreshed is closed, and replaced, at the end of every rebuild.
+	refreshed atomic.Pointer[chan struct{}]
 
 	// last holds each source's last good answer, used while it fails;
 	// only Run's goroutine touches it.
@@ -116,6 +123,9 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, erro
 	if cfg.Refresh <= 0 {
 		cfg.Refresh = 5 * time.Second
 	}
+	if cfg.IdleRefresh <= 0 {
+		cfg.IdleRefresh = 30 * time.Second
+	}
 	if cfg.Debounce <= 0 {
 		cfg.Debounce = 250 * time.Millisecond
 	}
@@ -142,6 +152,8 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, erro
 		return nil, err
 	}
 	s.index, s.indexGz = idx, gzipped(idx)
+	done := make(chan struct{})
+	s.refreshed.Store(&done)
 	s.metrics = newMetrics(reg, s)
 	return s, nil
 }
@@ -193,14 +205,21 @@ func (s *Server) Run(ctx context.Context) error {
 	g.Go(func() error {
 		t := time.NewTicker(s.cfg.Refresh)
 		defer t.Stop()
+		s.refresh(gctx)
+		last := time.Now()
 		for {
-			s.refresh(gctx)
 			select {
 			case <-gctx.Done():
 				return nil
 			case <-t.C:
+				if s.subscribers() == 0 && time.Since(last) < s.cfg.IdleRefresh {
+					continue
+				}
 			case <-s.kick:
 			case <-trig:
+				if s.subscribers() == 0 {
+					continue // unwatched: the idle period will do
+				}
 				// Let the burst a change comes in (create, start, register)
 				// settle into one rebuild.
 				select {
@@ -210,9 +229,28 @@ func (s *Server) Run(ctx context.Context) error {
 				}
 			}
 			drain(trig)
+			s.refresh(gctx)
+			last = time.Now()
 		}
 	})
 	return g.Wait()
+}
+
+// fresh returns once the snapshot is at most Refresh old, asking for a
+// rebuild when it is older (an idle dashboard's), or when ctx ends.
+func (s *Server) fresh(ctx context.Context) {
+	s.mu.Lock()
+	stale := s.snap == nil || s.cfg.Now().Sub(s.snap.GeneratedAt) > s.cfg.Refresh
+	s.mu.Unlock()
+	if !stale {
+		return
+	}
+	done := *s.refreshed.Load()
+	signal(s.kick)
+	select {
+	case <-ctx.Done():
+	case <-done:
+	}
 }
 
 // changes are the sources' change signals.
@@ -257,6 +295,8 @@ func (s *Server) refresh(ctx context.Context) {
 	s.publish(snap)
 	s.metrics.refresh.Observe(time.Since(start).Seconds())
 	s.refreshes.Add(1)
+	next := make(chan struct{})
+	close(*s.refreshed.Swap(&next))
 }
 
 // gather reads every source; a source that fails keeps its last answer
@@ -518,6 +558,9 @@ func (s *Server) subscribe() (*subscriber, [][]byte) {
 	defer s.mu.Unlock()
 	sub := &subscriber{c: make(chan []byte, subscriberBuffer)}
 	s.subs[sub] = struct{}{}
+	if len(s.subs) == 1 {
+		signal(s.kick) // the first page after a quiet time: catch up now
+	}
 	var first [][]byte
 	if s.frame != nil {
 		first = append(first, s.frame)
