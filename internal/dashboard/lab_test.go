@@ -3,6 +3,7 @@ package dashboard
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"slices"
@@ -24,8 +25,8 @@ import (
 // browser: a 3-node lab (two managers, each running `underlay control`, as
 // `lab up` does) with a cluster-IPAM network on a /24 and a service of
 // three replicas registered in Consul with an HTTP check. The page, opened
-// at the lab's dashboard_url, shows every running replica with the IP and
-// health Consul has; "scale up" (after logging in with the lab's token)
+// at the leading control instance, shows every running replica with the
+// IP and health Consul has; "scale up" (after logging in with the lab's token)
 // makes a fourth replica appear without a reload; a replica's container
 // killed on its node changes its card; and the subnet map's counts match
 // `underlay ips --json`. Screenshots of each step go to test-artifacts/.
@@ -67,7 +68,7 @@ func TestIntegrationDashboardLab(t *testing.T) {
 	waitConsul(t, m.Consul, svc, 3)
 
 	b := startBrowser(t)
-	if err := b.Open(st.DashboardURL); err != nil {
+	if err := b.Open(leaderDashboard(t, st)); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.WaitTrue(browser.DashboardReady, "document.getElementById('live').textContent", 60*time.Second); err != nil {
@@ -138,6 +139,40 @@ func TestIntegrationDashboardLab(t *testing.T) {
 	if err := b.ScrollTo(`.network[data-network="` + netName + `"]`); err == nil {
 		screenshot(t, b, "4-subnet-map")
 	}
+}
+
+// leaderDashboard is the dashboard of the control instance that leads the
+// autoscaler. (A follower's page works as well, but its scale buttons
+// reach the leader only where control forwards requests to it.)
+func leaderDashboard(t *testing.T, st *lab.Status) string {
+	t.Helper()
+	if want := st.Nodes[0].ControlURL + "/ui/"; st.DashboardURL != want {
+		t.Errorf("dashboard_url %s, want the first manager's, %s", st.DashboardURL, want)
+	}
+	var url string
+	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
+		var seen []string
+		for _, n := range st.Nodes {
+			if n.ControlURL == "" {
+				continue
+			}
+			var l struct {
+				Leading bool `json:"leading"`
+			}
+			resp, err := http.Get(n.ControlURL + "/v1/underlay/leader")
+			if err == nil {
+				err = json.NewDecoder(resp.Body).Decode(&l)
+				resp.Body.Close()
+			}
+			if err == nil && l.Leading {
+				url = n.ControlURL + "/ui/"
+				return true, ""
+			}
+			seen = append(seen, fmt.Sprintf("%s: leading %v (%v)", n.ControlURL, l.Leading, err))
+		}
+		return false, "no control instance leads: " + strings.Join(seen, "; ")
+	})
+	return url
 }
 
 // waitConsul waits until n instances of service pass in Consul.

@@ -22,7 +22,7 @@ func TestControlDaemon(t *testing.T) {
 	}
 	d := p.control(&p.nodes[1])
 	want := []string{"/usr/bin/underlay", "control", "--listen", "172.31.4.12:8000", "--advertise", "172.31.4.12:8000",
-		"--leader-election", "--token-file", filepath.Join(root, "demo", "control.token")}
+		"--leader-election", "--token-file", filepath.Join(root, "demo", "control.tokens")}
 	if !slices.Equal(d.args, want) {
 		t.Errorf("control args %q, want %q", d.args, want)
 	}

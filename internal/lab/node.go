@@ -146,7 +146,7 @@ func (p *plan) controlAddr(n *nodePlan) string {
 }
 
 // controlTokenFile holds the token that scales the lab's services.
-func (p *plan) controlTokenFile() string { return filepath.Join(p.dir(), "control.token") }
+func (p *plan) controlTokenFile() string { return filepath.Join(p.dir(), "control.tokens") }
 
 // ensureControlToken makes the lab's control token once.
 func (p *plan) ensureControlToken() error {
