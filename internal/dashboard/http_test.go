@@ -527,3 +527,29 @@ func TestIdleDashboard(t *testing.T) {
 		}
 	}
 }
+
+// TestStreamOutlivesWriteTimeout: the server control runs bounds every
+// answer's writing; the event stream lifts that bound for itself.
+func TestStreamOutlivesWriteTimeout(t *testing.T) {
+	ts := startServer(t, Config{KeepAlive: 20 * time.Millisecond}, cardsInput())
+	hs := httptest.NewUnstartedServer(ts.Handler())
+	hs.Config.WriteTimeout = 100 * time.Millisecond
+	hs.Start()
+	defer hs.Close()
+	resp, err := http.Get(hs.URL + "/v1/cluster/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	start := time.Now()
+	pings := 0
+	for time.Since(start) < 500*time.Millisecond {
+		if name, _ := readEvent(t, r); name == "ping" {
+			pings++
+		}
+	}
+	if pings < 10 {
+		t.Errorf("%d pings in 500ms past a 100ms write timeout, want the stream to go on", pings)
+	}
+}
