@@ -1,5 +1,5 @@
 # Thin wrappers over scripts/, which do the real work (and run as root).
-.PHONY: build image deb test test-matrix test-stack engines bench run vet fmt fuzz
+.PHONY: build image deb test test-matrix test-stack engines bench run vet fmt fuzz screenshot
 
 build:
 	./scripts/build.sh
@@ -42,3 +42,9 @@ run:
 vet:
 	go vet ./...
 	test -z "$$(gofmt -l .)"
+
+# docs/dashboard.png: the dashboard of run.sh's lab (LAB=name for another),
+# in headless Chromium.
+LAB ?= lab
+screenshot:
+	go run ./test/screenshot -lab $(LAB) -out docs/dashboard.png

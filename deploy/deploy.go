@@ -24,6 +24,7 @@ const (
 	SecretAgentConsulToken   = "underlay_agent_consul_token"
 	SecretControlConsulToken = "underlay_control_consul_token"
 	SecretControlTokens      = "underlay_control_tokens"
+	SecretControlPeerSecret  = "underlay_control_peer_secret"
 )
 
 // ControlPort is the port control listens on, on the managers running it,

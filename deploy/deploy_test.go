@@ -97,7 +97,7 @@ func TestStackControl(t *testing.T) {
 	}
 	cmd := strings.Join(c.Command, " ")
 	for _, want := range []string{"control", "--leader-election", "--token-file /run/secrets/control_tokens",
-		"--consul-token-file /run/secrets/consul_token", ":${UNDERLAY_CONTROL_PORT:-8000}"} {
+		"--consul-token-file /run/secrets/consul_token", "--peer-secret-file /run/secrets/peer_secret", ":${UNDERLAY_CONTROL_PORT:-8000}"} {
 		if !strings.Contains(cmd, want) {
 			t.Errorf("control command %q lacks %q", cmd, want)
 		}
@@ -110,7 +110,7 @@ func TestStackControl(t *testing.T) {
 		secrets = append(secrets, sec.Source)
 	}
 	slices.Sort(secrets)
-	if want := []string{SecretControlConsulToken, SecretControlTokens}; !slices.Equal(secrets, want) {
+	if want := []string{SecretControlConsulToken, SecretControlPeerSecret, SecretControlTokens}; !slices.Equal(secrets, want) {
 		t.Errorf("control secrets %v, want %v", secrets, want)
 	}
 }
@@ -120,7 +120,7 @@ func TestUnits(t *testing.T) {
 	for name, want := range map[string][]string{
 		"underlay-ipam.socket":     {"ListenStream=/run/docker/plugins/underlay.sock", "Before=docker.service", "Service=underlay-agent.service", "RemoveOnStop=yes"},
 		"underlay-agent.service":   {"EnvironmentFile=-/etc/underlay/agent.env", "Restart=always", "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW", "ProtectSystem=strict", "NoNewPrivileges=yes", "Environment=UNDERLAY_NODE=%H"},
-		"underlay-control.service": {"EnvironmentFile=-/etc/underlay/control.env", "Restart=always", "CapabilityBoundingSet=\n", "DynamicUser=yes", "--leader-election", "LoadCredential=tokens:/etc/underlay/control.tokens"},
+		"underlay-control.service": {"EnvironmentFile=-/etc/underlay/control.env", "Restart=always", "CapabilityBoundingSet=\n", "DynamicUser=yes", "--leader-election", "LoadCredential=tokens:/etc/underlay/control.tokens", "LoadCredential=peer_secret:/etc/underlay/control.peer-secret", "--peer-secret-file %d/peer_secret"},
 	} {
 		b, err := Units.ReadFile("systemd/" + name)
 		if err != nil {

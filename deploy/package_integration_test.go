@@ -108,9 +108,11 @@ func TestIntegrationPackage(t *testing.T) {
 	inst := t.TempDir()
 	run("mkdir", "-p", filepath.Join(inst, "lib/systemd"))
 	run("cp", "-a", "/lib/systemd/system", filepath.Join(inst, "lib/systemd/"))
-	run("dpkg-deb", "--extract", deb, inst) // the package's units win over any copied
-	if err := os.WriteFile(filepath.Join(inst, "etc/underlay/control.tokens"), []byte("t\n"), 0o600); err != nil {
-		t.Fatal(err)
+	run("dpkg-deb", "--extract", deb, inst)                               // the package's units win over any copied
+	for _, f := range []string{"control.tokens", "control.peer-secret"} { // made by postinst
+		if err := os.WriteFile(filepath.Join(inst, "etc/underlay", f), []byte("t\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	verify := exec.Command("systemd-analyze", "verify", "--root="+inst,
 		"underlay-agent.service", "underlay-ipam.socket", "underlay-control.service")

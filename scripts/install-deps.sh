@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs what underlay needs on a Debian machine, idempotently: Debian's
-# docker.io, iproute2, iptables and make, prometheus and
+# docker.io, iproute2, iptables and make, chromium (the dashboard's browser
+# tests and `make screenshot` drive it headless), prometheus and
 # prometheus-alertmanager (whose binaries the autoscaler's integration tests
 # start on loopback; this script starts neither), and Consul 1.8.7 from Debian's
 # bullseye suite (fetched with apt-get download through a temporary sources
@@ -21,7 +22,7 @@ install_pkgs() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-mapfile -t missing < <(missing_of docker.io iproute2 iptables make curl ca-certificates lintian systemd)
+mapfile -t missing < <(missing_of docker.io iproute2 iptables make curl ca-certificates lintian systemd chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   install_pkgs "${missing[@]}"

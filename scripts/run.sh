@@ -4,10 +4,14 @@
 # Installs what is missing, starts the machine's dockerd (it builds the
 # images), builds underlay, brings up `underlay lab` (3 nodes, each with its
 # own dockerd and Consul agent, joined in one swarm, with a macvlan underlay
-# whose router is this machine; underlay's agent and control deployed with
-# deploy/stack.yml, as on real hosts), creates an underlay network
-# with one command, deploys a demo service on it and prints what to try.
+# whose router is this machine; underlay's agent and control — the
+# autoscaler and the dashboard — deployed with deploy/stack.yml, as on real
+# hosts), creates an underlay network with one command, deploys a demo
+# service on it, scales it up once with `underlay scale` and prints what to
+# try.
 # Run it again to repair the lab; `bin/underlay lab down` removes it all.
+# UNDERLAY_LAB and UNDERLAY_LAB_SUBNET choose another lab name and underlay
+# subnet (default: lab, 10.200.0.0/16).
 source "$(dirname "$0")/lib.sh"
 need_root
 cd "$UNDERLAY_ROOT"
@@ -19,16 +23,19 @@ scripts/build.sh
 
 ul=$UNDERLAY_ROOT/bin/underlay
 export UNDERLAY_BIN=$ul
+lab=${UNDERLAY_LAB:-lab}
 # The agents and control are deployed as the README tells users to: the
 # image underlay:VERSION (built by scripts/build.sh) and deploy/stack.yml.
-"$ul" lab up --nodes 3 --agents stack
+"$ul" lab up --name "$lab" --nodes 3 --agents stack ${UNDERLAY_LAB_SUBNET:+--underlay-subnet "$UNDERLAY_LAB_SUBNET"}
 
-status=$("$ul" lab status --json)
-token=$(cat "$("$ul" lab status --json | python3 -c 'import json,sys; print(json.load(sys.stdin)["state_dir"])')/control.tokens")
+status=$("$ul" lab status --name "$lab" --json)
 field() { printf '%s' "$status" | python3 -c "import json,sys; d=json.load(sys.stdin); print($1)"; }
 subnet=$(field 'd["underlay_subnet"]')
 gateway=$(field 'd["underlay_gateway"]')
 consul=$(field 'd["nodes"][0]["consul_http_addr"]')
+dashboard=$(field 'd["dashboard_url"]')
+control=$(field 'd["nodes"][0]["control_url"].removeprefix("http://")')
+token_file=$(field 'd["control_token_file"]')
 export DOCKER_HOST=$(field 'd["nodes"][0]["docker_host"]')
 
 log "waiting for the agents to report their nodes"
@@ -47,15 +54,26 @@ wait_for 60 "the swarm network demo" docker network inspect demo
 if ! docker service inspect hello >/dev/null 2>&1; then
   log "docker service create --name hello --replicas 3 --network demo underlay/testserver:dev"
   docker service create -d --name hello --replicas 3 --network demo \
+    --label underlay.scale.enabled=true --label underlay.scale.max=6 \
     -e SERVICE_NAME=hello -e SERVICE_CHECK_HTTP=/health -e SERVICE_CHECK_INTERVAL=2s \
     underlay/testserver:dev >/dev/null
+elif [ "$(docker service inspect hello --format '{{index .Spec.Labels "underlay.scale.enabled"}}')" != true ]; then
+  log "letting underlay control scale hello (labels underlay.scale.enabled=true, underlay.scale.max=6)"
+  docker service update -d --label-add underlay.scale.enabled=true --label-add underlay.scale.max=6 hello >/dev/null
 fi
 hello_ips() {
   curl -fsS "http://$consul/v1/catalog/service/hello" |
     python3 -c 'import json,sys; print(" ".join(sorted(s["ServiceAddress"] for s in json.load(sys.stdin))))'
 }
-count_hello() { [ "$(hello_ips | wc -w)" -ge 3 ]; }
-wait_for 120 "3 hello tasks registered in Consul" count_hello
+count_hello() { [ "$(hello_ips | wc -w)" -ge "$1" ]; }
+wait_for 120 "3 hello tasks registered in Consul" count_hello 3
+
+# The autoscaler, as an operator (or Alertmanager) would call it.
+wait_for 60 "underlay control at $control" curl -fsS "http://$control/v1/underlay/services"
+log "underlay scale hello up --addr $control --token-file $token_file"
+"$ul" scale hello up --addr "$control" --token-file "$token_file"
+want=$(docker service inspect hello --format '{{.Spec.Mode.Replicated.Replicas}}')
+wait_for 120 "$want hello tasks registered in Consul" count_hello "$want"
 
 ips=$(hello_ips)
 first=${ips%% *}
@@ -64,19 +82,23 @@ cat <<MSG
 underlay lab is up: 3 nodes, one swarm, Consul on every node, underlay's stack (agent on every
 node, control on the manager: docker stack deploy -c deploy/stack.yml underlay).
 Network "demo" spans every node ($subnet, gateway $gateway = this machine); the service
-"hello" runs 3 replicas with routable addresses, registered in Consul by the agents:
+"hello" runs $want replicas with routable addresses, registered in Consul by the agents:
 
   $ips
+
+  Dashboard: $dashboard   (log in with the token in $token_file to scale)
+  Consul UI: http://$consul/ui
 
 Try:
   curl http://$first:8080/                     # straight from outside the cluster, no NAT, no proxy
   curl http://$consul/v1/catalog/service/hello  # what the agents registered
-  Consul UI: http://$consul/ui
+  curl http://$control/v1/cluster              # the dashboard's snapshot: nodes, tasks, addresses, pools
+  $ul scale hello up --addr $control --token-file $token_file
+  $ul scale history hello --addr $control
   $ul network inspect demo --consul-addr $consul
-  $ul lab status
-  $ul lab exec node2 -- docker ps               # work on a node
+  $ul lab status --name $lab
+  $ul lab exec --name $lab node2 -- docker ps   # work on a node
   DOCKER_HOST=$DOCKER_HOST docker service scale hello=6
   DOCKER_HOST=$DOCKER_HOST docker stack ps underlay     # the agents and control
-  curl -H "Authorization: Bearer $token" http://${consul%:*}:8000/v1/underlay/services   # control
-  $ul lab down                                  # remove everything
+  $ul lab down --name $lab                      # remove everything
 MSG

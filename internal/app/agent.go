@@ -11,6 +11,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/docker/docker/client"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -21,6 +22,7 @@ import (
 	"github.com/underlay/underlay/internal/backoff"
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/dockerhost"
+	"github.com/underlay/underlay/internal/doctor"
 	"github.com/underlay/underlay/internal/hostnet"
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/ipam"
@@ -53,6 +55,7 @@ type agentFlags struct {
 	ipamSweep        time.Duration
 	ipamSpares       int
 	taskMetrics      time.Duration
+	doctorInterval   time.Duration
 }
 
 func newAgentCommand(g *globalFlags, streams IOStreams) *cobra.Command {
@@ -94,6 +97,7 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 	fl.DurationVar(&f.ipamSweep, "ipam-sweep", 15*time.Second, "interval of leaked-address sweeps")
 	fl.IntVar(&f.ipamSpares, "ipam-spares", 4, "addresses per cluster-IPAM pool this node claims ahead of demand, handed to Docker with no wait on Consul (given back when another node runs short; 0: none)")
 	fl.DurationVar(&f.taskMetrics, "task-metrics", 10*time.Second, "interval of Swarm task CPU/memory reports for the autoscaler's underlay:cpu and underlay:memory (0: off)")
+	fl.DurationVar(&f.doctorInterval, "doctor-interval", time.Minute, "interval of this node's doctor checks, published to Consul for the dashboard (0: off)")
 	fl.IntVar(&f.workers, "workers", 32, "containers reconciled concurrently (Docker holds inspects of starting containers, so more than the start concurrency)")
 	return cmd
 }
@@ -216,6 +220,9 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 			inventory.Run(gctx, src, kv, node, f.networkSync, log.With("component", "inventory"))
 			return nil
 		})
+		if f.doctorInterval > 0 {
+			g.Go(func() error { return runDoctorReports(gctx, f, node, dockerAPI, kv, store, log) })
+		}
 		if f.taskMetrics > 0 {
 			g.Go(func() error {
 				taskmetrics.Run(gctx, src, kv, node, f.taskMetrics, log.With("component", "taskmetrics"))
@@ -242,6 +249,20 @@ func serveIPAMActivated(ctx context.Context, ln net.Listener, h http.Handler, lo
 	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("IPAM plugin on %s: %w", ln.Addr(), err)
 	}
+	return nil
+}
+
+// runDoctorReports runs the doctor's checks on this node every
+// --doctor-interval and publishes the results for the dashboard. It never
+// stops the agent: without its reports the dashboard only lacks them.
+func runDoctorReports(ctx context.Context, f *agentFlags, node string, dockerAPI *client.Client, kv *consul.KV, store *netspec.Store, log *slog.Logger) error {
+	ca, err := doctor.NewConsulAPI(f.consul)
+	if err != nil {
+		log.Error("doctor reports off: no Consul client for the checks", "err", err)
+		return nil
+	}
+	env := doctor.Env{Node: node, Docker: &doctor.DockerAPI{API: dockerAPI}, Consul: ca, Networks: store}
+	doctor.RunPeriodically(ctx, kv, node, Version, env.Checks(), f.doctorInterval, log.With("component", "doctor"))
 	return nil
 }
 

@@ -70,6 +70,7 @@ and the same routes without /v1/orbiter, plus
   POST /v1/underlay/alertmanager[/SERVICE[/up|down]], /alertmanager  (Alertmanager webhooks)
   POST /v1/underlay/services/SERVICE/scale   ({"direction": "up"} or {"replicas": N})
   GET  /v1/underlay/services, /v1/underlay/services/SERVICE/history, /v1/underlay/leader
+  GET  /ui (the dashboard), /v1/cluster (its snapshot, JSON), /v1/cluster/events (server-sent)
 
 Bounds, steps, cooldowns, stabilization and Prometheus queries (with
 --prometheus-url) come from underlay.scale.* labels; nothing scales down unless
@@ -283,6 +284,11 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 		apiCfg.Tokens = tokens
 	}
 	api := scale.NewAPI(apiCfg, ctrl, log)
+	dash, err := newDashboard(controlDashboard{docker: dockerAPI, consul: consulAPI, ctrl: ctrl, leadership: cfg.Leadership,
+		history: history, historyPrefix: f.historyPrefix, api: api, apiCfg: apiCfg}, log, reg)
+	if err != nil {
+		return err
+	}
 
 	var metricsHandler http.Handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	if f.authReads {
@@ -291,6 +297,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metricsHandler)
 	mux.Handle("/", api.Handler())
+	dash.Mount(mux)
 	ln, err := net.Listen("tcp", f.listen)
 	if err != nil {
 		return fmt.Errorf("--listen %s: %w", f.listen, err)
@@ -305,6 +312,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	if kvTokens != nil {
 		g.Go(func() error { return kvTokens.Run(gctx) })
 	}
+	g.Go(func() error { return dash.Run(gctx) })
 	g.Go(func() error { return serveControl(gctx, ln, srv, log) })
 	return g.Wait()
 }

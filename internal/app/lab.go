@@ -162,6 +162,10 @@ func printStatus(w io.Writer, st *lab.Status) error {
 	if len(st.Nodes) > 0 {
 		fmt.Fprintf(w, "Consul UI: http://%s/ui   work on a node: underlay lab exec --name %s node1 -- docker node ls\n", st.Nodes[0].ConsulHTTPAddr, st.Name)
 	}
+	if st.DashboardURL != "" {
+		fmt.Fprintf(w, "Dashboard: %s   scale: underlay scale SERVICE up --addr %s --token-file %s\n",
+			st.DashboardURL, strings.TrimPrefix(st.Nodes[0].ControlURL, "http://"), st.ControlTokenFile)
+	}
 	return nil
 }
 
@@ -225,6 +229,6 @@ func newLabLogsCommand(streams IOStreams, f *labFlags) *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&component, "component", "agent", "agent, dockerd, consul or holder")
+	cmd.Flags().StringVar(&component, "component", "agent", "agent, control (managers), dockerd, consul or holder")
 	return cmd
 }

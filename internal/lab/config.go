@@ -25,6 +25,9 @@ const (
 	// NodeDockerHost is where the node's dockerd also answers inside the
 	// node: Docker's standard socket, in the node's own /run.
 	NodeDockerHost = "unix:///var/run/docker.sock"
+	// ControlPort is where `underlay control` (the autoscaler and the
+	// dashboard) listens on every manager's management IP.
+	ControlPort = 8000
 )
 
 // How the agents run: Config.Agents.

@@ -66,8 +66,8 @@ func Command(ctx context.Context, name, node string, args ...string) (*exec.Cmd,
 	return cmd, nil
 }
 
-// LogPath returns the log file of a node's component: agent, dockerd,
-// consul or holder.
+// LogPath returns the log file of a node's component: agent, control (on
+// managers), dockerd, consul or holder.
 func LogPath(name, node, component string) (string, error) {
 	p, err := loadPlan(DefaultStateRoot, name)
 	if err != nil {
@@ -78,10 +78,10 @@ func LogPath(name, node, component string) (string, error) {
 		return "", err
 	}
 	switch component {
-	case "agent", "dockerd", "consul", "holder":
+	case "agent", "control", "dockerd", "consul", "holder":
 		return p.nodeDir(n) + "/" + component + ".log", nil
 	}
-	return "", fmt.Errorf("log %q: want agent, dockerd, consul or holder", component)
+	return "", fmt.Errorf("log %q: want agent, control, dockerd, consul or holder", component)
 }
 
 func findNode(name, node string) (*plan, *nodePlan, int, error) {

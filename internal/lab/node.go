@@ -139,6 +139,28 @@ func (p *plan) agent(n *nodePlan) daemon {
 	}
 }
 
+// control runs `underlay control` on a manager: the autoscaler and the
+// dashboard, with leader election among the managers. It listens on the
+// node's management IP, which the machine running the lab reaches; reads
+// are open, scaling needs the lab's token (ControlTokensFile), and
+// followers pass scaling requests on to the leader signed with the lab's
+// peer secret (ControlPeerSecretFile).
+func (p *plan) control(n *nodePlan) daemon {
+	addr := p.controlAddr(n)
+	return daemon{
+		key: filepath.Base(p.cfg.UnderlayBin) + " control",
+		args: []string{p.cfg.UnderlayBin, "control", "--listen", addr, "--advertise", addr, "--leader-election",
+			"--token-file", filepath.Join(p.dir(), ControlTokensFile),
+			"--peer-secret-file", filepath.Join(p.dir(), ControlPeerSecretFile)},
+		log: "control.log", pid: "control.wrapper.pid",
+	}
+}
+
+// controlAddr is where a manager's control instance listens.
+func (p *plan) controlAddr(n *nodePlan) string {
+	return netip.AddrPortFrom(n.MgmtIP, ControlPort).String()
+}
+
 // start starts d inside the node held by holder, killing what is left of
 // an earlier run of it first.
 func (p *plan) start(n *nodePlan, holder int, d daemon) error {
@@ -198,13 +220,28 @@ func (p *plan) ensureConsul(ctx context.Context, n *nodePlan, holder int) error 
 	})
 }
 
-// ensureAgent starts the node's underlay agent unless it runs.
+// ensureAgent starts the node's underlay agent unless it runs, and on a
+// manager its underlay control.
 func (p *plan) ensureAgent(n *nodePlan, holder int) (started bool, err error) {
-	d := p.agent(n)
-	if len(daemonWrappers(p.nodeDir(n), d.key)) > 0 {
-		return false, nil
+	ds := []daemon{p.agent(n)}
+	if n.Role == RoleManager {
+		for _, f := range []string{ControlTokensFile, ControlPeerSecretFile} {
+			if _, err := p.secret(f); err != nil {
+				return false, fmt.Errorf("control: %w", err)
+			}
+		}
+		ds = append(ds, p.control(n))
 	}
-	return true, p.start(n, holder, d)
+	for _, d := range ds {
+		if len(daemonWrappers(p.nodeDir(n), d.key)) > 0 {
+			continue
+		}
+		if err := p.start(n, holder, d); err != nil {
+			return started, err
+		}
+		started = true
+	}
+	return started, nil
 }
 
 func (p *plan) dockerClient(n *nodePlan) (*client.Client, error) {

@@ -28,6 +28,10 @@ const (
 	StackControlService = deploy.StackName + "_control"
 )
 
+// ControlPeerSecretFile is the file, in the lab's directory, holding the
+// secret control instances sign forwarded scaling requests with.
+const ControlPeerSecretFile = "control.peer-secret"
+
 // ControlTokensFile is the file, in the lab's directory, holding the bearer
 // token of the stack's control (AgentsStack).
 const ControlTokensFile = "control.tokens"
@@ -60,7 +64,11 @@ func (p *plan) deployStack(ctx context.Context, clients []*client.Client, holder
 		return err
 	}
 	mgr := clients[0]
-	token, err := p.controlToken()
+	token, err := p.secret(ControlTokensFile)
+	if err != nil {
+		return err
+	}
+	peer, err := p.secret(ControlPeerSecretFile)
 	if err != nil {
 		return err
 	}
@@ -68,6 +76,7 @@ func (p *plan) deployStack(ctx context.Context, clients []*client.Client, holder
 		deploy.SecretAgentConsulToken:   "\n",
 		deploy.SecretControlConsulToken: "\n",
 		deploy.SecretControlTokens:      token + "\n",
+		deploy.SecretControlPeerSecret:  peer + "\n",
 	} {
 		if err := ensureSecret(ctx, mgr, name, data); err != nil {
 			return err
@@ -104,9 +113,11 @@ func (p *plan) deployStack(ctx context.Context, clients []*client.Client, holder
 	}, func(err error) error { return fmt.Errorf("stack %s: %w", deploy.StackName, err) })
 }
 
-// controlToken returns the control's bearer token, made once per lab.
-func (p *plan) controlToken() (string, error) {
-	path := filepath.Join(p.dir(), ControlTokensFile)
+// secret returns the secret kept in file of the lab's directory (control's
+// bearer token, its peer secret), made once per lab: 32 hex digits,
+// readable by root only.
+func (p *plan) secret(file string) (string, error) {
+	path := filepath.Join(p.dir(), file)
 	if b, err := os.ReadFile(path); err == nil {
 		return strings.TrimSpace(string(b)), nil
 	}

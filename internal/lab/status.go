@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"path/filepath"
 )
 
 // Node states in a Status.
@@ -22,6 +23,14 @@ type Status struct {
 	// Agents is how the agents run: process or stack.
 	Agents string       `json:"agents"`
 	Nodes  []NodeStatus `json:"nodes"`
+
+	// DashboardURL is the dashboard of the first manager's underlay
+	// control, reached from the machine running the lab; empty without
+	// the agent.
+	DashboardURL string `json:"dashboard_url,omitempty"`
+	// ControlTokenFile holds the token that scaling the lab's services
+	// needs (underlay scale --token-file).
+	ControlTokenFile string `json:"control_token_file,omitempty"`
 }
 
 // NodeStatus is one node of a Status.
@@ -36,6 +45,9 @@ type NodeStatus struct {
 	// 127.0.0.1:8500 answers too.
 	ConsulHTTPAddr string `json:"consul_http_addr"`
 	ManagementIP   string `json:"management_ip"`
+	// ControlURL is a manager's underlay control (autoscaler API and
+	// dashboard); empty on workers and without the agent.
+	ControlURL string `json:"control_url,omitempty"`
 	// UnderlayParent is the node's link into the underlay bridge, the parent
 	// of macvlan networks.
 	UnderlayParent string `json:"underlay_parent"`
@@ -62,6 +74,10 @@ func GetStatus(ctx context.Context, name string) (*Status, error) {
 	for i := range p.nodes {
 		st.Nodes = append(st.Nodes, p.nodeStatus(ctx, &p.nodes[i]))
 	}
+	if !p.cfg.NoAgent {
+		st.DashboardURL = "http://" + p.controlAddr(&p.nodes[0]) + "/ui/"
+		st.ControlTokenFile = filepath.Join(p.dir(), ControlTokensFile)
+	}
 	return st, nil
 }
 
@@ -69,6 +85,9 @@ func (p *plan) nodeStatus(ctx context.Context, n *nodePlan) NodeStatus {
 	ns := NodeStatus{
 		Name: n.Name, Host: n.Host, Role: n.Role, DockerHost: p.dockerHost(n), ConsulHTTPAddr: p.consulAddr(n),
 		ManagementIP: n.MgmtIP.String(), UnderlayParent: "eth1",
+	}
+	if n.Role == RoleManager && !p.cfg.NoAgent {
+		ns.ControlURL = "http://" + p.controlAddr(n)
 	}
 	ns.HolderPID = holderPID(p.nodeDir(n))
 	if ns.HolderPID == 0 {
@@ -87,6 +106,9 @@ func (p *plan) nodeStatus(ctx context.Context, n *nodePlan) NodeStatus {
 	}
 	if !p.cfg.NoAgent && !p.agentRuns(ctx, n) {
 		ns.Problems = append(ns.Problems, "underlay agent not running")
+	}
+	if !p.cfg.NoAgent && p.cfg.Agents != AgentsStack && n.Role == RoleManager && len(daemonWrappers(p.nodeDir(n), p.control(n).key)) == 0 {
+		ns.Problems = append(ns.Problems, "underlay control not running")
 	}
 	ns.State = StateRunning
 	if len(ns.Problems) > 0 {

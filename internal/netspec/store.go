@@ -278,7 +278,8 @@ type NodeFacts struct {
 	UpdatedAt  time.Time `json:"updated_at"`
 }
 
-const nodesKVPrefix = "underlay/nodes/"
+// NodesKVPrefix is where agents publish their node facts, one key per node.
+const NodesKVPrefix = "underlay/nodes/"
 
 // PublishNode stores a node's facts.
 func (st *Store) PublishNode(ctx context.Context, f NodeFacts) error {
@@ -286,12 +287,12 @@ func (st *Store) PublishNode(ctx context.Context, f NodeFacts) error {
 	if err != nil {
 		return err
 	}
-	return st.kv.Put(ctx, nodesKVPrefix+f.Node, b)
+	return st.kv.Put(ctx, NodesKVPrefix+f.Node, b)
 }
 
 // Nodes lists the facts every agent published, by node name.
 func (st *Store) Nodes(ctx context.Context) ([]NodeFacts, error) {
-	kvs, err := st.kv.List(ctx, nodesKVPrefix)
+	kvs, err := st.kv.List(ctx, NodesKVPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("list nodes: %w", err)
 	}

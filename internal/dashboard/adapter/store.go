@@ -1,0 +1,121 @@
+package adapter
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/dashboard"
+	"github.com/underlay/underlay/internal/doctor"
+	"github.com/underlay/underlay/internal/inventory"
+	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+// Store reads underlay's state in Consul KV for the dashboard, through the
+// packages that write it.
+type Store struct {
+	kv   *consul.KV
+	nets *netspec.Store
+	// watched are the KV prefixes whose changes are signalled.
+	watched []string
+}
+
+// NewStore reads through kv; historyPrefix is the autoscaler's decision
+// history, watched too.
+func NewStore(kv *consul.KV, historyPrefix string) *Store {
+	return &Store{kv: kv, nets: netspec.NewStore(kv), watched: []string{
+		netspec.KVPrefix, netspec.NodesKVPrefix, inventory.KVPrefix, ipam.KVPrefix, doctor.KVPrefix, historyPrefix,
+	}}
+}
+
+// Networks implements dashboard.Store.
+func (s *Store) Networks(ctx context.Context) ([]dashboard.NetworkInput, error) {
+	specs, err := s.nets.Specs(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]dashboard.NetworkInput, 0, len(specs))
+	for _, spec := range specs {
+		n := dashboard.NetworkInput{Spec: spec}
+		if n.States, err = s.nets.NodeStates(ctx, spec.Name); err != nil {
+			return nil, err
+		}
+		switch spec.IPAM {
+		case netspec.Cluster:
+			pool, _ := ipam.PoolOf(spec, false)
+			if n.Blocks, err = ipam.BlockDocs(ctx, s.kv, pool); err != nil {
+				return nil, fmt.Errorf("read pool of %s: %w", spec.Name, err)
+			}
+		default:
+			if n.Leases, err = s.nets.Leases(ctx, spec.Name); err != nil {
+				return nil, err
+			}
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}
+
+// Inventory implements dashboard.Store.
+func (s *Store) Inventory(ctx context.Context) ([]inventory.Entry, error) {
+	return inventory.Load(ctx, s.kv)
+}
+
+// Agents implements dashboard.Store: node facts and doctor reports, by
+// node.
+func (s *Store) Agents(ctx context.Context) ([]dashboard.AgentInput, error) {
+	facts, err := s.nets.Nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	reports, err := doctor.LoadReports(ctx, s.kv)
+	if err != nil {
+		return nil, err
+	}
+	by := map[string]*dashboard.AgentInput{}
+	var order []string
+	get := func(node string) *dashboard.AgentInput {
+		if a, ok := by[node]; ok {
+			return a
+		}
+		a := &dashboard.AgentInput{Node: node}
+		by[node] = a
+		order = append(order, node)
+		return a
+	}
+	for _, f := range facts {
+		get(f.Node).FactsAt = f.UpdatedAt
+	}
+	for _, r := range reports {
+		d := &dashboard.DoctorReport{At: r.At, Every: r.Every, Version: r.Version}
+		for _, res := range r.Results {
+			d.Results = append(d.Results, dashboard.DoctorResult{Check: res.Check, Status: string(res.Status), Message: res.Message, Fix: res.Fix})
+		}
+		get(r.Node).Doctor = d
+	}
+	out := make([]dashboard.AgentInput, 0, len(order))
+	for _, n := range order {
+		out = append(out, *by[n])
+	}
+	return out, nil
+}
+
+// Changes implements dashboard.Store with a blocking query per prefix.
+func (s *Store) Changes(ctx context.Context) <-chan struct{} {
+	out := make(chan struct{}, 1)
+	for _, prefix := range s.watched {
+		ch := s.kv.Watch(ctx, prefix)
+		go func() {
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-ch:
+					signal(out)
+				}
+			}
+		}()
+	}
+	return out
+}

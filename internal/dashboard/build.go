@@ -1,0 +1,623 @@
+package dashboard
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/underlay/underlay/internal/inventory"
+	"github.com/underlay/underlay/internal/register"
+	"github.com/underlay/underlay/internal/scale"
+)
+
+// Timings and limits of Build.
+const (
+	// RegisterGrace is how long a running task may go unregistered in
+	// Consul before its card is marked: the agent registers within moments.
+	RegisterGrace = 20 * time.Second
+	// RecentlyEnded is how long a task that ended (failed, shut down)
+	// stays on the page, so that a change is seen, not only a card gone.
+	RecentlyEnded = 2 * time.Minute
+	// MaxDecisions is how many decisions a service shows.
+	MaxDecisions = 10
+	// MaxPoints bounds a service's chart.
+	MaxPoints = 200
+	// MaxCells bounds the cells of a subnet map.
+	MaxCells = 1024
+	// agentStaleAfter is the least time without a report before an agent
+	// counts as stale; twice its report period when that is longer.
+	agentStaleAfter = 90 * time.Second
+)
+
+// Build assembles a snapshot from what the sources returned. It is pure:
+// the same inputs give the same snapshot (Version is the server's).
+func Build(in Inputs) Snapshot {
+	inv := slices.Clone(in.Inventory)
+	inventory.Check(inv)
+	ix := newIndex(in, inv)
+	s := Snapshot{
+		GeneratedAt: in.Now.UTC(),
+		Control:     in.Control,
+		Sources:     sourceErrors(in.Errors),
+	}
+	byNode, unplaced := cards(in, ix)
+	s.Nodes = nodes(in, byNode)
+	s.Unplaced = unplaced
+	s.Services = services(in, ix)
+	s.Networks = networks(in, inv, ix)
+	s.Summary = summarize(s)
+	s.Summary.Duplicates = duplicates(inv)
+	return s
+}
+
+// duplicates counts the addresses (per network) several containers hold.
+func duplicates(inv []inventory.Entry) int {
+	holders := map[string]int{}
+	for _, e := range inv {
+		holders[e.Network+"|"+e.IP]++
+	}
+	n := 0
+	for _, c := range holders {
+		if c > 1 {
+			n++
+		}
+	}
+	return n
+}
+
+// index holds the inputs by the keys cards are matched on.
+type index struct {
+	nodeName map[string]string // swarm node ID → host name
+	service  map[string]SwarmService
+	invTask  map[string][]inventory.Entry // by task ID
+	invCtr   map[string][]inventory.Entry // by container ID
+	instTask map[string][]Instance        // by swarm task ID
+	instCtr  map[string][]Instance        // by container ID
+	task     map[string]SwarmTask
+}
+
+func newIndex(in Inputs, inv []inventory.Entry) *index {
+	ix := &index{
+		nodeName: map[string]string{}, service: map[string]SwarmService{},
+		invTask: map[string][]inventory.Entry{}, invCtr: map[string][]inventory.Entry{},
+		instTask: map[string][]Instance{}, instCtr: map[string][]Instance{}, task: map[string]SwarmTask{},
+	}
+	for _, n := range in.Nodes {
+		ix.nodeName[n.ID] = n.Hostname
+	}
+	for _, s := range in.Services {
+		ix.service[s.ID] = s
+	}
+	for _, t := range in.Tasks {
+		ix.task[t.ID] = t
+	}
+	for _, e := range inv {
+		if e.Task != "" {
+			ix.invTask[e.Task] = append(ix.invTask[e.Task], e)
+		}
+		if e.ID != "" {
+			ix.invCtr[e.ID] = append(ix.invCtr[e.ID], e)
+		}
+	}
+	for _, i := range in.Instances {
+		if t := i.Meta[register.MetaSwarmTask]; t != "" {
+			ix.instTask[t] = append(ix.instTask[t], i)
+		}
+		if c := i.Meta[register.MetaContainerID]; c != "" {
+			ix.instCtr[c] = append(ix.instCtr[c], i)
+		}
+	}
+	return ix
+}
+
+func (ix *index) node(id string) string {
+	if n, ok := ix.nodeName[id]; ok && n != "" {
+		return n
+	}
+	return shortID(id)
+}
+
+func (ix *index) serviceName(id string) string {
+	if s, ok := ix.service[id]; ok {
+		return s.Name
+	}
+	return shortID(id)
+}
+
+func sourceErrors(errs map[string]string) []SourceError {
+	out := []SourceError{}
+	for _, k := range slices.Sorted(maps.Keys(errs)) {
+		out = append(out, SourceError{Source: k, Error: errs[k]})
+	}
+	return out
+}
+
+// visible reports whether a task belongs on the page: meant to run, or
+// ended a short while ago.
+func visible(t SwarmTask, now time.Time) bool {
+	return t.DesiredState == "running" || now.Sub(t.Since) < RecentlyEnded
+}
+
+// cards makes every card, by node host name; cards of no known node are
+// unplaced.
+func cards(in Inputs, ix *index) (map[string][]Task, []Task) {
+	byNode := map[string][]Task{}
+	unplaced := []Task{}
+	used := map[string]bool{} // Consul instance IDs matched to a card
+	known := map[string]bool{}
+	for _, n := range in.Nodes {
+		known[n.Hostname] = true
+	}
+	add := func(c Task) {
+		if known[c.Node] {
+			byNode[c.Node] = append(byNode[c.Node], c)
+		} else {
+			unplaced = append(unplaced, c)
+		}
+	}
+	for _, t := range in.Tasks {
+		if !visible(t, in.Now) {
+			continue
+		}
+		c := taskCard(t, in.Now, ix)
+		for _, i := range ix.instances(t) {
+			used[i.Node+"/"+i.ID] = true
+		}
+		add(c)
+	}
+	for _, i := range in.Instances {
+		if used[i.Node+"/"+i.ID] || i.Meta[register.MetaNode] == "" {
+			continue // matched, or not registered by underlay
+		}
+		add(instanceCard(i, ix, in.Now))
+	}
+	for n := range byNode {
+		sortCards(byNode[n])
+	}
+	sortCards(unplaced)
+	return byNode, unplaced
+}
+
+// instances are the Consul instances of a task: by task ID, else by
+// container ID.
+func (ix *index) instances(t SwarmTask) []Instance {
+	if is := ix.instTask[t.ID]; len(is) > 0 {
+		return is
+	}
+	if t.ContainerID != "" {
+		return ix.instCtr[t.ContainerID]
+	}
+	return nil
+}
+
+func (ix *index) entries(t SwarmTask) []inventory.Entry {
+	if es := ix.invTask[t.ID]; len(es) > 0 {
+		return es
+	}
+	if t.ContainerID != "" {
+		return ix.invCtr[t.ContainerID]
+	}
+	return nil
+}
+
+func taskCard(t SwarmTask, now time.Time, ix *index) Task {
+	c := Task{
+		Kind: KindTask, ID: t.ID, Service: ix.serviceName(t.ServiceID), ServiceID: t.ServiceID, Slot: t.Slot,
+		Node: ix.node(t.NodeID), Image: shortImage(t.Image), State: t.State, DesiredState: t.DesiredState,
+		Message: cmp.Or(t.Err, t.Message), Since: t.Since.UTC(), ContainerID: t.ContainerID,
+		Addresses: []Address{}, Checks: []Check{}, Problems: []string{},
+	}
+	if t.NodeID == "" {
+		c.Node = ""
+	}
+	for _, e := range ix.entries(t) {
+		c.Addresses = append(c.Addresses, Address{Network: e.Network, IP: e.IP, MAC: e.MAC})
+		c.Container = e.Container
+		if e.Duplicate != "" {
+			c.Duplicate = true
+			c.Problems = append(c.Problems, fmt.Sprintf("%s on %s: %s", e.IP, e.Network, e.Duplicate))
+		}
+	}
+	insts := ix.instances(t)
+	running := t.State == "running"
+	switch {
+	case len(insts) == 0:
+		c.Health = HealthNotRegistered
+		if running && now.Sub(t.Since) > RegisterGrace {
+			c.Mismatch = true
+			c.Problems = append(c.Problems, "Swarm runs this task, but Consul does not list it")
+		}
+	default:
+		applyInstances(&c, insts)
+		if !running {
+			c.Mismatch = true
+			c.Problems = append(c.Problems, fmt.Sprintf("Consul lists it (%s), but Swarm reports the task %s", insts[0].ID, t.State))
+		}
+	}
+	return c
+}
+
+// applyInstances sets a card's Consul side: health (the worst check over
+// its instances), checks, and addresses when the inventory had none.
+func applyInstances(c *Task, insts []Instance) {
+	c.ConsulID = insts[0].ID
+	c.Health = HealthPassing
+	for _, i := range insts {
+		for _, ch := range i.Checks {
+			if ch.Status == HealthPassing {
+				ch.Output = "" // the same on every card; only failures need theirs
+			}
+			c.Checks = append(c.Checks, ch)
+			c.Health = worse(c.Health, ch.Status)
+		}
+	}
+	if len(c.Addresses) == 0 {
+		for _, i := range insts {
+			if i.Address != "" && !slices.ContainsFunc(c.Addresses, func(a Address) bool { return a.IP == i.Address }) {
+				c.Addresses = append(c.Addresses, Address{Network: i.Meta[register.MetaNetwork], IP: i.Address, MAC: i.Meta[register.MetaMAC]})
+			}
+		}
+	}
+	if c.Container == "" {
+		c.Container = insts[0].Meta[register.MetaContainerName]
+	}
+}
+
+// instanceCard is the card of a Consul instance no visible task matched.
+func instanceCard(i Instance, ix *index, now time.Time) Task {
+	c := Task{
+		Kind: KindContainer, ID: i.Meta[register.MetaContainerID], Service: i.Service,
+		Node: cmp.Or(i.Meta[register.MetaNode], i.Node), Image: shortImage(i.Meta[register.MetaImage]),
+		State: "running", ContainerID: i.Meta[register.MetaContainerID],
+		Addresses: []Address{}, Checks: []Check{}, Problems: []string{},
+	}
+	if slot, err := strconv.Atoi(i.Meta[register.MetaSwarmSlot]); err == nil {
+		c.Slot = slot
+	}
+	for _, e := range ix.invCtr[c.ContainerID] {
+		c.Addresses = append(c.Addresses, Address{Network: e.Network, IP: e.IP, MAC: e.MAC})
+		c.Container = e.Container
+		if e.Duplicate != "" {
+			c.Duplicate = true
+			c.Problems = append(c.Problems, fmt.Sprintf("%s on %s: %s", e.IP, e.Network, e.Duplicate))
+		}
+	}
+	applyInstances(&c, []Instance{i})
+	if id := i.Meta[register.MetaSwarmTask]; id != "" {
+		c.Kind, c.ID, c.State = KindConsulOnly, id, "unknown"
+		c.Mismatch = true
+		if t, ok := ix.task[id]; ok {
+			c.State, c.Since, c.ServiceID = t.State, t.Since.UTC(), t.ServiceID
+			c.Problems = append(c.Problems, fmt.Sprintf("Consul lists it (%s), but Swarm reports the task %s", i.ID, t.State))
+		} else {
+			c.Problems = append(c.Problems, fmt.Sprintf("Consul lists it (%s), but Swarm knows no such task", i.ID))
+		}
+	}
+	return c
+}
+
+// worse returns the worse of two health states.
+func worse(a, b string) string {
+	rank := func(s string) int {
+		switch s {
+		case HealthPassing:
+			return 0
+		case HealthWarning:
+			return 1
+		}
+		return 2 // critical, or anything Consul may add
+	}
+	if rank(b) > rank(a) {
+		if b != HealthPassing && b != HealthWarning {
+			return HealthCritical
+		}
+		return b
+	}
+	return a
+}
+
+func sortCards(cs []Task) {
+	slices.SortFunc(cs, func(a, b Task) int {
+		return cmp.Or(strings.Compare(a.Service, b.Service), cmp.Compare(a.Slot, b.Slot),
+			cmp.Compare(stateRank(a.State), stateRank(b.State)), strings.Compare(a.ID, b.ID))
+	})
+}
+
+func stateRank(s string) int {
+	if s == "running" {
+		return 0
+	}
+	return 1
+}
+
+func nodes(in Inputs, byNode map[string][]Task) []Node {
+	agents := map[string]AgentInput{}
+	for _, a := range in.Agents {
+		agents[a.Node] = a
+	}
+	out := make([]Node, 0, len(in.Nodes))
+	for _, n := range in.Nodes {
+		a := agents[n.Hostname]
+		node := Node{
+			ID: n.ID, Name: n.Hostname, Role: n.Role, Leader: n.Leader, State: n.State, Availability: n.Availability,
+			Addr: n.Addr, DockerVersion: n.EngineVersion, Message: n.Message,
+			Agent: agentHealth(a, in.Now), Doctor: doctorSummary(a.Doctor), Tasks: byNode[n.Hostname],
+		}
+		if node.Tasks == nil {
+			node.Tasks = []Task{}
+		}
+		out = append(out, node)
+	}
+	slices.SortFunc(out, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// agentHealth judges a node's agent by its latest report: the node facts
+// it publishes every network sync, or its doctor report.
+func agentHealth(a AgentInput, now time.Time) Agent {
+	last, every := a.FactsAt, time.Duration(0)
+	var version string
+	if d := a.Doctor; d != nil {
+		if d.At.After(last) {
+			last = d.At
+		}
+		every, version = d.Every, d.Version
+	}
+	if last.IsZero() {
+		return Agent{State: AgentAbsent}
+	}
+	st := AgentUp
+	if now.Sub(last) > max(agentStaleAfter, 2*every) {
+		st = AgentStale
+	}
+	return Agent{State: st, LastSeen: last.UTC(), Version: version}
+}
+
+func doctorSummary(r *DoctorReport) *Doctor {
+	if r == nil {
+		return nil
+	}
+	d := &Doctor{At: r.At.UTC(), Problems: []DoctorResult{}}
+	var warns []DoctorResult
+	for _, res := range r.Results {
+		switch res.Status {
+		case "ok":
+			d.OK++
+		case "warn":
+			d.Warn++
+			warns = append(warns, res)
+		default:
+			d.Fail++
+			d.Problems = append(d.Problems, res)
+		}
+	}
+	d.Problems = append(d.Problems, warns...)
+	return d
+}
+
+func services(in Inputs, ix *index) []Service {
+	autoscaled := map[string]scale.ServiceInfo{}
+	for _, si := range in.Autoscaled {
+		autoscaled[si.Service] = si
+	}
+	type counts struct {
+		running, passing, global int
+		networks                 map[string]bool
+	}
+	per := map[string]*counts{}
+	for _, t := range in.Tasks {
+		c := per[t.ServiceID]
+		if c == nil {
+			c = &counts{networks: map[string]bool{}}
+			per[t.ServiceID] = c
+		}
+		if t.DesiredState == "running" {
+			c.global++
+		}
+		if t.State != "running" || t.DesiredState != "running" {
+			continue
+		}
+		c.running++
+		if h := healthOf(ix.instances(t)); h == HealthPassing {
+			c.passing++
+		}
+		for _, e := range ix.entries(t) {
+			c.networks[e.Network] = true
+		}
+	}
+	out := make([]Service, 0, len(in.Services))
+	for _, s := range in.Services {
+		c := per[s.ID]
+		if c == nil {
+			c = &counts{networks: map[string]bool{}}
+		}
+		svc := Service{
+			ID: s.ID, Name: s.Name, Mode: "replicated", Image: shortImage(s.Image), Desired: s.Replicas,
+			Running: c.running, Passing: c.passing, Networks: slices.Sorted(maps.Keys(c.networks)),
+			Replicas: []ReplicaPoint{}, Metrics: []MetricPoint{}, Decisions: []scale.Record{},
+		}
+		if s.Global {
+			svc.Mode, svc.Desired = "global", c.global
+		}
+		if si, ok := autoscaled[s.Name]; ok {
+			p := si.Policy
+			svc.Autoscaled, svc.Policy, svc.PolicyError = true, &p, si.Error
+		}
+		history := in.History[s.Name]
+		svc.Decisions = lastDecisions(history)
+		svc.Metrics = metricPoints(history)
+		svc.Replicas = replicaPoints(history, in.Samples[s.Name])
+		out = append(out, svc)
+	}
+	slices.SortFunc(out, func(a, b Service) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// healthOf is the worst health over instances; "not registered" when none.
+func healthOf(insts []Instance) string {
+	if len(insts) == 0 {
+		return HealthNotRegistered
+	}
+	h := HealthPassing
+	for _, i := range insts {
+		for _, ch := range i.Checks {
+			h = worse(h, ch.Status)
+		}
+	}
+	return h
+}
+
+// lastDecisions are the newest MaxDecisions records, newest first.
+func lastDecisions(history []scale.Record) []scale.Record {
+	out := slices.Clone(history)
+	slices.Reverse(out)
+	if len(out) > MaxDecisions {
+		out = out[:MaxDecisions]
+	}
+	if out == nil {
+		out = []scale.Record{}
+	}
+	return out
+}
+
+// metricPoints are the metric values decisions were made on, oldest first.
+func metricPoints(history []scale.Record) []MetricPoint {
+	out := []MetricPoint{}
+	for _, r := range history {
+		for _, m := range r.Metrics {
+			if m.Error == "" {
+				out = append(out, MetricPoint{Time: r.Time.UTC(), Name: m.Name, Value: m.Value, Target: m.Target})
+			}
+		}
+	}
+	return lastN(out, MaxPoints)
+}
+
+// replicaPoints merges the applied decisions of the history with the
+// server's samples, oldest first. History points know only the desired
+// count (Running -1).
+func replicaPoints(history []scale.Record, samples []ReplicaSample) []ReplicaPoint {
+	out := []ReplicaPoint{}
+	for _, r := range history {
+		if r.Refused || r.DryRun || r.From == r.To {
+			continue
+		}
+		out = append(out, ReplicaPoint{Time: r.Time.UTC(), Desired: r.From, Running: -1}, ReplicaPoint{Time: r.Time.UTC(), Desired: r.To, Running: -1})
+	}
+	if len(samples) > 0 {
+		// Samples are exact from their first one on: history points after it
+		// would only repeat them.
+		first := samples[0].Time
+		out = slices.DeleteFunc(out, func(p ReplicaPoint) bool { return !p.Time.Before(first) })
+		for _, s := range samples {
+			out = append(out, ReplicaPoint{Time: s.Time.UTC(), Desired: s.Desired, Running: s.Running})
+		}
+	}
+	return lastN(out, MaxPoints)
+}
+
+func lastN[T any](s []T, n int) []T {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+func networks(in Inputs, inv []inventory.Entry, ix *index) []Network {
+	out := make([]Network, 0, len(in.Networks))
+	for _, n := range in.Networks {
+		s := n.Spec
+		nw := Network{
+			Name: s.Name, Subnet: s.Subnet.String(), Gateway: s.Gateway.String(), Parent: s.Parent,
+			IPAM: string(s.IPAM), Deleting: s.Deleting, Nodes: []NetworkNode{},
+		}
+		if s.IPRange.IsValid() {
+			nw.IPRange = s.IPRange.String()
+		}
+		if len(s.Aux) > 0 {
+			nw.Aux = map[string]string{}
+			for k, v := range s.Aux {
+				nw.Aux[k] = v.String()
+			}
+		}
+		if s.IPv6Subnet.IsValid() {
+			nw.IPv6Subnet = s.IPv6Subnet.String()
+		}
+		for _, st := range n.States {
+			nn := NetworkNode{Node: st.Node, State: st.State, Error: st.Error}
+			if st.Range.IsValid() {
+				nn.Range = st.Range.String()
+			}
+			if st.Shim.IsValid() {
+				nn.Shim = st.Shim.String()
+			}
+			nw.Nodes = append(nw.Nodes, nn)
+		}
+		slices.SortFunc(nw.Nodes, func(a, b NetworkNode) int { return strings.Compare(a.Node, b.Node) })
+		nw.Pool = buildPool(n, inventory.Filter(inv, s.Name, ""), ix.holder, in.Now)
+		out = append(out, nw)
+	}
+	slices.SortFunc(out, func(a, b Network) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// holder names what holds an inventory entry's address: service.slot and
+// container, on its node.
+func (ix *index) holder(e inventory.Entry) string {
+	name := e.Container
+	if e.Service != "" {
+		name = e.Service
+		if e.Slot != "" {
+			name += "." + e.Slot
+		}
+		name += " (" + e.Container + ")"
+	}
+	return name + " on " + e.Node
+}
+
+func summarize(s Snapshot) Summary {
+	sum := Summary{Nodes: len(s.Nodes), Services: len(s.Services)}
+	count := func(ts []Task) {
+		for _, t := range ts {
+			if t.Kind == KindTask {
+				sum.Tasks++
+			}
+			if t.State == "running" && t.Kind != KindConsulOnly {
+				sum.Running++
+				if t.Health == HealthPassing {
+					sum.Passing++
+				}
+			}
+			if t.Mismatch {
+				sum.Mismatches++
+			}
+		}
+	}
+	for _, n := range s.Nodes {
+		count(n.Tasks)
+		if n.Doctor != nil {
+			sum.DoctorFailures += n.Doctor.Fail
+		}
+	}
+	count(s.Unplaced)
+	return sum
+}
+
+// shortImage drops the digest Swarm pins images with.
+func shortImage(ref string) string {
+	if i := strings.Index(ref, "@sha256:"); i >= 0 {
+		return ref[:i]
+	}
+	return ref
+}
+
+func shortID(id string) string {
+	if len(id) > 12 {
+		return id[:12]
+	}
+	return id
+}

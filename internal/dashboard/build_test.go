@@ -1,0 +1,341 @@
+package dashboard
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/underlay/underlay/internal/inventory"
+	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/register"
+	"github.com/underlay/underlay/internal/scale"
+)
+
+var t0 = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+
+func inst(node, id, task, ctr, ip, status string) Instance {
+	return Instance{Node: node, ID: id, Service: "hello", Address: ip, Port: 8080,
+		Meta:   map[string]string{register.MetaNode: node, register.MetaSwarmTask: task, register.MetaContainerID: ctr, register.MetaMAC: "02:00:00:00:00:01"},
+		Checks: []Check{{Name: "serfHealth", Status: HealthPassing}, {Name: "HTTP /health", Status: status, Output: "out"}}}
+}
+
+func entry(node, task, ctr, ip string) inventory.Entry {
+	return inventory.Entry{IP: ip, MAC: "02:00:" + ip, Node: node, Network: "web", Container: "hello." + task, ID: ctr, Service: "hello", Slot: "1", Task: task, Since: t0.Add(-time.Hour)}
+}
+
+// cardsInput is two nodes and one service whose cards show every case.
+func cardsInput() Inputs {
+	running := func(id, node, ctr string, since time.Duration) SwarmTask {
+		return SwarmTask{ID: id, ServiceID: "s1", NodeID: node, Slot: 1, Image: "img@sha256:1", DesiredState: "running", State: "running", Since: t0.Add(-since), ContainerID: ctr}
+	}
+	return Inputs{
+		Now:      t0,
+		Nodes:    []SwarmNode{{ID: "n2", Hostname: "node2", Role: "worker", State: "ready"}, {ID: "n1", Hostname: "node1", Role: "manager", Leader: true, State: "ready"}},
+		Services: []SwarmService{{ID: "s1", Name: "hello", Image: "img@sha256:1", Replicas: 3}},
+		Tasks: []SwarmTask{
+			running("ok", "n1", "c-ok", time.Hour),
+			running("unreg", "n2", "c-unreg", time.Minute),   // running past the grace, not in Consul
+			running("young", "n2", "c-young", 5*time.Second), // not in Consul yet, within the grace
+			{ID: "failed", ServiceID: "s1", NodeID: "n1", Slot: 2, DesiredState: "shutdown", State: "failed", Err: "task: non-zero exit (137)", Since: t0.Add(-30 * time.Second), ContainerID: "c-failed"},
+			{ID: "old", ServiceID: "s1", NodeID: "n1", Slot: 3, DesiredState: "shutdown", State: "shutdown", Since: t0.Add(-time.Hour)}, // ended long ago: not shown
+			{ID: "pending", ServiceID: "s1", Slot: 4, DesiredState: "running", State: "pending", Since: t0},
+		},
+		Inventory: []inventory.Entry{
+			entry("node1", "ok", "c-ok", "10.0.0.10"),
+			entry("node2", "unreg", "c-unreg", "10.0.0.11"),
+			{IP: "10.0.0.10", Node: "node2", Network: "web", Container: "intruder", ID: "c-x"},
+		},
+		Instances: []Instance{
+			inst("node1", "node1:c-ok:8080", "ok", "c-ok", "10.0.0.10", HealthPassing),
+			inst("node1", "node1:c-failed:8080", "failed", "c-failed", "10.0.0.12", HealthCritical),
+			inst("node2", "node2:c-ghost:8080", "ghost", "c-ghost", "10.0.0.13", HealthWarning),
+			{Node: "node2", ID: "plain", Service: "db", Address: "10.0.0.14", Meta: map[string]string{register.MetaNode: "node2", register.MetaContainerID: "c-plain"}},
+			{Node: "node1", ID: "consul", Service: "consul"}, // not underlay's
+		},
+	}
+}
+
+func TestBuildCards(t *testing.T) {
+	s := Build(cardsInput())
+	type card struct {
+		Node, Kind, ID, State, Health string
+		IPs                           string
+		Mismatch, Duplicate           bool
+		Problems                      int
+	}
+	var got []card
+	for _, n := range append(s.Nodes, Node{Name: "", Tasks: s.Unplaced}) {
+		for _, c := range n.Tasks {
+			var ips []string
+			for _, a := range c.Addresses {
+				ips = append(ips, a.IP)
+			}
+			got = append(got, card{n.Name, c.Kind, c.ID, c.State, c.Health, strings.Join(ips, ","), c.Mismatch, c.Duplicate, len(c.Problems)})
+		}
+	}
+	want := []card{
+		{"node1", KindTask, "ok", "running", HealthPassing, "10.0.0.10", false, true, 1},
+		{"node1", KindTask, "failed", "failed", HealthCritical, "10.0.0.12", true, false, 1},
+		{"node2", KindContainer, "c-plain", "running", HealthPassing, "10.0.0.14", false, false, 0},
+		{"node2", KindConsulOnly, "ghost", "unknown", HealthWarning, "10.0.0.13", true, false, 1},
+		{"node2", KindTask, "unreg", "running", HealthNotRegistered, "10.0.0.11", true, false, 1},
+		{"node2", KindTask, "young", "running", HealthNotRegistered, "", false, false, 0},
+		{"", KindTask, "pending", "pending", HealthNotRegistered, "", false, false, 0},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("cards (-want +got):\n%s", d)
+	}
+	if s.Nodes[0].Name != "node1" || !s.Nodes[0].Leader {
+		t.Errorf("nodes not sorted by name, or leader lost: %+v", s.Nodes[0])
+	}
+	ok := s.Nodes[0].Tasks[0]
+	if ok.Image != "img" || ok.ConsulID != "node1:c-ok:8080" || ok.Container != "hello.ok" || len(ok.Checks) != 2 {
+		t.Errorf("card ok = %+v", ok)
+	}
+	wantSum := Summary{Nodes: 2, Services: 1, Tasks: 5, Running: 4, Passing: 2, Mismatches: 3, Duplicates: 1}
+	if d := cmp.Diff(wantSum, s.Summary); d != "" {
+		t.Errorf("summary (-want +got):\n%s", d)
+	}
+	svc := s.Services[0]
+	if svc.Desired != 3 || svc.Running != 3 || svc.Passing != 1 || svc.Image != "img" || strings.Join(svc.Networks, ",") != "web" {
+		t.Errorf("service = %+v; want 3 desired, 3 running, 1 passing, image img, on web", svc)
+	}
+}
+
+func TestWorse(t *testing.T) {
+	for _, c := range []struct{ a, b, want string }{
+		{HealthPassing, HealthPassing, HealthPassing},
+		{HealthPassing, HealthWarning, HealthWarning},
+		{HealthWarning, HealthPassing, HealthWarning},
+		{HealthWarning, HealthCritical, HealthCritical},
+		{HealthPassing, "maintenance", HealthCritical},
+		{HealthCritical, HealthWarning, HealthCritical},
+	} {
+		if got := worse(c.a, c.b); got != c.want {
+			t.Errorf("worse(%s, %s) = %s, want %s", c.a, c.b, got, c.want)
+		}
+	}
+}
+
+func TestAgentHealth(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		in   AgentInput
+		want string
+	}{
+		{"never reported", AgentInput{Node: "n"}, AgentAbsent},
+		{"facts lately", AgentInput{FactsAt: t0.Add(-30 * time.Second)}, AgentUp},
+		{"facts long ago", AgentInput{FactsAt: t0.Add(-10 * time.Minute)}, AgentStale},
+		{"doctor lately, slow period", AgentInput{FactsAt: t0.Add(-time.Hour), Doctor: &DoctorReport{At: t0.Add(-3 * time.Minute), Every: 5 * time.Minute}}, AgentUp},
+		{"doctor missed two periods", AgentInput{Doctor: &DoctorReport{At: t0.Add(-3 * time.Minute), Every: time.Minute}}, AgentStale},
+	} {
+		if got := agentHealth(c.in, t0).State; got != c.want {
+			t.Errorf("%s: agent %s, want %s", c.name, got, c.want)
+		}
+	}
+}
+
+func TestDoctorSummary(t *testing.T) {
+	d := doctorSummary(&DoctorReport{At: t0, Results: []DoctorResult{
+		{Check: "a", Status: "ok"}, {Check: "b", Status: "warn", Message: "w"}, {Check: "c", Status: "fail", Message: "f", Fix: "fix c"}, {Check: "d", Status: "ok"},
+	}})
+	if d.OK != 2 || d.Warn != 1 || d.Fail != 1 {
+		t.Errorf("counts %d ok %d warn %d fail, want 2 1 1", d.OK, d.Warn, d.Fail)
+	}
+	if len(d.Problems) != 2 || d.Problems[0].Check != "c" || d.Problems[0].Fix != "fix c" || d.Problems[1].Check != "b" {
+		t.Errorf("problems %+v: want the failure (with its fix), then the warning", d.Problems)
+	}
+	if doctorSummary(nil) != nil {
+		t.Error("no report gives a doctor summary")
+	}
+}
+
+// clusterNet is a /24 with cluster IPAM, an IP range of its upper half, an
+// aux address, and one of everything in its pool.
+func clusterNet() (NetworkInput, []inventory.Entry) {
+	spec := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.0.0.0/24"), Gateway: netip.MustParseAddr("10.0.0.1"),
+		IPRange: netip.MustParsePrefix("10.0.0.128/25"), Aux: map[string]netip.Addr{"router2": netip.MustParseAddr("10.0.0.2")},
+		Parent: "eth1", IPAM: netspec.Cluster}
+	at := t0.Add(-time.Minute)
+	n := NetworkInput{Spec: spec, Blocks: map[netip.Prefix]ipam.BlockDoc{
+		netip.MustParsePrefix("10.0.0.128/28"): {Node: "node1", Allocs: map[string]ipam.Alloc{
+			"10.0.0.128": {Node: "node1", At: at, Kind: ipam.KindShim},
+			"10.0.0.129": {Node: "node1", At: at, Kind: ipam.KindSpare},
+			"10.0.0.130": {Node: "node1", At: at, Kind: ipam.KindTask}, // no container: a leak
+			"10.0.0.131": {Node: "node1", At: at, Kind: ipam.KindTask},
+			"10.0.0.132": {Node: "node1", At: t0.Add(-StartGrace / 2), Kind: ipam.KindTask}, // a container starting
+		}},
+		netip.MustParsePrefix("10.0.0.144/28"): {Node: "node2", Allocs: map[string]ipam.Alloc{
+			"10.0.0.144": {Node: "node2", At: at, Kind: ipam.KindTask},
+		}},
+	}}
+	es := []inventory.Entry{
+		{IP: "10.0.0.131", Node: "node1", Network: "web", Container: "hello.1.x", Service: "hello", Slot: "1", Task: "t1"},
+		{IP: "10.0.0.144", Node: "node2", Network: "web", Container: "hello.2.y", Service: "hello", Slot: "2", Task: "t2"},
+		{IP: "10.0.0.144", Node: "node1", Network: "web", Container: "rogue"},
+	}
+	inventory.Check(es)
+	return n, es
+}
+
+func TestBuildPoolCluster(t *testing.T) {
+	n, es := clusterNet()
+	ix := &index{}
+	p := buildPool(n, es, ix.holder, t0)
+	type addr struct{ IP, State, Holder string }
+	var got []addr
+	for _, a := range p.Addresses {
+		got = append(got, addr{a.IP, a.State, a.Holder})
+	}
+	want := []addr{
+		{"10.0.0.0", StateReserved, "network address"},
+		{"10.0.0.1", StateReserved, "gateway"},
+		{"10.0.0.2", StateReserved, "aux address router2"},
+		{"10.0.0.128", StateReserved, "host shim of node1"},
+		{"10.0.0.129", StateSpare, "spare of node1: handed to its next container without waiting for Consul"},
+		{"10.0.0.130", StateLeaked, "allocated to node1, held by no container: reclaimed after the grace period"},
+		{"10.0.0.131", StateTask, "hello.1 (hello.1.x) on node1"},
+		{"10.0.0.132", StateTask, "allocated to node1 for a container being started"},
+		{"10.0.0.144", StateDuplicate, "held 2 times: rogue on node1; hello.2 (hello.2.y) on node2"},
+		{"10.0.0.255", StateReserved, "broadcast address"},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("addresses (-want +got):\n%s", d)
+	}
+	wantCounts := map[string]int{StateReserved: 5, StateSpare: 1, StateLeaked: 1, StateTask: 2, StateDuplicate: 1,
+		StateFree:    128 - 7, // the range less shim, spare, leak, two tasks, duplicate, broadcast
+		StateOutside: 128 - 3} // the lower half less network, gateway, aux
+	if d := cmp.Diff(wantCounts, p.Counts); d != "" {
+		t.Errorf("counts (-want +got):\n%s", d)
+	}
+	sum := 0
+	for _, c := range p.Counts {
+		sum += c
+	}
+	if sum != p.Size || p.Size != 256 || p.Cell != 1 || p.First != "10.0.0.0" || p.Range != "10.0.0.128/25" {
+		t.Errorf("pool size %d (counts sum %d), cell %d, first %s, range %s; want 256, 256, 1, 10.0.0.0, 10.0.0.128/25", p.Size, sum, p.Cell, p.First, p.Range)
+	}
+	wantRegions := []Region{{"10.0.0.128/28", "node1", "block"}, {"10.0.0.144/28", "node2", "block"}}
+	if d := cmp.Diff(wantRegions, p.Regions); d != "" {
+		t.Errorf("regions (-want +got):\n%s", d)
+	}
+}
+
+func TestBuildPoolPerNode(t *testing.T) {
+	spec := netspec.Spec{Name: "demo", Subnet: netip.MustParsePrefix("10.200.0.0/16"), Gateway: netip.MustParseAddr("10.200.0.1"),
+		Parent: "eth1", IPAM: netspec.PerNode, PerNodeSize: 64}
+	n := NetworkInput{Spec: spec,
+		Leases: map[netip.Prefix]string{netip.MustParsePrefix("10.200.0.64/26"): "node2", netip.MustParsePrefix("10.200.0.0/26"): "node1"},
+		States: []netspec.NodeState{{Node: "node1", State: "ready", Shim: netip.MustParseAddr("10.200.0.2")}, {Node: "node2", State: "ready", Shim: netip.MustParseAddr("10.200.0.66")}},
+	}
+	es := []inventory.Entry{{IP: "10.200.0.3", Node: "node1", Network: "demo", Container: "a"}, {IP: "10.200.0.67", Node: "node2", Network: "demo", Container: "b"}}
+	p := buildPool(n, es, (&index{}).holder, t0)
+	if p.Size != 65536 || p.Cell != 64 {
+		t.Errorf("a /16 has size %d and cell %d, want 65536 and 64", p.Size, p.Cell)
+	}
+	want := map[string]int{StateReserved: 5, StateTask: 2, StateFree: 65536 - 7, StateSpare: 0, StateLeaked: 0, StateDuplicate: 0, StateOutside: 0}
+	if d := cmp.Diff(want, p.Counts); d != "" {
+		t.Errorf("counts (-want +got):\n%s", d)
+	}
+	wantRegions := []Region{{"10.200.0.0/26", "node1", "range"}, {"10.200.0.64/26", "node2", "range"}}
+	if d := cmp.Diff(wantRegions, p.Regions); d != "" {
+		t.Errorf("regions (-want +got):\n%s", d)
+	}
+}
+
+func TestCellSize(t *testing.T) {
+	for bits, want := range map[int]int{30: 1, 24: 1, 23: 1, 22: 1, 20: 4, 16: 64, 8: 16384} {
+		if got := cellSize(1 << (32 - bits)); got != want {
+			t.Errorf("/%d: cell of %d addresses, want %d", bits, got, want)
+		}
+		if got := (1 << (32 - bits)) / cellSize(1<<(32-bits)); got > MaxCells {
+			t.Errorf("/%d: %d cells, more than %d", bits, got, MaxCells)
+		}
+	}
+}
+
+func TestServicesHistoryAndSamples(t *testing.T) {
+	p := scale.DefaultPolicy()
+	p.Enabled = true
+	rec := func(min int, from, to int, refused bool, metric float64) scale.Record {
+		return scale.Record{Time: t0.Add(time.Duration(min) * time.Minute), Service: "hello", Direction: scale.Up,
+			Decision: scale.Decision{From: from, To: to, Refused: refused, Reason: scale.ReasonScaled},
+			Metrics:  []scale.MetricValue{{Name: "rps", Value: metric, Target: 100}, {Name: "broken", Error: "no data"}}}
+	}
+	var history []scale.Record
+	for i := 0; i < 12; i++ {
+		history = append(history, rec(-60+i, 1+i, 2+i, false, float64(100+i)))
+	}
+	history = append(history, rec(-5, 13, 13, true, 150))
+	in := Inputs{Now: t0,
+		Services:   []SwarmService{{ID: "s1", Name: "hello", Replicas: 13}, {ID: "s2", Name: "agent", Global: true}},
+		Tasks:      []SwarmTask{{ID: "g1", ServiceID: "s2", DesiredState: "running", State: "running"}, {ID: "g2", ServiceID: "s2", DesiredState: "running", State: "starting"}},
+		Autoscaled: []scale.ServiceInfo{{Service: "hello", Policy: p}},
+		History:    map[string][]scale.Record{"hello": history},
+		Samples:    map[string][]ReplicaSample{"hello": {{Time: t0.Add(-50 * time.Minute), Desired: 11, Running: 10}, {Time: t0.Add(-time.Minute), Desired: 13, Running: 13}}},
+	}
+	s := Build(in)
+	agent, hello := s.Services[0], s.Services[1]
+	if agent.Mode != "global" || agent.Desired != 2 || agent.Running != 1 || agent.Autoscaled {
+		t.Errorf("global service = %+v; want 2 desired, 1 running, not autoscaled", agent)
+	}
+	if !hello.Autoscaled || hello.Policy == nil || hello.Policy.Max != p.Max {
+		t.Errorf("hello is not shown autoscaled with its policy: %+v", hello)
+	}
+	if len(hello.Decisions) != MaxDecisions || !hello.Decisions[0].Refused || hello.Decisions[1].To != 13 {
+		t.Errorf("decisions: %d, first %+v; want %d, newest (the refusal) first", len(hello.Decisions), hello.Decisions[0], MaxDecisions)
+	}
+	if len(hello.Metrics) != 13 || hello.Metrics[0].Value != 100 || hello.Metrics[12].Value != 150 {
+		t.Errorf("metric points %+v: want the 13 readable values, oldest first", hello.Metrics)
+	}
+	// History points before the first sample (two per applied decision:
+	// the step), then the samples.
+	var got []ReplicaPoint
+	for _, pt := range hello.Replicas {
+		got = append(got, ReplicaPoint{Desired: pt.Desired, Running: pt.Running})
+	}
+	var want []ReplicaPoint
+	for i := 0; i < 10; i++ { // decisions at -60 … -51 minutes
+		want = append(want, ReplicaPoint{Desired: 1 + i, Running: -1}, ReplicaPoint{Desired: 2 + i, Running: -1})
+	}
+	want = append(want, ReplicaPoint{Desired: 11, Running: 10}, ReplicaPoint{Desired: 13, Running: 13})
+	if len(got) != len(want) {
+		t.Fatalf("%d replica points, want %d: %+v", len(got), len(want), hello.Replicas)
+	}
+	for i := range want {
+		if got[i].Desired != want[i].Desired || got[i].Running != want[i].Running {
+			t.Errorf("point %d = %+v, want %+v", i, got[i], want[i])
+		}
+	}
+}
+
+func TestReplicaCounts(t *testing.T) {
+	in := Inputs{Now: t0,
+		Services: []SwarmService{{ID: "s1", Name: "hello", Replicas: 3}, {ID: "s2", Name: "agent", Global: true}},
+		Tasks: []SwarmTask{
+			{ServiceID: "s1", DesiredState: "running", State: "running"}, {ServiceID: "s1", DesiredState: "running", State: "starting"},
+			{ServiceID: "s1", DesiredState: "shutdown", State: "running"}, {ServiceID: "s2", DesiredState: "running", State: "running"},
+		}}
+	want := map[string]ReplicaSample{"hello": {Time: t0, Desired: 3, Running: 1}, "agent": {Time: t0, Desired: 1, Running: 1}}
+	if d := cmp.Diff(want, ReplicaCounts(in)); d != "" {
+		t.Errorf("counts (-want +got):\n%s", d)
+	}
+}
+
+func TestBuildSynthetic(t *testing.T) {
+	s := Build(synthetic(10, 500, t0, nil))
+	if s.Summary.Nodes != 10 || s.Summary.Tasks != 500 || s.Summary.Running != 500 || s.Summary.Passing != 498 {
+		t.Errorf("summary %+v: want 10 nodes, 500 tasks running, 498 passing (one critical, one unregistered)", s.Summary)
+	}
+	if s.Summary.Mismatches != 2 || s.Summary.Duplicates != 1 || s.Summary.DoctorFailures != 1 {
+		t.Errorf("summary %+v: want 2 mismatches (unregistered, Consul-only), 1 duplicate, 1 doctor failure", s.Summary)
+	}
+	p := s.Networks[0].Pool
+	if p.Size != 4096 || p.Cell != 4 || p.Counts[StateSpare] != 1 || p.Counts[StateLeaked] != 1 || p.Counts[StateDuplicate] != 1 {
+		t.Errorf("pool size %d cell %d counts %v", p.Size, p.Cell, p.Counts)
+	}
+}

@@ -1,0 +1,361 @@
+package dashboard
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"crypto/sha256"
+	"embed"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+)
+
+//go:embed assets
+var assets embed.FS
+
+// contentSecurityPolicy lets the page run its own script and style only:
+// no inline script, nothing from elsewhere, no framing. Even a value that
+// escaped escaping could not run.
+const contentSecurityPolicy = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	"connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+
+// maxBody bounds the page's request bodies (a token, a direction).
+const maxBody = 4 << 10
+
+// Mount adds the dashboard's routes to mux:
+//
+//	GET  /ui/                      the page (GET /ui redirects)
+//	GET  /ui/app.js, /ui/app.css   its script and style
+//	GET  /ui/session               {auth, auth_reads, logged_in, csrf}
+//	POST /ui/login                 {"token": "…"}: sets the session cookie
+//	POST /ui/logout
+//	POST /ui/scale/{service}       {"direction": "up"|"down"} or {"replicas": N}
+//	GET  /v1/cluster               the snapshot (JSON)
+//	GET  /v1/cluster/events        server-sent events: snapshot, events, ping
+func (s *Server) Mount(mux *http.ServeMux) {
+	mux.HandleFunc("GET /ui", func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "/ui/", http.StatusMovedPermanently)
+	})
+	mux.HandleFunc("GET /ui/{$}", s.page)
+	for _, name := range []string{"app.js", "app.css"} {
+		mux.Handle("GET /ui/"+name, asset(name))
+	}
+	mux.HandleFunc("GET /ui/session", s.session)
+	mux.HandleFunc("POST /ui/login", s.login)
+	mux.HandleFunc("POST /ui/logout", s.logout)
+	mux.HandleFunc("POST /ui/scale/{service}", s.scale)
+	mux.HandleFunc("GET /v1/cluster", s.snapshot)
+	mux.HandleFunc("GET /v1/cluster/events", s.stream)
+}
+
+// Handler serves the dashboard's routes alone.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	s.Mount(mux)
+	return mux
+}
+
+func secure(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Security-Policy", contentSecurityPolicy)
+	h.Set("X-Content-Type-Options", "nosniff")
+	h.Set("X-Frame-Options", "DENY")
+	h.Set("Referrer-Policy", "no-referrer")
+}
+
+func writeJSON(w http.ResponseWriter, code int, v any) {
+	secure(w)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.WriteHeader(code)
+	json.NewEncoder(w).Encode(v)
+}
+
+type errorBody struct {
+	Error string `json:"error"`
+}
+
+func (s *Server) page(w http.ResponseWriter, r *http.Request) {
+	secure(w)
+	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.Header().Set("Cache-Control", "no-cache")
+	writeBody(w, r, s.index, s.indexGz)
+}
+
+// asset serves an embedded file with an ETag, so a reload costs a 304,
+// compressed for clients that accept gzip.
+func asset(name string) http.Handler {
+	body, err := assets.ReadFile("assets/" + name)
+	if err != nil {
+		panic(err) // embedded at build time: cannot happen
+	}
+	sum := sha256.Sum256(body)
+	etag := `"` + hex.EncodeToString(sum[:8]) + `"`
+	ctype := "text/css; charset=utf-8"
+	if name == "app.js" {
+		ctype = "text/javascript; charset=utf-8"
+	}
+	gz := gzipped(body)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		secure(w)
+		w.Header().Set("ETag", etag)
+		w.Header().Set("Cache-Control", "no-cache")
+		if r.Header.Get("If-None-Match") == etag {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
+		w.Header().Set("Content-Type", ctype)
+		writeBody(w, r, body, gz)
+	})
+}
+
+// acceptsGzip reports whether the client takes gzip-encoded answers (every
+// browser does).
+func acceptsGzip(r *http.Request) bool {
+	return strings.Contains(r.Header.Get("Accept-Encoding"), "gzip")
+}
+
+// gzipped compresses b.
+func gzipped(b []byte) []byte {
+	var buf bytes.Buffer
+	zw, _ := gzip.NewWriterLevel(&buf, gzip.DefaultCompression)
+	zw.Write(b)
+	zw.Close()
+	return buf.Bytes()
+}
+
+// writeBody writes body, or its gzipped form gz to a client that takes it.
+func writeBody(w http.ResponseWriter, r *http.Request, body, gz []byte) {
+	w.Header().Add("Vary", "Accept-Encoding")
+	if gz != nil && acceptsGzip(r) {
+		w.Header().Set("Content-Encoding", "gzip")
+		body = gz
+	}
+	w.Header().Set("Content-Length", strconv.Itoa(len(body)))
+	w.Write(body)
+}
+
+// sessionInfo answers GET /ui/session and POST /ui/login.
+type sessionInfo struct {
+	// Auth is true when scaling needs a token; AuthReads when reading does.
+	Auth      bool `json:"auth"`
+	AuthReads bool `json:"auth_reads"`
+	LoggedIn  bool `json:"logged_in"`
+	// CSRF goes in the X-Underlay-CSRF header of the page's POSTs; given
+	// once logged in, or when there is no authentication.
+	CSRF    string `json:"csrf,omitempty"`
+	Version string `json:"version"`
+}
+
+func (s *Server) sessionOf(tok string) sessionInfo {
+	in := sessionInfo{Auth: s.cfg.Tokens != nil, AuthReads: s.cfg.Tokens != nil && s.cfg.AuthReads, Version: s.cfg.Version}
+	switch {
+	case s.cfg.Tokens == nil:
+		in.CSRF = s.csrf("")
+	case tok != "" && s.cfg.Tokens.Valid(tok):
+		in.LoggedIn, in.CSRF = true, s.csrf(tok)
+	}
+	return in
+}
+
+func (s *Server) session(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, s.sessionOf(cookieToken(r)))
+}
+
+func (s *Server) login(w http.ResponseWriter, r *http.Request) {
+	if err := sameOrigin(r); err != nil {
+		writeJSON(w, http.StatusForbidden, errorBody{err.Error()})
+		return
+	}
+	if err := jsonBody(r); err != nil {
+		writeJSON(w, http.StatusUnsupportedMediaType, errorBody{err.Error()})
+		return
+	}
+	var body struct {
+		Token string `json:"token"`
+	}
+	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(&body); err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{"malformed JSON body: " + err.Error()})
+		return
+	}
+	if s.cfg.Tokens == nil {
+		writeJSON(w, http.StatusOK, s.sessionOf(""))
+		return
+	}
+	if body.Token == "" || !s.cfg.Tokens.Valid(body.Token) {
+		s.metrics.logins.WithLabelValues("refused").Inc()
+		s.log.Warn("dashboard login refused", "remote", r.RemoteAddr)
+		writeJSON(w, http.StatusUnauthorized, errorBody{"invalid token"})
+		return
+	}
+	s.metrics.logins.WithLabelValues("ok").Inc()
+	s.log.Info("dashboard login", "remote", r.RemoteAddr)
+	setSession(w, r, body.Token)
+	writeJSON(w, http.StatusOK, s.sessionOf(body.Token))
+}
+
+func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
+	if err := s.checkPost(r, cookieToken(r)); err != nil {
+		writeJSON(w, http.StatusForbidden, errorBody{err.Error()})
+		return
+	}
+	clearSession(w, r)
+	writeJSON(w, http.StatusOK, s.sessionOf(""))
+}
+
+// scale passes a scale button's request to the autoscaler's API with the
+// session's token.
+func (s *Server) scale(w http.ResponseWriter, r *http.Request) {
+	tok := cookieToken(r)
+	if s.cfg.Tokens != nil && !s.valid(tok) {
+		writeJSON(w, http.StatusUnauthorized, errorBody{"log in to scale services"})
+		return
+	}
+	if err := s.checkPost(r, tok); err != nil {
+		writeJSON(w, http.StatusForbidden, errorBody{err.Error()})
+		return
+	}
+	if s.cfg.ScaleAPI == nil {
+		writeJSON(w, http.StatusNotImplemented, errorBody{"no autoscaler behind this dashboard"})
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	if err != nil || !json.Valid(body) {
+		writeJSON(w, http.StatusBadRequest, errorBody{"malformed JSON body"})
+		return
+	}
+	service := r.PathValue("service")
+	req, err := http.NewRequestWithContext(r.Context(), http.MethodPost, "/v1/underlay/services/"+url.PathEscape(service)+"/scale", bytes.NewReader(body))
+	if err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{fmt.Sprintf("service %q: %v", service, err)})
+		return
+	}
+	req.RemoteAddr, req.Host = r.RemoteAddr, r.Host
+	req.Header.Set("Content-Type", "application/json")
+	if tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	rec := &statusWriter{ResponseWriter: w, code: http.StatusOK}
+	secure(w)
+	s.cfg.ScaleAPI.ServeHTTP(rec, req)
+	s.metrics.scales.WithLabelValues(strconv.Itoa(rec.code)).Inc()
+	s.log.Info("scale request from the dashboard", "service", service, "remote", r.RemoteAddr, "status", rec.code)
+	signal(s.kick) // show the change as soon as Docker has it
+}
+
+// statusWriter records the status written through it.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	w.code = code
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (s *Server) snapshot(w http.ResponseWriter, r *http.Request) {
+	if !s.mayRead(r) {
+		s.unauthorized(w)
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), s.cfg.SourceTimeout)
+	s.fresh(ctx)
+	cancel()
+	b, gz := s.snapshotBodies()
+	if b == nil {
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{"no snapshot yet: the sources are being read"})
+		return
+	}
+	secure(w)
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	writeBody(w, r, b, gz)
+}
+
+func (s *Server) unauthorized(w http.ResponseWriter) {
+	w.Header().Set("WWW-Authenticate", `Bearer realm="underlay"`)
+	writeJSON(w, http.StatusUnauthorized, errorBody{"log in (POST /ui/login) or send a bearer token to read the cluster"})
+}
+
+// ping is the stream's keep-alive: the page counts the stream live while
+// pings arrive, and fetches the snapshot if its version is behind.
+type ping struct {
+	Time     time.Time `json:"time"`
+	Version  uint64    `json:"version"`
+	Instance string    `json:"instance"`
+}
+
+// stream serves the events: the current snapshot and the event backlog,
+// then every new snapshot and events, and a ping every KeepAlive.
+func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
+	if !s.mayRead(r) {
+		s.unauthorized(w)
+		return
+	}
+	fl, ok := w.(http.Flusher)
+	if !ok {
+		writeJSON(w, http.StatusInternalServerError, errorBody{"streaming unsupported"})
+		return
+	}
+	// The stream lives as long as the page: it lifts the server's write
+	// timeout, which bounds every other answer.
+	if err := http.NewResponseController(w).SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return
+	}
+	sub, first := s.subscribe()
+	defer s.unsubscribe(sub)
+	secure(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
+	h.Add("Vary", "Accept-Encoding")
+	// Snapshots are JSON repeated with small changes: gzip, flushed after
+	// every event, sends a tenth of the bytes.
+	out := io.Writer(w)
+	flush := fl.Flush
+	if acceptsGzip(r) {
+		h.Set("Content-Encoding", "gzip")
+		zw, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
+		defer zw.Close()
+		out = zw
+		flush = func() { zw.Flush(); fl.Flush() }
+	}
+	w.WriteHeader(http.StatusOK)
+	fmt.Fprint(out, "retry: 2000\n\n")
+	for _, f := range first {
+		out.Write(f)
+	}
+	flush()
+	tick := time.NewTicker(s.cfg.KeepAlive)
+	defer tick.Stop()
+	for {
+		select {
+		case <-r.Context().Done():
+			return
+		case <-tick.C:
+			b, _ := json.Marshal(ping{Time: s.cfg.Now().UTC(), Version: s.currentVersion(), Instance: s.instance})
+			if _, err := out.Write(sseFrame("ping", "", b)); err != nil {
+				return
+			}
+			flush()
+		case f, ok := <-sub.c:
+			if !ok {
+				return // fell behind: the page reconnects
+			}
+			if _, err := out.Write(f); err != nil {
+				return
+			}
+			flush()
+		}
+	}
+}

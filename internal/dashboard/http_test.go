@@ -1,0 +1,555 @@
+package dashboard
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// tokenSet is a set of tokens that may be revoked while the server runs.
+type tokenSet struct {
+	mu sync.Mutex
+	ok map[string]bool
+}
+
+func tokens(ts ...string) *tokenSet {
+	t := &tokenSet{ok: map[string]bool{}}
+	for _, tok := range ts {
+		t.ok[tok] = true
+	}
+	return t
+}
+
+func (t *tokenSet) Valid(tok string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.ok[tok]
+}
+
+func (t *tokenSet) revoke(tok string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.ok, tok)
+}
+
+// scaleAPI records the requests the dashboard passes on.
+type scaleAPI struct {
+	mu   sync.Mutex
+	reqs []*http.Request
+	body []string
+}
+
+func (a *scaleAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	a.mu.Lock()
+	a.reqs = append(a.reqs, r)
+	a.body = append(a.body, string(b))
+	a.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"service":"hello","from":3,"to":4,"reason":"scaled","why":"scaled up from 3 to 4 replicas"}`)
+}
+
+func (a *scaleAPI) last() (*http.Request, string, int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if len(a.reqs) == 0 {
+		return nil, "", 0
+	}
+	return a.reqs[len(a.reqs)-1], a.body[len(a.body)-1], len(a.reqs)
+}
+
+type testServer struct {
+	*Server
+	src  *fakeSources
+	api  *scaleAPI
+	http *httptest.Server
+	// down makes every request fail with 503, as a control instance that
+	// is restarting.
+	down atomic.Bool
+}
+
+func startServer(t testing.TB, cfg Config, in Inputs) *testServer {
+	t.Helper()
+	src := newFakeSources(in)
+	api := &scaleAPI{}
+	cfg.Sources = src.sources()
+	cfg.ScaleAPI = api
+	if cfg.Now == nil {
+		cfg.Now = func() time.Time { return in.Now }
+	}
+	if cfg.KeepAlive == 0 {
+		cfg.KeepAlive = 50 * time.Millisecond
+	}
+	cfg.Debounce = time.Millisecond
+	s, err := New(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { s.Run(ctx); close(done) }()
+	ts := &testServer{Server: s, src: src, api: api}
+	h := s.Handler()
+	hs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if ts.down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, r)
+	}))
+	ts.http = hs
+	t.Cleanup(func() { hs.Close(); cancel(); <-done })
+	waitFor(t, func() bool { return s.Snapshot() != nil }, "first snapshot")
+	return ts
+}
+
+func waitFor(t testing.TB, cond func() bool, what string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// client is a browser-like client of ts: a cookie jar, and the Origin
+// header a browser sets on POSTs.
+func (ts *testServer) client(t *testing.T) *http.Client {
+	jar, err := cookiejar.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &http.Client{Jar: jar}
+}
+
+func (ts *testServer) post(t *testing.T, c *http.Client, path, body string, hdr map[string]string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodPost, ts.http.URL+path, strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Origin", ts.http.URL)
+	for k, v := range hdr {
+		if v == "" {
+			req.Header.Del(k)
+		} else {
+			req.Header.Set(k, v)
+		}
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func (ts *testServer) get(t *testing.T, c *http.Client, path string, hdr map[string]string) (*http.Response, string) {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, ts.http.URL+path, nil)
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp, string(b)
+}
+
+func sessionOf(t *testing.T, body string) sessionInfo {
+	t.Helper()
+	var s sessionInfo
+	if err := json.Unmarshal([]byte(body), &s); err != nil {
+		t.Fatalf("session %q: %v", body, err)
+	}
+	return s
+}
+
+func TestLoginAndScale(t *testing.T) {
+	ts := startServer(t, Config{Tokens: tokens("s3cret token")}, cardsInput())
+	c := ts.client(t)
+
+	// Reads are open without --auth-reads; scaling is not.
+	if resp, _ := ts.get(t, c, "/v1/cluster", nil); resp.StatusCode != 200 {
+		t.Fatalf("GET /v1/cluster: %d, want 200 (reads open)", resp.StatusCode)
+	}
+	_, body := ts.get(t, c, "/ui/session", nil)
+	if s := sessionOf(t, body); !s.Auth || s.LoggedIn || s.CSRF != "" {
+		t.Fatalf("session before login = %+v; want auth, not logged in, no CSRF token", s)
+	}
+	if resp, _ := ts.post(t, c, "/ui/scale/hello", `{"direction":"up"}`, nil); resp.StatusCode != 401 {
+		t.Errorf("scale without a session: %d, want 401", resp.StatusCode)
+	}
+	if resp, _ := ts.post(t, c, "/ui/login", `{"token":"wrong"}`, nil); resp.StatusCode != 401 {
+		t.Errorf("login with a wrong token: %d, want 401", resp.StatusCode)
+	}
+	if resp, _ := ts.post(t, c, "/ui/login", `token=s3cret+token`, map[string]string{"Content-Type": "application/x-www-form-urlencoded"}); resp.StatusCode != 415 {
+		t.Errorf("login from a form: %d, want 415", resp.StatusCode)
+	}
+	if resp, _ := ts.post(t, c, "/ui/login", `{"token":"s3cret token"}`, map[string]string{"Origin": "http://evil.example"}); resp.StatusCode != 403 {
+		t.Errorf("login from another origin: %d, want 403", resp.StatusCode)
+	}
+
+	resp, body := ts.post(t, c, "/ui/login", `{"token":"s3cret token"}`, nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("login: %d %s", resp.StatusCode, body)
+	}
+	set := resp.Header.Get("Set-Cookie")
+	for _, want := range []string{SessionCookie + "=", "HttpOnly", "SameSite=Strict", "Path=/", "Max-Age="} {
+		if !strings.Contains(set, want) {
+			t.Errorf("Set-Cookie %q lacks %s", set, want)
+		}
+	}
+	if strings.Contains(set, "s3cret") {
+		t.Errorf("Set-Cookie %q carries the token in clear", set)
+	}
+	sess := sessionOf(t, body)
+	if !sess.LoggedIn || sess.CSRF == "" {
+		t.Fatalf("login answered %+v; want logged in with a CSRF token", sess)
+	}
+	if _, body := ts.get(t, c, "/ui/session", nil); sessionOf(t, body).CSRF != sess.CSRF {
+		t.Errorf("session's CSRF token differs from login's")
+	}
+
+	// The session alone is not enough: CSRF token, JSON and same origin too.
+	for name, hdr := range map[string]map[string]string{
+		"no CSRF token":    {},
+		"wrong CSRF token": {CSRFHeader: "x" + sess.CSRF},
+		"another origin":   {CSRFHeader: sess.CSRF, "Origin": "http://evil.example"},
+		"cross-site fetch": {CSRFHeader: sess.CSRF, "Sec-Fetch-Site": "cross-site"},
+		"a form post":      {CSRFHeader: sess.CSRF, "Content-Type": "text/plain"},
+	} {
+		if resp, _ := ts.post(t, c, "/ui/scale/hello", `{"direction":"up"}`, hdr); resp.StatusCode != 403 {
+			t.Errorf("scale with %s: %d, want 403", name, resp.StatusCode)
+		}
+	}
+	if _, _, n := ts.api.last(); n != 0 {
+		t.Fatalf("%d refused requests reached the scale API", n)
+	}
+
+	resp, body = ts.post(t, c, "/ui/scale/hello", `{"direction":"up"}`, map[string]string{CSRFHeader: sess.CSRF})
+	if resp.StatusCode != 200 || !strings.Contains(body, `"to":4`) {
+		t.Fatalf("scale: %d %s", resp.StatusCode, body)
+	}
+	req, fwd, _ := ts.api.last()
+	if req.URL.Path != "/v1/underlay/services/hello/scale" || req.Header.Get("Authorization") != "Bearer s3cret token" || fwd != `{"direction":"up"}` {
+		t.Errorf("scale API got %s %q with %q; want /v1/underlay/services/hello/scale, the session's bearer token, the body", req.URL.Path, fwd, req.Header.Get("Authorization"))
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); !strings.Contains(csp, "script-src 'self'") {
+		t.Errorf("scale answer lacks the CSP: %q", csp)
+	}
+
+	// A token revoked since the login ends the session.
+	ts.cfg.Tokens.(*tokenSet).revoke("s3cret token")
+	if resp, _ := ts.post(t, c, "/ui/scale/hello", `{"direction":"up"}`, map[string]string{CSRFHeader: sess.CSRF}); resp.StatusCode != 401 {
+		t.Errorf("scale with a revoked token: %d, want 401", resp.StatusCode)
+	}
+}
+
+func TestLogout(t *testing.T) {
+	ts := startServer(t, Config{Tokens: tokens("tok")}, cardsInput())
+	c := ts.client(t)
+	_, body := ts.post(t, c, "/ui/login", `{"token":"tok"}`, nil)
+	csrf := sessionOf(t, body).CSRF
+	if resp, _ := ts.post(t, c, "/ui/logout", `{}`, nil); resp.StatusCode != 403 {
+		t.Errorf("logout without CSRF token: %d, want 403", resp.StatusCode)
+	}
+	resp, _ := ts.post(t, c, "/ui/logout", `{}`, map[string]string{CSRFHeader: csrf})
+	if resp.StatusCode != 200 || !strings.Contains(resp.Header.Get("Set-Cookie"), "Max-Age=0") {
+		t.Errorf("logout: %d, Set-Cookie %q; want 200 and the cookie expired", resp.StatusCode, resp.Header.Get("Set-Cookie"))
+	}
+	if _, body := ts.get(t, c, "/ui/session", nil); sessionOf(t, body).LoggedIn {
+		t.Error("still logged in after logout")
+	}
+}
+
+func TestAuthReads(t *testing.T) {
+	ts := startServer(t, Config{Tokens: tokens("tok"), AuthReads: true}, cardsInput())
+	c := ts.client(t)
+	for _, path := range []string{"/v1/cluster", "/v1/cluster/events"} {
+		if resp, _ := ts.get(t, c, path, nil); resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") == "" {
+			t.Errorf("GET %s without a token: %d, want 401 with WWW-Authenticate", path, resp.StatusCode)
+		}
+	}
+	if resp, _ := ts.get(t, c, "/v1/cluster", map[string]string{"Authorization": "Bearer tok"}); resp.StatusCode != 200 {
+		t.Errorf("GET /v1/cluster with a bearer token: %d, want 200", resp.StatusCode)
+	}
+	// The page itself holds no data: it is served, and asks for the token.
+	resp, body := ts.get(t, c, "/ui/", nil)
+	if resp.StatusCode != 200 || !strings.Contains(body, `data-auth-reads="true"`) {
+		t.Errorf("GET /ui/: %d; want 200, the page telling its script that reads need a token", resp.StatusCode)
+	}
+	ts.post(t, c, "/ui/login", `{"token":"tok"}`, nil)
+	if resp, _ := ts.get(t, c, "/v1/cluster", nil); resp.StatusCode != 200 {
+		t.Errorf("GET /v1/cluster with the session cookie: %d, want 200", resp.StatusCode)
+	}
+}
+
+func TestNoAuth(t *testing.T) {
+	ts := startServer(t, Config{}, cardsInput())
+	c := ts.client(t)
+	_, body := ts.get(t, c, "/ui/session", nil)
+	sess := sessionOf(t, body)
+	if sess.Auth || sess.CSRF == "" {
+		t.Fatalf("session without authentication = %+v; want no auth and a CSRF token", sess)
+	}
+	if resp, _ := ts.post(t, c, "/ui/scale/hello", `{"replicas":5}`, nil); resp.StatusCode != 403 {
+		t.Errorf("scale without CSRF token, no auth: %d, want 403 (other sites still may not)", resp.StatusCode)
+	}
+	resp, _ := ts.post(t, c, "/ui/scale/hello", `{"replicas":5}`, map[string]string{CSRFHeader: sess.CSRF})
+	req, fwd, _ := ts.api.last()
+	if resp.StatusCode != 200 || req == nil || req.Header.Get("Authorization") != "" || fwd != `{"replicas":5}` {
+		t.Errorf("scale without auth: %d; want 200, passed on with no token", resp.StatusCode)
+	}
+}
+
+func TestPageEscapesAndHeaders(t *testing.T) {
+	ts := startServer(t, Config{Version: `<script>alert(1)</script>`}, cardsInput())
+	c := ts.client(t)
+	resp, body := ts.get(t, c, "/ui/", nil)
+	if strings.Contains(body, "<script>alert") || !strings.Contains(body, "&lt;script&gt;alert(1)&lt;/script&gt;") {
+		t.Errorf("the version is not escaped in the page:\n%s", body)
+	}
+	h := resp.Header
+	for k, want := range map[string]string{"Content-Security-Policy": "default-src 'none'", "X-Content-Type-Options": "nosniff", "X-Frame-Options": "DENY"} {
+		if !strings.Contains(h.Get(k), want) {
+			t.Errorf("%s: %q, want %q", k, h.Get(k), want)
+		}
+	}
+	resp, js := ts.get(t, c, "/ui/app.js", nil)
+	if resp.StatusCode != 200 || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/javascript") || len(js) < 1000 {
+		t.Errorf("GET /ui/app.js: %d %s, %d bytes", resp.StatusCode, resp.Header.Get("Content-Type"), len(js))
+	}
+	if resp, _ := ts.get(t, c, "/ui/app.js", map[string]string{"If-None-Match": resp.Header.Get("ETag")}); resp.StatusCode != 304 {
+		t.Errorf("GET /ui/app.js again with its ETag: %d, want 304", resp.StatusCode)
+	}
+	if resp, _ := ts.get(t, c, "/ui", nil); resp.Request.URL.Path != "/ui/" {
+		t.Errorf("GET /ui ended at %s, want /ui/", resp.Request.URL.Path)
+	}
+}
+
+// readEvent reads one server-sent event: its name and data.
+func readEvent(t *testing.T, r *bufio.Reader) (string, string) {
+	t.Helper()
+	var name, data string
+	for {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("read event stream: %v", err)
+		}
+		line = strings.TrimRight(line, "\n")
+		switch {
+		case line == "" && name != "":
+			return name, data
+		case strings.HasPrefix(line, "event: "):
+			name = strings.TrimPrefix(line, "event: ")
+		case strings.HasPrefix(line, "data: "):
+			data = strings.TrimPrefix(line, "data: ")
+		}
+	}
+}
+
+func TestSnapshotAndStream(t *testing.T) {
+	in := cardsInput()
+	ts := startServer(t, Config{}, in)
+	c := ts.client(t)
+	resp0, body := ts.get(t, c, "/v1/cluster", nil)
+	if !resp0.Uncompressed {
+		t.Error("GET /v1/cluster was not gzipped for a client that takes gzip")
+	}
+	var snap Snapshot
+	if err := json.Unmarshal([]byte(body), &snap); err != nil {
+		t.Fatal(err)
+	}
+	if snap.Version == 0 || len(snap.Nodes) != 2 || snap.Summary.Running != 4 {
+		t.Fatalf("snapshot version %d, %d nodes, %d running", snap.Version, len(snap.Nodes), snap.Summary.Running)
+	}
+
+	req, _ := http.NewRequest(http.MethodGet, ts.http.URL+"/v1/cluster/events", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); ct != "text/event-stream" || !resp.Uncompressed {
+		t.Fatalf("events Content-Type %q, gzipped %v; want text/event-stream, gzipped", ct, resp.Uncompressed)
+	}
+	r := bufio.NewReader(resp.Body)
+	name, data := readEvent(t, r)
+	if name != "snapshot" || !strings.Contains(data, `"version":`+itoa(snap.Version)) {
+		t.Fatalf("first event %s %.80s; want the current snapshot", name, data)
+	}
+	name, data = readEvent(t, r)
+	if name != "ping" || !strings.Contains(data, `"version":`+itoa(snap.Version)) {
+		t.Fatalf("then %s %.80s; want a ping naming the version", name, data)
+	}
+
+	// A change: a new task. The stream carries the new snapshot and the event.
+	in.Tasks = append(in.Tasks, SwarmTask{ID: "new", ServiceID: "s1", NodeID: "n1", Slot: 7, DesiredState: "running", State: "running", Since: in.Now})
+	ts.src.set(in)
+	var got Snapshot
+	for got.Version <= snap.Version {
+		name, data = readEvent(t, r)
+		if name == "snapshot" {
+			json.Unmarshal([]byte(data), &got)
+		}
+	}
+	if got.Summary.Running != 5 {
+		t.Errorf("new snapshot has %d running, want 5", got.Summary.Running)
+	}
+	for name != "events" {
+		name, data = readEvent(t, r)
+	}
+	var evs []Event
+	json.Unmarshal([]byte(data), &evs)
+	if len(evs) != 1 || evs[0].Kind != EventTask || evs[0].Seq == 0 || !strings.Contains(evs[0].Message, "hello.7 running on node1") {
+		t.Errorf("events %+v; want hello.7 started", evs)
+	}
+	// Nothing changed: no new snapshot, however many refreshes.
+	before, refreshes := ts.currentVersion(), ts.refreshes.Load()
+	for ts.refreshes.Load() < refreshes+2 {
+		signal(ts.kick)
+		time.Sleep(time.Millisecond)
+	}
+	if v := ts.currentVersion(); v != before {
+		t.Errorf("version moved from %d to %d with nothing changed", before, v)
+	}
+}
+
+func itoa(v uint64) string { return strconv.FormatUint(v, 10) }
+
+func TestSourceFailureKeepsLastAnswer(t *testing.T) {
+	ts := startServer(t, Config{}, cardsInput())
+	ts.src.fail("docker", errors.New("Cannot connect to the Docker daemon"))
+	signal(ts.kick)
+	var snap Snapshot
+	waitFor(t, func() bool {
+		json.Unmarshal(ts.Snapshot(), &snap)
+		return len(snap.Sources) == 1
+	}, "the docker failure in the snapshot")
+	if snap.Sources[0].Source != "docker" || !strings.Contains(snap.Sources[0].Error, "Cannot connect") {
+		t.Errorf("sources = %+v", snap.Sources)
+	}
+	if len(snap.Nodes) != 2 || snap.Summary.Running != 4 {
+		t.Errorf("with docker failing, %d nodes and %d running; want the last answer kept (2, 4)", len(snap.Nodes), snap.Summary.Running)
+	}
+	evs := ts.Events()
+	if len(evs) == 0 || evs[len(evs)-1].Kind != EventSource {
+		t.Errorf("events %+v; want the source lost", evs)
+	}
+}
+
+func TestSamplesFollowReplicas(t *testing.T) {
+	in := cardsInput()
+	ts := startServer(t, Config{}, in)
+	in.Services[0].Replicas = 4
+	in.Now = in.Now.Add(time.Second)
+	ts.src.set(in)
+	var snap Snapshot
+	waitFor(t, func() bool {
+		signal(ts.kick) // no page follows: sources' signals wait for the idle period
+		json.Unmarshal(ts.Snapshot(), &snap)
+		return snap.Services[0].Desired == 4
+	}, "the new replica count")
+	pts := snap.Services[0].Replicas
+	if len(pts) != 2 || pts[0].Desired != 3 || pts[1].Desired != 4 || pts[1].Running != 3 {
+		t.Errorf("replica points %+v; want 3 then 4 desired, 3 running", pts)
+	}
+}
+
+// TestIdleDashboard: with no page following, the sources' signals wait for
+// the idle period; a read of an old snapshot rebuilds it first, and a page
+// that connects gets a fresh one at once.
+func TestIdleDashboard(t *testing.T) {
+	clock := struct {
+		sync.Mutex
+		now time.Time
+	}{now: t0}
+	now := func() time.Time { clock.Lock(); defer clock.Unlock(); return clock.now }
+	in := cardsInput()
+	ts := startServer(t, Config{Refresh: time.Minute, IdleRefresh: time.Hour, Now: now}, in)
+	c := ts.client(t)
+	in.Services[0].Replicas = 7
+	ts.src.set(in)
+
+	// A snapshot younger than Refresh is served as it is…
+	_, body := ts.get(t, c, "/v1/cluster", nil)
+	var snap Snapshot
+	json.Unmarshal([]byte(body), &snap)
+	if snap.Services[0].Desired != 3 {
+		t.Fatalf("desired %d: a fresh snapshot was rebuilt on a read", snap.Services[0].Desired)
+	}
+	// …an older one is rebuilt before it is served.
+	clock.Lock()
+	clock.now = clock.now.Add(2 * time.Minute)
+	clock.Unlock()
+	_, body = ts.get(t, c, "/v1/cluster", nil)
+	json.Unmarshal([]byte(body), &snap)
+	if snap.Services[0].Desired != 7 {
+		t.Errorf("desired %d after reading a stale snapshot, want the sources' 7", snap.Services[0].Desired)
+	}
+
+	// A page connecting after a quiet time gets what changed at once.
+	in.Services[0].Replicas = 9
+	ts.src.set(in)
+	req, _ := http.NewRequest(http.MethodGet, ts.http.URL+"/v1/cluster/events", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	for {
+		name, data := readEvent(t, r)
+		if name == "snapshot" {
+			json.Unmarshal([]byte(data), &snap)
+			if snap.Services[0].Desired == 9 {
+				break
+			}
+		}
+	}
+}
+
+// TestStreamOutlivesWriteTimeout: the server control runs bounds every
+// answer's writing; the event stream lifts that bound for itself.
+func TestStreamOutlivesWriteTimeout(t *testing.T) {
+	ts := startServer(t, Config{KeepAlive: 20 * time.Millisecond}, cardsInput())
+	hs := httptest.NewUnstartedServer(ts.Handler())
+	hs.Config.WriteTimeout = 100 * time.Millisecond
+	hs.Start()
+	defer hs.Close()
+	resp, err := http.Get(hs.URL + "/v1/cluster/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	r := bufio.NewReader(resp.Body)
+	start := time.Now()
+	pings := 0
+	for time.Since(start) < 500*time.Millisecond {
+		if name, _ := readEvent(t, r); name == "ping" {
+			pings++
+		}
+	}
+	if pings < 10 {
+		t.Errorf("%d pings in 500ms past a 100ms write timeout, want the stream to go on", pings)
+	}
+}

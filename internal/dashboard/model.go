@@ -1,0 +1,285 @@
+package dashboard
+
+import (
+	"time"
+
+	"github.com/underlay/underlay/internal/scale"
+)
+
+// Snapshot is the cluster as GET /v1/cluster returns it; README.md
+// documents every field.
+type Snapshot struct {
+	// Version increases whenever the content changes (not with time alone).
+	Version uint64 `json:"version"`
+	// Instance names the control process that made the snapshot: versions
+	// count anew when it changes (a restart).
+	Instance    string      `json:"instance"`
+	GeneratedAt time.Time   `json:"generated_at"`
+	Control     ControlInfo `json:"control"`
+	// Sources lists the sources that could not be read; the rest of the
+	// snapshot then shows what they returned last.
+	Sources  []SourceError `json:"sources"`
+	Summary  Summary       `json:"summary"`
+	Nodes    []Node        `json:"nodes"`
+	Services []Service     `json:"services"`
+	Networks []Network     `json:"networks"`
+	// Unplaced are tasks no node runs (pending, or on a node the swarm no
+	// longer lists).
+	Unplaced []Task `json:"unplaced"`
+}
+
+// SourceError is a source that could not be read.
+type SourceError struct {
+	Source string `json:"source"`
+	Error  string `json:"error"`
+}
+
+// Summary counts what needs attention.
+type Summary struct {
+	Nodes    int `json:"nodes"`
+	Services int `json:"services"`
+	Tasks    int `json:"tasks"`
+	Running  int `json:"running"`
+	// Passing counts running tasks whose Consul checks all pass.
+	Passing int `json:"passing"`
+	// Mismatches counts cards where Swarm and Consul disagree.
+	Mismatches int `json:"mismatches"`
+	// Duplicates counts addresses held more than once.
+	Duplicates int `json:"duplicates"`
+	// DoctorFailures counts failed doctor checks over every node.
+	DoctorFailures int `json:"doctor_failures"`
+}
+
+// Node is one swarm node, a column of the page.
+type Node struct {
+	ID            string `json:"id"`
+	Name          string `json:"name"`
+	Role          string `json:"role"`
+	Leader        bool   `json:"leader"`
+	State         string `json:"state"`
+	Availability  string `json:"availability"`
+	Addr          string `json:"addr,omitempty"`
+	DockerVersion string `json:"docker_version"`
+	Message       string `json:"message,omitempty"`
+	Agent         Agent  `json:"agent"`
+	// Doctor is nil when the node's agent published no report.
+	Doctor *Doctor `json:"doctor"`
+	Tasks  []Task  `json:"tasks"`
+}
+
+// Agent states.
+const (
+	AgentUp     = "up"
+	AgentStale  = "stale"
+	AgentAbsent = "absent"
+)
+
+// Agent is the health of a node's underlay agent, from its reports.
+type Agent struct {
+	// State is up (reported lately), stale (it stopped reporting) or
+	// absent (it never reported).
+	State    string    `json:"state"`
+	LastSeen time.Time `json:"last_seen,omitzero"`
+	Version  string    `json:"version,omitempty"`
+}
+
+// Doctor is a node's doctor report, summed up.
+type Doctor struct {
+	At   time.Time `json:"at"`
+	OK   int       `json:"ok"`
+	Warn int       `json:"warn"`
+	Fail int       `json:"fail"`
+	// Problems are the failed checks, then the warnings, with their fixes.
+	Problems []DoctorResult `json:"problems"`
+}
+
+// Health values of a task, from Consul's checks.
+const (
+	HealthPassing       = "passing"
+	HealthWarning       = "warning"
+	HealthCritical      = "critical"
+	HealthNotRegistered = "not registered"
+)
+
+// Kinds of cards.
+const (
+	// KindTask is a swarm task.
+	KindTask = "task"
+	// KindConsulOnly is an instance Consul lists for a task Swarm does
+	// not run.
+	KindConsulOnly = "consul-only"
+	// KindContainer is a plain container (no swarm task) the agent
+	// registered.
+	KindContainer = "container"
+)
+
+// Task is one card: a swarm task with its addresses and Consul health.
+type Task struct {
+	Kind      string `json:"kind"`
+	ID        string `json:"id"`
+	Service   string `json:"service"`
+	ServiceID string `json:"service_id,omitempty"`
+	Slot      int    `json:"slot,omitempty"`
+	Node      string `json:"node"`
+	Image     string `json:"image,omitempty"`
+	// State is Swarm's (running, failed, …); for a Consul-only card, the
+	// task's last state known, or "unknown".
+	State        string    `json:"state"`
+	DesiredState string    `json:"desired_state,omitempty"`
+	Message      string    `json:"message,omitempty"`
+	Since        time.Time `json:"since,omitzero"`
+	Container    string    `json:"container,omitempty"`
+	ContainerID  string    `json:"container_id,omitempty"`
+	Addresses    []Address `json:"addresses"`
+	// Health is passing, warning, critical or "not registered".
+	Health   string  `json:"health"`
+	ConsulID string  `json:"consul_id,omitempty"`
+	Checks   []Check `json:"checks"`
+	// Mismatch is true when Swarm and Consul disagree about the task;
+	// Duplicate when one of its addresses is held elsewhere too.
+	Mismatch  bool `json:"mismatch"`
+	Duplicate bool `json:"duplicate"`
+	// Problems say what is wrong, one sentence each.
+	Problems []string `json:"problems"`
+}
+
+// Address is one of a task's addresses.
+type Address struct {
+	Network string `json:"network"`
+	IP      string `json:"ip"`
+	MAC     string `json:"mac,omitempty"`
+}
+
+// Service is one swarm service.
+type Service struct {
+	ID    string `json:"id"`
+	Name  string `json:"name"`
+	Mode  string `json:"mode"`
+	Image string `json:"image,omitempty"`
+	// Desired is the replica count asked for (replicated services); for a
+	// global service, the number of tasks meant to run.
+	Desired int `json:"desired"`
+	Running int `json:"running"`
+	// Passing counts running tasks whose Consul checks all pass.
+	Passing    int      `json:"passing"`
+	Networks   []string `json:"networks"`
+	Autoscaled bool     `json:"autoscaled"`
+	// Policy is the scaling policy of an autoscaled service.
+	Policy      *scale.Policy `json:"policy,omitempty"`
+	PolicyError string        `json:"policy_error,omitempty"`
+	// Replicas is the replica count over time: the server's samples and
+	// the applied decisions of the history, oldest first.
+	Replicas []ReplicaPoint `json:"replicas"`
+	// Metrics are the metric values the decisions were made on.
+	Metrics []MetricPoint `json:"metrics"`
+	// Decisions are the latest decisions, newest first.
+	Decisions []scale.Record `json:"decisions"`
+}
+
+// ReplicaPoint is a service's replicas at one moment; Running is -1 when
+// unknown (a point from the history, before this server's samples).
+type ReplicaPoint struct {
+	Time    time.Time `json:"time"`
+	Desired int       `json:"desired"`
+	Running int       `json:"running"`
+}
+
+// MetricPoint is one metric value a decision was made on.
+type MetricPoint struct {
+	Time   time.Time `json:"time"`
+	Name   string    `json:"name"`
+	Value  float64   `json:"value"`
+	Target float64   `json:"target"`
+}
+
+// Network is one underlay network.
+type Network struct {
+	Name       string            `json:"name"`
+	Subnet     string            `json:"subnet"`
+	Gateway    string            `json:"gateway"`
+	Parent     string            `json:"parent"`
+	IPAM       string            `json:"ipam"`
+	IPRange    string            `json:"ip_range,omitempty"`
+	Aux        map[string]string `json:"aux,omitempty"`
+	IPv6Subnet string            `json:"ipv6_subnet,omitempty"`
+	Deleting   bool              `json:"deleting,omitempty"`
+	// Nodes are the nodes' reports on the network.
+	Nodes []NetworkNode `json:"nodes"`
+	Pool  Pool          `json:"pool"`
+}
+
+// NetworkNode is a node's report on a network.
+type NetworkNode struct {
+	Node  string `json:"node"`
+	State string `json:"state"`
+	Range string `json:"range,omitempty"`
+	Shim  string `json:"shim,omitempty"`
+	Error string `json:"error,omitempty"`
+}
+
+// Address states of the subnet map.
+const (
+	StateFree      = "free"
+	StateTask      = "task"
+	StateSpare     = "spare"
+	StateReserved  = "reserved"
+	StateLeaked    = "leaked"
+	StateDuplicate = "duplicate"
+	// StateOutside is an address of the subnet outside the IP range, never
+	// handed out.
+	StateOutside = "outside"
+)
+
+// Pool is a network's IPv4 subnet, address by address.
+type Pool struct {
+	// First is the subnet's first address; Size its number of addresses.
+	First string `json:"first"`
+	Size  int    `json:"size"`
+	// Range is the part addresses are handed out from (the IP range, or
+	// the subnet).
+	Range string `json:"range"`
+	// Cell is how many addresses one cell of the map stands for: 1 up to a
+	// /24, more for larger subnets so that the map has at most MaxCells.
+	Cell int `json:"cell"`
+	// Counts are the addresses in each state; they add up to Size.
+	Counts map[string]int `json:"counts"`
+	// Addresses are every address not free, in address order.
+	Addresses []PoolAddress `json:"addresses"`
+	// Regions are the per-node ranges or cluster IPAM blocks, with their
+	// node.
+	Regions []Region `json:"regions"`
+}
+
+// PoolAddress is one address of a pool that is not free.
+type PoolAddress struct {
+	IP    string `json:"ip"`
+	State string `json:"state"`
+	// Holder names what holds it, for the map's hover.
+	Holder string `json:"holder"`
+	Node   string `json:"node,omitempty"`
+	// Task is the swarm task holding it, when one does.
+	Task  string    `json:"task,omitempty"`
+	MAC   string    `json:"mac,omitempty"`
+	Since time.Time `json:"since,omitzero"`
+}
+
+// Region is a per-node range or a cluster IPAM block.
+type Region struct {
+	Prefix string `json:"prefix"`
+	Node   string `json:"node"`
+	// Kind is "range" (per-node IPAM) or "block" (cluster IPAM).
+	Kind string `json:"kind"`
+}
+
+// Event is one line of the page's events list.
+type Event struct {
+	Seq  uint64    `json:"seq"`
+	Time time.Time `json:"time"`
+	// Kind is task, registration, health, allocation, scale, doctor, node
+	// or source.
+	Kind    string `json:"kind"`
+	Node    string `json:"node,omitempty"`
+	Service string `json:"service,omitempty"`
+	IP      string `json:"ip,omitempty"`
+	Message string `json:"message"`
+}

@@ -1,0 +1,601 @@
+package dashboard
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"html/template"
+	"log/slog"
+	"net/http"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/underlay/underlay/internal/scale"
+)
+
+// EventBacklog is how many events the server keeps for pages that connect.
+const EventBacklog = 500
+
+// Tokens checks bearer tokens: the control API's (scale.Tokens, and those
+// read from Consul KV).
+type Tokens interface {
+	// Valid reports whether token is accepted now.
+	Valid(token string) bool
+}
+
+// Config configures a Server.
+type Config struct {
+	Sources Sources
+	// ScaleAPI serves POST /v1/underlay/services/{service}/scale (the
+	// autoscaler's API): the scale buttons' requests are passed to it
+	// with the session's token, so that it checks, decides, or passes
+	// them on to the leader, as it does every request. Nil disables the
+	// buttons.
+	ScaleAPI http.Handler
+	// Tokens authenticate the page's sessions; nil means no authentication
+	// (control --insecure-no-auth): no login, scale buttons open.
+	Tokens Tokens
+	// AuthReads requires a session or bearer token for the snapshot and
+	// the events too, not only for scaling.
+	AuthReads bool
+	// Version is shown on the page.
+	Version string
+	// Refresh is the period of rebuilds when no source signals a change:
+	// tasks on other nodes change state without an event on this manager
+	// (default 5s).
+	Refresh time.Duration
+	// IdleRefresh is the period of rebuilds while no page follows the
+	// events, which then ignore the sources' signals: an unwatched
+	// dashboard costs the cluster next to nothing (default 30s). A page
+	// connecting, or a read of the snapshot, rebuilds at once.
+	IdleRefresh time.Duration
+	// Debounce lets a burst of changes settle before a rebuild (default
+	// 250ms).
+	Debounce time.Duration
+	// KeepAlive is the period of ping events on the stream, by which the
+	// page knows it is live (default 5s).
+	KeepAlive time.Duration
+	// SourceTimeout bounds each source's read (default 10s).
+	SourceTimeout time.Duration
+	// Now is the clock; nil means time.Now.
+	Now func() time.Time
+}
+
+// Server gathers the sources, builds snapshots, and serves them, the
+// events and the page.
+type Server struct {
+	cfg     Config
+	log     *slog.Logger
+	metrics *metrics
+	// index is the page's HTML, indexGz gzipped.
+	index, indexGz []byte
+	// csrfKey signs the sessions' CSRF tokens; it lives as long as the
+	// process, so a restart asks pages to fetch their session again.
+	csrfKey []byte
+	// instance tells this process's snapshots from an earlier one's.
+	instance string
+	kick     chan struct{}
+	// refreshes counts the rebuilds done.
+	refreshes atomic.Uint64
+	// refreshed is closed, and replaced, at the end of every rebuild.
+	refreshed atomic.Pointer[chan struct{}]
+
+	// last holds each source's last good answer, used while it fails;
+	// only Run's goroutine touches it.
+	last Inputs
+
+	mu sync.Mutex // guards following fields
+	// snap is the latest snapshot, frame its stream frame and content its
+	// JSON without version and time, to tell a change.
+	snap    *Snapshot
+	frame   []byte
+	content []byte
+	// body is snap's JSON, gz gzipped; made when first asked for.
+	body, gz []byte
+	version  uint64
+	// events are the latest events, oldest first.
+	events  []Event
+	seq     uint64
+	subs    map[*subscriber]struct{}
+	samples map[string][]ReplicaSample
+}
+
+// subscriber is one open event stream.
+type subscriber struct {
+	c chan []byte
+}
+
+// subscriberBuffer is how many frames a stream may fall behind before it
+// is closed; the page then reconnects and starts from a fresh snapshot.
+const subscriberBuffer = 64
+
+// New returns a server; Run keeps its snapshot current.
+func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+	if cfg.Refresh <= 0 {
+		cfg.Refresh = 5 * time.Second
+	}
+	if cfg.IdleRefresh <= 0 {
+		cfg.IdleRefresh = 30 * time.Second
+	}
+	if cfg.Debounce <= 0 {
+		cfg.Debounce = 250 * time.Millisecond
+	}
+	if cfg.KeepAlive <= 0 {
+		cfg.KeepAlive = 5 * time.Second
+	}
+	if cfg.SourceTimeout <= 0 {
+		cfg.SourceTimeout = 10 * time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("dashboard key: %w", err)
+	}
+	id := sha256.Sum256(append([]byte("instance"), key...)) // not the key itself
+	s := &Server{
+		cfg: cfg, log: log.With("component", "dashboard"), csrfKey: key, instance: hex.EncodeToString(id[:6]),
+		kick: make(chan struct{}, 1), subs: map[*subscriber]struct{}{}, samples: map[string][]ReplicaSample{},
+	}
+	idx, err := renderIndex(indexData{Version: cfg.Version, Auth: cfg.Tokens != nil, AuthReads: cfg.Tokens != nil && cfg.AuthReads})
+	if err != nil {
+		return nil, err
+	}
+	s.index, s.indexGz = idx, gzipped(idx)
+	done := make(chan struct{})
+	s.refreshed.Store(&done)
+	s.metrics = newMetrics(reg, s)
+	return s, nil
+}
+
+// indexData is what the page's HTML is templated with.
+type indexData struct {
+	Version   string
+	Auth      bool
+	AuthReads bool
+}
+
+func renderIndex(d indexData) ([]byte, error) {
+	raw, err := assets.ReadFile("assets/index.html")
+	if err != nil {
+		return nil, err
+	}
+	t, err := template.New("index").Parse(string(raw))
+	if err != nil {
+		return nil, fmt.Errorf("parse index.html: %w", err)
+	}
+	var b bytes.Buffer
+	if err := t.Execute(&b, d); err != nil {
+		return nil, fmt.Errorf("render index.html: %w", err)
+	}
+	return b.Bytes(), nil
+}
+
+// Run rebuilds the snapshot whenever a source signals a change, at least
+// every Refresh, until ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	s.log.Info("dashboard serving at /ui", "auth", s.cfg.Tokens != nil, "auth_reads", s.cfg.AuthReads)
+	trig := make(chan struct{}, 1)
+	g, gctx := errgroup.WithContext(ctx)
+	for _, ch := range s.changes(gctx) {
+		g.Go(func() error {
+			for {
+				select {
+				case <-gctx.Done():
+					return nil
+				case _, ok := <-ch:
+					if !ok {
+						return nil
+					}
+					signal(trig)
+				}
+			}
+		})
+	}
+	g.Go(func() error {
+		t := time.NewTicker(s.cfg.Refresh)
+		defer t.Stop()
+		s.refresh(gctx)
+		last := time.Now()
+		for {
+			select {
+			case <-gctx.Done():
+				return nil
+			case <-t.C:
+				if s.subscribers() == 0 && time.Since(last) < s.cfg.IdleRefresh {
+					continue
+				}
+			case <-s.kick:
+			case <-trig:
+				if s.subscribers() == 0 {
+					continue // unwatched: the idle period will do
+				}
+				// Let the burst a change comes in (create, start, register)
+				// settle into one rebuild.
+				select {
+				case <-gctx.Done():
+					return nil
+				case <-time.After(s.cfg.Debounce):
+				}
+			}
+			drain(trig)
+			s.refresh(gctx)
+			last = time.Now()
+		}
+	})
+	return g.Wait()
+}
+
+// fresh returns once the snapshot is at most Refresh old, asking for a
+// rebuild when it is older (an idle dashboard's), or when ctx ends.
+func (s *Server) fresh(ctx context.Context) {
+	s.mu.Lock()
+	stale := s.snap == nil || s.cfg.Now().Sub(s.snap.GeneratedAt) > s.cfg.Refresh
+	s.mu.Unlock()
+	if !stale {
+		return
+	}
+	done := *s.refreshed.Load()
+	signal(s.kick)
+	select {
+	case <-ctx.Done():
+	case <-done:
+	}
+}
+
+// changes are the sources' change signals.
+func (s *Server) changes(ctx context.Context) []<-chan struct{} {
+	var out []<-chan struct{}
+	src := s.cfg.Sources
+	if src.Swarm != nil {
+		out = append(out, src.Swarm.Changes(ctx))
+	}
+	if src.Catalog != nil {
+		out = append(out, src.Catalog.Changes(ctx))
+	}
+	if src.Store != nil {
+		out = append(out, src.Store.Changes(ctx))
+	}
+	return out
+}
+
+func signal(c chan struct{}) {
+	select {
+	case c <- struct{}{}:
+	default:
+	}
+}
+
+func drain(c chan struct{}) {
+	select {
+	case <-c:
+	default:
+	}
+}
+
+// refresh gathers, builds and publishes one snapshot.
+func (s *Server) refresh(ctx context.Context) {
+	start := time.Now()
+	in := s.gather(ctx)
+	if ctx.Err() != nil {
+		return
+	}
+	in.Samples = s.sample(in)
+	snap := Build(in)
+	s.publish(snap)
+	s.metrics.refresh.Observe(time.Since(start).Seconds())
+	s.refreshes.Add(1)
+	next := make(chan struct{})
+	close(*s.refreshed.Swap(&next))
+}
+
+// gather reads every source; a source that fails keeps its last answer
+// and is named in Errors.
+func (s *Server) gather(ctx context.Context) Inputs {
+	src := s.cfg.Sources
+	in := Inputs{Now: s.cfg.Now(), Errors: map[string]string{}}
+	fail := func(source string, err error) {
+		in.Errors[source] = err.Error()
+		s.metrics.sourceErrors.WithLabelValues(source).Inc()
+	}
+	var mu sync.Mutex
+	var g errgroup.Group
+	read := func(source string, f func(ctx context.Context) error) {
+		g.Go(func() error {
+			cctx, cancel := context.WithTimeout(ctx, s.cfg.SourceTimeout)
+			defer cancel()
+			if err := f(cctx); err != nil {
+				mu.Lock()
+				fail(source, err)
+				mu.Unlock()
+			}
+			return nil
+		})
+	}
+	if src.Swarm != nil {
+		read("docker", func(ctx context.Context) error {
+			nodes, err := src.Swarm.Nodes(ctx)
+			if err != nil {
+				return fmt.Errorf("list swarm nodes: %w", err)
+			}
+			svcs, err := src.Swarm.Services(ctx)
+			if err != nil {
+				return fmt.Errorf("list swarm services: %w", err)
+			}
+			tasks, err := src.Swarm.Tasks(ctx)
+			if err != nil {
+				return fmt.Errorf("list swarm tasks: %w", err)
+			}
+			in.Nodes, in.Services, in.Tasks = nodes, svcs, tasks
+			return nil
+		})
+	}
+	if src.Catalog != nil {
+		read("consul", func(ctx context.Context) (err error) {
+			in.Instances, err = src.Catalog.Instances(ctx)
+			return err
+		})
+	}
+	if src.Store != nil {
+		read("kv", func(ctx context.Context) error {
+			nets, err := src.Store.Networks(ctx)
+			if err != nil {
+				return err
+			}
+			inv, err := src.Store.Inventory(ctx)
+			if err != nil {
+				return err
+			}
+			agents, err := src.Store.Agents(ctx)
+			if err != nil {
+				return err
+			}
+			in.Networks, in.Inventory, in.Agents = nets, inv, agents
+			return nil
+		})
+	}
+	if src.Scaling != nil {
+		in.Autoscaled = src.Scaling.Services()
+		read("history", func(ctx context.Context) error {
+			h := map[string][]scale.Record{}
+			for _, si := range in.Autoscaled {
+				recs, err := src.Scaling.History(ctx, si.Service)
+				if err != nil {
+					return err
+				}
+				h[si.Service] = recs
+			}
+			in.History = h
+			in.Control = src.Scaling.Control(ctx)
+			return nil
+		})
+	}
+	g.Wait()
+	s.keepLast(&in)
+	return in
+}
+
+// keepLast fills the parts of in whose source failed with their last good
+// answer, and remembers the good ones.
+func (s *Server) keepLast(in *Inputs) {
+	l := &s.last
+	if _, failed := in.Errors["docker"]; failed {
+		in.Nodes, in.Services, in.Tasks = l.Nodes, l.Services, l.Tasks
+	} else {
+		l.Nodes, l.Services, l.Tasks = in.Nodes, in.Services, in.Tasks
+	}
+	if _, failed := in.Errors["consul"]; failed {
+		in.Instances = l.Instances
+	} else {
+		l.Instances = in.Instances
+	}
+	if _, failed := in.Errors["kv"]; failed {
+		in.Networks, in.Inventory, in.Agents = l.Networks, l.Inventory, l.Agents
+	} else {
+		l.Networks, l.Inventory, l.Agents = in.Networks, in.Inventory, in.Agents
+	}
+	if _, failed := in.Errors["history"]; failed {
+		in.History, in.Control = l.History, l.Control
+	} else {
+		l.History, l.Control = in.History, in.Control
+	}
+}
+
+// sample records each service's replicas when they changed, for the
+// charts, and returns every service's samples.
+func (s *Server) sample(in Inputs) map[string][]ReplicaSample {
+	cur := ReplicaCounts(in)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for name := range s.samples {
+		if _, ok := cur[name]; !ok {
+			delete(s.samples, name)
+		}
+	}
+	for name, c := range cur {
+		ss := s.samples[name]
+		if n := len(ss); n == 0 || ss[n-1].Desired != c.Desired || ss[n-1].Running != c.Running {
+			s.samples[name] = lastN(append(ss, c), MaxPoints)
+		}
+	}
+	out := make(map[string][]ReplicaSample, len(s.samples))
+	for k, v := range s.samples {
+		out[k] = slices.Clone(v)
+	}
+	return out
+}
+
+// ReplicaCounts is each service's desired and running replicas at in.Now,
+// by service name.
+func ReplicaCounts(in Inputs) map[string]ReplicaSample {
+	byID := map[string]*ReplicaSample{}
+	out := map[string]ReplicaSample{}
+	for _, svc := range in.Services {
+		byID[svc.ID] = &ReplicaSample{Time: in.Now.UTC(), Desired: svc.Replicas}
+	}
+	for _, t := range in.Tasks {
+		c := byID[t.ServiceID]
+		if c == nil || t.DesiredState != "running" {
+			continue
+		}
+		if t.State == "running" {
+			c.Running++
+		}
+	}
+	for _, svc := range in.Services {
+		c := byID[svc.ID]
+		if svc.Global {
+			c.Desired = 0
+			for _, t := range in.Tasks {
+				if t.ServiceID == svc.ID && t.DesiredState == "running" {
+					c.Desired++
+				}
+			}
+		}
+		out[svc.Name] = *c
+	}
+	return out
+}
+
+// publish makes snap the current snapshot when its content changed,
+// numbers it, diffs it against the previous one and sends both to every
+// stream.
+func (s *Server) publish(snap Snapshot) {
+	bare := snap
+	bare.Version, bare.GeneratedAt = 0, time.Time{}
+	content, err := json.Marshal(bare)
+	if err != nil {
+		s.log.Error("encode snapshot", "err", err)
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if bytes.Equal(content, s.content) {
+		return
+	}
+	s.version++
+	snap.Version, snap.Instance = s.version, s.instance
+	events := Diff(s.snap, &snap)
+	for i := range events {
+		s.seq++
+		events[i].Seq = s.seq
+	}
+	s.events = lastN(append(s.events, events...), EventBacklog)
+	body, _ := json.Marshal(snap)
+	s.snap, s.content, s.body, s.gz = &snap, content, body, nil
+	s.frame = sseFrame("snapshot", fmt.Sprint(snap.Version), body)
+	s.metrics.snapshots.Inc()
+	frames := [][]byte{s.frame}
+	if len(events) > 0 {
+		eb, _ := json.Marshal(events)
+		frames = append(frames, sseFrame("events", "", eb))
+	}
+	for sub := range s.subs {
+		for _, f := range frames {
+			select {
+			case sub.c <- f:
+			default:
+				// Too far behind: close it; the page reconnects and starts
+				// from the current snapshot.
+				delete(s.subs, sub)
+				close(sub.c)
+				s.metrics.dropped.Inc()
+			}
+			if _, ok := s.subs[sub]; !ok {
+				break
+			}
+		}
+	}
+}
+
+// sseFrame formats one server-sent event; data is JSON, one line.
+func sseFrame(event, id string, data []byte) []byte {
+	var b bytes.Buffer
+	b.WriteString("event: " + event + "\n")
+	if id != "" {
+		b.WriteString("id: " + id + "\n")
+	}
+	b.WriteString("data: ")
+	b.Write(data)
+	b.WriteString("\n\n")
+	return b.Bytes()
+}
+
+// Snapshot returns the current snapshot's JSON, nil before the first.
+func (s *Server) Snapshot() []byte {
+	b, _ := s.snapshotBodies()
+	return b
+}
+
+// snapshotBodies returns the current snapshot's JSON, plain and gzipped
+// (compressed once per snapshot).
+func (s *Server) snapshotBodies() ([]byte, []byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.body == nil {
+		return nil, nil
+	}
+	if s.gz == nil {
+		s.gz = gzipped(s.body)
+	}
+	return s.body, s.gz
+}
+
+// subscribe opens a stream; its first frames are the current snapshot and
+// the event backlog, so nothing falls between them and what follows.
+func (s *Server) subscribe() (*subscriber, [][]byte) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	sub := &subscriber{c: make(chan []byte, subscriberBuffer)}
+	s.subs[sub] = struct{}{}
+	if len(s.subs) == 1 {
+		signal(s.kick) // the first page after a quiet time: catch up now
+	}
+	var first [][]byte
+	if s.frame != nil {
+		first = append(first, s.frame)
+	}
+	if len(s.events) > 0 {
+		eb, _ := json.Marshal(s.events)
+		first = append(first, sseFrame("events", "", eb))
+	}
+	return sub, first
+}
+
+func (s *Server) unsubscribe(sub *subscriber) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.subs[sub]; ok {
+		delete(s.subs, sub)
+		close(sub.c)
+	}
+}
+
+func (s *Server) subscribers() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.subs)
+}
+
+func (s *Server) currentVersion() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.version
+}
+
+// Events returns the events kept, oldest first.
+func (s *Server) Events() []Event {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.events)
+}

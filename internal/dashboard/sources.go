@@ -1,0 +1,207 @@
+package dashboard
+
+import (
+	"context"
+	"net/netip"
+	"time"
+
+	"github.com/underlay/underlay/internal/inventory"
+	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/scale"
+)
+
+// Swarm is what the dashboard reads of the swarm, through a manager's
+// dockerd.
+type Swarm interface {
+	Nodes(ctx context.Context) ([]SwarmNode, error)
+	Services(ctx context.Context) ([]SwarmService, error)
+	Tasks(ctx context.Context) ([]SwarmTask, error)
+	// Changes fires after service, node or container events; it reconnects
+	// by itself and ends with ctx.
+	Changes(ctx context.Context) <-chan struct{}
+}
+
+// Catalog is what the dashboard reads of Consul's catalog.
+type Catalog interface {
+	// Instances lists every service instance with its checks.
+	Instances(ctx context.Context) ([]Instance, error)
+	// Changes fires when a registration or a check changes.
+	Changes(ctx context.Context) <-chan struct{}
+}
+
+// Store is underlay's own state in Consul KV.
+type Store interface {
+	// Networks lists the cluster networks with their ranges, node reports
+	// and cluster IPAM blocks.
+	Networks(ctx context.Context) ([]NetworkInput, error)
+	// Inventory lists every container address the agents published.
+	Inventory(ctx context.Context) ([]inventory.Entry, error)
+	// Agents lists what each node's agent published about its node.
+	Agents(ctx context.Context) ([]AgentInput, error)
+	// Changes fires when any of the above changes.
+	Changes(ctx context.Context) <-chan struct{}
+}
+
+// Scaling is the autoscaler of this control instance.
+type Scaling interface {
+	// Services lists the autoscaled services with their policies.
+	Services() []scale.ServiceInfo
+	// History lists a service's decisions, oldest first.
+	History(ctx context.Context, service string) ([]scale.Record, error)
+	// Control says who decides.
+	Control(ctx context.Context) ControlInfo
+}
+
+// Sources are everything a snapshot is built from; Scaling may be nil
+// (no autoscaler).
+type Sources struct {
+	Swarm   Swarm
+	Catalog Catalog
+	Store   Store
+	Scaling Scaling
+}
+
+// SwarmNode is a swarm node as a manager lists it.
+type SwarmNode struct {
+	ID       string
+	Hostname string
+	// Role is "manager" or "worker".
+	Role   string
+	Leader bool
+	// State is Swarm's: ready, down, unknown or disconnected.
+	State string
+	// Availability is active, pause or drain.
+	Availability  string
+	Addr          string
+	EngineVersion string
+	Message       string
+}
+
+// SwarmService is a swarm service.
+type SwarmService struct {
+	ID    string
+	Name  string
+	Image string
+	// Global is true for a global-mode service; Replicas is then 0.
+	Global   bool
+	Replicas int
+	Labels   map[string]string
+}
+
+// SwarmTask is a swarm task.
+type SwarmTask struct {
+	ID        string
+	ServiceID string
+	// NodeID is empty while the task is not assigned.
+	NodeID       string
+	Slot         int
+	Image        string
+	DesiredState string
+	// State is the task's current state (new … running, complete, failed,
+	// shutdown, rejected, orphaned, remove).
+	State   string
+	Message string
+	Err     string
+	// ContainerID is set once a container was made.
+	ContainerID string
+	// Since is when the task reached its current state.
+	Since time.Time
+}
+
+// Instance is one service instance of Consul's catalog.
+type Instance struct {
+	// Node is the Consul node name (the agent's, its host name in a lab).
+	Node    string
+	ID      string
+	Service string
+	Address string
+	Port    int
+	Meta    map[string]string
+	Checks  []Check
+}
+
+// Check is one health check of an instance.
+type Check struct {
+	Name   string `json:"name"`
+	Status string `json:"status"`
+	Output string `json:"output,omitempty"`
+}
+
+// NetworkInput is one cluster network as stored in Consul KV.
+type NetworkInput struct {
+	Spec netspec.Spec
+	// Leases are the per-node ranges, by holder (per-node IPAM).
+	Leases map[netip.Prefix]string
+	// States are the nodes' reports.
+	States []netspec.NodeState
+	// Blocks are the IPv4 pool's claimed blocks (cluster IPAM).
+	Blocks map[netip.Prefix]ipam.BlockDoc
+}
+
+// AgentInput is what one node's agent published about its node.
+type AgentInput struct {
+	Node string
+	// FactsAt is when the agent last published its node facts; zero when
+	// it never did.
+	FactsAt time.Time
+	// Doctor is the agent's latest doctor report; nil when none.
+	Doctor *DoctorReport
+}
+
+// DoctorReport is a node's doctor results (doctor.Report).
+type DoctorReport struct {
+	At      time.Time
+	Every   time.Duration
+	Version string
+	Results []DoctorResult
+}
+
+// DoctorResult is one check's result (doctor.Result).
+type DoctorResult struct {
+	Check   string `json:"check"`
+	Status  string `json:"status"`
+	Message string `json:"message"`
+	Fix     string `json:"fix,omitempty"`
+}
+
+// ControlInfo is what the control instance serving the page knows of the
+// autoscaler's leadership.
+type ControlInfo struct {
+	// Leading is true when this instance decides.
+	Leading bool `json:"leading"`
+	// Leader is the leader's advertised address, when known.
+	Leader string `json:"leader,omitempty"`
+	DryRun bool   `json:"dry_run,omitempty"`
+}
+
+// ReplicaSample is a service's replicas as seen at one moment; the server
+// keeps one whenever they change, for the services' charts.
+type ReplicaSample struct {
+	Time    time.Time
+	Desired int
+	Running int
+}
+
+// Inputs is everything Build needs: what the sources returned, the server's
+// samples and the clock.
+type Inputs struct {
+	Now        time.Time
+	Nodes      []SwarmNode
+	Services   []SwarmService
+	Tasks      []SwarmTask
+	Instances  []Instance
+	Networks   []NetworkInput
+	Inventory  []inventory.Entry
+	Agents     []AgentInput
+	Autoscaled []scale.ServiceInfo
+	// History holds each autoscaled service's decisions, oldest first.
+	History map[string][]scale.Record
+	// Samples holds each service's replica samples, oldest first.
+	Samples map[string][]ReplicaSample
+	Control ControlInfo
+	// Errors says which sources could not be read, by source (docker,
+	// consul, kv, history), with the error; what they returned last is
+	// used meanwhile.
+	Errors map[string]string
+}

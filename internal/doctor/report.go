@@ -1,0 +1,118 @@
+package doctor
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strings"
+	"time"
+)
+
+// KVPrefix is where agents publish their node's doctor report, one key per
+// node, for the dashboard (`underlay control`, /ui).
+const KVPrefix = "underlay/doctor/"
+
+// Report is one node's doctor results as its agent published them.
+type Report struct {
+	Node string    `json:"node"`
+	At   time.Time `json:"at"`
+	// Every is the agent's period between reports; a report older than
+	// about twice that means the agent stopped reporting.
+	Every time.Duration `json:"every"`
+	// Version is the agent's underlay version.
+	Version string   `json:"version,omitempty"`
+	Results []Result `json:"results"`
+}
+
+// KV is what publishing and reading reports needs of Consul's KV store.
+type KV interface {
+	List(ctx context.Context, prefix string) (map[string][]byte, error)
+	Put(ctx context.Context, key string, value []byte) error
+}
+
+// Publish stores a node's report.
+func Publish(ctx context.Context, kv KV, r Report) error {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return fmt.Errorf("encode doctor report of %s: %w", r.Node, err)
+	}
+	if err := kv.Put(ctx, KVPrefix+r.Node, b); err != nil {
+		return fmt.Errorf("publish doctor report of %s: %w", r.Node, err)
+	}
+	return nil
+}
+
+// LoadReports reads every node's report, by node name.
+func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
+	kvs, err := kv.List(ctx, KVPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("read doctor reports: %w", err)
+	}
+	out := make([]Report, 0, len(kvs))
+	for k, v := range kvs {
+		var r Report
+		if err := json.Unmarshal(v, &r); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", k, err)
+		}
+		if r.Node == "" {
+			r.Node = strings.TrimPrefix(k, KVPrefix)
+		}
+		out = append(out, r)
+	}
+	slices.SortFunc(out, func(a, b Report) int { return strings.Compare(a.Node, b.Node) })
+	return out, nil
+}
+
+// Recheck is how soon checks run again while one fails or warns, so that a
+// repair shows within moments (a fresh node's Consul may have no leader
+// yet at the first run).
+const Recheck = 15 * time.Second
+
+// RunPeriodically runs checks every period (every Recheck while any fails
+// or warns) and publishes the results, until ctx ends: the agents' reports
+// are what the dashboard shows per node. A report is written every time
+// even when nothing changed, as the agent's heartbeat.
+func RunPeriodically(ctx context.Context, kv KV, node, version string, checks []Check, period time.Duration, log *slog.Logger) {
+	var lastFailed []string
+	for {
+		rs := Run(ctx, node, checks, nil)
+		if ctx.Err() != nil {
+			return
+		}
+		r := Report{Node: node, At: time.Now().UTC(), Every: period, Version: version, Results: rs}
+		if err := Publish(ctx, kv, r); err != nil && ctx.Err() == nil {
+			log.Warn("doctor report not published; will retry", "err", err)
+		}
+		if failed := failedChecks(rs); !slices.Equal(failed, lastFailed) {
+			if len(failed) > 0 {
+				log.Warn("doctor: checks failing", "checks", strings.Join(failed, ","))
+			} else if lastFailed != nil {
+				log.Info("doctor: every check passes again")
+			}
+			lastFailed = failed
+		}
+		next := period
+		if slices.ContainsFunc(rs, func(r Result) bool { return r.Status != OK }) {
+			next = min(period, Recheck)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(next):
+		}
+	}
+}
+
+// failedChecks names the failed checks of rs, sorted.
+func failedChecks(rs []Result) []string {
+	out := []string{}
+	for _, r := range rs {
+		if r.Status == Fail {
+			out = append(out, r.Check)
+		}
+	}
+	slices.Sort(out)
+	return out
+}

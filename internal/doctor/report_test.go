@@ -1,0 +1,95 @@
+package doctor
+
+import (
+	"context"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+type memKV struct {
+	mu   sync.Mutex
+	m    map[string][]byte
+	puts int
+}
+
+func (k *memKV) List(_ context.Context, prefix string) (map[string][]byte, error) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := map[string][]byte{}
+	for key, v := range k.m {
+		if strings.HasPrefix(key, prefix) {
+			out[key] = v
+		}
+	}
+	return out, nil
+}
+
+func (k *memKV) Put(_ context.Context, key string, v []byte) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.m[key] = v
+	k.puts++
+	return nil
+}
+
+func (k *memKV) count() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.puts
+}
+
+type fixedCheck struct{ rs []Result }
+
+func (fixedCheck) Name() string                         { return "fixed" }
+func (c fixedCheck) Run(context.Context, Logf) []Result { return c.rs }
+
+func TestReportsRoundTrip(t *testing.T) {
+	kv := &memKV{m: map[string][]byte{}}
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	for _, node := range []string{"node2", "node1"} {
+		if err := Publish(context.Background(), kv, Report{Node: node, At: at, Every: time.Minute, Version: "v1",
+			Results: []Result{{Node: node, Check: "docker/daemon", Status: Fail, Message: "down", Fix: "systemctl start docker"}}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kv.m[KVPrefix+"node3"] = []byte(`{"at":"2026-03-01T12:00:00Z","results":[]}`) // no node field: the key names it
+	rs, err := LoadReports(context.Background(), kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 3 || rs[0].Node != "node1" || rs[2].Node != "node3" || rs[0].Every != time.Minute || rs[0].Results[0].Fix != "systemctl start docker" {
+		t.Errorf("reports %+v", rs)
+	}
+	kv.m[KVPrefix+"bad"] = []byte("{")
+	if _, err := LoadReports(context.Background(), kv); err == nil || !strings.Contains(err.Error(), KVPrefix+"bad") {
+		t.Errorf("a corrupt report gave %v; want an error naming its key", err)
+	}
+}
+
+func TestRunPeriodicallyPublishes(t *testing.T) {
+	kv := &memKV{m: map[string][]byte{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	checks := []Check{fixedCheck{[]Result{{Check: "x", Status: Fail, Message: "broken"}}}}
+	go func() {
+		RunPeriodically(ctx, kv, "node1", "v9", checks, 10*time.Millisecond, slog.New(slog.DiscardHandler))
+		close(done)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for kv.count() < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d reports published in 5s, want a report every period", kv.count())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	rs, _ := LoadReports(context.Background(), kv)
+	if len(rs) != 1 || rs[0].Node != "node1" || rs[0].Version != "v9" || rs[0].Every != 10*time.Millisecond ||
+		len(rs[0].Results) != 1 || rs[0].Results[0].Node != "node1" || rs[0].Results[0].Status != Fail {
+		t.Errorf("report %+v", rs)
+	}
+}
