@@ -69,7 +69,7 @@ func joinFaults(fs []Fault) string {
 
 // Injection is one fault the schedule chose.
 type Injection struct {
-	Seq   int   // 1-based
+	Seq   int // 1-based
 	Fault Fault
 	// Node is the index (0-based) of the node it hits; for cluster-wide
 	// faults, the node it is injected through.
