@@ -49,7 +49,7 @@ func TestValidate(t *testing.T) {
 
 func TestPlan(t *testing.T) {
 	cfg := Config{Name: "demo", Nodes: 3, Managers: 2, UnderlaySubnet: "10.200.0.0/16", NoAgent: true}.withDefaults()
-	p, err := newPlan(cfg, netip.MustParsePrefix("172.31.4.0/24"))
+	p, err := newPlan(DefaultStateRoot, cfg, netip.MustParsePrefix("172.31.4.0/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +92,7 @@ func TestPlan(t *testing.T) {
 
 func TestLongestNameFitsLinkNames(t *testing.T) {
 	cfg := Config{Name: "abcdefghi", Nodes: 9, NoAgent: true}.withDefaults()
-	p, err := newPlan(cfg, netip.MustParsePrefix("172.31.0.0/24"))
+	p, err := newPlan(DefaultStateRoot, cfg, netip.MustParsePrefix("172.31.0.0/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestUnderDir(t *testing.T) {
 }
 
 func TestDaemonKey(t *testing.T) {
-	p, _ := newPlan(Config{Name: "x", Nodes: 1, UnderlayBin: "/work/bin/underlay"}.withDefaults(), netip.MustParsePrefix("172.31.0.0/24"))
+	p, _ := newPlan(DefaultStateRoot, Config{Name: "x", Nodes: 1, UnderlayBin: "/work/bin/underlay"}.withDefaults(), netip.MustParsePrefix("172.31.0.0/24"))
 	n := &p.nodes[0]
 	for _, d := range []daemon{p.dockerd(n), p.consul(n), p.agent(n)} {
 		if got := daemonKey(d.args); got != d.key {

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"syscall"
@@ -21,10 +20,11 @@ import (
 )
 
 // Up makes the lab cfg describes, or repairs it: a second Up on a healthy
-// lab changes nothing; a node whose holder, dockerd, Consul agent or
-// underlay agent died gets it back. When Up fails on a lab it was creating,
-// it removes everything it made. Progress goes to log, one line per step.
-func Up(ctx context.Context, cfg Config, log *slog.Logger) error {
+// lab changes nothing; a node whose holder or VM, dockerd, Consul agent or
+// underlay agent died gets it back. When Up fails on a lab it was
+// creating, it removes everything it made. Progress goes to log, one line
+// per step.
+func (l Labs) Up(ctx context.Context, cfg Config, log *slog.Logger) error {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -32,7 +32,7 @@ func Up(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := preflight(cfg); err != nil {
 		return err
 	}
-	p, fresh, err := prepare(cfg)
+	p, fresh, err := prepare(l.root(), cfg)
 	if err != nil {
 		return err
 	}
@@ -41,59 +41,55 @@ func Up(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := p.up(ctx, log); err != nil {
 		if fresh {
 			log.Warn("lab up failed; removing what it made", "err", err)
-			if derr := Down(context.WithoutCancel(ctx), cfg.Name, log); derr != nil {
+			if derr := l.Down(context.WithoutCancel(ctx), cfg.Name, log); derr != nil {
 				return errors.Join(err, fmt.Errorf("clean up: %w", derr))
 			}
 		}
 		return err
 	}
-	log.Info("lab up", "nodes", cfg.Nodes, "took", time.Since(start).Round(time.Millisecond))
+	log.Info("lab up", "nodes", cfg.Nodes, "kind", p.prov.Kind(), "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
-// preflight checks the machine: root, and the programs the lab runs.
+// preflight checks the machine: root, the underlay binary, and what the
+// kind of nodes needs.
 func preflight(cfg Config) error {
 	if os.Geteuid() != 0 {
 		return errors.New("lab: must run as root (it creates namespaces, links and firewall rules)")
 	}
-	for _, prog := range []string{"dockerd", "consul", "unshare", "nsenter", "iptables", "bash"} {
-		if _, err := exec.LookPath(prog); err != nil {
-			return fmt.Errorf("lab: %s not found in PATH (install it with scripts/install-deps.sh): %w", prog, err)
-		}
-	}
-	if !cfg.NoAgent {
+	if !cfg.NoAgent || cfg.VM {
 		if st, err := os.Stat(cfg.UnderlayBin); err != nil || st.IsDir() {
 			return fmt.Errorf("lab: underlay binary %q for the agent: not a file (%v)", cfg.UnderlayBin, err)
 		}
 	}
-	return nil
+	return providerFor(cfg).Preflight(cfg)
 }
 
 // prepare reads the lab's record, or makes one for a new lab after
 // checking that its underlay subnet is free and choosing a free management
 // subnet. fresh reports a new lab.
-func prepare(cfg Config) (p *plan, fresh bool, err error) {
-	if err := os.MkdirAll(cfg.StateRoot, 0o755); err != nil {
-		return nil, false, fmt.Errorf("make %s: %w", cfg.StateRoot, err)
+func prepare(root string, cfg Config) (p *plan, fresh bool, err error) {
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, false, fmt.Errorf("make %s: %w", root, err)
 	}
-	unlock, err := lock(cfg.StateRoot)
+	unlock, err := lock(root)
 	if err != nil {
 		return nil, false, err
 	}
 	defer unlock()
-	if r, err := readRecord(cfg.StateRoot, cfg.Name); err == nil {
+	if r, err := readRecord(root, cfg.Name); err == nil {
 		old := r.Config.withDefaults()
 		// Nodes may be added (they join as workers and Consul clients);
 		// nothing else changes on a running lab.
-		if old.Nodes > cfg.Nodes || old.Managers != cfg.Managers || old.ConsulServers != cfg.ConsulServers || old.UnderlaySubnet != cfg.UnderlaySubnet {
-			return nil, false, fmt.Errorf("lab %s already exists with %d nodes, %d managers, %d consul servers and underlay subnet %s; nodes can be added, but run `underlay lab down --name %s` first to change anything else",
-				cfg.Name, old.Nodes, old.Managers, old.ConsulServers, old.UnderlaySubnet, cfg.Name)
+		if old.Nodes > cfg.Nodes || old.Managers != cfg.Managers || old.ConsulServers != cfg.ConsulServers || old.UnderlaySubnet != cfg.UnderlaySubnet || old.VM != cfg.VM {
+			return nil, false, fmt.Errorf("lab %s already exists with %d %s nodes, %d managers, %d consul servers and underlay subnet %s; nodes can be added, but run `underlay lab down --name %s` first to change anything else",
+				cfg.Name, old.Nodes, providerFor(old).Kind(), old.Managers, old.ConsulServers, old.UnderlaySubnet, cfg.Name)
 		}
 		r.Config = cfg
-		if err := writeRecord(cfg.StateRoot, r); err != nil {
+		if err := writeRecord(root, r); err != nil {
 			return nil, false, err
 		}
-		p, err := newPlan(cfg, r.Management)
+		p, err := newPlan(root, cfg, r.Management)
 		return p, false, err
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, false, err
@@ -103,7 +99,7 @@ func prepare(cfg Config) (p *plan, fresh bool, err error) {
 	if err != nil {
 		return nil, false, err
 	}
-	others := otherLabs(cfg.StateRoot, cfg.Name)
+	others := otherLabs(root, cfg.Name)
 	for _, o := range others {
 		if s, _, err := underlay(o.Config.withDefaults().UnderlaySubnet); err == nil && s.Overlaps(subnet) {
 			return nil, false, fmt.Errorf("--underlay-subnet %s overlaps lab %s's underlay subnet %s", subnet, o.Config.Name, s)
@@ -126,10 +122,10 @@ func prepare(cfg Config) (p *plan, fresh bool, err error) {
 		return nil, false, errors.New("no free management subnet in 172.31.0.0/16")
 	}
 	r := &record{Config: cfg, Management: mgmt}
-	if err := writeRecord(cfg.StateRoot, r); err != nil {
+	if err := writeRecord(root, r); err != nil {
 		return nil, false, err
 	}
-	p, err = newPlan(cfg, mgmt)
+	p, err = newPlan(root, cfg, mgmt)
 	return p, true, err
 }
 
@@ -148,7 +144,6 @@ func lock(root string) (func(), error) {
 
 // up runs the steps in order; each is idempotent.
 func (p *plan) up(ctx context.Context, log *slog.Logger) error {
-	holders := make([]int, len(p.nodes))
 	clients := make([]*client.Client, len(p.nodes))
 	for i := range p.nodes {
 		c, err := p.dockerClient(&p.nodes[i])
@@ -162,29 +157,13 @@ func (p *plan) up(ctx context.Context, log *slog.Logger) error {
 		name string
 		run  func(context.Context) error
 	}{
-		{"network", func(context.Context) error { return p.ensureNetwork() }},
+		{"network", func(ctx context.Context) error { return p.prov.EnsureNetwork(ctx, p) }},
 		{"nodes", func(ctx context.Context) error {
-			return p.eachNode(ctx, func(ctx context.Context, n *nodePlan) error {
-				pid, err := p.ensureHolder(ctx, n)
-				if err != nil {
-					return err
-				}
-				holders[n.Index-1] = pid
-				if err := ensureNodeLinks(pid, p.links(n), p.mgmtGW); err != nil {
-					return fmt.Errorf("node %s: %w", n.Name, err)
-				}
-				return nil
-			})
+			return p.eachNode(ctx, func(ctx context.Context, n *nodePlan) error { return p.prov.EnsureNode(ctx, p, n) })
 		}},
-		{"dockerd", func(ctx context.Context) error {
-			return p.eachNode(ctx, func(ctx context.Context, n *nodePlan) error {
-				return p.ensureDockerd(ctx, n, holders[n.Index-1])
-			})
-		}},
+		{"dockerd", func(ctx context.Context) error { return p.eachNode(ctx, p.ensureDockerd) }},
 		{"consul", func(ctx context.Context) error {
-			if err := p.eachNode(ctx, func(ctx context.Context, n *nodePlan) error {
-				return p.ensureConsul(ctx, n, holders[n.Index-1])
-			}); err != nil {
+			if err := p.eachNode(ctx, p.ensureConsul); err != nil {
 				return err
 			}
 			return p.waitConsulMembers(ctx)
@@ -196,7 +175,7 @@ func (p *plan) up(ctx context.Context, log *slog.Logger) error {
 				return nil
 			}
 			return p.eachNode(ctx, func(ctx context.Context, n *nodePlan) error {
-				started, err := p.ensureAgent(n, holders[n.Index-1])
+				started, err := p.ensureAgent(ctx, n)
 				if started {
 					log.Debug("agent started", "node", n.Name)
 				}
@@ -224,17 +203,6 @@ func (p *plan) eachNode(ctx context.Context, f func(context.Context, *nodePlan) 
 	return g.Wait()
 }
 
-// ensureNetwork makes the two bridges and the firewall rules.
-func (p *plan) ensureNetwork() error {
-	if err := ensureBridge(p.bridgeM, netip.PrefixFrom(p.mgmtGW, p.mgmt.Bits())); err != nil {
-		return err
-	}
-	if err := ensureBridge(p.bridgeU, netip.PrefixFrom(p.gateway, p.subnet.Bits())); err != nil {
-		return err
-	}
-	return ensureFirewall(p.cfg.Name)
-}
-
 // waitConsulMembers waits until every node's Consul agent sees every node alive.
 func (p *plan) waitConsulMembers(ctx context.Context) error {
 	return p.eachNode(ctx, func(ctx context.Context, n *nodePlan) error {
@@ -242,7 +210,7 @@ func (p *plan) waitConsulMembers(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		return poll(ctx, 60*time.Second, func() error {
+		return poll(ctx, p.wait(n, 60*time.Second), func() error {
 			alive, err := aliveMembers(c)
 			if err == nil && alive != len(p.nodes) {
 				err = fmt.Errorf("%d of %d members alive", alive, len(p.nodes))
@@ -304,7 +272,7 @@ func (p *plan) ensureSwarm(ctx context.Context, clients []*client.Client) error 
 			return fmt.Errorf("node %s: swarm join: %w", n.Name, err)
 		}
 	}
-	return poll(ctx, 60*time.Second, func() error {
+	return poll(ctx, p.wait(first, 60*time.Second), func() error {
 		nodes, err := clients[0].NodeList(ctx, swarm.NodeListOptions{})
 		if err != nil {
 			return err
