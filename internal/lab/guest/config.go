@@ -78,4 +78,3 @@ func ReadConfig(dir string) (Config, string, error) {
 func KernelArgs(bin, nodeDir string) []string {
 	return []string{"ul.init=" + bin, "ul.dir=" + nodeDir}
 }
-

@@ -65,7 +65,9 @@ func FindKernel() (Kernel, error) {
 // versionLess compares kernel releases numerically field by field
 // (6.1.0-9 < 6.1.0-10).
 func versionLess(a, b string) bool {
-	split := func(s string) []string { return strings.FieldsFunc(s, func(r rune) bool { return r == '.' || r == '-' }) }
+	split := func(s string) []string {
+		return strings.FieldsFunc(s, func(r rune) bool { return r == '.' || r == '-' })
+	}
 	fa, fb := split(a), split(b)
 	for i := 0; i < len(fa) && i < len(fb); i++ {
 		if fa[i] == fb[i] {
