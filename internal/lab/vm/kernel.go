@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -266,7 +267,7 @@ func moduleOrder(modDir string, want []string) ([]string, error) {
 }
 
 // parseModulesDep reads modules.dep: "path.ko: dep.ko dep2.ko".
-func parseModulesDep(r interface{ Read([]byte) (int, error) }) (map[string][]string, error) {
+func parseModulesDep(r io.Reader) (map[string][]string, error) {
 	deps := map[string][]string{}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64*1024), 1024*1024)
