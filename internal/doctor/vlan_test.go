@@ -79,7 +79,10 @@ func TestEvalNetworkVLANAndBond(t *testing.T) {
 			brief{"network/v40/vlan", "fail", "ip link del bond0.40 && ip link add link bond0 name bond0.40 type vlan id 40 && ip link set bond0.40 up"}, "is a dummy"},
 		{"lower down", func(f *NetworkFacts) { f.Parent.LowerUp = false }, "network/v40/vlan", brief{"network/v40/vlan", "fail", "ip link set bond0 up"}, "bond0 is down"},
 		{"MTU above the lower's", func(f *NetworkFacts) { f.Parent.MTU = 9000 }, "network/v40/vlan", brief{"network/v40/vlan", "fail", "ip link set bond0.40 mtu 1500"}, "9000"},
-		{"lower missing", func(f *NetworkFacts) { f.Parent = hostnet.ParentFacts{Lower: "bond0", VLAN: 40}; f.Observed = hostnet.Observed{} },
+		{"lower missing", func(f *NetworkFacts) {
+			f.Parent = hostnet.ParentFacts{Lower: "bond0", VLAN: 40}
+			f.Observed = hostnet.Observed{}
+		},
 			"network/v40/vlan", brief{"network/v40/vlan", "fail", "ip link show   # then recreate network v40 on an existing device"}, "does not exist"},
 		{"bond healthy", func(*NetworkFacts) {}, "network/v40/bond", brief{"network/v40/bond", "ok", ""}, "active eth0"},
 		{"a member down", func(f *NetworkFacts) { f.Parent.Bond.Members[1].Up = false }, "network/v40/bond",
