@@ -15,13 +15,16 @@ const (
 type Status struct {
 	Name string `json:"name"`
 	// Kind is the kind of nodes: KindNetns or KindVM.
-	Kind             string       `json:"kind"`
-	UnderlaySubnet   string       `json:"underlay_subnet"`
-	UnderlayGateway  string       `json:"underlay_gateway"`
-	ManagementSubnet string       `json:"management_subnet"`
-	StateDir         string       `json:"state_dir"`
-	Agent            bool         `json:"agent"`
-	Nodes            []NodeStatus `json:"nodes"`
+	Kind             string `json:"kind"`
+	UnderlaySubnet   string `json:"underlay_subnet"`
+	UnderlayGateway  string `json:"underlay_gateway"`
+	ManagementSubnet string `json:"management_subnet"`
+	StateDir         string `json:"state_dir"`
+	Agent            bool   `json:"agent"`
+	// UnderlayBin is the underlay binary as the nodes see it (VM nodes
+	// run the lab's copy), to run `underlay doctor` in a node.
+	UnderlayBin string       `json:"underlay_bin,omitempty"`
+	Nodes       []NodeStatus `json:"nodes"`
 }
 
 // NodeStatus is one node of a Status.
@@ -59,6 +62,9 @@ func (l Labs) GetStatus(ctx context.Context, name string) (*Status, error) {
 	st := &Status{
 		Name: p.cfg.Name, Kind: p.prov.Kind(), UnderlaySubnet: p.subnet.String(), UnderlayGateway: p.gateway.String(),
 		ManagementSubnet: p.mgmt.String(), StateDir: p.dir(), Agent: !p.cfg.NoAgent,
+	}
+	if len(p.nodes) > 0 {
+		st.UnderlayBin = p.layout(&p.nodes[0]).UnderlayBin
 	}
 	st.Nodes = make([]NodeStatus, len(p.nodes))
 	_ = p.eachNode(ctx, func(ctx context.Context, n *nodePlan) error {
