@@ -237,16 +237,22 @@ func aliveMembers(c *api.Client) (int, error) {
 
 // ensureSwarm initializes the swarm on node1 and joins every other node
 // that is not in it, then waits until the managers see every node ready.
+// A node in another swarm (node1's VM rebooted, with a fresh swarm) leaves
+// it first; the entries a rebooted VM left (down, its host name also
+// ready under a new ID) are removed.
 func (p *plan) ensureSwarm(ctx context.Context, clients []*client.Client) error {
 	first := &p.nodes[0]
 	addr := func(n *nodePlan) string { return netip.AddrPortFrom(n.MgmtIP, 2377).String() }
-	st, err := swarmState(ctx, clients[0])
+	info, err := swarmInfo(ctx, clients[0])
 	if err != nil {
 		return fmt.Errorf("node %s: %w", first.Name, err)
 	}
-	if st == swarm.LocalNodeStateInactive {
+	if info.LocalNodeState == swarm.LocalNodeStateInactive {
 		if _, err := clients[0].SwarmInit(ctx, swarm.InitRequest{ListenAddr: addr(first), AdvertiseAddr: first.MgmtIP.String()}); err != nil {
 			return fmt.Errorf("node %s: swarm init: %w", first.Name, err)
+		}
+		if info, err = swarmInfo(ctx, clients[0]); err != nil {
+			return fmt.Errorf("node %s: %w", first.Name, err)
 		}
 	}
 	sw, err := clients[0].SwarmInspect(ctx)
@@ -255,12 +261,17 @@ func (p *plan) ensureSwarm(ctx context.Context, clients []*client.Client) error 
 	}
 	for i := 1; i < len(p.nodes); i++ {
 		n := &p.nodes[i]
-		st, err := swarmState(ctx, clients[i])
+		ni, err := swarmInfo(ctx, clients[i])
 		if err != nil {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
-		if st != swarm.LocalNodeStateInactive {
-			continue
+		if ni.LocalNodeState != swarm.LocalNodeStateInactive {
+			if knowsManager(ni, info.NodeID) {
+				continue
+			}
+			if err := clients[i].SwarmLeave(ctx, true); err != nil {
+				return fmt.Errorf("node %s: leave a swarm node1 is not in: %w", n.Name, err)
+			}
 		}
 		token := sw.JoinTokens.Worker
 		if n.Role == RoleManager {
@@ -277,33 +288,48 @@ func (p *plan) ensureSwarm(ctx context.Context, clients []*client.Client) error 
 		if err != nil {
 			return err
 		}
-		ready := 0
+		ready := map[string]bool{}
 		for _, sn := range nodes {
 			if sn.Status.State == swarm.NodeStateReady {
-				ready++
+				ready[sn.Description.Hostname] = true
 			}
 		}
-		if ready < len(p.nodes) {
-			return fmt.Errorf("%d of %d swarm nodes ready", ready, len(p.nodes))
+		for _, sn := range nodes {
+			if sn.Status.State == swarm.NodeStateDown && ready[sn.Description.Hostname] {
+				clients[0].NodeRemove(ctx, sn.ID, swarm.NodeRemoveOptions{Force: true})
+			}
+		}
+		if len(ready) < len(p.nodes) {
+			return fmt.Errorf("%d of %d swarm nodes ready", len(ready), len(p.nodes))
 		}
 		return nil
 	}, func(err error) error { return fmt.Errorf("swarm: %w", err) })
 }
 
-// swarmState returns a node's swarm state once it is settled (not pending,
+// knowsManager reports whether a node's swarm has manager id among its managers.
+func knowsManager(info swarm.Info, id string) bool {
+	for _, m := range info.RemoteManagers {
+		if m.NodeID == id {
+			return true
+		}
+	}
+	return info.NodeID == id
+}
+
+// swarmInfo returns a node's swarm state once it is settled (not pending,
 // as it is for a while after a restarted dockerd rejoins).
-func swarmState(ctx context.Context, c *client.Client) (swarm.LocalNodeState, error) {
-	var st swarm.LocalNodeState
+func swarmInfo(ctx context.Context, c *client.Client) (swarm.Info, error) {
+	var st swarm.Info
 	err := poll(ctx, 30*time.Second, func() error {
 		info, err := c.Info(ctx)
 		if err != nil {
 			return err
 		}
-		st = info.Swarm.LocalNodeState
-		if st == swarm.LocalNodeStatePending {
+		st = info.Swarm
+		if st.LocalNodeState == swarm.LocalNodeStatePending {
 			return errors.New("swarm state pending")
 		}
-		if st == swarm.LocalNodeStateError {
+		if st.LocalNodeState == swarm.LocalNodeStateError {
 			return fmt.Errorf("swarm error: %s", info.Swarm.Error)
 		}
 		return nil

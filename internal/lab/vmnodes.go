@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -13,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -87,8 +89,15 @@ func (v *vmProvider) prepared(ctx context.Context) (vm.Boot, error) {
 func vmParent() string { return VMBond + "." + strconv.Itoa(UnderlayVLAN) }
 
 func (p *plan) netDir() string       { return filepath.Join(p.dir(), "net") }
-func (p *plan) vmBinary() string     { return filepath.Join(p.dir(), "underlay") }
 func (p *plan) routerIP() netip.Addr { return p.mgmtGW.Next() }
+
+// vmBinary is the lab's copy of the underlay binary that VM nodes run
+// (installBinary): <lab>/bin/<hash>/underlay, the hash named in
+// <lab>/bin/current.
+func (p *plan) vmBinary() string {
+	b, _ := os.ReadFile(filepath.Join(p.dir(), "bin", "current"))
+	return filepath.Join(p.dir(), "bin", strings.TrimSpace(string(b)), "underlay")
+}
 
 // trunk names of the VLAN access port in the lab's namespace: the veth
 // pair (one end a bridge port, the other read by the port) and its tap.
@@ -105,7 +114,7 @@ func (v *vmProvider) EnsureNetwork(ctx context.Context, p *plan) error {
 	if err := os.MkdirAll(p.netDir(), 0o755); err != nil {
 		return err
 	}
-	if err := copyIfChanged(p.cfg.UnderlayBin, p.vmBinary()); err != nil {
+	if err := installBinary(p.cfg.UnderlayBin, filepath.Join(p.dir(), "bin")); err != nil {
 		return err
 	}
 	if err := writeIfUp(p); err != nil {
@@ -114,7 +123,9 @@ func (v *vmProvider) EnsureNetwork(ctx context.Context, p *plan) error {
 	if _, err := v.prepared(ctx); err != nil {
 		return err
 	}
-	holder, err := ensureHolder(ctx, p.netDir(), []string{"--net"}, netHolderScript, p.cfg.Name, nil)
+	// Its own PID namespace too: killing the holder (its PID 1) then kills
+	// the sleep it waits on, which would otherwise keep the namespace.
+	holder, err := ensureHolder(ctx, p.netDir(), []string{"--net", "--pid", "--fork"}, netHolderScript, p.cfg.Name, nil)
 	if err != nil {
 		return fmt.Errorf("lab network namespace: %w", err)
 	}
@@ -282,23 +293,35 @@ func writeIfUp(p *plan) error {
 	return os.WriteFile(filepath.Join(p.dir(), "qemu-ifup"), []byte(script), 0o755)
 }
 
-// copyIfChanged copies the underlay binary into the lab's directory,
-// where VM nodes run it from (a build that replaces the original, or a
-// test binary in a /tmp the guests do not see, leaves the lab alone). A
-// new copy is renamed into place: running guests keep the old one.
-func copyIfChanged(src, dst string) error {
+// installBinary copies the underlay binary into dir/<hash>/underlay and
+// names the hash in dir/current. VM nodes run that copy: a test binary in a
+// /tmp the guests do not see, or a rebuild, changes nothing under them —
+// a file changed in place under the guests' overlay of the host's root
+// reads as a mix of old and new (a new build gets a new directory; the
+// base name, which names the agent daemon, stays "underlay").
+func installBinary(src, dir string) error {
 	b, err := os.ReadFile(src)
 	if err != nil {
 		return fmt.Errorf("read underlay binary: %w", err)
 	}
-	if old, err := os.ReadFile(dst); err == nil && bytes.Equal(old, b) {
-		return nil
+	sum := sha256.Sum256(b)
+	hash := hex.EncodeToString(sum[:])[:16]
+	dst := filepath.Join(dir, hash, "underlay")
+	if _, err := os.Stat(dst); err != nil {
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(dst+".tmp", b, 0o755); err != nil {
+			return fmt.Errorf("copy underlay binary: %w", err)
+		}
+		if err := os.Rename(dst+".tmp", dst); err != nil {
+			return err
+		}
 	}
-	tmp := dst + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o755); err != nil {
-		return fmt.Errorf("copy underlay binary: %w", err)
+	if err := os.WriteFile(filepath.Join(dir, "current.tmp"), []byte(hash+"\n"), 0o644); err != nil {
+		return err
 	}
-	return os.Rename(tmp, dst)
+	return os.Rename(filepath.Join(dir, "current.tmp"), filepath.Join(dir, "current"))
 }
 
 // guestClient reaches node n's control server.

@@ -156,7 +156,7 @@ func TestArgs(t *testing.T) {
 		"apparmor=0", "ul.dir=/d",
 		"local,path=/,mount_tag=hostroot,security_model=none,readonly=on",
 		"local,path=/d,mount_tag=node,",
-		"-netdev tap,id=nic0,ifname=n1e0,script=/l/qemu-ifup,downscript=no -device virtio-net-pci,netdev=nic0,mac=52:54:00:04:01:00",
+		"-netdev tap,id=nic0,ifname=n1e0,script=/l/qemu-ifup,downscript=no -device virtio-net-pci,netdev=nic0,mac=52:54:00:04:01:00,csum=off",
 		"mac=52:54:00:04:01:01",
 		"-qmp unix:/d/qmp.sock,server=on,wait=off",
 	} {
