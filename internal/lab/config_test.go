@@ -32,6 +32,8 @@ func TestValidate(t *testing.T) {
 		{"ipv6 subnet", func(c *Config) { c.UnderlaySubnet = "fd00::/64" }, "IPv4"},
 		{"subnet too small", func(c *Config) { c.UnderlaySubnet = "10.200.0.0/25" }, "/25"},
 		{"no binary", func(c *Config) { c.UnderlayBin = "" }, "underlay binary"},
+		{"VM nodes without agents need the binary", func(c *Config) { c.VM, c.NoAgent, c.UnderlayBin = true, true, "" }, "VM nodes run it as their init"},
+		{"VM nodes", func(c *Config) { c.VM = true }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok
