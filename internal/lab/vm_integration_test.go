@@ -101,7 +101,7 @@ func TestIntegrationVM(t *testing.T) {
 		})
 		checkVLANParent(t, ctx, l, "node3", true)
 
-		createService(t, top, ctx, mgr, svc, "v40")
+		createService(t, top, ctx, l, svc, "v40")
 		ips = serviceIPs(t, ctx, l, svc, "v40")
 		for _, ip := range ips {
 			if !strings.HasPrefix(ip, vmPrefix+"8.") {
@@ -129,7 +129,11 @@ func TestIntegrationVM(t *testing.T) {
 			t.Fatal(err)
 		}
 		pulled := time.Now()
-		t.Cleanup(func() { lab.SetLink(context.Background(), l.Name, node.Name, nic, true) })
+		t.Cleanup(func() {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			lab.SetLink(ctx, l.Name, node.Name, nic, true)
+		})
 		testenv.Eventually(t, 30*time.Second, func() (bool, string) {
 			got, err := bondActive(ctx, l, node.Name)
 			return err == nil && got == other, fmt.Sprintf("active member of %s's bond0: %q (%v), want %s", node.Name, got, err, other)
@@ -184,12 +188,12 @@ func TestIntegrationVM(t *testing.T) {
 				t.Errorf("%s: shim %s is not an ipvlan l2 on bond0.40:\n%s", n.Name, shim, out)
 			}
 		}
-		createService(t, top, ctx, mgr, isvc, name)
+		createService(t, top, ctx, l, isvc, name)
 		ips := serviceIPs(t, ctx, l, isvc, name)
 		for i, ip := range ips {
 			waitGet(t, ip)
 			// The node reaches its own container through the ipvlan shim.
-			out := vmExec(t, ctx, l, l.Nodes[i].Name, "busybox", "wget", "-q", "-O-", "-T", "5", "http://"+ip+":8080/")
+			out := vmExec(t, ctx, l, l.Nodes[i].Name, "curl", "-sS", "-m", "5", "http://"+ip+":8080/")
 			if !strings.Contains(out, ip) {
 				t.Errorf("%s to its own container %s: %s", l.Nodes[i].Name, ip, out)
 			}
@@ -262,7 +266,8 @@ func checkVLANParent(t *testing.T, ctx context.Context, l *testenv.Lab, node str
 
 // createService creates a 3-replica service of the test image on netName,
 // one task per node, removed when top ends.
-func createService(t, top *testing.T, ctx context.Context, mgr *testenv.LabNode, name, netName string) {
+func createService(t, top *testing.T, ctx context.Context, l *testenv.Lab, name, netName string) {
+	mgr := l.Nodes[0]
 	t.Helper()
 	replicas := uint64(3)
 	_, err := mgr.Docker.ServiceCreate(ctx, swarm.ServiceSpec{
@@ -280,7 +285,13 @@ func createService(t, top *testing.T, ctx context.Context, mgr *testenv.LabNode,
 	if err != nil {
 		t.Fatalf("create service %s: %v", name, err)
 	}
-	top.Cleanup(func() { mgr.Docker.ServiceRemove(context.Background(), name) })
+	top.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		if _, err := lab.GetStatus(ctx, l.Name); err == nil { // not gone with the lab
+			mgr.Docker.ServiceRemove(ctx, name)
+		}
+	})
 }
 
 // serviceIPs waits for one running task of svc on every node and returns
