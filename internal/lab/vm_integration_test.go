@@ -142,9 +142,10 @@ func TestIntegrationVM(t *testing.T) {
 			waitGet(t, ip)
 		}
 		t.Logf("%s pulled on %s: bond0 on %s, every container answers %s after", active, node.Name, other, time.Since(pulled).Round(time.Millisecond))
-		// A flap would show within a check run or two, and within serf's
-		// suspicion time: wait for two runs of every check on the node.
-		for range 2 {
+		// A flap would show within a check run, and within serf's suspicion
+		// time (4s for 3 nodes): wait for four runs of every check on the
+		// node, 2s apart.
+		for range 4 {
 			outputs = checkRan(t, node.Consul, checkIDs, outputs)
 		}
 		if flaps := watch.stop(); len(flaps) > 0 {
