@@ -153,24 +153,36 @@ func (p *plan) up(ctx context.Context, log *slog.Logger) error {
 		defer c.Close()
 		clients[i] = c
 	}
-	steps := []struct {
-		name string
-		run  func(context.Context) error
-	}{
-		{"network", func(ctx context.Context) error { return p.prov.EnsureNetwork(ctx, p) }},
-		{"nodes", func(ctx context.Context) error {
-			return p.eachNode(ctx, func(ctx context.Context, n *nodePlan) error { return p.prov.EnsureNode(ctx, p, n) })
-		}},
-		{"dockerd", func(ctx context.Context) error { return p.eachNode(ctx, p.ensureDockerd) }},
-		{"consul", func(ctx context.Context) error {
-			if err := p.eachNode(ctx, p.ensureConsul); err != nil {
-				return err
+	// Steps that do not depend on each other run at once: Consul beside
+	// dockerd, the images beside the swarm (it matters on VM nodes, where
+	// each takes seconds).
+	timed := func(name string, run func(context.Context) error) func(context.Context) error {
+		return func(ctx context.Context) error {
+			t := time.Now()
+			if err := run(ctx); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
 			}
-			return p.waitConsulMembers(ctx)
-		}},
-		{"swarm", func(ctx context.Context) error { return p.ensureSwarm(ctx, clients) }},
-		{"images", func(ctx context.Context) error { return p.loadImages(ctx, clients, log) }},
-		{"agents", func(ctx context.Context) error {
+			log.Info("step done", "step", name, "took", time.Since(t).Round(time.Millisecond))
+			return nil
+		}
+	}
+	steps := []func(context.Context) error{
+		timed("network", func(ctx context.Context) error { return p.prov.EnsureNetwork(ctx, p) }),
+		timed("nodes", func(ctx context.Context) error {
+			return p.eachNode(ctx, func(ctx context.Context, n *nodePlan) error { return p.prov.EnsureNode(ctx, p, n) })
+		}),
+		parallel(
+			timed("dockerd", func(ctx context.Context) error { return p.eachNode(ctx, p.ensureDockerd) }),
+			timed("consul", func(ctx context.Context) error {
+				if err := p.eachNode(ctx, p.ensureConsul); err != nil {
+					return err
+				}
+				return p.waitConsulMembers(ctx)
+			})),
+		parallel(
+			timed("swarm", func(ctx context.Context) error { return p.ensureSwarm(ctx, clients) }),
+			timed("images", func(ctx context.Context) error { return p.loadImages(ctx, clients, log) })),
+		timed("agents", func(ctx context.Context) error {
 			if p.cfg.NoAgent {
 				return nil
 			}
@@ -181,16 +193,25 @@ func (p *plan) up(ctx context.Context, log *slog.Logger) error {
 				}
 				return err
 			})
-		}},
+		}),
 	}
-	for _, s := range steps {
-		t := time.Now()
-		if err := s.run(ctx); err != nil {
-			return fmt.Errorf("lab %s: %s: %w", p.cfg.Name, s.name, err)
+	for _, step := range steps {
+		if err := step(ctx); err != nil {
+			return fmt.Errorf("lab %s: %w", p.cfg.Name, err)
 		}
-		log.Info("step done", "step", s.name, "took", time.Since(t).Round(time.Millisecond))
 	}
 	return nil
+}
+
+// parallel runs steps at once; the first error cancels the others.
+func parallel(steps ...func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		g, ctx := errgroup.WithContext(ctx)
+		for _, s := range steps {
+			g.Go(func() error { return s(ctx) })
+		}
+		return g.Wait()
+	}
 }
 
 // eachNode runs f for every node at once.
