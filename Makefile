@@ -1,5 +1,5 @@
 # Thin wrappers over scripts/, which do the real work (and run as root).
-.PHONY: build image deb test test-matrix test-stack engines bench run vet fmt fuzz screenshot
+.PHONY: build image deb test test-matrix test-stack test-vm engines bench run vet fmt fuzz screenshot
 
 build:
 	./scripts/build.sh
@@ -27,6 +27,10 @@ engines:
 # deployed by deploy/stack.yml (the fault tests kill and restart plain agents).
 test-stack:
 	UNDERLAY_LAB_AGENTS=stack UNDERLAY_TEST_ENGINES= ./scripts/test.sh -run 'TestIntegrationLab$$|TestIntegrationLabNetwork|TestIntegrationLabAutoscaler|TestIntegrationStack'
+
+# Only the tests on VM lab nodes (Debian's kernel: VLANs, bonds, ipvlan).
+test-vm:
+	UNDERLAY_TEST_ENGINES= ./scripts/test.sh -run '^TestIntegrationVM'
 
 bench:
 	./scripts/bench.sh

@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # Installs what underlay needs on a Debian machine, idempotently: Debian's
 # docker.io, iproute2, iptables and make, chromium (the dashboard's browser
-# tests and `make screenshot` drive it headless), prometheus and
+# tests and `make screenshot` drive it headless); qemu-system-x86,
+# linux-image-amd64, busybox-static and xz-utils for `underlay lab up --vm`
+# (VM nodes boot Debian's kernel under QEMU, with a busybox initramfs);
+# prometheus and
 # prometheus-alertmanager (whose binaries the autoscaler's integration tests
 # start on loopback; this script starts neither), and Consul 1.8.7 from Debian's
 # bullseye suite (fetched with apt-get download through a temporary sources
@@ -25,6 +28,15 @@ install_pkgs() {
 mapfile -t missing < <(missing_of docker.io iproute2 iptables make curl ca-certificates lintian systemd chromium)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
+  install_pkgs "${missing[@]}"
+fi
+
+# VM lab nodes: the emulator, the kernel they boot (its modules have
+# 802.1Q, ipvlan, bonding), the initramfs's shell, and xz to unpack the
+# kernel into the vmlinux QEMU boots faster.
+mapfile -t missing < <(missing_of qemu-system-x86 linux-image-amd64 busybox-static xz-utils)
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]} (for lab up --vm)"
   install_pkgs "${missing[@]}"
 fi
 

@@ -180,7 +180,8 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 		store := netspec.NewStore(kv)
 		rec := &netagent.Reconciler{
 			Node: node, Store: store, Docker: nets, Swarm: nets,
-			Host: hostnet.Host{}, RemoveShim: hostnet.RemoveShim, Log: log.With("component", "networks"),
+			Host: hostnet.Host{}, RemoveShim: hostnet.RemoveShim, RemoveParent: hostnet.RemoveParent,
+			Log: log.With("component", "networks"),
 		}
 		if f.ipam {
 			alloc := ipam.NewAllocator(kv, node)

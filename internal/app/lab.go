@@ -19,7 +19,6 @@ type labFlags struct {
 	name string
 	cfg  lab.Config
 	json bool
-	log  string
 }
 
 func newLabCommand(g *globalFlags, streams IOStreams) *cobra.Command {
@@ -31,11 +30,16 @@ func newLabCommand(g *globalFlags, streams IOStreams) *cobra.Command {
 and PID namespaces with its own dockerd, Consul agent and underlay agent, joined
 into one swarm. Each node's eth1 sits on a bridge playing the existing L2
 network (the macvlan parent); this machine holds the underlay gateway on it, so
-it reaches every container directly. Several labs coexist by name.`,
+it reaches every container directly. Several labs coexist by name.
+
+With --vm the nodes are QEMU virtual machines booting Debian's kernel, each with
+two NICs bonded (bond0) on a trunk carrying VLANs 40 and 41; the underlay is
+VLAN 40 (parent bond0.40), routed by the lab's own network namespace.`,
 	}
 	cmd.PersistentFlags().StringVar(&f.name, "name", lab.DefaultName, "lab name")
 	cmd.AddCommand(newLabUpCommand(g, streams, f), newLabDownCommand(g, streams, f), newLabStatusCommand(streams, f),
 		newLabEnvCommand(streams, f), newLabExecCommand(streams, f), newLabLogsCommand(streams, f))
+	cmd.AddCommand(newLabVMCommands(g, streams)...)
 	return cmd
 }
 
@@ -67,11 +71,14 @@ func newLabUpCommand(g *globalFlags, streams IOStreams, f *labFlags) *cobra.Comm
 				if !fl.Changed("agents") {
 					f.cfg.Agents = old.Agents
 				}
+				if !fl.Changed("vm") {
+					f.cfg.VM = old.VM
+				}
 			}
 			if f.cfg.Nodes == 0 {
 				return fmt.Errorf("--nodes 0: want 1 to %d", lab.MaxNodes)
 			}
-			if !f.cfg.NoAgent {
+			if !f.cfg.NoAgent || f.cfg.VM {
 				var err error
 				if f.cfg.UnderlayBin, err = underlayBinary(); err != nil {
 					return err
@@ -95,6 +102,7 @@ func newLabUpCommand(g *globalFlags, streams IOStreams, f *labFlags) *cobra.Comm
 	fl.BoolVar(&f.cfg.NoAgent, "no-agent", false, "do not run the underlay agent on the nodes")
 	fl.StringVar(&f.cfg.Agents, "agents", lab.AgentsProcess, "how the agents run: process (a plain process per node) or stack (deploy/stack.yml with the image underlay:VERSION, agent and control, as the README tells users)")
 	fl.StringVar(&f.cfg.Engine, "engine", lab.DefaultEngine(), "Docker engine the nodes run: 20.10 (the dockerd on PATH), 28 or 29 (built by scripts/build-engines.sh); default $"+lab.EnvEngine)
+	fl.BoolVar(&f.cfg.VM, "vm", false, "nodes are QEMU VMs booting Debian's kernel: bond0 of two NICs, VLANs 40 and 41, the underlay on bond0.40")
 	return cmd
 }
 
@@ -145,16 +153,20 @@ func newLabStatusCommand(streams IOStreams, f *labFlags) *cobra.Command {
 }
 
 func printStatus(w io.Writer, st *lab.Status) error {
-	fmt.Fprintf(w, "lab %s: underlay %s (gateway %s on this machine), management %s\n",
-		st.Name, st.UnderlaySubnet, st.UnderlayGateway, st.ManagementSubnet)
+	where := "on this machine"
+	if st.Kind == lab.KindVM {
+		where = "in the lab's namespace, VLAN 40"
+	}
+	fmt.Fprintf(w, "lab %s (%s nodes): underlay %s (gateway %s %s), management %s\n",
+		st.Name, st.Kind, st.UnderlaySubnet, st.UnderlayGateway, where, st.ManagementSubnet)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tROLE\tSTATE\tMANAGEMENT IP\tDOCKER_HOST\tCONSUL_HTTP_ADDR")
+	fmt.Fprintln(tw, "NODE\tROLE\tSTATE\tMANAGEMENT IP\tPARENT\tDOCKER_HOST\tCONSUL_HTTP_ADDR")
 	for _, n := range st.Nodes {
 		state := n.State
 		if len(n.Problems) > 0 {
 			state += " (" + strings.Join(n.Problems, ", ") + ")"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Role, state, n.ManagementIP, n.DockerHost, n.ConsulHTTPAddr)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", n.Name, n.Role, state, n.ManagementIP, n.UnderlayParent, n.DockerHost, n.ConsulHTTPAddr)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -229,6 +241,6 @@ func newLabLogsCommand(streams IOStreams, f *labFlags) *cobra.Command {
 			return err
 		},
 	}
-	cmd.Flags().StringVar(&component, "component", "agent", "agent, control (managers), dockerd, consul or holder")
+	cmd.Flags().StringVar(&component, "component", "agent", "agent, control (managers), dockerd, consul, holder (namespace nodes) or console (VM nodes)")
 	return cmd
 }

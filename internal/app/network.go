@@ -33,7 +33,7 @@ func newNetworkCommand(g *globalFlags, streams IOStreams) *cobra.Command {
 	f := &networkFlags{}
 	cmd := &cobra.Command{
 		Use:   "network",
-		Short: "Create, inspect and remove macvlan networks on every node of the swarm",
+		Short: "Create, inspect and remove macvlan (or ipvlan) networks on every node of the swarm",
 	}
 	pf := cmd.PersistentFlags()
 	addConsulFlags(pf, &f.consul)
@@ -58,15 +58,19 @@ func (f *networkFlags) store() (*netspec.Store, error) {
 // specFlags are the flags describing a network, shared by create and plan.
 type specFlags struct {
 	subnet, gateway, parent, ipRange, ipam, ipv6Subnet string
+	driver, ipvlanMode                                 string
 	aux                                                []string
-	perNodeSize                                        int
+	perNodeSize, vlan                                  int
 }
 
 func (sf *specFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
 	fl.StringVar(&sf.subnet, "subnet", "", "IPv4 subnet of the existing network, CIDR (required)")
 	fl.StringVar(&sf.gateway, "gateway", "", "the network's router (required)")
-	fl.StringVar(&sf.parent, "parent", "", "host interface carrying the network on every node (required)")
+	fl.StringVar(&sf.parent, "parent", "", "host interface carrying the network on every node (required); a VLAN sub-interface such as bond0.40 is made where missing")
+	fl.IntVar(&sf.vlan, "vlan", 0, "VLAN id: the parent is VLAN N on --parent (--parent bond0 --vlan 40 is bond0.40)")
+	fl.StringVar(&sf.driver, "driver", netspec.Macvlan, "macvlan or ipvlan")
+	fl.StringVar(&sf.ipvlanMode, "ipvlan-mode", "", "ipvlan mode: l2 (default) or l3 (the router must route each node's range to that node; per-node IPAM only)")
 	fl.StringVar(&sf.ipRange, "ip-range", "", "part of the subnet containers may use (default: all of it)")
 	fl.StringArrayVar(&sf.aux, "aux-address", nil, "NAME=IP never given to a container (repeatable)")
 	fl.StringVar(&sf.ipam, "ipam", string(netspec.PerNode), "per-node (a range leased per node) or cluster (one pool for the swarm, served by underlay's IPAM driver)")
@@ -76,8 +80,17 @@ func (sf *specFlags) add(cmd *cobra.Command) {
 
 // spec parses the flags; every bad value is named in the error.
 func (sf *specFlags) spec(name string) (netspec.Spec, error) {
-	s := netspec.Spec{Name: name, Parent: sf.parent, IPAM: netspec.IPAMMode(sf.ipam), PerNodeSize: sf.perNodeSize}
+	s := netspec.Spec{Name: name, Parent: sf.parent, IPAM: netspec.IPAMMode(sf.ipam), PerNodeSize: sf.perNodeSize,
+		Driver: sf.driver, IPvlanMode: sf.ipvlanMode}
+	if s.Driver == netspec.Macvlan {
+		s.Driver = "" // the default, as stored by versions without drivers
+	}
 	var errs []error
+	if p, err := netspec.WithVLAN(sf.parent, sf.vlan); err != nil {
+		errs = append(errs, err)
+	} else {
+		s.Parent = p
+	}
 	prefix := func(flag, v string, dst *netip.Prefix) {
 		if v == "" {
 			return
@@ -120,8 +133,8 @@ func (sf *specFlags) spec(name string) (netspec.Spec, error) {
 func newNetworkCreateCommand(f *networkFlags, streams IOStreams) *cobra.Command {
 	sf := &specFlags{}
 	cmd := &cobra.Command{
-		Use:   "create NAME --subnet CIDR --gateway IP --parent IFACE",
-		Short: "Create a macvlan network on every node; agents realise it",
+		Use:   "create NAME --subnet CIDR --gateway IP --parent IFACE [--vlan N] [--driver ipvlan]",
+		Short: "Create a macvlan or ipvlan network on every node; agents realise it",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			s, err := sf.spec(args[0])
@@ -154,9 +167,12 @@ func newNetworkCreateCommand(f *networkFlags, streams IOStreams) *cobra.Command 
 				return err
 			}
 			if s.IPAM == netspec.Cluster {
-				fmt.Fprintf(streams.Out, "network %s created: %d node(s) will share one pool, %s, through underlay's IPAM\n", s.Name, len(nodes), s.Range())
+				fmt.Fprintf(streams.Out, "network %s (%s) created: %d node(s) will share one pool, %s, through underlay's IPAM\n", s.Name, driverName(s), len(nodes), s.Range())
 			} else {
-				fmt.Fprintf(streams.Out, "network %s created: %d node(s) will each lease %d addresses of %s\n", s.Name, len(nodes), s.PerNodeSize, s.Range())
+				fmt.Fprintf(streams.Out, "network %s (%s) created: %d node(s) will each lease %d addresses of %s\n", s.Name, driverName(s), len(nodes), s.PerNodeSize, s.Range())
+			}
+			if s.IPvlanModeName() == netspec.IPvlanL3 {
+				fmt.Fprintf(streams.Out, "ipvlan l3: containers answer no ARP; route each node's range (underlay network inspect %s) to that node's address on %s's network\n", s.Name, s.Parent)
 			}
 			return nil
 		},
@@ -204,13 +220,13 @@ func newNetworkListCommand(f *networkFlags, streams IOStreams) *cobra.Command {
 				return writeJSON(streams.Out, map[string]any{"networks": specs})
 			}
 			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tSUBNET\tGATEWAY\tPARENT\tIPAM\tPER NODE\tSTATE")
+			fmt.Fprintln(tw, "NAME\tDRIVER\tSUBNET\tGATEWAY\tPARENT\tIPAM\tPER NODE\tSTATE")
 			for _, s := range specs {
 				state := "active"
 				if s.Deleting {
 					state = "deleting"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%d\t%s\n", s.Name, s.Subnet, s.Gateway, s.Parent, s.IPAM, s.PerNodeSize, state)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", s.Name, driverName(s), s.Subnet, s.Gateway, s.Parent, s.IPAM, s.PerNodeSize, state)
 			}
 			return tw.Flush()
 		},
@@ -244,8 +260,8 @@ func newNetworkInspectCommand(f *networkFlags, streams IOStreams) *cobra.Command
 			if f.json {
 				return writeJSON(streams.Out, map[string]any{"network": s, "nodes": states})
 			}
-			fmt.Fprintf(streams.Out, "network %s: subnet %s gateway %s parent %s ipam %s (%d per node)\n",
-				s.Name, s.Subnet, s.Gateway, s.Parent, s.IPAM, s.PerNodeSize)
+			fmt.Fprintf(streams.Out, "network %s (%s): subnet %s gateway %s parent %s ipam %s (%d per node)\n",
+				s.Name, driverName(s), s.Subnet, s.Gateway, s.Parent, s.IPAM, s.PerNodeSize)
 			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NODE\tSTATE\tRANGE\tPARENT\tSHIM\tERROR")
 			for _, n := range states {
@@ -424,4 +440,12 @@ func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(v)
+}
+
+// driverName is a network's driver as printed: "macvlan", "ipvlan l2".
+func driverName(s netspec.Spec) string {
+	if m := s.IPvlanModeName(); m != "" {
+		return s.DriverName() + " " + m
+	}
+	return s.DriverName()
 }

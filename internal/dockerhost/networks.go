@@ -61,7 +61,7 @@ func (n *Networks) CreateConfigNetwork(ctx context.Context, s netspec.Spec, p ne
 	}}}
 	opts := network.CreateOptions{
 		ConfigOnly: true,
-		Options:    map[string]string{"parent": s.Parent},
+		Options:    s.DriverOptions(),
 		IPAM:       ipam,
 		Labels:     map[string]string{netspec.LabelManaged: "true", netspec.LabelNetwork: s.Name, netspec.LabelRange: p.Block.String()},
 	}
@@ -83,7 +83,7 @@ func (n *Networks) createClusterConfigNetwork(ctx context.Context, s netspec.Spe
 	ipam := &network.IPAM{Driver: netspec.ClusterIPAMDriver, Config: []network.IPAMConfig{{Subnet: s.Subnet.String(), Gateway: s.Gateway.String()}}}
 	opts := network.CreateOptions{
 		ConfigOnly: true,
-		Options:    map[string]string{"parent": s.Parent},
+		Options:    s.DriverOptions(),
 		IPAM:       ipam,
 		Labels:     map[string]string{netspec.LabelManaged: "true", netspec.LabelNetwork: s.Name},
 	}
@@ -166,7 +166,7 @@ func (n *Networks) SwarmNetworkExists(ctx context.Context, name string) (bool, e
 // CreateSwarmNetwork implements netagent.Swarm.
 func (n *Networks) CreateSwarmNetwork(ctx context.Context, s netspec.Spec) error {
 	_, err := n.api.NetworkCreate(ctx, s.Name, network.CreateOptions{
-		Driver:     "macvlan",
+		Driver:     s.DriverName(),
 		Scope:      "swarm",
 		ConfigFrom: &network.ConfigReference{Network: netspec.ConfigNetworkName(s.Name)},
 		Attachable: true,

@@ -23,9 +23,11 @@ type Files interface {
 type Links interface {
 	// Observe reads the state of a network's parent and shim.
 	Observe(w hostnet.Want) (hostnet.Observed, error)
-	// ProbeMacvlan creates a macvlan link on a temporary link and deletes
-	// both, returning the error that stopped it.
-	ProbeMacvlan() error
+	// Parent describes a parent link, its lower device and its bond.
+	Parent(name string) (hostnet.ParentFacts, error)
+	// ProbeLink creates a link of kind (macvlan, ipvlan, vlan) on a
+	// temporary link and deletes both, returning the error that stopped it.
+	ProbeLink(kind string) error
 }
 
 // Firewall reads iptables.
@@ -72,7 +74,7 @@ func (MacvlanCheck) Name() string { return "kernel/macvlan" }
 func (c MacvlanCheck) Run(ctx context.Context, logf Logf) []Result {
 	f := MacvlanFacts{Loaded: moduleLoaded(c.Files, "macvlan")}
 	if !f.Loaded {
-		f.Probed, f.ProbeErr = true, c.Links.ProbeMacvlan()
+		f.Probed, f.ProbeErr = true, c.Links.ProbeLink("macvlan")
 	}
 	return []Result{EvalMacvlan(f)}
 }
@@ -153,9 +155,81 @@ func (c NetworksCheck) gather(ctx context.Context) ([]NetworkFacts, error) {
 		}
 		w, _ := f.Want()
 		f.Observed, f.ObserveErr = c.Links.Observe(w)
+		if f.ObserveErr == nil {
+			f.Parent, f.ObserveErr = c.Links.Parent(s.Parent)
+		}
 		out = append(out, f)
 	}
 	return out, nil
+}
+
+// ModulesCheck checks the kernel modules the cluster's networks need
+// beyond macvlan: 8021q for VLAN parents, ipvlan for ipvlan networks,
+// bonding for parents on a bond.
+type ModulesCheck struct {
+	Networks Networks
+	Links    Links
+	Files    Files
+}
+
+// Name implements Check.
+func (ModulesCheck) Name() string { return "kernel/modules" }
+
+// Run implements Check. Without the specs it says nothing: the network
+// check reports Consul.
+func (c ModulesCheck) Run(ctx context.Context, logf Logf) []Result {
+	specs, err := c.Networks.Specs(ctx)
+	if err != nil {
+		return []Result{{Check: "kernel/modules", Status: Warn, Message: fmt.Sprintf("cannot read network specs, modules not checked: %v", err)}}
+	}
+	need := map[string][]string{}
+	var bonds []string
+	for _, s := range specs {
+		if s.Deleting {
+			continue
+		}
+		lower, _, vlan := netspec.VLANParent(s.Parent)
+		if vlan {
+			need["8021q"] = append(need["8021q"], s.Name)
+		}
+		if s.DriverName() == netspec.IPvlan {
+			need["ipvlan"] = append(need["ipvlan"], s.Name)
+		}
+		pf, err := c.Links.Parent(s.Parent)
+		if err != nil {
+			logf("parent %s: %v", s.Parent, err)
+		}
+		if pf.Bond != nil || strings.HasPrefix(s.Parent, "bond") || vlan && strings.HasPrefix(lower, "bond") {
+			need["bonding"] = append(need["bonding"], s.Name)
+			if pf.Bond != nil {
+				bonds = append(bonds, pf.Bond.Name)
+			}
+		}
+	}
+	var rs []Result
+	for _, mod := range []string{"8021q", "ipvlan", "bonding"} {
+		if len(need[mod]) == 0 {
+			continue
+		}
+		f := ModuleFacts{Module: mod, NeededBy: need[mod]}
+		switch mod {
+		case "8021q":
+			f.Loaded = vlanSupport(c.Files)
+		case "bonding":
+			f.Loaded = moduleLoaded(c.Files, mod) || c.Files.Exists("/proc/net/bonding") || len(bonds) > 0
+		default:
+			f.Loaded = moduleLoaded(c.Files, mod)
+		}
+		if !f.Loaded && mod != "bonding" {
+			kind := mod
+			if mod == "8021q" {
+				kind = "vlan"
+			}
+			f.Probed, f.ProbeErr = true, c.Links.ProbeLink(kind)
+		}
+		rs = append(rs, EvalModule(f))
+	}
+	return rs
 }
 
 // NetfilterCheck checks the bridge-netfilter/FORWARD trap.

@@ -30,10 +30,11 @@ func (f fakeFiles) ReadFile(p string) ([]byte, error) {
 func (f fakeFiles) Exists(p string) bool { _, ok := f[p]; return ok }
 
 type fakeLinks struct {
-	observed map[string]hostnet.Observed // by parent
+	observed map[string]hostnet.Observed    // by parent
+	parents  map[string]hostnet.ParentFacts // by parent
 	wants    []hostnet.Want
 	probeErr error
-	probes   int
+	probes   []string
 }
 
 func (l *fakeLinks) Observe(w hostnet.Want) (hostnet.Observed, error) {
@@ -41,7 +42,12 @@ func (l *fakeLinks) Observe(w hostnet.Want) (hostnet.Observed, error) {
 	return l.observed[w.Parent], nil
 }
 
-func (l *fakeLinks) ProbeMacvlan() error { l.probes++; return l.probeErr }
+func (l *fakeLinks) Parent(name string) (hostnet.ParentFacts, error) { return l.parents[name], nil }
+
+func (l *fakeLinks) ProbeLink(kind string) error {
+	l.probes = append(l.probes, kind)
+	return l.probeErr
+}
 
 type fakeNetworks struct {
 	specs  []netspec.Spec
@@ -75,13 +81,13 @@ func (d fakeDocker) Endpoints(_ context.Context, nets map[string]string) ([]Prob
 func TestMacvlanCheck(t *testing.T) {
 	links := &fakeLinks{}
 	rs := MacvlanCheck{Files: fakeFiles{"/proc/modules": "macvlan 32768 0 - Live 0x0\n"}, Links: links}.Run(context.Background(), t.Logf)
-	if rs[0].Status != OK || links.probes != 0 {
-		t.Errorf("loaded module: %+v, %d probes", rs, links.probes)
+	if rs[0].Status != OK || len(links.probes) != 0 {
+		t.Errorf("loaded module: %+v, probes %v", rs, links.probes)
 	}
 	links.probeErr = errors.New("not supported")
 	rs = MacvlanCheck{Files: fakeFiles{}, Links: links}.Run(context.Background(), t.Logf)
-	if rs[0].Status != Fail || links.probes != 1 {
-		t.Errorf("built in but failing probe: %+v, %d probes", rs, links.probes)
+	if rs[0].Status != Fail || len(links.probes) != 1 || links.probes[0] != "macvlan" {
+		t.Errorf("built in but failing probe: %+v, probes %v", rs, links.probes)
 	}
 }
 

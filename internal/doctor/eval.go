@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"regexp"
 	"strconv"
 	"strings"
 	"time"
@@ -44,20 +43,47 @@ func EvalMacvlan(f MacvlanFacts) Result {
 	return r
 }
 
-var vlanParentRE = regexp.MustCompile(`^(.+)\.([0-9]{1,4})$`)
-
 // VLANParent splits a parent named like a VLAN sub-interface (eth1.42) into
 // its lower device and VLAN id; ok is false for other names.
-func VLANParent(parent string) (lower string, vid int, ok bool) {
-	m := vlanParentRE.FindStringSubmatch(parent)
-	if m == nil {
-		return "", 0, false
+func VLANParent(parent string) (lower string, vid int, ok bool) { return netspec.VLANParent(parent) }
+
+// ModuleFacts is what the kernel says of a module some networks need.
+type ModuleFacts struct {
+	Module string
+	// NeededBy names the networks that need it.
+	NeededBy []string
+	// Loaded is true when it is loaded (or built in and shown as such).
+	Loaded bool
+	// Probed is true when a probe link was tried; ProbeErr is its error.
+	Probed   bool
+	ProbeErr error
+}
+
+// moduleUse says what each module is for, in messages.
+var moduleUse = map[string]string{
+	"8021q":   "VLAN parents",
+	"ipvlan":  "ipvlan networks",
+	"bonding": "parents on a bond",
+}
+
+// EvalModule judges a kernel module the networks need.
+func EvalModule(f ModuleFacts) Result {
+	r := Result{Check: "kernel/" + f.Module}
+	who := fmt.Sprintf("%s (network %s)", moduleUse[f.Module], strings.Join(f.NeededBy, ", "))
+	switch {
+	case f.Loaded:
+		r.Status, r.Message = OK, fmt.Sprintf("%s loaded, for %s", f.Module, who)
+	case f.Probed && f.ProbeErr == nil:
+		r.Status, r.Message = OK, fmt.Sprintf("kernel makes %s links (built in or loaded on demand), for %s", f.Module, who)
+	default:
+		r.Status = Fail
+		r.Message = fmt.Sprintf("%s not loaded: %s cannot work", f.Module, who)
+		if f.Probed {
+			r.Message += fmt.Sprintf(" (a probe failed: %v)", f.ProbeErr)
+		}
+		r.Fix = fmt.Sprintf("modprobe %s && echo %s >> /etc/modules-load.d/underlay.conf", f.Module, f.Module)
 	}
-	vid, err := strconv.Atoi(m[2])
-	if err != nil || vid < 1 || vid > 4094 {
-		return "", 0, false
-	}
-	return m[1], vid, true
+	return r
 }
 
 // NetworkFacts is what this node knows about one underlay network.
@@ -67,16 +93,19 @@ type NetworkFacts struct {
 	State *netspec.NodeState
 	// VLANSupport is true when the kernel has 802.1q (8021q module).
 	VLANSupport bool
-	// Observed is the host's link state for the network; ObserveErr the
-	// error reading it.
+	// Observed is the host's link state for the network, Parent what its
+	// parent is (VLAN, bond); ObserveErr the error reading either. A zero
+	// Parent (not read) skips the VLAN and bond checks.
 	Observed   hostnet.Observed
+	Parent     hostnet.ParentFacts
 	ObserveErr error
 }
 
 // Want is the host state f's network needs on this node, from the node's
 // report; ok is false when the node has reported no range yet.
 func (f NetworkFacts) Want() (hostnet.Want, bool) {
-	w := hostnet.Want{Parent: f.Spec.Parent, ShimLink: netspec.ShimLinkName(f.Spec.Name)}
+	w := hostnet.Want{Parent: f.Spec.Parent, Network: f.Spec.Name, Driver: f.Spec.DriverName(), IPvlanMode: f.Spec.IPvlanModeName(),
+		ShimLink: netspec.ShimLinkName(f.Spec.Name)}
 	if f.State == nil || !f.State.Range.IsValid() || !f.State.Shim.IsValid() {
 		return w, false
 	}
@@ -88,8 +117,9 @@ func (f NetworkFacts) Want() (hostnet.Want, bool) {
 }
 
 // EvalNetwork judges one network on this node: its state report, the
-// parent (present, up, promiscuous, VLAN support) and the shim (link,
-// address, route).
+// parent (a VLAN of the right id on an up lower device, present, up, its
+// bond's members, promiscuous for macvlan) and the shim (link, address,
+// route).
 func EvalNetwork(f NetworkFacts) []Result {
 	s := f.Spec
 	name := func(aspect string) string { return "network/" + s.Name + "/" + aspect }
@@ -106,11 +136,7 @@ func EvalNetwork(f NetworkFacts) []Result {
 
 	lower, vid, isVLAN := VLANParent(s.Parent)
 	if isVLAN {
-		if f.VLANSupport {
-			add("vlan", OK, fmt.Sprintf("parent %s is VLAN %d on %s and the kernel has 802.1q", s.Parent, vid, lower), "")
-		} else {
-			add("vlan", Fail, fmt.Sprintf("parent %s is VLAN %d on %s but the kernel has no 802.1q support (8021q not loaded)", s.Parent, vid, lower), "modprobe 8021q")
-		}
+		rs = append(rs, evalVLAN(f, name("vlan"), lower, vid))
 	}
 	o := f.Observed
 	if !o.ParentExists {
@@ -126,15 +152,93 @@ func EvalNetwork(f NetworkFacts) []Result {
 	} else {
 		add("parent-up", Fail, fmt.Sprintf("parent %s is down: no container on %s can send or receive", s.Parent, s.Name), fmt.Sprintf("ip link set %s up", s.Parent))
 	}
-	if o.ParentPromisc {
+	if b := f.Parent.Bond; b != nil {
+		rs = append(rs, evalBond(*b, name("bond")))
+	}
+	switch {
+	case !s.NeedsPromisc():
+		// ipvlan endpoints share the parent's MAC address.
+	case o.ParentPromisc:
 		add("parent-promisc", OK, fmt.Sprintf("parent %s is promiscuous", s.Parent), "")
-	} else {
+	default:
 		add("parent-promisc", Fail, fmt.Sprintf("parent %s is not promiscuous: frames for containers' MAC addresses may be filtered", s.Parent), fmt.Sprintf("ip link set %s promisc on", s.Parent))
 	}
 	if !haveWant {
 		return rs // no range: the shim's address and route are unknown
 	}
-	return append(rs, evalShim(o, want, name)...)
+	return append(rs, evalShim(o, want, netspec.ShimType(s), name)...)
+}
+
+// evalVLAN judges a VLAN parent: the kernel's 802.1q support, and, when
+// the parent exists, that it is VLAN vid on lower, that lower is up, and
+// that its MTU fits lower's.
+func evalVLAN(f NetworkFacts, check, lower string, vid int) Result {
+	s, p := f.Spec, f.Parent
+	r := Result{Check: check}
+	create := fmt.Sprintf("ip link add link %s name %s type vlan id %d && ip link set %s up", lower, s.Parent, vid, s.Parent)
+	switch {
+	case !f.VLANSupport:
+		r.Status, r.Fix = Fail, "modprobe 8021q"
+		r.Message = fmt.Sprintf("parent %s is VLAN %d on %s but the kernel has no 802.1q support (8021q not loaded)", s.Parent, vid, lower)
+	case !p.Exists && p.Lower != "" && !p.LowerExists:
+		r.Status, r.Fix = Fail, "ip link show   # then recreate network "+s.Name+" on an existing device"
+		r.Message = fmt.Sprintf("parent %s is VLAN %d on %s, which does not exist on this host", s.Parent, vid, lower)
+	case !p.Exists:
+		r.Status, r.Message = OK, fmt.Sprintf("parent %s is VLAN %d on %s and the kernel has 802.1q", s.Parent, vid, lower)
+	case p.Type != "vlan" || p.VLAN != vid || p.Lower != lower:
+		what := p.Type
+		if p.Type == "vlan" {
+			what = fmt.Sprintf("VLAN %d on %s", p.VLAN, p.Lower)
+		}
+		r.Status, r.Fix = Fail, "ip link del "+s.Parent+" && "+create
+		r.Message = fmt.Sprintf("%s is a %s, not VLAN %d on %s", s.Parent, what, vid, lower)
+	case !p.LowerUp:
+		r.Status, r.Fix = Fail, "ip link set "+lower+" up"
+		r.Message = fmt.Sprintf("%s's lower device %s is down", s.Parent, lower)
+	case p.MTU > p.LowerMTU:
+		r.Status, r.Fix = Fail, fmt.Sprintf("ip link set %s mtu %d", s.Parent, p.LowerMTU)
+		r.Message = fmt.Sprintf("%s's MTU %d exceeds %s's %d: large frames are dropped", s.Parent, p.MTU, lower, p.LowerMTU)
+	default:
+		by := "made by hand"
+		if n, ok := hostnet.Owned(p.Alias); ok {
+			by = "made by underlay for network " + n
+		}
+		r.Status, r.Message = OK, fmt.Sprintf("%s is VLAN %d on %s, MTU %d (%s)", s.Parent, vid, lower, p.MTU, by)
+	}
+	return r
+}
+
+// evalBond judges the bond under a parent: every member up, in
+// active-backup one of them active.
+func evalBond(b hostnet.BondFacts, check string) Result {
+	r := Result{Check: check}
+	var up, down []string
+	for _, m := range b.Members {
+		if m.Up {
+			up = append(up, m.Name)
+		} else {
+			down = append(down, m.Name)
+		}
+	}
+	active := ""
+	if b.Active != "" {
+		active = ", active " + b.Active
+	}
+	switch {
+	case len(b.Members) == 0:
+		r.Status, r.Fix = Fail, fmt.Sprintf("ip link set NIC down && ip link set NIC master %s   # for each of its NICs", b.Name)
+		r.Message = fmt.Sprintf("bond %s (%s) has no members: nothing leaves the host", b.Name, b.Mode)
+	case len(up) == 0:
+		r.Status, r.Fix = Fail, fmt.Sprintf("ip link set %s up   # and check the cables and switch ports", down[0])
+		r.Message = fmt.Sprintf("bond %s (%s): every member is down (%s)", b.Name, b.Mode, strings.Join(down, ", "))
+	case len(down) > 0:
+		r.Status, r.Fix = Warn, fmt.Sprintf("ip link set %s up   # and check its cable and switch port", down[0])
+		r.Message = fmt.Sprintf("bond %s (%s%s): member %s down, no redundancy left", b.Name, b.Mode, active, strings.Join(down, ", "))
+	default:
+		r.Status = OK
+		r.Message = fmt.Sprintf("bond %s (%s%s): members %s up", b.Name, b.Mode, active, strings.Join(up, ", "))
+	}
+	return r
 }
 
 func evalState(f NetworkFacts, check string, haveWant bool) Result {
@@ -155,9 +259,9 @@ func evalState(f NetworkFacts, check string, haveWant bool) Result {
 	return r
 }
 
-func evalShim(o hostnet.Observed, w hostnet.Want, name func(string) string) []Result {
+func evalShim(o hostnet.Observed, w hostnet.Want, shimType string, name func(string) string) []Result {
 	create := strings.Join([]string{
-		fmt.Sprintf("ip link add %s link %s type macvlan mode bridge", w.ShimLink, w.Parent),
+		fmt.Sprintf("ip link add %s link %s type %s", w.ShimLink, w.Parent, shimType),
 		fmt.Sprintf("ip addr add %s/32 dev %s", w.Shim, w.ShimLink),
 		fmt.Sprintf("ip link set %s up", w.ShimLink),
 		fmt.Sprintf("ip route replace %s dev %s", w.Route, w.ShimLink),
@@ -169,12 +273,12 @@ func evalShim(o hostnet.Observed, w hostnet.Want, name func(string) string) []Re
 		shim.Message = fmt.Sprintf("shim %s missing: this host cannot reach its own containers on %s", w.ShimLink, w.Route)
 	case !o.ShimOK:
 		shim.Status, shim.Fix = Fail, fmt.Sprintf("ip link del %s && ", w.ShimLink)+create
-		shim.Message = fmt.Sprintf("%s is not a bridge-mode macvlan on %s", w.ShimLink, w.Parent)
+		shim.Message = fmt.Sprintf("%s is not a %s on %s", w.ShimLink, shimType, w.Parent)
 	case !o.ShimUp:
 		shim.Status, shim.Fix = Fail, fmt.Sprintf("ip link set %s up && ip route replace %s dev %s", w.ShimLink, w.Route, w.ShimLink)
 		shim.Message = fmt.Sprintf("shim %s is down", w.ShimLink)
 	default:
-		shim.Status, shim.Message = OK, fmt.Sprintf("shim %s is a bridge-mode macvlan on %s, up", w.ShimLink, w.Parent)
+		shim.Status, shim.Message = OK, fmt.Sprintf("shim %s is a %s on %s, up", w.ShimLink, shimType, w.Parent)
 	}
 	if shim.Status == Fail && (!o.ShimExists || !o.ShimOK) {
 		return []Result{shim}

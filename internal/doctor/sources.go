@@ -47,14 +47,19 @@ func (NetlinkLinks) Observe(w hostnet.Want) (hostnet.Observed, error) {
 	return hostnet.Host{}.Observe(w)
 }
 
-// ProbeLinkPrefix starts the names of the temporary links ProbeMacvlan
+// Parent implements Links.
+func (NetlinkLinks) Parent(name string) (hostnet.ParentFacts, error) {
+	return hostnet.InspectParent(name)
+}
+
+// ProbeLinkPrefix starts the names of the temporary links ProbeLink
 // makes, so that one left by a crash is recognisably ours.
 const ProbeLinkPrefix = "uldoc"
 
-// ProbeMacvlan implements Links: it creates a veth pair named uldoc<hex>,
-// a macvlan on it, and deletes them (deleting the veth takes its peer and
-// the macvlan along).
-func (NetlinkLinks) ProbeMacvlan() error {
+// ProbeLink implements Links: it creates a veth pair named uldoc<hex>, a
+// link of kind on it, and deletes them (deleting the veth takes its peer
+// and the child along).
+func (NetlinkLinks) ProbeLink(kind string) error {
 	b := make([]byte, 3)
 	if _, err := rand.Read(b); err != nil {
 		return err
@@ -73,9 +78,20 @@ func (NetlinkLinks) ProbeMacvlan() error {
 	if err != nil {
 		return err
 	}
-	mv := &netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: name + "m", ParentIndex: parent.Attrs().Index}, Mode: netlink.MACVLAN_MODE_BRIDGE}
-	if err := netlink.LinkAdd(mv); err != nil {
-		return fmt.Errorf("create probe macvlan on %s: %w", veth.Name, err)
+	attrs := netlink.LinkAttrs{Name: name + "m", ParentIndex: parent.Attrs().Index}
+	var child netlink.Link
+	switch kind {
+	case "macvlan":
+		child = &netlink.Macvlan{LinkAttrs: attrs, Mode: netlink.MACVLAN_MODE_BRIDGE}
+	case "ipvlan":
+		child = &netlink.IPVlan{LinkAttrs: attrs, Mode: netlink.IPVLAN_MODE_L2}
+	case "vlan":
+		child = &netlink.Vlan{LinkAttrs: attrs, VlanId: 4094}
+	default:
+		return fmt.Errorf("no probe for links of kind %q", kind)
+	}
+	if err := netlink.LinkAdd(child); err != nil {
+		return fmt.Errorf("create probe %s on %s: %w", kind, veth.Name, err)
 	}
 	return nil
 }
@@ -313,6 +329,7 @@ func (e Env) Checks() []Check {
 	files, links := OSFiles{}, NetlinkLinks{}
 	return []Check{
 		MacvlanCheck{Files: files, Links: links},
+		ModulesCheck{Networks: e.Networks, Links: links, Files: files},
 		NetworksCheck{Node: e.Node, Networks: e.Networks, Links: links, Files: files},
 		NetfilterCheck{Files: files, Firewall: IPTables{}},
 		DockerCheck{Docker: e.Docker, Files: files},

@@ -1,8 +1,12 @@
-// Package hostnet prepares a host for macvlan networks: the parent
-// interface up and promiscuous, and a bridge-mode macvlan "shim" with its
-// own address and a route to the node's container range, so that the host
+// Package hostnet prepares a host for macvlan and ipvlan networks: the
+// parent interface made when it is a missing VLAN sub-interface (bond0.40
+// on bond0, marked with an alias naming the network, so that only those
+// are removed again), up, promiscuous for macvlan, and a "shim" of the
+// network's kind (a bridge-mode macvlan, or an ipvlan) with its own
+// address and a route to the node's container range, so that the host
 // (and its Consul agent's health checks) reach the host's own containers,
-// which macvlan otherwise hides from it.
+// which macvlan and ipvlan otherwise hide from it. InspectParent describes
+// a parent, its lower device and its bond for the doctor.
 //
 // State is observed, compared with what is wanted by a pure function
 // (Repairs), and only the differences are applied, so every call is

@@ -14,8 +14,19 @@ import (
 
 // Want is the host state a network needs on this node.
 type Want struct {
-	Parent   string
-	ShimLink string
+	// Parent is the link the network's endpoints hang off. A parent named
+	// like a VLAN sub-interface (bond0.40) is made, on its lower device,
+	// when missing, and marked as Network's.
+	Parent string
+	// Network names the network, for that mark.
+	Network string
+	// Driver is the network's driver: macvlan (also when empty; the parent
+	// must be promiscuous and the shim is a bridge-mode macvlan) or ipvlan
+	// (the shim is an ipvlan of IPvlanMode: an ipvlan cannot reach its own
+	// parent either).
+	Driver     string
+	IPvlanMode string
+	ShimLink   string
 	// Shim is the host's address on the network; Route is the node's
 	// container range, reached through the shim.
 	Shim  netip.Addr
@@ -24,12 +35,15 @@ type Want struct {
 
 // Observed is the host state that matters to a Want.
 type Observed struct {
-	ParentExists  bool
-	ParentUp      bool
-	ParentPromisc bool
-	ShimExists    bool
+	ParentExists bool
+	// ParentCreatable is true when the parent is missing but is a VLAN
+	// sub-interface whose lower device exists.
+	ParentCreatable bool
+	ParentUp        bool
+	ParentPromisc   bool
+	ShimExists      bool
 	// ShimOK is false when a link of the shim's name exists but is not a
-	// bridge-mode macvlan on the parent: it must be replaced.
+	// shim of the wanted kind on the parent: it must be replaced.
 	ShimOK     bool
 	ShimUp     bool
 	ShimHasIP  bool
@@ -40,6 +54,7 @@ type Observed struct {
 type Repair string
 
 const (
+	ParentCreate  Repair = "create VLAN parent"
 	ParentUp      Repair = "set parent up"
 	ParentPromisc Repair = "set parent promiscuous"
 	ShimReplace   Repair = "replace shim (wrong kind or parent)"
@@ -53,16 +68,21 @@ const (
 var ErrNoParent = errors.New("parent interface not found")
 
 // Repairs lists, in order, the changes that take a host observed as o to
-// the wanted state.
-func Repairs(o Observed) ([]Repair, error) {
-	if !o.ParentExists {
-		return nil, ErrNoParent
-	}
+// the state w wants.
+func Repairs(w Want, o Observed) ([]Repair, error) {
 	var r []Repair
+	if !o.ParentExists {
+		if !o.ParentCreatable {
+			return nil, ErrNoParent
+		}
+		// A new parent has no shim: everything below follows.
+		r = append(r, ParentCreate)
+		o = Observed{ParentExists: true}
+	}
 	if !o.ParentUp {
 		r = append(r, ParentUp)
 	}
-	if !o.ParentPromisc {
+	if !o.ParentPromisc && w.promisc() {
 		r = append(r, ParentPromisc)
 	}
 	switch {
@@ -84,6 +104,10 @@ func Repairs(o Observed) ([]Repair, error) {
 	return slices.Compact(r), nil
 }
 
+// promisc reports whether w's parent must be promiscuous: macvlan
+// endpoints have MAC addresses of their own; ipvlan ones share the parent's.
+func (w Want) promisc() bool { return w.Driver != "ipvlan" }
+
 // Host applies Wants with netlink in the calling process's network namespace.
 type Host struct{}
 
@@ -94,6 +118,11 @@ func (Host) Observe(w Want) (Observed, error) {
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
+			if lower, _, ok := vlanParent(w.Parent); ok {
+				if _, err := netlink.LinkByName(lower); err == nil {
+					o.ParentCreatable = true
+				}
+			}
 			return o, nil
 		}
 		return o, fmt.Errorf("read parent %s: %w", w.Parent, err)
@@ -111,8 +140,7 @@ func (Host) Observe(w Want) (Observed, error) {
 		return o, fmt.Errorf("read shim %s: %w", w.ShimLink, err)
 	}
 	o.ShimExists = true
-	mv, ok := shim.(*netlink.Macvlan)
-	o.ShimOK = ok && mv.Mode == netlink.MACVLAN_MODE_BRIDGE && shim.Attrs().ParentIndex == pa.Index
+	o.ShimOK = w.shimOK(shim) && shim.Attrs().ParentIndex == pa.Index
 	o.ShimUp = shim.Attrs().Flags&net.FlagUp != 0
 	addrs, err := netlink.AddrList(shim, netlink.FAMILY_V4)
 	if err != nil {
@@ -142,7 +170,7 @@ func (h Host) Ensure(w Want) ([]Repair, error) {
 	if err != nil {
 		return nil, err
 	}
-	repairs, err := Repairs(o)
+	repairs, err := Repairs(w, o)
 	if err != nil {
 		return nil, fmt.Errorf("parent %s: %w", w.Parent, err)
 	}
@@ -156,6 +184,8 @@ func (h Host) Ensure(w Want) ([]Repair, error) {
 
 func apply(w Want, r Repair) error {
 	switch r {
+	case ParentCreate:
+		return createVLAN(w.Parent, w.Network)
 	case ParentUp, ParentPromisc:
 		parent, err := netlink.LinkByName(w.Parent)
 		if err != nil {
@@ -172,11 +202,7 @@ func apply(w Want, r Repair) error {
 		if err != nil {
 			return err
 		}
-		mv := &netlink.Macvlan{
-			LinkAttrs: netlink.LinkAttrs{Name: w.ShimLink, ParentIndex: parent.Attrs().Index},
-			Mode:      netlink.MACVLAN_MODE_BRIDGE,
-		}
-		return netlink.LinkAdd(mv)
+		return netlink.LinkAdd(w.shim(parent.Attrs().Index))
 	}
 	shim, err := netlink.LinkByName(w.ShimLink)
 	if err != nil {

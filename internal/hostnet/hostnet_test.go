@@ -26,12 +26,14 @@ func TestRepairs(t *testing.T) {
 			[]Repair{ShimReplace, ShimCreate, ShimAddress, ShimUp, ShimRoute}},
 		{"shim set down loses its route", func(o *Observed) { o.ShimUp, o.RouteViaOK = false, false }, []Repair{ShimUp, ShimRoute}},
 		{"route deleted", func(o *Observed) { o.RouteViaOK = false }, []Repair{ShimRoute}},
+		{"VLAN parent missing", func(o *Observed) { *o = Observed{ParentCreatable: true} },
+			[]Repair{ParentCreate, ParentUp, ParentPromisc, ShimCreate, ShimAddress, ShimUp, ShimRoute}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			o := good
 			tt.mutate(&o)
-			got, err := Repairs(o)
+			got, err := Repairs(Want{}, o)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -40,7 +42,32 @@ func TestRepairs(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Repairs(Observed{}); !errors.Is(err, ErrNoParent) {
+	if _, err := Repairs(Want{}, Observed{}); !errors.Is(err, ErrNoParent) {
 		t.Errorf("missing parent: err %v, want ErrNoParent", err)
+	}
+}
+
+func TestRepairsIPvlan(t *testing.T) {
+	w := Want{Driver: "ipvlan", IPvlanMode: "l2"}
+	got, err := Repairs(w, Observed{ParentExists: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Repair{ParentUp, ShimCreate, ShimAddress, ShimUp, ShimRoute}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("ipvlan on a fresh host: the parent is never made promiscuous (-want +got):\n%s", diff)
+	}
+	got, _ = Repairs(w, Observed{ParentCreatable: true})
+	if diff := cmp.Diff(append([]Repair{ParentCreate}, want...), got); diff != "" {
+		t.Errorf("ipvlan on a missing VLAN parent (-want +got):\n%s", diff)
+	}
+}
+
+func TestOwned(t *testing.T) {
+	if n, ok := Owned(OwnerAlias("vlan40")); !ok || n != "vlan40" {
+		t.Errorf("Owned(OwnerAlias(vlan40)) = %q, %v", n, ok)
+	}
+	if _, ok := Owned("uplink to rack 3"); ok {
+		t.Error("an alias set by hand counts as underlay's")
 	}
 }

@@ -35,7 +35,7 @@ func TestIntegrationEnsureAndRepair(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if r, _ := hostnet.Repairs(o); len(r) != 0 {
+		if r, _ := hostnet.Repairs(w, o); len(r) != 0 {
 			t.Fatalf("after Ensure the host still needs %v (observed %+v)", r, o)
 		}
 	}

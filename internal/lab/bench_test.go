@@ -48,3 +48,41 @@ func BenchmarkIntegrationLab(b *testing.B) {
 		b.ReportMetric(float64(mem)/(1<<20), "rest-MiB")
 	}
 }
+
+// BenchmarkIntegrationVMLab prints issue 16's figures: wall time of `lab
+// up --vm` and `lab down` for 3 VM nodes (agents included) and the
+// resident memory of the lab's QEMU processes at rest.
+func BenchmarkIntegrationVMLab(b *testing.B) {
+	testenv.Require(b)
+	bin := testenv.UnderlayBinary(b)
+	for b.Loop() {
+		name := "v" + testenv.ID(b)[:6]
+		cfg := lab.Config{Name: name, Nodes: 3, VM: true, UnderlaySubnet: "10.181.0.0/16", UnderlayBin: bin}
+		log := testenv.TestLogger(b)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+		t0 := time.Now()
+		if err := lab.Up(ctx, cfg, log); err != nil {
+			cancel()
+			lab.Down(context.Background(), name, log)
+			b.Fatal(err)
+		}
+		up := time.Since(t0)
+		mem, err := lab.Memory(name)
+		if err != nil {
+			b.Error(err)
+		}
+		t1 := time.Now()
+		if err := lab.Down(ctx, name, log); err != nil {
+			b.Error(err)
+		}
+		down := time.Since(t1)
+		cancel()
+		fmt.Printf("\nVM lab benchmark (3 QEMU VM nodes, TCG, 1 vCPU and %d MiB each; 1 manager, 1 Consul server, agents on every node)\n", lab.VMMemoryMiB)
+		fmt.Printf("  lab up --vm            %s\n", up.Round(10*time.Millisecond))
+		fmt.Printf("  lab down               %s\n", down.Round(10*time.Millisecond))
+		fmt.Printf("  memory after up (RSS)  %.0f MiB\n", float64(mem)/(1<<20))
+		b.ReportMetric(up.Seconds(), "up-s")
+		b.ReportMetric(down.Seconds(), "down-s")
+		b.ReportMetric(float64(mem)/(1<<20), "MiB")
+	}
+}

@@ -75,8 +75,11 @@ type Config struct {
 	// "28" or "29" (built by scripts/build-engines.sh); empty means the
 	// dockerd on PATH.
 	Engine string `json:"engine,omitempty"`
-	// StateRoot is where the lab's directory is made; empty means DefaultStateRoot.
-	StateRoot string `json:"-"`
+	// VM makes the nodes QEMU virtual machines booting Debian's kernel,
+	// each with two NICs bonded (bond0) on a trunk carrying VLANs 40 and
+	// 41, the underlay being VLAN 40; otherwise nodes are namespaces of
+	// this machine's kernel.
+	VM bool `json:"vm,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,8}$`)
@@ -110,9 +113,6 @@ func (c Config) withDefaults() Config {
 	if c.Images == nil {
 		c.Images = DefaultImages
 	}
-	if c.StateRoot == "" {
-		c.StateRoot = DefaultStateRoot
-	}
 	return c
 }
 
@@ -144,6 +144,9 @@ func (c Config) Validate() error {
 	}
 	if !c.NoAgent && c.UnderlayBin == "" {
 		return errors.New("no underlay binary for the agent (set UnderlayBin, or NoAgent)")
+	}
+	if c.VM && c.UnderlayBin == "" {
+		return errors.New("no underlay binary: VM nodes run it as their init (set UnderlayBin)")
 	}
 	return nil
 }
@@ -183,9 +186,11 @@ type nodePlan struct {
 }
 
 // plan is the address and role plan of a lab, computed from its config and
-// its management subnet.
+// its management subnet, with the provider of its kind of nodes.
 type plan struct {
+	root     string // the state root the lab's directory is in
 	cfg      Config
+	prov     provider
 	mgmt     netip.Prefix // a /24
 	mgmtGW   netip.Addr   // .1, held by the root namespace
 	subnet   netip.Prefix
@@ -196,14 +201,15 @@ type plan struct {
 	ruleMark string
 }
 
-// newPlan lays out a validated config on the management subnet mgmt (a /24).
-func newPlan(cfg Config, mgmt netip.Prefix) (*plan, error) {
+// newPlan lays out a validated config on the management subnet mgmt (a
+// /24), for a lab whose directory is under root.
+func newPlan(root string, cfg Config, mgmt netip.Prefix) (*plan, error) {
 	subnet, gw, err := underlay(cfg.UnderlaySubnet)
 	if err != nil {
 		return nil, err
 	}
 	p := &plan{
-		cfg: cfg, mgmt: mgmt, mgmtGW: mgmt.Addr().Next(), subnet: subnet, gateway: gw,
+		root: root, cfg: cfg, prov: providerFor(cfg), mgmt: mgmt, mgmtGW: mgmt.Addr().Next(), subnet: subnet, gateway: gw,
 		bridgeM: "ul-" + cfg.Name + "-m", bridgeU: "ul-" + cfg.Name + "-u",
 		ruleMark: ruleComment(cfg.Name),
 	}

@@ -32,6 +32,8 @@ func TestValidate(t *testing.T) {
 		{"ipv6 subnet", func(c *Config) { c.UnderlaySubnet = "fd00::/64" }, "IPv4"},
 		{"subnet too small", func(c *Config) { c.UnderlaySubnet = "10.200.0.0/25" }, "/25"},
 		{"no binary", func(c *Config) { c.UnderlayBin = "" }, "underlay binary"},
+		{"VM nodes without agents need the binary", func(c *Config) { c.VM, c.NoAgent, c.UnderlayBin = true, true, "" }, "VM nodes run it as their init"},
+		{"VM nodes", func(c *Config) { c.VM = true }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := ok
@@ -49,7 +51,7 @@ func TestValidate(t *testing.T) {
 
 func TestPlan(t *testing.T) {
 	cfg := Config{Name: "demo", Nodes: 3, Managers: 2, UnderlaySubnet: "10.200.0.0/16", NoAgent: true}.withDefaults()
-	p, err := newPlan(cfg, netip.MustParsePrefix("172.31.4.0/24"))
+	p, err := newPlan(DefaultStateRoot, cfg, netip.MustParsePrefix("172.31.4.0/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +94,7 @@ func TestPlan(t *testing.T) {
 
 func TestLongestNameFitsLinkNames(t *testing.T) {
 	cfg := Config{Name: "abcdefghi", Nodes: 9, NoAgent: true}.withDefaults()
-	p, err := newPlan(cfg, netip.MustParsePrefix("172.31.0.0/24"))
+	p, err := newPlan(DefaultStateRoot, cfg, netip.MustParsePrefix("172.31.0.0/24"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,9 +140,9 @@ func TestUnderDir(t *testing.T) {
 }
 
 func TestDaemonKey(t *testing.T) {
-	p, _ := newPlan(Config{Name: "x", Nodes: 1, UnderlayBin: "/work/bin/underlay"}.withDefaults(), netip.MustParsePrefix("172.31.0.0/24"))
+	p, _ := newPlan(DefaultStateRoot, Config{Name: "x", Nodes: 1, UnderlayBin: "/work/bin/underlay"}.withDefaults(), netip.MustParsePrefix("172.31.0.0/24"))
 	n := &p.nodes[0]
-	for _, d := range []daemon{p.dockerd(n, 0), p.consul(n), p.agent(n)} {
+	for _, d := range []daemon{p.dockerd(n), p.consul(n), p.agent(n), p.control(n)} {
 		if got := daemonKey(d.args); got != d.key {
 			t.Errorf("daemonKey(%q) = %q, want %q", d.args, got, d.key)
 		}

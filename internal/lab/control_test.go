@@ -16,8 +16,8 @@ import (
 // line.
 func TestControlDaemon(t *testing.T) {
 	root := t.TempDir()
-	cfg := Config{Name: "demo", Nodes: 2, Managers: 2, UnderlayBin: "/usr/bin/underlay", StateRoot: root}.withDefaults()
-	p, err := newPlan(cfg, netip.MustParsePrefix("172.31.4.0/24"))
+	cfg := Config{Name: "demo", Nodes: 2, Managers: 2, UnderlayBin: "/usr/bin/underlay"}.withDefaults()
+	p, err := newPlan(root, cfg, netip.MustParsePrefix("172.31.4.0/24"))
 	if err != nil {
 		t.Fatal(err)
 	}

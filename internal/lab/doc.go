@@ -1,7 +1,14 @@
 // Package lab runs a multi-node Docker Swarm + Consul cluster with a macvlan
 // underlay on one machine: `underlay lab`.
 //
-// Each node is a set of namespaces held by one long-lived holder process
+// Nodes come from a provider (provider.go): namespace nodes of this
+// machine's kernel (netns.go, described below) or QEMU virtual machines
+// booting Debian's kernel (vmnodes.go, with the guest side in lab/guest
+// and QEMU, the initramfs and the VLAN access port in lab/vm). Every step
+// above the provider — the plan, dockerd, Consul, the swarm, images,
+// agents, status, exec, down — is shared.
+//
+// Each namespace node is a set of namespaces held by one long-lived holder process
 // (started with unshare): its own network, mount, UTS and PID namespaces.
 // Everything that runs for a node — its dockerd (own data root, exec root,
 // socket and pid file), its Consul agent and the underlay agent — is started
@@ -32,6 +39,17 @@
 // accept traffic forwarded between the lab's own bridges (bridged traffic
 // passes the FORWARD chain when br_netfilter is loaded, where Docker's DROP
 // policy would stop it).
+//
+// VM nodes: each VM has two NICs (taps on a bridge in the lab's own
+// network namespace) bonded as bond0 (active-backup) with the management
+// address untagged; the trunk carries VLANs 40 and 41, and the underlay
+// is VLAN 40 (parent bond0.40). This machine's kernel has neither 802.1Q
+// nor bridge VLAN filtering, so a user-space VLAN access port in the lab's
+// namespace untags VLAN 40 into a tap holding the underlay gateway: the
+// lab's namespace is the underlay's router, and the root namespace routes
+// the underlay subnet to it over the management veth. dockerd answers on
+// the management address too (tcp, port 2375) and the guest's control
+// server (lab/guest) on port 9464, with a per-node token.
 //
 // Ownership: everything the lab creates is named after it — the state
 // directory /var/lib/underlay/lab/<name>, links ul-<name>-*, rules commented

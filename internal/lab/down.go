@@ -20,7 +20,7 @@ import (
 // Down removes everything the lab name made — processes, mounts, links,
 // firewall rules and its state directory — found by name, so it works after
 // a crash and on a half-made lab. It succeeds when there is nothing to remove.
-func Down(ctx context.Context, name string, log *slog.Logger) error {
+func (l Labs) Down(ctx context.Context, name string, log *slog.Logger) error {
 	if err := validName(name); err != nil {
 		return err
 	}
@@ -29,7 +29,7 @@ func Down(ctx context.Context, name string, log *slog.Logger) error {
 	}
 	log = log.With("component", "lab", "lab", name)
 	start := time.Now()
-	dir := labDir(DefaultStateRoot, name)
+	dir := labDir(l.root(), name)
 	var errs []error
 	cgroups := containerCgroups(containerIDs(dir))
 	// Killing a holder kills its whole PID namespace: the node's daemons
@@ -63,7 +63,7 @@ func Down(ctx context.Context, name string, log *slog.Logger) error {
 	if err := errors.Join(errs...); err != nil {
 		return fmt.Errorf("lab %s down: %w", name, err)
 	}
-	if left := Leftovers(name); len(left) > 0 {
+	if left := l.Leftovers(name); len(left) > 0 {
 		return fmt.Errorf("lab %s down: left behind: %s", name, strings.Join(left, "; "))
 	}
 	log.Info("lab down", "took", time.Since(start).Round(time.Millisecond))
@@ -100,8 +100,8 @@ func pidFileProcs(dir string) []proc {
 
 // Leftovers lists, by kind, anything of lab name that exists: processes,
 // links, firewall rules, mounts and the state directory. After Down it is empty.
-func Leftovers(name string) []string {
-	dir := labDir(DefaultStateRoot, name)
+func (l Labs) Leftovers(name string) []string {
+	dir := labDir(l.root(), name)
 	var out []string
 	for _, p := range processes(underDir(dir)) {
 		out = append(out, fmt.Sprintf("process %d: %s", p.pid, strings.Join(p.args, " ")))

@@ -6,70 +6,65 @@ import (
 	"fmt"
 	"os/exec"
 	"strings"
-	"time"
 )
 
 // KillDockerd kills a node's dockerd with SIGKILL, as a crash would; Up
 // restarts it.
-func KillDockerd(name, node string) error {
-	p, err := loadPlan(DefaultStateRoot, name)
+func (l Labs) KillDockerd(name, node string) error {
+	p, n, err := l.findNode(name, node)
 	if err != nil {
 		return err
 	}
-	n, err := p.node(node)
-	if err != nil {
-		return err
-	}
-	pid := dockerdPID(p.dockerHost(n))
-	if pid == 0 {
-		return fmt.Errorf("node %s: dockerd not running", n.Name)
-	}
-	if left := killAll([]proc{{pid: pid}}, 10*time.Second); len(left) > 0 {
-		return fmt.Errorf("node %s: dockerd %d does not die", n.Name, pid)
-	}
-	return nil
+	return p.prov.Kill(context.Background(), p, n, p.dockerd(n).key)
 }
 
 // NodeEnv is how to work on one node from the root namespace.
 type NodeEnv struct {
-	// DockerHost and ConsulHTTPAddr reach the node from the root namespace
-	// and from inside it.
+	// DockerHost and ConsulHTTPAddr reach the node from the root namespace.
 	DockerHost     string
 	ConsulHTTPAddr string
-	// Nsenter is the command prefix that enters the node's namespaces.
+	// Nsenter is the command prefix that runs a command inside the node
+	// (nsenter into a namespace node; underlay's guest client for a VM),
+	// followed by "--" and the command.
 	Nsenter []string
 }
 
 // Env returns how to reach node of lab name.
-func Env(name, node string) (*NodeEnv, error) {
-	p, n, pid, err := findNode(name, node)
+func (l Labs) Env(name, node string) (*NodeEnv, error) {
+	p, n, err := l.findNode(name, node)
 	if err != nil {
 		return nil, err
 	}
-	return &NodeEnv{DockerHost: p.dockerHost(n), ConsulHTTPAddr: p.consulAddr(n), Nsenter: nsenterArgs(pid)}, nil
+	cmd, err := p.prov.Command(context.Background(), p, n, []string{"CMD"})
+	if err != nil {
+		return nil, err
+	}
+	prefix := cmd.Args[:len(cmd.Args)-2] // without "--" and CMD
+	return &NodeEnv{DockerHost: p.dockerHost(n), ConsulHTTPAddr: p.consulAddr(n), Nsenter: prefix}, nil
 }
 
-// Command returns a command running args inside node of lab name, in all
-// its namespaces, with the node's DOCKER_HOST and CONSUL_HTTP_ADDR
-// (127.0.0.1:8500, as on a real host) set.
-func Command(ctx context.Context, name, node string, args ...string) (*exec.Cmd, error) {
+// Command returns a command running args inside node of lab name, with
+// the node's DOCKER_HOST and CONSUL_HTTP_ADDR (127.0.0.1:8500, as on a
+// real host) set. Its exit status is the command's.
+func (l Labs) Command(ctx context.Context, name, node string, args ...string) (*exec.Cmd, error) {
 	if len(args) == 0 {
 		return nil, errors.New("no command to run")
 	}
-	p, n, pid, err := findNode(name, node)
+	p, n, err := l.findNode(name, node)
 	if err != nil {
 		return nil, err
 	}
-	full := append(append(nsenterArgs(pid), "--"), args...)
-	cmd := exec.CommandContext(ctx, full[0], full[1:]...)
-	cmd.Env = p.nodeEnv(n)
-	return cmd, nil
+	return p.prov.Command(ctx, p, n, args)
 }
+
+// LogComponents are the logs LogPath knows, beyond those of VM nodes.
+var LogComponents = []string{"agent", "control", "dockerd", "consul", "holder"}
 
 // LogPath returns the log file of a node's component: agent, control (on
-// managers), dockerd, consul or holder.
-func LogPath(name, node, component string) (string, error) {
-	p, err := loadPlan(DefaultStateRoot, name)
+// managers), dockerd, consul, holder (namespace nodes) or console (VM
+// nodes: the kernel's and init's output).
+func (l Labs) LogPath(name, node, component string) (string, error) {
+	p, err := l.loadPlan(name)
 	if err != nil {
 		return "", err
 	}
@@ -77,27 +72,25 @@ func LogPath(name, node, component string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	switch component {
-	case "agent", "control", "dockerd", "consul", "holder":
+	switch {
+	case component == "agent" || component == "control" || component == "dockerd" || component == "consul":
+		return p.logPath(n, component), nil
+	case component == "holder" && p.prov.Kind() == KindNetns, component == "console" && p.prov.Kind() == KindVM:
 		return p.nodeDir(n) + "/" + component + ".log", nil
 	}
-	return "", fmt.Errorf("log %q: want agent, control, dockerd, consul or holder", component)
+	return "", fmt.Errorf("log %q: want agent, control, dockerd, consul, or holder (namespace nodes) or console (VM nodes)", component)
 }
 
-func findNode(name, node string) (*plan, *nodePlan, int, error) {
-	p, err := loadPlan(DefaultStateRoot, name)
+func (l Labs) findNode(name, node string) (*plan, *nodePlan, error) {
+	p, err := l.loadPlan(name)
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, nil, err
 	}
 	n, err := p.node(node)
 	if err != nil {
-		return nil, nil, 0, err
+		return nil, nil, err
 	}
-	pid := holderPID(p.nodeDir(n))
-	if pid == 0 {
-		return nil, nil, 0, fmt.Errorf("node %s of lab %s is stopped (run `underlay lab up --name %s`)", n.Name, name, name)
-	}
-	return p, n, pid, nil
+	return p, n, nil
 }
 
 // NsenterPrefix formats Nsenter for a shell.

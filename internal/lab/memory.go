@@ -1,46 +1,24 @@
 package lab
 
 import (
-	"fmt"
+	"context"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
 )
 
-// Memory is the resident memory, in bytes, of every process of a lab: all
-// processes in its nodes' PID namespaces (holder, dockerd, containerd,
-// shims, containers, Consul, the agent).
-func Memory(name string) (int64, error) {
-	p, err := loadPlan(DefaultStateRoot, name)
+// Memory is the resident memory, in bytes, of everything lab name's nodes
+// run: for namespace nodes every process in their PID namespaces (holder,
+// dockerd, containerd, shims, containers, Consul, the agent); for VM
+// nodes their QEMU processes (the guests' memory in use) and the lab's
+// network helpers.
+func (l Labs) Memory(name string) (int64, error) {
+	p, err := l.loadPlan(name)
 	if err != nil {
 		return 0, err
 	}
-	nsOf := func(pid int) string {
-		ns, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "ns", "pid"))
-		return ns
-	}
-	labNS := map[string]bool{}
-	for i := range p.nodes {
-		h := holderPID(p.nodeDir(&p.nodes[i]))
-		if h == 0 {
-			return 0, fmt.Errorf("lab %s: node %s has no holder process", name, p.nodes[i].Name)
-		}
-		labNS[nsOf(h)] = true
-	}
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, err
-	}
-	var total int64
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil || !labNS[nsOf(pid)] {
-			continue
-		}
-		total += rssBytes(pid)
-	}
-	return total, nil
+	return p.prov.Memory(context.Background(), p)
 }
 
 // rssBytes reads a process's resident set size.

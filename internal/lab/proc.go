@@ -22,18 +22,24 @@ type proc struct {
 	args []string
 }
 
-// processes lists every process whose command line match accepts, but
-// this process and its ancestors (a shell whose command line happens to
-// name the lab must not be killed by the lab's Down).
-// Zombies (empty command lines) are never listed.
-func processes(match func(args []string) bool) []proc {
+// processes lists every process whose command line match accepts (and
+// whose pid every keep accepts), but this process and its ancestors (a
+// shell whose command line happens to name the lab must not be killed by
+// the lab's Down). Zombies (empty command lines) are never listed.
+func processes(match func(args []string) bool, keep ...func(pid int) bool) []proc {
 	entries, _ := os.ReadDir("/proc")
 	self := ancestors()
 	var out []proc
+next:
 	for _, e := range entries {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil || self[pid] {
 			continue
+		}
+		for _, k := range keep {
+			if !k(pid) {
+				continue next
+			}
 		}
 		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
 		if err != nil || len(b) == 0 {
@@ -94,15 +100,6 @@ func holderPID(nodeDir string) int {
 		return 0
 	}
 	return ps[0].pid
-}
-
-// daemonKey names a node's daemon by its program's base name and first
-// argument: "dockerd --host", "consul agent", "underlay agent".
-func daemonKey(args []string) string {
-	if len(args) < 2 {
-		return ""
-	}
-	return filepath.Base(args[0]) + " " + args[1]
 }
 
 // daemonWrappers lists the nsenter processes that run a node's daemon of
@@ -179,22 +176,4 @@ func startDetached(cmd *exec.Cmd, logPath string) error {
 // nsenterArgs enters every namespace of the node held by pid.
 func nsenterArgs(pid int) []string {
 	return []string{"nsenter", "--target", strconv.Itoa(pid), "--net", "--mount", "--uts", "--pid"}
-}
-
-// nodeEnv is the environment of processes run in a node: the caller's,
-// without anything that would point Docker, Consul or underlay elsewhere,
-// with the lab's Docker engine first on PATH.
-func (p *plan) nodeEnv(n *nodePlan) []string {
-	dockerHost := p.dockerHost(n)
-	engine, _ := EngineBinDir(p.cfg.Engine) // validated with the config
-	var env []string
-	for _, kv := range os.Environ() {
-		k, _, _ := strings.Cut(kv, "=")
-		if strings.HasPrefix(k, "DOCKER_") || strings.HasPrefix(k, "CONSUL_") || strings.HasPrefix(k, "UNDERLAY_") {
-			continue
-		}
-		env = append(env, kv)
-	}
-	env = append(env, "DOCKER_HOST="+dockerHost, "CONSUL_HTTP_ADDR=127.0.0.1:"+strconv.Itoa(ConsulHTTPPort))
-	return withPath(env, engine)
 }

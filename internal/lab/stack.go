@@ -58,7 +58,7 @@ func (p *plan) agentImage(ctx context.Context) (string, error) {
 // image was loaded into every node, no registry has it). It waits until an agent runs
 // on every node and control on a manager. A second deploy of an unchanged
 // stack changes nothing.
-func (p *plan) deployStack(ctx context.Context, clients []*client.Client, holder int, image string) error {
+func (p *plan) deployStack(ctx context.Context, clients []*client.Client, image string) error {
 	env, err := agentEnv(p.cfg.AgentArgs)
 	if err != nil {
 		return err
@@ -91,10 +91,11 @@ func (p *plan) deployStack(ctx context.Context, clients []*client.Client, holder
 		return err
 	}
 	n := &p.nodes[0]
-	args := append(nsenterArgs(holder), "--wd="+p.nodeDir(n), "--",
-		"docker", "stack", "deploy", "--resolve-image", "never", "--compose-file", stackFile, "--compose-file", override, deploy.StackName)
-	cmd := exec.CommandContext(ctx, args[0], args[1:]...)
-	cmd.Env = append(p.nodeEnv(n), "UNDERLAY_IMAGE="+image, "CONSUL_HTTP_ADDR=127.0.0.1:"+fmt.Sprint(ConsulHTTPPort))
+	cmd, err := p.prov.Command(ctx, p, n, []string{"env", "UNDERLAY_IMAGE=" + image, "CONSUL_HTTP_ADDR=127.0.0.1:" + fmt.Sprint(ConsulHTTPPort),
+		"docker", "stack", "deploy", "--resolve-image", "never", "--compose-file", stackFile, "--compose-file", override, deploy.StackName})
+	if err != nil {
+		return err
+	}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("node %s: docker stack deploy: %w\n%s", n.Name, err, out)
 	}

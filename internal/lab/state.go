@@ -22,22 +22,10 @@ func labDir(root, name string) string { return filepath.Join(root, name) }
 
 // nodeDir is the state directory of one node.
 func (p *plan) nodeDir(n *nodePlan) string {
-	return filepath.Join(labDir(p.cfg.StateRoot, p.cfg.Name), n.Name)
+	return filepath.Join(labDir(p.root, p.cfg.Name), n.Name)
 }
 
-func (p *plan) dir() string { return labDir(p.cfg.StateRoot, p.cfg.Name) }
-
-// socket is a node's dockerd socket; it is a file of the shared file system,
-// so the root namespace reaches it too.
-func (p *plan) socket(n *nodePlan) string { return filepath.Join(p.nodeDir(n), "docker.sock") }
-
-// DockerHost is the DOCKER_HOST of a node.
-func (p *plan) dockerHost(n *nodePlan) string { return "unix://" + p.socket(n) }
-
-// consulAddr is a node's Consul HTTP address as the root namespace reaches it.
-func (p *plan) consulAddr(n *nodePlan) string {
-	return netip.AddrPortFrom(n.MgmtIP, ConsulHTTPPort).String()
-}
+func (p *plan) dir() string { return labDir(p.root, p.cfg.Name) }
 
 func readRecord(root, name string) (*record, error) {
 	b, err := os.ReadFile(filepath.Join(labDir(root, name), "lab.json"))
@@ -51,7 +39,6 @@ func readRecord(root, name string) (*record, error) {
 	if err := json.Unmarshal(b, &r); err != nil {
 		return nil, fmt.Errorf("read lab %s: %w", name, err)
 	}
-	r.Config.StateRoot = root
 	return &r, nil
 }
 
@@ -72,18 +59,15 @@ func writeRecord(root string, r *record) error {
 }
 
 // loadPlan reads an existing lab's plan.
-func loadPlan(root, name string) (*plan, error) {
+func (l Labs) loadPlan(name string) (*plan, error) {
 	if err := validName(name); err != nil {
 		return nil, err
 	}
-	if root == "" {
-		root = DefaultStateRoot
-	}
-	r, err := readRecord(root, name)
+	r, err := readRecord(l.root(), name)
 	if err != nil {
 		return nil, err
 	}
-	return newPlan(r.Config.withDefaults(), r.Management)
+	return newPlan(l.root(), r.Config.withDefaults(), r.Management)
 }
 
 // otherLabs lists the records of every lab under root but name.
@@ -103,11 +87,11 @@ func otherLabs(root, name string) []*record {
 
 // RecordedConfig returns the config lab name was made with; the error wraps
 // ErrNotFound when it does not exist.
-func RecordedConfig(name string) (Config, error) {
+func (l Labs) RecordedConfig(name string) (Config, error) {
 	if err := validName(name); err != nil {
 		return Config{}, err
 	}
-	r, err := readRecord(DefaultStateRoot, name)
+	r, err := readRecord(l.root(), name)
 	if err != nil {
 		return Config{}, err
 	}

@@ -8,21 +8,26 @@ import (
 // Node states in a Status.
 const (
 	StateRunning  = "running"
-	StateDegraded = "degraded" // the namespaces hold, something in them is down
-	StateStopped  = "stopped"  // the namespace holder is gone
+	StateDegraded = "degraded" // the node runs, something in it is down
+	StateStopped  = "stopped"  // the namespace holder or the VM is gone
 )
 
 // Status is what a lab is, as `lab status --json` prints it.
 type Status struct {
-	Name             string `json:"name"`
+	Name string `json:"name"`
+	// Kind is the kind of nodes: KindNetns or KindVM.
+	Kind             string `json:"kind"`
 	UnderlaySubnet   string `json:"underlay_subnet"`
 	UnderlayGateway  string `json:"underlay_gateway"`
 	ManagementSubnet string `json:"management_subnet"`
 	StateDir         string `json:"state_dir"`
 	Agent            bool   `json:"agent"`
 	// Agents is how the agents run: process or stack.
-	Agents string       `json:"agents"`
-	Nodes  []NodeStatus `json:"nodes"`
+	Agents string `json:"agents"`
+	// UnderlayBin is the underlay binary as the nodes see it (VM nodes
+	// run the lab's copy), to run `underlay doctor` in a node.
+	UnderlayBin string       `json:"underlay_bin,omitempty"`
+	Nodes       []NodeStatus `json:"nodes"`
 
 	// DashboardURL is the dashboard of the first manager's underlay
 	// control, reached from the machine running the lab; empty without
@@ -48,53 +53,65 @@ type NodeStatus struct {
 	// ControlURL is a manager's underlay control (autoscaler API and
 	// dashboard); empty on workers and without the agent.
 	ControlURL string `json:"control_url,omitempty"`
-	// UnderlayParent is the node's link into the underlay bridge, the parent
-	// of macvlan networks.
+	// UnderlayParent is the node's link on the underlay, the parent of
+	// macvlan networks: eth1 (namespace nodes) or bond0.40 (VM nodes).
 	UnderlayParent string `json:"underlay_parent"`
 	State          string `json:"state"`
 	// Problems say what is down when State is not running.
 	Problems []string `json:"problems,omitempty"`
-	// HolderPID is the pid (in the root namespace) of the process holding the
-	// node's namespaces; 0 when stopped.
+	// HolderPID is the pid (in the root namespace) of the process holding
+	// the node: its namespace holder, or its QEMU; 0 when stopped.
 	HolderPID int `json:"holder_pid,omitempty"`
-	// DockerdPID is the pid (in the root namespace) of the node's dockerd; 0 when not running.
+	// DockerdPID is the pid (in the root namespace) of the node's dockerd;
+	// 0 when not running, or inside a VM.
 	DockerdPID int `json:"dockerd_pid,omitempty"`
 }
 
 // GetStatus reports on lab name; the error wraps ErrNotFound when it does not exist.
-func GetStatus(ctx context.Context, name string) (*Status, error) {
-	p, err := loadPlan(DefaultStateRoot, name)
+func (l Labs) GetStatus(ctx context.Context, name string) (*Status, error) {
+	p, err := l.loadPlan(name)
 	if err != nil {
 		return nil, err
 	}
 	st := &Status{
-		Name: p.cfg.Name, UnderlaySubnet: p.subnet.String(), UnderlayGateway: p.gateway.String(),
+		Name: p.cfg.Name, Kind: p.prov.Kind(), UnderlaySubnet: p.subnet.String(), UnderlayGateway: p.gateway.String(),
 		ManagementSubnet: p.mgmt.String(), StateDir: p.dir(), Agent: !p.cfg.NoAgent, Agents: p.cfg.Agents,
 	}
-	for i := range p.nodes {
-		st.Nodes = append(st.Nodes, p.nodeStatus(ctx, &p.nodes[i]))
+	if len(p.nodes) > 0 {
+		st.UnderlayBin = p.layout(&p.nodes[0]).UnderlayBin
 	}
 	if !p.cfg.NoAgent {
 		st.DashboardURL = "http://" + p.controlAddr(&p.nodes[0]) + "/ui/"
 		st.ControlTokenFile = filepath.Join(p.dir(), ControlTokensFile)
 	}
+	st.Nodes = make([]NodeStatus, len(p.nodes))
+	_ = p.eachNode(ctx, func(ctx context.Context, n *nodePlan) error {
+		st.Nodes[n.Index-1] = p.nodeStatus(ctx, n)
+		return nil
+	})
 	return st, nil
 }
 
 func (p *plan) nodeStatus(ctx context.Context, n *nodePlan) NodeStatus {
 	ns := NodeStatus{
 		Name: n.Name, Host: n.Host, Role: n.Role, DockerHost: p.dockerHost(n), ConsulHTTPAddr: p.consulAddr(n),
-		ManagementIP: n.MgmtIP.String(), UnderlayParent: "eth1",
+		ManagementIP: n.MgmtIP.String(), UnderlayParent: p.layout(n).Parent,
 	}
 	if n.Role == RoleManager && !p.cfg.NoAgent {
 		ns.ControlURL = "http://" + p.controlAddr(n)
 	}
-	ns.HolderPID = holderPID(p.nodeDir(n))
+	var problem string
+	ns.HolderPID, problem = p.prov.Probe(ctx, p, n)
 	if ns.HolderPID == 0 {
-		ns.State, ns.Problems = StateStopped, []string{"namespace holder not running"}
+		ns.State, ns.Problems = StateStopped, []string{problem}
 		return ns
 	}
-	ns.DockerdPID = dockerdPID(p.dockerHost(n))
+	if problem != "" {
+		ns.Problems = append(ns.Problems, problem)
+	}
+	if p.prov.Kind() == KindNetns {
+		ns.DockerdPID = dockerdPID(p.dockerHost(n))
+	}
 	if c, err := p.dockerClient(n); err == nil {
 		if err := pingDocker(ctx, c); err != nil {
 			ns.Problems = append(ns.Problems, "dockerd not answering")
@@ -104,10 +121,10 @@ func (p *plan) nodeStatus(ctx context.Context, n *nodePlan) NodeStatus {
 	if err := consulAnswers(ctx, p.consulAddr(n)); err != nil {
 		ns.Problems = append(ns.Problems, "consul not answering")
 	}
-	if !p.cfg.NoAgent && !p.agentRuns(ctx, n) {
+	if !p.cfg.NoAgent && problem == "" && !p.agentRuns(ctx, n) {
 		ns.Problems = append(ns.Problems, "underlay agent not running")
 	}
-	if !p.cfg.NoAgent && p.cfg.Agents != AgentsStack && n.Role == RoleManager && len(daemonWrappers(p.nodeDir(n), p.control(n).key)) == 0 {
+	if !p.cfg.NoAgent && problem == "" && p.cfg.Agents != AgentsStack && n.Role == RoleManager && !p.prov.Running(ctx, p, n, p.control(n).key) {
 		ns.Problems = append(ns.Problems, "underlay control not running")
 	}
 	ns.State = StateRunning
@@ -121,7 +138,7 @@ func (p *plan) nodeStatus(ctx context.Context, n *nodePlan) NodeStatus {
 // task.
 func (p *plan) agentRuns(ctx context.Context, n *nodePlan) bool {
 	if p.cfg.Agents != AgentsStack {
-		return len(daemonWrappers(p.nodeDir(n), p.agent(n).key)) > 0
+		return p.prov.Running(ctx, p, n, p.agent(n).key)
 	}
 	c, err := p.dockerClient(n)
 	if err != nil {
@@ -129,14 +146,4 @@ func (p *plan) agentRuns(ctx context.Context, n *nodePlan) bool {
 	}
 	defer c.Close()
 	return stackTaskRunning(ctx, c, StackAgentService) == nil
-}
-
-func dockerdPID(host string) int {
-	ps := processes(func(args []string) bool {
-		return args[0] == "dockerd" && contains(args, host)
-	})
-	if len(ps) == 0 {
-		return 0
-	}
-	return ps[0].pid
 }

@@ -8,7 +8,6 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"syscall"
@@ -21,10 +20,11 @@ import (
 )
 
 // Up makes the lab cfg describes, or repairs it: a second Up on a healthy
-// lab changes nothing; a node whose holder, dockerd, Consul agent or
-// underlay agent died gets it back. When Up fails on a lab it was creating,
-// it removes everything it made. Progress goes to log, one line per step.
-func Up(ctx context.Context, cfg Config, log *slog.Logger) error {
+// lab changes nothing; a node whose holder or VM, dockerd, Consul agent or
+// underlay agent died gets it back. When Up fails on a lab it was
+// creating, it removes everything it made. Progress goes to log, one line
+// per step.
+func (l Labs) Up(ctx context.Context, cfg Config, log *slog.Logger) error {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
 		return err
@@ -32,7 +32,7 @@ func Up(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := preflight(cfg); err != nil {
 		return err
 	}
-	p, fresh, err := prepare(cfg)
+	p, fresh, err := prepare(l.root(), cfg)
 	if err != nil {
 		return err
 	}
@@ -41,51 +41,48 @@ func Up(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := p.up(ctx, log); err != nil {
 		if fresh {
 			log.Warn("lab up failed; removing what it made", "err", err)
-			if derr := Down(context.WithoutCancel(ctx), cfg.Name, log); derr != nil {
+			if derr := l.Down(context.WithoutCancel(ctx), cfg.Name, log); derr != nil {
 				return errors.Join(err, fmt.Errorf("clean up: %w", derr))
 			}
 		}
 		return err
 	}
-	log.Info("lab up", "nodes", cfg.Nodes, "took", time.Since(start).Round(time.Millisecond))
+	log.Info("lab up", "nodes", cfg.Nodes, "kind", p.prov.Kind(), "took", time.Since(start).Round(time.Millisecond))
 	return nil
 }
 
-// preflight checks the machine: root, and the programs the lab runs.
+// preflight checks the machine: root, the underlay binary, and what the
+// kind of nodes needs.
 func preflight(cfg Config) error {
 	if os.Geteuid() != 0 {
 		return errors.New("lab: must run as root (it creates namespaces, links and firewall rules)")
 	}
-	progs := []string{"dockerd", "consul", "unshare", "nsenter", "iptables", "bash"}
-	if cfg.Agents == AgentsStack {
-		progs = append(progs, "docker") // docker stack deploy, as users run it
-	}
-	for _, prog := range progs {
-		if _, err := exec.LookPath(prog); err != nil {
-			return fmt.Errorf("lab: %s not found in PATH (install it with scripts/install-deps.sh): %w", prog, err)
+	if cfg.Agents == AgentsStack && !cfg.NoAgent {
+		if err := needPrograms("docker"); err != nil { // docker stack deploy, as users run it
+			return err
 		}
 	}
-	if !cfg.NoAgent {
+	if !cfg.NoAgent || cfg.VM {
 		if st, err := os.Stat(cfg.UnderlayBin); err != nil || st.IsDir() {
 			return fmt.Errorf("lab: underlay binary %q for the agent: not a file (%v)", cfg.UnderlayBin, err)
 		}
 	}
-	return nil
+	return providerFor(cfg).Preflight(cfg)
 }
 
 // prepare reads the lab's record, or makes one for a new lab after
 // checking that its underlay subnet is free and choosing a free management
 // subnet. fresh reports a new lab.
-func prepare(cfg Config) (p *plan, fresh bool, err error) {
-	if err := os.MkdirAll(cfg.StateRoot, 0o755); err != nil {
-		return nil, false, fmt.Errorf("make %s: %w", cfg.StateRoot, err)
+func prepare(root string, cfg Config) (p *plan, fresh bool, err error) {
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		return nil, false, fmt.Errorf("make %s: %w", root, err)
 	}
-	unlock, err := lock(cfg.StateRoot)
+	unlock, err := lock(root)
 	if err != nil {
 		return nil, false, err
 	}
 	defer unlock()
-	if r, err := readRecord(cfg.StateRoot, cfg.Name); err == nil {
+	if r, err := readRecord(root, cfg.Name); err == nil {
 		old := r.Config.withDefaults()
 		if old.Agents == "" {
 			old.Agents = AgentsProcess
@@ -95,15 +92,15 @@ func prepare(cfg Config) (p *plan, fresh bool, err error) {
 		}
 		// Nodes may be added (they join as workers and Consul clients);
 		// nothing else changes on a running lab.
-		if old.Nodes > cfg.Nodes || old.Managers != cfg.Managers || old.ConsulServers != cfg.ConsulServers || old.UnderlaySubnet != cfg.UnderlaySubnet || old.Agents != cfg.Agents {
-			return nil, false, fmt.Errorf("lab %s already exists with %d nodes, %d managers, %d consul servers, underlay subnet %s and %s agents; nodes can be added, but run `underlay lab down --name %s` first to change anything else",
-				cfg.Name, old.Nodes, old.Managers, old.ConsulServers, old.UnderlaySubnet, old.Agents, cfg.Name)
+		if old.Nodes > cfg.Nodes || old.Managers != cfg.Managers || old.ConsulServers != cfg.ConsulServers || old.UnderlaySubnet != cfg.UnderlaySubnet || old.VM != cfg.VM || old.Agents != cfg.Agents {
+			return nil, false, fmt.Errorf("lab %s already exists with %d %s nodes, %d managers, %d consul servers, underlay subnet %s and %s agents; nodes can be added, but run `underlay lab down --name %s` first to change anything else",
+				cfg.Name, old.Nodes, providerFor(old).Kind(), old.Managers, old.ConsulServers, old.UnderlaySubnet, old.Agents, cfg.Name)
 		}
 		r.Config = cfg
-		if err := writeRecord(cfg.StateRoot, r); err != nil {
+		if err := writeRecord(root, r); err != nil {
 			return nil, false, err
 		}
-		p, err := newPlan(cfg, r.Management)
+		p, err := newPlan(root, cfg, r.Management)
 		return p, false, err
 	} else if !errors.Is(err, ErrNotFound) {
 		return nil, false, err
@@ -116,7 +113,7 @@ func prepare(cfg Config) (p *plan, fresh bool, err error) {
 	if err != nil {
 		return nil, false, err
 	}
-	others := otherLabs(cfg.StateRoot, cfg.Name)
+	others := otherLabs(root, cfg.Name)
 	for _, o := range others {
 		if s, _, err := underlay(o.Config.withDefaults().UnderlaySubnet); err == nil && s.Overlaps(subnet) {
 			return nil, false, fmt.Errorf("--underlay-subnet %s overlaps lab %s's underlay subnet %s", subnet, o.Config.Name, s)
@@ -139,10 +136,10 @@ func prepare(cfg Config) (p *plan, fresh bool, err error) {
 		return nil, false, errors.New("no free management subnet in 172.31.0.0/16")
 	}
 	r := &record{Config: cfg, Management: mgmt}
-	if err := writeRecord(cfg.StateRoot, r); err != nil {
+	if err := writeRecord(root, r); err != nil {
 		return nil, false, err
 	}
-	p, err = newPlan(cfg, mgmt)
+	p, err = newPlan(root, cfg, mgmt)
 	return p, true, err
 }
 
@@ -161,7 +158,6 @@ func lock(root string) (func(), error) {
 
 // up runs the steps in order; each is idempotent.
 func (p *plan) up(ctx context.Context, log *slog.Logger) error {
-	holders := make([]int, len(p.nodes))
 	clients := make([]*client.Client, len(p.nodes))
 	var agentImage string // the stack's image (AgentsStack)
 	for i := range p.nodes {
@@ -172,71 +168,76 @@ func (p *plan) up(ctx context.Context, log *slog.Logger) error {
 		defer c.Close()
 		clients[i] = c
 	}
-	steps := []struct {
-		name string
-		run  func(context.Context) error
-	}{
-		{"network", func(context.Context) error { return p.ensureNetwork() }},
-		{"nodes", func(ctx context.Context) error {
-			return p.eachNode(ctx, func(ctx context.Context, n *nodePlan) error {
-				pid, err := p.ensureHolder(ctx, n)
-				if err != nil {
+	// Steps that do not depend on each other run at once: Consul beside
+	// dockerd, the images beside the swarm (it matters on VM nodes, where
+	// each takes seconds).
+	timed := func(name string, run func(context.Context) error) func(context.Context) error {
+		return func(ctx context.Context) error {
+			t := time.Now()
+			if err := run(ctx); err != nil {
+				return fmt.Errorf("%s: %w", name, err)
+			}
+			log.Info("step done", "step", name, "took", time.Since(t).Round(time.Millisecond))
+			return nil
+		}
+	}
+	steps := []func(context.Context) error{
+		timed("network", func(ctx context.Context) error { return p.prov.EnsureNetwork(ctx, p) }),
+		timed("nodes", func(ctx context.Context) error {
+			return p.eachNode(ctx, func(ctx context.Context, n *nodePlan) error { return p.prov.EnsureNode(ctx, p, n) })
+		}),
+		parallel(
+			timed("dockerd", func(ctx context.Context) error { return p.eachNode(ctx, p.ensureDockerd) }),
+			timed("consul", func(ctx context.Context) error {
+				if err := p.eachNode(ctx, p.ensureConsul); err != nil {
 					return err
 				}
-				holders[n.Index-1] = pid
-				if err := ensureNodeLinks(pid, p.links(n), p.mgmtGW); err != nil {
-					return fmt.Errorf("node %s: %w", n.Name, err)
+				return p.waitConsulMembers(ctx)
+			})),
+		parallel(
+			timed("swarm", func(ctx context.Context) error { return p.ensureSwarm(ctx, clients) }),
+			timed("images", func(ctx context.Context) error {
+				if p.cfg.Agents == AgentsStack && !p.cfg.NoAgent {
+					var err error
+					if agentImage, err = p.agentImage(ctx); err != nil {
+						return err
+					}
 				}
-				return nil
-			})
-		}},
-		{"dockerd", func(ctx context.Context) error {
-			return p.eachNode(ctx, func(ctx context.Context, n *nodePlan) error {
-				return p.ensureDockerd(ctx, n, holders[n.Index-1])
-			})
-		}},
-		{"consul", func(ctx context.Context) error {
-			if err := p.eachNode(ctx, func(ctx context.Context, n *nodePlan) error {
-				return p.ensureConsul(ctx, n, holders[n.Index-1])
-			}); err != nil {
-				return err
-			}
-			return p.waitConsulMembers(ctx)
-		}},
-		{"swarm", func(ctx context.Context) error { return p.ensureSwarm(ctx, clients) }},
-		{"images", func(ctx context.Context) error {
-			if p.cfg.Agents == AgentsStack && !p.cfg.NoAgent {
-				var err error
-				if agentImage, err = p.agentImage(ctx); err != nil {
-					return err
-				}
-			}
-			return p.loadImages(ctx, clients, agentImage, log)
-		}},
-		{"agents", func(ctx context.Context) error {
+				return p.loadImages(ctx, clients, agentImage, log)
+			})),
+		timed("agents", func(ctx context.Context) error {
 			if p.cfg.NoAgent {
 				return nil
 			}
 			if p.cfg.Agents == AgentsStack {
-				return p.deployStack(ctx, clients, holders[0], agentImage)
+				return p.deployStack(ctx, clients, agentImage)
 			}
 			return p.eachNode(ctx, func(ctx context.Context, n *nodePlan) error {
-				started, err := p.ensureAgent(n, holders[n.Index-1])
+				started, err := p.ensureAgent(ctx, n)
 				if started {
 					log.Debug("agent started", "node", n.Name)
 				}
 				return err
 			})
-		}},
+		}),
 	}
-	for _, s := range steps {
-		t := time.Now()
-		if err := s.run(ctx); err != nil {
-			return fmt.Errorf("lab %s: %s: %w", p.cfg.Name, s.name, err)
+	for _, step := range steps {
+		if err := step(ctx); err != nil {
+			return fmt.Errorf("lab %s: %w", p.cfg.Name, err)
 		}
-		log.Info("step done", "step", s.name, "took", time.Since(t).Round(time.Millisecond))
 	}
 	return nil
+}
+
+// parallel runs steps at once; the first error cancels the others.
+func parallel(steps ...func(context.Context) error) func(context.Context) error {
+	return func(ctx context.Context) error {
+		g, ctx := errgroup.WithContext(ctx)
+		for _, s := range steps {
+			g.Go(func() error { return s(ctx) })
+		}
+		return g.Wait()
+	}
 }
 
 // eachNode runs f for every node at once.
@@ -249,17 +250,6 @@ func (p *plan) eachNode(ctx context.Context, f func(context.Context, *nodePlan) 
 	return g.Wait()
 }
 
-// ensureNetwork makes the two bridges and the firewall rules.
-func (p *plan) ensureNetwork() error {
-	if err := ensureBridge(p.bridgeM, netip.PrefixFrom(p.mgmtGW, p.mgmt.Bits())); err != nil {
-		return err
-	}
-	if err := ensureBridge(p.bridgeU, netip.PrefixFrom(p.gateway, p.subnet.Bits())); err != nil {
-		return err
-	}
-	return ensureFirewall(p.cfg.Name)
-}
-
 // waitConsulMembers waits until every node's Consul agent sees every node alive.
 func (p *plan) waitConsulMembers(ctx context.Context) error {
 	return p.eachNode(ctx, func(ctx context.Context, n *nodePlan) error {
@@ -267,7 +257,7 @@ func (p *plan) waitConsulMembers(ctx context.Context) error {
 		if err != nil {
 			return err
 		}
-		return poll(ctx, 60*time.Second, func() error {
+		return poll(ctx, p.wait(n, 60*time.Second), func() error {
 			alive, err := aliveMembers(c)
 			if err == nil && alive != len(p.nodes) {
 				err = fmt.Errorf("%d of %d members alive", alive, len(p.nodes))
@@ -294,16 +284,22 @@ func aliveMembers(c *api.Client) (int, error) {
 
 // ensureSwarm initializes the swarm on node1 and joins every other node
 // that is not in it, then waits until the managers see every node ready.
+// A node in another swarm (node1's VM rebooted, with a fresh swarm) leaves
+// it first; the entries a rebooted VM left (down, its host name also
+// ready under a new ID) are removed.
 func (p *plan) ensureSwarm(ctx context.Context, clients []*client.Client) error {
 	first := &p.nodes[0]
 	addr := func(n *nodePlan) string { return netip.AddrPortFrom(n.MgmtIP, 2377).String() }
-	st, err := swarmState(ctx, clients[0])
+	info, err := swarmInfo(ctx, clients[0])
 	if err != nil {
 		return fmt.Errorf("node %s: %w", first.Name, err)
 	}
-	if st == swarm.LocalNodeStateInactive {
+	if info.LocalNodeState == swarm.LocalNodeStateInactive {
 		if _, err := clients[0].SwarmInit(ctx, swarm.InitRequest{ListenAddr: addr(first), AdvertiseAddr: first.MgmtIP.String()}); err != nil {
 			return fmt.Errorf("node %s: swarm init: %w", first.Name, err)
+		}
+		if info, err = swarmInfo(ctx, clients[0]); err != nil {
+			return fmt.Errorf("node %s: %w", first.Name, err)
 		}
 	}
 	sw, err := clients[0].SwarmInspect(ctx)
@@ -312,12 +308,17 @@ func (p *plan) ensureSwarm(ctx context.Context, clients []*client.Client) error 
 	}
 	for i := 1; i < len(p.nodes); i++ {
 		n := &p.nodes[i]
-		st, err := swarmState(ctx, clients[i])
+		ni, err := swarmInfo(ctx, clients[i])
 		if err != nil {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
-		if st != swarm.LocalNodeStateInactive {
-			continue
+		if ni.LocalNodeState != swarm.LocalNodeStateInactive {
+			if knowsManager(ni, info.NodeID) {
+				continue
+			}
+			if err := clients[i].SwarmLeave(ctx, true); err != nil {
+				return fmt.Errorf("node %s: leave a swarm node1 is not in: %w", n.Name, err)
+			}
 		}
 		token := sw.JoinTokens.Worker
 		if n.Role == RoleManager {
@@ -329,38 +330,53 @@ func (p *plan) ensureSwarm(ctx context.Context, clients []*client.Client) error 
 			return fmt.Errorf("node %s: swarm join: %w", n.Name, err)
 		}
 	}
-	return poll(ctx, 60*time.Second, func() error {
+	return poll(ctx, p.wait(first, 60*time.Second), func() error {
 		nodes, err := clients[0].NodeList(ctx, swarm.NodeListOptions{})
 		if err != nil {
 			return err
 		}
-		ready := 0
+		ready := map[string]bool{}
 		for _, sn := range nodes {
 			if sn.Status.State == swarm.NodeStateReady {
-				ready++
+				ready[sn.Description.Hostname] = true
 			}
 		}
-		if ready < len(p.nodes) {
-			return fmt.Errorf("%d of %d swarm nodes ready", ready, len(p.nodes))
+		for _, sn := range nodes {
+			if sn.Status.State == swarm.NodeStateDown && ready[sn.Description.Hostname] {
+				clients[0].NodeRemove(ctx, sn.ID, swarm.NodeRemoveOptions{Force: true})
+			}
+		}
+		if len(ready) < len(p.nodes) {
+			return fmt.Errorf("%d of %d swarm nodes ready", len(ready), len(p.nodes))
 		}
 		return nil
 	}, func(err error) error { return fmt.Errorf("swarm: %w", err) })
 }
 
-// swarmState returns a node's swarm state once it is settled (not pending,
+// knowsManager reports whether a node's swarm has manager id among its managers.
+func knowsManager(info swarm.Info, id string) bool {
+	for _, m := range info.RemoteManagers {
+		if m.NodeID == id {
+			return true
+		}
+	}
+	return info.NodeID == id
+}
+
+// swarmInfo returns a node's swarm state once it is settled (not pending,
 // as it is for a while after a restarted dockerd rejoins).
-func swarmState(ctx context.Context, c *client.Client) (swarm.LocalNodeState, error) {
-	var st swarm.LocalNodeState
+func swarmInfo(ctx context.Context, c *client.Client) (swarm.Info, error) {
+	var st swarm.Info
 	err := poll(ctx, 30*time.Second, func() error {
 		info, err := c.Info(ctx)
 		if err != nil {
 			return err
 		}
-		st = info.Swarm.LocalNodeState
-		if st == swarm.LocalNodeStatePending {
+		st = info.Swarm
+		if st.LocalNodeState == swarm.LocalNodeStatePending {
 			return errors.New("swarm state pending")
 		}
-		if st == swarm.LocalNodeStateError {
+		if st.LocalNodeState == swarm.LocalNodeStateError {
 			return fmt.Errorf("swarm error: %s", info.Swarm.Error)
 		}
 		return nil

@@ -176,8 +176,9 @@ func TestIntegrationNetworkLifecycle(t *testing.T) {
 	}
 	netlink.LinkDel(shim)
 	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
-		o, err := hostnet.Host{}.Observe(hostnet.Want{Parent: parent, ShimLink: node.ShimLink, Shim: node.Shim, Route: node.Range})
-		r, _ := hostnet.Repairs(o)
+		w := hostnet.Want{Parent: parent, ShimLink: node.ShimLink, Shim: node.Shim, Route: node.Range}
+		o, err := hostnet.Host{}.Observe(w)
+		r, _ := hostnet.Repairs(w, o)
 		return err == nil && len(r) == 0, fmt.Sprintf("shim not repaired: %v %v", r, err)
 	})
 

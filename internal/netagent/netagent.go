@@ -62,6 +62,9 @@ type Reconciler struct {
 	Log  *slog.Logger
 	// RemoveShim deletes a shim link; hostnet.RemoveShim outside tests.
 	RemoveShim func(name string) error
+	// RemoveParent deletes a network's VLAN parent if the agent made it
+	// (hostnet.RemoveParent outside tests); nil leaves parents alone.
+	RemoveParent func(parent, network string) (bool, error)
 
 	// published is the interface list last published, and reported the
 	// last state reported per network: Sync runs on every KV change, so it
@@ -137,7 +140,8 @@ func (r *Reconciler) realise(ctx context.Context, s netspec.Spec) error {
 	if err != nil {
 		return err
 	}
-	repairs, err := r.Host.Ensure(hostnet.Want{Parent: s.Parent, ShimLink: plan.ShimLink, Shim: plan.Shim, Route: route})
+	repairs, err := r.Host.Ensure(hostnet.Want{Parent: s.Parent, Network: s.Name, Driver: s.DriverName(), IPvlanMode: s.IPvlanModeName(),
+		ShimLink: plan.ShimLink, Shim: plan.Shim, Route: route})
 	if err != nil {
 		return fmt.Errorf("network %s: prepare host: %w", s.Name, err)
 	}
@@ -211,6 +215,15 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool) 
 	}
 	if err := r.RemoveShim(netspec.ShimLinkName(name)); err != nil {
 		return fmt.Errorf("network %s: remove shim: %w", name, err)
+	}
+	if r.RemoveParent != nil && s.Parent != "" {
+		removed, err := r.RemoveParent(s.Parent, name)
+		if err != nil {
+			return fmt.Errorf("network %s: remove VLAN parent: %w", name, err)
+		}
+		if removed {
+			r.Log.Info("VLAN parent made for the network removed", "network", name, "parent", s.Parent)
+		}
 	}
 	if err := r.Store.Release(ctx, name, r.Node); err != nil {
 		return err

@@ -82,17 +82,35 @@ func NodePlanFor(s Spec, node string, block netip.Prefix, index int) (NodePlan, 
 	return p, nil
 }
 
-// HostCommands are the ip commands that prepare a node: parent up and
-// promiscuous, and a bridge-mode macvlan shim with a route to the node's
+// HostCommands are the ip commands that prepare a node: a VLAN parent
+// made where missing, the parent up (and promiscuous for macvlan), and a
+// shim of the network's driver (a bridge-mode macvlan, or an ipvlan: an
+// ipvlan cannot reach its own parent either) with a route to the node's
 // range, so the host reaches its own containers.
 func HostCommands(s Spec, p NodePlan) []string {
-	return []string{
-		fmt.Sprintf("ip link set %s up promisc on", s.Parent),
-		fmt.Sprintf("ip link add %s link %s type macvlan mode bridge", p.ShimLink, s.Parent),
+	var cmds []string
+	if lower, vid, ok := VLANParent(s.Parent); ok {
+		cmds = append(cmds, fmt.Sprintf("ip link add link %s name %s type vlan id %d   # unless it exists", lower, s.Parent, vid))
+	}
+	up := fmt.Sprintf("ip link set %s up", s.Parent)
+	if s.NeedsPromisc() {
+		up += " promisc on"
+	}
+	return append(cmds, up,
+		fmt.Sprintf("ip link add %s link %s type %s", p.ShimLink, s.Parent, ShimType(s)),
 		fmt.Sprintf("ip addr add %s/32 dev %s", p.Shim, p.ShimLink),
 		fmt.Sprintf("ip link set %s up", p.ShimLink),
 		fmt.Sprintf("ip route add %s dev %s", p.Block, p.ShimLink),
+	)
+}
+
+// ShimType is the `ip link add … type` of a network's host shim:
+// "macvlan mode bridge" or "ipvlan mode l2" (l3).
+func ShimType(s Spec) string {
+	if s.DriverName() == IPvlan {
+		return "ipvlan mode " + s.IPvlanModeName()
 	}
+	return "macvlan mode bridge"
 }
 
 // ConfigNetworkArgs are the docker CLI arguments creating a node's
@@ -110,8 +128,11 @@ func ConfigNetworkArgs(s Spec, p NodePlan) []string {
 	if p.IPv6.IsValid() {
 		args = append(args, "--ipv6", "--subnet", s.IPv6Subnet.String(), "--ip-range", p.IPv6.String())
 	}
-	args = append(args, "-o", "parent="+s.Parent,
-		"--label", LabelManaged+"=true", "--label", LabelNetwork+"="+s.Name, "--label", LabelRange+"="+p.Block.String(),
+	args = append(args, "-o", "parent="+s.Parent)
+	if m := s.IPvlanModeName(); m != "" {
+		args = append(args, "-o", "ipvlan_mode="+m)
+	}
+	args = append(args, "--label", LabelManaged+"=true", "--label", LabelNetwork+"="+s.Name, "--label", LabelRange+"="+p.Block.String(),
 		ConfigNetworkName(s.Name))
 	return args
 }
@@ -119,15 +140,19 @@ func ConfigNetworkArgs(s Spec, p NodePlan) []string {
 // SwarmNetworkArgs are the docker CLI arguments creating the swarm network
 // on a manager once every node has its config-only network.
 func SwarmNetworkArgs(s Spec) []string {
-	return []string{"network", "create", "-d", "macvlan", "--scope", "swarm", "--attachable",
+	return []string{"network", "create", "-d", s.DriverName(), "--scope", "swarm", "--attachable",
 		"--config-from", ConfigNetworkName(s.Name), s.Name}
 }
 
 // Script renders the whole manual procedure, node by node, as shell.
 func Script(s Spec, plans []NodePlan, manager string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "# underlay network plan for %s: subnet %s, gateway %s, parent %s, %d addresses per node\n",
-		s.Name, s.Subnet, s.Gateway, s.Parent, s.PerNodeSize)
+	driver := s.DriverName()
+	if m := s.IPvlanModeName(); m != "" {
+		driver += " " + m
+	}
+	fmt.Fprintf(&b, "# underlay network plan for %s (%s): subnet %s, gateway %s, parent %s, %d addresses per node\n",
+		s.Name, driver, s.Subnet, s.Gateway, s.Parent, s.PerNodeSize)
 	for _, p := range plans {
 		fmt.Fprintf(&b, "\n# on %s (range %s, host shim %s on %s)\n", p.Node, p.Block, p.Shim, p.ShimLink)
 		for _, c := range HostCommands(s, p) {

@@ -619,7 +619,7 @@ func TestScript(t *testing.T) {
 
 	// Every line the script must hold, in this order.
 	var want []string
-	want = append(want, "# underlay network plan for lan: subnet 192.168.10.0/24, gateway 192.168.10.1, parent eth0, 64 addresses per node")
+	want = append(want, "# underlay network plan for lan (macvlan): subnet 192.168.10.0/24, gateway 192.168.10.1, parent eth0, 64 addresses per node")
 	for _, p := range plans {
 		want = append(want, fmt.Sprintf("# on %s (range %s, host shim %s on %s)", p.Node, p.Block, p.Shim, p.ShimLink))
 		want = append(want, HostCommands(s, p)...)

@@ -31,8 +31,14 @@ type Spec struct {
 	Name    string       `json:"name"`
 	Subnet  netip.Prefix `json:"subnet"`
 	Gateway netip.Addr   `json:"gateway"`
-	// Parent is the host interface macvlan endpoints hang off, on every node.
+	// Parent is the host interface macvlan (or ipvlan) endpoints hang off,
+	// on every node. A name like bond0.40 is VLAN 40 on bond0: agents make
+	// it where it is missing.
 	Parent string `json:"parent"`
+	// Driver is macvlan (also when empty) or ipvlan.
+	Driver string `json:"driver,omitempty"`
+	// IPvlanMode is l2 (also when empty) or l3, for ipvlan.
+	IPvlanMode string `json:"ipvlan_mode,omitempty"`
 	// IPRange limits container addresses; the zero value means the subnet.
 	IPRange netip.Prefix `json:"ip_range,omitzero"`
 	// Aux are addresses of the subnet that must never be given out.
@@ -72,6 +78,7 @@ func Validate(s Spec, existing []Spec) error {
 	if !parentRE.MatchString(s.Parent) {
 		bad("parent %q: not an interface name (at most 15 characters)", s.Parent)
 	}
+	checkDriver(s, bad)
 	switch s.IPAM {
 	case PerNode, Cluster:
 	default:
@@ -110,7 +117,7 @@ func Validate(s Spec, existing []Spec) error {
 			bad("IPv6 subnet %s overlaps network %q (%s)", s.IPv6Subnet, o.Name, o.IPv6Subnet)
 		}
 		if o.Parent == s.Parent {
-			bad("parent %s already carries network %q: Docker allows one macvlan network per parent interface", s.Parent, o.Name)
+			bad("parent %s already carries network %q: Docker allows one macvlan or ipvlan network per parent interface", s.Parent, o.Name)
 		}
 	}
 	return errors.Join(errs...)

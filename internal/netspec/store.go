@@ -308,15 +308,21 @@ func (st *Store) Nodes(ctx context.Context) ([]NodeFacts, error) {
 	return out, nil
 }
 
-// CheckParent reports the nodes that lack s.Parent, as an error naming them.
+// CheckParent reports the nodes that lack s.Parent, as an error naming
+// them. A VLAN parent (bond0.40) need not exist where its lower device
+// does: the agent makes it.
 func CheckParent(s Spec, nodes []NodeFacts) error {
+	lower, _, vlan := VLANParent(s.Parent)
 	var missing []string
 	for _, n := range nodes {
-		if !slices.Contains(n.Interfaces, s.Parent) {
+		if !slices.Contains(n.Interfaces, s.Parent) && !(vlan && slices.Contains(n.Interfaces, lower)) {
 			missing = append(missing, n.Node)
 		}
 	}
 	if len(missing) > 0 {
+		if vlan {
+			return fmt.Errorf("parent %s: neither it nor %s exists on node(s) %s", s.Parent, lower, strings.Join(missing, ", "))
+		}
 		return fmt.Errorf("parent %s does not exist on node(s) %s", s.Parent, strings.Join(missing, ", "))
 	}
 	return nil

@@ -28,8 +28,10 @@ type Lab struct {
 	cfg     lab.Config
 	Name    string
 	Subnet  netip.Prefix // underlay subnet
-	Gateway netip.Addr   // underlay gateway, held by the root namespace
+	Gateway netip.Addr   // underlay gateway, held by the root namespace (by the lab's namespace for VM nodes)
 	Nodes   []*LabNode
+	// UnderlayBin is the underlay binary as the nodes see it.
+	UnderlayBin string
 }
 
 // LabNode is one node of a Lab.
@@ -37,6 +39,8 @@ type LabNode struct {
 	Name string // node1, node2, ...
 	Host string // host name: Docker and Consul node name
 	Role string // lab.RoleManager or lab.RoleWorker
+	// Parent is the node's link on the underlay: eth1, or bond0.40 on VM nodes.
+	Parent string
 	// ManagementIP is the node's eth0 address; the root namespace reaches it.
 	ManagementIP string
 	// Docker is a client of the node's dockerd, at DockerHost.
@@ -80,7 +84,7 @@ func StartLab(t testing.TB, cfg lab.Config) *Lab {
 			t.Errorf("lab down: %v", err)
 		}
 	})
-	ctx := Context(t, 3*time.Minute)
+	ctx := Context(t, upTimeout(cfg))
 	if err := lab.Up(ctx, cfg, log); err != nil {
 		t.Fatalf("lab up: %v", err)
 	}
@@ -89,12 +93,20 @@ func StartLab(t testing.TB, cfg lab.Config) *Lab {
 	return l
 }
 
+// upTimeout bounds lab up: VM nodes boot and run emulated.
+func upTimeout(cfg lab.Config) time.Duration {
+	if cfg.VM {
+		return 8 * time.Minute
+	}
+	return 3 * time.Minute
+}
+
 // Grow adds nodes to the lab (as `underlay lab up --nodes N` does) until it
 // has n, and returns the new ones.
 func (l *Lab) Grow(n int) []*LabNode {
 	l.t.Helper()
 	l.cfg.Nodes = n
-	ctx := Context(l.t, 3*time.Minute)
+	ctx := Context(l.t, upTimeout(l.cfg))
 	if err := lab.Up(ctx, l.cfg, TestLogger(l.t)); err != nil {
 		l.t.Fatalf("lab up --nodes %d: %v", n, err)
 	}
@@ -111,6 +123,7 @@ func (l *Lab) refresh(ctx context.Context) {
 		t.Fatal(err)
 	}
 	l.Name, l.Subnet, l.Gateway = st.Name, netip.MustParsePrefix(st.UnderlaySubnet), netip.MustParseAddr(st.UnderlayGateway)
+	l.UnderlayBin = st.UnderlayBin
 	for _, n := range st.Nodes[len(l.Nodes):] {
 		d, err := client.NewClientWithOpts(client.WithHost(n.DockerHost), client.WithAPIVersionNegotiation())
 		if err != nil {
@@ -122,7 +135,7 @@ func (l *Lab) refresh(ctx context.Context) {
 			t.Fatal(err)
 		}
 		l.Nodes = append(l.Nodes, &LabNode{
-			Name: n.Name, Host: n.Host, Role: n.Role, ManagementIP: n.ManagementIP,
+			Name: n.Name, Host: n.Host, Role: n.Role, Parent: n.UnderlayParent, ManagementIP: n.ManagementIP,
 			Docker: d, DockerHost: n.DockerHost, ConsulAddr: n.ConsulHTTPAddr, Consul: c,
 		})
 	}

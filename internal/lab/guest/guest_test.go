@@ -1,0 +1,131 @@
+package guest
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func startServer(t *testing.T) Client {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{Token: "secret", Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	done := make(chan struct{})
+	go func() { s.Serve(ctx, ln); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return Client{Addr: ln.Addr().String(), Token: "secret"}
+}
+
+func TestExec(t *testing.T) {
+	c := startServer(t)
+	ctx := context.Background()
+	var out, errb bytes.Buffer
+	code, err := c.Exec(ctx, []string{"sh", "-c", "echo out; echo err >&2; cat; exit 3"}, []string{"PATH=/usr/bin:/bin"},
+		strings.NewReader("from stdin\n"), &out, &errb)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if code != 3 || out.String() != "out\nfrom stdin\n" || errb.String() != "err\n" {
+		t.Errorf("exec: code %d, stdout %q, stderr %q", code, out.String(), errb.String())
+	}
+	if code, err := c.Exec(ctx, []string{"/nonexistent/prog"}, nil, nil, io.Discard, io.Discard); err == nil || code != 127 {
+		t.Errorf("exec of a missing program: code %d, err %v; want 127 and an error", code, err)
+	}
+	// Output larger than a frame arrives whole.
+	out.Reset()
+	if _, err := c.Exec(ctx, []string{"head", "-c", "3000000", "/dev/zero"}, nil, nil, &out, nil); err != nil || out.Len() != 3000000 {
+		t.Errorf("large output: %d bytes, %v", out.Len(), err)
+	}
+}
+
+func TestBadToken(t *testing.T) {
+	c := startServer(t)
+	c.Token = "wrong"
+	if err := c.Ping(context.Background()); err == nil || !strings.Contains(err.Error(), "bad token") {
+		t.Errorf("ping with a bad token: %v", err)
+	}
+	if code, err := c.Exec(context.Background(), []string{"true"}, nil, nil, nil, nil); err == nil {
+		t.Errorf("exec with a bad token ran: code %d", code)
+	}
+}
+
+func TestDaemons(t *testing.T) {
+	c := startServer(t)
+	ctx := context.Background()
+	log := filepath.Join(t.TempDir(), "d.log")
+	// A key no other test process could carry.
+	key := "sh -c"
+	args := []string{"sh", "-c", "echo started; while :; do sleep 1; done", "ul-guest-test-" + filepath.Base(t.TempDir())}
+	pid, err := c.Start(ctx, key, args, []string{"PATH=/usr/bin:/bin"}, log)
+	if err != nil || pid == 0 {
+		t.Fatalf("start: pid %d, %v", pid, err)
+	}
+	t.Cleanup(func() { c.Kill(ctx, key) })
+	ok, got, err := c.Running(ctx, key)
+	if err != nil || !ok || got != pid {
+		t.Fatalf("running: %v pid %d (%v), want pid %d", ok, got, err, pid)
+	}
+	// A second start replaces the first.
+	pid2, err := c.Start(ctx, key, args, []string{"PATH=/usr/bin:/bin"}, log)
+	if err != nil || pid2 == pid {
+		t.Fatalf("second start: pid %d (first %d), %v", pid2, pid, err)
+	}
+	if running(pid) {
+		t.Errorf("first daemon %d still runs after the second start", pid)
+	}
+	if err := c.Kill(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, err := c.Running(ctx, key); err != nil || ok {
+		t.Errorf("running after kill: %v, %v", ok, err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		b, _ := os.ReadFile(log)
+		if strings.Count(string(b), "started") == 2 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("daemon log: %q", b)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func TestDaemonKey(t *testing.T) {
+	for args, want := range map[string]string{
+		"/usr/bin/dockerd --host unix:///run/docker.sock": "dockerd --host",
+		"/var/lib/underlay/lab/x/underlay agent --node a": "underlay agent",
+		"consul": "",
+	} {
+		if got := DaemonKey(strings.Fields(args)); got != want {
+			t.Errorf("DaemonKey(%q) = %q, want %q", args, got, want)
+		}
+	}
+}
+
+func TestConfigRoundTrip(t *testing.T) {
+	dir := t.TempDir()
+	c := Config{Host: "lab-node1", Bond: "bond0", BondMode: "active-backup", Members: []string{"eth0", "eth1"}, Miimon: 100}
+	if err := WriteConfig(dir, c, "tok"); err != nil {
+		t.Fatal(err)
+	}
+	got, tok, err := ReadConfig(dir)
+	if err != nil || tok != "tok" || got.Host != c.Host || len(got.Members) != 2 {
+		t.Errorf("ReadConfig = %+v, %q, %v", got, tok, err)
+	}
+	if st, _ := os.Stat(filepath.Join(dir, TokenFile)); st.Mode().Perm() != 0o600 {
+		t.Errorf("token file mode %v, want 0600", st.Mode().Perm())
+	}
+}

@@ -1,0 +1,116 @@
+package netspec
+
+import (
+	"fmt"
+	"regexp"
+	"strconv"
+)
+
+// Docker drivers of underlay networks.
+const (
+	Macvlan = "macvlan"
+	IPvlan  = "ipvlan"
+)
+
+// ipvlan modes. In l2 the containers are hosts of the parent's L2 network,
+// answering ARP like macvlan ones (with the parent's MAC). In l3 the node
+// routes: containers answer no ARP, so the network's router must route
+// each node's range to that node's address on the parent's network —
+// which is why l3 takes per-node ranges, never the cluster pool, whose
+// addresses are not grouped by node.
+const (
+	IPvlanL2 = "l2"
+	IPvlanL3 = "l3"
+)
+
+// DriverName is s's Docker driver: macvlan unless the spec says ipvlan
+// (specs stored before drivers could be chosen say nothing).
+func (s Spec) DriverName() string {
+	if s.Driver == "" {
+		return Macvlan
+	}
+	return s.Driver
+}
+
+// IPvlanModeName is s's ipvlan mode, l2 unless it says l3; "" for macvlan.
+func (s Spec) IPvlanModeName() string {
+	switch {
+	case s.DriverName() != IPvlan:
+		return ""
+	case s.IPvlanMode == "":
+		return IPvlanL2
+	}
+	return s.IPvlanMode
+}
+
+// DriverOptions are the Docker driver options of a node's config-only network.
+func (s Spec) DriverOptions() map[string]string {
+	o := map[string]string{"parent": s.Parent}
+	if m := s.IPvlanModeName(); m != "" {
+		o["ipvlan_mode"] = m
+	}
+	return o
+}
+
+// NeedsPromisc reports whether the parent must be promiscuous: macvlan
+// endpoints have MAC addresses of their own, ipvlan ones share the parent's.
+func (s Spec) NeedsPromisc() bool { return s.DriverName() == Macvlan }
+
+var vlanParentRE = regexp.MustCompile(`^(.+)\.([0-9]{1,4})$`)
+
+// VLANParent splits a parent named like a VLAN sub-interface (bond0.40)
+// into its lower device and VLAN id, as Docker's macvlan and ipvlan
+// drivers read such names; ok is false for other names.
+func VLANParent(parent string) (lower string, vid int, ok bool) {
+	m := vlanParentRE.FindStringSubmatch(parent)
+	if m == nil {
+		return "", 0, false
+	}
+	vid, err := strconv.Atoi(m[2])
+	if err != nil || vid < 1 || vid > 4094 {
+		return "", 0, false
+	}
+	return m[1], vid, true
+}
+
+// WithVLAN is the parent of VLAN vid on link lower (--parent bond0 --vlan
+// 40 is bond0.40); vid 0 leaves lower as it is.
+func WithVLAN(lower string, vid int) (string, error) {
+	if vid == 0 {
+		return lower, nil
+	}
+	if vid < 1 || vid > 4094 {
+		return "", fmt.Errorf("--vlan %d: want 1 to 4094", vid)
+	}
+	if l, v, ok := VLANParent(lower); ok {
+		return "", fmt.Errorf("--vlan %d with --parent %s: the parent is already VLAN %d on %s; give --parent %s", vid, lower, v, l, l)
+	}
+	return lower + "." + strconv.Itoa(vid), nil
+}
+
+// checkDriver checks the driver, its mode, and a VLAN parent's id.
+func checkDriver(s Spec, bad func(string, ...any)) {
+	switch s.DriverName() {
+	case Macvlan:
+		if s.IPvlanMode != "" {
+			bad("ipvlan mode %q given for a macvlan network (add --driver ipvlan)", s.IPvlanMode)
+		}
+	case IPvlan:
+		switch s.IPvlanModeName() {
+		case IPvlanL2:
+		case IPvlanL3:
+			if s.IPAM == Cluster {
+				bad("ipvlan mode l3 with cluster IPAM: in l3 the router must route each node's range to the node, so l3 needs --ipam per-node")
+			}
+		default:
+			bad("ipvlan mode %q: want l2 or l3", s.IPvlanMode)
+		}
+	default:
+		bad("driver %q: want macvlan or ipvlan", s.Driver)
+	}
+	if m := vlanParentRE.FindStringSubmatch(s.Parent); m != nil {
+		if _, _, ok := VLANParent(s.Parent); !ok {
+			bad("parent %q: VLAN id %s out of 1 to 4094", s.Parent, m[2])
+		}
+	}
+}

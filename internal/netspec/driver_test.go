@@ -1,0 +1,134 @@
+package netspec
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestValidateDriver(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		edit func(*Spec)
+		want string // error substring; empty: valid
+	}{
+		{"macvlan by default", func(*Spec) {}, ""},
+		{"macvlan named", func(s *Spec) { s.Driver = Macvlan }, ""},
+		{"ipvlan", func(s *Spec) { s.Driver = IPvlan }, ""},
+		{"ipvlan l2", func(s *Spec) { s.Driver, s.IPvlanMode = IPvlan, IPvlanL2 }, ""},
+		{"ipvlan l3 per node", func(s *Spec) { s.Driver, s.IPvlanMode = IPvlan, IPvlanL3 }, ""},
+		{"ipvlan l3 cluster", func(s *Spec) { s.Driver, s.IPvlanMode, s.IPAM = IPvlan, IPvlanL3, Cluster }, "l3 needs --ipam per-node"},
+		{"ipvlan l2 cluster", func(s *Spec) { s.Driver, s.IPAM = IPvlan, Cluster }, ""},
+		{"bad mode", func(s *Spec) { s.Driver, s.IPvlanMode = IPvlan, "l3s" }, `ipvlan mode "l3s"`},
+		{"mode without ipvlan", func(s *Spec) { s.IPvlanMode = IPvlanL2 }, "--driver ipvlan"},
+		{"bad driver", func(s *Spec) { s.Driver = "bridge" }, `driver "bridge"`},
+		{"VLAN parent", func(s *Spec) { s.Parent = "bond0.40" }, ""},
+		{"VLAN id too big", func(s *Spec) { s.Parent = "bond0.4095" }, `"bond0.4095": VLAN id 4095`},
+		{"VLAN id zero", func(s *Spec) { s.Parent = "eth0.0" }, `"eth0.0": VLAN id 0`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := validSpec()
+			tc.edit(&s)
+			err := Validate(s, nil)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Fatalf("Validate() = %v, want nil", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("Validate() = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestVLANParent(t *testing.T) {
+	for _, tc := range []struct {
+		in    string
+		lower string
+		vid   int
+		ok    bool
+	}{
+		{"bond0.40", "bond0", 40, true},
+		{"eth1.4094", "eth1", 4094, true},
+		{"br.lan.7", "br.lan", 7, true},
+		{"eth1", "", 0, false},
+		{"eth1.0", "", 0, false},
+		{"eth1.4095", "", 0, false},
+		{"br.lan", "", 0, false},
+	} {
+		lower, vid, ok := VLANParent(tc.in)
+		if lower != tc.lower || vid != tc.vid || ok != tc.ok {
+			t.Errorf("VLANParent(%q) = %q, %d, %v", tc.in, lower, vid, ok)
+		}
+	}
+}
+
+func TestWithVLAN(t *testing.T) {
+	if got, err := WithVLAN("bond0", 40); err != nil || got != "bond0.40" {
+		t.Errorf("WithVLAN(bond0, 40) = %q, %v", got, err)
+	}
+	if got, err := WithVLAN("bond0.40", 0); err != nil || got != "bond0.40" {
+		t.Errorf("WithVLAN(bond0.40, 0) = %q, %v", got, err)
+	}
+	if _, err := WithVLAN("bond0", 4095); err == nil || !strings.Contains(err.Error(), "--vlan 4095") {
+		t.Errorf("VLAN 4095: %v", err)
+	}
+	if _, err := WithVLAN("bond0.40", 41); err == nil || !strings.Contains(err.Error(), "already VLAN 40") {
+		t.Errorf("VLAN on a VLAN: %v", err)
+	}
+}
+
+func TestCheckParentVLAN(t *testing.T) {
+	s := validSpec()
+	s.Parent = "bond0.40"
+	nodes := []NodeFacts{
+		{Node: "a", Interfaces: []string{"bond0", "eth0", "lo"}},
+		{Node: "b", Interfaces: []string{"bond0", "bond0.40"}},
+		{Node: "c", Interfaces: []string{"eth0"}},
+	}
+	err := CheckParent(s, nodes)
+	if err == nil || !strings.Contains(err.Error(), "node(s) c") || strings.Contains(err.Error(), "a,") {
+		t.Errorf("CheckParent = %v, want only node c named", err)
+	}
+	if err := CheckParent(s, nodes[:2]); err != nil {
+		t.Errorf("lower present everywhere: %v", err)
+	}
+}
+
+func TestDriverArgs(t *testing.T) {
+	s := planSpec()
+	s.Driver, s.Parent = IPvlan, "bond0.40"
+	p := NodePlan{Node: "n1", Block: netip.MustParsePrefix("192.168.10.0/26"), Shim: netip.MustParseAddr("192.168.10.3"), ShimLink: "ul-x"}
+	want := []string{
+		"ip link add link bond0 name bond0.40 type vlan id 40   # unless it exists",
+		"ip link set bond0.40 up",
+		"ip link add ul-x link bond0.40 type ipvlan mode l2",
+		"ip addr add 192.168.10.3/32 dev ul-x",
+		"ip link set ul-x up",
+		"ip route add 192.168.10.0/26 dev ul-x",
+	}
+	if d := cmp.Diff(want, HostCommands(s, p)); d != "" {
+		t.Errorf("HostCommands (-want +got):\n%s", d)
+	}
+	if args := strings.Join(ConfigNetworkArgs(s, p), " "); !strings.Contains(args, "-o parent=bond0.40 -o ipvlan_mode=l2 ") {
+		t.Errorf("ConfigNetworkArgs: %s", args)
+	}
+	if args := strings.Join(SwarmNetworkArgs(s), " "); !strings.Contains(args, "-d ipvlan ") {
+		t.Errorf("SwarmNetworkArgs: %s", args)
+	}
+	if d := cmp.Diff(map[string]string{"parent": "bond0.40", "ipvlan_mode": "l2"}, s.DriverOptions()); d != "" {
+		t.Errorf("DriverOptions (-want +got):\n%s", d)
+	}
+	if s.NeedsPromisc() {
+		t.Error("ipvlan wants a promiscuous parent")
+	}
+	s.IPvlanMode = IPvlanL3
+	if got := ShimType(s); got != "ipvlan mode l3" {
+		t.Errorf("ShimType = %q", got)
+	}
+	m := planSpec()
+	if d := cmp.Diff(map[string]string{"parent": m.Parent}, m.DriverOptions()); d != "" || !m.NeedsPromisc() || ShimType(m) != "macvlan mode bridge" {
+		t.Errorf("macvlan: options %v, promisc %v, shim %q", m.DriverOptions(), m.NeedsPromisc(), ShimType(m))
+	}
+}
