@@ -35,7 +35,7 @@ func TestIntegrationNoDuplicates(t *testing.T) {
 	pool := testPool("10.77.0.0/24", "10.77.0.1", "10.77.0.200")
 	ctx := context.Background()
 
-	nodes := []*ipam.Allocator{ipam.NewAllocator(kv, "n1"), ipam.NewAllocator(kv, "n2"), ipam.NewAllocator(kv, "n3")}
+	nodes := []*ipam.Allocator{ipam.NewAllocator(kv, "n1", nil), ipam.NewAllocator(kv, "n2", nil), ipam.NewAllocator(kv, "n3", nil)}
 	got := map[netip.Addr]string{}
 	exhausted := fillPool(t, nodes, pool, got)
 	// 256 addresses less network, broadcast, gateway and one aux address.
@@ -91,7 +91,7 @@ func TestIntegrationNoDuplicates(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	pairs, err := kv.ListPairs(ctx, ipam.KVPrefix)
+	pairs, err := kv.List(ctx, ipam.KVPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -158,7 +158,7 @@ func TestIntegrationSpares(t *testing.T) {
 	pool := testPool("10.78.0.0/24", "10.78.0.1")
 	ctx := testenv.Context(t, 2*time.Minute)
 	const want = 4
-	nodes := []*ipam.Allocator{ipam.NewAllocator(kv, "n1"), ipam.NewAllocator(kv, "n2"), ipam.NewAllocator(kv, "n3")}
+	nodes := []*ipam.Allocator{ipam.NewAllocator(kv, "n1", nil), ipam.NewAllocator(kv, "n2", nil), ipam.NewAllocator(kv, "n3", nil)}
 	keepCtx, stopKeeping := context.WithCancel(ctx)
 	var keepers sync.WaitGroup
 	for _, a := range nodes {
@@ -303,7 +303,7 @@ func TestIntegrationSparesConsulLostState(t *testing.T) {
 	kv := consul.NewKV(c.Client())
 	pool := testPool("10.79.0.0/26", "10.79.0.1")
 	ctx := testenv.Context(t, 2*time.Minute)
-	n1, n2 := ipam.NewAllocator(kv, "n1"), ipam.NewAllocator(kv, "n2")
+	n1, n2 := ipam.NewAllocator(kv, "n1", nil), ipam.NewAllocator(kv, "n2", nil)
 	keepCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	go n1.KeepSpares(keepCtx, 4, slog.Default())

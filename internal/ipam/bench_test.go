@@ -21,6 +21,7 @@ import (
 
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/lab"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/testenv"
@@ -51,7 +52,7 @@ func runIPAMBench(b *testing.B) {
 	var keepers sync.WaitGroup
 	for i, n := range l.Nodes {
 		kvs[i] = consul.NewKV(n.Consul)
-		allocs[i] = ipam.NewAllocator(kvs[i], "bench-"+n.Host) // not the agents' node names: no interference
+		allocs[i] = ipam.NewAllocator(kvs[i], "bench-"+n.Host, nil) // not the agents' node names: no interference
 		keepers.Add(1)
 		go func() { defer keepers.Done(); allocs[i].KeepSpares(keepCtx, 4, slog.New(slog.DiscardHandler)) }()
 	}
@@ -64,12 +65,12 @@ func runIPAMBench(b *testing.B) {
 	var idx uint64
 	for range 256 {
 		t0 := time.Now()
-		won, next, err := kvs[0].CASIndex(ctx, "underlay/bench/baseline", []byte("x"), idx)
-		if err != nil || !won {
-			b.Fatalf("baseline cas: %v %v", won, err)
+		res, err := kvs[0].Txn(ctx, []kvstore.Op{{Verb: kvstore.CAS, Key: "underlay/bench/baseline", Value: []byte("x"), Index: idx}})
+		if err != nil || !res.OK {
+			b.Fatalf("baseline cas: %v %v", res, err)
 		}
 		bare = append(bare, time.Since(t0))
-		idx = next
+		idx = res.Pairs[0].Index
 	}
 	// RequestAddress through node1's plugin socket, as dockerd sends it.
 	sock := filepath.Join(b.TempDir(), "underlay.sock")
@@ -128,7 +129,7 @@ func runIPAMBench(b *testing.B) {
 	// Without spares, every request is written before it is answered:
 	// one at a time, split by whether it claimed a new block (the first
 	// of every 16) or used a held one.
-	plain := ipam.NewAllocator(kvs[0], "bench-plain")
+	plain := ipam.NewAllocator(kvs[0], "bench-plain", nil)
 	var held, claim []time.Duration
 	var got []netip.Addr
 	for i := range 257 {
