@@ -93,6 +93,9 @@ func (a *Allocator) Allocate(ctx context.Context, p Pool, want netip.Addr, kind 
 // says whose it is): that is its own node's, or the departed-node
 // reclaim's, to do. A block is given back when its last address goes.
 func (a *Allocator) Release(ctx context.Context, p Pool, addr netip.Addr) error {
+	if !p.Prefix.Contains(addr) {
+		return nil // never allocated here
+	}
 	stray, undo := a.spares.releasing(p, addr)
 	if stray {
 		a.log.Warn("release of a spare address Docker never got: ignored", "pool", p.ID(), "address", addr)

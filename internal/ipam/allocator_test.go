@@ -411,3 +411,33 @@ func TestConcurrentCyclesWithSparesNoDuplicates(t *testing.T) {
 		t.Errorf("%d allocations left after every release and the keepers' stop: %v", len(all), all)
 	}
 }
+
+// TestSparesForPoolsUsedBeforeKeeping: a pool first used before KeepSpares
+// started (the agent's goroutines start in any order) gets spares too.
+func TestSparesForPoolsUsedBeforeKeeping(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv := kvtest.New()
+	a := NewAllocator(kv, "n1", nil)
+	if _, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask); err != nil {
+		t.Fatal(err)
+	}
+	go a.KeepSpares(ctx, 3, slog.New(slog.DiscardHandler))
+	for {
+		all, _ := Allocations(ctx, kv, pool26)
+		spares := 0
+		for _, al := range all {
+			if a.spares.mine(al) {
+				spares++
+			}
+		}
+		if spares == 3 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d spares after 10s, want 3", spares)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

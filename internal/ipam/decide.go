@@ -271,7 +271,9 @@ type sparePlan struct {
 // anyway), or all of them when stopping, closing or verifying. want is the
 // configured number (0: keep none).
 func planSpares(st spareState, want int, now time.Time, stopping, verify bool) sparePlan {
-	out := sparePlan{Record: map[netip.Addr]Alloc{}, Target: st.Target, Busy: st.Busy}
+	// The target is never below the configured number (a pool may have
+	// become known before spares were kept).
+	out := sparePlan{Record: map[netip.Addr]Alloc{}, Target: max(st.Target, want), Busy: st.Busy}
 	all := stopping || st.Closing || verify
 	for a, al := range st.Handed {
 		if all || now.Sub(al.At) >= recordDelay {

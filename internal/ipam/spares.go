@@ -107,16 +107,17 @@ func (k *keeper) kickSync() {
 func (k *keeper) take(p Pool, want netip.Addr, al Alloc) (netip.Addr, bool) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
+	sp := k.pools[p.ID()]
+	if sp == nil {
+		// Known from now on, even before KeepSpares runs. Dry: this
+		// request found none; its retry must not count as a burst.
+		sp = &sparePool{pool: p, spareState: spareState{Handed: map[netip.Addr]Alloc{}, Target: k.want, Dry: true}}
+		k.pools[p.ID()] = sp
+	}
 	if k.want == 0 {
 		return netip.Addr{}, false
 	}
 	defer k.kickSync()
-	sp := k.pools[p.ID()]
-	if sp == nil {
-		// Dry: this request found none; its retry must not count as a burst.
-		sp = &sparePool{pool: p, spareState: spareState{Handed: map[netip.Addr]Alloc{}, Target: k.want, Dry: true}}
-		k.pools[p.ID()] = sp
-	}
 	if sp.Closing || sp.suspect || !samePool(sp.pool, p) {
 		return netip.Addr{}, false
 	}
@@ -216,6 +217,7 @@ func (k *keeper) run(ctx context.Context, n int, log *slog.Logger) {
 		return
 	}
 	k.enable(n, log)
+	k.kickSync() // pools used before now get their spares at once
 	events := make(chan spareEvent, 16)
 	check := time.NewTicker(spareCheck)
 	defer check.Stop()
