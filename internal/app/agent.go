@@ -200,6 +200,7 @@ func runNetworks(ctx context.Context, f *agentFlags, dockerAPI *client.Client, c
 	log.Info("node identity claimed", "node", node, "node_id", id)
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return facts.Run(gctx, netagent.Heartbeat) })
+	g.Go(func() error { return watchSwarmNodeID(gctx, dockerAPI, id) })
 	nets := dockerhost.NewNetworks(dockerAPI)
 	rec := &netagent.Reconciler{
 		ID: id, Node: node, Facts: facts, Store: store, Docker: nets, Swarm: nets,
@@ -248,6 +249,25 @@ func runNetworks(ctx context.Context, f *agentFlags, dockerAPI *client.Client, c
 		})
 	}
 	return g.Wait()
+}
+
+// watchSwarmNodeID returns an error once this node's swarm node ID is no
+// longer id (it left the swarm and joined again): everything this agent
+// owns is keyed by the old one, so it must start over.
+func watchSwarmNodeID(ctx context.Context, dockerAPI *client.Client, id string) error {
+	t := time.NewTicker(netagent.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		info, err := dockerAPI.Info(ctx)
+		if err == nil && info.Swarm.NodeID != "" && info.Swarm.NodeID != id {
+			return fmt.Errorf("this node's swarm node ID changed from %s to %s (it joined the swarm again): restart the agent to serve the new identity", id, info.Swarm.NodeID)
+		}
+	}
 }
 
 // waitFor retries get with backoff until it succeeds or ctx ends: the agent
