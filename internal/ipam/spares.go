@@ -89,12 +89,6 @@ func (k *keeper) mine(al Alloc) bool {
 	return al.Kind == KindSpare && al.Node == k.node && al.Gen == k.gen
 }
 
-func (k *keeper) logger() *slog.Logger {
-	k.mu.Lock()
-	defer k.mu.Unlock()
-	return k.log
-}
-
 func (k *keeper) kickSync() {
 	select {
 	case k.kick <- struct{}{}:
