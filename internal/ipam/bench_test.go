@@ -203,14 +203,15 @@ func runIPAMBench(b *testing.B) {
 	wg.Wait()
 	alone := float64(3*300) / time.Since(t0).Seconds()
 
-	// Stress: 100 workers per node cycle without pause while Docker starts
-	// 150 tasks (which takes most of this 2-core machine). The rate counts
-	// only allocations completed while tasks were really starting: from
-	// the first task seen running to the 150th.
+	// Stress: 20 workers per node cycle without pause while Docker starts
+	// 150 tasks (which takes most of this 2-core machine; more workers
+	// starve Docker). The rate counts only allocations completed while
+	// tasks were really starting: from the first task seen running to the
+	// last one seen starting.
 	var stamps []time.Time
 	stop := make(chan struct{})
 	for node := range allocs {
-		for i := range 100 {
+		for i := range 20 {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
@@ -230,10 +231,13 @@ func runIPAMBench(b *testing.B) {
 		}
 	}
 	scale(b, m.Docker, svc, 150)
-	var firstRunning, allRunning time.Time
+	// firstRunning is when the first task was seen running, lastStarted
+	// when the running count last grew.
+	var firstRunning, lastStarted time.Time
+	started := 0
 	taskDups := map[netip.Addr]bool{} // each duplicate address once, however often seen
-	deadline := time.Now().Add(5 * time.Minute)
-	for allRunning.IsZero() && time.Now().Before(deadline) {
+	deadline := time.Now().Add(8 * time.Minute)
+	for started < 150 && time.Now().Before(deadline) {
 		ips, d := taskAddresses(b, l, "stress", "bench")
 		now := time.Now()
 		for _, s := range d {
@@ -242,43 +246,48 @@ func runIPAMBench(b *testing.B) {
 		if len(ips) > 0 && firstRunning.IsZero() {
 			firstRunning = now
 		}
-		if len(ips) == 150 {
-			allRunning = now
+		if len(ips) > started {
+			started, lastStarted = len(ips), now
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	close(stop)
 	wg.Wait()
-	if allRunning.IsZero() {
-		b.Errorf("the 150 tasks did not all run within 5 minutes")
+	if started < 150 {
+		b.Errorf("only %d of the 150 tasks ran within 8 minutes", started)
 	}
 	inWindow := 0
 	for _, at := range stamps {
-		if !at.Before(firstRunning) && !at.After(allRunning) {
+		if !at.Before(firstRunning) && !at.After(lastStarted) {
 			inWindow++
 		}
 	}
-	window := allRunning.Sub(firstRunning)
+	window := lastStarted.Sub(firstRunning)
 	scale(b, m.Docker, svc, 0)
 	// Settled, and the benchmark's allocators stopped: only the agents'
 	// three shims remain allocated, with at most 32 spares per agent (4,
-	// raised by bursts). Whatever is left past 3 minutes is counted as
-	// leaked and printed.
+	// raised by bursts). The agents return a task address Docker never
+	// released after twice --ipam-leak-grace (1m) and a sweep; whatever is
+	// left past 4 minutes is counted as leaked and printed, by kind and
+	// holder (an agent's node ID, or bench-* for this benchmark's own
+	// allocators, which no reclaimer looks after).
 	stopKeeping()
 	keepers.Wait()
 	leaked, why := -1, ""
-	for settle := time.Now().Add(3 * time.Minute); ; {
+	byHolder := map[string]int{}
+	for settle := time.Now().Add(4 * time.Minute); ; {
 		all, err := ipam.Allocations(ctx, kvs[0], pool)
 		if err != nil {
 			why = err.Error()
 		} else {
-			leaked, why = 0, ""
+			leaked, why, byHolder = 0, "", map[string]int{}
 			if err := checkSpares(all, 32); err != nil {
 				why = err.Error()
 			}
 			for _, al := range all {
 				if al.Kind == ipam.KindTask || al.Kind == ipam.KindSpare && strings.HasPrefix(al.Node, "bench-") {
 					leaked++
+					byHolder[al.Kind+" of "+al.Node]++
 				}
 			}
 		}
@@ -305,18 +314,21 @@ func runIPAMBench(b *testing.B) {
 	fmt.Printf("  all 3 nodes allocating at once (300 concurrent allocate/release cycles each): %.0f allocations/s\n", alone)
 	if inWindow > 0 && window > 0 {
 		stress := float64(inWindow) / window.Seconds()
-		fmt.Printf("  stress: the same cycles while Docker started 150 tasks (%s from the first task running to the last; %d allocations in it): %.0f allocations/s\n",
-			window.Round(100*time.Millisecond), inWindow, stress)
+		fmt.Printf("  stress: 20 cycling workers per node while Docker started %d tasks (%s from the first task running to the last; %d allocations in it): %.0f allocations/s\n",
+			started, window.Round(100*time.Millisecond), inWindow, stress)
 		b.ReportMetric(stress, "stress-allocs/s")
 	} else {
-		fmt.Printf("  stress: no allocation completed while tasks were starting (window %s): no figure\n", window)
+		fmt.Printf("  stress: no allocation completed while tasks were starting (%d tasks started): no figure\n", started)
 	}
 	fmt.Printf("  duplicate addresses               %d (allocator) + %d (tasks)\n", dups, len(taskDups))
-	if why != "" {
-		fmt.Printf("  leaked addresses after settling   %d (%s)\n", leaked, why)
-	} else {
-		fmt.Printf("  leaked addresses after settling   %d\n", leaked)
+	fmt.Printf("  leaked addresses after settling   %d", leaked)
+	if len(byHolder) > 0 {
+		fmt.Printf(" %v", byHolder)
 	}
+	if why != "" {
+		fmt.Printf(" (%s)", why)
+	}
+	fmt.Println()
 	b.ReportMetric(float64(pct(spare, .99).Microseconds())/1000, "spares-p99-ms")
 	b.ReportMetric(float64(pct(held, .99).Microseconds())/1000, "held-block-p99-ms")
 	b.ReportMetric(float64(pct(burst, .99).Microseconds())/1000, "burst-p99-ms")
