@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -17,6 +19,8 @@ import (
 
 	"github.com/underlay/underlay/deploy"
 	"github.com/underlay/underlay/internal/consul"
+	dashadapter "github.com/underlay/underlay/internal/dashboard/adapter"
+	"github.com/underlay/underlay/internal/doctor"
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netspec"
@@ -105,7 +109,7 @@ func TestIntegrationACLPolicies(t *testing.T) {
 			return err
 		}, true},
 		{"publish the node's facts", func(ctx context.Context, c *api.Client) error {
-			return netspec.NewStore(consul.NewKV(c)).PublishNode(ctx, netspec.NodeFacts{Node: node, Interfaces: []string{"eth1"}})
+			return netspec.NewStore(consul.NewKV(c)).PublishNode(ctx, netspec.NodeFacts{ID: node, Node: node, Interfaces: []string{"eth1"}, Holder: netspec.Holder{Instance: "acl-test"}})
 		}, false},
 		{"lease a per-node range", func(ctx context.Context, c *api.Client) error {
 			_, _, err := netspec.NewStore(consul.NewKV(c)).Lease(ctx, perNode, node)
@@ -115,11 +119,11 @@ func TestIntegrationACLPolicies(t *testing.T) {
 			return netspec.NewStore(consul.NewKV(c)).Report(ctx, spec.Name, netspec.NodeState{Node: node, State: netspec.StateReady})
 		}, false},
 		{"claim a host shim's address", func(ctx context.Context, c *api.Client) error {
-			_, err := ipam.NewAllocator(consul.NewKV(c), node).Shim(ctx, pool)
+			_, err := ipam.NewAllocator(consul.NewKV(c), node, slog.Default()).Shim(ctx, pool)
 			return err
 		}, false},
 		{"allocate and release a task address", func(ctx context.Context, c *api.Client) error {
-			a := ipam.NewAllocator(consul.NewKV(c), node)
+			a := ipam.NewAllocator(consul.NewKV(c), node, slog.Default())
 			addr, err := a.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
 			if err != nil {
 				return err
@@ -137,6 +141,9 @@ func TestIntegrationACLPolicies(t *testing.T) {
 		}, true},
 		{"deregister a service", func(ctx context.Context, c *api.Client) error {
 			return consul.NewCatalog(c).Deregister(ctx, svc.ID)
+		}, false},
+		{"publish the node's doctor report", func(ctx context.Context, c *api.Client) error {
+			return doctor.Publish(ctx, consul.NewKV(c), doctor.Report{Node: node, At: time.Now()})
 		}, false},
 	}
 	history := func(c *api.Client) *adapter.KVHistory {
@@ -166,6 +173,35 @@ func TestIntegrationACLPolicies(t *testing.T) {
 		{"lead", func(ctx context.Context, c *api.Client) error {
 			return lead(ctx, c, t)
 		}, false},
+		{"read the dashboard's networks, pools and agents", func(ctx context.Context, c *api.Client) error {
+			st := dashadapter.NewStore(consul.NewKV(c), adapter.DefaultHistoryPrefix)
+			nets, err := st.Networks(ctx)
+			if err == nil && len(nets) != 2 {
+				err = fmt.Errorf("%d networks read, want 2", len(nets))
+			}
+			if err != nil {
+				return err
+			}
+			agents, err := st.Agents(ctx)
+			if err == nil && len(agents) == 0 {
+				err = errors.New("no node facts or doctor reports read")
+			}
+			if err != nil {
+				return err
+			}
+			inv, err := st.Inventory(ctx)
+			if err == nil && len(inv) == 0 {
+				err = errors.New("no inventory read")
+			}
+			return err
+		}, true},
+		{"read the catalog for the dashboard", func(ctx context.Context, c *api.Client) error {
+			got, err := dashadapter.NewCatalog(c, testenv.TestLogger(t)).Instances(ctx)
+			if err == nil && len(got) == 0 {
+				err = errors.New("no service instance read")
+			}
+			return err
+		}, true},
 	}
 	beyond := func(what string) []op {
 		return []op{
@@ -178,6 +214,11 @@ func TestIntegrationACLPolicies(t *testing.T) {
 				return err
 			}, false},
 		}
+	}
+	// A service for the dashboard's catalog read to find (Consul's own is
+	// left out).
+	if err := master.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: "dash-" + id, Name: "dash-" + id}); err != nil {
+		t.Fatal(err)
 	}
 	agentBeyond := append(beyond("agent"), op{"write control's decisions", controlOps[0].run, false})
 	controlBeyond := append(beyond("control"), agentOps[0], agentOps[9], agentOps[5])
@@ -239,8 +280,10 @@ func TestIntegrationACLPolicies(t *testing.T) {
 		runFor(t, bin, "", 0, agentToken, "agent", "--node", node+"b", "--listen", "", "--ipam=false",
 			"--label", "io.underlay.test="+id, "--consul-addr", cons.Addr())
 		testenv.Eventually(t, 30*time.Second, func() (bool, string) {
-			p, _, err := master.KV().Get("underlay/nodes/"+node+"b", nil)
-			return err == nil && p != nil, fmt.Sprintf("agent with its token has not published its node: %v", err)
+			// Keyed by the machine's swarm node ID, named by --node.
+			nodes, err := netspec.NewStore(consul.NewKV(master)).Nodes(ctx)
+			return err == nil && slices.ContainsFunc(nodes, func(f netspec.NodeFacts) bool { return f.Node == node+"b" }),
+				fmt.Sprintf("agent with its token has not published its node: %v", err)
 		})
 	})
 }

@@ -40,3 +40,8 @@ key_prefix "underlay/inventory/" {
 key_prefix "underlay/metrics/" {
   policy = "write"
 }
+
+# This node's doctor report (--doctor-interval), shown by the dashboard.
+key_prefix "underlay/doctor/" {
+  policy = "write"
+}

@@ -19,3 +19,34 @@ key_prefix "underlay/metrics/" {
 session_prefix "" {
   policy = "write"
 }
+
+# The dashboard (/ui): network specs, leases and states, the network index,
+# node facts, cluster-IPAM pools, the address inventory and the agents'
+# doctor reports, read only.
+key_prefix "underlay/networks/" {
+  policy = "read"
+}
+key_prefix "underlay/network-index" {
+  policy = "read"
+}
+key_prefix "underlay/nodes/" {
+  policy = "read"
+}
+key_prefix "underlay/ipam/" {
+  policy = "read"
+}
+key_prefix "underlay/inventory/" {
+  policy = "read"
+}
+key_prefix "underlay/doctor/" {
+  policy = "read"
+}
+
+# The dashboard's task cards: every service's instances and their health,
+# read only.
+service_prefix "" {
+  policy = "read"
+}
+node_prefix "" {
+  policy = "read"
+}

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/client"
+	"github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -77,7 +78,7 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 	}
 	fl := cmd.Flags()
 	addConsulFlags(fl, &f.consul)
-	fl.StringVar(&f.node, "node", "", "node name: ownership marker and service ID prefix (default: Docker's host name)")
+	fl.StringVar(&f.node, "node", "", "node name: ownership marker and service ID prefix, and how `ips` and `network inspect` show the node (default: Docker's host name); in the cluster the node is known by its swarm node ID")
 	fl.StringVar(&f.network, "network", "", "preferred network when a container is on several (SERVICE_NETWORK overrides)")
 	fl.StringVar(&f.hostIP, "host-ip", "", "address registered for published ports and host-network containers (default: the Consul agent's address)")
 	fl.BoolVar(&f.internal, "internal", false, "register container IPs and exposed ports on every user network, not only macvlan/ipvlan")
@@ -175,61 +176,7 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return agent.Run(gctx) })
 	if f.networks {
-		kv := consul.NewKV(consulAPI)
-		nets := dockerhost.NewNetworks(dockerAPI)
-		store := netspec.NewStore(kv)
-		rec := &netagent.Reconciler{
-			Node: node, Store: store, Docker: nets, Swarm: nets,
-			Host: hostnet.Host{}, RemoveShim: hostnet.RemoveShim, RemoveParent: hostnet.RemoveParent,
-			Log: log.With("component", "networks"),
-		}
-		if f.ipam {
-			alloc := ipam.NewAllocator(kv, node)
-			pools := ipam.SpecPools{Store: store}
-			rec.IPAM = ipam.NodeIPAM{Alloc: alloc, Pools: pools}
-			ipamMetrics := ipam.NewMetrics(reg, alloc)
-			plugin := &ipam.Plugin{Alloc: alloc, Pools: pools, Log: log.With("component", "ipam"), Metrics: ipamMetrics}
-			reclaimer := &ipam.Reclaimer{
-				Node: node, Alloc: alloc, Pools: pools, Held: src, Cluster: nets, Metrics: ipamMetrics,
-				Grace: f.ipamGrace, NodeTimeout: f.ipamNodeTimeout, Log: log.With("component", "ipam"),
-			}
-			g.Go(func() error { reclaimer.Run(gctx, f.ipamSweep); return nil })
-			g.Go(func() error { alloc.KeepSpares(gctx, f.ipamSpares, log.With("component", "ipam")); return nil })
-			g.Go(func() error {
-				if ipamLn != nil {
-					return serveIPAMActivated(gctx, ipamLn, plugin.Handler(), log)
-				}
-				// Registration goes on whatever happens to the plugin socket.
-				for gctx.Err() == nil {
-					if err := plugin.Serve(gctx, f.ipamSocket); err != nil {
-						log.Error("IPAM plugin stopped; retrying in 10s", "socket", f.ipamSocket, "err", err)
-					}
-					select {
-					case <-gctx.Done():
-					case <-time.After(10 * time.Second):
-					}
-				}
-				return nil
-			})
-		}
-		links, err := hostnet.Watch(gctx)
-		if err != nil {
-			log.Warn("link changes are not watched; drift is repaired at each --network-sync", "err", err)
-		}
-		g.Go(func() error { rec.Run(gctx, kv.Watch(gctx, netspec.KVPrefix), links, f.networkSync); return nil })
-		g.Go(func() error {
-			inventory.Run(gctx, src, kv, node, f.networkSync, log.With("component", "inventory"))
-			return nil
-		})
-		if f.doctorInterval > 0 {
-			g.Go(func() error { return runDoctorReports(gctx, f, node, dockerAPI, kv, store, log) })
-		}
-		if f.taskMetrics > 0 {
-			g.Go(func() error {
-				taskmetrics.Run(gctx, src, kv, node, f.taskMetrics, log.With("component", "taskmetrics"))
-				return nil
-			})
-		}
+		g.Go(func() error { return runNetworks(gctx, f, dockerAPI, consulAPI, src, node, reg, ipamLn, log) })
 	}
 	if f.listen != "" {
 		g.Go(func() error { return serveStatus(gctx, f.listen, agent, reg, log) })
@@ -256,15 +203,122 @@ func serveIPAMActivated(ctx context.Context, ln net.Listener, h http.Handler, lo
 // runDoctorReports runs the doctor's checks on this node every
 // --doctor-interval and publishes the results for the dashboard. It never
 // stops the agent: without its reports the dashboard only lacks them.
-func runDoctorReports(ctx context.Context, f *agentFlags, node string, dockerAPI *client.Client, kv *consul.KV, store *netspec.Store, log *slog.Logger) error {
+func runDoctorReports(ctx context.Context, f *agentFlags, id, node string, dockerAPI *client.Client, kv *consul.KV, store *netspec.Store, log *slog.Logger) error {
 	ca, err := doctor.NewConsulAPI(f.consul)
 	if err != nil {
 		log.Error("doctor reports off: no Consul client for the checks", "err", err)
 		return nil
 	}
-	env := doctor.Env{Node: node, Docker: &doctor.DockerAPI{API: dockerAPI}, Consul: ca, Networks: store}
+	env := doctor.Env{NodeID: id, Node: node, Docker: &doctor.DockerAPI{API: dockerAPI}, Consul: ca, Networks: store, Pools: doctor.IPAMPools{KV: kv}}
 	doctor.RunPeriodically(ctx, kv, node, Version, env.Checks(), f.doctorInterval, log.With("component", "doctor"))
 	return nil
+}
+
+// runNetworks runs the parts of the agent that act for the node in the
+// cluster — networks, IPAM, inventory, task metrics — under its identity:
+// its swarm node ID (the name is for display only). It first claims that
+// identity, and fails if another live agent holds it or takes it over.
+func runNetworks(ctx context.Context, f *agentFlags, dockerAPI *client.Client, consulAPI *api.Client, src *dockerhost.Source, node string, reg *prometheus.Registry, ipamLn net.Listener, log *slog.Logger) error {
+	id, err := waitFor(ctx, log, "this node's swarm node ID (cluster networks need the node in a swarm)", func(ctx context.Context) (string, error) {
+		info, err := dockerAPI.Info(ctx)
+		return info.Swarm.NodeID, err
+	})
+	if err != nil {
+		return err
+	}
+	kv := consul.NewKV(consulAPI)
+	store := netspec.NewStore(kv)
+	facts := &netagent.Facts{Store: store, ID: id, Node: node, Holder: netagent.Self()}
+	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second}
+	for {
+		err := facts.Claim(ctx)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, netspec.ErrIdentityHeld) || ctx.Err() != nil {
+			return err
+		}
+		log.Warn("cannot claim this node's identity; retrying", "node", node, "node_id", id, "err", err)
+		backoff.Sleep(ctx, delays.Next())
+	}
+	log.Info("node identity claimed", "node", node, "node_id", id)
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return facts.Run(gctx, netagent.Heartbeat) })
+	g.Go(func() error { return watchSwarmNodeID(gctx, dockerAPI, id) })
+	nets := dockerhost.NewNetworks(dockerAPI)
+	rec := &netagent.Reconciler{
+		ID: id, Node: node, Facts: facts, Store: store, Docker: nets, Swarm: nets,
+		Host: hostnet.Host{}, RemoveShim: hostnet.RemoveShim, RemoveParent: hostnet.RemoveParent,
+		Log: log.With("component", "networks"), Metrics: netagent.NewMetrics(reg),
+	}
+	if f.ipam {
+		ilog := log.With("component", "ipam")
+		alloc := ipam.NewAllocator(kv, id, ilog)
+		pools := ipam.SpecPools{Store: store}
+		rec.IPAM = ipam.NodeIPAM{Alloc: alloc, Pools: pools}
+		ipamMetrics := ipam.NewMetrics(reg, alloc)
+		plugin := &ipam.Plugin{Alloc: alloc, Pools: pools, Log: ilog, Metrics: ipamMetrics}
+		reclaimer := &ipam.Reclaimer{
+			Alloc: alloc, Pools: pools, Held: src, Cluster: nets, Metrics: ipamMetrics, Grace: f.ipamGrace,
+			NodeTimeout: f.ipamNodeTimeout, Fresh: max(f.ipamNodeTimeout, netagent.StaleAfter), Log: ilog,
+		}
+		g.Go(func() error { reclaimer.Run(gctx, f.ipamSweep); return nil })
+		g.Go(func() error { alloc.KeepSpares(gctx, f.ipamSpares, ilog); return nil })
+		g.Go(func() error {
+			if ipamLn != nil {
+				return serveIPAMActivated(gctx, ipamLn, plugin.Handler(), log)
+			}
+			// Registration goes on whatever happens to the plugin socket.
+			for gctx.Err() == nil {
+				if err := plugin.Serve(gctx, f.ipamSocket); err != nil {
+					log.Error("IPAM plugin stopped; retrying in 10s", "socket", f.ipamSocket, "err", err)
+				}
+				select {
+				case <-gctx.Done():
+				case <-time.After(10 * time.Second):
+				}
+			}
+			return nil
+		})
+	}
+	links, err := hostnet.Watch(gctx)
+	if err != nil {
+		log.Warn("link changes are not watched; drift is repaired at each --network-sync", "err", err)
+	}
+	g.Go(func() error { rec.Run(gctx, kv.Watch(gctx, netspec.KVPrefix), links, f.networkSync); return nil })
+	g.Go(func() error {
+		inventory.Run(gctx, src, kv, node, id, f.networkSync, log.With("component", "inventory"))
+		return nil
+	})
+	if f.doctorInterval > 0 {
+		g.Go(func() error { return runDoctorReports(gctx, f, id, node, dockerAPI, kv, store, log) })
+	}
+	if f.taskMetrics > 0 {
+		g.Go(func() error {
+			taskmetrics.Run(gctx, src, kv, node, f.taskMetrics, log.With("component", "taskmetrics"))
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// watchSwarmNodeID returns an error once this node's swarm node ID is no
+// longer id (it left the swarm and joined again): everything this agent
+// owns is keyed by the old one, so it must start over.
+func watchSwarmNodeID(ctx context.Context, dockerAPI *client.Client, id string) error {
+	t := time.NewTicker(netagent.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		info, err := dockerAPI.Info(ctx)
+		if err == nil && info.Swarm.NodeID != "" && info.Swarm.NodeID != id {
+			return fmt.Errorf("this node's swarm node ID changed from %s to %s (it joined the swarm again): restart the agent to serve the new identity", id, info.Swarm.NodeID)
+		}
+	}
 }
 
 // waitFor retries get with backoff until it succeeds or ctx ends: the agent

@@ -48,11 +48,14 @@ when any check failed; warnings alone leave it 0.`,
 				return err
 			}
 			d := &doctor.DockerAPI{API: dc}
+			kv := consul.NewKV(ca.API)
 			env := doctor.Env{
+				NodeID:   doctor.NodeID(ctx, d),
 				Node:     doctor.NodeName(ctx, node, d),
 				Docker:   d,
 				Consul:   ca,
-				Networks: netspec.NewStore(consul.NewKV(ca.API)),
+				Networks: netspec.NewStore(kv),
+				Pools:    doctor.IPAMPools{KV: kv},
 			}
 			logf := func(format string, args ...any) {
 				log.Debug(fmt.Sprintf(format, args...), "component", "doctor")

@@ -3,6 +3,8 @@ package app
 import (
 	"context"
 	"fmt"
+	"maps"
+	"net/netip"
 	"text/tabwriter"
 	"time"
 
@@ -25,7 +27,10 @@ func newIPsCommand(streams IOStreams) *cobra.Command {
 		Short: "List every underlay IP and MAC in the cluster, where it is and what holds it",
 		Long: `ips reads the inventories the agents publish: every container address on a
 macvlan or ipvlan network, on every node, with its MAC, container and Swarm
-service, slot and task. An IP (per network) or MAC held twice is flagged.`,
+service, slot and task. An IP (per network) or MAC held twice is flagged. For
+cluster-IPAM networks it adds what the pool holds that no container does
+(gateway, aux, host shims, spares, leaks awaiting reclaim) and warns of any
+KV document the pool skips, with the command that removes it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := consul.NewClient(opts)
@@ -37,7 +42,7 @@ service, slot and task. An IP (per network) or MAC held twice is flagged.`,
 			if err != nil {
 				return err
 			}
-			pooled, err := poolAddresses(cmd.Context(), kv, all)
+			pooled, bad, err := poolAddresses(cmd.Context(), kv, all)
 			if err != nil {
 				return err
 			}
@@ -46,7 +51,7 @@ service, slot and task. An IP (per network) or MAC held twice is flagged.`,
 			dups := inventory.Check(all)
 			es := inventory.Filter(all, network, node)
 			if asJSON {
-				return writeJSON(streams.Out, map[string]any{"addresses": es, "duplicates": dups})
+				return writeJSON(streams.Out, map[string]any{"addresses": es, "duplicates": dups, "bad_documents": bad})
 			}
 			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "IP\tMAC\tNODE\tNETWORK\tCONTAINER\tSERVICE\tSLOT\tTASK\tSINCE\tSTATE\tPROBLEM")
@@ -63,6 +68,10 @@ service, slot and task. An IP (per network) or MAC held twice is flagged.`,
 			}
 			if dups > 0 {
 				fmt.Fprintf(streams.ErrOut, "warning: %d address(es) held more than once; see PROBLEM\n", dups)
+			}
+			for _, b := range bad {
+				fmt.Fprintf(streams.ErrOut, "warning: pool %s skips %s (%s): nothing is allocated from it, and addresses recorded there are not listed above; fix: %s\n",
+					b.Pool, b.Key, b.Problem, b.Fix)
 			}
 			return nil
 		},
@@ -89,15 +98,40 @@ func dupNote(s string) string {
 	return "DUPLICATE: " + s
 }
 
+// badDocument is a key a cluster-IPAM pool skips, as `ips --json` shows it.
+type badDocument struct {
+	Pool    string `json:"pool"`
+	Key     string `json:"key"`
+	Problem string `json:"problem"`
+	Fix     string `json:"fix"`
+}
+
 // poolAddresses lists, for cluster-IPAM networks, what the pool holds that
 // no container does: the gateway and aux addresses, shims, and allocations
-// without a container (leaks awaiting reclaim). Inventory entries of those
-// networks are marked in use.
-func poolAddresses(ctx context.Context, kv *consul.KV, inv []inventory.Entry) ([]inventory.Entry, error) {
-	specs, err := netspec.NewStore(kv).Specs(ctx)
+// without a container (leaks awaiting reclaim), with the node's name (the
+// pool records its identity); and the pool's bad KV documents. Inventory
+// entries of those networks are marked in use.
+func poolAddresses(ctx context.Context, kv *consul.KV, inv []inventory.Entry) ([]inventory.Entry, []badDocument, error) {
+	st := netspec.NewStore(kv)
+	specs, err := st.Specs(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
+	facts, err := st.Nodes(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	names := map[string]string{}
+	for _, f := range facts {
+		names[f.ID] = f.Node
+	}
+	nodeName := func(id string) string {
+		if n := names[id]; n != "" {
+			return n
+		}
+		return id
+	}
+	var bad []badDocument
 	held := map[string]bool{}
 	for i := range inv {
 		inv[i].State = "in use"
@@ -108,20 +142,31 @@ func poolAddresses(ctx context.Context, kv *consul.KV, inv []inventory.Entry) ([
 		if s.IPAM != netspec.Cluster {
 			continue
 		}
-		pool, gw := ipam.PoolOf(s, false)
+		_, gw := ipam.PoolOf(s, false)
 		out = append(out, inventory.Entry{IP: gw.String(), Network: s.Name, State: "reserved: gateway"})
 		for name, a := range s.Aux {
 			out = append(out, inventory.Entry{IP: a.String(), Network: s.Name, State: "reserved: aux " + name})
 		}
-		allocs, err := ipam.Allocations(ctx, kv, pool)
-		if err != nil {
-			return nil, fmt.Errorf("read pool of %s: %w", s.Name, err)
+		allocs := map[netip.Addr]ipam.Alloc{}
+		for _, v6 := range []bool{false, true} {
+			if v6 && !s.IPv6Subnet.IsValid() {
+				continue
+			}
+			pool, _ := ipam.PoolOf(s, v6)
+			c, err := ipam.Inspect(ctx, kv, pool)
+			if err != nil {
+				return nil, nil, fmt.Errorf("read pool of %s: %w", s.Name, err)
+			}
+			maps.Copy(allocs, c.Allocs)
+			for _, b := range c.Bad {
+				bad = append(bad, badDocument{Pool: pool.ID(), Key: b.Key, Problem: b.Err.Error(), Fix: b.Fix()})
+			}
 		}
 		for a, al := range allocs {
 			if held[s.Name+"|"+a.String()] {
 				continue
 			}
-			e := inventory.Entry{IP: a.String(), Node: al.Node, Network: s.Name, Since: al.At}
+			e := inventory.Entry{IP: a.String(), Node: nodeName(al.Node), Network: s.Name, Since: al.At}
 			switch al.Kind {
 			case ipam.KindShim:
 				e.State = "reserved: host shim"
@@ -133,5 +178,5 @@ func poolAddresses(ctx context.Context, kv *consul.KV, inv []inventory.Entry) ([
 			out = append(out, e)
 		}
 	}
-	return out, nil
+	return out, bad, nil
 }

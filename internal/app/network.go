@@ -263,9 +263,9 @@ func newNetworkInspectCommand(f *networkFlags, streams IOStreams) *cobra.Command
 			fmt.Fprintf(streams.Out, "network %s (%s): subnet %s gateway %s parent %s ipam %s (%d per node)\n",
 				s.Name, driverName(s), s.Subnet, s.Gateway, s.Parent, s.IPAM, s.PerNodeSize)
 			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE\tSTATE\tRANGE\tPARENT\tSHIM\tERROR")
+			fmt.Fprintln(tw, "NODE\tID\tSTATE\tRANGE\tPARENT\tSHIM\tERROR")
 			for _, n := range states {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s %s\t%s\n", n.Node, n.State, orDash(n.Range), n.Parent, n.ShimLink, orDash(n.Shim), n.Error)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s %s\t%s\n", n.Node, shortID(n.ID), n.State, orDash(n.Range), n.Parent, n.ShimLink, orDash(n.Shim), n.Error)
 			}
 			return tw.Flush()
 		},
@@ -420,6 +420,14 @@ func newNetworkPlanCommand(streams IOStreams) *cobra.Command {
 	cmd.Flags().StringSliceVar(&nodes, "nodes", nil, "node names, in order: the first gets the first range")
 	cmd.Flags().StringVar(&manager, "manager", "", "the manager that creates the swarm network (default: the first node)")
 	return cmd
+}
+
+// shortID is a swarm node ID as `docker node ls` prints it.
+func shortID(id string) string {
+	if id == "" {
+		return "-"
+	}
+	return id[:min(len(id), 12)]
 }
 
 func cmp(a, b string) string {

@@ -58,7 +58,8 @@ func NewClient(o Options) (*api.Client, error) {
 	case o.Token != "":
 		cfg.Token, cfg.TokenFile = o.Token, ""
 	case path != "":
-		f, err := secretfile.Open(path, "consul ACL token", o.Log)
+		// Empty: no ACL token (a stack's secret on a Consul without ACLs).
+		f, err := secretfile.OpenOptional(path, "consul ACL token", o.Log)
 		if err != nil {
 			return nil, fmt.Errorf("consul: %w", err)
 		}

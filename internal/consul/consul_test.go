@@ -146,3 +146,35 @@ func TestTokenFileOverSocket(t *testing.T) {
 		t.Errorf("token %q over the socket, want sock-token", got)
 	}
 }
+
+// TestEmptyTokenFile: an empty --consul-token-file means no token, as the
+// README's stack secrets on a Consul without ACLs hold an empty line (the
+// agent refused to start with one); a token written to it later is used.
+func TestEmptyTokenFile(t *testing.T) {
+	rec := &tokenRecorder{}
+	srv := httptest.NewServer(rec)
+	defer srv.Close()
+	path := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(path, []byte("\n"), 0o600)
+	t.Setenv("CONSUL_HTTP_TOKEN_FILE", "")
+	t.Setenv("CONSUL_HTTP_TOKEN", "")
+	c, err := NewClient(Options{Addr: srv.URL, TokenFile: path})
+	if err != nil {
+		t.Fatalf("an empty token file: %v, want no token", err)
+	}
+	if _, _, err := c.KV().Get("k", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := rec.last(); got != "" {
+		t.Fatalf("token %q sent from an empty file", got)
+	}
+	os.WriteFile(path, []byte("later-token\n"), 0o600)
+	deadline := time.Now().Add(5 * time.Second)
+	for rec.last() != "later-token" {
+		if time.Now().After(deadline) {
+			t.Fatalf("token still %q 5s after it was written, want later-token", rec.last())
+		}
+		time.Sleep(50 * time.Millisecond)
+		c.KV().Get("k", nil)
+	}
+}

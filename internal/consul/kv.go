@@ -10,48 +10,83 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/underlay/underlay/internal/backoff"
-	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/kvstore"
 )
 
 // KV adapts Consul's KV store to the small interfaces underlay's packages
-// declare (netspec.KV).
+// declare (ipam.KV, netspec.KV, inventory.KV) over kvstore's types: reads
+// (Get, List), one atomic transaction of check-and-set operations (Txn),
+// a blocking read (Wait) and a prefix watch, plus plain writes.
 type KV struct{ api *api.Client }
 
 // NewKV wraps c.
 func NewKV(c *api.Client) *KV { return &KV{api: c} }
 
-// Get returns a key's value and modify index.
-func (k *KV) Get(ctx context.Context, key string) ([]byte, uint64, bool, error) {
+// Get returns a key's pair, read consistently; ok is false when absent.
+func (k *KV) Get(ctx context.Context, key string) (kvstore.Pair, bool, error) {
 	p, _, err := k.api.KV().Get(key, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
 	if err != nil {
-		return nil, 0, false, fmt.Errorf("kv get %s: %w", key, err)
+		return kvstore.Pair{}, false, fmt.Errorf("kv get %s: %w", key, err)
 	}
 	if p == nil {
-		return nil, 0, false, nil
+		return kvstore.Pair{}, false, nil
 	}
-	return p.Value, p.ModifyIndex, true, nil
+	return kvstore.Pair{Key: p.Key, Value: p.Value, Index: p.ModifyIndex}, true, nil
 }
 
-// List returns every key under prefix.
-func (k *KV) List(ctx context.Context, prefix string) (map[string][]byte, error) {
+// List returns every key under prefix with its value and modify index, in
+// key order, read consistently.
+func (k *KV) List(ctx context.Context, prefix string) ([]kvstore.Pair, error) {
 	pairs, _, err := k.api.KV().List(prefix, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("kv list %s: %w", prefix, err)
 	}
-	out := make(map[string][]byte, len(pairs))
-	for _, p := range pairs {
-		out[p.Key] = p.Value
+	out := make([]kvstore.Pair, len(pairs))
+	for i, p := range pairs {
+		out[i] = kvstore.Pair{Key: p.Key, Value: p.Value, Index: p.ModifyIndex}
 	}
 	return out, nil
 }
 
-// CAS writes value if the key's modify index is index (0: only if absent).
-func (k *KV) CAS(ctx context.Context, key string, value []byte, index uint64) (bool, error) {
-	ok, _, err := k.api.KV().CAS(&api.KVPair{Key: key, Value: value, ModifyIndex: index}, (&api.WriteOptions{}).WithContext(ctx))
-	if err != nil {
-		return false, fmt.Errorf("kv cas %s: %w", key, err)
+// Txn applies ops in one Consul transaction: all of them, or, when a check
+// fails, none (Result.OK false, no error).
+func (k *KV) Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error) {
+	if len(ops) == 0 {
+		return kvstore.Result{OK: true}, nil
 	}
-	return ok, nil
+	txn := make(api.TxnOps, len(ops))
+	for i, op := range ops {
+		txn[i] = &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVOp(op.Verb), Key: op.Key, Value: op.Value, Index: op.Index}}
+	}
+	ok, resp, _, err := k.api.Txn().Txn(txn, (&api.QueryOptions{}).WithContext(ctx))
+	if err != nil {
+		return kvstore.Result{}, fmt.Errorf("kv txn on %s: %w", ops[0].Key, err)
+	}
+	if !ok {
+		// Rolled back: a check failed, unless Consul refused the operations
+		// outright (ACLs), which retrying cannot mend.
+		if err := txnRefusal(resp); err != nil {
+			return kvstore.Result{}, fmt.Errorf("kv txn on %s: %w", ops[0].Key, err)
+		}
+		return kvstore.Result{}, nil
+	}
+	// Consul answers in operation order for the operations that return an
+	// entry; pick, for each Set, CAS and Get, its key's next entry.
+	res := kvstore.Result{OK: true}
+	used := make([]bool, len(resp.Results))
+	for _, op := range ops {
+		if op.Verb != kvstore.Set && op.Verb != kvstore.CAS && op.Verb != kvstore.Get {
+			continue
+		}
+		for j, r := range resp.Results {
+			if !used[j] && r.KV != nil && r.KV.Key == op.Key {
+				used[j] = true
+				res.Pairs = append(res.Pairs, kvstore.Pair{Key: r.KV.Key, Value: r.KV.Value, Index: r.KV.ModifyIndex})
+				break
+			}
+		}
+	}
+	return res, nil
 }
 
 // Put writes value unconditionally.
@@ -111,67 +146,21 @@ func (k *KV) Watch(ctx context.Context, prefix string) <-chan struct{} {
 	return out
 }
 
-// WaitKey is a blocking read of one key: it returns once Consul's index
-// for the key passes index (at once for index 0), or after a minute. The
-// index it returns going backwards means Consul lost its state.
-func (k *KV) WaitKey(ctx context.Context, key string, index uint64) ([]byte, uint64, bool, error) {
+// Wait is a blocking read of one key: it returns once Consul's index for
+// the key differs from index (at once for index 0), or after a minute with
+// the same index. The index returned is what to wait on next; it going
+// backwards means Consul lost its state (a dev agent restarted, a snapshot
+// restored). Consul's index for an absent key moves with its neighbours'
+// writes, so wait on keys that exist.
+func (k *KV) Wait(ctx context.Context, key string, index uint64) (kvstore.Pair, bool, uint64, error) {
 	p, meta, err := k.api.KV().Get(key, (&api.QueryOptions{WaitIndex: index, WaitTime: time.Minute}).WithContext(ctx))
 	if err != nil {
-		return nil, 0, false, fmt.Errorf("kv wait %s: %w", key, err)
+		return kvstore.Pair{}, false, 0, fmt.Errorf("kv wait %s: %w", key, err)
 	}
 	if p == nil {
-		return nil, meta.LastIndex, false, nil
+		return kvstore.Pair{}, false, meta.LastIndex, nil
 	}
-	return p.Value, meta.LastIndex, true, nil
-}
-
-// ListPairs returns every key under prefix with its value and modify index.
-func (k *KV) ListPairs(ctx context.Context, prefix string) ([]ipam.Pair, error) {
-	pairs, _, err := k.api.KV().List(prefix, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
-	if err != nil {
-		return nil, fmt.Errorf("kv list %s: %w", prefix, err)
-	}
-	out := make([]ipam.Pair, len(pairs))
-	for i, p := range pairs {
-		out[i] = ipam.Pair{Key: p.Key, Value: p.Value, Index: p.ModifyIndex}
-	}
-	return out, nil
-}
-
-// CASIndex writes value if the key's modify index is index (0: only if
-// absent), reading the new modify index in the same transaction.
-func (k *KV) CASIndex(ctx context.Context, key string, value []byte, index uint64) (bool, uint64, error) {
-	ops := api.TxnOps{
-		{KV: &api.KVTxnOp{Verb: api.KVCAS, Key: key, Value: value, Index: index}},
-		{KV: &api.KVTxnOp{Verb: api.KVGet, Key: key}},
-	}
-	ok, resp, _, err := k.api.Txn().Txn(ops, (&api.QueryOptions{}).WithContext(ctx))
-	if err != nil {
-		return false, 0, fmt.Errorf("kv cas %s: %w", key, err)
-	}
-	if !ok {
-		// Rolled back: the index check failed, unless Consul refused the
-		// operations outright, which retrying cannot mend.
-		if err := txnRefusal(resp); err != nil {
-			return false, 0, fmt.Errorf("kv cas %s: %w", key, err)
-		}
-		return false, 0, nil
-	}
-	for _, r := range resp.Results {
-		if r.KV != nil && r.KV.Key == key {
-			return true, r.KV.ModifyIndex, nil
-		}
-	}
-	return true, 0, nil
-}
-
-// DeleteCAS deletes key if its modify index is index.
-func (k *KV) DeleteCAS(ctx context.Context, key string, index uint64) (bool, error) {
-	ok, _, err := k.api.KV().DeleteCAS(&api.KVPair{Key: key, ModifyIndex: index}, (&api.WriteOptions{}).WithContext(ctx))
-	if err != nil {
-		return false, fmt.Errorf("kv delete-cas %s: %w", key, err)
-	}
-	return ok, nil
+	return kvstore.Pair{Key: p.Key, Value: p.Value, Index: p.ModifyIndex}, true, meta.LastIndex, nil
 }
 
 // txnRefusal returns the error of a rolled-back transaction that ACLs

@@ -136,7 +136,8 @@ func (n *Networks) IsLeader(ctx context.Context) (bool, error) {
 	return node.ManagerStatus != nil && node.ManagerStatus.Leader, nil
 }
 
-// ReadyNodes implements netagent.Swarm.
+// ReadyNodes implements netagent.Swarm and ipam.Cluster: the swarm node IDs
+// of ready nodes (a node's identity; host names may repeat).
 func (n *Networks) ReadyNodes(ctx context.Context) ([]string, error) {
 	nodes, err := n.api.NodeList(ctx, swarm.NodeListOptions{})
 	if err != nil {
@@ -145,7 +146,7 @@ func (n *Networks) ReadyNodes(ctx context.Context) ([]string, error) {
 	var out []string
 	for _, nd := range nodes {
 		if nd.Status.State == swarm.NodeStateReady {
-			out = append(out, nd.Description.Hostname)
+			out = append(out, nd.ID)
 		}
 	}
 	return out, nil

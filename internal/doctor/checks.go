@@ -3,7 +3,9 @@ package doctor
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -106,10 +108,13 @@ func vlanSupport(fs Files) bool {
 // NetworksCheck checks, for every underlay network, this node's parent and
 // shim against the node's own report.
 type NetworksCheck struct {
-	Node     string
-	Networks Networks
-	Links    Links
-	Files    Files
+	// NodeID is this node's identity (its swarm node ID; "" when Docker
+	// does not say), Node its name: reports are matched by identity, by
+	// name only when the identity is unknown.
+	NodeID, Node string
+	Networks     Networks
+	Links        Links
+	Files        Files
 }
 
 // Name implements Check.
@@ -149,7 +154,9 @@ func (c NetworksCheck) gather(ctx context.Context) ([]NetworkFacts, error) {
 			return nil, err
 		}
 		for _, ns := range states {
-			if ns.Node == c.Node {
+			byID := c.NodeID != "" && ns.ID == c.NodeID
+			byName := (c.NodeID == "" || ns.ID == "") && ns.Node == c.Node
+			if byID || byName {
 				f.State = &ns
 			}
 		}
@@ -228,6 +235,39 @@ func (c ModulesCheck) Run(ctx context.Context, logf Logf) []Result {
 			f.Probed, f.ProbeErr = true, c.Links.ProbeLink(kind)
 		}
 		rs = append(rs, EvalModule(f))
+	}
+	return rs
+}
+
+// Pools reads the cluster-IPAM pools' bad keys.
+type Pools interface {
+	// BadKeys lists, by pool ID (NETWORK/v4, NETWORK/v6), the keys under
+	// each cluster-IPAM pool's blocks/ that the allocator skips.
+	BadKeys(ctx context.Context, specs []netspec.Spec) (map[string][]BadKey, error)
+}
+
+// IPAMCheck checks that the cluster-IPAM pools' KV documents are readable.
+type IPAMCheck struct {
+	Networks Networks
+	Pools    Pools
+}
+
+// Name implements Check.
+func (IPAMCheck) Name() string { return "ipam" }
+
+// Run implements Check.
+func (c IPAMCheck) Run(ctx context.Context, logf Logf) []Result {
+	specs, err := c.Networks.Specs(ctx)
+	if err != nil {
+		return EvalIPAMDocuments("pools", nil, err)
+	}
+	bad, err := c.Pools.BadKeys(ctx, specs)
+	if err != nil {
+		return EvalIPAMDocuments("pools", nil, err)
+	}
+	var rs []Result
+	for _, id := range slices.Sorted(maps.Keys(bad)) {
+		rs = append(rs, EvalIPAMDocuments(id, bad[id], nil)...)
 	}
 	return rs
 }

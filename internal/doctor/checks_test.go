@@ -269,3 +269,36 @@ func TestWrite(t *testing.T) {
 		t.Errorf("(-want +got)\n%s", diff)
 	}
 }
+
+type fakePools map[string][]BadKey
+
+func (p fakePools) BadKeys(context.Context, []netspec.Spec) (map[string][]BadKey, error) {
+	return p, nil
+}
+
+// TestIPAMCheck: a pool with a bad key fails, naming it, with the command
+// that removes it; a clean pool is ok.
+func TestIPAMCheck(t *testing.T) {
+	bad := BadKey{Key: "underlay/ipam/lan/v4/blocks/stray", Problem: "not a block", Fix: "consul kv delete underlay/ipam/lan/v4/blocks/stray"}
+	rs := IPAMCheck{Networks: fakeNetworks{}, Pools: fakePools{"lan/v4": {bad}, "wan/v4": nil}}.Run(context.Background(), t.Logf)
+	if len(rs) != 2 || rs[0].Check != "ipam/lan/v4/documents" || rs[0].Status != Fail || rs[0].Fix != bad.Fix ||
+		!strings.Contains(rs[0].Message, bad.Key) || rs[1].Status != OK {
+		t.Errorf("results %+v", rs)
+	}
+}
+
+// TestNetworksCheckMatchesByIdentity: two nodes report under one name
+// (cloned hosts); the doctor reads the report of its own swarm node ID,
+// and shows a refused spec as a failure with its fix.
+func TestNetworksCheckMatchesByIdentity(t *testing.T) {
+	s := netspec.Spec{Name: "lan", Parent: "eth1", Subnet: netip.MustParsePrefix("10.9.0.0/24")}
+	nets := fakeNetworks{specs: []netspec.Spec{s}, states: map[string][]netspec.NodeState{"lan": {
+		{ID: "me", Node: "clone", State: netspec.StateInvalid, Error: "spec refused: gateway missing"},
+		{ID: "other", Node: "clone", State: netspec.StateReady},
+	}}}
+	links := &fakeLinks{observed: map[string]hostnet.Observed{"eth1": {ParentExists: true, ParentUp: true, ParentPromisc: true}}}
+	rs := NetworksCheck{NodeID: "me", Node: "clone", Networks: nets, Links: links, Files: fakeFiles{}}.Run(context.Background(), t.Logf)
+	if rs[0].Check != "network/lan/state" || rs[0].Status != Fail || !strings.Contains(rs[0].Message, "gateway missing") || !strings.Contains(rs[0].Fix, "underlay network rm lan") {
+		t.Errorf("state result %+v, want this node's refusal", rs[0])
+	}
+}

@@ -249,6 +249,9 @@ func evalState(f NetworkFacts, check string, haveWant bool) Result {
 		r.Status, r.Message, r.Fix = Fail, "this node has not reported the network: is the underlay agent running here?", inspect
 	case f.State.State == netspec.StateError:
 		r.Status, r.Message, r.Fix = Fail, "the agent reports an error: "+f.State.Error, inspect
+	case f.State.State == netspec.StateInvalid:
+		r.Status, r.Message = Fail, "the agent refuses the network's spec, and changed nothing for it: "+f.State.Error
+		r.Fix = "underlay network rm " + f.Spec.Name + "   # then create it again with valid values (underlay network create …)"
 	case f.State.State != netspec.StateReady:
 		r.Status, r.Message, r.Fix = Warn, "the agent reports the network "+f.State.State, inspect
 	case !haveWant:
@@ -299,6 +302,31 @@ func evalShim(o hostnet.Observed, w hostnet.Want, shimType string, name func(str
 		route.Fix = fmt.Sprintf("ip route replace %s dev %s", w.Route, w.ShimLink)
 	}
 	return append(rs, addr, route)
+}
+
+// BadKey is a key under a cluster-IPAM pool's blocks/ that the allocator
+// skips: an undecodable block document, or a key that names no block.
+type BadKey struct {
+	Key, Problem, Fix string
+}
+
+// EvalIPAMDocuments judges one cluster-IPAM pool's KV documents: every
+// bad key fails, with the command that removes it.
+func EvalIPAMDocuments(pool string, bad []BadKey, err error) []Result {
+	check := "ipam/" + pool + "/documents"
+	if err != nil {
+		return []Result{{Check: check, Status: Fail, Message: fmt.Sprintf("cannot read the pool from Consul: %v", err),
+			Fix: "consul members   # the Consul agent must be reachable (see consul/agent)"}}
+	}
+	if len(bad) == 0 {
+		return []Result{{Check: check, Status: OK, Message: "every block document of " + pool + " is readable"}}
+	}
+	var rs []Result
+	for _, b := range bad {
+		rs = append(rs, Result{Check: check, Status: Fail, Fix: b.Fix,
+			Message: fmt.Sprintf("%s is skipped (%s): nothing is allocated from it; once it is removed, agents record again the addresses their containers hold there", b.Key, b.Problem)})
+	}
+	return rs
 }
 
 // NetfilterFacts is the state behind the bridge-netfilter/FORWARD trap.

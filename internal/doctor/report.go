@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/underlay/underlay/internal/kvstore"
 )
 
 // KVPrefix is where agents publish their node's doctor report, one key per
@@ -28,7 +30,7 @@ type Report struct {
 
 // KV is what publishing and reading reports needs of Consul's KV store.
 type KV interface {
-	List(ctx context.Context, prefix string) (map[string][]byte, error)
+	List(ctx context.Context, prefix string) ([]kvstore.Pair, error)
 	Put(ctx context.Context, key string, value []byte) error
 }
 
@@ -51,13 +53,13 @@ func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
 		return nil, fmt.Errorf("read doctor reports: %w", err)
 	}
 	out := make([]Report, 0, len(kvs))
-	for k, v := range kvs {
+	for _, p := range kvs {
 		var r Report
-		if err := json.Unmarshal(v, &r); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", k, err)
+		if err := json.Unmarshal(p.Value, &r); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", p.Key, err)
 		}
 		if r.Node == "" {
-			r.Node = strings.TrimPrefix(k, KVPrefix)
+			r.Node = strings.TrimPrefix(p.Key, KVPrefix)
 		}
 		out = append(out, r)
 	}

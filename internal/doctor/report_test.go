@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/underlay/underlay/internal/kvstore"
 )
 
 type memKV struct {
@@ -15,13 +17,13 @@ type memKV struct {
 	puts int
 }
 
-func (k *memKV) List(_ context.Context, prefix string) (map[string][]byte, error) {
+func (k *memKV) List(_ context.Context, prefix string) ([]kvstore.Pair, error) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	out := map[string][]byte{}
+	var out []kvstore.Pair
 	for key, v := range k.m {
 		if strings.HasPrefix(key, prefix) {
-			out[key] = v
+			out = append(out, kvstore.Pair{Key: key, Value: v})
 		}
 	}
 	return out, nil

@@ -23,6 +23,8 @@ import (
 
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/hostnet"
+	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 // This file holds the real implementations of the checks' interfaces.
@@ -318,10 +320,12 @@ func DialTCP(ctx context.Context, addr netip.AddrPort) error {
 
 // Env is a doctor run's connections; Checks builds the checks over them.
 type Env struct {
-	Node     string
-	Docker   *DockerAPI
-	Consul   *ConsulAPI
-	Networks Networks
+	// NodeID is this node's swarm node ID ("" when unknown), Node its name.
+	NodeID, Node string
+	Docker       *DockerAPI
+	Consul       *ConsulAPI
+	Networks     Networks
+	Pools        Pools
 }
 
 // Checks returns every check, in report order.
@@ -330,12 +334,54 @@ func (e Env) Checks() []Check {
 	return []Check{
 		MacvlanCheck{Files: files, Links: links},
 		ModulesCheck{Networks: e.Networks, Links: links, Files: files},
-		NetworksCheck{Node: e.Node, Networks: e.Networks, Links: links, Files: files},
+		NetworksCheck{NodeID: e.NodeID, Node: e.Node, Networks: e.Networks, Links: links, Files: files},
+		IPAMCheck{Networks: e.Networks, Pools: e.Pools},
 		NetfilterCheck{Files: files, Firewall: IPTables{}},
 		DockerCheck{Docker: e.Docker, Files: files},
 		ConsulCheck{Consul: e.Consul},
 		ContainersCheck{Networks: e.Networks, Docker: e.Docker, Dial: DialTCP},
 	}
+}
+
+// NodeID is this node's swarm node ID, its identity in the cluster; ""
+// when Docker does not answer or the node is in no swarm.
+func NodeID(ctx context.Context, d *DockerAPI) string {
+	if d == nil {
+		return ""
+	}
+	info, err := d.API.Info(ctx)
+	if err != nil {
+		return ""
+	}
+	return info.Swarm.NodeID
+}
+
+// IPAMPools reads pools through Consul KV (ipam.Inspect).
+type IPAMPools struct{ KV ipam.KV }
+
+// BadKeys implements Pools.
+func (p IPAMPools) BadKeys(ctx context.Context, specs []netspec.Spec) (map[string][]BadKey, error) {
+	out := map[string][]BadKey{}
+	for _, s := range specs {
+		if s.IPAM != netspec.Cluster {
+			continue
+		}
+		for _, v6 := range []bool{false, true} {
+			if v6 && !s.IPv6Subnet.IsValid() {
+				continue
+			}
+			pool, _ := ipam.PoolOf(s, v6)
+			c, err := ipam.Inspect(ctx, p.KV, pool)
+			if err != nil {
+				return nil, err
+			}
+			out[pool.ID()] = nil
+			for _, b := range c.Bad {
+				out[pool.ID()] = append(out[pool.ID()], BadKey{Key: b.Key, Problem: b.Err.Error(), Fix: b.Fix()})
+			}
+		}
+	}
+	return out, nil
 }
 
 // NodeName resolves the node name: given, else Docker's host name (the

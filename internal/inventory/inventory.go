@@ -15,6 +15,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/underlay/underlay/internal/kvstore"
 )
 
 // KVPrefix is where agents publish their node's endpoints, one key per node.
@@ -108,19 +110,20 @@ func compareIP(a, b string) int {
 
 // KV is what the inventory needs of Consul's KV store.
 type KV interface {
-	List(ctx context.Context, prefix string) (map[string][]byte, error)
+	List(ctx context.Context, prefix string) ([]kvstore.Pair, error)
 	Put(ctx context.Context, key string, value []byte) error
 }
 
-// Publish stores a node's entries.
-func Publish(ctx context.Context, kv KV, node string, es []Entry) error {
+// Publish stores a node's entries under key, the node's identity (its
+// swarm node ID): two nodes with one name never overwrite each other's.
+func Publish(ctx context.Context, kv KV, key string, es []Entry) error {
 	Sort(es)
 	b, err := json.Marshal(es)
 	if err != nil {
 		return err
 	}
-	if err := kv.Put(ctx, KVPrefix+node, b); err != nil {
-		return fmt.Errorf("publish inventory of %s: %w", node, err)
+	if err := kv.Put(ctx, KVPrefix+key, b); err != nil {
+		return fmt.Errorf("publish inventory of %s: %w", key, err)
 	}
 	return nil
 }
@@ -132,10 +135,10 @@ func Load(ctx context.Context, kv KV) ([]Entry, error) {
 		return nil, fmt.Errorf("read inventories: %w", err)
 	}
 	var all []Entry
-	for k, v := range kvs {
+	for _, kv := range kvs {
 		var es []Entry
-		if err := json.Unmarshal(v, &es); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", k, err)
+		if err := json.Unmarshal(kv.Value, &es); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
 		}
 		all = append(all, es...)
 	}
@@ -152,9 +155,9 @@ type Source interface {
 	Changes(ctx context.Context) <-chan struct{}
 }
 
-// Run publishes the node's entries whenever they change, and every period
-// (Consul may have lost them).
-func Run(ctx context.Context, src Source, kv KV, node string, period time.Duration, log *slog.Logger) {
+// Run publishes the entries of node (its name) under key (its identity)
+// whenever they change, and every period (Consul may have lost them).
+func Run(ctx context.Context, src Source, kv KV, node, key string, period time.Duration, log *slog.Logger) {
 	changes := src.Changes(ctx)
 	t := time.NewTicker(period)
 	defer t.Stop()
@@ -165,7 +168,7 @@ func Run(ctx context.Context, src Source, kv KV, node string, period time.Durati
 			Sort(es)
 			b, _ := json.Marshal(es)
 			if !bytes.Equal(b, last) {
-				if err = Publish(ctx, kv, node, es); err == nil {
+				if err = Publish(ctx, kv, key, es); err == nil {
 					last = b
 				}
 			}

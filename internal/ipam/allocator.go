@@ -2,683 +2,505 @@ package ipam
 
 import (
 	"context"
-	"encoding/json"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
-	"strings"
+	"slices"
 	"sync"
-	"sync/atomic"
 	"time"
 )
 
-// KVPrefix is where allocation state lives.
-const KVPrefix = "underlay/ipam/"
+// ErrNotHeld is returned for a release of an address another node holds:
+// it is not released.
+var ErrNotHeld = errors.New("not released")
 
-// Pair is a KV entry with its modify index.
-type Pair struct {
-	Key   string
-	Value []byte
-	Index uint64
-}
-
-// KV is the part of Consul's KV store the allocator needs; every write is
-// a check-and-set on the modify index.
-type KV interface {
-	Get(ctx context.Context, key string) (value []byte, index uint64, ok bool, err error)
-	ListPairs(ctx context.Context, prefix string) ([]Pair, error)
-	// CASIndex writes value when the key's modify index is index (0: only
-	// if absent) and returns the key's new modify index when it did.
-	CASIndex(ctx context.Context, key string, value []byte, index uint64) (won bool, newIndex uint64, err error)
-	// DeleteCAS deletes the key when its modify index is index.
-	DeleteCAS(ctx context.Context, key string, index uint64) (bool, error)
-	// Put writes value unconditionally (the pressure key only).
-	Put(ctx context.Context, key string, value []byte) error
-	// WaitKey reads key once Consul's index for it passes index (a
-	// blocking query), returning the new index.
-	WaitKey(ctx context.Context, key string, index uint64) (value []byte, newIndex uint64, ok bool, err error)
-}
-
-// maxAttempts bounds how often one request retries after losing a race;
-// each loss means another writer made progress, so this is never reached
-// in practice and only guards against a bug looping forever.
-const maxAttempts = 100
-
-// Allocator hands out a node's addresses. One Allocator per node; it
-// serialises the node's own requests, while other nodes' agents race with it
-// only through check-and-set writes.
+// Allocator hands out one node's addresses. One Allocator per node, named
+// by the node's identity (its swarm node ID); other nodes' allocators race
+// with it only through check-and-set writes of block documents, which its
+// store makes. Concurrent requests of a pool share writes (see batcher);
+// a keeper hands out spares claimed ahead of demand (see KeepSpares).
 type Allocator struct {
-	kv   KV
-	node string
-	gen  string // this process's generation, on its spares
-	now  func() time.Time
-	sp   spares
-	// spareHandouts counts requests answered from spares (a metric).
-	spareHandouts atomic.Int64
-
-	mu sync.Mutex // guards following fields, and serialises allocations
-	// mine caches the blocks this node holds, by KV key: their documents
-	// change only through this node, except when another node borrows, and
-	// then the stale index makes our next write fail and re-read.
-	mine map[string]cached
-	// loaded records pools whose blocks were read from KV once.
-	loaded map[string]bool
-
-	qmu sync.Mutex // guards queue and committing
-	// queue holds requests for any address waiting for the committer; one
-	// goroutine at a time commits everything queued, as few block writes
-	// as possible, so concurrent requests share writes (group commit).
-	queue      []*allocReq
-	committing bool
+	node   string
+	gen    string // this process's generation, on its spares
+	kv     KV
+	store  *store
+	spares *keeper
+	log    *slog.Logger
+	now    func() time.Time
+	// sleep waits between asks for other nodes' spares.
+	sleep func(ctx context.Context, d time.Duration) error
+	batch batcher
 }
 
-// allocReq is a queued request: an allocation of any address, or with
-// release set, the release of that address.
-type allocReq struct {
-	pool    Pool
-	al      Alloc
-	release netip.Addr
-	done    chan allocResult
+// NewAllocator returns the allocator of the node with identity node over
+// kv; log may be nil.
+func NewAllocator(kv KV, node string, log *slog.Logger) *Allocator {
+	return newAllocator(kv, node, newGen(), time.Now, log)
 }
 
-type allocResult struct {
-	addr netip.Addr
-	err  error
+func newAllocator(kv KV, node, gen string, now func() time.Time, log *slog.Logger) *Allocator {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	st := newStore(kv, log)
+	return &Allocator{node: node, gen: gen, kv: kv, store: st, spares: newKeeper(node, gen, st, kv, now, log), log: log, now: now,
+		sleep: func(ctx context.Context, d time.Duration) error {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(d):
+				return nil
+			}
+		}}
 }
+
+func newGen() string {
+	b := make([]byte, 6)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// Node is the identity the allocator allocates for.
+func (a *Allocator) Node() string { return a.node }
 
 // commitTimeout bounds one batch's writes, whoever's request started it.
 const commitTimeout = 10 * time.Second
 
-type cached struct {
-	doc   BlockDoc
-	index uint64
-}
-
-// NewAllocator returns node's allocator over kv.
-func NewAllocator(kv KV, node string) *Allocator {
-	return &Allocator{kv: kv, node: node, gen: newGen(), now: time.Now, mine: map[string]cached{}, loaded: map[string]bool{},
-		sp: spares{pools: map[string]*spareState{}, lastPressure: map[string]time.Time{}, kick: make(chan struct{}, 1), log: slog.Default()}}
-}
-
-func poolPrefix(p Pool) string { return KVPrefix + p.Network + "/" + p.Family() + "/blocks/" }
-
-func blockPath(p Pool, b netip.Prefix) string { return poolPrefix(p) + blockKey(b) }
-
-// Allocate hands out want, or any free address when want is invalid.
-// Concurrent requests for any address are committed together.
+// Allocate hands out want, or any free address when want is invalid, as
+// kind. Task addresses come from the node's spares when it keeps any.
 func (a *Allocator) Allocate(ctx context.Context, p Pool, want netip.Addr, kind string) (netip.Addr, error) {
 	al := Alloc{Node: a.node, At: a.now().UTC(), Kind: kind}
 	// Shims are found again by reading Consul, so they are never handed
 	// out before their write: no spares for them.
 	if kind == KindTask {
-		if !want.IsValid() {
-			if addr, ok := a.spareOrWait(ctx, p, al); ok {
-				return addr, nil
-			}
-		} else if addr, ok := a.takeSpare(p, want, al); ok {
+		if addr, ok := a.spares.take(p, want, al); ok {
 			return addr, nil
 		}
 	}
 	if want.IsValid() {
-		a.mu.Lock()
-		defer a.mu.Unlock()
-		if err := a.loadLocked(ctx, p); err != nil {
-			return netip.Addr{}, err
-		}
-		return want, a.allocateSpecificLocked(ctx, p, want, al)
+		return want, a.allocateAt(ctx, p, want, al)
 	}
-	r := a.enqueue(ctx, &allocReq{pool: p, al: al, done: make(chan allocResult, 1)})
+	r := a.batch.do(ctx, &request{pool: p, al: al}, a.commit)
 	return r.addr, r.err
 }
 
-// enqueue queues req, commits the queue if no one else is doing it, and
-// waits for req's result.
-func (a *Allocator) enqueue(ctx context.Context, req *allocReq) allocResult {
-	a.qmu.Lock()
-	a.queue = append(a.queue, req)
-	lead := !a.committing
-	a.committing = true
-	a.qmu.Unlock()
-	if lead {
-		a.commitQueued()
+// Release frees addr if this node holds it; releasing a free address
+// succeeds. An address another node holds is never freed here (an error
+// says whose it is): that is its own node's, or the departed-node
+// reclaim's, to do. A block is given back when its last address goes.
+func (a *Allocator) Release(ctx context.Context, p Pool, addr netip.Addr) error {
+	if !p.Prefix.Contains(addr) {
+		return nil // never allocated here
 	}
-	select {
-	case r := <-req.done:
-		return r
-	case <-ctx.Done():
-		// The request may still be served; an address allocated then is a
-		// leak the reclaimer returns, as when Docker gives up on a slow plugin.
-		return allocResult{err: ctx.Err()}
+	stray, undo := a.spares.releasing(p, addr)
+	if stray {
+		a.log.Warn("release of a spare address Docker never got: ignored", "pool", p.ID(), "address", addr)
+		return nil
 	}
+	r := a.batch.do(ctx, &request{pool: p, release: addr}, a.commit)
+	if r.err != nil {
+		undo()
+	}
+	return r.err
 }
 
-// commitQueued serves every queued request, pool by pool, until the queue
-// is empty.
-func (a *Allocator) commitQueued() {
-	for {
-		a.qmu.Lock()
-		batch := a.queue
-		a.queue = nil
-		if len(batch) == 0 {
-			a.committing = false
-			a.qmu.Unlock()
-			return
-		}
-		a.qmu.Unlock()
-		byPool := map[string][]*allocReq{}
-		var order []string
-		for _, r := range batch {
-			if byPool[r.pool.ID()] == nil {
-				order = append(order, r.pool.ID())
-			}
-			byPool[r.pool.ID()] = append(byPool[r.pool.ID()], r)
-		}
-		for _, id := range order {
-			var allocs, releases []*allocReq
-			for _, r := range byPool[id] {
-				if r.release.IsValid() {
-					releases = append(releases, r)
-				} else {
-					allocs = append(allocs, r)
-				}
-			}
-			ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
-			a.mu.Lock()
-			if len(releases) > 0 {
-				a.releaseBatchLocked(ctx, releases)
-			}
-			if len(allocs) > 0 {
-				a.allocateBatchLocked(ctx, allocs)
-			}
-			a.mu.Unlock()
-			cancel()
-		}
-	}
-}
-
-// allocateBatchLocked gives every request of one pool an address, with one
-// write per block touched.
-func (a *Allocator) allocateBatchLocked(ctx context.Context, reqs []*allocReq) {
-	p := reqs[0].pool
-	fail := func(err error) {
-		for _, r := range reqs {
-			r.done <- allocResult{err: err}
-		}
-	}
-	if err := a.loadLocked(ctx, p); err != nil {
-		fail(err)
-		return
-	}
-	// Spares refilled while these requests queued serve them first.
-	rest := reqs[:0]
-	for _, r := range reqs {
-		if r.al.Kind == KindTask {
-			if addr, ok := a.takeSpare(p, netip.Addr{}, r.al); ok {
-				r.done <- allocResult{addr: addr}
-				continue
-			}
-		}
-		rest = append(rest, r)
-	}
-	if reqs = rest; len(reqs) == 0 {
-		return
-	}
-	waitUntil := a.now().Add(spareWait)
-	for attempt := 0; attempt < maxAttempts; attempt++ {
-		var err error
-		if reqs, err = a.fromMineLocked(ctx, p, reqs); err != nil || len(reqs) == 0 {
-			if err != nil {
-				fail(err)
-			}
-			return
-		}
-		pairs, err := a.kv.ListPairs(ctx, poolPrefix(p))
-		if err != nil {
-			fail(fmt.Errorf("read pool %s: %w", p.ID(), err))
-			return
-		}
-		if reqs, err = a.claimLocked(ctx, p, pairs, reqs); err != nil || len(reqs) == 0 {
-			if err != nil {
-				fail(err)
-			}
-			return
-		}
-		if reqs, err = a.borrowLocked(ctx, p, pairs, reqs); err != nil || len(reqs) == 0 {
-			if err != nil {
-				fail(err)
-			}
-			return
-		}
-		if !a.anyFree(p, pairs) {
-			if !a.sparesElsewhere(p, pairs) || !a.now().Before(waitUntil) {
-				fail(fmt.Errorf("%w in %s (%s)", ErrPoolExhausted, p.ID(), p.allocRange()))
-				return
-			}
-			// Other nodes keep spares: ask for them and look again.
-			if err := a.waitForSparesLocked(ctx, p); err != nil {
-				fail(err)
-				return
-			}
-			attempt--
-			continue
-		}
-		// Something was free but others took it first: try again.
-	}
-	fail(fmt.Errorf("allocate in %s: too much contention", p.ID()))
-}
-
-// fill allocates to as many of reqs as block b of doc has free addresses,
-// returning the new document, the requests served with their addresses,
-// and those left.
-func fill(p Pool, b netip.Prefix, doc BlockDoc, reqs []*allocReq) (BlockDoc, []allocResult, []*allocReq) {
-	var got []allocResult
-	for len(got) < len(reqs) {
-		addr, ok := doc.free(p, b)
-		if !ok {
-			break
-		}
-		doc = doc.with(addr, reqs[len(got)].al)
-		got = append(got, allocResult{addr: addr})
-	}
-	return doc, got, reqs[len(got):]
-}
-
-func answer(reqs []*allocReq, got []allocResult) {
-	for i, r := range got {
-		reqs[i].done <- r
-	}
-}
-
-// fromMineLocked allocates from blocks this node holds; it returns the
-// requests it could not serve.
-func (a *Allocator) fromMineLocked(ctx context.Context, p Pool, reqs []*allocReq) ([]*allocReq, error) {
-	prefix := poolPrefix(p)
-	for key, c := range a.mine {
-		if len(reqs) == 0 {
-			break
-		}
-		if !strings.HasPrefix(key, prefix) {
-			continue
-		}
-		b, err := parseBlockKey(strings.TrimPrefix(key, prefix))
-		if err != nil {
-			return reqs, err
-		}
-		for range maxAttempts {
-			doc, got, rest := fill(p, b, c.doc, reqs)
-			if len(got) == 0 {
-				break
-			}
-			// The same write records spares handed out and tops them up.
-			doc, recorded, added := a.withSpares(p, b, doc, true)
-			won, err := a.writeLocked(ctx, key, doc, c.index)
-			if err != nil {
-				return reqs, err
-			}
-			if won {
-				a.settleSpares(p, recorded, added)
-				answer(reqs, got)
-				reqs = rest
-				break
-			}
-			// Someone borrowed from this block meanwhile: re-read it.
-			if err := a.refreshLocked(ctx, key); err != nil {
-				return reqs, err
-			}
-			var ok bool
-			if c, ok = a.mine[key]; !ok {
-				break // given back, or taken over
-			}
-		}
-	}
-	return reqs, nil
-}
-
-// claimLocked takes blocks no node holds, with their allocations in the
-// same write.
-func (a *Allocator) claimLocked(ctx context.Context, p Pool, pairs []Pair, reqs []*allocReq) ([]*allocReq, error) {
-	for _, b := range unclaimed(p, pairs) {
-		if len(reqs) == 0 {
-			break
-		}
-		key := blockPath(p, b)
-		doc, got, rest := fill(p, b, BlockDoc{Node: a.node, Allocs: map[string]Alloc{}}, reqs)
-		if len(got) == 0 {
-			continue // nothing usable in it: never worth claiming
-		}
-		won, err := a.writeLocked(ctx, key, doc, 0)
-		if err != nil {
-			return reqs, err
-		}
-		if won {
-			answer(reqs, got)
-			reqs = rest
-		}
-	}
-	return reqs, nil
-}
-
-// borrowLocked allocates in other nodes' blocks with free addresses.
-func (a *Allocator) borrowLocked(ctx context.Context, p Pool, pairs []Pair, reqs []*allocReq) ([]*allocReq, error) {
-	for _, kv := range pairs {
-		if len(reqs) == 0 {
-			break
-		}
-		doc, b, err := decode(p, kv)
-		if err != nil {
-			return reqs, err
-		}
-		doc, got, rest := fill(p, b, doc, reqs)
-		if len(got) == 0 {
-			continue
-		}
-		won, err := a.writeLocked(ctx, kv.Key, doc, kv.Index)
-		if err != nil {
-			return reqs, err
-		}
-		if won {
-			answer(reqs, got)
-			reqs = rest
-		}
-	}
-	return reqs, nil
-}
-
-// unclaimed lists the blocks of p no node holds, given all p's pairs.
-func unclaimed(p Pool, pairs []Pair) []netip.Prefix {
-	taken := make(map[string]bool, len(pairs))
-	for _, kv := range pairs {
-		taken[kv.Key] = true
-	}
-	var out []netip.Prefix
-	for _, b := range p.Blocks() {
-		if !taken[blockPath(p, b)] {
-			out = append(out, b)
-		}
-	}
-	return out
-}
-
-func (a *Allocator) anyFree(p Pool, pairs []Pair) bool {
-	for _, kv := range pairs {
-		if doc, b, err := decode(p, kv); err == nil {
-			if _, ok := doc.free(p, b); ok {
-				return true
-			}
-		}
-	}
-	for _, b := range unclaimed(p, pairs) {
-		if _, ok := (BlockDoc{}).free(p, b); ok {
-			return true
-		}
-	}
-	return false
-}
-
-func (a *Allocator) allocateSpecificLocked(ctx context.Context, p Pool, want netip.Addr, al Alloc) error {
+// allocateAt allocates want, waiting a moment when another node keeps it
+// as a spare (asked for, it may give it back).
+func (a *Allocator) allocateAt(ctx context.Context, p Pool, want netip.Addr, al Alloc) error {
 	if !p.usable(want) {
 		return fmt.Errorf("address %s is not available in %s: outside %s, or the network, broadcast, gateway or an aux address", want, p.ID(), p.allocRange())
 	}
-	key := blockPath(p, p.Block(want))
 	waitUntil := a.now().Add(spareWait)
-	for range maxAttempts {
-		v, index, ok, err := a.kv.Get(ctx, key)
-		if err != nil {
-			return fmt.Errorf("read block of %s: %w", want, err)
-		}
-		doc := BlockDoc{Node: a.node, Allocs: map[string]Alloc{}}
-		if ok {
-			if err := json.Unmarshal(v, &doc); err != nil {
-				return fmt.Errorf("decode %s: %w", key, err)
+	for {
+		var holder Alloc
+		var held bool
+		_, err := a.store.update(ctx, p, p.Block(want), func(doc BlockDoc) (BlockDoc, bool) {
+			if holder, held = doc.alloc(want); held {
+				return doc, false
 			}
-		}
-		if holder, taken := doc.Allocs[want.String()]; taken {
-			if holder.Kind == KindSpare && !a.mySpare(holder) && a.now().Before(waitUntil) {
-				// Another node keeps it as a spare: ask for it back.
-				if err := a.waitForSparesLocked(ctx, p); err != nil {
-					return err
-				}
-				continue
+			if len(doc.Allocs) == 0 {
+				doc.Node = a.node
 			}
+			doc.Allocs[want.String()] = al
+			return doc, true
+		})
+		switch {
+		case err != nil:
+			return fmt.Errorf("allocate %s in %s: %w", want, p.ID(), err)
+		case !held:
+			return nil
+		case holder.Kind == KindSpare && !a.spares.mine(holder) && a.now().Before(waitUntil):
+			// Another node keeps it as a spare: ask for it back.
+			if err := a.waitForSpares(ctx, p); err != nil {
+				return err
+			}
+		default:
 			return fmt.Errorf("address %s in %s is already in use (node %s)", want, p.ID(), holder.Node)
 		}
-		won, err := a.writeLocked(ctx, key, doc.with(want, al), index)
-		if err != nil || won {
-			return err
-		}
-	}
-	return fmt.Errorf("allocate %s: too much contention", want)
-}
-
-// Release frees addr; releasing a free address succeeds. A block is given
-// back, whoever holds it, when its last address is released. Concurrent
-// releases are committed together, one write per block.
-func (a *Allocator) Release(ctx context.Context, p Pool, addr netip.Addr) error {
-	return a.enqueue(ctx, &allocReq{pool: p, release: addr, done: make(chan allocResult, 1)}).err
-}
-
-// releaseBatchLocked releases every request's address, one write per block.
-func (a *Allocator) releaseBatchLocked(ctx context.Context, reqs []*allocReq) {
-	p := reqs[0].pool
-	byBlock := map[string][]*allocReq{}
-	for _, r := range reqs {
-		key := blockPath(p, p.Block(r.release))
-		byBlock[key] = append(byBlock[key], r)
-	}
-	for key, rs := range byBlock {
-		var undo []func()
-		for _, r := range rs {
-			undo = append(undo, a.forgetSpare(p, r.release))
-		}
-		err := a.releaseInBlockLocked(ctx, p, key, rs)
-		for i, r := range rs {
-			if err != nil {
-				undo[i]()
-			}
-			r.done <- allocResult{err: err}
-		}
 	}
 }
 
-// waitForSparesLocked asks other nodes for their spares of p and gives
-// them a moment, with the allocator unlocked meanwhile.
-func (a *Allocator) waitForSparesLocked(ctx context.Context, p Pool) error {
-	if err := a.askForSpares(ctx, p); err != nil {
+// waitForSpares asks other nodes for their spares of p and gives them a
+// moment.
+func (a *Allocator) waitForSpares(ctx context.Context, p Pool) error {
+	if err := a.spares.askForSpares(ctx, p); err != nil {
 		return err
 	}
-	a.mu.Unlock()
-	defer a.mu.Lock()
+	if err := a.sleep(ctx, 50*time.Millisecond); err != nil {
+		return fmt.Errorf("wait for spare addresses of %s: %w", p.ID(), err)
+	}
+	return nil
+}
+
+// request is one queued request: an allocation of any address as al, or
+// with release set, the release of that address.
+type request struct {
+	pool    Pool
+	al      Alloc
+	release netip.Addr
+	done    chan result
+}
+
+type result struct {
+	addr netip.Addr
+	err  error
+}
+
+// batcher runs concurrent requests together: the request that finds no
+// commit running commits everything queued, until the queue is empty, so
+// requests that arrive during a write share the next one.
+type batcher struct {
+	mu      sync.Mutex // guards following fields
+	queue   []*request
+	running bool
+}
+
+func (b *batcher) do(ctx context.Context, r *request, commit func([]*request)) result {
+	r.done = make(chan result, 1)
+	b.mu.Lock()
+	b.queue = append(b.queue, r)
+	lead := !b.running
+	b.running = true
+	b.mu.Unlock()
+	for lead {
+		b.mu.Lock()
+		batch := b.queue
+		b.queue = nil
+		if len(batch) == 0 {
+			b.running = false
+			lead = false
+		}
+		b.mu.Unlock()
+		if len(batch) > 0 {
+			commit(batch)
+		}
+	}
 	select {
+	case res := <-r.done:
+		return res
 	case <-ctx.Done():
-		return fmt.Errorf("wait for spare addresses of %s: %w", p.ID(), ctx.Err())
-	case <-time.After(50 * time.Millisecond):
-		return nil
+		// The request may still be served; an address allocated then is a
+		// leak the reclaimer returns, as when Docker gives up on a slow plugin.
+		return result{err: ctx.Err()}
 	}
 }
 
-func (a *Allocator) releaseInBlockLocked(ctx context.Context, p Pool, key string, rs []*allocReq) error {
-	c, cachedOK := a.mine[key]
-	for range maxAttempts {
-		if !cachedOK {
-			v, index, ok, err := a.kv.Get(ctx, key)
-			if err != nil {
-				return fmt.Errorf("read %s: %w", key, err)
-			}
-			if !ok {
-				delete(a.mine, key)
-				return nil // the whole block is free already
-			}
-			c = cached{index: index}
-			if err := json.Unmarshal(v, &c.doc); err != nil {
-				return fmt.Errorf("decode %s: %w", key, err)
+// commit serves a batch, pool by pool: releases first, then allocations.
+func (a *Allocator) commit(batch []*request) {
+	var order []string
+	byPool := map[string][]*request{}
+	for _, r := range batch {
+		id := r.pool.ID()
+		if byPool[id] == nil {
+			order = append(order, id)
+		}
+		byPool[id] = append(byPool[id], r)
+	}
+	for _, id := range order {
+		var allocs, releases []*request
+		for _, r := range byPool[id] {
+			if r.release.IsValid() {
+				releases = append(releases, r)
+			} else {
+				allocs = append(allocs, r)
 			}
 		}
-		next := c.doc
+		ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+		if len(releases) > 0 {
+			a.releaseBatch(ctx, releases)
+		}
+		if len(allocs) > 0 {
+			a.allocateBatch(ctx, allocs)
+		}
+		cancel()
+	}
+}
+
+// allocateBatch gives every request of one pool an address, with one
+// write per block touched: first in the node's own blocks, as it knows
+// them, then, from a fresh listing, in its blocks, free blocks and other
+// nodes' blocks in that order. When the pool is full but other nodes keep
+// spares, it asks for them and looks again, for at most spareWait.
+func (a *Allocator) allocateBatch(ctx context.Context, reqs []*request) {
+	p := reqs[0].pool
+	fail := func(err error) {
+		for _, r := range reqs {
+			r.done <- result{err: err}
+		}
+	}
+	own, err := a.store.own(ctx, p, a.node)
+	if err != nil {
+		fail(err)
+		return
+	}
+	for _, b := range slices.SortedFunc(maps.Keys(own), comparePrefix) {
+		if _, ok := own[b].free(p, b); ok && len(reqs) > 0 {
+			if reqs, err = a.fillBlock(ctx, p, b, reqs); err != nil {
+				fail(err)
+				return
+			}
+		}
+	}
+	waitUntil := a.now().Add(spareWait)
+	for attempt := 0; len(reqs) > 0; attempt++ {
+		v, err := a.store.scan(ctx, p)
+		if err != nil {
+			fail(err)
+			return
+		}
+		for _, b := range candidates(p, v, a.node, true) {
+			if len(reqs) == 0 {
+				return
+			}
+			if reqs, err = a.fillBlock(ctx, p, b, reqs); err != nil {
+				fail(err)
+				return
+			}
+		}
+		switch {
+		case len(reqs) == 0:
+		case anyFree(p, v) && attempt < maxAttempts:
+			// Something was free but others took it first: look again.
+		case anyFree(p, v):
+			fail(fmt.Errorf("allocate in %s: too much contention", p.ID()))
+			return
+		case !sparesElsewhere(v, a.node, a.gen) || !a.now().Before(waitUntil):
+			fail(fmt.Errorf("%w in %s (%s)", ErrPoolExhausted, p.ID(), p.allocRange()))
+			return
+		default:
+			// Other nodes keep spares: ask for them and look again.
+			if err := a.waitForSpares(ctx, p); err != nil {
+				fail(err)
+				return
+			}
+		}
+	}
+}
+
+// fillBlock gives as many of reqs as block b has room for an address, in
+// one write, and returns the others. A block that turned unreadable is
+// skipped.
+func (a *Allocator) fillBlock(ctx context.Context, p Pool, b netip.Prefix, reqs []*request) ([]*request, error) {
+	als := make([]Alloc, len(reqs))
+	for i, r := range reqs {
+		als[i] = r.al
+	}
+	var got []netip.Addr
+	_, err := a.store.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
+		doc, got = fill(p, b, doc, a.node, als)
+		return doc, len(got) > 0
+	})
+	if errors.Is(err, ErrBadDocument) {
+		return reqs, nil
+	}
+	if err != nil {
+		return reqs, fmt.Errorf("allocate in %s: %w", p.ID(), err)
+	}
+	for i, addr := range got {
+		reqs[i].done <- result{addr: addr}
+	}
+	return reqs[len(got):], nil
+}
+
+// releaseBatch releases every request's address, one write per block.
+func (a *Allocator) releaseBatch(ctx context.Context, reqs []*request) {
+	p := reqs[0].pool
+	byBlock := map[netip.Prefix][]*request{}
+	for _, r := range reqs {
+		byBlock[p.Block(r.release)] = append(byBlock[p.Block(r.release)], r)
+	}
+	for _, b := range slices.SortedFunc(maps.Keys(byBlock), comparePrefix) {
+		rs := byBlock[b]
+		addrs := make([]netip.Addr, len(rs))
+		for i, r := range rs {
+			addrs[i] = r.release
+		}
+		var refused map[netip.Addr]Alloc
+		_, err := a.store.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
+			var changed bool
+			doc, refused, changed = releaseOwn(doc, a.node, addrs)
+			return doc, changed
+		})
 		for _, r := range rs {
-			next = next.without(r.release)
-		}
-		if len(next.Allocs) == len(c.doc.Allocs) {
-			if cachedOK {
-				// The cache may predate an allocation made through
-				// another allocator (a borrow, or this node's name used
-				// elsewhere): only a fresh read can say "not allocated".
-				cachedOK = false
-				continue
+			switch holder, ok := refused[r.release]; {
+			case err != nil:
+				r.done <- result{err: fmt.Errorf("release %s in %s: %w", r.release, p.ID(), err)}
+			case ok:
+				a.log.Warn("refused to release an address this node does not hold", "pool", p.ID(), "address", r.release, "holder", holder.Node, "kind", holder.Kind)
+				r.done <- result{err: fmt.Errorf("address %s in %s is held by node %s (%s), not this node (%s): %w; only its node, or the reclaim of a departed node, frees it",
+					r.release, p.ID(), holder.Node, holder.Kind, a.node, ErrNotHeld)}
+			default:
+				r.done <- result{}
 			}
-			return nil // none was allocated
 		}
-		var won bool
-		var err error
-		var recorded []netip.Addr
-		if len(next.Allocs) == 0 {
-			if won, err = a.kv.DeleteCAS(ctx, key, c.index); won {
-				delete(a.mine, key)
-			}
-		} else {
-			// Spares handed out in this block are recorded in the same write.
-			b, perr := parseBlockKey(strings.TrimPrefix(key, poolPrefix(p)))
-			if perr != nil {
-				return perr
-			}
-			next, recorded, _ = a.withSpares(p, b, next, false)
-			won, err = a.writeLocked(ctx, key, next, c.index)
+	}
+}
+
+// reclaimObserved frees the addresses of want that are still allocated
+// exactly as observed (the reclaimer's path, for this node's leaks and
+// departed nodes' addresses), and returns those it freed.
+func (a *Allocator) reclaimObserved(ctx context.Context, p Pool, want map[netip.Addr]Alloc) ([]netip.Addr, error) {
+	byBlock := map[netip.Prefix]map[netip.Addr]Alloc{}
+	for addr, al := range want {
+		b := p.Block(addr)
+		if byBlock[b] == nil {
+			byBlock[b] = map[netip.Addr]Alloc{}
 		}
-		if won {
-			a.settleSpares(p, recorded, nil)
-		}
+		byBlock[b][addr] = al
+	}
+	var all []netip.Addr
+	var errs []error
+	for _, b := range slices.SortedFunc(maps.Keys(byBlock), comparePrefix) {
+		var freed []netip.Addr
+		_, err := a.store.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
+			doc, freed = reclaim(doc, byBlock[b])
+			return doc, len(freed) > 0
+		})
 		if err != nil {
-			return fmt.Errorf("release in %s: %w", key, err)
+			errs = append(errs, fmt.Errorf("reclaim in %s: %w", b, err))
+			continue
 		}
-		if won {
-			return nil
+		all = append(all, freed...)
+	}
+	return all, errors.Join(errs...)
+}
+
+// adopt turns a spare of an earlier generation of this node into a task
+// allocation: the reclaimer found a container holding it.
+func (a *Allocator) adopt(ctx context.Context, p Pool, addr netip.Addr) error {
+	_, err := a.store.update(ctx, p, p.Block(addr), func(doc BlockDoc) (BlockDoc, bool) {
+		al, ok := doc.alloc(addr)
+		if !ok || al.Kind != KindSpare || al.Node != a.node || a.spares.mine(al) {
+			return doc, false
 		}
-		cachedOK = false // stale: read it again
-	}
-	return fmt.Errorf("release in %s: too much contention", key)
-}
-
-// writeLocked writes doc with check-and-set and, on success, caches it
-// when this node holds the block.
-func (a *Allocator) writeLocked(ctx context.Context, key string, doc BlockDoc, index uint64) (bool, error) {
-	b, err := json.Marshal(doc)
-	if err != nil {
-		return false, err
-	}
-	won, newIndex, err := a.kv.CASIndex(ctx, key, b, index)
-	if err != nil {
-		return false, fmt.Errorf("write %s: %w", key, err)
-	}
-	if won {
-		a.remember(key, doc, newIndex)
-	}
-	return won, nil
-}
-
-func (a *Allocator) remember(key string, doc BlockDoc, index uint64) {
-	if doc.Node == a.node {
-		a.mine[key] = cached{doc: doc, index: index}
-	} else {
-		delete(a.mine, key)
-	}
-}
-
-func (a *Allocator) refreshLocked(ctx context.Context, key string) error {
-	v, index, ok, err := a.kv.Get(ctx, key)
-	if err != nil {
-		return err
-	}
-	if !ok {
-		delete(a.mine, key)
-		return nil
-	}
-	var doc BlockDoc
-	if err := json.Unmarshal(v, &doc); err != nil {
-		return fmt.Errorf("decode %s: %w", key, err)
-	}
-	a.remember(key, doc, index)
-	return nil
-}
-
-// loadLocked reads, once per pool, the blocks this node already holds
-// (after a restart, say).
-func (a *Allocator) loadLocked(ctx context.Context, p Pool) error {
-	if a.loaded[p.ID()] {
-		return nil
-	}
-	pairs, err := a.kv.ListPairs(ctx, poolPrefix(p))
-	if err != nil {
-		return fmt.Errorf("read pool %s: %w", p.ID(), err)
-	}
-	for _, kv := range pairs {
-		doc, _, err := decode(p, kv)
-		if err != nil {
-			return err
-		}
-		a.remember(kv.Key, doc, kv.Index)
-	}
-	a.loaded[p.ID()] = true
-	return nil
-}
-
-func decode(p Pool, kv Pair) (BlockDoc, netip.Prefix, error) {
-	var doc BlockDoc
-	if err := json.Unmarshal(kv.Value, &doc); err != nil {
-		return doc, netip.Prefix{}, fmt.Errorf("decode %s: %w", kv.Key, err)
-	}
-	b, err := parseBlockKey(strings.TrimPrefix(kv.Key, poolPrefix(p)))
-	return doc, b, err
-}
-
-// Allocations lists every allocation of a pool, by address.
-func Allocations(ctx context.Context, kv KV, p Pool) (map[netip.Addr]Alloc, error) {
-	pairs, err := kv.ListPairs(ctx, poolPrefix(p))
-	if err != nil {
-		return nil, err
-	}
-	out := map[netip.Addr]Alloc{}
-	for _, pr := range pairs {
-		doc, _, err := decode(p, pr)
-		if err != nil {
-			return nil, err
-		}
-		for s, al := range doc.Allocs {
-			a, err := netip.ParseAddr(s)
-			if err != nil {
-				return nil, fmt.Errorf("%s: address %q: %w", pr.Key, s, err)
-			}
-			out[a] = al
-		}
-	}
-	return out, nil
+		doc.Allocs[addr.String()] = Alloc{Node: a.node, At: al.At, Kind: KindTask}
+		return doc, true
+	})
+	return err
 }
 
 // Shim returns this node's host shim address in p, allocating one (kind
 // "shim") the first time; later calls, after restarts too, find it again.
 func (a *Allocator) Shim(ctx context.Context, p Pool) (netip.Addr, error) {
-	all, err := Allocations(ctx, a.kv, p)
+	v, err := a.store.scan(ctx, p)
 	if err != nil {
-		return netip.Addr{}, fmt.Errorf("read pool %s: %w", p.ID(), err)
+		return netip.Addr{}, err
 	}
-	for addr, al := range all {
-		if al.Kind == KindShim && al.Node == a.node {
-			return addr, nil
-		}
+	if shims := a.shims(v); len(shims) > 0 {
+		return shims[0], nil
 	}
 	return a.Allocate(ctx, p, netip.Addr{}, KindShim)
 }
 
 // ReleaseShim gives back this node's shim address in p, if it has one.
 func (a *Allocator) ReleaseShim(ctx context.Context, p Pool) error {
-	all, err := Allocations(ctx, a.kv, p)
+	v, err := a.store.scan(ctx, p)
 	if err != nil {
-		return fmt.Errorf("read pool %s: %w", p.ID(), err)
+		return err
 	}
-	for addr, al := range all {
-		if al.Kind == KindShim && al.Node == a.node {
-			if err := a.Release(ctx, p, addr); err != nil {
-				return err
+	for _, addr := range a.shims(v) {
+		_, err := a.store.update(ctx, p, p.Block(addr), func(doc BlockDoc) (BlockDoc, bool) {
+			if al, ok := doc.alloc(addr); ok && al.Kind == KindShim && al.Node == a.node {
+				delete(doc.Allocs, addr.String())
+				return doc, true
 			}
+			return doc, false
+		})
+		if err != nil {
+			return fmt.Errorf("release shim %s in %s: %w", addr, p.ID(), err)
 		}
 	}
 	return nil
 }
+
+func (a *Allocator) shims(v view) []netip.Addr {
+	var out []netip.Addr
+	for _, b := range slices.SortedFunc(maps.Keys(v.docs), comparePrefix) {
+		doc := v.docs[b]
+		for _, addr := range doc.addrs() {
+			if al := doc.Allocs[addr.String()]; al.Kind == KindShim && al.Node == a.node {
+				out = append(out, addr)
+			}
+		}
+	}
+	return out
+}
+
+// KeepSpares makes the allocator keep n addresses of every pool it serves
+// claimed ahead of demand, handing them out with no wait on Consul, until
+// ctx ends; it then records what it handed out and gives the rest back.
+// Without it, every allocation waits for its Consul write.
+func (a *Allocator) KeepSpares(ctx context.Context, n int, log *slog.Logger) {
+	a.spares.run(ctx, n, log)
+}
+
+// ReleaseSpares gives back p's spares on this node and keeps none of p
+// from now on: the network is being removed from this node.
+func (a *Allocator) ReleaseSpares(ctx context.Context, p Pool) error {
+	return a.spares.close(ctx, p)
+}
+
+// Contents is what a pool holds in Consul: its allocations, by address,
+// its readable blocks with their documents (which node has affinity for
+// each: the dashboard's subnet map outlines them), and the keys under its
+// blocks/ that the allocator skips.
+type Contents struct {
+	Allocs map[netip.Addr]Alloc
+	Blocks map[netip.Prefix]BlockDoc
+	Bad    []BadDoc
+}
+
+// Inspect reads a pool's contents.
+func Inspect(ctx context.Context, kv KV, p Pool) (Contents, error) {
+	pairs, err := kv.List(ctx, poolPrefix(p))
+	if err != nil {
+		return Contents{}, fmt.Errorf("read pool %s: %w", p.ID(), err)
+	}
+	v, bad := decodePool(p, pairs)
+	return Contents{Allocs: allocations(v), Blocks: v.docs, Bad: bad}, nil
+}
+
+// Allocations lists every allocation of a pool, by address; unreadable
+// documents are left out (see Inspect).
+func Allocations(ctx context.Context, kv KV, p Pool) (map[netip.Addr]Alloc, error) {
+	c, err := Inspect(ctx, kv, p)
+	return c.Allocs, err
+}
+
+func allocations(v view) map[netip.Addr]Alloc {
+	out := map[netip.Addr]Alloc{}
+	for _, doc := range v.docs {
+		for k, al := range doc.Allocs {
+			out[netip.MustParseAddr(k)] = al // decodeBlock checked every key
+		}
+	}
+	return out
+}
+
+// SkippedDocuments is how many bad keys the allocator's last listings of
+// its pools found (see BadDoc).
+func (a *Allocator) SkippedDocuments() int { return a.store.badCount() }

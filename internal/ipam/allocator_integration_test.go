@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -35,7 +36,7 @@ func TestIntegrationNoDuplicates(t *testing.T) {
 	pool := testPool("10.77.0.0/24", "10.77.0.1", "10.77.0.200")
 	ctx := context.Background()
 
-	nodes := []*ipam.Allocator{ipam.NewAllocator(kv, "n1"), ipam.NewAllocator(kv, "n2"), ipam.NewAllocator(kv, "n3")}
+	nodes := []*ipam.Allocator{ipam.NewAllocator(kv, "n1", nil), ipam.NewAllocator(kv, "n2", nil), ipam.NewAllocator(kv, "n3", nil)}
 	got := map[netip.Addr]string{}
 	exhausted := fillPool(t, nodes, pool, got)
 	// 256 addresses less network, broadcast, gateway and one aux address.
@@ -64,12 +65,18 @@ func TestIntegrationNoDuplicates(t *testing.T) {
 		t.Errorf("KV holds %d allocations, handed out %d", len(stored), len(got))
 	}
 
-	// Release from any node; a specific address can then be taken, once.
+	// Only its own node releases an address; a specific address can then
+	// be taken, once.
 	want := netip.MustParseAddr("10.77.0.77")
-	if err := nodes[2].Release(ctx, pool, want); err != nil {
+	owner := ownerOf(nodes, got[want])
+	other := nodes[(slices.Index(nodes, owner)+1)%len(nodes)]
+	if err := other.Release(ctx, pool, want); !errors.Is(err, ipam.ErrNotHeld) {
+		t.Errorf("release by another node: %v, want ErrNotHeld", err)
+	}
+	if err := owner.Release(ctx, pool, want); err != nil {
 		t.Fatal(err)
 	}
-	if err := nodes[2].Release(ctx, pool, want); err != nil {
+	if err := owner.Release(ctx, pool, want); err != nil {
 		t.Errorf("second release: %v", err)
 	}
 	if _, err := nodes[1].Allocate(ctx, pool, want, "task"); err != nil {
@@ -85,13 +92,14 @@ func TestIntegrationNoDuplicates(t *testing.T) {
 		t.Error("an address outside the pool was handed out on request")
 	}
 
-	// Release everything: every block is given back.
-	for addr := range got {
-		if err := nodes[0].Release(ctx, pool, addr); err != nil {
+	// Release everything, each by its node: every block is given back.
+	stored, _ = ipam.Allocations(ctx, kv, pool)
+	for addr, al := range stored {
+		if err := byNode(nodes, al.Node).Release(ctx, pool, addr); err != nil {
 			t.Fatal(err)
 		}
 	}
-	pairs, err := kv.ListPairs(ctx, ipam.KVPrefix)
+	pairs, err := kv.List(ctx, ipam.KVPrefix)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,6 +155,21 @@ func fillPool(t *testing.T, nodes []*ipam.Allocator, pool ipam.Pool, got map[net
 
 func contains(s, sub string) bool { return strings.Contains(s, sub) }
 
+// ownerOf is the allocator fillPool's label ("n2/5") names.
+func ownerOf(nodes []*ipam.Allocator, label string) *ipam.Allocator {
+	return nodes[label[1]-'1']
+}
+
+// byNode is the allocator of a node identity.
+func byNode(nodes []*ipam.Allocator, id string) *ipam.Allocator {
+	for _, a := range nodes {
+		if a.Node() == id {
+			return a
+		}
+	}
+	panic("no allocator for node " + id)
+}
+
 // TestIntegrationSpares: allocators that keep spares hand them out with no
 // write, record them as tasks afterwards, give them back when another node
 // runs short (so the whole pool can still be filled, with no duplicate), on
@@ -158,7 +181,7 @@ func TestIntegrationSpares(t *testing.T) {
 	pool := testPool("10.78.0.0/24", "10.78.0.1")
 	ctx := testenv.Context(t, 2*time.Minute)
 	const want = 4
-	nodes := []*ipam.Allocator{ipam.NewAllocator(kv, "n1"), ipam.NewAllocator(kv, "n2"), ipam.NewAllocator(kv, "n3")}
+	nodes := []*ipam.Allocator{ipam.NewAllocator(kv, "n1", nil), ipam.NewAllocator(kv, "n2", nil), ipam.NewAllocator(kv, "n3", nil)}
 	keepCtx, stopKeeping := context.WithCancel(ctx)
 	var keepers sync.WaitGroup
 	for _, a := range nodes {
@@ -273,9 +296,17 @@ func TestIntegrationSpares(t *testing.T) {
 		}
 	}
 
-	// Release everything, then stop keeping spares: the pool is empty.
-	for addr := range got {
-		if err := nodes[1].Release(ctx, pool, addr); err != nil {
+	// Release everything, each by its node, then stop keeping spares: the
+	// pool is empty.
+	all, err = ipam.Allocations(ctx, kv, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for addr, al := range all {
+		if al.Kind != ipam.KindTask {
+			continue
+		}
+		if err := byNode(nodes, al.Node).Release(ctx, pool, addr); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -303,7 +334,7 @@ func TestIntegrationSparesConsulLostState(t *testing.T) {
 	kv := consul.NewKV(c.Client())
 	pool := testPool("10.79.0.0/26", "10.79.0.1")
 	ctx := testenv.Context(t, 2*time.Minute)
-	n1, n2 := ipam.NewAllocator(kv, "n1"), ipam.NewAllocator(kv, "n2")
+	n1, n2 := ipam.NewAllocator(kv, "n1", nil), ipam.NewAllocator(kv, "n2", nil)
 	keepCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	go n1.KeepSpares(keepCtx, 4, slog.Default())

@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"net/netip"
+	"slices"
 	"time"
 )
 
@@ -10,12 +11,13 @@ const (
 	KindTask = "task" // asked for by Docker
 	KindShim = "shim" // a node's host shim
 	// KindSpare is an address a node claimed ahead of demand, to hand out
-	// without waiting for Consul; see KeepSpares.
+	// without waiting for Consul; see Allocator.KeepSpares.
 	KindSpare = "spare"
 )
 
 // Alloc is one allocated address.
 type Alloc struct {
+	// Node is the identity (swarm node ID) of the node that holds it.
 	Node string    `json:"node"`
 	At   time.Time `json:"at"`
 	// Kind is KindTask, KindShim or KindSpare.
@@ -26,8 +28,15 @@ type Alloc struct {
 	Gen string `json:"gen,omitempty"`
 }
 
+// same reports whether two records are one allocation (not a later one of
+// the same address).
+func (al Alloc) same(o Alloc) bool {
+	return al.Node == o.Node && al.Kind == o.Kind && al.Gen == o.Gen && al.At.Equal(o.At)
+}
+
 // BlockDoc is the KV document of one block: who has affinity for it and
-// every allocation in it. It is always rewritten whole, with check-and-set.
+// every allocation in it, by address. It is always rewritten whole, with
+// check-and-set; a block whose last allocation goes is deleted.
 type BlockDoc struct {
 	Node   string           `json:"node"`
 	Allocs map[string]Alloc `json:"allocs"`
@@ -44,32 +53,30 @@ func (doc BlockDoc) free(p Pool, b netip.Prefix) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// with returns a copy of doc with a allocated to node.
-func (doc BlockDoc) with(a netip.Addr, al Alloc) BlockDoc {
+// clone returns a copy of doc that can be changed freely.
+func (doc BlockDoc) clone() BlockDoc {
 	out := BlockDoc{Node: doc.Node, Allocs: make(map[string]Alloc, len(doc.Allocs)+1)}
 	for k, v := range doc.Allocs {
 		out.Allocs[k] = v
 	}
-	out.Allocs[a.String()] = al
 	return out
 }
 
-// clone returns a copy of doc.
-func (doc BlockDoc) clone() BlockDoc {
-	out := BlockDoc{Node: doc.Node, Allocs: make(map[string]Alloc, len(doc.Allocs))}
-	for k, v := range doc.Allocs {
-		out.Allocs[k] = v
-	}
-	return out
+// alloc returns the allocation of a, if any.
+func (doc BlockDoc) alloc(a netip.Addr) (Alloc, bool) {
+	al, ok := doc.Allocs[a.String()]
+	return al, ok
 }
 
-// without returns a copy of doc with a released.
-func (doc BlockDoc) without(a netip.Addr) BlockDoc {
-	out := BlockDoc{Node: doc.Node, Allocs: make(map[string]Alloc, len(doc.Allocs))}
-	for k, v := range doc.Allocs {
-		if k != a.String() {
-			out.Allocs[k] = v
+// addrs lists doc's allocated addresses in address order; keys that are
+// not addresses are left out.
+func (doc BlockDoc) addrs() []netip.Addr {
+	out := make([]netip.Addr, 0, len(doc.Allocs))
+	for k := range doc.Allocs {
+		if a, err := netip.ParseAddr(k); err == nil {
+			out = append(out, a)
 		}
 	}
+	slices.SortFunc(out, netip.Addr.Compare)
 	return out
 }

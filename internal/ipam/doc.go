@@ -5,16 +5,31 @@
 // The pool is split into blocks. A node claims blocks with affinity, as
 // Calico does, so most allocations touch only a block no other node writes
 // and are fast; when its blocks are full it claims a free block, and when
-// none is left it borrows from other nodes' blocks; a block emptied by its
-// owner is given back. Every change to a block is one check-and-set write of
-// the block's whole document, so two allocations of one address cannot both
-// succeed: a duplicate is impossible, not unlikely.
+// none is left it borrows from other nodes' blocks; a block emptied is
+// given back. Every change to a block is one check-and-set write of the
+// block's whole document, so two allocations of one address cannot both
+// succeed: a duplicate is impossible, not unlikely. Nodes are known by
+// their identity, the swarm node ID, never by name.
 //
-// So that Docker never waits for Consul, a node keeps a few addresses of
-// its blocks claimed ahead of demand (spares, see Allocator.KeepSpares):
-// claimed exactly as allocations are, so handing one out is local and
-// cannot collide. A handed-out spare is recorded as a task in a later
-// write; a node short of addresses asks the others, through a pressure
-// key, to give their spares back; a crashed agent's spares are adopted
-// (a container holds one) or returned by the reclaimer.
+// The parts, each small enough to read at once:
+//   - store (store.go) alone owns this node's copies of block documents
+//     and every write of them, through one update(block, func(BlockDoc)
+//     (BlockDoc, changed)); it skips unreadable documents and stray keys,
+//     logging each once (see BadDoc).
+//   - decide.go holds every decision as a pure function over values:
+//     which blocks to try, what to fill, what a release may free, what a
+//     sweep reclaims, which nodes have departed, what a spare sync writes.
+//   - Allocator (allocator.go) serves requests, batching concurrent ones
+//     into shared writes; Release frees only this node's addresses.
+//   - keeper (spares.go), with its own lock, keeps a few addresses of the
+//     node's blocks claimed ahead of demand (spares), so that Docker never
+//     waits for Consul; it changes blocks only through the store's update.
+//   - Reclaimer (reclaim.go) returns leaks, records again what Consul
+//     lost, and on the swarm leader reclaims departed nodes' addresses:
+//     the only path that frees another node's addresses.
+//   - Plugin (plugin.go) speaks Docker's protocol on a private socket.
+//
+// Unit tests run on kvtest's in-memory KV; a seeded model test
+// (model_test.go) drives several simulated nodes through crashes, stray
+// releases, races and departures, hunting duplicates.
 package ipam

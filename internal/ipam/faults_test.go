@@ -1,6 +1,7 @@
 package ipam_test
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -72,8 +73,9 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 		})
 	}
 
-	// A leak: allocated as node2's plugin would, but no container ever came.
-	leaker := ipam.NewAllocator(kv, l.Nodes[1].Host)
+	// A leak: allocated as node2's plugin would (under its identity, its
+	// swarm node ID), but no container ever came.
+	leaker := ipam.NewAllocator(kv, swarmNodeID(t, l.Nodes[1]), nil)
 	leaked, err := leaker.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
 	if err != nil {
 		t.Fatal(err)
@@ -149,6 +151,7 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 
 	// node3 gone for good (its holder killed: everything of it dies): after
 	// the node timeout the leader reclaims its addresses, shim included.
+	gone := swarmNodeID(t, l.Nodes[2]) // read while node3 answers
 	st3, err := lab.GetStatus(ctx, l.Name)
 	if err != nil {
 		t.Fatal(err)
@@ -156,13 +159,12 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 	if err := syscall.Kill(st3.Nodes[2].HolderPID, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	gone := l.Nodes[2]
 	l.Nodes = l.Nodes[:2] // taskAddresses no longer asks node3
 	testenv.Eventually(t, 120*time.Second, func() (bool, string) {
 		all, _ := ipam.Allocations(ctx, kv, pool)
 		for a, al := range all {
-			if al.Node == gone.Host {
-				return false, fmt.Sprintf("%s still allocated to %s", a, gone.Host)
+			if al.Node == gone {
+				return false, fmt.Sprintf("%s still allocated to node3 (%s)", a, gone)
 			}
 		}
 		return true, ""
@@ -232,4 +234,14 @@ func TestIntegrationLabIPAMStandaloneRestart(t *testing.T) {
 	testenv.Eventually(t, 20*time.Second, func() (bool, string) {
 		return testenv.HTTPGet(fmt.Sprintf("http://%s:8080/health", after))
 	})
+}
+
+// swarmNodeID is a lab node's identity: its swarm node ID.
+func swarmNodeID(t testing.TB, n *testenv.LabNode) string {
+	t.Helper()
+	info, err := n.Docker.Info(context.Background())
+	if err != nil || info.Swarm.NodeID == "" {
+		t.Fatalf("%s's swarm node ID: %q %v", n.Host, info.Swarm.NodeID, err)
+	}
+	return info.Swarm.NodeID
 }

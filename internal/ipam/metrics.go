@@ -20,7 +20,7 @@ func NewMetrics(reg prometheus.Registerer, a *Allocator) *Metrics {
 	m := &Metrics{
 		requests: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Namespace: ns, Subsystem: sub, Name: "request_duration_seconds",
-			Help:    "Docker's address requests and releases, by operation (request, release) and result (ok, exhausted, error).",
+			Help:    "Docker's address requests and releases, by operation (request, release) and result (ok, exhausted, refused: a release of an address another node holds, error).",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5},
 		}, []string{"op", "result"}),
 		reclaimed: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -31,13 +31,17 @@ func NewMetrics(reg prometheus.Registerer, a *Allocator) *Metrics {
 	spares := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Subsystem: sub, Name: "spares",
 		Help: "Addresses this node holds claimed ahead of demand, over all pools.",
-	}, func() float64 { return float64(a.spareCount()) })
+	}, func() float64 { return float64(a.spares.count()) })
 	handouts := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: ns, Subsystem: sub, Name: "spare_handouts_total",
 		Help: "Address requests answered from a spare, with no wait on Consul.",
-	}, func() float64 { return float64(a.spareHandouts.Load()) })
+	}, func() float64 { return float64(a.spares.handouts.Load()) })
+	skipped := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: ns, Subsystem: sub, Name: "skipped_documents",
+		Help: "Keys under the pools' blocks/ that this node skips, at its last listing of each pool: undecodable block documents or stray keys (`underlay ips` and `underlay doctor` name them, with the fix).",
+	}, func() float64 { return float64(a.store.badCount()) })
 	if reg != nil {
-		reg.MustRegister(m.requests, m.reclaimed, spares, handouts)
+		reg.MustRegister(m.requests, m.reclaimed, spares, handouts, skipped)
 	}
 	return m
 }
@@ -50,14 +54,16 @@ func (m *Metrics) observe(op string, start time.Time, err error) {
 	switch {
 	case errors.Is(err, ErrPoolExhausted):
 		result = "exhausted"
+	case errors.Is(err, ErrNotHeld):
+		result = "refused"
 	case err != nil:
 		result = "error"
 	}
 	m.requests.WithLabelValues(op, result).Observe(time.Since(start).Seconds())
 }
 
-func (m *Metrics) reclaim(reason string) {
-	if m != nil {
-		m.reclaimed.WithLabelValues(reason).Inc()
+func (m *Metrics) reclaim(reason string, n int) {
+	if m != nil && n > 0 {
+		m.reclaimed.WithLabelValues(reason).Add(float64(n))
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/underlay/underlay/internal/netspec"
@@ -144,13 +145,14 @@ func (pl *Plugin) requestAddress(ctx context.Context, r addressRequest) (any, er
 		}
 	}
 	if r.Options[optRequestType] == gatewayType {
-		// Every node asks for the same gateway: it is shared, never allocated.
+		// Every node asks for the same gateway: it is shared, never
+		// allocated, and nothing else may pass for it.
 		gw := e.gateway
-		if want.IsValid() {
-			gw = want
-		}
 		if !gw.IsValid() {
 			return nil, fmt.Errorf("pool %s has no gateway; give the network --gateway", r.PoolID)
+		}
+		if want.IsValid() && want != gw {
+			return nil, fmt.Errorf("gateway %s requested in %s, but the network's gateway is %s", want, r.PoolID, gw)
 		}
 		return map[string]any{"Address": netip.PrefixFrom(gw, e.pool.Prefix.Bits()).String(), "Data": map[string]string{}}, nil
 	}
@@ -233,25 +235,129 @@ func writeErr(w http.ResponseWriter, err error) {
 	json.NewEncoder(w).Encode(map[string]string{"Err": "underlay ipam: " + err.Error()})
 }
 
-// Serve listens on socket (replacing a stale one) until ctx ends.
+// Serve serves the plugin on socket until ctx ends. The socket is made
+// 0600 (root's dockerd is its only client) before anyone can reach it; a
+// directory others may write to is refused (they could replace the socket
+// dockerd trusts); a socket another live process serves is never taken
+// over, and a stale one is replaced. Stopping removes the socket only if
+// it is still this plugin's.
 func (pl *Plugin) Serve(ctx context.Context, socket string) error {
-	if err := os.MkdirAll(filepath.Dir(socket), 0o755); err != nil {
+	ln, ours, err := listenPrivate(socket)
+	if err != nil {
+		return err
+	}
+	pl.Log.Info("serving Docker's IPAM plugin protocol", "socket", socket)
+	return pl.serveOn(ctx, ln, func() {
+		if fi, err := os.Lstat(socket); err == nil && os.SameFile(fi, ours) {
+			os.Remove(socket)
+		}
+	})
+}
+
+// serveOn serves on ln until ctx ends or serving fails, then runs cleanup;
+// it leaves nothing running behind either way (the agent retries a failed
+// Serve for as long as it runs).
+func (pl *Plugin) serveOn(ctx context.Context, ln net.Listener, cleanup func()) error {
+	srv := &http.Server{Handler: pl.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		select {
+		case <-ctx.Done():
+			srv.Close()
+		case <-done:
+		}
+	}()
+	err := srv.Serve(ln)
+	srv.Close()
+	cleanup()
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve IPAM plugin: %w", err)
+	}
+	return nil
+}
+
+// listenPrivate listens on socket, mode 0600 from the start: it binds in
+// a private temporary directory beside it, sets the mode, and links the
+// socket into place (a link never replaces a file that appeared
+// meanwhile). It returns the socket's file info, to recognise it later.
+func listenPrivate(socket string) (*net.UnixListener, os.FileInfo, error) {
+	dir := filepath.Dir(socket)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, nil, fmt.Errorf("plugin directory: %w", err)
+	}
+	if err := checkPluginDir(dir); err != nil {
+		return nil, nil, err
+	}
+	if err := removeStale(socket); err != nil {
+		return nil, nil, err
+	}
+	tmp, err := os.MkdirTemp(dir, ".underlay-")
+	if err != nil {
+		return nil, nil, fmt.Errorf("plugin socket: %w", err)
+	}
+	defer os.RemoveAll(tmp)
+	bound := filepath.Join(tmp, "s")
+	ln, err := net.ListenUnix("unix", &net.UnixAddr{Name: bound, Net: "unix"})
+	if err != nil {
+		return nil, nil, fmt.Errorf("listen on %s: %w", socket, err)
+	}
+	ln.SetUnlinkOnClose(false)
+	fail := func(err error) (*net.UnixListener, os.FileInfo, error) {
+		ln.Close()
+		return nil, nil, err
+	}
+	if err := os.Chmod(bound, 0o600); err != nil {
+		return fail(fmt.Errorf("plugin socket: %w", err))
+	}
+	if err := os.Link(bound, socket); err != nil {
+		return fail(fmt.Errorf("plugin socket %s: %w", socket, err))
+	}
+	fi, err := os.Lstat(socket)
+	if err != nil {
+		return fail(fmt.Errorf("plugin socket: %w", err))
+	}
+	return ln, fi, nil
+}
+
+// checkPluginDir refuses a plugin directory that is not this process's
+// user's, or that its group or others may write to.
+func checkPluginDir(dir string) error {
+	fi, err := os.Stat(dir)
+	if err != nil {
 		return fmt.Errorf("plugin directory: %w", err)
 	}
-	os.Remove(socket)
-	ln, err := net.Listen("unix", socket)
-	if err != nil {
-		return fmt.Errorf("listen on %s: %w", socket, err)
+	if !fi.IsDir() {
+		return fmt.Errorf("plugin directory %s is not a directory", dir)
 	}
-	srv := &http.Server{Handler: pl.Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		srv.Close()
-		os.Remove(socket)
-	}()
-	pl.Log.Info("serving Docker's IPAM plugin protocol", "socket", socket)
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return err
+	if fi.Mode().Perm()&0o022 != 0 {
+		return fmt.Errorf("plugin directory %s is writable by group or others (mode %s): anyone could replace the socket dockerd trusts; fix: chmod go-w %s", dir, fi.Mode().Perm(), dir)
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("plugin directory %s belongs to uid %d, not this agent's (%d): its owner could replace the socket dockerd trusts", dir, st.Uid, os.Geteuid())
+	}
+	return nil
+}
+
+// removeStale removes socket if it is a socket no process serves; one a
+// live process serves is refused.
+func removeStale(socket string) error {
+	fi, err := os.Lstat(socket)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("plugin socket: %w", err)
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("plugin socket %s exists and is not a socket (%s); not removing it", socket, fi.Mode().Type())
+	}
+	if c, err := net.DialTimeout("unix", socket, time.Second); err == nil {
+		c.Close()
+		return fmt.Errorf("plugin socket %s is served by another process (another agent on this node?); not taking it over", socket)
+	}
+	if err := os.Remove(socket); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("remove stale plugin socket: %w", err)
 	}
 	return nil
 }

@@ -37,7 +37,7 @@ func TestIntegrationPluginProtocol(t *testing.T) {
 	if err := st.Create(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
-	alloc := ipam.NewAllocator(kv, "n1")
+	alloc := ipam.NewAllocator(kv, "n1", nil)
 	reg := prometheus.NewRegistry()
 	pl := &ipam.Plugin{Alloc: alloc, Pools: ipam.SpecPools{Store: st}, Log: slog.Default(), Metrics: ipam.NewMetrics(reg, alloc)}
 	srv := httptest.NewServer(pl.Handler())

@@ -70,6 +70,12 @@ func (p Pool) blockBits() int {
 	return max(bits, p.allocRange().Bits())
 }
 
+// isBlock reports whether b is one of p's blocks.
+func (p Pool) isBlock(b netip.Prefix) bool {
+	return b.IsValid() && b.Addr().Is4() == p.Prefix.Addr().Is4() && b.Bits() == p.blockBits() &&
+		b == b.Masked() && p.allocRange().Contains(b.Addr())
+}
+
 // Blocks lists every block of the allocation range, in address order.
 func (p Pool) Blocks() []netip.Prefix {
 	r := p.allocRange()

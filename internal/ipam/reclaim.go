@@ -21,36 +21,45 @@ type Held interface {
 // which nodes are alive.
 type Cluster interface {
 	IsLeader(ctx context.Context) (bool, error)
+	// ReadyNodes lists the identities (swarm node IDs) of the swarm's
+	// nodes in state ready.
 	ReadyNodes(ctx context.Context) ([]string, error)
 }
 
-// Reclaimer returns leaked addresses to the pool:
+// Reclaimer sets a pool right where it and the containers disagree:
 //   - on every node, task addresses this node allocated that no local
-//     container holds, once they have been allocated for longer than Grace
-//     (which protects allocations in flight: Docker asks for the address
-//     before the container runs) and still unheld a Grace later; spares
-//     of this node's previous agent count as task addresses (a container
-//     holding one makes it a task address);
-//   - the other way round, on every node, addresses local containers hold
-//     that the pool does not record (Consul lost them) are recorded again;
-//   - on the swarm leader only, every address of a node that has not been
-//     a ready swarm node for NodeTimeout.
+//     container holds (and spares of its earlier agents) are returned
+//     after Grace twice (see planSweep); a spare of an earlier agent that
+//     a container holds becomes a task address;
+//   - on every node, addresses local containers hold that the pool does
+//     not record (Consul lost them) are recorded again;
+//   - on the swarm leader only, every address of a departed node: one
+//     whose swarm node has been neither Ready nor its agent's facts fresh
+//     for NodeTimeout, judged by identity, never by name (see
+//     planDeparted).
+//
+// It frees only what it observed, still allocated as observed.
 type Reclaimer struct {
-	Node        string
-	Alloc       *Allocator
-	Pools       SpecPools
-	Held        Held
-	Cluster     Cluster
-	Grace       time.Duration
+	Alloc   *Allocator
+	Pools   SpecPools
+	Held    Held
+	Cluster Cluster
+	Grace   time.Duration
+	// NodeTimeout is how long a node must look departed before its
+	// addresses are reclaimed (0: never).
 	NodeTimeout time.Duration
-	Log         *slog.Logger
-	Metrics     *Metrics // optional
+	// Fresh is how recent a node's facts must be for it to count as alive
+	// whatever the swarm says: a few of its agent's heartbeats (0:
+	// NodeTimeout).
+	Fresh   time.Duration
+	Log     *slog.Logger
+	Metrics *Metrics // optional
 
 	mu sync.Mutex // guards following fields
-	// unheld is when each of this node's task addresses was first seen
-	// without a container: the state `underlay ips` shows as leaked-pending.
-	unheld map[netip.Addr]time.Time
-	// missing is when each node was first seen not ready (leader only).
+	// unheld is when each of this node's addresses was first seen without
+	// a container, by pool: what `underlay ips` shows as leaked-pending.
+	unheld map[string]map[netip.Addr]time.Time
+	// missing is when each node was first seen departed (leader only).
 	missing map[string]time.Time
 	// unrecorded holds, by pool, addresses local containers hold that the
 	// pool did not record at the last sweep.
@@ -67,12 +76,12 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	gone, err := r.deadNodes(ctx)
+	gone, err := r.departed(ctx)
 	if err != nil {
 		return err
 	}
 	var errs []error
-	seen := map[netip.Addr]bool{}
+	seen := map[string]bool{}
 	for _, spec := range specs {
 		if spec.IPAM != netspec.Cluster {
 			continue
@@ -82,112 +91,87 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 				continue
 			}
 			p, _ := r.Pools.pool(spec, v6)
-			errs = append(errs, r.sweepPool(ctx, p, held[spec.Name], gone, seen))
+			seen[p.ID()] = true
+			errs = append(errs, r.sweepPool(ctx, p, held[spec.Name], gone))
 		}
 	}
 	r.mu.Lock()
-	for a := range r.unheld {
-		if !seen[a] {
-			delete(r.unheld, a)
+	for id := range r.unheld {
+		if !seen[id] {
+			delete(r.unheld, id)
 		}
 	}
 	r.mu.Unlock()
 	return errors.Join(errs...)
 }
 
-func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]bool, gone map[string]bool, seen map[netip.Addr]bool) error {
-	all, err := Allocations(ctx, r.Alloc.kv, p)
+func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]bool, gone map[string]bool) error {
+	v, err := r.Alloc.store.scan(ctx, p)
 	if err != nil {
 		return err
 	}
-	now := r.Alloc.now()
-	var errs []error
-	errs = append(errs, r.recordHeld(ctx, p, held, all))
-	for addr, al := range all {
-		switch {
-		case gone[al.Node]:
-			if err := r.Alloc.Release(ctx, p, addr); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			r.Log.Warn("reclaimed the address of a departed node", "pool", p.ID(), "address", addr, "node", al.Node)
-			r.Metrics.reclaim("departed_node")
-		case al.Node == r.Node && al.Kind == KindSpare && !r.Alloc.mySpare(al) && held[addr]:
-			// A spare of this node's previous agent that Docker got before
-			// the agent stopped: now a task's.
-			if err := r.Alloc.adopt(ctx, p, addr); err != nil {
-				errs = append(errs, err)
-			}
-		case al.Node == r.Node && !held[addr] && now.Sub(al.At) > r.Grace &&
-			(al.Kind == KindTask || al.Kind == KindSpare && !r.Alloc.mySpare(al)):
-			// A task address, or a previous agent's spare (it may have been
-			// handed out just before that agent stopped), nobody holds.
-			seen[addr] = true
-			r.mu.Lock()
-			since, ok := r.unheld[addr]
-			if !ok {
-				if r.unheld == nil {
-					r.unheld = map[netip.Addr]time.Time{}
-				}
-				r.unheld[addr] = now
-			}
-			r.mu.Unlock()
-			if !ok || now.Sub(since) < r.Grace {
-				continue
-			}
-			if err := r.Alloc.Release(ctx, p, addr); err != nil {
-				errs = append(errs, err)
-				continue
-			}
-			r.mu.Lock()
-			delete(r.unheld, addr)
-			r.mu.Unlock()
-			r.Log.Warn("reclaimed a leaked address: no container holds it", "pool", p.ID(), "address", addr, "allocated", al.At)
-			r.Metrics.reclaim("leak")
+	allocs := allocations(v)
+	errs := []error{r.recordHeld(ctx, p, v, held, allocs)}
+	r.mu.Lock()
+	plan := planSweep(sweepInput{Node: r.Alloc.node, Gen: r.Alloc.gen, Allocs: allocs, Held: held, Gone: gone,
+		Spares: r.Alloc.spares.known(p), Unheld: r.unheld[p.ID()], Now: r.Alloc.now(), Grace: r.Grace})
+	if r.unheld == nil {
+		r.unheld = map[string]map[netip.Addr]time.Time{}
+	}
+	r.unheld[p.ID()] = plan.Unheld
+	r.mu.Unlock()
+	for _, addr := range plan.Adopt {
+		// A spare of this node's previous agent that Docker got before
+		// the agent stopped: now a task's.
+		if err := r.Alloc.adopt(ctx, p, addr); err != nil {
+			errs = append(errs, err)
 		}
 	}
-	return errors.Join(errs...)
+	freed, err := r.Alloc.reclaimObserved(ctx, p, plan.Departed)
+	for _, addr := range freed {
+		r.Log.Warn("reclaimed the address of a departed node", "pool", p.ID(), "address", addr, "node", plan.Departed[addr].Node)
+	}
+	r.Metrics.reclaim("departed_node", len(freed))
+	errs = append(errs, err)
+	freed, err = r.Alloc.reclaimObserved(ctx, p, plan.Leaked)
+	r.mu.Lock()
+	for _, addr := range freed {
+		delete(r.unheld[p.ID()], addr)
+	}
+	r.mu.Unlock()
+	for _, addr := range freed {
+		r.Log.Warn("reclaimed a leaked address: no container holds it", "pool", p.ID(), "address", addr, "allocated", plan.Leaked[addr].At)
+	}
+	r.Metrics.reclaim("leak", len(freed))
+	return errors.Join(append(errs, err)...)
 }
 
 // recordHeld allocates again, to this node, addresses local containers
-// hold that the pool does not record: Consul lost them (a snapshot
-// restored, a dev agent restarted). Seen twice in a row first, since a
-// container being removed may still be listed after its release.
-func (r *Reclaimer) recordHeld(ctx context.Context, p Pool, held map[netip.Addr]bool, all map[netip.Addr]Alloc) error {
+// hold that the pool does not record (see planRecord).
+func (r *Reclaimer) recordHeld(ctx context.Context, p Pool, v view, held map[netip.Addr]bool, allocs map[netip.Addr]Alloc) error {
 	r.mu.Lock()
 	if r.unrecorded == nil {
 		r.unrecorded = map[string]map[netip.Addr]bool{}
 	}
-	prev, now := r.unrecorded[p.ID()], map[netip.Addr]bool{}
-	r.unrecorded[p.ID()] = now
-	var adopt []netip.Addr
-	for addr := range held {
-		if _, ok := all[addr]; ok || !p.usable(addr) {
-			continue
-		}
-		if prev[addr] {
-			adopt = append(adopt, addr)
-		} else {
-			now[addr] = true
-		}
-	}
+	record, next := planRecord(p, v, held, allocs, r.unrecorded[p.ID()])
+	r.unrecorded[p.ID()] = next
 	r.mu.Unlock()
 	var errs []error
-	for _, addr := range adopt {
-		if _, err := r.Alloc.Allocate(ctx, p, addr, KindTask); err != nil {
+	for _, addr := range record {
+		if err := r.Alloc.allocateAt(ctx, p, addr, Alloc{Node: r.Alloc.node, At: r.Alloc.now().UTC(), Kind: KindTask}); err != nil {
 			r.Log.Error("a local container holds an address the pool does not record, and it cannot be recorded: another node may use it too", "pool", p.ID(), "address", addr, "err", err)
 			errs = append(errs, err)
 			continue
 		}
 		r.Log.Warn("recorded an address a local container holds that the pool had lost", "pool", p.ID(), "address", addr)
-		r.Metrics.reclaim("recorded_held")
+		r.Metrics.reclaim("recorded_held", 1)
 	}
 	return errors.Join(errs...)
 }
 
-// deadNodes returns, on the leader, the nodes gone for longer than
-// NodeTimeout; elsewhere, none.
-func (r *Reclaimer) deadNodes(ctx context.Context) (map[string]bool, error) {
+// departed returns, on the leader, the identities of departed nodes;
+// elsewhere, none.
+func (r *Reclaimer) departed(ctx context.Context) (map[string]bool, error) {
 	if r.Cluster == nil || r.NodeTimeout <= 0 {
 		return nil, nil
 	}
@@ -200,45 +184,34 @@ func (r *Reclaimer) deadNodes(ctx context.Context) (map[string]bool, error) {
 		return nil, err
 	}
 	alive := map[string]bool{}
-	for _, n := range ready {
-		alive[n] = true
+	for _, id := range ready {
+		alive[id] = true
 	}
-	nodes, err := r.Pools.Store.Nodes(ctx)
+	facts, err := r.Pools.Store.Nodes(ctx)
 	if err != nil {
 		return nil, err
 	}
-	now := r.Alloc.now()
+	fresh := r.Fresh
+	if fresh <= 0 {
+		fresh = r.NodeTimeout
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.missing == nil {
-		r.missing = map[string]time.Time{}
-	}
-	gone := map[string]bool{}
-	for _, f := range nodes {
-		if alive[f.Node] {
-			delete(r.missing, f.Node)
-			continue
-		}
-		since, ok := r.missing[f.Node]
-		if !ok {
-			r.missing[f.Node] = now
-			continue
-		}
-		if now.Sub(since) > r.NodeTimeout {
-			gone[f.Node] = true
-		}
-	}
+	gone, missing := planDeparted(facts, alive, r.missing, r.Alloc.now(), r.NodeTimeout, fresh)
+	r.missing = missing
 	return gone, nil
 }
 
 // Pending reports the addresses this node considers leaked but has not yet
-// reclaimed.
+// reclaimed, with when each was first seen unheld.
 func (r *Reclaimer) Pending() map[netip.Addr]time.Time {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make(map[netip.Addr]time.Time, len(r.unheld))
-	for a, t := range r.unheld {
-		out[a] = t
+	out := map[netip.Addr]time.Time{}
+	for _, pool := range r.unheld {
+		for a, t := range pool {
+			out[a] = t
+		}
 	}
 	return out
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/testenv"
 )
@@ -51,13 +52,13 @@ func TestIntegrationReclaimPreviousAgentSpares(t *testing.T) {
 	raw, _ := json.Marshal(doc)
 	block := netip.PrefixFrom(held, 28).Masked()
 	key := ipam.KVPrefix + name + "/v4/blocks/" + strings.ReplaceAll(block.String(), "/", "_")
-	if won, _, err := kv.CASIndex(ctx, key, raw, 0); err != nil || !won {
-		t.Fatalf("write block: %v %v", won, err)
+	if res, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.CAS, Key: key, Value: raw}}); err != nil || !res.OK {
+		t.Fatalf("write block: %v %v", res, err)
 	}
 	testenv.RunContainer(t, d, testenv.Container{Name: "ulr" + testenv.ID(t), Networks: []string{name}, IPs: map[string]string{name: held.String()}})
 
 	// The new agent keeps spares of its own and never hands out the old ones.
-	alloc := ipam.NewAllocator(kv, "n1")
+	alloc := ipam.NewAllocator(kv, "n1", nil)
 	keepCtx, stop := context.WithCancel(ctx)
 	defer stop()
 	go alloc.KeepSpares(keepCtx, 4, slog.Default())
@@ -71,7 +72,7 @@ func TestIntegrationReclaimPreviousAgentSpares(t *testing.T) {
 		}
 	}
 
-	r := &ipam.Reclaimer{Node: "n1", Alloc: alloc, Pools: ipam.SpecPools{Store: st}, Held: dockerhost.NewSource(d),
+	r := &ipam.Reclaimer{Alloc: alloc, Pools: ipam.SpecPools{Store: st}, Held: dockerhost.NewSource(d),
 		Grace: 200 * time.Millisecond, Log: slog.Default()}
 	testenv.Eventually(t, 20*time.Second, func() (bool, string) {
 		if err := r.Sweep(ctx); err != nil {
@@ -88,12 +89,8 @@ func TestIntegrationReclaimPreviousAgentSpares(t *testing.T) {
 
 	// Consul loses the record (an older snapshot restored): the address
 	// the container holds is recorded again.
-	_, index, _, err := kv.Get(ctx, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if won, err := kv.DeleteCAS(ctx, key, index); err != nil || !won {
-		t.Fatalf("delete block: %v %v", won, err)
+	if err := kv.Delete(ctx, key); err != nil {
+		t.Fatalf("delete block: %v", err)
 	}
 	testenv.Eventually(t, 20*time.Second, func() (bool, string) {
 		if err := r.Sweep(ctx); err != nil {

@@ -41,8 +41,8 @@ func (s SpecPools) PoolFor(ctx context.Context, subnet netip.Prefix) (Pool, neti
 
 // PoolByID implements PoolSource.
 func (s SpecPools) PoolByID(ctx context.Context, id string) (Pool, netip.Addr, error) {
-	name, fam, ok := strings.Cut(id, "/")
-	if !ok {
+	name, fam, _ := strings.Cut(id, "/")
+	if fam != "v4" && fam != "v6" {
 		return Pool{}, netip.Addr{}, fmt.Errorf("pool id %q: want NETWORK/v4 or NETWORK/v6", id)
 	}
 	spec, found, err := s.Store.Get(ctx, name)
@@ -51,6 +51,9 @@ func (s SpecPools) PoolByID(ctx context.Context, id string) (Pool, netip.Addr, e
 	}
 	if !found || spec.IPAM != netspec.Cluster {
 		return Pool{}, netip.Addr{}, fmt.Errorf("no cluster-IPAM network %q", name)
+	}
+	if fam == "v6" && !spec.IPv6Subnet.IsValid() {
+		return Pool{}, netip.Addr{}, fmt.Errorf("pool id %q: network %s has no IPv6 subnet", id, name)
 	}
 	p, gw := s.pool(spec, fam == "v6")
 	return p, gw, nil

@@ -61,8 +61,12 @@ func TestIntegrationNetworkLifecycle(t *testing.T) {
 	kv := consul.NewKV(c.Client())
 	st := netspec.NewStore(kv)
 	nets := dockerhost.NewNetworks(d)
+	facts := &netagent.Facts{Store: st, ID: info.Swarm.NodeID, Node: info.Name, Holder: netagent.Self()}
+	if err := facts.Claim(ctx); err != nil {
+		t.Fatal(err)
+	}
 	rec := &netagent.Reconciler{
-		Node: info.Name, Store: st, Docker: nets, Swarm: nets, Host: hostnet.Host{}, RemoveShim: hostnet.RemoveShim,
+		ID: info.Swarm.NodeID, Node: info.Name, Facts: facts, Store: st, Docker: nets, Swarm: nets, Host: hostnet.Host{}, RemoveShim: hostnet.RemoveShim,
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
 	done := make(chan struct{})

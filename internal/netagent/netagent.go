@@ -5,9 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/underlay/underlay/internal/hostnet"
@@ -33,7 +33,8 @@ type Docker interface {
 type Swarm interface {
 	// IsLeader reports whether this node is the swarm's leader manager.
 	IsLeader(ctx context.Context) (bool, error)
-	// ReadyNodes lists the host names of swarm nodes in state ready.
+	// ReadyNodes lists the identities (swarm node IDs) of swarm nodes in
+	// state ready.
 	ReadyNodes(ctx context.Context) ([]string, error)
 	SwarmNetworkExists(ctx context.Context, name string) (bool, error)
 	CreateSwarmNetwork(ctx context.Context, s netspec.Spec) error
@@ -52,7 +53,11 @@ type Host interface {
 
 // Reconciler makes one node carry every cluster network.
 type Reconciler struct {
-	Node   string
+	// ID is the node's identity (its swarm node ID): leases and reports
+	// are keyed by it. Node is its name, for display.
+	ID, Node string
+	// Facts publishes the node's facts (interfaces).
+	Facts  *Facts
 	Store  *netspec.Store
 	Docker Docker
 	Swarm  Swarm
@@ -65,27 +70,43 @@ type Reconciler struct {
 	// RemoveParent deletes a network's VLAN parent if the agent made it
 	// (hostnet.RemoveParent outside tests); nil leaves parents alone.
 	RemoveParent func(parent, network string) (bool, error)
+	// Metrics is optional.
+	Metrics *Metrics
 
-	// published is the interface list last published, and reported the
-	// last state reported per network: Sync runs on every KV change, so it
-	// writes only what changed, or agents would wake each other forever.
-	published []string
-	reported  map[string]netspec.NodeState
+	// reported is the last state reported per network: Sync runs on every
+	// KV change, so it writes only what changed, or agents would wake each
+	// other forever.
+	reported map[string]netspec.NodeState
+	// refused is the last refusal logged per network.
+	refused map[string]string
 }
 
 // Sync brings this node in line with every spec once. Errors of one
-// network are reported for that network and do not stop the others.
+// network are reported for that network and do not stop the others. A
+// spec that `network create` would refuse is refused here too, loudly,
+// and nothing on the host changes for it (see refuse).
 func (r *Reconciler) Sync(ctx context.Context) error {
-	if err := r.publishFacts(ctx); err != nil {
+	if err := r.Facts.Publish(ctx, false); err != nil {
 		return err
 	}
-	specs, err := r.Store.Specs(ctx)
+	specs, bad, err := r.Store.ReadSpecs(ctx)
 	if err != nil {
 		return err
+	}
+	refused := netspec.CheckStored(specs)
+	for _, b := range bad {
+		refused[b.Name] = b.Err
+	}
+	r.Metrics.setInvalid(len(refused))
+	for name, err := range refused {
+		r.refuse(ctx, name, err)
 	}
 	var errs []error
 	wanted := map[string]bool{}
 	for _, s := range specs {
+		if refused[s.Name] != nil {
+			continue
+		}
 		if s.Deleting {
 			errs = append(errs, r.teardown(ctx, s, true))
 			continue
@@ -103,7 +124,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		return errors.Join(append(errs, err)...)
 	}
 	for _, name := range managed {
-		if !wanted[name] && !slices.ContainsFunc(specs, func(s netspec.Spec) bool { return s.Name == name }) {
+		if !wanted[name] && refused[name] == nil && !slices.ContainsFunc(specs, func(s netspec.Spec) bool { return s.Name == name }) {
 			errs = append(errs, r.teardown(ctx, netspec.Spec{Name: name}, false))
 		}
 	}
@@ -116,7 +137,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 func (r *Reconciler) nodePlan(ctx context.Context, s netspec.Spec) (netspec.NodePlan, netip.Prefix, error) {
 	switch s.IPAM {
 	case netspec.PerNode:
-		block, index, err := r.Store.Lease(ctx, s, r.Node)
+		block, index, err := r.Store.Lease(ctx, s, r.ID)
 		if err != nil {
 			return netspec.NodePlan{}, netip.Prefix{}, err
 		}
@@ -191,7 +212,7 @@ func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec
 	}
 	ready := map[string]bool{}
 	for _, st := range states {
-		ready[st.Node] = st.State == netspec.StateReady
+		ready[st.ID] = st.State == netspec.StateReady
 	}
 	for _, n := range nodes {
 		if !ready[n] {
@@ -225,7 +246,7 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool) 
 			r.Log.Info("VLAN parent made for the network removed", "network", name, "parent", s.Parent)
 		}
 	}
-	if err := r.Store.Release(ctx, name, r.Node); err != nil {
+	if err := r.Store.Release(ctx, name, r.ID); err != nil {
 		return err
 	}
 	if s.IPAM == netspec.Cluster && r.IPAM != nil {
@@ -240,30 +261,29 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool) 
 	return nil
 }
 
-// publishFacts tells commands which interfaces this node has, so a
-// network naming a parent some node lacks is refused before any change.
-func (r *Reconciler) publishFacts(ctx context.Context) error {
-	ifaces, err := net.Interfaces()
-	if err != nil {
-		return fmt.Errorf("list interfaces: %w", err)
+// refuse reports a spec this node will not realise: logged at error level
+// once per distinct problem, counted (underlay_network_invalid_specs) and
+// reported as StateInvalid, which `network inspect` shows. Whatever the
+// network has on this node stays as it is: a bad spec must not tear down a
+// working network either.
+func (r *Reconciler) refuse(ctx context.Context, name string, err error) {
+	msg := err.Error()
+	if r.refused[name] != msg {
+		r.Log.Error("network spec refused: it fails the checks of `underlay network create`; nothing changed on this node for it",
+			"network", name, "err", err, "fix", "underlay network rm "+name+", or correct "+netspec.KVPrefix+name+"/spec")
+		if r.refused == nil {
+			r.refused = map[string]string{}
+		}
+		r.refused[name] = msg
 	}
-	f := netspec.NodeFacts{Node: r.Node, UpdatedAt: time.Now().UTC()}
-	for _, i := range ifaces {
-		f.Interfaces = append(f.Interfaces, i.Name)
-	}
-	slices.Sort(f.Interfaces)
-	if slices.Equal(f.Interfaces, r.published) {
-		return nil
-	}
-	if err := r.Store.PublishNode(ctx, f); err != nil {
-		return err
-	}
-	r.published = f.Interfaces
-	return nil
+	r.report(ctx, name, netspec.NodeState{State: netspec.StateInvalid, Error: "spec refused: " + strings.ReplaceAll(msg, "\n", "; ")})
 }
 
 func (r *Reconciler) report(ctx context.Context, name string, ns netspec.NodeState) {
-	ns.Node = r.Node
+	ns.ID, ns.Node = r.ID, r.Node
+	if ns.State != netspec.StateInvalid {
+		delete(r.refused, name)
+	}
 	if last, ok := r.reported[name]; ok && last == ns {
 		return
 	}
@@ -295,8 +315,9 @@ func (r *Reconciler) Run(ctx context.Context, changes, links <-chan struct{}, pe
 		case <-changes:
 		case <-links:
 		case <-t.C:
-			// Re-publish once a period: Consul may have lost what was written.
-			r.published, r.reported = nil, nil
+			// Report again once a period: Consul may have lost what was
+			// written. (Facts is kept fresh by its own heartbeat.)
+			r.reported = nil
 		}
 	}
 }

@@ -201,3 +201,26 @@ func lastAddr(p netip.Prefix) netip.Addr {
 	host := uint32(1)<<(32-p.Bits()) - 1
 	return uintToAddr(addrToUint(p.Masked().Addr()) | host)
 }
+
+// CheckStored validates specs read from KV exactly as `network create`
+// validated them before storing: each on its own and against the others
+// (a spec written past `network create`, by hand or by a bug, may break
+// either; of two that overlap, both are refused). A spec being deleted
+// needs only a valid name: taking a network apart touches only what is
+// named after it. It returns the problems by network name.
+func CheckStored(specs []Spec) map[string]error {
+	out := map[string]error{}
+	for i, s := range specs {
+		if s.Deleting {
+			if !nameRE.MatchString(s.Name) {
+				out[s.Name] = fmt.Errorf("network name %q: want 1 to 48 letters, digits, '_', '.' or '-', starting with a letter or digit", s.Name)
+			}
+			continue
+		}
+		others := slices.Concat(specs[:i:i], specs[i+1:])
+		if err := Validate(s, others); err != nil {
+			out[s.Name] = err
+		}
+	}
+	return out
+}

@@ -1,6 +1,7 @@
 package netspec
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -11,6 +12,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/underlay/underlay/internal/kvstore"
 )
 
 // KVPrefix is where cluster networks live in Consul KV.
@@ -23,15 +26,15 @@ var ErrExists = errors.New("network already exists")
 var ErrRangesExhausted = errors.New("no free per-node range")
 
 // KV is the part of Consul's KV store the network store needs. Every write
-// that must not be lost to a concurrent writer is a check-and-set.
+// that must not be lost to a concurrent writer is a check-and-set inside a
+// transaction.
 type KV interface {
-	// Get returns a key's value and modify index; ok is false when absent.
-	Get(ctx context.Context, key string) (value []byte, index uint64, ok bool, err error)
-	// List returns every key under prefix with its value.
-	List(ctx context.Context, prefix string) (map[string][]byte, error)
-	// CAS writes value when the key's modify index is index; index 0
-	// means "only if absent". It reports whether the write happened.
-	CAS(ctx context.Context, key string, value []byte, index uint64) (bool, error)
+	// Get returns a key's pair; ok is false when absent.
+	Get(ctx context.Context, key string) (p kvstore.Pair, ok bool, err error)
+	// List returns every key under prefix with its value and modify index.
+	List(ctx context.Context, prefix string) ([]kvstore.Pair, error)
+	// Txn applies ops atomically: all of them, or none when a check fails.
+	Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error)
 	// Put writes unconditionally (for a node's own state reports).
 	Put(ctx context.Context, key string, value []byte) error
 	// DeleteTree removes every key under prefix.
@@ -53,88 +56,168 @@ func rangeKey(name string, b netip.Prefix) string {
 	return rangesPrefix(name) + strings.ReplaceAll(b.String(), "/", "_")
 }
 
-// Create stores a new spec after validating it against every existing one;
-// a concurrent create of the same name loses with ErrExists.
-func (st *Store) Create(ctx context.Context, s Spec) error {
-	existing, err := st.Specs(ctx)
+// IndexKey holds the names of every network. Creating or deleting a
+// network rewrites it with check-and-set in the same transaction as the
+// spec, so a create that validated its subnet against the networks it read
+// cannot succeed if another network was created meanwhile.
+const IndexKey = "underlay/network-index"
+
+type networkIndex struct {
+	Networks []string `json:"networks"`
+}
+
+// cas writes value at key if the key's modify index is index (0: only if
+// absent), reporting whether it did.
+func (st *Store) cas(ctx context.Context, key string, value []byte, index uint64) (bool, error) {
+	res, err := st.kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.CAS, Key: key, Value: value, Index: index}})
+	return res.OK, err
+}
+
+// readIndex returns the network index and the operation that rewrites it
+// with names, checking it is unchanged since this read.
+func (st *Store) readIndex(ctx context.Context, names func([]string) []string) (kvstore.Op, error) {
+	p, found, err := st.kv.Get(ctx, IndexKey)
 	if err != nil {
-		return err
+		return kvstore.Op{}, fmt.Errorf("read network index: %w", err)
 	}
-	for _, o := range existing {
-		if o.Name == s.Name {
-			return fmt.Errorf("network %q: %w", s.Name, ErrExists)
-		}
+	var idx networkIndex
+	if found {
+		// An unreadable index is rewritten: only its modify index matters.
+		json.Unmarshal(p.Value, &idx)
 	}
-	if err := Validate(s, existing); err != nil {
-		return err
+	idx.Networks = names(idx.Networks)
+	b, err := json.Marshal(idx)
+	if err != nil {
+		return kvstore.Op{}, err
 	}
+	return kvstore.Op{Verb: kvstore.CAS, Key: IndexKey, Value: b, Index: p.Index}, nil
+}
+
+// maxCreateAttempts bounds Create's retries; each lost race means another
+// network was created or removed, so this is only reached by a bug.
+const maxCreateAttempts = 100
+
+// Create stores a new spec after validating it against every existing one.
+// The check and the claim of the name are one atomic step: the spec is
+// written in one transaction with the network index, checked unchanged
+// since before the existing specs were read, so two creates racing with
+// overlapping subnets never both succeed; a concurrent create of the same
+// name loses with ErrExists.
+func (st *Store) Create(ctx context.Context, s Spec) error {
 	b, err := json.Marshal(s)
 	if err != nil {
 		return fmt.Errorf("encode network %s: %w", s.Name, err)
 	}
-	ok, err := st.kv.CAS(ctx, specKey(s.Name), b, 0)
-	if err != nil {
-		return fmt.Errorf("store network %s: %w", s.Name, err)
+	for range maxCreateAttempts {
+		// The index first: whatever is created after this read changes it.
+		index, err := st.readIndex(ctx, func(names []string) []string {
+			return slices.Sorted(slices.Values(append(slices.DeleteFunc(names, func(n string) bool { return n == s.Name }), s.Name)))
+		})
+		if err != nil {
+			return err
+		}
+		existing, err := st.Specs(ctx)
+		if err != nil {
+			return err
+		}
+		if slices.ContainsFunc(existing, func(o Spec) bool { return o.Name == s.Name }) {
+			return fmt.Errorf("network %q: %w", s.Name, ErrExists)
+		}
+		if err := Validate(s, existing); err != nil {
+			return err
+		}
+		res, err := st.kv.Txn(ctx, []kvstore.Op{index, {Verb: kvstore.CAS, Key: specKey(s.Name), Value: b}})
+		if err != nil {
+			return fmt.Errorf("store network %s: %w", s.Name, err)
+		}
+		if res.OK {
+			return nil
+		}
+		// Lost: another network was created or removed meanwhile, or this
+		// name's key exists (unreadable, so not among the specs).
+		if _, taken, err := st.kv.Get(ctx, specKey(s.Name)); err != nil || taken {
+			if err == nil {
+				err = fmt.Errorf("network %q: %w (its spec %s is unreadable: see `underlay network ls`)", s.Name, ErrExists, specKey(s.Name))
+			}
+			return err
+		}
 	}
-	if !ok {
-		return fmt.Errorf("network %q: %w", s.Name, ErrExists)
-	}
-	return nil
+	return fmt.Errorf("store network %s: too much contention on %s", s.Name, IndexKey)
 }
 
-// Specs lists every network, by name.
-func (st *Store) Specs(ctx context.Context) ([]Spec, error) {
+// BadSpec is a key under KVPrefix that looks like a spec and cannot be
+// read as one.
+type BadSpec struct {
+	Key  string
+	Name string
+	Err  error
+}
+
+// ReadSpecs lists every network by name, and apart the specs that cannot
+// be decoded: one bad document never hides the others.
+func (st *Store) ReadSpecs(ctx context.Context) ([]Spec, []BadSpec, error) {
 	kvs, err := st.kv.List(ctx, KVPrefix)
 	if err != nil {
-		return nil, fmt.Errorf("list networks: %w", err)
+		return nil, nil, fmt.Errorf("list networks: %w", err)
 	}
 	var specs []Spec
-	for k, v := range kvs {
+	var bad []BadSpec
+	for _, p := range kvs {
+		k := p.Key
 		if path.Base(k) != "spec" || strings.Count(strings.TrimPrefix(k, KVPrefix), "/") != 1 {
 			continue
 		}
 		var s Spec
-		if err := json.Unmarshal(v, &s); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", k, err)
+		if err := json.Unmarshal(p.Value, &s); err != nil {
+			bad = append(bad, BadSpec{Key: k, Name: path.Dir(strings.TrimPrefix(k, KVPrefix)), Err: fmt.Errorf("decode %s: %w", k, err)})
+			continue
 		}
 		specs = append(specs, s)
 	}
 	sort.Slice(specs, func(i, j int) bool { return specs[i].Name < specs[j].Name })
-	return specs, nil
+	return specs, bad, nil
+}
+
+// Specs lists every network that can be read, by name (see ReadSpecs).
+func (st *Store) Specs(ctx context.Context) ([]Spec, error) {
+	specs, _, err := st.ReadSpecs(ctx)
+	return specs, err
 }
 
 // Get returns one network's spec.
 func (st *Store) Get(ctx context.Context, name string) (Spec, bool, error) {
-	v, _, ok, err := st.kv.Get(ctx, specKey(name))
+	p, ok, err := st.kv.Get(ctx, specKey(name))
 	if err != nil || !ok {
 		return Spec{}, false, err
 	}
 	var s Spec
-	if err := json.Unmarshal(v, &s); err != nil {
+	if err := json.Unmarshal(p.Value, &s); err != nil {
 		return Spec{}, false, fmt.Errorf("decode network %s: %w", name, err)
 	}
 	return s, true, nil
 }
 
-// Leases maps each leased range of a network to the node holding it.
+// Leases maps each leased range of a network to the identity of the node
+// holding it (its swarm node ID).
 func (st *Store) Leases(ctx context.Context, name string) (map[netip.Prefix]string, error) {
 	kvs, err := st.kv.List(ctx, rangesPrefix(name))
 	if err != nil {
 		return nil, fmt.Errorf("list ranges of %s: %w", name, err)
 	}
 	out := make(map[netip.Prefix]string, len(kvs))
-	for k, v := range kvs {
-		p, err := netip.ParsePrefix(strings.ReplaceAll(path.Base(k), "_", "/"))
+	for _, kv := range kvs {
+		p, err := netip.ParsePrefix(strings.ReplaceAll(path.Base(kv.Key), "_", "/"))
 		if err != nil {
-			return nil, fmt.Errorf("range key %s: %w", k, err)
+			return nil, fmt.Errorf("range key %s: %w", kv.Key, err)
 		}
-		out[p] = string(v)
+		out[p] = string(kv.Value)
 	}
 	return out, nil
 }
 
-// Lease returns the range node holds on network s, leasing the first free
-// one if it holds none. Each lease is a create-only write, so two nodes can
+// Lease returns the range the node with identity node (its swarm node ID,
+// unique by construction: two hosts with one host name never share a
+// range) holds on network s, leasing the first free one if it holds none. Each lease is a create-only write, so two nodes can
 // never hold the same range: the loser of a race moves on to the next.
 func (st *Store) Lease(ctx context.Context, s Spec, node string) (netip.Prefix, int, error) {
 	blocks := Blocks(s)
@@ -153,7 +236,7 @@ func (st *Store) Lease(ctx context.Context, s Spec, node string) (netip.Prefix, 
 			if _, taken := leases[b]; taken {
 				continue
 			}
-			ok, err := st.kv.CAS(ctx, rangeKey(s.Name, b), []byte(node), 0)
+			ok, err := st.cas(ctx, rangeKey(s.Name, b), []byte(node), 0)
 			if err != nil {
 				return netip.Prefix{}, 0, fmt.Errorf("lease %s of %s for %s: %w", b, s.Name, node, err)
 			}
@@ -170,7 +253,7 @@ func (st *Store) Lease(ctx context.Context, s Spec, node string) (netip.Prefix, 
 	}
 }
 
-// Release gives up node's range on a network.
+// Release gives up the range of the node with identity node on a network.
 func (st *Store) Release(ctx context.Context, name, node string) error {
 	leases, err := st.Leases(ctx, name)
 	if err != nil {
@@ -191,12 +274,18 @@ const (
 	StateReady   = "ready"
 	StateError   = "error"
 	StateRemoved = "removed"
+	// StateInvalid: the node refused the spec as `network create` would
+	// have, and changed nothing for it.
+	StateInvalid = "invalid"
 )
 
 // NodeState is what a node's agent reports about one network.
 type NodeState struct {
+	// ID is the node's identity (its swarm node ID); Node its name, for
+	// display.
+	ID        string       `json:"id,omitempty"`
 	Node      string       `json:"node"`
-	State     string       `json:"state"` // StateReady, StateError or StateRemoved
+	State     string       `json:"state"` // StateReady, StateError, StateRemoved or StateInvalid
 	Range     netip.Prefix `json:"range,omitzero"`
 	Shim      netip.Addr   `json:"shim,omitzero"`
 	ShimLink  string       `json:"shim_link,omitempty"`
@@ -205,13 +294,14 @@ type NodeState struct {
 	UpdatedAt time.Time    `json:"updated_at"`
 }
 
-// Report stores a node's state for a network.
+// Report stores a node's state for a network, under the node's identity
+// (its name when it has none).
 func (st *Store) Report(ctx context.Context, name string, ns NodeState) error {
 	b, err := json.Marshal(ns)
 	if err != nil {
 		return err
 	}
-	if err := st.kv.Put(ctx, nodesPrefix(name)+ns.Node, b); err != nil {
+	if err := st.kv.Put(ctx, nodesPrefix(name)+cmp.Or(ns.ID, ns.Node), b); err != nil {
 		return fmt.Errorf("report %s on %s: %w", name, ns.Node, err)
 	}
 	return nil
@@ -224,10 +314,10 @@ func (st *Store) NodeStates(ctx context.Context, name string) ([]NodeState, erro
 		return nil, fmt.Errorf("list node states of %s: %w", name, err)
 	}
 	var out []NodeState
-	for k, v := range kvs {
+	for _, kv := range kvs {
 		var ns NodeState
-		if err := json.Unmarshal(v, &ns); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", k, err)
+		if err := json.Unmarshal(kv.Value, &ns); err != nil {
+			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
 		}
 		out = append(out, ns)
 	}
@@ -239,7 +329,7 @@ func (st *Store) NodeStates(ctx context.Context, name string) ([]NodeState, erro
 // apart and report StateRemoved.
 func (st *Store) MarkDeleting(ctx context.Context, name string) error {
 	for {
-		v, index, ok, err := st.kv.Get(ctx, specKey(name))
+		p, ok, err := st.kv.Get(ctx, specKey(name))
 		if err != nil {
 			return err
 		}
@@ -247,7 +337,7 @@ func (st *Store) MarkDeleting(ctx context.Context, name string) error {
 			return fmt.Errorf("network %q does not exist", name)
 		}
 		var s Spec
-		if err := json.Unmarshal(v, &s); err != nil {
+		if err := json.Unmarshal(p.Value, &s); err != nil {
 			return fmt.Errorf("decode network %s: %w", name, err)
 		}
 		s.Deleting = true
@@ -255,57 +345,32 @@ func (st *Store) MarkDeleting(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
-		done, err := st.kv.CAS(ctx, specKey(name), b, index)
+		done, err := st.cas(ctx, specKey(name), b, p.Index)
 		if err != nil || done {
 			return err
 		}
 	}
 }
 
-// Delete removes a network's spec, leases and reports.
+// Delete removes a network's spec, leases and reports, and its name from
+// the network index, in one transaction.
 func (st *Store) Delete(ctx context.Context, name string) error {
-	if err := st.kv.DeleteTree(ctx, KVPrefix+name+"/"); err != nil {
-		return fmt.Errorf("delete network %s: %w", name, err)
-	}
-	return nil
-}
-
-// NodeFacts is what an agent publishes about its node, so that commands
-// can check a spec against every node before changing anything.
-type NodeFacts struct {
-	Node       string    `json:"node"`
-	Interfaces []string  `json:"interfaces"`
-	UpdatedAt  time.Time `json:"updated_at"`
-}
-
-// NodesKVPrefix is where agents publish their node facts, one key per node.
-const NodesKVPrefix = "underlay/nodes/"
-
-// PublishNode stores a node's facts.
-func (st *Store) PublishNode(ctx context.Context, f NodeFacts) error {
-	b, err := json.Marshal(f)
-	if err != nil {
-		return err
-	}
-	return st.kv.Put(ctx, NodesKVPrefix+f.Node, b)
-}
-
-// Nodes lists the facts every agent published, by node name.
-func (st *Store) Nodes(ctx context.Context) ([]NodeFacts, error) {
-	kvs, err := st.kv.List(ctx, NodesKVPrefix)
-	if err != nil {
-		return nil, fmt.Errorf("list nodes: %w", err)
-	}
-	var out []NodeFacts
-	for k, v := range kvs {
-		var f NodeFacts
-		if err := json.Unmarshal(v, &f); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", k, err)
+	for range maxCreateAttempts {
+		index, err := st.readIndex(ctx, func(names []string) []string {
+			return slices.DeleteFunc(names, func(n string) bool { return n == name })
+		})
+		if err != nil {
+			return err
 		}
-		out = append(out, f)
+		res, err := st.kv.Txn(ctx, []kvstore.Op{index, {Verb: kvstore.DeleteTree, Key: KVPrefix + name + "/"}})
+		if err != nil {
+			return fmt.Errorf("delete network %s: %w", name, err)
+		}
+		if res.OK {
+			return nil
+		}
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
-	return out, nil
+	return fmt.Errorf("delete network %s: too much contention on %s", name, IndexKey)
 }
 
 // CheckParent reports the nodes that lack s.Parent, as an error naming

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"sync"
 	"testing"
 
@@ -123,5 +124,56 @@ func TestIntegrationStoreCreate(t *testing.T) {
 	}
 	if states, _ := st.NodeStates(ctx, "a"); len(states) != 0 {
 		t.Errorf("node states of a after Delete: %v", states)
+	}
+}
+
+// TestIntegrationCreateRace has 20 `network create`s race on a real Consul,
+// each with its own name and parent but overlapping subnets (and two of
+// them with one name): the overlap check and the name claim are one atomic
+// step, so exactly one network is created and every other create is refused,
+// naming the network it overlaps or the name taken.
+func TestIntegrationCreateRace(t *testing.T) {
+	st := newStore(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	var created []string
+	var refused []error
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range 20 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := testSpec(fmt.Sprintf("race%02d", min(i, 18))) // race18 twice
+			s.Parent = fmt.Sprintf("eth%d", i)
+			s.Subnet = netip.MustParsePrefix("10.62.0.0/24") // the same /24 …
+			if i%2 == 1 {
+				s.Subnet = netip.MustParsePrefix("10.62.0.0/23") // … or a /23 around it
+			}
+			s.Gateway = netip.MustParseAddr("10.62.0.1")
+			<-start
+			err := st.Create(ctx, s)
+			mu.Lock()
+			defer mu.Unlock()
+			if err != nil {
+				refused = append(refused, err)
+			} else {
+				created = append(created, s.Name)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if len(created) != 1 || len(refused) != 19 {
+		t.Fatalf("created %v and refused %d, want exactly one created", created, len(refused))
+	}
+	for _, err := range refused {
+		if !strings.Contains(err.Error(), "overlaps network \""+created[0]+"\"") && !errors.Is(err, netspec.ErrExists) {
+			t.Errorf("refused with %v, want an overlap with %s or the name taken", err, created[0])
+		}
+	}
+	specs, err := st.Specs(ctx)
+	if err != nil || len(specs) != 1 {
+		t.Errorf("stored specs %+v (%v), want only %s", specs, err, created[0])
 	}
 }

@@ -57,6 +57,25 @@ func Open(path, what string, log *slog.Logger) (*File, error) {
 	return f, nil
 }
 
+// OpenOptional is Open for a secret that may be absent by design: a file
+// holding only blanks at start means no secret (the empty value), as an
+// empty ACL token file means no token to Consul's own CLI. A token written
+// later is picked up as a rotation; a file emptied after a value was read
+// keeps that value, as with Open.
+func OpenOptional(path, what string, log *slog.Logger) (*File, error) {
+	f, err := Open(path, what, log)
+	if !errors.Is(err, errEmpty) {
+		return f, err
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	f = &File{path: path, what: what, log: log.With("file", path), now: time.Now}
+	f.checked = f.now()
+	f.log.Info(what + " file is empty: none in use")
+	return f, nil
+}
+
 // Path is the file's path.
 func (f *File) Path() string { return f.path }
 

@@ -44,9 +44,13 @@ func (s *Store) Networks(ctx context.Context) ([]dashboard.NetworkInput, error) 
 		switch spec.IPAM {
 		case netspec.Cluster:
 			pool, _ := ipam.PoolOf(spec, false)
-			if n.Blocks, err = ipam.BlockDocs(ctx, s.kv, pool); err != nil {
+			// Unreadable block documents are left out, as the allocator
+			// leaves them (doctor names them with their fix).
+			c, err := ipam.Inspect(ctx, s.kv, pool)
+			if err != nil {
 				return nil, fmt.Errorf("read pool of %s: %w", spec.Name, err)
 			}
+			n.Blocks = c.Blocks
 		default:
 			if n.Leases, err = s.nets.Leases(ctx, spec.Name); err != nil {
 				return nil, err

@@ -84,12 +84,8 @@ func TestDaemons(t *testing.T) {
 	if running(pid) {
 		t.Errorf("first daemon %d still runs after the second start", pid)
 	}
-	if err := c.Kill(ctx, key); err != nil {
-		t.Fatal(err)
-	}
-	if ok, _, err := c.Running(ctx, key); err != nil || ok {
-		t.Errorf("running after kill: %v, %v", ok, err)
-	}
+	// Both appended to the log (the second is killed below only once it
+	// wrote: a kill right after the start can come before its first line).
 	deadline := time.Now().Add(5 * time.Second)
 	for {
 		b, _ := os.ReadFile(log)
@@ -100,6 +96,12 @@ func TestDaemons(t *testing.T) {
 			t.Fatalf("daemon log: %q", b)
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+	if err := c.Kill(ctx, key); err != nil {
+		t.Fatal(err)
+	}
+	if ok, _, err := c.Running(ctx, key); err != nil || ok {
+		t.Errorf("running after kill: %v, %v", ok, err)
 	}
 }
 

@@ -1,0 +1,443 @@
+package ipam
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+// pool26 is 10.2.0.0/24 with a /26 range in /28 blocks, the gateway and
+// one aux address reserved: 62 usable addresses (64 less .0 reserved as
+// the subnet's network address, the gateway and the aux one; the range's
+// last address is not the subnet's broadcast).
+var pool26 = Pool{Network: "net", Prefix: netip.MustParsePrefix("10.2.0.0/24"), Range: netip.MustParsePrefix("10.2.0.0/26"), BlockBits: 28,
+	Reserved: map[netip.Addr]bool{netip.MustParseAddr("10.2.0.1"): true, netip.MustParseAddr("10.2.0.20"): true}}
+
+const pool26Usable = 61
+
+// TestNoDuplicatesConcurrent: three nodes, eight goroutines each, fill the
+// pool at once; every address goes out once, none reserved, and every
+// request past the end is told the pool is exhausted, by name.
+func TestNoDuplicatesConcurrent(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	nodes := []*Allocator{NewAllocator(kv, "n1", nil), NewAllocator(kv, "n2", nil), NewAllocator(kv, "n3", nil)}
+	var mu sync.Mutex
+	got := map[netip.Addr]string{}
+	exhausted := 0
+	var wg sync.WaitGroup
+	for i, a := range nodes {
+		for g := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for {
+					addr, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
+					mu.Lock()
+					if errors.Is(err, ErrPoolExhausted) && strings.Contains(err.Error(), "net/v4") {
+						exhausted++
+						mu.Unlock()
+						return
+					}
+					if err != nil {
+						mu.Unlock()
+						t.Error(err)
+						return
+					}
+					if prev, dup := got[addr]; dup {
+						t.Errorf("%s handed out twice: %s and n%d", addr, prev, i+1)
+					}
+					got[addr] = fmt.Sprintf("n%d/%d", i+1, g)
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	if len(got) != pool26Usable || exhausted != 24 {
+		t.Errorf("%d addresses, %d requests told exhausted; want %d and 24", len(got), exhausted, pool26Usable)
+	}
+	for a := range got {
+		if !pool26.usable(a) {
+			t.Errorf("reserved or outside address %s handed out", a)
+		}
+	}
+	stored, _ := Allocations(ctx, kv, pool26)
+	if len(stored) != len(got) {
+		t.Errorf("KV holds %d allocations, %d handed out", len(stored), len(got))
+	}
+	// Each node frees its own; every block is given back.
+	for a, who := range got {
+		if err := nodes[who[1]-'1'].Release(ctx, pool26, a); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if left, _ := kv.List(ctx, KVPrefix); len(left) != 0 {
+		t.Errorf("%d keys left after every release", len(left))
+	}
+	// A specific address: once.
+	want := netip.MustParseAddr("10.2.0.33")
+	if _, err := nodes[0].Allocate(ctx, pool26, want, KindTask); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := nodes[1].Allocate(ctx, pool26, want, KindTask); err == nil || !strings.Contains(err.Error(), "already in use (node n1)") {
+		t.Errorf("second claim of %s: %v", want, err)
+	}
+	for _, bad := range []string{"10.2.0.1", "10.2.0.20", "10.2.0.0", "10.2.0.99"} {
+		if _, err := nodes[1].Allocate(ctx, pool26, netip.MustParseAddr(bad), KindTask); err == nil {
+			t.Errorf("%s (reserved or outside the range) handed out on request", bad)
+		}
+	}
+}
+
+// logCounter counts log records by message.
+type logCounter struct {
+	mu   sync.Mutex
+	msgs map[string]int
+	buf  bytes.Buffer
+}
+
+func (l *logCounter) Enabled(context.Context, slog.Level) bool { return true }
+func (l *logCounter) Handle(_ context.Context, r slog.Record) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.msgs == nil {
+		l.msgs = map[string]int{}
+	}
+	l.msgs[r.Message]++
+	r.Attrs(func(a slog.Attr) bool { fmt.Fprintf(&l.buf, "%s=%v ", a.Key, a.Value); return true })
+	l.buf.WriteString("\n")
+	return nil
+}
+func (l *logCounter) WithAttrs([]slog.Attr) slog.Handler { return l }
+func (l *logCounter) WithGroup(string) slog.Handler      { return l }
+func (l *logCounter) count(msg string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.msgs[msg]
+}
+
+// TestBadDocumentsAreSkipped: an undecodable block document, one naming
+// addresses of another block and a stray key leave the rest of the pool
+// working on a node that never read it before: requests, shims and the
+// keeper go on, nothing is handed out of the bad blocks, each bad key is
+// logged once and counted, and the reader is told the fix.
+func TestBadDocumentsAreSkipped(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	bad := map[string]string{
+		poolPrefix(pool26) + "10.2.0.0_28":  `{"node":"n9","allocs":`,                             // undecodable
+		poolPrefix(pool26) + "10.2.0.16_28": `{"node":"n9","allocs":{"10.2.0.99":{"node":"n9"}}}`, // another block's address
+		poolPrefix(pool26) + "stray":        `hello`,
+	}
+	for k, v := range bad {
+		kv.Put(ctx, k, []byte(v))
+	}
+	logs := &logCounter{}
+	a := NewAllocator(kv, "n1", slog.New(logs))
+	reg := prometheus.NewRegistry()
+	NewMetrics(reg, a)
+	shim, err := a.Shim(ctx, pool26)
+	if err != nil {
+		t.Fatalf("shim with bad documents in the pool: %v", err)
+	}
+	got := map[netip.Addr]bool{shim: true}
+	for {
+		addr, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
+		if errors.Is(err, ErrPoolExhausted) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("allocation with bad documents in the pool: %v", err)
+		}
+		got[addr] = true
+	}
+	// The two bad blocks (32 addresses, less .0, .1 and .20) are never used.
+	if len(got) != 32 {
+		t.Errorf("%d addresses handed out, want the 32 of the two good blocks", len(got))
+	}
+	for addr := range got {
+		if b := pool26.Block(addr); b == netip.MustParsePrefix("10.2.0.0/28") || b == netip.MustParsePrefix("10.2.0.16/28") {
+			t.Errorf("%s handed out of a bad block", addr)
+		}
+	}
+	if _, err := a.Allocate(ctx, pool26, netip.MustParseAddr("10.2.0.5"), KindTask); !errors.Is(err, ErrBadDocument) {
+		t.Errorf("specific address in the undecodable block: %v, want ErrBadDocument", err)
+	}
+	const msg = "skipping a bad document in the address pool: nothing is allocated from it"
+	if n := logs.count(msg); n != 3 {
+		t.Errorf("logged %d times, want once per bad key (3):\n%s", n, logs.buf.String())
+	}
+	if v := gauge(t, reg, "underlay_ipam_skipped_documents"); v != 3 {
+		t.Errorf("underlay_ipam_skipped_documents %v, want 3", v)
+	}
+	c, err := Inspect(ctx, kv, pool26)
+	if err != nil || len(c.Bad) != 3 || len(c.Allocs) != 32 {
+		t.Fatalf("inspect: %d bad, %d allocations, %v", len(c.Bad), len(c.Allocs), err)
+	}
+	for _, d := range c.Bad {
+		if !strings.HasPrefix(d.Fix(), "consul kv delete "+poolPrefix(pool26)) {
+			t.Errorf("fix for %s: %q", d.Key, d.Fix())
+		}
+	}
+	// Fixed: the bad keys removed, the pool is whole again.
+	for k := range bad {
+		kv.Delete(ctx, k)
+	}
+	if _, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask); err != nil {
+		t.Errorf("after the fix: %v", err)
+	}
+	if v := gauge(t, reg, "underlay_ipam_skipped_documents"); v != 0 {
+		t.Errorf("underlay_ipam_skipped_documents %v after the fix, want 0", v)
+	}
+}
+
+// gauge reads a registered gauge's value (-1 when it is not there).
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
+}
+
+// fakeCluster is a swarm whose leader is this node, with the ready nodes given.
+type fakeCluster struct{ ready []string }
+
+func (c fakeCluster) IsLeader(context.Context) (bool, error)       { return true, nil }
+func (c fakeCluster) ReadyNodes(context.Context) ([]string, error) { return c.ready, nil }
+
+type noHeld struct{}
+
+func (noHeld) HeldAddresses(context.Context) (map[string]map[netip.Addr]bool, error) { return nil, nil }
+
+// TestDepartedReclaimJudgesIdentities: every node has the same name (one
+// --node for all, or cloned VMs). The leader reclaims the addresses of the
+// one node that is neither Ready in the swarm nor fresh in its facts, and
+// never those of a node that is either, whatever its name.
+func TestDepartedReclaimJudgesIdentities(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	spec := netspec.Spec{Name: "net", Subnet: netip.MustParsePrefix("10.2.0.0/24"), Gateway: netip.MustParseAddr("10.2.0.1"),
+		Parent: "eth1", IPAM: netspec.Cluster}
+	if err := st.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := PoolOf(spec, false)
+	clock := t0
+	now := func() time.Time { return clock }
+	held := map[string]netip.Addr{}
+	for _, id := range []string{"ready", "fresh", "dead", "leader"} {
+		a := newAllocator(kv, id, "g", now, nil)
+		addr, err := a.Allocate(ctx, p, netip.Addr{}, KindTask)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held[id] = addr
+		f := netspec.NodeFacts{ID: id, Node: "same", Holder: netspec.Holder{Instance: id}}
+		if err := st.PublishNode(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	leader := newAllocator(kv, "leader", "g", now, nil)
+	r := &Reclaimer{Alloc: leader, Pools: SpecPools{Store: st}, Held: noHeld{}, Cluster: fakeCluster{ready: []string{"ready", "leader"}},
+		Grace: time.Hour, NodeTimeout: 5 * time.Second, Fresh: 30 * time.Second, Log: slog.New(slog.DiscardHandler)}
+	// PublishNode stamps facts with the real clock: judge them from there.
+	clock = time.Now().Add(time.Minute)
+	// The "fresh" node's agent beats; the swarm says it is not ready.
+	refresh := func(id string) {
+		raw := fmt.Sprintf(`{"id":%q,"node":"same","holder":{"instance":%q},"updated_at":%q}`, id, id, clock.Format(time.RFC3339Nano))
+		kv.Put(ctx, "underlay/nodes/"+id, []byte(raw))
+	}
+	for range 3 {
+		refresh("fresh")
+		if err := r.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		clock = clock.Add(4 * time.Second)
+	}
+	all, _ := Allocations(ctx, kv, p)
+	for id, addr := range held {
+		want := id
+		if id == "dead" {
+			want = ""
+		}
+		if all[addr].Node != want {
+			t.Errorf("%s's address %s is now %+v, want held by %q", id, addr, all[addr], want)
+		}
+	}
+}
+
+// TestStrayReleaseOfAFreeSpare: a release of an address this node keeps
+// as a free spare (Docker never got it) is ignored: the spare stays
+// claimed in Consul, so handing it out later is still safe.
+func TestStrayReleaseOfAFreeSpare(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	a := NewAllocator(kv, "n1", nil)
+	a.spares.enable(2, nil)
+	if _, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask); err != nil { // the pool becomes known
+		t.Fatal(err)
+	}
+	if _, err := a.spares.syncAll(ctx, false, false); err != nil {
+		t.Fatal(err)
+	}
+	free := a.spares.known(pool26)
+	if len(free) != 2 {
+		t.Fatalf("spares %v, want 2", free)
+	}
+	for s := range free {
+		if err := a.Release(ctx, pool26, s); err != nil {
+			t.Fatal(err)
+		}
+		all, _ := Allocations(ctx, kv, pool26)
+		if !a.spares.mine(all[s]) {
+			t.Errorf("stray release of free spare %s freed it in Consul: %+v", s, all[s])
+		}
+		// Handed out later, it is still recorded as n1's.
+		got, err := a.Allocate(ctx, pool26, s, KindTask)
+		if err != nil || got != s {
+			t.Errorf("asking for spare %s: %s %v", s, got, err)
+		}
+	}
+}
+
+// TestUpdateReReadsBeforeDecidingNothing: a stale copy saying "nothing to
+// do" is checked on a fresh read.
+func TestUpdateReReadsBeforeDecidingNothing(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	a := NewAllocator(kv, "n1", nil)
+	addr, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Another process with this node's identity (its previous agent)
+	// allocated a second address in the same block: n1's copy lacks it.
+	other := NewAllocator(kv, "n1", nil)
+	second, err := other.Allocate(ctx, pool26, addr.Next(), KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Release(ctx, pool26, second); err != nil {
+		t.Fatal(err)
+	}
+	if all, _ := Allocations(ctx, kv, pool26); all[second].Node != "" {
+		t.Errorf("%s still allocated after its release: the stale copy decided", second)
+	}
+}
+
+// TestConcurrentCyclesWithSparesNoDuplicates: three nodes keep spares
+// (their keepers running for real) while eight goroutines each allocate,
+// hold and release, with stray releases from the wrong node thrown in: no
+// address is ever held twice, and once everything is released and the
+// keepers stop, the pool is empty.
+func TestConcurrentCyclesWithSparesNoDuplicates(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	kv := kvtest.New()
+	nodes := []*Allocator{NewAllocator(kv, "n1", nil), NewAllocator(kv, "n2", nil), NewAllocator(kv, "n3", nil)}
+	keepCtx, stop := context.WithCancel(ctx)
+	var keepers sync.WaitGroup
+	for _, a := range nodes {
+		keepers.Add(1)
+		go func() { defer keepers.Done(); a.KeepSpares(keepCtx, 4, slog.New(slog.DiscardHandler)) }()
+	}
+	var mu sync.Mutex
+	live := map[netip.Addr]string{}
+	until := time.Now().Add(1500 * time.Millisecond)
+	var wg sync.WaitGroup
+	for i, a := range nodes {
+		stray := nodes[(i+1)%len(nodes)]
+		for g := range 8 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for n := 0; time.Now().Before(until); n++ {
+					addr, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
+					if errors.Is(err, ErrPoolExhausted) {
+						continue
+					}
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					who := fmt.Sprintf("n%d/%d", i+1, g)
+					mu.Lock()
+					if prev, dup := live[addr]; dup {
+						t.Errorf("%s held by %s and %s", addr, prev, who)
+					}
+					live[addr] = who
+					mu.Unlock()
+					if n%7 == 0 {
+						if err := stray.Release(ctx, pool26, addr); err != nil && !errors.Is(err, ErrNotHeld) {
+							t.Error(err)
+						}
+					}
+					time.Sleep(time.Duration(n%3) * time.Millisecond)
+					mu.Lock()
+					delete(live, addr)
+					mu.Unlock()
+					if err := a.Release(ctx, pool26, addr); err != nil {
+						t.Error(err)
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	stop()
+	keepers.Wait()
+	if all, _ := Allocations(ctx, kv, pool26); len(all) != 0 {
+		t.Errorf("%d allocations left after every release and the keepers' stop: %v", len(all), all)
+	}
+}
+
+// TestSparesForPoolsUsedBeforeKeeping: a pool first used before KeepSpares
+// started (the agent's goroutines start in any order) gets spares too.
+func TestSparesForPoolsUsedBeforeKeeping(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	kv := kvtest.New()
+	a := NewAllocator(kv, "n1", nil)
+	if _, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask); err != nil {
+		t.Fatal(err)
+	}
+	go a.KeepSpares(ctx, 3, slog.New(slog.DiscardHandler))
+	for {
+		all, _ := Allocations(ctx, kv, pool26)
+		spares := 0
+		for _, al := range all {
+			if a.spares.mine(al) {
+				spares++
+			}
+		}
+		if spares == 3 {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("%d spares after 10s, want 3", spares)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}

@@ -1,0 +1,360 @@
+package ipam
+
+import (
+	"maps"
+	"net/netip"
+	"slices"
+	"time"
+
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+// This file holds the allocator's decisions: pure functions over values,
+// with no I/O and no locks. Everything that picks among several addresses
+// or blocks does so in address order, so that a run is reproducible.
+
+// fill allocates to each of als, in order, a free address of block b in
+// doc, claiming the block for node when no node holds it; it returns the
+// new document and the addresses given (fewer than als when b runs out).
+func fill(p Pool, b netip.Prefix, doc BlockDoc, node string, als []Alloc) (BlockDoc, []netip.Addr) {
+	var got []netip.Addr
+	for len(got) < len(als) {
+		a, ok := doc.free(p, b)
+		if !ok {
+			break
+		}
+		if len(doc.Allocs) == 0 {
+			doc.Node = node
+		}
+		doc.Allocs[a.String()] = als[len(got)]
+		got = append(got, a)
+	}
+	return doc, got
+}
+
+// candidates lists the blocks of v where node may allocate, in the order
+// to try them: its own blocks with a free address, then blocks no node
+// holds, and, with borrow, other nodes' blocks with a free address.
+func candidates(p Pool, v view, node string, borrow bool) []netip.Prefix {
+	var own, others []netip.Prefix
+	for _, b := range slices.SortedFunc(maps.Keys(v.docs), comparePrefix) {
+		doc := v.docs[b]
+		if _, ok := doc.free(p, b); !ok {
+			continue
+		}
+		if doc.Node == node {
+			own = append(own, b)
+		} else {
+			others = append(others, b)
+		}
+	}
+	out := append(own, unclaimed(p, v)...)
+	if borrow {
+		out = append(out, others...)
+	}
+	return out
+}
+
+// unclaimed lists the blocks of p that have a usable address and no key.
+func unclaimed(p Pool, v view) []netip.Prefix {
+	var out []netip.Prefix
+	for _, b := range p.Blocks() {
+		if _, ok := (BlockDoc{}).free(p, b); ok && !v.taken[b] {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// anyFree reports whether any address of p is free in v.
+func anyFree(p Pool, v view) bool {
+	for b, doc := range v.docs {
+		if _, ok := doc.free(p, b); ok {
+			return true
+		}
+	}
+	return len(unclaimed(p, v)) > 0
+}
+
+// sparesElsewhere reports whether v holds spares that are not this
+// allocator's (other nodes', or this node's earlier agents'), which might
+// be given back on request.
+func sparesElsewhere(v view, node, gen string) bool {
+	for _, doc := range v.docs {
+		for _, al := range doc.Allocs {
+			if al.Kind == KindSpare && !(al.Node == node && al.Gen == gen) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// releaseOwn frees those of addrs that doc allocates to node, shims apart
+// (only ReleaseShim frees those). It returns the new document and, by
+// address, the allocations it refused to free because they are not
+// node's: only their own node, or the reclaimer, may free them.
+func releaseOwn(doc BlockDoc, node string, addrs []netip.Addr) (BlockDoc, map[netip.Addr]Alloc, bool) {
+	refused := map[netip.Addr]Alloc{}
+	changed := false
+	for _, a := range addrs {
+		al, ok := doc.alloc(a)
+		switch {
+		case !ok:
+		case al.Node != node || al.Kind == KindShim:
+			refused[a] = al
+		default:
+			delete(doc.Allocs, a.String())
+			changed = true
+		}
+	}
+	return doc, refused, changed
+}
+
+// reclaim frees those of want's addresses that doc still allocates exactly
+// as observed: an address released and allocated again meanwhile is a new
+// allocation, and stays.
+func reclaim(doc BlockDoc, want map[netip.Addr]Alloc) (BlockDoc, []netip.Addr) {
+	var freed []netip.Addr
+	for _, a := range slices.SortedFunc(maps.Keys(want), netip.Addr.Compare) {
+		if al, ok := doc.alloc(a); ok && al.same(want[a]) {
+			delete(doc.Allocs, a.String())
+			freed = append(freed, a)
+		}
+	}
+	return doc, freed
+}
+
+// sweepInput is what one leak sweep of one pool knows.
+type sweepInput struct {
+	Node, Gen string
+	Allocs    map[netip.Addr]Alloc
+	// Held are the addresses local containers hold.
+	Held map[netip.Addr]bool
+	// Gone are departed nodes, by identity (the leader's sweep only).
+	Gone map[string]bool
+	// Spares are the spares this allocator knows it holds (free, handed
+	// or being given back); a spare of its generation it does not know
+	// was claimed by a write whose answer was lost.
+	Spares map[netip.Addr]bool
+	// Unheld is when each of this node's addresses was first seen unheld.
+	Unheld map[netip.Addr]time.Time
+	Now    time.Time
+	Grace  time.Duration
+}
+
+// sweepPlan is what the sweep does: free the addresses of departed nodes
+// and this node's leaks (as observed), make this node's earlier spares
+// that a container holds task addresses, and remember what is unheld
+// (leaks included, until freed).
+type sweepPlan struct {
+	Departed, Leaked map[netip.Addr]Alloc
+	Adopt            []netip.Addr
+	Unheld           map[netip.Addr]time.Time
+}
+
+// planSweep decides one pool's sweep. This node's task addresses, and
+// spares of its earlier agents (one may have been handed out just before
+// that agent stopped) or that this agent does not know, that no local
+// container holds are leaked once they
+// have been allocated for longer than Grace (allocations in flight: Docker
+// asks for the address before the container runs) and unheld for Grace.
+func planSweep(in sweepInput) sweepPlan {
+	out := sweepPlan{Departed: map[netip.Addr]Alloc{}, Leaked: map[netip.Addr]Alloc{}, Unheld: map[netip.Addr]time.Time{}}
+	for _, a := range slices.SortedFunc(maps.Keys(in.Allocs), netip.Addr.Compare) {
+		al := in.Allocs[a]
+		earlierSpare := al.Kind == KindSpare && (al.Gen != in.Gen || !in.Spares[a])
+		switch {
+		case in.Gone[al.Node] && al.Node != in.Node:
+			out.Departed[a] = al
+		case al.Node != in.Node:
+		case earlierSpare && in.Held[a]:
+			out.Adopt = append(out.Adopt, a)
+		case !in.Held[a] && in.Now.Sub(al.At) > in.Grace && (al.Kind == KindTask || earlierSpare):
+			since, ok := in.Unheld[a]
+			if !ok {
+				since = in.Now
+			}
+			out.Unheld[a] = since
+			if in.Now.Sub(since) >= in.Grace {
+				out.Leaked[a] = al
+			}
+		}
+	}
+	return out
+}
+
+// planRecord picks the addresses local containers hold that the pool does
+// not record (Consul lost them: a snapshot restored, a dev agent
+// restarted), to record again once seen twice in a row: a container being
+// removed may still be listed after its release. Addresses in unreadable
+// blocks are left alone. It returns those to record and those seen once.
+func planRecord(p Pool, v view, held map[netip.Addr]bool, allocs map[netip.Addr]Alloc, prev map[netip.Addr]bool) ([]netip.Addr, map[netip.Addr]bool) {
+	var record []netip.Addr
+	next := map[netip.Addr]bool{}
+	for _, a := range slices.SortedFunc(maps.Keys(held), netip.Addr.Compare) {
+		_, readable := v.docs[p.Block(a)]
+		if _, ok := allocs[a]; ok || !p.usable(a) || (v.taken[p.Block(a)] && !readable) {
+			continue
+		}
+		if prev[a] {
+			record = append(record, a)
+		} else {
+			next[a] = true
+		}
+	}
+	return record, next
+}
+
+// planDeparted decides which nodes have departed: a node is alive while
+// its swarm node is Ready or its agent's facts are fresh (younger than
+// fresh), whatever its name; one neither for longer than timeout is gone.
+// missing is when each node was first seen neither; the new one is
+// returned. Facts without an identity (written by older agents) are never
+// judged.
+func planDeparted(facts []netspec.NodeFacts, ready map[string]bool, missing map[string]time.Time, now time.Time, timeout, fresh time.Duration) (map[string]bool, map[string]time.Time) {
+	gone := map[string]bool{}
+	next := map[string]time.Time{}
+	for _, f := range facts {
+		if f.ID == "" || ready[f.ID] || now.Sub(f.UpdatedAt) <= fresh {
+			continue
+		}
+		since, ok := missing[f.ID]
+		if !ok {
+			since = now
+		}
+		next[f.ID] = since
+		if now.Sub(since) > timeout {
+			gone[f.ID] = true
+		}
+	}
+	return gone, next
+}
+
+// spareState is a pool's spares on one node, as the keeper sees them.
+type spareState struct {
+	// Free spares are claimed in Consul and not handed out.
+	Free []netip.Addr
+	// Handed spares were given to Docker and are still recorded as spares:
+	// the next write records these allocations.
+	Handed map[netip.Addr]Alloc
+	// Target is how many spares to keep: the configured number, doubled
+	// each time requests find none left (a burst), halved after a quiet
+	// check. Dry: a request found none since the last refill; Busy: since
+	// the last check.
+	Target    int
+	Dry, Busy bool
+	// HoldUntil: another node ran short; keep no spares until then.
+	HoldUntil time.Time
+	// Closing: the pool is being removed from this node.
+	Closing bool
+	// Dropping are spares being given back, until a write confirms it;
+	// never handed out.
+	Dropping []netip.Addr
+}
+
+// sparePlan is what one sync of a pool's spares writes.
+type sparePlan struct {
+	// Record are handed spares to record as their allocations.
+	Record map[netip.Addr]Alloc
+	// Drop are free spares to give back; Keep the free ones left.
+	Drop, Keep []netip.Addr
+	// Need is how many spares to claim.
+	Need int
+	// Target and Busy are the pool's new ones.
+	Target int
+	Busy   bool
+}
+
+// planSpares decides one sync of a pool's spares. Handed spares are
+// recorded once recordDelay old (most get recorded sooner, in writes made
+// anyway), or all of them when stopping, closing or verifying. want is the
+// configured number (0: keep none).
+func planSpares(st spareState, want int, now time.Time, stopping, verify bool) sparePlan {
+	// The target is never below the configured number (a pool may have
+	// become known before spares were kept).
+	out := sparePlan{Record: map[netip.Addr]Alloc{}, Target: max(st.Target, want), Busy: st.Busy}
+	all := stopping || st.Closing || verify
+	for a, al := range st.Handed {
+		if all || now.Sub(al.At) >= recordDelay {
+			out.Record[a] = al
+		}
+	}
+	if verify {
+		if !st.Busy {
+			out.Target = max(want, st.Target/2)
+		}
+		out.Busy = false
+	}
+	switch {
+	case stopping || st.Closing || now.Before(st.HoldUntil) || want == 0:
+		out.Drop = slices.Clone(st.Free)
+	case len(st.Free) > out.Target:
+		out.Keep, out.Drop = slices.Clone(st.Free[:out.Target]), slices.Clone(st.Free[out.Target:])
+	default:
+		out.Keep = slices.Clone(st.Free)
+		out.Need = out.Target - len(st.Free)
+	}
+	out.Drop = append(slices.Clone(st.Dropping), out.Drop...)
+	return out
+}
+
+// spareWrite is one block's part of a spare sync.
+type spareWrite struct {
+	doc     BlockDoc
+	changed bool
+	// Recorded handed spares are now their allocations; Lost ones are no
+	// longer this allocator's spares in Consul.
+	Recorded, Lost []netip.Addr
+	// Dropped spares were given back; Added ones claimed.
+	Dropped, Added []netip.Addr
+	// Unconfirmed are free spares Consul does not hold as this
+	// allocator's: they must never be handed out.
+	Unconfirmed []netip.Addr
+}
+
+// writeSpares applies a spare sync to block b's document: handed spares in
+// b become their allocations, dropped ones are freed, the free ones in
+// check are confirmed, and up to need free addresses become spares when
+// the block is node's (or no node's: it is claimed).
+func writeSpares(p Pool, b netip.Prefix, doc BlockDoc, node, gen string, record map[netip.Addr]Alloc, drop, check []netip.Addr, need int, now time.Time) spareWrite {
+	mine := func(a netip.Addr) bool {
+		al, ok := doc.alloc(a)
+		return ok && al.Kind == KindSpare && al.Node == node && al.Gen == gen
+	}
+	out := spareWrite{}
+	for _, a := range slices.SortedFunc(maps.Keys(record), netip.Addr.Compare) {
+		if !b.Contains(a) {
+			continue
+		}
+		if mine(a) {
+			doc.Allocs[a.String()] = record[a]
+			out.Recorded = append(out.Recorded, a)
+		} else {
+			out.Lost = append(out.Lost, a)
+		}
+	}
+	for _, a := range drop {
+		if b.Contains(a) && mine(a) {
+			delete(doc.Allocs, a.String())
+			out.Dropped = append(out.Dropped, a)
+		}
+	}
+	for _, a := range check {
+		if b.Contains(a) && !mine(a) {
+			out.Unconfirmed = append(out.Unconfirmed, a)
+		}
+	}
+	if need > 0 && (doc.Node == node || len(doc.Allocs) == 0) {
+		als := make([]Alloc, need)
+		for i := range als {
+			als[i] = Alloc{Node: node, At: now.UTC(), Kind: KindSpare, Gen: gen}
+		}
+		doc, out.Added = fill(p, b, doc, node, als)
+	}
+	out.doc = doc
+	out.changed = len(out.Recorded)+len(out.Dropped)+len(out.Added) > 0
+	return out
+}
+
+func comparePrefix(x, y netip.Prefix) int { return x.Addr().Compare(y.Addr()) }

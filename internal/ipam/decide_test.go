@@ -1,0 +1,262 @@
+package ipam
+
+import (
+	"fmt"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+var (
+	t0    = time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	pool8 = Pool{Network: "net", Prefix: netip.MustParsePrefix("10.1.0.0/24"), Range: netip.MustParsePrefix("10.1.0.0/27"), BlockBits: 29,
+		Reserved: map[netip.Addr]bool{netip.MustParseAddr("10.1.0.1"): true, netip.MustParseAddr("10.1.0.9"): true}}
+)
+
+func addr(s string) netip.Addr     { return netip.MustParseAddr(s) }
+func block(s string) netip.Prefix  { return netip.MustParsePrefix(s) }
+func task(node string) Alloc       { return Alloc{Node: node, At: t0, Kind: KindTask} }
+func spare(node, gen string) Alloc { return Alloc{Node: node, At: t0, Kind: KindSpare, Gen: gen} }
+
+func doc(node string, allocs map[string]Alloc) BlockDoc {
+	if allocs == nil {
+		allocs = map[string]Alloc{}
+	}
+	return BlockDoc{Node: node, Allocs: allocs}
+}
+
+func TestFill(t *testing.T) {
+	// Block 10.1.0.0/29: .0 is the network address and .1 the gateway.
+	d, got := fill(pool8, block("10.1.0.0/29"), doc("", nil), "n1", []Alloc{task("n1"), task("n1")})
+	if fmt.Sprint(got) != "[10.1.0.2 10.1.0.3]" || d.Node != "n1" {
+		t.Errorf("fill of a free block: %v, affinity %q; want .2 .3 and the block claimed by n1", got, d.Node)
+	}
+	// Another node's block is borrowed, not claimed; .9 is reserved.
+	d, got = fill(pool8, block("10.1.0.8/29"), doc("n2", map[string]Alloc{"10.1.0.8": task("n2")}), "n1", []Alloc{task("n1"), task("n1"), task("n1")})
+	if fmt.Sprint(got) != "[10.1.0.10 10.1.0.11 10.1.0.12]" || d.Node != "n2" {
+		t.Errorf("borrow: %v, affinity %q", got, d.Node)
+	}
+	// Beyond the range: nothing.
+	if _, got := fill(pool8, block("10.1.0.32/29"), doc("", nil), "n1", []Alloc{task("n1")}); len(got) != 0 {
+		t.Errorf("allocated %v outside the range", got)
+	}
+}
+
+func TestCandidates(t *testing.T) {
+	full := map[string]Alloc{}
+	for a := addr("10.1.0.16"); block("10.1.0.16/29").Contains(a); a = a.Next() {
+		full[a.String()] = task("n1")
+	}
+	v := view{
+		docs: map[netip.Prefix]BlockDoc{
+			block("10.1.0.0/29"):  doc("n2", map[string]Alloc{"10.1.0.2": task("n2")}),
+			block("10.1.0.16/29"): doc("n1", full),
+			block("10.1.0.24/29"): doc("n1", map[string]Alloc{"10.1.0.24": task("n1")}),
+		},
+		// 10.1.0.8/29 has an unreadable document: never claimed.
+		taken: map[netip.Prefix]bool{block("10.1.0.0/29"): true, block("10.1.0.8/29"): true, block("10.1.0.16/29"): true, block("10.1.0.24/29"): true},
+	}
+	if got := fmt.Sprint(candidates(pool8, v, "n1", true)); got != "[10.1.0.24/29 10.1.0.0/29]" {
+		t.Errorf("n1's candidates %s: want its own block with room, then n2's (no free block: the unreadable one is taken)", got)
+	}
+	if got := fmt.Sprint(candidates(pool8, v, "n1", false)); got != "[10.1.0.24/29]" {
+		t.Errorf("n1's candidates without borrowing: %s", got)
+	}
+	delete(v.taken, block("10.1.0.8/29"))
+	if got := fmt.Sprint(candidates(pool8, v, "n3", true)); got != "[10.1.0.8/29 10.1.0.0/29 10.1.0.24/29]" {
+		t.Errorf("n3's candidates %s: want the free block first, then others' in address order", got)
+	}
+	if !anyFree(pool8, v) {
+		t.Error("anyFree: false with free addresses")
+	}
+}
+
+func TestReleaseOwn(t *testing.T) {
+	d := doc("n1", map[string]Alloc{"10.1.0.2": task("n1"), "10.1.0.3": task("n2"), "10.1.0.4": {Node: "n1", Kind: KindShim}, "10.1.0.5": spare("n1", "g")})
+	got, refused, changed := releaseOwn(d.clone(), "n1", []netip.Addr{addr("10.1.0.2"), addr("10.1.0.3"), addr("10.1.0.4"), addr("10.1.0.5"), addr("10.1.0.6")})
+	if !changed || fmt.Sprint(got.addrs()) != "[10.1.0.3 10.1.0.4]" {
+		t.Errorf("left %v, want n2's task and n1's shim", got.addrs())
+	}
+	if len(refused) != 2 || refused[addr("10.1.0.3")].Node != "n2" || refused[addr("10.1.0.4")].Kind != KindShim {
+		t.Errorf("refused %v, want n2's address and the shim", refused)
+	}
+	if _, _, changed := releaseOwn(d.clone(), "n3", []netip.Addr{addr("10.1.0.2")}); changed {
+		t.Error("n3 released n1's address")
+	}
+}
+
+func TestReclaimOnlyWhatWasObserved(t *testing.T) {
+	later := Alloc{Node: "n1", At: t0.Add(time.Minute), Kind: KindTask}
+	d := doc("n1", map[string]Alloc{"10.1.0.2": task("n1"), "10.1.0.3": later})
+	got, freed := reclaim(d, map[netip.Addr]Alloc{addr("10.1.0.2"): task("n1"), addr("10.1.0.3"): task("n1"), addr("10.1.0.4"): task("n1")})
+	if fmt.Sprint(freed) != "[10.1.0.2]" || fmt.Sprint(got.addrs()) != "[10.1.0.3]" {
+		t.Errorf("freed %v, left %v: want only the allocation observed (.3 was allocated again since)", freed, got.addrs())
+	}
+}
+
+func TestPlanSweep(t *testing.T) {
+	in := sweepInput{
+		Node: "n1", Gen: "now",
+		Allocs: map[netip.Addr]Alloc{
+			addr("10.1.0.2"):  task("n1"),                                                 // held: stays
+			addr("10.1.0.3"):  task("n1"),                                                 // unheld, first seen now
+			addr("10.1.0.4"):  task("n1"),                                                 // unheld for a grace: leaked
+			addr("10.1.0.5"):  {Node: "n1", At: t0.Add(59 * time.Minute), Kind: KindTask}, // young: in flight
+			addr("10.1.0.6"):  spare("n1", "old"),                                         // earlier agent's, held: adopted
+			addr("10.1.0.7"):  spare("n1", "old"),                                         // earlier agent's, unheld: like a task
+			addr("10.1.0.10"): spare("n1", "now"),                                         // this agent's: its own business
+			addr("10.1.0.11"): spare("n1", "now"),                                         // this generation's, but unknown: a lost answer
+			addr("10.1.0.12"): task("n2"),                                                 // another node's
+			addr("10.1.0.13"): task("gone"),                                               // a departed node's
+			addr("10.1.0.14"): {Node: "n1", At: t0, Kind: KindShim},
+		},
+		Held:   map[netip.Addr]bool{addr("10.1.0.2"): true, addr("10.1.0.6"): true},
+		Gone:   map[string]bool{"gone": true},
+		Spares: map[netip.Addr]bool{addr("10.1.0.10"): true},
+		Unheld: map[netip.Addr]time.Time{addr("10.1.0.4"): t0.Add(59 * time.Minute), addr("10.1.0.7"): t0.Add(59 * time.Minute), addr("10.1.0.11"): t0.Add(59 * time.Minute)},
+		Now:    t0.Add(time.Hour), Grace: time.Minute,
+	}
+	p := planSweep(in)
+	if fmt.Sprint(keys(p.Leaked)) != "[10.1.0.4 10.1.0.7 10.1.0.11]" {
+		t.Errorf("leaked %v", keys(p.Leaked))
+	}
+	if fmt.Sprint(keys(p.Departed)) != "[10.1.0.13]" || fmt.Sprint(p.Adopt) != "[10.1.0.6]" {
+		t.Errorf("departed %v, adopt %v", keys(p.Departed), p.Adopt)
+	}
+	if fmt.Sprint(keys(p.Unheld)) != "[10.1.0.3 10.1.0.4 10.1.0.7 10.1.0.11]" || !p.Unheld[addr("10.1.0.3")].Equal(in.Now) {
+		t.Errorf("unheld %v", p.Unheld)
+	}
+	// The leader's own addresses are never "departed".
+	in.Gone["n1"] = true
+	if p := planSweep(in); len(p.Departed) != 1 {
+		t.Errorf("departed %v with the sweeping node itself marked gone", keys(p.Departed))
+	}
+}
+
+func keys[V any](m map[netip.Addr]V) []netip.Addr {
+	out := make([]netip.Addr, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
+}
+
+func TestPlanRecord(t *testing.T) {
+	v := view{docs: map[netip.Prefix]BlockDoc{block("10.1.0.0/29"): doc("n1", nil)},
+		taken: map[netip.Prefix]bool{block("10.1.0.0/29"): true, block("10.1.0.8/29"): true}}
+	held := map[netip.Addr]bool{addr("10.1.0.2"): true, addr("10.1.0.3"): true, addr("10.1.0.10"): true, addr("10.1.0.1"): true, addr("10.1.0.4"): true}
+	allocs := map[netip.Addr]Alloc{addr("10.1.0.4"): task("n1")}
+	record, next := planRecord(pool8, v, held, allocs, map[netip.Addr]bool{addr("10.1.0.2"): true})
+	// .2 seen before: recorded; .3 seen once; .10 in an unreadable block and
+	// .1 the gateway: left alone; .4 recorded already.
+	if fmt.Sprint(record) != "[10.1.0.2]" || fmt.Sprint(keys(next)) != "[10.1.0.3]" {
+		t.Errorf("record %v, seen once %v", record, keys(next))
+	}
+}
+
+func TestPlanDeparted(t *testing.T) {
+	now := t0.Add(time.Hour)
+	// Three nodes named alike (cloned VMs, or one --node everywhere): only
+	// identities matter.
+	facts := []netspec.NodeFacts{
+		{ID: "ready", Node: "same", UpdatedAt: t0},
+		{ID: "fresh", Node: "same", UpdatedAt: now.Add(-10 * time.Second)},
+		{ID: "dead", Node: "same", UpdatedAt: t0},
+		{ID: "dying", Node: "same", UpdatedAt: t0},
+		{Node: "legacy", UpdatedAt: t0}, // no identity: never judged
+	}
+	ready := map[string]bool{"ready": true, "same": true}
+	missing := map[string]time.Time{"dead": now.Add(-11 * time.Minute), "fresh": now.Add(-time.Hour)}
+	gone, next := planDeparted(facts, ready, missing, now, 10*time.Minute, 30*time.Second)
+	if fmt.Sprint(gone) != "map[dead:true]" {
+		t.Errorf("gone %v, want only dead", gone)
+	}
+	if _, ok := next["fresh"]; ok || !next["dying"].Equal(now) || !next["dead"].Equal(missing["dead"]) {
+		t.Errorf("missing since %v", next)
+	}
+}
+
+func TestPlanSpares(t *testing.T) {
+	now := t0.Add(time.Hour)
+	st := spareState{
+		Free:   []netip.Addr{addr("10.1.0.2"), addr("10.1.0.3")},
+		Handed: map[netip.Addr]Alloc{addr("10.1.0.4"): {At: now.Add(-time.Second)}, addr("10.1.0.5"): {At: now}},
+		Target: 4, Dropping: []netip.Addr{addr("10.1.0.6")},
+	}
+	p := planSpares(st, 4, now, false, false)
+	if fmt.Sprint(keys(p.Record)) != "[10.1.0.4]" || p.Need != 2 || fmt.Sprint(p.Drop) != "[10.1.0.6]" || len(p.Keep) != 2 {
+		t.Errorf("plain sync: %+v", p)
+	}
+	if p := planSpares(st, 4, now, true, false); len(p.Record) != 2 || len(p.Drop) != 3 || p.Need != 0 {
+		t.Errorf("stopping: %+v, want everything recorded and given back", p)
+	}
+	st.HoldUntil = now.Add(time.Second)
+	if p := planSpares(st, 4, now, false, false); len(p.Drop) != 3 || p.Need != 0 {
+		t.Errorf("another node short: %+v, want spares given back", p)
+	}
+	st.HoldUntil, st.Target, st.Busy = time.Time{}, 1, false
+	if p := planSpares(st, 1, now, false, false); fmt.Sprint(p.Keep) != "[10.1.0.2]" || fmt.Sprint(p.Drop) != "[10.1.0.6 10.1.0.3]" {
+		t.Errorf("over target: %+v", p)
+	}
+	st.Target = 16
+	if p := planSpares(st, 4, now, false, true); p.Target != 8 || len(p.Record) != 2 {
+		t.Errorf("quiet check: target %d, want halved to 8; %+v", p.Target, p)
+	}
+}
+
+func TestWriteSpares(t *testing.T) {
+	now := t0.Add(time.Hour)
+	b := block("10.1.0.0/29")
+	d := doc("n1", map[string]Alloc{
+		"10.1.0.2": spare("n1", "g"), // handed: recorded
+		"10.1.0.3": task("n2"),       // handed, but Consul says n2's: lost
+		"10.1.0.4": spare("n1", "g"), // dropped
+		"10.1.0.5": spare("n1", "g"), // free, checked: confirmed
+		"10.1.0.6": spare("n1", "x"), // free here, but another generation's: unconfirmed
+	})
+	record := map[netip.Addr]Alloc{addr("10.1.0.2"): task("n1"), addr("10.1.0.3"): task("n1"), addr("10.1.0.12"): task("n1")}
+	w := writeSpares(pool8, b, d, "n1", "g", record, []netip.Addr{addr("10.1.0.4")}, []netip.Addr{addr("10.1.0.5"), addr("10.1.0.6")}, 5, now)
+	if fmt.Sprint(w.Recorded, w.Lost, w.Dropped, w.Unconfirmed) != "[10.1.0.2] [10.1.0.3] [10.1.0.4] [10.1.0.6]" {
+		t.Errorf("recorded %v lost %v dropped %v unconfirmed %v", w.Recorded, w.Lost, w.Dropped, w.Unconfirmed)
+	}
+	// Room: .4 (just dropped) and .7; .0 and .1 are reserved.
+	if fmt.Sprint(w.Added) != "[10.1.0.4 10.1.0.7]" || !w.changed || w.doc.Allocs["10.1.0.7"].Gen != "g" || w.doc.Allocs["10.1.0.2"].Kind != KindTask {
+		t.Errorf("added %v, doc %v", w.Added, w.doc.Allocs)
+	}
+	// Spares are never claimed in another node's block.
+	w = writeSpares(pool8, b, doc("n2", map[string]Alloc{"10.1.0.2": task("n2")}), "n1", "g", nil, nil, nil, 3, now)
+	if len(w.Added) != 0 || w.changed {
+		t.Errorf("spares claimed in n2's block: %v", w.Added)
+	}
+}
+
+func TestDecodePoolSetsBadKeysApart(t *testing.T) {
+	p := pool8
+	good := `{"node":"n1","allocs":{"10.1.0.2":{"node":"n1","kind":"task"}}}`
+	pairs := []struct{ key, value string }{
+		{"10.1.0.0_29", good},
+		{"10.1.0.8_29", `{not json`},
+		{"10.1.0.16_29", `{"node":"n1","allocs":{"10.1.0.99":{"node":"n1"}}}`}, // an address of another block
+		{"garbage", good},
+		{"10.1.0.17_29", good}, // not a block start
+		{"10.1.0.64_29", good}, // outside the range
+	}
+	var kvs []kvPair
+	for _, pr := range pairs {
+		kvs = append(kvs, kvPair{poolPrefix(p) + pr.key, pr.value})
+	}
+	v, bad := decodePool(p, toPairs(kvs))
+	if len(v.docs) != 1 || len(bad) != 5 {
+		t.Fatalf("%d readable, %d bad; want 1 and 5: %v", len(v.docs), len(bad), bad)
+	}
+	if !v.taken[block("10.1.0.8/29")] || !v.taken[block("10.1.0.16/29")] || v.taken[block("10.1.0.64/29")] {
+		t.Errorf("taken %v: want the unreadable blocks taken (never claimed), stray keys not", v.taken)
+	}
+	if fix := bad[0].Fix(); fix != "consul kv delete "+poolPrefix(p)+"10.1.0.16_29" {
+		t.Errorf("fix %q", fix)
+	}
+}

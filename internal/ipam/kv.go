@@ -1,0 +1,34 @@
+package ipam
+
+import (
+	"context"
+	"net/netip"
+
+	"github.com/underlay/underlay/internal/kvstore"
+)
+
+// KVPrefix is where allocation state lives.
+const KVPrefix = "underlay/ipam/"
+
+// KV is what the allocator needs of Consul's KV store: reads, one atomic
+// transaction of check-and-set operations, and a blocking read. Every
+// block write is a check-and-set on the block's modify index.
+type KV interface {
+	// Get returns a key's pair; ok is false when absent.
+	Get(ctx context.Context, key string) (p kvstore.Pair, ok bool, err error)
+	// List returns every key under prefix with its value and modify index.
+	List(ctx context.Context, prefix string) ([]kvstore.Pair, error)
+	// Txn applies ops atomically: all of them, or none when a check fails.
+	Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error)
+	// Wait reads key once Consul's index for it differs from index (a
+	// blocking query), returning the index to wait on next.
+	Wait(ctx context.Context, key string, index uint64) (p kvstore.Pair, ok bool, next uint64, err error)
+}
+
+func poolPrefix(p Pool) string { return KVPrefix + p.Network + "/" + p.Family() + "/blocks/" }
+
+func blockPath(p Pool, b netip.Prefix) string { return poolPrefix(p) + blockKey(b) }
+
+// pressureKey is where a node short of addresses in p asks the others for
+// their spares.
+func pressureKey(p Pool) string { return KVPrefix + p.Network + "/" + p.Family() + "/pressure" }

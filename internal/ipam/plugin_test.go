@@ -1,0 +1,261 @@
+package ipam
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+var lanSpec = netspec.Spec{Name: "lan", Subnet: netip.MustParsePrefix("10.90.0.0/24"), Gateway: netip.MustParseAddr("10.90.0.1"),
+	IPRange: netip.MustParsePrefix("10.90.0.128/25"), Parent: "eth1", IPAM: netspec.Cluster, IPv6Subnet: netip.MustParsePrefix("fd00:90::/64")}
+
+// pluginFor serves node's plugin over kv, which holds lanSpec.
+func pluginFor(t *testing.T, kv *kvtest.KV, node string) (*Plugin, func(method string, req any) (int, map[string]any)) {
+	t.Helper()
+	st := netspec.NewStore(kv)
+	if _, ok, _ := st.Get(context.Background(), lanSpec.Name); !ok {
+		if err := st.Create(context.Background(), lanSpec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pl := &Plugin{Alloc: NewAllocator(kv, node, nil), Pools: SpecPools{Store: st}, Log: slog.New(slog.DiscardHandler)}
+	srv := httptest.NewServer(pl.Handler())
+	t.Cleanup(srv.Close)
+	return pl, func(method string, req any) (int, map[string]any) {
+		t.Helper()
+		b, _ := json.Marshal(req)
+		resp, err := http.Post(srv.URL+"/"+method, "application/json", bytes.NewReader(b))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		var out map[string]any
+		if err := json.Unmarshal(body, &out); err != nil {
+			t.Fatalf("%s: %s: %v", method, body, err)
+		}
+		return resp.StatusCode, out
+	}
+}
+
+// TestGatewayRequestMustBeTheGateway: a gateway request names the
+// network's gateway or nothing; any other address is refused, not echoed.
+func TestGatewayRequestMustBeTheGateway(t *testing.T) {
+	_, call := pluginFor(t, kvtest.New(), "n1")
+	gw := map[string]string{"RequestAddressType": "com.docker.network.gateway"}
+	for _, c := range []struct {
+		address, want string
+	}{{"10.90.0.1", "10.90.0.1/24"}, {"", "10.90.0.1/24"}} {
+		if code, out := call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4", "Address": c.address, "Options": gw}); code != 200 || out["Address"] != c.want {
+			t.Errorf("gateway request for %q: %d %v, want %s", c.address, code, out, c.want)
+		}
+	}
+	for _, bad := range []string{"8.8.8.8", "10.90.0.2", "10.90.0.200"} {
+		code, out := call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4", "Address": bad, "Options": gw})
+		if code != 500 || !strings.Contains(out["Err"].(string), bad) || !strings.Contains(out["Err"].(string), "10.90.0.1") {
+			t.Errorf("gateway request for %s: %d %v, want an error naming it and the gateway", bad, code, out)
+		}
+	}
+}
+
+// TestUnknownPoolFamily: a pool ID of another family than v4 or v6 is an
+// error, not taken for IPv4.
+func TestUnknownPoolFamily(t *testing.T) {
+	_, call := pluginFor(t, kvtest.New(), "n1")
+	for _, id := range []string{"lan/zz", "lan/", "lan/V4"} {
+		code, out := call("IpamDriver.RequestAddress", map[string]any{"PoolID": id})
+		if code != 500 || !strings.Contains(out["Err"].(string), id) {
+			t.Errorf("request in pool %q: %d %v, want an error naming it", id, code, out)
+		}
+	}
+	if code, out := call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v6"}); code != 200 {
+		t.Errorf("request in lan/v6: %d %v", code, out)
+	}
+}
+
+// TestReleaseFromAnotherNodeIsRefused: a ReleaseAddress that reaches node
+// n2's plugin for an address n1 holds (a retried request, a stale
+// container) frees nothing, and says whose it is.
+func TestReleaseFromAnotherNodeIsRefused(t *testing.T) {
+	kv := kvtest.New()
+	_, call1 := pluginFor(t, kv, "n1")
+	_, call2 := pluginFor(t, kv, "n2")
+	_, out := call1("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4"})
+	addr := netip.MustParsePrefix(out["Address"].(string)).Addr()
+	code, out := call2("IpamDriver.ReleaseAddress", map[string]any{"PoolID": "lan/v4", "Address": addr.String()})
+	if code != 500 || !strings.Contains(out["Err"].(string), "n1") {
+		t.Errorf("n2 releasing n1's %s: %d %v, want refused naming n1", addr, code, out)
+	}
+	all, _ := Allocations(context.Background(), kv, PoolOf4(lanSpec))
+	if all[addr].Node != "n1" {
+		t.Fatalf("%s after n2's stray release: %+v, want still n1's", addr, all[addr])
+	}
+	// n1 itself releases it.
+	if code, out := call1("IpamDriver.ReleaseAddress", map[string]any{"PoolID": "lan/v4", "Address": addr.String()}); code != 200 {
+		t.Errorf("n1 releasing its own %s: %d %v", addr, code, out)
+	}
+}
+
+// PoolOf4 is spec's IPv4 pool.
+func PoolOf4(s netspec.Spec) Pool { p, _ := PoolOf(s, false); return p }
+
+func privateDir(t *testing.T) string {
+	dir := filepath.Join(t.TempDir(), "plugins")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// serveBG runs pl.Serve on socket until the test ends and returns its
+// error channel.
+func serveBG(t *testing.T, pl *Plugin, socket string) (context.CancelFunc, <-chan error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- pl.Serve(ctx, socket) }()
+	t.Cleanup(cancel)
+	return cancel, errc
+}
+
+func waitSocket(t *testing.T, socket string, errc <-chan error) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if c, err := net.Dial("unix", socket); err == nil {
+			c.Close()
+			return
+		}
+		select {
+		case err := <-errc:
+			t.Fatalf("Serve ended: %v", err)
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s never served", socket)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// TestServeSocketIsPrivate: the socket is 0600 whatever the umask, and
+// removed when the plugin stops.
+func TestServeSocketIsPrivate(t *testing.T) {
+	pl, _ := pluginFor(t, kvtest.New(), "n1")
+	socket := filepath.Join(privateDir(t), "underlay.sock")
+	stop, errc := serveBG(t, pl, socket)
+	waitSocket(t, socket, errc)
+	fi, err := os.Stat(socket)
+	if err != nil || fi.Mode().Perm() != 0o600 || fi.Mode().Type() != os.ModeSocket {
+		t.Fatalf("socket %v (%v), want a socket of mode 0600", fi.Mode(), err)
+	}
+	stop()
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Lstat(socket); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("socket left after stop: %v", err)
+	}
+}
+
+// TestServeRefusesAnUnsafeDirectory: a directory others may write to
+// (anyone could replace the socket) is refused, naming it.
+func TestServeRefusesAnUnsafeDirectory(t *testing.T) {
+	pl, _ := pluginFor(t, kvtest.New(), "n1")
+	dir := privateDir(t)
+	if err := os.Chmod(dir, 0o777); err != nil {
+		t.Fatal(err)
+	}
+	err := pl.Serve(context.Background(), filepath.Join(dir, "underlay.sock"))
+	if err == nil || !strings.Contains(err.Error(), dir) || !strings.Contains(err.Error(), "writable") {
+		t.Errorf("Serve in a 0777 directory: %v, want a refusal naming it", err)
+	}
+}
+
+// TestServeNeverTakesALiveSocket: a socket another live process serves is
+// left alone (Serve fails, saying so); a stale one is replaced; a socket
+// replaced while the plugin ran is not removed when it stops.
+func TestServeNeverTakesALiveSocket(t *testing.T) {
+	pl, _ := pluginFor(t, kvtest.New(), "n1")
+	dir := privateDir(t)
+	socket := filepath.Join(dir, "underlay.sock")
+	other, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = pl.Serve(context.Background(), socket)
+	if err == nil || !strings.Contains(err.Error(), "another process") {
+		t.Errorf("Serve on a live socket: %v, want a refusal", err)
+	}
+	if c, err := net.Dial("unix", socket); err != nil {
+		t.Fatalf("the other process's socket is gone: %v", err)
+	} else {
+		c.Close()
+	}
+	// Stale: the process is gone, the file is left.
+	other.(*net.UnixListener).SetUnlinkOnClose(false)
+	other.Close()
+	stop, errc := serveBG(t, pl, socket)
+	waitSocket(t, socket, errc)
+	// Someone replaces the socket while we serve: it is theirs now.
+	os.Remove(socket)
+	theirs, err := net.Listen("unix", socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer theirs.Close()
+	stop()
+	<-errc
+	if c, err := net.Dial("unix", socket); err != nil {
+		t.Errorf("stopping removed a socket another process serves: %v", err)
+	} else {
+		c.Close()
+	}
+}
+
+// failingListener fails at once, as a listener whose socket broke.
+type failingListener struct{ net.Listener }
+
+func (failingListener) Accept() (net.Conn, error) { return nil, errors.New("accept: broken") }
+
+// TestFailedServeLeavesNoGoroutine: the agent retries a failed Serve every
+// 10 s for as long as it runs; each failure must end everything it
+// started.
+func TestFailedServeLeavesNoGoroutine(t *testing.T) {
+	pl, _ := pluginFor(t, kvtest.New(), "n1")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ln, err := net.Listen("unix", filepath.Join(privateDir(t), "x.sock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	before := runtime.NumGoroutine()
+	for range 20 {
+		if err := pl.serveOn(ctx, failingListener{ln}, func() {}); err == nil {
+			t.Fatal("serve on a broken listener succeeded")
+		}
+	}
+	deadline := time.Now().Add(2 * time.Second)
+	for runtime.NumGoroutine() > before && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n := runtime.NumGoroutine(); n > before {
+		t.Errorf("%d goroutines after 20 failed serves, %d before", n, before)
+	}
+}

@@ -1,0 +1,339 @@
+package ipam
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/underlay/underlay/internal/kvstore"
+)
+
+// ErrBadDocument is returned for a block whose KV document cannot be read:
+// nothing is allocated from it, and it is never overwritten, until an
+// operator removes it (see BadDoc).
+var ErrBadDocument = errors.New("unreadable block document")
+
+// maxAttempts bounds how often one update retries after losing a race;
+// each loss means another writer made progress, so this is never reached
+// in practice and only guards against a bug looping forever.
+const maxAttempts = 100
+
+// store owns this node's copies of block documents and every write of
+// them. Callers change a block only through update, with a function from
+// the document to the next one; the store reads, writes with check-and-set
+// and retries on a lost race, so no caller handles indexes or a cache.
+type store struct {
+	kv  KV
+	log *slog.Logger
+
+	mu sync.Mutex // guards following fields
+	// docs is the last document read or written of each block key, with
+	// its modify index; a stale one only costs a lost check-and-set.
+	docs map[string]versioned
+	// scanned records pools whose blocks were listed once.
+	scanned map[string]bool
+	// bad is every unreadable or stray key of the last listing of each
+	// pool, by pool ID; logged is the index each bad key was logged at.
+	bad    map[string][]BadDoc
+	logged map[string]uint64
+	// locks serialise this node's updates of one key, so that the node
+	// never races itself (the spare keeper and requests share blocks).
+	locks map[string]*sync.Mutex
+}
+
+// versioned is a document with its modify index (0: absent).
+type versioned struct {
+	doc   BlockDoc
+	index uint64
+}
+
+func newStore(kv KV, log *slog.Logger) *store {
+	return &store{kv: kv, log: log, docs: map[string]versioned{}, scanned: map[string]bool{},
+		bad: map[string][]BadDoc{}, logged: map[string]uint64{}, locks: map[string]*sync.Mutex{}}
+}
+
+func (s *store) lock(key string) func() {
+	s.mu.Lock()
+	l := s.locks[key]
+	if l == nil {
+		l = &sync.Mutex{}
+		s.locks[key] = l
+	}
+	s.mu.Unlock()
+	l.Lock()
+	return l.Unlock
+}
+
+func (s *store) cached(key string) (versioned, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	v, ok := s.docs[key]
+	return v, ok
+}
+
+func (s *store) wasScanned(p Pool) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.scanned[p.ID()]
+}
+
+func (s *store) remember(key string, v versioned) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.docs[key] = v
+}
+
+// update changes block b of p to what fn makes of its current document
+// (empty when the block is free), with one check-and-set write, and
+// returns the document stored. fn may run several times, on fresher
+// documents after a lost race: only its last run counts. When fn changes
+// nothing on a cached copy, it is asked again on a fresh read, so "nothing
+// to do" is never decided on stale data. A document left without
+// allocations is deleted: the block is free again.
+func (s *store) update(ctx context.Context, p Pool, b netip.Prefix, fn func(BlockDoc) (BlockDoc, bool)) (BlockDoc, error) {
+	key := blockPath(p, b)
+	defer s.lock(key)()
+	cur, fromCache := s.cached(key)
+	if !fromCache && s.wasScanned(p) {
+		// A listing of the pool copied every block it had: one it lacked
+		// was free then. Taken as a copy, checked by the write.
+		cur, fromCache = versioned{doc: BlockDoc{Allocs: map[string]Alloc{}}}, true
+	}
+	for range maxAttempts {
+		if !fromCache {
+			var err error
+			if cur, err = s.read(ctx, p, b); err != nil {
+				return BlockDoc{}, err
+			}
+		}
+		next, changed := fn(cur.doc.clone())
+		if !changed {
+			if fromCache {
+				fromCache = false
+				continue
+			}
+			return cur.doc, nil
+		}
+		won, index, err := s.write(ctx, key, next, cur.index)
+		if err != nil {
+			return BlockDoc{}, err
+		}
+		if won {
+			s.remember(key, versioned{doc: next, index: index})
+			return next, nil
+		}
+		fromCache = false // someone else wrote it: read it again
+	}
+	return BlockDoc{}, fmt.Errorf("update %s: too much contention", key)
+}
+
+// read reads one block's document, fresh.
+func (s *store) read(ctx context.Context, p Pool, b netip.Prefix) (versioned, error) {
+	key := blockPath(p, b)
+	pair, ok, err := s.kv.Get(ctx, key)
+	if err != nil {
+		return versioned{}, fmt.Errorf("read %s: %w", key, err)
+	}
+	if !ok {
+		v := versioned{doc: BlockDoc{Allocs: map[string]Alloc{}}}
+		s.remember(key, v)
+		return v, nil
+	}
+	doc, err := decodeBlock(p, b, pair.Value)
+	if err != nil {
+		s.noteBad(p.ID(), BadDoc{Key: key, Index: pair.Index, Err: err})
+		return versioned{}, fmt.Errorf("%s: %w: %v", key, ErrBadDocument, err)
+	}
+	v := versioned{doc: doc, index: pair.Index}
+	s.remember(key, v)
+	return v, nil
+}
+
+// write stores doc at key if the key's modify index is index (0: absent),
+// deleting the key when doc holds no allocation.
+func (s *store) write(ctx context.Context, key string, doc BlockDoc, index uint64) (bool, uint64, error) {
+	op := kvstore.Op{Verb: kvstore.CAS, Key: key, Index: index}
+	if len(doc.Allocs) == 0 {
+		if index == 0 {
+			return true, 0, nil // absent already
+		}
+		op = kvstore.Op{Verb: kvstore.DeleteCAS, Key: key, Index: index}
+	} else {
+		b, err := json.Marshal(doc)
+		if err != nil {
+			return false, 0, err
+		}
+		op.Value = b
+	}
+	res, err := s.kv.Txn(ctx, []kvstore.Op{op})
+	if err != nil {
+		return false, 0, fmt.Errorf("write %s: %w", key, err)
+	}
+	if !res.OK {
+		return false, 0, nil
+	}
+	var next uint64
+	if len(res.Pairs) > 0 {
+		next = res.Pairs[0].Index
+	}
+	return true, next, nil
+}
+
+// view is one pool's blocks as last listed.
+type view struct {
+	// docs are the readable blocks of the pool.
+	docs map[netip.Prefix]BlockDoc
+	// taken has every block of the pool with a key, readable or not: an
+	// unreadable block is never claimed.
+	taken map[netip.Prefix]bool
+}
+
+// scan lists p's blocks fresh, refreshing the copies of them. Unreadable
+// documents and stray keys are left out (and noted, see badDocs); they
+// never stop the rest of the pool.
+func (s *store) scan(ctx context.Context, p Pool) (view, error) {
+	pairs, err := s.kv.List(ctx, poolPrefix(p))
+	if err != nil {
+		return view{}, fmt.Errorf("read pool %s: %w", p.ID(), err)
+	}
+	v, bad := decodePool(p, pairs)
+	s.mu.Lock()
+	prefix := poolPrefix(p)
+	for key := range s.docs {
+		if strings.HasPrefix(key, prefix) {
+			delete(s.docs, key)
+		}
+	}
+	for _, pr := range pairs {
+		if b, err := parseBlockKey(strings.TrimPrefix(pr.Key, prefix)); err == nil {
+			if doc, ok := v.docs[b]; ok {
+				s.docs[pr.Key] = versioned{doc: doc, index: pr.Index}
+			}
+		}
+	}
+	s.scanned[p.ID()] = true
+	s.bad[p.ID()] = bad
+	s.mu.Unlock()
+	for _, d := range bad {
+		s.noteBad(p.ID(), d)
+	}
+	return v, nil
+}
+
+// own returns p's blocks this node holds, from its copies (listing the
+// pool the first time), in address order.
+func (s *store) own(ctx context.Context, p Pool, node string) (map[netip.Prefix]BlockDoc, error) {
+	s.mu.Lock()
+	scanned := s.scanned[p.ID()]
+	s.mu.Unlock()
+	if !scanned {
+		if _, err := s.scan(ctx, p); err != nil {
+			return nil, err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := map[netip.Prefix]BlockDoc{}
+	prefix := poolPrefix(p)
+	for key, v := range s.docs {
+		if !strings.HasPrefix(key, prefix) || v.doc.Node != node || len(v.doc.Allocs) == 0 {
+			continue
+		}
+		if b, err := parseBlockKey(strings.TrimPrefix(key, prefix)); err == nil {
+			out[b] = v.doc
+		}
+	}
+	return out, nil
+}
+
+// noteBad logs a bad key once per version of it.
+func (s *store) noteBad(pool string, d BadDoc) {
+	s.mu.Lock()
+	seen := s.logged[d.Key] == d.Index
+	s.logged[d.Key] = d.Index
+	s.mu.Unlock()
+	if !seen {
+		s.log.Error("skipping a bad document in the address pool: nothing is allocated from it", "pool", pool, "key", d.Key, "err", d.Err, "fix", d.Fix())
+	}
+}
+
+// badCount is how many bad keys the last listings of every pool found.
+func (s *store) badCount() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for _, bad := range s.bad {
+		n += len(bad)
+	}
+	return n
+}
+
+// BadDoc is a key under a pool's blocks/ that the allocator skips: an
+// undecodable document, or a key that names no block of the pool.
+type BadDoc struct {
+	Key   string
+	Index uint64
+	Err   error
+}
+
+// Fix is the command that removes the key. Agents then record again the
+// addresses their containers hold in that block, within two leak sweeps.
+func (d BadDoc) Fix() string { return "consul kv delete " + shellQuote(d.Key) }
+
+func shellQuote(s string) string {
+	if s != "" && !strings.ContainsAny(s, " \t\n'\"\\$`*?[]{}()<>|&;!#~") {
+		return s
+	}
+	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
+}
+
+// decodePool turns a pool's listing into a view, setting bad keys apart.
+func decodePool(p Pool, pairs []kvstore.Pair) (view, []BadDoc) {
+	v := view{docs: map[netip.Prefix]BlockDoc{}, taken: map[netip.Prefix]bool{}}
+	var bad []BadDoc
+	prefix := poolPrefix(p)
+	for _, pr := range pairs {
+		b, err := parseBlockKey(strings.TrimPrefix(pr.Key, prefix))
+		if err == nil && !p.isBlock(b) {
+			err = fmt.Errorf("%s is not a block of %s (%s, /%d blocks)", b, p.ID(), p.allocRange(), p.blockBits())
+		}
+		if err != nil {
+			bad = append(bad, BadDoc{Key: pr.Key, Index: pr.Index, Err: err})
+			continue
+		}
+		v.taken[b] = true
+		doc, err := decodeBlock(p, b, pr.Value)
+		if err != nil {
+			bad = append(bad, BadDoc{Key: pr.Key, Index: pr.Index, Err: err})
+			continue
+		}
+		v.docs[b] = doc
+	}
+	slices.SortFunc(bad, func(x, y BadDoc) int { return strings.Compare(x.Key, y.Key) })
+	return v, bad
+}
+
+// decodeBlock decodes block b's document, which must name only addresses
+// of b.
+func decodeBlock(p Pool, b netip.Prefix, raw []byte) (BlockDoc, error) {
+	var doc BlockDoc
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return BlockDoc{}, fmt.Errorf("decode: %w", err)
+	}
+	if doc.Allocs == nil {
+		doc.Allocs = map[string]Alloc{}
+	}
+	for k := range doc.Allocs {
+		a, err := netip.ParseAddr(k)
+		if err != nil || !b.Contains(a) || a.String() != k {
+			return BlockDoc{}, fmt.Errorf("allocation %q is not an address of block %s", k, b)
+		}
+	}
+	return doc, nil
+}

@@ -1,0 +1,58 @@
+// Package kvstore is the vocabulary of underlay's key/value store (Consul
+// KV): pairs with their modify indexes, and the operations of an atomic
+// transaction. It does no I/O. Packages that keep state in the store declare
+// the small interface they need over these types (ipam.KV, netspec.KV);
+// internal/consul implements it, and kvtest fakes it for unit tests.
+package kvstore
+
+// Pair is one key with its value and modify index.
+type Pair struct {
+	Key   string
+	Value []byte
+	// Index is the key's modify index: it changes with every write of the
+	// key, so a check-and-set on it fails if anyone wrote since it was read.
+	Index uint64
+}
+
+// Verb is what one operation of a transaction does, as Consul's /v1/txn
+// names it.
+type Verb string
+
+// Transaction verbs.
+const (
+	// Set writes Value unconditionally.
+	Set Verb = "set"
+	// CAS writes Value if the key's modify index is Index; Index 0 writes
+	// only if the key is absent.
+	CAS Verb = "cas"
+	// Get reads the key; an absent key fails the transaction.
+	Get Verb = "get"
+	// Delete removes the key (absent is no failure).
+	Delete Verb = "delete"
+	// DeleteCAS removes the key if its modify index is Index.
+	DeleteCAS Verb = "delete-cas"
+	// DeleteTree removes every key starting with Key.
+	DeleteTree Verb = "delete-tree"
+	// CheckIndex fails the transaction unless the key's modify index is
+	// Index.
+	CheckIndex Verb = "check-index"
+	// CheckNotExists fails the transaction if the key exists.
+	CheckNotExists Verb = "check-not-exists"
+)
+
+// Op is one operation of a transaction.
+type Op struct {
+	Verb  Verb
+	Key   string
+	Value []byte
+	Index uint64
+}
+
+// Result is what a transaction did. When OK is false a check (or a CAS)
+// failed and nothing was written; Pairs then is empty. Otherwise Pairs has
+// one entry per Set, CAS and Get operation, in order: the key with its new
+// modify index (and, for Get, its value).
+type Result struct {
+	OK    bool
+	Pairs []Pair
+}

@@ -1,0 +1,239 @@
+// Package kvtest is an in-memory key/value store with Consul KV's
+// semantics, for unit tests only: every write takes the next index of the
+// store and gives it to the keys it writes as their modify index;
+// check-and-set compares that index; a transaction applies all of its
+// operations or none; a blocking read returns once the key changes. Hooks
+// let a test fail a call or slip a write in before one, as another node
+// racing would. Integration tests use a real Consul.
+package kvtest
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/underlay/underlay/internal/kvstore"
+)
+
+// MaxOps is how many operations Consul accepts in one transaction.
+const MaxOps = 64
+
+// KV is the in-memory store. The zero value is not usable; call New.
+type KV struct {
+	// Hook, when set, runs before every call with the call's name (get,
+	// list, txn, put, delete, delete-tree, wait) and the keys it touches,
+	// without the store's lock: it may write to the store itself (a racing
+	// writer), and an error it returns fails the call (Consul out of reach).
+	Hook func(call string, keys []string) error
+
+	mu sync.Mutex // guards following fields
+	// index is the store's raft index: the index of the last write.
+	index uint64
+	keys  map[string]entry
+	// changed is closed and replaced on every write, waking blocking reads.
+	changed chan struct{}
+}
+
+type entry struct {
+	value []byte
+	index uint64
+}
+
+// New returns an empty store whose first write gets index 2 (as a fresh
+// Consul, whose first raft entries are its own).
+func New() *KV {
+	return &KV{index: 1, keys: map[string]entry{}, changed: make(chan struct{})}
+}
+
+func (kv *KV) hook(call string, keys ...string) error {
+	if kv.Hook == nil {
+		return nil
+	}
+	if err := kv.Hook(call, keys); err != nil {
+		return fmt.Errorf("kvtest %s %s: %w", call, strings.Join(keys, ","), err)
+	}
+	return nil
+}
+
+// Get returns a key's pair; ok is false when it is absent.
+func (kv *KV) Get(ctx context.Context, key string) (kvstore.Pair, bool, error) {
+	if err := kv.hook("get", key); err != nil {
+		return kvstore.Pair{}, false, err
+	}
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	e, ok := kv.keys[key]
+	if !ok {
+		return kvstore.Pair{}, false, nil
+	}
+	return kvstore.Pair{Key: key, Value: slices.Clone(e.value), Index: e.index}, true, nil
+}
+
+// List returns every key starting with prefix, in key order.
+func (kv *KV) List(ctx context.Context, prefix string) ([]kvstore.Pair, error) {
+	if err := kv.hook("list", prefix); err != nil {
+		return nil, err
+	}
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	var out []kvstore.Pair
+	for k, e := range kv.keys {
+		if strings.HasPrefix(k, prefix) {
+			out = append(out, kvstore.Pair{Key: k, Value: slices.Clone(e.value), Index: e.index})
+		}
+	}
+	slices.SortFunc(out, func(a, b kvstore.Pair) int { return strings.Compare(a.Key, b.Key) })
+	return out, nil
+}
+
+// Txn applies ops atomically: all of them, or (a check failed) none.
+func (kv *KV) Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error) {
+	if len(ops) == 0 || len(ops) > MaxOps {
+		return kvstore.Result{}, fmt.Errorf("kvtest txn: %d operations, want 1 to %d", len(ops), MaxOps)
+	}
+	keys := make([]string, len(ops))
+	for i, op := range ops {
+		keys[i] = op.Key
+	}
+	if err := kv.hook("txn", keys...); err != nil {
+		return kvstore.Result{}, err
+	}
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	// Apply to a copy: a failed check leaves the store as it was.
+	next := make(map[string]entry, len(kv.keys))
+	for k, e := range kv.keys {
+		next[k] = e
+	}
+	index := kv.index + 1
+	var res kvstore.Result
+	wrote := false
+	for _, op := range ops {
+		e, exists := next[op.Key]
+		switch op.Verb {
+		case kvstore.Set:
+			next[op.Key] = entry{value: slices.Clone(op.Value), index: index}
+			res.Pairs = append(res.Pairs, kvstore.Pair{Key: op.Key, Index: index})
+			wrote = true
+		case kvstore.CAS:
+			if (op.Index == 0 && exists) || (op.Index != 0 && (!exists || e.index != op.Index)) {
+				return kvstore.Result{}, nil
+			}
+			next[op.Key] = entry{value: slices.Clone(op.Value), index: index}
+			res.Pairs = append(res.Pairs, kvstore.Pair{Key: op.Key, Index: index})
+			wrote = true
+		case kvstore.Get:
+			if !exists {
+				return kvstore.Result{}, nil
+			}
+			res.Pairs = append(res.Pairs, kvstore.Pair{Key: op.Key, Value: slices.Clone(e.value), Index: e.index})
+		case kvstore.Delete:
+			delete(next, op.Key)
+			wrote = true
+		case kvstore.DeleteCAS:
+			if !exists || e.index != op.Index {
+				return kvstore.Result{}, nil
+			}
+			delete(next, op.Key)
+			wrote = true
+		case kvstore.DeleteTree:
+			for k := range next {
+				if strings.HasPrefix(k, op.Key) {
+					delete(next, k)
+				}
+			}
+			wrote = true
+		case kvstore.CheckIndex:
+			if !exists || e.index != op.Index {
+				return kvstore.Result{}, nil
+			}
+		case kvstore.CheckNotExists:
+			if exists {
+				return kvstore.Result{}, nil
+			}
+		default:
+			return kvstore.Result{}, fmt.Errorf("kvtest txn: unknown verb %q", op.Verb)
+		}
+	}
+	res.OK = true
+	if wrote {
+		kv.keys = next
+		kv.index = index
+		close(kv.changed)
+		kv.changed = make(chan struct{})
+	}
+	return res, nil
+}
+
+// Put writes value unconditionally.
+func (kv *KV) Put(ctx context.Context, key string, value []byte) error {
+	_, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Set, Key: key, Value: value}})
+	return err
+}
+
+// Delete removes one key.
+func (kv *KV) Delete(ctx context.Context, key string) error {
+	_, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Delete, Key: key}})
+	return err
+}
+
+// DeleteTree removes every key starting with prefix.
+func (kv *KV) DeleteTree(ctx context.Context, prefix string) error {
+	_, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.DeleteTree, Key: prefix}})
+	return err
+}
+
+// Wait is a blocking read of key, as Consul's: it returns once the index
+// it reports for the key differs from index (at once for index 0), or when
+// ctx ends. That index is the key's modify index, or for an absent key the
+// store's index, so a blocking read of an absent key wakes on every write.
+func (kv *KV) Wait(ctx context.Context, key string, index uint64) (kvstore.Pair, bool, uint64, error) {
+	if err := kv.hook("wait", key); err != nil {
+		return kvstore.Pair{}, false, 0, err
+	}
+	for {
+		kv.mu.Lock()
+		e, ok := kv.keys[key]
+		last := e.index
+		if !ok {
+			last = kv.index
+		}
+		changed := kv.changed
+		kv.mu.Unlock()
+		if index == 0 || last != index {
+			if !ok {
+				return kvstore.Pair{}, false, last, nil
+			}
+			return kvstore.Pair{Key: key, Value: slices.Clone(e.value), Index: e.index}, true, last, nil
+		}
+		select {
+		case <-ctx.Done():
+			return kvstore.Pair{}, false, 0, fmt.Errorf("kvtest wait %s: %w", key, ctx.Err())
+		case <-changed:
+		}
+	}
+}
+
+// Index is the store's index: that of its last write.
+func (kv *KV) Index() uint64 {
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	return kv.index
+}
+
+// LoseState empties the store and starts its index over, as a Consul dev
+// agent that restarted: indexes go backwards.
+func (kv *KV) LoseState() {
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	kv.keys = map[string]entry{}
+	kv.index = 1
+	close(kv.changed)
+	kv.changed = make(chan struct{})
+}
+
+// ErrUnreachable is what a Hook may return to play Consul out of reach.
+var ErrUnreachable = errors.New("connection refused (kvtest)")

@@ -1,0 +1,106 @@
+package kvtest_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/underlay/underlay/internal/kvstore"
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
+)
+
+func TestTxnIsAtomicAndChecksIndexes(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	res, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.CAS, Key: "a", Value: []byte("1")}, {Verb: kvstore.Set, Key: "b", Value: []byte("2")}})
+	if err != nil || !res.OK || len(res.Pairs) != 2 || res.Pairs[0].Index != res.Pairs[1].Index {
+		t.Fatalf("create: %+v %v", res, err)
+	}
+	a := res.Pairs[0].Index
+	// A create-only CAS on an existing key fails the whole transaction.
+	res, err = kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Set, Key: "c", Value: []byte("3")}, {Verb: kvstore.CAS, Key: "a", Value: []byte("x")}})
+	if err != nil || res.OK {
+		t.Fatalf("create-only on an existing key: %+v %v", res, err)
+	}
+	if _, ok, _ := kv.Get(ctx, "c"); ok {
+		t.Error("a failed transaction wrote c")
+	}
+	// CAS at the right index wins once; the same index again loses.
+	for i, want := range []bool{true, false} {
+		res, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.CAS, Key: "a", Value: []byte("2"), Index: a}})
+		if err != nil || res.OK != want {
+			t.Fatalf("cas %d: %+v %v, want ok=%v", i, res, err, want)
+		}
+	}
+	// Checks and delete-tree.
+	p, _, _ := kv.Get(ctx, "a")
+	res, _ = kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.CheckIndex, Key: "a", Index: p.Index}, {Verb: kvstore.CheckNotExists, Key: "zz"}, {Verb: kvstore.DeleteTree, Key: ""}})
+	if !res.OK {
+		t.Fatal("checks that hold failed")
+	}
+	if all, _ := kv.List(ctx, ""); len(all) != 0 {
+		t.Errorf("delete-tree left %v", all)
+	}
+	if _, err := kv.Txn(ctx, make([]kvstore.Op, kvtest.MaxOps+1)); err == nil {
+		t.Error("a transaction of 65 operations was accepted")
+	}
+}
+
+func TestWaitBlocksUntilTheKeyChanges(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	kv.Put(ctx, "k", []byte("1"))
+	p, ok, last, err := kv.Wait(ctx, "k", 0)
+	if err != nil || !ok || last != p.Index {
+		t.Fatalf("first read: %+v %v %d %v", p, ok, last, err)
+	}
+	got := make(chan uint64)
+	go func() {
+		_, _, next, _ := kv.Wait(ctx, "k", last)
+		got <- next
+	}()
+	select {
+	case <-got:
+		t.Fatal("returned before any write")
+	case <-time.After(20 * time.Millisecond):
+	}
+	kv.Put(ctx, "k", []byte("2"))
+	if next := <-got; next <= last {
+		t.Errorf("index %d after a write, was %d", next, last)
+	}
+	kv.LoseState()
+	if _, ok, next, _ := kv.Wait(ctx, "k", last); ok || next >= last {
+		t.Errorf("after losing state: ok=%v index %d, want absent and an index below %d", ok, next, last)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
+	defer cancel()
+	if _, _, _, err := kv.Wait(cctx, "k", kv.Index()); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("wait past its context: %v", err)
+	}
+}
+
+func TestHookFailsCallsAndRaces(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	kv.Put(ctx, "k", []byte("1"))
+	p, _, _ := kv.Get(ctx, "k")
+	raced := false
+	kv.Hook = func(call string, keys []string) error {
+		if call == "txn" && !raced {
+			raced = true
+			return kv.Put(ctx, "k", []byte("other"))
+		}
+		if call == "get" {
+			return kvtest.ErrUnreachable
+		}
+		return nil
+	}
+	res, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.CAS, Key: "k", Value: []byte("mine"), Index: p.Index}})
+	if err != nil || res.OK {
+		t.Errorf("CAS after a racing write: %+v %v, want a lost check", res, err)
+	}
+	if _, _, err := kv.Get(ctx, "k"); !errors.Is(err, kvtest.ErrUnreachable) {
+		t.Errorf("get with the hook failing it: %v", err)
+	}
+}

@@ -1,0 +1,97 @@
+package netagent
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/underlay/underlay/internal/hostnet"
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+// fakeHost records what the reconciler asks of the host and Docker.
+type fakeHost struct {
+	ensured, created, removed []string
+	managed                   []string
+}
+
+func (h *fakeHost) Ensure(w hostnet.Want) ([]hostnet.Repair, error) {
+	h.ensured = append(h.ensured, w.Parent)
+	return nil, nil
+}
+func (h *fakeHost) ConfigNetwork(context.Context, string) (bool, netip.Prefix, error) {
+	return false, netip.Prefix{}, nil
+}
+func (h *fakeHost) CreateConfigNetwork(_ context.Context, s netspec.Spec, _ netspec.NodePlan) error {
+	h.created = append(h.created, s.Name)
+	return nil
+}
+func (h *fakeHost) RemoveNetwork(_ context.Context, name string) error {
+	h.removed = append(h.removed, name)
+	return nil
+}
+func (h *fakeHost) ManagedConfigNetworks(context.Context) ([]string, error) { return h.managed, nil }
+func (h *fakeHost) IsLeader(context.Context) (bool, error)                  { return false, nil }
+func (h *fakeHost) ReadyNodes(context.Context) ([]string, error)            { return nil, nil }
+func (h *fakeHost) SwarmNetworkExists(context.Context, string) (bool, error) {
+	return false, nil
+}
+func (h *fakeHost) CreateSwarmNetwork(context.Context, netspec.Spec) error { return nil }
+
+// TestSyncRefusesInvalidSpecs: specs written to KV past `network create`
+// (a gateway outside the subnet, two overlapping networks, an undecodable
+// document) are refused as create would refuse them: nothing on the host
+// is touched for them — not even a network they had before — each is
+// reported invalid with the reason, and counted; a valid spec beside them
+// is realised.
+func TestSyncRefusesInvalidSpecs(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	put := func(s netspec.Spec) {
+		b, _ := json.Marshal(s)
+		kv.Put(ctx, netspec.KVPrefix+s.Name+"/spec", b)
+	}
+	spec := func(name, subnet, gw, parent string) netspec.Spec {
+		return netspec.Spec{Name: name, Subnet: netip.MustParsePrefix(subnet), Gateway: netip.MustParseAddr(gw), Parent: parent,
+			IPAM: netspec.PerNode, PerNodeSize: 16}
+	}
+	put(spec("good", "10.10.0.0/24", "10.10.0.1", "eth1"))
+	put(spec("badgw", "10.11.0.0/24", "10.99.0.1", "eth2"))
+	put(spec("ov1", "10.12.0.0/24", "10.12.0.1", "eth3"))
+	put(spec("ov2", "10.12.0.0/25", "10.12.0.1", "eth4"))
+	kv.Put(ctx, netspec.KVPrefix+"junk/spec", []byte(`{"name":`))
+	host := &fakeHost{managed: []string{"badgw", "junk"}} // realised before they went bad
+	reg := prometheus.NewRegistry()
+	r := &Reconciler{ID: "id1", Node: "n1", Store: st, Docker: host, Swarm: host, Host: host,
+		Facts: &Facts{Store: st, ID: "id1", Node: "n1", Holder: netspec.Holder{Instance: "x"}},
+		Log:   slog.New(slog.DiscardHandler), Metrics: NewMetrics(reg),
+		RemoveShim: func(name string) error { host.removed = append(host.removed, "shim "+name); return nil }}
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(host.ensured, []string{"eth1"}) || !slices.Equal(host.created, []string{"good"}) || len(host.removed) != 0 {
+		t.Errorf("host prepared %v, networks created %v, removed %v; want only good's, and nothing removed", host.ensured, host.created, host.removed)
+	}
+	want := map[string]string{"badgw": "gateway 10.99.0.1 is outside subnet", "ov1": "overlaps network \"ov2\"", "ov2": "overlaps network \"ov1\"", "junk": "decode"}
+	for name, reason := range want {
+		states, _ := st.NodeStates(ctx, name)
+		if len(states) != 1 || states[0].State != netspec.StateInvalid || states[0].ID != "id1" || !strings.Contains(states[0].Error, reason) {
+			t.Errorf("%s reported %+v, want invalid naming %q", name, states, reason)
+		}
+	}
+	if states, _ := st.NodeStates(ctx, "good"); len(states) != 1 || states[0].State != netspec.StateReady {
+		t.Errorf("good reported %+v, want ready", states)
+	}
+	fams, _ := reg.Gather()
+	if len(fams) != 1 || fams[0].GetMetric()[0].GetGauge().GetValue() != 4 {
+		t.Errorf("underlay_network_invalid_specs: %v, want 4", fams)
+	}
+}

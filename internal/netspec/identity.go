@@ -1,0 +1,224 @@
+package netspec
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/underlay/underlay/internal/kvstore"
+)
+
+// A node's identity in the cluster is its swarm node ID: unique by
+// construction, unlike host names (cloned VMs share one) or the agent's
+// --node, which is only its name for display. Everything a node owns —
+// range leases, IPAM allocations, state reports, its facts — is keyed by
+// it. One agent at a time holds an identity: it claims it at start and
+// keeps its facts fresh; a second agent claiming an identity a live agent
+// holds is refused.
+
+// ErrIdentityHeld is returned when another live agent holds the identity.
+var ErrIdentityHeld = errors.New("node identity held by another live agent")
+
+// NodeFacts is what an agent publishes about its node, so that commands
+// can check a spec against every node before changing anything, and so
+// that the swarm leader knows which nodes are alive.
+type NodeFacts struct {
+	// ID is the node's identity, its swarm node ID.
+	ID string `json:"id,omitempty"`
+	// Node is the node's name (the agent's --node), for display.
+	Node       string   `json:"node"`
+	Interfaces []string `json:"interfaces"`
+	// Holder is the agent process holding the identity.
+	Holder Holder `json:"holder,omitzero"`
+	// UpdatedAt is refreshed at every heartbeat: fresh facts mean a live
+	// agent.
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// Holder identifies one agent process.
+type Holder struct {
+	// Instance is random, drawn at the agent's start.
+	Instance string `json:"instance"`
+	// Host is the kernel's host name, for messages.
+	Host string `json:"host,omitempty"`
+	// BootID and PIDNS name the process-ID space PID and Start are in: an
+	// agent in the same space can tell whether the holder still runs.
+	BootID string `json:"boot_id,omitempty"`
+	PIDNS  string `json:"pid_ns,omitempty"`
+	PID    int    `json:"pid,omitempty"`
+	// Start is the process's start time, in clock ticks since boot: a PID
+	// reused by another process has another.
+	Start uint64 `json:"start,omitempty"`
+}
+
+func (h Holder) sameSpace(o Holder) bool {
+	return h.BootID != "" && h.BootID == o.BootID && h.PIDNS == o.PIDNS
+}
+
+func (h Holder) String() string {
+	return fmt.Sprintf("instance %s on host %s (pid %d)", h.Instance, h.Host, h.PID)
+}
+
+// NodesKVPrefix is where agents publish their node facts, one key per
+// node identity.
+const NodesKVPrefix = "underlay/nodes/"
+
+func factsKey(id string) string { return NodesKVPrefix + id }
+
+// ClaimVerdict is what an agent does about an identity's current holder.
+type ClaimVerdict int
+
+// Claim verdicts.
+const (
+	// ClaimTake: the identity is free, this agent's, or its holder is
+	// gone (its process no longer runs, or its facts went stale).
+	ClaimTake ClaimVerdict = iota
+	// ClaimWait: the holder may be alive; look again until its facts go
+	// stale or it refreshes them.
+	ClaimWait
+	// ClaimRefuse: the holder refreshed its facts while this agent waited:
+	// it is alive.
+	ClaimRefuse
+)
+
+// DecideClaim judges the facts cur stored under an identity for the agent
+// me: first the facts seen when it started waiting (nil at first). stale is
+// how old facts may be before their holder counts as gone; running reports
+// whether a process of this process-ID space still runs.
+func DecideClaim(cur, first *NodeFacts, me Holder, now time.Time, stale time.Duration, running func(pid int, start uint64) bool) ClaimVerdict {
+	switch {
+	case cur == nil || cur.Holder.Instance == "" || cur.Holder.Instance == me.Instance:
+		return ClaimTake
+	case first != nil && first.Holder.Instance == cur.Holder.Instance && cur.UpdatedAt.After(first.UpdatedAt):
+		return ClaimRefuse
+	case cur.Holder.sameSpace(me) && !running(cur.Holder.PID, cur.Holder.Start):
+		return ClaimTake // its process died (an agent killed and restarted)
+	case now.Sub(cur.UpdatedAt) > stale:
+		return ClaimTake
+	}
+	return ClaimWait
+}
+
+// ClaimOptions tune Claim.
+type ClaimOptions struct {
+	// Stale is how old a holder's facts may be before it counts as gone:
+	// a few of its heartbeats.
+	Stale time.Duration
+	// Poll is how often a waiting claim looks again.
+	Poll time.Duration
+	// Running reports whether a process of this process-ID space runs.
+	Running func(pid int, start uint64) bool
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+// Claim takes the identity f.ID for the agent f.Holder and publishes f. It
+// waits while a holder may be alive and returns ErrIdentityHeld, naming
+// the holder, when it proves alive.
+func (st *Store) Claim(ctx context.Context, f NodeFacts, o ClaimOptions) error {
+	if f.ID == "" {
+		return errors.New("claim node identity: no swarm node ID")
+	}
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	var first *NodeFacts
+	for {
+		p, found, cur, err := st.readFacts(ctx, f.ID)
+		if err != nil {
+			return err
+		}
+		if !found {
+			cur = nil
+		}
+		switch DecideClaim(cur, first, f.Holder, now(), o.Stale, o.Running) {
+		case ClaimTake:
+			f.UpdatedAt = now().UTC()
+			if won, err := st.writeFacts(ctx, f, p.Index); err != nil || won {
+				return err
+			}
+			continue // someone wrote meanwhile: judge again
+		case ClaimRefuse:
+			return fmt.Errorf("node %s (swarm node %s): %w: %s, facts refreshed %s; is another agent running against this node's dockerd? Stop one of them",
+				f.Node, f.ID, ErrIdentityHeld, cur.Holder, cur.UpdatedAt.Format(time.RFC3339))
+		}
+		if first == nil || first.Holder.Instance != cur.Holder.Instance {
+			first = cur
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("claim node identity %s: %w", f.ID, ctx.Err())
+		case <-time.After(o.Poll):
+		}
+	}
+}
+
+// PublishNode stores the facts of the node whose identity f's holder
+// holds, refreshing UpdatedAt; it returns ErrIdentityHeld if another agent
+// took the identity over meanwhile (this one looked gone).
+func (st *Store) PublishNode(ctx context.Context, f NodeFacts) error {
+	for {
+		p, found, cur, err := st.readFacts(ctx, f.ID)
+		if err != nil {
+			return err
+		}
+		if found && cur.Holder.Instance != "" && cur.Holder.Instance != f.Holder.Instance {
+			return fmt.Errorf("node %s (swarm node %s): %w since: %s", f.Node, f.ID, ErrIdentityHeld, cur.Holder)
+		}
+		f.UpdatedAt = time.Now().UTC()
+		if won, err := st.writeFacts(ctx, f, p.Index); err != nil || won {
+			return err
+		}
+	}
+}
+
+// readFacts reads one identity's facts; unreadable facts count as absent
+// (they are rewritten) but keep their index for the check-and-set.
+func (st *Store) readFacts(ctx context.Context, id string) (kvstore.Pair, bool, *NodeFacts, error) {
+	p, found, err := st.kv.Get(ctx, factsKey(id))
+	if err != nil {
+		return p, false, nil, fmt.Errorf("read facts of node %s: %w", id, err)
+	}
+	var cur NodeFacts
+	if found && json.Unmarshal(p.Value, &cur) != nil {
+		return p, false, nil, nil
+	}
+	return p, found, &cur, nil
+}
+
+func (st *Store) writeFacts(ctx context.Context, f NodeFacts, index uint64) (bool, error) {
+	b, err := json.Marshal(f)
+	if err != nil {
+		return false, err
+	}
+	won, err := st.cas(ctx, factsKey(f.ID), b, index)
+	if err != nil {
+		return false, fmt.Errorf("publish facts of node %s: %w", f.ID, err)
+	}
+	return won, nil
+}
+
+// Nodes lists the facts every agent published, by node name; unreadable
+// ones are left out.
+func (st *Store) Nodes(ctx context.Context) ([]NodeFacts, error) {
+	kvs, err := st.kv.List(ctx, NodesKVPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list nodes: %w", err)
+	}
+	var out []NodeFacts
+	for _, kv := range kvs {
+		var f NodeFacts
+		if json.Unmarshal(kv.Value, &f) != nil {
+			continue
+		}
+		out = append(out, f)
+	}
+	sort.Slice(out, func(i, j int) bool {
+		return out[i].Node < out[j].Node || out[i].Node == out[j].Node && out[i].ID < out[j].ID
+	})
+	return out, nil
+}

@@ -1,0 +1,208 @@
+package netspec_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+// TestCreateRaceIsAtomic: creates racing with overlapping subnets never both
+// succeed, even when each one's reads all happen before any write (the
+// interleaving that let two through when the check and the write were two
+// steps).
+func TestCreateRaceIsAtomic(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	// Hold every create's first write until all of them have read: the
+	// worst interleaving, made certain.
+	const n = 8
+	var reads sync.WaitGroup
+	reads.Add(n)
+	gate := make(chan struct{})
+	var once sync.Once
+	held := map[string]bool{}
+	var mu sync.Mutex
+	kv.Hook = func(call string, keys []string) error {
+		if call != "txn" || !strings.HasSuffix(keys[len(keys)-1], "/spec") {
+			return nil
+		}
+		mu.Lock()
+		first := !held[keys[len(keys)-1]]
+		held[keys[len(keys)-1]] = true
+		mu.Unlock()
+		if first {
+			reads.Done()
+			once.Do(func() { go func() { reads.Wait(); close(gate) }() })
+			<-gate
+		}
+		return nil
+	}
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := spec(fmt.Sprintf("n%d", i))
+			s.Parent = fmt.Sprintf("eth%d", i)
+			errs[i] = st.Create(ctx, s)
+		}()
+	}
+	wg.Wait()
+	kv.Hook = nil
+	ok := 0
+	for _, err := range errs {
+		switch {
+		case err == nil:
+			ok++
+		case !strings.Contains(err.Error(), "overlaps network"):
+			t.Errorf("refused with %v, want an overlap", err)
+		}
+	}
+	specs, _ := st.Specs(ctx)
+	if ok != 1 || len(specs) != 1 {
+		t.Errorf("%d creates succeeded, %d specs stored; want 1 and 1", ok, len(specs))
+	}
+	// Delete frees the subnet for the next create.
+	if err := st.Delete(ctx, specs[0].Name); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Create(ctx, spec("again")); err != nil {
+		t.Errorf("create after delete: %v", err)
+	}
+}
+
+func spec(name string) netspec.Spec {
+	return netspec.Spec{Name: name, Subnet: netip.MustParsePrefix("10.60.0.0/24"), Gateway: netip.MustParseAddr("10.60.0.1"),
+		Parent: "eth1", IPAM: netspec.PerNode, PerNodeSize: 16}
+}
+
+// TestReadSpecsSkipsBadDocuments: one undecodable spec is reported apart
+// and hides no other network.
+func TestReadSpecsSkipsBadDocuments(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	if err := st.Create(ctx, spec("good")); err != nil {
+		t.Fatal(err)
+	}
+	kv.Put(ctx, netspec.KVPrefix+"broken/spec", []byte("{not json"))
+	specs, bad, err := st.ReadSpecs(ctx)
+	if err != nil || len(specs) != 1 || specs[0].Name != "good" || len(bad) != 1 || bad[0].Name != "broken" {
+		t.Fatalf("specs %v, bad %v, %v: want good, and broken apart", specs, bad, err)
+	}
+	if err := st.Create(ctx, func() netspec.Spec {
+		s := spec("broken")
+		s.Subnet = netip.MustParsePrefix("10.61.0.0/24")
+		s.Gateway = netip.MustParseAddr("10.61.0.1")
+		s.Parent = "eth2"
+		return s
+	}()); !errors.Is(err, netspec.ErrExists) {
+		t.Errorf("create over an unreadable spec: %v, want ErrExists", err)
+	}
+}
+
+// TestLeasesAreKeyedByIdentity: two nodes with one name (cloned VMs) but
+// their own swarm node IDs hold two ranges.
+func TestLeasesAreKeyedByIdentity(t *testing.T) {
+	ctx := context.Background()
+	st := netspec.NewStore(kvtest.New())
+	s := spec("lan")
+	if err := st.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	a, _, err := st.Lease(ctx, s, "swarm-id-a")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := st.Lease(ctx, s, "swarm-id-b")
+	if err != nil || a == b {
+		t.Errorf("two identities leased %s and %s (%v), want two ranges", a, b, err)
+	}
+	for _, id := range []string{"swarm-id-a", "swarm-id-b"} {
+		st.Report(ctx, "lan", netspec.NodeState{ID: id, Node: "clone", State: netspec.StateReady})
+	}
+	if states, _ := st.NodeStates(ctx, "lan"); len(states) != 2 {
+		t.Errorf("reports of two nodes named clone: %+v, want two", states)
+	}
+}
+
+func TestDecideClaim(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	me := netspec.Holder{Instance: "me", BootID: "b", PIDNS: "p", PID: 10, Start: 1}
+	facts := func(h netspec.Holder, age time.Duration) *netspec.NodeFacts {
+		return &netspec.NodeFacts{ID: "x", Holder: h, UpdatedAt: now.Add(-age)}
+	}
+	other := netspec.Holder{Instance: "other", BootID: "b", PIDNS: "p", PID: 20, Start: 5}
+	remote := netspec.Holder{Instance: "remote", BootID: "elsewhere", PID: 20, Start: 5}
+	alive := func(int, uint64) bool { return true }
+	dead := func(int, uint64) bool { return false }
+	for _, c := range []struct {
+		name       string
+		cur, first *netspec.NodeFacts
+		running    func(int, uint64) bool
+		want       netspec.ClaimVerdict
+	}{
+		{"free", nil, nil, alive, netspec.ClaimTake},
+		{"mine", facts(me, time.Hour), nil, alive, netspec.ClaimTake},
+		{"legacy facts without a holder", facts(netspec.Holder{}, 0), nil, alive, netspec.ClaimTake},
+		{"holder's process gone (killed, restarted)", facts(other, 0), nil, dead, netspec.ClaimTake},
+		{"holder on another host, fresh", facts(remote, time.Second), nil, dead, netspec.ClaimWait},
+		{"holder on another host, stale", facts(remote, time.Minute), nil, dead, netspec.ClaimTake},
+		{"holder here, running, fresh", facts(other, time.Second), nil, alive, netspec.ClaimWait},
+		{"holder refreshed while we waited", facts(remote, 0), facts(remote, 5*time.Second), dead, netspec.ClaimRefuse},
+		{"a new holder meanwhile", facts(other, 0), facts(remote, 5*time.Second), alive, netspec.ClaimWait},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			if got := netspec.DecideClaim(c.cur, c.first, me, now, 30*time.Second, c.running); got != c.want {
+				t.Errorf("got %v, want %v", got, c.want)
+			}
+		})
+	}
+}
+
+// TestClaimRefusesASecondLiveAgent: a second agent claiming an identity
+// whose holder keeps its facts fresh is refused, naming the holder; once
+// the holder stops, its identity is taken over, and the old holder learns
+// it at its next heartbeat.
+func TestClaimRefusesASecondLiveAgent(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	st := netspec.NewStore(kvtest.New())
+	first := netspec.NodeFacts{ID: "id1", Node: "n", Holder: netspec.Holder{Instance: "one", Host: "hostA"}}
+	opts := netspec.ClaimOptions{Stale: 300 * time.Millisecond, Poll: 10 * time.Millisecond, Running: func(int, uint64) bool { return true }}
+	if err := st.Claim(ctx, first, opts); err != nil {
+		t.Fatal(err)
+	}
+	beat, stop := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for beat.Err() == nil {
+			st.PublishNode(ctx, first)
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	second := netspec.NodeFacts{ID: "id1", Node: "n", Holder: netspec.Holder{Instance: "two", Host: "hostB"}}
+	err := st.Claim(ctx, second, opts)
+	if !errors.Is(err, netspec.ErrIdentityHeld) || !strings.Contains(err.Error(), "hostA") {
+		t.Fatalf("second claim while the first beats: %v, want ErrIdentityHeld naming hostA", err)
+	}
+	stop()
+	<-done
+	if err := st.Claim(ctx, second, opts); err != nil {
+		t.Fatalf("claim after the holder stopped: %v", err)
+	}
+	if err := st.PublishNode(ctx, first); !errors.Is(err, netspec.ErrIdentityHeld) {
+		t.Errorf("the old holder's heartbeat: %v, want ErrIdentityHeld", err)
+	}
+}
