@@ -73,9 +73,17 @@ func BenchmarkIntegrationRegistration(b *testing.B) {
 	}
 }
 
-// registrars are underlay's agent and, with REGISTRATOR_BIN, registrator.
+// registrars are underlay's agent and, with REGISTRATOR_BIN, registrator;
+// UNDERLAY_BENCH_BASELINE names another underlay binary (an earlier build)
+// to run beside them as "underlay-base".
 func registrars(b *testing.B) []registrar {
-	regs := []registrar{underlayAgent{bin: testenv.UnderlayBinary(b)}}
+	regs := []registrar{underlayAgent{bin: testenv.UnderlayBinary(b), name: "underlay"}}
+	if bin := os.Getenv("UNDERLAY_BENCH_BASELINE"); bin != "" {
+		if _, err := os.Stat(bin); err != nil {
+			b.Fatalf("UNDERLAY_BENCH_BASELINE=%s: %v", bin, err)
+		}
+		regs = append(regs, underlayAgent{bin: bin, name: "underlay-base"})
+	}
 	if bin := os.Getenv("REGISTRATOR_BIN"); bin != "" {
 		if _, err := os.Stat(bin); err != nil {
 			b.Fatalf("REGISTRATOR_BIN=%s: %v", bin, err)
@@ -181,6 +189,7 @@ func runRegistration(b *testing.B, d *client.Client, netName string, reg registr
 		bw.w.stop()
 	}
 	evs := starts.wait(b, len(ids)+1, 10*time.Second)
+	starts.save(b, run.id)
 	delete(evs, warmName)
 	res.catalog, res.missing = between(evs, seen, func(k string) string { return k })
 	if wt := reg.WriteTimes(p); wt != nil {
@@ -246,7 +255,7 @@ func summarise(b *testing.B, d *client.Client, regs []registrar, results map[str
 	}
 	fmt.Printf("\nregistration benchmark, N=%d (macvlan, 10 at a time, dockerd %s, one Consul %s dev agent per run): %s\n",
 		n, dockerVersion(d), first.consul, what)
-	fmt.Printf("  %-12s %-30s %-30s %7s %5s %9s\n", "", "start event → catalog", "start event → agent's write", "missing", "stale", "peak RSS")
+	fmt.Printf("  %-14s %-30s %-30s %7s %5s %9s\n", "", "start event → catalog", "start event → agent's write", "missing", "stale", "peak RSS")
 	for _, reg := range regs {
 		rs := results[reg.Name()]
 		med := func(f func(runResult) float64) float64 {
@@ -270,11 +279,11 @@ func summarise(b *testing.B, d *client.Client, regs []registrar, results map[str
 			negative += r.catalog.negative() + r.write.negative()
 		}
 		rss := med(func(r runResult) float64 { return float64(r.rssKiB) / 1024 })
-		fmt.Printf("  %-12s %-30s %-30s %7d %5d %5.1f MiB\n", reg.Name(), cat, write, missing, stale, rss)
+		fmt.Printf("  %-14s %-30s %-30s %7d %5d %5.1f MiB\n", reg.Name(), cat, write, missing, stale, rss)
 		if negative > 0 {
-			fmt.Printf("  %-12s %d NEGATIVE latencies in these runs (clocks disagree); they are included above, not clamped\n", "", negative)
+			fmt.Printf("  %-14s %d NEGATIVE latencies in these runs (clocks disagree); they are included above, not clamped\n", "", negative)
 		}
-		if len(regs) == 1 || reg == regs[0] {
+		if reg.Name() == regs[0].Name() {
 			prefix := fmt.Sprintf("N%d-", n)
 			b.ReportMetric(med(func(r runResult) float64 { return ms(r.catalog.pct(0.5)) }), prefix+"catalog-p50-ms")
 			b.ReportMetric(med(func(r runResult) float64 { return ms(r.catalog.pct(0.95)) }), prefix+"catalog-p95-ms")
@@ -293,11 +302,14 @@ func summarise(b *testing.B, d *client.Client, regs []registrar, results map[str
 func BenchmarkIntegrationRegistrationFaults(b *testing.B) {
 	testenv.Require(b)
 	regs := registrars(b)
-	if len(regs) > 1 {
-		// Registrator at its most careful too: -cleanup removes services
-		// of gone containers and -resync N registers everything again
-		// every N seconds.
-		regs = append(regs, registrator{bin: regs[1].(registrator).bin, flags: []string{"-cleanup", "-resync", "5"}})
+	for _, r := range regs {
+		if r, ok := r.(registrator); ok {
+			// Registrator at its most careful too: -cleanup removes
+			// services of gone containers and -resync N registers
+			// everything again every N seconds.
+			regs = append(regs, registrator{bin: r.bin, flags: []string{"-cleanup", "-resync", "5"}})
+			break
+		}
 	}
 	d := testenv.Docker(b)
 	for b.Loop() {

@@ -146,9 +146,12 @@ func (p *process) waitHealthy(b *testing.B, timeout time.Duration) {
 }
 
 // underlayAgent runs `underlay agent` as its own process.
-type underlayAgent struct{ bin string }
+type underlayAgent struct {
+	bin  string
+	name string // "underlay", or "underlay-base" for a baseline binary
+}
 
-func (underlayAgent) Name() string { return "underlay" }
+func (u underlayAgent) Name() string { return u.name }
 
 func (u underlayAgent) Start(run *benchRun, extra ...string) *process {
 	b := run.b
@@ -352,6 +355,7 @@ func dockerVersion(d *client.Client) string {
 type startEvents struct {
 	mu sync.Mutex
 	at map[string]time.Time
+	id map[string]string // container ID by name
 }
 
 // watchStarts subscribes to the start events of containers labelled
@@ -367,7 +371,7 @@ func watchStarts(b *testing.B, d *client.Client, id string) *startEvents {
 	now := time.Now()
 	since := fmt.Sprintf("%d.%09d", now.Unix(), now.Nanosecond())
 	msgs, errs := d.Events(ctx, events.ListOptions{Filters: f, Since: since})
-	w := &startEvents{at: map[string]time.Time{}}
+	w := &startEvents{at: map[string]time.Time{}, id: map[string]string{}}
 	go func() {
 		for {
 			select {
@@ -381,6 +385,7 @@ func watchStarts(b *testing.B, d *client.Client, id string) *startEvents {
 			case m := <-msgs:
 				w.mu.Lock()
 				w.at[m.Actor.Attributes["name"]] = time.Unix(0, m.TimeNano)
+				w.id[m.Actor.Attributes["name"]] = m.Actor.ID
 				w.mu.Unlock()
 			}
 		}
@@ -406,6 +411,24 @@ func (w *startEvents) wait(b *testing.B, n int, timeout time.Duration) map[strin
 			return out
 		}
 		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// save writes the start events to $UNDERLAY_BENCH_LOG_DIR, beside the
+// registrars' logs, one "NAME CONTAINER-ID TIME" line each.
+func (w *startEvents) save(b *testing.B, runID string) {
+	dir := os.Getenv("UNDERLAY_BENCH_LOG_DIR")
+	if dir == "" {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var buf bytes.Buffer
+	for name, at := range w.at {
+		fmt.Fprintf(&buf, "%s %s %s\n", name, w.id[name], at.Format(time.RFC3339Nano))
+	}
+	if err := os.WriteFile(filepath.Join(dir, "starts-"+runID+".txt"), buf.Bytes(), 0o644); err != nil {
+		b.Error(err)
 	}
 }
 
