@@ -409,7 +409,9 @@ var faultScenarios = []faultScenario{
 		running := run.startContainers(0, 10)
 		w.waitCount(10, 30*time.Second)
 		run.consul.Restart(time.Second)
-		return settle(w, running, time.Now())
+		w.stop()
+		// A new watch, so that nothing seen before the restart counts.
+		return settle(watchCatalog(run.b, run.capi, run.service, ""), running, time.Now())
 	}},
 	{"10 containers that exit at once (start and die back to back), then one that runs", func(run *benchRun, reg registrar) faultResult {
 		p := reg.Start(run)
