@@ -167,7 +167,11 @@ func runRegistration(b *testing.B, d *client.Client, netName string, reg registr
 	for batch := 0; batch < n; batch += 10 {
 		prefix := run.name(batch)
 		prefix = prefix[:len(prefix)-1] // names batch..batch+9 share it
-		bw := batchWatch{w: watchCatalog(b, run.capi, run.service, containing(":"+prefix))}
+		names := map[string]bool{}
+		for i := batch; i < min(batch+10, n); i++ {
+			names[run.name(i)] = true
+		}
+		bw := batchWatch{w: watchCatalogUntil(b, run.capi, run.service, containing(":"+prefix), names)}
 		bw.started = run.startContainers(batch, min(10, n-batch))
 		maps.Copy(ids, bw.started)
 		watches = append(watches, bw)
@@ -177,9 +181,10 @@ func runRegistration(b *testing.B, d *client.Client, netName string, reg registr
 	seen := map[string]time.Time{}
 	deadline := time.Now().Add(60 * time.Second)
 	for _, bw := range watches {
-		bw.w.waitFor(time.Until(deadline), func(cur map[string]bool) bool {
+		bw.w.waitFor(time.Until(deadline), func(map[string]bool) bool {
+			seen := bw.w.firstSeen()
 			for name := range bw.started {
-				if !cur[name] {
+				if _, ok := seen[name]; !ok {
 					return false
 				}
 			}

@@ -441,7 +441,10 @@ func (w *startEvents) save(b *testing.B, runID string) {
 // was first seen; instances are keyed by container name, read from the
 // service ID (both registrars write HOST:CONTAINER:PORT).
 type catalogWatch struct {
-	stop    context.CancelFunc
+	stop context.CancelFunc
+	// until, when set, ends the watch once every one of these was seen.
+	until map[string]bool
+
 	mu      sync.Mutex
 	seen    map[string]time.Time
 	current map[string]bool
@@ -456,9 +459,16 @@ type catalogWatch struct {
 // process's time per change on this 2-core machine, and that delay would be
 // counted as the registrar's: the latency runs follow ten at a time.
 func watchCatalog(b *testing.B, c *api.Client, name, filter string) *catalogWatch {
+	return watchCatalogUntil(b, c, name, filter, nil)
+}
+
+// watchCatalogUntil is watchCatalog ending once every instance in until
+// was seen: every open blocking query on a service is answered again at
+// each change of it, so watches left open would slow Consul for the rest.
+func watchCatalogUntil(b *testing.B, c *api.Client, name, filter string, until map[string]bool) *catalogWatch {
 	ctx, cancel := context.WithCancel(context.Background())
 	b.Cleanup(cancel)
-	w := &catalogWatch{stop: cancel, seen: map[string]time.Time{}, current: map[string]bool{}, changed: make(chan struct{}, 1)}
+	w := &catalogWatch{stop: cancel, until: until, seen: map[string]time.Time{}, current: map[string]bool{}, changed: make(chan struct{}, 1)}
 	go func() {
 		var index uint64
 		for ctx.Err() == nil {
@@ -482,10 +492,19 @@ func watchCatalog(b *testing.B, c *api.Client, name, filter string) *catalogWatc
 					w.seen[n] = now
 				}
 			}
+			done := w.until != nil
+			for n := range w.until {
+				if _, ok := w.seen[n]; !ok {
+					done = false
+				}
+			}
 			w.mu.Unlock()
 			select {
 			case w.changed <- struct{}{}:
 			default:
+			}
+			if done {
+				cancel()
 			}
 		}
 	}()
