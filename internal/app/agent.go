@@ -29,6 +29,7 @@ import (
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netagent"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/profiling"
 	"github.com/underlay/underlay/internal/register"
 	"github.com/underlay/underlay/internal/taskmetrics"
 )
@@ -57,6 +58,7 @@ type agentFlags struct {
 	ipamSpares       int
 	taskMetrics      time.Duration
 	doctorInterval   time.Duration
+	pprof            string
 }
 
 func newAgentCommand(g *globalFlags, streams IOStreams) *cobra.Command {
@@ -99,6 +101,7 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 	fl.IntVar(&f.ipamSpares, "ipam-spares", 4, "addresses per cluster-IPAM pool this node claims ahead of demand, handed to Docker with no wait on Consul (given back when another node runs short; 0: none)")
 	fl.DurationVar(&f.taskMetrics, "task-metrics", 10*time.Second, "interval of Swarm task CPU/memory reports for the autoscaler's underlay:cpu and underlay:memory (0: off)")
 	fl.DurationVar(&f.doctorInterval, "doctor-interval", time.Minute, "interval of this node's doctor checks, published to Consul for the dashboard (0: off)")
+	fl.StringVar(&f.pprof, "pprof", "", "serve Go's profiler at http://ADDR/debug/pprof/ on this loopback ADDR, such as 127.0.0.1:6060 (empty: off)")
 	fl.IntVar(&f.workers, "workers", 32, "containers reconciled concurrently (Docker holds inspects of starting containers, so more than the start concurrency)")
 	return cmd
 }
@@ -116,6 +119,11 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 	}
 	if f.ipamSpares < 0 || f.ipamSpares > 64 {
 		return fmt.Errorf("--ipam-spares %d: want 0 to 64", f.ipamSpares)
+	}
+	if f.pprof != "" {
+		if err := profiling.CheckAddr(f.pprof); err != nil {
+			return fmt.Errorf("--pprof: %w", err)
+		}
 	}
 	// Socket activation (underlay-ipam.socket): systemd made the plugin's
 	// socket before dockerd started; the agent serves on it, never removes it.
@@ -180,6 +188,9 @@ func runAgent(ctx context.Context, f *agentFlags, log *slog.Logger) error {
 	}
 	if f.listen != "" {
 		g.Go(func() error { return serveStatus(gctx, f.listen, agent, reg, log) })
+	}
+	if f.pprof != "" {
+		g.Go(func() error { return profiling.Serve(gctx, f.pprof, log) })
 	}
 	return g.Wait()
 }

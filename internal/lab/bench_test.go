@@ -42,7 +42,7 @@ func BenchmarkIntegrationLab(b *testing.B) {
 		fmt.Printf("\nlab benchmark (3 nodes, 1 manager, 1 Consul server, agents on every node)\n")
 		fmt.Printf("  lab up                 %s\n", up.Round(10*time.Millisecond))
 		fmt.Printf("  lab down               %s\n", down.Round(10*time.Millisecond))
-		fmt.Printf("  memory at rest (RSS)   %.0f MiB\n", float64(mem)/(1<<20))
+		fmt.Printf("  memory at rest (RSS)   %.0f MiB (every process of the nodes, containers' included; the lab runs none at rest)\n", float64(mem)/(1<<20))
 		b.ReportMetric(up.Seconds(), "up-s")
 		b.ReportMetric(down.Seconds(), "down-s")
 		b.ReportMetric(float64(mem)/(1<<20), "rest-MiB")

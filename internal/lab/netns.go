@@ -254,7 +254,9 @@ func (netnsProvider) Probe(ctx context.Context, p *plan, n *nodePlan) (int, stri
 }
 
 // Memory implements provider: every process in the nodes' PID namespaces
-// (holder, dockerd, containerd, shims, containers, Consul, the agent).
+// (holder, dockerd, containerd, shims, Consul, the agent) and their
+// descendants, which include the containers' processes in PID namespaces
+// of their own.
 func (netnsProvider) Memory(ctx context.Context, p *plan) (int64, error) {
 	labNS := map[string]bool{}
 	for i := range p.nodes {
@@ -264,9 +266,19 @@ func (netnsProvider) Memory(ctx context.Context, p *plan) (int64, error) {
 		}
 		labNS[pidNS(h)] = true
 	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	procs := map[int]procLink{}
+	for _, e := range entries {
+		if pid, err := strconv.Atoi(e.Name()); err == nil {
+			procs[pid] = procLink{ns: pidNS(pid), ppid: statusField(pid, "PPid:")}
+		}
+	}
 	var total int64
-	for _, pr := range processes(func([]string) bool { return true }, func(pid int) bool { return labNS[pidNS(pid)] }) {
-		total += rssBytes(pr.pid)
+	for _, pid := range labProcesses(procs, labNS) {
+		total += rssBytes(pid)
 	}
 	return total, nil
 }

@@ -87,11 +87,25 @@ type Agent struct {
 	mu sync.Mutex // guards following fields
 	// actual is what this agent believes Consul holds, by service ID.
 	actual map[string]Registered
+	// byContainer indexes actual: the service IDs of each container.
+	byContainer map[string]map[string]bool
 	// warned holds the metadata warnings already logged, by container ID,
 	// so each problem is reported once rather than at every resync.
 	warned map[string]map[Warning]bool
-	// eventAt is the time of the oldest unhandled event per container.
-	eventAt    map[string]time.Time
+	// pending holds, per container, the events received since its last
+	// pass began.
+	pending map[string]pendingEvents
+	// forced marks containers whose next pass must read Docker whatever
+	// events came: a resync queued them.
+	forced map[string]bool
+	// sawRunning marks containers whose last pass that read Docker found
+	// them running and made Consul match, with the event stream that pass
+	// began under: a start event received since on the same stream tells
+	// nothing new (see beginPass).
+	sawRunning map[string]uint64
+	// stream counts the event stream's openings and losses; events may be
+	// missed between a loss and the next opening.
+	stream     uint64
 	dockerOK   bool
 	consulOK   bool
 	lastResync time.Time
@@ -124,12 +138,15 @@ func NewAgent(cfg Config, d Docker, c Catalog, log *slog.Logger, reg prometheus.
 	q := newQueue()
 	return &Agent{
 		cfg: cfg, docker: d, catalog: c, queue: q,
-		log:     log.With("component", "register"),
-		metrics: newMetrics(reg, q),
-		resyncC: make(chan struct{}, 1),
-		actual:  map[string]Registered{},
-		warned:  map[string]map[Warning]bool{},
-		eventAt: map[string]time.Time{},
+		log:         log.With("component", "register"),
+		metrics:     newMetrics(reg, q),
+		resyncC:     make(chan struct{}, 1),
+		actual:      map[string]Registered{},
+		byContainer: map[string]map[string]bool{},
+		warned:      map[string]map[Warning]bool{},
+		pending:     map[string]pendingEvents{},
+		forced:      map[string]bool{},
+		sawRunning:  map[string]uint64{},
 	}, nil
 }
 
@@ -203,19 +220,26 @@ func (a *Agent) work(ctx context.Context) {
 
 // syncContainer makes Consul hold exactly the desired services of one container.
 func (a *Agent) syncContainer(ctx context.Context, id string) error {
+	pass, skip := a.beginPass(id)
+	if skip {
+		a.metrics.passesSkipped.Inc()
+		a.log.Debug("start event after a pass that saw the container running; nothing to read", "container", shortID(id))
+		return nil
+	}
 	start := time.Now()
 	c, err := a.docker.Inspect(ctx, id)
 	inspected := time.Since(start)
 	gone := errors.Is(err, ErrNotFound)
 	if err != nil && !gone {
 		a.metrics.errors.WithLabelValues("docker").Inc()
+		a.passFailed(id, pass)
 		return fmt.Errorf("inspect container %s: %w", shortID(id), err)
 	}
 	var desired []Service
 	if !gone {
 		if !c.Running && a.cfg.Deregister == DeregisterOnSuccess && c.ExitCode != 0 {
 			a.log.Debug("container failed; keeping its services (--deregister on-success)", "container", c.Name, "exit_code", c.ExitCode)
-			a.takeEventTime(id)
+			a.passDone(id, pass, false)
 			return nil
 		}
 		var warnings []Warning
@@ -226,19 +250,97 @@ func (a *Agent) syncContainer(ctx context.Context, id string) error {
 	}
 	changes := Plan(desired, a.actualFor(id))
 	if changes.Empty() {
-		a.takeEventTime(id)
+		a.passDone(id, pass, !gone && c.Running)
 		return nil
 	}
 	if err := a.apply(ctx, changes); err != nil {
+		a.passFailed(id, pass)
 		return err
 	}
+	a.passDone(id, pass, !gone && c.Running)
 	var sinceEvent time.Duration
-	if at := a.takeEventTime(id); !at.IsZero() {
-		sinceEvent = time.Since(at)
+	if !pass.events.oldest.IsZero() {
+		sinceEvent = time.Since(pass.events.oldest)
 		a.metrics.eventLatency.Observe(sinceEvent.Seconds())
 	}
 	a.log.Debug("container reconciled", "container", shortID(id), "inspect", inspected, "total", time.Since(start), "since_event", sinceEvent)
 	return nil
+}
+
+// pendingEvents are the events of one container received since its last
+// pass began.
+type pendingEvents struct {
+	oldest time.Time // time of the oldest, for the latency metric
+	// onlyStarts says every one is a start event.
+	onlyStarts bool
+}
+
+// pass is one reconciliation of a container.
+type pass struct {
+	events pendingEvents // received since the previous pass began
+	stream uint64        // the event stream it began under
+}
+
+// beginPass takes the container's pending events and says whether the pass
+// can be skipped without reading Docker: when those events are all start
+// events and the last pass that read Docker found the container running
+// (and succeeded), on the same event stream. That is the common case of a
+// container starting: its network connect event comes first, and the
+// inspect it triggers waits in dockerd until the start is over, so it
+// already reads the started container, and the start event that follows
+// would read it again.
+//
+// Why no change can hide behind a skip: a run of a container ends with a
+// die event, and dockerd sends a container's events in order. Had the run
+// that the last pass saw ended before a later start, its die event would
+// have come either before that pass began (then the pass, reading after
+// it, could not have seen that run running) or after (then it is pending,
+// and not a start). So after only start events, the container is still in
+// the run that pass read. Events missed while the stream was down would
+// break this; the stream count keeps passes of an earlier stream from
+// counting, and a resync queues every container for a full pass anyway.
+func (a *Agent) beginPass(id string) (pass, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	events, hasEvents := a.pending[id]
+	delete(a.pending, id)
+	forced := a.forced[id]
+	delete(a.forced, id)
+	saw, ok := a.sawRunning[id]
+	skip := hasEvents && events.onlyStarts && !forced && ok && saw == a.stream
+	return pass{events: events, stream: a.stream}, skip
+}
+
+// passDone records what a pass that read Docker found, once Consul matches it.
+func (a *Agent) passDone(id string, p pass, running bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if running {
+		a.sawRunning[id] = p.stream
+	} else {
+		delete(a.sawRunning, id)
+	}
+}
+
+// passFailed gives back a failed pass's events, for the retry's latency
+// figure, and forgets what the container was seen doing.
+func (a *Agent) passFailed(id string, p pass) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.sawRunning, id)
+	ev := p.events
+	if q, ok := a.pending[id]; ok && (ev.oldest.IsZero() || (!q.oldest.IsZero() && q.oldest.Before(ev.oldest))) {
+		ev.oldest = q.oldest
+	}
+	ev.onlyStarts = false
+	a.pending[id] = ev
+}
+
+// newStream records that the event stream opened or was lost.
+func (a *Agent) newStream() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.stream++
 }
 
 func (a *Agent) apply(ctx context.Context, ch Changes) error {
@@ -282,12 +384,16 @@ func (a *Agent) apply(ctx context.Context, ch Changes) error {
 func (a *Agent) watchDocker(ctx context.Context) {
 	backoff.Follow(ctx, a.log, "docker event stream", backoff.Stream[Event]{
 		Subscribe: a.docker.Events,
-		Opened:    a.RequestResync,
+		Opened: func() {
+			a.newStream()
+			a.RequestResync()
+		},
 		Handle: func(_ context.Context, ev Event) {
 			a.noteEvent(ev)
 			a.queue.Add(ev.ContainerID)
 		},
 		Lost: func() {
+			a.newStream()
 			a.setDockerOK(false)
 			a.metrics.reconnects.Inc()
 		},
@@ -340,6 +446,7 @@ func (a *Agent) resync(ctx context.Context) error {
 	a.setDockerOK(true)
 	a.replaceActual(regs)
 	for _, id := range ids {
+		a.force(id)
 		a.queue.AddBackground(id)
 	}
 	for _, r := range regs {
@@ -351,6 +458,7 @@ func (a *Agent) resync(ctx context.Context) error {
 			a.deleteActual(r.ID)
 			continue
 		}
+		a.force(r.ContainerID)
 		a.queue.AddBackground(r.ContainerID)
 	}
 	a.metrics.resyncDuration.Observe(time.Since(start).Seconds())
@@ -430,27 +538,27 @@ func (a *Agent) forgetWarnings(id string) {
 func (a *Agent) noteEvent(ev Event) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if _, ok := a.eventAt[ev.ContainerID]; !ok {
-		a.eventAt[ev.ContainerID] = ev.Time
+	p, ok := a.pending[ev.ContainerID]
+	if !ok {
+		p = pendingEvents{oldest: ev.Time, onlyStarts: true}
 	}
+	p.onlyStarts = p.onlyStarts && ev.Action == "start"
+	a.pending[ev.ContainerID] = p
 }
 
-func (a *Agent) takeEventTime(id string) time.Time {
+// force makes the container's next pass read Docker.
+func (a *Agent) force(id string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	at := a.eventAt[id]
-	delete(a.eventAt, id)
-	return at
+	a.forced[id] = true
 }
 
 func (a *Agent) actualFor(containerID string) []Registered {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	var out []Registered
-	for _, r := range a.actual {
-		if r.ContainerID == containerID {
-			out = append(out, r)
-		}
+	for id := range a.byContainer[containerID] {
+		out = append(out, a.actual[id])
 	}
 	return out
 }
@@ -458,7 +566,9 @@ func (a *Agent) actualFor(containerID string) []Registered {
 func (a *Agent) setActual(r Registered) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.unindexLocked(r.ID)
 	a.actual[r.ID] = r
+	a.indexLocked(r)
 	a.lastWrite = time.Now()
 	a.metrics.services.Set(float64(len(a.actual)))
 }
@@ -477,6 +587,7 @@ func (a *Agent) setHealth(h HealthMirror) {
 func (a *Agent) deleteActual(id string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
+	a.unindexLocked(id)
 	delete(a.actual, id)
 	a.lastWrite = time.Now()
 	a.metrics.services.Set(float64(len(a.actual)))
@@ -486,10 +597,34 @@ func (a *Agent) replaceActual(regs []Registered) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.actual = make(map[string]Registered, len(regs))
+	a.byContainer = map[string]map[string]bool{}
 	for _, r := range regs {
 		a.actual[r.ID] = r
+		a.indexLocked(r)
 	}
 	a.metrics.services.Set(float64(len(a.actual)))
+}
+
+// indexLocked adds r to byContainer; a.mu must be held.
+func (a *Agent) indexLocked(r Registered) {
+	ids := a.byContainer[r.ContainerID]
+	if ids == nil {
+		ids = map[string]bool{}
+		a.byContainer[r.ContainerID] = ids
+	}
+	ids[r.ID] = true
+}
+
+// unindexLocked removes service id from byContainer; a.mu must be held.
+func (a *Agent) unindexLocked(id string) {
+	r, ok := a.actual[id]
+	if !ok {
+		return
+	}
+	delete(a.byContainer[r.ContainerID], id)
+	if len(a.byContainer[r.ContainerID]) == 0 {
+		delete(a.byContainer, r.ContainerID)
+	}
 }
 
 // drifted reports whether Consul, read at readAt, differs from the agent's

@@ -2,328 +2,450 @@ package register_test
 
 import (
 	"bufio"
-	"context"
 	"fmt"
+	"maps"
 	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
-	"syscall"
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/client"
-	"github.com/hashicorp/consul/api"
 
 	"github.com/underlay/underlay/internal/testenv"
 )
 
-// BenchmarkIntegrationRegistration is issue 2's benchmark: with the agent
-// running as its own process, start N containers on a macvlan network 10 at
-// a time, then remove them all, and print what a user would ask of a
-// registrator: missing and stale registrations, start-to-catalog latency,
-// time to deregister, the agent's peak RSS, and the Consul writes of a
-// resync over N unchanged containers. N is $UNDERLAY_BENCH_N (default 200).
+// Registration benchmarks (make bench).
+//
+// BenchmarkIntegrationRegistration measures how long a started container
+// takes to appear in the Consul catalog, from dockerd's own start event (its
+// timeNano) to the first answer of a blocking catalog query that holds it,
+// and the registrar's own part of it, from the same event to its write to
+// the local Consul agent. By default it runs N=50 three times and N=200
+// once; UNDERLAY_BENCH_N=K runs K instead, UNDERLAY_BENCH_RUNS times.
+//
+// With REGISTRATOR_BIN naming a gliderlabs/registrator binary, registrator
+// runs the same load on the same machine, its runs interleaved with
+// underlay's, and BenchmarkIntegrationRegistrationFaults sets it beside
+// underlay under faults. No registrator code is part of underlay; it was
+// built beside the project from its repository with modules from the Go
+// module proxy:
+//
+//	git clone https://github.com/gliderlabs/registrator && cd registrator
+//	go build -ldflags "-X main.Version=$(cat VERSION)" -o registrator .
+//	REGISTRATOR_BIN=$PWD/registrator make bench
 func BenchmarkIntegrationRegistration(b *testing.B) {
 	testenv.Require(b)
-	n := 200
+	type size struct{ n, runs int }
+	plan := []size{{50, 3}, {200, 1}}
 	if v := os.Getenv("UNDERLAY_BENCH_N"); v != "" {
-		var err error
-		if n, err = strconv.Atoi(v); err != nil || n < 1 || n > 250 {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 250 {
 			b.Fatalf("UNDERLAY_BENCH_N=%q: want 1 to 250 (one /24)", v)
 		}
+		runs := 1
+		if v := os.Getenv("UNDERLAY_BENCH_RUNS"); v != "" {
+			if runs, err = strconv.Atoi(v); err != nil || runs < 1 {
+				b.Fatalf("UNDERLAY_BENCH_RUNS=%q: want a positive number", v)
+			}
+		}
+		plan = []size{{n, runs}}
 	}
+	regs := registrars(b)
+	d := testenv.Docker(b)
 	for b.Loop() {
-		runRegistrationBench(b, n)
+		net := testenv.MacvlanNetwork(b, d, testenv.Network{Name: "bench-" + testenv.ID(b), Subnet: benchSubnet(b)})
+		for _, sz := range plan {
+			results := map[string][]runResult{}
+			for i := range sz.runs {
+				// Interleaved, so that the registrars share whatever load
+				// the machine has.
+				for _, reg := range regs {
+					r := runRegistration(b, d, net.Name, reg, sz.n)
+					fmt.Printf("\nregistration run %d/%d: %s, N=%d (under load: %s)\n%s", i+1, sz.runs, reg.Name(), sz.n, r.load, r)
+					results[reg.Name()] = append(results[reg.Name()], r)
+				}
+			}
+			summarise(b, d, regs, results, sz.n, sz.runs)
+		}
 	}
 }
 
-func runRegistrationBench(b *testing.B, n int) {
-	d := testenv.Docker(b)
-	cons := testenv.StartConsul(b)
-	capi := cons.Client()
-	id := testenv.ID(b)
-	v4, _, _ := testenv.Subnets(b)
-	net := testenv.MacvlanNetwork(b, d, testenv.Network{Name: "bench-" + id, Subnet: v4})
-	metricsAddr := fmt.Sprintf("127.0.0.1:%d", 30000+int(id[0])*100+int(id[1]))
-	logPath := filepath.Join(b.TempDir(), "agent.log")
-	if p := os.Getenv("UNDERLAY_BENCH_AGENT_LOG"); p != "" {
-		logPath = p // keep the agent's debug log for a closer look
+// registrars are underlay's agent and, with REGISTRATOR_BIN, registrator;
+// UNDERLAY_BENCH_BASELINE names another underlay binary (an earlier build)
+// to run beside them as "underlay-base".
+func registrars(b *testing.B) []registrar {
+	regs := []registrar{underlayAgent{bin: testenv.UnderlayBinary(b), name: "underlay"}}
+	if bin := os.Getenv("UNDERLAY_BENCH_BASELINE"); bin != "" {
+		if _, err := os.Stat(bin); err != nil {
+			b.Fatalf("UNDERLAY_BENCH_BASELINE=%s: %v", bin, err)
+		}
+		regs = append(regs, underlayAgent{bin: bin, name: "underlay-base"})
 	}
-	logf, err := os.Create(logPath)
-	if err != nil {
-		b.Fatal(err)
+	if bin := os.Getenv("REGISTRATOR_BIN"); bin != "" {
+		if _, err := os.Stat(bin); err != nil {
+			b.Fatalf("REGISTRATOR_BIN=%s: %v", bin, err)
+		}
+		regs = append(regs, registrator{bin: bin})
 	}
-	agent := exec.Command(testenv.UnderlayBinary(b), "agent", "--node", "bench-"+id, "--consul-addr", cons.Addr(),
-		"--label", "io.underlay.test="+id, "--host-ip", "127.0.0.1", "--listen", metricsAddr, "--networks=false", "--ipam=false", "--resync", "3s", "--log-level", "debug")
-	agent.Stdout, agent.Stderr = logf, logf
-	agent.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := agent.Start(); err != nil {
-		b.Fatal(err)
-	}
-	defer func() { agent.Process.Kill(); agent.Wait(); logf.Close() }()
+	return regs
+}
 
-	svcName := "bench-" + id
-	w := watchCatalog(b, capi, svcName)
-	labels := map[string]string{"io.underlay.test": id, "SERVICE_NAME": svcName}
+// runResult is what one run measured.
+type runResult struct {
+	n, started int
+	startWall  time.Duration
+	// catalog is start event → first sight in the catalog; write is start
+	// event → the registrar's write to its Consul agent (nil: not known).
+	catalog, write latencies
+	missing        int
+	deregWall      time.Duration
+	afterLast      time.Duration
+	stale          int
+	rssKiB         int
+	// resyncWrites are underlay's Consul writes over a restart and two
+	// full resyncs of the unchanged containers; -1 for other registrars.
+	resyncWrites, resyncs float64
+	load                  string
+	consul                string
+}
 
-	// Start N containers, 10 at a time.
-	started := make(map[string]time.Time, n)
-	var ids []string
-	var mu sync.Mutex
+func (r runResult) String() string {
+	var s strings.Builder
+	fmt.Fprintf(&s, "  containers started             %d (in %s)\n", r.started, r.startWall.Round(time.Millisecond))
+	fmt.Fprintf(&s, "  registrations missing          %d\n", r.missing)
+	fmt.Fprintf(&s, "  start event → catalog          %s\n", r.catalog)
+	if r.write != nil {
+		fmt.Fprintf(&s, "  start event → agent's write    %s (the rest is Consul's agent-to-catalog sync)\n", r.write)
+	} else {
+		fmt.Fprintf(&s, "  start event → agent's write    not measured (its log has a resolution of 1 s)\n")
+	}
+	fmt.Fprintf(&s, "  all deregistered after         %s from the first removal, %s after the last\n", r.deregWall.Round(time.Millisecond), r.afterLast.Round(time.Millisecond))
+	fmt.Fprintf(&s, "  entries left stale             %d\n", r.stale)
+	fmt.Fprintf(&s, "  peak RSS                       %.1f MiB\n", float64(r.rssKiB)/1024)
+	if r.resyncWrites >= 0 {
+		fmt.Fprintf(&s, "  writes of unchanged resyncs    %.0f (agent restarted, then %.0f full resyncs of %d containers, counting the restart's)\n", r.resyncWrites, r.resyncs, r.n)
+	}
+	return s.String()
+}
+
+// runRegistration starts reg against a new Consul dev agent, then n
+// containers 10 at a time, and removes them all.
+func runRegistration(b *testing.B, d *client.Client, netName string, reg registrar, n int) runResult {
+	run := newBenchRun(b, d, netName)
+	res := runResult{n: n, consul: consulVersion(b, run.capi), resyncWrites: -1}
+	load := sampleLoad()
+	p := reg.Start(run)
+	starts := watchStarts(b, d, run.id)
+
+	// One container registered and removed first, so that the registrar
+	// is past its start-up (registrator's first sync holds its lock) and
+	// has met the network.
+	warmName := run.name(n)
+	ww := watchCatalog(b, run.capi, run.service, containing(":"+warmName+":"))
+	warm := run.startContainers(n, 1)
+	if got := ww.waitFor(30*time.Second, func(c map[string]bool) bool { return c[warmName] }); !got[warmName] {
+		b.Fatalf("%s: warm-up container %s not registered within 30s", reg.Name(), warmName)
+	}
+	run.removeContainers([]string{warm[warmName]})
+	if got := ww.waitCount(0, 30*time.Second); got != 0 {
+		b.Fatalf("%s: warm-up container %s not deregistered within 30s", reg.Name(), warmName)
+	}
+	ww.stop()
+
+	// Each batch of ten is followed by its own watch, opened before the
+	// batch starts.
+	ids := map[string]string{}
+	type batchWatch struct {
+		w       *catalogWatch
+		started map[string]string
+	}
+	var watches []batchWatch
 	t0 := time.Now()
 	for batch := 0; batch < n; batch += 10 {
-		var wg sync.WaitGroup
+		prefix := run.name(batch)
+		prefix = prefix[:len(prefix)-1] // names batch..batch+9 share it
+		names := map[string]bool{}
 		for i := batch; i < min(batch+10, n); i++ {
-			name := fmt.Sprintf("%s-%03d", id, i)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				cid, err := testenv.StartContainer(b, d, testenv.Container{Name: name, Networks: []string{net.Name}, Labels: labels})
-				mu.Lock()
-				defer mu.Unlock()
-				if err != nil {
-					b.Error(err)
-					return
+			names[run.name(i)] = true
+		}
+		bw := batchWatch{w: watchCatalogUntil(b, run.capi, run.service, containing(":"+prefix), names)}
+		bw.started = run.startContainers(batch, min(10, n-batch))
+		maps.Copy(ids, bw.started)
+		watches = append(watches, bw)
+	}
+	res.startWall = time.Since(t0)
+	res.started = len(ids)
+	seen := map[string]time.Time{}
+	deadline := time.Now().Add(60 * time.Second)
+	for _, bw := range watches {
+		bw.w.waitFor(time.Until(deadline), func(map[string]bool) bool {
+			seen := bw.w.firstSeen()
+			for name := range bw.started {
+				if _, ok := seen[name]; !ok {
+					return false
 				}
-				started["bench-"+id+":"+name+":8080"] = time.Now()
-				ids = append(ids, cid)
-			}()
-		}
-		wg.Wait()
+			}
+			return true
+		})
+		maps.Copy(seen, bw.w.firstSeen())
+		bw.w.stop()
 	}
-	startWall := time.Since(t0)
-	w.waitCount(len(started), 60*time.Second)
-	seen := w.firstSeen()
-	var lat []time.Duration
-	missing := 0
-	for sid, at := range started {
-		s, ok := seen[sid]
-		if !ok {
-			missing++
-			continue
+	evs := starts.wait(b, len(ids)+1, 10*time.Second)
+	starts.save(b, run.id)
+	delete(evs, warmName)
+	res.catalog, res.missing = between(evs, seen, func(k string) string { return k })
+	if wt := reg.WriteTimes(p); wt != nil {
+		byName := make(map[string]time.Time, len(wt))
+		for id, at := range wt {
+			byName[containerOf(id)] = at
 		}
-		lat = append(lat, max(0, s.Sub(at)))
+		res.write, _ = between(evs, byName, func(k string) string { return k })
 	}
-	slices.Sort(lat)
-	// The agent logs each registration with its time: that splits the
-	// latency into underlay's part and Consul's agent-to-catalog sync.
-	registeredAt := registrationTimes(b, logPath)
-	var agentLat []time.Duration
-	for sid, at := range started {
-		if r, ok := registeredAt[sid]; ok {
-			agentLat = append(agentLat, max(0, r.Sub(at)))
-		}
-	}
-	slices.Sort(agentLat)
+	res.rssKiB = peakRSS(p.cmd.Process.Pid)
+	w := watchCatalog(b, run.capi, run.service, "")
+	w.waitCount(len(ids)-res.missing, 10*time.Second) // its first answer
 
-	// Resync of N unchanged containers: count writes across two full resyncs.
-	resyncs0, writes0 := agentMetrics(b, metricsAddr)
-	deadline := time.Now().Add(20 * time.Second)
-	resyncs, writes := resyncs0, writes0
-	for resyncs < resyncs0+2 && time.Now().Before(deadline) {
-		time.Sleep(500 * time.Millisecond)
-		resyncs, writes = agentMetrics(b, metricsAddr)
+	if p.metrics != "" {
+		// underlay: restart the agent with short resyncs and count the
+		// writes they make over containers that did not change.
+		p.Stop()
+		p = reg.Start(run, "--resync", "2s")
+		res.resyncs, res.resyncWrites = countResyncWrites(b, p.metrics, 3)
 	}
-	time.Sleep(time.Second) // let the queued containers drain
-	_, writes = agentMetrics(b, metricsAddr)
 
-	// Remove them all, 10 at a time.
+	cids := make([]string, 0, len(ids))
+	for _, id := range ids {
+		cids = append(cids, id)
+	}
 	t1 := time.Now()
-	for batch := 0; batch < len(ids); batch += 10 {
-		var wg sync.WaitGroup
-		for _, cid := range ids[batch:min(batch+10, len(ids))] {
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				if err := d.ContainerRemove(context.Background(), cid, container.RemoveOptions{Force: true}); err != nil {
-					b.Error(err)
-				}
-			}()
-		}
-		wg.Wait()
-	}
+	run.removeContainers(cids)
 	lastRemoved := time.Now()
-	stale := w.waitCount(0, 60*time.Second)
-	deregWall, afterLast := time.Since(t1), time.Since(lastRemoved)
-	rss := peakRSS(b, agent.Process.Pid)
-
-	pct := func(p float64) time.Duration { return percentile(lat, p) }
-	apct := func(p float64) time.Duration { return percentile(agentLat, p) }
-	fmt.Printf("\nregistration benchmark (N=%d, macvlan, 10 at a time, real dockerd %s + Consul 1.8.7)\n", n, dockerVersion(d))
-	fmt.Printf("  containers started           %d (in %s)\n", len(started), startWall.Round(time.Millisecond))
-	fmt.Printf("  registrations missing        %d\n", missing)
-	fmt.Printf("  start→catalog latency        p50 %s  p95 %s  max %s\n", pct(0.5).Round(time.Microsecond*100), pct(0.95).Round(time.Microsecond*100), pct(1).Round(time.Microsecond*100))
-	fmt.Printf("   of which start→agent write  p50 %s  p95 %s  max %s (the rest is Consul's agent-to-catalog sync)\n", apct(0.5).Round(time.Microsecond*100), apct(0.95).Round(time.Microsecond*100), apct(1).Round(time.Microsecond*100))
-	fmt.Printf("  all deregistered after       %s from the first removal, %s after the last\n", deregWall.Round(time.Millisecond), afterLast.Round(time.Millisecond))
-	fmt.Printf("  entries left stale           %d\n", stale)
-	fmt.Printf("  agent peak RSS               %.1f MB\n", float64(rss)/1024)
-	fmt.Printf("  writes of unchanged resyncs  %.0f (over %.0f full resyncs of %d containers)\n", writes-writes0, resyncs-resyncs0, n)
-	b.ReportMetric(float64(missing), "missing")
-	b.ReportMetric(float64(stale), "stale")
-	b.ReportMetric(float64(pct(0.95).Microseconds())/1000, "p95-ms")
-	b.ReportMetric(float64(apct(0.95).Microseconds())/1000, "agent-p95-ms")
-	b.ReportMetric(float64(rss)/1024, "peak-rss-MB")
-	b.ReportMetric(writes-writes0, "resync-writes")
+	res.stale = w.waitCount(0, 60*time.Second)
+	res.deregWall, res.afterLast = time.Since(t1), time.Since(lastRemoved)
+	res.load = load.since()
+	p.Stop()
+	return res
 }
 
-func percentile(sorted []time.Duration, p float64) time.Duration {
-	if len(sorted) == 0 {
-		return 0
-	}
-	return sorted[min(len(sorted)-1, int(float64(len(sorted))*p))]
-}
-
-// registrationTimes reads the agent's text log for when it registered each
-// service ID (the first time).
-func registrationTimes(b *testing.B, logPath string) map[string]time.Time {
-	data, err := os.ReadFile(logPath)
-	if err != nil {
-		b.Fatal(err)
-	}
-	out := map[string]time.Time{}
-	for _, line := range strings.Split(string(data), "\n") {
-		if !strings.Contains(line, "msg=registered ") {
-			continue
-		}
-		var at time.Time
-		var id string
-		for _, f := range strings.Fields(line) {
-			if v, ok := strings.CutPrefix(f, "time="); ok {
-				at, _ = time.Parse(time.RFC3339Nano, v)
-			}
-			if v, ok := strings.CutPrefix(f, "id="); ok {
-				id = v
-			}
-		}
-		if _, seen := out[id]; !seen && id != "" {
-			out[id] = at
-		}
-	}
-	return out
-}
-
-// catalogWatch follows one service in the Consul catalog with blocking
-// queries, recording when each instance first appeared.
-type catalogWatch struct {
-	mu      sync.Mutex
-	seen    map[string]time.Time
-	current map[string]bool
-	changed chan struct{}
-}
-
-func watchCatalog(b *testing.B, c *api.Client, name string) *catalogWatch {
-	w := &catalogWatch{seen: map[string]time.Time{}, current: map[string]bool{}, changed: make(chan struct{}, 1)}
-	ctx, cancel := context.WithCancel(context.Background())
-	b.Cleanup(cancel)
-	go func() {
-		var index uint64
-		for ctx.Err() == nil {
-			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Second}).WithContext(ctx)
-			entries, meta, err := c.Catalog().Service(name, "", q)
-			now := time.Now()
-			if err != nil {
-				time.Sleep(50 * time.Millisecond)
-				continue
-			}
-			index = meta.LastIndex
-			w.mu.Lock()
-			w.current = map[string]bool{}
-			for _, e := range entries {
-				w.current[e.ServiceID] = true
-				if _, ok := w.seen[e.ServiceID]; !ok {
-					w.seen[e.ServiceID] = now
-				}
-			}
-			w.mu.Unlock()
-			select {
-			case w.changed <- struct{}{}:
-			default:
-			}
-		}
-	}()
-	return w
-}
-
-// waitCount waits until the catalog holds n instances or timeout passes,
-// and returns how many it holds.
-func (w *catalogWatch) waitCount(n int, timeout time.Duration) int {
-	deadline := time.After(timeout)
+// countResyncWrites waits until the agent has done `resyncs` full resyncs
+// and reconciled what they queued, and returns the resyncs and the Consul
+// writes counted then.
+func countResyncWrites(b *testing.B, addr string, resyncs float64) (float64, float64) {
+	deadline := time.Now().Add(60 * time.Second)
 	for {
-		w.mu.Lock()
-		got := len(w.current)
-		w.mu.Unlock()
-		if got == n {
-			return got
+		done, writes := agentMetrics(b, addr)
+		if done >= resyncs && queueDepth(b, addr) == 0 {
+			return done, writes
 		}
-		select {
-		case <-w.changed:
-		case <-deadline:
-			return got
-		case <-time.After(100 * time.Millisecond):
+		if time.Now().After(deadline) {
+			b.Fatalf("agent did %.0f resyncs in 60s, want %.0f", done, resyncs)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func queueDepth(b *testing.B, addr string) float64 {
+	return metricValue(b, addr, "underlay_register_queue_depth")
+}
+
+// summarise prints the medians over the runs of each registrar.
+func summarise(b *testing.B, d *client.Client, regs []registrar, results map[string][]runResult, n, runs int) {
+	first := results[regs[0].Name()][0]
+	what := "one run"
+	if runs > 1 {
+		what = fmt.Sprintf("medians of %d runs", runs)
+	}
+	fmt.Printf("\nregistration benchmark, N=%d (macvlan, 10 at a time, dockerd %s, one Consul %s dev agent per run): %s\n",
+		n, dockerVersion(d), first.consul, what)
+	fmt.Printf("  %-14s %-30s %-30s %7s %5s %9s\n", "", "start event → catalog", "start event → agent's write", "missing", "stale", "peak RSS")
+	for _, reg := range regs {
+		rs := results[reg.Name()]
+		med := func(f func(runResult) float64) float64 {
+			v := make([]float64, len(rs))
+			for i, r := range rs {
+				v[i] = f(r)
+			}
+			slices.Sort(v)
+			return v[len(v)/2]
+		}
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		cat := fmt.Sprintf("p50 %.1f ms  p95 %.1f ms", med(func(r runResult) float64 { return ms(r.catalog.pct(0.5)) }), med(func(r runResult) float64 { return ms(r.catalog.pct(0.95)) }))
+		write := "not measured"
+		if rs[0].write != nil {
+			write = fmt.Sprintf("p50 %.1f ms  p95 %.1f ms", med(func(r runResult) float64 { return ms(r.write.pct(0.5)) }), med(func(r runResult) float64 { return ms(r.write.pct(0.95)) }))
+		}
+		var missing, stale, negative int
+		for _, r := range rs {
+			missing += r.missing
+			stale += r.stale
+			negative += r.catalog.negative() + r.write.negative()
+		}
+		rss := med(func(r runResult) float64 { return float64(r.rssKiB) / 1024 })
+		fmt.Printf("  %-14s %-30s %-30s %7d %5d %5.1f MiB\n", reg.Name(), cat, write, missing, stale, rss)
+		if negative > 0 {
+			fmt.Printf("  %-14s %d NEGATIVE latencies in these runs (clocks disagree); they are included above, not clamped\n", "", negative)
+		}
+		if reg.Name() == regs[0].Name() {
+			prefix := fmt.Sprintf("N%d-", n)
+			b.ReportMetric(med(func(r runResult) float64 { return ms(r.catalog.pct(0.5)) }), prefix+"catalog-p50-ms")
+			b.ReportMetric(med(func(r runResult) float64 { return ms(r.catalog.pct(0.95)) }), prefix+"catalog-p95-ms")
+			b.ReportMetric(float64(missing), prefix+"missing")
+			b.ReportMetric(float64(stale), prefix+"stale")
+		}
+	}
+	fmt.Printf("  (missing and stale are totals over the runs; missing: started but never seen in the catalog, stale: still there 60 s after removal)\n")
+}
+
+// BenchmarkIntegrationRegistrationFaults sets underlay beside registrator
+// (when REGISTRATOR_BIN is set; underlay alone otherwise) under faults that
+// lose or strand registrations, and prints what each left in the catalog
+// once it had time to settle: registrations missing (a running container
+// not in the catalog) and stale (a container gone, still in the catalog).
+func BenchmarkIntegrationRegistrationFaults(b *testing.B) {
+	testenv.Require(b)
+	regs := registrars(b)
+	for _, r := range regs {
+		if r, ok := r.(registrator); ok {
+			// Registrator at its most careful too: -cleanup removes
+			// services of gone containers and -resync N registers
+			// everything again every N seconds.
+			regs = append(regs, registrator{bin: r.bin, flags: []string{"-cleanup", "-resync", "5"}})
+			break
+		}
+	}
+	d := testenv.Docker(b)
+	for b.Loop() {
+		net := testenv.MacvlanNetwork(b, d, testenv.Network{Name: "faults-" + testenv.ID(b), Subnet: benchSubnet(b)})
+		fmt.Printf("\nregistration under faults (10 containers each, dockerd %s, a Consul dev agent each; after the fault, up to %s for the catalog to match the running containers)\n", dockerVersion(d), settleTime)
+		for _, sc := range faultScenarios {
+			fmt.Printf("  %s\n", sc.name)
+			for _, reg := range regs {
+				run := newBenchRun(b, d, net.Name)
+				r := sc.run(run, reg)
+				run.removeAll()
+				fmt.Printf("    %-34s %s\n", reg.Name(), r)
+			}
 		}
 	}
 }
 
-func (w *catalogWatch) firstSeen() map[string]time.Time {
-	w.mu.Lock()
-	defer w.mu.Unlock()
-	out := make(map[string]time.Time, len(w.seen))
-	for k, v := range w.seen {
-		out[k] = v
-	}
-	return out
+// settleTime is how long a fault scenario waits for the catalog to match.
+const settleTime = 20 * time.Second
+
+type faultScenario struct {
+	name string
+	run  func(run *benchRun, reg registrar) faultResult
 }
 
-// agentMetrics reads the agent's resync count and Consul write count.
-func agentMetrics(b *testing.B, addr string) (resyncs, writes float64) {
-	resp, err := http.Get("http://" + addr + "/metrics")
+// faultResult is the catalog compared with the running containers.
+type faultResult struct {
+	missing, stale int
+	settled        time.Duration // -1: never within settleTime
+}
+
+func (f faultResult) String() string {
+	s := fmt.Sprintf("missing %d  stale %d  ", f.missing, f.stale)
+	if f.settled < 0 {
+		return s + fmt.Sprintf("(not settled after %s)", settleTime)
+	}
+	return s + fmt.Sprintf("(settled %s after the fault ended)", f.settled.Round(10*time.Millisecond))
+}
+
+// settle waits until the catalog holds exactly the running containers and
+// reports the difference then.
+func settle(w *catalogWatch, running map[string]string, from time.Time) faultResult {
+	cur := w.waitFor(settleTime, func(cur map[string]bool) bool {
+		if len(cur) != len(running) {
+			return false
+		}
+		for name := range running {
+			if !cur[name] {
+				return false
+			}
+		}
+		return true
+	})
+	var f faultResult
+	for name := range running {
+		if !cur[name] {
+			f.missing++
+		}
+	}
+	for name := range cur {
+		if _, ok := running[name]; !ok {
+			f.stale++
+		}
+	}
+	f.settled = time.Since(from)
+	if f.missing+f.stale > 0 {
+		f.settled = -1
+	}
+	return f
+}
+
+var faultScenarios = []faultScenario{
+	{"registrar killed -9; while it is down 5 of 10 containers removed and 5 started; restarted", func(run *benchRun, reg registrar) faultResult {
+		p := reg.Start(run)
+		w := watchCatalog(run.b, run.capi, run.service, "")
+		running := run.startContainers(0, 10)
+		w.waitCount(10, 30*time.Second)
+		p.Kill()
+		var gone []string
+		for i := range 5 {
+			gone = append(gone, running[run.name(i)])
+			delete(running, run.name(i))
+		}
+		run.removeContainers(gone)
+		for name, id := range run.startContainers(10, 5) {
+			running[name] = id
+		}
+		t0 := time.Now()
+		p = reg.Start(run)
+		defer p.Stop()
+		return settle(w, running, t0)
+	}},
+	{"Consul agent restarted with no state (a dev agent) under 10 registered containers", func(run *benchRun, reg registrar) faultResult {
+		p := reg.Start(run)
+		defer p.Stop()
+		w := watchCatalog(run.b, run.capi, run.service, "")
+		running := run.startContainers(0, 10)
+		w.waitCount(10, 30*time.Second)
+		run.consul.Restart(time.Second)
+		w.stop()
+		// A new watch, so that nothing seen before the restart counts.
+		return settle(watchCatalog(run.b, run.capi, run.service, ""), running, time.Now())
+	}},
+	{"10 containers that exit at once (start and die back to back), then one that runs", func(run *benchRun, reg registrar) faultResult {
+		p := reg.Start(run)
+		defer p.Stop()
+		w := watchCatalog(run.b, run.capi, run.service, "")
+		// The test server exits at once when it cannot listen.
+		run.startContainers(0, 10, "LISTEN=no-such-address")
+		// The registrar has seen those events once it registers the
+		// container started after them.
+		running := run.startContainers(10, 1)
+		w.waitFor(30*time.Second, func(c map[string]bool) bool { return c[run.name(10)] })
+		return settle(w, running, time.Now())
+	}},
+}
+
+// metricValue reads one unlabelled series of underlay's /metrics.
+func metricValue(b *testing.B, addr, name string) float64 {
+	c := http.Client{Timeout: 5 * time.Second}
+	resp, err := c.Get("http://" + addr + "/metrics")
 	if err != nil {
 		b.Fatalf("agent metrics: %v", err)
 	}
 	defer resp.Body.Close()
 	sc := bufio.NewScanner(resp.Body)
 	for sc.Scan() {
-		line := sc.Text()
-		fields := strings.Fields(line)
-		if len(fields) != 2 {
-			continue
-		}
-		v, _ := strconv.ParseFloat(fields[1], 64)
-		switch {
-		case strings.HasPrefix(line, "underlay_register_resync_duration_seconds_count"):
-			resyncs = v
-		case strings.HasPrefix(line, "underlay_register_consul_writes_total"):
-			writes += v
-		}
-	}
-	return resyncs, writes
-}
-
-// peakRSS is a process's high-water resident set size in KiB.
-func peakRSS(b *testing.B, pid int) int {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		b.Fatal(err)
-	}
-	for _, line := range strings.Split(string(data), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.Atoi(strings.TrimSuffix(strings.TrimSpace(rest), " kB"))
-			return kb
+		if v, ok := strings.CutPrefix(sc.Text(), name+" "); ok {
+			f, _ := strconv.ParseFloat(v, 64)
+			return f
 		}
 	}
 	return 0
-}
-
-func dockerVersion(d *client.Client) string {
-	v, err := d.ServerVersion(context.Background())
-	if err != nil {
-		return "?"
-	}
-	return v.Version
 }

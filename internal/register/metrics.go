@@ -11,6 +11,7 @@ type metrics struct {
 	resyncDuration prometheus.Histogram
 	eventLatency   prometheus.Histogram
 	reconnects     prometheus.Counter
+	passesSkipped  prometheus.Counter
 	queueDepth     prometheus.GaugeFunc
 }
 
@@ -47,13 +48,17 @@ func newMetrics(reg prometheus.Registerer, q *queue) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "docker_reconnects_total",
 			Help: "Times the Docker event stream ended and was reopened.",
 		}),
+		passesSkipped: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "start_events_skipped_total",
+			Help: "Start events that needed no inspect: the pass before, triggered by the container's network connect, already saw it running.",
+		}),
 	}
 	m.queueDepth = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Subsystem: sub, Name: "queue_depth",
 		Help: "Containers waiting to be reconciled.",
 	}, func() float64 { return float64(q.Len()) })
 	if reg != nil {
-		reg.MustRegister(m.services, m.writes, m.errors, m.warnings, m.resyncDuration, m.eventLatency, m.reconnects, m.queueDepth)
+		reg.MustRegister(m.services, m.writes, m.errors, m.warnings, m.resyncDuration, m.eventLatency, m.reconnects, m.passesSkipped, m.queueDepth)
 	}
 	return m
 }

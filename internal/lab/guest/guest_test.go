@@ -76,6 +76,23 @@ func TestDaemons(t *testing.T) {
 	if err != nil || !ok || got != pid {
 		t.Fatalf("running: %v pid %d (%v), want pid %d", ok, got, err, pid)
 	}
+	// Each start appends its line to the log; a kill before a daemon wrote
+	// it would lose the line, so each is awaited before the next kill.
+	waitStarted := func(n int) {
+		t.Helper()
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			b, _ := os.ReadFile(log)
+			if strings.Count(string(b), "started") == n {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("daemon log: %q, want %d lines", b, n)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	waitStarted(1)
 	// A second start replaces the first.
 	pid2, err := c.Start(ctx, key, args, []string{"PATH=/usr/bin:/bin"}, log)
 	if err != nil || pid2 == pid {
@@ -84,19 +101,7 @@ func TestDaemons(t *testing.T) {
 	if running(pid) {
 		t.Errorf("first daemon %d still runs after the second start", pid)
 	}
-	// Both appended to the log (the second is killed below only once it
-	// wrote: a kill right after the start can come before its first line).
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		b, _ := os.ReadFile(log)
-		if strings.Count(string(b), "started") == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("daemon log: %q", b)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	waitStarted(2)
 	if err := c.Kill(ctx, key); err != nil {
 		t.Fatal(err)
 	}

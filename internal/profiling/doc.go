@@ -1,0 +1,5 @@
+// Package profiling serves Go's runtime profiles (net/http/pprof) under
+// /debug/pprof/ for a closer look at a running process. It is off unless
+// asked for, and listens only on loopback addresses: profiles reveal the
+// process's internals and a CPU profile costs CPU while it runs.
+package profiling

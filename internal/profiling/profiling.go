@@ -1,0 +1,72 @@
+package profiling
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/pprof"
+	"time"
+)
+
+// CheckAddr accepts host:port addresses whose host is a loopback IP
+// address or "localhost", and refuses every other one with an error naming it.
+func CheckAddr(addr string) error {
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("profiler address %q: want HOST:PORT on loopback, such as 127.0.0.1:6060: %w", addr, err)
+	}
+	if port == "" {
+		return fmt.Errorf("profiler address %q: no port", addr)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("profiler address %q: %q is not a loopback address (the profiler is served on loopback only)", addr, host)
+	}
+	return nil
+}
+
+// Handler serves the profiles under /debug/pprof/.
+func Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index) // also serves heap, goroutine, block, mutex...
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	return mux
+}
+
+// Serve serves Handler on addr, which CheckAddr must accept, until ctx ends.
+func Serve(ctx context.Context, addr string, log *slog.Logger) error {
+	if err := CheckAddr(addr); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("profiler: %w", err)
+	}
+	// A resolved "localhost" may still name a non-loopback address.
+	if ip := ln.Addr().(*net.TCPAddr).IP; !ip.IsLoopback() {
+		ln.Close()
+		return fmt.Errorf("profiler address %q: listens on %s, not loopback", addr, ip)
+	}
+	// No write timeout: a CPU profile or trace streams for its duration.
+	srv := &http.Server{Handler: Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	log.With("component", "profiling").Info("serving Go profiles", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("profiler: %w", err)
+	}
+	return nil
+}
