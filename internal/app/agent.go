@@ -59,6 +59,7 @@ type agentFlags struct {
 	taskMetrics      time.Duration
 	doctorInterval   time.Duration
 	pprof            string
+	stateDir         string
 }
 
 func newAgentCommand(g *globalFlags, streams IOStreams) *cobra.Command {
@@ -101,6 +102,7 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 	fl.IntVar(&f.ipamSpares, "ipam-spares", 4, "addresses per cluster-IPAM pool this node claims ahead of demand, handed to Docker with no wait on Consul (given back when another node runs short; 0: none)")
 	fl.DurationVar(&f.taskMetrics, "task-metrics", 10*time.Second, "interval of Swarm task CPU/memory reports for the autoscaler's underlay:cpu and underlay:memory (0: off)")
 	fl.DurationVar(&f.doctorInterval, "doctor-interval", time.Minute, "interval of this node's doctor checks, published to Consul for the dashboard (0: off)")
+	fl.StringVar(&f.stateDir, "state-dir", "/var/lib/underlay", "directory where the agent records this node's identity, so that at boot its IPAM plugin answers dockerd before dockerd answers it (empty: none)")
 	fl.StringVar(&f.pprof, "pprof", "", "serve Go's profiler at http://ADDR/debug/pprof/ on this loopback ADDR, such as 127.0.0.1:6060 (empty: off)")
 	fl.IntVar(&f.workers, "workers", 32, "containers reconciled concurrently (Docker holds inspects of starting containers, so more than the start concurrency)")
 	return cmd
@@ -230,10 +232,10 @@ func runDoctorReports(ctx context.Context, f *agentFlags, id, node string, docke
 // its swarm node ID (the name is for display only). It first claims that
 // identity, and fails if another live agent holds it or takes it over.
 func runNetworks(ctx context.Context, f *agentFlags, dockerAPI *client.Client, consulAPI *api.Client, src *dockerhost.Source, node string, reg *prometheus.Registry, ipamLn net.Listener, log *slog.Logger) error {
-	id, err := waitFor(ctx, log, "this node's swarm node ID (cluster networks need the node in a swarm)", func(ctx context.Context) (string, error) {
+	id, _, err := netagent.ResolveID(ctx, func(ctx context.Context) (string, error) {
 		info, err := dockerAPI.Info(ctx)
 		return info.Swarm.NodeID, err
-	})
+	}, f.stateDir, netagent.AskDockerFor, log)
 	if err != nil {
 		return err
 	}

@@ -144,7 +144,7 @@ func (netnsProvider) Layout(p *plan, n *nodePlan) layout {
 	return layout{
 		DockerListen: listen, DockerHost: sock,
 		DockerData: filepath.Join(dir, "data"), DockerExec: filepath.Join(dir, "exec"), DockerPid: filepath.Join(dir, "docker.pid"),
-		ConsulData: filepath.Join(dir, "consul"), LogDir: dir, UnderlayBin: p.cfg.UnderlayBin, Parent: "eth1",
+		ConsulData: filepath.Join(dir, "consul"), AgentState: filepath.Join(dir, "agent-state"), LogDir: dir, UnderlayBin: p.cfg.UnderlayBin, Parent: "eth1",
 	}
 }
 

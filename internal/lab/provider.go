@@ -75,6 +75,8 @@ type layout struct {
 	DockerData, DockerExec, DockerPid string
 	DockerExtra                       []string
 	ConsulData                        string
+	// AgentState is the agent's --state-dir (its recorded identity).
+	AgentState string
 	// LogDir holds the daemons' logs; it is the node's state directory on
 	// the host (shared with a VM).
 	LogDir string
@@ -139,7 +141,7 @@ func (p *plan) agent(n *nodePlan) daemon {
 	bin := p.layout(n).UnderlayBin
 	return daemon{
 		key:  filepath.Base(bin) + " agent",
-		args: append([]string{bin, "agent", "--listen", AgentListen, "--node", n.Host}, p.cfg.AgentArgs...),
+		args: append([]string{bin, "agent", "--listen", AgentListen, "--node", n.Host, "--state-dir", p.layout(n).AgentState}, p.cfg.AgentArgs...),
 		log:  "agent.log",
 	}
 }

@@ -434,7 +434,7 @@ func (*vmProvider) Layout(p *plan, n *nodePlan) layout {
 		DockerListen: []string{"unix:///run/docker.sock", tcp}, DockerHost: tcp,
 		DockerData: "/var/lib/docker", DockerExec: "/run/docker", DockerPid: "/run/docker.pid",
 		DockerExtra: []string{"--config-file", filepath.Join(p.nodeDir(n), "daemon.json"), "--tls=false"},
-		ConsulData:  "/var/lib/underlay-lab/consul", LogDir: p.nodeDir(n), UnderlayBin: p.vmBinary(),
+		ConsulData:  "/var/lib/underlay-lab/consul", AgentState: "/var/lib/underlay-lab/agent", LogDir: p.nodeDir(n), UnderlayBin: p.vmBinary(),
 		Parent: vmParent(), Slow: 3,
 	}
 }

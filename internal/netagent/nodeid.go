@@ -1,0 +1,128 @@
+package netagent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/underlay/underlay/internal/backoff"
+)
+
+// NodeIDFile is the file, in the agent's state directory, holding the
+// identity (swarm node ID) it last learnt from Docker. At boot dockerd
+// asks the IPAM plugin for addresses while it restores containers and
+// answers no API call until it has restored them: an agent that asked
+// Docker for its identity before serving the plugin would wait for a
+// dockerd that waits for it (dockerd gives up after about 20 s and leaves
+// the containers down).
+const NodeIDFile = "node-id"
+
+// AskDockerFor is how long ResolveID waits for Docker's answer before it
+// falls back on the recorded identity.
+const AskDockerFor = 3 * time.Second
+
+// ResolveID returns this node's identity. It asks Docker (ask returns the
+// swarm node ID, "" outside a swarm), for at most wait each time; Docker's
+// answer wins and is recorded in dir. When Docker does not answer in time
+// and dir holds a recorded identity, that one is returned (recorded true):
+// the caller must check it against Docker once Docker answers, and stop if
+// it differs. Without a record it asks again until Docker answers or ctx
+// ends. dir "" records nothing.
+func ResolveID(ctx context.Context, ask func(context.Context) (string, error), dir string, wait time.Duration, log *slog.Logger) (id string, recorded bool, err error) {
+	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second}
+	for {
+		actx, cancel := context.WithTimeout(ctx, wait)
+		id, err := ask(actx)
+		timedOut := actx.Err() != nil && ctx.Err() == nil
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return "", false, fmt.Errorf("waiting for this node's swarm node ID: %w", ctx.Err())
+		case err == nil && id != "":
+			if dir != "" {
+				if err := recordNodeID(dir, id); err != nil {
+					log.Warn("cannot record this node's identity; at boot the IPAM plugin will wait for Docker", "err", err)
+				}
+			}
+			return id, false, nil
+		case err == nil:
+			err = fmt.Errorf("the node is in no swarm (cluster networks need it in one)")
+		}
+		if timedOut && dir != "" {
+			rec, rerr := readNodeID(dir)
+			if rerr != nil {
+				log.Warn("ignoring the recorded identity", "err", rerr)
+			} else if rec != "" {
+				log.Warn("Docker does not answer (restoring containers at boot?); serving as the identity recorded at the last start until it does",
+					"node_id", rec, "file", filepath.Join(dir, NodeIDFile))
+				return rec, true, nil
+			}
+		}
+		delay := delays.Next()
+		log.Warn("waiting for this node's swarm node ID", "err", err, "retry_in", delay)
+		backoff.Sleep(ctx, delay)
+	}
+}
+
+// validNodeID accepts what Docker's swarm node IDs are made of.
+func validNodeID(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
+}
+
+// readNodeID returns the recorded identity, "" when none is.
+func readNodeID(dir string) (string, error) {
+	path := filepath.Join(dir, NodeIDFile)
+	b, err := os.ReadFile(path)
+	if os.IsNotExist(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	id := strings.TrimSpace(string(b))
+	if !validNodeID(id) {
+		return "", fmt.Errorf("%s holds %q, not a swarm node ID", path, id)
+	}
+	return id, nil
+}
+
+// recordNodeID writes id to dir's record, atomically, if it changed.
+func recordNodeID(dir, id string) error {
+	if !validNodeID(id) {
+		return fmt.Errorf("record node ID %q: not a swarm node ID", id)
+	}
+	if cur, err := readNodeID(dir); err == nil && cur == id {
+		return nil
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("record node ID: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, NodeIDFile+".*")
+	if err != nil {
+		return fmt.Errorf("record node ID: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(id + "\n"); err != nil {
+		tmp.Close()
+		return fmt.Errorf("record node ID: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("record node ID: %w", err)
+	}
+	if err := os.Rename(tmp.Name(), filepath.Join(dir, NodeIDFile)); err != nil {
+		return fmt.Errorf("record node ID: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,97 @@
+package netagent
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestResolveIDDockerAnswers: Docker's answer wins and is recorded.
+func TestResolveIDDockerAnswers(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, NodeIDFile), []byte("oldid\n"), 0o644)
+	id, rec, err := ResolveID(context.Background(), func(context.Context) (string, error) { return "newid1", nil }, dir, time.Second, discard())
+	if err != nil || id != "newid1" || rec {
+		t.Fatalf("got %q recorded=%v err=%v, want newid1 from Docker", id, rec, err)
+	}
+	b, _ := os.ReadFile(filepath.Join(dir, NodeIDFile))
+	if strings.TrimSpace(string(b)) != "newid1" {
+		t.Errorf("record holds %q, want newid1", b)
+	}
+}
+
+// hangingDocker answers only when its context ends, as a dockerd
+// restoring containers at boot answers no API call.
+func hangingDocker(ctx context.Context) (string, error) {
+	<-ctx.Done()
+	return "", ctx.Err()
+}
+
+// TestResolveIDDockerHangs: at boot, with Docker not answering, the
+// recorded identity is used at once (the plugin must answer dockerd).
+func TestResolveIDDockerHangs(t *testing.T) {
+	dir := t.TempDir()
+	if err := recordNodeID(dir, "abc123"); err != nil {
+		t.Fatal(err)
+	}
+	id, rec, err := ResolveID(context.Background(), hangingDocker, dir, 50*time.Millisecond, discard())
+	if err != nil || id != "abc123" || !rec {
+		t.Fatalf("got %q recorded=%v err=%v, want the recorded abc123", id, rec, err)
+	}
+}
+
+// TestResolveIDNoRecord: without a record it waits for Docker, however
+// long Docker takes; a refused call is retried too.
+func TestResolveIDNoRecord(t *testing.T) {
+	var calls atomic.Int32
+	ask := func(ctx context.Context) (string, error) {
+		switch calls.Add(1) {
+		case 1:
+			return hangingDocker(ctx)
+		case 2:
+			return "", errors.New("connection refused")
+		}
+		return "late1", nil
+	}
+	id, rec, err := ResolveID(context.Background(), ask, t.TempDir(), 50*time.Millisecond, discard())
+	if err != nil || id != "late1" || rec {
+		t.Fatalf("got %q recorded=%v err=%v after %d calls, want late1 from Docker", id, rec, err, calls.Load())
+	}
+}
+
+// TestResolveIDBadRecord: a record that is no node ID is ignored, never
+// used as an identity.
+func TestResolveIDBadRecord(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, NodeIDFile), []byte("../../etc/passwd\n"), 0o644)
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	id, _, err := ResolveID(ctx, hangingDocker, dir, 50*time.Millisecond, discard())
+	if err == nil || id != "" {
+		t.Fatalf("got %q, %v; want no identity from a bad record", id, err)
+	}
+	if _, err := readNodeID(dir); err == nil || !strings.Contains(err.Error(), "etc/passwd") {
+		t.Errorf("bad record: %v, want an error naming its content", err)
+	}
+}
+
+// TestResolveIDNotInSwarm: Docker answering "" (no swarm) is not an
+// identity, and the record is not used while Docker answers.
+func TestResolveIDNotInSwarm(t *testing.T) {
+	dir := t.TempDir()
+	recordNodeID(dir, "abc123")
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	id, _, err := ResolveID(ctx, func(context.Context) (string, error) { return "", nil }, dir, 50*time.Millisecond, discard())
+	if err == nil || id != "" {
+		t.Fatalf("got %q, %v; want to wait for a swarm", id, err)
+	}
+}
