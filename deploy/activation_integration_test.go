@@ -84,6 +84,14 @@ func TestIntegrationSocketActivation(t *testing.T) {
 		b, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("agent-%d.log", agentRuns)))
 		return string(b)
 	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for i := 1; i <= agentRuns; i++ {
+				b, _ := os.ReadFile(filepath.Join(dir, fmt.Sprintf("agent-%d.log", i)))
+				t.Logf("agent run %d's log:\n%s", i, b)
+			}
+		}
+	})
 	startActivated()
 	// At boot systemd also starts the enabled service by itself: a first
 	// connection does it here.
