@@ -23,7 +23,7 @@ const NodeIDFile = "node-id"
 
 // AskDockerFor is how long ResolveID waits for Docker's answer before it
 // falls back on the recorded identity.
-const AskDockerFor = 3 * time.Second
+const AskDockerFor = time.Second
 
 // ResolveID returns this node's identity. It asks Docker (ask returns the
 // swarm node ID, "" outside a swarm), for at most wait each time; Docker's
