@@ -131,7 +131,9 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 		t.Fatalf("stop node2's consul: %v %s", err, out)
 	}
 	scale(t, m.Docker, resp.ID, 45)
-	testenv.Eventually(t, 90*time.Second, func() (bool, string) {
+	// Swarm must first place and start the new tasks, slow on a loaded
+	// machine (CI runs other packages' labs beside this one).
+	testenv.Eventually(t, 180*time.Second, func() (bool, string) {
 		tasks, _ := m.Docker.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", resp.ID))})
 		for _, tk := range tasks {
 			if strings.Contains(tk.Status.Err, "underlay ipam") {
