@@ -44,7 +44,8 @@ bench-scale:
 	BENCH_SCALE_NODES="$(BENCH_SCALE_NODES)" BENCH_SCALE_TASKS="$(BENCH_SCALE_TASKS)" ./scripts/bench-scale.sh scale
 
 # The cluster IPAM of BENCH_IPAM_SIM_NODES simulated nodes against one
-# Consul server: lost check-and-sets, writes, allocation latency.
+# Consul server: lost check-and-sets, writes, allocation latency. `make
+# bench` runs 100 nodes.
 BENCH_IPAM_SIM_NODES ?= 100 300 1000
 bench-ipam-sim:
 	BENCH_IPAM_SIM_NODES="$(BENCH_IPAM_SIM_NODES)" ./scripts/bench-scale.sh ipam-sim

@@ -33,7 +33,7 @@ type simConfig struct {
 func simConfigFromEnv() (simConfig, error) {
 	var c simConfig
 	var err error
-	if c.nodes, err = scalebench.EnvInts("BENCH_IPAM_SIM_NODES", 100, 300, 1000); err != nil {
+	if c.nodes, err = scalebench.EnvInts("BENCH_IPAM_SIM_NODES", 100); err != nil {
 		return c, err
 	}
 	for _, v := range []struct {
