@@ -148,7 +148,7 @@ func runScaleLab(b *testing.B, cfg scaleConfig, n int, perTask *int64) []scaleRo
 	// At rest: the network realised, no task.
 	rest := watchAgents(b, agents)
 	time.Sleep(cfg.rest)
-	restUse := rest.stop()
+	restUse := rest.stop(b)
 
 	var rows []scaleRow
 	for _, tasks := range cfg.tasks {
@@ -262,8 +262,9 @@ func (w *agentWatch) sample() []scalebench.ProcSample {
 	return s
 }
 
-// stop takes a last sample and sums up.
-func (w *agentWatch) stop() agentUse {
+// stop takes a last sample and sums up; an agent that died meanwhile
+// fails b (its figures would mean nothing).
+func (w *agentWatch) stop(b *testing.B) agentUse {
 	close(w.done)
 	w.wg.Wait()
 	last := w.sample()
@@ -274,6 +275,9 @@ func (w *agentWatch) stop() agentUse {
 		u.cpuMax = max(u.cpuMax, c)
 		u.rssMean += w.peak[i] / int64(len(w.pids))
 		u.rssMax = max(u.rssMax, w.peak[i])
+	}
+	if w.err != nil {
+		b.Error(w.err)
 	}
 	return u
 }
@@ -320,7 +324,7 @@ func runBurst(b *testing.B, ctx context.Context, cfg scaleConfig, l *testenv.Lab
 	deadline := t0.Add(cfg.timeout)
 	var running, registered, passing int
 	for (row.running == 0 || row.registered == 0 || row.passing == 0) && time.Now().Before(deadline) {
-		time.Sleep(500 * time.Millisecond)
+		time.Sleep(time.Second) // each look lists up to TASKS tasks and catalog entries: not more often
 		if row.running == 0 {
 			if running = runningTasks(ctx, l, name); running == row.tasks {
 				row.running = time.Since(t0)
@@ -341,7 +345,7 @@ func runBurst(b *testing.B, ctx context.Context, cfg scaleConfig, l *testenv.Lab
 			}
 		}
 	}
-	row.burst = watch.stop()
+	row.burst = watch.stop(b)
 	raft1, err := scalebench.RaftCommitIndex(m.Consul)
 	if err != nil {
 		b.Fatal(err)
@@ -366,7 +370,7 @@ func runBurst(b *testing.B, ctx context.Context, cfg scaleConfig, l *testenv.Lab
 	if err := m.Docker.ServiceRemove(ctx, id); err != nil {
 		b.Fatal(err)
 	}
-	testenv.Eventually(b, cfg.timeout, func() (bool, string) {
+	waitFor(b, cfg.timeout, time.Second, func() (bool, string) {
 		left := 0
 		for _, nd := range l.Nodes {
 			cs, err := nd.Docker.ContainerList(ctx, container.ListOptions{All: true,

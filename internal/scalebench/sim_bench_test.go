@@ -277,7 +277,8 @@ func runSim(b *testing.B, cfg simConfig, n int) simResult {
 func waitSpares(b *testing.B, ctx context.Context, c *api.Client, pool ipam.Pool, want int) {
 	b.Helper()
 	kv := consul.NewKV(c)
-	testenv.Eventually(b, 3*time.Minute, func() (bool, string) {
+	// Each look lists the whole pool: not more often than twice a second.
+	waitFor(b, 3*time.Minute, 500*time.Millisecond, func() (bool, string) {
 		all, err := ipam.Allocations(ctx, kv, pool)
 		spares := 0
 		for _, al := range all {
@@ -324,6 +325,23 @@ func printSim(cfg simConfig, rs []simResult) {
 		if r.errors > 0 {
 			fmt.Printf("  %d nodes: %d requests failed; the first: %s\n", r.nodes, r.errors, r.firstErr)
 		}
+	}
+}
+
+// waitFor calls cond every interval until it returns true, failing b
+// with cond's last message after timeout.
+func waitFor(b testing.TB, timeout, every time.Duration, cond func() (bool, string)) {
+	b.Helper()
+	deadline := time.Now().Add(timeout)
+	for {
+		ok, msg := cond()
+		if ok {
+			return
+		}
+		if time.Now().After(deadline) {
+			b.Fatalf("not true after %s: %s", timeout, msg)
+		}
+		time.Sleep(every)
 	}
 }
 
