@@ -120,7 +120,8 @@ type scaleRow struct {
 // mean and max over the nodes.
 type agentUse struct {
 	cpuMean, cpuMax float64
-	rssMean, rssMax int64 // for a burst, each agent's peak
+	cpuTotal        time.Duration // CPU time of all agents together over the window
+	rssMean, rssMax int64         // for a burst, each agent's peak
 }
 
 func runScaleLab(b *testing.B, cfg scaleConfig, n int, perTask *int64) []scaleRow {
@@ -271,6 +272,7 @@ func (w *agentWatch) stop(b *testing.B) agentUse {
 	var u agentUse
 	for i := range w.pids {
 		c := scalebench.CPUShare(w.first[i], last[i])
+		u.cpuTotal += last[i].CPU - w.first[i].CPU
 		u.cpuMean += c / float64(len(w.pids))
 		u.cpuMax = max(u.cpuMax, c)
 		u.rssMean += w.peak[i] / int64(len(w.pids))
@@ -489,13 +491,14 @@ func printScale(cfg scaleConfig, rows []scaleRow) {
 	}
 	t.Write(os.Stdout)
 	fmt.Printf("\nagents' resources per node (mean / max over nodes; CPU in cores, RSS in MiB, burst RSS the peak) and the machine's memory per task\n")
-	t = scalebench.Table{Header: []string{"nodes", "tasks", "CPU rest", "CPU burst", "RSS rest", "RSS burst peak", "machine MiB/task"}}
+	t = scalebench.Table{Header: []string{"nodes", "tasks", "CPU rest", "CPU burst", "agents' CPU ms/task", "RSS rest", "RSS burst peak", "machine MiB/task"}}
 	for _, r := range rows {
 		if r.skipped != "" {
 			continue
 		}
 		t.Add(fmt.Sprint(r.nodes), fmt.Sprint(r.tasks),
 			fmt.Sprintf("%.3f / %.3f", r.rest.cpuMean, r.rest.cpuMax), fmt.Sprintf("%.3f / %.3f", r.burst.cpuMean, r.burst.cpuMax),
+			fmt.Sprintf("%.1f", float64(r.burst.cpuTotal)/float64(time.Millisecond)/float64(r.tasks)),
 			fmt.Sprintf("%.0f / %.0f", mib(r.rest.rssMean), mib(r.rest.rssMax)), fmt.Sprintf("%.0f / %.0f", mib(r.burst.rssMean), mib(r.burst.rssMax)),
 			fmt.Sprintf("%.1f", mib(r.memPerTask)))
 	}
@@ -506,7 +509,8 @@ func printScale(cfg scaleConfig, rows []scaleRow) {
 	fmt.Printf("  KV — IPAM blocks, inventories —, catalog registrations, check status changes); IPAM writes/task: the agents' block\n")
 	fmt.Printf("  check-and-sets (underlay_ipam_block_writes_total); lost CAS: of those, rolled back (underlay_ipam_cas_conflicts_total)\n")
 	fmt.Printf("ips, inspect: `underlay ips` and `underlay network inspect` against node1's Consul, median of 3; teardown: service removed until\n")
-	fmt.Printf("  no container and no registration is left; machine MiB/task: drop of MemAvailable from before the burst to its lowest, per task\n")
+	fmt.Printf("  no container and no registration is left; agents' CPU ms/task: all agents' CPU time over the burst (update → all passing) per task;\n")
+	fmt.Printf("  machine MiB/task: drop of MemAvailable from before the burst to its lowest, per task\n")
 	for _, r := range rows {
 		if r.failed != "" {
 			fmt.Printf("%d nodes, %d tasks: %s\n", r.nodes, r.tasks, r.failed)
