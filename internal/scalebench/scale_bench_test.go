@@ -114,6 +114,9 @@ type scaleRow struct {
 	raft                         uint64 // Consul server raft entries from the update to all passing
 	memPerTask                   int64  // drop of the machine's MemAvailable per task, bytes
 	teardown                     time.Duration
+	// The nodes' dockerds together, and the Consul server, during the
+	// burst, in cores.
+	dockerdCPU, consulCPU float64
 }
 
 // agentUse is the agents' use of CPU (cores) and memory over a window,
@@ -144,7 +147,8 @@ func runScaleLab(b *testing.B, cfg scaleConfig, n int, perTask *int64) []scaleRo
 		}
 		return ready == n, fmt.Sprintf("%d of %d nodes realised %s (%v)", ready, n, network, err)
 	})
-	agents := agentPIDs(b, ctx, l)
+	agents := daemonPIDs(b, ctx, l, "agent")
+	others := append(daemonPIDs(b, ctx, l, "dockerd"), daemonPIDs(b, ctx, l, "consul")[0]) // node1's Consul is the server
 
 	// At rest: the network realised, no task.
 	rest := watchAgents(b, agents)
@@ -164,7 +168,7 @@ func runScaleLab(b *testing.B, cfg scaleConfig, n int, perTask *int64) []scaleRo
 			rows = append(rows, row)
 			continue
 		}
-		runBurst(b, ctx, cfg, l, agents, network, &row)
+		runBurst(b, ctx, cfg, l, agents, others, network, &row)
 		if row.memPerTask > 0 {
 			*perTask = row.memPerTask
 		}
@@ -173,19 +177,19 @@ func runScaleLab(b *testing.B, cfg scaleConfig, n int, perTask *int64) []scaleRo
 	return rows
 }
 
-// agentPIDs finds every node's underlay agent: the lab records the pid
-// of the nsenter it runs under, whose only child it is.
-func agentPIDs(b *testing.B, ctx context.Context, l *testenv.Lab) []int {
+// daemonPIDs finds every node's daemon (agent, dockerd, consul): the lab
+// records the pid of the nsenter it runs under, whose only child it is.
+func daemonPIDs(b *testing.B, ctx context.Context, l *testenv.Lab, daemon string) []int {
 	st, err := lab.GetStatus(ctx, l.Name)
 	if err != nil {
 		b.Fatal(err)
 	}
 	var pids []int
 	for _, nd := range st.Nodes {
-		f := filepath.Join(st.StateDir, nd.Name, "agent.wrapper.pid")
+		f := filepath.Join(st.StateDir, nd.Name, daemon+".wrapper.pid")
 		raw, err := os.ReadFile(f)
 		if err != nil {
-			b.Fatalf("agent of %s: %v", nd.Name, err)
+			b.Fatalf("%s of %s: %v", daemon, nd.Name, err)
 		}
 		wrapper, err := strconv.Atoi(strings.TrimSpace(string(raw)))
 		if err != nil {
@@ -193,7 +197,7 @@ func agentPIDs(b *testing.B, ctx context.Context, l *testenv.Lab) []int {
 		}
 		pid := scalebench.ChildOf(wrapper)
 		if pid == 0 {
-			b.Fatalf("agent of %s: nsenter %d (from %s) has no child", nd.Name, wrapper, f)
+			b.Fatalf("%s of %s: nsenter %d (from %s) has no child", daemon, nd.Name, wrapper, f)
 		}
 		pids = append(pids, pid)
 	}
@@ -288,7 +292,7 @@ func (w *agentWatch) stop(b *testing.B) agentUse {
 // every task runs, is registered and passes; then it times the read
 // commands, and removes the service, waiting until its containers and
 // registrations are gone.
-func runBurst(b *testing.B, ctx context.Context, cfg scaleConfig, l *testenv.Lab, agents []int, network string, row *scaleRow) {
+func runBurst(b *testing.B, ctx context.Context, cfg scaleConfig, l *testenv.Lab, agents, others []int, network string, row *scaleRow) {
 	m := l.Nodes[0]
 	name := fmt.Sprintf("scale%d", row.tasks)
 	zero := uint64(0)
@@ -313,6 +317,12 @@ func runBurst(b *testing.B, ctx context.Context, cfg scaleConfig, l *testenv.Lab
 		b.Fatal(err)
 	}
 	watch := watchAgents(b, agents)
+	daemons := make([]scalebench.ProcSample, len(others))
+	for i, pid := range others {
+		if daemons[i], err = scalebench.ReadProc(pid); err != nil {
+			b.Fatal(err)
+		}
+	}
 	svc, _, err := m.Docker.ServiceInspectWithRaw(ctx, id, swarm.ServiceInspectOptions{})
 	if err != nil {
 		b.Fatal(err)
@@ -348,6 +358,17 @@ func runBurst(b *testing.B, ctx context.Context, cfg scaleConfig, l *testenv.Lab
 		}
 	}
 	row.burst = watch.stop(b)
+	for i, pid := range others {
+		now, err := scalebench.ReadProc(pid)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if i < len(others)-1 {
+			row.dockerdCPU += scalebench.CPUShare(daemons[i], now)
+		} else {
+			row.consulCPU = scalebench.CPUShare(daemons[i], now)
+		}
+	}
 	raft1, err := scalebench.RaftCommitIndex(m.Consul)
 	if err != nil {
 		b.Fatal(err)
@@ -491,7 +512,7 @@ func printScale(cfg scaleConfig, rows []scaleRow) {
 	}
 	t.Write(os.Stdout)
 	fmt.Printf("\nagents' resources per node (mean / max over nodes; CPU in cores, RSS in MiB, burst RSS the peak) and the machine's memory per task\n")
-	t = scalebench.Table{Header: []string{"nodes", "tasks", "CPU rest", "CPU burst", "agents' CPU ms/task", "RSS rest", "RSS burst peak", "machine MiB/task"}}
+	t = scalebench.Table{Header: []string{"nodes", "tasks", "CPU rest", "CPU burst", "agents' CPU ms/task", "RSS rest", "RSS burst peak", "dockerds CPU", "consul server CPU", "machine MiB/task"}}
 	for _, r := range rows {
 		if r.skipped != "" {
 			continue
@@ -500,6 +521,7 @@ func printScale(cfg scaleConfig, rows []scaleRow) {
 			fmt.Sprintf("%.3f / %.3f", r.rest.cpuMean, r.rest.cpuMax), fmt.Sprintf("%.3f / %.3f", r.burst.cpuMean, r.burst.cpuMax),
 			fmt.Sprintf("%.1f", float64(r.burst.cpuTotal)/float64(time.Millisecond)/float64(r.tasks)),
 			fmt.Sprintf("%.0f / %.0f", mib(r.rest.rssMean), mib(r.rest.rssMax)), fmt.Sprintf("%.0f / %.0f", mib(r.burst.rssMean), mib(r.burst.rssMax)),
+			fmt.Sprintf("%.2f", r.dockerdCPU), fmt.Sprintf("%.2f", r.consulCPU),
 			fmt.Sprintf("%.1f", mib(r.memPerTask)))
 	}
 	t.Write(os.Stdout)
@@ -510,6 +532,7 @@ func printScale(cfg scaleConfig, rows []scaleRow) {
 	fmt.Printf("  check-and-sets (underlay_ipam_block_writes_total); lost CAS: of those, rolled back (underlay_ipam_cas_conflicts_total)\n")
 	fmt.Printf("ips, inspect: `underlay ips` and `underlay network inspect` against node1's Consul, median of 3; teardown: service removed until\n")
 	fmt.Printf("  no container and no registration is left; agents' CPU ms/task: all agents' CPU time over the burst (update → all passing) per task;\n")
+	fmt.Printf("  dockerds CPU: every node's dockerd together, cores, over the burst; consul server CPU: node1's Consul, the only server;\n")
 	fmt.Printf("  machine MiB/task: drop of MemAvailable from before the burst to its lowest, per task\n")
 	for _, r := range rows {
 		if r.failed != "" {
