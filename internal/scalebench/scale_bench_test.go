@@ -532,7 +532,7 @@ func printScale(cfg scaleConfig, rows []scaleRow) {
 	fmt.Printf("  check-and-sets (underlay_ipam_block_writes_total); lost CAS: of those, rolled back (underlay_ipam_cas_conflicts_total)\n")
 	fmt.Printf("ips, inspect: `underlay ips` and `underlay network inspect` against node1's Consul, median of 3; teardown: service removed until\n")
 	fmt.Printf("  no container and no registration is left; agents' CPU ms/task: all agents' CPU time over the burst (update → all passing) per task;\n")
-	fmt.Printf("  dockerds CPU: every node's dockerd together, cores, over the burst; consul server CPU: node1's Consul, the only server;\n")
+	fmt.Printf("  dockerds CPU: every node's dockerd process together (not containerd, shims), cores, over the burst; consul server CPU: node1's Consul, the only server;\n")
 	fmt.Printf("  machine MiB/task: drop of MemAvailable from before the burst to its lowest, per task\n")
 	for _, r := range rows {
 		if r.failed != "" {
