@@ -108,7 +108,7 @@ type simNode struct {
 func runSim(b *testing.B, cfg simConfig, n int) simResult {
 	// One connection per node and its blocking watch, all from 127.0.0.1:
 	// above Consul's default of 200 per client address.
-	c := testenv.StartConsulHCL(b, `limits { http_max_conns_per_client = 100000 }`)
+	c := testenv.StartConsulHCL(b, `limits { http_max_conns_per_client = 10000 }`)
 	defer c.Stop()
 	ctx := testenv.Context(b, 20*time.Minute)
 	server := c.Client()
