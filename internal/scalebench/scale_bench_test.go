@@ -95,7 +95,7 @@ func BenchmarkIntegrationScale(b *testing.B) {
 			rows = append(rows, runScaleLab(b, cfg, n, &perTask)...)
 		})
 	}
-	printScale(cfg, rows)
+	printScale(cfg, rows, true)
 }
 
 // scaleRow is one (nodes, tasks) point.
@@ -173,6 +173,8 @@ func runScaleLab(b *testing.B, cfg scaleConfig, n int, perTask *int64) []scaleRo
 			*perTask = row.memPerTask
 		}
 		rows = append(rows, row)
+		// Each point as soon as it is measured; the whole table comes last.
+		printScale(cfg, []scaleRow{row}, false)
 	}
 	return rows
 }
@@ -481,7 +483,8 @@ func timeCommand(b *testing.B, ctx context.Context, l *testenv.Lab, args ...stri
 func mib(n int64) float64 { return float64(n) / (1 << 20) }
 func gib(n int64) float64 { return float64(n) / (1 << 30) }
 
-func printScale(cfg scaleConfig, rows []scaleRow) {
+// printScale prints the tables of rows, and with legend what each column is.
+func printScale(cfg scaleConfig, rows []scaleRow, legend bool) {
 	s := func(d time.Duration) string {
 		if d == 0 {
 			return "-"
@@ -525,6 +528,9 @@ func printScale(cfg scaleConfig, rows []scaleRow) {
 			fmt.Sprintf("%.1f", mib(r.memPerTask)))
 	}
 	t.Write(os.Stdout)
+	if !legend {
+		return
+	}
 	fmt.Printf("running/registered/passing: from the service update until all TASKS are running (Docker), in the catalog, and passing (Consul)\n")
 	fmt.Printf("addr req/s: the agents' answered address requests (underlay_ipam_request_duration_seconds_count, ok) over the time to all running\n")
 	fmt.Printf("raft/task: growth of the Consul server's raft commit index from the update to all passing, per task (every Consul write:\n")

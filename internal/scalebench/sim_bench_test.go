@@ -70,10 +70,11 @@ func BenchmarkIntegrationIPAMSim(b *testing.B) {
 	}
 	for b.Loop() {
 		var results []simResult
+		// Printed even when a run fails: the runs before it stand.
+		defer func() { printSim(cfg, results) }()
 		for _, n := range cfg.nodes {
 			results = append(results, runSim(b, cfg, n))
 		}
-		printSim(cfg, results)
 	}
 }
 
@@ -81,11 +82,16 @@ func BenchmarkIntegrationIPAMSim(b *testing.B) {
 type simResult struct {
 	nodes int
 	// The network created: every node takes its shim at once.
-	shimWall       time.Duration
-	shim           []time.Duration
-	shimWrites     ipam.WriteStats
-	shimRaft       uint64
-	sparesReady    time.Duration // network created → every node holding its spares
+	shimWall     time.Duration
+	shim         []time.Duration
+	shimWrites   ipam.WriteStats
+	shimRaft     uint64
+	sparesReady  time.Duration // network created → every node holding its spares
+	shimErrors   int
+	shimFirstErr string
+	// notSettled says when the keepers did not hold their spares again
+	// within settleTimeout (after the shims, or after a burst).
+	notSettled     string
 	alloc, release []time.Duration
 	errors         int
 	firstErr       string
@@ -161,26 +167,28 @@ func runSim(b *testing.B, cfg simConfig, n int) simResult {
 			t := time.Now()
 			_, err := nd.alloc.Shim(ctx, pool)
 			d := time.Since(t)
-			mu.Lock()
-			r.shim = append(r.shim, d)
-			mu.Unlock()
-			if err != nil {
-				b.Errorf("shim: %v", err)
-				return
-			}
-			a, err := nd.alloc.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
 			if err == nil {
-				err = nd.alloc.Release(ctx, pool, a)
+				var a netip.Addr
+				if a, err = nd.alloc.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask); err == nil {
+					err = nd.alloc.Release(ctx, pool, a)
+				}
 			}
+			mu.Lock()
+			defer mu.Unlock()
+			r.shim = append(r.shim, d)
 			if err != nil {
-				b.Errorf("first task address: %v", err)
+				if r.shimErrors++; r.shimErrors == 1 {
+					r.shimFirstErr = err.Error()
+				}
 			}
 		}()
 	}
 	wg.Wait()
 	r.shimWall = time.Since(t0)
 	r.shimWrites, r.shimRaft = writes(), raft()-raft0
-	waitSpares(b, ctx, server, pool, n*cfg.spares)
+	if msg := waitSpares(ctx, server, pool, n*cfg.spares); msg != "" {
+		r.notSettled = "after the shims: " + msg
+	}
 	r.sparesReady = time.Since(t0)
 
 	// The bursts.
@@ -254,7 +262,9 @@ func runSim(b *testing.B, cfg simConfig, n int) simResult {
 			return nodes[i].alloc.Release(ctx, pool, got[i][j])
 		}, &r.release)
 		// Settled: the keepers hold their spares again.
-		waitSpares(b, ctx, server, pool, n*cfg.spares)
+		if msg := waitSpares(ctx, server, pool, n*cfg.spares); msg != "" && r.notSettled == "" {
+			r.notSettled = "after a burst: " + msg
+		}
 	}
 	w1, raftEnd := writes(), raft()
 	cpu1, err := scalebench.ReadProc(c.PID())
@@ -272,13 +282,17 @@ func runSim(b *testing.B, cfg simConfig, n int) simResult {
 	return r
 }
 
+// settleTimeout bounds the wait for the keepers' spares: past it, the
+// run goes on and says so.
+const settleTimeout = time.Minute
+
 // waitSpares waits until the pool holds at least want spares: every
-// keeper has claimed its own again after a burst.
-func waitSpares(b *testing.B, ctx context.Context, c *api.Client, pool ipam.Pool, want int) {
-	b.Helper()
+// keeper has claimed its own again after a burst. It returns what it saw
+// when that did not happen within settleTimeout, else "".
+func waitSpares(ctx context.Context, c *api.Client, pool ipam.Pool, want int) string {
 	kv := consul.NewKV(c)
 	// Each look lists the whole pool: not more often than twice a second.
-	waitFor(b, 3*time.Minute, 500*time.Millisecond, func() (bool, string) {
+	return poll(settleTimeout, 500*time.Millisecond, func() (bool, string) {
 		all, err := ipam.Allocations(ctx, kv, pool)
 		spares := 0
 		for _, al := range all {
@@ -291,14 +305,17 @@ func waitSpares(b *testing.B, ctx context.Context, c *api.Client, pool ipam.Pool
 }
 
 func printSim(cfg simConfig, rs []simResult) {
+	if len(rs) == 0 {
+		return
+	}
 	ms := func(d time.Duration) string { return fmt.Sprintf("%.1f", float64(d)/float64(time.Millisecond)) }
 	fmt.Printf("\ncluster IPAM simulation: in-process allocators of N simulated nodes against one Consul %s dev server on loopback\n", rs[0].version)
 	fmt.Printf("  (in-memory raft, no disk; every node on its own HTTP connections to it; /%d blocks in a /16; %d spares per node)\n", cfg.block, cfg.spares)
 	fmt.Printf("  network created: every node takes its shim and a first address at once\n")
 	var t scalebench.Table
-	t.Header = []string{"nodes", "shims: wall s", "shim p50 ms", "shim p99 ms", "block writes", "lost CAS", "raft entries", "spares held after s"}
+	t.Header = []string{"nodes", "shims: wall s", "shim p50 ms", "shim p99 ms", "failed", "block writes", "lost CAS", "raft entries", "spares held after s"}
 	for _, r := range rs {
-		t.Add(fmt.Sprint(r.nodes), fmt.Sprintf("%.2f", r.shimWall.Seconds()), ms(scalebench.Percentile(r.shim, 50)), ms(scalebench.Percentile(r.shim, 99)),
+		t.Add(fmt.Sprint(r.nodes), fmt.Sprintf("%.2f", r.shimWall.Seconds()), ms(scalebench.Percentile(r.shim, 50)), ms(scalebench.Percentile(r.shim, 99)), fmt.Sprint(r.shimErrors),
 			fmt.Sprint(r.shimWrites.Sent), fmt.Sprintf("%d (%.0f%%)", r.shimWrites.Conflicts, pct(r.shimWrites.Conflicts, r.shimWrites.Sent)),
 			fmt.Sprint(r.shimRaft), fmt.Sprintf("%.2f", r.sparesReady.Seconds()))
 	}
@@ -322,8 +339,14 @@ func printSim(cfg simConfig, rs []simResult) {
 	fmt.Printf("  over all rounds including the keepers' refills after each; lost CAS: block writes Consul rolled back (another node wrote first);\n")
 	fmt.Printf("  raft entries: growth of the server's raft commit index (every KV write, lost CAS included, and the keepers' pressure keys)\n")
 	for _, r := range rs {
+		if r.shimErrors > 0 {
+			fmt.Printf("  %d nodes: %d of %d nodes failed to take their shim or first address; the first: %s\n", r.nodes, r.shimErrors, r.nodes, r.shimFirstErr)
+		}
 		if r.errors > 0 {
 			fmt.Printf("  %d nodes: %d requests failed; the first: %s\n", r.nodes, r.errors, r.firstErr)
+		}
+		if r.notSettled != "" {
+			fmt.Printf("  %d nodes: spares %s\n", r.nodes, r.notSettled)
 		}
 	}
 }
@@ -332,14 +355,22 @@ func printSim(cfg simConfig, rs []simResult) {
 // with cond's last message after timeout.
 func waitFor(b testing.TB, timeout, every time.Duration, cond func() (bool, string)) {
 	b.Helper()
+	if msg := poll(timeout, every, cond); msg != "" {
+		b.Fatal(msg)
+	}
+}
+
+// poll calls cond every interval until it returns true (then it returns
+// ""), or timeout passes (then it says so, with cond's last message).
+func poll(timeout, every time.Duration, cond func() (bool, string)) string {
 	deadline := time.Now().Add(timeout)
 	for {
 		ok, msg := cond()
 		if ok {
-			return
+			return ""
 		}
 		if time.Now().After(deadline) {
-			b.Fatalf("not true after %s: %s", timeout, msg)
+			return fmt.Sprintf("not true after %s: %s", timeout, msg)
 		}
 		time.Sleep(every)
 	}
