@@ -92,7 +92,9 @@ type simResult struct {
 	// notSettled says when the keepers did not hold their spares again
 	// within settleTimeout (after the shims, or after a burst).
 	notSettled     string
+	// alloc and release are the latencies of those that succeeded.
 	alloc, release []time.Duration
+	requests       int // allocations and releases asked for, failed or not
 	errors         int
 	firstErr       string
 	burstWall      time.Duration // every burst up: first request sent → last answered, summed
@@ -213,7 +215,10 @@ func runSim(b *testing.B, cfg simConfig, n int) simResult {
 		got := make([][]netip.Addr, n)
 		start := time.Now()
 		var last atomic.Int64 // when the last request was answered, ns since start
-		fire := func(op func(i, j int) error, lat *[]time.Duration) {
+		// fire runs op for every node's every request at its time; the
+		// latency of those that succeeded goes to lat (op returns false
+		// for one with nothing to do: the release of a failed allocation).
+		fire := func(op func(i, j int) (bool, error), lat *[]time.Duration) {
 			for i := range nodes {
 				for j := range cfg.burst {
 					wg.Add(1)
@@ -221,7 +226,7 @@ func runSim(b *testing.B, cfg simConfig, n int) simResult {
 						defer wg.Done()
 						time.Sleep(time.Until(start.Add(offsets[i] + time.Duration(j)*time.Second/time.Duration(cfg.rate))))
 						t := time.Now()
-						err := op(i, j)
+						did, err := op(i, j)
 						d := time.Since(t)
 						for {
 							l := last.Load()
@@ -231,11 +236,14 @@ func runSim(b *testing.B, cfg simConfig, n int) simResult {
 						}
 						mu.Lock()
 						defer mu.Unlock()
-						*lat = append(*lat, d)
-						if err != nil {
+						r.requests++
+						switch {
+						case err != nil:
 							if errs.Add(1) == 1 {
 								r.firstErr = err.Error()
 							}
+						case did:
+							*lat = append(*lat, d)
 						}
 					}()
 				}
@@ -245,21 +253,21 @@ func runSim(b *testing.B, cfg simConfig, n int) simResult {
 		for i := range got {
 			got[i] = make([]netip.Addr, cfg.burst)
 		}
-		fire(func(i, j int) error {
+		fire(func(i, j int) (bool, error) {
 			reqCtx, cancel := context.WithTimeout(ctx, 30*time.Second) // Docker's plugin timeout is of this order
 			defer cancel()
 			a, err := nodes[i].alloc.Allocate(reqCtx, pool, netip.Addr{}, ipam.KindTask)
 			got[i][j] = a
-			return err
+			return true, err
 		}, &r.alloc)
 		r.burstWall += time.Duration(last.Load())
 		start = time.Now()
 		last.Store(0)
-		fire(func(i, j int) error {
+		fire(func(i, j int) (bool, error) {
 			if !got[i][j].IsValid() {
-				return nil
+				return false, nil
 			}
-			return nodes[i].alloc.Release(ctx, pool, got[i][j])
+			return true, nodes[i].alloc.Release(ctx, pool, got[i][j])
 		}, &r.release)
 		// Settled: the keepers hold their spares again.
 		if msg := waitSpares(ctx, server, pool, n*cfg.spares); msg != "" && r.notSettled == "" {
@@ -322,11 +330,11 @@ func printSim(cfg simConfig, rs []simResult) {
 	t.Write(os.Stdout)
 	fmt.Printf("  %d bursts: every node asks for %d addresses at %d/s (open loop, nodes started within %s of each other), then releases them\n",
 		cfg.rounds, cfg.burst, cfg.rate, time.Second/time.Duration(cfg.rate))
-	t = scalebench.Table{Header: []string{"nodes", "allocs", "alloc/s", "alloc p50 ms", "p99 ms", "max ms", "release p50 ms", "p99 ms", "errors",
+	t = scalebench.Table{Header: []string{"nodes", "requests", "allocated", "alloc/s", "alloc p50 ms", "p99 ms", "max ms", "release p50 ms", "p99 ms", "failed",
 		"block writes", "lost CAS", "writes/s", "raft entries", "raft/s", "raft/alloc", "consul CPU", "sim CPU", "consul RSS MiB"}}
 	for _, r := range rs {
 		allocs := len(r.alloc)
-		t.Add(fmt.Sprint(r.nodes), fmt.Sprint(allocs), fmt.Sprintf("%.0f", float64(allocs)/r.burstWall.Seconds()),
+		t.Add(fmt.Sprint(r.nodes), fmt.Sprint(r.requests), fmt.Sprint(allocs), fmt.Sprintf("%.0f", float64(allocs)/r.burstWall.Seconds()),
 			ms(scalebench.Percentile(r.alloc, 50)), ms(scalebench.Percentile(r.alloc, 99)), ms(scalebench.Percentile(r.alloc, 100)),
 			ms(scalebench.Percentile(r.release, 50)), ms(scalebench.Percentile(r.release, 99)), fmt.Sprint(r.errors),
 			fmt.Sprint(r.writes.Sent), fmt.Sprintf("%d (%.1f%%)", r.writes.Conflicts, pct(r.writes.Conflicts, r.writes.Sent)),
@@ -335,7 +343,9 @@ func printSim(cfg simConfig, rs []simResult) {
 			fmt.Sprintf("%.2f", r.consulCPU), fmt.Sprintf("%.2f", r.selfCPU), fmt.Sprintf("%.0f", float64(r.consulRSS)/(1<<20)))
 	}
 	t.Write(os.Stdout)
-	fmt.Printf("  alloc/s: allocations over the bursts' wall time (first request sent → last answered); writes/s, raft/s and CPU (cores)\n")
+	fmt.Printf("  requests: allocations and releases asked for; allocated: allocations that succeeded, whose latency is shown (and releases')\n")
+	fmt.Printf("  failed: requests that returned an error (a 30 s timeout for allocations, as Docker's plugin calls have)\n")
+	fmt.Printf("  alloc/s: successful allocations over the bursts' wall time (first request sent → last answered); writes/s, raft/s and CPU (cores)\n")
 	fmt.Printf("  over all rounds including the keepers' refills after each; lost CAS: block writes Consul rolled back (another node wrote first);\n")
 	fmt.Printf("  raft entries: growth of the server's raft commit index (every KV write, lost CAS included, and the keepers' pressure keys)\n")
 	for _, r := range rs {
