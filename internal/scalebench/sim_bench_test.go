@@ -91,7 +91,7 @@ type simResult struct {
 	shimFirstErr string
 	// notSettled says when the keepers did not hold their spares again
 	// within settleTimeout (after the shims, or after a burst).
-	notSettled     string
+	notSettled string
 	// alloc and release are the latencies of those that succeeded.
 	alloc, release []time.Duration
 	requests       int // allocations and releases asked for, failed or not
