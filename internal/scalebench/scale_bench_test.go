@@ -337,7 +337,16 @@ func runBurst(b *testing.B, ctx context.Context, cfg scaleConfig, l *testenv.Lab
 	}
 	deadline := t0.Add(cfg.timeout)
 	var running, registered, passing int
+	// A burst the machine cannot carry (6 nodes, 500 tasks on 2 cores:
+	// dockerd stopped answering) stops when nothing moved for stallAfter,
+	// and its row says how far it got.
+	progress, lastMove := -1, time.Now()
 	for (row.running == 0 || row.registered == 0 || row.passing == 0) && time.Now().Before(deadline) {
+		if p := running + registered + passing; p != progress {
+			progress, lastMove = p, time.Now()
+		} else if time.Since(lastMove) > stallAfter {
+			break
+		}
 		time.Sleep(time.Second) // each look lists up to TASKS tasks and catalog entries: not more often
 		if row.running == 0 {
 			if running = runningTasks(ctx, l, name); running == row.tasks {
@@ -384,7 +393,8 @@ func runBurst(b *testing.B, ctx context.Context, cfg scaleConfig, l *testenv.Lab
 		row.memPerTask = (availBefore - watch.minAvail) / int64(row.tasks)
 	}
 	if row.passing == 0 {
-		row.failed = fmt.Sprintf("after %s: %d running, %d registered, %d passing of %d", cfg.timeout, running, registered, passing, row.tasks)
+		row.failed = fmt.Sprintf("after %s (%s with no progress, or the timeout): %d running (-1: the manager did not answer), %d registered, %d passing of %d",
+			time.Since(t0).Round(time.Second), stallAfter, running, registered, passing, row.tasks)
 		b.Errorf("%d nodes, %d tasks: %s", row.nodes, row.tasks, row.failed)
 	} else {
 		row.ips = timeCommand(b, ctx, l, "ips")
@@ -411,12 +421,19 @@ func runBurst(b *testing.B, ctx context.Context, cfg scaleConfig, l *testenv.Lab
 	row.teardown = time.Since(t1)
 }
 
-// runningTasks counts the service's tasks in state running, from the manager.
+// stallAfter is how long a burst may make no progress before it is
+// given up.
+const stallAfter = 3 * time.Minute
+
+// runningTasks counts the service's tasks in state running, from the
+// manager; -1 when the manager does not answer within 30 s.
 func runningTasks(ctx context.Context, l *testenv.Lab, service string) int {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
 	ts, err := l.Nodes[0].Docker.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(
 		filters.Arg("service", service), filters.Arg("desired-state", "running"))})
 	if err != nil {
-		return 0
+		return -1
 	}
 	n := 0
 	for _, t := range ts {
