@@ -1,5 +1,5 @@
 # Thin wrappers over scripts/, which do the real work (and run as root).
-.PHONY: build image deb test test-matrix test-stack test-vm engines bench run vet fmt fuzz screenshot
+.PHONY: build image deb test test-matrix test-stack test-vm engines bench bench-scale bench-ipam-sim run vet fmt fuzz screenshot
 
 build:
 	./scripts/build.sh
@@ -34,6 +34,21 @@ test-vm:
 
 bench:
 	./scripts/bench.sh
+
+# Issue 14's scale table: a lab of each size in BENCH_SCALE_NODES, a burst
+# of each count in BENCH_SCALE_TASKS on it (bursts that would not fit in
+# memory are reported, not run). `make bench` runs 3 nodes, 100 tasks.
+BENCH_SCALE_NODES ?= 3 6 10
+BENCH_SCALE_TASKS ?= 100 500 1000
+bench-scale:
+	BENCH_SCALE_NODES="$(BENCH_SCALE_NODES)" BENCH_SCALE_TASKS="$(BENCH_SCALE_TASKS)" ./scripts/bench-scale.sh scale
+
+# The cluster IPAM of BENCH_IPAM_SIM_NODES simulated nodes against one
+# Consul server: lost check-and-sets, writes, allocation latency. `make
+# bench` runs 100 nodes.
+BENCH_IPAM_SIM_NODES ?= 100 300 1000
+bench-ipam-sim:
+	BENCH_IPAM_SIM_NODES="$(BENCH_IPAM_SIM_NODES)" ./scripts/bench-scale.sh ipam-sim
 
 # Every fuzz target for FUZZTIME each (default here 2m; CI uses a short one).
 FUZZTIME ?= 2m

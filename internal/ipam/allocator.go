@@ -501,6 +501,21 @@ func allocations(v view) map[netip.Addr]Alloc {
 	return out
 }
 
+// WriteStats counts an allocator's check-and-set writes of block documents
+// since it was made.
+type WriteStats struct {
+	// Sent is every transaction sent, won or lost.
+	Sent uint64
+	// Conflicts are those Consul rolled back: another node (or another
+	// process of this node) changed the block since it was read.
+	Conflicts uint64
+}
+
+// WriteStats reports the allocator's block writes and lost check-and-sets.
+func (a *Allocator) WriteStats() WriteStats {
+	return WriteStats{Sent: a.store.writes.Load(), Conflicts: a.store.conflicts.Load()}
+}
+
 // SkippedDocuments is how many bad keys the allocator's last listings of
 // its pools found (see BadDoc).
 func (a *Allocator) SkippedDocuments() int { return a.store.badCount() }

@@ -1,6 +1,7 @@
 package ipam
 
 import (
+	"hash/fnv"
 	"maps"
 	"net/netip"
 	"slices"
@@ -11,7 +12,8 @@ import (
 
 // This file holds the allocator's decisions: pure functions over values,
 // with no I/O and no locks. Everything that picks among several addresses
-// or blocks does so in address order, so that a run is reproducible.
+// or blocks does so in address order, so that a run is reproducible (free
+// blocks from a place hashed from the node: see claimOrder).
 
 // fill allocates to each of als, in order, a free address of block b in
 // doc, claiming the block for node when no node holds it; it returns the
@@ -48,11 +50,29 @@ func candidates(p Pool, v view, node string, borrow bool) []netip.Prefix {
 			others = append(others, b)
 		}
 	}
-	out := append(own, unclaimed(p, v)...)
+	out := append(own, claimOrder(unclaimed(p, v), node)...)
 	if borrow {
 		out = append(out, others...)
 	}
 	return out
+}
+
+// claimOrder is the order in which node tries free blocks: from a place
+// of its own (a hash of its identity), wrapping around. Were every node to
+// try the lowest free block first, all nodes needing a block at once (a
+// network created, a burst) would race for the same one: one wins each
+// round, the rest lose their check-and-set and pile into it, so lost
+// writes grow with the square of those nodes (make bench-ipam-sim: 87% of
+// writes lost with 100 nodes, 55 of 300 nodes past the 10 s commit
+// timeout). From spread places, two nodes meet only by chance.
+func claimOrder(free []netip.Prefix, node string) []netip.Prefix {
+	if len(free) < 2 {
+		return free
+	}
+	h := fnv.New32a()
+	h.Write([]byte(node))
+	i := int(h.Sum32() % uint32(len(free)))
+	return append(free[i:len(free):len(free)], free[:i]...)
 }
 
 // unclaimed lists the blocks of p that have a usable address and no key.

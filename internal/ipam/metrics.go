@@ -40,8 +40,16 @@ func NewMetrics(reg prometheus.Registerer, a *Allocator) *Metrics {
 		Namespace: ns, Subsystem: sub, Name: "skipped_documents",
 		Help: "Keys under the pools' blocks/ that this node skips, at its last listing of each pool: undecodable block documents or stray keys (`underlay ips` and `underlay doctor` name them, with the fix).",
 	}, func() float64 { return float64(a.store.badCount()) })
+	writes := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "block_writes_total",
+		Help: "Check-and-set transactions sent to Consul for block documents, won or lost.",
+	}, func() float64 { return float64(a.store.writes.Load()) })
+	conflicts := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "cas_conflicts_total",
+		Help: "Block writes Consul rolled back because another writer changed the block first; each is read again and retried. A rate near block_writes_total's means nodes fight over blocks.",
+	}, func() float64 { return float64(a.store.conflicts.Load()) })
 	if reg != nil {
-		reg.MustRegister(m.requests, m.reclaimed, spares, handouts, skipped)
+		reg.MustRegister(m.requests, m.reclaimed, spares, handouts, skipped, writes, conflicts)
 	}
 	return m
 }

@@ -376,7 +376,7 @@ func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify b
 		if err != nil {
 			firstErr = err
 		}
-		for _, b := range unclaimed(p, v) {
+		for _, b := range claimOrder(unclaimed(p, v), k.node) {
 			if need <= 0 || firstErr != nil {
 				break
 			}

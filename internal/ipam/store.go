@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"sync"
+	"sync/atomic"
 
 	"github.com/underlay/underlay/internal/kvstore"
 )
@@ -31,6 +32,11 @@ const maxAttempts = 100
 type store struct {
 	kv  KV
 	log *slog.Logger
+
+	// writes counts the check-and-set transactions sent for block
+	// documents; conflicts those Consul rolled back because another
+	// writer changed the block first (each costs a read and a retry).
+	writes, conflicts atomic.Uint64
 
 	mu sync.Mutex // guards following fields
 	// docs is the last document read or written of each block key, with
@@ -171,11 +177,13 @@ func (s *store) write(ctx context.Context, key string, doc BlockDoc, index uint6
 		}
 		op.Value = b
 	}
+	s.writes.Add(1)
 	res, err := s.kv.Txn(ctx, []kvstore.Op{op})
 	if err != nil {
 		return false, 0, fmt.Errorf("write %s: %w", key, err)
 	}
 	if !res.OK {
+		s.conflicts.Add(1)
 		return false, 0, nil
 	}
 	var next uint64

@@ -13,8 +13,10 @@ const (
 	DefaultName           = "lab"
 	DefaultNodes          = 3
 	DefaultUnderlaySubnet = "10.200.0.0/16"
-	// MaxNodes is the largest lab: node indexes are one digit in link names.
-	MaxNodes = 9
+	// MaxNodes is the largest lab: node indexes are one character in
+	// link names (1–9, then a–k: see linkSuffix), and 20 namespace nodes
+	// is already more than a 2-core machine runs well.
+	MaxNodes = 20
 	// DefaultStateRoot holds one directory per lab.
 	DefaultStateRoot = "/var/lib/underlay/lab"
 	// ConsulHTTPPort is the port every node's Consul agent answers HTTP on.

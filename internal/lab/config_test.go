@@ -18,8 +18,10 @@ func TestValidate(t *testing.T) {
 		{"defaults", func(*Config) {}, ""},
 		{"no agent needs no binary", func(c *Config) { c.NoAgent, c.UnderlayBin = true, "" }, ""},
 		{"nine nodes", func(c *Config) { c.Nodes = 9 }, ""},
+		{"ten nodes", func(c *Config) { c.Nodes = 10 }, ""},
 		{"three consul servers", func(c *Config) { c.ConsulServers = 3 }, ""},
-		{"ten nodes", func(c *Config) { c.Nodes = 10 }, "--nodes 10"},
+		{"twenty nodes", func(c *Config) { c.Nodes = 20 }, ""},
+		{"twenty-one nodes", func(c *Config) { c.Nodes = 21 }, "--nodes 21"},
 		{"negative nodes", func(c *Config) { c.Nodes = -1 }, "--nodes -1"},
 		{"more managers than nodes", func(c *Config) { c.Managers = 4 }, "--managers 4"},
 		{"two consul servers", func(c *Config) { c.ConsulServers = 2 }, "--consul-servers 2"},
@@ -152,5 +154,27 @@ func TestDaemonKey(t *testing.T) {
 func TestUnescapeMount(t *testing.T) {
 	if got := unescapeMount(`/var/lib/a\040b`); got != "/var/lib/a b" {
 		t.Errorf("unescapeMount = %q", got)
+	}
+}
+
+// TestLinkNamesFit: every node's links of the longest lab name fit in the
+// kernel's 15 characters and are distinct, up to MaxNodes (node 10 is "a").
+func TestLinkNamesFit(t *testing.T) {
+	cfg := Config{Name: "abcdefghi", Nodes: MaxNodes, UnderlayBin: "/bin/true"}.withDefaults()
+	p := &plan{cfg: cfg, bridgeM: "ul-" + cfg.Name + "-m", bridgeU: "ul-" + cfg.Name + "-u"}
+	seen := map[string]bool{}
+	for i := 1; i <= MaxNodes; i++ {
+		for _, l := range p.links(&nodePlan{Index: i}) {
+			if len(l.host) > 15 || seen[l.host] {
+				t.Errorf("node %d: link %q too long or taken twice", i, l.host)
+			}
+			seen[l.host] = true
+		}
+	}
+	if got := p.links(&nodePlan{Index: 3})[0].host; got != "ul-abcdefghi-m3" {
+		t.Errorf("node 3's management link %q, want ul-abcdefghi-m3 (unchanged for nodes 1–9)", got)
+	}
+	if got := linkSuffix(10); got != "a" {
+		t.Errorf("node 10's suffix %q, want a", got)
 	}
 }

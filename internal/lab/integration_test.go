@@ -211,7 +211,7 @@ func TestIntegrationLabBadInput(t *testing.T) {
 		cfg  lab.Config
 		want string
 	}{
-		{lab.Config{Nodes: 10, NoAgent: true}, "--nodes 10"},
+		{lab.Config{Nodes: 21, NoAgent: true}, "--nodes 21"},
 		{lab.Config{Nodes: 2, Managers: 3, NoAgent: true}, "--managers 3"},
 		{lab.Config{Nodes: 3, UnderlaySubnet: "10.200.0.1/16", NoAgent: true}, "10.200.0.1/16"},
 		{lab.Config{Nodes: 3, UnderlaySubnet: "fd00::/64", NoAgent: true}, "fd00::/64"},

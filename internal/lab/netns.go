@@ -119,9 +119,14 @@ func ensureHolder(ctx context.Context, dir string, unshare []string, script, arg
 	}
 }
 
+// linkSuffix is node i's character in its links' names: the index in
+// base 36 (1–9, a for node 10, …), one character, so that the longest lab
+// name's links stay within the kernel's 15 characters.
+func linkSuffix(i int) string { return strconv.FormatInt(int64(i), 36) }
+
 // links are the node's eth0 (management) and eth1 (underlay parent).
 func (p *plan) links(n *nodePlan) []nodeLink {
-	idx := strconv.Itoa(n.Index)
+	idx := linkSuffix(n.Index)
 	return []nodeLink{
 		{host: p.bridgeM + idx, bridge: p.bridgeM, inside: "eth0", addr: netip.PrefixFrom(n.MgmtIP, p.mgmt.Bits())},
 		{host: p.bridgeU + idx, bridge: p.bridgeU, inside: "eth1"},

@@ -33,6 +33,12 @@ type Consul struct {
 // StartConsul starts a dev agent and stops it when t ends.
 func StartConsul(t testing.TB) *Consul { return startConsul(t, "", nil) }
 
+// StartConsulHCL starts a dev agent with extra configuration (HCL), for a
+// benchmark that needs other limits, and stops it when t ends.
+func StartConsulHCL(t testing.TB, hcl string) *Consul {
+	return startConsul(t, "", []string{"-hcl", hcl})
+}
+
 // StartConsulACL starts a dev agent with ACLs on and a deny-all default
 // policy; token is its master token.
 func StartConsulACL(t testing.TB, token string) *Consul {
@@ -97,6 +103,14 @@ func startConsul(t testing.TB, token string, extra []string) *Consul {
 
 // Addr is the agent's HTTP address, host:port.
 func (c *Consul) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(c.ports[0])) }
+
+// PID is the agent's process ID, 0 when it is stopped.
+func (c *Consul) PID() int {
+	if c.cmd == nil {
+		return 0
+	}
+	return c.cmd.Process.Pid
+}
 
 // Client returns an API client of the agent.
 func (c *Consul) Client() *api.Client {
