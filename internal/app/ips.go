@@ -92,4 +92,3 @@ func dupNote(s string) string {
 	}
 	return "DUPLICATE: " + s
 }
-
