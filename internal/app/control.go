@@ -19,6 +19,7 @@ import (
 
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/dockerhost"
+	"github.com/underlay/underlay/internal/httpserve"
 	"github.com/underlay/underlay/internal/scale"
 	"github.com/underlay/underlay/internal/scale/adapter"
 	"github.com/underlay/underlay/internal/secretfile"
@@ -318,26 +319,12 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 }
 
 // serveControl serves srv on ln until ctx ends, over TLS when srv has a
-// TLS configuration. Requests run under ctx, so open event streams end
-// with it rather than holding the shutdown.
+// TLS configuration.
 func serveControl(ctx context.Context, ln net.Listener, srv *http.Server, log *slog.Logger) error {
-	srv.BaseContext = func(net.Listener) context.Context { return ctx }
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
-	var err error
 	if srv.TLSConfig != nil {
 		log.Info("serving the autoscaler API over TLS", "addr", ln.Addr().String(), "client_certificates", srv.TLSConfig.ClientCAs != nil)
-		err = srv.ServeTLS(ln, "", "")
 	} else {
 		log.Info("serving the autoscaler API", "addr", ln.Addr().String())
-		err = srv.Serve(ln)
 	}
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
-	}
-	return nil
+	return httpserve.Serve(ctx, ln, srv)
 }

@@ -43,12 +43,17 @@ when any check failed; warnings alone leave it 0.`,
 				return err
 			}
 			defer dc.Close()
-			ca, err := doctor.NewConsulAPI(opts)
+			c, err := consul.NewClient(opts)
 			if err != nil {
 				return err
 			}
+			ep, err := consul.NewEndpoint(opts)
+			if err != nil {
+				return err
+			}
+			ca := doctor.NewConsulAPI(c, ep)
 			d := &doctor.DockerAPI{API: dc}
-			kv := consul.NewKV(ca.API)
+			kv := consul.NewKV(c)
 			env := doctor.Env{
 				NodeID:   doctor.NodeID(ctx, d),
 				Node:     doctor.NodeName(ctx, node, d),
