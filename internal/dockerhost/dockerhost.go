@@ -30,6 +30,18 @@ func NewClient() (*client.Client, error) {
 	return c, nil
 }
 
+// NewClientAt connects to the daemon at host (a DOCKER_HOST value, such as
+// unix:///run/docker.sock), whatever the environment says, and negotiates
+// the API version on first use. opts come after those (a test's
+// instrumented transport).
+func NewClientAt(host string, opts ...client.Opt) (*client.Client, error) {
+	c, err := client.NewClientWithOpts(append([]client.Opt{client.WithHost(host), client.WithAPIVersionNegotiation()}, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("docker client for %s: %w", host, err)
+	}
+	return c, nil
+}
+
 // Source adapts a Docker client to register.Docker.
 type Source struct {
 	api *client.Client
