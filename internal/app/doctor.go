@@ -67,7 +67,10 @@ when any check failed; warnings alone leave it 0.`,
 			}
 			rs := doctor.Run(ctx, env.Node, env.Checks(), logf)
 			if asJSON {
-				err = doctor.WriteJSON(streams.Out, rs)
+				if rs == nil {
+					rs = []doctor.Result{} // a list, even when empty
+				}
+				err = writeJSON(streams.Out, rs)
 			} else {
 				err = doctor.WriteTable(streams.Out, rs)
 			}

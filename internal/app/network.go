@@ -3,7 +3,6 @@ package app
 import (
 	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -341,12 +340,6 @@ func orDash[T interface{ IsValid() bool }](v T) any {
 		return "-"
 	}
 	return v
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 // driverName is a network's driver as printed: "macvlan", "ipvlan l2".

@@ -2,7 +2,6 @@ package doctor
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"sync"
@@ -89,16 +88,6 @@ func Failed(rs []Result) bool {
 		}
 	}
 	return false
-}
-
-// WriteJSON writes results as a JSON list.
-func WriteJSON(w io.Writer, rs []Result) error {
-	if rs == nil {
-		rs = []Result{}
-	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(rs)
 }
 
 // WriteTable writes results as a table, each fix on its own line below its
