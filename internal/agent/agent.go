@@ -79,9 +79,10 @@ type Clients struct {
 // cluster parts as cfg says.
 func Run(ctx context.Context, cfg Config, c Clients, log *slog.Logger) error {
 	catalog := consul.NewCatalog(c.Consul)
+	alog := agentLog(log)
 	pol := &cfg.Register.Policy
 	if pol.Node == "" {
-		node, err := waitFor(ctx, log, "docker host name", func(ctx context.Context) (string, error) {
+		node, err := waitFor(ctx, alog, "docker host name", func(ctx context.Context) (string, error) {
 			info, err := c.Docker.Info(ctx)
 			return info.Name, err
 		})
@@ -91,7 +92,7 @@ func Run(ctx context.Context, cfg Config, c Clients, log *slog.Logger) error {
 		pol.Node = node
 	}
 	if pol.HostIP == "" {
-		ip, err := waitFor(ctx, log, "consul agent address", catalog.NodeAddress)
+		ip, err := waitFor(ctx, alog, "consul agent address", catalog.NodeAddress)
 		if err != nil {
 			return err
 		}
@@ -113,13 +114,17 @@ func Run(ctx context.Context, cfg Config, c Clients, log *slog.Logger) error {
 		g.Go(func() error { return n.run(gctx) })
 	}
 	if cfg.Listen != "" {
-		g.Go(func() error { return serveStatus(gctx, cfg.Listen, agent, reg, log) })
+		g.Go(func() error { return serveStatus(gctx, cfg.Listen, agent, reg, alog) })
 	}
 	if cfg.Pprof != "" {
 		g.Go(func() error { return profiling.Serve(gctx, cfg.Pprof, log) })
 	}
 	return g.Wait()
 }
+
+// agentLog is log for the agent's own messages (its parts set their own
+// component).
+func agentLog(log *slog.Logger) *slog.Logger { return log.With("component", "agent") }
 
 // waitFor retries get with backoff until it succeeds or ctx ends: the agent
 // may start before Docker or Consul and must not exit because of it.

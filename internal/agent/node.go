@@ -39,7 +39,8 @@ type node struct {
 // holds it or takes it over.
 func (n *node) run(ctx context.Context) error {
 	cfg, log := n.cfg, n.log
-	id, err := waitFor(ctx, log, "this node's swarm node ID (cluster networks need the node in a swarm)", func(ctx context.Context) (string, error) {
+	alog := agentLog(log)
+	id, err := waitFor(ctx, alog, "this node's swarm node ID (cluster networks need the node in a swarm)", func(ctx context.Context) (string, error) {
 		info, err := n.c.Docker.Info(ctx)
 		return info.Swarm.NodeID, err
 	})
@@ -49,7 +50,7 @@ func (n *node) run(ctx context.Context) error {
 	kv := consul.NewKV(n.c.Consul)
 	store := netspec.NewStore(kv)
 	facts := &netagent.Facts{Store: store, ID: id, Node: n.name, Holder: netagent.Self()}
-	if err := claim(ctx, facts, log); err != nil {
+	if err := claim(ctx, facts, alog); err != nil {
 		return err
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -59,18 +60,18 @@ func (n *node) run(ctx context.Context) error {
 	rec := &netagent.Reconciler{
 		ID: id, Node: n.name, Facts: facts, Store: store, Docker: nets, Swarm: nets,
 		Host: hostnet.Host{}, RemoveShim: hostnet.RemoveShim, RemoveParent: hostnet.RemoveParent,
-		Log: log.With("component", "networks"), Metrics: netagent.NewMetrics(n.reg),
+		Log: log, Metrics: netagent.NewMetrics(n.reg),
 	}
 	if cfg.IPAM.Enabled {
 		rec.IPAM = n.runIPAM(gctx, g, kv, store, nets, id)
 	}
 	links, err := hostnet.Watch(gctx)
 	if err != nil {
-		log.Warn("link changes are not watched; drift is repaired at each --network-sync", "err", err)
+		alog.Warn("link changes are not watched; drift is repaired at each --network-sync", "err", err)
 	}
 	g.Go(func() error { rec.Run(gctx, kv.Watch(gctx, netspec.KVPrefix), links, cfg.NetworkSync); return nil })
 	g.Go(func() error {
-		inventory.Run(gctx, n.src, kv, n.name, id, cfg.NetworkSync, log.With("component", "inventory"))
+		inventory.Run(gctx, n.src, kv, n.name, id, cfg.NetworkSync, log)
 		return nil
 	})
 	if cfg.DoctorInterval > 0 {
@@ -78,7 +79,7 @@ func (n *node) run(ctx context.Context) error {
 	}
 	if cfg.TaskMetrics > 0 {
 		g.Go(func() error {
-			taskmetrics.Run(gctx, n.src, kv, n.name, cfg.TaskMetrics, log.With("component", "taskmetrics"))
+			taskmetrics.Run(gctx, n.src, kv, n.name, cfg.TaskMetrics, log)
 			return nil
 		})
 	}
@@ -109,22 +110,22 @@ func claim(ctx context.Context, facts *netagent.Facts, log *slog.Logger) error {
 // needs of it.
 func (n *node) runIPAM(ctx context.Context, g *errgroup.Group, kv *consul.KV, store *netspec.Store, nets *dockerhost.Networks, id string) netagent.IPAM {
 	cfg, log := n.cfg.IPAM, n.log
-	ilog := log.With("component", "ipam")
-	alloc := ipam.NewAllocator(kv, id, ilog)
+	alog := agentLog(log)
+	alloc := ipam.NewAllocator(kv, id, log)
 	pools := ipam.SpecPools{Store: store}
 	ipamMetrics := ipam.NewMetrics(n.reg, alloc)
-	plugin := &ipam.Plugin{Alloc: alloc, Pools: pools, Log: ilog, Metrics: ipamMetrics}
+	plugin := &ipam.Plugin{Alloc: alloc, Pools: pools, Log: log, Metrics: ipamMetrics}
 	reclaimer := &ipam.Reclaimer{
 		Alloc: alloc, Pools: pools, Held: n.src, Cluster: nets, Metrics: ipamMetrics, Grace: cfg.LeakGrace,
-		NodeTimeout: cfg.NodeTimeout, Fresh: max(cfg.NodeTimeout, netagent.StaleAfter), Log: ilog,
+		NodeTimeout: cfg.NodeTimeout, Fresh: max(cfg.NodeTimeout, netagent.StaleAfter), Log: log,
 	}
 	g.Go(func() error { reclaimer.Run(ctx, cfg.Sweep); return nil })
-	g.Go(func() error { alloc.KeepSpares(ctx, cfg.Spares, ilog); return nil })
+	g.Go(func() error { alloc.KeepSpares(ctx, cfg.Spares, log); return nil })
 	g.Go(func() error {
 		if ln := cfg.Listener; ln != nil {
 			// The socket file is systemd's: it stays, so that dockerd's
 			// requests made while the agent restarts wait in its backlog.
-			ilog.Info("serving Docker's IPAM plugin protocol on the socket systemd passed", "socket", ln.Addr().String())
+			alog.Info("serving Docker's IPAM plugin protocol on the socket systemd passed", "socket", ln.Addr().String())
 			if err := httpserve.Serve(ctx, ln, httpserve.NewServer(plugin.Handler())); err != nil {
 				return fmt.Errorf("IPAM plugin: %w", err)
 			}
@@ -137,7 +138,7 @@ func (n *node) runIPAM(ctx context.Context, g *errgroup.Group, kv *consul.KV, st
 		// Registration goes on whatever happens to the plugin socket.
 		for ctx.Err() == nil {
 			if err := plugin.Serve(ctx, cfg.Socket); err != nil {
-				log.Error("IPAM plugin stopped; retrying", "socket", cfg.Socket, "retry_in", retry, "err", err)
+				alog.Error("IPAM plugin stopped; retrying", "socket", cfg.Socket, "retry_in", retry, "err", err)
 			}
 			select {
 			case <-ctx.Done():
@@ -155,7 +156,7 @@ func (n *node) runIPAM(ctx context.Context, g *errgroup.Group, kv *consul.KV, st
 func (n *node) runDoctorReports(ctx context.Context, id string, kv *consul.KV, store *netspec.Store) {
 	ca := doctor.NewConsulAPI(n.c.Consul, n.c.ConsulHTTP)
 	env := doctor.Env{NodeID: id, Node: n.name, Docker: &doctor.DockerAPI{API: n.c.Docker}, Consul: ca, Networks: store, Pools: doctor.IPAMPools{KV: kv}}
-	doctor.RunPeriodically(ctx, kv, n.name, n.cfg.Version, env.Checks(), n.cfg.DoctorInterval, n.log.With("component", "doctor"))
+	doctor.RunPeriodically(ctx, kv, n.name, n.cfg.Version, env.Checks(), n.cfg.DoctorInterval, n.log)
 }
 
 // watchSwarmNodeID returns an error once this node's swarm node ID is no

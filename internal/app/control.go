@@ -238,7 +238,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 		}
 	}
 	if f.insecureNoAuth {
-		log.Warn("authentication disabled (--insecure-no-auth): anyone reaching the API can scale services", "listen", f.listen)
+		log.Warn("authentication disabled (--insecure-no-auth): anyone reaching the API can scale services", "addr", f.listen)
 	}
 	dockerAPI, err := dockerhost.NewClient()
 	if err != nil {

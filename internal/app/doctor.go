@@ -2,7 +2,6 @@ package app
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 
 	"github.com/spf13/cobra"
@@ -62,10 +61,7 @@ when any check failed; warnings alone leave it 0.`,
 				Networks: netspec.NewStore(kv),
 				Pools:    doctor.IPAMPools{KV: kv},
 			}
-			logf := func(format string, args ...any) {
-				log.Debug(fmt.Sprintf(format, args...), "component", "doctor")
-			}
-			rs := doctor.Run(ctx, env.Node, env.Checks(), logf)
+			rs := doctor.Run(ctx, env.Node, env.Checks(), doctor.DebugLogf(log))
 			if asJSON {
 				if rs == nil {
 					rs = []doctor.Result{} // a list, even when empty

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -45,6 +46,13 @@ type Check interface {
 
 // CheckTimeout bounds each check's Run.
 const CheckTimeout = 15 * time.Second
+
+// DebugLogf is a Logf that logs each line at debug level on log, with the
+// doctor's component.
+func DebugLogf(log *slog.Logger) Logf {
+	log = log.With("component", "doctor")
+	return func(format string, args ...any) { log.Debug(fmt.Sprintf(format, args...)) }
+}
 
 // Run runs every check in parallel and returns their results in the order
 // of checks, each stamped with node.

@@ -158,6 +158,7 @@ type Source interface {
 // Run publishes the entries of node (its name) under key (its identity)
 // whenever they change, and every period (Consul may have lost them).
 func Run(ctx context.Context, src Source, kv KV, node, key string, period time.Duration, log *slog.Logger) {
+	log = log.With("component", "inventory")
 	changes := src.Changes(ctx)
 	t := time.NewTicker(period)
 	defer t.Stop()

@@ -72,6 +72,7 @@ type KV interface {
 
 // Run samples every period and publishes the node's report.
 func Run(ctx context.Context, src Source, kv KV, node string, period time.Duration, log *slog.Logger) {
+	log = log.With("component", "taskmetrics")
 	t := time.NewTicker(period)
 	defer t.Stop()
 	prev := map[string]Sample{}
