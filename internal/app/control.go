@@ -50,11 +50,18 @@ type controlFlags struct {
 	peers          []string
 	peerCACert     string
 	limits         scale.Limits
+	// listener, when set, is served instead of listening on --listen
+	// (tests: a port picked by listening once, not listen-and-close).
+	listener net.Listener
 }
 
 // newControlCommand is `underlay control`, the autoscaler.
 func newControlCommand(g *globalFlags, streams IOStreams) *cobra.Command {
-	f := &controlFlags{}
+	return newControlCommandFlags(g, streams, &controlFlags{})
+}
+
+// newControlCommandFlags is newControlCommand over f.
+func newControlCommandFlags(g *globalFlags, streams IOStreams, f *controlFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "control",
 		Short: "Run the autoscaler: an Orbiter-compatible HTTP API that scales swarm services",
@@ -299,9 +306,11 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	mux.Handle("GET /metrics", metricsHandler)
 	mux.Handle("/", api.Handler())
 	dash.Mount(mux)
-	ln, err := net.Listen("tcp", f.listen)
-	if err != nil {
-		return fmt.Errorf("--listen %s: %w", f.listen, err)
+	ln := f.listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", f.listen); err != nil {
+			return fmt.Errorf("--listen %s: %w", f.listen, err)
+		}
 	}
 	srv := scale.NewServer(mux, f.limits, log)
 	srv.TLSConfig = serverTLS
