@@ -142,6 +142,12 @@ func (s *Source) Inspect(ctx context.Context, id string) (register.Container, er
 	if err != nil {
 		return register.Container{}, err
 	}
+	return toContainer(j, func(networkID string) (string, error) { return s.driver(ctx, networkID) })
+}
+
+// toContainer maps Docker's inspect answer to what registration needs;
+// driver names a network's driver by its ID.
+func toContainer(j container.InspectResponse, driver func(networkID string) (string, error)) (register.Container, error) {
 	c := register.Container{
 		ID:   j.ID,
 		Name: strings.TrimPrefix(j.Name, "/"),
@@ -178,12 +184,12 @@ func (s *Source) Inspect(ctx context.Context, id string) (register.Container, er
 			if ep == nil {
 				continue
 			}
-			driver, err := s.driver(ctx, ep.NetworkID)
+			d, err := driver(ep.NetworkID)
 			if err != nil {
 				return register.Container{}, fmt.Errorf("network %s of container %s: %w", name, c.Name, err)
 			}
 			c.Networks = append(c.Networks, register.Endpoint{
-				Network: name, NetworkID: ep.NetworkID, Driver: driver,
+				Network: name, NetworkID: ep.NetworkID, Driver: d,
 				IPv4: ep.IPAddress, IPv6: ep.GlobalIPv6Address, MAC: ep.MacAddress,
 			})
 		}
