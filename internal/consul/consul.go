@@ -1,6 +1,13 @@
 // Package consul connects underlay to a Consul agent: it builds the API
 // client from flags and the standard CONSUL_HTTP_* environment (address, ACL
 // token, TLS) and adapts it to the interfaces underlay's packages declare.
+//
+// Every Consul client underlay makes is built here (NewClient, and
+// NewEndpoint for plain HTTP requests). The adapters here implement the
+// interfaces other packages declare: Catalog (register.Catalog), KV
+// (netspec.KV, ipam.KV, inventory.KV, taskmetrics.KV, doctor.KV) over
+// kvstore's vocabulary. It may import kvstore, register (for the types it
+// adapts), secretfile and backoff; its I/O edge is Consul's HTTP API.
 package consul
 
 import (

@@ -1,6 +1,15 @@
 // Package dockerhost connects underlay to one Docker daemon: it builds the
 // API client (with version negotiation, so dockerd 20.10 to 29 all work) and
 // adapts it to the small interfaces that underlay's packages declare.
+//
+// Every Docker client underlay makes is built here (NewClient from
+// DOCKER_HOST, NewClientAt for a given daemon). The adapters here implement
+// the interfaces other packages declare: Source (register.Docker,
+// inventory.Source, ipam's Held, taskmetrics.Source) and Networks
+// (netagent.Docker and Swarm, ipam.Cluster, netspec.NetworkLister and
+// SwarmManager); their mapping from Docker's types (toEvent, toContainer,
+// configRange) is pure and unit-tested. It may import the packages whose
+// interfaces it implements and backoff; its I/O edge is the Docker API.
 package dockerhost
 
 import (

@@ -2,6 +2,11 @@
 // agent publishes the macvlan and ipvlan endpoints of its node's containers
 // to Consul KV, and `underlay ips` reads them all, so one view shows which
 // IP and MAC is where, and flags any address used twice.
+//
+// PoolAddresses adds what cluster-IPAM pools hold that no container does,
+// with the states `underlay ips` prints. It may import kvstore, netspec and
+// ipam; Docker sits behind Source (dockerhost) and Consul KV behind KV and
+// PoolKV (consul).
 package inventory
 
 import (

@@ -3,6 +3,9 @@
 // autoscaler's built-in metrics (underlay:cpu, underlay:memory) read them.
 // Rates come from two samples of Docker's cumulative CPU counter, so no
 // stats stream is held open.
+//
+// It imports only the standard library: Docker sits behind Source (dockerhost
+// implements it) and Consul KV behind KV (consul implements it).
 package taskmetrics
 
 import (
