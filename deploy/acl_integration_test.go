@@ -54,9 +54,7 @@ func TestIntegrationACLPolicies(t *testing.T) {
 	controlToken := aclToken(t, master, "underlay-control", deploy.ControlPolicy)
 	noToken := aclToken(t, master, "", "")
 	as := func(token string) *api.Client {
-		cfg := api.DefaultConfig()
-		cfg.Address, cfg.Token = cons.Addr(), token
-		c, err := api.NewClient(cfg)
+		c, err := consul.NewClient(consul.Options{Addr: cons.Addr(), Token: token})
 		if err != nil {
 			t.Fatal(err)
 		}

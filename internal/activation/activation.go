@@ -6,6 +6,9 @@
 // The agent uses it for underlay-ipam.socket: systemd holds the IPAM
 // plugin's socket from early boot, before dockerd starts, so dockerd finds
 // the plugin while it restores containers and while the agent restarts.
+//
+// It imports only the standard library; its one I/O edge is the process's
+// inherited file descriptors and environment.
 package activation
 
 import (

@@ -4,6 +4,7 @@ package app
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -134,6 +135,13 @@ func newVersionCommand(streams IOStreams) *cobra.Command {
 			return err
 		},
 	}
+}
+
+// writeJSON is the CLI's one JSON printer: v, indented, on w.
+func writeJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // addConsulFlags adds the flags every command that talks to Consul shares;

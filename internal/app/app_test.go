@@ -78,6 +78,8 @@ func TestAgentBadFlags(t *testing.T) {
 		{[]string{"agent", "--deregister", "sometimes", "--node", "n", "--host-ip", "127.0.0.1", "--consul-addr", "127.0.0.1:1"}, `"sometimes"`},
 		{[]string{"agent", "--log-level", "loud"}, `--log-level "loud"`},
 		{[]string{"agent", "--consul-token", "a", "--consul-token-file", "/x"}, "not both"},
+		{[]string{"agent", "--ipam", "--networks=false"}, "--ipam needs --networks"},
+		{[]string{"agent", "--networks=false", "--ipam=true"}, "(drop --networks=false, or add --ipam=false)"},
 		{[]string{"agent", "--pprof", "0.0.0.0:6060"}, `--pprof: profiler address "0.0.0.0:6060": "0.0.0.0" is not a loopback address`},
 	}
 	for _, tt := range tests {

@@ -19,6 +19,7 @@ import (
 
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/dockerhost"
+	"github.com/underlay/underlay/internal/httpserve"
 	"github.com/underlay/underlay/internal/scale"
 	"github.com/underlay/underlay/internal/scale/adapter"
 	"github.com/underlay/underlay/internal/secretfile"
@@ -49,11 +50,18 @@ type controlFlags struct {
 	peers          []string
 	peerCACert     string
 	limits         scale.Limits
+	// listener, when set, is served instead of listening on --listen
+	// (tests: a port picked by listening once, not listen-and-close).
+	listener net.Listener
 }
 
 // newControlCommand is `underlay control`, the autoscaler.
 func newControlCommand(g *globalFlags, streams IOStreams) *cobra.Command {
-	f := &controlFlags{}
+	return newControlCommandFlags(g, streams, &controlFlags{})
+}
+
+// newControlCommandFlags is newControlCommand over f.
+func newControlCommandFlags(g *globalFlags, streams IOStreams, f *controlFlags) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "control",
 		Short: "Run the autoscaler: an Orbiter-compatible HTTP API that scales swarm services",
@@ -237,7 +245,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 		}
 	}
 	if f.insecureNoAuth {
-		log.Warn("authentication disabled (--insecure-no-auth): anyone reaching the API can scale services", "listen", f.listen)
+		log.Warn("authentication disabled (--insecure-no-auth): anyone reaching the API can scale services", "addr", f.listen)
 	}
 	dockerAPI, err := dockerhost.NewClient()
 	if err != nil {
@@ -298,9 +306,11 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	mux.Handle("GET /metrics", metricsHandler)
 	mux.Handle("/", api.Handler())
 	dash.Mount(mux)
-	ln, err := net.Listen("tcp", f.listen)
-	if err != nil {
-		return fmt.Errorf("--listen %s: %w", f.listen, err)
+	ln := f.listener
+	if ln == nil {
+		if ln, err = net.Listen("tcp", f.listen); err != nil {
+			return fmt.Errorf("--listen %s: %w", f.listen, err)
+		}
 	}
 	srv := scale.NewServer(mux, f.limits, log)
 	srv.TLSConfig = serverTLS
@@ -318,26 +328,12 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 }
 
 // serveControl serves srv on ln until ctx ends, over TLS when srv has a
-// TLS configuration. Requests run under ctx, so open event streams end
-// with it rather than holding the shutdown.
+// TLS configuration.
 func serveControl(ctx context.Context, ln net.Listener, srv *http.Server, log *slog.Logger) error {
-	srv.BaseContext = func(net.Listener) context.Context { return ctx }
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
-	var err error
 	if srv.TLSConfig != nil {
 		log.Info("serving the autoscaler API over TLS", "addr", ln.Addr().String(), "client_certificates", srv.TLSConfig.ClientCAs != nil)
-		err = srv.ServeTLS(ln, "", "")
 	} else {
 		log.Info("serving the autoscaler API", "addr", ln.Addr().String())
-		err = srv.Serve(ln)
 	}
-	if err != nil && !errors.Is(err, http.ErrServerClosed) {
-		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
-	}
-	return nil
+	return httpserve.Serve(ctx, ln, srv)
 }

@@ -61,10 +61,10 @@ func TestControlServes(t *testing.T) {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	ln.Close()
+	t.Cleanup(func() { ln.Close() }) // for a control that never served it
 
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := newControlCommand(&globalFlags{logLevel: "error", logFormat: "text"}, IOStreams{Out: io.Discard, ErrOut: io.Discard})
+	cmd := newControlCommandFlags(&globalFlags{logLevel: "error", logFormat: "text"}, IOStreams{Out: io.Discard, ErrOut: io.Discard}, &controlFlags{listener: ln})
 	cmd.SetArgs([]string{"--listen", addr, "--token-file", tokens, "--consul-addr", "127.0.0.1:1"})
 	done := make(chan error, 1)
 	go func() { done <- cmd.ExecuteContext(ctx) }()

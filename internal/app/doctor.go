@@ -2,7 +2,6 @@ package app
 
 import (
 	"errors"
-	"fmt"
 	"log/slog"
 
 	"github.com/spf13/cobra"
@@ -43,12 +42,17 @@ when any check failed; warnings alone leave it 0.`,
 				return err
 			}
 			defer dc.Close()
-			ca, err := doctor.NewConsulAPI(opts)
+			c, err := consul.NewClient(opts)
 			if err != nil {
 				return err
 			}
+			ep, err := consul.NewEndpoint(opts)
+			if err != nil {
+				return err
+			}
+			ca := doctor.NewConsulAPI(c, ep)
 			d := &doctor.DockerAPI{API: dc}
-			kv := consul.NewKV(ca.API)
+			kv := consul.NewKV(c)
 			env := doctor.Env{
 				NodeID:   doctor.NodeID(ctx, d),
 				Node:     doctor.NodeName(ctx, node, d),
@@ -57,12 +61,12 @@ when any check failed; warnings alone leave it 0.`,
 				Networks: netspec.NewStore(kv),
 				Pools:    doctor.IPAMPools{KV: kv},
 			}
-			logf := func(format string, args ...any) {
-				log.Debug(fmt.Sprintf(format, args...), "component", "doctor")
-			}
-			rs := doctor.Run(ctx, env.Node, env.Checks(), logf)
+			rs := doctor.Run(ctx, env.Node, env.Checks(), doctor.DebugLogf(log))
 			if asJSON {
-				err = doctor.WriteJSON(streams.Out, rs)
+				if rs == nil {
+					rs = []doctor.Result{} // a list, even when empty
+				}
+				err = writeJSON(streams.Out, rs)
 			} else {
 				err = doctor.WriteTable(streams.Out, rs)
 			}

@@ -1,10 +1,7 @@
 package app
 
 import (
-	"context"
 	"fmt"
-	"maps"
-	"net/netip"
 	"text/tabwriter"
 	"time"
 
@@ -12,8 +9,6 @@ import (
 
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/inventory"
-	"github.com/underlay/underlay/internal/ipam"
-	"github.com/underlay/underlay/internal/netspec"
 )
 
 func newIPsCommand(streams IOStreams) *cobra.Command {
@@ -42,7 +37,7 @@ KV document the pool skips, with the command that removes it.`,
 			if err != nil {
 				return err
 			}
-			pooled, bad, err := poolAddresses(cmd.Context(), kv, all)
+			pooled, bad, err := inventory.PoolAddresses(cmd.Context(), kv, all)
 			if err != nil {
 				return err
 			}
@@ -96,87 +91,4 @@ func dupNote(s string) string {
 		return ""
 	}
 	return "DUPLICATE: " + s
-}
-
-// badDocument is a key a cluster-IPAM pool skips, as `ips --json` shows it.
-type badDocument struct {
-	Pool    string `json:"pool"`
-	Key     string `json:"key"`
-	Problem string `json:"problem"`
-	Fix     string `json:"fix"`
-}
-
-// poolAddresses lists, for cluster-IPAM networks, what the pool holds that
-// no container does: the gateway and aux addresses, shims, and allocations
-// without a container (leaks awaiting reclaim), with the node's name (the
-// pool records its identity); and the pool's bad KV documents. Inventory
-// entries of those networks are marked in use.
-func poolAddresses(ctx context.Context, kv *consul.KV, inv []inventory.Entry) ([]inventory.Entry, []badDocument, error) {
-	st := netspec.NewStore(kv)
-	specs, err := st.Specs(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	facts, err := st.Nodes(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
-	names := map[string]string{}
-	for _, f := range facts {
-		names[f.ID] = f.Node
-	}
-	nodeName := func(id string) string {
-		if n := names[id]; n != "" {
-			return n
-		}
-		return id
-	}
-	var bad []badDocument
-	held := map[string]bool{}
-	for i := range inv {
-		inv[i].State = "in use"
-		held[inv[i].Network+"|"+inv[i].IP] = true
-	}
-	var out []inventory.Entry
-	for _, s := range specs {
-		if s.IPAM != netspec.Cluster {
-			continue
-		}
-		_, gw := ipam.PoolOf(s, false)
-		out = append(out, inventory.Entry{IP: gw.String(), Network: s.Name, State: "reserved: gateway"})
-		for name, a := range s.Aux {
-			out = append(out, inventory.Entry{IP: a.String(), Network: s.Name, State: "reserved: aux " + name})
-		}
-		allocs := map[netip.Addr]ipam.Alloc{}
-		for _, v6 := range []bool{false, true} {
-			if v6 && !s.IPv6Subnet.IsValid() {
-				continue
-			}
-			pool, _ := ipam.PoolOf(s, v6)
-			c, err := ipam.Inspect(ctx, kv, pool)
-			if err != nil {
-				return nil, nil, fmt.Errorf("read pool of %s: %w", s.Name, err)
-			}
-			maps.Copy(allocs, c.Allocs)
-			for _, b := range c.Bad {
-				bad = append(bad, badDocument{Pool: pool.ID(), Key: b.Key, Problem: b.Err.Error(), Fix: b.Fix()})
-			}
-		}
-		for a, al := range allocs {
-			if held[s.Name+"|"+a.String()] {
-				continue
-			}
-			e := inventory.Entry{IP: a.String(), Node: nodeName(al.Node), Network: s.Name, Since: al.At}
-			switch al.Kind {
-			case ipam.KindShim:
-				e.State = "reserved: host shim"
-			case ipam.KindSpare:
-				e.State = "reserved: spare"
-			default:
-				e.State = "allocated, no container (leak: reclaimed after the grace period)"
-			}
-			out = append(out, e)
-		}
-	}
-	return out, bad, nil
 }

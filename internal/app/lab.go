@@ -1,7 +1,6 @@
 package app
 
 import (
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -141,9 +140,7 @@ func newLabStatusCommand(streams IOStreams, f *labFlags) *cobra.Command {
 				return err
 			}
 			if f.json {
-				enc := json.NewEncoder(streams.Out)
-				enc.SetIndent("", "  ")
-				return enc.Encode(st)
+				return writeJSON(streams.Out, st)
 			}
 			return printStatus(streams.Out, st)
 		},

@@ -33,7 +33,7 @@ func newLabVMCommands(g *globalFlags, streams IOStreams) []*cobra.Command {
 		Hidden: true,
 		Args:   cobra.NoArgs,
 		RunE: g.withLog(streams.ErrOut, func(cmd *cobra.Command, log *slog.Logger) error {
-			return guest.ServeNode(cmd.Context(), nodeDir, log.With("component", "lab_guest"))
+			return guest.ServeNode(cmd.Context(), nodeDir, log)
 		}),
 	}
 	execCmd := &cobra.Command{
@@ -76,7 +76,7 @@ func newLabVMCommands(g *globalFlags, streams IOStreams) []*cobra.Command {
 				}
 				port.Addr = p
 			}
-			port.Log = log.With("component", "lab_vlan_port")
+			port.Log = log
 			return port.Run(cmd.Context())
 		}),
 	}

@@ -1,21 +1,16 @@
 package app
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/netip"
-	"slices"
 	"strings"
 	"text/tabwriter"
 	"time"
 
-	"github.com/docker/docker/api/types/filters"
-	"github.com/docker/docker/api/types/network"
-	"github.com/docker/docker/api/types/swarm"
-	"github.com/docker/docker/client"
 	"github.com/spf13/cobra"
 
 	"github.com/underlay/underlay/internal/consul"
@@ -189,16 +184,7 @@ func checkNameFree(ctx context.Context, name string) error {
 		return nil
 	}
 	defer api.Close()
-	list, err := api.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("name", name))})
-	if err != nil {
-		return nil // no Docker here: agents report a clash on their node
-	}
-	for _, n := range list {
-		if (n.Name == name || n.Name == netspec.ConfigNetworkName(name)) && n.Labels[netspec.LabelManaged] != "true" {
-			return fmt.Errorf("name %q is already used by Docker network %s (driver %s), which underlay does not manage", name, n.ID[:12], n.Driver)
-		}
-	}
-	return nil
+	return netspec.CheckNameFree(ctx, dockerhost.NewNetworks(api), name)
 }
 
 func newNetworkListCommand(f *networkFlags, streams IOStreams) *cobra.Command {
@@ -282,16 +268,9 @@ func newNetworkRemoveCommand(f *networkFlags, streams IOStreams) *cobra.Command 
 		Short:   "Remove a network from every node (refused while services use it)",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			ctx := cmd.Context()
 			name := args[0]
 			st, err := f.store()
 			if err != nil {
-				return err
-			}
-			if _, ok, err := st.Get(ctx, name); err != nil || !ok {
-				if err == nil {
-					fmt.Fprintf(streams.Out, "network %s does not exist\n", name)
-				}
 				return err
 			}
 			api, err := dockerhost.NewClient()
@@ -299,29 +278,13 @@ func newNetworkRemoveCommand(f *networkFlags, streams IOStreams) *cobra.Command 
 				return err
 			}
 			defer api.Close()
-			swarmID, err := unusedSwarmNetwork(ctx, api, name)
+			ok, err := st.Remove(cmd.Context(), dockerhost.NewNetworks(api), name, netspec.Removal{Timeout: timeout})
 			if err != nil {
 				return err
 			}
-			// Marked first, so no agent recreates the swarm network; the
-			// agents' config-only networks go once it is gone, and the
-			// second mark wakes them to that.
-			if err := st.MarkDeleting(ctx, name); err != nil {
-				return err
-			}
-			if swarmID != "" {
-				if err := api.NetworkRemove(ctx, swarmID); err != nil && !client.IsErrNotFound(err) {
-					return fmt.Errorf("remove swarm network %s: %w", name, err)
-				}
-				if err := st.MarkDeleting(ctx, name); err != nil {
-					return err
-				}
-			}
-			if err := waitRemoved(ctx, st, name, timeout); err != nil {
-				return err
-			}
-			if err := st.Delete(ctx, name); err != nil {
-				return err
+			if !ok {
+				fmt.Fprintf(streams.Out, "network %s does not exist\n", name)
+				return nil
 			}
 			fmt.Fprintf(streams.Out, "network %s removed\n", name)
 			return nil
@@ -329,64 +292,6 @@ func newNetworkRemoveCommand(f *networkFlags, streams IOStreams) *cobra.Command 
 	}
 	cmd.Flags().DurationVar(&timeout, "timeout", time.Minute, "how long to wait for every node to take its part down")
 	return cmd
-}
-
-// unusedSwarmNetwork returns the swarm network's ID ("" when there is
-// none), or an error naming the services that still use it.
-func unusedSwarmNetwork(ctx context.Context, api *client.Client, name string) (string, error) {
-	nw, err := api.NetworkInspect(ctx, name, network.InspectOptions{Scope: "swarm"})
-	if client.IsErrNotFound(err) {
-		return "", nil
-	}
-	if err != nil {
-		return "", fmt.Errorf("inspect swarm network %s (is DOCKER_HOST a manager?): %w", name, err)
-	}
-	services, err := api.ServiceList(ctx, swarm.ServiceListOptions{})
-	if err != nil {
-		return "", fmt.Errorf("list services: %w", err)
-	}
-	var users []string
-	for _, s := range services {
-		for _, n := range s.Spec.TaskTemplate.Networks {
-			if n.Target == nw.ID || n.Target == name {
-				users = append(users, s.Spec.Name)
-			}
-		}
-	}
-	if len(users) > 0 {
-		slices.Sort(users)
-		return "", fmt.Errorf("network %s is used by service(s) %s; remove them or move them to another network first", name, strings.Join(users, ", "))
-	}
-	return nw.ID, nil
-}
-
-// waitRemoved waits until every node that reported the network reports it removed.
-func waitRemoved(ctx context.Context, st *netspec.Store, name string, timeout time.Duration) error {
-	deadline := time.Now().Add(timeout)
-	for {
-		states, err := st.NodeStates(ctx, name)
-		if err != nil {
-			return err
-		}
-		var left []string
-		for _, s := range states {
-			if s.State != netspec.StateRemoved {
-				left = append(left, s.Node)
-			}
-		}
-		if len(left) == 0 {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("network %s: node(s) %s did not take it down within %s (are their agents running?); run rm again to retry",
-				name, strings.Join(left, ", "), timeout)
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(250 * time.Millisecond):
-		}
-	}
 }
 
 func newNetworkPlanCommand(streams IOStreams) *cobra.Command {
@@ -412,7 +317,7 @@ func newNetworkPlanCommand(streams IOStreams) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			_, err = io.WriteString(streams.Out, netspec.Script(s, plans, cmp(manager, nodes[0])))
+			_, err = io.WriteString(streams.Out, netspec.Script(s, plans, cmp.Or(manager, nodes[0])))
 			return err
 		},
 	}
@@ -430,24 +335,11 @@ func shortID(id string) string {
 	return id[:min(len(id), 12)]
 }
 
-func cmp(a, b string) string {
-	if a != "" {
-		return a
-	}
-	return b
-}
-
 func orDash[T interface{ IsValid() bool }](v T) any {
 	if !v.IsValid() {
 		return "-"
 	}
 	return v
-}
-
-func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
 }
 
 // driverName is a network's driver as printed: "macvlan", "ipvlan l2".

@@ -1,15 +1,8 @@
 package app
 
 import (
-	"bytes"
-	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/url"
-	"os"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -18,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/underlay/underlay/internal/scale"
+	scaleclient "github.com/underlay/underlay/internal/scale/client"
 )
 
 // scaleFlags are the flags of `underlay scale` and its subcommands.
@@ -64,25 +58,30 @@ against --cacert (mutual TLS with --cert and --key).`,
 			return errors.New("want SERVICE up|down, or SERVICE --to N (or a subcommand: ls, history)")
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			body := map[string]any{}
+			var dir scale.Direction
+			replicas := -1
 			if cmd.Flags().Changed("to") {
 				if f.to < 0 {
 					return fmt.Errorf("--to %d: must be zero or more", f.to)
 				}
-				body["replicas"] = f.to
+				replicas = f.to
 			} else {
 				d, err := scale.ParseDirection(args[1])
 				if err != nil {
 					return fmt.Errorf("direction %q: want up or down", args[1])
 				}
-				body["direction"] = string(d)
+				dir = d
 			}
-			var rec scale.Record
-			if err := f.call(cmd.Context(), http.MethodPost, "/v1/underlay/services/"+url.PathEscape(args[0])+"/scale", body, &rec); err != nil {
+			c, err := f.client()
+			if err != nil {
+				return err
+			}
+			rec, err := c.Scale(cmd.Context(), args[0], dir, replicas)
+			if err != nil {
 				return err
 			}
 			if f.json {
-				return printScaleJSON(streams.Out, rec)
+				return writeJSON(streams.Out, rec)
 			}
 			verdict := "scaled"
 			switch {
@@ -114,18 +113,20 @@ func newScaleLsCommand(f *scaleFlags, streams IOStreams) *cobra.Command {
 		Short: "List the autoscaled services",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			var ans struct {
-				Data []scale.ServiceInfo `json:"data"`
+			c, err := f.client()
+			if err != nil {
+				return err
 			}
-			if err := f.call(cmd.Context(), http.MethodGet, "/v1/underlay/services", nil, &ans); err != nil {
+			services, err := c.Services(cmd.Context())
+			if err != nil {
 				return err
 			}
 			if f.json {
-				return printScaleJSON(streams.Out, ans.Data)
+				return writeJSON(streams.Out, services)
 			}
 			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "SERVICE\tREPLICAS\tMIN\tMAX\tDOWN\tMETRICS\tERROR")
-			for _, s := range ans.Data {
+			for _, s := range services {
 				down := "no"
 				if s.Policy.AllowDown {
 					down = "yes"
@@ -151,18 +152,20 @@ func newScaleHistoryCommand(f *scaleFlags, streams IOStreams) *cobra.Command {
 		Short: "Print a service's scaling decisions, oldest first",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			var ans struct {
-				Data []scale.Record `json:"data"`
+			c, err := f.client()
+			if err != nil {
+				return err
 			}
-			if err := f.call(cmd.Context(), http.MethodGet, "/v1/underlay/services/"+url.PathEscape(args[0])+"/history", nil, &ans); err != nil {
+			records, err := c.History(cmd.Context(), args[0])
+			if err != nil {
 				return err
 			}
 			if f.json {
-				return printScaleJSON(streams.Out, ans.Data)
+				return writeJSON(streams.Out, records)
 			}
 			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TIME\tDIRECTION\tFROM\tTO\tREASON\tSOURCE\tWHY")
-			for _, r := range ans.Data {
+			for _, r := range records {
 				reason := string(r.Reason)
 				if r.DryRun {
 					reason += " (dry run)"
@@ -174,146 +177,8 @@ func newScaleHistoryCommand(f *scaleFlags, streams IOStreams) *cobra.Command {
 	}
 }
 
-// call sends one request to control and decodes the answer into out. A
-// follower's 503 naming the leader is retried once at the leader with
-// --follow-leader, over the same scheme only: the token never goes from
-// https to http, nor anywhere the user did not allow.
-func (f *scaleFlags) call(ctx context.Context, method, path string, body, out any) error {
-	token, err := readScaleToken(f.tokenFile)
-	if err != nil {
-		return err
-	}
-	client, err := f.client()
-	if err != nil {
-		return err
-	}
-	base, err := scaleBase(f.addr)
-	if err != nil {
-		return err
-	}
-	for attempt := 0; ; attempt++ {
-		code, hdr, b, err := doScaleRequest(ctx, client, method, base, path, token, body)
-		if err != nil {
-			return err
-		}
-		if leader := hdr.Get(scale.LeaderHeader); code == http.StatusServiceUnavailable && leader != "" && attempt == 0 {
-			next, err := leaderBase(base, leader)
-			switch {
-			case err != nil:
-				return fmt.Errorf("control at %s: not the leader, and %w", base, err)
-			case !f.followLeader:
-				return fmt.Errorf("control at %s: %d: not the leader; the leader is at %s (ask it with --addr %s, or add --follow-leader)", base, code, leader, next)
-			case next != base:
-				base = next
-				continue
-			}
-		}
-		if code/100 != 2 {
-			var e struct {
-				Error string `json:"error"`
-			}
-			if json.Unmarshal(b, &e) == nil && e.Error != "" {
-				return fmt.Errorf("control at %s: %d: %s", base, code, e.Error)
-			}
-			return fmt.Errorf("control at %s: %d: %.200s", base, code, b)
-		}
-		if err := json.Unmarshal(b, out); err != nil {
-			return fmt.Errorf("control at %s: decode answer: %w", base, err)
-		}
-		return nil
-	}
-}
-
-// client is the HTTP client of the calls: TLS from --cacert, --cert and
-// --key; the environment's proxy, as before; redirects never followed, so
-// that the token goes nowhere else.
-func (f *scaleFlags) client() (*http.Client, error) {
-	tlsCfg, err := scale.ClientTLS(f.caCert, f.cert, f.key)
-	if err != nil {
-		return nil, fmt.Errorf("--cacert, --cert, --key: %w", err)
-	}
-	return &http.Client{
-		Transport:     &http.Transport{TLSClientConfig: tlsCfg, TLSHandshakeTimeout: 10 * time.Second, Proxy: http.ProxyFromEnvironment},
-		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-	}, nil
-}
-
-// scaleBase is --addr as scheme://host:port (http when it names none).
-func scaleBase(addr string) (string, error) {
-	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
-	}
-	u, err := url.Parse(addr)
-	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
-		return "", fmt.Errorf("--addr %q: want HOST:PORT, http://HOST:PORT or https://HOST:PORT", addr)
-	}
-	return u.Scheme + "://" + u.Host, nil
-}
-
-// leaderBase is the leader a follower named, reached over base's scheme; a
-// leader named with another scheme is refused.
-func leaderBase(base, leader string) (string, error) {
-	scheme, _, _ := strings.Cut(base, "://")
-	if s, _, ok := strings.Cut(leader, "://"); ok && s != scheme {
-		return "", fmt.Errorf("the leader it names, %s, is not reached over %s: not followed", leader, scheme)
-	}
-	next, err := scaleBase(scheme + "://" + strings.TrimPrefix(strings.TrimPrefix(leader, "https://"), "http://"))
-	if err != nil {
-		return "", fmt.Errorf("the leader it names, %q, is not an address", leader)
-	}
-	return next, nil
-}
-
-func doScaleRequest(ctx context.Context, client *http.Client, method, base, path, token string, body any) (int, http.Header, []byte, error) {
-	var rd io.Reader
-	if body != nil {
-		b, _ := json.Marshal(body)
-		rd = bytes.NewReader(b)
-	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, method, base+path, rd)
-	if err != nil {
-		return 0, nil, nil, fmt.Errorf("--addr %s: %w", base, err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := client.Do(req)
-	if err != nil {
-		return 0, nil, nil, fmt.Errorf("reach control at %s: %w", base, err)
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if err != nil {
-		return 0, nil, nil, fmt.Errorf("read control's answer: %w", err)
-	}
-	return resp.StatusCode, resp.Header, b, nil
-}
-
-// readScaleToken reads the first token of a token file (the format of
-// control's --token-file); no file means no token.
-func readScaleToken(path string) (string, error) {
-	if path == "" {
-		return "", nil
-	}
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return "", fmt.Errorf("--token-file: %w", err)
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
-			return line, nil
-		}
-	}
-	return "", fmt.Errorf("--token-file %s: no token found", path)
-}
-
-func printScaleJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+// client is the control API client of the flags.
+func (f *scaleFlags) client() (*scaleclient.Client, error) {
+	return scaleclient.New(scaleclient.Config{Addr: f.addr, TokenFile: f.tokenFile, FollowLeader: f.followLeader,
+		CACert: f.caCert, Cert: f.cert, Key: f.key})
 }

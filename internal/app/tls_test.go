@@ -79,9 +79,9 @@ func startControlCommand(t *testing.T, args ...string) string {
 		t.Fatal(err)
 	}
 	addr := ln.Addr().String()
-	ln.Close()
+	t.Cleanup(func() { ln.Close() }) // served, closed by control; this for a control that never served it
 	ctx, cancel := context.WithCancel(context.Background())
-	cmd := newControlCommand(&globalFlags{logLevel: "error", logFormat: "text"}, IOStreams{Out: io.Discard, ErrOut: io.Discard})
+	cmd := newControlCommandFlags(&globalFlags{logLevel: "error", logFormat: "text"}, IOStreams{Out: io.Discard, ErrOut: io.Discard}, &controlFlags{listener: ln})
 	cmd.SetArgs(append([]string{"--listen", addr, "--consul-addr", "127.0.0.1:1"}, args...))
 	done := make(chan error, 1)
 	go func() { done <- cmd.ExecuteContext(ctx) }()

@@ -1,6 +1,8 @@
 // Package backoff is the one retry delay underlay's loops share: it doubles
 // from Min up to Max and starts over after Reset, and Sleep waits for it
 // unless the context ends first.
+//
+// It imports only the standard library and does no I/O.
 package backoff
 
 import (

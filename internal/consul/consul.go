@@ -1,6 +1,13 @@
 // Package consul connects underlay to a Consul agent: it builds the API
 // client from flags and the standard CONSUL_HTTP_* environment (address, ACL
 // token, TLS) and adapts it to the interfaces underlay's packages declare.
+//
+// Every Consul client underlay makes is built here (NewClient, and
+// NewEndpoint for plain HTTP requests). The adapters here implement the
+// interfaces other packages declare: Catalog (register.Catalog), KV
+// (netspec.KV, ipam.KV, inventory.KV, taskmetrics.KV, doctor.KV) over
+// kvstore's vocabulary. It may import kvstore, register (for the types it
+// adapts), secretfile and backoff; its I/O edge is Consul's HTTP API.
 package consul
 
 import (
@@ -135,4 +142,52 @@ func (t tokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
 	r.Header.Set("X-Consul-Token", string(t.file.Value()))
 	return t.base.RoundTrip(r)
+}
+
+// Endpoint reaches a Consul agent with plain HTTP requests, for what
+// Consul's client has no call for (a server's Date header): its scheme,
+// host:port and an HTTP client with the TLS of the Options. It carries no
+// ACL token.
+type Endpoint struct {
+	Scheme string
+	Addr   string // host:port
+	HTTP   *http.Client
+}
+
+// NewEndpoint is the Endpoint of the agent o names, on top of the
+// environment, as NewClient reads them.
+func NewEndpoint(o Options) (Endpoint, error) {
+	cfg := api.DefaultConfig()
+	if o.Addr != "" {
+		cfg.Address = o.Addr
+	}
+	cfg.Address, cfg.Scheme = splitScheme(cfg.Address, cfg.Scheme)
+	if o.CAFile != "" || o.CertFile != "" || o.KeyFile != "" {
+		cfg.Scheme = "https"
+	}
+	if o.CAFile != "" {
+		cfg.TLSConfig.CAFile = o.CAFile
+	}
+	if o.CertFile != "" {
+		cfg.TLSConfig.CertFile, cfg.TLSConfig.KeyFile = o.CertFile, o.KeyFile
+	}
+	if o.TLSServerName != "" {
+		cfg.TLSConfig.Address = o.TLSServerName
+	}
+	cfg.TLSConfig.InsecureSkipVerify = cfg.TLSConfig.InsecureSkipVerify || o.InsecureSkipVerify
+	hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
+	if err != nil {
+		return Endpoint{}, fmt.Errorf("consul http client: %w", err)
+	}
+	return Endpoint{Scheme: cfg.Scheme, Addr: cfg.Address, HTTP: hc}, nil
+}
+
+func splitScheme(addr, scheme string) (string, string) {
+	switch {
+	case strings.HasPrefix(addr, "https://"):
+		return strings.TrimPrefix(addr, "https://"), "https"
+	case strings.HasPrefix(addr, "http://"):
+		return strings.TrimPrefix(addr, "http://"), "http"
+	}
+	return addr, scheme
 }

@@ -17,4 +17,7 @@
 // snapshot and event. The HTTP handlers are thin; the page (assets/) is
 // plain HTML, CSS and JavaScript embedded in the binary, with no build
 // step and nothing fetched from elsewhere.
+//
+// It imports only the types of netspec, ipam, inventory, register and scale;
+// its I/O edges are its sources (package adapter) and HTTP.
 package dashboard

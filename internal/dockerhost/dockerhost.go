@@ -1,6 +1,15 @@
 // Package dockerhost connects underlay to one Docker daemon: it builds the
 // API client (with version negotiation, so dockerd 20.10 to 29 all work) and
 // adapts it to the small interfaces that underlay's packages declare.
+//
+// Every Docker client underlay makes is built here (NewClient from
+// DOCKER_HOST, NewClientAt for a given daemon). The adapters here implement
+// the interfaces other packages declare: Source (register.Docker,
+// inventory.Source, ipam's Held, taskmetrics.Source) and Networks
+// (netagent.Docker and Swarm, ipam.Cluster, netspec.NetworkLister and
+// SwarmManager); their mapping from Docker's types (toEvent, toContainer,
+// configRange) is pure and unit-tested. It may import the packages whose
+// interfaces it implements and backoff; its I/O edge is the Docker API.
 package dockerhost
 
 import (
@@ -26,6 +35,18 @@ func NewClient() (*client.Client, error) {
 	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
+	}
+	return c, nil
+}
+
+// NewClientAt connects to the daemon at host (a DOCKER_HOST value, such as
+// unix:///run/docker.sock), whatever the environment says, and negotiates
+// the API version on first use. opts come after those (a test's
+// instrumented transport).
+func NewClientAt(host string, opts ...client.Opt) (*client.Client, error) {
+	c, err := client.NewClientWithOpts(append([]client.Opt{client.WithHost(host), client.WithAPIVersionNegotiation()}, opts...)...)
+	if err != nil {
+		return nil, fmt.Errorf("docker client for %s: %w", host, err)
 	}
 	return c, nil
 }
@@ -130,6 +151,12 @@ func (s *Source) Inspect(ctx context.Context, id string) (register.Container, er
 	if err != nil {
 		return register.Container{}, err
 	}
+	return toContainer(j, func(networkID string) (string, error) { return s.driver(ctx, networkID) })
+}
+
+// toContainer maps Docker's inspect answer to what registration needs;
+// driver names a network's driver by its ID.
+func toContainer(j container.InspectResponse, driver func(networkID string) (string, error)) (register.Container, error) {
 	c := register.Container{
 		ID:   j.ID,
 		Name: strings.TrimPrefix(j.Name, "/"),
@@ -166,12 +193,12 @@ func (s *Source) Inspect(ctx context.Context, id string) (register.Container, er
 			if ep == nil {
 				continue
 			}
-			driver, err := s.driver(ctx, ep.NetworkID)
+			d, err := driver(ep.NetworkID)
 			if err != nil {
 				return register.Container{}, fmt.Errorf("network %s of container %s: %w", name, c.Name, err)
 			}
 			c.Networks = append(c.Networks, register.Endpoint{
-				Network: name, NetworkID: ep.NetworkID, Driver: driver,
+				Network: name, NetworkID: ep.NetworkID, Driver: d,
 				IPv4: ep.IPAddress, IPv6: ep.GlobalIPv6Address, MAC: ep.MacAddress,
 			})
 		}

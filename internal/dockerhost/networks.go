@@ -176,3 +176,46 @@ func (n *Networks) CreateSwarmNetwork(ctx context.Context, s netspec.Spec) error
 	})
 	return err
 }
+
+// NetworksNamed implements netspec.NetworkLister: the networks whose name
+// contains name (Docker's name filter), of any scope.
+func (n *Networks) NetworksNamed(ctx context.Context, name string) ([]netspec.DockerNetwork, error) {
+	list, err := n.api.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("name", name))})
+	if err != nil {
+		return nil, fmt.Errorf("list networks named %s: %w", name, err)
+	}
+	out := make([]netspec.DockerNetwork, len(list))
+	for i, nw := range list {
+		out[i] = netspec.DockerNetwork{ID: nw.ID, Name: nw.Name, Driver: nw.Driver, Labels: nw.Labels}
+	}
+	return out, nil
+}
+
+// SwarmNetworkID implements netspec.SwarmManager.
+func (n *Networks) SwarmNetworkID(ctx context.Context, name string) (string, error) {
+	nw, err := n.api.NetworkInspect(ctx, name, network.InspectOptions{Scope: "swarm"})
+	if client.IsErrNotFound(err) {
+		return "", nil
+	}
+	if err != nil {
+		return "", err
+	}
+	return nw.ID, nil
+}
+
+// ServiceNetworks implements netspec.SwarmManager.
+func (n *Networks) ServiceNetworks(ctx context.Context) (map[string][]string, error) {
+	services, err := n.api.ServiceList(ctx, swarm.ServiceListOptions{})
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string][]string, len(services))
+	for _, s := range services {
+		var targets []string
+		for _, nw := range s.Spec.TaskTemplate.Networks {
+			targets = append(targets, nw.Target)
+		}
+		out[s.Spec.Name] = targets
+	}
+	return out, nil
+}

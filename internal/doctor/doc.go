@@ -9,4 +9,9 @@
 // turns facts into Results: ok, warn or fail, a one-line message and, for
 // failures, the command that fixes them. Checks run in parallel and are
 // reported by name, in the order given.
+//
+// It may import netspec, ipam, hostnet, kvstore and consul. The
+// implementations of its interfaces over real Docker, Consul and netlink are
+// in sources.go (DockerAPI, ConsulAPI, IPAMPools), over clients built by
+// dockerhost and consul.
 package doctor

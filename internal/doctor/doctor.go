@@ -2,9 +2,9 @@ package doctor
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -46,6 +46,13 @@ type Check interface {
 
 // CheckTimeout bounds each check's Run.
 const CheckTimeout = 15 * time.Second
+
+// DebugLogf is a Logf that logs each line at debug level on log, with the
+// doctor's component.
+func DebugLogf(log *slog.Logger) Logf {
+	log = log.With("component", "doctor")
+	return func(format string, args ...any) { log.Debug(fmt.Sprintf(format, args...)) }
+}
 
 // Run runs every check in parallel and returns their results in the order
 // of checks, each stamped with node.
@@ -89,16 +96,6 @@ func Failed(rs []Result) bool {
 		}
 	}
 	return false
-}
-
-// WriteJSON writes results as a JSON list.
-func WriteJSON(w io.Writer, rs []Result) error {
-	if rs == nil {
-		rs = []Result{}
-	}
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(rs)
 }
 
 // WriteTable writes results as a table, each fix on its own line below its

@@ -77,6 +77,7 @@ const Recheck = 15 * time.Second
 // are what the dashboard shows per node. A report is written every time
 // even when nothing changed, as the agent's heartbeat.
 func RunPeriodically(ctx context.Context, kv KV, node, version string, checks []Check, period time.Duration, log *slog.Logger) {
+	log = log.With("component", "doctor")
 	var lastFailed []string
 	for {
 		rs := Run(ctx, node, checks, nil)

@@ -208,46 +208,12 @@ type ConsulAPI struct {
 	Local  string // host:port of the local agent
 }
 
-// NewConsulAPI connects to the Consul agent o names (as consul.NewClient).
-func NewConsulAPI(o consul.Options) (*ConsulAPI, error) {
-	c, err := consul.NewClient(o)
-	if err != nil {
-		return nil, err
-	}
-	cfg := api.DefaultConfig()
-	if o.Addr != "" {
-		cfg.Address = o.Addr
-	}
-	cfg.Address, cfg.Scheme = splitScheme(cfg.Address, cfg.Scheme)
-	if o.CAFile != "" || o.CertFile != "" || o.KeyFile != "" {
-		cfg.Scheme = "https"
-	}
-	if o.CAFile != "" {
-		cfg.TLSConfig.CAFile = o.CAFile
-	}
-	if o.CertFile != "" {
-		cfg.TLSConfig.CertFile, cfg.TLSConfig.KeyFile = o.CertFile, o.KeyFile
-	}
-	if o.TLSServerName != "" {
-		cfg.TLSConfig.Address = o.TLSServerName
-	}
-	cfg.TLSConfig.InsecureSkipVerify = cfg.TLSConfig.InsecureSkipVerify || o.InsecureSkipVerify
-	hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
-	if err != nil {
-		return nil, fmt.Errorf("consul http client: %w", err)
-	}
+// NewConsulAPI adapts c, with ep (the same agent's plain HTTP endpoint,
+// both built by package consul), to Consul.
+func NewConsulAPI(c *api.Client, ep consul.Endpoint) *ConsulAPI {
+	hc := *ep.HTTP
 	hc.Timeout = 3 * time.Second
-	return &ConsulAPI{API: c, HTTP: hc, Scheme: cfg.Scheme, Local: cfg.Address}, nil
-}
-
-func splitScheme(addr, scheme string) (string, string) {
-	switch {
-	case strings.HasPrefix(addr, "https://"):
-		return strings.TrimPrefix(addr, "https://"), "https"
-	case strings.HasPrefix(addr, "http://"):
-		return strings.TrimPrefix(addr, "http://"), "http"
-	}
-	return addr, scheme
+	return &ConsulAPI{API: c, HTTP: &hc, Scheme: ep.Scheme, Local: ep.Addr}
 }
 
 // Facts implements Consul.

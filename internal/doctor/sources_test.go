@@ -52,10 +52,7 @@ func TestConsulAPIFacts(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			srv := fakeConsul(t, tt.offset, tt.leader)
-			c, err := NewConsulAPI(consul.Options{Addr: srv.URL})
-			if err != nil {
-				t.Fatal(err)
-			}
+			c := newConsulAPI(t, consul.Options{Addr: srv.URL})
 			f := c.Facts(context.Background())
 			rs := EvalConsul(f)
 			got := briefs(rs)
@@ -81,10 +78,7 @@ func TestConsulAPIDown(t *testing.T) {
 	}
 	addr := l.Addr().String()
 	l.Close() // nothing listens there now
-	c, err := NewConsulAPI(consul.Options{Addr: addr})
-	if err != nil {
-		t.Fatal(err)
-	}
+	c := newConsulAPI(t, consul.Options{Addr: addr})
 	rs := EvalConsul(c.Facts(context.Background()))
 	if len(rs) != 1 || rs[0].Check != "consul/agent" || rs[0].Status != Fail {
 		t.Errorf("got %+v", rs)
@@ -107,4 +101,17 @@ func TestDialTCP(t *testing.T) {
 	if err := DialTCP(ctx, open); err != nil {
 		t.Errorf("refused port counts as reached, got %v", err)
 	}
+}
+
+func newConsulAPI(t *testing.T, o consul.Options) *ConsulAPI {
+	t.Helper()
+	c, err := consul.NewClient(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := consul.NewEndpoint(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewConsulAPI(c, ep)
 }

@@ -12,4 +12,7 @@
 // (Repairs), and only the differences are applied, so every call is
 // idempotent and drift (a deleted shim, promiscuous mode switched off) is
 // repaired and reported.
+//
+// It imports netspec; its I/O edge is the kernel, through netlink, behind
+// the Host type the agent and the doctor use.
 package hostnet

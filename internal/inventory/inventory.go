@@ -2,6 +2,11 @@
 // agent publishes the macvlan and ipvlan endpoints of its node's containers
 // to Consul KV, and `underlay ips` reads them all, so one view shows which
 // IP and MAC is where, and flags any address used twice.
+//
+// PoolAddresses adds what cluster-IPAM pools hold that no container does,
+// with the states `underlay ips` prints. It may import kvstore, netspec and
+// ipam; Docker sits behind Source (dockerhost) and Consul KV behind KV and
+// PoolKV (consul).
 package inventory
 
 import (
@@ -158,6 +163,7 @@ type Source interface {
 // Run publishes the entries of node (its name) under key (its identity)
 // whenever they change, and every period (Consul may have lost them).
 func Run(ctx context.Context, src Source, kv KV, node, key string, period time.Duration, log *slog.Logger) {
+	log = log.With("component", "inventory")
 	changes := src.Changes(ctx)
 	t := time.NewTicker(period)
 	defer t.Stop()

@@ -46,6 +46,7 @@ func newAllocator(kv KV, node, gen string, now func() time.Time, log *slog.Logge
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
+	log = log.With("component", "ipam")
 	st := newStore(kv, log)
 	return &Allocator{node: node, gen: gen, kv: kv, store: st, spares: newKeeper(node, gen, st, kv, now, log), log: log, now: now,
 		sleep: func(ctx context.Context, d time.Duration) error {
@@ -98,7 +99,7 @@ func (a *Allocator) Release(ctx context.Context, p Pool, addr netip.Addr) error 
 	}
 	stray, undo := a.spares.releasing(p, addr)
 	if stray {
-		a.log.Warn("release of a spare address Docker never got: ignored", "pool", p.ID(), "address", addr)
+		a.log.Warn("release of a spare address Docker never got: ignored", "pool", p.ID(), "addr", addr)
 		return nil
 	}
 	r := a.batch.do(ctx, &request{pool: p, release: addr}, a.commit)
@@ -350,7 +351,7 @@ func (a *Allocator) releaseBatch(ctx context.Context, reqs []*request) {
 			case err != nil:
 				r.done <- result{err: fmt.Errorf("release %s in %s: %w", r.release, p.ID(), err)}
 			case ok:
-				a.log.Warn("refused to release an address this node does not hold", "pool", p.ID(), "address", r.release, "holder", holder.Node, "kind", holder.Kind)
+				a.log.Warn("refused to release an address this node does not hold", "pool", p.ID(), "addr", r.release, "holder", holder.Node, "kind", holder.Kind)
 				r.done <- result{err: fmt.Errorf("address %s in %s is held by node %s (%s), not this node (%s): %w; only its node, or the reclaim of a departed node, frees it",
 					r.release, p.ID(), holder.Node, holder.Kind, a.node, ErrNotHeld)}
 			default:
@@ -455,7 +456,7 @@ func (a *Allocator) shims(v view) []netip.Addr {
 // ctx ends; it then records what it handed out and gives the rest back.
 // Without it, every allocation waits for its Consul write.
 func (a *Allocator) KeepSpares(ctx context.Context, n int, log *slog.Logger) {
-	a.spares.run(ctx, n, log)
+	a.spares.run(ctx, n, log.With("component", "ipam"))
 }
 
 // ReleaseSpares gives back p's spares on this node and keeps none of p

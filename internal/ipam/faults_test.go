@@ -100,13 +100,20 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 	}
 	settled(3)
 
-	// Agent killed -9 on node2 while a scale-up allocates on every node.
+	// Agent killed -9 on node2 while a scale-up allocates on every node:
+	// once the pool holds more than the 9 tasks' addresses.
 	scale(t, m.Docker, resp.ID, 30)
-	time.Sleep(300 * time.Millisecond)
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		n := taskAllocations(ctx, kv, pool)
+		return n > 9, fmt.Sprintf("%d task addresses allocated, want the scale-up under way (more than 9)", n)
+	})
 	if out, err := l.Exec(ctx, "node2", "pkill", "-9", "-f", " agent --listen"); err != nil {
 		t.Fatalf("kill node2's agent: %v %s", err, out)
 	}
-	time.Sleep(2 * time.Second)
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+		out, err := l.Exec(ctx, "node2", "pgrep", "-f", " agent --listen")
+		return err != nil, "node2's agent still running: pid " + strings.TrimSpace(string(out))
+	})
 	l.Repair()
 	testenv.Eventually(t, 120*time.Second, func() (bool, string) {
 		ips, _ := taskAddresses(t, l, "many", "pool")
@@ -118,7 +125,7 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 	if err := lab.KillDockerd(l.Name, "node3"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(2 * time.Second)
+	waitDockerGone(t, l, "node3")
 	l.Repair()
 	testenv.Eventually(t, 120*time.Second, func() (bool, string) {
 		ips, _ := taskAddresses(t, l, "many", "pool")
@@ -223,15 +230,25 @@ func TestIntegrationLabIPAMStandaloneRestart(t *testing.T) {
 	if err := lab.KillDockerd(l.Name, "node1"); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(time.Second)
+	waitDockerGone(t, l, "node1")
 	l.Repair()
 	var after netip.Addr
 	testenv.Eventually(t, 90*time.Second, func() (bool, string) {
 		after, ok = address()
 		return ok, "container not running with an address after dockerd's restart"
 	})
-	// Past the leak grace period twice over: still exactly one, its own.
-	time.Sleep(12 * time.Second)
+	// Past the leak grace period twice over since it was allocated, and a
+	// sweep more: a sweep would have reclaimed it by now were it taken for
+	// a leak. Still exactly one, its own.
+	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
+		all, err := ipam.Allocations(ctx, kv, pool)
+		if err != nil {
+			return false, err.Error()
+		}
+		al, ok := all[after]
+		age := time.Since(al.At)
+		return ok && age > 2*5*time.Second+2*500*time.Millisecond, fmt.Sprintf("%s allocated %s ago (%+v)", after, age.Round(time.Second), al)
+	})
 	testenv.Eventually(t, 30*time.Second, func() (bool, string) { return exactlyOne(after) })
 	testenv.Eventually(t, 20*time.Second, func() (bool, string) {
 		return testenv.HTTPGet(fmt.Sprintf("http://%s:8080/health", after))
@@ -246,4 +263,27 @@ func swarmNodeID(t testing.TB, n *testenv.LabNode) string {
 		t.Fatalf("%s's swarm node ID: %q %v", n.Host, info.Swarm.NodeID, err)
 	}
 	return info.Swarm.NodeID
+}
+
+// taskAllocations counts the pool's task addresses.
+func taskAllocations(ctx context.Context, kv ipam.KV, pool ipam.Pool) int {
+	all, _ := ipam.Allocations(ctx, kv, pool)
+	n := 0
+	for _, al := range all {
+		if al.Kind == ipam.KindTask {
+			n++
+		}
+	}
+	return n
+}
+
+// waitDockerGone waits until node's agent reports its dockerd unreachable
+// (/healthz), which is what killing dockerd is for: the agent must live
+// through it.
+func waitDockerGone(t *testing.T, l *testenv.Lab, node string) {
+	t.Helper()
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		out, _ := l.Exec(context.Background(), node, "curl", "-s", "http://"+lab.AgentListen+"/healthz")
+		return strings.Contains(string(out), `"docker_connected":false`), node + "'s agent: " + string(out)
+	})
 }

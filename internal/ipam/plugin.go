@@ -123,7 +123,7 @@ func (pl *Plugin) requestPool(ctx context.Context, r poolRequest) (any, error) {
 	if gw.IsValid() {
 		resp["Data"] = map[string]string{gatewayData: netip.PrefixFrom(gw, p.Prefix.Bits()).String()}
 	}
-	pl.Log.Info("pool requested", "pool", p.ID(), "subnet", p.Prefix)
+	pl.log().Info("pool requested", "pool", p.ID(), "subnet", p.Prefix)
 	return resp, nil
 }
 
@@ -160,7 +160,7 @@ func (pl *Plugin) requestAddress(ctx context.Context, r addressRequest) (any, er
 	addr, err := pl.Alloc.Allocate(ctx, e.pool, want, KindTask)
 	pl.Metrics.observe("request", start, err)
 	if err != nil {
-		pl.Log.Warn("address request refused", "pool", r.PoolID, "address", r.Address, "err", err)
+		pl.log().Warn("address request refused", "pool", r.PoolID, "addr", r.Address, "err", err)
 		return nil, err
 	}
 	return map[string]any{"Address": netip.PrefixFrom(addr, e.pool.Prefix.Bits()).String(), "Data": map[string]string{}}, nil
@@ -246,7 +246,7 @@ func (pl *Plugin) Serve(ctx context.Context, socket string) error {
 	if err != nil {
 		return err
 	}
-	pl.Log.Info("serving Docker's IPAM plugin protocol", "socket", socket)
+	pl.log().Info("serving Docker's IPAM plugin protocol", "socket", socket)
 	return pl.serveOn(ctx, ln, func() {
 		if fi, err := os.Lstat(socket); err == nil && os.SameFile(fi, ours) {
 			os.Remove(socket)
@@ -360,4 +360,12 @@ func removeStale(socket string) error {
 		return fmt.Errorf("remove stale plugin socket: %w", err)
 	}
 	return nil
+}
+
+// log is Log, or a discarding logger, with the package's component.
+func (pl *Plugin) log() *slog.Logger {
+	if pl.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return pl.Log.With("component", "ipam")
 }

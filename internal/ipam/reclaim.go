@@ -129,7 +129,7 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 	}
 	freed, err := r.Alloc.reclaimObserved(ctx, p, plan.Departed)
 	for _, addr := range freed {
-		r.Log.Warn("reclaimed the address of a departed node", "pool", p.ID(), "address", addr, "node", plan.Departed[addr].Node)
+		r.log().Warn("reclaimed the address of a departed node", "pool", p.ID(), "addr", addr, "node", plan.Departed[addr].Node)
 	}
 	r.Metrics.reclaim("departed_node", len(freed))
 	errs = append(errs, err)
@@ -140,7 +140,7 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 	}
 	r.mu.Unlock()
 	for _, addr := range freed {
-		r.Log.Warn("reclaimed a leaked address: no container holds it", "pool", p.ID(), "address", addr, "allocated", plan.Leaked[addr].At)
+		r.log().Warn("reclaimed a leaked address: no container holds it", "pool", p.ID(), "addr", addr, "allocated", plan.Leaked[addr].At)
 	}
 	r.Metrics.reclaim("leak", len(freed))
 	return errors.Join(append(errs, err)...)
@@ -159,11 +159,11 @@ func (r *Reclaimer) recordHeld(ctx context.Context, p Pool, v view, held map[net
 	var errs []error
 	for _, addr := range record {
 		if err := r.Alloc.allocateAt(ctx, p, addr, Alloc{Node: r.Alloc.node, At: r.Alloc.now().UTC(), Kind: KindTask}); err != nil {
-			r.Log.Error("a local container holds an address the pool does not record, and it cannot be recorded: another node may use it too", "pool", p.ID(), "address", addr, "err", err)
+			r.log().Error("a local container holds an address the pool does not record, and it cannot be recorded: another node may use it too", "pool", p.ID(), "addr", addr, "err", err)
 			errs = append(errs, err)
 			continue
 		}
-		r.Log.Warn("recorded an address a local container holds that the pool had lost", "pool", p.ID(), "address", addr)
+		r.log().Warn("recorded an address a local container holds that the pool had lost", "pool", p.ID(), "addr", addr)
 		r.Metrics.reclaim("recorded_held", 1)
 	}
 	return errors.Join(errs...)
@@ -227,7 +227,15 @@ func (r *Reclaimer) Run(ctx context.Context, period time.Duration) {
 		case <-t.C:
 		}
 		if err := r.Sweep(ctx); err != nil && ctx.Err() == nil {
-			r.Log.Warn("address reclaim sweep incomplete", "err", fmt.Errorf("sweep: %w", err))
+			r.log().Warn("address reclaim sweep incomplete", "err", fmt.Errorf("sweep: %w", err))
 		}
 	}
+}
+
+// log is Log, or a discarding logger, with the package's component.
+func (r *Reclaimer) log() *slog.Logger {
+	if r.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return r.Log.With("component", "ipam")
 }

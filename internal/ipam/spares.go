@@ -406,7 +406,7 @@ func (k *keeper) settle(sp *sparePool, b netip.Prefix, record map[netip.Addr]All
 		// Unless released meanwhile, the one case spares cannot cover:
 		// Consul no longer holds a spare this node handed out.
 		if al, ok := sp.Handed[a]; ok && al.same(record[a]) {
-			k.log.Error("an address handed out from this node's spares is no longer this node's in Consul; `underlay ips` shows who else holds it", "pool", sp.pool.ID(), "address", a)
+			k.log.Error("an address handed out from this node's spares is no longer this node's in Consul; `underlay ips` shows who else holds it", "pool", sp.pool.ID(), "addr", a)
 			delete(sp.Handed, a)
 		}
 	}
@@ -414,7 +414,7 @@ func (k *keeper) settle(sp *sparePool, b netip.Prefix, record map[netip.Addr]All
 	sp.Dropping = slices.DeleteFunc(sp.Dropping, b.Contains)
 	for _, a := range w.Unconfirmed {
 		if i := slices.Index(sp.Free, a); i >= 0 {
-			k.log.Error("a spare address is no longer this node's in Consul; not handing it out", "pool", sp.pool.ID(), "address", a)
+			k.log.Error("a spare address is no longer this node's in Consul; not handing it out", "pool", sp.pool.ID(), "addr", a)
 			sp.Free = slices.Delete(sp.Free, i, i+1)
 		}
 	}

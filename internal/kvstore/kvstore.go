@@ -3,6 +3,8 @@
 // transaction. It does no I/O. Packages that keep state in the store declare
 // the small interface they need over these types (ipam.KV, netspec.KV);
 // internal/consul implements it, and kvtest fakes it for unit tests.
+//
+// It imports only the standard library.
 package kvstore
 
 // Pair is one key with its value and modify index.

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/docker/docker/client"
+
+	"github.com/underlay/underlay/internal/dockerhost"
 )
 
 // ensureDockerd starts the node's dockerd unless it answers, and waits
@@ -86,7 +88,7 @@ func (p *plan) consulAddr(n *nodePlan) string {
 }
 
 func (p *plan) dockerClient(n *nodePlan) (*client.Client, error) {
-	c, err := client.NewClientWithOpts(client.WithHost(p.dockerHost(n)), client.WithAPIVersionNegotiation())
+	c, err := dockerhost.NewClientAt(p.dockerHost(n))
 	if err != nil {
 		return nil, fmt.Errorf("docker client of %s: %w", n.Name, err)
 	}

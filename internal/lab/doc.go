@@ -57,4 +57,9 @@
 // directory — so Down finds and removes it all even after a crash. Up is
 // idempotent and repairs what died; Down is idempotent and succeeds when the
 // lab does not exist.
+//
+// It imports its providers (lab/guest, lab/vm), deploy (the stack file),
+// and builds its Docker and Consul clients through dockerhost and consul;
+// its I/O edges are processes, namespaces, links and firewall rules of this
+// machine.
 package lab

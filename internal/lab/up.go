@@ -17,6 +17,9 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/hashicorp/consul/api"
 	"golang.org/x/sync/errgroup"
+
+	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/dockerhost"
 )
 
 // Up makes the lab cfg describes, or repairs it: a second Up on a healthy
@@ -253,7 +256,7 @@ func (p *plan) eachNode(ctx context.Context, f func(context.Context, *nodePlan) 
 // waitConsulMembers waits until every node's Consul agent sees every node alive.
 func (p *plan) waitConsulMembers(ctx context.Context) error {
 	return p.eachNode(ctx, func(ctx context.Context, n *nodePlan) error {
-		c, err := api.NewClient(&api.Config{Address: p.consulAddr(n)})
+		c, err := consul.NewClient(consul.Options{Addr: p.consulAddr(n)})
 		if err != nil {
 			return err
 		}
@@ -395,7 +398,7 @@ func (p *plan) loadImages(ctx context.Context, clients []*client.Client, agentIm
 	if len(images) == 0 {
 		return nil
 	}
-	machine, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	machine, err := dockerhost.NewClient()
 	if err != nil {
 		return fmt.Errorf("machine's docker client: %w", err)
 	}

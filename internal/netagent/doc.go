@@ -4,4 +4,9 @@
 // reports the result; on the swarm leader it creates the swarm network once
 // every ready node reports ready. Networks whose spec is marked for removal
 // are taken apart again, found through their ownership labels.
+//
+// It imports netspec and hostnet. Its I/O edges are interfaces declared
+// here: Docker and Swarm (dockerhost.Networks), Host (hostnet), IPAM
+// (ipam.NodeIPAM), and the spec store (netspec.Store over consul.KV).
+// Package agent composes it.
 package netagent

@@ -167,7 +167,7 @@ func (r *Reconciler) realise(ctx context.Context, s netspec.Spec) error {
 		return fmt.Errorf("network %s: prepare host: %w", s.Name, err)
 	}
 	if len(repairs) > 0 {
-		r.Log.Info("host prepared for network", "network", s.Name, "repairs", repairs)
+		r.log().Info("host prepared for network", "network", s.Name, "repairs", repairs)
 	}
 	exists, have, err := r.Docker.ConfigNetwork(ctx, netspec.ConfigNetworkName(s.Name))
 	if err != nil {
@@ -176,7 +176,7 @@ func (r *Reconciler) realise(ctx context.Context, s netspec.Spec) error {
 	if exists && !have.IsValid() && plan.Block.IsValid() {
 		// Made by an underlay that did not label the range, on a Docker that
 		// does not report it (29): it was made from the lease, which stands.
-		r.Log.Debug("config-only network range cannot be read back; trusting the lease", "network", s.Name, "range", plan.Block)
+		r.log().Debug("config-only network range cannot be read back; trusting the lease", "network", s.Name, "range", plan.Block)
 	} else if exists && have != plan.Block {
 		return fmt.Errorf("network %s: config-only network %s holds range %s, not the leased %s; remove it to let underlay recreate it",
 			s.Name, netspec.ConfigNetworkName(s.Name), have, plan.Block)
@@ -185,7 +185,7 @@ func (r *Reconciler) realise(ctx context.Context, s netspec.Spec) error {
 		if err := r.Docker.CreateConfigNetwork(ctx, s, plan); err != nil {
 			return fmt.Errorf("network %s: create config-only network: %w", s.Name, err)
 		}
-		r.Log.Info("config-only network created", "network", s.Name, "range", plan.Block, "shim", plan.Shim)
+		r.log().Info("config-only network created", "network", s.Name, "range", plan.Block, "shim", plan.Shim)
 	}
 	r.report(ctx, s.Name, netspec.NodeState{State: netspec.StateReady, Range: route, Shim: plan.Shim, ShimLink: plan.ShimLink, Parent: s.Parent})
 	return r.maybeCreateSwarmNetwork(ctx, s)
@@ -216,14 +216,14 @@ func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec
 	}
 	for _, n := range nodes {
 		if !ready[n] {
-			r.Log.Debug("swarm network waits for a node", "network", s.Name, "node", n)
+			r.log().Debug("swarm network waits for a node", "network", s.Name, "node", n)
 			return nil
 		}
 	}
 	if err := r.Swarm.CreateSwarmNetwork(ctx, s); err != nil {
 		return fmt.Errorf("network %s: create swarm network: %w", s.Name, err)
 	}
-	r.Log.Info("swarm network created", "network", s.Name, "nodes", len(nodes))
+	r.log().Info("swarm network created", "network", s.Name, "nodes", len(nodes))
 	return nil
 }
 
@@ -243,7 +243,7 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool) 
 			return fmt.Errorf("network %s: remove VLAN parent: %w", name, err)
 		}
 		if removed {
-			r.Log.Info("VLAN parent made for the network removed", "network", name, "parent", s.Parent)
+			r.log().Info("VLAN parent made for the network removed", "network", name, "parent", s.Parent)
 		}
 	}
 	if err := r.Store.Release(ctx, name, r.ID); err != nil {
@@ -257,7 +257,7 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool) 
 	if report {
 		r.report(ctx, name, netspec.NodeState{State: netspec.StateRemoved})
 	}
-	r.Log.Info("network removed from this node", "network", name)
+	r.log().Info("network removed from this node", "network", name)
 	return nil
 }
 
@@ -269,7 +269,7 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool) 
 func (r *Reconciler) refuse(ctx context.Context, name string, err error) {
 	msg := err.Error()
 	if r.refused[name] != msg {
-		r.Log.Error("network spec refused: it fails the checks of `underlay network create`; nothing changed on this node for it",
+		r.log().Error("network spec refused: it fails the checks of `underlay network create`; nothing changed on this node for it",
 			"network", name, "err", err, "fix", "underlay network rm "+name+", or correct "+netspec.KVPrefix+name+"/spec")
 		if r.refused == nil {
 			r.refused = map[string]string{}
@@ -290,7 +290,7 @@ func (r *Reconciler) report(ctx context.Context, name string, ns netspec.NodeSta
 	stamped := ns
 	stamped.UpdatedAt = time.Now().UTC()
 	if err := r.Store.Report(ctx, name, stamped); err != nil {
-		r.Log.Warn("cannot report network state", "network", name, "err", err)
+		r.log().Warn("cannot report network state", "network", name, "err", err)
 		return
 	}
 	if r.reported == nil {
@@ -307,7 +307,7 @@ func (r *Reconciler) Run(ctx context.Context, changes, links <-chan struct{}, pe
 	defer t.Stop()
 	for {
 		if err := r.Sync(ctx); err != nil && ctx.Err() == nil {
-			r.Log.Warn("network sync incomplete; will retry", "err", err)
+			r.log().Warn("network sync incomplete; will retry", "err", err)
 		}
 		select {
 		case <-ctx.Done():
@@ -320,4 +320,12 @@ func (r *Reconciler) Run(ctx context.Context, changes, links <-chan struct{}, pe
 			r.reported = nil
 		}
 	}
+}
+
+// log is Log, or a discarding logger, with the package's component.
+func (r *Reconciler) log() *slog.Logger {
+	if r.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return r.Log.With("component", "networks")
 }

@@ -2,4 +2,6 @@
 // /debug/pprof/ for a closer look at a running process. It is off unless
 // asked for, and listens only on loopback addresses: profiles reveal the
 // process's internals and a CPU profile costs CPU while it runs.
+//
+// It imports httpserve; its I/O edge is its loopback listener.
 package profiling

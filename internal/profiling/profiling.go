@@ -2,13 +2,13 @@ package profiling
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/pprof"
-	"time"
+
+	"github.com/underlay/underlay/internal/httpserve"
 )
 
 // CheckAddr accepts host:port addresses whose host is a loopback IP
@@ -56,16 +56,12 @@ func Serve(ctx context.Context, addr string, log *slog.Logger) error {
 		ln.Close()
 		return fmt.Errorf("profiler address %q: listens on %s, not loopback", addr, ip)
 	}
-	// No write timeout: a CPU profile or trace streams for its duration.
-	srv := &http.Server{Handler: Handler(), ReadHeaderTimeout: 5 * time.Second}
-	go func() {
-		<-ctx.Done()
-		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		srv.Shutdown(sctx)
-	}()
+	// No write timeout: a CPU profile or trace streams for its duration
+	// (and pprof refuses a duration beyond it).
+	srv := httpserve.NewServer(Handler())
+	srv.WriteTimeout = 0
 	log.With("component", "profiling").Info("serving Go profiles", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := httpserve.Serve(ctx, ln, srv); err != nil {
 		return fmt.Errorf("profiler: %w", err)
 	}
 	return nil

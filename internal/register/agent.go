@@ -355,7 +355,7 @@ func (a *Agent) apply(ctx context.Context, ch Changes) error {
 			r.HealthStatus = s.Health.Status
 		}
 		a.setActual(r)
-		a.log.Info("registered", "service", s.Name, "id", s.ID, "address", s.Address, "port", s.Port)
+		a.log.Info("registered", "service", s.Name, "id", s.ID, "addr", s.Address, "port", s.Port)
 	}
 	for _, id := range ch.Deregister {
 		if err := a.catalog.Deregister(ctx, id); err != nil {

@@ -8,4 +8,8 @@
 //
 // Every service the agent writes carries MetaNode in its Meta; the agent only
 // ever changes or removes services that carry its own node's marker.
+//
+// It imports only backoff and Prometheus's client; Docker is behind Docker
+// (dockerhost.Source implements it) and Consul behind Catalog
+// (consul.Catalog).
 package register

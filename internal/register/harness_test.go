@@ -137,6 +137,36 @@ func (h *harness) waitServices(timeout time.Duration, want ...string) map[string
 }
 
 // writes is the agent's count of Consul writes so far.
+// resyncs is how many full resyncs the agent finished.
+func (h *harness) resyncs() uint64 {
+	h.t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == "underlay_register_resync_duration_seconds" {
+			var n uint64
+			for _, m := range mf.GetMetric() {
+				n += m.GetHistogram().GetSampleCount()
+			}
+			return n
+		}
+	}
+	return 0
+}
+
+// waitResyncs waits until the agent finished n more full resyncs: what a
+// negative assertion waits for, since a resync would have made the change.
+func (h *harness) waitResyncs(n uint64, timeout time.Duration) {
+	h.t.Helper()
+	want := h.resyncs() + n
+	testenv.Eventually(h.t, timeout, func() (bool, string) {
+		got := h.resyncs()
+		return got >= want, fmt.Sprintf("%d resyncs finished, want %d", got, want)
+	})
+}
+
 func (h *harness) writes() float64 {
 	h.t.Helper()
 	mfs, err := h.reg.Gather()

@@ -262,9 +262,9 @@ func TestIntegrationUnchangedResyncWritesNothing(t *testing.T) {
 		checks, _ := h.api.Agent().ChecksWithFilter(`Status != "passing" and CheckID matches "docker-health"`)
 		return len(checks) == 0, fmt.Sprintf("%d health mirrors not passing", len(checks))
 	})
-	time.Sleep(time.Second)
+	h.waitResyncs(2, 10*time.Second) // the mirrors' last updates written
 	before := h.writes()
-	time.Sleep(2 * time.Second) // several resyncs and drift checks
+	h.waitResyncs(4, 15*time.Second) // several resyncs and drift checks
 	if after := h.writes(); after != before {
 		t.Errorf("resyncs of unchanged containers made %v Consul writes, want 0", after-before)
 	}
@@ -346,6 +346,7 @@ func TestIntegrationDeregisterModes(t *testing.T) {
 	h.startAgent(func(c *register.Config) {
 		c.Deregister = register.DeregisterOnSuccess
 		c.DeregisterOnExit = true
+		c.Resync = 300 * time.Millisecond
 	})
 	crash := testenv.RunContainer(t, h.docker, testenv.Container{Name: h.id + "-crash", Networks: []string{n.Name}, Labels: h.labels(nil)})
 	clean := testenv.RunContainer(t, h.docker, testenv.Container{Name: h.id + "-clean", Networks: []string{n.Name}, Labels: h.labels(nil)})
@@ -362,7 +363,7 @@ func TestIntegrationDeregisterModes(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.waitServices(10*time.Second, crashID)
-	time.Sleep(time.Second) // and it stays
+	h.waitResyncs(2, 10*time.Second) // and it stays: a resync would deregister it
 	h.waitServices(time.Second, crashID)
 
 	// Removing the failed container ends its registration too.

@@ -9,6 +9,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -231,6 +232,10 @@ type Controller struct {
 	bus     *Broadcaster
 	resyncC chan struct{}
 	alerts  *alerts
+	// metricTicks counts the metric loop's finished rounds, evaluated or
+	// skipped (a follower): what a test waits for before asserting that
+	// nothing was scaled.
+	metricTicks atomic.Int64
 
 	mu sync.Mutex // guards following fields
 	// services are the managed services (opted in), by ID.

@@ -18,4 +18,8 @@
 // Docker, Consul and Prometheus sit behind the Swarm, History, AlertLog,
 // Leadership, TokenSet and MetricSource interfaces declared here; package
 // adapter implements them.
+//
+// It imports only backoff and secretfile (besides Prometheus's client and a
+// YAML parser); package client (scale/client) is the API's client, used by
+// `underlay scale`.
 package scale

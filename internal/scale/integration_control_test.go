@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -195,8 +196,8 @@ func (l lockedWriter) Write(b []byte) (int, error) {
 	return l.w.Write(b)
 }
 
-// webhookCounter counts the webhook deliveries to the control API, by
-// notification status.
+// webhookCounter counts the webhook deliveries the control API handled
+// (answered), by notification status.
 type webhookCounter struct {
 	mu     sync.Mutex
 	counts map[string]int
@@ -211,9 +212,11 @@ func (c *webhookCounter) wrap(next http.Handler) http.Handler {
 				Status string `json:"status"`
 			}
 			json.Unmarshal(b, &msg)
+			next.ServeHTTP(w, r)
 			c.mu.Lock()
 			c.counts[msg.Status]++
 			c.mu.Unlock()
+			return
 		}
 		next.ServeHTTP(w, r)
 	})
@@ -302,11 +305,11 @@ receivers:
 	}
 
 	postAlert(time.Now().UTC().Add(-time.Second)) // resolve it
+	// Handled: a scale it caused would have been applied by now.
 	testenv.Eventually(t, 20*time.Second, func() (bool, string) {
 		n := hooks.get("resolved")
-		return n >= 1, "no resolved notification delivered yet"
+		return n >= 1, "no resolved notification handled yet"
 	})
-	time.Sleep(500 * time.Millisecond)
 	if n := replicas(t, docker, name); n != 2 {
 		t.Errorf("%s has %d replicas after the alert resolved, want 2", name, n)
 	}
@@ -354,7 +357,8 @@ scrape_configs:
 		t.Fatal(err)
 	}
 
-	ctl := startControl(t, docker, consul, controlOpts{cfg: scale.Config{Metrics: prom, Interval: 500 * time.Millisecond}}, log)
+	queries := &countingSource{src: prom}
+	ctl := startControl(t, docker, consul, controlOpts{cfg: scale.Config{Metrics: queries, Interval: 500 * time.Millisecond}}, log)
 	events := ctl.ctrl.Broadcaster().Subscribe()
 	t.Cleanup(func() { ctl.ctrl.Broadcaster().Unsubscribe(events) })
 	name := "ulscale-prom-" + id
@@ -370,7 +374,7 @@ scrape_configs:
 		n := replicas(t, docker, name)
 		return n == 3, fmt.Sprintf("%s has %d replicas, want 3 under load 25 for a target of 10", name, n)
 	})
-	time.Sleep(2 * time.Second) // load stays high: no change
+	queries.wait(t, 4) // load stays high: four more evaluations, no change
 	if n := replicas(t, docker, name); n != 3 {
 		t.Fatalf("%s moved to %d replicas under steady load", name, n)
 	}
@@ -383,7 +387,7 @@ scrape_configs:
 	if held := time.Since(low); held < 3*time.Second {
 		t.Errorf("scaled down %s after the load dropped: the 4s stabilization window did not hold", held)
 	}
-	time.Sleep(2 * time.Second) // low load stays low: no change
+	queries.wait(t, 4) // low load stays low: four more evaluations, no change
 	if n := replicas(t, docker, name); n != 1 {
 		t.Errorf("%s moved to %d replicas under steady low load", name, n)
 	}
@@ -654,4 +658,28 @@ func TestIntegrationScaleLeaderKeyHijack(t *testing.T) {
 	if n := replicas(t, docker, name); n != 3 {
 		t.Errorf("%s has %d replicas, want 3 (the two genuine requests)", name, n)
 	}
+}
+
+// countingSource counts the queries of the controller's metric
+// evaluations: each evaluation reads the metric before deciding, so the
+// n+1th read comes after the nth decision.
+type countingSource struct {
+	src scale.MetricSource
+	n   atomic.Int64
+}
+
+func (c *countingSource) Query(ctx context.Context, q string) (float64, error) {
+	c.n.Add(1)
+	return c.src.Query(ctx, q)
+}
+
+// wait waits until n more queries were made (the first of them may be in
+// flight: one more is awaited).
+func (c *countingSource) wait(t *testing.T, n int64) {
+	t.Helper()
+	want := c.n.Load() + n + 1
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		got := c.n.Load()
+		return got >= want, fmt.Sprintf("%d metric queries, want %d", got, want)
+	})
 }

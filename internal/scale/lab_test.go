@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/lab"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/scale"
@@ -189,7 +190,7 @@ type labControl struct {
 func startLabControl(tb testing.TB, d *client.Client, c *api.Client) *labControl {
 	tb.Helper()
 	timing := &updateTiming{}
-	timed, err := client.NewClientWithOpts(client.WithHost(d.DaemonHost()), client.WithAPIVersionNegotiation(),
+	timed, err := dockerhost.NewClientAt(d.DaemonHost(),
 		func(cl *client.Client) error {
 			hc := cl.HTTPClient()
 			hc.Transport = &timedTransport{base: hc.Transport}

@@ -21,10 +21,10 @@ func (c *Controller) metricLoop(ctx context.Context) {
 			return
 		case <-t.C:
 		}
-		if !c.Leading() {
-			continue
+		if c.Leading() {
+			c.EvaluateMetrics(ctx)
 		}
-		c.EvaluateMetrics(ctx)
+		c.metricTicks.Add(1)
 	}
 }
 

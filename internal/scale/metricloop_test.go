@@ -104,7 +104,11 @@ func TestMetricLoopOnlyOnLeader(t *testing.T) {
 	m := &fakeMetrics{values: map[string]float64{"load": 100}}
 	e := newAPIEnv(t, Config{Metrics: m, Interval: 10 * time.Millisecond, Leadership: l},
 		svc("web", 1, "orbiter", "true", LabelMax, "4", LabelMetricPrefix+"query", "load", LabelMetricPrefix+"target", "10"))
-	time.Sleep(100 * time.Millisecond)
+	waitFor(t, func() bool { return len(e.ctrl.Services()) == 1 })
+	// Two rounds after the service is known: the second began after the
+	// first had skipped it, or would have scaled it.
+	ticks := e.ctrl.metricTicks.Load()
+	waitFor(t, func() bool { return e.ctrl.metricTicks.Load() >= ticks+2 })
 	if got := e.swarm.replicas("web"); got != 1 {
 		t.Fatalf("a follower scaled web to %d", got)
 	}

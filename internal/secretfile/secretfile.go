@@ -3,6 +3,8 @@
 // is picked up on the next use, at most a second later, and a file that
 // anyone but its owner may read is reported. A secret's value is never
 // logged.
+//
+// It imports only the standard library; its I/O edge is the file system.
 package secretfile
 
 import (

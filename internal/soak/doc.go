@@ -12,4 +12,6 @@
 // through Docker, Consul and the nodes' links, and injects the faults, is
 // the integration test TestIntegrationSoak (`make soak`; CI runs a short
 // one). Everything random comes from one seed, printed with every report.
+//
+// The pure parts import only the standard library.
 package soak

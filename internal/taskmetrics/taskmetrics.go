@@ -3,6 +3,9 @@
 // autoscaler's built-in metrics (underlay:cpu, underlay:memory) read them.
 // Rates come from two samples of Docker's cumulative CPU counter, so no
 // stats stream is held open.
+//
+// It imports only the standard library: Docker sits behind Source (dockerhost
+// implements it) and Consul KV behind KV (consul implements it).
 package taskmetrics
 
 import (
@@ -72,6 +75,7 @@ type KV interface {
 
 // Run samples every period and publishes the node's report.
 func Run(ctx context.Context, src Source, kv KV, node string, period time.Duration, log *slog.Logger) {
+	log = log.With("component", "taskmetrics")
 	t := time.NewTicker(period)
 	defer t.Stop()
 	prev := map[string]Sample{}

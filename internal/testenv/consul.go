@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/underlay/underlay/internal/consul"
 )
 
 // Consul is a private Consul dev agent on loopback, started for one test, so
@@ -114,10 +116,7 @@ func (c *Consul) PID() int {
 
 // Client returns an API client of the agent.
 func (c *Consul) Client() *api.Client {
-	cfg := api.DefaultConfig()
-	cfg.Address = c.Addr()
-	cfg.Token = c.Token
-	cl, err := api.NewClient(cfg)
+	cl, err := consul.NewClient(consul.Options{Addr: c.Addr(), Token: c.Token})
 	if err != nil {
 		c.t.Fatal(err)
 	}

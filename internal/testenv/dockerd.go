@@ -13,6 +13,8 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+
+	"github.com/underlay/underlay/internal/dockerhost"
 )
 
 // Dockerd is a private dockerd for one test, with its own data root, exec
@@ -63,7 +65,7 @@ func (d *Dockerd) Host() string { return "unix://" + filepath.Join(d.dir, "docke
 
 // Client returns a client of the daemon, with API version negotiation.
 func (d *Dockerd) Client() *client.Client {
-	c, err := client.NewClientWithOpts(client.WithHost(d.Host()), client.WithAPIVersionNegotiation())
+	c, err := dockerhost.NewClientAt(d.Host())
 	if err != nil {
 		d.t.Fatal(err)
 	}
@@ -93,7 +95,7 @@ func (d *Dockerd) Start() {
 	}
 	d.cmd, d.done = cmd, make(chan struct{})
 	go func() { cmd.Wait(); close(d.done) }()
-	c, err := client.NewClientWithOpts(client.WithHost(d.Host()), client.WithAPIVersionNegotiation())
+	c, err := dockerhost.NewClientAt(d.Host())
 	if err != nil {
 		d.t.Fatal(err)
 	}

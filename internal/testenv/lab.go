@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/lab"
 	"github.com/underlay/underlay/internal/netspec"
 )
@@ -125,12 +126,12 @@ func (l *Lab) refresh(ctx context.Context) {
 	l.Name, l.Subnet, l.Gateway = st.Name, netip.MustParsePrefix(st.UnderlaySubnet), netip.MustParseAddr(st.UnderlayGateway)
 	l.UnderlayBin = st.UnderlayBin
 	for _, n := range st.Nodes[len(l.Nodes):] {
-		d, err := client.NewClientWithOpts(client.WithHost(n.DockerHost), client.WithAPIVersionNegotiation())
+		d, err := dockerhost.NewClientAt(n.DockerHost)
 		if err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { d.Close() })
-		c, err := api.NewClient(&api.Config{Address: n.ConsulHTTPAddr})
+		c, err := consul.NewClient(consul.Options{Addr: n.ConsulHTTPAddr})
 		if err != nil {
 			t.Fatal(err)
 		}

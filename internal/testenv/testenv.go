@@ -6,6 +6,9 @@
 // scripts/test.sh, the README's test command) a missing daemon fails the
 // test; without it the test is skipped, so `go test ./...` on a laptop runs
 // the unit tests alone.
+//
+// It may import any package; it builds its Docker and Consul clients through
+// dockerhost and consul like everything else.
 package testenv
 
 import (

@@ -6,4 +6,7 @@
 // packages, and Scaling the autoscaler of the control instance. Each
 // source's Changes turns Docker events or Consul blocking queries into
 // change signals, reconnecting by itself.
+//
+// These are the dashboard's adapters (the other packages' live in
+// dockerhost and consul): they take clients built by dockerhost and consul.
 package adapter

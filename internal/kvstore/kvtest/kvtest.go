@@ -5,6 +5,8 @@
 // operations or none; a blocking read returns once the key changes. Hooks
 // let a test fail a call or slip a write in before one, as another node
 // racing would. Integration tests use a real Consul.
+//
+// It imports only kvstore and does no I/O.
 package kvtest
 
 import (

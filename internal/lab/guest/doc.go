@@ -19,4 +19,7 @@
 //
 // Nothing here decides what the node runs: the lab sends every command
 // line, so new daemons need no change here.
+//
+// It imports netlink only; its I/O edges are the VM's kernel and its TCP
+// control port.
 package guest

@@ -236,6 +236,7 @@ func running(pid int) bool {
 // ServeNode runs the control server of the node whose state directory is
 // nodeDir, on its management address, until ctx ends.
 func ServeNode(ctx context.Context, nodeDir string, log *slog.Logger) error {
+	log = log.With("component", "lab_guest")
 	c, token, err := ReadConfig(nodeDir)
 	if err != nil {
 		return err

@@ -8,4 +8,7 @@
 //
 // Nothing here knows about labs: the lab package decides names, addresses
 // and what runs where.
+//
+// It imports netlink only; its I/O edges are QEMU processes, their QMP
+// sockets and the taps of the VLAN access port.
 package vm

@@ -73,7 +73,7 @@ func (v VLANPort) Run(ctx context.Context) error {
 		return fmt.Errorf("packet socket on %s: %w", v.Trunk, err)
 	}
 	defer syscall.Close(fd)
-	v.Log.Info("VLAN access port up", "trunk", v.Trunk, "tap", v.Tap, "vlan", v.VID, "addr", v.Addr)
+	v.log().Info("VLAN access port up", "trunk", v.Trunk, "tap", v.Tap, "vlan", v.VID, "addr", v.Addr)
 	errc := make(chan error, 2)
 	go func() { errc <- v.fromTrunk(ctx, fd, tap) }()
 	go func() { errc <- v.toTrunk(fd, tap) }()
@@ -124,7 +124,7 @@ func (v VLANPort) fromTrunk(ctx context.Context, fd int, tap *os.File) error {
 			continue
 		}
 		if _, err := tap.Write(frame); err != nil && ctx.Err() == nil {
-			v.Log.Debug("write to tap", "err", err)
+			v.log().Debug("write to tap", "err", err)
 		}
 	}
 	return nil
@@ -143,7 +143,7 @@ func (v VLANPort) toTrunk(fd int, tap *os.File) error {
 			continue
 		}
 		if _, err := syscall.Write(fd, frame); err != nil {
-			v.Log.Debug("write to trunk", "err", err)
+			v.log().Debug("write to trunk", "err", err)
 		}
 	}
 }
@@ -245,4 +245,12 @@ func openTap(name string) (*os.File, error) {
 		return nil, err
 	}
 	return os.NewFile(uintptr(fd), "/dev/net/tun:"+name), nil
+}
+
+// log is Log, or a discarding logger, with the port's component.
+func (v *VLANPort) log() *slog.Logger {
+	if v.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return v.Log.With("component", "lab_vlan_port")
 }

@@ -61,7 +61,7 @@ func NewConsulLeader(cfg LeaderConfig, c *api.Client, log *slog.Logger) *ConsulL
 	if cfg.LockDelay <= 0 {
 		cfg.LockDelay = time.Second
 	}
-	return &ConsulLeader{cfg: cfg, api: c, log: log.With("component", "scale-leader", "key", cfg.Key)}
+	return &ConsulLeader{cfg: cfg, api: c, log: log.With("component", "scale_leader", "key", cfg.Key)}
 }
 
 // Leading implements scale.Leadership.

@@ -30,7 +30,7 @@ type KVTokens struct {
 
 // NewKVTokens returns the tokens of key; none until Run has read it.
 func NewKVTokens(c *api.Client, key string, log *slog.Logger) *KVTokens {
-	return &KVTokens{api: c, key: key, log: log.With("component", "scale-tokens", "key", key)}
+	return &KVTokens{api: c, key: key, log: log.With("component", "scale_tokens", "key", key)}
 }
 
 // Valid implements scale.TokenSet.

@@ -1,0 +1,173 @@
+package agent
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"time"
+
+	"github.com/docker/docker/client"
+	"github.com/hashicorp/consul/api"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/underlay/underlay/internal/backoff"
+	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/dockerhost"
+	"github.com/underlay/underlay/internal/httpserve"
+	"github.com/underlay/underlay/internal/profiling"
+	"github.com/underlay/underlay/internal/register"
+)
+
+// Config is what runs on the node and how. The CLI checks its values.
+type Config struct {
+	// Register is the registration's configuration; an empty Policy.Node
+	// is Docker's host name, an empty Policy.HostIP the Consul agent's
+	// address, both read (retrying) once Docker and Consul answer.
+	Register register.Config
+	// Networks realises the cluster networks on the node (host shim,
+	// ranges, config-only networks) and runs everything that acts for the
+	// node in the cluster: its identity, the inventory, doctor reports,
+	// task metrics and, with IPAM, the cluster IPAM plugin.
+	Networks    bool
+	NetworkSync time.Duration // interval of network syncs and inventory republishing
+	IPAM        IPAMConfig
+	// TaskMetrics is the interval of task CPU/memory reports (0: off).
+	TaskMetrics time.Duration
+	// DoctorInterval is the interval of this node's doctor reports (0: off).
+	DoctorInterval time.Duration
+	// Listen is the address of /healthz and /metrics ("": off).
+	Listen string
+	// Pprof is the loopback address of Go's profiler ("": off).
+	Pprof string
+	// StateDir is where the node's identity is recorded (see
+	// netagent.ResolveID; "": nowhere).
+	StateDir string
+	// Version is the agent's, as doctor reports carry it.
+	Version string
+}
+
+// IPAMConfig is the cluster IPAM plugin's part of Config.
+type IPAMConfig struct {
+	// Enabled serves the plugin (with Networks only).
+	Enabled bool
+	// Socket is the plugin's Unix socket, made and removed by the agent
+	// unless Listener is set.
+	Socket string
+	// Listener is the socket systemd passed (socket activation), or nil.
+	Listener        net.Listener
+	LeakGrace       time.Duration // an unheld allocation is reclaimed after twice this
+	NodeTimeout     time.Duration // a node gone this long loses its addresses (0: never)
+	Sweep           time.Duration // interval of leak sweeps
+	Spares          int           // addresses claimed ahead of demand per pool
+	PluginRetryWait time.Duration // wait before serving the socket again after a failure (default 10s)
+}
+
+// Clients are the agent's connections, built by dockerhost and consul.
+type Clients struct {
+	Docker *client.Client
+	Consul *api.Client
+	// ConsulHTTP reaches Consul's servers with plain HTTP requests, for the
+	// doctor's clock check.
+	ConsulHTTP consul.Endpoint
+}
+
+// Run runs the agent for one node until ctx ends or a part fails: the
+// registration always, the status server, the profiler and the node's
+// cluster parts as cfg says.
+func Run(ctx context.Context, cfg Config, c Clients, log *slog.Logger) error {
+	catalog := consul.NewCatalog(c.Consul)
+	alog := agentLog(log)
+	pol := &cfg.Register.Policy
+	if pol.Node == "" {
+		node, err := waitFor(ctx, alog, "docker host name", func(ctx context.Context) (string, error) {
+			info, err := c.Docker.Info(ctx)
+			return info.Name, err
+		})
+		if err != nil {
+			return err
+		}
+		pol.Node = node
+	}
+	if pol.HostIP == "" {
+		ip, err := waitFor(ctx, alog, "consul agent address", catalog.NodeAddress)
+		if err != nil {
+			return err
+		}
+		pol.HostIP = ip
+	}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// One Docker source for every part of the agent: they share its cache
+	// of network drivers.
+	src := dockerhost.NewSource(c.Docker)
+	agent, err := register.NewAgent(cfg.Register, src, catalog, log, reg)
+	if err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return agent.Run(gctx) })
+	if cfg.Networks {
+		n := &node{cfg: cfg, c: c, src: src, name: pol.Node, reg: reg, log: log}
+		g.Go(func() error { return n.run(gctx) })
+	}
+	if cfg.Listen != "" {
+		g.Go(func() error { return serveStatus(gctx, cfg.Listen, agent, reg, alog) })
+	}
+	if cfg.Pprof != "" {
+		g.Go(func() error { return profiling.Serve(gctx, cfg.Pprof, log) })
+	}
+	return g.Wait()
+}
+
+// agentLog is log for the agent's own messages (its parts set their own
+// component).
+func agentLog(log *slog.Logger) *slog.Logger { return log.With("component", "agent") }
+
+// waitFor retries get with backoff until it succeeds or ctx ends: the agent
+// may start before Docker or Consul and must not exit because of it.
+func waitFor(ctx context.Context, log *slog.Logger, what string, get func(context.Context) (string, error)) (string, error) {
+	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second}
+	for {
+		v, err := get(ctx)
+		if err == nil && v != "" {
+			return v, nil
+		}
+		delay := delays.Next()
+		log.Warn("waiting for "+what, "err", err, "retry_in", delay)
+		backoff.Sleep(ctx, delay)
+		if ctx.Err() != nil {
+			return "", fmt.Errorf("waiting for %s: %w", what, ctx.Err())
+		}
+	}
+}
+
+// serveStatus serves /healthz (503 while Docker or Consul is unreachable) and /metrics.
+func serveStatus(ctx context.Context, addr string, agent *register.Agent, reg *prometheus.Registry, log *slog.Logger) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("--listen %s: %w", addr, err)
+	}
+	log.Info("serving /healthz and /metrics", "addr", ln.Addr().String())
+	return httpserve.Serve(ctx, ln, httpserve.NewServer(statusHandler(agent.Status, reg)))
+}
+
+// statusHandler serves /healthz from status and /metrics from reg.
+func statusHandler(status func() register.Status, reg prometheus.Gatherer) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		st := status()
+		w.Header().Set("Content-Type", "application/json")
+		if !st.DockerConnected || !st.ConsulReachable {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+		json.NewEncoder(w).Encode(st)
+	})
+	return mux
+}

@@ -1,0 +1,179 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
+
+	"github.com/underlay/underlay/internal/backoff"
+	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/dockerhost"
+	"github.com/underlay/underlay/internal/doctor"
+	"github.com/underlay/underlay/internal/hostnet"
+	"github.com/underlay/underlay/internal/httpserve"
+	"github.com/underlay/underlay/internal/inventory"
+	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/netagent"
+	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/taskmetrics"
+)
+
+// node runs the parts of the agent that act for the node in the cluster —
+// networks, IPAM, inventory, doctor reports, task metrics — under its
+// identity: its swarm node ID (the name is for display only).
+type node struct {
+	cfg  Config
+	c    Clients
+	src  *dockerhost.Source
+	name string
+	reg  *prometheus.Registry
+	log  *slog.Logger
+}
+
+// run first claims the node's identity, and fails if another live agent
+// holds it or takes it over.
+func (n *node) run(ctx context.Context) error {
+	cfg, log := n.cfg, n.log
+	alog := agentLog(log)
+	id, _, err := netagent.ResolveID(ctx, func(ctx context.Context) (string, error) {
+		info, err := n.c.Docker.Info(ctx)
+		return info.Swarm.NodeID, err
+	}, cfg.StateDir, netagent.AskDockerFor, alog)
+	if err != nil {
+		return err
+	}
+	kv := consul.NewKV(n.c.Consul)
+	store := netspec.NewStore(kv)
+	facts := &netagent.Facts{Store: store, ID: id, Node: n.name, Holder: netagent.Self()}
+	if err := claim(ctx, facts, alog); err != nil {
+		return err
+	}
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return facts.Run(gctx, netagent.Heartbeat) })
+	g.Go(func() error { return n.watchSwarmNodeID(gctx, id) })
+	nets := dockerhost.NewNetworks(n.c.Docker)
+	rec := &netagent.Reconciler{
+		ID: id, Node: n.name, Facts: facts, Store: store, Docker: nets, Swarm: nets,
+		Host: hostnet.Host{}, RemoveShim: hostnet.RemoveShim, RemoveParent: hostnet.RemoveParent,
+		Log: log, Metrics: netagent.NewMetrics(n.reg),
+	}
+	if cfg.IPAM.Enabled {
+		rec.IPAM = n.runIPAM(gctx, g, kv, store, nets, id)
+	}
+	links, err := hostnet.Watch(gctx)
+	if err != nil {
+		alog.Warn("link changes are not watched; drift is repaired at each --network-sync", "err", err)
+	}
+	g.Go(func() error { rec.Run(gctx, kv.Watch(gctx, netspec.KVPrefix), links, cfg.NetworkSync); return nil })
+	g.Go(func() error {
+		inventory.Run(gctx, n.src, kv, n.name, id, cfg.NetworkSync, log)
+		return nil
+	})
+	if cfg.DoctorInterval > 0 {
+		g.Go(func() error { n.runDoctorReports(gctx, id, kv, store); return nil })
+	}
+	if cfg.TaskMetrics > 0 {
+		g.Go(func() error {
+			taskmetrics.Run(gctx, n.src, kv, n.name, cfg.TaskMetrics, log)
+			return nil
+		})
+	}
+	return g.Wait()
+}
+
+// claim claims the node's identity, retrying with backoff until it is
+// claimed, another live agent holds it, or ctx ends.
+func claim(ctx context.Context, facts *netagent.Facts, log *slog.Logger) error {
+	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second}
+	for {
+		err := facts.Claim(ctx)
+		if err == nil {
+			break
+		}
+		if errors.Is(err, netspec.ErrIdentityHeld) || ctx.Err() != nil {
+			return err
+		}
+		log.Warn("cannot claim this node's identity; retrying", "node", facts.Node, "node_id", facts.ID, "err", err)
+		backoff.Sleep(ctx, delays.Next())
+	}
+	log.Info("node identity claimed", "node", facts.Node, "node_id", facts.ID)
+	return nil
+}
+
+// runIPAM starts the cluster IPAM's parts in g — the leak reclaimer, the
+// spares keeper and the plugin — and returns what the network reconciler
+// needs of it.
+func (n *node) runIPAM(ctx context.Context, g *errgroup.Group, kv *consul.KV, store *netspec.Store, nets *dockerhost.Networks, id string) netagent.IPAM {
+	cfg, log := n.cfg.IPAM, n.log
+	alog := agentLog(log)
+	alloc := ipam.NewAllocator(kv, id, log)
+	pools := ipam.SpecPools{Store: store}
+	ipamMetrics := ipam.NewMetrics(n.reg, alloc)
+	plugin := &ipam.Plugin{Alloc: alloc, Pools: pools, Log: log, Metrics: ipamMetrics}
+	reclaimer := &ipam.Reclaimer{
+		Alloc: alloc, Pools: pools, Held: n.src, Cluster: nets, Metrics: ipamMetrics, Grace: cfg.LeakGrace,
+		NodeTimeout: cfg.NodeTimeout, Fresh: max(cfg.NodeTimeout, netagent.StaleAfter), Log: log,
+	}
+	g.Go(func() error { reclaimer.Run(ctx, cfg.Sweep); return nil })
+	g.Go(func() error { alloc.KeepSpares(ctx, cfg.Spares, log); return nil })
+	g.Go(func() error {
+		if ln := cfg.Listener; ln != nil {
+			// The socket file is systemd's: it stays, so that dockerd's
+			// requests made while the agent restarts wait in its backlog.
+			alog.Info("serving Docker's IPAM plugin protocol on the socket systemd passed", "socket", ln.Addr().String())
+			if err := httpserve.Serve(ctx, ln, httpserve.NewServer(plugin.Handler())); err != nil {
+				return fmt.Errorf("IPAM plugin: %w", err)
+			}
+			return nil
+		}
+		retry := cfg.PluginRetryWait
+		if retry <= 0 {
+			retry = 10 * time.Second
+		}
+		// Registration goes on whatever happens to the plugin socket.
+		for ctx.Err() == nil {
+			if err := plugin.Serve(ctx, cfg.Socket); err != nil {
+				alog.Error("IPAM plugin stopped; retrying", "socket", cfg.Socket, "retry_in", retry, "err", err)
+			}
+			select {
+			case <-ctx.Done():
+			case <-time.After(retry):
+			}
+		}
+		return nil
+	})
+	return ipam.NodeIPAM{Alloc: alloc, Pools: pools}
+}
+
+// runDoctorReports runs the doctor's checks on this node every
+// DoctorInterval and publishes the results for the dashboard. It never
+// stops the agent: without its reports the dashboard only lacks them.
+func (n *node) runDoctorReports(ctx context.Context, id string, kv *consul.KV, store *netspec.Store) {
+	ca := doctor.NewConsulAPI(n.c.Consul, n.c.ConsulHTTP)
+	env := doctor.Env{NodeID: id, Node: n.name, Docker: &doctor.DockerAPI{API: n.c.Docker}, Consul: ca, Networks: store, Pools: doctor.IPAMPools{KV: kv}}
+	doctor.RunPeriodically(ctx, kv, n.name, n.cfg.Version, env.Checks(), n.cfg.DoctorInterval, n.log)
+}
+
+// watchSwarmNodeID returns an error once this node's swarm node ID is no
+// longer id (it left the swarm and joined again): everything this agent
+// owns is keyed by the old one, so it must start over.
+func (n *node) watchSwarmNodeID(ctx context.Context, id string) error {
+	t := time.NewTicker(netagent.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		info, err := n.c.Docker.Info(ctx)
+		if err == nil && info.Swarm.NodeID != "" && info.Swarm.NodeID != id {
+			return fmt.Errorf("this node's swarm node ID changed from %s to %s (it joined the swarm again): restart the agent to serve the new identity", id, info.Swarm.NodeID)
+		}
+	}
+}

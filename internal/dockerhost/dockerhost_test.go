@@ -1,0 +1,93 @@
+package dockerhost
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/events"
+	"github.com/docker/docker/api/types/network"
+	"github.com/docker/go-connections/nat"
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/underlay/underlay/internal/register"
+)
+
+func TestToEvent(t *testing.T) {
+	at := time.Unix(1700000000, 5)
+	tests := []struct {
+		name string
+		m    events.Message
+		want register.Event
+		ok   bool
+	}{
+		{"start", events.Message{Type: events.ContainerEventType, Action: "start", Actor: events.Actor{ID: "c1"}, TimeNano: at.UnixNano()},
+			register.Event{ContainerID: "c1", Action: "start", Time: at}, true},
+		{"health status keeps its verb", events.Message{Type: events.ContainerEventType, Action: "health_status: healthy", Actor: events.Actor{ID: "c1"}, TimeNano: at.UnixNano()},
+			register.Event{ContainerID: "c1", Action: "health_status", Time: at}, true},
+		{"network connect names the container", events.Message{Type: events.NetworkEventType, Action: "connect",
+			Actor: events.Actor{ID: "net1", Attributes: map[string]string{"container": "c2"}}, TimeNano: at.UnixNano()},
+			register.Event{ContainerID: "c2", Action: "connect", Time: at}, true},
+		{"network event without a container", events.Message{Type: events.NetworkEventType, Action: "connect", Actor: events.Actor{ID: "net1"}}, register.Event{}, false},
+		{"irrelevant action", events.Message{Type: events.ContainerEventType, Action: "exec_start: sh", Actor: events.Actor{ID: "c1"}}, register.Event{}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := toEvent(tt.m)
+			if ok != tt.ok || !got.Time.Equal(tt.want.Time) || got.ContainerID != tt.want.ContainerID || got.Action != tt.want.Action {
+				t.Errorf("toEvent = %+v, %v; want %+v, %v", got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+	// Without a time from Docker, the event is stamped on arrival.
+	if ev, _ := toEvent(events.Message{Type: events.ContainerEventType, Action: "die", Actor: events.Actor{ID: "c"}}); time.Since(ev.Time) > time.Minute {
+		t.Errorf("event without a time stamped %s", ev.Time)
+	}
+}
+
+func TestToContainer(t *testing.T) {
+	j := container.InspectResponse{
+		ContainerJSONBase: &container.ContainerJSONBase{
+			ID: "abc", Name: "/web.1",
+			State: &container.State{Running: true, ExitCode: 0, Health: &container.Health{Status: "healthy",
+				Log: []*container.HealthcheckResult{{Output: "old"}, {Output: "  ok " + strings.Repeat("x", 300) + "\n"}}}},
+			HostConfig: &container.HostConfig{NetworkMode: "mv"},
+		},
+		Config: &container.Config{Image: "img", Labels: map[string]string{"a": "b"}, Env: []string{"SERVICE_NAME=web"},
+			ExposedPorts: nat.PortSet{"8080/tcp": {}}},
+		NetworkSettings: &container.NetworkSettings{
+			NetworkSettingsBase: container.NetworkSettingsBase{Ports: nat.PortMap{"8080/tcp": {{HostIP: "0.0.0.0", HostPort: "18080"}}}},
+			Networks: map[string]*network.EndpointSettings{
+				"mv":   {NetworkID: "n1", IPAddress: "10.1.0.5", GlobalIPv6Address: "fd00::5", MacAddress: "02:42:0a:01:00:05"},
+				"gone": nil,
+			},
+		},
+	}
+	drivers := map[string]string{"n1": "macvlan"}
+	got, err := toContainer(j, func(id string) (string, error) { return drivers[id], nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := register.Container{
+		ID: "abc", Name: "web.1", Image: "img", Labels: map[string]string{"a": "b"}, Env: []string{"SERVICE_NAME=web"},
+		Exposed: []register.Port{{Port: 8080, Proto: "tcp"}}, NetworkMode: "mv", Running: true, Health: "healthy",
+		HealthOutput: "ok " + strings.Repeat("x", 197) + "…",
+		Published:    []register.Binding{{Port: register.Port{Port: 8080, Proto: "tcp"}, HostIP: "0.0.0.0", HostPort: 18080}},
+		Networks: []register.Endpoint{{Network: "mv", NetworkID: "n1", Driver: "macvlan", IPv4: "10.1.0.5", IPv6: "fd00::5",
+			MAC: "02:42:0a:01:00:05"}},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("toContainer (-want +got)\n%s", diff)
+	}
+	_, err = toContainer(j, func(string) (string, error) { return "", errors.New("boom") })
+	if err == nil || !strings.Contains(err.Error(), "network mv of container web.1: boom") {
+		t.Errorf("driver failure: %v, want it named with the network and container", err)
+	}
+	// A container Docker reports without config or state maps to its ID.
+	bare, err := toContainer(container.InspectResponse{ContainerJSONBase: &container.ContainerJSONBase{ID: "x"}}, nil)
+	if err != nil || bare.ID != "x" || bare.Running {
+		t.Errorf("bare container: %+v, %v", bare, err)
+	}
+}

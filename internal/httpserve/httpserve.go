@@ -1,0 +1,70 @@
+// Package httpserve is how underlay serves HTTP: the agent's /healthz and
+// /metrics, its IPAM plugin on a socket systemd passed, the profiler and
+// control's API all go through Serve, with the timeouts of NewServer. It
+// imports only the standard library.
+package httpserve
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"time"
+)
+
+// Timeouts of NewServer: a slow or idle client never holds a connection
+// for long. A handler that streams lifts its own deadline
+// (http.ResponseController).
+const (
+	ReadHeaderTimeout = 5 * time.Second
+	ReadTimeout       = 30 * time.Second
+	WriteTimeout      = 30 * time.Second
+	IdleTimeout       = 2 * time.Minute
+	MaxHeaderBytes    = 32 << 10
+	// ShutdownTimeout bounds the graceful shutdown once ctx ends.
+	ShutdownTimeout = 5 * time.Second
+)
+
+// NewServer is an http.Server of h with every timeout set and headers
+// bounded.
+func NewServer(h http.Handler) *http.Server {
+	return &http.Server{
+		Handler:           h,
+		ReadHeaderTimeout: ReadHeaderTimeout,
+		ReadTimeout:       ReadTimeout,
+		WriteTimeout:      WriteTimeout,
+		IdleTimeout:       IdleTimeout,
+		MaxHeaderBytes:    MaxHeaderBytes,
+	}
+}
+
+// Serve serves srv on ln until ctx ends, over TLS when srv has a TLS
+// configuration, then shuts it down, waiting up to ShutdownTimeout for
+// requests in flight. Requests run under ctx, so open streams end with it
+// rather than holding the shutdown. It returns nil once ctx ended.
+func Serve(ctx context.Context, ln net.Listener, srv *http.Server) error {
+	srv.BaseContext = func(net.Listener) context.Context { return ctx }
+	stopped := make(chan struct{})
+	defer close(stopped)
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-stopped:
+			return
+		}
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	var err error
+	if srv.TLSConfig != nil {
+		err = srv.ServeTLS(ln, "", "")
+	} else {
+		err = srv.Serve(ln)
+	}
+	if err != nil && !errors.Is(err, http.ErrServerClosed) {
+		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
+	}
+	return nil
+}

@@ -1,0 +1,110 @@
+package inventory
+
+import (
+	"context"
+	"fmt"
+	"maps"
+	"net/netip"
+
+	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+// States of an entry, as `underlay ips` prints them.
+const (
+	StateInUse   = "in use"
+	StateGateway = "reserved: gateway"
+	StateAuxPfx  = "reserved: aux " // followed by the aux address's name
+	StateShim    = "reserved: host shim"
+	StateSpare   = "reserved: spare"
+	StateLeak    = "allocated, no container (leak: reclaimed after the grace period)"
+)
+
+// BadDocument is a key a cluster-IPAM pool skips, as `ips --json` shows it.
+type BadDocument struct {
+	Pool    string `json:"pool"`
+	Key     string `json:"key"`
+	Problem string `json:"problem"`
+	Fix     string `json:"fix"`
+}
+
+// PoolKV is what reading the networks and their pools needs of the KV store.
+type PoolKV interface {
+	netspec.KV
+	ipam.KV
+}
+
+// PoolAddresses lists, for cluster-IPAM networks, what the pool holds that
+// no container does: the gateway and aux addresses, shims, and allocations
+// without a container (leaks awaiting reclaim), with the node's name (the
+// pool records its identity); and the pool's bad KV documents. Inventory
+// entries of those networks are marked in use.
+func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry) ([]Entry, []BadDocument, error) {
+	st := netspec.NewStore(kv)
+	specs, err := st.Specs(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	facts, err := st.Nodes(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	names := map[string]string{}
+	for _, f := range facts {
+		names[f.ID] = f.Node
+	}
+	nodeName := func(id string) string {
+		if n := names[id]; n != "" {
+			return n
+		}
+		return id
+	}
+	var bad []BadDocument
+	held := map[string]bool{}
+	for i := range inv {
+		inv[i].State = StateInUse
+		held[inv[i].Network+"|"+inv[i].IP] = true
+	}
+	var out []Entry
+	for _, s := range specs {
+		if s.IPAM != netspec.Cluster {
+			continue
+		}
+		_, gw := ipam.PoolOf(s, false)
+		out = append(out, Entry{IP: gw.String(), Network: s.Name, State: StateGateway})
+		for name, a := range s.Aux {
+			out = append(out, Entry{IP: a.String(), Network: s.Name, State: StateAuxPfx + name})
+		}
+		allocs := map[netip.Addr]ipam.Alloc{}
+		for _, v6 := range []bool{false, true} {
+			if v6 && !s.IPv6Subnet.IsValid() {
+				continue
+			}
+			pool, _ := ipam.PoolOf(s, v6)
+			c, err := ipam.Inspect(ctx, kv, pool)
+			if err != nil {
+				return nil, nil, fmt.Errorf("read pool of %s: %w", s.Name, err)
+			}
+			maps.Copy(allocs, c.Allocs)
+			for _, b := range c.Bad {
+				bad = append(bad, BadDocument{Pool: pool.ID(), Key: b.Key, Problem: b.Err.Error(), Fix: b.Fix()})
+			}
+		}
+		for a, al := range allocs {
+			if held[s.Name+"|"+a.String()] {
+				continue
+			}
+			e := Entry{IP: a.String(), Node: nodeName(al.Node), Network: s.Name, Since: al.At}
+			switch al.Kind {
+			case ipam.KindShim:
+				e.State = StateShim
+			case ipam.KindSpare:
+				e.State = StateSpare
+			default:
+				e.State = StateLeak
+			}
+			out = append(out, e)
+		}
+	}
+	return out, bad, nil
+}

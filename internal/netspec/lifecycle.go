@@ -1,0 +1,150 @@
+package netspec
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+)
+
+// DockerNetwork is a network of the local Docker daemon, as the name check
+// sees it.
+type DockerNetwork struct {
+	ID, Name, Driver string
+	Labels           map[string]string
+}
+
+// NetworkLister lists the local daemon's networks whose name matches name.
+type NetworkLister interface {
+	NetworksNamed(ctx context.Context, name string) ([]DockerNetwork, error)
+}
+
+// CheckNameFree refuses a name Docker already uses (for the swarm network
+// or the config-only one) for a network underlay does not manage. A daemon
+// that cannot be listed passes: agents report a clash on their node.
+func CheckNameFree(ctx context.Context, d NetworkLister, name string) error {
+	list, err := d.NetworksNamed(ctx, name)
+	if err != nil {
+		return nil
+	}
+	for _, n := range list {
+		if (n.Name == name || n.Name == ConfigNetworkName(name)) && n.Labels[LabelManaged] != "true" {
+			return fmt.Errorf("name %q is already used by Docker network %s (driver %s), which underlay does not manage", name, n.ID[:min(len(n.ID), 12)], n.Driver)
+		}
+	}
+	return nil
+}
+
+// SwarmManager is what removing a network needs of a swarm manager's
+// Docker daemon.
+type SwarmManager interface {
+	// SwarmNetworkID returns the swarm network's ID, "" when there is none.
+	SwarmNetworkID(ctx context.Context, name string) (string, error)
+	// ServiceNetworks returns every service's name with the networks its
+	// tasks attach to (IDs or names, as the service gives them).
+	ServiceNetworks(ctx context.Context) (map[string][]string, error)
+	// RemoveNetwork removes a network by name or ID; nil when already gone.
+	RemoveNetwork(ctx context.Context, name string) error
+}
+
+// Removal is the `network rm` protocol's timing.
+type Removal struct {
+	// Timeout is how long every node has to take its part down.
+	Timeout time.Duration
+	// Poll is the interval of reading the nodes' states (default 250ms).
+	Poll time.Duration
+}
+
+// Remove removes network name from every node; ok is false when there is
+// no such network. It refuses while services use the swarm network. The
+// spec is marked deleting first, so no agent recreates the swarm network;
+// the agents' config-only networks go once it is gone, and a second mark
+// wakes them to that. It returns once every node that reported the
+// network reports it removed, then deletes the spec.
+func (st *Store) Remove(ctx context.Context, m SwarmManager, name string, r Removal) (ok bool, err error) {
+	if _, ok, err := st.Get(ctx, name); err != nil || !ok {
+		return false, err
+	}
+	swarmID, err := unusedSwarmNetwork(ctx, m, name)
+	if err != nil {
+		return true, err
+	}
+	if err := st.MarkDeleting(ctx, name); err != nil {
+		return true, err
+	}
+	if swarmID != "" {
+		if err := m.RemoveNetwork(ctx, swarmID); err != nil {
+			return true, fmt.Errorf("remove swarm network %s: %w", name, err)
+		}
+		if err := st.MarkDeleting(ctx, name); err != nil {
+			return true, err
+		}
+	}
+	if err := st.waitRemoved(ctx, name, r); err != nil {
+		return true, err
+	}
+	return true, st.Delete(ctx, name)
+}
+
+// unusedSwarmNetwork returns the swarm network's ID ("" when there is
+// none), or an error naming the services that still use it.
+func unusedSwarmNetwork(ctx context.Context, m SwarmManager, name string) (string, error) {
+	id, err := m.SwarmNetworkID(ctx, name)
+	if err != nil {
+		return "", fmt.Errorf("inspect swarm network %s (is DOCKER_HOST a manager?): %w", name, err)
+	}
+	if id == "" {
+		return "", nil
+	}
+	services, err := m.ServiceNetworks(ctx)
+	if err != nil {
+		return "", fmt.Errorf("list services: %w", err)
+	}
+	var users []string
+	for svc, targets := range services {
+		for _, t := range targets {
+			if t == id || t == name {
+				users = append(users, svc)
+			}
+		}
+	}
+	if len(users) > 0 {
+		slices.Sort(users)
+		return "", fmt.Errorf("network %s is used by service(s) %s; remove them or move them to another network first", name, strings.Join(users, ", "))
+	}
+	return id, nil
+}
+
+// waitRemoved waits until every node that reported the network reports it removed.
+func (st *Store) waitRemoved(ctx context.Context, name string, r Removal) error {
+	poll := r.Poll
+	if poll <= 0 {
+		poll = 250 * time.Millisecond
+	}
+	deadline := time.Now().Add(r.Timeout)
+	for {
+		states, err := st.NodeStates(ctx, name)
+		if err != nil {
+			return err
+		}
+		var left []string
+		for _, s := range states {
+			if s.State != StateRemoved {
+				left = append(left, s.Node)
+			}
+		}
+		if len(left) == 0 {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("network %s: node(s) %s did not take it down within %s (are their agents running?); run rm again to retry",
+				name, strings.Join(left, ", "), r.Timeout)
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(poll):
+		}
+	}
+}

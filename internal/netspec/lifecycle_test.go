@@ -1,0 +1,132 @@
+package netspec
+
+import (
+	"context"
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
+)
+
+// fakeManager is a swarm manager holding one swarm network; removing it
+// makes every node agent report the network removed, as agents do.
+type fakeManager struct {
+	mu       sync.Mutex
+	id       string              // the swarm network's ID; "" when none
+	services map[string][]string // service → network targets
+	onRemove func()
+	removed  []string
+}
+
+func (m *fakeManager) SwarmNetworkID(context.Context, string) (string, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.id, nil
+}
+
+func (m *fakeManager) ServiceNetworks(context.Context) (map[string][]string, error) {
+	return m.services, nil
+}
+
+func (m *fakeManager) RemoveNetwork(_ context.Context, id string) error {
+	m.mu.Lock()
+	m.removed, m.id = append(m.removed, id), ""
+	m.mu.Unlock()
+	if m.onRemove != nil {
+		m.onRemove()
+	}
+	return nil
+}
+
+func TestRemove(t *testing.T) {
+	ctx := context.Background()
+	spec := Spec{Name: "web", Subnet: netip.MustParsePrefix("10.9.0.0/24"), Gateway: netip.MustParseAddr("10.9.0.1"), Parent: "eth1", IPAM: PerNode, PerNodeSize: 16}
+	setup := func(t *testing.T) *Store {
+		st := NewStore(kvtest.New())
+		if err := st.Create(ctx, spec); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range []string{"n1", "n2"} {
+			if err := st.Report(ctx, "web", NodeState{ID: n, Node: n, State: StateReady}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return st
+	}
+	t.Run("absent", func(t *testing.T) {
+		st := NewStore(kvtest.New())
+		ok, err := st.Remove(ctx, &fakeManager{}, "web", Removal{Timeout: time.Second})
+		if ok || err != nil {
+			t.Fatalf("Remove = %v, %v; want false, nil", ok, err)
+		}
+	})
+	t.Run("in use", func(t *testing.T) {
+		st := setup(t)
+		m := &fakeManager{id: "abc", services: map[string][]string{"b": {"web"}, "a": {"abc"}, "c": {"other"}}}
+		_, err := st.Remove(ctx, m, "web", Removal{Timeout: time.Second})
+		if err == nil || !strings.Contains(err.Error(), "used by service(s) a, b;") {
+			t.Fatalf("err = %v, want one naming services a and b", err)
+		}
+		if s, _, _ := st.Get(ctx, "web"); s.Deleting || len(m.removed) > 0 {
+			t.Errorf("refused removal changed state: deleting %v, removed %v", s.Deleting, m.removed)
+		}
+	})
+	t.Run("removed on every node", func(t *testing.T) {
+		st := setup(t)
+		m := &fakeManager{id: "abc"}
+		m.onRemove = func() {
+			for _, n := range []string{"n1", "n2"} {
+				st.Report(ctx, "web", NodeState{ID: n, Node: n, State: StateRemoved})
+			}
+		}
+		ok, err := st.Remove(ctx, m, "web", Removal{Timeout: 5 * time.Second, Poll: time.Millisecond})
+		if !ok || err != nil {
+			t.Fatalf("Remove = %v, %v", ok, err)
+		}
+		if _, ok, _ := st.Get(ctx, "web"); ok || len(m.removed) != 1 || m.removed[0] != "abc" {
+			t.Errorf("after Remove: spec present %v, swarm networks removed %v; want gone, [abc]", ok, m.removed)
+		}
+	})
+	t.Run("a node never takes it down", func(t *testing.T) {
+		st := setup(t)
+		m := &fakeManager{id: "abc", onRemove: func() { st.Report(ctx, "web", NodeState{ID: "n1", Node: "n1", State: StateRemoved}) }}
+		_, err := st.Remove(ctx, m, "web", Removal{Timeout: 20 * time.Millisecond, Poll: time.Millisecond})
+		if err == nil || !strings.Contains(err.Error(), "node(s) n2 did not take it down") {
+			t.Fatalf("err = %v, want one naming n2", err)
+		}
+		if s, ok, _ := st.Get(ctx, "web"); !ok || !s.Deleting {
+			t.Errorf("spec after a timeout: present %v, deleting %v; want kept, marked deleting", ok, s.Deleting)
+		}
+	})
+}
+
+type errLister struct{ nets []DockerNetwork }
+
+func (l errLister) NetworksNamed(context.Context, string) ([]DockerNetwork, error) {
+	if l.nets == nil {
+		return nil, errors.New("no docker")
+	}
+	return l.nets, nil
+}
+
+func TestCheckNameFree(t *testing.T) {
+	ctx := context.Background()
+	if err := CheckNameFree(ctx, errLister{}, "web"); err != nil {
+		t.Errorf("no Docker: %v, want nil", err)
+	}
+	nets := []DockerNetwork{
+		{ID: "0123456789abcdef", Name: "web-config", Driver: "macvlan", Labels: map[string]string{LabelManaged: "true"}},
+		{ID: "fedcba9876543210", Name: "webby", Driver: "bridge"},
+	}
+	if err := CheckNameFree(ctx, errLister{nets}, "web"); err != nil {
+		t.Errorf("managed and other names only: %v, want nil", err)
+	}
+	nets = append(nets, DockerNetwork{ID: "aaaaaaaaaaaaaaaa", Name: "web", Driver: "bridge"})
+	if err := CheckNameFree(ctx, errLister{nets}, "web"); err == nil || !strings.Contains(err.Error(), "aaaaaaaaaaaa (driver bridge)") {
+		t.Errorf("unmanaged network of that name: %v, want an error naming it", err)
+	}
+}

@@ -1,0 +1,41 @@
+package client
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestLeaderBase(t *testing.T) {
+	tests := []struct {
+		name, base, leader, want, wantErr string
+	}{
+		{name: "bare address over http", base: "http://10.0.0.1:8000", leader: "10.0.0.2:8000", want: "http://10.0.0.2:8000"},
+		{name: "bare address over https", base: "https://10.0.0.1:8000", leader: "10.0.0.2:8000", want: "https://10.0.0.2:8000"},
+		{name: "same scheme named", base: "https://a:1", leader: "https://b:2", want: "https://b:2"},
+		{name: "never from https to http", base: "https://a:1", leader: "http://b:2", wantErr: "not followed"},
+		{name: "not an address", base: "http://a:1", leader: "b:2/x", wantErr: "not an address"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := leaderBase(tt.base, tt.leader)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil || got != tt.want {
+				t.Fatalf("leaderBase = %q, %v; want %q", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func TestBaseURL(t *testing.T) {
+	for in, want := range map[string]string{"127.0.0.1:8000": "http://127.0.0.1:8000", "https://h:1/": "https://h:1", "ftp://h:1": "", "http://h:1/api": ""} {
+		got, err := baseURL(in)
+		if (err != nil) != (want == "") || got != want {
+			t.Errorf("baseURL(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
