@@ -127,7 +127,7 @@ func runSim(b *testing.B, cfg simConfig, n int) simResult {
 	var keepers sync.WaitGroup
 	defer func() { stopKeeping(); keepers.Wait() }()
 	for i := range nodes {
-		cl, err := api.NewClient(&api.Config{Address: c.Addr()})
+		cl, err := consul.NewClient(consul.Options{Addr: c.Addr()})
 		if err != nil {
 			b.Fatal(err)
 		}
