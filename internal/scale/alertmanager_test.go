@@ -207,7 +207,7 @@ func TestWebhookConcurrentResends(t *testing.T) {
 func TestWebhookSignatureAndErrors(t *testing.T) {
 	secret := []byte("hush")
 	alog := &memAlertLog{seen: map[string]bool{}}
-	e := newAPIEnvWith(t, Config{AlertLog: alog}, APIConfig{WebhookSecret: secret}, svc("web", 1, "orbiter", "true"))
+	e := newAPIEnvWith(t, Config{AlertLog: alog}, APIConfig{WebhookSecret: StaticSecret(secret)}, svc("web", 1, "orbiter", "true"))
 	body := amBody(firing("f1", "service", "web", "direction", "up"))
 	if code, _ := e.webhookResults(t, "/alertmanager", body); code != http.StatusUnauthorized {
 		t.Errorf("unsigned: %d, want 401", code)

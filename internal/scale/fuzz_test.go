@@ -278,7 +278,7 @@ func FuzzAlertmanagerBody(f *testing.F) {
 // FuzzPeerHeaders: no forwarded request is accepted without the secret,
 // whatever its headers and body.
 func FuzzPeerHeaders(f *testing.F) {
-	e := newAPIEnvWith(f, Config{}, APIConfig{Peer: PeerConfig{Secret: []byte("the fuzzer does not know this")}}, svc("web", 1, "orbiter", "true"))
+	e := newAPIEnvWith(f, Config{}, APIConfig{Peer: PeerConfig{Secret: StaticSecret("the fuzzer does not know this")}}, svc("web", 1, "orbiter", "true"))
 	f.Add("sha256=00", "1767225600", "nonce", "127.0.0.1:8000", []byte(`{"direction":"up"}`))
 	f.Fuzz(func(t *testing.T, sig, ts, nonce, to string, body []byte) {
 		r := httptest.NewRequest("POST", "/v1/underlay/services/web/scale", bytes.NewReader(body))

@@ -38,9 +38,10 @@ type APIConfig struct {
 	// KeepAlive is the period of comment lines on the events stream, which
 	// keep proxies from closing an idle stream (default 15s).
 	KeepAlive time.Duration
-	// WebhookSecret, when set, makes the Alertmanager routes require an
-	// HMAC-SHA256 signature of the body (SignatureHeader) besides the token.
-	WebhookSecret []byte
+	// WebhookSecret, when not nil, makes the Alertmanager routes require
+	// an HMAC-SHA256 signature of the body (SignatureHeader) besides the
+	// token; while its value is empty they refuse every request.
+	WebhookSecret Secret
 	// History lists a service's records for the history route; nil answers
 	// 501 there.
 	History HistoryLister
@@ -197,7 +198,13 @@ func (a *API) requireSignature(next http.Handler) http.Handler {
 		if h == "" {
 			h = r.Header.Get("X-Hub-Signature-256")
 		}
-		if err := VerifySignature(a.cfg.WebhookSecret, body, h); err != nil {
+		secret := a.cfg.WebhookSecret.Value()
+		err := VerifySignature(secret, body, h)
+		if len(secret) == 0 {
+			// Anyone can sign with an empty key: no key, no entry.
+			err = fmt.Errorf("%w: this instance has no webhook secret in use", ErrBadSignature)
+		}
+		if err != nil {
 			a.refuse("bad_signature")
 			a.log.Warn("webhook signature refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
 			writeJSON(w, http.StatusUnauthorized, errorBody{Error: err.Error()})

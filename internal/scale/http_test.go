@@ -63,7 +63,7 @@ func newAPIEnvWith(t testing.TB, cfg Config, apiCfg APIConfig, svcs ...Service) 
 	// The address is known before the API is made, so that it can
 	// advertise it to its peers.
 	e.srv = httptest.NewUnstartedServer(nil)
-	if len(apiCfg.Peer.Secret) > 0 && apiCfg.Peer.Self == "" {
+	if len(valueOf(apiCfg.Peer.Secret)) > 0 && apiCfg.Peer.Self == "" {
 		apiCfg.Peer.Self = e.srv.Listener.Addr().String()
 	}
 	if apiCfg.Registerer == nil {
