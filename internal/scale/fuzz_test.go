@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -271,6 +272,34 @@ func FuzzAlertmanagerBody(f *testing.F) {
 		}
 		if after := e.swarm.replicas("web"); after > before+1 || after < before-1 {
 			t.Fatalf("one notification moved web %d→%d: more than one step", before, after)
+		}
+	})
+}
+
+// FuzzParseAlertmanager: the alert list, decoded one alert at a time to
+// refuse a long one early, reads what encoding/json reads, and refuses
+// only lists longer than MaxAlerts besides.
+func FuzzParseAlertmanager(f *testing.F) {
+	f.Add([]byte(amBody(firing("a", "service", "web", "direction", "up"))))
+	f.Add([]byte(`{"version":"4","alerts":[{},{}],"Alerts":null}`))
+	f.Add([]byte(`{"version":"4","ALERTS":[{"status":"firing","labels":{"a":"b"}}],"alerts":[]}`))
+	f.Add([]byte(`{"version":"4","alerts":[{"startsAt":"x"}]}`))
+	f.Add([]byte(`{"version":"4","alerts":[{}` + strings.Repeat(`,{}`, MaxAlerts) + `]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		msg, err := ParseAlertmanager(bytes.NewReader(body))
+		var plain struct {
+			Version string   `json:"version"`
+			Alerts  *[]Alert `json:"alerts"`
+		}
+		perr := json.NewDecoder(bytes.NewReader(body)).Decode(&plain)
+		plainOK := perr == nil && plain.Version == "4" && plain.Alerts != nil
+		switch {
+		case err == nil && !plainOK:
+			t.Fatalf("accepted a body encoding/json refuses (%v)", perr)
+		case err == nil && (len(msg.Alerts) > MaxAlerts || !reflect.DeepEqual(msg.Alerts, *plain.Alerts)):
+			t.Fatalf("alerts differ from encoding/json's: %d against %d", len(msg.Alerts), len(*plain.Alerts))
+		case err != nil && plainOK && len(*plain.Alerts) <= MaxAlerts:
+			t.Fatalf("refused a body of %d alerts encoding/json reads: %v", len(*plain.Alerts), err)
 		}
 	})
 }

@@ -326,6 +326,12 @@ type webhookAnswer struct {
 // recognised as duplicates).
 func (a *API) webhook(w http.ResponseWriter, r *http.Request, body []byte, autoscaler string, dir Direction) {
 	msg, err := ParseAlertmanager(bytes.NewReader(body))
+	if errors.Is(err, ErrTooManyAlerts) {
+		a.refuse("too_many_alerts")
+		a.log.Warn("webhook refused: too many alerts; set max_alerts in Alertmanager's webhook_config", "remote", r.RemoteAddr, "err", err)
+		writeJSON(w, http.StatusRequestEntityTooLarge, errorBody{Error: err.Error()})
+		return
+	}
 	if err != nil {
 		writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error()})
 		return
