@@ -346,6 +346,13 @@ func (c *Controller) handleAlert(ctx context.Context, act AlertAction, source st
 		res.Result, res.Reason = "duplicate", "this firing (fingerprint and start time) has already scaled"
 		return res
 	}
+	if !c.manages(act.Service) {
+		// Answered before the alert log is read: a notification naming
+		// many made-up services costs no Consul read.
+		res.Result, res.Err = "error", errUnmanaged(act.Service)
+		res.Reason = res.Err.Error()
+		return res
+	}
 	if a.log != nil {
 		seen, err := a.log.Seen(ctx, act.Key)
 		if err != nil {

@@ -237,11 +237,14 @@ type memAlertLog struct {
 	mu   sync.Mutex
 	seen map[string]bool
 	err  error
+	// lookups counts Seen calls, each a KV read in Consul.
+	lookups int
 }
 
 func (l *memAlertLog) Seen(_ context.Context, key string) (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.lookups++
 	return l.seen[key], l.err
 }
 
@@ -401,5 +404,31 @@ func TestParseAlertmanagerCount(t *testing.T) {
 	msg, err := ParseAlertmanager(strings.NewReader(`{"version":"4","alerts":[]}`))
 	if err != nil || msg.Alerts == nil || len(msg.Alerts) != 0 {
 		t.Errorf("empty list: %v %v, want an empty, non-nil list", msg.Alerts, err)
+	}
+}
+
+// TestWebhookUnknownServicesCostNoLookup: alerts naming services control
+// does not manage are answered without reading the alert log (a Consul KV
+// read each): a notification of 1,000 made-up services costs no read.
+// Before, each cost one.
+func TestWebhookUnknownServicesCostNoLookup(t *testing.T) {
+	alog := &memAlertLog{seen: map[string]bool{}}
+	e := newAPIEnvWith(t, Config{AlertLog: alog}, APIConfig{}, svc("web", 1, "orbiter", "true"))
+	as := make([]amAlert, 1000)
+	for i := range as {
+		as[i] = firing(fmt.Sprintf("fp%d", i), "service", fmt.Sprintf("made-up-%d", i), "direction", "up")
+	}
+	code, rs := e.webhookResults(t, "/v1/underlay/alertmanager", amBody(as...))
+	if code != 200 || len(rs) != 1000 || rs[0].Result != "error" || !strings.Contains(rs[0].Reason, "not found") {
+		t.Fatalf("1000 unknown services: %d, %d results, first %+v", code, len(rs), rs[0])
+	}
+	alog.mu.Lock()
+	n := alog.lookups
+	alog.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d alert log reads for services control does not manage, want 0", n)
+	}
+	if code, rs := e.webhookResults(t, "/v1/underlay/alertmanager", amBody(firing("w", "service", "web", "direction", "up"))); code != 200 || rs[0].Result != "scaled" {
+		t.Errorf("a known service: %d %v, want scaled", code, resultsOf(rs))
 	}
 }
