@@ -282,6 +282,11 @@ func ServerConfig(pair *Pair, clientCAs *Pool) *tls.Config {
 	base := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
 	if clientCAs != nil {
 		base.ClientAuth = tls.RequireAndVerifyClientCert
+		// A resumed session's client certificate is checked again
+		// against the ClientCAs of the handshake's configuration (by the
+		// crypto/tls of the Go go.mod requires): a client of a CA removed
+		// from the file does not get in on its session ticket
+		// (TestResumedSessionRechecksClientCA pins it).
 	}
 	cfg := base.Clone()
 	// What the files held at start, for who looks (a log line); each

@@ -421,3 +421,69 @@ func TestOpenErrors(t *testing.T) {
 		t.Errorf("CA file without a certificate: %v, want an error naming it", err)
 	}
 }
+
+// TestResumedSessionRechecksClientCA: a client whose CA is removed from
+// the client CA file is refused even when it offers a session ticket from
+// before (crypto/tls checks a resumed session against the ClientCAs of
+// GetConfigForClient's configuration; some older Go releases did not); a
+// client of a CA still in the file resumes.
+func TestResumedSessionRechecksClientCA(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, caFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "clients.pem")
+	ca, otherCA := newTestCA(t, "ca"), newTestCA(t, "other-ca")
+	srv, kept, dropped := ca.issue(t, "server"), ca.issue(t, "kept-client"), otherCA.issue(t, "dropped-client")
+	write(t, certFile, srv.certPEM)
+	write(t, keyFile, srv.keyPEM)
+	write(t, caFile, append(append([]byte{}, ca.pem...), otherCA.pem...))
+	pair, err := OpenPair(certFile, keyFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := OpenPool(caFile, "client CA", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Now()}
+	pool.w.now = clk.Now
+	addr, _ := serveTLS(t, ServerConfig(pair, pool))
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	clientOf := func(l leaf) *tls.Config {
+		cert, err := tls.X509KeyPair(l.certPEM, l.keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert},
+			ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+	}
+	dial := func(cfg *tls.Config) (resumed bool, err error) {
+		c, err := tls.Dial("tcp", addr, cfg)
+		if err != nil {
+			return false, err
+		}
+		defer c.Close()
+		// The read takes the session ticket (TLS 1.3 sends it after the
+		// handshake) and shows a refusal of the client.
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			return false, err
+		}
+		return c.ConnectionState().DidResume, nil
+	}
+	keptCfg, droppedCfg := clientOf(kept), clientOf(dropped)
+	for _, cfg := range []*tls.Config{keptCfg, droppedCfg} {
+		if _, err := dial(cfg); err != nil {
+			t.Fatalf("first handshake: %v", err)
+		}
+	}
+	if resumed, err := dial(keptCfg); err != nil || !resumed {
+		t.Fatalf("second handshake: resumed %v, %v; want a resumed session (else the test proves nothing)", resumed, err)
+	}
+	write(t, caFile, ca.pem) // other-ca removed
+	clk.tick()
+	if _, err := dial(droppedCfg); err == nil {
+		t.Error("a client of a removed CA got in on its session ticket")
+	}
+	if resumed, err := dial(keptCfg); err != nil || !resumed {
+		t.Errorf("a client of a kept CA: resumed %v, %v; want resumed", resumed, err)
+	}
+}
