@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -133,7 +134,25 @@ func (a *API) Handler() http.Handler {
 	mux.Handle("GET /v1/underlay/services/{service}/history", a.read(a.history))
 	mux.Handle("GET /v1/underlay/leader", a.read(a.leader))
 	mux.Handle("GET /v1/underlay/events", a.read(a.events))
-	return mux
+	return jsonMuxErrors(mux)
+}
+
+// jsonMuxErrors answers the mux's own refusals — 404 for a path no route
+// takes, 405 for a method a route does not — in JSON, as every other
+// answer of the API, instead of net/http's plain text.
+func jsonMuxErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		buf := &bufferedAnswer{header: http.Header{}, code: http.StatusOK}
+		mux.ServeHTTP(buf, r)
+		if allow := buf.header.Get("Allow"); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		writeJSON(w, buf.code, errorBody{Error: fmt.Sprintf("%s %q: %s", r.Method, r.URL.Path, strings.ToLower(strings.TrimSpace(buf.body.String())))})
+	})
 }
 
 // scaling is the chain of every scaling route: a body limit, requests
