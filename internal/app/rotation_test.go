@@ -221,3 +221,55 @@ func TestControlRereadsSecretFiles(t *testing.T) {
 		t.Errorf("a secret is logged:\n%s", out)
 	}
 }
+
+// TestControlDashboardShareTheAPILimits: the dashboard's routes served by
+// control are held to the API's limits: a login (a token check) counts
+// against the client's rate like a scaling request, so that guessing
+// tokens is no faster there; the dashboard's event stream counts against
+// --max-event-readers with the API's. Before, logins were unlimited (each
+// refusal logged as a warning) and the dashboard's streams uncapped.
+func TestControlDashboardShareTheAPILimits(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	os.WriteFile(tokens, []byte("the-token\n"), 0o600)
+	addr, _ := startControlLogged(t, "--token-file", tokens, "--rate-limit", "0.001", "--rate-burst", "3", "--max-event-readers", "1")
+
+	login := func(token string) int {
+		t.Helper()
+		req, _ := http.NewRequest("POST", "http://"+addr+"/ui/login", strings.NewReader(`{"token":"`+token+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for i := range 3 {
+		if code := login("guess"); code != http.StatusUnauthorized {
+			t.Fatalf("guess %d: %d, want 401", i, code)
+		}
+	}
+	if code := login("guess"); code != http.StatusTooManyRequests {
+		t.Errorf("a guess past the burst: %d, want 429", code)
+	}
+
+	stream := func(path string) *http.Response {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		req, _ := http.NewRequestWithContext(ctx, "GET", "http://"+addr+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		return resp
+	}
+	if resp := stream("/v1/underlay/events"); resp.StatusCode != http.StatusOK {
+		t.Fatalf("the API's event stream: %d", resp.StatusCode)
+	}
+	if resp := stream("/v1/cluster/events"); resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("the dashboard's stream beyond --max-event-readers: %d, want 503 with Retry-After", resp.StatusCode)
+	}
+}

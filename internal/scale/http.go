@@ -569,11 +569,7 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, errorBody{Error: "streaming unsupported"})
 		return
 	}
-	if n := a.readers.Add(1); n > int64(a.cfg.Limits.MaxEventReaders) {
-		a.readers.Add(-1)
-		a.refuse("busy")
-		w.Header().Set("Retry-After", "5")
-		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: fmt.Sprintf("%d event streams are open already, the most this instance serves", a.cfg.Limits.MaxEventReaders)})
+	if !a.takeReader(w) {
 		return
 	}
 	defer a.readers.Add(-1)
@@ -617,6 +613,39 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
+
+// takeReader counts one more event stream; beyond MaxEventReaders it
+// answers 503 with Retry-After and returns false. The caller gives the
+// stream back with a.readers.Add(-1).
+func (a *API) takeReader(w http.ResponseWriter) bool {
+	if n := a.readers.Add(1); n > int64(a.cfg.Limits.MaxEventReaders) {
+		a.readers.Add(-1)
+		a.refuse("busy")
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: fmt.Sprintf("%d event streams are open already, the most this instance serves", a.cfg.Limits.MaxEventReaders)})
+		return false
+	}
+	return true
+}
+
+// LimitStreams holds an event stream served beside the API (the
+// dashboard's) to the API's cap: it counts among MaxEventReaders with the
+// API's own streams; beyond, 503 with Retry-After.
+func (a *API) LimitStreams(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !a.takeReader(w) {
+			return
+		}
+		defer a.readers.Add(-1)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// RateLimit holds a route served beside the API that checks a token (the
+// dashboard's login) to the scaling routes' rate limit: each client's
+// requests there and on the API share one budget, so that guessing tokens
+// is no faster there; beyond, 429 with Retry-After.
+func (a *API) RateLimit(next http.Handler) http.Handler { return a.rateLimit(next) }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")
