@@ -23,6 +23,7 @@ import (
 	"github.com/underlay/underlay/internal/scale"
 	"github.com/underlay/underlay/internal/scale/adapter"
 	"github.com/underlay/underlay/internal/secretfile"
+	"github.com/underlay/underlay/internal/tlsfile"
 )
 
 type controlFlags struct {
@@ -144,50 +145,63 @@ func checkAuthFlags(f *controlFlags) error {
 // minPeerSecret is the shortest peer secret accepted, in bytes.
 const minPeerSecret = 16
 
-// controlSecrets loads the webhook and peer secrets, which must be long
-// enough to resist guessing.
-func controlSecrets(f *controlFlags, log *slog.Logger) (webhook, peer []byte, err error) {
+// controlSecrets opens the webhook and peer secret files, read again when
+// they change (nil without their flag); the peer secret must be long
+// enough to resist guessing, at start and after a rotation.
+func controlSecrets(f *controlFlags, log *slog.Logger) (webhook, peer scale.Secret, err error) {
 	if f.webhookSecret != "" {
 		sf, err := secretfile.Open(f.webhookSecret, "webhook secret", log)
 		if err != nil {
 			return nil, nil, fmt.Errorf("--webhook-secret-file: %w", err)
 		}
-		webhook = sf.Value()
+		webhook = sf
 	}
 	if f.peerSecret != "" {
-		sf, err := secretfile.Open(f.peerSecret, "peer secret", log)
+		long := func(v []byte) error {
+			if len(v) < minPeerSecret {
+				return fmt.Errorf("%d bytes, want at least %d (head -c 32 /dev/urandom | base64)", len(v), minPeerSecret)
+			}
+			return nil
+		}
+		sf, err := secretfile.OpenChecked(f.peerSecret, "peer secret", long, log)
 		if err != nil {
 			return nil, nil, fmt.Errorf("--peer-secret-file: %w", err)
 		}
-		if peer = sf.Value(); len(peer) < minPeerSecret {
-			return nil, nil, fmt.Errorf("--peer-secret-file %s: %d bytes, want at least %d (head -c 32 /dev/urandom | base64)", f.peerSecret, len(peer), minPeerSecret)
-		}
+		peer = sf
 	}
 	return webhook, peer, nil
 }
 
 // controlTLS is the API's TLS configuration (nil without --tls-cert) and
-// the one followers reach the leader with.
-func controlTLS(f *controlFlags) (server, peer *tls.Config, err error) {
+// the one followers reach the leader with, both following their files.
+func controlTLS(f *controlFlags, log *slog.Logger) (server *tls.Config, peer func() *tls.Config, err error) {
 	switch {
 	case f.tlsCert == "" && f.tlsKey == "" && f.tlsClientCA == "" && f.peerCACert == "":
 		return nil, nil, nil
 	case f.tlsCert == "" || f.tlsKey == "":
 		return nil, nil, errors.New("--tls-cert and --tls-key go together (and --tls-client-ca, --peer-cacert need them)")
 	}
-	if server, err = scale.ServerTLS(f.tlsCert, f.tlsKey, f.tlsClientCA); err != nil {
-		return nil, nil, err
+	log = log.With("component", "control_tls")
+	pair, err := tlsfile.OpenPair(f.tlsCert, f.tlsKey, log)
+	if err != nil {
+		return nil, nil, fmt.Errorf("--tls-cert, --tls-key: %w", err)
+	}
+	var clientCAs *tlsfile.Pool
+	if f.tlsClientCA != "" {
+		if clientCAs, err = tlsfile.OpenPool(f.tlsClientCA, "client CA", log); err != nil {
+			return nil, nil, fmt.Errorf("--tls-client-ca: %w", err)
+		}
 	}
 	// A follower shows the leader its own certificate: with
 	// --tls-client-ca, the leader asks for one.
-	peerCA := f.peerCACert
-	if peerCA == "" {
-		peerCA = f.tlsClientCA
+	peerCAs := clientCAs
+	if f.peerCACert != "" {
+		if peerCAs, err = tlsfile.OpenPool(f.peerCACert, "peer CA", log); err != nil {
+			return nil, nil, fmt.Errorf("--peer-cacert: %w", err)
+		}
 	}
-	if peer, err = scale.ClientTLS(peerCA, f.tlsCert, f.tlsKey); err != nil {
-		return nil, nil, fmt.Errorf("--peer-cacert: %w", err)
-	}
-	return server, peer, nil
+	peer = func() *tls.Config { return tlsfile.ClientConfig(pair, peerCAs) }
+	return tlsfile.ServerConfig(pair, clientCAs), peer, nil
 }
 
 func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
@@ -224,7 +238,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	serverTLS, peerTLS, err := controlTLS(f)
+	serverTLS, peerTLS, err := controlTLS(f, log)
 	if err != nil {
 		return err
 	}

@@ -28,7 +28,8 @@ type controlDashboard struct {
 
 // newDashboard builds the dashboard over control's clients; its scale
 // buttons go through control's own API, so its authentication and
-// forwarding to the leader apply to them.
+// forwarding to the leader apply to them, and its login and event stream
+// are held to the API's rate limit and stream cap.
 func newDashboard(d controlDashboard, log *slog.Logger, reg prometheus.Registerer) (*dashboard.Server, error) {
 	src := dashboard.Sources{
 		Swarm:   dadapter.NewSwarm(d.docker, log),
@@ -36,7 +37,8 @@ func newDashboard(d controlDashboard, log *slog.Logger, reg prometheus.Registere
 		Store:   dadapter.NewStore(consul.NewKV(d.consul), d.historyPrefix),
 		Scaling: dadapter.NewScaling(d.ctrl, d.history, d.leadership),
 	}
-	cfg := dashboard.Config{Sources: src, ScaleAPI: d.api.Handler(), Version: Version, AuthReads: d.apiCfg.AuthReads}
+	cfg := dashboard.Config{Sources: src, ScaleAPI: d.api.Handler(), Version: Version, AuthReads: d.apiCfg.AuthReads,
+		LoginLimit: d.api.RateLimit, StreamLimit: d.api.LimitStreams}
 	if d.apiCfg.Tokens != nil {
 		cfg.Tokens = d.apiCfg.Tokens
 	}

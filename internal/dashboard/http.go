@@ -49,11 +49,19 @@ func (s *Server) Mount(mux *http.ServeMux) {
 		mux.Handle("GET /ui/"+name, asset(name))
 	}
 	mux.HandleFunc("GET /ui/session", s.session)
-	mux.HandleFunc("POST /ui/login", s.login)
+	mux.Handle("POST /ui/login", limited(s.cfg.LoginLimit, s.login))
 	mux.HandleFunc("POST /ui/logout", s.logout)
 	mux.HandleFunc("POST /ui/scale/{service}", s.scale)
 	mux.HandleFunc("GET /v1/cluster", s.snapshot)
-	mux.HandleFunc("GET /v1/cluster/events", s.stream)
+	mux.Handle("GET /v1/cluster/events", limited(s.cfg.StreamLimit, s.stream))
+}
+
+// limited is h wrapped in limit, when there is one.
+func limited(limit func(http.Handler) http.Handler, h http.HandlerFunc) http.Handler {
+	if limit == nil {
+		return h
+	}
+	return limit(h)
 }
 
 // Handler serves the dashboard's routes alone.

@@ -553,3 +553,47 @@ func TestStreamOutlivesWriteTimeout(t *testing.T) {
 		t.Errorf("%d pings in 500ms past a 100ms write timeout, want the stream to go on", pings)
 	}
 }
+
+// TestLoginAndStreamLimits: LoginLimit wraps the login, StreamLimit the
+// event stream, and nothing else (control passes the autoscaler API's rate
+// limit and stream cap).
+func TestLoginAndStreamLimits(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	refuse := func(name string) func(http.Handler) http.Handler {
+		return func(http.Handler) http.Handler {
+			return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				seen[name]++
+				mu.Unlock()
+				w.WriteHeader(http.StatusTooManyRequests)
+			})
+		}
+	}
+	ts := startServer(t, Config{Tokens: tokens("tok"), LoginLimit: refuse("login"), StreamLimit: refuse("stream")}, cardsInput())
+	for _, c := range []struct {
+		method, path, body string
+		want               int
+	}{
+		{"POST", "/ui/login", `{"token":"tok"}`, http.StatusTooManyRequests},
+		{"GET", "/v1/cluster/events", "", http.StatusTooManyRequests},
+		{"GET", "/v1/cluster", "", http.StatusOK},
+		{"GET", "/ui/session", "", http.StatusOK},
+	} {
+		req, _ := http.NewRequest(c.method, ts.http.URL+c.path, strings.NewReader(c.body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != c.want {
+			t.Errorf("%s %s: %d, want %d", c.method, c.path, resp.StatusCode, c.want)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if seen["login"] != 1 || seen["stream"] != 1 {
+		t.Errorf("limits called %v, want once each", seen)
+	}
+}

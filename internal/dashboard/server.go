@@ -47,6 +47,13 @@ type Config struct {
 	// AuthReads requires a session or bearer token for the snapshot and
 	// the events too, not only for scaling.
 	AuthReads bool
+	// LoginLimit, when not nil, wraps the login route, which checks a
+	// token: the autoscaler API's per-client rate limit, so that guessing
+	// tokens is no faster through the page than through the API.
+	LoginLimit func(http.Handler) http.Handler
+	// StreamLimit, when not nil, wraps the event stream: the autoscaler
+	// API's cap on concurrent streams, shared with its own.
+	StreamLimit func(http.Handler) http.Handler
 	// Version is shown on the page.
 	Version string
 	// Refresh is the period of rebuilds when no source signals a change:

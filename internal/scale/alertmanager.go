@@ -1,6 +1,7 @@
 package scale
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -48,25 +49,82 @@ type Alert struct {
 // ErrBadWebhook is wrapped by ParseAlertmanager's errors (400).
 var ErrBadWebhook = errors.New("bad Alertmanager webhook")
 
+// MaxAlerts bounds the alerts of one notification: each may cost a lookup
+// in Consul KV and a decision, under the lock every webhook takes. Set
+// max_alerts in Alertmanager's webhook_config to this or less; a
+// notification of more is refused whole (413), since acting on a part
+// would be a guess.
+const MaxAlerts = 1000
+
+// ErrTooManyAlerts is wrapped by ParseAlertmanager's error for a
+// notification of more than MaxAlerts alerts (413).
+var ErrTooManyAlerts = errors.New("too many alerts in one notification")
+
 // ParseAlertmanager decodes an Alertmanager webhook body; it must be
-// version 4 and carry an alerts list.
+// version 4 and carry an alerts list of at most MaxAlerts alerts.
 func ParseAlertmanager(r io.Reader) (AlertmanagerMessage, error) {
 	var raw struct {
 		AlertmanagerMessage
-		Alerts *[]Alert `json:"alerts"`
+		Alerts alertList `json:"alerts"`
 	}
 	if err := json.NewDecoder(r).Decode(&raw); err != nil {
+		if errors.Is(err, ErrTooManyAlerts) {
+			return AlertmanagerMessage{}, fmt.Errorf("%w: %w", ErrBadWebhook, err)
+		}
 		return AlertmanagerMessage{}, fmt.Errorf("%w: malformed JSON: %w", ErrBadWebhook, err)
 	}
 	if raw.Version != "4" {
 		return AlertmanagerMessage{}, fmt.Errorf("%w: version %q, want \"4\"", ErrBadWebhook, raw.Version)
 	}
-	if raw.Alerts == nil {
+	if raw.Alerts.alerts == nil {
 		return AlertmanagerMessage{}, fmt.Errorf("%w: no alerts list", ErrBadWebhook)
 	}
 	msg := raw.AlertmanagerMessage
-	msg.Alerts = *raw.Alerts
+	msg.Alerts = raw.Alerts.alerts
 	return msg, nil
+}
+
+// alertList decodes a JSON list of alerts one at a time, so that a list
+// longer than MaxAlerts is refused before it is decoded: a 4 MiB body
+// holds a million empty alerts, some hundred megabytes as Alert values. A
+// JSON null leaves alerts nil (no list).
+type alertList struct {
+	alerts []Alert
+}
+
+func (l *alertList) UnmarshalJSON(b []byte) error {
+	l.alerts = nil // a repeated key: the last one counts, as for any field
+	if string(b) == "null" {
+		return nil
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if tok, err := dec.Token(); err != nil || tok != json.Delim('[') {
+		return errors.New("alerts: want a list")
+	}
+	l.alerts = []Alert{}
+	for n := 0; dec.More(); n++ {
+		if n == MaxAlerts {
+			return tooManyAlerts(dec, n)
+		}
+		var a Alert
+		if err := dec.Decode(&a); err != nil {
+			return fmt.Errorf("alert %d: %w", n, err)
+		}
+		l.alerts = append(l.alerts, a)
+	}
+	return nil
+}
+
+// tooManyAlerts counts the rest of a list decoded up to n alerts, without
+// keeping them, for an error that names the count.
+func tooManyAlerts(dec *json.Decoder, n int) error {
+	var skip json.RawMessage // reused: a count, not the alerts
+	for ; dec.More(); n++ {
+		if err := dec.Decode(&skip); err != nil {
+			return fmt.Errorf("alert %d: %w", n, err)
+		}
+	}
+	return fmt.Errorf("%w: %d alerts, at most %d (set max_alerts: %d in Alertmanager's webhook_config)", ErrTooManyAlerts, n, MaxAlerts, MaxAlerts)
 }
 
 // LooksLikeAlertmanager reports whether a JSON body is an Alertmanager
@@ -286,6 +344,13 @@ func (c *Controller) handleAlert(ctx context.Context, act AlertAction, source st
 	}
 	if _, ok := a.done[act.Key]; ok {
 		res.Result, res.Reason = "duplicate", "this firing (fingerprint and start time) has already scaled"
+		return res
+	}
+	if !c.manages(act.Service) {
+		// Answered before the alert log is read: a notification naming
+		// many made-up services costs no Consul read.
+		res.Result, res.Err = "error", errUnmanaged(act.Service)
+		res.Reason = res.Err.Error()
 		return res
 	}
 	if a.log != nil {

@@ -207,7 +207,7 @@ func TestWebhookConcurrentResends(t *testing.T) {
 func TestWebhookSignatureAndErrors(t *testing.T) {
 	secret := []byte("hush")
 	alog := &memAlertLog{seen: map[string]bool{}}
-	e := newAPIEnvWith(t, Config{AlertLog: alog}, APIConfig{WebhookSecret: secret}, svc("web", 1, "orbiter", "true"))
+	e := newAPIEnvWith(t, Config{AlertLog: alog}, APIConfig{WebhookSecret: StaticSecret(secret)}, svc("web", 1, "orbiter", "true"))
 	body := amBody(firing("f1", "service", "web", "direction", "up"))
 	if code, _ := e.webhookResults(t, "/alertmanager", body); code != http.StatusUnauthorized {
 		t.Errorf("unsigned: %d, want 401", code)
@@ -237,11 +237,14 @@ type memAlertLog struct {
 	mu   sync.Mutex
 	seen map[string]bool
 	err  error
+	// lookups counts Seen calls, each a KV read in Consul.
+	lookups int
 }
 
 func (l *memAlertLog) Seen(_ context.Context, key string) (bool, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.lookups++
 	return l.seen[key], l.err
 }
 
@@ -349,5 +352,83 @@ func BenchmarkWebhook(b *testing.B) {
 		if code != 200 || rs[0].Result != "scaled" {
 			b.Fatalf("notification %d: %d %v", i, code, resultsOf(rs))
 		}
+	}
+}
+
+// TestWebhookAlertCap: a notification of more than 1,000 alerts is
+// refused whole, 413 naming the count and the bound, and acts on nothing;
+// one of 1,000 is served, one result per alert, one step. Before, any
+// count the 4 MiB body holds was decoded and acted on alert by alert
+// under the webhook lock.
+func TestWebhookAlertCap(t *testing.T) {
+	e := newAPIEnvWith(t, Config{}, APIConfig{}, svc("web", 1, "orbiter", "true", LabelMax, "100"))
+	alerts := func(n int) string {
+		as := make([]amAlert, n)
+		for i := range as {
+			as[i] = firing(fmt.Sprintf("fp%d", i), "service", "web", "direction", "up")
+		}
+		return amBody(as...)
+	}
+	code, body := e.send(t, "POST", "/v1/underlay/alertmanager", alerts(1001), "Authorization", "Bearer "+testToken)
+	if code != 413 || !strings.Contains(body, "1001 alerts, at most 1000") || !strings.Contains(body, "max_alerts") {
+		t.Errorf("1001 alerts: %d %.300s, want 413 naming the count, the bound and max_alerts", code, body)
+	}
+	if got := e.swarm.replicas("web"); got != 1 {
+		t.Errorf("a refused notification scaled web to %d", got)
+	}
+	code, rs := e.webhookResults(t, "/v1/underlay/alertmanager", alerts(1000))
+	if code != 200 || len(rs) != 1000 || e.swarm.replicas("web") != 2 {
+		t.Errorf("1000 alerts: %d, %d results, web at %d; want 200, 1000 results, 2 replicas", code, len(rs), e.swarm.replicas("web"))
+	}
+	// Orbiter's routes take Alertmanager's bodies too.
+	code, body = e.send(t, "POST", "/v1/orbiter/handle/autoswarm/web/up", alerts(1001), "Authorization", "Bearer "+testToken)
+	if code != 413 || !strings.Contains(body, "1001 alerts") {
+		t.Errorf("1001 alerts on Orbiter's route: %d %.300s, want 413", code, body)
+	}
+}
+
+// TestParseAlertmanagerCount: a list past MaxAlerts is refused with
+// ErrTooManyAlerts (and ErrBadWebhook), naming its length, however small
+// its alerts.
+func TestParseAlertmanagerCount(t *testing.T) {
+	body := `{"version":"4","alerts":[{}` + strings.Repeat(`,{}`, 99_999) + `]}`
+	_, err := ParseAlertmanager(strings.NewReader(body))
+	if !errors.Is(err, ErrTooManyAlerts) || !errors.Is(err, ErrBadWebhook) || !strings.Contains(err.Error(), "100000 alerts, at most 1000") {
+		t.Errorf("100000 empty alerts: %v", err)
+	}
+	for _, bad := range []string{`{"version":"4","alerts":{}}`, `{"version":"4","alerts":[1]}`, `{"version":"4","alerts":[{}` + strings.Repeat(`,{}`, 1000) + `,1]}`} {
+		if _, err := ParseAlertmanager(strings.NewReader(bad)); !errors.Is(err, ErrBadWebhook) {
+			t.Errorf("%.40s…: %v, want ErrBadWebhook", bad, err)
+		}
+	}
+	msg, err := ParseAlertmanager(strings.NewReader(`{"version":"4","alerts":[]}`))
+	if err != nil || msg.Alerts == nil || len(msg.Alerts) != 0 {
+		t.Errorf("empty list: %v %v, want an empty, non-nil list", msg.Alerts, err)
+	}
+}
+
+// TestWebhookUnknownServicesCostNoLookup: alerts naming services control
+// does not manage are answered without reading the alert log (a Consul KV
+// read each): a notification of 1,000 made-up services costs no read.
+// Before, each cost one.
+func TestWebhookUnknownServicesCostNoLookup(t *testing.T) {
+	alog := &memAlertLog{seen: map[string]bool{}}
+	e := newAPIEnvWith(t, Config{AlertLog: alog}, APIConfig{}, svc("web", 1, "orbiter", "true"))
+	as := make([]amAlert, 1000)
+	for i := range as {
+		as[i] = firing(fmt.Sprintf("fp%d", i), "service", fmt.Sprintf("made-up-%d", i), "direction", "up")
+	}
+	code, rs := e.webhookResults(t, "/v1/underlay/alertmanager", amBody(as...))
+	if code != 200 || len(rs) != 1000 || rs[0].Result != "error" || !strings.Contains(rs[0].Reason, "not found") {
+		t.Fatalf("1000 unknown services: %d, %d results, first %+v", code, len(rs), rs[0])
+	}
+	alog.mu.Lock()
+	n := alog.lookups
+	alog.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d alert log reads for services control does not manage, want 0", n)
+	}
+	if code, rs := e.webhookResults(t, "/v1/underlay/alertmanager", amBody(firing("w", "service", "web", "direction", "up"))); code != 200 || rs[0].Result != "scaled" {
+		t.Errorf("a known service: %d %v, want scaled", code, resultsOf(rs))
 	}
 }

@@ -173,6 +173,28 @@ func (t *Tokens) Valid(token string) bool {
 	return ok == 1
 }
 
+// Secret is a key that may change while the API serves: a
+// secretfile.File is one, read again when its file changes. Each request
+// reads it once, so a rotation applies from one request to the next.
+type Secret interface {
+	// Value is the key now; empty means none.
+	Value() []byte
+}
+
+// StaticSecret is a Secret that never changes.
+type StaticSecret []byte
+
+// Value implements Secret.
+func (s StaticSecret) Value() []byte { return s }
+
+// valueOf is s's value; nil for a nil s.
+func valueOf(s Secret) []byte {
+	if s == nil {
+		return nil
+	}
+	return s.Value()
+}
+
 // SignatureHeader carries a webhook's HMAC-SHA256 signature of its body:
 // "sha256=<hex>", as GitHub's X-Hub-Signature-256, which is accepted too.
 const SignatureHeader = "X-Underlay-Signature"

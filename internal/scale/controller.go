@@ -512,6 +512,23 @@ func (c *Controller) lookup(name string) (*managed, *state, bool) {
 	return nil, nil, false
 }
 
+// errUnmanaged is the error for a service control does not manage.
+func errUnmanaged(name string) error {
+	return fmt.Errorf("service %q: %w among autoscaled services (label it %s=true)", name, ErrNotFound, LabelOrbiter)
+}
+
+// manages reports whether name (or ID) is a service control manages.
+func (c *Controller) manages(name string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id, m := range c.services {
+		if m.svc.Name == name || id == name {
+			return true
+		}
+	}
+	return false
+}
+
 // Handle decides on one request and applies the decision. A policy refusal
 // is not an error: it is a Record with Refused set. Errors wrap ErrNotFound,
 // ErrGlobalService, ErrBadPolicy, ErrUnknownDirection, ErrNotLeader or
@@ -532,7 +549,7 @@ func (c *Controller) Handle(ctx context.Context, req Request) (Record, error) {
 	}
 	m, st, ok := c.lookup(req.Service)
 	if !ok {
-		return Record{}, fmt.Errorf("service %q: %w among autoscaled services (label it %s=true)", req.Service, ErrNotFound, LabelOrbiter)
+		return Record{}, errUnmanaged(req.Service)
 	}
 	if m.svc.Global {
 		// A service's mode never changes: no need to read it again.

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"strconv"
 	"strings"
 	"testing"
@@ -275,10 +276,38 @@ func FuzzAlertmanagerBody(f *testing.F) {
 	})
 }
 
+// FuzzParseAlertmanager: the alert list, decoded one alert at a time to
+// refuse a long one early, reads what encoding/json reads, and refuses
+// only lists longer than MaxAlerts besides.
+func FuzzParseAlertmanager(f *testing.F) {
+	f.Add([]byte(amBody(firing("a", "service", "web", "direction", "up"))))
+	f.Add([]byte(`{"version":"4","alerts":[{},{}],"Alerts":null}`))
+	f.Add([]byte(`{"version":"4","ALERTS":[{"status":"firing","labels":{"a":"b"}}],"alerts":[]}`))
+	f.Add([]byte(`{"version":"4","alerts":[{"startsAt":"x"}]}`))
+	f.Add([]byte(`{"version":"4","alerts":[{}` + strings.Repeat(`,{}`, MaxAlerts) + `]}`))
+	f.Fuzz(func(t *testing.T, body []byte) {
+		msg, err := ParseAlertmanager(bytes.NewReader(body))
+		var plain struct {
+			Version string   `json:"version"`
+			Alerts  *[]Alert `json:"alerts"`
+		}
+		perr := json.NewDecoder(bytes.NewReader(body)).Decode(&plain)
+		plainOK := perr == nil && plain.Version == "4" && plain.Alerts != nil
+		switch {
+		case err == nil && !plainOK:
+			t.Fatalf("accepted a body encoding/json refuses (%v)", perr)
+		case err == nil && (len(msg.Alerts) > MaxAlerts || !reflect.DeepEqual(msg.Alerts, *plain.Alerts)):
+			t.Fatalf("alerts differ from encoding/json's: %d against %d", len(msg.Alerts), len(*plain.Alerts))
+		case err != nil && plainOK && len(*plain.Alerts) <= MaxAlerts:
+			t.Fatalf("refused a body of %d alerts encoding/json reads: %v", len(*plain.Alerts), err)
+		}
+	})
+}
+
 // FuzzPeerHeaders: no forwarded request is accepted without the secret,
 // whatever its headers and body.
 func FuzzPeerHeaders(f *testing.F) {
-	e := newAPIEnvWith(f, Config{}, APIConfig{Peer: PeerConfig{Secret: []byte("the fuzzer does not know this")}}, svc("web", 1, "orbiter", "true"))
+	e := newAPIEnvWith(f, Config{}, APIConfig{Peer: PeerConfig{Secret: StaticSecret("the fuzzer does not know this")}}, svc("web", 1, "orbiter", "true"))
 	f.Add("sha256=00", "1767225600", "nonce", "127.0.0.1:8000", []byte(`{"direction":"up"}`))
 	f.Fuzz(func(t *testing.T, sig, ts, nonce, to string, body []byte) {
 		r := httptest.NewRequest("POST", "/v1/underlay/services/web/scale", bytes.NewReader(body))

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -38,9 +39,10 @@ type APIConfig struct {
 	// KeepAlive is the period of comment lines on the events stream, which
 	// keep proxies from closing an idle stream (default 15s).
 	KeepAlive time.Duration
-	// WebhookSecret, when set, makes the Alertmanager routes require an
-	// HMAC-SHA256 signature of the body (SignatureHeader) besides the token.
-	WebhookSecret []byte
+	// WebhookSecret, when not nil, makes the Alertmanager routes require
+	// an HMAC-SHA256 signature of the body (SignatureHeader) besides the
+	// token; while its value is empty they refuse every request.
+	WebhookSecret Secret
 	// History lists a service's records for the history route; nil answers
 	// 501 there.
 	History HistoryLister
@@ -132,7 +134,25 @@ func (a *API) Handler() http.Handler {
 	mux.Handle("GET /v1/underlay/services/{service}/history", a.read(a.history))
 	mux.Handle("GET /v1/underlay/leader", a.read(a.leader))
 	mux.Handle("GET /v1/underlay/events", a.read(a.events))
-	return mux
+	return jsonMuxErrors(mux)
+}
+
+// jsonMuxErrors answers the mux's own refusals — 404 for a path no route
+// takes, 405 for a method a route does not — in JSON, as every other
+// answer of the API, instead of net/http's plain text.
+func jsonMuxErrors(mux *http.ServeMux) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if _, pattern := mux.Handler(r); pattern != "" {
+			mux.ServeHTTP(w, r)
+			return
+		}
+		buf := &bufferedAnswer{header: http.Header{}, code: http.StatusOK}
+		mux.ServeHTTP(buf, r)
+		if allow := buf.header.Get("Allow"); allow != "" {
+			w.Header().Set("Allow", allow)
+		}
+		writeJSON(w, buf.code, errorBody{Error: fmt.Sprintf("%s %q: %s", r.Method, r.URL.Path, strings.ToLower(strings.TrimSpace(buf.body.String())))})
+	})
 }
 
 // scaling is the chain of every scaling route: a body limit, requests
@@ -197,7 +217,13 @@ func (a *API) requireSignature(next http.Handler) http.Handler {
 		if h == "" {
 			h = r.Header.Get("X-Hub-Signature-256")
 		}
-		if err := VerifySignature(a.cfg.WebhookSecret, body, h); err != nil {
+		secret := a.cfg.WebhookSecret.Value()
+		err := VerifySignature(secret, body, h)
+		if len(secret) == 0 {
+			// Anyone can sign with an empty key: no key, no entry.
+			err = fmt.Errorf("%w: this instance has no webhook secret in use", ErrBadSignature)
+		}
+		if err != nil {
 			a.refuse("bad_signature")
 			a.log.Warn("webhook signature refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
 			writeJSON(w, http.StatusUnauthorized, errorBody{Error: err.Error()})
@@ -319,6 +345,12 @@ type webhookAnswer struct {
 // recognised as duplicates).
 func (a *API) webhook(w http.ResponseWriter, r *http.Request, body []byte, autoscaler string, dir Direction) {
 	msg, err := ParseAlertmanager(bytes.NewReader(body))
+	if errors.Is(err, ErrTooManyAlerts) {
+		a.refuse("too_many_alerts")
+		a.log.Warn("webhook refused: too many alerts; set max_alerts in Alertmanager's webhook_config", "remote", r.RemoteAddr, "err", err)
+		writeJSON(w, http.StatusRequestEntityTooLarge, errorBody{Error: err.Error()})
+		return
+	}
 	if err != nil {
 		writeJSON(w, http.StatusBadRequest, errorBody{Error: err.Error()})
 		return
@@ -537,11 +569,7 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, errorBody{Error: "streaming unsupported"})
 		return
 	}
-	if n := a.readers.Add(1); n > int64(a.cfg.Limits.MaxEventReaders) {
-		a.readers.Add(-1)
-		a.refuse("busy")
-		w.Header().Set("Retry-After", "5")
-		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: fmt.Sprintf("%d event streams are open already, the most this instance serves", a.cfg.Limits.MaxEventReaders)})
+	if !a.takeReader(w) {
 		return
 	}
 	defer a.readers.Add(-1)
@@ -585,6 +613,39 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 }
+
+// takeReader counts one more event stream; beyond MaxEventReaders it
+// answers 503 with Retry-After and returns false. The caller gives the
+// stream back with a.readers.Add(-1).
+func (a *API) takeReader(w http.ResponseWriter) bool {
+	if n := a.readers.Add(1); n > int64(a.cfg.Limits.MaxEventReaders) {
+		a.readers.Add(-1)
+		a.refuse("busy")
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: fmt.Sprintf("%d event streams are open already, the most this instance serves", a.cfg.Limits.MaxEventReaders)})
+		return false
+	}
+	return true
+}
+
+// LimitStreams holds an event stream served beside the API (the
+// dashboard's) to the API's cap: it counts among MaxEventReaders with the
+// API's own streams; beyond, 503 with Retry-After.
+func (a *API) LimitStreams(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !a.takeReader(w) {
+			return
+		}
+		defer a.readers.Add(-1)
+		next.ServeHTTP(w, r)
+	})
+}
+
+// RateLimit holds a route served beside the API that checks a token (the
+// dashboard's login) to the scaling routes' rate limit: each client's
+// requests there and on the API share one budget, so that guessing tokens
+// is no faster there; beyond, 429 with Retry-After.
+func (a *API) RateLimit(next http.Handler) http.Handler { return a.rateLimit(next) }
 
 func writeJSON(w http.ResponseWriter, code int, v any) {
 	w.Header().Set("Content-Type", "application/json")

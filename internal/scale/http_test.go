@@ -63,7 +63,7 @@ func newAPIEnvWith(t testing.TB, cfg Config, apiCfg APIConfig, svcs ...Service) 
 	// The address is known before the API is made, so that it can
 	// advertise it to its peers.
 	e.srv = httptest.NewUnstartedServer(nil)
-	if len(apiCfg.Peer.Secret) > 0 && apiCfg.Peer.Self == "" {
+	if len(valueOf(apiCfg.Peer.Secret)) > 0 && apiCfg.Peer.Self == "" {
 		apiCfg.Peer.Self = e.srv.Listener.Addr().String()
 	}
 	if apiCfg.Registerer == nil {
@@ -434,5 +434,37 @@ func TestDirectionCaseRule(t *testing.T) {
 	}
 	if code, b := e.do(t, "POST", "/v1/underlay/services/web/scale", testToken, `{"direction":true}`); code != 400 {
 		t.Errorf("native body with a boolean: %d %s, want 400", code, b)
+	}
+}
+
+// TestMuxRefusalsAreJSON: a path no route takes (even one the router
+// cannot split, such as a direction of "%2F") and a method a route does
+// not take are answered in JSON like everything else — 404, and 405 with
+// Allow. Found by FuzzOrbiterBody (testdata/fuzz/FuzzOrbiterBody/bdcde056fcc2430f):
+// net/http's plain-text "404 page not found".
+func TestMuxRefusalsAreJSON(t *testing.T) {
+	e := newAPIEnv(t, Config{}, svc("web", 1, "orbiter", "true"))
+	for _, c := range []struct {
+		method, path string
+		want         int
+	}{
+		{"POST", "/v1/orbiter/handle/autoswarm/web/%2F", 404},
+		{"GET", "/v1/underlay/nope", 404},
+		{"DELETE", "/v1/orbiter/autoscaler", 405},
+	} {
+		req, _ := http.NewRequest(c.method, e.srv.URL+c.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var body errorBody
+		if resp.StatusCode != c.want || json.Unmarshal(b, &body) != nil || body.Error == "" || resp.Header.Get("Content-Type") != "application/json" {
+			t.Errorf("%s %s: %d %q, want %d with a JSON error", c.method, c.path, resp.StatusCode, b, c.want)
+		}
+		if c.want == 405 && resp.Header.Get("Allow") == "" {
+			t.Errorf("%s %s: 405 without Allow", c.method, c.path)
+		}
 	}
 }

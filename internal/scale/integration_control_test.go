@@ -526,7 +526,7 @@ func TestIntegrationScaleLeaderKeyHijack(t *testing.T) {
 
 	key := "underlay/scale/leader-" + id
 	secret := []byte("integration peer secret, 32 bytes")
-	peerAPI := scale.APIConfig{ForwardToLeader: true, Peer: scale.PeerConfig{Secret: secret}}
+	peerAPI := scale.APIConfig{ForwardToLeader: true, Peer: scale.PeerConfig{Secret: scale.StaticSecret(secret)}}
 	var ctls [2]*controlEnv
 	for i := range ctls {
 		ctls[i] = startControl(t, docker, consul, controlOpts{leaderKey: key, api: peerAPI}, log)

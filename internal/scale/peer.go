@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"net"
 	"net/http"
 	"slices"
 	"strconv"
@@ -44,9 +45,10 @@ const maxPeerAnswer = 4 << 20
 
 // PeerConfig is how control instances pass requests on to their leader.
 type PeerConfig struct {
-	// Secret is the key the instances share (--peer-secret-file). Without
-	// it a follower passes nothing on: it answers 503 naming the leader.
-	Secret []byte
+	// Secret is the key the instances share (--peer-secret-file), read
+	// once per request. Without it (nil, or an empty value) a follower
+	// passes nothing on: it answers 503 naming the leader.
+	Secret Secret
 	// Self is this instance's advertised address: a request passed on to it
 	// must name it, so that one sent elsewhere cannot be replayed here.
 	Self string
@@ -55,8 +57,11 @@ type PeerConfig struct {
 	// and not named to the caller.
 	Allow []string
 	// TLS, when not nil, makes followers reach the leader over https with
-	// this configuration.
-	TLS *tls.Config
+	// the configuration it returns, asked for each new connection (so that
+	// certificate and CA files rotated meanwhile are used); the server's
+	// name is set from the leader's address when the configuration has
+	// none.
+	TLS func() *tls.Config
 	// Timeout bounds one forwarded request (default 20s, within the
 	// server's write timeout).
 	Timeout time.Duration
@@ -161,16 +166,16 @@ var errBadPeer = errors.New("forwarded request refused")
 // verifyPeer checks a forwarded request: the signature under the shared
 // secret, that it was meant for this instance, its time, and that it was
 // not accepted before.
-func (a *API) verifyPeer(r *http.Request, body []byte) (peerRequest, error) {
+func (a *API) verifyPeer(r *http.Request, body, secret []byte) (peerRequest, error) {
 	pc := a.cfg.Peer
-	if len(pc.Secret) == 0 {
+	if len(secret) == 0 {
 		return peerRequest{}, fmt.Errorf("%w: this instance has no peer secret (--peer-secret-file)", errBadPeer)
 	}
 	p, err := peerRequestOf(r, body)
 	if err != nil {
 		return p, fmt.Errorf("%w: %w", errBadPeer, err)
 	}
-	if !hmac.Equal([]byte(p.sign(pc.Secret)), []byte(r.Header.Get(PeerSignatureHeader))) {
+	if !hmac.Equal([]byte(p.sign(secret)), []byte(r.Header.Get(PeerSignatureHeader))) {
 		return p, fmt.Errorf("%w: bad signature (do the instances share one --peer-secret-file?)", errBadPeer)
 	}
 	now := a.c.cfg.Now()
@@ -199,7 +204,8 @@ func (a *API) peerAuth(next http.Handler) http.Handler {
 		if !ok {
 			return
 		}
-		p, err := a.verifyPeer(r, body)
+		secret := valueOf(a.cfg.Peer.Secret) // one key for the check and the answer
+		p, err := a.verifyPeer(r, body, secret)
 		if err != nil {
 			// Refused like any other client past its rate, so that forged
 			// requests flood neither the CPU nor the log.
@@ -218,7 +224,7 @@ func (a *API) peerAuth(next http.Handler) http.Handler {
 		for k, v := range buf.header {
 			w.Header()[k] = v
 		}
-		w.Header().Set(PeerSignatureHeader, signPeerAnswer(a.cfg.Peer.Secret, p.Nonce, buf.code, buf.body.Bytes()))
+		w.Header().Set(PeerSignatureHeader, signPeerAnswer(secret, p.Nonce, buf.code, buf.body.Bytes()))
 		w.WriteHeader(buf.code)
 		w.Write(buf.body.Bytes())
 	})
@@ -252,7 +258,7 @@ func (a *API) forwardable(leader string) (bool, string) {
 	switch {
 	case !a.cfg.ForwardToLeader:
 		return false, ""
-	case len(pc.Secret) == 0:
+	case len(valueOf(pc.Secret)) == 0:
 		return false, "" // no way to prove itself to the leader: it names it instead
 	case !dialable(leader):
 		return false, ""
@@ -270,6 +276,7 @@ func (a *API) forward(w http.ResponseWriter, r *http.Request, leader string) {
 	if !ok {
 		return
 	}
+	secret := valueOf(a.cfg.Peer.Secret) // one key for the request and its answer
 	nonce := make([]byte, 16)
 	rand.Read(nonce)
 	p := peerRequest{Method: r.Method, URI: r.URL.RequestURI(), By: a.cfg.Peer.Self, To: leader, Client: r.RemoteAddr,
@@ -291,7 +298,7 @@ func (a *API) forward(w http.ResponseWriter, r *http.Request, leader string) {
 	req.Header.Set(PeerClientHeader, p.Client)
 	req.Header.Set(PeerNonceHeader, p.Nonce)
 	req.Header.Set(PeerTimeHeader, strconv.FormatInt(p.Time, 10))
-	req.Header.Set(PeerSignatureHeader, p.sign(a.cfg.Peer.Secret))
+	req.Header.Set(PeerSignatureHeader, p.sign(secret))
 	a.log.Debug("passing a request on to the leader", "leader", leader, "path", r.URL.Path)
 	resp, err := a.peerClient.Do(req)
 	if err != nil {
@@ -309,7 +316,7 @@ func (a *API) forward(w http.ResponseWriter, r *http.Request, leader string) {
 		a.forwardFailed(w, r, leader, http.StatusBadGateway, err)
 		return
 	}
-	want := signPeerAnswer(a.cfg.Peer.Secret, p.Nonce, resp.StatusCode, answer)
+	want := signPeerAnswer(secret, p.Nonce, resp.StatusCode, answer)
 	if !hmac.Equal([]byte(want), []byte(resp.Header.Get(PeerSignatureHeader))) {
 		a.forwarded("unverified")
 		a.log.Warn("the address in the leader key answered without the peer secret's proof; its answer is dropped (a hijacked leader key, or instances with different --peer-secret-file)",
@@ -334,10 +341,35 @@ func (a *API) forwardFailed(w http.ResponseWriter, r *http.Request, leader strin
 }
 
 // newPeerClient is the HTTP client of forwarded requests: no proxy from
-// the environment, no redirects followed.
+// the environment, no redirects followed, TLS connections made with the
+// configuration of the moment.
 func newPeerClient(pc PeerConfig) *http.Client {
-	tr := &http.Transport{TLSClientConfig: pc.TLS, MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second,
-		TLSHandshakeTimeout: 10 * time.Second, ResponseHeaderTimeout: pc.Timeout}
+	tr := &http.Transport{MaxIdleConnsPerHost: 4, IdleConnTimeout: 90 * time.Second, ResponseHeaderTimeout: pc.Timeout}
+	if pc.TLS != nil {
+		tr.DialTLSContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return dialPeerTLS(ctx, network, addr, pc.TLS())
+		}
+	}
 	return &http.Client{Transport: tr, Timeout: pc.Timeout,
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+}
+
+// peerHandshakeTimeout bounds a TLS handshake with the leader.
+const peerHandshakeTimeout = 10 * time.Second
+
+// dialPeerTLS dials addr over TLS with cfg, verifying the server's
+// certificate against addr's host unless cfg names another server.
+func dialPeerTLS(ctx context.Context, network, addr string, cfg *tls.Config) (net.Conn, error) {
+	if cfg.ServerName == "" {
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, fmt.Errorf("leader address %q: %w", addr, err)
+		}
+		cfg = cfg.Clone()
+		cfg.ServerName = host
+	}
+	ctx, cancel := context.WithTimeout(ctx, peerHandshakeTimeout)
+	defer cancel()
+	d := &tls.Dialer{Config: cfg}
+	return d.DialContext(ctx, network, addr)
 }

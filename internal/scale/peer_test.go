@@ -61,9 +61,9 @@ func TestFollowerNeverSendsCredentialsToTheLeaderKey(t *testing.T) {
 		reached bool
 	}{
 		{"no peer secret", APIConfig{ForwardToLeader: true}, false},
-		{"peer secret", APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: peerSecret}}, true},
-		{"peer secret and webhook secret", APIConfig{ForwardToLeader: true, WebhookSecret: []byte(hookSecret), Peer: PeerConfig{Secret: peerSecret}}, true},
-		{"peer secret and --peers", APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: peerSecret, Allow: []string{"10.0.0.1:8000"}}}, false},
+		{"peer secret", APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret)}}, true},
+		{"peer secret and webhook secret", APIConfig{ForwardToLeader: true, WebhookSecret: StaticSecret(hookSecret), Peer: PeerConfig{Secret: StaticSecret(peerSecret)}}, true},
+		{"peer secret and --peers", APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret), Allow: []string{"10.0.0.1:8000"}}}, false},
 	}
 	for _, c := range configs {
 		t.Run(c.name, func(t *testing.T) {
@@ -139,9 +139,9 @@ var peerSecret = []byte("peer secret shared by the instances")
 // be dialled gets the 503 naming it.
 func TestFollowerForwardsToTheLeader(t *testing.T) {
 	leaderShip := &fakeLeadership{leading: true, term: 1, leader: "self"}
-	leader := newAPIEnvWith(t, Config{Leadership: leaderShip}, APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: peerSecret}}, svc("web", 1, "orbiter", "true"))
+	leader := newAPIEnvWith(t, Config{Leadership: leaderShip}, APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret)}}, svc("web", 1, "orbiter", "true"))
 	followerShip := &fakeLeadership{leader: leader.addr()}
-	follower := newAPIEnvWith(t, Config{Leadership: followerShip}, APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: peerSecret}}, svc("web", 1, "orbiter", "true"))
+	follower := newAPIEnvWith(t, Config{Leadership: followerShip}, APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret)}}, svc("web", 1, "orbiter", "true"))
 
 	code, body := follower.do(t, "POST", "/v1/underlay/services/web/scale", testToken, `{"replicas": 3}`)
 	if code != 200 || !strings.Contains(body, `"to":3`) || !strings.Contains(body, "via "+follower.addr()) {
@@ -196,10 +196,10 @@ func TestFollowerWithoutPeerSecretNamesTheLeader(t *testing.T) {
 func TestPeerRequestForgeryAndReplay(t *testing.T) {
 	clk := &fakeClock{now: time.Now()}
 	leader := newAPIEnvWith(t, Config{Now: clk.Now, Leadership: &fakeLeadership{leading: true, term: 1}},
-		APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: peerSecret}}, svc("web", 1, "orbiter", "true", LabelMax, "100"))
+		APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret)}}, svc("web", 1, "orbiter", "true", LabelMax, "100"))
 	evil := newListener(t)
 	follower := newAPIEnvWith(t, Config{Now: clk.Now, Leadership: &fakeLeadership{leader: evil.addr()}},
-		APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: peerSecret}}, svc("web", 1, "orbiter", "true"))
+		APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret)}}, svc("web", 1, "orbiter", "true"))
 	follower.do(t, "POST", "/v1/underlay/services/web/scale", testToken, `{"direction":"up"}`)
 	captured := evil.requests()
 	if len(captured) != 1 {

@@ -104,7 +104,7 @@ func newAPIMetrics(reg prometheus.Registerer, a *API) *apiMetrics {
 	m := &apiMetrics{
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "http_refused_total",
-			Help: "HTTP requests refused before any decision, by reason (unauthenticated, bad_signature, bad_peer, rate_limited, too_large, busy).",
+			Help: "HTTP requests refused before any decision, by reason (unauthenticated, bad_signature, bad_peer, rate_limited, too_large, too_many_alerts, busy).",
 		}, []string{"reason"}),
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "http_forwarded_total",

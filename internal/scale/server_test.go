@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"testing"
@@ -251,4 +252,41 @@ func TestServerTimeouts(t *testing.T) {
 			t.Fatalf("event stream ended after %s: %v", time.Since(began), sc.Err())
 		}
 	}
+}
+
+// TestLimitStreamsSharesTheCap: a stream served beside the API through
+// LimitStreams (the dashboard's) counts among MaxEventReaders with the
+// API's own.
+func TestLimitStreamsSharesTheCap(t *testing.T) {
+	e := newAPIEnvWith(t, Config{}, APIConfig{Limits: Limits{MaxEventReaders: 1}})
+	held := make(chan struct{})
+	t.Cleanup(func() { close(held) })
+	beside := httptest.NewServer(e.api.LimitStreams(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		w.(http.Flusher).Flush()
+		select {
+		case <-held:
+		case <-r.Context().Done():
+		}
+	})))
+	t.Cleanup(beside.Close)
+	resp, err := http.Get(beside.URL)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("the stream beside the API: %v %v", resp, err)
+	}
+	api, err := http.Get(e.srv.URL + "/v1/underlay/events")
+	if err != nil {
+		t.Fatal(err)
+	}
+	api.Body.Close()
+	if api.StatusCode != 503 {
+		t.Errorf("the API's stream while the one beside holds the only place: %d, want 503", api.StatusCode)
+	}
+	resp.Body.Close()
+	waitFor(t, func() bool { return e.api.readers.Load() == 0 })
+	second, err := http.Get(beside.URL)
+	if err != nil || second.StatusCode != 200 {
+		t.Fatalf("after the first left: %v %v", second, err)
+	}
+	second.Body.Close()
 }

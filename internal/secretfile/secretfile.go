@@ -31,6 +31,9 @@ type File struct {
 	what string
 	log  *slog.Logger
 	now  func() time.Time
+	// check, when not nil, judges a new value: one it refuses is not
+	// used (OpenChecked).
+	check func([]byte) error
 
 	mu sync.Mutex // guards following fields
 	// checked is when the file was last read.
@@ -56,6 +59,22 @@ func Open(path, what string, log *slog.Logger) (*File, error) {
 	}
 	f.value, f.mode, f.checked = v, mode, f.now()
 	f.warnMode(mode)
+	return f, nil
+}
+
+// OpenChecked is Open for a secret whose value check must accept (a
+// shortest length, a format): a value it refuses is an error at start,
+// and, read later, is not used — the last value stays, and the refusal is
+// logged once. check's errors must not carry the value.
+func OpenChecked(path, what string, check func([]byte) error, log *slog.Logger) (*File, error) {
+	f, err := Open(path, what, log)
+	if err != nil {
+		return nil, err
+	}
+	if err := check(f.value); err != nil {
+		return nil, fmt.Errorf("%s file %s: %w", what, path, err)
+	}
+	f.check = check
 	return f, nil
 }
 
@@ -100,6 +119,15 @@ func (f *File) Value() []byte {
 			f.log.Warn(f.what+" file unreadable; the last value read stays in use", "err", err)
 		}
 		return f.value
+	}
+	if f.check != nil && !bytes.Equal(v, f.value) {
+		if err := f.check(v); err != nil {
+			if p := "refused: " + err.Error(); p != f.problem {
+				f.problem = p
+				f.log.Warn(f.what+" file changed to a value refused; the last value read stays in use", "err", err)
+			}
+			return f.value
+		}
 	}
 	if f.problem != "" {
 		f.problem = ""

@@ -2,6 +2,7 @@ package secretfile
 
 import (
 	"bytes"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -100,5 +101,49 @@ func TestFile(t *testing.T) {
 	}
 	if _, err := Open(dir, "test secret", nil); err == nil || !strings.Contains(err.Error(), "not a regular file") {
 		t.Errorf("Open(directory) = %v", err)
+	}
+}
+
+// TestOpenChecked: a value the check refuses is an error at start and,
+// written later, is not used; the refusal is logged once, without the
+// value.
+func TestOpenChecked(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "secret")
+	long := func(v []byte) error {
+		if len(v) < 8 {
+			return fmt.Errorf("%d bytes, want at least 8", len(v))
+		}
+		return nil
+	}
+	os.WriteFile(path, []byte("short"), 0o600)
+	if _, err := OpenChecked(path, "test secret", long, nil); err == nil || !strings.Contains(err.Error(), "5 bytes, want at least 8") || !strings.Contains(err.Error(), path) {
+		t.Fatalf("OpenChecked(short) = %v, want the check's error naming the file", err)
+	}
+	os.WriteFile(path, []byte("long-enough-1"), 0o600)
+	var logs syncBuffer
+	f, err := OpenChecked(path, "test secret", long, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Now()}
+	f.now = clk.Now
+	os.WriteFile(path, []byte("short"), 0o600)
+	for range 3 {
+		clk.now = clk.now.Add(CheckEvery)
+		if got := string(f.Value()); got != "long-enough-1" {
+			t.Errorf("value %q after a refused rewrite, want long-enough-1 kept", got)
+		}
+	}
+	if n := strings.Count(logs.String(), "refused"); n != 1 {
+		t.Errorf("%d warnings for a refused value met three times, want 1:\n%s", n, logs.String())
+	}
+	os.WriteFile(path, []byte("long-enough-2"), 0o600)
+	clk.now = clk.now.Add(CheckEvery)
+	if got := string(f.Value()); got != "long-enough-2" {
+		t.Errorf("value %q, want long-enough-2", got)
+	}
+	if strings.Contains(logs.String(), "short") || strings.Contains(logs.String(), "long-enough") {
+		t.Errorf("a secret was logged:\n%s", logs.String())
 	}
 }

@@ -1,0 +1,327 @@
+// Package tlsfile serves and dials TLS with a certificate, its key and CA
+// certificates read from PEM files that may be rotated while the process
+// runs (certbot, cert-manager, an operator's cp): a change is picked up by
+// the next handshake, at most CheckEvery later, by looking at each file's
+// size and modification time. A rewrite caught half done — a truncated
+// PEM, a new certificate beside the old key — keeps the last good pair in
+// use until the files make a whole again, and is logged once. A key is
+// never logged.
+package tlsfile
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync"
+	"time"
+)
+
+// CheckEvery is the least time between two looks at the files.
+const CheckEvery = time.Second
+
+// stamp is what tells that a file changed, cheaply: its size and
+// modification time.
+type stamp struct {
+	size int64
+	mod  time.Time
+}
+
+// watch tells when a set of files may have changed since they were last
+// loaded, looking at most once every CheckEvery. It is not safe for
+// concurrent use: its owner's mutex guards it.
+type watch struct {
+	paths []string
+	now   func() time.Time
+	// checked is when the files were last looked at.
+	checked time.Time
+	// loaded are the stamps of the files as last loaded; nil after a
+	// failed load, so that the next look loads again.
+	loaded []stamp
+}
+
+func newWatch(now func() time.Time, paths ...string) *watch {
+	return &watch{paths: paths, now: now, checked: now()}
+}
+
+// look stats the files; it returns their stamps and whether to load them:
+// when CheckEvery has passed since the last look and a stamp differs from
+// the last load (or the last load failed, or a file cannot be stat'ed).
+// The files are stat'ed before they are read, so a change made during a
+// load is seen at the next look.
+func (w *watch) look() ([]stamp, bool) {
+	now := w.now()
+	if now.Sub(w.checked) < CheckEvery && !now.Before(w.checked) {
+		return nil, false
+	}
+	w.checked = now
+	stamps, err := w.stat()
+	if err != nil || w.loaded == nil {
+		return stamps, true
+	}
+	for i := range stamps {
+		if stamps[i] != w.loaded[i] {
+			return stamps, true
+		}
+	}
+	return stamps, false
+}
+
+// stat is the files' stamps.
+func (w *watch) stat() ([]stamp, error) {
+	stamps := make([]stamp, len(w.paths))
+	for i, p := range w.paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, err // the load reports it
+		}
+		stamps[i] = stamp{size: st.Size(), mod: st.ModTime()}
+	}
+	return stamps, nil
+}
+
+// problems logs a load problem once, and its end.
+type problems struct {
+	log  *slog.Logger
+	what string
+	last string
+}
+
+func (p *problems) failed(err error) {
+	if msg := err.Error(); msg != p.last {
+		p.last = msg
+		p.log.Warn(p.what+" files unusable (a rewrite half done?); the last good ones stay in use", "err", err)
+	}
+}
+
+func (p *problems) ok() {
+	if p.last != "" {
+		p.last = ""
+		p.log.Info(p.what + " files usable again")
+	}
+}
+
+// Pair is a certificate and its private key, in two PEM files (the
+// certificate file may hold the chain after it), read again when either
+// changes.
+type Pair struct {
+	certFile, keyFile string
+	log               *slog.Logger
+
+	mu sync.Mutex // guards following fields
+	w  *watch
+	p  problems
+	// cert is the pair in use: the last good one read.
+	cert *tls.Certificate
+}
+
+// OpenPair reads the certificate of certFile and the key of keyFile; they
+// must make a pair. A key file group or others may read is logged as a
+// warning. log may be nil.
+func OpenPair(certFile, keyFile string, log *slog.Logger) (*Pair, error) {
+	if certFile == "" || keyFile == "" {
+		return nil, errors.New("TLS needs both a certificate and its key")
+	}
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("cert_file", certFile, "key_file", keyFile)
+	p := &Pair{certFile: certFile, keyFile: keyFile, log: log, p: problems{log: log, what: "TLS certificate and key"}}
+	p.w = newWatch(time.Now, certFile, keyFile)
+	stamps, _ := p.w.stat()
+	cert, err := loadPair(certFile, keyFile)
+	if err != nil {
+		return nil, err
+	}
+	p.cert, p.w.loaded = cert, stamps
+	warnKeyMode(log, keyFile)
+	log.Info("TLS certificate loaded", certAttrs(cert)...)
+	return p, nil
+}
+
+// Certificate is the pair in use, read again first when CheckEvery has
+// passed and a file changed. It never fails: a pair that does not load
+// keeps the last good one.
+func (p *Pair) Certificate() *tls.Certificate {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	stamps, load := p.w.look()
+	if !load {
+		return p.cert
+	}
+	cert, err := loadPair(p.certFile, p.keyFile)
+	if err != nil {
+		p.w.loaded = nil
+		p.p.failed(err)
+		return p.cert
+	}
+	p.w.loaded = stamps
+	p.p.ok()
+	if !cert.Leaf.Equal(p.cert.Leaf) {
+		p.log.Info("TLS certificate changed; new handshakes present it", certAttrs(cert)...)
+		warnKeyMode(p.log, p.keyFile)
+	}
+	p.cert = cert
+	return p.cert
+}
+
+// loadPair loads and checks a pair. Its errors name the files, never
+// their content.
+func loadPair(certFile, keyFile string) (*tls.Certificate, error) {
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load TLS certificate %s and key %s: %w", certFile, keyFile, err)
+	}
+	if cert.Leaf == nil {
+		if cert.Leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("parse TLS certificate %s: %w", certFile, err)
+		}
+	}
+	return &cert, nil
+}
+
+// certAttrs are the log attributes of a certificate: who, until when, and
+// its serial number.
+func certAttrs(cert *tls.Certificate) []any {
+	l := cert.Leaf
+	attrs := []any{"subject", l.Subject.String(), "not_after", l.NotAfter.UTC().Format(time.RFC3339),
+		"serial", hex.EncodeToString(l.SerialNumber.Bytes())}
+	if time.Now().After(l.NotAfter) {
+		attrs = append(attrs, "expired", true)
+	}
+	return attrs
+}
+
+func warnKeyMode(log *slog.Logger, keyFile string) {
+	if st, err := os.Stat(keyFile); err == nil && st.Mode().Perm()&0o077 != 0 {
+		log.Warn("TLS key file is readable or writable by group or others; make it readable by its owner only (chmod 600)",
+			"mode", fmt.Sprintf("%#o", st.Mode().Perm()))
+	}
+}
+
+// Pool is a file of PEM CA certificates, read again when it changes.
+type Pool struct {
+	file string
+	log  *slog.Logger
+
+	mu sync.Mutex // guards following fields
+	w  *watch
+	p  problems
+	// pool is the pool in use: the last good one read.
+	pool *x509.CertPool
+	// raw is the file's content pool was made of.
+	raw []byte
+}
+
+// OpenPool reads the CA certificates of file; what names them in messages
+// ("client CA"). log may be nil.
+func OpenPool(file, what string, log *slog.Logger) (*Pool, error) {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	log = log.With("ca_file", file)
+	p := &Pool{file: file, log: log, p: problems{log: log, what: what}}
+	p.w = newWatch(time.Now, file)
+	stamps, _ := p.w.stat()
+	pool, raw, err := loadPool(file)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", what, err)
+	}
+	p.pool, p.raw, p.w.loaded = pool, raw, stamps
+	return p, nil
+}
+
+// Pool is the pool in use, read again first when CheckEvery has passed
+// and the file changed; a file with no certificate keeps the last pool.
+func (p *Pool) Pool() *x509.CertPool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	stamps, load := p.w.look()
+	if !load {
+		return p.pool
+	}
+	pool, raw, err := loadPool(p.file)
+	if err != nil {
+		p.w.loaded = nil
+		p.p.failed(err)
+		return p.pool
+	}
+	p.w.loaded = stamps
+	p.p.ok()
+	if string(raw) != string(p.raw) {
+		p.log.Info(p.p.what + " certificates changed; new handshakes check against them")
+	}
+	p.pool, p.raw = pool, raw
+	return p.pool
+}
+
+// loadPool reads the PEM certificates of path into a pool.
+func loadPool(path string) (*x509.CertPool, []byte, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, nil, fmt.Errorf("%s holds no PEM certificate", path)
+	}
+	return pool, b, nil
+}
+
+// ServerConfig is a server's TLS configuration: TLS 1.2 at least, the
+// certificate of pair and, when clientCAs is not nil, mutual TLS — a
+// client must present a certificate of one of its CAs, or the handshake
+// fails before any HTTP is read. Each handshake gets the files' current
+// content. Its NextProtos offer HTTP/2 and HTTP/1.1, as net/http's own
+// ServeTLS does (a configuration made per handshake does not get them
+// from the server).
+func ServerConfig(pair *Pair, clientCAs *Pool) *tls.Config {
+	base := &tls.Config{MinVersion: tls.VersionTLS12, NextProtos: []string{"h2", "http/1.1"}}
+	if clientCAs != nil {
+		base.ClientAuth = tls.RequireAndVerifyClientCert
+		// A resumed session's client certificate is checked again
+		// against the ClientCAs of the handshake's configuration (by the
+		// crypto/tls of the Go go.mod requires): a client of a CA removed
+		// from the file does not get in on its session ticket
+		// (TestResumedSessionRechecksClientCA pins it).
+	}
+	cfg := base.Clone()
+	// What the files held at start, for who looks (a log line); each
+	// handshake uses GetConfigForClient's.
+	cfg.Certificates = []tls.Certificate{*pair.Certificate()}
+	if clientCAs != nil {
+		cfg.ClientCAs = clientCAs.Pool()
+	}
+	cfg.GetConfigForClient = func(*tls.ClientHelloInfo) (*tls.Config, error) {
+		c := base.Clone()
+		c.Certificates = []tls.Certificate{*pair.Certificate()}
+		if clientCAs != nil {
+			c.ClientCAs = clientCAs.Pool()
+		}
+		return c, nil
+	}
+	return cfg
+}
+
+// ClientConfig is a client's TLS configuration made of the files' content
+// now: TLS 1.2 at least; servers verified against the CAs of roots, or the
+// system's when it is nil; the certificate of pair, when not nil,
+// presented to servers that ask for one (mutual TLS), as it is at each
+// handshake. A tls.Config's roots are fixed: a long-lived client asks for
+// a new configuration for each connection (http.Transport's
+// DialTLSContext), so that a rotated CA file is used.
+func ClientConfig(pair *Pair, roots *Pool) *tls.Config {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if pair != nil {
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			return pair.Certificate(), nil
+		}
+	}
+	if roots != nil {
+		cfg.RootCAs = roots.Pool()
+	}
+	return cfg
+}

@@ -1,0 +1,489 @@
+package tlsfile
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"io"
+	"log/slog"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// clock is a settable clock.
+type clock struct {
+	mu  sync.Mutex
+	now time.Time
+}
+
+func (c *clock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *clock) tick() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.now = c.now.Add(CheckEvery)
+}
+
+// testCA makes a CA and certificates it signs, as PEM.
+type testCA struct {
+	cert *x509.Certificate
+	key  *ecdsa.PrivateKey
+	pem  []byte
+}
+
+func newTestCA(t *testing.T, name string) *testCA {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return &testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})}
+}
+
+// leaf is an issued certificate: its PEM, its key's PEM and its serial.
+type leaf struct {
+	certPEM, keyPEM []byte
+	serial          *big.Int
+}
+
+// issue makes a certificate for 127.0.0.1, server and client use.
+func (ca *testCA) issue(t *testing.T, name string) leaf {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
+	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, _ := x509.MarshalECPrivateKey(key)
+	return leaf{certPEM: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}),
+		keyPEM: pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb}), serial: serial}
+}
+
+func write(t *testing.T, path string, b []byte) {
+	t.Helper()
+	if err := os.WriteFile(path, b, 0o600); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// serveTLS accepts TLS connections with cfg until the test ends, completing
+// each handshake; it returns the address and a function that gives the
+// serial of the last client certificate seen.
+func serveTLS(t *testing.T, cfg *tls.Config) (string, func() *big.Int) {
+	t.Helper()
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	var mu sync.Mutex
+	var last *big.Int
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			tc := c.(*tls.Conn)
+			if tc.Handshake() == nil {
+				if pc := tc.ConnectionState().PeerCertificates; len(pc) > 0 {
+					mu.Lock()
+					last = pc[0].SerialNumber
+					mu.Unlock()
+				}
+				tc.Write([]byte("x")) // lets the client see the handshake's end (TLS 1.3)
+			}
+			tc.Close()
+		}
+	}()
+	return ln.Addr().String(), func() *big.Int {
+		mu.Lock()
+		defer mu.Unlock()
+		return last
+	}
+}
+
+// handshake connects to addr with cfg and returns the serial of the
+// server's certificate.
+func handshake(t *testing.T, addr string, cfg *tls.Config) (*big.Int, error) {
+	t.Helper()
+	c, err := tls.Dial("tcp", addr, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer c.Close()
+	// With TLS 1.3 the client's certificate is checked after the client's
+	// handshake ends: a refusal shows on the first read.
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		return nil, err
+	}
+	return c.ConnectionState().PeerCertificates[0].SerialNumber, nil
+}
+
+// TestServerPicksUpRotatedCertificate: a new handshake presents the
+// certificate written after start; a half-done rewrite (a new certificate
+// beside the old key, a truncated certificate, a missing key) keeps the
+// last good pair, is logged once without the key, and the pair completed
+// afterwards is picked up. Before tlsfile, the pair was read once at start.
+func TestServerPicksUpRotatedCertificate(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	ca := newTestCA(t, "ca")
+	first, second, third := ca.issue(t, "first"), ca.issue(t, "second"), ca.issue(t, "third")
+	write(t, certFile, first.certPEM)
+	write(t, keyFile, first.keyPEM)
+	var logs syncBuffer
+	pair, err := OpenPair(certFile, keyFile, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Now()}
+	pair.w.now = clk.Now
+	addr, _ := serveTLS(t, ServerConfig(pair, nil))
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	client := &tls.Config{RootCAs: roots, ServerName: "127.0.0.1"}
+	presents := func(step string, want leaf) {
+		t.Helper()
+		got, err := handshake(t, addr, client)
+		if err != nil {
+			t.Fatalf("%s: handshake: %v", step, err)
+		}
+		if got.Cmp(want.serial) != 0 {
+			t.Errorf("%s: server presents serial %x, want %x", step, got, want.serial)
+		}
+	}
+	presents("at start", first)
+
+	write(t, certFile, second.certPEM)
+	write(t, keyFile, second.keyPEM)
+	presents("rotated, within CheckEvery", first)
+	clk.tick()
+	presents("rotated", second)
+
+	// The rewrite caught half done: the new certificate beside the old
+	// key, then a truncated certificate, then a missing key.
+	write(t, certFile, third.certPEM)
+	clk.tick()
+	presents("new certificate, old key", second)
+	write(t, certFile, third.certPEM[:len(third.certPEM)/2])
+	clk.tick()
+	presents("truncated certificate", second)
+	os.Remove(keyFile)
+	clk.tick()
+	presents("key missing", second)
+	write(t, certFile, third.certPEM)
+	write(t, keyFile, third.keyPEM)
+	clk.tick()
+	presents("rewrite done", third)
+
+	out := logs.String()
+	for _, want := range []string{"TLS certificate changed; new handshakes present it", `subject="CN=second"`, `subject="CN=third"`,
+		"files unusable", "private key does not match public key", "files usable again"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("log lacks %q:\n%s", want, out)
+		}
+	}
+	if n := strings.Count(out, "private key does not match public key"); n != 1 {
+		t.Errorf("the mismatch is logged %d times, want once:\n%s", n, out)
+	}
+	for _, k := range []leaf{first, second, third} {
+		b64 := strings.Split(string(k.keyPEM), "\n")[1]
+		if strings.Contains(out, b64) || strings.Contains(out, "PRIVATE KEY-----") {
+			t.Fatalf("a key is logged:\n%s", out)
+		}
+	}
+}
+
+// TestServerPicksUpRotatedClientCA: with mutual TLS, clients of a CA
+// written into the client CA file after start get in, and a CA file
+// rewritten without a certificate keeps the last CAs.
+func TestServerPicksUpRotatedClientCA(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, caFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "clients.pem")
+	ca, newCA := newTestCA(t, "ca"), newTestCA(t, "new-ca")
+	srv, oldClient, newClient := ca.issue(t, "server"), ca.issue(t, "old-client"), newCA.issue(t, "new-client")
+	write(t, certFile, srv.certPEM)
+	write(t, keyFile, srv.keyPEM)
+	write(t, caFile, ca.pem)
+	pair, err := OpenPair(certFile, keyFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := OpenPool(caFile, "client CA", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Now()}
+	pool.w.now = clk.Now
+	addr, _ := serveTLS(t, ServerConfig(pair, pool))
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	dial := func(c leaf) error {
+		cert, err := tls.X509KeyPair(c.certPEM, c.keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = handshake(t, addr, &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert}})
+		return err
+	}
+	if err := dial(oldClient); err != nil {
+		t.Fatalf("client of the CA: %v", err)
+	}
+	if err := dial(newClient); err == nil {
+		t.Fatal("client of another CA let in")
+	}
+	write(t, caFile, newCA.pem)
+	clk.tick()
+	if err := dial(newClient); err != nil {
+		t.Errorf("client of the CA written after start: %v", err)
+	}
+	if err := dial(oldClient); err == nil {
+		t.Error("client of the CA removed from the file still let in")
+	}
+	write(t, caFile, []byte("-----BEGIN CERT"))
+	clk.tick()
+	if err := dial(newClient); err != nil {
+		t.Errorf("CA file half written: client of the last CAs refused: %v", err)
+	}
+}
+
+// TestClientConfig: a client verifies servers against the CA file as it is
+// when the configuration is made (another CA's server, or one whose name
+// does not match, refused) and presents its certificate as it is at the
+// handshake.
+func TestClientConfig(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, caFile := filepath.Join(dir, "c.crt"), filepath.Join(dir, "c.key"), filepath.Join(dir, "ca.pem")
+	ca, otherCA := newTestCA(t, "ca"), newTestCA(t, "other-ca")
+	cli1, cli2 := ca.issue(t, "client-1"), ca.issue(t, "client-2")
+	write(t, certFile, cli1.certPEM)
+	write(t, keyFile, cli1.keyPEM)
+	write(t, caFile, ca.pem)
+	pair, err := OpenPair(certFile, keyFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := OpenPool(caFile, "server CA", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Now()}
+	pair.w.now, roots.w.now = clk.Now, clk.Now
+
+	serverWith := func(c leaf) (string, func() *big.Int) {
+		cert, err := tls.X509KeyPair(c.certPEM, c.keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return serveTLS(t, &tls.Config{Certificates: []tls.Certificate{cert}, ClientAuth: tls.RequireAnyClientCert})
+	}
+	good, lastClient := serverWith(ca.issue(t, "server"))
+	stranger, strangerClient := serverWith(otherCA.issue(t, "stranger"))
+	withName := func(name string) *tls.Config {
+		c := ClientConfig(pair, roots)
+		c.ServerName = name
+		return c
+	}
+	if _, err := handshake(t, good, withName("127.0.0.1")); err != nil {
+		t.Fatalf("server of the CA: %v", err)
+	}
+	if got := lastClient(); got == nil || got.Cmp(cli1.serial) != 0 {
+		t.Errorf("client presented %x, want %x", got, cli1.serial)
+	}
+	for name, c := range map[string]struct {
+		addr string
+		cfg  *tls.Config
+	}{
+		"another CA's server": {stranger, withName("127.0.0.1")},
+		"name mismatch":       {good, withName("control.example")},
+	} {
+		if _, err := handshake(t, c.addr, c.cfg); err == nil {
+			t.Errorf("%s: handshake succeeded", name)
+		}
+	}
+
+	write(t, caFile, otherCA.pem)
+	write(t, certFile, cli2.certPEM)
+	write(t, keyFile, cli2.keyPEM)
+	clk.tick()
+	if _, err := handshake(t, stranger, withName("127.0.0.1")); err != nil {
+		t.Errorf("server of the CA written after start: %v", err)
+	}
+	if got := strangerClient(); got == nil || got.Cmp(cli2.serial) != 0 {
+		t.Errorf("after rotation the client presented %x, want %x", got, cli2.serial)
+	}
+	if _, err := handshake(t, good, withName("127.0.0.1")); err == nil {
+		t.Error("server of the CA removed from the file still trusted")
+	}
+	if c := ClientConfig(pair, nil); c.RootCAs != nil || c.InsecureSkipVerify {
+		t.Error("without a CA file, servers are verified against the system's CAs")
+	}
+}
+
+// TestServerConfigKeepsHTTP2: a configuration made per handshake still
+// offers HTTP/2 to net/http's server, as its own ServeTLS would.
+func TestServerConfigKeepsHTTP2(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	ca := newTestCA(t, "ca")
+	l := ca.issue(t, "server")
+	write(t, certFile, l.certPEM)
+	write(t, keyFile, l.keyPEM)
+	pair, err := OpenPair(certFile, keyFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{TLSConfig: ServerConfig(pair, nil), Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, r.Proto)
+	})}
+	go srv.ServeTLS(ln, "", "")
+	t.Cleanup(func() { srv.Close() })
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: roots}, ForceAttemptHTTP2: true}}
+	resp, err := c.Get("https://" + ln.Addr().String() + "/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if string(b) != "HTTP/2.0" {
+		t.Errorf("protocol %q, want HTTP/2.0", b)
+	}
+}
+
+// TestOpenErrors: a pair that does not load and a CA file without a
+// certificate are refused at start, naming the files.
+func TestOpenErrors(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, "ca")
+	a, b := ca.issue(t, "a"), ca.issue(t, "b")
+	certFile, keyFile, caFile := filepath.Join(dir, "a.crt"), filepath.Join(dir, "b.key"), filepath.Join(dir, "ca.pem")
+	write(t, certFile, a.certPEM)
+	write(t, keyFile, b.keyPEM)
+	write(t, caFile, []byte("not PEM"))
+	if _, err := OpenPair(certFile, keyFile, nil); err == nil || !strings.Contains(err.Error(), certFile) || !strings.Contains(err.Error(), keyFile) {
+		t.Errorf("mismatched pair: %v, want an error naming both files", err)
+	}
+	if _, err := OpenPair(certFile, "", nil); err == nil {
+		t.Error("no key file accepted")
+	}
+	if _, err := OpenPool(caFile, "client CA", nil); err == nil || !strings.Contains(err.Error(), caFile) || !strings.Contains(err.Error(), "client CA") {
+		t.Errorf("CA file without a certificate: %v, want an error naming it", err)
+	}
+}
+
+// TestResumedSessionRechecksClientCA: a client whose CA is removed from
+// the client CA file is refused even when it offers a session ticket from
+// before (crypto/tls checks a resumed session against the ClientCAs of
+// GetConfigForClient's configuration; some older Go releases did not); a
+// client of a CA still in the file resumes.
+func TestResumedSessionRechecksClientCA(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile, caFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "clients.pem")
+	ca, otherCA := newTestCA(t, "ca"), newTestCA(t, "other-ca")
+	srv, kept, dropped := ca.issue(t, "server"), ca.issue(t, "kept-client"), otherCA.issue(t, "dropped-client")
+	write(t, certFile, srv.certPEM)
+	write(t, keyFile, srv.keyPEM)
+	write(t, caFile, append(append([]byte{}, ca.pem...), otherCA.pem...))
+	pair, err := OpenPair(certFile, keyFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := OpenPool(caFile, "client CA", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Now()}
+	pool.w.now = clk.Now
+	addr, _ := serveTLS(t, ServerConfig(pair, pool))
+	roots := x509.NewCertPool()
+	roots.AddCert(ca.cert)
+	clientOf := func(l leaf) *tls.Config {
+		cert, err := tls.X509KeyPair(l.certPEM, l.keyPEM)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &tls.Config{RootCAs: roots, ServerName: "127.0.0.1", Certificates: []tls.Certificate{cert},
+			ClientSessionCache: tls.NewLRUClientSessionCache(4)}
+	}
+	dial := func(cfg *tls.Config) (resumed bool, err error) {
+		c, err := tls.Dial("tcp", addr, cfg)
+		if err != nil {
+			return false, err
+		}
+		defer c.Close()
+		// The read takes the session ticket (TLS 1.3 sends it after the
+		// handshake) and shows a refusal of the client.
+		if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+			return false, err
+		}
+		return c.ConnectionState().DidResume, nil
+	}
+	keptCfg, droppedCfg := clientOf(kept), clientOf(dropped)
+	for _, cfg := range []*tls.Config{keptCfg, droppedCfg} {
+		if _, err := dial(cfg); err != nil {
+			t.Fatalf("first handshake: %v", err)
+		}
+	}
+	if resumed, err := dial(keptCfg); err != nil || !resumed {
+		t.Fatalf("second handshake: resumed %v, %v; want a resumed session (else the test proves nothing)", resumed, err)
+	}
+	write(t, caFile, ca.pem) // other-ca removed
+	clk.tick()
+	if _, err := dial(droppedCfg); err == nil {
+		t.Error("a client of a removed CA got in on its session ticket")
+	}
+	if resumed, err := dial(keptCfg); err != nil || !resumed {
+		t.Errorf("a client of a kept CA: resumed %v, %v; want resumed", resumed, err)
+	}
+}
