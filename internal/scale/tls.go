@@ -8,29 +8,6 @@ import (
 	"os"
 )
 
-// ServerTLS is the API's TLS configuration: the certificate and key of
-// certFile and keyFile (PEM), TLS 1.2 at least, and, when clientCAFile is
-// given, mutual TLS: a client must present a certificate signed by one of
-// its CAs, or the handshake fails before any HTTP is read.
-func ServerTLS(certFile, keyFile, clientCAFile string) (*tls.Config, error) {
-	if certFile == "" || keyFile == "" {
-		return nil, errors.New("TLS needs both a certificate (--tls-cert) and its key (--tls-key)")
-	}
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("load TLS certificate %s and key %s: %w", certFile, keyFile, err)
-	}
-	cfg := &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
-	if clientCAFile != "" {
-		pool, err := loadPool(clientCAFile)
-		if err != nil {
-			return nil, fmt.Errorf("client CA: %w", err)
-		}
-		cfg.ClientCAs, cfg.ClientAuth = pool, tls.RequireAndVerifyClientCert
-	}
-	return cfg, nil
-}
-
 // ClientTLS is the TLS configuration of a client of the API (underlay
 // scale, a follower passing a request on to the leader): servers are
 // verified against the CAs of caFile, or the system's when it is empty; the
