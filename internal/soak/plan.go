@@ -104,7 +104,7 @@ type Scheduler struct {
 	faults []Fault
 	// round is the seeded order of the first injections.
 	round []Fault
-	nodes  int
+	nodes int
 	// NodeTimeout is the IPAM node timeout: a freeze lasts longer.
 	nodeTimeout time.Duration
 	// gapMin, gapMax bound the quiet time between faults.
