@@ -10,7 +10,8 @@ prepare_integration
 
 export SOAK_NODES=${SOAK_NODES:-5} SOAK_MANAGERS=${SOAK_MANAGERS:-2} SOAK_DURATION=${SOAK_DURATION:-30m}
 export SOAK_SEED=${SOAK_SEED:-$(date +%s)}
-# Other /16s than CI's soak (10.191, 10.192), so both can run at once.
-export SOAK_SUBNETS=${SOAK_SUBNETS:-10.193.0.0/16,10.194.0.0/16}
+# Another lab subnet than CI's soak (10.191), so both can run at once; the
+# per-node network (10.192) lives inside the nodes only.
+export SOAK_SUBNETS=${SOAK_SUBNETS:-10.193.0.0/16,10.192.0.0/16}
 log "soak: seed $SOAK_SEED, $SOAK_NODES nodes ($SOAK_MANAGERS managers), $SOAK_DURATION of faults"
 go test -count=1 -v -timeout 3h -run '^TestIntegrationSoak$' ./internal/soak/
