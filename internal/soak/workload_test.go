@@ -18,6 +18,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
+	"github.com/docker/docker/errdefs"
 
 	"github.com/underlay/underlay/internal/scale"
 	"github.com/underlay/underlay/internal/testenv"
@@ -84,10 +85,10 @@ func (w *workload) createServices(ctx context.Context) {
 	}
 }
 
-// run acts every 1 to 3 s until ctx ends.
+// run acts every 0.5 to 2 s until ctx ends.
 func (w *workload) run(ctx context.Context) {
 	for {
-		if sleep(ctx, time.Second+time.Duration(w.rng.Int64N(int64(2*time.Second)))) != nil {
+		if sleep(ctx, 500*time.Millisecond+time.Duration(w.rng.Int64N(int64(1500*time.Millisecond)))) != nil {
 			return
 		}
 		w.gate.Lock()
@@ -191,7 +192,13 @@ func (w *workload) removePlain(ctx context.Context) (string, error) {
 	w.plain = append(w.plain[:i], w.plain[i+1:]...)
 	w.mu.Unlock()
 	what := fmt.Sprintf("remove plain container %s on %s", p.id[:12], nodeName(p.node))
-	return what, w.c.lab.Nodes[p.node].Docker.ContainerRemove(ctx, p.id, container.RemoveOptions{Force: true})
+	err := w.c.lab.Nodes[p.node].Docker.ContainerRemove(ctx, p.id, container.RemoveOptions{Force: true})
+	if err != nil && !errdefs.IsNotFound(err) {
+		w.mu.Lock()
+		w.plain = append(w.plain, p) // to be removed again later
+		w.mu.Unlock()
+	}
+	return what, err
 }
 
 // roll forces a rolling update of a service (its tasks replaced one at a
