@@ -228,6 +228,7 @@ func (r *runner) run(ctx context.Context) {
 // last violations.
 func (r *runner) converge(ctx context.Context, bound time.Duration, extra func(context.Context) error) (time.Duration, []soak.Violation, bool) {
 	start := time.Now()
+	said := start
 	for {
 		s, err := r.c.observe(ctx)
 		var vs []soak.Violation
@@ -246,6 +247,11 @@ func (r *runner) converge(ctx context.Context, bound time.Duration, extra func(c
 		}
 		if time.Since(start) > bound || ctx.Err() != nil {
 			return 0, vs, false
+		}
+		if time.Since(said) >= 10*time.Second {
+			// What it waits for, to read in the log around a slow one.
+			said = time.Now()
+			r.c.event("waiting (%d): %s", len(vs), vs[0])
 		}
 		if sleep(ctx, time.Second) != nil {
 			return 0, vs, false
