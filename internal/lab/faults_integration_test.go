@@ -146,4 +146,3 @@ func procCmdline(pid int) []string {
 	}
 	return out
 }
-

@@ -287,4 +287,3 @@ func sleep(ctx context.Context, d time.Duration) error {
 
 // nodeName names the lab node of index i.
 func nodeName(i int) string { return "node" + strconv.Itoa(i+1) }
-
