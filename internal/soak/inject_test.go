@@ -20,14 +20,11 @@ import (
 	"github.com/underlay/underlay/internal/soak"
 )
 
-// labs is the fault API of the labs under the default root (where
-// testenv.StartLab makes them).
-var labs lab.Labs
-
 // inject injects in and clears it (after its hold), returning what, beyond
 // soak.Check, must hold again for it to have converged (nil: nothing).
 func (r *runner) inject(ctx context.Context, in soak.Injection) (func(context.Context) error, error) {
 	name, node := r.c.lab.Name, nodeName(in.Node)
+	var labs lab.Labs // the fault API of the labs under the default root, where testenv.StartLab makes them
 	switch in.Fault {
 	case soak.AgentKill:
 		// Killed -9, then started again as systemd would.
