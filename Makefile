@@ -1,5 +1,5 @@
 # Thin wrappers over scripts/, which do the real work (and run as root).
-.PHONY: build image deb test test-matrix test-stack test-vm engines bench bench-scale bench-ipam-sim run vet fmt fuzz screenshot
+.PHONY: build image deb test test-matrix test-stack test-vm engines bench bench-scale bench-ipam-sim soak run vet fmt fuzz screenshot
 
 build:
 	./scripts/build.sh
@@ -49,6 +49,12 @@ bench-scale:
 BENCH_IPAM_SIM_NODES ?= 100 300 1000
 bench-ipam-sim:
 	BENCH_IPAM_SIM_NODES="$(BENCH_IPAM_SIM_NODES)" ./scripts/bench-scale.sh ipam-sim
+
+# The chaos run: 5 nodes (2 managers), 30 minutes of faults while services
+# scale, from a fresh seed (SOAK_SEED=N replays a run; SOAK_NODES,
+# SOAK_MANAGERS, SOAK_DURATION change it). CI runs a short one.
+soak:
+	./scripts/soak.sh
 
 # Every fuzz target for FUZZTIME each (default here 2m; CI uses a short one).
 FUZZTIME ?= 2m

@@ -323,8 +323,9 @@ func planSpares(st spareState, want int, now time.Time, stopping, verify bool) s
 type spareWrite struct {
 	doc     BlockDoc
 	changed bool
-	// Recorded handed spares are now their allocations; Lost ones are no
-	// longer this allocator's spares in Consul.
+	// Recorded handed spares are now their allocations (also those whose
+	// spare record was reclaimed, now free); Lost ones are held by another
+	// allocation in Consul.
 	Recorded, Lost []netip.Addr
 	// Dropped spares were given back; Added ones claimed.
 	Dropped, Added []netip.Addr
@@ -334,7 +335,8 @@ type spareWrite struct {
 }
 
 // writeSpares applies a spare sync to block b's document: handed spares in
-// b become their allocations, dropped ones are freed, the free ones in
+// b become their allocations (recorded again when their record was
+// reclaimed and nothing took them), dropped ones are freed, the free ones in
 // check are confirmed, and up to need free addresses become spares when
 // the block is node's (or no node's: it is claimed).
 func writeSpares(p Pool, b netip.Prefix, doc BlockDoc, node, gen string, record map[netip.Addr]Alloc, drop, check []netip.Addr, need int, now time.Time) spareWrite {
@@ -347,10 +349,25 @@ func writeSpares(p Pool, b netip.Prefix, doc BlockDoc, node, gen string, record 
 		if !b.Contains(a) {
 			continue
 		}
-		if mine(a) {
+		_, held := doc.alloc(a)
+		switch {
+		case mine(a):
 			doc.Allocs[a.String()] = record[a]
 			out.Recorded = append(out.Recorded, a)
-		} else {
+		case !held && p.usable(a):
+			// Docker has it and no node does: its spare record was
+			// reclaimed meanwhile (this node looked departed). Recorded
+			// again as what it is, it is never claimed afresh as a free
+			// spare below and handed to a second container.
+			if doc.Allocs == nil {
+				doc.Allocs = map[string]Alloc{}
+			}
+			if len(doc.Allocs) == 0 {
+				doc.Node = node
+			}
+			doc.Allocs[a.String()] = record[a]
+			out.Recorded = append(out.Recorded, a)
+		default:
 			out.Lost = append(out.Lost, a)
 		}
 	}

@@ -234,6 +234,24 @@ func TestWriteSpares(t *testing.T) {
 	}
 }
 
+// TestWriteSparesRecordsReclaimedHandout: a spare handed to Docker whose
+// record the swarm leader reclaimed meanwhile (the node was frozen past the
+// node timeout; issue 14's soak found it) is held by a container and by no
+// one else: it is recorded again as its task, never claimed afresh as a
+// free spare — which the next request would hand to a second container.
+func TestWriteSparesRecordsReclaimedHandout(t *testing.T) {
+	now := t0.Add(time.Hour)
+	b := block("10.1.0.0/29")
+	record := map[netip.Addr]Alloc{addr("10.1.0.2"): task("n1")}
+	w := writeSpares(pool8, b, doc("", map[string]Alloc{}), "n1", "g", record, nil, nil, 4, now)
+	if fmt.Sprint(w.Recorded, w.Lost) != "[10.1.0.2] []" || w.doc.Allocs["10.1.0.2"].Kind != KindTask {
+		t.Errorf("recorded %v lost %v, doc %v; want 10.1.0.2 recorded as n1's task", w.Recorded, w.Lost, w.doc.Allocs)
+	}
+	if slices.Contains(w.Added, addr("10.1.0.2")) {
+		t.Errorf("10.1.0.2, held by a container, claimed again as a free spare: added %v", w.Added)
+	}
+}
+
 func TestDecodePoolSetsBadKeysApart(t *testing.T) {
 	p := pool8
 	good := `{"node":"n1","allocs":{"10.1.0.2":{"node":"n1","kind":"task"}}}`

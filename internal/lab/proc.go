@@ -106,22 +106,7 @@ func holderPID(nodeDir string) int {
 // the given key. nsenter stays the daemon's parent (it forks to enter the
 // PID namespace), so it lives exactly as long as the daemon.
 func daemonWrappers(nodeDir, key string) []proc {
-	wd := "--wd=" + nodeDir
-	return processes(func(args []string) bool {
-		if filepath.Base(args[0]) != "nsenter" {
-			return false
-		}
-		hasWD := false
-		for i, a := range args {
-			if a == wd {
-				hasWD = true
-			}
-			if a == "--" && hasWD {
-				return daemonKey(args[i+1:]) == key
-			}
-		}
-		return false
-	})
+	return processes(func(args []string) bool { return isWrapper(args, nodeDir, key) })
 }
 
 // killAll sends SIGKILL to every process in ps and waits until they are

@@ -16,7 +16,8 @@ type Container struct {
 	Name    string
 	Network string
 	IP      netip.Addr
-	// Service is the swarm service of a task; empty for a plain container.
+	// Service is the swarm service of a task, or the name a plain container
+	// registers under; empty for one that registers nothing.
 	Service string
 }
 
@@ -77,10 +78,12 @@ type HostNet struct {
 	Route         bool
 }
 
-// ServiceBounds is a scaled service's desired replica count and its bounds.
+// ServiceBounds is a scaled service's desired replica count and its
+// bounds, and how many of its tasks run.
 type ServiceBounds struct {
 	Name               string
 	Replicas, Min, Max int
+	Running            int
 }
 
 // Settled is one observation of the whole cluster, taken when no fault is
@@ -89,7 +92,8 @@ type Settled struct {
 	Containers    []Container
 	Registrations []Registration
 	// Registered are the services whose containers must be in the catalog
-	// (those that ask to be registered).
+	// (those that ask to be registered). Container.Service of a plain
+	// container is the name it registers under.
 	Registered []string
 	// ClusterNetworks are the networks whose addresses the IPAM pool holds.
 	ClusterNetworks []string
@@ -110,6 +114,9 @@ func Check(s Settled) []Violation {
 	for _, b := range s.Services {
 		if b.Replicas < b.Min || b.Replicas > b.Max {
 			out = append(out, Violation{"bounds", fmt.Sprintf("service %s has %d replicas, outside %d..%d", b.Name, b.Replicas, b.Min, b.Max)})
+		}
+		if b.Running != b.Replicas {
+			out = append(out, Violation{"replicas", fmt.Sprintf("service %s runs %d tasks, wants %d", b.Name, b.Running, b.Replicas)})
 		}
 	}
 	return out

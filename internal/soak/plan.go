@@ -96,11 +96,15 @@ func (i Injection) String() string {
 }
 
 // Scheduler picks faults from its own random stream, so the sequence of
-// faults depends on the seed alone, whatever the workload does.
+// faults depends on the seed alone, whatever the workload does. The first
+// len(faults) injections are every fault once, in a seeded order, so that
+// a short run covers every kind; then each is drawn at random.
 type Scheduler struct {
 	rng    *rand.Rand
 	faults []Fault
-	nodes  int
+	// round is the seeded order of the first injections.
+	round []Fault
+	nodes int
 	// NodeTimeout is the IPAM node timeout: a freeze lasts longer.
 	nodeTimeout time.Duration
 	// gapMin, gapMax bound the quiet time between faults.
@@ -120,16 +124,22 @@ func NewScheduler(seed uint64, faults []Fault, nodes int, nodeTimeout, gapMin, g
 	if gapMax < gapMin {
 		return nil, fmt.Errorf("gap %s..%s: the maximum is below the minimum", gapMin, gapMax)
 	}
+	rng := rand.New(rand.NewPCG(seed, 0x5eed))
+	round := slices.Clone(faults)
+	rng.Shuffle(len(round), func(i, j int) { round[i], round[j] = round[j], round[i] })
 	return &Scheduler{
-		rng:    rand.New(rand.NewPCG(seed, 0x5eed)),
-		faults: faults, nodes: nodes, nodeTimeout: nodeTimeout, gapMin: gapMin, gapMax: gapMax,
+		rng: rng, faults: faults, round: round, nodes: nodes, nodeTimeout: nodeTimeout, gapMin: gapMin, gapMax: gapMax,
 	}, nil
 }
 
 // Next returns the next fault to inject.
 func (s *Scheduler) Next() Injection {
 	s.seq++
-	in := Injection{Seq: s.seq, Fault: s.faults[s.rng.IntN(len(s.faults))], Node: s.rng.IntN(s.nodes), Other: -1}
+	f := s.faults[s.rng.IntN(len(s.faults))]
+	if s.seq <= len(s.round) {
+		f = s.round[s.seq-1]
+	}
+	in := Injection{Seq: s.seq, Fault: f, Node: s.rng.IntN(s.nodes), Other: -1}
 	in.Gap = s.gapMin + time.Duration(s.rng.Int64N(int64(s.gapMax-s.gapMin)+1))
 	switch in.Fault {
 	case NodeFreeze:

@@ -56,6 +56,13 @@ func TestSchedulerIsSeeded(t *testing.T) {
 	if len(seen) != len(Faults) {
 		t.Errorf("200 faults cover %d of %d kinds", len(seen), len(Faults))
 	}
+	first := map[Fault]bool{}
+	for _, in := range a[:len(Faults)] {
+		first[in.Fault] = true
+	}
+	if len(first) != len(Faults) {
+		t.Errorf("the first %d faults cover %d kinds, want every one: %v", len(Faults), len(first), a[:len(Faults)])
+	}
 }
 
 func TestParseFaults(t *testing.T) {
@@ -115,7 +122,7 @@ func settled() Settled {
 			{Node: "node1", Network: "lan", Shim: ip("10.1.0.64"), Route: true},
 			{Node: "node2", Network: "lan", Shim: ip("10.1.0.128"), Route: true},
 		},
-		Services: []ServiceBounds{{Name: "web", Replicas: 2, Min: 0, Max: 6}},
+		Services: []ServiceBounds{{Name: "web", Replicas: 2, Min: 0, Max: 6, Running: 2}},
 	}
 }
 
@@ -142,6 +149,7 @@ func TestCheck(t *testing.T) {
 		{"shim gone", func(s *Settled) { s.HostNets[2].Shim = netip.Addr{} }, "shim_missing: node1 has no shim for lan"},
 		{"route gone", func(s *Settled) { s.HostNets[3].Route = false }, "route_missing: node2 has no route to lan"},
 		{"above max", func(s *Settled) { s.Services[0].Replicas = 7 }, "bounds: service web has 7 replicas, outside 0..6"},
+		{"tasks missing", func(s *Settled) { s.Services[0].Running = 1 }, "replicas: service web runs 1 tasks, wants 2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := settled()

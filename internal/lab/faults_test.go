@@ -1,0 +1,120 @@
+package lab
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func faultPlan(t *testing.T, cfg Config) *plan {
+	t.Helper()
+	p, err := newPlan(t.TempDir(), cfg.withDefaults(), netip.MustParsePrefix("172.31.7.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestDaemonOf: each component names its daemon; control exists on
+// managers only, agent and control not in a lab without agents or with the
+// stack's; an unknown component is refused, naming it.
+func TestDaemonOf(t *testing.T) {
+	p := faultPlan(t, Config{Name: "f", Nodes: 2, UnderlayBin: "/usr/bin/underlay"})
+	for _, c := range []struct {
+		node      int
+		component string
+		key       string
+		err       string
+	}{
+		{0, ComponentAgent, "underlay agent", ""},
+		{1, ComponentAgent, "underlay agent", ""},
+		{0, ComponentDockerd, "dockerd --host", ""},
+		{1, ComponentConsul, "consul agent", ""},
+		{0, ComponentControl, "underlay control", ""},
+		{1, ComponentControl, "", "node2 is a worker"},
+		{0, "containerd", "", `component "containerd": want one of agent, dockerd, consul, control`},
+	} {
+		d, err := p.daemonOf(&p.nodes[c.node], c.component)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s on node%d: error %v, want %q", c.component, c.node+1, err, c.err)
+			}
+			continue
+		}
+		if err != nil || d.key != c.key {
+			t.Errorf("%s on node%d: %q, %v; want %q", c.component, c.node+1, d.key, err, c.key)
+		}
+	}
+	wrapper, _ := p.daemonOf(&p.nodes[0], ComponentControl)
+	if f := wrapperPIDFile(wrapper); f != "control.wrapper.pid" {
+		t.Errorf("control's wrapper pid file %q", f)
+	}
+	stack := faultPlan(t, Config{Name: "s", Nodes: 1, UnderlayBin: "/usr/bin/underlay", Agents: AgentsStack})
+	if _, err := stack.daemonOf(&stack.nodes[0], ComponentAgent); err == nil || !strings.Contains(err.Error(), "stack") {
+		t.Errorf("agent of a stack lab: %v, want an error naming the stack", err)
+	}
+	none := faultPlan(t, Config{Name: "n", Nodes: 1, NoAgent: true})
+	if _, err := none.daemonOf(&none.nodes[0], ComponentControl); err == nil {
+		t.Error("control of a lab without agents: no error")
+	}
+	if _, err := none.daemonOf(&none.nodes[0], ComponentDockerd); err != nil {
+		t.Errorf("dockerd of a lab without agents: %v", err)
+	}
+}
+
+// TestIsWrapper: only the nsenter the lab started for that daemon of that
+// node is taken for its wrapper: not another node's, not another daemon's,
+// not a command that merely names it.
+func TestIsWrapper(t *testing.T) {
+	dir := "/var/lib/underlay/lab/f/node1"
+	ns := func(d string, args ...string) []string {
+		return append([]string{"nsenter", "--target", "42", "--net", "--mount", "--uts", "--pid", "--wd=" + d, "--"}, args...)
+	}
+	for _, c := range []struct {
+		name string
+		args []string
+		key  string
+		want bool
+	}{
+		{"agent", ns(dir, "/usr/bin/underlay", "agent", "--listen", "x"), "underlay agent", true},
+		{"dockerd", ns(dir, "dockerd", "--host", "unix://x"), "dockerd --host", true},
+		{"other daemon", ns(dir, "consul", "agent"), "underlay agent", false},
+		{"other node", ns(dir+"0", "/usr/bin/underlay", "agent"), "underlay agent", false},
+		{"no wd", []string{"nsenter", "--target", "42", "--", "/usr/bin/underlay", "agent"}, "underlay agent", false},
+		{"not nsenter", []string{"bash", "-c", "--wd=" + dir, "--", "underlay", "agent"}, "underlay agent", false},
+		{"empty", nil, "underlay agent", false},
+	} {
+		if got := isWrapper(c.args, dir, c.key); got != c.want {
+			t.Errorf("%s: isWrapper = %v, want %v", c.name, got, c.want)
+		}
+	}
+}
+
+func TestParsePID(t *testing.T) {
+	if pid, err := parsePID([]byte("1234\n")); pid != 1234 || err != nil {
+		t.Errorf("parsePID(1234) = %d, %v", pid, err)
+	}
+	for _, bad := range []string{"", "x", "1", "0", "-5"} {
+		if _, err := parsePID([]byte(bad)); err == nil {
+			t.Errorf("parsePID(%q): no error", bad)
+		}
+	}
+}
+
+// TestChildIn: a daemon is its wrapper's child in the node's PID
+// namespace; a child elsewhere (nsenter's own helper) is not it.
+func TestChildIn(t *testing.T) {
+	procs := map[int]procLink{
+		100: {ns: "root", ppid: 1},   // the wrapper
+		101: {ns: "root", ppid: 100}, // not in the node
+		205: {ns: "node", ppid: 100}, // the daemon
+		206: {ns: "node", ppid: 205}, // its child
+		300: {ns: "node", ppid: 999},
+	}
+	if got := childIn(procs, 100, "node"); got != 205 {
+		t.Errorf("childIn = %d, want 205", got)
+	}
+	if got := childIn(procs, 100, "other"); got != 0 {
+		t.Errorf("childIn in another namespace = %d, want 0", got)
+	}
+}

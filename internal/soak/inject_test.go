@@ -1,0 +1,194 @@
+package soak_test
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/netip"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/hashicorp/consul/api"
+
+	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/lab"
+	"github.com/underlay/underlay/internal/soak"
+)
+
+// inject injects in and clears it (after its hold), returning what, beyond
+// soak.Check, must hold again for it to have converged (nil: nothing).
+func (r *runner) inject(ctx context.Context, in soak.Injection) (func(context.Context) error, error) {
+	name, node := r.c.lab.Name, nodeName(in.Node)
+	var labs lab.Labs // the fault API of the labs under the default root, where testenv.StartLab makes them
+	switch in.Fault {
+	case soak.AgentKill:
+		// Killed -9, then started again as systemd would.
+		if err := labs.Kill(ctx, name, node, lab.ComponentAgent); err != nil {
+			return nil, err
+		}
+		return nil, labs.Start(ctx, name, node, lab.ComponentAgent)
+	case soak.DockerdRestart:
+		if err := labs.Kill(ctx, name, node, lab.ComponentDockerd); err != nil {
+			return nil, err
+		}
+		return nil, labs.Start(ctx, name, node, lab.ComponentDockerd)
+	case soak.ConsulClientRestart:
+		if err := labs.Kill(ctx, name, node, lab.ComponentConsul); err != nil {
+			return nil, err
+		}
+		return nil, hold(ctx, in.Hold, func() error { return labs.Start(context.WithoutCancel(ctx), name, node, lab.ComponentConsul) })
+	case soak.NodeFreeze:
+		n, err := labs.Freeze(ctx, name, node)
+		if err != nil {
+			labs.Thaw(context.WithoutCancel(ctx), name, node)
+			return nil, err
+		}
+		r.c.event("froze %d processes of %s", n, node)
+		return nil, hold(ctx, in.Hold, func() error {
+			_, err := labs.Thaw(context.WithoutCancel(ctx), name, node)
+			return err
+		})
+	case soak.Partition:
+		if err := labs.SetManagementLink(ctx, name, node, false); err != nil {
+			return nil, err
+		}
+		return nil, hold(ctx, in.Hold, func() error { return labs.SetManagementLink(context.WithoutCancel(ctx), name, node, true) })
+	case soak.ConsulServerRestart:
+		return nil, labs.RestartConsulServers(ctx, name)
+	case soak.ControlLeaderKill:
+		leader, err := r.c.controlLeader(ctx, 15*time.Second)
+		if err != nil {
+			return nil, err
+		}
+		r.c.event("control leader is %s", nodeName(leader))
+		if err := labs.Kill(ctx, name, nodeName(leader), lab.ComponentControl); err != nil {
+			return nil, err
+		}
+		if err := labs.Start(ctx, name, nodeName(leader), lab.ComponentControl); err != nil {
+			return nil, err
+		}
+		return func(ctx context.Context) error { _, err := r.c.controlLeader(ctx, 0); return err }, nil
+	case soak.StrayRelease:
+		return nil, r.c.strayRelease(ctx, in.Node, in.Other)
+	case soak.GarbageKey:
+		key := fmt.Sprintf("%s%s/%s/blocks/soak-garbage-%d", ipam.KVPrefix, r.c.pool.Network, r.c.pool.Family(), in.Seq)
+		if _, err := r.c.consul.KV().Put(&api.KVPair{Key: key, Value: []byte("{not json")}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
+			return nil, fmt.Errorf("write %s: %w", key, err)
+		}
+		r.c.event("wrote garbage at %s", key)
+		return nil, nil
+	}
+	return nil, fmt.Errorf("fault %s: not known to the driver", in.Fault)
+}
+
+// hold waits d, then clears the fault, even when ctx ends meanwhile.
+func hold(ctx context.Context, d time.Duration, clear func() error) error {
+	err := sleep(ctx, d)
+	if cerr := clear(); cerr != nil {
+		return cerr
+	}
+	return err
+}
+
+// controlLeader finds the manager whose control leads, trying for up to
+// wait.
+func (c *cluster) controlLeader(ctx context.Context, wait time.Duration) (int, error) {
+	deadline := time.Now().Add(wait)
+	hc := &http.Client{Timeout: 3 * time.Second}
+	for {
+		var seen []string
+		for i, url := range c.controls {
+			var info struct {
+				Leading bool `json:"leading"`
+			}
+			resp, err := hc.Get(url + "/v1/underlay/leader")
+			if err == nil {
+				err = json.NewDecoder(resp.Body).Decode(&info)
+				resp.Body.Close()
+			}
+			if err == nil && info.Leading {
+				return i, nil // managers are the first nodes
+			}
+			seen = append(seen, fmt.Sprintf("%s: leading=%v %v", url, info.Leading, err))
+		}
+		if time.Now().After(deadline) {
+			return 0, fmt.Errorf("no control leads: %v", seen)
+		}
+		if err := sleep(ctx, 500*time.Millisecond); err != nil {
+			return 0, err
+		}
+	}
+}
+
+// strayRelease asks node at's IPAM plugin (on its Docker plugin socket, as
+// its dockerd would) to release an address that node owner holds: one of
+// its running containers' on the cluster network, else its shim. The pool
+// must record that address as before.
+func (c *cluster) strayRelease(ctx context.Context, at, owner int) error {
+	cs, _ := c.containers(ctx)
+	var addr netip.Addr
+	for _, ct := range cs {
+		if ct.Node == c.hosts[owner] && ct.Network == poolNet {
+			addr = ct.IP
+			break
+		}
+	}
+	before, err := ipam.Allocations(ctx, c.kv, c.pool)
+	if err != nil {
+		return err
+	}
+	if !addr.IsValid() {
+		for a, al := range before {
+			if c.ids[al.Node] == c.hosts[owner] && al.Kind == ipam.KindShim {
+				addr = a
+			}
+		}
+	}
+	if !addr.IsValid() {
+		return fmt.Errorf("%s holds no address of %s to release", c.hosts[owner], poolNet)
+	}
+	c.event("releasing %s (%s of %s) through %s's plugin", addr, before[addr].Kind, c.hosts[owner], c.hosts[at])
+	if err := c.releaseThrough(ctx, at, addr); err != nil {
+		c.event("the stray release was refused: %v", err)
+	}
+	after, err := ipam.Allocations(ctx, c.kv, c.pool)
+	if err != nil {
+		return err
+	}
+	if b, a := before[addr], after[addr]; b.Node != "" && (a.Node != b.Node || a.Kind != b.Kind) {
+		return fmt.Errorf("stray release of %s through %s freed it: recorded %s of %s before, %q of %q after",
+			addr, c.hosts[at], b.Kind, c.ids[b.Node], a.Kind, c.ids[a.Node])
+	}
+	return nil
+}
+
+// releaseThrough sends ReleaseAddress to node i's plugin socket, in the
+// node's own /run.
+func (c *cluster) releaseThrough(ctx context.Context, i int, addr netip.Addr) error {
+	sock := filepath.Join("/proc", strconv.Itoa(c.hold[i]), "root", ipam.DefaultSocket)
+	hc := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+		},
+	}}
+	body, _ := json.Marshal(map[string]string{"PoolID": c.pool.ID(), "Address": netip.PrefixFrom(addr, c.pool.Prefix.Bits()).String()})
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, "http://plugin/IpamDriver.ReleaseAddress", bytes.NewReader(body))
+	if err != nil {
+		return err
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s: %s", resp.Status, bytes.TrimSpace(b))
+	}
+	return nil
+}
