@@ -383,6 +383,9 @@ func (v *vmProvider) EnsureNode(ctx context.Context, p *plan, n *nodePlan) error
 		if err := makeDisk(ctx, disk); err != nil {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
+		if err := v.writeBootUnits(p, n); err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
 		// The kernel's NIC names stay (eth0, eth1 in the bond): udev
 		// cannot rename links that are up.
 		spec.Disk, spec.Reboot = disk, true
@@ -612,21 +615,61 @@ func (l Labs) SetLink(ctx context.Context, name, node string, nic int, up bool) 
 	return vm.SetLink(ctx, filepath.Join(p.nodeDir(n), "qmp.sock"), "nic"+strconv.Itoa(nic), true)
 }
 
-// startUnit writes daemon d of a systemd node as an enabled unit and
-// (re)starts it.
-func (v *vmProvider) startUnit(ctx context.Context, c guest.Client, p *plan, n *nodePlan, d daemon) error {
+// writeBootUnits writes the units of a systemd node's dockerd and Consul
+// into its directory, where Init installs and enables them before systemd
+// starts: they start with the boot, with no request to a systemd busy
+// booting (under emulation a daemon-reload then takes longer than
+// systemctl waits).
+func (v *vmProvider) writeBootUnits(p *plan, n *nodePlan) error {
+	dir := filepath.Join(p.nodeDir(n), guest.UnitsDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, d := range []daemon{p.dockerd(n), p.consul(n)} {
+		name, text, err := v.unitOf(p, n, d)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unitOf is daemon d's unit on node n: its name and text.
+func (v *vmProvider) unitOf(p *plan, n *nodePlan, d daemon) (string, string, error) {
 	env := append(v.Env(p, n), d.env...)
 	bin, err := lookPathIn(envValue(env, "PATH"), d.args[0])
 	if err != nil {
+		return "", "", err
+	}
+	return daemonUnitName(d.key), daemonUnit(d, bin, env, filepath.Join(p.layout(n).LogDir, d.log)), nil
+}
+
+// startUnitScript installs unit $1 from its standard input (reloading
+// systemd only when it changed), enables it by its link (no request to
+// systemd) and starts it unless it runs. systemctl's requests are retried:
+// a systemd busy booting may not answer in time.
+const startUnitScript = `set -e
+f=/etc/systemd/system/$1
+cat >"$f.new"
+if cmp -s "$f.new" "$f"; then rm "$f.new"; else mv "$f.new" "$f"; systemctl daemon-reload; fi
+mkdir -p /etc/systemd/system/multi-user.target.wants
+ln -sfn "../$1" "/etc/systemd/system/multi-user.target.wants/$1"
+for i in 1 2 3; do systemctl start --no-block "$1" && exit 0; sleep 2; done
+exit 1
+`
+
+// startUnit writes daemon d of a systemd node as an enabled unit and
+// starts it unless it runs.
+func (v *vmProvider) startUnit(ctx context.Context, c guest.Client, p *plan, n *nodePlan, d daemon) error {
+	unit, text, err := v.unitOf(p, n, d)
+	if err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
 	}
-	unit := daemonUnitName(d.key)
-	text := daemonUnit(d, bin, env, filepath.Join(p.layout(n).LogDir, d.log))
-	// reenable: the host's docker.service is enabled by a link to its own
-	// file, which the lab's replaces.
-	script := `cat >"/etc/systemd/system/$1" && systemctl daemon-reload && systemctl reenable --quiet "$1" && systemctl restart --no-block "$1"`
 	var out bytes.Buffer
-	code, err := c.Exec(ctx, []string{"sh", "-c", script, "sh", unit}, v.Env(p, n), strings.NewReader(text), &out, &out)
+	code, err := c.Exec(ctx, []string{"sh", "-c", startUnitScript, "sh", unit}, v.Env(p, n), strings.NewReader(text), &out, &out)
 	if err == nil && code != 0 {
 		err = fmt.Errorf("exit status %d: %s", code, bytes.TrimSpace(out.Bytes()))
 	}

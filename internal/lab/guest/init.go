@@ -31,7 +31,7 @@ func Init(nodeDir string, serve []string) {
 		reapForever(nil, logf)
 	}
 	if c.Systemd {
-		err := execSystemd(serve, logf)
+		err := execSystemd(nodeDir, serve, logf)
 		logf("systemd: %v", err)
 		reapForever(nil, logf)
 	}

@@ -17,6 +17,11 @@ const ServerUnit = "ul-lab-guest.service"
 // unitDir is where a node's units and masks go (the overlay's /etc).
 const unitDir = "/etc/systemd/system"
 
+// UnitsDir, in the node's directory, holds units the lab wants started at
+// boot: Init installs and enables them (multi-user.target) before systemd
+// starts.
+const UnitsDir = "units"
+
 // maskedMarker records that the host's units were masked (on a node's
 // first boot; later, the units a package enabled must stay).
 const maskedMarker = "/var/lib/underlay-lab/host-units-masked"
@@ -33,7 +38,7 @@ var alwaysMasked = []string{"serial-getty@ttyS0.service", "docker.socket", "cont
 // execSystemd writes the control server's unit (serve is its command
 // line), on the first boot masks the units the host enabled, and execs
 // systemd as PID 1. It returns only on failure.
-func execSystemd(serve []string, logf func(string, ...any)) error {
+func execSystemd(nodeDir string, serve []string, logf func(string, ...any)) error {
 	if err := os.MkdirAll(filepath.Join(unitDir, "sysinit.target.wants"), 0o755); err != nil {
 		return err
 	}
@@ -45,6 +50,7 @@ func execSystemd(serve []string, logf func(string, ...any)) error {
 	if err := os.Symlink("../"+ServerUnit, link); err != nil {
 		return fmt.Errorf("enable %s: %w", ServerUnit, err)
 	}
+	// Masks first: the lab's units are enabled in the same directories.
 	if _, err := os.Stat(maskedMarker); err != nil {
 		wants, _ := filepath.Glob(filepath.Join(unitDir, "*.wants", "*"))
 		masks := HostUnitsToMask(wants)
@@ -61,7 +67,43 @@ func execSystemd(serve []string, logf func(string, ...any)) error {
 			return err
 		}
 	}
+	if err := installUnits(filepath.Join(nodeDir, UnitsDir)); err != nil {
+		return err
+	}
 	return syscall.Exec(Systemd, []string{Systemd}, []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"})
+}
+
+// installUnits copies the units in dir into unitDir and enables them
+// (multi-user.target), replacing a unit of the same name the host enabled.
+func installUnits(dir string) error {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		if os.IsNotExist(err) {
+			return nil
+		}
+		return err
+	}
+	wants := filepath.Join(unitDir, "multi-user.target.wants")
+	if err := os.MkdirAll(wants, 0o755); err != nil {
+		return err
+	}
+	for _, e := range entries {
+		b, err := os.ReadFile(filepath.Join(dir, e.Name()))
+		if err != nil {
+			return err
+		}
+		path := filepath.Join(unitDir, e.Name())
+		os.Remove(path) // never write through a mask's link to /dev/null
+		if err := os.WriteFile(path, b, 0o644); err != nil {
+			return fmt.Errorf("install %s: %w", e.Name(), err)
+		}
+		link := filepath.Join(wants, e.Name())
+		os.Remove(link)
+		if err := os.Symlink("../"+e.Name(), link); err != nil {
+			return fmt.Errorf("enable %s: %w", e.Name(), err)
+		}
+	}
+	return nil
 }
 
 // HostUnitsToMask picks, from the host's enablement links (paths under
