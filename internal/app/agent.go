@@ -52,7 +52,6 @@ type agentFlags struct {
 	networkSync      time.Duration
 	ipam             bool
 	ipamSocket       string
-	dockerDataRoot   string
 	ipamGrace        time.Duration
 	ipamNodeTimeout  time.Duration
 	ipamSweep        time.Duration
@@ -96,7 +95,6 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 	fl.DurationVar(&f.networkSync, "network-sync", 30*time.Second, "interval of cluster network syncs (drift repair)")
 	fl.BoolVar(&f.ipam, "ipam", true, "serve underlay's cluster IPAM to the local dockerd (Docker's remote IPAM plugin protocol)")
 	fl.StringVar(&f.ipamSocket, "ipam-socket", ipam.DefaultSocket, "Unix socket of the IPAM plugin, in Docker's plugin directory")
-	fl.StringVar(&f.dockerDataRoot, "docker-data-root", dockerhost.DefaultDataRoot, "dockerd's --data-root: while dockerd does not answer (at boot), the swarm node ID is read from its swarm certificate there, so that the IPAM plugin serves the containers dockerd restores (empty: wait for dockerd)")
 	fl.DurationVar(&f.ipamGrace, "ipam-leak-grace", time.Minute, "an allocated address no local container holds is reclaimed after twice this (protects allocations in flight)")
 	fl.DurationVar(&f.ipamNodeTimeout, "ipam-node-timeout", 10*time.Minute, "the swarm leader reclaims the addresses of a node not ready for this long (0: never)")
 	fl.DurationVar(&f.ipamSweep, "ipam-sweep", 15*time.Second, "interval of leaked-address sweeps")
@@ -233,7 +231,10 @@ func runDoctorReports(ctx context.Context, f *agentFlags, id, node string, docke
 // its swarm node ID (the name is for display only). It first claims that
 // identity, and fails if another live agent holds it or takes it over.
 func runNetworks(ctx context.Context, f *agentFlags, dockerAPI *client.Client, consulAPI *api.Client, src *dockerhost.Source, node string, reg *prometheus.Registry, ipamLn net.Listener, log *slog.Logger) error {
-	id, err := swarmNodeID(ctx, f, dockerAPI, log)
+	id, err := waitFor(ctx, log, "this node's swarm node ID (cluster networks need the node in a swarm)", func(ctx context.Context) (string, error) {
+		info, err := dockerAPI.Info(ctx)
+		return info.Swarm.NodeID, err
+	})
 	if err != nil {
 		return err
 	}
@@ -330,33 +331,6 @@ func watchSwarmNodeID(ctx context.Context, dockerAPI *client.Client, id string) 
 			return fmt.Errorf("this node's swarm node ID changed from %s to %s (it joined the swarm again): restart the agent to serve the new identity", id, info.Swarm.NodeID)
 		}
 	}
-}
-
-// swarmNodeID is this node's swarm node ID: from dockerd when it answers
-// at once, else from the node's swarm certificate (at boot dockerd does
-// not answer until it restored the containers on swarm networks, whose
-// cluster-IPAM addresses need the plugin this identity serves: without it,
-// those containers fail to start after dockerd's 20 s wait), else from
-// dockerd when it answers. watchSwarmNodeID catches a certificate that is
-// not dockerd's identity any more.
-func swarmNodeID(ctx context.Context, f *agentFlags, dockerAPI *client.Client, log *slog.Logger) (string, error) {
-	get := func(ctx context.Context) (string, error) {
-		info, err := dockerAPI.Info(ctx)
-		return info.Swarm.NodeID, err
-	}
-	qctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-	id, err := get(qctx)
-	cancel()
-	if err == nil && id != "" {
-		return id, nil
-	}
-	if f.dockerDataRoot != "" {
-		if id, cerr := dockerhost.SwarmNodeIDFromCert(f.dockerDataRoot); cerr == nil {
-			log.Info("swarm node ID read from this node's swarm certificate: dockerd does not answer yet", "node_id", id, "docker_err", err)
-			return id, nil
-		}
-	}
-	return waitFor(ctx, log, "this node's swarm node ID (cluster networks need the node in a swarm)", get)
 }
 
 // waitFor retries get with backoff until it succeeds or ctx ends: the agent
