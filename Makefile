@@ -28,9 +28,10 @@ engines:
 test-stack:
 	UNDERLAY_LAB_AGENTS=stack UNDERLAY_TEST_ENGINES= ./scripts/test.sh -run 'TestIntegrationLab$$|TestIntegrationLabNetwork|TestIntegrationLabAutoscaler|TestIntegrationStack'
 
-# Only the tests on VM lab nodes (Debian's kernel: VLANs, bonds, ipvlan).
+# Only the tests on VM lab nodes (Debian's kernel: VLANs, bonds, ipvlan; the
+# package installed, rebooted and removed on a node booting systemd).
 test-vm:
-	UNDERLAY_TEST_ENGINES= ./scripts/test.sh -run '^TestIntegrationVM'
+	UNDERLAY_VM_TESTS=all UNDERLAY_TEST_ENGINES= ./scripts/test.sh -run '^TestIntegrationVM'
 
 bench:
 	./scripts/bench.sh

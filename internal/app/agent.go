@@ -91,6 +91,7 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 	fl.StringVar(&f.stateDir, "state-dir", "/var/lib/underlay", "directory where the agent records this node's identity, so that at boot its IPAM plugin answers dockerd before dockerd answers it (empty: none)")
 	fl.StringVar(&f.pprof, "pprof", "", "serve Go's profiler at http://ADDR/debug/pprof/ on this loopback ADDR, such as 127.0.0.1:6060 (empty: off)")
 	fl.IntVar(&f.workers, "workers", 32, "containers reconciled concurrently (Docker holds inspects of starting containers, so more than the start concurrency)")
+	cmd.AddCommand(newAgentCleanupCommand(g, streams))
 	return cmd
 }
 

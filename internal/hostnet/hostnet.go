@@ -202,7 +202,15 @@ func apply(w Want, r Repair) error {
 		if err != nil {
 			return err
 		}
-		return netlink.LinkAdd(w.shim(parent.Attrs().Index))
+		if err := netlink.LinkAdd(w.shim(parent.Attrs().Index)); err != nil {
+			return err
+		}
+		shim, err := netlink.LinkByName(w.ShimLink)
+		if err != nil {
+			return err
+		}
+		// The mark by which removing underlay finds its shims (Leftovers).
+		return netlink.LinkSetAlias(shim, ShimAlias(w.Network))
 	}
 	shim, err := netlink.LinkByName(w.ShimLink)
 	if err != nil {

@@ -16,7 +16,7 @@ func TestIntegrationEnsureAndRepair(t *testing.T) {
 	testenv.Require(t)
 	parent := testenv.VethParent(t, "")
 	w := hostnet.Want{
-		Parent: parent, ShimLink: "uls" + testenv.ID(t)[:6],
+		Parent: parent, ShimLink: "uls" + testenv.ID(t)[:6], Network: "pool",
 		Shim: netip.MustParseAddr("10.199.7.1"), Route: netip.MustParsePrefix("10.199.7.0/28"),
 	}
 	t.Cleanup(func() { hostnet.RemoveShim(w.ShimLink) })
@@ -41,6 +41,12 @@ func TestIntegrationEnsureAndRepair(t *testing.T) {
 	}
 	ensure(5) // the veth parent is up already
 	ensure(0) // idempotent
+	// Marked, so that removing underlay removes it (agent cleanup).
+	if l, err := netlink.LinkByName(w.ShimLink); err != nil {
+		t.Fatal(err)
+	} else if l.Attrs().Alias != hostnet.ShimAlias(w.Network) {
+		t.Errorf("shim %s: alias %q, want %q", w.ShimLink, l.Attrs().Alias, hostnet.ShimAlias(w.Network))
+	}
 
 	shim, _ := netlink.LinkByName(w.ShimLink)
 	netlink.LinkSetDown(shim)

@@ -82,6 +82,11 @@ type Config struct {
 	// 41, the underlay being VLAN 40; otherwise nodes are namespaces of
 	// this machine's kernel.
 	VM bool `json:"vm,omitempty"`
+	// Systemd makes VM nodes boot systemd as PID 1, each with a disk of its
+	// own: the nodes' dockerd (docker.service) and Consul are enabled
+	// units, and what is installed in a node (a Debian package, its
+	// enabled units) and Docker's state survive a reboot, as on a host.
+	Systemd bool `json:"systemd,omitempty"`
 }
 
 var nameRE = regexp.MustCompile(`^[a-z][a-z0-9]{0,8}$`)
@@ -146,6 +151,9 @@ func (c Config) Validate() error {
 	}
 	if !c.NoAgent && c.UnderlayBin == "" {
 		return errors.New("no underlay binary for the agent (set UnderlayBin, or NoAgent)")
+	}
+	if c.Systemd && !c.VM {
+		return errors.New("--systemd: only VM nodes boot systemd (add --vm)")
 	}
 	if c.VM && c.UnderlayBin == "" {
 		return errors.New("no underlay binary: VM nodes run it as their init (set UnderlayBin)")

@@ -95,7 +95,7 @@ func prepare(root string, cfg Config) (p *plan, fresh bool, err error) {
 		}
 		// Nodes may be added (they join as workers and Consul clients);
 		// nothing else changes on a running lab.
-		if old.Nodes > cfg.Nodes || old.Managers != cfg.Managers || old.ConsulServers != cfg.ConsulServers || old.UnderlaySubnet != cfg.UnderlaySubnet || old.VM != cfg.VM || old.Agents != cfg.Agents {
+		if old.Nodes > cfg.Nodes || old.Managers != cfg.Managers || old.ConsulServers != cfg.ConsulServers || old.UnderlaySubnet != cfg.UnderlaySubnet || old.VM != cfg.VM || old.Systemd != cfg.Systemd || old.Agents != cfg.Agents {
 			return nil, false, fmt.Errorf("lab %s already exists with %d %s nodes, %d managers, %d consul servers, underlay subnet %s and %s agents; nodes can be added, but run `underlay lab down --name %s` first to change anything else",
 				cfg.Name, old.Nodes, providerFor(old).Kind(), old.Managers, old.ConsulServers, old.UnderlaySubnet, old.Agents, cfg.Name)
 		}

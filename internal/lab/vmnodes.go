@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -377,6 +378,19 @@ func (v *vmProvider) EnsureNode(ctx context.Context, p *plan, n *nodePlan) error
 		NodeDir: dir, Console: filepath.Join(dir, "console.log"), QMP: filepath.Join(dir, "qmp.sock"),
 		PIDFile: filepath.Join(dir, "qemu.pid"), IfUp: filepath.Join(p.dir(), "qemu-ifup"),
 	}
+	if p.cfg.Systemd {
+		disk := filepath.Join(dir, "disk.img")
+		if err := makeDisk(ctx, disk); err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+		if err := v.writeBootUnits(p, n); err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
+		// The kernel's NIC names stay (eth0, eth1 in the bond): udev
+		// cannot rename links that are up.
+		spec.Disk, spec.Reboot = disk, true
+		spec.Append = append(spec.Append, "ul.disk=/dev/vda", "net.ifnames=0")
+	}
 	labByte := int(p.mgmt.Addr().As4()[2])
 	for k := range 2 {
 		spec.NICs = append(spec.NICs, vm.NIC{ID: "nic" + strconv.Itoa(k), Tap: tapName(n, k), MAC: vm.MAC(labByte, n.Index, k)})
@@ -417,11 +431,43 @@ func (p *plan) writeGuestConfig(n *nodePlan) error {
 	if err := os.WriteFile(filepath.Join(dir, "daemon.json"), []byte("{}\n"), 0o644); err != nil {
 		return err
 	}
-	return guest.WriteConfig(dir, guest.Config{
+	c := guest.Config{
 		Host: n.Host, Address: netip.PrefixFrom(n.MgmtIP, p.mgmt.Bits()), Gateway: p.routerIP(),
 		Bond: VMBond, BondMode: "active-backup", Members: []string{"eth0", "eth1"}, Miimon: 100,
-		TmpFS: []string{"/var/lib/docker", "/var/lib/containerd"},
-	}, token)
+		TmpFS: []string{"/var/lib/docker", "/var/lib/containerd"}, Systemd: p.cfg.Systemd,
+	}
+	if p.cfg.Systemd {
+		c.TmpFS = nil // on the disk (the initramfs mounts them)
+	}
+	return guest.WriteConfig(dir, c, token)
+}
+
+// diskSize is a systemd node's disk (sparse: it takes what is written).
+const diskSize = 4 << 30
+
+// makeDisk makes a systemd node's disk, ext4, unless it exists: it keeps
+// the node's writes across reboots and QEMU restarts, until lab down.
+func makeDisk(ctx context.Context, path string) error {
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	tmp := path + ".tmp"
+	os.Remove(tmp)
+	if err := os.WriteFile(tmp, nil, 0o600); err != nil {
+		return err
+	}
+	if err := os.Truncate(tmp, diskSize); err != nil {
+		return fmt.Errorf("disk %s: %w", path, err)
+	}
+	// Inode tables and journal written now, on the host: the guest's lazy
+	// init would take its emulated CPU for minutes.
+	out, err := exec.CommandContext(ctx, "mkfs.ext4", "-q", "-F", "-m", "0", "-i", "65536", "-O", "^metadata_csum",
+		"-E", "lazy_itable_init=0,lazy_journal_init=0,nodiscard", tmp).CombinedOutput()
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("mkfs.ext4 %s: %v: %s", tmp, err, bytes.TrimSpace(out))
+	}
+	return os.Rename(tmp, path)
 }
 
 // Layout implements provider: state on the guest's tmpfs, logs in the
@@ -448,11 +494,15 @@ func (*vmProvider) Env(p *plan, n *nodePlan) []string {
 		"DOCKER_HOST=unix:///run/docker.sock", "CONSUL_HTTP_ADDR=127.0.0.1:" + strconv.Itoa(ConsulHTTPPort)}, engine)
 }
 
-// Start implements provider.
+// Start implements provider: a daemon of a systemd node is an enabled
+// unit, which comes back at boot.
 func (v *vmProvider) Start(ctx context.Context, p *plan, n *nodePlan, d daemon) error {
 	c, err := p.guestClient(n)
 	if err != nil {
 		return err
+	}
+	if p.cfg.Systemd {
+		return v.startUnit(ctx, c, p, n, d)
 	}
 	if _, err := c.Start(ctx, d.key, d.args, append(v.Env(p, n), d.env...), filepath.Join(p.layout(n).LogDir, d.log)); err != nil {
 		return fmt.Errorf("node %s: %w", n.Name, err)
@@ -563,4 +613,131 @@ func (l Labs) SetLink(ctx context.Context, name, node string, nic int, up bool) 
 		return err
 	}
 	return vm.SetLink(ctx, filepath.Join(p.nodeDir(n), "qmp.sock"), "nic"+strconv.Itoa(nic), true)
+}
+
+// writeBootUnits writes the units of a systemd node's dockerd and Consul
+// into its directory, where Init installs and enables them before systemd
+// starts: they start with the boot, with no request to a systemd busy
+// booting (under emulation a daemon-reload then takes longer than
+// systemctl waits).
+func (v *vmProvider) writeBootUnits(p *plan, n *nodePlan) error {
+	dir := filepath.Join(p.nodeDir(n), guest.UnitsDir)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	for _, d := range []daemon{p.dockerd(n), p.consul(n)} {
+		name, text, err := v.unitOf(p, n, d)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// unitOf is daemon d's unit on node n: its name and text.
+func (v *vmProvider) unitOf(p *plan, n *nodePlan, d daemon) (string, string, error) {
+	env := append(v.Env(p, n), d.env...)
+	bin, err := lookPathIn(envValue(env, "PATH"), d.args[0])
+	if err != nil {
+		return "", "", err
+	}
+	return daemonUnitName(d.key), daemonUnit(d, bin, env, filepath.Join(p.layout(n).LogDir, d.log)), nil
+}
+
+// startUnitScript installs unit $1 from its standard input (reloading
+// systemd only when it changed), enables it by its link (no request to
+// systemd) and starts it unless it runs. systemctl's requests are retried:
+// a systemd busy booting may not answer in time.
+const startUnitScript = `set -e
+f=/etc/systemd/system/$1
+cat >"$f.new"
+if cmp -s "$f.new" "$f"; then rm "$f.new"; else mv "$f.new" "$f"; systemctl daemon-reload; fi
+mkdir -p /etc/systemd/system/multi-user.target.wants
+ln -sfn "../$1" "/etc/systemd/system/multi-user.target.wants/$1"
+for i in 1 2 3; do systemctl start --no-block "$1" && exit 0; sleep 2; done
+exit 1
+`
+
+// startUnit writes daemon d of a systemd node as an enabled unit and
+// starts it unless it runs.
+func (v *vmProvider) startUnit(ctx context.Context, c guest.Client, p *plan, n *nodePlan, d daemon) error {
+	unit, text, err := v.unitOf(p, n, d)
+	if err != nil {
+		return fmt.Errorf("node %s: %w", n.Name, err)
+	}
+	var out bytes.Buffer
+	code, err := c.Exec(ctx, []string{"sh", "-c", startUnitScript, "sh", unit}, v.Env(p, n), strings.NewReader(text), &out, &out)
+	if err == nil && code != 0 {
+		err = fmt.Errorf("exit status %d: %s", code, bytes.TrimSpace(out.Bytes()))
+	}
+	if err != nil {
+		return fmt.Errorf("node %s: start %s as %s: %w", n.Name, d.key, unit, err)
+	}
+	return nil
+}
+
+// daemonUnitName is the unit of a daemon on a systemd node: dockerd is
+// docker.service, as on a host (the package's units order themselves by
+// it); the others are ul-lab-<key>.service.
+func daemonUnitName(key string) string {
+	if key == "dockerd --host" {
+		return "docker.service"
+	}
+	return "ul-lab-" + strings.Join(strings.Fields(strings.ReplaceAll(key, "/", "-")), "-") + ".service"
+}
+
+// daemonUnit is the unit file of daemon d (its program at bin) with
+// environment env and its output appended to log. Restart=no: a daemon
+// the lab kills stays dead until lab up, as on other nodes.
+func daemonUnit(d daemon, bin string, env []string, log string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# Written by underlay lab.\n[Unit]\nDescription=underlay lab: %s\n", d.key)
+	typ := "exec"
+	if d.key == "dockerd --host" {
+		// dockerd tells systemd when it is ready, so that units ordered
+		// after docker.service wait for it.
+		typ = "notify"
+		b.WriteString("After=network-online.target\n")
+	}
+	fmt.Fprintf(&b, "\n[Service]\nType=%s\n", typ)
+	for _, e := range append(slices.Clone(env), guest.DaemonEnv(d.key)) {
+		k, v, _ := strings.Cut(e, "=")
+		fmt.Fprintf(&b, "Environment=%s\n", guest.EnvLine(k, v))
+	}
+	args := append([]string{bin}, d.args[1:]...)
+	fmt.Fprintf(&b, "ExecStart=%s\nStandardOutput=append:%s\nStandardError=append:%s\nRestart=no\n", guest.ExecLine(args), log, log)
+	if d.key == "dockerd --host" {
+		// As Debian's docker.service: containers outlive a dockerd restart.
+		b.WriteString("TimeoutStartSec=0\nDelegate=yes\nKillMode=process\nLimitNOFILE=1048576\nLimitNPROC=infinity\nTasksMax=infinity\n")
+	}
+	b.WriteString("\n[Install]\nWantedBy=multi-user.target\n")
+	return b.String()
+}
+
+// lookPathIn finds program name in the directories of path (a PATH value).
+func lookPathIn(path, name string) (string, error) {
+	if strings.Contains(name, "/") {
+		return name, nil
+	}
+	for _, dir := range filepath.SplitList(path) {
+		f := filepath.Join(dir, name)
+		if st, err := os.Stat(f); err == nil && !st.IsDir() && st.Mode()&0o111 != 0 {
+			return f, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found in PATH %s", name, path)
+}
+
+// envValue is the value of k in env (the last one set).
+func envValue(env []string, k string) string {
+	v := ""
+	for _, e := range env {
+		if key, val, ok := strings.Cut(e, "="); ok && key == k {
+			v = val
+		}
+	}
+	return v
 }

@@ -33,6 +33,10 @@ type Config struct {
 	// TmpFS are mounted empty at boot (overlay2 and containerd cannot work
 	// on the overlay over 9p).
 	TmpFS []string `json:"tmpfs"`
+	// Systemd makes systemd PID 1 once the node's network is up (Init
+	// execs it): the lab's daemons are then systemd units, and the VM has a
+	// disk, so what the node installs survives a reboot.
+	Systemd bool `json:"systemd,omitempty"`
 }
 
 // Listen is the control server's address.

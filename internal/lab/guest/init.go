@@ -25,25 +25,44 @@ func Init(nodeDir string, serve []string) {
 	logf := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "underlay-init: "+format+"\n", args...)
 	}
-	if err := boot(nodeDir, logf); err != nil {
+	c, err := boot(nodeDir, logf)
+	if err != nil {
 		logf("boot failed: %v", err)
+		reapForever(nil, logf)
+	}
+	if c.Systemd {
+		err := execSystemd(nodeDir, serve, logf)
+		logf("systemd: %v", err)
 		reapForever(nil, logf)
 	}
 	reapForever(serve, logf)
 }
 
-func boot(nodeDir string, logf func(string, ...any)) error {
+func boot(nodeDir string, logf func(string, ...any)) (Config, error) {
 	start := time.Now()
-	if err := mountBase(); err != nil {
-		return err
+	// Only what reading the node's config needs: with systemd it mounts
+	// the rest itself.
+	if err := mountKernelFS(); err != nil {
+		return Config{}, err
 	}
 	if err := mount(NodeTag, nodeDir, "9p", 0, "trans=virtio,version=9p2000.L,msize=262144"); err != nil {
-		return err
+		return Config{}, err
 	}
 	c, _, err := ReadConfig(nodeDir)
 	if err != nil {
-		return err
+		return c, err
 	}
+	if err := mountBase(c.Systemd); err != nil {
+		return c, err
+	}
+	if err := setup(c); err != nil {
+		return c, err
+	}
+	logf("node %s up in %s: %s on %s (%v), gateway %s", c.Host, time.Since(start).Round(time.Millisecond), c.Address, c.Bond, c.Members, c.Gateway)
+	return c, nil
+}
+
+func setup(c Config) error {
 	for _, dir := range c.TmpFS {
 		if err := mount("tmpfs", dir, "tmpfs", 0, "mode=0755"); err != nil {
 			return err
@@ -57,36 +76,53 @@ func boot(nodeDir string, logf func(string, ...any)) error {
 	if out, err := exec.Command("modprobe", "bonding", "max_bonds=0").CombinedOutput(); err != nil {
 		return fmt.Errorf("modprobe bonding: %v: %s", err, out)
 	}
-	if err := network(c); err != nil {
-		return err
-	}
-	logf("node %s up in %s: %s on %s (%v), gateway %s", c.Host, time.Since(start).Round(time.Millisecond), c.Address, c.Bond, c.Members, c.Gateway)
-	return nil
+	return network(c)
 }
 
-// mountBase mounts the kernel's file systems and what a Docker host needs.
-func mountBase() error {
-	for _, m := range []struct {
-		src, dir, fstype, opts string
-		flags                  uintptr
-	}{
+type mountPoint struct {
+	src, dir, fstype, opts string
+	flags                  uintptr
+}
+
+// mountKernelFS mounts /proc, /sys and /dev.
+func mountKernelFS() error {
+	for _, m := range []mountPoint{
 		{"proc", "/proc", "proc", "", syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_NOEXEC},
 		{"sysfs", "/sys", "sysfs", "", syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_NOEXEC},
 		{"devtmpfs", "/dev", "devtmpfs", "mode=0755", syscall.MS_NOSUID},
-		{"devpts", "/dev/pts", "devpts", "gid=5,mode=0620,ptmxmode=0666", syscall.MS_NOSUID | syscall.MS_NOEXEC},
-		{"tmpfs", "/dev/shm", "tmpfs", "mode=1777", syscall.MS_NOSUID | syscall.MS_NODEV},
-		{"mqueue", "/dev/mqueue", "mqueue", "", syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_NOEXEC},
-		{"cgroup2", "/sys/fs/cgroup", "cgroup2", "", syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_NOEXEC},
-		{"tmpfs", "/run", "tmpfs", "mode=0755", syscall.MS_NOSUID | syscall.MS_NODEV},
-		{"tmpfs", "/tmp", "tmpfs", "mode=1777", syscall.MS_NOSUID | syscall.MS_NODEV},
 	} {
 		if err := mount(m.src, m.dir, m.fstype, m.flags, m.opts); err != nil {
 			return err
 		}
 	}
+	return nil
+}
+
+// mountBase mounts what a Docker host needs beyond the kernel's file
+// systems: systemd mounts all of it but /tmp by itself.
+func mountBase(systemd bool) error {
 	// A container marker left in the host's root would mislead programs
-	// that check it.
+	// that check it (systemd would think it runs in a container), and the
+	// host's policy-rc.d (Docker images carry one) would keep packages from
+	// starting their services: a node is a host, not an image build.
 	os.Remove("/.dockerenv")
+	os.Remove("/usr/sbin/policy-rc.d")
+	tmp := mountPoint{"tmpfs", "/tmp", "tmpfs", "mode=1777", syscall.MS_NOSUID | syscall.MS_NODEV}
+	if systemd {
+		return mount(tmp.src, tmp.dir, tmp.fstype, tmp.flags, tmp.opts)
+	}
+	for _, m := range []mountPoint{
+		{"devpts", "/dev/pts", "devpts", "gid=5,mode=0620,ptmxmode=0666", syscall.MS_NOSUID | syscall.MS_NOEXEC},
+		{"tmpfs", "/dev/shm", "tmpfs", "mode=1777", syscall.MS_NOSUID | syscall.MS_NODEV},
+		{"mqueue", "/dev/mqueue", "mqueue", "", syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_NOEXEC},
+		{"cgroup2", "/sys/fs/cgroup", "cgroup2", "", syscall.MS_NOSUID | syscall.MS_NODEV | syscall.MS_NOEXEC},
+		{"tmpfs", "/run", "tmpfs", "mode=0755", syscall.MS_NOSUID | syscall.MS_NODEV},
+		tmp,
+	} {
+		if err := mount(m.src, m.dir, m.fstype, m.flags, m.opts); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 

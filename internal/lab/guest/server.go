@@ -252,3 +252,7 @@ func ServeNode(ctx context.Context, nodeDir string, log *slog.Logger) error {
 	s := &Server{Token: token, Log: log}
 	return s.Serve(ctx, ln)
 }
+
+// DaemonEnv is the environment entry that marks a daemon of key: a
+// daemon started otherwise (a systemd unit) carries it to be found too.
+func DaemonEnv(key string) string { return daemonMarker + "=" + key }

@@ -29,6 +29,11 @@ const Busybox = "/bin/busybox"
 // virtio NICs, the 9p root and the overlay over it.
 var InitrdModules = []string{"virtio_pci", "virtio_net", "9pnet_virtio", "9p", "overlay"}
 
+// DiskModules are loaded by the initramfs (with their dependencies not in
+// InitrdModules) when the VM has a disk (ul.disk=DEVICE): virtio disks and
+// ext4 (crc32c for its checksums).
+var DiskModules = []string{"virtio_blk", "crc32c_generic", "ext4"}
+
 // Boot is what a VM node boots.
 type Boot struct {
 	// Version is the kernel release (uname -r) in the guest.
@@ -161,14 +166,31 @@ for a in $(cat /proc/cmdline); do
   case "$a" in
     ul.init=*) init="${a#ul.init=}" ;;
     ul.dir=*) dir="${a#ul.dir=}" ;;
+    ul.disk=*) disk="${a#ul.disk=}" ;;
   esac
 done
 for m in $(cat /modules); do insmod "/lib/modules/$m" || echo "initramfs: insmod $m failed"; done
 fail() { echo "initramfs: $*"; exec sh; }
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144 hostroot /lower || fail "mount the host's root"
-mount -t tmpfs -o mode=0755 upper /upper || fail "mount the overlay's tmpfs"
+if [ -n "$disk" ]; then
+  # A disk (ext4) holds the overlay's upper layer and Docker's state: what
+  # the node writes survives a reboot, as on a host.
+  for m in $(cat /disk-modules); do insmod "/lib/modules/$m" || echo "initramfs: insmod $m failed"; done
+  i=0; while [ ! -b "$disk" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+  mount -t ext4 "$disk" /upper || fail "mount the disk $disk"
+else
+  mount -t tmpfs -o mode=0755 upper /upper || fail "mount the overlay's tmpfs"
+fi
 mkdir -p /upper/u /upper/w
 mount -t overlay -o lowerdir=/lower,upperdir=/upper/u,workdir=/upper/w overlay /newroot || fail "mount the overlay"
+if [ -n "$disk" ]; then
+  # overlay2 and containerd cannot work on an overlay: their state is on
+  # the disk itself.
+  for d in docker containerd; do
+    mkdir -p "/upper/$d" "/newroot/var/lib/$d"
+    mount -o bind "/upper/$d" "/newroot/var/lib/$d" || fail "bind /var/lib/$d"
+  done
+fi
 [ -x "/newroot$init" ] || fail "ul.init=$init is not an executable on the host"
 umount /proc /sys /dev
 exec switch_root /newroot "$init" lab vm-init --node-dir "$dir"
@@ -183,12 +205,17 @@ func initramfs(k Kernel, dir string) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	all, err := moduleOrder(k.Modules, append(slices.Clone(InitrdModules), DiskModules...))
+	if err != nil {
+		return "", err
+	}
+	diskMods := slices.DeleteFunc(all, func(m string) bool { return slices.Contains(mods, m) })
 	st, err := os.Stat(Busybox)
 	if err != nil {
 		return "", err
 	}
 	h := sha256.New()
-	fmt.Fprintf(h, "%s\n%s\n%d %d\n%s\n", k.Version, initScript, st.Size(), st.ModTime().UnixNano(), strings.Join(mods, " "))
+	fmt.Fprintf(h, "%s\n%s\n%d %d\n%s\n%s\n", k.Version, initScript, st.Size(), st.ModTime().UnixNano(), strings.Join(mods, " "), strings.Join(diskMods, " "))
 	out := filepath.Join(dir, "initramfs-"+hex.EncodeToString(h.Sum(nil))[:12]+".cpio.gz")
 	if _, err := os.Stat(out); err == nil {
 		return out, nil
@@ -211,17 +238,19 @@ func initramfs(k Kernel, dir string) (string, error) {
 	cw.File("bin/busybox", 0o755, bb)
 	cw.Symlink("bin/sh", "busybox")
 	cw.File("init", 0o755, []byte(initScript))
-	var names []string
-	for _, m := range mods {
-		b, err := os.ReadFile(filepath.Join(k.Modules, m))
-		if err != nil {
-			return "", fmt.Errorf("read module: %w", err)
+	for list, ms := range map[string][]string{"modules": mods, "disk-modules": diskMods} {
+		var names []string
+		for _, m := range ms {
+			b, err := os.ReadFile(filepath.Join(k.Modules, m))
+			if err != nil {
+				return "", fmt.Errorf("read module: %w", err)
+			}
+			name := filepath.Base(m)
+			cw.File("lib/modules/"+name, 0o644, b)
+			names = append(names, name)
 		}
-		name := filepath.Base(m)
-		cw.File("lib/modules/"+name, 0o644, b)
-		names = append(names, name)
+		cw.File(list, 0o644, []byte(strings.Join(names, "\n")+"\n"))
 	}
-	cw.File("modules", 0o644, []byte(strings.Join(names, "\n")+"\n"))
 	if err := cw.Close(); err != nil {
 		return "", fmt.Errorf("write initramfs: %w", err)
 	}

@@ -38,6 +38,11 @@ type Spec struct {
 	// IfUp is the script QEMU runs with each tap's name once it made it
 	// (it plugs the tap into the lab's bridge).
 	IfUp string
+	// Disk, when set, is a raw disk image the guest sees as /dev/vda.
+	Disk string
+	// Reboot lets the guest reboot in the same QEMU; otherwise a reboot
+	// ends QEMU.
+	Reboot bool
 }
 
 // KernelArgs are the kernel arguments every VM node boots with: the serial
@@ -53,7 +58,7 @@ func Args(s Spec) []string {
 		"-name", s.Name,
 		"-accel", "tcg,tb-size=256",
 		"-cpu", "max", "-smp", "1", "-m", strconv.Itoa(s.MemoryMiB),
-		"-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+		"-nodefaults", "-no-user-config", "-display", "none",
 		"-serial", "file:" + s.Console,
 		"-kernel", s.Boot.Kernel, "-initrd", s.Boot.Initrd,
 		"-append", strings.Join(append(append([]string{}, KernelArgs...), s.Append...), " "),
@@ -61,6 +66,14 @@ func Args(s Spec) []string {
 		"-virtfs", "local,path=" + s.NodeDir + ",mount_tag=node,security_model=none,multidevs=remap",
 		"-qmp", "unix:" + s.QMP + ",server=on,wait=off",
 		"-pidfile", s.PIDFile,
+	}
+	if !s.Reboot {
+		args = append(args, "-no-reboot")
+	}
+	if s.Disk != "" {
+		// cache=unsafe: the host's page cache is the disk's; it outlives
+		// the guest, and a throw-away node needs no flush to the host's disk.
+		args = append(args, "-drive", "file="+s.Disk+",format=raw,if=virtio,cache=unsafe")
 	}
 	// csum=off: the guest sends whole checksums (and no TSO frames), for
 	// its frames may leave the bridge through a user-space VLAN port, where

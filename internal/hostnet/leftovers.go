@@ -1,0 +1,83 @@
+package hostnet
+
+import (
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+
+	"github.com/vishvananda/netlink"
+)
+
+// ShimAlias is the alias (ip link's "alias") of the shim underlay made
+// for network, so that removing underlay removes exactly its shims.
+func ShimAlias(network string) string { return shimPrefix + network }
+
+// shimPrefix starts every ShimAlias.
+const shimPrefix = "underlay shim "
+
+// shimNameRE is netspec.ShimLinkName's form: shims made before they were
+// marked with ShimAlias are known by it (and their kind).
+var shimNameRE = regexp.MustCompile(`^ul-[0-9a-f]{8}$`)
+
+// Link is what Leftovers needs to know of a host link.
+type Link struct {
+	Name  string
+	Type  string // netlink's kind: "macvlan", "ipvlan", "vlan", ...
+	Alias string
+}
+
+// Leftovers selects, from the links of a host, those underlay's agent
+// made and nothing else: shims (a macvlan or ipvlan marked with
+// ShimAlias, or unmarked but named as the agent names them) first, then
+// the VLAN parents marked with OwnerAlias. A link with any other alias
+// was named by someone else and stays.
+func Leftovers(links []Link) []Link {
+	var shims, parents []Link
+	for _, l := range links {
+		switch l.Type {
+		case "macvlan", "ipvlan":
+			if strings.HasPrefix(l.Alias, shimPrefix) || (l.Alias == "" && shimNameRE.MatchString(l.Name)) {
+				shims = append(shims, l)
+			}
+		case "vlan":
+			if _, ok := Owned(l.Alias); ok {
+				parents = append(parents, l)
+			}
+		}
+	}
+	return append(shims, parents...)
+}
+
+// RemoveLeftovers deletes what Leftovers selects among this network
+// namespace's links (shims first: a parent's removal would take them
+// along anyway) and returns the names deleted. Run it with the agent
+// stopped, or it makes them again.
+func RemoveLeftovers() ([]string, error) {
+	all, err := netlink.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	links := make([]Link, 0, len(all))
+	for _, l := range all {
+		links = append(links, Link{Name: l.Attrs().Name, Type: l.Type(), Alias: l.Attrs().Alias})
+	}
+	var removed []string
+	var errs []error
+	for _, l := range Leftovers(links) {
+		link, err := netlink.LinkByName(l.Name)
+		if err != nil {
+			var nf netlink.LinkNotFoundError
+			if !errors.As(err, &nf) {
+				errs = append(errs, fmt.Errorf("look up %s: %w", l.Name, err))
+			}
+			continue
+		}
+		if err := netlink.LinkDel(link); err != nil {
+			errs = append(errs, fmt.Errorf("delete %s %s: %w", l.Type, l.Name, err))
+			continue
+		}
+		removed = append(removed, l.Name)
+	}
+	return removed, errors.Join(errs...)
+}

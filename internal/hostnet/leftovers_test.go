@@ -1,0 +1,41 @@
+package hostnet
+
+import (
+	"slices"
+	"testing"
+
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+func TestLeftovers(t *testing.T) {
+	links := []Link{
+		{Name: "lo", Type: "device"},
+		{Name: "bond0", Type: "bond"},
+		// A parent underlay made, and one made by hand (or by Docker).
+		{Name: "bond0.40", Type: "vlan", Alias: OwnerAlias("pool")},
+		{Name: "bond0.41", Type: "vlan"},
+		{Name: "eth0.7", Type: "vlan", Alias: "uplink to rack 3"},
+		// Shims: marked, marked ipvlan, and unmarked as older agents made them.
+		{Name: netspec.ShimLinkName("pool"), Type: "macvlan", Alias: ShimAlias("pool")},
+		{Name: netspec.ShimLinkName("l2"), Type: "ipvlan", Alias: ShimAlias("l2")},
+		{Name: "ul-0a1b2c3d", Type: "macvlan"},
+		// Not shims: another kind of link of the shims' form, a lab's
+		// links, a macvlan somebody named and marked.
+		{Name: "ul-deadbeef", Type: "veth"},
+		{Name: "ul-lab-m", Type: "veth"},
+		{Name: "ul-0a1b2c3d9", Type: "macvlan"},
+		{Name: "ul-0a1b2c3e", Type: "macvlan", Alias: "mine"},
+		{Name: "mv0", Type: "macvlan"},
+	}
+	var got []string
+	for _, l := range Leftovers(links) {
+		got = append(got, l.Name)
+	}
+	want := []string{netspec.ShimLinkName("pool"), netspec.ShimLinkName("l2"), "ul-0a1b2c3d", "bond0.40"}
+	if !slices.Equal(got, want) {
+		t.Errorf("Leftovers = %v, want %v", got, want)
+	}
+	if l := Leftovers(nil); len(l) != 0 {
+		t.Errorf("Leftovers(nil) = %v", l)
+	}
+}
