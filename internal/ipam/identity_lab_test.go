@@ -41,11 +41,14 @@ func TestIntegrationLabIdentity(t *testing.T) {
 		ids[n.Host] = swarmNodeID(t, n)
 	}
 
-	// One identity per node, one name for all.
-	facts, err := st.Nodes(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// One identity per node, one name for all (agents publish their facts
+	// once they claimed their identity, after the lab is up).
+	var facts []netspec.NodeFacts
+	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
+		var err error
+		facts, err = st.Nodes(ctx)
+		return err == nil && len(facts) >= len(l.Nodes), fmt.Sprintf("%d of %d agents published their facts (%v)", len(facts), len(l.Nodes), err)
+	})
 	seen := map[string]bool{}
 	for _, f := range facts {
 		if f.Node != name || f.Holder.Instance == "" {
