@@ -27,8 +27,9 @@ const AskDockerFor = time.Second
 
 // ResolveID returns this node's identity. It asks Docker (ask returns the
 // swarm node ID, "" outside a swarm), for at most wait each time; Docker's
-// answer wins and is recorded in dir. When Docker does not answer in time
-// and dir holds a recorded identity, that one is returned (recorded true):
+// answer wins and is recorded in dir. When Docker does not answer — in
+// time, or at all — and dir holds a recorded identity, that one is
+// returned (recorded true):
 // the caller must check it against Docker once Docker answers, and stop if
 // it differs. Without a record it asks again until Docker answers or ctx
 // ends. dir "" records nothing.
@@ -37,7 +38,6 @@ func ResolveID(ctx context.Context, ask func(context.Context) (string, error), d
 	for {
 		actx, cancel := context.WithTimeout(ctx, wait)
 		id, err := ask(actx)
-		timedOut := actx.Err() != nil && ctx.Err() == nil
 		cancel()
 		switch {
 		case ctx.Err() != nil:
@@ -49,10 +49,14 @@ func ResolveID(ctx context.Context, ask func(context.Context) (string, error), d
 				}
 			}
 			return id, false, nil
-		case err == nil:
+		}
+		answered := err == nil // Docker answered: the node is in no swarm
+		if answered {
 			err = fmt.Errorf("the node is in no swarm (cluster networks need it in one)")
 		}
-		if timedOut && dir != "" {
+		// Docker 20.10 accepts the connection and blocks while it restores
+		// containers (a timeout); 29 refuses it until it has (an error).
+		if !answered && dir != "" {
 			rec, rerr := readNodeID(dir)
 			if rerr != nil {
 				log.Warn("ignoring the recorded identity", "err", rerr)

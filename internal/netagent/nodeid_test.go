@@ -48,6 +48,25 @@ func TestResolveIDDockerHangs(t *testing.T) {
 	}
 }
 
+// TestResolveIDDockerRefuses: Docker 29 refuses connections while it
+// restores containers at boot (20.10 accepts and blocks): the recorded
+// identity is used at once then too (it waited 21 s on 29 before).
+func TestResolveIDDockerRefuses(t *testing.T) {
+	dir := t.TempDir()
+	if err := recordNodeID(dir, "abc123"); err != nil {
+		t.Fatal(err)
+	}
+	var calls atomic.Int32
+	refuse := func(context.Context) (string, error) {
+		calls.Add(1)
+		return "", errors.New("dial unix /var/run/docker.sock: connect: connection refused")
+	}
+	id, rec, err := ResolveID(context.Background(), refuse, dir, time.Second, discard())
+	if err != nil || id != "abc123" || !rec || calls.Load() != 1 {
+		t.Fatalf("got %q recorded=%v err=%v after %d calls, want the recorded abc123 at once", id, rec, err, calls.Load())
+	}
+}
+
 // TestResolveIDNoRecord: without a record it waits for Docker, however
 // long Docker takes; a refused call is retried too.
 func TestResolveIDNoRecord(t *testing.T) {
