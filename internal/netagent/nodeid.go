@@ -36,9 +36,7 @@ const AskDockerFor = time.Second
 func ResolveID(ctx context.Context, ask func(context.Context) (string, error), dir string, wait time.Duration, log *slog.Logger) (id string, recorded bool, err error) {
 	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second}
 	for {
-		actx, cancel := context.WithTimeout(ctx, wait)
-		id, err := ask(actx)
-		cancel()
+		id, err := askFor(ctx, ask, wait)
 		switch {
 		case ctx.Err() != nil:
 			return "", false, fmt.Errorf("waiting for this node's swarm node ID: %w", ctx.Err())
@@ -129,4 +127,28 @@ func recordNodeID(dir, id string) error {
 		return fmt.Errorf("record node ID: %w", err)
 	}
 	return nil
+}
+
+// askFor calls ask, waiting at most wait for its answer: Docker's client
+// does not always give up at the context's deadline (its version
+// negotiation, against a dockerd 20.10 that accepts and blocks at boot,
+// waited 20 s), so a late answer is left to its goroutine.
+func askFor(ctx context.Context, ask func(context.Context) (string, error), wait time.Duration) (string, error) {
+	actx, cancel := context.WithTimeout(ctx, wait)
+	type answer struct {
+		id  string
+		err error
+	}
+	ch := make(chan answer, 1)
+	go func() {
+		defer cancel()
+		id, err := ask(actx)
+		ch <- answer{id, err}
+	}()
+	select {
+	case a := <-ch:
+		return a.id, a.err
+	case <-actx.Done():
+		return "", fmt.Errorf("Docker did not answer within %s", wait)
+	}
 }

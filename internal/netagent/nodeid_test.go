@@ -114,3 +114,24 @@ func TestResolveIDNotInSwarm(t *testing.T) {
 		t.Fatalf("got %q, %v; want to wait for a swarm", id, err)
 	}
 }
+
+// TestResolveIDDockerIgnoresDeadline: a Docker call that does not give up
+// at its context's deadline (the client's version negotiation against a
+// 20.10 restoring containers did not) still falls back on the record:
+// ResolveID returns while the call is still blocked.
+func TestResolveIDDockerIgnoresDeadline(t *testing.T) {
+	dir := t.TempDir()
+	if err := recordNodeID(dir, "abc123"); err != nil {
+		t.Fatal(err)
+	}
+	release := make(chan struct{})
+	defer close(release)
+	stuck := func(context.Context) (string, error) {
+		<-release
+		return "late", nil
+	}
+	id, rec, err := ResolveID(context.Background(), stuck, dir, 50*time.Millisecond, discard())
+	if err != nil || id != "abc123" || !rec {
+		t.Fatalf("got %q recorded=%v err=%v, want the recorded abc123", id, rec, err)
+	}
+}
