@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/underlay/underlay/internal/lab/guest"
 )
 
 // Components of a node that the fault API (Signal, Kill, Stop, Cont,
@@ -136,11 +138,11 @@ func (p *plan) daemonPID(n *nodePlan, d daemon) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("node %s: %s: %w", n.Name, wrapperPIDFile(d), err)
 	}
-	if !running(wrapper) || !isWrapper(cmdline(wrapper), dir, d.key) {
+	if !guest.Running(wrapper) || !isWrapper(cmdline(wrapper), dir, d.key) {
 		return 0, fmt.Errorf("node %s: %s not running (its recorded wrapper %d is gone)", n.Name, d.key, wrapper)
 	}
 	pid := childIn(procTable(), wrapper, pidNS(holder))
-	if pid == 0 || !running(pid) {
+	if pid == 0 || !guest.Running(pid) {
 		return 0, fmt.Errorf("node %s: %s not running (wrapper %d has no child in the node)", n.Name, d.key, wrapper)
 	}
 	return pid, nil

@@ -57,14 +57,9 @@ type nodeLink struct {
 // network namespace of pid) lacks them, addresses them and sets the node's
 // default route through gw.
 func ensureNodeLinks(pid int, links []nodeLink, gw netip.Addr) error {
-	ns, err := netns.GetFromPid(pid)
+	h, err := handleAt(pid)
 	if err != nil {
-		return fmt.Errorf("network namespace of %d: %w", pid, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return fmt.Errorf("netlink in namespace of %d: %w", pid, err)
+		return err
 	}
 	defer h.Close()
 	lo, err := h.LinkByName("lo")
@@ -292,4 +287,18 @@ func retryDump[T any](dump func() ([]T, error)) ([]T, error) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	return nil, err
+}
+
+// handleAt opens a netlink handle in the network namespace of pid.
+func handleAt(pid int) (*netlink.Handle, error) {
+	ns, err := netns.GetFromPid(pid)
+	if err != nil {
+		return nil, fmt.Errorf("network namespace of %d: %w", pid, err)
+	}
+	defer ns.Close() // the handle keeps its own sockets in the namespace
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		return nil, fmt.Errorf("netlink in namespace of %d: %w", pid, err)
+	}
+	return h, nil
 }

@@ -6,10 +6,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/underlay/underlay/internal/lab/guest"
 )
 
 // holderName is argv[0] of every node's namespace holder; its last argument
@@ -112,33 +115,12 @@ func daemonWrappers(nodeDir, key string) []proc {
 // killAll sends SIGKILL to every process in ps and waits until they are
 // gone (or timeout passes), returning those still alive.
 func killAll(ps []proc, timeout time.Duration) []proc {
-	for _, p := range ps {
-		syscall.Kill(p.pid, syscall.SIGKILL)
+	pids := make([]int, len(ps))
+	for i, p := range ps {
+		pids[i] = p.pid
 	}
-	deadline := time.Now().Add(timeout)
-	for {
-		var alive []proc
-		for _, p := range ps {
-			if running(p.pid) {
-				alive = append(alive, p)
-			}
-		}
-		if len(alive) == 0 || time.Now().After(deadline) {
-			return alive
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
-// running reports whether pid is a process that is not a zombie.
-func running(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	// The state follows the command name in parentheses.
-	i := bytes.LastIndexByte(b, ')')
-	return i < 0 || i+2 >= len(b) || (b[i+2] != 'Z' && b[i+2] != 'X')
+	left := guest.KillAndWait(pids, timeout)
+	return slices.DeleteFunc(ps, func(p proc) bool { return !slices.Contains(left, p.pid) })
 }
 
 // startDetached starts cmd in its own session with its output appended to

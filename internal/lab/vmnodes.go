@@ -20,7 +20,6 @@ import (
 	"time"
 
 	"github.com/vishvananda/netlink"
-	"github.com/vishvananda/netns"
 
 	"github.com/underlay/underlay/internal/lab/guest"
 	"github.com/underlay/underlay/internal/lab/vm"
@@ -147,14 +146,9 @@ const netHolderScript = `exec -a ` + holderName + ` bash -c 'while :; do sleep 3
 // namespace and the VLAN access port's veth, and routes the underlay
 // subnet from the root namespace to the lab's router.
 func (p *plan) ensureVMNetwork(holder int) error {
-	ns, err := netns.GetFromPid(holder)
+	h, err := handleAt(holder)
 	if err != nil {
-		return fmt.Errorf("network namespace of %d: %w", holder, err)
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
-	if err != nil {
-		return fmt.Errorf("netlink in the lab's namespace: %w", err)
+		return err
 	}
 	defer h.Close()
 	for _, name := range []string{"lo"} {
@@ -259,12 +253,7 @@ func (p *plan) ensureVLANPort(ctx context.Context, holder int) error {
 			return err
 		}
 	}
-	ns, err := netns.GetFromPid(holder)
-	if err != nil {
-		return err
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
+	h, err := handleAt(holder)
 	if err != nil {
 		return err
 	}
@@ -406,7 +395,7 @@ func (v *vmProvider) EnsureNode(ctx context.Context, p *plan, n *nodePlan) error
 		return err
 	}
 	return poll(ctx, vmBootTimeout, func() error {
-		if !running(cmd.Process.Pid) {
+		if !guest.Running(cmd.Process.Pid) {
 			log, _ := os.ReadFile(filepath.Join(dir, "qemu.log"))
 			return fmt.Errorf("qemu exited: %s", bytes.TrimSpace(log))
 		}
@@ -589,12 +578,7 @@ func (l Labs) SetLink(ctx context.Context, name, node string, nic int, up bool) 
 	if holder == 0 {
 		return errors.New("the lab's network namespace is gone")
 	}
-	ns, err := netns.GetFromPid(holder)
-	if err != nil {
-		return err
-	}
-	defer ns.Close()
-	h, err := netlink.NewHandleAt(ns)
+	h, err := handleAt(holder)
 	if err != nil {
 		return err
 	}

@@ -98,7 +98,7 @@ func TestDaemons(t *testing.T) {
 	if err != nil || pid2 == pid {
 		t.Fatalf("second start: pid %d (first %d), %v", pid2, pid, err)
 	}
-	if running(pid) {
+	if Running(pid) {
 		t.Errorf("first daemon %d still runs after the second start", pid)
 	}
 	waitStarted(2)

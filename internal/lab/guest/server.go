@@ -182,7 +182,7 @@ func daemons(key string) []int {
 			continue
 		}
 		cl, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil || len(cl) == 0 || !running(pid) {
+		if err != nil || len(cl) == 0 || !Running(pid) {
 			continue
 		}
 		if DaemonKey(strings.Split(string(bytes.TrimRight(cl, "\x00")), "\x00")) == key {
@@ -204,15 +204,21 @@ func DaemonKey(args []string) string {
 // killDaemons kills daemon key's processes and waits up to timeout for
 // them to go, returning those left.
 func killDaemons(key string, timeout time.Duration) []int {
-	ps := daemons(key)
-	for _, pid := range ps {
+	return KillAndWait(daemons(key), timeout)
+}
+
+// KillAndWait sends SIGKILL to every pid and waits until they are gone (or
+// timeout passes), returning those still alive. The lab's host side kills
+// its processes with it too.
+func KillAndWait(pids []int, timeout time.Duration) []int {
+	for _, pid := range pids {
 		syscall.Kill(pid, syscall.SIGKILL)
 	}
 	deadline := time.Now().Add(timeout)
 	for {
 		var alive []int
-		for _, pid := range ps {
-			if running(pid) {
+		for _, pid := range pids {
+			if Running(pid) {
 				alive = append(alive, pid)
 			}
 		}
@@ -223,12 +229,13 @@ func killDaemons(key string, timeout time.Duration) []int {
 	}
 }
 
-// running reports whether pid is a process that is not a zombie.
-func running(pid int) bool {
+// Running reports whether pid is a process that is not a zombie.
+func Running(pid int) bool {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
 		return false
 	}
+	// The state follows the command name in parentheses.
 	i := bytes.LastIndexByte(b, ')')
 	return i < 0 || i+2 >= len(b) || (b[i+2] != 'Z' && b[i+2] != 'X')
 }
