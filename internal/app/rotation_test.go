@@ -1,7 +1,6 @@
 package app
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -12,35 +11,17 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/underlay/underlay/internal/scale"
+	"github.com/underlay/underlay/internal/testlog"
 )
-
-// logBuffer is control's log, safe for concurrent writes.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // startControlLogged runs `underlay control` with args (Docker and Consul
 // unreachable) on a free loopback port until the test ends, logging at
 // info level; it returns the address once the port answers, and the log.
-func startControlLogged(t *testing.T, args ...string) (string, *logBuffer) {
+func startControlLogged(t *testing.T, args ...string) (string, *testlog.Buffer) {
 	t.Helper()
 	dir := t.TempDir()
 	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(dir, "no-docker.sock"))
@@ -50,7 +31,7 @@ func startControlLogged(t *testing.T, args ...string) (string, *logBuffer) {
 	}
 	addr := ln.Addr().String()
 	ln.Close()
-	logs := &logBuffer{}
+	logs := &testlog.Buffer{}
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := newControlCommand(&globalFlags{logLevel: "info", logFormat: "text"}, IOStreams{Out: io.Discard, ErrOut: logs})
 	cmd.SetArgs(append([]string{"--listen", addr, "--consul-addr", "127.0.0.1:1"}, args...))

@@ -1,7 +1,6 @@
 package consul
 
 import (
-	"bytes"
 	"log/slog"
 	"net"
 	"net/http"
@@ -12,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/underlay/underlay/internal/testlog"
 )
 
 // tokenRecorder is a stand-in for Consul's HTTP API that records the ACL
@@ -48,7 +49,7 @@ func TestTokenFileRotation(t *testing.T) {
 		defer srv.Close()
 		path := filepath.Join(t.TempDir(), "token")
 		os.WriteFile(path, []byte("first-token\n"), 0o644)
-		var logs syncBuffer
+		var logs testlog.Buffer
 		o := Options{Addr: srv.URL, Log: slog.New(slog.NewTextHandler(&logs, nil))}
 		t.Setenv("CONSUL_HTTP_TOKEN_FILE", "")
 		if fromEnv {
@@ -99,24 +100,6 @@ func TestTokenFileRotation(t *testing.T) {
 			t.Errorf("env %v: a token was logged:\n%s", fromEnv, logs.String())
 		}
 	}
-}
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestTokenFileOverSocket: a token file works with a unix:// address too

@@ -1,34 +1,16 @@
 package secretfile
 
 import (
-	"bytes"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
+
+	"github.com/underlay/underlay/internal/testlog"
 )
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // clock is a settable clock.
 type clock struct{ now time.Time }
@@ -39,7 +21,7 @@ func TestFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "secret")
 	os.WriteFile(path, []byte("  hunter2-first \n"), 0o644)
-	var logs syncBuffer
+	var logs testlog.Buffer
 	f, err := Open(path, "test secret", slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -121,7 +103,7 @@ func TestOpenChecked(t *testing.T) {
 		t.Fatalf("OpenChecked(short) = %v, want the check's error naming the file", err)
 	}
 	os.WriteFile(path, []byte("long-enough-1"), 0o600)
-	var logs syncBuffer
+	var logs testlog.Buffer
 	f, err := OpenChecked(path, "test secret", long, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)

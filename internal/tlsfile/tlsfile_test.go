@@ -1,7 +1,6 @@
 package tlsfile
 
 import (
-	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -20,25 +19,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/underlay/underlay/internal/testlog"
 )
-
-// syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // clock is a settable clock.
 type clock struct {
@@ -176,7 +159,7 @@ func TestServerPicksUpRotatedCertificate(t *testing.T) {
 	first, second, third := ca.issue(t, "first"), ca.issue(t, "second"), ca.issue(t, "third")
 	write(t, certFile, first.certPEM)
 	write(t, keyFile, first.keyPEM)
-	var logs syncBuffer
+	var logs testlog.Buffer
 	pair, err := OpenPair(certFile, keyFile, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)
