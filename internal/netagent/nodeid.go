@@ -26,7 +26,8 @@ const NodeIDFile = "node-id"
 const AskDockerFor = time.Second
 
 // ResolveID returns this node's identity. It asks Docker (ask returns the
-// swarm node ID, "" outside a swarm), for at most wait each time; Docker's
+// swarm node ID, "" outside a swarm), for at most wait each time (30
+// times that without a record); Docker's
 // answer wins and is recorded in dir. When Docker does not answer — in
 // time, or at all — and dir holds a recorded identity, that one is
 // returned (recorded true):
@@ -36,7 +37,21 @@ const AskDockerFor = time.Second
 func ResolveID(ctx context.Context, ask func(context.Context) (string, error), dir string, wait time.Duration, log *slog.Logger) (id string, recorded bool, err error) {
 	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second}
 	for {
-		id, err := askFor(ctx, ask, wait)
+		rec := ""
+		if dir != "" {
+			var rerr error
+			if rec, rerr = readNodeID(dir); rerr != nil {
+				log.Warn("ignoring the recorded identity", "err", rerr)
+			}
+		}
+		// Without a record there is nothing to fall back on, and a slow
+		// dockerd (a TCG guest's took over a second) is no failed one:
+		// wait far longer for its answer before asking again.
+		w := wait
+		if rec == "" {
+			w = noRecordWaits * wait
+		}
+		id, err := askFor(ctx, ask, w)
 		switch {
 		case ctx.Err() != nil:
 			return "", false, fmt.Errorf("waiting for this node's swarm node ID: %w", ctx.Err())
@@ -54,21 +69,20 @@ func ResolveID(ctx context.Context, ask func(context.Context) (string, error), d
 		}
 		// Docker 20.10 accepts the connection and blocks while it restores
 		// containers (a timeout); 29 refuses it until it has (an error).
-		if !answered && dir != "" {
-			rec, rerr := readNodeID(dir)
-			if rerr != nil {
-				log.Warn("ignoring the recorded identity", "err", rerr)
-			} else if rec != "" {
-				log.Warn("Docker does not answer (restoring containers at boot?); serving as the identity recorded at the last start until it does",
-					"node_id", rec, "file", filepath.Join(dir, NodeIDFile))
-				return rec, true, nil
-			}
+		if !answered && rec != "" {
+			log.Warn("Docker does not answer (restoring containers at boot?); serving as the identity recorded at the last start until it does",
+				"node_id", rec, "file", filepath.Join(dir, NodeIDFile), "err", err)
+			return rec, true, nil
 		}
 		delay := delays.Next()
 		log.Warn("waiting for this node's swarm node ID", "err", err, "retry_in", delay)
 		backoff.Sleep(ctx, delay)
 	}
 }
+
+// noRecordWaits is how many times ResolveID's wait it gives Docker to
+// answer when it has no recorded identity to fall back on.
+const noRecordWaits = 30
 
 // validNodeID accepts what Docker's swarm node IDs are made of.
 func validNodeID(s string) bool {

@@ -86,6 +86,28 @@ func TestResolveIDNoRecord(t *testing.T) {
 	}
 }
 
+// TestResolveIDNoRecordSlowDocker: without a record, a dockerd slower
+// than wait is waited for, not cut off and asked again forever (a TCG
+// guest's agent never learnt its identity: CI of stop 19).
+func TestResolveIDNoRecordSlowDocker(t *testing.T) {
+	var calls atomic.Int32
+	slow := func(ctx context.Context) (string, error) {
+		calls.Add(1)
+		select {
+		case <-time.After(200 * time.Millisecond):
+			return "slow1", nil
+		case <-ctx.Done():
+			return "", ctx.Err()
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	id, rec, err := ResolveID(ctx, slow, t.TempDir(), 50*time.Millisecond, discard())
+	if err != nil || id != "slow1" || rec || calls.Load() != 1 {
+		t.Fatalf("got %q recorded=%v err=%v after %d calls, want slow1 at the first call", id, rec, err, calls.Load())
+	}
+}
+
 // TestResolveIDBadRecord: a record that is no node ID is ignored, never
 // used as an identity.
 func TestResolveIDBadRecord(t *testing.T) {
