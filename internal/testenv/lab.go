@@ -79,6 +79,9 @@ func StartLab(t testing.TB, cfg lab.Config) *Lab {
 	}
 	log := TestLogger(t)
 	t.Cleanup(func() {
+		if t.Failed() {
+			logAgentTails(t, cfg)
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		if err := lab.Down(ctx, cfg.Name, log); err != nil {
@@ -92,6 +95,28 @@ func StartLab(t testing.TB, cfg lab.Config) *Lab {
 	l := &Lab{t: t, cfg: cfg}
 	l.refresh(ctx)
 	return l
+}
+
+// logAgentTails logs the end of every node's agent log: what a failed
+// test's agents said is gone once the lab is down.
+func logAgentTails(t testing.TB, cfg lab.Config) {
+	if cfg.NoAgent {
+		return
+	}
+	for i := 1; i <= lab.MaxNodes; i++ {
+		node := fmt.Sprintf("node%d", i)
+		path, err := lab.LogPath(cfg.Name, node, "agent")
+		if err != nil {
+			return // past the lab's last node
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			t.Logf("%s agent log: %v", node, err)
+			continue
+		}
+		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+		t.Logf("%s agent log, last lines of %d:\n%s", node, len(lines), strings.Join(lines[max(0, len(lines)-30):], "\n"))
+	}
 }
 
 // upTimeout bounds lab up: VM nodes boot and run emulated.
@@ -179,7 +204,11 @@ func (l *Lab) CreateNetwork(name string, args ...string) {
 	m := l.Nodes[0]
 	ctx := Context(l.t, 2*time.Minute)
 	st := netspec.NewStore(consul.NewKV(m.Consul))
-	Eventually(l.t, 30*time.Second, func() (bool, string) {
+	wait := 30 * time.Second
+	if l.cfg.VM {
+		wait = 90 * time.Second // emulated guests: Docker answers in seconds
+	}
+	Eventually(l.t, wait, func() (bool, string) {
 		nodes, err := st.Nodes(ctx)
 		return len(nodes) == len(l.Nodes), fmt.Sprintf("%d of %d agents published their node (%v)", len(nodes), len(l.Nodes), err)
 	})
