@@ -51,18 +51,28 @@ func cookieToken(r *http.Request) string {
 	return string(b)
 }
 
-// valid reports whether tok is accepted; every token is when there is no
-// authentication.
-func (s *Server) valid(tok string) bool {
+// valid reports whether tok, which r carried, is accepted; every token is
+// when there is no authentication. A token that is not is reported to
+// TokenFailed (no token at all is a page not logged in, not a guess).
+func (s *Server) valid(r *http.Request, tok string) bool {
 	if s.cfg.Tokens == nil {
 		return true
 	}
-	return tok != "" && s.cfg.Tokens.Valid(tok)
+	if tok == "" {
+		return false
+	}
+	if !s.cfg.Tokens.Valid(tok) {
+		if s.cfg.TokenFailed != nil {
+			s.cfg.TokenFailed(r)
+		}
+		return false
+	}
+	return true
 }
 
 // mayRead reports whether r may read the snapshot and the events.
 func (s *Server) mayRead(r *http.Request) bool {
-	return !s.cfg.AuthReads || s.valid(token(r))
+	return !s.cfg.AuthReads || s.valid(r, token(r))
 }
 
 // csrf is the CSRF token of a session: an HMAC of its token under the

@@ -48,12 +48,13 @@ func (s *Server) Mount(mux *http.ServeMux) {
 	for _, name := range []string{"app.js", "app.css"} {
 		mux.Handle("GET /ui/"+name, asset(name))
 	}
-	mux.HandleFunc("GET /ui/session", s.session)
-	mux.Handle("POST /ui/login", limited(s.cfg.LoginLimit, s.login))
+	guess := func(h http.HandlerFunc) http.Handler { return limited(s.cfg.GuessLimit, h) }
+	mux.Handle("GET /ui/session", guess(s.session))
+	mux.Handle("POST /ui/login", limited(s.cfg.LoginLimit, guess(s.login).ServeHTTP))
 	mux.HandleFunc("POST /ui/logout", s.logout)
-	mux.HandleFunc("POST /ui/scale/{service}", s.scale)
-	mux.HandleFunc("GET /v1/cluster", s.snapshot)
-	mux.Handle("GET /v1/cluster/events", limited(s.cfg.StreamLimit, s.stream))
+	mux.Handle("POST /ui/scale/{service}", guess(s.scale))
+	mux.Handle("GET /v1/cluster", guess(s.snapshot))
+	mux.Handle("GET /v1/cluster/events", limited(s.cfg.StreamLimit, guess(s.stream).ServeHTTP))
 }
 
 // limited is h wrapped in limit, when there is one.
@@ -163,19 +164,21 @@ type sessionInfo struct {
 	Version string `json:"version"`
 }
 
-func (s *Server) sessionOf(tok string) sessionInfo {
+// sessionOf is the session of tok, which r carried (nil: a token known
+// valid, or none).
+func (s *Server) sessionOf(r *http.Request, tok string) sessionInfo {
 	in := sessionInfo{Auth: s.cfg.Tokens != nil, AuthReads: s.cfg.Tokens != nil && s.cfg.AuthReads, Version: s.cfg.Version}
 	switch {
 	case s.cfg.Tokens == nil:
 		in.CSRF = s.csrf("")
-	case tok != "" && s.cfg.Tokens.Valid(tok):
+	case tok != "" && (r == nil || s.valid(r, tok)):
 		in.LoggedIn, in.CSRF = true, s.csrf(tok)
 	}
 	return in
 }
 
 func (s *Server) session(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.sessionOf(cookieToken(r)))
+	writeJSON(w, http.StatusOK, s.sessionOf(r, cookieToken(r)))
 }
 
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
@@ -195,10 +198,10 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if s.cfg.Tokens == nil {
-		writeJSON(w, http.StatusOK, s.sessionOf(""))
+		writeJSON(w, http.StatusOK, s.sessionOf(nil, ""))
 		return
 	}
-	if body.Token == "" || !s.cfg.Tokens.Valid(body.Token) {
+	if !s.valid(r, body.Token) {
 		s.metrics.logins.WithLabelValues("refused").Inc()
 		s.log.Warn("dashboard login refused", "remote", r.RemoteAddr)
 		writeJSON(w, http.StatusUnauthorized, errorBody{"invalid token"})
@@ -207,7 +210,7 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	s.metrics.logins.WithLabelValues("ok").Inc()
 	s.log.Info("dashboard login", "remote", r.RemoteAddr)
 	setSession(w, r, body.Token)
-	writeJSON(w, http.StatusOK, s.sessionOf(body.Token))
+	writeJSON(w, http.StatusOK, s.sessionOf(nil, body.Token))
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
@@ -216,14 +219,14 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	clearSession(w, r)
-	writeJSON(w, http.StatusOK, s.sessionOf(""))
+	writeJSON(w, http.StatusOK, s.sessionOf(nil, ""))
 }
 
 // scale passes a scale button's request to the autoscaler's API with the
 // session's token.
 func (s *Server) scale(w http.ResponseWriter, r *http.Request) {
 	tok := cookieToken(r)
-	if s.cfg.Tokens != nil && !s.valid(tok) {
+	if !s.valid(r, tok) {
 		writeJSON(w, http.StatusUnauthorized, errorBody{"log in to scale services"})
 		return
 	}

@@ -3,6 +3,7 @@ package dashboard
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"io"
@@ -595,5 +596,53 @@ func TestLoginAndStreamLimits(t *testing.T) {
 	defer mu.Unlock()
 	if seen["login"] != 1 || seen["stream"] != 1 {
 		t.Errorf("limits called %v, want once each", seen)
+	}
+}
+
+// TestGuessLimit: every route that checks a token reports a wrong one to
+// TokenFailed (a missing one is no guess) and is wrapped in GuessLimit, so
+// that the page's cookie and bearer checks cannot guess tokens faster than
+// the API's (control passes the API's limit on failed checks).
+func TestGuessLimit(t *testing.T) {
+	var failed atomic.Int32
+	guessLimit := func(next http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if failed.Load() >= 3 {
+				w.WriteHeader(http.StatusTooManyRequests)
+				return
+			}
+			next.ServeHTTP(w, r)
+		})
+	}
+	ts := startServer(t, Config{Tokens: tokens("tok"), AuthReads: true, GuessLimit: guessLimit,
+		TokenFailed: func(*http.Request) { failed.Add(1) }}, cardsInput())
+	c := ts.client(t)
+	for range 3 {
+		ts.get(t, c, "/v1/cluster", nil)
+		ts.get(t, c, "/ui/session", nil)
+	}
+	if n := failed.Load(); n != 0 {
+		t.Fatalf("requests without a token counted as %d failed checks, want 0", n)
+	}
+	badCookie := map[string]string{"Cookie": SessionCookie + "=" + base64.RawURLEncoding.EncodeToString([]byte("guess"))}
+	if resp, body := ts.get(t, c, "/ui/session", badCookie); resp.StatusCode != 200 || sessionOf(t, body).LoggedIn {
+		t.Errorf("session of a wrong cookie: %d %s, want 200 not logged in", resp.StatusCode, body)
+	}
+	if resp, _ := ts.get(t, c, "/v1/cluster", map[string]string{"Authorization": "Bearer guess"}); resp.StatusCode != 401 {
+		t.Errorf("snapshot with a wrong bearer token: %d, want 401", resp.StatusCode)
+	}
+	if resp, _ := ts.get(t, c, "/v1/cluster/events", map[string]string{"Authorization": "Bearer guess"}); resp.StatusCode != 401 {
+		t.Errorf("events with a wrong bearer token: %d, want 401", resp.StatusCode)
+	}
+	if n := failed.Load(); n != 3 {
+		t.Fatalf("3 wrong tokens reported as %d failed checks", n)
+	}
+	for _, path := range []string{"/ui/session", "/v1/cluster", "/v1/cluster/events"} {
+		if resp, _ := ts.get(t, c, path, map[string]string{"Authorization": "Bearer tok"}); resp.StatusCode != http.StatusTooManyRequests {
+			t.Errorf("GET %s past the failed checks: %d, want 429", path, resp.StatusCode)
+		}
+	}
+	if resp, _ := ts.post(t, c, "/ui/login", `{"token":"tok"}`, nil); resp.StatusCode != http.StatusTooManyRequests {
+		t.Errorf("login past the failed checks: %d, want 429", resp.StatusCode)
 	}
 }

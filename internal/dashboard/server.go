@@ -51,6 +51,12 @@ type Config struct {
 	// token: the autoscaler API's per-client rate limit, so that guessing
 	// tokens is no faster through the page than through the API.
 	LoginLimit func(http.Handler) http.Handler
+	// GuessLimit, when not nil, wraps every route that checks the
+	// session's or a bearer token (session, snapshot, events, scale): the
+	// autoscaler API's limit on failed token checks per client, to which
+	// TokenFailed reports each failed check here.
+	GuessLimit  func(http.Handler) http.Handler
+	TokenFailed func(r *http.Request)
 	// StreamLimit, when not nil, wraps the event stream: the autoscaler
 	// API's cap on concurrent streams, shared with its own.
 	StreamLimit func(http.Handler) http.Handler

@@ -73,11 +73,15 @@ const ForwardedHeader = "X-Underlay-Forwarded-By"
 
 // API serves the Orbiter-compatible HTTP API of a Controller.
 type API struct {
-	cfg        APIConfig
-	c          *Controller
-	log        *slog.Logger
-	metrics    *apiMetrics
-	limiter    *rateLimiter // nil: no rate limit
+	cfg     APIConfig
+	c       *Controller
+	log     *slog.Logger
+	metrics *apiMetrics
+	limiter *rateLimiter // nil: no rate limit
+	// guesses limits failed token checks per client, on every route that
+	// checks one (reads with AuthReads and /metrics are not otherwise
+	// rate-limited); nil: no limit.
+	guesses    *rateLimiter
 	nonces     *nonces
 	peerClient *http.Client
 	// readers counts open event streams.
@@ -97,6 +101,7 @@ func NewAPI(cfg APIConfig, c *Controller, log *slog.Logger) *API {
 		nonces: &nonces{seen: map[string]time.Time{}}, peerClient: newPeerClient(cfg.Peer)}
 	if cfg.Limits.RateLimit > 0 {
 		a.limiter = newRateLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, c.cfg.Now)
+		a.guesses = newRateLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, c.cfg.Now)
 	}
 	a.metrics = newAPIMetrics(cfg.Registerer, a)
 	return a
@@ -178,9 +183,10 @@ type errorBody struct {
 // RequireToken is the API's token check as middleware (the package's
 // RequireToken with this API's tokens, counting and logging refusals), for
 // other handlers served beside the API, such as /metrics with
-// --auth-reads. Requests a peer passed on, verified, pass.
+// --auth-reads. Requests a peer passed on, verified, pass. A client whose
+// failed checks used up its rate is answered 429 (GuessLimit).
 func (a *API) RequireToken(next http.Handler) http.Handler {
-	checked := RequireToken(a.cfg.Tokens, a.unauthenticated, next)
+	checked := a.GuessLimit(RequireToken(a.cfg.Tokens, a.unauthenticated, next))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if _, ok := peerOf(r.Context()); ok {
 			next.ServeHTTP(w, r)
@@ -190,10 +196,40 @@ func (a *API) RequireToken(next http.Handler) http.Handler {
 	})
 }
 
-// unauthenticated counts and logs a request refused for its token; at
-// debug level, since anyone can send many (the metric shows a flood).
+// GuessLimit answers 429 to a client whose failed token checks used up its
+// rate (--rate-limit a second after --rate-burst) before its token is
+// looked at, so that tokens cannot be guessed at the speed of the network
+// on any route, reads included. Handlers served beside the API that check
+// tokens themselves (the dashboard's session cookie) are wrapped in it and
+// report each failed check with TokenFailed.
+func (a *API) GuessLimit(next http.Handler) http.Handler {
+	if a.cfg.Tokens == nil || a.guesses == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		client := clientKey(r.RemoteAddr)
+		if empty, wait := a.guesses.empty(client); empty {
+			a.refuse("token_guesses")
+			a.tooMany(w, wait, fmt.Sprintf("too many requests with a bad or no token from %s", client))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
+}
+
+// TokenFailed takes a failed token check of r's client from its rate.
+func (a *API) TokenFailed(r *http.Request) {
+	if a.guesses != nil {
+		a.guesses.allow(clientKey(r.RemoteAddr))
+	}
+}
+
+// unauthenticated counts and logs a request refused for its token, and
+// takes it from its client's failed checks; at debug level, since anyone
+// can send many (the metric shows a flood).
 func (a *API) unauthenticated(r *http.Request, err error) {
 	a.refuse("unauthenticated")
+	a.TokenFailed(r)
 	a.log.Debug("unauthenticated request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "problem", err)
 }
 

@@ -61,6 +61,26 @@ func clientKey(remote string) netip.Prefix {
 func (l *rateLimiter) allow(client netip.Prefix) (bool, time.Duration) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	b, wait := l.bucketLocked(client)
+	if wait > 0 {
+		return false, wait
+	}
+	b.tokens--
+	return true, 0
+}
+
+// empty reports whether client's bucket has no token left, and how long
+// until it has one, taking none.
+func (l *rateLimiter) empty(client netip.Prefix) (bool, time.Duration) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	_, wait := l.bucketLocked(client)
+	return wait > 0, wait
+}
+
+// bucketLocked is client's bucket, refilled, and how long until it holds a
+// token (0: it does). l.mu is held.
+func (l *rateLimiter) bucketLocked(client netip.Prefix) (*bucket, time.Duration) {
 	now := l.now()
 	b := l.clients[client]
 	if b == nil {
@@ -76,11 +96,9 @@ func (l *rateLimiter) allow(client netip.Prefix) (bool, time.Duration) {
 	}
 	l.refill(b, now)
 	if b.tokens >= 1 {
-		b.tokens--
-		return true, 0
+		return b, 0
 	}
-	wait := time.Duration(math.Ceil((1 - b.tokens) / l.rate * float64(time.Second)))
-	return false, wait
+	return b, time.Duration(math.Ceil((1 - b.tokens) / l.rate * float64(time.Second)))
 }
 
 func (l *rateLimiter) refill(b *bucket, now time.Time) {

@@ -104,7 +104,7 @@ func newAPIMetrics(reg prometheus.Registerer, a *API) *apiMetrics {
 	m := &apiMetrics{
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "http_refused_total",
-			Help: "HTTP requests refused before any decision, by reason (unauthenticated, bad_signature, bad_peer, rate_limited, too_large, too_many_alerts, busy).",
+			Help: "HTTP requests refused before any decision, by reason (unauthenticated, token_guesses, bad_signature, bad_peer, rate_limited, too_large, too_many_alerts, busy).",
 		}, []string{"reason"}),
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "http_forwarded_total",
@@ -174,6 +174,15 @@ func (a *API) rateLimit(next http.Handler) http.Handler {
 	})
 }
 
+// tooMany answers 429 with Retry-After (whole seconds of wait) and the
+// limits in force.
+func (a *API) tooMany(w http.ResponseWriter, wait time.Duration, what string) {
+	secs := max(1, int(math.Ceil(wait.Seconds())))
+	w.Header().Set("Retry-After", strconv.Itoa(secs))
+	writeJSON(w, http.StatusTooManyRequests, errorBody{Error: fmt.Sprintf("%s: at most %g a second after a burst of %d; retry in %ds",
+		what, a.cfg.Limits.RateLimit, a.cfg.Limits.RateBurst, secs)})
+}
+
 // allow takes one request of r's client from the rate limiter; past the
 // rate it answers 429 and returns false.
 func (a *API) allow(w http.ResponseWriter, r *http.Request) bool {
@@ -185,9 +194,6 @@ func (a *API) allow(w http.ResponseWriter, r *http.Request) bool {
 		return true
 	}
 	a.refuse("rate_limited")
-	secs := max(1, int(math.Ceil(wait.Seconds())))
-	w.Header().Set("Retry-After", strconv.Itoa(secs))
-	writeJSON(w, http.StatusTooManyRequests, errorBody{Error: fmt.Sprintf("too many scaling requests from %s: at most %g a second after a burst of %d; retry in %ds",
-		clientKey(r.RemoteAddr), a.cfg.Limits.RateLimit, a.cfg.Limits.RateBurst, secs)})
+	a.tooMany(w, wait, fmt.Sprintf("too many scaling requests from %s", clientKey(r.RemoteAddr)))
 	return false
 }

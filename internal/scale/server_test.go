@@ -127,6 +127,32 @@ func TestRateLimited(t *testing.T) {
 	}
 }
 
+// TestTokenGuessesOnReads: with AuthReads, reads are not rate-limited but
+// failed token checks are: past the burst of failures a client gets 429
+// before its token is looked at (it could guess at network speed before);
+// good reads never use up the budget.
+func TestTokenGuessesOnReads(t *testing.T) {
+	e := newAPIEnvWith(t, Config{}, APIConfig{AuthReads: true, Limits: Limits{RateLimit: 1, RateBurst: 5}}, svc("web", 1, "orbiter", "true"))
+	for range 20 {
+		if code := getStatus(t, e.srv.URL+"/v1/underlay/services", testToken); code != 200 {
+			t.Fatalf("a read with the token: %d, want 200 (good reads are not limited)", code)
+		}
+	}
+	codes := map[int]int{}
+	for range 8 {
+		codes[getStatus(t, e.srv.URL+"/v1/underlay/leader", "guess")]++
+	}
+	if codes[401] != 5 || codes[429] != 3 {
+		t.Errorf("8 reads with a wrong token, burst 5: %v, want 5 × 401 and 3 × 429", codes)
+	}
+	if code := getStatus(t, e.srv.URL+"/v1/underlay/services", testToken); code != 429 {
+		t.Errorf("the right token from a client past its failed checks: %d, want 429 (checking it would confirm a guess)", code)
+	}
+	if code := getStatus(t, e.srv.URL+"/v1/orbiter/health", ""); code != 200 {
+		t.Errorf("health (no token) from that client: %d, want 200", code)
+	}
+}
+
 // TestAuthReads: with AuthReads, every GET route — the event stream
 // included — wants the token; health stays open for load balancers.
 func TestAuthReads(t *testing.T) {
