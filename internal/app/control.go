@@ -174,22 +174,22 @@ func controlSecrets(f *controlFlags, log *slog.Logger) (webhook, peer scale.Secr
 
 // controlTLS is the API's TLS configuration (nil without --tls-cert) and
 // the one followers reach the leader with, both following their files.
-func controlTLS(f *controlFlags, log *slog.Logger) (server *tls.Config, peer func() *tls.Config, err error) {
+func controlTLS(f *controlFlags, log *slog.Logger) (server *tls.Config, peer func() *tls.Config, pair *tlsfile.Pair, err error) {
 	switch {
 	case f.tlsCert == "" && f.tlsKey == "" && f.tlsClientCA == "" && f.peerCACert == "":
-		return nil, nil, nil
+		return nil, nil, nil, nil
 	case f.tlsCert == "" || f.tlsKey == "":
-		return nil, nil, errors.New("--tls-cert and --tls-key go together (and --tls-client-ca, --peer-cacert need them)")
+		return nil, nil, nil, errors.New("--tls-cert and --tls-key go together (and --tls-client-ca, --peer-cacert need them)")
 	}
 	log = log.With("component", "control_tls")
-	pair, err := tlsfile.OpenPair(f.tlsCert, f.tlsKey, log)
+	pair, err = tlsfile.OpenPair(f.tlsCert, f.tlsKey, log)
 	if err != nil {
-		return nil, nil, fmt.Errorf("--tls-cert, --tls-key: %w", err)
+		return nil, nil, nil, fmt.Errorf("--tls-cert, --tls-key: %w", err)
 	}
 	var clientCAs *tlsfile.Pool
 	if f.tlsClientCA != "" {
 		if clientCAs, err = tlsfile.OpenPool(f.tlsClientCA, "client CA", log); err != nil {
-			return nil, nil, fmt.Errorf("--tls-client-ca: %w", err)
+			return nil, nil, nil, fmt.Errorf("--tls-client-ca: %w", err)
 		}
 	}
 	// A follower shows the leader its own certificate: with
@@ -197,11 +197,21 @@ func controlTLS(f *controlFlags, log *slog.Logger) (server *tls.Config, peer fun
 	peerCAs := clientCAs
 	if f.peerCACert != "" {
 		if peerCAs, err = tlsfile.OpenPool(f.peerCACert, "peer CA", log); err != nil {
-			return nil, nil, fmt.Errorf("--peer-cacert: %w", err)
+			return nil, nil, nil, fmt.Errorf("--peer-cacert: %w", err)
 		}
 	}
 	peer = func() *tls.Config { return tlsfile.ClientConfig(pair, peerCAs) }
-	return tlsfile.ServerConfig(pair, clientCAs), peer, nil
+	return tlsfile.ServerConfig(pair, clientCAs), peer, pair, nil
+}
+
+// tlsExpiryMetric is when the served certificate expires, following its
+// rotation: alert on it (time() > … - 14 days) before clients' handshakes
+// fail.
+func tlsExpiryMetric(pair *tlsfile.Pair) prometheus.Collector {
+	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Namespace: "underlay", Subsystem: "control", Name: "tls_certificate_expiry_timestamp_seconds",
+		Help: "When the certificate control serves (--tls-cert) expires, in seconds since the epoch; follows its rotation.",
+	}, func() float64 { return float64(pair.NotAfter().Unix()) })
 }
 
 func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
@@ -238,7 +248,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	serverTLS, peerTLS, err := controlTLS(f, log)
+	serverTLS, peerTLS, tlsPair, err := controlTLS(f, log)
 	if err != nil {
 		return err
 	}
@@ -273,6 +283,9 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	}
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	if tlsPair != nil {
+		reg.MustRegister(tlsExpiryMetric(tlsPair))
+	}
 	history := adapter.NewKVHistory(consulAPI, f.historyPrefix, f.historyLimit)
 	metrics := adapter.Metrics{Builtin: adapter.NewBuiltin(consulAPI), Prometheus: prom}
 	cfg := scale.Config{DryRun: f.dryRun, Metrics: metrics, Interval: f.interval, Policies: policies,

@@ -9,6 +9,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
@@ -178,6 +179,24 @@ func TestControlTLS(t *testing.T) {
 		if resp.StatusCode != c.want {
 			t.Errorf("GET %s (token %q): %d, want %d", c.path, c.token, resp.StatusCode, c.want)
 		}
+	}
+
+	// The served certificate's expiry, to alert on.
+	pair, err := tls.LoadX509KeyPair(srvCert, srvKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("underlay_control_tls_certificate_expiry_timestamp_seconds %g", float64(pair.Leaf.NotAfter.Unix()))
+	req, _ := http.NewRequest("GET", "https://"+addr+"/metrics", nil)
+	req.Header.Set("Authorization", "Bearer tok")
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), want+"\n") {
+		t.Errorf("/metrics has no line %q", want)
 	}
 }
 

@@ -168,6 +168,12 @@ func (p *Pair) Certificate() *tls.Certificate {
 	return p.cert
 }
 
+// NotAfter is when the certificate in use expires (read again first, as
+// Certificate), for a metric to alert on before handshakes fail.
+func (p *Pair) NotAfter() time.Time {
+	return p.Certificate().Leaf.NotAfter
+}
+
 // loadPair loads and checks a pair. Its errors name the files, never
 // their content.
 func loadPair(certFile, keyFile string) (*tls.Certificate, error) {

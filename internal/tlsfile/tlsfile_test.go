@@ -68,13 +68,19 @@ type leaf struct {
 	serial          *big.Int
 }
 
-// issue makes a certificate for 127.0.0.1, server and client use.
+// issue makes a certificate for 127.0.0.1, server and client use, valid
+// for an hour.
 func (ca *testCA) issue(t *testing.T, name string) leaf {
+	t.Helper()
+	return ca.issueUntil(t, name, time.Now().Add(time.Hour))
+}
+
+func (ca *testCA) issueUntil(t *testing.T, name string, notAfter time.Time) leaf {
 	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter,
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
@@ -219,6 +225,33 @@ func TestServerPicksUpRotatedCertificate(t *testing.T) {
 		if strings.Contains(out, b64) || strings.Contains(out, "PRIVATE KEY-----") {
 			t.Fatalf("a key is logged:\n%s", out)
 		}
+	}
+}
+
+// TestNotAfterFollowsRotation: the expiry control exports is the
+// certificate's in use, the rotated one once read again.
+func TestNotAfterFollowsRotation(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	ca := newTestCA(t, "ca")
+	soon, later := time.Now().Add(72*time.Hour).Truncate(time.Second), time.Now().Add(90*24*time.Hour).Truncate(time.Second)
+	first, second := ca.issueUntil(t, "first", soon), ca.issueUntil(t, "second", later)
+	write(t, certFile, first.certPEM)
+	write(t, keyFile, first.keyPEM)
+	pair, err := OpenPair(certFile, keyFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Now()}
+	pair.w.now = clk.Now
+	if got := pair.NotAfter(); !got.Equal(soon) {
+		t.Errorf("NotAfter %s, want %s", got, soon)
+	}
+	write(t, certFile, second.certPEM)
+	write(t, keyFile, second.keyPEM)
+	clk.tick()
+	if got := pair.NotAfter(); !got.Equal(later) {
+		t.Errorf("NotAfter after rotation %s, want %s", got, later)
 	}
 }
 
