@@ -26,14 +26,13 @@ const NodeIDFile = "node-id"
 const AskDockerFor = time.Second
 
 // ResolveID returns this node's identity. It asks Docker (ask returns the
-// swarm node ID, "" outside a swarm), for at most wait each time (30
-// times that without a record); Docker's
-// answer wins and is recorded in dir. When Docker does not answer — in
-// time, or at all — and dir holds a recorded identity, that one is
-// returned (recorded true):
-// the caller must check it against Docker once Docker answers, and stop if
-// it differs. Without a record it asks again until Docker answers or ctx
-// ends. dir "" records nothing.
+// swarm node ID, "" outside a swarm), for at most wait each time (30 times
+// that without a record); Docker's answer wins and is recorded in dir.
+// When Docker does not answer — in time, or at all — and dir holds a
+// recorded identity, that one is returned (recorded true): the caller must
+// check it against Docker once Docker answers, and stop if it differs.
+// Without a record it asks again until Docker answers or ctx ends. dir ""
+// records nothing.
 func ResolveID(ctx context.Context, ask func(context.Context) (string, error), dir string, wait time.Duration, log *slog.Logger) (id string, recorded bool, err error) {
 	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second}
 	for {
