@@ -162,6 +162,13 @@ func askFor(ctx context.Context, ask func(context.Context) (string, error), wait
 	case a := <-ch:
 		return a.id, a.err
 	case <-actx.Done():
+		// The goroutine cancels actx once it has answered: both cases can
+		// be ready, and select picks either.
+		select {
+		case a := <-ch:
+			return a.id, a.err
+		default:
+		}
 		return "", fmt.Errorf("Docker did not answer within %s", wait)
 	}
 }

@@ -157,3 +157,29 @@ func TestResolveIDDockerIgnoresDeadline(t *testing.T) {
 		t.Fatalf("got %q recorded=%v err=%v, want the recorded abc123", id, rec, err)
 	}
 }
+
+// TestAskForAnswerWins: an answer that came in time is returned, never
+// "did not answer" — the asking goroutine cancels the deadline's context
+// once it has answered, which made select pick either case at random
+// (TestResolveIDDockerAnswers failed so in a full run).
+func TestAskForAnswerWins(t *testing.T) {
+	var lost atomic.Int32
+	done := make(chan struct{})
+	for range 8 {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			for range 2000 {
+				id, err := askFor(context.Background(), func(context.Context) (string, error) { return "id1", nil }, time.Second)
+				if err != nil || id != "id1" {
+					lost.Add(1)
+				}
+			}
+		}()
+	}
+	for range 8 {
+		<-done
+	}
+	if n := lost.Load(); n != 0 {
+		t.Fatalf("%d of 16000 answers given in time were lost", n)
+	}
+}
