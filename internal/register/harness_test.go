@@ -1,13 +1,11 @@
 package register_test
 
 import (
-	"bytes"
 	"context"
 	"fmt"
 	"log/slog"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -19,6 +17,7 @@ import (
 	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/register"
 	"github.com/underlay/underlay/internal/testenv"
+	"github.com/underlay/underlay/internal/testlog"
 )
 
 // harness is one integration scenario: the real dockerd, a private Consul
@@ -33,8 +32,7 @@ type harness struct {
 	node   string
 	label  map[string]string
 
-	mu   sync.Mutex
-	logs bytes.Buffer
+	logs testlog.Buffer
 
 	reg    *prometheus.Registry
 	cancel context.CancelFunc
@@ -52,17 +50,9 @@ func newHarness(t *testing.T) *harness {
 }
 
 // Write makes the harness the agent's log sink.
-func (h *harness) Write(p []byte) (int, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.logs.Write(p)
-}
+func (h *harness) Write(p []byte) (int, error) { return h.logs.Write(p) }
 
-func (h *harness) logText() string {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.logs.String()
-}
+func (h *harness) logText() string { return h.logs.String() }
 
 // startAgent runs the agent in-process until stopAgent or the test's end.
 func (h *harness) startAgent(mutate func(*register.Config)) {
