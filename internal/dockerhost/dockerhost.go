@@ -66,9 +66,10 @@ func NewSource(api *client.Client) *Source {
 }
 
 // relevantActions are the events after which a container's registrations
-// may have to change.
+// may have to change, and create, at which a container is read before it
+// starts.
 var relevantActions = map[string]bool{
-	"start": true, "restart": true, "unpause": true, "pause": true, "die": true, "stop": true,
+	"create": true, "start": true, "restart": true, "unpause": true, "pause": true, "die": true, "stop": true,
 	"kill": true, "destroy": true, "rename": true, "connect": true, "disconnect": true, "health_status": true,
 }
 
@@ -115,9 +116,9 @@ func toEvent(m events.Message) (register.Event, bool) {
 	if !relevantActions[action] {
 		return register.Event{}, false
 	}
-	id := m.Actor.ID
+	id, networkID := m.Actor.ID, ""
 	if m.Type == events.NetworkEventType {
-		id = m.Actor.Attributes["container"]
+		id, networkID = m.Actor.Attributes["container"], m.Actor.ID
 	}
 	if id == "" {
 		return register.Event{}, false
@@ -126,7 +127,7 @@ func toEvent(m events.Message) (register.Event, bool) {
 	if m.TimeNano == 0 {
 		at = time.Now()
 	}
-	return register.Event{ContainerID: id, Action: action, Time: at}, true
+	return register.Event{ContainerID: id, Action: action, Time: at, NetworkID: networkID}, true
 }
 
 // RunningContainers implements register.Docker.
@@ -154,6 +155,36 @@ func (s *Source) Inspect(ctx context.Context, id string) (register.Container, er
 	return toContainer(j, func(networkID string) (string, error) { return s.driver(ctx, networkID) })
 }
 
+// Endpoint implements register.Docker. dockerd answers a network inspect
+// without the container's lock, so it serves while the container starts.
+func (s *Source) Endpoint(ctx context.Context, networkID, containerID string) (register.Endpoint, error) {
+	n, err := s.api.NetworkInspect(ctx, networkID, network.InspectOptions{})
+	if client.IsErrNotFound(err) {
+		return register.Endpoint{}, register.ErrNotFound
+	}
+	if err != nil {
+		return register.Endpoint{}, fmt.Errorf("inspect network %s: %w", networkID, err)
+	}
+	s.mu.Lock()
+	s.drivers[n.ID] = n.Driver
+	s.mu.Unlock()
+	ep, ok := n.Containers[containerID]
+	if !ok {
+		return register.Endpoint{}, register.ErrNotFound
+	}
+	return toEndpoint(n, ep), nil
+}
+
+// toEndpoint maps a network's record of one of its endpoints to what
+// inspecting the container would give.
+func toEndpoint(n network.Inspect, ep network.EndpointResource) register.Endpoint {
+	addr := func(cidr string) string { a, _, _ := strings.Cut(cidr, "/"); return a }
+	return register.Endpoint{
+		Network: n.Name, NetworkID: n.ID, Driver: n.Driver,
+		IPv4: addr(ep.IPv4Address), IPv6: addr(ep.IPv6Address), MAC: ep.MacAddress,
+	}
+}
+
 // toContainer maps Docker's inspect answer to what registration needs;
 // driver names a network's driver by its ID.
 func toContainer(j container.InspectResponse, driver func(networkID string) (string, error)) (register.Container, error) {
@@ -168,12 +199,18 @@ func toContainer(j container.InspectResponse, driver func(networkID string) (str
 		for p := range j.Config.ExposedPorts {
 			c.Exposed = append(c.Exposed, toPort(p))
 		}
+		// As dockerd decides to run a probe (daemon/health.go getProbe).
+		if h := j.Config.Healthcheck; h != nil && len(h.Test) > 0 {
+			c.HealthConfigured = h.Test[0] == "CMD" || h.Test[0] == "CMD-SHELL"
+		}
 	}
 	if j.HostConfig != nil {
 		c.NetworkMode = string(j.HostConfig.NetworkMode)
+		c.PublishRequested = len(j.HostConfig.PortBindings) > 0 || j.HostConfig.PublishAllPorts
 	}
 	if j.State != nil {
 		c.Running = j.State.Running
+		c.Created = j.State.Status == container.StateCreated
 		c.ExitCode = j.State.ExitCode
 		if h := j.State.Health; h != nil {
 			c.Health = h.Status

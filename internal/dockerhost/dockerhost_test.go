@@ -29,14 +29,16 @@ func TestToEvent(t *testing.T) {
 			register.Event{ContainerID: "c1", Action: "health_status", Time: at}, true},
 		{"network connect names the container", events.Message{Type: events.NetworkEventType, Action: "connect",
 			Actor: events.Actor{ID: "net1", Attributes: map[string]string{"container": "c2"}}, TimeNano: at.UnixNano()},
-			register.Event{ContainerID: "c2", Action: "connect", Time: at}, true},
+			register.Event{ContainerID: "c2", Action: "connect", Time: at, NetworkID: "net1"}, true},
+		{"create: the container is read before it starts", events.Message{Type: events.ContainerEventType, Action: "create", Actor: events.Actor{ID: "c1"}, TimeNano: at.UnixNano()},
+			register.Event{ContainerID: "c1", Action: "create", Time: at}, true},
 		{"network event without a container", events.Message{Type: events.NetworkEventType, Action: "connect", Actor: events.Actor{ID: "net1"}}, register.Event{}, false},
 		{"irrelevant action", events.Message{Type: events.ContainerEventType, Action: "exec_start: sh", Actor: events.Actor{ID: "c1"}}, register.Event{}, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, ok := toEvent(tt.m)
-			if ok != tt.ok || !got.Time.Equal(tt.want.Time) || got.ContainerID != tt.want.ContainerID || got.Action != tt.want.Action {
+			if ok != tt.ok || !got.Time.Equal(tt.want.Time) || got.ContainerID != tt.want.ContainerID || got.Action != tt.want.Action || got.NetworkID != tt.want.NetworkID {
 				t.Errorf("toEvent = %+v, %v; want %+v, %v", got, ok, tt.want, tt.ok)
 			}
 		})
@@ -85,9 +87,38 @@ func TestToContainer(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "network mv of container web.1: boom") {
 		t.Errorf("driver failure: %v, want it named with the network and container", err)
 	}
+	// Before its start: Docker's "created" state, a HEALTHCHECK that
+	// dockerd will run, ports to be published.
+	j.State = &container.State{Status: container.StateCreated}
+	j.Config.Healthcheck = &container.HealthConfig{Test: []string{"CMD-SHELL", "true"}}
+	j.HostConfig.PortBindings = nat.PortMap{"8080/tcp": {{HostPort: ""}}}
+	created, err := toContainer(j, func(id string) (string, error) { return drivers[id], nil })
+	if err != nil || !created.Created || created.Running || !created.HealthConfigured || !created.PublishRequested {
+		t.Errorf("created container: %+v, %v; want Created, HealthConfigured, PublishRequested", created, err)
+	}
+	for test, want := range map[string]bool{"NONE": false, "CMD": true, "bogus": false} {
+		j.Config.Healthcheck = &container.HealthConfig{Test: []string{test}}
+		if c, _ := toContainer(j, func(id string) (string, error) { return drivers[id], nil }); c.HealthConfigured != want {
+			t.Errorf("healthcheck %q: HealthConfigured = %v, want %v", test, c.HealthConfigured, want)
+		}
+	}
 	// A container Docker reports without config or state maps to its ID.
 	bare, err := toContainer(container.InspectResponse{ContainerJSONBase: &container.ContainerJSONBase{ID: "x"}}, nil)
 	if err != nil || bare.ID != "x" || bare.Running {
 		t.Errorf("bare container: %+v, %v", bare, err)
+	}
+}
+
+// TestToEndpoint: a network's record of an endpoint maps to what inspecting
+// the container gives (addresses without their prefix length).
+func TestToEndpoint(t *testing.T) {
+	n := network.Inspect{Name: "mv", ID: "n1", Driver: "macvlan"}
+	got := toEndpoint(n, network.EndpointResource{Name: "web.1", MacAddress: "02:42:0a:01:00:05", IPv4Address: "10.1.0.5/24", IPv6Address: "fd00::5/64"})
+	want := register.Endpoint{Network: "mv", NetworkID: "n1", Driver: "macvlan", IPv4: "10.1.0.5", IPv6: "fd00::5", MAC: "02:42:0a:01:00:05"}
+	if got != want {
+		t.Errorf("toEndpoint = %+v, want %+v", got, want)
+	}
+	if got := toEndpoint(n, network.EndpointResource{IPv4Address: "10.1.0.5/24"}); got.IPv6 != "" {
+		t.Errorf("no IPv6 address: got %q", got.IPv6)
 	}
 }

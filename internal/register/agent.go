@@ -27,6 +27,10 @@ type Docker interface {
 	RunningContainers(ctx context.Context) ([]string, error)
 	// Inspect returns one container, or ErrNotFound.
 	Inspect(ctx context.Context, id string) (Container, error)
+	// Endpoint returns a container's endpoint on one network, read from
+	// the network (dockerd answers it while the container is starting),
+	// or ErrNotFound.
+	Endpoint(ctx context.Context, networkID, containerID string) (Endpoint, error)
 }
 
 // Event is a Docker event that concerns one container.
@@ -34,6 +38,8 @@ type Event struct {
 	ContainerID string
 	Action      string
 	Time        time.Time
+	// NetworkID is the network of a connect or disconnect event.
+	NetworkID string
 }
 
 // Catalog is the part of the Consul agent API the agent needs.
@@ -103,6 +109,11 @@ type Agent struct {
 	// began under: a start event received since on the same stream tells
 	// nothing new (see beginPass).
 	sawRunning map[string]uint64
+	// prepared holds what was read of created containers before their
+	// start (see prepared.go); verifying marks the containers whose start
+	// was registered from it and not yet read back.
+	prepared  map[string]*prepared
+	verifying map[string]bool
 	// stream counts the event stream's openings and losses; events may be
 	// missed between a loss and the next opening.
 	stream     uint64
@@ -147,6 +158,8 @@ func NewAgent(cfg Config, d Docker, c Catalog, log *slog.Logger, reg prometheus.
 		pending:     map[string]pendingEvents{},
 		forced:      map[string]bool{},
 		sawRunning:  map[string]uint64{},
+		prepared:    map[string]*prepared{},
+		verifying:   map[string]bool{},
 	}, nil
 }
 
@@ -226,6 +239,9 @@ func (a *Agent) syncContainer(ctx context.Context, id string) error {
 		a.log.Debug("start event after a pass that saw the container running; nothing to read", "container", shortID(id))
 		return nil
 	}
+	if done, err := a.preparedPass(ctx, id, pass); done {
+		return err
+	}
 	start := time.Now()
 	c, err := a.docker.Inspect(ctx, id)
 	inspected := time.Since(start)
@@ -239,9 +255,11 @@ func (a *Agent) syncContainer(ctx context.Context, id string) error {
 	if !gone {
 		if !c.Running && a.cfg.Deregister == DeregisterOnSuccess && c.ExitCode != 0 {
 			a.log.Debug("container failed; keeping its services (--deregister on-success)", "container", c.Name, "exit_code", c.ExitCode)
+			a.verified(id, false)
 			a.passDone(id, pass, false)
 			return nil
 		}
+		a.prepare(id, pass, c)
 		var warnings []Warning
 		desired, warnings = Desired(c, a.cfg.Policy)
 		a.reportWarnings(id, warnings)
@@ -249,6 +267,7 @@ func (a *Agent) syncContainer(ctx context.Context, id string) error {
 		a.forgetWarnings(id)
 	}
 	changes := Plan(desired, a.actualFor(id))
+	a.verified(id, !changes.Empty())
 	if changes.Empty() {
 		a.passDone(id, pass, !gone && c.Running)
 		return nil
@@ -273,12 +292,19 @@ type pendingEvents struct {
 	oldest time.Time // time of the oldest, for the latency metric
 	// onlyStarts says every one is a start event.
 	onlyStarts bool
+	// created and started say a create or a start event is among them,
+	// startedAt is the start's time; connects are the networks of connect
+	// events; other says there is any other event.
+	created, started, other bool
+	startedAt               time.Time
+	connects                []string
 }
 
 // pass is one reconciliation of a container.
 type pass struct {
 	events pendingEvents // received since the previous pass began
 	stream uint64        // the event stream it began under
+	forced bool          // a resync asked for it
 }
 
 // beginPass takes the container's pending events and says whether the pass
@@ -308,7 +334,7 @@ func (a *Agent) beginPass(id string) (pass, bool) {
 	delete(a.forced, id)
 	saw, ok := a.sawRunning[id]
 	skip := hasEvents && events.onlyStarts && !forced && ok && saw == a.stream
-	return pass{events: events, stream: a.stream}, skip
+	return pass{events: events, stream: a.stream, forced: forced}, skip
 }
 
 // passDone records what a pass that read Docker found, once Consul matches it.
@@ -329,10 +355,18 @@ func (a *Agent) passFailed(id string, p pass) {
 	defer a.mu.Unlock()
 	delete(a.sawRunning, id)
 	ev := p.events
-	if q, ok := a.pending[id]; ok && (ev.oldest.IsZero() || (!q.oldest.IsZero() && q.oldest.Before(ev.oldest))) {
-		ev.oldest = q.oldest
+	if q, ok := a.pending[id]; ok {
+		if ev.oldest.IsZero() || (!q.oldest.IsZero() && q.oldest.Before(ev.oldest)) {
+			ev.oldest = q.oldest
+		}
+		ev.created = ev.created || q.created
+		if q.started {
+			ev.started, ev.startedAt = true, q.startedAt
+		}
+		ev.connects = append(ev.connects, q.connects...)
 	}
 	ev.onlyStarts = false
+	ev.other = true // the retry reads Docker
 	a.pending[id] = ev
 }
 
@@ -543,6 +577,16 @@ func (a *Agent) noteEvent(ev Event) {
 		p = pendingEvents{oldest: ev.Time, onlyStarts: true}
 	}
 	p.onlyStarts = p.onlyStarts && ev.Action == "start"
+	switch {
+	case ev.Action == "create":
+		p.created = true
+	case ev.Action == "start":
+		p.started, p.startedAt = true, ev.Time
+	case ev.Action == "connect" && ev.NetworkID != "":
+		p.connects = append(p.connects, ev.NetworkID)
+	default:
+		p.other = true
+	}
 	a.pending[ev.ContainerID] = p
 }
 

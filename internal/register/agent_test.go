@@ -22,10 +22,14 @@ type fakeDocker struct {
 	// gates hold an Inspect of that container until closed, as dockerd
 	// holds one while the container is starting.
 	gates map[string]chan struct{}
+	// endpoints are what the networks hold, by network ID then container
+	// ID; network reads are never held.
+	endpoints     map[string]map[string]Endpoint
+	endpointReads int
 }
 
 func newFakeDocker() *fakeDocker {
-	return &fakeDocker{events: make(chan Event, 16), containers: map[string]Container{}, inspects: map[string]int{}, gates: map[string]chan struct{}{}}
+	return &fakeDocker{events: make(chan Event, 16), containers: map[string]Container{}, inspects: map[string]int{}, gates: map[string]chan struct{}{}, endpoints: map[string]map[string]Endpoint{}}
 }
 
 func (d *fakeDocker) Events(ctx context.Context) (<-chan Event, <-chan error) {
@@ -50,7 +54,11 @@ func (d *fakeDocker) Inspect(ctx context.Context, id string) (Container, error) 
 	gate := d.gates[id]
 	d.mu.Unlock()
 	if gate != nil {
-		<-gate
+		select {
+		case <-gate:
+		case <-ctx.Done(): // a failed test's agent stopping
+			return Container{}, ctx.Err()
+		}
 	}
 	d.mu.Lock()
 	defer d.mu.Unlock()
@@ -59,6 +67,27 @@ func (d *fakeDocker) Inspect(ctx context.Context, id string) (Container, error) 
 		return Container{}, ErrNotFound
 	}
 	return c, nil
+}
+
+func (d *fakeDocker) Endpoint(ctx context.Context, networkID, id string) (Endpoint, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.endpointReads++
+	ep, ok := d.endpoints[networkID][id]
+	if !ok {
+		return Endpoint{}, ErrNotFound
+	}
+	return ep, nil
+}
+
+// connect records a container's endpoint in its network.
+func (d *fakeDocker) connect(id string, ep Endpoint) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.endpoints[ep.NetworkID] == nil {
+		d.endpoints[ep.NetworkID] = map[string]Endpoint{}
+	}
+	d.endpoints[ep.NetworkID][id] = ep
 }
 
 func (d *fakeDocker) set(c Container) {
@@ -77,6 +106,7 @@ func (d *fakeDocker) inspected(id string) int {
 type fakeCatalog struct {
 	mu       sync.Mutex
 	services map[string]Service
+	writes   int // registers
 }
 
 func (c *fakeCatalog) Services(ctx context.Context, node string) ([]Registered, error) {
@@ -93,6 +123,7 @@ func (c *fakeCatalog) Register(ctx context.Context, s Service) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.services[s.ID] = s
+	c.writes++
 	return nil
 }
 

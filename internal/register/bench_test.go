@@ -73,11 +73,13 @@ func BenchmarkIntegrationRegistration(b *testing.B) {
 	}
 }
 
-// registrars are underlay's agent and, with REGISTRATOR_BIN, registrator;
-// UNDERLAY_BENCH_BASELINE names another underlay binary (an earlier build)
-// to run beside them as "underlay-base".
+// registrars are underlay's agent, the floor (test/floorregistrar: one
+// Consul write per start event and nothing else, what any registrar pays at
+// least) and, with REGISTRATOR_BIN, registrator; UNDERLAY_BENCH_BASELINE
+// names another underlay binary (an earlier build) to run beside them as
+// "underlay-base".
 func registrars(b *testing.B) []registrar {
-	regs := []registrar{underlayAgent{bin: testenv.UnderlayBinary(b), name: "underlay"}}
+	regs := []registrar{underlayAgent{bin: testenv.UnderlayBinary(b), name: "underlay"}, floor{bin: testenv.BuildProgram(b, "./test/floorregistrar")}}
 	if bin := os.Getenv("UNDERLAY_BENCH_BASELINE"); bin != "" {
 		if _, err := os.Stat(bin); err != nil {
 			b.Fatalf("UNDERLAY_BENCH_BASELINE=%s: %v", bin, err)
@@ -108,8 +110,12 @@ type runResult struct {
 	// resyncWrites are underlay's Consul writes over a restart and two
 	// full resyncs of the unchanged containers; -1 for other registrars.
 	resyncWrites, resyncs float64
-	load                  string
-	consul                string
+	// prepared counts underlay's starts registered from what it read
+	// before them (written), read instead (dropped), and corrected by the
+	// read after them; nil for other registrars.
+	prepared map[string]float64
+	load     string
+	consul   string
 }
 
 func (r runResult) String() string {
@@ -125,6 +131,10 @@ func (r runResult) String() string {
 	fmt.Fprintf(&s, "  all deregistered after         %s from the first removal, %s after the last\n", r.deregWall.Round(time.Millisecond), r.afterLast.Round(time.Millisecond))
 	fmt.Fprintf(&s, "  entries left stale             %d\n", r.stale)
 	fmt.Fprintf(&s, "  peak RSS                       %.1f MiB\n", float64(r.rssKiB)/1024)
+	if r.prepared != nil {
+		fmt.Fprintf(&s, "  starts from the prepared view  %.0f written at the start event without a read; %.0f read late (the create's read waited for the start), %.0f dropped; %.0f corrected\n",
+			r.prepared["written"], r.prepared["late"], r.prepared["dropped"], r.prepared["corrected"])
+	}
 	if r.resyncWrites >= 0 {
 		fmt.Fprintf(&s, "  writes of unchanged resyncs    %.0f (agent restarted, then %.0f full resyncs of %d containers, counting the restart's)\n", r.resyncWrites, r.resyncs, r.n)
 	}
@@ -209,6 +219,10 @@ func runRegistration(b *testing.B, d *client.Client, netName string, reg registr
 	w.waitCount(len(ids)-res.missing, 10*time.Second) // its first answer
 
 	if p.metrics != "" {
+		res.prepared = map[string]float64{}
+		for _, result := range []string{"written", "late", "dropped", "corrected"} {
+			res.prepared[result] = metricValue(b, p.metrics, `underlay_register_prepared_starts_total{result="`+result+`"}`)
+		}
 		// underlay: restart the agent with short resyncs and count the
 		// writes they make over containers that did not change.
 		p.Stop()

@@ -172,7 +172,32 @@ func (u underlayAgent) Start(run *benchRun, extra ...string) *process {
 
 // WriteTimes reads the agent's JSON log: each "registered" line is written
 // once the Consul agent has answered the registration.
-func (underlayAgent) WriteTimes(p *process) map[string]time.Time {
+func (underlayAgent) WriteTimes(p *process) map[string]time.Time { return logWriteTimes(p) }
+
+// floor runs test/floorregistrar: one Consul write per start event, built
+// from the event alone, no read of Docker. It is no registrar (it knows no
+// address); its figures are the least any start-event registrar pays on
+// this machine under the same load.
+type floor struct{ bin string }
+
+func (floor) Name() string { return "floor" }
+
+func (f floor) Start(run *benchRun, extra ...string) *process {
+	const ready = "following docker events"
+	logPath := run.logPath("floor")
+	before, _ := os.ReadFile(logPath)
+	args := append([]string{"-consul", run.consul.Addr(), "-label", "io.underlay.test=" + run.id, "-node", run.node()}, extra...)
+	p := startProcess(run.b, logPath, nil, f.bin, args...)
+	p.waitLog(run.b, ready, bytes.Count(before, []byte(ready)), 30*time.Second)
+	return p
+}
+
+// WriteTimes reads its log, in underlay's format.
+func (floor) WriteTimes(p *process) map[string]time.Time { return logWriteTimes(p) }
+
+// logWriteTimes reads a JSON log whose "registered" lines each carry the
+// time and service ID of a write the Consul agent answered.
+func logWriteTimes(p *process) map[string]time.Time {
 	data, err := os.ReadFile(p.logPath)
 	if err != nil {
 		return nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -112,7 +113,7 @@ func (h *harness) services() map[string]*api.AgentService {
 // waitServices waits until exactly the given service IDs are registered.
 func (h *harness) waitServices(timeout time.Duration, want ...string) map[string]*api.AgentService {
 	h.t.Helper()
-	sort.Strings(want)
+	want = slices.Sorted(slices.Values(want)) // not the caller's slice
 	var got map[string]*api.AgentService
 	testenv.Eventually(h.t, timeout, func() (bool, string) {
 		got = h.services()
@@ -172,4 +173,25 @@ func (h *harness) writes() float64 {
 		}
 	}
 	return n
+}
+
+// counter reads one series of a labelled counter of the agent's, by the
+// value of its one label.
+func (h *harness) counter(name, label string) float64 {
+	h.t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			if lp := m.GetLabel(); len(lp) == 1 && lp[0].GetValue() == label {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }

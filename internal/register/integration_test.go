@@ -380,3 +380,77 @@ func TestIntegrationDeregisterModes(t *testing.T) {
 		t.Errorf("after the agent exited with --deregister-on-exit, %d services remain", len(svcs))
 	}
 }
+
+// TestIntegrationStartFromPreparedView: containers created first and started
+// later, as swarm's executor does, are registered at their start from what
+// the agent read before it — on a dual-stack macvlan, with a HEALTHCHECK —
+// and the read of each started container finds nothing to correct: the view
+// read before the start is what dockerd reports after. A container connected
+// to a second network after that read (dockerd sends no event for it) is
+// read at its start instead, and registered just as right.
+func TestIntegrationStartFromPreparedView(t *testing.T) {
+	h := newHarness(t)
+	a4, a6, pa := testenv.Subnets(t)
+	b4, _, _ := testenv.Subnets(t)
+	na := testenv.MacvlanNetwork(t, h.docker, testenv.Network{Name: "a-" + h.id, Subnet: a4, IPv6Subnet: a6})
+	nb := testenv.MacvlanNetwork(t, h.docker, testenv.Network{Name: "b-" + h.id, Subnet: b4})
+	h.startAgent(nil)
+
+	specs := []testenv.Container{
+		{Name: h.id + "-plain", Networks: []string{na.Name}, Labels: h.labels(map[string]string{"SERVICE_NAME": "web"})},
+		{Name: h.id + "-hc", Networks: []string{na.Name}, Labels: h.labels(nil), Healthcheck: &container.HealthConfig{
+			Test: []string{"CMD", "/testserver", "-probe", "http://127.0.0.1:8080/health"}, Interval: time.Second, Timeout: 2 * time.Second, Retries: 1,
+		}},
+		{Name: h.id + "-two", Networks: []string{nb.Name}, Labels: h.labels(nil)},
+	}
+	var ids, svcIDs []string
+	for _, c := range specs {
+		ids = append(ids, testenv.CreateContainer(t, h.docker, c))
+		svcIDs = append(svcIDs, h.node+":"+c.Name+":8080")
+	}
+	testenv.Eventually(t, 20*time.Second, func() (bool, string) {
+		n := strings.Count(h.logText(), "created container read")
+		return n == len(ids), fmt.Sprintf("%d created containers read, want %d", n, len(ids))
+	})
+	ctx := testenv.Context(t, time.Minute)
+	if err := h.docker.NetworkConnect(ctx, na.Name, ids[2], nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		if err := h.docker.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	svcs := h.waitServices(20*time.Second, svcIDs...)
+	testenv.Eventually(t, 20*time.Second, func() (bool, string) {
+		n := strings.Count(h.logText(), "start registration read back")
+		return n == 2, fmt.Sprintf("%d starts read back, want 2; agent log:\n%s", n, h.logText())
+	})
+	if got := h.counter("underlay_register_prepared_starts_total", "written"); got != 2 {
+		t.Errorf("%v starts registered from the prepared view, want 2", got)
+	}
+	if got := h.counter("underlay_register_prepared_starts_total", "dropped"); got != 1 {
+		t.Errorf("%v prepared views dropped, want 1 (the container connected after its read)", got)
+	}
+	if got := h.counter("underlay_register_prepared_starts_total", "corrected"); got != 0 {
+		t.Errorf("%v registrations corrected after the start, want 0:\n%s", got, h.logText())
+	}
+	for i, id := range ids {
+		j, err := h.docker.ContainerInspect(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ep := j.NetworkSettings.Networks[na.Name]
+		svc := svcs[svcIDs[i]]
+		if svc.Address != ep.IPAddress || !strings.HasPrefix(svc.Address, pa) {
+			t.Errorf("%s registered at %s, want its address on %s, %s", specs[i].Name, svc.Address, na.Name, ep.IPAddress)
+		}
+		if v6 := svc.TaggedAddresses["lan_ipv6"].Address; v6 != ep.GlobalIPv6Address {
+			t.Errorf("%s lan_ipv6 %q, want %q", specs[i].Name, v6, ep.GlobalIPv6Address)
+		}
+		if svc.Meta["mac"] != ep.MacAddress {
+			t.Errorf("%s mac %q, want %q", specs[i].Name, svc.Meta["mac"], ep.MacAddress)
+		}
+	}
+	waitCheck(t, h.api, svcIDs[1]+register.HealthCheckSuffix, "passing")
+}

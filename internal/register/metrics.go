@@ -12,6 +12,7 @@ type metrics struct {
 	eventLatency   prometheus.Histogram
 	reconnects     prometheus.Counter
 	passesSkipped  prometheus.Counter
+	prepared       *prometheus.CounterVec
 	queueDepth     prometheus.GaugeFunc
 }
 
@@ -52,13 +53,17 @@ func newMetrics(reg prometheus.Registerer, q *queue) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "start_events_skipped_total",
 			Help: "Start events that needed no inspect: the pass before, triggered by the container's network connect, already saw it running.",
 		}),
+		prepared: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "prepared_starts_total",
+			Help: "Starts of containers read when created, by result: written (registered at the start event without reading Docker), late (the read at the create found the container already started), dropped (other events came; the container was read), corrected (the read after the start found the registration wrong and rewrote it).",
+		}, []string{"result"}),
 	}
 	m.queueDepth = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Subsystem: sub, Name: "queue_depth",
 		Help: "Containers waiting to be reconciled.",
 	}, func() float64 { return float64(q.Len()) })
 	if reg != nil {
-		reg.MustRegister(m.services, m.writes, m.errors, m.warnings, m.resyncDuration, m.eventLatency, m.reconnects, m.passesSkipped, m.queueDepth)
+		reg.MustRegister(m.services, m.writes, m.errors, m.warnings, m.resyncDuration, m.eventLatency, m.reconnects, m.passesSkipped, m.prepared, m.queueDepth)
 	}
 	return m
 }

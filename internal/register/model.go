@@ -36,10 +36,12 @@ const (
 
 // Container is what the agent needs to know of one Docker container.
 type Container struct {
-	ID       string
-	Name     string // without Docker's leading slash
-	Image    string
-	Running  bool
+	ID      string
+	Name    string // without Docker's leading slash
+	Image   string
+	Running bool
+	// Created says Docker's state is "created": never started.
+	Created  bool
 	ExitCode int
 	Labels   map[string]string
 	Env      []string // KEY=VALUE, as Docker reports it
@@ -52,6 +54,12 @@ type Container struct {
 	// else "starting", "healthy" or "unhealthy".
 	Health       string
 	HealthOutput string
+	// HealthConfigured says the container has a HEALTHCHECK that Docker
+	// will run, so its health is "starting" once it starts.
+	HealthConfigured bool
+	// PublishRequested says the container asks for ports published on the
+	// host, bound only when it starts.
+	PublishRequested bool
 }
 
 // Port is a container port and its protocol ("tcp" or "udp").

@@ -13,6 +13,9 @@ func (c Changes) Empty() bool {
 	return len(c.Register) == 0 && len(c.Deregister) == 0 && len(c.Health) == 0
 }
 
+// Len is the number of writes.
+func (c Changes) Len() int { return len(c.Register) + len(c.Deregister) + len(c.Health) }
+
 // Plan compares the desired services with the registered ones (both for the
 // same scope, such as one container) and returns the writes needed. A service
 // whose hash matches is left alone, so an unchanged resync writes nothing.

@@ -129,6 +129,24 @@ func RunContainer(t testing.TB, d *client.Client, c Container) string {
 	return id
 }
 
+// CreateContainer creates a container of the test image without starting
+// it, and force-removes it when t ends.
+func CreateContainer(t testing.TB, d *client.Client, c Container) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	id, err := createContainer(ctx, d, c)
+	if err != nil {
+		t.Fatalf("create container %s: %v", c.Name, err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		d.ContainerRemove(ctx, id, container.RemoveOptions{Force: true})
+	})
+	return id
+}
+
 // StartContainer is RunContainer for goroutines other than the test's own,
 // which may not call t.Fatal: it returns the error instead.
 func StartContainer(t testing.TB, d *client.Client, c Container) (string, error) {

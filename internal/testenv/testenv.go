@@ -94,13 +94,20 @@ func UnderlayBinary(t testing.TB) string {
 		}
 		return p
 	}
+	return BuildProgram(t, "./cmd/underlay")
+}
+
+// BuildProgram builds the module's main package pkg ("./test/x") into a
+// temporary directory and returns the binary's path.
+func BuildProgram(t testing.TB, pkg string) string {
+	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
 	root := filepath.Join(filepath.Dir(file), "..", "..")
-	out := filepath.Join(t.TempDir(), "underlay")
-	cmd := exec.Command("go", "build", "-o", out, "./cmd/underlay")
+	out := filepath.Join(t.TempDir(), filepath.Base(pkg))
+	cmd := exec.Command("go", "build", "-o", out, pkg)
 	cmd.Dir = root
 	if b, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("build underlay: %v\n%s", err, b)
+		t.Fatalf("build %s: %v\n%s", pkg, err, b)
 	}
 	return out
 }

@@ -1,0 +1,161 @@
+package register
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+// A container's start is the moment it must appear in Consul, and reading
+// it from Docker then is slow: dockerd holds an inspect until the start is
+// over and answers it while the host is busiest. So what the registration
+// needs is read before the start: the container's configuration when it is
+// created (an inspect that dockerd answers at once, the start not having
+// begun), and each network endpoint from the network at its connect event
+// (a network read, which the start does not hold). At the start event the
+// registration is written from that, with no read; a pass that reads the
+// started container follows, and corrects anything the prepared view got
+// wrong (counted, so it shows if it ever does).
+
+// prepared is what was read of a created container before it started.
+type prepared struct {
+	c Container
+	// stream is the event stream the create was read under: events missed
+	// since would make the view untrustworthy.
+	stream uint64
+	// endpoints are the network endpoints learnt from this start's
+	// connect events, by network name.
+	endpoints map[string]Endpoint
+}
+
+// started is the container as it will be inspected once started, and
+// whether the prepared view is complete enough to say so.
+func (p *prepared) started() (Container, bool) {
+	c := p.c
+	// Host ports are bound during the start; only an inspect knows them.
+	if c.PublishRequested || len(p.endpoints) != len(c.Networks) {
+		return Container{}, false
+	}
+	nets := make([]Endpoint, 0, len(c.Networks))
+	for _, want := range c.Networks {
+		ep, ok := p.endpoints[want.Network]
+		if !ok {
+			return Container{}, false
+		}
+		nets = append(nets, ep)
+	}
+	c.Networks = nets
+	c.Running, c.Created = true, false
+	if c.HealthConfigured {
+		c.Health = "starting" // what dockerd sets as the container starts
+	}
+	return c, true
+}
+
+// prepare keeps what a pass read of a created container, if it is one this
+// pass can vouch for: a create event among its events, and Docker's
+// "created" state (a container that started and died since is no longer).
+func (a *Agent) prepare(id string, p pass, c Container) {
+	if !p.events.created {
+		return
+	}
+	if !c.Created || c.Running {
+		// The read waited in dockerd for a start that began first.
+		a.metrics.prepared.WithLabelValues("late").Inc()
+		return
+	}
+	a.mu.Lock()
+	a.prepared[id] = &prepared{c: c, stream: p.stream, endpoints: map[string]Endpoint{}}
+	a.mu.Unlock()
+	a.log.Debug("created container read; its start will be registered from this view", "container", shortID(id))
+}
+
+// preparedFor returns the container's prepared view, if any.
+func (a *Agent) preparedFor(id string) *prepared {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.prepared[id]
+}
+
+func (a *Agent) dropPrepared(id string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.prepared, id)
+}
+
+// preparedPass handles a pass from the container's prepared view: its
+// network connects are read from the networks, and its start is registered
+// without reading the container. It reports false when the pass must read
+// Docker instead: no prepared view, or events the view cannot account for.
+// Only one worker runs a container's passes, so the view is not shared.
+func (a *Agent) preparedPass(ctx context.Context, id string, p pass) (bool, error) {
+	pr := a.preparedFor(id)
+	if pr == nil {
+		return false, nil
+	}
+	ev := p.events
+	if p.forced || ev.other || ev.created || pr.stream != p.stream || (len(ev.connects) == 0 && !ev.started) {
+		a.dropPrepared(id)
+		a.metrics.prepared.WithLabelValues("dropped").Inc()
+		return false, nil
+	}
+	for _, networkID := range ev.connects {
+		ep, err := a.docker.Endpoint(ctx, networkID, id)
+		if err != nil {
+			if !errors.Is(err, ErrNotFound) {
+				a.log.Debug("read endpoint failed; the container will be inspected", "container", shortID(id), "network", networkID, "err", err)
+			}
+			a.dropPrepared(id)
+			a.metrics.prepared.WithLabelValues("dropped").Inc()
+			return false, nil
+		}
+		pr.endpoints[ep.Network] = ep
+	}
+	if !ev.started {
+		return true, nil
+	}
+	a.dropPrepared(id)
+	began := time.Now()
+	c, ok := pr.started()
+	if !ok {
+		a.metrics.prepared.WithLabelValues("dropped").Inc()
+		return false, nil
+	}
+	desired, warnings := Desired(c, a.cfg.Policy)
+	a.reportWarnings(id, warnings)
+	changes := Plan(desired, a.actualFor(id))
+	if !changes.Empty() {
+		if err := a.apply(ctx, changes); err != nil {
+			a.passFailed(id, p)
+			return true, err
+		}
+		if !ev.oldest.IsZero() {
+			a.metrics.eventLatency.Observe(time.Since(ev.oldest).Seconds())
+		}
+	}
+	a.metrics.prepared.WithLabelValues("written").Inc()
+	a.log.Debug("start registered from the prepared view", "container", shortID(id), "writes", changes.Len(), "since_start_event", time.Since(ev.startedAt), "writing", time.Since(began), "pass_began_after", began.Sub(ev.startedAt))
+	// The check: read the started container as soon as other work allows.
+	a.mu.Lock()
+	a.verifying[id] = true
+	a.mu.Unlock()
+	a.force(id)
+	a.queue.AddBackground(id)
+	return true, nil
+}
+
+// verified ends the check of a start registered from the prepared view;
+// wrote says the read found something to correct.
+func (a *Agent) verified(id string, wrote bool) {
+	a.mu.Lock()
+	checking := a.verifying[id]
+	delete(a.verifying, id)
+	a.mu.Unlock()
+	if checking {
+		a.log.Debug("start registration read back", "container", shortID(id), "corrected", wrote)
+	}
+	if checking && wrote {
+		a.metrics.prepared.WithLabelValues("corrected").Inc()
+		a.log.Warn("the registration written at start differed from the started container; corrected", "container", shortID(id))
+	}
+}
