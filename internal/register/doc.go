@@ -6,6 +6,11 @@
 // Docker events and periodic resyncs and writes only the difference to Consul
 // through the small Docker and Catalog interfaces declared here.
 //
+// A new container's start is registered from what was read before it (its
+// configuration at the create event, its endpoints from the networks at the
+// connect events), not from a read at the start, which dockerd holds until
+// the start is over; a read after the start checks it (prepared.go).
+//
 // Every service the agent writes carries MetaNode in its Meta; the agent only
 // ever changes or removes services that carry its own node's marker.
 //
