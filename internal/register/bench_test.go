@@ -26,6 +26,10 @@ import (
 // the local Consul agent. By default it runs N=50 three times and N=200
 // once; UNDERLAY_BENCH_N=K runs K instead, UNDERLAY_BENCH_RUNS times.
 //
+// The floor (test/floorregistrar) runs the same load beside it: one Consul
+// write per start event, built from the event alone — no registrar can
+// do less, so its figures are the machine's own under that load.
+//
 // With REGISTRATOR_BIN naming a gliderlabs/registrator binary, registrator
 // runs the same load on the same machine, its runs interleaved with
 // underlay's, and BenchmarkIntegrationRegistrationFaults sets it beside
