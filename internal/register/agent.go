@@ -370,11 +370,14 @@ func (a *Agent) passFailed(id string, p pass) {
 	a.pending[id] = ev
 }
 
-// newStream records that the event stream opened or was lost.
+// newStream records that the event stream opened or was lost. The prepared
+// views go with the old stream: events missed since may have changed their
+// containers (or removed them, and nothing else would forget the view).
 func (a *Agent) newStream() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.stream++
+	clear(a.prepared)
 }
 
 func (a *Agent) apply(ctx context.Context, ch Changes) error {

@@ -192,6 +192,22 @@ func TestPreparedPass(t *testing.T) {
 	}
 }
 
+// TestStreamLossForgetsViews: a lost event stream forgets every prepared
+// view; a container removed meanwhile would otherwise keep its view forever.
+func TestStreamLossForgetsViews(t *testing.T) {
+	a, err := NewAgent(Config{Policy: Policy{Node: "n1"}}, newFakeDocker(), &fakeCatalog{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.noteEvent(Event{ContainerID: "c", Action: "create"})
+	p, _ := a.beginPass("c")
+	a.prepare("c", p, createdContainer("c"))
+	a.newStream()
+	if a.preparedFor("c") != nil {
+		t.Error("a prepared view outlived its event stream")
+	}
+}
+
 // TestPrepareOnlyCreated: only a pass with a create event that finds the
 // container never started keeps a prepared view.
 func TestPrepareOnlyCreated(t *testing.T) {
