@@ -11,6 +11,7 @@ import (
 
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/swarm"
+	"github.com/docker/docker/client"
 
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/ipam"
@@ -134,8 +135,15 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 	settled(3)
 
 	// Consul down on node2: its new tasks fail, saying so; nothing is guessed.
+	// node1 and node3 are paused meanwhile, so that every new task lands
+	// on node2: swarm balances tasks across nodes, and node3's, moved to
+	// node2 while its dockerd was down, could leave node2 none (seen).
 	if out, err := l.Exec(ctx, "node2", "pkill", "-STOP", "-f", "consul agent"); err != nil {
 		t.Fatalf("stop node2's consul: %v %s", err, out)
+	}
+	others := []string{swarmNodeID(t, l.Nodes[0]), swarmNodeID(t, l.Nodes[2])}
+	for _, id := range others {
+		setAvailability(t, m.Docker, id, swarm.NodeAvailabilityPause)
 	}
 	scale(t, m.Docker, resp.ID, 45)
 	// Swarm must first place and start the new tasks, slow on a loaded
@@ -151,6 +159,9 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 	})
 	if out, err := l.Exec(ctx, "node2", "pkill", "-CONT", "-f", "consul agent"); err != nil {
 		t.Fatalf("resume node2's consul: %v %s", err, out)
+	}
+	for _, id := range others {
+		setAvailability(t, m.Docker, id, swarm.NodeAvailabilityActive)
 	}
 	testenv.Eventually(t, 120*time.Second, func() (bool, string) {
 		ips, _ := taskAddresses(t, l, "many", "pool")
@@ -256,6 +267,28 @@ func TestIntegrationLabIPAMStandaloneRestart(t *testing.T) {
 }
 
 // swarmNodeID is a lab node's identity: its swarm node ID.
+// setAvailability sets a swarm node's availability (a paused node keeps
+// its tasks and gets no new ones).
+func setAvailability(t testing.TB, d *client.Client, nodeID string, a swarm.NodeAvailability) {
+	t.Helper()
+	ctx := testenv.Context(t, time.Minute)
+	// A node's version moves as swarm updates it: read again when refused.
+	for attempt := 0; ; attempt++ {
+		n, _, err := d.NodeInspectWithRaw(ctx, nodeID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n.Spec.Availability = a
+		err = d.NodeUpdate(ctx, nodeID, n.Version, n.Spec)
+		if err == nil {
+			return
+		}
+		if attempt == 5 {
+			t.Fatalf("set node %s %s: %v", nodeID, a, err)
+		}
+	}
+}
+
 func swarmNodeID(t testing.TB, n *testenv.LabNode) string {
 	t.Helper()
 	info, err := n.Docker.Info(context.Background())

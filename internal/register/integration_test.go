@@ -98,6 +98,18 @@ func TestIntegrationSwarmTasks(t *testing.T) {
 	if !slots["1"] || !slots["2"] {
 		t.Errorf("slots %v, want 1 and 2", slots)
 	}
+	// Tasks registered from what was read at their create (swarm labels,
+	// the address swarm gave them) are read back with nothing to correct.
+	testenv.Eventually(t, 20*time.Second, func() (bool, string) {
+		written := h.counter("underlay_register_prepared_starts_total", "written")
+		back := strings.Count(h.logText(), "start registration read back")
+		return float64(back) == written, fmt.Sprintf("%d of %v tasks registered from the prepared view read back", back, written)
+	})
+	if got := h.counter("underlay_register_prepared_starts_total", "corrected"); got != 0 {
+		t.Errorf("%v task registrations corrected after the start, want 0:\n%s", got, h.logText())
+	}
+	t.Logf("tasks registered at their start from the view read at their create: %v; read late: %v",
+		h.counter("underlay_register_prepared_starts_total", "written"), h.counter("underlay_register_prepared_starts_total", "late"))
 }
 
 func TestIntegrationChecks(t *testing.T) {
