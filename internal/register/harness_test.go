@@ -47,6 +47,12 @@ func newHarness(t *testing.T) *harness {
 	h.api = h.consul.Client()
 	h.node = "it-" + h.id
 	h.label = map[string]string{"io.underlay.test": h.id}
+	// What the agent said is the first thing to read when a test fails.
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("agent log:\n%s", h.logText())
+		}
+	})
 	return h
 }
 
