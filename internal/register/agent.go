@@ -290,14 +290,17 @@ func (a *Agent) syncContainer(ctx context.Context, id string) error {
 // pass began.
 type pendingEvents struct {
 	oldest time.Time // time of the oldest, for the latency metric
-	// onlyStarts says every one is a start event.
-	onlyStarts bool
 	// created and started say a create or a start event is among them,
 	// startedAt is the start's time; connects are the networks of connect
 	// events; other says there is any other event.
 	created, started, other bool
 	startedAt               time.Time
 	connects                []string
+}
+
+// onlyStarts says every one is a start event.
+func (e pendingEvents) onlyStarts() bool {
+	return e.started && !e.created && !e.other && len(e.connects) == 0
 }
 
 // pass is one reconciliation of a container.
@@ -333,7 +336,7 @@ func (a *Agent) beginPass(id string) (pass, bool) {
 	forced := a.forced[id]
 	delete(a.forced, id)
 	saw, ok := a.sawRunning[id]
-	skip := hasEvents && events.onlyStarts && !forced && ok && saw == a.stream
+	skip := hasEvents && events.onlyStarts() && !forced && ok && saw == a.stream
 	return pass{events: events, stream: a.stream, forced: forced}, skip
 }
 
@@ -365,8 +368,7 @@ func (a *Agent) passFailed(id string, p pass) {
 		}
 		ev.connects = append(ev.connects, q.connects...)
 	}
-	ev.onlyStarts = false
-	ev.other = true // the retry reads Docker
+	ev.other = true // the retry reads Docker, whatever the events
 	a.pending[id] = ev
 }
 
@@ -577,9 +579,8 @@ func (a *Agent) noteEvent(ev Event) {
 	defer a.mu.Unlock()
 	p, ok := a.pending[ev.ContainerID]
 	if !ok {
-		p = pendingEvents{oldest: ev.Time, onlyStarts: true}
+		p = pendingEvents{oldest: ev.Time}
 	}
-	p.onlyStarts = p.onlyStarts && ev.Action == "start"
 	switch {
 	case ev.Action == "create":
 		p.created = true

@@ -135,23 +135,15 @@ func CreateContainer(t testing.TB, d *client.Client, c Container) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	id, err := createContainer(ctx, d, c)
+	id, err := createRemoved(ctx, t, d, c)
 	if err != nil {
-		t.Fatalf("create container %s: %v", c.Name, err)
+		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		d.ContainerRemove(ctx, id, container.RemoveOptions{Force: true})
-	})
 	return id
 }
 
-// StartContainer is RunContainer for goroutines other than the test's own,
-// which may not call t.Fatal: it returns the error instead.
-func StartContainer(t testing.TB, d *client.Client, c Container) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
+// createRemoved creates a container that is force-removed when t ends.
+func createRemoved(ctx context.Context, t testing.TB, d *client.Client, c Container) (string, error) {
 	id, err := createContainer(ctx, d, c)
 	if err != nil {
 		return "", fmt.Errorf("create container %s: %w", c.Name, err)
@@ -161,6 +153,18 @@ func StartContainer(t testing.TB, d *client.Client, c Container) (string, error)
 		defer cancel()
 		d.ContainerRemove(ctx, id, container.RemoveOptions{Force: true})
 	})
+	return id, nil
+}
+
+// StartContainer is RunContainer for goroutines other than the test's own,
+// which may not call t.Fatal: it returns the error instead.
+func StartContainer(t testing.TB, d *client.Client, c Container) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	id, err := createRemoved(ctx, t, d, c)
+	if err != nil {
+		return "", err
+	}
 	if err := d.ContainerStart(ctx, id, container.StartOptions{}); err != nil {
 		return id, fmt.Errorf("start container %s: %w", c.Name, err)
 	}
