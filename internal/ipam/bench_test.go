@@ -244,7 +244,7 @@ func runIPAMBench(b *testing.B) {
 	for started < 150 && time.Now().Before(deadline) {
 		if target < 150 && started >= int(target) {
 			target += 30
-			scale(b, m.Docker, svc, target)
+			testenv.ScaleService(b, m.Docker, svc, target)
 		}
 		ips, d := taskAddresses(b, l, "stress", "bench")
 		now := time.Now()
@@ -271,7 +271,7 @@ func runIPAMBench(b *testing.B) {
 		}
 	}
 	window := lastStarted.Sub(firstRunning)
-	scale(b, m.Docker, svc, 0)
+	testenv.ScaleService(b, m.Docker, svc, 0)
 	// Settled, and the benchmark's allocators stopped: only the agents'
 	// three shims remain allocated, with at most 32 spares per agent (4,
 	// raised by bursts). The agents return a task address Docker never

@@ -103,7 +103,7 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 
 	// Agent killed -9 on node2 while a scale-up allocates on every node:
 	// once the pool holds more than the 9 tasks' addresses.
-	scale(t, m.Docker, resp.ID, 30)
+	testenv.ScaleService(t, m.Docker, resp.ID, 30)
 	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
 		n := taskAllocations(ctx, kv, pool)
 		return n > 9, fmt.Sprintf("%d task addresses allocated, want the scale-up under way (more than 9)", n)
@@ -145,7 +145,7 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 	for _, id := range others {
 		setAvailability(t, m.Docker, id, swarm.NodeAvailabilityPause)
 	}
-	scale(t, m.Docker, resp.ID, 45)
+	testenv.ScaleService(t, m.Docker, resp.ID, 45)
 	// Swarm must first place and start the new tasks, slow on a loaded
 	// machine (CI runs other packages' labs beside this one).
 	testenv.Eventually(t, 180*time.Second, func() (bool, string) {

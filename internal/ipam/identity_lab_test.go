@@ -166,7 +166,7 @@ func TestIntegrationLabIdentity(t *testing.T) {
 	}
 	// Fill the pool: 32 addresses less 3 shims. Had the release gone
 	// through, a task would now get the stray address twice.
-	scale(t, m.Docker, svc, 29)
+	testenv.ScaleService(t, m.Docker, svc, 29)
 	ips = running(29)
 	if ips[stray] != m.Host {
 		t.Errorf("%s is now held on %q, want still by node1's task", stray, ips[stray])
@@ -185,7 +185,7 @@ func TestIntegrationLabIdentity(t *testing.T) {
 	// node3 dies for good. The leader reclaims its addresses once its facts
 	// are stale and it has not been Ready for 3 s; the live nodes, named
 	// alike, keep theirs.
-	scale(t, m.Docker, svc, 4)
+	testenv.ScaleService(t, m.Docker, svc, 4)
 	ips = running(4)
 	gone := ids[l.Nodes[2].Host]
 	live := map[string]netip.Addr{ids[l.Nodes[0].Host]: shims[ids[l.Nodes[0].Host]], ids[l.Nodes[1].Host]: shims[ids[l.Nodes[1].Host]]}

@@ -14,7 +14,6 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
-	"github.com/docker/docker/client"
 
 	"github.com/underlay/underlay/internal/app"
 	"github.com/underlay/underlay/internal/consul"
@@ -141,10 +140,10 @@ func TestIntegrationLabClusterIPAM(t *testing.T) {
 
 	// Concurrent scale-up: every node allocates at once; the /26 holds 60
 	// task addresses (64, less the aux and 3 shims).
-	scale(t, m.Docker, resp.ID, 60)
+	testenv.ScaleService(t, m.Docker, resp.ID, 60)
 	check(60)
 	// One more cannot fit: the task says why.
-	scale(t, m.Docker, resp.ID, 61)
+	testenv.ScaleService(t, m.Docker, resp.ID, 61)
 	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
 		tasks, _ := m.Docker.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", resp.ID))})
 		for _, tk := range tasks {
@@ -157,7 +156,7 @@ func TestIntegrationLabClusterIPAM(t *testing.T) {
 
 	// Down to zero: every task address goes back; only the shims stay,
 	// and at most each node's spares (4, raised up to 32 by bursts).
-	scale(t, m.Docker, resp.ID, 0)
+	testenv.ScaleService(t, m.Docker, resp.ID, 0)
 	pool, _ := ipam.PoolOf(netspec.Spec{Name: "pool", Subnet: netip.MustParsePrefix("10.205.0.0/16"), Gateway: netip.MustParseAddr("10.205.0.1")}, false)
 	testenv.Eventually(t, 90*time.Second, func() (bool, string) {
 		all, err := ipam.Allocations(ctx, kv, pool)
@@ -202,28 +201,6 @@ func checkSpares(all map[netip.Addr]ipam.Alloc, max int) error {
 		}
 	}
 	return nil
-}
-
-func scale(t testing.TB, d *client.Client, id string, n uint64) {
-	t.Helper()
-	ctx := testenv.Context(t, time.Minute)
-	// Swarm bumps a new service's version as it allocates it: an update
-	// made from an older read is refused "out of sequence"; read again.
-	for attempt := 0; ; attempt++ {
-		svc, _, err := d.ServiceInspectWithRaw(ctx, id, swarm.ServiceInspectOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		svc.Spec.Mode.Replicated.Replicas = &n
-		_, err = d.ServiceUpdate(ctx, id, svc.Version, svc.Spec, swarm.ServiceUpdateOptions{})
-		if err == nil {
-			return
-		}
-		if !strings.Contains(err.Error(), "out of sequence") || attempt == 10 {
-			t.Fatal(err)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
 // taskAddresses lists the addresses of a service's running task containers

@@ -2,6 +2,7 @@ package register_test
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"maps"
 	"net/http"
@@ -12,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
 
 	"github.com/underlay/underlay/internal/testenv"
@@ -42,21 +45,7 @@ import (
 //	REGISTRATOR_BIN=$PWD/registrator make bench
 func BenchmarkIntegrationRegistration(b *testing.B) {
 	testenv.Require(b)
-	type size struct{ n, runs int }
-	plan := []size{{50, 3}, {200, 1}}
-	if v := os.Getenv("UNDERLAY_BENCH_N"); v != "" {
-		n, err := strconv.Atoi(v)
-		if err != nil || n < 1 || n > 250 {
-			b.Fatalf("UNDERLAY_BENCH_N=%q: want 1 to 250 (one /24)", v)
-		}
-		runs := 1
-		if v := os.Getenv("UNDERLAY_BENCH_RUNS"); v != "" {
-			if runs, err = strconv.Atoi(v); err != nil || runs < 1 {
-				b.Fatalf("UNDERLAY_BENCH_RUNS=%q: want a positive number", v)
-			}
-		}
-		plan = []size{{n, runs}}
-	}
+	plan := benchPlan(b, []benchSize{{50, 3}, {200, 1}})
 	regs := registrars(b)
 	d := testenv.Docker(b)
 	for b.Loop() {
@@ -72,9 +61,75 @@ func BenchmarkIntegrationRegistration(b *testing.B) {
 					results[reg.Name()] = append(results[reg.Name()], r)
 				}
 			}
-			summarise(b, d, regs, results, sz.n, sz.runs)
+			summarise(b, d, regs, results, howRun, sz.n, sz.runs)
 		}
 	}
+}
+
+// BenchmarkIntegrationRegistrationSwarm is BenchmarkIntegrationRegistration
+// with swarm starting the containers, the case underlay is for: one
+// replicated service on a swarm macvlan network (config-only network and
+// --config-from, as the guide makes it), scaled up 10 tasks at a time, each
+// step once the last one's tasks started, then scaled to 0. The machine's
+// dockerd becomes a one-node swarm manager (and stays one). By default N=50
+// three times; UNDERLAY_BENCH_N and UNDERLAY_BENCH_RUNS as above.
+func BenchmarkIntegrationRegistrationSwarm(b *testing.B) {
+	testenv.Require(b)
+	plan := benchPlan(b, []benchSize{{50, 3}})
+	regs := registrars(b)
+	d := testenv.Docker(b)
+	testenv.Swarm(b, d)
+	for b.Loop() {
+		net := testenv.SwarmMacvlanNetwork(b, d, "bench-"+testenv.ID(b), benchSubnet(b))
+		for _, sz := range plan {
+			results := map[string][]runResult{}
+			for i := range sz.runs {
+				for _, reg := range regs {
+					r := runSwarmRegistration(b, d, net, reg, sz.n)
+					fmt.Printf("\nswarm registration run %d/%d: %s, N=%d (under load: %s)\n%s", i+1, sz.runs, reg.Name(), sz.n, r.load, r)
+					results[reg.Name()] = append(results[reg.Name()], r)
+				}
+			}
+			summarise(b, d, regs, results, howSwarm, sz.n, sz.runs)
+		}
+	}
+}
+
+// How the containers of a registration benchmark were started, as its
+// summary says it.
+const (
+	howRun   = "docker run on macvlan"
+	howSwarm = "swarm tasks on a swarm macvlan network"
+)
+
+// metricPrefix tells the swarm benchmark's reported metrics apart.
+func metricPrefix(how string) string {
+	if how == howSwarm {
+		return "swarm-"
+	}
+	return ""
+}
+
+type benchSize struct{ n, runs int }
+
+// benchPlan is def, or UNDERLAY_BENCH_N containers UNDERLAY_BENCH_RUNS
+// times (default once).
+func benchPlan(b *testing.B, def []benchSize) []benchSize {
+	v := os.Getenv("UNDERLAY_BENCH_N")
+	if v == "" {
+		return def
+	}
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 || n > 250 {
+		b.Fatalf("UNDERLAY_BENCH_N=%q: want 1 to 250 (one /24)", v)
+	}
+	runs := 1
+	if v := os.Getenv("UNDERLAY_BENCH_RUNS"); v != "" {
+		if runs, err = strconv.Atoi(v); err != nil || runs < 1 {
+			b.Fatalf("UNDERLAY_BENCH_RUNS=%q: want a positive number", v)
+		}
+	}
+	return []benchSize{{n, runs}}
 }
 
 // registrars are underlay's agent, the floor (test/floorregistrar: one
@@ -248,6 +303,80 @@ func runRegistration(b *testing.B, d *client.Client, netName string, reg registr
 	return res
 }
 
+// runSwarmRegistration starts reg against a new Consul dev agent, then
+// scales a new service on the swarm network netName to n tasks, 10 at a
+// time, and back to 0. The service is named as the registrars register
+// it (underlay: the swarm service's name; the others: SERVICE_NAME).
+func runSwarmRegistration(b *testing.B, d *client.Client, netName string, reg registrar, n int) runResult {
+	run := newBenchRun(b, d, netName)
+	res := runResult{n: n, consul: consulVersion(b, run.capi), resyncWrites: -1}
+	load := sampleLoad()
+	p := reg.Start(run)
+	starts := watchStarts(b, d, run.id)
+	w := watchCatalog(b, run.capi, run.service, "")
+	svc := testenv.SwarmService(b, d, run.service, netName, 0, run.labels())
+
+	// One task registered and removed first, as in runRegistration.
+	testenv.ScaleService(b, d, svc, 1)
+	if got := w.waitCount(1, 60*time.Second); got != 1 {
+		b.Fatalf("%s: warm-up task not registered within 60s", reg.Name())
+	}
+	warm := starts.wait(b, 1, 10*time.Second)
+	testenv.ScaleService(b, d, svc, 0)
+	if got := w.waitCount(0, 60*time.Second); got != 0 {
+		b.Fatalf("%s: warm-up task not deregistered within 60s", reg.Name())
+	}
+
+	t0 := time.Now()
+	for replicas := 10; replicas < n+10; replicas += 10 {
+		testenv.ScaleService(b, d, svc, uint64(min(replicas, n)))
+		starts.wait(b, len(warm)+min(replicas, n), 2*time.Minute)
+	}
+	res.startWall = time.Since(t0)
+	w.waitCount(n, 60*time.Second)
+	evs := starts.wait(b, len(warm)+n, 10*time.Second)
+	starts.save(b, run.id)
+	seen := w.firstSeen()
+	for name := range warm {
+		delete(evs, name)
+		delete(seen, name)
+	}
+	res.started = len(evs)
+	res.catalog, res.missing = between(evs, seen, func(k string) string { return k })
+	if wt := reg.WriteTimes(p); wt != nil {
+		byName := make(map[string]time.Time, len(wt))
+		for id, at := range wt {
+			if _, ok := warm[containerOf(id)]; !ok {
+				byName[containerOf(id)] = at
+			}
+		}
+		res.write, _ = between(evs, byName, func(k string) string { return k })
+	}
+	res.rssKiB = peakRSS(p.cmd.Process.Pid)
+	if p.metrics != "" {
+		res.prepared = map[string]float64{}
+		for _, result := range []string{"written", "late", "dropped", "corrected"} {
+			res.prepared[result] = metricValue(b, p.metrics, `underlay_register_prepared_starts_total{result="`+result+`"}`)
+		}
+	}
+
+	t1 := time.Now()
+	testenv.ScaleService(b, d, svc, 0)
+	testenv.Eventually(b, 2*time.Minute, func() (bool, string) {
+		cs, err := d.ContainerList(context.Background(), container.ListOptions{All: true,
+			Filters: filters.NewArgs(filters.Arg("label", "com.docker.swarm.service.id="+svc), filters.Arg("status", "running"))})
+		return err == nil && len(cs) == 0, fmt.Sprintf("%d tasks still running (%v)", len(cs), err)
+	})
+	lastRemoved := time.Now()
+	res.stale = w.waitCount(0, 60*time.Second)
+	res.deregWall, res.afterLast = time.Since(t1), time.Since(lastRemoved)
+	res.load = load.since()
+	w.stop()
+	testenv.RemoveService(b, d, run.service)
+	p.Stop()
+	return res
+}
+
 // countResyncWrites waits until the agent has done `resyncs` full resyncs
 // and reconciled what they queued, and returns the resyncs and the Consul
 // writes counted then.
@@ -270,14 +399,14 @@ func queueDepth(b *testing.B, addr string) float64 {
 }
 
 // summarise prints the medians over the runs of each registrar.
-func summarise(b *testing.B, d *client.Client, regs []registrar, results map[string][]runResult, n, runs int) {
+func summarise(b *testing.B, d *client.Client, regs []registrar, results map[string][]runResult, how string, n, runs int) {
 	first := results[regs[0].Name()][0]
 	what := "one run"
 	if runs > 1 {
 		what = fmt.Sprintf("medians of %d runs", runs)
 	}
-	fmt.Printf("\nregistration benchmark, N=%d (macvlan, 10 at a time, dockerd %s, one Consul %s dev agent per run): %s\n",
-		n, dockerVersion(d), first.consul, what)
+	fmt.Printf("\nregistration benchmark, N=%d (%s, 10 at a time, dockerd %s, one Consul %s dev agent per run): %s\n",
+		n, how, dockerVersion(d), first.consul, what)
 	fmt.Printf("  %-14s %-30s %-30s %7s %5s %9s\n", "", "start event → catalog", "start event → agent's write", "missing", "stale", "peak RSS")
 	for _, reg := range regs {
 		rs := results[reg.Name()]
@@ -307,7 +436,7 @@ func summarise(b *testing.B, d *client.Client, regs []registrar, results map[str
 			fmt.Printf("  %-14s %d NEGATIVE latencies in these runs (clocks disagree); they are included above, not clamped\n", "", negative)
 		}
 		if reg.Name() == regs[0].Name() {
-			prefix := fmt.Sprintf("N%d-", n)
+			prefix := fmt.Sprintf("%sN%d-", metricPrefix(how), n)
 			b.ReportMetric(med(func(r runResult) float64 { return ms(r.catalog.pct(0.5)) }), prefix+"catalog-p50-ms")
 			b.ReportMetric(med(func(r runResult) float64 { return ms(r.catalog.pct(0.95)) }), prefix+"catalog-p95-ms")
 			b.ReportMetric(float64(missing), prefix+"missing")

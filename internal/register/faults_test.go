@@ -155,6 +155,15 @@ func TestIntegrationDockerRestart(t *testing.T) {
 	pd.Kill()
 	time.Sleep(2 * time.Second)
 	pd.Start()
+	// First the daemon's part (the container running again), then the
+	// agent's: a failure says which one did not happen.
+	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
+		c, err := h.docker.ContainerInspect(context.Background(), always)
+		if err != nil {
+			return false, fmt.Sprintf("the restarted dockerd: inspect %s: %v", always, err)
+		}
+		return c.State.Running, fmt.Sprintf("the restarted dockerd has not started %s again: %+v", always, *c.State)
+	})
 	h.waitServices(60*time.Second, alwaysID)
 
 	inspect, err := h.docker.ContainerInspect(context.Background(), always)

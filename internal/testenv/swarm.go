@@ -92,6 +92,29 @@ func CreateService(t testing.TB, d *client.Client, spec swarm.ServiceSpec) strin
 	return resp.ID
 }
 
+// ScaleService sets a replicated service's replicas to n.
+func ScaleService(t testing.TB, d *client.Client, id string, n uint64) {
+	t.Helper()
+	ctx := Context(t, time.Minute)
+	// Swarm bumps a new service's version as it allocates it: an update
+	// made from an older read is refused "out of sequence"; read again.
+	for attempt := 0; ; attempt++ {
+		svc, _, err := d.ServiceInspectWithRaw(ctx, id, swarm.ServiceInspectOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc.Spec.Mode.Replicated.Replicas = &n
+		_, err = d.ServiceUpdate(ctx, id, svc.Version, svc.Spec, swarm.ServiceUpdateOptions{})
+		if err == nil {
+			return
+		}
+		if !strings.Contains(err.Error(), "out of sequence") || attempt == 10 {
+			t.Fatalf("scale service %s to %d: %v", id, n, err)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
 // RemoveService removes a service and waits until its task containers are gone.
 func RemoveService(t testing.TB, d *client.Client, name string) {
 	t.Helper()
