@@ -78,7 +78,7 @@ func CreateService(t testing.TB, d *client.Client, spec swarm.ServiceSpec) strin
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		if err := d.ServiceRemove(ctx, resp.ID); err != nil {
+		if err := d.ServiceRemove(ctx, resp.ID); err != nil && !client.IsErrNotFound(err) {
 			t.Logf("remove service %s: %v", spec.Name, err)
 		}
 		for ctx.Err() == nil {
