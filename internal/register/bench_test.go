@@ -265,23 +265,11 @@ func runRegistration(b *testing.B, d *client.Client, netName string, reg registr
 	evs := starts.wait(b, len(ids)+1, 10*time.Second)
 	starts.save(b, run.id)
 	delete(evs, warmName)
-	res.catalog, res.missing = between(evs, seen, func(k string) string { return k })
-	if wt := reg.WriteTimes(p); wt != nil {
-		byName := make(map[string]time.Time, len(wt))
-		for id, at := range wt {
-			byName[containerOf(id)] = at
-		}
-		res.write, _ = between(evs, byName, func(k string) string { return k })
-	}
-	res.rssKiB = peakRSS(p.cmd.Process.Pid)
+	res.measure(b, reg, p, evs, seen)
 	w := watchCatalog(b, run.capi, run.service, "")
 	w.waitCount(len(ids)-res.missing, 10*time.Second) // its first answer
 
 	if p.metrics != "" {
-		res.prepared = map[string]float64{}
-		for _, result := range []string{"written", "late", "dropped", "corrected"} {
-			res.prepared[result] = metricValue(b, p.metrics, `underlay_register_prepared_starts_total{result="`+result+`"}`)
-		}
 		// underlay: restart the agent with short resyncs and count the
 		// writes they make over containers that did not change.
 		p.Stop()
@@ -342,23 +330,7 @@ func runSwarmRegistration(b *testing.B, d *client.Client, netName string, reg re
 		delete(seen, name)
 	}
 	res.started = len(evs)
-	res.catalog, res.missing = between(evs, seen, func(k string) string { return k })
-	if wt := reg.WriteTimes(p); wt != nil {
-		byName := make(map[string]time.Time, len(wt))
-		for id, at := range wt {
-			if _, ok := warm[containerOf(id)]; !ok {
-				byName[containerOf(id)] = at
-			}
-		}
-		res.write, _ = between(evs, byName, func(k string) string { return k })
-	}
-	res.rssKiB = peakRSS(p.cmd.Process.Pid)
-	if p.metrics != "" {
-		res.prepared = map[string]float64{}
-		for _, result := range []string{"written", "late", "dropped", "corrected"} {
-			res.prepared[result] = metricValue(b, p.metrics, `underlay_register_prepared_starts_total{result="`+result+`"}`)
-		}
-	}
+	res.measure(b, reg, p, evs, seen)
 
 	t1 := time.Now()
 	testenv.ScaleService(b, d, svc, 0)
@@ -375,6 +347,28 @@ func runSwarmRegistration(b *testing.B, d *client.Client, netName string, reg re
 	testenv.RemoveService(b, d, run.service)
 	p.Stop()
 	return res
+}
+
+// measure records what a run measured once its containers started: from
+// their start events (evs, by container name) to their first sight in the
+// catalog (seen) and to the registrar's writes, its peak RSS and, for
+// underlay, how its starts were registered.
+func (res *runResult) measure(b *testing.B, reg registrar, p *process, evs, seen map[string]time.Time) {
+	res.catalog, res.missing = between(evs, seen, func(k string) string { return k })
+	if wt := reg.WriteTimes(p); wt != nil {
+		byName := make(map[string]time.Time, len(wt))
+		for id, at := range wt {
+			byName[containerOf(id)] = at
+		}
+		res.write, _ = between(evs, byName, func(k string) string { return k })
+	}
+	res.rssKiB = peakRSS(p.cmd.Process.Pid)
+	if p.metrics != "" {
+		res.prepared = map[string]float64{}
+		for _, result := range []string{"written", "late", "dropped", "corrected"} {
+			res.prepared[result] = metricValue(b, p.metrics, `underlay_register_prepared_starts_total{result="`+result+`"}`)
+		}
+	}
 }
 
 // countResyncWrites waits until the agent has done `resyncs` full resyncs
