@@ -24,10 +24,12 @@ vm_tests='TestIntegrationVM$|TestIntegrationVMPackage$'
 vm_run='TestIntegrationVM$'
 [ "${UNDERLAY_VM_TESTS:-}" = all ] && vm_run=$vm_tests
 # go test runs two packages at a time on this 2-core machine, in the order
-# given: the packages with labs go first, longest first. In go list's
-# (alphabetical) order the soak started last and ran alone for its last
-# minutes while the other core idled.
-longest_first=(./internal/ipam ./internal/soak ./internal/register ./deploy ./internal/scale ./internal/lab
+# given: the packages with labs go first, longest first, but the soak only
+# once the IPAM package's labs are about done (the two at once made a lab's
+# dockerd miss its 60 s to restart). In go list's (alphabetical) order the
+# soak started last and ran alone for its last minutes while the other core
+# idled.
+longest_first=(./internal/ipam ./internal/register ./deploy ./internal/scale ./internal/soak ./internal/lab
   ./internal/netagent ./internal/dashboard ./internal/doctor)
 go test -race -count=1 -timeout 20m -skip "$vm_tests" "$@" "${longest_first[@]}" ./...
 log "go test: VM nodes ($vm_run)"
