@@ -11,7 +11,6 @@ import (
 
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/swarm"
-	"github.com/docker/docker/client"
 
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/ipam"
@@ -143,7 +142,7 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 	}
 	others := []string{swarmNodeID(t, l.Nodes[0]), swarmNodeID(t, l.Nodes[2])}
 	for _, id := range others {
-		setAvailability(t, m.Docker, id, swarm.NodeAvailabilityPause)
+		testenv.SetNodeAvailability(t, m.Docker, id, swarm.NodeAvailabilityPause)
 	}
 	testenv.ScaleService(t, m.Docker, resp.ID, 45)
 	// Swarm must first place and start the new tasks, slow on a loaded
@@ -161,7 +160,7 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 		t.Fatalf("resume node2's consul: %v %s", err, out)
 	}
 	for _, id := range others {
-		setAvailability(t, m.Docker, id, swarm.NodeAvailabilityActive)
+		testenv.SetNodeAvailability(t, m.Docker, id, swarm.NodeAvailabilityActive)
 	}
 	testenv.Eventually(t, 120*time.Second, func() (bool, string) {
 		ips, _ := taskAddresses(t, l, "many", "pool")
@@ -267,28 +266,6 @@ func TestIntegrationLabIPAMStandaloneRestart(t *testing.T) {
 }
 
 // swarmNodeID is a lab node's identity: its swarm node ID.
-// setAvailability sets a swarm node's availability (a paused node keeps
-// its tasks and gets no new ones).
-func setAvailability(t testing.TB, d *client.Client, nodeID string, a swarm.NodeAvailability) {
-	t.Helper()
-	ctx := testenv.Context(t, time.Minute)
-	// A node's version moves as swarm updates it: read again when refused.
-	for attempt := 0; ; attempt++ {
-		n, _, err := d.NodeInspectWithRaw(ctx, nodeID)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n.Spec.Availability = a
-		err = d.NodeUpdate(ctx, nodeID, n.Version, n.Spec)
-		if err == nil {
-			return
-		}
-		if attempt == 5 {
-			t.Fatalf("set node %s %s: %v", nodeID, a, err)
-		}
-	}
-}
-
 func swarmNodeID(t testing.TB, n *testenv.LabNode) string {
 	t.Helper()
 	info, err := n.Docker.Info(context.Background())

@@ -2,6 +2,7 @@ package testenv
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -96,20 +97,45 @@ func CreateService(t testing.TB, d *client.Client, spec swarm.ServiceSpec) strin
 func ScaleService(t testing.TB, d *client.Client, id string, n uint64) {
 	t.Helper()
 	ctx := Context(t, time.Minute)
-	// Swarm bumps a new service's version as it allocates it: an update
-	// made from an older read is refused "out of sequence"; read again.
-	for attempt := 0; ; attempt++ {
+	updateSwarmObject(t, fmt.Sprintf("scale service %s to %d", id, n), func() error {
 		svc, _, err := d.ServiceInspectWithRaw(ctx, id, swarm.ServiceInspectOptions{})
 		if err != nil {
-			t.Fatal(err)
+			return err
 		}
 		svc.Spec.Mode.Replicated.Replicas = &n
 		_, err = d.ServiceUpdate(ctx, id, svc.Version, svc.Spec, swarm.ServiceUpdateOptions{})
+		return err
+	})
+}
+
+// SetNodeAvailability sets a swarm node's availability (a paused node
+// keeps its tasks and gets no new ones).
+func SetNodeAvailability(t testing.TB, d *client.Client, nodeID string, a swarm.NodeAvailability) {
+	t.Helper()
+	ctx := Context(t, time.Minute)
+	updateSwarmObject(t, fmt.Sprintf("set node %s %s", nodeID, a), func() error {
+		n, _, err := d.NodeInspectWithRaw(ctx, nodeID)
+		if err != nil {
+			return err
+		}
+		n.Spec.Availability = a
+		return d.NodeUpdate(ctx, nodeID, n.Version, n.Spec)
+	})
+}
+
+// updateSwarmObject runs update (a read, then a write at the version read)
+// until swarm takes it. Swarm bumps an object's version as it works on it
+// (a new service as it allocates it, a node as it reports): a write made
+// from an older read is refused "out of sequence"; read again.
+func updateSwarmObject(t testing.TB, what string, update func() error) {
+	t.Helper()
+	for attempt := 0; ; attempt++ {
+		err := update()
 		if err == nil {
 			return
 		}
 		if !strings.Contains(err.Error(), "out of sequence") || attempt == 10 {
-			t.Fatalf("scale service %s to %d: %v", id, n, err)
+			t.Fatalf("%s: %v", what, err)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
