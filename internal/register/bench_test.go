@@ -175,6 +175,9 @@ type runResult struct {
 	prepared map[string]float64
 	load     string
 	consul   string
+	// swarm: the containers were swarm tasks, stopped by a scale to 0
+	// rather than removed.
+	swarm bool
 }
 
 func (r runResult) String() string {
@@ -187,7 +190,11 @@ func (r runResult) String() string {
 	} else {
 		fmt.Fprintf(&s, "  start event → agent's write    not measured (its log has a resolution of 1 s)\n")
 	}
-	fmt.Fprintf(&s, "  all deregistered after         %s from the first removal, %s after the last\n", r.deregWall.Round(time.Millisecond), r.afterLast.Round(time.Millisecond))
+	if r.swarm {
+		fmt.Fprintf(&s, "  all deregistered after         %s from the scale to 0, %s after the last task stopped\n", r.deregWall.Round(time.Millisecond), r.afterLast.Round(time.Millisecond))
+	} else {
+		fmt.Fprintf(&s, "  all deregistered after         %s from the first removal, %s after the last\n", r.deregWall.Round(time.Millisecond), r.afterLast.Round(time.Millisecond))
+	}
 	fmt.Fprintf(&s, "  entries left stale             %d\n", r.stale)
 	fmt.Fprintf(&s, "  peak RSS                       %.1f MiB\n", float64(r.rssKiB)/1024)
 	if r.prepared != nil {
@@ -297,7 +304,7 @@ func runRegistration(b *testing.B, d *client.Client, netName string, reg registr
 // it (underlay: the swarm service's name; the others: SERVICE_NAME).
 func runSwarmRegistration(b *testing.B, d *client.Client, netName string, reg registrar, n int) runResult {
 	run := newBenchRun(b, d, netName)
-	res := runResult{n: n, consul: consulVersion(b, run.capi), resyncWrites: -1}
+	res := runResult{n: n, consul: consulVersion(b, run.capi), resyncWrites: -1, swarm: true}
 	load := sampleLoad()
 	p := reg.Start(run)
 	starts := watchStarts(b, d, run.id)
@@ -437,7 +444,11 @@ func summarise(b *testing.B, d *client.Client, regs []registrar, results map[str
 			b.ReportMetric(float64(stale), prefix+"stale")
 		}
 	}
-	fmt.Printf("  (missing and stale are totals over the runs; missing: started but never seen in the catalog, stale: still there 60 s after removal)\n")
+	gone := "removal"
+	if how == howSwarm {
+		gone = "its task stopped"
+	}
+	fmt.Printf("  (missing and stale are totals over the runs; missing: started but never seen in the catalog, stale: still there 60 s after %s)\n", gone)
 }
 
 // BenchmarkIntegrationRegistrationFaults sets underlay beside registrator
