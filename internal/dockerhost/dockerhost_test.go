@@ -1,7 +1,9 @@
 package dockerhost
 
 import (
+	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +14,7 @@ import (
 	"github.com/docker/go-connections/nat"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/register"
 )
 
@@ -120,5 +123,62 @@ func TestToEndpoint(t *testing.T) {
 	}
 	if got := toEndpoint(n, network.EndpointResource{IPv4Address: "10.1.0.5/24"}); got.IPv6 != "" {
 		t.Errorf("no IPv6 address: got %q", got.IPv6)
+	}
+}
+
+// TestStarts: which listed containers may be starting, and since when. A
+// start under way holds the container, so its inspect times out; one
+// that failed recorded an error and released its address.
+func TestStarts(t *testing.T) {
+	created := time.Unix(1700000000, 0)
+	on := func(state string, networks ...string) container.Summary {
+		c := container.Summary{ID: "c1", State: state, Created: created.Unix(),
+			NetworkSettings: &container.NetworkSettingsSummary{Networks: map[string]*network.EndpointSettings{}}}
+		for _, n := range networks {
+			c.NetworkSettings.Networks[n] = &network.EndpointSettings{}
+		}
+		return c
+	}
+	inspected := func(st container.State) container.InspectResponse {
+		return container.InspectResponse{ContainerJSONBase: &container.ContainerJSONBase{State: &st}}
+	}
+	exited := created.Add(time.Hour)
+	tests := []struct {
+		name string
+		c    container.Summary
+		j    container.InspectResponse
+		err  error
+		want ipam.Start
+		ok   bool
+	}{
+		{"created, inspect answered: not started yet", on("created", "pool"), inspected(container.State{}), nil, ipam.Start{Since: created}, true},
+		{"created, dockerd holds it: a start under way", on("created", "pool"), container.InspectResponse{}, context.DeadlineExceeded,
+			ipam.Start{Since: created, Busy: true}, true},
+		{"started between the listing and the inspect", on("created", "pool"), inspected(container.State{Running: true}), nil, ipam.Start{Since: created}, true},
+		{"a failed start", on("created", "pool"), inspected(container.State{ExitCode: 128, Error: "underlay ipam: no address"}), nil, ipam.Start{}, false},
+		{"restarting: from its last exit", on("restarting", "pool"),
+			inspected(container.State{Running: true, Restarting: true, FinishedAt: exited.Format(time.RFC3339Nano)}), nil, ipam.Start{Since: exited}, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, ok := startOf(tt.c, tt.j, tt.err)
+			if ok != tt.ok || !got.Since.Equal(tt.want.Since) || got.Busy != tt.want.Busy {
+				t.Errorf("startOf = %+v, %v; want %+v, %v", got, ok, tt.want, tt.ok)
+			}
+		})
+	}
+	for _, tt := range []struct {
+		c    container.Summary
+		want string
+	}{
+		{on("created", "pool", "bridge"), "[pool]"},
+		{on("restarting", "pool"), "[pool]"},
+		{on("running", "pool"), "[]"},
+		{on("exited", "pool"), "[]"},
+		{on("created", "bridge", "none", "host"), "[]"},
+	} {
+		if got := fmt.Sprint(startNetworks(tt.c)); got != tt.want {
+			t.Errorf("startNetworks(%s on %v) = %s, want %s", tt.c.State, tt.c.NetworkSettings.Networks, got, tt.want)
+		}
 	}
 }

@@ -5,30 +5,33 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/client"
 
 	"github.com/underlay/underlay/internal/backoff"
 	"github.com/underlay/underlay/internal/inventory"
+	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/register"
 )
 
 // Endpoints implements inventory.Source: the running containers' addresses
 // on macvlan and ipvlan networks.
 func (s *Source) Endpoints(ctx context.Context, node string) ([]inventory.Entry, error) {
-	return s.endpoints(ctx, node, false)
-}
-
-// endpoints lists underlay endpoints of running containers, or with all of
-// every container, starting ones included.
-func (s *Source) endpoints(ctx context.Context, node string, all bool) ([]inventory.Entry, error) {
-	list, err := s.api.ContainerList(ctx, container.ListOptions{All: all})
+	list, err := s.api.ContainerList(ctx, container.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
+	return s.endpoints(ctx, list, node)
+}
+
+// endpoints lists the underlay endpoints of the listed containers that
+// show an address.
+func (s *Source) endpoints(ctx context.Context, list []container.Summary, node string) ([]inventory.Entry, error) {
 	var out []inventory.Entry
 	for _, c := range list {
 		// An exited container may still show the address it had when a
@@ -111,23 +114,118 @@ func firstOr(s []string, def string) string {
 }
 
 // HeldAddresses implements ipam.Held: the addresses containers hold on
-// underlay networks, by network name. Containers that are not running yet
-// count: a container being started already holds its address.
-func (s *Source) HeldAddresses(ctx context.Context) (map[string]map[netip.Addr]bool, error) {
-	es, err := s.endpoints(ctx, "", true)
+// underlay networks (containers that are not running yet count once
+// Docker shows their address), and the starts that may be under way, by
+// network name, from one listing.
+func (s *Source) HeldAddresses(ctx context.Context) (ipam.Local, error) {
+	list, err := s.api.ContainerList(ctx, container.ListOptions{All: true})
 	if err != nil {
-		return nil, err
+		return ipam.Local{}, fmt.Errorf("list containers: %w", err)
 	}
-	out := map[string]map[netip.Addr]bool{}
+	es, err := s.endpoints(ctx, list, "")
+	if err != nil {
+		return ipam.Local{}, err
+	}
+	out := ipam.Local{Held: map[string]map[netip.Addr]bool{}, Starts: map[string][]ipam.Start{}}
 	for _, e := range es {
 		a, err := netip.ParseAddr(e.IP)
 		if err != nil {
 			continue
 		}
-		if out[e.Network] == nil {
-			out[e.Network] = map[netip.Addr]bool{}
+		if out.Held[e.Network] == nil {
+			out.Held[e.Network] = map[netip.Addr]bool{}
 		}
-		out[e.Network][a] = true
+		out.Held[e.Network][a] = true
+	}
+	for _, st := range s.starts(ctx, list) {
+		for _, name := range st.networks {
+			out.Starts[name] = append(out.Starts[name], st.Start)
+		}
 	}
 	return out, nil
+}
+
+// inspectWait is how long a start's inspect may take: dockerd answers it
+// only once the container's start (which holds the container) is done.
+const inspectWait = 2 * time.Second
+
+type listedStart struct {
+	ipam.Start
+	networks []string
+}
+
+// starts inspects, at once, the listed containers that are created or
+// restarting on a network of their own, and returns those that may be
+// starting (see startOf).
+func (s *Source) starts(ctx context.Context, list []container.Summary) []listedStart {
+	var wg sync.WaitGroup
+	found := make([]*listedStart, len(list))
+	for i, c := range list {
+		networks := startNetworks(c)
+		if networks == nil {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			ictx, cancel := context.WithTimeout(ctx, inspectWait)
+			defer cancel()
+			j, err := s.api.ContainerInspect(ictx, c.ID)
+			if client.IsErrNotFound(err) {
+				return
+			}
+			if st, ok := startOf(c, j, err); ok {
+				found[i] = &listedStart{Start: st, networks: networks}
+			}
+		}()
+	}
+	wg.Wait()
+	var out []listedStart
+	for _, st := range found {
+		if st != nil {
+			out = append(out, *st)
+		}
+	}
+	return out
+}
+
+// startNetworks are the networks of a listed container that may be
+// starting on them: created or restarting, on networks that are not the
+// engine's own (bridge, host, none); nil for others.
+func startNetworks(c container.Summary) []string {
+	if c.State != "created" && c.State != "restarting" || c.NetworkSettings == nil {
+		return nil
+	}
+	var out []string
+	for name := range c.NetworkSettings.Networks {
+		if name != "bridge" && name != "host" && name != "none" {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// startOf judges a listed container that may be starting from its inspect
+// (err: dockerd did not answer it in time). A created container may be
+// starting unless its start failed (an error recorded: the start released
+// its address); one dockerd holds is; a restarting one is (dockerd starts
+// it again after a delay), from its last exit on.
+func startOf(c container.Summary, j container.InspectResponse, err error) (ipam.Start, bool) {
+	created := time.Unix(c.Created, 0)
+	if err != nil {
+		return ipam.Start{Since: created, Busy: true}, true
+	}
+	if j.ContainerJSONBase == nil || j.State == nil {
+		return ipam.Start{Since: created}, true
+	}
+	if c.State == "restarting" {
+		if t, err := time.Parse(time.RFC3339Nano, j.State.FinishedAt); err == nil && t.After(created) {
+			return ipam.Start{Since: t}, true
+		}
+		return ipam.Start{Since: created}, true
+	}
+	if !j.State.Running && (j.State.Error != "" || j.State.ExitCode != 0) {
+		return ipam.Start{}, false
+	}
+	return ipam.Start{Since: created}, true
 }

@@ -227,7 +227,7 @@ func (c fakeCluster) ReadyNodes(context.Context) ([]string, error) { return c.re
 
 type noHeld struct{}
 
-func (noHeld) HeldAddresses(context.Context) (map[string]map[netip.Addr]bool, error) { return nil, nil }
+func (noHeld) HeldAddresses(context.Context) (Local, error) { return Local{}, nil }
 
 // TestDepartedReclaimJudgesIdentities: every node has the same name (one
 // --node for all, or cloned VMs). The leader reclaims the addresses of the

@@ -159,8 +159,13 @@ type sweepInput struct {
 	Spares map[netip.Addr]bool
 	// Unheld is when each of this node's addresses was first seen unheld.
 	Unheld map[netip.Addr]time.Time
-	Now    time.Time
-	Grace  time.Duration
+	// Starts are the local container starts that may be under way on the
+	// pool's network; one dockerd does not hold counts for StartLimit
+	// after its container's creation.
+	Starts     []Start
+	StartLimit time.Duration
+	Now        time.Time
+	Grace      time.Duration
 }
 
 // sweepPlan is what the sweep does: free the addresses of departed nodes
@@ -171,16 +176,22 @@ type sweepPlan struct {
 	Departed, Leaked map[netip.Addr]Alloc
 	Adopt            []netip.Addr
 	Unheld           map[netip.Addr]time.Time
+	// Deferred are leaks kept for now: a start under way may hold them.
+	Deferred []netip.Addr
 }
 
 // planSweep decides one pool's sweep. This node's task addresses, and
 // spares of its earlier agents (one may have been handed out just before
 // that agent stopped) or that this agent does not know, that no local
-// container holds are leaked once they
-// have been allocated for longer than Grace (allocations in flight: Docker
-// asks for the address before the container runs) and unheld for Grace.
+// container holds are leaked once they have been allocated for longer
+// than Grace (allocations in flight: Docker asks for the address before
+// the container runs) and unheld for Grace. While a start may be under
+// way, those it may hold are deferred instead: the task addresses
+// allocated since the oldest such start's container was created, and the
+// earlier agents' spares (claimed before, handed out at any time).
 func planSweep(in sweepInput) sweepPlan {
 	out := sweepPlan{Departed: map[netip.Addr]Alloc{}, Leaked: map[netip.Addr]Alloc{}, Unheld: map[netip.Addr]time.Time{}}
+	starting := oldestStart(in.Starts, in.Now, in.StartLimit)
 	for _, a := range slices.SortedFunc(maps.Keys(in.Allocs), netip.Addr.Compare) {
 		al := in.Allocs[a]
 		earlierSpare := al.Kind == KindSpare && (al.Gen != in.Gen || !in.Spares[a])
@@ -196,12 +207,40 @@ func planSweep(in sweepInput) sweepPlan {
 				since = in.Now
 			}
 			out.Unheld[a] = since
-			if in.Now.Sub(since) >= in.Grace {
+			switch {
+			case in.Now.Sub(since) < in.Grace:
+			case !starting.IsZero() && (earlierSpare || !al.At.Before(starting)):
+				out.Deferred = append(out.Deferred, a)
+			default:
 				out.Leaked[a] = al
 			}
 		}
 	}
 	return out
+}
+
+// startSkew allows for a container's creation time and an allocation's
+// coming from two processes (dockerd, the agent) and the former's being
+// listed in whole seconds.
+const startSkew = time.Second
+
+// oldestStart is when the oldest start that counts began (see Start), less
+// startSkew; zero if none counts. One dockerd does not hold counts for
+// limit after it began.
+func oldestStart(starts []Start, now time.Time, limit time.Duration) time.Time {
+	var oldest time.Time
+	for _, st := range starts {
+		if !st.Busy && now.Sub(st.Since) > limit {
+			continue
+		}
+		if oldest.IsZero() || st.Since.Before(oldest) {
+			oldest = st.Since
+		}
+	}
+	if oldest.IsZero() {
+		return oldest
+	}
+	return oldest.Add(-startSkew)
 }
 
 // planRecord picks the addresses local containers hold that the pool does

@@ -136,6 +136,59 @@ func TestPlanSweep(t *testing.T) {
 	}
 }
 
+// TestPlanSweepStartUnderWay: Docker allocates a container's address as
+// its start begins and shows it on the container only once the start is
+// done, which under load took 42 s (seen in the lab), and can take longer
+// on a hung dockerd. While a start may be under way on the pool's network,
+// no address allocated since that container was created is reclaimed,
+// however long unheld: another node would be handed it while the starting
+// container is about to use it. Older leaks are reclaimed meanwhile, and
+// a container left created and never started holds nothing back forever.
+func TestPlanSweepStartUnderWay(t *testing.T) {
+	now := t0.Add(time.Hour)
+	at := func(ago time.Duration) Alloc { return Alloc{Node: "n1", At: now.Add(-ago), Kind: KindTask} }
+	long := now.Add(-50 * time.Minute) // first seen unheld: long past the grace
+	in := sweepInput{
+		Node: "n1", Gen: "now",
+		Allocs: map[netip.Addr]Alloc{
+			addr("10.1.0.2"): at(5 * time.Minute),  // allocated after the starting container was created
+			addr("10.1.0.3"): at(20 * time.Minute), // allocated before it: a leak whatever starts now
+			addr("10.1.0.4"): spare("n1", "old"),   // an earlier agent's spare: it may have been handed to the start
+		},
+		Unheld: map[netip.Addr]time.Time{addr("10.1.0.2"): long, addr("10.1.0.3"): long, addr("10.1.0.4"): long},
+		Now:    now, Grace: time.Minute, StartLimit: 10 * time.Minute,
+	}
+	cases := []struct {
+		name           string
+		starts         []Start
+		leaked, defers string
+	}{
+		{"no start under way", nil, "[10.1.0.2 10.1.0.3 10.1.0.4]", "[]"},
+		{"a start under way", []Start{{Since: now.Add(-6 * time.Minute)}}, "[10.1.0.3]", "[10.1.0.2 10.1.0.4]"},
+		{"the oldest start counts", []Start{{Since: now.Add(-time.Minute)}, {Since: now.Add(-6 * time.Minute)}}, "[10.1.0.3]", "[10.1.0.2 10.1.0.4]"},
+		// Created 15 min ago and still not started: past StartLimit, a
+		// container created and never started (docker create).
+		{"created long ago", []Start{{Since: now.Add(-15 * time.Minute)}}, "[10.1.0.2 10.1.0.3 10.1.0.4]", "[]"},
+		// ... unless dockerd holds it: a start that long under way.
+		{"created long ago, held by dockerd", []Start{{Since: now.Add(-25 * time.Minute), Busy: true}}, "[]", "[10.1.0.2 10.1.0.3 10.1.0.4]"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			in.Starts = c.starts
+			p := planSweep(in)
+			if fmt.Sprint(keys(p.Leaked)) != c.leaked || fmt.Sprint(p.Deferred) != c.defers {
+				t.Errorf("leaked %v, deferred %v; want leaked %s, deferred %s", keys(p.Leaked), p.Deferred, c.leaked, c.defers)
+			}
+			// Deferred addresses stay pending, still unheld since first seen.
+			for _, a := range p.Deferred {
+				if !p.Unheld[a].Equal(long) {
+					t.Errorf("%s unheld since %v, want %v", a, p.Unheld[a], long)
+				}
+			}
+		})
+	}
+}
+
 func keys[V any](m map[netip.Addr]V) []netip.Addr {
 	out := make([]netip.Addr, 0, len(m))
 	for k := range m {

@@ -30,8 +30,9 @@
 //   - Plugin (plugin.go) speaks Docker's protocol on a private socket.
 //
 // Unit tests run on kvtest's in-memory KV; a seeded model test
-// (model_test.go) drives several simulated nodes through crashes, stray
-// releases, races and departures, hunting duplicates.
+// (model_test.go) drives several simulated nodes through crashes, long
+// and failed container starts, stray releases, races and departures,
+// hunting duplicates.
 //
 // It imports netspec, kvstore and backoff. Its I/O edges: Consul KV behind
 // KV (consul.KV), the local containers behind Held and the swarm behind

@@ -4,11 +4,14 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/swarm"
 
@@ -195,11 +198,23 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 // cluster-IPAM network (the swarm network is attachable) whose dockerd is
 // killed and restarted comes back with an address allocated once (Docker
 // asks for a new one: the plugin does not ask for RequiresRequestReplay),
-// and its old address is not leaked.
+// and its old address is not leaked. Then a container whose start stays
+// under way past the leak grace twice over keeps the address allocated as
+// its start began, which Docker shows only once the start is done.
 func TestIntegrationLabIPAMStandaloneRestart(t *testing.T) {
 	testenv.Require(t)
+	// The node's dockerd runs containers through a runc whose start waits
+	// while the file stall exists: a container start that long under way,
+	// as on a loaded or hung machine (seen: 42 s). Every engine has
+	// allocated the address by then (29 allocates it after runc's create).
+	dir := t.TempDir()
+	stall, runtime := filepath.Join(dir, "stall"), filepath.Join(dir, "runc-stall")
+	if err := os.WriteFile(runtime, []byte(stallRuntime(stall)), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	l := testenv.StartLab(t, lab.Config{Nodes: 1, UnderlaySubnet: "10.207.0.0/16",
-		AgentArgs: []string{"--ipam-leak-grace", "5s", "--ipam-sweep", "500ms"}})
+		AgentArgs:  []string{"--ipam-leak-grace", "5s", "--ipam-sweep", "500ms"},
+		DockerArgs: []string{"--add-runtime", "stall=" + runtime, "--default-runtime", "stall"}})
 	n := l.Nodes[0]
 	ctx := testenv.Context(t, 4*time.Minute)
 	kv := consul.NewKV(n.Consul)
@@ -263,6 +278,91 @@ func TestIntegrationLabIPAMStandaloneRestart(t *testing.T) {
 	testenv.Eventually(t, 20*time.Second, func() (bool, string) {
 		return testenv.HTTPGet(fmt.Sprintf("http://%s:8080/health", after))
 	})
+
+	// A start held under way: its address is allocated as it begins.
+	if err := os.WriteFile(stall, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	slow := testenv.CreateContainer(t, n.Docker, testenv.Container{Name: "slow" + testenv.ID(t), Networks: []string{"solo"}})
+	t.Cleanup(func() { os.Remove(stall) }) // before the container's removal: a held start would hold that up
+	started := make(chan error, 1)
+	go func() { started <- n.Docker.ContainerStart(ctx, slow, container.StartOptions{}) }()
+	var inFlight netip.Addr
+	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
+		all, err := ipam.Allocations(ctx, kv, pool)
+		if err != nil {
+			return false, err.Error()
+		}
+		for a, al := range all {
+			if al.Kind == ipam.KindTask && a != after {
+				inFlight = a
+				return true, ""
+			}
+		}
+		return false, "no address allocated for the held start"
+	})
+	// Past the grace twice over since its allocation, and two sweeps more,
+	// the start still held: the address stays allocated all along.
+	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
+		all, err := ipam.Allocations(ctx, kv, pool)
+		if err != nil {
+			return false, err.Error()
+		}
+		al, ok := all[inFlight]
+		if !ok || al.Kind != ipam.KindTask {
+			t.Fatalf("%s, the address of a start under way, was reclaimed as a leak (now %+v)", inFlight, al)
+		}
+		age := time.Since(al.At)
+		return age > 2*5*time.Second+2*500*time.Millisecond+2*time.Second, fmt.Sprintf("%s allocated %s ago", inFlight, age.Round(time.Second))
+	})
+	if c, err := n.Docker.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("id", slow))}); err != nil || len(c) != 1 || c[0].State != "created" {
+		t.Fatalf("the held start is not under way: %+v %v", c, err)
+	}
+	if err := os.Remove(stall); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-started:
+		if err != nil {
+			t.Fatalf("the held start, let go: %v", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("the held start, let go, did not end")
+	}
+	c, err := n.Docker.ContainerInspect(ctx, slow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := c.NetworkSettings.Networks["solo"].IPAddress; got != inFlight.String() {
+		t.Fatalf("the started container has %s, want %s, allocated as its start began", got, inFlight)
+	}
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		all, err := ipam.Allocations(ctx, kv, pool)
+		if err != nil {
+			return false, err.Error()
+		}
+		tasks := 0
+		for _, al := range all {
+			if al.Kind == ipam.KindTask {
+				tasks++
+			}
+		}
+		return tasks == 2 && all[after].Kind == ipam.KindTask && all[inFlight].Kind == ipam.KindTask,
+			fmt.Sprintf("%d task addresses, want 2: %s and %s", tasks, after, inFlight)
+	})
+}
+
+// stallRuntime is a runc whose start waits while the file stall exists.
+func stallRuntime(stall string) string {
+	return `#!/bin/sh
+for a in "$@"; do
+	if [ "$a" = start ]; then
+		while [ -e '` + stall + `' ]; do sleep 0.1; done
+		break
+	fi
+done
+exec runc "$@"
+`
 }
 
 // swarmNodeID is a lab node's identity: its swarm node ID.

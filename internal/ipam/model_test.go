@@ -20,7 +20,8 @@ import (
 
 // The model test drives 3 to 8 simulated nodes, each with its own
 // allocator over one in-memory KV, through thousands of random steps —
-// allocations, releases (stray ones from the wrong node too), crashes and
+// allocations, starts that take long or fail, releases (stray ones from
+// the wrong node too), crashes and
 // restarts of agents, spare syncs, sweeps, departed nodes and their
 // reclaim, racing writes and failing ones — and checks after every step
 // that no address has two live holders and that reserved addresses are
@@ -41,8 +42,9 @@ const (
 type modelOp uint8
 
 const (
-	opAlloc    modelOp = iota // node A's Docker asks for any address
-	opAllocAt                 // node A's Docker asks for address B of the range
+	opAlloc    modelOp = iota // node A's Docker asks for any address, starting a container
+	opAllocAt                 // node A's Docker asks for address B of the range, starting a container
+	opStarted                 // node A's start B is done: the container runs (B%4 == 3: it failed, Docker releases)
 	opRelease                 // node A's Docker releases its container B's address
 	opStray                   // node A's plugin gets a release of node C's container B's address (or, B odd, of range address C)
 	opCrash                   // node A's agent is killed -9: its state is lost, its containers run on
@@ -59,7 +61,7 @@ const (
 	opCount
 )
 
-var opNames = [...]string{"alloc", "allocAt", "release", "stray", "crash", "restart", "sync", "pressure", "sweep", "depart",
+var opNames = [...]string{"alloc", "allocAt", "started", "release", "stray", "crash", "restart", "sync", "pressure", "sweep", "depart",
 	"leader", "conflict", "fault", "tick", "shim"}
 
 type step struct {
@@ -70,7 +72,7 @@ type step struct {
 func (s step) String() string { return fmt.Sprintf("{%s %d %d %d}", opNames[s.Op], s.A, s.B, s.C) }
 
 // weights of the ops, in op order.
-var opWeights = [opCount]int{24, 4, 16, 8, 2, 5, 14, 2, 7, 1, 4, 5, 3, 6, 2}
+var opWeights = [opCount]int{24, 4, 24, 16, 8, 2, 5, 14, 2, 7, 1, 4, 5, 3, 6, 2}
 
 // modelConfig is what a seed picks besides the steps.
 type modelConfig struct {
@@ -114,9 +116,17 @@ type modelNode struct {
 	alloc      *Allocator // nil while the agent is down
 	reclaimer  *Reclaimer
 	containers []netip.Addr
-	shim       netip.Addr
-	gone       bool
-	gens       int
+	// starting are containers being started: their address is allocated,
+	// Docker does not show it yet (which lasts as long as the steps say).
+	starting []modelStart
+	shim     netip.Addr
+	gone     bool
+	gens     int
+}
+
+type modelStart struct {
+	addr  netip.Addr
+	since time.Time // the container's creation
 }
 
 type world struct {
@@ -189,7 +199,7 @@ func (w *world) start(n *modelNode) {
 
 type modelHeld struct{ n *modelNode }
 
-func (h modelHeld) HeldAddresses(context.Context) (map[string]map[netip.Addr]bool, error) {
+func (h modelHeld) HeldAddresses(context.Context) (Local, error) {
 	m := map[netip.Addr]bool{}
 	for _, a := range h.n.containers {
 		m[a] = true
@@ -197,7 +207,12 @@ func (h modelHeld) HeldAddresses(context.Context) (map[string]map[netip.Addr]boo
 	if h.n.shim.IsValid() {
 		m[h.n.shim] = true // the host shim is no container, but holds its address
 	}
-	return map[string]map[netip.Addr]bool{modelSpec.Name: m}, nil
+	var starts []Start
+	for _, st := range h.n.starting {
+		// dockerd holds a container for the whole of its start.
+		starts = append(starts, Start{Since: st.since, Busy: true})
+	}
+	return Local{Held: map[string]map[netip.Addr]bool{modelSpec.Name: m}, Starts: map[string][]Start{modelSpec.Name: starts}}, nil
 }
 
 // modelCluster: node 0 leads; every node that has not departed is Ready.
@@ -252,7 +267,23 @@ func (w *world) apply(s step) error {
 			return fmt.Errorf("%s: handed out %s, a reserved address", s, a)
 		}
 		w.stats.allocs++
-		n.containers = append(n.containers, a)
+		n.starting = append(n.starting, modelStart{addr: a, since: w.clock})
+	case opStarted:
+		if n.gone || len(n.starting) == 0 {
+			return nil
+		}
+		i := s.B % len(n.starting)
+		st := n.starting[i]
+		n.starting = slices.Delete(n.starting, i, i+1)
+		if s.B%4 != 3 {
+			n.containers = append(n.containers, st.addr)
+			return nil
+		}
+		// A failed start: Docker releases the address (the plugin
+		// answering, if the agent is up; else the sweep's leak).
+		if n.alloc != nil {
+			return allowed(n.alloc.Release(w.ctx, w.pool, st.addr))
+		}
 	case opRelease:
 		if !up || len(n.containers) == 0 {
 			return nil
@@ -272,7 +303,7 @@ func (w *world) apply(s step) error {
 		if s.B%2 == 0 && len(other.containers) > 0 {
 			a = other.containers[s.B%len(other.containers)]
 		}
-		if slices.Contains(n.containers, a) {
+		if slices.Contains(n.containers, a) || slices.ContainsFunc(n.starting, func(st modelStart) bool { return st.addr == a }) {
 			return nil // its own: not stray
 		}
 		err := n.alloc.Release(w.ctx, w.pool, a)
@@ -305,7 +336,7 @@ func (w *world) apply(s step) error {
 	case opDepart:
 		if s.A%len(w.nodes) != 0 && !n.gone {
 			w.stats.departed++
-			n.gone, n.alloc, n.reclaimer, n.containers, n.shim = true, nil, nil, nil, netip.Addr{}
+			n.gone, n.alloc, n.reclaimer, n.containers, n.starting, n.shim = true, nil, nil, nil, nil, netip.Addr{}
 		}
 	case opLeader:
 		if l := w.nodes[0]; l.alloc != nil {
@@ -378,6 +409,11 @@ func (w *world) check(settled bool) error {
 				return err
 			}
 		}
+		for _, st := range n.starting {
+			if err := hold(st.addr, "a container starting on "+n.id, func(al Alloc) bool { return al.Node == n.id && al.Kind != KindShim }); err != nil {
+				return err
+			}
+		}
 		if n.shim.IsValid() {
 			if err := hold(n.shim, "the shim of "+n.id, func(al Alloc) bool { return al.Node == n.id && al.Kind == KindShim }); err != nil {
 				return err
@@ -408,14 +444,19 @@ func (w *world) check(settled bool) error {
 	return nil
 }
 
-// settle restarts every agent that is down, then lets time pass with
-// syncs and sweeps everywhere until leaks and departed nodes are gone.
+// settle restarts every agent that is down and lets every start finish, then
+// lets time pass with syncs and sweeps everywhere until leaks and departed
+// nodes are gone.
 func (w *world) settle() error {
 	w.conflict, w.fault = false, false
 	for _, n := range w.nodes {
 		if !n.gone && n.alloc == nil {
 			w.start(n)
 		}
+		for _, st := range n.starting {
+			n.containers = append(n.containers, st.addr)
+		}
+		n.starting = nil
 	}
 	for range 4 {
 		w.clock = w.clock.Add(modelGrace + modelTimeout + time.Second)

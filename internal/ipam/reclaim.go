@@ -1,6 +1,7 @@
 package ipam
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -12,10 +13,38 @@ import (
 	"github.com/underlay/underlay/internal/netspec"
 )
 
-// Held reports the addresses local containers hold, by network name.
+// Held reports what local containers hold.
 type Held interface {
-	HeldAddresses(ctx context.Context) (map[string]map[netip.Addr]bool, error)
+	HeldAddresses(ctx context.Context) (Local, error)
 }
+
+// Local is what this node's containers hold, from one listing of them, by
+// network name.
+type Local struct {
+	// Held are the addresses containers show.
+	Held map[string]map[netip.Addr]bool
+	// Starts are the containers whose start may be under way. Docker
+	// allocates a container's address as its start begins and shows it
+	// only once the start is done: seconds, 42 s under load (seen), no
+	// end on a hung dockerd.
+	Starts map[string][]Start
+}
+
+// Start is a container whose start may be under way: created and no
+// failed start recorded, or restarting.
+type Start struct {
+	// Since is when the container was created (or, restarting, last
+	// exited): the address of its start is allocated after.
+	Since time.Time
+	// Busy says dockerd held the container when asked about it, as a
+	// start does for its whole length: it counts however old.
+	Busy bool
+}
+
+// DefaultStartLimit is how long after its creation a container that is
+// not running, and that dockerd does not hold, counts as starting: one
+// created and never started (docker create) holds leaks back no longer.
+const DefaultStartLimit = 10 * time.Minute
 
 // Cluster tells the reclaimer whether this node is the swarm leader and
 // which nodes are alive.
@@ -29,8 +58,9 @@ type Cluster interface {
 // Reclaimer sets a pool right where it and the containers disagree:
 //   - on every node, task addresses this node allocated that no local
 //     container holds (and spares of its earlier agents) are returned
-//     after Grace twice (see planSweep); a spare of an earlier agent that
-//     a container holds becomes a task address;
+//     after Grace twice, and not while a local container start may hold
+//     them (see planSweep); a spare of an earlier agent that a container
+//     holds becomes a task address;
 //   - on every node, addresses local containers hold that the pool does
 //     not record (Consul lost them) are recorded again;
 //   - on the swarm leader only, every address of a departed node: one
@@ -45,6 +75,9 @@ type Reclaimer struct {
 	Held    Held
 	Cluster Cluster
 	Grace   time.Duration
+	// StartLimit bounds how long a container start dockerd does not hold
+	// holds leaks back (0: DefaultStartLimit).
+	StartLimit time.Duration
 	// NodeTimeout is how long a node must look departed before its
 	// addresses are reclaimed (0: never).
 	NodeTimeout time.Duration
@@ -72,7 +105,7 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	held, err := r.Held.HeldAddresses(ctx)
+	local, err := r.Held.HeldAddresses(ctx)
 	if err != nil {
 		return err
 	}
@@ -92,7 +125,7 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 			}
 			p, _ := r.Pools.pool(spec, v6)
 			seen[p.ID()] = true
-			errs = append(errs, r.sweepPool(ctx, p, held[spec.Name], gone))
+			errs = append(errs, r.sweepPool(ctx, p, local.Held[spec.Name], local.Starts[spec.Name], gone))
 		}
 	}
 	r.mu.Lock()
@@ -105,7 +138,7 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]bool, gone map[string]bool) error {
+func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]bool, starts []Start, gone map[string]bool) error {
 	v, err := r.Alloc.store.scan(ctx, p)
 	if err != nil {
 		return err
@@ -114,12 +147,16 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 	errs := []error{r.recordHeld(ctx, p, v, held, allocs)}
 	r.mu.Lock()
 	plan := planSweep(sweepInput{Node: r.Alloc.node, Gen: r.Alloc.gen, Allocs: allocs, Held: held, Gone: gone,
-		Spares: r.Alloc.spares.known(p), Unheld: r.unheld[p.ID()], Now: r.Alloc.now(), Grace: r.Grace})
+		Spares: r.Alloc.spares.known(p), Unheld: r.unheld[p.ID()], Starts: starts, StartLimit: cmp.Or(r.StartLimit, DefaultStartLimit),
+		Now: r.Alloc.now(), Grace: r.Grace})
 	if r.unheld == nil {
 		r.unheld = map[string]map[netip.Addr]time.Time{}
 	}
 	r.unheld[p.ID()] = plan.Unheld
 	r.mu.Unlock()
+	if len(plan.Deferred) > 0 {
+		r.log().Debug("unheld addresses kept: a local container start may hold them", "pool", p.ID(), "addrs", plan.Deferred)
+	}
 	for _, addr := range plan.Adopt {
 		// A spare of this node's previous agent that Docker got before
 		// the agent stopped: now a task's.

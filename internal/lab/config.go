@@ -70,6 +70,9 @@ type Config struct {
 	// AgentArgs are extra flags for every node's agent (tests shorten
 	// timers with them).
 	AgentArgs []string `json:"agent_args,omitempty"`
+	// DockerArgs are extra flags for every node's dockerd (a test adds a
+	// runtime with them).
+	DockerArgs []string `json:"docker_args,omitempty"`
 	// Images are copied from the machine's dockerd into every node; nil
 	// means DefaultImages. An image the machine lacks is skipped with a warning.
 	Images []string `json:"images,omitempty"`

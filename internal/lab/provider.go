@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"time"
 
@@ -113,7 +114,7 @@ func (p *plan) dockerd(n *nodePlan) daemon {
 		"--iptables=false", "--ip6tables=false", "--bridge", "none")
 	return daemon{
 		key:  "dockerd --host",
-		args: append(args, l.DockerExtra...),
+		args: slices.Concat(args, l.DockerExtra, p.cfg.DockerArgs),
 		// Swarm tasks use the images loaded into the node; without this,
 		// dockerd first tries (and, with no way out of the lab, times out)
 		// pulling them from a registry.
