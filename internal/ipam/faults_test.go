@@ -6,6 +6,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -231,26 +232,28 @@ func TestIntegrationLabIPAMStandaloneRestart(t *testing.T) {
 		a, err := netip.ParseAddr(c.NetworkSettings.Networks["solo"].IPAddress)
 		return a, err == nil
 	}
-	// exactlyOne says whether the pool holds want as this container's task
-	// address and no other task address.
-	exactlyOne := func(want netip.Addr) (bool, string) {
+	// exactly says whether the pool holds the addresses want as task
+	// addresses and no other task address.
+	exactly := func(want ...netip.Addr) (bool, string) {
 		all, err := ipam.Allocations(ctx, kv, pool)
 		if err != nil {
 			return false, err.Error()
 		}
-		tasks := 0
-		for _, al := range all {
+		var tasks []netip.Addr
+		for a, al := range all {
 			if al.Kind == ipam.KindTask {
-				tasks++
+				tasks = append(tasks, a)
 			}
 		}
-		return all[want].Kind == ipam.KindTask && tasks == 1, fmt.Sprintf("%s allocated as %+v; %d task addresses, want 1", want, all[want], tasks)
+		slices.SortFunc(tasks, netip.Addr.Compare)
+		slices.SortFunc(want, netip.Addr.Compare)
+		return slices.Equal(tasks, want), fmt.Sprintf("task addresses %v, want %v", tasks, want)
 	}
 	before, ok := address()
 	if !ok {
 		t.Fatal("container has no address on solo")
 	}
-	testenv.Eventually(t, 20*time.Second, func() (bool, string) { return exactlyOne(before) })
+	testenv.Eventually(t, 20*time.Second, func() (bool, string) { return exactly(before) })
 
 	if err := lab.KillDockerd(l.Name, "node1"); err != nil {
 		t.Fatal(err)
@@ -262,19 +265,26 @@ func TestIntegrationLabIPAMStandaloneRestart(t *testing.T) {
 		after, ok = address()
 		return ok, "container not running with an address after dockerd's restart"
 	})
-	// Past the leak grace period twice over since it was allocated, and a
-	// sweep more: a sweep would have reclaimed it by now were it taken for
-	// a leak. Still exactly one, its own.
-	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
-		all, err := ipam.Allocations(ctx, kv, pool)
-		if err != nil {
-			return false, err.Error()
-		}
-		al, ok := all[after]
-		age := time.Since(al.At)
-		return ok && age > 2*5*time.Second+2*500*time.Millisecond, fmt.Sprintf("%s allocated %s ago (%+v)", after, age.Round(time.Second), al)
-	})
-	testenv.Eventually(t, 30*time.Second, func() (bool, string) { return exactlyOne(after) })
+	// outlivesGrace waits until a has been allocated for the leak grace
+	// twice over and two sweeps more (a sweep would have reclaimed it by
+	// then, were it taken for a leak), failing if it is freed meanwhile.
+	outlivesGrace := func(a netip.Addr, what string) {
+		t.Helper()
+		testenv.Eventually(t, 60*time.Second, func() (bool, string) {
+			all, err := ipam.Allocations(ctx, kv, pool)
+			if err != nil {
+				return false, err.Error()
+			}
+			al, ok := all[a]
+			if !ok {
+				t.Fatalf("%s, %s, was reclaimed as a leak", a, what)
+			}
+			age := time.Since(al.At)
+			return age > 2*5*time.Second+2*500*time.Millisecond+time.Second, fmt.Sprintf("%s allocated %s ago", a, age.Round(time.Second))
+		})
+	}
+	outlivesGrace(after, "the address of a running container")
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) { return exactly(after) })
 	testenv.Eventually(t, 20*time.Second, func() (bool, string) {
 		return testenv.HTTPGet(fmt.Sprintf("http://%s:8080/health", after))
 	})
@@ -301,20 +311,7 @@ func TestIntegrationLabIPAMStandaloneRestart(t *testing.T) {
 		}
 		return false, "no address allocated for the held start"
 	})
-	// Past the grace twice over since its allocation, and two sweeps more,
-	// the start still held: the address stays allocated all along.
-	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
-		all, err := ipam.Allocations(ctx, kv, pool)
-		if err != nil {
-			return false, err.Error()
-		}
-		al, ok := all[inFlight]
-		if !ok || al.Kind != ipam.KindTask {
-			t.Fatalf("%s, the address of a start under way, was reclaimed as a leak (now %+v)", inFlight, al)
-		}
-		age := time.Since(al.At)
-		return age > 2*5*time.Second+2*500*time.Millisecond+2*time.Second, fmt.Sprintf("%s allocated %s ago", inFlight, age.Round(time.Second))
-	})
+	outlivesGrace(inFlight, "the address of a start under way")
 	if c, err := n.Docker.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("id", slow))}); err != nil || len(c) != 1 || c[0].State != "created" {
 		t.Fatalf("the held start is not under way: %+v %v", c, err)
 	}
@@ -336,20 +333,7 @@ func TestIntegrationLabIPAMStandaloneRestart(t *testing.T) {
 	if got := c.NetworkSettings.Networks["solo"].IPAddress; got != inFlight.String() {
 		t.Fatalf("the started container has %s, want %s, allocated as its start began", got, inFlight)
 	}
-	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
-		all, err := ipam.Allocations(ctx, kv, pool)
-		if err != nil {
-			return false, err.Error()
-		}
-		tasks := 0
-		for _, al := range all {
-			if al.Kind == ipam.KindTask {
-				tasks++
-			}
-		}
-		return tasks == 2 && all[after].Kind == ipam.KindTask && all[inFlight].Kind == ipam.KindTask,
-			fmt.Sprintf("%d task addresses, want 2: %s and %s", tasks, after, inFlight)
-	})
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) { return exactly(after, inFlight) })
 }
 
 // stallRuntime is a runc whose start waits while the file stall exists.

@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -228,6 +229,9 @@ func TestIntegrationVM(t *testing.T) {
 	})
 
 	t.Run("down leaves nothing", func(t *testing.T) {
+		if top.Failed() {
+			l.LogAgentTails() // gone once the lab is down
+		}
 		netNS := labNetNS(t, l.Name)
 		start := time.Now()
 		if err := lab.Down(ctx, l.Name, testenv.TestLogger(t)); err != nil {
@@ -391,8 +395,20 @@ func checkRan(t *testing.T, c *api.Client, ids []string, before map[string]strin
 	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
 		now = checkOutputs(t, c, ids)
 		for _, id := range ids {
-			if now[id] == before[id] {
-				return false, fmt.Sprintf("check %s has not run again: %s", id, now[id])
+			out, ok := now[id]
+			if !ok {
+				// Say what the agent has instead: a check re-registered
+				// under another ID, or none.
+				checks, err := c.Agent().Checks()
+				var have []string
+				for hid, ch := range checks {
+					have = append(have, fmt.Sprintf("%s (%s, %s: %q)", hid, ch.ServiceName, ch.Status, ch.Output))
+				}
+				slices.Sort(have)
+				return false, fmt.Sprintf("check %s is gone from the node's agent (%v); it has:\n%s", id, err, strings.Join(have, "\n"))
+			}
+			if out == before[id] {
+				return false, fmt.Sprintf("check %s has not run again: output %q", id, out)
 			}
 		}
 		return true, ""

@@ -97,6 +97,11 @@ func StartLab(t testing.TB, cfg lab.Config) *Lab {
 	return l
 }
 
+// LogAgentTails logs the end of every node's agent log, as the lab's
+// cleanup does when the test failed: for a test that takes its lab down
+// itself.
+func (l *Lab) LogAgentTails() { logAgentTails(l.t, l.cfg) }
+
 // logAgentTails logs the end of every node's agent log: what a failed
 // test's agents said is gone once the lab is down.
 func logAgentTails(t testing.TB, cfg lab.Config) {
