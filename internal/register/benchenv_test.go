@@ -170,6 +170,32 @@ func (u underlayAgent) Start(run *benchRun, extra ...string) *process {
 	return p
 }
 
+// consulSyncTimes reads when a Consul agent synced each service to the
+// catalog, by container name, from its log's "Synced service" lines (1.8:
+// INFO, millisecond resolution).
+func consulSyncTimes(path string) map[string]time.Time {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return nil
+	}
+	out := map[string]time.Time{}
+	for _, line := range strings.Split(string(data), "\n") {
+		ts, rest, _ := strings.Cut(strings.TrimSpace(line), " ")
+		_, id, ok := strings.Cut(rest, "agent: Synced service: service=")
+		if !ok {
+			continue
+		}
+		at, err := time.Parse("2006-01-02T15:04:05.000Z0700", ts)
+		if err != nil {
+			continue
+		}
+		if name := containerOf(strings.TrimSpace(id)); out[name].IsZero() {
+			out[name] = at
+		}
+	}
+	return out
+}
+
 // WriteTimes reads the agent's JSON log: each "registered" line is written
 // once the Consul agent has answered the registration.
 func (underlayAgent) WriteTimes(p *process) map[string]time.Time { return logWriteTimes(p) }
@@ -275,7 +301,8 @@ type benchRun struct {
 }
 
 func newBenchRun(b *testing.B, d *client.Client, netName string) *benchRun {
-	cons := testenv.StartConsul(b)
+	// Its INFO log says when it synced each service to the catalog.
+	cons := testenv.StartConsulArgs(b, "-log-level", "info")
 	id := testenv.ID(b)
 	return &benchRun{b: b, d: d, consul: cons, capi: cons.Client(), id: id, net: netName,
 		service: "bench-" + id, dir: b.TempDir()}
@@ -733,4 +760,32 @@ func peakRSS(pid int) int {
 		}
 	}
 	return 0
+}
+
+// TestConsulSyncTimes reads Consul 1.8.7's own log lines (one of each kind
+// near a sync), keeping each container's first sync.
+func TestConsulSyncTimes(t *testing.T) {
+	log := `    2026-12-02T07:25:50.851Z [INFO]  agent: Synced service: service=bench-6d971221:bench-6d971221.1.a69aweigobtrxwiyvxtq3vkj3:8080
+    2026-12-02T07:25:50.860Z [DEBUG] agent: Service in sync: service=bench-6d971221:bench-6d971221.1.a69aweigobtrxwiyvxtq3vkj3:8080
+    2026-12-02T07:25:59.132Z [INFO]  agent: Synced service: service=bench-6d971221:bench-6d971221.10.i7yzfmdevl3vo1qex1hdq62sy:8080
+    2026-12-02T07:26:01.000Z [INFO]  agent: Synced service: service=bench-6d971221:bench-6d971221.1.a69aweigobtrxwiyvxtq3vkj3:8080
+    2026-12-02T07:26:40.002Z [INFO]  agent: Deregistered service: service=bench-6d971221:bench-6d971221.10.i7yzfmdevl3vo1qex1hdq62sy:8080
+`
+	path := filepath.Join(t.TempDir(), "consul.log")
+	if err := os.WriteFile(path, []byte(log), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := consulSyncTimes(path)
+	want := map[string]time.Time{
+		"bench-6d971221.1.a69aweigobtrxwiyvxtq3vkj3":  time.Date(2026, 12, 2, 7, 25, 50, 851e6, time.UTC),
+		"bench-6d971221.10.i7yzfmdevl3vo1qex1hdq62sy": time.Date(2026, 12, 2, 7, 25, 59, 132e6, time.UTC),
+	}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for k, w := range want {
+		if !got[k].Equal(w) {
+			t.Errorf("%s synced at %v, want %v", k, got[k], w)
+		}
+	}
 }

@@ -35,6 +35,10 @@ type Consul struct {
 // StartConsul starts a dev agent and stops it when t ends.
 func StartConsul(t testing.TB) *Consul { return startConsul(t, "", nil) }
 
+// StartConsulArgs starts a dev agent with extra flags, after the usual ones
+// (a later flag wins), and stops it when t ends.
+func StartConsulArgs(t testing.TB, args ...string) *Consul { return startConsul(t, "", args) }
+
 // StartConsulHCL starts a dev agent with extra configuration (HCL), for a
 // benchmark that needs other limits, and stops it when t ends.
 func StartConsulHCL(t testing.TB, hcl string) *Consul {
@@ -106,6 +110,9 @@ func startConsul(t testing.TB, token string, extra []string) *Consul {
 // Addr is the agent's HTTP address, host:port.
 func (c *Consul) Addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(c.ports[0])) }
 
+// LogPath is the agent's log file (appended to across restarts).
+func (c *Consul) LogPath() string { return filepath.Join(c.dataDir, "consul.log") }
+
 // PID is the agent's process ID, 0 when it is stopped.
 func (c *Consul) PID() int {
 	if c.cmd == nil {
@@ -132,7 +139,7 @@ func (c *Consul) Start() {
 }
 
 func (c *Consul) start() error {
-	logf, err := os.OpenFile(filepath.Join(c.dataDir, "consul.log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	logf, err := os.OpenFile(c.LogPath(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
@@ -167,7 +174,7 @@ func (c *Consul) start() error {
 		default:
 		}
 		if exited || time.Now().After(deadline) {
-			log, _ := os.ReadFile(filepath.Join(c.dataDir, "consul.log"))
+			log, _ := os.ReadFile(c.LogPath())
 			return fmt.Errorf("consul at %s (exited: %v) has no leader:\n%s", c.Addr(), exited, log)
 		}
 		time.Sleep(100 * time.Millisecond)
