@@ -29,13 +29,17 @@ func TestIntegrationLabFaults(t *testing.T) {
 	for _, c := range []struct{ component, arg0 string }{
 		{lab.ComponentAgent, l.UnderlayBin}, {lab.ComponentDockerd, "dockerd"}, {lab.ComponentConsul, "consul"}, {lab.ComponentControl, l.UnderlayBin},
 	} {
-		pid, err := labs.PID(name, "node1", c.component)
-		if err != nil {
-			t.Fatalf("%s: %v", c.component, err)
-		}
-		if args := procCmdline(pid); len(args) == 0 || args[0] != c.arg0 {
-			t.Errorf("%s: pid %d runs %q, want %s", c.component, pid, args, c.arg0)
-		}
+		// Up starts the agent and control without waiting for them: the
+		// pid may still be nsenter's child before its exec (seen once,
+		// control's, on 29).
+		testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+			pid, err := labs.PID(name, "node1", c.component)
+			if err != nil {
+				t.Fatalf("%s: %v", c.component, err)
+			}
+			args := procCmdline(pid)
+			return len(args) > 0 && args[0] == c.arg0, fmt.Sprintf("%s: pid %d runs %q, want %s", c.component, pid, args, c.arg0)
+		})
 	}
 	if _, err := labs.PID(name, "node1", "containerd"); err == nil {
 		t.Error("an unknown component has a pid")
