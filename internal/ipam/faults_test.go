@@ -311,7 +311,21 @@ func TestIntegrationLabIPAMStandaloneRestart(t *testing.T) {
 		}
 		return false, "no address allocated for the held start"
 	})
-	outlivesGrace(inFlight, "the address of a start under way")
+	// A sweep past the grace keeps it, and says so: the event that must
+	// happen (before the fix, that sweep freed it).
+	deferred := `underlay_ipam_leaks_deferred{pool="` + pool.ID() + `"} 1`
+	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
+		out, err := l.Exec(ctx, "node1", "curl", "-s", "http://"+lab.AgentListen+"/metrics")
+		swept := err == nil && strings.Contains(string(out), deferred)
+		all, err := ipam.Allocations(ctx, kv, pool)
+		if err != nil {
+			return false, err.Error()
+		}
+		if _, ok := all[inFlight]; !ok {
+			t.Fatalf("%s, the address of a start under way, was reclaimed as a leak", inFlight)
+		}
+		return swept, fmt.Sprintf("no sweep has kept %s as a leak deferred yet (want %s in the agent's metrics)", inFlight, deferred)
+	})
 	if c, err := n.Docker.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("id", slow))}); err != nil || len(c) != 1 || c[0].State != "created" {
 		t.Fatalf("the held start is not under way: %+v %v", c, err)
 	}

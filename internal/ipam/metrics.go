@@ -12,6 +12,7 @@ import (
 type Metrics struct {
 	requests  *prometheus.HistogramVec
 	reclaimed *prometheus.CounterVec
+	deferred  *prometheus.GaugeVec
 }
 
 // NewMetrics registers the series of a node's allocator on reg.
@@ -27,6 +28,10 @@ func NewMetrics(reg prometheus.Registerer, a *Allocator) *Metrics {
 			Namespace: ns, Subsystem: sub, Name: "reclaimed_total",
 			Help: "Addresses the reclaimer set right, by reason (leak: returned, no container held it; departed_node: returned, its node left the swarm; recorded_held: recorded again, a local container held it and the pool had lost it).",
 		}, []string{"reason"}),
+		deferred: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Namespace: ns, Subsystem: sub, Name: "leaks_deferred",
+			Help: "Addresses of this node that no container holds, past the leak grace, that the last sweep kept because a local container start may hold them, by pool. One that stays names a start that does not end (a hung dockerd).",
+		}, []string{"pool"}),
 	}
 	spares := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Subsystem: sub, Name: "spares",
@@ -49,7 +54,7 @@ func NewMetrics(reg prometheus.Registerer, a *Allocator) *Metrics {
 		Help: "Block writes Consul rolled back because another writer changed the block first; each is read again and retried. A rate near block_writes_total's means nodes fight over blocks.",
 	}, func() float64 { return float64(a.store.conflicts.Load()) })
 	if reg != nil {
-		reg.MustRegister(m.requests, m.reclaimed, spares, handouts, skipped, writes, conflicts)
+		reg.MustRegister(m.requests, m.reclaimed, m.deferred, spares, handouts, skipped, writes, conflicts)
 	}
 	return m
 }
@@ -68,6 +73,18 @@ func (m *Metrics) observe(op string, start time.Time, err error) {
 		result = "error"
 	}
 	m.requests.WithLabelValues(op, result).Observe(time.Since(start).Seconds())
+}
+
+// setDeferred records a pool's deferred leaks at its last sweep; n < 0
+// drops the pool (no longer swept).
+func (m *Metrics) setDeferred(pool string, n int) {
+	switch {
+	case m == nil:
+	case n < 0:
+		m.deferred.DeleteLabelValues(pool)
+	default:
+		m.deferred.WithLabelValues(pool).Set(float64(n))
+	}
 }
 
 func (m *Metrics) reclaim(reason string, n int) {

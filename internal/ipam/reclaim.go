@@ -1,7 +1,6 @@
 package ipam
 
 import (
-	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -41,10 +40,10 @@ type Start struct {
 	Busy bool
 }
 
-// DefaultStartLimit is how long after its creation a container that is
-// not running, and that dockerd does not hold, counts as starting: one
-// created and never started (docker create) holds leaks back no longer.
-const DefaultStartLimit = 10 * time.Minute
+// startLimit is how long after its creation a container that is not
+// running, and that dockerd does not hold, counts as starting: one created
+// and never started (docker create) holds leaks back no longer.
+const startLimit = 10 * time.Minute
 
 // Cluster tells the reclaimer whether this node is the swarm leader and
 // which nodes are alive.
@@ -75,9 +74,6 @@ type Reclaimer struct {
 	Held    Held
 	Cluster Cluster
 	Grace   time.Duration
-	// StartLimit bounds how long a container start dockerd does not hold
-	// holds leaks back (0: DefaultStartLimit).
-	StartLimit time.Duration
 	// NodeTimeout is how long a node must look departed before its
 	// addresses are reclaimed (0: never).
 	NodeTimeout time.Duration
@@ -132,6 +128,7 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 	for id := range r.unheld {
 		if !seen[id] {
 			delete(r.unheld, id)
+			r.Metrics.setDeferred(id, -1)
 		}
 	}
 	r.mu.Unlock()
@@ -147,13 +144,14 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 	errs := []error{r.recordHeld(ctx, p, v, held, allocs)}
 	r.mu.Lock()
 	plan := planSweep(sweepInput{Node: r.Alloc.node, Gen: r.Alloc.gen, Allocs: allocs, Held: held, Gone: gone,
-		Spares: r.Alloc.spares.known(p), Unheld: r.unheld[p.ID()], Starts: starts, StartLimit: cmp.Or(r.StartLimit, DefaultStartLimit),
+		Spares: r.Alloc.spares.known(p), Unheld: r.unheld[p.ID()], Starts: starts, StartLimit: startLimit,
 		Now: r.Alloc.now(), Grace: r.Grace})
 	if r.unheld == nil {
 		r.unheld = map[string]map[netip.Addr]time.Time{}
 	}
 	r.unheld[p.ID()] = plan.Unheld
 	r.mu.Unlock()
+	r.Metrics.setDeferred(p.ID(), len(plan.Deferred))
 	if len(plan.Deferred) > 0 {
 		r.log().Debug("unheld addresses kept: a local container start may hold them", "pool", p.ID(), "addrs", plan.Deferred)
 	}
