@@ -424,11 +424,21 @@ func summarise(b *testing.B, d *client.Client, regs []registrar, results map[str
 			return v[len(v)/2]
 		}
 		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-		cat := fmt.Sprintf("p50 %.1f ms  p95 %.1f ms", med(func(r runResult) float64 { return ms(r.catalog.pct(0.5)) }), med(func(r runResult) float64 { return ms(r.catalog.pct(0.95)) }))
-		synced := fmt.Sprintf("p50 %.1f ms  p95 %.1f ms", med(func(r runResult) float64 { return ms(r.synced.pct(0.5)) }), med(func(r runResult) float64 { return ms(r.synced.pct(0.95)) }))
+		// pcts is the medians of one latency's p50 and p95 over the runs;
+		// "no samples" when a run has none, never a 0 made up.
+		pcts := func(get func(runResult) latencies) string {
+			for _, r := range rs {
+				if len(get(r)) == 0 {
+					return "no samples"
+				}
+			}
+			return fmt.Sprintf("p50 %.1f ms  p95 %.1f ms", med(func(r runResult) float64 { return ms(get(r).pct(0.5)) }), med(func(r runResult) float64 { return ms(get(r).pct(0.95)) }))
+		}
+		cat := pcts(func(r runResult) latencies { return r.catalog })
+		synced := pcts(func(r runResult) latencies { return r.synced })
 		write := "not measured"
 		if rs[0].write != nil {
-			write = fmt.Sprintf("p50 %.1f ms  p95 %.1f ms", med(func(r runResult) float64 { return ms(r.write.pct(0.5)) }), med(func(r runResult) float64 { return ms(r.write.pct(0.95)) }))
+			write = pcts(func(r runResult) latencies { return r.write })
 		}
 		var missing, stale, negative int
 		for _, r := range rs {
@@ -443,8 +453,10 @@ func summarise(b *testing.B, d *client.Client, regs []registrar, results map[str
 		}
 		if reg.Name() == regs[0].Name() {
 			prefix := fmt.Sprintf("%sN%d-", metricPrefix(how), n)
-			b.ReportMetric(med(func(r runResult) float64 { return ms(r.catalog.pct(0.5)) }), prefix+"catalog-p50-ms")
-			b.ReportMetric(med(func(r runResult) float64 { return ms(r.catalog.pct(0.95)) }), prefix+"catalog-p95-ms")
+			if cat != "no samples" {
+				b.ReportMetric(med(func(r runResult) float64 { return ms(r.catalog.pct(0.5)) }), prefix+"catalog-p50-ms")
+				b.ReportMetric(med(func(r runResult) float64 { return ms(r.catalog.pct(0.95)) }), prefix+"catalog-p95-ms")
+			}
 			b.ReportMetric(float64(missing), prefix+"missing")
 			b.ReportMetric(float64(stale), prefix+"stale")
 		}
