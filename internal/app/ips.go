@@ -24,7 +24,8 @@ func newIPsCommand(streams IOStreams) *cobra.Command {
 macvlan or ipvlan network, on every node, with its MAC, container and Swarm
 service, slot and task. An IP (per network) or MAC held twice is flagged. For
 cluster-IPAM networks it adds what the pool holds that no container does
-(gateway, aux, host shims, spares, leaks awaiting reclaim) and warns of any
+(gateway, aux, host shims, spares, addresses kept for a container start under
+way on their node, leaks awaiting reclaim) and warns of any
 KV document the pool skips, with the command that removes it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {

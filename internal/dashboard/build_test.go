@@ -182,6 +182,30 @@ func clusterNet() (NetworkInput, []inventory.Entry) {
 	return n, es
 }
 
+// TestBuildPoolKept: an allocation past StartGrace that its node's agent
+// keeps for a container start under way shows as a starting container's,
+// not a leak; a key of another node keeps nothing.
+func TestBuildPoolKept(t *testing.T) {
+	state := func(kept map[netip.Addr]ipam.Kept) (string, string) {
+		n, es := clusterNet()
+		n.Kept = kept
+		ix := &index{}
+		for _, a := range buildPool(n, es, ix.holder, t0).Addresses {
+			if a.IP == "10.0.0.130" {
+				return a.State, a.Holder
+			}
+		}
+		return "", ""
+	}
+	leak := netip.MustParseAddr("10.0.0.130")
+	if st, h := state(map[netip.Addr]ipam.Kept{leak: {Node: "node1", At: t0}}); st != StateTask || h != "allocated to node1 for a container being started" {
+		t.Errorf("kept by its node: %s %q, want a task being started", st, h)
+	}
+	if st, _ := state(map[netip.Addr]ipam.Kept{leak: {Node: "node2", At: t0}}); st != StateLeaked {
+		t.Errorf("kept by another node: %s, want %s", st, StateLeaked)
+	}
+}
+
 func TestBuildPoolCluster(t *testing.T) {
 	n, es := clusterNet()
 	ix := &index{}

@@ -65,7 +65,8 @@ func buildPool(n NetworkInput, entries []inventory.Entry, holder func(inventory.
 			if err != nil || len(held[a]) > 0 {
 				continue
 			}
-			set(a, allocation(al, now))
+			k, ok := n.Kept[a]
+			set(a, allocation(al, ok && k.Node == al.Node, now))
 		}
 	}
 	for a, es := range held {
@@ -82,19 +83,20 @@ func buildPool(n NetworkInput, entries []inventory.Entry, holder func(inventory.
 
 // StartGrace is how long an allocation held by no container counts as a
 // task's, not a leak: the inventory lists running containers only, so a
-// container being started holds its address before it is listed.
+// container being started holds its address before it is listed. Past
+// it, one its node's agent keeps for a start under way (kept) still does.
 const StartGrace = 30 * time.Second
 
 // allocation is the map entry of a cluster IPAM allocation no container
 // holds.
-func allocation(al ipam.Alloc, now time.Time) PoolAddress {
+func allocation(al ipam.Alloc, kept bool, now time.Time) PoolAddress {
 	pa := PoolAddress{Node: al.Node, Since: al.At.UTC()}
 	switch {
 	case al.Kind == ipam.KindShim:
 		pa.State, pa.Holder = StateReserved, "host shim of "+al.Node
 	case al.Kind == ipam.KindSpare:
 		pa.State, pa.Holder = StateSpare, "spare of "+al.Node+": handed to its next container without waiting for Consul"
-	case now.Sub(al.At) < StartGrace:
+	case now.Sub(al.At) < StartGrace || kept:
 		pa.State, pa.Holder = StateTask, "allocated to "+al.Node+" for a container being started"
 	default:
 		// No age in the text: it would change every snapshot; the page

@@ -137,6 +137,9 @@ type NetworkInput struct {
 	States []netspec.NodeState
 	// Blocks are the IPv4 pool's claimed blocks (cluster IPAM).
 	Blocks map[netip.Prefix]ipam.BlockDoc
+	// Kept are the IPv4 pool's addresses that their node's agent keeps for
+	// a container start under way there (cluster IPAM).
+	Kept map[netip.Addr]ipam.Kept
 }
 
 // AgentInput is what one node's agent published about its node.

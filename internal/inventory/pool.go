@@ -18,6 +18,10 @@ const (
 	StateShim    = "reserved: host shim"
 	StateSpare   = "reserved: spare"
 	StateLeak    = "allocated, no container (leak: reclaimed after the grace period)"
+	// StateStarting is an address the node's agent keeps although no
+	// container shows it: a container start under way there may hold it
+	// (Docker shows the address only once the start is done).
+	StateStarting = "allocated, no container yet (kept: a container start on its node may hold it)"
 )
 
 // BadDocument is a key a cluster-IPAM pool skips, as `ips --json` shows it.
@@ -36,7 +40,8 @@ type PoolKV interface {
 
 // PoolAddresses lists, for cluster-IPAM networks, what the pool holds that
 // no container does: the gateway and aux addresses, shims, and allocations
-// without a container (leaks awaiting reclaim), with the node's name (the
+// without a container (leaks awaiting reclaim, or kept for a container
+// start under way on their node), with the node's name (the
 // pool records its identity); and the pool's bad KV documents. Inventory
 // entries of those networks are marked in use.
 func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry) ([]Entry, []BadDocument, error) {
@@ -76,6 +81,7 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry) ([]Entry, []BadD
 			out = append(out, Entry{IP: a.String(), Network: s.Name, State: StateAuxPfx + name})
 		}
 		allocs := map[netip.Addr]ipam.Alloc{}
+		kept := map[netip.Addr]bool{}
 		for _, v6 := range []bool{false, true} {
 			if v6 && !s.IPv6Subnet.IsValid() {
 				continue
@@ -86,6 +92,9 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry) ([]Entry, []BadD
 				return nil, nil, fmt.Errorf("read pool of %s: %w", s.Name, err)
 			}
 			maps.Copy(allocs, c.Allocs)
+			for a, al := range c.Allocs {
+				kept[a] = c.KeptFor(a, al)
+			}
 			for _, b := range c.Bad {
 				bad = append(bad, BadDocument{Pool: pool.ID(), Key: b.Key, Problem: b.Err.Error(), Fix: b.Fix()})
 			}
@@ -95,11 +104,13 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry) ([]Entry, []BadD
 				continue
 			}
 			e := Entry{IP: a.String(), Node: nodeName(al.Node), Network: s.Name, Since: al.At}
-			switch al.Kind {
-			case ipam.KindShim:
+			switch {
+			case al.Kind == ipam.KindShim:
 				e.State = StateShim
-			case ipam.KindSpare:
+			case al.Kind == ipam.KindSpare:
 				e.State = StateSpare
+			case kept[a]:
+				e.State = StateStarting
 			default:
 				e.State = StateLeak
 			}

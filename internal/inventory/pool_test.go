@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
@@ -37,6 +38,22 @@ func TestPoolAddresses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Another node allocated an address for a container whose start is
+	// still under way: its agent's sweep keeps it, and says so in Consul.
+	other := ipam.NewAllocator(kv, "node-id-2", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	starting, err := other.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sweep := func(starts ...ipam.Start) {
+		t.Helper()
+		r := &ipam.Reclaimer{Alloc: other, Pools: ipam.SpecPools{Store: netspec.NewStore(kv)},
+			Held: startsHeld{"web": starts}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+		if err := r.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sweep(ipam.Start{Since: time.Now().Add(-time.Minute)})
 	inv := []Entry{{IP: held.String(), Network: "web", Node: "n1", Container: "c1"}}
 	out, bad, err := PoolAddresses(ctx, kv, inv)
 	if err != nil || len(bad) != 0 {
@@ -49,13 +66,34 @@ func TestPoolAddresses(t *testing.T) {
 	for _, e := range out {
 		got[e.IP] = e.State
 	}
-	want := map[string]string{"10.9.0.1": StateGateway, "10.9.0.2": StateAuxPfx + "dns", shim.String(): StateShim, leaked.String(): StateLeak}
+	want := map[string]string{"10.9.0.1": StateGateway, "10.9.0.2": StateAuxPfx + "dns", shim.String(): StateShim,
+		leaked.String(): StateLeak, starting.String(): StateStarting}
 	for ip, st := range want {
 		if got[ip] != st {
 			t.Errorf("%s: state %q, want %q", ip, got[ip], st)
 		}
 	}
+	// The start is over (it failed, or the container is gone): the next
+	// sweep keeps nothing, and the address shows as what it now is.
+	sweep()
+	out, _, err = PoolAddresses(ctx, kv, inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range out {
+		if e.IP == starting.String() && e.State != StateLeak {
+			t.Errorf("%s after the start: state %q, want %q", e.IP, e.State, StateLeak)
+		}
+	}
 	if st, ok := got[held.String()]; ok {
 		t.Errorf("held address %s listed again by the pool, as %q", held, st)
 	}
+}
+
+// startsHeld is a node whose containers hold nothing and whose starts are
+// those given, by network.
+type startsHeld map[string][]ipam.Start
+
+func (h startsHeld) HeldAddresses(context.Context) (ipam.Local, error) {
+	return ipam.Local{Starts: h}, nil
 }

@@ -467,12 +467,24 @@ func (a *Allocator) ReleaseSpares(ctx context.Context, p Pool) error {
 
 // Contents is what a pool holds in Consul: its allocations, by address,
 // its readable blocks with their documents (which node has affinity for
-// each: the dashboard's subnet map outlines them), and the keys under its
-// blocks/ that the allocator skips.
+// each: the dashboard's subnet map outlines them), the addresses nodes
+// keep for container starts under way, and the keys under its blocks/
+// and kept/ that cannot be read.
 type Contents struct {
 	Allocs map[netip.Addr]Alloc
 	Blocks map[netip.Prefix]BlockDoc
-	Bad    []BadDoc
+	// Kept are the addresses no container holds that their node's last
+	// sweep kept: a container start under way there may hold them. Only
+	// an allocation of that same node is kept (see KeptFor).
+	Kept map[netip.Addr]Kept
+	Bad  []BadDoc
+}
+
+// KeptFor says whether al, at a, is an allocation its node keeps for a
+// container start under way.
+func (c Contents) KeptFor(a netip.Addr, al Alloc) bool {
+	k, ok := c.Kept[a]
+	return ok && k.Node == al.Node
 }
 
 // Inspect reads a pool's contents.
@@ -482,7 +494,12 @@ func Inspect(ctx context.Context, kv KV, p Pool) (Contents, error) {
 		return Contents{}, fmt.Errorf("read pool %s: %w", p.ID(), err)
 	}
 	v, bad := decodePool(p, pairs)
-	return Contents{Allocs: allocations(v), Blocks: v.docs, Bad: bad}, nil
+	pairs, err = kv.List(ctx, keptPrefix(p))
+	if err != nil {
+		return Contents{}, fmt.Errorf("read the addresses kept for starts in %s: %w", p.ID(), err)
+	}
+	kept, badKept := decodeKept(p, pairs)
+	return Contents{Allocs: allocations(v), Blocks: v.docs, Kept: kept, Bad: append(bad, badKept...)}, nil
 }
 
 // Allocations lists every allocation of a pool, by address; unreadable

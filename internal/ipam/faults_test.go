@@ -2,6 +2,7 @@ package ipam_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 
 	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/lab"
 	"github.com/underlay/underlay/internal/netspec"
@@ -326,6 +328,24 @@ func TestIntegrationLabIPAMStandaloneRestart(t *testing.T) {
 		}
 		return swept, fmt.Sprintf("no sweep has kept %s as a leak deferred yet (want %s in the agent's metrics)", inFlight, deferred)
 	})
+	// `underlay ips` says why: a start under way may hold it (the agent
+	// publishes what its sweep keeps), not a leak.
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		out, err := underlay(t, "ips", "--network", "solo", "--json", "--consul-addr", n.ConsulAddr)
+		if err != nil {
+			return false, err.Error()
+		}
+		var got struct{ Addresses []inventory.Entry }
+		if err := json.Unmarshal([]byte(out), &got); err != nil {
+			return false, err.Error()
+		}
+		for _, e := range got.Addresses {
+			if e.IP == inFlight.String() {
+				return e.State == inventory.StateStarting, fmt.Sprintf("underlay ips shows %s as %q, want %q", e.IP, e.State, inventory.StateStarting)
+			}
+		}
+		return false, fmt.Sprintf("underlay ips does not list %s: %s", inFlight, out)
+	})
 	if c, err := n.Docker.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("id", slow))}); err != nil || len(c) != 1 || c[0].State != "created" {
 		t.Fatalf("the held start is not under way: %+v %v", c, err)
 	}
@@ -348,6 +368,11 @@ func TestIntegrationLabIPAMStandaloneRestart(t *testing.T) {
 		t.Fatalf("the started container has %s, want %s, allocated as its start began", got, inFlight)
 	}
 	testenv.Eventually(t, 30*time.Second, func() (bool, string) { return exactly(after, inFlight) })
+	// The start is over: the next sweep keeps nothing, and says so.
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		c, err := ipam.Inspect(ctx, kv, pool)
+		return err == nil && len(c.Kept) == 0, fmt.Sprintf("kept for starts: %v (%v)", c.Kept, err)
+	})
 }
 
 // stallRuntime is a runc whose start waits while the file stall exists.

@@ -93,6 +93,9 @@ type Reclaimer struct {
 	// unrecorded holds, by pool, addresses local containers hold that the
 	// pool did not record at the last sweep.
 	unrecorded map[string]map[netip.Addr]bool
+	// keptNone says, by pool, that this node's kept-addresses key is
+	// known to be absent (see publishKept).
+	keptNone map[string]bool
 }
 
 // Sweep runs one pass over every cluster-IPAM pool.
@@ -128,6 +131,7 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 	for id := range r.unheld {
 		if !seen[id] {
 			delete(r.unheld, id)
+			delete(r.keptNone, id)
 			r.Metrics.setDeferred(id, -1)
 		}
 	}
@@ -155,6 +159,7 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 	if len(plan.Deferred) > 0 {
 		r.log().Debug("unheld addresses kept: a local container start may hold them", "pool", p.ID(), "addrs", plan.Deferred)
 	}
+	errs = append(errs, r.publishKept(ctx, p, plan.Deferred))
 	for _, addr := range plan.Adopt {
 		// A spare of this node's previous agent that Docker got before
 		// the agent stopped: now a task's.
@@ -163,8 +168,14 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 		}
 	}
 	freed, err := r.Alloc.reclaimObserved(ctx, p, plan.Departed)
+	departed := map[string]bool{}
 	for _, addr := range freed {
 		r.log().Warn("reclaimed the address of a departed node", "pool", p.ID(), "addr", addr, "node", plan.Departed[addr].Node)
+		departed[plan.Departed[addr].Node] = true
+	}
+	for node := range departed {
+		// What it kept for its starts went with its addresses.
+		errs = append(errs, publishKept(ctx, r.Alloc.store.kv, p, node, nil, time.Time{}))
 	}
 	r.Metrics.reclaim("departed_node", len(freed))
 	errs = append(errs, err)
@@ -179,6 +190,30 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 	}
 	r.Metrics.reclaim("leak", len(freed))
 	return errors.Join(append(errs, err)...)
+}
+
+// publishKept publishes the addresses this node's sweep of p kept for
+// starts under way: at every sweep while there are any (their time then
+// says the agent still judges them so), and once, a deletion, when there
+// are none any more or the agent has just started (an earlier agent's key
+// may be left).
+func (r *Reclaimer) publishKept(ctx context.Context, p Pool, kept []netip.Addr) error {
+	r.mu.Lock()
+	none := r.keptNone[p.ID()]
+	r.mu.Unlock()
+	if len(kept) == 0 && none {
+		return nil
+	}
+	if err := publishKept(ctx, r.Alloc.store.kv, p, r.Alloc.node, kept, r.Alloc.now()); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	if r.keptNone == nil {
+		r.keptNone = map[string]bool{}
+	}
+	r.keptNone[p.ID()] = len(kept) == 0
+	r.mu.Unlock()
+	return nil
 }
 
 // recordHeld allocates again, to this node, addresses local containers

@@ -50,7 +50,7 @@ func (s *Store) Networks(ctx context.Context) ([]dashboard.NetworkInput, error) 
 			if err != nil {
 				return nil, fmt.Errorf("read pool of %s: %w", spec.Name, err)
 			}
-			n.Blocks = c.Blocks
+			n.Blocks, n.Kept = c.Blocks, c.Kept
 		default:
 			if n.Leases, err = s.nets.Leases(ctx, spec.Name); err != nil {
 				return nil, err

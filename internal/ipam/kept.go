@@ -1,0 +1,90 @@
+package ipam
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/underlay/underlay/internal/kvstore"
+)
+
+// A node's agent publishes, per pool, the addresses its last sweep kept
+// although no container holds them, because a container start under way
+// on the node may hold them (see planSweep): `underlay ips` and the
+// dashboard show them as a starting container's, not as leaks. One key per
+// node and pool, written only when the set changes (none: the key is
+// deleted), so a sweep with nothing kept costs no write.
+
+func keptPrefix(p Pool) string { return KVPrefix + p.Network + "/" + p.Family() + "/kept/" }
+
+func keptKey(p Pool, node string) string { return keptPrefix(p) + node }
+
+// keptDoc is one node's kept addresses in one pool.
+type keptDoc struct {
+	Addrs []netip.Addr `json:"addrs"`
+	// At is when the sweep that kept them ran.
+	At time.Time `json:"at"`
+}
+
+// Kept is an address a node's last sweep kept for a start under way.
+type Kept struct {
+	// Node is the node's identity (the key's last element).
+	Node string
+	// At is when that sweep ran.
+	At time.Time
+}
+
+// decodeKept reads a pool's kept/ listing: by address, the node that kept
+// it; keys that cannot be read are set apart.
+func decodeKept(p Pool, pairs []kvstore.Pair) (map[netip.Addr]Kept, []BadDoc) {
+	out := map[netip.Addr]Kept{}
+	var bad []BadDoc
+	prefix := keptPrefix(p)
+	for _, pr := range pairs {
+		node := strings.TrimPrefix(pr.Key, prefix)
+		var doc keptDoc
+		err := json.Unmarshal(pr.Value, &doc)
+		switch {
+		case err != nil:
+			err = fmt.Errorf("not a kept-addresses document: %w", err)
+		case node == "" || strings.Contains(node, "/"):
+			err = fmt.Errorf("%q is not a node identity", node)
+		default:
+			for _, a := range doc.Addrs {
+				if !p.allocRange().Contains(a) {
+					err = fmt.Errorf("%s is not in pool %s (%s)", a, p.ID(), p.allocRange())
+					break
+				}
+			}
+		}
+		if err != nil {
+			bad = append(bad, BadDoc{Key: pr.Key, Index: pr.Index, Err: err})
+			continue
+		}
+		for _, a := range doc.Addrs {
+			out[a] = Kept{Node: node, At: doc.At}
+		}
+	}
+	return out, bad
+}
+
+// publishKept stores what this node's sweep of p kept, or deletes the key
+// when it kept nothing.
+func publishKept(ctx context.Context, kv KV, p Pool, node string, addrs []netip.Addr, at time.Time) error {
+	op := kvstore.Op{Verb: kvstore.Delete, Key: keptKey(p, node)}
+	if len(addrs) > 0 {
+		b, err := json.Marshal(keptDoc{Addrs: slices.SortedFunc(slices.Values(addrs), netip.Addr.Compare), At: at.UTC()})
+		if err != nil {
+			return err
+		}
+		op = kvstore.Op{Verb: kvstore.Set, Key: keptKey(p, node), Value: b}
+	}
+	if _, err := kv.Txn(ctx, []kvstore.Op{op}); err != nil {
+		return fmt.Errorf("publish the addresses kept for starts in %s: %w", p.ID(), err)
+	}
+	return nil
+}
