@@ -119,6 +119,9 @@ func (n *node) runIPAM(ctx context.Context, g *errgroup.Group, kv *consul.KV, st
 		Alloc: alloc, Pools: pools, Held: n.src, Cluster: nets, Metrics: ipamMetrics, Grace: cfg.LeakGrace,
 		NodeTimeout: cfg.NodeTimeout, Fresh: max(cfg.NodeTimeout, netagent.StaleAfter), Log: log,
 	}
+	// The sweeps count the start of an exited container as under way
+	// from the connect dockerd announces as it begins.
+	g.Go(func() error { n.src.WatchConnects(ctx); return nil })
 	g.Go(func() error { reclaimer.Run(ctx, cfg.Sweep); return nil })
 	g.Go(func() error { alloc.KeepSpares(ctx, cfg.Spares, log); return nil })
 	g.Go(func() error {

@@ -58,6 +58,9 @@ type Source struct {
 	mu sync.Mutex // guards drivers
 	// drivers caches network ID → driver; a network's driver never changes.
 	drivers map[string]string
+	// connected follows container starts Docker's listing does not show
+	// (see WatchConnects).
+	connected connects
 }
 
 // NewSource wraps api.

@@ -154,7 +154,13 @@ func TestStarts(t *testing.T) {
 		{"created, inspect answered: not started yet", on("created", "pool"), inspected(container.State{}), nil, ipam.Start{Since: created}, true},
 		{"created, dockerd holds it: a start under way", on("created", "pool"), container.InspectResponse{}, context.DeadlineExceeded,
 			ipam.Start{Since: created, Busy: true}, true},
-		{"started between the listing and the inspect", on("created", "pool"), inspected(container.State{Running: true}), nil, ipam.Start{Since: created}, true},
+		// Its address is not in the listing: held, however old, for one
+		// sweep (a start held past the start limit then let go between
+		// the two would have its address reclaimed).
+		{"started between the listing and the inspect", on("created", "pool"), inspected(container.State{Running: true}), nil, ipam.Start{Since: created, Busy: true}, true},
+		{"exited, connect pending, dockerd holds it: docker start under way", on("exited", "pool"), container.InspectResponse{}, context.DeadlineExceeded,
+			ipam.Start{Since: created, Busy: true}, true},
+		{"exited, connect pending, dockerd answers: its start is over", on("exited", "pool"), inspected(container.State{ExitCode: 0, FinishedAt: exited.Format(time.RFC3339Nano)}), nil, ipam.Start{}, false},
 		{"a failed start", on("created", "pool"), inspected(container.State{ExitCode: 128, Error: "underlay ipam: no address"}), nil, ipam.Start{}, false},
 		{"restarting: from its last exit", on("restarting", "pool"),
 			inspected(container.State{Running: true, Restarting: true, FinishedAt: exited.Format(time.RFC3339Nano)}), nil, ipam.Start{Since: exited}, true},
@@ -168,17 +174,53 @@ func TestStarts(t *testing.T) {
 		})
 	}
 	for _, tt := range []struct {
-		c    container.Summary
-		want string
+		c       container.Summary
+		pending bool
+		want    string
 	}{
-		{on("created", "pool", "bridge"), "[pool]"},
-		{on("restarting", "pool"), "[pool]"},
-		{on("running", "pool"), "[]"},
-		{on("exited", "pool"), "[]"},
-		{on("created", "bridge", "none", "host"), "[]"},
+		{on("created", "pool", "bridge"), false, "[pool]"},
+		{on("restarting", "pool"), false, "[pool]"},
+		{on("running", "pool"), false, "[]"},
+		{on("running", "pool"), true, "[]"},
+		{on("exited", "pool"), false, "[]"},
+		{on("exited", "pool"), true, "[pool]"},
+		{on("created", "bridge", "none", "host"), false, "[]"},
 	} {
-		if got := fmt.Sprint(startNetworks(tt.c)); got != tt.want {
-			t.Errorf("startNetworks(%s on %v) = %s, want %s", tt.c.State, tt.c.NetworkSettings.Networks, got, tt.want)
+		if got := fmt.Sprint(startNetworks(tt.c, tt.pending)); got != tt.want {
+			t.Errorf("startNetworks(%s on %v, pending %v) = %s, want %s", tt.c.State, tt.c.NetworkSettings.Networks, tt.pending, got, tt.want)
+		}
+	}
+}
+
+// TestConnects: a container connected to a macvlan or ipvlan network is
+// pending until it starts, dies, is destroyed or disconnected; other
+// networks' connects are not followed.
+func TestConnects(t *testing.T) {
+	connect := func(driver, id string) events.Message {
+		return events.Message{Type: events.NetworkEventType, Action: events.ActionConnect, TimeNano: 1,
+			Actor: events.Actor{ID: "net", Attributes: map[string]string{"container": id, "type": driver, "name": "n"}}}
+	}
+	ctr := func(action events.Action, id string) events.Message {
+		return events.Message{Type: events.ContainerEventType, Action: action, Actor: events.Actor{ID: id}}
+	}
+	var c connects
+	for _, m := range []events.Message{connect("macvlan", "a"), connect("ipvlan", "b"), connect("bridge", "c"),
+		connect("macvlan", "d"), connect("macvlan", "e"), connect("macvlan", "f"), ctr(events.ActionCreate, "a")} {
+		c.note(m)
+	}
+	for id, want := range map[string]bool{"a": true, "b": true, "c": false, "d": true} {
+		if c.has(id) != want {
+			t.Errorf("after connects: %s pending %v, want %v", id, c.has(id), want)
+		}
+	}
+	c.note(ctr(events.ActionStart, "a"))
+	c.note(ctr(events.ActionDie, "b"))
+	c.note(ctr(events.ActionDestroy, "d"))
+	c.note(events.Message{Type: events.NetworkEventType, Action: events.ActionDisconnect,
+		Actor: events.Actor{ID: "net", Attributes: map[string]string{"container": "e", "type": "macvlan"}}})
+	for id, want := range map[string]bool{"a": false, "b": false, "d": false, "e": false, "f": true} {
+		if c.has(id) != want {
+			t.Errorf("after start, die, destroy, disconnect: %s pending %v, want %v", id, c.has(id), want)
 		}
 	}
 }

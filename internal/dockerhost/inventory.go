@@ -145,6 +145,82 @@ func (s *Source) HeldAddresses(ctx context.Context) (ipam.Local, error) {
 	return out, nil
 }
 
+// connects tracks the containers dockerd connected to a macvlan or ipvlan
+// network without their start (or death) seen since: a start of an exited
+// container, which a listing shows as exited until it is done. Docker
+// connects a starting container once its address is allocated, and holds
+// the container until the start ends.
+type connects struct {
+	mu sync.Mutex // guards pending
+	// pending: container ID → when its connect was seen.
+	pending map[string]time.Time
+}
+
+func (c *connects) add(id string, at time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pending == nil {
+		c.pending = map[string]time.Time{}
+	}
+	if _, ok := c.pending[id]; !ok {
+		c.pending[id] = at
+	}
+}
+
+func (c *connects) forget(id string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.pending, id)
+}
+
+func (c *connects) has(id string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.pending[id]
+	return ok
+}
+
+// WatchConnects follows Docker's events until ctx ends, so that
+// HeldAddresses counts the start of an exited container (docker start,
+// docker restart) as a start under way: a container connected to a
+// macvlan or ipvlan network is pending until it starts, dies or is
+// destroyed, or a sweep finds its start over. Without it only created and
+// restarting containers count.
+func (s *Source) WatchConnects(ctx context.Context) {
+	f := filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)), filters.Arg("type", string(events.NetworkEventType)))
+	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
+	for ctx.Err() == nil {
+		msgs, errs := s.api.Events(ctx, events.ListOptions{Filters: f})
+	stream:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-errs:
+				break stream
+			case m := <-msgs:
+				delays.Reset()
+				s.connected.note(m)
+			}
+		}
+		backoff.Sleep(ctx, delays.Next())
+	}
+}
+
+// note records what one event says of pending connects.
+func (c *connects) note(m events.Message) {
+	switch {
+	case m.Type == events.NetworkEventType && m.Action == events.ActionConnect:
+		if t := m.Actor.Attributes["type"]; t == "macvlan" || t == "ipvlan" {
+			c.add(m.Actor.Attributes["container"], time.Unix(0, m.TimeNano))
+		}
+	case m.Type == events.NetworkEventType && m.Action == events.ActionDisconnect:
+		c.forget(m.Actor.Attributes["container"])
+	case m.Type == events.ContainerEventType && (m.Action == events.ActionStart || m.Action == events.ActionDie || m.Action == events.ActionDestroy):
+		c.forget(m.Actor.ID)
+	}
+}
+
 // inspectWait is how long a start's inspect may take: dockerd answers it
 // only once the container's start (which holds the container) is done.
 const inspectWait = 2 * time.Second
@@ -155,14 +231,22 @@ type listedStart struct {
 }
 
 // starts inspects, at once, the listed containers that are created or
-// restarting on a network of their own, and returns those that may be
-// starting (see startOf).
+// restarting, or have a connect pending (see connects), on a network of
+// their own, and returns those that may be starting (see startOf). A
+// pending connect is forgotten once its container is gone, running, or
+// its start over.
 func (s *Source) starts(ctx context.Context, list []container.Summary) []listedStart {
 	var wg sync.WaitGroup
 	found := make([]*listedStart, len(list))
+	listed := map[string]bool{}
 	for i, c := range list {
-		networks := startNetworks(c)
+		listed[c.ID] = true
+		pending := s.connected.has(c.ID)
+		networks := startNetworks(c, pending)
 		if networks == nil {
+			if pending {
+				s.connected.forget(c.ID) // running
+			}
 			continue
 		}
 		wg.Add(1)
@@ -172,14 +256,26 @@ func (s *Source) starts(ctx context.Context, list []container.Summary) []listedS
 			defer cancel()
 			j, err := s.api.ContainerInspect(ictx, c.ID)
 			if client.IsErrNotFound(err) {
+				s.connected.forget(c.ID)
 				return
 			}
-			if st, ok := startOf(c, j, err); ok {
+			st, ok := startOf(c, j, err)
+			if ok {
 				found[i] = &listedStart{Start: st, networks: networks}
+			}
+			if !ok || !st.Busy {
+				s.connected.forget(c.ID) // dockerd let go of it: no start under way
 			}
 		}()
 	}
 	wg.Wait()
+	s.connected.mu.Lock()
+	for id := range s.connected.pending {
+		if !listed[id] {
+			delete(s.connected.pending, id)
+		}
+	}
+	s.connected.mu.Unlock()
 	var out []listedStart
 	for _, st := range found {
 		if st != nil {
@@ -190,10 +286,12 @@ func (s *Source) starts(ctx context.Context, list []container.Summary) []listedS
 }
 
 // startNetworks are the networks of a listed container that may be
-// starting on them: created or restarting, on networks that are not the
-// engine's own (bridge, host, none); nil for others.
-func startNetworks(c container.Summary) []string {
-	if c.State != "created" && c.State != "restarting" || c.NetworkSettings == nil {
+// starting on them: created or restarting, or with a connect pending and
+// not running, on networks that are not the engine's own (bridge, host,
+// none); nil for others.
+func startNetworks(c container.Summary, pending bool) []string {
+	maybe := c.State == "created" || c.State == "restarting" || pending && (c.State == "exited" || c.State == "dead")
+	if !maybe || c.NetworkSettings == nil {
 		return nil
 	}
 	var out []string
@@ -206,25 +304,28 @@ func startNetworks(c container.Summary) []string {
 }
 
 // startOf judges a listed container that may be starting from its inspect
-// (err: dockerd did not answer it in time). A created container may be
-// starting unless its start failed (an error recorded: the start released
-// its address); one dockerd holds is; a restarting one is (dockerd starts
-// it again after a delay), from its last exit on.
+// (err: dockerd did not answer it in time). One dockerd holds is: a start
+// holds its container to the end. A restarting one is (dockerd starts it
+// again after a delay), from its last exit on. One running now started
+// since the listing, which does not show its address: it counts as held,
+// however old, for this sweep. A created one may be starting unless its
+// start failed (an error recorded: the start released its address); an
+// exited one that dockerd answers for is not (its start is over).
 func startOf(c container.Summary, j container.InspectResponse, err error) (ipam.Start, bool) {
 	created := time.Unix(c.Created, 0)
-	if err != nil {
+	switch {
+	case err != nil:
 		return ipam.Start{Since: created, Busy: true}, true
-	}
-	if j.ContainerJSONBase == nil || j.State == nil {
+	case j.ContainerJSONBase == nil || j.State == nil:
 		return ipam.Start{Since: created}, true
-	}
-	if c.State == "restarting" {
+	case c.State == "restarting":
 		if t, err := time.Parse(time.RFC3339Nano, j.State.FinishedAt); err == nil && t.After(created) {
 			return ipam.Start{Since: t}, true
 		}
 		return ipam.Start{Since: created}, true
-	}
-	if !j.State.Running && (j.State.Error != "" || j.State.ExitCode != 0) {
+	case j.State.Running:
+		return ipam.Start{Since: created, Busy: true}, true
+	case c.State != "created" || j.State.Error != "" || j.State.ExitCode != 0:
 		return ipam.Start{}, false
 	}
 	return ipam.Start{Since: created}, true

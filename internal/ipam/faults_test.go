@@ -203,7 +203,9 @@ func TestIntegrationLabIPAMFaults(t *testing.T) {
 // asks for a new one: the plugin does not ask for RequiresRequestReplay),
 // and its old address is not leaked. Then a container whose start stays
 // under way past the leak grace twice over keeps the address allocated as
-// its start began, which Docker shows only once the start is done.
+// its start began, which Docker shows only once the start is done, and
+// `underlay ips` says why: first the start of a created container, then,
+// stopped, its start again (docker start of an exited container).
 func TestIntegrationLabIPAMStandaloneRestart(t *testing.T) {
 	testenv.Require(t)
 	// The node's dockerd runs containers through a runc whose start waits
@@ -299,80 +301,108 @@ func TestIntegrationLabIPAMStandaloneRestart(t *testing.T) {
 	t.Cleanup(func() { os.Remove(stall) }) // before the container's removal: a held start would hold that up
 	started := make(chan error, 1)
 	go func() { started <- n.Docker.ContainerStart(ctx, slow, container.StartOptions{}) }()
-	var inFlight netip.Addr
-	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
-		all, err := ipam.Allocations(ctx, kv, pool)
-		if err != nil {
-			return false, err.Error()
-		}
-		for a, al := range all {
-			if al.Kind == ipam.KindTask && a != after {
-				inFlight = a
-				return true, ""
+	// heldStart waits for the address of the start held under way (the
+	// pool's one task address other than running's), for a sweep past the
+	// grace to keep it (before the fix, that sweep freed it), and for
+	// `underlay ips` to say why; it checks that the container is listed
+	// as listed (a listing shows no address until the start is done).
+	heldStart := func(running netip.Addr, listed string) netip.Addr {
+		t.Helper()
+		var inFlight netip.Addr
+		testenv.Eventually(t, 60*time.Second, func() (bool, string) {
+			all, err := ipam.Allocations(ctx, kv, pool)
+			if err != nil {
+				return false, err.Error()
 			}
-		}
-		return false, "no address allocated for the held start"
-	})
-	// A sweep past the grace keeps it, and says so: the event that must
-	// happen (before the fix, that sweep freed it).
-	deferred := `underlay_ipam_leaks_deferred{pool="` + pool.ID() + `"} 1`
-	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
-		out, err := l.Exec(ctx, "node1", "curl", "-s", "http://"+lab.AgentListen+"/metrics")
-		swept := err == nil && strings.Contains(string(out), deferred)
-		all, err := ipam.Allocations(ctx, kv, pool)
-		if err != nil {
-			return false, err.Error()
-		}
-		if _, ok := all[inFlight]; !ok {
-			t.Fatalf("%s, the address of a start under way, was reclaimed as a leak", inFlight)
-		}
-		return swept, fmt.Sprintf("no sweep has kept %s as a leak deferred yet (want %s in the agent's metrics)", inFlight, deferred)
-	})
-	// `underlay ips` says why: a start under way may hold it (the agent
-	// publishes what its sweep keeps), not a leak.
-	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
-		out, err := underlay(t, "ips", "--network", "solo", "--json", "--consul-addr", n.ConsulAddr)
-		if err != nil {
-			return false, err.Error()
-		}
-		var got struct{ Addresses []inventory.Entry }
-		if err := json.Unmarshal([]byte(out), &got); err != nil {
-			return false, err.Error()
-		}
-		for _, e := range got.Addresses {
-			if e.IP == inFlight.String() {
-				return e.State == inventory.StateStarting, fmt.Sprintf("underlay ips shows %s as %q, want %q", e.IP, e.State, inventory.StateStarting)
+			for a, al := range all {
+				if al.Kind == ipam.KindTask && a != running {
+					inFlight = a
+					return true, ""
+				}
 			}
+			return false, "no address allocated for the held start"
+		})
+		// The event that must happen: a sweep past the grace keeps it, and
+		// says so.
+		deferred := `underlay_ipam_leaks_deferred{pool="` + pool.ID() + `"} 1`
+		testenv.Eventually(t, 60*time.Second, func() (bool, string) {
+			out, err := l.Exec(ctx, "node1", "curl", "-s", "http://"+lab.AgentListen+"/metrics")
+			swept := err == nil && strings.Contains(string(out), deferred)
+			all, err := ipam.Allocations(ctx, kv, pool)
+			if err != nil {
+				return false, err.Error()
+			}
+			if _, ok := all[inFlight]; !ok {
+				t.Fatalf("%s, the address of a start under way, was reclaimed as a leak", inFlight)
+			}
+			return swept, fmt.Sprintf("no sweep has kept %s as a leak deferred yet (want %s in the agent's metrics)", inFlight, deferred)
+		})
+		// `underlay ips` says why: a start under way may hold it (the
+		// agent publishes what its sweep keeps), not a leak.
+		testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+			out, err := underlay(t, "ips", "--network", "solo", "--json", "--consul-addr", n.ConsulAddr)
+			if err != nil {
+				return false, err.Error()
+			}
+			var got struct{ Addresses []inventory.Entry }
+			if err := json.Unmarshal([]byte(out), &got); err != nil {
+				return false, err.Error()
+			}
+			for _, e := range got.Addresses {
+				if e.IP == inFlight.String() {
+					return e.State == inventory.StateStarting, fmt.Sprintf("underlay ips shows %s as %q, want %q", e.IP, e.State, inventory.StateStarting)
+				}
+			}
+			return false, fmt.Sprintf("underlay ips does not list %s: %s", inFlight, out)
+		})
+		if c, err := n.Docker.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("id", slow))}); err != nil || len(c) != 1 || c[0].State != listed {
+			t.Fatalf("the held start is not under way as a %s container's: %+v %v", listed, c, err)
 		}
-		return false, fmt.Sprintf("underlay ips does not list %s: %s", inFlight, out)
-	})
-	if c, err := n.Docker.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("id", slow))}); err != nil || len(c) != 1 || c[0].State != "created" {
-		t.Fatalf("the held start is not under way: %+v %v", c, err)
+		return inFlight
 	}
-	if err := os.Remove(stall); err != nil {
+	// letGo ends the held start: the container then has inFlight, and the
+	// pool the task addresses of the two containers only; the next sweep
+	// keeps nothing, and says so.
+	letGo := func(inFlight netip.Addr) {
+		t.Helper()
+		if err := os.Remove(stall); err != nil {
+			t.Fatal(err)
+		}
+		select {
+		case err := <-started:
+			if err != nil {
+				t.Fatalf("the held start, let go: %v", err)
+			}
+		case <-ctx.Done():
+			t.Fatal("the held start, let go, did not end")
+		}
+		c, err := n.Docker.ContainerInspect(ctx, slow)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := c.NetworkSettings.Networks["solo"].IPAddress; got != inFlight.String() {
+			t.Fatalf("the started container has %s, want %s, allocated as its start began", got, inFlight)
+		}
+		testenv.Eventually(t, 30*time.Second, func() (bool, string) { return exactly(after, inFlight) })
+		testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+			c, err := ipam.Inspect(ctx, kv, pool)
+			return err == nil && len(c.Kept) == 0, fmt.Sprintf("kept for starts: %v (%v)", c.Kept, err)
+		})
+	}
+	letGo(heldStart(after, "created"))
+
+	// docker start of an exited container, held under way: the listing
+	// shows it exited all along; the agent follows the connect dockerd
+	// announces as the start begins.
+	if err := n.Docker.ContainerStop(ctx, slow, container.StopOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	select {
-	case err := <-started:
-		if err != nil {
-			t.Fatalf("the held start, let go: %v", err)
-		}
-	case <-ctx.Done():
-		t.Fatal("the held start, let go, did not end")
-	}
-	c, err := n.Docker.ContainerInspect(ctx, slow)
-	if err != nil {
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) { return exactly(after) })
+	if err := os.WriteFile(stall, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if got := c.NetworkSettings.Networks["solo"].IPAddress; got != inFlight.String() {
-		t.Fatalf("the started container has %s, want %s, allocated as its start began", got, inFlight)
-	}
-	testenv.Eventually(t, 30*time.Second, func() (bool, string) { return exactly(after, inFlight) })
-	// The start is over: the next sweep keeps nothing, and says so.
-	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
-		c, err := ipam.Inspect(ctx, kv, pool)
-		return err == nil && len(c.Kept) == 0, fmt.Sprintf("kept for starts: %v (%v)", c.Kept, err)
-	})
+	go func() { started <- n.Docker.ContainerStart(ctx, slow, container.StartOptions{}) }()
+	letGo(heldStart(after, "exited"))
 }
 
 // stallRuntime is a runc whose start waits while the file stall exists.
