@@ -152,19 +152,17 @@ func (s *Source) HeldAddresses(ctx context.Context) (ipam.Local, error) {
 // the container until the start ends.
 type connects struct {
 	mu sync.Mutex // guards pending
-	// pending: container ID → when its connect was seen.
-	pending map[string]time.Time
+	// pending are the containers' IDs.
+	pending map[string]bool
 }
 
-func (c *connects) add(id string, at time.Time) {
+func (c *connects) add(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pending == nil {
-		c.pending = map[string]time.Time{}
+		c.pending = map[string]bool{}
 	}
-	if _, ok := c.pending[id]; !ok {
-		c.pending[id] = at
-	}
+	c.pending[id] = true
 }
 
 func (c *connects) forget(id string) {
@@ -176,8 +174,7 @@ func (c *connects) forget(id string) {
 func (c *connects) has(id string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	_, ok := c.pending[id]
-	return ok
+	return c.pending[id]
 }
 
 // WatchConnects follows Docker's events until ctx ends, so that
@@ -212,7 +209,7 @@ func (c *connects) note(m events.Message) {
 	switch {
 	case m.Type == events.NetworkEventType && m.Action == events.ActionConnect:
 		if t := m.Actor.Attributes["type"]; t == "macvlan" || t == "ipvlan" {
-			c.add(m.Actor.Attributes["container"], time.Unix(0, m.TimeNano))
+			c.add(m.Actor.Attributes["container"])
 		}
 	case m.Type == events.NetworkEventType && m.Action == events.ActionDisconnect:
 		c.forget(m.Actor.Attributes["container"])
