@@ -72,31 +72,44 @@ func (s *Source) endpoints(ctx context.Context, list []container.Summary, node s
 // Changes implements inventory.Source.
 func (s *Source) Changes(ctx context.Context) <-chan struct{} {
 	out := make(chan struct{}, 1)
-	go func() {
-		delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
-		for ctx.Err() == nil {
-			f := filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)), filters.Arg("type", string(events.NetworkEventType)))
-			msgs, errs := s.api.Events(ctx, events.ListOptions{Filters: f})
-			signal(out) // (re)subscribed: anything may have changed meanwhile
-		stream:
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-errs:
-					break stream
-				case m := <-msgs:
-					switch m.Action {
-					case "start", "die", "destroy", "connect", "disconnect", "rename":
-						signal(out)
-						delays.Reset()
-					}
+	// Signalled at each (re)subscription too: anything may have changed
+	// meanwhile.
+	go s.follow(ctx, func() { signal(out) }, func(m events.Message) bool {
+		switch m.Action {
+		case "start", "die", "destroy", "connect", "disconnect", "rename":
+			signal(out)
+			return true
+		}
+		return false
+	})
+	return out
+}
+
+// follow streams Docker's container and network events to handle until
+// ctx ends, subscribing again (with backoff) whenever the stream breaks,
+// and calling subscribed after each subscription. handle says whether an
+// event counted: only those reset the backoff.
+func (s *Source) follow(ctx context.Context, subscribed func(), handle func(events.Message) bool) {
+	f := filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)), filters.Arg("type", string(events.NetworkEventType)))
+	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
+	for ctx.Err() == nil {
+		msgs, errs := s.api.Events(ctx, events.ListOptions{Filters: f})
+		subscribed()
+	stream:
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-errs:
+				break stream
+			case m := <-msgs:
+				if handle(m) {
+					delays.Reset()
 				}
 			}
-			backoff.Sleep(ctx, delays.Next())
 		}
-	}()
-	return out
+		backoff.Sleep(ctx, delays.Next())
+	}
 }
 
 func signal(c chan struct{}) {
@@ -184,24 +197,10 @@ func (c *connects) has(id string) bool {
 // destroyed, or a sweep finds its start over. Without it only created and
 // restarting containers count.
 func (s *Source) WatchConnects(ctx context.Context) {
-	f := filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)), filters.Arg("type", string(events.NetworkEventType)))
-	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
-	for ctx.Err() == nil {
-		msgs, errs := s.api.Events(ctx, events.ListOptions{Filters: f})
-	stream:
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-errs:
-				break stream
-			case m := <-msgs:
-				delays.Reset()
-				s.connected.note(m)
-			}
-		}
-		backoff.Sleep(ctx, delays.Next())
-	}
+	s.follow(ctx, func() {}, func(m events.Message) bool {
+		s.connected.note(m)
+		return true
+	})
 }
 
 // note records what one event says of pending connects.

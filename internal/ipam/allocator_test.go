@@ -225,6 +225,20 @@ type fakeCluster struct{ ready []string }
 func (c fakeCluster) IsLeader(context.Context) (bool, error)       { return true, nil }
 func (c fakeCluster) ReadyNodes(context.Context) ([]string, error) { return c.ready, nil }
 
+// clusterNet creates network net, 10.2.0.0/24 with cluster IPAM, in kv:
+// the store and its pool.
+func clusterNet(t *testing.T, kv *kvtest.KV) (*netspec.Store, Pool) {
+	t.Helper()
+	st := netspec.NewStore(kv)
+	spec := netspec.Spec{Name: "net", Subnet: netip.MustParsePrefix("10.2.0.0/24"), Gateway: netip.MustParseAddr("10.2.0.1"),
+		Parent: "eth1", IPAM: netspec.Cluster}
+	if err := st.Create(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := PoolOf(spec, false)
+	return st, p
+}
+
 type noHeld struct{}
 
 func (noHeld) HeldAddresses(context.Context) (Local, error) { return Local{}, nil }
@@ -236,13 +250,7 @@ func (noHeld) HeldAddresses(context.Context) (Local, error) { return Local{}, ni
 func TestDepartedReclaimJudgesIdentities(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	st := netspec.NewStore(kv)
-	spec := netspec.Spec{Name: "net", Subnet: netip.MustParsePrefix("10.2.0.0/24"), Gateway: netip.MustParseAddr("10.2.0.1"),
-		Parent: "eth1", IPAM: netspec.Cluster}
-	if err := st.Create(ctx, spec); err != nil {
-		t.Fatal(err)
-	}
-	p, _ := PoolOf(spec, false)
+	st, p := clusterNet(t, kv)
 	clock := t0
 	now := func() time.Time { return clock }
 	held := map[string]netip.Addr{}

@@ -2,7 +2,6 @@ package ipam_test
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -340,20 +339,16 @@ func TestIntegrationLabIPAMStandaloneRestart(t *testing.T) {
 		// `underlay ips` says why: a start under way may hold it (the
 		// agent publishes what its sweep keeps), not a leak.
 		testenv.Eventually(t, 30*time.Second, func() (bool, string) {
-			out, err := underlay(t, "ips", "--network", "solo", "--json", "--consul-addr", n.ConsulAddr)
+			addrs, err := ipsOf(t, "solo", n.ConsulAddr)
 			if err != nil {
 				return false, err.Error()
 			}
-			var got struct{ Addresses []inventory.Entry }
-			if err := json.Unmarshal([]byte(out), &got); err != nil {
-				return false, err.Error()
-			}
-			for _, e := range got.Addresses {
+			for _, e := range addrs {
 				if e.IP == inFlight.String() {
 					return e.State == inventory.StateStarting, fmt.Sprintf("underlay ips shows %s as %q, want %q", e.IP, e.State, inventory.StateStarting)
 				}
 			}
-			return false, fmt.Sprintf("underlay ips does not list %s: %s", inFlight, out)
+			return false, fmt.Sprintf("underlay ips does not list %s: %+v", inFlight, addrs)
 		})
 		if c, err := n.Docker.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("id", slow))}); err != nil || len(c) != 1 || c[0].State != listed {
 			t.Fatalf("the held start is not under way as a %s container's: %+v %v", listed, c, err)

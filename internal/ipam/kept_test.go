@@ -30,13 +30,7 @@ func (l *localStarts) HeldAddresses(context.Context) (Local, error) {
 func TestKeptForStarts(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	st := netspec.NewStore(kv)
-	spec := netspec.Spec{Name: "net", Subnet: netip.MustParsePrefix("10.2.0.0/24"), Gateway: netip.MustParseAddr("10.2.0.1"),
-		Parent: "eth1", IPAM: netspec.Cluster}
-	if err := st.Create(ctx, spec); err != nil {
-		t.Fatal(err)
-	}
-	p, _ := PoolOf(spec, false)
+	st, p := clusterNet(t, kv)
 	clock := t0
 	now := func() time.Time { return clock }
 	a := newAllocator(kv, "n1", "g", now, nil)

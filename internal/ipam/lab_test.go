@@ -32,6 +32,19 @@ func underlay(t testing.TB, args ...string) (string, error) {
 	return out.String(), nil
 }
 
+// ipsOf is what `underlay ips --json` lists of network.
+func ipsOf(t testing.TB, network, consulAddr string) ([]inventory.Entry, error) {
+	out, err := underlay(t, "ips", "--network", network, "--json", "--consul-addr", consulAddr)
+	if err != nil {
+		return nil, err
+	}
+	var got struct{ Addresses []inventory.Entry }
+	if err := json.Unmarshal([]byte(out), &got); err != nil {
+		return nil, fmt.Errorf("underlay ips --json: %w: %s", err, out)
+	}
+	return got.Addresses, nil
+}
+
 // TestIntegrationLabClusterIPAM: on a 3-node lab, a cluster-IPAM network
 // gives a service spread over every node addresses from one pool, with no
 // per-node range and no duplicate, never the gateway, an aux, a shim, the
@@ -119,16 +132,12 @@ func TestIntegrationLabClusterIPAM(t *testing.T) {
 	}
 	// `underlay ips` shows every address of the pool with its state.
 	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
-		out, err := underlay(t, "ips", "--network", "pool", "--json", "--consul-addr", m.ConsulAddr)
+		addrs, err := ipsOf(t, "pool", m.ConsulAddr)
 		if err != nil {
 			return false, err.Error()
 		}
-		var got struct{ Addresses []inventory.Entry }
-		if err := json.Unmarshal([]byte(out), &got); err != nil {
-			return false, err.Error()
-		}
 		states := map[string]int{}
-		for _, e := range got.Addresses {
+		for _, e := range addrs {
 			states[e.State]++
 		}
 		// Each node keeps 4 spares (the agents' default) once it has
