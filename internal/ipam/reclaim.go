@@ -86,7 +86,7 @@ type Reclaimer struct {
 
 	mu sync.Mutex // guards following fields
 	// unheld is when each of this node's addresses was first seen without
-	// a container, by pool: what `underlay ips` shows as leaked-pending.
+	// a container, by pool.
 	unheld map[string]map[netip.Addr]time.Time
 	// missing is when each node was first seen departed (leader only).
 	missing map[string]time.Time
@@ -270,20 +270,6 @@ func (r *Reclaimer) departed(ctx context.Context) (map[string]bool, error) {
 	gone, missing := planDeparted(facts, alive, r.missing, r.Alloc.now(), r.NodeTimeout, fresh)
 	r.missing = missing
 	return gone, nil
-}
-
-// Pending reports the addresses this node considers leaked but has not yet
-// reclaimed, with when each was first seen unheld.
-func (r *Reclaimer) Pending() map[netip.Addr]time.Time {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := map[netip.Addr]time.Time{}
-	for _, pool := range r.unheld {
-		for a, t := range pool {
-			out[a] = t
-		}
-	}
-	return out
 }
 
 // Run sweeps every period until ctx ends.
