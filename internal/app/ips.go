@@ -66,8 +66,8 @@ KV document the pool skips, with the command that removes it.`,
 				fmt.Fprintf(streams.ErrOut, "warning: %d address(es) held more than once; see PROBLEM\n", dups)
 			}
 			for _, b := range bad {
-				fmt.Fprintf(streams.ErrOut, "warning: pool %s skips %s (%s): nothing is allocated from it, and addresses recorded there are not listed above; fix: %s\n",
-					b.Pool, b.Key, b.Problem, b.Fix)
+				fmt.Fprintf(streams.ErrOut, "warning: pool %s skips %s (%s): %s; fix: %s\n",
+					b.Pool, b.Key, b.Problem, b.Effect, b.Fix)
 			}
 			return nil
 		},

@@ -279,10 +279,11 @@ func (p fakePools) BadKeys(context.Context, []netspec.Spec) (map[string][]BadKey
 // TestIPAMCheck: a pool with a bad key fails, naming it, with the command
 // that removes it; a clean pool is ok.
 func TestIPAMCheck(t *testing.T) {
-	bad := BadKey{Key: "underlay/ipam/lan/v4/blocks/stray", Problem: "not a block", Fix: "consul kv delete underlay/ipam/lan/v4/blocks/stray"}
+	bad := BadKey{Key: "underlay/ipam/lan/v4/blocks/stray", Problem: "not a block", Effect: "nothing is allocated from it",
+		Fix: "consul kv delete underlay/ipam/lan/v4/blocks/stray"}
 	rs := IPAMCheck{Networks: fakeNetworks{}, Pools: fakePools{"lan/v4": {bad}, "wan/v4": nil}}.Run(context.Background(), t.Logf)
 	if len(rs) != 2 || rs[0].Check != "ipam/lan/v4/documents" || rs[0].Status != Fail || rs[0].Fix != bad.Fix ||
-		!strings.Contains(rs[0].Message, bad.Key) || rs[1].Status != OK {
+		!strings.Contains(rs[0].Message, bad.Key) || !strings.Contains(rs[0].Message, bad.Effect) || rs[1].Status != OK {
 		t.Errorf("results %+v", rs)
 	}
 }

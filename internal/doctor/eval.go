@@ -304,10 +304,10 @@ func evalShim(o hostnet.Observed, w hostnet.Want, shimType string, name func(str
 	return append(rs, addr, route)
 }
 
-// BadKey is a key under a cluster-IPAM pool's blocks/ that the allocator
-// skips: an undecodable block document, or a key that names no block.
+// BadKey is a key of a cluster-IPAM pool that cannot be read (see
+// ipam.BadDoc); Effect says what skipping it does.
 type BadKey struct {
-	Key, Problem, Fix string
+	Key, Problem, Effect, Fix string
 }
 
 // EvalIPAMDocuments judges one cluster-IPAM pool's KV documents: every
@@ -319,12 +319,12 @@ func EvalIPAMDocuments(pool string, bad []BadKey, err error) []Result {
 			Fix: "consul members   # the Consul agent must be reachable (see consul/agent)"}}
 	}
 	if len(bad) == 0 {
-		return []Result{{Check: check, Status: OK, Message: "every block document of " + pool + " is readable"}}
+		return []Result{{Check: check, Status: OK, Message: "every document of " + pool + " is readable"}}
 	}
 	var rs []Result
 	for _, b := range bad {
 		rs = append(rs, Result{Check: check, Status: Fail, Fix: b.Fix,
-			Message: fmt.Sprintf("%s is skipped (%s): nothing is allocated from it; once it is removed, agents record again the addresses their containers hold there", b.Key, b.Problem)})
+			Message: fmt.Sprintf("%s is skipped (%s): %s", b.Key, b.Problem, b.Effect)})
 	}
 	return rs
 }

@@ -343,7 +343,7 @@ func (p IPAMPools) BadKeys(ctx context.Context, specs []netspec.Spec) (map[strin
 			}
 			out[pool.ID()] = nil
 			for _, b := range c.Bad {
-				out[pool.ID()] = append(out[pool.ID()], BadKey{Key: b.Key, Problem: b.Err.Error(), Fix: b.Fix()})
+				out[pool.ID()] = append(out[pool.ID()], BadKey{Key: b.Key, Problem: b.Err.Error(), Effect: b.Effect(), Fix: b.Fix()})
 			}
 		}
 	}

@@ -29,7 +29,9 @@ type BadDocument struct {
 	Pool    string `json:"pool"`
 	Key     string `json:"key"`
 	Problem string `json:"problem"`
-	Fix     string `json:"fix"`
+	// Effect says what skipping it does.
+	Effect string `json:"effect"`
+	Fix    string `json:"fix"`
 }
 
 // PoolKV is what reading the networks and their pools needs of the KV store.
@@ -96,7 +98,7 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry) ([]Entry, []BadD
 				kept[a] = c.KeptFor(a, al)
 			}
 			for _, b := range c.Bad {
-				bad = append(bad, BadDocument{Pool: pool.ID(), Key: b.Key, Problem: b.Err.Error(), Fix: b.Fix()})
+				bad = append(bad, BadDocument{Pool: pool.ID(), Key: b.Key, Problem: b.Err.Error(), Effect: b.Effect(), Fix: b.Fix()})
 			}
 		}
 		for a, al := range allocs {

@@ -62,7 +62,7 @@ func decodeKept(p Pool, pairs []kvstore.Pair) (map[netip.Addr]Kept, []BadDoc) {
 			}
 		}
 		if err != nil {
-			bad = append(bad, BadDoc{Key: pr.Key, Index: pr.Index, Err: err})
+			bad = append(bad, BadDoc{Key: pr.Key, Index: pr.Index, Err: err, Kept: true})
 			continue
 		}
 		for _, a := range doc.Addrs {

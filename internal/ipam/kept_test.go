@@ -148,6 +148,9 @@ func TestKeptBadDocuments(t *testing.T) {
 	got := map[string]string{}
 	for _, b := range c.Bad {
 		got[strings.TrimPrefix(b.Key, keptPrefix(pool26))] = b.Err.Error()
+		if !strings.Contains(b.Effect(), "show as leaks") {
+			t.Errorf("bad key %s: effect %q, want what skipping a kept key does", b.Key, b.Effect())
+		}
 	}
 	for node, want := range map[string]string{"n1": "not a kept-addresses document", "n2": "192.0.2.1 is not in pool", "n3/x": `"n3/x" is not a node identity`} {
 		if !strings.Contains(got[node], want) {

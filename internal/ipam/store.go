@@ -282,17 +282,30 @@ func (s *store) badCount() int {
 	return n
 }
 
-// BadDoc is a key under a pool's blocks/ that the allocator skips: an
-// undecodable document, or a key that names no block of the pool.
+// BadDoc is a key of a pool that cannot be read: under blocks/, one the
+// allocator skips (an undecodable document, or a key that names no block
+// of the pool); under kept/ (Kept), one `underlay ips` and the dashboard
+// skip.
 type BadDoc struct {
 	Key   string
 	Index uint64
 	Err   error
+	Kept  bool
 }
 
 // Fix is the command that removes the key. Agents then record again the
-// addresses their containers hold in that block, within two leak sweeps.
+// addresses their containers hold in that block, within two leak sweeps;
+// a node's agent writes its kept key again at its next sweep that keeps
+// any address.
 func (d BadDoc) Fix() string { return "consul kv delete " + shellQuote(d.Key) }
+
+// Effect says what skipping the key does.
+func (d BadDoc) Effect() string {
+	if d.Kept {
+		return "the addresses its node keeps for container starts under way show as leaks in underlay ips and the dashboard; the sweep does not read it"
+	}
+	return "nothing is allocated from it, and addresses recorded there are not listed; once it is removed, agents record again the addresses their containers hold there"
+}
 
 func shellQuote(s string) string {
 	if s != "" && !strings.ContainsAny(s, " \t\n'\"\\$`*?[]{}()<>|&;!#~") {
