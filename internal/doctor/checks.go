@@ -239,17 +239,38 @@ func (c ModulesCheck) Run(ctx context.Context, logf Logf) []Result {
 	return rs
 }
 
-// Pools reads the cluster-IPAM pools' bad keys.
+// Pools reads the cluster-IPAM pools.
 type Pools interface {
-	// BadKeys lists, by pool ID (NETWORK/v4, NETWORK/v6), the keys under
-	// each cluster-IPAM pool's blocks/ that the allocator skips.
-	BadKeys(ctx context.Context, specs []netspec.Spec) (map[string][]BadKey, error)
+	// Read reads, by pool ID (NETWORK/v4, NETWORK/v6), each cluster-IPAM
+	// pool's keys that cannot be read and the addresses nodes keep for
+	// container starts under way.
+	Read(ctx context.Context, specs []netspec.Spec) (map[string]PoolFacts, error)
 }
 
-// IPAMCheck checks that the cluster-IPAM pools' KV documents are readable.
+// PoolFacts is what the doctor reads of one cluster-IPAM pool.
+type PoolFacts struct {
+	Bad  []BadKey
+	Kept []KeptAddr
+}
+
+// KeptAddr is an address a node's agent keeps, unheld, for a container
+// start under way on that node.
+type KeptAddr struct {
+	Addr netip.Addr
+	// Node is the node's identity (swarm node ID).
+	Node string
+	// Allocated is when the start's address was allocated.
+	Allocated time.Time
+}
+
+// IPAMCheck checks that the cluster-IPAM pools' KV documents are readable
+// and that no start on this node (NodeID) has held an address for long.
 type IPAMCheck struct {
+	NodeID   string
 	Networks Networks
 	Pools    Pools
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
 }
 
 // Name implements Check.
@@ -261,13 +282,18 @@ func (c IPAMCheck) Run(ctx context.Context, logf Logf) []Result {
 	if err != nil {
 		return EvalIPAMDocuments("pools", nil, err)
 	}
-	bad, err := c.Pools.BadKeys(ctx, specs)
+	pools, err := c.Pools.Read(ctx, specs)
 	if err != nil {
 		return EvalIPAMDocuments("pools", nil, err)
 	}
+	now := time.Now
+	if c.Now != nil {
+		now = c.Now
+	}
 	var rs []Result
-	for _, id := range slices.Sorted(maps.Keys(bad)) {
-		rs = append(rs, EvalIPAMDocuments(id, bad[id], nil)...)
+	for _, id := range slices.Sorted(maps.Keys(pools)) {
+		rs = append(rs, EvalIPAMDocuments(id, pools[id].Bad, nil)...)
+		rs = append(rs, EvalKeptStarts(id, c.NodeID, pools[id].Kept, now())...)
 	}
 	return rs
 }

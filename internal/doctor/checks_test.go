@@ -270,9 +270,9 @@ func TestWrite(t *testing.T) {
 	}
 }
 
-type fakePools map[string][]BadKey
+type fakePools map[string]PoolFacts
 
-func (p fakePools) BadKeys(context.Context, []netspec.Spec) (map[string][]BadKey, error) {
+func (p fakePools) Read(context.Context, []netspec.Spec) (map[string]PoolFacts, error) {
 	return p, nil
 }
 
@@ -281,10 +281,43 @@ func (p fakePools) BadKeys(context.Context, []netspec.Spec) (map[string][]BadKey
 func TestIPAMCheck(t *testing.T) {
 	bad := BadKey{Key: "underlay/ipam/lan/v4/blocks/stray", Problem: "not a block", Effect: "nothing is allocated from it",
 		Fix: "consul kv delete underlay/ipam/lan/v4/blocks/stray"}
-	rs := IPAMCheck{Networks: fakeNetworks{}, Pools: fakePools{"lan/v4": {bad}, "wan/v4": nil}}.Run(context.Background(), t.Logf)
+	rs := IPAMCheck{Networks: fakeNetworks{}, Pools: fakePools{"lan/v4": {Bad: []BadKey{bad}}, "wan/v4": {}}}.Run(context.Background(), t.Logf)
 	if len(rs) != 2 || rs[0].Check != "ipam/lan/v4/documents" || rs[0].Status != Fail || rs[0].Fix != bad.Fix ||
 		!strings.Contains(rs[0].Message, bad.Key) || !strings.Contains(rs[0].Message, bad.Effect) || rs[1].Status != OK {
 		t.Errorf("results %+v", rs)
+	}
+}
+
+// TestIPAMCheckKeptStarts: addresses this node keeps for container starts
+// under way are reported; one kept past HeldStartWarn warns, naming it
+// and how to find the start; other nodes' are not this node's doctor's.
+func TestIPAMCheckKeptStarts(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	kept := func(addr, node string, ago time.Duration) KeptAddr {
+		return KeptAddr{Addr: netip.MustParseAddr(addr), Node: node, Allocated: now.Add(-ago)}
+	}
+	run := func(ks ...KeptAddr) []Result {
+		return IPAMCheck{NodeID: "me", Networks: fakeNetworks{}, Pools: fakePools{"lan/v4": {Kept: ks}}, Now: func() time.Time { return now }}.Run(context.Background(), t.Logf)
+	}
+	starts := func(rs []Result) []Result {
+		var out []Result
+		for _, r := range rs {
+			if r.Check == "ipam/lan/v4/starts" {
+				out = append(out, r)
+			}
+		}
+		return out
+	}
+	if rs := starts(run(kept("10.9.0.5", "other", time.Hour))); len(rs) != 0 {
+		t.Errorf("another node's kept address: %+v, want no result", rs)
+	}
+	if rs := starts(run(kept("10.9.0.5", "me", time.Minute))); len(rs) != 1 || rs[0].Status != OK || !strings.Contains(rs[0].Message, "1 address(es)") {
+		t.Errorf("a start of a minute: %+v, want ok", rs)
+	}
+	rs := starts(run(kept("10.9.0.6", "me", time.Minute), kept("10.9.0.5", "me", HeldStartWarn+time.Minute)))
+	if len(rs) != 1 || rs[0].Status != Warn || !strings.Contains(rs[0].Message, "10.9.0.5 (and 1 more)") ||
+		!strings.Contains(rs[0].Message, "11m0s ago") || !strings.Contains(rs[0].Fix, "status=created") {
+		t.Errorf("a start of 11 minutes: %+v, want a warning naming 10.9.0.5", rs)
 	}
 }
 

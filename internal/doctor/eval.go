@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -327,6 +328,38 @@ func EvalIPAMDocuments(pool string, bad []BadKey, err error) []Result {
 			Message: fmt.Sprintf("%s is skipped (%s): %s", b.Key, b.Problem, b.Effect)})
 	}
 	return rs
+}
+
+// HeldStartWarn is how long a container start may hold an address, kept
+// unheld by its node's sweep, before the doctor warns: Swarm's and
+// Docker's starts take seconds; minutes mean a hung dockerd (or runtime).
+const HeldStartWarn = 10 * time.Minute
+
+// EvalKeptStarts judges the addresses of one pool that node (this node's
+// identity) keeps for container starts under way: none, no result; one
+// kept longer than HeldStartWarn warns, since the address cannot be
+// reclaimed until the start ends.
+func EvalKeptStarts(pool, node string, kept []KeptAddr, now time.Time) []Result {
+	var mine []KeptAddr
+	for _, k := range kept {
+		if k.Node == node {
+			mine = append(mine, k)
+		}
+	}
+	if node == "" || len(mine) == 0 {
+		return nil
+	}
+	slices.SortFunc(mine, func(a, b KeptAddr) int { return a.Allocated.Compare(b.Allocated) })
+	check := "ipam/" + pool + "/starts"
+	oldest := mine[0]
+	age := now.Sub(oldest.Allocated).Round(time.Second)
+	if age < HeldStartWarn {
+		return []Result{{Check: check, Status: OK, Message: fmt.Sprintf("%d address(es) kept for container starts under way on this node, the oldest allocated %s ago", len(mine), age)}}
+	}
+	return []Result{{Check: check, Status: Warn,
+		Message: fmt.Sprintf("%s (and %d more) kept for a container start under way on this node since %s (%s ago): a start that long means a hung dockerd or runtime; the address cannot be reclaimed until the start ends",
+			oldest.Addr, len(mine)-1, oldest.Allocated.UTC().Format(time.RFC3339), age),
+		Fix: "docker ps -a --filter status=created --filter status=restarting   # the starts under way; docker inspect on one that hangs names a hung dockerd"}}
 }
 
 // NetfilterFacts is the state behind the bridge-netfilter/FORWARD trap.

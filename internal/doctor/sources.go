@@ -301,7 +301,7 @@ func (e Env) Checks() []Check {
 		MacvlanCheck{Files: files, Links: links},
 		ModulesCheck{Networks: e.Networks, Links: links, Files: files},
 		NetworksCheck{NodeID: e.NodeID, Node: e.Node, Networks: e.Networks, Links: links, Files: files},
-		IPAMCheck{Networks: e.Networks, Pools: e.Pools},
+		IPAMCheck{NodeID: e.NodeID, Networks: e.Networks, Pools: e.Pools},
 		NetfilterCheck{Files: files, Firewall: IPTables{}},
 		DockerCheck{Docker: e.Docker, Files: files},
 		ConsulCheck{Consul: e.Consul},
@@ -325,9 +325,9 @@ func NodeID(ctx context.Context, d *DockerAPI) string {
 // IPAMPools reads pools through Consul KV (ipam.Inspect).
 type IPAMPools struct{ KV ipam.KV }
 
-// BadKeys implements Pools.
-func (p IPAMPools) BadKeys(ctx context.Context, specs []netspec.Spec) (map[string][]BadKey, error) {
-	out := map[string][]BadKey{}
+// Read implements Pools.
+func (p IPAMPools) Read(ctx context.Context, specs []netspec.Spec) (map[string]PoolFacts, error) {
+	out := map[string]PoolFacts{}
 	for _, s := range specs {
 		if s.IPAM != netspec.Cluster {
 			continue
@@ -341,10 +341,16 @@ func (p IPAMPools) BadKeys(ctx context.Context, specs []netspec.Spec) (map[strin
 			if err != nil {
 				return nil, err
 			}
-			out[pool.ID()] = nil
+			var f PoolFacts
 			for _, b := range c.Bad {
-				out[pool.ID()] = append(out[pool.ID()], BadKey{Key: b.Key, Problem: b.Err.Error(), Effect: b.Effect(), Fix: b.Fix()})
+				f.Bad = append(f.Bad, BadKey{Key: b.Key, Problem: b.Err.Error(), Effect: b.Effect(), Fix: b.Fix()})
 			}
+			for a, al := range c.Allocs {
+				if c.KeptFor(a, al) {
+					f.Kept = append(f.Kept, KeptAddr{Addr: a, Node: al.Node, Allocated: al.At})
+				}
+			}
+			out[pool.ID()] = f
 		}
 	}
 	return out, nil

@@ -2,6 +2,7 @@ package ipam_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/netip"
 	"os"
@@ -17,6 +18,7 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 
 	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/doctor"
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/lab"
@@ -350,6 +352,10 @@ func TestIntegrationLabIPAMStandaloneRestart(t *testing.T) {
 			}
 			return false, fmt.Sprintf("underlay ips does not list %s: %+v", inFlight, addrs)
 		})
+		// So does the node's doctor (a warning only past 10 minutes).
+		if r := doctorResult(t, ctx, l, "node1", "ipam/"+pool.ID()+"/starts"); r.Status != doctor.OK || !strings.Contains(r.Message, "1 address(es) kept") {
+			t.Errorf("doctor on node1: %+v, want ok, one address kept for a start", r)
+		}
 		if c, err := n.Docker.ContainerList(ctx, container.ListOptions{All: true, Filters: filters.NewArgs(filters.Arg("id", slow))}); err != nil || len(c) != 1 || c[0].State != listed {
 			t.Fatalf("the held start is not under way as a %s container's: %+v %v", listed, c, err)
 		}
@@ -398,6 +404,28 @@ func TestIntegrationLabIPAMStandaloneRestart(t *testing.T) {
 	}
 	go func() { started <- n.Docker.ContainerStart(ctx, slow, container.StartOptions{}) }()
 	letGo(heldStart(after, "exited"))
+}
+
+// doctorResult runs `underlay doctor` on a lab node and returns its result
+// of check.
+func doctorResult(t *testing.T, ctx context.Context, l *testenv.Lab, node, check string) doctor.Result {
+	t.Helper()
+	cmd, err := lab.Command(ctx, l.Name, node, testenv.UnderlayBinary(t), "doctor", "--json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _ := cmd.Output() // exits 1 when any check fails
+	var rs []doctor.Result
+	if err := json.Unmarshal(out, &rs); err != nil {
+		t.Fatalf("doctor on %s: %v: %s", node, err, out)
+	}
+	for _, r := range rs {
+		if r.Check == check {
+			return r
+		}
+	}
+	t.Fatalf("doctor on %s has no %s: %+v", node, check, rs)
+	return doctor.Result{}
 }
 
 // stallRuntime is a runc whose start waits while the file stall exists.
