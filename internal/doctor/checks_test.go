@@ -314,6 +314,9 @@ func TestIPAMCheckKeptStarts(t *testing.T) {
 	if rs := starts(run(kept("10.9.0.5", "me", time.Minute))); len(rs) != 1 || rs[0].Status != OK || !strings.Contains(rs[0].Message, "1 address(es)") {
 		t.Errorf("a start of a minute: %+v, want ok", rs)
 	}
+	if rs := starts(run(kept("10.9.0.5", "me", HeldStartWarn))); len(rs) != 1 || rs[0].Status != Warn || !strings.HasPrefix(rs[0].Message, "10.9.0.5 kept for") {
+		t.Errorf("one start of 10 minutes: %+v, want a warning naming 10.9.0.5 alone", rs)
+	}
 	rs := starts(run(kept("10.9.0.6", "me", time.Minute), kept("10.9.0.5", "me", HeldStartWarn+time.Minute)))
 	if len(rs) != 1 || rs[0].Status != Warn || !strings.Contains(rs[0].Message, "10.9.0.5 (and 1 more)") ||
 		!strings.Contains(rs[0].Message, "11m0s ago") || !strings.Contains(rs[0].Fix, "status=created") {

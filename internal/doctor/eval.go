@@ -356,9 +356,13 @@ func EvalKeptStarts(pool, node string, kept []KeptAddr, now time.Time) []Result 
 	if age < HeldStartWarn {
 		return []Result{{Check: check, Status: OK, Message: fmt.Sprintf("%d address(es) kept for container starts under way on this node, the oldest allocated %s ago", len(mine), age)}}
 	}
+	what := oldest.Addr.String()
+	if len(mine) > 1 {
+		what += fmt.Sprintf(" (and %d more)", len(mine)-1)
+	}
 	return []Result{{Check: check, Status: Warn,
-		Message: fmt.Sprintf("%s (and %d more) kept for a container start under way on this node since %s (%s ago): a start that long means a hung dockerd or runtime; the address cannot be reclaimed until the start ends",
-			oldest.Addr, len(mine)-1, oldest.Allocated.UTC().Format(time.RFC3339), age),
+		Message: fmt.Sprintf("%s kept for a container start under way on this node since %s (%s ago): a start that long means a hung dockerd or runtime; the address cannot be reclaimed until the start ends",
+			what, oldest.Allocated.UTC().Format(time.RFC3339), age),
 		Fix: "docker ps -a --filter status=created --filter status=restarting   # the starts under way; docker inspect on one that hangs names a hung dockerd"}}
 }
 
