@@ -186,7 +186,7 @@ func clusterNet() (NetworkInput, []inventory.Entry) {
 // keeps for a container start under way shows as a starting container's,
 // not a leak; a key of another node keeps nothing.
 func TestBuildPoolKept(t *testing.T) {
-	state := func(kept map[netip.Addr]ipam.Kept) (string, string) {
+	state := func(kept ipam.KeptAddrs) (string, string) {
 		n, es := clusterNet()
 		n.Kept = kept
 		ix := &index{}
@@ -198,10 +198,10 @@ func TestBuildPoolKept(t *testing.T) {
 		return "", ""
 	}
 	leak := netip.MustParseAddr("10.0.0.130")
-	if st, h := state(map[netip.Addr]ipam.Kept{leak: {Node: "node1", At: t0}}); st != StateTask || h != "allocated to node1 for a container being started" {
+	if st, h := state(ipam.KeptAddrs{leak: {Node: "node1", At: t0}}); st != StateTask || h != "allocated to node1 for a container being started" {
 		t.Errorf("kept by its node: %s %q, want a task being started", st, h)
 	}
-	if st, _ := state(map[netip.Addr]ipam.Kept{leak: {Node: "node2", At: t0}}); st != StateLeaked {
+	if st, _ := state(ipam.KeptAddrs{leak: {Node: "node2", At: t0}}); st != StateLeaked {
 		t.Errorf("kept by another node: %s, want %s", st, StateLeaked)
 	}
 }

@@ -65,8 +65,7 @@ func buildPool(n NetworkInput, entries []inventory.Entry, holder func(inventory.
 			if err != nil || len(held[a]) > 0 {
 				continue
 			}
-			k, ok := n.Kept[a]
-			set(a, allocation(al, ok && k.Node == al.Node, now))
+			set(a, allocation(al, n.Kept.For(a, al), now))
 		}
 	}
 	for a, es := range held {

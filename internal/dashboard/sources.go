@@ -139,7 +139,7 @@ type NetworkInput struct {
 	Blocks map[netip.Prefix]ipam.BlockDoc
 	// Kept are the IPv4 pool's addresses that their node's agent keeps for
 	// a container start under way there (cluster IPAM).
-	Kept map[netip.Addr]ipam.Kept
+	Kept ipam.KeptAddrs
 }
 
 // AgentInput is what one node's agent published about its node.

@@ -184,6 +184,17 @@ func (c *connects) forget(id string) {
 	delete(c.pending, id)
 }
 
+// keepOnly forgets the containers not in ids (gone).
+func (c *connects) keepOnly(ids map[string]bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id := range c.pending {
+		if !ids[id] {
+			delete(c.pending, id)
+		}
+	}
+}
+
 func (c *connects) has(id string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -265,13 +276,7 @@ func (s *Source) starts(ctx context.Context, list []container.Summary) []listedS
 		}()
 	}
 	wg.Wait()
-	s.connected.mu.Lock()
-	for id := range s.connected.pending {
-		if !listed[id] {
-			delete(s.connected.pending, id)
-		}
-	}
-	s.connected.mu.Unlock()
+	s.connected.keepOnly(listed)
 	var out []listedStart
 	for _, st := range found {
 		if st != nil {

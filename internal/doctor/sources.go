@@ -346,7 +346,7 @@ func (p IPAMPools) Read(ctx context.Context, specs []netspec.Spec) (map[string]P
 				f.Bad = append(f.Bad, BadKey{Key: b.Key, Problem: b.Err.Error(), Effect: b.Effect(), Fix: b.Fix()})
 			}
 			for a, al := range c.Allocs {
-				if c.KeptFor(a, al) {
+				if c.Kept.For(a, al) {
 					f.Kept = append(f.Kept, KeptAddr{Addr: a, Node: al.Node, Allocated: al.At})
 				}
 			}

@@ -83,7 +83,7 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry) ([]Entry, []BadD
 			out = append(out, Entry{IP: a.String(), Network: s.Name, State: StateAuxPfx + name})
 		}
 		allocs := map[netip.Addr]ipam.Alloc{}
-		kept := map[netip.Addr]bool{}
+		kept := ipam.KeptAddrs{}
 		for _, v6 := range []bool{false, true} {
 			if v6 && !s.IPv6Subnet.IsValid() {
 				continue
@@ -94,9 +94,7 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry) ([]Entry, []BadD
 				return nil, nil, fmt.Errorf("read pool of %s: %w", s.Name, err)
 			}
 			maps.Copy(allocs, c.Allocs)
-			for a, al := range c.Allocs {
-				kept[a] = c.KeptFor(a, al)
-			}
+			maps.Copy(kept, c.Kept)
 			for _, b := range c.Bad {
 				bad = append(bad, BadDocument{Pool: pool.ID(), Key: b.Key, Problem: b.Err.Error(), Effect: b.Effect(), Fix: b.Fix()})
 			}
@@ -111,7 +109,7 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry) ([]Entry, []BadD
 				e.State = StateShim
 			case al.Kind == ipam.KindSpare:
 				e.State = StateSpare
-			case kept[a]:
+			case kept.For(a, al):
 				e.State = StateStarting
 			default:
 				e.State = StateLeak

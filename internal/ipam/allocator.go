@@ -474,17 +474,9 @@ type Contents struct {
 	Allocs map[netip.Addr]Alloc
 	Blocks map[netip.Prefix]BlockDoc
 	// Kept are the addresses no container holds that their node's last
-	// sweep kept: a container start under way there may hold them. Only
-	// an allocation of that same node is kept (see KeptFor).
-	Kept map[netip.Addr]Kept
+	// sweep kept: a container start under way there may hold them.
+	Kept KeptAddrs
 	Bad  []BadDoc
-}
-
-// KeptFor says whether al, at a, is an allocation its node keeps for a
-// container start under way.
-func (c Contents) KeptFor(a netip.Addr, al Alloc) bool {
-	k, ok := c.Kept[a]
-	return ok && k.Node == al.Node
 }
 
 // Inspect reads a pool's contents.

@@ -38,10 +38,21 @@ type Kept struct {
 	At time.Time
 }
 
+// KeptAddrs are a pool's kept addresses, by address.
+type KeptAddrs map[netip.Addr]Kept
+
+// For says whether al, at a, is an allocation its node keeps for a
+// container start under way: only an allocation of the node that kept
+// the address is.
+func (k KeptAddrs) For(a netip.Addr, al Alloc) bool {
+	kept, ok := k[a]
+	return ok && kept.Node == al.Node
+}
+
 // decodeKept reads a pool's kept/ listing: by address, the node that kept
 // it; keys that cannot be read are set apart.
-func decodeKept(p Pool, pairs []kvstore.Pair) (map[netip.Addr]Kept, []BadDoc) {
-	out := map[netip.Addr]Kept{}
+func decodeKept(p Pool, pairs []kvstore.Pair) (KeptAddrs, []BadDoc) {
+	out := KeptAddrs{}
 	var bad []BadDoc
 	prefix := keptPrefix(p)
 	for _, pr := range pairs {

@@ -83,11 +83,11 @@ func TestKeptForStarts(t *testing.T) {
 	sweep() // first seen unheld
 	clock = t0.Add(22 * time.Second)
 	c := sweep()
-	if !c.KeptFor(addr, c.Allocs[addr]) || c.Kept[addr].At != clock {
+	if !c.Kept.For(addr, c.Allocs[addr]) || c.Kept[addr].At != clock {
 		t.Fatalf("start under way: kept %v, want %s kept by n1 at %s", c.Kept, addr, clock)
 	}
 	// Another node's allocation of the same address would not be kept.
-	if c.KeptFor(addr, Alloc{Node: "n2", Kind: KindTask}) {
+	if c.Kept.For(addr, Alloc{Node: "n2", Kind: KindTask}) {
 		t.Errorf("n1's kept key counts for n2's allocation")
 	}
 	clock = clock.Add(time.Second)
