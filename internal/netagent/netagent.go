@@ -220,6 +220,13 @@ func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec
 			return nil
 		}
 	}
+	// `network rm` may have marked the spec, and removed the swarm
+	// network, since this sync read it: creating it now would undo that.
+	// (rm also looks once more at the end, for the window left here.)
+	cur, ok, err := r.Store.Get(ctx, s.Name)
+	if err != nil || !ok || cur.Deleting {
+		return err
+	}
 	if err := r.Swarm.CreateSwarmNetwork(ctx, s); err != nil {
 		return fmt.Errorf("network %s: create swarm network: %w", s.Name, err)
 	}

@@ -95,3 +95,66 @@ func TestSyncRefusesInvalidSpecs(t *testing.T) {
 		t.Errorf("underlay_network_invalid_specs: %v, want 4", fams)
 	}
 }
+
+// leaderSwarm is the swarm of a leader agent on which no swarm network
+// exists yet; onReadyNodes runs while a sync decides whether to create it.
+type leaderSwarm struct {
+	onReadyNodes func()
+	created      []string
+}
+
+func (s *leaderSwarm) IsLeader(context.Context) (bool, error) { return true, nil }
+func (s *leaderSwarm) ReadyNodes(context.Context) ([]string, error) {
+	if s.onReadyNodes != nil {
+		s.onReadyNodes()
+	}
+	return []string{"id1"}, nil
+}
+func (s *leaderSwarm) SwarmNetworkExists(context.Context, string) (bool, error) { return false, nil }
+func (s *leaderSwarm) CreateSwarmNetwork(_ context.Context, sp netspec.Spec) error {
+	s.created = append(s.created, sp.Name)
+	return nil
+}
+
+// TestSyncLeavesSwarmNetworkOfRemovedSpec: `network rm` marking the spec
+// deleting (and removing the swarm network) while the leader's sync,
+// which read the spec before, decides to create the swarm network: the
+// sync creates nothing, or it would undo the removal.
+func TestSyncLeavesSwarmNetworkOfRemovedSpec(t *testing.T) {
+	ctx := context.Background()
+	st := netspec.NewStore(kvtest.New())
+	spec := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.10.0.0/24"), Gateway: netip.MustParseAddr("10.10.0.1"),
+		Parent: "eth1", IPAM: netspec.PerNode, PerNodeSize: 16}
+	if err := st.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	host := &fakeHost{}
+	sw := &leaderSwarm{}
+	r := &Reconciler{ID: "id1", Node: "n1", Store: st, Docker: host, Swarm: sw, Host: host,
+		Facts: &Facts{Store: st, ID: "id1", Node: "n1", Holder: netspec.Holder{Instance: "x"}},
+		Log:   slog.New(slog.DiscardHandler), Metrics: NewMetrics(prometheus.NewRegistry()),
+		RemoveShim: func(string) error { return nil }}
+	sw.onReadyNodes = func() {
+		if err := st.MarkDeleting(ctx, "web"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(sw.created) != 0 {
+		t.Errorf("swarm networks created %v after the spec was marked deleting, want none", sw.created)
+	}
+	// Without rm, the same sync creates it.
+	if err := st.Create(ctx, netspec.Spec{Name: "api", Subnet: netip.MustParsePrefix("10.11.0.0/24"), Gateway: netip.MustParseAddr("10.11.0.1"),
+		Parent: "eth2", IPAM: netspec.PerNode, PerNodeSize: 16}); err != nil {
+		t.Fatal(err)
+	}
+	sw.onReadyNodes = nil
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(sw.created, []string{"api"}) {
+		t.Errorf("swarm networks created %v, want [api]", sw.created)
+	}
+}

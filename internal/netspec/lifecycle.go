@@ -61,7 +61,8 @@ type Removal struct {
 // spec is marked deleting first, so no agent recreates the swarm network;
 // the agents' config-only networks go once it is gone, and a second mark
 // wakes them to that. It returns once every node that reported the
-// network reports it removed, then deletes the spec.
+// network reports it removed and the swarm network is gone (again: see
+// below), then deletes the spec.
 func (st *Store) Remove(ctx context.Context, m SwarmManager, name string, r Removal) (ok bool, err error) {
 	if _, ok, err := st.Get(ctx, name); err != nil || !ok {
 		return false, err
@@ -84,7 +85,29 @@ func (st *Store) Remove(ctx context.Context, m SwarmManager, name string, r Remo
 	if err := st.waitRemoved(ctx, name, r); err != nil {
 		return true, err
 	}
+	// The leader's agent may have created the swarm network again: a sync
+	// that read the spec before the mark, and found the network gone after
+	// the removal above. Every node's removal was reported by a later sync
+	// of its agent, which read the mark, so none creates it again now.
+	if err := removeSwarmNetwork(ctx, m, name); err != nil {
+		return true, err
+	}
 	return true, st.Delete(ctx, name)
+}
+
+// removeSwarmNetwork removes the swarm network name if there is one.
+func removeSwarmNetwork(ctx context.Context, m SwarmManager, name string) error {
+	id, err := m.SwarmNetworkID(ctx, name)
+	if err != nil {
+		return fmt.Errorf("inspect swarm network %s: %w", name, err)
+	}
+	if id == "" {
+		return nil
+	}
+	if err := m.RemoveNetwork(ctx, id); err != nil {
+		return fmt.Errorf("remove swarm network %s (created again while it was removed): %w", name, err)
+	}
+	return nil
 }
 
 // unusedSwarmNetwork returns the swarm network's ID ("" when there is

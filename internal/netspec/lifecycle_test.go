@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -89,6 +90,30 @@ func TestRemove(t *testing.T) {
 		}
 		if _, ok, _ := st.Get(ctx, "web"); ok || len(m.removed) != 1 || m.removed[0] != "abc" {
 			t.Errorf("after Remove: spec present %v, swarm networks removed %v; want gone, [abc]", ok, m.removed)
+		}
+	})
+	t.Run("recreated by a sync begun before the mark", func(t *testing.T) {
+		// The leader's agent read the spec before rm marked it deleting and
+		// found the swarm network gone once rm had removed it: it creates
+		// it again, then its next sync reads the mark and takes its part
+		// down (seen on Docker 29: "swarm network left behind").
+		st := setup(t)
+		m := &fakeManager{id: "abc"}
+		m.onRemove = func() {
+			m.onRemove = nil
+			m.mu.Lock()
+			m.id = "def"
+			m.mu.Unlock()
+			for _, n := range []string{"n1", "n2"} {
+				st.Report(ctx, "web", NodeState{ID: n, Node: n, State: StateRemoved})
+			}
+		}
+		ok, err := st.Remove(ctx, m, "web", Removal{Timeout: 5 * time.Second, Poll: time.Millisecond})
+		if !ok || err != nil {
+			t.Fatalf("Remove = %v, %v", ok, err)
+		}
+		if id, _ := m.SwarmNetworkID(ctx, "web"); id != "" || !slices.Equal(m.removed, []string{"abc", "def"}) {
+			t.Errorf("after Remove: swarm network %q left, removed %v; want none left, [abc def] removed", id, m.removed)
 		}
 	})
 	t.Run("a node never takes it down", func(t *testing.T) {
