@@ -34,9 +34,7 @@ func (s *Source) Endpoints(ctx context.Context, node string) ([]inventory.Entry,
 func (s *Source) endpoints(ctx context.Context, list []container.Summary, node string) ([]inventory.Entry, error) {
 	var out []inventory.Entry
 	for _, c := range list {
-		// An exited container may still show the address it had when a
-		// crashed dockerd lost track of it: it holds nothing.
-		if c.NetworkSettings == nil || c.State == "exited" || c.State == "dead" || c.State == "removing" {
+		if c.NetworkSettings == nil || !holdsAddresses(c.State) {
 			continue
 		}
 		for name, ep := range c.NetworkSettings.Networks {
@@ -67,6 +65,19 @@ func (s *Source) endpoints(ctx context.Context, list []container.Summary, node s
 		}
 	}
 	return out, nil
+}
+
+// holdsAddresses says whether a container in this state (as listed) holds
+// the addresses its listing shows: only a running or paused one does.
+// Docker allocates at each start and releases when the container stops or
+// its start fails, yet the listing may still show the address: an exited
+// container's when a crashed dockerd lost track of it, and on Docker 20.10
+// that of a created container whose start failed (inspect shows none),
+// and of one restarting, between its exit and its next start. The
+// addresses of starts under way are kept by other means (HeldAddresses'
+// Starts).
+func holdsAddresses(state string) bool {
+	return state == "running" || state == "paused"
 }
 
 // Changes implements inventory.Source.
