@@ -3,10 +3,12 @@ package ipam
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -326,6 +328,73 @@ func TestStrayReleaseOfAFreeSpare(t *testing.T) {
 		if err != nil || got != s {
 			t.Errorf("asking for spare %s: %s %v", s, got, err)
 		}
+	}
+}
+
+// TestReleaseOfAHandedSpareWhileItIsRecorded: Docker releases a spare it
+// was handed (its container stopped at once) while the keeper's sync,
+// planned before, records it as a task: the release wins, and nothing is
+// left allocated that no container holds (before the fix, the sync wrote it
+// back as a task: a leak until the reclaimer's grace ran out twice).
+func TestReleaseOfAHandedSpareWhileItIsRecorded(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	a := NewAllocator(kv, "n1", nil)
+	a.spares.enable(2, nil)
+	first, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask) // the pool becomes known
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.spares.syncAll(ctx, false, false); err != nil {
+		t.Fatal(err)
+	}
+	handed, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
+	if err != nil || !a.spares.known(pool26)[handed] {
+		t.Fatalf("Allocate = %s, %v; want one of the spares %v", handed, err, a.spares.known(pool26))
+	}
+	// The release lands between the sync's plan and its write: in the
+	// agent, the plugin's Release of that block's update (which waits
+	// for the sync's) goes first. Here, just before the sync's write, as
+	// Release does it: the keeper forgets the handout, then Consul the
+	// address (the write then fails its check and is made again).
+	released := false
+	key := blockPath(pool26, pool26.Block(handed))
+	kv.Hook = func(call string, keys []string) error {
+		if call != "txn" || released || !slices.Contains(keys, key) {
+			return nil
+		}
+		released = true
+		if stray, _ := a.spares.releasing(pool26, handed); stray {
+			t.Errorf("release of handed %s taken as stray", handed)
+		}
+		pair, _, err := kv.Get(ctx, key)
+		if err != nil {
+			return err
+		}
+		var doc BlockDoc
+		if err := json.Unmarshal(pair.Value, &doc); err != nil {
+			return err
+		}
+		delete(doc.Allocs, handed.String())
+		b, _ := json.Marshal(doc)
+		return kv.Put(ctx, key, b)
+	}
+	if _, err := a.spares.syncAll(ctx, true, false); err != nil {
+		t.Fatal(err)
+	}
+	kv.Hook = nil
+	if !released {
+		t.Fatal("the sync wrote nothing")
+	}
+	all, err := Allocations(ctx, kv, pool26)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if al, ok := all[handed]; ok && !a.spares.mine(al) {
+		t.Errorf("released %s is allocated after the sync as %+v, want free (or a new spare)", handed, al)
+	}
+	if al := all[first]; al.Kind != KindTask {
+		t.Errorf("%s, still in use, is %+v", first, al)
 	}
 }
 

@@ -345,7 +345,10 @@ func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify b
 		done[b] = true
 		var w spareWrite
 		_, err := k.store.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
-			w = writeSpares(p, b, doc, k.node, k.gen, plan.Record, plan.Drop, check, need, now)
+			// Only spares still handed out: one Docker released since the
+			// plan is gone from Consul too, and recording it would write
+			// back an address no container holds.
+			w = writeSpares(p, b, doc, k.node, k.gen, k.stillHanded(sp, plan.Record), plan.Drop, check, need, now)
 			return w.doc, w.changed
 		})
 		if err != nil {
@@ -391,6 +394,20 @@ func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify b
 		k.mu.Unlock()
 	}
 	return firstErr
+}
+
+// stillHanded returns the spares of record that are still handed out as
+// recorded: a release forgets a handout before it frees the address.
+func (k *keeper) stillHanded(sp *sparePool, record map[netip.Addr]Alloc) map[netip.Addr]Alloc {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	out := make(map[netip.Addr]Alloc, len(record))
+	for a, al := range record {
+		if h, ok := sp.Handed[a]; ok && h.same(al) {
+			out[a] = al
+		}
+	}
+	return out
 }
 
 // settle notes one block's successful spare write (or fresh read).
