@@ -4,9 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -27,25 +25,9 @@ func startBrowser(tb testing.TB) *browser.Browser {
 	return b
 }
 
-// artifacts is where a test keeps its screenshots: $UNDERLAY_ARTIFACTS, or
-// test-artifacts/ at the repository's root, then the test's name.
-func artifacts(tb testing.TB) string {
-	tb.Helper()
-	root := os.Getenv("UNDERLAY_ARTIFACTS")
-	if root == "" {
-		_, file, _, _ := runtime.Caller(0)
-		root = filepath.Join(filepath.Dir(file), "..", "..", "test-artifacts")
-	}
-	dir := filepath.Join(root, strings.ReplaceAll(tb.Name(), "/", "_"))
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		tb.Fatal(err)
-	}
-	return dir
-}
-
 func screenshot(tb testing.TB, b *browser.Browser, name string) {
 	tb.Helper()
-	path := filepath.Join(artifacts(tb), name+".png")
+	path := filepath.Join(testenv.Artifacts(tb), name+".png")
 	if err := b.Screenshot(path); err != nil {
 		tb.Errorf("screenshot %s: %v", name, err)
 		return

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -102,8 +103,9 @@ func StartLab(t testing.TB, cfg lab.Config) *Lab {
 // itself.
 func (l *Lab) LogAgentTails() { logAgentTails(l.t, l.cfg) }
 
-// logAgentTails logs the end of every node's agent log: what a failed
-// test's agents said is gone once the lab is down.
+// logAgentTails logs the end of every node's agent log, and keeps each
+// whole log among the test's artifacts: what a failed test's agents said
+// is gone once the lab is down.
 func logAgentTails(t testing.TB, cfg lab.Config) {
 	if cfg.NoAgent {
 		return
@@ -120,7 +122,11 @@ func logAgentTails(t testing.TB, cfg lab.Config) {
 			continue
 		}
 		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-		t.Logf("%s agent log, last lines of %d:\n%s", node, len(lines), strings.Join(lines[max(0, len(lines)-30):], "\n"))
+		kept := filepath.Join(Artifacts(t), node+"-agent.log")
+		if err := os.WriteFile(kept, b, 0o644); err != nil {
+			kept = err.Error()
+		}
+		t.Logf("%s agent log (whole: %s), last lines of %d:\n%s", node, kept, len(lines), strings.Join(lines[max(0, len(lines)-30):], "\n"))
 	}
 }
 
