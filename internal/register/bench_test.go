@@ -158,16 +158,18 @@ func registrars(b *testing.B) []registrar {
 type runResult struct {
 	n, started int
 	startWall  time.Duration
+	// delivered is start event → the event delivered to a subscriber
+	// (the benchmark's own, beside the registrar's): dockerd's part;
 	// catalog is start event → first sight in the catalog by a blocking
 	// query; synced is start event → the Consul agent's sync of it to the
 	// catalog (its log); write is start event → the registrar's write to
 	// its Consul agent answered (nil: not known).
-	catalog, synced, write latencies
-	missing                int
-	deregWall              time.Duration
-	afterLast              time.Duration
-	stale                  int
-	rssKiB                 int
+	delivered, catalog, synced, write latencies
+	missing                           int
+	deregWall                         time.Duration
+	afterLast                         time.Duration
+	stale                             int
+	rssKiB                            int
 	// resyncWrites are underlay's Consul writes over a restart and two
 	// full resyncs of the unchanged containers; -1 for other registrars.
 	resyncWrites, resyncs float64
@@ -186,6 +188,7 @@ func (r runResult) String() string {
 	var s strings.Builder
 	fmt.Fprintf(&s, "  containers started             %d (in %s)\n", r.started, r.startWall.Round(time.Millisecond))
 	fmt.Fprintf(&s, "  registrations missing          %d\n", r.missing)
+	fmt.Fprintf(&s, "  start event → delivered        %s (to a subscriber beside the registrar's: dockerd's part)\n", r.delivered)
 	fmt.Fprintf(&s, "  start event → catalog          %s (first sight by a blocking catalog query)\n", r.catalog)
 	fmt.Fprintf(&s, "  start event → catalog sync     %s (the Consul agent's \"Synced service\", from its log: 1 ms resolution)\n", r.synced)
 	if r.write != nil {
@@ -275,7 +278,7 @@ func runRegistration(b *testing.B, d *client.Client, netName string, reg registr
 	evs := starts.wait(b, len(ids)+1, 10*time.Second)
 	starts.save(b, run.id)
 	delete(evs, warmName)
-	res.measure(b, run, reg, p, evs, seen)
+	res.measure(b, run, reg, p, evs, starts.deliveries(), seen)
 	w := watchCatalog(b, run.capi, run.service, "")
 	w.waitCount(len(ids)-res.missing, 10*time.Second) // its first answer
 
@@ -340,7 +343,7 @@ func runSwarmRegistration(b *testing.B, d *client.Client, netName string, reg re
 		delete(seen, name)
 	}
 	res.started = len(evs)
-	res.measure(b, run, reg, p, evs, seen)
+	res.measure(b, run, reg, p, evs, starts.deliveries(), seen)
 
 	t1 := time.Now()
 	testenv.ScaleService(b, d, svc, 0)
@@ -360,10 +363,12 @@ func runSwarmRegistration(b *testing.B, d *client.Client, netName string, reg re
 }
 
 // measure records what a run measured once its containers started: from
-// their start events (evs, by container name) to their first sight in the
-// catalog (seen), to the Consul agent's syncs and to the registrar's
-// writes, its peak RSS and, for underlay, how its starts were registered.
-func (res *runResult) measure(b *testing.B, run *benchRun, reg registrar, p *process, evs, seen map[string]time.Time) {
+// their start events (evs, by container name) to their delivery to a
+// subscriber (delivered), to their first sight in the catalog (seen), to
+// the Consul agent's syncs and to the registrar's writes, its peak RSS
+// and, for underlay, how its starts were registered.
+func (res *runResult) measure(b *testing.B, run *benchRun, reg registrar, p *process, evs, delivered, seen map[string]time.Time) {
+	res.delivered, _ = between(evs, delivered, func(k string) string { return k })
 	res.catalog, res.missing = between(evs, seen, func(k string) string { return k })
 	res.synced, _ = between(evs, consulSyncTimes(run.consul.LogPath()), func(k string) string { return k })
 	if wt := reg.WriteTimes(p); wt != nil {
@@ -412,7 +417,7 @@ func summarise(b *testing.B, d *client.Client, regs []registrar, results map[str
 	}
 	fmt.Printf("\nregistration benchmark, N=%d (%s, 10 at a time, dockerd %s, one Consul %s dev agent per run): %s\n",
 		n, how, dockerVersion(d), first.consul, what)
-	fmt.Printf("  %-14s %-30s %-30s %-30s %7s %5s %9s\n", "", "start event → catalog", "start event → catalog sync", "start event → agent's write", "missing", "stale", "peak RSS")
+	fmt.Printf("  %-14s %-30s %-30s %-30s %-30s %7s %5s %9s\n", "", "start event → delivered", "start event → catalog", "start event → catalog sync", "start event → agent's write", "missing", "stale", "peak RSS")
 	for _, reg := range regs {
 		rs := results[reg.Name()]
 		med := func(f func(runResult) float64) float64 {
@@ -434,6 +439,7 @@ func summarise(b *testing.B, d *client.Client, regs []registrar, results map[str
 			}
 			return fmt.Sprintf("p50 %.1f ms  p95 %.1f ms", med(func(r runResult) float64 { return ms(get(r).pct(0.5)) }), med(func(r runResult) float64 { return ms(get(r).pct(0.95)) }))
 		}
+		delivered := pcts(func(r runResult) latencies { return r.delivered })
 		cat := pcts(func(r runResult) latencies { return r.catalog })
 		synced := pcts(func(r runResult) latencies { return r.synced })
 		write := "not measured"
@@ -444,10 +450,10 @@ func summarise(b *testing.B, d *client.Client, regs []registrar, results map[str
 		for _, r := range rs {
 			missing += r.missing
 			stale += r.stale
-			negative += r.catalog.negative() + r.synced.negative() + r.write.negative()
+			negative += r.delivered.negative() + r.catalog.negative() + r.synced.negative() + r.write.negative()
 		}
 		rss := med(func(r runResult) float64 { return float64(r.rssKiB) / 1024 })
-		fmt.Printf("  %-14s %-30s %-30s %-30s %7d %5d %5.1f MiB\n", reg.Name(), cat, synced, write, missing, stale, rss)
+		fmt.Printf("  %-14s %-30s %-30s %-30s %-30s %7d %5d %5.1f MiB\n", reg.Name(), delivered, cat, synced, write, missing, stale, rss)
 		if negative > 0 {
 			fmt.Printf("  %-14s %d NEGATIVE latencies in these runs (clocks disagree); they are included above, not clamped\n", "", negative)
 		}

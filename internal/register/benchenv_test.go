@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"os"
@@ -407,11 +408,15 @@ func dockerVersion(d *client.Client) string {
 }
 
 // startEvents records dockerd's own time (timeNano) of each container
-// start event of one run, by container name.
+// start event of one run, by container name, and when the event reached
+// this subscriber: dockerd delivers an event to every subscriber alike, so
+// that is what a registrar following events waits for before it can do
+// anything.
 type startEvents struct {
-	mu sync.Mutex
-	at map[string]time.Time
-	id map[string]string // container ID by name
+	mu        sync.Mutex
+	at        map[string]time.Time
+	delivered map[string]time.Time
+	id        map[string]string // container ID by name
 }
 
 // watchStarts subscribes to the start events of containers labelled
@@ -427,7 +432,7 @@ func watchStarts(b *testing.B, d *client.Client, id string) *startEvents {
 	now := time.Now()
 	since := fmt.Sprintf("%d.%09d", now.Unix(), now.Nanosecond())
 	msgs, errs := d.Events(ctx, events.ListOptions{Filters: f, Since: since})
-	w := &startEvents{at: map[string]time.Time{}, id: map[string]string{}}
+	w := &startEvents{at: map[string]time.Time{}, delivered: map[string]time.Time{}, id: map[string]string{}}
 	go func() {
 		for {
 			select {
@@ -439,8 +444,10 @@ func watchStarts(b *testing.B, d *client.Client, id string) *startEvents {
 				}
 				return
 			case m := <-msgs:
+				now := time.Now()
 				w.mu.Lock()
 				w.at[m.Actor.Attributes["name"]] = time.Unix(0, m.TimeNano)
+				w.delivered[m.Actor.Attributes["name"]] = now
 				w.id[m.Actor.Attributes["name"]] = m.Actor.ID
 				w.mu.Unlock()
 			}
@@ -468,6 +475,13 @@ func (w *startEvents) wait(b *testing.B, n int, timeout time.Duration) map[strin
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// deliveries returns when each start event reached this subscriber.
+func (w *startEvents) deliveries() map[string]time.Time {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return maps.Clone(w.delivered)
 }
 
 // save writes the start events to $UNDERLAY_BENCH_LOG_DIR, beside the
