@@ -23,7 +23,8 @@ func TestIntegrationHeldAddressesFailedStart(t *testing.T) {
 	testenv.Require(t)
 	d := testenv.Docker(t)
 	ctx := testenv.Context(t, time.Minute)
-	n := testenv.MacvlanNetwork(t, d, testenv.Network{Name: "held-" + testenv.ID(t), Subnet: "10.231.7.0/24"})
+	subnet, _, _ := testenv.Subnets(t)
+	n := testenv.MacvlanNetwork(t, d, testenv.Network{Name: "held-" + testenv.ID(t), Subnet: subnet})
 	running := testenv.RunContainer(t, d, testenv.Container{Name: "held-run-" + testenv.ID(t), Networks: []string{n.Name}})
 	resp, err := d.ContainerCreate(ctx, &container.Config{Image: testenv.TestImage, Entrypoint: []string{"/nonexistent"}},
 		nil, &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{n.Name: {}}}, nil, "held-failed-"+testenv.ID(t))
