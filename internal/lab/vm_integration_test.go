@@ -444,13 +444,23 @@ func watchFlaps(ctx context.Context, c *api.Client, svc string, n int) *flapWatc
 			}
 			index = meta.LastIndex
 			passing := 0
+			var failing []string
 			for _, e := range entries {
 				if e.Checks.AggregatedStatus() == api.HealthPassing {
 					passing++
+					continue
+				}
+				// Which instance, on which node, and what its checks said:
+				// a flap on another node than the one failing over is
+				// that node's own trouble (a QEMU/TCG guest stalled).
+				for _, c := range e.Checks {
+					if c.Status != api.HealthPassing {
+						failing = append(failing, fmt.Sprintf("%s on %s: check %q %s: %s", e.Service.ID, e.Node.Node, c.Name, c.Status, strings.TrimSpace(c.Output)))
+					}
 				}
 			}
 			if len(entries) != n || passing != n {
-				note("%s: %d instances, %d passing", svc, len(entries), passing)
+				note("%s: %d instances, %d passing %v", svc, len(entries), passing, failing)
 			}
 		}
 	}()
