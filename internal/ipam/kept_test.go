@@ -161,3 +161,58 @@ func TestKeptBadDocuments(t *testing.T) {
 		t.Errorf("bad keys %v, want 3", got)
 	}
 }
+
+// listings is a node whose container listings are given one by one; the
+// last repeats.
+type listings struct {
+	calls int
+	held  []map[netip.Addr]bool
+}
+
+func (l *listings) HeldAddresses(context.Context) (Local, error) {
+	h := l.held[min(l.calls, len(l.held)-1)]
+	l.calls++
+	return Local{Held: map[string]map[netip.Addr]bool{"net": h}}, nil
+}
+
+// TestRecordHeldListsAgain: an address a container shows and the pool does
+// not record is recorded again only if a listing taken after the pool was
+// read still shows it. A container stopping between a sweep's listing and
+// its read of the pool has released its address: recorded from the stale
+// listing, it was a leak until twice the grace (seen on Docker 29, where
+// the pool had lost the address earlier, so that the two-sweeps rule did
+// not hold it back).
+func TestRecordHeldListsAgain(t *testing.T) {
+	ctx := context.Background()
+	x := netip.MustParseAddr("10.2.0.77")
+	shows := map[netip.Addr]bool{x: true}
+	for _, tt := range []struct {
+		name   string
+		held   []map[netip.Addr]bool
+		record bool
+	}{
+		// Sweep 1 lists it (seen once), sweep 2 lists it, then the
+		// listing after the pool read does not: the container stopped.
+		{"stopped during the sweep", []map[netip.Addr]bool{shows, shows, {}}, false},
+		{"still held", []map[netip.Addr]bool{shows}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			kv := kvtest.New()
+			st, p := clusterNet(t, kv)
+			a := newAllocator(kv, "n1", "g", func() time.Time { return t0 }, nil)
+			r := &Reclaimer{Alloc: a, Pools: SpecPools{Store: st}, Held: &listings{held: tt.held}, Grace: 10 * time.Second, Log: slog.New(slog.DiscardHandler)}
+			for range 2 {
+				if err := r.Sweep(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			all, err := Allocations(ctx, kv, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := all[x]; ok != tt.record {
+				t.Errorf("%s recorded %v, want %v", x, ok, tt.record)
+			}
+		})
+	}
+}

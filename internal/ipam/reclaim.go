@@ -226,8 +226,21 @@ func (r *Reclaimer) recordHeld(ctx context.Context, p Pool, v view, held map[net
 	record, next := planRecord(p, v, held, allocs, r.unrecorded[p.ID()])
 	r.unrecorded[p.ID()] = next
 	r.mu.Unlock()
+	if len(record) == 0 {
+		return nil
+	}
+	// held was listed before the pool was read: a container that stopped
+	// in between released its address and is gone from a listing now.
+	// Recorded from the stale one, the address would be a leak.
+	now, err := r.Held.HeldAddresses(ctx)
+	if err != nil {
+		return fmt.Errorf("list containers again before recording what the pool lost: %w", err)
+	}
 	var errs []error
 	for _, addr := range record {
+		if !now.Held[p.Network][addr] {
+			continue
+		}
 		if err := r.Alloc.allocateAt(ctx, p, addr, Alloc{Node: r.Alloc.node, At: r.Alloc.now().UTC(), Kind: KindTask}); err != nil {
 			r.log().Error("a local container holds an address the pool does not record, and it cannot be recorded: another node may use it too", "pool", p.ID(), "addr", addr, "err", err)
 			errs = append(errs, err)
