@@ -461,11 +461,8 @@ func (w *startEvents) wait(b *testing.B, n int, timeout time.Duration) map[strin
 	deadline := time.Now().Add(timeout)
 	for {
 		w.mu.Lock()
-		got := len(w.at)
-		out := make(map[string]time.Time, got)
-		for k, v := range w.at {
-			out[k] = v
-		}
+		out := maps.Clone(w.at)
+		got := len(out)
 		w.mu.Unlock()
 		if got >= n || time.Now().After(deadline) {
 			if got < n {
