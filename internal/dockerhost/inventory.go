@@ -280,8 +280,7 @@ func (s *Source) starts(ctx context.Context, list []container.Summary) []listedS
 			st, ok := startOf(c, j, err)
 			if ok {
 				found[i] = &listedStart{Start: st, networks: networks}
-			}
-			if !ok || !st.Busy {
+			} else {
 				s.connected.forget(c.ID) // dockerd let go of it: no start under way
 			}
 		}()
@@ -316,29 +315,24 @@ func startNetworks(c container.Summary, pending bool) []string {
 }
 
 // startOf judges a listed container that may be starting from its inspect
-// (err: dockerd did not answer it in time). One dockerd holds is: a start
-// holds its container to the end. A restarting one is (dockerd starts it
-// again after a delay), from its last exit on. One running now started
-// since the listing, which does not show its address: it counts as held,
-// however old, for this sweep. A created one may be starting unless its
-// start failed (an error recorded: the start released its address); an
-// exited one that dockerd answers for is not (its start is over).
+// (err: dockerd did not answer it in time). A start holds its container
+// from before it allocates the address until it ends (containerStart
+// locks it, on 20.10 as on 29), and inspect waits for that lock: one
+// dockerd does not answer for is starting, however long. One running now
+// started since the listing, which does not show its address: it counts,
+// for this sweep. Any other that dockerd answers for is not starting (see
+// ipam.Start): counted, a container left created would hold back the
+// reclaim of every later leak on its network.
 func startOf(c container.Summary, j container.InspectResponse, err error) (ipam.Start, bool) {
-	created := time.Unix(c.Created, 0)
+	since := time.Unix(c.Created, 0)
 	switch {
 	case err != nil:
-		return ipam.Start{Since: created, Busy: true}, true
-	case j.ContainerJSONBase == nil || j.State == nil:
-		return ipam.Start{Since: created}, true
-	case c.State == "restarting":
-		if t, err := time.Parse(time.RFC3339Nano, j.State.FinishedAt); err == nil && t.After(created) {
-			return ipam.Start{Since: t}, true
-		}
-		return ipam.Start{Since: created}, true
-	case j.State.Running:
-		return ipam.Start{Since: created, Busy: true}, true
-	case c.State != "created" || j.State.Error != "" || j.State.ExitCode != 0:
+		return ipam.Start{Since: since}, true
+	case j.ContainerJSONBase == nil || j.State == nil || !j.State.Running || j.State.Restarting:
 		return ipam.Start{}, false
 	}
-	return ipam.Start{Since: created}, true
+	if t, err := time.Parse(time.RFC3339Nano, j.State.FinishedAt); err == nil && t.After(since) {
+		since = t // started again since its last exit
+	}
+	return ipam.Start{Since: since}, true
 }

@@ -159,13 +159,11 @@ type sweepInput struct {
 	Spares map[netip.Addr]bool
 	// Unheld is when each of this node's addresses was first seen unheld.
 	Unheld map[netip.Addr]time.Time
-	// Starts are the local container starts that may be under way on the
-	// pool's network; one dockerd does not hold counts for StartLimit
-	// after its container's creation.
-	Starts     []Start
-	StartLimit time.Duration
-	Now        time.Time
-	Grace      time.Duration
+	// Starts are the local container starts under way on the pool's
+	// network.
+	Starts []Start
+	Now    time.Time
+	Grace  time.Duration
 }
 
 // sweepPlan is what the sweep does: free the addresses of departed nodes
@@ -185,13 +183,13 @@ type sweepPlan struct {
 // that agent stopped) or that this agent does not know, that no local
 // container holds are leaked once they have been allocated for longer
 // than Grace (allocations in flight: Docker asks for the address before
-// the container runs) and unheld for Grace. While a start may be under
+// the container runs) and unheld for Grace. While a start is under
 // way, those it may hold are deferred instead: the task addresses
 // allocated since the oldest such start's container was created, and the
 // earlier agents' spares (claimed before, handed out at any time).
 func planSweep(in sweepInput) sweepPlan {
 	out := sweepPlan{Departed: map[netip.Addr]Alloc{}, Leaked: map[netip.Addr]Alloc{}, Unheld: map[netip.Addr]time.Time{}}
-	starting := oldestStart(in.Starts, in.Now, in.StartLimit)
+	starting := oldestStart(in.Starts)
 	for _, a := range slices.SortedFunc(maps.Keys(in.Allocs), netip.Addr.Compare) {
 		al := in.Allocs[a]
 		earlierSpare := al.Kind == KindSpare && (al.Gen != in.Gen || !in.Spares[a])
@@ -224,15 +222,11 @@ func planSweep(in sweepInput) sweepPlan {
 // listed in whole seconds.
 const startSkew = time.Second
 
-// oldestStart is when the oldest start that counts began (see Start), less
-// startSkew; zero if none counts. One dockerd does not hold counts for
-// limit after it began.
-func oldestStart(starts []Start, now time.Time, limit time.Duration) time.Time {
+// oldestStart is when the oldest start began, less startSkew; zero if
+// none is under way.
+func oldestStart(starts []Start) time.Time {
 	var oldest time.Time
 	for _, st := range starts {
-		if !st.Busy && now.Sub(st.Since) > limit {
-			continue
-		}
 		if oldest.IsZero() || st.Since.Before(oldest) {
 			oldest = st.Since
 		}

@@ -210,7 +210,7 @@ func (h modelHeld) HeldAddresses(context.Context) (Local, error) {
 	var starts []Start
 	for _, st := range h.n.starting {
 		// dockerd holds a container for the whole of its start.
-		starts = append(starts, Start{Since: st.since, Busy: true})
+		starts = append(starts, Start{Since: st.since})
 	}
 	return Local{Held: map[string]map[netip.Addr]bool{modelSpec.Name: m}, Starts: map[string][]Start{modelSpec.Name: starts}}, nil
 }

@@ -163,6 +163,7 @@ func (pl *Plugin) requestAddress(ctx context.Context, r addressRequest) (any, er
 		pl.log().Warn("address request refused", "pool", r.PoolID, "addr", r.Address, "err", err)
 		return nil, err
 	}
+	pl.log().Debug("address allocated", "pool", r.PoolID, "addr", addr, "asked", r.Address)
 	return map[string]any{"Address": netip.PrefixFrom(addr, e.pool.Prefix.Bits()).String(), "Data": map[string]string{}}, nil
 }
 
@@ -185,6 +186,7 @@ func (pl *Plugin) releaseAddress(ctx context.Context, r struct{ PoolID, Address 
 	start := time.Now()
 	err = pl.Alloc.Release(ctx, e.pool, addr)
 	pl.Metrics.observe("release", start, err)
+	pl.log().Debug("address release", "pool", r.PoolID, "addr", addr, "err", err)
 	return struct{}{}, err
 }
 

@@ -29,21 +29,19 @@ type Local struct {
 	Starts map[string][]Start
 }
 
-// Start is a container whose start may be under way: created and no
-// failed start recorded, or restarting.
+// Start is a container start under way. Docker holds a container from
+// before its start allocates the address to the start's end, and inspect
+// waits for it: a container dockerd does not answer for in time is
+// starting, however long (a hung start too). One dockerd answers for
+// promptly is not, whatever its state: created and never started (docker
+// create, or a start cut short when dockerd died: what that start
+// allocated is a leak), restarting between two starts (its exit released
+// its address), or its start over.
 type Start struct {
-	// Since is when the container was created (or, restarting, last
-	// exited): the address of its start is allocated after.
+	// Since is when the container was created (or last exited): the
+	// address of its start is allocated after.
 	Since time.Time
-	// Busy says dockerd held the container when asked about it, as a
-	// start does for its whole length: it counts however old.
-	Busy bool
 }
-
-// startLimit is how long after its creation a container that is not
-// running, and that dockerd does not hold, counts as starting: one created
-// and never started (docker create) holds leaks back no longer.
-const startLimit = 10 * time.Minute
 
 // Cluster tells the reclaimer whether this node is the swarm leader and
 // which nodes are alive.
@@ -148,7 +146,7 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 	errs := []error{r.recordHeld(ctx, p, v, held, allocs)}
 	r.mu.Lock()
 	plan := planSweep(sweepInput{Node: r.Alloc.node, Gen: r.Alloc.gen, Allocs: allocs, Held: held, Gone: gone,
-		Spares: r.Alloc.spares.known(p), Unheld: r.unheld[p.ID()], Starts: starts, StartLimit: startLimit,
+		Spares: r.Alloc.spares.known(p), Unheld: r.unheld[p.ID()], Starts: starts,
 		Now: r.Alloc.now(), Grace: r.Grace})
 	if r.unheld == nil {
 		r.unheld = map[string]map[netip.Addr]time.Time{}
