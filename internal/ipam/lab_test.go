@@ -167,6 +167,14 @@ func TestIntegrationLabClusterIPAM(t *testing.T) {
 	// and at most each node's spares (4, raised up to 32 by bursts).
 	testenv.ScaleService(t, m.Docker, resp.ID, 0)
 	pool, _ := ipam.PoolOf(netspec.Spec{Name: "pool", Subnet: netip.MustParsePrefix("10.205.0.0/16"), Gateway: netip.MustParseAddr("10.205.0.1")}, false)
+	// Failing, the test shows what the agents said of the task addresses
+	// left: each allocation, release, reclaim and record of them.
+	var left []string
+	t.Cleanup(func() {
+		if t.Failed() && len(left) > 0 {
+			t.Logf("the agents' log lines of the task addresses left:\n%s", l.AgentLogLines(left...))
+		}
+	})
 	testenv.Eventually(t, 90*time.Second, func() (bool, string) {
 		all, err := ipam.Allocations(ctx, kv, pool)
 		if err != nil {
@@ -175,16 +183,17 @@ func TestIntegrationLabClusterIPAM(t *testing.T) {
 		if err := checkSpares(all, 32); err != nil {
 			return false, err.Error()
 		}
-		tasks, shims := 0, 0
-		for _, al := range all {
+		left = left[:0]
+		shims := 0
+		for a, al := range all {
 			switch al.Kind {
 			case ipam.KindShim:
 				shims++
 			case ipam.KindTask:
-				tasks++
+				left = append(left, "addr="+a.String())
 			}
 		}
-		return tasks == 0 && shims == 3, fmt.Sprintf("%d task allocations and %d shims left, want none and 3", tasks, shims)
+		return len(left) == 0 && shims == 3, fmt.Sprintf("task allocations left: %v; %d shims, want 3", left, shims)
 	})
 }
 

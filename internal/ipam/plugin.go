@@ -163,7 +163,9 @@ func (pl *Plugin) requestAddress(ctx context.Context, r addressRequest) (any, er
 		pl.log().Warn("address request refused", "pool", r.PoolID, "addr", r.Address, "err", err)
 		return nil, err
 	}
-	pl.log().Debug("address allocated", "pool", r.PoolID, "addr", addr, "asked", r.Address)
+	// Each address given and taken back, as registrations are: what a
+	// duplicate or a leak is traced back with.
+	pl.log().Info("address allocated", "pool", r.PoolID, "addr", addr, "asked", r.Address)
 	return map[string]any{"Address": netip.PrefixFrom(addr, e.pool.Prefix.Bits()).String(), "Data": map[string]string{}}, nil
 }
 
@@ -186,8 +188,12 @@ func (pl *Plugin) releaseAddress(ctx context.Context, r struct{ PoolID, Address 
 	start := time.Now()
 	err = pl.Alloc.Release(ctx, e.pool, addr)
 	pl.Metrics.observe("release", start, err)
-	pl.log().Debug("address release", "pool", r.PoolID, "addr", addr, "err", err)
-	return struct{}{}, err
+	if err != nil {
+		pl.log().Warn("address release failed", "pool", r.PoolID, "addr", addr, "err", err)
+		return nil, err
+	}
+	pl.log().Info("address released", "pool", r.PoolID, "addr", addr)
+	return struct{}{}, nil
 }
 
 // pool returns a requested pool, reading its spec again after a restart

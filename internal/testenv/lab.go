@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -102,6 +103,31 @@ func StartLab(t testing.TB, cfg lab.Config) *Lab {
 // cleanup does when the test failed: for a test that takes its lab down
 // itself.
 func (l *Lab) LogAgentTails() { logAgentTails(l.t, l.cfg) }
+
+// AgentLogLines returns the lines of every node's agent log with a field
+// among fields (slog's key=value, as "addr=10.1.0.5"), node by node: what
+// the agents said of what a failed test found wrong.
+func (l *Lab) AgentLogLines(fields ...string) string {
+	var b strings.Builder
+	for _, n := range l.Nodes {
+		path, err := lab.LogPath(l.cfg.Name, n.Name, "agent")
+		if err != nil {
+			fmt.Fprintf(&b, "%s: %v\n", n.Name, err)
+			continue
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			fmt.Fprintf(&b, "%s: %v\n", n.Name, err)
+			continue
+		}
+		for _, line := range strings.Split(string(data), "\n") {
+			if slices.ContainsFunc(strings.Fields(line), func(f string) bool { return slices.Contains(fields, f) }) {
+				fmt.Fprintf(&b, "%s: %s\n", n.Name, line)
+			}
+		}
+	}
+	return b.String()
+}
 
 // logAgentTails logs the end of every node's agent log, and keeps each
 // whole log among the test's artifacts: what a failed test's agents said
