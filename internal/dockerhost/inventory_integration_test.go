@@ -1,13 +1,11 @@
 package dockerhost_test
 
 import (
-	"context"
 	"net/netip"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
-	"github.com/docker/docker/api/types/network"
 
 	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/testenv"
@@ -26,17 +24,8 @@ func TestIntegrationHeldAddressesFailedStart(t *testing.T) {
 	subnet, _, _ := testenv.Subnets(t)
 	n := testenv.MacvlanNetwork(t, d, testenv.Network{Name: "held-" + testenv.ID(t), Subnet: subnet})
 	running := testenv.RunContainer(t, d, testenv.Container{Name: "held-run-" + testenv.ID(t), Networks: []string{n.Name}})
-	resp, err := d.ContainerCreate(ctx, &container.Config{Image: testenv.TestImage, Entrypoint: []string{"/nonexistent"}},
-		nil, &network.NetworkingConfig{EndpointsConfig: map[string]*network.EndpointSettings{n.Name: {}}}, nil, "held-failed-"+testenv.ID(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		d.ContainerRemove(ctx, resp.ID, container.RemoveOptions{Force: true})
-	})
-	if err := d.ContainerStart(ctx, resp.ID, container.StartOptions{}); err == nil {
+	failed := testenv.CreateContainer(t, d, testenv.Container{Name: "held-failed-" + testenv.ID(t), Networks: []string{n.Name}, Entrypoint: []string{"/nonexistent"}})
+	if err := d.ContainerStart(ctx, failed, container.StartOptions{}); err == nil {
 		t.Fatal("start of a container with no entrypoint binary succeeded")
 	}
 	ci, err := d.ContainerInspect(ctx, running)

@@ -20,6 +20,7 @@ func createContainer(ctx context.Context, d *client.Client, c Container) (string
 		Labels:      c.Labels,
 		Env:         c.Env,
 		Healthcheck: c.Healthcheck,
+		Entrypoint:  c.Entrypoint,
 	}
 	hc := &container.HostConfig{}
 	if c.RestartAlways {

@@ -116,6 +116,8 @@ type Container struct {
 	Healthcheck *container.HealthConfig
 	// RestartAlways sets the restart policy "always".
 	RestartAlways bool
+	// Entrypoint replaces the test image's (a start that must fail).
+	Entrypoint []string
 }
 
 // RunContainer creates and starts a container of the test image, and
