@@ -168,11 +168,16 @@ func TestIntegrationLabClusterIPAM(t *testing.T) {
 	testenv.ScaleService(t, m.Docker, resp.ID, 0)
 	pool, _ := ipam.PoolOf(netspec.Spec{Name: "pool", Subnet: netip.MustParsePrefix("10.205.0.0/16"), Gateway: netip.MustParseAddr("10.205.0.1")}, false)
 	// Failing, the test shows what the agents said of the task addresses
-	// left: each allocation, release, reclaim and record of them.
+	// left (each allocation, release, reclaim and record of them), where
+	// the service's tasks and containers stand, and what the dockerds said
+	// of tasks they did not update or remove.
 	var left []string
 	t.Cleanup(func() {
 		if t.Failed() && len(left) > 0 {
 			t.Logf("the agents' log lines of the task addresses left:\n%s", l.AgentLogLines(left...))
+			t.Logf("service many:\n%s", l.ServiceReport(resp.ID))
+			t.Logf("the dockerds' log lines of tasks they failed to update or remove:\n%s",
+				l.DockerdLogLines("failed to update task", "remove task failed", "shutdown failed"))
 		}
 	})
 	testenv.Eventually(t, 90*time.Second, func() (bool, string) {

@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -13,7 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
 	"github.com/hashicorp/consul/api"
 
@@ -108,9 +112,24 @@ func (l *Lab) LogAgentTails() { logAgentTails(l.t, l.cfg) }
 // among fields (slog's key=value, as "addr=10.1.0.5"), node by node: what
 // the agents said of what a failed test found wrong.
 func (l *Lab) AgentLogLines(fields ...string) string {
+	return l.logLines("agent", func(line string) bool {
+		return slices.ContainsFunc(strings.Fields(line), func(f string) bool { return slices.Contains(fields, f) })
+	})
+}
+
+// DockerdLogLines returns the lines of every node's dockerd log that hold
+// one of texts, node by node: what Docker (swarm's orchestrator and
+// executor among it) said of what a failed test found wrong.
+func (l *Lab) DockerdLogLines(texts ...string) string {
+	return l.logLines("dockerd", func(line string) bool {
+		return slices.ContainsFunc(texts, func(s string) bool { return strings.Contains(line, s) })
+	})
+}
+
+func (l *Lab) logLines(component string, keep func(line string) bool) string {
 	var b strings.Builder
 	for _, n := range l.Nodes {
-		path, err := lab.LogPath(l.cfg.Name, n.Name, "agent")
+		path, err := lab.LogPath(l.cfg.Name, n.Name, component)
 		if err != nil {
 			fmt.Fprintf(&b, "%s: %v\n", n.Name, err)
 			continue
@@ -121,7 +140,7 @@ func (l *Lab) AgentLogLines(fields ...string) string {
 			continue
 		}
 		for _, line := range strings.Split(string(data), "\n") {
-			if slices.ContainsFunc(strings.Fields(line), func(f string) bool { return slices.Contains(fields, f) }) {
+			if keep(line) {
 				fmt.Fprintf(&b, "%s: %s\n", n.Name, line)
 			}
 		}
@@ -129,31 +148,55 @@ func (l *Lab) AgentLogLines(fields ...string) string {
 	return b.String()
 }
 
-// logAgentTails logs the end of every node's agent log, and keeps each
-// whole log among the test's artifacts: what a failed test's agents said
-// is gone once the lab is down.
+// logAgentTails logs the end of every node's agent log and the crash of
+// any node's dockerd, and keeps each whole agent and dockerd log among the
+// test's artifacts: what a failed test's agents and dockerds said is gone
+// once the lab is down.
 func logAgentTails(t testing.TB, cfg lab.Config) {
-	if cfg.NoAgent {
-		return
-	}
 	for i := 1; i <= lab.MaxNodes; i++ {
 		node := fmt.Sprintf("node%d", i)
-		path, err := lab.LogPath(cfg.Name, node, "agent")
-		if err != nil {
+		if _, err := lab.LogPath(cfg.Name, node, "dockerd"); err != nil {
 			return // past the lab's last node
 		}
-		b, err := os.ReadFile(path)
+		if !cfg.NoAgent {
+			lines, kept, err := keepLog(t, cfg, node, "agent")
+			if err != nil {
+				t.Logf("%s agent log: %v", node, err)
+			} else {
+				t.Logf("%s agent log (whole: %s), last lines of %d:\n%s", node, kept, len(lines), strings.Join(lines[max(0, len(lines)-30):], "\n"))
+			}
+		}
+		lines, kept, err := keepLog(t, cfg, node, "dockerd")
 		if err != nil {
-			t.Logf("%s agent log: %v", node, err)
+			t.Logf("%s dockerd log: %v", node, err)
 			continue
 		}
-		lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
-		kept := filepath.Join(Artifacts(t), node+"-agent.log")
-		if err := os.WriteFile(kept, b, 0o644); err != nil {
-			kept = err.Error()
+		// A dockerd that died of a panic or a fatal runtime error ends its
+		// log with the trace; its head names the cause.
+		if at := slices.IndexFunc(lines, func(l string) bool {
+			return strings.HasPrefix(l, "panic: ") || strings.HasPrefix(l, "fatal error: ")
+		}); at >= 0 {
+			t.Logf("%s dockerd crashed (whole log: %s):\n%s", node, kept, strings.Join(lines[at:min(len(lines), at+60)], "\n"))
 		}
-		t.Logf("%s agent log (whole: %s), last lines of %d:\n%s", node, kept, len(lines), strings.Join(lines[max(0, len(lines)-30):], "\n"))
 	}
+}
+
+// keepLog copies a node's log of component among the test's artifacts and
+// returns its lines and where it is kept.
+func keepLog(t testing.TB, cfg lab.Config, node, component string) ([]string, string, error) {
+	path, err := lab.LogPath(cfg.Name, node, component)
+	if err != nil {
+		return nil, "", err
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, "", err
+	}
+	kept := filepath.Join(Artifacts(t), node+"-"+component+".log")
+	if err := os.WriteFile(kept, b, 0o644); err != nil {
+		kept = err.Error()
+	}
+	return strings.Split(strings.TrimRight(string(b), "\n"), "\n"), kept, nil
 }
 
 // upTimeout bounds lab up: VM nodes boot and run emulated.
@@ -262,4 +305,54 @@ func (l *Lab) CreateNetwork(name string, args ...string) {
 		_, err := m.Docker.NetworkInspect(ctx, name, network.InspectOptions{Scope: "swarm"})
 		return err == nil, fmt.Sprintf("swarm network %s not created: %v", name, err)
 	})
+}
+
+// ServiceReport says where a swarm service stands, for a failed test: each
+// of its tasks as the first node (a manager) knows it, and each of its
+// containers on every node with its state and addresses. It tells an
+// address held by a container swarm left running from one nothing holds.
+func (l *Lab) ServiceReport(service string) string {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var b strings.Builder
+	hosts := map[string]string{}
+	if nodes, err := l.Nodes[0].Docker.NodeList(ctx, swarm.NodeListOptions{}); err == nil {
+		for _, n := range nodes {
+			hosts[n.ID] = n.Description.Hostname
+		}
+	}
+	tasks, err := l.Nodes[0].Docker.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", service))})
+	if err != nil {
+		fmt.Fprintf(&b, "tasks of %s: %v\n", service, err)
+	}
+	slices.SortFunc(tasks, func(a, c swarm.Task) int {
+		return cmp.Or(cmp.Compare(a.Slot, c.Slot), a.Meta.CreatedAt.Compare(c.Meta.CreatedAt))
+	})
+	for _, tk := range tasks {
+		var ctr string
+		if tk.Status.ContainerStatus != nil {
+			ctr = tk.Status.ContainerStatus.ContainerID
+		}
+		fmt.Fprintf(&b, "task %s slot %d on %s: desired %s, state %s since %s, err %q, container %.12s\n",
+			tk.ID, tk.Slot, hosts[tk.NodeID], tk.DesiredState, tk.Status.State, tk.Status.Timestamp.Format(time.RFC3339Nano), tk.Status.Err, ctr)
+	}
+	for _, n := range l.Nodes {
+		list, err := n.Docker.ContainerList(ctx, container.ListOptions{All: true,
+			Filters: filters.NewArgs(filters.Arg("label", "com.docker.swarm.service.name="+service))})
+		if err != nil {
+			fmt.Fprintf(&b, "%s: containers: %v\n", n.Name, err)
+			continue
+		}
+		for _, c := range list {
+			var addrs []string
+			if c.NetworkSettings != nil {
+				for name, ep := range c.NetworkSettings.Networks {
+					addrs = append(addrs, name+"="+ep.IPAddress)
+				}
+			}
+			slices.Sort(addrs)
+			fmt.Fprintf(&b, "%s: container %.12s %s: %s (%s) %s\n", n.Name, c.ID, strings.Join(c.Names, ","), c.State, c.Status, strings.Join(addrs, " "))
+		}
+	}
+	return b.String()
 }

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
@@ -93,19 +94,76 @@ func CreateService(t testing.TB, d *client.Client, spec swarm.ServiceSpec) strin
 	return resp.ID
 }
 
-// ScaleService sets a replicated service's replicas to n.
+// ScaleService sets a replicated service's replicas to n. Scaling down, it
+// waits until swarm wants no more than n of its tasks running, and scales
+// again when swarm does not get there: swarmkit's scale-down writes each
+// task it removes from a copy read before, so a task that changed in
+// between (a replacement task starting) fails the write on its version,
+// keeps running with nothing to retry it, and only the next update of the
+// service brings it down (setTasksDesiredState in swarmkit's
+// manager/orchestrator/replicated/services.go).
 func ScaleService(t testing.TB, d *client.Client, id string, n uint64) {
 	t.Helper()
-	ctx := Context(t, time.Minute)
-	updateSwarmObject(t, fmt.Sprintf("scale service %s to %d", id, n), func() error {
-		svc, _, err := d.ServiceInspectWithRaw(ctx, id, swarm.ServiceInspectOptions{})
-		if err != nil {
+	ctx := Context(t, 2*time.Minute)
+	var before uint64
+	scale := func() {
+		t.Helper()
+		updateSwarmObject(t, fmt.Sprintf("scale service %s to %d", id, n), func() error {
+			svc, _, err := d.ServiceInspectWithRaw(ctx, id, swarm.ServiceInspectOptions{})
+			if err != nil {
+				return err
+			}
+			if r := svc.Spec.Mode.Replicated.Replicas; r != nil {
+				before = *r
+			}
+			svc.Spec.Mode.Replicated.Replicas = &n
+			_, err = d.ServiceUpdate(ctx, id, svc.Version, svc.Spec, swarm.ServiceUpdateOptions{})
 			return err
+		})
+	}
+	scale()
+	if n >= before {
+		return
+	}
+	// Swarm marks the tasks it removes at once; one still wanted seconds
+	// later was lost.
+	const again = 10 * time.Second
+	last := time.Now()
+	for {
+		wanted, err := wantedTasks(ctx, d, id)
+		if err != nil {
+			t.Fatalf("scale service %s to %d: %v", id, n, err)
 		}
-		svc.Spec.Mode.Replicated.Replicas = &n
-		_, err = d.ServiceUpdate(ctx, id, svc.Version, svc.Spec, swarm.ServiceUpdateOptions{})
-		return err
-	})
+		if len(wanted) <= int(n) {
+			return
+		}
+		if time.Since(last) > again {
+			t.Logf("scale service %s to %d: swarm still wants %d tasks running (%s); scaling again", id, n, len(wanted), strings.Join(wanted, ", "))
+			scale()
+			last = time.Now()
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("scale service %s to %d: swarm still wants %d tasks running: %s", id, n, len(wanted), strings.Join(wanted, ", "))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// wantedTasks lists a service's tasks that swarm wants running (desired
+// state ready or running), each as "slot N task ID state S".
+func wantedTasks(ctx context.Context, d *client.Client, service string) ([]string, error) {
+	tasks, err := d.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", service))})
+	if err != nil {
+		return nil, fmt.Errorf("list tasks of service %s: %w", service, err)
+	}
+	var out []string
+	for _, tk := range tasks {
+		if tk.DesiredState == swarm.TaskStateRunning || tk.DesiredState == swarm.TaskStateReady {
+			out = append(out, fmt.Sprintf("slot %d task %s %s", tk.Slot, tk.ID, tk.Status.State))
+		}
+	}
+	return out, nil
 }
 
 // SetNodeAvailability sets a swarm node's availability (a paused node
