@@ -49,6 +49,9 @@ type Swarm interface {
 	// returns ErrVersionConflict when the service has changed since,
 	// ErrGlobalService for a global service.
 	SetReplicas(ctx context.Context, id string, version uint64, replicas int) error
+	// Wanted lists the service's tasks that swarm wants running (desired
+	// state ready or running).
+	Wanted(ctx context.Context, id string) ([]Task, error)
 	// Events streams service create, update and remove events until ctx
 	// ends; the error channel reports the end of the stream.
 	Events(ctx context.Context) (<-chan ServiceEvent, <-chan error)
@@ -169,6 +172,10 @@ type Config struct {
 	AlertMemory time.Duration
 	// Policies from a file, by service name; they win over labels.
 	Policies PolicyFile
+	// SettleAfter is how long after a scale-down it applied the controller
+	// checks that swarm wants no more tasks running than the count, and
+	// writes the count again when it does (default 15s; see settle.go).
+	SettleAfter time.Duration
 }
 
 // Leadership tells whether this instance is the one that decides, among
@@ -231,6 +238,8 @@ type Controller struct {
 	metrics *metrics
 	bus     *Broadcaster
 	resyncC chan struct{}
+	// settleC queues the scale-downs to check (settleLoop).
+	settleC chan settleJob
 	alerts  *alerts
 	// metricTicks counts the metric loop's finished rounds, evaluated or
 	// skipped (a follower): what a test waits for before asserting that
@@ -290,11 +299,15 @@ func NewController(cfg Config, s Swarm, h History, log *slog.Logger, reg prometh
 	if cfg.AlertMemory <= 0 {
 		cfg.AlertMemory = 24 * time.Hour
 	}
+	if cfg.SettleAfter <= 0 {
+		cfg.SettleAfter = 15 * time.Second
+	}
 	c := &Controller{
 		cfg: cfg, swarm: s, history: h,
 		log:      log.With("component", "scale"),
 		bus:      NewBroadcaster(0),
 		resyncC:  make(chan struct{}, 1),
+		settleC:  make(chan settleJob, 256),
 		services: map[string]*managed{},
 		states:   map[string]*state{},
 
@@ -319,6 +332,7 @@ func (c *Controller) Run(ctx context.Context) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { c.watch(gctx); return nil })
 	g.Go(func() error { c.resyncLoop(gctx); return nil })
+	g.Go(func() error { c.settleLoop(gctx); return nil })
 	if c.cfg.Metrics != nil {
 		g.Go(func() error { c.metricLoop(gctx); return nil })
 	}
@@ -741,6 +755,9 @@ func (c *Controller) decideLocked(ctx context.Context, source, id, name string, 
 			st.last.Up = now
 		} else {
 			st.last.Down = now
+		}
+		if d.To < svc.Replicas {
+			c.queueSettle(settleJob{id: svc.ID, name: svc.Name, to: d.To})
 		}
 		return rec, nil
 	}

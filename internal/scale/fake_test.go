@@ -15,7 +15,15 @@ type fakeSwarm struct {
 	// (after bumping the version, as a concurrent writer would).
 	conflicts int
 	updates   int
-	events    chan ServiceEvent
+	// lose is how many tasks the next scale-down leaves wanted above the
+	// count (swarm losing their removal), until the service's next write;
+	// loseAlways makes every write lose them.
+	lose       int
+	loseAlways bool
+	// extra are the tasks wanted above the count, by service ID.
+	extra       map[string]int
+	wantedCalls int
+	events      chan ServiceEvent
 	// errs ends the current event stream when sent to.
 	errs chan error
 }
@@ -70,10 +78,43 @@ func (f *fakeSwarm) SetReplicas(_ context.Context, id string, version uint64, re
 	if s.Global {
 		return ErrGlobalService
 	}
+	if f.extra == nil {
+		f.extra = map[string]int{}
+	}
+	switch {
+	case f.loseAlways:
+		f.extra[id] = max(1, f.lose)
+	case replicas < s.Replicas && f.lose > 0:
+		f.extra[id], f.lose = f.lose, 0
+	default:
+		f.extra[id] = 0
+	}
 	s.Replicas, s.Version = replicas, s.Version+1
 	f.services[id] = s
 	f.updates++
 	return nil
+}
+
+func (f *fakeSwarm) Wanted(_ context.Context, id string) ([]Task, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.wantedCalls++
+	s, ok := f.services[id]
+	if !ok {
+		return nil, ErrNotFound
+	}
+	var out []Task
+	for i := range s.Replicas + f.extra[id] {
+		out = append(out, Task{ID: fmt.Sprintf("%s-task%d", id, i+1), Slot: i + 1, State: "running"})
+	}
+	return out, nil
+}
+
+// counts returns the writes and the Wanted calls so far.
+func (f *fakeSwarm) counts() (updates, wantedCalls int) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.updates, f.wantedCalls
 }
 
 func (f *fakeSwarm) Events(ctx context.Context) (<-chan ServiceEvent, <-chan error) {

@@ -124,6 +124,24 @@ func TestIntegrationScaleOrbiterAPI(t *testing.T) {
 		n := runningTasks(t, docker, webID)
 		return n == 3, fmt.Sprintf("%s has %d running tasks, want 3", web, n)
 	})
+	// The adapter lists the tasks swarm wants running, one per slot: what
+	// the controller checks after a scale-down.
+	sw := adapter.NewSwarm(docker)
+	wantedSlots := func() []int {
+		tasks, err := sw.Wanted(testenv.Context(t, 10*time.Second), webID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var slots []int
+		for _, tk := range tasks {
+			slots = append(slots, tk.Slot)
+		}
+		slices.Sort(slots)
+		return slots
+	}
+	if got := wantedSlots(); !slices.Equal(got, []int{1, 2, 3}) {
+		t.Fatalf("%s: tasks wanted running in slots %v, want 1 2 3", web, got)
+	}
 	rec := expect(base+"/up", integrationToken, "", http.StatusOK, 3)
 	if !rec.Refused || rec.Reason != scale.ReasonAtMax || !strings.Contains(rec.Why, "maximum 3") {
 		t.Fatalf("up beyond max: %+v, want refused at_max", rec)
@@ -238,6 +256,19 @@ func TestIntegrationScaleOrbiterAPI(t *testing.T) {
 		return true, ""
 	})
 	expect(base+"/up", integrationToken, "", http.StatusNotFound, 3)
+
+	// Scaled down, swarm wants fewer tasks running, as the adapter lists.
+	webNow, err := sw.Service(qctx, webID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sw.SetReplicas(qctx, webID, webNow.Version, 1); err != nil {
+		t.Fatal(err)
+	}
+	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		got := wantedSlots()
+		return len(got) == 1, fmt.Sprintf("%s scaled to 1: tasks wanted running in slots %v", web, got)
+	})
 }
 
 // createService creates a service of the test image with service labels,

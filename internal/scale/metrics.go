@@ -8,6 +8,7 @@ type metrics struct {
 	errors      *prometheus.CounterVec
 	conflicts   prometheus.Counter
 	reconnects  prometheus.Counter
+	resettles   prometheus.Counter
 	services    prometheus.GaugeFunc
 	subscribers prometheus.GaugeFunc
 	dropped     prometheus.CounterFunc
@@ -22,7 +23,7 @@ func newMetrics(reg prometheus.Registerer, c *Controller) *metrics {
 		}, []string{"result", "reason"}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "errors_total",
-			Help: "Failed operations, by operation (docker_list, docker_inspect, docker_update, history).",
+			Help: "Failed operations, by operation (docker_list, docker_inspect, docker_tasks, docker_update, history).",
 		}, []string{"op"}),
 		conflicts: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "version_conflicts_total",
@@ -31,6 +32,10 @@ func newMetrics(reg prometheus.Registerer, c *Controller) *metrics {
 		reconnects: prometheus.NewCounter(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "docker_reconnects_total",
 			Help: "Times the Docker service event stream ended and was reopened.",
+		}),
+		resettles: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "scale_down_rewrites_total",
+			Help: "Replica counts written again because swarm still wanted more tasks running than a scale-down left (it lost the removal of some).",
 		}),
 		services: prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "services",
@@ -46,7 +51,7 @@ func newMetrics(reg prometheus.Registerer, c *Controller) *metrics {
 		}, func() float64 { return float64(c.bus.Dropped()) }),
 	}
 	if reg != nil {
-		reg.MustRegister(m.decisions, m.errors, m.conflicts, m.reconnects, m.services, m.subscribers, m.dropped)
+		reg.MustRegister(m.decisions, m.errors, m.conflicts, m.reconnects, m.resettles, m.services, m.subscribers, m.dropped)
 	}
 	return m
 }

@@ -79,6 +79,25 @@ func (s *Swarm) SetReplicas(ctx context.Context, id string, version uint64, repl
 	return nil
 }
 
+// Wanted implements scale.Swarm.
+func (s *Swarm) Wanted(ctx context.Context, id string) ([]scale.Task, error) {
+	tasks, err := s.api.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", id))})
+	if err != nil {
+		return nil, fmt.Errorf("list tasks of service %s: %w", id, err)
+	}
+	var out []scale.Task
+	for _, t := range tasks {
+		// The filter also takes a name: keep the service's own tasks.
+		if t.ServiceID != id {
+			continue
+		}
+		if t.DesiredState == swarm.TaskStateRunning || t.DesiredState == swarm.TaskStateReady {
+			out = append(out, scale.Task{ID: t.ID, Slot: t.Slot, State: string(t.Status.State)})
+		}
+	}
+	return out, nil
+}
+
 // Events implements scale.Swarm.
 func (s *Swarm) Events(ctx context.Context) (<-chan scale.ServiceEvent, <-chan error) {
 	f := filters.NewArgs(filters.Arg("type", string(events.ServiceEventType)))

@@ -1,0 +1,180 @@
+package scale
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// TestSettleOnce: one check of a scale-down of web from 3 to 2 writes the
+// count again only when swarm still wants more tasks running than 2 and
+// nobody changed the service since.
+func TestSettleOnce(t *testing.T) {
+	tests := []struct {
+		name string
+		// after the scale-down, as swarm or another writer left things
+		after      func(f *fakeSwarm)
+		wantDone   bool
+		wantWrites int
+	}{
+		{"settled", func(f *fakeSwarm) {}, true, 0},
+		{"a removal lost", func(f *fakeSwarm) { f.extra["web"] = 1 }, false, 1},
+		{"scaled again since", func(f *fakeSwarm) {
+			s := f.services["web"]
+			s.Replicas = 5
+			f.services["web"] = s
+			f.extra["web"] = 1
+		}, true, 0},
+		{"updated by someone else in between", func(f *fakeSwarm) { f.extra["web"], f.conflicts = 1, 1 }, true, 0},
+		{"removed since", func(f *fakeSwarm) { delete(f.services, "web") }, true, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			sw := newFakeSwarm(webDown(3))
+			c := NewController(Config{}, sw, &memHistory{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+			if err := c.resync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if rec, err := c.Handle(ctx, Request{Service: "web", Direction: Down}); err != nil || rec.To != 2 {
+				t.Fatalf("scale down: %+v %v", rec, err)
+			}
+			if len(c.settleC) != 1 {
+				t.Fatalf("%d checks queued after a scale-down, want 1", len(c.settleC))
+			}
+			sw.mu.Lock()
+			tt.after(sw)
+			sw.mu.Unlock()
+			before, _ := sw.counts()
+			done, err := c.settleOnce(ctx, settleJob{id: "web", name: "web", to: 2}, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			after, _ := sw.counts()
+			if done != tt.wantDone || after-before != tt.wantWrites {
+				t.Fatalf("done %v after %d writes, want %v after %d", done, after-before, tt.wantDone, tt.wantWrites)
+			}
+			if done {
+				return
+			}
+			// The write made swarm reconcile: the next check finds it settled.
+			if done, err := c.settleOnce(ctx, settleJob{id: "web", name: "web", to: 2}, 2); !done || err != nil {
+				t.Fatalf("second check: done %v, %v; want done", done, err)
+			}
+			if got := sw.replicas("web"); got != 2 {
+				t.Fatalf("%d replicas after the check, want 2", got)
+			}
+		})
+	}
+}
+
+// TestSettleNotQueued: a scale-up, a refusal and a dry run queue no check.
+func TestSettleNotQueued(t *testing.T) {
+	ctx := context.Background()
+	for _, dry := range []bool{false, true} {
+		sw := newFakeSwarm(webDown(1))
+		c := NewController(Config{DryRun: dry}, sw, &memHistory{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+		if err := c.resync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		for _, dir := range []Direction{Up, Down, Down} { // the last down is refused at the minimum
+			if _, err := c.Handle(ctx, Request{Service: "web", Direction: dir}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := 1
+		if dry {
+			want = 0
+		}
+		if len(c.settleC) != want {
+			t.Errorf("dry run %v: %d checks queued, want %d (the one applied scale-down)", dry, len(c.settleC), want)
+		}
+	}
+}
+
+// TestSettleAfterScaleDown: a running controller checks each scale-down
+// it applies, writes the count again when swarm lost a removal, counts it,
+// and stops once swarm wants no more than the count.
+func TestSettleAfterScaleDown(t *testing.T) {
+	sw := newFakeSwarm(webDown(3))
+	sw.lose = 1
+	logs := &syncWriter{w: &strings.Builder{}}
+	c := NewController(Config{SettleAfter: 10 * time.Millisecond}, sw, &memHistory{}, slog.New(slog.NewTextHandler(logs, nil)), prometheus.NewRegistry())
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.Run(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, func() bool { return c.Status().DockerConnected })
+	if rec, err := c.Handle(ctx, Request{Service: "web", Direction: Down}); err != nil || rec.To != 2 {
+		t.Fatalf("scale down: %+v %v", rec, err)
+	}
+	// The event that must happen: the check that finds swarm settled
+	// after the write again (one Wanted call for each).
+	waitFor(t, func() bool { _, calls := sw.counts(); return calls >= 2 })
+	if writes, _ := sw.counts(); writes != 2 {
+		t.Errorf("%d writes, want 2: the scale-down and the count written again", writes)
+	}
+	if got := sw.replicas("web"); got != 2 {
+		t.Errorf("%d replicas, want 2", got)
+	}
+	if got := counterValue(t, c.metrics.resettles); got != 1 {
+		t.Errorf("underlay_scale_scale_down_rewrites_total %v, want 1", got)
+	}
+	if l := logs.String(); !strings.Contains(l, "slot 3 task web-task3") {
+		t.Errorf("the warning does not name the tasks swarm still wanted:\n%s", l)
+	}
+}
+
+// TestSettleGivesUp: when every write loses a removal again, the
+// controller writes the count settleTries times and then leaves it.
+func TestSettleGivesUp(t *testing.T) {
+	sw := newFakeSwarm(webDown(3))
+	sw.loseAlways = true
+	logs := &syncWriter{w: &strings.Builder{}}
+	c := NewController(Config{SettleAfter: 5 * time.Millisecond}, sw, &memHistory{}, slog.New(slog.NewTextHandler(logs, nil)), nil)
+	ctx := context.Background()
+	if err := c.resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Handle(ctx, Request{Service: "web", Direction: Down}); err != nil {
+		t.Fatal(err)
+	}
+	c.settle(ctx, <-c.settleC)
+	if writes, calls := sw.counts(); writes != 1+settleTries || calls != settleTries {
+		t.Errorf("%d writes and %d checks, want %d and %d", writes, calls, 1+settleTries, settleTries)
+	}
+	if !strings.Contains(logs.String(), "leaving it to the next update") {
+		t.Errorf("no warning that the controller gave up:\n%s", logs.String())
+	}
+}
+
+// syncWriter is an io.Writer safe for the controller's goroutines.
+type syncWriter struct {
+	mu sync.Mutex
+	w  *strings.Builder
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func (s *syncWriter) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.String()
+}
+
+// webDown is service web at replicas, autoscaled, allowed down, with no
+// scale-down cooldown or stabilization to wait for.
+func webDown(replicas int) Service {
+	return svc("web", replicas, "orbiter", "true", LabelAllowDown, "true",
+		LabelCooldownDown, "0", LabelStabilizationDown, "0")
+}
