@@ -5,11 +5,12 @@ import (
 	"io"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/underlay/underlay/internal/testlog"
 )
 
 // TestSettleOnce: one check of a scale-down of web from 3 to 2 writes the
@@ -104,7 +105,7 @@ func TestSettleNotQueued(t *testing.T) {
 func TestSettleAfterScaleDown(t *testing.T) {
 	sw := newFakeSwarm(webDown(3))
 	sw.lose = 1
-	logs := &syncWriter{w: &strings.Builder{}}
+	logs := &testlog.Buffer{}
 	c := NewController(Config{SettleAfter: 10 * time.Millisecond}, sw, &memHistory{}, slog.New(slog.NewTextHandler(logs, nil)), prometheus.NewRegistry())
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
@@ -136,7 +137,7 @@ func TestSettleAfterScaleDown(t *testing.T) {
 func TestSettleGivesUp(t *testing.T) {
 	sw := newFakeSwarm(webDown(3))
 	sw.loseAlways = true
-	logs := &syncWriter{w: &strings.Builder{}}
+	logs := &testlog.Buffer{}
 	c := NewController(Config{SettleAfter: 5 * time.Millisecond}, sw, &memHistory{}, slog.New(slog.NewTextHandler(logs, nil)), nil)
 	ctx := context.Background()
 	if err := c.resync(ctx); err != nil {
@@ -152,24 +153,6 @@ func TestSettleGivesUp(t *testing.T) {
 	if !strings.Contains(logs.String(), "leaving it to the next update") {
 		t.Errorf("no warning that the controller gave up:\n%s", logs.String())
 	}
-}
-
-// syncWriter is an io.Writer safe for the controller's goroutines.
-type syncWriter struct {
-	mu sync.Mutex
-	w  *strings.Builder
-}
-
-func (s *syncWriter) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.Write(p)
-}
-
-func (s *syncWriter) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.w.String()
 }
 
 // webDown is service web at replicas, autoscaled, allowed down, with no
