@@ -39,16 +39,6 @@ type settleJob struct {
 	to       int
 }
 
-// extraTasks returns the tasks wanted beyond replicas, or nil when swarm
-// wants no more than replicas. It cannot tell which tasks swarm lost, so it
-// names them all.
-func extraTasks(replicas int, wanted []Task) []Task {
-	if len(wanted) <= replicas {
-		return nil
-	}
-	return wanted
-}
-
 // queueSettle asks for a check of the scale-down of id to replicas. It
 // never blocks a decision: with the queue full, the check is skipped.
 func (c *Controller) queueSettle(j settleJob) {
@@ -133,16 +123,16 @@ func (c *Controller) settleOnce(ctx context.Context, j settleJob, try int) (done
 		c.metrics.errors.WithLabelValues("docker_tasks").Inc()
 		return true, fmt.Errorf("list tasks of service %s: %w", j.name, err)
 	}
-	extra := extraTasks(j.to, wanted)
-	if extra == nil {
+	if len(wanted) <= j.to {
 		return true, nil
 	}
-	names := make([]string, len(extra))
-	for i, t := range extra {
+	// Which tasks swarm lost cannot be told: the warning names them all.
+	names := make([]string, len(wanted))
+	for i, t := range wanted {
 		names[i] = t.String()
 	}
 	c.log.Warn("swarm still wants more tasks running than a scale-down left (it lost the removal of some); writing the count again",
-		"service", j.name, "replicas", j.to, "wanted", len(extra), "tasks", strings.Join(names, ", "), "try", try)
+		"service", j.name, "replicas", j.to, "wanted", len(wanted), "tasks", strings.Join(names, ", "), "try", try)
 	c.metrics.resettles.Inc()
 	if err := c.swarm.SetReplicas(ctx, svc.ID, svc.Version, j.to); err != nil {
 		if errors.Is(err, ErrVersionConflict) {

@@ -7,10 +7,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
+
+	"github.com/underlay/underlay/internal/scale/adapter"
 )
 
 // Swarm makes the local dockerd a single-node swarm manager when it is not
@@ -106,6 +107,7 @@ func ScaleService(t testing.TB, d *client.Client, id string, n uint64) {
 	t.Helper()
 	ctx := Context(t, 2*time.Minute)
 	var before uint64
+	var svcID string // id may be a name; the tasks are listed by ID
 	scale := func() {
 		t.Helper()
 		updateSwarmObject(t, fmt.Sprintf("scale service %s to %d", id, n), func() error {
@@ -113,6 +115,7 @@ func ScaleService(t testing.TB, d *client.Client, id string, n uint64) {
 			if err != nil {
 				return err
 			}
+			svcID = svc.ID
 			if r := svc.Spec.Mode.Replicated.Replicas; r != nil {
 				before = *r
 			}
@@ -128,9 +131,10 @@ func ScaleService(t testing.TB, d *client.Client, id string, n uint64) {
 	// Swarm marks the tasks it removes at once; one still wanted seconds
 	// later was lost.
 	const again = 10 * time.Second
+	sw := adapter.NewSwarm(d) // what underlay control checks after a scale-down
 	last := time.Now()
 	for {
-		wanted, err := wantedTasks(ctx, d, id)
+		wanted, err := sw.Wanted(ctx, svcID)
 		if err != nil {
 			t.Fatalf("scale service %s to %d: %v", id, n, err)
 		}
@@ -138,32 +142,16 @@ func ScaleService(t testing.TB, d *client.Client, id string, n uint64) {
 			return
 		}
 		if time.Since(last) > again {
-			t.Logf("scale service %s to %d: swarm still wants %d tasks running (%s); scaling again", id, n, len(wanted), strings.Join(wanted, ", "))
+			t.Logf("scale service %s to %d: swarm still wants %d tasks running (%v); scaling again", id, n, len(wanted), wanted)
 			scale()
 			last = time.Now()
 		}
 		select {
 		case <-ctx.Done():
-			t.Fatalf("scale service %s to %d: swarm still wants %d tasks running: %s", id, n, len(wanted), strings.Join(wanted, ", "))
+			t.Fatalf("scale service %s to %d: swarm still wants %d tasks running: %v", id, n, len(wanted), wanted)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
-}
-
-// wantedTasks lists a service's tasks that swarm wants running (desired
-// state ready or running), each as "slot N task ID state S".
-func wantedTasks(ctx context.Context, d *client.Client, service string) ([]string, error) {
-	tasks, err := d.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", service))})
-	if err != nil {
-		return nil, fmt.Errorf("list tasks of service %s: %w", service, err)
-	}
-	var out []string
-	for _, tk := range tasks {
-		if tk.DesiredState == swarm.TaskStateRunning || tk.DesiredState == swarm.TaskStateReady {
-			out = append(out, fmt.Sprintf("slot %d task %s %s", tk.Slot, tk.ID, tk.Status.State))
-		}
-	}
-	return out, nil
 }
 
 // SetNodeAvailability sets a swarm node's availability (a paused node
