@@ -52,6 +52,9 @@ type Docker interface {
 	// Endpoints lists running containers' endpoints on the given networks
 	// (by Docker network name), with their first exposed TCP port.
 	Endpoints(ctx context.Context, networks map[string]string) ([]Probe, error)
+	// Services lists the replicated swarm services and the tasks swarm
+	// wants running of each; managers only.
+	Services(ctx context.Context) ([]ServiceFacts, error)
 }
 
 // Consul is the local Consul agent and, through it, the servers.
@@ -338,6 +341,27 @@ func (c DockerCheck) Run(ctx context.Context, logf Logf) []Result {
 	f.Err = err
 	f.PluginDir = c.Files.Exists(PluginDir)
 	return EvalDocker(f)
+}
+
+// ServicesCheck checks, on a manager, that swarm wants no replicated
+// service's tasks running beyond its replicas.
+type ServicesCheck struct{ Docker Docker }
+
+// Name implements Check.
+func (ServicesCheck) Name() string { return "swarm" }
+
+// Run implements Check.
+func (c ServicesCheck) Run(ctx context.Context, logf Logf) []Result {
+	f, err := c.Docker.Facts(ctx)
+	if err != nil {
+		// The docker check reports the daemon down.
+		return []Result{{Check: "swarm/services", Status: Warn, Message: fmt.Sprintf("Docker daemon not reachable, services not checked: %v", err)}}
+	}
+	if !f.Manager {
+		return EvalServices(false, nil, nil, time.Now())
+	}
+	svcs, err := c.Docker.Services(ctx)
+	return EvalServices(true, svcs, err, time.Now())
 }
 
 // ConsulCheck checks the local Consul agent and clock skew.

@@ -64,7 +64,12 @@ type fakeDocker struct {
 	facts DockerFacts
 	err   error
 	eps   []Probe
+	svcs  []ServiceFacts
+	// svcErr fails Services alone.
+	svcErr error
 }
+
+func (d fakeDocker) Services(context.Context) ([]ServiceFacts, error) { return d.svcs, d.svcErr }
 
 func (d fakeDocker) Facts(context.Context) (DockerFacts, error) { return d.facts, d.err }
 func (d fakeDocker) Endpoints(_ context.Context, nets map[string]string) ([]Probe, error) {
@@ -156,6 +161,60 @@ func TestDockerCheck(t *testing.T) {
 	d.err = errors.New("refused")
 	if rs := (DockerCheck{Docker: d, Files: fakeFiles{}}).Run(context.Background(), t.Logf); len(rs) != 1 || rs[0].Check != "docker/daemon" {
 		t.Errorf("docker down: %+v", rs)
+	}
+}
+
+func TestServicesCheck(t *testing.T) {
+	old := time.Now().Add(-time.Hour)
+	lost := ServiceFacts{Name: "web", Replicas: 1, UpdatedAt: old, Wanted: []TaskFacts{{ID: "aaaaaaaaaaaaaaaa", Slot: 1, State: "running"}, {ID: "bbbbbbbbbbbbbbbb", Slot: 2, State: "running"}}}
+	fine := ServiceFacts{Name: "db", Replicas: 2, UpdatedAt: old, Wanted: []TaskFacts{{ID: "c", Slot: 1, State: "running"}, {ID: "d", Slot: 2, State: "starting"}}}
+	for _, tc := range []struct {
+		name   string
+		d      fakeDocker
+		status Status
+		want   string // part of the message
+	}{
+		{"worker", fakeDocker{facts: DockerFacts{SwarmState: "active"}, svcs: []ServiceFacts{lost}}, OK, "not a swarm manager"},
+		{"daemon down", fakeDocker{err: errors.New("refused")}, Warn, "refused"},
+		{"list fails", fakeDocker{facts: DockerFacts{Manager: true}, svcErr: errors.New("not the leader")}, Warn, "not the leader"},
+		{"healthy", fakeDocker{facts: DockerFacts{Manager: true}, svcs: []ServiceFacts{fine}}, OK, "1 replicated service(s), none"},
+		{"lost removal", fakeDocker{facts: DockerFacts{Manager: true}, svcs: []ServiceFacts{fine, lost}}, Warn, "lost the removal of 1"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := ServicesCheck{Docker: tc.d}.Run(context.Background(), t.Logf)
+			if len(rs) != 1 || rs[0].Check != "swarm/services" || rs[0].Status != tc.status || !strings.Contains(rs[0].Message, tc.want) {
+				t.Errorf("got %+v, want one swarm/services %s containing %q", rs, tc.status, tc.want)
+			}
+		})
+	}
+}
+
+func TestEvalServices(t *testing.T) {
+	now := time.Date(2026, 12, 3, 5, 0, 0, 0, time.UTC)
+	two := []TaskFacts{{ID: "0123456789abcdef", Slot: 3, State: "running"}, {ID: "fedcba9876543210", Slot: 7, State: "starting"}}
+	for _, tc := range []struct {
+		name   string
+		svc    ServiceFacts
+		status Status
+		want   string
+	}{
+		{"at its count", ServiceFacts{Name: "a", Replicas: 2, Wanted: two, UpdatedAt: now.Add(-time.Hour)}, OK, "none with more tasks wanted"},
+		{"scale-up under way", ServiceFacts{Name: "a", Replicas: 5, Wanted: two, UpdatedAt: now.Add(-time.Hour)}, OK, "none with more tasks wanted"},
+		{"scaled down to 0 just now", ServiceFacts{Name: "a", Wanted: two, UpdatedAt: now.Add(-10 * time.Second)}, OK, "1 above its replicas while an update or a scale settles"},
+		{"start-first update under way", ServiceFacts{Name: "a", Replicas: 1, Wanted: two, UpdatedAt: now.Add(-time.Hour), UpdateState: "updating"}, OK, "while an update or a scale settles"},
+		{"update paused", ServiceFacts{Name: "a", Replicas: 1, Wanted: two, UpdatedAt: now.Add(-time.Hour), UpdateState: "paused"}, OK, "while an update or a scale settles"},
+		{"removals lost", ServiceFacts{Name: "many", Wanted: two, UpdatedAt: now.Add(-90 * time.Second), UpdateState: "completed"}, Warn,
+			"service many has 0 replicas but swarm wants 2 tasks running, 1m30s after its last write with no update under way: a scale-down lost the removal of 2 (a swarmkit race); they run on and hold their addresses: many.3 (0123456789ab, running), many.7 (fedcba987654, starting)"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := EvalServices(true, []ServiceFacts{tc.svc}, nil, now)
+			if len(rs) != 1 || rs[0].Status != tc.status || !strings.Contains(rs[0].Message, tc.want) {
+				t.Fatalf("got %+v, want %s containing %q", rs, tc.status, tc.want)
+			}
+			if tc.status == Warn && rs[0].Fix != "docker service scale many=0   # writes the count again; swarm then stops the extra tasks" {
+				t.Errorf("fix %q", rs[0].Fix)
+			}
+		})
 	}
 }
 

@@ -628,3 +628,84 @@ func EvalContainers(ps []Probe, err error) []Result {
 	}
 	return []Result{{Check: check, Status: OK, Message: msg}}
 }
+
+// ServiceFacts is what the services check reads of one replicated swarm
+// service.
+type ServiceFacts struct {
+	Name     string
+	Replicas uint64
+	// Wanted are the tasks swarm wants running: desired state ready or
+	// running, and not yet ended.
+	Wanted []TaskFacts
+	// UpdateState is the service's rolling update's state ("" when it
+	// never had one): while an update is under way or paused, start-first
+	// updates run more tasks than the count by design.
+	UpdateState string
+	// UpdatedAt is when the service's spec was last written (a scale is
+	// such a write).
+	UpdatedAt time.Time
+}
+
+// TaskFacts is one task of a service.
+type TaskFacts struct {
+	ID    string
+	Slot  int
+	State string // observed: "running", "starting", ...
+}
+
+// ServicesSettle is how long after a service's last write the services
+// check waits before it counts tasks above the count as lost: swarm
+// removes them within seconds, and control rewrites a count whose
+// removals were lost from 15 s on.
+const ServicesSettle = time.Minute
+
+// EvalServices judges whether swarm wants more tasks of any replicated
+// service running than its replicas: a scale-down whose removals swarmkit
+// lost ("failed to update task to REMOVE ... update out of sequence" in the
+// manager's log) leaves them running, holding their addresses, until the
+// service is written again. Only managers know services; on a worker it
+// says so.
+func EvalServices(manager bool, svcs []ServiceFacts, err error, now time.Time) []Result {
+	const check = "swarm/services"
+	if !manager {
+		return []Result{{Check: check, Status: OK, Message: "not a swarm manager: services are checked on managers"}}
+	}
+	if err != nil {
+		return []Result{{Check: check, Status: Warn, Message: fmt.Sprintf("cannot read services, not checked: %v", err), Fix: "docker service ls"}}
+	}
+	var rs []Result
+	settling := 0
+	for _, s := range svcs {
+		extra := len(s.Wanted) - int(s.Replicas)
+		if extra <= 0 {
+			continue
+		}
+		age := now.Sub(s.UpdatedAt)
+		switch s.UpdateState {
+		case "updating", "paused", "rollback_started", "rollback_paused":
+			settling++
+			continue
+		}
+		if age < ServicesSettle {
+			settling++
+			continue
+		}
+		tasks := make([]string, 0, len(s.Wanted))
+		for _, t := range s.Wanted {
+			tasks = append(tasks, fmt.Sprintf("%s.%d (%.12s, %s)", s.Name, t.Slot, t.ID, t.State))
+		}
+		rs = append(rs, Result{Check: check, Status: Warn,
+			Message: fmt.Sprintf("service %s has %d replicas but swarm wants %d tasks running, %s after its last write with no update under way: "+
+				"a scale-down lost the removal of %d (a swarmkit race); they run on and hold their addresses: %s",
+				s.Name, s.Replicas, len(s.Wanted), age.Round(time.Second), extra, strings.Join(tasks, ", ")),
+			Fix: fmt.Sprintf("docker service scale %s=%d   # writes the count again; swarm then stops the extra tasks", s.Name, s.Replicas)})
+	}
+	if len(rs) > 0 {
+		return rs
+	}
+	msg := fmt.Sprintf("%d replicated service(s), none with more tasks wanted than its replicas", len(svcs))
+	if settling > 0 {
+		msg = fmt.Sprintf("%d replicated service(s); %d above its replicas while an update or a scale settles (under %s, or an update under way)", len(svcs), settling, ServicesSettle)
+	}
+	return []Result{{Check: check, Status: OK, Message: msg}}
+}

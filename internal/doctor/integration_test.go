@@ -93,6 +93,11 @@ func TestIntegrationDoctor(t *testing.T) {
 	if r := find(t, rs, "containers/reachable", doctor.OK); !strings.Contains(r.Message, "1 container(s)") {
 		t.Errorf("containers check did not reach the local task: %s", r.Message)
 	}
+	// On the manager the services check counted doc's tasks against its
+	// replicas.
+	if r := find(t, rs, "swarm/services", doctor.OK); !strings.Contains(r.Message, "1 replicated service(s), none") {
+		t.Errorf("services check on the manager: %s", r.Message)
+	}
 
 	// node2 with its agent stopped, so that nothing repairs what we break.
 	if out, err := l.Exec(ctx, n2.Name, "pkill", "-f", "underlay agent"); err != nil {

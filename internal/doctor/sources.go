@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
 	"github.com/hashicorp/consul/api"
 	"github.com/vishvananda/netlink"
@@ -137,6 +138,47 @@ func (d DockerAPI) Name(ctx context.Context) (string, error) {
 		return "", err
 	}
 	return info.Name, nil
+}
+
+// Services implements Docker.
+func (d DockerAPI) Services(ctx context.Context) ([]ServiceFacts, error) {
+	svcs, err := d.API.ServiceList(ctx, swarm.ServiceListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list services: %w", err)
+	}
+	tasks, err := d.API.TaskList(ctx, swarm.TaskListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list tasks: %w", err)
+	}
+	wanted := map[string][]TaskFacts{}
+	for _, t := range tasks {
+		if (t.DesiredState == swarm.TaskStateRunning || t.DesiredState == swarm.TaskStateReady) && !taskEnded(t.Status.State) {
+			wanted[t.ServiceID] = append(wanted[t.ServiceID], TaskFacts{ID: t.ID, Slot: t.Slot, State: string(t.Status.State)})
+		}
+	}
+	var out []ServiceFacts
+	for _, s := range svcs {
+		r := s.Spec.Mode.Replicated
+		if r == nil || r.Replicas == nil {
+			continue // global services and jobs have no count to exceed
+		}
+		f := ServiceFacts{Name: s.Spec.Name, Replicas: *r.Replicas, Wanted: wanted[s.ID], UpdatedAt: s.UpdatedAt}
+		if s.UpdateStatus != nil {
+			f.UpdateState = string(s.UpdateStatus.State)
+		}
+		out = append(out, f)
+	}
+	return out, nil
+}
+
+// taskEnded says a task's observed state is final: swarm replaces such a
+// task (or already did) rather than count it.
+func taskEnded(s swarm.TaskState) bool {
+	switch s {
+	case swarm.TaskStateComplete, swarm.TaskStateShutdown, swarm.TaskStateFailed, swarm.TaskStateRejected, swarm.TaskStateRemove, swarm.TaskStateOrphaned:
+		return true
+	}
+	return false
 }
 
 // Endpoints implements Docker.
@@ -304,6 +346,7 @@ func (e Env) Checks() []Check {
 		IPAMCheck{NodeID: e.NodeID, Networks: e.Networks, Pools: e.Pools},
 		NetfilterCheck{Files: files, Firewall: IPTables{}},
 		DockerCheck{Docker: e.Docker, Files: files},
+		ServicesCheck{Docker: e.Docker},
 		ConsulCheck{Consul: e.Consul},
 		ContainersCheck{Networks: e.Networks, Docker: e.Docker, Dial: DialTCP},
 	}
