@@ -317,6 +317,11 @@ func lead(ctx context.Context, c *api.Client, t *testing.T) error {
 	l := adapter.NewConsulLeader(adapter.LeaderConfig{Key: adapter.DefaultLeaderKey + "-" + testenv.ID(t), Advertise: "127.0.0.1:1"}, c, testenv.TestLogger(t))
 	done := make(chan error, 1)
 	go func() { done <- l.Run(ctx) }()
+	// The lock's session or key was refused: say so as Consul did.
+	refused := func() error {
+		_, _, err := c.Session().Create(&api.SessionEntry{TTL: "10s"}, nil)
+		return fmt.Errorf("not leading after 8s (session: %v)", err)
+	}
 	for {
 		if _, ok := l.Leading(); ok {
 			cancel()
@@ -325,15 +330,17 @@ func lead(ctx context.Context, c *api.Client, t *testing.T) error {
 		}
 		select {
 		case err := <-done:
+			// Run ends when the 8 s do; select may see that first.
+			if ctx.Err() != nil {
+				return refused()
+			}
 			if err == nil {
-				err = ctx.Err()
+				err = errors.New("leader stopped")
 			}
 			return fmt.Errorf("not leading: %w", err)
 		case <-ctx.Done():
 			<-done
-			// The lock's session or key was refused: say so as Consul did.
-			_, _, err := c.Session().Create(&api.SessionEntry{TTL: "10s"}, nil)
-			return fmt.Errorf("not leading after 8s (session: %v)", err)
+			return refused()
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
