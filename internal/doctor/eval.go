@@ -681,12 +681,7 @@ func EvalServices(manager bool, svcs []ServiceFacts, err error, now time.Time) [
 			continue
 		}
 		age := now.Sub(s.UpdatedAt)
-		switch s.UpdateState {
-		case "updating", "paused", "rollback_started", "rollback_paused":
-			settling++
-			continue
-		}
-		if age < ServicesSettle {
+		if updateUnderWay(s.UpdateState) || age < ServicesSettle {
 			settling++
 			continue
 		}
@@ -708,4 +703,13 @@ func EvalServices(manager bool, svcs []ServiceFacts, err error, now time.Time) [
 		msg = fmt.Sprintf("%d replicated service(s); %d above its replicas while an update or a scale settles (under %s, or an update under way)", len(svcs), settling, ServicesSettle)
 	}
 	return []Result{{Check: check, Status: OK, Message: msg}}
+}
+
+// updateUnderWay says a rolling update or rollback is running or paused.
+func updateUnderWay(state string) bool {
+	switch state {
+	case "updating", "paused", "rollback_started", "rollback_paused":
+		return true
+	}
+	return false
 }
