@@ -55,6 +55,8 @@ type Docker interface {
 	// Services lists the replicated swarm services and the tasks swarm
 	// wants running of each; managers only.
 	Services(ctx context.Context) ([]ServiceFacts, error)
+	// Managers lists the swarm's managers; managers only.
+	Managers(ctx context.Context) ([]ManagerFacts, error)
 }
 
 // Consul is the local Consul agent and, through it, the servers.
@@ -343,25 +345,29 @@ func (c DockerCheck) Run(ctx context.Context, logf Logf) []Result {
 	return EvalDocker(f)
 }
 
-// ServicesCheck checks, on a manager, that swarm wants no replicated
-// service's tasks running beyond its replicas.
-type ServicesCheck struct{ Docker Docker }
+// SwarmCheck checks, on a manager, that the swarm's managers can lose one
+// and that swarm wants no replicated service's tasks running beyond its
+// replicas.
+type SwarmCheck struct{ Docker Docker }
 
 // Name implements Check.
-func (ServicesCheck) Name() string { return "swarm" }
+func (SwarmCheck) Name() string { return "swarm" }
 
 // Run implements Check.
-func (c ServicesCheck) Run(ctx context.Context, logf Logf) []Result {
+func (c SwarmCheck) Run(ctx context.Context, logf Logf) []Result {
 	f, err := c.Docker.Facts(ctx)
 	if err != nil {
 		// The docker check reports the daemon down.
-		return []Result{{Check: "swarm/services", Status: Warn, Message: fmt.Sprintf("Docker daemon not reachable, services not checked: %v", err)}}
+		msg := fmt.Sprintf("Docker daemon not reachable, not checked: %v", err)
+		return []Result{{Check: "swarm/managers", Status: Warn, Message: msg}, {Check: "swarm/services", Status: Warn, Message: msg}}
 	}
 	if !f.Manager {
-		return EvalServices(false, nil, nil, time.Now())
+		return append(EvalManagers(false, nil, nil), EvalServices(false, nil, nil, time.Now())...)
 	}
+	managers, err := c.Docker.Managers(ctx)
+	rs := EvalManagers(true, managers, err)
 	svcs, err := c.Docker.Services(ctx)
-	return EvalServices(true, svcs, err, time.Now())
+	return append(rs, EvalServices(true, svcs, err, time.Now())...)
 }
 
 // ConsulCheck checks the local Consul agent and clock skew.

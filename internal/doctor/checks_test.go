@@ -66,10 +66,14 @@ type fakeDocker struct {
 	eps   []Probe
 	svcs  []ServiceFacts
 	// svcErr fails Services alone.
-	svcErr error
+	svcErr   error
+	managers []ManagerFacts
+	// mgrErr fails Managers alone.
+	mgrErr error
 }
 
 func (d fakeDocker) Services(context.Context) ([]ServiceFacts, error) { return d.svcs, d.svcErr }
+func (d fakeDocker) Managers(context.Context) ([]ManagerFacts, error) { return d.managers, d.mgrErr }
 
 func (d fakeDocker) Facts(context.Context) (DockerFacts, error) { return d.facts, d.err }
 func (d fakeDocker) Endpoints(_ context.Context, nets map[string]string) ([]Probe, error) {
@@ -164,28 +168,87 @@ func TestDockerCheck(t *testing.T) {
 	}
 }
 
-func TestServicesCheck(t *testing.T) {
+func TestSwarmCheck(t *testing.T) {
 	old := time.Now().Add(-time.Hour)
 	lost := ServiceFacts{Name: "web", Replicas: 1, UpdatedAt: old, Wanted: []TaskFacts{{ID: "aaaaaaaaaaaaaaaa", Slot: 1, State: "running"}, {ID: "bbbbbbbbbbbbbbbb", Slot: 2, State: "running"}}}
 	fine := ServiceFacts{Name: "db", Replicas: 2, UpdatedAt: old, Wanted: []TaskFacts{{ID: "c", Slot: 1, State: "running"}, {ID: "d", Slot: 2, State: "starting"}}}
-	for _, tc := range []struct {
-		name   string
-		d      fakeDocker
+	one := []ManagerFacts{{Name: "m1", ID: "m1id", Reachability: "reachable", Leader: true}}
+	two := append([]ManagerFacts{{Name: "m2", ID: "m2id", Reachability: "reachable"}}, one...)
+	manager := DockerFacts{Manager: true}
+	type want struct {
 		status Status
-		want   string // part of the message
+		msg    string // part of the message
+	}
+	for _, tc := range []struct {
+		name               string
+		d                  fakeDocker
+		managers, services want
 	}{
-		{"worker", fakeDocker{facts: DockerFacts{SwarmState: "active"}, svcs: []ServiceFacts{lost}}, OK, "not a swarm manager"},
-		{"daemon down", fakeDocker{err: errors.New("refused")}, Warn, "refused"},
-		{"list fails", fakeDocker{facts: DockerFacts{Manager: true}, svcErr: errors.New("not the leader")}, Warn, "not the leader"},
-		{"healthy", fakeDocker{facts: DockerFacts{Manager: true}, svcs: []ServiceFacts{fine}}, OK, "1 replicated service(s), none"},
-		{"lost removal", fakeDocker{facts: DockerFacts{Manager: true}, svcs: []ServiceFacts{fine, lost}}, Warn, "lost the removal of 1"},
+		{"worker", fakeDocker{facts: DockerFacts{SwarmState: "active"}, svcs: []ServiceFacts{lost}, managers: two},
+			want{OK, "not a swarm manager"}, want{OK, "not a swarm manager"}},
+		{"daemon down", fakeDocker{err: errors.New("refused")}, want{Warn, "refused"}, want{Warn, "refused"}},
+		{"lists fail", fakeDocker{facts: manager, svcErr: errors.New("not the leader"), mgrErr: errors.New("no leader here")},
+			want{Warn, "no leader here"}, want{Warn, "not the leader"}},
+		{"healthy", fakeDocker{facts: manager, svcs: []ServiceFacts{fine}, managers: one},
+			want{OK, "1 manager (m1)"}, want{OK, "1 replicated service(s), none"}},
+		{"lost removal, two managers", fakeDocker{facts: manager, svcs: []ServiceFacts{fine, lost}, managers: two},
+			want{Warn, "2 managers (leader m1) tolerate the loss of 0"}, want{Warn, "lost the removal of 1"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			rs := ServicesCheck{Docker: tc.d}.Run(context.Background(), t.Logf)
-			if len(rs) != 1 || rs[0].Check != "swarm/services" || rs[0].Status != tc.status || !strings.Contains(rs[0].Message, tc.want) {
-				t.Errorf("got %+v, want one swarm/services %s containing %q", rs, tc.status, tc.want)
+			rs := SwarmCheck{Docker: tc.d}.Run(context.Background(), t.Logf)
+			if len(rs) != 2 {
+				t.Fatalf("got %+v, want swarm/managers and swarm/services", rs)
+			}
+			for i, w := range []struct {
+				check string
+				want
+			}{{"swarm/managers", tc.managers}, {"swarm/services", tc.services}} {
+				if r := rs[i]; r.Check != w.check || r.Status != w.status || !strings.Contains(r.Message, w.msg) {
+					t.Errorf("got %+v, want %s %s containing %q", r, w.check, w.status, w.msg)
+				}
 			}
 		})
+	}
+}
+
+func TestEvalManagers(t *testing.T) {
+	m := func(name string, reach string, leader bool) ManagerFacts {
+		return ManagerFacts{Name: name, ID: name + "0123456789abcdef", Reachability: reach, Leader: leader}
+	}
+	for _, tc := range []struct {
+		name     string
+		managers []ManagerFacts
+		err      error
+		status   Status
+		msg, fix string // parts of the message and fix
+	}{
+		{"one", []ManagerFacts{m("a", "reachable", true)}, nil, OK,
+			"1 manager (a): the swarm survives the loss of none; 3 managers survive the loss of one", ""},
+		{"three", []ManagerFacts{m("a", "reachable", false), m("b", "reachable", true), m("c", "reachable", false)}, nil, OK,
+			"3 managers, all reachable (leader b): the swarm survives the loss of 1", ""},
+		{"two", []ManagerFacts{m("a", "reachable", true), m("b", "reachable", false)}, nil, Warn,
+			"2 managers (leader a) tolerate the loss of 0, no more than 1 would", "docker node promote WORKER   # 3 managers, or demote one to 1"},
+		{"four", []ManagerFacts{m("a", "reachable", true), m("b", "reachable", false), m("c", "reachable", false), m("d", "reachable", false)}, nil, Warn,
+			"4 managers (leader a) tolerate the loss of 1, no more than 3 would", "docker node promote WORKER   # 5 managers, or demote one to 3"},
+		{"one of three down", []ManagerFacts{m("a", "reachable", true), m("b", "unreachable", false), m("c", "reachable", false)}, nil, Warn,
+			"1 of 3 managers unreachable: b (b0123456789a, unreachable); the swarm stops if 1 more is lost", "docker node demote NODE"},
+		{"one of five down", []ManagerFacts{m("a", "reachable", true), m("b", "unknown", false), m("c", "reachable", false), m("d", "reachable", false), m("e", "reachable", false)}, nil, Warn,
+			"1 of 5 managers unreachable: b (b0123456789a, unknown); the swarm stops if 2 more are lost", "start docker on the unreachable managers"},
+		{"quorum lost", []ManagerFacts{m("a", "reachable", true), m("b", "unreachable", false), m("c", "unreachable", false)}, nil, Fail,
+			"2 of 3 managers unreachable", "--force-new-cluster"},
+		{"no leader", nil, errors.New("list managers: Error response from daemon: rpc error: code = Unknown desc = The swarm does not have a leader. It's possible that too few managers are online."), Fail,
+			"the swarm has no leader", "--force-new-cluster"},
+		{"list fails", nil, errors.New("list managers: connection reset"), Warn, "cannot list the swarm's managers: list managers: connection reset", "docker node ls"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			rs := EvalManagers(true, tc.managers, tc.err)
+			if len(rs) != 1 || rs[0].Check != "swarm/managers" || rs[0].Status != tc.status || !strings.Contains(rs[0].Message, tc.msg) || !strings.Contains(rs[0].Fix, tc.fix) {
+				t.Fatalf("got %+v, want %s containing %q, fix containing %q", rs, tc.status, tc.msg, tc.fix)
+			}
+		})
+	}
+	if rs := EvalManagers(false, nil, nil); len(rs) != 1 || rs[0].Status != OK {
+		t.Errorf("worker: %+v", rs)
 	}
 }
 

@@ -713,3 +713,78 @@ func updateUnderWay(state string) bool {
 	}
 	return false
 }
+
+// ManagerFacts is one swarm manager, as the node list shows it.
+type ManagerFacts struct {
+	Name string // the node's host name
+	ID   string
+	// Reachability is swarm's view of its raft member: "reachable",
+	// "unreachable" or "unknown".
+	Reachability string
+	Leader       bool
+}
+
+// EvalManagers judges the swarm's managers: swarm runs while more than
+// half of them are reachable, so an even count tolerates no more losses
+// than one manager fewer, and two tolerate none (the soak saw a frozen
+// manager of two leave the swarm without a leader, so without scheduling,
+// scaling or service changes, for over a minute after it thawed). Only
+// managers see the list; on a worker it says so.
+func EvalManagers(manager bool, managers []ManagerFacts, err error) []Result {
+	const check = "swarm/managers"
+	if !manager {
+		return []Result{{Check: check, Status: OK, Message: "not a swarm manager: managers are checked on managers"}}
+	}
+	if err != nil {
+		r := Result{Check: check, Status: Warn, Message: fmt.Sprintf("cannot list the swarm's managers: %v", err), Fix: "docker node ls"}
+		// Docker's words for a swarm without quorum.
+		if strings.Contains(err.Error(), "does not have a leader") {
+			r.Status = Fail
+			r.Message = fmt.Sprintf("the swarm has no leader (fewer than half its managers reachable): nothing is scheduled, scaled or changed until one is elected: %v", err)
+			r.Fix = "start docker on the managers that are down; if they are gone for good: docker swarm init --force-new-cluster   # on one surviving manager"
+		}
+		return []Result{r}
+	}
+	n := len(managers)
+	var down []string
+	leader := ""
+	for _, m := range managers {
+		if m.Reachability != "reachable" {
+			down = append(down, fmt.Sprintf("%s (%.12s, %s)", m.Name, m.ID, m.Reachability))
+		}
+		if m.Leader {
+			leader = m.Name
+		}
+	}
+	quorum := n/2 + 1
+	spare := n - len(down) - quorum // further losses swarm survives
+	switch {
+	case n == 0:
+		return []Result{{Check: check, Status: Warn, Message: "a manager listed no managers", Fix: "docker node ls"}}
+	case spare < 0:
+		return []Result{{Check: check, Status: Fail,
+			Message: fmt.Sprintf("%d of %d managers unreachable: %s; the swarm needs %d reachable to have a leader", len(down), n, strings.Join(down, ", "), quorum),
+			Fix:     "start docker on the unreachable managers; if they are gone for good: docker swarm init --force-new-cluster   # on one surviving manager"}}
+	case len(down) > 0:
+		return []Result{{Check: check, Status: Warn,
+			Message: fmt.Sprintf("%d of %d managers unreachable: %s; the swarm stops if %d more %s lost", len(down), n, strings.Join(down, ", "), spare+1, plural(spare+1, "is", "are")),
+			Fix:     "start docker on the unreachable managers; if one is gone for good: docker node demote NODE && docker node rm --force NODE"}}
+	case n%2 == 0:
+		return []Result{{Check: check, Status: Warn,
+			Message: fmt.Sprintf("%d managers (leader %s) tolerate the loss of %d, no more than %d would: an even count only adds a manager whose loss counts against quorum; with 2, losing either leaves the swarm without a leader", n, leader, (n-1)/2, n-1),
+			Fix:     fmt.Sprintf("docker node promote WORKER   # %d managers, or demote one to %d", n+1, n-1)}}
+	}
+	msg := fmt.Sprintf("%d managers, all reachable (leader %s): the swarm survives the loss of %d", n, leader, (n-1)/2)
+	if n == 1 {
+		msg = fmt.Sprintf("1 manager (%s): the swarm survives the loss of none; 3 managers survive the loss of one", leader)
+	}
+	return []Result{{Check: check, Status: OK, Message: msg}}
+}
+
+// plural picks the word for n.
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return one
+	}
+	return many
+}

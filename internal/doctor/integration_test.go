@@ -98,6 +98,18 @@ func TestIntegrationDoctor(t *testing.T) {
 	if r := find(t, rs, "swarm/services", doctor.OK); !strings.Contains(r.Message, "1 replicated service(s), none") {
 		t.Errorf("services check on the manager: %s", r.Message)
 	}
+	if r := find(t, rs, "swarm/managers", doctor.OK); !strings.Contains(r.Message, "1 manager (") {
+		t.Errorf("managers check on the manager: %s", r.Message)
+	}
+
+	// Two managers survive the loss of none: the check warns, naming the
+	// fix; demoted again, node2 leaves one.
+	setRole(t, ctx, l, n2, swarm.NodeRoleManager, 2)
+	rs, _ = runDoctor(t, ctx, l, bin, m.Name)
+	if r := find(t, rs, "swarm/managers", doctor.Warn); !strings.Contains(r.Message, "2 managers (leader ") || !strings.HasPrefix(r.Fix, "docker node promote WORKER") {
+		t.Errorf("two managers: %s (fix %s)", r.Message, r.Fix)
+	}
+	setRole(t, ctx, l, n2, swarm.NodeRoleWorker, 1)
 
 	// node2 with its agent stopped, so that nothing repairs what we break.
 	if out, err := l.Exec(ctx, n2.Name, "pkill", "-f", "underlay agent"); err != nil {
@@ -197,6 +209,44 @@ func TestIntegrationDoctor(t *testing.T) {
 		{"docker/daemon", "systemctl start docker"},
 		{"consul/agent", "systemctl start consul"},
 		{"network/specs", "consul members"},
+	})
+}
+
+// setRole makes node n of l a manager or a worker, through the lab's
+// first node, and waits until it lists managers reachable managers and n's
+// own daemon agrees.
+func setRole(t *testing.T, ctx context.Context, l *testenv.Lab, n *testenv.LabNode, role swarm.NodeRole, managers int) {
+	t.Helper()
+	info, err := n.Docker.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := l.Nodes[0].Docker
+	node, _, err := d.NodeInspectWithRaw(ctx, info.Swarm.NodeID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	node.Spec.Role = role
+	if err := d.NodeUpdate(ctx, node.ID, node.Version, node.Spec); err != nil {
+		t.Fatalf("make %s a %s: %v", n.Name, role, err)
+	}
+	testenv.Eventually(t, 60*time.Second, func() (bool, string) {
+		list, err := d.NodeList(ctx, swarm.NodeListOptions{Filters: filters.NewArgs(filters.Arg("role", "manager"))})
+		if err != nil {
+			return false, err.Error()
+		}
+		reachable := 0
+		for _, m := range list {
+			if m.ManagerStatus != nil && m.ManagerStatus.Reachability == swarm.ReachabilityReachable {
+				reachable++
+			}
+		}
+		info, err := n.Docker.Info(ctx)
+		if err != nil {
+			return false, err.Error()
+		}
+		return len(list) == managers && reachable == managers && info.Swarm.ControlAvailable == (role == swarm.NodeRoleManager),
+			fmt.Sprintf("%d managers, %d reachable, want %d; %s a manager: %v", len(list), reachable, managers, n.Name, info.Swarm.ControlAvailable)
 	})
 }
 

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
 	"github.com/hashicorp/consul/api"
@@ -167,6 +168,23 @@ func (d DockerAPI) Services(ctx context.Context) ([]ServiceFacts, error) {
 			f.UpdateState = string(s.UpdateStatus.State)
 		}
 		out = append(out, f)
+	}
+	return out, nil
+}
+
+// Managers implements Docker.
+func (d DockerAPI) Managers(ctx context.Context) ([]ManagerFacts, error) {
+	nodes, err := d.API.NodeList(ctx, swarm.NodeListOptions{Filters: filters.NewArgs(filters.Arg("role", "manager"))})
+	if err != nil {
+		return nil, fmt.Errorf("list managers: %w", err)
+	}
+	out := make([]ManagerFacts, 0, len(nodes))
+	for _, n := range nodes {
+		m := ManagerFacts{Name: n.Description.Hostname, ID: n.ID, Reachability: "unknown"}
+		if n.ManagerStatus != nil {
+			m.Reachability, m.Leader = string(n.ManagerStatus.Reachability), n.ManagerStatus.Leader
+		}
+		out = append(out, m)
 	}
 	return out, nil
 }
@@ -346,7 +364,7 @@ func (e Env) Checks() []Check {
 		IPAMCheck{NodeID: e.NodeID, Networks: e.Networks, Pools: e.Pools},
 		NetfilterCheck{Files: files, Firewall: IPTables{}},
 		DockerCheck{Docker: e.Docker, Files: files},
-		ServicesCheck{Docker: e.Docker},
+		SwarmCheck{Docker: e.Docker},
 		ConsulCheck{Consul: e.Consul},
 		ContainersCheck{Networks: e.Networks, Docker: e.Docker, Dial: DialTCP},
 	}
