@@ -345,9 +345,9 @@ func (c DockerCheck) Run(ctx context.Context, logf Logf) []Result {
 	return EvalDocker(f)
 }
 
-// SwarmCheck checks, on a manager, that the swarm's managers can lose one
-// and that swarm wants no replicated service's tasks running beyond its
-// replicas.
+// SwarmCheck checks, on a manager, that the swarm's managers are all
+// reachable and odd in number, and that swarm wants no replicated
+// service's tasks running beyond its replicas.
 type SwarmCheck struct{ Docker Docker }
 
 // Name implements Check.
