@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Policy is the agent-wide configuration that shapes registrations.
@@ -96,7 +97,7 @@ func Desired(c Container, p Policy) ([]Service, []Warning) {
 			name += "-" + strconv.Itoa(t.port.Port)
 		}
 		drafts = append(drafts, draft{t: t, attrs: attrs, svc: Service{
-			ID:      serviceID(c, p, t, attrs, fromPort, group),
+			ID:      serviceID(c, p, t, attrs, fromPort, group, warn),
 			Name:    name,
 			Address: t.address,
 			Port:    cmp.Or(t.hostPort, t.port.Port),
@@ -284,20 +285,36 @@ func defaultName(c Container) string {
 	return base
 }
 
-// serviceID is stable for a node, container and port: SERVICE_ID when set,
-// else NODE:CONTAINER:PORT, with ":udp" for UDP ports as registrator does.
-func serviceID(c Container, p Policy, t target, attrs map[string]setting, fromPort map[string]bool, group bool) string {
-	if id := attrs["id"].value; id != "" {
+// serviceID is stable for a node, container and port: SERVICE_ID when set
+// and usable, else NODE:CONTAINER:PORT, with ":udp" for UDP ports as
+// registrator does.
+func serviceID(c Container, p Policy, t target, attrs map[string]setting, fromPort map[string]bool, group bool, warn func(key, value, problem string)) string {
+	id := attrs["id"].value
+	if id != "" && !usableID(id) {
+		warn(attrs["id"].source, id, "not usable as a Consul service ID: Consul's HTTP API could not name it to deregister it (a '/', a control character, or '.' or '..' alone), and the entry would stay after the container; the default ID is used")
+		id = ""
+	}
+	if id != "" {
 		if group && !fromPort["id"] {
 			id += "-" + strconv.Itoa(t.port.Port)
 		}
 		return id
 	}
-	id := fmt.Sprintf("%s:%s:%d", p.Node, c.Name, t.port.Port)
+	id = fmt.Sprintf("%s:%s:%d", p.Node, c.Name, t.port.Port)
 	if t.port.Proto == "udp" {
 		id += ":udp"
 	}
 	return id
+}
+
+// usableID says Consul's HTTP API can name id in a path, as deregistration
+// and check updates do: Go's HTTP server cleans "." and ".." segments out
+// of a path, and a control character makes the request invalid.
+func usableID(id string) bool {
+	if id == "." || id == ".." || strings.Contains(id, "/") {
+		return false
+	}
+	return !strings.ContainsFunc(id, unicode.IsControl)
 }
 
 func mergeTags(lists ...[]string) []string {
@@ -311,6 +328,11 @@ func mergeTags(lists ...[]string) []string {
 	}
 	return tags
 }
+
+// MaxMeta is how many Meta pairs Consul takes on one service: it refuses
+// a registration with more (HTTP 400), which would leave the container
+// unregistered.
+const MaxMeta = 64
 
 // serviceMeta holds what underlay knows of the container, then the
 // container's own attributes; attributes may not override underlay's keys.
@@ -353,6 +375,8 @@ func serviceMeta(c Container, p Policy, t target, attrs map[string]setting, warn
 			warn(s.source, s.value, "Consul reserves Meta keys starting with consul; not copied into Meta")
 		case len(k) > 128 || len(s.value) > 512:
 			warn(s.source, s.value, "too long for Consul Meta (128-byte key, 512-byte value); not copied")
+		case len(meta) >= MaxMeta-1: // Desired adds the hash
+			warn(s.source, s.value, fmt.Sprintf("Consul takes at most %d Meta pairs per service, and underlay's own and the attributes before it in key order hold them all; not copied", MaxMeta))
 		default:
 			meta[k] = s.value
 		}

@@ -771,6 +771,40 @@ func TestDesiredNaming(t *testing.T) {
 			},
 		},
 		{
+			// Consul registers such IDs but its deregister and check-update
+			// paths cannot name them ("/v1/agent/service/deregister/.."
+			// is cleaned to another path): the entry would be stranded.
+			name:   "SERVICE_ID that Consul's HTTP paths cannot name falls back to the default",
+			c:      twoPorts(labels("SERVICE_80_ID", "..", "SERVICE_443_ID", "a/b")),
+			policy: testPolicy(),
+			want: []naming{
+				{"node1:web:80", "nginx-80", nil},
+				{"node1:web:443", "nginx-443", nil},
+			},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_80_ID", Value: "..", Problem: "not usable as a Consul service ID"},
+				{Key: "SERVICE_443_ID", Value: "a/b", Problem: "not usable as a Consul service ID"},
+			},
+		},
+		{
+			name:   "SERVICE_ID with a control character falls back to the default",
+			c:      macvlanContainer(labels("SERVICE_ID", "a\nb")),
+			policy: testPolicy(),
+			want:   []naming{{"node1:web:80", "nginx", nil}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_ID", Value: "a\nb", Problem: "not usable as a Consul service ID"},
+			},
+		},
+		{
+			name:   "SERVICE_ID '.' falls back to the default",
+			c:      macvlanContainer(labels("SERVICE_ID", ".")),
+			policy: testPolicy(),
+			want:   []naming{{"node1:web:80", "nginx", nil}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_ID", Value: ".", Problem: "not usable as a Consul service ID"},
+			},
+		},
+		{
 			name:   "Explicit skips a container without a name",
 			c:      twoPorts(),
 			policy: Policy{Node: testNode, Explicit: true},
@@ -882,6 +916,24 @@ func TestDesiredNaming(t *testing.T) {
 	}
 }
 
+// manyMeta is 70 SERVICE_* labels beside lanMeta's 6 keys and the hash:
+// 57 fit in Consul's 64 Meta pairs (manyMetaKept), 13 do not.
+var manyMeta, manyMetaKept, manyMetaWarnings = func() ([]string, map[string]string, []wantWarning) {
+	var kv []string
+	kept := map[string]string{}
+	var refused []wantWarning
+	for i := range 70 {
+		k, v := fmt.Sprintf("SERVICE_M%02d", i), fmt.Sprintf("v%d", i)
+		kv = append(kv, k, v)
+		if i < 64-1-len(lanMeta()) {
+			kept[strings.ToLower(k[len("SERVICE_"):])] = v
+		} else {
+			refused = append(refused, wantWarning{Key: k, Value: v, Problem: "Consul takes at most 64 Meta pairs per service"})
+		}
+	}
+	return kv, kept, refused
+}()
+
 func TestDesiredMeta(t *testing.T) {
 	long := strings.Repeat("k", 129)
 	tests := []struct {
@@ -946,6 +998,14 @@ func TestDesiredMeta(t *testing.T) {
 				{Key: "SERVICE_" + long, Value: "v", Problem: "too long for Consul Meta"},
 				{Key: "SERVICE_BIG", Value: strings.Repeat("v", 513), Problem: "too long for Consul Meta"},
 			},
+		},
+		{
+			// Consul refuses a registration with more than 64 Meta pairs
+			// (HTTP 400), which would leave the container unregistered.
+			name:         "attributes beyond Consul's 64 Meta pairs are refused, in key order",
+			c:            macvlanContainer(labels(manyMeta...)),
+			want:         []map[string]string{manyMetaKept},
+			wantWarnings: manyMetaWarnings,
 		},
 		{
 			name: "a warning repeated for each port is reported once",

