@@ -3,6 +3,7 @@ package adapter
 import (
 	"context"
 	"fmt"
+	"regexp"
 	"strings"
 
 	"github.com/docker/docker/api/types/events"
@@ -36,8 +37,14 @@ func (s *Swarm) Services(ctx context.Context) ([]scale.Service, error) {
 	return out, nil
 }
 
-// Service implements scale.Swarm.
+// Service implements scale.Swarm. A name that no swarm service can have
+// is not found without asking Docker: the client puts it in the request's
+// path as it is, so "../secrets/X" would read another object. Control
+// passes IDs Docker gave it; this keeps it so for any caller.
 func (s *Swarm) Service(ctx context.Context, idOrName string) (scale.Service, error) {
+	if !serviceRef.MatchString(idOrName) {
+		return scale.Service{}, fmt.Errorf("service %q: not a swarm service name or ID: %w", idOrName, scale.ErrNotFound)
+	}
 	svc, _, err := s.api.ServiceInspectWithRaw(ctx, idOrName, swarm.ServiceInspectOptions{})
 	if errdefs.IsNotFound(err) {
 		return scale.Service{}, fmt.Errorf("service %s: %w", idOrName, scale.ErrNotFound)
@@ -47,6 +54,12 @@ func (s *Swarm) Service(ctx context.Context, idOrName string) (scale.Service, er
 	}
 	return toService(svc), nil
 }
+
+// serviceRef holds every swarm service's ID (lower-case letters and
+// digits) and name (letters, digits, '-' and '_', starting with a letter
+// or digit); a '.' after the first character cannot make a path segment
+// "." or "..", so it is left for Docker to judge.
+var serviceRef = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
 // SetReplicas implements scale.Swarm: it reads the spec at version and
 // writes it back with the new replica count, so nothing else in the spec

@@ -1,0 +1,64 @@
+package adapter
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+
+	"github.com/docker/docker/client"
+
+	"github.com/underlay/underlay/internal/scale"
+)
+
+// TestServiceRefusesPaths checks that a service name that no swarm service
+// can have never reaches Docker: the client would put it in the request's
+// path as it is, and "../secrets/s" would read another object.
+func TestServiceRefusesPaths(t *testing.T) {
+	var mu sync.Mutex
+	var paths []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		paths = append(paths, r.URL.Path)
+		mu.Unlock()
+		http.Error(w, `{"message":"no such service"}`, http.StatusNotFound)
+	}))
+	defer srv.Close()
+	api, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithVersion("1.41"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer api.Close()
+	s := NewSwarm(api)
+	for _, name := range []string{"../secrets/s", "..", ".", "a/b", "a\nb", "", "-x", "web\x00"} {
+		_, err := s.Service(context.Background(), name)
+		if !errors.Is(err, scale.ErrNotFound) {
+			t.Errorf("Service(%q): %v, want not found", name, err)
+		}
+	}
+	mu.Lock()
+	if len(paths) != 0 {
+		t.Errorf("requests reached Docker: %q", paths)
+	}
+	paths = nil
+	mu.Unlock()
+	// Names and IDs swarm has still ask Docker.
+	for _, name := range []string{"web", "stack_web-1", "0123456789abcdefghijklmno", "a.b"} {
+		if _, err := s.Service(context.Background(), name); !errors.Is(err, scale.ErrNotFound) {
+			t.Errorf("Service(%q): %v, want Docker's not found", name, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if want := []string{"/v1.41/services/web", "/v1.41/services/stack_web-1", "/v1.41/services/0123456789abcdefghijklmno", "/v1.41/services/a.b"}; len(paths) != len(want) {
+		t.Errorf("requests %q, want %q", paths, want)
+	} else {
+		for i := range want {
+			if paths[i] != want[i] {
+				t.Errorf("request %d: %s, want %s", i, paths[i], want[i])
+			}
+		}
+	}
+}
