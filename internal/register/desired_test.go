@@ -774,34 +774,21 @@ func TestDesiredNaming(t *testing.T) {
 			// Consul registers such IDs but its deregister and check-update
 			// paths cannot name them ("/v1/agent/service/deregister/.."
 			// is cleaned to another path): the entry would be stranded.
-			name:   "SERVICE_ID that Consul's HTTP paths cannot name falls back to the default",
-			c:      twoPorts(labels("SERVICE_80_ID", "..", "SERVICE_443_ID", "a/b")),
+			name: "SERVICE_ID that Consul's HTTP paths cannot name falls back to the default",
+			c: macvlanContainer(exposed(Port{80, "tcp"}, Port{443, "tcp"}, Port{8080, "tcp"}, Port{9000, "tcp"}),
+				labels("SERVICE_80_ID", "..", "SERVICE_443_ID", "a/b", "SERVICE_8080_ID", "a\nb", "SERVICE_9000_ID", ".")),
 			policy: testPolicy(),
 			want: []naming{
 				{"node1:web:80", "nginx-80", nil},
 				{"node1:web:443", "nginx-443", nil},
+				{"node1:web:8080", "nginx-8080", nil},
+				{"node1:web:9000", "nginx-9000", nil},
 			},
 			wantWarnings: []wantWarning{
 				{Key: "SERVICE_80_ID", Value: "..", Problem: "not usable as a Consul service ID"},
 				{Key: "SERVICE_443_ID", Value: "a/b", Problem: "not usable as a Consul service ID"},
-			},
-		},
-		{
-			name:   "SERVICE_ID with a control character falls back to the default",
-			c:      macvlanContainer(labels("SERVICE_ID", "a\nb")),
-			policy: testPolicy(),
-			want:   []naming{{"node1:web:80", "nginx", nil}},
-			wantWarnings: []wantWarning{
-				{Key: "SERVICE_ID", Value: "a\nb", Problem: "not usable as a Consul service ID"},
-			},
-		},
-		{
-			name:   "SERVICE_ID '.' falls back to the default",
-			c:      macvlanContainer(labels("SERVICE_ID", ".")),
-			policy: testPolicy(),
-			want:   []naming{{"node1:web:80", "nginx", nil}},
-			wantWarnings: []wantWarning{
-				{Key: "SERVICE_ID", Value: ".", Problem: "not usable as a Consul service ID"},
+				{Key: "SERVICE_8080_ID", Value: "a\nb", Problem: "not usable as a Consul service ID"},
+				{Key: "SERVICE_9000_ID", Value: ".", Problem: "not usable as a Consul service ID"},
 			},
 		},
 		{
