@@ -213,8 +213,8 @@ func TestIntegrationDoctor(t *testing.T) {
 }
 
 // setRole makes node n of l a manager or a worker, through the lab's
-// first node, and waits until it lists managers reachable managers and n's
-// own daemon agrees.
+// first node, and waits until that node lists the given number of
+// managers, all reachable, and n's own daemon agrees on its role.
 func setRole(t *testing.T, ctx context.Context, l *testenv.Lab, n *testenv.LabNode, role swarm.NodeRole, managers int) {
 	t.Helper()
 	info, err := n.Docker.Info(ctx)
