@@ -1,0 +1,83 @@
+package register
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// consulMetaKey is the form Consul 1.8 takes for a Meta key; it refuses a
+// registration whose Meta breaks it, or its limits, whole (HTTP 400).
+var consulMetaKey = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
+
+// FuzzDesired: whatever labels and environment a container carries,
+// Desired returns services Consul takes (Meta within its limits) under IDs
+// its HTTP API can deregister, unique within the container, hashed, the
+// same each time, and warnings that name the container.
+func FuzzDesired(f *testing.F) {
+	for _, seed := range []struct {
+		labels, env string
+		port        uint16
+		extra       uint8 // SERVICE_X<n> labels added: Consul's Meta limit
+	}{
+		{"SERVICE_NAME=web\nSERVICE_TAGS=a,b", "", 0, 0},
+		{"SERVICE_ID=..", "SERVICE_80_ID=a/b", 443, 0},
+		{"SERVICE_CHECK_HTTP=/h\nSERVICE_CHECK_INTERVAL=5s\nSERVICE_CHECK_SCRIPT=x", "SERVICE_CHECK_TTL=10x", 0, 0},
+		{"SERVICE_CONSUL-X=1\nSERVICE_UNDERLAY_NODE=n\nSERVICE_443_ID=dns", "SERVICE_53_NAME=d", 53, 0},
+		{"SERVICE_A=1", "SERVICE_ID=a\x01b", 8080, 70},
+	} {
+		f.Add(seed.labels, seed.env, seed.port, seed.extra)
+	}
+	f.Fuzz(func(t *testing.T, labelText, envText string, port uint16, extra uint8) {
+		c := macvlanContainer(func(c *Container) {
+			c.Labels = map[string]string{}
+			for _, line := range strings.Split(labelText, "\n") {
+				k, v, _ := strings.Cut(line, "=")
+				c.Labels[k] = v
+			}
+			for i := range int(extra) {
+				c.Labels[fmt.Sprintf("SERVICE_X%03d", i)] = "v"
+			}
+			c.Env = strings.Split(envText, "\n")
+			if port != 0 && port != 80 {
+				c.Exposed = append(c.Exposed, Port{int(port), "tcp"})
+			}
+		})
+		svcs, warnings := Desired(c, testPolicy())
+		ids := map[string]bool{}
+		for _, s := range svcs {
+			if !usableID(s.ID) || ids[s.ID] {
+				t.Errorf("service ID %q: unusable or repeated", s.ID)
+			}
+			ids[s.ID] = true
+			if len(s.Meta) > MaxMeta {
+				t.Errorf("service %q: %d Meta pairs, Consul takes %d", s.ID, len(s.Meta), MaxMeta)
+			}
+			for k, v := range s.Meta {
+				if !consulMetaKey.MatchString(k) || len(k) > 128 || strings.HasPrefix(k, "consul-") || len(v) > 512 {
+					t.Errorf("service %q: Meta %q=%q is not one Consul takes", s.ID, k, v)
+				}
+			}
+			if got, want := s.Meta[MetaHash], Hash(s); got != want {
+				t.Errorf("service %q: hash %q, Hash(service) = %q", s.ID, got, want)
+			}
+			for _, ch := range s.Checks {
+				if !usableID(ch.ID) {
+					t.Errorf("check ID %q is unusable", ch.ID)
+				}
+			}
+		}
+		for _, w := range warnings {
+			if w.Container != c.Name {
+				t.Errorf("warning %v names container %q", w, w.Container)
+			}
+		}
+		again, againWarnings := Desired(c, testPolicy())
+		if !cmp.Equal(svcs, again) || !cmp.Equal(warnings, againWarnings) {
+			t.Errorf("Desired differs between two calls:\n%s\n%s", cmp.Diff(svcs, again), cmp.Diff(warnings, againWarnings))
+		}
+	})
+}
