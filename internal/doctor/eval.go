@@ -724,6 +724,9 @@ type ManagerFacts struct {
 	Leader       bool
 }
 
+// noLeaderFix is the way back for a swarm that has lost quorum.
+const noLeaderFix = "start docker on the managers that are down; if they are gone for good: docker swarm init --force-new-cluster   # on one surviving manager"
+
 // EvalManagers judges the swarm's managers: swarm runs while more than
 // half of them are reachable, so an even count tolerates no more losses
 // than one manager fewer, and two tolerate none (the soak saw a frozen
@@ -741,7 +744,7 @@ func EvalManagers(manager bool, managers []ManagerFacts, err error) []Result {
 		if strings.Contains(err.Error(), "does not have a leader") {
 			r.Status = Fail
 			r.Message = fmt.Sprintf("the swarm has no leader (fewer than half its managers reachable): nothing is scheduled, scaled or changed until one is elected: %v", err)
-			r.Fix = "start docker on the managers that are down; if they are gone for good: docker swarm init --force-new-cluster   # on one surviving manager"
+			r.Fix = noLeaderFix
 		}
 		return []Result{r}
 	}
@@ -764,7 +767,7 @@ func EvalManagers(manager bool, managers []ManagerFacts, err error) []Result {
 	case spare < 0:
 		return []Result{{Check: check, Status: Fail,
 			Message: fmt.Sprintf("%d of %d managers unreachable: %s; the swarm needs %d reachable to have a leader", len(down), n, strings.Join(down, ", "), quorum),
-			Fix:     "start docker on the unreachable managers; if they are gone for good: docker swarm init --force-new-cluster   # on one surviving manager"}}
+			Fix:     noLeaderFix}}
 	case len(down) > 0:
 		return []Result{{Check: check, Status: Warn,
 			Message: fmt.Sprintf("%d of %d managers unreachable: %s; the swarm stops if %d more %s lost", len(down), n, strings.Join(down, ", "), spare+1, plural(spare+1, "is", "are")),
