@@ -206,6 +206,51 @@ func TestBadDocumentsAreSkipped(t *testing.T) {
 	}
 }
 
+// TestNonCanonicalBlockKeyIsBad: a stray key naming a block in another
+// spelling than the allocator's own (IPv6 has many: upper case, zeros
+// written out, an embedded IPv4 tail) is a bad key like any other. Taken
+// as the block, it would hide the block's real document, and its empty
+// one would be written over the real allocations: a duplicate address.
+func TestNonCanonicalBlockKeyIsBad(t *testing.T) {
+	ctx := context.Background()
+	p := Pool{Network: "net6", Prefix: netip.MustParsePrefix("fd00::/64"), Range: netip.MustParsePrefix("fd00::1234:5600/120"), BlockBits: 124}
+	b := netip.MustParsePrefix("fd00::1234:5670/124")
+	held := netip.MustParseAddr("fd00::1234:5670")
+	kv := kvtest.New()
+	real, err := json.Marshal(BlockDoc{Node: "n1", Allocs: map[string]Alloc{held.String(): {Node: "n1", At: time.Unix(1, 0).UTC(), Kind: KindTask}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv.Put(ctx, blockPath(p, b), real)
+	// The same block, spelt so that it lists after the real key.
+	stray := poolPrefix(p) + "fd00::18.52.86.112_124"
+	if stray <= blockPath(p, b) {
+		t.Fatalf("stray key %s lists before %s", stray, blockPath(p, b))
+	}
+	kv.Put(ctx, stray, []byte(`{"node":"n1","allocs":{}}`))
+
+	a := NewAllocator(kv, "n1", slog.New(&logCounter{}))
+	for range 15 {
+		addr, err := a.Allocate(ctx, p, netip.Addr{}, KindTask)
+		if err != nil {
+			t.Fatalf("allocate: %v", err)
+		}
+		if addr == held {
+			t.Fatalf("%s handed out again: the stray key %s hid its allocation", held, stray)
+		}
+	}
+	c, err := Inspect(ctx, kv, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Bad) != 1 || c.Bad[0].Key != stray || !strings.Contains(c.Bad[0].Err.Error(), blockKey(b)) {
+		t.Errorf("bad keys %+v, want only %s, its error naming the block's own key %s", c.Bad, stray, blockKey(b))
+	}
+	if got := c.Allocs[held]; got.Node != "n1" || !got.At.Equal(time.Unix(1, 0)) {
+		t.Errorf("allocation of %s is %+v, want the original one of n1", held, got)
+	}
+}
+
 // gauge reads a registered gauge's value (-1 when it is not there).
 func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()

@@ -99,10 +99,17 @@ func (p Pool) Blocks() []netip.Prefix {
 // blockKey turns a block into a KV key segment ("10.0.0.16_28").
 func blockKey(b netip.Prefix) string { return strings.ReplaceAll(b.String(), "/", "_") }
 
+// parseBlockKey reads a block key, which must be spelt exactly as
+// blockKey spells it: an IPv6 block has other spellings (upper case,
+// zeros written out, an IPv4 tail), and a second key for one block would
+// hide the first's allocations from the allocator.
 func parseBlockKey(k string) (netip.Prefix, error) {
 	p, err := netip.ParsePrefix(strings.ReplaceAll(k, "_", "/"))
 	if err != nil {
 		return netip.Prefix{}, fmt.Errorf("block key %q: %w", k, err)
+	}
+	if own := blockKey(p); own != k {
+		return netip.Prefix{}, fmt.Errorf("block key %q: not how underlay spells block %s (%q)", k, p, own)
 	}
 	return p, nil
 }

@@ -1,0 +1,149 @@
+package ipam
+
+import (
+	"encoding/json"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/underlay/underlay/internal/kvstore"
+)
+
+// FuzzPoolListing: whatever stray key and document sit under a pool's
+// blocks/ beside a real block document, the allocator's reading of the
+// pool keeps the real allocation, accounts for every key once (a block's
+// document, or a bad key whose fix deletes exactly that key), never
+// claims a block with an unreadable key, and hands out only usable, free
+// addresses of the block it fills.
+func FuzzPoolListing(f *testing.F) {
+	for _, seed := range []struct {
+		key, value string
+		v6         bool
+	}{
+		{"10.2.0.16_28", `{"node":"n2","allocs":{"10.2.0.17":{"node":"n2","kind":"task"}}}`, false},
+		{"10.2.0.0_28", `{"node":"n1","allocs":{}}`, false}, // the real block itself: not a stray key
+		{"10.2.0.32_28", `{not json`, false},
+		{"10.2.0.48_28", `{"node":"n1","allocs":{"10.2.0.99":{"node":"n1"}}}`, false},
+		{"10.2.0.17_28", `{"node":"n1","allocs":{}}`, false},
+		{"garbage", `hello`, false},
+		{"fd00::18.52.86.112_124", `{"node":"n1","allocs":{}}`, true}, // the real block, spelt otherwise
+		{"FD00::1234:5680_124", `{"node":"n1","Allocs":{"fd00::1234:5681":{}}}`, true},
+		{"fd00::1234:5690_124", `{"node":"n1","allocs":{"fd00::1234:5691%eth0":{}}}`, true},
+		{"fd00::1234:56a0_124", `{"node":"n1","allocs":{"::ffff:10.2.0.1":{}}}`, true},
+		{"it's a\nkey", `null`, false},
+	} {
+		f.Add(seed.key, []byte(seed.value), seed.v6)
+	}
+	f.Fuzz(func(t *testing.T, key string, value []byte, v6 bool) {
+		p, held := pool26, netip.MustParseAddr("10.2.0.2")
+		if v6 {
+			p = Pool{Network: "net6", Prefix: netip.MustParsePrefix("fd00::/64"), Range: netip.MustParsePrefix("fd00::1234:5600/120"), BlockBits: 124,
+				Reserved: map[netip.Addr]bool{netip.MustParseAddr("fd00::1"): true}}
+			held = netip.MustParseAddr("fd00::1234:5671")
+		}
+		real := p.Block(held)
+		if key == blockKey(real) {
+			return // the real document itself, not a stray one beside it
+		}
+		realAlloc := Alloc{Node: "n1", At: time.Unix(1, 0).UTC(), Kind: KindTask}
+		realDoc, err := json.Marshal(BlockDoc{Node: "n1", Allocs: map[string]Alloc{held.String(): realAlloc}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		// As Consul lists them: in key order.
+		pairs := []kvstore.Pair{{Key: blockPath(p, real), Value: realDoc, Index: 7}, {Key: poolPrefix(p) + key, Value: value, Index: 9}}
+		slices.SortFunc(pairs, func(x, y kvstore.Pair) int { return strings.Compare(x.Key, y.Key) })
+
+		v, bad := decodePool(p, pairs)
+
+		if got, ok := v.docs[real].alloc(held); !ok || !got.same(realAlloc) {
+			t.Fatalf("stray key %q (%q) changed the real allocation of %s: %+v, %v", key, value, held, got, ok)
+		}
+		// Every key once: a readable block under its own key, or a bad
+		// key; a block with a bad key is taken all the same.
+		if len(v.docs)+len(bad) != len(pairs) {
+			t.Fatalf("%d blocks read and %d bad keys from %d keys: one was lost or counted twice (read %v, bad %v)", len(v.docs), len(bad), len(pairs), v.docs, bad)
+		}
+		badKeys := map[string]bool{}
+		for _, d := range bad {
+			badKeys[d.Key] = true
+		}
+		for b := range v.taken {
+			_, readable := v.docs[b]
+			if !p.isBlock(b) || readable == badKeys[blockPath(p, b)] {
+				t.Errorf("%s taken: not a block of %s, or not exactly one of read and bad", b, p.ID())
+			}
+		}
+		for _, d := range bad {
+			if d.Err == nil || d.Err.Error() == "" {
+				t.Errorf("bad key %q without a reason", d.Key)
+			}
+			if got, ok := shellWord(strings.TrimPrefix(d.Fix(), "consul kv delete ")); !ok || got != d.Key {
+				t.Errorf("fix %q deletes %q, not the bad key %q", d.Fix(), got, d.Key)
+			}
+		}
+		for b, doc := range v.docs {
+			for k := range doc.Allocs {
+				if a, err := netip.ParseAddr(k); err != nil || a.String() != k || !b.Contains(a) {
+					t.Errorf("block %s read with allocation %q, not one of its addresses", b, k)
+				}
+			}
+		}
+		// The allocator's choices from this view.
+		for _, b := range unclaimed(p, v) {
+			if v.taken[b] {
+				t.Errorf("block %s has a key, offered as unclaimed", b)
+			}
+		}
+		for _, b := range candidates(p, v, "n1", true) {
+			doc, readable := v.docs[b]
+			if !readable {
+				if v.taken[b] {
+					t.Fatalf("block %s, unreadable, is a candidate", b)
+				}
+				doc = BlockDoc{Allocs: map[string]Alloc{}}
+			}
+			before := doc.clone()
+			_, got := fill(p, b, doc, "n1", make([]Alloc, 3))
+			seen := map[netip.Addr]bool{}
+			for _, a := range got {
+				if _, taken := before.alloc(a); taken || !p.usable(a) || !b.Contains(a) || seen[a] {
+					t.Errorf("fill of %s gave %s: allocated already, reserved, outside the block or given twice", b, a)
+				}
+				seen[a] = true
+			}
+		}
+	})
+}
+
+// shellWord undoes shellQuote: a bare word, or a single-quoted word in
+// which each quote is closed, escaped with a backslash and opened again.
+// ok is false for anything else.
+func shellWord(s string) (string, bool) {
+	if !strings.HasPrefix(s, "'") {
+		return s, s != "" && !strings.ContainsAny(s, " \t\n'\"\\$`*?[]{}()<>|&;!#~")
+	}
+	var b strings.Builder
+	for rest := s; rest != ""; {
+		if !strings.HasPrefix(rest, "'") {
+			return "", false
+		}
+		end := strings.IndexByte(rest[1:], '\'')
+		if end < 0 {
+			return "", false
+		}
+		b.WriteString(rest[1 : 1+end])
+		rest = rest[2+end:]
+		if rest == "" {
+			break
+		}
+		if !strings.HasPrefix(rest, `\'`) {
+			return "", false
+		}
+		b.WriteByte('\'')
+		rest = rest[2:]
+	}
+	return b.String(), true
+}
