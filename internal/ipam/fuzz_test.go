@@ -118,7 +118,7 @@ func FuzzPoolListing(f *testing.F) {
 	})
 }
 
-// shellWord undoes shellQuote: a bare word, or a single-quoted word in
+// shellWord undoes shellword.Quote: a bare word, or a single-quoted word in
 // which each quote is closed, escaped with a backslash and opened again.
 // ok is false for anything else.
 func shellWord(s string) (string, bool) {

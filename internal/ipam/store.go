@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 
 	"github.com/underlay/underlay/internal/kvstore"
+	"github.com/underlay/underlay/internal/shellword"
 )
 
 // ErrBadDocument is returned for a block whose KV document cannot be read:
@@ -297,7 +298,7 @@ type BadDoc struct {
 // addresses their containers hold in that block, within two leak sweeps;
 // a node's agent writes its kept key again at its next sweep that keeps
 // any address.
-func (d BadDoc) Fix() string { return "consul kv delete " + shellQuote(d.Key) }
+func (d BadDoc) Fix() string { return "consul kv delete " + shellword.Quote(d.Key) }
 
 // Effect says what skipping the key does.
 func (d BadDoc) Effect() string {
@@ -305,13 +306,6 @@ func (d BadDoc) Effect() string {
 		return "the addresses its node keeps for container starts under way show as leaks in underlay ips and the dashboard; the sweep does not read it"
 	}
 	return "nothing is allocated from it, and addresses recorded there are not listed; once it is removed, agents record again the addresses their containers hold there"
-}
-
-func shellQuote(s string) string {
-	if s != "" && !strings.ContainsAny(s, " \t\n'\"\\$`*?[]{}()<>|&;!#~") {
-		return s
-	}
-	return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 }
 
 // decodePool turns a pool's listing into a view, setting bad keys apart.

@@ -7,6 +7,8 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+
+	"github.com/underlay/underlay/internal/shellword"
 )
 
 // Labels put on every Docker network underlay creates.
@@ -158,21 +160,9 @@ func Script(s Spec, plans []NodePlan, manager string) string {
 		for _, c := range HostCommands(s, p) {
 			fmt.Fprintln(&b, c)
 		}
-		fmt.Fprintln(&b, "docker "+shellJoin(ConfigNetworkArgs(s, p)))
+		fmt.Fprintln(&b, "docker "+shellword.Join(ConfigNetworkArgs(s, p)))
 	}
 	fmt.Fprintf(&b, "\n# then once, on a manager (%s)\n", manager)
-	fmt.Fprintln(&b, "docker "+shellJoin(SwarmNetworkArgs(s)))
+	fmt.Fprintln(&b, "docker "+shellword.Join(SwarmNetworkArgs(s)))
 	return b.String()
-}
-
-// shellJoin quotes arguments that a shell would split or expand.
-func shellJoin(args []string) string {
-	out := make([]string, len(args))
-	for i, a := range args {
-		if a == "" || strings.ContainsAny(a, " \t\n'\"\\$`*?[]{}()<>|&;!#~") {
-			a = "'" + strings.ReplaceAll(a, "'", `'\''`) + "'"
-		}
-		out[i] = a
-	}
-	return strings.Join(out, " ")
 }

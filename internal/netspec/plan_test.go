@@ -3,11 +3,12 @@ package netspec
 import (
 	"fmt"
 	"net/netip"
-	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/underlay/underlay/internal/shellword"
 )
 
 // netipOpts lets cmp compare netip values, whose fields are unexported.
@@ -623,9 +624,9 @@ func TestScript(t *testing.T) {
 	for _, p := range plans {
 		want = append(want, fmt.Sprintf("# on %s (range %s, host shim %s on %s)", p.Node, p.Block, p.Shim, p.ShimLink))
 		want = append(want, HostCommands(s, p)...)
-		want = append(want, "docker "+shellJoin(ConfigNetworkArgs(s, p)))
+		want = append(want, "docker "+shellword.Join(ConfigNetworkArgs(s, p)))
 	}
-	want = append(want, "# then once, on a manager (node-a)", "docker "+shellJoin(SwarmNetworkArgs(s)))
+	want = append(want, "# then once, on a manager (node-a)", "docker "+shellword.Join(SwarmNetworkArgs(s)))
 
 	var lines []string
 	for _, l := range strings.Split(got, "\n") {
@@ -649,55 +650,6 @@ func TestScript(t *testing.T) {
 	}
 	if !strings.HasSuffix(got, "\n") {
 		t.Errorf("Script() does not end in a newline")
-	}
-}
-
-func TestShellJoin(t *testing.T) {
-	for _, tc := range []struct {
-		name string
-		args []string
-		want string
-	}{
-		{"nothing", nil, ""},
-		{"plain", []string{"network", "create", "--subnet", "10.0.0.0/24"}, "network create --subnet 10.0.0.0/24"},
-		{"equals and colons stay bare", []string{"parent=eth0.100", "fd00::/64", "a-b_c.d@e,f:g%h+i"}, "parent=eth0.100 fd00::/64 a-b_c.d@e,f:g%h+i"},
-		{"empty", []string{"a", "", "b"}, "a '' b"},
-		{"space", []string{"--label", "owner=my team"}, "--label 'owner=my team'"},
-		{"tab and newline", []string{"a\tb", "c\nd"}, "'a\tb' 'c\nd'"},
-		{"single quote", []string{"it's"}, `'it'\''s'`},
-		{"only a quote", []string{"'"}, `''\'''`},
-		{"double quote", []string{`say "hi"`}, `'say "hi"'`},
-		{"dollar", []string{"$HOME"}, "'$HOME'"},
-		{"backquote", []string{"`id`"}, "'`id`'"},
-		{"backslash", []string{`a\b`}, `'a\b'`},
-		{"glob", []string{"*", "a?", "[ab]", "{a,b}"}, "'*' 'a?' '[ab]' '{a,b}'"},
-		{"operators", []string{"a;b", "a|b", "a&b", "a>b", "a<b", "(a)"}, "'a;b' 'a|b' 'a&b' 'a>b' 'a<b' '(a)'"},
-		{"history and comment and tilde", []string{"!x", "#x", "~x"}, "'!x' '#x' '~x'"},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			if got := shellJoin(tc.args); got != tc.want {
-				t.Errorf("shellJoin(%q) = %s, want %s", tc.args, got, tc.want)
-			}
-		})
-	}
-}
-
-// TestShellJoinRoundTrip has a real shell split shellJoin's output back
-// into the arguments.
-func TestShellJoinRoundTrip(t *testing.T) {
-	sh, err := exec.LookPath("sh")
-	if err != nil {
-		t.Skip("no sh:", err)
-	}
-	args := []string{"plain", "", "two words", "it's", `"dq"`, "$HOME", "`id`", `back\slash`, "*", "a;b", "tab\there", "line\nbreak", "!bang", "~tilde", "#hash", "parent=eth0"}
-	script := `for a in "$@"; do printf '%s\0' "$a"; done`
-	out, err := exec.Command(sh, "-c", "set -- "+shellJoin(args)+"\n"+script).Output()
-	if err != nil {
-		t.Fatalf("sh: %v", err)
-	}
-	got := strings.Split(strings.TrimSuffix(string(out), "\x00"), "\x00")
-	if d := cmp.Diff(args, got); d != "" {
-		t.Errorf("sh split shellJoin's output differently (-want +got):\n%s", d)
 	}
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/underlay/underlay/internal/kvstore"
+	"github.com/underlay/underlay/internal/shellword"
 )
 
 // KVPrefix is where cluster networks live in Consul KV.
@@ -167,15 +168,31 @@ func (st *Store) ReadSpecs(ctx context.Context) ([]Spec, []BadSpec, error) {
 		if path.Base(k) != "spec" || strings.Count(strings.TrimPrefix(k, KVPrefix), "/") != 1 {
 			continue
 		}
-		var s Spec
-		if err := json.Unmarshal(p.Value, &s); err != nil {
-			bad = append(bad, BadSpec{Key: k, Name: path.Dir(strings.TrimPrefix(k, KVPrefix)), Err: fmt.Errorf("decode %s: %w", k, err)})
+		name := path.Dir(strings.TrimPrefix(k, KVPrefix))
+		s, err := decodeSpec(name, p.Value)
+		if err != nil {
+			bad = append(bad, BadSpec{Key: k, Name: name, Err: err})
 			continue
 		}
 		specs = append(specs, s)
 	}
 	sort.Slice(specs, func(i, j int) bool { return specs[i].Name < specs[j].Name })
 	return specs, bad, nil
+}
+
+// decodeSpec decodes the document at network name's spec key.
+func decodeSpec(name string, raw []byte) (Spec, error) {
+	var s Spec
+	if err := json.Unmarshal(raw, &s); err != nil {
+		return Spec{}, fmt.Errorf("decode %s: %w", specKey(name), err)
+	}
+	if s.Name != name {
+		// Written past `network create`: taken as network s.Name, its
+		// ranges, reports and pool would sit apart from its spec, which
+		// `network rm` could not find.
+		return Spec{}, fmt.Errorf("%s holds the spec of network %q: a network's spec is stored under its own name", specKey(name), s.Name)
+	}
+	return s, nil
 }
 
 // Specs lists every network that can be read, by name (see ReadSpecs).
@@ -190,9 +207,9 @@ func (st *Store) Get(ctx context.Context, name string) (Spec, bool, error) {
 	if err != nil || !ok {
 		return Spec{}, false, err
 	}
-	var s Spec
-	if err := json.Unmarshal(p.Value, &s); err != nil {
-		return Spec{}, false, fmt.Errorf("decode network %s: %w", name, err)
+	s, err := decodeSpec(name, p.Value)
+	if err != nil {
+		return Spec{}, false, err
 	}
 	return s, true, nil
 }
@@ -206,9 +223,12 @@ func (st *Store) Leases(ctx context.Context, name string) (map[netip.Prefix]stri
 	}
 	out := make(map[netip.Prefix]string, len(kvs))
 	for _, kv := range kvs {
-		p, err := netip.ParsePrefix(strings.ReplaceAll(path.Base(kv.Key), "_", "/"))
-		if err != nil {
-			return nil, fmt.Errorf("range key %s: %w", kv.Key, err)
+		// Only Lease writes here, one key per range spelt by rangeKey:
+		// any other key (by hand, a bug) leases nothing, and is passed
+		// over rather than stopping every node's lease.
+		p, err := netip.ParsePrefix(strings.ReplaceAll(strings.TrimPrefix(kv.Key, rangesPrefix(name)), "_", "/"))
+		if err != nil || p != p.Masked() || rangeKey(name, p) != kv.Key {
+			continue
 		}
 		out[p] = string(kv.Value)
 	}
@@ -317,7 +337,13 @@ func (st *Store) NodeStates(ctx context.Context, name string) ([]NodeState, erro
 	for _, kv := range kvs {
 		var ns NodeState
 		if err := json.Unmarshal(kv.Value, &ns); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+			// Listed as that node's error, so that one bad key neither
+			// hides the others nor stops what waits on them; its node
+			// may not be ready or removed yet, which its agent's next
+			// report says.
+			id := strings.TrimPrefix(kv.Key, nodesPrefix(name))
+			ns = NodeState{ID: id, Node: id, State: StateError,
+				Error: fmt.Sprintf("unreadable report %s (%v): the node's agent writes it again at its next change of state or restart; to remove it: consul kv delete %s", kv.Key, err, shellword.Quote(kv.Key))}
 		}
 		out = append(out, ns)
 	}
@@ -336,9 +362,9 @@ func (st *Store) MarkDeleting(ctx context.Context, name string) error {
 		if !ok {
 			return fmt.Errorf("network %q does not exist", name)
 		}
-		var s Spec
-		if err := json.Unmarshal(p.Value, &s); err != nil {
-			return fmt.Errorf("decode network %s: %w", name, err)
+		s, err := decodeSpec(name, p.Value)
+		if err != nil {
+			return err
 		}
 		s.Deleting = true
 		b, err := json.Marshal(s)

@@ -2,6 +2,7 @@ package netspec_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -96,9 +97,25 @@ func TestReadSpecsSkipsBadDocuments(t *testing.T) {
 		t.Fatal(err)
 	}
 	kv.Put(ctx, netspec.KVPrefix+"broken/spec", []byte("{not json"))
+	// A spec under another network's name: agents would make a network
+	// that `network rm` cannot find, and whose ranges and reports sit
+	// under another name than its spec.
+	other := spec("elsewhere")
+	other.Subnet, other.Gateway, other.Parent = netip.MustParsePrefix("10.62.0.0/24"), netip.MustParseAddr("10.62.0.1"), "eth3"
+	doc, err := json.Marshal(other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv.Put(ctx, netspec.KVPrefix+"alias/spec", doc)
 	specs, bad, err := st.ReadSpecs(ctx)
-	if err != nil || len(specs) != 1 || specs[0].Name != "good" || len(bad) != 1 || bad[0].Name != "broken" {
-		t.Fatalf("specs %v, bad %v, %v: want good, and broken apart", specs, bad, err)
+	if err != nil || len(specs) != 1 || specs[0].Name != "good" || len(bad) != 2 || bad[0].Name != "alias" || bad[1].Name != "broken" {
+		t.Fatalf("specs %v, bad %v, %v: want good, and alias and broken apart", specs, bad, err)
+	}
+	if msg := bad[0].Err.Error(); !strings.Contains(msg, `"elsewhere"`) || !strings.Contains(msg, netspec.KVPrefix+"alias/spec") {
+		t.Errorf("alias refused with %q: want the key and the name it holds", msg)
+	}
+	if _, _, err := st.Get(ctx, "alias"); err == nil || !strings.Contains(err.Error(), `"elsewhere"`) {
+		t.Errorf("get alias: %v, want the name it holds refused", err)
 	}
 	if err := st.Create(ctx, func() netspec.Spec {
 		s := spec("broken")
@@ -204,5 +221,58 @@ func TestClaimRefusesASecondLiveAgent(t *testing.T) {
 	}
 	if err := st.PublishNode(ctx, first); !errors.Is(err, netspec.ErrIdentityHeld) {
 		t.Errorf("the old holder's heartbeat: %v, want ErrIdentityHeld", err)
+	}
+}
+
+// TestNodeStatesShowUnreadableReports: a report that cannot be decoded
+// (by hand, a bug) is listed as that node's error, naming the key and its
+// fix, and hides no other node's report: listing them failed whole
+// before, which stopped the swarm network's creation, `network rm` and
+// `network inspect` alike.
+func TestNodeStatesShowUnreadableReports(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	if err := st.Report(ctx, "lan", netspec.NodeState{ID: "id-a", Node: "a", State: netspec.StateReady}); err != nil {
+		t.Fatal(err)
+	}
+	key := netspec.KVPrefix + "lan/nodes/id-b"
+	kv.Put(ctx, key, []byte("{not json"))
+	states, err := st.NodeStates(ctx, "lan")
+	if err != nil || len(states) != 2 {
+		t.Fatalf("states %+v, %v: want a's and b's", states, err)
+	}
+	if states[0].ID != "id-a" || states[0].State != netspec.StateReady {
+		t.Errorf("a's report %+v, want it ready as written", states[0])
+	}
+	b := states[1]
+	if b.ID != "id-b" || b.Node != "id-b" || b.State != netspec.StateError || !strings.Contains(b.Error, key) || !strings.Contains(b.Error, "consul kv delete "+key) {
+		t.Errorf("b's unreadable report listed as %+v: want an error state naming %s and its fix", b, key)
+	}
+}
+
+// TestLeasesSkipStrayKeys: a key under a network's ranges that is not a
+// range key (by hand, a bug) leases nothing and stops no node from
+// leasing: it failed every lease of the network before. A nested key does
+// not pass for the range its last part names.
+func TestLeasesSkipStrayKeys(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	s := spec("lan")
+	if err := st.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	blocks := netspec.Blocks(s)
+	for _, k := range []string{"garbage", "x/" + strings.ReplaceAll(blocks[0].String(), "/", "_"), "10.60.0.1_28"} {
+		kv.Put(ctx, netspec.KVPrefix+"lan/ranges/"+k, []byte("stray"))
+	}
+	got, _, err := st.Lease(ctx, s, "swarm-id-a")
+	if err != nil || got != blocks[0] {
+		t.Fatalf("lease beside stray keys: %s, %v; want the first range %s", got, err, blocks[0])
+	}
+	leases, err := st.Leases(ctx, "lan")
+	if err != nil || len(leases) != 1 || leases[blocks[0]] != "swarm-id-a" {
+		t.Errorf("leases %v, %v: want only swarm-id-a's", leases, err)
 	}
 }
