@@ -26,7 +26,8 @@ service, slot and task. An IP (per network) or MAC held twice is flagged. For
 cluster-IPAM networks it adds what the pool holds that no container does
 (gateway, aux, host shims, spares, addresses kept for a container start under
 way on their node, leaks awaiting reclaim) and warns of any
-KV document the pool skips, with the command that removes it.`,
+KV document it skips (a node's inventory, a pool's key that cannot be read),
+with the command that removes it.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := consul.NewClient(opts)
@@ -34,15 +35,15 @@ KV document the pool skips, with the command that removes it.`,
 				return err
 			}
 			kv := consul.NewKV(c)
-			all, err := inventory.Load(cmd.Context(), kv)
+			all, bad, err := inventory.Load(cmd.Context(), kv)
 			if err != nil {
 				return err
 			}
-			pooled, bad, err := inventory.PoolAddresses(cmd.Context(), kv, all)
+			pooled, badPool, err := inventory.PoolAddresses(cmd.Context(), kv, all)
 			if err != nil {
 				return err
 			}
-			all = append(all, pooled...)
+			all, bad = append(all, pooled...), append(bad, badPool...)
 			inventory.Sort(all)
 			dups := inventory.Check(all)
 			es := inventory.Filter(all, network, node)
@@ -66,8 +67,11 @@ KV document the pool skips, with the command that removes it.`,
 				fmt.Fprintf(streams.ErrOut, "warning: %d address(es) held more than once; see PROBLEM\n", dups)
 			}
 			for _, b := range bad {
-				fmt.Fprintf(streams.ErrOut, "warning: pool %s skips %s (%s): %s; fix: %s\n",
-					b.Pool, b.Key, b.Problem, b.Effect, b.Fix)
+				what := "inventories skipped"
+				if b.Pool != "" {
+					what = "pool " + b.Pool + " skips"
+				}
+				fmt.Fprintf(streams.ErrOut, "warning: %s %s (%s): %s; fix: %s\n", what, b.Key, b.Problem, b.Effect, b.Fix)
 			}
 			return nil
 		},

@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/underlay/underlay/internal/kvstore"
+	"github.com/underlay/underlay/internal/shellword"
 )
 
 // KVPrefix is where agents publish their node's endpoints, one key per node.
@@ -133,22 +134,27 @@ func Publish(ctx context.Context, kv KV, key string, es []Entry) error {
 	return nil
 }
 
-// Load reads every node's entries.
-func Load(ctx context.Context, kv KV) ([]Entry, error) {
+// Load reads every node's entries; inventories that cannot be decoded
+// are set apart, and hide no other.
+func Load(ctx context.Context, kv KV) ([]Entry, []BadDocument, error) {
 	kvs, err := kv.List(ctx, KVPrefix)
 	if err != nil {
-		return nil, fmt.Errorf("read inventories: %w", err)
+		return nil, nil, fmt.Errorf("read inventories: %w", err)
 	}
 	var all []Entry
+	var bad []BadDocument
 	for _, kv := range kvs {
 		var es []Entry
 		if err := json.Unmarshal(kv.Value, &es); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", kv.Key, err)
+			bad = append(bad, BadDocument{Key: kv.Key, Problem: fmt.Sprintf("not an inventory: %v", err),
+				Effect: "the addresses it held are not listed; if it is a node's, its agent publishes it again within its period",
+				Fix:    "consul kv delete " + shellword.Quote(kv.Key)})
+			continue
 		}
 		all = append(all, es...)
 	}
 	Sort(all)
-	return all, nil
+	return all, bad, nil
 }
 
 // Source lists the node's underlay endpoints and signals when they may have

@@ -1,10 +1,13 @@
 package inventory
 
 import (
+	"context"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
 )
 
 func TestCheck(t *testing.T) {
@@ -46,5 +49,25 @@ func TestSortAndFilter(t *testing.T) {
 	}
 	if got := Filter(es, "", ""); len(got) != 4 {
 		t.Errorf("Filter with no criteria kept %d of 4", len(got))
+	}
+}
+
+// TestLoadSetsBadDocumentsApart: one node's inventory that cannot be
+// decoded (by hand, a bug) is set apart with its fix, and hides no other
+// node's: `underlay ips` and the dashboard failed whole before.
+func TestLoadSetsBadDocumentsApart(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	if err := Publish(ctx, kv, "id-1", []Entry{{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	key := KVPrefix + "id 2"
+	kv.Put(ctx, key, []byte(`[{"ip":`))
+	es, bad, err := Load(ctx, kv)
+	if err != nil || len(es) != 1 || es[0].Container != "a" {
+		t.Fatalf("entries %+v, %v: want n1's", es, err)
+	}
+	if len(bad) != 1 || bad[0].Key != key || bad[0].Pool != "" || bad[0].Problem == "" || bad[0].Effect == "" || bad[0].Fix != "consul kv delete '"+key+"'" {
+		t.Errorf("bad documents %+v: want %s, with its problem, effect and fix", bad, key)
 	}
 }

@@ -24,9 +24,10 @@ const (
 	StateStarting = "allocated, no container yet (kept: a container start on its node may hold it)"
 )
 
-// BadDocument is a key a cluster-IPAM pool skips, as `ips --json` shows it.
+// BadDocument is a key `ips` skips, as `ips --json` shows it: a node's
+// inventory, or a key a cluster-IPAM pool skips (Pool set).
 type BadDocument struct {
-	Pool    string `json:"pool"`
+	Pool    string `json:"pool,omitempty"`
 	Key     string `json:"key"`
 	Problem string `json:"problem"`
 	// Effect says what skipping it does.

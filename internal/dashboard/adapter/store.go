@@ -63,7 +63,9 @@ func (s *Store) Networks(ctx context.Context) ([]dashboard.NetworkInput, error) 
 
 // Inventory implements dashboard.Store.
 func (s *Store) Inventory(ctx context.Context) ([]inventory.Entry, error) {
-	return inventory.Load(ctx, s.kv)
+	// Unreadable inventories are left out here; `underlay ips` names them.
+	es, _, err := inventory.Load(ctx, s.kv)
+	return es, err
 }
 
 // Agents implements dashboard.Store: node facts and doctor reports, by
