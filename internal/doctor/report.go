@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/underlay/underlay/internal/kvstore"
+	"github.com/underlay/underlay/internal/shellword"
 )
 
 // KVPrefix is where agents publish their node's doctor report, one key per
@@ -56,7 +57,12 @@ func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
 	for _, p := range kvs {
 		var r Report
 		if err := json.Unmarshal(p.Value, &r); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", p.Key, err)
+			// Shown as that node's failed check: one bad key hides no
+			// other node's report.
+			node := strings.TrimPrefix(p.Key, KVPrefix)
+			r = Report{Node: node, Results: []Result{{Node: node, Check: "doctor/report", Status: Fail,
+				Message: fmt.Sprintf("unreadable report %s: %v", p.Key, err),
+				Fix:     "consul kv delete " + shellword.Quote(p.Key) + " (a node's agent publishes its report again within its period)"}}}
 		}
 		if r.Node == "" {
 			r.Node = strings.TrimPrefix(p.Key, KVPrefix)

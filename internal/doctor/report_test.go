@@ -65,9 +65,16 @@ func TestReportsRoundTrip(t *testing.T) {
 	if len(rs) != 3 || rs[0].Node != "node1" || rs[2].Node != "node3" || rs[0].Every != time.Minute || rs[0].Results[0].Fix != "systemctl start docker" {
 		t.Errorf("reports %+v", rs)
 	}
-	kv.m[KVPrefix+"bad"] = []byte("{")
-	if _, err := LoadReports(context.Background(), kv); err == nil || !strings.Contains(err.Error(), KVPrefix+"bad") {
-		t.Errorf("a corrupt report gave %v; want an error naming its key", err)
+	// A corrupt report is that node's failed check, naming its key and
+	// the fix; it hides no other node's report.
+	kv.m[KVPrefix+"bad one"] = []byte("{")
+	rs, err = LoadReports(context.Background(), kv)
+	if err != nil || len(rs) != 4 || rs[0].Node != "bad one" || rs[1].Node != "node1" {
+		t.Fatalf("with a corrupt report: %+v, %v; want it beside the 3 others", rs, err)
+	}
+	if res := rs[0].Results; len(res) != 1 || res[0].Status != Fail || res[0].Check != "doctor/report" ||
+		!strings.Contains(res[0].Message, KVPrefix+"bad one") || !strings.HasPrefix(res[0].Fix, "consul kv delete '"+KVPrefix+"bad one' ") {
+		t.Errorf("corrupt report read as %+v: want a failed doctor/report check naming its key and the fix", res)
 	}
 }
 
