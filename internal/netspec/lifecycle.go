@@ -2,6 +2,7 @@ package netspec
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -57,14 +58,20 @@ type Removal struct {
 }
 
 // Remove removes network name from every node; ok is false when there is
-// no such network. It refuses while services use the swarm network. The
+// no such network (a spec that cannot be read is removed too, by its
+// name). It refuses while services use the swarm network. The
 // spec is marked deleting first, so no agent recreates the swarm network;
 // the agents' config-only networks go once it is gone, and a second mark
 // wakes them to that. It returns once every node that reported the
 // network reports it removed and the swarm network is gone (again: see
 // below), then deletes the spec.
 func (st *Store) Remove(ctx context.Context, m SwarmManager, name string, r Removal) (ok bool, err error) {
-	if _, ok, err := st.Get(ctx, name); err != nil || !ok {
+	_, ok, err = st.Get(ctx, name)
+	switch {
+	case errors.Is(err, ErrBadSpec):
+		// Removed all the same: it is the fix agents give for a spec they
+		// refuse, and MarkDeleting marks it by its name alone.
+	case err != nil || !ok:
 		return false, err
 	}
 	swarmID, err := unusedSwarmNetwork(ctx, m, name)

@@ -116,6 +116,46 @@ func TestRemove(t *testing.T) {
 			t.Errorf("after Remove: swarm network %q left, removed %v; want none left, [abc def] removed", id, m.removed)
 		}
 	})
+	for _, bad := range []struct{ name, doc string }{
+		{"undecodable", "{not json"},
+		{"another network's", `{"name":"other","subnet":"10.8.0.0/24","gateway":"10.8.0.1","parent":"eth2","ipam":"per-node","per_node_size":16}`},
+	} {
+		// The fix agents give for a spec they refuse is rm: it takes the
+		// network apart by its name, which is all teardown needs.
+		t.Run("unreadable spec, "+bad.name, func(t *testing.T) {
+			kv := kvtest.New()
+			st := NewStore(kv)
+			if err := st.Create(ctx, spec); err != nil {
+				t.Fatal(err)
+			}
+			st.Report(ctx, "web", NodeState{ID: "n1", Node: "n1", State: StateInvalid})
+			kv.Put(ctx, specKey("web"), []byte(bad.doc))
+			m := &fakeManager{}
+			done := make(chan struct{})
+			agentCtx, stop := context.WithCancel(ctx)
+			go func() {
+				defer close(done)
+				// The node's agent: it takes apart what a deleting spec names.
+				for agentCtx.Err() == nil {
+					specs, _, _ := st.ReadSpecs(ctx)
+					if len(specs) == 1 && specs[0].Deleting && CheckStored(specs)["web"] == nil {
+						st.Report(ctx, "web", NodeState{ID: "n1", Node: "n1", State: StateRemoved})
+						return
+					}
+					time.Sleep(time.Millisecond)
+				}
+			}()
+			ok, err := st.Remove(ctx, m, "web", Removal{Timeout: 5 * time.Second, Poll: time.Millisecond})
+			stop()
+			<-done
+			if !ok || err != nil {
+				t.Fatalf("Remove = %v, %v; want the unreadable spec removed", ok, err)
+			}
+			if _, ok, err := st.Get(ctx, "web"); ok || err != nil {
+				t.Errorf("after Remove: spec present %v (%v)", ok, err)
+			}
+		})
+	}
 	t.Run("a node never takes it down", func(t *testing.T) {
 		st := setup(t)
 		m := &fakeManager{id: "abc", onRemove: func() { st.Report(ctx, "web", NodeState{ID: "n1", Node: "n1", State: StateRemoved}) }}

@@ -23,6 +23,10 @@ const KVPrefix = "underlay/networks/"
 // ErrExists is returned when creating a network whose name is taken.
 var ErrExists = errors.New("network already exists")
 
+// ErrBadSpec is returned for a spec key whose document cannot be taken as
+// that network's: agents refuse it, and `network rm` removes it.
+var ErrBadSpec = errors.New("unreadable network spec")
+
 // ErrRangesExhausted is returned when every per-node range is leased.
 var ErrRangesExhausted = errors.New("no free per-node range")
 
@@ -184,13 +188,13 @@ func (st *Store) ReadSpecs(ctx context.Context) ([]Spec, []BadSpec, error) {
 func decodeSpec(name string, raw []byte) (Spec, error) {
 	var s Spec
 	if err := json.Unmarshal(raw, &s); err != nil {
-		return Spec{}, fmt.Errorf("decode %s: %w", specKey(name), err)
+		return Spec{}, fmt.Errorf("%w: decode %s: %v", ErrBadSpec, specKey(name), err)
 	}
 	if s.Name != name {
 		// Written past `network create`: taken as network s.Name, its
 		// ranges, reports and pool would sit apart from its spec, which
 		// `network rm` could not find.
-		return Spec{}, fmt.Errorf("%s holds the spec of network %q: a network's spec is stored under its own name", specKey(name), s.Name)
+		return Spec{}, fmt.Errorf("%w: %s holds the spec of network %q; a network's spec is stored under its own name", ErrBadSpec, specKey(name), s.Name)
 	}
 	return s, nil
 }
@@ -363,6 +367,11 @@ func (st *Store) MarkDeleting(ctx context.Context, name string) error {
 			return fmt.Errorf("network %q does not exist", name)
 		}
 		s, err := decodeSpec(name, p.Value)
+		if errors.Is(err, ErrBadSpec) {
+			// Taking a network apart needs only its name: what agents
+			// made for it is named after it.
+			s, err = Spec{Name: name}, nil
+		}
 		if err != nil {
 			return err
 		}
