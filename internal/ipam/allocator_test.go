@@ -313,8 +313,18 @@ func TestDepartedReclaimJudgesIdentities(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Holders without facts: a node gone whose facts were deleted, one
+	// whose facts are unreadable, and one the swarm says is ready.
+	for _, id := range []string{"ghost", "garbled", "ready-no-facts"} {
+		addr, err := newAllocator(kv, id, "g", now, nil).Allocate(ctx, p, netip.Addr{}, KindTask)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held[id] = addr
+	}
+	kv.Put(ctx, "underlay/nodes/garbled", []byte("{not json"))
 	leader := newAllocator(kv, "leader", "g", now, nil)
-	r := &Reclaimer{Alloc: leader, Pools: SpecPools{Store: st}, Held: noHeld{}, Cluster: fakeCluster{ready: []string{"ready", "leader"}},
+	r := &Reclaimer{Alloc: leader, Pools: SpecPools{Store: st}, Held: noHeld{}, Cluster: fakeCluster{ready: []string{"ready", "leader", "ready-no-facts"}},
 		Grace: time.Hour, NodeTimeout: 5 * time.Second, Fresh: 30 * time.Second, Log: slog.New(slog.DiscardHandler)}
 	// PublishNode stamps facts with the real clock: judge them from there.
 	clock = time.Now().Add(time.Minute)
@@ -323,7 +333,9 @@ func TestDepartedReclaimJudgesIdentities(t *testing.T) {
 		raw := fmt.Sprintf(`{"id":%q,"node":"same","holder":{"instance":%q},"updated_at":%q}`, id, id, clock.Format(time.RFC3339Nano))
 		kv.Put(ctx, "underlay/nodes/"+id, []byte(raw))
 	}
-	for range 3 {
+	// Holders without facts are known from the first sweep, judged from
+	// the second.
+	for range 4 {
 		refresh("fresh")
 		if err := r.Sweep(ctx); err != nil {
 			t.Fatal(err)
@@ -333,7 +345,7 @@ func TestDepartedReclaimJudgesIdentities(t *testing.T) {
 	all, _ := Allocations(ctx, kv, p)
 	for id, addr := range held {
 		want := id
-		if id == "dead" {
+		if id == "dead" || id == "ghost" || id == "garbled" {
 			want = ""
 		}
 		if all[addr].Node != want {

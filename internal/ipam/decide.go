@@ -262,23 +262,38 @@ func planRecord(p Pool, v view, held map[netip.Addr]bool, allocs map[netip.Addr]
 // planDeparted decides which nodes have departed: a node is alive while
 // its swarm node is Ready or its agent's facts are fresh (younger than
 // fresh), whatever its name; one neither for longer than timeout is gone.
-// missing is when each node was first seen neither; the new one is
-// returned. Facts without an identity (written by older agents) are never
-// judged.
-func planDeparted(facts []netspec.NodeFacts, ready map[string]bool, missing map[string]time.Time, now time.Time, timeout, fresh time.Duration) (map[string]bool, map[string]time.Time) {
+// A node holding addresses (holders) without facts at all (deleted,
+// unreadable, lost with Consul's state) is judged as one whose facts are
+// never fresh: a live agent writes them again within a heartbeat, and a
+// node gone for good would otherwise keep its addresses forever. missing
+// is when each node was first seen neither; the new one is returned.
+// Facts without an identity (written by older agents) are never judged,
+// nor holders named like any node's facts (older agents' allocations
+// named their node by name).
+func planDeparted(facts []netspec.NodeFacts, ready, holders map[string]bool, missing map[string]time.Time, now time.Time, timeout, fresh time.Duration) (map[string]bool, map[string]time.Time) {
 	gone := map[string]bool{}
 	next := map[string]time.Time{}
-	for _, f := range facts {
-		if f.ID == "" || ready[f.ID] || now.Sub(f.UpdatedAt) <= fresh {
-			continue
-		}
-		since, ok := missing[f.ID]
+	judge := func(id string) {
+		since, ok := missing[id]
 		if !ok {
 			since = now
 		}
-		next[f.ID] = since
+		next[id] = since
 		if now.Sub(since) > timeout {
-			gone[f.ID] = true
+			gone[id] = true
+		}
+	}
+	known := map[string]bool{}
+	for _, f := range facts {
+		known[f.ID], known[f.Node] = true, true
+		if f.ID == "" || ready[f.ID] || now.Sub(f.UpdatedAt) <= fresh {
+			continue
+		}
+		judge(f.ID)
+	}
+	for id := range holders {
+		if id != "" && !known[id] && !ready[id] {
+			judge(id)
 		}
 	}
 	return gone, next

@@ -218,14 +218,23 @@ func TestPlanDeparted(t *testing.T) {
 		{ID: "dying", Node: "same", UpdatedAt: t0},
 		{Node: "legacy", UpdatedAt: t0}, // no identity: never judged
 	}
-	ready := map[string]bool{"ready": true, "same": true}
-	missing := map[string]time.Time{"dead": now.Add(-11 * time.Minute), "fresh": now.Add(-time.Hour)}
-	gone, next := planDeparted(facts, ready, missing, now, 10*time.Minute, 30*time.Second)
-	if fmt.Sprint(gone) != "map[dead:true]" {
-		t.Errorf("gone %v, want only dead", gone)
+	ready := map[string]bool{"ready": true, "same": true, "ready-no-facts": true}
+	// Holders of addresses with no facts (deleted, unreadable, lost):
+	// judged as facts never fresh, unless ready, or named like an older
+	// agent's facts (whose allocations named nodes by name).
+	holders := map[string]bool{"ready": true, "dead": true, "ghost": true, "ghost-new": true, "ready-no-facts": true, "legacy": true}
+	missing := map[string]time.Time{"dead": now.Add(-11 * time.Minute), "fresh": now.Add(-time.Hour), "ghost": now.Add(-11 * time.Minute)}
+	gone, next := planDeparted(facts, ready, holders, missing, now, 10*time.Minute, 30*time.Second)
+	if fmt.Sprint(gone) != "map[dead:true ghost:true]" {
+		t.Errorf("gone %v, want dead and ghost", gone)
 	}
-	if _, ok := next["fresh"]; ok || !next["dying"].Equal(now) || !next["dead"].Equal(missing["dead"]) {
+	if _, ok := next["fresh"]; ok || !next["dying"].Equal(now) || !next["dead"].Equal(missing["dead"]) || !next["ghost-new"].Equal(now) {
 		t.Errorf("missing since %v", next)
+	}
+	for _, id := range []string{"ready-no-facts", "legacy"} {
+		if _, ok := next[id]; ok {
+			t.Errorf("%s judged missing: %v", id, next)
+		}
 	}
 }
 

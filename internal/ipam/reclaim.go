@@ -62,8 +62,8 @@ type Cluster interface {
 //     not record (Consul lost them) are recorded again;
 //   - on the swarm leader only, every address of a departed node: one
 //     whose swarm node has been neither Ready nor its agent's facts fresh
-//     for NodeTimeout, judged by identity, never by name (see
-//     planDeparted).
+//     (or present) for NodeTimeout, judged by identity, never by name
+//     (see planDeparted).
 //
 // It frees only what it observed, still allocated as observed.
 type Reclaimer struct {
@@ -88,6 +88,9 @@ type Reclaimer struct {
 	unheld map[string]map[netip.Addr]time.Time
 	// missing is when each node was first seen departed (leader only).
 	missing map[string]time.Time
+	// holders are the nodes that held addresses at the last sweep: a
+	// holder without facts is judged too (see planDeparted).
+	holders map[string]bool
 	// unrecorded holds, by pool, addresses local containers hold that the
 	// pool did not record at the last sweep.
 	unrecorded map[string]map[netip.Addr]bool
@@ -111,7 +114,7 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 		return err
 	}
 	var errs []error
-	seen := map[string]bool{}
+	seen, holders := map[string]bool{}, map[string]bool{}
 	for _, spec := range specs {
 		if spec.IPAM != netspec.Cluster {
 			continue
@@ -122,10 +125,11 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 			}
 			p, _ := r.Pools.pool(spec, v6)
 			seen[p.ID()] = true
-			errs = append(errs, r.sweepPool(ctx, p, local.Held[spec.Name], local.Starts[spec.Name], gone))
+			errs = append(errs, r.sweepPool(ctx, p, local.Held[spec.Name], local.Starts[spec.Name], gone, holders))
 		}
 	}
 	r.mu.Lock()
+	r.holders = holders
 	for id := range r.unheld {
 		if !seen[id] {
 			delete(r.unheld, id)
@@ -137,12 +141,17 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]bool, starts []Start, gone map[string]bool) error {
+// sweepPool sweeps one pool, adding the nodes holding its addresses to
+// holders.
+func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]bool, starts []Start, gone, holders map[string]bool) error {
 	v, err := r.Alloc.store.scan(ctx, p)
 	if err != nil {
 		return err
 	}
 	allocs := allocations(v)
+	for _, al := range allocs {
+		holders[al.Node] = true
+	}
 	errs := []error{r.recordHeld(ctx, p, v, held, allocs)}
 	r.mu.Lock()
 	plan := planSweep(sweepInput{Node: r.Alloc.node, Gen: r.Alloc.gen, Allocs: allocs, Held: held, Gone: gone,
@@ -278,7 +287,7 @@ func (r *Reclaimer) departed(ctx context.Context) (map[string]bool, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	gone, missing := planDeparted(facts, alive, r.missing, r.Alloc.now(), r.NodeTimeout, fresh)
+	gone, missing := planDeparted(facts, alive, r.holders, r.missing, r.Alloc.now(), r.NodeTimeout, fresh)
 	r.missing = missing
 	return gone, nil
 }
