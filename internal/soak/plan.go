@@ -33,7 +33,9 @@ const (
 	// StrayRelease sends an IPAM ReleaseAddress for another node's address
 	// to a node's plugin.
 	StrayRelease Fault = "stray_release"
-	// GarbageKey writes an undecodable document under the IPAM prefix.
+	// GarbageKey writes an undecodable document under the IPAM prefix,
+	// and a decodable one: an address of a free block recorded for a node
+	// that does not exist, which the leader must reclaim.
 	GarbageKey Fault = "garbage_key"
 )
 
