@@ -67,7 +67,7 @@ with the command that removes it.`,
 				fmt.Fprintf(streams.ErrOut, "warning: %d address(es) held more than once; see PROBLEM\n", dups)
 			}
 			for _, b := range bad {
-				what := "inventories skipped"
+				what := "skipped inventory"
 				if b.Pool != "" {
 					what = "pool " + b.Pool + " skips"
 				}

@@ -62,7 +62,7 @@ func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
 			node := strings.TrimPrefix(p.Key, KVPrefix)
 			r = Report{Node: node, Results: []Result{{Node: node, Check: "doctor/report", Status: Fail,
 				Message: fmt.Sprintf("unreadable report %s: %v", p.Key, err),
-				Fix:     "consul kv delete " + shellword.Quote(p.Key) + " (a node's agent publishes its report again within its period)"}}}
+				Fix:     shellword.KVDelete(p.Key) + " (a node's agent publishes its report again within its period)"}}}
 		}
 		if r.Node == "" {
 			r.Node = strings.TrimPrefix(p.Key, KVPrefix)

@@ -148,7 +148,7 @@ func Load(ctx context.Context, kv KV) ([]Entry, []BadDocument, error) {
 		if err := json.Unmarshal(kv.Value, &es); err != nil {
 			bad = append(bad, BadDocument{Key: kv.Key, Problem: fmt.Sprintf("not an inventory: %v", err),
 				Effect: "the addresses it held are not listed; if it is a node's, its agent publishes it again within its period",
-				Fix:    "consul kv delete " + shellword.Quote(kv.Key)})
+				Fix:    shellword.KVDelete(kv.Key)})
 			continue
 		}
 		all = append(all, es...)

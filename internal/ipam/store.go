@@ -298,7 +298,7 @@ type BadDoc struct {
 // addresses their containers hold in that block, within two leak sweeps;
 // a node's agent writes its kept key again at its next sweep that keeps
 // any address.
-func (d BadDoc) Fix() string { return "consul kv delete " + shellword.Quote(d.Key) }
+func (d BadDoc) Fix() string { return shellword.KVDelete(d.Key) }
 
 // Effect says what skipping the key does.
 func (d BadDoc) Effect() string {

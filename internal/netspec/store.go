@@ -347,7 +347,7 @@ func (st *Store) NodeStates(ctx context.Context, name string) ([]NodeState, erro
 			// report says.
 			id := strings.TrimPrefix(kv.Key, nodesPrefix(name))
 			ns = NodeState{ID: id, Node: id, State: StateError,
-				Error: fmt.Sprintf("unreadable report %s (%v): the node's agent writes it again at its next change of state or restart; to remove it: consul kv delete %s", kv.Key, err, shellword.Quote(kv.Key))}
+				Error: fmt.Sprintf("unreadable report %s (%v): the node's agent writes it again at its next change of state or restart; to remove it: %s", kv.Key, err, shellword.KVDelete(kv.Key))}
 		}
 		out = append(out, ns)
 	}

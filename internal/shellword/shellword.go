@@ -27,3 +27,7 @@ func Join(args []string) string {
 	}
 	return strings.Join(out, " ")
 }
+
+// KVDelete is the command that removes one Consul KV key: the fix
+// printed for a key underlay cannot read.
+func KVDelete(key string) string { return Join([]string{"consul", "kv", "delete", key}) }

@@ -56,3 +56,15 @@ func TestJoinRoundTrip(t *testing.T) {
 		t.Errorf("sh split Join's output differently (-want +got):\n%s", d)
 	}
 }
+
+func TestKVDelete(t *testing.T) {
+	for key, want := range map[string]string{
+		"underlay/ipam/net/v4/blocks/x": "consul kv delete underlay/ipam/net/v4/blocks/x",
+		"underlay/doctor/bad one":       "consul kv delete 'underlay/doctor/bad one'",
+		"it's":                          `consul kv delete 'it'\''s'`,
+	} {
+		if got := KVDelete(key); got != want {
+			t.Errorf("KVDelete(%q) = %s, want %s", key, got, want)
+		}
+	}
+}
