@@ -97,12 +97,12 @@ func (a *Allocator) Release(ctx context.Context, p Pool, addr netip.Addr) error 
 	if !p.Prefix.Contains(addr) {
 		return nil // never allocated here
 	}
-	stray, undo := a.spares.releasing(p, addr)
+	stray, handed, undo := a.spares.releasing(p, addr)
 	if stray {
 		a.log.Warn("release of a spare address Docker never got: ignored", "pool", p.ID(), "addr", addr)
 		return nil
 	}
-	r := a.batch.do(ctx, &request{pool: p, release: addr}, a.commit)
+	r := a.batch.do(ctx, &request{pool: p, release: addr, handed: handed}, a.commit)
 	if r.err != nil {
 		undo()
 	}
@@ -158,11 +158,13 @@ func (a *Allocator) waitForSpares(ctx context.Context, p Pool) error {
 }
 
 // request is one queued request: an allocation of any address as al, or
-// with release set, the release of that address.
+// with release set, the release of that address (handed: one the node
+// handed out from its spares).
 type request struct {
 	pool    Pool
 	al      Alloc
 	release netip.Addr
+	handed  bool
 	done    chan result
 }
 
@@ -337,13 +339,16 @@ func (a *Allocator) releaseBatch(ctx context.Context, reqs []*request) {
 	for _, b := range slices.SortedFunc(maps.Keys(byBlock), comparePrefix) {
 		rs := byBlock[b]
 		addrs := make([]netip.Addr, len(rs))
+		handed := map[netip.Addr]bool{}
 		for i, r := range rs {
 			addrs[i] = r.release
+			handed[r.release] = handed[r.release] || r.handed
 		}
 		var refused map[netip.Addr]Alloc
+		var unhanded []netip.Addr
 		_, err := a.store.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
 			var changed bool
-			doc, refused, changed = releaseOwn(doc, a.node, addrs)
+			doc, refused, unhanded, changed = releaseOwn(doc, a.node, a.gen, addrs, handed)
 			return doc, changed
 		})
 		for _, r := range rs {
@@ -354,6 +359,9 @@ func (a *Allocator) releaseBatch(ctx context.Context, reqs []*request) {
 				a.log.Warn("refused to release an address this node does not hold", "pool", p.ID(), "addr", r.release, "holder", holder.Node, "kind", holder.Kind)
 				r.done <- result{err: fmt.Errorf("address %s in %s is held by node %s (%s), not this node (%s): %w; only its node, or the reclaim of a departed node, frees it",
 					r.release, p.ID(), holder.Node, holder.Kind, a.node, ErrNotHeld)}
+			case slices.Contains(unhanded, r.release):
+				a.log.Warn("release of a spare address Docker never got: ignored", "pool", p.ID(), "addr", r.release)
+				r.done <- result{}
 			default:
 				r.done <- result{}
 			}

@@ -421,7 +421,7 @@ func TestReleaseOfAHandedSpareWhileItIsRecorded(t *testing.T) {
 			return nil
 		}
 		released = true
-		if stray, _ := a.spares.releasing(pool26, handed); stray {
+		if stray, _, _ := a.spares.releasing(pool26, handed); stray {
 			t.Errorf("release of handed %s taken as stray", handed)
 		}
 		pair, _, err := kv.Get(ctx, key)
@@ -452,6 +452,81 @@ func TestReleaseOfAHandedSpareWhileItIsRecorded(t *testing.T) {
 	}
 	if al := all[first]; al.Kind != KindTask {
 		t.Errorf("%s, still in use, is %+v", first, al)
+	}
+}
+
+// TestReleaseOfAnAddressAllocatedAgainWhileItsSpareIsDropped: a sync gives
+// a spare back; its write frees the address in Consul, and only then does
+// the keeper forget it was giving it back. In between, a request may be
+// allocated that address and Docker release it at once: that release is
+// real and must free it (before the fix it was taken for a stray release
+// of a spare and ignored: a task allocation no container held, which
+// TestConcurrentCyclesWithSparesNoDuplicates caught once in CI).
+func TestReleaseOfAnAddressAllocatedAgainWhileItsSpareIsDropped(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	a := NewAllocator(kv, "n1", nil)
+	a.spares.enable(1, nil)
+	if _, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask); err != nil { // the pool becomes known
+		t.Fatal(err)
+	}
+	if _, err := a.spares.syncAll(ctx, false, false); err != nil {
+		t.Fatal(err)
+	}
+	var s netip.Addr
+	for s = range a.spares.known(pool26) {
+	}
+	// Another node ran short: the next sync gives s back.
+	a.spares.hold(pool26.ID())
+	if _, err := a.spares.syncAll(ctx, false, false); err != nil {
+		t.Fatal(err)
+	}
+	if all, _ := Allocations(ctx, kv, pool26); all[s].Node != "" {
+		t.Fatalf("spare %s not given back: %+v", s, all[s])
+	}
+	// The moment between that write and the keeper's settling of it.
+	a.spares.mu.Lock()
+	a.spares.pools[pool26.ID()].Dropping = []netip.Addr{s}
+	a.spares.mu.Unlock()
+	got, err := a.Allocate(ctx, pool26, s, KindTask)
+	if err != nil || got != s {
+		t.Fatalf("Allocate(%s) = %s, %v", s, got, err)
+	}
+	if err := a.Release(ctx, pool26, got); err != nil {
+		t.Fatal(err)
+	}
+	if all, _ := Allocations(ctx, kv, pool26); all[s].Node != "" {
+		t.Errorf("%s still allocated after Docker released it: %+v", s, all[s])
+	}
+}
+
+// TestStrayReleaseOfASpareNotYetListed: a sync's write claims a spare and
+// only then does the keeper list it as free. A stray release of that
+// address in between (Docker releasing an address it does not hold) must
+// not free it: once listed, it is handed out, and with no record in Consul
+// another node could allocate it too.
+func TestStrayReleaseOfASpareNotYetListed(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	a := NewAllocator(kv, "n1", nil)
+	a.spares.enable(1, nil)
+	if _, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.spares.syncAll(ctx, false, false); err != nil {
+		t.Fatal(err)
+	}
+	// The moment between the write claiming s and the keeper listing it.
+	a.spares.mu.Lock()
+	sp := a.spares.pools[pool26.ID()]
+	s := sp.Free[0]
+	sp.Free = nil
+	a.spares.mu.Unlock()
+	if err := a.Release(ctx, pool26, s); err != nil {
+		t.Fatal(err)
+	}
+	if all, _ := Allocations(ctx, kv, pool26); !a.spares.mine(all[s]) {
+		t.Errorf("stray release freed spare %s before the keeper listed it: %+v", s, all[s])
 	}
 }
 

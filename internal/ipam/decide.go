@@ -113,22 +113,26 @@ func sparesElsewhere(v view, node, gen string) bool {
 // releaseOwn frees those of addrs that doc allocates to node, shims apart
 // (only ReleaseShim frees those). It returns the new document and, by
 // address, the allocations it refused to free because they are not
-// node's: only their own node, or the reclaimer, may free them.
-func releaseOwn(doc BlockDoc, node string, addrs []netip.Addr) (BlockDoc, map[netip.Addr]Alloc, bool) {
-	refused := map[netip.Addr]Alloc{}
-	changed := false
+// node's: only their own node, or the reclaimer, may free them. Spares of
+// generation gen are freed only when handed out: one that is not was never
+// given to Docker (its keeper may not have listed it yet, or be giving it
+// back), so its release is stray and is ignored (returned in unhanded).
+func releaseOwn(doc BlockDoc, node, gen string, addrs []netip.Addr, handed map[netip.Addr]bool) (_ BlockDoc, refused map[netip.Addr]Alloc, unhanded []netip.Addr, changed bool) {
+	refused = map[netip.Addr]Alloc{}
 	for _, a := range addrs {
 		al, ok := doc.alloc(a)
 		switch {
 		case !ok:
 		case al.Node != node || al.Kind == KindShim:
 			refused[a] = al
+		case al.Kind == KindSpare && al.Gen == gen && !handed[a]:
+			unhanded = append(unhanded, a)
 		default:
 			delete(doc.Allocs, a.String())
 			changed = true
 		}
 	}
-	return doc, refused, changed
+	return doc, refused, unhanded, changed
 }
 
 // reclaim frees those of want's addresses that doc still allocates exactly

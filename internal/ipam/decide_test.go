@@ -75,15 +75,20 @@ func TestCandidates(t *testing.T) {
 }
 
 func TestReleaseOwn(t *testing.T) {
-	d := doc("n1", map[string]Alloc{"10.1.0.2": task("n1"), "10.1.0.3": task("n2"), "10.1.0.4": {Node: "n1", Kind: KindShim}, "10.1.0.5": spare("n1", "g")})
-	got, refused, changed := releaseOwn(d.clone(), "n1", []netip.Addr{addr("10.1.0.2"), addr("10.1.0.3"), addr("10.1.0.4"), addr("10.1.0.5"), addr("10.1.0.6")})
-	if !changed || fmt.Sprint(got.addrs()) != "[10.1.0.3 10.1.0.4]" {
-		t.Errorf("left %v, want n2's task and n1's shim", got.addrs())
+	d := doc("n1", map[string]Alloc{"10.1.0.2": task("n1"), "10.1.0.3": task("n2"), "10.1.0.4": {Node: "n1", Kind: KindShim},
+		"10.1.0.5": spare("n1", "g"), "10.1.0.7": spare("n1", "g"), "10.1.0.8": spare("n1", "old")})
+	all := []netip.Addr{addr("10.1.0.2"), addr("10.1.0.3"), addr("10.1.0.4"), addr("10.1.0.5"), addr("10.1.0.6"), addr("10.1.0.7"), addr("10.1.0.8")}
+	got, refused, unhanded, changed := releaseOwn(d.clone(), "n1", "g", all, map[netip.Addr]bool{addr("10.1.0.5"): true})
+	if !changed || fmt.Sprint(got.addrs()) != "[10.1.0.3 10.1.0.4 10.1.0.7]" {
+		t.Errorf("left %v, want n2's task, n1's shim and the spare never handed out", got.addrs())
 	}
 	if len(refused) != 2 || refused[addr("10.1.0.3")].Node != "n2" || refused[addr("10.1.0.4")].Kind != KindShim {
 		t.Errorf("refused %v, want n2's address and the shim", refused)
 	}
-	if _, _, changed := releaseOwn(d.clone(), "n3", []netip.Addr{addr("10.1.0.2")}); changed {
+	if fmt.Sprint(unhanded) != "[10.1.0.7]" {
+		t.Errorf("unhanded %v, want the spare of this generation never handed out (an earlier generation's may be Docker's)", unhanded)
+	}
+	if _, _, _, changed := releaseOwn(d.clone(), "n3", "g", []netip.Addr{addr("10.1.0.2")}, nil); changed {
 		t.Error("n3 released n1's address")
 	}
 }

@@ -135,27 +135,30 @@ func (k *keeper) take(p Pool, want netip.Addr, al Alloc) (netip.Addr, bool) {
 }
 
 // releasing prepares the release of a: a free spare was never handed out,
-// so its release is stray and refused; a handed one is forgotten, and undo
-// puts it back if the release fails.
-func (k *keeper) releasing(p Pool, a netip.Addr) (stray bool, undo func()) {
+// so its release is stray and refused; a handed one is forgotten (handed),
+// and undo puts it back if the release fails. A spare being given back is
+// not judged here: its write may already have freed it in Consul and a
+// request been allocated it since, so the release's write decides by what
+// Consul holds (see releaseOwn).
+func (k *keeper) releasing(p Pool, a netip.Addr) (stray, handed bool, undo func()) {
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	sp := k.pools[p.ID()]
 	if sp == nil {
-		return false, func() {}
+		return false, false, func() {}
 	}
-	if slices.Contains(sp.Free, a) || slices.Contains(sp.Dropping, a) {
-		return true, func() {}
+	if slices.Contains(sp.Free, a) {
+		return true, false, func() {}
 	}
 	if al, ok := sp.Handed[a]; ok {
 		delete(sp.Handed, a)
-		return false, func() {
+		return false, true, func() {
 			k.mu.Lock()
 			defer k.mu.Unlock()
 			sp.Handed[a] = al
 		}
 	}
-	return false, func() {}
+	return false, false, func() {}
 }
 
 // known returns the spares this keeper holds in p: free, handed or being
