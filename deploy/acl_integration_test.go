@@ -152,7 +152,7 @@ func TestIntegrationACLPolicies(t *testing.T) {
 			return history(c).Append(ctx, scale.Record{Time: time.Now(), Service: "web", Autoscaler: "acl"})
 		}, false},
 		{"read the history", func(ctx context.Context, c *api.Client) error {
-			recs, err := history(c).List(ctx, "web")
+			recs, _, err := history(c).List(ctx, "web")
 			if err == nil && len(recs) == 0 {
 				err = errors.New("no decision read back")
 			}

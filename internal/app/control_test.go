@@ -195,7 +195,8 @@ func TestScaleCommand(t *testing.T) {
 		case r.URL.Path == "/v1/underlay/services":
 			io.WriteString(w, `{"data":[{"name":"autoswarm/web","service":"web","mode":"replicated","replicas":2,"policy":{"min":1,"max":5,"allow_down":true,"metrics":[{"name":"rps","query":"x","target":100}]}}]}`)
 		case r.URL.Path == "/v1/underlay/services/web/history":
-			io.WriteString(w, `{"data":[{"time":"2026-01-01T12:00:00Z","service":"web","direction":"up","source":"metrics","from":1,"to":2,"reason":"scaled","why":"w"}]}`)
+			io.WriteString(w, `{"data":[{"time":"2026-01-01T12:00:00Z","service":"web","direction":"up","source":"metrics","from":1,"to":2,"reason":"scaled","why":"w"}],`+
+				`"bad_records":[{"key":"underlay/scale/history/web/x","error":"decode: EOF","fix":"consul kv delete underlay/scale/history/web/x"}]}`)
 		default:
 			w.WriteHeader(404)
 			io.WriteString(w, `{"error":"not found"}`)
@@ -208,21 +209,22 @@ func TestScaleCommand(t *testing.T) {
 		io.WriteString(w, `{"error":"not the leader"}`)
 	}))
 	defer follower.Close()
-	run := func(args ...string) (string, error) {
-		var out bytes.Buffer
-		cmd := newScaleCommand(IOStreams{Out: &out, ErrOut: io.Discard})
+	run := func(args ...string) (string, string, error) {
+		var out, errOut bytes.Buffer
+		cmd := newScaleCommand(IOStreams{Out: &out, ErrOut: &errOut})
 		cmd.SetArgs(args)
 		cmd.SetOut(io.Discard)
 		cmd.SetErr(io.Discard)
 		err := cmd.ExecuteContext(context.Background())
-		return out.String(), err
+		return out.String(), errOut.String(), err
 	}
 	leaderAddr := strings.TrimPrefix(leader.URL, "http://")
 	tests := []struct {
-		name    string
-		args    []string
-		wantOut string
-		wantErr string
+		name       string
+		args       []string
+		wantOut    string
+		wantErrOut string
+		wantErr    string
 	}{
 		{name: "up through a follower", args: []string{"web", "up", "--addr", follower.URL, "--token-file", tokens, "--follow-leader"}, wantOut: "web: 1 → 2 replicas: scaled"},
 		{name: "to N refused", args: []string{"web", "--to", "9", "--addr", leaderAddr, "--token-file", tokens}, wantOut: "refused (at_max)"},
@@ -231,14 +233,15 @@ func TestScaleCommand(t *testing.T) {
 		{name: "no direction", args: []string{"web", "--addr", leaderAddr}, wantErr: "want SERVICE up|down"},
 		{name: "ls", args: []string{"ls", "--addr", leaderAddr}, wantOut: "web      2         1    5    yes   rps=100"},
 		{name: "ls json", args: []string{"ls", "--json", "--addr", leaderAddr}, wantOut: `"name": "autoswarm/web"`},
-		{name: "history", args: []string{"history", "web", "--addr", leaderAddr}, wantOut: "2026-01-01T12:00:00Z  up         1     2   scaled  metrics"},
-		{name: "history json", args: []string{"history", "web", "--json", "--addr", leaderAddr}, wantOut: `"source": "metrics"`},
+		{name: "history", args: []string{"history", "web", "--addr", leaderAddr}, wantOut: "2026-01-01T12:00:00Z  up         1     2   scaled  metrics",
+			wantErrOut: "warning: skipped history record underlay/scale/history/web/x: decode: EOF; fix: consul kv delete underlay/scale/history/web/x"},
+		{name: "history json", args: []string{"history", "web", "--json", "--addr", leaderAddr}, wantOut: `"source": "metrics"`, wantErrOut: "skipped history record"},
 		{name: "unreachable", args: []string{"ls", "--addr", "127.0.0.1:1"}, wantErr: "reach control at http://127.0.0.1:1"},
 		{name: "bad addr", args: []string{"ls", "--addr", "ftp://127.0.0.1:1"}, wantErr: `--addr "ftp://127.0.0.1:1"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			out, err := run(tt.args...)
+			out, errOut, err := run(tt.args...)
 			if tt.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 					t.Fatalf("err = %v, want %q", err, tt.wantErr)
@@ -247,6 +250,9 @@ func TestScaleCommand(t *testing.T) {
 			}
 			if err != nil || !strings.Contains(out, tt.wantOut) {
 				t.Fatalf("out %q, err %v; want output containing %q", out, err, tt.wantOut)
+			}
+			if !strings.Contains(errOut, tt.wantErrOut) {
+				t.Errorf("stderr %q, want it to contain %q", errOut, tt.wantErrOut)
 			}
 		})
 	}

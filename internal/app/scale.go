@@ -156,16 +156,19 @@ func newScaleHistoryCommand(f *scaleFlags, streams IOStreams) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			records, err := c.History(cmd.Context(), args[0])
+			ans, err := c.History(cmd.Context(), args[0])
 			if err != nil {
 				return err
 			}
+			for _, b := range ans.BadRecords {
+				fmt.Fprintf(streams.ErrOut, "warning: skipped history record %s: %s; fix: %s\n", b.Key, b.Error, b.Fix)
+			}
 			if f.json {
-				return writeJSON(streams.Out, records)
+				return writeJSON(streams.Out, ans.Data)
 			}
 			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TIME\tDIRECTION\tFROM\tTO\tREASON\tSOURCE\tWHY")
-			for _, r := range records {
+			for _, r := range ans.Data {
 				reason := string(r.Reason)
 				if r.DryRun {
 					reason += " (dry run)"

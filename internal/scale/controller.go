@@ -80,8 +80,22 @@ type History interface {
 	// Append stores one record.
 	Append(ctx context.Context, r Record) error
 	// Last is when a service was last scaled according to the records, so
-	// that cooldowns hold across restarts of the controller.
-	Last(ctx context.Context, service string) (LastScale, error)
+	// that cooldowns hold across restarts of the controller; bad lists the
+	// records of those times it could not read (each with its Direction).
+	Last(ctx context.Context, service string) (last LastScale, bad []BadRecord, err error)
+}
+
+// BadRecord is a stored record a History could not read: undecodable, or
+// not what its key says it is. It is left out and named; it never fails
+// the records beside it.
+type BadRecord struct {
+	Key string `json:"key"`
+	// Direction is the scale whose time the record was to tell, for the
+	// records of the last scales; empty for a decision record.
+	Direction Direction `json:"direction,omitempty"`
+	Error     string    `json:"error"`
+	// Fix is the command that removes the record.
+	Fix string `json:"fix"`
 }
 
 // LastScaleOf is when the records show a service last scaled, by
@@ -677,11 +691,12 @@ func (c *Controller) loadLocked(ctx context.Context, svc Service, st *state, ter
 	if c.history != nil {
 		hctx, cancel := context.WithTimeout(ctx, c.cfg.HistoryTimeout)
 		defer cancel()
-		last, err := c.history.Last(hctx, svc.Name)
+		last, bad, err := c.history.Last(hctx, svc.Name)
 		if err != nil {
 			c.metrics.errors.WithLabelValues("history").Inc()
 			return fmt.Errorf("read the scaling history of %s (cooldowns depend on it): %w: %w", svc.Name, ErrUnavailable, err)
 		}
+		last = c.boundLast(svc.Name, last, bad)
 		if last.Up.After(st.last.Up) {
 			st.last.Up = last.Up
 		}
@@ -696,6 +711,33 @@ func (c *Controller) loadLocked(ctx context.Context, svc Service, st *state, ter
 	}
 	st.loaded, st.term = true, term
 	return nil
+}
+
+// boundLast makes the last scale times read from the history safe to
+// time cooldowns from. A record that cannot be read would otherwise stop
+// the service's scaling until an operator deletes it, and a time after now
+// (a clock ahead, or a forged record) would hold a cooldown without end:
+// both count as a scale now, so the cooldown is never shorter than the true
+// one and ends. The next scale in that direction writes the record again.
+func (c *Controller) boundLast(service string, last LastScale, bad []BadRecord) LastScale {
+	now := c.cfg.Now()
+	at := map[Direction]*time.Time{Up: &last.Up, Down: &last.Down}
+	for _, b := range bad {
+		c.metrics.errors.WithLabelValues("history_record").Inc()
+		c.log.Error("the time of a service's last scale cannot be read from the history: its cooldown runs from now", "service", service,
+			"direction", b.Direction, "key", b.Key, "err", b.Error, "fix", b.Fix)
+		if t := at[b.Direction]; t != nil {
+			*t = now
+		}
+	}
+	for _, d := range []Direction{Up, Down} {
+		if t := at[d]; t.After(now) {
+			c.metrics.errors.WithLabelValues("history_record").Inc()
+			c.log.Warn("the history says a service last scaled after now: its cooldown runs from now", "service", service, "direction", d, "recorded", *t)
+			*t = now
+		}
+	}
+	return last
 }
 
 // decideLocked reads the service afresh (labels included, so a label edit

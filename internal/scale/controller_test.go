@@ -5,10 +5,12 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 func TestLastScaleOf(t *testing.T) {
@@ -85,5 +87,47 @@ func TestControllerWaitsForHistory(t *testing.T) {
 	hist.mu.Unlock()
 	if rec, err := c.Handle(context.Background(), req); err != nil || rec.To != 2 {
 		t.Fatalf("after the history came back: %+v %v", rec, err)
+	}
+}
+
+// TestControllerBoundsLastScaleTimes: the history's last scale times only
+// ever lengthen a cooldown up to one full cooldown from now. An unreadable
+// record counts as a scale now (before, the KV history failed on it: a 503
+// for every request on the service until someone deleted it), and so does
+// a time after now (a forged record or a clock ahead: a cooldown without
+// end).
+func TestControllerBoundsLastScaleTimes(t *testing.T) {
+	clk := &fakeClock{now: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
+	for _, tt := range []struct {
+		name string
+		hist *memHistory
+	}{
+		{"unreadable last scale-up", &memHistory{bad: []BadRecord{{Key: "h/web/last-up", Direction: Up, Error: "decode: EOF", Fix: "consul kv delete h/web/last-up"}}}},
+		{"last scale-up a year from now", &memHistory{records: []Record{{Service: "web", Direction: Up, Decision: Decision{From: 1, To: 2}, Time: clk.Now().AddDate(1, 0, 0)}}}},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			sw := newFakeSwarm(svc("web", 1, "orbiter", "true", LabelCooldownUp, "1m"))
+			var logs strings.Builder
+			reg := prometheus.NewRegistry()
+			c := NewController(Config{Now: clk.Now}, sw, tt.hist, slog.New(slog.NewTextHandler(&logs, nil)), reg)
+			if err := c.resync(context.Background()); err != nil {
+				t.Fatal(err)
+			}
+			req := Request{Autoscaler: AutoswarmName, Service: "web", Direction: Up}
+			rec, err := c.Handle(context.Background(), req)
+			if err != nil || !rec.Refused || rec.Reason != ReasonCooldown || !strings.Contains(rec.Why, "1m0s left") {
+				t.Fatalf("first request: %+v, %v; want refused for a cooldown of 1m0s from now", rec.Decision, err)
+			}
+			if got := counterValue(t, c.metrics.errors.WithLabelValues("history_record")); got != 1 {
+				t.Errorf("history_record errors %v, want 1", got)
+			}
+			if want := "h/web/last-up"; len(tt.hist.bad) > 0 && (!strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), "consul kv delete")) {
+				t.Errorf("log does not name %s and its fix:\n%s", want, logs.String())
+			}
+			clk.add(time.Minute)
+			if rec, err := c.Handle(context.Background(), req); err != nil || rec.Refused || rec.To != 2 {
+				t.Fatalf("once the cooldown from the read is over: %+v, %v; want scaled to 2", rec.Decision, err)
+			}
+		})
 	}
 }

@@ -152,6 +152,8 @@ type memHistory struct {
 	records []Record
 	// err fails Last when set.
 	err error
+	// bad are the unreadable records Last reports.
+	bad []BadRecord
 }
 
 func (h *memHistory) Append(_ context.Context, r Record) error {
@@ -161,11 +163,11 @@ func (h *memHistory) Append(_ context.Context, r Record) error {
 	return nil
 }
 
-func (h *memHistory) Last(_ context.Context, service string) (LastScale, error) {
+func (h *memHistory) Last(_ context.Context, service string) (LastScale, []BadRecord, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.err != nil {
-		return LastScale{}, h.err
+		return LastScale{}, nil, h.err
 	}
 	var mine []Record
 	for _, r := range h.records {
@@ -173,7 +175,7 @@ func (h *memHistory) Last(_ context.Context, service string) (LastScale, error) 
 			mine = append(mine, r)
 		}
 	}
-	return LastScaleOf(mine), nil
+	return LastScaleOf(mine), h.bad, nil
 }
 
 func (h *memHistory) len() int {

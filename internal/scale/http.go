@@ -58,9 +58,10 @@ type APIConfig struct {
 	Registerer prometheus.Registerer
 }
 
-// HistoryLister lists a service's decision records, oldest first.
+// HistoryLister lists a service's decision records, oldest first, and
+// those it could not read.
 type HistoryLister interface {
-	List(ctx context.Context, service string) ([]Record, error)
+	List(ctx context.Context, service string) (records []Record, bad []BadRecord, err error)
 }
 
 // LeaderHeader names the leader's address on a follower's 503.
@@ -454,14 +455,20 @@ func (a *API) history(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotImplemented, errorBody{Error: "no history store"})
 		return
 	}
-	recs, err := a.cfg.History.List(r.Context(), r.PathValue("service"))
+	recs, bad, err := a.cfg.History.List(r.Context(), r.PathValue("service"))
 	if err != nil {
 		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: fmt.Sprintf("%v: %v", ErrUnavailable, err)})
 		return
 	}
-	writeJSON(w, http.StatusOK, struct {
-		Data []Record `json:"data"`
-	}{recs})
+	writeJSON(w, http.StatusOK, HistoryAnswer{Data: recs, BadRecords: bad})
+}
+
+// HistoryAnswer answers GET /v1/underlay/services/{service}/history.
+type HistoryAnswer struct {
+	// Data are the records, oldest first.
+	Data []Record `json:"data"`
+	// BadRecords are the records that could not be read, left out of Data.
+	BadRecords []BadRecord `json:"bad_records,omitempty"`
 }
 
 // leaderInfo answers GET /v1/underlay/leader.

@@ -127,7 +127,7 @@ func (e *controlEnv) waitManaged(t *testing.T, service string) {
 // scaledRecords are the applied decisions of service in its history.
 func (e *controlEnv) scaledRecords(t *testing.T, service string) []string {
 	t.Helper()
-	recs, err := e.history.List(testenv.Context(t, 10*time.Second), service)
+	recs, _, err := e.history.List(testenv.Context(t, 10*time.Second), service)
 	if err != nil {
 		t.Fatal(err)
 	}

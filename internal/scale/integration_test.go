@@ -18,6 +18,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
+	"github.com/hashicorp/consul/api"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/underlay/underlay/internal/scale"
@@ -189,9 +190,9 @@ func TestIntegrationScaleOrbiterAPI(t *testing.T) {
 
 	// History in Consul: every decision on web, the newest 10 of the burst.
 	qctx := testenv.Context(t, 10*time.Second)
-	webHist, err := history.List(qctx, web)
-	if err != nil {
-		t.Fatal(err)
+	webHist, bad, err := history.List(qctx, web)
+	if err != nil || len(bad) != 0 {
+		t.Fatalf("history of %s: %v, unreadable %+v", web, err, bad)
 	}
 	var got []string
 	for _, r := range webHist {
@@ -201,9 +202,19 @@ func TestIntegrationScaleOrbiterAPI(t *testing.T) {
 	if strings.Join(got, "; ") != strings.Join(want, "; ") {
 		t.Errorf("history of %s: %q, want %q", web, got, want)
 	}
-	burstHist, err := history.List(qctx, burst)
+	burstHist, _, err := history.List(qctx, burst)
 	if err != nil || len(burstHist) != 10 {
 		t.Errorf("history of %s: %d records (%v), want the newest 10", burst, len(burstHist), err)
+	}
+	// A stray record among web's is set apart, named with its fix; the
+	// others are still listed.
+	strayKey := history.ServicePrefix(web) + "20000101T000000.000000000Z-00000000"
+	if _, err := consul.Client().KV().Put(&api.KVPair{Key: strayKey, Value: []byte(`{"service":`)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if recs, bad, err := history.List(qctx, web); err != nil || len(recs) != len(want) || len(bad) != 1 || bad[0].Key != strayKey ||
+		bad[0].Fix != "consul kv delete "+strayKey {
+		t.Errorf("history of %s with a stray record: %d records, unreadable %+v, %v; want %d records and the stray one named with its fix", web, len(recs), bad, err, len(want))
 	}
 	keys, _, err := consul.Client().KV().Keys(history.ServicePrefix(burst), "", nil)
 	if err != nil || !slices.Contains(keys, history.ServicePrefix(burst)+"last-up") {
@@ -228,7 +239,13 @@ func TestIntegrationScaleOrbiterAPI(t *testing.T) {
 		}
 	}
 
-	// A restarted controller keeps the cooldown: it reads the history in Consul.
+	// A restarted controller keeps the cooldown: it reads the history in
+	// Consul. An unreadable record of the last scale-down beside it (before,
+	// a 503 for every request on the service until someone deleted it)
+	// only times that direction's cooldown from now.
+	if _, err := consul.Client().KV().Put(&api.KVPair{Key: history.ServicePrefix(cool) + "last-down", Value: []byte("garbage")}, nil); err != nil {
+		t.Fatal(err)
+	}
 	ctrl2 := scale.NewController(scale.Config{}, adapter.NewSwarm(docker), history, log, prometheus.NewRegistry())
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	done2 := make(chan struct{})

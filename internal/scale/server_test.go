@@ -3,6 +3,7 @@ package scale
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -181,10 +182,35 @@ func TestAuthReads(t *testing.T) {
 	}
 }
 
-// listHistory is a HistoryLister with nothing in it.
-type listHistory struct{}
+// listHistory is a HistoryLister of fixed records.
+type listHistory struct {
+	recs []Record
+	bad  []BadRecord
+}
 
-func (listHistory) List(context.Context, string) ([]Record, error) { return nil, nil }
+func (h listHistory) List(context.Context, string) ([]Record, []BadRecord, error) {
+	return h.recs, h.bad, nil
+}
+
+// TestHistoryNamesUnreadableRecords: the history route answers the records
+// it could read, and names those it could not with their fix.
+func TestHistoryNamesUnreadableRecords(t *testing.T) {
+	bad := BadRecord{Key: "underlay/scale/history/web/x", Error: "decode: unexpected end of JSON input", Fix: "consul kv delete underlay/scale/history/web/x"}
+	hist := listHistory{recs: []Record{{Service: "web", Direction: Up, Decision: Decision{From: 1, To: 2}}}, bad: []BadRecord{bad}}
+	e := newAPIEnvWith(t, Config{}, APIConfig{History: hist}, svc("web", 1, "orbiter", "true"))
+	resp, err := http.Get(e.srv.URL + "/v1/underlay/services/web/history")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ans HistoryAnswer
+	if err := json.NewDecoder(resp.Body).Decode(&ans); err != nil || resp.StatusCode != 200 {
+		t.Fatalf("history: %d, %v", resp.StatusCode, err)
+	}
+	if len(ans.Data) != 1 || len(ans.BadRecords) != 1 || ans.BadRecords[0] != bad {
+		t.Errorf("history answer %+v, want the one record and the unreadable one named", ans)
+	}
+}
 
 // getStatus GETs url with token (none when empty) and returns the status,
 // reading at most the first line (event streams do not end).

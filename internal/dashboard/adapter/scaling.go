@@ -30,7 +30,10 @@ func (s *Scaling) History(ctx context.Context, service string) ([]scale.Record, 
 	if s.history == nil {
 		return nil, nil
 	}
-	return s.history.List(ctx, service)
+	// Records that cannot be read are left out here; control logs them
+	// and the history API names them with their fix.
+	recs, _, err := s.history.List(ctx, service)
+	return recs, err
 }
 
 // Control implements dashboard.Scaling.

@@ -3,15 +3,18 @@ package adapter
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/url"
 	"slices"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
 	"github.com/underlay/underlay/internal/scale"
+	"github.com/underlay/underlay/internal/shellword"
 )
 
 // DefaultHistoryPrefix is where decision records live in Consul KV:
@@ -106,46 +109,95 @@ func (h *KVHistory) trim(ctx context.Context, service string) error {
 	return nil
 }
 
-// List returns a service's records, oldest first.
-func (h *KVHistory) List(ctx context.Context, service string) ([]scale.Record, error) {
+// List returns a service's records, oldest first, and those it could not
+// read, which never fail the rest.
+func (h *KVHistory) List(ctx context.Context, service string) ([]scale.Record, []scale.BadRecord, error) {
 	q := (&api.QueryOptions{}).WithContext(ctx)
 	pairs, _, err := h.api.KV().List(h.ServicePrefix(service), q)
 	if err != nil {
-		return nil, fmt.Errorf("list history of %s: %w", service, err)
+		return nil, nil, fmt.Errorf("list history of %s: %w", service, err)
 	}
-	sort.Slice(pairs, func(i, j int) bool { return pairs[i].Key < pairs[j].Key })
-	out := make([]scale.Record, 0, len(pairs))
-	for _, p := range pairs {
-		if !isRecord(p.Key) {
-			continue
-		}
-		var r scale.Record
-		if err := json.Unmarshal(p.Value, &r); err != nil {
-			return nil, fmt.Errorf("decode %s: %w", p.Key, err)
-		}
-		out = append(out, r)
-	}
-	return out, nil
+	recs, bad := decodeRecords(service, pairs)
+	return recs, bad, nil
 }
 
 // Last implements scale.History from the last-up and last-down keys.
-func (h *KVHistory) Last(ctx context.Context, service string) (scale.LastScale, error) {
+func (h *KVHistory) Last(ctx context.Context, service string) (scale.LastScale, []scale.BadRecord, error) {
 	q := (&api.QueryOptions{}).WithContext(ctx)
-	var recs []scale.Record
+	var last scale.LastScale
+	var bad []scale.BadRecord
 	for _, dir := range []scale.Direction{scale.Up, scale.Down} {
 		key := h.ServicePrefix(service) + lastKey + string(dir)
 		p, _, err := h.api.KV().Get(key, q)
 		if err != nil {
-			return scale.LastScale{}, fmt.Errorf("get %s: %w", key, err)
+			return scale.LastScale{}, nil, fmt.Errorf("get %s: %w", key, err)
 		}
 		if p == nil {
 			continue
 		}
-		var r scale.Record
-		if err := json.Unmarshal(p.Value, &r); err != nil {
-			return scale.LastScale{}, fmt.Errorf("decode %s: %w", key, err)
+		at, err := decodeLast(service, dir, p.Value)
+		if err != nil {
+			bad = append(bad, badRecord(key, dir, err))
+			continue
 		}
-		recs = append(recs, r)
+		if dir == scale.Up {
+			last.Up = at
+		} else {
+			last.Down = at
+		}
 	}
-	return scale.LastScaleOf(recs), nil
+	return last, bad, nil
+}
+
+// decodeRecords reads a service's listed keys into its records, oldest
+// first, setting apart those that cannot be read.
+func decodeRecords(service string, pairs api.KVPairs) ([]scale.Record, []scale.BadRecord) {
+	pairs = slices.Clone(pairs)
+	sort.Slice(pairs, func(i, j int) bool { return pairs[i].Key < pairs[j].Key })
+	out := make([]scale.Record, 0, len(pairs))
+	var bad []scale.BadRecord
+	for _, p := range pairs {
+		if !isRecord(p.Key) {
+			continue
+		}
+		r, err := decodeRecord(service, p.Value)
+		if err != nil {
+			bad = append(bad, badRecord(p.Key, "", err))
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, bad
+}
+
+// decodeLast reads the record of a service's last applied scale in
+// direction dir, and returns its time.
+func decodeLast(service string, dir scale.Direction, value []byte) (time.Time, error) {
+	r, err := decodeRecord(service, value)
+	switch {
+	case err != nil:
+		return time.Time{}, err
+	case r.Direction != dir:
+		return time.Time{}, fmt.Errorf("a record of a scale %s, not %s", r.Direction, dir)
+	case r.Refused || r.DryRun || r.From == r.To:
+		return time.Time{}, fmt.Errorf("a record of a decision that changed nothing (%d to %d, refused %v, dry run %v)", r.From, r.To, r.Refused, r.DryRun)
+	case r.Time.IsZero():
+		return time.Time{}, errors.New("a record with no time")
+	}
+	return r.Time, nil
+}
+
+func decodeRecord(service string, value []byte) (scale.Record, error) {
+	var r scale.Record
+	if err := json.Unmarshal(value, &r); err != nil {
+		return scale.Record{}, fmt.Errorf("decode: %w", err)
+	}
+	if r.Service != service {
+		return scale.Record{}, fmt.Errorf("a record of service %q, not %q", r.Service, service)
+	}
+	return r, nil
+}
+
+func badRecord(key string, dir scale.Direction, err error) scale.BadRecord {
+	return scale.BadRecord{Key: key, Direction: dir, Error: err.Error(), Fix: shellword.KVDelete(key)}
 }

@@ -84,12 +84,10 @@ func (c *Client) Services(ctx context.Context) ([]scale.ServiceInfo, error) {
 }
 
 // History returns a service's scaling decisions, oldest first.
-func (c *Client) History(ctx context.Context, service string) ([]scale.Record, error) {
-	var ans struct {
-		Data []scale.Record `json:"data"`
-	}
+func (c *Client) History(ctx context.Context, service string) (scale.HistoryAnswer, error) {
+	var ans scale.HistoryAnswer
 	err := c.Do(ctx, http.MethodGet, "/v1/underlay/services/"+url.PathEscape(service)+"/history", nil, &ans)
-	return ans.Data, err
+	return ans, err
 }
 
 // Do sends one request to control and decodes the answer into out. A
