@@ -21,11 +21,13 @@ import (
 // The model test drives 3 to 8 simulated nodes, each with its own
 // allocator over one in-memory KV, through thousands of random steps —
 // allocations, starts that take long or fail, releases (stray ones from
-// the wrong node too), crashes and
-// restarts of agents, spare syncs, sweeps, departed nodes and their
-// reclaim, racing writes and failing ones — and checks after every step
-// that no address has two live holders and that reserved addresses are
-// never handed out; once the run settles, that every allocation has a live
+// the wrong node too), crashes and restarts of agents, spare syncs (some
+// with Docker's requests run inside them, between a block's write and the
+// keeper's settling of it), sweeps, departed nodes and their reclaim,
+// racing writes and failing ones — and checks after every step that no
+// address has two live holders and that reserved addresses are never
+// handed out, after every release answered that the address is no longer
+// its node's; once the run settles, that every allocation has a live
 // holder. A failure prints its seed and the shortest step list found that
 // still fails.
 //
@@ -273,6 +275,9 @@ func (w *world) apply(s step) error {
 			return nil
 		}
 		i := s.B % len(n.starting)
+		if s.C == newestStart {
+			i = len(n.starting) - 1
+		}
 		st := n.starting[i]
 		n.starting = slices.Delete(n.starting, i, i+1)
 		if s.B%4 != 3 {
@@ -282,7 +287,10 @@ func (w *world) apply(s step) error {
 		// A failed start: Docker releases the address (the plugin
 		// answering, if the agent is up; else the sweep's leak).
 		if n.alloc != nil {
-			return allowed(n.alloc.Release(w.ctx, w.pool, st.addr))
+			if err := n.alloc.Release(w.ctx, w.pool, st.addr); err != nil {
+				return allowed(err)
+			}
+			return w.released(s, n, st.addr)
 		}
 	case opRelease:
 		if !up || len(n.containers) == 0 {
@@ -293,7 +301,10 @@ func (w *world) apply(s step) error {
 		// Docker removes the container whatever the release answers; an
 		// address whose release failed is a leak for the sweep.
 		n.containers = slices.Delete(n.containers, i, i+1)
-		return allowed(n.alloc.Release(w.ctx, w.pool, a))
+		if err := n.alloc.Release(w.ctx, w.pool, a); err != nil {
+			return allowed(err)
+		}
+		return w.released(s, n, a)
 	case opStray:
 		other := w.nodes[(s.A+1+s.C%(len(w.nodes)-1))%len(w.nodes)]
 		if !up || other == n {
@@ -321,10 +332,29 @@ func (w *world) apply(s step) error {
 			w.start(n)
 		}
 	case opSync:
-		if up {
-			_, err := n.alloc.spares.syncAll(w.ctx, s.B%2 == 1, false)
-			return allowed(err)
+		if !up {
+			return nil
 		}
+		// With C%3 == 0, Docker's requests on the node race the sync: they
+		// run between its first block write and its settling of it.
+		var raceErr error
+		if s.C%3 == 0 {
+			k := n.alloc.spares
+			k.afterWrite = func() {
+				k.afterWrite = nil
+				for _, r := range raceSteps(s) {
+					if err := w.apply(r); err != nil && raceErr == nil {
+						raceErr = fmt.Errorf("racing %s: %w", s, err)
+					}
+				}
+			}
+			defer func() { k.afterWrite = nil }()
+		}
+		_, err := n.alloc.spares.syncAll(w.ctx, s.B%2 == 1, false)
+		if raceErr != nil {
+			return raceErr
+		}
+		return allowed(err)
 	case opPressure:
 		if up {
 			n.alloc.spares.hold(w.pool.ID())
@@ -360,6 +390,43 @@ func (w *world) apply(s step) error {
 			return fmt.Errorf("%s: %s's shim is %s, was %s", s, n.id, a, n.shim)
 		}
 		n.shim = a
+	}
+	return nil
+}
+
+// newestStart, as the C of a started step, picks the newest start.
+const newestStart = 64
+
+// raceSteps are the requests of node A's Docker that race sync step s:
+// allocations, starts done or failed (often the newest at once: a start
+// that fails releases the address it was just given), releases and stray
+// releases.
+func raceSteps(s step) []step {
+	ops := []modelOp{opAlloc, opAllocAt, opStarted, opRelease, opStray}
+	rng := rand.New(rand.NewPCG(uint64(s.B), uint64(s.C)))
+	var out []step
+	for range 1 + rng.IntN(3) {
+		op := ops[rng.IntN(len(ops))]
+		out = append(out, step{Op: op, A: s.A, B: rng.IntN(64), C: rng.IntN(64)})
+		if op == opAlloc && rng.IntN(2) == 0 {
+			out = append(out, step{Op: opStarted, A: s.A, B: 3 + 4*rng.IntN(16), C: newestStart})
+		}
+	}
+	return out
+}
+
+// released checks, after Docker's release of a on n was answered without
+// error, that a is no longer n's in Consul: a release taken for a stray
+// one leaves an allocation no container holds.
+func (w *world) released(s step, n *modelNode, a netip.Addr) error {
+	w.checking = true
+	all, lerr := Allocations(w.ctx, w.kv, w.pool)
+	w.checking = false
+	if lerr != nil {
+		return lerr
+	}
+	if al, ok := all[a]; ok && al.Node == n.id && al.Kind != KindShim {
+		return fmt.Errorf("%s: %s's release of %s answered, but Consul still records it as %+v", s, n.id, a, al)
 	}
 	return nil
 }

@@ -57,6 +57,10 @@ type keeper struct {
 	kick      chan struct{}
 	// handouts counts requests answered from a spare (a metric).
 	handouts atomic.Int64
+	// afterWrite, when set (by tests), runs between a block's spare write
+	// and the keeper's settling of it: the window where requests race the
+	// keeper, with Consul already changed and the keeper's lists not yet.
+	afterWrite func()
 
 	mu sync.Mutex // guards following fields
 	// want is how many spares to keep per pool; 0 while KeepSpares is not
@@ -359,6 +363,9 @@ func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify b
 				firstErr = fmt.Errorf("update spares of %s in %s: %w", p.ID(), b, err)
 			}
 			return
+		}
+		if k.afterWrite != nil {
+			k.afterWrite()
 		}
 		k.settle(sp, b, plan.Record, w)
 		need -= len(w.Added)
