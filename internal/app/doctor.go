@@ -54,12 +54,13 @@ when any check failed; warnings alone leave it 0.`,
 			d := &doctor.DockerAPI{API: dc}
 			kv := consul.NewKV(c)
 			env := doctor.Env{
-				NodeID:   doctor.NodeID(ctx, d),
-				Node:     doctor.NodeName(ctx, node, d),
-				Docker:   d,
-				Consul:   ca,
-				Networks: netspec.NewStore(kv),
-				Pools:    doctor.IPAMPools{KV: kv},
+				NodeID:      doctor.NodeID(ctx, d),
+				Node:        doctor.NodeName(ctx, node, d),
+				Docker:      d,
+				Consul:      ca,
+				Networks:    netspec.NewStore(kv),
+				Pools:       doctor.IPAMPools{KV: kv},
+				Inventories: doctor.KVInventories{KV: kv},
 			}
 			rs := doctor.Run(ctx, env.Node, env.Checks(), doctor.DebugLogf(log))
 			if asJSON {

@@ -303,6 +303,27 @@ func (c IPAMCheck) Run(ctx context.Context, logf Logf) []Result {
 	return rs
 }
 
+// Inventories reads the inventories the nodes' agents publish.
+type Inventories interface {
+	// Bad lists the published inventories that cannot be read.
+	Bad(ctx context.Context) ([]BadKey, error)
+}
+
+// InventoryCheck checks that every published inventory is readable:
+// `underlay ips` and the dashboard skip one that is not.
+type InventoryCheck struct {
+	Inventories Inventories
+}
+
+// Name implements Check.
+func (InventoryCheck) Name() string { return "inventory" }
+
+// Run implements Check.
+func (c InventoryCheck) Run(ctx context.Context, logf Logf) []Result {
+	bad, err := c.Inventories.Bad(ctx)
+	return EvalInventories(bad, err)
+}
+
 // NetfilterCheck checks the bridge-netfilter/FORWARD trap.
 type NetfilterCheck struct {
 	Files    Files

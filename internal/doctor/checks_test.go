@@ -15,6 +15,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/underlay/underlay/internal/hostnet"
+	"github.com/underlay/underlay/internal/inventory"
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
 )
 
@@ -459,5 +461,29 @@ func TestNetworksCheckMatchesByIdentity(t *testing.T) {
 	rs := NetworksCheck{NodeID: "me", Node: "clone", Networks: nets, Links: links, Files: fakeFiles{}}.Run(context.Background(), t.Logf)
 	if rs[0].Check != "network/lan/state" || rs[0].Status != Fail || !strings.Contains(rs[0].Message, "gateway missing") || !strings.Contains(rs[0].Fix, "underlay network rm lan") {
 		t.Errorf("state result %+v, want this node's refusal", rs[0])
+	}
+}
+
+// TestInventoryCheck: a published inventory that cannot be read fails,
+// naming its key, what skipping it does and the command that removes it;
+// readable ones beside it pass; a Consul that cannot be read fails.
+func TestInventoryCheck(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	check := InventoryCheck{Inventories: KVInventories{KV: kv}}
+	if rs := check.Run(ctx, t.Logf); len(rs) != 1 || rs[0].Check != "inventory/documents" || rs[0].Status != OK {
+		t.Fatalf("no inventories: %+v, want ok", rs)
+	}
+	kv.Put(ctx, inventory.KVPrefix+"node-a", []byte(`[]`))
+	kv.Put(ctx, inventory.KVPrefix+"node b", []byte(`{"not":"a list"}`))
+	rs := check.Run(ctx, t.Logf)
+	key := inventory.KVPrefix + "node b"
+	if len(rs) != 1 || rs[0].Status != Fail || rs[0].Fix != "consul kv delete '"+key+"'" || !strings.Contains(rs[0].Message, key) ||
+		!strings.Contains(rs[0].Message, "publishes it again") {
+		t.Errorf("one bad inventory: %+v, want it failed with its key, its effect and its fix", rs)
+	}
+	kv.Hook = func(string, []string) error { return kvtest.ErrUnreachable }
+	if rs := check.Run(ctx, t.Logf); len(rs) != 1 || rs[0].Status != Fail || !strings.Contains(rs[0].Message, "cannot read the inventories") {
+		t.Errorf("Consul out of reach: %+v, want a failure saying so", rs)
 	}
 }

@@ -330,6 +330,25 @@ func EvalIPAMDocuments(pool string, bad []BadKey, err error) []Result {
 	return rs
 }
 
+// EvalInventories judges the inventories the agents publish: every one
+// that cannot be read fails, with the command that removes it.
+func EvalInventories(bad []BadKey, err error) []Result {
+	const check = "inventory/documents"
+	if err != nil {
+		return []Result{{Check: check, Status: Fail, Message: fmt.Sprintf("cannot read the inventories from Consul: %v", err),
+			Fix: "consul members   # the Consul agent must be reachable (see consul/agent)"}}
+	}
+	if len(bad) == 0 {
+		return []Result{{Check: check, Status: OK, Message: "every published inventory is readable"}}
+	}
+	var rs []Result
+	for _, b := range bad {
+		rs = append(rs, Result{Check: check, Status: Fail, Fix: b.Fix,
+			Message: fmt.Sprintf("%s is skipped by underlay ips and the dashboard (%s): %s", b.Key, b.Problem, b.Effect)})
+	}
+	return rs
+}
+
 // HeldStartWarn is how long a container start may hold an address, kept
 // unheld by its node's sweep, before the doctor warns: Swarm's and
 // Docker's starts take seconds; minutes mean a hung dockerd (or runtime).

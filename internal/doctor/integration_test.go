@@ -17,9 +17,11 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
+	"github.com/hashicorp/consul/api"
 
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/doctor"
+	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/lab"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/testenv"
@@ -87,8 +89,21 @@ func TestIntegrationDoctor(t *testing.T) {
 		t.Errorf("doctor on healthy %s exits %d", m.Name, code)
 	}
 	for _, c := range []string{"kernel/macvlan", "network/lan/parent-promisc", "network/lan/shim", "network/lan/route",
-		"netfilter/bridge-forward", "docker/version", "docker/swarm", "docker/plugin-dir", "consul/agent", "consul/clock-skew"} {
+		"inventory/documents", "netfilter/bridge-forward", "docker/version", "docker/swarm", "docker/plugin-dir", "consul/agent", "consul/clock-skew"} {
 		find(t, rs, c, doctor.OK)
+	}
+	// A published inventory that cannot be read (underlay ips and the
+	// dashboard skip it) fails, with the command that removes it.
+	stray := inventory.KVPrefix + "stray"
+	if _, err := m.Consul.KV().Put(&api.KVPair{Key: stray, Value: []byte("{")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	rs, code = runDoctor(t, ctx, l, bin, m.Name)
+	if r := find(t, rs, "inventory/documents", doctor.Fail); r.Fix != "consul kv delete "+stray || !strings.Contains(r.Message, stray) || code == 0 {
+		t.Errorf("a stray inventory: %s (fix %q), exit %d; want it named, with consul kv delete %s, and exit 1", r.Message, r.Fix, code, stray)
+	}
+	if _, err := m.Consul.KV().Delete(stray, nil); err != nil {
+		t.Fatal(err)
 	}
 	if r := find(t, rs, "containers/reachable", doctor.OK); !strings.Contains(r.Message, "1 container(s)") {
 		t.Errorf("containers check did not reach the local task: %s", r.Message)

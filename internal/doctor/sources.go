@@ -25,6 +25,7 @@ import (
 
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/hostnet"
+	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netspec"
 )
@@ -352,22 +353,46 @@ type Env struct {
 	Consul       *ConsulAPI
 	Networks     Networks
 	Pools        Pools
+	// Inventories, when set, has the published inventories checked.
+	Inventories Inventories
 }
 
 // Checks returns every check, in report order.
 func (e Env) Checks() []Check {
 	files, links := OSFiles{}, NetlinkLinks{}
-	return []Check{
+	checks := []Check{
 		MacvlanCheck{Files: files, Links: links},
 		ModulesCheck{Networks: e.Networks, Links: links, Files: files},
 		NetworksCheck{NodeID: e.NodeID, Node: e.Node, Networks: e.Networks, Links: links, Files: files},
 		IPAMCheck{NodeID: e.NodeID, Networks: e.Networks, Pools: e.Pools},
+	}
+	if e.Inventories != nil {
+		checks = append(checks, InventoryCheck{Inventories: e.Inventories})
+	}
+	return append(checks,
 		NetfilterCheck{Files: files, Firewall: IPTables{}},
 		DockerCheck{Docker: e.Docker, Files: files},
 		SwarmCheck{Docker: e.Docker},
 		ConsulCheck{Consul: e.Consul},
 		ContainersCheck{Networks: e.Networks, Docker: e.Docker, Dial: DialTCP},
+	)
+}
+
+// KVInventories reads the published inventories through Consul KV
+// (inventory.Load).
+type KVInventories struct{ KV inventory.KV }
+
+// Bad implements Inventories.
+func (i KVInventories) Bad(ctx context.Context) ([]BadKey, error) {
+	_, bad, err := inventory.Load(ctx, i.KV)
+	if err != nil {
+		return nil, err
 	}
+	out := make([]BadKey, len(bad))
+	for j, b := range bad {
+		out[j] = BadKey{Key: b.Key, Problem: b.Problem, Effect: b.Effect, Fix: b.Fix}
+	}
+	return out, nil
 }
 
 // NodeID is this node's swarm node ID, its identity in the cluster; ""
