@@ -23,7 +23,8 @@ import (
 // allocations, starts that take long or fail, releases (stray ones from
 // the wrong node too), crashes and restarts of agents, spare syncs (some
 // with Docker's requests run inside them, between a block's write and the
-// keeper's settling of it), sweeps, departed nodes and their reclaim,
+// keeper's settling of it), sweeps (some with Docker's requests run just
+// after they list the containers), departed nodes and their reclaim,
 // racing writes and failing ones — and checks after every step that no
 // address has two live holders and that reserved addresses are never
 // handed out, after every release answered that the address is no longer
@@ -124,6 +125,10 @@ type modelNode struct {
 	shim     netip.Addr
 	gone     bool
 	gens     int
+	// race are Docker's requests to run just after the next listing of
+	// the node's containers: they make the listing stale, as requests
+	// served while a sweep reads the pool do.
+	race []step
 }
 
 type modelStart struct {
@@ -132,12 +137,14 @@ type modelStart struct {
 }
 
 type world struct {
-	cfg   modelConfig
-	kv    *kvtest.KV
-	store *netspec.Store
-	pool  Pool
-	clock time.Time
-	nodes []*modelNode
+	// raceErr is the first error of steps run inside another step.
+	raceErr error
+	cfg     modelConfig
+	kv      *kvtest.KV
+	store   *netspec.Store
+	pool    Pool
+	clock   time.Time
+	nodes   []*modelNode
 	// conflict and fault arm the KV hook for the next block write;
 	// checking disarms it while the invariants are read.
 	conflict, fault, checking bool
@@ -148,6 +155,8 @@ type world struct {
 // modelStats counts what a run did, to show what the steps reached.
 type modelStats struct {
 	allocs, spares, refused, departed int
+	// raced counts the requests run inside a sync or a sweep.
+	raced int
 }
 
 func newWorld(cfg modelConfig) (*world, error) {
@@ -195,13 +204,17 @@ func (w *world) start(n *modelNode) {
 	a.sleep = func(context.Context, time.Duration) error { w.clock = w.clock.Add(50 * time.Millisecond); return nil }
 	a.spares.enable(w.cfg.spares, nil)
 	n.alloc = a
-	n.reclaimer = &Reclaimer{Alloc: a, Pools: SpecPools{Store: w.store, BlockBits4: 29}, Held: modelHeld{n}, Cluster: modelCluster{w, n.id},
+	n.reclaimer = &Reclaimer{Alloc: a, Pools: SpecPools{Store: w.store, BlockBits4: 29}, Held: modelHeld{w, n}, Cluster: modelCluster{w, n.id},
 		Grace: modelGrace, NodeTimeout: modelTimeout, Fresh: time.Second, Log: a.log}
 }
 
-type modelHeld struct{ n *modelNode }
+type modelHeld struct {
+	w *world
+	n *modelNode
+}
 
 func (h modelHeld) HeldAddresses(context.Context) (Local, error) {
+	defer h.runRace()
 	m := map[netip.Addr]bool{}
 	for _, a := range h.n.containers {
 		m[a] = true
@@ -215,6 +228,18 @@ func (h modelHeld) HeldAddresses(context.Context) (Local, error) {
 		starts = append(starts, Start{Since: st.since})
 	}
 	return Local{Held: map[string]map[netip.Addr]bool{modelSpec.Name: m}, Starts: map[string][]Start{modelSpec.Name: starts}}, nil
+}
+
+// runRace runs the node's racing requests, once.
+func (h modelHeld) runRace() {
+	race := h.n.race
+	h.n.race = nil
+	for _, r := range race {
+		h.w.stats.raced++
+		if err := h.w.apply(r); err != nil && h.w.raceErr == nil {
+			h.w.raceErr = fmt.Errorf("racing a sweep: %w", err)
+		}
+	}
 }
 
 // modelCluster: node 0 leads; every node that has not departed is Ready.
@@ -337,22 +362,22 @@ func (w *world) apply(s step) error {
 		}
 		// With C%3 == 0, Docker's requests on the node race the sync: they
 		// run between its first block write and its settling of it.
-		var raceErr error
 		if s.C%3 == 0 {
 			k := n.alloc.spares
 			k.afterWrite = func() {
 				k.afterWrite = nil
 				for _, r := range raceSteps(s) {
-					if err := w.apply(r); err != nil && raceErr == nil {
-						raceErr = fmt.Errorf("racing %s: %w", s, err)
+					w.stats.raced++
+					if err := w.apply(r); err != nil && w.raceErr == nil {
+						w.raceErr = fmt.Errorf("racing a sync: %w", err)
 					}
 				}
 			}
 			defer func() { k.afterWrite = nil }()
 		}
 		_, err := n.alloc.spares.syncAll(w.ctx, s.B%2 == 1, false)
-		if raceErr != nil {
-			return raceErr
+		if err := w.takeRaceErr(); err != nil {
+			return fmt.Errorf("%s: %w", s, err)
 		}
 		return allowed(err)
 	case opPressure:
@@ -360,9 +385,20 @@ func (w *world) apply(s step) error {
 			n.alloc.spares.hold(w.pool.ID())
 		}
 	case opSweep:
-		if up {
-			return allowed(n.reclaimer.Sweep(w.ctx))
+		if !up {
+			return nil
 		}
+		// With C%3 == 0, Docker's requests on the node race the sweep:
+		// they run just after it lists the node's containers.
+		if s.C%3 == 0 {
+			n.race = raceSteps(s)
+		}
+		err := n.reclaimer.Sweep(w.ctx)
+		n.race = nil
+		if err := w.takeRaceErr(); err != nil {
+			return fmt.Errorf("%s: %w", s, err)
+		}
+		return allowed(err)
 	case opDepart:
 		if s.A%len(w.nodes) != 0 && !n.gone {
 			w.stats.departed++
@@ -396,6 +432,14 @@ func (w *world) apply(s step) error {
 
 // newestStart, as the C of a started step, picks the newest start.
 const newestStart = 64
+
+// takeRaceErr returns and clears the first error of the steps run inside
+// the current one.
+func (w *world) takeRaceErr() error {
+	err := w.raceErr
+	w.raceErr = nil
+	return err
+}
 
 // raceSteps are the requests of node A's Docker that race sync step s:
 // allocations, starts done or failed (often the newest at once: a start
@@ -616,6 +660,7 @@ func TestModelNoDuplicates(t *testing.T) {
 		runs++
 		total += len(steps)
 		sum.allocs, sum.spares, sum.refused, sum.departed = sum.allocs+st.allocs, sum.spares+st.spares, sum.refused+st.refused, sum.departed+st.departed
+		sum.raced += st.raced
 		if err == nil {
 			continue
 		}
@@ -629,8 +674,8 @@ func TestModelNoDuplicates(t *testing.T) {
 		t.Fatalf("seed %d: replay with %s=%d; shortest failing run found, %d steps (%v):\n%s",
 			seed, envModelSeed, seed, len(short), serr, b.String())
 	}
-	t.Logf("%d seeded runs, %d steps, from seed %d: %d addresses handed out (%d from spares), %d stray releases refused, %d nodes departed; no duplicate",
-		runs, total, base, sum.allocs, sum.spares, sum.refused, sum.departed)
+	t.Logf("%d seeded runs, %d steps, from seed %d: %d addresses handed out (%d from spares), %d stray releases refused, %d nodes departed, %d requests run inside a sync or a sweep; no duplicate",
+		runs, total, base, sum.allocs, sum.spares, sum.refused, sum.departed, sum.raced)
 }
 
 // TestModelIsDeterministic: one seed replays to the same Consul state,
