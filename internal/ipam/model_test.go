@@ -361,10 +361,16 @@ func (w *world) apply(s step) error {
 			return nil
 		}
 		// With C%3 == 0, Docker's requests on the node race the sync: they
-		// run between its first block write and its settling of it.
+		// run between one of its block writes (the first, or with B/2 odd
+		// the second) and its settling of that write.
 		if s.C%3 == 0 {
 			k := n.alloc.spares
+			skip := s.B / 2 % 2
 			k.afterWrite = func() {
+				if skip > 0 {
+					skip--
+					return
+				}
 				k.afterWrite = nil
 				for _, r := range raceSteps(s) {
 					w.stats.raced++
