@@ -354,20 +354,30 @@ func TestDepartedReclaimJudgesIdentities(t *testing.T) {
 	}
 }
 
+// withSpares returns n1's allocator over kv keeping n spares of pool26,
+// made known by one allocation (returned) and claimed by one sync.
+func withSpares(t *testing.T, kv *kvtest.KV, n int) (*Allocator, netip.Addr) {
+	t.Helper()
+	ctx := context.Background()
+	a := NewAllocator(kv, "n1", nil)
+	a.spares.enable(n, nil)
+	first, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.spares.syncAll(ctx, false, false); err != nil {
+		t.Fatal(err)
+	}
+	return a, first
+}
+
 // TestStrayReleaseOfAFreeSpare: a release of an address this node keeps
 // as a free spare (Docker never got it) is ignored: the spare stays
 // claimed in Consul, so handing it out later is still safe.
 func TestStrayReleaseOfAFreeSpare(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	a := NewAllocator(kv, "n1", nil)
-	a.spares.enable(2, nil)
-	if _, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask); err != nil { // the pool becomes known
-		t.Fatal(err)
-	}
-	if _, err := a.spares.syncAll(ctx, false, false); err != nil {
-		t.Fatal(err)
-	}
+	a, _ := withSpares(t, kv, 2)
 	free := a.spares.known(pool26)
 	if len(free) != 2 {
 		t.Fatalf("spares %v, want 2", free)
@@ -396,15 +406,7 @@ func TestStrayReleaseOfAFreeSpare(t *testing.T) {
 func TestReleaseOfAHandedSpareWhileItIsRecorded(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	a := NewAllocator(kv, "n1", nil)
-	a.spares.enable(2, nil)
-	first, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask) // the pool becomes known
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.spares.syncAll(ctx, false, false); err != nil {
-		t.Fatal(err)
-	}
+	a, first := withSpares(t, kv, 2)
 	handed, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
 	if err != nil || !a.spares.known(pool26)[handed] {
 		t.Fatalf("Allocate = %s, %v; want one of the spares %v", handed, err, a.spares.known(pool26))
@@ -465,14 +467,7 @@ func TestReleaseOfAHandedSpareWhileItIsRecorded(t *testing.T) {
 func TestReleaseOfAnAddressAllocatedAgainWhileItsSpareIsDropped(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	a := NewAllocator(kv, "n1", nil)
-	a.spares.enable(1, nil)
-	if _, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask); err != nil { // the pool becomes known
-		t.Fatal(err)
-	}
-	if _, err := a.spares.syncAll(ctx, false, false); err != nil {
-		t.Fatal(err)
-	}
+	a, _ := withSpares(t, kv, 1)
 	var s netip.Addr
 	for s = range a.spares.known(pool26) {
 	}
@@ -508,14 +503,7 @@ func TestReleaseOfAnAddressAllocatedAgainWhileItsSpareIsDropped(t *testing.T) {
 func TestStrayReleaseOfASpareNotYetListed(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	a := NewAllocator(kv, "n1", nil)
-	a.spares.enable(1, nil)
-	if _, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := a.spares.syncAll(ctx, false, false); err != nil {
-		t.Fatal(err)
-	}
+	a, _ := withSpares(t, kv, 1)
 	// The moment between the write claiming s and the keeper listing it.
 	a.spares.mu.Lock()
 	sp := a.spares.pools[pool26.ID()]

@@ -234,12 +234,7 @@ func (h modelHeld) HeldAddresses(context.Context) (Local, error) {
 func (h modelHeld) runRace() {
 	race := h.n.race
 	h.n.race = nil
-	for _, r := range race {
-		h.w.stats.raced++
-		if err := h.w.apply(r); err != nil && h.w.raceErr == nil {
-			h.w.raceErr = fmt.Errorf("racing a sweep: %w", err)
-		}
-	}
+	h.w.race("a sweep", race)
 }
 
 // modelCluster: node 0 leads; every node that has not departed is Ready.
@@ -372,12 +367,7 @@ func (w *world) apply(s step) error {
 					return
 				}
 				k.afterWrite = nil
-				for _, r := range raceSteps(s) {
-					w.stats.raced++
-					if err := w.apply(r); err != nil && w.raceErr == nil {
-						w.raceErr = fmt.Errorf("racing a sync: %w", err)
-					}
-				}
+				w.race("a sync", raceSteps(s))
 			}
 			defer func() { k.afterWrite = nil }()
 		}
@@ -439,6 +429,17 @@ func (w *world) apply(s step) error {
 // newestStart, as the C of a started step, picks the newest start.
 const newestStart = 64
 
+// race runs steps inside another step (what), keeping the first error for
+// takeRaceErr.
+func (w *world) race(what string, steps []step) {
+	for _, r := range steps {
+		w.stats.raced++
+		if err := w.apply(r); err != nil && w.raceErr == nil {
+			w.raceErr = fmt.Errorf("racing %s: %w", what, err)
+		}
+	}
+}
+
 // takeRaceErr returns and clears the first error of the steps run inside
 // the current one.
 func (w *world) takeRaceErr() error {
@@ -469,16 +470,22 @@ func raceSteps(s step) []step {
 // error, that a is no longer n's in Consul: a release taken for a stray
 // one leaves an allocation no container holds.
 func (w *world) released(s step, n *modelNode, a netip.Addr) error {
-	w.checking = true
-	all, lerr := Allocations(w.ctx, w.kv, w.pool)
-	w.checking = false
-	if lerr != nil {
-		return lerr
+	all, err := w.allocations()
+	if err != nil {
+		return err
 	}
 	if al, ok := all[a]; ok && al.Node == n.id && al.Kind != KindShim {
 		return fmt.Errorf("%s: %s's release of %s answered, but Consul still records it as %+v", s, n.id, a, al)
 	}
 	return nil
+}
+
+// allocations reads the pool's allocations with the KV hook disarmed: the
+// model's own reads meet no racing write or fault.
+func (w *world) allocations() (map[netip.Addr]Alloc, error) {
+	w.checking = true
+	defer func() { w.checking = false }()
+	return Allocations(w.ctx, w.kv, w.pool)
 }
 
 // nthAddr is the range's i-th address (mod its size).
@@ -495,9 +502,7 @@ func nthAddr(p Pool, i int) netip.Addr {
 // holder's address is recorded in Consul as its node's. With settled,
 // also that every allocation has a live holder.
 func (w *world) check(settled bool) error {
-	w.checking = true
-	all, err := Allocations(w.ctx, w.kv, w.pool)
-	w.checking = false
+	all, err := w.allocations()
 	if err != nil {
 		return err
 	}
