@@ -353,29 +353,24 @@ type Env struct {
 	Consul       *ConsulAPI
 	Networks     Networks
 	Pools        Pools
-	// Inventories, when set, has the published inventories checked.
-	Inventories Inventories
+	Inventories  Inventories
 }
 
 // Checks returns every check, in report order.
 func (e Env) Checks() []Check {
 	files, links := OSFiles{}, NetlinkLinks{}
-	checks := []Check{
+	return []Check{
 		MacvlanCheck{Files: files, Links: links},
 		ModulesCheck{Networks: e.Networks, Links: links, Files: files},
 		NetworksCheck{NodeID: e.NodeID, Node: e.Node, Networks: e.Networks, Links: links, Files: files},
 		IPAMCheck{NodeID: e.NodeID, Networks: e.Networks, Pools: e.Pools},
-	}
-	if e.Inventories != nil {
-		checks = append(checks, InventoryCheck{Inventories: e.Inventories})
-	}
-	return append(checks,
+		InventoryCheck{Inventories: e.Inventories},
 		NetfilterCheck{Files: files, Firewall: IPTables{}},
 		DockerCheck{Docker: e.Docker, Files: files},
 		SwarmCheck{Docker: e.Docker},
 		ConsulCheck{Consul: e.Consul},
 		ContainersCheck{Networks: e.Networks, Docker: e.Docker, Dial: DialTCP},
-	)
+	}
 }
 
 // KVInventories reads the published inventories through Consul KV
