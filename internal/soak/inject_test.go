@@ -11,13 +11,11 @@ import (
 	"net/netip"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/hashicorp/consul/api"
 
 	"github.com/underlay/underlay/internal/ipam"
-	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/lab"
 	"github.com/underlay/underlay/internal/soak"
 )
@@ -169,56 +167,30 @@ func (c *cluster) strayRelease(ctx context.Context, at, owner int) error {
 	return nil
 }
 
-// phantomAllocation is garbage that decodes: an address of a free block
-// recorded for a node that does not exist (no swarm node, no facts), as a
-// node removed for good whose facts were deleted leaves behind. The
-// leader must reclaim it once that node has looked departed for the node
-// timeout; until then the check counts it as a leak. The block is taken
-// with a create-only write: no real allocation is overwritten.
+// phantomAllocation is garbage that decodes: an address recorded for a
+// node that does not exist (no swarm node, no facts), as a node removed
+// for good whose facts were deleted leaves behind. It is allocated by an
+// allocator of that identity, so it lands in a free block if there is one
+// and never overwrites a real allocation. The leader must reclaim it once
+// that node has looked departed for the node timeout; until then the
+// check counts it as a leak.
 func (c *cluster) phantomAllocation(ctx context.Context, seq int) (func(context.Context) error, error) {
 	ghost := fmt.Sprintf("soak-ghost-%d", seq)
-	prefix := fmt.Sprintf("%s%s/%s/blocks/", ipam.KVPrefix, c.pool.Network, c.pool.Family())
-	pairs, err := c.kv.List(ctx, prefix)
+	addr, err := ipam.NewAllocator(c.kv, ghost, nil).Allocate(ctx, c.pool, netip.Addr{}, ipam.KindTask)
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("record an address of %s for %s: %w", c.pool.ID(), ghost, err)
 	}
-	taken := map[string]bool{}
-	for _, p := range pairs {
-		taken[p.Key] = true
-	}
-	for _, b := range c.pool.Blocks() {
-		key := prefix + strings.ReplaceAll(b.String(), "/", "_")
-		addr := b.Addr()
-		for b.Contains(addr) && (addr == c.pool.Prefix.Masked().Addr() || c.pool.Reserved[addr]) {
-			addr = addr.Next()
-		}
-		if taken[key] || !b.Contains(addr) {
-			continue
-		}
-		doc, err := json.Marshal(ipam.BlockDoc{Node: ghost, Allocs: map[string]ipam.Alloc{addr.String(): {Node: ghost, At: time.Now().UTC(), Kind: ipam.KindTask}}})
+	c.event("recorded %s for %s, a node that does not exist", addr, ghost)
+	return func(ctx context.Context) error {
+		all, err := ipam.Allocations(ctx, c.kv, c.pool)
 		if err != nil {
-			return nil, err
+			return err
 		}
-		res, err := c.kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.CAS, Key: key, Value: doc}})
-		if err != nil {
-			return nil, fmt.Errorf("write %s: %w", key, err)
+		if al, ok := all[addr]; ok && al.Node == ghost {
+			return fmt.Errorf("%s is still recorded for %s", addr, ghost)
 		}
-		if !res.OK {
-			continue // a node claimed it meanwhile
-		}
-		c.event("recorded %s for %s, a node that does not exist, at %s", addr, ghost, key)
-		return func(ctx context.Context) error {
-			all, err := ipam.Allocations(ctx, c.kv, c.pool)
-			if err != nil {
-				return err
-			}
-			if al, ok := all[addr]; ok && al.Node == ghost {
-				return fmt.Errorf("%s is still recorded for %s", addr, ghost)
-			}
-			return nil
-		}, nil
-	}
-	return nil, fmt.Errorf("no free block of %s for a phantom allocation", c.pool.ID())
+		return nil
+	}, nil
 }
 
 // releaseThrough sends ReleaseAddress to node i's plugin socket, in the
