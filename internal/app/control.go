@@ -287,7 +287,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 		reg.MustRegister(tlsExpiryMetric(tlsPair))
 	}
 	history := adapter.NewKVHistory(consulAPI, f.historyPrefix, f.historyLimit)
-	metrics := adapter.Metrics{Builtin: adapter.NewBuiltin(consulAPI), Prometheus: prom}
+	metrics := adapter.Metrics{Builtin: adapter.NewBuiltin(consul.NewKV(consulAPI), log), Prometheus: prom}
 	cfg := scale.Config{DryRun: f.dryRun, Metrics: metrics, Interval: f.interval, Policies: policies,
 		AlertLog: adapter.NewKVAlertLog(consulAPI, "", 0)}
 	advertise := f.advertise

@@ -61,6 +61,7 @@ when any check failed; warnings alone leave it 0.`,
 				Networks:    netspec.NewStore(kv),
 				Pools:       doctor.IPAMPools{KV: kv},
 				Inventories: doctor.KVInventories{KV: kv},
+				TaskReports: doctor.KVTaskReports{KV: kv},
 			}
 			rs := doctor.Run(ctx, env.Node, env.Checks(), doctor.DebugLogf(log))
 			if asJSON {

@@ -324,6 +324,28 @@ func (c InventoryCheck) Run(ctx context.Context, logf Logf) []Result {
 	return EvalInventories(bad, err)
 }
 
+// TaskReports reads the task metrics reports the nodes' agents publish.
+type TaskReports interface {
+	// Bad lists the published reports the built-in metrics do not count.
+	Bad(ctx context.Context) ([]BadKey, error)
+}
+
+// TaskMetricsCheck checks that every published task metrics report is
+// counted: the autoscaler's underlay:cpu and underlay:memory leave out one
+// that is not.
+type TaskMetricsCheck struct {
+	Reports TaskReports
+}
+
+// Name implements Check.
+func (TaskMetricsCheck) Name() string { return "taskmetrics" }
+
+// Run implements Check.
+func (c TaskMetricsCheck) Run(ctx context.Context, logf Logf) []Result {
+	bad, err := c.Reports.Bad(ctx)
+	return EvalTaskReports(bad, err)
+}
+
 // NetfilterCheck checks the bridge-netfilter/FORWARD trap.
 type NetfilterCheck struct {
 	Files    Files

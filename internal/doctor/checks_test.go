@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/netip"
 	"os"
 	"strings"
@@ -18,6 +19,8 @@ import (
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/shellword"
+	"github.com/underlay/underlay/internal/taskmetrics"
 )
 
 type fakeFiles map[string]string
@@ -484,6 +487,40 @@ func TestInventoryCheck(t *testing.T) {
 	}
 	kv.Hook = func(string, []string) error { return kvtest.ErrUnreachable }
 	if rs := check.Run(ctx, t.Logf); len(rs) != 1 || rs[0].Status != Fail || !strings.Contains(rs[0].Message, "cannot read the inventories") {
+		t.Errorf("Consul out of reach: %+v, want a failure saying so", rs)
+	}
+}
+
+// TestTaskMetricsCheck: a published task metrics report the built-in
+// metrics do not count (not JSON, or dated a year ahead) fails, naming its
+// key, why and the command that removes it; a node's own report beside it
+// passes; a Consul that cannot be read fails.
+func TestTaskMetricsCheck(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	check := TaskMetricsCheck{Reports: KVTaskReports{KV: kv}}
+	if rs := check.Run(ctx, t.Logf); len(rs) != 1 || rs[0].Check != "taskmetrics/reports" || rs[0].Status != OK {
+		t.Fatalf("no reports: %+v, want ok", rs)
+	}
+	now := time.Now().UTC()
+	kv.Put(ctx, taskmetrics.KVPrefix+"node-a", fmt.Appendf(nil, `{"node":"node-a","at":%q,"services":{"web":{"tasks":1,"cpu":0.5}}}`, now.Format(time.RFC3339)))
+	kv.Put(ctx, taskmetrics.KVPrefix+"node b", []byte(`{`))
+	kv.Put(ctx, taskmetrics.KVPrefix+"node-c", fmt.Appendf(nil, `{"node":"node-c","at":%q}`, now.AddDate(1, 0, 0).Format(time.RFC3339)))
+	rs := check.Run(ctx, t.Logf)
+	if len(rs) != 2 {
+		t.Fatalf("two bad reports: %+v, want two failures", rs)
+	}
+	for i, want := range []struct{ key, problem string }{
+		{taskmetrics.KVPrefix + "node b", "not a task metrics report"},
+		{taskmetrics.KVPrefix + "node-c", "ahead of this clock"},
+	} {
+		if r := rs[i]; r.Status != Fail || !strings.HasPrefix(r.Fix, shellword.KVDelete(want.key)) || !strings.Contains(r.Message, want.key+" is not counted by underlay:cpu") ||
+			!strings.Contains(r.Message, want.problem) || !strings.Contains(r.Message, "averages leave it out") {
+			t.Errorf("bad report %s: %+v, want it failed with its key, %q, its effect and its fix", want.key, r, want.problem)
+		}
+	}
+	kv.Hook = func(string, []string) error { return kvtest.ErrUnreachable }
+	if rs := check.Run(ctx, t.Logf); len(rs) != 1 || rs[0].Status != Fail || !strings.Contains(rs[0].Message, "cannot read the task metrics reports") {
 		t.Errorf("Consul out of reach: %+v, want a failure saying so", rs)
 	}
 }

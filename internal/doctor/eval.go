@@ -314,37 +314,41 @@ type BadKey struct {
 // EvalIPAMDocuments judges one cluster-IPAM pool's KV documents: every
 // bad key fails, with the command that removes it.
 func EvalIPAMDocuments(pool string, bad []BadKey, err error) []Result {
-	check := "ipam/" + pool + "/documents"
-	if err != nil {
-		return []Result{{Check: check, Status: Fail, Message: fmt.Sprintf("cannot read the pool from Consul: %v", err),
-			Fix: "consul members   # the Consul agent must be reachable (see consul/agent)"}}
-	}
-	if len(bad) == 0 {
-		return []Result{{Check: check, Status: OK, Message: "every document of " + pool + " is readable"}}
-	}
-	var rs []Result
-	for _, b := range bad {
-		rs = append(rs, Result{Check: check, Status: Fail, Fix: b.Fix,
-			Message: fmt.Sprintf("%s is skipped (%s): %s", b.Key, b.Problem, b.Effect)})
-	}
-	return rs
+	return evalKeys("ipam/"+pool+"/documents", "the pool", "every document of "+pool+" is readable", "is skipped", bad, err)
 }
 
 // EvalInventories judges the inventories the agents publish: every one
 // that cannot be read fails, with the command that removes it.
 func EvalInventories(bad []BadKey, err error) []Result {
-	const check = "inventory/documents"
+	return evalKeys("inventory/documents", "the inventories", "every published inventory is readable",
+		"is skipped by underlay ips and the dashboard", bad, err)
+}
+
+// EvalTaskReports judges the task metrics reports the agents publish:
+// every one the built-in metrics do not count fails, with the command that
+// removes it.
+func EvalTaskReports(bad []BadKey, err error) []Result {
+	return evalKeys("taskmetrics/reports", "the task metrics reports", "every published task metrics report is counted",
+		"is not counted by underlay:cpu and underlay:memory", bad, err)
+}
+
+// evalKeys judges KV documents read together (what): a failed read fails
+// once; each bad key fails, saying it is skipped and how to remove it.
+func evalKeys(check, what, allOK, skipped string, bad []BadKey, err error) []Result {
 	if err != nil {
-		return []Result{{Check: check, Status: Fail, Message: fmt.Sprintf("cannot read the inventories from Consul: %v", err),
+		return []Result{{Check: check, Status: Fail, Message: fmt.Sprintf("cannot read %s from Consul: %v", what, err),
 			Fix: "consul members   # the Consul agent must be reachable (see consul/agent)"}}
 	}
 	if len(bad) == 0 {
-		return []Result{{Check: check, Status: OK, Message: "every published inventory is readable"}}
+		return []Result{{Check: check, Status: OK, Message: allOK}}
 	}
 	var rs []Result
 	for _, b := range bad {
-		rs = append(rs, Result{Check: check, Status: Fail, Fix: b.Fix,
-			Message: fmt.Sprintf("%s is skipped by underlay ips and the dashboard (%s): %s", b.Key, b.Problem, b.Effect)})
+		msg := fmt.Sprintf("%s %s (%s)", b.Key, skipped, b.Problem)
+		if b.Effect != "" {
+			msg += ": " + b.Effect
+		}
+		rs = append(rs, Result{Check: check, Status: Fail, Fix: b.Fix, Message: msg})
 	}
 	return rs
 }

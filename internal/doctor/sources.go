@@ -28,6 +28,7 @@ import (
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/taskmetrics"
 )
 
 // This file holds the real implementations of the checks' interfaces.
@@ -354,6 +355,7 @@ type Env struct {
 	Networks     Networks
 	Pools        Pools
 	Inventories  Inventories
+	TaskReports  TaskReports
 }
 
 // Checks returns every check, in report order.
@@ -365,6 +367,7 @@ func (e Env) Checks() []Check {
 		NetworksCheck{NodeID: e.NodeID, Node: e.Node, Networks: e.Networks, Links: links, Files: files},
 		IPAMCheck{NodeID: e.NodeID, Networks: e.Networks, Pools: e.Pools},
 		InventoryCheck{Inventories: e.Inventories},
+		TaskMetricsCheck{Reports: e.TaskReports},
 		NetfilterCheck{Files: files, Firewall: IPTables{}},
 		DockerCheck{Docker: e.Docker, Files: files},
 		SwarmCheck{Docker: e.Docker},
@@ -386,6 +389,23 @@ func (i KVInventories) Bad(ctx context.Context) ([]BadKey, error) {
 	out := make([]BadKey, len(bad))
 	for j, b := range bad {
 		out[j] = BadKey{Key: b.Key, Problem: b.Problem, Effect: b.Effect, Fix: b.Fix}
+	}
+	return out, nil
+}
+
+// KVTaskReports reads the published task metrics reports through Consul
+// KV (taskmetrics.Load).
+type KVTaskReports struct{ KV taskmetrics.Lister }
+
+// Bad implements TaskReports.
+func (r KVTaskReports) Bad(ctx context.Context) ([]BadKey, error) {
+	_, bad, err := taskmetrics.Load(ctx, r.KV, time.Now())
+	if err != nil {
+		return nil, err
+	}
+	out := make([]BadKey, len(bad))
+	for j, b := range bad {
+		out[j] = BadKey{Key: b.Key, Problem: b.Problem, Effect: "the autoscaler's averages leave it out", Fix: b.Fix}
 	}
 	return out, nil
 }

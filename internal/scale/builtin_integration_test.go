@@ -4,10 +4,12 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/api/types/swarm"
+	"github.com/hashicorp/consul/api"
 
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/dockerhost"
@@ -19,7 +21,10 @@ import (
 
 // TestIntegrationScaleBuiltinCPU: the agent's task metrics (real Docker
 // stats of a task that keeps a core busy) drive a scale-up through the
-// built-in underlay:cpu metric, with no Prometheus at all.
+// built-in underlay:cpu metric, with no Prometheus at all. Beside the
+// node's report lie a stray report dated a year ahead that claims 100 idle
+// tasks of the service (counted, it would hold the CPU per replica near 0
+// for that year) and one that is not JSON: neither is counted.
 func TestIntegrationScaleBuiltinCPU(t *testing.T) {
 	testenv.Require(t)
 	docker := testenv.Docker(t)
@@ -33,11 +38,20 @@ func TestIntegrationScaleBuiltinCPU(t *testing.T) {
 	// The node's agent part that measures tasks, in-process.
 	go taskmetrics.Run(ctx, dockerhost.NewSource(docker), consul.NewKV(cons.Client()), "node-"+id, time.Second, log)
 
+	name := "ulscale-cpu-" + id
+	kv := cons.Client().KV()
+	ghost := fmt.Sprintf(`{"node":"ghost-%s","at":%q,"services":{%q:{"tasks":100,"cpu":0,"memory":1}}}`,
+		id, time.Now().AddDate(1, 0, 0).UTC().Format(time.RFC3339), name)
+	for key, value := range map[string]string{taskmetrics.KVPrefix + "ghost-" + id: ghost, taskmetrics.KVPrefix + "junk-" + id: "{"} {
+		if _, err := kv.Put(&api.KVPair{Key: key, Value: []byte(value)}, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+
 	ctl := startControl(t, docker, cons, controlOpts{cfg: scale.Config{
-		Metrics:  adapter.Metrics{Builtin: adapter.NewBuiltin(cons.Client())},
+		Metrics:  adapter.Metrics{Builtin: adapter.NewBuiltin(consul.NewKV(cons.Client()), log)},
 		Interval: time.Second,
 	}}, log)
-	name := "ulscale-cpu-" + id
 	one := uint64(1)
 	spec := swarm.ServiceSpec{
 		Annotations: swarm.Annotations{Name: name, Labels: map[string]string{
@@ -55,13 +69,16 @@ func TestIntegrationScaleBuiltinCPU(t *testing.T) {
 	t.Cleanup(func() { testenv.RemoveService(t, docker, resp.ID) })
 	ctl.waitManaged(t, name)
 
-	builtin := adapter.NewBuiltin(cons.Client())
+	builtin := adapter.NewBuiltin(consul.NewKV(cons.Client()), log)
 	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
 		cpu, err := builtin.Query(ctx, "underlay:cpu@"+name)
 		return err == nil && cpu > 0.2, fmt.Sprintf("cpu per replica of %s: %v %v", name, cpu, err)
 	})
 	if mem, err := builtin.Query(ctx, "underlay:memory@"+name); err != nil || mem <= 0 {
 		t.Errorf("memory per replica of %s: %v %v", name, mem, err)
+	}
+	if _, err := builtin.Query(ctx, "underlay:cpu@nosuch-"+id); err == nil || !strings.Contains(err.Error(), "2 reports not counted") {
+		t.Errorf("query of a service no agent reports: %v, want it to say 2 reports are not counted", err)
 	}
 	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
 		n := replicas(t, docker, name)

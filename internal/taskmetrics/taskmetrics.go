@@ -4,8 +4,8 @@
 // Rates come from two samples of Docker's cumulative CPU counter, so no
 // stats stream is held open.
 //
-// It imports only the standard library: Docker sits behind Source (dockerhost
-// implements it) and Consul KV behind KV (consul implements it).
+// Docker sits behind Source (dockerhost implements it) and Consul KV behind
+// KV and Lister (consul implements them).
 package taskmetrics
 
 import (
@@ -13,7 +13,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"maps"
+	"math"
+	"slices"
+	"strings"
 	"time"
+
+	"github.com/underlay/underlay/internal/kvstore"
+	"github.com/underlay/underlay/internal/shellword"
 )
 
 // KVPrefix holds one key per node.
@@ -131,4 +138,81 @@ func PerReplica(reports []Report, service string, now time.Time, maxAge time.Dur
 		return 0, 0, false
 	}
 	return cpu / float64(tasks), memory / float64(tasks), true
+}
+
+// MaxAhead is how far ahead of the reader's clock a report's time may be
+// (clocks of hosts differ a little). A report dated further ahead would
+// count as fresh long after its agent stopped, so it is not counted.
+const MaxAhead = time.Minute
+
+// BadReport is a key under KVPrefix that readers do not count.
+type BadReport struct {
+	Key     string
+	Problem string
+	Fix     string
+}
+
+// Lister is what reading reports needs of Consul's KV store.
+type Lister interface {
+	List(ctx context.Context, prefix string) ([]kvstore.Pair, error)
+}
+
+// Load reads every node's report. A report that cannot be decoded, or that
+// Decode refuses, is set apart with the command that removes it, and hides
+// no other.
+func Load(ctx context.Context, kv Lister, now time.Time) ([]Report, []BadReport, error) {
+	pairs, err := kv.List(ctx, KVPrefix)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read task metrics: %w", err)
+	}
+	var out []Report
+	var bad []BadReport
+	for _, p := range pairs {
+		r, err := Decode(p.Key, p.Value, now)
+		if err != nil {
+			bad = append(bad, BadReport{Key: p.Key, Problem: err.Error(),
+				Fix: shellword.KVDelete(p.Key) + " (a node's agent publishes its report again within its period)"})
+			continue
+		}
+		out = append(out, r)
+	}
+	return out, bad, nil
+}
+
+// Decode reads the report stored under key and says why it cannot be
+// counted: it must be a node's own report (its key names its node), dated
+// no more than MaxAhead after now, with at least one task and no negative
+// CPU per service. Such a report, stray or forged, would otherwise move
+// every average it enters and so the replicas the autoscaler sets.
+func Decode(key string, value []byte, now time.Time) (Report, error) {
+	node := strings.TrimPrefix(key, KVPrefix)
+	if node == key || node == "" || strings.Contains(node, "/") {
+		return Report{}, fmt.Errorf("%q is not a node's key: agents write %sNODE", key, KVPrefix)
+	}
+	var r Report
+	if err := json.Unmarshal(value, &r); err != nil {
+		return Report{}, fmt.Errorf("not a task metrics report: %w", err)
+	}
+	if r.Node != node {
+		return Report{}, fmt.Errorf("the report names node %q, its key node %q: one node's tasks would count twice", r.Node, node)
+	}
+	if r.At.IsZero() {
+		return Report{}, fmt.Errorf("the report of %s has no time", node)
+	}
+	if ahead := r.At.Sub(now); ahead > MaxAhead {
+		return Report{}, fmt.Errorf("the report of %s is dated %s, %s ahead of this clock: it would count as fresh long after its agent stopped",
+			node, r.At.Format(time.RFC3339), ahead.Round(time.Second))
+	}
+	for _, name := range slices.Sorted(maps.Keys(r.Services)) {
+		u := r.Services[name]
+		switch {
+		case name == "":
+			return Report{}, fmt.Errorf("the report of %s has a service with no name", node)
+		case u.Tasks < 1:
+			return Report{}, fmt.Errorf("the report of %s gives service %q %d tasks: want at least 1", node, name, u.Tasks)
+		case u.CPU < 0 || math.IsNaN(u.CPU) || math.IsInf(u.CPU, 0):
+			return Report{}, fmt.Errorf("the report of %s gives service %q a CPU of %v cores: want 0 or more", node, name, u.CPU)
+		}
+	}
+	return r, nil
 }

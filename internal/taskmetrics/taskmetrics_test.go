@@ -1,10 +1,16 @@
 package taskmetrics
 
 import (
+	"context"
+	"maps"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/underlay/underlay/internal/kvstore"
 )
 
 func TestUsage(t *testing.T) {
@@ -39,5 +45,90 @@ func TestPerReplica(t *testing.T) {
 	}
 	if _, _, ok := PerReplica(reports, "api", now, 30*time.Second); ok {
 		t.Error("a service with no task reported a value")
+	}
+}
+
+func TestDecode(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	good := `{"node":"n1","at":"2026-12-03T11:59:58Z","services":{"web":{"tasks":2,"cpu":1.5,"memory":400}}}`
+	r, err := Decode(KVPrefix+"n1", []byte(good), now)
+	want := Report{Node: "n1", At: now.Add(-2 * time.Second), Services: map[string]ServiceUsage{"web": {Tasks: 2, CPU: 1.5, Memory: 400}}}
+	if err != nil {
+		t.Fatalf("Decode of a good report: %v", err)
+	}
+	if d := cmp.Diff(want, r); d != "" {
+		t.Errorf("Decode (-want +got):\n%s", d)
+	}
+	for _, tc := range []struct {
+		name, key, value, want string
+	}{
+		{"ahead within MaxAhead", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:59Z"}`, ""},
+		{"no services", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T11:00:00Z","services":null}`, ""},
+		{"garbage", KVPrefix + "n1", `{"node":`, "not a task metrics report"},
+		{"wrong type", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"web":{"memory":-1}}}`, "not a task metrics report"},
+		{"key of another node", KVPrefix + "n2", good, `names node "n1", its key node "n2"`},
+		{"no node", KVPrefix + "n1", `{"at":"2026-12-03T12:00:00Z"}`, `names node "", its key node "n1"`},
+		{"nested key", KVPrefix + "n1/x", good, `is not a node's key`},
+		{"the prefix itself", KVPrefix, good, `is not a node's key`},
+		{"no time", KVPrefix + "n1", `{"node":"n1"}`, "has no time"},
+		{"a year ahead", KVPrefix + "n1", `{"node":"n1","at":"2027-12-03T12:00:00Z"}`, "dated 2027-12-03T12:00:00Z, 8760h0m0s ahead"},
+		{"no tasks", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"web":{"tasks":0,"cpu":5}}}`, `service "web" 0 tasks`},
+		{"negative tasks", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"web":{"tasks":-3,"cpu":1}}}`, `service "web" -3 tasks`},
+		{"negative CPU", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"web":{"tasks":1,"cpu":-0.5}}}`, `service "web" a CPU of -0.5 cores`},
+		{"unnamed service", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"":{"tasks":1}}}`, "a service with no name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Decode(tc.key, []byte(tc.value), now)
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("Decode: %v; want it counted", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("Decode: %v; want an error with %q", err, tc.want)
+			}
+		})
+	}
+}
+
+type listKV map[string]string
+
+func (m listKV) List(ctx context.Context, prefix string) ([]kvstore.Pair, error) {
+	var out []kvstore.Pair
+	for _, k := range slices.Sorted(maps.Keys(m)) {
+		if strings.HasPrefix(k, prefix) {
+			out = append(out, kvstore.Pair{Key: k, Value: []byte(m[k])})
+		}
+	}
+	return out, nil
+}
+
+// TestLoadSetsApartWhatItCannotCount: a stray report dated a year ahead
+// (an agent with its clock wrong, or a forged key) claiming 100 idle tasks
+// of web would hold web's CPU per replica near 0 for a year, so that the
+// autoscaler never scaled it up; it is set apart and the nodes' own reports
+// give the average.
+func TestLoadSetsApartWhatItCannotCount(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	kv := listKV{
+		KVPrefix + "n1":    `{"node":"n1","at":"2026-12-03T11:59:59Z","services":{"web":{"tasks":2,"cpu":1.6,"memory":200}}}`,
+		KVPrefix + "n2":    `{"node":"n2","at":"2026-12-03T11:59:58Z","services":{"web":{"tasks":2,"cpu":0.4,"memory":200}}}`,
+		KVPrefix + "ghost": `{"node":"ghost","at":"2027-12-03T12:00:00Z","services":{"web":{"tasks":100,"cpu":0,"memory":0}}}`,
+		KVPrefix + "junk":  `not json`,
+	}
+	reports, bad, err := Load(context.Background(), kv, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(reports) != 2 || reports[0].Node != "n1" || reports[1].Node != "n2" {
+		t.Errorf("counted reports %+v, want n1's and n2's", reports)
+	}
+	if len(bad) != 2 || bad[0].Key != KVPrefix+"ghost" || bad[1].Key != KVPrefix+"junk" {
+		t.Fatalf("bad reports %+v, want ghost and junk", bad)
+	}
+	if want := "consul kv delete " + KVPrefix + "ghost"; !strings.HasPrefix(bad[0].Fix, want) || !strings.Contains(bad[0].Problem, "ahead of this clock") {
+		t.Errorf("bad report %+v, want the problem named and the fix %q", bad[0], want)
+	}
+	cpu, _, ok := PerReplica(reports, "web", now, time.Minute)
+	if !ok || cpu != 0.5 {
+		t.Errorf("web's CPU per replica %v (%v), want 0.5 from n1 and n2", cpu, ok)
 	}
 }

@@ -2,13 +2,12 @@ package adapter
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strings"
+	"sync"
 	"time"
-
-	"github.com/hashicorp/consul/api"
 
 	"github.com/underlay/underlay/internal/scale"
 	"github.com/underlay/underlay/internal/taskmetrics"
@@ -17,13 +16,21 @@ import (
 // Builtin answers the built-in queries underlay:cpu and underlay:memory
 // (per replica, in cores and bytes) from the usage the agents publish.
 type Builtin struct {
-	api *api.Client
+	kv  taskmetrics.Lister
+	log *slog.Logger
 	// MaxAge ignores a node whose report is older (its agent is gone).
 	MaxAge time.Duration
+
+	mu sync.Mutex
+	// warned holds the reports not counted that were logged, with their
+	// problem, so that each is logged once and not at every query.
+	warned map[string]string
 }
 
-// NewBuiltin reads agents' reports through c.
-func NewBuiltin(c *api.Client) *Builtin { return &Builtin{api: c, MaxAge: time.Minute} }
+// NewBuiltin reads agents' reports through kv.
+func NewBuiltin(kv taskmetrics.Lister, log *slog.Logger) *Builtin {
+	return &Builtin{kv: kv, log: log.With("component", "scale_builtin"), MaxAge: time.Minute, warned: map[string]string{}}
+}
 
 // Query implements scale.MetricSource for "underlay:cpu@SERVICE" and
 // "underlay:memory@SERVICE" (the controller adds the service).
@@ -32,25 +39,43 @@ func (b *Builtin) Query(ctx context.Context, query string) (float64, error) {
 	if !ok || (what != "cpu" && what != "memory") {
 		return 0, fmt.Errorf("built-in metric %q: want %scpu or %smemory", query, scale.BuiltinPrefix, scale.BuiltinPrefix)
 	}
-	pairs, _, err := b.api.KV().List(taskmetrics.KVPrefix, (&api.QueryOptions{}).WithContext(ctx))
+	now := time.Now()
+	reports, bad, err := taskmetrics.Load(ctx, b.kv, now)
 	if err != nil {
-		return 0, fmt.Errorf("read task metrics: %w", err)
+		return 0, err
 	}
-	var reports []taskmetrics.Report
-	for _, p := range pairs {
-		var r taskmetrics.Report
-		if err := json.Unmarshal(p.Value, &r); err == nil {
-			reports = append(reports, r)
-		}
-	}
-	cpu, mem, found := taskmetrics.PerReplica(reports, service, time.Now(), b.MaxAge)
+	b.noteBad(bad)
+	cpu, mem, found := taskmetrics.PerReplica(reports, service, now, b.MaxAge)
 	if !found {
+		if len(bad) > 0 {
+			return 0, fmt.Errorf("no agent reports tasks of %s (%d reports not counted; underlay doctor names them under taskmetrics/reports)", service, len(bad))
+		}
 		return 0, fmt.Errorf("no agent reports tasks of %s", service)
 	}
 	if what == "cpu" {
 		return cpu, nil
 	}
 	return mem, nil
+}
+
+// noteBad logs each report not counted once, while it stays so.
+func (b *Builtin) noteBad(bad []taskmetrics.BadReport) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	seen := make(map[string]bool, len(bad))
+	for _, r := range bad {
+		seen[r.Key] = true
+		if b.warned[r.Key] == r.Problem {
+			continue
+		}
+		b.warned[r.Key] = r.Problem
+		b.log.Warn("task metrics report not counted by underlay:cpu and underlay:memory", "key", r.Key, "err", r.Problem, "fix", r.Fix)
+	}
+	for k := range b.warned {
+		if !seen[k] {
+			delete(b.warned, k)
+		}
+	}
 }
 
 // Metrics sends built-in queries to Builtin and the rest to Prometheus.
