@@ -48,11 +48,11 @@ func (b *Builtin) Query(ctx context.Context, query string) (float64, error) {
 	cpu, mem, found := taskmetrics.PerReplica(reports, service, now, b.MaxAge)
 	if !found {
 		if len(bad) > 0 {
-			what := fmt.Sprintf("%d reports", len(bad))
+			left := fmt.Sprintf("%d reports", len(bad))
 			if len(bad) == 1 {
-				what = "1 report"
+				left = "1 report"
 			}
-			return 0, fmt.Errorf("no agent reports tasks of %s (%s not counted; underlay doctor names them under taskmetrics/reports)", service, what)
+			return 0, fmt.Errorf("no agent reports tasks of %s (%s not counted; underlay doctor names them under taskmetrics/reports)", service, left)
 		}
 		return 0, fmt.Errorf("no agent reports tasks of %s", service)
 	}
