@@ -263,26 +263,49 @@ func planRecord(p Pool, v view, held map[netip.Addr]bool, allocs map[netip.Addr]
 	return record, next
 }
 
+// departWatch is what the swarm leader remembers between two judgements of
+// which nodes departed.
+type departWatch struct {
+	// Missing is when each node was first seen departed.
+	Missing map[string]time.Time
+	// Heard is, by identity, the time stamp its facts carried at the last
+	// look and when this leader's clock first saw that stamp.
+	Heard map[string]heard
+}
+
+// heard is a node's facts' stamp (their UpdatedAt, renewed at every
+// heartbeat of its agent) and when the leader first saw it.
+type heard struct{ Stamp, At time.Time }
+
 // planDeparted decides which nodes have departed: a node is alive while
-// its swarm node is Ready or its agent's facts are fresh (younger than
-// fresh), whatever its name; one neither for longer than timeout is gone.
+// its swarm node is Ready or its agent's facts are fresh, whatever its
+// name; one neither for longer than timeout is gone.
+//
+// Facts are fresh while the leader has seen their stamp change within
+// fresh, by its own clock: the stamp is written by the node's clock, and
+// judging its age would take a live node whose clock is behind by more than
+// fresh for a departed one (its addresses reclaimed while its containers
+// hold them: a duplicate), and keep a dead node whose clock was ahead alive
+// for as long. Facts seen for the first time count from their stamp if it
+// is in the past, so a leader just elected judges a node long gone as
+// before.
+//
 // A node holding addresses (holders) without facts at all (deleted,
 // unreadable, lost with Consul's state) is judged as one whose facts are
 // never fresh: a live agent writes them again within a heartbeat, and a
-// node gone for good would otherwise keep its addresses forever. missing
-// is when each node was first seen neither; the new one is returned.
-// Facts without an identity (written by older agents) are never judged,
-// nor holders named like any node's facts (older agents' allocations
-// named their node by name).
-func planDeparted(facts []netspec.NodeFacts, ready, holders map[string]bool, missing map[string]time.Time, now time.Time, timeout, fresh time.Duration) (map[string]bool, map[string]time.Time) {
+// node gone for good would otherwise keep its addresses forever. Facts
+// without an identity (written by older agents) are never judged, nor
+// holders named like any node's facts (older agents' allocations named
+// their node by name).
+func planDeparted(facts []netspec.NodeFacts, ready, holders map[string]bool, w departWatch, now time.Time, timeout, fresh time.Duration) (map[string]bool, departWatch) {
 	gone := map[string]bool{}
-	next := map[string]time.Time{}
+	next := departWatch{Missing: map[string]time.Time{}, Heard: map[string]heard{}}
 	judge := func(id string) {
-		since, ok := missing[id]
+		since, ok := w.Missing[id]
 		if !ok {
 			since = now
 		}
-		next[id] = since
+		next.Missing[id] = since
 		if now.Sub(since) > timeout {
 			gone[id] = true
 		}
@@ -290,7 +313,18 @@ func planDeparted(facts []netspec.NodeFacts, ready, holders map[string]bool, mis
 	known := map[string]bool{}
 	for _, f := range facts {
 		known[f.ID], known[f.Node] = true, true
-		if f.ID == "" || ready[f.ID] || now.Sub(f.UpdatedAt) <= fresh {
+		if f.ID == "" {
+			continue
+		}
+		h, seen := w.Heard[f.ID]
+		if !seen || !h.Stamp.Equal(f.UpdatedAt) {
+			h = heard{Stamp: f.UpdatedAt, At: now}
+			if !seen && f.UpdatedAt.Before(now) {
+				h.At = f.UpdatedAt
+			}
+		}
+		next.Heard[f.ID] = h
+		if ready[f.ID] || now.Sub(h.At) <= fresh {
 			continue
 		}
 		judge(f.ID)

@@ -229,10 +229,11 @@ func TestPlanDeparted(t *testing.T) {
 	// agent's facts (whose allocations named nodes by name).
 	holders := map[string]bool{"ready": true, "dead": true, "ghost": true, "ghost-new": true, "ready-no-facts": true, "legacy": true}
 	missing := map[string]time.Time{"dead": now.Add(-11 * time.Minute), "fresh": now.Add(-time.Hour), "ghost": now.Add(-11 * time.Minute)}
-	gone, next := planDeparted(facts, ready, holders, missing, now, 10*time.Minute, 30*time.Second)
+	gone, w := planDeparted(facts, ready, holders, departWatch{Missing: missing}, now, 10*time.Minute, 30*time.Second)
 	if fmt.Sprint(gone) != "map[dead:true ghost:true]" {
 		t.Errorf("gone %v, want dead and ghost", gone)
 	}
+	next := w.Missing
 	if _, ok := next["fresh"]; ok || !next["dying"].Equal(now) || !next["dead"].Equal(missing["dead"]) || !next["ghost-new"].Equal(now) {
 		t.Errorf("missing since %v", next)
 	}
@@ -240,6 +241,41 @@ func TestPlanDeparted(t *testing.T) {
 		if _, ok := next[id]; ok {
 			t.Errorf("%s judged missing: %v", id, next)
 		}
+	}
+}
+
+// TestPlanDepartedByTheLeadersClock: whether a node's facts are fresh is
+// judged by when the leader saw them change, not by the stamp the node's
+// clock wrote. A live node whose clock is an hour behind, heartbeating, is
+// never judged departed (its addresses reclaimed while its containers hold
+// them would be handed out again: duplicates); a dead node whose last
+// facts were stamped a year ahead departs after fresh and timeout, as any.
+func TestPlanDepartedByTheLeadersClock(t *testing.T) {
+	const timeout, fresh, sweep = 10 * time.Minute, 30 * time.Second, 10 * time.Second
+	now := t0
+	dead := now.AddDate(1, 0, 0)
+	var w departWatch
+	var gone map[string]bool
+	deadSince := time.Duration(0)
+	for i := range 120 { // 20 minutes of sweeps
+		facts := []netspec.NodeFacts{
+			{ID: "behind", Node: "a", UpdatedAt: now.Add(-time.Hour)}, // heartbeats, an hour behind
+			{ID: "ahead", Node: "b", UpdatedAt: dead},                 // stopped, a year ahead
+		}
+		gone, w = planDeparted(facts, nil, map[string]bool{"behind": true, "ahead": true}, w, now, timeout, fresh)
+		if gone["behind"] {
+			t.Fatalf("sweep %d: the live node with its clock behind is judged departed (watch %+v)", i, w)
+		}
+		if _, ok := w.Missing["behind"]; ok && i > 0 {
+			t.Fatalf("sweep %d: the live node with its clock behind is judged missing (watch %+v)", i, w)
+		}
+		if gone["ahead"] && deadSince == 0 {
+			deadSince = now.Sub(t0)
+		}
+		now = now.Add(sweep)
+	}
+	if deadSince == 0 || deadSince > fresh+timeout+2*sweep {
+		t.Errorf("the dead node stamped a year ahead departed after %v, want within fresh+timeout (%v) and a sweep or two", deadSince, fresh+timeout)
 	}
 }
 

@@ -75,9 +75,9 @@ type Reclaimer struct {
 	// NodeTimeout is how long a node must look departed before its
 	// addresses are reclaimed (0: never).
 	NodeTimeout time.Duration
-	// Fresh is how recent a node's facts must be for it to count as alive
-	// whatever the swarm says: a few of its agent's heartbeats (0:
-	// NodeTimeout).
+	// Fresh is how recently the leader must have seen a node's facts
+	// change for it to count as alive whatever the swarm says: a few of its
+	// agent's heartbeats (0: NodeTimeout).
 	Fresh   time.Duration
 	Log     *slog.Logger
 	Metrics *Metrics // optional
@@ -86,8 +86,8 @@ type Reclaimer struct {
 	// unheld is when each of this node's addresses was first seen without
 	// a container, by pool.
 	unheld map[string]map[netip.Addr]time.Time
-	// missing is when each node was first seen departed (leader only).
-	missing map[string]time.Time
+	// watch is what the leader remembers of departing nodes (leader only).
+	watch departWatch
 	// holders are the nodes that held addresses at the last sweep: a
 	// holder without facts is judged too (see planDeparted).
 	holders map[string]bool
@@ -287,8 +287,8 @@ func (r *Reclaimer) departed(ctx context.Context) (map[string]bool, error) {
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	gone, missing := planDeparted(facts, alive, r.holders, r.missing, r.Alloc.now(), r.NodeTimeout, fresh)
-	r.missing = missing
+	gone, watch := planDeparted(facts, alive, r.holders, r.watch, r.Alloc.now(), r.NodeTimeout, fresh)
+	r.watch = watch
 	return gone, nil
 }
 

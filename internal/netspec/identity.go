@@ -85,19 +85,29 @@ const (
 )
 
 // DecideClaim judges the facts cur stored under an identity for the agent
-// me: first the facts seen when it started waiting (nil at first). stale is
-// how old facts may be before their holder counts as gone; running reports
-// whether a process of this process-ID space still runs.
-func DecideClaim(cur, first *NodeFacts, me Holder, now time.Time, stale time.Duration, running func(pid int, start uint64) bool) ClaimVerdict {
-	switch {
-	case cur == nil || cur.Holder.Instance == "" || cur.Holder.Instance == me.Instance:
+// me: first the facts seen when it started waiting (nil at first), at
+// firstAt by its clock. stale is how old facts may be before their holder
+// counts as gone; running reports whether a process of this process-ID
+// space still runs.
+//
+// A holder that refreshed its facts while this agent waited is alive; one
+// that did not for stale is gone, whatever its stamp says: the stamp is the
+// holder's clock, and facts stamped ahead (a clock set back since) would
+// otherwise look fresh, and the identity held, for as long.
+func DecideClaim(cur, first *NodeFacts, firstAt time.Time, me Holder, now time.Time, stale time.Duration, running func(pid int, start uint64) bool) ClaimVerdict {
+	if cur == nil || cur.Holder.Instance == "" || cur.Holder.Instance == me.Instance {
 		return ClaimTake
-	case first != nil && first.Holder.Instance == cur.Holder.Instance && cur.UpdatedAt.After(first.UpdatedAt):
+	}
+	watched := first != nil && first.Holder.Instance == cur.Holder.Instance
+	switch {
+	case watched && !cur.UpdatedAt.Equal(first.UpdatedAt):
 		return ClaimRefuse
 	case cur.Holder.sameSpace(me) && !running(cur.Holder.PID, cur.Holder.Start):
 		return ClaimTake // its process died (an agent killed and restarted)
 	case now.Sub(cur.UpdatedAt) > stale:
 		return ClaimTake
+	case watched && now.Sub(firstAt) > stale:
+		return ClaimTake // not refreshed while watched
 	}
 	return ClaimWait
 }
@@ -127,6 +137,7 @@ func (st *Store) Claim(ctx context.Context, f NodeFacts, o ClaimOptions) error {
 		now = time.Now
 	}
 	var first *NodeFacts
+	var firstAt time.Time
 	for {
 		p, found, cur, err := st.readFacts(ctx, f.ID)
 		if err != nil {
@@ -135,7 +146,7 @@ func (st *Store) Claim(ctx context.Context, f NodeFacts, o ClaimOptions) error {
 		if !found {
 			cur = nil
 		}
-		switch DecideClaim(cur, first, f.Holder, now(), o.Stale, o.Running) {
+		switch DecideClaim(cur, first, firstAt, f.Holder, now(), o.Stale, o.Running) {
 		case ClaimTake:
 			f.UpdatedAt = now().UTC()
 			if won, err := st.writeFacts(ctx, f, p.Index); err != nil || won {
@@ -147,7 +158,7 @@ func (st *Store) Claim(ctx context.Context, f NodeFacts, o ClaimOptions) error {
 				f.Node, f.ID, ErrIdentityHeld, cur.Holder, cur.UpdatedAt.Format(time.RFC3339))
 		}
 		if first == nil || first.Holder.Instance != cur.Holder.Instance {
-			first = cur
+			first, firstAt = cur, now()
 		}
 		select {
 		case <-ctx.Done():

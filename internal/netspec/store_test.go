@@ -163,24 +163,35 @@ func TestDecideClaim(t *testing.T) {
 	remote := netspec.Holder{Instance: "remote", BootID: "elsewhere", PID: 20, Start: 5}
 	alive := func(int, uint64) bool { return true }
 	dead := func(int, uint64) bool { return false }
+	ahead := func(h netspec.Holder) *netspec.NodeFacts {
+		return &netspec.NodeFacts{ID: "x", Holder: h, UpdatedAt: now.AddDate(1, 0, 0)}
+	}
 	for _, c := range []struct {
 		name       string
 		cur, first *netspec.NodeFacts
+		watched    time.Duration // how long since first was seen
 		running    func(int, uint64) bool
 		want       netspec.ClaimVerdict
 	}{
-		{"free", nil, nil, alive, netspec.ClaimTake},
-		{"mine", facts(me, time.Hour), nil, alive, netspec.ClaimTake},
-		{"legacy facts without a holder", facts(netspec.Holder{}, 0), nil, alive, netspec.ClaimTake},
-		{"holder's process gone (killed, restarted)", facts(other, 0), nil, dead, netspec.ClaimTake},
-		{"holder on another host, fresh", facts(remote, time.Second), nil, dead, netspec.ClaimWait},
-		{"holder on another host, stale", facts(remote, time.Minute), nil, dead, netspec.ClaimTake},
-		{"holder here, running, fresh", facts(other, time.Second), nil, alive, netspec.ClaimWait},
-		{"holder refreshed while we waited", facts(remote, 0), facts(remote, 5*time.Second), dead, netspec.ClaimRefuse},
-		{"a new holder meanwhile", facts(other, 0), facts(remote, 5*time.Second), alive, netspec.ClaimWait},
+		{"free", nil, nil, 0, alive, netspec.ClaimTake},
+		{"mine", facts(me, time.Hour), nil, 0, alive, netspec.ClaimTake},
+		{"legacy facts without a holder", facts(netspec.Holder{}, 0), nil, 0, alive, netspec.ClaimTake},
+		{"holder's process gone (killed, restarted)", facts(other, 0), nil, 0, dead, netspec.ClaimTake},
+		{"holder on another host, fresh", facts(remote, time.Second), nil, 0, dead, netspec.ClaimWait},
+		{"holder on another host, stale", facts(remote, time.Minute), nil, 0, dead, netspec.ClaimTake},
+		{"holder here, running, fresh", facts(other, time.Second), nil, 0, alive, netspec.ClaimWait},
+		{"holder refreshed while we waited", facts(remote, 0), facts(remote, 5*time.Second), 0, dead, netspec.ClaimRefuse},
+		{"a new holder meanwhile", facts(other, 0), facts(remote, 5*time.Second), 0, alive, netspec.ClaimWait},
+		// A holder whose clock is ahead (its host's clock set back since,
+		// or another host's) stamps facts that never look old here: it is
+		// judged by whether it refreshes them while watched.
+		{"holder stamped ahead, first look", ahead(remote), nil, 0, dead, netspec.ClaimWait},
+		{"holder stamped ahead, not refreshed for a while", ahead(remote), ahead(remote), 10 * time.Second, dead, netspec.ClaimWait},
+		{"holder stamped ahead, not refreshed for stale", ahead(remote), ahead(remote), 31 * time.Second, dead, netspec.ClaimTake},
+		{"holder refreshed with a clock set back", facts(remote, 0), ahead(remote), 31 * time.Second, dead, netspec.ClaimRefuse},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			if got := netspec.DecideClaim(c.cur, c.first, me, now, 30*time.Second, c.running); got != c.want {
+			if got := netspec.DecideClaim(c.cur, c.first, now.Add(-c.watched), me, now, 30*time.Second, c.running); got != c.want {
 				t.Errorf("got %v, want %v", got, c.want)
 			}
 		})
