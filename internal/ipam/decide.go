@@ -203,7 +203,7 @@ func planSweep(in sweepInput) sweepPlan {
 		case al.Node != in.Node:
 		case earlierSpare && in.Held[a]:
 			out.Adopt = append(out.Adopt, a)
-		case !in.Held[a] && in.Now.Sub(al.At) > in.Grace && (al.Kind == KindTask || earlierSpare):
+		case !in.Held[a] && allocatedBefore(al, in.Now, in.Grace) && (al.Kind == KindTask || earlierSpare):
 			since, ok := in.Unheld[a]
 			if !ok {
 				since = in.Now
@@ -219,6 +219,16 @@ func planSweep(in sweepInput) sweepPlan {
 		}
 	}
 	return out
+}
+
+// allocatedBefore reports whether al was allocated over grace before now:
+// not in flight. An allocation dated over grace after now was made before
+// this node's clock was set back (or written by a stray hand): how old it
+// is cannot be told, and counting it as in flight would keep it until the
+// clock caught up, so it counts as old; it is still freed only once seen
+// unheld for grace.
+func allocatedBefore(al Alloc, now time.Time, grace time.Duration) bool {
+	return now.Sub(al.At) > grace || al.At.Sub(now) > grace
 }
 
 // startSkew allows for a container's creation time and an allocation's

@@ -117,21 +117,26 @@ func TestPlanSweep(t *testing.T) {
 			addr("10.1.0.12"): task("n2"),                                                 // another node's
 			addr("10.1.0.13"): task("gone"),                                               // a departed node's
 			addr("10.1.0.14"): {Node: "n1", At: t0, Kind: KindShim},
+			// Dated ahead of the clock: by less than a grace, in flight;
+			// by more (the clock was set back since), of unknown age.
+			addr("10.1.0.15"): {Node: "n1", At: t0.Add(time.Hour + 30*time.Second), Kind: KindTask},
+			addr("10.1.0.16"): {Node: "n1", At: t0.Add(3 * time.Hour), Kind: KindTask},
 		},
 		Held:   map[netip.Addr]bool{addr("10.1.0.2"): true, addr("10.1.0.6"): true},
 		Gone:   map[string]bool{"gone": true},
 		Spares: map[netip.Addr]bool{addr("10.1.0.10"): true},
-		Unheld: map[netip.Addr]time.Time{addr("10.1.0.4"): t0.Add(59 * time.Minute), addr("10.1.0.7"): t0.Add(59 * time.Minute), addr("10.1.0.11"): t0.Add(59 * time.Minute)},
-		Now:    t0.Add(time.Hour), Grace: time.Minute,
+		Unheld: map[netip.Addr]time.Time{addr("10.1.0.4"): t0.Add(59 * time.Minute), addr("10.1.0.7"): t0.Add(59 * time.Minute), addr("10.1.0.11"): t0.Add(59 * time.Minute),
+			addr("10.1.0.15"): t0.Add(59 * time.Minute), addr("10.1.0.16"): t0.Add(59 * time.Minute)},
+		Now: t0.Add(time.Hour), Grace: time.Minute,
 	}
 	p := planSweep(in)
-	if fmt.Sprint(keys(p.Leaked)) != "[10.1.0.4 10.1.0.7 10.1.0.11]" {
+	if fmt.Sprint(keys(p.Leaked)) != "[10.1.0.4 10.1.0.7 10.1.0.11 10.1.0.16]" {
 		t.Errorf("leaked %v", keys(p.Leaked))
 	}
 	if fmt.Sprint(keys(p.Departed)) != "[10.1.0.13]" || fmt.Sprint(p.Adopt) != "[10.1.0.6]" {
 		t.Errorf("departed %v, adopt %v", keys(p.Departed), p.Adopt)
 	}
-	if fmt.Sprint(keys(p.Unheld)) != "[10.1.0.3 10.1.0.4 10.1.0.7 10.1.0.11]" || !p.Unheld[addr("10.1.0.3")].Equal(in.Now) {
+	if fmt.Sprint(keys(p.Unheld)) != "[10.1.0.3 10.1.0.4 10.1.0.7 10.1.0.11 10.1.0.16]" || !p.Unheld[addr("10.1.0.3")].Equal(in.Now) {
 		t.Errorf("unheld %v", p.Unheld)
 	}
 	// The leader's own addresses are never "departed".
