@@ -84,7 +84,8 @@ func TestIntegrationDashboardXSS(t *testing.T) {
 		t.Errorf("%d services and %d cards rendered, want 1 and at least 12", res.Services, res.Cards)
 	}
 	for _, want := range []string{payload + "svc0", payload + "node1", payload + "underlay/testserver:dev", payload + "HTTP check",
-		payload + "shim missing", payload + "ip link add", payload + "web", payload + "scaled up from 49 to 50", payload + "http 127.0.0.1:1234"} {
+		payload + "shim missing", payload + "ip link add", payload + "web", payload + "scaled up from 49 to 50", payload + "http 127.0.0.1:1234",
+		payload + "decode: invalid character 'g'", payload + "stray'", payload + "stray: "} {
 		if !strings.Contains(res.Text, want) {
 			t.Errorf("the page does not show %q as text", want)
 		}

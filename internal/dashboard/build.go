@@ -449,6 +449,7 @@ func services(in Inputs, ix *index) []Service {
 		}
 		history := in.History[s.Name]
 		svc.Decisions = lastDecisions(history)
+		svc.BadRecords = in.BadHistory[s.Name]
 		svc.Metrics = metricPoints(history)
 		svc.Replicas = replicaPoints(history, in.Samples[s.Name])
 		out = append(out, svc)

@@ -300,6 +300,7 @@ func TestServicesHistoryAndSamples(t *testing.T) {
 		Tasks:      []SwarmTask{{ID: "g1", ServiceID: "s2", DesiredState: "running", State: "running"}, {ID: "g2", ServiceID: "s2", DesiredState: "running", State: "starting"}},
 		Autoscaled: []scale.ServiceInfo{{Service: "hello", Policy: p}},
 		History:    map[string][]scale.Record{"hello": history},
+		BadHistory: map[string][]scale.BadRecord{"hello": {{Key: "underlay/scale/history/hello/last-up", Direction: scale.Up, Error: "decode: invalid character 'g'", Fix: "consul kv delete underlay/scale/history/hello/last-up"}}},
 		Samples:    map[string][]ReplicaSample{"hello": {{Time: t0.Add(-50 * time.Minute), Desired: 11, Running: 10}, {Time: t0.Add(-time.Minute), Desired: 13, Running: 13}}},
 	}
 	s := Build(in)
@@ -312,6 +313,9 @@ func TestServicesHistoryAndSamples(t *testing.T) {
 	}
 	if len(hello.Decisions) != MaxDecisions || !hello.Decisions[0].Refused || hello.Decisions[1].To != 13 {
 		t.Errorf("decisions: %d, first %+v; want %d, newest (the refusal) first", len(hello.Decisions), hello.Decisions[0], MaxDecisions)
+	}
+	if len(hello.BadRecords) != 1 || hello.BadRecords[0].Key != "underlay/scale/history/hello/last-up" || len(agent.BadRecords) != 0 {
+		t.Errorf("bad records: hello %+v, agent %+v; want hello's unreadable last-up named", hello.BadRecords, agent.BadRecords)
 	}
 	if len(hello.Metrics) != 13 || hello.Metrics[0].Value != 100 || hello.Metrics[12].Value != 150 {
 		t.Errorf("metric points %+v: want the 13 readable values, oldest first", hello.Metrics)

@@ -12,6 +12,7 @@ import (
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/register"
 	"github.com/underlay/underlay/internal/scale"
+	"github.com/underlay/underlay/internal/shellword"
 )
 
 // fakeSources serve fixed Inputs through every source interface; set
@@ -103,9 +104,9 @@ func (s fakeScaling) Services() []scale.ServiceInfo {
 	in, _ := s.f.get("")
 	return in.Autoscaled
 }
-func (s fakeScaling) History(_ context.Context, svc string) ([]scale.Record, error) {
+func (s fakeScaling) History(_ context.Context, svc string) ([]scale.Record, []scale.BadRecord, error) {
 	in, err := s.f.get("history")
-	return in.History[svc], err
+	return in.History[svc], in.BadHistory[svc], err
 }
 func (s fakeScaling) Control(context.Context) ControlInfo {
 	in, _ := s.f.get("")
@@ -215,6 +216,8 @@ func synthetic(nodes, tasks int, now time.Time, name func(string) string) Inputs
 				Decision: scale.Decision{From: 45 + i, To: 46 + i, Reason: scale.ReasonScaled, Why: name(fmt.Sprintf("scaled up from %d to %d", 45+i, 46+i))},
 				Metrics:  []scale.MetricValue{{Name: name("rps"), Value: float64(120 + i), Target: 100}}})
 		}
+		key := "underlay/scale/history/" + svc + "/" + name("stray")
+		in.BadHistory = map[string][]scale.BadRecord{svc: {{Key: key, Error: name("decode: invalid character 'g'"), Fix: shellword.KVDelete(key)}}}
 	}
 	return in
 }

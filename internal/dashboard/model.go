@@ -174,6 +174,9 @@ type Service struct {
 	Metrics []MetricPoint `json:"metrics"`
 	// Decisions are the latest decisions, newest first.
 	Decisions []scale.Record `json:"decisions"`
+	// BadRecords are the records of its scaling history that cannot be
+	// read, left out of Decisions and the charts, each with its fix.
+	BadRecords []scale.BadRecord `json:"bad_records,omitempty"`
 }
 
 // ReplicaPoint is a service's replicas at one moment; Running is -1 when

@@ -380,15 +380,18 @@ func (s *Server) gather(ctx context.Context) Inputs {
 	if src.Scaling != nil {
 		in.Autoscaled = src.Scaling.Services()
 		read("history", func(ctx context.Context) error {
-			h := map[string][]scale.Record{}
+			h, bad := map[string][]scale.Record{}, map[string][]scale.BadRecord{}
 			for _, si := range in.Autoscaled {
-				recs, err := src.Scaling.History(ctx, si.Service)
+				recs, badRecs, err := src.Scaling.History(ctx, si.Service)
 				if err != nil {
 					return err
 				}
 				h[si.Service] = recs
+				if len(badRecs) > 0 {
+					bad[si.Service] = badRecs
+				}
 			}
-			in.History = h
+			in.History, in.BadHistory = h, bad
 			in.Control = src.Scaling.Control(ctx)
 			return nil
 		})
@@ -418,9 +421,9 @@ func (s *Server) keepLast(in *Inputs) {
 		l.Networks, l.Inventory, l.Agents = in.Networks, in.Inventory, in.Agents
 	}
 	if _, failed := in.Errors["history"]; failed {
-		in.History, in.Control = l.History, l.Control
+		in.History, in.BadHistory, in.Control = l.History, l.BadHistory, l.Control
 	} else {
-		l.History, l.Control = in.History, in.Control
+		l.History, l.BadHistory, l.Control = in.History, in.BadHistory, in.Control
 	}
 }
 

@@ -47,8 +47,9 @@ type Store interface {
 type Scaling interface {
 	// Services lists the autoscaled services with their policies.
 	Services() []scale.ServiceInfo
-	// History lists a service's decisions, oldest first.
-	History(ctx context.Context, service string) ([]scale.Record, error)
+	// History lists a service's decisions, oldest first, and the records
+	// of its history that cannot be read.
+	History(ctx context.Context, service string) ([]scale.Record, []scale.BadRecord, error)
 	// Control says who decides.
 	Control(ctx context.Context) ControlInfo
 }
@@ -200,6 +201,9 @@ type Inputs struct {
 	Autoscaled []scale.ServiceInfo
 	// History holds each autoscaled service's decisions, oldest first.
 	History map[string][]scale.Record
+	// BadHistory holds, by service, the history records that cannot be
+	// read (left out of History).
+	BadHistory map[string][]scale.BadRecord
 	// Samples holds each service's replica samples, oldest first.
 	Samples map[string][]ReplicaSample
 	Control ControlInfo

@@ -26,14 +26,11 @@ func NewScaling(ctrl *scale.Controller, history scale.HistoryLister, leader scal
 func (s *Scaling) Services() []scale.ServiceInfo { return s.ctrl.Services() }
 
 // History implements dashboard.Scaling.
-func (s *Scaling) History(ctx context.Context, service string) ([]scale.Record, error) {
+func (s *Scaling) History(ctx context.Context, service string) ([]scale.Record, []scale.BadRecord, error) {
 	if s.history == nil {
-		return nil, nil
+		return nil, nil, nil
 	}
-	// Records that cannot be read are left out here; control logs them
-	// and the history API names them with their fix.
-	recs, _, err := s.history.List(ctx, service)
-	return recs, err
+	return s.history.List(ctx, service)
 }
 
 // Control implements dashboard.Scaling.

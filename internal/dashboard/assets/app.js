@@ -454,6 +454,9 @@
       svc.policy_error ? h('div', { class: 'error', text: 'bad scaling labels: ' + svc.policy_error }) : null,
       chart(svc),
       svc.decisions.length ? decisions(svc.decisions) : null,
+      (svc.bad_records || []).map((r) => h('div', { class: 'error bad-record' },
+        'unreadable scaling history record ' + r.key + (r.direction ? ' (last scale-' + r.direction + ')' : '') + ': ' + r.error + ' — left out; fix: ',
+        h('code', { text: r.fix }))),
       svc.autoscaled ? actions(svc) : null,
       h('div', { class: 'result' }));
     return el;
