@@ -71,6 +71,7 @@ func newRootCommand(streams IOStreams) *cobra.Command {
 		newVersionCommand(streams),
 		newAgentCommand(g, streams),
 		newNetworkCommand(g, streams),
+		newNodeCommand(streams),
 		newIPsCommand(streams),
 		newLabCommand(g, streams),
 		newControlCommand(g, streams),

@@ -15,6 +15,7 @@ import (
 
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/dockerhost"
+	"github.com/underlay/underlay/internal/netagent"
 	"github.com/underlay/underlay/internal/netspec"
 )
 
@@ -152,8 +153,14 @@ func newNetworkCreateCommand(f *networkFlags, streams IOStreams) *cobra.Command 
 			if err != nil {
 				return err
 			}
-			if err := netspec.CheckParent(s, nodes); err != nil {
+			silent, err := netspec.CheckParent(s, nodes, time.Now(), netagent.StaleAfter)
+			if err != nil {
 				return fmt.Errorf("network %s not created: %w", s.Name, err)
+			}
+			for _, n := range silent {
+				fmt.Fprintf(streams.ErrOut, "warning: node %s (swarm node %s) lacks parent %s by its last facts, but its agent has not been heard from since %s: "+
+					"it sets the network up, or reports why not, when its agent is back; if the node was removed from the swarm for good: underlay node rm %s\n",
+					n.Node, n.ID, s.Parent, n.UpdatedAt.Format(time.RFC3339), n.ID)
 			}
 			if err := checkNameFree(ctx, s.Name); err != nil {
 				return fmt.Errorf("network %s not created: %w", s.Name, err)

@@ -152,6 +152,21 @@ func (n *Networks) ReadyNodes(ctx context.Context) ([]string, error) {
 	return out, nil
 }
 
+// SwarmNodes lists every node the swarm knows, whatever its state, by
+// swarm node ID, with its state (ready, down, …): a node removed with
+// docker node rm is not listed, and its ID never comes back.
+func (n *Networks) SwarmNodes(ctx context.Context) (map[string]string, error) {
+	nodes, err := n.api.NodeList(ctx, swarm.NodeListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list swarm nodes (is DOCKER_HOST a manager?): %w", err)
+	}
+	out := make(map[string]string, len(nodes))
+	for _, nd := range nodes {
+		out[nd.ID] = string(nd.Status.State)
+	}
+	return out, nil
+}
+
 // SwarmNetworkExists implements netagent.Swarm.
 func (n *Networks) SwarmNetworkExists(ctx context.Context, name string) (bool, error) {
 	nw, err := n.api.NetworkInspect(ctx, name, network.InspectOptions{Scope: "swarm"})

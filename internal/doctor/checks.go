@@ -43,6 +43,8 @@ type Firewall interface {
 type Networks interface {
 	Specs(ctx context.Context) ([]netspec.Spec, error)
 	NodeStates(ctx context.Context, name string) ([]netspec.NodeState, error)
+	// Nodes lists the facts the nodes' agents published.
+	Nodes(ctx context.Context) ([]netspec.NodeFacts, error)
 }
 
 // Docker is the local Docker daemon.
@@ -57,6 +59,9 @@ type Docker interface {
 	Services(ctx context.Context) ([]ServiceFacts, error)
 	// Managers lists the swarm's managers; managers only.
 	Managers(ctx context.Context) ([]ManagerFacts, error)
+	// NodeIDs lists the swarm node IDs of every node the swarm knows,
+	// whatever its state; managers only.
+	NodeIDs(ctx context.Context) (map[string]bool, error)
 }
 
 // Consul is the local Consul agent and, through it, the servers.
@@ -411,6 +416,33 @@ func (c SwarmCheck) Run(ctx context.Context, logf Logf) []Result {
 	rs := EvalManagers(true, managers, err)
 	svcs, err := c.Docker.Services(ctx)
 	return append(rs, EvalServices(true, svcs, err, time.Now())...)
+}
+
+// RemovedNodesCheck finds the nodes the swarm no longer lists whose
+// records remain in Consul (see package decommission).
+type RemovedNodesCheck struct {
+	Docker   Docker
+	Networks Networks
+}
+
+// Name implements Check.
+func (RemovedNodesCheck) Name() string { return "nodes" }
+
+// Run implements Check.
+func (c RemovedNodesCheck) Run(ctx context.Context, logf Logf) []Result {
+	f, err := c.Docker.Facts(ctx)
+	if err != nil {
+		return []Result{{Check: "nodes/removed", Status: Warn, Message: fmt.Sprintf("Docker daemon not reachable, not checked: %v", err)}}
+	}
+	if !f.Manager {
+		return EvalRemovedNodes(false, nil, nil, nil)
+	}
+	facts, err := c.Networks.Nodes(ctx)
+	if err != nil {
+		return EvalRemovedNodes(true, nil, nil, err)
+	}
+	ids, err := c.Docker.NodeIDs(ctx)
+	return EvalRemovedNodes(true, facts, ids, err)
 }
 
 // ConsulCheck checks the local Consul agent and clock skew.

@@ -57,10 +57,12 @@ func (l *fakeLinks) ProbeLink(kind string) error {
 type fakeNetworks struct {
 	specs  []netspec.Spec
 	states map[string][]netspec.NodeState
+	facts  []netspec.NodeFacts
 	err    error
 }
 
-func (n fakeNetworks) Specs(context.Context) ([]netspec.Spec, error) { return n.specs, n.err }
+func (n fakeNetworks) Specs(context.Context) ([]netspec.Spec, error)      { return n.specs, n.err }
+func (n fakeNetworks) Nodes(context.Context) ([]netspec.NodeFacts, error) { return n.facts, n.err }
 func (n fakeNetworks) NodeStates(_ context.Context, name string) ([]netspec.NodeState, error) {
 	return n.states[name], nil
 }
@@ -79,6 +81,13 @@ type fakeDocker struct {
 
 func (d fakeDocker) Services(context.Context) ([]ServiceFacts, error) { return d.svcs, d.svcErr }
 func (d fakeDocker) Managers(context.Context) ([]ManagerFacts, error) { return d.managers, d.mgrErr }
+func (d fakeDocker) NodeIDs(context.Context) (map[string]bool, error) {
+	ids := map[string]bool{}
+	for _, m := range d.managers {
+		ids[m.ID] = true
+	}
+	return ids, d.mgrErr
+}
 
 func (d fakeDocker) Facts(context.Context) (DockerFacts, error) { return d.facts, d.err }
 func (d fakeDocker) Endpoints(_ context.Context, nets map[string]string) ([]Probe, error) {
@@ -522,5 +531,31 @@ func TestTaskMetricsCheck(t *testing.T) {
 	kv.Hook = func(string, []string) error { return kvtest.ErrUnreachable }
 	if rs := check.Run(ctx, t.Logf); len(rs) != 1 || rs[0].Status != Fail || !strings.Contains(rs[0].Message, "cannot read the task metrics reports") {
 		t.Errorf("Consul out of reach: %+v, want a failure saying so", rs)
+	}
+}
+
+// TestRemovedNodesCheck: on a manager, facts of a node the swarm no longer
+// lists warn with underlay node rm; the swarm's own nodes pass; a worker
+// leaves it to managers.
+func TestRemovedNodesCheck(t *testing.T) {
+	ctx := context.Background()
+	d := fakeDocker{facts: DockerFacts{Manager: true}, managers: []ManagerFacts{{ID: "id1"}, {ID: "id2"}}}
+	nets := fakeNetworks{facts: []netspec.NodeFacts{{ID: "id1", Node: "a"}, {ID: "id2", Node: "b"}, {Node: "legacy"}}}
+	if rs := (RemovedNodesCheck{Docker: d, Networks: nets}).Run(ctx, t.Logf); len(rs) != 1 || rs[0].Status != OK || !strings.Contains(rs[0].Message, "(3) is a swarm node") {
+		t.Errorf("every node in the swarm: %+v, want ok", rs)
+	}
+	nets.facts = append(nets.facts, netspec.NodeFacts{ID: "id3", Node: "old", UpdatedAt: time.Date(2026, 11, 2, 3, 4, 5, 0, time.UTC)})
+	rs := (RemovedNodesCheck{Docker: d, Networks: nets}).Run(ctx, t.Logf)
+	if len(rs) != 1 || rs[0].Check != "nodes/removed" || rs[0].Status != Warn || rs[0].Fix != "underlay node rm id3" ||
+		!strings.Contains(rs[0].Message, "node old (swarm node id3) is no longer a swarm node") || !strings.Contains(rs[0].Message, "2026-11-02T03:04:05Z") {
+		t.Errorf("a node removed from the swarm: %+v, want a warning naming it with underlay node rm", rs)
+	}
+	d.facts.Manager = false
+	if rs := (RemovedNodesCheck{Docker: d, Networks: nets}).Run(ctx, t.Logf); len(rs) != 1 || rs[0].Status != OK || rs[0].Message != "checked on managers" {
+		t.Errorf("on a worker: %+v", rs)
+	}
+	d.facts.Manager, d.mgrErr = true, errors.New("this node is not a swarm manager")
+	if rs := (RemovedNodesCheck{Docker: d, Networks: nets}).Run(ctx, t.Logf); len(rs) != 1 || rs[0].Status != Warn || !strings.Contains(rs[0].Message, "not a swarm manager") {
+		t.Errorf("swarm not readable: %+v", rs)
 	}
 }

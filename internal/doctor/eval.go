@@ -353,6 +353,35 @@ func evalKeys(check, what, allOK, skipped string, bad []BadKey, err error) []Res
 	return rs
 }
 
+// EvalRemovedNodes judges, on a manager, the facts agents published
+// against the swarm's nodes: a node the swarm no longer lists (docker node
+// rm forgot it, and its ID never comes back) whose records remain warns,
+// with `underlay node rm ID`. Its ranges stay leased and `network rm`
+// waits for it until then.
+func EvalRemovedNodes(manager bool, facts []netspec.NodeFacts, swarmIDs map[string]bool, err error) []Result {
+	const check = "nodes/removed"
+	switch {
+	case !manager:
+		return []Result{{Check: check, Status: OK, Message: "checked on managers"}}
+	case err != nil:
+		return []Result{{Check: check, Status: Warn, Message: fmt.Sprintf("not checked: %v", err)}}
+	}
+	var rs []Result
+	for _, f := range facts {
+		if f.ID == "" || swarmIDs[f.ID] {
+			continue
+		}
+		rs = append(rs, Result{Check: check, Status: Warn,
+			Message: fmt.Sprintf("node %s (swarm node %s) is no longer a swarm node, but its records remain in Consul (facts of %s): its ranges stay leased and network rm waits for it",
+				f.Node, f.ID, f.UpdatedAt.UTC().Format(time.RFC3339)),
+			Fix: "underlay node rm " + f.ID})
+	}
+	if len(rs) == 0 {
+		return []Result{{Check: check, Status: OK, Message: fmt.Sprintf("every node with records in Consul (%d) is a swarm node", len(facts))}}
+	}
+	return rs
+}
+
 // HeldStartWarn is how long a container start may hold an address, kept
 // unheld by its node's sweep, before the doctor warns: Swarm's and
 // Docker's starts take seconds; minutes mean a hung dockerd (or runtime).

@@ -174,6 +174,19 @@ func (d DockerAPI) Services(ctx context.Context) ([]ServiceFacts, error) {
 	return out, nil
 }
 
+// NodeIDs implements Docker.
+func (d DockerAPI) NodeIDs(ctx context.Context) (map[string]bool, error) {
+	nodes, err := d.API.NodeList(ctx, swarm.NodeListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list swarm nodes: %w", err)
+	}
+	out := make(map[string]bool, len(nodes))
+	for _, n := range nodes {
+		out[n.ID] = true
+	}
+	return out, nil
+}
+
 // Managers implements Docker.
 func (d DockerAPI) Managers(ctx context.Context) ([]ManagerFacts, error) {
 	nodes, err := d.API.NodeList(ctx, swarm.NodeListOptions{Filters: filters.NewArgs(filters.Arg("role", "manager"))})
@@ -371,6 +384,7 @@ func (e Env) Checks() []Check {
 		NetfilterCheck{Files: files, Firewall: IPTables{}},
 		DockerCheck{Docker: e.Docker, Files: files},
 		SwarmCheck{Docker: e.Docker},
+		RemovedNodesCheck{Docker: e.Docker, Networks: e.Networks},
 		ConsulCheck{Consul: e.Consul},
 		ContainersCheck{Networks: e.Networks, Docker: e.Docker, Dial: DialTCP},
 	}

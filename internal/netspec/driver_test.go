@@ -4,6 +4,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 )
@@ -80,19 +81,43 @@ func TestWithVLAN(t *testing.T) {
 }
 
 func TestCheckParentVLAN(t *testing.T) {
+	now := time.Now()
 	s := validSpec()
 	s.Parent = "bond0.40"
 	nodes := []NodeFacts{
-		{Node: "a", Interfaces: []string{"bond0", "eth0", "lo"}},
-		{Node: "b", Interfaces: []string{"bond0", "bond0.40"}},
-		{Node: "c", Interfaces: []string{"eth0"}},
+		{Node: "a", Interfaces: []string{"bond0", "eth0", "lo"}, UpdatedAt: now},
+		{Node: "b", Interfaces: []string{"bond0", "bond0.40"}, UpdatedAt: now},
+		{Node: "c", Interfaces: []string{"eth0"}, UpdatedAt: now},
 	}
-	err := CheckParent(s, nodes)
-	if err == nil || !strings.Contains(err.Error(), "node(s) c") || strings.Contains(err.Error(), "a,") {
-		t.Errorf("CheckParent = %v, want only node c named", err)
+	silent, err := CheckParent(s, nodes, now, 30*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "node(s) c") || strings.Contains(err.Error(), "a,") || len(silent) != 0 {
+		t.Errorf("CheckParent = %v, %v; want only node c named", silent, err)
 	}
-	if err := CheckParent(s, nodes[:2]); err != nil {
+	if _, err := CheckParent(s, nodes[:2], now, 30*time.Second); err != nil {
 		t.Errorf("lower present everywhere: %v", err)
+	}
+}
+
+// TestCheckParentOfSilentNodes: a node not heard from (its facts stamped
+// long ago: down, or removed from the swarm with its facts left behind)
+// that lacks the parent is returned for a warning, not refused: it would
+// otherwise refuse such networks for good. One stamped ahead of this
+// clock is heard from.
+func TestCheckParentOfSilentNodes(t *testing.T) {
+	now := time.Now()
+	s := validSpec()
+	nodes := []NodeFacts{
+		{ID: "x1", Node: "live", Interfaces: []string{"eth0"}, UpdatedAt: now.Add(-5 * time.Second)},
+		{ID: "x2", Node: "gone", Interfaces: []string{"eth9"}, UpdatedAt: now.Add(-time.Hour)},
+		{ID: "x3", Node: "old-with-it", Interfaces: []string{"eth0"}, UpdatedAt: now.Add(-time.Hour)},
+	}
+	silent, err := CheckParent(s, nodes, now, 30*time.Second)
+	if err != nil || len(silent) != 1 || silent[0].ID != "x2" {
+		t.Errorf("CheckParent = %+v, %v; want no error and only x2 returned", silent, err)
+	}
+	nodes = append(nodes, NodeFacts{ID: "x4", Node: "ahead", Interfaces: []string{"eth9"}, UpdatedAt: now.Add(time.Hour)})
+	if _, err := CheckParent(s, nodes, now, 30*time.Second); err == nil || !strings.Contains(err.Error(), "parent eth0 does not exist on node(s) ahead") {
+		t.Errorf("a node stamped ahead lacking the parent: %v, want it refused", err)
 	}
 }
 

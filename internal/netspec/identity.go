@@ -213,6 +213,27 @@ func (st *Store) writeFacts(ctx context.Context, f NodeFacts, index uint64) (boo
 	return won, nil
 }
 
+// Facts reads the facts of one identity with their modify index; found is
+// false when there are none. Facts that cannot be read are found, empty.
+func (st *Store) Facts(ctx context.Context, id string) (f NodeFacts, index uint64, found bool, err error) {
+	p, found, cur, err := st.readFacts(ctx, id)
+	if err != nil || !found {
+		return NodeFacts{}, p.Index, p.Index != 0, err
+	}
+	return *cur, p.Index, true, nil
+}
+
+// DeleteFacts removes the facts of an identity removed for good, if they
+// are unchanged since index was read; deleted is false when they changed
+// (its agent published meanwhile).
+func (st *Store) DeleteFacts(ctx context.Context, id string, index uint64) (deleted bool, err error) {
+	res, err := st.kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.DeleteCAS, Key: factsKey(id), Index: index}})
+	if err != nil {
+		return false, fmt.Errorf("delete the facts of node %s: %w", id, err)
+	}
+	return res.OK, nil
+}
+
 // Nodes lists the facts every agent published, by node name; unreadable
 // ones are left out.
 func (st *Store) Nodes(ctx context.Context) ([]NodeFacts, error) {

@@ -168,7 +168,8 @@ func (st *Store) waitRemoved(ctx context.Context, name string, r Removal) error 
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("network %s: node(s) %s did not take it down within %s (are their agents running?); run rm again to retry",
+			return fmt.Errorf("network %s: node(s) %s did not take it down within %s (are their agents running?); run rm again to retry; "+
+				"for a node removed from the swarm for good, `underlay node rm NODE` removes its report (underlay node ls lists them)",
 				name, strings.Join(left, ", "), r.Timeout)
 		}
 		select {

@@ -355,6 +355,15 @@ func (st *Store) NodeStates(ctx context.Context, name string) ([]NodeState, erro
 	return out, nil
 }
 
+// DeleteReport removes the state report of the node with identity id for
+// a network (a node removed for good).
+func (st *Store) DeleteReport(ctx context.Context, name, id string) error {
+	if err := st.kv.Delete(ctx, nodesPrefix(name)+id); err != nil {
+		return fmt.Errorf("delete the report of %s on %s: %w", id, name, err)
+	}
+	return nil
+}
+
 // MarkDeleting flags a network for removal; agents then take their parts
 // apart and report StateRemoved.
 func (st *Store) MarkDeleting(ctx context.Context, name string) error {
@@ -410,20 +419,28 @@ func (st *Store) Delete(ctx context.Context, name string) error {
 
 // CheckParent reports the nodes that lack s.Parent, as an error naming
 // them. A VLAN parent (bond0.40) need not exist where its lower device
-// does: the agent makes it.
-func CheckParent(s Spec, nodes []NodeFacts) error {
+// does: the agent makes it. Nodes whose facts were stamped over stale
+// before now are not heard from (down, or removed from the swarm with their
+// facts left behind): those lacking the parent are returned for a warning
+// instead, since they would otherwise refuse every such network for good.
+func CheckParent(s Spec, nodes []NodeFacts, now time.Time, stale time.Duration) (silent []NodeFacts, err error) {
 	lower, _, vlan := VLANParent(s.Parent)
 	var missing []string
 	for _, n := range nodes {
-		if !slices.Contains(n.Interfaces, s.Parent) && !(vlan && slices.Contains(n.Interfaces, lower)) {
-			missing = append(missing, n.Node)
+		if slices.Contains(n.Interfaces, s.Parent) || vlan && slices.Contains(n.Interfaces, lower) {
+			continue
 		}
+		if now.Sub(n.UpdatedAt) > stale {
+			silent = append(silent, n)
+			continue
+		}
+		missing = append(missing, n.Node)
 	}
 	if len(missing) > 0 {
 		if vlan {
-			return fmt.Errorf("parent %s: neither it nor %s exists on node(s) %s", s.Parent, lower, strings.Join(missing, ", "))
+			return silent, fmt.Errorf("parent %s: neither it nor %s exists on node(s) %s", s.Parent, lower, strings.Join(missing, ", "))
 		}
-		return fmt.Errorf("parent %s does not exist on node(s) %s", s.Parent, strings.Join(missing, ", "))
+		return silent, fmt.Errorf("parent %s does not exist on node(s) %s", s.Parent, strings.Join(missing, ", "))
 	}
-	return nil
+	return silent, nil
 }

@@ -1,0 +1,155 @@
+package app
+
+import (
+	"cmp"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/decommission"
+	"github.com/underlay/underlay/internal/dockerhost"
+	"github.com/underlay/underlay/internal/netagent"
+)
+
+func newNodeCommand(streams IOStreams) *cobra.Command {
+	f := &networkFlags{}
+	cmd := &cobra.Command{
+		Use:   "node",
+		Short: "List the nodes underlay knows, and remove what nodes removed from the swarm left in Consul",
+	}
+	addConsulFlags(cmd.PersistentFlags(), &f.consul)
+	cmd.AddCommand(newNodeListCommand(f, streams), newNodeRemoveCommand(f, streams))
+	return cmd
+}
+
+func newNodeListCommand(f *networkFlags, streams IOStreams) *cobra.Command {
+	return &cobra.Command{
+		Use:     "ls",
+		Aliases: []string{"list"},
+		Short:   "List the nodes whose agents published facts, with their swarm state and when they were last heard",
+		Args:    cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			ctx := cmd.Context()
+			st, err := f.store()
+			if err != nil {
+				return err
+			}
+			facts, err := st.Nodes(ctx)
+			if err != nil {
+				return err
+			}
+			api, err := dockerhost.NewClient()
+			if err != nil {
+				return err
+			}
+			defer api.Close()
+			swarm, swarmErr := dockerhost.NewNetworks(api).SwarmNodes(ctx)
+			if swarmErr != nil {
+				fmt.Fprintf(streams.ErrOut, "warning: %v: the SWARM column is unknown\n", swarmErr)
+			}
+			now := time.Now()
+			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
+			fmt.Fprintln(tw, "ID\tNAME\tSWARM\tFACTS\tHOST")
+			var gone []string
+			for _, n := range facts {
+				state := "?"
+				if swarmErr == nil {
+					var ok bool
+					if state, ok = swarm[n.ID]; !ok {
+						state = "removed"
+						gone = append(gone, n.ID)
+					}
+				}
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", cmp.Or(n.ID, "-"), n.Node, state, age(now, n.UpdatedAt), cmp.Or(n.Holder.Host, "-"))
+			}
+			if err := tw.Flush(); err != nil {
+				return err
+			}
+			if len(gone) > 0 {
+				fmt.Fprintf(streams.ErrOut, "%d node(s) the swarm no longer lists: `underlay node rm ID` removes what each left in Consul (%s)\n",
+					len(gone), strings.Join(gone, ", "))
+			}
+			return nil
+		},
+	}
+}
+
+func newNodeRemoveCommand(f *networkFlags, streams IOStreams) *cobra.Command {
+	return &cobra.Command{
+		Use:     "rm NODE",
+		Aliases: []string{"remove"},
+		Short:   "Remove what a node removed from the swarm for good left in Consul (refused while the swarm lists it or its agent runs)",
+		Long: `Remove what a node removed from the swarm for good left in Consul: its facts, the
+per-node ranges it leased and its state reports on every network, its cluster-IPAM
+addresses, its inventory, doctor report and task metrics. NODE is its swarm node ID,
+or its name when only one node has it. Refused while the swarm still lists the node
+(run docker node rm first) or while its agent refreshes its facts; facts refreshed
+within the last 30 s are watched for 30 s first.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			c, err := consul.NewClient(f.consul)
+			if err != nil {
+				return err
+			}
+			api, err := dockerhost.NewClient()
+			if err != nil {
+				return err
+			}
+			defer api.Close()
+			got, err := decommission.Remove(cmd.Context(), consul.NewKV(c), dockerhost.NewNetworks(api), args[0],
+				decommission.Options{Stale: netagent.StaleAfter})
+			printRemoved(streams, got)
+			if err != nil {
+				return err
+			}
+			fmt.Fprintf(streams.Out, "node %s removed\n", describeRemoved(got))
+			return nil
+		},
+	}
+}
+
+// printRemoved says what was removed, also when the removal stopped part
+// way.
+func printRemoved(streams IOStreams, r decommission.Removed) {
+	for _, n := range slices.Sorted(maps.Keys(r.Ranges)) {
+		for _, b := range r.Ranges[n] {
+			fmt.Fprintf(streams.Out, "released range %s of network %s\n", b, n)
+		}
+	}
+	for _, n := range r.Reports {
+		fmt.Fprintf(streams.Out, "removed its state report on network %s\n", n)
+	}
+	for _, p := range slices.Sorted(maps.Keys(r.Addresses)) {
+		for _, a := range r.Addresses[p] {
+			fmt.Fprintf(streams.Out, "freed address %s of pool %s\n", a, p)
+		}
+	}
+	for _, k := range r.Keys {
+		fmt.Fprintf(streams.Out, "deleted %s\n", k)
+	}
+}
+
+func describeRemoved(r decommission.Removed) string {
+	if r.Node == "" {
+		return r.ID
+	}
+	return fmt.Sprintf("%s (swarm node %s)", r.Node, r.ID)
+}
+
+// age says how long ago t was, for listings.
+func age(now, t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	d := now.Sub(t).Round(time.Second)
+	if d < 0 {
+		return fmt.Sprintf("%s ahead of this clock", -d)
+	}
+	return d.String() + " ago"
+}

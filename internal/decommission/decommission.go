@@ -1,0 +1,259 @@
+// Package decommission removes from Consul what a node removed from the
+// swarm for good left there: its facts, the ranges it leased and its state
+// reports on every network, its cluster-IPAM addresses and the addresses
+// it kept for starts, its inventory, doctor report and task metrics.
+//
+// Nothing else removes them. A node's identity is its swarm node ID, which
+// never comes back once `docker node rm` removed it, but its agent cannot
+// say it is gone: left alone, its facts make `underlay network create`
+// check a parent it may never have had, its reports hold `network rm`
+// waiting for it, and its leases hold per-node ranges that nodes joining
+// later need. So an operator removes them, as with `docker node rm`, and
+// only for a node the swarm no longer lists and whose agent is not running.
+package decommission
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/underlay/underlay/internal/doctor"
+	"github.com/underlay/underlay/internal/inventory"
+	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/taskmetrics"
+)
+
+// ErrRefused wraps the reasons a node is not removed.
+var ErrRefused = errors.New("node not removed")
+
+// KV is what removal needs of Consul's KV store.
+type KV interface {
+	netspec.KV
+	ipam.KV
+}
+
+// Swarm lists the nodes the swarm knows, by swarm node ID, with their
+// state.
+type Swarm interface {
+	SwarmNodes(ctx context.Context) (map[string]string, error)
+}
+
+// Options tune Remove.
+type Options struct {
+	// Stale is how long a node's facts must go unrefreshed for its agent
+	// to count as stopped: a few of its heartbeats.
+	Stale time.Duration
+	// Poll is how often facts that may still be refreshed are read again.
+	Poll time.Duration
+	// Now is the clock (time.Now when nil).
+	Now func() time.Time
+}
+
+// Removed is what Remove took away.
+type Removed struct {
+	ID   string
+	Node string // "" when the identity had no facts
+	// Ranges are the per-node ranges it leased, by network.
+	Ranges map[string][]netip.Prefix
+	// Reports are the networks whose state report of the node went.
+	Reports []string
+	// Addresses are the cluster-IPAM addresses it held, by pool.
+	Addresses map[string][]netip.Addr
+	// Keys are the other keys deleted: inventory, doctor report, task
+	// metrics, facts.
+	Keys []string
+}
+
+// Resolve finds the node arg names among facts: an identity (swarm node
+// ID), or a node name only one identity has. An identity with no facts is
+// returned as is, with found false: what is recorded under it can still be
+// removed.
+func Resolve(facts []netspec.NodeFacts, arg string) (f netspec.NodeFacts, found bool, err error) {
+	var byName []netspec.NodeFacts
+	for _, n := range facts {
+		if n.ID == arg {
+			return n, true, nil
+		}
+		if n.Node == arg && n.ID != "" {
+			byName = append(byName, n)
+		}
+	}
+	switch len(byName) {
+	case 1:
+		return byName[0], true, nil
+	case 0:
+		if arg == "" || strings.ContainsAny(arg, "/ \t\n") {
+			return netspec.NodeFacts{}, false, fmt.Errorf("%q is neither a node's name nor a swarm node ID", arg)
+		}
+		return netspec.NodeFacts{ID: arg}, false, nil
+	}
+	ids := make([]string, len(byName))
+	for i, n := range byName {
+		ids[i] = n.ID
+	}
+	return netspec.NodeFacts{}, false, fmt.Errorf("%d nodes are named %s (swarm node IDs %s): name one by its ID", len(byName), arg, strings.Join(ids, ", "))
+}
+
+// Remove removes what node arg left in Consul, after checking that the
+// swarm no longer lists it and that its agent no longer refreshes its
+// facts (watching them for Stale when their stamp is recent or ahead of
+// this clock). Facts go last, so that a removal cut short can be run again.
+func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Removed, error) {
+	now := o.Now
+	if now == nil {
+		now = time.Now
+	}
+	st := netspec.NewStore(kv)
+	all, err := st.Nodes(ctx)
+	if err != nil {
+		return Removed{}, err
+	}
+	f, found, err := Resolve(all, arg)
+	if err != nil {
+		return Removed{}, fmt.Errorf("%w: %v", ErrRefused, err)
+	}
+	nodes, err := sw.SwarmNodes(ctx)
+	if err != nil {
+		return Removed{}, err
+	}
+	if state, ok := nodes[f.ID]; ok {
+		return Removed{}, fmt.Errorf("%w: %s is still a swarm node (%s): drain it, stop it and run `docker node rm %s` first; underlay removes only what nodes the swarm no longer lists left behind",
+			ErrRefused, describe(f), state, f.ID)
+	}
+	var index uint64
+	if found {
+		if index, err = waitSilent(ctx, st, f, o, now); err != nil {
+			return Removed{}, err
+		}
+	}
+
+	out := Removed{ID: f.ID, Node: f.Node, Ranges: map[string][]netip.Prefix{}, Addresses: map[string][]netip.Addr{}}
+	specs, err := st.Specs(ctx)
+	if err != nil {
+		return out, err
+	}
+	for _, s := range specs {
+		leases, err := st.Leases(ctx, s.Name)
+		if err != nil {
+			return out, err
+		}
+		for b, holder := range leases {
+			if holder == f.ID {
+				out.Ranges[s.Name] = append(out.Ranges[s.Name], b)
+			}
+		}
+		if err := st.Release(ctx, s.Name, f.ID); err != nil {
+			return out, err
+		}
+		states, err := st.NodeStates(ctx, s.Name)
+		if err != nil {
+			return out, err
+		}
+		if slices.ContainsFunc(states, func(ns netspec.NodeState) bool { return ns.ID == f.ID }) {
+			if err := st.DeleteReport(ctx, s.Name, f.ID); err != nil {
+				return out, err
+			}
+			out.Reports = append(out.Reports, s.Name)
+		}
+		if s.IPAM != netspec.Cluster {
+			continue
+		}
+		for _, v6 := range []bool{false, true} {
+			if v6 && !s.IPv6Subnet.IsValid() {
+				continue
+			}
+			p, _ := ipam.PoolOf(s, v6)
+			freed, err := ipam.ForgetNode(ctx, kv, p, f.ID)
+			if len(freed) > 0 {
+				out.Addresses[p.ID()] = freed
+			}
+			if err != nil {
+				return out, err
+			}
+		}
+	}
+	keys := []string{inventory.KVPrefix + f.ID}
+	// The doctor report and task metrics are keyed by node name, which
+	// another identity may share (cloned hosts): theirs stay.
+	if f.Node != "" && !slices.ContainsFunc(all, func(n netspec.NodeFacts) bool { return n.Node == f.Node && n.ID != f.ID }) {
+		keys = append(keys, doctor.KVPrefix+f.Node, taskmetrics.KVPrefix+f.Node)
+	}
+	for _, k := range keys {
+		_, ok, err := kv.Get(ctx, k)
+		if err != nil {
+			return out, fmt.Errorf("read %s: %w", k, err)
+		}
+		if !ok {
+			continue
+		}
+		if err := kv.Delete(ctx, k); err != nil {
+			return out, fmt.Errorf("delete %s: %w", k, err)
+		}
+		out.Keys = append(out.Keys, k)
+	}
+	if found {
+		deleted, err := st.DeleteFacts(ctx, f.ID, index)
+		if err != nil {
+			return out, err
+		}
+		if !deleted {
+			return out, fmt.Errorf("%w: the facts of %s changed while it was being removed: is its agent running? Stop it and run this again", ErrRefused, describe(f))
+		}
+		out.Keys = append(out.Keys, netspec.NodesKVPrefix+f.ID)
+	}
+	return out, nil
+}
+
+// waitSilent returns the modify index of f's facts once its agent is seen
+// not running: its facts stamped over o.Stale ago, or unchanged while
+// watched for o.Stale (a stamp recent or ahead of this clock proves
+// nothing by itself). Facts refreshed meanwhile refuse the removal.
+func waitSilent(ctx context.Context, st *netspec.Store, f netspec.NodeFacts, o Options, now func() time.Time) (uint64, error) {
+	poll := o.Poll
+	if poll <= 0 {
+		poll = time.Second
+	}
+	var first *netspec.NodeFacts
+	var firstAt time.Time
+	for {
+		cur, index, found, err := st.Facts(ctx, f.ID)
+		if err != nil {
+			return 0, err
+		}
+		if !found {
+			return 0, nil
+		}
+		// An agent of another process-ID space: only its facts can say
+		// whether it runs.
+		me := netspec.Holder{Instance: "underlay node rm"}
+		switch netspec.DecideClaim(&cur, first, firstAt, me, now(), o.Stale, func(int, uint64) bool { return true }) {
+		case netspec.ClaimTake:
+			return index, nil
+		case netspec.ClaimRefuse:
+			return 0, fmt.Errorf("%w: the agent of %s is running: it refreshed its facts at %s; stop it first",
+				ErrRefused, describe(f), cur.UpdatedAt.Format(time.RFC3339))
+		}
+		if first == nil || first.Holder.Instance != cur.Holder.Instance {
+			c := cur
+			first, firstAt = &c, now()
+		}
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(poll):
+		}
+	}
+}
+
+// describe names a node for messages: its name and identity.
+func describe(f netspec.NodeFacts) string {
+	if f.Node == "" {
+		return "node " + f.ID
+	}
+	return fmt.Sprintf("node %s (swarm node %s)", f.Node, f.ID)
+}

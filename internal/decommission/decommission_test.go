@@ -1,0 +1,217 @@
+package decommission
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/underlay/underlay/internal/doctor"
+	"github.com/underlay/underlay/internal/inventory"
+	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
+	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/taskmetrics"
+)
+
+type swarmNodes map[string]string
+
+func (s swarmNodes) SwarmNodes(context.Context) (map[string]string, error) { return s, nil }
+
+var (
+	lan = netspec.Spec{Name: "lan", Subnet: netip.MustParsePrefix("192.168.10.0/24"), Gateway: netip.MustParseAddr("192.168.10.1"),
+		Parent: "eth0", IPAM: netspec.PerNode, PerNodeSize: 64}
+	pool = netspec.Spec{Name: "pool", Subnet: netip.MustParsePrefix("10.20.0.0/16"), Gateway: netip.MustParseAddr("10.20.0.1"),
+		Parent: "eth1", IPAM: netspec.Cluster}
+)
+
+// cluster is two nodes' records on two networks: "live" (in the swarm,
+// its agent heartbeating) and "gone" (named "old", removed from the swarm,
+// its facts an hour old).
+type cluster struct {
+	kv    *kvtest.KV
+	st    *netspec.Store
+	addrs map[string][]netip.Addr // cluster-IPAM addresses by node
+}
+
+func newCluster(t *testing.T) *cluster {
+	t.Helper()
+	ctx := context.Background()
+	kv := kvtest.New()
+	c := &cluster{kv: kv, st: netspec.NewStore(kv), addrs: map[string][]netip.Addr{}}
+	for _, s := range []netspec.Spec{lan, pool} {
+		if err := c.st.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, _ := ipam.PoolOf(pool, false)
+	for _, n := range []struct {
+		id, name string
+		age      time.Duration
+	}{{"gone", "old", time.Hour}, {"live", "new", 0}} {
+		c.facts(t, n.id, n.name, time.Now().Add(-n.age))
+		if _, _, err := c.st.Lease(ctx, lan, n.id); err != nil {
+			t.Fatal(err)
+		}
+		for _, s := range []string{lan.Name, pool.Name} {
+			if err := c.st.Report(ctx, s, netspec.NodeState{ID: n.id, Node: n.name, State: netspec.StateReady}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		a := ipam.NewAllocator(kv, n.id, nil)
+		for _, kind := range []string{ipam.KindTask, ipam.KindShim} {
+			addr, err := a.Allocate(ctx, p, netip.Addr{}, kind)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.addrs[n.id] = append(c.addrs[n.id], addr)
+		}
+		for _, k := range []string{inventory.KVPrefix + n.id, doctor.KVPrefix + n.name, taskmetrics.KVPrefix + n.name,
+			ipam.KVPrefix + pool.Name + "/v4/kept/" + n.id} {
+			kv.Put(ctx, k, []byte(`{}`))
+		}
+	}
+	return c
+}
+
+// facts publishes an identity's facts stamped at.
+func (c *cluster) facts(t *testing.T, id, name string, at time.Time) {
+	t.Helper()
+	f := netspec.NodeFacts{ID: id, Node: name, Interfaces: []string{"eth0"}, Holder: netspec.Holder{Instance: "agent-" + id, Host: name}}
+	if err := c.st.Claim(context.Background(), f, netspec.ClaimOptions{Stale: time.Minute, Poll: time.Millisecond, Now: func() time.Time { return at }}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (c *cluster) has(key string) bool {
+	_, ok, _ := c.kv.Get(context.Background(), key)
+	return ok
+}
+
+// TestRemove: a node the swarm no longer lists, whose agent stopped an
+// hour ago, is removed by its name: its lease, its reports, its addresses,
+// the addresses it kept, its inventory, doctor report, task metrics and
+// facts; the live node's records are untouched.
+func TestRemove(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "old", Options{Stale: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, _ := ipam.PoolOf(pool, false)
+	if got.ID != "gone" || got.Node != "old" || len(got.Ranges[lan.Name]) != 1 || fmt.Sprint(got.Reports) != "[lan pool]" ||
+		!slices.Equal(got.Addresses[p.ID()], c.addrs["gone"]) {
+		t.Errorf("removed %+v; want gone's range of lan, its reports on lan and pool, and its addresses %v", got, c.addrs["gone"])
+	}
+	leases, _ := c.st.Leases(ctx, lan.Name)
+	if len(leases) != 1 || slices.Collect(maps.Values(leases))[0] != "live" {
+		t.Errorf("leases of lan after: %v, want live's only", leases)
+	}
+	for _, s := range []string{lan.Name, pool.Name} {
+		if states, _ := c.st.NodeStates(ctx, s); len(states) != 1 || states[0].ID != "live" {
+			t.Errorf("reports on %s after: %+v, want live's only", s, states)
+		}
+	}
+	allocs, _ := ipam.Allocations(ctx, c.kv, p)
+	for a, al := range allocs {
+		if al.Node != "live" {
+			t.Errorf("%s still recorded for %s", a, al.Node)
+		}
+	}
+	if len(allocs) != len(c.addrs["live"]) {
+		t.Errorf("%d allocations after, want live's %d", len(allocs), len(c.addrs["live"]))
+	}
+	for _, n := range []struct{ id, name string }{{"gone", "old"}, {"live", "new"}} {
+		for _, k := range []string{netspec.NodesKVPrefix + n.id, inventory.KVPrefix + n.id, doctor.KVPrefix + n.name, taskmetrics.KVPrefix + n.name,
+			ipam.KVPrefix + pool.Name + "/v4/kept/" + n.id} {
+			if c.has(k) != (n.id == "live") {
+				t.Errorf("%s present: %v, want it only for the live node", k, c.has(k))
+			}
+		}
+	}
+	// Nothing left of it: a second run finds nothing to remove.
+	again, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "gone", Options{Stale: time.Minute})
+	if err != nil || len(again.Ranges)+len(again.Reports)+len(again.Addresses)+len(again.Keys) != 0 {
+		t.Errorf("second removal: %+v, %v; want nothing removed", again, err)
+	}
+}
+
+// TestRemoveRefuses: a node the swarm still lists, a name two identities
+// share, and a node whose agent refreshes its facts while they are
+// watched are not removed, and nothing of theirs is touched.
+func TestRemoveRefuses(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	c.facts(t, "twin", "new", time.Now().Add(-time.Hour))
+	for _, tc := range []struct {
+		arg   string
+		swarm swarmNodes
+		want  string
+	}{
+		{"gone", swarmNodes{"gone": "down"}, "node old (swarm node gone) is still a swarm node (down): drain it, stop it and run `docker node rm gone` first"},
+		{"new", swarmNodes{}, "2 nodes are named new (swarm node IDs live, twin): name one by its ID"},
+		{"a/b", swarmNodes{}, `"a/b" is neither a node's name nor a swarm node ID`},
+	} {
+		_, err := Remove(ctx, c.kv, tc.swarm, tc.arg, Options{Stale: time.Minute})
+		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("remove %s: %v; want refused with %q", tc.arg, err, tc.want)
+		}
+	}
+	if !c.has(netspec.NodesKVPrefix+"gone") || !c.has(inventory.KVPrefix+"gone") {
+		t.Error("a refused removal removed something")
+	}
+
+	// The live node, out of the swarm but its agent still heartbeating.
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			c.st.PublishNode(ctx, netspec.NodeFacts{ID: "live", Node: "new", Holder: netspec.Holder{Instance: "agent-live"}})
+		}
+	}()
+	_, err := Remove(ctx, c.kv, swarmNodes{}, "live", Options{Stale: 5 * time.Second, Poll: 10 * time.Millisecond})
+	close(stop)
+	wg.Wait()
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "the agent of node new (swarm node live) is running") {
+		t.Errorf("remove a node whose agent heartbeats: %v; want refused as running", err)
+	}
+	if leases, _ := c.st.Leases(ctx, lan.Name); len(leases) != 2 {
+		t.Errorf("leases after the refusal: %v, want both", leases)
+	}
+}
+
+// TestRemoveWatchesRecentFacts: facts stamped just now, or a year ahead of
+// this clock (an agent whose clock was wrong), say nothing by their stamp:
+// they are watched for Stale, and removed once they did not change.
+func TestRemoveWatchesRecentFacts(t *testing.T) {
+	ctx := context.Background()
+	for _, at := range []time.Duration{0, 365 * 24 * time.Hour} {
+		c := newCluster(t)
+		c.facts(t, "gone", "old", time.Now().Add(at))
+		start := time.Now()
+		got, err := Remove(ctx, c.kv, swarmNodes{}, "gone", Options{Stale: 300 * time.Millisecond, Poll: 10 * time.Millisecond})
+		if err != nil {
+			t.Fatalf("facts stamped %v from now: %v", at, err)
+		}
+		if waited := time.Since(start); waited < 300*time.Millisecond {
+			t.Errorf("facts stamped %v from now: removed after %v, before they were watched for 300ms", at, waited)
+		}
+		if c.has(netspec.NodesKVPrefix+"gone") || len(got.Ranges[lan.Name]) != 1 {
+			t.Errorf("facts stamped %v from now: removed %+v, facts left: %v", at, got, c.has(netspec.NodesKVPrefix+"gone"))
+		}
+	}
+}
