@@ -196,6 +196,15 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 		}
 		out.Keys = append(out.Keys, k)
 	}
+	if !found {
+		// Facts that cannot be read are not listed: they go too (no agent
+		// of an identity the swarm forgot writes them again).
+		var unreadable bool
+		if _, index, unreadable, err = st.Facts(ctx, f.ID); err != nil {
+			return out, err
+		}
+		found = unreadable
+	}
 	if found {
 		deleted, err := st.DeleteFacts(ctx, f.ID, index)
 		if err != nil {

@@ -136,6 +136,13 @@ func TestRemove(t *testing.T) {
 			}
 		}
 	}
+	// Facts that cannot be read are not listed, but go with the rest.
+	c.kv.Put(ctx, netspec.NodesKVPrefix+"garbled", []byte("{"))
+	c.kv.Put(ctx, inventory.KVPrefix+"garbled", []byte("[]"))
+	if got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "garbled", Options{Stale: time.Minute}); err != nil ||
+		fmt.Sprint(got.Keys) != fmt.Sprintf("[%sgarbled %sgarbled]", inventory.KVPrefix, netspec.NodesKVPrefix) {
+		t.Errorf("removal of an identity with unreadable facts: %+v, %v; want its inventory and facts deleted", got, err)
+	}
 	// Nothing left of it: a second run finds nothing to remove.
 	again, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "gone", Options{Stale: time.Minute})
 	if err != nil || len(again.Ranges)+len(again.Reports)+len(again.Addresses)+len(again.Keys) != 0 {
