@@ -308,47 +308,29 @@ func (c IPAMCheck) Run(ctx context.Context, logf Logf) []Result {
 	return rs
 }
 
-// Inventories reads the inventories the nodes' agents publish.
-type Inventories interface {
-	// Bad lists the published inventories that cannot be read.
+// Documents reads one kind of KV document the nodes' agents publish.
+type Documents interface {
+	// Bad lists the published documents that cannot be used.
 	Bad(ctx context.Context) ([]BadKey, error)
 }
 
-// InventoryCheck checks that every published inventory is readable:
-// `underlay ips` and the dashboard skip one that is not.
-type InventoryCheck struct {
-	Inventories Inventories
+// DocumentsCheck checks that every published document of one kind is
+// usable (inventories: `underlay ips` and the dashboard skip one that is
+// not; task metrics reports: the autoscaler's averages leave one out).
+type DocumentsCheck struct {
+	Kind string
+	Docs Documents
+	// Eval judges what Docs returned (EvalInventories, EvalTaskReports).
+	Eval func(bad []BadKey, err error) []Result
 }
 
 // Name implements Check.
-func (InventoryCheck) Name() string { return "inventory" }
+func (c DocumentsCheck) Name() string { return c.Kind }
 
 // Run implements Check.
-func (c InventoryCheck) Run(ctx context.Context, logf Logf) []Result {
-	bad, err := c.Inventories.Bad(ctx)
-	return EvalInventories(bad, err)
-}
-
-// TaskReports reads the task metrics reports the nodes' agents publish.
-type TaskReports interface {
-	// Bad lists the published reports the built-in metrics do not count.
-	Bad(ctx context.Context) ([]BadKey, error)
-}
-
-// TaskMetricsCheck checks that every published task metrics report is
-// counted: the autoscaler's underlay:cpu and underlay:memory leave out one
-// that is not.
-type TaskMetricsCheck struct {
-	Reports TaskReports
-}
-
-// Name implements Check.
-func (TaskMetricsCheck) Name() string { return "taskmetrics" }
-
-// Run implements Check.
-func (c TaskMetricsCheck) Run(ctx context.Context, logf Logf) []Result {
-	bad, err := c.Reports.Bad(ctx)
-	return EvalTaskReports(bad, err)
+func (c DocumentsCheck) Run(ctx context.Context, logf Logf) []Result {
+	bad, err := c.Docs.Bad(ctx)
+	return c.Eval(bad, err)
 }
 
 // NetfilterCheck checks the bridge-netfilter/FORWARD trap.

@@ -482,7 +482,7 @@ func TestNetworksCheckMatchesByIdentity(t *testing.T) {
 func TestInventoryCheck(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	check := InventoryCheck{Inventories: KVInventories{KV: kv}}
+	check := DocumentsCheck{Kind: "inventory", Docs: KVInventories{KV: kv}, Eval: EvalInventories}
 	if rs := check.Run(ctx, t.Logf); len(rs) != 1 || rs[0].Check != "inventory/documents" || rs[0].Status != OK {
 		t.Fatalf("no inventories: %+v, want ok", rs)
 	}
@@ -507,7 +507,7 @@ func TestInventoryCheck(t *testing.T) {
 func TestTaskMetricsCheck(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	check := TaskMetricsCheck{Reports: KVTaskReports{KV: kv}}
+	check := DocumentsCheck{Kind: "taskmetrics", Docs: KVTaskReports{KV: kv}, Eval: EvalTaskReports}
 	if rs := check.Run(ctx, t.Logf); len(rs) != 1 || rs[0].Check != "taskmetrics/reports" || rs[0].Status != OK {
 		t.Fatalf("no reports: %+v, want ok", rs)
 	}

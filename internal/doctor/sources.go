@@ -367,8 +367,8 @@ type Env struct {
 	Consul       *ConsulAPI
 	Networks     Networks
 	Pools        Pools
-	Inventories  Inventories
-	TaskReports  TaskReports
+	Inventories  Documents
+	TaskReports  Documents
 }
 
 // Checks returns every check, in report order.
@@ -379,8 +379,8 @@ func (e Env) Checks() []Check {
 		ModulesCheck{Networks: e.Networks, Links: links, Files: files},
 		NetworksCheck{NodeID: e.NodeID, Node: e.Node, Networks: e.Networks, Links: links, Files: files},
 		IPAMCheck{NodeID: e.NodeID, Networks: e.Networks, Pools: e.Pools},
-		InventoryCheck{Inventories: e.Inventories},
-		TaskMetricsCheck{Reports: e.TaskReports},
+		DocumentsCheck{Kind: "inventory", Docs: e.Inventories, Eval: EvalInventories},
+		DocumentsCheck{Kind: "taskmetrics", Docs: e.TaskReports, Eval: EvalTaskReports},
 		NetfilterCheck{Files: files, Firewall: IPTables{}},
 		DockerCheck{Docker: e.Docker, Files: files},
 		SwarmCheck{Docker: e.Docker},
@@ -394,7 +394,7 @@ func (e Env) Checks() []Check {
 // (inventory.Load).
 type KVInventories struct{ KV inventory.KV }
 
-// Bad implements Inventories.
+// Bad implements Documents.
 func (i KVInventories) Bad(ctx context.Context) ([]BadKey, error) {
 	_, bad, err := inventory.Load(ctx, i.KV)
 	if err != nil {
@@ -411,7 +411,7 @@ func (i KVInventories) Bad(ctx context.Context) ([]BadKey, error) {
 // KV (taskmetrics.Load).
 type KVTaskReports struct{ KV taskmetrics.Lister }
 
-// Bad implements TaskReports.
+// Bad implements Documents.
 func (r KVTaskReports) Bad(ctx context.Context) ([]BadKey, error) {
 	_, bad, err := taskmetrics.Load(ctx, r.KV, time.Now())
 	if err != nil {

@@ -2,15 +2,13 @@ package taskmetrics
 
 import (
 	"context"
-	"maps"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
-	"github.com/underlay/underlay/internal/kvstore"
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
 )
 
 func TestUsage(t *testing.T) {
@@ -89,18 +87,6 @@ func TestDecode(t *testing.T) {
 	}
 }
 
-type listKV map[string]string
-
-func (m listKV) List(ctx context.Context, prefix string) ([]kvstore.Pair, error) {
-	var out []kvstore.Pair
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		if strings.HasPrefix(k, prefix) {
-			out = append(out, kvstore.Pair{Key: k, Value: []byte(m[k])})
-		}
-	}
-	return out, nil
-}
-
 // TestLoadSetsApartWhatItCannotCount: a stray report dated a year ahead
 // (an agent with its clock wrong, or a forged key) claiming 100 idle tasks
 // of web would hold web's CPU per replica near 0 for a year, so that the
@@ -108,13 +94,17 @@ func (m listKV) List(ctx context.Context, prefix string) ([]kvstore.Pair, error)
 // give the average.
 func TestLoadSetsApartWhatItCannotCount(t *testing.T) {
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
-	kv := listKV{
+	ctx := context.Background()
+	kv := kvtest.New()
+	for k, v := range map[string]string{
 		KVPrefix + "n1":    `{"node":"n1","at":"2026-12-03T11:59:59Z","services":{"web":{"tasks":2,"cpu":1.6,"memory":200}}}`,
 		KVPrefix + "n2":    `{"node":"n2","at":"2026-12-03T11:59:58Z","services":{"web":{"tasks":2,"cpu":0.4,"memory":200}}}`,
 		KVPrefix + "ghost": `{"node":"ghost","at":"2027-12-03T12:00:00Z","services":{"web":{"tasks":100,"cpu":0,"memory":0}}}`,
 		KVPrefix + "junk":  `not json`,
+	} {
+		kv.Put(ctx, k, []byte(v))
 	}
-	reports, bad, err := Load(context.Background(), kv, now)
+	reports, bad, err := Load(ctx, kv, now)
 	if err != nil {
 		t.Fatal(err)
 	}

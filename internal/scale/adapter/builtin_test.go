@@ -4,28 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
-	"maps"
-	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/underlay/underlay/internal/kvstore"
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/taskmetrics"
 	"github.com/underlay/underlay/internal/testlog"
 )
-
-type reportsKV map[string]string
-
-func (m reportsKV) List(ctx context.Context, prefix string) ([]kvstore.Pair, error) {
-	var out []kvstore.Pair
-	for _, k := range slices.Sorted(maps.Keys(m)) {
-		if strings.HasPrefix(k, prefix) {
-			out = append(out, kvstore.Pair{Key: k, Value: []byte(m[k])})
-		}
-	}
-	return out, nil
-}
 
 // TestBuiltinLeavesOutBadReports: the queries average the nodes' own
 // reports only; a report left out is logged once while it stays the same,
@@ -37,10 +23,9 @@ func TestBuiltinLeavesOutBadReports(t *testing.T) {
 	report := func(node string, at time.Time, tasks int, cpu float64) string {
 		return fmt.Sprintf(`{"node":%q,"at":%q,"services":{"web":{"tasks":%d,"cpu":%v,"memory":100}}}`, node, at.Format(time.RFC3339Nano), tasks, cpu)
 	}
-	kv := reportsKV{
-		taskmetrics.KVPrefix + "n1":    report("n1", now, 2, 1.0),
-		taskmetrics.KVPrefix + "ghost": report("ghost", now.AddDate(1, 0, 0), 100, 0),
-	}
+	kv := kvtest.New()
+	kv.Put(ctx, taskmetrics.KVPrefix+"n1", []byte(report("n1", now, 2, 1.0)))
+	kv.Put(ctx, taskmetrics.KVPrefix+"ghost", []byte(report("ghost", now.AddDate(1, 0, 0), 100, 0)))
 	var buf testlog.Buffer
 	b := NewBuiltin(kv, slog.New(slog.NewTextHandler(&buf, nil)))
 	for range 2 {
@@ -51,7 +36,7 @@ func TestBuiltinLeavesOutBadReports(t *testing.T) {
 	if n := strings.Count(buf.String(), "key="+taskmetrics.KVPrefix+"ghost"); n != 1 {
 		t.Errorf("the report left out was logged %d times over two queries, want once:\n%s", n, buf.String())
 	}
-	kv[taskmetrics.KVPrefix+"ghost"] = "{"
+	kv.Put(ctx, taskmetrics.KVPrefix+"ghost", []byte("{"))
 	if _, err := b.Query(ctx, "underlay:cpu@web"); err != nil {
 		t.Fatal(err)
 	}
