@@ -26,7 +26,7 @@ import (
 // completes.
 func TestIntegrationLabNodeRemoved(t *testing.T) {
 	testenv.Require(t)
-	l := testenv.StartLab(t, lab.Config{Nodes: 2, UnderlaySubnet: "10.210.0.0/16"})
+	l := testenv.StartLab(t, lab.Config{Nodes: 2, UnderlaySubnet: "10.198.0.0/16"})
 	m, n2 := l.Nodes[0], l.Nodes[1]
 	ctx := testenv.Context(t, 5*time.Minute)
 	st := netspec.NewStore(consul.NewKV(m.Consul))

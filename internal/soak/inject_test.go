@@ -17,6 +17,7 @@ import (
 
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/lab"
+	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/soak"
 )
 
@@ -168,19 +169,27 @@ func (c *cluster) strayRelease(ctx context.Context, at, owner int) error {
 }
 
 // phantomAllocation is garbage that decodes: an address recorded for a
-// node that does not exist (no swarm node, no facts), as a node removed
-// for good whose facts were deleted leaves behind. It is allocated by an
-// allocator of that identity, so it lands in a free block if there is one
-// and never overwrites a real allocation. The leader must reclaim it once
-// that node has looked departed for the node timeout; until then the
-// check counts it as a leak.
+// node that does not exist (no swarm node), as a node removed for good
+// leaves behind, with its facts stamped a year ahead, as an agent whose
+// clock was wrong left them. It is allocated by an allocator of that
+// identity, so it lands in a free block if there is one and never
+// overwrites a real allocation. The leader must reclaim it once that node
+// has looked departed for the node timeout — its facts unchanged for
+// fresh, by the leader's clock, whatever their stamp — until then the
+// check counts it as a leak. The facts, which nothing else removes (that
+// is underlay node rm's), are deleted once it converged.
 func (c *cluster) phantomAllocation(ctx context.Context, seq int) (func(context.Context) error, error) {
 	ghost := fmt.Sprintf("soak-ghost-%d", seq)
+	ahead := time.Now().AddDate(1, 0, 0)
+	facts := netspec.NodeFacts{ID: ghost, Node: ghost, Holder: netspec.Holder{Instance: ghost, Host: ghost}}
+	if err := netspec.NewStore(c.kv).Claim(ctx, facts, netspec.ClaimOptions{Stale: time.Minute, Poll: time.Second, Now: func() time.Time { return ahead }}); err != nil {
+		return nil, fmt.Errorf("publish the facts of %s: %w", ghost, err)
+	}
 	addr, err := ipam.NewAllocator(c.kv, ghost, nil).Allocate(ctx, c.pool, netip.Addr{}, ipam.KindTask)
 	if err != nil {
 		return nil, fmt.Errorf("record an address of %s for %s: %w", c.pool.ID(), ghost, err)
 	}
-	c.event("recorded %s for %s, a node that does not exist", addr, ghost)
+	c.event("recorded %s for %s, a node that does not exist, its facts stamped %s", addr, ghost, ahead.UTC().Format(time.RFC3339))
 	return func(ctx context.Context) error {
 		all, err := ipam.Allocations(ctx, c.kv, c.pool)
 		if err != nil {
@@ -189,7 +198,7 @@ func (c *cluster) phantomAllocation(ctx context.Context, seq int) (func(context.
 		if al, ok := all[addr]; ok && al.Node == ghost {
 			return fmt.Errorf("%s is still recorded for %s", addr, ghost)
 		}
-		return nil
+		return c.kv.Delete(ctx, netspec.NodesKVPrefix+ghost)
 	}, nil
 }
 
