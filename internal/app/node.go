@@ -15,6 +15,7 @@ import (
 	"github.com/underlay/underlay/internal/decommission"
 	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/netagent"
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 func newNodeCommand(streams IOStreams) *cobra.Command {
@@ -36,20 +37,16 @@ func newNodeListCommand(f *networkFlags, streams IOStreams) *cobra.Command {
 		Args:    cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
-			st, err := f.store()
+			kv, sw, done, err := f.nodeClients()
 			if err != nil {
 				return err
 			}
-			facts, err := st.Nodes(ctx)
+			defer done()
+			facts, err := netspec.NewStore(kv).Nodes(ctx)
 			if err != nil {
 				return err
 			}
-			api, err := dockerhost.NewClient()
-			if err != nil {
-				return err
-			}
-			defer api.Close()
-			swarm, swarmErr := dockerhost.NewNetworks(api).SwarmNodes(ctx)
+			swarm, swarmErr := sw.SwarmNodes(ctx)
 			if swarmErr != nil {
 				fmt.Fprintf(streams.ErrOut, "warning: %v: the SWARM column is unknown\n", swarmErr)
 			}
@@ -93,17 +90,12 @@ or its name when only one node has it. Refused while the swarm still lists the n
 within the last 30 s are watched for 30 s first.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := consul.NewClient(f.consul)
+			kv, sw, done, err := f.nodeClients()
 			if err != nil {
 				return err
 			}
-			api, err := dockerhost.NewClient()
-			if err != nil {
-				return err
-			}
-			defer api.Close()
-			got, err := decommission.Remove(cmd.Context(), consul.NewKV(c), dockerhost.NewNetworks(api), args[0],
-				decommission.Options{Stale: netagent.StaleAfter})
+			defer done()
+			got, err := decommission.Remove(cmd.Context(), kv, sw, args[0], decommission.Options{Stale: netagent.StaleAfter})
 			printRemoved(streams, got)
 			if err != nil {
 				return err
@@ -112,6 +104,20 @@ within the last 30 s are watched for 30 s first.`,
 			return nil
 		},
 	}
+}
+
+// nodeClients are what the node commands read: Consul KV, and the swarm
+// through DOCKER_HOST (a manager); done closes them.
+func (f *networkFlags) nodeClients() (*consul.KV, *dockerhost.Networks, func(), error) {
+	c, err := consul.NewClient(f.consul)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	api, err := dockerhost.NewClient()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	return consul.NewKV(c), dockerhost.NewNetworks(api), func() { api.Close() }, nil
 }
 
 // printRemoved says what was removed, also when the removal stopped part
