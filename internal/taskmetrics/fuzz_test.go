@@ -1,0 +1,48 @@
+package taskmetrics
+
+import (
+	"math"
+	"strings"
+	"testing"
+	"time"
+)
+
+// FuzzDecode holds that any key and document either are refused or give a
+// report every reader may count: its node is its key's, it has a time no
+// more than MaxAhead after now, every service has a name, at least one task
+// and a CPU of 0 or more; and that the averages PerReplica takes over it
+// are finite and not negative.
+func FuzzDecode(f *testing.F) {
+	for _, seed := range []struct{ key, value string }{
+		{KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T11:59:58Z","services":{"web":{"tasks":2,"cpu":1.5,"memory":400}}}`},
+		{KVPrefix + "n1", `{"node":"n1","at":"2027-12-03T12:00:00Z","services":{"web":{"tasks":100,"cpu":0}}}`},
+		{KVPrefix + "n2", `{"node":"n1","at":"2026-12-03T12:00:00Z"}`},
+		{KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"web":{"tasks":-3,"cpu":-1e308}}}`},
+		{KVPrefix + "n1/x", `{"node":"n1/x","at":"2026-12-03T12:00:00Z"}`},
+		{KVPrefix + "n1", `{`},
+	} {
+		f.Add(seed.key, seed.value)
+	}
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	f.Fuzz(func(t *testing.T, key, value string) {
+		r, err := Decode(key, []byte(value), now)
+		if err != nil {
+			return
+		}
+		if KVPrefix+r.Node != key || r.Node == "" || strings.Contains(r.Node, "/") {
+			t.Fatalf("report of %q counted under key %q", r.Node, key)
+		}
+		if r.At.IsZero() || r.At.Sub(now) > MaxAhead {
+			t.Fatalf("report dated %v counted at %v", r.At, now)
+		}
+		for name, u := range r.Services {
+			if name == "" || u.Tasks < 1 || u.CPU < 0 || math.IsNaN(u.CPU) || math.IsInf(u.CPU, 0) {
+				t.Fatalf("service %q with %+v counted", name, u)
+			}
+			cpu, mem, ok := PerReplica([]Report{r}, name, now, time.Duration(math.MaxInt64))
+			if !ok || cpu < 0 || math.IsNaN(cpu) || math.IsInf(cpu, 0) || mem < 0 || math.IsNaN(mem) || math.IsInf(mem, 0) {
+				t.Fatalf("service %q with %+v averages to %v cores and %v bytes (%v)", name, u, cpu, mem, ok)
+			}
+		}
+	})
+}
