@@ -135,7 +135,8 @@ func TestIntegrationACLPolicies(t *testing.T) {
 			return consul.NewKV(c).Put(ctx, "underlay/metrics/"+node, []byte(`{}`))
 		}, false},
 		{"release a per-node range", func(ctx context.Context, c *api.Client) error {
-			return netspec.NewStore(consul.NewKV(c)).Release(ctx, perNode.Name, node)
+			_, err := netspec.NewStore(consul.NewKV(c)).Release(ctx, perNode.Name, node)
+			return err
 		}, true},
 		{"deregister a service", func(ctx context.Context, c *api.Client) error {
 			return consul.NewCatalog(c).Deregister(ctx, svc.ID)

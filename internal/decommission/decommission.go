@@ -138,16 +138,11 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 		return out, err
 	}
 	for _, s := range specs {
-		leases, err := st.Leases(ctx, s.Name)
+		released, err := st.Release(ctx, s.Name, f.ID)
+		if len(released) > 0 {
+			out.Ranges[s.Name] = released
+		}
 		if err != nil {
-			return out, err
-		}
-		for b, holder := range leases {
-			if holder == f.ID {
-				out.Ranges[s.Name] = append(out.Ranges[s.Name], b)
-			}
-		}
-		if err := st.Release(ctx, s.Name, f.ID); err != nil {
 			return out, err
 		}
 		states, err := st.NodeStates(ctx, s.Name)
@@ -227,6 +222,9 @@ func waitSilent(ctx context.Context, st *netspec.Store, f netspec.NodeFacts, o O
 	if poll <= 0 {
 		poll = time.Second
 	}
+	// An agent of another process-ID space: only its facts can say
+	// whether it runs.
+	me := netspec.Holder{Instance: "underlay node rm"}
 	var first *netspec.NodeFacts
 	var firstAt time.Time
 	for {
@@ -237,9 +235,6 @@ func waitSilent(ctx context.Context, st *netspec.Store, f netspec.NodeFacts, o O
 		if !found {
 			return 0, nil
 		}
-		// An agent of another process-ID space: only its facts can say
-		// whether it runs.
-		me := netspec.Holder{Instance: "underlay node rm"}
 		switch netspec.DecideClaim(&cur, first, firstAt, me, now(), o.Stale, func(int, uint64) bool { return true }) {
 		case netspec.ClaimTake:
 			return index, nil

@@ -253,7 +253,7 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool) 
 			r.log().Info("VLAN parent made for the network removed", "network", name, "parent", s.Parent)
 		}
 	}
-	if err := r.Store.Release(ctx, name, r.ID); err != nil {
+	if _, err := r.Store.Release(ctx, name, r.ID); err != nil {
 		return err
 	}
 	if s.IPAM == netspec.Cluster && r.IPAM != nil {

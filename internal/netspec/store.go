@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"path"
 	"slices"
@@ -277,20 +278,24 @@ func (st *Store) Lease(ctx context.Context, s Spec, node string) (netip.Prefix, 
 	}
 }
 
-// Release gives up the range of the node with identity node on a network.
-func (st *Store) Release(ctx context.Context, name, node string) error {
+// Release gives up the ranges of the node with identity node on a
+// network, and returns those it released.
+func (st *Store) Release(ctx context.Context, name, node string) ([]netip.Prefix, error) {
 	leases, err := st.Leases(ctx, name)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	for b, holder := range leases {
-		if holder == node {
-			if err := st.kv.Delete(ctx, rangeKey(name, b)); err != nil {
-				return fmt.Errorf("release %s of %s: %w", b, name, err)
-			}
+	var released []netip.Prefix
+	for _, b := range slices.SortedFunc(maps.Keys(leases), netip.Prefix.Compare) {
+		if leases[b] != node {
+			continue
 		}
+		if err := st.kv.Delete(ctx, rangeKey(name, b)); err != nil {
+			return released, fmt.Errorf("release %s of %s: %w", b, name, err)
+		}
+		released = append(released, b)
 	}
-	return nil
+	return released, nil
 }
 
 // Node states reported by agents.

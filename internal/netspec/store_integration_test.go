@@ -83,8 +83,8 @@ func TestIntegrationLeaseRace(t *testing.T) {
 	if b, _, err := st.Lease(ctx, s, node); err != nil || b != blocks[3] {
 		t.Errorf("second lease for %s = %s, %v; want %s", node, b, err, blocks[3])
 	}
-	if err := st.Release(ctx, s.Name, node); err != nil {
-		t.Fatal(err)
+	if released, err := st.Release(ctx, s.Name, node); err != nil || len(released) != 1 || released[0] != blocks[3] {
+		t.Fatalf("release of %s: %v, %v; want %s released", node, released, err, blocks[3])
 	}
 	if b, _, err := st.Lease(ctx, s, "newcomer"); err != nil || b != blocks[3] {
 		t.Errorf("lease after release = %s, %v; want the freed %s", b, err, blocks[3])
