@@ -357,7 +357,9 @@ func nodes(in Inputs, byNode map[string][]Task) []Node {
 }
 
 // agentHealth judges a node's agent by its latest report: the node facts
-// it publishes every network sync, or its doctor report.
+// it publishes every network sync, or its doctor report. Their stamps are
+// the agent's clock; when the server watched them, the report's age is
+// counted from when it first saw it, by its own clock (HeardAt).
 func agentHealth(a AgentInput, now time.Time) Agent {
 	last, every := a.FactsAt, time.Duration(0)
 	var version string
@@ -369,6 +371,9 @@ func agentHealth(a AgentInput, now time.Time) Agent {
 	}
 	if last.IsZero() {
 		return Agent{State: AgentAbsent}
+	}
+	if !a.HeardAt.IsZero() {
+		last = a.HeardAt
 	}
 	st := AgentUp
 	if now.Sub(last) > max(agentStaleAfter, 2*every) {

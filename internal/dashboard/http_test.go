@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -644,5 +645,63 @@ func TestGuessLimit(t *testing.T) {
 	}
 	if resp, _ := ts.post(t, c, "/ui/login", `{"token":"tok"}`, nil); resp.StatusCode != http.StatusTooManyRequests {
 		t.Errorf("login past the failed checks: %d, want 429", resp.StatusCode)
+	}
+}
+
+// TestAgentsJudgedByTheDashboardsClock: node1's agent reports every 30 s
+// with its clock an hour behind, node2's last report is stamped a year
+// ahead and never changes. By the stamps node1 reads as stale while it
+// reports and node2 as up for a year; by when the dashboard saw the reports
+// change, node1 is up throughout and node2 turns stale once it has not
+// changed for agentStaleAfter.
+func TestAgentsJudgedByTheDashboardsClock(t *testing.T) {
+	var clock atomic.Int64
+	clock.Store(t0.UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()).UTC() }
+	in := cardsInput()
+	agents := func(at time.Time) []AgentInput {
+		return []AgentInput{
+			{Node: "node1", FactsAt: at.Add(-time.Hour)},
+			{Node: "node2", FactsAt: t0.Add(365 * 24 * time.Hour)},
+		}
+	}
+	in.Agents = agents(t0)
+	ts := startServer(t, Config{Now: now}, in)
+	step := 30 * time.Second
+	for i := 1; i <= 10; i++ {
+		at := t0.Add(time.Duration(i) * step)
+		clock.Store(at.UnixNano())
+		in.Now, in.Agents = at, agents(at)
+		ts.src.set(in)
+		// The second refresh began after the clock and the reports moved.
+		for range 2 {
+			done := *ts.refreshed.Load()
+			waitFor(t, func() bool {
+				signal(ts.kick)
+				select {
+				case <-done:
+					return true
+				default:
+					return false
+				}
+			}, fmt.Sprintf("a refresh at %s", at))
+		}
+		var snap Snapshot
+		json.Unmarshal(ts.Snapshot(), &snap)
+		state := map[string]string{}
+		for _, n := range snap.Nodes {
+			state[n.Name] = n.Agent.State
+		}
+		if state["node1"] != AgentUp {
+			t.Errorf("after %s: node1's agent, reporting with its clock behind, is %s", at.Sub(t0), state["node1"])
+		}
+		// node2 was first seen at t0 (its stamp is ahead: counted from then).
+		want := AgentUp
+		if at.Sub(t0) > agentStaleAfter {
+			want = AgentStale
+		}
+		if state["node2"] != want {
+			t.Errorf("after %s: node2's agent, silent since t0 with its stamp a year ahead, is %s, want %s", at.Sub(t0), state["node2"], want)
+		}
 	}
 }

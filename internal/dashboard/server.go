@@ -102,9 +102,11 @@ type Server struct {
 	// refreshed is closed, and replaced, at the end of every rebuild.
 	refreshed atomic.Pointer[chan struct{}]
 
-	// last holds each source's last good answer, used while it fails;
-	// only Run's goroutine touches it.
-	last Inputs
+	// last holds each source's last good answer, used while it fails, and
+	// heard when the agents' reports were last seen to change; only Run's
+	// goroutine touches them.
+	last  Inputs
+	heard map[string]heard
 
 	mu sync.Mutex // guards following fields
 	// snap is the latest snapshot, frame its stream frame and content its
@@ -398,6 +400,9 @@ func (s *Server) gather(ctx context.Context) Inputs {
 	}
 	g.Wait()
 	s.keepLast(&in)
+	// A copy: in.Agents is also the last good answer kept.
+	in.Agents = slices.Clone(in.Agents)
+	s.heard = hearAgents(in.Agents, s.heard, in.Now)
 	return in
 }
 

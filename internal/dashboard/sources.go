@@ -151,6 +151,10 @@ type AgentInput struct {
 	FactsAt time.Time
 	// Doctor is the agent's latest doctor report; nil when none.
 	Doctor *DoctorReport
+	// HeardAt is when the dashboard's own clock first saw the agent's
+	// latest report (the server sets it, hearAgents); zero when it did not
+	// watch, and the reports' stamps are judged instead.
+	HeardAt time.Time
 }
 
 // DoctorReport is a node's doctor results (doctor.Report).
