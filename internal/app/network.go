@@ -153,14 +153,21 @@ func newNetworkCreateCommand(f *networkFlags, streams IOStreams) *cobra.Command 
 			if err != nil {
 				return err
 			}
-			silent, err := netspec.CheckParent(s, nodes, time.Now(), netagent.StaleAfter)
+			states := swarmStates(ctx)
+			silent, err := netspec.CheckParent(s, nodes, states, time.Now(), netagent.StaleAfter)
 			if err != nil {
 				return fmt.Errorf("network %s not created: %w", s.Name, err)
 			}
 			for _, n := range silent {
-				fmt.Fprintf(streams.ErrOut, "warning: node %s (swarm node %s) lacks parent %s by its last facts, but its agent has not been heard from since %s: "+
+				why := "its agent has not been heard from since " + n.UpdatedAt.Format(time.RFC3339)
+				if st, listed := states[n.ID]; listed {
+					why = "it is " + st + " in the swarm"
+				} else if states != nil && n.ID != "" {
+					why = "the swarm no longer lists it"
+				}
+				fmt.Fprintf(streams.ErrOut, "warning: node %s (swarm node %s) lacks parent %s by its last facts, but %s: "+
 					"it sets the network up, or reports why not, when its agent is back; if the node was removed from the swarm for good: underlay node rm %s\n",
-					n.Node, n.ID, s.Parent, n.UpdatedAt.Format(time.RFC3339), n.ID)
+					n.Node, n.ID, s.Parent, why, n.ID)
 			}
 			if err := checkNameFree(ctx, s.Name); err != nil {
 				return fmt.Errorf("network %s not created: %w", s.Name, err)
@@ -181,6 +188,22 @@ func newNetworkCreateCommand(f *networkFlags, streams IOStreams) *cobra.Command 
 	}
 	sf.add(cmd)
 	return cmd
+}
+
+// swarmStates returns the swarm's nodes' states by ID, nil when no Docker
+// daemon that is a swarm manager answers (the facts' stamps are judged
+// then).
+func swarmStates(ctx context.Context) map[string]string {
+	api, err := dockerhost.NewClient()
+	if err != nil {
+		return nil
+	}
+	defer api.Close()
+	states, err := dockerhost.NewNetworks(api).SwarmNodes(ctx)
+	if err != nil {
+		return nil
+	}
+	return states
 }
 
 // checkNameFree refuses a name Docker already uses for a network underlay

@@ -89,11 +89,11 @@ func TestCheckParentVLAN(t *testing.T) {
 		{Node: "b", Interfaces: []string{"bond0", "bond0.40"}, UpdatedAt: now},
 		{Node: "c", Interfaces: []string{"eth0"}, UpdatedAt: now},
 	}
-	silent, err := CheckParent(s, nodes, now, 30*time.Second)
+	silent, err := CheckParent(s, nodes, nil, now, 30*time.Second)
 	if err == nil || !strings.Contains(err.Error(), "node(s) c") || strings.Contains(err.Error(), "a,") || len(silent) != 0 {
 		t.Errorf("CheckParent = %v, %v; want only node c named", silent, err)
 	}
-	if _, err := CheckParent(s, nodes[:2], now, 30*time.Second); err != nil {
+	if _, err := CheckParent(s, nodes[:2], nil, now, 30*time.Second); err != nil {
 		t.Errorf("lower present everywhere: %v", err)
 	}
 }
@@ -111,13 +111,42 @@ func TestCheckParentOfSilentNodes(t *testing.T) {
 		{ID: "x2", Node: "gone", Interfaces: []string{"eth9"}, UpdatedAt: now.Add(-time.Hour)},
 		{ID: "x3", Node: "old-with-it", Interfaces: []string{"eth0"}, UpdatedAt: now.Add(-time.Hour)},
 	}
-	silent, err := CheckParent(s, nodes, now, 30*time.Second)
+	silent, err := CheckParent(s, nodes, nil, now, 30*time.Second)
 	if err != nil || len(silent) != 1 || silent[0].ID != "x2" {
 		t.Errorf("CheckParent = %+v, %v; want no error and only x2 returned", silent, err)
 	}
 	nodes = append(nodes, NodeFacts{ID: "x4", Node: "ahead", Interfaces: []string{"eth9"}, UpdatedAt: now.Add(time.Hour)})
-	if _, err := CheckParent(s, nodes, now, 30*time.Second); err == nil || !strings.Contains(err.Error(), "parent eth0 does not exist on node(s) ahead") {
+	if _, err := CheckParent(s, nodes, nil, now, 30*time.Second); err == nil || !strings.Contains(err.Error(), "parent eth0 does not exist on node(s) ahead") {
 		t.Errorf("a node stamped ahead lacking the parent: %v, want it refused", err)
+	}
+}
+
+// TestCheckParentBySwarmState: where the swarm's word is known, it says
+// which nodes are heard from, not the facts' stamps (their node's clock): a
+// ready node whose clock is an hour behind refuses the network, a down one
+// stamped an hour ahead and one the swarm no longer lists are warned of,
+// and facts without an identity are judged by their stamp.
+func TestCheckParentBySwarmState(t *testing.T) {
+	now := time.Now()
+	s := validSpec()
+	nodes := []NodeFacts{
+		{ID: "x1", Node: "behind", Interfaces: []string{"eth9"}, UpdatedAt: now.Add(-time.Hour)},
+		{ID: "x2", Node: "ahead-down", Interfaces: []string{"eth9"}, UpdatedAt: now.Add(time.Hour)},
+		{ID: "x3", Node: "removed", Interfaces: []string{"eth9"}, UpdatedAt: now},
+		{Node: "old-agent", Interfaces: []string{"eth9"}, UpdatedAt: now.Add(-time.Hour)},
+		{ID: "x5", Node: "with-it", Interfaces: []string{"eth0"}, UpdatedAt: now.Add(-time.Hour)},
+	}
+	swarm := map[string]string{"x1": "ready", "x2": "down", "x5": "ready"}
+	silent, err := CheckParent(s, nodes, swarm, now, 30*time.Second)
+	if err == nil || !strings.Contains(err.Error(), "parent eth0 does not exist on node(s) behind") || strings.Contains(err.Error(), ",") {
+		t.Errorf("CheckParent error %v; want only node behind refusing it", err)
+	}
+	var got []string
+	for _, n := range silent {
+		got = append(got, n.Node)
+	}
+	if d := cmp.Diff([]string{"ahead-down", "removed", "old-agent"}, got); d != "" {
+		t.Errorf("silent nodes (-want +got):\n%s", d)
 	}
 }
 

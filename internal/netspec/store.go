@@ -424,18 +424,30 @@ func (st *Store) Delete(ctx context.Context, name string) error {
 
 // CheckParent reports the nodes that lack s.Parent, as an error naming
 // them. A VLAN parent (bond0.40) need not exist where its lower device
-// does: the agent makes it. Nodes whose facts were stamped over stale
-// before now are not heard from (down, or removed from the swarm with their
-// facts left behind): those lacking the parent are returned for a warning
-// instead, since they would otherwise refuse every such network for good.
-func CheckParent(s Spec, nodes []NodeFacts, now time.Time, stale time.Duration) (silent []NodeFacts, err error) {
+// does: the agent makes it. Nodes not heard from (down, or removed from the
+// swarm with their facts left behind) that lack the parent are returned for
+// a warning instead, since they would otherwise refuse every such network
+// for good.
+//
+// Whether a node is heard from is the swarm's word when swarm (the swarm's
+// nodes' states by ID) holds it: a node is silent unless it is ready, and
+// one the swarm no longer lists is silent. The facts' stamp, written by the
+// node's clock, is judged only without it (facts over stale before now):
+// by the stamp, a live node whose clock is behind would only be warned of,
+// and a down one whose clock was ahead would refuse the network for as
+// long.
+func CheckParent(s Spec, nodes []NodeFacts, swarm map[string]string, now time.Time, stale time.Duration) (silent []NodeFacts, err error) {
 	lower, _, vlan := VLANParent(s.Parent)
 	var missing []string
 	for _, n := range nodes {
 		if slices.Contains(n.Interfaces, s.Parent) || vlan && slices.Contains(n.Interfaces, lower) {
 			continue
 		}
-		if now.Sub(n.UpdatedAt) > stale {
+		quiet := now.Sub(n.UpdatedAt) > stale
+		if swarm != nil && n.ID != "" {
+			quiet = swarm[n.ID] != "ready" // swarm.NodeStateReady
+		}
+		if quiet {
 			silent = append(silent, n)
 			continue
 		}
