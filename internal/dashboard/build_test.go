@@ -206,6 +206,25 @@ func TestBuildPoolKept(t *testing.T) {
 	}
 }
 
+// TestAllocationAhead: an allocation dated within StartGrace of now, on
+// either side, is a container being started; one dated further ahead is of
+// unknown age and shows as the leak its node's sweep takes it for.
+func TestAllocationAhead(t *testing.T) {
+	for _, c := range []struct {
+		at   time.Duration
+		want string
+	}{
+		{-StartGrace / 2, StateTask},
+		{StartGrace / 2, StateTask},
+		{-2 * StartGrace, StateLeaked},
+		{365 * 24 * time.Hour, StateLeaked},
+	} {
+		if got := allocation(ipam.Alloc{Node: "node1", At: t0.Add(c.at), Kind: ipam.KindTask}, false, t0).State; got != c.want {
+			t.Errorf("allocation dated %s from now: %s, want %s", c.at, got, c.want)
+		}
+	}
+}
+
 func TestBuildPoolCluster(t *testing.T) {
 	n, es := clusterNet()
 	ix := &index{}

@@ -84,6 +84,9 @@ func buildPool(n NetworkInput, entries []inventory.Entry, holder func(inventory.
 // task's, not a leak: the inventory lists running containers only, so a
 // container being started holds its address before it is listed. Past
 // it, one its node's agent keeps for a start under way (kept) still does.
+// One dated over it ahead of now is of unknown age (its node's clock was
+// set back, or a stray hand wrote it) and shows as the leak the node's
+// sweep takes it for, not as a start for as long as it is ahead.
 const StartGrace = 30 * time.Second
 
 // allocation is the map entry of a cluster IPAM allocation no container
@@ -95,7 +98,7 @@ func allocation(al ipam.Alloc, kept bool, now time.Time) PoolAddress {
 		pa.State, pa.Holder = StateReserved, "host shim of "+al.Node
 	case al.Kind == ipam.KindSpare:
 		pa.State, pa.Holder = StateSpare, "spare of "+al.Node+": handed to its next container without waiting for Consul"
-	case now.Sub(al.At) < StartGrace || kept:
+	case now.Sub(al.At) < StartGrace && al.At.Sub(now) < StartGrace || kept:
 		pa.State, pa.Holder = StateTask, "allocated to "+al.Node+" for a container being started"
 	default:
 		// No age in the text: it would change every snapshot; the page
