@@ -51,8 +51,15 @@ func NewKVHistory(c *api.Client, prefix string, limit int) *KVHistory {
 }
 
 // ServicePrefix is the KV prefix of one service's records, ending in "/".
+// The name is one path segment: "/" is escaped, and so are the dots of "."
+// and ".." (no swarm service's name), which Consul's HTTP mux would clean
+// away, redirecting a list to the parent prefix.
 func (h *KVHistory) ServicePrefix(service string) string {
-	return h.prefix + "/" + url.PathEscape(service) + "/"
+	seg := url.PathEscape(service)
+	if seg == "." || seg == ".." {
+		seg = strings.ReplaceAll(seg, ".", "%2E")
+	}
+	return h.prefix + "/" + seg + "/"
 }
 
 // Key is the KV key of r: the record's time, then its sequence number so

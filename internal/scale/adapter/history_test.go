@@ -1,9 +1,13 @@
 package adapter
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -67,6 +71,49 @@ func TestDecodeLast(t *testing.T) {
 	} {
 		if _, err := decodeLast("web", scale.Up, tt.value); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%s: %v, want an error saying %q", tt.name, err, tt.want)
+		}
+	}
+}
+
+// TestHistoryListStaysUnderTheService: the history route takes any
+// service name, and "." or ".." made a key whose dot segment Consul's
+// HTTP mux cleans away, redirecting the list (with control's ACL token)
+// to the parent prefix: GET /v1/underlay/services/%2E%2E/history listed
+// everything under underlay/scale/ — other services' records, the alert
+// log, the leader key, a --token-consul-key kept there — as bad records,
+// to anyone when reads are open.
+func TestHistoryListStaysUnderTheService(t *testing.T) {
+	var mu sync.Mutex
+	var asked []string
+	// A mux, as Consul's agent serves its API: a path with a dot segment
+	// is redirected to its clean form.
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/kv/", func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		asked = append(asked, r.URL.Path)
+		mu.Unlock()
+		w.Header().Set("X-Consul-Index", "1")
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, "[]")
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	c, err := api.NewClient(&api.Config{Address: strings.TrimPrefix(srv.URL, "http://")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := NewKVHistory(c, "", 0)
+	for _, service := range []string{".", "..", "web"} {
+		if _, _, err := h.List(context.Background(), service); err != nil {
+			t.Fatalf("list %q: %v", service, err)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for _, p := range asked {
+		rest, ok := strings.CutPrefix(p, "/v1/kv/"+DefaultHistoryPrefix+"/")
+		if !ok || rest == "" {
+			t.Errorf("Consul was asked for %s, outside a service's prefix under %s/", p, DefaultHistoryPrefix)
 		}
 	}
 }
