@@ -1,20 +1,28 @@
 package dashboard
 
 import (
+	"crypto/aes"
+	"crypto/cipher"
 	"crypto/hmac"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
 	"time"
 )
 
-// SessionCookie holds a page's token after it logged in: HttpOnly (the
+// SessionCookie holds a page's session after it logged in: HttpOnly (the
 // page's scripts never see it), SameSite=Strict (other sites' requests
-// never carry it), never in a URL.
+// never carry it), never in a URL. Its value is the token and the
+// session's end, sealed under a key of the process: a browser sends
+// cookies to every port of the host, and stores them, so the cookie must
+// not be the token, nor outlive sessionTTL wherever it is copied.
 const SessionCookie = "underlay_session"
 
 // CSRFHeader carries the session's CSRF token on the page's POSTs.
@@ -25,11 +33,9 @@ const sessionTTL = 12 * time.Hour
 
 // token returns the token a request carries: the session cookie's, else a
 // bearer token (scripts reading /v1/cluster with --auth-reads).
-func token(r *http.Request) string {
-	if c, err := r.Cookie(SessionCookie); err == nil {
-		if b, err := base64.RawURLEncoding.DecodeString(c.Value); err == nil {
-			return string(b)
-		}
+func (s *Server) token(r *http.Request) string {
+	if tok := s.cookieToken(r); tok != "" {
+		return tok
 	}
 	if t, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
 		return strings.TrimSpace(t)
@@ -38,17 +44,64 @@ func token(r *http.Request) string {
 }
 
 // cookieToken is the session cookie's token only: the page's POSTs are
-// authenticated by their session, never by a header a script set.
-func cookieToken(r *http.Request) string {
+// authenticated by their session, never by a header a script set. A
+// cookie this process did not seal, or past its session's end, holds none.
+func (s *Server) cookieToken(r *http.Request) string {
 	c, err := r.Cookie(SessionCookie)
 	if err != nil {
 		return ""
 	}
-	b, err := base64.RawURLEncoding.DecodeString(c.Value)
+	tok, err := s.openSession(c.Value)
 	if err != nil {
 		return ""
 	}
-	return string(b)
+	return tok
+}
+
+// newSessionSealer is the AEAD sessions are sealed with, under a random
+// key of the process.
+func newSessionSealer() (cipher.AEAD, error) {
+	key := make([]byte, 32)
+	if _, err := rand.Read(key); err != nil {
+		return nil, fmt.Errorf("dashboard session key: %w", err)
+	}
+	block, err := aes.NewCipher(key)
+	if err != nil {
+		return nil, fmt.Errorf("dashboard session key: %w", err)
+	}
+	return cipher.NewGCM(block)
+}
+
+// sealSession is the cookie value of a session of tok that ends at end:
+// nonce, then the end (Unix seconds) and tok, sealed.
+func (s *Server) sealSession(tok string, end time.Time) string {
+	nonce := make([]byte, s.sealer.NonceSize(), s.sealer.NonceSize()+8+len(tok)+s.sealer.Overhead())
+	rand.Read(nonce)
+	plain := binary.BigEndian.AppendUint64(nil, uint64(end.Unix()))
+	plain = append(plain, tok...)
+	return base64.RawURLEncoding.EncodeToString(s.sealer.Seal(nonce, nonce, plain, []byte(SessionCookie)))
+}
+
+// errSession is wrapped by openSession's errors.
+var errSession = errors.New("no session")
+
+// openSession is the token of a cookie value sealSession made, while its
+// session lasts.
+func (s *Server) openSession(value string) (string, error) {
+	b, err := base64.RawURLEncoding.DecodeString(value)
+	n := s.sealer.NonceSize()
+	if err != nil || len(b) < n {
+		return "", fmt.Errorf("%w: not a sealed session", errSession)
+	}
+	plain, err := s.sealer.Open(nil, b[:n], b[n:], []byte(SessionCookie))
+	if err != nil || len(plain) < 8 {
+		return "", fmt.Errorf("%w: not sealed by this process (restarted since the login?)", errSession)
+	}
+	end := time.Unix(int64(binary.BigEndian.Uint64(plain)), 0)
+	if !s.cfg.Now().Before(end) {
+		return "", fmt.Errorf("%w: ended at %s", errSession, end.UTC().Format(time.RFC3339))
+	}
+	return string(plain[8:]), nil
 }
 
 // valid reports whether tok, which r carried, is accepted; every token is
@@ -72,7 +125,7 @@ func (s *Server) valid(r *http.Request, tok string) bool {
 
 // mayRead reports whether r may read the snapshot and the events.
 func (s *Server) mayRead(r *http.Request) bool {
-	return !s.cfg.AuthReads || s.valid(r, token(r))
+	return !s.cfg.AuthReads || s.valid(r, s.token(r))
 }
 
 // csrf is the CSRF token of a session: an HMAC of its token under the
@@ -133,10 +186,10 @@ func (s *Server) checkPost(r *http.Request, tok string) error {
 	return nil
 }
 
-// setSession stores tok in the session cookie.
-func setSession(w http.ResponseWriter, r *http.Request, tok string) {
+// setSession stores a session of tok, sealed, in the session cookie.
+func (s *Server) setSession(w http.ResponseWriter, r *http.Request, tok string) {
 	http.SetCookie(w, &http.Cookie{
-		Name: SessionCookie, Value: base64.RawURLEncoding.EncodeToString([]byte(tok)), Path: "/",
+		Name: SessionCookie, Value: s.sealSession(tok, s.cfg.Now().Add(sessionTTL)), Path: "/",
 		MaxAge: int(sessionTTL / time.Second), HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
 	})
 }

@@ -178,7 +178,7 @@ func (s *Server) sessionOf(r *http.Request, tok string) sessionInfo {
 }
 
 func (s *Server) session(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, http.StatusOK, s.sessionOf(r, cookieToken(r)))
+	writeJSON(w, http.StatusOK, s.sessionOf(r, s.cookieToken(r)))
 }
 
 func (s *Server) login(w http.ResponseWriter, r *http.Request) {
@@ -209,12 +209,12 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	s.metrics.logins.WithLabelValues("ok").Inc()
 	s.log.Info("dashboard login", "remote", r.RemoteAddr)
-	setSession(w, r, body.Token)
+	s.setSession(w, r, body.Token)
 	writeJSON(w, http.StatusOK, s.sessionOf(nil, body.Token))
 }
 
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
-	if err := s.checkPost(r, cookieToken(r)); err != nil {
+	if err := s.checkPost(r, s.cookieToken(r)); err != nil {
 		writeJSON(w, http.StatusForbidden, errorBody{err.Error()})
 		return
 	}
@@ -225,7 +225,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 // scale passes a scale button's request to the autoscaler's API with the
 // session's token.
 func (s *Server) scale(w http.ResponseWriter, r *http.Request) {
-	tok := cookieToken(r)
+	tok := s.cookieToken(r)
 	if !s.valid(r, tok) {
 		writeJSON(w, http.StatusUnauthorized, errorBody{"log in to scale services"})
 		return

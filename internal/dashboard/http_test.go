@@ -625,7 +625,8 @@ func TestGuessLimit(t *testing.T) {
 	if n := failed.Load(); n != 0 {
 		t.Fatalf("requests without a token counted as %d failed checks, want 0", n)
 	}
-	badCookie := map[string]string{"Cookie": SessionCookie + "=" + base64.RawURLEncoding.EncodeToString([]byte("guess"))}
+	// A session of a wrong token: a cookie of this process that holds one.
+	badCookie := map[string]string{"Cookie": SessionCookie + "=" + ts.sealSession("guess", ts.cfg.Now().Add(sessionTTL))}
 	if resp, body := ts.get(t, c, "/ui/session", badCookie); resp.StatusCode != 200 || sessionOf(t, body).LoggedIn {
 		t.Errorf("session of a wrong cookie: %d %s, want 200 not logged in", resp.StatusCode, body)
 	}
@@ -703,5 +704,52 @@ func TestAgentsJudgedByTheDashboardsClock(t *testing.T) {
 		if state["node2"] != want {
 			t.Errorf("after %s: node2's agent, silent since t0 with its stamp a year ahead, is %s, want %s", at.Sub(t0), state["node2"], want)
 		}
+	}
+}
+
+// TestSessionCookieHoldsNoToken: the session cookie goes wherever the
+// browser sends it — to every port of the host, into proxies' and
+// browsers' stores — and outlives its Max-Age wherever it is copied. It
+// must not be the token (it was the token in base64, valid as long as the
+// token), and the server ends a session after sessionTTL whatever the
+// client keeps.
+func TestSessionCookieHoldsNoToken(t *testing.T) {
+	const secret = "s3cret token"
+	in := cardsInput()
+	var now atomic.Int64
+	now.Store(in.Now.UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	ts := startServer(t, Config{Tokens: tokens(secret), Now: clock}, in)
+	c := ts.client(t)
+	resp, body := ts.post(t, c, "/ui/login", `{"token":"`+secret+`"}`, nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("login: %d %s", resp.StatusCode, body)
+	}
+	csrf := sessionOf(t, body).CSRF
+	var value string
+	for _, ck := range resp.Cookies() {
+		if ck.Name == SessionCookie {
+			value = ck.Value
+		}
+	}
+	if value == "" {
+		t.Fatal("login set no session cookie")
+	}
+	for _, enc := range []*base64.Encoding{base64.RawURLEncoding, base64.URLEncoding, base64.RawStdEncoding, base64.StdEncoding} {
+		if b, err := enc.DecodeString(value); err == nil && strings.Contains(string(b), secret) {
+			t.Fatalf("the session cookie %q is the token %q in base64", value, b)
+		}
+	}
+	cookie := map[string]string{"Cookie": SessionCookie + "=" + value}
+	if _, body := ts.get(t, http.DefaultClient, "/ui/session", cookie); !sessionOf(t, body).LoggedIn {
+		t.Fatalf("the session cookie alone is not a session: %s", body)
+	}
+
+	now.Add(int64(sessionTTL + time.Minute))
+	if _, body := ts.get(t, http.DefaultClient, "/ui/session", cookie); sessionOf(t, body).LoggedIn {
+		t.Errorf("a session cookie %s past its time still logs in: %s", sessionTTL+time.Minute, body)
+	}
+	if resp, _ := ts.post(t, http.DefaultClient, "/ui/scale/hello", `{"direction":"up"}`, map[string]string{"Cookie": SessionCookie + "=" + value, CSRFHeader: csrf}); resp.StatusCode != 401 {
+		t.Errorf("scale with a session cookie past its time: %d, want 401", resp.StatusCode)
 	}
 }
