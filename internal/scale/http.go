@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -300,6 +301,20 @@ func (a *API) toLeader(next http.HandlerFunc) http.Handler {
 	})
 }
 
+// listedLeader is err, but for a NotLeaderError naming a leader not among
+// Peer.Allow (--peers): that is the leader key's word only, so the caller
+// is not told to send its request, and its token, there (underlay scale
+// --follow-leader would); it is logged instead.
+func (a *API) listedLeader(err error) error {
+	var nl *NotLeaderError
+	allow := a.cfg.Peer.Allow
+	if !errors.As(err, &nl) || nl.Leader == "" || len(allow) == 0 || slices.Contains(allow, nl.Leader) {
+		return err
+	}
+	a.log.Warn("the leader key names an address not among --peers; not named to the caller", "leader", nl.Leader, "peers", allow)
+	return &NotLeaderError{Unknown: errors.New("the leader key names an address not among this instance's --peers")}
+}
+
 // dialable reports whether a leader's advertised address can be dialled:
 // host:port with a host that is not an unspecified address (":8000" or
 // "0.0.0.0:8000", the default when the leader listens on every interface).
@@ -399,7 +414,11 @@ func (a *API) webhook(w http.ResponseWriter, r *http.Request, body []byte, autos
 	results := a.c.HandleAlerts(r.Context(), msg, r.PathValue("service"), dir, "alertmanager "+source(r))
 	ans := webhookAnswer{Results: results}
 	code := http.StatusOK
-	for _, res := range results {
+	for i, res := range results {
+		if err := a.listedLeader(res.Err); err != res.Err {
+			res.Err, res.Reason = err, err.Error()
+			results[i] = res
+		}
 		if res.Err != nil && statusOf(res.Err) >= 500 {
 			code = http.StatusServiceUnavailable
 			ans.Error = res.Err.Error()
@@ -542,6 +561,7 @@ func source(r *http.Request) string {
 // leader in LeaderHeader and in the body.
 func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 	code := statusOf(err)
+	err = a.listedLeader(err)
 	body := struct {
 		errorBody
 		Leader string `json:"leader,omitempty"`

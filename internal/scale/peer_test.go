@@ -264,3 +264,54 @@ func TestPeerRequestForgeryAndReplay(t *testing.T) {
 		t.Errorf("forwarded to an instance without a peer secret: %d %s, want 401", code, b)
 	}
 }
+
+// TestPeersBoundTheLeaderNamed: with --peers, the leader key naming
+// another address is the word of whoever wrote the key; it is not named to
+// the caller — in X-Underlay-Leader or "leader", which underlay scale
+// --follow-leader sends its token to — however the follower answers:
+// without a peer secret, with forwarding off, or to a request marked as
+// passed on. Before, --peers held only when the follower could forward.
+func TestPeersBoundTheLeaderNamed(t *testing.T) {
+	const hijacked = "evil.example:8000"
+	peers := []string{"10.0.0.1:8000"}
+	am := amBody(firing("f1", "service", "web", "direction", "up"))
+	for _, c := range []struct {
+		name string
+		cfg  APIConfig
+		hdr  []string
+	}{
+		{"no peer secret", APIConfig{ForwardToLeader: true, Peer: PeerConfig{Allow: peers}}, nil},
+		{"forwarding off", APIConfig{Peer: PeerConfig{Allow: peers, Secret: StaticSecret(peerSecret)}}, nil},
+		{"marked as passed on", APIConfig{ForwardToLeader: true, Peer: PeerConfig{Allow: peers, Secret: StaticSecret(peerSecret)}}, []string{ForwardedHeader, "10.0.0.2:8000"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			follower := newAPIEnvWith(t, Config{Leadership: &fakeLeadership{leader: hijacked}}, c.cfg, svc("web", 1, "orbiter", "true"))
+			for _, req := range []struct{ path, body string }{
+				{"/v1/underlay/services/web/scale", `{"direction":"up"}`},
+				{"/v1/orbiter/handle/autoswarm/web/up", ""},
+				{"/v1/underlay/alertmanager", am},
+			} {
+				r, _ := http.NewRequest("POST", follower.srv.URL+req.path, strings.NewReader(req.body))
+				r.Header.Set("Authorization", "Bearer "+testToken)
+				for i := 0; i+1 < len(c.hdr); i += 2 {
+					r.Header.Set(c.hdr[i], c.hdr[i+1])
+				}
+				resp, err := http.DefaultClient.Do(r)
+				if err != nil {
+					t.Fatal(err)
+				}
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.StatusCode != 503 {
+					t.Errorf("%s: %d %s, want 503", req.path, resp.StatusCode, b)
+				}
+				if h := resp.Header.Get(LeaderHeader); h != "" {
+					t.Errorf("%s: %s: %q, an address not among --peers %v", req.path, LeaderHeader, h, peers)
+				}
+				if strings.Contains(string(b), `"leader":"`+hijacked) || strings.Contains(string(b), "leader at "+hijacked) {
+					t.Errorf("%s: %s names %s as the leader, an address not among --peers %v", req.path, b, hijacked, peers)
+				}
+			}
+		})
+	}
+}
