@@ -432,3 +432,21 @@ func TestWebhookUnknownServicesCostNoLookup(t *testing.T) {
 		t.Errorf("a known service: %d %v, want scaled", code, resultsOf(rs))
 	}
 }
+
+// TestNativeScaleBodyIsStrict: the native route's body is a direction or
+// a replica count, and nothing else: a field it does not know is refused,
+// named, rather than ignored — {"direction":"up","dry_run":true} scaled
+// for real, and {"direction":"up","replica":2} (a typo) stepped up
+// instead of setting 2.
+func TestNativeScaleBodyIsStrict(t *testing.T) {
+	e := newAPIEnv(t, Config{}, svc("web", 1, "orbiter", "true"))
+	for _, c := range []struct{ body, field string }{
+		{`{"direction":"up","dry_run":true}`, "dry_run"},
+		{`{"direction":"up","replica":2}`, "replica"},
+	} {
+		code, body := e.do(t, "POST", "/v1/underlay/services/web/scale", testToken, c.body)
+		if code != 400 || !strings.Contains(body, c.field) || e.swarm.replicas("web") != 1 {
+			t.Errorf("%s: %d %s, %d replicas; want 400 naming %s, nothing scaled", c.body, code, body, e.swarm.replicas("web"), c.field)
+		}
+	}
+}

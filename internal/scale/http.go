@@ -447,8 +447,8 @@ func (a *API) scaleNative(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var b scaleBody
-	if err := json.Unmarshal(body, &b); err != nil {
-		writeJSON(w, http.StatusBadRequest, errorBody{Error: "malformed JSON body: " + err.Error()})
+	if err := decodeStrict(body, &b); err != nil {
+		writeJSON(w, http.StatusBadRequest, errorBody{Error: "malformed JSON body: " + err.Error() + ` (want {"direction": "up"|"down"} or {"replicas": N})`})
 		return
 	}
 	var req Request
@@ -467,6 +467,21 @@ func (a *API) scaleNative(w http.ResponseWriter, r *http.Request) {
 		req.Direction = d
 	}
 	a.scale(w, r, req)
+}
+
+// decodeStrict decodes the JSON object b into v, refusing a field v does
+// not have, named — a field ignored would scale for real what its sender
+// meant otherwise (a "dry_run", a typo) — and anything after the object.
+func decodeStrict(b []byte, v any) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return err
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return errors.New("data after the JSON object")
+	}
+	return nil
 }
 
 func (a *API) history(w http.ResponseWriter, r *http.Request) {
