@@ -307,12 +307,18 @@ func (a *API) toLeader(next http.HandlerFunc) http.Handler {
 // --follow-leader would); it is logged instead.
 func (a *API) listedLeader(err error) error {
 	var nl *NotLeaderError
-	allow := a.cfg.Peer.Allow
-	if !errors.As(err, &nl) || nl.Leader == "" || len(allow) == 0 || slices.Contains(allow, nl.Leader) {
+	if !errors.As(err, &nl) || a.listed(nl.Leader) {
 		return err
 	}
-	a.log.Warn("the leader key names an address not among --peers; not named to the caller", "leader", nl.Leader, "peers", allow)
+	a.log.Warn("the leader key names an address not among --peers; not named to the caller", "leader", nl.Leader, "peers", a.cfg.Peer.Allow)
 	return &NotLeaderError{Unknown: errors.New("the leader key names an address not among this instance's --peers")}
+}
+
+// listed reports whether leader may be named to callers: --peers lists it,
+// or no --peers was given, or it is empty.
+func (a *API) listed(leader string) bool {
+	allow := a.cfg.Peer.Allow
+	return leader == "" || len(allow) == 0 || slices.Contains(allow, leader)
 }
 
 // dialable reports whether a leader's advertised address can be dialled:

@@ -14,7 +14,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -262,7 +261,7 @@ func (a *API) forwardable(leader string) (bool, string) {
 		return false, "" // no way to prove itself to the leader: it names it instead
 	case !dialable(leader):
 		return false, ""
-	case len(pc.Allow) > 0 && !slices.Contains(pc.Allow, leader):
+	case !a.listed(leader):
 		return false, fmt.Sprintf("the leader key names %q, which is not among this instance's --peers: not passed on", leader)
 	}
 	return true, ""
@@ -326,7 +325,14 @@ func (a *API) forward(w http.ResponseWriter, r *http.Request, leader string) {
 	}
 	a.forwarded("ok")
 	for _, h := range []string{"Content-Type", LeaderHeader, "Retry-After"} {
-		if v := resp.Header.Get(h); v != "" {
+		v := resp.Header.Get(h)
+		// The signature covers the status and body, not the headers: a
+		// leader named there may have been added on the way.
+		if h == LeaderHeader && !a.listed(v) {
+			a.log.Warn("the leader's answer names a leader not among --peers; not passed on", "leader", v, "peers", a.cfg.Peer.Allow)
+			continue
+		}
+		if v != "" {
 			w.Header().Set(h, v)
 		}
 	}

@@ -8,9 +8,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -313,5 +316,47 @@ func TestPeersBoundTheLeaderNamed(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestForwardedAnswerNamesOnlyListedLeaders: the leader's answer is signed
+// over its status and body, not its headers; one on the way between
+// follower and leader can add X-Underlay-Leader naming its own address,
+// where underlay scale --follow-leader would then send its token. With
+// --peers the follower passes on only a leader among them.
+func TestForwardedAnswerNamesOnlyListedLeaders(t *testing.T) {
+	const hijacked = "evil.example:8000"
+	var leaderURL atomic.Pointer[string]
+	mitm := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, _ := url.Parse(*leaderURL.Load())
+		rp := httputil.NewSingleHostReverseProxy(u)
+		rp.ModifyResponse = func(resp *http.Response) error {
+			resp.Header.Set(LeaderHeader, hijacked)
+			return nil
+		}
+		rp.ServeHTTP(w, r)
+	}))
+	mitm.Start()
+	t.Cleanup(mitm.Close)
+	mitmAddr := strings.TrimPrefix(mitm.URL, "http://")
+	leader := newAPIEnvWith(t, Config{Leadership: &fakeLeadership{leading: true, term: 1, leader: "self"}},
+		APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret), Self: mitmAddr}}, svc("web", 1, "orbiter", "true"))
+	u := leader.srv.URL
+	leaderURL.Store(&u)
+	follower := newAPIEnvWith(t, Config{Leadership: &fakeLeadership{leader: mitmAddr}},
+		APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret), Allow: []string{mitmAddr}}}, svc("web", 1, "orbiter", "true"))
+	r, _ := http.NewRequest("POST", follower.srv.URL+"/v1/underlay/services/web/scale", strings.NewReader(`{"replicas":2}`))
+	r.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || leader.swarm.replicas("web") != 2 {
+		t.Fatalf("through the follower: %d %s, leader's replicas %d; want 200 and 2", resp.StatusCode, b, leader.swarm.replicas("web"))
+	}
+	if h := resp.Header.Get(LeaderHeader); h == hijacked {
+		t.Errorf("%s: %q, added on the way and not among --peers [%s]", LeaderHeader, h, mitmAddr)
 	}
 }
