@@ -100,22 +100,8 @@ func runAgent(ctx context.Context, cmd *cobra.Command, f *agentFlags, log *slog.
 	if err != nil {
 		return err
 	}
-	if f.hostIP != "" && net.ParseIP(f.hostIP) == nil {
-		return fmt.Errorf("--host-ip %q: not an IP address", f.hostIP)
-	}
-	if f.resync <= 0 {
-		return fmt.Errorf("--resync %s: must be positive", f.resync)
-	}
-	if f.ipamSpares < 0 || f.ipamSpares > 64 {
-		return fmt.Errorf("--ipam-spares %d: want 0 to 64", f.ipamSpares)
-	}
-	if f.ipam && !f.networks && cmd.Flags().Changed("ipam") {
-		return errors.New("--ipam needs --networks: the IPAM plugin serves the cluster networks the agent realises (drop --networks=false, or add --ipam=false)")
-	}
-	if f.pprof != "" {
-		if err := profiling.CheckAddr(f.pprof); err != nil {
-			return fmt.Errorf("--pprof: %w", err)
-		}
+	if err := checkAgentFlags(f, cmd.Flags().Changed("ipam")); err != nil {
+		return err
 	}
 	// Socket activation (underlay-ipam.socket): systemd made the plugin's
 	// socket before dockerd started; the agent serves on it, never removes it.
@@ -165,6 +151,58 @@ func runAgent(ctx context.Context, cmd *cobra.Command, f *agentFlags, log *slog.
 		Version:        Version,
 	}
 	return agent.Run(ctx, cfg, agent.Clients{Docker: dockerAPI, Consul: consulAPI, ConsulHTTP: consulHTTP}, log)
+}
+
+// checkAgentFlags checks the agent's flags before it connects to anything:
+// a zero interval would make a ticker panic once the node has claimed its
+// identity, and a leak grace of zero would reclaim addresses Docker is
+// still handing to containers. ipamChanged says --ipam was given.
+func checkAgentFlags(f *agentFlags, ipamChanged bool) error {
+	if f.hostIP != "" && net.ParseIP(f.hostIP) == nil {
+		return fmt.Errorf("--host-ip %q: not an IP address", f.hostIP)
+	}
+	positive := []struct {
+		flag string
+		v    time.Duration
+	}{
+		{"resync", f.resync}, {"network-sync", f.networkSync}, {"ipam-sweep", f.ipamSweep}, {"ipam-leak-grace", f.ipamGrace},
+	}
+	for _, d := range positive {
+		if d.v <= 0 {
+			return fmt.Errorf("--%s %s: must be positive", d.flag, d.v)
+		}
+	}
+	orOff := []struct {
+		flag string
+		v    time.Duration
+	}{
+		{"ipam-node-timeout", f.ipamNodeTimeout}, {"task-metrics", f.taskMetrics}, {"doctor-interval", f.doctorInterval},
+	}
+	for _, d := range orOff {
+		if d.v < 0 {
+			return fmt.Errorf("--%s %s: want a positive duration, or 0 for off", d.flag, d.v)
+		}
+	}
+	switch register.DeregisterMode(f.deregister) {
+	case register.DeregisterAlways, register.DeregisterOnSuccess:
+	default:
+		return fmt.Errorf("--deregister %q: want always or on-success", f.deregister)
+	}
+	if f.workers < 1 {
+		return fmt.Errorf("--workers %d: want 1 or more", f.workers)
+	}
+	if f.ipamSpares < 0 || f.ipamSpares > 64 {
+		return fmt.Errorf("--ipam-spares %d: want 0 to 64", f.ipamSpares)
+	}
+	if f.ipam && !f.networks && ipamChanged {
+		return errors.New("--ipam needs --networks: the IPAM plugin serves the cluster networks the agent realises (drop --networks=false, or add --ipam=false)")
+	}
+	if f.pprof != "" {
+		if err := profiling.CheckAddr(f.pprof); err != nil {
+			return fmt.Errorf("--pprof: %w", err)
+		}
+	}
+	return nil
 }
 
 func parseLabelFilters(in []string) (map[string]string, error) {

@@ -102,3 +102,41 @@ func TestVersion(t *testing.T) {
 		t.Errorf("version printed %q", out.String())
 	}
 }
+
+// TestAgentBadIntervals checks that intervals, timeouts and counts that make
+// no sense fail before the agent does anything, naming the flag and its
+// value: a zero interval made a ticker panic once the node had claimed its
+// identity, and a zero leak grace reclaimed addresses still being handed
+// to containers. The context is already cancelled, so that a value let
+// through ends the run at once instead of waiting for Docker.
+func TestAgentBadIntervals(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix://"+t.TempDir()+"/no-docker.sock")
+	tests := []struct {
+		args    []string
+		wantErr string
+	}{
+		{[]string{"--network-sync", "0s"}, "--network-sync 0s"},
+		{[]string{"--network-sync", "-30s"}, "--network-sync -30s"},
+		{[]string{"--ipam-sweep", "0s"}, "--ipam-sweep 0s"},
+		{[]string{"--ipam-leak-grace", "0s"}, "--ipam-leak-grace 0s"},
+		{[]string{"--ipam-leak-grace", "-1m"}, "--ipam-leak-grace -1m0s"},
+		{[]string{"--ipam-node-timeout", "-1s"}, "--ipam-node-timeout -1s"},
+		{[]string{"--task-metrics", "-10s"}, "--task-metrics -10s"},
+		{[]string{"--doctor-interval", "-1m"}, "--doctor-interval -1m0s"},
+		{[]string{"--workers", "0"}, "--workers 0"},
+		{[]string{"--workers", "-4"}, "--workers -4"},
+		{[]string{"--deregister", "sometimes"}, `--deregister "sometimes"`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			var out, errOut bytes.Buffer
+			args := append([]string{"agent", "--consul-addr", "127.0.0.1:1", "--state-dir", ""}, tt.args...)
+			code := Run(ctx, args, IOStreams{Out: &out, ErrOut: &errOut})
+			if code == 0 || !strings.Contains(errOut.String(), tt.wantErr) {
+				t.Errorf("exit %d, stderr %q; want failure naming %q", code, errOut.String(), tt.wantErr)
+			}
+		})
+	}
+}
