@@ -299,6 +299,10 @@ func newNetworkRemoveCommand(f *networkFlags, streams IOStreams) *cobra.Command 
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			name := args[0]
+			// Checked first: rm marks the network deleting before it waits.
+			if timeout <= 0 {
+				return fmt.Errorf("--timeout %s: must be positive", timeout)
+			}
 			st, err := f.store()
 			if err != nil {
 				return err

@@ -1,0 +1,37 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+)
+
+// TestNetworkBadFlags checks that the network commands refuse bad values
+// before they read or write anything, naming the value. The context is
+// already cancelled and Consul unreachable, so that a value let through
+// fails on something else.
+func TestNetworkBadFlags(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix://"+t.TempDir()+"/no-docker.sock")
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		// rm marked the network deleting and removed the swarm network,
+		// then gave up at once.
+		{"rm zero timeout", []string{"network", "rm", "web", "--timeout", "0s"}, "--timeout 0s"},
+		{"rm negative timeout", []string{"network", "rm", "web", "--timeout", "-1m"}, "--timeout -1m0s"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			var out, errOut bytes.Buffer
+			code := Run(ctx, append(tt.args, "--consul-addr", "127.0.0.1:1"), IOStreams{Out: &out, ErrOut: &errOut})
+			if code == 0 || !strings.Contains(errOut.String(), tt.wantErr) {
+				t.Errorf("exit %d, stdout %.200q, stderr %q; want failure naming %q", code, out.String(), errOut.String(), tt.wantErr)
+			}
+		})
+	}
+}
