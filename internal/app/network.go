@@ -344,8 +344,8 @@ func newNetworkPlanCommand(streams IOStreams) *cobra.Command {
 			if err := netspec.Validate(s, nil); err != nil {
 				return err
 			}
-			if len(nodes) == 0 {
-				return errors.New("--nodes: name the nodes, in order, e.g. --nodes manager1,worker1")
+			if err := checkPlanNodes(nodes); err != nil {
+				return err
 			}
 			plans, err := netspec.Plan(s, nodes)
 			if err != nil {
@@ -359,6 +359,26 @@ func newNetworkPlanCommand(streams IOStreams) *cobra.Command {
 	cmd.Flags().StringSliceVar(&nodes, "nodes", nil, "node names, in order: the first gets the first range")
 	cmd.Flags().StringVar(&manager, "manager", "", "the manager that creates the swarm network (default: the first node)")
 	return cmd
+}
+
+// checkPlanNodes checks network plan's --nodes: each node is named once
+// (a node named twice would get two ranges and two config-only networks
+// of one name), and no name is empty.
+func checkPlanNodes(nodes []string) error {
+	if len(nodes) == 0 {
+		return errors.New("--nodes: name the nodes, in order, e.g. --nodes manager1,worker1")
+	}
+	seen := map[string]bool{}
+	for i, n := range nodes {
+		switch {
+		case strings.TrimSpace(n) == "":
+			return fmt.Errorf("--nodes %q: node %d has no name", strings.Join(nodes, ","), i+1)
+		case seen[n]:
+			return fmt.Errorf("--nodes %q: node %s is named twice", strings.Join(nodes, ","), n)
+		}
+		seen[n] = true
+	}
+	return nil
 }
 
 // shortID is a swarm node ID as `docker node ls` prints it.

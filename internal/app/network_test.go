@@ -13,6 +13,7 @@ import (
 // fails on something else.
 func TestNetworkBadFlags(t *testing.T) {
 	t.Setenv("DOCKER_HOST", "unix://"+t.TempDir()+"/no-docker.sock")
+	plan := []string{"network", "plan", "web", "--subnet", "10.0.0.0/24", "--gateway", "10.0.0.1", "--parent", "eth0"}
 	tests := []struct {
 		name    string
 		args    []string
@@ -22,6 +23,10 @@ func TestNetworkBadFlags(t *testing.T) {
 		// then gave up at once.
 		{"rm zero timeout", []string{"network", "rm", "web", "--timeout", "0s"}, "--timeout 0s"},
 		{"rm negative timeout", []string{"network", "rm", "web", "--timeout", "-1m"}, "--timeout -1m0s"},
+		// plan printed a plan for a node named "" and two ranges, two
+		// config-only networks of one name, for a node named twice.
+		{"plan empty node", append(plan, "--nodes", "a,,b"), `--nodes "a,,b": node 2 has no name`},
+		{"plan node twice", append(plan, "--nodes", "a,b,a"), `--nodes "a,b,a": node a is named twice`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
