@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -229,8 +230,10 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	if f.historyLimit <= 0 {
 		return fmt.Errorf("--history-limit %d: must be positive", f.historyLimit)
 	}
-	if f.historyPrefix == "" {
-		return errors.New("--history-prefix is empty")
+	// A prefix of slashes alone is the KV root: a service's records would
+	// sit under its bare name, and trimming them delete others' keys there.
+	if strings.Trim(f.historyPrefix, "/") == "" {
+		return fmt.Errorf("--history-prefix %q: want a Consul KV prefix such as %s", f.historyPrefix, adapter.DefaultHistoryPrefix)
 	}
 	if f.interval <= 0 {
 		return fmt.Errorf("--interval %s: must be positive", f.interval)

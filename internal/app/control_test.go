@@ -325,3 +325,35 @@ func TestScaleFollowLeader(t *testing.T) {
 		t.Errorf("with --follow-leader over http: %v, %d requests at the leader; want it followed once", err, seen())
 	}
 }
+
+// TestControlBadValues checks values control took before it served: the
+// context is already cancelled, Docker and Consul unreachable and the
+// port its own, so that a value let through ends the run at once, without
+// the error naming it.
+func TestControlBadValues(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(t.TempDir(), "no-docker.sock"))
+	tests := []struct {
+		name    string
+		args    []string
+		wantErr string
+	}{
+		// The records of service web went to web/ at the KV root, and
+		// trimming them to --history-limit deleted whatever else was
+		// under web/.
+		{name: "history prefix of slashes", args: []string{"--history-prefix", "/"}, wantErr: `--history-prefix "/"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			cmd := newControlCommand(&globalFlags{logLevel: "error", logFormat: "text"}, IOStreams{Out: io.Discard, ErrOut: io.Discard})
+			cmd.SetArgs(append([]string{"--insecure-no-auth", "--listen", "127.0.0.1:0", "--consul-addr", "127.0.0.1:1"}, tt.args...))
+			cmd.SetOut(io.Discard)
+			cmd.SetErr(io.Discard)
+			err := cmd.ExecuteContext(ctx)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("err = %v, want one containing %q", err, tt.wantErr)
+			}
+		})
+	}
+}
