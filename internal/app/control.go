@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"os"
@@ -237,6 +238,11 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	}
 	if f.interval <= 0 {
 		return fmt.Errorf("--interval %s: must be positive", f.interval)
+	}
+	// NaN compares as neither negative nor positive: it turned off the
+	// rate limit and the limit on token guesses alike.
+	if math.IsNaN(f.limits.RateLimit) || math.IsInf(f.limits.RateLimit, 0) {
+		return fmt.Errorf("--rate-limit %g: want a number of requests a second (a negative one disables the limit)", f.limits.RateLimit)
 	}
 	if f.limits.MaxEventReaders <= 0 || f.limits.RateBurst <= 0 || f.limits.RateLimit == 0 {
 		return fmt.Errorf("--max-event-readers %d, --rate-burst %d, --rate-limit %g: want positive numbers (a negative --rate-limit disables it)",

@@ -341,6 +341,10 @@ func TestControlBadValues(t *testing.T) {
 		// trimming them to --history-limit deleted whatever else was
 		// under web/.
 		{name: "history prefix of slashes", args: []string{"--history-prefix", "/"}, wantErr: `--history-prefix "/"`},
+		// NaN is not negative, yet it turned off the rate limit and the
+		// limit on token guesses.
+		{name: "rate limit not a number", args: []string{"--rate-limit", "NaN"}, wantErr: "--rate-limit NaN"},
+		{name: "rate limit infinite", args: []string{"--rate-limit", "+Inf"}, wantErr: "--rate-limit +Inf"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
