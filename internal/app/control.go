@@ -253,6 +253,13 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 			return fmt.Errorf("--peers %q: want host:port, as the instances' --advertise: %w", p, err)
 		}
 	}
+	// Followers dial the leader's advertised host:port, and requests passed
+	// on must name it: anything else is written to the leader key in vain.
+	if f.advertise != "" {
+		if host, port, err := net.SplitHostPort(f.advertise); err != nil || host == "" || port == "" {
+			return fmt.Errorf("--advertise %q: want host:port, as followers and clients reach this instance", f.advertise)
+		}
+	}
 	secret, peerSecret, err := controlSecrets(f, log)
 	if err != nil {
 		return err

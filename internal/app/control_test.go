@@ -345,6 +345,9 @@ func TestControlBadValues(t *testing.T) {
 		// limit on token guesses.
 		{name: "rate limit not a number", args: []string{"--rate-limit", "NaN"}, wantErr: "--rate-limit NaN"},
 		{name: "rate limit infinite", args: []string{"--rate-limit", "+Inf"}, wantErr: "--rate-limit +Inf"},
+		// Followers pass requests on to the leader's host:port: a leader
+		// advertising this could never be reached.
+		{name: "advertise without a port", args: []string{"--leader-election", "--advertise", "control1"}, wantErr: `--advertise "control1"`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
