@@ -77,8 +77,8 @@ func newLabUpCommand(g *globalFlags, streams IOStreams, f *labFlags) *cobra.Comm
 					f.cfg.Systemd = old.Systemd
 				}
 			}
-			if f.cfg.Nodes == 0 {
-				return fmt.Errorf("--nodes 0: want 1 to %d", lab.MaxNodes)
+			if err := checkLabCounts(f.cfg); err != nil {
+				return err
 			}
 			if !f.cfg.NoAgent || f.cfg.VM {
 				var err error
@@ -107,6 +107,15 @@ func newLabUpCommand(g *globalFlags, streams IOStreams, f *labFlags) *cobra.Comm
 	fl.BoolVar(&f.cfg.VM, "vm", false, "nodes are QEMU VMs booting Debian's kernel: bond0 of two NICs, VLANs 40 and 41, the underlay on bond0.40")
 	fl.BoolVar(&f.cfg.Systemd, "systemd", false, "VM nodes boot systemd, with a disk: dockerd and Consul are units, what is installed survives `systemctl reboot` (with --vm)")
 	return cmd
+}
+
+// checkLabCounts refuses the counts lab.Up would take as "the default"
+// when zero, so that a 0 given is not run as something else.
+func checkLabCounts(cfg lab.Config) error {
+	if cfg.Nodes == 0 {
+		return fmt.Errorf("--nodes 0: want 1 to %d", lab.MaxNodes)
+	}
+	return nil
 }
 
 // underlayBinary is the binary the nodes run as their agent: $UNDERLAY_BIN,
