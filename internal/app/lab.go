@@ -112,8 +112,13 @@ func newLabUpCommand(g *globalFlags, streams IOStreams, f *labFlags) *cobra.Comm
 // checkLabCounts refuses the counts lab.Up would take as "the default"
 // when zero, so that a 0 given is not run as something else.
 func checkLabCounts(cfg lab.Config) error {
-	if cfg.Nodes == 0 {
+	switch {
+	case cfg.Nodes == 0:
 		return fmt.Errorf("--nodes 0: want 1 to %d", lab.MaxNodes)
+	case cfg.Managers == 0:
+		return fmt.Errorf("--managers 0: want 1 to the node count (%d)", cfg.Nodes)
+	case cfg.ConsulServers == 0:
+		return errors.New("--consul-servers 0: want 1 or 3")
 	}
 	return nil
 }

@@ -20,6 +20,9 @@ func TestCheckLabCounts(t *testing.T) {
 		wantErr string
 	}{
 		{"no nodes", func(c *lab.Config) { c.Nodes = 0 }, "--nodes 0"},
+		// Both were run as 1.
+		{"no managers", func(c *lab.Config) { c.Managers = 0 }, "--managers 0"},
+		{"no consul servers", func(c *lab.Config) { c.ConsulServers = 0 }, "--consul-servers 0"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
