@@ -115,6 +115,12 @@ func (sf *specFlags) spec(name string) (netspec.Spec, error) {
 			errs = append(errs, fmt.Errorf("--aux-address %q: want NAME=IP", a))
 			continue
 		}
+		if prev, ok := s.Aux[k]; ok {
+			// The later would replace it, and the address it reserved be
+			// handed to a container.
+			errs = append(errs, fmt.Errorf("--aux-address %q: %s is already %s", a, k, prev))
+			continue
+		}
 		if s.Aux == nil {
 			s.Aux = map[string]netip.Addr{}
 		}
