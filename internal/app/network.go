@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
 
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/dockerhost"
@@ -57,10 +58,13 @@ type specFlags struct {
 	driver, ipvlanMode                                 string
 	aux                                                []string
 	perNodeSize, vlan                                  int
+	// fs tells the flags given from the defaults.
+	fs *pflag.FlagSet
 }
 
 func (sf *specFlags) add(cmd *cobra.Command) {
 	fl := cmd.Flags()
+	sf.fs = fl
 	fl.StringVar(&sf.subnet, "subnet", "", "IPv4 subnet of the existing network, CIDR (required)")
 	fl.StringVar(&sf.gateway, "gateway", "", "the network's router (required)")
 	fl.StringVar(&sf.parent, "parent", "", "host interface carrying the network on every node (required); a VLAN sub-interface such as bond0.40 is made where missing")
@@ -82,6 +86,10 @@ func (sf *specFlags) spec(name string) (netspec.Spec, error) {
 		s.Driver = "" // the default, as stored by versions without drivers
 	}
 	var errs []error
+	if sf.fs != nil && sf.fs.Changed("per-node-size") && s.IPAM == netspec.Cluster {
+		// Stored and listed, it would mean nothing: one pool serves every node.
+		errs = append(errs, fmt.Errorf("--per-node-size %d with --ipam cluster: cluster IPAM has no per-node ranges, every node draws from one pool (drop --per-node-size)", sf.perNodeSize))
+	}
 	if p, err := netspec.WithVLAN(sf.parent, sf.vlan); err != nil {
 		errs = append(errs, err)
 	} else {

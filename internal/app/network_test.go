@@ -30,6 +30,10 @@ func TestNetworkBadFlags(t *testing.T) {
 		// The first address was dropped: no longer reserved, Docker could
 		// hand it to a container.
 		{"aux name twice", append(plan, "--nodes", "a", "--aux-address", "x=10.0.0.5", "--aux-address", "x=10.0.0.6"), `--aux-address "x=10.0.0.6": x is already 10.0.0.5`},
+		// Cluster IPAM has no per-node ranges: the size was stored and
+		// listed, and meant nothing.
+		{"per-node size with cluster IPAM", []string{"network", "create", "web", "--subnet", "10.0.0.0/24", "--gateway", "10.0.0.1", "--parent", "eth0",
+			"--ipam", "cluster", "--per-node-size", "16"}, "--per-node-size 16 with --ipam cluster"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
