@@ -28,8 +28,8 @@ func NewPrometheus(base string, client *http.Client) (*Prometheus, error) {
 		base = "http://" + base
 	}
 	u, err := url.Parse(base)
-	if err != nil || u.Host == "" {
-		return nil, fmt.Errorf("prometheus address %q: want http://HOST:PORT", base)
+	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return nil, fmt.Errorf("prometheus address %q: want http://HOST:PORT or https://HOST:PORT", base)
 	}
 	if client == nil {
 		client = &http.Client{Timeout: 10 * time.Second}

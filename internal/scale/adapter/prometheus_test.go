@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -56,5 +57,22 @@ func TestPrometheusQuery(t *testing.T) {
 	}
 	if _, err := NewPrometheus("http://", nil); err == nil {
 		t.Error("NewPrometheus accepted an address without a host")
+	}
+}
+
+// TestNewPrometheusBadAddress: an address Prometheus's HTTP API cannot be
+// reached at is refused, named, when control starts — a scheme other than
+// http or https was taken, and every query then failed at each evaluation.
+func TestNewPrometheusBadAddress(t *testing.T) {
+	for _, addr := range []string{"http://", "ftp://prom:9090", "unix:///run/prometheus.sock"} {
+		_, err := NewPrometheus(addr, nil)
+		if err == nil || !strings.Contains(err.Error(), strconv.Quote(addr)) {
+			t.Errorf("NewPrometheus(%q): %v, want an error naming it", addr, err)
+		}
+	}
+	for _, addr := range []string{"127.0.0.1:9090", "https://prom.example:9090/prometheus"} {
+		if _, err := NewPrometheus(addr, nil); err != nil {
+			t.Errorf("NewPrometheus(%q): %v", addr, err)
+		}
 	}
 }
