@@ -58,6 +58,9 @@ against --cacert (mutual TLS with --cert and --key).`,
 			return errors.New("want SERVICE up|down, or SERVICE --to N (or a subcommand: ls, history)")
 		},
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkServiceName(args[0]); err != nil {
+				return err
+			}
 			var dir scale.Direction
 			replicas := -1
 			if cmd.Flags().Changed("to") {
@@ -152,6 +155,9 @@ func newScaleHistoryCommand(f *scaleFlags, streams IOStreams) *cobra.Command {
 		Short: "Print a service's scaling decisions, oldest first",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := checkServiceName(args[0]); err != nil {
+				return err
+			}
 			c, err := f.client()
 			if err != nil {
 				return err
@@ -178,6 +184,16 @@ func newScaleHistoryCommand(f *scaleFlags, streams IOStreams) *cobra.Command {
 			return tw.Flush()
 		},
 	}
+}
+
+// checkServiceName refuses an empty SERVICE before any call: its path
+// would be /v1/underlay/services//…, which control answers with a
+// redirect that names nothing.
+func checkServiceName(name string) error {
+	if strings.TrimSpace(name) == "" {
+		return fmt.Errorf("SERVICE %q: the service name is empty", name)
+	}
+	return nil
 }
 
 // client is the control API client of the flags.
