@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -193,6 +194,11 @@ func checkAgentFlags(f *agentFlags, ipamChanged bool) error {
 	}
 	if f.ipamSpares < 0 || f.ipamSpares > 64 {
 		return fmt.Errorf("--ipam-spares %d: want 0 to 64", f.ipamSpares)
+	}
+	// dockerd finds the plugin by its absolute path in its plugin
+	// directory; anything else fails every retry, or is never found.
+	if s := f.ipamSocket; f.ipam && f.networks && (!filepath.IsAbs(s) || strings.HasSuffix(s, "/")) {
+		return fmt.Errorf("--ipam-socket %q: want the absolute path of the plugin's socket, such as %s", s, ipam.DefaultSocket)
 	}
 	if f.ipam && !f.networks && ipamChanged {
 		return errors.New("--ipam needs --networks: the IPAM plugin serves the cluster networks the agent realises (drop --networks=false, or add --ipam=false)")

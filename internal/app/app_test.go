@@ -126,6 +126,10 @@ func TestAgentBadIntervals(t *testing.T) {
 		{[]string{"--workers", "0"}, "--workers 0"},
 		{[]string{"--workers", "-4"}, "--workers -4"},
 		{[]string{"--deregister", "sometimes"}, `--deregister "sometimes"`},
+		// The plugin was never served (retried every 10 s, logged), or
+		// served where dockerd does not look for it.
+		{[]string{"--ipam-socket", ""}, `--ipam-socket ""`},
+		{[]string{"--ipam-socket", "underlay.sock"}, `--ipam-socket "underlay.sock"`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
