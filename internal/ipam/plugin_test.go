@@ -259,3 +259,38 @@ func TestFailedServeLeavesNoGoroutine(t *testing.T) {
 		t.Errorf("%d goroutines after 20 failed serves, %d before", n, before)
 	}
 }
+
+// TestPluginRefusesInvalidSpecs: a spec written to KV past `network
+// create` that fails its checks is refused by the plugin as the agents
+// refuse it, naming the network and the problem: no pool, no address
+// (here one of an ip range outside the subnet, which Docker would have
+// taken for a container on the subnet).
+func TestPluginRefusesInvalidSpecs(t *testing.T) {
+	kv := kvtest.New()
+	_, call := pluginFor(t, kv, "n1")
+	bad := netspec.Spec{Name: "bad", Subnet: netip.MustParsePrefix("10.91.0.0/24"), Gateway: netip.MustParseAddr("10.91.0.1"),
+		IPRange: netip.MustParsePrefix("10.99.0.0/28"), Parent: "eth2", IPAM: netspec.Cluster}
+	b, _ := json.Marshal(bad)
+	kv.Put(context.Background(), netspec.KVPrefix+"bad/spec", b)
+	for _, c := range []struct {
+		method string
+		req    map[string]any
+	}{
+		{"IpamDriver.RequestPool", map[string]any{"Pool": "10.91.0.0/24"}},
+		{"IpamDriver.RequestAddress", map[string]any{"PoolID": "bad/v4"}},
+		{"IpamDriver.RequestAddress", map[string]any{"PoolID": "bad/v4", "Address": "10.99.0.5"}},
+	} {
+		code, out := call(c.method, c.req)
+		if msg, _ := out["Err"].(string); code != 500 || !strings.Contains(msg, `"bad"`) || !strings.Contains(msg, "10.99.0.0/28") {
+			t.Errorf("%s %v: %d %v, want refused naming the network and its bad ip range", c.method, c.req, code, out)
+		}
+	}
+	all, _ := Allocations(context.Background(), kv, PoolOf4(bad))
+	if len(all) != 0 {
+		t.Errorf("allocations in the refused network: %v", all)
+	}
+	// The valid network beside it is served.
+	if code, out := call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4"}); code != 200 {
+		t.Errorf("request in lan/v4: %d %v", code, out)
+	}
+}

@@ -19,22 +19,23 @@ type SpecPools struct {
 
 // PoolFor implements PoolSource.
 func (s SpecPools) PoolFor(ctx context.Context, subnet netip.Prefix) (Pool, netip.Addr, error) {
-	specs, err := s.Store.Specs(ctx)
+	specs, refused, err := s.checkedSpecs(ctx)
 	if err != nil {
-		return Pool{}, netip.Addr{}, fmt.Errorf("read network specs: %w", err)
+		return Pool{}, netip.Addr{}, err
 	}
 	for _, spec := range specs {
 		if spec.IPAM != netspec.Cluster || spec.Deleting {
 			continue
 		}
-		if spec.Subnet == subnet {
-			p, gw := s.pool(spec, false)
-			return p, gw, nil
+		v6 := spec.IPv6Subnet.IsValid() && spec.IPv6Subnet == subnet
+		if spec.Subnet != subnet && !v6 {
+			continue
 		}
-		if spec.IPv6Subnet.IsValid() && spec.IPv6Subnet == subnet {
-			p, gw := s.pool(spec, true)
-			return p, gw, nil
+		if err := refused[spec.Name]; err != nil {
+			return Pool{}, netip.Addr{}, refusedSpec(spec.Name, err)
 		}
+		p, gw := s.pool(spec, v6)
+		return p, gw, nil
 	}
 	return Pool{}, netip.Addr{}, fmt.Errorf("no underlay network with cluster IPAM has subnet %s; create it with `underlay network create … --ipam cluster`", subnet)
 }
@@ -55,8 +56,34 @@ func (s SpecPools) PoolByID(ctx context.Context, id string) (Pool, netip.Addr, e
 	if fam == "v6" && !spec.IPv6Subnet.IsValid() {
 		return Pool{}, netip.Addr{}, fmt.Errorf("pool id %q: network %s has no IPv6 subnet", id, name)
 	}
+	_, refused, err := s.checkedSpecs(ctx)
+	if err != nil {
+		return Pool{}, netip.Addr{}, err
+	}
+	if err := refused[name]; err != nil {
+		return Pool{}, netip.Addr{}, refusedSpec(name, err)
+	}
 	p, gw := s.pool(spec, fam == "v6")
 	return p, gw, nil
+}
+
+// checkedSpecs reads every spec and judges them as the agents do
+// (netspec.CheckStored): a spec written to KV past `network create` that
+// fails its checks is realised by no agent, so no pool is served from it
+// either — its range could lie outside its subnet, or in another
+// network's.
+func (s SpecPools) checkedSpecs(ctx context.Context) ([]netspec.Spec, map[string]error, error) {
+	specs, err := s.Store.Specs(ctx)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read network specs: %w", err)
+	}
+	return specs, netspec.CheckStored(specs), nil
+}
+
+func refusedSpec(name string, err error) error {
+	// One line: Docker shows it as the task's error.
+	return fmt.Errorf("network %q: spec refused, it fails the checks of `underlay network create` (fix it, or `underlay network rm %s`): %s",
+		name, name, strings.ReplaceAll(err.Error(), "\n", "; "))
 }
 
 // PoolOf is the pool of a spec's IPv4 (or, with v6, IPv6) subnet, and its gateway.
