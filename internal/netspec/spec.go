@@ -119,6 +119,12 @@ func Validate(s Spec, existing []Spec) error {
 		if o.Parent == s.Parent {
 			bad("parent %s already carries network %q: Docker allows one macvlan or ipvlan network per parent interface", s.Parent, o.Name)
 		}
+		// Shim names are a 32-bit hash of the network's name: two networks
+		// with one name would replace each other's shim at every sync, and
+		// removing either would delete the other's.
+		if shim := ShimLinkName(s.Name); shim == ShimLinkName(o.Name) {
+			bad("host shim link %s is also network %q's (the names hash alike): choose another name", shim, o.Name)
+		}
 	}
 	return errors.Join(errs...)
 }

@@ -207,6 +207,11 @@ func TestValidate(t *testing.T) {
 		{name: "same parent", edit: func(*Spec) {},
 			existing: []Spec{func() Spec { o := other(); o.Parent = "eth0"; return o }()},
 			want:     []string{`parent eth0 already carries network "other"`}},
+		// net162789 and net379192 hash alike (FNV-32a): both would have
+		// host shim ul-f8d0434b, each replacing the other's.
+		{name: "same shim link name", edit: func(s *Spec) { s.Name = "net162789" },
+			existing: []Spec{func() Spec { o := other(); o.Name = "net379192"; return o }()},
+			want:     []string{`host shim link ul-f8d0434b is also network "net379192"'s`}},
 		{name: "conflicts with several existing", edit: func(*Spec) {},
 			existing: []Spec{
 				func() Spec { o := other(); o.Name, o.Subnet = "wide", p("192.168.0.0/16"); return o }(),
