@@ -219,13 +219,21 @@ func (pl *Plugin) pool(ctx context.Context, id string) (poolEntry, error) {
 	return e, nil
 }
 
+// maxBody bounds a request body: Docker's are a few hundred bytes.
+const maxBody = 1 << 20
+
 // reply adapts a typed handler to Docker's plugin wire format: JSON in,
 // JSON out, errors as {"Err": "..."} with status 500.
 func reply[Req any](h func(context.Context, Req) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/vnd.docker.plugins.v1.2+json")
 		var req Req
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+		// Bounded: the decoder holds a whole JSON value in memory.
+		body := http.MaxBytesReader(w, r.Body, maxBody)
+		if err := json.NewDecoder(body).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+			if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
+				err = fmt.Errorf("larger than %d bytes", tooLarge.Limit)
+			}
 			writeErr(w, fmt.Errorf("bad request body: %w", err))
 			return
 		}

@@ -294,3 +294,22 @@ func TestPluginRefusesInvalidSpecs(t *testing.T) {
 		t.Errorf("request in lan/v4: %d %v", code, out)
 	}
 }
+
+// TestPluginRefusesHugeBodies: a request body far over any Docker sends
+// is refused, saying so, before it is read whole into memory, and
+// allocates nothing.
+func TestPluginRefusesHugeBodies(t *testing.T) {
+	kv := kvtest.New()
+	pl, _ := pluginFor(t, kv, "n1")
+	body := `{"PoolID":"lan/v4","Options":{"x":"` + strings.Repeat("a", 4<<20) + `"}}`
+	rec := httptest.NewRecorder()
+	pl.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "/IpamDriver.RequestAddress", strings.NewReader(body)))
+	var out map[string]string
+	json.Unmarshal(rec.Body.Bytes(), &out)
+	if rec.Code != 500 || !strings.Contains(out["Err"], "larger than") {
+		t.Errorf("a 4 MiB request: %d %v, want refused as too large", rec.Code, out)
+	}
+	if all, _ := Allocations(context.Background(), kv, PoolOf4(lanSpec)); len(all) != 0 {
+		t.Errorf("allocated %v for it", all)
+	}
+}
