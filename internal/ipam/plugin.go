@@ -109,9 +109,24 @@ func (pl *Plugin) requestPool(ctx context.Context, r poolRequest) (any, error) {
 	if err != nil {
 		return nil, fmt.Errorf("pool %q: not a CIDR", r.Pool)
 	}
+	if subnet.Addr().Is6() != r.V6 {
+		return nil, fmt.Errorf("pool %s asked for with V6 %t: the subnet's family and the request's differ", subnet, r.V6)
+	}
 	p, gw, err := pl.Pools.PoolFor(ctx, subnet.Masked())
 	if err != nil {
 		return nil, err
+	}
+	// The pool hands out its network's range whatever is asked: a
+	// narrower one (docker network create --ip-range) would be ignored.
+	if r.SubPool != "" {
+		sub, err := netip.ParsePrefix(r.SubPool)
+		if err != nil {
+			return nil, fmt.Errorf("sub-pool %q: not a CIDR", r.SubPool)
+		}
+		if sub.Masked() != p.allocRange() {
+			return nil, fmt.Errorf("sub-pool %s (--ip-range): network %s hands out addresses of %s; give the range to `underlay network create --ip-range`",
+				sub, p.Network, p.allocRange())
+		}
 	}
 	pl.mu.Lock()
 	if pl.pools == nil {

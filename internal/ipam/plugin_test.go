@@ -313,3 +313,36 @@ func TestPluginRefusesHugeBodies(t *testing.T) {
 		t.Errorf("allocated %v for it", all)
 	}
 }
+
+// TestRequestPoolRefusesWhatItWouldNotHonour: a sub-pool (docker network
+// create --ip-range) other than the network's own range, and a family
+// other than the subnet's, are refused, naming them: the pool's addresses
+// would not be what was asked for.
+func TestRequestPoolRefusesWhatItWouldNotHonour(t *testing.T) {
+	_, call := pluginFor(t, kvtest.New(), "n1")
+	for _, c := range []struct {
+		req  map[string]any
+		want string
+	}{
+		{map[string]any{"Pool": "10.90.0.0/24", "SubPool": "10.90.0.0/28"}, "10.90.0.0/28"},
+		{map[string]any{"Pool": "10.90.0.0/24", "SubPool": "10.90.0.0"}, `"10.90.0.0"`},
+		{map[string]any{"Pool": "10.90.0.0/24", "V6": true}, "10.90.0.0/24"},
+		{map[string]any{"Pool": "fd00:90::/64", "V6": false}, "fd00:90::/64"},
+		{map[string]any{"Pool": "fd00:90::/64", "SubPool": "fd00:90::/80", "V6": true}, "fd00:90::/80"},
+	} {
+		code, out := call("IpamDriver.RequestPool", c.req)
+		if msg, _ := out["Err"].(string); code != 500 || !strings.Contains(msg, c.want) {
+			t.Errorf("RequestPool %v: %d %v, want refused naming %s", c.req, code, out, c.want)
+		}
+	}
+	for _, req := range []map[string]any{
+		{"Pool": "10.90.0.0/24"},
+		{"Pool": "10.90.0.0/24", "SubPool": "10.90.0.128/25"},
+		{"Pool": "fd00:90::/64", "V6": true},
+		{"Pool": "fd00:90::/64", "SubPool": "fd00:90::/64", "V6": true},
+	} {
+		if code, out := call("IpamDriver.RequestPool", req); code != 200 {
+			t.Errorf("RequestPool %v: %d %v", req, code, out)
+		}
+	}
+}
