@@ -355,6 +355,10 @@ func (a *Allocator) releaseBatch(ctx context.Context, reqs []*request) {
 			switch holder, ok := refused[r.release]; {
 			case err != nil:
 				r.done <- result{err: fmt.Errorf("release %s in %s: %w", r.release, p.ID(), err)}
+			case ok && holder.Node == a.node && holder.Kind == KindShim:
+				a.log.Warn("refused to release this node's host shim address", "pool", p.ID(), "addr", r.release)
+				r.done <- result{err: fmt.Errorf("address %s in %s is this node's host shim address, never Docker's: %w; it goes when the network leaves this node",
+					r.release, p.ID(), ErrNotHeld)}
 			case ok:
 				a.log.Warn("refused to release an address this node does not hold", "pool", p.ID(), "addr", r.release, "holder", holder.Node, "kind", holder.Kind)
 				r.done <- result{err: fmt.Errorf("address %s in %s is held by node %s (%s), not this node (%s): %w; only its node, or the reclaim of a departed node, frees it",

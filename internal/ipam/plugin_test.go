@@ -346,3 +346,23 @@ func TestRequestPoolRefusesWhatItWouldNotHonour(t *testing.T) {
 		}
 	}
 }
+
+// TestReleaseOfTheShimIsRefused: a ReleaseAddress of this node's host
+// shim address (Docker never got it) frees nothing, and says it is the
+// shim rather than another node's.
+func TestReleaseOfTheShimIsRefused(t *testing.T) {
+	kv := kvtest.New()
+	pl, call := pluginFor(t, kv, "n1")
+	shim, err := pl.Alloc.Shim(context.Background(), PoolOf4(lanSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out := call("IpamDriver.ReleaseAddress", map[string]any{"PoolID": "lan/v4", "Address": shim.String()})
+	msg, _ := out["Err"].(string)
+	if code != 500 || !strings.Contains(msg, shim.String()) || !strings.Contains(msg, "host shim") || strings.Contains(msg, "not this node") {
+		t.Errorf("releasing the shim %s: %d %v, want refused as this node's host shim", shim, code, out)
+	}
+	if all, _ := Allocations(context.Background(), kv, PoolOf4(lanSpec)); all[shim].Kind != KindShim || all[shim].Node != "n1" {
+		t.Errorf("shim %s after the release: %+v", shim, all[shim])
+	}
+}
