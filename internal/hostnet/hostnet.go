@@ -196,7 +196,7 @@ func apply(w Want, r Repair) error {
 		}
 		return netlink.SetPromiscOn(parent)
 	case ShimReplace:
-		return RemoveShim(w.ShimLink)
+		return RemoveShim(w.ShimLink, w.Network)
 	case ShimCreate:
 		parent, err := netlink.LinkByName(w.Parent)
 		if err != nil {
@@ -237,9 +237,11 @@ func apply(w Want, r Repair) error {
 	return fmt.Errorf("unknown repair %q", r)
 }
 
-// RemoveShim deletes a shim link (and so its address and routes); removing
-// an absent one succeeds.
-func RemoveShim(name string) error {
+// RemoveShim deletes network's shim link, name (and so its address and
+// routes); removing an absent one succeeds. A link of that name underlay
+// did not make for network (ShimOf) is left alone, with an error wrapping
+// ErrForeignLink.
+func RemoveShim(name, network string) error {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
@@ -247,6 +249,9 @@ func RemoveShim(name string) error {
 			return nil
 		}
 		return err
+	}
+	if a := l.Attrs(); !ShimOf(Link{Name: a.Name, Type: l.Type(), Alias: a.Alias}, network) {
+		return fmt.Errorf("link %s (%s, alias %q): %w %s, left alone; rename or remove it", name, l.Type(), a.Alias, ErrForeignLink, network)
 	}
 	return netlink.LinkDel(l)
 }

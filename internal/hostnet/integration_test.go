@@ -1,6 +1,7 @@
 package hostnet_test
 
 import (
+	"errors"
 	"net/netip"
 	"testing"
 
@@ -19,7 +20,7 @@ func TestIntegrationEnsureAndRepair(t *testing.T) {
 		Parent: parent, ShimLink: "uls" + testenv.ID(t)[:6], Network: "pool",
 		Shim: netip.MustParseAddr("10.199.7.1"), Route: netip.MustParsePrefix("10.199.7.0/28"),
 	}
-	t.Cleanup(func() { hostnet.RemoveShim(w.ShimLink) })
+	t.Cleanup(func() { hostnet.RemoveShim(w.ShimLink, w.Network) })
 	var h hostnet.Host
 
 	ensure := func(wantRepairs int) {
@@ -64,10 +65,17 @@ func TestIntegrationEnsureAndRepair(t *testing.T) {
 	netlink.SetPromiscOff(p)
 	ensure(5)
 
-	if err := hostnet.RemoveShim(w.ShimLink); err != nil {
+	// Another network's shim of that name (or anyone's link) stays.
+	if err := hostnet.RemoveShim(w.ShimLink, "other"); !errors.Is(err, hostnet.ErrForeignLink) {
+		t.Errorf("removing %s as network other's shim: %v, want it left alone", w.ShimLink, err)
+	}
+	if _, err := netlink.LinkByName(w.ShimLink); err != nil {
+		t.Errorf("network %s's shim after a removal as another's: %v", w.Network, err)
+	}
+	if err := hostnet.RemoveShim(w.ShimLink, w.Network); err != nil {
 		t.Fatal(err)
 	}
-	if err := hostnet.RemoveShim(w.ShimLink); err != nil {
+	if err := hostnet.RemoveShim(w.ShimLink, w.Network); err != nil {
 		t.Errorf("removing an absent shim: %v", err)
 	}
 	if _, err := h.Ensure(hostnet.Want{Parent: "nosuch0", ShimLink: w.ShimLink}); err == nil {

@@ -27,6 +27,21 @@ type Link struct {
 	Alias string
 }
 
+// ErrForeignLink marks a link that bears a shim's name but that underlay
+// did not make for the network: it is left alone.
+var ErrForeignLink = errors.New("not underlay's shim of the network")
+
+// ShimOf reports whether l is the shim underlay made for network: a
+// macvlan or ipvlan marked with its ShimAlias, or unmarked (made before
+// shims were marked) and named as the agent names them. Any other kind or
+// mark was made by someone else, or for another network.
+func ShimOf(l Link, network string) bool {
+	if l.Type != "macvlan" && l.Type != "ipvlan" {
+		return false
+	}
+	return l.Alias == ShimAlias(network) || l.Alias == "" && shimNameRE.MatchString(l.Name)
+}
+
 // Leftovers selects, from the links of a host, those underlay's agent
 // made and nothing else: shims (a macvlan or ipvlan marked with
 // ShimAlias, or unmarked but named as the agent names them) first, then

@@ -39,3 +39,27 @@ func TestLeftovers(t *testing.T) {
 		t.Errorf("Leftovers(nil) = %v", l)
 	}
 }
+
+// TestShimOf: RemoveShim deletes a link of the shim's name only when it is
+// the network's shim: a macvlan or ipvlan marked for it, or unmarked (made
+// before shims were marked). A link marked for another network, another
+// kind of link, or one with someone else's alias stays.
+func TestShimOf(t *testing.T) {
+	for _, c := range []struct {
+		l    Link
+		want bool
+	}{
+		{Link{Name: "ul-0a1b2c3d", Type: "macvlan", Alias: ShimAlias("web")}, true},
+		{Link{Name: "ul-0a1b2c3d", Type: "ipvlan", Alias: ShimAlias("web")}, true},
+		{Link{Name: "ul-0a1b2c3d", Type: "macvlan"}, true},
+		{Link{Name: "ul-0a1b2c3d", Type: "macvlan", Alias: ShimAlias("db")}, false},
+		{Link{Name: "ul-0a1b2c3d", Type: "macvlan", Alias: "uplink of rack 4"}, false},
+		{Link{Name: "ul-0a1b2c3d", Type: "vlan", Alias: ShimAlias("web")}, false},
+		{Link{Name: "ul-0a1b2c3d", Type: "dummy"}, false},
+		{Link{Name: "myshim", Type: "macvlan"}, false},
+	} {
+		if got := ShimOf(c.l, "web"); got != c.want {
+			t.Errorf("ShimOf(%+v, web) = %t, want %t", c.l, got, c.want)
+		}
+	}
+}

@@ -79,7 +79,7 @@ func TestIntegrationNetworkLifecycle(t *testing.T) {
 	t.Cleanup(func() {
 		cancel()
 		<-done
-		hostnet.RemoveShim(netspec.ShimLinkName(name))
+		hostnet.RemoveShim(netspec.ShimLinkName(name), name)
 		d.NetworkRemove(context.Background(), name)
 		d.NetworkRemove(context.Background(), netspec.ConfigNetworkName(name))
 	})

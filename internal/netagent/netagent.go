@@ -65,8 +65,9 @@ type Reconciler struct {
 	// IPAM serves cluster-IPAM networks; nil refuses them.
 	IPAM IPAM
 	Log  *slog.Logger
-	// RemoveShim deletes a shim link; hostnet.RemoveShim outside tests.
-	RemoveShim func(name string) error
+	// RemoveShim deletes network's shim link, name; hostnet.RemoveShim
+	// outside tests.
+	RemoveShim func(name, network string) error
 	// RemoveParent deletes a network's VLAN parent if the agent made it
 	// (hostnet.RemoveParent outside tests); nil leaves parents alone.
 	RemoveParent func(parent, network string) (bool, error)
@@ -241,7 +242,10 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool) 
 	if err := r.Docker.RemoveNetwork(ctx, netspec.ConfigNetworkName(name)); err != nil {
 		return fmt.Errorf("network %s: remove config-only network: %w", name, err)
 	}
-	if err := r.RemoveShim(netspec.ShimLinkName(name)); err != nil {
+	if err := r.RemoveShim(netspec.ShimLinkName(name), name); errors.Is(err, hostnet.ErrForeignLink) {
+		// Someone else's link: the rest of the network goes all the same.
+		r.log().Warn("a link bears the network's shim name but is not underlay's shim of it; left alone", "network", name, "err", err)
+	} else if err != nil {
 		return fmt.Errorf("network %s: remove shim: %w", name, err)
 	}
 	if r.RemoveParent != nil && s.Parent != "" {

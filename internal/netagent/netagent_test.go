@@ -3,6 +3,7 @@ package netagent
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"slices"
@@ -73,7 +74,7 @@ func TestSyncRefusesInvalidSpecs(t *testing.T) {
 	r := &Reconciler{ID: "id1", Node: "n1", Store: st, Docker: host, Swarm: host, Host: host,
 		Facts: &Facts{Store: st, ID: "id1", Node: "n1", Holder: netspec.Holder{Instance: "x"}},
 		Log:   slog.New(slog.DiscardHandler), Metrics: NewMetrics(reg),
-		RemoveShim: func(name string) error { host.removed = append(host.removed, "shim "+name); return nil }}
+		RemoveShim: func(name, _ string) error { host.removed = append(host.removed, "shim "+name); return nil }}
 	if err := r.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -133,7 +134,7 @@ func TestSyncLeavesSwarmNetworkOfRemovedSpec(t *testing.T) {
 	r := &Reconciler{ID: "id1", Node: "n1", Store: st, Docker: host, Swarm: sw, Host: host,
 		Facts: &Facts{Store: st, ID: "id1", Node: "n1", Holder: netspec.Holder{Instance: "x"}},
 		Log:   slog.New(slog.DiscardHandler), Metrics: NewMetrics(prometheus.NewRegistry()),
-		RemoveShim: func(string) error { return nil }}
+		RemoveShim: func(string, string) error { return nil }}
 	sw.onReadyNodes = func() {
 		if err := st.MarkDeleting(ctx, "web"); err != nil {
 			t.Fatal(err)
@@ -156,5 +157,45 @@ func TestSyncLeavesSwarmNetworkOfRemovedSpec(t *testing.T) {
 	}
 	if !slices.Equal(sw.created, []string{"api"}) {
 		t.Errorf("swarm networks created %v, want [api]", sw.created)
+	}
+}
+
+// TestTeardownLeavesForeignShim: a link bearing the network's shim name
+// that underlay did not make for it stays (RemoveShim refuses it), and the
+// rest of the network goes all the same: its lease is released.
+func TestTeardownLeavesForeignShim(t *testing.T) {
+	ctx := context.Background()
+	st := netspec.NewStore(kvtest.New())
+	spec := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.10.0.0/24"), Gateway: netip.MustParseAddr("10.10.0.1"),
+		Parent: "eth1", IPAM: netspec.PerNode, PerNodeSize: 16}
+	if err := st.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	host := &fakeHost{}
+	var asked []string
+	r := &Reconciler{ID: "id1", Node: "n1", Store: st, Docker: host, Swarm: host, Host: host,
+		Facts: &Facts{Store: st, ID: "id1", Node: "n1", Holder: netspec.Holder{Instance: "x"}},
+		Log:   slog.New(slog.DiscardHandler), Metrics: NewMetrics(prometheus.NewRegistry()),
+		RemoveShim: func(name, network string) error {
+			asked = append(asked, name+" of "+network)
+			return fmt.Errorf("link %s (dummy, alias %q): %w %s, left alone", name, "", hostnet.ErrForeignLink, network)
+		}}
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if l, err := st.Leases(ctx, "web"); err != nil || len(l) != 1 {
+		t.Fatalf("leases of web after its sync: %v, %v; want one", l, err)
+	}
+	if err := st.MarkDeleting(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sync(ctx); err != nil {
+		t.Errorf("sync of the deleted network with a foreign link of its shim's name: %v, want the rest removed without error", err)
+	}
+	if want := netspec.ShimLinkName("web") + " of web"; !slices.Equal(asked, []string{want}) {
+		t.Errorf("RemoveShim asked for %v, want [%s]", asked, want)
+	}
+	if l, err := st.Leases(ctx, "web"); err != nil || len(l) != 0 {
+		t.Errorf("leases of web after its teardown: %v, %v; want none", l, err)
 	}
 }
