@@ -16,6 +16,7 @@ import (
 
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/dockerhost"
+	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netagent"
 	"github.com/underlay/underlay/internal/netspec"
 )
@@ -326,7 +327,7 @@ func newNetworkRemoveCommand(f *networkFlags, streams IOStreams) *cobra.Command 
 				return err
 			}
 			defer api.Close()
-			ok, err := st.Remove(cmd.Context(), dockerhost.NewNetworks(api), name, netspec.Removal{Timeout: timeout})
+			ok, err := st.Remove(cmd.Context(), dockerhost.NewNetworks(api), name, netspec.Removal{Timeout: timeout, Trees: []string{ipam.NetworkPrefix(name)}})
 			if err != nil {
 				return err
 			}

@@ -25,6 +25,10 @@ type KV interface {
 	Wait(ctx context.Context, key string, index uint64) (p kvstore.Pair, ok bool, next uint64, err error)
 }
 
+// NetworkPrefix is the KV prefix of every pool of network name, removed
+// with the network (netspec.Removal.Trees).
+func NetworkPrefix(name string) string { return KVPrefix + name + "/" }
+
 func poolPrefix(p Pool) string { return KVPrefix + p.Network + "/" + p.Family() + "/blocks/" }
 
 func blockPath(p Pool, b netip.Prefix) string { return poolPrefix(p) + blockKey(b) }

@@ -20,6 +20,7 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/hashicorp/consul/api"
 
+	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/lab"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/testenv"
@@ -189,6 +190,11 @@ func TestIntegrationVM(t *testing.T) {
 				return err == nil && has == (n.Name == "node1") && strings.Contains(string(out), "bond0:"),
 					fmt.Sprintf("%s after rm: bond0.40 present %v (want %v), %v", n.Name, has, n.Name == "node1", err)
 			})
+		}
+		// Its IPAM pool went with it: a network made again with the name
+		// starts afresh.
+		if pairs, _, err := mgr.Consul.KV().List(ipam.NetworkPrefix("v40"), nil); err != nil || len(pairs) != 0 {
+			t.Errorf("KV under %s after network rm: %d keys (%v), want none", ipam.NetworkPrefix("v40"), len(pairs), err)
 		}
 	})
 

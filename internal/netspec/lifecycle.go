@@ -55,6 +55,12 @@ type Removal struct {
 	Timeout time.Duration
 	// Poll is the interval of reading the nodes' states (default 250ms).
 	Poll time.Duration
+	// Trees are KV prefixes that belong to the network alone (its
+	// cluster-IPAM pools), deleted with its spec once every node took its
+	// part down: left behind, a network made again with the name would
+	// find the old one's blocks, as keys it cannot read when its subnet
+	// differs.
+	Trees []string
 }
 
 // Remove removes network name from every node; ok is false when there is
@@ -66,6 +72,10 @@ type Removal struct {
 // network reports it removed and the swarm network is gone (again: see
 // below), then deletes the spec.
 func (st *Store) Remove(ctx context.Context, m SwarmManager, name string, r Removal) (ok bool, err error) {
+	// Keys and trees are made of the name: it must be one.
+	if !nameRE.MatchString(name) {
+		return false, fmt.Errorf("network name %q: want letters, digits, '_', '.' or '-', starting with a letter or digit", name)
+	}
 	_, ok, err = st.Get(ctx, name)
 	switch {
 	case errors.Is(err, ErrBadSpec):
@@ -99,7 +109,7 @@ func (st *Store) Remove(ctx context.Context, m SwarmManager, name string, r Remo
 	if err := removeSwarmNetwork(ctx, m, name); err != nil {
 		return true, err
 	}
-	return true, st.Delete(ctx, name)
+	return true, st.Delete(ctx, name, r.Trees...)
 }
 
 // removeSwarmNetwork removes the swarm network name if there is one.

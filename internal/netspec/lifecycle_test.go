@@ -3,6 +3,7 @@ package netspec
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
@@ -90,6 +91,41 @@ func TestRemove(t *testing.T) {
 		}
 		if _, ok, _ := st.Get(ctx, "web"); ok || len(m.removed) != 1 || m.removed[0] != "abc" {
 			t.Errorf("after Remove: spec present %v, swarm networks removed %v; want gone, [abc]", ok, m.removed)
+		}
+	})
+	t.Run("with the network's trees", func(t *testing.T) {
+		// Its IPAM pools go with it, once every node took its part down;
+		// another network's, named alike, stay.
+		kv := kvtest.New()
+		st := NewStore(kv)
+		if err := st.Create(ctx, spec); err != nil {
+			t.Fatal(err)
+		}
+		st.Report(ctx, "web", NodeState{ID: "n1", Node: "n1", State: StateReady})
+		for _, k := range []string{"underlay/ipam/web/v4/blocks/10.9.0.0_28", "underlay/ipam/web/v4/pressure", "underlay/ipam/web2/v4/blocks/10.8.0.0_28"} {
+			kv.Put(ctx, k, []byte("{}"))
+		}
+		m := &fakeManager{id: "abc"}
+		m.onRemove = func() {
+			if pairs, _ := kv.List(ctx, "underlay/ipam/web/"); len(pairs) != 2 {
+				t.Errorf("the network's pools while nodes take it down: %d keys, want them kept until every node is done", len(pairs))
+			}
+			st.Report(ctx, "web", NodeState{ID: "n1", Node: "n1", State: StateRemoved})
+		}
+		ok, err := st.Remove(ctx, m, "web", Removal{Timeout: 5 * time.Second, Poll: time.Millisecond, Trees: []string{"underlay/ipam/web/"}})
+		if !ok || err != nil {
+			t.Fatalf("Remove = %v, %v", ok, err)
+		}
+		if pairs, _ := kv.List(ctx, "underlay/ipam/"); len(pairs) != 1 || pairs[0].Key != "underlay/ipam/web2/v4/blocks/10.8.0.0_28" {
+			t.Errorf("IPAM keys after removing web: %v, want only web2's", pairs)
+		}
+	})
+	t.Run("a name that is none", func(t *testing.T) {
+		st := setup(t)
+		for _, name := range []string{"", "../networks", "web/"} {
+			if _, err := st.Remove(ctx, &fakeManager{}, name, Removal{Timeout: time.Second, Trees: []string{"underlay/ipam/" + name + "/"}}); err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", name)) {
+				t.Errorf("Remove(%q) = %v, want refused naming it", name, err)
+			}
 		}
 	})
 	t.Run("recreated by a sync begun before the mark", func(t *testing.T) {

@@ -401,9 +401,9 @@ func (st *Store) MarkDeleting(ctx context.Context, name string) error {
 	}
 }
 
-// Delete removes a network's spec, leases and reports, and its name from
-// the network index, in one transaction.
-func (st *Store) Delete(ctx context.Context, name string) error {
+// Delete removes a network's spec, leases and reports, its name from the
+// network index, and the KV trees (prefixes) given, in one transaction.
+func (st *Store) Delete(ctx context.Context, name string, trees ...string) error {
 	for range maxCreateAttempts {
 		index, err := st.readIndex(ctx, func(names []string) []string {
 			return slices.DeleteFunc(names, func(n string) bool { return n == name })
@@ -411,7 +411,11 @@ func (st *Store) Delete(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
-		res, err := st.kv.Txn(ctx, []kvstore.Op{index, {Verb: kvstore.DeleteTree, Key: KVPrefix + name + "/"}})
+		ops := []kvstore.Op{index, {Verb: kvstore.DeleteTree, Key: KVPrefix + name + "/"}}
+		for _, t := range trees {
+			ops = append(ops, kvstore.Op{Verb: kvstore.DeleteTree, Key: t})
+		}
+		res, err := st.kv.Txn(ctx, ops)
 		if err != nil {
 			return fmt.Errorf("delete network %s: %w", name, err)
 		}
