@@ -123,18 +123,10 @@ func (s *leaderSwarm) CreateSwarmNetwork(_ context.Context, sp netspec.Spec) err
 // sync creates nothing, or it would undo the removal.
 func TestSyncLeavesSwarmNetworkOfRemovedSpec(t *testing.T) {
 	ctx := context.Background()
-	st := netspec.NewStore(kvtest.New())
-	spec := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.10.0.0/24"), Gateway: netip.MustParseAddr("10.10.0.1"),
-		Parent: "eth1", IPAM: netspec.PerNode, PerNodeSize: 16}
-	if err := st.Create(ctx, spec); err != nil {
-		t.Fatal(err)
-	}
+	st := storeWithWeb(t)
 	host := &fakeHost{}
 	sw := &leaderSwarm{}
-	r := &Reconciler{ID: "id1", Node: "n1", Store: st, Docker: host, Swarm: sw, Host: host,
-		Facts: &Facts{Store: st, ID: "id1", Node: "n1", Holder: netspec.Holder{Instance: "x"}},
-		Log:   slog.New(slog.DiscardHandler), Metrics: NewMetrics(prometheus.NewRegistry()),
-		RemoveShim: func(string, string) error { return nil }}
+	r := reconcilerOf(st, host, sw, func(string, string) error { return nil })
 	sw.onReadyNodes = func() {
 		if err := st.MarkDeleting(ctx, "web"); err != nil {
 			t.Fatal(err)
@@ -165,21 +157,13 @@ func TestSyncLeavesSwarmNetworkOfRemovedSpec(t *testing.T) {
 // rest of the network goes all the same: its lease is released.
 func TestTeardownLeavesForeignShim(t *testing.T) {
 	ctx := context.Background()
-	st := netspec.NewStore(kvtest.New())
-	spec := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.10.0.0/24"), Gateway: netip.MustParseAddr("10.10.0.1"),
-		Parent: "eth1", IPAM: netspec.PerNode, PerNodeSize: 16}
-	if err := st.Create(ctx, spec); err != nil {
-		t.Fatal(err)
-	}
+	st := storeWithWeb(t)
 	host := &fakeHost{}
 	var asked []string
-	r := &Reconciler{ID: "id1", Node: "n1", Store: st, Docker: host, Swarm: host, Host: host,
-		Facts: &Facts{Store: st, ID: "id1", Node: "n1", Holder: netspec.Holder{Instance: "x"}},
-		Log:   slog.New(slog.DiscardHandler), Metrics: NewMetrics(prometheus.NewRegistry()),
-		RemoveShim: func(name, network string) error {
-			asked = append(asked, name+" of "+network)
-			return fmt.Errorf("link %s (dummy, alias %q): %w %s, left alone", name, "", hostnet.ErrForeignLink, network)
-		}}
+	r := reconcilerOf(st, host, host, func(name, network string) error {
+		asked = append(asked, name+" of "+network)
+		return fmt.Errorf("link %s (dummy, alias %q): %w %s, left alone", name, "", hostnet.ErrForeignLink, network)
+	})
 	if err := r.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -198,4 +182,23 @@ func TestTeardownLeavesForeignShim(t *testing.T) {
 	if l, err := st.Leases(ctx, "web"); err != nil || len(l) != 0 {
 		t.Errorf("leases of web after its teardown: %v, %v; want none", l, err)
 	}
+}
+
+// storeWithWeb is a store holding network web, per-node IPAM on eth1.
+func storeWithWeb(t *testing.T) *netspec.Store {
+	t.Helper()
+	st := netspec.NewStore(kvtest.New())
+	spec := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.10.0.0/24"), Gateway: netip.MustParseAddr("10.10.0.1"),
+		Parent: "eth1", IPAM: netspec.PerNode, PerNodeSize: 16}
+	if err := st.Create(context.Background(), spec); err != nil {
+		t.Fatal(err)
+	}
+	return st
+}
+
+// reconcilerOf is node n1's reconciler on host, with sw its swarm.
+func reconcilerOf(st *netspec.Store, host *fakeHost, sw Swarm, removeShim func(name, network string) error) *Reconciler {
+	return &Reconciler{ID: "id1", Node: "n1", Store: st, Docker: host, Swarm: sw, Host: host,
+		Facts: &Facts{Store: st, ID: "id1", Node: "n1", Holder: netspec.Holder{Instance: "x"}},
+		Log:   slog.New(slog.DiscardHandler), Metrics: NewMetrics(prometheus.NewRegistry()), RemoveShim: removeShim}
 }
