@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/underlay/underlay/internal/netspec"
@@ -46,19 +47,17 @@ func (s SpecPools) PoolByID(ctx context.Context, id string) (Pool, netip.Addr, e
 	if fam != "v4" && fam != "v6" {
 		return Pool{}, netip.Addr{}, fmt.Errorf("pool id %q: want NETWORK/v4 or NETWORK/v6", id)
 	}
-	spec, found, err := s.Store.Get(ctx, name)
+	specs, refused, err := s.checkedSpecs(ctx)
 	if err != nil {
 		return Pool{}, netip.Addr{}, err
 	}
-	if !found || spec.IPAM != netspec.Cluster {
+	i := slices.IndexFunc(specs, func(sp netspec.Spec) bool { return sp.Name == name })
+	if i < 0 || specs[i].IPAM != netspec.Cluster {
 		return Pool{}, netip.Addr{}, fmt.Errorf("no cluster-IPAM network %q", name)
 	}
+	spec := specs[i]
 	if fam == "v6" && !spec.IPv6Subnet.IsValid() {
 		return Pool{}, netip.Addr{}, fmt.Errorf("pool id %q: network %s has no IPv6 subnet", id, name)
-	}
-	_, refused, err := s.checkedSpecs(ctx)
-	if err != nil {
-		return Pool{}, netip.Addr{}, err
 	}
 	if err := refused[name]; err != nil {
 		return Pool{}, netip.Addr{}, refusedSpec(name, err)
