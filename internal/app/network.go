@@ -2,7 +2,6 @@ package app
 
 import (
 	"cmp"
-	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -168,7 +167,17 @@ func newNetworkCreateCommand(f *networkFlags, streams IOStreams) *cobra.Command 
 			if err != nil {
 				return err
 			}
-			states := swarmStates(ctx)
+			// The local Docker daemon, when one answers: the swarm's word on
+			// which nodes are silent, and the names it uses.
+			var docker *dockerhost.Networks
+			var states map[string]string
+			if api, err := dockerhost.NewClient(); err == nil {
+				defer api.Close()
+				docker = dockerhost.NewNetworks(api)
+				if states, err = docker.SwarmNodes(ctx); err != nil {
+					states = nil // not a manager, or no daemon: the facts' stamps are judged
+				}
+			}
 			silent, err := netspec.CheckParent(s, nodes, states, time.Now(), netagent.StaleAfter)
 			if err != nil {
 				return fmt.Errorf("network %s not created: %w", s.Name, err)
@@ -184,8 +193,10 @@ func newNetworkCreateCommand(f *networkFlags, streams IOStreams) *cobra.Command 
 					"it sets the network up, or reports why not, when its agent is back; if the node was removed from the swarm for good: underlay node rm %s\n",
 					n.Node, n.ID, s.Parent, why, n.ID)
 			}
-			if err := checkNameFree(ctx, s.Name); err != nil {
-				return fmt.Errorf("network %s not created: %w", s.Name, err)
+			if docker != nil {
+				if err := netspec.CheckNameFree(ctx, docker, s.Name); err != nil {
+					return fmt.Errorf("network %s not created: %w", s.Name, err)
+				}
 			}
 			if err := st.Create(ctx, s); err != nil {
 				return err
@@ -203,33 +214,6 @@ func newNetworkCreateCommand(f *networkFlags, streams IOStreams) *cobra.Command 
 	}
 	sf.add(cmd)
 	return cmd
-}
-
-// swarmStates returns the swarm's nodes' states by ID, nil when no Docker
-// daemon that is a swarm manager answers (the facts' stamps are judged
-// then).
-func swarmStates(ctx context.Context) map[string]string {
-	api, err := dockerhost.NewClient()
-	if err != nil {
-		return nil
-	}
-	defer api.Close()
-	states, err := dockerhost.NewNetworks(api).SwarmNodes(ctx)
-	if err != nil {
-		return nil
-	}
-	return states
-}
-
-// checkNameFree refuses a name Docker already uses for a network underlay
-// does not manage, when a Docker daemon is reachable.
-func checkNameFree(ctx context.Context, name string) error {
-	api, err := dockerhost.NewClient()
-	if err != nil {
-		return nil
-	}
-	defer api.Close()
-	return netspec.CheckNameFree(ctx, dockerhost.NewNetworks(api), name)
 }
 
 func newNetworkListCommand(f *networkFlags, streams IOStreams) *cobra.Command {
