@@ -1,46 +1,31 @@
 package dashboard
 
-import "time"
+import (
+	"time"
 
-// heard is an agent's latest report stamps, facts and doctor, and when the
-// dashboard's clock first saw them.
-type heard struct{ facts, doctor, at time.Time }
+	"github.com/underlay/underlay/internal/netspec"
+)
 
-// hearAgents sets each agent's HeardAt from what the last refresh saw
-// (prev), and returns what this one saw.
-//
-// A report's stamp is written by its agent's clock: judged by it, an agent
-// whose clock is behind reads as stale while it reports, and a dead one
-// whose clock was ahead reads as up for as long. An agent is heard when a
-// stamp changes, by the dashboard's clock; one seen for the first time
-// counts from its stamp if that is in the past, so a dashboard just started
-// shows an agent long gone as stale at once.
-func hearAgents(agents []AgentInput, prev map[string]heard, now time.Time) map[string]heard {
-	next := make(map[string]heard, len(agents))
+// hearAgents sets each agent's HeardAt: when the dashboard's clock first
+// saw the stamp of its latest report, facts or doctor (netspec.Hear: an
+// agent whose clock is behind would otherwise read as stale while it
+// reports, and a dead one whose clock was ahead as up for as long). prev is
+// what the last refresh heard; it returns what this one heard.
+func hearAgents(agents []AgentInput, prev map[string]netspec.Heard, now time.Time) map[string]netspec.Heard {
+	next := make(map[string]netspec.Heard, len(agents))
 	for i := range agents {
 		a := &agents[i]
-		var doctor time.Time
-		if a.Doctor != nil {
-			doctor = a.Doctor.At
+		latest := a.FactsAt
+		if a.Doctor != nil && a.Doctor.At.After(latest) {
+			latest = a.Doctor.At
 		}
-		h, seen := prev[a.Node]
-		if !seen || !h.facts.Equal(a.FactsAt) || !h.doctor.Equal(doctor) {
-			h = heard{facts: a.FactsAt, doctor: doctor, at: now}
-			if latest := later(a.FactsAt, doctor); !seen && latest.Before(now) {
-				h.at = latest
-			}
+		if latest.IsZero() {
+			continue // never reported: absent
 		}
+		was, seen := prev[a.Node]
+		h := netspec.Hear(was, seen, latest, now)
 		next[a.Node] = h
-		if !a.FactsAt.IsZero() || !doctor.IsZero() {
-			a.HeardAt = h.at
-		}
+		a.HeardAt = h.At
 	}
 	return next
-}
-
-func later(a, b time.Time) time.Time {
-	if b.After(a) {
-		return b
-	}
-	return a
 }

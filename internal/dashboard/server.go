@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/scale"
 )
 
@@ -109,7 +110,7 @@ type Server struct {
 	// heard when the agents' reports were last seen to change; only Run's
 	// goroutine touches them.
 	last  Inputs
-	heard map[string]heard
+	heard map[string]netspec.Heard
 
 	mu sync.Mutex // guards following fields
 	// snap is the latest snapshot, frame its stream frame and content its

@@ -279,13 +279,10 @@ type departWatch struct {
 	// Missing is when each node was first seen departed.
 	Missing map[string]time.Time
 	// Heard is, by identity, the time stamp its facts carried at the last
-	// look and when this leader's clock first saw that stamp.
-	Heard map[string]heard
+	// look (their UpdatedAt, renewed at every heartbeat of its agent) and
+	// when this leader's clock first saw it.
+	Heard map[string]netspec.Heard
 }
-
-// heard is a node's facts' stamp (their UpdatedAt, renewed at every
-// heartbeat of its agent) and when the leader first saw it.
-type heard struct{ Stamp, At time.Time }
 
 // planDeparted decides which nodes have departed: a node is alive while
 // its swarm node is Ready or its agent's facts are fresh, whatever its
@@ -309,7 +306,7 @@ type heard struct{ Stamp, At time.Time }
 // their node by name).
 func planDeparted(facts []netspec.NodeFacts, ready, holders map[string]bool, w departWatch, now time.Time, timeout, fresh time.Duration) (map[string]bool, departWatch) {
 	gone := map[string]bool{}
-	next := departWatch{Missing: map[string]time.Time{}, Heard: map[string]heard{}}
+	next := departWatch{Missing: map[string]time.Time{}, Heard: map[string]netspec.Heard{}}
 	judge := func(id string) {
 		since, ok := w.Missing[id]
 		if !ok {
@@ -326,13 +323,8 @@ func planDeparted(facts []netspec.NodeFacts, ready, holders map[string]bool, w d
 		if f.ID == "" {
 			continue
 		}
-		h, seen := w.Heard[f.ID]
-		if !seen || !h.Stamp.Equal(f.UpdatedAt) {
-			h = heard{Stamp: f.UpdatedAt, At: now}
-			if !seen && f.UpdatedAt.Before(now) {
-				h.At = f.UpdatedAt
-			}
-		}
+		prev, seen := w.Heard[f.ID]
+		h := netspec.Hear(prev, seen, f.UpdatedAt, now)
 		next.Heard[f.ID] = h
 		if ready[f.ID] || now.Sub(h.At) <= fresh {
 			continue
