@@ -53,6 +53,14 @@ var underlayDrivers = map[string]bool{"macvlan": true, "ipvlan": true}
 // attributes consumed by the agent itself; every other attribute goes into Meta.
 var consumedAttrs = map[string]bool{"name": true, "id": true, "tags": true, "ignore": true, "network": true}
 
+// ownMeta are the Meta keys underlay fills from what Docker says. An
+// attribute may not set one even where underlay leaves it out (no MAC, not
+// a Swarm task): it would pass for what Docker said.
+var ownMeta = map[string]bool{
+	MetaNode: true, MetaHash: true, MetaContainerID: true, MetaContainerName: true, MetaImage: true,
+	MetaNetwork: true, MetaMAC: true, MetaSwarmService: true, MetaSwarmTask: true, MetaSwarmSlot: true, MetaSwarmNode: true,
+}
+
 // target is an address and port to register for one container port.
 type target struct {
 	port     Port // the container port, whose SERVICE_<port>_* settings apply
@@ -369,7 +377,7 @@ func serviceMeta(c Container, p Policy, t target, attrs map[string]setting, warn
 		s := attrs[k]
 		switch {
 		case consumedAttrs[k] || strings.HasPrefix(k, "check_"):
-		case meta[k] != "" || k == MetaHash || strings.HasPrefix(k, "underlay"):
+		case ownMeta[k] || strings.HasPrefix(k, "underlay"):
 			warn(s.source, s.value, "reserved by underlay; not copied into Meta")
 		case strings.HasPrefix(k, "consul"):
 			warn(s.source, s.value, "Consul reserves Meta keys starting with consul; not copied into Meta")

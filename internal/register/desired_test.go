@@ -1025,6 +1025,40 @@ func TestDesiredMeta(t *testing.T) {
 	}
 }
 
+// TestDesiredMetaOwnKeysReservedWhenUnset: underlay's own Meta keys are
+// refused to attributes even on a container for which underlay sets none
+// of them (published ports: no network or MAC; not a Swarm task): a label
+// would otherwise pass for what underlay read from Docker, and the
+// dashboard takes swarm_task_id for the task the registration belongs to.
+func TestDesiredMetaOwnKeysReservedWhenUnset(t *testing.T) {
+	c := bridgeContainer(labels(
+		"SERVICE_MAC", "02:00:00:00:00:99",
+		"SERVICE_SWARM_TASK_ID", "forged-task",
+		"SERVICE_SWARM_SERVICE_ID", "forged-service",
+		"SERVICE_SWARM_SLOT", "7",
+		"SERVICE_SWARM_NODE_ID", "forged-node",
+		"SERVICE_VERSION", "1",
+	))
+	svcs, warnings := Desired(c, testPolicy())
+	if len(svcs) == 0 {
+		t.Fatal("no service")
+	}
+	for _, s := range withoutHashes(t, svcs) {
+		want := baseMeta("shop", "shop:2")
+		want["version"] = "1"
+		if diff := cmp.Diff(want, s.Meta); diff != "" {
+			t.Errorf("service %s: Meta mismatch (-want +got):\n%s", s.ID, diff)
+		}
+	}
+	checkWarnings(t, c.Name, warnings, []wantWarning{
+		{Key: "SERVICE_MAC", Value: "02:00:00:00:00:99", Problem: "reserved by underlay"},
+		{Key: "SERVICE_SWARM_TASK_ID", Value: "forged-task", Problem: "reserved by underlay"},
+		{Key: "SERVICE_SWARM_SERVICE_ID", Value: "forged-service", Problem: "reserved by underlay"},
+		{Key: "SERVICE_SWARM_SLOT", Value: "7", Problem: "reserved by underlay"},
+		{Key: "SERVICE_SWARM_NODE_ID", Value: "forged-node", Problem: "reserved by underlay"},
+	})
+}
+
 // TestDesiredUniqueIDs checks that no two services of one container share an
 // ID: Consul keeps one service per ID, so the agent would re-register the
 // pair on every resync.
