@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"path"
 	"slices"
@@ -368,6 +369,7 @@ func serviceMeta(c Container, p Policy, t target, attrs map[string]setting, warn
 			meta[k] = v
 		}
 	}
+	dropLongDockerValues(meta, warn)
 	keys := make([]string, 0, len(attrs))
 	for k := range attrs {
 		keys = append(keys, k)
@@ -381,7 +383,7 @@ func serviceMeta(c Container, p Policy, t target, attrs map[string]setting, warn
 			warn(s.source, s.value, "reserved by underlay; not copied into Meta")
 		case strings.HasPrefix(k, "consul"):
 			warn(s.source, s.value, "Consul reserves Meta keys starting with consul; not copied into Meta")
-		case len(k) > 128 || len(s.value) > 512:
+		case len(k) > 128 || len(s.value) > maxMetaValue:
 			warn(s.source, s.value, "too long for Consul Meta (128-byte key, 512-byte value); not copied")
 		case len(meta) >= MaxMeta-1: // Desired adds the hash
 			warn(s.source, s.value, fmt.Sprintf("Consul takes at most %d Meta pairs per service, and underlay's own and the attributes before it in key order hold them all; not copied", MaxMeta))
@@ -390,6 +392,30 @@ func serviceMeta(c Container, p Policy, t target, attrs map[string]setting, warn
 		}
 	}
 	return meta
+}
+
+// maxMetaValue is the longest Meta value Consul takes, in bytes.
+const maxMetaValue = 512
+
+// dockerMetaSource names, for the Meta values underlay copies from Docker
+// that Docker does not bound, the label each comes from ("" for the
+// container's name, image and network).
+var dockerMetaSource = map[string]string{
+	MetaContainerName: "", MetaImage: "", MetaNetwork: "",
+	MetaSwarmService: labelSwarmServiceID, MetaSwarmTask: labelSwarmTaskID, MetaSwarmNode: labelSwarmNodeID,
+}
+
+// dropLongDockerValues leaves out of meta the values copied from Docker
+// that are too long for Consul, which would refuse the whole registration
+// for one of them: Docker bounds neither a container's name nor a label's
+// value, and a plain container may carry Swarm's labels.
+func dropLongDockerValues(meta map[string]string, warn func(key, value, problem string)) {
+	for _, k := range slices.Sorted(maps.Keys(dockerMetaSource)) {
+		if v := meta[k]; len(v) > maxMetaValue {
+			delete(meta, k)
+			warn(dockerMetaSource[k], v, fmt.Sprintf("%d bytes, too long for a Consul Meta value (%d bytes); Meta %s left out", len(v), maxMetaValue, k))
+		}
+	}
 }
 
 // SwarmSlot reads the slot from a replicated task's name, "web.3.taskid";

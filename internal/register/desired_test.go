@@ -1059,6 +1059,43 @@ func TestDesiredMetaOwnKeysReservedWhenUnset(t *testing.T) {
 	})
 }
 
+// TestDesiredMetaDockerValuesWithinConsulLimits: Docker bounds neither a
+// container's name nor a label's value (a plain container may carry
+// Swarm's labels), and Consul refuses a registration whole (HTTP 400) for
+// one Meta value over 512 bytes: such a value is left out of Meta, with a
+// warning, and the container is registered with the rest.
+func TestDesiredMetaDockerValuesWithinConsulLimits(t *testing.T) {
+	longName := strings.Repeat("n", 600)
+	longTask := strings.Repeat("t", 513)
+	longNet := strings.Repeat("l", 700)
+	c := macvlanContainer(func(c *Container) {
+		c.Name = longName
+		c.Networks[0].Network = longNet
+		c.NetworkMode = longNet
+	}, labels(labelSwarmTaskID, longTask, labelSwarmServiceID, "svc1"))
+	svcs, warnings := Desired(c, testPolicy())
+	if len(svcs) != 1 {
+		t.Fatalf("%d services, want 1", len(svcs))
+	}
+	for k, v := range svcs[0].Meta {
+		if len(v) > 512 {
+			t.Errorf("Meta %s is %d bytes: Consul refuses the registration (512-byte values)", k, len(v))
+		}
+	}
+	want := lanMeta()
+	delete(want, MetaContainerName)
+	delete(want, MetaNetwork)
+	want[MetaSwarmService] = "svc1"
+	if diff := cmp.Diff(want, withoutHashes(t, svcs)[0].Meta); diff != "" {
+		t.Errorf("Meta mismatch (-want +got):\n%s", diff)
+	}
+	checkWarnings(t, longName, warnings, []wantWarning{
+		{Key: "", Value: longName, Problem: "Meta container_name left out"},
+		{Key: "", Value: longNet, Problem: "Meta network left out"},
+		{Key: labelSwarmTaskID, Value: longTask, Problem: "Meta swarm_task_id left out"},
+	})
+}
+
 // TestDesiredUniqueIDs checks that no two services of one container share an
 // ID: Consul keeps one service per ID, so the agent would re-register the
 // pair on every resync.

@@ -28,6 +28,7 @@ func FuzzDesired(f *testing.F) {
 		{"SERVICE_CHECK_HTTP=/h\nSERVICE_CHECK_INTERVAL=5s\nSERVICE_CHECK_SCRIPT=x", "SERVICE_CHECK_TTL=10x", 0, 0},
 		{"SERVICE_CONSUL-X=1\nSERVICE_UNDERLAY_NODE=n\nSERVICE_443_ID=dns", "SERVICE_53_NAME=d", 53, 0},
 		{"SERVICE_A=1", "SERVICE_ID=a\x01b", 8080, 70},
+		{"com.docker.swarm.task.id=" + strings.Repeat("t", 513) + "\nSERVICE_SWARM_SLOT=1", "", 0, 0},
 	} {
 		f.Add(seed.labels, seed.env, seed.port, seed.extra)
 	}
