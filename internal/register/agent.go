@@ -89,6 +89,8 @@ type Agent struct {
 	metrics *metrics
 	queue   *queue
 	resyncC chan struct{}
+	// serviceLocks serialises the Consul writes of each service ID.
+	serviceLocks serviceLocks
 
 	mu sync.Mutex // guards following fields
 	// actual is what this agent believes Consul holds, by service ID.
@@ -272,7 +274,7 @@ func (a *Agent) syncContainer(ctx context.Context, id string) error {
 		a.passDone(id, pass, !gone && c.Running)
 		return nil
 	}
-	if err := a.apply(ctx, changes); err != nil {
+	if err := a.apply(ctx, id, changes); err != nil {
 		a.passFailed(id, pass)
 		return err
 	}
@@ -382,28 +384,21 @@ func (a *Agent) newStream() {
 	clear(a.prepared)
 }
 
-func (a *Agent) apply(ctx context.Context, ch Changes) error {
+// apply makes the writes of one container's pass. Two containers may want
+// one service ID in turn (one removed, another started under its name:
+// NODE:NAME:PORT), each in its own worker: each ID's writes are made one
+// at a time, and a deregistration is dropped once the ID is another
+// container's, whose registration replaced this one's in Consul.
+func (a *Agent) apply(ctx context.Context, containerID string, ch Changes) error {
 	for _, s := range ch.Register {
-		if err := a.catalog.Register(ctx, s); err != nil {
-			a.metrics.errors.WithLabelValues("register").Inc()
-			return fmt.Errorf("register %s: %w", s.ID, err)
+		if err := a.register(ctx, s); err != nil {
+			return err
 		}
-		a.metrics.writes.WithLabelValues("register").Inc()
-		r := Registered{ID: s.ID, ContainerID: s.ContainerID(), Hash: s.Meta[MetaHash]}
-		if s.Health != nil {
-			r.HealthStatus = s.Health.Status
-		}
-		a.setActual(r)
-		a.log.Info("registered", "service", s.Name, "id", s.ID, "addr", s.Address, "port", s.Port)
 	}
 	for _, id := range ch.Deregister {
-		if err := a.catalog.Deregister(ctx, id); err != nil {
-			a.metrics.errors.WithLabelValues("deregister").Inc()
-			return fmt.Errorf("deregister %s: %w", id, err)
+		if err := a.deregister(ctx, containerID, id); err != nil {
+			return err
 		}
-		a.metrics.writes.WithLabelValues("deregister").Inc()
-		a.deleteActual(id)
-		a.log.Info("deregistered", "id", id)
 	}
 	for _, h := range ch.Health {
 		if err := a.catalog.UpdateHealth(ctx, h); err != nil {
@@ -415,6 +410,77 @@ func (a *Agent) apply(ctx context.Context, ch Changes) error {
 		a.log.Info("health changed", "check", h.CheckID, "status", h.Status)
 	}
 	return nil
+}
+
+func (a *Agent) register(ctx context.Context, s Service) error {
+	unlock := a.serviceLocks.lock(s.ID)
+	defer unlock()
+	if err := a.catalog.Register(ctx, s); err != nil {
+		a.metrics.errors.WithLabelValues("register").Inc()
+		return fmt.Errorf("register %s: %w", s.ID, err)
+	}
+	a.metrics.writes.WithLabelValues("register").Inc()
+	r := Registered{ID: s.ID, ContainerID: s.ContainerID(), Hash: s.Meta[MetaHash]}
+	if s.Health != nil {
+		r.HealthStatus = s.Health.Status
+	}
+	a.setActual(r)
+	a.log.Info("registered", "service", s.Name, "id", s.ID, "addr", s.Address, "port", s.Port)
+	return nil
+}
+
+func (a *Agent) deregister(ctx context.Context, containerID, id string) error {
+	unlock := a.serviceLocks.lock(id)
+	defer unlock()
+	if owner, ok := a.ownerOf(id); ok && owner != containerID {
+		a.log.Debug("service now another container's; not deregistered", "id", id, "container", shortID(containerID), "owner", shortID(owner))
+		return nil
+	}
+	if err := a.catalog.Deregister(ctx, id); err != nil {
+		a.metrics.errors.WithLabelValues("deregister").Inc()
+		return fmt.Errorf("deregister %s: %w", id, err)
+	}
+	a.metrics.writes.WithLabelValues("deregister").Inc()
+	a.deleteActual(id)
+	a.log.Info("deregistered", "id", id)
+	return nil
+}
+
+// serviceLocks serialises the Consul writes of each service ID; the zero
+// value is ready.
+type serviceLocks struct {
+	mu sync.Mutex // guards held
+	// held has an entry for each ID written or waited for.
+	held map[string]*serviceLock
+}
+
+type serviceLock struct {
+	sync.Mutex
+	users int // holding or waiting; the entry goes when none is left
+}
+
+// lock waits until no other write of id is under way; unlock ends this one.
+func (l *serviceLocks) lock(id string) (unlock func()) {
+	l.mu.Lock()
+	if l.held == nil {
+		l.held = map[string]*serviceLock{}
+	}
+	sl := l.held[id]
+	if sl == nil {
+		sl = &serviceLock{}
+		l.held[id] = sl
+	}
+	sl.users++
+	l.mu.Unlock()
+	sl.Lock()
+	return func() {
+		sl.Unlock()
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		if sl.users--; sl.users == 0 {
+			delete(l.held, id)
+		}
+	}
 }
 
 // watchDocker follows the event stream, reopening it with backoff when it
@@ -609,6 +675,15 @@ func (a *Agent) actualFor(containerID string) []Registered {
 		out = append(out, a.actual[id])
 	}
 	return out
+}
+
+// ownerOf is the container whose registration the agent believes holds
+// service id in Consul.
+func (a *Agent) ownerOf(id string) (string, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	r, ok := a.actual[id]
+	return r.ContainerID, ok
 }
 
 func (a *Agent) setActual(r Registered) {

@@ -107,6 +107,11 @@ type fakeCatalog struct {
 	mu       sync.Mutex
 	services map[string]Service
 	writes   int // registers
+	// deregisterDelay is how long Consul takes to act on a
+	// deregistration; writes sent meanwhile are applied first, as Consul,
+	// handling requests concurrently, may. deregisters counts the calls.
+	deregisterDelay time.Duration
+	deregisters     int
 }
 
 func (c *fakeCatalog) Services(ctx context.Context, node string) ([]Registered, error) {
@@ -129,9 +134,33 @@ func (c *fakeCatalog) Register(ctx context.Context, s Service) error {
 
 func (c *fakeCatalog) Deregister(ctx context.Context, id string) error {
 	c.mu.Lock()
+	c.deregisters++
+	delay := c.deregisterDelay
+	c.mu.Unlock()
+	if delay > 0 {
+		select {
+		case <-time.After(delay):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.services, id)
 	return nil
+}
+
+func (c *fakeCatalog) deregisterCalls() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.deregisters
+}
+
+// owner is the container whose registration holds service id; "" when none does.
+func (c *fakeCatalog) owner(id string) string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.services[id].ContainerID()
 }
 
 func (c *fakeCatalog) UpdateHealth(ctx context.Context, h HealthMirror) error { return nil }
@@ -376,5 +405,51 @@ func TestActualByContainer(t *testing.T) {
 	}
 	if len(a.byContainer) != 1 {
 		t.Errorf("index keeps %d containers, want 1", len(a.byContainer))
+	}
+}
+
+// TestServiceIDPassedOnWhileDeregistering: a container removed and another
+// started under its name want the same service IDs (NODE:NAME:PORT). The
+// old one's deregistration, on its way to Consul when the new one's
+// registration is sent, must not remove the new one's: it stayed missing,
+// in Consul and in the agent's view alike (so no drift check noticed),
+// until the next full resync.
+func TestServiceIDPassedOnWhileDeregistering(t *testing.T) {
+	d, c := newFakeDocker(), &fakeCatalog{services: map[string]Service{}}
+	a := runAgent(t, d, c)
+	old := webContainer("a1", true)
+	d.set(old)
+	d.events <- Event{ContainerID: "a1", Action: "start", Time: time.Now()}
+	const id = "n1:web-a1:8080"
+	eventually(t, "old container registered", func() bool { return c.owner(id) == "a1" })
+	eventually(t, "passes over", a.idle)
+
+	c.mu.Lock()
+	c.deregisterDelay = 500 * time.Millisecond
+	c.mu.Unlock()
+	before := c.deregisterCalls()
+	d.mu.Lock()
+	delete(d.containers, "a1")
+	d.mu.Unlock()
+	d.events <- Event{ContainerID: "a1", Action: "destroy", Time: time.Now()}
+	eventually(t, "old container's deregistration sent", func() bool { return c.deregisterCalls() > before })
+
+	successor := webContainer("b1", true)
+	successor.Name = old.Name
+	d.set(successor)
+	d.events <- Event{ContainerID: "b1", Action: "start", Time: time.Now()}
+	eventually(t, "successor read", func() bool { return d.inspected("b1") > 0 })
+	eventually(t, "passes over", a.idle)
+
+	if got := c.owner(id); got != "b1" {
+		t.Errorf("service %s in Consul belongs to container %q, want the successor b1's", id, got)
+	}
+	if rs := a.actualFor("b1"); len(rs) != 1 || rs[0].ID != id {
+		t.Errorf("agent's view of b1: %+v, want %s", rs, id)
+	}
+	a.serviceLocks.mu.Lock()
+	defer a.serviceLocks.mu.Unlock()
+	if n := len(a.serviceLocks.held); n != 0 {
+		t.Errorf("%d service locks kept after the writes ended, want none", n)
 	}
 }

@@ -125,7 +125,7 @@ func (a *Agent) preparedPass(ctx context.Context, id string, p pass) (bool, erro
 	a.reportWarnings(id, warnings)
 	changes := Plan(desired, a.actualFor(id))
 	if !changes.Empty() {
-		if err := a.apply(ctx, changes); err != nil {
+		if err := a.apply(ctx, id, changes); err != nil {
 			a.passFailed(id, p)
 			return true, err
 		}
