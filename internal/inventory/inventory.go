@@ -16,6 +16,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -144,9 +145,9 @@ func Load(ctx context.Context, kv KV) ([]Entry, []BadDocument, error) {
 	var all []Entry
 	var bad []BadDocument
 	for _, kv := range kvs {
-		var es []Entry
-		if err := json.Unmarshal(kv.Value, &es); err != nil {
-			bad = append(bad, BadDocument{Key: kv.Key, Problem: fmt.Sprintf("not an inventory: %v", err),
+		es, err := decode(kv.Value)
+		if err != nil {
+			bad = append(bad, BadDocument{Key: kv.Key, Problem: err.Error(),
 				Effect: "the addresses it held are not listed; if it is a node's, its agent publishes it again within its period",
 				Fix:    shellword.KVDelete(kv.Key)})
 			continue
@@ -155,6 +156,34 @@ func Load(ctx context.Context, kv KV) ([]Entry, []BadDocument, error) {
 	}
 	Sort(all)
 	return all, bad, nil
+}
+
+// decode reads one node's inventory. An entry no agent writes (no
+// address, network or node, or an address or MAC that is none) makes the
+// document unusable, as one that does not decode: it would be listed as a
+// row with no address, and such rows flagged as duplicates of each other.
+func decode(value []byte) ([]Entry, error) {
+	var es []Entry
+	if err := json.Unmarshal(value, &es); err != nil {
+		return nil, fmt.Errorf("not an inventory: %w", err)
+	}
+	for i, e := range es {
+		if _, err := netip.ParseAddr(e.IP); err != nil {
+			return nil, fmt.Errorf("entry %d: ip %q is not an address", i, e.IP)
+		}
+		switch {
+		case e.Network == "":
+			return nil, fmt.Errorf("entry %d (%s): no network", i, e.IP)
+		case e.Node == "":
+			return nil, fmt.Errorf("entry %d (%s): no node", i, e.IP)
+		}
+		if e.MAC != "" {
+			if _, err := net.ParseMAC(e.MAC); err != nil {
+				return nil, fmt.Errorf("entry %d (%s): mac %q is not a MAC address", i, e.IP, e.MAC)
+			}
+		}
+	}
+	return es, nil
 }
 
 // Source lists the node's underlay endpoints and signals when they may have

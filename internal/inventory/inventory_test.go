@@ -71,3 +71,54 @@ func TestLoadSetsBadDocumentsApart(t *testing.T) {
 		t.Errorf("bad documents %+v: want %s, with its problem, effect and fix", bad, key)
 	}
 }
+
+// TestLoadSetsBadEntriesApart: a document that decodes but holds an entry
+// no agent writes (no address, no network or node, an address or MAC that
+// is none) is set apart like one that does not decode, naming its key and
+// the bad value: it was listed, as a row with no address or a garbage
+// one, and empty addresses were flagged as duplicates of each other.
+func TestLoadSetsBadEntriesApart(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	if err := Publish(ctx, kv, "id-1", []Entry{{IP: "10.0.0.5", MAC: "02:00:00:00:00:05", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Publish(ctx, kv, "id-empty", nil); err != nil { // a node with no underlay container
+		t.Fatal(err)
+	}
+	bad := map[string]struct{ doc, problem string }{
+		"empty entry":   {`[{}]`, `entry 0: ip "" is not an address`},
+		"null entry":    {`[null]`, `entry 0: ip "" is not an address`},
+		"garbage ip":    {`[{"ip":"10.0.0.6","node":"n2","network":"lan"},{"ip":"ten","node":"n2","network":"lan"}]`, `entry 1: ip "ten" is not an address`},
+		"no network":    {`[{"ip":"10.0.0.7","node":"n2"}]`, "entry 0 (10.0.0.7): no network"},
+		"no node":       {`[{"ip":"10.0.0.8","network":"lan"}]`, "entry 0 (10.0.0.8): no node"},
+		"garbage mac":   {`[{"ip":"10.0.0.9","mac":"zz","node":"n2","network":"lan"}]`, `entry 0 (10.0.0.9): mac "zz" is not a MAC address`},
+		"not a list":    {`{"version":2,"entries":[]}`, "not an inventory"},
+		"a future list": {`[[1]]`, "not an inventory"},
+	}
+	for name, b := range bad {
+		kv.Put(ctx, KVPrefix+name, []byte(b.doc))
+	}
+	es, gotBad, err := Load(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 1 || es[0].Container != "a" {
+		t.Errorf("entries %+v: want n1's alone", es)
+	}
+	problems := map[string]string{}
+	for _, d := range gotBad {
+		problems[strings.TrimPrefix(d.Key, KVPrefix)] = d.Problem
+		if d.Effect == "" || d.Fix != "consul kv delete '"+d.Key+"'" {
+			t.Errorf("bad document %s: effect %q, fix %q", d.Key, d.Effect, d.Fix)
+		}
+	}
+	for name, b := range bad {
+		if !strings.Contains(problems[name], b.problem) {
+			t.Errorf("%s (%s): problem %q, want it to say %q", name, b.doc, problems[name], b.problem)
+		}
+	}
+	if len(gotBad) != len(bad) {
+		t.Errorf("%d bad documents, want %d: %+v", len(gotBad), len(bad), gotBad)
+	}
+}
