@@ -457,6 +457,12 @@ func EvalNetfilter(f NetfilterFacts) Result {
 	return r
 }
 
+// acceptBridged is the rule that accepts all bridged traffic, as
+// `iptables -S` prints it. Any other match added to it (an interface, a
+// protocol, a bridge port, a mark, a '!' negating it) accepts only part of
+// that traffic, or none, and leaves the rest to the policy.
+var acceptBridged = []string{"-A", "FORWARD", "-m", "physdev", "--physdev-is-bridged", "-j", "ACCEPT"}
+
 // ParseForward reads `iptables -S FORWARD`: the chain's policy, and
 // whether a rule accepts all bridged traffic.
 func ParseForward(out string) (policy string, acceptsBridged bool, err error) {
@@ -465,8 +471,7 @@ func ParseForward(out string) (policy string, acceptsBridged bool, err error) {
 		switch {
 		case len(f) == 3 && f[0] == "-P" && f[1] == "FORWARD":
 			policy = f[2]
-		case len(f) > 2 && f[0] == "-A" && f[1] == "FORWARD" && strings.HasSuffix(line, "--physdev-is-bridged -j ACCEPT") &&
-			!strings.Contains(line, " -i ") && !strings.Contains(line, " -o ") && !strings.Contains(line, " -s ") && !strings.Contains(line, " -d "):
+		case slices.Equal(f, acceptBridged):
 			acceptsBridged = true
 		}
 	}

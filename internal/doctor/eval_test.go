@@ -179,6 +179,12 @@ func TestParseForward(t *testing.T) {
 		{"fixed", "-P FORWARD DROP\n-A FORWARD -m physdev --physdev-is-bridged -j ACCEPT\n-A FORWARD -j DOCKER-USER\n", "DROP", true, false},
 		{"bridged accepted on one port only", "-P FORWARD DROP\n-A FORWARD -i br0 -m physdev --physdev-is-bridged -j ACCEPT\n", "DROP", false, false},
 		{"no policy line", "-A FORWARD -j ACCEPT\n", "", false, true},
+		// A rule that accepts only some bridged traffic, or (negated) none
+		// of it, leaves the rest to the DROP policy.
+		{"negated: what is not bridged accepted", "-P FORWARD DROP\n-A FORWARD -m physdev ! --physdev-is-bridged -j ACCEPT\n", "DROP", false, false},
+		{"bridged TCP only", "-P FORWARD DROP\n-A FORWARD -p tcp -m physdev --physdev-is-bridged -j ACCEPT\n", "DROP", false, false},
+		{"bridged from one bridge port only", "-P FORWARD DROP\n-A FORWARD -m physdev --physdev-in veth1 --physdev-is-bridged -j ACCEPT\n", "DROP", false, false},
+		{"bridged and marked only", "-P FORWARD DROP\n-A FORWARD -m mark --mark 0x1 -m physdev --physdev-is-bridged -j ACCEPT\n", "DROP", false, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
