@@ -156,7 +156,7 @@ func checkCatalog(s Settled) []Violation {
 
 // checkAllocations: on cluster-IPAM networks, allocations are exactly the
 // running containers' addresses (kind task, the container's node), the
-// nodes' shims (kind shim) and spares.
+// nodes' shims (kind shim, the shim's node) and spares.
 func checkAllocations(s Settled) []Violation {
 	var out []Violation
 	alloc := map[string]Allocation{}
@@ -181,8 +181,12 @@ func checkAllocations(s Settled) []Violation {
 		if h.Shim.IsValid() && slices.Contains(s.ClusterNetworks, h.Network) {
 			k := h.Network + "|" + h.Shim.String()
 			held[k] = true
-			if a, ok := alloc[k]; !ok || a.Kind != "shim" {
+			switch a, ok := alloc[k]; {
+			case !ok || a.Kind != "shim":
 				out = append(out, Violation{"unrecorded", fmt.Sprintf("shim %s of %s on %s is not recorded as a shim", h.Shim, h.Network, h.Node)})
+			case a.Node != h.Node:
+				// The pool would free it when that other node departs.
+				out = append(out, Violation{"misrecorded", fmt.Sprintf("shim %s of %s on %s is recorded as shim of %s", h.Shim, h.Network, h.Node, a.Node)})
 			}
 		}
 	}

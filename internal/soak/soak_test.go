@@ -146,6 +146,7 @@ func TestCheck(t *testing.T) {
 			s.Allocations = append(s.Allocations, Allocation{Network: "pool", IP: ip("10.0.0.40"), Node: "node1", Kind: "task"})
 		}, "leaked: 10.0.0.40 of pool"},
 		{"shim not recorded", func(s *Settled) { s.Allocations[2].Kind = "task" }, "unrecorded: shim 10.0.0.2 of pool on node1"},
+		{"shim recorded for another node", func(s *Settled) { s.Allocations[2].Node = "node2" }, "misrecorded: shim 10.0.0.2 of pool on node1 is recorded as shim of node2"},
 		{"shim gone", func(s *Settled) { s.HostNets[2].Shim = netip.Addr{} }, "shim_missing: node1 has no shim for lan"},
 		{"route gone", func(s *Settled) { s.HostNets[3].Route = false }, "route_missing: node2 has no route to lan"},
 		{"above max", func(s *Settled) { s.Services[0].Replicas = 7 }, "bounds: service web has 7 replicas, outside 0..6"},
