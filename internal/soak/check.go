@@ -156,7 +156,8 @@ func checkCatalog(s Settled) []Violation {
 
 // checkAllocations: on cluster-IPAM networks, allocations are exactly the
 // running containers' addresses (kind task, the container's node), the
-// nodes' shims (kind shim, the shim's node) and spares.
+// nodes' shims (kind shim, the shim's node) and spares of the cluster's
+// nodes.
 func checkAllocations(s Settled) []Violation {
 	var out []Violation
 	alloc := map[string]Allocation{}
@@ -191,10 +192,16 @@ func checkAllocations(s Settled) []Violation {
 		}
 	}
 	for _, a := range sortedAllocs(s.Allocations) {
-		if a.Kind == "spare" || held[a.Network+"|"+a.IP.String()] {
-			continue
+		switch {
+		case held[a.Network+"|"+a.IP.String()]:
+		case a.Kind == "spare" && slices.Contains(s.Nodes, a.Node):
+		case a.Kind == "spare":
+			// No node of the cluster will hand it out: the leader must
+			// reclaim it, as every address of a departed node.
+			out = append(out, Violation{"leaked", fmt.Sprintf("%s of %s is recorded as spare of %s, not a node of the cluster", a.IP, a.Network, a.Node)})
+		default:
+			out = append(out, Violation{"leaked", fmt.Sprintf("%s of %s is recorded as %s of %s, but nothing holds it", a.IP, a.Network, a.Kind, a.Node)})
 		}
-		out = append(out, Violation{"leaked", fmt.Sprintf("%s of %s is recorded as %s of %s, but nothing holds it", a.IP, a.Network, a.Kind, a.Node)})
 	}
 	return out
 }

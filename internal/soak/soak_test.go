@@ -145,6 +145,9 @@ func TestCheck(t *testing.T) {
 		{"leak", func(s *Settled) {
 			s.Allocations = append(s.Allocations, Allocation{Network: "pool", IP: ip("10.0.0.40"), Node: "node1", Kind: "task"})
 		}, "leaked: 10.0.0.40 of pool"},
+		{"spare of a node not in the cluster", func(s *Settled) {
+			s.Allocations = append(s.Allocations, Allocation{Network: "pool", IP: ip("10.0.0.41"), Node: "unknown node ghost", Kind: "spare"})
+		}, "leaked: 10.0.0.41 of pool is recorded as spare of unknown node ghost"},
 		{"shim not recorded", func(s *Settled) { s.Allocations[2].Kind = "task" }, "unrecorded: shim 10.0.0.2 of pool on node1"},
 		{"shim recorded for another node", func(s *Settled) { s.Allocations[2].Node = "node2" }, "misrecorded: shim 10.0.0.2 of pool on node1 is recorded as shim of node2"},
 		{"shim gone", func(s *Settled) { s.HostNets[2].Shim = netip.Addr{} }, "shim_missing: node1 has no shim for lan"},
