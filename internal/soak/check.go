@@ -123,31 +123,44 @@ func Check(s Settled) []Violation {
 }
 
 // checkCatalog: every running container of a registered service is in
-// the catalog with its address, on its node; nothing else is.
+// the catalog with one of its addresses, on its node; nothing else is. A
+// container on several networks is listed once per address, and judged
+// once: its agent registers one of them.
 func checkCatalog(s Settled) []Violation {
 	var out []Violation
 	regs := map[string][]Registration{}
 	for _, r := range s.Registrations {
 		regs[r.ContainerID] = append(regs[r.ContainerID], r)
 	}
-	running := map[string]bool{}
+	running := map[string][]Container{}
+	var ids []string
 	for _, c := range s.Containers {
 		if !slices.Contains(s.Registered, c.Service) {
 			continue
 		}
-		running[c.ID] = true
-		rs := regs[c.ID]
+		if running[c.ID] == nil {
+			ids = append(ids, c.ID)
+		}
+		running[c.ID] = append(running[c.ID], c)
+	}
+	for _, id := range ids {
+		cs, rs := running[id], regs[id]
+		c := cs[0]
+		addrs := make([]string, len(cs))
+		for i, x := range cs {
+			addrs[i] = x.IP.String()
+		}
 		switch {
 		case len(rs) == 0:
-			out = append(out, Violation{"missing", fmt.Sprintf("%s (%s on %s, %s) is not in the catalog", c.Name, c.Service, c.Node, c.IP)})
+			out = append(out, Violation{"missing", fmt.Sprintf("%s (%s on %s, %s) is not in the catalog", c.Name, c.Service, c.Node, strings.Join(addrs, ", "))})
 		case len(rs) > 1:
 			out = append(out, Violation{"registered_twice", fmt.Sprintf("%s is in the catalog %d times", c.Name, len(rs))})
-		case rs[0].Address != c.IP || rs[0].Node != c.Node:
-			out = append(out, Violation{"wrong_address", fmt.Sprintf("%s is %s on %s, the catalog says %s on %s", c.Name, c.IP, c.Node, rs[0].Address, rs[0].Node)})
+		case rs[0].Node != c.Node || !slices.ContainsFunc(cs, func(x Container) bool { return x.IP == rs[0].Address }):
+			out = append(out, Violation{"wrong_address", fmt.Sprintf("%s is %s on %s, the catalog says %s on %s", c.Name, strings.Join(addrs, ", "), c.Node, rs[0].Address, rs[0].Node)})
 		}
 	}
 	for _, r := range s.Registrations {
-		if !running[r.ContainerID] {
+		if running[r.ContainerID] == nil {
 			out = append(out, Violation{"stale", fmt.Sprintf("%s (%s at %s on %s) has no running container", r.ServiceID, r.Service, r.Address, r.Node)})
 		}
 	}

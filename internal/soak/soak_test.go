@@ -169,6 +169,25 @@ func TestCheck(t *testing.T) {
 	}
 }
 
+// A container on two networks is listed once per address; its agent
+// registers one of them, once.
+func TestCheckContainerOnTwoNetworks(t *testing.T) {
+	s := settled()
+	s.Containers = append(s.Containers, Container{Node: "node1", ID: "c1", Name: "web.1", Network: "lan", IP: ip("10.1.0.10"), Service: "web"})
+	if v := Check(s); len(v) != 0 {
+		t.Errorf("registered at its address on pool: %v", v)
+	}
+	s.Registrations = s.Registrations[1:]
+	var got []string
+	for _, v := range Check(s) {
+		got = append(got, v.String())
+	}
+	want := []string{"missing: web.1 (web on node1, 10.0.0.20, 10.1.0.10) is not in the catalog"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("not registered (-want +got):\n%s", d)
+	}
+}
+
 func TestReport(t *testing.T) {
 	start := time.Now()
 	log := NewLog(start)
