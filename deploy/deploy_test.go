@@ -1,11 +1,21 @@
 package deploy
 
 import (
+	"fmt"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"go.yaml.in/yaml/v3"
+
+	"github.com/underlay/underlay/internal/doctor"
+	"github.com/underlay/underlay/internal/inventory"
+	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/scale/adapter"
+	"github.com/underlay/underlay/internal/taskmetrics"
 )
 
 // stackFile is the part of a compose file the checks read.
@@ -137,6 +147,84 @@ func TestUnits(t *testing.T) {
 			if name == "underlay-agent.service" && strings.HasPrefix(line, "After=") && strings.Contains(line, "docker.service") {
 				t.Errorf("%s is ordered after docker.service: %s", name, line)
 			}
+		}
+	}
+}
+
+// policyRule matches a rule's opening line of an ACL policy: resource,
+// segment, "{".
+var policyRule = regexp.MustCompile(`^([a-z_]+) "([^"]*)" \{$`)
+
+// policyRules reads an ACL policy as the files are written (one rule per
+// block, its policy on the line after), as "resource \"segment\"" →
+// policy; a line it cannot read fails the test, so no rule is overlooked.
+func policyRules(t *testing.T, name, hcl string) map[string]string {
+	t.Helper()
+	out := map[string]string{}
+	lines := strings.Split(hcl, "\n")
+	for i := 0; i < len(lines); i++ {
+		line := strings.TrimSpace(lines[i])
+		if line == "" || strings.HasPrefix(line, "#") {
+			continue
+		}
+		m := policyRule.FindStringSubmatch(line)
+		if m == nil || i+2 >= len(lines) || strings.TrimSpace(lines[i+2]) != "}" {
+			t.Fatalf("%s line %d: %q is not a one-policy rule block", name, i+1, line)
+		}
+		p, ok := strings.CutPrefix(strings.TrimSpace(lines[i+1]), "policy = ")
+		if !ok {
+			t.Fatalf("%s line %d: %q is not a rule's policy", name, i+2, lines[i+1])
+		}
+		rule := fmt.Sprintf("%s %q", m[1], m[2])
+		if _, dup := out[rule]; dup {
+			t.Fatalf("%s: %s twice", name, rule)
+		}
+		out[rule] = strings.Trim(p, `"`)
+		i += 2
+	}
+	return out
+}
+
+// TestPolicies: each Consul ACL policy grants exactly the KV prefixes the
+// code of its component reads and writes (the packages' own constants),
+// and the few non-KV rules it needs; nothing else.
+func TestPolicies(t *testing.T) {
+	key := func(prefix string) string { return fmt.Sprintf("key_prefix %q", prefix) }
+	const scalePrefix = "underlay/scale/" // control's leader key, history, alerts, tokens
+	for _, k := range []string{adapter.DefaultLeaderKey, adapter.DefaultHistoryPrefix, adapter.DefaultAlertPrefix} {
+		if !strings.HasPrefix(k, scalePrefix) {
+			t.Fatalf("control's key %s is outside %s", k, scalePrefix)
+		}
+	}
+	for _, tc := range []struct {
+		name, hcl string
+		want      map[string]string
+	}{
+		{"agent.hcl", AgentPolicy, map[string]string{
+			`agent_prefix ""`:          "read",  // its Consul agent's address
+			`service_prefix ""`:        "write", // its containers' services
+			key(netspec.KVPrefix):      "write",
+			key(netspec.NodesKVPrefix): "write",
+			key(ipam.KVPrefix):         "write",
+			key(inventory.KVPrefix):    "write",
+			key(taskmetrics.KVPrefix):  "write",
+			key(doctor.KVPrefix):       "write",
+		}},
+		{"control.hcl", ControlPolicy, map[string]string{
+			key(scalePrefix):           "write",
+			`session_prefix ""`:        "write", // the leader lock's session
+			key(taskmetrics.KVPrefix):  "read",
+			key(netspec.KVPrefix):      "read", // the dashboard's
+			key(netspec.NodesKVPrefix): "read",
+			key(ipam.KVPrefix):         "read",
+			key(inventory.KVPrefix):    "read",
+			key(doctor.KVPrefix):       "read",
+			`service_prefix ""`:        "read",
+			`node_prefix ""`:           "read",
+		}},
+	} {
+		if d := cmp.Diff(tc.want, policyRules(t, tc.name, tc.hcl)); d != "" {
+			t.Errorf("%s grants other than what its component uses (-want +got):\n%s", tc.name, d)
 		}
 	}
 }

@@ -20,13 +20,10 @@ session_prefix "" {
   policy = "write"
 }
 
-# The dashboard (/ui): network specs, leases and states, the network index,
-# node facts, cluster-IPAM pools, the address inventory and the agents'
-# doctor reports, read only.
+# The dashboard (/ui): network specs, leases and states, node facts,
+# cluster-IPAM pools, the address inventory and the agents' doctor
+# reports, read only.
 key_prefix "underlay/networks/" {
-  policy = "read"
-}
-key_prefix "underlay/network-index" {
   policy = "read"
 }
 key_prefix "underlay/nodes/" {
