@@ -228,3 +228,93 @@ func TestPolicies(t *testing.T) {
 		}
 	}
 }
+
+// serviceSettings reads a unit's [Service] section as systemd merges it:
+// every assignment of a setting adds its words, an empty one resets it.
+// (For the single-valued settings checked here, the last word is the
+// value.) A continued line fails the test: it would be read wrongly.
+func serviceSettings(t *testing.T, name string) map[string][]string {
+	t.Helper()
+	b, err := Units.ReadFile("systemd/" + name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string][]string{}
+	section := ""
+	for i, line := range strings.Split(string(b), "\n") {
+		line = strings.TrimSpace(line)
+		switch {
+		case line == "" || strings.HasPrefix(line, "#") || strings.HasPrefix(line, ";"):
+		case strings.HasSuffix(line, `\`):
+			t.Fatalf("%s line %d: a continued line", name, i+1)
+		case strings.HasPrefix(line, "["):
+			section = line
+		case section == "[Service]":
+			k, v, ok := strings.Cut(line, "=")
+			if !ok {
+				t.Fatalf("%s line %d: %q is no assignment", name, i+1, line)
+			}
+			if words := strings.Fields(v); len(words) == 0 {
+				out[k] = []string{}
+			} else {
+				out[k] = append(out[k], words...)
+			}
+		}
+	}
+	return out
+}
+
+// TestUnitSandbox: each service's sandbox as systemd would apply it, all
+// of its lines merged: the agent has CAP_NET_ADMIN and CAP_NET_RAW in its
+// bounding set (root, for the Docker socket and plugin directory) and
+// netlink sockets; control, a dynamic user in the docker group, has no
+// capability and no netlink; neither gains privileges, writes the system
+// or sees /home or the host's /tmp.
+func TestUnitSandbox(t *testing.T) {
+	// The settings whose assignments add up; the others' last one counts.
+	listSettings := []string{"CapabilityBoundingSet", "AmbientCapabilities", "RestrictAddressFamilies", "SupplementaryGroups"}
+	common := map[string][]string{
+		"NoNewPrivileges": {"yes"}, "ProtectSystem": {"strict"}, "ProtectHome": {"yes"}, "PrivateTmp": {"yes"},
+		"AmbientCapabilities": {},
+	}
+	for name, want := range map[string]map[string][]string{
+		"underlay-agent.service": {
+			"CapabilityBoundingSet":   {"CAP_NET_ADMIN", "CAP_NET_RAW"},
+			"RestrictAddressFamilies": {"AF_INET", "AF_INET6", "AF_NETLINK", "AF_UNIX"},
+			"User":                    nil, "DynamicUser": nil,
+		},
+		"underlay-control.service": {
+			"CapabilityBoundingSet":   {},
+			"RestrictAddressFamilies": {"AF_INET", "AF_INET6", "AF_UNIX"},
+			"DynamicUser":             {"yes"}, "SupplementaryGroups": {"docker"},
+		},
+	} {
+		got := serviceSettings(t, name)
+		for k, w := range common {
+			if _, ok := want[k]; !ok {
+				want[k] = w
+			}
+		}
+		for k, w := range want {
+			g, set := got[k]
+			switch {
+			case w == nil && set:
+				t.Errorf("%s: %s=%s, want it unset", name, k, strings.Join(g, " "))
+			case w == nil:
+			case !set:
+				// An unset bounding set is every capability.
+				t.Errorf("%s: %s unset, want %q", name, k, w)
+			case len(w) == 1 && !slices.Contains(listSettings, k):
+				if g[len(g)-1] != w[0] {
+					t.Errorf("%s: %s=%s, want %s", name, k, g[len(g)-1], w[0])
+				}
+			default:
+				g = slices.Clone(g)
+				slices.Sort(g)
+				if !slices.Equal(g, w) {
+					t.Errorf("%s: %s is %q, want %q", name, k, g, w)
+				}
+			}
+		}
+	}
+}
