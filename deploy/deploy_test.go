@@ -2,6 +2,9 @@ package deploy
 
 import (
 	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strings"
@@ -315,6 +318,166 @@ func TestUnitSandbox(t *testing.T) {
 					t.Errorf("%s: %s is %q, want %q", name, k, g, w)
 				}
 			}
+		}
+	}
+}
+
+// maintainer runs deploy/debian's scripts in a sandbox: their absolute
+// paths moved under root, and deb-systemd-helper, deb-systemd-invoke,
+// systemctl and underlay replaced by stubs that log each call. The stub
+// helper keeps a unit's d-s-h state as a file: debian-installed is true
+// once update-state or enable ran.
+type maintainer struct {
+	t    *testing.T
+	root string
+}
+
+func newMaintainer(t *testing.T) *maintainer {
+	t.Helper()
+	m := &maintainer{t: t, root: t.TempDir()}
+	for _, d := range []string{"bin", "dsh", "etc/underlay", "var/lib/underlay", "run/systemd/system"} {
+		if err := os.MkdirAll(filepath.Join(m.root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stub := `#!/bin/sh
+echo "$(basename "$0") $*" >>"$CALLS"
+[ "$(basename "$0")" = deb-systemd-helper ] || exit 0
+[ "$1" != --quiet ] || shift
+case "$1" in
+debian-installed) test -e "$DSH/$2" ;;
+update-state|enable) : >"$DSH/$2" ;;
+esac
+`
+	for _, name := range []string{"deb-systemd-helper", "deb-systemd-invoke", "systemctl", "underlay"} {
+		if err := os.WriteFile(filepath.Join(m.root, "bin", name), []byte(stub), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return m
+}
+
+// run runs script with args and returns the stubs' calls.
+func (m *maintainer) run(script string, args ...string) []string {
+	m.t.Helper()
+	b, err := os.ReadFile(filepath.Join("debian", script))
+	if err != nil {
+		m.t.Fatal(err)
+	}
+	s := string(b)
+	for _, p := range []string{"/etc/underlay", "/var/lib/underlay", "/run/systemd/system"} {
+		s = strings.ReplaceAll(s, p, m.root+p)
+	}
+	// Nothing outside the sandbox but the kernel's random bytes.
+	outside := regexp.MustCompile(`(^|[\s"'=(<>])/(etc|var|run|usr|lib|home|srv|opt)/`)
+	for _, line := range strings.Split(strings.ReplaceAll(s, m.root+"/", "@/"), "\n") {
+		if l := strings.TrimSpace(line); !strings.HasPrefix(l, "#") && outside.MatchString(l) {
+			m.t.Fatalf("%s: %q reaches outside the test's sandbox", script, l)
+		}
+	}
+	path := filepath.Join(m.root, script)
+	if err := os.WriteFile(path, []byte(s), 0o755); err != nil {
+		m.t.Fatal(err)
+	}
+	calls := filepath.Join(m.root, "calls")
+	os.Remove(calls)
+	cmd := exec.Command("/bin/sh", append([]string{path}, args...)...)
+	cmd.Env = []string{"PATH=" + filepath.Join(m.root, "bin") + ":/usr/bin:/bin", "CALLS=" + calls, "DSH=" + filepath.Join(m.root, "dsh")}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		m.t.Fatalf("%s %s: %v\n%s", script, strings.Join(args, " "), err, out)
+	}
+	b, err = os.ReadFile(calls)
+	if err != nil && !os.IsNotExist(err) {
+		m.t.Fatal(err)
+	}
+	return strings.Split(strings.TrimSpace(string(b)), "\n")
+}
+
+func (m *maintainer) path(p string) string { return filepath.Join(m.root, p) }
+
+func (m *maintainer) write(p, content string) {
+	m.t.Helper()
+	if err := os.MkdirAll(filepath.Dir(m.path(p)), 0o755); err != nil {
+		m.t.Fatal(err)
+	}
+	if err := os.WriteFile(m.path(p), []byte(content), 0o600); err != nil {
+		m.t.Fatal(err)
+	}
+}
+
+func (m *maintainer) read(p string) (string, bool) {
+	b, err := os.ReadFile(m.path(p))
+	return string(b), err == nil
+}
+
+// TestMaintainerScripts: a fresh install enables and starts the agent and
+// its socket, makes control's secrets (root's only) and records control's
+// unit so that a purge removes the links an operator's enable made; an
+// upgrade stops nothing, restarts the agent and keeps the operator's
+// secrets; remove stops the units and cleans the host's links but keeps
+// settings and state; purge removes what the package made and no
+// operator file beside it.
+func TestMaintainerScripts(t *testing.T) {
+	m := newMaintainer(t)
+	m.write("etc/underlay/agent.env", "UNDERLAY_LABEL=mine\n") // conffiles, unpacked by dpkg
+	m.write("var/lib/underlay/node-id", "abc\n")
+	m.write("var/lib/underlay/lab/keep", "not the package's\n")
+
+	calls := m.run("postinst", "configure", "")
+	for _, want := range []string{"deb-systemd-helper enable underlay-ipam.socket", "deb-systemd-helper enable underlay-agent.service",
+		"deb-systemd-helper update-state underlay-control.service", "deb-systemd-invoke start underlay-ipam.socket underlay-agent.service"} {
+		if !slices.Contains(calls, want) {
+			t.Errorf("fresh install: no %q among %q", want, calls)
+		}
+	}
+	if slices.ContainsFunc(calls, func(c string) bool { return strings.Contains(c, "enable underlay-control") }) {
+		t.Errorf("fresh install enabled control: %q", calls)
+	}
+	for _, f := range []string{"etc/underlay/control.tokens", "etc/underlay/control.peer-secret"} {
+		st, err := os.Stat(m.path(f))
+		got, _ := m.read(f)
+		if err != nil || st.Mode().Perm() != 0o600 || !regexp.MustCompile(`^[0-9a-f]{64}\n$`).MatchString(got) {
+			t.Errorf("%s after a fresh install: %v %q (%v), want 32 random bytes in hex, root's only", f, st.Mode(), got, err)
+		}
+	}
+
+	m.write("etc/underlay/control.tokens", "operator-token\n")
+	if calls := m.run("prerm", "upgrade", "2.0"); calls[0] != "" {
+		t.Errorf("prerm upgrade: %q, want nothing stopped or cleaned", calls)
+	}
+	calls = m.run("postinst", "configure", "1.0")
+	if !slices.Contains(calls, "deb-systemd-invoke restart underlay-agent.service") {
+		t.Errorf("upgrade: the agent is not restarted: %q", calls)
+	}
+	if got, _ := m.read("etc/underlay/control.tokens"); got != "operator-token\n" {
+		t.Errorf("upgrade rewrote control.tokens: %q", got)
+	}
+
+	calls = m.run("prerm", "remove")
+	if !slices.Contains(calls, "deb-systemd-invoke stop underlay-control.service underlay-agent.service underlay-ipam.socket") ||
+		!slices.Contains(calls, "underlay agent cleanup") {
+		t.Errorf("prerm remove: %q, want the units stopped and the agent's links cleaned", calls)
+	}
+	m.run("postrm", "remove")
+	for _, f := range []string{"etc/underlay/control.tokens", "etc/underlay/control.peer-secret", "var/lib/underlay/node-id"} {
+		if _, ok := m.read(f); !ok {
+			t.Errorf("remove deleted %s", f)
+		}
+	}
+
+	m.write("etc/underlay/policy.yml", "operator's\n")
+	calls = m.run("postrm", "purge")
+	if !slices.Contains(calls, "deb-systemd-helper purge underlay-ipam.socket underlay-agent.service underlay-control.service") {
+		t.Errorf("purge: %q, want the units' state purged", calls)
+	}
+	for _, f := range []string{"etc/underlay/control.tokens", "etc/underlay/control.peer-secret", "var/lib/underlay/node-id"} {
+		if _, ok := m.read(f); ok {
+			t.Errorf("purge left %s", f)
+		}
+	}
+	for _, f := range []string{"etc/underlay/policy.yml", "var/lib/underlay/lab/keep"} {
+		if _, ok := m.read(f); !ok {
+			t.Errorf("purge deleted %s, not the package's", f)
 		}
 	}
 }
