@@ -343,7 +343,7 @@ func newNetworkPlanCommand(streams IOStreams) *cobra.Command {
 			if err := netspec.Validate(s, nil); err != nil {
 				return err
 			}
-			if err := checkPlanNodes(nodes); err != nil {
+			if err := checkPlanNodes(nodes, manager); err != nil {
 				return err
 			}
 			plans, err := netspec.Plan(s, nodes)
@@ -356,14 +356,16 @@ func newNetworkPlanCommand(streams IOStreams) *cobra.Command {
 	}
 	sf.add(cmd)
 	cmd.Flags().StringSliceVar(&nodes, "nodes", nil, "node names, in order: the first gets the first range")
-	cmd.Flags().StringVar(&manager, "manager", "", "the manager that creates the swarm network (default: the first node)")
+	cmd.Flags().StringVar(&manager, "manager", "", "the manager, one of --nodes, that creates the swarm network (default: the first node)")
 	return cmd
 }
 
 // checkPlanNodes checks network plan's --nodes: each node is named once
 // (a node named twice would get two ranges and two config-only networks
-// of one name), and no name is empty.
-func checkPlanNodes(nodes []string) error {
+// of one name), and no name is empty; and --manager, when given, is one
+// of them: Docker makes the swarm network from the config-only network on
+// the manager it is run on, and refuses where that network does not exist.
+func checkPlanNodes(nodes []string, manager string) error {
 	if len(nodes) == 0 {
 		return errors.New("--nodes: name the nodes, in order, e.g. --nodes manager1,worker1")
 	}
@@ -376,6 +378,9 @@ func checkPlanNodes(nodes []string) error {
 			return fmt.Errorf("--nodes %q: node %s is named twice", strings.Join(nodes, ","), n)
 		}
 		seen[n] = true
+	}
+	if manager != "" && !seen[manager] {
+		return fmt.Errorf("--manager %q: not among --nodes %q, so the plan makes no config-only network there and Docker refuses the swarm network; add it to --nodes", manager, strings.Join(nodes, ","))
 	}
 	return nil
 }

@@ -27,6 +27,10 @@ func TestNetworkBadFlags(t *testing.T) {
 		// config-only networks of one name, for a node named twice.
 		{"plan empty node", append(plan, "--nodes", "a,,b"), `--nodes "a,,b": node 2 has no name`},
 		{"plan node twice", append(plan, "--nodes", "a,b,a"), `--nodes "a,b,a": node a is named twice`},
+		// The script's last step, run on the manager, makes the swarm
+		// network from the config-only network only --nodes get: Docker
+		// refuses it where that network does not exist.
+		{"plan manager not a node", append(plan, "--nodes", "a,b", "--manager", "m"), `--manager "m": not among --nodes "a,b"`},
 		// The first address was dropped: no longer reserved, Docker could
 		// hand it to a container.
 		{"aux name twice", append(plan, "--nodes", "a", "--aux-address", "x=10.0.0.5", "--aux-address", "x=10.0.0.6"), `--aux-address "x=10.0.0.6": x is already 10.0.0.5`},
