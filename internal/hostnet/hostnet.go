@@ -109,17 +109,29 @@ func Repairs(w Want, o Observed) ([]Repair, error) {
 func (w Want) promisc() bool { return w.Driver != "ipvlan" }
 
 // Host applies Wants with netlink in the calling process's network namespace.
-type Host struct{}
+type Host struct {
+	// k is the kernel; nil is the calling process's, through netlink.
+	k kernel
+}
+
+// nl is the kernel h works on.
+func (h Host) nl() kernel {
+	if h.k == nil {
+		return netlinkKernel{}
+	}
+	return h.k
+}
 
 // Observe reads the host state relevant to w.
-func (Host) Observe(w Want) (Observed, error) {
+func (h Host) Observe(w Want) (Observed, error) {
 	var o Observed
-	parent, err := netlink.LinkByName(w.Parent)
+	k := h.nl()
+	parent, err := k.LinkByName(w.Parent)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
 			if lower, _, ok := vlanParent(w.Parent); ok {
-				if _, err := netlink.LinkByName(lower); err == nil {
+				if _, err := k.LinkByName(lower); err == nil {
 					o.ParentCreatable = true
 				}
 			}
@@ -131,7 +143,7 @@ func (Host) Observe(w Want) (Observed, error) {
 	pa := parent.Attrs()
 	o.ParentUp = pa.Flags&net.FlagUp != 0
 	o.ParentPromisc = pa.Promisc != 0
-	shim, err := netlink.LinkByName(w.ShimLink)
+	shim, err := k.LinkByName(w.ShimLink)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
@@ -142,7 +154,7 @@ func (Host) Observe(w Want) (Observed, error) {
 	o.ShimExists = true
 	o.ShimOK = w.shimOK(shim) && shim.Attrs().ParentIndex == pa.Index
 	o.ShimUp = shim.Attrs().Flags&net.FlagUp != 0
-	addrs, err := netlink.AddrList(shim, netlink.FAMILY_V4)
+	addrs, err := k.AddrList(shim, netlink.FAMILY_V4)
 	if err != nil {
 		return o, fmt.Errorf("addresses of %s: %w", w.ShimLink, err)
 	}
@@ -151,7 +163,7 @@ func (Host) Observe(w Want) (Observed, error) {
 			o.ShimHasIP = true
 		}
 	}
-	routes, err := netlink.RouteList(shim, netlink.FAMILY_V4)
+	routes, err := k.RouteList(shim, netlink.FAMILY_V4)
 	if err != nil {
 		return o, fmt.Errorf("routes of %s: %w", w.ShimLink, err)
 	}
@@ -175,44 +187,44 @@ func (h Host) Ensure(w Want) ([]Repair, error) {
 		return nil, fmt.Errorf("parent %s: %w", w.Parent, err)
 	}
 	for _, r := range repairs {
-		if err := apply(w, r); err != nil {
+		if err := apply(h.nl(), w, r); err != nil {
 			return nil, fmt.Errorf("%s on %s: %w", r, w.ShimLink, err)
 		}
 	}
 	return repairs, nil
 }
 
-func apply(w Want, r Repair) error {
+func apply(k kernel, w Want, r Repair) error {
 	switch r {
 	case ParentCreate:
-		return createVLAN(w.Parent, w.Network)
+		return createVLAN(k, w.Parent, w.Network)
 	case ParentUp, ParentPromisc:
-		parent, err := netlink.LinkByName(w.Parent)
+		parent, err := k.LinkByName(w.Parent)
 		if err != nil {
 			return err
 		}
 		if r == ParentUp {
-			return netlink.LinkSetUp(parent)
+			return k.LinkSetUp(parent)
 		}
-		return netlink.SetPromiscOn(parent)
+		return k.SetPromiscOn(parent)
 	case ShimReplace:
-		return RemoveShim(w.ShimLink, w.Network)
+		return removeShim(k, w.ShimLink, w.Network)
 	case ShimCreate:
-		parent, err := netlink.LinkByName(w.Parent)
+		parent, err := k.LinkByName(w.Parent)
 		if err != nil {
 			return err
 		}
-		if err := netlink.LinkAdd(w.shim(parent.Attrs().Index)); err != nil {
+		if err := k.LinkAdd(w.shim(parent.Attrs().Index)); err != nil {
 			return err
 		}
-		shim, err := netlink.LinkByName(w.ShimLink)
+		shim, err := k.LinkByName(w.ShimLink)
 		if err != nil {
 			return err
 		}
 		// The mark by which removing underlay finds its shims (Leftovers).
-		return netlink.LinkSetAlias(shim, ShimAlias(w.Network))
+		return k.LinkSetAlias(shim, ShimAlias(w.Network))
 	}
-	shim, err := netlink.LinkByName(w.ShimLink)
+	shim, err := k.LinkByName(w.ShimLink)
 	if err != nil {
 		return err
 	}
@@ -220,19 +232,19 @@ func apply(w Want, r Repair) error {
 	case ShimAddress:
 		// Only the wanted address: an old one (the node's address changed,
 		// say after its allocation was reclaimed) may now be a container's.
-		if addrs, err := netlink.AddrList(shim, netlink.FAMILY_V4); err == nil {
+		if addrs, err := k.AddrList(shim, netlink.FAMILY_V4); err == nil {
 			for _, a := range addrs {
 				if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() != w.Shim {
-					netlink.AddrDel(shim, &a)
+					k.AddrDel(shim, &a)
 				}
 			}
 		}
-		return ignoreExists(netlink.AddrAdd(shim, &netlink.Addr{IPNet: &net.IPNet{IP: w.Shim.AsSlice(), Mask: net.CIDRMask(32, 32)}}))
+		return ignoreExists(k.AddrAdd(shim, &netlink.Addr{IPNet: &net.IPNet{IP: w.Shim.AsSlice(), Mask: net.CIDRMask(32, 32)}}))
 	case ShimUp:
-		return netlink.LinkSetUp(shim)
+		return k.LinkSetUp(shim)
 	case ShimRoute:
 		dst := &net.IPNet{IP: w.Route.Addr().AsSlice(), Mask: net.CIDRMask(w.Route.Bits(), 32)}
-		return netlink.RouteReplace(&netlink.Route{LinkIndex: shim.Attrs().Index, Dst: dst, Scope: netlink.SCOPE_LINK})
+		return k.RouteReplace(&netlink.Route{LinkIndex: shim.Attrs().Index, Dst: dst, Scope: netlink.SCOPE_LINK})
 	}
 	return fmt.Errorf("unknown repair %q", r)
 }
@@ -241,8 +253,10 @@ func apply(w Want, r Repair) error {
 // routes); removing an absent one succeeds. A link of that name underlay
 // did not make for network (ShimOf) is left alone, with an error wrapping
 // ErrForeignLink.
-func RemoveShim(name, network string) error {
-	l, err := netlink.LinkByName(name)
+func RemoveShim(name, network string) error { return removeShim(netlinkKernel{}, name, network) }
+
+func removeShim(k kernel, name, network string) error {
+	l, err := k.LinkByName(name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
@@ -253,7 +267,7 @@ func RemoveShim(name, network string) error {
 	if a := l.Attrs(); !ShimOf(Link{Name: a.Name, Type: l.Type(), Alias: a.Alias}, network) {
 		return fmt.Errorf("link %s (%s, alias %q): %w %s, left alone; rename or remove it", name, l.Type(), a.Alias, ErrForeignLink, network)
 	}
-	return netlink.LinkDel(l)
+	return k.LinkDel(l)
 }
 
 func ignoreExists(err error) error {

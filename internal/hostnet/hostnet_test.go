@@ -2,9 +2,16 @@ package hostnet
 
 import (
 	"errors"
+	"maps"
+	"net"
+	"net/netip"
+	"slices"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/vishvananda/netlink"
+
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 func TestRepairs(t *testing.T) {
@@ -69,5 +76,50 @@ func TestOwned(t *testing.T) {
 	}
 	if _, ok := Owned("uplink to rack 3"); ok {
 		t.Error("an alias set by hand counts as underlay's")
+	}
+}
+
+// vlanWant is a macvlan network on VLAN 40 of bond0, which a fake host
+// made by vlanHost has.
+func vlanWant() Want {
+	return Want{Parent: "bond0.40", Network: "pool", ShimLink: netspec.ShimLinkName("pool"),
+		Shim: netip.MustParseAddr("10.40.0.2"), Route: netip.MustParsePrefix("10.40.0.0/26")}
+}
+
+func vlanHost() *fakeKernel {
+	return newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0", MTU: 9000, Flags: net.FlagUp}})
+}
+
+// TestEnsureOnAFakeHost runs Ensure's repairs on an in-memory host: a
+// missing VLAN parent and shim are made, marked, and found in place the
+// next time; the removals take exactly them away.
+func TestEnsureOnAFakeHost(t *testing.T) {
+	k := vlanHost()
+	h, w := Host{k: k}, vlanWant()
+	got, err := h.Ensure(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Repair{ParentCreate, ParentUp, ParentPromisc, ShimCreate, ShimAddress, ShimUp, ShimRoute}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("first Ensure (-want +got):\n%s", diff)
+	}
+	if got, err := h.Ensure(w); err != nil || len(got) != 0 {
+		t.Errorf("second Ensure: %v, %v; want nothing to do", got, err)
+	}
+	if a := k.links[w.Parent].Attrs(); a.Alias != OwnerAlias(w.Network) || a.MTU != 9000 {
+		t.Errorf("parent %s: alias %q, MTU %d; want %q and its lower device's 9000", w.Parent, a.Alias, a.MTU, OwnerAlias(w.Network))
+	}
+	if a := k.links[w.ShimLink].Attrs(); a.Alias != ShimAlias(w.Network) {
+		t.Errorf("shim %s: alias %q, want %q", w.ShimLink, a.Alias, ShimAlias(w.Network))
+	}
+	if err := removeShim(k, w.ShimLink, w.Network); err != nil {
+		t.Fatal(err)
+	}
+	if removed, err := removeParent(k, w.Parent, w.Network); !removed || err != nil {
+		t.Errorf("removeParent: %t, %v; want the parent removed", removed, err)
+	}
+	if names := slices.Sorted(maps.Keys(k.links)); !slices.Equal(names, []string{"bond0"}) {
+		t.Errorf("links left: %v, want [bond0]", names)
 	}
 }

@@ -21,12 +21,12 @@ func vlanParent(name string) (string, int, bool) { return netspec.VLANParent(nam
 
 // createVLAN makes the VLAN sub-interface name on its lower device, with
 // the lower device's MTU, marked as network's.
-func createVLAN(name, network string) error {
+func createVLAN(k kernel, name, network string) error {
 	lowerName, vid, ok := vlanParent(name)
 	if !ok {
 		return fmt.Errorf("%s is not a VLAN sub-interface name", name)
 	}
-	lower, err := netlink.LinkByName(lowerName)
+	lower, err := k.LinkByName(lowerName)
 	if err != nil {
 		return fmt.Errorf("lower device %s: %w", lowerName, err)
 	}
@@ -34,24 +34,28 @@ func createVLAN(name, network string) error {
 		LinkAttrs: netlink.LinkAttrs{Name: name, ParentIndex: lower.Attrs().Index, MTU: lower.Attrs().MTU},
 		VlanId:    vid,
 	}
-	if err := netlink.LinkAdd(v); err != nil {
+	if err := k.LinkAdd(v); err != nil {
 		return fmt.Errorf("create VLAN %d on %s: %w", vid, lowerName, err)
 	}
-	l, err := netlink.LinkByName(name)
+	l, err := k.LinkByName(name)
 	if err != nil {
 		return err
 	}
-	return netlink.LinkSetAlias(l, OwnerAlias(network))
+	return k.LinkSetAlias(l, OwnerAlias(network))
 }
 
 // RemoveParent deletes a VLAN parent that underlay made for network, and
 // nothing else: a parent made by hand (or by Docker) is left. It reports
 // whether it deleted one; an absent parent is no error.
 func RemoveParent(parent, network string) (bool, error) {
+	return removeParent(netlinkKernel{}, parent, network)
+}
+
+func removeParent(k kernel, parent, network string) (bool, error) {
 	if _, _, ok := vlanParent(parent); !ok {
 		return false, nil
 	}
-	l, err := netlink.LinkByName(parent)
+	l, err := k.LinkByName(parent)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
@@ -62,7 +66,7 @@ func RemoveParent(parent, network string) (bool, error) {
 	if l.Type() != "vlan" || l.Attrs().Alias != OwnerAlias(network) {
 		return false, nil
 	}
-	if err := netlink.LinkDel(l); err != nil {
+	if err := k.LinkDel(l); err != nil {
 		return false, fmt.Errorf("delete VLAN parent %s: %w", parent, err)
 	}
 	return true, nil

@@ -1,0 +1,41 @@
+package hostnet
+
+import "github.com/vishvananda/netlink"
+
+// kernel is the part of netlink that Host and the removals use, so that
+// unit tests can run them on an in-memory host.
+type kernel interface {
+	LinkByName(name string) (netlink.Link, error)
+	LinkAdd(link netlink.Link) error
+	LinkDel(link netlink.Link) error
+	LinkSetAlias(link netlink.Link, alias string) error
+	LinkSetUp(link netlink.Link) error
+	SetPromiscOn(link netlink.Link) error
+	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
+	AddrAdd(link netlink.Link, addr *netlink.Addr) error
+	AddrDel(link netlink.Link, addr *netlink.Addr) error
+	RouteList(link netlink.Link, family int) ([]netlink.Route, error)
+	RouteReplace(route *netlink.Route) error
+}
+
+// netlinkKernel is the kernel of the calling process's network namespace,
+// through netlink's package functions.
+type netlinkKernel struct{}
+
+func (netlinkKernel) LinkByName(name string) (netlink.Link, error) { return netlink.LinkByName(name) }
+func (netlinkKernel) LinkAdd(l netlink.Link) error                 { return netlink.LinkAdd(l) }
+func (netlinkKernel) LinkDel(l netlink.Link) error                 { return netlink.LinkDel(l) }
+func (netlinkKernel) LinkSetAlias(l netlink.Link, alias string) error {
+	return netlink.LinkSetAlias(l, alias)
+}
+func (netlinkKernel) LinkSetUp(l netlink.Link) error    { return netlink.LinkSetUp(l) }
+func (netlinkKernel) SetPromiscOn(l netlink.Link) error { return netlink.SetPromiscOn(l) }
+func (netlinkKernel) AddrList(l netlink.Link, family int) ([]netlink.Addr, error) {
+	return netlink.AddrList(l, family)
+}
+func (netlinkKernel) AddrAdd(l netlink.Link, a *netlink.Addr) error { return netlink.AddrAdd(l, a) }
+func (netlinkKernel) AddrDel(l netlink.Link, a *netlink.Addr) error { return netlink.AddrDel(l, a) }
+func (netlinkKernel) RouteList(l netlink.Link, family int) ([]netlink.Route, error) {
+	return netlink.RouteList(l, family)
+}
+func (netlinkKernel) RouteReplace(r *netlink.Route) error { return netlink.RouteReplace(r) }

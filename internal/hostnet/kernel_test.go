@@ -1,0 +1,242 @@
+package hostnet
+
+import (
+	"fmt"
+	"net"
+	"slices"
+	"syscall"
+
+	"github.com/vishvananda/netlink"
+)
+
+// fakeKernel is an in-memory host for Host: links by name, with their
+// addresses and routes, as netlink would show them. It checks what the
+// kernel checks that matters here (names of 15 bytes at most, a parent
+// that exists, no two links of one name) and fails any call named in
+// fail.
+type fakeKernel struct {
+	links  map[string]netlink.Link
+	addrs  map[string][]netlink.Addr
+	routes []netlink.Route
+	last   int // the last link index given out
+	// fail makes a call fail: "LinkSetAlias bond0.40" (method and link
+	// name) → the error it returns.
+	fail map[string]error
+}
+
+func newFakeKernel(links ...netlink.Link) *fakeKernel {
+	k := &fakeKernel{links: map[string]netlink.Link{}, addrs: map[string][]netlink.Addr{}, fail: map[string]error{}}
+	for _, l := range links {
+		if err := k.LinkAdd(l); err != nil {
+			panic(err)
+		}
+	}
+	return k
+}
+
+// clone copies l, as every netlink call returns a fresh value.
+func clone(l netlink.Link) netlink.Link {
+	switch v := l.(type) {
+	case *netlink.Vlan:
+		c := *v
+		return &c
+	case *netlink.Macvlan:
+		c := *v
+		return &c
+	case *netlink.IPVlan:
+		c := *v
+		return &c
+	case *netlink.Dummy:
+		c := *v
+		return &c
+	case *netlink.Device:
+		c := *v
+		return &c
+	case *netlink.Veth:
+		c := *v
+		return &c
+	}
+	panic(fmt.Sprintf("fakeKernel: link type %T", l))
+}
+
+func (k *fakeKernel) failure(call, name string) error { return k.fail[call+" "+name] }
+
+// get is the stored link l names, by index as netlink does when it has one.
+func (k *fakeKernel) get(l netlink.Link) (netlink.Link, error) {
+	a := l.Attrs()
+	for _, s := range k.links {
+		if a.Index != 0 && s.Attrs().Index == a.Index || a.Index == 0 && s.Attrs().Name == a.Name {
+			return s, nil
+		}
+	}
+	return nil, syscall.ENODEV
+}
+
+func (k *fakeKernel) byIndex(i int) netlink.Link {
+	for _, s := range k.links {
+		if s.Attrs().Index == i {
+			return s
+		}
+	}
+	return nil
+}
+
+func (k *fakeKernel) LinkByName(name string) (netlink.Link, error) {
+	if err := k.failure("LinkByName", name); err != nil {
+		return nil, err
+	}
+	l, ok := k.links[name]
+	if !ok {
+		return nil, netlink.LinkNotFoundError{}
+	}
+	return clone(l), nil
+}
+
+func (k *fakeKernel) LinkAdd(l netlink.Link) error {
+	a := l.Attrs()
+	if err := k.failure("LinkAdd", a.Name); err != nil {
+		return err
+	}
+	if len(a.Name) == 0 || len(a.Name) > 15 {
+		return syscall.EINVAL
+	}
+	if _, ok := k.links[a.Name]; ok {
+		return syscall.EEXIST
+	}
+	if a.ParentIndex != 0 && k.byIndex(a.ParentIndex) == nil {
+		return syscall.ENODEV
+	}
+	k.last++
+	a.Index = k.last // netlink reads the new index back into l
+	k.links[a.Name] = clone(l)
+	return nil
+}
+
+func (k *fakeKernel) LinkDel(l netlink.Link) error {
+	s, err := k.get(l)
+	if err != nil {
+		return err
+	}
+	if err := k.failure("LinkDel", s.Attrs().Name); err != nil {
+		return err
+	}
+	// The kernel takes the links on top of a link, its addresses and its
+	// routes along.
+	for _, up := range k.links {
+		if up.Attrs().ParentIndex == s.Attrs().Index {
+			k.LinkDel(up)
+		}
+	}
+	delete(k.links, s.Attrs().Name)
+	delete(k.addrs, s.Attrs().Name)
+	k.routes = slices.DeleteFunc(k.routes, func(r netlink.Route) bool { return r.LinkIndex == s.Attrs().Index })
+	return nil
+}
+
+func (k *fakeKernel) LinkSetAlias(l netlink.Link, alias string) error {
+	s, err := k.get(l)
+	if err != nil {
+		return err
+	}
+	if err := k.failure("LinkSetAlias", s.Attrs().Name); err != nil {
+		return err
+	}
+	s.Attrs().Alias = alias
+	return nil
+}
+
+func (k *fakeKernel) LinkSetUp(l netlink.Link) error {
+	s, err := k.get(l)
+	if err != nil {
+		return err
+	}
+	if err := k.failure("LinkSetUp", s.Attrs().Name); err != nil {
+		return err
+	}
+	s.Attrs().Flags |= net.FlagUp
+	return nil
+}
+
+func (k *fakeKernel) SetPromiscOn(l netlink.Link) error {
+	s, err := k.get(l)
+	if err != nil {
+		return err
+	}
+	if err := k.failure("SetPromiscOn", s.Attrs().Name); err != nil {
+		return err
+	}
+	s.Attrs().Promisc = 1
+	return nil
+}
+
+func (k *fakeKernel) AddrList(l netlink.Link, _ int) ([]netlink.Addr, error) {
+	s, err := k.get(l)
+	if err != nil {
+		return nil, err
+	}
+	return slices.Clone(k.addrs[s.Attrs().Name]), nil
+}
+
+func (k *fakeKernel) AddrAdd(l netlink.Link, a *netlink.Addr) error {
+	s, err := k.get(l)
+	if err != nil {
+		return err
+	}
+	name := s.Attrs().Name
+	if err := k.failure("AddrAdd", name); err != nil {
+		return err
+	}
+	if a.IPNet == nil || a.IP.To4() == nil {
+		return syscall.EINVAL
+	}
+	if slices.ContainsFunc(k.addrs[name], func(h netlink.Addr) bool { return h.IP.Equal(a.IP) }) {
+		return syscall.EEXIST
+	}
+	k.addrs[name] = append(k.addrs[name], *a)
+	return nil
+}
+
+func (k *fakeKernel) AddrDel(l netlink.Link, a *netlink.Addr) error {
+	s, err := k.get(l)
+	if err != nil {
+		return err
+	}
+	name := s.Attrs().Name
+	n := len(k.addrs[name])
+	k.addrs[name] = slices.DeleteFunc(k.addrs[name], func(h netlink.Addr) bool { return h.IP.Equal(a.IP) })
+	if len(k.addrs[name]) == n {
+		return syscall.EADDRNOTAVAIL
+	}
+	return nil
+}
+
+func (k *fakeKernel) RouteList(l netlink.Link, _ int) ([]netlink.Route, error) {
+	s, err := k.get(l)
+	if err != nil {
+		return nil, err
+	}
+	var rs []netlink.Route
+	for _, r := range k.routes {
+		if r.LinkIndex == s.Attrs().Index {
+			rs = append(rs, r)
+		}
+	}
+	return rs, nil
+}
+
+// RouteReplace replaces the route to the same destination, as the kernel
+// does in the main table (a route without one is the default route).
+func (k *fakeKernel) RouteReplace(r *netlink.Route) error {
+	if k.byIndex(r.LinkIndex) == nil {
+		return syscall.ENODEV
+	}
+	dst := func(r netlink.Route) string {
+		if r.Dst == nil || r.Dst.IP == nil {
+			return "default"
+		}
+		return r.Dst.String()
+	}
+	k.routes = slices.DeleteFunc(k.routes, func(h netlink.Route) bool { return dst(h) == dst(*r) })
+	k.routes = append(k.routes, *r)
+	return nil
+}
