@@ -214,15 +214,8 @@ func apply(k kernel, w Want, r Repair) error {
 		if err != nil {
 			return err
 		}
-		if err := k.LinkAdd(w.shim(parent.Attrs().Index)); err != nil {
-			return err
-		}
-		shim, err := k.LinkByName(w.ShimLink)
-		if err != nil {
-			return err
-		}
 		// The mark by which removing underlay finds its shims (Leftovers).
-		return k.LinkSetAlias(shim, ShimAlias(w.Network))
+		return addMarked(k, w.shim(parent.Attrs().Index), ShimAlias(w.Network))
 	}
 	shim, err := k.LinkByName(w.ShimLink)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -121,5 +122,49 @@ func TestEnsureOnAFakeHost(t *testing.T) {
 	}
 	if names := slices.Sorted(maps.Keys(k.links)); !slices.Equal(names, []string{"bond0"}) {
 		t.Errorf("links left: %v, want [bond0]", names)
+	}
+}
+
+// TestEnsureMarkFails: a link Ensure makes but cannot mark as underlay's
+// must not stay unmarked, where no later sync, network rm or agent
+// cleanup would take it for underlay's. The failure is reported, and the
+// next sync makes the link again, marked.
+func TestEnsureMarkFails(t *testing.T) {
+	for _, link := range []string{"bond0.40", netspec.ShimLinkName("pool")} {
+		t.Run(link, func(t *testing.T) {
+			k := vlanHost()
+			h, w := Host{k: k}, vlanWant()
+			k.fail["LinkSetAlias "+link] = errors.New("injected alias failure")
+			if _, err := h.Ensure(w); err == nil || !strings.Contains(err.Error(), "injected alias failure") {
+				t.Errorf("Ensure with the mark of %s failing: %v; want that failure", link, err)
+			}
+			if l, ok := k.links[link]; ok && l.Attrs().Alias == "" {
+				t.Errorf("%s is left unmarked after its mark failed", link)
+			}
+			delete(k.fail, "LinkSetAlias "+link)
+			if _, err := h.Ensure(w); err != nil {
+				t.Fatal(err)
+			}
+			if a := k.links[w.Parent].Attrs().Alias; a != OwnerAlias(w.Network) {
+				t.Errorf("parent %s after the next sync: alias %q, want %q", w.Parent, a, OwnerAlias(w.Network))
+			}
+			if a := k.links[w.ShimLink].Attrs().Alias; a != ShimAlias(w.Network) {
+				t.Errorf("shim %s after the next sync: alias %q, want %q", w.ShimLink, a, ShimAlias(w.Network))
+			}
+		})
+	}
+}
+
+// TestEnsureMarkAndUndoFail: when the unmarked link cannot be deleted
+// either, the error says it is left and how to remove it.
+func TestEnsureMarkAndUndoFail(t *testing.T) {
+	k := vlanHost()
+	k.fail["LinkSetAlias bond0.40"] = errors.New("injected alias failure")
+	k.fail["LinkDel bond0.40"] = errors.New("injected delete failure")
+	_, err := Host{k: k}.Ensure(vlanWant())
+	for _, want := range []string{"injected alias failure", "injected delete failure", "left unmarked", "ip link del bond0.40"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Ensure: %v; want it to say %q", err, want)
+		}
 	}
 }

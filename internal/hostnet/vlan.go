@@ -34,14 +34,34 @@ func createVLAN(k kernel, name, network string) error {
 		LinkAttrs: netlink.LinkAttrs{Name: name, ParentIndex: lower.Attrs().Index, MTU: lower.Attrs().MTU},
 		VlanId:    vid,
 	}
-	if err := k.LinkAdd(v); err != nil {
+	if err := addMarked(k, v, OwnerAlias(network)); err != nil {
 		return fmt.Errorf("create VLAN %d on %s: %w", vid, lowerName, err)
 	}
-	l, err := k.LinkByName(name)
-	if err != nil {
+	return nil
+}
+
+// addMarked adds link l and marks it with alias. A link it cannot mark is
+// deleted again: unmarked, it could not be told from an operator's link,
+// so no later sync would mark it and no removal would take it; the next
+// sync makes it again.
+func addMarked(k kernel, l netlink.Link, alias string) error {
+	if err := k.LinkAdd(l); err != nil {
 		return err
 	}
-	return k.LinkSetAlias(l, OwnerAlias(network))
+	name := l.Attrs().Name
+	made, err := k.LinkByName(name)
+	if err == nil {
+		err = k.LinkSetAlias(made, alias)
+	}
+	if err == nil {
+		return nil
+	}
+	// l holds the new link's index (netlink reads it back), so this
+	// deletes the link just made and nothing of the name made since.
+	if derr := k.LinkDel(l); derr != nil {
+		return fmt.Errorf("mark %s %q: %w; deleting it again failed too (%v), so it is left unmarked: remove it (ip link del %s)", name, alias, err, derr, name)
+	}
+	return fmt.Errorf("mark %s %q: %w (deleted it again; the next sync makes it anew)", name, alias, err)
 }
 
 // RemoveParent deletes a VLAN parent that underlay made for network, and
