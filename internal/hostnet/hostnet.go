@@ -44,10 +44,17 @@ type Observed struct {
 	ShimExists      bool
 	// ShimOK is false when a link of the shim's name exists but is not a
 	// shim of the wanted kind on the parent: it must be replaced.
-	ShimOK     bool
-	ShimUp     bool
-	ShimHasIP  bool
-	RouteViaOK bool
+	ShimOK bool
+	// ShimMarked is true when the link of the shim's name is marked as the
+	// network's shim (ShimOf).
+	ShimMarked bool
+	// ShimForeign is true when the link of the shim's name is not
+	// underlay's shim of the network: neither marked for it nor an older
+	// agent's (oldShim). It is left alone.
+	ShimForeign bool
+	ShimUp      bool
+	ShimHasIP   bool
+	RouteViaOK  bool
 }
 
 // Repair is one change that brings the host to the wanted state.
@@ -59,6 +66,7 @@ const (
 	ParentPromisc Repair = "set parent promiscuous"
 	ShimReplace   Repair = "replace shim (wrong kind or parent)"
 	ShimCreate    Repair = "create shim"
+	ShimMark      Repair = "mark an older agent's shim as underlay's"
 	ShimAddress   Repair = "add shim address"
 	ShimUp        Repair = "set shim up"
 	ShimRoute     Repair = "add route to the container range via the shim"
@@ -68,12 +76,17 @@ const (
 var ErrNoParent = errors.New("parent interface not found")
 
 // Repairs lists, in order, the changes that take a host observed as o to
-// the state w wants.
+// the state w wants. A link of the shim's name that is not underlay's
+// shim of the network is an error wrapping ErrForeignLink, and nothing is
+// to be done.
 func Repairs(w Want, o Observed) ([]Repair, error) {
 	var r []Repair
+	if o.ShimExists && o.ShimForeign {
+		return nil, fmt.Errorf("link %s: %w %s, left alone; rename or remove it", w.ShimLink, ErrForeignLink, w.Network)
+	}
 	if !o.ParentExists {
 		if !o.ParentCreatable {
-			return nil, ErrNoParent
+			return nil, fmt.Errorf("parent %s: %w", w.Parent, ErrNoParent)
 		}
 		// A new parent has no shim: everything below follows.
 		r = append(r, ParentCreate)
@@ -90,6 +103,9 @@ func Repairs(w Want, o Observed) ([]Repair, error) {
 		return append(r, ShimReplace, ShimCreate, ShimAddress, ShimUp, ShimRoute), nil
 	case !o.ShimExists:
 		return append(r, ShimCreate, ShimAddress, ShimUp, ShimRoute), nil
+	}
+	if !o.ShimMarked {
+		r = append(r, ShimMark)
 	}
 	if !o.ShimHasIP {
 		r = append(r, ShimAddress)
@@ -152,8 +168,10 @@ func (h Host) Observe(w Want) (Observed, error) {
 		return o, fmt.Errorf("read shim %s: %w", w.ShimLink, err)
 	}
 	o.ShimExists = true
-	o.ShimOK = w.shimOK(shim) && shim.Attrs().ParentIndex == pa.Index
-	o.ShimUp = shim.Attrs().Flags&net.FlagUp != 0
+	sa := shim.Attrs()
+	o.ShimOK = w.shimOK(shim) && sa.ParentIndex == pa.Index
+	o.ShimMarked = ShimOf(Link{Name: sa.Name, Type: shim.Type(), Alias: sa.Alias}, w.Network)
+	o.ShimUp = sa.Flags&net.FlagUp != 0
 	addrs, err := k.AddrList(shim, netlink.FAMILY_V4)
 	if err != nil {
 		return o, fmt.Errorf("addresses of %s: %w", w.ShimLink, err)
@@ -162,6 +180,9 @@ func (h Host) Observe(w Want) (Observed, error) {
 		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == w.Shim {
 			o.ShimHasIP = true
 		}
+	}
+	if o.ShimForeign = !o.ShimMarked && !w.oldShim(sa.Name, sa.Alias, o); o.ShimForeign {
+		return o, nil
 	}
 	routes, err := k.RouteList(shim, netlink.FAMILY_V4)
 	if err != nil {
@@ -184,7 +205,7 @@ func (h Host) Ensure(w Want) ([]Repair, error) {
 	}
 	repairs, err := Repairs(w, o)
 	if err != nil {
-		return nil, fmt.Errorf("parent %s: %w", w.Parent, err)
+		return nil, err
 	}
 	for _, r := range repairs {
 		if err := apply(h.nl(), w, r); err != nil {
@@ -233,6 +254,8 @@ func apply(k kernel, w Want, r Repair) error {
 			}
 		}
 		return ignoreExists(k.AddrAdd(shim, &netlink.Addr{IPNet: &net.IPNet{IP: w.Shim.AsSlice(), Mask: net.CIDRMask(32, 32)}}))
+	case ShimMark:
+		return k.LinkSetAlias(shim, ShimAlias(w.Network))
 	case ShimUp:
 		return k.LinkSetUp(shim)
 	case ShimRoute:
@@ -243,9 +266,10 @@ func apply(k kernel, w Want, r Repair) error {
 }
 
 // RemoveShim deletes network's shim link, name (and so its address and
-// routes); removing an absent one succeeds. A link of that name underlay
-// did not make for network (ShimOf) is left alone, with an error wrapping
-// ErrForeignLink.
+// routes); removing an absent one succeeds. A link of that name not
+// marked as network's shim (ShimOf) is left alone, with an error wrapping
+// ErrForeignLink: an older agent's unmarked shim is marked by the first
+// Ensure of the network, and one still unmarked may be anyone's.
 func RemoveShim(name, network string) error { return removeShim(netlinkKernel{}, name, network) }
 
 func removeShim(k kernel, name, network string) error {

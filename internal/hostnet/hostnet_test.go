@@ -16,7 +16,7 @@ import (
 )
 
 func TestRepairs(t *testing.T) {
-	good := Observed{ParentExists: true, ParentUp: true, ParentPromisc: true, ShimExists: true, ShimOK: true, ShimUp: true, ShimHasIP: true, RouteViaOK: true}
+	good := Observed{ParentExists: true, ParentUp: true, ParentPromisc: true, ShimExists: true, ShimOK: true, ShimMarked: true, ShimUp: true, ShimHasIP: true, RouteViaOK: true}
 	tests := []struct {
 		name   string
 		mutate func(*Observed)
@@ -34,6 +34,7 @@ func TestRepairs(t *testing.T) {
 			[]Repair{ShimReplace, ShimCreate, ShimAddress, ShimUp, ShimRoute}},
 		{"shim set down loses its route", func(o *Observed) { o.ShimUp, o.RouteViaOK = false, false }, []Repair{ShimUp, ShimRoute}},
 		{"route deleted", func(o *Observed) { o.RouteViaOK = false }, []Repair{ShimRoute}},
+		{"an older agent's shim", func(o *Observed) { o.ShimMarked = false }, []Repair{ShimMark}},
 		{"VLAN parent missing", func(o *Observed) { *o = Observed{ParentCreatable: true} },
 			[]Repair{ParentCreate, ParentUp, ParentPromisc, ShimCreate, ShimAddress, ShimUp, ShimRoute}},
 	}
@@ -52,6 +53,11 @@ func TestRepairs(t *testing.T) {
 	}
 	if _, err := Repairs(Want{}, Observed{}); !errors.Is(err, ErrNoParent) {
 		t.Errorf("missing parent: err %v, want ErrNoParent", err)
+	}
+	foreign := good
+	foreign.ShimMarked, foreign.ShimForeign, foreign.ParentPromisc = false, true, false
+	if r, err := Repairs(Want{ShimLink: "ul-0a1b2c3d"}, foreign); !errors.Is(err, ErrForeignLink) || len(r) != 0 {
+		t.Errorf("someone's link of the shim's name: %v, %v; want nothing done and ErrForeignLink", r, err)
 	}
 }
 
@@ -166,5 +172,98 @@ func TestEnsureMarkAndUndoFail(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("Ensure: %v; want it to say %q", err, want)
 		}
+	}
+}
+
+// TestEnsureLinkOfTheShimsName: a link that bears the network's shim name
+// is used (and replaced when of the wrong kind or parent) only when it is
+// underlay's shim of the network: marked for it, or an older agent's
+// unmarked shim — of the wanted kind, on the parent, holding the shim's
+// address — which is then marked. Anything else is left exactly as it is,
+// with an error wrapping ErrForeignLink.
+func TestEnsureLinkOfTheShimsName(t *testing.T) {
+	const other = "192.168.9.9"
+	w := Want{Parent: "eth1", Network: "pool", ShimLink: netspec.ShimLinkName("pool"),
+		Shim: netip.MustParseAddr("10.40.0.2"), Route: netip.MustParsePrefix("10.40.0.0/26")}
+	attrs := func(parent int, alias string) netlink.LinkAttrs {
+		return netlink.LinkAttrs{Name: w.ShimLink, ParentIndex: parent, Alias: alias, Flags: net.FlagUp}
+	}
+	const eth1, eth2 = 1, 2
+	bridge := func(parent int, alias string) netlink.Link {
+		return &netlink.Macvlan{LinkAttrs: attrs(parent, alias), Mode: netlink.MACVLAN_MODE_BRIDGE}
+	}
+	tests := []struct {
+		name    string
+		link    netlink.Link
+		addr    string
+		foreign bool
+	}{
+		{"marked", bridge(eth1, ShimAlias("pool")), w.Shim.String(), false},
+		{"marked, another address", bridge(eth1, ShimAlias("pool")), other, false},
+		{"marked, on another parent", bridge(eth2, ShimAlias("pool")), w.Shim.String(), false},
+		{"an older agent's", bridge(eth1, ""), w.Shim.String(), false},
+		{"unmarked, without the shim's address", bridge(eth1, ""), other, true},
+		{"unmarked, on another parent", bridge(eth2, ""), w.Shim.String(), true},
+		{"unmarked, another mode", &netlink.Macvlan{LinkAttrs: attrs(eth1, ""), Mode: netlink.MACVLAN_MODE_PRIVATE}, w.Shim.String(), true},
+		{"unmarked, another driver", &netlink.IPVlan{LinkAttrs: attrs(eth1, ""), Mode: netlink.IPVLAN_MODE_L2}, w.Shim.String(), true},
+		{"someone's alias", bridge(eth1, "mine"), w.Shim.String(), true},
+		{"another network's", bridge(eth1, ShimAlias("db")), w.Shim.String(), true},
+		{"marked, another kind", &netlink.Dummy{LinkAttrs: attrs(0, ShimAlias("pool"))}, w.Shim.String(), true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k := newFakeKernel(
+				&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1", Flags: net.FlagUp, Promisc: 1}},
+				&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth2", Flags: net.FlagUp, Promisc: 1}},
+				tt.link)
+			k.addrs[w.ShimLink] = []netlink.Addr{{IPNet: &net.IPNet{IP: net.ParseIP(tt.addr).To4(), Mask: net.CIDRMask(32, 32)}}}
+			before := *clone(k.links[w.ShimLink]).Attrs()
+			repairs, err := Host{k: k}.Ensure(w)
+			if tt.foreign {
+				if !errors.Is(err, ErrForeignLink) || !strings.Contains(err.Error(), w.ShimLink) {
+					t.Errorf("Ensure: %v, %v; want an error naming %s and wrapping ErrForeignLink", repairs, err, w.ShimLink)
+				}
+				l, ok := k.links[w.ShimLink]
+				if !ok {
+					t.Fatalf("%s was deleted", w.ShimLink)
+				}
+				if diff := cmp.Diff(before, *l.Attrs()); diff != "" {
+					t.Errorf("%s changed (-before +after):\n%s", w.ShimLink, diff)
+				}
+				if got := k.addrs[w.ShimLink]; len(got) != 1 || got[0].IP.String() != tt.addr {
+					t.Errorf("%s's addresses: %v, want only %s", w.ShimLink, got, tt.addr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Ensure: %v", err)
+			}
+			l := k.links[w.ShimLink]
+			if a := l.Attrs(); a.Alias != ShimAlias("pool") || a.ParentIndex != eth1 {
+				t.Errorf("%s after Ensure: alias %q on link %d, want %q on eth1", w.ShimLink, a.Alias, a.ParentIndex, ShimAlias("pool"))
+			}
+			if got := k.addrs[w.ShimLink]; len(got) != 1 || got[0].IP.String() != w.Shim.String() {
+				t.Errorf("%s's addresses: %v, want only %s", w.ShimLink, got, w.Shim)
+			}
+			if again, err := (Host{k: k}).Ensure(w); err != nil || len(again) != 0 {
+				t.Errorf("Ensure again: %v, %v; want nothing to do", again, err)
+			}
+		})
+	}
+}
+
+// TestRemoveShimLeavesUnmarkedLinks: network rm deletes only a shim
+// marked for the network. An older agent's unmarked shim is marked by
+// the first sync of an agent that marks shims; an unmarked link of the
+// shim's name that is still there may be anyone's.
+func TestRemoveShimLeavesUnmarkedLinks(t *testing.T) {
+	name := netspec.ShimLinkName("pool")
+	k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1"}},
+		&netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: name, ParentIndex: 1}, Mode: netlink.MACVLAN_MODE_BRIDGE})
+	if err := removeShim(k, name, "pool"); !errors.Is(err, ErrForeignLink) {
+		t.Errorf("removeShim of an unmarked %s: %v, want ErrForeignLink", name, err)
+	}
+	if _, ok := k.links[name]; !ok {
+		t.Errorf("unmarked %s deleted", name)
 	}
 }

@@ -31,15 +31,22 @@ type Link struct {
 // did not make for the network: it is left alone.
 var ErrForeignLink = errors.New("not underlay's shim of the network")
 
-// ShimOf reports whether l is the shim underlay made for network: a
-// macvlan or ipvlan marked with its ShimAlias, or unmarked (made before
-// shims were marked) and named as the agent names them. Any other kind or
-// mark was made by someone else, or for another network.
+// ShimOf reports whether l is marked as the shim underlay made for
+// network: a macvlan or ipvlan with its ShimAlias. Any other kind or mark
+// was made by someone else, or for another network; an unmarked link may
+// be an older agent's shim (see oldShim) or anyone's.
 func ShimOf(l Link, network string) bool {
-	if l.Type != "macvlan" && l.Type != "ipvlan" {
-		return false
-	}
-	return l.Alias == ShimAlias(network) || l.Alias == "" && shimNameRE.MatchString(l.Name)
+	return (l.Type == "macvlan" || l.Type == "ipvlan") && l.Alias == ShimAlias(network)
+}
+
+// oldShim reports whether the unmarked link name, found where w's shim
+// belongs and observed as o, is the shim an older agent (which did not
+// mark shims) made for w: named as agents name shims, of w's kind and
+// mode, on w's parent, and holding w's shim address. Ensure adopts it,
+// marking it. A link that differs in any of these may be an operator's
+// and stays as it is.
+func (w Want) oldShim(name, alias string, o Observed) bool {
+	return alias == "" && name == w.ShimLink && shimNameRE.MatchString(name) && o.ShimOK && o.ShimHasIP
 }
 
 // Leftovers selects, from the links of a host, those underlay's agent

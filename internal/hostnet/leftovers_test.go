@@ -41,9 +41,10 @@ func TestLeftovers(t *testing.T) {
 }
 
 // TestShimOf: RemoveShim deletes a link of the shim's name only when it is
-// the network's shim: a macvlan or ipvlan marked for it, or unmarked (made
-// before shims were marked). A link marked for another network, another
-// kind of link, or one with someone else's alias stays.
+// marked as the network's shim: a macvlan or ipvlan marked for it. A link
+// marked for another network, another kind of link, one with someone
+// else's alias, or an unmarked one (an older agent's shim is marked by
+// Ensure first) stays.
 func TestShimOf(t *testing.T) {
 	for _, c := range []struct {
 		l    Link
@@ -51,7 +52,7 @@ func TestShimOf(t *testing.T) {
 	}{
 		{Link{Name: "ul-0a1b2c3d", Type: "macvlan", Alias: ShimAlias("web")}, true},
 		{Link{Name: "ul-0a1b2c3d", Type: "ipvlan", Alias: ShimAlias("web")}, true},
-		{Link{Name: "ul-0a1b2c3d", Type: "macvlan"}, true},
+		{Link{Name: "ul-0a1b2c3d", Type: "macvlan"}, false},
 		{Link{Name: "ul-0a1b2c3d", Type: "macvlan", Alias: ShimAlias("db")}, false},
 		{Link{Name: "ul-0a1b2c3d", Type: "macvlan", Alias: "uplink of rack 4"}, false},
 		{Link{Name: "ul-0a1b2c3d", Type: "vlan", Alias: ShimAlias("web")}, false},
