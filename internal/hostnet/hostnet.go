@@ -120,6 +120,43 @@ func Repairs(w Want, o Observed) ([]Repair, error) {
 	return slices.Compact(r), nil
 }
 
+// maxLinkName is the longest link name, in bytes (IFNAMSIZ less the NUL).
+const maxLinkName = 15
+
+// check refuses a w that no valid spec gives (netspec.Validate checks
+// the spec): the driver and mode decide the shim's kind, and the route is
+// replaced through the shim, so a route of 0.0.0.0/0, or none (netlink
+// sends no destination), would take the host's default route.
+func (w Want) check() error {
+	var errs []error
+	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
+	switch w.Driver {
+	case "", "macvlan":
+		if w.IPvlanMode != "" {
+			bad("ipvlan mode %q given for a macvlan network", w.IPvlanMode)
+		}
+	case "ipvlan":
+		if m := w.IPvlanMode; m != "" && m != "l2" && m != "l3" {
+			bad("ipvlan mode %q: want l2 or l3", m)
+		}
+	default:
+		bad("driver %q: want macvlan or ipvlan", w.Driver)
+	}
+	if w.ShimLink == "" || len(w.ShimLink) > maxLinkName || w.ShimLink == w.Parent {
+		bad("shim link %q: want a link name of 1 to %d bytes, not the parent's", w.ShimLink, maxLinkName)
+	}
+	if !w.Shim.Is4() || w.Shim.IsUnspecified() {
+		bad("shim address %s: want an IPv4 address", w.Shim)
+	}
+	switch r := w.Route; {
+	case !r.IsValid() || !r.Addr().Is4() || r != r.Masked():
+		bad("route %s: want the IPv4 network address of the node's container range", r)
+	case r.Bits() == 0:
+		bad("route %s: it would replace the host's default route by one through the shim", r)
+	}
+	return errors.Join(errs...)
+}
+
 // promisc reports whether w's parent must be promiscuous: macvlan
 // endpoints have MAC addresses of their own; ipvlan ones share the parent's.
 func (w Want) promisc() bool { return w.Driver != "ipvlan" }
@@ -197,8 +234,12 @@ func (h Host) Observe(w Want) (Observed, error) {
 }
 
 // Ensure makes the host match w and returns the repairs it made; none when
-// the host already matched.
+// the host already matched. A w no valid spec gives is refused, naming the
+// bad value, and nothing changes.
 func (h Host) Ensure(w Want) ([]Repair, error) {
+	if err := w.check(); err != nil {
+		return nil, err
+	}
 	o, err := h.Observe(w)
 	if err != nil {
 		return nil, err

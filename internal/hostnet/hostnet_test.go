@@ -267,3 +267,45 @@ func TestRemoveShimLeavesUnmarkedLinks(t *testing.T) {
 		t.Errorf("unmarked %s deleted", name)
 	}
 }
+
+// TestEnsureRefusesBadWants: a Want no network create would make (a spec
+// edited in KV, a caller's slip) is refused, naming the bad value, before
+// anything on the host changes. A route of 0.0.0.0/0 (a cluster-IPAM
+// network of subnet 0.0.0.0/0), or none at all, replaced the host's
+// default route by one through the shim.
+func TestEnsureRefusesBadWants(t *testing.T) {
+	tests := []struct {
+		name    string
+		mutate  func(*Want)
+		wantErr string
+	}{
+		{"default route", func(w *Want) { w.Route = netip.MustParsePrefix("0.0.0.0/0") }, "route 0.0.0.0/0"},
+		{"no route", func(w *Want) { w.Route = netip.Prefix{} }, "route invalid Prefix"},
+		{"route not a network address", func(w *Want) { w.Route = netip.MustParsePrefix("10.40.0.5/26") }, "route 10.40.0.5/26"},
+		{"IPv6 route", func(w *Want) { w.Route = netip.MustParsePrefix("fd00::/64") }, "route fd00::/64"},
+		{"no shim address", func(w *Want) { w.Shim = netip.Addr{} }, "shim address invalid IP"},
+		{"unspecified shim address", func(w *Want) { w.Shim = netip.MustParseAddr("0.0.0.0") }, "shim address 0.0.0.0"},
+		{"unknown driver", func(w *Want) { w.Driver = "IPVLAN" }, `driver "IPVLAN"`},
+		{"unknown ipvlan mode", func(w *Want) { w.Driver, w.IPvlanMode = "ipvlan", "l3s" }, `ipvlan mode "l3s"`},
+		{"shim link name too long", func(w *Want) { w.ShimLink = "ul-0123456789abc" }, `shim link "ul-0123456789abc"`},
+		{"shim link is the parent", func(w *Want) { w.ShimLink = w.Parent }, `shim link "bond0.40"`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k := vlanHost()
+			k.routes = []netlink.Route{{LinkIndex: 1, Gw: net.ParseIP("192.0.2.1")}}
+			w := vlanWant()
+			tt.mutate(&w)
+			repairs, err := Host{k: k}.Ensure(w)
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("Ensure: %v, %v; want an error naming %s", repairs, err, tt.wantErr)
+			}
+			if names := slices.Sorted(maps.Keys(k.links)); !slices.Equal(names, []string{"bond0"}) {
+				t.Errorf("links after a refused Ensure: %v, want [bond0]", names)
+			}
+			if len(k.routes) != 1 || k.routes[0].LinkIndex != 1 {
+				t.Errorf("routes after a refused Ensure: %v, want the default route via bond0 only", k.routes)
+			}
+		})
+	}
+}

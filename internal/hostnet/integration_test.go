@@ -78,7 +78,9 @@ func TestIntegrationEnsureAndRepair(t *testing.T) {
 	if err := hostnet.RemoveShim(w.ShimLink, w.Network); err != nil {
 		t.Errorf("removing an absent shim: %v", err)
 	}
-	if _, err := h.Ensure(hostnet.Want{Parent: "nosuch0", ShimLink: w.ShimLink}); err == nil {
-		t.Error("Ensure with a missing parent succeeded")
+	missing := w
+	missing.Parent = "nosuch0"
+	if _, err := h.Ensure(missing); !errors.Is(err, hostnet.ErrNoParent) {
+		t.Errorf("Ensure with a missing parent: %v, want ErrNoParent", err)
 	}
 }

@@ -103,14 +103,23 @@ func (k *fakeKernel) LinkAdd(l netlink.Link) error {
 	if _, ok := k.links[a.Name]; ok {
 		return syscall.EEXIST
 	}
-	if a.ParentIndex != 0 && k.byIndex(a.ParentIndex) == nil {
+	parent := k.byIndex(a.ParentIndex)
+	if a.ParentIndex != 0 && parent == nil {
 		return syscall.ENODEV
 	}
 	k.last++
 	a.Index = k.last // netlink reads the new index back into l
-	k.links[a.Name] = clone(l)
+	made := clone(l)
+	// A macvlan or ipvlan made on another is made on that one's lower
+	// device, and says so (drivers/net/macvlan.c, ipvlan_main.c).
+	if stacked(made) && parent != nil && stacked(parent) {
+		made.Attrs().ParentIndex = parent.Attrs().ParentIndex
+	}
+	k.links[a.Name] = made
 	return nil
 }
+
+func stacked(l netlink.Link) bool { return l.Type() == "macvlan" || l.Type() == "ipvlan" }
 
 func (k *fakeKernel) LinkDel(l netlink.Link) error {
 	s, err := k.get(l)
@@ -232,6 +241,9 @@ func (k *fakeKernel) RouteReplace(r *netlink.Route) error {
 	}
 	dst := func(r netlink.Route) string {
 		if r.Dst == nil || r.Dst.IP == nil {
+			return "default"
+		}
+		if ones, _ := r.Dst.Mask.Size(); ones == 0 {
 			return "default"
 		}
 		return r.Dst.String()
