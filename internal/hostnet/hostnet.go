@@ -206,7 +206,13 @@ func (h Host) Observe(w Want) (Observed, error) {
 	}
 	o.ShimExists = true
 	sa := shim.Attrs()
-	o.ShimOK = w.shimOK(shim) && sa.ParentIndex == pa.Index
+	// The kernel makes a macvlan on a macvlan parent (an ipvlan on an
+	// ipvlan) on the parent's lower device, and reports that as its link.
+	on := pa.Index
+	if parent.Type() == w.shim(0).Type() {
+		on = pa.ParentIndex
+	}
+	o.ShimOK = w.shimOK(shim) && sa.ParentIndex == on
 	o.ShimMarked = ShimOf(Link{Name: sa.Name, Type: shim.Type(), Alias: sa.Alias}, w.Network)
 	o.ShimUp = sa.Flags&net.FlagUp != 0
 	addrs, err := k.AddrList(shim, netlink.FAMILY_V4)

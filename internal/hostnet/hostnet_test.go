@@ -309,3 +309,39 @@ func TestEnsureRefusesBadWants(t *testing.T) {
 		})
 	}
 }
+
+var eth1 = &netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1", Flags: net.FlagUp, Promisc: 1}}
+
+// poolOn is network pool's Want on parent, of driver.
+func poolOn(parent string, driver string) Want {
+	return Want{Parent: parent, Network: "pool", Driver: driver, ShimLink: netspec.ShimLinkName("pool"),
+		Shim: netip.MustParseAddr("10.40.0.2"), Route: netip.MustParsePrefix("10.40.0.0/26")}
+}
+
+// TestEnsureStackedParents: the kernel makes a macvlan on a macvlan (an
+// ipvlan on an ipvlan) on that link's lower device, so a shim on such a
+// parent is where it belongs when it is on the parent's lower device; it
+// was taken for one of the wrong parent and replaced at every sync, each
+// replacement waking the next.
+func TestEnsureStackedParents(t *testing.T) {
+	t.Run("macvlan parent", func(t *testing.T) {
+		k := newFakeKernel(eth1, &netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: "mv0", ParentIndex: 1, Flags: net.FlagUp}, Mode: netlink.MACVLAN_MODE_BRIDGE})
+		h, w := Host{k: k}, poolOn("mv0", "")
+		if _, err := h.Ensure(w); err != nil {
+			t.Fatal(err)
+		}
+		if again, err := h.Ensure(w); err != nil || len(again) != 0 {
+			t.Errorf("Ensure again: %v, %v; want nothing to do", again, err)
+		}
+	})
+	t.Run("ipvlan parent", func(t *testing.T) {
+		k := newFakeKernel(eth1, &netlink.IPVlan{LinkAttrs: netlink.LinkAttrs{Name: "ipv0", ParentIndex: 1, Flags: net.FlagUp}, Mode: netlink.IPVLAN_MODE_L2})
+		h, w := Host{k: k}, poolOn("ipv0", "ipvlan")
+		if _, err := h.Ensure(w); err != nil {
+			t.Fatal(err)
+		}
+		if again, err := h.Ensure(w); err != nil || len(again) != 0 {
+			t.Errorf("Ensure again: %v, %v; want nothing to do", again, err)
+		}
+	})
+}

@@ -110,16 +110,15 @@ func (k *fakeKernel) LinkAdd(l netlink.Link) error {
 	k.last++
 	a.Index = k.last // netlink reads the new index back into l
 	made := clone(l)
-	// A macvlan or ipvlan made on another is made on that one's lower
-	// device, and says so (drivers/net/macvlan.c, ipvlan_main.c).
-	if stacked(made) && parent != nil && stacked(parent) {
+	// A macvlan made on a macvlan, or an ipvlan on an ipvlan, is made on
+	// that one's lower device, and says so (drivers/net/macvlan.c,
+	// ipvlan_main.c).
+	if t := made.Type(); parent != nil && parent.Type() == t && (t == "macvlan" || t == "ipvlan") {
 		made.Attrs().ParentIndex = parent.Attrs().ParentIndex
 	}
 	k.links[a.Name] = made
 	return nil
 }
-
-func stacked(l netlink.Link) bool { return l.Type() == "macvlan" || l.Type() == "ipvlan" }
 
 func (k *fakeKernel) LinkDel(l netlink.Link) error {
 	s, err := k.get(l)
