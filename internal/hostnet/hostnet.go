@@ -39,9 +39,11 @@ type Observed struct {
 	// ParentCreatable is true when the parent is missing but is a VLAN
 	// sub-interface whose lower device exists.
 	ParentCreatable bool
-	ParentUp        bool
-	ParentPromisc   bool
-	ShimExists      bool
+	// ParentIsShim is true when the parent is one of underlay's shims.
+	ParentIsShim  bool
+	ParentUp      bool
+	ParentPromisc bool
+	ShimExists    bool
 	// ShimOK is false when a link of the shim's name exists but is not a
 	// shim of the wanted kind on the parent: it must be replaced.
 	ShimOK bool
@@ -81,6 +83,11 @@ var ErrNoParent = errors.New("parent interface not found")
 // to be done.
 func Repairs(w Want, o Observed) ([]Repair, error) {
 	var r []Repair
+	if o.ParentIsShim {
+		// Another network's shim: its removal would take this network's
+		// endpoints' parent away.
+		return nil, fmt.Errorf("parent %s is one of underlay's host shims, not a host interface: give the interface (or VLAN) its network hangs off", w.Parent)
+	}
 	if o.ShimExists && o.ShimForeign {
 		return nil, fmt.Errorf("link %s: %w %s, left alone; rename or remove it", w.ShimLink, ErrForeignLink, w.Network)
 	}
@@ -194,6 +201,7 @@ func (h Host) Observe(w Want) (Observed, error) {
 	}
 	o.ParentExists = true
 	pa := parent.Attrs()
+	o.ParentIsShim = isShim(Link{Name: pa.Name, Type: parent.Type(), Alias: pa.Alias})
 	o.ParentUp = pa.Flags&net.FlagUp != 0
 	o.ParentPromisc = pa.Promisc != 0
 	shim, err := k.LinkByName(w.ShimLink)

@@ -2,6 +2,7 @@ package hostnet
 
 import (
 	"errors"
+	"fmt"
 	"maps"
 	"net"
 	"net/netip"
@@ -344,4 +345,28 @@ func TestEnsureStackedParents(t *testing.T) {
 			t.Errorf("Ensure again: %v, %v; want nothing to do", again, err)
 		}
 	})
+}
+
+// TestEnsureRefusesShimParents: a parent that is one of underlay's shims
+// (another network's, marked or as older agents made them) is refused,
+// naming it, and left as it is: that network's removal would take it away.
+func TestEnsureRefusesShimParents(t *testing.T) {
+	for _, alias := range []string{ShimAlias("db"), ""} {
+		t.Run(fmt.Sprintf("shim parent, alias %q", alias), func(t *testing.T) {
+			parent := &netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: netspec.ShimLinkName("db"), ParentIndex: 1, Alias: alias, Flags: net.FlagUp}, Mode: netlink.MACVLAN_MODE_BRIDGE}
+			k := newFakeKernel(eth1, parent)
+			w := poolOn(parent.Name, "")
+			before := *clone(k.links[w.Parent]).Attrs()
+			repairs, err := Host{k: k}.Ensure(w)
+			if err == nil || !strings.Contains(err.Error(), "parent "+w.Parent) {
+				t.Errorf("Ensure: %v, %v; want an error naming parent %s", repairs, err, w.Parent)
+			}
+			if _, ok := k.links[w.ShimLink]; ok {
+				t.Errorf("shim %s made on %s", w.ShimLink, w.Parent)
+			}
+			if diff := cmp.Diff(before, *k.links[w.Parent].Attrs()); diff != "" {
+				t.Errorf("parent %s changed (-before +after):\n%s", w.Parent, diff)
+			}
+		})
+	}
 }

@@ -57,18 +57,26 @@ func (w Want) oldShim(name, alias string, o Observed) bool {
 func Leftovers(links []Link) []Link {
 	var shims, parents []Link
 	for _, l := range links {
-		switch l.Type {
-		case "macvlan", "ipvlan":
-			if strings.HasPrefix(l.Alias, shimPrefix) || (l.Alias == "" && shimNameRE.MatchString(l.Name)) {
-				shims = append(shims, l)
-			}
-		case "vlan":
+		switch {
+		case isShim(l):
+			shims = append(shims, l)
+		case l.Type == "vlan":
 			if _, ok := Owned(l.Alias); ok {
 				parents = append(parents, l)
 			}
 		}
 	}
 	return append(shims, parents...)
+}
+
+// isShim reports whether l is a shim the agent made, for any network: a
+// macvlan or ipvlan marked with a ShimAlias, or unmarked but named as the
+// agent names them.
+func isShim(l Link) bool {
+	if l.Type != "macvlan" && l.Type != "ipvlan" {
+		return false
+	}
+	return strings.HasPrefix(l.Alias, shimPrefix) || (l.Alias == "" && shimNameRE.MatchString(l.Name))
 }
 
 // RemoveLeftovers deletes what Leftovers selects among this network
