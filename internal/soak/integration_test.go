@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -100,6 +101,20 @@ func envConfig(t *testing.T) soakEnv {
 	return e
 }
 
+// replay is the environment that replays this run's schedule: the seed
+// and what else the schedule is drawn from.
+func (e soakEnv) replay() string {
+	s := fmt.Sprintf("SOAK_SEED=%d SOAK_NODES=%d SOAK_MANAGERS=%d SOAK_DURATION=%s", e.seed, e.nodes, e.managers, e.duration)
+	if !slices.Equal(e.faults, soak.Faults) {
+		fs := make([]string, len(e.faults))
+		for i, f := range e.faults {
+			fs[i] = string(f)
+		}
+		s += " SOAK_FAULTS=" + strings.Join(fs, ",")
+	}
+	return s
+}
+
 // departure is how long a node must be silent before the swarm leader
 // reclaims its addresses: its agent's facts go stale (the agent counts
 // them fresh for max(node timeout, netagent.StaleAfter)), then the node
@@ -136,8 +151,10 @@ func TestIntegrationSoak(t *testing.T) {
 	fmt.Fprint(os.Stdout, b.String())
 	t.Logf("test time %s", time.Since(started).Round(time.Second))
 	if n := len(r.report.Violations); n > 0 {
-		t.Errorf("%d violations; replay with SOAK_SEED=%d SOAK_NODES=%d SOAK_MANAGERS=%d SOAK_DURATION=%s:\n%s",
-			n, e.seed, e.nodes, e.managers, e.duration, b.String())
+		t.Errorf("%d violations; replay with %s:\n%s", n, e.replay(), b.String())
+	}
+	if err := r.report.Unsampled(); err != nil {
+		t.Errorf("%v: the run did not check that no two containers share an address; replay with %s", err, e.replay())
 	}
 }
 
@@ -150,7 +167,7 @@ type runner struct {
 	log    *soak.Log
 	report *soak.Report
 
-	mu sync.Mutex // guards report.Violations
+	mu sync.Mutex // guards report.Violations, report.Samples and report.Listed
 }
 
 // violation records v, seen now.
@@ -260,18 +277,25 @@ func (r *runner) converge(ctx context.Context, bound time.Duration, extra func(c
 }
 
 // sample lists the running containers every second and records every
-// duplicate address that a second look confirms.
+// duplicate address that a second look confirms, and which nodes each
+// sample could list: a node frozen or without dockerd cannot be, and a
+// run in which a node never was has not checked it.
 func (r *runner) sample(ctx context.Context) {
 	seen := map[string]bool{}
 	for ctx.Err() == nil {
-		cs, _ := r.c.containers(ctx)
+		cs, listed, _ := r.c.listContainers(ctx)
+		if ctx.Err() != nil {
+			return
+		}
 		for _, v := range r.c.confirmDuplicates(ctx, cs) {
 			if !seen[v.Detail] {
 				seen[v.Detail] = true
 				r.violation(v)
 			}
 		}
-		r.c.samples.Add(1)
+		r.mu.Lock()
+		r.report.Sampled(r.c.hosts, listed)
+		r.mu.Unlock()
 		sleep(ctx, time.Second)
 	}
 }

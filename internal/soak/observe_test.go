@@ -9,7 +9,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -57,7 +56,6 @@ type cluster struct {
 	controls []string
 	token    string
 	services []svcDef
-	samples  atomic.Int64
 }
 
 // svcDef is a service of the workload.
@@ -146,6 +144,13 @@ func ipRange(p netip.Prefix, third byte) string {
 // networks, node by node; a node that does not answer within 3 s is left
 // out, with an error.
 func (c *cluster) containers(ctx context.Context) ([]soak.Container, error) {
+	cs, _, err := c.listContainers(ctx)
+	return cs, err
+}
+
+// listContainers is containers, also naming the nodes whose dockerd
+// answered: the others' containers are not among those returned.
+func (c *cluster) listContainers(ctx context.Context) ([]soak.Container, []string, error) {
 	out := make([][]soak.Container, len(c.lab.Nodes))
 	errs := make([]error, len(c.lab.Nodes))
 	var wg sync.WaitGroup
@@ -187,7 +192,13 @@ func (c *cluster) containers(ctx context.Context) ([]soak.Container, error) {
 		}()
 	}
 	wg.Wait()
-	return slices.Concat(out...), errors.Join(errs...)
+	var listed []string
+	for i, n := range c.lab.Nodes {
+		if errs[i] == nil {
+			listed = append(listed, n.Host)
+		}
+	}
+	return slices.Concat(out...), listed, errors.Join(errs...)
 }
 
 // confirmDuplicates returns the duplicates among cs that a second look

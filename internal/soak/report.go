@@ -1,8 +1,10 @@
 package soak
 
 import (
+	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"strings"
@@ -66,6 +68,45 @@ type Report struct {
 	// invariant holding again.
 	Convergence map[Fault][]time.Duration
 	Violations  []Found
+	// Samples counts the duplicate-address samples; Listed counts, by
+	// node, those in which the node's containers could be listed (a node
+	// frozen or without dockerd cannot be).
+	Samples int
+	Listed  map[string]int
+}
+
+// Sampled records one duplicate-address sample over nodes, of which
+// listed answered.
+func (r *Report) Sampled(nodes, listed []string) {
+	if r.Listed == nil {
+		r.Listed = map[string]int{}
+	}
+	r.Samples++
+	for _, n := range nodes {
+		r.Listed[n] += 0
+	}
+	for _, n := range listed {
+		r.Listed[n]++
+	}
+}
+
+// Unsampled names the nodes whose containers no sample listed, and says
+// so when no sample was taken at all: the duplicate-address invariant
+// was never checked there, and a run with none of them proves nothing.
+func (r *Report) Unsampled() error {
+	if r.Samples == 0 {
+		return errors.New("no duplicate-address sample was taken")
+	}
+	var never []string
+	for _, n := range slices.Sorted(maps.Keys(r.Listed)) {
+		if r.Listed[n] == 0 {
+			never = append(never, n)
+		}
+	}
+	if len(never) > 0 {
+		return fmt.Errorf("no duplicate-address sample of %d listed the containers of %s", r.Samples, strings.Join(never, ", "))
+	}
+	return nil
 }
 
 // Converged records that an injected fault's convergence took d.
@@ -97,6 +138,13 @@ func (r *Report) Write(w io.Writer, log *Log) {
 		}
 		ds := r.Convergence[f]
 		fmt.Fprintf(w, "%-24s %8d %12d %12s %12s\n", f, count[f], len(ds), percentile(ds, 50), percentile(ds, 99))
+	}
+	if r.Samples > 0 {
+		fmt.Fprintf(w, "duplicate-address samples: %d; nodes listed in them:", r.Samples)
+		for _, n := range slices.Sorted(maps.Keys(r.Listed)) {
+			fmt.Fprintf(w, " %s %d", n, r.Listed[n])
+		}
+		fmt.Fprintln(w)
 	}
 	fmt.Fprintf(w, "violations: %d\n", len(r.Violations))
 	for _, v := range r.Violations {

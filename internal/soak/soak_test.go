@@ -220,3 +220,29 @@ func TestReport(t *testing.T) {
 		t.Errorf("an event 28 s from the violation is not around it:\n%s", out)
 	}
 }
+
+// A run whose samples never listed a node's containers (its dockerd
+// down, or the node frozen, at every sample) did not check it for
+// duplicate addresses: that must show, not pass as 0 violations.
+func TestUnsampled(t *testing.T) {
+	var r Report
+	if err := r.Unsampled(); err == nil || !strings.Contains(err.Error(), "no duplicate-address sample") {
+		t.Errorf("no samples: %v, want an error saying none was taken", err)
+	}
+	nodes := []string{"node1", "node2", "node3"}
+	r.Sampled(nodes, []string{"node1", "node3"})
+	r.Sampled(nodes, []string{"node1"})
+	err := r.Unsampled()
+	if err == nil || !strings.Contains(err.Error(), "of 2 listed the containers of node2") {
+		t.Errorf("node2 never listed: %v, want an error naming node2", err)
+	}
+	r.Sampled(nodes, nodes)
+	if err := r.Unsampled(); err != nil {
+		t.Errorf("every node listed once: %v", err)
+	}
+	var b bytes.Buffer
+	r.Write(&b, nil)
+	if want := "duplicate-address samples: 3; nodes listed in them: node1 3 node2 1 node3 2\n"; !strings.Contains(b.String(), want) {
+		t.Errorf("report lacks %q:\n%s", want, b.String())
+	}
+}
