@@ -3,10 +3,11 @@ package hostnet
 import (
 	"errors"
 	"fmt"
-	"regexp"
 	"strings"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 // ShimAlias is the alias (ip link's "alias") of the shim underlay made
@@ -15,10 +16,6 @@ func ShimAlias(network string) string { return shimPrefix + network }
 
 // shimPrefix starts every ShimAlias.
 const shimPrefix = "underlay shim "
-
-// shimNameRE is netspec.ShimLinkName's form: shims made before they were
-// marked with ShimAlias are known by it (and their kind).
-var shimNameRE = regexp.MustCompile(`^ul-[0-9a-f]{8}$`)
 
 // Link is what Leftovers needs to know of a host link.
 type Link struct {
@@ -46,7 +43,7 @@ func ShimOf(l Link, network string) bool {
 // marking it. A link that differs in any of these may be an operator's
 // and stays as it is.
 func (w Want) oldShim(name, alias string, o Observed) bool {
-	return alias == "" && name == w.ShimLink && shimNameRE.MatchString(name) && o.ShimOK && o.ShimHasIP
+	return alias == "" && name == w.ShimLink && netspec.IsShimLinkName(name) && o.ShimOK && o.ShimHasIP
 }
 
 // Leftovers selects, from the links of a host, those underlay's agent
@@ -76,7 +73,7 @@ func isShim(l Link) bool {
 	if l.Type != "macvlan" && l.Type != "ipvlan" {
 		return false
 	}
-	return strings.HasPrefix(l.Alias, shimPrefix) || (l.Alias == "" && shimNameRE.MatchString(l.Name))
+	return strings.HasPrefix(l.Alias, shimPrefix) || (l.Alias == "" && netspec.IsShimLinkName(l.Name))
 }
 
 // RemoveLeftovers deletes what Leftovers selects among this network

@@ -5,6 +5,7 @@ import (
 	"hash/fnv"
 	"maps"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 
@@ -46,6 +47,12 @@ func ShimLinkName(name string) string {
 	h.Write([]byte(name))
 	return fmt.Sprintf("ul-%08x", h.Sum32())
 }
+
+// shimNameRE matches the names ShimLinkName gives.
+var shimNameRE = regexp.MustCompile(`^ul-[0-9a-f]{8}$`)
+
+// IsShimLinkName reports whether name has the form of ShimLinkName's names.
+func IsShimLinkName(name string) bool { return shimNameRE.MatchString(name) }
 
 // Plan gives each node, in the order given, the next per-node range, as an
 // operator would by hand. Agents lease ranges through Consul instead; Plan

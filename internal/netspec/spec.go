@@ -75,8 +75,13 @@ func Validate(s Spec, existing []Spec) error {
 	if !nameRE.MatchString(s.Name) {
 		bad("network name %q: want 1 to 48 letters, digits, '_', '.' or '-', starting with a letter or digit", s.Name)
 	}
-	if !parentRE.MatchString(s.Parent) {
+	switch {
+	case !parentRE.MatchString(s.Parent):
 		bad("parent %q: not an interface name (at most 15 characters)", s.Parent)
+	case IsShimLinkName(s.Parent):
+		// Every node would refuse it: a shim's removal would take the
+		// network's endpoints with it.
+		bad("parent %q: named as underlay's host shims are (ul- and 8 hex digits); give the interface (or VLAN) the network hangs off", s.Parent)
 	}
 	checkDriver(s, bad)
 	switch s.IPAM {
@@ -139,6 +144,10 @@ func validSubnet4(p netip.Prefix, bad func(string, ...any)) bool {
 		bad("subnet %s: not a network address; did you mean %s?", p, p.Masked())
 	case p.Bits() > 30:
 		bad("subnet %s: too small for a gateway and containers; use /30 or larger", p)
+	case p.Bits() == 0:
+		// Each node routes its part of the subnet through its shim: the
+		// whole of it would replace the host's default route.
+		bad("subnet %s: every address, not a LAN's subnet", p)
 	default:
 		return true
 	}

@@ -2,6 +2,7 @@ package netspec
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -100,6 +101,8 @@ func TestValidate(t *testing.T) {
 		{name: "parent with shell characters", edit: func(s *Spec) { s.Parent = "eth0;reboot" }, want: []string{`parent "eth0;reboot"`}},
 		{name: "parent with slash", edit: func(s *Spec) { s.Parent = "eth/0" }, want: []string{`parent "eth/0"`}},
 		{name: "parent of 16 characters", edit: func(s *Spec) { s.Parent = "enp0s31f6abcdefg" }, want: []string{`parent "enp0s31f6abcdefg"`}},
+		{name: "parent named as a shim", edit: func(s *Spec) { s.Parent = ShimLinkName("other") }, want: []string{fmt.Sprintf("parent %q: named as underlay's host shims are", ShimLinkName("other"))}},
+		{name: "valid parent like a shim's name", edit: func(s *Spec) { s.Parent = "ul-0000abcd.40" }},
 		{name: "empty ipam", edit: func(s *Spec) { s.IPAM = "" }, want: []string{`ipam ""`}},
 		{name: "unknown ipam", edit: func(s *Spec) { s.IPAM = "dhcp" }, want: []string{`ipam "dhcp"`}},
 
@@ -110,6 +113,9 @@ func TestValidate(t *testing.T) {
 			want: []string{"subnet ::ffff:192.168.10.0/120: want an IPv4 CIDR"}},
 		{name: "unmasked subnet", edit: func(s *Spec) { s.Subnet = p("192.168.10.5/24") },
 			want: []string{"subnet 192.168.10.5/24: not a network address; did you mean 192.168.10.0/24?"}},
+		{name: "/0 cluster subnet", edit: func(s *Spec) {
+			s.IPAM, s.Subnet, s.Gateway, s.Aux, s.PerNodeSize = Cluster, p("0.0.0.0/0"), a("10.0.0.1"), nil, 0
+		}, want: []string{"subnet 0.0.0.0/0: every address"}},
 		{name: "/31 subnet", edit: func(s *Spec) { s.Subnet = p("192.168.10.0/31") }, want: []string{"subnet 192.168.10.0/31: too small"}},
 		{name: "/32 subnet", edit: func(s *Spec) { s.Subnet = p("192.168.10.1/32") }, want: []string{"subnet 192.168.10.1/32: too small"}},
 		{name: "bad subnet still reports name", edit: func(s *Spec) { s.Name, s.Subnet = "", netip.Prefix{} },
