@@ -148,6 +148,11 @@ func EvalNetwork(f NetworkFacts) []Result {
 		add("parent", Fail, fmt.Sprintf("parent %s does not exist on this host", s.Parent), fix)
 		return rs
 	}
+	if o.ParentIsShim {
+		add("parent", Fail, fmt.Sprintf("parent %s is one of underlay's host shims, not a host interface: the agent sets nothing up for %s", s.Parent, s.Name),
+			fmt.Sprintf("underlay network rm %s   # then create it again with --parent the interface (or VLAN) it hangs off", s.Name))
+		return rs
+	}
 	if o.ParentUp {
 		add("parent-up", OK, fmt.Sprintf("parent %s is up", s.Parent), "")
 	} else {
@@ -275,6 +280,10 @@ func evalShim(o hostnet.Observed, w hostnet.Want, shimType string, name func(str
 	case !o.ShimExists:
 		shim.Status, shim.Fix = Fail, create
 		shim.Message = fmt.Sprintf("shim %s missing: this host cannot reach its own containers on %s", w.ShimLink, w.Route)
+	case o.ShimForeign:
+		// Not underlay's: the agent leaves it, and so does the advice.
+		shim.Status, shim.Fix = Fail, fmt.Sprintf("ip -d link show %s   # someone else's link has the shim's name: rename or remove it, and the agent makes the shim", w.ShimLink)
+		shim.Message = fmt.Sprintf("%s is not underlay's shim of %s (not marked as it, nor an older agent's %s on %s with %s): the agent leaves it alone, and this host cannot reach its own containers on %s", w.ShimLink, w.Network, shimType, w.Parent, w.Shim, w.Route)
 	case !o.ShimOK:
 		shim.Status, shim.Fix = Fail, fmt.Sprintf("ip link del %s && ", w.ShimLink)+create
 		shim.Message = fmt.Sprintf("%s is not a %s on %s", w.ShimLink, shimType, w.Parent)
@@ -284,7 +293,7 @@ func evalShim(o hostnet.Observed, w hostnet.Want, shimType string, name func(str
 	default:
 		shim.Status, shim.Message = OK, fmt.Sprintf("shim %s is a %s on %s, up", w.ShimLink, shimType, w.Parent)
 	}
-	if shim.Status == Fail && (!o.ShimExists || !o.ShimOK) {
+	if shim.Status == Fail && (!o.ShimExists || !o.ShimOK || o.ShimForeign) {
 		return []Result{shim}
 	}
 	rs := []Result{shim}

@@ -111,6 +111,14 @@ func TestEvalNetwork(t *testing.T) {
 			append(okRows[:3:3], brief{"network/lan/shim", "fail", create})},
 		{"shim of the wrong kind", NetworkFacts{Spec: spec, State: ready, Observed: with(func(o *hostnet.Observed) { o.ShimOK = false })},
 			append(okRows[:3:3], brief{"network/lan/shim", "fail", "ip link del " + link + " && " + create})},
+		// Someone else's link of the shim's name: the agent leaves it, and
+		// the advice must not be to delete it.
+		{"shim someone else's", NetworkFacts{Spec: spec, State: ready, Observed: with(func(o *hostnet.Observed) { o.ShimForeign, o.ShimOK = true, false })},
+			append(okRows[:3:3], brief{"network/lan/shim", "fail", "ip -d link show " + link + "   # someone else's link has the shim's name: rename or remove it, and the agent makes the shim"})},
+		{"shim someone else's, of the right kind", NetworkFacts{Spec: spec, State: ready, Observed: with(func(o *hostnet.Observed) { o.ShimForeign = true })},
+			append(okRows[:3:3], brief{"network/lan/shim", "fail", "ip -d link show " + link + "   # someone else's link has the shim's name: rename or remove it, and the agent makes the shim"})},
+		{"parent is a shim", NetworkFacts{Spec: spec, State: ready, Observed: with(func(o *hostnet.Observed) { o.ParentIsShim = true })},
+			[]brief{okRows[0], {"network/lan/parent", "fail", "underlay network rm lan   # then create it again with --parent the interface (or VLAN) it hangs off"}}},
 		{"shim down", NetworkFacts{Spec: spec, State: ready, Observed: with(func(o *hostnet.Observed) { o.ShimUp, o.RouteViaOK = false, false })},
 			replace(replace(okRows, 3, brief{"network/lan/shim", "fail", "ip link set " + link + " up && ip route replace 10.0.0.64/26 dev " + link}),
 				5, brief{"network/lan/route", "fail", "ip route replace 10.0.0.64/26 dev " + link})},
