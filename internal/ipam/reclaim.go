@@ -5,7 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -65,7 +68,10 @@ type Cluster interface {
 //     (or present) for NodeTimeout, judged by identity, never by name
 //     (see planDeparted).
 //
-// It frees only what it observed, still allocated as observed.
+// It frees only what it observed, still allocated as observed. A pool whose
+// spec netspec.CheckStored refuses is left alone, as the agents leave the
+// network: its unheld addresses are counted from zero again once it is
+// fixed.
 type Reclaimer struct {
 	Alloc   *Allocator
 	Pools   SpecPools
@@ -97,6 +103,9 @@ type Reclaimer struct {
 	// keptNone says, by pool, that this node's kept-addresses key is
 	// known to be absent (see publishKept).
 	keptNone map[string]bool
+	// refused is the problem last logged, by network, of each cluster
+	// spec the sweep leaves alone (see noteRefused).
+	refused map[string]string
 }
 
 // Sweep runs one pass over every cluster-IPAM pool.
@@ -113,10 +122,16 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// A spec that fails the checks of `network create` is served by no
+	// agent; its pool's geometry (range, gateway, neighbours) cannot be
+	// trusted to say what is a leak or whose an address is, so its blocks
+	// are left as they are until it is fixed or removed.
+	refused := netspec.CheckStored(specs)
+	r.noteRefused(specs, refused)
 	var errs []error
 	seen, holders := map[string]bool{}, map[string]bool{}
 	for _, spec := range specs {
-		if spec.IPAM != netspec.Cluster {
+		if spec.IPAM != netspec.Cluster || refused[spec.Name] != nil {
 			continue
 		}
 		for _, v6 := range []bool{false, true} {
@@ -139,6 +154,29 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 	return errors.Join(errs...)
+}
+
+// noteRefused logs each cluster-IPAM spec the sweep leaves alone, once per
+// distinct problem: the sweep runs every few seconds, and the network
+// reconciler already reports the refusal (underlay_network_invalid_specs,
+// `network inspect`).
+func (r *Reclaimer) noteRefused(specs []netspec.Spec, refused map[string]error) {
+	now := map[string]string{}
+	for _, spec := range specs {
+		if err := refused[spec.Name]; spec.IPAM == netspec.Cluster && err != nil {
+			now[spec.Name] = strings.ReplaceAll(err.Error(), "\n", "; ")
+		}
+	}
+	r.mu.Lock()
+	last := r.refused
+	r.refused = now
+	r.mu.Unlock()
+	for _, name := range slices.Sorted(maps.Keys(now)) {
+		if last[name] != now[name] {
+			r.log().Warn("network spec refused: its pool is not swept until it is fixed", "network", name, "err", now[name],
+				"fix", "underlay network rm "+name+", or correct "+netspec.KVPrefix+name+"/spec")
+		}
+	}
 }
 
 // sweepPool sweeps one pool, adding the nodes holding its addresses to
