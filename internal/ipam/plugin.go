@@ -37,8 +37,12 @@ const (
 type PoolSource interface {
 	// PoolFor returns the pool whose prefix is subnet, with its gateway.
 	PoolFor(ctx context.Context, subnet netip.Prefix) (Pool, netip.Addr, error)
-	// PoolByID returns a pool by Pool.ID, for requests after a restart.
+	// PoolByID returns a pool by Pool.ID, reading the specs.
 	PoolByID(ctx context.Context, id string) (Pool, netip.Addr, error)
+	// PoolSeen is PoolByID by the newest reading of the specs, without
+	// reading them again; ok is false when that reading serves no such
+	// pool, or there has been none.
+	PoolSeen(id string) (p Pool, gw netip.Addr, ok bool)
 }
 
 // Plugin serves Docker's remote IPAM protocol for one node.
@@ -52,7 +56,9 @@ type Plugin struct {
 	// Metrics, when set, times every address request and release.
 	Metrics *Metrics
 
-	mu    sync.Mutex // guards pools
+	mu sync.Mutex // guards pools
+	// pools is every pool served, by ID, as last served: what an address
+	// handed out came from, even once its spec is gone.
 	pools map[string]poolEntry
 }
 
@@ -187,7 +193,16 @@ func (pl *Plugin) requestAddress(ctx context.Context, r addressRequest) (any, er
 func (pl *Plugin) releaseAddress(ctx context.Context, r struct{ PoolID, Address string }) (any, error) {
 	e, err := pl.pool(ctx, r.PoolID)
 	if err != nil {
-		return nil, err
+		// Its spec is gone or refused now. Released from the pool it was
+		// handed out of, the address frees only this node's own record of
+		// it (see Release); refused, it would stay allocated to no
+		// container, in a pool the sweep leaves alone.
+		last, ok := pl.served(r.PoolID)
+		if !ok {
+			return nil, err
+		}
+		pl.log().Warn("releasing an address of a pool no longer served, from the pool as it was served", "pool", r.PoolID, "addr", r.Address, "err", err)
+		e = last
 	}
 	addr, err := netip.ParseAddr(r.Address)
 	if err != nil {
@@ -211,20 +226,23 @@ func (pl *Plugin) releaseAddress(ctx context.Context, r struct{ PoolID, Address 
 	return struct{}{}, nil
 }
 
-// pool returns a requested pool, reading its spec again after a restart
-// of the agent (Docker does not ask for pools again).
+// pool returns a pool to hand out addresses of as its spec stands now: as
+// the newest reading of the specs has it (the agent's network reconciler
+// reads them at every change, the sweep at every sweep, so requests never
+// wait for Consul), or as read now when that reading does not serve it (a
+// spec made or fixed since, or none read yet: Docker does not ask for
+// pools again after an agent's restart). A pool whose spec is gone or
+// refused is an error, whatever was served before.
 func (pl *Plugin) pool(ctx context.Context, id string) (poolEntry, error) {
-	pl.mu.Lock()
-	e, ok := pl.pools[id]
-	pl.mu.Unlock()
-	if ok {
-		return e, nil
+	p, gw, ok := pl.Pools.PoolSeen(id)
+	var err error
+	if !ok {
+		p, gw, err = pl.Pools.PoolByID(ctx, id)
 	}
-	p, gw, err := pl.Pools.PoolByID(ctx, id)
 	if err != nil {
-		return poolEntry{}, fmt.Errorf("unknown pool %q (was its network removed?): %w", id, err)
+		return poolEntry{}, fmt.Errorf("pool %q: %w", id, err)
 	}
-	e = poolEntry{pool: p, gateway: gw}
+	e := poolEntry{pool: p, gateway: gw}
 	pl.mu.Lock()
 	if pl.pools == nil {
 		pl.pools = map[string]poolEntry{}
@@ -232,6 +250,14 @@ func (pl *Plugin) pool(ctx context.Context, id string) (poolEntry, error) {
 	pl.pools[id] = e
 	pl.mu.Unlock()
 	return e, nil
+}
+
+// served returns pool id as it was last served.
+func (pl *Plugin) served(id string) (poolEntry, bool) {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	e, ok := pl.pools[id]
+	return e, ok
 }
 
 // maxBody bounds a request body: Docker's are a few hundred bytes.

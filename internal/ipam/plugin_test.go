@@ -35,9 +35,15 @@ func pluginFor(t *testing.T, kv *kvtest.KV, node string) (*Plugin, func(method s
 		}
 	}
 	pl := &Plugin{Alloc: NewAllocator(kv, node, nil), Pools: SpecPools{Store: st}, Log: slog.New(slog.DiscardHandler)}
+	return pl, serve(t, pl)
+}
+
+// serve serves pl until the test ends, returning a caller of its methods.
+func serve(t *testing.T, pl *Plugin) func(method string, req any) (int, map[string]any) {
+	t.Helper()
 	srv := httptest.NewServer(pl.Handler())
 	t.Cleanup(srv.Close)
-	return pl, func(method string, req any) (int, map[string]any) {
+	return func(method string, req any) (int, map[string]any) {
 		t.Helper()
 		b, _ := json.Marshal(req)
 		resp, err := http.Post(srv.URL+"/"+method, "application/json", bytes.NewReader(b))
@@ -364,5 +370,122 @@ func TestReleaseOfTheShimIsRefused(t *testing.T) {
 	}
 	if all, _ := Allocations(context.Background(), kv, PoolOf4(lanSpec)); all[shim].Kind != KindShim || all[shim].Node != "n1" {
 		t.Errorf("shim %s after the release: %+v", shim, all[shim])
+	}
+}
+
+// TestPluginStopsServingSpecsGoneOrRefused: a pool served once is not
+// served for the agent's life. Once the agent has read the specs again
+// (its network reconciler does at every change under underlay/networks/,
+// the leak sweep at every sweep, both through the plugin's store), a pool
+// whose spec was removed, or rewritten past `network create` so that its
+// checks refuse it, hands out no more addresses: the request is refused,
+// naming the network and the problem, and allocates nothing. An address
+// handed out before is still released, from the pool it came from; after
+// a restart, with no such pool known, its release is refused and its
+// record kept. The valid network beside it is served throughout.
+func TestPluginStopsServingSpecsGoneOrRefused(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		spoil func(kv *kvtest.KV)
+		want  []string // in the refusal
+	}{
+		{"removed", func(kv *kvtest.KV) {
+			kv.Delete(context.Background(), netspec.KVPrefix+"lan/spec")
+		}, []string{`"lan"`, "no cluster-IPAM network"}},
+		{"range outside its subnet", func(kv *kvtest.KV) {
+			bad := lanSpec
+			bad.IPRange = netip.MustParsePrefix("10.99.0.0/28")
+			putSpec(t, kv, bad)
+		}, []string{`"lan"`, "spec refused", "10.99.0.0/28"}},
+		{"unreadable", func(kv *kvtest.KV) {
+			kv.Put(context.Background(), netspec.KVPrefix+"lan/spec", []byte("{not json"))
+		}, []string{`"lan"`, "spec refused", "decode"}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			kv := kvtest.New()
+			pl, call := pluginFor(t, kv, "n1")
+			st := pl.Pools.(SpecPools).Store
+			other := netspec.Spec{Name: "other", Subnet: netip.MustParsePrefix("10.91.0.0/24"), Gateway: netip.MustParseAddr("10.91.0.1"),
+				Parent: "eth2", IPAM: netspec.Cluster}
+			if err := st.Create(ctx, other); err != nil {
+				t.Fatal(err)
+			}
+			request := func(pool string) (int, map[string]any) {
+				t.Helper()
+				return call("IpamDriver.RequestAddress", map[string]any{"PoolID": pool})
+			}
+			code, out := request("lan/v4")
+			if code != 200 {
+				t.Fatalf("request in lan/v4: %d %v", code, out)
+			}
+			handed := netip.MustParsePrefix(out["Address"].(string)).Addr()
+			if code, out := request("other/v4"); code != 200 {
+				t.Fatalf("request in other/v4: %d %v", code, out)
+			}
+			c.spoil(kv)
+			if _, _, err := st.ReadSpecs(ctx); err != nil {
+				t.Fatal(err)
+			}
+			code, out = request("lan/v4")
+			msg, _ := out["Err"].(string)
+			for _, want := range c.want {
+				if code != 500 || !strings.Contains(msg, want) {
+					t.Errorf("request in lan/v4 once its spec is %s: %d %v, want refused naming %s", c.name, code, out, want)
+				}
+			}
+			lan := PoolOf4(lanSpec)
+			if all, _ := Allocations(ctx, kv, lan); len(all) != 1 {
+				t.Errorf("allocations in lan/v4: %v, want only %s", all, handed)
+			}
+			if code, out := request("other/v4"); code != 200 {
+				t.Errorf("request in other/v4, a valid network: %d %v", code, out)
+			}
+			// A restarted agent knows no pool lan/v4: the release is
+			// refused, and the record kept for a fixed spec's sweep.
+			restarted := serve(t, &Plugin{Alloc: NewAllocator(kv, "n1", nil), Pools: SpecPools{Store: netspec.NewStore(kv)}})
+			if code, out := restarted("IpamDriver.ReleaseAddress", map[string]any{"PoolID": "lan/v4", "Address": handed.String()}); code != 500 {
+				t.Errorf("release of %s by a restarted agent: %d %v, want refused", handed, code, out)
+			}
+			if all, _ := Allocations(ctx, kv, lan); all[handed].Node != "n1" {
+				t.Errorf("%s after a refused release: %+v, want still n1's", handed, all[handed])
+			}
+			if code, out := call("IpamDriver.ReleaseAddress", map[string]any{"PoolID": "lan/v4", "Address": handed.String()}); code != 200 {
+				t.Errorf("release of %s, handed out before: %d %v", handed, code, out)
+			}
+			if all, _ := Allocations(ctx, kv, lan); len(all) != 0 {
+				t.Errorf("allocations in lan/v4 after the release: %v", all)
+			}
+		})
+	}
+}
+
+// TestPluginRequestsReadNoSpecs: once the specs have been read through the
+// plugin's store, address requests and releases judge them by that
+// reading: none waits for a listing of the specs.
+func TestPluginRequestsReadNoSpecs(t *testing.T) {
+	kv := kvtest.New()
+	pl, call := pluginFor(t, kv, "n1")
+	if _, _, err := pl.Pools.(SpecPools).Store.ReadSpecs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	var lists int
+	kv.Hook = func(call string, keys []string) error {
+		if call == "list" && strings.HasPrefix(keys[0], netspec.KVPrefix) {
+			lists++
+		}
+		return nil
+	}
+	for range 5 {
+		code, out := call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4"})
+		if code != 200 {
+			t.Fatalf("request: %d %v", code, out)
+		}
+		if code, out := call("IpamDriver.ReleaseAddress", map[string]any{"PoolID": "lan/v4", "Address": out["Address"]}); code != 200 {
+			t.Fatalf("release: %d %v", code, out)
+		}
+	}
+	if lists != 0 {
+		t.Errorf("%d listings of the specs for 5 requests and releases, want none", lists)
 	}
 }

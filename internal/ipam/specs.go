@@ -43,26 +43,59 @@ func (s SpecPools) PoolFor(ctx context.Context, subnet netip.Prefix) (Pool, neti
 
 // PoolByID implements PoolSource.
 func (s SpecPools) PoolByID(ctx context.Context, id string) (Pool, netip.Addr, error) {
+	if _, _, err := splitID(id); err != nil {
+		return Pool{}, netip.Addr{}, err
+	}
+	specs, bad, err := s.Store.ReadSpecs(ctx)
+	if err != nil {
+		return Pool{}, netip.Addr{}, fmt.Errorf("read network specs: %w", err)
+	}
+	return s.poolByID(&netspec.Listing{Specs: specs, Bad: bad}, id)
+}
+
+// PoolSeen implements PoolSource, from the store's newest listing.
+func (s SpecPools) PoolSeen(id string) (Pool, netip.Addr, bool) {
+	l := s.Store.Listed()
+	if l == nil {
+		return Pool{}, netip.Addr{}, false
+	}
+	p, gw, err := s.poolByID(l, id)
+	return p, gw, err == nil
+}
+
+// splitID returns the network a pool ID names, and whether it is the
+// network's IPv6 pool.
+func splitID(id string) (name string, v6 bool, err error) {
 	name, fam, _ := strings.Cut(id, "/")
 	if fam != "v4" && fam != "v6" {
-		return Pool{}, netip.Addr{}, fmt.Errorf("pool id %q: want NETWORK/v4 or NETWORK/v6", id)
+		return "", false, fmt.Errorf("pool id %q: want NETWORK/v4 or NETWORK/v6", id)
 	}
-	specs, refused, err := s.checkedSpecs(ctx)
+	return name, fam == "v6", nil
+}
+
+// poolByID finds pool id in a listing of the specs, judged as the agents
+// judge them (see checkedSpecs).
+func (s SpecPools) poolByID(l *netspec.Listing, id string) (Pool, netip.Addr, error) {
+	name, v6, err := splitID(id)
 	if err != nil {
 		return Pool{}, netip.Addr{}, err
 	}
-	i := slices.IndexFunc(specs, func(sp netspec.Spec) bool { return sp.Name == name })
-	if i < 0 || specs[i].IPAM != netspec.Cluster {
-		return Pool{}, netip.Addr{}, fmt.Errorf("no cluster-IPAM network %q", name)
+	refused := l.Refused()[name]
+	i := slices.IndexFunc(l.Specs, func(sp netspec.Spec) bool { return sp.Name == name })
+	switch {
+	case i < 0 && refused != nil:
+		return Pool{}, netip.Addr{}, refusedSpec(name, refused) // unreadable
+	case i < 0 || l.Specs[i].IPAM != netspec.Cluster:
+		return Pool{}, netip.Addr{}, fmt.Errorf("no cluster-IPAM network %q (was it removed?)", name)
 	}
-	spec := specs[i]
-	if fam == "v6" && !spec.IPv6Subnet.IsValid() {
+	spec := l.Specs[i]
+	if v6 && !spec.IPv6Subnet.IsValid() {
 		return Pool{}, netip.Addr{}, fmt.Errorf("pool id %q: network %s has no IPv6 subnet", id, name)
 	}
-	if err := refused[name]; err != nil {
-		return Pool{}, netip.Addr{}, refusedSpec(name, err)
+	if refused != nil {
+		return Pool{}, netip.Addr{}, refusedSpec(name, refused)
 	}
-	p, gw := s.pool(spec, fam == "v6")
+	p, gw := s.pool(spec, v6)
 	return p, gw, nil
 }
 

@@ -12,6 +12,7 @@ import (
 	"slices"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/underlay/underlay/internal/kvstore"
@@ -49,8 +50,18 @@ type KV interface {
 	Delete(ctx context.Context, key string) error
 }
 
-// Store keeps network specs, range leases and node reports in KV.
-type Store struct{ kv KV }
+// Store keeps network specs, range leases and node reports in KV, and
+// remembers the newest listing of the specs it read (see Listed).
+type Store struct {
+	kv KV
+
+	mu sync.Mutex // guards following fields
+	// begun numbers the listings of the specs as they start; kept is the
+	// number of the one in listed.
+	begun, kept uint64
+	// listed is the newest listing of the specs; nil before the first.
+	listed *Listing
+}
 
 // NewStore returns a store over kv.
 func NewStore(kv KV) *Store { return &Store{kv: kv} }
@@ -159,9 +170,48 @@ type BadSpec struct {
 	Err  error
 }
 
+// Listing is one reading of every network spec (see ReadSpecs). It is
+// shared: not to be changed.
+type Listing struct {
+	Specs []Spec
+	Bad   []BadSpec
+
+	once    sync.Once
+	refused map[string]error
+}
+
+// Refused is what the agents refuse of the listing, by network name: the
+// problems CheckStored finds in its specs, and each unreadable spec's
+// error. It is worked out once.
+func (l *Listing) Refused() map[string]error {
+	l.once.Do(func() {
+		l.refused = CheckStored(l.Specs)
+		for _, b := range l.Bad {
+			l.refused[b.Name] = b.Err
+		}
+	})
+	return l.refused
+}
+
+// Listed returns the newest listing of the specs this store read (nil
+// before the first), without reading KV: for a caller that must not wait
+// for Consul on every request, and whose store others read often enough
+// (the agent's network reconciler reads at every change under KVPrefix).
+// Of listings read at once, the one begun last is kept, whichever ends
+// first: the other may have read the specs as they were before.
+func (st *Store) Listed() *Listing {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.listed
+}
+
 // ReadSpecs lists every network by name, and apart the specs that cannot
 // be decoded: one bad document never hides the others.
 func (st *Store) ReadSpecs(ctx context.Context) ([]Spec, []BadSpec, error) {
+	st.mu.Lock()
+	st.begun++
+	n := st.begun
+	st.mu.Unlock()
 	kvs, err := st.kv.List(ctx, KVPrefix)
 	if err != nil {
 		return nil, nil, fmt.Errorf("list networks: %w", err)
@@ -182,6 +232,11 @@ func (st *Store) ReadSpecs(ctx context.Context) ([]Spec, []BadSpec, error) {
 		specs = append(specs, s)
 	}
 	sort.Slice(specs, func(i, j int) bool { return specs[i].Name < specs[j].Name })
+	st.mu.Lock()
+	if n > st.kept {
+		st.kept, st.listed = n, &Listing{Specs: slices.Clone(specs), Bad: slices.Clone(bad)}
+	}
+	st.mu.Unlock()
 	return specs, bad, nil
 }
 

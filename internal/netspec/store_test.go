@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
 )
@@ -285,5 +286,71 @@ func TestLeasesSkipStrayKeys(t *testing.T) {
 	leases, err := st.Leases(ctx, "lan")
 	if err != nil || len(leases) != 1 || leases[blocks[0]] != "swarm-id-a" {
 		t.Errorf("leases %v, %v: want only swarm-id-a's", leases, err)
+	}
+}
+
+// pausedList is a KV whose listing, when a pause is queued, waits after
+// reading until the pause's resume is closed: a listing overtaken by a
+// later one.
+type pausedList struct {
+	*kvtest.KV
+	pauses chan pause
+}
+
+type pause struct{ read, resume chan struct{} }
+
+func (k pausedList) List(ctx context.Context, prefix string) ([]kvstore.Pair, error) {
+	out, err := k.KV.List(ctx, prefix)
+	select {
+	case p := <-k.pauses:
+		close(p.read)
+		<-p.resume
+	default:
+	}
+	return out, err
+}
+
+// TestListedIsTheNewestListing: the store remembers its newest listing of
+// the specs, with what the agents refuse of it (unreadable specs too); a
+// listing that read the specs before a change and ends after a later one
+// does not bring the old specs back.
+func TestListedIsTheNewestListing(t *testing.T) {
+	ctx := context.Background()
+	kv := pausedList{KV: kvtest.New(), pauses: make(chan pause, 1)}
+	st := netspec.NewStore(kv)
+	if l := st.Listed(); l != nil {
+		t.Fatalf("listed before any listing: %+v", l)
+	}
+	if err := st.Create(ctx, spec("good")); err != nil {
+		t.Fatal(err)
+	}
+	kv.Put(ctx, netspec.KVPrefix+"broken/spec", []byte("{not json"))
+	if _, _, err := st.ReadSpecs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	l := st.Listed()
+	if l == nil || len(l.Specs) != 1 || l.Specs[0].Name != "good" || len(l.Bad) != 1 {
+		t.Fatalf("listed %+v: want good, and broken apart", l)
+	}
+	if refused := l.Refused(); len(refused) != 1 || refused["broken"] == nil {
+		t.Errorf("refused %v: want broken alone", refused)
+	}
+	// A listing reads good, then waits while good is removed and another
+	// listing reads and ends.
+	p := pause{read: make(chan struct{}), resume: make(chan struct{})}
+	kv.pauses <- p
+	done := make(chan error)
+	go func() { _, _, err := st.ReadSpecs(ctx); done <- err }()
+	<-p.read
+	kv.Delete(ctx, netspec.KVPrefix+"good/spec")
+	if _, _, err := st.ReadSpecs(ctx); err != nil {
+		t.Fatal(err)
+	}
+	close(p.resume)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if l := st.Listed(); len(l.Specs) != 0 {
+		t.Errorf("listed %v after good's removal: the overtaken listing brought it back", l.Specs)
 	}
 }
