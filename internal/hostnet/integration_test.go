@@ -23,7 +23,7 @@ func TestIntegrationEnsureAndRepair(t *testing.T) {
 	t.Cleanup(func() { hostnet.RemoveShim(w.ShimLink, w.Network) })
 	var h hostnet.Host
 
-	ensure := func(wantRepairs int) {
+	ensureOf := func(w hostnet.Want, wantRepairs int) {
 		t.Helper()
 		got, err := h.Ensure(w)
 		if err != nil {
@@ -40,6 +40,7 @@ func TestIntegrationEnsureAndRepair(t *testing.T) {
 			t.Fatalf("after Ensure the host still needs %v (observed %+v)", r, o)
 		}
 	}
+	ensure := func(wantRepairs int) { t.Helper(); ensureOf(w, wantRepairs) }
 	ensure(5) // the veth parent is up already
 	ensure(0) // idempotent
 	// Marked, so that removing underlay removes it (agent cleanup).
@@ -83,4 +84,18 @@ func TestIntegrationEnsureAndRepair(t *testing.T) {
 	if _, err := h.Ensure(missing); !errors.Is(err, hostnet.ErrNoParent) {
 		t.Errorf("Ensure with a missing parent: %v, want ErrNoParent", err)
 	}
+
+	// A parent that is itself a macvlan: the kernel puts the shim on the
+	// parent's lower device, and the shim must be found in place there,
+	// not replaced at every sync.
+	mv := &netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: "ulm" + testenv.ID(t)[:6], ParentIndex: p.Attrs().Index}, Mode: netlink.MACVLAN_MODE_BRIDGE}
+	if err := netlink.LinkAdd(mv); err != nil {
+		t.Fatalf("macvlan parent: %v", err)
+	}
+	t.Cleanup(func() { netlink.LinkDel(mv) })
+	onMacvlan := w
+	onMacvlan.Parent, onMacvlan.ShimLink, onMacvlan.Network = mv.Name, "ult"+testenv.ID(t)[:6], "pool2"
+	t.Cleanup(func() { hostnet.RemoveShim(onMacvlan.ShimLink, onMacvlan.Network) })
+	ensureOf(onMacvlan, 6) // the macvlan parent: up, promiscuous, and the shim
+	ensureOf(onMacvlan, 0)
 }
