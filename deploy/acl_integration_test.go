@@ -167,7 +167,7 @@ func TestIntegrationACLPolicies(t *testing.T) {
 			return err
 		}, true},
 		{"read tokens kept in Consul", func(ctx context.Context, c *api.Client) error {
-			return adapter.NewKVTokens(c, "underlay/scale/tokens", testenv.TestLogger(t)).Load(ctx)
+			return adapter.NewKVTokens(c, deploy.TokensKey, testenv.TestLogger(t)).Load(ctx)
 		}, false},
 		{"lead", func(ctx context.Context, c *api.Client) error {
 			return lead(ctx, c, t)
@@ -220,7 +220,11 @@ func TestIntegrationACLPolicies(t *testing.T) {
 		t.Fatal(err)
 	}
 	agentBeyond := append(beyond("agent"), op{"write control's decisions", controlOps[0].run, false})
-	controlBeyond := append(beyond("control"), agentOps[0], agentOps[9], agentOps[5])
+	controlBeyond := append(beyond("control"), agentOps[0], agentOps[9], agentOps[5],
+		op{"write the tokens kept in Consul", func(ctx context.Context, c *api.Client) error {
+			_, err := c.KV().Put(&api.KVPair{Key: deploy.TokensKey, Value: []byte("minted\n")}, (&api.WriteOptions{}).WithContext(ctx))
+			return err
+		}, false})
 
 	for _, tc := range []struct {
 		who             string

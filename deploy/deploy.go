@@ -31,6 +31,10 @@ const (
 // unless UNDERLAY_CONTROL_PORT says otherwise.
 const ControlPort = 8000
 
+// TokensKey is the Consul key that control.hcl lets control read bearer
+// tokens from (--token-consul-key), and not write.
+const TokensKey = "underlay/scale/tokens"
+
 // AgentPolicy and ControlPolicy are the Consul ACL policies (HCL) of the
 // agent and of control.
 var (

@@ -215,6 +215,7 @@ func TestPolicies(t *testing.T) {
 		}},
 		{"control.hcl", ControlPolicy, map[string]string{
 			key(scalePrefix):           "write",
+			`key "` + TokensKey + `"`:  "read",  // tokens kept in Consul: never written by control
 			`session_prefix ""`:        "write", // the leader lock's session
 			key(taskmetrics.KVPrefix):  "read",
 			key(netspec.KVPrefix):      "read", // the dashboard's

@@ -4,10 +4,17 @@
 #   consul acl policy create -name underlay-control -rules @/usr/share/underlay/consul/control.hcl
 #   consul acl token create -description "underlay control" -policy-name underlay-control
 
-# Decision history, Alertmanager alerts, the leader lock (--leader-election)
-# and bearer tokens kept in Consul (--token-consul-key under this prefix).
+# Decision history, Alertmanager alerts and the leader lock (--leader-election).
 key_prefix "underlay/scale/" {
   policy = "write"
+}
+
+# Bearer tokens kept in Consul (--token-consul-key underlay/scale/tokens),
+# read only: whoever holds control's Consul token must not be able to give
+# themselves an API token. An exact key rule takes precedence over the
+# prefix above. Another key for --token-consul-key needs its own read rule.
+key "underlay/scale/tokens" {
+  policy = "read"
 }
 
 # The agents' task CPU and memory reports (underlay:cpu, underlay:memory).
