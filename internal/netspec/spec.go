@@ -82,6 +82,10 @@ func Validate(s Spec, existing []Spec) error {
 		// Every node would refuse it: a shim's removal would take the
 		// network's endpoints with it.
 		bad("parent %q: named as underlay's host shims are (ul- and 8 hex digits); give the interface (or VLAN) the network hangs off", s.Parent)
+	default:
+		if lower, _, ok := VLANParent(s.Parent); ok && IsShimLinkName(lower) {
+			bad("parent %q: a VLAN on %s, named as underlay's host shims are (ul- and 8 hex digits); give a VLAN of the interface the network hangs off", s.Parent, lower)
+		}
 	}
 	checkDriver(s, bad)
 	switch s.IPAM {

@@ -102,7 +102,8 @@ func TestValidate(t *testing.T) {
 		{name: "parent with slash", edit: func(s *Spec) { s.Parent = "eth/0" }, want: []string{`parent "eth/0"`}},
 		{name: "parent of 16 characters", edit: func(s *Spec) { s.Parent = "enp0s31f6abcdefg" }, want: []string{`parent "enp0s31f6abcdefg"`}},
 		{name: "parent named as a shim", edit: func(s *Spec) { s.Parent = ShimLinkName("other") }, want: []string{fmt.Sprintf("parent %q: named as underlay's host shims are", ShimLinkName("other"))}},
-		{name: "valid parent like a shim's name", edit: func(s *Spec) { s.Parent = "ul-0000abcd.40" }},
+		{name: "VLAN parent on a shim", edit: func(s *Spec) { s.Parent = "ul-0000abcd.40" }, want: []string{`parent "ul-0000abcd.40": a VLAN on ul-0000abcd`}},
+		{name: "valid parent like a shim's name", edit: func(s *Spec) { s.Parent = "ul-lan.40" }},
 		{name: "empty ipam", edit: func(s *Spec) { s.IPAM = "" }, want: []string{`ipam ""`}},
 		{name: "unknown ipam", edit: func(s *Spec) { s.IPAM = "dhcp" }, want: []string{`ipam "dhcp"`}},
 
