@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"maps"
+	"net"
 	"net/netip"
 	"path"
 	"slices"
@@ -257,13 +258,20 @@ func publishedTargets(c Container, p Policy, warn func(key, value, problem strin
 	slices.SortFunc(bindings, func(a, b Binding) int {
 		return cmp.Or(comparePorts(a.Port, b.Port), strings.Compare(a.HostIP, b.HostIP), cmp.Compare(a.HostPort, b.HostPort))
 	})
+	loopback := map[Port]string{}
 	for _, b := range bindings {
 		if b.HostPort == 0 || seen[b.Port] {
 			continue
 		}
 		addr := b.HostIP
-		if ip, err := netip.ParseAddr(addr); err != nil || ip.IsUnspecified() {
+		ip, err := netip.ParseAddr(addr)
+		if err != nil || ip.IsUnspecified() {
 			addr = p.HostIP
+		} else if ip.IsLoopback() {
+			// Only this host reaches it: in the catalog it would send
+			// every other host's clients to themselves.
+			loopback[b.Port] = cmp.Or(loopback[b.Port], net.JoinHostPort(addr, strconv.Itoa(b.HostPort)))
+			continue
 		}
 		if addr == "" {
 			warn("", "", fmt.Sprintf("port %s is published on all interfaces but the agent knows no host IP (--host-ip); not registered", b.Port))
@@ -271,6 +279,11 @@ func publishedTargets(c Container, p Policy, warn func(key, value, problem strin
 		}
 		seen[b.Port] = true
 		ts = append(ts, target{port: b.Port, address: addr, hostPort: b.HostPort})
+	}
+	for _, port := range slices.SortedFunc(maps.Keys(loopback), comparePorts) {
+		if !seen[port] {
+			warn("", "", fmt.Sprintf("port %s is published only on the loopback address %s, which other hosts cannot reach; not registered", port, loopback[port]))
+		}
 	}
 	return ts
 }

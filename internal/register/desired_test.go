@@ -556,6 +556,33 @@ func TestDesiredPortSelection(t *testing.T) {
 			want:   []placement{{"node1:shop:443", testHostIP, 8443, ""}},
 		},
 		{
+			name: "published on loopback and a host IP registers the host IP",
+			c: bridgeContainer(func(c *Container) {
+				c.Published = []Binding{
+					{Port: Port{80, "tcp"}, HostIP: "127.0.0.1", HostPort: 8080},
+					{Port: Port{80, "tcp"}, HostIP: "198.51.100.7", HostPort: 8080},
+				}
+			}),
+			policy: testPolicy(),
+			want:   []placement{{"node1:shop:80", "198.51.100.7", 8080, ""}},
+		},
+		{
+			// Other hosts reaching 127.0.0.1 reach themselves.
+			name: "published only on loopback registers nothing",
+			c: bridgeContainer(func(c *Container) {
+				c.Published = []Binding{
+					{Port: Port{80, "tcp"}, HostIP: "127.0.0.1", HostPort: 8080},
+					{Port: Port{443, "tcp"}, HostIP: "::1", HostPort: 8443},
+				}
+			}),
+			policy: testPolicy(),
+			want:   nil,
+			wantWarnings: []wantWarning{
+				{Problem: "port 80/tcp is published only on the loopback address 127.0.0.1:8080, which other hosts cannot reach; not registered"},
+				{Problem: "port 443/tcp is published only on the loopback address [::1]:8443, which other hosts cannot reach; not registered"},
+			},
+		},
+		{
 			name:   "published on all interfaces without a host IP registers nothing",
 			c:      bridgeContainer(),
 			policy: Policy{Node: testNode},
