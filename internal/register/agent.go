@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -116,6 +117,12 @@ type Agent struct {
 	// was registered from it and not yet read back.
 	prepared  map[string]*prepared
 	verifying map[string]bool
+	// waiting holds, by service ID, the containers that want an ID the
+	// agent holds registered for another container (two containers with
+	// one SERVICE_ID, or a container started under the name of one whose
+	// deregistration is still to come): each is reconciled again once
+	// that registration goes, and never takes it over meanwhile.
+	waiting map[string]map[string]bool
 	// stream counts the event stream's openings and losses; events may be
 	// missed between a loss and the next opening.
 	stream     uint64
@@ -162,6 +169,7 @@ func NewAgent(cfg Config, d Docker, c Catalog, log *slog.Logger, reg prometheus.
 		sawRunning:  map[string]uint64{},
 		prepared:    map[string]*prepared{},
 		verifying:   map[string]bool{},
+		waiting:     map[string]map[string]bool{},
 	}, nil
 }
 
@@ -265,6 +273,7 @@ func (a *Agent) syncContainer(ctx context.Context, id string) error {
 		var warnings []Warning
 		desired, warnings = Desired(c, a.cfg.Policy)
 		a.reportWarnings(id, warnings)
+		desired = a.withoutHeld(id, desired)
 	} else {
 		a.forgetWarnings(id)
 	}
@@ -415,6 +424,10 @@ func (a *Agent) apply(ctx context.Context, containerID string, ch Changes) error
 func (a *Agent) register(ctx context.Context, s Service) error {
 	unlock := a.serviceLocks.lock(s.ID)
 	defer unlock()
+	// Taken by another container since this pass planned (withoutHeld).
+	if a.holdsFor(s.ID, s.ContainerID()) {
+		return nil
+	}
 	if err := a.catalog.Register(ctx, s); err != nil {
 		a.metrics.errors.WithLabelValues("register").Inc()
 		return fmt.Errorf("register %s: %w", s.ID, err)
@@ -443,7 +456,54 @@ func (a *Agent) deregister(ctx context.Context, containerID, id string) error {
 	a.metrics.writes.WithLabelValues("deregister").Inc()
 	a.deleteActual(id)
 	a.log.Info("deregistered", "id", id)
+	a.releaseWaiting(id)
 	return nil
+}
+
+// withoutHeld drops from a container's desired services those whose ID
+// the agent holds registered for another container (see waiting): one
+// container's registration never replaces another's, which would flip
+// between them at every resync and go with either one's stop.
+func (a *Agent) withoutHeld(containerID string, desired []Service) []Service {
+	return slices.DeleteFunc(desired, func(s Service) bool { return a.holdsFor(s.ID, containerID) })
+}
+
+// holdsFor reports whether service id is registered for another container
+// than containerID, and if so records containerID as waiting for it.
+func (a *Agent) holdsFor(id, containerID string) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	owner := a.actual[id].ContainerID
+	if owner == "" || owner == containerID {
+		return false
+	}
+	w := a.waiting[id]
+	if w == nil {
+		w = map[string]bool{}
+		a.waiting[id] = w
+	}
+	if !w[containerID] {
+		w[containerID] = true
+		a.metrics.held.Inc()
+		a.log.Info("service ID registered for another container; this one is registered once that registration goes",
+			"id", id, "container", shortID(containerID), "holder", shortID(owner))
+	}
+	return true
+}
+
+// releaseWaiting reconciles again the containers waiting for service id,
+// whose registration went.
+func (a *Agent) releaseWaiting(id string) {
+	a.mu.Lock()
+	w := a.waiting[id]
+	delete(a.waiting, id)
+	for c := range w {
+		a.forced[c] = true
+	}
+	a.mu.Unlock()
+	for c := range w {
+		a.queue.Add(c)
+	}
 }
 
 // serviceLocks serialises the Consul writes of each service ID; the zero

@@ -453,3 +453,52 @@ func TestServiceIDPassedOnWhileDeregistering(t *testing.T) {
 		t.Errorf("%d service locks kept after the writes ended, want none", n)
 	}
 }
+
+// TestServiceIDOfTwoContainers: two running containers ask for one service
+// ID (SERVICE_ID). The registration of the first stays theirs: the other's
+// start and the resyncs after it do not replace it (they did, flipping the
+// ID between the two at every resync, and the stop of either removed the
+// other's); once the first stops, the other is registered.
+func TestServiceIDOfTwoContainers(t *testing.T) {
+	d, c := newFakeDocker(), &fakeCatalog{services: map[string]Service{}}
+	a := runAgent(t, d, c)
+	withID := func(id string, running bool) Container {
+		x := webContainer(id, running)
+		x.Labels = map[string]string{"SERVICE_ID": "shared"}
+		return x
+	}
+	d.set(withID("a1", true))
+	d.events <- Event{ContainerID: "a1", Action: "start", Time: time.Now()}
+	eventually(t, "a1 registered", func() bool { return c.owner("shared") == "a1" })
+	eventually(t, "passes over", a.idle)
+
+	d.set(withID("b1", true))
+	d.events <- Event{ContainerID: "b1", Action: "start", Time: time.Now()}
+	eventually(t, "b1 read", func() bool { return d.inspected("b1") > 0 })
+	eventually(t, "passes over", a.idle)
+	c.mu.Lock()
+	writes := c.writes
+	c.mu.Unlock()
+	for i := range 3 {
+		last := a.Status().LastResync
+		a.RequestResync()
+		eventually(t, "resync", func() bool { return a.Status().LastResync.After(last) })
+		eventually(t, "passes over", a.idle)
+		if got := c.owner("shared"); got != "a1" {
+			t.Fatalf("after resync %d: service shared is container %q's, want a1's (registered first, still running)", i+1, got)
+		}
+	}
+	c.mu.Lock()
+	if c.writes != writes {
+		t.Errorf("%d registrations written by the resyncs, want none", c.writes-writes)
+	}
+	c.mu.Unlock()
+
+	d.set(withID("a1", false))
+	d.events <- Event{ContainerID: "a1", Action: "die", Time: time.Now()}
+	eventually(t, "b1 registered once a1's registration went", func() bool { return c.owner("shared") == "b1" })
+	eventually(t, "passes over", a.idle)
+	if rs := a.actualFor("b1"); len(rs) != 1 || rs[0].ID != "shared" {
+		t.Errorf("agent's view of b1: %+v, want shared", rs)
+	}
+}

@@ -13,6 +13,7 @@ type metrics struct {
 	reconnects     prometheus.Counter
 	passesSkipped  prometheus.Counter
 	prepared       *prometheus.CounterVec
+	held           prometheus.Counter
 	queueDepth     prometheus.GaugeFunc
 }
 
@@ -57,13 +58,17 @@ func newMetrics(reg prometheus.Registerer, q *queue) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "prepared_starts_total",
 			Help: "Starts of containers read when created, by result: written (registered at the start event without reading Docker), late (the read at the create found the container already started), dropped (other events came; the container was read), corrected (the read after the start found the registration wrong and rewrote it).",
 		}, []string{"result"}),
+		held: prometheus.NewCounter(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "service_id_held_total",
+			Help: "Times a container wanted a service ID registered for another container, and waited for that registration to go instead of replacing it.",
+		}),
 	}
 	m.queueDepth = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Subsystem: sub, Name: "queue_depth",
 		Help: "Containers waiting to be reconciled.",
 	}, func() float64 { return float64(q.Len()) })
 	if reg != nil {
-		reg.MustRegister(m.services, m.writes, m.errors, m.warnings, m.resyncDuration, m.eventLatency, m.reconnects, m.passesSkipped, m.prepared, m.queueDepth)
+		reg.MustRegister(m.services, m.writes, m.errors, m.warnings, m.resyncDuration, m.eventLatency, m.reconnects, m.passesSkipped, m.prepared, m.held, m.queueDepth)
 	}
 	return m
 }

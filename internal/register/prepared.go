@@ -123,6 +123,7 @@ func (a *Agent) preparedPass(ctx context.Context, id string, p pass) (bool, erro
 	}
 	desired, warnings := Desired(c, a.cfg.Policy)
 	a.reportWarnings(id, warnings)
+	desired = a.withoutHeld(id, desired)
 	changes := Plan(desired, a.actualFor(id))
 	if !changes.Empty() {
 		if err := a.apply(ctx, id, changes); err != nil {
