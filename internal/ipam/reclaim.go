@@ -110,10 +110,11 @@ type Reclaimer struct {
 
 // Sweep runs one pass over every cluster-IPAM pool.
 func (r *Reclaimer) Sweep(ctx context.Context) error {
-	specs, err := r.Pools.Store.Specs(ctx)
+	l, err := r.Pools.Store.ReadListing(ctx)
 	if err != nil {
 		return err
 	}
+	specs := l.Specs
 	local, err := r.Held.HeldAddresses(ctx)
 	if err != nil {
 		return err
@@ -126,7 +127,7 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 	// agent; its pool's geometry (range, gateway, neighbours) cannot be
 	// trusted to say what is a leak or whose an address is, so its blocks
 	// are left as they are until it is fixed or removed.
-	refused := netspec.CheckStored(specs)
+	refused := l.Refused()
 	r.noteRefused(specs, refused)
 	var errs []error
 	seen, holders := map[string]bool{}, map[string]bool{}

@@ -20,11 +20,12 @@ type SpecPools struct {
 
 // PoolFor implements PoolSource.
 func (s SpecPools) PoolFor(ctx context.Context, subnet netip.Prefix) (Pool, netip.Addr, error) {
-	specs, refused, err := s.checkedSpecs(ctx)
+	l, err := s.read(ctx)
 	if err != nil {
 		return Pool{}, netip.Addr{}, err
 	}
-	for _, spec := range specs {
+	refused := l.Refused()
+	for _, spec := range l.Specs {
 		if spec.IPAM != netspec.Cluster || spec.Deleting {
 			continue
 		}
@@ -46,11 +47,11 @@ func (s SpecPools) PoolByID(ctx context.Context, id string) (Pool, netip.Addr, e
 	if _, _, err := splitID(id); err != nil {
 		return Pool{}, netip.Addr{}, err
 	}
-	specs, bad, err := s.Store.ReadSpecs(ctx)
+	l, err := s.read(ctx)
 	if err != nil {
-		return Pool{}, netip.Addr{}, fmt.Errorf("read network specs: %w", err)
+		return Pool{}, netip.Addr{}, err
 	}
-	return s.poolByID(&netspec.Listing{Specs: specs, Bad: bad}, id)
+	return s.poolByID(l, id)
 }
 
 // PoolSeen implements PoolSource, from the store's newest listing.
@@ -74,7 +75,7 @@ func splitID(id string) (name string, v6 bool, err error) {
 }
 
 // poolByID finds pool id in a listing of the specs, judged as the agents
-// judge them (see checkedSpecs).
+// judge them (see read).
 func (s SpecPools) poolByID(l *netspec.Listing, id string) (Pool, netip.Addr, error) {
 	name, v6, err := splitID(id)
 	if err != nil {
@@ -99,17 +100,17 @@ func (s SpecPools) poolByID(l *netspec.Listing, id string) (Pool, netip.Addr, er
 	return p, gw, nil
 }
 
-// checkedSpecs reads every spec and judges them as the agents do
+// read reads every spec; its Refused judges them as the agents do
 // (netspec.CheckStored): a spec written to KV past `network create` that
 // fails its checks is realised by no agent, so no pool is served from it
 // either — its range could lie outside its subnet, or in another
 // network's.
-func (s SpecPools) checkedSpecs(ctx context.Context) ([]netspec.Spec, map[string]error, error) {
-	specs, err := s.Store.Specs(ctx)
+func (s SpecPools) read(ctx context.Context) (*netspec.Listing, error) {
+	l, err := s.Store.ReadListing(ctx)
 	if err != nil {
-		return nil, nil, fmt.Errorf("read network specs: %w", err)
+		return nil, fmt.Errorf("read network specs: %w", err)
 	}
-	return specs, netspec.CheckStored(specs), nil
+	return l, nil
 }
 
 func refusedSpec(name string, err error) error {

@@ -90,14 +90,11 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	if err := r.Facts.Publish(ctx, false); err != nil {
 		return err
 	}
-	specs, bad, err := r.Store.ReadSpecs(ctx)
+	l, err := r.Store.ReadListing(ctx)
 	if err != nil {
 		return err
 	}
-	refused := netspec.CheckStored(specs)
-	for _, b := range bad {
-		refused[b.Name] = b.Err
-	}
+	specs, refused := l.Specs, l.Refused()
 	r.Metrics.setInvalid(len(refused))
 	for name, err := range refused {
 		r.refuse(ctx, name, err)

@@ -208,16 +208,26 @@ func (st *Store) Listed() *Listing {
 // ReadSpecs lists every network by name, and apart the specs that cannot
 // be decoded: one bad document never hides the others.
 func (st *Store) ReadSpecs(ctx context.Context) ([]Spec, []BadSpec, error) {
+	l, err := st.ReadListing(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return slices.Clone(l.Specs), slices.Clone(l.Bad), nil
+}
+
+// ReadListing reads every spec, as ReadSpecs, into a Listing that Listed
+// returns from then on unless a newer one is read: shared, and so not to
+// be changed.
+func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 	st.mu.Lock()
 	st.begun++
 	n := st.begun
 	st.mu.Unlock()
 	kvs, err := st.kv.List(ctx, KVPrefix)
 	if err != nil {
-		return nil, nil, fmt.Errorf("list networks: %w", err)
+		return nil, fmt.Errorf("list networks: %w", err)
 	}
-	var specs []Spec
-	var bad []BadSpec
+	l := &Listing{}
 	for _, p := range kvs {
 		k := p.Key
 		if path.Base(k) != "spec" || strings.Count(strings.TrimPrefix(k, KVPrefix), "/") != 1 {
@@ -226,18 +236,18 @@ func (st *Store) ReadSpecs(ctx context.Context) ([]Spec, []BadSpec, error) {
 		name := path.Dir(strings.TrimPrefix(k, KVPrefix))
 		s, err := decodeSpec(name, p.Value)
 		if err != nil {
-			bad = append(bad, BadSpec{Key: k, Name: name, Err: err})
+			l.Bad = append(l.Bad, BadSpec{Key: k, Name: name, Err: err})
 			continue
 		}
-		specs = append(specs, s)
+		l.Specs = append(l.Specs, s)
 	}
-	sort.Slice(specs, func(i, j int) bool { return specs[i].Name < specs[j].Name })
+	sort.Slice(l.Specs, func(i, j int) bool { return l.Specs[i].Name < l.Specs[j].Name })
 	st.mu.Lock()
 	if n > st.kept {
-		st.kept, st.listed = n, &Listing{Specs: slices.Clone(specs), Bad: slices.Clone(bad)}
+		st.kept, st.listed = n, l
 	}
 	st.mu.Unlock()
-	return specs, bad, nil
+	return l, nil
 }
 
 // decodeSpec decodes the document at network name's spec key.
