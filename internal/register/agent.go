@@ -394,10 +394,11 @@ func (a *Agent) newStream() {
 }
 
 // apply makes the writes of one container's pass. Two containers may want
-// one service ID in turn (one removed, another started under its name:
-// NODE:NAME:PORT), each in its own worker: each ID's writes are made one
-// at a time, and a deregistration is dropped once the ID is another
-// container's, whose registration replaced this one's in Consul.
+// one service ID (one removed, another started under its name:
+// NODE:NAME:PORT; or one SERVICE_ID), each in its own worker: each ID's
+// writes are made one at a time, a registration of an ID held for another
+// container waits for it (holdsFor), and a deregistration is dropped once
+// the ID is another container's.
 func (a *Agent) apply(ctx context.Context, containerID string, ch Changes) error {
 	for _, s := range ch.Register {
 		if err := a.register(ctx, s); err != nil {
