@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 // Want is the host state a network needs on this node.
@@ -137,17 +139,8 @@ const maxLinkName = 15
 func (w Want) check() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	switch w.Driver {
-	case "", "macvlan":
-		if w.IPvlanMode != "" {
-			bad("ipvlan mode %q given for a macvlan network", w.IPvlanMode)
-		}
-	case "ipvlan":
-		if m := w.IPvlanMode; m != "" && m != "l2" && m != "l3" {
-			bad("ipvlan mode %q: want l2 or l3", m)
-		}
-	default:
-		bad("driver %q: want macvlan or ipvlan", w.Driver)
+	if err := netspec.CheckDriverMode(w.Driver, w.IPvlanMode); err != nil {
+		errs = append(errs, err)
 	}
 	if w.ShimLink == "" || len(w.ShimLink) > maxLinkName || w.ShimLink == w.Parent {
 		bad("shim link %q: want a link name of 1 to %d bytes, not the parent's", w.ShimLink, maxLinkName)
@@ -232,7 +225,7 @@ func (h Host) Observe(w Want) (Observed, error) {
 			o.ShimHasIP = true
 		}
 	}
-	if o.ShimForeign = !o.ShimMarked && !w.oldShim(sa.Name, sa.Alias, o); o.ShimForeign {
+	if o.ShimForeign = !o.ShimMarked && !w.oldShim(sa.Alias, o); o.ShimForeign {
 		return o, nil
 	}
 	routes, err := k.RouteList(shim, netlink.FAMILY_V4)

@@ -36,14 +36,14 @@ func ShimOf(l Link, network string) bool {
 	return (l.Type == "macvlan" || l.Type == "ipvlan") && l.Alias == ShimAlias(network)
 }
 
-// oldShim reports whether the unmarked link name, found where w's shim
-// belongs and observed as o, is the shim an older agent (which did not
-// mark shims) made for w: named as agents name shims, of w's kind and
-// mode, on w's parent, and holding w's shim address. Ensure adopts it,
-// marking it. A link that differs in any of these may be an operator's
-// and stays as it is.
-func (w Want) oldShim(name, alias string, o Observed) bool {
-	return alias == "" && name == w.ShimLink && netspec.IsShimLinkName(name) && o.ShimOK && o.ShimHasIP
+// oldShim reports whether the unmarked link of w's shim name, observed as
+// o and with alias, is the shim an older agent (which did not mark shims)
+// made for w: named as agents name shims, of w's kind and mode, on w's
+// parent, and holding w's shim address. Ensure adopts it, marking it. A
+// link that differs in any of these may be an operator's and stays as it
+// is.
+func (w Want) oldShim(alias string, o Observed) bool {
+	return alias == "" && netspec.IsShimLinkName(w.ShimLink) && o.ShimOK && o.ShimHasIP
 }
 
 // Leftovers selects, from the links of a host, those underlay's agent

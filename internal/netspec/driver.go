@@ -89,24 +89,31 @@ func WithVLAN(lower string, vid int) (string, error) {
 }
 
 // checkDriver checks the driver, its mode, and a VLAN parent's id.
-func checkDriver(s Spec, bad func(string, ...any)) {
+// CheckDriverMode checks a network's driver and ipvlan mode, the part of
+// Validate a node applying a network's links can judge on its own.
+func CheckDriverMode(driver, mode string) error {
+	s := Spec{Driver: driver, IPvlanMode: mode}
 	switch s.DriverName() {
 	case Macvlan:
-		if s.IPvlanMode != "" {
-			bad("ipvlan mode %q given for a macvlan network (add --driver ipvlan)", s.IPvlanMode)
+		if mode != "" {
+			return fmt.Errorf("ipvlan mode %q given for a macvlan network (add --driver ipvlan)", mode)
 		}
 	case IPvlan:
-		switch s.IPvlanModeName() {
-		case IPvlanL2:
-		case IPvlanL3:
-			if s.IPAM == Cluster {
-				bad("ipvlan mode l3 with cluster IPAM: in l3 the router must route each node's range to the node, so l3 needs --ipam per-node")
-			}
-		default:
-			bad("ipvlan mode %q: want l2 or l3", s.IPvlanMode)
+		if m := s.IPvlanModeName(); m != IPvlanL2 && m != IPvlanL3 {
+			return fmt.Errorf("ipvlan mode %q: want l2 or l3", mode)
 		}
 	default:
-		bad("driver %q: want macvlan or ipvlan", s.Driver)
+		return fmt.Errorf("driver %q: want macvlan or ipvlan", driver)
+	}
+	return nil
+}
+
+func checkDriver(s Spec, bad func(string, ...any)) {
+	switch err := CheckDriverMode(s.Driver, s.IPvlanMode); {
+	case err != nil:
+		bad("%w", err)
+	case s.IPvlanModeName() == IPvlanL3 && s.IPAM == Cluster:
+		bad("ipvlan mode l3 with cluster IPAM: in l3 the router must route each node's range to the node, so l3 needs --ipam per-node")
 	}
 	if m := vlanParentRE.FindStringSubmatch(s.Parent); m != nil {
 		if _, _, ok := VLANParent(s.Parent); !ok {
