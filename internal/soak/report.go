@@ -83,7 +83,7 @@ func (r *Report) Sampled(nodes, listed []string) {
 	}
 	r.Samples++
 	for _, n := range nodes {
-		r.Listed[n] += 0
+		r.Listed[n] += 0 // a node never listed is counted, at 0
 	}
 	for _, n := range listed {
 		r.Listed[n]++
