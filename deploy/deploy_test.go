@@ -57,7 +57,7 @@ func parseStack(t *testing.T) stackFile {
 }
 
 // TestStackAgent: the agent is a global service on the host's network, with
-// NET_ADMIN and NET_RAW and no other capability, never privileged, with
+// NET_ADMIN and no other capability, never privileged, with
 // the Docker socket, Docker's plugin directory, Consul from the
 // environment and its token from a secret.
 func TestStackAgent(t *testing.T) {
@@ -75,8 +75,8 @@ func TestStackAgent(t *testing.T) {
 	if a.Privileged {
 		t.Error("agent is privileged")
 	}
-	if !slices.Equal(a.CapAdd, []string{"NET_ADMIN", "NET_RAW"}) || !slices.Equal(a.CapDrop, []string{"ALL"}) {
-		t.Errorf("agent capabilities: add %v drop %v, want NET_ADMIN and NET_RAW only", a.CapAdd, a.CapDrop)
+	if !slices.Equal(a.CapAdd, []string{"NET_ADMIN"}) || !slices.Equal(a.CapDrop, []string{"ALL"}) {
+		t.Errorf("agent capabilities: add %v drop %v, want NET_ADMIN only", a.CapAdd, a.CapDrop)
 	}
 	mounts := map[string]string{}
 	for _, v := range a.Volumes {
