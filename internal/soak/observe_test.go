@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
-	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -381,14 +380,24 @@ func (c *cluster) bounds(ctx context.Context, cs []soak.Container) ([]soak.Servi
 		if err != nil {
 			return nil, fmt.Errorf("inspect service %s: %w", sv.name, err)
 		}
-		b := soak.ServiceBounds{Name: sv.name, Replicas: int(*s.Spec.Mode.Replicated.Replicas)}
-		b.Min, _ = strconv.Atoi(s.Spec.Labels[scale.LabelMin])
-		b.Max, _ = strconv.Atoi(s.Spec.Labels[scale.LabelMax])
+		if s.Spec.Mode.Replicated == nil || s.Spec.Mode.Replicated.Replicas == nil {
+			return nil, fmt.Errorf("service %s is not a replicated service", sv.name)
+		}
+		// The bounds as control reads them: a label missing or bad is an
+		// error here, never a bound of 0.
+		pol, err := scale.ParsePolicy(s.Spec.Labels)
+		if err != nil {
+			return nil, fmt.Errorf("service %s: %w", sv.name, err)
+		}
+		b := soak.ServiceBounds{Name: sv.name, Replicas: int(*s.Spec.Mode.Replicated.Replicas), Min: pol.Min, Max: pol.Max}
+		// cs has a row per address: a task on two networks is one task.
+		running := map[string]bool{}
 		for _, ct := range cs {
 			if ct.Service == sv.name {
-				b.Running++
+				running[ct.ID] = true
 			}
 		}
+		b.Running = len(running)
 		out = append(out, b)
 	}
 	return out, nil
