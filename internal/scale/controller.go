@@ -611,12 +611,23 @@ type planner func(current int, p Policy, last LastScale, now time.Time) plan
 // m. When record is not nil, it decides whether the decision is recorded
 // (metric loops skip repeated refusals).
 func (c *Controller) decide(ctx context.Context, m *managed, st *state, source string, pl planner, record func(*state, Record) bool) (Record, error) {
-	term, err := c.leading(ctx)
-	if err != nil {
+	if _, err := c.leading(ctx); err != nil {
 		return Record{}, err
 	}
 	st.mu.Lock()
-	err = c.loadLocked(ctx, m.svc, st, term)
+	// Asked again under the lock: a request may have waited for it behind
+	// another decision's Docker calls, and the leadership may have moved
+	// meanwhile; the term read here is the one the state must be of.
+	term, ok := c.leadingNow()
+	if !ok {
+		st.mu.Unlock()
+		_, err := c.leading(ctx) // names the leader, off the lock
+		if err == nil {
+			err = &NotLeaderError{Unknown: errors.New("the leadership moved while the request waited for another decision; retry")}
+		}
+		return Record{}, err
+	}
+	err := c.loadLocked(ctx, m.svc, st, term)
 	var rec Record
 	if err == nil {
 		rec, err = c.decideLocked(ctx, source, m.svc.ID, m.svc.Name, st, pl)
@@ -658,12 +669,18 @@ func (c *Controller) leading(ctx context.Context) (uint64, error) {
 	return 0, &NotLeaderError{Leader: leader}
 }
 
+// leadingNow is the leadership term and whether this instance leads, as
+// the Leadership says at once (always, without leader election).
+func (c *Controller) leadingNow() (uint64, bool) {
+	if c.cfg.Leadership == nil {
+		return 0, true
+	}
+	return c.cfg.Leadership.Leading()
+}
+
 // Leading reports whether this instance decides now.
 func (c *Controller) Leading() bool {
-	if c.cfg.Leadership == nil {
-		return true
-	}
-	_, ok := c.cfg.Leadership.Leading()
+	_, ok := c.leadingNow()
 	return ok
 }
 

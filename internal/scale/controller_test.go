@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -129,5 +130,77 @@ func TestControllerBoundsLastScaleTimes(t *testing.T) {
 				t.Fatalf("once the cooldown from the read is over: %+v, %v; want scaled to 2", rec.Decision, err)
 			}
 		})
+	}
+}
+
+// gatedSwarm holds the first Service read in inspect until the test lets
+// it go: a decision then holds its service's lock for as long as the test
+// wants.
+type gatedSwarm struct {
+	*fakeSwarm
+	once    sync.Once
+	held    chan struct{} // closed once the first read is held
+	release chan struct{} // closed by the test to let it go
+}
+
+func (g *gatedSwarm) Service(ctx context.Context, idOrName string) (Service, error) {
+	g.once.Do(func() {
+		close(g.held)
+		<-g.release
+	})
+	return g.fakeSwarm.Service(ctx, idOrName)
+}
+
+// askedLeadership tells the test when Leading has answered, after the
+// answer was read.
+type askedLeadership struct {
+	*fakeLeadership
+	asked chan struct{}
+}
+
+func (a *askedLeadership) Leading() (uint64, bool) {
+	term, ok := a.fakeLeadership.Leading()
+	select {
+	case a.asked <- struct{}{}:
+	default:
+	}
+	return term, ok
+}
+
+// TestControllerDecisionWaitingForTheLockRechecksLeadership: a request
+// that found this instance leading, then waited for the service's decision
+// lock behind another decision, must not act once the leadership was lost
+// meanwhile. Before, it decided and wrote the replicas with the leadership
+// it had seen before waiting: every request queued behind a slow decision
+// acted for a leader that no longer was.
+func TestControllerDecisionWaitingForTheLockRechecksLeadership(t *testing.T) {
+	sw := &gatedSwarm{fakeSwarm: newFakeSwarm(svc("web", 1, "orbiter", "true")), held: make(chan struct{}), release: make(chan struct{})}
+	l := &askedLeadership{fakeLeadership: &fakeLeadership{leading: true, term: 1}, asked: make(chan struct{}, 1)}
+	c := NewController(Config{Leadership: l}, sw, &memHistory{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err := c.resync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	req := Request{Autoscaler: AutoswarmName, Service: "web", Direction: Up}
+	type result struct {
+		rec Record
+		err error
+	}
+	first, second := make(chan result, 1), make(chan result, 1)
+	go func() { rec, err := c.Handle(context.Background(), req); first <- result{rec, err} }()
+	<-sw.held // the first decision holds web's lock
+	<-l.asked // drain the first decision's question
+	go func() { rec, err := c.Handle(context.Background(), req); second <- result{rec, err} }()
+	<-l.asked // the second found this instance leading, and waits for the lock
+	l.set(false, "10.0.0.9:8000")
+	close(sw.release)
+	if r := <-first; r.err != nil || r.rec.To != 2 {
+		t.Fatalf("first decision: %+v, %v; want scaled to 2 (it was under way when the leadership was lost)", r.rec.Decision, r.err)
+	}
+	r := <-second
+	if !errors.Is(r.err, ErrNotLeader) {
+		t.Errorf("second decision: %+v, %v; want ErrNotLeader: the leadership was lost while it waited", r.rec.Decision, r.err)
+	}
+	if got := sw.replicas("web"); got != 2 {
+		t.Errorf("%d replicas, want 2: only the decision under way when the leadership was lost may act", got)
 	}
 }
