@@ -80,12 +80,48 @@ func (h *KVHistory) Append(ctx context.Context, r scale.Record) error {
 		return fmt.Errorf("put %s: %w", key, err)
 	}
 	if !r.Refused && !r.DryRun && r.From != r.To {
-		key := h.ServicePrefix(r.Service) + lastKey + string(r.Direction)
-		if _, err := h.api.KV().Put(&api.KVPair{Key: key, Value: b}, w); err != nil {
-			return fmt.Errorf("put %s: %w", key, err)
+		if err := h.putLast(ctx, r, b); err != nil {
+			return err
 		}
 	}
 	return h.trim(ctx, r.Service)
+}
+
+// lastTries bounds the writes of a last-* key that other writers beat.
+const lastTries = 5
+
+// putLast stores r, encoded as b, as its service's last applied scale in
+// its direction, unless a later one is kept there: records arrive out of
+// order (they are appended after the decision lock is let go, and an old
+// leader's may land after the new leader's), and the time cooldowns run
+// from must never go back. It writes with check-and-set, so that a record
+// written between its read and its write is judged again. A value that is
+// not a readable record of that scale is replaced: it tells no time.
+func (h *KVHistory) putLast(ctx context.Context, r scale.Record, b []byte) error {
+	key := h.ServicePrefix(r.Service) + lastKey + string(r.Direction)
+	q := (&api.QueryOptions{}).WithContext(ctx)
+	w := (&api.WriteOptions{}).WithContext(ctx)
+	for range lastTries {
+		p, _, err := h.api.KV().Get(key, q)
+		if err != nil {
+			return fmt.Errorf("get %s: %w", key, err)
+		}
+		var index uint64 // 0: only if there is still none
+		if p != nil {
+			if at, err := decodeLast(r.Service, r.Direction, p.Value); err == nil && !at.Before(r.Time) {
+				return nil
+			}
+			index = p.ModifyIndex
+		}
+		ok, _, err := h.api.KV().CAS(&api.KVPair{Key: key, Value: b, ModifyIndex: index}, w)
+		if err != nil {
+			return fmt.Errorf("put %s: %w", key, err)
+		}
+		if ok {
+			return nil
+		}
+	}
+	return fmt.Errorf("put %s: it was written by someone else before each of %d tries", key, lastTries)
 }
 
 // lastKey starts the names of the latest applied scale per direction.

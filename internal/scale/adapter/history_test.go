@@ -117,3 +117,96 @@ func TestHistoryListStaysUnderTheService(t *testing.T) {
 		}
 	}
 }
+
+// TestHistoryLastKeepsTheLatestScale: records reach the history out of
+// order — appended after the decision lock is let go, so one decision's
+// write can land after the next one's, and an old leader's after the new
+// leader's — and an older applied scale must not replace the time of a
+// later one under last-up or last-down: cooldowns, after a restart or at a
+// new leader, are timed from there. Before, the last write won: the
+// cooldown ran from the older scale, and ended early.
+func TestHistoryLastKeepsTheLatestScale(t *testing.T) {
+	ctx := context.Background()
+	t0 := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	up := func(seq uint64, at time.Time, from, to int) scale.Record {
+		return scale.Record{Seq: seq, Time: at, Service: "web", Direction: scale.Up, Decision: scale.Decision{From: from, To: to}}
+	}
+	encode := func(r scale.Record) []byte {
+		b, err := json.Marshal(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	lastUp := func(t *testing.T, h *KVHistory) time.Time {
+		t.Helper()
+		last, bad, err := h.Last(ctx, "web")
+		if err != nil || len(bad) > 0 {
+			t.Fatalf("last: %v %v", bad, err)
+		}
+		return last.Up
+	}
+	key := DefaultHistoryPrefix + "/web/last-up"
+
+	t.Run("an older record appended after a later one", func(t *testing.T) {
+		_, c := newFakeKV(t)
+		h := NewKVHistory(c, "", 0)
+		if err := h.Append(ctx, up(2, t0.Add(time.Minute), 2, 3)); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.Append(ctx, up(1, t0, 1, 2)); err != nil {
+			t.Fatal(err)
+		}
+		if got := lastUp(t, h); !got.Equal(t0.Add(time.Minute)) {
+			t.Errorf("last scale-up at %v, want %v: the later of the two", got, t0.Add(time.Minute))
+		}
+		if recs, _, _ := h.List(ctx, "web"); len(recs) != 2 {
+			t.Errorf("%d records, want both", len(recs))
+		}
+	})
+
+	t.Run("a later record written between the read and the write", func(t *testing.T) {
+		kv, c := newFakeKV(t)
+		h := NewKVHistory(c, "", 0)
+		var once sync.Once
+		kv.beforeWrite = func(k string) {
+			if k == key {
+				once.Do(func() { kv.put(key, encode(up(9, t0.Add(time.Hour), 5, 6))) }) // another leader's
+			}
+		}
+		if err := h.Append(ctx, up(1, t0, 1, 2)); err != nil {
+			t.Fatal(err)
+		}
+		if got := lastUp(t, h); !got.Equal(t0.Add(time.Hour)) {
+			t.Errorf("last scale-up at %v, want %v, written meanwhile by another leader", got, t0.Add(time.Hour))
+		}
+	})
+
+	t.Run("an unreadable value is replaced", func(t *testing.T) {
+		kv, c := newFakeKV(t)
+		h := NewKVHistory(c, "", 0)
+		kv.put(key, []byte("garbage"))
+		if err := h.Append(ctx, up(1, t0, 1, 2)); err != nil {
+			t.Fatal(err)
+		}
+		if got := lastUp(t, h); !got.Equal(t0) {
+			t.Errorf("last scale-up at %v, want %v", got, t0)
+		}
+	})
+
+	t.Run("a key written before every try", func(t *testing.T) {
+		kv, c := newFakeKV(t)
+		h := NewKVHistory(c, "", 0)
+		n := 0
+		kv.beforeWrite = func(k string) {
+			if k == key {
+				n++
+				kv.put(key, encode(up(uint64(n), t0.Add(-time.Duration(n)*time.Minute), 1, 2))) // older each time
+			}
+		}
+		err := h.Append(ctx, up(1, t0, 1, 2))
+		if err == nil || !strings.Contains(err.Error(), key) {
+			t.Errorf("append: %v, want an error naming %s", err, key)
+		}
+	})
+}
