@@ -267,6 +267,10 @@ type Controller struct {
 	// they outlive label changes.
 	states   map[string]*state
 	dockerOK bool
+	// gen counts the services recorded, so that a resync forgets only
+	// those recorded before it read the list: one added from its event
+	// meanwhile is not in the list, and not gone.
+	gen uint64
 	// metricErrs are the last error of each failing metric, by service ID
 	// and metric name, so that a lasting failure is logged once; a
 	// service's entries go with it, a metric's with its labels.
@@ -279,6 +283,8 @@ type managed struct {
 	policy Policy
 	// err is the policy's parse error; nil when the labels are valid.
 	err error
+	// gen is Controller.gen when it was recorded.
+	gen uint64
 }
 
 // state serialises the decisions of one service.
@@ -426,6 +432,9 @@ func (c *Controller) resyncLoop(ctx context.Context) {
 
 // resync replaces the list with what Docker holds now.
 func (c *Controller) resync(ctx context.Context) error {
+	c.mu.Lock()
+	listed := c.gen
+	c.mu.Unlock()
 	svcs, err := c.swarm.Services(ctx)
 	if err != nil {
 		return fmt.Errorf("list services: %w", err)
@@ -436,17 +445,13 @@ func (c *Controller) resync(ctx context.Context) error {
 		c.upsert(s)
 	}
 	c.mu.Lock()
-	var gone []string
-	for id := range c.services {
-		if !seen[id] {
-			gone = append(gone, id)
+	for id, m := range c.services {
+		if !seen[id] && m.gen <= listed {
+			c.forgetLocked(id)
 		}
 	}
 	c.dockerOK = true
 	c.mu.Unlock()
-	for _, id := range gone {
-		c.forget(id)
-	}
 	c.log.Debug("services resynced", "services", len(svcs))
 	return nil
 }
@@ -472,7 +477,8 @@ func (c *Controller) upsert(svc Service) {
 		delete(c.metricErrs, svc.ID)
 		return
 	}
-	m := &managed{svc: svc, policy: p, err: err}
+	c.gen++
+	m := &managed{svc: svc, policy: p, err: err, gen: c.gen}
 	c.services[svc.ID] = m
 	c.pruneMetricErrsLocked(svc.ID, p.Metrics)
 	switch {
@@ -501,6 +507,11 @@ func mentionsSwitch(labels map[string]string) bool {
 func (c *Controller) forget(id string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.forgetLocked(id)
+}
+
+// forgetLocked drops a service and its state. c.mu is held.
+func (c *Controller) forgetLocked(id string) {
 	if m, ok := c.services[id]; ok {
 		c.log.Info("service removed from autoscaling", "service", m.svc.Name)
 		delete(c.services, id)

@@ -204,3 +204,46 @@ func TestControllerDecisionWaitingForTheLockRechecksLeadership(t *testing.T) {
 		t.Errorf("%d replicas, want 2: only the decision under way when the leadership was lost may act", got)
 	}
 }
+
+// listingSwarm runs afterList once the service list has been read, before
+// it is returned: what happens there happens while a resync is under way.
+type listingSwarm struct {
+	*fakeSwarm
+	afterList func()
+}
+
+func (l *listingSwarm) Services(ctx context.Context) ([]Service, error) {
+	svcs, err := l.fakeSwarm.Services(ctx)
+	if l.afterList != nil {
+		l.afterList()
+	}
+	return svcs, err
+}
+
+// TestResyncKeepsServicesAddedMeanwhile: a service created after a resync
+// read the list, and added from its event while the resync ran, is not in
+// that list; the resync must not drop it. Before, it was forgotten as gone
+// and stayed unmanaged (404 to every request) until its next event or the
+// next reconnection of the event stream.
+func TestResyncKeepsServicesAddedMeanwhile(t *testing.T) {
+	sw := &listingSwarm{fakeSwarm: newFakeSwarm(svc("web", 1, "orbiter", "true"))}
+	c := NewController(Config{}, sw, &memHistory{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	ctx := context.Background()
+	sw.afterList = func() {
+		sw.setQuietly(svc("api", 1, "orbiter", "true"))
+		if err := c.refresh(ctx, ServiceEvent{ServiceID: "api", Action: "create"}); err != nil {
+			t.Errorf("create event: %v", err)
+		}
+	}
+	if err := c.resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, name := range []string{"web", "api"} {
+		if !c.manages(name) {
+			t.Errorf("%s is not managed after the resync", name)
+		}
+	}
+	if rec, err := c.Handle(ctx, Request{Service: "api", Direction: Up}); err != nil || rec.To != 2 {
+		t.Errorf("scale api up: %+v, %v; want scaled to 2", rec.Decision, err)
+	}
+}
