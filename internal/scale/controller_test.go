@@ -247,3 +247,37 @@ func TestResyncKeepsServicesAddedMeanwhile(t *testing.T) {
 		t.Errorf("scale api up: %+v, %v; want scaled to 2", rec.Decision, err)
 	}
 }
+
+// TestSettleWaitingForTheLockRechecksLeadership: the check of a
+// scale-down that waited for the service's decision lock must not write
+// the count again once the leadership was lost meanwhile: the new
+// leader's decisions are its own to check. Before, the old leader wrote
+// the count with the leadership it had seen before waiting.
+func TestSettleWaitingForTheLockRechecksLeadership(t *testing.T) {
+	sw := &gatedSwarm{fakeSwarm: newFakeSwarm(svc("web", 3, "orbiter", "true", LabelMax, "3")), held: make(chan struct{}), release: make(chan struct{})}
+	sw.extra = map[string]int{"web": 2} // swarm lost the removal of two tasks
+	l := &askedLeadership{fakeLeadership: &fakeLeadership{leading: true, term: 1}, asked: make(chan struct{}, 1)}
+	c := NewController(Config{Leadership: l}, sw, &memHistory{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	ctx := context.Background()
+	if err := c.resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	decided := make(chan error, 1)
+	go func() { _, err := c.Handle(ctx, Request{Service: "web", Direction: Up}); decided <- err }()
+	<-sw.held // a decision holds web's lock
+	<-l.asked
+	settled := make(chan error, 1)
+	go func() { _, err := c.settleOnce(ctx, settleJob{id: "web", name: "web", to: 3}, 1); settled <- err }()
+	<-l.asked // the check found this instance leading, and waits for the lock
+	l.set(false, "10.0.0.9:8000")
+	close(sw.release)
+	if err := <-decided; err != nil {
+		t.Fatalf("decision: %v", err)
+	}
+	if err := <-settled; err != nil {
+		t.Fatalf("settle: %v", err)
+	}
+	if updates, _ := sw.counts(); updates != 0 {
+		t.Errorf("%d writes to the service, want none: the leadership was lost while the check waited", updates)
+	}
+}

@@ -107,6 +107,9 @@ func (c *Controller) settleOnce(ctx context.Context, j settleJob, try int) (done
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	if _, ok := c.leadingNow(); !ok {
+		return true, nil // lost while waiting for a decision to end
+	}
 	svc, err := c.swarm.Service(ctx, j.id)
 	if errors.Is(err, ErrNotFound) {
 		return true, nil
