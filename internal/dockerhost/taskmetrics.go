@@ -56,6 +56,11 @@ func (s *Source) sample(ctx context.Context, id string) (taskmetrics.Sample, err
 	if err := json.NewDecoder(r.Body).Decode(&st); err != nil {
 		return taskmetrics.Sample{}, fmt.Errorf("decode stats of %s: %w", id, err)
 	}
+	if st.Read.IsZero() {
+		// dockerd answers for a container that stopped since the listing
+		// with empty stats: no time, no CPU, no memory.
+		return taskmetrics.Sample{}, fmt.Errorf("stats of %s: not running", id)
+	}
 	mem := st.MemoryStats.Usage
 	// The working set, as kubelet and docker stats count it: less the
 	// inactive file cache (cgroup v2 and v1 names).
@@ -65,12 +70,8 @@ func (s *Source) sample(ctx context.Context, id string) (taskmetrics.Sample, err
 			break
 		}
 	}
-	at := st.Read
-	if at.IsZero() {
-		at = time.Now()
-	}
 	return taskmetrics.Sample{
-		ContainerID: id, At: at,
+		ContainerID: id, At: st.Read,
 		CPUTotal: time.Duration(st.CPUStats.CPUUsage.TotalUsage),
 		Memory:   mem,
 	}, nil
