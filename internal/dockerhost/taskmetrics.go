@@ -63,8 +63,10 @@ func (s *Source) sample(ctx context.Context, id string) (taskmetrics.Sample, err
 	}
 	mem := st.MemoryStats.Usage
 	// The working set, as kubelet and docker stats count it: less the
-	// inactive file cache (cgroup v2 and v1 names).
-	for _, k := range []string{"inactive_file", "total_inactive_file"} {
+	// inactive file cache. cgroup v1 reports the hierarchy's as
+	// total_inactive_file (its usage is the hierarchy's) beside the
+	// cgroup's own inactive_file; cgroup v2 reports only inactive_file.
+	for _, k := range []string{"total_inactive_file", "inactive_file"} {
 		if v, ok := st.MemoryStats.Stats[k]; ok && v <= mem {
 			mem -= v
 			break

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -30,25 +31,8 @@ func TestSamplesSkipsStoppedContainers(t *testing.T) {
 		"run":  running,
 		"gone": {Name: "/web.2.b", ID: "gone"}, // what dockerd answers for a container not running
 	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
-		switch r.URL.Path {
-		case "/v1.41/containers/json":
-			labels := map[string]string{labelSwarmService: "web"}
-			json.NewEncoder(w).Encode([]container.Summary{{ID: "run", Labels: labels, State: "running"}, {ID: "gone", Labels: labels, State: "running"}})
-		case "/v1.41/containers/run/stats", "/v1.41/containers/gone/stats":
-			id := r.URL.Path[len("/v1.41/containers/") : len(r.URL.Path)-len("/stats")]
-			json.NewEncoder(w).Encode(stats[id])
-		default:
-			http.Error(w, `{"message":"not faked"}`, http.StatusNotFound)
-		}
-	}))
-	defer srv.Close()
-	api, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithVersion("1.41"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer api.Close()
+	labels := map[string]string{labelSwarmService: "web"}
+	api := fakeStats(t, []container.Summary{{ID: "run", Labels: labels, State: "running"}, {ID: "gone", Labels: labels, State: "running"}}, stats)
 	got, err := NewSource(api).Samples(context.Background())
 	if err != nil {
 		t.Fatal(err)
@@ -57,4 +41,61 @@ func TestSamplesSkipsStoppedContainers(t *testing.T) {
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("Samples (-want +got):\n%s", d)
 	}
+}
+
+// TestSamplesWorkingSetCgroupV1: on cgroup v1 dockerd reports both the
+// cgroup's own inactive_file and the hierarchy's total_inactive_file, and
+// the usage is the hierarchy's (a container running systemd or dockerd
+// has cgroups below its own): the working set is usage less the total, as
+// docker stats counts it. On cgroup v2 only inactive_file is reported.
+func TestSamplesWorkingSetCgroupV1(t *testing.T) {
+	read := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name  string
+		stats map[string]uint64
+		want  uint64
+	}{
+		{"cgroup v1", map[string]uint64{"inactive_file": 100, "total_inactive_file": 600}, 400},
+		{"cgroup v2", map[string]uint64{"inactive_file": 100}, 900},
+		{"no file cache reported", nil, 1000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := container.StatsResponse{ID: "c", Read: read}
+			st.MemoryStats.Usage = 1000
+			st.MemoryStats.Stats = tc.stats
+			api := fakeStats(t, []container.Summary{{ID: "c", Labels: map[string]string{labelSwarmService: "web"}}}, map[string]container.StatsResponse{"c": st})
+			got, err := NewSource(api).Samples(context.Background())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 1 || got[0].Memory != tc.want {
+				t.Errorf("Samples = %+v, want one sample of %d bytes", got, tc.want)
+			}
+		})
+	}
+}
+
+// fakeStats is a client of a fake dockerd (API 1.41) that lists list and
+// answers each container's one-shot stats from stats.
+func fakeStats(t *testing.T, list []container.Summary, stats map[string]container.StatsResponse) *client.Client {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		id, isStats := strings.CutSuffix(strings.TrimPrefix(r.URL.Path, "/v1.41/containers/"), "/stats")
+		switch st, ok := stats[id]; {
+		case r.URL.Path == "/v1.41/containers/json":
+			json.NewEncoder(w).Encode(list)
+		case isStats && ok:
+			json.NewEncoder(w).Encode(st)
+		default:
+			http.Error(w, `{"message":"not faked"}`, http.StatusNotFound)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	api, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithVersion("1.41"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { api.Close() })
+	return api
 }
