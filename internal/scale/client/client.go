@@ -145,10 +145,11 @@ func httpClient(caCert, cert, key string) (*http.Client, error) {
 
 // baseURL is addr as scheme://host:port (http when it names none).
 func baseURL(addr string) (string, error) {
+	full := addr
 	if !strings.Contains(addr, "://") {
-		addr = "http://" + addr
+		full = "http://" + addr
 	}
-	u, err := url.Parse(addr)
+	u, err := url.Parse(full)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
 		return "", fmt.Errorf("--addr %q: want HOST:PORT, http://HOST:PORT or https://HOST:PORT", addr)
 	}

@@ -1,6 +1,7 @@
 package client
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -36,6 +37,17 @@ func TestBaseURL(t *testing.T) {
 		got, err := baseURL(in)
 		if (err != nil) != (want == "") || got != want {
 			t.Errorf("baseURL(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
+
+// TestNewNamesTheAddrGiven: a bad --addr is named as the user wrote it,
+// not with the http:// that a bare HOST:PORT gets.
+func TestNewNamesTheAddrGiven(t *testing.T) {
+	for _, addr := range []string{"", "h:1/api", "ftp://h:1", "h :1"} {
+		_, err := New(Config{Addr: addr})
+		if want := fmt.Sprintf("--addr %q: want HOST:PORT", addr); err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("New(--addr %q): %v, want an error starting %s", addr, err, want)
 		}
 	}
 }
