@@ -55,10 +55,15 @@ type Report struct {
 
 // Usage turns two rounds of samples into per-service usage: CPU as the
 // rate between a container's previous and current sample. A container seen
-// for the first time counts for memory and tasks, with no CPU yet.
+// for the first time counts for memory and tasks, with no CPU yet. A
+// sample of no service is left out: readers refuse a report with an
+// unnamed service whole.
 func Usage(prev map[string]Sample, cur []Sample) map[string]ServiceUsage {
 	out := map[string]ServiceUsage{}
 	for _, s := range cur {
+		if s.Service == "" {
+			continue
+		}
 		u := out[s.Service]
 		u.Tasks++
 		u.Memory += s.Memory

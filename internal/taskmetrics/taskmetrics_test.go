@@ -2,6 +2,7 @@ package taskmetrics
 
 import (
 	"context"
+	"encoding/json"
 	"strings"
 	"testing"
 	"time"
@@ -120,5 +121,29 @@ func TestLoadSetsApartWhatItCannotCount(t *testing.T) {
 	cpu, _, ok := PerReplica(reports, "web", now, time.Minute)
 	if !ok || cpu != 0.5 {
 		t.Errorf("web's CPU per replica %v (%v), want 0.5 from n1 and n2", cpu, ok)
+	}
+}
+
+// TestUsageLeavesOutUnnamedServices: a container labelled with an empty
+// swarm service name (not a task swarm made, but one Docker lists with the
+// label) names no service. Counted under "", it made readers refuse the
+// node's whole report, so every service's tasks on the node went
+// uncounted.
+func TestUsageLeavesOutUnnamedServices(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	cur := []Sample{
+		{ContainerID: "a", Service: "web", At: now, Memory: 100},
+		{ContainerID: "b", Service: "", At: now, Memory: 7},
+	}
+	r := Report{Node: "n1", At: now, Services: Usage(nil, cur)}
+	if d := cmp.Diff(map[string]ServiceUsage{"web": {Tasks: 1, Memory: 100}}, r.Services); d != "" {
+		t.Errorf("Usage (-want +got):\n%s", d)
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Decode(KVPrefix+"n1", b, now); err != nil {
+		t.Errorf("the node's report is not counted: %v", err)
 	}
 }
