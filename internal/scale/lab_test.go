@@ -203,7 +203,10 @@ func startLabControl(tb testing.TB, d *client.Client, c *api.Client) *labControl
 	log := testenv.TestLogger(tb)
 	history := adapter.NewKVHistory(c, "", 100)
 	ctrl := scale.NewController(scale.Config{AlertLog: adapter.NewKVAlertLog(c, "", 0)},
-		adapter.NewSwarm(timed), history, log, prometheus.NewRegistry())
+		// Replica counts are written through the adapter's own raw requests:
+		// timed as well.
+		adapter.NewSwarmWrapped(timed, func(rt http.RoundTripper) http.RoundTripper { return &timedTransport{base: rt} }),
+		history, log, prometheus.NewRegistry())
 	tokens, err := scale.ParseTokens(strings.NewReader(integrationToken + "\n"))
 	if err != nil {
 		tb.Fatal(err)

@@ -2,8 +2,13 @@ package adapter
 
 import (
 	"context"
+	"encoding/json"
+	"errors"
 	"fmt"
+	"net/http"
+	"net/url"
 	"regexp"
+	"strconv"
 	"strings"
 
 	"github.com/docker/docker/api/types/events"
@@ -19,10 +24,21 @@ import (
 // Swarm adapts a Docker client of a swarm manager to scale.Swarm.
 type Swarm struct {
 	api *client.Client
+	// raw writes replica counts (see SetReplicas); rawErr is why there is
+	// none, reported by SetReplicas.
+	raw    *dockerhost.Raw
+	rawErr error
 }
 
 // NewSwarm wraps api.
-func NewSwarm(api *client.Client) *Swarm { return &Swarm{api: api} }
+func NewSwarm(api *client.Client) *Swarm { return NewSwarmWrapped(api, nil) }
+
+// NewSwarmWrapped is NewSwarm with wrap around the transport of the
+// requests that write replica counts (a test's instrumentation).
+func NewSwarmWrapped(api *client.Client, wrap func(http.RoundTripper) http.RoundTripper) *Swarm {
+	raw, err := dockerhost.NewRaw(api, wrap)
+	return &Swarm{api: api, raw: raw, rawErr: err}
+}
 
 // Services implements scale.Swarm.
 func (s *Swarm) Services(ctx context.Context) ([]scale.Service, error) {
@@ -61,35 +77,94 @@ func (s *Swarm) Service(ctx context.Context, idOrName string) (scale.Service, er
 // "." or "..", so it is left for Docker to judge.
 var serviceRef = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9_.-]*$`)
 
-// SetReplicas implements scale.Swarm: it reads the spec at version and
-// writes it back with the new replica count, so nothing else in the spec
-// changes. Docker refuses a write at an old version ("update out of
-// sequence"), which is reported as scale.ErrVersionConflict.
+// SetReplicas implements scale.Swarm: it reads the service at version and
+// writes it back with the new replica count and nothing else changed. Both
+// go through Raw at the daemon's own API version, as JSON left as Docker
+// gave it: the typed client would rewrite the image to its short form and
+// drop the fields its types lack (on 29, a task's swap limits, which the
+// daemon also clears below API 1.52), and any change to the task template
+// restarts every task. Docker refuses a write at an old version ("update
+// out of sequence"), which is reported as scale.ErrVersionConflict.
 func (s *Swarm) SetReplicas(ctx context.Context, id string, version uint64, replicas int) error {
-	svc, _, err := s.api.ServiceInspectWithRaw(ctx, id, swarm.ServiceInspectOptions{})
-	if errdefs.IsNotFound(err) {
-		return fmt.Errorf("service %s: %w", id, scale.ErrNotFound)
+	if !serviceRef.MatchString(id) {
+		return fmt.Errorf("service %q: not a swarm service name or ID: %w", id, scale.ErrNotFound)
 	}
+	if s.rawErr != nil {
+		return s.rawErr
+	}
+	ver, err := s.raw.APIVersion(ctx)
 	if err != nil {
-		return fmt.Errorf("inspect service %s: %w", id, err)
-	}
-	if svc.Version.Index != version {
-		return fmt.Errorf("service %s at version %d, not %d: %w", id, svc.Version.Index, version, scale.ErrVersionConflict)
-	}
-	spec := svc.Spec
-	if spec.Mode.Replicated == nil {
-		return fmt.Errorf("service %s: %w", id, scale.ErrGlobalService)
-	}
-	n := uint64(replicas)
-	spec.Mode.Replicated = &swarm.ReplicatedService{Replicas: &n}
-	_, err = s.api.ServiceUpdate(ctx, id, swarm.Version{Index: version}, spec, swarm.ServiceUpdateOptions{})
-	if err != nil {
-		if errdefs.IsConflict(err) || strings.Contains(err.Error(), "out of sequence") {
-			return fmt.Errorf("update service %s: %w: %w", id, scale.ErrVersionConflict, err)
-		}
 		return fmt.Errorf("update service %s: %w", id, err)
 	}
-	return nil
+	status, body, err := s.raw.Do(ctx, http.MethodGet, ver, "/services/"+id, nil, nil)
+	switch {
+	case err != nil:
+		return fmt.Errorf("inspect service %s: %w", id, err)
+	case status == http.StatusNotFound:
+		return fmt.Errorf("service %s: %w", id, scale.ErrNotFound)
+	case status != http.StatusOK:
+		return fmt.Errorf("inspect service %s: %s", id, dockerhost.DaemonError(status, body))
+	}
+	spec, at, err := withReplicas(body, replicas)
+	if err != nil {
+		return fmt.Errorf("service %s: %w", id, err)
+	}
+	if at != version {
+		return fmt.Errorf("service %s at version %d, not %d: %w", id, at, version, scale.ErrVersionConflict)
+	}
+	q := url.Values{"version": {strconv.FormatUint(version, 10)}}
+	status, body, err = s.raw.Do(ctx, http.MethodPost, ver, "/services/"+id+"/update", q, spec)
+	if err != nil {
+		return fmt.Errorf("update service %s: %w", id, err)
+	}
+	switch msg := dockerhost.DaemonError(status, body); {
+	case status == http.StatusOK:
+		return nil
+	case status == http.StatusNotFound:
+		return fmt.Errorf("service %s: %w", id, scale.ErrNotFound)
+	case status == http.StatusConflict || strings.Contains(msg, "out of sequence"):
+		return fmt.Errorf("update service %s: %w: %s", id, scale.ErrVersionConflict, msg)
+	default:
+		return fmt.Errorf("update service %s: %s", id, msg)
+	}
+}
+
+// withReplicas takes a service as Docker's inspect gives it and returns
+// its spec with the replica count set to n, every other field left as
+// Docker wrote it, and the service's version. A service with no replica
+// count (global, a job) is scale.ErrGlobalService.
+func withReplicas(service []byte, n int) ([]byte, uint64, error) {
+	if n < 0 {
+		return nil, 0, fmt.Errorf("%d replicas: not a replica count", n)
+	}
+	var svc struct {
+		Version struct{ Index uint64 }
+		Spec    map[string]json.RawMessage
+	}
+	if err := json.Unmarshal(service, &svc); err != nil {
+		return nil, 0, fmt.Errorf("read service: %w", err)
+	}
+	if svc.Spec == nil {
+		return nil, 0, errors.New("read service: it has no Spec")
+	}
+	var mode map[string]json.RawMessage
+	if err := json.Unmarshal(svc.Spec["Mode"], &mode); err != nil || mode == nil {
+		return nil, 0, fmt.Errorf("read service mode %s: not an object", svc.Spec["Mode"])
+	}
+	var replicated map[string]json.RawMessage
+	if json.Unmarshal(mode["Replicated"], &replicated) != nil || replicated == nil {
+		return nil, 0, scale.ErrGlobalService
+	}
+	replicated["Replicas"] = json.RawMessage(strconv.Itoa(n))
+	var err error
+	if mode["Replicated"], err = json.Marshal(replicated); err != nil {
+		return nil, 0, err
+	}
+	if svc.Spec["Mode"], err = json.Marshal(mode); err != nil {
+		return nil, 0, err
+	}
+	spec, err := json.Marshal(svc.Spec)
+	return spec, svc.Version.Index, err
 }
 
 // Wanted implements scale.Swarm.
