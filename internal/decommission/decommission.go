@@ -133,27 +133,20 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 	}
 
 	out := Removed{ID: f.ID, Node: f.Node, Ranges: map[string][]netip.Prefix{}, Addresses: map[string][]netip.Addr{}}
-	specs, err := st.Specs(ctx)
+	specs, bad, err := st.ReadSpecs(ctx)
 	if err != nil {
 		return out, err
 	}
+	// A network whose spec cannot be read keeps its ranges and reports by
+	// its name alone, and `network rm` of it waits for every report.
+	for _, b := range bad {
+		if err := forgetOn(ctx, st, b.Name, f.ID, &out); err != nil {
+			return out, err
+		}
+	}
 	for _, s := range specs {
-		released, err := st.Release(ctx, s.Name, f.ID)
-		if len(released) > 0 {
-			out.Ranges[s.Name] = released
-		}
-		if err != nil {
+		if err := forgetOn(ctx, st, s.Name, f.ID, &out); err != nil {
 			return out, err
-		}
-		states, err := st.NodeStates(ctx, s.Name)
-		if err != nil {
-			return out, err
-		}
-		if slices.ContainsFunc(states, func(ns netspec.NodeState) bool { return ns.ID == f.ID }) {
-			if err := st.DeleteReport(ctx, s.Name, f.ID); err != nil {
-				return out, err
-			}
-			out.Reports = append(out.Reports, s.Name)
 		}
 		if s.IPAM != netspec.Cluster {
 			continue
@@ -211,6 +204,29 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 		out.Keys = append(out.Keys, netspec.NodesKVPrefix+f.ID)
 	}
 	return out, nil
+}
+
+// forgetOn releases the ranges of the node with identity id on network
+// name and deletes its report there, adding them to out.
+func forgetOn(ctx context.Context, st *netspec.Store, name, id string, out *Removed) error {
+	released, err := st.Release(ctx, name, id)
+	if len(released) > 0 {
+		out.Ranges[name] = released
+	}
+	if err != nil {
+		return err
+	}
+	states, err := st.NodeStates(ctx, name)
+	if err != nil {
+		return err
+	}
+	if slices.ContainsFunc(states, func(ns netspec.NodeState) bool { return ns.ID == id }) {
+		if err := st.DeleteReport(ctx, name, id); err != nil {
+			return err
+		}
+		out.Reports = append(out.Reports, name)
+	}
+	return nil
 }
 
 // waitSilent returns the modify index of f's facts once its agent is seen

@@ -222,3 +222,32 @@ func TestRemoveWatchesRecentFacts(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoveFromUnreadableSpecs: a network whose spec cannot be read (the
+// agents refuse it, each reporting it invalid) still holds the removed
+// node's report, which `network rm` of it waits for, and may hold its
+// range: both go, by the network's name; the live node's stay.
+func TestRemoveFromUnreadableSpecs(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	c.kv.Put(ctx, netspec.KVPrefix+"junk/spec", []byte(`{"name":`))
+	for i, id := range []string{"gone", "live"} {
+		c.kv.Put(ctx, netspec.KVPrefix+"junk/ranges/10.30.0."+fmt.Sprint(64*i)+"_26", []byte(id))
+		if err := c.st.Report(ctx, "junk", netspec.NodeState{ID: id, Node: id, State: netspec.StateInvalid}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "old", Options{Stale: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(got.Reports, "junk") || fmt.Sprint(got.Ranges["junk"]) != "[10.30.0.0/26]" {
+		t.Errorf("removed %+v; want gone's report on junk and its range 10.30.0.0/26 of junk", got)
+	}
+	if states, _ := c.st.NodeStates(ctx, "junk"); len(states) != 1 || states[0].ID != "live" {
+		t.Errorf("reports on junk after: %+v, want live's only", states)
+	}
+	if leases, _ := c.st.Leases(ctx, "junk"); fmt.Sprint(leases) != "map[10.30.0.64/26:live]" {
+		t.Errorf("leases of junk after: %v, want live's only", leases)
+	}
+}
