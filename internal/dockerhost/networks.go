@@ -10,6 +10,7 @@ import (
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
 
+	"github.com/underlay/underlay/internal/netagent"
 	"github.com/underlay/underlay/internal/netspec"
 )
 
@@ -20,15 +21,30 @@ type Networks struct{ api *client.Client }
 func NewNetworks(api *client.Client) *Networks { return &Networks{api: api} }
 
 // ConfigNetwork implements netagent.Docker.
-func (n *Networks) ConfigNetwork(ctx context.Context, name string) (bool, netip.Prefix, error) {
+func (n *Networks) ConfigNetwork(ctx context.Context, name string) (netagent.ConfigNet, error) {
 	nw, err := n.api.NetworkInspect(ctx, name, network.InspectOptions{})
 	if client.IsErrNotFound(err) {
-		return false, netip.Prefix{}, nil
+		return netagent.ConfigNet{}, nil
 	}
 	if err != nil {
-		return false, netip.Prefix{}, fmt.Errorf("inspect network %s: %w", name, err)
+		return netagent.ConfigNet{}, fmt.Errorf("inspect network %s: %w", name, err)
 	}
-	return true, configRange(nw), nil
+	return configNet(nw), nil
+}
+
+// configNet is what netagent needs to know of a network found under a
+// config-only network's name.
+func configNet(nw network.Inspect) netagent.ConfigNet {
+	return netagent.ConfigNet{Exists: true, ID: nw.ID, Network: managedConfigNetwork(nw.ConfigOnly, nw.Labels), Range: configRange(nw)}
+}
+
+// managedConfigNetwork is the cluster network a config-only network was
+// made for, by its labels; "" for a network underlay did not make.
+func managedConfigNetwork(configOnly bool, labels map[string]string) string {
+	if !configOnly || labels[netspec.LabelManaged] != "true" {
+		return ""
+	}
+	return labels[netspec.LabelNetwork]
 }
 
 // configRange is the IPv4 range of a config-only network: its LabelRange,
@@ -113,8 +129,8 @@ func (n *Networks) ManagedConfigNetworks(ctx context.Context) ([]string, error) 
 	}
 	var out []string
 	for _, nw := range list {
-		if nw.ConfigOnly && nw.Labels[netspec.LabelNetwork] != "" {
-			out = append(out, nw.Labels[netspec.LabelNetwork])
+		if name := managedConfigNetwork(nw.ConfigOnly, nw.Labels); name != "" {
+			out = append(out, name)
 		}
 	}
 	return out, nil

@@ -57,3 +57,25 @@ func TestConfigRange(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigNet: only a config-only network labelled underlay's counts as
+// the config-only network of the cluster network it names.
+func TestConfigNet(t *testing.T) {
+	ours := map[string]string{netspec.LabelManaged: "true", netspec.LabelNetwork: "web"}
+	for _, tc := range []struct {
+		name string
+		nw   network.Inspect
+		want string
+	}{
+		{"underlay's", network.Inspect{ID: "a", ConfigOnly: true, Labels: ours}, "web"},
+		{"an operator's bridge", network.Inspect{ID: "b", Driver: "bridge"}, ""},
+		{"an operator's config-only network", network.Inspect{ID: "c", ConfigOnly: true}, ""},
+		{"labelled but not config-only", network.Inspect{ID: "d", Labels: ours}, ""},
+		{"without the managed label", network.Inspect{ID: "e", ConfigOnly: true, Labels: map[string]string{netspec.LabelNetwork: "web"}}, ""},
+	} {
+		got := configNet(tc.nw)
+		if !got.Exists || got.ID != tc.nw.ID || got.Network != tc.want {
+			t.Errorf("%s: %+v, want it to exist as %s of network %q", tc.name, got, tc.nw.ID, tc.want)
+		}
+	}
+}

@@ -16,16 +16,32 @@ import (
 
 // Docker is what the reconciler needs of the node's own dockerd.
 type Docker interface {
-	// ConfigNetwork reports the node's config-only network for a spec:
-	// whether it exists, and the IPv4 range it holds (the zero Prefix when
-	// it holds none, or when Docker cannot say: see netspec.LabelRange).
-	ConfigNetwork(ctx context.Context, name string) (exists bool, ipRange netip.Prefix, err error)
+	// ConfigNetwork reports the Docker network named name, the name of a
+	// spec's config-only network (see ConfigNet).
+	ConfigNetwork(ctx context.Context, name string) (ConfigNet, error)
 	CreateConfigNetwork(ctx context.Context, s netspec.Spec, p netspec.NodePlan) error
-	// RemoveNetwork removes a network by name; an absent one is no error.
+	// RemoveNetwork removes a network by name or ID; an absent one is no
+	// error.
 	RemoveNetwork(ctx context.Context, name string) error
 	// ManagedConfigNetworks lists the config-only networks underlay made
 	// here, by the cluster network name they belong to.
 	ManagedConfigNetworks(ctx context.Context) ([]string, error)
+}
+
+// ConfigNet is the Docker network under a config-only network's name.
+type ConfigNet struct {
+	// Exists is false when Docker has no network of the name.
+	Exists bool
+	// ID is the network's, so that removing it removes no other.
+	ID string
+	// Network is the cluster network it was made for when it is a
+	// config-only network labelled underlay's (netspec.LabelManaged and
+	// LabelNetwork); "" for any other network: an operator's, which the
+	// reconciler neither uses nor removes.
+	Network string
+	// Range is the IPv4 range it holds: the zero Prefix when it holds
+	// none, or when Docker cannot say (see netspec.LabelRange).
+	Range netip.Prefix
 }
 
 // Swarm is what the reconciler needs of the swarm, through this node's
@@ -167,9 +183,14 @@ func (r *Reconciler) realise(ctx context.Context, s netspec.Spec) error {
 	if len(repairs) > 0 {
 		r.log().Info("host prepared for network", "network", s.Name, "repairs", repairs)
 	}
-	exists, have, err := r.Docker.ConfigNetwork(ctx, netspec.ConfigNetworkName(s.Name))
+	cn, err := r.Docker.ConfigNetwork(ctx, netspec.ConfigNetworkName(s.Name))
 	if err != nil {
 		return err
+	}
+	exists, have := cn.Exists, cn.Range
+	if exists && cn.Network != s.Name {
+		return fmt.Errorf("network %s: Docker network %s (%s) is not the config-only network underlay makes for it (no %s=true, %s=%s labels); rename or remove it to let underlay create its own",
+			s.Name, netspec.ConfigNetworkName(s.Name), shortID(cn.ID), netspec.LabelManaged, netspec.LabelNetwork, s.Name)
 	}
 	if exists && !have.IsValid() && plan.Block.IsValid() {
 		// Made by an underlay that did not label the range, on a Docker that
@@ -236,8 +257,18 @@ func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec
 // shim (and with it the route) and range lease.
 func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool) error {
 	name := s.Name
-	if err := r.Docker.RemoveNetwork(ctx, netspec.ConfigNetworkName(name)); err != nil {
+	cn, err := r.Docker.ConfigNetwork(ctx, netspec.ConfigNetworkName(name))
+	switch {
+	case err != nil:
 		return fmt.Errorf("network %s: remove config-only network: %w", name, err)
+	case cn.Exists && cn.Network != name:
+		// An operator's network of the name: the rest goes all the same.
+		r.log().Warn("a Docker network bears the network's config-only network name but is not underlay's; left alone",
+			"network", name, "docker_network", netspec.ConfigNetworkName(name), "id", shortID(cn.ID))
+	case cn.Exists:
+		if err := r.Docker.RemoveNetwork(ctx, cn.ID); err != nil {
+			return fmt.Errorf("network %s: remove config-only network: %w", name, err)
+		}
 	}
 	if err := r.RemoveShim(netspec.ShimLinkName(name), name); errors.Is(err, hostnet.ErrForeignLink) {
 		// Someone else's link: the rest of the network goes all the same.
@@ -329,6 +360,9 @@ func (r *Reconciler) Run(ctx context.Context, changes, links <-chan struct{}, pe
 		}
 	}
 }
+
+// shortID is a Docker object ID as Docker's CLI shows it.
+func shortID(id string) string { return id[:min(len(id), 12)] }
 
 // log is Log, or a discarding logger, with the package's component.
 func (r *Reconciler) log() *slog.Logger {

@@ -27,8 +27,16 @@ func (h *fakeHost) Ensure(w hostnet.Want) ([]hostnet.Repair, error) {
 	h.ensured = append(h.ensured, w.Parent)
 	return nil, nil
 }
-func (h *fakeHost) ConfigNetwork(context.Context, string) (bool, netip.Prefix, error) {
-	return false, netip.Prefix{}, nil
+
+// ConfigNetwork reports the networks created as underlay's, with their
+// name as ID.
+func (h *fakeHost) ConfigNetwork(_ context.Context, name string) (ConfigNet, error) {
+	for _, n := range h.created {
+		if netspec.ConfigNetworkName(n) == name && !slices.Contains(h.removed, name) {
+			return ConfigNet{Exists: true, ID: name, Network: n}, nil
+		}
+	}
+	return ConfigNet{}, nil
 }
 func (h *fakeHost) CreateConfigNetwork(_ context.Context, s netspec.Spec, _ netspec.NodePlan) error {
 	h.created = append(h.created, s.Name)
@@ -201,4 +209,55 @@ func reconcilerOf(st *netspec.Store, host *fakeHost, sw Swarm, removeShim func(n
 	return &Reconciler{ID: "id1", Node: "n1", Store: st, Docker: host, Swarm: sw, Host: host,
 		Facts: &Facts{Store: st, ID: "id1", Node: "n1", Holder: netspec.Holder{Instance: "x"}},
 		Log:   slog.New(slog.DiscardHandler), Metrics: NewMetrics(prometheus.NewRegistry()), RemoveShim: removeShim}
+}
+
+// operatorsNet is a host whose dockerd has a network an operator made
+// under web's config-only network name: no config-only network, no
+// underlay labels.
+type operatorsNet struct{ fakeHost }
+
+func (h *operatorsNet) ConfigNetwork(ctx context.Context, name string) (ConfigNet, error) {
+	if name == netspec.ConfigNetworkName("web") {
+		return ConfigNet{Exists: true, ID: "0123456789abcdef0123"}, nil
+	}
+	return h.fakeHost.ConfigNetwork(ctx, name)
+}
+
+// TestSyncLeavesOperatorsNetworkOfTheName: a Docker network bearing a
+// spec's config-only network name that underlay did not make is neither
+// taken for the network's (which would be reported ready, and made the
+// swarm network's configuration) nor removed with the network; the
+// network reports the clash, and the others are realised.
+func TestSyncLeavesOperatorsNetworkOfTheName(t *testing.T) {
+	ctx := context.Background()
+	st := storeWithWeb(t)
+	if err := st.Create(ctx, netspec.Spec{Name: "api", Subnet: netip.MustParsePrefix("10.11.0.0/24"), Gateway: netip.MustParseAddr("10.11.0.1"),
+		Parent: "eth2", IPAM: netspec.PerNode, PerNodeSize: 16}); err != nil {
+		t.Fatal(err)
+	}
+	host := &operatorsNet{}
+	r := reconcilerOf(st, &host.fakeHost, host, func(string, string) error { return nil })
+	r.Docker = host
+	err := r.Sync(ctx)
+	if err == nil || !strings.Contains(err.Error(), "web-config") {
+		t.Errorf("sync with an operator's web-config: %v, want an error naming it", err)
+	}
+	if states, _ := st.NodeStates(ctx, "web"); len(states) != 1 || states[0].State != netspec.StateError || !strings.Contains(states[0].Error, "web-config") {
+		t.Errorf("web reported %+v, want an error naming web-config", states)
+	}
+	if states, _ := st.NodeStates(ctx, "api"); len(states) != 1 || states[0].State != netspec.StateReady || !slices.Equal(host.created, []string{"api"}) {
+		t.Errorf("api reported %+v, networks created %v; want api ready and created", states, host.created)
+	}
+	for _, n := range []string{"web", "api"} {
+		if err := st.MarkDeleting(ctx, n); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.Sync(ctx)
+	if !slices.Equal(host.removed, []string{"api-config"}) {
+		t.Errorf("removed %v with web and api, want api's api-config only: the operator's web-config left alone", host.removed)
+	}
+	if l, err := st.Leases(ctx, "web"); err != nil || len(l) != 0 {
+		t.Errorf("leases of web after its teardown: %v, %v; want none", l, err)
+	}
 }
