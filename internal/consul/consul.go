@@ -18,6 +18,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/hashicorp/consul/api"
@@ -44,15 +46,21 @@ type Options struct {
 // NewClient returns a Consul API client for o on top of the environment.
 func NewClient(o Options) (*api.Client, error) {
 	cfg := api.DefaultConfig() // reads CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_CACERT...
-	if o.Addr != "" {
-		addr := o.Addr
-		switch {
-		case strings.HasPrefix(addr, "https://"):
-			cfg.Scheme, addr = "https", strings.TrimPrefix(addr, "https://")
-		case strings.HasPrefix(addr, "http://"):
-			cfg.Scheme, addr = "http", strings.TrimPrefix(addr, "http://")
-		}
-		cfg.Address = addr
+	scheme, rest, err := checkedAddr(o, cfg.Address)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case scheme == "unix":
+		cfg.Address = "unix://" + rest
+	case o.Addr != "" && scheme != "":
+		cfg.Scheme, cfg.Address = scheme, rest
+	case scheme != "":
+		// Consul's client takes the scheme, and never goes back to http
+		// from CONSUL_HTTP_SSL's https.
+		cfg.Address = scheme + "://" + rest
+	default:
+		cfg.Address = rest
 	}
 	if o.Token != "" && o.TokenFile != "" {
 		return nil, errors.New("consul: give --consul-token or --consul-token-file, not both")
@@ -158,10 +166,15 @@ type Endpoint struct {
 // environment, as NewClient reads them.
 func NewEndpoint(o Options) (Endpoint, error) {
 	cfg := api.DefaultConfig()
-	if o.Addr != "" {
-		cfg.Address = o.Addr
+	scheme, rest, err := checkedAddr(o, cfg.Address)
+	if err != nil {
+		return Endpoint{}, err
 	}
-	cfg.Address, cfg.Scheme = splitScheme(cfg.Address, cfg.Scheme)
+	if scheme == "unix" {
+		cfg.Address = "unix://" + rest
+	} else {
+		cfg.Address, cfg.Scheme = rest, cmp.Or(scheme, cfg.Scheme)
+	}
 	if o.CAFile != "" || o.CertFile != "" || o.KeyFile != "" {
 		cfg.Scheme = "https"
 	}
@@ -182,12 +195,67 @@ func NewEndpoint(o Options) (Endpoint, error) {
 	return Endpoint{Scheme: cfg.Scheme, Addr: cfg.Address, HTTP: hc}, nil
 }
 
-func splitScheme(addr, scheme string) (string, string) {
-	switch {
-	case strings.HasPrefix(addr, "https://"):
-		return strings.TrimPrefix(addr, "https://"), "https"
-	case strings.HasPrefix(addr, "http://"):
-		return strings.TrimPrefix(addr, "http://"), "http"
+// checkedAddr checks the agent's address: o.Addr, or env (Consul's
+// client's reading of CONSUL_HTTP_ADDR) without it. Its error names the
+// address and where it was given.
+func checkedAddr(o Options, env string) (scheme, rest string, err error) {
+	addr, from := env, "$CONSUL_HTTP_ADDR"
+	if o.Addr != "" {
+		addr, from = o.Addr, "--consul-addr"
 	}
-	return addr, scheme
+	scheme, rest, err = splitAddr(addr)
+	if err != nil {
+		return "", "", fmt.Errorf("consul: %s %q: %w", from, addr, err)
+	}
+	return scheme, rest, nil
+}
+
+// splitAddr splits a Consul agent's address into its scheme ("" when it
+// names none) and the rest: host:port, or host alone (a proxy on the
+// scheme's port), a trailing slash dropped; or unix:// and a socket's
+// path. Consul's client takes anything, then fails every request (or, for
+// "http://", quietly reaches the default agent).
+func splitAddr(addr string) (scheme, rest string, err error) {
+	scheme, rest, found := strings.Cut(addr, "://")
+	if !found {
+		scheme, rest = "", addr
+	}
+	switch scheme {
+	case "unix":
+		if rest == "" {
+			return "", "", errors.New("want unix:// and the path of Consul's socket")
+		}
+		return scheme, rest, nil
+	case "", "http", "https":
+	default:
+		return "", "", fmt.Errorf("unknown scheme %s://: want http://, https:// or unix://", scheme)
+	}
+	rest = strings.TrimSuffix(rest, "/")
+	const want = "want host:port, with http:// or https:// before it or not"
+	if rest == "" || strings.ContainsAny(rest, "/?#@ \t\n") {
+		return "", "", errors.New(want)
+	}
+	host, port, err := net.SplitHostPort(rest)
+	if err != nil {
+		// A host alone: a name, an IPv4 address, or an IPv6 one in brackets.
+		host, port = rest, ""
+		if h, ok := strings.CutPrefix(rest, "["); ok {
+			h, ok = strings.CutSuffix(h, "]")
+			if _, err := netip.ParseAddr(h); !ok || err != nil {
+				return "", "", errors.New(want)
+			}
+			host = h
+		} else if strings.Contains(rest, ":") {
+			return "", "", errors.New(want)
+		}
+	}
+	if strings.ContainsAny(host, "[]") {
+		return "", "", errors.New(want)
+	}
+	if port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return "", "", fmt.Errorf("port %q: want 1 to 65535", port)
+		}
+	}
+	return scheme, rest, nil
 }
