@@ -128,7 +128,6 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		wanted[s.Name] = true
 		if err := r.realise(ctx, s); err != nil {
 			errs = append(errs, err)
-			r.report(ctx, s.Name, netspec.NodeState{State: netspec.StateError, Parent: s.Parent, Error: err.Error()})
 		}
 	}
 	// Networks whose spec is gone entirely (deleted by hand, a lost KV):
@@ -170,26 +169,46 @@ func (r *Reconciler) nodePlan(ctx context.Context, s netspec.Spec) (netspec.Node
 	return netspec.NodePlan{}, netip.Prefix{}, fmt.Errorf("network %s: unknown IPAM %q", s.Name, s.IPAM)
 }
 
+// realise makes this node's part of s and reports it: ready, or the
+// error that stopped it. The swarm network is the leader's to make once
+// the nodes are ready; its failure is reported beside this node's ready
+// part, in one report, so that a failure that stays writes nothing more.
 func (r *Reconciler) realise(ctx context.Context, s netspec.Spec) error {
+	ns, err := r.realiseNode(ctx, s)
+	if err != nil {
+		r.report(ctx, s.Name, netspec.NodeState{State: netspec.StateError, Parent: s.Parent, Error: err.Error()})
+		return err
+	}
+	err = r.maybeCreateSwarmNetwork(ctx, s)
+	if err != nil {
+		ns.Error = "swarm network not created: " + err.Error()
+	}
+	r.report(ctx, s.Name, ns)
+	return err
+}
+
+// realiseNode makes this node's part of s: its range or shim address, the
+// host side and the config-only network.
+func (r *Reconciler) realiseNode(ctx context.Context, s netspec.Spec) (netspec.NodeState, error) {
 	plan, route, err := r.nodePlan(ctx, s)
 	if err != nil {
-		return err
+		return netspec.NodeState{}, err
 	}
 	repairs, err := r.Host.Ensure(hostnet.Want{Parent: s.Parent, Network: s.Name, Driver: s.DriverName(), IPvlanMode: s.IPvlanModeName(),
 		ShimLink: plan.ShimLink, Shim: plan.Shim, Route: route})
 	if err != nil {
-		return fmt.Errorf("network %s: prepare host: %w", s.Name, err)
+		return netspec.NodeState{}, fmt.Errorf("network %s: prepare host: %w", s.Name, err)
 	}
 	if len(repairs) > 0 {
 		r.log().Info("host prepared for network", "network", s.Name, "repairs", repairs)
 	}
 	cn, err := r.Docker.ConfigNetwork(ctx, netspec.ConfigNetworkName(s.Name))
 	if err != nil {
-		return err
+		return netspec.NodeState{}, err
 	}
 	exists, have := cn.Exists, cn.Range
 	if exists && cn.Network != s.Name {
-		return fmt.Errorf("network %s: Docker network %s (%s) is not the config-only network underlay makes for it (no %s=true, %s=%s labels); rename or remove it to let underlay create its own",
+		return netspec.NodeState{}, fmt.Errorf("network %s: Docker network %s (%s) is not the config-only network underlay makes for it (no %s=true, %s=%s labels); rename or remove it to let underlay create its own",
 			s.Name, netspec.ConfigNetworkName(s.Name), shortID(cn.ID), netspec.LabelManaged, netspec.LabelNetwork, s.Name)
 	}
 	if exists && !have.IsValid() && plan.Block.IsValid() {
@@ -197,17 +216,16 @@ func (r *Reconciler) realise(ctx context.Context, s netspec.Spec) error {
 		// does not report it (29): it was made from the lease, which stands.
 		r.log().Debug("config-only network range cannot be read back; trusting the lease", "network", s.Name, "range", plan.Block)
 	} else if exists && have != plan.Block {
-		return fmt.Errorf("network %s: config-only network %s holds range %s, not the leased %s; remove it to let underlay recreate it",
+		return netspec.NodeState{}, fmt.Errorf("network %s: config-only network %s holds range %s, not the leased %s; remove it to let underlay recreate it",
 			s.Name, netspec.ConfigNetworkName(s.Name), have, plan.Block)
 	}
 	if !exists {
 		if err := r.Docker.CreateConfigNetwork(ctx, s, plan); err != nil {
-			return fmt.Errorf("network %s: create config-only network: %w", s.Name, err)
+			return netspec.NodeState{}, fmt.Errorf("network %s: create config-only network: %w", s.Name, err)
 		}
 		r.log().Info("config-only network created", "network", s.Name, "range", plan.Block, "shim", plan.Shim)
 	}
-	r.report(ctx, s.Name, netspec.NodeState{State: netspec.StateReady, Range: route, Shim: plan.Shim, ShimLink: plan.ShimLink, Parent: s.Parent})
-	return r.maybeCreateSwarmNetwork(ctx, s)
+	return netspec.NodeState{State: netspec.StateReady, Range: route, Shim: plan.Shim, ShimLink: plan.ShimLink, Parent: s.Parent}, nil
 }
 
 // maybeCreateSwarmNetwork creates the swarm network on the leader once
@@ -233,6 +251,8 @@ func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec
 	for _, st := range states {
 		ready[st.ID] = st.State == netspec.StateReady
 	}
+	// This node's part is ready: its report follows this decision.
+	ready[r.ID] = true
 	for _, n := range nodes {
 		if !ready[n] {
 			r.log().Debug("swarm network waits for a node", "network", s.Name, "node", n)

@@ -3,6 +3,7 @@ package netagent
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -259,5 +260,50 @@ func TestSyncLeavesOperatorsNetworkOfTheName(t *testing.T) {
 	}
 	if l, err := st.Leases(ctx, "web"); err != nil || len(l) != 0 {
 		t.Errorf("leases of web after its teardown: %v, %v; want none", l, err)
+	}
+}
+
+// failingLeader is the leader's swarm, on which creating the swarm
+// network fails.
+type failingLeader struct{ leaderSwarm }
+
+func (s *failingLeader) CreateSwarmNetwork(context.Context, netspec.Spec) error {
+	return errors.New("Error response from daemon: rpc error: code = Unknown")
+}
+
+// TestSyncSwarmNetworkFailureIsStable: on the leader, a swarm network that
+// cannot be created is reported once, naming the failure, beside the
+// node's own part, which is ready; syncs that change nothing write
+// nothing. Each sync reported the node ready and then in error, two
+// writes under the networks' prefix that woke every agent's next sync,
+// the leader's too: the agents synced and wrote without end.
+func TestSyncSwarmNetworkFailureIsStable(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	if err := st.Create(ctx, netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.10.0.0/24"), Gateway: netip.MustParseAddr("10.10.0.1"),
+		Parent: "eth1", IPAM: netspec.PerNode, PerNodeSize: 16}); err != nil {
+		t.Fatal(err)
+	}
+	r := reconcilerOf(st, &fakeHost{}, &failingLeader{}, func(string, string) error { return nil })
+	if err := r.Sync(ctx); err == nil || !strings.Contains(err.Error(), "rpc error") {
+		t.Errorf("first sync: %v, want the swarm network's failure", err)
+	}
+	var writes []string
+	kv.Hook = func(call string, keys []string) error {
+		if call != "get" && call != "list" && call != "wait" {
+			writes = append(writes, call+" "+strings.Join(keys, ","))
+		}
+		return nil
+	}
+	for range 2 {
+		r.Sync(ctx)
+	}
+	if len(writes) != 0 {
+		t.Errorf("two syncs that changed nothing wrote %q, want nothing", writes)
+	}
+	states, _ := st.NodeStates(ctx, "web")
+	if len(states) != 1 || states[0].State != netspec.StateReady || !strings.Contains(states[0].Error, "rpc error") {
+		t.Errorf("web reported %+v, want ready, with the swarm network's failure", states)
 	}
 }
