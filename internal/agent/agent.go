@@ -90,14 +90,14 @@ func Run(ctx context.Context, cfg Config, c Clients, log *slog.Logger) error {
 			return info.Name, err
 		})
 		if err != nil {
-			return err
+			return stopped(ctx, err)
 		}
 		pol.Node = node
 	}
 	if pol.HostIP == "" {
 		ip, err := waitFor(ctx, alog, "consul agent address", catalog.NodeAddress)
 		if err != nil {
-			return err
+			return stopped(ctx, err)
 		}
 		pol.HostIP = ip
 	}
@@ -128,6 +128,16 @@ func Run(ctx context.Context, cfg Config, c Clients, log *slog.Logger) error {
 // agentLog is log for the agent's own messages (its parts set their own
 // component).
 func agentLog(log *slog.Logger) *slog.Logger { return log.With("component", "agent") }
+
+// stopped is err, or nil once ctx ended: an agent stopped while it waits
+// for Docker or Consul at start stops cleanly, as a running one does (an
+// error is exit status 1, and a unit left failed).
+func stopped(ctx context.Context, err error) error {
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
 
 // waitFor retries get with backoff until it succeeds or ctx ends: the agent
 // may start before Docker or Consul and must not exit because of it.

@@ -45,13 +45,13 @@ func (n *node) run(ctx context.Context) error {
 		return info.Swarm.NodeID, err
 	}, cfg.StateDir, netagent.AskDockerFor, alog)
 	if err != nil {
-		return err
+		return stopped(ctx, err)
 	}
 	kv := consul.NewKV(n.c.Consul)
 	store := netspec.NewStore(kv)
 	facts := &netagent.Facts{Store: store, ID: id, Node: n.name, Holder: netagent.Self()}
 	if err := claim(ctx, facts, alog); err != nil {
-		return err
+		return stopped(ctx, err)
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return facts.Run(gctx, netagent.Heartbeat) })
