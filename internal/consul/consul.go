@@ -81,6 +81,24 @@ func NewClient(o Options) (*api.Client, error) {
 		tokenFile = f
 		cfg.Token, cfg.TokenFile = string(f.Value()), ""
 	}
+	if err := applyTLS(cfg, o); err != nil {
+		return nil, err
+	}
+	if tokenFile != nil {
+		if err := rotateTokens(cfg, tokenFile); err != nil {
+			return nil, err
+		}
+	}
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, err)
+	}
+	return c, nil
+}
+
+// applyTLS sets o's TLS settings over the environment's in cfg: the
+// client and the endpoint reach the agent with the same ones.
+func applyTLS(cfg *api.Config, o Options) error {
 	if o.CAFile != "" || o.CertFile != "" || o.KeyFile != "" {
 		cfg.Scheme = "https"
 	}
@@ -94,7 +112,7 @@ func NewClient(o Options) (*api.Client, error) {
 		cfg.TLSConfig.KeyFile = o.KeyFile
 	}
 	if (cfg.TLSConfig.CertFile == "") != (cfg.TLSConfig.KeyFile == "") {
-		return nil, errors.New("consul: a client certificate needs both --consul-client-cert and --consul-client-key")
+		return errors.New("consul: a client certificate needs both --consul-client-cert and --consul-client-key")
 	}
 	if o.TLSServerName != "" {
 		cfg.TLSConfig.Address = o.TLSServerName
@@ -102,16 +120,7 @@ func NewClient(o Options) (*api.Client, error) {
 	if o.InsecureSkipVerify {
 		cfg.TLSConfig.InsecureSkipVerify = true
 	}
-	if tokenFile != nil {
-		if err := rotateTokens(cfg, tokenFile); err != nil {
-			return nil, err
-		}
-	}
-	c, err := api.NewClient(cfg)
-	if err != nil {
-		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, err)
-	}
-	return c, nil
+	return nil
 }
 
 // rotateTokens gives cfg an HTTP client that sets every request's ACL token
@@ -175,19 +184,9 @@ func NewEndpoint(o Options) (Endpoint, error) {
 	} else {
 		cfg.Address, cfg.Scheme = rest, cmp.Or(scheme, cfg.Scheme)
 	}
-	if o.CAFile != "" || o.CertFile != "" || o.KeyFile != "" {
-		cfg.Scheme = "https"
+	if err := applyTLS(cfg, o); err != nil {
+		return Endpoint{}, err
 	}
-	if o.CAFile != "" {
-		cfg.TLSConfig.CAFile = o.CAFile
-	}
-	if o.CertFile != "" {
-		cfg.TLSConfig.CertFile, cfg.TLSConfig.KeyFile = o.CertFile, o.KeyFile
-	}
-	if o.TLSServerName != "" {
-		cfg.TLSConfig.Address = o.TLSServerName
-	}
-	cfg.TLSConfig.InsecureSkipVerify = cfg.TLSConfig.InsecureSkipVerify || o.InsecureSkipVerify
 	hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
 	if err != nil {
 		return Endpoint{}, fmt.Errorf("consul http client: %w", err)
