@@ -57,3 +57,34 @@ func TestControlDaemon(t *testing.T) {
 		}
 	}
 }
+
+// TestSecretReplacesEmptyFile: a secret file left empty (a lab up killed
+// between creating and writing it, or a crash before the data reached the
+// disk) is made again, not taken for a secret: control refuses an empty
+// token file, so every later up would start a control that cannot run.
+func TestSecretReplacesEmptyFile(t *testing.T) {
+	p, err := newPlan(t.TempDir(), Config{Name: "demo", Nodes: 1, UnderlayBin: "/usr/bin/underlay"}.withDefaults(), netip.MustParsePrefix("172.31.4.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(p.dir(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{ControlTokensFile, ControlPeerSecretFile} {
+		path := filepath.Join(p.dir(), f)
+		if err := os.WriteFile(path, []byte("\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		got, err := p.secret(f)
+		if err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+		b, _ := os.ReadFile(path)
+		if len(got) != 32 || strings.TrimSpace(string(b)) != got {
+			t.Errorf("%s empty on disk: secret %q, file %q; want a new 32-digit secret written to the file", f, got, b)
+		}
+		if left, _ := filepath.Glob(filepath.Join(p.dir(), f+"*.tmp")); len(left) > 0 {
+			t.Errorf("%s: temporary files left: %v", f, left)
+		}
+	}
+}

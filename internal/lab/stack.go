@@ -116,18 +116,29 @@ func (p *plan) deployStack(ctx context.Context, clients []*client.Client, image 
 
 // secret returns the secret kept in file of the lab's directory (control's
 // bearer token, its peer secret), made once per lab: 32 hex digits,
-// readable by root only.
+// readable by root only. A blank file (a write cut short) is no secret: it
+// is made again. The file is replaced whole, never seen half written.
 func (p *plan) secret(file string) (string, error) {
 	path := filepath.Join(p.dir(), file)
 	if b, err := os.ReadFile(path); err == nil {
-		return strings.TrimSpace(string(b)), nil
+		if s := strings.TrimSpace(string(b)); s != "" {
+			return s, nil
+		}
 	}
 	b := make([]byte, 16)
 	if _, err := rand.Read(b); err != nil {
 		return "", err
 	}
 	token := hex.EncodeToString(b)
-	return token, os.WriteFile(path, []byte(token+"\n"), 0o600)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(token+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write %s: %w", file, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return "", fmt.Errorf("write %s: %w", file, err)
+	}
+	return token, nil
 }
 
 func ensureSecret(ctx context.Context, c *client.Client, name, data string) error {
