@@ -63,3 +63,23 @@ func TestPrepareRefusesAnotherKind(t *testing.T) {
 		t.Errorf("VM up over a namespace lab: %v", err)
 	}
 }
+
+// TestPrepareAvoidsOtherLabsUnderlay: a new lab's management /24 is not
+// taken from another lab's underlay subnet, even while that lab's bridges
+// are gone (after a reboot): its next up would put the same gateway on
+// two bridges.
+func TestPrepareAvoidsOtherLabsUnderlay(t *testing.T) {
+	root := t.TempDir()
+	other := Config{Name: "b", Nodes: 1, NoAgent: true, UnderlaySubnet: "172.31.0.0/23"}.withDefaults()
+	if err := writeRecord(root, &record{Config: other, Management: netip.MustParsePrefix("172.31.2.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	p, fresh, err := prepare(root, Config{Name: "c", Nodes: 1, NoAgent: true}.withDefaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	taken := netip.MustParsePrefix(other.UnderlaySubnet)
+	if !fresh || p.mgmt.Overlaps(taken) || p.mgmt == netip.MustParsePrefix("172.31.2.0/24") {
+		t.Errorf("lab c took management subnet %s (fresh %v); lab b holds %s (underlay) and 172.31.2.0/24", p.mgmt, fresh, taken)
+	}
+}

@@ -118,10 +118,16 @@ func prepare(root string, cfg Config) (p *plan, fresh bool, err error) {
 	}
 	others := otherLabs(root, cfg.Name)
 	for _, o := range others {
-		if s, _, err := underlay(o.Config.withDefaults().UnderlaySubnet); err == nil && s.Overlaps(subnet) {
+		s, _, err := underlay(o.Config.withDefaults().UnderlaySubnet)
+		if err == nil && s.Overlaps(subnet) {
 			return nil, false, fmt.Errorf("--underlay-subnet %s overlaps lab %s's underlay subnet %s", subnet, o.Config.Name, s)
 		}
 		used = append(used, o.Management)
+		if err == nil {
+			// Taken even when no route shows it (that lab's bridges are
+			// gone until its next up).
+			used = append(used, s)
+		}
 	}
 	for _, u := range used {
 		if u.Overlaps(subnet) && u.Bits() > 0 {
