@@ -1,7 +1,10 @@
 package lab
 
 import (
+	"context"
 	"net/netip"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -116,5 +119,47 @@ func TestChildIn(t *testing.T) {
 	}
 	if got := childIn(procs, 100, "other"); got != 0 {
 		t.Errorf("childIn in another namespace = %d, want 0", got)
+	}
+}
+
+// TestHolderOfItsOwnNamespaces: a process merely named like node1's holder
+// (any user can set its argv[0]), in this process's PID and network
+// namespaces, is not taken for the holder. Taken, node1's processes
+// would be every process of the machine (Freeze stops them all, Start
+// kills the machine's Consul agent) and node1's eth0 the machine's.
+func TestHolderOfItsOwnNamespaces(t *testing.T) {
+	root := t.TempDir()
+	cfg := Config{Name: "fake", Nodes: 1, NoAgent: true}.withDefaults()
+	if err := writeRecord(root, &record{Config: cfg, Management: netip.MustParsePrefix("172.31.7.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(root, "fake", "node1")
+	cmd := exec.Command("bash", "-c", "read -t 60 _", dir)
+	cmd.Args[0] = holderName
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil { // returns once bash runs, named
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		in.Close()
+		cmd.Process.Kill()
+		cmd.Wait()
+	})
+	if got := cmdline(cmd.Process.Pid); len(got) == 0 || got[0] != holderName || got[len(got)-1] != dir {
+		t.Fatalf("impostor's command line %q", got)
+	}
+	if pid := holderPID(dir); pid != 0 {
+		// Freeze would now stop every process of the machine: stop here.
+		t.Fatalf("holderPID = %d (the impostor is %d): a process in this process's namespaces is taken for node1's holder", pid, cmd.Process.Pid)
+	}
+	labs := At(root)
+	if n, err := labs.Freeze(context.Background(), "fake", "node1"); err == nil || !strings.Contains(err.Error(), "stopped") {
+		t.Errorf("Freeze = %d, %v; want node1 stopped", n, err)
+	}
+	if pid, err := labs.PID("fake", "node1", ComponentConsul); err == nil || !strings.Contains(err.Error(), "stopped") {
+		t.Errorf("PID of consul = %d, %v; want node1 stopped", pid, err)
 	}
 }

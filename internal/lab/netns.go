@@ -232,10 +232,7 @@ func nodeProcs(holder int, key string) []proc {
 }
 
 // pidNS names the PID namespace of pid; "" when it is gone.
-func pidNS(pid int) string {
-	ns, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "ns", "pid"))
-	return ns
-}
+func pidNS(pid int) string { return nsOf(pid, "pid") }
 
 // Command implements provider.
 func (pr netnsProvider) Command(ctx context.Context, p *plan, n *nodePlan, args []string) (*exec.Cmd, error) {

@@ -2,7 +2,9 @@ package lab
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -99,10 +101,39 @@ func holderPID(nodeDir string) int {
 	ps := processes(func(args []string) bool {
 		return args[0] == holderName && args[len(args)-1] == nodeDir
 	})
-	if len(ps) == 0 {
-		return 0
+	for _, p := range ps {
+		if isHolder(p.pid) {
+			return p.pid
+		}
 	}
-	return ps[0].pid
+	return 0
+}
+
+// isHolder reports whether pid, named like a holder, can be one: root's,
+// in PID and network namespaces other than this process's. Any user can
+// name a process so; taken for a holder, one in our namespaces would make
+// the machine the node: every process its processes (Freeze, Start's
+// kills), the machine's eth0 its eth0. A caller that may not read root's
+// namespaces (lab status as a user) can neither enter nor signal them:
+// for it, the name and owner are enough.
+func isHolder(pid int) bool {
+	for _, kind := range []string{"pid", "net"} {
+		ns, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "ns", kind))
+		if errors.Is(err, fs.ErrPermission) {
+			continue
+		}
+		if err != nil || ns == nsOf(os.Getpid(), kind) {
+			return false
+		}
+	}
+	return statusField(pid, "Uid:") == 0
+}
+
+// nsOf names the namespace of the given kind ("pid", "net") of pid; ""
+// when it is gone.
+func nsOf(pid int, kind string) string {
+	ns, _ := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "ns", kind))
+	return ns
 }
 
 // daemonWrappers lists the nsenter processes that run a node's daemon of
