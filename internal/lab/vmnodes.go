@@ -345,6 +345,11 @@ func (v *vmProvider) EnsureNode(ctx context.Context, p *plan, n *nodePlan) error
 				return nil
 			}
 		}
+		// An up interrupted while it waited (Ctrl-C, another node's
+		// failure) says nothing of this VM, which may be booting.
+		if err := ctx.Err(); err != nil {
+			return fmt.Errorf("node %s: %w", n.Name, err)
+		}
 		killAll([]proc{{pid: pid}}, 10*time.Second)
 	}
 	boot, err := v.prepared(ctx)

@@ -1,8 +1,17 @@
 package lab
 
 import (
+	"context"
+	"errors"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/underlay/underlay/internal/lab/guest"
+	"github.com/underlay/underlay/internal/lab/vm"
 )
 
 func TestDaemonUnit(t *testing.T) {
@@ -37,5 +46,54 @@ func TestSystemdNeedsVM(t *testing.T) {
 	cfg := Config{Name: "x", Nodes: 1, NoAgent: true, Systemd: true}.withDefaults()
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "--systemd") {
 		t.Errorf("Validate of systemd namespace nodes = %v, want an error naming --systemd", err)
+	}
+}
+
+// TestEnsureNodeKeepsVMOnCancel: an up interrupted (Ctrl-C, or another
+// node's failure cancelling the nodes step) while it waits for a running
+// VM to answer leaves that VM alone: only a VM that does not answer within
+// the boot time is killed and booted again.
+func TestEnsureNodeKeepsVMOnCancel(t *testing.T) {
+	root := t.TempDir()
+	p, err := newPlan(root, Config{Name: "vmc", Nodes: 1, VM: true, UnderlayBin: "/bin/true"}.withDefaults(), netip.MustParsePrefix("172.31.7.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &p.nodes[0]
+	dir := p.nodeDir(n)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := guest.WriteConfig(dir, guest.Config{Host: n.Host, Address: netip.PrefixFrom(n.MgmtIP, 24)}, "token"); err != nil {
+		t.Fatal(err)
+	}
+	// A process the lab takes for node1's QEMU (this test's own).
+	qemu := exec.Command("bash", "-c", "read -t 60 _", "-serial", "file:"+filepath.Join(dir, "console.log"))
+	qemu.Args[0] = vm.QEMU
+	in, err := qemu.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := qemu.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		in.Close()
+		qemu.Process.Kill()
+		qemu.Wait()
+	})
+	if pid := p.qemuPID(n); pid != qemu.Process.Pid {
+		t.Fatalf("qemuPID = %d, want the stand-in %d", pid, qemu.Process.Pid)
+	}
+	v := &vmProvider{}
+	v.once.Do(func() { v.err = errors.New("no kernel in this test") }) // never builds one on the machine
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	err = v.EnsureNode(ctx, p, n)
+	if !guest.Running(qemu.Process.Pid) {
+		t.Errorf("EnsureNode with a cancelled context (%v) killed node1's running QEMU", err)
+	}
+	if !errors.Is(err, context.Canceled) {
+		t.Errorf("EnsureNode = %v, want the cancellation", err)
 	}
 }
