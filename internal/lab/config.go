@@ -179,6 +179,16 @@ func underlay(subnet string) (netip.Prefix, netip.Addr, error) {
 	if p.Bits() < 8 || p.Bits() > 24 {
 		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("--underlay-subnet %q: want a prefix length from /8 to /24", subnet)
 	}
+	// The root namespace holds the gateway and routes the subnet to the
+	// lab's bridge: it must be a network of hosts, not one of these.
+	for _, r := range []struct{ prefix, what string }{
+		{"0.0.0.0/8", "this network"}, {"127.0.0.0/8", "loopback"}, {"169.254.0.0/16", "link-local"},
+		{"224.0.0.0/4", "multicast"}, {"240.0.0.0/4", "reserved"},
+	} {
+		if special := netip.MustParsePrefix(r.prefix); p.Overlaps(special) {
+			return netip.Prefix{}, netip.Addr{}, fmt.Errorf("--underlay-subnet %q: overlaps %s (%s); want a unicast subnet", subnet, special, r.what)
+		}
+	}
 	return p, p.Addr().Next(), nil
 }
 

@@ -33,6 +33,15 @@ func TestValidate(t *testing.T) {
 		{"subnet with host bits", func(c *Config) { c.UnderlaySubnet = "10.200.0.1/16" }, "10.200.0.0/16"},
 		{"ipv6 subnet", func(c *Config) { c.UnderlaySubnet = "fd00::/64" }, "IPv4"},
 		{"subnet too small", func(c *Config) { c.UnderlaySubnet = "10.200.0.0/25" }, "/25"},
+		// The root namespace would hold the gateway and route the subnet to
+		// the lab's bridge: none of these is a network of hosts.
+		{"loopback subnet", func(c *Config) { c.UnderlaySubnet = "127.0.0.0/8" }, `"127.0.0.0/8"`},
+		{"multicast subnet", func(c *Config) { c.UnderlaySubnet = "239.1.0.0/16" }, `"239.1.0.0/16"`},
+		{"link-local subnet", func(c *Config) { c.UnderlaySubnet = "169.254.0.0/16" }, `"169.254.0.0/16"`},
+		{"subnet over link-local", func(c *Config) { c.UnderlaySubnet = "169.0.0.0/8" }, `"169.0.0.0/8"`},
+		{"this-network subnet", func(c *Config) { c.UnderlaySubnet = "0.0.0.0/8" }, `"0.0.0.0/8"`},
+		{"reserved subnet", func(c *Config) { c.UnderlaySubnet = "255.255.255.0/24" }, `"255.255.255.0/24"`},
+		{"private subnet", func(c *Config) { c.UnderlaySubnet = "192.168.50.0/24" }, ""},
 		{"no binary", func(c *Config) { c.UnderlayBin = "" }, "underlay binary"},
 		{"VM nodes without agents need the binary", func(c *Config) { c.VM, c.NoAgent, c.UnderlayBin = true, true, "" }, "VM nodes run it as their init"},
 		{"VM nodes", func(c *Config) { c.VM = true }, ""},
