@@ -36,17 +36,25 @@ func newLabVMCommands(g *globalFlags, streams IOStreams) []*cobra.Command {
 			return guest.ServeNode(cmd.Context(), nodeDir, log)
 		}),
 	}
+	var execAddr string
 	execCmd := &cobra.Command{
-		Use:    "vm-exec --node-dir DIR -- CMD [ARG...]",
+		Use:    "vm-exec --node-dir DIR --addr IP:PORT -- CMD [ARG...]",
 		Short:  "Run a command in a lab VM node, with this command's environment",
 		Hidden: true,
 		Args:   cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, token, err := guest.ReadConfig(nodeDir)
+			// The address comes from the lab's plan, never from the node's
+			// directory: the VM can write that, and would then have this
+			// command's environment and the token sent where it likes.
+			ap, err := netip.ParseAddrPort(execAddr)
+			if err != nil {
+				return fmt.Errorf("--addr %q: want the node's IP:PORT: %w", execAddr, err)
+			}
+			_, token, err := guest.ReadConfig(nodeDir)
 			if err != nil {
 				return err
 			}
-			cl := guest.Client{Addr: c.Listen(), Token: token}
+			cl := guest.Client{Addr: ap.String(), Token: token}
 			code, err := cl.Exec(cmd.Context(), args, os.Environ(), streams.In, streams.Out, streams.ErrOut)
 			if err != nil {
 				return err
@@ -61,6 +69,8 @@ func newLabVMCommands(g *globalFlags, streams IOStreams) []*cobra.Command {
 		c.Flags().StringVar(&nodeDir, "node-dir", "", "the node's state directory")
 		c.MarkFlagRequired("node-dir")
 	}
+	execCmd.Flags().StringVar(&execAddr, "addr", "", "the node's control server, IP:PORT, as the lab's plan gives it")
+	execCmd.MarkFlagRequired("addr")
 	var port vm.VLANPort
 	var addr string
 	portCmd := &cobra.Command{

@@ -532,7 +532,8 @@ func (v *vmProvider) Command(ctx context.Context, p *plan, n *nodePlan, args []s
 	if p.qemuPID(n) == 0 {
 		return nil, fmt.Errorf("node %s of lab %s is stopped (run `underlay lab up --name %s`)", n.Name, p.cfg.Name, p.cfg.Name)
 	}
-	full := append([]string{p.vmBinary(), "lab", "vm-exec", "--node-dir", p.nodeDir(n), "--"}, args...)
+	full := append([]string{p.vmBinary(), "lab", "vm-exec", "--node-dir", p.nodeDir(n),
+		"--addr", netip.AddrPortFrom(n.MgmtIP, guest.Port).String(), "--"}, args...)
 	cmd := exec.CommandContext(ctx, full[0], full[1:]...)
 	cmd.Env = v.Env(p, n)
 	return cmd, nil
