@@ -51,6 +51,19 @@ func (v VLANPort) Run(ctx context.Context) error {
 	if v.VID < 1 || v.VID > 4094 {
 		return fmt.Errorf("VLAN %d: want 1 to 4094", v.VID)
 	}
+	// Forwarding is turned on only in a lab's namespace: in the machine's
+	// own it would stay on, routing between the machine's links.
+	self, err := os.Readlink("/proc/self/ns/net")
+	if err != nil {
+		return fmt.Errorf("read this process's network namespace: %w", err)
+	}
+	machine, err := os.Readlink("/proc/1/ns/net")
+	if err != nil {
+		return fmt.Errorf("read the machine's network namespace: %w", err)
+	}
+	if err := notMachineNetNS(self, machine); err != nil {
+		return err
+	}
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1\n"), 0o644); err != nil {
 		return fmt.Errorf("enable forwarding: %w", err)
 	}
@@ -84,6 +97,15 @@ func (v VLANPort) Run(ctx context.Context) error {
 	case err := <-errc:
 		return err
 	}
+}
+
+// notMachineNetNS refuses the network namespace self when it is machine,
+// PID 1's.
+func notMachineNetNS(self, machine string) error {
+	if self == "" || self == machine {
+		return fmt.Errorf("the VLAN access port runs only in a lab's network namespace (nsenter --net), not the machine's (%s)", machine)
+	}
+	return nil
 }
 
 func (v VLANPort) setUp() error {

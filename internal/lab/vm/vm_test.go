@@ -178,3 +178,19 @@ func TestQMPAnswer(t *testing.T) {
 		t.Errorf("error answer: %v", err)
 	}
 }
+
+// TestVLANPortRefusesTheMachinesNamespace: the VLAN access port turns on
+// forwarding where it runs, so it must refuse the machine's namespace.
+// Before, Run wrote ip_forward first and asked nothing.
+func TestVLANPortRefusesTheMachinesNamespace(t *testing.T) {
+	machine := "net:[4026531840]"
+	if err := notMachineNetNS(machine, machine); err == nil || !strings.Contains(err.Error(), machine) {
+		t.Errorf("in the machine's namespace: %v, want refused naming it", err)
+	}
+	if err := notMachineNetNS("", machine); err == nil {
+		t.Error("namespace unknown: no error")
+	}
+	if err := notMachineNetNS("net:[4026532500]", machine); err != nil {
+		t.Errorf("in a lab's namespace: %v", err)
+	}
+}
