@@ -80,15 +80,27 @@ func ancestors() map[int]bool {
 	return out
 }
 
-// underDir reports whether any argument names dir or a path under it.
+// underDir reports whether any argument names dir or a path under it: dir
+// whole, at the start of an argument or of a word or value in it, so that
+// another state root ending in this one (/tmp/x/var/lib/underlay/lab) is
+// another lab's.
 func underDir(dir string) func(args []string) bool {
+	// What separates a path from the rest of an argument: words, flag
+	// values (--x=P), QEMU's options (file:P, path=P,…).
+	bound := func(c byte) bool { return strings.IndexByte(" \"'=:,", c) >= 0 }
 	return func(args []string) bool {
 		for _, a := range args {
-			if i := strings.Index(a, dir); i >= 0 {
+			for off := 0; off < len(a); {
+				i := strings.Index(a[off:], dir)
+				if i < 0 {
+					break
+				}
+				i += off
 				rest := a[i+len(dir):]
-				if rest == "" || rest[0] == '/' || rest[0] == ' ' || rest[0] == '"' || rest[0] == '\'' {
+				if (i == 0 || bound(a[i-1])) && (rest == "" || rest[0] == '/' || bound(rest[0])) {
 					return true
 				}
+				off = i + 1
 			}
 		}
 		return false
