@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func faultPlan(t *testing.T, cfg Config) *plan {
@@ -148,7 +149,16 @@ func TestHolderOfItsOwnNamespaces(t *testing.T) {
 		cmd.Process.Kill()
 		cmd.Wait()
 	})
-	if got := cmdline(cmd.Process.Pid); len(got) == 0 || got[0] != holderName || got[len(got)-1] != dir {
+	// Start returns once the exec began; the kernel sets the new command
+	// line a moment later (/proc/PID/cmdline reads empty until then).
+	var got []string
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		got = cmdline(cmd.Process.Pid)
+		if len(got) > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(got) == 0 || got[0] != holderName || got[len(got)-1] != dir {
 		t.Fatalf("impostor's command line %q", got)
 	}
 	if pid := holderPID(dir); pid != 0 {
