@@ -130,17 +130,30 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 }
 
 // httpClient is the HTTP client of the calls: TLS from the CA, certificate
-// and key files; the environment's proxy; redirects never followed, so
-// that the token goes nowhere else.
+// and key files; the environment's proxy for https only; redirects never
+// followed, so that the token goes nowhere else.
 func httpClient(caCert, cert, key string) (*http.Client, error) {
 	tlsCfg, err := scale.ClientTLS(caCert, cert, key)
 	if err != nil {
 		return nil, fmt.Errorf("--cacert, --cert, --key: %w", err)
 	}
 	return &http.Client{
-		Transport:     &http.Transport{TLSClientConfig: tlsCfg, TLSHandshakeTimeout: 10 * time.Second, Proxy: http.ProxyFromEnvironment},
+		Transport:     &http.Transport{TLSClientConfig: tlsCfg, TLSHandshakeTimeout: 10 * time.Second, Proxy: httpsProxyOnly(http.ProxyFromEnvironment)},
 		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 	}, nil
+}
+
+// httpsProxyOnly passes env's proxy for https requests and none for http:
+// an http proxy is sent the whole request, bearer token included, while
+// https goes through it in a CONNECT tunnel it cannot read. A shell's
+// http_proxy, set for the Internet, would otherwise get control's token.
+func httpsProxyOnly(env func(*http.Request) (*url.URL, error)) func(*http.Request) (*url.URL, error) {
+	return func(r *http.Request) (*url.URL, error) {
+		if r.URL.Scheme != "https" {
+			return nil, nil
+		}
+		return env(r)
+	}
 }
 
 // baseURL is addr as scheme://host:port (http when it names none).

@@ -2,6 +2,8 @@ package client
 
 import (
 	"fmt"
+	"net/http"
+	"net/url"
 	"strings"
 	"testing"
 )
@@ -49,5 +51,40 @@ func TestNewNamesTheAddrGiven(t *testing.T) {
 		if want := fmt.Sprintf("--addr %q: want HOST:PORT", addr); err == nil || !strings.HasPrefix(err.Error(), want) {
 			t.Errorf("New(--addr %q): %v, want an error starting %s", addr, err, want)
 		}
+	}
+}
+
+// TestHTTPSProxyOnly: a plain-http call to control goes direct, never to
+// the environment's proxy, which would be sent the bearer token. Before,
+// http_proxy got every http request, token and all.
+func TestHTTPSProxyOnly(t *testing.T) {
+	proxy, _ := url.Parse("http://proxy.example:3128")
+	env := func(*http.Request) (*url.URL, error) { return proxy, nil }
+	f := httpsProxyOnly(env)
+	for _, tc := range []struct {
+		url  string
+		want *url.URL
+	}{
+		{"http://10.0.0.5:9470/v1/underlay/scale", nil},
+		{"https://10.0.0.5:9470/v1/underlay/scale", proxy},
+	} {
+		r, err := http.NewRequest(http.MethodGet, tc.url, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := f(r)
+		if err != nil || got != tc.want {
+			t.Errorf("proxy for %s = %v, %v; want %v", tc.url, got, err, tc.want)
+		}
+	}
+	// The client the calls use has it.
+	hc, err := httpClient("", "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := http.NewRequest(http.MethodGet, "http://10.0.0.5:9470/", nil)
+	t.Setenv("HTTP_PROXY", "http://proxy.example:3128")
+	if got, _ := hc.Transport.(*http.Transport).Proxy(r); got != nil {
+		t.Errorf("the calls' client sends http through %v", got)
 	}
 }
