@@ -6,6 +6,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -23,11 +25,13 @@ const DefaultAlertRetention = 7 * 24 * time.Hour
 // that a restarted control, or a new leader, does not scale again on
 // Alertmanager's re-sends of them; it implements scale.AlertLog. Entries
 // older than the retention are deleted, at most once an hour, as new ones
-// are written.
+// are written; an entry it cannot read is kept and named in a warning
+// (the prefix may hold what another writer put there).
 type KVAlertLog struct {
 	api       *api.Client
 	prefix    string
 	retention time.Duration
+	log       *slog.Logger
 
 	mu     sync.Mutex // guards pruned
 	pruned time.Time
@@ -42,7 +46,7 @@ func NewKVAlertLog(c *api.Client, prefix string, retention time.Duration) *KVAle
 	if retention <= 0 {
 		retention = DefaultAlertRetention
 	}
-	return &KVAlertLog{api: c, prefix: prefix, retention: retention}
+	return &KVAlertLog{api: c, prefix: prefix, retention: retention, log: slog.Default().With("component", "alert_log")}
 }
 
 // alertEntry is the value of one key.
@@ -67,7 +71,8 @@ func (l *KVAlertLog) Seen(ctx context.Context, key string) (bool, error) {
 	return p != nil, nil
 }
 
-// Mark implements scale.AlertLog.
+// Mark implements scale.AlertLog. Its error is the write's: pruning old
+// entries, which follows, only logs what it could not do.
 func (l *KVAlertLog) Mark(ctx context.Context, key, service string, at time.Time) error {
 	b, _ := json.Marshal(alertEntry{Key: key, Service: service, Time: at.UTC()})
 	w := (&api.WriteOptions{}).WithContext(ctx)
@@ -81,7 +86,9 @@ func (l *KVAlertLog) Mark(ctx context.Context, key, service string, at time.Time
 	}
 	l.mu.Unlock()
 	if due {
-		return l.prune(ctx, at.Add(-l.retention))
+		if err := l.prune(ctx, at.Add(-l.retention)); err != nil {
+			l.log.Warn("old alert firings not pruned", "prefix", l.prefix, "err", err)
+		}
 	}
 	return nil
 }
@@ -92,15 +99,32 @@ func (l *KVAlertLog) prune(ctx context.Context, before time.Time) error {
 	if err != nil {
 		return fmt.Errorf("list %s: %w", l.prefix, err)
 	}
+	expired, unreadable := pruneSet(pairs, before)
 	w := (&api.WriteOptions{}).WithContext(ctx)
-	for _, p := range pairs {
-		var e alertEntry
-		if json.Unmarshal(p.Value, &e) == nil && e.Time.After(before) {
-			continue
-		}
-		if _, err := l.api.KV().Delete(p.Key, w); err != nil {
-			return fmt.Errorf("delete %s: %w", p.Key, err)
+	for _, k := range expired {
+		if _, err := l.api.KV().Delete(k, w); err != nil {
+			return fmt.Errorf("delete %s: %w", k, err)
 		}
 	}
+	if len(unreadable) > 0 {
+		return fmt.Errorf("kept %d entries that are no alert firing: %s", len(unreadable), strings.Join(unreadable, ", "))
+	}
 	return nil
+}
+
+// pruneSet splits the entries under the prefix into those written before
+// before, to delete, and those that are no alert entry, to keep: deleting
+// what it cannot read would lose another writer's data.
+func pruneSet(pairs api.KVPairs, before time.Time) (expired, unreadable []string) {
+	for _, p := range pairs {
+		var e alertEntry
+		if err := json.Unmarshal(p.Value, &e); err != nil || e.Time.IsZero() {
+			unreadable = append(unreadable, p.Key)
+			continue
+		}
+		if !e.Time.After(before) {
+			expired = append(expired, p.Key)
+		}
+	}
+	return expired, unreadable
 }

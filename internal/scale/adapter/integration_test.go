@@ -54,12 +54,21 @@ func TestIntegrationKVTokensAndAlertLog(t *testing.T) {
 	if seen, err := log2.Seen(qctx, "fp@t"); err != nil || !seen {
 		t.Fatalf("Seen after Mark by another client = %v, %v", seen, err)
 	}
-	// Entries past the retention are pruned as new ones are written.
+	// Entries past the retention are pruned as new ones are written; what
+	// is no entry of the log stays (before, it was deleted unread).
+	stray := adapter.DefaultAlertPrefix + "/not-a-firing"
+	if _, err := kv.Put(&api.KVPair{Key: stray, Value: []byte("kept by someone else")}, nil); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { kv.Delete(stray, nil) })
 	old := adapter.NewKVAlertLog(consul.Client(), "", time.Hour)
 	if err := old.Mark(qctx, "new@t", "web", time.Now().Add(2*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	if seen, _ := log2.Seen(qctx, "fp@t"); seen {
 		t.Error("an entry older than the retention was not pruned")
+	}
+	if p, _, err := kv.Get(stray, nil); err != nil || p == nil || string(p.Value) != "kept by someone else" {
+		t.Errorf("a value under the prefix that is no firing: %v, %v; want it kept", p, err)
 	}
 }
