@@ -100,7 +100,7 @@ func newLabUpCommand(g *globalFlags, streams IOStreams, f *labFlags) *cobra.Comm
 	fl.IntVar(&f.cfg.Nodes, "nodes", lab.DefaultNodes, fmt.Sprintf("number of nodes (1 to %d)", lab.MaxNodes))
 	fl.IntVar(&f.cfg.Managers, "managers", 1, "number of swarm managers (the first nodes)")
 	fl.IntVar(&f.cfg.ConsulServers, "consul-servers", 1, "number of Consul servers (the first nodes): 1 or 3")
-	fl.StringVar(&f.cfg.UnderlaySubnet, "underlay-subnet", lab.DefaultUnderlaySubnet, "IPv4 subnet of the underlay bridge; its first address is the gateway, held by this machine")
+	fl.StringVar(&f.cfg.UnderlaySubnet, "underlay-subnet", lab.DefaultUnderlaySubnet, "IPv4 subnet of the underlay bridge, in private, shared or benchmarking space (10/8, 172.16/12, 192.168/16, 100.64/10, 198.18/15); its first address is the gateway, held by this machine")
 	fl.BoolVar(&f.cfg.NoAgent, "no-agent", false, "do not run the underlay agent on the nodes")
 	fl.StringVar(&f.cfg.Agents, "agents", lab.AgentsProcess, "how the agents run: process (a plain process per node) or stack (deploy/stack.yml with the image underlay:VERSION, agent and control, as the README tells users)")
 	fl.StringVar(&f.cfg.Engine, "engine", lab.DefaultEngine(), "Docker engine the nodes run: 20.10 (the dockerd on PATH), 28 or 29 (built by scripts/build-engines.sh); default $"+lab.EnvEngine)

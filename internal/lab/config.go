@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"net/netip"
 	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 )
 
 // Defaults of a Config.
@@ -164,6 +166,22 @@ func (c Config) Validate() error {
 	return nil
 }
 
+// labRanges are the ranges a lab's underlay subnet must lie in: private
+// (RFC 1918), shared (RFC 6598) and benchmarking (RFC 2544) space.
+var labRanges = []netip.Prefix{
+	netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("172.16.0.0/12"), netip.MustParsePrefix("192.168.0.0/16"),
+	netip.MustParsePrefix("100.64.0.0/10"), netip.MustParsePrefix("198.18.0.0/15"),
+}
+
+// joinPrefixes lists ps, comma separated.
+func joinPrefixes(ps []netip.Prefix) string {
+	s := make([]string, len(ps))
+	for i, p := range ps {
+		s[i] = p.String()
+	}
+	return strings.Join(s, ", ")
+}
+
 // underlay parses the underlay subnet and returns it with its gateway.
 func underlay(subnet string) (netip.Prefix, netip.Addr, error) {
 	p, err := netip.ParsePrefix(subnet)
@@ -188,6 +206,12 @@ func underlay(subnet string) (netip.Prefix, netip.Addr, error) {
 		if special := netip.MustParsePrefix(r.prefix); p.Overlaps(special) {
 			return netip.Prefix{}, netip.Addr{}, fmt.Errorf("--underlay-subnet %q: overlaps %s (%s); want a unicast subnet", subnet, special, r.what)
 		}
+	}
+	// Routed into the lab while it runs, a public range would hide its real
+	// hosts from this machine (a typo of 10.x away from someone's servers):
+	// only ranges no Internet host has.
+	if !slices.ContainsFunc(labRanges, func(r netip.Prefix) bool { return r.Bits() <= p.Bits() && r.Contains(p.Addr()) }) {
+		return netip.Prefix{}, netip.Addr{}, fmt.Errorf("--underlay-subnet %q: a public range, routed into the lab on this machine while it runs; want one inside %s", subnet, joinPrefixes(labRanges))
 	}
 	return p, p.Addr().Next(), nil
 }

@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/docker/docker/api/types/swarm"
 	"github.com/google/go-cmp/cmp"
 )
 
@@ -42,6 +43,12 @@ func TestValidate(t *testing.T) {
 		{"this-network subnet", func(c *Config) { c.UnderlaySubnet = "0.0.0.0/8" }, `"0.0.0.0/8"`},
 		{"reserved subnet", func(c *Config) { c.UnderlaySubnet = "255.255.255.0/24" }, `"255.255.255.0/24"`},
 		{"private subnet", func(c *Config) { c.UnderlaySubnet = "192.168.50.0/24" }, ""},
+		{"shared space", func(c *Config) { c.UnderlaySubnet = "100.100.0.0/16" }, ""},
+		{"benchmarking space", func(c *Config) { c.UnderlaySubnet = "198.18.0.0/16" }, ""},
+		// Routed into the lab, a public range hides its hosts from the
+		// machine; before, accepted.
+		{"public subnet", func(c *Config) { c.UnderlaySubnet = "8.8.0.0/16" }, `"8.8.0.0/16": a public range`},
+		{"over private space", func(c *Config) { c.UnderlaySubnet = "172.0.0.0/8" }, `"172.0.0.0/8": a public range`},
 		{"no binary", func(c *Config) { c.UnderlayBin = "" }, "underlay binary"},
 		{"VM nodes without agents need the binary", func(c *Config) { c.VM, c.NoAgent, c.UnderlayBin = true, true, "" }, "VM nodes run it as their init"},
 		{"VM nodes", func(c *Config) { c.VM = true }, ""},
@@ -194,5 +201,23 @@ func TestLinkNamesFit(t *testing.T) {
 	}
 	if got := linkSuffix(10); got != "a" {
 		t.Errorf("node 10's suffix %q, want a", got)
+	}
+}
+
+// TestNotReady: a lab whose swarm does not come up names the nodes that
+// hold it and what the managers say of each. Before, only "2 of 3 swarm
+// nodes ready".
+func TestNotReady(t *testing.T) {
+	plan := []nodePlan{{Name: "node1", Host: "l-node1"}, {Name: "node2", Host: "l-node2"}, {Name: "node3", Host: "l-node3"}}
+	list := []swarm.Node{
+		{Description: swarm.NodeDescription{Hostname: "l-node1"}, Status: swarm.NodeStatus{State: swarm.NodeStateReady}},
+		{Description: swarm.NodeDescription{Hostname: "l-node3"}, Status: swarm.NodeStatus{State: swarm.NodeStateDown, Message: "heartbeat failure"}},
+	}
+	got := notReady(plan, list, map[string]bool{"l-node1": true})
+	if want := ": node2 not in the swarm, node3 down (heartbeat failure)"; got != want {
+		t.Errorf("notReady = %q, want %q", got, want)
+	}
+	if got := notReady(plan[:1], list, map[string]bool{"l-node1": true}); got != "" {
+		t.Errorf("all ready: %q", got)
 	}
 }
