@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -356,10 +357,37 @@ func (p *plan) ensureSwarm(ctx context.Context, clients []*client.Client) error 
 			}
 		}
 		if len(ready) < len(p.nodes) {
-			return fmt.Errorf("%d of %d swarm nodes ready", len(ready), len(p.nodes))
+			return fmt.Errorf("%d of %d swarm nodes ready%s", len(ready), len(p.nodes), notReady(p.nodes, nodes, ready))
 		}
 		return nil
 	}, func(err error) error { return fmt.Errorf("swarm: %w", err) })
+}
+
+// notReady names the lab's nodes not ready in the swarm's node list, with
+// the state and message the managers give each (": node3 down (heartbeat
+// failure)"), so that a lab that does not come up says which node holds it.
+func notReady(plan []nodePlan, list []swarm.Node, ready map[string]bool) string {
+	var out []string
+	for _, n := range plan {
+		if ready[n.Host] {
+			continue
+		}
+		state := "not in the swarm"
+		for _, sn := range list {
+			if sn.Description.Hostname != n.Host {
+				continue
+			}
+			state = string(sn.Status.State)
+			if sn.Status.Message != "" {
+				state += " (" + sn.Status.Message + ")"
+			}
+		}
+		out = append(out, n.Name+" "+state)
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	return ": " + strings.Join(out, ", ")
 }
 
 // knowsManager reports whether a node's swarm has manager id among its managers.
