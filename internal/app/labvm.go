@@ -8,6 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/underlay/underlay/internal/lab"
 	"github.com/underlay/underlay/internal/lab/guest"
 	"github.com/underlay/underlay/internal/lab/vm"
 )
@@ -72,7 +73,7 @@ func newLabVMCommands(g *globalFlags, streams IOStreams) []*cobra.Command {
 	execCmd.Flags().StringVar(&execAddr, "addr", "", "the node's control server, IP:PORT, as the lab's plan gives it")
 	execCmd.MarkFlagRequired("addr")
 	var port vm.VLANPort
-	var addr string
+	var addr, stateDir string
 	portCmd := &cobra.Command{
 		Use:    "vm-vlan-port --trunk LINK --tap NAME --vlan ID --addr CIDR --state-dir DIR",
 		Short:  "The VLAN access port of a VM lab's router",
@@ -86,6 +87,11 @@ func newLabVMCommands(g *globalFlags, streams IOStreams) []*cobra.Command {
 				}
 				port.Addr = p
 			}
+			ns, err := lab.HolderNetNS(stateDir)
+			if err != nil {
+				return fmt.Errorf("--state-dir %q: %w", stateDir, err)
+			}
+			port.NetNS = ns
 			port.Log = log
 			return port.Run(cmd.Context())
 		}),
@@ -95,7 +101,8 @@ func newLabVMCommands(g *globalFlags, streams IOStreams) []*cobra.Command {
 	fl.StringVar(&port.Tap, "tap", "", "tap to make for the VLAN's untagged frames")
 	fl.IntVar(&port.VID, "vlan", 0, "VLAN id")
 	fl.StringVar(&addr, "addr", "", "address of the tap (the VLAN's router)")
-	fl.String("state-dir", "", "the lab's directory this port belongs to (names the process for lab down)")
+	fl.StringVar(&stateDir, "state-dir", "", "the lab's network directory this port belongs to: names the process for lab down; its holder's namespace is the only one the port runs in")
+	portCmd.MarkFlagRequired("state-dir")
 	return []*cobra.Command{initCmd, serveCmd, execCmd, portCmd}
 }
 

@@ -121,6 +121,31 @@ func holderPID(nodeDir string) int {
 	return 0
 }
 
+// HolderNetNS names the network namespace ("net:[N]") of the holder of
+// the lab state directory dir (a node's, or a VM lab's network): the
+// namespace a helper the lab starts there must find itself in.
+func HolderNetNS(dir string) (string, error) {
+	// The caller runs in the holder's network namespace (that is what it
+	// asks): only the PID namespace must be another.
+	pid := 0
+	for _, p := range processes(func(args []string) bool {
+		return args[0] == holderName && args[len(args)-1] == dir
+	}) {
+		if holderIn(p.pid, "pid") {
+			pid = p.pid
+			break
+		}
+	}
+	if pid == 0 {
+		return "", fmt.Errorf("no namespace holder of %s runs", dir)
+	}
+	ns := nsOf(pid, "net")
+	if ns == "" {
+		return "", fmt.Errorf("read the network namespace of %s's holder (pid %d)", dir, pid)
+	}
+	return ns, nil
+}
+
 // isHolder reports whether pid, named like a holder, can be one: root's,
 // in PID and network namespaces other than this process's. Any user can
 // name a process so; taken for a holder, one in our namespaces would make
@@ -128,8 +153,11 @@ func holderPID(nodeDir string) int {
 // kills), the machine's eth0 its eth0. A caller that may not read root's
 // namespaces (lab status as a user) can neither enter nor signal them:
 // for it, the name and owner are enough.
-func isHolder(pid int) bool {
-	for _, kind := range []string{"pid", "net"} {
+func isHolder(pid int) bool { return holderIn(pid, "pid", "net") }
+
+// holderIn is isHolder for the namespaces of the given kinds.
+func holderIn(pid int, kinds ...string) bool {
+	for _, kind := range kinds {
 		ns, err := os.Readlink(filepath.Join("/proc", strconv.Itoa(pid), "ns", kind))
 		if errors.Is(err, fs.ErrPermission) {
 			continue

@@ -29,7 +29,10 @@ type VLANPort struct {
 	Tap  string
 	VID  int
 	Addr netip.Prefix
-	Log  *slog.Logger
+	// NetNS names the lab's network namespace ("net:[N]"), the only one
+	// Run works in.
+	NetNS string
+	Log   *slog.Logger
 }
 
 // Linux constants the syscall package lacks.
@@ -51,17 +54,13 @@ func (v VLANPort) Run(ctx context.Context) error {
 	if v.VID < 1 || v.VID > 4094 {
 		return fmt.Errorf("VLAN %d: want 1 to 4094", v.VID)
 	}
-	// Forwarding is turned on only in a lab's namespace: in the machine's
-	// own it would stay on, routing between the machine's links.
+	// Forwarding is turned on only in the lab's namespace: in the
+	// machine's own it would stay on, routing between the machine's links.
 	self, err := os.Readlink("/proc/self/ns/net")
 	if err != nil {
 		return fmt.Errorf("read this process's network namespace: %w", err)
 	}
-	machine, err := os.Readlink("/proc/1/ns/net")
-	if err != nil {
-		return fmt.Errorf("read the machine's network namespace: %w", err)
-	}
-	if err := notMachineNetNS(self, machine); err != nil {
+	if err := inLabNetNS(self, v.NetNS); err != nil {
 		return err
 	}
 	if err := os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte("1\n"), 0o644); err != nil {
@@ -99,11 +98,15 @@ func (v VLANPort) Run(ctx context.Context) error {
 	}
 }
 
-// notMachineNetNS refuses the network namespace self when it is machine,
-// PID 1's.
-func notMachineNetNS(self, machine string) error {
-	if self == "" || self == machine {
-		return fmt.Errorf("the VLAN access port runs only in a lab's network namespace (nsenter --net), not the machine's (%s)", machine)
+// inLabNetNS refuses any network namespace self but the lab's, lab. (PID
+// 1's namespace, the machine's, is no reference: where PID 1 holds
+// capabilities root lacks, as in a container, root may not read it.)
+func inLabNetNS(self, lab string) error {
+	if lab == "" {
+		return errors.New("the lab's network namespace is unknown: the VLAN access port runs only there")
+	}
+	if self != lab {
+		return fmt.Errorf("the VLAN access port runs only in the lab's network namespace %s, not %s (nsenter --net)", lab, self)
 	}
 	return nil
 }
