@@ -130,12 +130,9 @@ func (k *KV) Watch(ctx context.Context, prefix string) <-chan struct{} {
 				continue
 			}
 			delays.Reset()
-			if meta.LastIndex < index {
-				index = 0 // Consul's index went backwards (restarted): start over
-				continue
-			}
-			if meta.LastIndex != index {
-				index = meta.LastIndex
+			var changed bool
+			index, changed = nextIndex(index, meta.LastIndex)
+			if changed {
 				select {
 				case out <- struct{}{}:
 				default:
@@ -144,6 +141,18 @@ func (k *KV) Watch(ctx context.Context, prefix string) <-chan struct{} {
 		}
 	}()
 	return out
+}
+
+// nextIndex is the index a watch waits on next after a blocking query that
+// waited on prev answered last, and whether that answer is a change. It
+// follows Consul's rules for blocking queries: an index that went
+// backwards (Consul restarted, a snapshot restored) starts over, and one
+// below 1 becomes 1, since waiting on 0 returns at once and would spin.
+func nextIndex(prev, last uint64) (uint64, bool) {
+	if last < prev {
+		return 1, true // a new history: what is there now is news
+	}
+	return max(last, 1), last != prev
 }
 
 // Wait is a blocking read of one key: it returns once Consul's index for
