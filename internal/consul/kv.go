@@ -131,7 +131,7 @@ func (k *KV) Watch(ctx context.Context, prefix string) <-chan struct{} {
 			}
 			delays.Reset()
 			var changed bool
-			index, changed = nextIndex(index, meta.LastIndex)
+			index, changed = NextIndex(index, meta.LastIndex)
 			if changed {
 				select {
 				case out <- struct{}{}:
@@ -143,12 +143,12 @@ func (k *KV) Watch(ctx context.Context, prefix string) <-chan struct{} {
 	return out
 }
 
-// nextIndex is the index a watch waits on next after a blocking query that
+// NextIndex is the index a watch waits on next after a blocking query that
 // waited on prev answered last, and whether that answer is a change. It
 // follows Consul's rules for blocking queries: an index that went
 // backwards (Consul restarted, a snapshot restored) starts over, and one
 // below 1 becomes 1, since waiting on 0 returns at once and would spin.
-func nextIndex(prev, last uint64) (uint64, bool) {
+func NextIndex(prev, last uint64) (uint64, bool) {
 	if last < prev {
 		return 1, true // a new history: what is there now is news
 	}

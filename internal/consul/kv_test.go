@@ -45,9 +45,9 @@ func TestNextIndex(t *testing.T) {
 		{1, 0, 1, true},  // ... even when it went backwards to 0
 		{12, 12, 12, false},
 	} {
-		next, changed := nextIndex(tc.prev, tc.last)
+		next, changed := NextIndex(tc.prev, tc.last)
 		if next != tc.next || changed != tc.changed {
-			t.Errorf("nextIndex(%d, %d) = %d, %v; want %d, %v", tc.prev, tc.last, next, changed, tc.next, tc.changed)
+			t.Errorf("NextIndex(%d, %d) = %d, %v; want %d, %v", tc.prev, tc.last, next, changed, tc.next, tc.changed)
 		}
 	}
 }

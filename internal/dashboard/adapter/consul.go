@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/underlay/underlay/internal/backoff"
+	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/dashboard"
 )
 
@@ -100,11 +101,8 @@ func (c *Catalog) watch(ctx context.Context, out chan struct{}, what string, que
 			continue
 		}
 		delays.Reset()
-		if got != index {
-			if got < index {
-				got = 0 // Consul's index went backwards (restarted): start over
-			}
-			index = got
+		var changed bool
+		if index, changed = consul.NextIndex(index, got); changed {
 			signal(out)
 		}
 	}

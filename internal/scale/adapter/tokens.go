@@ -11,6 +11,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/underlay/underlay/internal/backoff"
+	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/scale"
 )
 
@@ -87,10 +88,7 @@ func (k *KVTokens) Run(ctx context.Context) error {
 			continue
 		}
 		delays.Reset()
-		if next < index {
-			next = 0 // the index went back (a Consul restore): read afresh
-		}
-		index = next
+		index, _ = consul.NextIndex(index, next)
 	}
 	return nil
 }
