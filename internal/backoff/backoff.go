@@ -10,19 +10,26 @@ import (
 	"time"
 )
 
-// Backoff is a doubling delay. The zero value is not useful; set Min and Max.
+// Backoff is a doubling delay. Set Min and Max: a Min below MinDelay
+// counts as MinDelay (a zero delay would retry in a spin), a Max below
+// Min as Min.
 type Backoff struct {
 	Min, Max time.Duration
 	cur      time.Duration
 }
 
+// MinDelay is the shortest delay Next returns.
+const MinDelay = 10 * time.Millisecond
+
 // Next returns the delay before the next attempt: Min first, then twice the
 // previous one, at most Max.
 func (b *Backoff) Next() time.Duration {
+	lo := max(b.Min, MinDelay)
+	hi := max(b.Max, lo)
 	if b.cur == 0 {
-		b.cur = b.Min
+		b.cur = lo
 	} else {
-		b.cur = min(b.cur*2, b.Max)
+		b.cur = min(max(b.cur*2, lo), hi)
 	}
 	return b.cur
 }
