@@ -65,7 +65,7 @@ func (n *node) run(ctx context.Context) error {
 	if cfg.IPAM.Enabled {
 		rec.IPAM = n.runIPAM(gctx, g, kv, store, nets, id)
 	}
-	links, err := hostnet.Watch(gctx)
+	links, err := hostnet.Watch(gctx, alog)
 	if err != nil {
 		alog.Warn("link changes are not watched; drift is repaired at each --network-sync", "err", err)
 	}

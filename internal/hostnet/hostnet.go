@@ -4,13 +4,17 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"slices"
+	"sync"
 	"syscall"
+	"time"
 
 	"github.com/vishvananda/netlink"
 
+	"github.com/underlay/underlay/internal/backoff"
 	"github.com/underlay/underlay/internal/netspec"
 )
 
@@ -346,28 +350,78 @@ func ignoreExists(err error) error {
 // namespace is added, removed or changes flags (up, promiscuous), so drift
 // is repaired at once rather than at the next periodic sync. Sends never
 // block; changes seen while one is unread merge into it. It ends with ctx.
-func Watch(ctx context.Context) (<-chan struct{}, error) {
-	updates := make(chan netlink.LinkUpdate, 64)
-	done := make(chan struct{})
-	if err := netlink.LinkSubscribe(updates, done); err != nil {
-		return nil, fmt.Errorf("subscribe to link changes: %w", err)
+// When the kernel ends the subscription (its queue overflowed, a socket
+// error) it logs why, sends (changes may have been lost) and subscribes
+// again with backoff.
+func Watch(ctx context.Context, log *slog.Logger) (<-chan struct{}, error) {
+	return watch(ctx, func(ch chan<- netlink.LinkUpdate, done <-chan struct{}, onErr func(error)) error {
+		return netlink.LinkSubscribeWithOptions(ch, done, netlink.LinkSubscribeOptions{ErrorCallback: onErr})
+	}, log)
+}
+
+// linkSubscribe is netlink's LinkSubscribeWithOptions: updates on ch until
+// done closes or the subscription fails (onErr is told, then ch closes).
+type linkSubscribe func(ch chan<- netlink.LinkUpdate, done <-chan struct{}, onErr func(error)) error
+
+func watch(ctx context.Context, subscribe linkSubscribe, log *slog.Logger) (<-chan struct{}, error) {
+	var mu sync.Mutex
+	var lastErr error
+	onErr := func(err error) {
+		mu.Lock()
+		lastErr = err
+		mu.Unlock()
+	}
+	sub := func() (chan netlink.LinkUpdate, chan struct{}, error) {
+		updates := make(chan netlink.LinkUpdate, 64)
+		done := make(chan struct{})
+		if err := subscribe(updates, done, onErr); err != nil {
+			return nil, nil, fmt.Errorf("subscribe to link changes: %w", err)
+		}
+		return updates, done, nil
+	}
+	updates, done, err := sub()
+	if err != nil {
+		return nil, err
 	}
 	out := make(chan struct{}, 1)
+	signal := func() {
+		select {
+		case out <- struct{}{}:
+		default:
+		}
+	}
 	go func() {
-		defer close(done)
+		delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 		for {
 			select {
 			case <-ctx.Done():
+				close(done)
 				return
 			case _, ok := <-updates:
-				if !ok {
-					return
-				}
-				select {
-				case out <- struct{}{}:
-				default:
+				if ok {
+					delays.Reset()
+					signal()
+					continue
 				}
 			}
+			close(done)
+			signal() // what changed since is unknown: check it all
+			for {
+				mu.Lock()
+				why := lastErr
+				mu.Unlock()
+				delay := delays.Next()
+				log.Warn("link changes no longer received; subscribing again", "err", why, "retry_in", delay)
+				backoff.Sleep(ctx, delay)
+				if ctx.Err() != nil {
+					return
+				}
+				if updates, done, err = sub(); err == nil {
+					break
+				}
+				onErr(err)
+			}
+			signal()
 		}
 	}()
 	return out, nil

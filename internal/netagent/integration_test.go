@@ -70,7 +70,7 @@ func TestIntegrationNetworkLifecycle(t *testing.T) {
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	}
 	done := make(chan struct{})
-	links, err := hostnet.Watch(ctx)
+	links, err := hostnet.Watch(ctx, rec.Log)
 	if err != nil {
 		t.Fatal(err)
 	}
