@@ -51,31 +51,7 @@ func newLabUpCommand(g *globalFlags, streams IOStreams, f *labFlags) *cobra.Comm
 			f.cfg.Name = f.name
 			// Repairing an existing lab: flags not given keep its values.
 			if old, err := lab.RecordedConfig(f.name); err == nil {
-				fl := cmd.Flags()
-				if !fl.Changed("nodes") {
-					f.cfg.Nodes = old.Nodes
-				}
-				if !fl.Changed("managers") {
-					f.cfg.Managers = old.Managers
-				}
-				if !fl.Changed("consul-servers") {
-					f.cfg.ConsulServers = old.ConsulServers
-				}
-				if !fl.Changed("underlay-subnet") {
-					f.cfg.UnderlaySubnet = old.UnderlaySubnet
-				}
-				if !fl.Changed("engine") && old.Engine != "" {
-					f.cfg.Engine = old.Engine
-				}
-				if !fl.Changed("agents") {
-					f.cfg.Agents = old.Agents
-				}
-				if !fl.Changed("vm") {
-					f.cfg.VM = old.VM
-				}
-				if !fl.Changed("systemd") {
-					f.cfg.Systemd = old.Systemd
-				}
+				f.cfg = keepRecorded(f.cfg, old, cmd.Flags().Changed)
 			}
 			if err := checkLabCounts(f.cfg); err != nil {
 				return err
@@ -107,6 +83,41 @@ func newLabUpCommand(g *globalFlags, streams IOStreams, f *labFlags) *cobra.Comm
 	fl.BoolVar(&f.cfg.VM, "vm", false, "nodes are QEMU VMs booting Debian's kernel: bond0 of two NICs, VLANs 40 and 41, the underlay on bond0.40")
 	fl.BoolVar(&f.cfg.Systemd, "systemd", false, "VM nodes boot systemd, with a disk: dockerd and Consul are units, what is installed survives `systemctl reboot` (with --vm)")
 	return cmd
+}
+
+// keepRecorded is cfg, for `lab up` on an existing lab: each setting whose
+// flag was not given (changed reports which were), and each no flag sets,
+// is the lab's recorded one, old's.
+func keepRecorded(cfg, old lab.Config, changed func(flag string) bool) lab.Config {
+	keep := func(flag string, dst *int, v int) {
+		if !changed(flag) {
+			*dst = v
+		}
+	}
+	keep("nodes", &cfg.Nodes, old.Nodes)
+	keep("managers", &cfg.Managers, old.Managers)
+	keep("consul-servers", &cfg.ConsulServers, old.ConsulServers)
+	if !changed("underlay-subnet") {
+		cfg.UnderlaySubnet = old.UnderlaySubnet
+	}
+	if !changed("engine") && old.Engine != "" {
+		cfg.Engine = old.Engine
+	}
+	if !changed("agents") {
+		cfg.Agents = old.Agents
+	}
+	if !changed("no-agent") {
+		cfg.NoAgent = old.NoAgent
+	}
+	if !changed("vm") {
+		cfg.VM = old.VM
+	}
+	if !changed("systemd") {
+		cfg.Systemd = old.Systemd
+	}
+	// No flag sets these: a lab made by a test or the soak keeps its own.
+	cfg.AgentArgs, cfg.DockerArgs, cfg.Images = old.AgentArgs, old.DockerArgs, old.Images
+	return cfg
 }
 
 // checkLabCounts refuses the counts lab.Up would take as "the default"

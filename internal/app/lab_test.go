@@ -35,3 +35,25 @@ func TestCheckLabCounts(t *testing.T) {
 		})
 	}
 }
+
+// TestKeepRecorded: `lab up` on an existing lab keeps every setting whose
+// flag was not given. Before, a lab made with --no-agent got agents on its
+// repair, and one made with agent or dockerd arguments (a test's, the
+// soak's) lost them.
+func TestKeepRecorded(t *testing.T) {
+	old := lab.Config{Name: "l", Nodes: 5, Managers: 2, ConsulServers: 3, UnderlaySubnet: "10.9.0.0/16", NoAgent: true,
+		Agents: lab.AgentsProcess, Engine: "29", VM: false, AgentArgs: []string{"--ipam"}, DockerArgs: []string{"--debug"}, Images: []string{"x:1"}}
+	flags := lab.Config{Name: "l", Nodes: 3, Managers: 1, ConsulServers: 1, UnderlaySubnet: lab.DefaultUnderlaySubnet, Agents: lab.AgentsProcess, Engine: "20.10"}
+	none := func(string) bool { return false }
+	got := keepRecorded(flags, old, none)
+	if got.Nodes != 5 || got.Managers != 2 || got.ConsulServers != 3 || got.UnderlaySubnet != "10.9.0.0/16" || !got.NoAgent || got.Engine != "29" ||
+		strings.Join(got.AgentArgs, " ") != "--ipam" || strings.Join(got.DockerArgs, " ") != "--debug" || strings.Join(got.Images, " ") != "x:1" {
+		t.Errorf("no flags given: %+v, want the recorded %+v", got, old)
+	}
+	given := func(f string) bool { return f == "nodes" || f == "no-agent" }
+	flags.Nodes, flags.NoAgent = 4, false
+	got = keepRecorded(flags, old, given)
+	if got.Nodes != 4 || got.NoAgent || got.Managers != 2 {
+		t.Errorf("--nodes 4 --no-agent=false given: %+v", got)
+	}
+}
