@@ -175,15 +175,28 @@ func (s *Swarm) Wanted(ctx context.Context, id string) ([]scale.Task, error) {
 	}
 	var out []scale.Task
 	for _, t := range tasks {
-		// The filter also takes a name: keep the service's own tasks.
-		if t.ServiceID != id {
-			continue
-		}
-		if t.DesiredState == swarm.TaskStateRunning || t.DesiredState == swarm.TaskStateReady {
+		if wanted(t, id) {
 			out = append(out, scale.Task{ID: t.ID, Slot: t.Slot, State: string(t.Status.State)})
 		}
 	}
 	return out, nil
+}
+
+// wanted reports whether t is a task of service id that swarm wants
+// running and that has not ended. The filter also takes a name: only the
+// service's own tasks count. An ended task (failed, complete, rejected…)
+// whose desired state swarm has not yet lowered holds no slot: its
+// replacement does, and counting both made a settled scale-down look lost.
+func wanted(t swarm.Task, id string) bool {
+	if t.ServiceID != id || (t.DesiredState != swarm.TaskStateRunning && t.DesiredState != swarm.TaskStateReady) {
+		return false
+	}
+	switch t.Status.State {
+	case swarm.TaskStateComplete, swarm.TaskStateShutdown, swarm.TaskStateFailed, swarm.TaskStateRejected,
+		swarm.TaskStateRemove, swarm.TaskStateOrphaned:
+		return false
+	}
+	return true
 }
 
 // Events implements scale.Swarm.

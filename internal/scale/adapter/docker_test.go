@@ -8,6 +8,7 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
 
 	"github.com/underlay/underlay/internal/scale"
@@ -59,6 +60,33 @@ func TestServiceRefusesPaths(t *testing.T) {
 			if paths[i] != want[i] {
 				t.Errorf("request %d: %s, want %s", i, paths[i], want[i])
 			}
+		}
+	}
+}
+
+// TestWanted: a task swarm still wants running but that has ended holds no
+// slot (its replacement does). Before, it was counted, and a settled
+// scale-down looked as if swarm had lost the removal of some tasks.
+func TestWanted(t *testing.T) {
+	task := func(svc string, desired, state swarm.TaskState) swarm.Task {
+		return swarm.Task{ServiceID: svc, DesiredState: desired, Status: swarm.TaskStatus{State: state}}
+	}
+	for _, tc := range []struct {
+		t    swarm.Task
+		want bool
+	}{
+		{task("s1", swarm.TaskStateRunning, swarm.TaskStateRunning), true},
+		{task("s1", swarm.TaskStateRunning, swarm.TaskStatePreparing), true},
+		{task("s1", swarm.TaskStateReady, swarm.TaskStateAssigned), true},
+		{task("s1", swarm.TaskStateRunning, swarm.TaskStateFailed), false},
+		{task("s1", swarm.TaskStateRunning, swarm.TaskStateRejected), false},
+		{task("s1", swarm.TaskStateRunning, swarm.TaskStateComplete), false},
+		{task("s1", swarm.TaskStateShutdown, swarm.TaskStateRunning), false},
+		{task("s1", swarm.TaskStateRemove, swarm.TaskStateRunning), false},
+		{task("s1-other", swarm.TaskStateRunning, swarm.TaskStateRunning), false},
+	} {
+		if got := wanted(tc.t, "s1"); got != tc.want {
+			t.Errorf("wanted(service %s, desired %s, state %s) = %v, want %v", tc.t.ServiceID, tc.t.DesiredState, tc.t.Status.State, got, tc.want)
 		}
 	}
 }
