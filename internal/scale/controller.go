@@ -817,6 +817,11 @@ func (c *Controller) decideLocked(ctx context.Context, source, id, name string, 
 		if errors.Is(err, ErrGlobalService) {
 			return Record{}, fmt.Errorf("service %q: %w", name, ErrGlobalService)
 		}
+		if errors.Is(err, ErrNotFound) {
+			// Removed between the read and the write: gone, not unavailable.
+			c.forget(id)
+			return Record{}, fmt.Errorf("service %q: removed while scaling: %w", name, ErrNotFound)
+		}
 		if err != nil {
 			c.metrics.errors.WithLabelValues("docker_update").Inc()
 			return Record{}, fmt.Errorf("update service %s to %d replicas: %w: %w", svc.Name, d.To, ErrUnavailable, err)

@@ -281,3 +281,25 @@ func TestSettleWaitingForTheLockRechecksLeadership(t *testing.T) {
 		t.Errorf("%d writes to the service, want none: the leadership was lost while the check waited", updates)
 	}
 }
+
+// TestControllerServiceRemovedWhileScaling: a service removed between the
+// controller's read and its write is not found (404), and forgotten. Before,
+// the answer said a dependency was unavailable, the docker_update error
+// count rose, and the service stayed listed.
+func TestControllerServiceRemovedWhileScaling(t *testing.T) {
+	sw := newFakeSwarm(svc("web", 1, "orbiter", "true"))
+	c := NewController(Config{}, sw, &memHistory{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err := c.resync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	sw.mu.Lock()
+	sw.removeOnWrite = true
+	sw.mu.Unlock()
+	_, err := c.Handle(context.Background(), Request{Autoscaler: AutoswarmName, Service: "web", Direction: Up})
+	if !errors.Is(err, ErrNotFound) || errors.Is(err, ErrUnavailable) || statusOf(err) != 404 {
+		t.Fatalf("err = %v (status %d), want not found (404)", err, statusOf(err))
+	}
+	if got := c.Services(); len(got) != 0 {
+		t.Errorf("the removed service is still listed: %+v", got)
+	}
+}

@@ -26,6 +26,9 @@ type fakeSwarm struct {
 	events      chan ServiceEvent
 	// errs ends the current event stream when sent to.
 	errs chan error
+	// removeOnWrite removes the service a SetReplicas call is about, as
+	// `docker service rm` between the controller's read and its write.
+	removeOnWrite bool
 }
 
 func newFakeSwarm(svcs ...Service) *fakeSwarm {
@@ -62,6 +65,9 @@ func (f *fakeSwarm) Service(_ context.Context, idOrName string) (Service, error)
 func (f *fakeSwarm) SetReplicas(_ context.Context, id string, version uint64, replicas int) error {
 	f.mu.Lock()
 	defer f.mu.Unlock()
+	if f.removeOnWrite {
+		delete(f.services, id)
+	}
 	s, ok := f.services[id]
 	if !ok {
 		return ErrNotFound
