@@ -213,11 +213,11 @@ func TestNotReady(t *testing.T) {
 		{Description: swarm.NodeDescription{Hostname: "l-node1"}, Status: swarm.NodeStatus{State: swarm.NodeStateReady}},
 		{Description: swarm.NodeDescription{Hostname: "l-node3"}, Status: swarm.NodeStatus{State: swarm.NodeStateDown, Message: "heartbeat failure"}},
 	}
-	got := notReady(plan, list, map[string]bool{"l-node1": true})
-	if want := ": node2 not in the swarm, node3 down (heartbeat failure)"; got != want {
+	got := notReady(plan, list, map[string]bool{"l-node1": true}, map[string]string{"l-node3": "active "})
+	if want := ": node2 not in the swarm, node3 down (heartbeat failure), itself active"; got != want {
 		t.Errorf("notReady = %q, want %q", got, want)
 	}
-	if got := notReady(plan[:1], list, map[string]bool{"l-node1": true}); got != "" {
+	if got := notReady(plan[:1], list, map[string]bool{"l-node1": true}, nil); got != "" {
 		t.Errorf("all ready: %q", got)
 	}
 }

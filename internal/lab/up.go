@@ -1,6 +1,7 @@
 package lab
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -357,16 +358,31 @@ func (p *plan) ensureSwarm(ctx context.Context, clients []*client.Client) error 
 			}
 		}
 		if len(ready) < len(p.nodes) {
-			return fmt.Errorf("%d of %d swarm nodes ready%s", len(ready), len(p.nodes), notReady(p.nodes, nodes, ready))
+			// What each node missing says of itself, for the error.
+			local := map[string]string{}
+			for i := range p.nodes {
+				if n := &p.nodes[i]; !ready[n.Host] {
+					ictx, cancel := context.WithTimeout(ctx, 2*time.Second)
+					info, err := clients[i].Info(ictx)
+					cancel()
+					if err != nil {
+						local[n.Host] = err.Error()
+					} else {
+						local[n.Host] = cmp.Or(string(info.Swarm.LocalNodeState)+" "+info.Swarm.Error, "?")
+					}
+				}
+			}
+			return fmt.Errorf("%d of %d swarm nodes ready%s", len(ready), len(p.nodes), notReady(p.nodes, nodes, ready, local))
 		}
 		return nil
 	}, func(err error) error { return fmt.Errorf("swarm: %w", err) })
 }
 
 // notReady names the lab's nodes not ready in the swarm's node list, with
-// the state and message the managers give each (": node3 down (heartbeat
-// failure)"), so that a lab that does not come up says which node holds it.
-func notReady(plan []nodePlan, list []swarm.Node, ready map[string]bool) string {
+// the state and message the managers give each and what the node says of
+// itself, by host name in local (": node3 down (heartbeat failure), itself
+// active"), so that a lab that does not come up says which node holds it.
+func notReady(plan []nodePlan, list []swarm.Node, ready map[string]bool, local map[string]string) string {
 	var out []string
 	for _, n := range plan {
 		if ready[n.Host] {
@@ -381,6 +397,9 @@ func notReady(plan []nodePlan, list []swarm.Node, ready map[string]bool) string 
 			if sn.Status.Message != "" {
 				state += " (" + sn.Status.Message + ")"
 			}
+		}
+		if l, ok := local[n.Host]; ok {
+			state += ", itself " + strings.TrimSpace(l)
 		}
 		out = append(out, n.Name+" "+state)
 	}
