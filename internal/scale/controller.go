@@ -267,10 +267,14 @@ type Controller struct {
 	// they outlive label changes.
 	states   map[string]*state
 	dockerOK bool
-	// gen counts the services recorded, so that a resync forgets only
-	// those recorded before it read the list: one added from its event
-	// meanwhile is not in the list, and not gone.
+	// gen counts the services recorded and removed, so that a resync
+	// forgets only those recorded before it read the list (one added from
+	// its event meanwhile is not in the list, and not gone), and a read
+	// begun before a removal does not bring the service back.
 	gen uint64
+	// gone are the removed services, by ID, with gen at their removal
+	// (at most maxGone, the oldest dropped first).
+	gone map[string]uint64
 	// metricErrs are the last error of each failing metric, by service ID
 	// and metric name, so that a lasting failure is logged once; a
 	// service's entries go with it, a metric's with its labels.
@@ -332,6 +336,7 @@ func NewController(cfg Config, s Swarm, h History, log *slog.Logger, reg prometh
 		states:   map[string]*state{},
 
 		metricErrs: map[string]map[string]string{},
+		gone:       map[string]uint64{},
 		alerts:     &alerts{log: cfg.AlertLog, ttl: cfg.AlertMemory, done: map[string]time.Time{}},
 	}
 	c.metrics = newMetrics(reg, c)
@@ -384,6 +389,7 @@ func (c *Controller) refresh(ctx context.Context, ev ServiceEvent) error {
 		c.forget(ev.ServiceID)
 		return nil
 	}
+	read := c.genNow()
 	svc, err := c.swarm.Service(ctx, ev.ServiceID)
 	if errors.Is(err, ErrNotFound) {
 		c.forget(ev.ServiceID)
@@ -393,7 +399,7 @@ func (c *Controller) refresh(ctx context.Context, ev ServiceEvent) error {
 		c.metrics.errors.WithLabelValues("docker_inspect").Inc()
 		return fmt.Errorf("inspect service %s: %w", ev.ServiceID, err)
 	}
-	c.upsert(svc)
+	c.upsert(svc, read)
 	return nil
 }
 
@@ -432,9 +438,7 @@ func (c *Controller) resyncLoop(ctx context.Context) {
 
 // resync replaces the list with what Docker holds now.
 func (c *Controller) resync(ctx context.Context) error {
-	c.mu.Lock()
-	listed := c.gen
-	c.mu.Unlock()
+	listed := c.genNow()
 	svcs, err := c.swarm.Services(ctx)
 	if err != nil {
 		return fmt.Errorf("list services: %w", err)
@@ -442,7 +446,7 @@ func (c *Controller) resync(ctx context.Context) error {
 	seen := map[string]bool{}
 	for _, s := range svcs {
 		seen[s.ID] = true
-		c.upsert(s)
+		c.upsert(s, listed)
 	}
 	c.mu.Lock()
 	for id, m := range c.services {
@@ -456,16 +460,36 @@ func (c *Controller) resync(ctx context.Context) error {
 	return nil
 }
 
-// upsert records svc when it opted in to autoscaling, and drops it when it
-// opted out. Invalid labels keep the service listed with its error, so that
-// requests get a 422 naming the label rather than a 404.
-func (c *Controller) upsert(svc Service) {
+// genNow is c.gen: taken before a read of Docker, it tells upsert what
+// happened since.
+func (c *Controller) genNow() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.gen
+}
+
+// maxGone bounds the removed services remembered: far more than are
+// removed while one read of Docker is under way.
+const maxGone = 4096
+
+// upsert records svc, read from Docker when c.gen was read, when it opted
+// in to autoscaling, and drops it when it opted out. Invalid labels keep the
+// service listed with its error, so that requests get a 422 naming the
+// label rather than a 404. A read older than what is known is ignored: the
+// service removed since the read began, or recorded at a later version.
+func (c *Controller) upsert(svc Service, read uint64) {
 	labels := c.cfg.Policies.apply(svc)
 	p, err := ParsePolicy(labels)
 	optedIn := p.Enabled || (err != nil && OptedIn(labels))
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if g, ok := c.gone[svc.ID]; ok && g > read {
+		return // removed while it was read
+	}
 	old, had := c.services[svc.ID]
+	if had && svc.Version < old.svc.Version {
+		return // a fresher read is recorded
+	}
 	if !optedIn {
 		if err != nil && mentionsSwitch(svc.Labels) {
 			c.log.Warn("bad scaling labels; service not autoscaled", "service", svc.Name, "err", err)
@@ -510,7 +534,8 @@ func (c *Controller) forget(id string) {
 	c.forgetLocked(id)
 }
 
-// forgetLocked drops a service and its state. c.mu is held.
+// forgetLocked drops a service and its state, and remembers it gone.
+// c.mu is held.
 func (c *Controller) forgetLocked(id string) {
 	if m, ok := c.services[id]; ok {
 		c.log.Info("service removed from autoscaling", "service", m.svc.Name)
@@ -518,6 +543,17 @@ func (c *Controller) forgetLocked(id string) {
 	}
 	delete(c.states, id)
 	delete(c.metricErrs, id)
+	c.gen++
+	c.gone[id] = c.gen
+	if len(c.gone) > maxGone {
+		oldest, at := "", c.gen
+		for id, g := range c.gone {
+			if g < at {
+				oldest, at = id, g
+			}
+		}
+		delete(c.gone, oldest)
+	}
 }
 
 // pruneMetricErrsLocked forgets the errors of a service's metrics that its
@@ -773,6 +809,7 @@ func (c *Controller) boundLast(service string, last LastScale, bad []BadRecord) 
 // retrying when the service changed in between. st.mu is held.
 func (c *Controller) decideLocked(ctx context.Context, source, id, name string, st *state, pl planner) (Record, error) {
 	for attempt := 0; ; attempt++ {
+		read := c.genNow()
 		svc, err := c.swarm.Service(ctx, id)
 		if errors.Is(err, ErrNotFound) {
 			c.forget(id)
@@ -782,7 +819,7 @@ func (c *Controller) decideLocked(ctx context.Context, source, id, name string, 
 			c.metrics.errors.WithLabelValues("docker_inspect").Inc()
 			return Record{}, fmt.Errorf("inspect service %s: %w: %w", name, ErrUnavailable, err)
 		}
-		c.upsert(svc)
+		c.upsert(svc, read)
 		m, _, ok := c.lookup(svc.Name)
 		if !ok {
 			return Record{}, fmt.Errorf("service %q: %w among autoscaled services (its labels no longer opt in)", name, ErrNotFound)

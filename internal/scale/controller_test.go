@@ -303,3 +303,50 @@ func TestControllerServiceRemovedWhileScaling(t *testing.T) {
 		t.Errorf("the removed service is still listed: %+v", got)
 	}
 }
+
+// TestResyncIsNoOlderThanEvents: a resync's list read before a service
+// was removed, or before its labels changed, does not bring it back or
+// put back its old policy. Before, a stale list re-added the removed
+// service and overwrote the policy its update event had just read.
+func TestResyncIsNoOlderThanEvents(t *testing.T) {
+	ctx := context.Background()
+	web := svc("web", 1, "orbiter", "true", LabelMax, "5")
+	web.Version = 10
+	sw := newFakeSwarm(web, svc("db", 1, "orbiter", "true"))
+	c := NewController(Config{}, sw, &memHistory{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err := c.resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var dbID string
+	for _, si := range c.Services() {
+		if si.Service == "db" {
+			dbID = si.ServiceID
+		}
+	}
+	sw.afterList = func() {
+		sw.mu.Lock()
+		delete(sw.services, dbID)
+		w := sw.services[web.ID]
+		w.Labels = map[string]string{"orbiter": "true", LabelMax: "9"}
+		w.Version = 11
+		sw.services[web.ID] = w
+		sw.mu.Unlock()
+		// Their events are applied while the list is on its way.
+		if err := c.refresh(ctx, ServiceEvent{ServiceID: dbID, Action: "remove"}); err != nil {
+			t.Error(err)
+		}
+		if err := c.refresh(ctx, ServiceEvent{ServiceID: web.ID, Action: "update"}); err != nil {
+			t.Error(err)
+		}
+	}
+	if err := c.resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	got := c.Services()
+	if len(got) != 1 || got[0].Service != "web" {
+		t.Fatalf("services after the stale list: %+v, want web alone (db was removed)", got)
+	}
+	if got[0].Policy.Max != 9 {
+		t.Errorf("web's max %d, want 9 from its update (the stale list had 5)", got[0].Policy.Max)
+	}
+}

@@ -29,6 +29,9 @@ type fakeSwarm struct {
 	// removeOnWrite removes the service a SetReplicas call is about, as
 	// `docker service rm` between the controller's read and its write.
 	removeOnWrite bool
+	// afterList runs once Services has read its list, before it returns
+	// it: what happens in Docker while a resync's list is on its way.
+	afterList func()
 }
 
 func newFakeSwarm(svcs ...Service) *fakeSwarm {
@@ -41,11 +44,15 @@ func newFakeSwarm(svcs ...Service) *fakeSwarm {
 
 func (f *fakeSwarm) Services(context.Context) ([]Service, error) {
 	f.mu.Lock()
-	defer f.mu.Unlock()
 	var out []Service
 	for _, s := range f.services {
 		s.Labels = maps.Clone(s.Labels)
 		out = append(out, s)
+	}
+	after := f.afterList
+	f.mu.Unlock()
+	if after != nil {
+		after()
 	}
 	return out, nil
 }
