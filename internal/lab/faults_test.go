@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -171,5 +172,29 @@ func TestHolderOfItsOwnNamespaces(t *testing.T) {
 	}
 	if pid, err := labs.PID("fake", "node1", ComponentConsul); err == nil || !strings.Contains(err.Error(), "stopped") {
 		t.Errorf("PID of consul = %d, %v; want node1 stopped", pid, err)
+	}
+}
+
+// TestKillIfStill: a VM's QEMU found before a long wait is killed after it
+// only if it is still the VM's: its PID may since be another process's.
+// Before, EnsureNode killed the PID it had found minutes earlier.
+func TestKillIfStill(t *testing.T) {
+	other := exec.Command("sleep", "60")
+	if err := other.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { other.Process.Kill(); other.Wait() })
+	pid := other.Process.Pid
+	killIfStill(pid, func() int { return 0 }, time.Second) // the VM's QEMU is gone
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Fatalf("process %d, no longer the VM's, was killed: %v", pid, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- other.Wait() }()
+	killIfStill(pid, func() int { return pid }, 5*time.Second)
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("the VM's own process was not killed")
 	}
 }

@@ -194,6 +194,14 @@ func killAll(ps []proc, timeout time.Duration) []proc {
 	return slices.DeleteFunc(ps, func(p proc) bool { return !slices.Contains(left, p.pid) })
 }
 
+// killIfStill kills pid, found a while ago, only if find still finds it:
+// the process may have ended during the wait and its PID gone to another.
+func killIfStill(pid int, find func() int, timeout time.Duration) {
+	if find() == pid {
+		killAll([]proc{{pid: pid}}, timeout)
+	}
+}
+
 // startDetached starts cmd in its own session with its output appended to
 // logPath, and reaps it in the background; it outlives a CLI that exits.
 func startDetached(cmd *exec.Cmd, logPath string) error {

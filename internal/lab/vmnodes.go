@@ -350,7 +350,7 @@ func (v *vmProvider) EnsureNode(ctx context.Context, p *plan, n *nodePlan) error
 		if err := ctx.Err(); err != nil {
 			return fmt.Errorf("node %s: %w", n.Name, err)
 		}
-		killAll([]proc{{pid: pid}}, 10*time.Second)
+		killIfStill(pid, func() int { return p.qemuPID(n) }, 10*time.Second)
 	}
 	boot, err := v.prepared(ctx)
 	if err != nil {
