@@ -50,11 +50,16 @@ func (l Labs) Down(ctx context.Context, name string, log *slog.Logger) error {
 		}
 	}
 	log.Debug("cgroups and mounts removed", "took", time.Since(start))
-	if err := deleteLinks(name); err != nil {
-		errs = append(errs, err)
-	}
-	if err := deleteFirewall(name); err != nil {
-		errs = append(errs, err)
+	if others := otherRoots(l.root(), name); len(others) > 0 {
+		// Its links and rules are those of the same-named lab there too.
+		errs = append(errs, fmt.Errorf("lab %s also runs from state root %s: the links and firewall rules of the name are left to it", name, strings.Join(others, ", ")))
+	} else {
+		if err := deleteLinks(name); err != nil {
+			errs = append(errs, err)
+		}
+		if err := deleteFirewall(name); err != nil {
+			errs = append(errs, err)
+		}
 	}
 	log.Debug("links and rules removed", "took", time.Since(start))
 	if err := os.RemoveAll(dir); err != nil && !errors.Is(err, fs.ErrNotExist) {

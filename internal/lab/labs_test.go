@@ -4,10 +4,13 @@ import (
 	"context"
 	"errors"
 	"net/netip"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestLabsRoot: every call on Labs{Root} reads the labs under that root,
@@ -81,5 +84,56 @@ func TestPrepareAvoidsOtherLabsUnderlay(t *testing.T) {
 	taken := netip.MustParsePrefix(other.UnderlaySubnet)
 	if !fresh || p.mgmt.Overlaps(taken) || p.mgmt == netip.MustParsePrefix("172.31.2.0/24") {
 		t.Errorf("lab c took management subnet %s (fresh %v); lab b holds %s (underlay) and 172.31.2.0/24", p.mgmt, fresh, taken)
+	}
+}
+
+// TestRootsOf: a lab of the same name running from another state root is
+// found by its holders' directories. Labs of one name share links and
+// firewall rules: before, a second one came up on the first one's bridges,
+// and `lab down` of either removed both's links and rules.
+func TestRootsOf(t *testing.T) {
+	dirs := []string{
+		"/var/lib/underlay/lab/demo/node1", "/var/lib/underlay/lab/demo/node2", // this root's
+		"/tmp/ci/labs/demo/node1", "/tmp/ci/labs/demo/net", // another root's demo
+		"/tmp/ci/labs/other/node1",  // another lab
+		"/srv/demo/node1/../node1/", // another root, unclean
+		"relative/demo/node1",       // not a lab's directory
+	}
+	got := rootsOf(dirs, "/var/lib/underlay/lab/", "demo")
+	if want := []string{"/tmp/ci/labs", "/srv"}; !slices.Equal(got, want) {
+		t.Errorf("rootsOf = %q, want %q", got, want)
+	}
+}
+
+// TestIntegrationPrepareRefusesANameRunningElsewhere: a new lab whose name
+// a lab of another state root runs under is refused, naming that root.
+// Holders count only when root's: it runs as root, with the integration
+// tests.
+func TestIntegrationPrepareRefusesANameRunningElsewhere(t *testing.T) {
+	if os.Getenv("UNDERLAY_INTEGRATION") != "1" {
+		t.Skip("integration test: run with UNDERLAY_INTEGRATION=1 (scripts/test.sh does)")
+	}
+	if os.Geteuid() != 0 {
+		t.Fatal("UNDERLAY_INTEGRATION=1 but not root: a holder counts only when root's")
+	}
+	other := t.TempDir()
+	dir := filepath.Join(other, "twin", "node1")
+	cmd := exec.Command("bash", "-c", "read -t 60 _", dir)
+	cmd.Args[0] = holderName
+	in, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { in.Close(); cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(10 * time.Second); len(cmdline(cmd.Process.Pid)) == 0 && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	cfg := Config{Name: "twin", Nodes: 1, NoAgent: true}.withDefaults()
+	_, _, err = prepare(t.TempDir(), cfg)
+	if err == nil || !strings.Contains(err.Error(), other) {
+		t.Fatalf("prepare = %v, want refused naming %s", err, other)
 	}
 }

@@ -194,6 +194,36 @@ func killAll(ps []proc, timeout time.Duration) []proc {
 	return slices.DeleteFunc(ps, func(p proc) bool { return !slices.Contains(left, p.pid) })
 }
 
+// otherRoots lists the state roots other than root whose lab named name
+// runs: the lab a holder serves is the parent of its directory (a node's,
+// or a VM lab's net), and that lab's parent is its root. Labs of one name
+// share link names and firewall rules, whatever their roots.
+func otherRoots(root, name string) []string {
+	var dirs []string
+	for _, p := range processes(func(args []string) bool { return args[0] == holderName && len(args) > 1 }) {
+		if statusField(p.pid, "Uid:") == 0 {
+			dirs = append(dirs, p.args[len(p.args)-1])
+		}
+	}
+	return rootsOf(dirs, root, name)
+}
+
+// rootsOf is otherRoots for the holders' directories dirs.
+func rootsOf(dirs []string, root, name string) []string {
+	var out []string
+	for _, d := range dirs {
+		d = filepath.Clean(d)
+		lab := filepath.Dir(d)
+		if filepath.Base(lab) != name || !filepath.IsAbs(d) {
+			continue
+		}
+		if r := filepath.Dir(lab); r != filepath.Clean(root) && !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // killIfStill kills pid, found a while ago, only if find still finds it:
 // the process may have ended during the wait and its PID gone to another.
 func killIfStill(pid int, find func() int, timeout time.Duration) {

@@ -113,6 +113,9 @@ func prepare(root string, cfg Config) (p *plan, fresh bool, err error) {
 	if cfg.Agents == "" {
 		cfg.Agents = AgentsProcess
 	}
+	if others := otherRoots(root, cfg.Name); len(others) > 0 {
+		return nil, false, fmt.Errorf("lab %s runs from state root %s: labs of one name share links and firewall rules; pick another --name", cfg.Name, strings.Join(others, ", "))
+	}
 	subnet, _, _ := underlay(cfg.UnderlaySubnet)
 	used, err := usedPrefixes(cfg.Name)
 	if err != nil {
