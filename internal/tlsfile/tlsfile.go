@@ -17,17 +17,22 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
 // CheckEvery is the least time between two looks at the files.
 const CheckEvery = time.Second
 
-// stamp is what tells that a file changed, cheaply: its size and
-// modification time.
+// stamp is what tells that a file changed, cheaply: its size, modification
+// time, inode and change time. A rotation by rename (certbot, a mounted
+// Kubernetes secret) may keep the size and, copied with its times, the
+// modification time; it cannot keep the inode, and no user can set ctime.
 type stamp struct {
-	size int64
-	mod  time.Time
+	size  int64
+	mod   time.Time
+	ino   uint64
+	ctime syscall.Timespec
 }
 
 // watch tells when a set of files may have changed since they were last
@@ -79,6 +84,9 @@ func (w *watch) stat() ([]stamp, error) {
 			return nil, err // the load reports it
 		}
 		stamps[i] = stamp{size: st.Size(), mod: st.ModTime()}
+		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+			stamps[i].ino, stamps[i].ctime = sys.Ino, sys.Ctim
+		}
 	}
 	return stamps, nil
 }

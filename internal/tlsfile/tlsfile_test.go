@@ -503,3 +503,40 @@ func TestResumedSessionRechecksClientCA(t *testing.T) {
 		t.Errorf("a client of a kept CA: resumed %v, %v; want resumed", resumed, err)
 	}
 }
+
+// TestWatchSeesRotationByRename: a file replaced by rename with the same
+// size and modification time (a copy that kept its times, then mv) is
+// seen as changed. Before, the stamp was size and mtime only: the old
+// certificate stayed in use.
+func TestWatchSeesRotationByRename(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "tls.crt")
+	write(t, path, []byte("first-certificate"))
+	clk := &clock{now: time.Now()}
+	w := newWatch(clk.Now, path)
+	stamps, err := w.stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.loaded = stamps
+	st, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	next := filepath.Join(dir, "tls.crt.new")
+	write(t, next, []byte("other-certificate")) // the same size
+	if err := os.Chtimes(next, st.ModTime(), st.ModTime()); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(next, path); err != nil {
+		t.Fatal(err)
+	}
+	clk.tick()
+	if _, load := w.look(); !load {
+		t.Error("a file renamed over the certificate, same size and mtime, is not seen as changed")
+	}
+	clk.tick()
+	if _, load := w.look(); !load {
+		t.Error("asked again: still to load (nothing was loaded)")
+	}
+}
