@@ -570,21 +570,36 @@ func (c *Controller) pruneMetricErrsLocked(id string, metrics []MetricSpec) {
 	}
 }
 
-// lookup finds a managed service by name (or ID).
+// lookup finds a managed service by ID, else by name (findLocked).
 func (c *Controller) lookup(name string) (*managed, *state, bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	id, ok := c.findLocked(name)
+	if !ok {
+		return nil, nil, false
+	}
+	st := c.states[id]
+	if st == nil {
+		st = &state{}
+		c.states[id] = st
+	}
+	return c.services[id], st, true
+}
+
+// findLocked finds a managed service by ID, else by name, as Docker
+// resolves them: a service named like another's ID (a name anyone who may
+// create services chooses) never takes the requests made by that ID.
+// c.mu is held.
+func (c *Controller) findLocked(name string) (string, bool) {
+	if _, ok := c.services[name]; ok {
+		return name, true
+	}
 	for id, m := range c.services {
-		if m.svc.Name == name || id == name {
-			st := c.states[id]
-			if st == nil {
-				st = &state{}
-				c.states[id] = st
-			}
-			return m, st, true
+		if m.svc.Name == name {
+			return id, true
 		}
 	}
-	return nil, nil, false
+	return "", false
 }
 
 // errUnmanaged is the error for a service control does not manage.
@@ -596,12 +611,8 @@ func errUnmanaged(name string) error {
 func (c *Controller) manages(name string) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for id, m := range c.services {
-		if m.svc.Name == name || id == name {
-			return true
-		}
-	}
-	return false
+	_, ok := c.findLocked(name)
+	return ok
 }
 
 // Handle decides on one request and applies the decision. A policy refusal

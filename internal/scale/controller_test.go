@@ -350,3 +350,24 @@ func TestResyncIsNoOlderThanEvents(t *testing.T) {
 		t.Errorf("web's max %d, want 9 from its update (the stale list had 5)", got[0].Policy.Max)
 	}
 }
+
+// TestLookupPrefersTheID: a service named like another's ID does not take
+// the requests made by that ID. Before, which of the two answered was the
+// map's order: either could be scaled.
+func TestLookupPrefersTheID(t *testing.T) {
+	web := Service{ID: "k3x9d2mq7wz1", Name: "web", Labels: map[string]string{"orbiter": "true"}, Replicas: 1, Version: 1}
+	impostor := Service{ID: "p0a8c5rz6vy4", Name: "k3x9d2mq7wz1", Labels: map[string]string{"orbiter": "true"}, Replicas: 1, Version: 1}
+	c := NewController(Config{}, newFakeSwarm(web, impostor), &memHistory{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err := c.resync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for range 50 {
+		m, _, ok := c.lookup(web.ID)
+		if !ok || m.svc.ID != web.ID {
+			t.Fatalf("lookup(%q) found %+v, want web (the ID)", web.ID, m)
+		}
+	}
+	if m, _, ok := c.lookup("web"); !ok || m.svc.ID != web.ID {
+		t.Errorf("lookup by name: %+v", m)
+	}
+}
