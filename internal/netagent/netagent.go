@@ -179,6 +179,12 @@ func (r *Reconciler) realise(ctx context.Context, s netspec.Spec) error {
 		r.report(ctx, s.Name, netspec.NodeState{State: netspec.StateError, Parent: s.Parent, Error: err.Error()})
 		return err
 	}
+	if last, ok := r.reported[s.Name]; !ok || last.State != netspec.StateReady {
+		// This node's part is ready now: reported before the swarm network
+		// is made, so that whoever sees the network sees every node's part,
+		// the leader's too. Once ready, only changes are written.
+		r.report(ctx, s.Name, ns)
+	}
 	err = r.maybeCreateSwarmNetwork(ctx, s)
 	if err != nil {
 		ns.Error = "swarm network not created: " + err.Error()

@@ -307,3 +307,38 @@ func TestSyncSwarmNetworkFailureIsStable(t *testing.T) {
 		t.Errorf("web reported %+v, want ready, with the swarm network's failure", states)
 	}
 }
+
+// reportingLeader is the leader's swarm; creating the swarm network
+// records the reports in the store at that moment.
+type reportingLeader struct {
+	leaderSwarm
+	st        *netspec.Store
+	atCreate  []netspec.NodeState
+	createErr error
+}
+
+func (s *reportingLeader) CreateSwarmNetwork(ctx context.Context, sp netspec.Spec) error {
+	s.atCreate, s.createErr = s.st.NodeStates(ctx, sp.Name)
+	return s.leaderSwarm.CreateSwarmNetwork(ctx, sp)
+}
+
+// TestLeaderReportsBeforeTheSwarmNetwork: when the leader makes the swarm
+// network, its own ready report is already in the store. Before, it wrote
+// it after: `network create` returned once the swarm network existed, and
+// an `inspect` (or the cluster-IPAM lab test) then found the leader's part
+// missing.
+func TestLeaderReportsBeforeTheSwarmNetwork(t *testing.T) {
+	ctx := context.Background()
+	st := storeWithWeb(t)
+	sw := &reportingLeader{st: st}
+	r := reconcilerOf(st, &fakeHost{}, sw, func(string, string) error { return nil })
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(sw.created, []string{"web"}) {
+		t.Fatalf("swarm networks created %v, want [web]", sw.created)
+	}
+	if sw.createErr != nil || len(sw.atCreate) != 1 || sw.atCreate[0].State != netspec.StateReady || sw.atCreate[0].ID != "id1" {
+		t.Errorf("reports when the swarm network was created: %+v, %v; want the leader's, ready", sw.atCreate, sw.createErr)
+	}
+}
