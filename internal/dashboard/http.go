@@ -350,23 +350,28 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	tick := time.NewTicker(s.cfg.KeepAlive)
 	defer tick.Stop()
 	for {
+		var f []byte
 		select {
 		case <-r.Context().Done():
 			return
 		case <-tick.C:
 			b, _ := json.Marshal(ping{Time: s.cfg.Now().UTC(), Version: s.currentVersion(), Instance: s.instance})
-			if _, err := out.Write(sseFrame("ping", "", b)); err != nil {
-				return
-			}
-			flush()
-		case f, ok := <-sub.c:
+			f = sseFrame("ping", "", b)
+		case next, ok := <-sub.c:
 			if !ok {
 				return // fell behind: the page reconnects
 			}
-			if _, err := out.Write(f); err != nil {
-				return
-			}
-			flush()
+			f = next
 		}
+		// The stream's token is checked again before each frame: a token
+		// revoked, or a session ended, since it opened ends it, as it
+		// refuses its next request.
+		if !s.mayRead(r) {
+			return
+		}
+		if _, err := out.Write(f); err != nil {
+			return
+		}
+		flush()
 	}
 }

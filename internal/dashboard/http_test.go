@@ -753,3 +753,59 @@ func TestSessionCookieHoldsNoToken(t *testing.T) {
 		t.Errorf("scale with a session cookie past its time: %d, want 401", resp.StatusCode)
 	}
 }
+
+// TestStreamEndsWithItsToken: with --auth-reads, the event stream carries
+// every snapshot for as long as it is open; a token revoked, or a session
+// past its end, must end the streams it opened, as it refuses their next
+// request, not leave them reading the cluster until the page closes.
+func TestStreamEndsWithItsToken(t *testing.T) {
+	in := cardsInput()
+	var now atomic.Int64
+	now.Store(in.Now.UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	ts := startServer(t, Config{Tokens: tokens("bearer", "cookie"), AuthReads: true, Now: clock}, in)
+	c := ts.client(t)
+	if resp, body := ts.post(t, c, "/ui/login", `{"token":"cookie"}`, nil); resp.StatusCode != 200 {
+		t.Fatalf("login: %d %s", resp.StatusCode, body)
+	}
+	open := func(c *http.Client, hdr map[string]string) <-chan error {
+		req, _ := http.NewRequest(http.MethodGet, ts.http.URL+"/v1/cluster/events", nil)
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { resp.Body.Close() })
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET /v1/cluster/events: %d", resp.StatusCode)
+		}
+		r := bufio.NewReader(resp.Body)
+		if name, _ := readEvent(t, r); name != "snapshot" {
+			t.Fatalf("first event %s, want the snapshot", name)
+		}
+		ended := make(chan error, 1)
+		go func() {
+			_, err := io.Copy(io.Discard, r)
+			ended <- err
+		}()
+		return ended
+	}
+	wantEnd := func(ended <-chan error, what string) {
+		t.Helper()
+		select {
+		case <-ended:
+		case <-time.After(5 * time.Second):
+			t.Errorf("the event stream still open 5s after %s", what)
+		}
+	}
+
+	byBearer := open(http.DefaultClient, map[string]string{"Authorization": "Bearer bearer"})
+	ts.cfg.Tokens.(*tokenSet).revoke("bearer")
+	wantEnd(byBearer, "its bearer token was revoked")
+
+	bySession := open(c, nil)
+	now.Add(int64(sessionTTL + time.Minute))
+	wantEnd(bySession, "its session ended")
+}
