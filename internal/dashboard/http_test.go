@@ -809,3 +809,41 @@ func TestStreamEndsWithItsToken(t *testing.T) {
 	now.Add(int64(sessionTTL + time.Minute))
 	wantEnd(bySession, "its session ended")
 }
+
+// TestReadsOfAnUnchangedClusterRebuildOnce: a read of a snapshot older than
+// Refresh rebuilds it first; a rebuild that finds nothing changed keeps
+// the snapshot, and its time, as they were. That time must not count as
+// the snapshot's age, or every read of a quiet cluster — a script polling
+// /v1/cluster, open to anyone without --auth-reads — reads every source
+// again and waits for it.
+func TestReadsOfAnUnchangedClusterRebuildOnce(t *testing.T) {
+	in := cardsInput()
+	var now atomic.Int64
+	now.Store(in.Now.UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	ts := startServer(t, Config{Refresh: time.Minute, IdleRefresh: time.Hour, Now: clock}, in)
+	c := ts.client(t)
+	read := func() Snapshot {
+		t.Helper()
+		resp, body := ts.get(t, c, "/v1/cluster", nil)
+		var snap Snapshot
+		if err := json.Unmarshal([]byte(body), &snap); resp.StatusCode != 200 || err != nil {
+			t.Fatalf("GET /v1/cluster: %d %s", resp.StatusCode, body)
+		}
+		return snap
+	}
+	// Past every grace period of the cards: what is built from here on
+	// no longer changes with the time.
+	now.Add(int64(time.Hour))
+	settled := read()
+	now.Add(int64(time.Hour))
+	before := ts.refreshes.Load()
+	for range 3 {
+		if snap := read(); snap.Version != settled.Version {
+			t.Fatalf("snapshot version %d, then %d: the cluster did not settle", settled.Version, snap.Version)
+		}
+	}
+	if n := ts.refreshes.Load() - before; n != 1 {
+		t.Errorf("3 reads of an unchanged cluster at one time made %d rebuilds, want 1 (the snapshot was an hour old, then just rebuilt)", n)
+	}
+}

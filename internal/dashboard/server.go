@@ -118,6 +118,9 @@ type Server struct {
 	snap    *Snapshot
 	frame   []byte
 	content []byte
+	// builtAt is when the last rebuild read the sources: snap's time, or
+	// later when nothing changed since (snap is then kept as it was).
+	builtAt time.Time
 	// body is snap's JSON, gz gzipped; made when first asked for.
 	body, gz []byte
 	version  uint64
@@ -263,7 +266,7 @@ func (s *Server) Run(ctx context.Context) error {
 // rebuild when it is older (an idle dashboard's), or when ctx ends.
 func (s *Server) fresh(ctx context.Context) {
 	s.mu.Lock()
-	stale := s.snap == nil || s.cfg.Now().Sub(s.snap.GeneratedAt) > s.cfg.Refresh
+	stale := s.snap == nil || s.cfg.Now().Sub(s.builtAt) > s.cfg.Refresh
 	s.mu.Unlock()
 	if !stale {
 		return
@@ -509,6 +512,7 @@ func (s *Server) publish(snap Snapshot) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	s.builtAt = snap.GeneratedAt
 	if bytes.Equal(content, s.content) {
 		return
 	}
