@@ -327,7 +327,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	secure(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
+	h.Set("Cache-Control", "no-store") // the snapshots, as GET /v1/cluster
 	h.Set("X-Accel-Buffering", "no")
 	h.Add("Vary", "Accept-Encoding")
 	// Snapshots are JSON repeated with small changes: gzip, flushed after

@@ -847,3 +847,23 @@ func TestReadsOfAnUnchangedClusterRebuildOnce(t *testing.T) {
 		t.Errorf("3 reads of an unchanged cluster at one time made %d rebuilds, want 1 (the snapshot was an hour old, then just rebuilt)", n)
 	}
 }
+
+// TestStreamIsNotStored: the event stream carries every snapshot, as
+// GET /v1/cluster does, behind the same token with --auth-reads; no cache
+// (the browser's, a proxy's) may keep it, as none may keep the snapshot.
+func TestStreamIsNotStored(t *testing.T) {
+	ts := startServer(t, Config{Tokens: tokens("tok"), AuthReads: true}, cardsInput())
+	req, _ := http.NewRequest(http.MethodGet, ts.http.URL+"/v1/cluster/events", nil)
+	req.Header.Set("Authorization", "Bearer tok")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	snap, _ := ts.get(t, http.DefaultClient, "/v1/cluster", map[string]string{"Authorization": "Bearer tok"})
+	for what, r := range map[string]*http.Response{"GET /v1/cluster": snap, "GET /v1/cluster/events": resp} {
+		if r.StatusCode != 200 || !strings.Contains(r.Header.Get("Cache-Control"), "no-store") {
+			t.Errorf("%s: %d, Cache-Control %q; want 200, no-store", what, r.StatusCode, r.Header.Get("Cache-Control"))
+		}
+	}
+}
