@@ -201,6 +201,9 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, s.sessionOf(nil, ""))
 		return
 	}
+	// Trimmed as tokens are read and bearer tokens taken: blanks pasted
+	// with it are not part of it.
+	body.Token = strings.TrimSpace(body.Token)
 	if !s.valid(r, body.Token) {
 		s.metrics.logins.WithLabelValues("refused").Inc()
 		s.log.Warn("dashboard login refused", "remote", r.RemoteAddr)

@@ -867,3 +867,23 @@ func TestStreamIsNotStored(t *testing.T) {
 		}
 	}
 }
+
+// TestLoginTakesTheTokenAsTheAPIDoes: tokens are read trimmed (a line of
+// the token file, of the Consul key) and the API trims a bearer token; a
+// token pasted into the login with the blank a terminal's selection adds
+// is the same token, not a wrong one counted as a guess.
+func TestLoginTakesTheTokenAsTheAPIDoes(t *testing.T) {
+	var failed atomic.Int32
+	ts := startServer(t, Config{Tokens: tokens("tok"), AuthReads: true, TokenFailed: func(*http.Request) { failed.Add(1) }}, cardsInput())
+	if resp, _ := ts.get(t, http.DefaultClient, "/v1/cluster", map[string]string{"Authorization": "Bearer tok "}); resp.StatusCode != 200 {
+		t.Fatalf("GET /v1/cluster with a bearer token and a blank: %d, want 200", resp.StatusCode)
+	}
+	c := ts.client(t)
+	resp, body := ts.post(t, c, "/ui/login", `{"token":" tok \t"}`, nil)
+	if resp.StatusCode != 200 || !sessionOf(t, body).LoggedIn || failed.Load() != 0 {
+		t.Fatalf("login with the token between blanks: %d %s, %d failed checks; want 200, logged in, none", resp.StatusCode, body, failed.Load())
+	}
+	if resp, _ := ts.get(t, c, "/v1/cluster", nil); resp.StatusCode != 200 {
+		t.Errorf("GET /v1/cluster with the session: %d, want 200", resp.StatusCode)
+	}
+}
