@@ -193,8 +193,8 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	var body struct {
 		Token string `json:"token"`
 	}
-	if err := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody)).Decode(&body); err != nil {
-		writeJSON(w, http.StatusBadRequest, errorBody{"malformed JSON body: " + err.Error()})
+	if _, code, err := readJSON(w, r, &body); err != nil {
+		writeJSON(w, code, errorBody{err.Error()})
 		return
 	}
 	if s.cfg.Tokens == nil {
@@ -225,6 +225,23 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.sessionOf(nil, ""))
 }
 
+// readJSON reads r's body, of at most maxBody bytes, into v; when it
+// cannot, the status to answer and why.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) ([]byte, int, error) {
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
+	var tooLarge *http.MaxBytesError
+	switch {
+	case errors.As(err, &tooLarge):
+		return nil, http.StatusRequestEntityTooLarge, fmt.Errorf("request body over %d bytes", maxBody)
+	case err != nil:
+		return nil, http.StatusBadRequest, fmt.Errorf("read request body: %w", err)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return nil, http.StatusBadRequest, fmt.Errorf("malformed JSON body: %w", err)
+	}
+	return b, 0, nil
+}
+
 // scale passes a scale button's request to the autoscaler's API with the
 // session's token.
 func (s *Server) scale(w http.ResponseWriter, r *http.Request) {
@@ -241,9 +258,9 @@ func (s *Server) scale(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusNotImplemented, errorBody{"no autoscaler behind this dashboard"})
 		return
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
-	if err != nil || !json.Valid(body) {
-		writeJSON(w, http.StatusBadRequest, errorBody{"malformed JSON body"})
+	body, code, err := readJSON(w, r, &json.RawMessage{})
+	if err != nil {
+		writeJSON(w, code, errorBody{err.Error()})
 		return
 	}
 	service := r.PathValue("service")

@@ -887,3 +887,31 @@ func TestLoginTakesTheTokenAsTheAPIDoes(t *testing.T) {
 		t.Errorf("GET /v1/cluster with the session: %d, want 200", resp.StatusCode)
 	}
 }
+
+// TestBadBodiesNamed: the page's bodies are a token or a direction; one
+// over maxBody is answered 413 naming the bound (as the API answers its
+// own), and one that is not JSON 400 saying where it is not.
+func TestBadBodiesNamed(t *testing.T) {
+	ts := startServer(t, Config{}, cardsInput())
+	c := ts.client(t)
+	_, body := ts.get(t, c, "/ui/session", nil)
+	csrf := map[string]string{CSRFHeader: sessionOf(t, body).CSRF}
+	huge := `{"direction":"up","pad":"` + strings.Repeat("x", maxBody) + `"}`
+	for _, tc := range []struct {
+		path, body string
+		code       int
+		want       string
+	}{
+		{"/ui/scale/hello", huge, http.StatusRequestEntityTooLarge, "4096 bytes"},
+		{"/ui/login", `{"token":"` + strings.Repeat("x", maxBody) + `"}`, http.StatusRequestEntityTooLarge, "4096 bytes"},
+		{"/ui/scale/hello", `{"direction":up}`, http.StatusBadRequest, "invalid character 'u'"},
+	} {
+		resp, got := ts.post(t, c, tc.path, tc.body, csrf)
+		if resp.StatusCode != tc.code || !strings.Contains(got, tc.want) {
+			t.Errorf("POST %s with %.30q…: %d %s; want %d naming %q", tc.path, tc.body, resp.StatusCode, got, tc.code, tc.want)
+		}
+	}
+	if _, _, n := ts.api.last(); n != 0 {
+		t.Errorf("%d bad bodies reached the scale API", n)
+	}
+}
