@@ -674,14 +674,25 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	fl.Flush()
 	tick := time.NewTicker(a.cfg.KeepAlive)
 	defer tick.Stop()
+	// With --auth-reads the token is checked again before each write: one
+	// revoked since the stream opened ends it, as it refuses the next
+	// request. (A peer's request was verified by its signature.)
+	_, peer := peerOf(r.Context())
+	recheck := a.cfg.AuthReads && a.cfg.Tokens != nil && !peer
 	for {
 		select {
 		case <-r.Context().Done():
 			return
 		case <-tick.C:
+			if recheck && CheckToken(a.cfg.Tokens, r) != nil {
+				return
+			}
 			fmt.Fprint(w, ": keep-alive\n\n")
 			fl.Flush()
 		case rec, ok := <-sub.C:
+			if recheck && CheckToken(a.cfg.Tokens, r) != nil {
+				return
+			}
 			if !ok {
 				if sub.Overflowed() {
 					fmt.Fprint(w, "event: overflow\ndata: {\"error\":\"reader fell behind; reconnect and read the history\"}\n\n")

@@ -12,6 +12,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -341,4 +342,39 @@ func TestLimitStreamsSharesTheCap(t *testing.T) {
 		t.Fatalf("after the first left: %v %v", second, err)
 	}
 	second.Body.Close()
+}
+
+// revocable is a token set whose tokens can be revoked while in use.
+type revocable struct{ revoked atomic.Bool }
+
+func (r *revocable) Valid(token string) bool { return token == testToken && !r.revoked.Load() }
+
+// TestEventStreamEndsWithItsToken: with --auth-reads, an open decision
+// stream ends once its token is revoked. Before, the token was checked
+// when the stream opened only: a revoked reader went on reading every
+// decision for as long as it kept the connection.
+func TestEventStreamEndsWithItsToken(t *testing.T) {
+	tokens := &revocable{}
+	e := newAPIEnvWith(t, Config{}, APIConfig{AuthReads: true, Tokens: tokens})
+	req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/v1/underlay/events", nil)
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /v1/underlay/events: %d", resp.StatusCode)
+	}
+	ended := make(chan error, 1)
+	go func() {
+		_, err := io.Copy(io.Discard, resp.Body)
+		ended <- err
+	}()
+	tokens.revoked.Store(true)
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("the decision stream still open 5s after its token was revoked")
+	}
 }
