@@ -102,10 +102,9 @@ func (a *Allocator) Release(ctx context.Context, p Pool, addr netip.Addr) error 
 		a.log.Warn("release of a spare address Docker never got: ignored", "pool", p.ID(), "addr", addr)
 		return nil
 	}
-	r := a.batch.do(ctx, &request{pool: p, release: addr, handed: handed}, a.commit)
-	if r.err != nil {
-		undo()
-	}
+	// The batch puts the handout back if the release fails: a caller that
+	// stops waiting leaves its release queued, and served.
+	r := a.batch.do(ctx, &request{pool: p, release: addr, handed: handed, undo: undo}, a.commit)
 	return r.err
 }
 
@@ -159,13 +158,24 @@ func (a *Allocator) waitForSpares(ctx context.Context, p Pool) error {
 
 // request is one queued request: an allocation of any address as al, or
 // with release set, the release of that address (handed: one the node
-// handed out from its spares).
+// handed out from its spares; undo, run if the release fails, hands it
+// out again).
 type request struct {
 	pool    Pool
 	al      Alloc
 	release netip.Addr
 	handed  bool
+	undo    func()
 	done    chan result
+}
+
+// answer sends a release's result, first undoing its preparation if it
+// failed.
+func (r *request) answer(res result) {
+	if res.err != nil && r.undo != nil {
+		r.undo()
+	}
+	r.done <- res
 }
 
 type result struct {
@@ -354,20 +364,20 @@ func (a *Allocator) releaseBatch(ctx context.Context, reqs []*request) {
 		for _, r := range rs {
 			switch holder, ok := refused[r.release]; {
 			case err != nil:
-				r.done <- result{err: fmt.Errorf("release %s in %s: %w", r.release, p.ID(), err)}
+				r.answer(result{err: fmt.Errorf("release %s in %s: %w", r.release, p.ID(), err)})
 			case ok && holder.Node == a.node && holder.Kind == KindShim:
 				a.log.Warn("refused to release this node's host shim address", "pool", p.ID(), "addr", r.release)
-				r.done <- result{err: fmt.Errorf("address %s in %s is this node's host shim address, never Docker's: %w; it goes when the network leaves this node",
-					r.release, p.ID(), ErrNotHeld)}
+				r.answer(result{err: fmt.Errorf("address %s in %s is this node's host shim address, never Docker's: %w; it goes when the network leaves this node",
+					r.release, p.ID(), ErrNotHeld)})
 			case ok:
 				a.log.Warn("refused to release an address this node does not hold", "pool", p.ID(), "addr", r.release, "holder", holder.Node, "kind", holder.Kind)
-				r.done <- result{err: fmt.Errorf("address %s in %s is held by node %s (%s), not this node (%s): %w; only its node, or the reclaim of a departed node, frees it",
-					r.release, p.ID(), holder.Node, holder.Kind, a.node, ErrNotHeld)}
+				r.answer(result{err: fmt.Errorf("address %s in %s is held by node %s (%s), not this node (%s): %w; only its node, or the reclaim of a departed node, frees it",
+					r.release, p.ID(), holder.Node, holder.Kind, a.node, ErrNotHeld)})
 			case slices.Contains(unhanded, r.release):
 				a.log.Warn("release of a spare address Docker never got: ignored", "pool", p.ID(), "addr", r.release)
-				r.done <- result{}
+				r.answer(result{})
 			default:
-				r.done <- result{}
+				r.answer(result{})
 			}
 		}
 	}

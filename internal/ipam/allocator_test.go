@@ -743,3 +743,88 @@ func TestNodesClaimApart(t *testing.T) {
 	}
 	t.Logf("%d shims: %d block writes, %d lost, %d blocks", n, sent, lost, len(blocks))
 }
+
+// TestCancelledReleaseServedLaterIsNotRecordedBack: a release of a handed
+// spare whose caller gives up while another request's write holds the
+// batch is still served once that write ends; the spare's handout must
+// not be put back, or the keeper records the freed address again as a
+// task no container holds (a leak until the sweep returns it).
+func TestCancelledReleaseServedLaterIsNotRecordedBack(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	a, _ := withSpares(t, kv, 2)
+	handed, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
+	if err != nil || !a.spares.known(pool26)[handed] {
+		t.Fatalf("Allocate = %s, %v; want one of the spares %v", handed, err, a.spares.known(pool26))
+	}
+	// Another pool's request holds the batch in its write.
+	other := Pool{Network: "other", Prefix: netip.MustParsePrefix("10.9.0.0/24"), BlockBits: 28}
+	blocked, resume := make(chan struct{}), make(chan struct{})
+	kv.Hook = func(call string, keys []string) error {
+		if call == "txn" && slices.ContainsFunc(keys, func(k string) bool { return strings.HasPrefix(k, poolPrefix(other)) }) {
+			close(blocked)
+			<-resume
+		}
+		return nil
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := a.Allocate(ctx, other, netip.Addr{}, KindTask)
+		done <- err
+	}()
+	<-blocked
+	kv.Hook = nil
+	gone, cancel := context.WithCancel(ctx)
+	cancel()
+	// Docker gave up waiting: the release is queued, not yet served.
+	if err := a.Release(gone, pool26, handed); !errors.Is(err, context.Canceled) {
+		t.Fatalf("Release with its wait over = %v, want %v", err, context.Canceled)
+	}
+	close(resume)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	// The batch served the queued release too: handed is free in Consul.
+	if all, _ := Allocations(ctx, kv, pool26); all[handed].Node != "" {
+		t.Fatalf("%s after the release was served: %+v, want free", handed, all[handed])
+	}
+	if _, err := a.spares.syncAll(ctx, true, false); err != nil {
+		t.Fatal(err)
+	}
+	all, err := Allocations(ctx, kv, pool26)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if al, ok := all[handed]; ok && !a.spares.mine(al) {
+		t.Errorf("released %s is allocated again after the spare sync as %+v, want free (or a new spare)", handed, al)
+	}
+}
+
+// TestFailedReleaseOfAHandedSpareCanBeRetried: a release of a handed spare
+// whose write fails keeps the handout, so that a retry frees the address
+// instead of being taken for a stray release.
+func TestFailedReleaseOfAHandedSpareCanBeRetried(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	a, _ := withSpares(t, kv, 2)
+	handed, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv.Hook = func(call string, _ []string) error {
+		if call == "txn" {
+			return kvtest.ErrUnreachable
+		}
+		return nil
+	}
+	if err := a.Release(ctx, pool26, handed); !errors.Is(err, kvtest.ErrUnreachable) {
+		t.Fatalf("Release with Consul out of reach = %v", err)
+	}
+	kv.Hook = nil
+	if err := a.Release(ctx, pool26, handed); err != nil {
+		t.Fatal(err)
+	}
+	if all, _ := Allocations(ctx, kv, pool26); all[handed].Node != "" {
+		t.Errorf("%s after the retried release: %+v, want free", handed, all[handed])
+	}
+}
