@@ -828,3 +828,56 @@ func TestFailedReleaseOfAHandedSpareCanBeRetried(t *testing.T) {
 		t.Errorf("%s after the retried release: %+v, want free", handed, all[handed])
 	}
 }
+
+// TestPressureFromANodeWhoseClockIsBehind: a node asks the others for
+// their spares with a note its own clock stamps. A note read as a change
+// of the key a node follows is a new ask whatever its stamp, so a node
+// whose clock is a minute behind is heard; only a note found when the
+// watch starts is judged by its stamp, there being nothing else to judge
+// it by.
+func TestPressureFromANodeWhoseClockIsBehind(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	kv := kvtest.New()
+	now := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	clock := func(skew time.Duration) func() time.Time { return func() time.Time { return now.Add(skew) } }
+	n1 := newAllocator(kv, "n1", "g1", clock(-time.Minute), nil)
+	n2 := newAllocator(kv, "n2", "g2", clock(0), nil)
+	n3 := newAllocator(kv, "n3", "g3", clock(-2*spareHold), nil)
+	// An old ask, there before n2 watches: not heard.
+	if err := n3.spares.askForSpares(ctx, pool26); err != nil {
+		t.Fatal(err)
+	}
+	waits := make(chan struct{}, 16)
+	kv.Hook = func(call string, _ []string) error {
+		if call == "wait" {
+			waits <- struct{}{}
+		}
+		return nil
+	}
+	events := make(chan spareEvent, 4)
+	stopped := make(chan struct{})
+	go func() {
+		n2.spares.watchPressure(ctx, pool26, events)
+		close(stopped)
+	}()
+	defer func() { cancel(); <-stopped }()
+	<-waits // the first read, of n3's old ask
+	<-waits // then following the key
+	select {
+	case ev := <-events:
+		t.Fatalf("n3's ask from before the watch, stamped %s before, heard: %+v", 2*spareHold, ev)
+	default:
+	}
+	if err := n1.spares.askForSpares(ctx, pool26); err != nil {
+		t.Fatal(err)
+	}
+	<-waits // n1's ask read, and the key followed again
+	select {
+	case ev := <-events:
+		if ev.pool != pool26.ID() || ev.check {
+			t.Errorf("event %+v, want an ask for %s's spares", ev, pool26.ID())
+		}
+	default:
+		t.Errorf("n1's ask, stamped by a clock a minute behind n2's, not heard by n2")
+	}
+}

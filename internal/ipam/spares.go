@@ -553,6 +553,11 @@ func (k *keeper) watchPressure(ctx context.Context, p Pool, out chan<- spareEven
 			continue
 		}
 		delays.Reset()
+		// A note read as a change of the key followed is a new ask,
+		// whatever its stamp: another node's clock wrote it. One read
+		// first, or after the key could not be read, may be old, and only
+		// its stamp can tell.
+		followed := index != 0 && !erred
 		lost := !ok || next < index
 		if lost || erred {
 			// Only a verifying sync lifts the suspension.
@@ -573,7 +578,7 @@ func (k *keeper) watchPressure(ctx context.Context, p Pool, out chan<- spareEven
 		}
 		index = next
 		var n pressureNote
-		if json.Unmarshal(pair.Value, &n) != nil || n.Node == "" || n.Node == k.node || k.now().Sub(n.At) > spareHold {
+		if json.Unmarshal(pair.Value, &n) != nil || n.Node == "" || n.Node == k.node || (!followed && k.now().Sub(n.At) > spareHold) {
 			continue
 		}
 		if !send(spareEvent{pool: p.ID()}) {
