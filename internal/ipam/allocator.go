@@ -92,10 +92,13 @@ func (a *Allocator) Allocate(ctx context.Context, p Pool, want netip.Addr, kind 
 // Release frees addr if this node holds it; releasing a free address
 // succeeds. An address another node holds is never freed here (an error
 // says whose it is): that is its own node's, or the departed-node
-// reclaim's, to do. A block is given back when its last address goes.
+// reclaim's, to do. An address p never hands out (another family's,
+// outside its range) is refused: answered as released, it would stay
+// allocated wherever it is. A block is given back when its last address
+// goes.
 func (a *Allocator) Release(ctx context.Context, p Pool, addr netip.Addr) error {
-	if !p.Prefix.Contains(addr) {
-		return nil // never allocated here
+	if !p.allocRange().Contains(addr) {
+		return fmt.Errorf("address %s is not in pool %s (%s): nothing released", addr, p.ID(), p.allocRange())
 	}
 	stray, handed, undo := a.spares.releasing(p, addr)
 	if stray {

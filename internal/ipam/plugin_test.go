@@ -489,3 +489,33 @@ func TestPluginRequestsReadNoSpecs(t *testing.T) {
 		t.Errorf("%d listings of the specs for 5 requests and releases, want none", lists)
 	}
 }
+
+// TestReleaseOfAnAddressOfAnotherPool: a release names the pool it frees
+// in; an address that pool never hands out (another family's, outside
+// its range) is refused, naming both, instead of answered as released
+// while it stays allocated where it is.
+func TestReleaseOfAnAddressOfAnotherPool(t *testing.T) {
+	kv := kvtest.New()
+	_, call := pluginFor(t, kv, "n1")
+	_, out := call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4"})
+	v4 := netip.MustParsePrefix(out["Address"].(string)).Addr()
+	_, out = call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v6"})
+	v6 := netip.MustParsePrefix(out["Address"].(string)).Addr()
+	for _, c := range []struct{ pool, addr string }{
+		{"lan/v6", v4.String()}, {"lan/v4", v6.String()}, {"lan/v4", "10.90.0.5"}, {"lan/v4", "10.91.0.200"},
+	} {
+		code, out := call("IpamDriver.ReleaseAddress", map[string]any{"PoolID": c.pool, "Address": c.addr})
+		msg, _ := out["Err"].(string)
+		if code != 500 || !strings.Contains(msg, c.addr) || !strings.Contains(msg, c.pool) {
+			t.Errorf("releasing %s in %s: %d %v, want refused naming both", c.addr, c.pool, code, out)
+		}
+	}
+	for _, c := range []struct {
+		pool Pool
+		addr netip.Addr
+	}{{PoolOf4(lanSpec), v4}, {func() Pool { p, _ := PoolOf(lanSpec, true); return p }(), v6}} {
+		if all, _ := Allocations(context.Background(), kv, c.pool); all[c.addr].Node != "n1" {
+			t.Errorf("%s after the releases in other pools: %+v, want still n1's", c.addr, all[c.addr])
+		}
+	}
+}
