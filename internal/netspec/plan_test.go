@@ -202,6 +202,37 @@ func TestBlocksDisjoint(t *testing.T) {
 	}
 }
 
+// TestBlocksOfAHugeRange: agents list a network's ranges at every sync
+// (Lease), so the list is bounded whatever the range; and each range's
+// node gets an IPv6 /80 of its own, by a 16-bit index.
+func TestBlocksOfAHugeRange(t *testing.T) {
+	s := Spec{
+		Name: "big", Subnet: netip.MustParsePrefix("10.0.0.0/12"), Gateway: netip.MustParseAddr("10.0.0.1"),
+		Parent: "eth0", IPAM: PerNode, PerNodeSize: 4, IPv6Subnet: netip.MustParsePrefix("fd00::/64"),
+	}
+	if err := Validate(s, nil); err != nil {
+		t.Fatalf("Validate() = %v", err)
+	}
+	blocks := Blocks(s)
+	if len(blocks) > MaxBlocks {
+		t.Errorf("Blocks(%s in ranges of %d) = %d ranges, want at most %d", s.Subnet, s.PerNodeSize, len(blocks), MaxBlocks)
+	}
+	if len(blocks) < MaxBlocks {
+		t.Errorf("Blocks(%s in ranges of %d) = %d ranges, want %d: they fit", s.Subnet, s.PerNodeSize, len(blocks), MaxBlocks)
+	}
+	seen := map[netip.Prefix]netip.Prefix{}
+	for i, b := range blocks {
+		p, err := NodePlanFor(s, "n", b, i)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if o, ok := seen[p.IPv6]; ok {
+			t.Fatalf("ranges %s and %s both get IPv6 range %s", o, b, p.IPv6)
+		}
+		seen[p.IPv6] = b
+	}
+}
+
 // TestBlocksLeaveAnAddressForContainers checks that every block Blocks
 // returns still holds an address for a container once the node's host shim
 // has taken its own (the first free one).

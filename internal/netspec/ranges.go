@@ -13,9 +13,15 @@ const reservedAuxPrefix = "underlay-"
 // address is reserved in its config-only network.
 const ShimAuxName = reservedAuxPrefix + "shim"
 
+// MaxBlocks bounds the per-node ranges of a network: IPv6Block numbers
+// them in 16 bits, and agents list them at every lease (a /8 in ranges
+// of 4 is 4 million of them). A network of more nodes has no use for more.
+const MaxBlocks = 1 << 16
+
 // Blocks splits the spec's range into per-node ranges of PerNodeSize
-// addresses, in address order. Blocks without two free addresses, one for
-// the host shim and one for a container, are left out.
+// addresses, in address order, the first MaxBlocks of them. Blocks without
+// two free addresses, one for the host shim and one for a container, are
+// left out.
 func Blocks(s Spec) []netip.Prefix {
 	rng := s.Range().Masked()
 	size := s.PerNodeSize
@@ -30,7 +36,7 @@ func Blocks(s Spec) []netip.Prefix {
 	reserved := s.reserved()
 	var out []netip.Prefix
 	start := addrToUint(rng.Addr())
-	for i := range count {
+	for i := 0; i < count && len(out) < MaxBlocks; i++ {
 		b := netip.PrefixFrom(uintToAddr(start+uint32(i*size)), blockBits)
 		if freeCount(b, reserved, 2) >= 2 {
 			out = append(out, b)
