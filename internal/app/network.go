@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net/netip"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -68,15 +69,32 @@ func (sf *specFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&sf.subnet, "subnet", "", "IPv4 subnet of the existing network, CIDR (required)")
 	fl.StringVar(&sf.gateway, "gateway", "", "the network's router (required)")
 	fl.StringVar(&sf.parent, "parent", "", "host interface carrying the network on every node (required); a VLAN sub-interface such as bond0.40 is made where missing")
-	fl.IntVar(&sf.vlan, "vlan", 0, "VLAN id: the parent is VLAN N on --parent (--parent bond0 --vlan 40 is bond0.40)")
+	fl.Var((*decimalInt)(&sf.vlan), "vlan", "VLAN id: the parent is VLAN N on --parent (--parent bond0 --vlan 40 is bond0.40)")
 	fl.StringVar(&sf.driver, "driver", netspec.Macvlan, "macvlan or ipvlan")
 	fl.StringVar(&sf.ipvlanMode, "ipvlan-mode", "", "ipvlan mode: l2 (default) or l3 (the router must route each node's range to that node; per-node IPAM only)")
 	fl.StringVar(&sf.ipRange, "ip-range", "", "part of the subnet containers may use (default: all of it)")
 	fl.StringArrayVar(&sf.aux, "aux-address", nil, "NAME=IP never given to a container (repeatable)")
 	fl.StringVar(&sf.ipam, "ipam", string(netspec.PerNode), "per-node (a range leased per node) or cluster (one pool for the swarm, served by underlay's IPAM driver)")
-	fl.IntVar(&sf.perNodeSize, "per-node-size", netspec.DefaultPerNodeSize, "addresses per node range (per-node IPAM), a power of two")
+	sf.perNodeSize = netspec.DefaultPerNodeSize
+	fl.Var((*decimalInt)(&sf.perNodeSize), "per-node-size", "addresses per node range (per-node IPAM), a power of two")
 	fl.StringVar(&sf.ipv6Subnet, "ipv6-subnet", "", "IPv6 subnet, /48 to /64; each node gets a /80")
 }
+
+// decimalInt is an int flag read in decimal: pflag's own reads Go
+// syntax, so --vlan 040 was VLAN 32 (octal) and --vlan 0x28 VLAN 40.
+type decimalInt int
+
+func (d *decimalInt) Set(v string) error {
+	n, err := strconv.Atoi(v)
+	if err != nil {
+		return errors.New("want a decimal number")
+	}
+	*d = decimalInt(n)
+	return nil
+}
+
+func (d *decimalInt) String() string { return strconv.Itoa(int(*d)) }
+func (d *decimalInt) Type() string   { return "int" }
 
 // spec parses the flags; every bad value is named in the error.
 func (sf *specFlags) spec(name string) (netspec.Spec, error) {

@@ -51,3 +51,37 @@ func TestNetworkBadFlags(t *testing.T) {
 		})
 	}
 }
+
+// TestNetworkNumbersAreDecimal: numbers are read as written. pflag reads
+// ints in Go syntax, so --vlan 040 was VLAN 32 (octal) and --vlan 0x28
+// VLAN 40.
+func TestNetworkNumbersAreDecimal(t *testing.T) {
+	plan := []string{"network", "plan", "web", "--subnet", "10.0.0.0/24", "--gateway", "10.0.0.1", "--parent", "eth0", "--nodes", "a"}
+	tests := []struct {
+		name     string
+		args     []string
+		wantOut  string // in the plan printed
+		wantErr  string // refused, naming it
+		notInOut string
+	}{
+		{"vlan with a leading zero", append(plan, "--vlan", "040"), "ip link add link eth0 name eth0.40 type vlan id 40", "", "eth0.32"},
+		{"vlan in hex", append(plan, "--vlan", "0x28"), "", `"0x28"`, ""},
+		{"vlan in octal notation", append(plan, "--vlan", "0o50"), "", `"0o50"`, ""},
+		{"per-node size with a leading zero", append(plan, "--per-node-size", "016"), "16 addresses per node", "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := Run(context.Background(), tt.args, IOStreams{Out: &out, ErrOut: &errOut})
+			if tt.wantErr != "" {
+				if code == 0 || !strings.Contains(errOut.String(), tt.wantErr) {
+					t.Errorf("exit %d, stdout %.200q, stderr %q; want failure naming %s", code, out.String(), errOut.String(), tt.wantErr)
+				}
+				return
+			}
+			if code != 0 || !strings.Contains(out.String(), tt.wantOut) || tt.notInOut != "" && strings.Contains(out.String(), tt.notInOut) {
+				t.Errorf("exit %d, stderr %q, stdout:\n%s\nwant a plan with %q", code, errOut.String(), out.String(), tt.wantOut)
+			}
+		})
+	}
+}
