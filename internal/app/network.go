@@ -108,7 +108,11 @@ func (sf *specFlags) spec(name string) (netspec.Spec, error) {
 		// Stored and listed, it would mean nothing: one pool serves every node.
 		errs = append(errs, fmt.Errorf("--per-node-size %d with --ipam cluster: cluster IPAM has no per-node ranges, every node draws from one pool (drop --per-node-size)", sf.perNodeSize))
 	}
-	if p, err := netspec.WithVLAN(sf.parent, sf.vlan); err != nil {
+	if sf.vlan == 0 && sf.fs != nil && sf.fs.Changed("vlan") {
+		// WithVLAN takes 0 for no VLAN: given, it would make the network
+		// on the untagged parent.
+		errs = append(errs, errors.New("--vlan 0: want 1 to 4094 (leave --vlan out for the untagged parent)"))
+	} else if p, err := netspec.WithVLAN(sf.parent, sf.vlan); err != nil {
 		errs = append(errs, err)
 	} else {
 		s.Parent = p
