@@ -127,6 +127,12 @@ func Validate(s Spec, existing []Spec) error {
 		}
 		if o.Parent == s.Parent {
 			bad("parent %s already carries network %q: Docker allows one macvlan or ipvlan network per parent interface", s.Parent, o.Name)
+		} else if lower, vid, ok := VLANParent(s.Parent); ok {
+			// bond0.40 and bond0.040 are one VLAN: the kernel makes one
+			// link of a VLAN per device, so no node could make the other.
+			if ol, ov, ook := VLANParent(o.Parent); ook && ol == lower && ov == vid {
+				bad("parent %s is VLAN %d on %s, as network %q's parent %s is: a device carries one link per VLAN, and Docker one network per parent", s.Parent, vid, lower, o.Name, o.Parent)
+			}
 		}
 		// Shim names are a 32-bit hash of the network's name: two networks
 		// with one name would replace each other's shim at every sync, and

@@ -214,6 +214,11 @@ func TestValidate(t *testing.T) {
 		{name: "same parent", edit: func(*Spec) {},
 			existing: []Spec{func() Spec { o := other(); o.Parent = "eth0"; return o }()},
 			want:     []string{`parent eth0 already carries network "other"`}},
+		// Both VLAN 40 on eth0: the kernel makes one such link per
+		// device, so every node failed to make the second.
+		{name: "same VLAN spelt otherwise", edit: func(s *Spec) { s.Parent = "eth0.040" },
+			existing: []Spec{func() Spec { o := other(); o.Parent = "eth0.40"; return o }()},
+			want:     []string{`parent eth0.040 is VLAN 40 on eth0, as network "other"'s parent eth0.40 is`}},
 		// net162789 and net379192 hash alike (FNV-32a): both would have
 		// host shim ul-f8d0434b, each replacing the other's.
 		{name: "same shim link name", edit: func(s *Spec) { s.Name = "net162789" },
