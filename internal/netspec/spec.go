@@ -119,6 +119,15 @@ func Validate(s Spec, existing []Spec) error {
 			bad("network %q already exists", s.Name)
 			continue
 		}
+		// Docker would hold two networks of one name: looking either up
+		// by name fails as ambiguous, which stops the agents' sync and
+		// removal of the other network.
+		if s.Name == ConfigNetworkName(o.Name) {
+			bad("network name %q is the name of network %q's config-only network: choose another name", s.Name, o.Name)
+		}
+		if o.Name == ConfigNetworkName(s.Name) {
+			bad("network %q's config-only network would be named %s, as network %q is: choose another name", s.Name, o.Name, o.Name)
+		}
 		if o.Subnet.Overlaps(s.Subnet) {
 			bad("subnet %s overlaps network %q (%s)", s.Subnet, o.Name, o.Subnet)
 		}

@@ -219,6 +219,15 @@ func TestValidate(t *testing.T) {
 		{name: "same VLAN spelt otherwise", edit: func(s *Spec) { s.Parent = "eth0.040" },
 			existing: []Spec{func() Spec { o := other(); o.Parent = "eth0.40"; return o }()},
 			want:     []string{`parent eth0.040 is VLAN 40 on eth0, as network "other"'s parent eth0.40 is`}},
+		// Docker then has two networks of one name on every manager:
+		// looking up either by name fails as ambiguous, which stops
+		// the other network's sync and removal.
+		{name: "name of an existing network's config-only network", edit: func(s *Spec) { s.Name = "other-config" },
+			existing: []Spec{other()},
+			want:     []string{`network name "other-config" is the name of network "other"'s config-only network`}},
+		{name: "config-only network named as an existing network", edit: func(*Spec) {},
+			existing: []Spec{func() Spec { o := other(); o.Name = "lan-config"; return o }()},
+			want:     []string{`network "lan"'s config-only network would be named lan-config, as network "lan-config" is`}},
 		// net162789 and net379192 hash alike (FNV-32a): both would have
 		// host shim ul-f8d0434b, each replacing the other's.
 		{name: "same shim link name", edit: func(s *Spec) { s.Name = "net162789" },
