@@ -92,6 +92,9 @@ func checkAccepted(t *testing.T, s Spec) {
 	reserved := s.reserved()
 	if s.IPAM == PerNode {
 		blocks := Blocks(s)
+		if len(blocks) == 0 {
+			t.Fatalf("per-node network passed with no range a node can take in %s", s.Range())
+		}
 		for i, b := range blocks {
 			if b != b.Masked() || b.Bits() < s.Range().Bits() || !s.Range().Contains(b.Addr()) || !s.Subnet.Contains(b.Addr()) {
 				t.Fatalf("range %s not a block inside %s", b, s.Range())

@@ -211,6 +211,11 @@ func checkPerNodeSize(s Spec, bad func(string, ...any)) {
 		bad("per-node size %d: want a power of two, at least 4", n)
 	case n > total:
 		bad("per-node size %d is larger than the range %s (%d addresses): not even one node fits", n, rng, total)
+	case total/n <= len(s.reserved()) && len(Blocks(s)) == 0:
+		// (With more ranges than reserved addresses, one holds none.)
+		// No node could lease a range: each reported "all 0 ranges … are
+		// leased".
+		bad("per-node size %d: no range of %s keeps two addresses free, one for a node's host shim and one for a container, beside the network and broadcast addresses, gateway and aux addresses", n, rng)
 	}
 }
 

@@ -77,8 +77,11 @@ func TestValidate(t *testing.T) {
 		{name: "valid per-node size 4", edit: func(s *Spec) { s.PerNodeSize = 4 }},
 		{name: "valid per-node size equal to range", edit: func(s *Spec) { s.PerNodeSize = 256 }},
 		{name: "valid per-node size equal to ip range", edit: func(s *Spec) { s.IPRange, s.PerNodeSize = p("192.168.10.64/26"), 64 }},
-		{name: "valid /30 subnet", edit: func(s *Spec) {
-			s.Subnet, s.Gateway, s.Aux, s.PerNodeSize = p("10.9.9.0/30"), a("10.9.9.1"), nil, 4
+		{name: "valid /29 subnet", edit: func(s *Spec) {
+			s.Subnet, s.Gateway, s.Aux, s.PerNodeSize = p("10.9.9.0/29"), a("10.9.9.1"), nil, 4
+		}},
+		{name: "valid /30 cluster subnet", edit: func(s *Spec) {
+			s.IPAM, s.Subnet, s.Gateway, s.Aux, s.PerNodeSize = Cluster, p("10.9.9.0/30"), a("10.9.9.1"), nil, 0
 		}},
 		{name: "valid cluster mode ignores per-node size", edit: func(s *Spec) { s.IPAM, s.PerNodeSize = Cluster, 0 }},
 		{name: "valid vlan parent", edit: func(s *Spec) { s.Parent = "eth0.100" }},
@@ -176,6 +179,17 @@ func TestValidate(t *testing.T) {
 		{name: "per-node size negative", edit: func(s *Spec) { s.PerNodeSize = -64 }, want: []string{"per-node size -64:"}},
 		{name: "per-node size larger than subnet", edit: func(s *Spec) { s.PerNodeSize = 512 },
 			want: []string{"per-node size 512 is larger than the range 192.168.10.0/24 (256 addresses)"}},
+		// Network address, gateway and broadcast leave one address of
+		// the /30: no node can take its range (a shim and a container),
+		// and each reported "all 0 ranges … are leased".
+		{name: "per-node /30 subnet", edit: func(s *Spec) {
+			s.Subnet, s.Gateway, s.Aux, s.PerNodeSize = p("10.9.9.0/30"), a("10.9.9.1"), nil, 4
+		}, want: []string{"per-node size 4: no range of 10.9.9.0/30 keeps two addresses free"}},
+		{name: "aux addresses fill every range", edit: func(s *Spec) {
+			s.IPRange, s.PerNodeSize = p("192.168.10.64/29"), 4
+			s.Aux = map[string]netip.Addr{"a": a("192.168.10.64"), "b": a("192.168.10.65"), "c": a("192.168.10.66"),
+				"d": a("192.168.10.68"), "e": a("192.168.10.69"), "f": a("192.168.10.70")}
+		}, want: []string{"per-node size 4: no range of 192.168.10.64/29 keeps two addresses free"}},
 		{name: "per-node size larger than ip range", edit: func(s *Spec) { s.IPRange, s.PerNodeSize = p("192.168.10.64/26"), 128 },
 			want: []string{"per-node size 128 is larger than the range 192.168.10.64/26 (64 addresses)"}},
 
