@@ -104,9 +104,12 @@ func (sf *specFlags) spec(name string) (netspec.Spec, error) {
 		s.Driver = "" // the default, as stored by versions without drivers
 	}
 	var errs []error
-	if sf.fs != nil && sf.fs.Changed("per-node-size") && s.IPAM == netspec.Cluster {
+	if s.IPAM == netspec.Cluster {
 		// Stored and listed, it would mean nothing: one pool serves every node.
-		errs = append(errs, fmt.Errorf("--per-node-size %d with --ipam cluster: cluster IPAM has no per-node ranges, every node draws from one pool (drop --per-node-size)", sf.perNodeSize))
+		s.PerNodeSize = 0
+		if sf.fs != nil && sf.fs.Changed("per-node-size") {
+			errs = append(errs, fmt.Errorf("--per-node-size %d with --ipam cluster: cluster IPAM has no per-node ranges, every node draws from one pool (drop --per-node-size)", sf.perNodeSize))
+		}
 	}
 	if sf.vlan == 0 && sf.fs != nil && sf.fs.Changed("vlan") {
 		// WithVLAN takes 0 for no VLAN: given, it would make the network
@@ -263,7 +266,7 @@ func newNetworkListCommand(f *networkFlags, streams IOStreams) *cobra.Command {
 				if s.Deleting {
 					state = "deleting"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\n", s.Name, driverName(s), s.Subnet, s.Gateway, s.Parent, s.IPAM, s.PerNodeSize, state)
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, driverName(s), s.Subnet, s.Gateway, s.Parent, s.IPAM, perNodeSize(s), state)
 			}
 			return tw.Flush()
 		},
@@ -297,8 +300,12 @@ func newNetworkInspectCommand(f *networkFlags, streams IOStreams) *cobra.Command
 			if f.json {
 				return writeJSON(streams.Out, map[string]any{"network": s, "nodes": states})
 			}
-			fmt.Fprintf(streams.Out, "network %s (%s): subnet %s gateway %s parent %s ipam %s (%d per node)\n",
-				s.Name, driverName(s), s.Subnet, s.Gateway, s.Parent, s.IPAM, s.PerNodeSize)
+			ipamMode := string(s.IPAM)
+			if s.IPAM != netspec.Cluster {
+				ipamMode += " (" + perNodeSize(s) + " per node)"
+			}
+			fmt.Fprintf(streams.Out, "network %s (%s): subnet %s gateway %s parent %s ipam %s\n",
+				s.Name, driverName(s), s.Subnet, s.Gateway, s.Parent, ipamMode)
 			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "NODE\tID\tSTATE\tRANGE\tPARENT\tSHIM\tERROR")
 			for _, n := range states {
@@ -420,6 +427,15 @@ func orDash[T interface{ IsValid() bool }](v T) any {
 		return "-"
 	}
 	return v
+}
+
+// perNodeSize is a network's per-node size as printed: none for cluster
+// IPAM (specs stored before it was left out hold the flag's default).
+func perNodeSize(s netspec.Spec) string {
+	if s.IPAM == netspec.Cluster {
+		return "-"
+	}
+	return strconv.Itoa(s.PerNodeSize)
 }
 
 // driverName is a network's driver as printed: "macvlan", "ipvlan l2".

@@ -5,6 +5,10 @@ import (
 	"context"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
+
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 // TestNetworkBadFlags checks that the network commands refuse bad values
@@ -85,5 +89,33 @@ func TestNetworkNumbersAreDecimal(t *testing.T) {
 				t.Errorf("exit %d, stderr %q, stdout:\n%s\nwant a plan with %q", code, errOut.String(), out.String(), tt.wantOut)
 			}
 		})
+	}
+}
+
+// TestClusterNetworkHasNoPerNodeSize: cluster IPAM has no per-node
+// ranges. The flag's default was stored in the spec all the same, and ls
+// and inspect showed it ("64 per node").
+func TestClusterNetworkHasNoPerNodeSize(t *testing.T) {
+	sf := &specFlags{}
+	cmd := &cobra.Command{Use: "create"}
+	sf.add(cmd)
+	if err := cmd.Flags().Parse([]string{"--subnet", "10.0.0.0/24", "--gateway", "10.0.0.1", "--parent", "eth0", "--ipam", "cluster"}); err != nil {
+		t.Fatal(err)
+	}
+	s, err := sf.spec("web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.PerNodeSize != 0 {
+		t.Errorf("cluster spec stored with per-node size %d, want none", s.PerNodeSize)
+	}
+	// Specs stored so before.
+	s.PerNodeSize = netspec.DefaultPerNodeSize
+	if got := perNodeSize(s); got != "-" {
+		t.Errorf("per-node size of a cluster network shown as %q, want -", got)
+	}
+	s.IPAM = netspec.PerNode
+	if got := perNodeSize(s); got != "64" {
+		t.Errorf("per-node size of a per-node network shown as %q, want 64", got)
 	}
 }
