@@ -5,7 +5,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -19,6 +21,7 @@ import (
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netagent"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/shellword"
 )
 
 // networkFlags are shared by the network commands.
@@ -252,27 +255,66 @@ func newNetworkListCommand(f *networkFlags, streams IOStreams) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			specs, err := st.Specs(cmd.Context())
+			l, err := st.ReadListing(cmd.Context())
 			if err != nil {
 				return err
 			}
-			if f.json {
-				return writeJSON(streams.Out, map[string]any{"networks": specs})
-			}
-			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NAME\tDRIVER\tSUBNET\tGATEWAY\tPARENT\tIPAM\tPER NODE\tSTATE")
-			for _, s := range specs {
-				state := "active"
-				if s.Deleting {
-					state = "deleting"
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, driverName(s), s.Subnet, s.Gateway, s.Parent, s.IPAM, perNodeSize(s), state)
-			}
-			return tw.Flush()
+			return writeNetworkList(streams, l, f.json)
 		},
 	}
 	cmd.Flags().BoolVar(&f.json, "json", false, "print JSON")
 	return cmd
+}
+
+// refusedSpec is a network spec the agents refuse, as listed.
+type refusedSpec struct {
+	Name  string `json:"name"`
+	Key   string `json:"key"`
+	Error string `json:"error"`
+}
+
+// writeNetworkList prints the networks of l: the ones the agents refuse
+// (netspec.Listing.Refused) as invalid, or unreadable, each with a warning
+// naming its problem and fix. --json lists them apart, under "refused".
+func writeNetworkList(streams IOStreams, l *netspec.Listing, asJSON bool) error {
+	refused := l.Refused()
+	var problems []refusedSpec
+	for _, name := range slices.Sorted(maps.Keys(refused)) {
+		problems = append(problems, refusedSpec{Name: name, Key: netspec.KVPrefix + name + "/spec",
+			Error: strings.ReplaceAll(refused[name].Error(), "\n", "; ")})
+	}
+	if asJSON {
+		return writeJSON(streams.Out, map[string]any{"networks": l.Specs, "refused": problems})
+	}
+	type row struct{ name, line string }
+	var rows []row
+	for _, s := range l.Specs {
+		state := "active"
+		switch {
+		case s.Deleting:
+			state = "deleting"
+		case refused[s.Name] != nil:
+			state = "invalid"
+		}
+		rows = append(rows, row{s.Name, fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, driverName(s), s.Subnet, s.Gateway, s.Parent, s.IPAM, perNodeSize(s), state)})
+	}
+	for _, b := range l.Bad {
+		rows = append(rows, row{b.Name, fmt.Sprintf("%s\t-\t-\t-\t-\t-\t-\tunreadable\n", b.Name)})
+	}
+	slices.SortFunc(rows, func(a, b row) int { return strings.Compare(a.name, b.name) })
+	tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NAME\tDRIVER\tSUBNET\tGATEWAY\tPARENT\tIPAM\tPER NODE\tSTATE")
+	for _, r := range rows {
+		fmt.Fprint(tw, r.line)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, p := range problems {
+		fmt.Fprintf(streams.ErrOut, "warning: network %s: every agent refuses it and changes nothing for it: %s; fix: underlay network rm %s, or correct %s\n",
+			p.Name, p.Error, shellword.Quote(p.Name), p.Key)
+	}
+	return nil
 }
 
 func newNetworkInspectCommand(f *networkFlags, streams IOStreams) *cobra.Command {

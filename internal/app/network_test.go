@@ -3,6 +3,11 @@ package app
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 
@@ -117,5 +122,84 @@ func TestClusterNetworkHasNoPerNodeSize(t *testing.T) {
 	s.IPAM = netspec.PerNode
 	if got := perNodeSize(s); got != "64" {
 		t.Errorf("per-node size of a per-node network shown as %q, want 64", got)
+	}
+}
+
+// fakeConsulKV serves Consul's recursive KV listing of pairs, by prefix.
+func fakeConsulKV(t *testing.T, pairs map[string]string) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		prefix, ok := strings.CutPrefix(r.URL.Path, "/v1/kv/")
+		if !ok || r.Method != http.MethodGet || !r.URL.Query().Has("recurse") {
+			http.Error(w, "not faked", http.StatusNotImplemented)
+			return
+		}
+		var out []map[string]any
+		for _, k := range slices.Sorted(maps.Keys(pairs)) {
+			if strings.HasPrefix(k, prefix) {
+				out = append(out, map[string]any{"Key": k, "Value": []byte(pairs[k]), "ModifyIndex": 7})
+			}
+		}
+		if out == nil {
+			w.WriteHeader(http.StatusNotFound)
+			return
+		}
+		w.Header().Set("X-Consul-Index", "7")
+		json.NewEncoder(w).Encode(out)
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// TestNetworkListShowsRefusedSpecs: ls shows the specs every agent
+// refuses for what they are. It left out a spec that cannot be read (to
+// which create's "already exists" refers), and listed one that fails
+// create's checks as active.
+func TestNetworkListShowsRefusedSpecs(t *testing.T) {
+	srv := fakeConsulKV(t, map[string]string{
+		"underlay/networks/good/spec":   `{"name":"good","subnet":"10.1.0.0/24","gateway":"10.1.0.1","parent":"eth0","ipam":"per-node","per_node_size":64}`,
+		"underlay/networks/bad/spec":    `{"name":"bad","subnet":"10.2.0.0/24","gateway":"10.9.0.1","parent":"eth1","ipam":"per-node","per_node_size":64}`,
+		"underlay/networks/broken/spec": `{"name":"broken","subnet":`,
+	})
+	var out, errOut bytes.Buffer
+	code := Run(context.Background(), []string{"network", "ls", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut})
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	rows := map[string]string{}
+	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n")[1:] {
+		f := strings.Fields(line)
+		rows[f[0]] = f[len(f)-1]
+	}
+	if want := map[string]string{"good": "active", "bad": "invalid", "broken": "unreadable"}; !maps.Equal(rows, want) {
+		t.Errorf("states %v, want %v; output:\n%s", rows, want, out.String())
+	}
+	for _, w := range []string{"network bad:", "gateway 10.9.0.1 is outside subnet 10.2.0.0/24", "network broken:", "underlay/networks/broken/spec", "underlay network rm broken"} {
+		if !strings.Contains(errOut.String(), w) {
+			t.Errorf("stderr %q does not name %q", errOut.String(), w)
+		}
+	}
+
+	out.Reset()
+	errOut.Reset()
+	if code := Run(context.Background(), []string{"network", "ls", "--json", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
+		t.Fatalf("--json: exit %d: %s", code, errOut.String())
+	}
+	var doc struct {
+		Networks []struct{ Name string }
+		Refused  []struct{ Name, Key, Error string }
+	}
+	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+		t.Fatalf("--json: %v: %s", err, out.String())
+	}
+	var refused []string
+	for _, r := range doc.Refused {
+		if r.Key == "" || r.Error == "" {
+			t.Errorf("--json refused %+v: want its key and error", r)
+		}
+		refused = append(refused, r.Name)
+	}
+	if want := []string{"bad", "broken"}; !slices.Equal(refused, want) || len(doc.Networks) != 2 {
+		t.Errorf("--json: %d networks, refused %v; want 2 networks (good, bad) and refused %v", len(doc.Networks), refused, want)
 	}
 }
