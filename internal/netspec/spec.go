@@ -78,6 +78,10 @@ func Validate(s Spec, existing []Spec) error {
 	switch {
 	case !parentRE.MatchString(s.Parent):
 		bad("parent %q: not an interface name (at most 15 characters)", s.Parent)
+	case s.Parent == "lo" || onLoopback(s.Parent):
+		// The kernel makes no macvlan, ipvlan or VLAN link on it: every
+		// node would fail, having set it promiscuous.
+		bad("parent %q: the loopback device carries no macvlan, ipvlan or VLAN links; give the interface (or VLAN) of the network's LAN", s.Parent)
 	case IsShimLinkName(s.Parent):
 		// Every node would refuse it: a shim's removal would take the
 		// network's endpoints with it.
@@ -151,6 +155,12 @@ func Validate(s Spec, existing []Spec) error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// onLoopback reports whether parent is a VLAN on the loopback device.
+func onLoopback(parent string) bool {
+	lower, _, ok := VLANParent(parent)
+	return ok && lower == "lo"
 }
 
 func validSubnet4(p netip.Prefix, bad func(string, ...any)) bool {

@@ -106,6 +106,11 @@ func TestValidate(t *testing.T) {
 		{name: "parent of 16 characters", edit: func(s *Spec) { s.Parent = "enp0s31f6abcdefg" }, want: []string{`parent "enp0s31f6abcdefg"`}},
 		{name: "parent named as a shim", edit: func(s *Spec) { s.Parent = ShimLinkName("other") }, want: []string{fmt.Sprintf("parent %q: named as underlay's host shims are", ShimLinkName("other"))}},
 		{name: "VLAN parent on a shim", edit: func(s *Spec) { s.Parent = "ul-0000abcd.40" }, want: []string{`parent "ul-0000abcd.40": a VLAN on ul-0000abcd`}},
+		// Every node put lo promiscuous, then failed to add the shim:
+		// the kernel makes no macvlan, ipvlan or VLAN on the loopback.
+		{name: "loopback parent", edit: func(s *Spec) { s.Parent = "lo" }, want: []string{`parent "lo": the loopback device`}},
+		{name: "VLAN on the loopback", edit: func(s *Spec) { s.Parent = "lo.40" }, want: []string{`parent "lo.40": the loopback device`}},
+		{name: "valid parent named like lo", edit: func(s *Spec) { s.Parent = "lo0" }},
 		{name: "valid parent like a shim's name", edit: func(s *Spec) { s.Parent = "ul-lan.40" }},
 		{name: "empty ipam", edit: func(s *Spec) { s.IPAM = "" }, want: []string{`ipam ""`}},
 		{name: "unknown ipam", edit: func(s *Spec) { s.IPAM = "dhcp" }, want: []string{`ipam "dhcp"`}},
