@@ -12,6 +12,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
@@ -426,12 +427,26 @@ func newNetworkPlanCommand(streams IOStreams) *cobra.Command {
 		},
 	}
 	sf.add(cmd)
-	cmd.Flags().StringSliceVar(&nodes, "nodes", nil, "node names, in order: the first gets the first range")
+	cmd.Flags().Var((*nameList)(&nodes), "nodes", "node names, in order: the first gets the first range")
 	cmd.Flags().StringVar(&manager, "manager", "", "the manager, one of --nodes, that creates the swarm network (default: the first node)")
 	return cmd
 }
 
-// checkPlanNodes checks network plan's --nodes: each node is named once
+// nameList is a flag of comma-separated names, repeatable. pflag's
+// StringSlice reads CSV: it kept only the first line of a value, dropping
+// the nodes after a newline, and took a quoted name's newline in.
+type nameList []string
+
+func (l *nameList) Set(v string) error {
+	*l = append(*l, strings.Split(v, ",")...)
+	return nil
+}
+
+func (l *nameList) String() string { return strings.Join(*l, ",") }
+func (l *nameList) Type() string   { return "strings" }
+
+// checkPlanNodes checks network plan's --nodes: each node is named once,
+// with no space or control character
 // (a node named twice would get two ranges and two config-only networks
 // of one name), and no name is empty; and --manager, when given, is one
 // of them: Docker makes the swarm network from the config-only network on
@@ -445,6 +460,10 @@ func checkPlanNodes(nodes []string, manager string) error {
 		switch {
 		case strings.TrimSpace(n) == "":
 			return fmt.Errorf("--nodes %q: node %d has no name", strings.Join(nodes, ","), i+1)
+		case strings.IndexFunc(n, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }) >= 0:
+			// Printed into the script's comments, a newline would make the
+			// rest of the name a command of the script.
+			return fmt.Errorf("--nodes %q: node %q has a space or control character, which no host name has", strings.Join(nodes, ","), n)
 		case seen[n]:
 			return fmt.Errorf("--nodes %q: node %s is named twice", strings.Join(nodes, ","), n)
 		}

@@ -36,6 +36,12 @@ func TestNetworkBadFlags(t *testing.T) {
 		// config-only networks of one name, for a node named twice.
 		{"plan empty node", append(plan, "--nodes", "a,,b"), `--nodes "a,,b": node 2 has no name`},
 		{"plan node twice", append(plan, "--nodes", "a,b,a"), `--nodes "a,b,a": node a is named twice`},
+		// Node names are printed into the script's comments: a newline
+		// in a quoted name made the rest of it a command of the script,
+		// and the nodes after an unquoted one were left out.
+		{"plan node with a newline", append(plan, "--nodes", "a,b\nc"), `--nodes "a,b\nc": node "b\nc" has a space or control character`},
+		{"plan quoted node with a newline", append(plan, "--nodes", `a,"b`+"\n"+`reboot;"`), `node "\"b\nreboot;\"" has a space or control character`},
+		{"plan node with a space", append(plan, "--nodes", "a, b"), `--nodes "a, b": node " b" has a space or control character`},
 		// The script's last step, run on the manager, makes the swarm
 		// network from the config-only network only --nodes get: Docker
 		// refuses it where that network does not exist.
