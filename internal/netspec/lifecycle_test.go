@@ -231,3 +231,29 @@ func TestCheckNameFree(t *testing.T) {
 		t.Errorf("unmanaged network of that name: %v, want an error naming it", err)
 	}
 }
+
+// TestMarkDeletingKeepsWhatCanBeRead: a spec the agents refuse as
+// unreadable for a field no underlay writes is marked deleting with what
+// can be read of it: its parent names the VLAN the agents made for it
+// (before the field was refused) and remove on rm.
+func TestMarkDeletingKeepsWhatCanBeRead(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := NewStore(kv)
+	kv.Put(ctx, specKey("web"), []byte(`{"name":"web","subnet":"10.9.0.0/24","gateway":"10.9.0.1","parent":"eth1.40","ipam":"cluster","mtu":9000}`))
+	if err := st.MarkDeleting(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	s, ok, err := st.Get(ctx, "web")
+	if err != nil || !ok || !s.Deleting || s.Parent != "eth1.40" || s.IPAM != Cluster {
+		t.Errorf("after MarkDeleting: %+v, %v, %v; want it deleting, parent eth1.40, cluster IPAM", s, ok, err)
+	}
+	// One naming another network keeps only its name.
+	kv.Put(ctx, specKey("alias"), []byte(`{"name":"other","parent":"eth2"}`))
+	if err := st.MarkDeleting(ctx, "alias"); err != nil {
+		t.Fatal(err)
+	}
+	if s, ok, err := st.Get(ctx, "alias"); err != nil || !ok || !s.Deleting || s.Parent != "" {
+		t.Errorf("alias after MarkDeleting: %+v, %v, %v; want it deleting, with nothing but its name", s, ok, err)
+	}
+}

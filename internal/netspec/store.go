@@ -1,11 +1,13 @@
 package netspec
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"net/netip"
 	"path"
@@ -253,7 +255,15 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 // decodeSpec decodes the document at network name's spec key.
 func decodeSpec(name string, raw []byte) (Spec, error) {
 	var s Spec
-	if err := json.Unmarshal(raw, &s); err != nil {
+	// A field no underlay writes (a typo by hand, or a later version's)
+	// is a constraint this one would not honour: refused, not dropped.
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(&s)
+	if err == nil && dec.Decode(new(json.RawMessage)) != io.EOF {
+		err = errors.New("data after the spec's document")
+	}
+	if err != nil {
 		return Spec{}, fmt.Errorf("%w: decode %s: %v", ErrBadSpec, specKey(name), err)
 	}
 	if s.Name != name {
@@ -448,8 +458,14 @@ func (st *Store) MarkDeleting(ctx context.Context, name string) error {
 		s, err := decodeSpec(name, p.Value)
 		if errors.Is(err, ErrBadSpec) {
 			// Taking a network apart needs only its name: what agents
-			// made for it is named after it.
+			// made for it is named after it. What else can be read (a
+			// field no underlay writes aside) helps: its parent names a
+			// VLAN the agents made.
 			s, err = Spec{Name: name}, nil
+			var loose Spec
+			if json.Unmarshal(p.Value, &loose) == nil && loose.Name == name {
+				s = loose
+			}
 		}
 		if err != nil {
 			return err

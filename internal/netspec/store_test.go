@@ -129,6 +129,27 @@ func TestReadSpecsSkipsBadDocuments(t *testing.T) {
 	}
 }
 
+// TestReadSpecsRefusesUnknownFields: a field no underlay writes (a typo
+// by hand, or a newer version's) is a constraint the agents would not
+// honour: "ip_ragne" was dropped, and containers took the whole subnet.
+func TestReadSpecsRefusesUnknownFields(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	if err := st.Create(ctx, spec("good")); err != nil {
+		t.Fatal(err)
+	}
+	kv.Put(ctx, netspec.KVPrefix+"typo/spec", []byte(`{"name":"typo","subnet":"10.63.0.0/24","gateway":"10.63.0.1","parent":"eth3",`+
+		`"ipam":"per-node","per_node_size":16,"ip_ragne":"10.63.0.128/25"}`))
+	specs, bad, err := st.ReadSpecs(ctx)
+	if err != nil || len(specs) != 1 || specs[0].Name != "good" || len(bad) != 1 || bad[0].Name != "typo" {
+		t.Fatalf("specs %v, bad %v, %v: want good, and typo apart", specs, bad, err)
+	}
+	if msg := bad[0].Err.Error(); !errors.Is(bad[0].Err, netspec.ErrBadSpec) || !strings.Contains(msg, `"ip_ragne"`) || !strings.Contains(msg, netspec.KVPrefix+"typo/spec") {
+		t.Errorf("typo refused with %q: want the key and the field", msg)
+	}
+}
+
 // TestLeasesAreKeyedByIdentity: two nodes with one name (cloned VMs) but
 // their own swarm node IDs hold two ranges.
 func TestLeasesAreKeyedByIdentity(t *testing.T) {
