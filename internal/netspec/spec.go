@@ -111,6 +111,11 @@ func Validate(s Spec, existing []Spec) error {
 			bad("ip range %s is not inside subnet %s", s.IPRange, s.Subnet)
 		}
 	}
+	if s.IPAM == Cluster && contains(s.Subnet, s.Range()) && freeCount(s.Range(), s.reserved(), 2) < 2 {
+		// Each node's host shim takes an address of the pool: with fewer
+		// than two, no node has one left for a container.
+		bad("range %s keeps fewer than two addresses free (network and broadcast addresses, gateway and aux addresses are reserved): a node's host shim takes one, its containers need more", s.Range())
+	}
 	checkAux(s, bad)
 	if s.IPAM == PerNode && s.Range().Addr().Is4() {
 		checkPerNodeSize(s, bad)

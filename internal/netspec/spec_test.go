@@ -80,8 +80,8 @@ func TestValidate(t *testing.T) {
 		{name: "valid /29 subnet", edit: func(s *Spec) {
 			s.Subnet, s.Gateway, s.Aux, s.PerNodeSize = p("10.9.9.0/29"), a("10.9.9.1"), nil, 4
 		}},
-		{name: "valid /30 cluster subnet", edit: func(s *Spec) {
-			s.IPAM, s.Subnet, s.Gateway, s.Aux, s.PerNodeSize = Cluster, p("10.9.9.0/30"), a("10.9.9.1"), nil, 0
+		{name: "valid /29 cluster subnet", edit: func(s *Spec) {
+			s.IPAM, s.Subnet, s.Gateway, s.Aux, s.PerNodeSize = Cluster, p("10.9.9.0/29"), a("10.9.9.1"), nil, 0
 		}},
 		{name: "valid cluster mode ignores per-node size", edit: func(s *Spec) { s.IPAM, s.PerNodeSize = Cluster, 0 }},
 		{name: "valid vlan parent", edit: func(s *Spec) { s.Parent = "eth0.100" }},
@@ -148,6 +148,19 @@ func TestValidate(t *testing.T) {
 			want: []string{"ip range 192.168.0.0/16 is not inside subnet 192.168.10.0/24"}},
 		{name: "unmasked ip range", edit: func(s *Spec) { s.IPRange = p("192.168.10.70/26") },
 			want: []string{"ip range 192.168.10.70/26: not a network address; did you mean 192.168.10.64/26?"}},
+		// A node's host shim takes an address of the cluster pool: with
+		// fewer than two free, no node had one for a container, and
+		// every node failed on its shim or on its first container.
+		{name: "cluster ip range of the gateway alone", edit: func(s *Spec) { s.IPAM, s.PerNodeSize, s.IPRange = Cluster, 0, p("192.168.10.1/32") },
+			want: []string{"range 192.168.10.1/32 keeps fewer than two addresses free"}},
+		{name: "cluster ip range of one free address", edit: func(s *Spec) { s.IPAM, s.PerNodeSize, s.IPRange = Cluster, 0, p("192.168.10.2/32") },
+			want: []string{"range 192.168.10.2/32 keeps fewer than two addresses free"}},
+		{name: "cluster /31 ip range of network address and gateway", edit: func(s *Spec) { s.IPAM, s.PerNodeSize, s.IPRange = Cluster, 0, p("192.168.10.0/31") },
+			want: []string{"range 192.168.10.0/31 keeps fewer than two addresses free"}},
+		{name: "cluster /30 subnet", edit: func(s *Spec) {
+			s.IPAM, s.Subnet, s.Gateway, s.Aux, s.PerNodeSize = Cluster, p("10.9.9.0/30"), a("10.9.9.1"), nil, 0
+		}, want: []string{"range 10.9.9.0/30 keeps fewer than two addresses free"}},
+		{name: "valid cluster /31 ip range", edit: func(s *Spec) { s.IPAM, s.PerNodeSize, s.IPRange = Cluster, 0, p("192.168.10.2/31") }},
 		{name: "ipv6 ip range cluster mode", edit: func(s *Spec) { s.IPAM, s.IPRange = Cluster, p("fd00::/64") },
 			want: []string{"ip range fd00::/64: want an IPv4 CIDR"}},
 		{name: "ipv6 ip range per-node mode", edit: func(s *Spec) { s.IPRange = p("fd00::/64") },
