@@ -68,7 +68,10 @@ with the command that removes it.`,
 			}
 			for _, b := range bad {
 				what := "skipped inventory"
-				if b.Pool != "" {
+				switch {
+				case b.Network != "":
+					what = "skipped the refused spec of network " + b.Network + ","
+				case b.Pool != "":
 					what = "pool " + b.Pool + " skips"
 				}
 				fmt.Fprintf(streams.ErrOut, "warning: %s %s (%s): %s; fix: %s\n", what, b.Key, b.Problem, b.Effect, b.Fix)

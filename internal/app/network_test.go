@@ -209,3 +209,24 @@ func TestNetworkListShowsRefusedSpecs(t *testing.T) {
 		t.Errorf("--json: %d networks, refused %v; want 2 networks (good, bad) and refused %v", len(doc.Networks), refused, want)
 	}
 }
+
+// TestIPsSkipsRefusedSpecs: ips listed the pool of a cluster spec every
+// agent refuses as a network's, its gateway "invalid IP".
+func TestIPsSkipsRefusedSpecs(t *testing.T) {
+	srv := fakeConsulKV(t, map[string]string{
+		"underlay/networks/good/spec": `{"name":"good","subnet":"10.1.0.0/24","gateway":"10.1.0.1","parent":"eth0","ipam":"cluster"}`,
+		"underlay/networks/x/spec":    `{"name":"x","ipam":"cluster","parent":"eth1"}`,
+	})
+	var out, errOut bytes.Buffer
+	if code := Run(context.Background(), []string{"ips", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "10.1.0.1") || strings.Contains(out.String(), "invalid IP") || strings.Contains(out.String(), " x ") {
+		t.Errorf("stdout:\n%s\nwant good's gateway, nothing of x", out.String())
+	}
+	for _, w := range []string{"network x", "underlay/networks/x/spec", "subnet: missing", "underlay network rm x"} {
+		if !strings.Contains(errOut.String(), w) {
+			t.Errorf("stderr %q does not name %q", errOut.String(), w)
+		}
+	}
+}

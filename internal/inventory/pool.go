@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"slices"
+	"strings"
 
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/shellword"
 )
 
 // States of an entry, as `underlay ips` prints them.
@@ -27,6 +30,9 @@ const (
 // BadDocument is a key `ips` skips, as `ips --json` shows it: a node's
 // inventory, or a key a cluster-IPAM pool skips (Pool set).
 type BadDocument struct {
+	// Network is set for a network spec the agents refuse, whose pool
+	// is not listed.
+	Network string `json:"network,omitempty"`
 	Pool    string `json:"pool,omitempty"`
 	Key     string `json:"key"`
 	Problem string `json:"problem"`
@@ -49,10 +55,11 @@ type PoolKV interface {
 // entries of those networks are marked in use.
 func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry) ([]Entry, []BadDocument, error) {
 	st := netspec.NewStore(kv)
-	specs, err := st.Specs(ctx)
+	l, err := st.ReadListing(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
+	specs, bad := refusedSpecs(l)
 	facts, err := st.Nodes(ctx)
 	if err != nil {
 		return nil, nil, err
@@ -67,7 +74,6 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry) ([]Entry, []BadD
 		}
 		return id
 	}
-	var bad []BadDocument
 	held := map[string]bool{}
 	for i := range inv {
 		inv[i].State = StateInUse
@@ -119,4 +125,32 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry) ([]Entry, []BadD
 		}
 	}
 	return out, bad, nil
+}
+
+// refusedSpecs parts the listing's specs: those whose pool is listed, and
+// a bad document for each spec the agents refuse that may have a pool
+// (cluster IPAM, or unreadable). Taken as a network's, such a pool would
+// be listed from what the spec says, an invalid gateway or an overlapping
+// subnet, though the IPAM plugin serves none of it.
+func refusedSpecs(l *netspec.Listing) ([]netspec.Spec, []BadDocument) {
+	refused := l.Refused()
+	ipamOf := map[string]netspec.IPAMMode{}
+	var specs []netspec.Spec
+	for _, s := range l.Specs {
+		ipamOf[s.Name] = s.IPAM
+		if refused[s.Name] == nil {
+			specs = append(specs, s)
+		}
+	}
+	var bad []BadDocument
+	for _, name := range slices.Sorted(maps.Keys(refused)) {
+		if m, read := ipamOf[name]; read && m != netspec.Cluster {
+			continue // no pool to list
+		}
+		bad = append(bad, BadDocument{Network: name, Key: netspec.KVPrefix + name + "/spec",
+			Problem: strings.ReplaceAll(refused[name].Error(), "\n", "; "),
+			Effect:  "its pool, if it has one, is not listed: every agent refuses the spec, and the IPAM plugin hands out no address of it",
+			Fix:     "underlay network rm " + shellword.Quote(name) + ", or correct the spec"})
+	}
+	return specs, bad
 }

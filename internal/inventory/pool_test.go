@@ -5,6 +5,8 @@ import (
 	"io"
 	"log/slog"
 	"net/netip"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -96,4 +98,41 @@ type startsHeld map[string][]ipam.Start
 
 func (h startsHeld) HeldAddresses(context.Context) (ipam.Local, error) {
 	return ipam.Local{Starts: h}, nil
+}
+
+// TestPoolAddressesSkipsRefusedSpecs: the pool of a spec every agent
+// refuses (written past `network create`) is not listed as a network's:
+// ips showed an "invalid IP" as its gateway. It is named apart, with
+// its problem and fix, and the other networks are listed as before.
+func TestPoolAddressesSkipsRefusedSpecs(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	s := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.9.0.0/24"), Gateway: netip.MustParseAddr("10.9.0.1"),
+		Parent: "eth1", IPAM: netspec.Cluster}
+	if err := netspec.NewStore(kv).Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	kv.Put(ctx, netspec.KVPrefix+"x/spec", []byte(`{"name":"x","ipam":"cluster","parent":"eth2"}`))
+	kv.Put(ctx, netspec.KVPrefix+"y/spec", []byte(`{"name":"y","ipam":"cluster"`))
+	out, bad, err := PoolAddresses(ctx, kv, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var nets []string
+	for _, e := range out {
+		nets = append(nets, e.Network+" "+e.IP)
+	}
+	if want := []string{"web 10.9.0.1"}; !slices.Equal(nets, want) {
+		t.Errorf("listed %q, want only %q", nets, want)
+	}
+	var skipped []string
+	for _, b := range bad {
+		skipped = append(skipped, b.Network)
+		if b.Key != netspec.KVPrefix+b.Network+"/spec" || b.Problem == "" || !strings.Contains(b.Fix, "underlay network rm "+b.Network) {
+			t.Errorf("bad document %+v: want the spec's key, its problem and the fix", b)
+		}
+	}
+	if want := []string{"x", "y"}; !slices.Equal(skipped, want) {
+		t.Errorf("skipped specs %q, want %q", skipped, want)
+	}
 }
