@@ -312,8 +312,8 @@ func writeNetworkList(streams IOStreams, l *netspec.Listing, asJSON bool) error 
 		return err
 	}
 	for _, p := range problems {
-		fmt.Fprintf(streams.ErrOut, "warning: network %s: every agent refuses it and changes nothing for it: %s; fix: underlay network rm %s, or correct %s\n",
-			p.Name, p.Error, shellword.Quote(p.Name), p.Key)
+		fmt.Fprintf(streams.ErrOut, "warning: network %s: every agent refuses it and changes nothing for it: %s; fix: %s, or correct %s\n",
+			p.Name, p.Error, netspec.RemoveFix(p.Name), shellword.Quote(p.Key))
 	}
 	return nil
 }

@@ -166,6 +166,7 @@ func TestNetworkListShowsRefusedSpecs(t *testing.T) {
 		"underlay/networks/good/spec":   `{"name":"good","subnet":"10.1.0.0/24","gateway":"10.1.0.1","parent":"eth0","ipam":"per-node","per_node_size":64}`,
 		"underlay/networks/bad/spec":    `{"name":"bad","subnet":"10.2.0.0/24","gateway":"10.9.0.1","parent":"eth1","ipam":"per-node","per_node_size":64}`,
 		"underlay/networks/broken/spec": `{"name":"broken","subnet":`,
+		"underlay/networks/my net/spec": `{"name":"my net","subnet":"10.3.0.0/24","gateway":"10.3.0.1","parent":"eth2","ipam":"per-node","per_node_size":64}`,
 	})
 	var out, errOut bytes.Buffer
 	code := Run(context.Background(), []string{"network", "ls", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut})
@@ -174,13 +175,15 @@ func TestNetworkListShowsRefusedSpecs(t *testing.T) {
 	}
 	rows := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(out.String()), "\n")[1:] {
-		f := strings.Fields(line)
+		f := strings.Fields(strings.Replace(line, "my net", "my-net", 1))
 		rows[f[0]] = f[len(f)-1]
 	}
-	if want := map[string]string{"good": "active", "bad": "invalid", "broken": "unreadable"}; !maps.Equal(rows, want) {
+	if want := map[string]string{"good": "active", "bad": "invalid", "broken": "unreadable", "my-net": "invalid"}; !maps.Equal(rows, want) {
 		t.Errorf("states %v, want %v; output:\n%s", rows, want, out.String())
 	}
-	for _, w := range []string{"network bad:", "gateway 10.9.0.1 is outside subnet 10.2.0.0/24", "network broken:", "underlay/networks/broken/spec", "underlay network rm broken"} {
+	for _, w := range []string{"network bad:", "gateway 10.9.0.1 is outside subnet 10.2.0.0/24", "network broken:", "underlay/networks/broken/spec", "underlay network rm broken",
+		// rm refuses a name that is none: its keys go with consul.
+		`network my net:`, `consul kv delete -recurse 'underlay/networks/my net/'`} {
 		if !strings.Contains(errOut.String(), w) {
 			t.Errorf("stderr %q does not name %q", errOut.String(), w)
 		}
@@ -205,8 +208,8 @@ func TestNetworkListShowsRefusedSpecs(t *testing.T) {
 		}
 		refused = append(refused, r.Name)
 	}
-	if want := []string{"bad", "broken"}; !slices.Equal(refused, want) || len(doc.Networks) != 2 {
-		t.Errorf("--json: %d networks, refused %v; want 2 networks (good, bad) and refused %v", len(doc.Networks), refused, want)
+	if want := []string{"bad", "broken", "my net"}; !slices.Equal(refused, want) || len(doc.Networks) != 3 {
+		t.Errorf("--json: %d networks, refused %v; want 3 networks (good, bad, my net) and refused %v", len(doc.Networks), refused, want)
 	}
 }
 

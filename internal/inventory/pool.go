@@ -10,7 +10,6 @@ import (
 
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netspec"
-	"github.com/underlay/underlay/internal/shellword"
 )
 
 // States of an entry, as `underlay ips` prints them.
@@ -150,7 +149,7 @@ func refusedSpecs(l *netspec.Listing) ([]netspec.Spec, []BadDocument) {
 		bad = append(bad, BadDocument{Network: name, Key: netspec.KVPrefix + name + "/spec",
 			Problem: strings.ReplaceAll(refused[name].Error(), "\n", "; "),
 			Effect:  "its pool, if it has one, is not listed: every agent refuses the spec, and the IPAM plugin hands out no address of it",
-			Fix:     "underlay network rm " + shellword.Quote(name) + ", or correct the spec"})
+			Fix:     netspec.RemoveFix(name) + ", or correct the spec"})
 	}
 	return specs, bad
 }

@@ -175,7 +175,7 @@ func (r *Reclaimer) noteRefused(specs []netspec.Spec, refused map[string]error) 
 	for _, name := range slices.Sorted(maps.Keys(now)) {
 		if last[name] != now[name] {
 			r.log().Warn("network spec refused: its pool is not swept until it is fixed", "network", name, "err", now[name],
-				"fix", "underlay network rm "+name+", or correct "+netspec.KVPrefix+name+"/spec")
+				"fix", netspec.RemoveFix(name)+", or correct "+netspec.KVPrefix+name+"/spec")
 		}
 	}
 }

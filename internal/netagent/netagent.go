@@ -335,7 +335,7 @@ func (r *Reconciler) refuse(ctx context.Context, name string, err error) {
 	msg := err.Error()
 	if r.refused[name] != msg {
 		r.log().Error("network spec refused: it fails the checks of `underlay network create`; nothing changed on this node for it",
-			"network", name, "err", err, "fix", "underlay network rm "+name+", or correct "+netspec.KVPrefix+name+"/spec")
+			"network", name, "err", err, "fix", netspec.RemoveFix(name)+", or correct "+netspec.KVPrefix+name+"/spec")
 		if r.refused == nil {
 			r.refused = map[string]string{}
 		}

@@ -235,7 +235,9 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 		if path.Base(k) != "spec" || strings.Count(strings.TrimPrefix(k, KVPrefix), "/") != 1 {
 			continue
 		}
-		name := path.Dir(strings.TrimPrefix(k, KVPrefix))
+		// As written, so that RemoveFix names its keys (path.Dir makes
+		// an empty name "/").
+		name := strings.TrimSuffix(strings.TrimPrefix(k, KVPrefix), "/spec")
 		s, err := decodeSpec(name, p.Value)
 		if err != nil {
 			l.Bad = append(l.Bad, BadSpec{Key: k, Name: name, Err: err})
@@ -250,6 +252,17 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 	}
 	st.mu.Unlock()
 	return l, nil
+}
+
+// RemoveFix is the command that removes network name, for a spec the
+// agents refuse: `underlay network rm NAME`, or, for a key whose name is
+// none (rm refuses it, since its keys are made of it), consul's deletion
+// of the network's keys.
+func RemoveFix(name string) string {
+	if nameRE.MatchString(name) {
+		return "underlay network rm " + shellword.Quote(name)
+	}
+	return shellword.Join([]string{"consul", "kv", "delete", "-recurse", KVPrefix + name + "/"})
 }
 
 // decodeSpec decodes the document at network name's spec key.

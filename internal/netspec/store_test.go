@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"strings"
 	"sync"
@@ -373,5 +374,37 @@ func TestListedIsTheNewestListing(t *testing.T) {
 	}
 	if l := st.Listed(); len(l.Specs) != 0 {
 		t.Errorf("listed %v after good's removal: the overtaken listing brought it back", l.Specs)
+	}
+}
+
+// TestRemoveFix: the fix given for a refused spec removes it. rm refuses
+// a name that is none (its keys are made of it), so the spec of a key
+// named so goes with consul, under the name as the key spells it.
+func TestRemoveFix(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	kv.Put(ctx, netspec.KVPrefix+"my net/spec", []byte(`{"name":"my net"}`))
+	kv.Put(ctx, netspec.KVPrefix+"/spec", []byte(`{}`))
+	l, err := st.ReadListing(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for name := range l.Refused() {
+		got[name] = netspec.RemoveFix(name)
+	}
+	want := map[string]string{
+		"my net": `consul kv delete -recurse 'underlay/networks/my net/'`,
+		"":       `consul kv delete -recurse underlay/networks//`,
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("fixes %q, want %q", got, want)
+	}
+	if _, err := st.Remove(ctx, nil, "my net", netspec.Removal{}); err == nil {
+		t.Error(`Remove("my net") passed; the fix would be rm`)
+	}
+	if got, want := netspec.RemoveFix("web"), "underlay network rm web"; got != want {
+		t.Errorf("fix of web: %q, want %q", got, want)
 	}
 }
