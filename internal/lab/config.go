@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 )
 
 // Defaults of a Config.
@@ -246,6 +247,9 @@ type plan struct {
 	bridgeM  string
 	bridgeU  string
 	ruleMark string
+	// secretMu serialises the making of the lab's secrets: the managers'
+	// agents start at once, and each asks for them.
+	secretMu sync.Mutex
 }
 
 // newPlan lays out a validated config on the management subnet mgmt (a

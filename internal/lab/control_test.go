@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -86,5 +87,43 @@ func TestSecretReplacesEmptyFile(t *testing.T) {
 		if left, _ := filepath.Glob(filepath.Join(p.dir(), f+"*.tmp")); len(left) > 0 {
 			t.Errorf("%s: temporary files left: %v", f, left)
 		}
+	}
+}
+
+// TestSecretMadeOnceByConcurrentCalls: the managers' agents start at once
+// and each asks for the lab's secrets: all get the same one, and none an
+// error. Before, both wrote control.tokens.tmp and renamed it: the second
+// rename failed (no such file), and lab up with two managers failed.
+func TestSecretMadeOnceByConcurrentCalls(t *testing.T) {
+	p, err := newPlan(t.TempDir(), Config{Name: "demo", Nodes: 3, Managers: 3, UnderlayBin: "/usr/bin/underlay"}.withDefaults(), netip.MustParsePrefix("172.31.4.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(p.dir(), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const n = 16
+	got := make([]string, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			got[i], errs[i] = p.secret(ControlTokensFile)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	b, _ := os.ReadFile(filepath.Join(p.dir(), ControlTokensFile))
+	for i := range n {
+		if errs[i] != nil || got[i] != strings.TrimSpace(string(b)) {
+			t.Errorf("call %d: %q, %v; want the file's secret %q", i, got[i], errs[i], b)
+		}
+	}
+	if left, _ := filepath.Glob(filepath.Join(p.dir(), "*.tmp")); len(left) > 0 {
+		t.Errorf("temporary files left: %v", left)
 	}
 }

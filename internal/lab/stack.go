@@ -119,6 +119,8 @@ func (p *plan) deployStack(ctx context.Context, clients []*client.Client, image 
 // readable by root only. A blank file (a write cut short) is no secret: it
 // is made again. The file is replaced whole, never seen half written.
 func (p *plan) secret(file string) (string, error) {
+	p.secretMu.Lock()
+	defer p.secretMu.Unlock()
 	path := filepath.Join(p.dir(), file)
 	if b, err := os.ReadFile(path); err == nil {
 		if s := strings.TrimSpace(string(b)); s != "" {
@@ -130,11 +132,21 @@ func (p *plan) secret(file string) (string, error) {
 		return "", err
 	}
 	token := hex.EncodeToString(b)
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(token+"\n"), 0o600); err != nil {
+	// A temporary file of its own: another process's lab up may be making
+	// it too (the last rename wins, whole).
+	f, err := os.CreateTemp(p.dir(), file+".*.tmp")
+	if err != nil {
 		return "", fmt.Errorf("write %s: %w", file, err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
+	tmp := f.Name()
+	_, err = f.WriteString(token + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
 		os.Remove(tmp)
 		return "", fmt.Errorf("write %s: %w", file, err)
 	}
