@@ -81,9 +81,29 @@ prepare_integration() {
   scripts/start-docker.sh
   scripts/start-consul.sh
   scripts/build.sh
+  reap_stale_test_labs
   export UNDERLAY_INTEGRATION=1
   export UNDERLAY_BIN=$UNDERLAY_ROOT/bin/underlay
   export CONSUL_HTTP_ADDR=${CONSUL_HTTP_ADDR:-127.0.0.1:8500}
+}
+
+# reap_stale_test_labs takes down the labs a killed test run left behind
+# (a test's lab is named t and 8 hex digits) whose every node is stopped:
+# their records outlive the run, and would keep their underlay subnets
+# taken, so that the same tests' labs could not come up. A lab with a node
+# still running belongs to a run going on beside this one, and stays.
+reap_stale_test_labs() {
+  local dir name
+  for dir in /var/lib/underlay/lab/t*/; do # lab.DefaultStateRoot
+    name=$(basename "$dir")
+    [[ $name =~ ^t[0-9a-f]{8}$ ]] || continue
+    if "$UNDERLAY_ROOT/bin/underlay" lab status --name "$name" --json 2>/dev/null |
+      grep -qE '"state": *"(running|degraded)"'; then
+      continue
+    fi
+    log "lab $name: left by a killed test run, no node running: taking it down"
+    "$UNDERLAY_ROOT/bin/underlay" lab down --name "$name" || log "lab $name: not taken down; its tests may fail on its subnet"
+  done
 }
 
 # underlay_version prints the version every build stamps: VERSION's release

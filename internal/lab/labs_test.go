@@ -87,6 +87,25 @@ func TestPrepareAvoidsOtherLabsUnderlay(t *testing.T) {
 	}
 }
 
+// TestPrepareRefusesAnOverlappingUnderlay: a new lab whose underlay subnet
+// overlaps a recorded lab's is refused, saying how to remove that lab: its
+// record outlives a reboot or a killed run, and before, the error left the
+// reader to find that the subnet stays taken until `lab down`.
+func TestPrepareRefusesAnOverlappingUnderlay(t *testing.T) {
+	root := t.TempDir()
+	other := Config{Name: "old", Nodes: 1, NoAgent: true, UnderlaySubnet: "10.251.0.0/16"}.withDefaults()
+	if err := writeRecord(root, &record{Config: other, Management: netip.MustParsePrefix("172.31.3.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	_, _, err := prepare(root, Config{Name: "new", Nodes: 1, NoAgent: true, UnderlaySubnet: "10.251.0.0/16"}.withDefaults())
+	if err == nil || !strings.Contains(err.Error(), "lab old's underlay subnet 10.251.0.0/16") || !strings.Contains(err.Error(), "underlay lab down --name old") {
+		t.Errorf("prepare = %v, want refused naming lab old and how to remove it", err)
+	}
+	if _, err := readRecord(root, "new"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the refused lab was recorded: %v", err)
+	}
+}
+
 // TestRootsOf: a lab of the same name running from another state root is
 // found by its holders' directories. Labs of one name share links and
 // firewall rules: before, a second one came up on the first one's bridges,

@@ -125,7 +125,9 @@ func prepare(root string, cfg Config) (p *plan, fresh bool, err error) {
 	for _, o := range others {
 		s, _, err := underlay(o.Config.withDefaults().UnderlaySubnet)
 		if err == nil && s.Overlaps(subnet) {
-			return nil, false, fmt.Errorf("--underlay-subnet %s overlaps lab %s's underlay subnet %s", subnet, o.Config.Name, s)
+			// The other lab may be long dead (its record outlives a reboot or a
+			// killed run) and keeps its subnet until it is taken down.
+			return nil, false, fmt.Errorf("--underlay-subnet %s overlaps lab %s's underlay subnet %s: pick another subnet, or remove that lab with `underlay lab down --name %s`", subnet, o.Config.Name, s, o.Config.Name)
 		}
 		used = append(used, o.Management)
 		if err == nil {
