@@ -343,22 +343,46 @@ func newNetworkInspectCommand(f *networkFlags, streams IOStreams) *cobra.Command
 			if f.json {
 				return writeJSON(streams.Out, map[string]any{"network": s, "nodes": states})
 			}
-			ipamMode := string(s.IPAM)
-			if s.IPAM != netspec.Cluster {
-				ipamMode += " (" + perNodeSize(s) + " per node)"
-			}
-			fmt.Fprintf(streams.Out, "network %s (%s): subnet %s gateway %s parent %s ipam %s\n",
-				s.Name, driverName(s), s.Subnet, s.Gateway, s.Parent, ipamMode)
-			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "NODE\tID\tSTATE\tRANGE\tPARENT\tSHIM\tERROR")
-			for _, n := range states {
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s %s\t%s\n", n.Node, shortID(n.ID), n.State, orDash(n.Range), n.Parent, n.ShimLink, orDash(n.Shim), n.Error)
-			}
-			return tw.Flush()
+			return writeNetworkInspect(streams.Out, s, states)
 		},
 	}
 	cmd.Flags().BoolVar(&f.json, "json", false, "print JSON")
 	return cmd
+}
+
+// writeNetworkInspect prints network s and every node's state of it, as
+// network inspect does without --json.
+func writeNetworkInspect(w io.Writer, s netspec.Spec, states []netspec.NodeState) error {
+	ipamMode := string(s.IPAM)
+	if s.IPAM != netspec.Cluster {
+		ipamMode += " (" + perNodeSize(s) + " per node)"
+	}
+	fmt.Fprintf(w, "network %s (%s): subnet %s gateway %s parent %s ipam %s\n",
+		s.Name, driverName(s), s.Subnet, s.Gateway, s.Parent, ipamMode)
+	if s.IPRange.IsValid() {
+		fmt.Fprintf(w, "ip range %s\n", s.IPRange)
+	}
+	if len(s.Aux) > 0 {
+		aux := make([]string, 0, len(s.Aux))
+		for _, name := range slices.Sorted(maps.Keys(s.Aux)) {
+			// A spec written by hand may hold any name: quoted unless
+			// plain, so that it cannot break the line.
+			if strings.ContainsFunc(name, func(r rune) bool { return !unicode.IsGraphic(r) || unicode.IsSpace(r) }) {
+				name = strconv.Quote(name)
+			}
+			aux = append(aux, name+"="+s.Aux[name].String())
+		}
+		fmt.Fprintf(w, "aux addresses %s\n", strings.Join(aux, " "))
+	}
+	if s.IPv6Subnet.IsValid() {
+		fmt.Fprintf(w, "ipv6 subnet %s\n", s.IPv6Subnet)
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "NODE\tID\tSTATE\tRANGE\tPARENT\tSHIM\tERROR")
+	for _, n := range states {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s %s\t%s\n", n.Node, shortID(n.ID), n.State, orDash(n.Range), n.Parent, n.ShimLink, orDash(n.Shim), n.Error)
+	}
+	return tw.Flush()
 }
 
 func newNetworkRemoveCommand(f *networkFlags, streams IOStreams) *cobra.Command {

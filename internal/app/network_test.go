@@ -7,6 +7,7 @@ import (
 	"maps"
 	"net/http"
 	"net/http/httptest"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -231,5 +232,52 @@ func TestIPsSkipsRefusedSpecs(t *testing.T) {
 		if !strings.Contains(errOut.String(), w) {
 			t.Errorf("stderr %q does not name %q", errOut.String(), w)
 		}
+	}
+}
+
+// TestWriteNetworkInspect: inspect's text showed subnet, gateway, parent
+// and IPAM, but not the range containers draw from, the aux addresses
+// never given out, nor the IPv6 subnet, which --json shows.
+func TestWriteNetworkInspect(t *testing.T) {
+	base := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.0.0.0/24"), Gateway: netip.MustParseAddr("10.0.0.1"),
+		Parent: "eth0.40", IPAM: netspec.PerNode, PerNodeSize: 16}
+	full := base
+	full.IPRange = netip.MustParsePrefix("10.0.0.128/25")
+	full.Aux = map[string]netip.Addr{"printer": netip.MustParseAddr("10.0.0.5"), "nas": netip.MustParseAddr("10.0.0.6")}
+	full.IPv6Subnet = netip.MustParsePrefix("fd00:1::/64")
+	states := []netspec.NodeState{{ID: "abcdefghijklmnop", Node: "n1", State: netspec.StateReady,
+		Range: netip.MustParsePrefix("10.0.0.128/28"), Shim: netip.MustParseAddr("10.0.0.129"), ShimLink: "ul-01234567", Parent: "eth0.40"}}
+	tests := []struct {
+		name         string
+		spec         netspec.Spec
+		want, absent []string
+	}{
+		{"range, aux and IPv6", full, []string{
+			"subnet 10.0.0.0/24 gateway 10.0.0.1 parent eth0.40 ipam per-node (16 per node)",
+			"\nip range 10.0.0.128/25\n",
+			"\naux addresses nas=10.0.0.6 printer=10.0.0.5\n",
+			"\nipv6 subnet fd00:1::/64\n",
+			"n1  ", "10.0.0.128/28",
+		}, nil},
+		// Lines for what is not set would only be noise.
+		{"none of them", base, []string{"subnet 10.0.0.0/24", "10.0.0.128/28"}, []string{"ip range", "aux", "ipv6"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out bytes.Buffer
+			if err := writeNetworkInspect(&out, tt.spec, states); err != nil {
+				t.Fatal(err)
+			}
+			for _, w := range tt.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output does not hold %q:\n%s", w, out.String())
+				}
+			}
+			for _, a := range tt.absent {
+				if strings.Contains(out.String(), a) {
+					t.Errorf("output holds %q:\n%s", a, out.String())
+				}
+			}
+		})
 	}
 }
