@@ -1,7 +1,11 @@
 package app
 
 import (
+	"context"
+	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -9,6 +13,8 @@ import (
 
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/inventory"
+	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/shellword"
 )
 
 func newIPsCommand(streams IOStreams) *cobra.Command {
@@ -27,9 +33,17 @@ cluster-IPAM networks it adds what the pool holds that no container does
 (gateway, aux, host shims, spares, addresses kept for a container start under
 way on their node, leaks awaiting reclaim) and warns of any
 KV document it skips (a node's inventory, a pool's key that cannot be read),
-with the command that removes it.`,
+with the command that removes it. --network and --node must name a network or
+node the cluster knows; when they match no address, ips says so.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
+			for _, f := range []string{"network", "node"} {
+				// An empty value matched everything: a script's unset
+				// variable listed the whole cluster as if it were one node's.
+				if cmd.Flags().Changed(f) && cmd.Flags().Lookup(f).Value.String() == "" {
+					return fmt.Errorf("--%s \"\": empty; leave --%s out to list every %s", f, f, f)
+				}
+			}
 			c, err := consul.NewClient(opts)
 			if err != nil {
 				return err
@@ -46,7 +60,22 @@ with the command that removes it.`,
 			all, bad = append(all, pooled...), append(bad, badPool...)
 			inventory.Sort(all)
 			dups := inventory.Check(all)
+			filters := ipsFilters(network, node)
+			if filters != "" {
+				networks, nodes, err := knownNames(cmd.Context(), kv)
+				if err != nil {
+					return err
+				}
+				if err := checkIPsFilters(all, network, node, networks, nodes); err != nil {
+					return err
+				}
+			}
 			es := inventory.Filter(all, network, node)
+			if len(es) == 0 && filters != "" {
+				// Said, so that an empty listing is not taken for a failure
+				// to read; to stderr, leaving --json's output as it was.
+				fmt.Fprintf(streams.ErrOut, "no addresses match %s\n", filters)
+			}
 			if asJSON {
 				return writeJSON(streams.Out, map[string]any{"addresses": es, "duplicates": dups, "bad_documents": bad})
 			}
@@ -85,6 +114,75 @@ with the command that removes it.`,
 	fl.StringVar(&node, "node", "", "only this node")
 	fl.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// ipsFilters is the filters given to ips, as flags: "" for none.
+func ipsFilters(network, node string) string {
+	var fs []string
+	if network != "" {
+		fs = append(fs, "--network "+shellword.Quote(network))
+	}
+	if node != "" {
+		fs = append(fs, "--node "+shellword.Quote(node))
+	}
+	return strings.Join(fs, " ")
+}
+
+// knownNames are the networks with a spec, readable or not, and the
+// nodes whose agents published facts.
+func knownNames(ctx context.Context, kv netspec.KV) (networks, nodes []string, err error) {
+	st := netspec.NewStore(kv)
+	l, err := st.ReadListing(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, s := range l.Specs {
+		networks = append(networks, s.Name)
+	}
+	for _, b := range l.Bad {
+		networks = append(networks, b.Name)
+	}
+	facts, err := st.Nodes(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, f := range facts {
+		nodes = append(nodes, f.Node)
+	}
+	return networks, nodes, nil
+}
+
+// checkIPsFilters refuses a filter naming a network or node the cluster
+// knows nowhere: not among es's, nor networks (those with a spec) or
+// nodes (those whose agent published facts). Such a name is a typo,
+// which matched nothing and was taken for an empty network or node.
+func checkIPsFilters(es []inventory.Entry, network, node string, networks, nodes []string) error {
+	for _, e := range es {
+		networks = append(networks, e.Network)
+		if e.Node != "" {
+			nodes = append(nodes, e.Node)
+		}
+	}
+	var errs []error
+	if network != "" && !slices.Contains(networks, network) {
+		errs = append(errs, fmt.Errorf("--network %q: no such network (networks: %s)", network, someNames(networks)))
+	}
+	if node != "" && !slices.Contains(nodes, node) {
+		errs = append(errs, fmt.Errorf("--node %q: no such node (nodes: %s)", node, someNames(nodes)))
+	}
+	return errors.Join(errs...)
+}
+
+// someNames lists names, sorted and once each, the first ten of them.
+func someNames(names []string) string {
+	names = slices.Compact(slices.Sorted(slices.Values(names)))
+	switch {
+	case len(names) == 0:
+		return "none"
+	case len(names) > 10:
+		return fmt.Sprintf("%s and %d more", strings.Join(names[:10], ", "), len(names)-10)
+	}
+	return strings.Join(names, ", ")
 }
 
 func since(t time.Time) string {

@@ -281,3 +281,44 @@ func TestWriteNetworkInspect(t *testing.T) {
 		})
 	}
 }
+
+// TestIPsFilters: ips printed its header and nothing else, exit 0, for a
+// filter naming a network or node that does not exist (a typo), as for
+// one that matched no address; an empty value listed everything.
+func TestIPsFilters(t *testing.T) {
+	srv := fakeConsulKV(t, map[string]string{
+		"underlay/networks/lan/spec":   `{"name":"lan","subnet":"10.1.0.0/24","gateway":"10.1.0.1","parent":"eth0","ipam":"per-node","per_node_size":64}`,
+		"underlay/networks/empty/spec": `{"name":"empty","subnet":"10.2.0.0/24","gateway":"10.2.0.1","parent":"eth1","ipam":"per-node","per_node_size":64}`,
+		"underlay/nodes/id1":           `{"id":"id1","node":"n1","interfaces":["eth0","eth1"]}`,
+		"underlay/nodes/id2":           `{"id":"id2","node":"n2","interfaces":["eth0","eth1"]}`,
+		"underlay/inventory/id1":       `[{"ip":"10.1.0.5","mac":"02:00:00:00:00:05","node":"n1","network":"lan","container":"web.1","container_id":"c1"}]`,
+	})
+	tests := []struct {
+		name      string
+		args      []string
+		wantCode  int
+		wantOut   string // in stdout
+		wantErr   string // in stderr
+		wantNoOut string // not in stdout
+	}{
+		{"match", []string{"--network", "lan", "--node", "n1"}, 0, "10.1.0.5", "", ""},
+		{"unknown network", []string{"--network", "lna"}, 1, "", `--network "lna": no such network (networks: empty, lan)`, "IP"},
+		{"unknown node", []string{"--node", "n3"}, 1, "", `--node "n3": no such node (nodes: n1, n2)`, "IP"},
+		{"empty network", []string{"--network", ""}, 1, "", `--network "": empty`, "IP"},
+		{"empty node", []string{"--node", ""}, 1, "", `--node "": empty`, "IP"},
+		// Known, and holding no address there: said so, not an error.
+		{"no address on the network", []string{"--network", "empty"}, 0, "", "no addresses match --network empty", "10.1.0.5"},
+		{"no address on the node", []string{"--network", "lan", "--node", "n2"}, 0, "", "no addresses match --network lan --node n2", "10.1.0.5"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			code := Run(context.Background(), append([]string{"ips", "--consul-addr", srv.URL}, tt.args...), IOStreams{Out: &out, ErrOut: &errOut})
+			if code != tt.wantCode || !strings.Contains(out.String(), tt.wantOut) || !strings.Contains(errOut.String(), tt.wantErr) ||
+				tt.wantNoOut != "" && strings.Contains(out.String(), tt.wantNoOut) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want exit %d, stdout with %q and without %q, stderr with %q",
+					code, out.String(), errOut.String(), tt.wantCode, tt.wantOut, tt.wantNoOut, tt.wantErr)
+			}
+		})
+	}
+}
