@@ -20,6 +20,7 @@ import (
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/httpserve"
+	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/profiling"
 	"github.com/underlay/underlay/internal/register"
 )
@@ -91,6 +92,9 @@ func Run(ctx context.Context, cfg Config, c Clients, log *slog.Logger) error {
 		})
 		if err != nil {
 			return stopped(ctx, err)
+		}
+		if err := netspec.CheckNodeName(node); err != nil {
+			return fmt.Errorf("docker host name %q: %w; give the node a name with --node", node, err)
 		}
 		pol.Node = node
 	}

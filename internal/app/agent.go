@@ -17,6 +17,7 @@ import (
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/profiling"
 	"github.com/underlay/underlay/internal/register"
 )
@@ -159,6 +160,12 @@ func runAgent(ctx context.Context, cmd *cobra.Command, f *agentFlags, log *slog.
 // identity, and a leak grace of zero would reclaim addresses Docker is
 // still handing to containers. ipamChanged says --ipam was given.
 func checkAgentFlags(f *agentFlags, ipamChanged bool) error {
+	// Empty is Docker's host name, which the agent checks once it has it.
+	if f.node != "" {
+		if err := netspec.CheckNodeName(f.node); err != nil {
+			return fmt.Errorf("--node %q: %w", f.node, err)
+		}
+	}
 	if f.hostIP != "" && net.ParseIP(f.hostIP) == nil {
 		return fmt.Errorf("--host-ip %q: not an IP address", f.hostIP)
 	}

@@ -130,6 +130,15 @@ func TestAgentBadIntervals(t *testing.T) {
 		// served where dockerd does not look for it.
 		{[]string{"--ipam-socket", ""}, `--ipam-socket ""`},
 		{[]string{"--ipam-socket", "underlay.sock"}, `--ipam-socket "underlay.sock"`},
+		// The node's name is a segment of its Consul KV keys
+		// (underlay/doctor/NODE, underlay/metrics/NODE) and of its service
+		// IDs: a '/' split the keys (its task metrics never counted), a
+		// newline or space broke ips' and inspect's tables.
+		{[]string{"--node", "rack1/n1"}, `--node "rack1/n1": '/' is not allowed`},
+		{[]string{"--node", "n1\nn2"}, `--node "n1\nn2": '\n' is not allowed`},
+		{[]string{"--node", " "}, `--node " ": ' ' is not allowed`},
+		{[]string{"--node", "-n1"}, `--node "-n1": want a letter or digit first`},
+		{[]string{"--node", strings.Repeat("n", 65)}, `: 65 characters, want at most 64`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

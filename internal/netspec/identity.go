@@ -62,6 +62,38 @@ func (h Holder) String() string {
 	return fmt.Sprintf("instance %s on host %s (pid %d)", h.Instance, h.Host, h.PID)
 }
 
+// MaxNodeNameLen is the longest node name: Linux's host name limit, so
+// that every host name Docker reports fits.
+const MaxNodeNameLen = 64
+
+// CheckNodeName checks a node's name (the agent's --node, or Docker's host
+// name): 1 to MaxNodeNameLen letters, digits, '_', '.' or '-', starting
+// with a letter or digit. The name is a segment of Consul KV keys (the
+// doctor's and task metrics' reports, NODE in underlay/doctor/NODE) and of
+// service IDs (NODE:container:port), and a field of ips' and inspect's
+// tables: a '/' would split its keys, a space or newline break the tables.
+func CheckNodeName(name string) error {
+	switch {
+	case name == "":
+		return errors.New("no name")
+	case len(name) > MaxNodeNameLen:
+		return fmt.Errorf("%d characters, want at most %d", len(name), MaxNodeNameLen)
+	}
+	for _, r := range name {
+		if !alnum(r) && r != '_' && r != '.' && r != '-' {
+			return fmt.Errorf("%q is not allowed: want letters, digits, '_', '.' or '-' (the name is part of Consul KV keys and service IDs)", r)
+		}
+	}
+	if !alnum(rune(name[0])) {
+		return fmt.Errorf("want a letter or digit first, not %q", name[0])
+	}
+	return nil
+}
+
+func alnum(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
+}
+
 // NodesKVPrefix is where agents publish their node facts, one key per
 // node identity.
 const NodesKVPrefix = "underlay/nodes/"
