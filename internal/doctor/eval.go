@@ -150,7 +150,7 @@ func EvalNetwork(f NetworkFacts) []Result {
 	}
 	if o.ParentIsShim {
 		add("parent", Fail, fmt.Sprintf("parent %s is one of underlay's host shims, not a host interface: the agent sets nothing up for %s", s.Parent, s.Name),
-			fmt.Sprintf("underlay network rm %s   # then create it again with --parent the interface (or VLAN) it hangs off", s.Name))
+			netspec.RemoveFix(s.Name)+"   # then create it again with --parent the interface (or VLAN) it hangs off")
 		return rs
 	}
 	if o.ParentUp {
@@ -257,7 +257,8 @@ func evalState(f NetworkFacts, check string, haveWant bool) Result {
 		r.Status, r.Message, r.Fix = Fail, "the agent reports an error: "+f.State.Error, inspect
 	case f.State.State == netspec.StateInvalid:
 		r.Status, r.Message = Fail, "the agent refuses the network's spec, and changed nothing for it: "+f.State.Error
-		r.Fix = "underlay network rm " + f.Spec.Name + "   # then create it again with valid values (underlay network create …)"
+		// network rm removes a refused spec, unless its name is none.
+		r.Fix = netspec.RemoveFix(f.Spec.Name) + "   # then create it again with valid values (underlay network create …)"
 	case f.State.State != netspec.StateReady:
 		r.Status, r.Message, r.Fix = Warn, "the agent reports the network "+f.State.State, inspect
 	case !haveWant:

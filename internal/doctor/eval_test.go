@@ -92,6 +92,10 @@ func TestEvalNetwork(t *testing.T) {
 		{"network/lan/shim-address", "ok", ""},
 		{"network/lan/route", "ok", ""},
 	}
+	badName := spec
+	badName.Name = "my net" // stored by hand: network create refuses it
+	refused := &netspec.NodeState{Node: "n1", State: netspec.StateInvalid, Error: "spec refused: gateway missing"}
+	const recreate = "   # then create it again with valid values (underlay network create …)"
 	replace := func(rows []brief, i int, b brief) []brief {
 		out := append([]brief(nil), rows...)
 		out[i] = b
@@ -142,6 +146,16 @@ func TestEvalNetwork(t *testing.T) {
 			append([]brief{okRows[0], {"network/lan/vlan", "ok", ""}}, okRows[1:]...)},
 		{"links unreadable", NetworkFacts{Spec: spec, ObserveErr: errors.New("netlink: permission denied")},
 			[]brief{{"network/lan/host", "fail", ""}}},
+		{"spec refused", NetworkFacts{Spec: spec, State: refused, Observed: healthy},
+			[]brief{{"network/lan/state", "fail", "underlay network rm lan" + recreate}, okRows[1], okRows[2]}},
+		// network rm refuses a name that is none (its keys are made of
+		// it): the fix given could not be followed.
+		{"spec refused, named as no network is", NetworkFacts{Spec: badName, State: refused, Observed: healthy},
+			[]brief{{"network/my net/state", "fail", "consul kv delete -recurse 'underlay/networks/my net/'" + recreate},
+				{"network/my net/parent-up", "ok", ""}, {"network/my net/parent-promisc", "ok", ""}}},
+		{"parent is a shim, named as no network is", NetworkFacts{Spec: badName, State: refused, Observed: with(func(o *hostnet.Observed) { o.ParentIsShim = true })},
+			[]brief{{"network/my net/state", "fail", "consul kv delete -recurse 'underlay/networks/my net/'" + recreate},
+				{"network/my net/parent", "fail", "consul kv delete -recurse 'underlay/networks/my net/'   # then create it again with --parent the interface (or VLAN) it hangs off"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
