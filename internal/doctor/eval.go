@@ -11,6 +11,7 @@ import (
 
 	"github.com/underlay/underlay/internal/hostnet"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/shellword"
 )
 
 // This file turns observed facts into results. Nothing here does I/O.
@@ -249,7 +250,7 @@ func evalBond(b hostnet.BondFacts, check string) Result {
 
 func evalState(f NetworkFacts, check string, haveWant bool) Result {
 	r := Result{Check: check}
-	inspect := "underlay network inspect " + f.Spec.Name
+	inspect := "underlay network inspect " + shellword.Quote(f.Spec.Name)
 	switch {
 	case f.State == nil:
 		r.Status, r.Message, r.Fix = Fail, "this node has not reported the network: is the underlay agent running here?", inspect

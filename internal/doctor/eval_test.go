@@ -153,6 +153,10 @@ func TestEvalNetwork(t *testing.T) {
 		{"spec refused, named as no network is", NetworkFacts{Spec: badName, State: refused, Observed: healthy},
 			[]brief{{"network/my net/state", "fail", "consul kv delete -recurse 'underlay/networks/my net/'" + recreate},
 				{"network/my net/parent-up", "ok", ""}, {"network/my net/parent-promisc", "ok", ""}}},
+		// A name as a shell would split it, as the other fixes quote it.
+		{"not reported, named with a blank", NetworkFacts{Spec: badName, Observed: healthy},
+			[]brief{{"network/my net/state", "fail", "underlay network inspect 'my net'"},
+				{"network/my net/parent-up", "ok", ""}, {"network/my net/parent-promisc", "ok", ""}}},
 		{"parent is a shim, named as no network is", NetworkFacts{Spec: badName, State: refused, Observed: with(func(o *hostnet.Observed) { o.ParentIsShim = true })},
 			[]brief{{"network/my net/state", "fail", "consul kv delete -recurse 'underlay/networks/my net/'" + recreate},
 				{"network/my net/parent", "fail", "consul kv delete -recurse 'underlay/networks/my net/'   # then create it again with --parent the interface (or VLAN) it hangs off"}}},
