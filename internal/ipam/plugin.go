@@ -83,13 +83,58 @@ func (pl *Plugin) Handler() http.Handler {
 	mux.HandleFunc("POST /IpamDriver.GetDefaultAddressSpaces", reply(func(context.Context, struct{}) (any, error) {
 		return map[string]string{"LocalDefaultAddressSpace": "underlay-local", "GlobalDefaultAddressSpace": "underlay-global"}, nil
 	}))
-	mux.HandleFunc("POST /IpamDriver.RequestPool", reply(pl.requestPool))
+	mux.HandleFunc("POST /IpamDriver.RequestPool", reply(bounded(pl, poolRequest.String, pl.requestPool)))
 	mux.HandleFunc("POST /IpamDriver.ReleasePool", reply(func(context.Context, struct{ PoolID string }) (any, error) {
 		return struct{}{}, nil // pools live as long as their network spec
 	}))
-	mux.HandleFunc("POST /IpamDriver.RequestAddress", reply(pl.requestAddress))
-	mux.HandleFunc("POST /IpamDriver.ReleaseAddress", reply(pl.releaseAddress))
+	mux.HandleFunc("POST /IpamDriver.RequestAddress", reply(bounded(pl, addressRequest.String, pl.requestAddress)))
+	mux.HandleFunc("POST /IpamDriver.ReleaseAddress", reply(bounded(pl, releaseRequest.String, pl.releaseAddress)))
+	// A last resort (a request body slow to come): bounded answers a
+	// request Consul holds up a second earlier, naming it.
 	return http.TimeoutHandler(mux, pl.timeout()+time.Second, `{"Err":"underlay ipam: request timed out"}`)
+}
+
+// bounded bounds h by the plugin's Timeout. A request still unanswered
+// then is refused, naming it (what), the timeout and Consul — the only
+// thing the plugin waits for — in the Err that Docker shows the user,
+// instead of a bare context error. h goes on in the background: a batch's
+// write, shared with other requests, is bounded by commitTimeout alone,
+// and an address it allocates for nobody is a leak the reclaimer returns,
+// as when Docker gives up on a slow plugin.
+func bounded[Req any](pl *Plugin, what func(Req) string, h func(context.Context, Req) (any, error)) func(context.Context, Req) (any, error) {
+	return func(ctx context.Context, req Req) (any, error) {
+		ctx, cancel := context.WithTimeout(ctx, pl.timeout())
+		defer cancel()
+		type answer struct {
+			resp any
+			err  error
+		}
+		done := make(chan answer, 1)
+		go func() {
+			resp, err := h(ctx, req)
+			done <- answer{resp, err}
+		}()
+		var a answer
+		select {
+		case a = <-done:
+		case <-ctx.Done():
+			select {
+			case a = <-done: // answered as time ran out: the answer stands
+			default:
+				a.err = ctx.Err()
+			}
+		}
+		if a.err == nil || !errors.Is(ctx.Err(), context.DeadlineExceeded) {
+			return a.resp, a.err
+		}
+		err := fmt.Errorf("%s timed out after %s: Consul did not answer in time (is this node's Consul agent up, with a leader?)", what(req), pl.timeout())
+		// A bare context error adds nothing; any other says what h was doing.
+		if a.err.Error() != ctx.Err().Error() {
+			err = fmt.Errorf("%w: %w", err, a.err)
+		}
+		pl.log().Warn("request timed out", "err", err)
+		return nil, err
+	}
 }
 
 func (pl *Plugin) timeout() time.Duration {
@@ -106,6 +151,8 @@ type poolRequest struct {
 	Options      map[string]string
 	V6           bool
 }
+
+func (r poolRequest) String() string { return fmt.Sprintf("request for the pool of subnet %s", r.Pool) }
 
 func (pl *Plugin) requestPool(ctx context.Context, r poolRequest) (any, error) {
 	if r.Pool == "" {
@@ -154,6 +201,19 @@ type addressRequest struct {
 	Options map[string]string
 }
 
+func (r addressRequest) String() string {
+	if r.Address == "" {
+		return fmt.Sprintf("request for any address in pool %q", r.PoolID)
+	}
+	return fmt.Sprintf("request for address %s in pool %q", r.Address, r.PoolID)
+}
+
+type releaseRequest struct{ PoolID, Address string }
+
+func (r releaseRequest) String() string {
+	return fmt.Sprintf("release of address %s in pool %q", r.Address, r.PoolID)
+}
+
 func (pl *Plugin) requestAddress(ctx context.Context, r addressRequest) (any, error) {
 	e, err := pl.pool(ctx, r.PoolID)
 	if err != nil {
@@ -190,7 +250,7 @@ func (pl *Plugin) requestAddress(ctx context.Context, r addressRequest) (any, er
 	return map[string]any{"Address": netip.PrefixFrom(addr, e.pool.Prefix.Bits()).String(), "Data": map[string]string{}}, nil
 }
 
-func (pl *Plugin) releaseAddress(ctx context.Context, r struct{ PoolID, Address string }) (any, error) {
+func (pl *Plugin) releaseAddress(ctx context.Context, r releaseRequest) (any, error) {
 	e, err := pl.pool(ctx, r.PoolID)
 	if err != nil {
 		// Its spec is gone or refused now. Released from the pool it was

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -18,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
 )
@@ -517,5 +519,85 @@ func TestReleaseOfAnAddressOfAnotherPool(t *testing.T) {
 		if all, _ := Allocations(context.Background(), kv, c.pool); all[c.addr].Node != "n1" {
 			t.Errorf("%s after the releases in other pools: %+v, want still n1's", c.addr, all[c.addr])
 		}
+	}
+}
+
+// stalledKV is Consul out of reach: every call waits for its context to
+// end, as the Consul client's requests do when no agent answers.
+type stalledKV struct{}
+
+func stall(ctx context.Context, call, key string) error {
+	<-ctx.Done()
+	return fmt.Errorf("consul %s %s: %w", call, key, ctx.Err())
+}
+
+func (stalledKV) Get(ctx context.Context, key string) (kvstore.Pair, bool, error) {
+	return kvstore.Pair{}, false, stall(ctx, "get", key)
+}
+func (stalledKV) List(ctx context.Context, prefix string) ([]kvstore.Pair, error) {
+	return nil, stall(ctx, "list", prefix)
+}
+func (stalledKV) Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error) {
+	return kvstore.Result{}, stall(ctx, "txn", ops[0].Key)
+}
+func (stalledKV) Wait(ctx context.Context, key string, index uint64) (kvstore.Pair, bool, uint64, error) {
+	return kvstore.Pair{}, false, 0, stall(ctx, "wait", key)
+}
+func (stalledKV) Put(ctx context.Context, key string, _ []byte) error { return stall(ctx, "put", key) }
+func (stalledKV) Delete(ctx context.Context, key string) error        { return stall(ctx, "delete", key) }
+func (stalledKV) DeleteTree(ctx context.Context, prefix string) error {
+	return stall(ctx, "delete-tree", prefix)
+}
+
+// TestPluginTimeoutNamesTheRequest: with Consul out of reach, a request
+// is answered once Timeout has passed, as Docker shows a plugin's error (a
+// status other than 200 with the message in Err), and the message names
+// the request, its pool and address, the timeout, and Consul — whether
+// the request waited to read the specs or to allocate.
+func TestPluginTimeoutNamesTheRequest(t *testing.T) {
+	const timeout = 100 * time.Millisecond
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	if err := st.Create(context.Background(), lanSpec); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.ReadSpecs(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	specsRead := SpecPools{Store: st}                              // the reconciler read them before Consul went
+	specsUnread := SpecPools{Store: netspec.NewStore(stalledKV{})} // none read since the agent started
+	for _, c := range []struct {
+		name   string
+		pools  SpecPools
+		method string
+		req    map[string]any
+		want   []string
+	}{
+		{"pool, specs unread", specsUnread, "IpamDriver.RequestPool", map[string]any{"Pool": "10.90.0.0/24"},
+			[]string{"request for the pool of subnet 10.90.0.0/24"}},
+		{"address, specs unread", specsUnread, "IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4"},
+			[]string{`request for any address in pool "lan/v4"`}},
+		{"any address", specsRead, "IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4"},
+			[]string{`request for any address in pool "lan/v4"`}},
+		{"given address", specsRead, "IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4", "Address": "10.90.0.200"},
+			[]string{`request for address 10.90.0.200 in pool "lan/v4"`}},
+		{"release", specsRead, "IpamDriver.ReleaseAddress", map[string]any{"PoolID": "lan/v4", "Address": "10.90.0.200"},
+			[]string{`release of address 10.90.0.200 in pool "lan/v4"`}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			pl := &Plugin{Alloc: NewAllocator(stalledKV{}, "n1", nil), Pools: c.pools, Timeout: timeout}
+			call := serve(t, pl)
+			code, out := call(c.method, c.req)
+			msg, _ := out["Err"].(string)
+			var missing []string
+			for _, want := range append(c.want, "timed out after 100ms", "Consul did not answer in time") {
+				if !strings.Contains(msg, want) {
+					missing = append(missing, want)
+				}
+			}
+			if code != http.StatusInternalServerError || len(missing) > 0 {
+				t.Errorf("%s with Consul out of reach: %d %v, want status 500 and an Err naming %q", c.method, code, out, missing)
+			}
+		})
 	}
 }
