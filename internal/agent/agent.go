@@ -20,6 +20,7 @@ import (
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/httpserve"
+	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/profiling"
 	"github.com/underlay/underlay/internal/register"
@@ -82,11 +83,32 @@ type Clients struct {
 // registration always, the status server, the profiler and the node's
 // cluster parts as cfg says.
 func Run(ctx context.Context, cfg Config, c Clients, log *slog.Logger) error {
+	if !cfg.Networks || !cfg.IPAM.Enabled {
+		return run(ctx, cfg, c, nil, log)
+	}
+	// The IPAM plugin answers from the start: dockerd, restoring
+	// containers at boot, waits for it while the agent waits for Docker
+	// and Consul. Its gate opens once the node's identity is claimed.
+	gate := ipam.NewGate(c.ConsulHTTP.Addr, 0, log)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	g, gctx := errgroup.WithContext(ctx)
+	g.Go(func() error { return servePlugin(gctx, cfg.IPAM, gate, agentLog(log)) })
+	g.Go(func() error {
+		defer cancel() // the plugin stops with the rest
+		return run(gctx, cfg, c, gate, log)
+	})
+	return g.Wait()
+}
+
+// run is Run once the IPAM plugin, if any, is served through gate (nil:
+// none).
+func run(ctx context.Context, cfg Config, c Clients, gate *ipam.Gate, log *slog.Logger) error {
 	catalog := consul.NewCatalog(c.Consul)
 	alog := agentLog(log)
 	pol := &cfg.Register.Policy
 	if pol.Node == "" {
-		node, err := waitFor(ctx, alog, "docker host name", func(ctx context.Context) (string, error) {
+		node, err := waitFor(ctx, alog, "docker host name", gate.Waiting, func(ctx context.Context) (string, error) {
 			info, err := c.Docker.Info(ctx)
 			return info.Name, err
 		})
@@ -99,7 +121,7 @@ func Run(ctx context.Context, cfg Config, c Clients, log *slog.Logger) error {
 		pol.Node = node
 	}
 	if pol.HostIP == "" {
-		ip, err := waitFor(ctx, alog, "consul agent address", catalog.NodeAddress)
+		ip, err := waitFor(ctx, alog, "consul agent address", gate.Waiting, catalog.NodeAddress)
 		if err != nil {
 			return stopped(ctx, err)
 		}
@@ -117,7 +139,7 @@ func Run(ctx context.Context, cfg Config, c Clients, log *slog.Logger) error {
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return agent.Run(gctx) })
 	if cfg.Networks {
-		n := &node{cfg: cfg, c: c, src: src, name: pol.Node, reg: reg, log: log}
+		n := &node{cfg: cfg, c: c, src: src, name: pol.Node, reg: reg, log: log, gate: gate}
 		g.Go(func() error { return n.run(gctx) })
 	}
 	if cfg.Listen != "" {
@@ -144,13 +166,19 @@ func stopped(ctx context.Context, err error) error {
 }
 
 // waitFor retries get with backoff until it succeeds or ctx ends: the agent
-// may start before Docker or Consul and must not exit because of it.
-func waitFor(ctx context.Context, log *slog.Logger, what string, get func(context.Context) (string, error)) (string, error) {
+// may start before Docker or Consul and must not exit because of it. note
+// is told of each failure.
+func waitFor(ctx context.Context, log *slog.Logger, what string, note func(error), get func(context.Context) (string, error)) (string, error) {
 	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second}
 	for {
 		v, err := get(ctx)
 		if err == nil && v != "" {
 			return v, nil
+		}
+		if err != nil {
+			note(fmt.Errorf("waiting for the %s: %w", what, err))
+		} else {
+			note(fmt.Errorf("waiting for the %s: none yet", what))
 		}
 		delay := delays.Next()
 		log.Warn("waiting for "+what, "err", err, "retry_in", delay)
@@ -159,6 +187,35 @@ func waitFor(ctx context.Context, log *slog.Logger, what string, get func(contex
 			return "", fmt.Errorf("waiting for %s: %w", what, ctx.Err())
 		}
 	}
+}
+
+// servePlugin serves the IPAM plugin's gate until ctx ends: on the socket
+// systemd passed, or on one it makes, made again after a failure.
+func servePlugin(ctx context.Context, cfg IPAMConfig, gate *ipam.Gate, log *slog.Logger) error {
+	if ln := cfg.Listener; ln != nil {
+		// The socket file is systemd's: it stays, so that dockerd's
+		// requests made while the agent restarts wait in its backlog.
+		log.Info("serving Docker's IPAM plugin protocol on the socket systemd passed", "socket", ln.Addr().String())
+		if err := httpserve.Serve(ctx, ln, httpserve.NewServer(gate.Handler())); err != nil {
+			return fmt.Errorf("IPAM plugin: %w", err)
+		}
+		return nil
+	}
+	retry := cfg.PluginRetryWait
+	if retry <= 0 {
+		retry = 10 * time.Second
+	}
+	// Registration goes on whatever happens to the plugin socket.
+	for ctx.Err() == nil {
+		if err := gate.Serve(ctx, cfg.Socket); err != nil {
+			log.Error("IPAM plugin stopped; retrying", "socket", cfg.Socket, "retry_in", retry, "err", err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(retry):
+		}
+	}
+	return nil
 }
 
 // serveStatus serves /healthz (503 while Docker or Consul is unreachable) and /metrics.

@@ -15,7 +15,6 @@ import (
 	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/doctor"
 	"github.com/underlay/underlay/internal/hostnet"
-	"github.com/underlay/underlay/internal/httpserve"
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netagent"
@@ -33,6 +32,9 @@ type node struct {
 	name string
 	reg  *prometheus.Registry
 	log  *slog.Logger
+	// gate is the IPAM plugin's, opened once the identity is claimed (nil:
+	// no IPAM).
+	gate *ipam.Gate
 }
 
 // run first claims the node's identity, and fails if another live agent
@@ -40,6 +42,7 @@ type node struct {
 func (n *node) run(ctx context.Context) error {
 	cfg, log := n.cfg, n.log
 	alog := agentLog(log)
+	n.gate.Waiting(errors.New("waiting for this node's swarm node ID from Docker"))
 	id, _, err := netagent.ResolveID(ctx, func(ctx context.Context) (string, error) {
 		info, err := n.c.Docker.Info(ctx)
 		return info.Swarm.NodeID, err
@@ -50,7 +53,7 @@ func (n *node) run(ctx context.Context) error {
 	kv := consul.NewKV(n.c.Consul)
 	store := netspec.NewStore(kv)
 	facts := &netagent.Facts{Store: store, ID: id, Node: n.name, Holder: netagent.Self()}
-	if err := claim(ctx, facts, alog); err != nil {
+	if err := claim(ctx, facts, alog, n.gate.Waiting); err != nil {
 		return stopped(ctx, err)
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -87,9 +90,11 @@ func (n *node) run(ctx context.Context) error {
 }
 
 // claim claims the node's identity, retrying with backoff until it is
-// claimed, another live agent holds it, or ctx ends.
-func claim(ctx context.Context, facts *netagent.Facts, log *slog.Logger) error {
+// claimed, another live agent holds it, or ctx ends. note is told of each
+// failure.
+func claim(ctx context.Context, facts *netagent.Facts, log *slog.Logger, note func(error)) error {
 	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second}
+	note(fmt.Errorf("claim of swarm node %s under way (another agent's record of it may be alive yet)", facts.ID))
 	for {
 		err := facts.Claim(ctx)
 		if err == nil {
@@ -98,6 +103,7 @@ func claim(ctx context.Context, facts *netagent.Facts, log *slog.Logger) error {
 		if errors.Is(err, netspec.ErrIdentityHeld) || ctx.Err() != nil {
 			return err
 		}
+		note(err)
 		log.Warn("cannot claim this node's identity; retrying", "node", facts.Node, "node_id", facts.ID, "err", err)
 		backoff.Sleep(ctx, delays.Next())
 	}
@@ -110,7 +116,6 @@ func claim(ctx context.Context, facts *netagent.Facts, log *slog.Logger) error {
 // needs of it.
 func (n *node) runIPAM(ctx context.Context, g *errgroup.Group, kv *consul.KV, store *netspec.Store, nets *dockerhost.Networks, id string) netagent.IPAM {
 	cfg, log := n.cfg.IPAM, n.log
-	alog := agentLog(log)
 	alloc := ipam.NewAllocator(kv, id, log)
 	pools := ipam.SpecPools{Store: store}
 	ipamMetrics := ipam.NewMetrics(n.reg, alloc)
@@ -124,32 +129,8 @@ func (n *node) runIPAM(ctx context.Context, g *errgroup.Group, kv *consul.KV, st
 	g.Go(func() error { n.src.WatchConnects(ctx); return nil })
 	g.Go(func() error { reclaimer.Run(ctx, cfg.Sweep); return nil })
 	g.Go(func() error { alloc.KeepSpares(ctx, cfg.Spares, log); return nil })
-	g.Go(func() error {
-		if ln := cfg.Listener; ln != nil {
-			// The socket file is systemd's: it stays, so that dockerd's
-			// requests made while the agent restarts wait in its backlog.
-			alog.Info("serving Docker's IPAM plugin protocol on the socket systemd passed", "socket", ln.Addr().String())
-			if err := httpserve.Serve(ctx, ln, httpserve.NewServer(plugin.Handler())); err != nil {
-				return fmt.Errorf("IPAM plugin: %w", err)
-			}
-			return nil
-		}
-		retry := cfg.PluginRetryWait
-		if retry <= 0 {
-			retry = 10 * time.Second
-		}
-		// Registration goes on whatever happens to the plugin socket.
-		for ctx.Err() == nil {
-			if err := plugin.Serve(ctx, cfg.Socket); err != nil {
-				alog.Error("IPAM plugin stopped; retrying", "socket", cfg.Socket, "retry_in", retry, "err", err)
-			}
-			select {
-			case <-ctx.Done():
-			case <-time.After(retry):
-			}
-		}
-		return nil
-	})
+	// The identity is claimed: the plugin's allocator is the only one of it.
+	n.gate.Open(plugin)
 	return ipam.NodeIPAM{Alloc: alloc, Pools: pools}
 }
 

@@ -27,7 +27,10 @@
 //   - Reclaimer (reclaim.go) returns leaks, records again what Consul
 //     lost, and on the swarm leader reclaims departed nodes' addresses:
 //     the only path that frees another node's addresses.
-//   - Plugin (plugin.go) speaks Docker's protocol on a private socket.
+//   - Plugin (plugin.go) speaks Docker's protocol on a private socket;
+//     Gate (gate.go) serves it from the agent's start, answering dockerd's
+//     activation at once and holding pool and address requests until the
+//     node's identity is claimed.
 //
 // Unit tests run on kvtest's in-memory KV; a seeded model test
 // (model_test.go) drives several simulated nodes through crashes, long

@@ -70,6 +70,19 @@ type poolEntry struct {
 // Handler returns the plugin's HTTP handler.
 func (pl *Plugin) Handler() http.Handler {
 	mux := http.NewServeMux()
+	handshake(mux)
+	mux.HandleFunc("POST /IpamDriver.RequestPool", reply(bounded(pl, poolRequest.String, pl.requestPool)))
+	mux.HandleFunc("POST /IpamDriver.RequestAddress", reply(bounded(pl, addressRequest.String, pl.requestAddress)))
+	mux.HandleFunc("POST /IpamDriver.ReleaseAddress", reply(bounded(pl, releaseRequest.String, pl.releaseAddress)))
+	// A last resort (a request body slow to come): bounded answers a
+	// request Consul holds up a second earlier, naming it.
+	return http.TimeoutHandler(mux, pl.timeout()+time.Second, `{"Err":"underlay ipam: request timed out"}`)
+}
+
+// handshake serves on mux the calls whose answers need neither Consul nor
+// the node's identity: dockerd's activation and capability calls, and
+// ReleasePool, which frees nothing.
+func handshake(mux *http.ServeMux) {
 	mux.HandleFunc("POST /Plugin.Activate", reply(func(context.Context, struct{}) (any, error) {
 		return map[string][]string{"Implements": {"IpamDriver"}}, nil
 	}))
@@ -83,15 +96,9 @@ func (pl *Plugin) Handler() http.Handler {
 	mux.HandleFunc("POST /IpamDriver.GetDefaultAddressSpaces", reply(func(context.Context, struct{}) (any, error) {
 		return map[string]string{"LocalDefaultAddressSpace": "underlay-local", "GlobalDefaultAddressSpace": "underlay-global"}, nil
 	}))
-	mux.HandleFunc("POST /IpamDriver.RequestPool", reply(bounded(pl, poolRequest.String, pl.requestPool)))
 	mux.HandleFunc("POST /IpamDriver.ReleasePool", reply(func(context.Context, struct{ PoolID string }) (any, error) {
 		return struct{}{}, nil // pools live as long as their network spec
 	}))
-	mux.HandleFunc("POST /IpamDriver.RequestAddress", reply(bounded(pl, addressRequest.String, pl.requestAddress)))
-	mux.HandleFunc("POST /IpamDriver.ReleaseAddress", reply(bounded(pl, releaseRequest.String, pl.releaseAddress)))
-	// A last resort (a request body slow to come): bounded answers a
-	// request Consul holds up a second earlier, naming it.
-	return http.TimeoutHandler(mux, pl.timeout()+time.Second, `{"Err":"underlay ipam: request timed out"}`)
 }
 
 // bounded bounds h by the plugin's Timeout. A request still unanswered
@@ -137,9 +144,12 @@ func bounded[Req any](pl *Plugin, what func(Req) string, h func(context.Context,
 	}
 }
 
+// defaultTimeout bounds a request when Plugin.Timeout does not.
+const defaultTimeout = 5 * time.Second
+
 func (pl *Plugin) timeout() time.Duration {
 	if pl.Timeout <= 0 {
-		return 5 * time.Second
+		return defaultTimeout
 	}
 	return pl.Timeout
 }
@@ -320,6 +330,9 @@ func (pl *Plugin) served(id string) (poolEntry, bool) {
 	return e, ok
 }
 
+// pluginMediaType is the Content-Type of Docker's plugin protocol.
+const pluginMediaType = "application/vnd.docker.plugins.v1.2+json"
+
 // maxBody bounds a request body: Docker's are a few hundred bytes.
 const maxBody = 1 << 20
 
@@ -327,7 +340,7 @@ const maxBody = 1 << 20
 // JSON out, errors as {"Err": "..."} with status 500.
 func reply[Req any](h func(context.Context, Req) (any, error)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/vnd.docker.plugins.v1.2+json")
+		w.Header().Set("Content-Type", pluginMediaType)
 		var req Req
 		// Bounded: the decoder holds a whole JSON value in memory.
 		body := http.MaxBytesReader(w, r.Body, maxBody)
@@ -359,23 +372,32 @@ func writeErr(w http.ResponseWriter, err error) {
 // over, and a stale one is replaced. Stopping removes the socket only if
 // it is still this plugin's.
 func (pl *Plugin) Serve(ctx context.Context, socket string) error {
+	return serveSocket(ctx, socket, pl.Handler(), pl.log())
+}
+
+// Serve serves the gate on socket until ctx ends, as Plugin.Serve does.
+func (g *Gate) Serve(ctx context.Context, socket string) error {
+	return serveSocket(ctx, socket, g.Handler(), g.log)
+}
+
+func serveSocket(ctx context.Context, socket string, h http.Handler, log *slog.Logger) error {
 	ln, ours, err := listenPrivate(socket)
 	if err != nil {
 		return err
 	}
-	pl.log().Info("serving Docker's IPAM plugin protocol", "socket", socket)
-	return pl.serveOn(ctx, ln, func() {
+	log.Info("serving Docker's IPAM plugin protocol", "socket", socket)
+	return serveOn(ctx, ln, h, func() {
 		if fi, err := os.Lstat(socket); err == nil && os.SameFile(fi, ours) {
 			os.Remove(socket)
 		}
 	})
 }
 
-// serveOn serves on ln until ctx ends or serving fails, then runs cleanup;
-// it leaves nothing running behind either way (the agent retries a failed
-// Serve for as long as it runs).
-func (pl *Plugin) serveOn(ctx context.Context, ln net.Listener, cleanup func()) error {
-	srv := &http.Server{Handler: pl.Handler(), ReadHeaderTimeout: 5 * time.Second}
+// serveOn serves h on ln until ctx ends or serving fails, then runs
+// cleanup; it leaves nothing running behind either way (the agent retries
+// a failed Serve for as long as it runs).
+func serveOn(ctx context.Context, ln net.Listener, h http.Handler, cleanup func()) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	defer close(done)
 	go func() {

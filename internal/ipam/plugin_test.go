@@ -255,7 +255,7 @@ func TestFailedServeLeavesNoGoroutine(t *testing.T) {
 	defer ln.Close()
 	before := runtime.NumGoroutine()
 	for range 20 {
-		if err := pl.serveOn(ctx, failingListener{ln}, func() {}); err == nil {
+		if err := serveOn(ctx, failingListener{ln}, pl.Handler(), func() {}); err == nil {
 			t.Fatal("serve on a broken listener succeeded")
 		}
 	}
