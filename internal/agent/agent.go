@@ -68,7 +68,20 @@ type IPAMConfig struct {
 	Sweep           time.Duration // interval of leak sweeps
 	Spares          int           // addresses claimed ahead of demand per pool
 	PluginRetryWait time.Duration // wait before serving the socket again after a failure (default 10s)
+	// ClaimWait bounds how long a pool or address request waits for the
+	// node's identity claim before it is refused (default
+	// DefaultClaimWait).
+	ClaimWait time.Duration
 }
+
+// DefaultClaimWait is IPAMConfig.ClaimWait's default. At boot dockerd
+// restores containers before it serves its API, and its plugin client sets
+// no deadline: a restored container on a cluster-IPAM network waits while
+// the node's Consul agent joins and the claim lands, which takes more than
+// a request's 5 s; a container refused then stays down (dockerd does not
+// try a failed restore again). Bounded still, so that dockerd comes up
+// when Consul does not.
+const DefaultClaimWait = 2 * time.Minute
 
 // Clients are the agent's connections, built by dockerhost and consul.
 type Clients struct {
@@ -89,7 +102,11 @@ func Run(ctx context.Context, cfg Config, c Clients, log *slog.Logger) error {
 	// The IPAM plugin answers from the start: dockerd, restoring
 	// containers at boot, waits for it while the agent waits for Docker
 	// and Consul. Its gate opens once the node's identity is claimed.
-	gate := ipam.NewGate(c.ConsulHTTP.Addr, 0, log)
+	wait := cfg.IPAM.ClaimWait
+	if wait <= 0 {
+		wait = DefaultClaimWait
+	}
+	gate := ipam.NewGate(c.ConsulHTTP.Addr, wait, log)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)

@@ -56,7 +56,7 @@ func testPluginBeforeTheClaim(t *testing.T, activated bool) {
 		t.Fatal(err)
 	}
 	socket := filepath.Join(dir, "underlay.sock")
-	ipamCfg := IPAMConfig{Enabled: true, Socket: socket, LeakGrace: time.Minute, Sweep: time.Minute}
+	ipamCfg := IPAMConfig{Enabled: true, Socket: socket, LeakGrace: time.Minute, Sweep: time.Minute, ClaimWait: time.Second}
 	if activated {
 		ln, err := net.Listen("unix", socket)
 		if err != nil {
@@ -115,7 +115,7 @@ func testPluginBeforeTheClaim(t *testing.T, activated bool) {
 			t.Fatalf("%s before the identity is claimed: %d %v %v, want answered", method, code, out, err)
 		}
 	}
-	// Within the plugin's request timeout (5 s) and the client's.
+	// Within ClaimWait (1 s) and the client's timeout.
 	hc.Timeout = 10 * time.Second
 	code, out, err := call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4"})
 	msg, _ := out["Err"].(string)
