@@ -9,7 +9,9 @@ import (
 	"math"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -53,6 +55,7 @@ type controlFlags struct {
 	peers          []string
 	peerCACert     string
 	limits         scale.Limits
+	allowedHosts   []string
 	// listener, when set, is served instead of listening on --listen
 	// (tests: a port picked by listening once, not listen-and-close).
 	listener net.Listener
@@ -127,6 +130,7 @@ DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 	fl.Float64Var(&f.limits.RateLimit, "rate-limit", scale.DefaultRateLimit, "scaling requests a second each client may make after --rate-burst; beyond, 429 (negative: no limit)")
 	fl.IntVar(&f.limits.RateBurst, "rate-burst", scale.DefaultRateBurst, "scaling requests a client may make at once")
 	fl.IntVar(&f.limits.MaxEventReaders, "max-event-readers", scale.DefaultMaxEventReaders, "concurrent readers of the event stream; beyond, 503")
+	fl.StringSliceVar(&f.allowedHosts, "allowed-host", nil, "a host name clients reach the API and dashboard by (repeatable, comma-separated; \"*\": any); besides IP addresses, localhost, this machine's name and --advertise's, other Host headers are answered 421, so that a page of another site rebound to this address (DNS rebinding) cannot read")
 	return cmd
 }
 
@@ -248,6 +252,10 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 		return fmt.Errorf("--max-event-readers %d, --rate-burst %d, --rate-limit %g: want positive numbers (a negative --rate-limit disables it)",
 			f.limits.MaxEventReaders, f.limits.RateBurst, f.limits.RateLimit)
 	}
+	hosts, err := controlHosts(f)
+	if err != nil {
+		return err
+	}
 	for _, p := range f.peers {
 		if _, _, err := net.SplitHostPort(p); err != nil {
 			return fmt.Errorf("--peers %q: want host:port, as the instances' --advertise: %w", p, err)
@@ -355,7 +363,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 			return fmt.Errorf("--listen %s: %w", f.listen, err)
 		}
 	}
-	srv := scale.NewServer(mux, f.limits, log)
+	srv := scale.NewServer(hosts.Handler("--allowed-host", mux), f.limits, log)
 	srv.TLSConfig = serverTLS
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ctrl.Run(gctx) })
@@ -368,6 +376,32 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	g.Go(func() error { return dash.Run(gctx) })
 	g.Go(func() error { return serveControl(gctx, ln, srv, log) })
 	return g.Wait()
+}
+
+// controlHosts are the Host names control answers to besides IP literals
+// and localhost: --allowed-host, and the names peers and clients are known
+// to reach it by — this machine's, --advertise's (or --listen's).
+func controlHosts(f *controlFlags) (httpserve.AllowedHosts, error) {
+	names := slices.Clone(f.allowedHosts)
+	if _, err := httpserve.NewAllowedHosts(names...); err != nil {
+		return httpserve.AllowedHosts{}, fmt.Errorf("--allowed-host: %w", err)
+	}
+	var implied []string
+	if h, err := os.Hostname(); err == nil {
+		implied = append(implied, h)
+	}
+	for _, addr := range []string{f.advertise, f.listen} {
+		if h, _, err := net.SplitHostPort(addr); err == nil {
+			implied = append(implied, h)
+		}
+	}
+	for _, h := range implied {
+		// Addresses pass anyway; what is no host name cannot be a Host.
+		if _, err := netip.ParseAddr(h); err != nil && httpserve.CheckHostName(h) == nil {
+			names = append(names, h)
+		}
+	}
+	return httpserve.NewAllowedHosts(names...)
 }
 
 // serveControl serves srv on ln until ctx ends, over TLS when srv has a

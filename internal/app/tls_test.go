@@ -92,14 +92,19 @@ func startControlCommand(t *testing.T, args ...string) string {
 			t.Errorf("control: %v", err)
 		}
 	})
+	// The test's listener takes connections before control serves it, or
+	// when control ended early: only an answer (any, TLS's included) says
+	// it serves.
+	probe := &http.Client{Timeout: time.Second}
 	deadline := time.Now().Add(5 * time.Second)
 	for {
-		if c, err := net.Dial("tcp", addr); err == nil {
-			c.Close()
+		if resp, err := probe.Get("http://" + addr + "/v1/orbiter/health"); err == nil {
+			resp.Body.Close()
 			return addr
 		}
 		select {
 		case err := <-done:
+			done <- err // for the cleanup, which waits for it
 			t.Fatalf("control ended: %v", err)
 		default:
 		}

@@ -1,0 +1,65 @@
+package app
+
+import (
+	"io"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+// TestControlRefusesForeignHosts: a page of another site whose name was
+// rebound to control's address (DNS rebinding) sends its own name as Host;
+// control answers it 421 naming the host, on the API, the dashboard and
+// /metrics alike, and serves IP literals, localhost and the names given
+// with --allowed-host. Before, it served the open reads to any Host.
+func TestControlRefusesForeignHosts(t *testing.T) {
+	addr := startControlCommand(t, "--insecure-no-auth")
+	_, port, _ := net.SplitHostPort(addr)
+	for _, host := range []string{"rebind.example:" + port, "rebind.example", "localhost.rebind.example", "127.0.0.1.rebind.example"} {
+		for _, path := range []string{"/v1/cluster", "/ui/", "/v1/orbiter/autoscaler", "/v1/underlay/services", "/metrics"} {
+			code, body := getAs(t, addr, host, path)
+			name, _, _ := strings.Cut(host, ":")
+			if code != http.StatusMisdirectedRequest || !strings.Contains(body, `\"`+name+`\"`) || !strings.Contains(body, "--allowed-host") {
+				t.Errorf("Host %s, GET %s: %d %q; want 421 naming the host and --allowed-host", host, path, code, body)
+			}
+		}
+	}
+	for _, host := range []string{addr, "127.0.0.1", "[::1]:" + port, "[::ffff:127.0.0.1]:" + port, "localhost:" + port, "LocalHost."} {
+		if code, body := getAs(t, addr, host, "/v1/orbiter/autoscaler"); code != http.StatusOK {
+			t.Errorf("Host %s: %d %q; want 200", host, code, body)
+		}
+	}
+}
+
+// TestControlAllowedHost: the names given with --allowed-host are served,
+// in any case, with or without a port; others still are not.
+func TestControlAllowedHost(t *testing.T) {
+	addr := startControlCommand(t, "--insecure-no-auth", "--allowed-host", "ctl.example", "--allowed-host", "ctl2.example")
+	_, port, _ := net.SplitHostPort(addr)
+	for _, host := range []string{"ctl.example:" + port, "CTL.example.", "ctl2.example"} {
+		if code, body := getAs(t, addr, host, "/v1/cluster"); code == http.StatusMisdirectedRequest {
+			t.Errorf("Host %s: %d %q; want it served", host, code, body)
+		}
+	}
+	if code, body := getAs(t, addr, "ctl.example.rebind.example", "/v1/cluster"); code != http.StatusMisdirectedRequest {
+		t.Errorf("Host ctl.example.rebind.example: %d %q; want 421", code, body)
+	}
+}
+
+// getAs GETs path from addr with Host host; it returns the status and body.
+func getAs(t *testing.T, addr, host, path string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest("GET", "http://"+addr+path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Host = host
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 200)) // enough to name the host
+	return resp.StatusCode, string(b)
+}
