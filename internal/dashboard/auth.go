@@ -11,18 +11,21 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 )
 
 // SessionCookie holds a page's session after it logged in: HttpOnly (the
 // page's scripts never see it), SameSite=Strict (other sites' requests
-// never carry it), never in a URL. Its value is the token and the
-// session's end, sealed under a key of the process: a browser sends
-// cookies to every port of the host, and stores them, so the cookie must
-// not be the token, nor outlive sessionTTL wherever it is copied.
+// never carry it), never in a URL. Its value is the token, the session's
+// end and a random ID (which its logout revokes), sealed under a key of
+// the process: a browser sends cookies to every port of the host, and
+// stores them, so the cookie must not be the token, nor outlive
+// sessionTTL, nor its logout, wherever it is copied.
 const SessionCookie = "underlay_session"
 
 // CSRFHeader carries the session's CSRF token on the page's POSTs.
@@ -45,17 +48,67 @@ func (s *Server) token(r *http.Request) string {
 
 // cookieToken is the session cookie's token only: the page's POSTs are
 // authenticated by their session, never by a header a script set. A
-// cookie this process did not seal, or past its session's end, holds none.
+// cookie this process did not seal, past its session's end, or of a
+// session logged out, holds none.
 func (s *Server) cookieToken(r *http.Request) string {
+	sess, _ := s.cookieSession(r)
+	return sess.tok
+}
+
+// cookieSession is the session of r's session cookie, while it lasts.
+func (s *Server) cookieSession(r *http.Request) (session, error) {
 	c, err := r.Cookie(SessionCookie)
 	if err != nil {
-		return ""
+		return session{}, fmt.Errorf("%w: no %s cookie", errSession, SessionCookie)
 	}
-	tok, err := s.openSession(c.Value)
+	return s.sessions.open(c.Value)
+}
+
+// sealSession is the cookie value of a new session of tok that ends at end.
+func (s *Server) sealSession(tok string, end time.Time) string {
+	return s.sessions.seal(tok, end)
+}
+
+// sessionIDLen is the length of a session's random ID, by which its logout
+// is remembered.
+const sessionIDLen = 16
+
+type sessionID [sessionIDLen]byte
+
+// session is what a session cookie holds.
+type session struct {
+	id  sessionID
+	tok string
+	end time.Time
+}
+
+// maxRevoked bounds the sessions remembered as logged out before their
+// end (about 100 bytes each).
+const maxRevoked = 4096
+
+// sessions seals sessions into cookie values, opens them, and refuses
+// those logged out: a copy of a cookie taken before its logout (another
+// tab, a stolen cookie) must not outlive it.
+type sessions struct {
+	now func() time.Time
+	log *slog.Logger
+	// max bounds revoked (maxRevoked).
+	max int
+
+	mu sync.Mutex // guards following fields
+	// sealer seals the sessions under a random key of the process.
+	sealer cipher.AEAD
+	// revoked are the sessions logged out, by ID, with their end: each is
+	// kept until then, when its cookie is refused anyway.
+	revoked map[sessionID]time.Time
+}
+
+func newSessions(now func() time.Time, log *slog.Logger) (*sessions, error) {
+	sealer, err := newSessionSealer()
 	if err != nil {
-		return ""
+		return nil, err
 	}
-	return tok
+	return &sessions{now: now, log: log, max: maxRevoked, sealer: sealer, revoked: map[sessionID]time.Time{}}, nil
 }
 
 // newSessionSealer is the AEAD sessions are sealed with, under a random
@@ -72,36 +125,75 @@ func newSessionSealer() (cipher.AEAD, error) {
 	return cipher.NewGCM(block)
 }
 
-// sealSession is the cookie value of a session of tok that ends at end:
-// nonce, then the end (Unix seconds) and tok, sealed.
-func (s *Server) sealSession(tok string, end time.Time) string {
-	nonce := make([]byte, s.sealer.NonceSize(), s.sealer.NonceSize()+8+len(tok)+s.sealer.Overhead())
+// seal is the cookie value of a new session of tok that ends at end:
+// nonce, then the end (Unix seconds), a random session ID and tok, sealed.
+func (ss *sessions) seal(tok string, end time.Time) string {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	n := ss.sealer.NonceSize()
+	nonce := make([]byte, n, n+8+sessionIDLen+len(tok)+ss.sealer.Overhead())
 	rand.Read(nonce)
 	plain := binary.BigEndian.AppendUint64(nil, uint64(end.Unix()))
+	var id sessionID
+	rand.Read(id[:])
+	plain = append(plain, id[:]...)
 	plain = append(plain, tok...)
-	return base64.RawURLEncoding.EncodeToString(s.sealer.Seal(nonce, nonce, plain, []byte(SessionCookie)))
+	return base64.RawURLEncoding.EncodeToString(ss.sealer.Seal(nonce, nonce, plain, []byte(SessionCookie)))
 }
 
-// errSession is wrapped by openSession's errors.
+// errSession is wrapped by open's errors.
 var errSession = errors.New("no session")
 
-// openSession is the token of a cookie value sealSession made, while its
-// session lasts.
-func (s *Server) openSession(value string) (string, error) {
+// open is the session of a cookie value seal made, while it lasts and was
+// not logged out.
+func (ss *sessions) open(value string) (session, error) {
 	b, err := base64.RawURLEncoding.DecodeString(value)
-	n := s.sealer.NonceSize()
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	n := ss.sealer.NonceSize()
 	if err != nil || len(b) < n {
-		return "", fmt.Errorf("%w: not a sealed session", errSession)
+		return session{}, fmt.Errorf("%w: not a sealed session", errSession)
 	}
-	plain, err := s.sealer.Open(nil, b[:n], b[n:], []byte(SessionCookie))
-	if err != nil || len(plain) < 8 {
-		return "", fmt.Errorf("%w: not sealed by this process (restarted since the login?)", errSession)
+	plain, err := ss.sealer.Open(nil, b[:n], b[n:], []byte(SessionCookie))
+	if err != nil || len(plain) < 8+sessionIDLen {
+		return session{}, fmt.Errorf("%w: not sealed by this process (restarted, or every session ended, since the login?)", errSession)
 	}
-	end := time.Unix(int64(binary.BigEndian.Uint64(plain)), 0)
-	if !s.cfg.Now().Before(end) {
-		return "", fmt.Errorf("%w: ended at %s", errSession, end.UTC().Format(time.RFC3339))
+	sess := session{end: time.Unix(int64(binary.BigEndian.Uint64(plain)), 0), tok: string(plain[8+sessionIDLen:])}
+	copy(sess.id[:], plain[8:])
+	if !ss.now().Before(sess.end) {
+		return session{}, fmt.Errorf("%w: ended at %s", errSession, sess.end.UTC().Format(time.RFC3339))
 	}
-	return string(plain[8:]), nil
+	if _, ok := ss.revoked[sess.id]; ok {
+		return session{}, fmt.Errorf("%w: logged out", errSession)
+	}
+	return sess, nil
+}
+
+// revoke remembers sess as logged out until its end. When max sessions
+// are remembered already, none of which has ended, it ends every session
+// instead, under a new key, as a restart does: forgetting a logout would
+// let its cookie back in, and refusing one would leave it working.
+func (ss *sessions) revoke(sess session) error {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	now := ss.now()
+	for id, end := range ss.revoked {
+		if !now.Before(end) {
+			delete(ss.revoked, id)
+		}
+	}
+	if len(ss.revoked) < ss.max {
+		ss.revoked[sess.id] = sess.end
+		return nil
+	}
+	sealer, err := newSessionSealer()
+	if err != nil {
+		return fmt.Errorf("end every session: %w", err)
+	}
+	ss.sealer = sealer
+	clear(ss.revoked)
+	ss.log.Warn("dashboard sessions ended: too many logged-out sessions to remember; pages log in again", "logged_out", ss.max)
+	return nil
 }
 
 // valid reports whether tok, which r carried, is accepted; every token is
@@ -186,7 +278,7 @@ func (s *Server) checkPost(r *http.Request, tok string) error {
 	return nil
 }
 
-// setSession stores a session of tok, sealed, in the session cookie.
+// setSession stores a new session of tok, sealed, in the session cookie.
 func (s *Server) setSession(w http.ResponseWriter, r *http.Request, tok string) {
 	http.SetCookie(w, &http.Cookie{
 		Name: SessionCookie, Value: s.sealSession(tok, s.cfg.Now().Add(sessionTTL)), Path: "/",

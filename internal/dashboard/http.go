@@ -216,10 +216,21 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.sessionOf(nil, body.Token))
 }
 
+// logout ends the request's session on the server, so that a copy of its
+// cookie is refused too, and asks the browser to forget the cookie.
 func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
-	if err := s.checkPost(r, s.cookieToken(r)); err != nil {
+	sess, err := s.cookieSession(r)
+	if err := s.checkPost(r, sess.tok); err != nil {
 		writeJSON(w, http.StatusForbidden, errorBody{err.Error()})
 		return
+	}
+	if err == nil {
+		if err := s.sessions.revoke(sess); err != nil {
+			s.log.Error("dashboard logout", "remote", r.RemoteAddr, "err", err)
+			writeJSON(w, http.StatusInternalServerError, errorBody{"the logout could not be recorded: " + err.Error()})
+			return
+		}
+		s.log.Info("dashboard logout", "remote", r.RemoteAddr)
 	}
 	clearSession(w, r)
 	writeJSON(w, http.StatusOK, s.sessionOf(nil, ""))

@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync"
@@ -280,6 +281,152 @@ func TestLogout(t *testing.T) {
 	}
 	if _, body := ts.get(t, c, "/ui/session", nil); sessionOf(t, body).LoggedIn {
 		t.Error("still logged in after logout")
+	}
+}
+
+// TestLogoutEndsTheSession: logging out ends the session on the server: a
+// copy of its cookie taken before (another tab, a stolen cookie) is
+// refused like an expired one, and the streams it opened end; the same
+// token's other sessions go on. Before, logout only asked the browser to
+// forget the cookie, and a copy kept working for 12 h.
+func TestLogoutEndsTheSession(t *testing.T) {
+	ts := startServer(t, Config{Tokens: tokens("tok"), AuthReads: true}, cardsInput())
+	login := func(c *http.Client) (cookie map[string]string, csrf string) {
+		t.Helper()
+		resp, body := ts.post(t, c, "/ui/login", `{"token":"tok"}`, nil)
+		for _, ck := range resp.Cookies() {
+			if ck.Name == SessionCookie {
+				cookie = map[string]string{"Cookie": SessionCookie + "=" + ck.Value}
+			}
+		}
+		if resp.StatusCode != 200 || cookie == nil {
+			t.Fatalf("login: %d %s, cookie %v", resp.StatusCode, body, cookie)
+		}
+		return cookie, sessionOf(t, body).CSRF
+	}
+	c := ts.client(t)
+	copied, csrf := login(c)
+	other, _ := login(ts.client(t))
+
+	req, _ := http.NewRequest(http.MethodGet, ts.http.URL+"/v1/cluster/events", nil)
+	req.Header.Set("Cookie", copied["Cookie"])
+	stream, err := http.DefaultClient.Do(req)
+	if err != nil || stream.StatusCode != 200 {
+		t.Fatalf("GET /v1/cluster/events with the session: %v %v", stream, err)
+	}
+	defer stream.Body.Close()
+	ended := make(chan struct{})
+	go func() { io.Copy(io.Discard, stream.Body); close(ended) }()
+
+	if resp, body := ts.post(t, c, "/ui/logout", `{}`, map[string]string{CSRFHeader: csrf}); resp.StatusCode != 200 {
+		t.Fatalf("logout: %d %s", resp.StatusCode, body)
+	}
+	if resp, body := ts.get(t, http.DefaultClient, "/v1/cluster", copied); resp.StatusCode != 401 {
+		t.Errorf("GET /v1/cluster with the logged-out session's cookie: %d %.80q, want 401", resp.StatusCode, body)
+	}
+	if _, body := ts.get(t, http.DefaultClient, "/ui/session", copied); sessionOf(t, body).LoggedIn {
+		t.Errorf("the logged-out session's cookie still logs in: %s", body)
+	}
+	hdr := map[string]string{"Cookie": copied["Cookie"], CSRFHeader: csrf}
+	if resp, body := ts.post(t, http.DefaultClient, "/ui/scale/hello", `{"direction":"up"}`, hdr); resp.StatusCode != 401 {
+		t.Errorf("scale with the logged-out session's cookie: %d %.80q, want 401", resp.StatusCode, body)
+	}
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Error("the logged-out session's event stream still open 5s after the logout")
+	}
+	if resp, _ := ts.get(t, http.DefaultClient, "/v1/cluster", other); resp.StatusCode != 200 {
+		t.Errorf("GET /v1/cluster with another session of the same token: %d, want 200", resp.StatusCode)
+	}
+}
+
+// TestLoggedOutSessionsBounded: a logout is remembered until its session
+// would have ended anyway, then forgotten; when as many logouts as the
+// bound are remembered, one more ends every session (a new key) rather
+// than forget one or refuse the logout.
+func TestLoggedOutSessionsBounded(t *testing.T) {
+	in := cardsInput()
+	var now atomic.Int64
+	now.Store(in.Now.UnixNano())
+	clock := func() time.Time { return time.Unix(0, now.Load()) }
+	ts := startServer(t, Config{Tokens: tokens("tok"), AuthReads: true, Now: clock}, in)
+	ts.sessions.max = 3
+	login := func() (*http.Client, string) {
+		t.Helper()
+		c := ts.client(t)
+		resp, body := ts.post(t, c, "/ui/login", `{"token":"tok"}`, nil)
+		if resp.StatusCode != 200 {
+			t.Fatalf("login: %d %s", resp.StatusCode, body)
+		}
+		return c, sessionOf(t, body).CSRF
+	}
+	copyOf := func(c *http.Client) *http.Client {
+		t.Helper()
+		u, _ := url.Parse(ts.http.URL)
+		dup := ts.client(t)
+		dup.Jar.SetCookies(u, c.Jar.Cookies(u))
+		return dup
+	}
+	logout := func(c *http.Client, csrf string) {
+		t.Helper()
+		if resp, body := ts.post(t, c, "/ui/logout", `{}`, map[string]string{CSRFHeader: csrf}); resp.StatusCode != 200 {
+			t.Fatalf("logout: %d %s", resp.StatusCode, body)
+		}
+	}
+	reads := func(c *http.Client) bool {
+		t.Helper()
+		resp, _ := ts.get(t, c, "/v1/cluster", nil)
+		return resp.StatusCode == 200
+	}
+	remembered := func() int {
+		ts.sessions.mu.Lock()
+		defer ts.sessions.mu.Unlock()
+		return len(ts.sessions.revoked)
+	}
+
+	// An early logout is forgotten once its session would have ended.
+	early, csrf := login()
+	logout(early, csrf)
+	now.Add(int64(sessionTTL / 2))
+	var copies []*http.Client
+	for range 2 {
+		c, csrf := login()
+		copies = append(copies, copyOf(c))
+		logout(c, csrf)
+	}
+	if got := remembered(); got != 3 {
+		t.Fatalf("%d logouts remembered, want 3", got)
+	}
+	now.Add(int64(sessionTTL/2 + time.Second))
+	kept, _ := login()
+	last, csrf := login()
+	lastCopy := copyOf(last)
+	logout(last, csrf)
+	if got := remembered(); got != 3 {
+		t.Errorf("%d logouts remembered after the first one's session ended, want 3 (it forgotten, the new one remembered)", got)
+	}
+	for i, c := range append(copies, lastCopy) {
+		if reads(c) {
+			t.Errorf("logged-out session %d reads", i)
+		}
+	}
+	if !reads(kept) {
+		t.Fatal("a session not logged out does not read")
+	}
+
+	// One more logout than the bound ends every session.
+	one, csrf := login()
+	oneCopy := copyOf(one)
+	logout(one, csrf)
+	if reads(kept) || reads(oneCopy) || reads(lastCopy) {
+		t.Errorf("past the bound of remembered logouts, sessions still read (kept %v, just logged out %v, logged out before %v)", reads(kept), reads(oneCopy), reads(lastCopy))
+	}
+	if got := remembered(); got != 0 {
+		t.Errorf("%d logouts remembered after every session ended, want 0", got)
+	}
+	if again, _ := login(); !reads(again) {
+		t.Error("a new login does not read after every session ended")
 	}
 }
 

@@ -3,7 +3,6 @@ package dashboard
 import (
 	"bytes"
 	"context"
-	"crypto/cipher"
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
@@ -93,11 +92,11 @@ type Server struct {
 	metrics *metrics
 	// index is the page's HTML, indexGz gzipped.
 	index, indexGz []byte
-	// csrfKey signs the sessions' CSRF tokens, sealer seals the sessions;
-	// both live as long as the process, so a restart asks pages to log in
+	// csrfKey signs the sessions' CSRF tokens, sessions seals them; both
+	// keys live as long as the process, so a restart asks pages to log in
 	// again.
-	csrfKey []byte
-	sealer  cipher.AEAD
+	csrfKey  []byte
+	sessions *sessions
 	// instance tells this process's snapshots from an earlier one's.
 	instance string
 	kick     chan struct{}
@@ -164,13 +163,14 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, erro
 	if _, err := rand.Read(key); err != nil {
 		return nil, fmt.Errorf("dashboard key: %w", err)
 	}
-	sealer, err := newSessionSealer()
+	log = log.With("component", "dashboard")
+	sessions, err := newSessions(cfg.Now, log)
 	if err != nil {
 		return nil, err
 	}
 	id := sha256.Sum256(append([]byte("instance"), key...)) // not the key itself
 	s := &Server{
-		cfg: cfg, log: log.With("component", "dashboard"), csrfKey: key, sealer: sealer, instance: hex.EncodeToString(id[:6]),
+		cfg: cfg, log: log, csrfKey: key, sessions: sessions, instance: hex.EncodeToString(id[:6]),
 		kick: make(chan struct{}, 1), subs: map[*subscriber]struct{}{}, samples: map[string][]ReplicaSample{},
 	}
 	idx, err := renderIndex(indexData{Version: cfg.Version, Auth: cfg.Tokens != nil, AuthReads: cfg.Tokens != nil && cfg.AuthReads})
