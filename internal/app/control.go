@@ -130,6 +130,7 @@ DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 	fl.Float64Var(&f.limits.RateLimit, "rate-limit", scale.DefaultRateLimit, "scaling requests a second each client may make after --rate-burst; beyond, 429 (negative: no limit)")
 	fl.IntVar(&f.limits.RateBurst, "rate-burst", scale.DefaultRateBurst, "scaling requests a client may make at once")
 	fl.IntVar(&f.limits.MaxEventReaders, "max-event-readers", scale.DefaultMaxEventReaders, "concurrent readers of the event stream; beyond, 503")
+	fl.IntVar(&f.limits.MaxEventReadersPerClient, "max-event-readers-per-client", scale.DefaultMaxEventReadersPerClient, "concurrent event streams (the API's and the dashboard's) one client — an IPv4 address, or an IPv6 /64 — may hold, at most --max-event-readers; beyond, 429")
 	fl.StringSliceVar(&f.allowedHosts, "allowed-host", nil, "a host name clients reach the API and dashboard by (repeatable, comma-separated; \"*\": any); besides IP addresses, localhost, this machine's name and --advertise's, other Host headers are answered 421, so that a page of another site rebound to this address (DNS rebinding) cannot read")
 	return cmd
 }
@@ -255,6 +256,9 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	hosts, err := controlHosts(f)
 	if err != nil {
 		return err
+	}
+	if f.limits.MaxEventReadersPerClient <= 0 {
+		return fmt.Errorf("--max-event-readers-per-client %d: want a positive number (at most --max-event-readers)", f.limits.MaxEventReadersPerClient)
 	}
 	for _, p := range f.peers {
 		if _, _, err := net.SplitHostPort(p); err != nil {

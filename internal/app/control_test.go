@@ -150,6 +150,7 @@ func TestControlMoreFlagErrors(t *testing.T) {
 		{name: "empty peer secret", args: []string{"--insecure-no-auth", "--peer-secret-file", empty}, wantErr: "is empty"},
 		{name: "bad peers", args: []string{"--insecure-no-auth", "--peers", "10.0.0.1"}, wantErr: `--peers "10.0.0.1"`},
 		{name: "no event readers", args: []string{"--insecure-no-auth", "--max-event-readers", "0"}, wantErr: "--max-event-readers 0"},
+		{name: "no event readers per client", args: []string{"--insecure-no-auth", "--max-event-readers-per-client", "0"}, wantErr: "--max-event-readers-per-client 0"},
 		{name: "zero rate", args: []string{"--insecure-no-auth", "--rate-limit", "0"}, wantErr: "--rate-limit 0"},
 		{name: "allowed host with a port", args: []string{"--insecure-no-auth", "--allowed-host", "ctl.example:8000"}, wantErr: `--allowed-host: allowed host "ctl.example:8000"`},
 		{name: "allowed host as a URL", args: []string{"--insecure-no-auth", "--allowed-host", "http://ctl.example"}, wantErr: `allowed host "http://ctl.example"`},

@@ -59,7 +59,8 @@ type Config struct {
 	GuessLimit  func(http.Handler) http.Handler
 	TokenFailed func(r *http.Request)
 	// StreamLimit, when not nil, wraps the event stream: the autoscaler
-	// API's cap on concurrent streams, shared with its own.
+	// API's caps on concurrent streams, in all and per client, shared with
+	// its own.
 	StreamLimit func(http.Handler) http.Handler
 	// Version is shown on the page.
 	Version string

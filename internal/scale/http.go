@@ -13,6 +13,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -88,6 +89,11 @@ type API struct {
 	peerClient *http.Client
 	// readers counts open event streams.
 	readers atomic.Int64
+
+	clientsMu sync.Mutex // guards following fields
+	// clientReaders counts each client's open event streams; a client
+	// without any has no entry, so it holds at most MaxEventReaders.
+	clientReaders map[netip.Prefix]int
 }
 
 // NewAPI returns the API of c.
@@ -100,7 +106,7 @@ func NewAPI(cfg APIConfig, c *Controller, log *slog.Logger) *API {
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
 	a := &API{cfg: cfg, c: c, log: log.With("component", "scale_api"),
-		nonces: &nonces{seen: map[string]time.Time{}}, peerClient: newPeerClient(cfg.Peer)}
+		nonces: &nonces{seen: map[string]time.Time{}}, peerClient: newPeerClient(cfg.Peer), clientReaders: map[netip.Prefix]int{}}
 	if cfg.Limits.RateLimit > 0 {
 		a.limiter = newRateLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, c.cfg.Now)
 		a.guesses = newRateLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, c.cfg.Now)
@@ -653,10 +659,11 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, errorBody{Error: "streaming unsupported"})
 		return
 	}
-	if !a.takeReader(w) {
+	release, ok := a.takeReader(w, r)
+	if !ok {
 		return
 	}
-	defer a.readers.Add(-1)
+	defer release()
 	// A stream lasts: the server's read and write timeouts, meant for
 	// requests, must not end it. It ends with the client or the server.
 	rc := http.NewResponseController(w)
@@ -709,29 +716,53 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// takeReader counts one more event stream; beyond MaxEventReaders it
-// answers 503 with Retry-After and returns false. The caller gives the
-// stream back with a.readers.Add(-1).
-func (a *API) takeReader(w http.ResponseWriter) bool {
-	if n := a.readers.Add(1); n > int64(a.cfg.Limits.MaxEventReaders) {
+// takeReader counts one more event stream of r's client; beyond
+// MaxEventReaders it answers 503 with Retry-After, beyond the client's
+// MaxEventReadersPerClient 429, and returns false. The caller gives the
+// stream back with release.
+func (a *API) takeReader(w http.ResponseWriter, r *http.Request) (release func(), ok bool) {
+	lim := a.cfg.Limits
+	if n := a.readers.Add(1); n > int64(lim.MaxEventReaders) {
 		a.readers.Add(-1)
 		a.refuse("busy")
 		w.Header().Set("Retry-After", "5")
-		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: fmt.Sprintf("%d event streams are open already, the most this instance serves", a.cfg.Limits.MaxEventReaders)})
-		return false
+		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: fmt.Sprintf("%d event streams are open already, the most this instance serves", lim.MaxEventReaders)})
+		return nil, false
 	}
-	return true
+	client := clientKey(r.RemoteAddr)
+	a.clientsMu.Lock()
+	held := a.clientReaders[client]
+	if held >= lim.MaxEventReadersPerClient {
+		a.clientsMu.Unlock()
+		a.readers.Add(-1)
+		a.refuse("busy_client")
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusTooManyRequests, errorBody{Error: fmt.Sprintf("client %s holds %d event streams already, the most one client may (--max-event-readers-per-client); close one", client, held)})
+		return nil, false
+	}
+	a.clientReaders[client] = held + 1
+	a.clientsMu.Unlock()
+	return func() {
+		a.clientsMu.Lock()
+		if a.clientReaders[client]--; a.clientReaders[client] <= 0 {
+			delete(a.clientReaders, client)
+		}
+		a.clientsMu.Unlock()
+		a.readers.Add(-1)
+	}, true
 }
 
 // LimitStreams holds an event stream served beside the API (the
-// dashboard's) to the API's cap: it counts among MaxEventReaders with the
-// API's own streams; beyond, 503 with Retry-After.
+// dashboard's) to the API's caps: it counts among MaxEventReaders with the
+// API's own streams (beyond, 503 with Retry-After), and among its client's
+// MaxEventReadersPerClient (beyond, 429).
 func (a *API) LimitStreams(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if !a.takeReader(w) {
+		release, ok := a.takeReader(w, r)
+		if !ok {
 			return
 		}
-		defer a.readers.Add(-1)
+		defer release()
 		next.ServeHTTP(w, r)
 	})
 }

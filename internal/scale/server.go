@@ -30,6 +30,11 @@ type Limits struct {
 	// MaxEventReaders bounds concurrent readers of the event stream (64);
 	// one more is answered 503.
 	MaxEventReaders int
+	// MaxEventReadersPerClient bounds the event streams one client (an
+	// IPv4 address, or an IPv6 /64, as the rate limit tells them apart)
+	// holds, so that one cannot take every stream (8, at most
+	// MaxEventReaders); one more is answered 429.
+	MaxEventReadersPerClient int
 	// RateLimit is how many scaling requests a second each client may
 	// make, after a burst of RateBurst (10 a second, burst 40); beyond, 429
 	// with Retry-After. Negative disables the limit.
@@ -49,6 +54,11 @@ const (
 	DefaultRateBurst         = 40
 )
 
+// DefaultMaxEventReadersPerClient leaves a page in a few browser tabs to
+// each of several people behind one address, and 56 of the default 64
+// streams to other clients.
+const DefaultMaxEventReadersPerClient = 8
+
 func (l Limits) withDefaults() Limits {
 	def := func(d *time.Duration, v time.Duration) {
 		if *d <= 0 {
@@ -65,6 +75,10 @@ func (l Limits) withDefaults() Limits {
 	if l.MaxEventReaders <= 0 {
 		l.MaxEventReaders = DefaultMaxEventReaders
 	}
+	if l.MaxEventReadersPerClient <= 0 {
+		l.MaxEventReadersPerClient = DefaultMaxEventReadersPerClient
+	}
+	l.MaxEventReadersPerClient = min(l.MaxEventReadersPerClient, l.MaxEventReaders)
 	if l.RateLimit == 0 {
 		l.RateLimit = DefaultRateLimit
 	}
@@ -104,7 +118,7 @@ func newAPIMetrics(reg prometheus.Registerer, a *API) *apiMetrics {
 	m := &apiMetrics{
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "http_refused_total",
-			Help: "HTTP requests refused before any decision, by reason (unauthenticated, token_guesses, bad_signature, bad_peer, rate_limited, too_large, too_many_alerts, busy).",
+			Help: "HTTP requests refused before any decision, by reason (unauthenticated, token_guesses, bad_signature, bad_peer, rate_limited, too_large, too_many_alerts, busy, busy_client).",
 		}, []string{"reason"}),
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "http_forwarded_total",

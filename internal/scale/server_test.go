@@ -378,3 +378,67 @@ func TestEventStreamEndsWithItsToken(t *testing.T) {
 		t.Fatal("the decision stream still open 5s after its token was revoked")
 	}
 }
+
+// TestEventStreamsPerClient: one client may hold only so many event
+// streams (8 by default), fewer than the instance serves (64), so that it
+// cannot lock every other client out of the events; one more is answered
+// 429 naming the client, while another client still gets one. Before, one
+// client could take every stream up to the global cap.
+func TestEventStreamsPerClient(t *testing.T) {
+	e := newAPIEnvWith(t, Config{}, APIConfig{})
+	entered := make(chan struct{})
+	h := e.api.LimitStreams(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(200)
+		entered <- struct{}{}
+		<-r.Context().Done()
+	}))
+	type stream struct {
+		cancel context.CancelFunc
+		done   chan struct{}
+	}
+	// open opens a stream from remote: the stream when it was let in, else
+	// the answer.
+	open := func(remote string) (*stream, *httptest.ResponseRecorder) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		t.Cleanup(cancel)
+		req := httptest.NewRequestWithContext(ctx, "GET", "/v1/cluster/events", nil)
+		req.RemoteAddr = remote
+		rec := httptest.NewRecorder()
+		s := &stream{cancel: cancel, done: make(chan struct{})}
+		go func() { h.ServeHTTP(rec, req); close(s.done) }()
+		select {
+		case <-entered:
+			return s, nil
+		case <-s.done:
+			return nil, rec
+		case <-time.After(5 * time.Second):
+			t.Fatalf("a stream from %s neither let in nor answered", remote)
+			return nil, nil
+		}
+	}
+	var held []*stream
+	for i := range DefaultMaxEventReadersPerClient {
+		s, rec := open(fmt.Sprintf("10.0.0.1:%d", 40000+i))
+		if s == nil {
+			t.Fatalf("stream %d of one client: %d %s, want it let in", i+1, rec.Code, rec.Body)
+		}
+		held = append(held, s)
+	}
+	s, rec := open("10.0.0.1:41000")
+	if s != nil {
+		held = append(held, s)
+		t.Fatalf("stream %d of one client let in, with %d streams of the instance's %d free; want 429", len(held), DefaultMaxEventReaders-len(held)+1, DefaultMaxEventReaders)
+	}
+	if rec.Code != http.StatusTooManyRequests || rec.Header().Get("Retry-After") == "" || !strings.Contains(rec.Body.String(), "10.0.0.1") {
+		t.Errorf("stream %d of one client: %d %q, Retry-After %q; want 429 naming the client, with Retry-After", len(held)+1, rec.Code, rec.Body, rec.Header().Get("Retry-After"))
+	}
+	if s, rec := open("10.0.0.2:40000"); s == nil {
+		t.Errorf("another client's stream: %d %s, want it let in", rec.Code, rec.Body)
+	}
+	held[0].cancel()
+	<-held[0].done
+	if s, rec := open("10.0.0.1:41001"); s == nil {
+		t.Errorf("the client's stream after one of its own ended: %d %s, want it let in", rec.Code, rec.Body)
+	}
+}
