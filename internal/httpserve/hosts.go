@@ -85,10 +85,14 @@ func hostName(host string) string {
 
 // Handler answers 421 Misdirected Request, with a JSON body naming the
 // host, to requests whose Host is not allowed, and passes the others to
-// next. flag names how the operator allows a name, for the answer.
+// next. flag names how the operator allows a name, for the answer. A
+// request with an Authorization header passes, to be checked as usual:
+// a rebinding page cannot send the operator's token, and a browser
+// attaches none to another site's requests; webhooks and CLIs reaching
+// the server by a DNS name carry theirs.
 func (a AllowedHosts) Handler(flag string, next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a.Allows(r.Host) {
+		if a.Allows(r.Host) || r.Header.Get("Authorization") != "" {
 			next.ServeHTTP(w, r)
 			return
 		}

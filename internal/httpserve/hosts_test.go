@@ -80,3 +80,33 @@ func TestAllowedHostsHandler(t *testing.T) {
 		t.Errorf("an IP literal's request reached the handler %d times, want 1", reached)
 	}
 }
+
+// TestAllowedHostsPassAuthorized: a request that carries its own
+// credentials (an Authorization header) passes whatever its Host, to be
+// checked as usual: a rebinding page cannot send the operator's token,
+// and the browser attaches none to another site's requests. Before, an
+// Alertmanager webhook or an underlay scale by the server's DNS name,
+// both with their bearer token, were refused 421 unless the name was
+// allowed.
+func TestAllowedHostsPassAuthorized(t *testing.T) {
+	a, _ := NewAllowedHosts()
+	reached := 0
+	h := a.Handler("--allowed-host", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reached++ }))
+	req := httptest.NewRequest("POST", "/v1/underlay/services/web/scale", nil)
+	req.Host = "control.example:8000"
+	req.Header.Set("Authorization", "Bearer s3cret")
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code == http.StatusMisdirectedRequest || reached != 1 {
+		t.Errorf("a request with its bearer token by name: %d %q, handler reached %d times; want passed on", rec.Code, rec.Body, reached)
+	}
+	// A cookie is the browser's to send, to a rebound name as well: it
+	// does not pass.
+	req.Header.Del("Authorization")
+	req.Header.Set("Cookie", "underlay_session=x")
+	rec = httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	if rec.Code != http.StatusMisdirectedRequest || reached != 1 {
+		t.Errorf("a request with a cookie by name: %d, handler reached %d times; want 421", rec.Code, reached)
+	}
+}
