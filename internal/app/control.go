@@ -367,7 +367,13 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 			return fmt.Errorf("--listen %s: %w", f.listen, err)
 		}
 	}
-	srv := scale.NewServer(hosts.Handler("--allowed-host", mux), f.limits, log)
+	// Health answers whatever the Host: load balancers check by names of
+	// their own, and it tells no more than whether control works.
+	top := http.NewServeMux()
+	top.Handle("GET /health", mux)
+	top.Handle("GET /v1/orbiter/health", mux)
+	top.Handle("/", hosts.Handler("--allowed-host", mux))
+	srv := scale.NewServer(top, f.limits, log)
 	srv.TLSConfig = serverTLS
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ctrl.Run(gctx) })

@@ -32,6 +32,19 @@ func TestControlRefusesForeignHosts(t *testing.T) {
 	}
 }
 
+// TestControlHealthAnyHost: GET /health answers whatever the Host, as the
+// README promises load balancers (which may check by a name of their
+// own): it tells no more than whether control works. Before, a health
+// check by name got 421.
+func TestControlHealthAnyHost(t *testing.T) {
+	addr := startControlCommand(t, "--insecure-no-auth")
+	for _, path := range []string{"/health", "/v1/orbiter/health"} {
+		if code, body := getAs(t, addr, "lb.example", path); code == http.StatusMisdirectedRequest {
+			t.Errorf("Host lb.example, GET %s: %d %q; want answered", path, code, body)
+		}
+	}
+}
+
 // TestControlAllowedHost: the names given with --allowed-host are served,
 // in any case, with or without a port; others still are not.
 func TestControlAllowedHost(t *testing.T) {
