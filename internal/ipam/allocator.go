@@ -29,8 +29,11 @@ type Allocator struct {
 	kv     KV
 	store  *store
 	spares *keeper
-	log    *slog.Logger
-	now    func() time.Time
+	// freed are the addresses this node freed lately: handed out again
+	// only when nothing else is free (see reuse).
+	freed *freedAddrs
+	log   *slog.Logger
+	now   func() time.Time
 	// sleep waits between asks for other nodes' spares.
 	sleep func(ctx context.Context, d time.Duration) error
 	batch batcher
@@ -48,7 +51,8 @@ func newAllocator(kv KV, node, gen string, now func() time.Time, log *slog.Logge
 	}
 	log = log.With("component", "ipam")
 	st := newStore(kv, log)
-	return &Allocator{node: node, gen: gen, kv: kv, store: st, spares: newKeeper(node, gen, st, kv, now, log), log: log, now: now,
+	freed := &freedAddrs{}
+	return &Allocator{node: node, gen: gen, kv: kv, store: st, spares: newKeeper(node, gen, st, kv, freed, now, log), freed: freed, log: log, now: now,
 		sleep: func(ctx context.Context, d time.Duration) error {
 			select {
 			case <-ctx.Done():
@@ -259,8 +263,10 @@ func (a *Allocator) commit(batch []*request) {
 // allocateBatch gives every request of one pool an address, with one
 // write per block touched: first in the node's own blocks, as it knows
 // them, then, from a fresh listing, in its blocks, free blocks and other
-// nodes' blocks in that order. When the pool is full but other nodes keep
-// spares, it asks for them and looks again, for at most spareWait.
+// nodes' blocks in that order. Addresses the node freed lately are passed
+// over until nothing else is free (see reuse). When the pool is full but
+// other nodes keep spares, it asks for them and looks again, for at most
+// spareWait.
 func (a *Allocator) allocateBatch(ctx context.Context, reqs []*request) {
 	p := reqs[0].pool
 	fail := func(err error) {
@@ -273,9 +279,10 @@ func (a *Allocator) allocateBatch(ctx context.Context, reqs []*request) {
 		fail(err)
 		return
 	}
+	ru := reuse{freed: a.freed.recent(p, a.now())}
 	for _, b := range slices.SortedFunc(maps.Keys(own), comparePrefix) {
-		if _, ok := own[b].free(p, b); ok && len(reqs) > 0 {
-			if reqs, err = a.fillBlock(ctx, p, b, reqs); err != nil {
+		if _, ok := own[b].free(p, b, ru); ok && len(reqs) > 0 {
+			if reqs, err = a.fillBlock(ctx, p, b, reqs, ru); err != nil {
 				fail(err)
 				return
 			}
@@ -288,22 +295,28 @@ func (a *Allocator) allocateBatch(ctx context.Context, reqs []*request) {
 			fail(err)
 			return
 		}
-		for _, b := range candidates(p, v, a.node, true) {
+		for _, b := range candidates(p, v, a.node, true, ru) {
 			if len(reqs) == 0 {
 				return
 			}
-			if reqs, err = a.fillBlock(ctx, p, b, reqs); err != nil {
+			if reqs, err = a.fillBlock(ctx, p, b, reqs, ru); err != nil {
 				fail(err)
 				return
 			}
 		}
+		last := reuse{freed: ru.freed, last: true}
 		switch {
 		case len(reqs) == 0:
-		case anyFree(p, v) && attempt < maxAttempts:
+		case anyFree(p, v, ru) && attempt < maxAttempts:
 			// Something was free but others took it first: look again.
-		case anyFree(p, v):
+		case anyFree(p, v, ru):
 			fail(fmt.Errorf("allocate in %s: too much contention", p.ID()))
 			return
+		case !ru.last && anyFree(p, v, last):
+			// Only addresses this node freed lately are free: better one of
+			// those than none.
+			a.log.Info("no address free but some this node freed lately: handing those out again", "pool", p.ID(), "reuse_after", reuseAfter)
+			ru = last
 		case !sparesElsewhere(v, a.node, a.gen) || !a.now().Before(waitUntil):
 			fail(fmt.Errorf("%w in %s (%s)", ErrPoolExhausted, p.ID(), p.allocRange()))
 			return
@@ -317,17 +330,17 @@ func (a *Allocator) allocateBatch(ctx context.Context, reqs []*request) {
 	}
 }
 
-// fillBlock gives as many of reqs as block b has room for an address, in
-// one write, and returns the others. A block that turned unreadable is
-// skipped.
-func (a *Allocator) fillBlock(ctx context.Context, p Pool, b netip.Prefix, reqs []*request) ([]*request, error) {
+// fillBlock gives as many of reqs as block b has room for (addresses ru
+// allows) an address, in one write, and returns the others. A block that
+// turned unreadable is skipped.
+func (a *Allocator) fillBlock(ctx context.Context, p Pool, b netip.Prefix, reqs []*request, ru reuse) ([]*request, error) {
 	als := make([]Alloc, len(reqs))
 	for i, r := range reqs {
 		als[i] = r.al
 	}
 	var got []netip.Addr
 	_, err := a.store.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
-		doc, got = fill(p, b, doc, a.node, als)
+		doc, got = fill(p, b, doc, a.node, als, ru)
 		return doc, len(got) > 0
 	})
 	if errors.Is(err, ErrBadDocument) {
@@ -358,12 +371,14 @@ func (a *Allocator) releaseBatch(ctx context.Context, reqs []*request) {
 			handed[r.release] = handed[r.release] || r.handed
 		}
 		var refused map[netip.Addr]Alloc
-		var unhanded []netip.Addr
+		var unhanded, freed []netip.Addr
 		_, err := a.store.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
-			var changed bool
-			doc, refused, unhanded, changed = releaseOwn(doc, a.node, a.gen, addrs, handed)
-			return doc, changed
+			doc, refused, unhanded, freed = releaseOwn(doc, a.node, a.gen, addrs, handed)
+			return doc, len(freed) > 0
 		})
+		if err == nil {
+			a.freed.add(p, freed, a.now())
+		}
 		for _, r := range rs {
 			switch holder, ok := refused[r.release]; {
 			case err != nil:

@@ -42,15 +42,24 @@ type BlockDoc struct {
 	Allocs map[string]Alloc `json:"allocs"`
 }
 
-// free returns the first address of block b that p may hand out and doc
-// has not allocated.
-func (doc BlockDoc) free(p Pool, b netip.Prefix) (netip.Addr, bool) {
+// free returns an address of block b that p may hand out and doc has not
+// allocated: the first, in address order, that r does not pass over, or
+// with r.last, of those it does, the one freed longest ago.
+func (doc BlockDoc) free(p Pool, b netip.Prefix, r reuse) (netip.Addr, bool) {
+	var oldest netip.Addr
 	for a := b.Addr(); b.Contains(a); a = a.Next() {
-		if _, taken := doc.Allocs[a.String()]; !taken && p.usable(a) {
+		if _, taken := doc.Allocs[a.String()]; taken || !p.usable(a) {
+			continue
+		}
+		at, lately := r.freed[a]
+		switch {
+		case !lately:
 			return a, true
+		case r.last && (!oldest.IsValid() || at.Before(r.freed[oldest])):
+			oldest = a
 		}
 	}
-	return netip.Addr{}, false
+	return oldest, oldest.IsValid()
 }
 
 // clone returns a copy of doc that can be changed freely.

@@ -13,15 +13,29 @@ import (
 // This file holds the allocator's decisions: pure functions over values,
 // with no I/O and no locks. Everything that picks among several addresses
 // or blocks does so in address order, so that a run is reproducible (free
-// blocks from a place hashed from the node: see claimOrder).
+// blocks from a place hashed from the node: see claimOrder; addresses the
+// node freed lately last: see reuse).
+
+// reuse says which free addresses an allocation may take. freed is when
+// this node freed each address it freed lately (within reuseAfter): those
+// are passed over while any other address is free, so that a late or
+// repeated release of one (Docker's plugin client resends a release whose
+// answer it missed, and a release names no container) finds it still free,
+// not a new container's. last: nothing else is free; they are taken, the
+// one freed longest ago first. The zero value passes over nothing.
+type reuse struct {
+	freed map[netip.Addr]time.Time
+	last  bool
+}
 
 // fill allocates to each of als, in order, a free address of block b in
-// doc, claiming the block for node when no node holds it; it returns the
-// new document and the addresses given (fewer than als when b runs out).
-func fill(p Pool, b netip.Prefix, doc BlockDoc, node string, als []Alloc) (BlockDoc, []netip.Addr) {
+// doc that r allows, claiming the block for node when no node holds it; it
+// returns the new document and the addresses given (fewer than als when b
+// runs out).
+func fill(p Pool, b netip.Prefix, doc BlockDoc, node string, als []Alloc, r reuse) (BlockDoc, []netip.Addr) {
 	var got []netip.Addr
 	for len(got) < len(als) {
-		a, ok := doc.free(p, b)
+		a, ok := doc.free(p, b, r)
 		if !ok {
 			break
 		}
@@ -35,13 +49,13 @@ func fill(p Pool, b netip.Prefix, doc BlockDoc, node string, als []Alloc) (Block
 }
 
 // candidates lists the blocks of v where node may allocate, in the order
-// to try them: its own blocks with a free address, then blocks no node
-// holds, and, with borrow, other nodes' blocks with a free address.
-func candidates(p Pool, v view, node string, borrow bool) []netip.Prefix {
+// to try them: its own blocks with a free address r allows, then blocks no
+// node holds, and, with borrow, other nodes' blocks with such an address.
+func candidates(p Pool, v view, node string, borrow bool, r reuse) []netip.Prefix {
 	var own, others []netip.Prefix
 	for _, b := range slices.SortedFunc(maps.Keys(v.docs), comparePrefix) {
 		doc := v.docs[b]
-		if _, ok := doc.free(p, b); !ok {
+		if _, ok := doc.free(p, b, r); !ok {
 			continue
 		}
 		if doc.Node == node {
@@ -50,7 +64,7 @@ func candidates(p Pool, v view, node string, borrow bool) []netip.Prefix {
 			others = append(others, b)
 		}
 	}
-	out := append(own, claimOrder(unclaimed(p, v), node)...)
+	out := append(own, claimOrder(unclaimed(p, v, r), node)...)
 	if borrow {
 		out = append(out, others...)
 	}
@@ -75,25 +89,26 @@ func claimOrder(free []netip.Prefix, node string) []netip.Prefix {
 	return append(free[i:len(free):len(free)], free[:i]...)
 }
 
-// unclaimed lists the blocks of p that have a usable address and no key.
-func unclaimed(p Pool, v view) []netip.Prefix {
+// unclaimed lists the blocks of p that have no key and a usable address
+// r allows.
+func unclaimed(p Pool, v view, r reuse) []netip.Prefix {
 	var out []netip.Prefix
 	for _, b := range p.Blocks() {
-		if _, ok := (BlockDoc{}).free(p, b); ok && !v.taken[b] {
+		if _, ok := (BlockDoc{}).free(p, b, r); ok && !v.taken[b] {
 			out = append(out, b)
 		}
 	}
 	return out
 }
 
-// anyFree reports whether any address of p is free in v.
-func anyFree(p Pool, v view) bool {
+// anyFree reports whether any address of p that r allows is free in v.
+func anyFree(p Pool, v view, r reuse) bool {
 	for b, doc := range v.docs {
-		if _, ok := doc.free(p, b); ok {
+		if _, ok := doc.free(p, b, r); ok {
 			return true
 		}
 	}
-	return len(unclaimed(p, v)) > 0
+	return len(unclaimed(p, v, r)) > 0
 }
 
 // sparesElsewhere reports whether v holds spares that are not this
@@ -111,13 +126,14 @@ func sparesElsewhere(v view, node, gen string) bool {
 }
 
 // releaseOwn frees those of addrs that doc allocates to node, shims apart
-// (only ReleaseShim frees those). It returns the new document and, by
-// address, the allocations it refused to free because they are not
-// node's: only their own node, or the reclaimer, may free them. Spares of
-// generation gen are freed only when handed out: one that is not was never
-// given to Docker (its keeper may not have listed it yet, or be giving it
-// back), so its release is stray and is ignored (returned in unhanded).
-func releaseOwn(doc BlockDoc, node, gen string, addrs []netip.Addr, handed map[netip.Addr]bool) (_ BlockDoc, refused map[netip.Addr]Alloc, unhanded []netip.Addr, changed bool) {
+// (only ReleaseShim frees those). It returns the new document, the
+// addresses it freed and, by address, the allocations it refused to free
+// because they are not node's: only their own node, or the reclaimer, may
+// free them. Spares of generation gen are freed only when handed out: one
+// that is not was never given to Docker (its keeper may not have listed it
+// yet, or be giving it back), so its release is stray and is ignored
+// (returned in unhanded).
+func releaseOwn(doc BlockDoc, node, gen string, addrs []netip.Addr, handed map[netip.Addr]bool) (_ BlockDoc, refused map[netip.Addr]Alloc, unhanded, freed []netip.Addr) {
 	refused = map[netip.Addr]Alloc{}
 	for _, a := range addrs {
 		al, ok := doc.alloc(a)
@@ -129,10 +145,10 @@ func releaseOwn(doc BlockDoc, node, gen string, addrs []netip.Addr, handed map[n
 			unhanded = append(unhanded, a)
 		default:
 			delete(doc.Allocs, a.String())
-			changed = true
+			freed = append(freed, a)
 		}
 	}
-	return doc, refused, unhanded, changed
+	return doc, refused, unhanded, freed
 }
 
 // reclaim frees those of want's addresses that doc still allocates exactly
@@ -425,9 +441,9 @@ type spareWrite struct {
 // writeSpares applies a spare sync to block b's document: handed spares in
 // b become their allocations (recorded again when their record was
 // reclaimed and nothing took them), dropped ones are freed, the free ones in
-// check are confirmed, and up to need free addresses become spares when
-// the block is node's (or no node's: it is claimed).
-func writeSpares(p Pool, b netip.Prefix, doc BlockDoc, node, gen string, record map[netip.Addr]Alloc, drop, check []netip.Addr, need int, now time.Time) spareWrite {
+// check are confirmed, and up to need free addresses that r allows become
+// spares when the block is node's (or no node's: it is claimed).
+func writeSpares(p Pool, b netip.Prefix, doc BlockDoc, node, gen string, record map[netip.Addr]Alloc, drop, check []netip.Addr, need int, now time.Time, r reuse) spareWrite {
 	mine := func(a netip.Addr) bool {
 		al, ok := doc.alloc(a)
 		return ok && al.Kind == KindSpare && al.Node == node && al.Gen == gen
@@ -475,7 +491,7 @@ func writeSpares(p Pool, b netip.Prefix, doc BlockDoc, node, gen string, record 
 		for i := range als {
 			als[i] = Alloc{Node: node, At: now.UTC(), Kind: KindSpare, Gen: gen}
 		}
-		doc, out.Added = fill(p, b, doc, node, als)
+		doc, out.Added = fill(p, b, doc, node, als, r)
 	}
 	out.doc = doc
 	out.changed = len(out.Recorded)+len(out.Dropped)+len(out.Added) > 0

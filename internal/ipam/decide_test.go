@@ -30,17 +30,17 @@ func doc(node string, allocs map[string]Alloc) BlockDoc {
 
 func TestFill(t *testing.T) {
 	// Block 10.1.0.0/29: .0 is the network address and .1 the gateway.
-	d, got := fill(pool8, block("10.1.0.0/29"), doc("", nil), "n1", []Alloc{task("n1"), task("n1")})
+	d, got := fill(pool8, block("10.1.0.0/29"), doc("", nil), "n1", []Alloc{task("n1"), task("n1")}, reuse{})
 	if fmt.Sprint(got) != "[10.1.0.2 10.1.0.3]" || d.Node != "n1" {
 		t.Errorf("fill of a free block: %v, affinity %q; want .2 .3 and the block claimed by n1", got, d.Node)
 	}
 	// Another node's block is borrowed, not claimed; .9 is reserved.
-	d, got = fill(pool8, block("10.1.0.8/29"), doc("n2", map[string]Alloc{"10.1.0.8": task("n2")}), "n1", []Alloc{task("n1"), task("n1"), task("n1")})
+	d, got = fill(pool8, block("10.1.0.8/29"), doc("n2", map[string]Alloc{"10.1.0.8": task("n2")}), "n1", []Alloc{task("n1"), task("n1"), task("n1")}, reuse{})
 	if fmt.Sprint(got) != "[10.1.0.10 10.1.0.11 10.1.0.12]" || d.Node != "n2" {
 		t.Errorf("borrow: %v, affinity %q", got, d.Node)
 	}
 	// Beyond the range: nothing.
-	if _, got := fill(pool8, block("10.1.0.32/29"), doc("", nil), "n1", []Alloc{task("n1")}); len(got) != 0 {
+	if _, got := fill(pool8, block("10.1.0.32/29"), doc("", nil), "n1", []Alloc{task("n1")}, reuse{}); len(got) != 0 {
 		t.Errorf("allocated %v outside the range", got)
 	}
 }
@@ -59,17 +59,17 @@ func TestCandidates(t *testing.T) {
 		// 10.1.0.8/29 has an unreadable document: never claimed.
 		taken: map[netip.Prefix]bool{block("10.1.0.0/29"): true, block("10.1.0.8/29"): true, block("10.1.0.16/29"): true, block("10.1.0.24/29"): true},
 	}
-	if got := fmt.Sprint(candidates(pool8, v, "n1", true)); got != "[10.1.0.24/29 10.1.0.0/29]" {
+	if got := fmt.Sprint(candidates(pool8, v, "n1", true, reuse{})); got != "[10.1.0.24/29 10.1.0.0/29]" {
 		t.Errorf("n1's candidates %s: want its own block with room, then n2's (no free block: the unreadable one is taken)", got)
 	}
-	if got := fmt.Sprint(candidates(pool8, v, "n1", false)); got != "[10.1.0.24/29]" {
+	if got := fmt.Sprint(candidates(pool8, v, "n1", false, reuse{})); got != "[10.1.0.24/29]" {
 		t.Errorf("n1's candidates without borrowing: %s", got)
 	}
 	delete(v.taken, block("10.1.0.8/29"))
-	if got := fmt.Sprint(candidates(pool8, v, "n3", true)); got != "[10.1.0.8/29 10.1.0.0/29 10.1.0.24/29]" {
+	if got := fmt.Sprint(candidates(pool8, v, "n3", true, reuse{})); got != "[10.1.0.8/29 10.1.0.0/29 10.1.0.24/29]" {
 		t.Errorf("n3's candidates %s: want the free block first, then others' in address order", got)
 	}
-	if !anyFree(pool8, v) {
+	if !anyFree(pool8, v, reuse{}) {
 		t.Error("anyFree: false with free addresses")
 	}
 }
@@ -78,9 +78,9 @@ func TestReleaseOwn(t *testing.T) {
 	d := doc("n1", map[string]Alloc{"10.1.0.2": task("n1"), "10.1.0.3": task("n2"), "10.1.0.4": {Node: "n1", Kind: KindShim},
 		"10.1.0.5": spare("n1", "g"), "10.1.0.7": spare("n1", "g"), "10.1.0.8": spare("n1", "old")})
 	all := []netip.Addr{addr("10.1.0.2"), addr("10.1.0.3"), addr("10.1.0.4"), addr("10.1.0.5"), addr("10.1.0.6"), addr("10.1.0.7"), addr("10.1.0.8")}
-	got, refused, unhanded, changed := releaseOwn(d.clone(), "n1", "g", all, map[netip.Addr]bool{addr("10.1.0.5"): true})
-	if !changed || fmt.Sprint(got.addrs()) != "[10.1.0.3 10.1.0.4 10.1.0.7]" {
-		t.Errorf("left %v, want n2's task, n1's shim and the spare never handed out", got.addrs())
+	got, refused, unhanded, freed := releaseOwn(d.clone(), "n1", "g", all, map[netip.Addr]bool{addr("10.1.0.5"): true})
+	if fmt.Sprint(freed) != "[10.1.0.2 10.1.0.5 10.1.0.8]" || fmt.Sprint(got.addrs()) != "[10.1.0.3 10.1.0.4 10.1.0.7]" {
+		t.Errorf("freed %v, left %v; want n1's task and its handed and earlier spares freed, n2's task, n1's shim and the spare never handed out left", freed, got.addrs())
 	}
 	if len(refused) != 2 || refused[addr("10.1.0.3")].Node != "n2" || refused[addr("10.1.0.4")].Kind != KindShim {
 		t.Errorf("refused %v, want n2's address and the shim", refused)
@@ -88,7 +88,7 @@ func TestReleaseOwn(t *testing.T) {
 	if fmt.Sprint(unhanded) != "[10.1.0.7]" {
 		t.Errorf("unhanded %v, want the spare of this generation never handed out (an earlier generation's may be Docker's)", unhanded)
 	}
-	if _, _, _, changed := releaseOwn(d.clone(), "n3", "g", []netip.Addr{addr("10.1.0.2")}, nil); changed {
+	if _, _, _, freed := releaseOwn(d.clone(), "n3", "g", []netip.Addr{addr("10.1.0.2")}, nil); len(freed) > 0 {
 		t.Error("n3 released n1's address")
 	}
 }
@@ -323,7 +323,7 @@ func TestWriteSpares(t *testing.T) {
 		"10.1.0.6": spare("n1", "x"), // free here, but another generation's: unconfirmed
 	})
 	record := map[netip.Addr]Alloc{addr("10.1.0.2"): task("n1"), addr("10.1.0.3"): task("n1"), addr("10.1.0.12"): task("n1")}
-	w := writeSpares(pool8, b, d, "n1", "g", record, []netip.Addr{addr("10.1.0.4")}, []netip.Addr{addr("10.1.0.5"), addr("10.1.0.6")}, 5, now)
+	w := writeSpares(pool8, b, d, "n1", "g", record, []netip.Addr{addr("10.1.0.4")}, []netip.Addr{addr("10.1.0.5"), addr("10.1.0.6")}, 5, now, reuse{})
 	if fmt.Sprint(w.Recorded, w.Lost, w.Dropped, w.Unconfirmed) != "[10.1.0.2] [10.1.0.3] [10.1.0.4] [10.1.0.6]" {
 		t.Errorf("recorded %v lost %v dropped %v unconfirmed %v", w.Recorded, w.Lost, w.Dropped, w.Unconfirmed)
 	}
@@ -332,7 +332,7 @@ func TestWriteSpares(t *testing.T) {
 		t.Errorf("added %v, doc %v", w.Added, w.doc.Allocs)
 	}
 	// Spares are never claimed in another node's block.
-	w = writeSpares(pool8, b, doc("n2", map[string]Alloc{"10.1.0.2": task("n2")}), "n1", "g", nil, nil, nil, 3, now)
+	w = writeSpares(pool8, b, doc("n2", map[string]Alloc{"10.1.0.2": task("n2")}), "n1", "g", nil, nil, nil, 3, now, reuse{})
 	if len(w.Added) != 0 || w.changed {
 		t.Errorf("spares claimed in n2's block: %v", w.Added)
 	}
@@ -347,7 +347,7 @@ func TestWriteSparesRecordsReclaimedHandout(t *testing.T) {
 	now := t0.Add(time.Hour)
 	b := block("10.1.0.0/29")
 	record := map[netip.Addr]Alloc{addr("10.1.0.2"): task("n1")}
-	w := writeSpares(pool8, b, doc("", map[string]Alloc{}), "n1", "g", record, nil, nil, 4, now)
+	w := writeSpares(pool8, b, doc("", map[string]Alloc{}), "n1", "g", record, nil, nil, 4, now, reuse{})
 	if fmt.Sprint(w.Recorded, w.Lost) != "[10.1.0.2] []" || w.doc.Allocs["10.1.0.2"].Kind != KindTask {
 		t.Errorf("recorded %v lost %v, doc %v; want 10.1.0.2 recorded as n1's task", w.Recorded, w.Lost, w.doc.Allocs)
 	}

@@ -20,7 +20,10 @@
 //     which blocks to try, what to fill, what a release may free, what a
 //     sweep reclaims, which nodes have departed, what a spare sync writes.
 //   - Allocator (allocator.go) serves requests, batching concurrent ones
-//     into shared writes; Release frees only this node's addresses.
+//     into shared writes; Release frees only this node's addresses. What
+//     it freed lately it remembers, in memory (freed.go), and hands out
+//     again only when nothing else is free: a release names no container,
+//     so a late or repeated one must find its address free.
 //   - keeper (spares.go), with its own lock, keeps a few addresses of the
 //     node's blocks claimed ahead of demand (spares), so that Docker never
 //     waits for Consul; it changes blocks only through the store's update.

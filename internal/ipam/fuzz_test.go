@@ -92,12 +92,12 @@ func FuzzPoolListing(f *testing.F) {
 			}
 		}
 		// The allocator's choices from this view.
-		for _, b := range unclaimed(p, v) {
+		for _, b := range unclaimed(p, v, reuse{}) {
 			if v.taken[b] {
 				t.Errorf("block %s has a key, offered as unclaimed", b)
 			}
 		}
-		for _, b := range candidates(p, v, "n1", true) {
+		for _, b := range candidates(p, v, "n1", true, reuse{}) {
 			doc, readable := v.docs[b]
 			if !readable {
 				if v.taken[b] {
@@ -106,7 +106,7 @@ func FuzzPoolListing(f *testing.F) {
 				doc = BlockDoc{Allocs: map[string]Alloc{}}
 			}
 			before := doc.clone()
-			_, got := fill(p, b, doc, "n1", make([]Alloc, 3))
+			_, got := fill(p, b, doc, "n1", make([]Alloc, 3), reuse{})
 			seen := map[netip.Addr]bool{}
 			for _, a := range got {
 				if _, taken := before.alloc(a); taken || !p.usable(a) || !b.Contains(a) || seen[a] {

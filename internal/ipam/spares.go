@@ -53,8 +53,11 @@ type keeper struct {
 	node, gen string
 	store     *store
 	kv        KV // the pressure keys only
-	now       func() time.Time
-	kick      chan struct{}
+	// freed are the addresses the node freed lately, never claimed as
+	// spares (see reuse).
+	freed *freedAddrs
+	now   func() time.Time
+	kick  chan struct{}
 	// handouts counts requests answered from a spare (a metric).
 	handouts atomic.Int64
 	// afterWrite, when set (by tests), runs between a block's spare write
@@ -84,8 +87,8 @@ type sparePool struct {
 	stopWatch context.CancelFunc
 }
 
-func newKeeper(node, gen string, st *store, kv KV, now func() time.Time, log *slog.Logger) *keeper {
-	return &keeper{node: node, gen: gen, store: st, kv: kv, now: now, log: log, kick: make(chan struct{}, 1),
+func newKeeper(node, gen string, st *store, kv KV, freed *freedAddrs, now func() time.Time, log *slog.Logger) *keeper {
+	return &keeper{node: node, gen: gen, store: st, kv: kv, freed: freed, now: now, log: log, kick: make(chan struct{}, 1),
 		pools: map[string]*sparePool{}, lastPressure: map[string]time.Time{}}
 }
 
@@ -327,11 +330,14 @@ func (k *keeper) syncAll(ctx context.Context, verify, stopping bool) (pending bo
 
 // syncPool writes one pool's spare changes, one write per block touched:
 // handed spares recorded, spares given back, new ones claimed in the
-// node's blocks and then in free ones (never borrowed), and with verify
-// every free spare checked against a fresh read.
+// node's blocks and then in free ones (never borrowed, nor among the
+// addresses the node freed lately: a request takes those only when
+// nothing else is free), and with verify every free spare checked against
+// a fresh read.
 func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify bool) error {
 	p := sp.pool
 	now := k.now()
+	ru := reuse{freed: k.freed.recent(p, now)}
 	k.mu.Lock()
 	suspect := sp.suspect
 	verify = verify || suspect
@@ -355,7 +361,7 @@ func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify b
 			// Only spares still handed out: one Docker released since the
 			// plan is gone from Consul too, and recording it would write
 			// back an address no container holds.
-			w = writeSpares(p, b, doc, k.node, k.gen, k.stillHanded(sp, plan.Record), plan.Drop, check, need, now)
+			w = writeSpares(p, b, doc, k.node, k.gen, k.stillHanded(sp, plan.Record), plan.Drop, check, need, now, ru)
 			return w.doc, w.changed
 		})
 		if err != nil {
@@ -389,7 +395,7 @@ func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify b
 		if err != nil {
 			firstErr = err
 		}
-		for _, b := range claimOrder(unclaimed(p, v), k.node) {
+		for _, b := range claimOrder(unclaimed(p, v, ru), k.node) {
 			if need <= 0 || firstErr != nil {
 				break
 			}
