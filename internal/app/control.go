@@ -372,7 +372,13 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	top := http.NewServeMux()
 	top.Handle("GET /health", mux)
 	top.Handle("GET /v1/orbiter/health", mux)
-	top.Handle("/", hosts.Handler("--allowed-host", mux))
+	// By another name, a request with a token is served once its token
+	// checks out (webhooks, underlay scale); without tokens, never.
+	var tokenChecked http.Handler
+	if apiCfg.Tokens != nil {
+		tokenChecked = api.RequireToken(mux)
+	}
+	top.Handle("/", hosts.WithToken("--allowed-host", mux, tokenChecked))
 	srv := scale.NewServer(top, f.limits, log)
 	srv.TLSConfig = serverTLS
 	g, gctx := errgroup.WithContext(ctx)

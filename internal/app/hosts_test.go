@@ -4,6 +4,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -60,14 +62,52 @@ func TestControlAllowedHost(t *testing.T) {
 	}
 }
 
+// TestControlTokenByAnyName: by a name control does not know, a request
+// with a bearer token is served once its token checks out (an
+// Alertmanager webhook, underlay scale); a header alone is not enough —
+// a rebinding page may send one, and open reads look at none — nor is
+// any header when control has no tokens.
+func TestControlTokenByAnyName(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(file, []byte("s3cret-token-0123456789\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	addr := startControlCommand(t, "--token-file", file)
+	for _, tt := range []struct {
+		auth string
+		want int
+	}{
+		{"Bearer s3cret-token-0123456789", http.StatusOK},
+		{"Bearer guessed", http.StatusUnauthorized},
+		{"", http.StatusMisdirectedRequest},
+	} {
+		if code, body := getWith(t, addr, "control.example", "/v1/cluster", tt.auth); code != tt.want {
+			t.Errorf("Host control.example, Authorization %q: %d %q; want %d", tt.auth, code, body, tt.want)
+		}
+	}
+	open := startControlCommand(t, "--insecure-no-auth")
+	if code, body := getWith(t, open, "control.example", "/v1/cluster", "Bearer anything"); code != http.StatusMisdirectedRequest {
+		t.Errorf("no tokens, Host control.example with a header: %d %q; want 421", code, body)
+	}
+}
+
 // getAs GETs path from addr with Host host; it returns the status and body.
 func getAs(t *testing.T, addr, host, path string) (int, string) {
+	t.Helper()
+	return getWith(t, addr, host, path, "")
+}
+
+// getWith is getAs with an Authorization header auth ("": none).
+func getWith(t *testing.T, addr, host, path, auth string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest("GET", "http://"+addr+path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
 	req.Host = host
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)

@@ -85,22 +85,37 @@ func hostName(host string) string {
 
 // Handler answers 421 Misdirected Request, with a JSON body naming the
 // host, to requests whose Host is not allowed, and passes the others to
-// next. flag names how the operator allows a name, for the answer. A
-// request with an Authorization header passes, to be checked as usual:
-// a rebinding page cannot send the operator's token, and a browser
-// attaches none to another site's requests; webhooks and CLIs reaching
-// the server by a DNS name carry theirs.
+// next. flag names how the operator allows a name, for the answer ("":
+// no name can be allowed).
 func (a AllowedHosts) Handler(flag string, next http.Handler) http.Handler {
+	return a.WithToken(flag, next, nil)
+}
+
+// WithToken is Handler, but a request with an Authorization header and a
+// Host it refuses goes to tokenChecked (next behind a token check; nil:
+// refused as by Handler): a rebinding page cannot send the operator's
+// token, while webhooks and CLIs reaching the server by a DNS name do. A
+// header alone must not pass: the page may send one of its own, and open
+// routes look at none.
+func (a AllowedHosts) WithToken(flag string, next, tokenChecked http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if a.Allows(r.Host) || r.Header.Get("Authorization") != "" {
+		if a.Allows(r.Host) {
 			next.ServeHTTP(w, r)
 			return
+		}
+		if tokenChecked != nil && r.Header.Get("Authorization") != "" {
+			tokenChecked.ServeHTTP(w, r)
+			return
+		}
+		msg := fmt.Sprintf("host %q is not one this server answers to: use its IP address or localhost", hostName(r.Host))
+		if flag != "" {
+			msg += ", or allow the name with " + flag
 		}
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Cache-Control", "no-store")
 		w.WriteHeader(http.StatusMisdirectedRequest)
 		json.NewEncoder(w).Encode(struct {
 			Error string `json:"error"`
-		}{fmt.Sprintf("host %q is not one this server answers to: use its IP address or localhost, or allow the name with %s", hostName(r.Host), flag)})
+		}{msg})
 	})
 }

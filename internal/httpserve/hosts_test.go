@@ -81,32 +81,41 @@ func TestAllowedHostsHandler(t *testing.T) {
 	}
 }
 
-// TestAllowedHostsPassAuthorized: a request that carries its own
-// credentials (an Authorization header) passes whatever its Host, to be
-// checked as usual: a rebinding page cannot send the operator's token,
-// and the browser attaches none to another site's requests. Before, an
-// Alertmanager webhook or an underlay scale by the server's DNS name,
-// both with their bearer token, were refused 421 unless the name was
-// allowed.
-func TestAllowedHostsPassAuthorized(t *testing.T) {
+// TestAllowedHostsWithToken: a request by an unknown name that carries
+// an Authorization header goes to the token-checked handler, whatever the
+// header holds: there a bad token is refused. Handler alone, and
+// WithToken without a checked handler, refuse it 421: a rebinding page
+// may send a header of its own, and open routes look at none.
+func TestAllowedHostsWithToken(t *testing.T) {
 	a, _ := NewAllowedHosts()
-	reached := 0
-	h := a.Handler("--allowed-host", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reached++ }))
-	req := httptest.NewRequest("POST", "/v1/underlay/services/web/scale", nil)
+	var open, checked int
+	next := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { open++ })
+	tokenChecked := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { checked++ })
+	req := httptest.NewRequest("GET", "/v1/cluster", nil)
 	req.Host = "control.example:8000"
-	req.Header.Set("Authorization", "Bearer s3cret")
+	req.Header.Set("Authorization", "Bearer anything")
+	for _, h := range []http.Handler{a.Handler("--allowed-host", next), a.WithToken("--allowed-host", next, nil)} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != http.StatusMisdirectedRequest || open != 0 || checked != 0 {
+			t.Errorf("by name with a header, no token check: %d, open %d, checked %d; want 421", rec.Code, open, checked)
+		}
+	}
+	h := a.WithToken("--allowed-host", next, tokenChecked)
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	if open != 0 || checked != 1 {
+		t.Errorf("by name with a header: open %d, checked %d; want to the token check", open, checked)
+	}
+	req.Header.Del("Authorization")
+	req.Header.Set("Cookie", "underlay_session=x") // the browser's to send, to a rebound name too
 	rec := httptest.NewRecorder()
 	h.ServeHTTP(rec, req)
-	if rec.Code == http.StatusMisdirectedRequest || reached != 1 {
-		t.Errorf("a request with its bearer token by name: %d %q, handler reached %d times; want passed on", rec.Code, rec.Body, reached)
+	if rec.Code != http.StatusMisdirectedRequest || open != 0 || checked != 1 {
+		t.Errorf("by name with a cookie: %d, open %d, checked %d; want 421", rec.Code, open, checked)
 	}
-	// A cookie is the browser's to send, to a rebound name as well: it
-	// does not pass.
-	req.Header.Del("Authorization")
-	req.Header.Set("Cookie", "underlay_session=x")
-	rec = httptest.NewRecorder()
-	h.ServeHTTP(rec, req)
-	if rec.Code != http.StatusMisdirectedRequest || reached != 1 {
-		t.Errorf("a request with a cookie by name: %d, handler reached %d times; want 421", rec.Code, reached)
+	req.Host = "127.0.0.1:8000"
+	h.ServeHTTP(httptest.NewRecorder(), req)
+	if open != 1 {
+		t.Errorf("by address: open %d, want 1", open)
 	}
 }
