@@ -39,7 +39,10 @@ func Handler() http.Handler {
 	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
 	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
 	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
-	return mux
+	// Loopback is reached by a page whose name an attacker pointed at
+	// 127.0.0.1 (DNS rebinding), with that name as Host: only addresses
+	// and localhost are answered.
+	return httpserve.AllowedHosts{}.Handler("", mux)
 }
 
 // Serve serves Handler on addr, which CheckAddr must accept, until ctx ends.

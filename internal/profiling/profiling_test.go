@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -88,5 +89,31 @@ func TestServe(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("Serve did not return after its context ended")
+	}
+}
+
+// TestHandlerRefusesForeignHosts: the profiler listens on loopback, which
+// a page of another site reaches through DNS rebinding (its name pointed
+// at 127.0.0.1) with its own name as Host; profiles, command line and
+// goroutine stacks are for the operator only. Before, any Host was served.
+func TestHandlerRefusesForeignHosts(t *testing.T) {
+	h := Handler()
+	for _, tt := range []struct {
+		host string
+		want int
+	}{
+		{"rebind.example:6060", http.StatusMisdirectedRequest},
+		{"localhost.rebind.example", http.StatusMisdirectedRequest},
+		{"127.0.0.1:6060", http.StatusOK},
+		{"[::1]:6060", http.StatusOK},
+		{"localhost:6060", http.StatusOK},
+	} {
+		req := httptest.NewRequest("GET", "/debug/pprof/cmdline", nil)
+		req.Host = tt.host
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != tt.want {
+			t.Errorf("Host %s: %d %q, want %d", tt.host, rec.Code, rec.Body, tt.want)
+		}
 	}
 }
