@@ -45,6 +45,10 @@ type Config struct {
 	DoctorInterval time.Duration
 	// Listen is the address of /healthz and /metrics ("": off).
 	Listen string
+	// StatusHosts are the names /metrics answers to in the Host header,
+	// besides addresses and localhost (DNS rebinding: see
+	// httpserve.AllowedHosts).
+	StatusHosts httpserve.AllowedHosts
 	// Pprof is the loopback address of Go's profiler ("": off).
 	Pprof string
 	// StateDir is where the node's identity is recorded (see
@@ -160,7 +164,7 @@ func run(ctx context.Context, cfg Config, c Clients, gate *ipam.Gate, log *slog.
 		g.Go(func() error { return n.run(gctx) })
 	}
 	if cfg.Listen != "" {
-		g.Go(func() error { return serveStatus(gctx, cfg.Listen, agent, reg, alog) })
+		g.Go(func() error { return serveStatus(gctx, cfg.Listen, cfg.StatusHosts, agent, reg, alog) })
 	}
 	if cfg.Pprof != "" {
 		g.Go(func() error { return profiling.Serve(gctx, cfg.Pprof, log) })
@@ -236,19 +240,20 @@ func servePlugin(ctx context.Context, cfg IPAMConfig, gate *ipam.Gate, log *slog
 }
 
 // serveStatus serves /healthz (503 while Docker or Consul is unreachable) and /metrics.
-func serveStatus(ctx context.Context, addr string, agent *register.Agent, reg *prometheus.Registry, log *slog.Logger) error {
+func serveStatus(ctx context.Context, addr string, hosts httpserve.AllowedHosts, agent *register.Agent, reg *prometheus.Registry, log *slog.Logger) error {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		return fmt.Errorf("--listen %s: %w", addr, err)
 	}
 	log.Info("serving /healthz and /metrics", "addr", ln.Addr().String())
-	return httpserve.Serve(ctx, ln, httpserve.NewServer(statusHandler(agent.Status, reg)))
+	return httpserve.Serve(ctx, ln, httpserve.NewServer(statusHandler(agent.Status, reg, hosts)))
 }
 
-// statusHandler serves /healthz from status and /metrics from reg.
-func statusHandler(status func() register.Status, reg prometheus.Gatherer) http.Handler {
+// statusHandler serves /healthz from status and /metrics from reg, the
+// latter to the Host names hosts allows.
+func statusHandler(status func() register.Status, reg prometheus.Gatherer, hosts httpserve.AllowedHosts) http.Handler {
 	mux := http.NewServeMux()
-	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	mux.Handle("/metrics", hosts.Handler("--allowed-host", promhttp.HandlerFor(reg, promhttp.HandlerOpts{})))
 	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
 		st := status()
 		w.Header().Set("Content-Type", "application/json")

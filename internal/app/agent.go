@@ -16,6 +16,7 @@ import (
 	"github.com/underlay/underlay/internal/agent"
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/dockerhost"
+	"github.com/underlay/underlay/internal/httpserve"
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/profiling"
@@ -27,6 +28,7 @@ type agentFlags struct {
 	node             string
 	network          string
 	hostIP           string
+	allowedHosts     []string
 	internal         bool
 	explicit         bool
 	tags             []string
@@ -80,6 +82,7 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 	fl.StringVar(&f.deregister, "deregister", string(register.DeregisterAlways), "when to deregister a stopped container: always or on-success (keep failed ones)")
 	fl.BoolVar(&f.deregisterOnExit, "deregister-on-exit", false, "deregister every service of this node when the agent exits")
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:9465", "address for /healthz and /metrics (empty to disable)")
+	fl.StringSliceVar(&f.allowedHosts, "allowed-host", nil, "a host name clients reach /metrics by (repeatable, comma-separated; \"*\": any); besides IP addresses, localhost, this machine's name and --listen's, other Host headers are answered 421, so that a page of another site rebound to this address (DNS rebinding) cannot read it")
 	fl.BoolVar(&f.networks, "networks", true, "realise underlay cluster networks on this node (host shim, config-only network, range lease)")
 	fl.DurationVar(&f.networkSync, "network-sync", 30*time.Second, "interval of cluster network syncs (drift repair)")
 	fl.BoolVar(&f.ipam, "ipam", true, "serve underlay's cluster IPAM to the local dockerd (Docker's remote IPAM plugin protocol)")
@@ -113,6 +116,10 @@ func runAgent(ctx context.Context, cmd *cobra.Command, f *agentFlags, log *slog.
 	}
 	if ipamLn != nil {
 		defer ipamLn.Close()
+	}
+	statusHosts, err := allowedHosts(f.allowedHosts, f.listen)
+	if err != nil {
+		return err // checked by checkAgentFlags
 	}
 	dockerAPI, err := dockerhost.NewClient()
 	if err != nil {
@@ -148,6 +155,7 @@ func runAgent(ctx context.Context, cmd *cobra.Command, f *agentFlags, log *slog.
 		TaskMetrics:    f.taskMetrics,
 		DoctorInterval: f.doctorInterval,
 		Listen:         f.listen,
+		StatusHosts:    statusHosts,
 		Pprof:          f.pprof,
 		StateDir:       f.stateDir,
 		Version:        Version,
@@ -160,6 +168,9 @@ func runAgent(ctx context.Context, cmd *cobra.Command, f *agentFlags, log *slog.
 // identity, and a leak grace of zero would reclaim addresses Docker is
 // still handing to containers. ipamChanged says --ipam was given.
 func checkAgentFlags(f *agentFlags, ipamChanged bool) error {
+	if _, err := httpserve.NewAllowedHosts(f.allowedHosts...); err != nil {
+		return fmt.Errorf("--allowed-host: %w", err)
+	}
 	// Empty is Docker's host name, which the agent checks once it has it.
 	if f.node != "" {
 		if err := netspec.CheckNodeName(f.node); err != nil {

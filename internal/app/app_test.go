@@ -81,6 +81,7 @@ func TestAgentBadFlags(t *testing.T) {
 		{[]string{"agent", "--ipam", "--networks=false"}, "--ipam needs --networks"},
 		{[]string{"agent", "--networks=false", "--ipam=true"}, "(drop --networks=false, or add --ipam=false)"},
 		{[]string{"agent", "--pprof", "0.0.0.0:6060"}, `--pprof: profiler address "0.0.0.0:6060": "0.0.0.0" is not a loopback address`},
+		{[]string{"agent", "--allowed-host", "http://node1.example"}, `--allowed-host: allowed host "http://node1.example"`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {

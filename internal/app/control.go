@@ -398,7 +398,14 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 // and localhost: --allowed-host, and the names peers and clients are known
 // to reach it by — this machine's, --advertise's (or --listen's).
 func controlHosts(f *controlFlags) (httpserve.AllowedHosts, error) {
-	names := slices.Clone(f.allowedHosts)
+	return allowedHosts(f.allowedHosts, f.advertise, f.listen)
+}
+
+// allowedHosts are the Host names a server answers to besides IP literals
+// and localhost: given (--allowed-host), this machine's name and the
+// hosts of addrs (HOST:PORT), the names it is known to be reached by.
+func allowedHosts(given []string, addrs ...string) (httpserve.AllowedHosts, error) {
+	names := slices.Clone(given)
 	if _, err := httpserve.NewAllowedHosts(names...); err != nil {
 		return httpserve.AllowedHosts{}, fmt.Errorf("--allowed-host: %w", err)
 	}
@@ -406,7 +413,7 @@ func controlHosts(f *controlFlags) (httpserve.AllowedHosts, error) {
 	if h, err := os.Hostname(); err == nil {
 		implied = append(implied, h)
 	}
-	for _, addr := range []string{f.advertise, f.listen} {
+	for _, addr := range addrs {
 		if h, _, err := net.SplitHostPort(addr); err == nil {
 			implied = append(implied, h)
 		}
