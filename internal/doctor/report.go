@@ -47,7 +47,10 @@ func Publish(ctx context.Context, kv KV, r Report) error {
 	return nil
 }
 
-// LoadReports reads every node's report, by node name.
+// LoadReports reads every node's report, by node name: the name its key
+// gives. A report that cannot be read, or that names another node, is
+// that key's failed doctor/report check: one bad key hides no other
+// node's report, nor stands in for it.
 func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
 	kvs, err := kv.List(ctx, KVPrefix)
 	if err != nil {
@@ -55,22 +58,26 @@ func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
 	}
 	out := make([]Report, 0, len(kvs))
 	for _, p := range kvs {
+		node := strings.TrimPrefix(p.Key, KVPrefix)
 		var r Report
 		if err := json.Unmarshal(p.Value, &r); err != nil {
-			// Shown as that node's failed check: one bad key hides no
-			// other node's report.
-			node := strings.TrimPrefix(p.Key, KVPrefix)
-			r = Report{Node: node, Results: []Result{{Node: node, Check: "doctor/report", Status: Fail,
-				Message: fmt.Sprintf("unreadable report %s: %v", p.Key, err),
-				Fix:     shellword.KVDelete(p.Key) + " (a node's agent publishes its report again within its period)"}}}
+			r = badReport(p.Key, node, fmt.Sprintf("unreadable report %s: %v", p.Key, err))
+		} else if r.Node != "" && r.Node != node {
+			// Taken by its node, it would replace that node's own
+			// report on the dashboard.
+			r = badReport(p.Key, node, fmt.Sprintf("report %s names node %q: an agent publishes its own node's report under its name", p.Key, r.Node))
 		}
-		if r.Node == "" {
-			r.Node = strings.TrimPrefix(p.Key, KVPrefix)
-		}
+		r.Node = node
 		out = append(out, r)
 	}
 	slices.SortFunc(out, func(a, b Report) int { return strings.Compare(a.Node, b.Node) })
 	return out, nil
+}
+
+// badReport is a report that cannot be shown, as its key's failed check.
+func badReport(key, node, problem string) Report {
+	return Report{Node: node, Results: []Result{{Node: node, Check: "doctor/report", Status: Fail, Message: problem,
+		Fix: shellword.KVDelete(key) + " (a node's agent publishes its report again within its period)"}}}
 }
 
 // Recheck is how soon checks run again while one fails or warns, so that a

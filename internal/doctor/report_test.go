@@ -102,3 +102,38 @@ func TestRunPeriodicallyPublishes(t *testing.T) {
 		t.Errorf("report %+v", rs)
 	}
 }
+
+// TestLoadReportsKeepsEachNodeUnderItsKey: a report under another node's
+// key (written by hand, or a cloned agent's) that names node1 was returned
+// as node1's, and the dashboard, which takes the reports by node, showed
+// it in place of node1's own. It is now the failed doctor/report check of
+// the key it is under, naming both, and node1's report stays node1's.
+func TestLoadReportsKeepsEachNodeUnderItsKey(t *testing.T) {
+	kv := &memKV{m: map[string][]byte{
+		KVPrefix + "node1": []byte(`{"node":"node1","at":"2026-03-01T12:00:00Z","results":[{"node":"node1","check":"docker/daemon","status":"fail","message":"down"}]}`),
+		KVPrefix + "stray": []byte(`{"node":"node1","at":"2026-03-01T12:00:00Z","results":[{"node":"node1","check":"docker/daemon","status":"ok"}]}`),
+	}}
+	rs, err := LoadReports(context.Background(), kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 || rs[0].Node != "node1" || rs[1].Node != "stray" {
+		t.Fatalf("reports of %v; want node1's and stray's", nodesOf(rs))
+	}
+	if res := rs[0].Results; len(res) != 1 || res[0].Status != Fail || res[0].Message != "down" {
+		t.Errorf("node1's report read as %+v: want its own failed docker/daemon", res)
+	}
+	if res := rs[1].Results; len(res) != 1 || res[0].Status != Fail || res[0].Check != "doctor/report" ||
+		!strings.Contains(res[0].Message, KVPrefix+"stray") || !strings.Contains(res[0].Message, `"node1"`) ||
+		!strings.HasPrefix(res[0].Fix, "consul kv delete "+KVPrefix+"stray ") {
+		t.Errorf("the stray report read as %+v: want a failed doctor/report check naming its key, the node it names and the fix", res)
+	}
+}
+
+func nodesOf(rs []Report) []string {
+	out := make([]string, len(rs))
+	for i, r := range rs {
+		out[i] = r.Node
+	}
+	return out
+}
