@@ -126,7 +126,9 @@ func publish(ctx context.Context, kv KV, r Report) error {
 // PerReplica averages a service's usage over its tasks on every node whose
 // report is fresher than maxAge; ok is false when no fresh task is known.
 func PerReplica(reports []Report, service string, now time.Time, maxAge time.Duration) (cpu, memory float64, ok bool) {
-	tasks := 0
+	// Summed as a float: an int sum of the counts reports claim can wrap
+	// negative.
+	tasks := 0.0
 	for _, r := range reports {
 		if now.Sub(r.At) > maxAge {
 			continue
@@ -135,14 +137,14 @@ func PerReplica(reports []Report, service string, now time.Time, maxAge time.Dur
 		if !found {
 			continue
 		}
-		tasks += u.Tasks
+		tasks += float64(u.Tasks)
 		cpu += u.CPU
 		memory += float64(u.Memory)
 	}
 	if tasks == 0 {
 		return 0, 0, false
 	}
-	return cpu / float64(tasks), memory / float64(tasks), true
+	return cpu / tasks, memory / tasks, true
 }
 
 // MaxAhead is how far ahead of the reader's clock a report's time may be

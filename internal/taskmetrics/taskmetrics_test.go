@@ -147,3 +147,26 @@ func TestUsageLeavesOutUnnamedServices(t *testing.T) {
 		t.Errorf("the node's report is not counted: %v", err)
 	}
 }
+
+// TestPerReplicaSumsTasksWithoutOverflow: Decode takes any task count of
+// 1 or more, and PerReplica summed the counts of every node as an int, so
+// a report claiming math.MaxInt64 tasks beside n1's 2 wrapped the sum
+// negative and gave web a negative CPU and memory per replica.
+func TestPerReplicaSumsTasksWithoutOverflow(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	var reports []Report
+	for key, value := range map[string]string{
+		KVPrefix + "n1":    `{"node":"n1","at":"2026-12-03T11:59:59Z","services":{"web":{"tasks":2,"cpu":1,"memory":200}}}`,
+		KVPrefix + "ghost": `{"node":"ghost","at":"2026-12-03T11:59:59Z","services":{"web":{"tasks":9223372036854775807,"cpu":0,"memory":0}}}`,
+	} {
+		r, err := Decode(key, []byte(value), now)
+		if err != nil {
+			t.Fatalf("Decode %s: %v", key, err)
+		}
+		reports = append(reports, r)
+	}
+	cpu, mem, ok := PerReplica(reports, "web", now, time.Minute)
+	if !ok || !(cpu > 0 && cpu < 1e-18) || !(mem > 0 && mem < 1e-16) {
+		t.Errorf("web per replica: %v cores, %v bytes (%v); want 1 core and 200 bytes over 2^63+1 tasks, just above 0", cpu, mem, ok)
+	}
+}
