@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/underlay/underlay/internal/kvstore"
+	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/shellword"
 )
 
@@ -123,8 +124,31 @@ func publish(ctx context.Context, kv KV, r Report) error {
 	return nil
 }
 
+// Heard is what a reader heard of each node's report: its stamp and when
+// the reader's clock saw it change.
+type Heard map[string]netspec.Heard
+
+// Hear sets each report's At to when this reader's clock saw its stamp
+// change (netspec.Hear), given what it heard at its last read; it returns
+// what it hears now. Judged by their stamps, another host's clock,
+// the reports of a node whose clock is behind would read as stale while
+// its agent publishes, and the last of an agent that stopped with its
+// clock ahead as fresh for as long.
+func Hear(reports []Report, prev Heard, now time.Time) Heard {
+	next := make(Heard, len(reports))
+	for i := range reports {
+		r := &reports[i]
+		was, seen := prev[r.Node]
+		h := netspec.Hear(was, seen, r.At, now)
+		next[r.Node] = h
+		r.At = h.At
+	}
+	return next
+}
+
 // PerReplica averages a service's usage over its tasks on every node whose
-// report is fresher than maxAge; ok is false when no fresh task is known.
+// report is fresher than maxAge (by At: Hear sets it by the reader's
+// clock); ok is false when no fresh task is known.
 func PerReplica(reports []Report, service string, now time.Time, maxAge time.Duration) (cpu, memory float64, ok bool) {
 	// Summed as a float: an int sum of the counts reports claim can wrap
 	// negative.

@@ -21,7 +21,13 @@ type Builtin struct {
 	// MaxAge ignores a node whose report is older (its agent is gone).
 	MaxAge time.Duration
 
+	// now is the clock: time.Now but in tests.
+	now func() time.Time
+
 	mu sync.Mutex
+	// heard is when each node's report was last seen changed, by this
+	// clock (see taskmetrics.Hear).
+	heard taskmetrics.Heard
 	// warned holds the reports not counted that were logged, with their
 	// problem, so that each is logged once and not at every query.
 	warned map[string]string
@@ -29,7 +35,7 @@ type Builtin struct {
 
 // NewBuiltin reads agents' reports through kv.
 func NewBuiltin(kv taskmetrics.Lister, log *slog.Logger) *Builtin {
-	return &Builtin{kv: kv, log: log.With("component", "scale_builtin"), MaxAge: time.Minute, warned: map[string]string{}}
+	return &Builtin{kv: kv, log: log.With("component", "scale_builtin"), MaxAge: time.Minute, now: time.Now, warned: map[string]string{}}
 }
 
 // Query implements scale.MetricSource for "underlay:cpu@SERVICE" and
@@ -39,12 +45,13 @@ func (b *Builtin) Query(ctx context.Context, query string) (float64, error) {
 	if !ok || (what != "cpu" && what != "memory") {
 		return 0, fmt.Errorf("built-in metric %q: want %scpu or %smemory", query, scale.BuiltinPrefix, scale.BuiltinPrefix)
 	}
-	now := time.Now()
+	now := b.now()
 	reports, bad, err := taskmetrics.Load(ctx, b.kv, now)
 	if err != nil {
 		return 0, err
 	}
 	b.noteBad(bad)
+	b.hear(reports, now)
 	cpu, mem, found := taskmetrics.PerReplica(reports, service, now, b.MaxAge)
 	if !found {
 		if len(bad) > 0 {
@@ -60,6 +67,13 @@ func (b *Builtin) Query(ctx context.Context, query string) (float64, error) {
 		return cpu, nil
 	}
 	return mem, nil
+}
+
+// hear dates reports by when this clock saw them change.
+func (b *Builtin) hear(reports []taskmetrics.Report, now time.Time) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.heard = taskmetrics.Hear(reports, b.heard, now)
 }
 
 // noteBad logs each report not counted once, while it stays so.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -46,4 +47,39 @@ func TestBuiltinLeavesOutBadReports(t *testing.T) {
 	if _, err := b.Query(ctx, "underlay:memory@api"); err == nil || !strings.Contains(err.Error(), "no agent reports tasks of api (1 report not counted") {
 		t.Errorf("query of a service no node reports: %v, want it to say one report was left out", err)
 	}
+}
+
+// TestBuiltinJudgesReportsByItsOwnClock: a report's age was its agent's
+// stamp against control's clock. n1's clock runs 5 minutes behind: its
+// reports, published every few seconds, all read as stale, so web's tasks
+// on n1 were never counted. n2's agent died with its clock 50 s ahead: its
+// last report counted for 50 s past MaxAge. A report is now as old as the
+// time since control saw its stamp change.
+func TestBuiltinJudgesReportsByItsOwnClock(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	report := func(node string, at time.Time, cpu float64) []byte {
+		return fmt.Appendf(nil, `{"node":%q,"at":%q,"services":{"web":{"tasks":1,"cpu":%v,"memory":100}}}`, node, at.Format(time.RFC3339Nano), cpu)
+	}
+	kv := kvtest.New()
+	b := NewBuiltin(kv, slog.New(slog.DiscardHandler))
+	b.now = func() time.Time { return now }
+	query := func(want float64, why string) {
+		t.Helper()
+		if cpu, err := b.Query(ctx, "underlay:cpu@web"); err != nil || math.Abs(cpu-want) > 1e-9 {
+			t.Errorf("at %s, cpu of web: %v, %v; want %v (%s)", now.Format(time.TimeOnly), cpu, err, want, why)
+		}
+	}
+	kv.Put(ctx, taskmetrics.KVPrefix+"n0", report("n0", now, 0.2)) // a node whose clock is right
+	kv.Put(ctx, taskmetrics.KVPrefix+"n1", report("n1", now.Add(-5*time.Minute), 1))
+	kv.Put(ctx, taskmetrics.KVPrefix+"n2", report("n2", now.Add(50*time.Second), 0.8))
+	query(0.5, "n0's and n2's: n1's report, first seen, counts from its stamp")
+	now = now.Add(10 * time.Second)
+	kv.Put(ctx, taskmetrics.KVPrefix+"n0", report("n0", now, 0.2))
+	kv.Put(ctx, taskmetrics.KVPrefix+"n1", report("n1", now.Add(-5*time.Minute), 1))
+	query(2.0/3, "n0's, n1's published again and n2's")
+	now = now.Add(55 * time.Second) // n2's report, unchanged, was last seen changed 65 s ago
+	kv.Put(ctx, taskmetrics.KVPrefix+"n0", report("n0", now, 0.2))
+	kv.Put(ctx, taskmetrics.KVPrefix+"n1", report("n1", now.Add(-5*time.Minute), 1))
+	query(0.6, "n0's and n1's: n2's agent stopped over a minute ago")
 }
