@@ -159,9 +159,10 @@ func Load(ctx context.Context, kv KV) ([]Entry, []BadDocument, error) {
 }
 
 // decode reads one node's inventory. An entry no agent writes (no
-// address, network or node, or an address or MAC that is none) makes the
-// document unusable, as one that does not decode: it would be listed as a
-// row with no address, and such rows flagged as duplicates of each other.
+// address, network or node, an address or MAC that is none, or a
+// duplicate already noted) makes the document unusable, as one that does
+// not decode: it would be listed as a row with no address, and such rows
+// flagged as duplicates of each other.
 func decode(value []byte) ([]Entry, error) {
 	var es []Entry
 	if err := json.Unmarshal(value, &es); err != nil {
@@ -176,6 +177,9 @@ func decode(value []byte) ([]Entry, error) {
 			return nil, fmt.Errorf("entry %d (%s): no network", i, e.IP)
 		case e.Node == "":
 			return nil, fmt.Errorf("entry %d (%s): no node", i, e.IP)
+		case e.Duplicate != "":
+			// Check sets it: kept, it would hide the entry from Check's count.
+			return nil, fmt.Errorf("entry %d (%s): duplicate %q is what underlay ips finds, not what agents publish", i, e.IP, e.Duplicate)
 		}
 		if e.MAC != "" {
 			if _, err := net.ParseMAC(e.MAC); err != nil {

@@ -122,3 +122,31 @@ func TestLoadSetsBadEntriesApart(t *testing.T) {
 		t.Errorf("%d bad documents, want %d: %+v", len(gotBad), len(bad), gotBad)
 	}
 }
+
+// TestLoadRefusesAPresetDuplicate: Duplicate is what Check finds, and no
+// agent publishes it, but a document that carried it was read with it:
+// Check then left the entry out of its count (it only notes entries whose
+// Duplicate is empty), so ips said 1 address held twice where 2 entries
+// clash, and the dashboard showed the document's text as a task's
+// problem. Such a document is now set apart, naming the value.
+func TestLoadRefusesAPresetDuplicate(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	if err := Publish(ctx, kv, "id-1", []Entry{{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	key := KVPrefix + "id-2"
+	kv.Put(ctx, key, []byte(`[{"ip":"10.0.0.5","node":"n2","network":"lan","container":"b","duplicate":"none, all is well"}]`))
+	es, bad, err := Load(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range es {
+		if e.Duplicate != "" {
+			t.Errorf("entry %s@%s read with Duplicate %q, which only Check sets", e.Container, e.Node, e.Duplicate)
+		}
+	}
+	if len(bad) != 1 || bad[0].Key != key || !strings.Contains(bad[0].Problem, `entry 0 (10.0.0.5): duplicate "none, all is well"`) {
+		t.Errorf("bad documents %+v: want %s, naming its preset duplicate", bad, key)
+	}
+}
