@@ -162,16 +162,21 @@ func Load(ctx context.Context, kv KV) ([]Entry, []BadDocument, error) {
 // address, network or node, an address or MAC that is none, or a
 // duplicate already noted) makes the document unusable, as one that does
 // not decode: it would be listed as a row with no address, and such rows
-// flagged as duplicates of each other.
+// flagged as duplicates of each other. Addresses and MACs are returned in
+// their canonical spelling.
 func decode(value []byte) ([]Entry, error) {
 	var es []Entry
 	if err := json.Unmarshal(value, &es); err != nil {
 		return nil, fmt.Errorf("not an inventory: %w", err)
 	}
 	for i, e := range es {
-		if _, err := netip.ParseAddr(e.IP); err != nil {
+		ip, err := netip.ParseAddr(e.IP)
+		if err != nil {
 			return nil, fmt.Errorf("entry %d: ip %q is not an address", i, e.IP)
 		}
+		// Addresses are compared as text (Check, PoolAddresses): one
+		// spelling each, or one address spelt two ways is no duplicate.
+		es[i].IP = ip.String()
 		switch {
 		case e.Network == "":
 			return nil, fmt.Errorf("entry %d (%s): no network", i, e.IP)
@@ -182,9 +187,11 @@ func decode(value []byte) ([]Entry, error) {
 			return nil, fmt.Errorf("entry %d (%s): duplicate %q is what underlay ips finds, not what agents publish", i, e.IP, e.Duplicate)
 		}
 		if e.MAC != "" {
-			if _, err := net.ParseMAC(e.MAC); err != nil {
+			mac, err := net.ParseMAC(e.MAC)
+			if err != nil {
 				return nil, fmt.Errorf("entry %d (%s): mac %q is not a MAC address", i, e.IP, e.MAC)
 			}
+			es[i].MAC = mac.String()
 		}
 	}
 	return es, nil

@@ -150,3 +150,33 @@ func TestLoadRefusesAPresetDuplicate(t *testing.T) {
 		t.Errorf("bad documents %+v: want %s, naming its preset duplicate", bad, key)
 	}
 }
+
+// TestLoadReadsAddressesInOneSpelling: Check and PoolAddresses compare
+// addresses as text, and Load kept each as its document spelt it, so
+// fd00::5 and FD00:0::5, or 02:00:00:00:00:0a and 02-00-00-00-00-0A, one
+// address each, were never flagged as held twice. Load now reads every
+// address in its canonical spelling.
+func TestLoadReadsAddressesInOneSpelling(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	if err := Publish(ctx, kv, "id-1", []Entry{{IP: "fd00::5", MAC: "02:00:00:00:00:0a", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	kv.Put(ctx, KVPrefix+"id-2", []byte(`[{"ip":"FD00:0::5","mac":"02:00:00:00:00:0B","node":"n2","network":"lan","container":"b"},`+
+		`{"ip":"10.0.0.9","mac":"02-00-00-00-00-0A","node":"n2","network":"lan","container":"c"}]`))
+	es, bad, err := Load(ctx, kv)
+	if err != nil || len(bad) != 0 {
+		t.Fatalf("Load: %v, bad %+v", err, bad)
+	}
+	if got := Check(es); got != 3 {
+		t.Errorf("Check = %d duplicates, want 3 (a and b by IP, c by MAC with a): %+v", got, es)
+	}
+	got := map[string]string{}
+	for _, e := range es {
+		got[e.Container] = e.IP + " " + e.MAC
+	}
+	want := map[string]string{"a": "fd00::5 02:00:00:00:00:0a", "b": "fd00::5 02:00:00:00:00:0b", "c": "10.0.0.9 02:00:00:00:00:0a"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("addresses read (-want +got):\n%s", d)
+	}
+}
