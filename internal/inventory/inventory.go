@@ -159,16 +159,19 @@ func Load(ctx context.Context, kv KV) ([]Entry, []BadDocument, error) {
 }
 
 // decode reads one node's inventory. An entry no agent writes (no
-// address, network or node, an address or MAC that is none, or a
-// duplicate already noted) makes the document unusable, as one that does
-// not decode: it would be listed as a row with no address, and such rows
-// flagged as duplicates of each other. Addresses and MACs are returned in
-// their canonical spelling.
+// address, network or node, an address or MAC that is none, a duplicate
+// already noted, or an endpoint listed twice) makes the document
+// unusable, as one that does not decode: it would be listed as a row with
+// no address, and such rows flagged as duplicates of each other.
+// Addresses and MACs are returned in their canonical spelling.
 func decode(value []byte) ([]Entry, error) {
 	var es []Entry
 	if err := json.Unmarshal(value, &es); err != nil {
 		return nil, fmt.Errorf("not an inventory: %w", err)
 	}
+	// An endpoint listed twice would be flagged as a duplicate of itself.
+	type endpoint struct{ network, ip, id, container string }
+	seen := make(map[endpoint]int, len(es))
 	for i, e := range es {
 		ip, err := netip.ParseAddr(e.IP)
 		if err != nil {
@@ -193,6 +196,11 @@ func decode(value []byte) ([]Entry, error) {
 			}
 			es[i].MAC = mac.String()
 		}
+		ep := endpoint{e.Network, es[i].IP, e.ID, e.Container}
+		if j, ok := seen[ep]; ok {
+			return nil, fmt.Errorf("entry %d (%s of container %s on %s) repeats entry %d", i, e.IP, cmp.Or(e.ID, e.Container), e.Network, j)
+		}
+		seen[ep] = i
 	}
 	return es, nil
 }

@@ -180,3 +180,32 @@ func TestLoadReadsAddressesInOneSpelling(t *testing.T) {
 		t.Errorf("addresses read (-want +got):\n%s", d)
 	}
 }
+
+// TestLoadRefusesARepeatedEntry: an agent lists each endpoint once, but a
+// document holding one entry twice was read as two, and Check flagged the
+// container as holding its address twice, with itself ("IP also on
+// a@n1" on a@n1). Such a document is now set apart, naming the repeat;
+// two containers of one node with one address are still both listed and
+// flagged.
+func TestLoadRefusesARepeatedEntry(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	entry := `{"ip":"10.0.0.5","node":"n1","network":"lan","container":"a","container_id":"c0ffee"}`
+	kv.Put(ctx, KVPrefix+"id-1", []byte(`[`+entry+`,`+entry+`]`))
+	if err := Publish(ctx, kv, "id-2", []Entry{
+		{IP: "10.0.0.7", Node: "n2", Network: "lan", Container: "b", ID: "b0"},
+		{IP: "10.0.0.7", Node: "n2", Network: "lan", Container: "c", ID: "c0"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	es, bad, err := Load(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad) != 1 || bad[0].Key != KVPrefix+"id-1" || !strings.Contains(bad[0].Problem, "entry 1 (10.0.0.5 of container c0ffee on lan) repeats entry 0") {
+		t.Errorf("bad documents %+v: want %sid-1, naming the repeated entry", bad, KVPrefix)
+	}
+	if got := Check(es); got != 2 || len(es) != 2 {
+		t.Errorf("Check = %d duplicates over %+v; want b and c flagged", got, es)
+	}
+}
