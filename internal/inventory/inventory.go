@@ -21,6 +21,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/shellword"
@@ -159,11 +160,12 @@ func Load(ctx context.Context, kv KV) ([]Entry, []BadDocument, error) {
 }
 
 // decode reads one node's inventory. An entry no agent writes (no
-// address, network or node, an address or MAC that is none, a duplicate
-// already noted, or an endpoint listed twice) makes the document
-// unusable, as one that does not decode: it would be listed as a row with
-// no address, and such rows flagged as duplicates of each other.
-// Addresses and MACs are returned in their canonical spelling.
+// address, network or node, an address or MAC that is none, a name with a
+// control character, a duplicate already noted, or an endpoint listed
+// twice) makes the document unusable, as one that does not decode: it
+// would be listed as a row with no address, and such rows flagged as
+// duplicates of each other. Addresses and MACs are returned in their
+// canonical spelling.
 func decode(value []byte) ([]Entry, error) {
 	var es []Entry
 	if err := json.Unmarshal(value, &es); err != nil {
@@ -180,6 +182,9 @@ func decode(value []byte) ([]Entry, error) {
 		// Addresses are compared as text (Check, PoolAddresses): one
 		// spelling each, or one address spelt two ways is no duplicate.
 		es[i].IP = ip.String()
+		if err := printable(e); err != nil {
+			return nil, fmt.Errorf("entry %d (%s): %w", i, e.IP, err)
+		}
 		switch {
 		case e.Network == "":
 			return nil, fmt.Errorf("entry %d (%s): no network", i, e.IP)
@@ -203,6 +208,21 @@ func decode(value []byte) ([]Entry, error) {
 		seen[ep] = i
 	}
 	return es, nil
+}
+
+// printable says which of e's names has a control character: no name
+// Docker or a host gives has one, and printed as is, a newline would forge
+// a row of `underlay ips` and an escape sequence rewrite the terminal.
+func printable(e Entry) error {
+	for _, f := range []struct{ name, value string }{
+		{"node", e.Node}, {"network", e.Network}, {"container", e.Container}, {"container_id", e.ID},
+		{"service", e.Service}, {"slot", e.Slot}, {"task", e.Task}, {"state", e.State},
+	} {
+		if strings.ContainsFunc(f.value, unicode.IsControl) {
+			return fmt.Errorf("%s %q has a control character", f.name, f.value)
+		}
+	}
+	return nil
 }
 
 // Source lists the node's underlay endpoints and signals when they may have

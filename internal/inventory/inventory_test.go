@@ -209,3 +209,40 @@ func TestLoadRefusesARepeatedEntry(t *testing.T) {
 		t.Errorf("Check = %d duplicates over %+v; want b and c flagged", got, es)
 	}
 }
+
+// TestLoadRefusesControlCharacters: underlay ips prints an entry's names
+// as its document spells them, so a container "named" with a newline
+// forged a row of its own in the listing, and one with an escape sequence
+// rewrote the operator's terminal. Docker's and hosts' names have no
+// control character: such a document is now set apart, naming the field
+// and its value.
+func TestLoadRefusesControlCharacters(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	for name, doc := range map[string]string{
+		"newline": `[{"ip":"10.0.0.5","node":"n1","network":"lan","container":"a\n10.0.0.9  02:00:00:00:00:09  n2  lan  b"}]`,
+		"escape":  `[{"ip":"10.0.0.6","node":"n1\u001b[2J","network":"lan","container":"c"}]`,
+		"task":    `[{"ip":"10.0.0.7","node":"n1","network":"lan","container":"d","task":"t\r"}]`,
+	} {
+		kv.Put(ctx, KVPrefix+name, []byte(doc))
+	}
+	es, bad, err := Load(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 0 {
+		t.Errorf("entries %+v listed; want none", es)
+	}
+	want := map[string]string{
+		"newline": `entry 0 (10.0.0.5): container "a\n10.0.0.9  02:00:00:00:00:09  n2  lan  b" has a control character`,
+		"escape":  `entry 0 (10.0.0.6): node "n1\x1b[2J" has a control character`,
+		"task":    `entry 0 (10.0.0.7): task "t\r" has a control character`,
+	}
+	got := map[string]string{}
+	for _, b := range bad {
+		got[strings.TrimPrefix(b.Key, KVPrefix)] = b.Problem
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("bad documents' problems (-want +got):\n%s", d)
+	}
+}
