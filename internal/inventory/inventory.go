@@ -57,6 +57,11 @@ func Sort(es []Entry) {
 	})
 }
 
+// noteHolders is how many other holders of an address a duplicate's note
+// names; the rest are counted. Naming all, n holders of one address made
+// n notes of n names each.
+const noteHolders = 5
+
 // Check marks every entry whose IP or MAC another entry also holds.
 func Check(es []Entry) (duplicates int) {
 	byIP := map[string][]int{}
@@ -75,11 +80,17 @@ func Check(es []Entry) (duplicates int) {
 			for _, i := range idx {
 				var others []string
 				for _, j := range idx {
+					if len(others) == noteHolders {
+						break
+					}
 					if j != i {
 						others = append(others, es[j].Container+"@"+es[j].Node)
 					}
 				}
 				note := fmt.Sprintf("%s also on %s", what, strings.Join(others, ", "))
+				if more := len(idx) - 1 - len(others); more > 0 {
+					note += fmt.Sprintf(" and %d more", more)
+				}
 				if es[i].Duplicate == "" {
 					duplicates++
 					es[i].Duplicate = note

@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -244,5 +245,30 @@ func TestLoadRefusesControlCharacters(t *testing.T) {
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("bad documents' problems (-want +got):\n%s", d)
+	}
+}
+
+// TestCheckNotesStaySmall: each entry's note named every other holder of
+// its address, so n entries on one address made n notes of n names: one
+// document of 3,000 entries (well within Consul's 512 KiB) on one address
+// made the dashboard, which checks at every refresh, build about 90 MB
+// of notes. A note now names a few holders and counts the rest.
+func TestCheckNotesStaySmall(t *testing.T) {
+	es := make([]Entry, 3000)
+	for i := range es {
+		es[i] = Entry{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: fmt.Sprintf("c%04d", i)}
+	}
+	if got := Check(es); got != len(es) {
+		t.Errorf("Check = %d duplicates, want %d", got, len(es))
+	}
+	if want := "IP also on c0001@n1, c0002@n1, c0003@n1, c0004@n1, c0005@n1 and 2994 more"; es[0].Duplicate != want {
+		t.Errorf("note of c0000 (%d bytes): %.80q…, want %q", len(es[0].Duplicate), es[0].Duplicate, want)
+	}
+	total := 0
+	for _, e := range es {
+		total += len(e.Duplicate)
+	}
+	if total > 100*len(es) {
+		t.Errorf("notes of %d bytes over %d entries, want at most 100 bytes each", total, len(es))
 	}
 }
