@@ -413,7 +413,7 @@ type KVTaskReports struct{ KV taskmetrics.Lister }
 
 // Bad implements Documents.
 func (r KVTaskReports) Bad(ctx context.Context) ([]BadKey, error) {
-	_, bad, err := taskmetrics.Load(ctx, r.KV, time.Now())
+	_, bad, err := taskmetrics.Load(ctx, r.KV)
 	if err != nil {
 		return nil, err
 	}

@@ -171,11 +171,6 @@ func PerReplica(reports []Report, service string, now time.Time, maxAge time.Dur
 	return cpu / tasks, memory / tasks, true
 }
 
-// MaxAhead is how far ahead of the reader's clock a report's time may be
-// (clocks of hosts differ a little). A report dated further ahead would
-// count as fresh long after its agent stopped, so it is not counted.
-const MaxAhead = time.Minute
-
 // BadReport is a key under KVPrefix that readers do not count.
 type BadReport struct {
 	Key     string
@@ -191,7 +186,7 @@ type Lister interface {
 // Load reads every node's report. A report that cannot be decoded, or that
 // Decode refuses, is set apart with the command that removes it, and hides
 // no other.
-func Load(ctx context.Context, kv Lister, now time.Time) ([]Report, []BadReport, error) {
+func Load(ctx context.Context, kv Lister) ([]Report, []BadReport, error) {
 	pairs, err := kv.List(ctx, KVPrefix)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read task metrics: %w", err)
@@ -199,7 +194,7 @@ func Load(ctx context.Context, kv Lister, now time.Time) ([]Report, []BadReport,
 	var out []Report
 	var bad []BadReport
 	for _, p := range pairs {
-		r, err := Decode(p.Key, p.Value, now)
+		r, err := Decode(p.Key, p.Value)
 		if err != nil {
 			bad = append(bad, BadReport{Key: p.Key, Problem: err.Error(),
 				Fix: shellword.KVDelete(p.Key) + " (a node's agent publishes its report again within its period)"})
@@ -211,11 +206,12 @@ func Load(ctx context.Context, kv Lister, now time.Time) ([]Report, []BadReport,
 }
 
 // Decode reads the report stored under key and says why it cannot be
-// counted: it must be a node's own report (its key names its node), dated
-// no more than MaxAhead after now, with at least one task and no negative
-// CPU per service. Such a report, stray or forged, would otherwise move
+// counted: it must be a node's own report (its key names its node), dated,
+// with at least one task and no negative CPU per service. A stamp ahead
+// of the reader's clock is no reason: readers judge a report's age by when
+// their own clock saw it change (Hear). Such a report, stray or forged, would otherwise move
 // every average it enters and so the replicas the autoscaler sets.
-func Decode(key string, value []byte, now time.Time) (Report, error) {
+func Decode(key string, value []byte) (Report, error) {
 	node := strings.TrimPrefix(key, KVPrefix)
 	if node == key || node == "" || strings.Contains(node, "/") {
 		return Report{}, fmt.Errorf("%q is not a node's key: agents write %sNODE", key, KVPrefix)
@@ -229,10 +225,6 @@ func Decode(key string, value []byte, now time.Time) (Report, error) {
 	}
 	if r.At.IsZero() {
 		return Report{}, fmt.Errorf("the report of %s has no time", node)
-	}
-	if ahead := r.At.Sub(now); ahead > MaxAhead {
-		return Report{}, fmt.Errorf("the report of %s is dated %s, %s ahead of this clock: it would count as fresh long after its agent stopped",
-			node, r.At.Format(time.RFC3339), ahead.Round(time.Second))
 	}
 	for _, name := range slices.Sorted(maps.Keys(r.Services)) {
 		u := r.Services[name]

@@ -50,7 +50,7 @@ func TestPerReplica(t *testing.T) {
 func TestDecode(t *testing.T) {
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	good := `{"node":"n1","at":"2026-12-03T11:59:58Z","services":{"web":{"tasks":2,"cpu":1.5,"memory":400}}}`
-	r, err := Decode(KVPrefix+"n1", []byte(good), now)
+	r, err := Decode(KVPrefix+"n1", []byte(good))
 	want := Report{Node: "n1", At: now.Add(-2 * time.Second), Services: map[string]ServiceUsage{"web": {Tasks: 2, CPU: 1.5, Memory: 400}}}
 	if err != nil {
 		t.Fatalf("Decode of a good report: %v", err)
@@ -61,7 +61,7 @@ func TestDecode(t *testing.T) {
 	for _, tc := range []struct {
 		name, key, value, want string
 	}{
-		{"ahead within MaxAhead", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:59Z"}`, ""},
+		{"ahead", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:59Z"}`, ""},
 		{"no services", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T11:00:00Z","services":null}`, ""},
 		{"garbage", KVPrefix + "n1", `{"node":`, "not a task metrics report"},
 		{"wrong type", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"web":{"memory":-1}}}`, "not a task metrics report"},
@@ -70,14 +70,16 @@ func TestDecode(t *testing.T) {
 		{"nested key", KVPrefix + "n1/x", good, `is not a node's key`},
 		{"the prefix itself", KVPrefix, good, `is not a node's key`},
 		{"no time", KVPrefix + "n1", `{"node":"n1"}`, "has no time"},
-		{"a year ahead", KVPrefix + "n1", `{"node":"n1","at":"2027-12-03T12:00:00Z"}`, "dated 2027-12-03T12:00:00Z, 8760h0m0s ahead"},
+		// Readers date reports by their own clock (Hear): a stamp ahead
+		// counts only while it changes.
+		{"a year ahead", KVPrefix + "n1", `{"node":"n1","at":"2027-12-03T12:00:00Z"}`, ""},
 		{"no tasks", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"web":{"tasks":0,"cpu":5}}}`, `service "web" 0 tasks`},
 		{"negative tasks", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"web":{"tasks":-3,"cpu":1}}}`, `service "web" -3 tasks`},
 		{"negative CPU", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"web":{"tasks":1,"cpu":-0.5}}}`, `service "web" a CPU of -0.5 cores`},
 		{"unnamed service", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"":{"tasks":1}}}`, "a service with no name"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Decode(tc.key, []byte(tc.value), now)
+			_, err := Decode(tc.key, []byte(tc.value))
 			switch {
 			case tc.want == "" && err != nil:
 				t.Errorf("Decode: %v; want it counted", err)
@@ -88,11 +90,10 @@ func TestDecode(t *testing.T) {
 	}
 }
 
-// TestLoadSetsApartWhatItCannotCount: a stray report dated a year ahead
-// (an agent with its clock wrong, or a forged key) claiming 100 idle tasks
-// of web would hold web's CPU per replica near 0 for a year, so that the
-// autoscaler never scaled it up; it is set apart and the nodes' own reports
-// give the average.
+// TestLoadSetsApartWhatItCannotCount: a stray report under a key of its
+// own naming n1 (a forged key) claiming 100 idle tasks of web would hold
+// web's CPU per replica near 0, so that the autoscaler never scaled it up;
+// it is set apart and the nodes' own reports give the average.
 func TestLoadSetsApartWhatItCannotCount(t *testing.T) {
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	ctx := context.Background()
@@ -100,12 +101,12 @@ func TestLoadSetsApartWhatItCannotCount(t *testing.T) {
 	for k, v := range map[string]string{
 		KVPrefix + "n1":    `{"node":"n1","at":"2026-12-03T11:59:59Z","services":{"web":{"tasks":2,"cpu":1.6,"memory":200}}}`,
 		KVPrefix + "n2":    `{"node":"n2","at":"2026-12-03T11:59:58Z","services":{"web":{"tasks":2,"cpu":0.4,"memory":200}}}`,
-		KVPrefix + "ghost": `{"node":"ghost","at":"2027-12-03T12:00:00Z","services":{"web":{"tasks":100,"cpu":0,"memory":0}}}`,
+		KVPrefix + "ghost": `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"web":{"tasks":100,"cpu":0,"memory":0}}}`,
 		KVPrefix + "junk":  `not json`,
 	} {
 		kv.Put(ctx, k, []byte(v))
 	}
-	reports, bad, err := Load(ctx, kv, now)
+	reports, bad, err := Load(ctx, kv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -115,7 +116,7 @@ func TestLoadSetsApartWhatItCannotCount(t *testing.T) {
 	if len(bad) != 2 || bad[0].Key != KVPrefix+"ghost" || bad[1].Key != KVPrefix+"junk" {
 		t.Fatalf("bad reports %+v, want ghost and junk", bad)
 	}
-	if want := "consul kv delete " + KVPrefix + "ghost"; !strings.HasPrefix(bad[0].Fix, want) || !strings.Contains(bad[0].Problem, "ahead of this clock") {
+	if want := "consul kv delete " + KVPrefix + "ghost"; !strings.HasPrefix(bad[0].Fix, want) || !strings.Contains(bad[0].Problem, `names node "n1", its key node "ghost"`) {
 		t.Errorf("bad report %+v, want the problem named and the fix %q", bad[0], want)
 	}
 	cpu, _, ok := PerReplica(reports, "web", now, time.Minute)
@@ -143,7 +144,7 @@ func TestUsageLeavesOutUnnamedServices(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Decode(KVPrefix+"n1", b, now); err != nil {
+	if _, err := Decode(KVPrefix+"n1", b); err != nil {
 		t.Errorf("the node's report is not counted: %v", err)
 	}
 }
@@ -159,7 +160,7 @@ func TestPerReplicaSumsTasksWithoutOverflow(t *testing.T) {
 		KVPrefix + "n1":    `{"node":"n1","at":"2026-12-03T11:59:59Z","services":{"web":{"tasks":2,"cpu":1,"memory":200}}}`,
 		KVPrefix + "ghost": `{"node":"ghost","at":"2026-12-03T11:59:59Z","services":{"web":{"tasks":9223372036854775807,"cpu":0,"memory":0}}}`,
 	} {
-		r, err := Decode(key, []byte(value), now)
+		r, err := Decode(key, []byte(value))
 		if err != nil {
 			t.Fatalf("Decode %s: %v", key, err)
 		}

@@ -46,7 +46,7 @@ func (b *Builtin) Query(ctx context.Context, query string) (float64, error) {
 		return 0, fmt.Errorf("built-in metric %q: want %scpu or %smemory", query, scale.BuiltinPrefix, scale.BuiltinPrefix)
 	}
 	now := b.now()
-	reports, bad, err := taskmetrics.Load(ctx, b.kv, now)
+	reports, bad, err := taskmetrics.Load(ctx, b.kv)
 	if err != nil {
 		return 0, err
 	}

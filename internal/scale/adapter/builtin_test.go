@@ -26,7 +26,7 @@ func TestBuiltinLeavesOutBadReports(t *testing.T) {
 	}
 	kv := kvtest.New()
 	kv.Put(ctx, taskmetrics.KVPrefix+"n1", []byte(report("n1", now, 2, 1.0)))
-	kv.Put(ctx, taskmetrics.KVPrefix+"ghost", []byte(report("ghost", now.AddDate(1, 0, 0), 100, 0)))
+	kv.Put(ctx, taskmetrics.KVPrefix+"ghost", []byte(report("n1", now, 100, 0))) // a forged key
 	var buf testlog.Buffer
 	b := NewBuiltin(kv, slog.New(slog.NewTextHandler(&buf, nil)))
 	for range 2 {
@@ -82,4 +82,36 @@ func TestBuiltinJudgesReportsByItsOwnClock(t *testing.T) {
 	kv.Put(ctx, taskmetrics.KVPrefix+"n0", report("n0", now, 0.2))
 	kv.Put(ctx, taskmetrics.KVPrefix+"n1", report("n1", now.Add(-5*time.Minute), 1))
 	query(0.6, "n0's and n1's: n2's agent stopped over a minute ago")
+}
+
+// TestBuiltinCountsANodeWhoseClockIsAhead: a report dated more than a
+// minute ahead of control's clock was refused, so a node whose clock ran
+// 2 minutes ahead had none of its tasks counted while its agent published
+// every few seconds. Reports are dated by control's own clock (Hear): one
+// dated ahead counts while it changes, and stops counting MaxAge after it
+// last did, as any other.
+func TestBuiltinCountsANodeWhoseClockIsAhead(t *testing.T) {
+	ctx := context.Background()
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	report := func(node string, at time.Time, cpu float64) []byte {
+		return fmt.Appendf(nil, `{"node":%q,"at":%q,"services":{"web":{"tasks":1,"cpu":%v,"memory":100}}}`, node, at.Format(time.RFC3339Nano), cpu)
+	}
+	kv := kvtest.New()
+	b := NewBuiltin(kv, slog.New(slog.DiscardHandler))
+	b.now = func() time.Time { return now }
+	query := func(want float64, why string) {
+		t.Helper()
+		if cpu, err := b.Query(ctx, "underlay:cpu@web"); err != nil || math.Abs(cpu-want) > 1e-9 {
+			t.Errorf("at %s, cpu of web: %v, %v; want %v (%s)", now.Format(time.TimeOnly), cpu, err, want, why)
+		}
+	}
+	for range 3 {
+		kv.Put(ctx, taskmetrics.KVPrefix+"n0", report("n0", now, 0.2))
+		kv.Put(ctx, taskmetrics.KVPrefix+"n1", report("n1", now.Add(2*time.Minute), 0.6))
+		query(0.4, "n0's and n1's, whose clock is 2 minutes ahead")
+		now = now.Add(10 * time.Second)
+	}
+	now = now.Add(time.Minute) // n1's agent stopped: its report, unchanged, ages by this clock
+	kv.Put(ctx, taskmetrics.KVPrefix+"n0", report("n0", now, 0.2))
+	query(0.2, "n0's: n1's report unchanged for over a minute")
 }
