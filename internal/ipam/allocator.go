@@ -430,18 +430,24 @@ func (a *Allocator) reclaimObserved(ctx context.Context, p Pool, want map[netip.
 	return all, errors.Join(errs...)
 }
 
-// adopt turns a spare of an earlier generation of this node into a task
-// allocation: the reclaimer found a container holding it.
-func (a *Allocator) adopt(ctx context.Context, p Pool, addr netip.Addr) error {
+// adopt turns a spare of an earlier generation of this node, or an
+// allocation naming no node, into this node's task allocation: the
+// reclaimer found a local container holding it. It returns what it turned,
+// if it did.
+func (a *Allocator) adopt(ctx context.Context, p Pool, addr netip.Addr) (Alloc, bool, error) {
+	var was Alloc
+	var adopted bool
 	_, err := a.store.update(ctx, p, p.Block(addr), func(doc BlockDoc) (BlockDoc, bool) {
 		al, ok := doc.alloc(addr)
-		if !ok || al.Kind != KindSpare || al.Node != a.node || a.spares.mine(al) {
+		earlierSpare := al.Kind == KindSpare && al.Node == a.node && !a.spares.mine(al)
+		if adopted = ok && (earlierSpare || al.Node == ""); !adopted {
 			return doc, false
 		}
+		was = al
 		doc.Allocs[addr.String()] = Alloc{Node: a.node, At: al.At, Kind: KindTask}
 		return doc, true
 	})
-	return err
+	return was, adopted && err == nil, err
 }
 
 // Shim returns this node's host shim address in p, allocating one (kind

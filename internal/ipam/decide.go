@@ -173,6 +173,12 @@ type sweepInput struct {
 	Held map[netip.Addr]bool
 	// Gone are departed nodes, by identity (the leader's sweep only).
 	Gone map[string]bool
+	// Leader: this sweep reclaims for nodes that cannot (the leader's,
+	// with a node timeout). Nodeless is when it first saw each allocation
+	// that names no node; one seen so for NodeTimeout is reclaimed.
+	Leader      bool
+	Nodeless    map[netip.Addr]time.Time
+	NodeTimeout time.Duration
 	// Spares are the spares this allocator knows it holds (free, handed
 	// or being given back); a spare of its generation it does not know
 	// was claimed by a write whose answer was lost.
@@ -186,14 +192,21 @@ type sweepInput struct {
 	Grace  time.Duration
 }
 
-// sweepPlan is what the sweep does: free the addresses of departed nodes
-// and this node's leaks (as observed), make this node's earlier spares
-// that a container holds task addresses, and remember what is unheld
-// (leaks included, until freed).
+// sweepPlan is what the sweep does: free the addresses of departed nodes,
+// orphans and this node's leaks (as observed), make this node's earlier
+// spares and allocations naming no node that a local container holds its
+// task addresses, and remember what is unheld (leaks included, until
+// freed) and what names no node.
 type sweepPlan struct {
 	Departed, Leaked map[netip.Addr]Alloc
-	Adopt            []netip.Addr
-	Unheld           map[netip.Addr]time.Time
+	// Orphaned are allocations naming no node, seen so for NodeTimeout:
+	// no live node claimed them (see planSweep).
+	Orphaned map[netip.Addr]Alloc
+	Adopt    []netip.Addr
+	Unheld   map[netip.Addr]time.Time
+	// Nodeless is when each allocation naming no node was first seen
+	// (the leader's sweep only).
+	Nodeless map[netip.Addr]time.Time
 	// Deferred are leaks kept for now: a start under way may hold them.
 	Deferred []netip.Addr
 }
@@ -207,19 +220,38 @@ type sweepPlan struct {
 // way, those it may hold are deferred instead: the task addresses
 // allocated since the oldest such start's container was created, and the
 // earlier agents' spares (claimed before, handed out at any time).
+//
+// An allocation with no kind (a hand edit, a bug, another version) is
+// this node's task address: no other kind is safe to reclaim, and none
+// would ever be. One naming no node, whose no node would ever release or
+// reclaim, is the node's whose container holds it (adopted), else, on the
+// leader, reclaimed as a departed node's once seen for NodeTimeout: every
+// live node sweeps, and adopts it, well within that.
 func planSweep(in sweepInput) sweepPlan {
-	out := sweepPlan{Departed: map[netip.Addr]Alloc{}, Leaked: map[netip.Addr]Alloc{}, Unheld: map[netip.Addr]time.Time{}}
+	out := sweepPlan{Departed: map[netip.Addr]Alloc{}, Leaked: map[netip.Addr]Alloc{}, Orphaned: map[netip.Addr]Alloc{},
+		Unheld: map[netip.Addr]time.Time{}, Nodeless: map[netip.Addr]time.Time{}}
 	starting := oldestStart(in.Starts)
 	for _, a := range slices.SortedFunc(maps.Keys(in.Allocs), netip.Addr.Compare) {
 		al := in.Allocs[a]
 		earlierSpare := al.Kind == KindSpare && (al.Gen != in.Gen || !in.Spares[a])
 		switch {
+		case al.Node == "" && in.Held[a]:
+			out.Adopt = append(out.Adopt, a)
+		case al.Node == "" && in.Leader:
+			since, ok := in.Nodeless[a]
+			if !ok {
+				since = in.Now
+			}
+			out.Nodeless[a] = since
+			if in.Now.Sub(since) > in.NodeTimeout {
+				out.Orphaned[a] = al
+			}
 		case in.Gone[al.Node] && al.Node != in.Node:
 			out.Departed[a] = al
 		case al.Node != in.Node:
 		case earlierSpare && in.Held[a]:
 			out.Adopt = append(out.Adopt, a)
-		case !in.Held[a] && allocatedBefore(al, in.Now, in.Grace) && (al.Kind == KindTask || earlierSpare):
+		case !in.Held[a] && allocatedBefore(al, in.Now, in.Grace) && (al.Kind == KindTask || al.Kind == "" || earlierSpare):
 			since, ok := in.Unheld[a]
 			if !ok {
 				since = in.Now

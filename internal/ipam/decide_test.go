@@ -195,6 +195,61 @@ func TestPlanSweepStartUnderWay(t *testing.T) {
 	}
 }
 
+// TestPlanSweepNoNodeOrKind: an allocation with no kind is its node's
+// task address (a leak once unheld for the grace, deferred while a start
+// under way may hold it); one naming no node is adopted by the node whose
+// container holds it, else reclaimed by the leader once it has seen it for
+// the node timeout, and left alone by every other node.
+func TestPlanSweepNoNodeOrKind(t *testing.T) {
+	now := t0.Add(time.Hour)
+	old := now.Add(-50 * time.Minute)
+	allocs := map[netip.Addr]Alloc{
+		addr("10.1.0.2"): {Node: "n1", At: old},                        // no kind, unheld for long
+		addr("10.1.0.3"): {Node: "n1", At: now.Add(-90 * time.Second)}, // no kind, allocated since the start began
+		addr("10.1.0.4"): {Node: "n1", At: old},                        // no kind, held
+		addr("10.1.0.5"): {At: old, Kind: KindTask},                    // no node, seen for the timeout
+		addr("10.1.0.6"): {At: old},                                    // no node nor kind, first seen now
+		addr("10.1.0.7"): {At: old, Kind: KindShim},                    // no node, held here
+		addr("10.1.0.8"): {Node: "n2", At: old},                        // another node's, no kind
+	}
+	unheld := map[netip.Addr]time.Time{addr("10.1.0.2"): old, addr("10.1.0.3"): old}
+	seen := map[netip.Addr]time.Time{addr("10.1.0.5"): now.Add(-10*time.Minute - time.Second)}
+	for _, c := range []struct {
+		name     string
+		leader   bool
+		starts   []Start
+		leaked   string
+		deferred string
+		orphaned string
+		nodeless string
+	}{
+		{"follower", false, nil, "[10.1.0.2 10.1.0.3]", "[]", "[]", "[]"},
+		{"leader", true, nil, "[10.1.0.2 10.1.0.3]", "[]", "[10.1.0.5]", "[10.1.0.5 10.1.0.6]"},
+		{"follower, a start under way", false, []Start{{Since: now.Add(-2 * time.Minute)}}, "[10.1.0.2]", "[10.1.0.3]", "[]", "[]"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			in := sweepInput{Node: "n1", Gen: "g", Allocs: allocs, Held: map[netip.Addr]bool{addr("10.1.0.4"): true, addr("10.1.0.7"): true},
+				Unheld: unheld, Leader: c.leader, Nodeless: seen, NodeTimeout: 10 * time.Minute, Starts: c.starts, Now: now, Grace: time.Minute}
+			if c.leader {
+				in.Gone = map[string]bool{}
+			}
+			p := planSweep(in)
+			if got := fmt.Sprint(keys(p.Leaked)); got != c.leaked || fmt.Sprint(p.Deferred) != c.deferred {
+				t.Errorf("leaked %s, deferred %v; want %s, %s", got, p.Deferred, c.leaked, c.deferred)
+			}
+			if got := fmt.Sprint(keys(p.Orphaned)); got != c.orphaned || fmt.Sprint(keys(p.Nodeless)) != c.nodeless {
+				t.Errorf("orphaned %s, nodeless %v; want %s, %s", got, keys(p.Nodeless), c.orphaned, c.nodeless)
+			}
+			if fmt.Sprint(p.Adopt) != "[10.1.0.7]" || len(p.Departed) != 0 {
+				t.Errorf("adopt %v, departed %v; want only 10.1.0.7 adopted", p.Adopt, keys(p.Departed))
+			}
+			if c.leader && (!p.Nodeless[addr("10.1.0.5")].Equal(seen[addr("10.1.0.5")]) || !p.Nodeless[addr("10.1.0.6")].Equal(now)) {
+				t.Errorf("nodeless since %v: want kept from the last sweep, or now when first seen", p.Nodeless)
+			}
+		})
+	}
+}
+
 func keys[V any](m map[netip.Addr]V) []netip.Addr {
 	out := make([]netip.Addr, 0, len(m))
 	for k := range m {

@@ -66,7 +66,10 @@ type Cluster interface {
 //   - on the swarm leader only, every address of a departed node: one
 //     whose swarm node has been neither Ready nor its agent's facts fresh
 //     (or present) for NodeTimeout, judged by identity, never by name
-//     (see planDeparted).
+//     (see planDeparted);
+//   - allocations with no kind as task addresses, and those naming no
+//     node as a departed node's, unless a local container holds one: it
+//     becomes that node's task address (see planSweep).
 //
 // It frees only what it observed, still allocated as observed. A pool whose
 // spec netspec.CheckStored refuses is left alone, as the agents leave the
@@ -94,6 +97,9 @@ type Reclaimer struct {
 	unheld map[string]map[netip.Addr]time.Time
 	// watch is what the leader remembers of departing nodes (leader only).
 	watch departWatch
+	// nodeless is when the leader first saw each allocation naming no
+	// node, by pool (leader only).
+	nodeless map[string]map[netip.Addr]time.Time
 	// holders are the nodes that held addresses at the last sweep: a
 	// holder without facts is judged too (see planDeparted).
 	holders map[string]bool
@@ -146,6 +152,11 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 	}
 	r.mu.Lock()
 	r.holders = holders
+	for id := range r.nodeless {
+		if !seen[id] {
+			delete(r.nodeless, id)
+		}
+	}
 	for id := range r.unheld {
 		if !seen[id] {
 			delete(r.unheld, id)
@@ -193,13 +204,19 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 	}
 	errs := []error{r.recordHeld(ctx, p, v, held, allocs)}
 	r.mu.Lock()
+	// gone is nil unless this node judges departed nodes (see departed).
 	plan := planSweep(sweepInput{Node: r.Alloc.node, Gen: r.Alloc.gen, Allocs: allocs, Held: held, Gone: gone,
+		Leader: gone != nil, Nodeless: r.nodeless[p.ID()], NodeTimeout: r.NodeTimeout,
 		Spares: r.Alloc.spares.known(p), Unheld: r.unheld[p.ID()], Starts: starts,
 		Now: r.Alloc.now(), Grace: r.Grace})
 	if r.unheld == nil {
 		r.unheld = map[string]map[netip.Addr]time.Time{}
 	}
 	r.unheld[p.ID()] = plan.Unheld
+	if r.nodeless == nil {
+		r.nodeless = map[string]map[netip.Addr]time.Time{}
+	}
+	r.nodeless[p.ID()] = plan.Nodeless
 	r.mu.Unlock()
 	r.Metrics.setDeferred(p.ID(), len(plan.Deferred))
 	if len(plan.Deferred) > 0 {
@@ -208,9 +225,15 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 	errs = append(errs, r.publishKept(ctx, p, plan.Deferred))
 	for _, addr := range plan.Adopt {
 		// A spare of this node's previous agent that Docker got before
-		// the agent stopped: now a task's.
-		if err := r.Alloc.adopt(ctx, p, addr); err != nil {
+		// the agent stopped, or an allocation naming no node that a
+		// container here holds: now this node's task's.
+		was, adopted, err := r.Alloc.adopt(ctx, p, addr)
+		if err != nil {
 			errs = append(errs, err)
+		}
+		if adopted && was.Node == "" {
+			r.log().Warn("recorded as this node's an address allocated to no node: a local container holds it", "pool", p.ID(), "addr", addr,
+				"kind", was.Kind, "allocated", was.At)
 		}
 	}
 	freed, err := r.Alloc.reclaimObserved(ctx, p, plan.Departed)
@@ -225,6 +248,18 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 	}
 	r.Metrics.reclaim("departed_node", len(freed))
 	errs = append(errs, err)
+	freed, err = r.Alloc.reclaimObserved(ctx, p, plan.Orphaned)
+	r.mu.Lock()
+	for _, addr := range freed {
+		delete(r.nodeless[p.ID()], addr)
+	}
+	r.mu.Unlock()
+	for _, addr := range freed {
+		r.log().Warn("reclaimed an address allocated to no node: no node's container claimed it", "pool", p.ID(), "addr", addr,
+			"kind", plan.Orphaned[addr].Kind, "allocated", plan.Orphaned[addr].At, "node_timeout", r.NodeTimeout)
+	}
+	r.Metrics.reclaim("no_node", len(freed))
+	errs = append(errs, err)
 	freed, err = r.Alloc.reclaimObserved(ctx, p, plan.Leaked)
 	r.mu.Lock()
 	for _, addr := range freed {
@@ -232,6 +267,10 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 	}
 	r.mu.Unlock()
 	for _, addr := range freed {
+		if plan.Leaked[addr].Kind == "" {
+			r.log().Warn("reclaimed a leaked address allocated with no kind, as a task's: no container holds it", "pool", p.ID(), "addr", addr, "allocated", plan.Leaked[addr].At)
+			continue
+		}
 		r.log().Warn("reclaimed a leaked address: no container holds it", "pool", p.ID(), "addr", addr, "allocated", plan.Leaked[addr].At)
 	}
 	r.Metrics.reclaim("leak", len(freed))
@@ -298,8 +337,8 @@ func (r *Reclaimer) recordHeld(ctx context.Context, p Pool, v view, held map[net
 	return errors.Join(errs...)
 }
 
-// departed returns, on the leader, the identities of departed nodes;
-// elsewhere, none.
+// departed returns, on the leader, the identities of departed nodes (a
+// map, empty if none); elsewhere, or with no NodeTimeout, nil.
 func (r *Reclaimer) departed(ctx context.Context) (map[string]bool, error) {
 	if r.Cluster == nil || r.NodeTimeout <= 0 {
 		return nil, nil

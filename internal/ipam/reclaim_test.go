@@ -3,6 +3,7 @@ package ipam
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/netip"
 	"strings"
@@ -124,4 +125,101 @@ func mustSpecs(t *testing.T, st *netspec.Store) []netspec.Spec {
 		t.Fatal(err)
 	}
 	return specs
+}
+
+// heldSet is a node whose containers on network net hold the addresses
+// given, and whose starts are all done.
+type heldSet map[netip.Addr]bool
+
+func (h heldSet) HeldAddresses(context.Context) (Local, error) {
+	return Local{Held: map[string]map[netip.Addr]bool{"net": h}}, nil
+}
+
+// TestSweepReclaimsAllocationsWithoutNodeOrKind: a block document with an
+// allocation naming no node or no kind (a hand edit, a bug, another
+// version) loses no address for good, and frees none a container holds.
+// One with no kind is its node's task address: reclaimed by that node's
+// sweep once unheld for the leak grace, kept while a container holds it.
+// One naming no node becomes the node's whose container holds it, and is
+// otherwise reclaimed by the leader once seen for the node timeout, as a
+// departed node's would be; never by another node. Each reclaim is logged
+// with the address and why.
+func TestSweepReclaimsAllocationsWithoutNodeOrKind(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st, p := clusterNet(t, kv)
+	clock := t0
+	now := func() time.Time { return clock }
+	at := t0.Add(-time.Hour).Format(time.RFC3339Nano)
+	const (
+		orphan     = "10.2.0.17" // no node, unheld: the leader's, after the node timeout
+		orphanHeld = "10.2.0.18" // no node nor kind, held on the leader's node: adopted
+		kindless   = "10.2.0.19" // the leader's, no kind, unheld: a leak
+		kindHeld   = "10.2.0.20" // the leader's, no kind, held: stays
+		task       = "10.2.0.21" // the leader's task, held: stays
+		otherNode  = "10.2.0.22" // another live node's, no kind: its business
+	)
+	raw := fmt.Sprintf(`{"node":"leader","allocs":{
+		%q:{"node":"","at":%q,"kind":"task"},
+		%q:{"node":"","at":%q},
+		%q:{"node":"leader","at":%q},
+		%q:{"node":"leader","at":%q},
+		%q:{"node":"leader","at":%q,"kind":"task"},
+		%q:{"node":"n3","at":%q}}}`, orphan, at, orphanHeld, at, kindless, at, kindHeld, at, task, at, otherNode, at)
+	if err := kv.Put(ctx, blockPath(p, p.Block(netip.MustParseAddr(orphan))), []byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	logs := &logCounter{}
+	held := heldSet{netip.MustParseAddr(orphanHeld): true, netip.MustParseAddr(kindHeld): true, netip.MustParseAddr(task): true}
+	const timeout = 5 * time.Minute
+	// A node that is not the leader sweeps first, for longer than the
+	// node timeout: it frees no address it does not hold.
+	follower := &Reclaimer{Alloc: newAllocator(kv, "n2", "g", now, nil), Pools: SpecPools{Store: st}, Held: heldSet{},
+		Grace: 10 * time.Second, NodeTimeout: timeout, Log: slog.New(logs)}
+	leader := &Reclaimer{Alloc: newAllocator(kv, "leader", "g", now, nil), Pools: SpecPools{Store: st}, Held: held,
+		Cluster: fakeCluster{ready: []string{"leader", "n2", "n3"}}, Grace: 10 * time.Second, NodeTimeout: timeout, Fresh: timeout, Log: slog.New(logs)}
+	sweep := func(r *Reclaimer, d time.Duration) map[netip.Addr]Alloc {
+		t.Helper()
+		for end := clock.Add(d); clock.Before(end); clock = clock.Add(15 * time.Second) {
+			if err := r.Sweep(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+		all, err := Allocations(ctx, kv, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return all
+	}
+	check := func(when string, all map[netip.Addr]Alloc, want map[string]string) {
+		t.Helper()
+		for a, node := range want {
+			al, ok := all[netip.MustParseAddr(a)]
+			switch {
+			case node == "free" && ok:
+				t.Errorf("%s: %s still allocated (%+v), want it reclaimed", when, a, al)
+			case node != "free" && (!ok || al.Node != node):
+				t.Errorf("%s: %s is %+v (allocated %v), want held by %q", when, a, al, ok, node)
+			}
+		}
+	}
+	all := sweep(follower, 2*timeout)
+	check("after the follower's sweeps", all, map[string]string{orphan: "", orphanHeld: "", kindless: "leader", kindHeld: "leader", task: "leader", otherNode: "n3"})
+	all = sweep(leader, 2*time.Minute)
+	check("the leader's sweeps, within the node timeout", all, map[string]string{orphan: "", orphanHeld: "leader", kindless: "free", kindHeld: "leader", task: "leader", otherNode: "n3"})
+	if al := all[netip.MustParseAddr(orphanHeld)]; al.Kind != KindTask {
+		t.Errorf("%s, held by a local container, adopted as %+v, want a task address", orphanHeld, al)
+	}
+	all = sweep(leader, timeout)
+	check("the leader's sweeps, past the node timeout", all, map[string]string{orphan: "free", orphanHeld: "leader", kindless: "free", kindHeld: "leader", task: "leader", otherNode: "n3"})
+	out := logs.buf.String()
+	for msg, a := range map[string]string{
+		"reclaimed an address allocated to no node: no node's container claimed it":             orphan,
+		"reclaimed a leaked address allocated with no kind, as a task's: no container holds it": kindless,
+		"recorded as this node's an address allocated to no node: a local container holds it":   orphanHeld,
+	} {
+		if logs.count(msg) != 1 || !strings.Contains(out, "addr="+a+" ") {
+			t.Errorf("%q logged %d times, want once, naming %s:\n%s", msg, logs.count(msg), a, out)
+		}
+	}
 }
