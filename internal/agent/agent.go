@@ -52,7 +52,8 @@ type Config struct {
 	// Pprof is the loopback address of Go's profiler ("": off).
 	Pprof string
 	// StateDir is where the node's identity is recorded (see
-	// netagent.ResolveID; "": nowhere).
+	// netagent.ResolveID), and the addresses its IPAM freed lately (see
+	// ipam.FreedFile); "": nowhere.
 	StateDir string
 	// Version is the agent's, as doctor reports carry it.
 	Version string

@@ -116,7 +116,7 @@ func claim(ctx context.Context, facts *netagent.Facts, log *slog.Logger, note fu
 // needs of it.
 func (n *node) runIPAM(ctx context.Context, g *errgroup.Group, kv *consul.KV, store *netspec.Store, nets *dockerhost.Networks, id string) netagent.IPAM {
 	cfg, log := n.cfg.IPAM, n.log
-	alloc := ipam.NewAllocator(kv, id, log)
+	alloc := ipam.NewAllocator(kv, id, log, n.freedStore(id)...)
 	pools := ipam.SpecPools{Store: store}
 	ipamMetrics := ipam.NewMetrics(n.reg, alloc)
 	plugin := &ipam.Plugin{Alloc: alloc, Pools: pools, Log: log, Metrics: ipamMetrics}
@@ -132,6 +132,21 @@ func (n *node) runIPAM(ctx context.Context, g *errgroup.Group, kv *consul.KV, st
 	// The identity is claimed: the plugin's allocator is the only one of it.
 	n.gate.Open(plugin)
 	return ipam.NodeIPAM{Alloc: alloc, Pools: pools}
+}
+
+// freedStore keeps what the allocator freed lately in the state
+// directory, so that a restarted agent still passes it over; with no
+// state directory, or one it cannot use, it is kept in memory only.
+func (n *node) freedStore(id string) []ipam.Option {
+	if n.cfg.StateDir == "" {
+		return nil
+	}
+	f, err := ipam.NewFreedFile(n.cfg.StateDir, id)
+	if err != nil {
+		agentLog(n.log).Warn("the addresses this node freed lately are kept in memory only: a restarted agent may hand them out again at once", "err", err)
+		return nil
+	}
+	return []ipam.Option{ipam.WithFreedStore(f)}
 }
 
 // runDoctorReports runs the doctor's checks on this node every

@@ -32,27 +32,43 @@ type Allocator struct {
 	// freed are the addresses this node freed lately: handed out again
 	// only when nothing else is free (see reuse).
 	freed *freedAddrs
-	log   *slog.Logger
-	now   func() time.Time
+	// freedStore keeps freed across restarts (nil: in memory only).
+	freedStore FreedStore
+	saveMu     sync.Mutex // guards following field; orders saves of freed
+	// saveFailing: the last save failed (logged once, until one works).
+	saveFailing bool
+	log         *slog.Logger
+	now         func() time.Time
 	// sleep waits between asks for other nodes' spares.
 	sleep func(ctx context.Context, d time.Duration) error
 	batch batcher
 }
 
-// NewAllocator returns the allocator of the node with identity node over
-// kv; log may be nil.
-func NewAllocator(kv KV, node string, log *slog.Logger) *Allocator {
-	return newAllocator(kv, node, newGen(), time.Now, log)
+// Option sets an optional part of an Allocator.
+type Option func(*Allocator)
+
+// WithFreedStore keeps what the allocator freed lately in s, so that a
+// restarted agent still passes it over (see reuse): read as the allocator
+// is made (unreadable, it is logged and taken as empty), written after
+// every release that frees an address, before Docker is answered.
+func WithFreedStore(s FreedStore) Option {
+	return func(a *Allocator) { a.freedStore = s }
 }
 
-func newAllocator(kv KV, node, gen string, now func() time.Time, log *slog.Logger) *Allocator {
+// NewAllocator returns the allocator of the node with identity node over
+// kv; log may be nil.
+func NewAllocator(kv KV, node string, log *slog.Logger, opts ...Option) *Allocator {
+	return newAllocator(kv, node, newGen(), time.Now, log, opts...)
+}
+
+func newAllocator(kv KV, node, gen string, now func() time.Time, log *slog.Logger, opts ...Option) *Allocator {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
 	log = log.With("component", "ipam")
 	st := newStore(kv, log)
 	freed := &freedAddrs{}
-	return &Allocator{node: node, gen: gen, kv: kv, store: st, spares: newKeeper(node, gen, st, kv, freed, now, log), freed: freed, log: log, now: now,
+	a := &Allocator{node: node, gen: gen, kv: kv, store: st, spares: newKeeper(node, gen, st, kv, freed, now, log), freed: freed, log: log, now: now,
 		sleep: func(ctx context.Context, d time.Duration) error {
 			select {
 			case <-ctx.Done():
@@ -61,6 +77,46 @@ func newAllocator(kv KV, node, gen string, now func() time.Time, log *slog.Logge
 				return nil
 			}
 		}}
+	for _, o := range opts {
+		o(a)
+	}
+	a.loadFreed()
+	return a
+}
+
+// loadFreed reads back what an earlier agent of this node freed lately.
+// Never fatal: without it, those addresses are only handed out sooner.
+func (a *Allocator) loadFreed() {
+	if a.freedStore == nil {
+		return
+	}
+	saved, err := a.freedStore.Load()
+	if err != nil {
+		a.log.Warn("cannot read back the addresses this node freed lately: they may be handed out again at once", "err", err)
+		return
+	}
+	if n := a.freed.restore(saved, a.now()); n > 0 {
+		a.log.Info("read back the addresses this node freed lately: passed over while others are free", "addrs", n, "reuse_after", reuseAfter)
+	}
+}
+
+// saveFreed saves what the node freed lately, if it keeps it; a failure
+// is logged (once until the next success), never returned: the release
+// it follows is done.
+func (a *Allocator) saveFreed() {
+	if a.freedStore == nil {
+		return
+	}
+	a.saveMu.Lock()
+	defer a.saveMu.Unlock()
+	err := a.freedStore.Save(a.freed.all(a.now()))
+	switch {
+	case err != nil && !a.saveFailing:
+		a.log.Warn("cannot save the addresses this node freed lately: a restarted agent may hand them out again at once", "err", err)
+	case err == nil && a.saveFailing:
+		a.log.Info("saving the addresses this node freed lately again")
+	}
+	a.saveFailing = err != nil
 }
 
 func newGen() string {
@@ -376,8 +432,9 @@ func (a *Allocator) releaseBatch(ctx context.Context, reqs []*request) {
 			doc, refused, unhanded, freed = releaseOwn(doc, a.node, a.gen, addrs, handed)
 			return doc, len(freed) > 0
 		})
-		if err == nil {
+		if err == nil && len(freed) > 0 {
 			a.freed.add(p, freed, a.now())
+			a.saveFreed()
 		}
 		for _, r := range rs {
 			switch holder, ok := refused[r.release]; {

@@ -21,9 +21,10 @@
 //     sweep reclaims, which nodes have departed, what a spare sync writes.
 //   - Allocator (allocator.go) serves requests, batching concurrent ones
 //     into shared writes; Release frees only this node's addresses. What
-//     it freed lately it remembers, in memory (freed.go), and hands out
-//     again only when nothing else is free: a release names no container,
-//     so a late or repeated one must find its address free.
+//     it freed lately it remembers (freed.go; across restarts in a file of
+//     the agent's state directory, freedfile.go), and hands out again only
+//     when nothing else is free: a release names no container, so a late
+//     or repeated one must find its address free.
 //   - keeper (spares.go), with its own lock, keeps a few addresses of the
 //     node's blocks claimed ahead of demand (spares), so that Docker never
 //     waits for Consul; it changes blocks only through the store's update.
@@ -43,5 +44,6 @@
 //
 // It imports netspec, kvstore and backoff. Its I/O edges: Consul KV behind
 // KV (consul.KV), the local containers behind Held and the swarm behind
-// Cluster (dockerhost), and the plugin's Unix socket.
+// Cluster (dockerhost), the plugin's Unix socket, and the file of what the
+// node freed lately behind FreedStore.
 package ipam

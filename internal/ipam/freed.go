@@ -13,9 +13,22 @@ import (
 // leaves room for that and for a release waiting its turn in a batch.
 const reuseAfter = 2 * time.Minute
 
+// FreedStore keeps what a node freed lately (see freedAddrs) across its
+// agent's restarts: a restarted agent that forgot would hand such an
+// address out at once, and a late release of it would then free a new
+// container's address.
+type FreedStore interface {
+	// Load returns what was saved: by pool ID, when each address was
+	// freed; nothing, with no error, when nothing was.
+	Load() (map[string]map[netip.Addr]time.Time, error)
+	// Save replaces what is saved with freed.
+	Save(freed map[string]map[netip.Addr]time.Time) error
+}
+
 // freedAddrs remembers when this node freed each address it freed within
-// reuseAfter, by pool. It is kept in memory only: Consul's documents stay
-// as older agents read them, and a restarted agent starts with none.
+// reuseAfter, by pool. It is kept in memory, and in the Allocator's
+// FreedStore if it has one, never in Consul: Consul's documents stay as
+// older agents read them.
 type freedAddrs struct {
 	mu sync.Mutex // guards following fields
 	// at is when each address was freed, by pool ID; nil until one is.
@@ -50,6 +63,53 @@ func (f *freedAddrs) recent(p Pool, now time.Time) map[netip.Addr]time.Time {
 	defer f.mu.Unlock()
 	f.forgetLocked(now)
 	return maps.Clone(f.at[p.ID()])
+}
+
+// all returns, by pool, when the addresses freed within reuseAfter of now
+// were freed: a copy, which the caller may keep.
+func (f *freedAddrs) all(now time.Time) map[string]map[netip.Addr]time.Time {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.forgetLocked(now)
+	out := make(map[string]map[netip.Addr]time.Time, len(f.at))
+	for id, m := range f.at {
+		out[id] = maps.Clone(m)
+	}
+	return out
+}
+
+// restore adds what an earlier agent of this node saved and returns how
+// many addresses it kept: those freed reuseAfter or longer before now are
+// dropped, and those dated after now (the clock was set back since) are
+// taken as freed now, so that none is passed over for longer than
+// reuseAfter from here.
+func (f *freedAddrs) restore(saved map[string]map[netip.Addr]time.Time, now time.Time) int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.at == nil {
+		f.at = map[string]map[netip.Addr]time.Time{}
+	}
+	for id, addrs := range saved {
+		m := f.at[id]
+		if m == nil {
+			m = map[netip.Addr]time.Time{}
+			f.at[id] = m
+		}
+		for a, at := range addrs {
+			if at.After(now) {
+				at = now
+			}
+			if prev, ok := m[a]; !ok || at.After(prev) {
+				m[a] = at
+			}
+		}
+	}
+	f.forgetLocked(now)
+	n := 0
+	for _, m := range f.at {
+		n += len(m)
+	}
+	return n
 }
 
 // forgetLocked drops what was freed reuseAfter or longer before now, in

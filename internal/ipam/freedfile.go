@@ -1,0 +1,127 @@
+package ipam
+
+import (
+	"encoding/json"
+	"fmt"
+	"maps"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"slices"
+	"time"
+)
+
+// FreedFileName is the name of the file, in the agent's state directory,
+// where node's allocator keeps what it freed lately. One per identity: a
+// node that joined the swarm again is another node, whose addresses the
+// old one's record does not name.
+func FreedFileName(node string) string { return "ipam-freed-" + node + ".json" }
+
+// FreedFile is a FreedStore in a small JSON file, rewritten whole
+// (a temporary file renamed over it) at each save, so that a reader finds
+// the last save or the one before, never a part of one.
+type FreedFile struct {
+	// Path is the file's path.
+	Path string
+}
+
+// NewFreedFile returns the FreedFile of node in the state directory dir.
+func NewFreedFile(dir, node string) (*FreedFile, error) {
+	if dir == "" {
+		return nil, fmt.Errorf("keep the addresses node %s freed lately: no state directory", node)
+	}
+	if !fileSafeNode(node) {
+		return nil, fmt.Errorf("keep the addresses node %q freed lately: the identity is not letters, digits, '-' and '_' only", node)
+	}
+	return &FreedFile{Path: filepath.Join(dir, FreedFileName(node))}, nil
+}
+
+// fileSafeNode accepts what swarm node IDs are made of, and test names.
+func fileSafeNode(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '-' || c == '_') {
+			return false
+		}
+	}
+	return true
+}
+
+// freedRecord is the file's content.
+type freedRecord struct {
+	// Freed is, by pool ID and address, when the address was freed.
+	Freed map[string]map[string]time.Time `json:"freed"`
+}
+
+// Load reads the file; a missing one holds nothing.
+func (f *FreedFile) Load() (map[string]map[netip.Addr]time.Time, error) {
+	raw, err := os.ReadFile(f.Path)
+	if os.IsNotExist(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the addresses freed lately: %w", err)
+	}
+	return decodeFreed(f.Path, raw)
+}
+
+// decodeFreed decodes the content of the file at path.
+func decodeFreed(path string, raw []byte) (map[string]map[netip.Addr]time.Time, error) {
+	var rec freedRecord
+	if err := json.Unmarshal(raw, &rec); err != nil {
+		return nil, fmt.Errorf("decode the addresses freed lately in %s: %w", path, err)
+	}
+	out := make(map[string]map[netip.Addr]time.Time, len(rec.Freed))
+	for _, id := range slices.Sorted(maps.Keys(rec.Freed)) {
+		m := make(map[netip.Addr]time.Time, len(rec.Freed[id]))
+		for _, k := range slices.Sorted(maps.Keys(rec.Freed[id])) {
+			a, err := netip.ParseAddr(k)
+			if err != nil {
+				return nil, fmt.Errorf("decode the addresses freed lately in %s: pool %s: %q is not an address", path, id, k)
+			}
+			m[a] = rec.Freed[id][k]
+		}
+		out[id] = m
+	}
+	return out, nil
+}
+
+// Save replaces the file's content with freed. It is not synced to disk:
+// the late release it guards against comes from a dockerd that outlived
+// the agent, and a machine that crashed took its dockerd with it.
+func (f *FreedFile) Save(freed map[string]map[netip.Addr]time.Time) error {
+	rec := freedRecord{Freed: make(map[string]map[string]time.Time, len(freed))}
+	for id, addrs := range freed {
+		m := make(map[string]time.Time, len(addrs))
+		for a, at := range addrs {
+			m[a.String()] = at.UTC()
+		}
+		rec.Freed[id] = m
+	}
+	raw, err := json.Marshal(rec)
+	if err != nil {
+		return fmt.Errorf("encode the addresses freed lately: %w", err)
+	}
+	dir := filepath.Dir(f.Path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("save the addresses freed lately: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, filepath.Base(f.Path)+".*")
+	if err != nil {
+		return fmt.Errorf("save the addresses freed lately: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // once renamed, there is nothing to remove
+	if _, err := tmp.Write(raw); err != nil {
+		tmp.Close()
+		return fmt.Errorf("save the addresses freed lately to %s: %w", tmp.Name(), err)
+	}
+	if err := tmp.Close(); err != nil {
+		return fmt.Errorf("save the addresses freed lately to %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), f.Path); err != nil {
+		return fmt.Errorf("save the addresses freed lately: %w", err)
+	}
+	return nil
+}
