@@ -133,13 +133,19 @@ type Heard map[string]netspec.Heard
 // what it hears now. Judged by their stamps, another host's clock,
 // the reports of a node whose clock is behind would read as stale while
 // its agent publishes, and the last of an agent that stopped with its
-// clock ahead as fresh for as long.
+// clock ahead as fresh for as long. A report first seen dated ahead of
+// now proves nothing of its agent yet: it counts once it changes (its
+// agent publishes every few seconds), so that a stray one dated far ahead
+// never counts.
 func Hear(reports []Report, prev Heard, now time.Time) Heard {
 	next := make(Heard, len(reports))
 	for i := range reports {
 		r := &reports[i]
 		was, seen := prev[r.Node]
 		h := netspec.Hear(was, seen, r.At, now)
+		if !seen && r.At.After(now) {
+			h.At = time.Time{} // stale until its stamp changes
+		}
 		next[r.Node] = h
 		r.At = h.At
 	}

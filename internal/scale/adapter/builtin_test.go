@@ -54,7 +54,8 @@ func TestBuiltinLeavesOutBadReports(t *testing.T) {
 // reports, published every few seconds, all read as stale, so web's tasks
 // on n1 were never counted. n2's agent died with its clock 50 s ahead: its
 // last report counted for 50 s past MaxAge. A report is now as old as the
-// time since control saw its stamp change.
+// time since control saw its stamp change; one first seen dated ahead
+// counts only once it changes (see TestBuiltinCountsANodeWhoseClockIsAhead).
 func TestBuiltinJudgesReportsByItsOwnClock(t *testing.T) {
 	ctx := context.Background()
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
@@ -73,11 +74,11 @@ func TestBuiltinJudgesReportsByItsOwnClock(t *testing.T) {
 	kv.Put(ctx, taskmetrics.KVPrefix+"n0", report("n0", now, 0.2)) // a node whose clock is right
 	kv.Put(ctx, taskmetrics.KVPrefix+"n1", report("n1", now.Add(-5*time.Minute), 1))
 	kv.Put(ctx, taskmetrics.KVPrefix+"n2", report("n2", now.Add(50*time.Second), 0.8))
-	query(0.5, "n0's and n2's: n1's report, first seen, counts from its stamp")
+	query(0.2, "n0's: n1's report, first seen, counts from its stamp; n2's, dated ahead, once it changes")
 	now = now.Add(10 * time.Second)
 	kv.Put(ctx, taskmetrics.KVPrefix+"n0", report("n0", now, 0.2))
 	kv.Put(ctx, taskmetrics.KVPrefix+"n1", report("n1", now.Add(-5*time.Minute), 1))
-	query(2.0/3, "n0's, n1's published again and n2's")
+	query(0.6, "n0's and n1's, published again; n2's never changed")
 	now = now.Add(55 * time.Second) // n2's report, unchanged, was last seen changed 65 s ago
 	kv.Put(ctx, taskmetrics.KVPrefix+"n0", report("n0", now, 0.2))
 	kv.Put(ctx, taskmetrics.KVPrefix+"n1", report("n1", now.Add(-5*time.Minute), 1))
@@ -88,13 +89,14 @@ func TestBuiltinJudgesReportsByItsOwnClock(t *testing.T) {
 // minute ahead of control's clock was refused, so a node whose clock ran
 // 2 minutes ahead had none of its tasks counted while its agent published
 // every few seconds. Reports are dated by control's own clock (Hear): one
-// dated ahead counts while it changes, and stops counting MaxAge after it
-// last did, as any other.
+// first seen dated ahead counts once it changes, proof that its agent
+// lives — a stray one dated a year ahead (100 idle tasks of web) never
+// does — and stops counting MaxAge after it last changed, as any other.
 func TestBuiltinCountsANodeWhoseClockIsAhead(t *testing.T) {
 	ctx := context.Background()
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
-	report := func(node string, at time.Time, cpu float64) []byte {
-		return fmt.Appendf(nil, `{"node":%q,"at":%q,"services":{"web":{"tasks":1,"cpu":%v,"memory":100}}}`, node, at.Format(time.RFC3339Nano), cpu)
+	report := func(node string, at time.Time, tasks int, cpu float64) []byte {
+		return fmt.Appendf(nil, `{"node":%q,"at":%q,"services":{"web":{"tasks":%d,"cpu":%v,"memory":100}}}`, node, at.Format(time.RFC3339Nano), tasks, cpu)
 	}
 	kv := kvtest.New()
 	b := NewBuiltin(kv, slog.New(slog.DiscardHandler))
@@ -105,13 +107,18 @@ func TestBuiltinCountsANodeWhoseClockIsAhead(t *testing.T) {
 			t.Errorf("at %s, cpu of web: %v, %v; want %v (%s)", now.Format(time.TimeOnly), cpu, err, want, why)
 		}
 	}
-	for range 3 {
-		kv.Put(ctx, taskmetrics.KVPrefix+"n0", report("n0", now, 0.2))
-		kv.Put(ctx, taskmetrics.KVPrefix+"n1", report("n1", now.Add(2*time.Minute), 0.6))
-		query(0.4, "n0's and n1's, whose clock is 2 minutes ahead")
+	kv.Put(ctx, taskmetrics.KVPrefix+"ghost", report("ghost", now.AddDate(1, 0, 0), 100, 0))
+	for i := range 3 {
+		kv.Put(ctx, taskmetrics.KVPrefix+"n0", report("n0", now, 1, 0.2))
+		kv.Put(ctx, taskmetrics.KVPrefix+"n1", report("n1", now.Add(2*time.Minute), 1, 0.6))
+		if i == 0 {
+			query(0.2, "n0's: n1's report, first seen dated ahead, counts once it changes; the ghost's never")
+		} else {
+			query(0.4, "n0's and n1's, whose clock is 2 minutes ahead")
+		}
 		now = now.Add(10 * time.Second)
 	}
 	now = now.Add(time.Minute) // n1's agent stopped: its report, unchanged, ages by this clock
-	kv.Put(ctx, taskmetrics.KVPrefix+"n0", report("n0", now, 0.2))
+	kv.Put(ctx, taskmetrics.KVPrefix+"n0", report("n0", now, 1, 0.2))
 	query(0.2, "n0's: n1's report unchanged for over a minute")
 }
