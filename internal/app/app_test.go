@@ -124,6 +124,9 @@ func TestAgentBadIntervals(t *testing.T) {
 		{[]string{"--ipam-node-timeout", "-1s"}, "--ipam-node-timeout -1s"},
 		{[]string{"--task-metrics", "-10s"}, "--task-metrics -10s"},
 		{[]string{"--doctor-interval", "-1m"}, "--doctor-interval -1m0s"},
+		// Readers cap a report's period at the maximum (stale after twice
+		// it): a longer one would be read as shorter than it is.
+		{[]string{"--doctor-interval", "2h"}, "--doctor-interval 2h0m0s: at most 1h0m0s"},
 		{[]string{"--workers", "0"}, "--workers 0"},
 		{[]string{"--workers", "-4"}, "--workers -4"},
 		{[]string{"--deregister", "sometimes"}, `--deregister "sometimes"`},

@@ -17,12 +17,19 @@ import (
 // node, for the dashboard (`underlay control`, /ui).
 const KVPrefix = "underlay/doctor/"
 
+// MaxEvery is the longest period between an agent's reports (its
+// --doctor-interval). Readers take a longer claim as MaxEvery: a report
+// is called stale only after some multiple of its period, so a period of
+// years, forged or a bug, would keep a dead agent shown as up.
+const MaxEvery = time.Hour
+
 // Report is one node's doctor results as its agent published them.
 type Report struct {
 	Node string    `json:"node"`
 	At   time.Time `json:"at"`
 	// Every is the agent's period between reports; a report older than
-	// about twice that means the agent stopped reporting.
+	// about twice that means the agent stopped reporting. LoadReports
+	// caps it at MaxEvery.
 	Every time.Duration `json:"every"`
 	// Version is the agent's underlay version.
 	Version string   `json:"version,omitempty"`
@@ -50,7 +57,8 @@ func Publish(ctx context.Context, kv KV, r Report) error {
 // LoadReports reads every node's report, by node name: the name its key
 // gives. A report that cannot be read, or that names another node, is
 // that key's failed doctor/report check: one bad key hides no other
-// node's report, nor stands in for it.
+// node's report, nor stands in for it. A period above MaxEvery is read as
+// MaxEvery, with a doctor/report warning naming the claim.
 func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
 	kvs, err := kv.List(ctx, KVPrefix)
 	if err != nil {
@@ -66,6 +74,11 @@ func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
 			// Taken by its node, it would replace that node's own
 			// report on the dashboard.
 			r = badReport(p.Key, node, fmt.Sprintf("report %s names node %q: an agent publishes its own node's report under its name", p.Key, r.Node))
+		} else if r.Every > MaxEvery {
+			r.Results = append(r.Results, Result{Node: node, Check: "doctor/report", Status: Warn,
+				Message: fmt.Sprintf("report %s claims a period of %s, above the agents' maximum: read as %s", p.Key, r.Every, MaxEvery),
+				Fix:     shellword.KVDelete(p.Key) + fmt.Sprintf(" (its agent, with --doctor-interval at most %s, publishes its report again within its period)", MaxEvery)})
+			r.Every = MaxEvery
 		}
 		r.Node = node
 		out = append(out, r)

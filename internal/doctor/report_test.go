@@ -137,3 +137,34 @@ func nodesOf(rs []Report) []string {
 	}
 	return out
 }
+
+// TestLoadReportsCapsTheClaimedPeriod: nothing bounded a report's period,
+// and the dashboard calls an agent stale only after twice it, so a report
+// claiming a period of ten years (forged, or an agent's bug) kept a dead
+// agent shown as up for twenty. The period is now read as at most the
+// agents' maximum, an hour, and the report carries a warning naming what
+// it claimed.
+func TestLoadReportsCapsTheClaimedPeriod(t *testing.T) {
+	kv := &memKV{m: map[string][]byte{
+		KVPrefix + "node1": []byte(`{"node":"node1","at":"2026-03-01T12:00:00Z","every":315360000000000000,"results":[{"node":"node1","check":"docker/daemon","status":"ok"}]}`),
+		KVPrefix + "node2": []byte(`{"node":"node2","at":"2026-03-01T12:00:00Z","every":3600000000000,"results":[{"node":"node2","check":"docker/daemon","status":"ok"}]}`),
+	}}
+	rs, err := LoadReports(context.Background(), kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(rs) != 2 {
+		t.Fatalf("reports of %v; want node1's and node2's", nodesOf(rs))
+	}
+	if rs[0].Every != time.Hour {
+		t.Errorf("node1's period read as %v; want it capped at 1h0m0s", rs[0].Every)
+	}
+	if res := rs[0].Results; len(res) != 2 || res[0].Check != "docker/daemon" || res[1].Check != "doctor/report" || res[1].Status != Warn ||
+		!strings.Contains(res[1].Message, "87600h0m0s") || !strings.Contains(res[1].Message, KVPrefix+"node1") {
+		t.Errorf("node1's results %+v: want its own check and a doctor/report warning naming the key and the claimed 87600h0m0s", res)
+	}
+	// The maximum itself is an agent's period like any other.
+	if rs[1].Every != time.Hour || len(rs[1].Results) != 1 {
+		t.Errorf("node2's report read as every %v with %+v; want 1h0m0s and its one result", rs[1].Every, rs[1].Results)
+	}
+}
