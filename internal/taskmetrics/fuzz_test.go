@@ -9,8 +9,8 @@ import (
 
 // FuzzDecode holds that any key and document either are refused or give a
 // report every reader may count: its node is its key's, it has a time,
-// every service has a name, at least one task
-// and a CPU of 0 or more; and that the averages PerReplica takes over it
+// every service has a name, 1 to MaxTasks tasks, a CPU of 0 to MaxCPU
+// cores and at most MaxMemory bytes; and that the averages PerReplica takes over it
 // are finite and not negative.
 func FuzzDecode(f *testing.F) {
 	for _, seed := range []struct{ key, value string }{
@@ -18,6 +18,7 @@ func FuzzDecode(f *testing.F) {
 		{KVPrefix + "n1", `{"node":"n1","at":"2027-12-03T12:00:00Z","services":{"web":{"tasks":100,"cpu":0}}}`},
 		{KVPrefix + "n2", `{"node":"n1","at":"2026-12-03T12:00:00Z"}`},
 		{KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"web":{"tasks":-3,"cpu":-1e308}}}`},
+		{KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"web":{"tasks":1000000000,"cpu":1e308,"memory":18446744073709551615}}}`},
 		{KVPrefix + "n1/x", `{"node":"n1/x","at":"2026-12-03T12:00:00Z"}`},
 		{KVPrefix + "n1", `{`},
 	} {
@@ -36,7 +37,7 @@ func FuzzDecode(f *testing.F) {
 			t.Fatalf("report with no time counted")
 		}
 		for name, u := range r.Services {
-			if name == "" || u.Tasks < 1 || u.CPU < 0 || math.IsNaN(u.CPU) || math.IsInf(u.CPU, 0) {
+			if name == "" || u.Tasks < 1 || u.Tasks > MaxTasks || u.CPU < 0 || u.CPU > MaxCPU || math.IsNaN(u.CPU) || u.Memory > MaxMemory {
 				t.Fatalf("service %q with %+v counted", name, u)
 			}
 			cpu, mem, ok := PerReplica([]Report{r}, name, now, time.Duration(math.MaxInt64))

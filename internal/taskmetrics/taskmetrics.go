@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
-	"math"
 	"slices"
 	"strings"
 	"time"
@@ -46,6 +45,22 @@ type ServiceUsage struct {
 	// Memory is in bytes, summed over the node's tasks.
 	Memory uint64 `json:"memory"`
 }
+
+// Bounds of one service's usage in one node's report: a report beyond
+// them is refused (Decode), as no node reaches them. Within them, the sums
+// PerReplica takes stay finite, and one report cannot claim enough idle
+// tasks to hold a service's average near 0.
+const (
+	// MaxTasks is ten thousand: a node runs at most a few thousand
+	// containers (each holds processes, a cgroup and network endpoints).
+	MaxTasks = 10000
+	// MaxCPU, in cores, is Linux's largest CPU count (NR_CPUS under
+	// x86-64's MAXSMP): no node's tasks keep more cores busy.
+	MaxCPU = 8192
+	// MaxMemory, in bytes, is 64 TiB, the physical address space of
+	// x86-64 with 4-level paging; the largest machines hold less.
+	MaxMemory = 64 << 40
+)
 
 // Report is a node's published usage.
 type Report struct {
@@ -164,8 +179,8 @@ func PerReplica(reports []Report, service string, now time.Time, maxAge time.Dur
 			continue
 		}
 		u, found := r.Services[service]
-		if !found {
-			continue
+		if !found || usageProblem(u) != "" {
+			continue // what Decode refuses, in a report not read by it
 		}
 		tasks += float64(u.Tasks)
 		cpu += u.CPU
@@ -213,7 +228,8 @@ func Load(ctx context.Context, kv Lister) ([]Report, []BadReport, error) {
 
 // Decode reads the report stored under key and says why it cannot be
 // counted: it must be a node's own report (its key names its node), dated,
-// with at least one task and no negative CPU per service. A stamp ahead
+// with 1 to MaxTasks tasks, a CPU of 0 to MaxCPU cores and at most
+// MaxMemory bytes per service. A stamp ahead
 // of the reader's clock is no reason: readers judge a report's age by when
 // their own clock saw it change (Hear). Such a report, stray or forged, would otherwise move
 // every average it enters and so the replicas the autoscaler sets.
@@ -233,15 +249,26 @@ func Decode(key string, value []byte) (Report, error) {
 		return Report{}, fmt.Errorf("the report of %s has no time", node)
 	}
 	for _, name := range slices.Sorted(maps.Keys(r.Services)) {
-		u := r.Services[name]
-		switch {
-		case name == "":
+		if name == "" {
 			return Report{}, fmt.Errorf("the report of %s has a service with no name", node)
-		case u.Tasks < 1:
-			return Report{}, fmt.Errorf("the report of %s gives service %q %d tasks: want at least 1", node, name, u.Tasks)
-		case u.CPU < 0 || math.IsNaN(u.CPU) || math.IsInf(u.CPU, 0):
-			return Report{}, fmt.Errorf("the report of %s gives service %q a CPU of %v cores: want 0 or more", node, name, u.CPU)
+		}
+		if p := usageProblem(r.Services[name]); p != "" {
+			return Report{}, fmt.Errorf("the report of %s gives service %q %s", node, name, p)
 		}
 	}
 	return r, nil
+}
+
+// usageProblem says which of u's figures is outside its bounds; "" when
+// none is.
+func usageProblem(u ServiceUsage) string {
+	switch {
+	case u.Tasks < 1 || u.Tasks > MaxTasks:
+		return fmt.Sprintf("%d tasks: want 1 to %d", u.Tasks, MaxTasks)
+	case !(u.CPU >= 0 && u.CPU <= MaxCPU): // NaN too
+		return fmt.Sprintf("a CPU of %v cores: want 0 to %d", u.CPU, MaxCPU)
+	case u.Memory > MaxMemory:
+		return fmt.Sprintf("%d bytes of memory: want at most %d (64 TiB)", u.Memory, uint64(MaxMemory))
+	}
+	return ""
 }

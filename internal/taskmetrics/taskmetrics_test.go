@@ -3,6 +3,7 @@ package taskmetrics
 import (
 	"context"
 	"encoding/json"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -77,6 +78,15 @@ func TestDecode(t *testing.T) {
 		{"negative tasks", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"web":{"tasks":-3,"cpu":1}}}`, `service "web" -3 tasks`},
 		{"negative CPU", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"web":{"tasks":1,"cpu":-0.5}}}`, `service "web" a CPU of -0.5 cores`},
 		{"unnamed service", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"":{"tasks":1}}}`, "a service with no name"},
+		// Figures no node reaches: a billion idle tasks held a service's
+		// CPU per replica near 0 (no scale-up), and a CPU near the
+		// float maximum made the sum +Inf (a missing metric).
+		{"most tasks", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"web":{"tasks":10000,"cpu":8192,"memory":70368744177664}}}`, ""},
+		{"a billion tasks", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"web":{"tasks":1000000000,"cpu":0}}}`, `service "web" 1000000000 tasks: want 1 to 10000`},
+		{"one task too many", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"web":{"tasks":10001,"cpu":0}}}`, `service "web" 10001 tasks: want 1 to 10000`},
+		{"CPU near the float maximum", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"web":{"tasks":1,"cpu":1e308}}}`, `service "web" a CPU of 1e+308 cores: want 0 to 8192`},
+		{"one core too many", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"web":{"tasks":1,"cpu":8193}}}`, `service "web" a CPU of 8193 cores: want 0 to 8192`},
+		{"memory above 64 TiB", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T12:00:00Z","services":{"web":{"tasks":1,"memory":70368744177665}}}`, `service "web" 70368744177665 bytes of memory: want at most 70368744177664`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := Decode(tc.key, []byte(tc.value))
@@ -149,25 +159,41 @@ func TestUsageLeavesOutUnnamedServices(t *testing.T) {
 	}
 }
 
-// TestPerReplicaSumsTasksWithoutOverflow: Decode takes any task count of
+// TestPerReplicaSumsTasksWithoutOverflow: Decode took any task count of
 // 1 or more, and PerReplica summed the counts of every node as an int, so
 // a report claiming math.MaxInt64 tasks beside n1's 2 wrapped the sum
-// negative and gave web a negative CPU and memory per replica.
+// negative and gave web a negative CPU and memory per replica. Decode now
+// refuses such a count, and PerReplica leaves out a report it is given
+// that Decode would refuse.
 func TestPerReplicaSumsTasksWithoutOverflow(t *testing.T) {
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
-	var reports []Report
-	for key, value := range map[string]string{
-		KVPrefix + "n1":    `{"node":"n1","at":"2026-12-03T11:59:59Z","services":{"web":{"tasks":2,"cpu":1,"memory":200}}}`,
-		KVPrefix + "ghost": `{"node":"ghost","at":"2026-12-03T11:59:59Z","services":{"web":{"tasks":9223372036854775807,"cpu":0,"memory":0}}}`,
-	} {
-		r, err := Decode(key, []byte(value))
-		if err != nil {
-			t.Fatalf("Decode %s: %v", key, err)
-		}
-		reports = append(reports, r)
+	ghost := `{"node":"ghost","at":"2026-12-03T11:59:59Z","services":{"web":{"tasks":9223372036854775807,"cpu":0,"memory":0}}}`
+	if _, err := Decode(KVPrefix+"ghost", []byte(ghost)); err == nil || !strings.Contains(err.Error(), "9223372036854775807 tasks") {
+		t.Errorf("Decode of the ghost: %v; want it refused, naming its count", err)
+	}
+	reports := []Report{
+		{Node: "n1", At: now.Add(-time.Second), Services: map[string]ServiceUsage{"web": {Tasks: 2, CPU: 1, Memory: 200}}},
+		{Node: "ghost", At: now.Add(-time.Second), Services: map[string]ServiceUsage{"web": {Tasks: math.MaxInt64}}},
 	}
 	cpu, mem, ok := PerReplica(reports, "web", now, time.Minute)
-	if !ok || !(cpu > 0 && cpu < 1e-18) || !(mem > 0 && mem < 1e-16) {
-		t.Errorf("web per replica: %v cores, %v bytes (%v); want 1 core and 200 bytes over 2^63+1 tasks, just above 0", cpu, mem, ok)
+	if !ok || cpu != 0.5 || mem != 100 {
+		t.Errorf("web per replica: %v cores, %v bytes (%v); want n1's 0.5 cores and 100 bytes", cpu, mem, ok)
+	}
+}
+
+// TestPerReplicaStaysFinite: two fresh reports each claiming a CPU near
+// the float maximum summed to +Inf, which the autoscaler takes for a
+// missing metric, so web was never scaled up however busy n1 was.
+// PerReplica now leaves out a report Decode would refuse.
+func TestPerReplicaStaysFinite(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	reports := []Report{
+		{Node: "n1", At: now.Add(-time.Second), Services: map[string]ServiceUsage{"web": {Tasks: 2, CPU: 1.8, Memory: 200}}},
+		{Node: "g1", At: now.Add(-time.Second), Services: map[string]ServiceUsage{"web": {Tasks: 1, CPU: 1e308}}},
+		{Node: "g2", At: now.Add(-time.Second), Services: map[string]ServiceUsage{"web": {Tasks: 1, CPU: 1e308}}},
+	}
+	cpu, mem, ok := PerReplica(reports, "web", now, time.Minute)
+	if !ok || cpu != 0.9 || mem != 100 {
+		t.Errorf("web per replica: %v cores, %v bytes (%v); want n1's 0.9 cores and 100 bytes", cpu, mem, ok)
 	}
 }
