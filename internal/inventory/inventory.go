@@ -24,6 +24,7 @@ import (
 	"unicode"
 
 	"github.com/underlay/underlay/internal/kvstore"
+	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/shellword"
 )
 
@@ -147,17 +148,26 @@ func Publish(ctx context.Context, kv KV, key string, es []Entry) error {
 	return nil
 }
 
-// Load reads every node's entries; inventories that cannot be decoded
-// are set apart, and hide no other.
+// Load reads every node's entries; inventories that cannot be decoded,
+// or that list an entry of a node other than their key's (by the node
+// facts), are set apart, and hide no other.
 func Load(ctx context.Context, kv KV) ([]Entry, []BadDocument, error) {
 	kvs, err := kv.List(ctx, KVPrefix)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read inventories: %w", err)
 	}
+	facts, err := kv.List(ctx, netspec.NodesKVPrefix)
+	if err != nil {
+		return nil, nil, fmt.Errorf("read node facts, to check the inventories: %w", err)
+	}
+	names := nodeNames(facts)
 	var all []Entry
 	var bad []BadDocument
 	for _, kv := range kvs {
 		es, err := decode(kv.Value)
+		if err == nil {
+			err = ownEntries(es, strings.TrimPrefix(kv.Key, KVPrefix), names)
+		}
 		if err != nil {
 			bad = append(bad, BadDocument{Key: kv.Key, Problem: err.Error(),
 				Effect: "the addresses it held are not listed; if it is a node's, its agent publishes it again within its period",
@@ -219,6 +229,40 @@ func decode(value []byte) ([]Entry, error) {
 		seen[ep] = i
 	}
 	return es, nil
+}
+
+// nodeNames maps each node identity to its name, as the facts its agent
+// publishes under netspec.NodesKVPrefix give it. Facts that cannot be
+// read, name no node, or name another identity than their key's, give no
+// name.
+func nodeNames(facts []kvstore.Pair) map[string]string {
+	names := make(map[string]string, len(facts))
+	for _, p := range facts {
+		id := strings.TrimPrefix(p.Key, netspec.NodesKVPrefix)
+		var f netspec.NodeFacts
+		if json.Unmarshal(p.Value, &f) != nil || f.Node == "" || f.ID != "" && f.ID != id {
+			continue
+		}
+		names[id] = f.Node
+	}
+	return names
+}
+
+// ownEntries says which of es, the inventory under identity id, names a
+// node other than id's (names, by the node facts): an agent publishes
+// only its own node's addresses, and such an entry would be listed as the
+// other node's. With no name for id, there is nothing to check against.
+func ownEntries(es []Entry, id string, names map[string]string) error {
+	name, ok := names[id]
+	if !ok {
+		return nil
+	}
+	for i, e := range es {
+		if e.Node != name {
+			return fmt.Errorf("entry %d (%s) names node %q, but its key is swarm node %s's, %q by its facts: an agent publishes only its own node's addresses", i, e.IP, e.Node, id, name)
+		}
+	}
+	return nil
 }
 
 // printable says which of e's names has a control character: no name

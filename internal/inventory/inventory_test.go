@@ -272,3 +272,46 @@ func TestCheckNotesStaySmall(t *testing.T) {
 		t.Errorf("notes of %d bytes over %d entries, want at most 100 bytes each", total, len(es))
 	}
 }
+
+// TestLoadRefusesAnotherNodesEntries: an inventory is keyed by its node's
+// identity (swarm node ID), whose name the node's facts give, but an entry
+// could name any node: n1's document claiming an address for n2 was
+// listed by `underlay ips --node n2` as n2's. Such a document is now set
+// apart, naming the entry, the node it names and its key's node; an
+// identity with no readable facts has no name to check against.
+func TestLoadRefusesAnotherNodesEntries(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	for id, facts := range map[string]string{
+		"id-1": `{"id":"id-1","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`,
+		"id-2": `{"id":"id-2","node":"n2","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`,
+		"id-4": `{`,
+	} {
+		kv.Put(ctx, "underlay/nodes/"+id, []byte(facts))
+	}
+	for id, es := range map[string][]Entry{
+		"id-1": {{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}, {IP: "10.0.0.9", Node: "n2", Network: "lan", Container: "forged"}},
+		"id-2": {{IP: "10.0.0.6", Node: "n2", Network: "lan", Container: "b"}},
+		"id-3": {{IP: "10.0.0.7", Node: "n3", Network: "lan", Container: "c"}}, // no facts
+		"id-4": {{IP: "10.0.0.8", Node: "n4", Network: "lan", Container: "d"}}, // unreadable facts
+	} {
+		if err := Publish(ctx, kv, id, es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	es, bad, err := Load(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range es {
+		got = append(got, e.Container+"@"+e.Node)
+	}
+	if d := cmp.Diff([]string{"b@n2", "c@n3", "d@n4"}, got); d != "" {
+		t.Errorf("entries listed (-want +got):\n%s", d)
+	}
+	want := `entry 1 (10.0.0.9) names node "n2", but its key is swarm node id-1's, "n1" by its facts`
+	if len(bad) != 1 || bad[0].Key != KVPrefix+"id-1" || !strings.Contains(bad[0].Problem, want) || bad[0].Fix != "consul kv delete "+KVPrefix+"id-1" {
+		t.Errorf("bad documents %+v: want %sid-1, saying %q, with its fix", bad, KVPrefix, want)
+	}
+}
