@@ -42,9 +42,12 @@ func newNodeListCommand(f *networkFlags, streams IOStreams) *cobra.Command {
 				return err
 			}
 			defer done()
-			facts, err := netspec.NewStore(kv).Nodes(ctx)
+			facts, misfiled, err := netspec.NewStore(kv).ReadNodes(ctx)
 			if err != nil {
 				return err
+			}
+			for _, m := range misfiled {
+				fmt.Fprintf(streams.ErrOut, "warning: %s\n", m)
 			}
 			swarm, swarmErr := sw.SwarmNodes(ctx)
 			if swarmErr != nil {
@@ -121,7 +124,7 @@ func (f *networkFlags) nodeClients() (*consul.KV, *dockerhost.Networks, func(), 
 }
 
 // printRemoved says what was removed, also when the removal stopped part
-// way.
+// way, and warns of documents that disagree with their keys.
 func printRemoved(streams IOStreams, r decommission.Removed) {
 	for _, n := range slices.Sorted(maps.Keys(r.Ranges)) {
 		for _, b := range r.Ranges[n] {
@@ -138,6 +141,9 @@ func printRemoved(streams IOStreams, r decommission.Removed) {
 	}
 	for _, k := range r.Keys {
 		fmt.Fprintf(streams.Out, "deleted %s\n", k)
+	}
+	for _, w := range r.Warnings {
+		fmt.Fprintf(streams.ErrOut, "warning: %s\n", w)
 	}
 }
 

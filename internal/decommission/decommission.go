@@ -67,6 +67,9 @@ type Removed struct {
 	// Keys are the other keys deleted: inventory, doctor report, task
 	// metrics, facts.
 	Keys []string
+	// Warnings name documents that disagree with their keys about this
+	// node, for the operator to look at.
+	Warnings []string
 }
 
 // Resolve finds the node arg names among facts: an identity (swarm node
@@ -109,7 +112,7 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 		now = time.Now
 	}
 	st := netspec.NewStore(kv)
-	all, err := st.Nodes(ctx)
+	all, misfiled, err := st.ReadNodes(ctx)
 	if err != nil {
 		return Removed{}, err
 	}
@@ -117,22 +120,31 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 	if err != nil {
 		return Removed{}, fmt.Errorf("%w: %v", ErrRefused, err)
 	}
+	// Facts are listed as their key's identity's: name those whose
+	// document says otherwise, so that an operator who took the node for
+	// the one its document names learns why.
+	var warnings []string
+	for _, m := range misfiled {
+		if strings.TrimPrefix(m.Key, netspec.NodesKVPrefix) == f.ID || m.Names == f.ID {
+			warnings = append(warnings, m.String())
+		}
+	}
 	nodes, err := sw.SwarmNodes(ctx)
 	if err != nil {
-		return Removed{}, err
+		return Removed{Warnings: warnings}, err
 	}
 	if state, ok := nodes[f.ID]; ok {
-		return Removed{}, fmt.Errorf("%w: %s is still a swarm node (%s): drain it, stop it and run `docker node rm %s` first; underlay removes only what nodes the swarm no longer lists left behind",
+		return Removed{Warnings: warnings}, fmt.Errorf("%w: %s is still a swarm node (%s): drain it, stop it and run `docker node rm %s` first; underlay removes only what nodes the swarm no longer lists left behind",
 			ErrRefused, describe(f), state, f.ID)
 	}
 	var index uint64
 	if found {
 		if index, err = waitSilent(ctx, st, f, o, now); err != nil {
-			return Removed{}, err
+			return Removed{Warnings: warnings}, err
 		}
 	}
 
-	out := Removed{ID: f.ID, Node: f.Node, Ranges: map[string][]netip.Prefix{}, Addresses: map[string][]netip.Addr{}}
+	out := Removed{ID: f.ID, Node: f.Node, Ranges: map[string][]netip.Prefix{}, Addresses: map[string][]netip.Addr{}, Warnings: warnings}
 	specs, bad, err := st.ReadSpecs(ctx)
 	if err != nil {
 		return out, err

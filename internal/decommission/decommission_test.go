@@ -2,6 +2,7 @@ package decommission
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"maps"
@@ -249,5 +250,64 @@ func TestRemoveFromUnreadableSpecs(t *testing.T) {
 	}
 	if leases, _ := c.st.Leases(ctx, "junk"); fmt.Sprint(leases) != "map[10.30.0.64/26:live]" {
 		t.Errorf("leases of junk after: %v, want live's only", leases)
+	}
+}
+
+// misfile stores facts naming identity id, stamped an hour ago, under the
+// key of identity key (written by hand, or copied).
+func (c *cluster) misfile(t *testing.T, key, id, name string) {
+	t.Helper()
+	b, err := json.Marshal(netspec.NodeFacts{ID: id, Node: name, Interfaces: []string{"eth0"},
+		Holder: netspec.Holder{Instance: "agent-" + key}, UpdatedAt: time.Now().Add(-time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.kv.Put(context.Background(), netspec.NodesKVPrefix+key, b)
+}
+
+// TestRemoveTakesFactsByTheirKey: facts whose document names another
+// identity than their key are the key's identity's, as for the agent that
+// claims and refreshes that key: removed by the node's name, the key's
+// identity's records and facts go, with a warning naming the key and both
+// identities; and the swarm is asked about the key's identity, so that a
+// node it lists is refused, whatever its facts' document says.
+func TestRemoveTakesFactsByTheirKey(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	c.misfile(t, "stray", "other", "odd")
+	if _, _, err := c.st.Lease(ctx, lan, "stray"); err != nil {
+		t.Fatal(err)
+	}
+	c.kv.Put(ctx, inventory.KVPrefix+"stray", []byte(`[]`))
+
+	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "odd", Options{Stale: time.Minute})
+	if err != nil {
+		t.Fatalf("remove odd: %v", err)
+	}
+	if got.ID != "stray" || len(got.Ranges[lan.Name]) != 1 ||
+		!slices.Equal(got.Keys, []string{inventory.KVPrefix + "stray", netspec.NodesKVPrefix + "stray"}) {
+		t.Errorf("removed %+v; want stray's range of lan, its inventory and its facts", got)
+	}
+	for _, k := range []string{netspec.NodesKVPrefix + "stray", inventory.KVPrefix + "stray"} {
+		if c.has(k) {
+			t.Errorf("%s left behind", k)
+		}
+	}
+	if leases, _ := c.st.Leases(ctx, lan.Name); len(leases) != 2 || slices.Contains(slices.Collect(maps.Values(leases)), "stray") {
+		t.Errorf("leases of lan after: %v, want gone's and live's", leases)
+	}
+	want := netspec.NodesKVPrefix + "stray holds facts naming swarm node other: taken as the facts of swarm node stray"
+	if len(got.Warnings) != 1 || !strings.Contains(got.Warnings[0], want) {
+		t.Errorf("warnings %q, want one with %q", got.Warnings, want)
+	}
+
+	// Facts of a swarm node naming one the swarm forgot.
+	c.misfile(t, "member", "forgotten", "twin")
+	_, err = Remove(ctx, c.kv, swarmNodes{"live": "ready", "member": "down"}, "twin", Options{Stale: time.Minute})
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "node twin (swarm node member) is still a swarm node (down)") {
+		t.Errorf("remove twin, a swarm node by its key: %v; want refused as still a swarm node", err)
+	}
+	if !c.has(netspec.NodesKVPrefix + "member") {
+		t.Error("the refused removal of twin deleted its facts")
 	}
 }

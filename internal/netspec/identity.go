@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/underlay/underlay/internal/kvstore"
@@ -266,23 +267,59 @@ func (st *Store) DeleteFacts(ctx context.Context, id string, index uint64) (dele
 	return res.OK, nil
 }
 
-// Nodes lists the facts every agent published, by node name; unreadable
-// ones are left out.
+// Nodes lists the facts every agent published, by node name, as ReadNodes
+// does, without the misfiled ones' notes.
 func (st *Store) Nodes(ctx context.Context) ([]NodeFacts, error) {
+	out, _, err := st.ReadNodes(ctx)
+	return out, err
+}
+
+// MisfiledFacts is a facts document naming another identity than the key
+// it is stored under: no agent writes one (each writes its own identity's
+// key, with that identity), so it was written by hand or copied.
+type MisfiledFacts struct {
+	// Key is where it is stored; ReadNodes lists it as the facts of the
+	// identity the key names.
+	Key string
+	// Names is the identity the document names.
+	Names string
+}
+
+func (m MisfiledFacts) String() string {
+	return fmt.Sprintf("%s holds facts naming swarm node %s: taken as the facts of swarm node %s, whose key it is",
+		m.Key, m.Names, strings.TrimPrefix(m.Key, NodesKVPrefix))
+}
+
+// ReadNodes lists the facts every agent published, by node name, and
+// apart notes on those whose document names another identity than their
+// key. Unreadable ones are left out.
+//
+// Facts are the identity's their key names, whatever their document says:
+// the key is what the identity's agent claims and refreshes, and what
+// `node rm` watches and deletes, so facts listed by their document's ID
+// would have node rm check the swarm for one identity, watch the facts of
+// another and leave the key behind. Facts naming no identity (older
+// agents') keep none.
+func (st *Store) ReadNodes(ctx context.Context) ([]NodeFacts, []MisfiledFacts, error) {
 	kvs, err := st.kv.List(ctx, NodesKVPrefix)
 	if err != nil {
-		return nil, fmt.Errorf("list nodes: %w", err)
+		return nil, nil, fmt.Errorf("list nodes: %w", err)
 	}
 	var out []NodeFacts
+	var misfiled []MisfiledFacts
 	for _, kv := range kvs {
 		var f NodeFacts
 		if json.Unmarshal(kv.Value, &f) != nil {
 			continue
+		}
+		if id := strings.TrimPrefix(kv.Key, NodesKVPrefix); f.ID != "" && f.ID != id {
+			misfiled = append(misfiled, MisfiledFacts{Key: kv.Key, Names: f.ID})
+			f.ID = id
 		}
 		out = append(out, f)
 	}
 	sort.Slice(out, func(i, j int) bool {
 		return out[i].Node < out[j].Node || out[i].Node == out[j].Node && out[i].ID < out[j].ID
 	})
-	return out, nil
+	return out, misfiled, nil
 }

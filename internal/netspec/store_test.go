@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -282,6 +283,41 @@ func TestNodeStatesShowUnreadableReports(t *testing.T) {
 	b := states[1]
 	if b.ID != "id-b" || b.Node != "id-b" || b.State != netspec.StateError || !strings.Contains(b.Error, key) || !strings.Contains(b.Error, "consul kv delete "+key) {
 		t.Errorf("b's unreadable report listed as %+v: want an error state naming %s and its fix", b, key)
+	}
+}
+
+// TestNodesTakeFactsByTheirKey: facts whose document names another
+// identity than their key are listed as the key's identity's, and noted
+// apart naming the key and both identities; facts naming none (older
+// agents') keep none, and unreadable ones are left out.
+func TestNodesTakeFactsByTheirKey(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	for key, doc := range map[string]string{
+		"a":     `{"id":"a","node":"n1"}`,
+		"stray": `{"id":"other","node":"n2"}`,
+		"old":   `{"node":"n3"}`,
+		"bad":   `{`,
+	} {
+		kv.Put(ctx, netspec.NodesKVPrefix+key, []byte(doc))
+	}
+	nodes, misfiled, err := netspec.NewStore(kv).ReadNodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, n := range nodes {
+		got = append(got, n.Node+"="+n.ID)
+	}
+	if fmt.Sprint(got) != "[n1=a n2=stray n3=]" {
+		t.Errorf("nodes %v, want [n1=a n2=stray n3=]", got)
+	}
+	want := []netspec.MisfiledFacts{{Key: netspec.NodesKVPrefix + "stray", Names: "other"}}
+	if !slices.Equal(misfiled, want) {
+		t.Errorf("misfiled %+v, want %+v", misfiled, want)
+	}
+	if msg := want[0].String(); !strings.Contains(msg, netspec.NodesKVPrefix+"stray holds facts naming swarm node other: taken as the facts of swarm node stray") {
+		t.Errorf("note %q names not the key and both identities", msg)
 	}
 }
 
