@@ -220,6 +220,11 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 
 // forgetOn releases the ranges of the node with identity id on network
 // name and deletes its report there, adding them to out.
+//
+// Its report is the one under its key, whatever the document says: the
+// key is where its agent writes, and another key is another node's, maybe
+// live. A document disagreeing with its key about id is named in out's
+// warnings.
 func forgetOn(ctx context.Context, st *netspec.Store, name, id string, out *Removed) error {
 	released, err := st.Release(ctx, name, id)
 	if len(released) > 0 {
@@ -228,15 +233,25 @@ func forgetOn(ctx context.Context, st *netspec.Store, name, id string, out *Remo
 	if err != nil {
 		return err
 	}
-	states, err := st.NodeStates(ctx, name)
+	reports, err := st.Reports(ctx, name)
 	if err != nil {
 		return err
 	}
-	if slices.ContainsFunc(states, func(ns netspec.NodeState) bool { return ns.ID == id }) {
-		if err := st.DeleteReport(ctx, name, id); err != nil {
-			return err
+	for _, r := range reports {
+		switch {
+		case r.Owner == id:
+			if r.State.ID != "" && r.State.ID != id {
+				out.Warnings = append(out.Warnings, fmt.Sprintf("%s, the report of swarm node %s on network %s, names swarm node %s: removed with the rest of %s's records",
+					r.Key, id, name, r.State.ID, id))
+			}
+			if err := st.DeleteReport(ctx, name, id); err != nil {
+				return err
+			}
+			out.Reports = append(out.Reports, name)
+		case r.State.ID == id:
+			out.Warnings = append(out.Warnings, fmt.Sprintf("%s names swarm node %s, but is stored as the report of %s on network %s: left, as %s's; `underlay node rm %s` removes it once that node is gone",
+				r.Key, id, r.Owner, name, r.Owner, r.Owner))
 		}
-		out.Reports = append(out.Reports, name)
 	}
 	return nil
 }

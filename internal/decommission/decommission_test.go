@@ -311,3 +311,36 @@ func TestRemoveTakesFactsByTheirKey(t *testing.T) {
 		t.Error("the refused removal of twin deleted its facts")
 	}
 }
+
+// TestRemoveReportsByTheirKey: a node's report is the one under its key,
+// as its agent writes it: one there naming another identity goes with the
+// node, and one under another node's key naming it stays (that node may
+// be live) and is not counted as removed; each is named in a warning.
+func TestRemoveReportsByTheirKey(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	typo := netspec.KVPrefix + pool.Name + "/nodes/gone"
+	decoy := netspec.KVPrefix + lan.Name + "/nodes/decoy"
+	c.kv.Put(ctx, typo, []byte(`{"id":"typo","node":"old","state":"ready"}`))
+	c.kv.Delete(ctx, netspec.KVPrefix+lan.Name+"/nodes/gone")
+	c.kv.Put(ctx, decoy, []byte(`{"id":"gone","node":"old","state":"ready"}`))
+
+	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "old", Options{Stale: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Reports, []string{pool.Name}) {
+		t.Errorf("removed reports on %v, want [%s] (gone's key there, not lan's decoy)", got.Reports, pool.Name)
+	}
+	if c.has(typo) || !c.has(decoy) {
+		t.Errorf("after: %s present %v (want gone), %s present %v (want kept)", typo, c.has(typo), decoy, c.has(decoy))
+	}
+	for _, want := range []string{
+		typo + ", the report of swarm node gone on network pool, names swarm node typo",
+		decoy + " names swarm node gone, but is stored as the report of decoy on network lan: left",
+	} {
+		if !slices.ContainsFunc(got.Warnings, func(w string) bool { return strings.Contains(w, want) }) {
+			t.Errorf("warnings %q, want one with %q", got.Warnings, want)
+		}
+	}
+}

@@ -426,25 +426,47 @@ func (st *Store) Report(ctx context.Context, name string, ns NodeState) error {
 
 // NodeStates lists every node's report for a network, by node name.
 func (st *Store) NodeStates(ctx context.Context, name string) ([]NodeState, error) {
+	reports, err := st.Reports(ctx, name)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]NodeState, len(reports))
+	for i, r := range reports {
+		out[i] = r.State
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
+	return out, nil
+}
+
+// StoredReport is a node's report on a network with where it is stored.
+type StoredReport struct {
+	// Key is the report's key; Owner its last segment: the identity of
+	// the node whose agent writes it (an older agent's name).
+	Key, Owner string
+	State      NodeState
+}
+
+// Reports lists every node's report for a network, in key order; one that
+// cannot be read is listed as its owner's error (see NodeStates).
+func (st *Store) Reports(ctx context.Context, name string) ([]StoredReport, error) {
 	kvs, err := st.kv.List(ctx, nodesPrefix(name))
 	if err != nil {
 		return nil, fmt.Errorf("list node states of %s: %w", name, err)
 	}
-	var out []NodeState
+	out := make([]StoredReport, 0, len(kvs))
 	for _, kv := range kvs {
+		owner := strings.TrimPrefix(kv.Key, nodesPrefix(name))
 		var ns NodeState
 		if err := json.Unmarshal(kv.Value, &ns); err != nil {
 			// Listed as that node's error, so that one bad key neither
 			// hides the others nor stops what waits on them; its node
 			// may not be ready or removed yet, which its agent's next
 			// report says.
-			id := strings.TrimPrefix(kv.Key, nodesPrefix(name))
-			ns = NodeState{ID: id, Node: id, State: StateError,
+			ns = NodeState{ID: owner, Node: owner, State: StateError,
 				Error: fmt.Sprintf("unreadable report %s (%v): the node's agent writes it again at its next change of state or restart; to remove it: %s", kv.Key, err, shellword.KVDelete(kv.Key))}
 		}
-		out = append(out, ns)
+		out = append(out, StoredReport{Key: kv.Key, Owner: owner, State: ns})
 	}
-	sort.Slice(out, func(i, j int) bool { return out[i].Node < out[j].Node })
 	return out, nil
 }
 
