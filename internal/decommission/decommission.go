@@ -64,8 +64,8 @@ type Removed struct {
 	Reports []string
 	// Addresses are the cluster-IPAM addresses it held, by pool.
 	Addresses map[string][]netip.Addr
-	// Keys are the other keys deleted: inventory, doctor report, task
-	// metrics, facts.
+	// Keys are the other keys deleted: addresses kept for starts,
+	// inventory, doctor report, task metrics, facts.
 	Keys []string
 	// Warnings name documents that disagree with their keys about this
 	// node, for the operator to look at.
@@ -168,10 +168,11 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 				continue
 			}
 			p, _ := ipam.PoolOf(s, v6)
-			freed, err := ipam.ForgetNode(ctx, kv, p, f.ID)
+			freed, deleted, err := ipam.ForgetNode(ctx, kv, p, f.ID)
 			if len(freed) > 0 {
 				out.Addresses[p.ID()] = freed
 			}
+			out.Keys = append(out.Keys, deleted...)
 			if err != nil {
 				return out, err
 			}

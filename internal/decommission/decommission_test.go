@@ -129,6 +129,11 @@ func TestRemove(t *testing.T) {
 	if len(allocs) != len(c.addrs["live"]) {
 		t.Errorf("%d allocations after, want live's %d", len(allocs), len(c.addrs["live"]))
 	}
+	// Every key deleted is said, for node rm to print.
+	if want := []string{ipam.KVPrefix + pool.Name + "/v4/kept/gone", inventory.KVPrefix + "gone", doctor.KVPrefix + "old",
+		taskmetrics.KVPrefix + "old", netspec.NodesKVPrefix + "gone"}; !slices.Equal(got.Keys, want) {
+		t.Errorf("deleted keys %q, want %q", got.Keys, want)
+	}
 	for _, n := range []struct{ id, name string }{{"gone", "old"}, {"live", "new"}} {
 		for _, k := range []string{netspec.NodesKVPrefix + n.id, inventory.KVPrefix + n.id, doctor.KVPrefix + n.name, taskmetrics.KVPrefix + n.name,
 			ipam.KVPrefix + pool.Name + "/v4/kept/" + n.id} {

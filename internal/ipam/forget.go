@@ -12,11 +12,12 @@ import (
 // removed from the swarm for good, at once rather than after the node
 // timeout, and deletes what that node kept for container starts. Like the
 // reclaimer's path for departed nodes, it frees only what it listed, still
-// allocated as listed.
-func ForgetNode(ctx context.Context, kv KV, p Pool, node string) ([]netip.Addr, error) {
+// allocated as listed. It returns the addresses it freed and the keys it
+// deleted, also when it fails part way.
+func ForgetNode(ctx context.Context, kv KV, p Pool, node string) (freed []netip.Addr, deleted []string, err error) {
 	allocs, err := Allocations(ctx, kv, p)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	want := map[netip.Addr]Alloc{}
 	for a, al := range allocs {
@@ -24,14 +25,20 @@ func ForgetNode(ctx context.Context, kv KV, p Pool, node string) ([]netip.Addr, 
 			want[a] = al
 		}
 	}
-	var freed []netip.Addr
 	if len(want) > 0 {
 		if freed, err = NewAllocator(kv, node, nil).reclaimObserved(ctx, p, want); err != nil {
-			return freed, fmt.Errorf("free the addresses of %s in %s: %w", node, p.ID(), err)
+			return freed, nil, fmt.Errorf("free the addresses of %s in %s: %w", node, p.ID(), err)
 		}
 	}
-	if _, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Delete, Key: keptKey(p, node)}}); err != nil {
-		return freed, fmt.Errorf("delete the addresses %s kept for starts in %s: %w", node, p.ID(), err)
+	// Read and deleted at once, so that the key is reported if, and only
+	// if, this deleted it (the get fails the transaction when it is absent).
+	key := keptKey(p, node)
+	res, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Get, Key: key}, {Verb: kvstore.Delete, Key: key}})
+	if err != nil {
+		return freed, nil, fmt.Errorf("delete the addresses %s kept for starts in %s: %w", node, p.ID(), err)
 	}
-	return freed, nil
+	if res.OK {
+		deleted = append(deleted, key)
+	}
+	return freed, deleted, nil
 }
