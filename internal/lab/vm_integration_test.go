@@ -117,12 +117,12 @@ func TestIntegrationVM(t *testing.T) {
 		checkVLANParent(t, ctx, l, "node3", true)
 
 		createService(t, top, ctx, l, svc, "v40")
-		ips = serviceIPs(t, ctx, l, svc, "v40")
+		serviceIPs(t, ctx, l, svc, "v40")
+		ips = waitTasksAnswer(t, ctx, l, svc, "v40")
 		for _, ip := range ips {
 			if !strings.HasPrefix(ip, vmPrefix+"8.") {
 				t.Errorf("task address %s outside the range %s8.0/24", ip, vmPrefix)
 			}
-			waitGet(t, ip)
 		}
 		waitPassing(t, mgr.Consul, svc, 3)
 	})
@@ -153,9 +153,7 @@ func TestIntegrationVM(t *testing.T) {
 			got, err := bondActive(ctx, l, node.Name)
 			return err == nil && got == other, fmt.Sprintf("active member of %s's bond0: %q (%v), want %s", node.Name, got, err, other)
 		})
-		for _, ip := range ips {
-			waitGet(t, ip)
-		}
+		waitTasksAnswer(t, ctx, l, svc, "v40")
 		t.Logf("%s pulled on %s: bond0 on %s, every container answers %s after", active, node.Name, other, time.Since(pulled).Round(time.Millisecond))
 		// A flap would show within a check run, and within serf's suspicion
 		// time (4s for 3 nodes): wait for four runs of every check on the
@@ -210,9 +208,9 @@ func TestIntegrationVM(t *testing.T) {
 			}
 		}
 		createService(t, top, ctx, l, isvc, name)
-		ips := serviceIPs(t, ctx, l, isvc, name)
+		serviceIPs(t, ctx, l, isvc, name)
+		ips := waitTasksAnswer(t, ctx, l, isvc, name)
 		for i, ip := range ips {
-			waitGet(t, ip)
 			// The node reaches its own container through the ipvlan shim.
 			out := vmExec(t, ctx, l, l.Nodes[i].Name, "curl", "-sS", "-m", "5", "http://"+ip+":8080/")
 			if !strings.Contains(out, ip) {
@@ -322,32 +320,58 @@ func createService(t, top *testing.T, ctx context.Context, l *testenv.Lab, name,
 // their addresses on netName, in node order.
 func serviceIPs(t *testing.T, ctx context.Context, l *testenv.Lab, svc, netName string) []string {
 	t.Helper()
-	ips := make([]string, len(l.Nodes))
-	for i, n := range l.Nodes {
-		testenv.Eventually(t, 3*time.Minute, func() (bool, string) {
-			cs, err := n.Docker.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(
-				filters.Arg("label", "com.docker.swarm.service.name="+svc), filters.Arg("status", "running"))})
-			if err != nil || len(cs) != 1 {
-				return false, fmt.Sprintf("%s: %d running tasks of %s (%v), want 1", n.Name, len(cs), svc, err)
-			}
-			ep := cs[0].NetworkSettings.Networks[netName]
-			if ep == nil || ep.IPAddress == "" {
-				return false, fmt.Sprintf("%s: task of %s has no address on %s", n.Name, svc, netName)
-			}
-			ips[i] = ep.IPAddress
-			return true, ""
-		})
-	}
+	var ips []string
+	testenv.Eventually(t, 3*time.Minute, func() (bool, string) {
+		var msg string
+		ips, msg = taskIPs(ctx, l, svc, netName)
+		return ips != nil, msg
+	})
 	return ips
 }
 
-// waitGet waits until ip's test server answers the root namespace.
-func waitGet(t *testing.T, ip string) {
+// taskIPs reads the address on netName of the running task of svc on
+// every node, in node order; nil, and why, unless each node runs one.
+func taskIPs(ctx context.Context, l *testenv.Lab, svc, netName string) ([]string, string) {
+	ips := make([]string, len(l.Nodes))
+	for i, n := range l.Nodes {
+		cs, err := n.Docker.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(
+			filters.Arg("label", "com.docker.swarm.service.name="+svc), filters.Arg("status", "running"))})
+		if err != nil || len(cs) != 1 {
+			return nil, fmt.Sprintf("%s: %d running tasks of %s (%v), want 1", n.Name, len(cs), svc, err)
+		}
+		ep := cs[0].NetworkSettings.Networks[netName]
+		if ep == nil || ep.IPAddress == "" {
+			return nil, fmt.Sprintf("%s: task of %s has no address on %s", n.Name, svc, netName)
+		}
+		ips[i] = ep.IPAddress
+	}
+	return ips, ""
+}
+
+// waitTasksAnswer waits until the running task of svc on every node
+// answers on its address on netName from the root namespace, and returns
+// those addresses in node order. The addresses are read again at each
+// try: swarm may replace a task (a node slow under TCG misses its
+// heartbeats), and its replacement has another address — one freed is
+// handed out last.
+func waitTasksAnswer(t *testing.T, ctx context.Context, l *testenv.Lab, svc, netName string) []string {
 	t.Helper()
-	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
-		body, err := get("http://" + ip + ":8080/")
-		return err == nil && strings.Contains(body, ip), fmt.Sprintf("GET %s:8080 from the root namespace: %v %s", ip, err, body)
+	var ips []string
+	testenv.Eventually(t, 90*time.Second, func() (bool, string) {
+		now, msg := taskIPs(ctx, l, svc, netName)
+		if now == nil {
+			return false, msg
+		}
+		for _, ip := range now {
+			body, err := get("http://" + ip + ":8080/")
+			if err != nil || !strings.Contains(body, ip) {
+				return false, fmt.Sprintf("GET %s:8080 from the root namespace: %v %s", ip, err, body)
+			}
+		}
+		ips = now
+		return true, ""
 	})
+	return ips
 }
 
 // waitPassing waits until svc has n instances in the catalog, every check passing.
