@@ -57,32 +57,19 @@ func TestBuiltinLeavesOutBadReports(t *testing.T) {
 // time since control saw its stamp change; one first seen dated ahead
 // counts only once it changes (see TestBuiltinCountsANodeWhoseClockIsAhead).
 func TestBuiltinJudgesReportsByItsOwnClock(t *testing.T) {
-	ctx := context.Background()
-	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
-	report := func(node string, at time.Time, cpu float64) []byte {
-		return fmt.Appendf(nil, `{"node":%q,"at":%q,"services":{"web":{"tasks":1,"cpu":%v,"memory":100}}}`, node, at.Format(time.RFC3339Nano), cpu)
-	}
-	kv := kvtest.New()
-	b := NewBuiltin(kv, slog.New(slog.DiscardHandler))
-	b.now = func() time.Time { return now }
-	query := func(want float64, why string) {
-		t.Helper()
-		if cpu, err := b.Query(ctx, "underlay:cpu@web"); err != nil || math.Abs(cpu-want) > 1e-9 {
-			t.Errorf("at %s, cpu of web: %v, %v; want %v (%s)", now.Format(time.TimeOnly), cpu, err, want, why)
-		}
-	}
-	kv.Put(ctx, taskmetrics.KVPrefix+"n0", report("n0", now, 0.2)) // a node whose clock is right
-	kv.Put(ctx, taskmetrics.KVPrefix+"n1", report("n1", now.Add(-5*time.Minute), 1))
-	kv.Put(ctx, taskmetrics.KVPrefix+"n2", report("n2", now.Add(50*time.Second), 0.8))
-	query(0.2, "n0's: n1's report, first seen, counts from its stamp; n2's, dated ahead, once it changes")
-	now = now.Add(10 * time.Second)
-	kv.Put(ctx, taskmetrics.KVPrefix+"n0", report("n0", now, 0.2))
-	kv.Put(ctx, taskmetrics.KVPrefix+"n1", report("n1", now.Add(-5*time.Minute), 1))
-	query(0.6, "n0's and n1's, published again; n2's never changed")
-	now = now.Add(55 * time.Second) // n2's report, unchanged, was last seen changed 65 s ago
-	kv.Put(ctx, taskmetrics.KVPrefix+"n0", report("n0", now, 0.2))
-	kv.Put(ctx, taskmetrics.KVPrefix+"n1", report("n1", now.Add(-5*time.Minute), 1))
-	query(0.6, "n0's and n1's: n2's agent stopped over a minute ago")
+	c := newClocked(t)
+	c.publish("n0", c.now, 1, 0.2) // a node whose clock is right
+	c.publish("n1", c.now.Add(-5*time.Minute), 1, 1)
+	c.publish("n2", c.now.Add(50*time.Second), 1, 0.8)
+	c.wantCPU(0.2, "n0's: n1's report, first seen, counts from its stamp; n2's, dated ahead, once it changes")
+	c.now = c.now.Add(10 * time.Second)
+	c.publish("n0", c.now, 1, 0.2)
+	c.publish("n1", c.now.Add(-5*time.Minute), 1, 1)
+	c.wantCPU(0.6, "n0's and n1's, published again; n2's never changed")
+	c.now = c.now.Add(55 * time.Second) // n2's report, unchanged, was last seen changed 65 s ago
+	c.publish("n0", c.now, 1, 0.2)
+	c.publish("n1", c.now.Add(-5*time.Minute), 1, 1)
+	c.wantCPU(0.6, "n0's and n1's: n2's agent stopped over a minute ago")
 }
 
 // TestBuiltinCountsANodeWhoseClockIsAhead: a report dated more than a
@@ -93,32 +80,48 @@ func TestBuiltinJudgesReportsByItsOwnClock(t *testing.T) {
 // lives — a stray one dated a year ahead (100 idle tasks of web) never
 // does — and stops counting MaxAge after it last changed, as any other.
 func TestBuiltinCountsANodeWhoseClockIsAhead(t *testing.T) {
-	ctx := context.Background()
-	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
-	report := func(node string, at time.Time, tasks int, cpu float64) []byte {
-		return fmt.Appendf(nil, `{"node":%q,"at":%q,"services":{"web":{"tasks":%d,"cpu":%v,"memory":100}}}`, node, at.Format(time.RFC3339Nano), tasks, cpu)
-	}
-	kv := kvtest.New()
-	b := NewBuiltin(kv, slog.New(slog.DiscardHandler))
-	b.now = func() time.Time { return now }
-	query := func(want float64, why string) {
-		t.Helper()
-		if cpu, err := b.Query(ctx, "underlay:cpu@web"); err != nil || math.Abs(cpu-want) > 1e-9 {
-			t.Errorf("at %s, cpu of web: %v, %v; want %v (%s)", now.Format(time.TimeOnly), cpu, err, want, why)
-		}
-	}
-	kv.Put(ctx, taskmetrics.KVPrefix+"ghost", report("ghost", now.AddDate(1, 0, 0), 100, 0))
+	c := newClocked(t)
+	c.publish("ghost", c.now.AddDate(1, 0, 0), 100, 0)
 	for i := range 3 {
-		kv.Put(ctx, taskmetrics.KVPrefix+"n0", report("n0", now, 1, 0.2))
-		kv.Put(ctx, taskmetrics.KVPrefix+"n1", report("n1", now.Add(2*time.Minute), 1, 0.6))
+		c.publish("n0", c.now, 1, 0.2)
+		c.publish("n1", c.now.Add(2*time.Minute), 1, 0.6)
 		if i == 0 {
-			query(0.2, "n0's: n1's report, first seen dated ahead, counts once it changes; the ghost's never")
+			c.wantCPU(0.2, "n0's: n1's report, first seen dated ahead, counts once it changes; the ghost's never")
 		} else {
-			query(0.4, "n0's and n1's, whose clock is 2 minutes ahead")
+			c.wantCPU(0.4, "n0's and n1's, whose clock is 2 minutes ahead")
 		}
-		now = now.Add(10 * time.Second)
+		c.now = c.now.Add(10 * time.Second)
 	}
-	now = now.Add(time.Minute) // n1's agent stopped: its report, unchanged, ages by this clock
-	kv.Put(ctx, taskmetrics.KVPrefix+"n0", report("n0", now, 1, 0.2))
-	query(0.2, "n0's: n1's report unchanged for over a minute")
+	c.now = c.now.Add(time.Minute) // n1's agent stopped: its report, unchanged, ages by this clock
+	c.publish("n0", c.now, 1, 0.2)
+	c.wantCPU(0.2, "n0's: n1's report unchanged for over a minute")
+}
+
+// clocked is a Builtin over a test KV, on a clock the test sets.
+type clocked struct {
+	t   *testing.T
+	kv  *kvtest.KV
+	b   *Builtin
+	now time.Time
+}
+
+func newClocked(t *testing.T) *clocked {
+	c := &clocked{t: t, kv: kvtest.New(), now: time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)}
+	c.b = NewBuiltin(c.kv, slog.New(slog.DiscardHandler))
+	c.b.now = func() time.Time { return c.now }
+	return c
+}
+
+// publish writes node's report of web, stamped at.
+func (c *clocked) publish(node string, at time.Time, tasks int, cpu float64) {
+	c.kv.Put(context.Background(), taskmetrics.KVPrefix+node,
+		fmt.Appendf(nil, `{"node":%q,"at":%q,"services":{"web":{"tasks":%d,"cpu":%v,"memory":100}}}`, node, at.Format(time.RFC3339Nano), tasks, cpu))
+}
+
+// wantCPU checks web's CPU per replica now; why says which reports count.
+func (c *clocked) wantCPU(want float64, why string) {
+	c.t.Helper()
+	if cpu, err := c.b.Query(context.Background(), "underlay:cpu@web"); err != nil || math.Abs(cpu-want) > 1e-9 {
+		c.t.Errorf("at %s, cpu of web: %v, %v; want %v (%s)", c.now.Format(time.TimeOnly), cpu, err, want, why)
+	}
 }
