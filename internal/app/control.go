@@ -253,7 +253,8 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 		return fmt.Errorf("--max-event-readers %d, --rate-burst %d, --rate-limit %g: want positive numbers (a negative --rate-limit disables it)",
 			f.limits.MaxEventReaders, f.limits.RateBurst, f.limits.RateLimit)
 	}
-	hosts, err := controlHosts(f)
+	// The names peers and clients are known to reach control by.
+	hosts, err := allowedHosts(f.allowedHosts, f.advertise, f.listen)
 	if err != nil {
 		return err
 	}
@@ -392,13 +393,6 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	g.Go(func() error { return dash.Run(gctx) })
 	g.Go(func() error { return serveControl(gctx, ln, srv, log) })
 	return g.Wait()
-}
-
-// controlHosts are the Host names control answers to besides IP literals
-// and localhost: --allowed-host, and the names peers and clients are known
-// to reach it by — this machine's, --advertise's (or --listen's).
-func controlHosts(f *controlFlags) (httpserve.AllowedHosts, error) {
-	return allowedHosts(f.allowedHosts, f.advertise, f.listen)
 }
 
 // allowedHosts are the Host names a server answers to besides IP literals
