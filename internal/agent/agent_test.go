@@ -48,8 +48,9 @@ func TestStatusHandler(t *testing.T) {
 // that name as Host; /metrics names the node's services and containers,
 // and is answered to addresses, localhost and the allowed names only.
 // /healthz, which tells no more than whether Docker and Consul answer,
-// is answered whatever the Host (health checkers use names of their own).
-// Before, /metrics was served to any Host.
+// is answered whatever the Host (health checkers use names of their own),
+// none included. Before, /metrics was served to any Host; then still to
+// a request without one (HTTP/1.0).
 func TestStatusRefusesForeignHosts(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	hosts, err := httpserve.NewAllowedHosts("node1.example")
@@ -66,6 +67,8 @@ func TestStatusRefusesForeignHosts(t *testing.T) {
 		{"localhost:9465", "/metrics", http.StatusOK},
 		{"node1.example:9465", "/metrics", http.StatusOK},
 		{"rebind.example:9465", "/healthz", http.StatusOK},
+		{"", "/metrics", http.StatusMisdirectedRequest}, // HTTP/1.0 without Host
+		{"", "/healthz", http.StatusOK},
 	} {
 		req := httptest.NewRequest("GET", tt.path, nil)
 		req.Host = tt.host

@@ -1,6 +1,7 @@
 package app
 
 import (
+	"bufio"
 	"io"
 	"net"
 	"net/http"
@@ -8,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestControlRefusesForeignHosts: a page of another site whose name was
@@ -45,6 +47,49 @@ func TestControlHealthAnyHost(t *testing.T) {
 			t.Errorf("Host lb.example, GET %s: %d %q; want answered", path, code, body)
 		}
 	}
+}
+
+// TestControlNoHost: an HTTP/1.0 request without Host (Go's server
+// refuses HTTP/1.1 without one) gets 421 on the open reads, as an unknown
+// name does, while GET /health still answers it. Before, the reads were
+// served to it. (Health is 503 here: the test's control has no Docker.)
+func TestControlNoHost(t *testing.T) {
+	addr := startControlCommand(t, "--insecure-no-auth")
+	for _, tt := range []struct {
+		path    string
+		refused bool
+	}{
+		{"/v1/cluster", true},
+		{"/metrics", true},
+		{"/ui/", true},
+		{"/health", false},
+		{"/v1/orbiter/health", false},
+	} {
+		if code := getNoHost(t, addr, tt.path); (code == http.StatusMisdirectedRequest) != tt.refused {
+			t.Errorf("no Host, GET %s: %d; want refused (421) %v", tt.path, code, tt.refused)
+		}
+	}
+}
+
+// getNoHost GETs path from addr in HTTP/1.0 without a Host header, which
+// net/http's client always sends; it returns the status.
+func getNoHost(t *testing.T, addr, path string) int {
+	t.Helper()
+	conn, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := io.WriteString(conn, "GET "+path+" HTTP/1.0\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(conn), nil)
+	if err != nil {
+		t.Fatalf("GET %s without Host: %v", path, err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
 
 // TestControlAllowedHost: the names given with --allowed-host are served,

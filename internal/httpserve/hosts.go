@@ -14,8 +14,8 @@ import (
 // of another site whose name an attacker pointed at the server's address
 // (DNS rebinding) is same-origin with it for the browser, but its requests
 // carry the attacker's name: refusing unknown names keeps such a page from
-// the server's open reads. Requests with no Host (HTTP/1.0; no browser
-// sends one) pass.
+// the server's open reads. Requests with no Host (HTTP/1.0) are refused
+// too: what they reach cannot be told from what a rebound name reaches.
 type AllowedHosts struct {
 	// names are lower-case, without a trailing dot.
 	names map[string]bool
@@ -62,10 +62,14 @@ func normalHost(n string) string {
 }
 
 // Allows reports whether a request with Host header host (name, IP
-// literal, [IPv6], with or without a port) is answered.
+// literal, [IPv6], with or without a port) is answered; an empty host
+// (none sent) is only with "*".
 func (a AllowedHosts) Allows(host string) bool {
-	if host == "" || a.any {
+	if a.any {
 		return true
+	}
+	if host == "" {
+		return false
 	}
 	name := hostName(host)
 	if _, err := netip.ParseAddr(name); err == nil {
@@ -108,7 +112,9 @@ func (a AllowedHosts) WithToken(flag string, next, tokenChecked http.Handler) ht
 			return
 		}
 		msg := fmt.Sprintf("host %q is not one this server answers to: use its IP address or localhost", hostName(r.Host))
-		if flag != "" {
+		if r.Host == "" {
+			msg = "the request has no Host header: send one naming this server by its IP address or localhost"
+		} else if flag != "" {
 			msg += ", or allow the name with " + flag
 		}
 		w.Header().Set("Content-Type", "application/json")

@@ -17,7 +17,7 @@ func TestAllowedHosts(t *testing.T) {
 		host string
 		want bool
 	}{
-		{"", true}, // HTTP/1.0 without Host: no browser
+		{"", false}, // HTTP/1.0 without Host: refused like an unknown name
 		{"127.0.0.1", true},
 		{"127.0.0.1:8000", true},
 		{"172.31.0.11:8000", true},
@@ -43,8 +43,8 @@ func TestAllowedHosts(t *testing.T) {
 		}
 	}
 	anyHost, err := NewAllowedHosts("*")
-	if err != nil || !anyHost.Allows("rebind.example:8000") {
-		t.Errorf(`"*" does not allow any host (err %v)`, err)
+	if err != nil || !anyHost.Allows("rebind.example:8000") || !anyHost.Allows("") {
+		t.Errorf(`"*" does not allow any host, or none (err %v)`, err)
 	}
 }
 
@@ -78,6 +78,28 @@ func TestAllowedHostsHandler(t *testing.T) {
 	h.ServeHTTP(httptest.NewRecorder(), req)
 	if reached != 1 {
 		t.Errorf("an IP literal's request reached the handler %d times, want 1", reached)
+	}
+}
+
+// TestAllowedHostsHandlerNoHost: a request without Host (HTTP/1.0; Go's
+// server refuses HTTP/1.1 without one) is refused 421 like an unknown
+// name, saying that it named no host: what it reaches cannot be told from
+// what a rebound name reaches. Before, it was served.
+func TestAllowedHostsHandlerNoHost(t *testing.T) {
+	a, _ := NewAllowedHosts("ctl.example")
+	reached := 0
+	h := a.Handler("--allowed-host", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { reached++ }))
+	req := httptest.NewRequest("GET", "/v1/cluster", nil)
+	req.Proto, req.ProtoMajor, req.ProtoMinor = "HTTP/1.0", 1, 0
+	req.Host = ""
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	var body struct{ Error string }
+	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
+		t.Fatalf("body %q: %v", rec.Body, err)
+	}
+	if rec.Code != http.StatusMisdirectedRequest || !strings.Contains(body.Error, "no Host") || reached != 0 {
+		t.Errorf("no Host: %d %q, handler reached %d times; want 421 saying it has no Host, not reached", rec.Code, body.Error, reached)
 	}
 }
 
