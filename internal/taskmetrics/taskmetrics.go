@@ -101,17 +101,20 @@ type KV interface {
 	Put(ctx context.Context, key string, value []byte) error
 }
 
-// Run samples every period and publishes the node's report.
+// Run samples every period and publishes the node's report, without the
+// services whose figures readers would refuse (leaveOutRefused).
 func Run(ctx context.Context, src Source, kv KV, node string, period time.Duration, log *slog.Logger) {
 	log = log.With("component", "taskmetrics")
 	t := time.NewTicker(period)
 	defer t.Stop()
 	prev := map[string]Sample{}
+	leftOut := map[string]bool{}
 	for {
 		if cur, err := src.Samples(ctx); err != nil {
 			log.Warn("task metrics not sampled", "err", err)
 		} else {
 			r := Report{Node: node, At: time.Now().UTC(), Services: Usage(prev, cur)}
+			leftOut = noteLeftOut(log, leftOut, leaveOutRefused(r.Services), r.Services)
 			if err := publish(ctx, kv, r); err != nil && ctx.Err() == nil {
 				log.Warn("task metrics not published", "err", err)
 			}
@@ -126,6 +129,40 @@ func Run(ctx context.Context, src Source, kv KV, node string, period time.Durati
 		case <-t.C:
 		}
 	}
+}
+
+// leaveOutRefused takes out of services every one whose figures Decode
+// refuses, and returns why by service: readers refuse a report with one
+// such service whole, which would leave every other service's tasks on
+// the node uncounted.
+func leaveOutRefused(services map[string]ServiceUsage) map[string]string {
+	refused := map[string]string{}
+	for name, u := range services {
+		if p := usageProblem(u); p != "" {
+			refused[name] = p
+			delete(services, name)
+		}
+	}
+	return refused
+}
+
+// noteLeftOut logs each service of refused not left out last round (was),
+// with its figure, and each of published that was: once each, not every
+// round. It returns the services left out now.
+func noteLeftOut(log *slog.Logger, was map[string]bool, refused map[string]string, published map[string]ServiceUsage) map[string]bool {
+	now := make(map[string]bool, len(refused))
+	for _, name := range slices.Sorted(maps.Keys(refused)) {
+		if !was[name] {
+			log.Warn("service left out of the node's task metrics: readers would refuse the whole report with it", "service", name, "problem", refused[name])
+		}
+		now[name] = true
+	}
+	for _, name := range slices.Sorted(maps.Keys(was)) {
+		if _, ok := published[name]; ok {
+			log.Info("service's task metrics published again", "service", name)
+		}
+	}
+	return now
 }
 
 func publish(ctx context.Context, kv KV, r Report) error {

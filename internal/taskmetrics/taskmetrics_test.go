@@ -1,9 +1,14 @@
 package taskmetrics
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
+	"log/slog"
+	"maps"
 	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -196,4 +201,81 @@ func TestPerReplicaStaysFinite(t *testing.T) {
 	if !ok || cpu != 0.9 || mem != 100 {
 		t.Errorf("web per replica: %v cores, %v bytes (%v); want n1's 0.9 cores and 100 bytes", cpu, mem, ok)
 	}
+}
+
+// TestRunLeavesOutRefusedServices: one service whose sums fall outside
+// Decode's bounds (here a working set above 64 TiB, as a bogus stats
+// answer gives) made the agent publish a report every reader refuses
+// whole, so every service's tasks on the node vanished from the
+// autoscaler. The agent now leaves that service out, logging it once
+// with its figure, and logs when it is published again.
+func TestRunLeavesOutRefusedServices(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	huge := uint64(MaxMemory) + 1
+	rounds := [][]Sample{
+		{{ContainerID: "a", Service: "web", At: t0, Memory: 100}, {ContainerID: "h", Service: "hog", At: t0, Memory: huge}},
+		{{ContainerID: "a", Service: "web", At: t0.Add(time.Second), Memory: 100}, {ContainerID: "h", Service: "hog", At: t0.Add(time.Second), Memory: huge}},
+		{{ContainerID: "a", Service: "web", At: t0.Add(2 * time.Second), Memory: 100}, {ContainerID: "h", Service: "hog", At: t0.Add(2 * time.Second), Memory: 7}},
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src := &scriptedSource{rounds: rounds}
+	kv := &recordingKV{}
+	kv.put = func() {
+		if len(kv.values) == len(rounds) {
+			cancel()
+		}
+	}
+	var logs bytes.Buffer
+	Run(ctx, src, kv, "n1", time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
+
+	if len(kv.values) != len(rounds) {
+		t.Fatalf("%d reports published, want %d", len(kv.values), len(rounds))
+	}
+	for i, v := range kv.values {
+		r, err := Decode(KVPrefix+"n1", v)
+		if err != nil {
+			t.Fatalf("report %d is refused: %v", i, err)
+		}
+		_, hog := r.Services["hog"]
+		if _, web := r.Services["web"]; !web || hog != (i == 2) {
+			t.Errorf("report %d has services %v; want web, and hog in the last only", i, slices.Sorted(maps.Keys(r.Services)))
+		}
+	}
+	var warned, again int
+	for _, line := range strings.Split(logs.String(), "\n") {
+		switch {
+		case strings.Contains(line, "level=WARN") && strings.Contains(line, "service=hog") && strings.Contains(line, fmt.Sprint(huge)+" bytes of memory"):
+			warned++
+		case strings.Contains(line, "level=INFO") && strings.Contains(line, "service=hog"):
+			again++
+		}
+	}
+	if warned != 1 || again != 1 {
+		t.Errorf("hog left out logged %d times, published again %d times; want once each:\n%s", warned, again, logs.String())
+	}
+}
+
+// scriptedSource gives its rounds in turn, then the last one again.
+type scriptedSource struct {
+	rounds [][]Sample
+	n      int
+}
+
+func (s *scriptedSource) Samples(context.Context) ([]Sample, error) {
+	r := s.rounds[min(s.n, len(s.rounds)-1)]
+	s.n++
+	return r, nil
+}
+
+// recordingKV keeps every value put, then calls put.
+type recordingKV struct {
+	values [][]byte
+	put    func()
+}
+
+func (kv *recordingKV) Put(_ context.Context, _ string, value []byte) error {
+	kv.values = append(kv.values, value)
+	kv.put()
+	return nil
 }
