@@ -341,7 +341,7 @@ func newNetworkInspectCommand(f *networkFlags, streams IOStreams) *cobra.Command
 				return err
 			}
 			if f.json {
-				return writeJSON(streams.Out, map[string]any{"network": s, "nodes": states})
+				return writeJSON(streams.Out, map[string]any{"network": s, "nodes": inspectNodes(s, states)})
 			}
 			return writeNetworkInspect(streams.Out, s, states)
 		},
@@ -350,8 +350,37 @@ func newNetworkInspectCommand(f *networkFlags, streams IOStreams) *cobra.Command
 	return cmd
 }
 
+// inspectNode is a node's state of a network as network inspect --json
+// prints it: with the node's IPv6 range, which its report does not hold.
+type inspectNode struct {
+	netspec.NodeState
+	IPv6Range netip.Prefix `json:"ipv6_range,omitzero"`
+}
+
+// inspectNodes are states with each node's IPv6 range of s (none for a
+// network without per-node IPv6 ranges, or a node without a range).
+func inspectNodes(s netspec.Spec, states []netspec.NodeState) []inspectNode {
+	ranges := make([]netip.Prefix, len(states))
+	for i, n := range states {
+		ranges[i] = n.Range
+	}
+	v6 := netspec.IPv6Ranges(s, ranges)
+	out := make([]inspectNode, len(states))
+	for i, n := range states {
+		out[i] = inspectNode{NodeState: n, IPv6Range: v6[i]}
+	}
+	return out
+}
+
+// hasIPv6Ranges reports whether each node of s holds an IPv6 range of its
+// own: per-node IPAM with an IPv6 subnet.
+func hasIPv6Ranges(s netspec.Spec) bool {
+	return s.IPAM == netspec.PerNode && s.IPv6Subnet.IsValid()
+}
+
 // writeNetworkInspect prints network s and every node's state of it, as
-// network inspect does without --json.
+// network inspect does without --json; an IPV6 RANGE column only for a
+// network whose nodes hold IPv6 ranges of their own.
 func writeNetworkInspect(w io.Writer, s netspec.Spec, states []netspec.NodeState) error {
 	ipamMode := string(s.IPAM)
 	if s.IPAM != netspec.Cluster {
@@ -377,10 +406,19 @@ func writeNetworkInspect(w io.Writer, s netspec.Spec, states []netspec.NodeState
 	if s.IPv6Subnet.IsValid() {
 		fmt.Fprintf(w, "ipv6 subnet %s\n", s.IPv6Subnet)
 	}
+	v6 := hasIPv6Ranges(s)
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NODE\tID\tSTATE\tRANGE\tPARENT\tSHIM\tERROR")
-	for _, n := range states {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s %s\t%s\n", n.Node, shortID(n.ID), n.State, orDash(n.Range), n.Parent, n.ShimLink, orDash(n.Shim), n.Error)
+	if v6 {
+		fmt.Fprintln(tw, "NODE\tID\tSTATE\tRANGE\tIPV6 RANGE\tPARENT\tSHIM\tERROR")
+	} else {
+		fmt.Fprintln(tw, "NODE\tID\tSTATE\tRANGE\tPARENT\tSHIM\tERROR")
+	}
+	for _, n := range inspectNodes(s, states) {
+		rng := fmt.Sprint(orDash(n.Range))
+		if v6 {
+			rng += "\t" + fmt.Sprint(orDash(n.IPv6Range))
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s %s\t%s\n", n.Node, shortID(n.ID), n.State, rng, n.Parent, n.ShimLink, orDash(n.Shim), n.Error)
 	}
 	return tw.Flush()
 }

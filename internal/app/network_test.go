@@ -8,10 +8,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"regexp"
 	"slices"
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/spf13/cobra"
 
 	"github.com/underlay/underlay/internal/netspec"
@@ -132,18 +134,20 @@ func TestClusterNetworkHasNoPerNodeSize(t *testing.T) {
 	}
 }
 
-// fakeConsulKV serves Consul's recursive KV listing of pairs, by prefix.
+// fakeConsulKV serves Consul's KV reads of pairs: the recursive listing
+// of a prefix, or one key.
 func fakeConsulKV(t *testing.T, pairs map[string]string) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		prefix, ok := strings.CutPrefix(r.URL.Path, "/v1/kv/")
-		if !ok || r.Method != http.MethodGet || !r.URL.Query().Has("recurse") {
+		if !ok || r.Method != http.MethodGet {
 			http.Error(w, "not faked", http.StatusNotImplemented)
 			return
 		}
+		recurse := r.URL.Query().Has("recurse") // else a get of one key
 		var out []map[string]any
 		for _, k := range slices.Sorted(maps.Keys(pairs)) {
-			if strings.HasPrefix(k, prefix) {
+			if recurse && strings.HasPrefix(k, prefix) || k == prefix {
 				out = append(out, map[string]any{"Key": k, "Value": []byte(pairs[k]), "ModifyIndex": 7})
 			}
 		}
@@ -260,7 +264,7 @@ func TestWriteNetworkInspect(t *testing.T) {
 			"n1  ", "10.0.0.128/28",
 		}, nil},
 		// Lines for what is not set would only be noise.
-		{"none of them", base, []string{"subnet 10.0.0.0/24", "10.0.0.128/28"}, []string{"ip range", "aux", "ipv6"}},
+		{"none of them", base, []string{"subnet 10.0.0.0/24", "10.0.0.128/28"}, []string{"ip range", "aux", "ipv6", "IPV6"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -279,6 +283,69 @@ func TestWriteNetworkInspect(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestNetworkInspectIPv6Ranges: inspect listed each node's IPv4 range of
+// a per-node network, which an ipvlan l3 network's router must route to
+// the node, but not its IPv6 /80, which the router must route too and
+// which each node's config-only network hands out; neither the text nor
+// --json showed it. Both now do, for per-node networks with an IPv6
+// subnet; a node with no range (an error) has none.
+func TestNetworkInspectIPv6Ranges(t *testing.T) {
+	kv := map[string]string{
+		"underlay/networks/web/spec":       `{"name":"web","subnet":"10.0.0.0/24","gateway":"10.0.0.1","parent":"eth0.40","ipam":"per-node","per_node_size":16,"ip_range":"10.0.0.128/25","ipv6_subnet":"fd00:1::/64"}`,
+		"underlay/networks/web/nodes/id1":  `{"id":"id1","node":"n1","state":"ready","range":"10.0.0.128/28","shim":"10.0.0.129","shim_link":"ul-01234567","parent":"eth0.40"}`,
+		"underlay/networks/web/nodes/id2":  `{"id":"id2","node":"n2","state":"ready","range":"10.0.0.144/28","shim":"10.0.0.145","shim_link":"ul-01234567","parent":"eth0.40"}`,
+		"underlay/networks/web/nodes/id3":  `{"id":"id3","node":"n3","state":"error","parent":"eth0.40","error":"no parent"}`,
+		"underlay/networks/lan/spec":       `{"name":"lan","subnet":"10.1.0.0/24","gateway":"10.1.0.1","parent":"eth1","ipam":"per-node","per_node_size":64}`,
+		"underlay/networks/lan/nodes/id1":  `{"id":"id1","node":"n1","state":"ready","range":"10.1.0.0/26","shim":"10.1.0.2","shim_link":"ul-89abcdef","parent":"eth1"}`,
+		"underlay/networks/pool/spec":      `{"name":"pool","subnet":"10.2.0.0/24","gateway":"10.2.0.1","parent":"eth2","ipam":"cluster","ipv6_subnet":"fd00:2::/64"}`,
+		"underlay/networks/pool/nodes/id1": `{"id":"id1","node":"n1","state":"ready","range":"10.2.0.0/24","shim":"10.2.0.2","shim_link":"ul-76543210","parent":"eth2"}`,
+	}
+	srv := fakeConsulKV(t, kv)
+	inspect := func(args ...string) string {
+		t.Helper()
+		var out, errOut bytes.Buffer
+		if code := Run(context.Background(), append([]string{"network", "inspect", "--consul-addr", srv.URL}, args...), IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
+			t.Fatalf("inspect %v: exit %d: %s", args, code, errOut.String())
+		}
+		return out.String()
+	}
+	text := inspect("web")
+	// n1 holds the first range (the /80 numbered 0), n2 the second.
+	for _, re := range []string{`NODE +ID +STATE +RANGE +IPV6 RANGE +PARENT`, `\nn1 .* 10\.0\.0\.128/28 +fd00:1::/80 +eth0\.40`,
+		`\nn2 .* 10\.0\.0\.144/28 +fd00:1:0:0:1::/80 +eth0\.40`, `\nn3 .* error +- +- +eth0\.40`} {
+		if !regexp.MustCompile(re).MatchString(text) {
+			t.Errorf("text does not match %q:\n%s", re, text)
+		}
+	}
+	var doc struct {
+		Nodes []struct {
+			Node      string `json:"node"`
+			Range     string `json:"range"`
+			IPv6Range string `json:"ipv6_range"`
+		} `json:"nodes"`
+	}
+	if err := json.Unmarshal([]byte(inspect("web", "--json")), &doc); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"n1": "fd00:1::/80", "n2": "fd00:1:0:0:1::/80", "n3": ""}
+	got := map[string]string{}
+	for _, n := range doc.Nodes {
+		got[n.Node] = n.IPv6Range
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("--json nodes' ipv6_range (-want +got):\n%s", d)
+	}
+	// No IPv6 subnet, or one cluster pool: no per-node IPv6 range.
+	for _, name := range []string{"lan", "pool"} {
+		if out := inspect(name); strings.Contains(out, "IPV6") {
+			t.Errorf("inspect %s shows an IPv6 range column:\n%s", name, out)
+		}
+		if out := inspect(name, "--json"); strings.Contains(out, "ipv6_range") {
+			t.Errorf("inspect %s --json shows an ipv6_range:\n%s", name, out)
+		}
 	}
 }
 

@@ -3,6 +3,7 @@ package netspec
 import (
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -714,5 +715,31 @@ func TestShimLinkName(t *testing.T) {
 func TestConfigNetworkName(t *testing.T) {
 	if got := ConfigNetworkName("lan"); got != "lan-config" {
 		t.Errorf("ConfigNetworkName(lan) = %q, want lan-config", got)
+	}
+}
+
+// TestIPv6RangesMatchPlans: the IPv6 range network inspect shows for a
+// node's reported range is the one its plan gives (NodePlanFor, from the
+// lease's index), in any order of ranges; a range that is no block of the
+// network, none, or a network without per-node IPv6 ranges gives none.
+func TestIPv6RangesMatchPlans(t *testing.T) {
+	s := planSpec()
+	s.IPv6Subnet = netip.MustParsePrefix("fd00:10::/64")
+	plans, err := Plan(s, []string{"n1", "n2", "n3"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ranges := []netip.Prefix{plans[2].Block, {}, plans[0].Block, netip.MustParsePrefix("10.9.9.0/26"), plans[1].Block, plans[2].Block}
+	want := []netip.Prefix{plans[2].IPv6, {}, plans[0].IPv6, {}, plans[1].IPv6, plans[2].IPv6}
+	if d := cmp.Diff(want, IPv6Ranges(s, ranges), cmp.Comparer(func(a, b netip.Prefix) bool { return a == b })); d != "" {
+		t.Errorf("IPv6Ranges (-want +got):\n%s", d)
+	}
+	if plans[1].IPv6 != netip.MustParsePrefix("fd00:10:0:0:1::/80") {
+		t.Errorf("n2's plan has IPv6 range %s, want the second /80", plans[1].IPv6)
+	}
+	for name, o := range map[string]Spec{"no IPv6": planSpec(), "cluster": func() Spec { c := s; c.IPAM = Cluster; return c }()} {
+		if got := IPv6Ranges(o, ranges); slices.ContainsFunc(got, netip.Prefix.IsValid) {
+			t.Errorf("%s: IPv6Ranges = %v, want none", name, got)
+		}
 	}
 }

@@ -101,6 +101,34 @@ func IPv6Block(s Spec, i int) netip.Prefix {
 	return netip.PrefixFrom(netip.AddrFrom16(a), 80)
 }
 
+// IPv6Ranges gives, for each of ranges (per-node ranges of s, as nodes
+// report them), the IPv6 range of the node that holds it: the IPv6Block
+// of its index among Blocks(s), as NodePlanFor gives it. It gives the
+// zero prefix for a range that is none of s's blocks (a node that
+// reported none), and for every range when s has no IPv6 subnet or no
+// per-node ranges (cluster IPAM draws IPv6 from one pool).
+func IPv6Ranges(s Spec, ranges []netip.Prefix) []netip.Prefix {
+	out := make([]netip.Prefix, len(ranges))
+	if s.IPAM != PerNode || !s.IPv6Subnet.IsValid() {
+		return out
+	}
+	at := map[netip.Prefix][]int{}
+	for i, r := range ranges {
+		if r.IsValid() {
+			at[r] = append(at[r], i)
+		}
+	}
+	if len(at) == 0 {
+		return out
+	}
+	for i, b := range Blocks(s) {
+		for _, j := range at[b] {
+			out[j] = IPv6Block(s, i)
+		}
+	}
+	return out
+}
+
 func addrToUint(a netip.Addr) uint32 {
 	b := a.As4()
 	return uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3])
