@@ -20,7 +20,8 @@ type Alloc struct {
 	// Node is the identity (swarm node ID) of the node that holds it.
 	Node string    `json:"node"`
 	At   time.Time `json:"at"`
-	// Kind is KindTask, KindShim or KindSpare.
+	// Kind is KindTask, KindShim or KindSpare; the sweep takes none, or
+	// any other (another version's), for a task's (see planSweep).
 	Kind string `json:"kind,omitempty"`
 	// Gen names the allocator process that claimed a spare: a spare of
 	// another generation of its node may have been handed out before a

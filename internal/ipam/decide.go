@@ -223,10 +223,14 @@ type sweepPlan struct {
 //
 // An allocation with no kind (a hand edit, a bug, another version) is
 // this node's task address: no other kind is safe to reclaim, and none
-// would ever be. One naming no node, whose no node would ever release or
-// reclaim, is the node's whose container holds it (adopted), else, on the
-// leader, reclaimed as a departed node's once seen for NodeTimeout: every
-// live node sweeps, and adopts it, well within that.
+// would ever be. So is one of a kind this agent does not know (a newer
+// version's, or a hand edit's) — left alone, it would be lost while its
+// node lives — but, as it may have been claimed ahead of a start as a
+// spare is, it is deferred while any start is under way. One naming no
+// node, whose no node would ever release or reclaim, is the node's whose
+// container holds it (adopted), else, on the leader, reclaimed as a
+// departed node's once seen for NodeTimeout: every live node sweeps, and
+// adopts it, well within that.
 func planSweep(in sweepInput) sweepPlan {
 	out := sweepPlan{Departed: map[netip.Addr]Alloc{}, Leaked: map[netip.Addr]Alloc{}, Orphaned: map[netip.Addr]Alloc{},
 		Unheld: map[netip.Addr]time.Time{}, Nodeless: map[netip.Addr]time.Time{}}
@@ -234,6 +238,7 @@ func planSweep(in sweepInput) sweepPlan {
 	for _, a := range slices.SortedFunc(maps.Keys(in.Allocs), netip.Addr.Compare) {
 		al := in.Allocs[a]
 		earlierSpare := al.Kind == KindSpare && (al.Gen != in.Gen || !in.Spares[a])
+		unknown := !knownKind(al.Kind)
 		switch {
 		case al.Node == "" && in.Held[a]:
 			out.Adopt = append(out.Adopt, a)
@@ -251,7 +256,7 @@ func planSweep(in sweepInput) sweepPlan {
 		case al.Node != in.Node:
 		case earlierSpare && in.Held[a]:
 			out.Adopt = append(out.Adopt, a)
-		case !in.Held[a] && allocatedBefore(al, in.Now, in.Grace) && (al.Kind == KindTask || al.Kind == "" || earlierSpare):
+		case !in.Held[a] && allocatedBefore(al, in.Now, in.Grace) && (al.Kind == KindTask || al.Kind == "" || unknown || earlierSpare):
 			since, ok := in.Unheld[a]
 			if !ok {
 				since = in.Now
@@ -259,7 +264,7 @@ func planSweep(in sweepInput) sweepPlan {
 			out.Unheld[a] = since
 			switch {
 			case in.Now.Sub(since) < in.Grace:
-			case !starting.IsZero() && (earlierSpare || !al.At.Before(starting)):
+			case !starting.IsZero() && (earlierSpare || unknown || !al.At.Before(starting)):
 				out.Deferred = append(out.Deferred, a)
 			default:
 				out.Leaked[a] = al
@@ -267,6 +272,16 @@ func planSweep(in sweepInput) sweepPlan {
 		}
 	}
 	return out
+}
+
+// knownKind reports whether kind is one this agent allocates, or none
+// (taken for a task's).
+func knownKind(kind string) bool {
+	switch kind {
+	case "", KindTask, KindShim, KindSpare:
+		return true
+	}
+	return false
 }
 
 // allocatedBefore reports whether al was allocated over grace before now:

@@ -250,6 +250,47 @@ func TestPlanSweepNoNodeOrKind(t *testing.T) {
 	}
 }
 
+// TestPlanSweepUnknownKind: an allocation of a kind this agent does not
+// know (a newer version's, a hand edit) is its node's task address, as one
+// with no kind is: reclaimed once unheld for the grace, kept while a local
+// container holds it, and, since it may have been claimed ahead of a start
+// as a spare is, deferred while any start is under way, however old.
+// Another node's is left to that node.
+func TestPlanSweepUnknownKind(t *testing.T) {
+	now := t0.Add(time.Hour)
+	old := now.Add(-50 * time.Minute)
+	allocs := map[netip.Addr]Alloc{
+		addr("10.1.0.2"): {Node: "n1", At: old, Kind: "reserved"}, // unheld for long
+		addr("10.1.0.3"): {Node: "n1", At: old, Kind: "reserved"}, // held
+		addr("10.1.0.4"): {Node: "n1", At: old, Kind: "reserved"}, // first seen unheld now
+		addr("10.1.0.5"): {Node: "n2", At: old, Kind: "reserved"}, // another node's
+	}
+	unheld := map[netip.Addr]time.Time{addr("10.1.0.2"): old}
+	for _, c := range []struct {
+		name             string
+		starts           []Start
+		leaked, deferred string
+	}{
+		{"no start under way", nil, "[10.1.0.2]", "[]"},
+		{"a start under way since after the allocation", []Start{{Since: now.Add(-time.Minute)}}, "[]", "[10.1.0.2]"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			in := sweepInput{Node: "n1", Gen: "g", Allocs: allocs, Held: map[netip.Addr]bool{addr("10.1.0.3"): true},
+				Unheld: unheld, Starts: c.starts, Now: now, Grace: time.Minute}
+			p := planSweep(in)
+			if got := fmt.Sprint(keys(p.Leaked)); got != c.leaked || fmt.Sprint(p.Deferred) != c.deferred {
+				t.Errorf("leaked %s, deferred %v; want leaked %s, deferred %s", got, p.Deferred, c.leaked, c.deferred)
+			}
+			if got := fmt.Sprint(keys(p.Unheld)); got != "[10.1.0.2 10.1.0.4]" || !p.Unheld[addr("10.1.0.4")].Equal(now) {
+				t.Errorf("unheld %v, want 10.1.0.2 (since %v) and 10.1.0.4 (since now)", p.Unheld, old)
+			}
+			if len(p.Adopt)+len(p.Departed)+len(p.Orphaned) != 0 {
+				t.Errorf("adopt %v, departed %v, orphaned %v; want none", p.Adopt, keys(p.Departed), keys(p.Orphaned))
+			}
+		})
+	}
+}
+
 func keys[V any](m map[netip.Addr]V) []netip.Addr {
 	out := make([]netip.Addr, 0, len(m))
 	for k := range m {

@@ -67,9 +67,10 @@ type Cluster interface {
 //     whose swarm node has been neither Ready nor its agent's facts fresh
 //     (or present) for NodeTimeout, judged by identity, never by name
 //     (see planDeparted);
-//   - allocations with no kind as task addresses, and those naming no
-//     node as a departed node's, unless a local container holds one: it
-//     becomes that node's task address (see planSweep).
+//   - allocations with no kind, or a kind this agent does not know, as
+//     task addresses, and those naming no node as a departed node's,
+//     unless a local container holds one: it becomes that node's task
+//     address (see planSweep).
 //
 // It frees only what it observed, still allocated as observed. A pool whose
 // spec netspec.CheckStored refuses is left alone, as the agents leave the
@@ -267,8 +268,13 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 	}
 	r.mu.Unlock()
 	for _, addr := range freed {
-		if plan.Leaked[addr].Kind == "" {
+		switch kind := plan.Leaked[addr].Kind; {
+		case kind == "":
 			r.log().Warn("reclaimed a leaked address allocated with no kind, as a task's: no container holds it", "pool", p.ID(), "addr", addr, "allocated", plan.Leaked[addr].At)
+			continue
+		case !knownKind(kind):
+			r.log().Warn("reclaimed a leaked address of a kind this agent does not know, as a task's: no container holds it", "pool", p.ID(), "addr", addr,
+				"kind", kind, "allocated", plan.Leaked[addr].At)
 			continue
 		}
 		r.log().Warn("reclaimed a leaked address: no container holds it", "pool", p.ID(), "addr", addr, "allocated", plan.Leaked[addr].At)

@@ -136,10 +136,11 @@ func (h heldSet) HeldAddresses(context.Context) (Local, error) {
 }
 
 // TestSweepReclaimsAllocationsWithoutNodeOrKind: a block document with an
-// allocation naming no node or no kind (a hand edit, a bug, another
-// version) loses no address for good, and frees none a container holds.
-// One with no kind is its node's task address: reclaimed by that node's
-// sweep once unheld for the leak grace, kept while a container holds it.
+// allocation naming no node, no kind or a kind this agent does not know (a
+// hand edit, a bug, another version) loses no address for good, and frees
+// none a container holds. One with no kind or an unknown one is its node's
+// task address: reclaimed by that node's sweep once unheld for the leak
+// grace, kept while a container holds it.
 // One naming no node becomes the node's whose container holds it, and is
 // otherwise reclaimed by the leader once seen for the node timeout, as a
 // departed node's would be; never by another node. Each reclaim is logged
@@ -152,12 +153,15 @@ func TestSweepReclaimsAllocationsWithoutNodeOrKind(t *testing.T) {
 	now := func() time.Time { return clock }
 	at := t0.Add(-time.Hour).Format(time.RFC3339Nano)
 	const (
-		orphan     = "10.2.0.17" // no node, unheld: the leader's, after the node timeout
-		orphanHeld = "10.2.0.18" // no node nor kind, held on the leader's node: adopted
-		kindless   = "10.2.0.19" // the leader's, no kind, unheld: a leak
-		kindHeld   = "10.2.0.20" // the leader's, no kind, held: stays
-		task       = "10.2.0.21" // the leader's task, held: stays
-		otherNode  = "10.2.0.22" // another live node's, no kind: its business
+		orphan      = "10.2.0.17" // no node, unheld: the leader's, after the node timeout
+		orphanHeld  = "10.2.0.18" // no node nor kind, held on the leader's node: adopted
+		kindless    = "10.2.0.19" // the leader's, no kind, unheld: a leak
+		kindHeld    = "10.2.0.20" // the leader's, no kind, held: stays
+		task        = "10.2.0.21" // the leader's task, held: stays
+		otherNode   = "10.2.0.22" // another live node's, no kind: its business
+		unknown     = "10.2.0.23" // the leader's, a kind it does not know, unheld: a leak
+		unknownHeld = "10.2.0.24" // the leader's, a kind it does not know, held: stays
+		otherKind   = "10.2.0.25" // another live node's, a kind unknown here: its business
 	)
 	raw := fmt.Sprintf(`{"node":"leader","allocs":{
 		%q:{"node":"","at":%q,"kind":"task"},
@@ -165,12 +169,17 @@ func TestSweepReclaimsAllocationsWithoutNodeOrKind(t *testing.T) {
 		%q:{"node":"leader","at":%q},
 		%q:{"node":"leader","at":%q},
 		%q:{"node":"leader","at":%q,"kind":"task"},
-		%q:{"node":"n3","at":%q}}}`, orphan, at, orphanHeld, at, kindless, at, kindHeld, at, task, at, otherNode, at)
+		%q:{"node":"n3","at":%q},
+		%q:{"node":"leader","at":%q,"kind":"reserved"},
+		%q:{"node":"leader","at":%q,"kind":"reserved"},
+		%q:{"node":"n3","at":%q,"kind":"reserved"}}}`, orphan, at, orphanHeld, at, kindless, at, kindHeld, at, task, at, otherNode, at,
+		unknown, at, unknownHeld, at, otherKind, at)
 	if err := kv.Put(ctx, blockPath(p, p.Block(netip.MustParseAddr(orphan))), []byte(raw)); err != nil {
 		t.Fatal(err)
 	}
 	logs := &logCounter{}
-	held := heldSet{netip.MustParseAddr(orphanHeld): true, netip.MustParseAddr(kindHeld): true, netip.MustParseAddr(task): true}
+	held := heldSet{netip.MustParseAddr(orphanHeld): true, netip.MustParseAddr(kindHeld): true, netip.MustParseAddr(task): true,
+		netip.MustParseAddr(unknownHeld): true}
 	const timeout = 5 * time.Minute
 	// A node that is not the leader sweeps first, for longer than the
 	// node timeout: it frees no address it does not hold.
@@ -204,19 +213,23 @@ func TestSweepReclaimsAllocationsWithoutNodeOrKind(t *testing.T) {
 		}
 	}
 	all := sweep(follower, 2*timeout)
-	check("after the follower's sweeps", all, map[string]string{orphan: "", orphanHeld: "", kindless: "leader", kindHeld: "leader", task: "leader", otherNode: "n3"})
+	check("after the follower's sweeps", all, map[string]string{orphan: "", orphanHeld: "", kindless: "leader", kindHeld: "leader", task: "leader", otherNode: "n3",
+		unknown: "leader", unknownHeld: "leader", otherKind: "n3"})
 	all = sweep(leader, 2*time.Minute)
-	check("the leader's sweeps, within the node timeout", all, map[string]string{orphan: "", orphanHeld: "leader", kindless: "free", kindHeld: "leader", task: "leader", otherNode: "n3"})
+	check("the leader's sweeps, within the node timeout", all, map[string]string{orphan: "", orphanHeld: "leader", kindless: "free", kindHeld: "leader", task: "leader", otherNode: "n3",
+		unknown: "free", unknownHeld: "leader", otherKind: "n3"})
 	if al := all[netip.MustParseAddr(orphanHeld)]; al.Kind != KindTask {
 		t.Errorf("%s, held by a local container, adopted as %+v, want a task address", orphanHeld, al)
 	}
 	all = sweep(leader, timeout)
-	check("the leader's sweeps, past the node timeout", all, map[string]string{orphan: "free", orphanHeld: "leader", kindless: "free", kindHeld: "leader", task: "leader", otherNode: "n3"})
+	check("the leader's sweeps, past the node timeout", all, map[string]string{orphan: "free", orphanHeld: "leader", kindless: "free", kindHeld: "leader", task: "leader", otherNode: "n3",
+		unknown: "free", unknownHeld: "leader", otherKind: "n3"})
 	out := logs.buf.String()
 	for msg, a := range map[string]string{
-		"reclaimed an address allocated to no node: no node's container claimed it":             orphan,
-		"reclaimed a leaked address allocated with no kind, as a task's: no container holds it": kindless,
-		"recorded as this node's an address allocated to no node: a local container holds it":   orphanHeld,
+		"reclaimed an address allocated to no node: no node's container claimed it":                         orphan,
+		"reclaimed a leaked address allocated with no kind, as a task's: no container holds it":             kindless,
+		"recorded as this node's an address allocated to no node: a local container holds it":               orphanHeld,
+		"reclaimed a leaked address of a kind this agent does not know, as a task's: no container holds it": unknown,
 	} {
 		if logs.count(msg) != 1 || !strings.Contains(out, "addr="+a+" ") {
 			t.Errorf("%q logged %d times, want once, naming %s:\n%s", msg, logs.count(msg), a, out)
