@@ -1,7 +1,8 @@
 // Package decommission removes from Consul what a node removed from the
 // swarm for good left there: its facts, the ranges it leased and its state
-// reports on every network, its cluster-IPAM addresses and the addresses
-// it kept for starts, its inventory, doctor report and task metrics.
+// reports on every network, its cluster-IPAM addresses, the addresses it
+// kept for starts and its reports of addresses allocated to no node, its
+// inventory, doctor report and task metrics.
 //
 // Nothing else removes them. A node's identity is its swarm node ID, which
 // never comes back once `docker node rm` removed it, but its agent cannot
@@ -64,8 +65,9 @@ type Removed struct {
 	Reports []string
 	// Addresses are the cluster-IPAM addresses it held, by pool.
 	Addresses map[string][]netip.Addr
-	// Keys are the other keys deleted: addresses kept for starts,
-	// inventory, doctor report, task metrics, facts.
+	// Keys are the other keys deleted: addresses kept for starts, reports
+	// of addresses allocated to no node, inventory, doctor report, task
+	// metrics, facts.
 	Keys []string
 	// Warnings name documents that disagree with their keys about this
 	// node, for the operator to look at.

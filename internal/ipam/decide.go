@@ -175,10 +175,15 @@ type sweepInput struct {
 	Gone map[string]bool
 	// Leader: this sweep reclaims for nodes that cannot (the leader's,
 	// with a node timeout). Nodeless is when it first saw each allocation
-	// that names no node; one seen so for NodeTimeout is reclaimed.
+	// that names no node; one seen so for NodeTimeout is reclaimed once
+	// each of Reporters (the other nodes that may hold it) has it in its
+	// report (Reports, by node: the allocations naming no node it holds
+	// none of).
 	Leader      bool
 	Nodeless    map[netip.Addr]time.Time
 	NodeTimeout time.Duration
+	Reporters   map[string]bool
+	Reports     map[string]map[netip.Addr]Alloc
 	// Spares are the spares this allocator knows it holds (free, handed
 	// or being given back); a spare of its generation it does not know
 	// was claimed by a write whose answer was lost.
@@ -200,10 +205,18 @@ type sweepInput struct {
 type sweepPlan struct {
 	Departed, Leaked map[netip.Addr]Alloc
 	// Orphaned are allocations naming no node, seen so for NodeTimeout:
-	// no live node claimed them (see planSweep).
+	// no node claimed them, and every node that may hold them reported it
+	// does not (see planSweep).
 	Orphaned map[netip.Addr]Alloc
-	Adopt    []netip.Addr
-	Unheld   map[netip.Addr]time.Time
+	// Awaiting are, by allocation naming no node seen so for NodeTimeout,
+	// the nodes that may hold it and have not reported they do not (the
+	// leader's sweep only).
+	Awaiting map[netip.Addr][]string
+	// Unclaimed are the allocations naming no node that no local container
+	// holds, nor may a start under way: this node's report.
+	Unclaimed map[netip.Addr]Alloc
+	Adopt     []netip.Addr
+	Unheld    map[netip.Addr]time.Time
 	// Nodeless is when each allocation naming no node was first seen
 	// (the leader's sweep only).
 	Nodeless map[netip.Addr]time.Time
@@ -226,14 +239,22 @@ type sweepPlan struct {
 // would ever be. So is one of a kind this agent does not know (a newer
 // version's, or a hand edit's) — left alone, it would be lost while its
 // node lives — but, as it may have been claimed ahead of a start as a
-// spare is, it is deferred while any start is under way. One naming no
-// node, whose no node would ever release or reclaim, is the node's whose
-// container holds it (adopted), else, on the leader, reclaimed as a
-// departed node's once seen for NodeTimeout: every live node sweeps, and
-// adopts it, well within that.
+// spare is, it is deferred while any start is under way.
+//
+// One naming no node, which no node would ever release or reclaim, is the
+// node's whose container holds it (adopted). A node none of whose
+// containers holds it, nor a start under way (one begun before it was
+// allocated), reports so (Unclaimed). The leader reclaims it, as a
+// departed node's, once it has seen it for NodeTimeout and every other
+// node that may hold it has reported it does not: a node whose agent is
+// down, or whose sweeps fail, cannot adopt the address its container
+// holds, and the address, freed, would be handed to a second container.
+// So it waits, as that node's own addresses do, until the node's agent is
+// back or the node departs.
 func planSweep(in sweepInput) sweepPlan {
 	out := sweepPlan{Departed: map[netip.Addr]Alloc{}, Leaked: map[netip.Addr]Alloc{}, Orphaned: map[netip.Addr]Alloc{},
 		Unheld: map[netip.Addr]time.Time{}, Nodeless: map[netip.Addr]time.Time{}}
+	out.Awaiting, out.Unclaimed = map[netip.Addr][]string{}, map[netip.Addr]Alloc{}
 	starting := oldestStart(in.Starts)
 	for _, a := range slices.SortedFunc(maps.Keys(in.Allocs), netip.Addr.Compare) {
 		al := in.Allocs[a]
@@ -242,15 +263,33 @@ func planSweep(in sweepInput) sweepPlan {
 		switch {
 		case al.Node == "" && in.Held[a]:
 			out.Adopt = append(out.Adopt, a)
-		case al.Node == "" && in.Leader:
+		case al.Node == "":
+			if !starting.IsZero() && !al.At.Before(starting) {
+				continue // a start under way may hold it
+			}
+			out.Unclaimed[a] = al
+			if !in.Leader {
+				continue
+			}
 			since, ok := in.Nodeless[a]
 			if !ok {
 				since = in.Now
 			}
 			out.Nodeless[a] = since
-			if in.Now.Sub(since) > in.NodeTimeout {
-				out.Orphaned[a] = al
+			if in.Now.Sub(since) <= in.NodeTimeout {
+				continue
 			}
+			var missing []string
+			for _, node := range slices.Sorted(maps.Keys(in.Reporters)) {
+				if rep, ok := in.Reports[node][a]; node != in.Node && (!ok || !rep.same(al)) {
+					missing = append(missing, node)
+				}
+			}
+			if len(missing) > 0 {
+				out.Awaiting[a] = missing
+				continue
+			}
+			out.Orphaned[a] = al
 		case in.Gone[al.Node] && al.Node != in.Node:
 			out.Departed[a] = al
 		case al.Node != in.Node:
@@ -400,6 +439,28 @@ func planDeparted(facts []netspec.NodeFacts, ready, holders map[string]bool, w d
 		}
 	}
 	return gone, next
+}
+
+// reporters are the nodes other than self that may hold an allocation
+// naming no node, and must report they do not before the leader reclaims
+// it: every node with facts (it ran an agent, so its containers may be on
+// a cluster-IPAM network) or holding addresses, unless departed. A swarm
+// node that never ran an agent has neither: none of its containers can be
+// on such a network, whose plugin is the agent.
+func reporters(facts []netspec.NodeFacts, holders, gone map[string]bool, self string) map[string]bool {
+	out := map[string]bool{}
+	for _, f := range facts {
+		out[f.ID] = true
+	}
+	for id := range holders {
+		out[id] = true
+	}
+	for id := range out {
+		if id == "" || id == self || gone[id] {
+			delete(out, id)
+		}
+	}
+	return out
 }
 
 // spareState is a pool's spares on one node, as the keeper sees them.

@@ -250,6 +250,62 @@ func TestPlanSweepNoNodeOrKind(t *testing.T) {
 	}
 }
 
+// TestPlanSweepNodelessAwaitsReports: every node reports the allocations
+// naming no node that none of its containers holds, nor a start under way
+// begun before the allocation; the leader reclaims one past the node
+// timeout only once every other node that may hold it has reported that
+// very allocation (not an earlier one of the address), and otherwise says
+// whom it waits for.
+func TestPlanSweepNodelessAwaitsReports(t *testing.T) {
+	now := t0.Add(time.Hour)
+	old := now.Add(-50 * time.Minute)
+	allocs := map[netip.Addr]Alloc{
+		addr("10.1.0.2"): {At: old, Kind: KindTask},                   // unheld everywhere
+		addr("10.1.0.3"): {At: now.Add(-time.Minute), Kind: KindTask}, // allocated since a start here began
+		addr("10.1.0.4"): {At: old, Kind: KindTask},                   // held here
+		addr("10.1.0.5"): {Node: "n1", At: old, Kind: KindTask},       // this node's
+	}
+	seen := map[netip.Addr]time.Time{addr("10.1.0.2"): now.Add(-time.Hour), addr("10.1.0.3"): now.Add(-time.Hour)}
+	earlier := Alloc{At: old.Add(-time.Hour), Kind: KindTask}
+	for _, c := range []struct {
+		name     string
+		reports  map[string]map[netip.Addr]Alloc
+		orphaned string
+		awaiting string
+	}{
+		{"no report", nil, "[]", "map[10.1.0.2:[n2 n3]]"},
+		{"one node reported, the other an earlier allocation", map[string]map[netip.Addr]Alloc{
+			"n2": {addr("10.1.0.2"): allocs[addr("10.1.0.2")]}, "n3": {addr("10.1.0.2"): earlier}}, "[]", "map[10.1.0.2:[n3]]"},
+		{"every node reported", map[string]map[netip.Addr]Alloc{
+			"n2": {addr("10.1.0.2"): allocs[addr("10.1.0.2")]}, "n3": {addr("10.1.0.2"): allocs[addr("10.1.0.2")]}}, "[10.1.0.2]", "map[]"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			in := sweepInput{Node: "n1", Gen: "g", Allocs: allocs, Held: map[netip.Addr]bool{addr("10.1.0.4"): true},
+				Leader: true, Gone: map[string]bool{}, Nodeless: seen, NodeTimeout: 10 * time.Minute,
+				Reporters: map[string]bool{"n1": true, "n2": true, "n3": true}, Reports: c.reports,
+				Starts: []Start{{Since: now.Add(-2 * time.Minute)}}, Now: now, Grace: time.Minute}
+			p := planSweep(in)
+			if got := fmt.Sprint(keys(p.Orphaned)); got != c.orphaned || fmt.Sprint(p.Awaiting) != c.awaiting {
+				t.Errorf("orphaned %s, awaiting %v; want %s, %s", got, p.Awaiting, c.orphaned, c.awaiting)
+			}
+			if got := fmt.Sprint(keys(p.Unclaimed)); got != "[10.1.0.2]" {
+				t.Errorf("reported unclaimed %s, want only 10.1.0.2 (10.1.0.3 a start here may hold, 10.1.0.4 held here)", got)
+			}
+			if fmt.Sprint(p.Adopt) != "[10.1.0.4]" {
+				t.Errorf("adopt %v, want 10.1.0.4", p.Adopt)
+			}
+		})
+	}
+}
+
+func TestReporters(t *testing.T) {
+	facts := []netspec.NodeFacts{{ID: "facts"}, {Node: "legacy"}, {ID: "self"}, {ID: "gone"}}
+	got := reporters(facts, map[string]bool{"holder": true, "": true, "gone": true, "self": true}, map[string]bool{"gone": true}, "self")
+	if fmt.Sprint(got) != "map[facts:true holder:true]" {
+		t.Errorf("reporters %v, want the node with facts and the holder: not the sweeping node, a departed one, nor facts with no identity", got)
+	}
+}
+
 // TestPlanSweepUnknownKind: an allocation of a kind this agent does not
 // know (a newer version's, a hand edit) is its node's task address, as one
 // with no kind is: reclaimed once unheld for the grace, kept while a local

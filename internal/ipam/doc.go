@@ -30,8 +30,9 @@
 //     waits for Consul; it changes blocks only through the store's update.
 //   - Reclaimer (reclaim.go) returns leaks, records again what Consul
 //     lost, and on the swarm leader reclaims departed nodes' addresses
-//     and those allocated to no node: the only path that frees another
-//     node's addresses.
+//     and those allocated to no node, once every node that may hold one
+//     has reported it does not (nodeless.go): the only path that frees
+//     another node's addresses.
 //   - Plugin (plugin.go) speaks Docker's protocol on a private socket;
 //     Gate (gate.go) serves it from the agent's start, answering dockerd's
 //     activation at once and holding pool and address requests until the

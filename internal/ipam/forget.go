@@ -10,7 +10,8 @@ import (
 
 // ForgetNode frees every address of p recorded for node, an identity
 // removed from the swarm for good, at once rather than after the node
-// timeout, and deletes what that node kept for container starts. Like the
+// timeout, and deletes what that node kept for container starts and its
+// report of addresses allocated to no node (see nodeless.go). Like the
 // reclaimer's path for departed nodes, it frees only what it listed, still
 // allocated as listed. It returns the addresses it freed and the keys it
 // deleted, also when it fails part way.
@@ -30,15 +31,20 @@ func ForgetNode(ctx context.Context, kv KV, p Pool, node string) (freed []netip.
 			return freed, nil, fmt.Errorf("free the addresses of %s in %s: %w", node, p.ID(), err)
 		}
 	}
-	// Read and deleted at once, so that the key is reported if, and only
-	// if, this deleted it (the get fails the transaction when it is absent).
-	key := keptKey(p, node)
-	res, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Get, Key: key}, {Verb: kvstore.Delete, Key: key}})
-	if err != nil {
-		return freed, nil, fmt.Errorf("delete the addresses %s kept for starts in %s: %w", node, p.ID(), err)
-	}
-	if res.OK {
-		deleted = append(deleted, key)
+	for _, k := range []struct{ key, what string }{
+		{keptKey(p, node), fmt.Sprintf("the addresses %s kept for starts in %s", node, p.ID())},
+		{nodelessKey(p, node), fmt.Sprintf("the report of %s of addresses allocated to no node in %s", node, p.ID())},
+	} {
+		// Read and deleted at once, so that the key is reported if, and
+		// only if, this deleted it (the get fails the transaction when it
+		// is absent).
+		res, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Get, Key: k.key}, {Verb: kvstore.Delete, Key: k.key}})
+		if err != nil {
+			return freed, deleted, fmt.Errorf("delete %s: %w", k.what, err)
+		}
+		if res.OK {
+			deleted = append(deleted, k.key)
+		}
 	}
 	return freed, deleted, nil
 }

@@ -68,7 +68,8 @@ type Cluster interface {
 //     (or present) for NodeTimeout, judged by identity, never by name
 //     (see planDeparted);
 //   - allocations with no kind, or a kind this agent does not know, as
-//     task addresses, and those naming no node as a departed node's,
+//     task addresses; those naming no node as a departed node's once
+//     every node that may hold them has reported it does not (nodeless.go),
 //     unless a local container holds one: it becomes that node's task
 //     address (see planSweep).
 //
@@ -104,6 +105,12 @@ type Reclaimer struct {
 	// holders are the nodes that held addresses at the last sweep: a
 	// holder without facts is judged too (see planDeparted).
 	holders map[string]bool
+	// reported is, by pool, this node's last report of the allocations
+	// naming no node it holds none of (see publishNodeless).
+	reported map[string]nodelessReport
+	// awaiting is, by pool, the allocations naming no node the leader last
+	// logged as kept for nodes that have not reported (see noteAwaiting).
+	awaiting map[string]map[netip.Addr]string
 	// unrecorded holds, by pool, addresses local containers hold that the
 	// pool did not record at the last sweep.
 	unrecorded map[string]map[netip.Addr]bool
@@ -126,7 +133,7 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	gone, err := r.departed(ctx)
+	gone, reporters, err := r.departed(ctx)
 	if err != nil {
 		return err
 	}
@@ -148,7 +155,7 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 			}
 			p, _ := r.Pools.pool(spec, v6)
 			seen[p.ID()] = true
-			errs = append(errs, r.sweepPool(ctx, p, local.Held[spec.Name], local.Starts[spec.Name], gone, holders))
+			errs = append(errs, r.sweepPool(ctx, p, local.Held[spec.Name], local.Starts[spec.Name], gone, reporters, holders))
 		}
 	}
 	r.mu.Lock()
@@ -162,6 +169,8 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 		if !seen[id] {
 			delete(r.unheld, id)
 			delete(r.keptNone, id)
+			delete(r.reported, id)
+			delete(r.awaiting, id)
 			r.Metrics.setDeferred(id, -1)
 		}
 	}
@@ -194,20 +203,31 @@ func (r *Reclaimer) noteRefused(specs []netspec.Spec, refused map[string]error) 
 
 // sweepPool sweeps one pool, adding the nodes holding its addresses to
 // holders.
-func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]bool, starts []Start, gone, holders map[string]bool) error {
+func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]bool, starts []Start, gone, reporters, holders map[string]bool) error {
 	v, err := r.Alloc.store.scan(ctx, p)
 	if err != nil {
 		return err
 	}
 	allocs := allocations(v)
+	nodeless := false
 	for _, al := range allocs {
 		holders[al.Node] = true
+		nodeless = nodeless || al.Node == ""
 	}
 	errs := []error{r.recordHeld(ctx, p, v, held, allocs)}
+	var reports map[string]map[netip.Addr]Alloc
+	if gone != nil && nodeless && len(reporters) > 0 {
+		// Unread, no node has reported: nothing naming no node is freed.
+		pairs, err := r.Alloc.store.kv.List(ctx, nodelessPrefix(p))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read the reports of addresses allocated to no node in %s: %w", p.ID(), err))
+		}
+		reports = decodeNodeless(p, pairs)
+	}
 	r.mu.Lock()
 	// gone is nil unless this node judges departed nodes (see departed).
 	plan := planSweep(sweepInput{Node: r.Alloc.node, Gen: r.Alloc.gen, Allocs: allocs, Held: held, Gone: gone,
-		Leader: gone != nil, Nodeless: r.nodeless[p.ID()], NodeTimeout: r.NodeTimeout,
+		Leader: gone != nil, Nodeless: r.nodeless[p.ID()], NodeTimeout: r.NodeTimeout, Reporters: reporters, Reports: reports,
 		Spares: r.Alloc.spares.known(p), Unheld: r.unheld[p.ID()], Starts: starts,
 		Now: r.Alloc.now(), Grace: r.Grace})
 	if r.unheld == nil {
@@ -223,7 +243,8 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 	if len(plan.Deferred) > 0 {
 		r.log().Debug("unheld addresses kept: a local container start may hold them", "pool", p.ID(), "addrs", plan.Deferred)
 	}
-	errs = append(errs, r.publishKept(ctx, p, plan.Deferred))
+	errs = append(errs, r.publishKept(ctx, p, plan.Deferred), r.publishNodeless(ctx, p, plan.Unclaimed))
+	r.noteAwaiting(p, plan.Awaiting)
 	for _, addr := range plan.Adopt {
 		// A spare of this node's previous agent that Docker got before
 		// the agent stopped, or an allocation naming no node that a
@@ -307,6 +328,52 @@ func (r *Reclaimer) publishKept(ctx context.Context, p Pool, kept []netip.Addr) 
 	return nil
 }
 
+// publishNodeless publishes this node's report of the allocations of p
+// naming no node that it holds none of, when it changed, is due again, or
+// the agent has just started (an earlier agent's key may be left).
+func (r *Reclaimer) publishNodeless(ctx context.Context, p Pool, unclaimed map[netip.Addr]Alloc) error {
+	now := r.Alloc.now()
+	r.mu.Lock()
+	last, known := r.reported[p.ID()]
+	r.mu.Unlock()
+	if !republish(last, known, unclaimed, now) {
+		return nil
+	}
+	if err := publishNodeless(ctx, r.Alloc.store.kv, p, r.Alloc.node, unclaimed); err != nil {
+		return err
+	}
+	r.mu.Lock()
+	if r.reported == nil {
+		r.reported = map[string]nodelessReport{}
+	}
+	r.reported[p.ID()] = nodelessReport{allocs: unclaimed, at: now}
+	r.mu.Unlock()
+	return nil
+}
+
+// noteAwaiting logs, once per address and set of nodes, each allocation
+// naming no node that the leader keeps past the node timeout because nodes
+// that may hold it have not reported they do not.
+func (r *Reclaimer) noteAwaiting(p Pool, awaiting map[netip.Addr][]string) {
+	now := map[netip.Addr]string{}
+	for a, nodes := range awaiting {
+		now[a] = strings.Join(nodes, ",")
+	}
+	r.mu.Lock()
+	last := r.awaiting[p.ID()]
+	if r.awaiting == nil {
+		r.awaiting = map[string]map[netip.Addr]string{}
+	}
+	r.awaiting[p.ID()] = now
+	r.mu.Unlock()
+	for _, a := range slices.SortedFunc(maps.Keys(now), netip.Addr.Compare) {
+		if last[a] != now[a] {
+			r.log().Warn("kept an address allocated to no node: nodes whose containers may hold it have not reported they do not (is their agent running?)",
+				"pool", p.ID(), "addr", a, "nodes", now[a], "fix", "start those nodes' agents, or `underlay node rm` nodes removed from the swarm")
+		}
+	}
+}
+
 // recordHeld allocates again, to this node, addresses local containers
 // hold that the pool does not record (see planRecord).
 func (r *Reclaimer) recordHeld(ctx context.Context, p Pool, v view, held map[netip.Addr]bool, allocs map[netip.Addr]Alloc) error {
@@ -344,18 +411,20 @@ func (r *Reclaimer) recordHeld(ctx context.Context, p Pool, v view, held map[net
 }
 
 // departed returns, on the leader, the identities of departed nodes (a
-// map, empty if none); elsewhere, or with no NodeTimeout, nil.
-func (r *Reclaimer) departed(ctx context.Context) (map[string]bool, error) {
+// map, empty if none) and the other nodes that must report an allocation
+// naming no node before it is reclaimed (see reporters); elsewhere, or
+// with no NodeTimeout, nil.
+func (r *Reclaimer) departed(ctx context.Context) (gone, report map[string]bool, err error) {
 	if r.Cluster == nil || r.NodeTimeout <= 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	leader, err := r.Cluster.IsLeader(ctx)
 	if err != nil || !leader {
-		return nil, err
+		return nil, nil, err
 	}
 	ready, err := r.Cluster.ReadyNodes(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	alive := map[string]bool{}
 	for _, id := range ready {
@@ -363,7 +432,7 @@ func (r *Reclaimer) departed(ctx context.Context) (map[string]bool, error) {
 	}
 	facts, err := r.Pools.Store.Nodes(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	fresh := r.Fresh
 	if fresh <= 0 {
@@ -373,7 +442,7 @@ func (r *Reclaimer) departed(ctx context.Context) (map[string]bool, error) {
 	defer r.mu.Unlock()
 	gone, watch := planDeparted(facts, alive, r.holders, r.watch, r.Alloc.now(), r.NodeTimeout, fresh)
 	r.watch = watch
-	return gone, nil
+	return gone, reporters(facts, r.holders, gone, r.Alloc.node), nil
 }
 
 // Run sweeps every period until ctx ends.

@@ -142,9 +142,10 @@ func (h heldSet) HeldAddresses(context.Context) (Local, error) {
 // task address: reclaimed by that node's sweep once unheld for the leak
 // grace, kept while a container holds it.
 // One naming no node becomes the node's whose container holds it, and is
-// otherwise reclaimed by the leader once seen for the node timeout, as a
-// departed node's would be; never by another node. Each reclaim is logged
-// with the address and why.
+// otherwise reclaimed by the leader once seen for the node timeout and
+// reported unheld by every other node that may hold it, as a departed
+// node's would be; never by another node. Each reclaim is logged with the
+// address and why.
 func TestSweepReclaimsAllocationsWithoutNodeOrKind(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
@@ -187,11 +188,17 @@ func TestSweepReclaimsAllocationsWithoutNodeOrKind(t *testing.T) {
 		Grace: 10 * time.Second, NodeTimeout: timeout, Log: slog.New(logs)}
 	leader := &Reclaimer{Alloc: newAllocator(kv, "leader", "g", now, nil), Pools: SpecPools{Store: st}, Held: held,
 		Cluster: fakeCluster{ready: []string{"leader", "n2", "n3"}}, Grace: 10 * time.Second, NodeTimeout: timeout, Fresh: timeout, Log: slog.New(logs)}
-	sweep := func(r *Reclaimer, d time.Duration) map[netip.Addr]Alloc {
+	// n3, holding addresses, sweeps alongside the leader: it may hold the
+	// addresses naming no node, and must say it does not.
+	n3 := &Reclaimer{Alloc: newAllocator(kv, "n3", "g", now, nil), Pools: SpecPools{Store: st},
+		Held: heldSet{netip.MustParseAddr(otherNode): true, netip.MustParseAddr(otherKind): true}, Grace: 10 * time.Second, NodeTimeout: timeout}
+	sweep := func(d time.Duration, rs ...*Reclaimer) map[netip.Addr]Alloc {
 		t.Helper()
 		for end := clock.Add(d); clock.Before(end); clock = clock.Add(15 * time.Second) {
-			if err := r.Sweep(ctx); err != nil {
-				t.Fatal(err)
+			for _, r := range rs {
+				if err := r.Sweep(ctx); err != nil {
+					t.Fatal(err)
+				}
 			}
 		}
 		all, err := Allocations(ctx, kv, p)
@@ -212,16 +219,16 @@ func TestSweepReclaimsAllocationsWithoutNodeOrKind(t *testing.T) {
 			}
 		}
 	}
-	all := sweep(follower, 2*timeout)
+	all := sweep(2*timeout, follower)
 	check("after the follower's sweeps", all, map[string]string{orphan: "", orphanHeld: "", kindless: "leader", kindHeld: "leader", task: "leader", otherNode: "n3",
 		unknown: "leader", unknownHeld: "leader", otherKind: "n3"})
-	all = sweep(leader, 2*time.Minute)
+	all = sweep(2*time.Minute, leader, n3)
 	check("the leader's sweeps, within the node timeout", all, map[string]string{orphan: "", orphanHeld: "leader", kindless: "free", kindHeld: "leader", task: "leader", otherNode: "n3",
 		unknown: "free", unknownHeld: "leader", otherKind: "n3"})
 	if al := all[netip.MustParseAddr(orphanHeld)]; al.Kind != KindTask {
 		t.Errorf("%s, held by a local container, adopted as %+v, want a task address", orphanHeld, al)
 	}
-	all = sweep(leader, timeout)
+	all = sweep(timeout, leader, n3)
 	check("the leader's sweeps, past the node timeout", all, map[string]string{orphan: "free", orphanHeld: "leader", kindless: "free", kindHeld: "leader", task: "leader", otherNode: "n3",
 		unknown: "free", unknownHeld: "leader", otherKind: "n3"})
 	out := logs.buf.String()
@@ -234,5 +241,83 @@ func TestSweepReclaimsAllocationsWithoutNodeOrKind(t *testing.T) {
 		if logs.count(msg) != 1 || !strings.Contains(out, "addr="+a+" ") {
 			t.Errorf("%q logged %d times, want once, naming %s:\n%s", msg, logs.count(msg), a, out)
 		}
+	}
+}
+
+// TestSweepKeepsNodelessAddressesANodeMayHold: an allocation naming no
+// node is held by a container on a node whose agent is down (its swarm
+// node Ready, its containers running): no agent there adopts it. The
+// leader must not reclaim it however long it waits, as it keeps that
+// node's own addresses: handed out again, the address would be two
+// containers'. Once that node's agent is back, it adopts the address; an
+// allocation naming no node that no node's container holds is reclaimed
+// once every node that may hold it has reported it does not.
+func TestSweepKeepsNodelessAddressesANodeMayHold(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st, p := clusterNet(t, kv)
+	clock := t0
+	now := func() time.Time { return clock }
+	at := t0.Add(-time.Hour).Format(time.RFC3339Nano)
+	const (
+		heldThere = "10.2.0.17" // no node, held by a container on node down
+		unheld    = "10.2.0.18" // no node, held by no container anywhere
+	)
+	raw := fmt.Sprintf(`{"node":"","allocs":{%q:{"node":"","at":%q,"kind":"task"},%q:{"node":"","at":%q,"kind":"task"}}}`, heldThere, at, unheld, at)
+	if err := kv.Put(ctx, blockPath(p, p.Block(netip.MustParseAddr(heldThere))), []byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	// Every node has run an agent; the facts of down stopped an hour ago.
+	for _, id := range []string{"leader", "live", "down"} {
+		if err := kv.Put(ctx, netspec.NodesKVPrefix+id, []byte(fmt.Sprintf(`{"id":%q,"node":%q,"updated_at":%q}`, id, id, at))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const timeout = 5 * time.Minute
+	cluster := fakeCluster{ready: []string{"leader", "live", "down"}}
+	logs := &logCounter{}
+	leader := &Reclaimer{Alloc: newAllocator(kv, "leader", "g", now, nil), Pools: SpecPools{Store: st}, Held: heldSet{},
+		Cluster: cluster, Grace: 10 * time.Second, NodeTimeout: timeout, Fresh: timeout, Log: slog.New(logs)}
+	live := &Reclaimer{Alloc: newAllocator(kv, "live", "g", now, nil), Pools: SpecPools{Store: st}, Held: heldSet{},
+		Grace: 10 * time.Second, NodeTimeout: timeout}
+	sweep := func(d time.Duration, rs ...*Reclaimer) map[netip.Addr]Alloc {
+		t.Helper()
+		for end := clock.Add(d); clock.Before(end); clock = clock.Add(15 * time.Second) {
+			for _, r := range rs {
+				if err := r.Sweep(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		all, err := Allocations(ctx, kv, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return all
+	}
+	all := sweep(3*timeout, leader, live)
+	for _, a := range []string{heldThere, unheld} {
+		if al, ok := all[netip.MustParseAddr(a)]; !ok || al.Node != "" {
+			t.Errorf("%s, naming no node, is %+v (allocated %v) after 3 node timeouts with node down's agent down: want it kept; a container there may hold it, and handed out again it would be two containers'",
+				a, al, ok)
+		}
+	}
+	const waiting = "kept an address allocated to no node: nodes whose containers may hold it have not reported they do not (is their agent running?)"
+	if n := logs.count(waiting); n != 2 || !strings.Contains(logs.buf.String(), "nodes=down ") {
+		t.Errorf("%q logged %d times, want once for each address, naming down:\n%s", waiting, n, logs.buf.String())
+	}
+	// Node down's agent starts again: its container holds heldThere.
+	down := &Reclaimer{Alloc: newAllocator(kv, "down", "g2", now, nil), Pools: SpecPools{Store: st}, Held: heldSet{netip.MustParseAddr(heldThere): true},
+		Grace: 10 * time.Second, NodeTimeout: timeout}
+	all = sweep(time.Minute, leader, live, down)
+	if al := all[netip.MustParseAddr(heldThere)]; al.Node != "down" || al.Kind != KindTask {
+		t.Errorf("%s, held by a container on down, is %+v once its agent is back: want down's task address", heldThere, al)
+	}
+	if al, ok := all[netip.MustParseAddr(unheld)]; ok {
+		t.Errorf("%s, held by no container, still allocated (%+v) once every node reported it does not hold it, %v after the leader first saw it", unheld, al, clock.Sub(t0))
+	}
+	// With nothing naming no node left, the reports are gone too.
+	if pairs, err := kv.List(ctx, nodelessPrefix(p)); err != nil || len(pairs) > 0 {
+		t.Errorf("reports left once nothing names no node: %v, %v", pairs, err)
 	}
 }
