@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -91,6 +92,21 @@ func TestAgentBadFlags(t *testing.T) {
 				t.Errorf("exit %d, stderr %q; want failure naming %q", code, errOut.String(), tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestNodeRemoveRefusesEmpty: `node rm ""` (or all spaces, as a shell
+// variable left unset in quotes gives) is refused before anything is
+// read: it names no node.
+func TestNodeRemoveRefusesEmpty(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix://"+t.TempDir()+"/no-docker.sock")
+	for _, arg := range []string{"", "  "} {
+		var out, errOut bytes.Buffer
+		code := Run(context.Background(), []string{"node", "rm", arg, "--consul-addr", "127.0.0.1:1"}, IOStreams{Out: &out, ErrOut: &errOut})
+		want := fmt.Sprintf("node rm %q: give the node's swarm node ID or name, not an empty string", arg)
+		if code == 0 || !strings.Contains(errOut.String(), want) {
+			t.Errorf("node rm %q: exit %d, stderr %q; want failure with %q", arg, code, errOut.String(), want)
+		}
 	}
 }
 

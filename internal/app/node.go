@@ -93,6 +93,11 @@ or its name when only one node has it. Refused while the swarm still lists the n
 within the last 30 s are watched for 30 s first.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			// An empty name (a shell variable unset in quotes) names no
+			// node; refused before Consul or Docker is asked anything.
+			if strings.TrimSpace(args[0]) == "" {
+				return fmt.Errorf("node rm %q: give the node's swarm node ID or name, not an empty string", args[0])
+			}
 			kv, sw, done, err := f.nodeClients()
 			if err != nil {
 				return err

@@ -77,8 +77,13 @@ type Removed struct {
 // Resolve finds the node arg names among facts: an identity (swarm node
 // ID), or a node name only one identity has. An identity with no facts is
 // returned as is, with found false: what is recorded under it can still be
-// removed.
+// removed. An empty (or all-space) arg is refused: it would match facts
+// with no identity (older agents') or no name, and what is recorded under
+// no identity is not one node's (addresses allocated to no node).
 func Resolve(facts []netspec.NodeFacts, arg string) (f netspec.NodeFacts, found bool, err error) {
+	if strings.TrimSpace(arg) == "" {
+		return netspec.NodeFacts{}, false, fmt.Errorf("%q names no node: give its swarm node ID or name, not an empty string", arg)
+	}
 	var byName []netspec.NodeFacts
 	for _, n := range facts {
 		if n.ID == arg {
@@ -92,7 +97,7 @@ func Resolve(facts []netspec.NodeFacts, arg string) (f netspec.NodeFacts, found 
 	case 1:
 		return byName[0], true, nil
 	case 0:
-		if arg == "" || strings.ContainsAny(arg, "/ \t\n") {
+		if strings.ContainsAny(arg, "/ \t\n") {
 			return netspec.NodeFacts{}, false, fmt.Errorf("%q is neither a node's name nor a swarm node ID", arg)
 		}
 		return netspec.NodeFacts{ID: arg}, false, nil

@@ -207,6 +207,43 @@ func TestRemoveRefuses(t *testing.T) {
 	}
 }
 
+// TestResolveRefusesEmpty: an empty (or all-space) argument names no node.
+// Taken as one, it matched facts with no identity (an older agent's) or
+// no name, and node rm went on to remove what is recorded under an empty
+// identity: every address allocated to no node among them.
+func TestResolveRefusesEmpty(t *testing.T) {
+	facts := []netspec.NodeFacts{{Node: "legacy"}, {ID: "noname"}, {ID: "id1", Node: "n1"}}
+	for _, arg := range []string{"", " ", "\t\n"} {
+		f, found, err := Resolve(facts, arg)
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", arg)) || !strings.Contains(err.Error(), "empty") {
+			t.Errorf("Resolve(%q) = %+v, %v, %v; want an error naming the empty argument", arg, f, found, err)
+		}
+	}
+}
+
+// TestRemoveRefusesEmpty: node rm "" removes nothing, where it took the
+// facts of an older agent (no identity) for the node's, and freed every
+// address allocated to no node.
+func TestRemoveRefusesEmpty(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	c.kv.Put(ctx, netspec.NodesKVPrefix+"legacy", []byte(`{"node":"legacy"}`))
+	p, _ := ipam.PoolOf(pool, false)
+	nodeless := netip.MustParseAddr("10.20.200.7")
+	c.kv.Put(ctx, ipam.KVPrefix+pool.Name+"/v4/blocks/10.20.200.0_28", []byte(`{"node":"","allocs":{"10.20.200.7":{"node":"","kind":"task"}}}`))
+	got, err := Remove(ctx, c.kv, swarmNodes{}, "", Options{Stale: time.Minute})
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), `""`) {
+		t.Errorf("remove \"\": %v (removed %+v); want refused, naming the empty argument", err, got)
+	}
+	all, err := ipam.Allocations(ctx, c.kv, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := all[nodeless]; !ok || !c.has(netspec.NodesKVPrefix+"legacy") {
+		t.Errorf("remove \"\" removed something: %s allocated %v, legacy facts kept %v", nodeless, ok, c.has(netspec.NodesKVPrefix+"legacy"))
+	}
+}
+
 // TestRemoveWatchesRecentFacts: facts stamped just now, or a year ahead of
 // this clock (an agent whose clock was wrong), say nothing by their stamp:
 // they are watched for Stale, and removed once they did not change.
