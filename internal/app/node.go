@@ -147,6 +147,9 @@ func printRemoved(streams IOStreams, r decommission.Removed) {
 	for _, k := range r.Keys {
 		fmt.Fprintf(streams.Out, "deleted %s\n", k)
 	}
+	for _, k := range r.Changed {
+		fmt.Fprintf(streams.Out, "rewrote %s without its records: other nodes' addresses stay\n", k)
+	}
 	for _, w := range r.Warnings {
 		fmt.Fprintf(streams.ErrOut, "warning: %s\n", w)
 	}

@@ -65,10 +65,13 @@ type Removed struct {
 	Reports []string
 	// Addresses are the cluster-IPAM addresses it held, by pool.
 	Addresses map[string][]netip.Addr
-	// Keys are the other keys deleted: addresses kept for starts, reports
-	// of addresses allocated to no node, inventory, doctor report, task
-	// metrics, facts.
+	// Keys are the other keys deleted: cluster-IPAM blocks left without
+	// allocations, addresses kept for starts, reports of addresses
+	// allocated to no node, inventory, doctor report, task metrics, facts.
 	Keys []string
+	// Changed are the keys rewritten without the node's records:
+	// cluster-IPAM blocks where other nodes' addresses stay.
+	Changed []string
 	// Warnings name documents that disagree with their keys about this
 	// node, for the operator to look at.
 	Warnings []string
@@ -175,11 +178,12 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 				continue
 			}
 			p, _ := ipam.PoolOf(s, v6)
-			freed, deleted, err := ipam.ForgetNode(ctx, kv, p, f.ID)
-			if len(freed) > 0 {
-				out.Addresses[p.ID()] = freed
+			forgot, err := ipam.ForgetNode(ctx, kv, p, f.ID)
+			if len(forgot.Freed) > 0 {
+				out.Addresses[p.ID()] = forgot.Freed
 			}
-			out.Keys = append(out.Keys, deleted...)
+			out.Keys = append(out.Keys, forgot.Deleted...)
+			out.Changed = append(out.Changed, forgot.Changed...)
 			if err != nil {
 				return out, err
 			}

@@ -98,18 +98,28 @@ func (c *cluster) has(key string) bool {
 // TestRemove: a node the swarm no longer lists, whose agent stopped an
 // hour ago, is removed by its name: its lease, its reports, its addresses,
 // the addresses it kept, its inventory, doctor report, task metrics and
-// facts; the live node's records are untouched.
+// facts; the live node's records are untouched. Every key deleted or
+// rewritten is said: its block, left empty, deleted; live's block, where
+// it had borrowed an address, rewritten.
 func TestRemove(t *testing.T) {
 	ctx := context.Background()
 	c := newCluster(t)
+	p, _ := ipam.PoolOf(pool, false)
+	borrowed := c.addrs["live"][1].Next()
+	if _, err := ipam.NewAllocator(c.kv, "gone", nil).Allocate(ctx, p, borrowed, ipam.KindTask); err != nil {
+		t.Fatal(err)
+	}
+	if p.Block(borrowed) != p.Block(c.addrs["live"][0]) || p.Block(borrowed) == p.Block(c.addrs["gone"][0]) {
+		t.Fatalf("set-up: %s is not in live's block apart from gone's", borrowed)
+	}
 	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "old", Options{Stale: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	p, _ := ipam.PoolOf(pool, false)
+	wantAddrs := slices.SortedFunc(slices.Values(append(slices.Clone(c.addrs["gone"]), borrowed)), netip.Addr.Compare)
 	if got.ID != "gone" || got.Node != "old" || len(got.Ranges[lan.Name]) != 1 || fmt.Sprint(got.Reports) != "[lan pool]" ||
-		!slices.Equal(got.Addresses[p.ID()], c.addrs["gone"]) {
-		t.Errorf("removed %+v; want gone's range of lan, its reports on lan and pool, and its addresses %v", got, c.addrs["gone"])
+		!slices.Equal(slices.SortedFunc(slices.Values(got.Addresses[p.ID()]), netip.Addr.Compare), wantAddrs) {
+		t.Errorf("removed %+v; want gone's range of lan, its reports on lan and pool, and its addresses %v", got, wantAddrs)
 	}
 	leases, _ := c.st.Leases(ctx, lan.Name)
 	if len(leases) != 1 || slices.Collect(maps.Values(leases))[0] != "live" {
@@ -129,10 +139,17 @@ func TestRemove(t *testing.T) {
 	if len(allocs) != len(c.addrs["live"]) {
 		t.Errorf("%d allocations after, want live's %d", len(allocs), len(c.addrs["live"]))
 	}
-	// Every key deleted is said, for node rm to print.
-	if want := []string{ipam.KVPrefix + pool.Name + "/v4/kept/gone", inventory.KVPrefix + "gone", doctor.KVPrefix + "old",
+	// Every key deleted or rewritten is said, for node rm to print.
+	blockKey := func(a netip.Addr) string {
+		b := p.Block(a)
+		return ipam.KVPrefix + pool.Name + "/v4/blocks/" + b.Addr().String() + "_" + fmt.Sprint(b.Bits())
+	}
+	if want := []string{blockKey(c.addrs["gone"][0]), ipam.KVPrefix + pool.Name + "/v4/kept/gone", inventory.KVPrefix + "gone", doctor.KVPrefix + "old",
 		taskmetrics.KVPrefix + "old", netspec.NodesKVPrefix + "gone"}; !slices.Equal(got.Keys, want) {
 		t.Errorf("deleted keys %q, want %q", got.Keys, want)
+	}
+	if want := []string{blockKey(borrowed)}; !slices.Equal(got.Changed, want) {
+		t.Errorf("changed keys %q, want %q: live's block, rewritten without gone's %s", got.Changed, want, borrowed)
 	}
 	for _, n := range []struct{ id, name string }{{"gone", "old"}, {"live", "new"}} {
 		for _, k := range []string{netspec.NodesKVPrefix + n.id, inventory.KVPrefix + n.id, doctor.KVPrefix + n.name, taskmetrics.KVPrefix + n.name,
@@ -151,7 +168,7 @@ func TestRemove(t *testing.T) {
 	}
 	// Nothing left of it: a second run finds nothing to remove.
 	again, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "gone", Options{Stale: time.Minute})
-	if err != nil || len(again.Ranges)+len(again.Reports)+len(again.Addresses)+len(again.Keys) != 0 {
+	if err != nil || len(again.Ranges)+len(again.Reports)+len(again.Addresses)+len(again.Keys)+len(again.Changed) != 0 {
 		t.Errorf("second removal: %+v, %v; want nothing removed", again, err)
 	}
 }

@@ -462,6 +462,27 @@ func (a *Allocator) releaseBatch(ctx context.Context, reqs []*request) {
 // exactly as observed (the reclaimer's path, for this node's leaks and
 // departed nodes' addresses), and returns those it freed.
 func (a *Allocator) reclaimObserved(ctx context.Context, p Pool, want map[netip.Addr]Alloc) ([]netip.Addr, error) {
+	blocks, err := a.reclaimBlocks(ctx, p, want)
+	var all []netip.Addr
+	for _, r := range blocks {
+		all = append(all, r.freed...)
+	}
+	return all, err
+}
+
+// blockReclaim is what reclaimBlocks did to one block.
+type blockReclaim struct {
+	block netip.Prefix
+	freed []netip.Addr
+	// emptied: its last allocation went, and its key with it; otherwise
+	// its document was rewritten.
+	emptied bool
+}
+
+// reclaimBlocks is reclaimObserved, block by block in address order: the
+// blocks it changed, with what it freed in each, also when it fails part
+// way.
+func (a *Allocator) reclaimBlocks(ctx context.Context, p Pool, want map[netip.Addr]Alloc) ([]blockReclaim, error) {
 	byBlock := map[netip.Prefix]map[netip.Addr]Alloc{}
 	for addr, al := range want {
 		b := p.Block(addr)
@@ -470,11 +491,11 @@ func (a *Allocator) reclaimObserved(ctx context.Context, p Pool, want map[netip.
 		}
 		byBlock[b][addr] = al
 	}
-	var all []netip.Addr
+	var out []blockReclaim
 	var errs []error
 	for _, b := range slices.SortedFunc(maps.Keys(byBlock), comparePrefix) {
 		var freed []netip.Addr
-		_, err := a.store.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
+		doc, err := a.store.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
 			doc, freed = reclaim(doc, byBlock[b])
 			return doc, len(freed) > 0
 		})
@@ -482,9 +503,11 @@ func (a *Allocator) reclaimObserved(ctx context.Context, p Pool, want map[netip.
 			errs = append(errs, fmt.Errorf("reclaim in %s: %w", b, err))
 			continue
 		}
-		all = append(all, freed...)
+		if len(freed) > 0 {
+			out = append(out, blockReclaim{block: b, freed: freed, emptied: len(doc.Allocs) == 0})
+		}
 	}
-	return all, errors.Join(errs...)
+	return out, errors.Join(errs...)
 }
 
 // adopt turns a spare of an earlier generation of this node, or an
