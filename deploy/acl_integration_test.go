@@ -181,14 +181,18 @@ func TestIntegrationACLPolicies(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			agents, err := st.Agents(ctx)
+			facts, _, err := st.Nodes(ctx)
+			if err != nil {
+				return err
+			}
+			agents, err := st.Agents(ctx, facts)
 			if err == nil && len(agents) == 0 {
 				err = errors.New("no node facts or doctor reports read")
 			}
 			if err != nil {
 				return err
 			}
-			inv, err := st.Inventory(ctx)
+			inv, err := st.Inventory(ctx, facts)
 			if err == nil && len(inv) == 0 {
 				err = errors.New("no inventory read")
 			}

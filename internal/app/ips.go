@@ -48,12 +48,18 @@ node the cluster knows; when they match no address, ips says so.`,
 			if err != nil {
 				return err
 			}
-			kv := consul.NewKV(c)
-			all, bad, err := inventory.Load(cmd.Context(), kv)
+			ctx, kv := cmd.Context(), consul.NewKV(c)
+			// Read once for all that judges by them: two reads could
+			// disagree (a node publishing in between).
+			facts, err := netspec.NewStore(kv).Nodes(ctx)
 			if err != nil {
 				return err
 			}
-			pooled, badPool, err := inventory.PoolAddresses(cmd.Context(), kv, all)
+			all, bad, err := inventory.Load(ctx, kv, facts)
+			if err != nil {
+				return err
+			}
+			pooled, badPool, err := inventory.PoolAddresses(ctx, kv, all, facts)
 			if err != nil {
 				return err
 			}
@@ -62,7 +68,7 @@ node the cluster knows; when they match no address, ips says so.`,
 			dups := inventory.Check(all)
 			filters := ipsFilters(network, node)
 			if filters != "" {
-				networks, nodes, err := knownNames(cmd.Context(), kv)
+				networks, nodes, err := knownNames(ctx, kv, facts)
 				if err != nil {
 					return err
 				}
@@ -129,10 +135,9 @@ func ipsFilters(network, node string) string {
 }
 
 // knownNames are the networks with a spec, readable or not, and the
-// nodes whose agents published facts.
-func knownNames(ctx context.Context, kv netspec.KV) (networks, nodes []string, err error) {
-	st := netspec.NewStore(kv)
-	l, err := st.ReadListing(ctx)
+// nodes whose agents published facts (the facts ips read).
+func knownNames(ctx context.Context, kv netspec.KV, facts []netspec.NodeFacts) (networks, nodes []string, err error) {
+	l, err := netspec.NewStore(kv).ReadListing(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -141,10 +146,6 @@ func knownNames(ctx context.Context, kv netspec.KV) (networks, nodes []string, e
 	}
 	for _, b := range l.Bad {
 		networks = append(networks, b.Name)
-	}
-	facts, err := st.Nodes(ctx)
-	if err != nil {
-		return nil, nil, err
 	}
 	for _, f := range facts {
 		nodes = append(nodes, f.Node)

@@ -88,11 +88,15 @@ func (s fakeStore) Networks(context.Context) ([]NetworkInput, error) {
 	in, err := s.f.get("kv")
 	return in.Networks, err
 }
-func (s fakeStore) Inventory(context.Context) ([]inventory.Entry, error) {
+func (s fakeStore) Nodes(context.Context) ([]netspec.NodeFacts, []netspec.MisfiledFacts, error) {
+	_, err := s.f.get("kv")
+	return nil, nil, err
+}
+func (s fakeStore) Inventory(context.Context, []netspec.NodeFacts) ([]inventory.Entry, error) {
 	in, err := s.f.get("kv")
 	return in.Inventory, err
 }
-func (s fakeStore) Agents(context.Context) ([]AgentInput, error) {
+func (s fakeStore) Agents(context.Context, []netspec.NodeFacts) ([]AgentInput, error) {
 	in, err := s.f.get("kv")
 	return in.Agents, err
 }

@@ -379,11 +379,15 @@ func (s *Server) gather(ctx context.Context) Inputs {
 			if err != nil {
 				return err
 			}
-			inv, err := src.Store.Inventory(ctx)
+			facts, _, err := src.Store.Nodes(ctx)
 			if err != nil {
 				return err
 			}
-			agents, err := src.Store.Agents(ctx)
+			inv, err := src.Store.Inventory(ctx, facts)
+			if err != nil {
+				return err
+			}
+			agents, err := src.Store.Agents(ctx, facts)
 			if err != nil {
 				return err
 			}

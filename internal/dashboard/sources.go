@@ -35,10 +35,18 @@ type Store interface {
 	// Networks lists the cluster networks with their ranges, node reports
 	// and cluster IPAM blocks.
 	Networks(ctx context.Context) ([]NetworkInput, error)
-	// Inventory lists every container address the agents published.
-	Inventory(ctx context.Context) ([]inventory.Entry, error)
-	// Agents lists what each node's agent published about its node.
-	Agents(ctx context.Context) ([]AgentInput, error)
+	// Nodes lists the facts the nodes' agents published, and apart the
+	// documents filed under another identity than the one they name
+	// (netspec.Store.ReadNodes). A refresh reads them once and hands them
+	// to Inventory and Agents: two reads could disagree (a node
+	// publishing in between), and would load Consul twice.
+	Nodes(ctx context.Context) ([]netspec.NodeFacts, []netspec.MisfiledFacts, error)
+	// Inventory lists every container address the agents published,
+	// checked against facts.
+	Inventory(ctx context.Context, facts []netspec.NodeFacts) ([]inventory.Entry, error)
+	// Agents lists what each node's agent published about its node: facts,
+	// and its doctor report.
+	Agents(ctx context.Context, facts []netspec.NodeFacts) ([]AgentInput, error)
 	// Changes fires when any of the above changes.
 	Changes(ctx context.Context) <-chan struct{}
 }

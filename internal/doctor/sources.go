@@ -390,13 +390,17 @@ func (e Env) Checks() []Check {
 	}
 }
 
-// KVInventories reads the published inventories through Consul KV
-// (inventory.Load).
-type KVInventories struct{ KV inventory.KV }
+// KVInventories reads the published inventories through Consul KV, with
+// the node facts they are checked against (inventory.Load).
+type KVInventories struct{ KV netspec.KV }
 
 // Bad implements Documents.
 func (i KVInventories) Bad(ctx context.Context) ([]BadKey, error) {
-	_, bad, err := inventory.Load(ctx, i.KV)
+	facts, err := netspec.NewStore(i.KV).Nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	_, bad, err := inventory.Load(ctx, i.KV, facts)
 	if err != nil {
 		return nil, err
 	}

@@ -149,16 +149,15 @@ func Publish(ctx context.Context, kv KV, key string, es []Entry) error {
 }
 
 // Load reads every node's entries; inventories that cannot be decoded,
-// or that list an entry of a node other than their key's (by the node
-// facts), are set apart, and hide no other.
-func Load(ctx context.Context, kv KV) ([]Entry, []BadDocument, error) {
+// or that list an entry of a node other than their key's (by facts), are
+// set apart, and hide no other. facts are the node facts as
+// netspec.Store.ReadNodes lists them: the caller reads them once and hands
+// the same to everything else that judges by them, which a second read
+// could contradict (a node publishing in between).
+func Load(ctx context.Context, kv KV, facts []netspec.NodeFacts) ([]Entry, []BadDocument, error) {
 	kvs, err := kv.List(ctx, KVPrefix)
 	if err != nil {
 		return nil, nil, fmt.Errorf("read inventories: %w", err)
-	}
-	facts, err := kv.List(ctx, netspec.NodesKVPrefix)
-	if err != nil {
-		return nil, nil, fmt.Errorf("read node facts, to check the inventories: %w", err)
 	}
 	names := nodeNames(facts)
 	var all []Entry
@@ -232,18 +231,16 @@ func decode(value []byte) ([]Entry, error) {
 }
 
 // nodeNames maps each node identity to its name, as the facts its agent
-// publishes under netspec.NodesKVPrefix give it. Facts that cannot be
-// read, name no node, or name another identity than their key's, give no
-// name.
-func nodeNames(facts []kvstore.Pair) map[string]string {
+// publishes under netspec.NodesKVPrefix give it: the facts ReadNodes lists
+// as an identity's (their key's, whatever identity their document names);
+// an older agent's, which name no identity, were keyed, with its
+// inventory, by its name. Facts that name no node give no name.
+func nodeNames(facts []netspec.NodeFacts) map[string]string {
 	names := make(map[string]string, len(facts))
-	for _, p := range facts {
-		id := strings.TrimPrefix(p.Key, netspec.NodesKVPrefix)
-		var f netspec.NodeFacts
-		if json.Unmarshal(p.Value, &f) != nil || f.Node == "" || f.ID != "" && f.ID != id {
-			continue
+	for _, f := range facts {
+		if f.Node != "" {
+			names[cmp.Or(f.ID, f.Node)] = f.Node
 		}
-		names[id] = f.Node
 	}
 	return names
 }

@@ -9,7 +9,18 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
+	"github.com/underlay/underlay/internal/netspec"
 )
+
+// load reads the inventories as ips and the dashboard do: the node facts
+// once, then Load with them.
+func load(ctx context.Context, kv *kvtest.KV) ([]Entry, []BadDocument, error) {
+	facts, err := netspec.NewStore(kv).Nodes(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	return Load(ctx, kv, facts)
+}
 
 func TestCheck(t *testing.T) {
 	es := []Entry{
@@ -64,7 +75,7 @@ func TestLoadSetsBadDocumentsApart(t *testing.T) {
 	}
 	key := KVPrefix + "id 2"
 	kv.Put(ctx, key, []byte(`[{"ip":`))
-	es, bad, err := Load(ctx, kv)
+	es, bad, err := load(ctx, kv)
 	if err != nil || len(es) != 1 || es[0].Container != "a" {
 		t.Fatalf("entries %+v, %v: want n1's", es, err)
 	}
@@ -100,7 +111,7 @@ func TestLoadSetsBadEntriesApart(t *testing.T) {
 	for name, b := range bad {
 		kv.Put(ctx, KVPrefix+name, []byte(b.doc))
 	}
-	es, gotBad, err := Load(ctx, kv)
+	es, gotBad, err := load(ctx, kv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +149,7 @@ func TestLoadRefusesAPresetDuplicate(t *testing.T) {
 	}
 	key := KVPrefix + "id-2"
 	kv.Put(ctx, key, []byte(`[{"ip":"10.0.0.5","node":"n2","network":"lan","container":"b","duplicate":"none, all is well"}]`))
-	es, bad, err := Load(ctx, kv)
+	es, bad, err := load(ctx, kv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -165,7 +176,7 @@ func TestLoadReadsAddressesInOneSpelling(t *testing.T) {
 	}
 	kv.Put(ctx, KVPrefix+"id-2", []byte(`[{"ip":"FD00:0::5","mac":"02:00:00:00:00:0B","node":"n2","network":"lan","container":"b"},`+
 		`{"ip":"10.0.0.9","mac":"02-00-00-00-00-0A","node":"n2","network":"lan","container":"c"}]`))
-	es, bad, err := Load(ctx, kv)
+	es, bad, err := load(ctx, kv)
 	if err != nil || len(bad) != 0 {
 		t.Fatalf("Load: %v, bad %+v", err, bad)
 	}
@@ -199,7 +210,7 @@ func TestLoadRefusesARepeatedEntry(t *testing.T) {
 	}); err != nil {
 		t.Fatal(err)
 	}
-	es, bad, err := Load(ctx, kv)
+	es, bad, err := load(ctx, kv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -227,7 +238,7 @@ func TestLoadRefusesControlCharacters(t *testing.T) {
 	} {
 		kv.Put(ctx, KVPrefix+name, []byte(doc))
 	}
-	es, bad, err := Load(ctx, kv)
+	es, bad, err := load(ctx, kv)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -299,7 +310,7 @@ func TestLoadRefusesAnotherNodesEntries(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	es, bad, err := Load(ctx, kv)
+	es, bad, err := load(ctx, kv)
 	if err != nil {
 		t.Fatal(err)
 	}

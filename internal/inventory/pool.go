@@ -50,19 +50,16 @@ type PoolKV interface {
 // no container does: the gateway and aux addresses, shims, and allocations
 // without a container (leaks awaiting reclaim, or kept for a container
 // start under way on their node), with the node's name (the
-// pool records its identity); and the pool's bad KV documents. Inventory
-// entries of those networks are marked in use.
-func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry) ([]Entry, []BadDocument, error) {
-	st := netspec.NewStore(kv)
-	l, err := st.ReadListing(ctx)
+// pool records its identity, facts give its name: the node facts as
+// netspec.Store.ReadNodes lists them, those Load was given); and the
+// pool's bad KV documents. Inventory entries of those networks are marked
+// in use.
+func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry, facts []netspec.NodeFacts) ([]Entry, []BadDocument, error) {
+	l, err := netspec.NewStore(kv).ReadListing(ctx)
 	if err != nil {
 		return nil, nil, err
 	}
 	specs, bad := refusedSpecs(l)
-	facts, err := st.Nodes(ctx)
-	if err != nil {
-		return nil, nil, err
-	}
 	names := map[string]string{}
 	for _, f := range facts {
 		names[f.ID] = f.Node

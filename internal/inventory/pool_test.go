@@ -57,7 +57,7 @@ func TestPoolAddresses(t *testing.T) {
 	}
 	sweep(ipam.Start{Since: time.Now().Add(-time.Minute)})
 	inv := []Entry{{IP: held.String(), Network: "web", Node: "n1", Container: "c1"}}
-	out, bad, err := PoolAddresses(ctx, kv, inv)
+	out, bad, err := PoolAddresses(ctx, kv, inv, nil)
 	if err != nil || len(bad) != 0 {
 		t.Fatalf("PoolAddresses: %v, bad %v", err, bad)
 	}
@@ -78,7 +78,7 @@ func TestPoolAddresses(t *testing.T) {
 	// The start is over (it failed, or the container is gone): the next
 	// sweep keeps nothing, and the address shows as what it now is.
 	sweep()
-	out, _, err = PoolAddresses(ctx, kv, inv)
+	out, _, err = PoolAddresses(ctx, kv, inv, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +114,7 @@ func TestPoolAddressesSkipsRefusedSpecs(t *testing.T) {
 	}
 	kv.Put(ctx, netspec.KVPrefix+"x/spec", []byte(`{"name":"x","ipam":"cluster","parent":"eth2"}`))
 	kv.Put(ctx, netspec.KVPrefix+"y/spec", []byte(`{"name":"y","ipam":"cluster"`))
-	out, bad, err := PoolAddresses(ctx, kv, nil)
+	out, bad, err := PoolAddresses(ctx, kv, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 
-	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/dashboard"
 	"github.com/underlay/underlay/internal/doctor"
 	"github.com/underlay/underlay/internal/inventory"
@@ -12,10 +11,18 @@ import (
 	"github.com/underlay/underlay/internal/netspec"
 )
 
+// KV is what Store reads of Consul KV (consul.KV): through netspec, ipam,
+// inventory and doctor, and blocking queries on their prefixes.
+type KV interface {
+	inventory.PoolKV
+	// Watch fires whenever a key under prefix changes; it ends with ctx.
+	Watch(ctx context.Context, prefix string) <-chan struct{}
+}
+
 // Store reads underlay's state in Consul KV for the dashboard, through the
 // packages that write it.
 type Store struct {
-	kv   *consul.KV
+	kv   KV
 	nets *netspec.Store
 	// watched are the KV prefixes whose changes are signalled.
 	watched []string
@@ -23,7 +30,7 @@ type Store struct {
 
 // NewStore reads through kv; historyPrefix is the autoscaler's decision
 // history, watched too.
-func NewStore(kv *consul.KV, historyPrefix string) *Store {
+func NewStore(kv KV, historyPrefix string) *Store {
 	return &Store{kv: kv, nets: netspec.NewStore(kv), watched: []string{
 		netspec.KVPrefix, netspec.NodesKVPrefix, inventory.KVPrefix, ipam.KVPrefix, doctor.KVPrefix, historyPrefix,
 	}}
@@ -61,20 +68,21 @@ func (s *Store) Networks(ctx context.Context) ([]dashboard.NetworkInput, error) 
 	return out, nil
 }
 
+// Nodes implements dashboard.Store.
+func (s *Store) Nodes(ctx context.Context) ([]netspec.NodeFacts, []netspec.MisfiledFacts, error) {
+	return s.nets.ReadNodes(ctx)
+}
+
 // Inventory implements dashboard.Store.
-func (s *Store) Inventory(ctx context.Context) ([]inventory.Entry, error) {
+func (s *Store) Inventory(ctx context.Context, facts []netspec.NodeFacts) ([]inventory.Entry, error) {
 	// Unreadable inventories are left out here; `underlay ips` names them.
-	es, _, err := inventory.Load(ctx, s.kv)
+	es, _, err := inventory.Load(ctx, s.kv, facts)
 	return es, err
 }
 
 // Agents implements dashboard.Store: node facts and doctor reports, by
 // node.
-func (s *Store) Agents(ctx context.Context) ([]dashboard.AgentInput, error) {
-	facts, err := s.nets.Nodes(ctx)
-	if err != nil {
-		return nil, err
-	}
+func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts) ([]dashboard.AgentInput, error) {
 	reports, err := doctor.LoadReports(ctx, s.kv)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,65 @@
+package app
+
+import (
+	"bytes"
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+// countingConsulKV is fakeConsulKV behind a proxy that counts the
+// recursive listings of each prefix (lists).
+func countingConsulKV(t *testing.T, pairs map[string]string) (srv *httptest.Server, lists func(prefix string) int) {
+	t.Helper()
+	u, err := url.Parse(fakeConsulKV(t, pairs).URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := httputil.NewSingleHostReverseProxy(u)
+	var mu sync.Mutex
+	listed := map[string]int{}
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if prefix, ok := strings.CutPrefix(r.URL.Path, "/v1/kv/"); ok && r.URL.Query().Has("recurse") {
+			mu.Lock()
+			listed[prefix]++
+			mu.Unlock()
+		}
+		proxy.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	return srv, func(prefix string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return listed[prefix]
+	}
+}
+
+// TestIPsReadsNodeFactsOnce: ips listed the node facts three times, to
+// check the inventories, to name the pools' holders and to check --node:
+// a node publishing between two reads made them disagree (an inventory
+// checked against facts the --node check did not see), and every read
+// loaded Consul again. The facts are now read once and handed to all.
+func TestIPsReadsNodeFactsOnce(t *testing.T) {
+	srv, lists := countingConsulKV(t, map[string]string{
+		"underlay/networks/lan/spec": `{"name":"lan","subnet":"10.1.0.0/24","gateway":"10.1.0.1","parent":"eth0","ipam":"cluster"}`,
+		"underlay/nodes/id1":         `{"id":"id1","node":"n1","interfaces":["eth0"]}`,
+		"underlay/inventory/id1":     `[{"ip":"10.1.0.5","mac":"02:00:00:00:00:05","node":"n1","network":"lan","container":"web.1","container_id":"c1"}]`,
+	})
+	var out, errOut bytes.Buffer
+	if code := Run(context.Background(), []string{"ips", "--node", "n1", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), "10.1.0.5") {
+		t.Errorf("stdout:\n%s\nwant n1's address", out.String())
+	}
+	if n := lists(netspec.NodesKVPrefix); n != 1 {
+		t.Errorf("ips listed %s %d times, want once", netspec.NodesKVPrefix, n)
+	}
+}
