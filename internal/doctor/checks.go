@@ -43,8 +43,9 @@ type Firewall interface {
 type Networks interface {
 	Specs(ctx context.Context) ([]netspec.Spec, error)
 	NodeStates(ctx context.Context, name string) ([]netspec.NodeState, error)
-	// Nodes lists the facts the nodes' agents published.
-	Nodes(ctx context.Context) ([]netspec.NodeFacts, error)
+	// ReadNodes lists the facts the nodes' agents published, and apart
+	// the documents filed under another identity than the one they name.
+	ReadNodes(ctx context.Context) ([]netspec.NodeFacts, []netspec.MisfiledFacts, error)
 }
 
 // Docker is the local Docker daemon.
@@ -419,12 +420,25 @@ func (c RemovedNodesCheck) Run(ctx context.Context, logf Logf) []Result {
 	if !f.Manager {
 		return EvalRemovedNodes(false, nil, nil, nil)
 	}
-	facts, err := c.Networks.Nodes(ctx)
+	facts, _, err := c.Networks.ReadNodes(ctx) // misfiled ones: FactsCheck
 	if err != nil {
 		return EvalRemovedNodes(true, nil, nil, err)
 	}
 	ids, err := c.Docker.NodeIDs(ctx)
 	return EvalRemovedNodes(true, facts, ids, err)
+}
+
+// FactsCheck checks that every node facts document names the identity
+// its key does (netspec.MisfiledFacts).
+type FactsCheck struct{ Networks Networks }
+
+// Name implements Check.
+func (FactsCheck) Name() string { return "nodes/facts" }
+
+// Run implements Check.
+func (c FactsCheck) Run(ctx context.Context, logf Logf) []Result {
+	facts, misfiled, err := c.Networks.ReadNodes(ctx)
+	return EvalFacts(len(facts), misfiled, err)
 }
 
 // ConsulCheck checks the local Consul agent and clock skew.

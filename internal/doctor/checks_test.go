@@ -61,8 +61,10 @@ type fakeNetworks struct {
 	err    error
 }
 
-func (n fakeNetworks) Specs(context.Context) ([]netspec.Spec, error)      { return n.specs, n.err }
-func (n fakeNetworks) Nodes(context.Context) ([]netspec.NodeFacts, error) { return n.facts, n.err }
+func (n fakeNetworks) Specs(context.Context) ([]netspec.Spec, error) { return n.specs, n.err }
+func (n fakeNetworks) ReadNodes(context.Context) ([]netspec.NodeFacts, []netspec.MisfiledFacts, error) {
+	return n.facts, nil, n.err
+}
 func (n fakeNetworks) NodeStates(_ context.Context, name string) ([]netspec.NodeState, error) {
 	return n.states[name], nil
 }
@@ -557,5 +559,39 @@ func TestRemovedNodesCheck(t *testing.T) {
 	d.facts.Manager, d.mgrErr = true, errors.New("this node is not a swarm manager")
 	if rs := (RemovedNodesCheck{Docker: d, Networks: nets}).Run(ctx, t.Logf); len(rs) != 1 || rs[0].Status != Warn || !strings.Contains(rs[0].Message, "not a swarm manager") {
 		t.Errorf("swarm not readable: %+v", rs)
+	}
+}
+
+// TestFactsCheck: a node facts document naming another identity than its
+// key's (netspec.MisfiledFacts; node ls and node rm warn of it) was not
+// reported: it is now a warning naming the key and the identity named,
+// with the command that removes it; facts filed under their own identity
+// pass; a Consul that cannot be read warns that nothing was checked.
+func TestFactsCheck(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	var check Check
+	for _, c := range (Env{Networks: netspec.NewStore(kv)}).Checks() {
+		if c.Name() == "nodes/facts" {
+			check = c
+		}
+	}
+	if check == nil {
+		t.Fatal("no nodes/facts check among the doctor's checks")
+	}
+	kv.Put(ctx, netspec.NodesKVPrefix+"id1", []byte(`{"id":"id1","node":"n1","interfaces":["eth0"]}`))
+	if rs := check.Run(ctx, t.Logf); len(rs) != 1 || rs[0].Check != "nodes/facts" || rs[0].Status != OK {
+		t.Errorf("facts under their own identity: %+v, want ok", rs)
+	}
+	key := netspec.NodesKVPrefix + "id2"
+	kv.Put(ctx, key, []byte(`{"id":"id9","node":"n2","interfaces":["eth0"]}`))
+	rs := check.Run(ctx, t.Logf)
+	if len(rs) != 1 || rs[0].Check != "nodes/facts" || rs[0].Status != Warn || !strings.Contains(rs[0].Message, key+" holds facts naming swarm node id9") ||
+		!strings.HasPrefix(rs[0].Fix, shellword.KVDelete(key)) {
+		t.Errorf("misfiled facts: %+v, want a warning naming %s and id9, with %s", rs, key, shellword.KVDelete(key))
+	}
+	kv.Hook = func(string, []string) error { return kvtest.ErrUnreachable }
+	if rs := check.Run(ctx, t.Logf); len(rs) != 1 || rs[0].Status != Warn || !strings.Contains(rs[0].Message, "cannot read the node facts") {
+		t.Errorf("Consul out of reach: %+v, want a warning saying so", rs)
 	}
 }

@@ -393,6 +393,36 @@ func EvalRemovedNodes(manager bool, facts []netspec.NodeFacts, swarmIDs map[stri
 	return rs
 }
 
+// EvalFacts judges the node facts documents, n of them read: each filed
+// under another identity than the one it names warns (MisfiledResult).
+// Without them, nothing is checked, which warns.
+func EvalFacts(n int, misfiled []netspec.MisfiledFacts, err error) []Result {
+	const check = "nodes/facts"
+	switch {
+	case err != nil:
+		return []Result{{Check: check, Status: Warn, Message: fmt.Sprintf("cannot read the node facts from Consul, not checked: %v", err),
+			Fix: "consul members   # the Consul agent must be reachable (see consul/agent)"}}
+	case len(misfiled) == 0:
+		return []Result{{Check: check, Status: OK, Message: fmt.Sprintf("every node's facts (%d) name the identity their key does", n)}}
+	}
+	rs := make([]Result, len(misfiled))
+	for i, m := range misfiled {
+		rs[i] = MisfiledResult(m)
+	}
+	return rs
+}
+
+// MisfiledResult is the nodes/facts warning of a facts document naming
+// another identity than its key's: node ls, node rm, ips and the
+// dashboard take it as its key's identity's facts, but no agent writes
+// one. Deleted, it is written again by its key's agent, while one runs.
+func MisfiledResult(m netspec.MisfiledFacts) Result {
+	return Result{Check: "nodes/facts", Status: Warn,
+		Message: m.String() + "; no agent writes such a document (each writes its own identity's, naming it): it was written by hand, or copied",
+		Fix: shellword.KVDelete(m.Key) + fmt.Sprintf(" (swarm node %s's agent, while it runs, publishes its own facts again)",
+			strings.TrimPrefix(m.Key, netspec.NodesKVPrefix))}
+}
+
 // HeldStartWarn is how long a container start may hold an address, kept
 // unheld by its node's sweep, before the doctor warns: Swarm's and
 // Docker's starts take seconds; minutes mean a hung dockerd (or runtime).

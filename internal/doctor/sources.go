@@ -384,6 +384,7 @@ func (e Env) Checks() []Check {
 		NetfilterCheck{Files: files, Firewall: IPTables{}},
 		DockerCheck{Docker: e.Docker, Files: files},
 		SwarmCheck{Docker: e.Docker},
+		FactsCheck{Networks: e.Networks},
 		RemovedNodesCheck{Docker: e.Docker, Networks: e.Networks},
 		ConsulCheck{Consul: e.Consul},
 		ContainersCheck{Networks: e.Networks, Docker: e.Docker, Dial: DialTCP},
