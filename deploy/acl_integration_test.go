@@ -181,11 +181,11 @@ func TestIntegrationACLPolicies(t *testing.T) {
 			if err != nil {
 				return err
 			}
-			facts, _, err := st.Nodes(ctx)
+			facts, misfiled, err := st.Nodes(ctx)
 			if err != nil {
 				return err
 			}
-			agents, err := st.Agents(ctx, facts)
+			agents, err := st.Agents(ctx, facts, misfiled)
 			if err == nil && len(agents) == 0 {
 				err = errors.New("no node facts or doctor reports read")
 			}

@@ -96,7 +96,7 @@ func (s fakeStore) Inventory(context.Context, []netspec.NodeFacts) ([]inventory.
 	in, err := s.f.get("kv")
 	return in.Inventory, err
 }
-func (s fakeStore) Agents(context.Context, []netspec.NodeFacts) ([]AgentInput, error) {
+func (s fakeStore) Agents(context.Context, []netspec.NodeFacts, []netspec.MisfiledFacts) ([]AgentInput, error) {
 	in, err := s.f.get("kv")
 	return in.Agents, err
 }

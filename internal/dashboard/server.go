@@ -379,7 +379,7 @@ func (s *Server) gather(ctx context.Context) Inputs {
 			if err != nil {
 				return err
 			}
-			facts, _, err := src.Store.Nodes(ctx)
+			facts, misfiled, err := src.Store.Nodes(ctx)
 			if err != nil {
 				return err
 			}
@@ -387,7 +387,7 @@ func (s *Server) gather(ctx context.Context) Inputs {
 			if err != nil {
 				return err
 			}
-			agents, err := src.Store.Agents(ctx, facts)
+			agents, err := src.Store.Agents(ctx, facts, misfiled)
 			if err != nil {
 				return err
 			}

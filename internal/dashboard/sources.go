@@ -45,8 +45,9 @@ type Store interface {
 	// checked against facts.
 	Inventory(ctx context.Context, facts []netspec.NodeFacts) ([]inventory.Entry, error)
 	// Agents lists what each node's agent published about its node: facts,
-	// and its doctor report.
-	Agents(ctx context.Context, facts []netspec.NodeFacts) ([]AgentInput, error)
+	// and its doctor report, with the nodes/facts warning of each misfiled
+	// document among the results of the node it is listed as.
+	Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled []netspec.MisfiledFacts) ([]AgentInput, error)
 	// Changes fires when any of the above changes.
 	Changes(ctx context.Context) <-chan struct{}
 }

@@ -3,6 +3,8 @@ package adapter
 import (
 	"context"
 	"fmt"
+	"slices"
+	"strings"
 
 	"github.com/underlay/underlay/internal/dashboard"
 	"github.com/underlay/underlay/internal/doctor"
@@ -81,8 +83,11 @@ func (s *Store) Inventory(ctx context.Context, facts []netspec.NodeFacts) ([]inv
 }
 
 // Agents implements dashboard.Store: node facts and doctor reports, by
-// node.
-func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts) ([]dashboard.AgentInput, error) {
+// node. A misfiled facts document is the nodes/facts warning of the node
+// it is listed as (doctor.MisfiledResult), whose heartbeat it is taken
+// for: among its doctor results, unless its report has it already (every
+// agent's doctor reports it).
+func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled []netspec.MisfiledFacts) ([]dashboard.AgentInput, error) {
 	reports, err := doctor.LoadReports(ctx, s.kv)
 	if err != nil {
 		return nil, err
@@ -108,11 +113,30 @@ func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts) ([]dashbo
 		}
 		get(r.Node).Doctor = d
 	}
+	nameOf := make(map[string]string, len(facts))
+	for _, f := range facts {
+		nameOf[f.ID] = f.Node
+	}
+	for _, m := range misfiled {
+		warn(get(nameOf[strings.TrimPrefix(m.Key, netspec.NodesKVPrefix)]), doctor.MisfiledResult(m))
+	}
 	out := make([]dashboard.AgentInput, 0, len(order))
 	for _, n := range order {
 		out = append(out, *by[n])
 	}
 	return out, nil
+}
+
+// warn adds r to a's doctor results, unless they hold it already; with no
+// report, r is its only result.
+func warn(a *dashboard.AgentInput, r doctor.Result) {
+	res := dashboard.DoctorResult{Check: r.Check, Status: string(r.Status), Message: r.Message, Fix: r.Fix}
+	if a.Doctor == nil {
+		a.Doctor = &dashboard.DoctorReport{}
+	}
+	if !slices.Contains(a.Doctor.Results, res) {
+		a.Doctor.Results = append(a.Doctor.Results, res)
+	}
 }
 
 // Changes implements dashboard.Store with a blocking query per prefix.

@@ -2,12 +2,14 @@ package adapter
 
 import (
 	"context"
+	"encoding/json"
 	"io"
 	"log/slog"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/underlay/underlay/internal/dashboard"
@@ -47,11 +49,11 @@ func (c *listCounter) get(prefix string) int {
 	return c.listed[prefix]
 }
 
-// runRefreshes runs a dashboard server over st until it has refreshed at
-// least once (listed the doctor reports), and returns once it stopped.
-func runRefreshes(t *testing.T, st *Store, lists *listCounter) {
+// runRefreshes runs a dashboard server over src until it published a
+// snapshot, and returns that snapshot once the server stopped.
+func runRefreshes(t *testing.T, src dashboard.Sources) dashboard.Snapshot {
 	t.Helper()
-	srv, err := dashboard.New(dashboard.Config{Sources: dashboard.Sources{Store: st}, Refresh: time.Hour, IdleRefresh: time.Hour},
+	srv, err := dashboard.New(dashboard.Config{Sources: src, Refresh: time.Hour, IdleRefresh: time.Hour},
 		slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -60,9 +62,10 @@ func runRefreshes(t *testing.T, st *Store, lists *listCounter) {
 	done := make(chan error, 1)
 	go func() { done <- srv.Run(ctx) }()
 	deadline := time.Now().Add(10 * time.Second)
-	for lists.get(doctor.KVPrefix) == 0 {
+	for srv.Snapshot() == nil {
 		if time.Now().After(deadline) {
-			t.Fatal("no refresh within 10s")
+			cancel()
+			t.Fatal("no snapshot within 10s")
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
@@ -71,7 +74,20 @@ func runRefreshes(t *testing.T, st *Store, lists *listCounter) {
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
+	var snap dashboard.Snapshot
+	if err := json.Unmarshal(srv.Snapshot(), &snap); err != nil {
+		t.Fatal(err)
+	}
+	return snap
 }
+
+// fixedSwarm is a swarm of the nodes given, running nothing.
+type fixedSwarm []dashboard.SwarmNode
+
+func (s fixedSwarm) Nodes(context.Context) ([]dashboard.SwarmNode, error)     { return s, nil }
+func (fixedSwarm) Services(context.Context) ([]dashboard.SwarmService, error) { return nil, nil }
+func (fixedSwarm) Tasks(context.Context) ([]dashboard.SwarmTask, error)       { return nil, nil }
+func (fixedSwarm) Changes(context.Context) <-chan struct{}                    { return nil }
 
 // TestStoreReadsNodeFactsOncePerRefresh: each refresh listed the node
 // facts twice, to check the inventories and to judge the agents: a node
@@ -87,9 +103,65 @@ func TestStoreReadsNodeFactsOncePerRefresh(t *testing.T) {
 		t.Fatal(err)
 	}
 	lists := countLists(kv)
-	runRefreshes(t, NewStore(memKV{kv}, ""), lists)
+	runRefreshes(t, dashboard.Sources{Store: NewStore(memKV{kv}, "")})
 	facts, invs := lists.get(netspec.NodesKVPrefix), lists.get(inventory.KVPrefix)
 	if invs == 0 || facts != invs {
 		t.Errorf("%d refresh(es) (listings of %s) listed %s %d times, want once each", invs, inventory.KVPrefix, netspec.NodesKVPrefix, facts)
+	}
+}
+
+// TestStoreShowsMisfiledFacts: a node facts document naming another
+// identity than its key's (netspec.MisfiledFacts), which node ls and node
+// rm warn of, was dropped by the dashboard, though it took the document
+// as its node's facts (the agent's heartbeat). It is now the nodes/facts
+// warning of the node the document is listed as, among its doctor
+// problems, with the doctor's text and fix, once even when that node's
+// own report has it too.
+func TestStoreShowsMisfiledFacts(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	kv.Put(ctx, netspec.NodesKVPrefix+"id1", []byte(`{"id":"id1","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
+	key := netspec.NodesKVPrefix + "id2"
+	kv.Put(ctx, key, []byte(`{"id":"id9","node":"n2","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
+	misfiled := doctor.MisfiledResult(netspec.MisfiledFacts{Key: key, Names: "id9"})
+	swarm := fixedSwarm{{ID: "id1", Hostname: "n1", State: "ready"}, {ID: "id2", Hostname: "n2", State: "ready"}, {ID: "id3", Hostname: "n3", State: "ready"}}
+	report := func(node string, rs ...doctor.Result) {
+		t.Helper()
+		r := doctor.Report{Node: node, At: time.Now().UTC(), Every: time.Minute, Results: append([]doctor.Result{{Check: "kernel/macvlan", Status: doctor.OK}}, rs...)}
+		if err := doctor.Publish(ctx, kv, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	problems := func(snap dashboard.Snapshot) map[string][]dashboard.DoctorResult {
+		out := map[string][]dashboard.DoctorResult{}
+		for _, n := range snap.Nodes {
+			if n.Doctor != nil {
+				for _, p := range n.Doctor.Problems {
+					if p.Check == "nodes/facts" {
+						out[n.Name] = append(out[n.Name], p)
+					}
+				}
+			}
+		}
+		return out
+	}
+	want := []dashboard.DoctorResult{{Check: misfiled.Check, Status: string(misfiled.Status), Message: misfiled.Message, Fix: misfiled.Fix}}
+	for _, tt := range []struct {
+		name    string
+		reports func()
+	}{
+		{"no report", func() {}},
+		{"a report without it", func() { report("n2") }},
+		{"a report with it", func() { report("n2", misfiled) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			kv.DeleteTree(ctx, doctor.KVPrefix)
+			tt.reports()
+			report("n1")
+			got := problems(runRefreshes(t, dashboard.Sources{Swarm: swarm, Store: NewStore(memKV{kv}, "")}))
+			if d := cmp.Diff(map[string][]dashboard.DoctorResult{"n2": want}, got); d != "" {
+				t.Errorf("nodes/facts problems by node (-want +got):\n%s", d)
+			}
+		})
 	}
 }
