@@ -480,7 +480,8 @@ func TestNetworksCheckMatchesByIdentity(t *testing.T) {
 
 // TestInventoryCheck: a published inventory that cannot be read fails,
 // naming its key, what skipping it does and the command that removes it;
-// readable ones beside it pass; a Consul that cannot be read fails.
+// readable ones beside it, of a node with facts, pass; a Consul that
+// cannot be read fails.
 func TestInventoryCheck(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
@@ -488,6 +489,7 @@ func TestInventoryCheck(t *testing.T) {
 	if rs := check.Run(ctx, t.Logf); len(rs) != 1 || rs[0].Check != "inventory/documents" || rs[0].Status != OK {
 		t.Fatalf("no inventories: %+v, want ok", rs)
 	}
+	kv.Put(ctx, netspec.NodesKVPrefix+"node-a", []byte(`{"id":"node-a","node":"a","interfaces":["eth0"]}`))
 	kv.Put(ctx, inventory.KVPrefix+"node-a", []byte(`[]`))
 	kv.Put(ctx, inventory.KVPrefix+"node b", []byte(`{"not":"a list"}`))
 	rs := check.Run(ctx, t.Logf)

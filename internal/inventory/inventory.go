@@ -149,8 +149,8 @@ func Publish(ctx context.Context, kv KV, key string, es []Entry) error {
 }
 
 // Load reads every node's entries; inventories that cannot be decoded,
-// or that list an entry of a node other than their key's (by facts), are
-// set apart, and hide no other. facts are the node facts as
+// whose key's node has no facts, or that list an entry of a node other
+// than their key's (by facts), are set apart, and hide no other. facts are the node facts as
 // netspec.Store.ReadNodes lists them: the caller reads them once and hands
 // the same to everything else that judges by them, which a second read
 // could contradict (a node publishing in between).
@@ -248,11 +248,16 @@ func nodeNames(facts []netspec.NodeFacts) map[string]string {
 // ownEntries says which of es, the inventory under identity id, names a
 // node other than id's (names, by the node facts): an agent publishes
 // only its own node's addresses, and such an entry would be listed as the
-// other node's. With no name for id, there is nothing to check against.
+// other node's. With no name for id, the inventory is refused whole: an
+// agent publishes its facts before its inventory and keeps them fresh,
+// and node rm deletes the inventory before the facts, so an inventory
+// whose node has none is stale or forged, and its entries, naming any
+// node, would be trusted unchecked.
 func ownEntries(es []Entry, id string, names map[string]string) error {
 	name, ok := names[id]
 	if !ok {
-		return nil
+		return fmt.Errorf("no node facts name its key's node, swarm node %s (%s%s is absent, unreadable or names no node): an agent publishes its facts before its inventory, so this one is stale or forged",
+			id, netspec.NodesKVPrefix, id)
 	}
 	for i, e := range es {
 		if e.Node != name {

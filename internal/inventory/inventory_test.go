@@ -22,6 +22,15 @@ func load(ctx context.Context, kv *kvtest.KV) ([]Entry, []BadDocument, error) {
 	return Load(ctx, kv, facts)
 }
 
+// publishFacts publishes the facts of the node named node, whose identity
+// is id, as its agent does before it publishes its inventory.
+func publishFacts(ctx context.Context, t *testing.T, kv *kvtest.KV, id, node string) {
+	t.Helper()
+	if err := netspec.NewStore(kv).PublishNode(ctx, netspec.NodeFacts{ID: id, Node: node, Interfaces: []string{"eth0"}}); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func TestCheck(t *testing.T) {
 	es := []Entry{
 		{IP: "10.0.0.5", MAC: "02:00:00:00:00:05", Node: "n1", Network: "lan", Container: "a"},
@@ -70,6 +79,7 @@ func TestSortAndFilter(t *testing.T) {
 func TestLoadSetsBadDocumentsApart(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
+	publishFacts(ctx, t, kv, "id-1", "n1")
 	if err := Publish(ctx, kv, "id-1", []Entry{{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -92,6 +102,8 @@ func TestLoadSetsBadDocumentsApart(t *testing.T) {
 func TestLoadSetsBadEntriesApart(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
+	publishFacts(ctx, t, kv, "id-1", "n1")
+	publishFacts(ctx, t, kv, "id-empty", "n0")
 	if err := Publish(ctx, kv, "id-1", []Entry{{IP: "10.0.0.5", MAC: "02:00:00:00:00:05", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -144,6 +156,8 @@ func TestLoadSetsBadEntriesApart(t *testing.T) {
 func TestLoadRefusesAPresetDuplicate(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
+	publishFacts(ctx, t, kv, "id-1", "n1")
+	publishFacts(ctx, t, kv, "id-2", "n2")
 	if err := Publish(ctx, kv, "id-1", []Entry{{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -171,6 +185,8 @@ func TestLoadRefusesAPresetDuplicate(t *testing.T) {
 func TestLoadReadsAddressesInOneSpelling(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
+	publishFacts(ctx, t, kv, "id-1", "n1")
+	publishFacts(ctx, t, kv, "id-2", "n2")
 	if err := Publish(ctx, kv, "id-1", []Entry{{IP: "fd00::5", MAC: "02:00:00:00:00:0a", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -202,6 +218,8 @@ func TestLoadReadsAddressesInOneSpelling(t *testing.T) {
 func TestLoadRefusesARepeatedEntry(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
+	publishFacts(ctx, t, kv, "id-1", "n1")
+	publishFacts(ctx, t, kv, "id-2", "n2")
 	entry := `{"ip":"10.0.0.5","node":"n1","network":"lan","container":"a","container_id":"c0ffee"}`
 	kv.Put(ctx, KVPrefix+"id-1", []byte(`[`+entry+`,`+entry+`]`))
 	if err := Publish(ctx, kv, "id-2", []Entry{
@@ -288,23 +306,20 @@ func TestCheckNotesStaySmall(t *testing.T) {
 // identity (swarm node ID), whose name the node's facts give, but an entry
 // could name any node: n1's document claiming an address for n2 was
 // listed by `underlay ips --node n2` as n2's. Such a document is now set
-// apart, naming the entry, the node it names and its key's node; an
-// identity with no readable facts has no name to check against.
+// apart, naming the entry, the node it names and its key's node (an
+// identity with no usable facts: TestLoadSetsApartInventoriesWithoutFacts).
 func TestLoadRefusesAnotherNodesEntries(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	for id, facts := range map[string]string{
 		"id-1": `{"id":"id-1","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`,
 		"id-2": `{"id":"id-2","node":"n2","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`,
-		"id-4": `{`,
 	} {
 		kv.Put(ctx, "underlay/nodes/"+id, []byte(facts))
 	}
 	for id, es := range map[string][]Entry{
 		"id-1": {{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}, {IP: "10.0.0.9", Node: "n2", Network: "lan", Container: "forged"}},
 		"id-2": {{IP: "10.0.0.6", Node: "n2", Network: "lan", Container: "b"}},
-		"id-3": {{IP: "10.0.0.7", Node: "n3", Network: "lan", Container: "c"}}, // no facts
-		"id-4": {{IP: "10.0.0.8", Node: "n4", Network: "lan", Container: "d"}}, // unreadable facts
 	} {
 		if err := Publish(ctx, kv, id, es); err != nil {
 			t.Fatal(err)
@@ -318,11 +333,68 @@ func TestLoadRefusesAnotherNodesEntries(t *testing.T) {
 	for _, e := range es {
 		got = append(got, e.Container+"@"+e.Node)
 	}
-	if d := cmp.Diff([]string{"b@n2", "c@n3", "d@n4"}, got); d != "" {
+	if d := cmp.Diff([]string{"b@n2"}, got); d != "" {
 		t.Errorf("entries listed (-want +got):\n%s", d)
 	}
 	want := `entry 1 (10.0.0.9) names node "n2", but its key is swarm node id-1's, "n1" by its facts`
 	if len(bad) != 1 || bad[0].Key != KVPrefix+"id-1" || !strings.Contains(bad[0].Problem, want) || bad[0].Fix != "consul kv delete "+KVPrefix+"id-1" {
 		t.Errorf("bad documents %+v: want %sid-1, saying %q, with its fix", bad, KVPrefix, want)
+	}
+}
+
+// TestLoadSetsApartInventoriesWithoutFacts: an inventory under a node
+// identity with no usable facts (none, unreadable, or naming no node) was
+// listed unchecked, its entries naming any node. An agent publishes its
+// facts before its inventory and keeps them fresh, and node rm deletes
+// the inventory first: such a document is stale or forged. It is now set
+// apart, naming its key's identity and where its facts would be.
+func TestLoadSetsApartInventoriesWithoutFacts(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	for id, facts := range map[string]string{
+		"id-1":  `{"id":"id-1","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`,
+		"id-4":  `{`,
+		"id-5":  `{"id":"id-5","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`,
+		"old-6": `{"node":"old-6","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`, // an older agent's, keyed by name
+	} {
+		kv.Put(ctx, netspec.NodesKVPrefix+id, []byte(facts))
+	}
+	for id, es := range map[string][]Entry{
+		"id-1":  {{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}},
+		"id-3":  {{IP: "10.0.0.7", Node: "n1", Network: "lan", Container: "forged"}},
+		"id-4":  {{IP: "10.0.0.8", Node: "n4", Network: "lan", Container: "d"}},
+		"id-5":  {{IP: "10.0.0.9", Node: "n5", Network: "lan", Container: "e"}},
+		"old-6": {{IP: "10.0.0.10", Node: "old-6", Network: "lan", Container: "f"}},
+		"id-7":  nil, // no address, but no node either
+	} {
+		if err := Publish(ctx, kv, id, es); err != nil {
+			t.Fatal(err)
+		}
+	}
+	es, bad, err := load(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range es {
+		got = append(got, e.Container+"@"+e.Node)
+	}
+	if d := cmp.Diff([]string{"a@n1", "f@old-6"}, got); d != "" {
+		t.Errorf("entries listed (-want +got):\n%s", d)
+	}
+	problems := map[string]string{}
+	for _, b := range bad {
+		problems[strings.TrimPrefix(b.Key, KVPrefix)] = b.Problem
+		if b.Effect == "" || b.Fix != "consul kv delete "+b.Key {
+			t.Errorf("bad document %s: effect %q, fix %q", b.Key, b.Effect, b.Fix)
+		}
+	}
+	for _, id := range []string{"id-3", "id-4", "id-5", "id-7"} {
+		if want := fmt.Sprintf("no node facts name its key's node, swarm node %s (%s%s is absent, unreadable or names no node)", id, netspec.NodesKVPrefix, id); !strings.Contains(problems[id], want) {
+			t.Errorf("%s: problem %q, want it to say %q", id, problems[id], want)
+		}
+	}
+	if len(bad) != 4 {
+		t.Errorf("%d bad documents, want 4 (id-3, id-4, id-5, id-7): %+v", len(bad), bad)
 	}
 }

@@ -132,6 +132,12 @@ func TestIntegrationLabNetwork(t *testing.T) {
 		}
 		return len(inv.Addresses) == 3, fmt.Sprintf("ips lists %d addresses, want 3: %+v", len(inv.Addresses), inv.Addresses)
 	})
+	// Another node's claim on an address: its facts, then its inventory,
+	// as its agent would publish them (an inventory whose node has no
+	// facts is set apart, not listed).
+	if err := st.PublishNode(ctx, netspec.NodeFacts{ID: "intruder", Node: "intruder", Interfaces: []string{"eth0"}}); err != nil {
+		t.Fatal(err)
+	}
 	fake := []inventory.Entry{{IP: byNode[m.Host].String(), MAC: "02:00:00:00:00:99", Node: "intruder", Network: name, Container: "rogue"}}
 	if err := inventory.Publish(ctx, consul.NewKV(m.Consul), "intruder", fake); err != nil {
 		t.Fatal(err)
@@ -143,8 +149,10 @@ func TestIntegrationLabNetwork(t *testing.T) {
 	if !strings.Contains(out, "DUPLICATE: IP also on rogue@intruder") {
 		t.Errorf("ips does not flag the duplicate:\n%s", out)
 	}
-	if _, err := m.Consul.KV().Delete(inventory.KVPrefix+"intruder", nil); err != nil {
-		t.Fatal(err)
+	for _, k := range []string{inventory.KVPrefix + "intruder", netspec.NodesKVPrefix + "intruder"} {
+		if _, err := m.Consul.KV().Delete(k, nil); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// Drift on node2: shim deleted; its agent puts it back at once.
