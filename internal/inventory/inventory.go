@@ -160,6 +160,9 @@ func Load(ctx context.Context, kv KV, facts []netspec.NodeFacts) ([]Entry, []Bad
 		return nil, nil, fmt.Errorf("read inventories: %w", err)
 	}
 	names := nodeNames(facts)
+	if err := namesOfJoined(ctx, kv, kvs, names); err != nil {
+		return nil, nil, err
+	}
 	var all []Entry
 	var bad []BadDocument
 	for _, kv := range kvs {
@@ -228,6 +231,35 @@ func decode(value []byte) ([]Entry, error) {
 		seen[ep] = i
 	}
 	return es, nil
+}
+
+// namesOfJoined adds to names the nodes of the inventories in kvs that
+// names lacks, from the facts read again: the caller read the facts
+// before Load read the inventories, and a node that joined in between
+// (its agent publishes its facts, then its inventory) would have its
+// inventory set apart as stale. The facts are read again only then.
+func namesOfJoined(ctx context.Context, kv KV, kvs []kvstore.Pair, names map[string]string) error {
+	missing := false
+	for _, p := range kvs {
+		if _, ok := names[strings.TrimPrefix(p.Key, KVPrefix)]; !ok {
+			missing = true
+			break
+		}
+	}
+	if !missing {
+		return nil
+	}
+	pairs, err := kv.List(ctx, netspec.NodesKVPrefix)
+	if err != nil {
+		return fmt.Errorf("read node facts again, for inventories of nodes without facts: %w", err)
+	}
+	facts, _ := netspec.DecodeNodes(pairs)
+	for id, name := range nodeNames(facts) {
+		if _, ok := names[id]; !ok {
+			names[id] = name
+		}
+	}
+	return nil
 }
 
 // nodeNames maps each node identity to its name, as the facts its agent

@@ -398,3 +398,38 @@ func TestLoadSetsApartInventoriesWithoutFacts(t *testing.T) {
 		t.Errorf("%d bad documents, want 4 (id-3, id-4, id-5, id-7): %+v", len(bad), bad)
 	}
 }
+
+// TestLoadTakesAJoiningNodesInventory: the caller reads the facts before
+// Load reads the inventories, so a node that joins in between (its agent
+// publishes its facts, then its inventory) has an inventory and no facts
+// in what Load was given. It was set apart as stale or forged, and the
+// doctor's inventory check failed, until the next read. Load now reads
+// the facts again when an inventory's node has none, before judging it.
+func TestLoadTakesAJoiningNodesInventory(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	publishFacts(ctx, t, kv, "id-1", "n1")
+	if err := Publish(ctx, kv, "id-1", []Entry{{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	facts, err := netspec.NewStore(kv).Nodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// n2 joins after the facts were read.
+	publishFacts(ctx, t, kv, "id-2", "n2")
+	if err := Publish(ctx, kv, "id-2", []Entry{{IP: "10.0.0.6", Node: "n2", Network: "lan", Container: "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	es, bad, err := Load(ctx, kv, facts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range es {
+		got = append(got, e.Container+"@"+e.Node)
+	}
+	if d := cmp.Diff([]string{"a@n1", "b@n2"}, got); d != "" || len(bad) != 0 {
+		t.Errorf("entries listed (-want +got):\n%s\nset apart: %+v", d, bad)
+	}
+}

@@ -305,6 +305,12 @@ func (st *Store) ReadNodes(ctx context.Context) ([]NodeFacts, []MisfiledFacts, e
 	if err != nil {
 		return nil, nil, fmt.Errorf("list nodes: %w", err)
 	}
+	out, misfiled := DecodeNodes(kvs)
+	return out, misfiled, nil
+}
+
+// DecodeNodes is ReadNodes on a listing of NodesKVPrefix already read.
+func DecodeNodes(kvs []kvstore.Pair) ([]NodeFacts, []MisfiledFacts) {
 	var out []NodeFacts
 	var misfiled []MisfiledFacts
 	for _, kv := range kvs {
@@ -321,5 +327,5 @@ func (st *Store) ReadNodes(ctx context.Context) ([]NodeFacts, []MisfiledFacts, e
 	sort.Slice(out, func(i, j int) bool {
 		return out[i].Node < out[j].Node || out[i].Node == out[j].Node && out[i].ID < out[j].ID
 	})
-	return out, misfiled, nil
+	return out, misfiled
 }
