@@ -46,7 +46,8 @@ type store struct {
 	// scanned records pools whose blocks were listed once.
 	scanned map[string]bool
 	// bad is every unreadable or stray key of the last listing of each
-	// pool, by pool ID; logged is the index each bad key was logged at.
+	// pool, by pool ID; logged is the index each of those keys was logged
+	// at.
 	bad    map[string][]BadDoc
 	logged map[string]uint64
 	// locks serialise this node's updates of one key, so that the node
@@ -228,6 +229,18 @@ func (s *store) scan(ctx context.Context, p Pool) (view, error) {
 	}
 	s.scanned[p.ID()] = true
 	s.bad[p.ID()] = bad
+	// Only the bad keys still there are remembered: keys anyone with an
+	// agent's token may write come and go, and remembering every one ever
+	// seen would grow without bound.
+	listed := make(map[string]bool, len(bad))
+	for _, d := range bad {
+		listed[d.Key] = true
+	}
+	for key := range s.logged {
+		if strings.HasPrefix(key, prefix) && !listed[key] {
+			delete(s.logged, key)
+		}
+	}
 	s.mu.Unlock()
 	for _, d := range bad {
 		s.noteBad(p.ID(), d)
