@@ -94,7 +94,8 @@ type Reconciler struct {
 	// KV change, so it writes only what changed, or agents would wake each
 	// other forever.
 	reported map[string]netspec.NodeState
-	// refused is the last refusal logged per network.
+	// refused is the last refusal logged per network, of the specs
+	// refused at the last sync.
 	refused map[string]string
 }
 
@@ -114,6 +115,13 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	r.Metrics.setInvalid(len(refused))
 	for name, err := range refused {
 		r.refuse(ctx, name, err)
+	}
+	// A refusal goes with its spec: spec keys come and go (any agent's
+	// token may write them), and one written again is logged again.
+	for name := range r.refused {
+		if refused[name] == nil {
+			delete(r.refused, name)
+		}
 	}
 	var errs []error
 	wanted := map[string]bool{}

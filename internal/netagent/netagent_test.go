@@ -1,6 +1,7 @@
 package netagent
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -340,5 +341,43 @@ func TestLeaderReportsBeforeTheSwarmNetwork(t *testing.T) {
 	}
 	if sw.createErr != nil || len(sw.atCreate) != 1 || sw.atCreate[0].State != netspec.StateReady || sw.atCreate[0].ID != "id1" {
 		t.Errorf("reports when the swarm network was created: %+v, %v; want the leader's, ready", sw.atCreate, sw.createErr)
+	}
+}
+
+// TestRefusalsForgottenWithTheirSpecs: the reconciler remembers the
+// refusal it logged of each network, so that it logs each once, but it
+// forgot one only when the spec became valid, never when it was deleted:
+// spec keys, which every agent's token may write, made every agent's
+// memory grow with each bad name ever written, and a bad spec written
+// again after its removal was no longer logged.
+func TestRefusalsForgottenWithTheirSpecs(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	host := &fakeHost{}
+	logs := &bytes.Buffer{}
+	r := &Reconciler{ID: "id1", Node: "n1", Store: st, Docker: host, Swarm: host, Host: host,
+		Facts: &Facts{Store: st, ID: "id1", Node: "n1", Holder: netspec.Holder{Instance: "x"}},
+		Log:   slog.New(slog.NewTextHandler(logs, nil))}
+	const msg = "network spec refused"
+	for round := range 3 {
+		for i := range 20 {
+			kv.Put(ctx, fmt.Sprintf("%sjunk%d/spec", netspec.KVPrefix, i), []byte(`{"name":`))
+		}
+		if err := r.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if n := strings.Count(logs.String(), msg); n != 20*(round+1) {
+			t.Errorf("round %d: refusal logged %d times in all, want %d: each written spec once", round, n, 20*(round+1))
+		}
+		if err := kv.DeleteTree(ctx, netspec.KVPrefix); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if len(r.refused) != 0 {
+			t.Fatalf("round %d: %d refusals remembered after every spec was deleted, want 0", round, len(r.refused))
+		}
 	}
 }
