@@ -23,6 +23,7 @@ import (
 	"github.com/underlay/underlay/internal/netagent"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/shellword"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // networkFlags are shared by the network commands.
@@ -387,7 +388,7 @@ func writeNetworkInspect(w io.Writer, s netspec.Spec, states []netspec.NodeState
 		ipamMode += " (" + perNodeSize(s) + " per node)"
 	}
 	fmt.Fprintf(w, "network %s (%s): subnet %s gateway %s parent %s ipam %s\n",
-		s.Name, driverName(s), s.Subnet, s.Gateway, s.Parent, ipamMode)
+		termtext.Cell(s.Name), driverName(s), s.Subnet, s.Gateway, termtext.Cell(s.Parent), ipamMode)
 	if s.IPRange.IsValid() {
 		fmt.Fprintf(w, "ip range %s\n", s.IPRange)
 	}
@@ -413,12 +414,15 @@ func writeNetworkInspect(w io.Writer, s netspec.Spec, states []netspec.NodeState
 	} else {
 		fmt.Fprintln(tw, "NODE\tID\tSTATE\tRANGE\tPARENT\tSHIM\tERROR")
 	}
+	// The reports are documents every agent's token may write: quoted
+	// when they hold what would break their row.
+	c := termtext.Cell
 	for _, n := range inspectNodes(s, states) {
 		rng := fmt.Sprint(orDash(n.Range))
 		if v6 {
 			rng += "\t" + fmt.Sprint(orDash(n.IPv6Range))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s %s\t%s\n", n.Node, shortID(n.ID), n.State, rng, n.Parent, n.ShimLink, orDash(n.Shim), n.Error)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s %s\t%s\n", c(n.Node), c(shortID(n.ID)), c(n.State), rng, c(n.Parent), c(n.ShimLink), orDash(n.Shim), c(n.Error))
 	}
 	return tw.Flush()
 }

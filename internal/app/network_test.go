@@ -389,3 +389,35 @@ func TestIPsFilters(t *testing.T) {
 		})
 	}
 }
+
+// TestWriteNetworkInspectQuotesReports: the node reports inspect lists
+// are documents each node's agent writes, and every agent's Consul token
+// may write any node's: inspect printed their names, parents and errors
+// as they were, so that a newline in one forged rows for other nodes (a
+// network shown ready where it is not) and an escape sequence rewrote
+// the terminal. Such values are now printed quoted, on their row.
+func TestWriteNetworkInspectQuotesReports(t *testing.T) {
+	s := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.0.0.0/24"), Gateway: netip.MustParseAddr("10.0.0.1"),
+		Parent: "eth0", IPAM: netspec.PerNode, PerNodeSize: 16}
+	forged := "n9\nn2  ready"
+	states := []netspec.NodeState{
+		{ID: "id1", Node: "n1", State: netspec.StateError, Parent: "eth0", ShimLink: "ul-1", Error: "boom\nn3  id3  ready"},
+		{ID: "id9\x1b[2J", Node: forged, State: "ready\tx", Parent: "eth0\n", ShimLink: "ul\r9"},
+	}
+	var out bytes.Buffer
+	if err := writeNetworkInspect(&out, s, states); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	if len(lines) != 4 { // the network, the header, two nodes
+		t.Fatalf("%d lines, want 4 (network, header, 2 nodes):\n%s", len(lines), out.String())
+	}
+	if strings.ContainsAny(out.String(), "\x1b\r\t") {
+		t.Errorf("output holds a control character:\n%q", out.String())
+	}
+	for _, w := range []string{`"boom\nn3  id3  ready"`, `"n9\nn2  ready"`, `"ready\tx"`, `"eth0\n"`, `"ul\r9"`, `"id9\x1b[2J"`} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("output does not hold %s:\n%s", w, out.String())
+		}
+	}
+}
