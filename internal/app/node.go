@@ -16,6 +16,7 @@ import (
 	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/netagent"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 func newNodeCommand(streams IOStreams) *cobra.Command {
@@ -46,38 +47,47 @@ func newNodeListCommand(f *networkFlags, streams IOStreams) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			for _, m := range misfiled {
-				fmt.Fprintf(streams.ErrOut, "warning: %s\n", m)
-			}
 			swarm, swarmErr := sw.SwarmNodes(ctx)
-			if swarmErr != nil {
-				fmt.Fprintf(streams.ErrOut, "warning: %v: the SWARM column is unknown\n", swarmErr)
-			}
-			now := time.Now()
-			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
-			fmt.Fprintln(tw, "ID\tNAME\tSWARM\tFACTS\tHOST")
-			var gone []string
-			for _, n := range facts {
-				state := "?"
-				if swarmErr == nil {
-					var ok bool
-					if state, ok = swarm[n.ID]; !ok {
-						state = "removed"
-						gone = append(gone, n.ID)
-					}
-				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", cmp.Or(n.ID, "-"), n.Node, state, age(now, n.UpdatedAt), cmp.Or(n.Holder.Host, "-"))
-			}
-			if err := tw.Flush(); err != nil {
-				return err
-			}
-			if len(gone) > 0 {
-				fmt.Fprintf(streams.ErrOut, "%d node(s) the swarm no longer lists: `underlay node rm ID` removes what each left in Consul (%s)\n",
-					len(gone), strings.Join(gone, ", "))
-			}
-			return nil
+			return writeNodeList(streams, facts, misfiled, swarm, swarmErr, time.Now())
 		},
 	}
+}
+
+// writeNodeList prints node ls's table of facts, with the swarm's state
+// of each node (swarm, by ID; unknown when swarmErr is set), and its
+// warnings.
+func writeNodeList(streams IOStreams, facts []netspec.NodeFacts, misfiled []netspec.MisfiledFacts, swarm map[string]string, swarmErr error, now time.Time) error {
+	for _, m := range misfiled {
+		fmt.Fprintf(streams.ErrOut, "warning: %s\n", m)
+	}
+	if swarmErr != nil {
+		fmt.Fprintf(streams.ErrOut, "warning: %v: the SWARM column is unknown\n", swarmErr)
+	}
+	tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tSWARM\tFACTS\tHOST")
+	var gone []string
+	for _, n := range facts {
+		state := "?"
+		if swarmErr == nil {
+			var ok bool
+			if state, ok = swarm[n.ID]; !ok {
+				state = "removed"
+				gone = append(gone, termtext.Cell(n.ID))
+			}
+		}
+		// Facts are documents every agent's token may write: quoted when
+		// they hold what would break their row.
+		c := termtext.Cell
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c(cmp.Or(n.ID, "-")), c(n.Node), c(state), age(now, n.UpdatedAt), c(cmp.Or(n.Holder.Host, "-")))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if len(gone) > 0 {
+		fmt.Fprintf(streams.ErrOut, "%d node(s) the swarm no longer lists: `underlay node rm ID` removes what each left in Consul (%s)\n",
+			len(gone), strings.Join(gone, ", "))
+	}
+	return nil
 }
 
 func newNodeRemoveCommand(f *networkFlags, streams IOStreams) *cobra.Command {

@@ -3,11 +3,14 @@ package app
 import (
 	"bytes"
 	"net/netip"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/underlay/underlay/internal/decommission"
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 // TestPrintRemoved: node rm says every key it deleted or rewrote, also
@@ -25,5 +28,39 @@ rewrote underlay/ipam/pool/v4/blocks/10.20.0.16_28 without its records: other no
 `
 	if diff := cmp.Diff(want, out.String()); diff != "" || errOut.Len() > 0 {
 		t.Errorf("printed (-want +got):\n%s\nstderr %q", diff, errOut.String())
+	}
+}
+
+// TestWriteNodeListQuotesFacts: node ls printed the node facts as
+// stored: documents each agent writes, which every agent's Consul token
+// may write under any identity. A newline in a node or host name forged
+// rows (a removed node shown as an active swarm member) and an escape
+// sequence rewrote the terminal. Such values are now printed quoted, on
+// their row, in the table and in the warnings.
+func TestWriteNodeListQuotesFacts(t *testing.T) {
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	facts := []netspec.NodeFacts{
+		{ID: "id1", Node: "n1", UpdatedAt: now, Holder: netspec.Holder{Host: "h1"}},
+		{ID: "id9\nid2", Node: "n9\nid3  n3  active  1s  h3", UpdatedAt: now, Holder: netspec.Holder{Host: "h9\x1b]0;pwned\x07"}},
+	}
+	misfiled := []netspec.MisfiledFacts{{Key: netspec.NodesKVPrefix + "id9\nid2", Names: "x\ny"}}
+	var out, errOut bytes.Buffer
+	swarm := map[string]string{"id1": "active"}
+	if err := writeNodeList(IOStreams{Out: &out, ErrOut: &errOut}, facts, misfiled, swarm, nil, now); err != nil {
+		t.Fatal(err)
+	}
+	if lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n"); len(lines) != 3 {
+		t.Errorf("%d lines, want 3 (header, 2 nodes):\n%s", len(lines), out.String())
+	}
+	for _, w := range []string{`"id9\nid2"`, `"n9\nid3  n3  active  1s  h3"`, `"h9\x1b]0;pwned\a"`} {
+		if !strings.Contains(out.String(), w) {
+			t.Errorf("table does not hold %s:\n%s", w, out.String())
+		}
+	}
+	if strings.ContainsAny(out.String()+errOut.String(), "\x1b\x07") {
+		t.Errorf("output holds a control character:\n%q\n%q", out.String(), errOut.String())
+	}
+	if lines := strings.Split(strings.TrimSuffix(errOut.String(), "\n"), "\n"); len(lines) != 2 {
+		t.Errorf("%d warning lines, want 2 (the misfiled facts, the removed node):\n%s", len(lines), errOut.String())
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/underlay/underlay/internal/kvstore"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // A node's identity in the cluster is its swarm node ID: unique by
@@ -286,8 +287,9 @@ type MisfiledFacts struct {
 }
 
 func (m MisfiledFacts) String() string {
+	c := termtext.Cell // a key and a document anyone with an agent's token may write
 	return fmt.Sprintf("%s holds facts naming swarm node %s: taken as the facts of swarm node %s, whose key it is",
-		m.Key, m.Names, strings.TrimPrefix(m.Key, NodesKVPrefix))
+		c(m.Key), c(m.Names), c(strings.TrimPrefix(m.Key, NodesKVPrefix)))
 }
 
 // ReadNodes lists the facts every agent published, by node name, and
