@@ -12,6 +12,7 @@ import (
 
 	"github.com/underlay/underlay/internal/scale"
 	scaleclient "github.com/underlay/underlay/internal/scale/client"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // scaleFlags are the flags of `underlay scale` and its subcommands.
@@ -93,7 +94,7 @@ against --cacert (mutual TLS with --cert and --key).`,
 			case rec.DryRun:
 				verdict = "dry run"
 			}
-			fmt.Fprintf(streams.Out, "%s: %d → %d replicas: %s: %s\n", rec.Service, rec.From, rec.To, verdict, rec.Why)
+			fmt.Fprintf(streams.Out, "%s: %d → %d replicas: %s: %s\n", termtext.Cell(rec.Service), rec.From, rec.To, termtext.Cell(verdict), termtext.Cell(rec.Why))
 			return nil
 		},
 	}
@@ -136,13 +137,13 @@ func newScaleLsCommand(f *scaleFlags, streams IOStreams) *cobra.Command {
 				}
 				var ms []string
 				for _, m := range s.Policy.Metrics {
-					ms = append(ms, m.Name+"="+strconv.FormatFloat(m.Target, 'g', -1, 64))
+					ms = append(ms, termtext.Cell(m.Name)+"="+strconv.FormatFloat(m.Target, 'g', -1, 64))
 				}
 				replicas := strconv.Itoa(s.Replicas)
 				if s.Mode == "global" {
 					replicas = "global"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", s.Service, replicas, s.Policy.Min, s.Policy.Max, down, strings.Join(ms, ","), s.Error)
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", termtext.Cell(s.Service), replicas, s.Policy.Min, s.Policy.Max, down, strings.Join(ms, ","), termtext.Cell(s.Error))
 			}
 			return tw.Flush()
 		},
@@ -167,19 +168,22 @@ func newScaleHistoryCommand(f *scaleFlags, streams IOStreams) *cobra.Command {
 				return err
 			}
 			for _, b := range ans.BadRecords {
-				fmt.Fprintf(streams.ErrOut, "warning: skipped history record %s: %s; fix: %s\n", b.Key, b.Error, b.Fix)
+				fmt.Fprintf(streams.ErrOut, "warning: skipped history record %s: %s; fix: %s\n", termtext.Cell(b.Key), termtext.Cell(b.Error), termtext.Cell(b.Fix))
 			}
 			if f.json {
 				return writeJSON(streams.Out, ans.Data)
 			}
 			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "TIME\tDIRECTION\tFROM\tTO\tREASON\tSOURCE\tWHY")
+			// A record's source holds what a webhook sent (an alert's name
+			// and fingerprint): quoted when it would break its row.
+			q := termtext.Cell
 			for _, r := range ans.Data {
 				reason := string(r.Reason)
 				if r.DryRun {
 					reason += " (dry run)"
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.Time.Format(time.RFC3339), r.Direction, r.From, r.To, reason, r.Source, r.Why)
+				fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%s\t%s\t%s\n", r.Time.Format(time.RFC3339), q(string(r.Direction)), r.From, r.To, q(reason), q(r.Source), q(r.Why))
 			}
 			return tw.Flush()
 		},

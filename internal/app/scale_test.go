@@ -3,6 +3,9 @@ package app
 import (
 	"bytes"
 	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -21,6 +24,55 @@ func TestScaleEmptyService(t *testing.T) {
 			code := Run(ctx, append(args, "--addr", "127.0.0.1:1"), IOStreams{Out: &out, ErrOut: &errOut})
 			if code == 0 || !strings.Contains(errOut.String(), "service name is empty") {
 				t.Errorf("exit %d, stderr %q; want failure saying the service name is empty", code, errOut.String())
+			}
+		})
+	}
+}
+
+// TestScaleHistoryQuotesRecords: scale history printed the records as
+// control kept them, and a record's source holds what an Alertmanager
+// webhook sent (the alert's name and fingerprint): a newline there forged
+// rows of the history (a decision that was never made), a tab shifted the
+// columns and an escape sequence rewrote the terminal. Such values are
+// now printed quoted, on their row; so are scale ls's.
+func TestScaleHistoryQuotesRecords(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/v1/underlay/services/web/history":
+			fmt.Fprint(w, `{"data":[
+				{"service":"web","time":"2025-01-02T03:04:05Z","direction":"up","from":1,"to":2,"reason":"scaled","why":"1 → 2",
+				 "source":"alertmanager 10.0.0.9:1234 alert Hot\n2025-01-02T03:04:06Z  down  2  0  scaled  http me  x fingerprint \u001b[2J"}]}`)
+		case "/v1/underlay/services":
+			fmt.Fprint(w, `{"data":[{"service":"web","replicas":2,"policy":{"min":1,"max":3},"error":"label x: \"a\nweb2  1  1  9\""}]}`)
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	for _, tc := range []struct {
+		args  []string
+		lines int
+		want  []string
+	}{
+		{[]string{"scale", "history", "web"}, 2, []string{`"alertmanager 10.0.0.9:1234 alert Hot\n2025-01-02T03:04:06Z  down  2  0  scaled  http me  x fingerprint \x1b[2J"`}},
+		{[]string{"scale", "ls"}, 2, []string{`"label x: \"a\nweb2  1  1  9\""`}},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			if code := Run(context.Background(), append(tc.args, "--addr", srv.URL), IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut.String())
+			}
+			if lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n"); len(lines) != tc.lines {
+				t.Errorf("%d lines, want %d (header, one row):\n%s", len(lines), tc.lines, out.String())
+			}
+			if strings.Contains(out.String(), "\x1b") {
+				t.Errorf("output holds an escape character:\n%q", out.String())
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(out.String(), w) {
+					t.Errorf("output does not hold %s:\n%s", w, out.String())
+				}
 			}
 		})
 	}
