@@ -385,7 +385,7 @@ func EvalRemovedNodes(manager bool, facts []netspec.NodeFacts, swarmIDs map[stri
 		rs = append(rs, Result{Check: check, Status: Warn,
 			Message: fmt.Sprintf("node %s (swarm node %s) is no longer a swarm node, but its records remain in Consul (facts of %s): its ranges stay leased and network rm waits for it",
 				f.Node, f.ID, f.UpdatedAt.UTC().Format(time.RFC3339)),
-			Fix: "underlay node rm " + f.ID})
+			Fix: "underlay node rm " + shellword.Quote(f.ID)}) // the ID is a key any agent may write
 	}
 	if len(rs) == 0 {
 		return []Result{{Check: check, Status: OK, Message: fmt.Sprintf("every node with records in Consul (%d) is a swarm node", len(facts))}}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/underlay/underlay/internal/hostnet"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/shellword"
 )
 
 // brief is a result without its message, for comparing outcomes.
@@ -320,5 +321,19 @@ func TestEvalContainers(t *testing.T) {
 				t.Errorf("(-want +got)\n%s", diff)
 			}
 		})
+	}
+}
+
+// TestRemovedNodeFixIsOneWord: the fix of a node the swarm no longer lists
+// named the node's ID as its facts' key gives it, as it was; any agent's
+// Consul token may write such a key, and an operator running the fix
+// ran what the key held after a ; or a $(…). The ID is now one shell
+// word.
+func TestRemovedNodeFixIsOneWord(t *testing.T) {
+	for _, id := range []string{"x; touch /tmp/pwned", "$(reboot)", "a\nb"} {
+		rs := EvalRemovedNodes(true, []netspec.NodeFacts{{ID: id, Node: "old"}}, map[string]bool{}, nil)
+		if want := "underlay node rm " + shellword.Quote(id); len(rs) != 1 || rs[0].Fix != want {
+			t.Errorf("node %q: %+v, want fix %s", id, rs, want)
+		}
 	}
 }
