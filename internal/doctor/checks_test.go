@@ -597,3 +597,30 @@ func TestFactsCheck(t *testing.T) {
 		t.Errorf("Consul out of reach: %+v, want a warning saying so", rs)
 	}
 }
+
+// TestWriteTableQuotesOddText: the table printed messages and fixes as
+// they were, and they name what other nodes wrote (the node names of
+// facts, Consul keys): a newline in a node name forged results (a check
+// shown ok), a tab shifted the columns and an escape sequence rewrote
+// the terminal. Such messages and fixes are now printed quoted, on
+// their row.
+func TestWriteTableQuotesOddText(t *testing.T) {
+	rs := EvalRemovedNodes(true, []netspec.NodeFacts{{ID: "id9", Node: "old\nn1    swarm/nodes  ok  \x1b[32mall fine"}}, map[string]bool{}, nil)
+	rs = append(rs, Result{Node: "n1", Check: "x", Status: Fail, Message: "tab\there", Fix: "fix\nrm -rf /"})
+	var b bytes.Buffer
+	if err := WriteTable(&b, rs); err != nil {
+		t.Fatal(err)
+	}
+	// The header, each result and its fix, a blank line, the sum.
+	if lines := strings.Split(strings.TrimSuffix(b.String(), "\n"), "\n"); len(lines) != 7 {
+		t.Errorf("%d lines, want 7:\n%s", len(lines), b.String())
+	}
+	if strings.ContainsAny(b.String(), "\x1b\t") {
+		t.Errorf("table holds a control character:\n%q", b.String())
+	}
+	for _, w := range []string{`"node old\nn1    swarm/nodes  ok  \x1b[32mall fine (swarm node id9)`, `"tab\there"`, `fix: "fix\nrm -rf /"`} {
+		if !strings.Contains(b.String(), w) {
+			t.Errorf("table lacks %s:\n%s", w, b.String())
+		}
+	}
+}

@@ -8,6 +8,8 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
+
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // Status is the outcome of one check.
@@ -103,10 +105,13 @@ func Failed(rs []Result) bool {
 func WriteTable(w io.Writer, rs []Result) error {
 	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "NODE\tCHECK\tSTATUS\tMESSAGE")
+	// Messages and fixes name what other nodes wrote (node names, Consul
+	// keys): quoted when they hold what would break their row.
+	c := termtext.Cell
 	for _, r := range rs {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", r.Node, r.Check, r.Status, r.Message)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c(r.Node), c(r.Check), c(string(r.Status)), c(r.Message))
 		if r.Fix != "" && r.Status != OK {
-			fmt.Fprintf(tw, "\t\t\t  fix: %s\n", r.Fix)
+			fmt.Fprintf(tw, "\t\t\t  fix: %s\n", c(r.Fix))
 		}
 	}
 	if err := tw.Flush(); err != nil {
