@@ -15,6 +15,7 @@ import (
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/shellword"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 func newIPsCommand(streams IOStreams) *cobra.Command {
@@ -101,15 +102,18 @@ node the cluster knows; when they match no address, ips says so.`,
 			if dups > 0 {
 				fmt.Fprintf(streams.ErrOut, "warning: %d address(es) held more than once; see PROBLEM\n", dups)
 			}
+			// Keys and specs any agent's token may write: quoted when they
+			// would break the line.
+			q := termtext.Cell
 			for _, b := range bad {
 				what := "skipped inventory"
 				switch {
 				case b.Network != "":
-					what = "skipped the refused spec of network " + b.Network + ","
+					what = "skipped the refused spec of network " + q(b.Network) + ","
 				case b.Pool != "":
-					what = "pool " + b.Pool + " skips"
+					what = "pool " + q(b.Pool) + " skips"
 				}
-				fmt.Fprintf(streams.ErrOut, "warning: %s %s (%s): %s; fix: %s\n", what, b.Key, b.Problem, b.Effect, b.Fix)
+				fmt.Fprintf(streams.ErrOut, "warning: %s %s (%s): %s; fix: %s\n", what, q(b.Key), q(b.Problem), q(b.Effect), q(b.Fix))
 			}
 			return nil
 		},

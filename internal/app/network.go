@@ -288,6 +288,9 @@ func writeNetworkList(streams IOStreams, l *netspec.Listing, asJSON bool) error 
 	if asJSON {
 		return writeJSON(streams.Out, map[string]any{"networks": l.Specs, "refused": problems})
 	}
+	// Refused specs, and the keys of unreadable ones, are what any
+	// agent's token may write: quoted when they would break their row.
+	c := termtext.Cell
 	type row struct{ name, line string }
 	var rows []row
 	for _, s := range l.Specs {
@@ -298,10 +301,10 @@ func writeNetworkList(streams IOStreams, l *netspec.Listing, asJSON bool) error 
 		case refused[s.Name] != nil:
 			state = "invalid"
 		}
-		rows = append(rows, row{s.Name, fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", s.Name, driverName(s), s.Subnet, s.Gateway, s.Parent, s.IPAM, perNodeSize(s), state)})
+		rows = append(rows, row{s.Name, fmt.Sprintf("%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", c(s.Name), driverName(s), s.Subnet, s.Gateway, c(s.Parent), c(string(s.IPAM)), perNodeSize(s), state)})
 	}
 	for _, b := range l.Bad {
-		rows = append(rows, row{b.Name, fmt.Sprintf("%s\t-\t-\t-\t-\t-\t-\tunreadable\n", b.Name)})
+		rows = append(rows, row{b.Name, fmt.Sprintf("%s\t-\t-\t-\t-\t-\t-\tunreadable\n", c(b.Name))})
 	}
 	slices.SortFunc(rows, func(a, b row) int { return strings.Compare(a.name, b.name) })
 	tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
@@ -314,7 +317,7 @@ func writeNetworkList(streams IOStreams, l *netspec.Listing, asJSON bool) error 
 	}
 	for _, p := range problems {
 		fmt.Fprintf(streams.ErrOut, "warning: network %s: every agent refuses it and changes nothing for it: %s; fix: %s, or correct %s\n",
-			p.Name, p.Error, netspec.RemoveFix(p.Name), shellword.Quote(p.Key))
+			c(p.Name), c(p.Error), c(netspec.RemoveFix(p.Name)), c(shellword.Quote(p.Key)))
 	}
 	return nil
 }

@@ -421,3 +421,33 @@ func TestWriteNetworkInspectQuotesReports(t *testing.T) {
 		}
 	}
 }
+
+// TestNetworkListQuotesOddSpecs: network ls and ips print the specs the
+// agents refuse, named by their keys, with their problem: specs that any
+// agent's Consul token may write, past create's checks. Their names,
+// parents and problems were printed as they were, so that a newline
+// forged rows and warnings and an escape sequence rewrote the terminal.
+// Such values are now printed quoted.
+func TestNetworkListQuotesOddSpecs(t *testing.T) {
+	srv := fakeConsulKV(t, map[string]string{
+		"underlay/networks/good/spec":              `{"name":"good","subnet":"10.1.0.0/24","gateway":"10.1.0.1","parent":"eth0","ipam":"cluster"}`,
+		"underlay/networks/odd/spec":               `{"name":"odd","subnet":"10.2.0.0/24","gateway":"10.2.0.1","parent":"eth1\nfake  macvlan  10.9.0.0/24  10.9.0.1  eth9  per-node  16  active","ipam":"per-node","per_node_size":64}`,
+		"underlay/networks/x\u001b[2J\nfake2/spec": `{"name":`,
+	})
+	for _, args := range [][]string{{"network", "ls"}, {"ips"}} {
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			var out, errOut bytes.Buffer
+			if code := Run(context.Background(), append(args, "--consul-addr", srv.URL), IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut.String())
+			}
+			if strings.Contains(out.String()+errOut.String(), "\x1b") {
+				t.Errorf("output holds an escape character:\nstdout %q\nstderr %q", out.String(), errOut.String())
+			}
+			for _, line := range strings.Split(out.String()+errOut.String(), "\n") {
+				if strings.HasPrefix(line, "fake") {
+					t.Errorf("a forged line: %q\nstdout:\n%s\nstderr:\n%s", line, out.String(), errOut.String())
+				}
+			}
+		})
+	}
+}
