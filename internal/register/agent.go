@@ -99,7 +99,9 @@ type Agent struct {
 	// byContainer indexes actual: the service IDs of each container.
 	byContainer map[string]map[string]bool
 	// warned holds the metadata warnings already logged, by container ID,
-	// so each problem is reported once rather than at every resync.
+	// so each problem is reported once rather than at every resync; a
+	// container's go when a pass finds it gone, or a resync neither
+	// running nor registered (forgetUnlisted), as do its sawRunning.
 	warned map[string]map[Warning]bool
 	// pending holds, per container, the events received since its last
 	// pass began.
@@ -611,6 +613,7 @@ func (a *Agent) resync(ctx context.Context) error {
 	}
 	a.setDockerOK(true)
 	a.replaceActual(regs)
+	a.forgetUnlisted(ids, regs)
 	for _, id := range ids {
 		a.force(id)
 		a.queue.AddBackground(id)
@@ -676,6 +679,34 @@ func (a *Agent) deregisterAll(ctx context.Context) error {
 	}
 	a.log.Info("deregistered all services on exit", "count", len(regs)-len(errs))
 	return errors.Join(errs...)
+}
+
+// forgetUnlisted drops what the agent remembers of the containers that
+// neither run nor hold a registration (running and regs, as a resync read
+// them): one removed while the event stream was down is never passed
+// again, and its entries would stay for good. One started since the
+// listing loses only the skip of a read (sawRunning), or has its
+// warnings logged again.
+func (a *Agent) forgetUnlisted(running []string, regs []Registered) {
+	keep := make(map[string]bool, len(running)+len(regs))
+	for _, id := range running {
+		keep[id] = true
+	}
+	for _, r := range regs {
+		keep[r.ContainerID] = true
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id := range a.sawRunning {
+		if !keep[id] {
+			delete(a.sawRunning, id)
+		}
+	}
+	for id := range a.warned {
+		if !keep[id] {
+			delete(a.warned, id)
+		}
+	}
 }
 
 func (a *Agent) reportWarnings(id string, ws []Warning) {

@@ -502,3 +502,50 @@ func TestServiceIDOfTwoContainers(t *testing.T) {
 		t.Errorf("agent's view of b1: %+v, want shared", rs)
 	}
 }
+
+// TestResyncForgetsContainersRemovedUnseen: the agent remembers, by
+// container ID, which containers a pass saw running and which metadata
+// warnings it logged; a container's entries went only when a pass found
+// it gone. One removed while the event stream was down (dockerd
+// restarting, which removes its --rm containers), with no service in
+// Consul, was never passed again, and its entries stayed for good: every
+// agent's memory grew with each such container. A resync now drops the
+// entries of the containers that neither run nor hold a registration.
+func TestResyncForgetsContainersRemovedUnseen(t *testing.T) {
+	ctx := context.Background()
+	d, c := newFakeDocker(), &fakeCatalog{services: map[string]Service{}}
+	a, err := NewAgent(Config{Policy: Policy{Node: "n1"}, Resync: time.Hour, DriftCheck: time.Hour},
+		d, c, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := webContainer("bad", true)
+	bad.Labels = map[string]string{"SERVICE_NETWORK": "nowhere"} // a warning, no service
+	plain := Container{ID: "plain", Name: "plain", Running: true}
+	web := webContainer("web", true)
+	for _, ct := range []Container{bad, plain, web} {
+		d.set(ct)
+		if err := a.syncContainer(ctx, ct.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.mu.Lock()
+	saw, warned := len(a.sawRunning), len(a.warned)
+	a.mu.Unlock()
+	if saw != 3 || warned != 1 || !c.has("n1:web-web:8080") {
+		t.Fatalf("before: %d seen running, %d warned of, registered %v; want 3, 1 and web's service", saw, warned, c.services)
+	}
+	// Removed while the stream was down: no event, no pass.
+	d.mu.Lock()
+	delete(d.containers, "bad")
+	delete(d.containers, "plain")
+	d.mu.Unlock()
+	if err := a.resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if _, ok := a.sawRunning["web"]; !ok || len(a.sawRunning) != 1 || len(a.warned) != 0 {
+		t.Errorf("after the resync: seen running %v, warned of %v; want only web seen running", a.sawRunning, a.warned)
+	}
+}
