@@ -26,6 +26,7 @@ import (
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/shellword"
 	"github.com/underlay/underlay/internal/taskmetrics"
 )
 
@@ -262,7 +263,7 @@ func forgetOn(ctx context.Context, st *netspec.Store, name, id string, out *Remo
 			out.Reports = append(out.Reports, name)
 		case r.State.ID == id:
 			out.Warnings = append(out.Warnings, fmt.Sprintf("%s names swarm node %s, but is stored as the report of %s on network %s: left, as %s's; `underlay node rm %s` removes it once that node is gone",
-				r.Key, id, r.Owner, name, r.Owner, r.Owner))
+				r.Key, id, r.Owner, name, r.Owner, shellword.Quote(r.Owner))) // a key any agent may write
 		}
 	}
 	return nil

@@ -403,3 +403,24 @@ func TestRemoveReportsByTheirKey(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoveWarningNamesOwnerAsOneWord: the warning about a report stored
+// under another node's key that names the removed node gives the command
+// that removes it, `underlay node rm OWNER`, and named the owner as its
+// key gives it: any agent's Consul token may write that key, and an
+// operator running the command ran what the key held after a ; or in a
+// $(…). The owner is now one shell word.
+func TestRemoveWarningNamesOwnerAsOneWord(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	owner := "x; touch /tmp/pwned"
+	c.kv.Put(ctx, netspec.KVPrefix+lan.Name+"/nodes/"+owner, []byte(`{"id":"gone","node":"old","state":"ready"}`))
+	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "old", Options{Stale: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := "`underlay node rm 'x; touch /tmp/pwned'`"
+	if !slices.ContainsFunc(got.Warnings, func(w string) bool { return strings.Contains(w, want) }) {
+		t.Errorf("warnings %q, want one with %s", got.Warnings, want)
+	}
+}
