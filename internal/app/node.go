@@ -141,35 +141,38 @@ func (f *networkFlags) nodeClients() (*consul.KV, *dockerhost.Networks, func(), 
 // printRemoved says what was removed, also when the removal stopped part
 // way, and warns of documents that disagree with their keys.
 func printRemoved(streams IOStreams, r decommission.Removed) {
+	// Networks, pools and keys are named as keys any agent's token may
+	// write: quoted when they would break the line.
+	c := termtext.Cell
 	for _, n := range slices.Sorted(maps.Keys(r.Ranges)) {
 		for _, b := range r.Ranges[n] {
-			fmt.Fprintf(streams.Out, "released range %s of network %s\n", b, n)
+			fmt.Fprintf(streams.Out, "released range %s of network %s\n", b, c(n))
 		}
 	}
 	for _, n := range r.Reports {
-		fmt.Fprintf(streams.Out, "removed its state report on network %s\n", n)
+		fmt.Fprintf(streams.Out, "removed its state report on network %s\n", c(n))
 	}
 	for _, p := range slices.Sorted(maps.Keys(r.Addresses)) {
 		for _, a := range r.Addresses[p] {
-			fmt.Fprintf(streams.Out, "freed address %s of pool %s\n", a, p)
+			fmt.Fprintf(streams.Out, "freed address %s of pool %s\n", a, c(p))
 		}
 	}
 	for _, k := range r.Keys {
-		fmt.Fprintf(streams.Out, "deleted %s\n", k)
+		fmt.Fprintf(streams.Out, "deleted %s\n", c(k))
 	}
 	for _, k := range r.Changed {
-		fmt.Fprintf(streams.Out, "rewrote %s without its records: other nodes' addresses stay\n", k)
+		fmt.Fprintf(streams.Out, "rewrote %s without its records: other nodes' addresses stay\n", c(k))
 	}
 	for _, w := range r.Warnings {
-		fmt.Fprintf(streams.ErrOut, "warning: %s\n", w)
+		fmt.Fprintf(streams.ErrOut, "warning: %s\n", c(w))
 	}
 }
 
 func describeRemoved(r decommission.Removed) string {
 	if r.Node == "" {
-		return r.ID
+		return termtext.Cell(r.ID)
 	}
-	return fmt.Sprintf("%s (swarm node %s)", r.Node, r.ID)
+	return fmt.Sprintf("%s (swarm node %s)", termtext.Cell(r.Node), termtext.Cell(r.ID))
 }
 
 // age says how long ago t was, for listings.

@@ -2,6 +2,7 @@ package app
 
 import (
 	"bytes"
+	"fmt"
 	"net/netip"
 	"strings"
 	"testing"
@@ -62,5 +63,33 @@ func TestWriteNodeListQuotesFacts(t *testing.T) {
 	}
 	if lines := strings.Split(strings.TrimSuffix(errOut.String(), "\n"), "\n"); len(lines) != 2 {
 		t.Errorf("%d warning lines, want 2 (the misfiled facts, the removed node):\n%s", len(lines), errOut.String())
+	}
+}
+
+// TestPrintRemovedQuotesOddNames: node rm printed what it removed as the
+// keys named it (networks, pools, keys, the node) and its warnings as
+// they were; those keys are what any agent's Consul token may write, so a
+// newline forged lines of the account (a removal that did not happen)
+// and an escape sequence rewrote the terminal. Such values are now
+// printed quoted.
+func TestPrintRemovedQuotesOddNames(t *testing.T) {
+	r := decommission.Removed{ID: "id9\nnode x removed", Node: "old\x1b[2J",
+		Ranges:    map[string][]netip.Prefix{"lan\nreleased range 10.0.0.0/24 of network b": {netip.MustParsePrefix("10.1.0.0/26")}},
+		Reports:   []string{"pool\rfake"},
+		Addresses: map[string][]netip.Addr{"pool/v4\x1b]0;t\x07": {netip.MustParseAddr("10.2.0.9")}},
+		Keys:      []string{"underlay/doctor/old\ndeleted x"},
+		Warnings:  []string{"underlay/networks/lan/nodes/a\nb names swarm node id9"},
+	}
+	var out, errOut bytes.Buffer
+	printRemoved(IOStreams{Out: &out, ErrOut: &errOut}, r)
+	fmt.Fprintf(&out, "node %s removed\n", describeRemoved(r))
+	if lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n"); len(lines) != 5 {
+		t.Errorf("%d lines, want 5 (range, report, address, key, node):\n%s", len(lines), out.String())
+	}
+	if lines := strings.Split(strings.TrimSuffix(errOut.String(), "\n"), "\n"); len(lines) != 1 {
+		t.Errorf("%d warning lines, want 1:\n%s", len(lines), errOut.String())
+	}
+	if strings.ContainsAny(out.String()+errOut.String(), "\x1b\r\x07") {
+		t.Errorf("output holds a control character:\n%q\n%q", out.String(), errOut.String())
 	}
 }
