@@ -88,13 +88,17 @@ node the cluster knows; when they match no address, ips says so.`,
 			}
 			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "IP\tMAC\tNODE\tNETWORK\tCONTAINER\tSERVICE\tSLOT\tTASK\tSINCE\tSTATE\tPROBLEM")
+			// The pools' holders are named as block documents and facts,
+			// which any agent's token may write, name them: quoted when
+			// they would break their row (the inventories' are checked).
+			q := termtext.Cell
 			for _, e := range es {
 				task := e.Task
 				if len(task) > 12 {
 					task = task[:12]
 				}
-				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.IP, e.MAC, e.Node, e.Network, e.Container,
-					e.Service, e.Slot, task, since(e.Since), e.State, dupNote(e.Duplicate))
+				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", q(e.IP), q(e.MAC), q(e.Node), q(e.Network), q(e.Container),
+					q(e.Service), q(e.Slot), q(task), since(e.Since), q(e.State), dupNote(e.Duplicate))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -102,9 +106,7 @@ node the cluster knows; when they match no address, ips says so.`,
 			if dups > 0 {
 				fmt.Fprintf(streams.ErrOut, "warning: %d address(es) held more than once; see PROBLEM\n", dups)
 			}
-			// Keys and specs any agent's token may write: quoted when they
-			// would break the line.
-			q := termtext.Cell
+			// Keys and specs any agent's token may write, quoted as above.
 			for _, b := range bad {
 				what := "skipped inventory"
 				switch {

@@ -451,3 +451,29 @@ func TestNetworkListQuotesOddSpecs(t *testing.T) {
 		})
 	}
 }
+
+// TestIPsQuotesPoolHolders: ips checks the inventories' names for control
+// characters, but listed the cluster pools' addresses with the node that
+// holds each as the pool's block documents (or that node's facts) named
+// it, as it was: documents any agent's Consul token may write. A newline
+// there forged rows (an address shown held by a container) and an escape
+// sequence rewrote the terminal. Such values are now printed quoted.
+func TestIPsQuotesPoolHolders(t *testing.T) {
+	srv := fakeConsulKV(t, map[string]string{
+		"underlay/networks/cl/spec":               `{"name":"cl","subnet":"10.5.0.0/24","gateway":"10.5.0.1","parent":"eth0","ipam":"cluster"}`,
+		"underlay/nodes/id1":                      `{"id":"id1","node":"n1\n10.5.0.77  -  n1  cl  web.1  web  1  abc  1m  in-use\u001b[8m","interfaces":["eth0"]}`,
+		"underlay/ipam/cl/v4/blocks/10.5.0.0_28":  `{"node":"id1","allocs":{"10.5.0.5":{"node":"id1","at":"2025-01-02T03:04:05Z","kind":"task"}}}`,
+		"underlay/ipam/cl/v4/blocks/10.5.0.16_28": `{"node":"id2\t","allocs":{"10.5.0.20":{"node":"id2\r\u001b[2K10.5.0.88","at":"2025-01-02T03:04:05Z","kind":"shim"}}}`,
+	})
+	var out, errOut bytes.Buffer
+	if code := Run(context.Background(), []string{"ips", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	// The header, the gateway and the two addresses.
+	if lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n"); len(lines) != 4 {
+		t.Errorf("%d lines, want 4 (header, gateway, 2 addresses):\n%s", len(lines), out.String())
+	}
+	if strings.ContainsAny(out.String(), "\x1b\r") {
+		t.Errorf("output holds a control character:\n%q", out.String())
+	}
+}
