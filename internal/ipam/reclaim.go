@@ -175,6 +175,7 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 		}
 	}
 	r.mu.Unlock()
+	r.Alloc.store.forget(seen)
 	return errors.Join(errs...)
 }
 

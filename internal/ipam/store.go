@@ -285,6 +285,41 @@ func (s *store) noteBad(pool string, d BadDoc) {
 	}
 }
 
+// forget drops what the store holds of the pools not in keep, by ID (their
+// networks removed, or refused), so that neither its memory nor
+// badCount keeps them for as long as the agent runs. A pool served again
+// is read afresh. locks stay: one may be held.
+func (s *store) forget(keep map[string]bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for id := range s.scanned {
+		if !keep[id] {
+			delete(s.scanned, id)
+		}
+	}
+	for id := range s.bad {
+		if !keep[id] {
+			delete(s.bad, id)
+		}
+	}
+	for key := range s.docs {
+		if !keep[poolOfKey(key)] {
+			delete(s.docs, key)
+		}
+	}
+	for key := range s.logged {
+		if !keep[poolOfKey(key)] {
+			delete(s.logged, key)
+		}
+	}
+}
+
+// poolOfKey is the ID of the pool a key under its blocks/ belongs to.
+func poolOfKey(key string) string {
+	id, _, _ := strings.Cut(strings.TrimPrefix(key, KVPrefix), "/blocks/")
+	return id
+}
+
 // badCount is how many bad keys the last listings of every pool found.
 func (s *store) badCount() int {
 	s.mu.Lock()

@@ -4,9 +4,14 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 // TestBadKeysForgottenWhenGone: the store remembers which bad keys it
@@ -49,5 +54,51 @@ func TestBadKeysForgottenWhenGone(t *testing.T) {
 	s.mu.Unlock()
 	if n != 0 {
 		t.Errorf("%d bad keys remembered after every one was deleted, want 0", n)
+	}
+}
+
+// TestRemovedPoolForgotten: the store kept what it had read of a pool for
+// as long as the agent ran, also once its network was removed: its block
+// documents, and its bad keys, which underlay_ipam_skipped_documents went
+// on counting for good (an alert on it never cleared). A sweep now drops
+// what the store holds of the pools no spec serves any more.
+func TestRemovedPoolForgotten(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st, p := clusterNet(t, kv)
+	kv.Put(ctx, poolPrefix(p)+"stray", []byte("hello"))
+	a := newAllocator(kv, "n1", "g", func() time.Time { return t0 }, nil)
+	reg := prometheus.NewRegistry()
+	NewMetrics(reg, a)
+	if _, err := a.Allocate(ctx, p, netip.Addr{}, KindTask); err != nil {
+		t.Fatal(err)
+	}
+	r := &Reclaimer{Alloc: a, Pools: SpecPools{Store: st}, Held: noHeld{}, Cluster: fakeCluster{ready: []string{"n1"}},
+		Grace: time.Hour, NodeTimeout: time.Hour, Fresh: time.Hour}
+	if err := r.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v := gauge(t, reg, "underlay_ipam_skipped_documents"); v != 1 {
+		t.Fatalf("underlay_ipam_skipped_documents %v with the stray key, want 1", v)
+	}
+	// network rm: the spec and the pool's keys go.
+	if err := kv.DeleteTree(ctx, netspec.KVPrefix+p.Network+"/"); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.DeleteTree(ctx, NetworkPrefix(p.Network)); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if v := gauge(t, reg, "underlay_ipam_skipped_documents"); v != 0 {
+		t.Errorf("underlay_ipam_skipped_documents %v after the network was removed, want 0", v)
+	}
+	s := a.store
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if len(s.docs) != 0 || len(s.bad) != 0 || len(s.scanned) != 0 || len(s.logged) != 0 {
+		t.Errorf("after the network was removed the store holds %d documents, bad keys of %d pools, %d scanned pools, %d logged keys; want none",
+			len(s.docs), len(s.bad), len(s.scanned), len(s.logged))
 	}
 }
