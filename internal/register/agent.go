@@ -123,7 +123,8 @@ type Agent struct {
 	// agent holds registered for another container (two containers with
 	// one SERVICE_ID, or a container started under the name of one whose
 	// deregistration is still to come): each is reconciled again once
-	// that registration goes, and never takes it over meanwhile.
+	// that registration goes, and never takes it over meanwhile; one a
+	// pass finds gone leaves (forgetContainer).
 	waiting map[string]map[string]bool
 	// stream counts the event stream's openings and losses; events may be
 	// missed between a loss and the next opening.
@@ -277,7 +278,7 @@ func (a *Agent) syncContainer(ctx context.Context, id string) error {
 		a.reportWarnings(id, warnings)
 		desired = a.withoutHeld(id, desired)
 	} else {
-		a.forgetWarnings(id)
+		a.forgetContainer(id)
 	}
 	changes := Plan(desired, a.actualFor(id))
 	a.verified(id, !changes.Empty())
@@ -726,10 +727,26 @@ func (a *Agent) reportWarnings(id string, ws []Warning) {
 	}
 }
 
-func (a *Agent) forgetWarnings(id string) {
+// forgetContainer drops what the agent remembers of a container a pass
+// found gone: its warnings, and its waits for service IDs held for others.
+func (a *Agent) forgetContainer(id string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	delete(a.warned, id)
+	a.forgetWaiterLocked(id)
+}
+
+// forgetWaiterLocked drops container id from the waits for service IDs.
+// (A resync does not: a container started since its listing may be
+// waiting; one removed unseen goes when the ID it waits for is released.)
+// a.mu is held.
+func (a *Agent) forgetWaiterLocked(id string) {
+	for sid, w := range a.waiting {
+		delete(w, id)
+		if len(w) == 0 {
+			delete(a.waiting, sid)
+		}
+	}
 }
 
 func (a *Agent) noteEvent(ev Event) {

@@ -2,6 +2,7 @@ package register
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"sync"
@@ -547,5 +548,51 @@ func TestResyncForgetsContainersRemovedUnseen(t *testing.T) {
 	defer a.mu.Unlock()
 	if _, ok := a.sawRunning["web"]; !ok || len(a.sawRunning) != 1 || len(a.warned) != 0 {
 		t.Errorf("after the resync: seen running %v, warned of %v; want only web seen running", a.sawRunning, a.warned)
+	}
+}
+
+// TestWaitersForgottenWhenGone: a container wanting a service ID held
+// for another container waits for it, remembered by ID until that
+// registration goes; one removed meanwhile stayed remembered. Each task
+// of a swarm service with a fixed SERVICE_ID replaced while the first
+// holds the ID (a restart, an update) added one for good, as long as the
+// holder ran. A waiter is now forgotten when a pass finds it gone.
+func TestWaitersForgottenWhenGone(t *testing.T) {
+	ctx := context.Background()
+	d, c := newFakeDocker(), &fakeCatalog{services: map[string]Service{}}
+	a, err := NewAgent(Config{Policy: Policy{Node: "n1"}, Resync: time.Hour, DriftCheck: time.Hour},
+		d, c, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	withID := func(id string) Container {
+		x := webContainer(id, true)
+		x.Labels = map[string]string{"SERVICE_ID": "shared"}
+		return x
+	}
+	d.set(withID("holder"))
+	if err := a.syncContainer(ctx, "holder"); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 20 {
+		id := fmt.Sprintf("task%d", i)
+		d.set(withID(id))
+		if err := a.syncContainer(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+		d.mu.Lock()
+		delete(d.containers, id)
+		d.mu.Unlock()
+		if err := a.syncContainer(ctx, id); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := c.owner("shared"); got != "holder" {
+		t.Fatalf("shared is %q's, want holder's", got)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if n := len(a.waiting["shared"]); n != 0 {
+		t.Errorf("%d containers waiting for shared after every waiter was removed, want 0", n)
 	}
 }
