@@ -212,17 +212,7 @@ func newNetworkCreateCommand(f *networkFlags, streams IOStreams) *cobra.Command 
 			if err != nil {
 				return fmt.Errorf("network %s not created: %w", s.Name, err)
 			}
-			for _, n := range silent {
-				why := "its agent has not been heard from since " + n.UpdatedAt.Format(time.RFC3339)
-				if st, listed := states[n.ID]; listed {
-					why = "it is " + st + " in the swarm"
-				} else if states != nil && n.ID != "" {
-					why = "the swarm no longer lists it"
-				}
-				fmt.Fprintf(streams.ErrOut, "warning: node %s (swarm node %s) lacks parent %s by its last facts, but %s: "+
-					"it sets the network up, or reports why not, when its agent is back; if the node was removed from the swarm for good: underlay node rm %s\n",
-					n.Node, n.ID, s.Parent, why, n.ID)
-			}
+			warnSilentNodes(streams.ErrOut, s, silent, states)
 			if docker != nil {
 				if err := netspec.CheckNameFree(ctx, docker, s.Name); err != nil {
 					return fmt.Errorf("network %s not created: %w", s.Name, err)
@@ -428,6 +418,26 @@ func writeNetworkInspect(w io.Writer, s netspec.Spec, states []netspec.NodeState
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s %s\t%s\n", c(n.Node), c(shortID(n.ID)), c(n.State), rng, c(n.Parent), c(n.ShimLink), orDash(n.Shim), c(n.Error))
 	}
 	return tw.Flush()
+}
+
+// warnSilentNodes warns, for network create, of each node whose last
+// facts lack s's parent but whose agent is not heard (silent), with the
+// swarm's state of each (states, by ID; nil when unknown).
+func warnSilentNodes(w io.Writer, s netspec.Spec, silent []netspec.NodeFacts, states map[string]string) {
+	// Facts are documents any agent's token may write: the ID goes into
+	// the command as one shell word, odd values print quoted.
+	c := termtext.Cell
+	for _, n := range silent {
+		why := "its agent has not been heard from since " + n.UpdatedAt.Format(time.RFC3339)
+		if st, listed := states[n.ID]; listed {
+			why = "it is " + st + " in the swarm"
+		} else if states != nil && n.ID != "" {
+			why = "the swarm no longer lists it"
+		}
+		fmt.Fprintf(w, "warning: node %s (swarm node %s) lacks parent %s by its last facts, but %s: "+
+			"it sets the network up, or reports why not, when its agent is back; if the node was removed from the swarm for good: underlay node rm %s\n",
+			c(n.Node), c(n.ID), c(s.Parent), why, c(shellword.Quote(n.ID)))
+	}
 }
 
 func newNetworkRemoveCommand(f *networkFlags, streams IOStreams) *cobra.Command {

@@ -477,3 +477,23 @@ func TestIPsQuotesPoolHolders(t *testing.T) {
 		t.Errorf("output holds a control character:\n%q", out.String())
 	}
 }
+
+// TestWarnSilentNodesQuotes: network create warns of each silent node
+// lacking the parent with the command that removes it for good,
+// `underlay node rm ID`; the node's ID and name come from its facts, which
+// any agent's Consul token may write. The ID went into the command as it
+// was (an operator running it ran what followed a ; in the key) and the
+// name into the warning (a newline forged warnings). The command now
+// names the ID as one shell word, and odd names print quoted.
+func TestWarnSilentNodesQuotes(t *testing.T) {
+	s := netspec.Spec{Name: "web", Parent: "eth0.40"}
+	silent := []netspec.NodeFacts{{ID: "x; touch /tmp/pwned", Node: "n9\nwarning: all good"}}
+	var out bytes.Buffer
+	warnSilentNodes(&out, s, silent, map[string]string{})
+	if want := "underlay node rm 'x; touch /tmp/pwned'"; !strings.Contains(out.String(), want) {
+		t.Errorf("warning %q does not hold %s", out.String(), want)
+	}
+	if lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n"); len(lines) != 1 {
+		t.Errorf("%d lines, want 1:\n%s", len(lines), out.String())
+	}
+}
