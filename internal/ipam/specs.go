@@ -9,6 +9,7 @@ import (
 	"strings"
 
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // SpecPools finds pools among the cluster networks stored by netspec.
@@ -114,9 +115,10 @@ func (s SpecPools) read(ctx context.Context) (*netspec.Listing, error) {
 }
 
 func refusedSpec(name string, err error) error {
-	// One line: Docker shows it as the task's error.
-	return fmt.Errorf("network %q: spec refused, it fails the checks of `underlay network create` (fix it, or `underlay network rm %s`): %s",
-		name, name, strings.ReplaceAll(err.Error(), "\n", "; "))
+	// One line: Docker shows it as the task's error. The name is a key
+	// any agent's token may write: the command quotes it.
+	return fmt.Errorf("network %q: spec refused, it fails the checks of `underlay network create` (fix it, or `%s`): %s",
+		name, termtext.Cell(netspec.RemoveFix(name)), strings.ReplaceAll(err.Error(), "\n", "; "))
 }
 
 // PoolOf is the pool of a spec's IPv4 (or, with v6, IPv6) subnet, and its gateway.

@@ -2,9 +2,11 @@ package ipam
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -100,5 +102,22 @@ func TestRemovedPoolForgotten(t *testing.T) {
 	if len(s.docs) != 0 || len(s.bad) != 0 || len(s.scanned) != 0 || len(s.logged) != 0 {
 		t.Errorf("after the network was removed the store holds %d documents, bad keys of %d pools, %d scanned pools, %d logged keys; want none",
 			len(s.docs), len(s.bad), len(s.scanned), len(s.logged))
+	}
+}
+
+// TestRefusedSpecErrorQuotesTheName: the error Docker shows for a pool
+// whose spec the agents refuse ends with the command that removes the
+// network, and named the network there as the spec's key gives it, which
+// any agent's Consul token may write: an operator running the command ran
+// what followed a ; in the key. The command is now netspec.RemoveFix's,
+// which quotes it (or deletes the keys of a name rm refuses).
+func TestRefusedSpecErrorQuotesTheName(t *testing.T) {
+	name := "x; touch /tmp/pwned"
+	err := refusedSpec(name, errors.New("bad"))
+	if want := netspec.RemoveFix(name); !strings.Contains(err.Error(), want) {
+		t.Errorf("error %q does not hold %s", err, want)
+	}
+	if strings.Contains(err.Error(), "rm x; touch") {
+		t.Errorf("error %q names the network unquoted in the command", err)
 	}
 }
