@@ -4,12 +4,14 @@ import (
 	"cmp"
 	"fmt"
 	"maps"
+	"net/netip"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
 	"github.com/underlay/underlay/internal/inventory"
+	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/register"
 	"github.com/underlay/underlay/internal/scale"
 )
@@ -539,7 +541,7 @@ func networks(in Inputs, inv []inventory.Entry, ix *index) []Network {
 		s := n.Spec
 		nw := Network{
 			Name: s.Name, Subnet: s.Subnet.String(), Gateway: s.Gateway.String(), Parent: s.Parent,
-			IPAM: string(s.IPAM), Deleting: s.Deleting, Nodes: []NetworkNode{},
+			IPAM: string(s.IPAM), Deleting: s.Deleting,
 		}
 		if s.IPRange.IsValid() {
 			nw.IPRange = s.IPRange.String()
@@ -553,21 +555,38 @@ func networks(in Inputs, inv []inventory.Entry, ix *index) []Network {
 		if s.IPv6Subnet.IsValid() {
 			nw.IPv6Subnet = s.IPv6Subnet.String()
 		}
-		for _, st := range n.States {
-			nn := NetworkNode{Node: st.Node, State: st.State, Error: st.Error}
-			if st.Range.IsValid() {
-				nn.Range = st.Range.String()
-			}
-			if st.Shim.IsValid() {
-				nn.Shim = st.Shim.String()
-			}
-			nw.Nodes = append(nw.Nodes, nn)
-		}
+		nw.Nodes = networkNodes(s, n.States)
 		slices.SortFunc(nw.Nodes, func(a, b NetworkNode) int { return strings.Compare(a.Node, b.Node) })
 		nw.Pool = buildPool(n, inventory.Filter(inv, s.Name, ""), ix.holder, in.Now)
 		out = append(out, nw)
 	}
 	slices.SortFunc(out, func(a, b Network) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// networkNodes are the nodes' reports on network s, with the IPv6 range
+// of each node that holds one of its own (netspec.IPv6Ranges, as network
+// inspect shows it).
+func networkNodes(s netspec.Spec, states []netspec.NodeState) []NetworkNode {
+	ranges := make([]netip.Prefix, len(states))
+	for i, st := range states {
+		ranges[i] = st.Range
+	}
+	v6 := netspec.IPv6Ranges(s, ranges)
+	out := make([]NetworkNode, 0, len(states))
+	for i, st := range states {
+		nn := NetworkNode{Node: st.Node, State: st.State, Error: st.Error}
+		if st.Range.IsValid() {
+			nn.Range = st.Range.String()
+		}
+		if v6[i].IsValid() {
+			nn.IPv6Range = v6[i].String()
+		}
+		if st.Shim.IsValid() {
+			nn.Shim = st.Shim.String()
+		}
+		out = append(out, nn)
+	}
 	return out
 }
 

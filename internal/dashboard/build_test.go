@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"encoding/json"
 	"net/netip"
 	"strings"
 	"testing"
@@ -287,6 +288,50 @@ func TestBuildPoolPerNode(t *testing.T) {
 	wantRegions := []Region{{"10.200.0.0/26", "node1", "range"}, {"10.200.0.64/26", "node2", "range"}}
 	if d := cmp.Diff(wantRegions, p.Regions); d != "" {
 		t.Errorf("regions (-want +got):\n%s", d)
+	}
+}
+
+// TestBuildNetworkIPv6Ranges: a per-node network's nodes showed their
+// IPv4 range only, not the IPv6 /80 each node of a network with an IPv6
+// subnet hands out (and a router must route to it), which network
+// inspect shows. Each node's report now carries it (ipv6_range), the one
+// its plan gives; a node without a range, a network without an IPv6
+// subnet and a cluster-IPAM one (one IPv6 pool) have none.
+func TestBuildNetworkIPv6Ranges(t *testing.T) {
+	spec := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.0.0.0/24"), Gateway: netip.MustParseAddr("10.0.0.1"),
+		Parent: "eth0.40", IPAM: netspec.PerNode, PerNodeSize: 16, IPRange: netip.MustParsePrefix("10.0.0.128/25"),
+		IPv6Subnet: netip.MustParsePrefix("fd00:1::/64")}
+	states := []netspec.NodeState{
+		{Node: "n2", State: "ready", Range: netip.MustParsePrefix("10.0.0.144/28")},
+		{Node: "n1", State: "ready", Range: netip.MustParsePrefix("10.0.0.128/28")},
+		{Node: "n3", State: "error", Error: "no parent"},
+	}
+	noV6, cluster := spec, spec
+	noV6.Name, noV6.IPv6Subnet = "lan", netip.Prefix{}
+	cluster.Name, cluster.IPAM = "pool", netspec.Cluster
+	s := Build(Inputs{Now: t0, Networks: []NetworkInput{{Spec: spec, States: states}, {Spec: noV6, States: states}, {Spec: cluster, States: states}}})
+	got := map[string]map[string]string{}
+	for _, n := range s.Networks {
+		got[n.Name] = map[string]string{}
+		for _, nn := range n.Nodes {
+			got[n.Name][nn.Node] = nn.Range + " " + nn.IPv6Range
+		}
+	}
+	none := map[string]string{"n1": "10.0.0.128/28 ", "n2": "10.0.0.144/28 ", "n3": " "}
+	want := map[string]map[string]string{
+		"web":  {"n1": "10.0.0.128/28 fd00:1::/80", "n2": "10.0.0.144/28 fd00:1:0:0:1::/80", "n3": " "},
+		"lan":  none,
+		"pool": none,
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("nodes' range and IPv6 range by network (-want +got):\n%s", d)
+	}
+	b, err := json.Marshal(s.Networks[2].Nodes[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"ipv6_range":"fd00:1::/80"`) {
+		t.Errorf("n1's report on web in JSON: %s, want its ipv6_range", b)
 	}
 }
 

@@ -216,8 +216,11 @@ type NetworkNode struct {
 	Node  string `json:"node"`
 	State string `json:"state"`
 	Range string `json:"range,omitempty"`
-	Shim  string `json:"shim,omitempty"`
-	Error string `json:"error,omitempty"`
+	// IPv6Range is the node's IPv6 /80 (netspec.IPv6Ranges): set for a
+	// per-node network with an IPv6 subnet, on a node that holds a range.
+	IPv6Range string `json:"ipv6_range,omitempty"`
+	Shim      string `json:"shim,omitempty"`
+	Error     string `json:"error,omitempty"`
 }
 
 // Address states of the subnet map.

@@ -551,7 +551,8 @@
         n.ipv6_subnet ? h('span', {}, 'IPv6 ', h('b', { text: n.ipv6_subnet })) : null,
         n.aux ? h('span', {}, 'aux ', h('b', { text: Object.entries(n.aux).map(([k, v]) => k + '=' + v).join(', ') })) : null),
       h('div', { class: 'network-nodes' }, n.nodes.map((nn) => h('span', { class: 'badge ' + slug(nn.state === 'ready' ? 'ok' : 'fail'), title: nn.error || null,
-        text: nn.node + ': ' + nn.state + (nn.range ? ' ' + nn.range : '') + (nn.shim ? ' shim ' + nn.shim : '') }))));
+        text: nn.node + ': ' + nn.state + (nn.range ? ' ' + nn.range : '') + (nn.ipv6_range ? ' ' + nn.ipv6_range : '') +
+          (nn.shim ? ' shim ' + nn.shim : '') }))));
     if (p && p.size) {
       el.append(usage(p), legend(p, nodeIdx), subnetMap(n, nodeIdx));
       const z = h('div', { class: 'zoom' });
