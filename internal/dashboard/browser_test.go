@@ -85,7 +85,7 @@ func TestIntegrationDashboardXSS(t *testing.T) {
 	}
 	for _, want := range []string{payload + "svc0", payload + "node1", payload + "underlay/testserver:dev", payload + "HTTP check",
 		payload + "shim missing", payload + "ip link add", payload + "web", payload + "scaled up from 49 to 50", payload + "http 127.0.0.1:1234",
-		payload + "decode: invalid character 'g'", payload + "stray'", payload + "stray: "} {
+		payload + "decode: invalid character 'g'", payload + "stray'", payload + "stray: ", payload + "misfiled facts"} {
 		if !strings.Contains(res.Text, want) {
 			t.Errorf("the page does not show %q as text", want)
 		}

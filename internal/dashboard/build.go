@@ -48,6 +48,7 @@ func Build(in Inputs) Snapshot {
 	}
 	byNode, unplaced := cards(in, ix)
 	s.Nodes = nodes(in, byNode)
+	s.Problems = problems(in)
 	s.Unplaced = unplaced
 	s.Services = services(in, ix)
 	s.Networks = networks(in, inv, ix)
@@ -347,7 +348,7 @@ func nodes(in Inputs, byNode map[string][]Task) []Node {
 		node := Node{
 			ID: n.ID, Name: n.Hostname, Role: n.Role, Leader: n.Leader, State: n.State, Availability: n.Availability,
 			Addr: n.Addr, DockerVersion: n.EngineVersion, Message: n.Message,
-			Agent: agentHealth(a, in.Now), Doctor: doctorSummary(a.Doctor), Tasks: byNode[n.Hostname],
+			Agent: agentHealth(a, in.Now), Doctor: doctorSummary(withWarnings(a.Doctor, a.Warnings)), Tasks: byNode[n.Hostname],
 		}
 		if node.Tasks == nil {
 			node.Tasks = []Task{}
@@ -355,6 +356,50 @@ func nodes(in Inputs, byNode map[string][]Task) []Node {
 		out = append(out, node)
 	}
 	slices.SortFunc(out, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+	return out
+}
+
+// withWarnings is report r with the warnings ws among its results, each
+// once (the node's own doctor may report it too); r when there are none.
+// With no report, they are its only results. r is not changed: the inputs
+// are kept as the last good answer of their source.
+func withWarnings(r *DoctorReport, ws []DoctorResult) *DoctorReport {
+	if len(ws) == 0 {
+		return r
+	}
+	out := &DoctorReport{}
+	if r != nil {
+		*out = *r
+		out.Results = slices.Clone(r.Results)
+	}
+	for _, w := range ws {
+		if !slices.Contains(out.Results, w) {
+			out.Results = append(out.Results, w)
+		}
+	}
+	return out
+}
+
+// problems are the warnings of the agents of nodes the page has no column
+// for (a misfiled facts document naming no node), by node name, each once.
+func problems(in Inputs) []DoctorResult {
+	column := map[string]bool{}
+	for _, n := range in.Nodes {
+		column[n.Hostname] = true
+	}
+	agents := slices.Clone(in.Agents)
+	slices.SortStableFunc(agents, func(a, b AgentInput) int { return strings.Compare(a.Node, b.Node) })
+	out := []DoctorResult{}
+	for _, a := range agents {
+		if column[a.Node] {
+			continue
+		}
+		for _, w := range a.Warnings {
+			if !slices.Contains(out, w) {
+				out = append(out, w)
+			}
+		}
+	}
 	return out
 }
 

@@ -155,6 +155,46 @@ func TestDoctorSummary(t *testing.T) {
 	}
 }
 
+// TestBuildWarnings: the dashboard's own warnings on a node's records
+// (AgentInput.Warnings) are among its doctor problems, once even when its
+// report has them, and the only ones when it has no report; those of a
+// node the page has no column for (named "", or no swarm node) are the
+// cluster's problems, which no node column would show. A report is not
+// changed: the inputs are kept as their source's last answer.
+func TestBuildWarnings(t *testing.T) {
+	w := func(m string) DoctorResult {
+		return DoctorResult{Check: "nodes/facts", Status: "warn", Message: m, Fix: "fix " + m}
+	}
+	rep := &DoctorReport{At: t0, Results: []DoctorResult{{Check: "kernel/macvlan", Status: "ok"}, w("one")}}
+	in := Inputs{Now: t0, Nodes: []SwarmNode{{ID: "n1", Hostname: "node1"}, {ID: "n2", Hostname: "node2"}, {ID: "n3", Hostname: "node3"}},
+		Agents: []AgentInput{
+			{Node: "node1", FactsAt: t0, Doctor: rep, Warnings: []DoctorResult{w("one"), w("two")}},
+			{Node: "node2", FactsAt: t0, Warnings: []DoctorResult{w("three")}},
+			{Node: "gone", Doctor: &DoctorReport{At: t0, Results: []DoctorResult{{Check: "docker/daemon", Status: "fail"}}}, Warnings: []DoctorResult{w("five")}},
+			{Node: "", Warnings: []DoctorResult{w("four"), w("four")}},
+		}}
+	s := Build(in)
+	got := map[string][]DoctorResult{}
+	for _, n := range s.Nodes {
+		if n.Doctor != nil {
+			got[n.Name] = n.Doctor.Problems
+		}
+	}
+	want := map[string][]DoctorResult{"node1": {w("one"), w("two")}, "node2": {w("three")}}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("doctor problems by node (-want +got):\n%s", d)
+	}
+	if d := cmp.Diff([]DoctorResult{w("four"), w("five")}, s.Problems); d != "" {
+		t.Errorf("the cluster's problems (-want +got):\n%s", d)
+	}
+	if len(rep.Results) != 2 {
+		t.Errorf("node1's report was changed: %+v", rep.Results)
+	}
+	if s := Build(Inputs{Now: t0}); s.Problems == nil {
+		t.Error("no warnings give problems null, want []")
+	}
+}
+
 // clusterNet is a /24 with cluster IPAM, an IP range of its upper half, an
 // aux address, and one of everything in its pool.
 func clusterNet() (NetworkInput, []inventory.Entry) {

@@ -35,6 +35,7 @@ func Diff(old, cur *Snapshot) []Event {
 	d := differ{at: cur.GeneratedAt}
 	d.sources(old.Sources, cur.Sources)
 	d.nodes(old.Nodes, cur.Nodes)
+	d.problems("cluster", "", old.Problems, cur.Problems)
 	d.decisions(old.Services, cur.Services)
 	d.cards(allCards(old), allCards(cur))
 	d.pools(old.Networks, cur.Networks)
@@ -100,35 +101,44 @@ func (d *differ) nodes(old, cur []Node) {
 	}
 }
 
-// doctor reports checks that started or stopped failing or warning.
+// doctor reports checks that started or stopped failing or warning on
+// node; none stopped when its report is gone.
 func (d *differ) doctor(node string, old, cur *Doctor) {
-	problems := func(doc *Doctor) map[string]DoctorResult {
+	if cur == nil {
+		return
+	}
+	var was []DoctorResult
+	if old != nil {
+		was = old.Problems
+	}
+	d.problems("doctor on "+node, node, was, cur.Problems)
+}
+
+// problems reports the problems that are new or changed in cur, and those
+// gone from it, each line starting with what.
+func (d *differ) problems(what, node string, old, cur []DoctorResult) {
+	byCheck := func(ps []DoctorResult) map[string]DoctorResult {
 		m := map[string]DoctorResult{}
-		if doc != nil {
-			for _, p := range doc.Problems {
-				m[p.Check] = p
-			}
+		for _, p := range ps {
+			m[p.Check] = p
 		}
 		return m
 	}
-	was, now := problems(old), problems(cur)
+	was, now := byCheck(old), byCheck(cur)
 	for _, k := range slices.Sorted(maps.Keys(now)) {
 		p := now[k]
 		if o, ok := was[k]; ok && o.Status == p.Status {
 			continue
 		}
-		msg := fmt.Sprintf("doctor on %s: %s %s: %s", node, p.Check, p.Status, p.Message)
+		msg := fmt.Sprintf("%s: %s %s: %s", what, p.Check, p.Status, p.Message)
 		if p.Fix != "" {
 			msg += " — fix: " + p.Fix
 		}
 		d.add(Event{Kind: EventDoctor, Node: node, Message: msg})
 	}
-	if cur == nil {
-		return
-	}
 	for _, k := range slices.Sorted(maps.Keys(was)) {
 		if _, ok := now[k]; !ok {
-			d.add(Event{Kind: EventDoctor, Node: node, Message: fmt.Sprintf("doctor on %s: %s ok again", node, k)})
+			d.add(Event{Kind: EventDoctor, Node: node, Message: fmt.Sprintf("%s: %s ok again", what, k)})
 		}
 	}
 }

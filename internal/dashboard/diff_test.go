@@ -100,6 +100,22 @@ func TestDiffDoctorFailure(t *testing.T) {
 	}
 }
 
+// TestDiffClusterProblems: the cluster's problems (warnings of nodes the
+// page has no column for) come and go as events, as doctor problems do.
+func TestDiffClusterProblems(t *testing.T) {
+	mk := func(ws ...DoctorResult) *Snapshot {
+		s := Build(Inputs{Now: t0, Agents: []AgentInput{{Warnings: ws}}})
+		return &s
+	}
+	w := DoctorResult{Check: "nodes/facts", Status: "warn", Message: "misfiled", Fix: "consul kv delete k"}
+	if got := lines(Diff(mk(), mk(w))); got != "doctor: cluster: nodes/facts warn: misfiled — fix: consul kv delete k\n" {
+		t.Errorf("events of a new cluster problem:\n%s", got)
+	}
+	if got := lines(Diff(mk(w), mk())); got != "doctor: cluster: nodes/facts ok again\n" {
+		t.Errorf("events of a cluster problem gone:\n%s", got)
+	}
+}
+
 func TestDecisionText(t *testing.T) {
 	for _, c := range []struct {
 		r    scale.Record

@@ -121,7 +121,8 @@ func (s fakeScaling) Control(context.Context) ControlInfo {
 // over services of 50 replicas, on one cluster-IPAM network (a /20) with
 // blocks per node; every task registered and passing in Consul but a few
 // (one critical, one unregistered, one Consul-only, one duplicate IP),
-// a failing doctor check on the last node, and an autoscaled service
+// a failing doctor check on the last node, a warning of the cluster's
+// (a misfiled facts document naming no node), and an autoscaled service
 // with a history. name turns a plain name into what the cluster reports
 // (the XSS test puts markup in every one).
 func synthetic(nodes, tasks int, now time.Time, name func(string) string) Inputs {
@@ -150,6 +151,9 @@ func synthetic(nodes, tasks int, now time.Time, name func(string) string) Inputs
 		net.States = append(net.States, netspec.NodeState{Node: name(host), State: netspec.StateReady,
 			Shim: netip.AddrFrom4([4]byte{10, 150, 15, byte(i)})})
 	}
+	// A misfiled facts document naming no node: a problem of the cluster.
+	in.Agents = append(in.Agents, AgentInput{Warnings: []DoctorResult{{Check: "nodes/facts", Status: "warn",
+		Message: name("misfiled facts"), Fix: name("consul kv delete underlay/nodes/x")}}})
 	services := (tasks + 49) / 50
 	for s := 0; s < services; s++ {
 		svcName := name(fmt.Sprintf("svc%d", s))

@@ -18,11 +18,15 @@ type Snapshot struct {
 	Control     ControlInfo `json:"control"`
 	// Sources lists the sources that could not be read; the rest of the
 	// snapshot then shows what they returned last.
-	Sources  []SourceError `json:"sources"`
-	Summary  Summary       `json:"summary"`
-	Nodes    []Node        `json:"nodes"`
-	Services []Service     `json:"services"`
-	Networks []Network     `json:"networks"`
+	Sources []SourceError `json:"sources"`
+	// Problems are the warnings (AgentInput.Warnings) about underlay's
+	// records of nodes the page has no column for, which no node's doctor
+	// problems can show, by node name.
+	Problems []DoctorResult `json:"problems"`
+	Summary  Summary        `json:"summary"`
+	Nodes    []Node         `json:"nodes"`
+	Services []Service      `json:"services"`
+	Networks []Network      `json:"networks"`
 	// Unplaced are tasks no node runs (pending, or on a node the swarm no
 	// longer lists).
 	Unplaced []Task `json:"unplaced"`

@@ -46,7 +46,7 @@ type Store interface {
 	Inventory(ctx context.Context, facts []netspec.NodeFacts) ([]inventory.Entry, error)
 	// Agents lists what each node's agent published about its node: facts,
 	// and its doctor report, with the nodes/facts warning of each misfiled
-	// document among the results of the node it is listed as.
+	// document among the warnings of the node it is listed as.
 	Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled []netspec.MisfiledFacts) ([]AgentInput, error)
 	// Changes fires when any of the above changes.
 	Changes(ctx context.Context) <-chan struct{}
@@ -160,6 +160,11 @@ type AgentInput struct {
 	FactsAt time.Time
 	// Doctor is the agent's latest doctor report; nil when none.
 	Doctor *DoctorReport
+	// Warnings are the dashboard's own findings on the node's records
+	// (a misfiled facts document listed as the node's), in the doctor's
+	// words: among the node's doctor problems, or among the snapshot's
+	// when the page has no column for the node.
+	Warnings []DoctorResult
 	// HeardAt is when the dashboard's own clock first saw the agent's
 	// latest report (the server sets it, hearAgents); zero when it did not
 	// watch, and the reports' stamps are judged instead.

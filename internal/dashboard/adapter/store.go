@@ -3,7 +3,6 @@ package adapter
 import (
 	"context"
 	"fmt"
-	"slices"
 	"strings"
 
 	"github.com/underlay/underlay/internal/dashboard"
@@ -85,8 +84,10 @@ func (s *Store) Inventory(ctx context.Context, facts []netspec.NodeFacts) ([]inv
 // Agents implements dashboard.Store: node facts and doctor reports, by
 // node. A misfiled facts document is the nodes/facts warning of the node
 // it is listed as (doctor.MisfiledResult), whose heartbeat it is taken
-// for: among its doctor results, unless its report has it already (every
-// agent's doctor reports it).
+// for; Build shows it among that node's doctor problems, once even when
+// its report has it too (every agent's doctor reports it), or among the
+// cluster's when the page has no column for the node (a document naming
+// no node).
 func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled []netspec.MisfiledFacts) ([]dashboard.AgentInput, error) {
 	reports, err := doctor.LoadReports(ctx, s.kv)
 	if err != nil {
@@ -109,7 +110,7 @@ func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled 
 	for _, r := range reports {
 		d := &dashboard.DoctorReport{At: r.At, Every: r.Every, Version: r.Version}
 		for _, res := range r.Results {
-			d.Results = append(d.Results, dashboard.DoctorResult{Check: res.Check, Status: string(res.Status), Message: res.Message, Fix: res.Fix})
+			d.Results = append(d.Results, result(res))
 		}
 		get(r.Node).Doctor = d
 	}
@@ -118,7 +119,8 @@ func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled 
 		nameOf[f.ID] = f.Node
 	}
 	for _, m := range misfiled {
-		warn(get(nameOf[strings.TrimPrefix(m.Key, netspec.NodesKVPrefix)]), doctor.MisfiledResult(m))
+		a := get(nameOf[strings.TrimPrefix(m.Key, netspec.NodesKVPrefix)])
+		a.Warnings = append(a.Warnings, result(doctor.MisfiledResult(m)))
 	}
 	out := make([]dashboard.AgentInput, 0, len(order))
 	for _, n := range order {
@@ -127,16 +129,9 @@ func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled 
 	return out, nil
 }
 
-// warn adds r to a's doctor results, unless they hold it already; with no
-// report, r is its only result.
-func warn(a *dashboard.AgentInput, r doctor.Result) {
-	res := dashboard.DoctorResult{Check: r.Check, Status: string(r.Status), Message: r.Message, Fix: r.Fix}
-	if a.Doctor == nil {
-		a.Doctor = &dashboard.DoctorReport{}
-	}
-	if !slices.Contains(a.Doctor.Results, res) {
-		a.Doctor.Results = append(a.Doctor.Results, res)
-	}
+// result is r as the dashboard carries it.
+func result(r doctor.Result) dashboard.DoctorResult {
+	return dashboard.DoctorResult{Check: r.Check, Status: string(r.Status), Message: r.Message, Fix: r.Fix}
 }
 
 // Changes implements dashboard.Store with a blocking query per prefix.

@@ -165,3 +165,27 @@ func TestStoreShowsMisfiledFacts(t *testing.T) {
 		})
 	}
 }
+
+// TestStoreShowsMisfiledFactsOfNoNode: a misfiled facts document naming
+// no node (node "") was the nodes/facts warning of a node named "",
+// which has no column on the page: nobody saw it. A warning of a node
+// the page has no column for is now among the cluster's problems.
+func TestStoreShowsMisfiledFactsOfNoNode(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	kv.Put(ctx, netspec.NodesKVPrefix+"id1", []byte(`{"id":"id1","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
+	key := netspec.NodesKVPrefix + "id2"
+	kv.Put(ctx, key, []byte(`{"id":"id9","node":"","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
+	misfiled := doctor.MisfiledResult(netspec.MisfiledFacts{Key: key, Names: "id9"})
+	swarm := fixedSwarm{{ID: "id1", Hostname: "n1", State: "ready"}, {ID: "id2", Hostname: "n2", State: "ready"}}
+	snap := runRefreshes(t, dashboard.Sources{Swarm: swarm, Store: NewStore(memKV{kv}, "")})
+	want := []dashboard.DoctorResult{{Check: misfiled.Check, Status: string(misfiled.Status), Message: misfiled.Message, Fix: misfiled.Fix}}
+	if d := cmp.Diff(want, snap.Problems); d != "" {
+		t.Errorf("the cluster's problems (-want +got):\n%s", d)
+	}
+	for _, n := range snap.Nodes {
+		if n.Doctor != nil && len(n.Doctor.Problems) > 0 {
+			t.Errorf("node %s has doctor problems %+v, want none", n.Name, n.Doctor.Problems)
+		}
+	}
+}

@@ -309,7 +309,7 @@
     const parts = {};
     const timed = (name, f) => { const t = performance.now(); f(); parts[name] = performance.now() - t; };
     timed('summary', () => { renderSummary(snap); renderSources(snap.sources || []); });
-    timed('nodes', () => renderNodes(snap.nodes || [], snap.unplaced || []));
+    timed('nodes', () => { renderProblems(snap.problems || []); renderNodes(snap.nodes || [], snap.unplaced || []); });
     timed('services', () => renderServices(snap.services || []));
     timed('networks', () => renderNetworks(snap.networks || [], snap.nodes || []));
     timed('search', applySearch);
@@ -381,11 +381,23 @@
         doc.fail ? badge(doc.fail + ' failed', 'fail') : null) : h('div', { class: 'line muted', text: 'no doctor report' }),
       n.message ? h('div', { class: 'muted', text: n.message }) : null);
     if (doc && doc.problems.length) {
-      head.append(h('ul', { class: 'doctor-problems' }, doc.problems.map((p) => h('li', { class: p.status, dataset: { check: p.check } },
-        h('span', { class: 'check', text: p.check }), ' ', h('span', { text: p.message }),
-        p.fix ? h('code', { class: 'fix', text: p.fix }) : null))));
+      head.append(h('ul', { class: 'doctor-problems' }, doc.problems.map(problem)));
     }
     return head;
+  }
+
+  function problem(p) {
+    return h('li', { class: p.status, dataset: { check: p.check } },
+      h('span', { class: 'check', text: p.check }), ' ', h('span', { text: p.message }),
+      p.fix ? h('code', { class: 'fix', text: p.fix }) : null);
+  }
+
+  // renderProblems shows the warnings about nodes the page has no column
+  // for (a misfiled facts document naming no node).
+  function renderProblems(problems) {
+    const el = $('cluster-problems');
+    el.hidden = problems.length === 0;
+    el.querySelector('ul').replaceChildren(...problems.map(problem));
   }
 
   function cardName(t) { return t.slot ? t.service + '.' + t.slot : t.service; }
