@@ -44,9 +44,10 @@ type Store interface {
 	// Inventory lists every container address the agents published,
 	// checked against facts.
 	Inventory(ctx context.Context, facts []netspec.NodeFacts) ([]inventory.Entry, error)
-	// Agents lists what each node's agent published about its node: facts,
-	// and its doctor report, with the nodes/facts warning of each misfiled
-	// document among the warnings of the node it is listed as.
+	// Agents lists what each node's agent published about its node: its
+	// newest facts, and its doctor report, with the nodes/facts warning of
+	// each older facts document naming the node too, and of each misfiled
+	// document, among the warnings of the node it is listed as.
 	Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled []netspec.MisfiledFacts) ([]AgentInput, error)
 	// Changes fires when any of the above changes.
 	Changes(ctx context.Context) <-chan struct{}
@@ -155,13 +156,15 @@ type NetworkInput struct {
 // AgentInput is what one node's agent published about its node.
 type AgentInput struct {
 	Node string
-	// FactsAt is when the agent last published its node facts; zero when
-	// it never did.
+	// FactsAt is when the agent last published its node facts (the newest
+	// of the node's, when several identities' name it); zero when it never
+	// did.
 	FactsAt time.Time
 	// Doctor is the agent's latest doctor report; nil when none.
 	Doctor *DoctorReport
 	// Warnings are the dashboard's own findings on the node's records
-	// (a misfiled facts document listed as the node's), in the doctor's
+	// (a misfiled facts document listed as the node's, older facts of
+	// another identity naming the node too), in the doctor's
 	// words: among the node's doctor problems, or among the snapshot's
 	// when the page has no column for the node.
 	Warnings []DoctorResult

@@ -1,15 +1,19 @@
 package adapter
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"strings"
+	"time"
 
 	"github.com/underlay/underlay/internal/dashboard"
 	"github.com/underlay/underlay/internal/doctor"
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/shellword"
 )
 
 // KV is what Store reads of Consul KV (consul.KV): through netspec, ipam,
@@ -82,7 +86,9 @@ func (s *Store) Inventory(ctx context.Context, facts []netspec.NodeFacts) ([]inv
 }
 
 // Agents implements dashboard.Store: node facts and doctor reports, by
-// node. A misfiled facts document is the nodes/facts warning of the node
+// node. When the facts of several identities name one node, the newest
+// are its agent's heartbeat, and each other a nodes/facts warning of the
+// node (duplicateResult). A misfiled facts document is the nodes/facts warning of the node
 // it is listed as (doctor.MisfiledResult), whose heartbeat it is taken
 // for; Build shows it among that node's doctor problems, once even when
 // its report has it too (every agent's doctor reports it), or among the
@@ -104,8 +110,18 @@ func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled 
 		order = append(order, node)
 		return a
 	}
-	for _, f := range facts {
-		get(f.Node).FactsAt = f.UpdatedAt
+	// In one order whatever the caller's, so are the warnings.
+	facts = slices.SortedFunc(slices.Values(facts), func(a, b netspec.NodeFacts) int {
+		return cmp.Or(strings.Compare(a.Node, b.Node), strings.Compare(a.ID, b.ID))
+	})
+	newest := newestFacts(facts)
+	for i, f := range facts {
+		a := get(f.Node)
+		if live := newest[f.Node]; i != live {
+			a.Warnings = append(a.Warnings, duplicateResult(facts[live], f))
+			continue
+		}
+		a.FactsAt = f.UpdatedAt
 	}
 	for _, r := range reports {
 		d := &dashboard.DoctorReport{At: r.At, Every: r.Every, Version: r.Version}
@@ -127,6 +143,53 @@ func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled 
 		out = append(out, *by[n])
 	}
 	return out, nil
+}
+
+// newestFacts gives, by node name, the index in facts of the ones
+// refreshed last: the node's agent's heartbeat when several identities'
+// facts name one node (it joined the swarm again under a new identity,
+// and the old one's remain; or two hosts' agents use one name). Equal
+// times are told apart by ID, so that the choice does not depend on the
+// order facts were read in.
+func newestFacts(facts []netspec.NodeFacts) map[string]int {
+	out := map[string]int{}
+	for i, f := range facts {
+		j, ok := out[f.Node]
+		if !ok || f.UpdatedAt.After(facts[j].UpdatedAt) || f.UpdatedAt.Equal(facts[j].UpdatedAt) && f.ID > facts[j].ID {
+			out[f.Node] = i
+		}
+	}
+	return out
+}
+
+// duplicateResult is the nodes/facts warning of facts stale, naming the
+// node live names too and refreshed no later: live's are taken as the
+// node's agent's heartbeat. live's refresh time is left out, so that the
+// warning does not change at each of its heartbeats.
+func duplicateResult(live, stale netspec.NodeFacts) dashboard.DoctorResult {
+	r := dashboard.DoctorResult{Check: "nodes/facts", Status: "warn",
+		Message: fmt.Sprintf("node %s has facts under more than one identity: %s (refreshed %s) are no newer than %s, taken as its agent's heartbeat; "+
+			"the older are a former identity's (the node left the swarm and joined again), or another host's agent uses the same node name",
+			stale.Node, factsOf(stale), stamp(stale.UpdatedAt), factsOf(live))}
+	if stale.ID != "" {
+		// The ID is a key any agent may write: one shell word.
+		r.Fix = "underlay node rm " + shellword.Quote(stale.ID) + " (once the swarm no longer lists it: docker node rm)"
+	}
+	return r
+}
+
+func factsOf(f netspec.NodeFacts) string {
+	if f.ID == "" {
+		return "those naming no swarm node (an older agent's)"
+	}
+	return "those of swarm node " + f.ID
+}
+
+func stamp(t time.Time) string {
+	if t.IsZero() {
+		return "never"
+	}
+	return t.UTC().Format(time.RFC3339)
 }
 
 // result is r as the dashboard carries it.

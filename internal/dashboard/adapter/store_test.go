@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -187,5 +188,47 @@ func TestStoreShowsMisfiledFactsOfNoNode(t *testing.T) {
 		if n.Doctor != nil && len(n.Doctor.Problems) > 0 {
 			t.Errorf("node %s has doctor problems %+v, want none", n.Name, n.Doctor.Problems)
 		}
+	}
+}
+
+// TestStoreDuplicateFactsNewestWins: two facts documents naming one node
+// (it joined the swarm again under a new identity, the old one's facts
+// remain) each set the node's heartbeat, the one read last winning: by
+// the order of their IDs, a stale document hid a live agent. The newest
+// is now the heartbeat, in either order, and each older one is a
+// nodes/facts warning of the node, with the node rm that removes it.
+func TestStoreDuplicateFactsNewestWins(t *testing.T) {
+	for _, tt := range []struct{ name, live, stale string }{
+		{"stale one read last", "id-a", "id-b"},
+		{"stale one read first", "id-b", "id-a"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctx := context.Background()
+			kv := kvtest.New()
+			put := func(id string, at time.Time) {
+				kv.Put(ctx, netspec.NodesKVPrefix+id, []byte(`{"id":"`+id+`","node":"n1","interfaces":["eth0"],"updated_at":"`+at.Format(time.RFC3339Nano)+`"}`))
+			}
+			now := time.Now().UTC()
+			put(tt.live, now.Add(-5*time.Second))
+			put(tt.stale, now.Add(-time.Hour))
+			swarm := fixedSwarm{{ID: tt.live, Hostname: "n1", State: "ready"}}
+			snap := runRefreshes(t, dashboard.Sources{Swarm: swarm, Store: NewStore(memKV{kv}, "")})
+			if len(snap.Nodes) != 1 {
+				t.Fatalf("nodes %+v, want n1", snap.Nodes)
+			}
+			n := snap.Nodes[0]
+			if n.Agent.State != dashboard.AgentUp {
+				t.Errorf("n1's agent is %s, want up: its newest facts are 5s old", n.Agent.State)
+			}
+			var warns []dashboard.DoctorResult
+			if n.Doctor != nil {
+				warns = n.Doctor.Problems
+			}
+			if len(warns) != 1 || warns[0].Check != "nodes/facts" || warns[0].Status != "warn" ||
+				!strings.Contains(warns[0].Message, "swarm node "+tt.stale) || !strings.Contains(warns[0].Message, "swarm node "+tt.live) ||
+				!strings.HasPrefix(warns[0].Fix, "underlay node rm "+tt.stale+" ") {
+				t.Errorf("n1's doctor problems %+v, want a nodes/facts warning naming %s's facts as stale, with underlay node rm %s", warns, tt.stale, tt.stale)
+			}
+		})
 	}
 }
