@@ -4,9 +4,12 @@ import (
 	"encoding/json"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/underlay/underlay/internal/kvstore"
 )
@@ -33,6 +36,7 @@ func FuzzPoolListing(f *testing.F) {
 		{"fd00::1234:5690_124", `{"node":"n1","allocs":{"fd00::1234:5691%eth0":{}}}`, true},
 		{"fd00::1234:56a0_124", `{"node":"n1","allocs":{"::ffff:10.2.0.1":{}}}`, true},
 		{"it's a\nkey", `null`, false},
+		{"key\x1b[2J\n", `null`, false}, // no shell word holds it
 	} {
 		f.Add(seed.key, []byte(seed.value), seed.v6)
 	}
@@ -80,8 +84,14 @@ func FuzzPoolListing(f *testing.F) {
 			if d.Err == nil || d.Err.Error() == "" {
 				t.Errorf("bad key %q without a reason", d.Key)
 			}
-			if got, ok := shellWord(strings.TrimPrefix(d.Fix(), "consul kv delete ")); !ok || got != d.Key {
-				t.Errorf("fix %q deletes %q, not the bad key %q", d.Fix(), got, d.Key)
+			// A key no shell word holds gets a fix a shell refuses to run.
+			got, refused, ok := shellWord(strings.TrimPrefix(d.Fix(), "consul kv delete "))
+			unquotable := strings.HasSuffix(d.Key, "\n") || strings.Contains(d.Key, "\x00")
+			if refused != unquotable || !refused && (!ok || got != d.Key) {
+				t.Errorf("fix %q deletes %q (refused %v), not the bad key %q", d.Fix(), got, refused, d.Key)
+			}
+			if !utf8.ValidString(d.Fix()) || strings.ContainsFunc(d.Fix(), func(r rune) bool { return !unicode.IsGraphic(r) }) {
+				t.Errorf("fix %q of key %q: not graphic text on one line", d.Fix(), d.Key)
 			}
 		}
 		for b, doc := range v.docs {
@@ -118,21 +128,32 @@ func FuzzPoolListing(f *testing.F) {
 	})
 }
 
-// shellWord undoes shellword.Quote: a bare word, or a single-quoted word in
-// which each quote is closed, escaped with a backslash and opened again.
-// ok is false for anything else.
-func shellWord(s string) (string, bool) {
+// shellWord undoes shellword.Quote: a bare word (printable ASCII), a single-quoted word in
+// which each quote is closed, escaped with a backslash and opened again,
+// or printf's output, "$(printf 'FORMAT')", whose format escapes only \,
+// % and octal bytes. refused is true for Quote's refusal (a word starting
+// with ")", which a shell runs nothing of); ok is false for anything else.
+func shellWord(s string) (word string, refused, ok bool) {
+	if format, isPrintf := strings.CutPrefix(s, `"$(printf '`); isPrintf {
+		format, isPrintf = strings.CutSuffix(format, `')"`)
+		word, ok := printfWord(format)
+		return word, false, isPrintf && ok
+	}
+	if strings.HasPrefix(s, ")") {
+		return "", true, false
+	}
 	if !strings.HasPrefix(s, "'") {
-		return s, s != "" && !strings.ContainsAny(s, " \t\n'\"\\$`*?[]{}()<>|&;!#~")
+		plain := !strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r > '~' }) // printable ASCII
+		return s, false, s != "" && plain && !strings.ContainsAny(s, "'\"\\$`*?[]{}()<>|&;!#~")
 	}
 	var b strings.Builder
 	for rest := s; rest != ""; {
 		if !strings.HasPrefix(rest, "'") {
-			return "", false
+			return "", false, false
 		}
 		end := strings.IndexByte(rest[1:], '\'')
 		if end < 0 {
-			return "", false
+			return "", false, false
 		}
 		b.WriteString(rest[1 : 1+end])
 		rest = rest[2+end:]
@@ -140,10 +161,36 @@ func shellWord(s string) (string, bool) {
 			break
 		}
 		if !strings.HasPrefix(rest, `\'`) {
-			return "", false
+			return "", false, false
 		}
 		b.WriteByte('\'')
 		rest = rest[2:]
+	}
+	return b.String(), false, true
+}
+
+// printfWord is what printf writes for format, a format shellword.Quote
+// writes: ok is false for anything else.
+func printfWord(format string) (string, bool) {
+	var b strings.Builder
+	for rest := format; rest != ""; {
+		switch {
+		case strings.HasPrefix(rest, `\\`), strings.HasPrefix(rest, "%%"):
+			b.WriteByte(rest[1])
+			rest = rest[2:]
+		case rest[0] == '\\':
+			n, err := strconv.ParseUint(rest[1:min(4, len(rest))], 8, 8)
+			if err != nil || len(rest) < 4 {
+				return "", false
+			}
+			b.WriteByte(byte(n))
+			rest = rest[4:]
+		case rest[0] == '%' || rest[0] == '\'':
+			return "", false
+		default:
+			b.WriteByte(rest[0])
+			rest = rest[1:]
+		}
 	}
 	return b.String(), true
 }
