@@ -16,6 +16,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // Version is set at build time with -ldflags "-X .../internal/app.Version=...".
@@ -41,7 +42,8 @@ func Run(ctx context.Context, args []string, streams IOStreams) int {
 		if errors.As(err, &ec) {
 			return ec.ExitCode()
 		}
-		fmt.Fprintf(streams.ErrOut, "underlay: %v\n", err)
+		// Errors quote what others wrote: Consul keys, a server's answer.
+		fmt.Fprintf(streams.ErrOut, "underlay: %s\n", termtext.Lines(err.Error()))
 		return 1
 	}
 	return 0

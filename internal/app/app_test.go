@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/spf13/pflag"
 )
@@ -171,5 +175,28 @@ func TestAgentBadIntervals(t *testing.T) {
 				t.Errorf("exit %d, stderr %q; want failure naming %q", code, errOut.String(), tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestRunErrorNeutralisesControls: an error's text may carry what a
+// remote server answered (Consul's or control's error bodies) and Consul
+// keys any agent's token writes; printed as it was, an escape sequence in
+// it rewrote the terminal and a carriage return overwrote the line. Its
+// control characters are now printed escaped; its newlines stay, so a
+// multi-line error still reads as lines.
+func TestRunErrorNeutralisesControls(t *testing.T) {
+	body := "boom\x1b[2J\rforged\u009b\u202e\nsecond line\x9b"
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		http.Error(w, body, http.StatusInternalServerError)
+	}))
+	t.Cleanup(srv.Close)
+	var out, errOut bytes.Buffer
+	if code := Run(context.Background(), []string{"ips", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code != 1 {
+		t.Fatalf("exit %d, want 1: %s", code, errOut.String())
+	}
+	got := errOut.String()
+	if !strings.HasPrefix(got, "underlay: ") || !utf8.ValidString(got) || strings.ContainsFunc(got, func(r rune) bool { return r != '\n' && !unicode.IsGraphic(r) }) ||
+		!strings.Contains(got, `boom\x1b[2J\rforged\u009b\u202e`+"\nsecond line"+`\x9b`) {
+		t.Errorf("stderr %q: want the error with its control characters escaped, its newline kept", got)
 	}
 }
