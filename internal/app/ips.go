@@ -32,9 +32,13 @@ macvlan or ipvlan network, on every node, with its MAC, container and Swarm
 service, slot and task. An IP (per network) or MAC held twice is flagged. For
 cluster-IPAM networks it adds what the pool holds that no container does
 (gateway, aux, host shims, spares, addresses kept for a container start under
-way on their node, leaks awaiting reclaim) and warns of any
-KV document it skips (a node's inventory, a pool's key that cannot be read),
-with the command that removes it. --network and --node must name a network or
+way on their node, leaks awaiting reclaim). It warns of any KV document it
+skips, with the command that removes it: a node's inventory that cannot be
+read, that names another node than its key's, or whose key's node has no node
+facts (an agent publishes its facts first: it is stale or forged); a pool's
+key that cannot be read; a network spec every agent refuses (its pool is not
+listed). It warns too of node facts filed under another node's key, taken as
+that key's node's. --network and --node must name a network or
 node the cluster knows; when they match no address, ips says so.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -52,9 +56,14 @@ node the cluster knows; when they match no address, ips says so.`,
 			ctx, kv := cmd.Context(), consul.NewKV(c)
 			// Read once for all that judges by them: two reads could
 			// disagree (a node publishing in between).
-			facts, err := netspec.NewStore(kv).Nodes(ctx)
+			facts, misfiled, err := netspec.NewStore(kv).ReadNodes(ctx)
 			if err != nil {
 				return err
+			}
+			// As node ls does: they name the inventories' and pools'
+			// holders below. Each quotes what it names.
+			for _, m := range misfiled {
+				fmt.Fprintf(streams.ErrOut, "warning: %s\n", m)
 			}
 			all, bad, err := inventory.Load(ctx, kv, facts)
 			if err != nil {

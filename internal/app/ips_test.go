@@ -63,3 +63,40 @@ func TestIPsReadsNodeFactsOnce(t *testing.T) {
 		t.Errorf("ips listed %s %d times, want once", netspec.NodesKVPrefix, n)
 	}
 }
+
+// TestIPsWarnsOfMisfiledFacts: ips read the node facts without
+// ReadNodes' notes, so facts filed under another node's key (taken as
+// that key's node's, naming the inventories and pools' holders) passed
+// in silence, where node ls warns. ips now warns of each, quoted, on
+// stderr; and its help says which inventories it sets apart.
+func TestIPsWarnsOfMisfiledFacts(t *testing.T) {
+	srv := fakeConsulKV(t, map[string]string{
+		"underlay/nodes/id1":     `{"id":"id9\u001b[2J","node":"n1","interfaces":["eth0"]}`,
+		"underlay/inventory/id1": `[{"ip":"10.1.0.5","mac":"02:00:00:00:00:05","node":"n1","network":"lan","container":"web.1","container_id":"c1"}]`,
+	})
+	var out, errOut bytes.Buffer
+	if code := Run(context.Background(), []string{"ips", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	want := `warning: underlay/nodes/id1 holds facts naming swarm node "id9\x1b[2J": taken as the facts of swarm node id1, whose key it is` + "\n"
+	if errOut.String() != want {
+		t.Errorf("stderr %q, want %q", errOut.String(), want)
+	}
+	if !strings.Contains(out.String(), "10.1.0.5") {
+		t.Errorf("stdout:\n%s\nwant n1's address", out.String())
+	}
+
+	var help bytes.Buffer
+	if code := Run(context.Background(), []string{"ips", "--help"}, IOStreams{Out: &help, ErrOut: &help}); code != 0 {
+		t.Fatalf("ips --help: exit %d: %s", code, help.String())
+	}
+	var missing []string
+	for _, w := range []string{"names another node", "no node facts", "facts filed under another node's key"} {
+		if !strings.Contains(strings.Join(strings.Fields(help.String()), " "), w) {
+			missing = append(missing, w)
+		}
+	}
+	if missing != nil {
+		t.Errorf("ips --help says nothing of %q:\n%s", missing, help.String())
+	}
+}
