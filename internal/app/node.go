@@ -61,7 +61,8 @@ func writeNodeList(streams IOStreams, facts []netspec.NodeFacts, misfiled []nets
 		fmt.Fprintf(streams.ErrOut, "warning: %s\n", m)
 	}
 	if swarmErr != nil {
-		fmt.Fprintf(streams.ErrOut, "warning: %v: the SWARM column is unknown\n", swarmErr)
+		// dockerd's answer, as it came: escaped where it would move the cursor.
+		fmt.Fprintf(streams.ErrOut, "warning: %s: the SWARM column is unknown\n", termtext.Lines(swarmErr.Error()))
 	}
 	tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tNAME\tSWARM\tFACTS\tHOST")

@@ -93,3 +93,19 @@ func TestPrintRemovedQuotesOddNames(t *testing.T) {
 		t.Errorf("output holds a control character:\n%q\n%q", out.String(), errOut.String())
 	}
 }
+
+// TestWriteNodeListEscapesTheSwarmError: node ls printed the error of
+// its swarm query as it came, and it carries dockerd's answer: an escape
+// sequence there rewrote the terminal. Its control characters are now
+// escaped.
+func TestWriteNodeListEscapesTheSwarmError(t *testing.T) {
+	var out, errOut bytes.Buffer
+	err := fmt.Errorf("list swarm nodes: Error response from daemon: boom\x1b[2J\rforged")
+	if err := writeNodeList(IOStreams{Out: &out, ErrOut: &errOut}, nil, nil, nil, err, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	want := `warning: list swarm nodes: Error response from daemon: boom\x1b[2J\rforged: the SWARM column is unknown` + "\n"
+	if errOut.String() != want {
+		t.Errorf("stderr %q, want %q", errOut.String(), want)
+	}
+}
