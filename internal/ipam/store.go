@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -292,26 +293,10 @@ func (s *store) noteBad(pool string, d BadDoc) {
 func (s *store) forget(keep map[string]bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for id := range s.scanned {
-		if !keep[id] {
-			delete(s.scanned, id)
-		}
-	}
-	for id := range s.bad {
-		if !keep[id] {
-			delete(s.bad, id)
-		}
-	}
-	for key := range s.docs {
-		if !keep[poolOfKey(key)] {
-			delete(s.docs, key)
-		}
-	}
-	for key := range s.logged {
-		if !keep[poolOfKey(key)] {
-			delete(s.logged, key)
-		}
-	}
+	maps.DeleteFunc(s.scanned, func(id string, _ bool) bool { return !keep[id] })
+	maps.DeleteFunc(s.bad, func(id string, _ []BadDoc) bool { return !keep[id] })
+	maps.DeleteFunc(s.docs, func(key string, _ versioned) bool { return !keep[poolOfKey(key)] })
+	maps.DeleteFunc(s.logged, func(key string, _ uint64) bool { return !keep[poolOfKey(key)] })
 }
 
 // poolOfKey is the ID of the pool a key under its blocks/ belongs to.

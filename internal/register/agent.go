@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -698,16 +699,8 @@ func (a *Agent) forgetUnlisted(running []string, regs []Registered) {
 	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	for id := range a.sawRunning {
-		if !keep[id] {
-			delete(a.sawRunning, id)
-		}
-	}
-	for id := range a.warned {
-		if !keep[id] {
-			delete(a.warned, id)
-		}
-	}
+	maps.DeleteFunc(a.sawRunning, func(id string, _ uint64) bool { return !keep[id] })
+	maps.DeleteFunc(a.warned, func(id string, _ map[Warning]bool) bool { return !keep[id] })
 }
 
 func (a *Agent) reportWarnings(id string, ws []Warning) {
