@@ -194,18 +194,7 @@ func TestSweepReclaimsAllocationsWithoutNodeOrKind(t *testing.T) {
 		Held: heldSet{netip.MustParseAddr(otherNode): true, netip.MustParseAddr(otherKind): true}, Grace: 10 * time.Second, NodeTimeout: timeout}
 	sweep := func(d time.Duration, rs ...*Reclaimer) map[netip.Addr]Alloc {
 		t.Helper()
-		for end := clock.Add(d); clock.Before(end); clock = clock.Add(15 * time.Second) {
-			for _, r := range rs {
-				if err := r.Sweep(ctx); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		all, err := Allocations(ctx, kv, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return all
+		return sweepFor(ctx, t, kv, p, &clock, d, rs...)
 	}
 	check := func(when string, all map[netip.Addr]Alloc, want map[string]string) {
 		t.Helper()
@@ -282,18 +271,7 @@ func TestSweepKeepsNodelessAddressesANodeMayHold(t *testing.T) {
 		Grace: 10 * time.Second, NodeTimeout: timeout}
 	sweep := func(d time.Duration, rs ...*Reclaimer) map[netip.Addr]Alloc {
 		t.Helper()
-		for end := clock.Add(d); clock.Before(end); clock = clock.Add(15 * time.Second) {
-			for _, r := range rs {
-				if err := r.Sweep(ctx); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		all, err := Allocations(ctx, kv, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return all
+		return sweepFor(ctx, t, kv, p, &clock, d, rs...)
 	}
 	all := sweep(3*timeout, leader, live)
 	for _, a := range []string{heldThere, unheld} {
@@ -320,4 +298,22 @@ func TestSweepKeepsNodelessAddressesANodeMayHold(t *testing.T) {
 	if pairs, err := kv.List(ctx, nodelessPrefix(p)); err != nil || len(pairs) > 0 {
 		t.Errorf("reports left once nothing names no node: %v, %v", pairs, err)
 	}
+}
+
+// sweepFor runs the sweeps of rs every 15 s of clock for d, then returns
+// the allocations of p.
+func sweepFor(ctx context.Context, t *testing.T, kv KV, p Pool, clock *time.Time, d time.Duration, rs ...*Reclaimer) map[netip.Addr]Alloc {
+	t.Helper()
+	for end := clock.Add(d); clock.Before(end); *clock = clock.Add(15 * time.Second) {
+		for _, r := range rs {
+			if err := r.Sweep(ctx); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	all, err := Allocations(ctx, kv, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return all
 }
