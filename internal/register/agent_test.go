@@ -194,11 +194,7 @@ func eventually(t *testing.T, what string, cond func() bool) {
 // runAgent starts an agent over d and c and waits for its first resync.
 func runAgent(t *testing.T, d *fakeDocker, c *fakeCatalog) *Agent {
 	t.Helper()
-	a, err := NewAgent(Config{Policy: Policy{Node: "n1"}, Resync: time.Hour, DriftCheck: time.Hour},
-		d, c, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := newPassAgent(t, d, c)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { a.Run(ctx); close(done) }()
@@ -515,11 +511,7 @@ func TestServiceIDOfTwoContainers(t *testing.T) {
 func TestResyncForgetsContainersRemovedUnseen(t *testing.T) {
 	ctx := context.Background()
 	d, c := newFakeDocker(), &fakeCatalog{services: map[string]Service{}}
-	a, err := NewAgent(Config{Policy: Policy{Node: "n1"}, Resync: time.Hour, DriftCheck: time.Hour},
-		d, c, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := newPassAgent(t, d, c)
 	bad := webContainer("bad", true)
 	bad.Labels = map[string]string{"SERVICE_NETWORK": "nowhere"} // a warning, no service
 	plain := Container{ID: "plain", Name: "plain", Running: true}
@@ -560,11 +552,7 @@ func TestResyncForgetsContainersRemovedUnseen(t *testing.T) {
 func TestWaitersForgottenWhenGone(t *testing.T) {
 	ctx := context.Background()
 	d, c := newFakeDocker(), &fakeCatalog{services: map[string]Service{}}
-	a, err := NewAgent(Config{Policy: Policy{Node: "n1"}, Resync: time.Hour, DriftCheck: time.Hour},
-		d, c, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := newPassAgent(t, d, c)
 	withID := func(id string) Container {
 		x := webContainer(id, true)
 		x.Labels = map[string]string{"SERVICE_ID": "shared"}
@@ -595,4 +583,16 @@ func TestWaitersForgottenWhenGone(t *testing.T) {
 	if n := len(a.waiting["shared"]); n != 0 {
 		t.Errorf("%d containers waiting for shared after every waiter was removed, want 0", n)
 	}
+}
+
+// newPassAgent is an agent of node n1 over d and c whose resyncs and
+// drift checks do not come during a test: its passes are the test's.
+func newPassAgent(t *testing.T, d Docker, c Catalog) *Agent {
+	t.Helper()
+	a, err := NewAgent(Config{Policy: Policy{Node: "n1"}, Resync: time.Hour, DriftCheck: time.Hour},
+		d, c, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return a
 }
