@@ -329,10 +329,7 @@ func TestLoadRefusesAnotherNodesEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, e := range es {
-		got = append(got, e.Container+"@"+e.Node)
-	}
+	got := holders(es)
 	if d := cmp.Diff([]string{"b@n2"}, got); d != "" {
 		t.Errorf("entries listed (-want +got):\n%s", d)
 	}
@@ -375,10 +372,7 @@ func TestLoadSetsApartInventoriesWithoutFacts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, e := range es {
-		got = append(got, e.Container+"@"+e.Node)
-	}
+	got := holders(es)
 	if d := cmp.Diff([]string{"a@n1", "f@old-6"}, got); d != "" {
 		t.Errorf("entries listed (-want +got):\n%s", d)
 	}
@@ -425,11 +419,17 @@ func TestLoadTakesAJoiningNodesInventory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, e := range es {
-		got = append(got, e.Container+"@"+e.Node)
-	}
+	got := holders(es)
 	if d := cmp.Diff([]string{"a@n1", "b@n2"}, got); d != "" || len(bad) != 0 {
 		t.Errorf("entries listed (-want +got):\n%s\nset apart: %+v", d, bad)
 	}
+}
+
+// holders are es as container@node, in their order.
+func holders(es []Entry) []string {
+	var out []string
+	for _, e := range es {
+		out = append(out, e.Container+"@"+e.Node)
+	}
+	return out
 }
