@@ -84,7 +84,11 @@ func (n *Networks) CreateConfigNetwork(ctx context.Context, s netspec.Spec, p ne
 	if p.IPv6.IsValid() {
 		on := true
 		opts.EnableIPv6 = &on
-		ipam.Config = append(ipam.Config, network.IPAMConfig{Subnet: s.IPv6Subnet.String(), IPRange: p.IPv6.String()})
+		c := network.IPAMConfig{Subnet: s.IPv6Subnet.String(), IPRange: p.IPv6.String()}
+		if p.Shim6.IsValid() {
+			c.AuxAddress = map[string]string{netspec.Shim6AuxName: p.Shim6.String()}
+		}
+		ipam.Config = append(ipam.Config, c)
 	}
 	if _, err := n.api.NetworkCreate(ctx, netspec.ConfigNetworkName(s.Name), opts); err != nil {
 		return err

@@ -115,6 +115,10 @@ func (f NetworkFacts) Want() (hostnet.Want, bool) {
 		w.ShimLink = f.State.ShimLink
 	}
 	w.Shim, w.Route = f.State.Shim, f.State.Range
+	if f.State.Shim6.IsValid() && f.State.Range6.IsValid() {
+		// An older agent reports none: only IPv4 is judged then.
+		w.Shim6, w.Route6 = f.State.Shim6, f.State.Range6
+	}
 	return w, true
 }
 
@@ -266,31 +270,52 @@ func evalState(f NetworkFacts, check string, haveWant bool) Result {
 		r.Status, r.Message, r.Fix = Fail, "the agent reports ready but no range or shim address", inspect
 	default:
 		r.Status, r.Message = OK, fmt.Sprintf("ready: range %s, shim %s", f.State.Range, f.State.Shim)
+		if f.State.Range6.IsValid() {
+			r.Message += fmt.Sprintf("; IPv6 range %s, shim %s", f.State.Range6, f.State.Shim6)
+		}
 	}
 	return r
 }
 
 func evalShim(o hostnet.Observed, w hostnet.Want, shimType string, name func(string) string) []Result {
-	create := strings.Join([]string{
+	v6 := w.Shim6.IsValid()
+	addr6 := fmt.Sprintf("ip -6 addr replace %s/128 dev %s nodad", w.Shim6, w.ShimLink)
+	route6 := fmt.Sprintf("ip -6 route replace %s dev %s metric 1", w.Route6, w.ShimLink)
+	steps := []string{
 		fmt.Sprintf("ip link add %s link %s type %s", w.ShimLink, w.Parent, shimType),
 		fmt.Sprintf("ip addr add %s/32 dev %s", w.Shim, w.ShimLink),
-		fmt.Sprintf("ip link set %s up", w.ShimLink),
-		fmt.Sprintf("ip route replace %s dev %s", w.Route, w.ShimLink),
-	}, " && ")
+	}
+	if v6 {
+		steps = append(steps, addr6)
+	}
+	steps = append(steps, fmt.Sprintf("ip link set %s up", w.ShimLink), fmt.Sprintf("ip route replace %s dev %s", w.Route, w.ShimLink))
+	if v6 {
+		steps = append(steps, route6)
+	}
+	create := strings.Join(steps, " && ")
+	ranges := w.Route.String()
+	if v6 {
+		ranges += " and " + w.Route6.String()
+	}
 	shim := Result{Check: name("shim")}
 	switch {
 	case !o.ShimExists:
 		shim.Status, shim.Fix = Fail, create
-		shim.Message = fmt.Sprintf("shim %s missing: this host cannot reach its own containers on %s", w.ShimLink, w.Route)
+		shim.Message = fmt.Sprintf("shim %s missing: this host cannot reach its own containers on %s", w.ShimLink, ranges)
 	case o.ShimForeign:
 		// Not underlay's: the agent leaves it, and so does the advice.
 		shim.Status, shim.Fix = Fail, fmt.Sprintf("ip -d link show %s   # someone else's link has the shim's name: rename or remove it, and the agent makes the shim", w.ShimLink)
-		shim.Message = fmt.Sprintf("%s is not underlay's shim of %s (not marked as it, nor an older agent's %s on %s with %s): the agent leaves it alone, and this host cannot reach its own containers on %s", w.ShimLink, w.Network, shimType, w.Parent, w.Shim, w.Route)
+		shim.Message = fmt.Sprintf("%s is not underlay's shim of %s (not marked as it, nor an older agent's %s on %s with %s): the agent leaves it alone, and this host cannot reach its own containers on %s", w.ShimLink, w.Network, shimType, w.Parent, w.Shim, ranges)
 	case !o.ShimOK:
 		shim.Status, shim.Fix = Fail, fmt.Sprintf("ip link del %s && ", w.ShimLink)+create
 		shim.Message = fmt.Sprintf("%s is not a %s on %s", w.ShimLink, shimType, w.Parent)
 	case !o.ShimUp:
-		shim.Status, shim.Fix = Fail, fmt.Sprintf("ip link set %s up && ip route replace %s dev %s", w.ShimLink, w.Route, w.ShimLink)
+		// Setting a link down flushes its IPv6 addresses and every route.
+		fix := []string{fmt.Sprintf("ip link set %s up", w.ShimLink), fmt.Sprintf("ip route replace %s dev %s", w.Route, w.ShimLink)}
+		if v6 {
+			fix = []string{addr6, fix[0], fix[1], route6}
+		}
+		shim.Status, shim.Fix = Fail, strings.Join(fix, " && ")
 		shim.Message = fmt.Sprintf("shim %s is down", w.ShimLink)
 	default:
 		shim.Status, shim.Message = OK, fmt.Sprintf("shim %s is a %s on %s, up", w.ShimLink, shimType, w.Parent)
@@ -313,7 +338,25 @@ func evalShim(o hostnet.Observed, w hostnet.Want, shimType string, name func(str
 		route.Status, route.Message = Fail, fmt.Sprintf("no route to this node's range %s via %s: the host reaches its containers through the parent, which macvlan forbids", w.Route, w.ShimLink)
 		route.Fix = fmt.Sprintf("ip route replace %s dev %s", w.Route, w.ShimLink)
 	}
-	return append(rs, addr, route)
+	rs = append(rs, addr, route)
+	if !v6 {
+		return rs
+	}
+	a6 := Result{Check: name("shim-address6")}
+	if o.ShimHasIP6 {
+		a6.Status, a6.Message = OK, fmt.Sprintf("shim %s has %s", w.ShimLink, w.Shim6)
+	} else {
+		a6.Status, a6.Message = Fail, fmt.Sprintf("shim %s lacks its IPv6 address %s", w.ShimLink, w.Shim6)
+		a6.Fix = addr6 + " && " + route6
+	}
+	r6 := Result{Check: name("route6")}
+	if o.Route6ViaOK {
+		r6.Status, r6.Message = OK, fmt.Sprintf("route to %s via %s", w.Route6, w.ShimLink)
+	} else {
+		r6.Status, r6.Message = Fail, fmt.Sprintf("no route to %s via %s: the host reaches its containers' IPv6 addresses through the parent, which macvlan forbids", w.Route6, w.ShimLink)
+		r6.Fix = route6
+	}
+	return append(rs, a6, r6)
 }
 
 // BadKey is a key of a cluster-IPAM pool that cannot be read (see

@@ -171,6 +171,64 @@ func TestEvalNetwork(t *testing.T) {
 	}
 }
 
+// TestEvalNetworkDualStack: on a network with an IPv6 subnet the shim's
+// IPv6 address and route are judged too, with fixes that restore them.
+func TestEvalNetworkDualStack(t *testing.T) {
+	spec := netspec.Spec{Name: "lan", Parent: "eth1", Subnet: netip.MustParsePrefix("10.0.0.0/24"), IPv6Subnet: netip.MustParsePrefix("fd00:1::/64")}
+	link := netspec.ShimLinkName("lan")
+	ready := &netspec.NodeState{Node: "n1", State: netspec.StateReady, Range: netip.MustParsePrefix("10.0.0.64/26"),
+		Shim: netip.MustParseAddr("10.0.0.64"), ShimLink: link, Parent: "eth1",
+		Range6: netip.MustParsePrefix("fd00:1:0:0:1::/80"), Shim6: netip.MustParseAddr("fd00:1::1:ffff:ffff:ffff")}
+	healthy := hostnet.Observed{ParentExists: true, ParentUp: true, ParentPromisc: true, ShimExists: true, ShimOK: true,
+		ShimUp: true, ShimHasIP: true, RouteViaOK: true, ShimHasIP6: true, Route6ViaOK: true}
+	addr6 := "ip -6 addr replace fd00:1::1:ffff:ffff:ffff/128 dev " + link + " nodad"
+	route6 := "ip -6 route replace fd00:1:0:0:1::/80 dev " + link + " metric 1"
+	okRows := []brief{
+		{"network/lan/state", "ok", ""},
+		{"network/lan/parent-up", "ok", ""},
+		{"network/lan/parent-promisc", "ok", ""},
+		{"network/lan/shim", "ok", ""},
+		{"network/lan/shim-address", "ok", ""},
+		{"network/lan/route", "ok", ""},
+		{"network/lan/shim-address6", "ok", ""},
+		{"network/lan/route6", "ok", ""},
+	}
+	with := func(mod func(*hostnet.Observed)) hostnet.Observed {
+		o := healthy
+		mod(&o)
+		return o
+	}
+	replace := func(rows []brief, i int, b brief) []brief {
+		out := append([]brief(nil), rows...)
+		out[i] = b
+		return out
+	}
+	older := *ready // an older agent's report: IPv4 judged only
+	older.Range6, older.Shim6 = netip.Prefix{}, netip.Addr{}
+	tests := []struct {
+		name string
+		f    NetworkFacts
+		want []brief
+	}{
+		{"healthy", NetworkFacts{Spec: spec, State: ready, Observed: healthy}, okRows},
+		{"IPv6 address missing", NetworkFacts{Spec: spec, State: ready, Observed: with(func(o *hostnet.Observed) { o.ShimHasIP6, o.Route6ViaOK = false, false })},
+			replace(replace(okRows, 6, brief{"network/lan/shim-address6", "fail", addr6 + " && " + route6}), 7, brief{"network/lan/route6", "fail", route6})},
+		{"IPv6 route missing", NetworkFacts{Spec: spec, State: ready, Observed: with(func(o *hostnet.Observed) { o.Route6ViaOK = false })},
+			replace(okRows, 7, brief{"network/lan/route6", "fail", route6})},
+		{"shim missing", NetworkFacts{Spec: spec, State: ready, Observed: hostnet.Observed{ParentExists: true, ParentUp: true, ParentPromisc: true}},
+			append(okRows[:3:3], brief{"network/lan/shim", "fail", "ip link add " + link + " link eth1 type macvlan mode bridge && ip addr add 10.0.0.64/32 dev " + link +
+				" && " + addr6 + " && ip link set " + link + " up && ip route replace 10.0.0.64/26 dev " + link + " && " + route6})},
+		{"an older agent's report", NetworkFacts{Spec: spec, State: &older, Observed: healthy}, okRows[:6]},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if diff := cmp.Diff(tt.want, briefs(EvalNetwork(tt.f))); diff != "" {
+				t.Errorf("(-want +got)\n%s", diff)
+			}
+		})
+	}
+}
+
 func TestEvalNetfilter(t *testing.T) {
 	tests := []struct {
 		name string

@@ -37,6 +37,12 @@ type Want struct {
 	// container range, reached through the shim.
 	Shim  netip.Addr
 	Route netip.Prefix
+	// Shim6 and Route6 are the same for the network's IPv6 subnet; both
+	// are zero on an IPv4-only network. Without them the host would send
+	// to its own containers' IPv6 addresses through the parent, which
+	// macvlan and ipvlan forbid.
+	Shim6  netip.Addr
+	Route6 netip.Prefix
 }
 
 // Observed is the host state that matters to a Want.
@@ -63,6 +69,10 @@ type Observed struct {
 	ShimUp      bool
 	ShimHasIP   bool
 	RouteViaOK  bool
+	// ShimHasIP6 and Route6ViaOK are ShimHasIP and RouteViaOK for the
+	// Want's Shim6 and Route6; false when it has none.
+	ShimHasIP6  bool
+	Route6ViaOK bool
 }
 
 // Repair is one change that brings the host to the wanted state.
@@ -78,6 +88,8 @@ const (
 	ShimAddress   Repair = "add shim address"
 	ShimUp        Repair = "set shim up"
 	ShimRoute     Repair = "add route to the container range via the shim"
+	ShimAddress6  Repair = "add shim IPv6 address"
+	ShimRoute6    Repair = "add route to the IPv6 container range via the shim"
 )
 
 // ErrNoParent is returned when the parent interface does not exist.
@@ -111,11 +123,21 @@ func Repairs(w Want, o Observed) ([]Repair, error) {
 	if !o.ParentPromisc && w.promisc() {
 		r = append(r, ParentPromisc)
 	}
+	v6 := w.Shim6.IsValid()
 	switch {
 	case o.ShimExists && !o.ShimOK:
-		return append(r, ShimReplace, ShimCreate, ShimAddress, ShimUp, ShimRoute), nil
+		r = append(r, ShimReplace)
+		fallthrough
 	case !o.ShimExists:
-		return append(r, ShimCreate, ShimAddress, ShimUp, ShimRoute), nil
+		r = append(r, ShimCreate, ShimAddress)
+		if v6 {
+			r = append(r, ShimAddress6)
+		}
+		r = append(r, ShimUp, ShimRoute)
+		if v6 {
+			r = append(r, ShimRoute6)
+		}
+		return r, nil
 	}
 	if !o.ShimMarked {
 		r = append(r, ShimMark)
@@ -123,12 +145,18 @@ func Repairs(w Want, o Observed) ([]Repair, error) {
 	if !o.ShimHasIP {
 		r = append(r, ShimAddress)
 	}
+	if v6 && !o.ShimHasIP6 {
+		r = append(r, ShimAddress6)
+	}
 	if !o.ShimUp {
 		r = append(r, ShimUp)
 	}
 	if !o.RouteViaOK || !o.ShimUp || !o.ShimHasIP {
 		// Setting a link down or removing its address drops its routes.
 		r = append(r, ShimRoute)
+	}
+	if v6 && (!o.Route6ViaOK || !o.ShimUp || !o.ShimHasIP6) {
+		r = append(r, ShimRoute6)
 	}
 	return slices.Compact(r), nil
 }
@@ -157,6 +185,17 @@ func (w Want) check() error {
 		bad("route %s: want the IPv4 network address of the node's container range", r)
 	case r.Bits() == 0:
 		bad("route %s: it would replace the host's default route by one through the shim", r)
+	}
+	if w.Shim6.IsValid() || w.Route6.IsValid() {
+		if a := w.Shim6; !a.Is6() || a.Is4In6() || a.IsUnspecified() || a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsLoopback() || a.Zone() != "" {
+			bad("shim IPv6 address %s: want a global or unique-local IPv6 address", a)
+		}
+		switch r := w.Route6; {
+		case !r.IsValid() || !r.Addr().Is6() || r.Addr().Is4In6() || r != r.Masked():
+			bad("IPv6 route %s: want the IPv6 network address of the node's container range", r)
+		case r.Bits() == 0:
+			bad("IPv6 route %s: it would replace the host's default route by one through the shim", r)
+		}
 	}
 	return errors.Join(errs...)
 }
@@ -232,16 +271,39 @@ func (h Host) Observe(w Want) (Observed, error) {
 	if o.ShimForeign = !o.ShimMarked && !w.oldShim(sa.Alias, o); o.ShimForeign {
 		return o, nil
 	}
-	routes, err := k.RouteList(shim, netlink.FAMILY_V4)
-	if err != nil {
+	if o.RouteViaOK, err = hasRoute(k, shim, netlink.FAMILY_V4, w.Route); err != nil {
 		return o, fmt.Errorf("routes of %s: %w", w.ShimLink, err)
 	}
-	for _, rt := range routes {
-		if rt.Dst != nil && rt.Dst.String() == w.Route.String() {
-			o.RouteViaOK = true
+	if !w.Shim6.IsValid() {
+		return o, nil
+	}
+	addrs, err = k.AddrList(shim, netlink.FAMILY_V6)
+	if err != nil {
+		return o, fmt.Errorf("IPv6 addresses of %s: %w", w.ShimLink, err)
+	}
+	for _, a := range addrs {
+		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip == w.Shim6 {
+			o.ShimHasIP6 = true
 		}
 	}
+	if o.Route6ViaOK, err = hasRoute(k, shim, netlink.FAMILY_V6, w.Route6); err != nil {
+		return o, fmt.Errorf("IPv6 routes of %s: %w", w.ShimLink, err)
+	}
 	return o, nil
+}
+
+// hasRoute reports whether link has a route of family to dst.
+func hasRoute(k kernel, link netlink.Link, family int, dst netip.Prefix) (bool, error) {
+	routes, err := k.RouteList(link, family)
+	if err != nil {
+		return false, err
+	}
+	for _, rt := range routes {
+		if rt.Dst != nil && rt.Dst.String() == dst.String() {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 // Ensure makes the host match w and returns the repairs it made; none when
@@ -261,10 +323,20 @@ func (h Host) Ensure(w Want) ([]Repair, error) {
 	}
 	for _, r := range repairs {
 		if err := apply(h.nl(), w, r); err != nil {
-			return nil, fmt.Errorf("%s on %s: %w", r, w.ShimLink, err)
+			err = fmt.Errorf("%s on %s: %w", r, w.ShimLink, err)
+			if (r == ShimAddress6 || r == ShimRoute6) && ipv6Off(err) {
+				err = fmt.Errorf("%w (is IPv6 disabled on this host? the network has an IPv6 subnet: check sysctl net.ipv6.conf.%s.disable_ipv6 and net.ipv6.conf.default.disable_ipv6, or the kernel's ipv6.disable)", err, w.ShimLink)
+			}
+			return nil, err
 		}
 	}
 	return repairs, nil
+}
+
+// ipv6Off reports whether err is what the kernel answers when IPv6 is
+// disabled on a link (EACCES, EPERM) or absent (EAFNOSUPPORT).
+func ipv6Off(err error) bool {
+	return errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EAFNOSUPPORT)
 }
 
 func apply(k kernel, w Want, r Repair) error {
@@ -313,6 +385,26 @@ func apply(k kernel, w Want, r Repair) error {
 	case ShimRoute:
 		dst := &net.IPNet{IP: w.Route.Addr().AsSlice(), Mask: net.CIDRMask(w.Route.Bits(), 32)}
 		return k.RouteReplace(&netlink.Route{LinkIndex: shim.Attrs().Index, Dst: dst, Scope: netlink.SCOPE_LINK})
+	case ShimAddress6:
+		// As for IPv4, only the wanted global address; the link-local one
+		// the kernel gives every link stays.
+		if addrs, err := k.AddrList(shim, netlink.FAMILY_V6); err == nil {
+			for _, a := range addrs {
+				if ip, ok := netip.AddrFromSlice(a.IP); ok && ip != w.Shim6 && !ip.IsLinkLocalUnicast() {
+					k.AddrDel(shim, &a)
+				}
+			}
+		}
+		// No duplicate address detection: the address is the node's own
+		// (reserved in its range, or allocated to it), and a tentative
+		// address would not be used as a source until DAD ends.
+		return ignoreExists(k.AddrAdd(shim, &netlink.Addr{IPNet: &net.IPNet{IP: w.Shim6.AsSlice(), Mask: net.CIDRMask(128, 128)}, Flags: syscall.IFA_F_NODAD}))
+	case ShimRoute6:
+		// Metric 1: the parent may carry the kernel's route to the same
+		// subnet (metric 256) when the host has an address on it; the
+		// shim's must win for the host to reach its own containers.
+		dst := &net.IPNet{IP: w.Route6.Addr().AsSlice(), Mask: net.CIDRMask(w.Route6.Bits(), 128)}
+		return k.RouteReplace(&netlink.Route{LinkIndex: shim.Attrs().Index, Dst: dst, Priority: 1})
 	}
 	return fmt.Errorf("unknown repair %q", r)
 }

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -59,6 +60,44 @@ func TestRepairs(t *testing.T) {
 	foreign.ShimMarked, foreign.ShimForeign, foreign.ParentPromisc = false, true, false
 	if r, err := Repairs(Want{ShimLink: "ul-0a1b2c3d"}, foreign); !errors.Is(err, ErrForeignLink) || len(r) != 0 {
 		t.Errorf("someone's link of the shim's name: %v, %v; want nothing done and ErrForeignLink", r, err)
+	}
+}
+
+// TestRepairsIPv6: a network with an IPv6 subnet wants the shim's IPv6
+// address and route too, and each is repaired on its own.
+func TestRepairsIPv6(t *testing.T) {
+	w := Want{Shim6: netip.MustParseAddr("fd00:40::1:0:0:1"), Route6: netip.MustParsePrefix("fd00:40::1:0:0:0/80")}
+	good := Observed{ParentExists: true, ParentUp: true, ParentPromisc: true, ShimExists: true, ShimOK: true, ShimMarked: true, ShimUp: true,
+		ShimHasIP: true, RouteViaOK: true, ShimHasIP6: true, Route6ViaOK: true}
+	tests := []struct {
+		name   string
+		mutate func(*Observed)
+		want   []Repair
+	}{
+		{"all in place", func(*Observed) {}, nil},
+		{"fresh host", func(o *Observed) { *o = Observed{ParentExists: true} },
+			[]Repair{ParentUp, ParentPromisc, ShimCreate, ShimAddress, ShimAddress6, ShimUp, ShimRoute, ShimRoute6}},
+		{"shim of the wrong kind", func(o *Observed) { o.ShimOK = false },
+			[]Repair{ShimReplace, ShimCreate, ShimAddress, ShimAddress6, ShimUp, ShimRoute, ShimRoute6}},
+		// The kernel flushes a link's IPv6 addresses when it goes down.
+		{"shim set down", func(o *Observed) { o.ShimUp, o.RouteViaOK, o.ShimHasIP6, o.Route6ViaOK = false, false, false, false },
+			[]Repair{ShimAddress6, ShimUp, ShimRoute, ShimRoute6}},
+		{"IPv6 address removed", func(o *Observed) { o.ShimHasIP6, o.Route6ViaOK = false, false }, []Repair{ShimAddress6, ShimRoute6}},
+		{"IPv6 route deleted", func(o *Observed) { o.Route6ViaOK = false }, []Repair{ShimRoute6}},
+		{"IPv4 route deleted", func(o *Observed) { o.RouteViaOK = false }, []Repair{ShimRoute}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			o := good
+			tt.mutate(&o)
+			got, err := Repairs(w, o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("repairs (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
 
@@ -129,6 +168,74 @@ func TestEnsureOnAFakeHost(t *testing.T) {
 	}
 	if names := slices.Sorted(maps.Keys(k.links)); !slices.Equal(names, []string{"bond0"}) {
 		t.Errorf("links left: %v, want [bond0]", names)
+	}
+}
+
+// dualStackWant is vlanWant with an IPv6 subnet.
+func dualStackWant() Want {
+	w := vlanWant()
+	w.Shim6, w.Route6 = netip.MustParseAddr("fd00:40::1:0:0:1"), netip.MustParsePrefix("fd00:40::1:0:0:0/80")
+	return w
+}
+
+// TestEnsureDualStack: on a network with an IPv6 subnet the shim also gets
+// its IPv6 address (at once usable: no duplicate address detection) and
+// a route to the node's IPv6 range that wins over the parent's route to
+// the subnet; a stale global IPv6 address goes, the link-local one stays.
+func TestEnsureDualStack(t *testing.T) {
+	k := vlanHost()
+	h, w := Host{k: k}, dualStackWant()
+	got, err := h.Ensure(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Repair{ParentCreate, ParentUp, ParentPromisc, ShimCreate, ShimAddress, ShimAddress6, ShimUp, ShimRoute, ShimRoute6}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("first Ensure (-want +got):\n%s", diff)
+	}
+	if got, err := h.Ensure(w); err != nil || len(got) != 0 {
+		t.Errorf("second Ensure: %v, %v; want nothing to do", got, err)
+	}
+	shim := k.links[w.ShimLink]
+	addrs6, _ := k.AddrList(shim, netlink.FAMILY_V6)
+	if len(addrs6) != 1 || addrs6[0].IPNet.String() != "fd00:40::1:0:0:1/128" || addrs6[0].Flags&syscall.IFA_F_NODAD == 0 {
+		t.Errorf("shim IPv6 addresses %+v, want fd00:40::1:0:0:1/128 with IFA_F_NODAD", addrs6)
+	}
+	routes6, _ := k.RouteList(shim, netlink.FAMILY_V6)
+	if len(routes6) != 1 || routes6[0].Dst.String() != "fd00:40:0:0:1::/80" || routes6[0].Priority != 1 {
+		t.Errorf("shim IPv6 routes %+v, want one to fd00:40:0:0:1::/80 of metric 1", routes6)
+	}
+	if routes4, _ := k.RouteList(shim, netlink.FAMILY_V4); len(routes4) != 1 || routes4[0].Dst.String() != "10.40.0.0/26" {
+		t.Errorf("shim IPv4 routes %+v, want one to 10.40.0.0/26", routes4)
+	}
+
+	// The node's IPv6 range moved (its old address may now be a
+	// container's): the old global address goes, the link-local stays.
+	k.addrs[w.ShimLink] = append(k.addrs[w.ShimLink], netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("fe80::1"), Mask: net.CIDRMask(64, 128)}})
+	moved := w
+	moved.Shim6, moved.Route6 = netip.MustParseAddr("fd00:40::2:0:0:1"), netip.MustParsePrefix("fd00:40::2:0:0:0/80")
+	if got, err := h.Ensure(moved); err != nil || !slices.Equal(got, []Repair{ShimAddress6, ShimRoute6}) {
+		t.Errorf("Ensure after the IPv6 range moved: %v, %v; want [%s %s]", got, err, ShimAddress6, ShimRoute6)
+	}
+	var have []string
+	addrs6, _ = k.AddrList(shim, netlink.FAMILY_V6)
+	for _, a := range addrs6 {
+		have = append(have, a.IP.String())
+	}
+	if slices.Sort(have); !slices.Equal(have, []string{"fd00:40::2:0:0:1", "fe80::1"}) {
+		t.Errorf("shim IPv6 addresses after the move: %v, want the new one and the link-local one", have)
+	}
+}
+
+// TestEnsureIPv6Disabled: where the kernel refuses IPv6 on the shim, the
+// error says so and where to look.
+func TestEnsureIPv6Disabled(t *testing.T) {
+	k := vlanHost()
+	w := dualStackWant()
+	k.fail = map[string]error{"AddrAdd6 " + w.ShimLink: syscall.EACCES}
+	_, err := Host{k: k}.Ensure(w)
+	if err == nil || !strings.Contains(err.Error(), "net.ipv6.conf."+w.ShimLink+".disable_ipv6") {
+		t.Errorf("Ensure with IPv6 disabled: %v, want an error naming the sysctl", err)
 	}
 }
 
@@ -290,6 +397,13 @@ func TestEnsureRefusesBadWants(t *testing.T) {
 		{"unknown ipvlan mode", func(w *Want) { w.Driver, w.IPvlanMode = "ipvlan", "l3s" }, `ipvlan mode "l3s"`},
 		{"shim link name too long", func(w *Want) { w.ShimLink = "ul-0123456789abc" }, `shim link "ul-0123456789abc"`},
 		{"shim link is the parent", func(w *Want) { w.ShimLink = w.Parent }, `shim link "bond0.40"`},
+		{"IPv6 route without a shim address", func(w *Want) { w.Route6 = netip.MustParsePrefix("fd00::/80") }, "shim IPv6 address invalid IP"},
+		{"IPv6 shim address without a route", func(w *Want) { w.Shim6 = netip.MustParseAddr("fd00::1") }, "IPv6 route invalid Prefix"},
+		{"link-local IPv6 shim address", func(w *Want) { *w = dualStackWant(); w.Shim6 = netip.MustParseAddr("fe80::1") }, "shim IPv6 address fe80::1"},
+		{"IPv4 as IPv6 shim address", func(w *Want) { *w = dualStackWant(); w.Shim6 = netip.MustParseAddr("::ffff:10.40.0.9") }, "shim IPv6 address ::ffff:10.40.0.9"},
+		{"IPv6 default route", func(w *Want) { *w = dualStackWant(); w.Route6 = netip.MustParsePrefix("::/0") }, "IPv6 route ::/0"},
+		{"IPv6 route not a network address", func(w *Want) { *w = dualStackWant(); w.Route6 = netip.MustParsePrefix("fd00:40::1:0:0:1/80") }, "IPv6 route fd00:40::1:0:0:1/80"},
+		{"IPv4 as IPv6 route", func(w *Want) { *w = dualStackWant(); w.Route6 = netip.MustParsePrefix("10.40.0.0/26") }, "IPv6 route 10.40.0.0/26"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -2,7 +2,10 @@ package hostnet_test
 
 import (
 	"errors"
+	"net"
 	"net/netip"
+	"slices"
+	"syscall"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -98,4 +101,83 @@ func TestIntegrationEnsureAndRepair(t *testing.T) {
 	t.Cleanup(func() { hostnet.RemoveShim(onMacvlan.ShimLink, onMacvlan.Network) })
 	ensureOf(onMacvlan, 6) // the macvlan parent: up, promiscuous, and the shim
 	ensureOf(onMacvlan, 0)
+}
+
+// TestIntegrationEnsureDualStack: on a network with an IPv6 subnet the
+// kernel's shim gets its IPv6 address, usable at once, and the route to
+// the node's IPv6 range; the kernel flushes both when the shim goes down,
+// and Ensure puts them back.
+func TestIntegrationEnsureDualStack(t *testing.T) {
+	testenv.Require(t)
+	parent := testenv.VethParent(t, "")
+	w := hostnet.Want{
+		Parent: parent, ShimLink: "ul6" + testenv.ID(t)[:6], Network: "pool6",
+		Shim: netip.MustParseAddr("10.199.8.1"), Route: netip.MustParsePrefix("10.199.8.0/28"),
+		Shim6: netip.MustParseAddr("fd00:199:8:0:1:ffff:ffff:ffff"), Route6: netip.MustParsePrefix("fd00:199:8:0:1::/80"),
+	}
+	t.Cleanup(func() { hostnet.RemoveShim(w.ShimLink, w.Network) })
+	var h hostnet.Host
+	ensure := func(want []hostnet.Repair) {
+		t.Helper()
+		got, err := h.Ensure(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(got, want) {
+			t.Fatalf("repairs %v, want %v", got, want)
+		}
+		o, err := h.Observe(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r, _ := hostnet.Repairs(w, o); len(r) != 0 {
+			t.Fatalf("after Ensure the host still needs %v (observed %+v)", r, o)
+		}
+	}
+	ensure([]hostnet.Repair{hostnet.ParentPromisc, hostnet.ShimCreate, hostnet.ShimAddress, hostnet.ShimAddress6, hostnet.ShimUp, hostnet.ShimRoute, hostnet.ShimRoute6})
+	ensure(nil)
+
+	shim, err := netlink.LinkByName(w.ShimLink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	addrs, err := netlink.AddrList(shim, netlink.FAMILY_V6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var global []string
+	for _, a := range addrs {
+		if !a.IP.IsLinkLocalUnicast() {
+			global = append(global, a.IPNet.String())
+			if a.Flags&(syscall.IFA_F_TENTATIVE|syscall.IFA_F_DADFAILED) != 0 {
+				t.Errorf("shim address %s flags %#x: tentative or failed, so not usable as a source", a.IPNet, a.Flags)
+			}
+		}
+	}
+	if !slices.Equal(global, []string{"fd00:199:8:0:1:ffff:ffff:ffff/128"}) {
+		t.Errorf("shim global IPv6 addresses %v, want [fd00:199:8:0:1:ffff:ffff:ffff/128]", global)
+	}
+	// The kernel picks the shim, and its address as the source, for a
+	// container's address in the node's range.
+	routes, err := netlink.RouteGet(net.ParseIP("fd00:199:8:0:1::5"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(routes) != 1 || routes[0].LinkIndex != shim.Attrs().Index || !routes[0].Src.Equal(net.ParseIP("fd00:199:8:0:1:ffff:ffff:ffff")) {
+		t.Errorf("route to fd00:199:8:0:1::5: %+v, want through %s (index %d) from its address", routes, w.ShimLink, shim.Attrs().Index)
+	}
+
+	// Down, the kernel drops the shim's IPv6 address and routes.
+	if err := netlink.LinkSetDown(shim); err != nil {
+		t.Fatal(err)
+	}
+	o, err := h.Observe(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r, _ := hostnet.Repairs(w, o)
+	if !slices.Contains(r, hostnet.ShimRoute6) || !slices.Contains(r, hostnet.ShimUp) {
+		t.Errorf("repairs of a downed dual-stack shim %v, want it up and its IPv6 route back", r)
+	}
+	ensure(r)
 }

@@ -177,12 +177,25 @@ func (k *fakeKernel) SetPromiscOn(l netlink.Link) error {
 	return nil
 }
 
-func (k *fakeKernel) AddrList(l netlink.Link, _ int) ([]netlink.Addr, error) {
+// AddrList lists l's addresses of family, as the kernel does
+// (netlink.FAMILY_ALL for every family).
+func (k *fakeKernel) AddrList(l netlink.Link, family int) ([]netlink.Addr, error) {
 	s, err := k.get(l)
 	if err != nil {
 		return nil, err
 	}
-	return slices.Clone(k.addrs[s.Attrs().Name]), nil
+	return slices.DeleteFunc(slices.Clone(k.addrs[s.Attrs().Name]), func(a netlink.Addr) bool { return !ofFamily(a.IP, family) }), nil
+}
+
+// ofFamily reports whether ip is of netlink family.
+func ofFamily(ip net.IP, family int) bool {
+	switch family {
+	case netlink.FAMILY_V4:
+		return ip.To4() != nil
+	case netlink.FAMILY_V6:
+		return ip.To4() == nil
+	}
+	return true
 }
 
 func (k *fakeKernel) AddrAdd(l netlink.Link, a *netlink.Addr) error {
@@ -194,7 +207,10 @@ func (k *fakeKernel) AddrAdd(l netlink.Link, a *netlink.Addr) error {
 	if err := k.failure("AddrAdd", name); err != nil {
 		return err
 	}
-	if a.IPNet == nil || a.IP.To4() == nil {
+	if err := k.failure("AddrAdd6", name); err != nil && a.IP.To4() == nil {
+		return err
+	}
+	if a.IPNet == nil || a.IP == nil {
 		return syscall.EINVAL
 	}
 	if slices.ContainsFunc(k.addrs[name], func(h netlink.Addr) bool { return h.IP.Equal(a.IP) }) {
@@ -218,14 +234,14 @@ func (k *fakeKernel) AddrDel(l netlink.Link, a *netlink.Addr) error {
 	return nil
 }
 
-func (k *fakeKernel) RouteList(l netlink.Link, _ int) ([]netlink.Route, error) {
+func (k *fakeKernel) RouteList(l netlink.Link, family int) ([]netlink.Route, error) {
 	s, err := k.get(l)
 	if err != nil {
 		return nil, err
 	}
 	var rs []netlink.Route
 	for _, r := range k.routes {
-		if r.LinkIndex == s.Attrs().Index {
+		if r.LinkIndex == s.Attrs().Index && (r.Dst == nil || ofFamily(r.Dst.IP, family)) {
 			rs = append(rs, r)
 		}
 	}

@@ -881,3 +881,46 @@ func TestPressureFromANodeWhoseClockIsBehind(t *testing.T) {
 		t.Errorf("n1's ask, stamped by a clock a minute behind n2's, not heard by n2")
 	}
 }
+
+// TestNodeIPAMShims: on a dual-stack cluster-IPAM network a node gets a
+// host shim address of each family, found again on the next call, and
+// the network's removal from the node gives both back.
+func TestNodeIPAMShims(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	n := NodeIPAM{Alloc: NewAllocator(kv, "n1", slog.New(slog.DiscardHandler))}
+	spec := netspec.Spec{Name: "lan", IPAM: netspec.Cluster, Subnet: netip.MustParsePrefix("10.9.0.0/24"), Gateway: netip.MustParseAddr("10.9.0.1"),
+		IPv6Subnet: netip.MustParsePrefix("fd00:9::/64")}
+	shims := map[bool]netip.Addr{}
+	for _, v6 := range []bool{false, true} {
+		a, err := n.Shim(ctx, spec, v6)
+		if err != nil {
+			t.Fatalf("shim (IPv6 %t): %v", v6, err)
+		}
+		if pool, _ := PoolOf(spec, v6); !pool.Prefix.Contains(a) {
+			t.Errorf("shim (IPv6 %t) %s outside %s", v6, a, pool.Prefix)
+		}
+		if again, err := n.Shim(ctx, spec, v6); err != nil || again != a {
+			t.Errorf("shim (IPv6 %t) asked again: %s, %v; want %s", v6, again, err, a)
+		}
+		shims[v6] = a
+	}
+	if _, err := n.Shim(ctx, netspec.Spec{Name: "v4only", IPAM: netspec.Cluster, Subnet: spec.Subnet}, true); err == nil || !strings.Contains(err.Error(), "v4only has no IPv6 subnet") {
+		t.Errorf("IPv6 shim of an IPv4-only network: %v, want an error naming it", err)
+	}
+	if err := n.ReleaseShim(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	for v6, a := range shims {
+		pool, _ := PoolOf(spec, v6)
+		v, err := n.Alloc.store.scan(ctx, pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if doc, ok := v.docs[pool.Block(a)]; ok {
+			if al, held := doc.alloc(a); held {
+				t.Errorf("shim %s still allocated after ReleaseShim: %+v", a, al)
+			}
+		}
+	}
+}

@@ -149,21 +149,23 @@ type NodeIPAM struct {
 }
 
 // Shim implements netagent.IPAM.
-func (n NodeIPAM) Shim(ctx context.Context, spec netspec.Spec) (netip.Addr, error) {
-	p, _ := n.Pools.pool(spec, false)
+func (n NodeIPAM) Shim(ctx context.Context, spec netspec.Spec, v6 bool) (netip.Addr, error) {
+	if v6 && !spec.IPv6Subnet.IsValid() {
+		return netip.Addr{}, fmt.Errorf("network %s has no IPv6 subnet", spec.Name)
+	}
+	p, _ := n.Pools.pool(spec, v6)
 	return n.Alloc.Shim(ctx, p)
 }
 
 // ReleaseShim implements netagent.IPAM.
 func (n NodeIPAM) ReleaseShim(ctx context.Context, spec netspec.Spec) error {
-	p, _ := n.Pools.pool(spec, false)
 	var errs []error
 	for _, v6 := range []bool{false, true} {
 		if v6 && !spec.IPv6Subnet.IsValid() {
 			continue
 		}
 		pv, _ := n.Pools.pool(spec, v6)
-		errs = append(errs, n.Alloc.ReleaseSpares(ctx, pv))
+		errs = append(errs, n.Alloc.ReleaseSpares(ctx, pv), n.Alloc.ReleaseShim(ctx, pv))
 	}
-	return errors.Join(append(errs, n.Alloc.ReleaseShim(ctx, p))...)
+	return errors.Join(errs...)
 }

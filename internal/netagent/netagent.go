@@ -56,9 +56,10 @@ type Swarm interface {
 	CreateSwarmNetwork(ctx context.Context, s netspec.Spec) error
 }
 
-// IPAM gives a node its host shim address in a cluster-IPAM network.
+// IPAM gives a node its host shim addresses in a cluster-IPAM network:
+// IPv4, or with v6 IPv6 from the network's IPv6 subnet.
 type IPAM interface {
-	Shim(ctx context.Context, s netspec.Spec) (netip.Addr, error)
+	Shim(ctx context.Context, s netspec.Spec, v6 bool) (netip.Addr, error)
 	ReleaseShim(ctx context.Context, s netspec.Spec) error
 }
 
@@ -154,27 +155,36 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 
 // nodePlan is this node's part of s: a leased range (per-node IPAM), or a
 // shim address from the cluster pool, whose whole range goes through the
-// shim (cluster IPAM: local containers may have any address of it).
-func (r *Reconciler) nodePlan(ctx context.Context, s netspec.Spec) (netspec.NodePlan, netip.Prefix, error) {
+// shim (cluster IPAM: local containers may have any address of it). route
+// and route6 are what the shim routes: the node's ranges, or with cluster
+// IPAM the network's.
+func (r *Reconciler) nodePlan(ctx context.Context, s netspec.Spec) (plan netspec.NodePlan, route, route6 netip.Prefix, err error) {
 	switch s.IPAM {
 	case netspec.PerNode:
 		block, index, err := r.Store.Lease(ctx, s, r.ID)
 		if err != nil {
-			return netspec.NodePlan{}, netip.Prefix{}, err
+			return plan, route, route6, err
 		}
 		plan, err := netspec.NodePlanFor(s, r.Node, block, index)
-		return plan, block, err
+		return plan, block, plan.IPv6, err
 	case netspec.Cluster:
 		if r.IPAM == nil {
-			return netspec.NodePlan{}, netip.Prefix{}, fmt.Errorf("network %s: cluster IPAM is off on this agent", s.Name)
+			return plan, route, route6, fmt.Errorf("network %s: cluster IPAM is off on this agent", s.Name)
 		}
-		shim, err := r.IPAM.Shim(ctx, s)
+		shim, err := r.IPAM.Shim(ctx, s, false)
 		if err != nil {
-			return netspec.NodePlan{}, netip.Prefix{}, fmt.Errorf("network %s: shim address: %w", s.Name, err)
+			return plan, route, route6, fmt.Errorf("network %s: shim address: %w", s.Name, err)
 		}
-		return netspec.NodePlan{Node: r.Node, Shim: shim, ShimLink: netspec.ShimLinkName(s.Name)}, s.Range(), nil
+		plan = netspec.NodePlan{Node: r.Node, Shim: shim, ShimLink: netspec.ShimLinkName(s.Name)}
+		if s.IPv6Subnet.IsValid() {
+			if plan.Shim6, err = r.IPAM.Shim(ctx, s, true); err != nil {
+				return plan, route, route6, fmt.Errorf("network %s: shim IPv6 address: %w", s.Name, err)
+			}
+			route6 = s.IPv6Subnet.Masked()
+		}
+		return plan, s.Range(), route6, nil
 	}
-	return netspec.NodePlan{}, netip.Prefix{}, fmt.Errorf("network %s: unknown IPAM %q", s.Name, s.IPAM)
+	return plan, route, route6, fmt.Errorf("network %s: unknown IPAM %q", s.Name, s.IPAM)
 }
 
 // realise makes this node's part of s and reports it: ready, or the
@@ -204,12 +214,12 @@ func (r *Reconciler) realise(ctx context.Context, s netspec.Spec) error {
 // realiseNode makes this node's part of s: its range or shim address, the
 // host side and the config-only network.
 func (r *Reconciler) realiseNode(ctx context.Context, s netspec.Spec) (netspec.NodeState, error) {
-	plan, route, err := r.nodePlan(ctx, s)
+	plan, route, route6, err := r.nodePlan(ctx, s)
 	if err != nil {
 		return netspec.NodeState{}, err
 	}
 	repairs, err := r.Host.Ensure(hostnet.Want{Parent: s.Parent, Network: s.Name, Driver: s.DriverName(), IPvlanMode: s.IPvlanModeName(),
-		ShimLink: plan.ShimLink, Shim: plan.Shim, Route: route})
+		ShimLink: plan.ShimLink, Shim: plan.Shim, Route: route, Shim6: plan.Shim6, Route6: route6})
 	if err != nil {
 		return netspec.NodeState{}, fmt.Errorf("network %s: prepare host: %w", s.Name, err)
 	}
@@ -239,7 +249,7 @@ func (r *Reconciler) realiseNode(ctx context.Context, s netspec.Spec) (netspec.N
 		}
 		r.log().Info("config-only network created", "network", s.Name, "range", plan.Block, "shim", plan.Shim)
 	}
-	return netspec.NodeState{State: netspec.StateReady, Range: route, Shim: plan.Shim, ShimLink: plan.ShimLink, Parent: s.Parent}, nil
+	return netspec.NodeState{State: netspec.StateReady, Range: route, Shim: plan.Shim, Range6: route6, Shim6: plan.Shim6, ShimLink: plan.ShimLink, Parent: s.Parent}, nil
 }
 
 // maybeCreateSwarmNetwork creates the swarm network on the leader once

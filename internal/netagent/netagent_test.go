@@ -23,10 +23,12 @@ import (
 type fakeHost struct {
 	ensured, created, removed []string
 	managed                   []string
+	wants                     []hostnet.Want
 }
 
 func (h *fakeHost) Ensure(w hostnet.Want) ([]hostnet.Repair, error) {
 	h.ensured = append(h.ensured, w.Parent)
+	h.wants = append(h.wants, w)
 	return nil, nil
 }
 
@@ -379,5 +381,59 @@ func TestRefusalsForgottenWithTheirSpecs(t *testing.T) {
 		if len(r.refused) != 0 {
 			t.Fatalf("round %d: %d refusals remembered after every spec was deleted, want 0", round, len(r.refused))
 		}
+	}
+}
+
+// shimIPAM gives the same shim addresses to every network.
+type shimIPAM struct{ v4, v6 netip.Addr }
+
+func (i shimIPAM) Shim(_ context.Context, _ netspec.Spec, v6 bool) (netip.Addr, error) {
+	if v6 {
+		return i.v6, nil
+	}
+	return i.v4, nil
+}
+func (shimIPAM) ReleaseShim(context.Context, netspec.Spec) error { return nil }
+
+// TestSyncDualStackShim: on a network with an IPv6 subnet the host shim
+// gets an IPv6 address and a route to the node's IPv6 range (per-node
+// IPAM: its /80; cluster IPAM: the subnet), and the node's report says
+// both, as the doctor judges them from it. Before, the shim was IPv4
+// only: the host reached none of its containers' IPv6 addresses.
+func TestSyncDualStackShim(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		ipam          netspec.IPAMMode
+		route6, shim6 string
+	}{
+		{netspec.PerNode, "fd00:10::/80", "fd00:10::ffff:ffff:ffff"},
+		{netspec.Cluster, "fd00:10::/64", "fd00:10::77"},
+	} {
+		t.Run(string(tc.ipam), func(t *testing.T) {
+			st := netspec.NewStore(kvtest.New())
+			spec := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.10.0.0/24"), Gateway: netip.MustParseAddr("10.10.0.1"),
+				IPv6Subnet: netip.MustParsePrefix("fd00:10::/64"), Parent: "eth1", IPAM: tc.ipam}
+			if tc.ipam == netspec.PerNode {
+				spec.PerNodeSize = 16
+			}
+			if err := st.Create(ctx, spec); err != nil {
+				t.Fatal(err)
+			}
+			host := &fakeHost{}
+			r := reconcilerOf(st, host, &failingLeader{}, func(string, string) error { return nil })
+			r.IPAM = shimIPAM{v4: netip.MustParseAddr("10.10.0.77"), v6: netip.MustParseAddr("fd00:10::77")}
+			r.Sync(ctx)
+			if len(host.wants) != 1 {
+				t.Fatalf("host wants %+v, want one", host.wants)
+			}
+			w := host.wants[0]
+			if w.Route6.String() != tc.route6 || w.Shim6.String() != tc.shim6 {
+				t.Errorf("shim IPv6 %s, route %s; want %s and %s", w.Shim6, w.Route6, tc.shim6, tc.route6)
+			}
+			states, _ := st.NodeStates(ctx, "web")
+			if len(states) != 1 || states[0].Range6 != w.Route6 || states[0].Shim6 != w.Shim6 {
+				t.Errorf("reported %+v, want the IPv6 range %s and shim %s", states, w.Route6, w.Shim6)
+			}
+		})
 	}
 }

@@ -34,6 +34,8 @@ type NodePlan struct {
 	Shim     netip.Addr   `json:"shim"`
 	ShimLink string       `json:"shim_link"`
 	IPv6     netip.Prefix `json:"ipv6_range,omitzero"`
+	// Shim6 is the host's address in IPv6, the last of IPv6 (Shim6).
+	Shim6 netip.Addr `json:"shim6,omitzero"`
 }
 
 // ConfigNetworkName is the node-local config-only network behind the swarm
@@ -87,6 +89,7 @@ func NodePlanFor(s Spec, node string, block netip.Prefix, index int) (NodePlan, 
 	p := NodePlan{Node: node, Block: block, Shim: shim, ShimLink: ShimLinkName(s.Name)}
 	if s.IPv6Subnet.IsValid() {
 		p.IPv6 = IPv6Block(s, index)
+		p.Shim6 = Shim6(p.IPv6)
 	}
 	return p, nil
 }
@@ -105,12 +108,18 @@ func HostCommands(s Spec, p NodePlan) []string {
 	if s.NeedsPromisc() {
 		up += " promisc on"
 	}
-	return append(cmds, up,
+	cmds = append(cmds, up,
 		fmt.Sprintf("ip link add %s link %s type %s", p.ShimLink, s.Parent, ShimType(s)),
-		fmt.Sprintf("ip addr add %s/32 dev %s", p.Shim, p.ShimLink),
-		fmt.Sprintf("ip link set %s up", p.ShimLink),
-		fmt.Sprintf("ip route add %s dev %s", p.Block, p.ShimLink),
-	)
+		fmt.Sprintf("ip addr add %s/32 dev %s", p.Shim, p.ShimLink))
+	if p.Shim6.IsValid() {
+		cmds = append(cmds, fmt.Sprintf("ip -6 addr add %s/128 dev %s nodad", p.Shim6, p.ShimLink))
+	}
+	cmds = append(cmds, fmt.Sprintf("ip link set %s up", p.ShimLink),
+		fmt.Sprintf("ip route add %s dev %s", p.Block, p.ShimLink))
+	if p.IPv6.IsValid() {
+		cmds = append(cmds, fmt.Sprintf("ip -6 route add %s dev %s metric 1", p.IPv6, p.ShimLink))
+	}
+	return cmds
 }
 
 // ShimType is the `ip link add … type` of a network's host shim:
@@ -136,6 +145,9 @@ func ConfigNetworkArgs(s Spec, p NodePlan) []string {
 	}
 	if p.IPv6.IsValid() {
 		args = append(args, "--ipv6", "--subnet", s.IPv6Subnet.String(), "--ip-range", p.IPv6.String())
+		if p.Shim6.IsValid() {
+			args = append(args, "--aux-address", Shim6AuxName+"="+p.Shim6.String())
+		}
 	}
 	args = append(args, "-o", "parent="+s.Parent)
 	if m := s.IPvlanModeName(); m != "" {

@@ -414,8 +414,8 @@ func TestPlan(t *testing.T) {
 			spec:  func() Spec { s := planSpec(); s.IPv6Subnet = pfx("fd00:1:2:3::/64"); return s }(),
 			nodes: []string{"n1", "n2"},
 			want: []NodePlan{
-				{Node: "n1", Block: pfx("192.168.10.0/26"), Shim: addr("192.168.10.3"), ShimLink: link, IPv6: pfx("fd00:1:2:3::/80")},
-				{Node: "n2", Block: pfx("192.168.10.64/26"), Shim: addr("192.168.10.64"), ShimLink: link, IPv6: pfx("fd00:1:2:3:1::/80")},
+				{Node: "n1", Block: pfx("192.168.10.0/26"), Shim: addr("192.168.10.3"), ShimLink: link, IPv6: pfx("fd00:1:2:3::/80"), Shim6: addr("fd00:1:2:3:0:ffff:ffff:ffff")},
+				{Node: "n2", Block: pfx("192.168.10.64/26"), Shim: addr("192.168.10.64"), ShimLink: link, IPv6: pfx("fd00:1:2:3:1::/80"), Shim6: addr("fd00:1:2:3:1:ffff:ffff:ffff")},
 			},
 		},
 		{
@@ -516,6 +516,8 @@ func TestNodePlanFor(t *testing.T) {
 	want := NodePlan{
 		Node: "n7", Block: netip.MustParsePrefix("192.168.10.192/26"), Shim: netip.MustParseAddr("192.168.10.192"),
 		ShimLink: ShimLinkName("lan"), IPv6: netip.MustParsePrefix("fd00:0:0:0:3::/80"),
+		// The last of the /80: Docker hands out a range from its start.
+		Shim6: netip.MustParseAddr("fd00::3:ffff:ffff:ffff"),
 	}
 	if d := cmp.Diff(want, got, netipOpts); d != "" {
 		t.Errorf("NodePlanFor() (-want +got):\n%s", d)
@@ -542,6 +544,38 @@ func TestHostCommands(t *testing.T) {
 	}
 	if d := cmp.Diff(want, HostCommands(s, p)); d != "" {
 		t.Errorf("HostCommands() (-want +got):\n%s", d)
+	}
+
+	// Dual stack: the host reaches its containers' IPv6 addresses through
+	// the shim too, its route winning over the parent's to the subnet.
+	s.IPv6Subnet = netip.MustParsePrefix("fd00:1:2:3::/64")
+	p, err := NodePlanFor(s, "n1", p.Block, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want = []string{
+		"ip link set eth0 up promisc on",
+		"ip link add ul-56608010 link eth0 type macvlan mode bridge",
+		"ip addr add 192.168.10.64/32 dev ul-56608010",
+		"ip -6 addr add fd00:1:2:3:1:ffff:ffff:ffff/128 dev ul-56608010 nodad",
+		"ip link set ul-56608010 up",
+		"ip route add 192.168.10.64/26 dev ul-56608010",
+		"ip -6 route add fd00:1:2:3:1::/80 dev ul-56608010 metric 1",
+	}
+	if d := cmp.Diff(want, HostCommands(s, p)); d != "" {
+		t.Errorf("HostCommands() of a dual-stack network (-want +got):\n%s", d)
+	}
+}
+
+func TestShim6(t *testing.T) {
+	for in, want := range map[string]string{
+		"fd00:1:2:3:1::/80": "fd00:1:2:3:1:ffff:ffff:ffff",
+		"fd00::/64":         "fd00::ffff:ffff:ffff:ffff",
+		"2001:db8::/127":    "2001:db8::1",
+	} {
+		if got := Shim6(netip.MustParsePrefix(in)); got.String() != want {
+			t.Errorf("Shim6(%s) = %s, want %s", in, got, want)
+		}
 	}
 }
 
@@ -593,12 +627,13 @@ func TestConfigNetworkArgs(t *testing.T) {
 				return s
 			}(),
 			plan: NodePlan{Node: "n2", Block: block, Shim: shim, ShimLink: ShimLinkName("vlan100"),
-				IPv6: netip.MustParsePrefix("fd00:1:2:3:1::/80")},
+				IPv6: netip.MustParsePrefix("fd00:1:2:3:1::/80"), Shim6: netip.MustParseAddr("fd00:1:2:3:1:ffff:ffff:ffff")},
 			want: []string{"network", "create", "--config-only",
 				"--subnet", "192.168.10.0/24", "--gateway", "192.168.10.1", "--ip-range", "192.168.10.64/26",
 				"--aux-address", "printer=192.168.10.250",
 				"--aux-address", "underlay-shim=192.168.10.64",
 				"--ipv6", "--subnet", "fd00:1:2:3::/64", "--ip-range", "fd00:1:2:3:1::/80",
+				"--aux-address", "underlay-shim6=fd00:1:2:3:1:ffff:ffff:ffff",
 				"-o", "parent=eth0.100",
 				"--label", "io.underlay.managed=true", "--label", "io.underlay.network=vlan100", "--label", "io.underlay.range=192.168.10.64/26",
 				"vlan100-config"},

@@ -13,6 +13,9 @@ const reservedAuxPrefix = "underlay-"
 // address is reserved in its config-only network.
 const ShimAuxName = reservedAuxPrefix + "shim"
 
+// Shim6AuxName reserves a node's host shim IPv6 address (Shim6).
+const Shim6AuxName = reservedAuxPrefix + "shim6"
+
 // MaxBlocks bounds the per-node ranges of a network: IPv6Block numbers
 // them in 16 bits, and agents list them at every lease (a /8 in ranges
 // of 4 is 4 million of them). A network of more nodes has no use for more.
@@ -90,6 +93,18 @@ func firstFree(b netip.Prefix, reserved map[netip.Addr]bool) (netip.Addr, bool) 
 		a = a.Next()
 	}
 	return netip.Addr{}, false
+}
+
+// Shim6 is the IPv6 address a node's host shim takes inside its IPv6
+// range: the range's last address. Docker hands out a range's addresses
+// from its start, so even on a config-only network made before underlay
+// reserved the shim's (Shim6AuxName), no container holds it.
+func Shim6(block netip.Prefix) netip.Addr {
+	a := block.Masked().Addr().As16()
+	for i := block.Bits(); i < 128; i++ {
+		a[i/8] |= 0x80 >> (i % 8)
+	}
+	return netip.AddrFrom16(a)
 }
 
 // IPv6Block is node i's /80 inside the spec's IPv6 subnet: bits 64 to 79

@@ -400,11 +400,16 @@ const (
 type NodeState struct {
 	// ID is the node's identity (its swarm node ID); Node its name, for
 	// display.
-	ID        string       `json:"id,omitempty"`
-	Node      string       `json:"node"`
-	State     string       `json:"state"` // StateReady, StateError, StateRemoved or StateInvalid
-	Range     netip.Prefix `json:"range,omitzero"`
-	Shim      netip.Addr   `json:"shim,omitzero"`
+	ID    string       `json:"id,omitempty"`
+	Node  string       `json:"node"`
+	State string       `json:"state"` // StateReady, StateError, StateRemoved or StateInvalid
+	Range netip.Prefix `json:"range,omitzero"`
+	Shim  netip.Addr   `json:"shim,omitzero"`
+	// Range6 and Shim6 are the IPv6 range reached through the shim (the
+	// node's /80, or with cluster IPAM the subnet) and the shim's IPv6
+	// address, on a network with an IPv6 subnet.
+	Range6    netip.Prefix `json:"range6,omitzero"`
+	Shim6     netip.Addr   `json:"shim6,omitzero"`
 	ShimLink  string       `json:"shim_link,omitempty"`
 	Parent    string       `json:"parent,omitempty"`
 	Error     string       `json:"error,omitempty"`
