@@ -49,7 +49,7 @@ func TestIntegrationNetworkLifecycle(t *testing.T) {
 	c := testenv.StartConsul(t)
 	id := testenv.ID(t)
 	parent := testenv.VethParent(t, "")
-	v4, _, prefix := testenv.Subnets(t)
+	v4, v6, prefix := testenv.Subnets(t)
 	name := "un-" + id
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -101,7 +101,9 @@ func TestIntegrationNetworkLifecycle(t *testing.T) {
 		t.Fatalf("refused creates stored %v", specs)
 	}
 
-	if _, err := underlay(t, c.Addr(), "network", "create", name, "--subnet", v4, "--gateway", prefix+"1",
+	// Dual stack: the host reaches its containers' IPv6 addresses through
+	// the shim too.
+	if _, err := underlay(t, c.Addr(), "network", "create", name, "--subnet", v4, "--gateway", prefix+"1", "--ipv6-subnet", v6,
 		"--parent", parent, "--per-node-size", "16", "--aux-address", "printer="+prefix+"5"); err != nil {
 		t.Fatal(err)
 	}
@@ -124,7 +126,7 @@ func TestIntegrationNetworkLifecycle(t *testing.T) {
 	node := inspect.Nodes[0]
 
 	// `network plan` says exactly what the agent made.
-	plan, err := underlay(t, c.Addr(), "network", "plan", name, "--subnet", v4, "--gateway", prefix+"1",
+	plan, err := underlay(t, c.Addr(), "network", "plan", name, "--subnet", v4, "--gateway", prefix+"1", "--ipv6-subnet", v6,
 		"--parent", parent, "--per-node-size", "16", "--aux-address", "printer="+prefix+"5", "--nodes", info.Name)
 	if err != nil {
 		t.Fatal(err)
@@ -146,13 +148,17 @@ func TestIntegrationNetworkLifecycle(t *testing.T) {
 		t.Errorf("docker %d reports no IPAM config of the config-only network: %+v", v, cfg.IPAM)
 	}
 	for _, want := range []string{"--ip-range " + ipRange, "--aux-address underlay-shim=" + shimAddr,
-		"--aux-address printer=" + prefix + "5", "ip route add " + ipRange + " dev " + node.ShimLink, "parent=" + parent} {
+		"--aux-address printer=" + prefix + "5", "ip route add " + ipRange + " dev " + node.ShimLink, "parent=" + parent,
+		"--aux-address underlay-shim6=" + node.Shim6.String(), "ip -6 route add " + node.Range6.String() + " dev " + node.ShimLink + " metric 1"} {
 		if !strings.Contains(plan, want) {
 			t.Errorf("plan lacks %q of the real config network:\n%s", want, plan)
 		}
 	}
 	if ipRange != node.Range.String() {
 		t.Errorf("config network range %s, reported %s", ipRange, node.Range)
+	}
+	if r6 := netip.MustParsePrefix(v6); !node.Range6.IsValid() || node.Range6.Bits() != 80 || !r6.Contains(node.Range6.Addr()) || !node.Range6.Contains(node.Shim6) {
+		t.Fatalf("reported IPv6 range %s, shim %s: want a /80 of %s holding the shim", node.Range6, node.Shim6, v6)
 	}
 
 	// A service on it: tasks take addresses from the node's range, and the
@@ -172,6 +178,28 @@ func TestIntegrationNetworkLifecycle(t *testing.T) {
 			return testenv.HTTPGet(fmt.Sprintf("http://%s:8080/health", ip))
 		})
 	}
+	ips6 := taskIPv6s(t, d, svcName, swarmNet.ID)
+	if len(ips6) != 2 {
+		t.Fatalf("task IPv6 addresses %v, want 2", ips6)
+	}
+	shimLink, err := netlink.LinkByName(node.ShimLink)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ip := range ips6 {
+		if !node.Range6.Contains(ip) || ip == node.Shim6 {
+			t.Errorf("task IPv6 address %s outside range %s or the shim's", ip, node.Range6)
+			continue
+		}
+		// Only through the shim: any other way leads off this machine.
+		routes, err := netlink.RouteGet(ip.AsSlice())
+		if err != nil || len(routes) != 1 || routes[0].LinkIndex != shimLink.Attrs().Index {
+			t.Fatalf("route to task %s: %+v, %v; want it through the shim %s, and sent nothing", ip, routes, err, node.ShimLink)
+		}
+		testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+			return testenv.HTTPGet(fmt.Sprintf("http://[%s]:8080/health", ip))
+		})
+	}
 
 	// Drift: the shim deleted, promiscuous mode off; the agent repairs both.
 	shim, err := netlink.LinkByName(node.ShimLink)
@@ -180,7 +208,7 @@ func TestIntegrationNetworkLifecycle(t *testing.T) {
 	}
 	netlink.LinkDel(shim)
 	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
-		w := hostnet.Want{Parent: parent, ShimLink: node.ShimLink, Shim: node.Shim, Route: node.Range}
+		w := hostnet.Want{Parent: parent, ShimLink: node.ShimLink, Shim: node.Shim, Route: node.Range, Shim6: node.Shim6, Route6: node.Range6}
 		o, err := hostnet.Host{}.Observe(w)
 		r, _ := hostnet.Repairs(w, o)
 		return err == nil && len(r) == 0, fmt.Sprintf("shim not repaired: %v %v", r, err)
@@ -210,9 +238,20 @@ func TestIntegrationNetworkLifecycle(t *testing.T) {
 
 // taskIPs lists the addresses of a service's running tasks on one daemon,
 // on networkID or, when empty, on any network.
-func taskIPs(t *testing.T, d interface {
+func taskIPs(t *testing.T, d containerLister, service, networkID string) []netip.Addr {
+	return taskAddrs(t, d, service, networkID, false)
+}
+
+// taskIPv6s is taskIPs for the tasks' IPv6 addresses.
+func taskIPv6s(t *testing.T, d containerLister, service, networkID string) []netip.Addr {
+	return taskAddrs(t, d, service, networkID, true)
+}
+
+type containerLister interface {
 	ContainerList(context.Context, container.ListOptions) ([]container.Summary, error)
-}, service, networkID string) []netip.Addr {
+}
+
+func taskAddrs(t *testing.T, d containerLister, service, networkID string, v6 bool) []netip.Addr {
 	list, err := d.ContainerList(context.Background(), container.ListOptions{
 		Filters: filters.NewArgs(filters.Arg("label", "com.docker.swarm.service.name="+service)),
 	})
@@ -222,8 +261,12 @@ func taskIPs(t *testing.T, d interface {
 	var out []netip.Addr
 	for _, c := range list {
 		for _, ep := range c.NetworkSettings.Networks {
+			addr := ep.IPAddress
+			if v6 {
+				addr = ep.GlobalIPv6Address
+			}
 			if networkID == "" || ep.NetworkID == networkID {
-				if ip, err := netip.ParseAddr(ep.IPAddress); err == nil {
+				if ip, err := netip.ParseAddr(addr); err == nil {
 					out = append(out, ip)
 				}
 			}
