@@ -82,6 +82,10 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry, facts []netspec.
 		}
 		_, gw := ipam.PoolOf(s, false)
 		out = append(out, Entry{IP: gw.String(), Network: s.Name, State: StateGateway})
+		if s.IPv6Subnet.IsValid() {
+			_, gw6 := ipam.PoolOf(s, true)
+			out = append(out, Entry{IP: gw6.String(), Network: s.Name, State: StateGateway})
+		}
 		for name, a := range s.Aux {
 			out = append(out, Entry{IP: a.String(), Network: s.Name, State: StateAuxPfx + name})
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"io"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -89,6 +90,31 @@ func TestPoolAddresses(t *testing.T) {
 	}
 	if st, ok := got[held.String()]; ok {
 		t.Errorf("held address %s listed again by the pool, as %q", held, st)
+	}
+}
+
+// TestPoolAddressesIPv6Gateway: on a dual-stack cluster-IPAM network
+// the IPv6 pool's gateway (its first address, which the pool never hands
+// out) is listed as reserved, as the IPv4 one is. It was left out, so
+// `underlay ips` did not show every address of the pool with its state.
+func TestPoolAddressesIPv6Gateway(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	s := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.9.0.0/24"), Gateway: netip.MustParseAddr("10.9.0.1"),
+		IPv6Subnet: netip.MustParsePrefix("fd00:9::/64"), Parent: "eth1", IPAM: netspec.Cluster}
+	if err := netspec.NewStore(kv).Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	out, _, err := PoolAddresses(ctx, kv, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, e := range out {
+		got[e.IP] = e.State
+	}
+	if want := map[string]string{"10.9.0.1": StateGateway, "fd00:9::1": StateGateway}; !maps.Equal(got, want) {
+		t.Errorf("pool addresses %v, want %v", got, want)
 	}
 }
 
