@@ -60,21 +60,27 @@ func TestIntegrationLabClusterIPAM(t *testing.T) {
 	st := netspec.NewStore(kv)
 	// A /26 range: 64 addresses, less the broadcast of nothing (it is not
 	// the subnet's), an aux address and 3 shims.
+	// Dual stack: each node's shim also has an IPv6 address of the pool.
+	v6Subnet := netip.MustParsePrefix("fd00:205::/64")
 	l.CreateNetwork("pool", "--ipam", "cluster", "--subnet", "10.205.0.0/16", "--gateway", "10.205.0.1",
-		"--ip-range", "10.205.7.0/26", "--aux-address", "printer=10.205.7.5", "--parent", "eth1")
+		"--ip-range", "10.205.7.0/26", "--aux-address", "printer=10.205.7.5", "--parent", "eth1", "--ipv6-subnet", v6Subnet.String())
 	states, err := st.NodeStates(ctx, "pool")
 	if err != nil {
 		t.Fatal(err)
 	}
-	shims := map[netip.Addr]bool{}
+	shims, shims6 := map[netip.Addr]bool{}, map[netip.Addr]bool{}
 	for _, s := range states {
 		if s.State != netspec.StateReady {
 			t.Fatalf("node %s: %s %s", s.Node, s.State, s.Error)
 		}
 		shims[s.Shim] = true
+		if s.Range6 != v6Subnet || !v6Subnet.Contains(s.Shim6) {
+			t.Errorf("node %s: IPv6 shim %s routing %s, want an address of %s routing all of it", s.Node, s.Shim6, s.Range6, v6Subnet)
+		}
+		shims6[s.Shim6] = true
 	}
-	if len(shims) != 3 {
-		t.Fatalf("shim addresses %v, want 3 distinct", shims)
+	if len(shims) != 3 || len(shims6) != 3 {
+		t.Fatalf("shim addresses %v and %v, want 3 distinct of each family", shims, shims6)
 	}
 	// No per-node range on any node's config-only network: one pool, the driver's.
 	for _, n := range l.Nodes {
@@ -130,21 +136,51 @@ func TestIntegrationLabClusterIPAM(t *testing.T) {
 	if len(nodesUsed) != 3 {
 		t.Errorf("tasks on %d nodes, want all 3: %v", len(nodesUsed), ips)
 	}
+	// Each node reaches its own tasks' IPv6 addresses through its shim.
+	ips6, dups6 := taskAddressesOf(t, l, "many", "pool", true)
+	if len(ips6) != 6 || len(dups6) > 0 {
+		t.Errorf("task IPv6 addresses %v (duplicates %v), want 6 distinct", ips6, dups6)
+	}
+	shimLink := netspec.ShimLinkName("pool")
+	for ip, where := range ips6 {
+		if !v6Subnet.Contains(ip) || shims6[ip] || ip == v6Subnet.Addr().Next() {
+			t.Errorf("task on %s got %s: outside %s, or reserved", where, ip, v6Subnet)
+			continue
+		}
+		for _, n := range l.Nodes {
+			if n.Host != where {
+				continue
+			}
+			if out, err := l.Exec(ctx, n.Name, "ip", "-6", "route", "get", ip.String()); err != nil || !strings.Contains(string(out), "dev "+shimLink) {
+				t.Errorf("%s: route to its task %s: %s %v; want it through %s", n.Name, ip, out, err, shimLink)
+				continue
+			}
+			testenv.Eventually(t, 20*time.Second, func() (bool, string) {
+				out, err := l.Exec(ctx, n.Name, "curl", "-sS", "--noproxy", "*", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", fmt.Sprintf("http://[%s]:8080/health", ip))
+				return err == nil && string(out) == "200", fmt.Sprintf("%s to its task %s: %s %v", n.Name, ip, out, err)
+			})
+		}
+	}
 	// `underlay ips` shows every address of the pool with its state.
 	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
 		addrs, err := ipsOf(t, "pool", m.ConsulAddr)
 		if err != nil {
 			return false, err.Error()
 		}
-		states := map[string]int{}
+		states, states6 := map[string]int{}, map[string]int{}
 		for _, e := range addrs {
-			states[e.State]++
+			if netip.MustParseAddr(e.IP).Is6() {
+				states6[e.State]++
+			} else {
+				states[e.State]++
+			}
 		}
-		// Each node keeps 4 spares (the agents' default) once it has
-		// allocated.
+		// Each node keeps 4 spares (the agents' default) of each pool once
+		// it has allocated.
 		want := map[string]int{"in use": 6, "reserved: host shim": 3, "reserved: gateway": 1, "reserved: aux printer": 1,
 			"reserved: spare": 12}
-		return fmt.Sprint(states) == fmt.Sprint(want), fmt.Sprintf("states %v, want %v", states, want)
+		want6 := map[string]int{"in use": 6, "reserved: host shim": 3, "reserved: gateway": 1, "reserved: spare": 12}
+		return fmt.Sprint(states, states6) == fmt.Sprint(want, want6), fmt.Sprintf("states %v and IPv6 %v, want %v and %v", states, states6, want, want6)
 	})
 
 	// Concurrent scale-up: every node allocates at once; the /26 holds 60
@@ -229,6 +265,11 @@ func checkSpares(all map[netip.Addr]ipam.Alloc, max int) error {
 // taskAddresses lists the addresses of a service's running task containers
 // on a network, on every node, and any address seen twice.
 func taskAddresses(t testing.TB, l *testenv.Lab, service, net string) (map[netip.Addr]string, []string) {
+	return taskAddressesOf(t, l, service, net, false)
+}
+
+// taskAddressesOf is taskAddresses of the tasks' IPv6 addresses, with v6.
+func taskAddressesOf(t testing.TB, l *testenv.Lab, service, net string, v6 bool) (map[netip.Addr]string, []string) {
 	ips := map[netip.Addr]string{}
 	var dups []string
 	for _, n := range l.Nodes {
@@ -240,10 +281,17 @@ func taskAddresses(t testing.TB, l *testenv.Lab, service, net string) (map[netip
 		}
 		for _, c := range list {
 			ep := c.NetworkSettings.Networks[net]
-			if ep == nil || ep.IPAddress == "" {
+			if ep == nil {
 				continue
 			}
-			ip := netip.MustParseAddr(ep.IPAddress)
+			addr := ep.IPAddress
+			if v6 {
+				addr = ep.GlobalIPv6Address
+			}
+			if addr == "" {
+				continue
+			}
+			ip := netip.MustParseAddr(addr)
 			if prev, ok := ips[ip]; ok {
 				dups = append(dups, fmt.Sprintf("%s on %s and %s", ip, prev, n.Host))
 			}
