@@ -415,7 +415,11 @@ func writeNetworkInspect(w io.Writer, s netspec.Spec, states []netspec.NodeState
 		if v6 {
 			rng += "\t" + fmt.Sprint(orDash(n.IPv6Range))
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s %s\t%s\n", c(n.Node), c(shortID(n.ID)), c(n.State), rng, c(n.Parent), c(n.ShimLink), orDash(n.Shim), c(n.Error))
+		shim := fmt.Sprint(orDash(n.Shim))
+		if n.Shim6.IsValid() {
+			shim += " " + n.Shim6.String()
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s %s\t%s\n", c(n.Node), c(shortID(n.ID)), c(n.State), rng, c(n.Parent), c(n.ShimLink), shim, c(n.Error))
 	}
 	return tw.Flush()
 }
