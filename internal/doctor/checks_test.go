@@ -121,7 +121,7 @@ func TestNetworksCheck(t *testing.T) {
 	vlan := netspec.Spec{Name: "tagged", Parent: "eth1.42"}
 	gone := netspec.Spec{Name: "old", Parent: "eth2", Deleting: true}
 	state := netspec.NodeState{Node: "n1", State: netspec.StateReady, Range: netip.MustParsePrefix("10.0.0.0/26"),
-		Shim: netip.MustParseAddr("10.0.0.1"), ShimLink: "ul-x"}
+		Shim: netip.MustParseAddr("10.0.0.1"), ShimLink: "ul-0000abcd"}
 	other := state
 	other.Node, other.Range = "n2", netip.MustParsePrefix("10.0.0.64/26")
 	links := &fakeLinks{observed: map[string]hostnet.Observed{"eth1": {ParentExists: true, ParentUp: true, ParentPromisc: true}}}
@@ -132,7 +132,7 @@ func TestNetworksCheck(t *testing.T) {
 		{"network/lan/state", "ok", ""},
 		{"network/lan/parent-up", "ok", ""},
 		{"network/lan/parent-promisc", "ok", ""},
-		{"network/lan/shim", "fail", "ip link add ul-x link eth1 type macvlan mode bridge && ip addr add 10.0.0.1/32 dev ul-x && ip link set ul-x up && ip route replace 10.0.0.0/26 dev ul-x"},
+		{"network/lan/shim", "fail", "ip link add ul-0000abcd link eth1 type macvlan mode bridge && ip addr add 10.0.0.1/32 dev ul-0000abcd && ip link set ul-0000abcd up && ip route replace 10.0.0.0/26 dev ul-0000abcd"},
 		{"network/tagged/state", "fail", "underlay network inspect tagged"},
 		{"network/tagged/vlan", "fail", "modprobe 8021q"},
 		{"network/tagged/parent", "fail", "ip link add link eth1 name eth1.42 type vlan id 42 && ip link set eth1.42 up"},
@@ -141,7 +141,7 @@ func TestNetworksCheck(t *testing.T) {
 		t.Errorf("(-want +got)\n%s", diff)
 	}
 	// The node's own report, not another node's, gives the shim and route.
-	if w := links.wants[0]; w.ShimLink != "ul-x" || w.Route != state.Range || w.Shim != state.Shim {
+	if w := links.wants[0]; w.ShimLink != "ul-0000abcd" || w.Route != state.Range || w.Shim != state.Shim {
 		t.Errorf("observed %+v, want the state of n1", w)
 	}
 	c.Files = fakeFiles{"/proc/net/vlan": ""}

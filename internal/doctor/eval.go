@@ -111,7 +111,9 @@ func (f NetworkFacts) Want() (hostnet.Want, bool) {
 	if f.State == nil || !f.State.Range.IsValid() || !f.State.Shim.IsValid() {
 		return w, false
 	}
-	if f.State.ShimLink != "" {
+	// The report is a document any agent's token may write: a link name
+	// the agent never gives would be pasted into the fixes.
+	if netspec.IsShimLinkName(f.State.ShimLink) {
 		w.ShimLink = f.State.ShimLink
 	}
 	w.Shim, w.Route = f.State.Shim, f.State.Range

@@ -229,6 +229,24 @@ func TestEvalNetworkDualStack(t *testing.T) {
 	}
 }
 
+// TestEvalNetworkForgedShimLink: a node's report is a document any
+// agent's token may write; a shim link name in it that is none the agent
+// gives was pasted into the fix commands, so copying a fix ran it.
+func TestEvalNetworkForgedShimLink(t *testing.T) {
+	spec := netspec.Spec{Name: "lan", Parent: "eth1", Subnet: netip.MustParsePrefix("10.0.0.0/24")}
+	forged := &netspec.NodeState{Node: "n1", State: netspec.StateReady, Range: netip.MustParsePrefix("10.0.0.64/26"),
+		Shim: netip.MustParseAddr("10.0.0.64"), ShimLink: "x;touch /tmp/p", Parent: "eth1"}
+	f := NetworkFacts{Spec: spec, State: forged, Observed: hostnet.Observed{ParentExists: true, ParentUp: true, ParentPromisc: true}}
+	for _, r := range EvalNetwork(f) {
+		if strings.Contains(r.Fix, "touch") || strings.Contains(r.Message, "touch") {
+			t.Errorf("%s: fix %q, message %q: the report's shim link name is used", r.Check, r.Fix, r.Message)
+		}
+	}
+	if w, _ := f.Want(); w.ShimLink != netspec.ShimLinkName("lan") {
+		t.Errorf("shim link %q, want the agent's name for it, %q", w.ShimLink, netspec.ShimLinkName("lan"))
+	}
+}
+
 func TestEvalNetfilter(t *testing.T) {
 	tests := []struct {
 		name string
