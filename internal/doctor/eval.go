@@ -836,7 +836,8 @@ func EvalServices(manager bool, svcs []ServiceFacts, err error, now time.Time) [
 			Message: fmt.Sprintf("service %s has %d replicas but swarm wants %d tasks running, %s after its last write with no update under way: "+
 				"a scale-down lost the removal of %d (a swarmkit race); they run on and hold their addresses: %s",
 				s.Name, s.Replicas, len(s.Wanted), age.Round(time.Second), extra, strings.Join(tasks, ", ")),
-			Fix: fmt.Sprintf("docker service scale %s=%d   # writes the count again; swarm then stops the extra tasks", s.Name, s.Replicas)})
+			// The name is one shell word: it comes from whoever may create services.
+			Fix: "docker service scale " + shellword.Quote(fmt.Sprintf("%s=%d", s.Name, s.Replicas)) + "   # writes the count again; swarm then stops the extra tasks"})
 	}
 	if len(rs) > 0 {
 		return rs

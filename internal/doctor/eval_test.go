@@ -413,3 +413,20 @@ func TestRemovedNodeFixIsOneWord(t *testing.T) {
 		}
 	}
 }
+
+// TestServicesFixIsOneWord: the fix of a service whose removals were lost
+// pasted the service's name into `docker service scale` as it was, so an
+// operator copying it ran what the name held after a ; or a $(…). The
+// name=count argument is now one shell word.
+func TestServicesFixIsOneWord(t *testing.T) {
+	now := time.Date(2026, 12, 3, 5, 0, 0, 0, time.UTC)
+	wanted := []TaskFacts{{ID: "0123456789abcdef", Slot: 1, State: "running"}}
+	for _, name := range []string{"x; touch /tmp/pwned", "$(reboot)", "a\nb", "web"} {
+		svc := ServiceFacts{Name: name, Replicas: 0, Wanted: wanted, UpdatedAt: now.Add(-time.Hour)}
+		rs := EvalServices(true, []ServiceFacts{svc}, nil, now)
+		want := "docker service scale " + shellword.Quote(name+"=0") + "   # writes the count again; swarm then stops the extra tasks"
+		if len(rs) != 1 || rs[0].Fix != want {
+			t.Errorf("service %q: %+v, want fix %s", name, rs, want)
+		}
+	}
+}
