@@ -38,7 +38,7 @@ read, that names another node than its key's, or whose key's node has no node
 facts (an agent publishes its facts first: it is stale or forged); a pool's
 key that cannot be read; a network spec every agent refuses (its pool is not
 listed). It warns too of node facts filed under another node's key, taken as
-that key's node's. --network and --node must name a network or
+that key's node's (--json lists them under misfiled_facts). --network and --node must name a network or
 node the cluster knows; when they match no address, ips says so.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -59,11 +59,6 @@ node the cluster knows; when they match no address, ips says so.`,
 			facts, misfiled, err := netspec.NewStore(kv).ReadNodes(ctx)
 			if err != nil {
 				return err
-			}
-			// As node ls does: they name the inventories' and pools'
-			// holders below. Each quotes what it names.
-			for _, m := range misfiled {
-				fmt.Fprintf(streams.ErrOut, "warning: %s\n", m)
 			}
 			all, bad, err := inventory.Load(ctx, kv, facts)
 			if err != nil {
@@ -93,7 +88,13 @@ node the cluster knows; when they match no address, ips says so.`,
 				fmt.Fprintf(streams.ErrOut, "no addresses match %s\n", filters)
 			}
 			if asJSON {
-				return writeJSON(streams.Out, map[string]any{"addresses": es, "duplicates": dups, "bad_documents": bad})
+				return writeJSON(streams.Out, map[string]any{"addresses": es, "duplicates": dups, "bad_documents": bad,
+					"misfiled_facts": misfiledJSON(misfiled)})
+			}
+			// As node ls does: they name the inventories' and pools'
+			// holders below. Each quotes what it names.
+			for _, m := range misfiled {
+				fmt.Fprintf(streams.ErrOut, "warning: %s\n", m)
 			}
 			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "IP\tMAC\tNODE\tNETWORK\tCONTAINER\tSERVICE\tSLOT\tTASK\tSINCE\tSTATE\tPROBLEM")
@@ -135,6 +136,25 @@ node the cluster knows; when they match no address, ips says so.`,
 	fl.StringVar(&node, "node", "", "only this node")
 	fl.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// misfiledFact is a facts document filed under another node's key, as
+// ips --json lists it: TakenAs is the node whose facts ips takes it for
+// (its key's), Names the one it names.
+type misfiledFact struct {
+	Key     string `json:"key"`
+	Names   string `json:"names"`
+	TakenAs string `json:"taken_as"`
+}
+
+// misfiledJSON is ms for ips --json: a list, empty when there are none,
+// so that a script can read it without checking for null.
+func misfiledJSON(ms []netspec.MisfiledFacts) []misfiledFact {
+	out := make([]misfiledFact, 0, len(ms))
+	for _, m := range ms {
+		out = append(out, misfiledFact{Key: m.Key, Names: m.Names, TakenAs: strings.TrimPrefix(m.Key, netspec.NodesKVPrefix)})
+	}
+	return out
 }
 
 // ipsFilters is the filters given to ips, as flags: "" for none.

@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -10,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/underlay/underlay/internal/netspec"
 )
@@ -98,5 +101,53 @@ func TestIPsWarnsOfMisfiledFacts(t *testing.T) {
 	}
 	if missing != nil {
 		t.Errorf("ips --help says nothing of %q:\n%s", missing, help.String())
+	}
+}
+
+// TestIPsJSONHoldsMisfiledFacts: ips --json warned of facts filed under
+// another node's key on stderr only, so a script reading the JSON never
+// learnt that the addresses' node names came from such a document. The
+// JSON now lists them under "misfiled_facts" (an empty list when none),
+// as it lists the documents it skips, and they are not repeated on
+// stderr.
+func TestIPsJSONHoldsMisfiledFacts(t *testing.T) {
+	inv := `[{"ip":"10.1.0.5","mac":"02:00:00:00:00:05","node":"n1","network":"lan","container":"web.1","container_id":"c1"}]`
+	for _, tc := range []struct {
+		name  string
+		facts string
+		want  []map[string]string
+	}{
+		{"misfiled", `{"id":"id9\u001b[2J","node":"n1","interfaces":["eth0"]}`,
+			[]map[string]string{{"key": "underlay/nodes/id1", "names": "id9\x1b[2J", "taken_as": "id1"}}},
+		{"none", `{"id":"id1","node":"n1","interfaces":["eth0"]}`, []map[string]string{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := fakeConsulKV(t, map[string]string{"underlay/nodes/id1": tc.facts, "underlay/inventory/id1": inv})
+			var out, errOut bytes.Buffer
+			if code := Run(context.Background(), []string{"ips", "--json", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
+				t.Fatalf("exit %d: %s", code, errOut.String())
+			}
+			var doc struct {
+				Addresses []struct {
+					IP string `json:"ip"`
+				} `json:"addresses"`
+				Misfiled *[]map[string]string `json:"misfiled_facts"`
+			}
+			if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+				t.Fatalf("stdout %q: %v", out.String(), err)
+			}
+			if doc.Misfiled == nil {
+				t.Fatalf("stdout has no misfiled_facts list:\n%s", out.String())
+			}
+			if d := cmp.Diff(tc.want, *doc.Misfiled); d != "" {
+				t.Errorf("misfiled_facts (-want +got):\n%s", d)
+			}
+			if len(doc.Addresses) != 1 || doc.Addresses[0].IP != "10.1.0.5" {
+				t.Errorf("addresses %+v, want n1's 10.1.0.5", doc.Addresses)
+			}
+			if errOut.Len() > 0 {
+				t.Errorf("stderr %q, want nothing: the JSON holds the warnings", errOut.String())
+			}
+		})
 	}
 }
