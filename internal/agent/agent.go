@@ -218,7 +218,7 @@ func servePlugin(ctx context.Context, cfg IPAMConfig, gate *ipam.Gate, log *slog
 		// The socket file is systemd's: it stays, so that dockerd's
 		// requests made while the agent restarts wait in its backlog.
 		log.Info("serving Docker's IPAM plugin protocol on the socket systemd passed", "socket", ln.Addr().String())
-		if err := httpserve.Serve(ctx, ln, httpserve.NewServer(gate.Handler())); err != nil {
+		if err := httpserve.Serve(ctx, ln, httpserve.NewServer(gate.Handler(), log.With("server", "ipam_plugin"))); err != nil {
 			return fmt.Errorf("IPAM plugin: %w", err)
 		}
 		return nil
@@ -247,7 +247,7 @@ func serveStatus(ctx context.Context, addr string, hosts httpserve.AllowedHosts,
 		return fmt.Errorf("--listen %s: %w", addr, err)
 	}
 	log.Info("serving /healthz and /metrics", "addr", ln.Addr().String())
-	return httpserve.Serve(ctx, ln, httpserve.NewServer(statusHandler(agent.Status, reg, hosts)))
+	return httpserve.Serve(ctx, ln, httpserve.NewServer(statusHandler(agent.Status, reg, hosts), log.With("server", "status")))
 }
 
 // statusHandler serves /healthz from status and /metrics from reg, the

@@ -8,8 +8,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log"
+	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -27,16 +30,43 @@ const (
 )
 
 // NewServer is an http.Server of h with every timeout set and headers
-// bounded.
-func NewServer(h http.Handler) *http.Server {
+// bounded, whose own messages go to logger (see ErrorLog).
+func NewServer(h http.Handler, logger *slog.Logger) *http.Server {
 	return &http.Server{
 		Handler:           h,
+		ErrorLog:          ErrorLog(logger),
 		ReadHeaderTimeout: ReadHeaderTimeout,
 		ReadTimeout:       ReadTimeout,
 		WriteTimeout:      WriteTimeout,
 		IdleTimeout:       IdleTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,
 	}
+}
+
+// ErrorLog is an http.Server's ErrorLog writing to logger: net/http's
+// own messages, left unset, go to the process's standard logger, with no
+// level and no component. A failed TLS handshake, which any client or
+// scanner causes, is at debug level, so as not to flood the log; a
+// handler's panic, a bug, at error; the rest (accept errors, a handler
+// misusing its response) at warn.
+func ErrorLog(logger *slog.Logger) *log.Logger {
+	return log.New(errorLogWriter{logger}, "", 0)
+}
+
+// errorLogWriter is ErrorLog's writer: each Write is one message.
+type errorLogWriter struct{ logger *slog.Logger }
+
+func (w errorLogWriter) Write(p []byte) (int, error) {
+	msg := strings.TrimSuffix(string(p), "\n")
+	level := slog.LevelWarn
+	switch {
+	case strings.HasPrefix(msg, "http: TLS handshake error"):
+		level = slog.LevelDebug
+	case strings.Contains(msg, "panic serving"): // http: and http2:
+		level = slog.LevelError
+	}
+	w.logger.Log(context.Background(), level, msg)
+	return len(p), nil
 }
 
 // Serve serves srv on ln until ctx ends, over TLS when srv has a TLS

@@ -3,6 +3,7 @@ package httpserve
 import (
 	"context"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"testing"
@@ -25,7 +26,7 @@ func TestServe(t *testing.T) {
 		close(streaming)
 		<-r.Context().Done()
 	})
-	srv := NewServer(mux)
+	srv := NewServer(mux, slog.New(slog.DiscardHandler))
 	if srv.ReadHeaderTimeout == 0 || srv.WriteTimeout == 0 || srv.IdleTimeout == 0 || srv.ReadTimeout == 0 {
 		t.Errorf("NewServer leaves a timeout unset: %+v", srv)
 	}

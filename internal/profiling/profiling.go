@@ -61,9 +61,10 @@ func Serve(ctx context.Context, addr string, log *slog.Logger) error {
 	}
 	// No write timeout: a CPU profile or trace streams for its duration
 	// (and pprof refuses a duration beyond it).
-	srv := httpserve.NewServer(Handler())
+	log = log.With("component", "profiling")
+	srv := httpserve.NewServer(Handler(), log)
 	srv.WriteTimeout = 0
-	log.With("component", "profiling").Info("serving Go profiles", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
+	log.Info("serving Go profiles", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
 	if err := httpserve.Serve(ctx, ln, srv); err != nil {
 		return fmt.Errorf("profiler: %w", err)
 	}

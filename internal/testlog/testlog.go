@@ -5,7 +5,12 @@ package testlog
 
 import (
 	"bytes"
+	"context"
+	"log/slog"
+	"slices"
 	"sync"
+	"testing"
+	"time"
 )
 
 // Buffer collects log output, safe for concurrent writes.
@@ -26,4 +31,66 @@ func (l *Buffer) String() string {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.b.String()
+}
+
+// Records is a slog.Handler that passes every record, at every level,
+// with the attributes its logger was given (groups are ignored), to C;
+// Await reads them back. C is buffered: a test that logs more than its
+// buffer without reading blocks the logger.
+type Records struct {
+	C     chan slog.Record
+	attrs []slog.Attr
+}
+
+// NewRecords is a Records whose channel holds n records.
+func NewRecords(n int) *Records { return &Records{C: make(chan slog.Record, n)} }
+
+// Enabled implements slog.Handler: every level is.
+func (h *Records) Enabled(context.Context, slog.Level) bool { return true }
+
+// Handle implements slog.Handler.
+func (h *Records) Handle(_ context.Context, r slog.Record) error {
+	r = r.Clone()
+	r.AddAttrs(h.attrs...)
+	h.C <- r
+	return nil
+}
+
+// WithAttrs implements slog.Handler.
+func (h *Records) WithAttrs(as []slog.Attr) slog.Handler {
+	return &Records{C: h.C, attrs: append(slices.Clip(h.attrs), as...)}
+}
+
+// WithGroup implements slog.Handler; the group is ignored.
+func (h *Records) WithGroup(string) slog.Handler { return h }
+
+// Await returns the first record to come that match accepts, skipping
+// the others, and fails t when none came within d.
+func (h *Records) Await(t testing.TB, d time.Duration, match func(slog.Record) bool) slog.Record {
+	t.Helper()
+	timeout := time.After(d)
+	for {
+		select {
+		case r := <-h.C:
+			if match(r) {
+				return r
+			}
+		case <-timeout:
+			t.Fatalf("no matching log record within %s", d)
+			return slog.Record{}
+		}
+	}
+}
+
+// Attr is the value of r's attribute key, as a string ("" when r has none).
+func Attr(r slog.Record, key string) string {
+	var v string
+	r.Attrs(func(a slog.Attr) bool {
+		if a.Key == key {
+			v = a.Value.String()
+			return false
+		}
+		return true
+	})
+	return v
 }
