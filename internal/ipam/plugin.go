@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/underlay/underlay/internal/httpserve"
 	"github.com/underlay/underlay/internal/netspec"
 )
 
@@ -386,7 +387,7 @@ func serveSocket(ctx context.Context, socket string, h http.Handler, log *slog.L
 		return err
 	}
 	log.Info("serving Docker's IPAM plugin protocol", "socket", socket)
-	return serveOn(ctx, ln, h, func() {
+	return serveOn(ctx, ln, h, log, func() {
 		if fi, err := os.Lstat(socket); err == nil && os.SameFile(fi, ours) {
 			os.Remove(socket)
 		}
@@ -395,9 +396,10 @@ func serveSocket(ctx context.Context, socket string, h http.Handler, log *slog.L
 
 // serveOn serves h on ln until ctx ends or serving fails, then runs
 // cleanup; it leaves nothing running behind either way (the agent retries
-// a failed Serve for as long as it runs).
-func serveOn(ctx context.Context, ln net.Listener, h http.Handler, cleanup func()) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second}
+// a failed Serve for as long as it runs). net/http's own messages go to
+// log.
+func serveOn(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger, cleanup func()) error {
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: httpserve.ErrorLog(log)}
 	done := make(chan struct{})
 	defer close(done)
 	go func() {

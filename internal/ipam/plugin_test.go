@@ -22,6 +22,7 @@ import (
 	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/testlog"
 )
 
 var lanSpec = netspec.Spec{Name: "lan", Subnet: netip.MustParsePrefix("10.90.0.0/24"), Gateway: netip.MustParseAddr("10.90.0.1"),
@@ -255,7 +256,7 @@ func TestFailedServeLeavesNoGoroutine(t *testing.T) {
 	defer ln.Close()
 	before := runtime.NumGoroutine()
 	for range 20 {
-		if err := serveOn(ctx, failingListener{ln}, pl.Handler(), func() {}); err == nil {
+		if err := serveOn(ctx, failingListener{ln}, pl.Handler(), pl.log(), func() {}); err == nil {
 			t.Fatal("serve on a broken listener succeeded")
 		}
 	}
@@ -599,5 +600,36 @@ func TestPluginTimeoutNamesTheRequest(t *testing.T) {
 				t.Errorf("%s with Consul out of reach: %d %v, want status 500 and an Err naming %q", c.method, code, out, missing)
 			}
 		})
+	}
+}
+
+// TestServeSocketLogsToSlog: the plugin's http.Server had no ErrorLog, so
+// net/http's own messages (a handler's panic, with its stack) went to the
+// process's standard logger, without level or component. They now go to
+// the plugin's logger, a panic as an error.
+func TestServeSocketLogsToSlog(t *testing.T) {
+	recs := testlog.NewRecords(16)
+	socket := filepath.Join(privateDir(t), "underlay.sock")
+	h := http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") })
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- serveSocket(ctx, socket, h, slog.New(recs).With("component", "ipam")) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("serveSocket: %v", err)
+		}
+	})
+	waitSocket(t, socket, errc)
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+	}}}
+	if resp, err := client.Post("http://plugin/IpamDriver.RequestAddress", "application/json", strings.NewReader("{}")); err == nil {
+		resp.Body.Close()
+		t.Fatalf("request: %s, want the connection closed", resp.Status)
+	}
+	r := recs.Await(t, 5*time.Second, func(r slog.Record) bool { return strings.Contains(r.Message, "panic serving") })
+	if r.Level != slog.LevelError || !strings.Contains(r.Message, "boom") || testlog.Attr(r, "component") != "ipam" {
+		t.Errorf("panic logged as %s %q component=%q, want an error naming boom, component=ipam", r.Level, r.Message, testlog.Attr(r, "component"))
 	}
 }
