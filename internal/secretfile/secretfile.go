@@ -16,6 +16,7 @@ import (
 	"log/slog"
 	"os"
 	"sync"
+	"syscall"
 	"time"
 )
 
@@ -158,7 +159,9 @@ var errEmpty = errors.New("is empty")
 // read returns the trimmed content and permission bits of path. Its errors
 // never carry the content.
 func read(path string) ([]byte, fs.FileMode, error) {
-	fh, err := os.Open(path)
+	// Non-blocking: opening a FIFO for reading would wait for a writer
+	// (under Value's lock). A regular file's reads ignore the flag.
+	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, 0, err
 	}

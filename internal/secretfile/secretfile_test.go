@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -127,5 +128,69 @@ func TestOpenChecked(t *testing.T) {
 	}
 	if strings.Contains(logs.String(), "short") || strings.Contains(logs.String(), "long-enough") {
 		t.Errorf("a secret was logged:\n%s", logs.String())
+	}
+}
+
+// TestFIFOIsRefused: a secret's path naming a FIFO (a mistake, or a file
+// swapped by whoever may write its directory) blocked Open until some
+// process opened the FIFO for writing, and read again, blocked Value,
+// holding its lock, so that every caller after it hung too. A FIFO is
+// now refused at once, as any other file that is not a regular one, and
+// a rotation to one keeps the last value.
+func TestFIFOIsRefused(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// Whatever happens, no open of the FIFO stays blocked past the test:
+	// a writer's open lets a blocked reader's through.
+	t.Cleanup(func() {
+		if w, err := os.OpenFile(fifo, os.O_WRONLY|syscall.O_NONBLOCK, 0); err == nil {
+			w.Close()
+		}
+	})
+	opened := make(chan error, 1)
+	go func() {
+		_, err := Open(fifo, "test secret", nil)
+		opened <- err
+	}()
+	select {
+	case err := <-opened:
+		if err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("Open(FIFO) = %v, want an error saying it is not a regular file", err)
+		}
+	case <-time.After(5 * time.Second):
+		// Let the blocked open through, so that the goroutine ends.
+		if w, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+			w.Close()
+		}
+		t.Fatal("Open(FIFO) blocked")
+	}
+
+	path := filepath.Join(dir, "secret")
+	os.WriteFile(path, []byte("hunter2"), 0o600)
+	f, err := Open(path, "test secret", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Now()}
+	f.now = clk.Now
+	if err := os.Rename(fifo, path); err != nil {
+		t.Fatal(err)
+	}
+	clk.now = clk.now.Add(CheckEvery)
+	got := make(chan string, 1)
+	go func() { got <- string(f.Value()) }()
+	select {
+	case v := <-got:
+		if v != "hunter2" {
+			t.Errorf("value %q once the file became a FIFO, want hunter2 kept", v)
+		}
+	case <-time.After(5 * time.Second):
+		if w, err := os.OpenFile(path, os.O_WRONLY, 0); err == nil {
+			w.Close()
+		}
+		t.Fatal("Value blocked on a FIFO")
 	}
 }
