@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"sync"
@@ -23,6 +24,10 @@ import (
 
 // CheckEvery is the least time between two looks at the files.
 const CheckEvery = time.Second
+
+// maxFileSize bounds each file read: a certificate chain, a key, a CA
+// bundle (the system's is a few hundred KiB).
+const maxFileSize = 4 << 20
 
 // stamp is what tells that a file changed, cheaply: its size, modification
 // time, inode and change time. A rotation by rename (certbot, a mounted
@@ -185,7 +190,15 @@ func (p *Pair) NotAfter() time.Time {
 // loadPair loads and checks a pair. Its errors name the files, never
 // their content.
 func loadPair(certFile, keyFile string) (*tls.Certificate, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	certPEM, err := readFile(certFile)
+	if err != nil {
+		return nil, fmt.Errorf("load TLS certificate: %w", err)
+	}
+	keyPEM, err := readFile(keyFile)
+	if err != nil {
+		return nil, fmt.Errorf("load TLS key: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
 		return nil, fmt.Errorf("load TLS certificate %s and key %s: %w", certFile, keyFile, err)
 	}
@@ -274,7 +287,7 @@ func (p *Pool) Pool() *x509.CertPool {
 
 // loadPool reads the PEM certificates of path into a pool.
 func loadPool(path string) (*x509.CertPool, []byte, error) {
-	b, err := os.ReadFile(path)
+	b, err := readFile(path)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -283,6 +296,33 @@ func loadPool(path string) (*x509.CertPool, []byte, error) {
 		return nil, nil, fmt.Errorf("%s holds no PEM certificate", path)
 	}
 	return pool, b, nil
+}
+
+// readFile is the content of path, a regular file of at most maxFileSize
+// bytes. It is opened non-blocking: opening a FIFO for reading would wait
+// for a writer, under the lock every handshake takes; and a device or a
+// huge file is not read whole. Its errors never carry the content.
+func readFile(path string) ([]byte, error) {
+	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer fh.Close()
+	st, err := fh.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(fh, maxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if len(b) > maxFileSize {
+		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxFileSize)
+	}
+	return b, nil
 }
 
 // ServerConfig is a server's TLS configuration: TLS 1.2 at least, the

@@ -15,8 +15,10 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -539,4 +541,98 @@ func TestWatchSeesRotationByRename(t *testing.T) {
 	if _, load := w.look(); !load {
 		t.Error("asked again: still to load (nothing was loaded)")
 	}
+}
+
+// within runs f, and fails t when it has not returned within 5 s; then it
+// opens fifo for writing, which lets an open of it for reading blocked in
+// f through, so that f's goroutine ends.
+func within(t *testing.T, what, fifo string, f func()) {
+	t.Helper()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		f()
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		if w, err := os.OpenFile(fifo, os.O_WRONLY, 0); err == nil {
+			w.Close()
+		}
+		<-done
+		t.Fatalf("%s blocked on a FIFO", what)
+	}
+}
+
+// TestOnlyRegularBoundedFilesAreRead: the files were read whole with
+// os.ReadFile, whatever they were: a path naming a FIFO blocked OpenPair
+// and OpenPool until some process wrote to it, and a pair or CA file
+// rotated into one blocked Certificate or Pool under its lock, and with
+// it every handshake after; a device such as /dev/zero, or a huge file,
+// was read until memory ran out. A file that is not a regular one, or
+// is larger than maxFileSize, is now refused (at start) or keeps the last
+// good one (on rotation), at once.
+func TestOnlyRegularBoundedFilesAreRead(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, "ca")
+	good := ca.issue(t, "good")
+	certFile, keyFile, caFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key"), filepath.Join(dir, "ca.pem")
+	write(t, certFile, good.certPEM)
+	write(t, keyFile, good.keyPEM)
+	write(t, caFile, ca.pem)
+	fifo := filepath.Join(dir, "fifo")
+	mkfifo := func() {
+		t.Helper()
+		if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mkfifo()
+	within(t, "OpenPair", fifo, func() {
+		if _, err := OpenPair(certFile, fifo, nil); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("OpenPair with a FIFO for its key: %v, want an error saying it is not a regular file", err)
+		}
+	})
+	within(t, "OpenPool", fifo, func() {
+		if _, err := OpenPool(fifo, "client CA", nil); err == nil || !strings.Contains(err.Error(), "not a regular file") {
+			t.Errorf("OpenPool of a FIFO: %v, want an error saying it is not a regular file", err)
+		}
+	})
+	huge := filepath.Join(dir, "huge.pem")
+	write(t, huge, append(slices.Clone(ca.pem), make([]byte, maxFileSize)...))
+	if _, err := OpenPool(huge, "client CA", nil); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("OpenPool of a file over maxFileSize: %v, want an error saying it is too large", err)
+	}
+	if _, err := OpenPair(huge, keyFile, nil); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("OpenPair with a certificate file over maxFileSize: %v, want an error saying it is too large", err)
+	}
+
+	pair, err := OpenPair(certFile, keyFile, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool, err := OpenPool(caFile, "client CA", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Now()}
+	pair.w.now, pool.w.now = clk.Now, clk.Now
+	if err := os.Rename(fifo, keyFile); err != nil {
+		t.Fatal(err)
+	}
+	clk.tick()
+	within(t, "Certificate", keyFile, func() {
+		if got := pair.Certificate().Leaf.SerialNumber; got.Cmp(good.serial) != 0 {
+			t.Errorf("serial %s once the key file became a FIFO, want the last good pair's %s", got, good.serial)
+		}
+	})
+	mkfifo()
+	if err := os.Rename(fifo, caFile); err != nil {
+		t.Fatal(err)
+	}
+	within(t, "Pool", caFile, func() {
+		if pool.Pool() == nil {
+			t.Error("no pool once the CA file became a FIFO, want the last good one")
+		}
+	})
 }
