@@ -42,7 +42,24 @@ func Handler() http.Handler {
 	// Loopback is reached by a page whose name an attacker pointed at
 	// 127.0.0.1 (DNS rebinding), with that name as Host: only addresses
 	// and localhost are answered.
-	return httpserve.AllowedHosts{}.Handler("", mux)
+	return httpserve.AllowedHosts{}.Handler("", sameOriginOnly(mux))
+}
+
+// sameOriginOnly refuses requests a browser says another site's page
+// made (Sec-Fetch-Site cross-site or same-site): such a page cannot read
+// the answer, but an <img> of /debug/pprof/trace?seconds=86400 would have
+// the process trace for a day. Requests typed in the address bar ("none"),
+// the profiler's own pages' and those of clients that send no such header
+// (go tool pprof, curl) pass.
+func sameOriginOnly(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch site := r.Header.Get("Sec-Fetch-Site"); site {
+		case "", "none", "same-origin":
+			next.ServeHTTP(w, r)
+		default:
+			http.Error(w, "the profiler answers no request another site's page made (Sec-Fetch-Site: "+site+")", http.StatusForbidden)
+		}
+	})
 }
 
 // Serve serves Handler on addr, which CheckAddr must accept, until ctx ends.

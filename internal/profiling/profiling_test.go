@@ -117,3 +117,36 @@ func TestHandlerRefusesForeignHosts(t *testing.T) {
 		}
 	}
 }
+
+// TestHandlerRefusesCrossSiteRequests: a page of any site the operator's
+// browser shows can point an <img> or a no-cors fetch at
+// http://127.0.0.1:6060/debug/pprof/trace?seconds=86400: its Host is the
+// loopback address, which passes, and though the page cannot read the
+// answer, the process traces (or holds the one CPU profile) for as long
+// as the page asked. Requests a browser marks as coming from another
+// site (Sec-Fetch-Site) are now refused; the operator's own (typed in
+// the address bar, or from go tool pprof and curl, which send none) pass.
+func TestHandlerRefusesCrossSiteRequests(t *testing.T) {
+	h := Handler()
+	for _, tt := range []struct {
+		site string // Sec-Fetch-Site; "": none sent
+		want int
+	}{
+		{"cross-site", http.StatusForbidden},
+		{"same-site", http.StatusForbidden},
+		{"same-origin", http.StatusOK},
+		{"none", http.StatusOK},
+		{"", http.StatusOK},
+	} {
+		req := httptest.NewRequest("GET", "/debug/pprof/cmdline", nil)
+		req.Host = "127.0.0.1:6060"
+		if tt.site != "" {
+			req.Header.Set("Sec-Fetch-Site", tt.site)
+		}
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, req)
+		if rec.Code != tt.want {
+			t.Errorf("Sec-Fetch-Site %q: %d %q, want %d", tt.site, rec.Code, rec.Body, tt.want)
+		}
+	}
+}
