@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/underlay/underlay/internal/httpserve"
 )
 
 // Limits keep slow and greedy clients from holding the API. Zero fields
@@ -90,9 +92,9 @@ func (l Limits) withDefaults() Limits {
 
 // NewServer is the http.Server of the API (h: its handler, maybe inside a
 // mux with /metrics) with limits l: every timeout set, headers bounded. The
-// event stream lifts its own deadlines. The server's own errors (TLS
-// handshakes that fail, malformed requests) go to log at debug level: a
-// scanner must not flood the log.
+// event stream lifts its own deadlines. The server's own errors go to log
+// (httpserve.ErrorLog): TLS handshakes that fail at debug level, as a
+// scanner must not flood the log; a handler's panic as an error.
 func NewServer(h http.Handler, l Limits, log *slog.Logger) *http.Server {
 	l = l.withDefaults()
 	return &http.Server{
@@ -102,7 +104,7 @@ func NewServer(h http.Handler, l Limits, log *slog.Logger) *http.Server {
 		WriteTimeout:      l.WriteTimeout,
 		IdleTimeout:       l.IdleTimeout,
 		MaxHeaderBytes:    l.MaxHeaderBytes,
-		ErrorLog:          slog.NewLogLogger(log.With("component", "scale_http").Handler(), slog.LevelDebug),
+		ErrorLog:          httpserve.ErrorLog(log.With("component", "scale_http")),
 	}
 }
 

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/underlay/underlay/internal/testlog"
 )
 
 // TestBodyLimits: 64 KiB on every route but the webhook routes (4 MiB);
@@ -440,5 +442,31 @@ func TestEventStreamsPerClient(t *testing.T) {
 	<-held[0].done
 	if s, rec := open("10.0.0.1:41001"); s == nil {
 		t.Errorf("the client's stream after one of its own ended: %d %s, want it let in", rec.Code, rec.Body)
+	}
+}
+
+// TestServerLogsPanicsAsErrors: the API server's ErrorLog wrote every
+// net/http message at debug level, so that scanners' failed TLS
+// handshakes do not flood the log; a handler's panic, with its stack,
+// went there too, hidden at the default level. It is now an error; a
+// failed handshake stays at debug (httpserve.ErrorLog).
+func TestServerLogsPanicsAsErrors(t *testing.T) {
+	recs := testlog.NewRecords(16)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/panic", func(http.ResponseWriter, *http.Request) { panic("boom") })
+	srv := NewServer(mux, Limits{}, slog.New(recs))
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	if resp, err := http.Get("http://" + ln.Addr().String() + "/panic"); err == nil {
+		resp.Body.Close()
+		t.Fatalf("GET /panic: %s, want the connection closed", resp.Status)
+	}
+	r := recs.Await(t, 5*time.Second, func(r slog.Record) bool { return strings.Contains(r.Message, "panic serving") })
+	if r.Level != slog.LevelError || testlog.Attr(r, "component") != "scale_http" {
+		t.Errorf("panic logged as %s %q component=%q, want an error, component=scale_http", r.Level, r.Message, testlog.Attr(r, "component"))
 	}
 }
