@@ -3,6 +3,7 @@ package scale
 import (
 	"context"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 )
@@ -84,7 +85,8 @@ func (c *Controller) evaluate(ctx context.Context, service string) (Record, erro
 	return c.decide(ctx, m, st, SourceMetrics, pl, record)
 }
 
-// readMetrics evaluates each query; a failing one is Missing.
+// readMetrics evaluates each query; a failing one, or one whose value is
+// not a finite number, is Missing.
 func (c *Controller) readMetrics(ctx context.Context, svc Service, specs []MetricSpec) ([]MetricValue, []Metric) {
 	service := svc.Name
 	values := make([]MetricValue, len(specs))
@@ -97,6 +99,12 @@ func (c *Controller) readMetrics(ctx context.Context, svc Service, specs []Metri
 		}
 		v, err := c.cfg.Metrics.Query(qctx, q)
 		cancel()
+		if err == nil && (math.IsNaN(v) || math.IsInf(v, 0)) {
+			// Prometheus answers NaN for 0/0 and ±Inf for x/0. No
+			// reading, and kept in the record it would make the record
+			// unencodable as JSON: lost from the history and the stream.
+			err = fmt.Errorf("the query's value is %v, not a finite number", v)
+		}
 		values[i] = MetricValue{Name: s.Name, Value: v, Target: s.Target}
 		metrics[i] = Metric{Name: s.Name, Value: v, Target: s.Target, Missing: err != nil}
 		c.noteMetricError(svc, s, err)

@@ -2,8 +2,11 @@ package scale
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -155,5 +158,36 @@ func TestMetricErrorsForgotten(t *testing.T) {
 	waitFor(t, func() bool { return len(e.ctrl.Services()[0].Policy.Metrics) == 1 })
 	if n := errsLen(); n != 1 {
 		t.Errorf("metric b dropped from the labels: %d metric errors kept, want 1", n)
+	}
+}
+
+// TestNonFiniteMetricIsUnreadable: Prometheus answers NaN for 0/0 (a rate
+// over a quiet window) and +Inf for x/0. Such a value is no reading: kept
+// in the record, it made the record unencodable as JSON, so a decision the
+// other metric drove lost its history (and, after a restart, its cooldown)
+// and reached event readers as an empty line.
+func TestNonFiniteMetricIsUnreadable(t *testing.T) {
+	for _, v := range []float64{math.NaN(), math.Inf(1), math.Inf(-1)} {
+		t.Run(fmt.Sprint(v), func(t *testing.T) {
+			m := &fakeMetrics{values: map[string]float64{"load": 30, "ratio": v}}
+			e := newAPIEnv(t, Config{Metrics: m, Interval: time.Hour},
+				svc("web", 1, "orbiter", "true", LabelMax, "8",
+					LabelMetricPrefix+"load.query", "load", LabelMetricPrefix+"load.target", "10",
+					LabelMetricPrefix+"ratio.query", "ratio", LabelMetricPrefix+"ratio.target", "1"))
+			rec, err := e.ctrl.evaluate(context.Background(), "web")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rec.To != 3 {
+				t.Fatalf("scaled to %d, want 3 (load 3× its target; ratio unreadable)", rec.To)
+			}
+			if _, err := json.Marshal(rec); err != nil {
+				t.Fatalf("the record of a decision with ratio %v cannot be kept: %v", v, err)
+			}
+			got := rec.Metrics[1]
+			if got.Name != "ratio" || got.Value != 0 || !strings.Contains(got.Error, fmt.Sprint(v)) {
+				t.Errorf("ratio recorded as %+v, want value 0 and an error naming %v", got, v)
+			}
+		})
 	}
 }
