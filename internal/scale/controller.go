@@ -782,7 +782,7 @@ func (c *Controller) loadLocked(ctx context.Context, svc Service, st *state, ter
 	if !st.loaded || st.term != term {
 		// Another instance may have decided meanwhile: hold scale-downs for
 		// a window from the replicas found.
-		st.recs = append(st.recs, Recommendation{Time: c.cfg.Now(), Replicas: svc.Replicas})
+		st.recs = AddRecommendation(st.recs, Recommendation{Time: c.cfg.Now(), Replicas: svc.Replicas})
 	}
 	st.loaded, st.term = true, term
 	return nil
@@ -845,9 +845,9 @@ func (c *Controller) decideLocked(ctx context.Context, source, id, name string, 
 		highest, ok := HighestRecommendation(st.recs, p.StabilizationDown, now)
 		d := Stabilize(pn.d, pn.dir, highest, ok, p.StabilizationDown)
 		if pn.recommend != nil {
-			st.recs = append(st.recs, Recommendation{Time: now, Replicas: *pn.recommend})
+			st.recs = AddRecommendation(st.recs, Recommendation{Time: now, Replicas: *pn.recommend})
 		} else if pn.dir == Up {
-			st.recs = append(st.recs, Recommendation{Time: now, Replicas: max(d.To, d.From)})
+			st.recs = AddRecommendation(st.recs, Recommendation{Time: now, Replicas: max(d.To, d.From)})
 		}
 		dir := pn.dir // empty when unchanged
 		rec := Record{Time: now.UTC(), Autoscaler: AutoswarmName, Service: svc.Name, ServiceID: svc.ID,

@@ -55,3 +55,15 @@ func Stabilize(d Decision, dir Direction, highest int, ok bool, window time.Dura
 	d.Why = fmt.Sprintf("scaled down from %d to %d replicas, the highest recommendation within the last %s", d.From, d.To, window)
 	return d
 }
+
+// AddRecommendation appends r to recs, first dropping the latest ones
+// no higher than r and not dated after it: each leaves the window no
+// later than r, so it can never be the highest within it. The list stays
+// as short as its distinct falling values, however many requests come.
+func AddRecommendation(recs []Recommendation, r Recommendation) []Recommendation {
+	n := len(recs)
+	for n > 0 && recs[n-1].Replicas <= r.Replicas && !recs[n-1].Time.After(r.Time) {
+		n--
+	}
+	return append(recs[:n], r)
+}

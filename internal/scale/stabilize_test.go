@@ -1,6 +1,7 @@
 package scale
 
 import (
+	"context"
 	"testing"
 	"time"
 
@@ -85,5 +86,49 @@ func TestStabilize(t *testing.T) {
 	}
 	if got := PruneRecommendations(append([]Recommendation(nil), recs...), 5*time.Minute, now); len(got) != 2 {
 		t.Errorf("PruneRecommendations kept %d, want 2", len(got))
+	}
+}
+
+// TestRecommendationsStayFew: every scale-up request adds a recommendation
+// for the stabilization window (up to 24h), refused ones too; a client
+// sending requests at a service held at its maximum made the list, and
+// the time each decision takes to scan it, grow for the whole window. A
+// recommendation no higher than a later one can never be the highest
+// within the window, so it is dropped.
+func TestRecommendationsStayFew(t *testing.T) {
+	clock := &fakeClock{now: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
+	e := newAPIEnv(t, Config{Now: clock.Now},
+		svc("web", 4, "orbiter", "true", LabelMax, "4", LabelStabilizationDown, "24h"))
+	for range 1000 {
+		clock.add(time.Second)
+		if _, err := e.ctrl.Handle(context.Background(), Request{Service: "web", Direction: Up}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, st, _ := e.ctrl.lookup("web")
+	st.mu.Lock()
+	n := len(st.recs)
+	st.mu.Unlock()
+	if n > 1 {
+		t.Errorf("%d recommendations kept after 1000 scale-ups refused at 4 replicas, want 1", n)
+	}
+}
+
+func TestAddRecommendation(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	at := func(s int) time.Time { return now.Add(time.Duration(s) * time.Second) }
+	var recs []Recommendation
+	for i, r := range []int{5, 3, 4, 2, 2} {
+		recs = AddRecommendation(recs, Recommendation{Time: at(i), Replicas: r})
+	}
+	want := []Recommendation{{Time: at(0), Replicas: 5}, {Time: at(2), Replicas: 4}, {Time: at(4), Replicas: 2}}
+	if diff := cmp.Diff(want, recs); diff != "" {
+		t.Errorf("recommendations (-want +got):\n%s", diff)
+	}
+	// One dated before the last (a clock set back) drops none: the later
+	// ones may outlast it in the window.
+	recs = AddRecommendation(recs, Recommendation{Time: at(1), Replicas: 9})
+	if len(recs) != 4 {
+		t.Errorf("a recommendation dated before the others dropped some: %+v", recs)
 	}
 }
