@@ -98,7 +98,13 @@ func (l *rateLimiter) bucketLocked(client netip.Prefix) (*bucket, time.Duration)
 	if b.tokens >= 1 {
 		return b, 0
 	}
-	return b, time.Duration(math.Ceil((1 - b.tokens) / l.rate * float64(time.Second)))
+	// Bounded while a float: beyond time.Duration's range the conversion
+	// gives a negative wait (on amd64), which reads as none.
+	wait := math.Ceil((1 - b.tokens) / l.rate * float64(time.Second))
+	if !(wait < math.MaxInt64) {
+		return b, time.Duration(math.MaxInt64)
+	}
+	return b, time.Duration(wait)
 }
 
 func (l *rateLimiter) refill(b *bucket, now time.Time) {

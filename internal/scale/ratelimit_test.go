@@ -73,3 +73,21 @@ func TestNoncesExpire(t *testing.T) {
 		t.Errorf("%d nonces remembered after they expired, want 1", len(n.seen))
 	}
 }
+
+// TestRateLimiterTinyRate: --rate-limit 1e-12 (about one request in 30,000
+// years after the burst) made the wait overflow time.Duration; converted
+// from a float beyond its range it came out negative, read as no wait, and
+// every request was allowed: the tightest limit was none.
+func TestRateLimiterTinyRate(t *testing.T) {
+	clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	l := newRateLimiter(1e-12, 1, clk.Now)
+	a := clientKey("192.0.2.1:5555")
+	if ok, _ := l.allow(a); !ok {
+		t.Fatal("the burst's one request refused")
+	}
+	for i := range 3 {
+		if ok, wait := l.allow(a); ok || wait <= 0 {
+			t.Fatalf("request %d after the burst at 1e-12 a second: allowed %v, wait %s; want refused with a positive wait", i+2, ok, wait)
+		}
+	}
+}
