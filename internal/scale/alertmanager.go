@@ -46,6 +46,10 @@ type Alert struct {
 	Fingerprint  string            `json:"fingerprint"`
 }
 
+// maxFingerprint bounds an alert's fingerprint, which keys its firing in
+// memory and in the AlertLog: Alertmanager's are 16 hex digits.
+const maxFingerprint = 128
+
 // ErrBadWebhook is wrapped by ParseAlertmanager's errors (400).
 var ErrBadWebhook = errors.New("bad Alertmanager webhook")
 
@@ -140,7 +144,9 @@ func LooksLikeAlertmanager(body []byte) bool {
 
 // AlertAction is what one alert of a webhook asks for.
 type AlertAction struct {
-	// Key identifies the firing: fingerprint and start time.
+	// Key identifies the firing: fingerprint and start time; empty when
+	// the fingerprint is over maxFingerprint bytes (Fingerprint is then
+	// its start).
 	Key         string    `json:"key"`
 	Fingerprint string    `json:"fingerprint"`
 	StartsAt    time.Time `json:"starts_at"`
@@ -166,7 +172,13 @@ func AlertActions(msg AlertmanagerMessage, routeService string, routeDir Directi
 			fp = labelsFingerprint(a.Labels)
 		}
 		act := AlertAction{Fingerprint: fp, StartsAt: a.StartsAt.UTC(), AlertName: a.Labels["alertname"]}
-		act.Key = fp + "@" + act.StartsAt.Format(time.RFC3339Nano)
+		long := len(fp) > maxFingerprint
+		if long {
+			// Neither kept nor sent back whole: it keys no firing.
+			act.Fingerprint = strings.ToValidUTF8(fp[:32], "") + "…"
+		} else {
+			act.Key = fp + "@" + act.StartsAt.Format(time.RFC3339Nano)
+		}
 		act.Service = first(routeService, a.Labels, AlertServiceLabels)
 		dir := string(routeDir)
 		if dir == "" {
@@ -175,6 +187,8 @@ func AlertActions(msg AlertmanagerMessage, routeService string, routeDir Directi
 		switch {
 		case a.Status != "firing":
 			act.Skip = fmt.Sprintf("alert is %q: only firing alerts scale", a.Status)
+		case long:
+			act.Skip, act.Bad = fmt.Sprintf("fingerprint of %d bytes (%s): at most %d", len(fp), act.Fingerprint, maxFingerprint), true
 		case seen[act.Key]:
 			act.Skip = "duplicate of an earlier alert in this notification"
 		case act.Service == "":

@@ -450,3 +450,34 @@ func TestNativeScaleBodyIsStrict(t *testing.T) {
 		}
 	}
 }
+
+// TestWebhookLongFingerprint: Alertmanager's fingerprints are 16 hex
+// digits. One of megabytes was kept as the firing's key, in memory for a
+// day (and in the alert log's value, and in every log line naming it) each
+// time it scaled: the alert is now refused, naming the length, and no
+// copy of it is kept or sent back.
+func TestWebhookLongFingerprint(t *testing.T) {
+	alog := &memAlertLog{seen: map[string]bool{}}
+	e := newAPIEnv(t, Config{AlertLog: alog}, svc("web", 1, "orbiter", "true", LabelMax, "5"))
+	long := strings.Repeat("f", 1<<20)
+	code, rs := e.webhookResults(t, "/alertmanager", amBody(firing(long, "service", "web", "direction", "up")))
+	if code != 200 || len(rs) != 1 {
+		t.Fatalf("status %d, %d results; want 200 and one result", code, len(rs))
+	}
+	r := rs[0]
+	if r.Result != "error" || !strings.Contains(r.Reason, fmt.Sprintf("fingerprint of %d bytes", len(long))) {
+		t.Errorf("a fingerprint of %d bytes: %s, %.200q; want error naming its length", len(long), r.Result, r.Reason)
+	}
+	if len(r.Key)+len(r.Fingerprint) > 2*maxFingerprint+100 {
+		t.Errorf("the answer sends back %d bytes of the fingerprint", len(r.Key)+len(r.Fingerprint))
+	}
+	if got := e.swarm.replicas("web"); got != 1 {
+		t.Errorf("web scaled to %d on an alert with a fingerprint of %d bytes", got, len(long))
+	}
+	e.ctrl.alerts.mu.Lock()
+	n := len(e.ctrl.alerts.done)
+	e.ctrl.alerts.mu.Unlock()
+	if n != 0 || len(alog.seen) != 0 {
+		t.Errorf("%d firings remembered, %d in the alert log; want none", n, len(alog.seen))
+	}
+}
