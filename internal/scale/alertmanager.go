@@ -274,10 +274,17 @@ type AlertResult struct {
 	Err error `json:"-"`
 }
 
+// maxAlertMemory bounds the firings remembered in memory in front of an
+// AlertLog: in dry-run every firing alert would scale, and a notification
+// may carry MaxAlerts new ones.
+const maxAlertMemory = 1 << 16
+
 // alerts deduplicates alert firings in memory, in front of an AlertLog.
 type alerts struct {
 	log AlertLog
 	ttl time.Duration
+	// max bounds done when log is set (maxAlertMemory).
+	max int
 
 	mu sync.Mutex // held for a whole webhook, so that concurrent re-sends wait; guards following fields
 	// done are the firings that scaled, with when, by key.
@@ -376,7 +383,7 @@ func (c *Controller) handleAlert(ctx context.Context, act AlertAction, source st
 			return res
 		}
 		if seen {
-			a.done[act.Key] = now
+			a.remember(act.Key, now)
 			res.Result, res.Reason = "duplicate", "this firing (fingerprint and start time) has already scaled"
 			return res
 		}
@@ -406,7 +413,7 @@ func (c *Controller) handleAlert(ctx context.Context, act AlertAction, source st
 // the AlertLog. a.mu is held.
 func (c *Controller) markAlert(ctx context.Context, act AlertAction, now time.Time) {
 	a := c.alerts
-	a.done[act.Key] = now
+	a.remember(act.Key, now)
 	if a.log == nil {
 		return
 	}
@@ -416,4 +423,15 @@ func (c *Controller) markAlert(ctx context.Context, act AlertAction, now time.Ti
 		c.metrics.errors.WithLabelValues("alert_log").Inc()
 		c.log.Warn("alert firing not kept in Consul; a restarted control could scale on it again", "key", act.Key, "err", err)
 	}
+}
+
+// remember records that the firing key has scaled at now. With an
+// AlertLog, a full memory is emptied first: the log answers for the
+// firings it forgets, at one read each. Without one, memory is all there
+// is, and nothing is forgotten before its time. a.mu is held.
+func (a *alerts) remember(key string, now time.Time) {
+	if a.log != nil && len(a.done) >= a.max {
+		clear(a.done)
+	}
+	a.done[key] = now
 }

@@ -481,3 +481,35 @@ func TestWebhookLongFingerprint(t *testing.T) {
 		t.Errorf("%d firings remembered, %d in the alert log; want none", n, len(alog.seen))
 	}
 }
+
+// TestAlertMemoryBounded: in dry-run every firing alert would scale, and
+// each was remembered in memory for a day: a sender of notifications of
+// 1,000 new firings grew the set by 1,000 a request. With an alert log,
+// which answers for what memory forgets, the set is bounded; a re-send of
+// a forgotten firing is still a duplicate.
+func TestAlertMemoryBounded(t *testing.T) {
+	alog := &memAlertLog{seen: map[string]bool{}}
+	e := newAPIEnv(t, Config{AlertLog: alog, DryRun: true}, svc("web", 1, "orbiter", "true", LabelMax, "5"))
+	e.ctrl.alerts.max = 100
+	notification := func(round int) AlertmanagerMessage {
+		msg := AlertmanagerMessage{Version: "4"}
+		for i := range MaxAlerts {
+			msg.Alerts = append(msg.Alerts, Alert{Status: "firing", Fingerprint: fmt.Sprintf("r%di%d", round, i), StartsAt: alertStart,
+				Labels: map[string]string{"service": "web", "direction": "up"}})
+		}
+		return msg
+	}
+	for round := range 5 {
+		e.ctrl.HandleAlerts(context.Background(), notification(round), "", "", "test")
+		e.ctrl.alerts.mu.Lock()
+		n := len(e.ctrl.alerts.done)
+		e.ctrl.alerts.mu.Unlock()
+		if n > 100 {
+			t.Fatalf("after %d notifications of %d new firings: %d remembered in memory, want at most 100", round+1, MaxAlerts, n)
+		}
+	}
+	rs := e.ctrl.HandleAlerts(context.Background(), notification(0), "", "", "test")
+	if rs[0].Result != "duplicate" {
+		t.Errorf("a re-send of a firing memory forgot: %s (%s), want duplicate", rs[0].Result, rs[0].Reason)
+	}
+}

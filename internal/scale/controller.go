@@ -182,7 +182,8 @@ type Config struct {
 	// process; nil keeps them in memory only.
 	AlertLog AlertLog
 	// AlertMemory is how long a firing is remembered in memory (default
-	// 24h); the AlertLog keeps it longer.
+	// 24h; with an AlertLog, 65,536 firings at most); the AlertLog keeps
+	// it longer.
 	AlertMemory time.Duration
 	// Policies from a file, by service name; they win over labels.
 	Policies PolicyFile
@@ -337,7 +338,7 @@ func NewController(cfg Config, s Swarm, h History, log *slog.Logger, reg prometh
 
 		metricErrs: map[string]map[string]string{},
 		gone:       map[string]uint64{},
-		alerts:     &alerts{log: cfg.AlertLog, ttl: cfg.AlertMemory, done: map[string]time.Time{}},
+		alerts:     &alerts{log: cfg.AlertLog, ttl: cfg.AlertMemory, max: maxAlertMemory, done: map[string]time.Time{}},
 	}
 	c.metrics = newMetrics(reg, c)
 	return c
