@@ -832,7 +832,7 @@ func (c *Controller) decideLocked(ctx context.Context, source, id, name string, 
 			return Record{}, fmt.Errorf("inspect service %s: %w: %w", name, ErrUnavailable, err)
 		}
 		c.upsert(svc, read)
-		m, _, ok := c.lookup(svc.Name)
+		m, _, ok := c.lookup(svc.ID) // not its name: another's ID may be that
 		if !ok {
 			return Record{}, fmt.Errorf("service %q: %w among autoscaled services (its labels no longer opt in)", name, ErrNotFound)
 		}

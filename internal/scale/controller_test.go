@@ -371,3 +371,24 @@ func TestLookupPrefersTheID(t *testing.T) {
 		t.Errorf("lookup by name: %+v", m)
 	}
 }
+
+// TestDecisionUsesItsServicesPolicy: a decision reads its service again
+// and looked the policy up by the name read; for a service named like
+// another's ID that found the other service, whose policy then decided.
+func TestDecisionUsesItsServicesPolicy(t *testing.T) {
+	web := Service{ID: "k3x9d2mq7wz1", Name: "web", Replicas: 1, Version: 1,
+		Labels: map[string]string{"orbiter": "true", LabelMax: "2"}}
+	other := Service{ID: "p0a8c5rz6vy4", Name: "k3x9d2mq7wz1", Replicas: 1, Version: 1,
+		Labels: map[string]string{"orbiter": "true", LabelMax: "8", LabelStepUp: "3"}}
+	c := NewController(Config{}, newFakeSwarm(web, other), &memHistory{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err := c.resync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := c.Handle(context.Background(), Request{Service: other.ID, Direction: Up})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.ServiceID != other.ID || rec.To != 4 {
+		t.Errorf("scaling %s up from 1: %s to %d (%s); want it to 4, by its own step of 3", other.ID, rec.ServiceID, rec.To, rec.Why)
+	}
+}
