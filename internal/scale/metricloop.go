@@ -44,7 +44,8 @@ func (c *Controller) EvaluateMetrics(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		if _, err := c.evaluate(ctx, m.svc.Name); err != nil {
+		// By ID: a name may be another service's ID, which lookup takes first.
+		if _, err := c.evaluate(ctx, m.svc.ID); err != nil {
 			c.log.Warn("metric-driven decision failed", "service", m.svc.Name, "err", err)
 		}
 	}

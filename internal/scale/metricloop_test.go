@@ -191,3 +191,18 @@ func TestNonFiniteMetricIsUnreadable(t *testing.T) {
 		})
 	}
 }
+
+// TestMetricsEvaluateEachService: the metric loop looked each service up
+// by name; a service named like another's ID was never evaluated (the
+// other one was, twice).
+func TestMetricsEvaluateEachService(t *testing.T) {
+	m := &fakeMetrics{values: map[string]float64{"load": 30}}
+	web := Service{ID: "k3x9d2mq7wz1", Name: "web", Replicas: 1, Version: 1, Labels: map[string]string{"orbiter": "true"}}
+	other := Service{ID: "p0a8c5rz6vy4", Name: "k3x9d2mq7wz1", Replicas: 1, Version: 1,
+		Labels: map[string]string{"orbiter": "true", LabelMax: "8", LabelMetricPrefix + "query": "load", LabelMetricPrefix + "target": "10"}}
+	e := newAPIEnv(t, Config{Metrics: m, Interval: time.Hour}, web, other)
+	e.ctrl.EvaluateMetrics(context.Background())
+	if got := e.swarm.replicas(other.ID); got != 3 {
+		t.Errorf("%s, named like web's ID, at load 3× its target: %d replicas, want 3", other.ID, got)
+	}
+}
