@@ -146,7 +146,8 @@ func LooksLikeAlertmanager(body []byte) bool {
 type AlertAction struct {
 	// Key identifies the firing: fingerprint and start time; empty when
 	// the fingerprint is over maxFingerprint bytes (Fingerprint is then
-	// its start).
+	// its start) or the start time is outside the years 0 to 9999 in UTC
+	// (StartsAt is then zero).
 	Key         string    `json:"key"`
 	Fingerprint string    `json:"fingerprint"`
 	StartsAt    time.Time `json:"starts_at"`
@@ -173,10 +174,15 @@ func AlertActions(msg AlertmanagerMessage, routeService string, routeDir Directi
 		}
 		act := AlertAction{Fingerprint: fp, StartsAt: a.StartsAt.UTC(), AlertName: a.Labels["alertname"]}
 		long := len(fp) > maxFingerprint
-		if long {
+		// A time JSON cannot encode would make the whole answer unsendable.
+		undated := act.StartsAt.Year() < 0 || act.StartsAt.Year() > 9999
+		switch {
+		case long:
 			// Neither kept nor sent back whole: it keys no firing.
 			act.Fingerprint = strings.ToValidUTF8(fp[:32], "") + "…"
-		} else {
+		case undated:
+			act.StartsAt = time.Time{}
+		default:
 			act.Key = fp + "@" + act.StartsAt.Format(time.RFC3339Nano)
 		}
 		act.Service = first(routeService, a.Labels, AlertServiceLabels)
@@ -189,6 +195,8 @@ func AlertActions(msg AlertmanagerMessage, routeService string, routeDir Directi
 			act.Skip = fmt.Sprintf("alert is %q: only firing alerts scale", a.Status)
 		case long:
 			act.Skip, act.Bad = fmt.Sprintf("fingerprint of %d bytes (%s): at most %d", len(fp), act.Fingerprint, maxFingerprint), true
+		case undated:
+			act.Skip, act.Bad = fmt.Sprintf("startsAt %s is outside the years 0 to 9999 in UTC", a.StartsAt.Format(time.RFC3339Nano)), true
 		case seen[act.Key]:
 			act.Skip = "duplicate of an earlier alert in this notification"
 		case act.Service == "":

@@ -513,3 +513,21 @@ func TestAlertMemoryBounded(t *testing.T) {
 		t.Errorf("a re-send of a firing memory forgot: %s (%s), want duplicate", rs[0].Result, rs[0].Reason)
 	}
 }
+
+// TestWebhookStartOutOfRange: a startsAt with an offset that moves it out
+// of years 0 to 9999 in UTC scaled, but the answer could not be encoded:
+// the sender got 200 with no body, no result of any alert. Such an alert
+// is now an error naming its startsAt.
+func TestWebhookStartOutOfRange(t *testing.T) {
+	e := newAPIEnv(t, Config{}, svc("web", 1, "orbiter", "true", LabelMax, "5"))
+	for _, start := range []string{"0000-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00"} {
+		body := strings.Replace(amBody(firing("f1", "service", "web", "direction", "up")), alertStart.Format(time.RFC3339), start, 1)
+		code, rs := e.webhookResults(t, "/alertmanager", body)
+		if code != 200 || len(rs) != 1 || rs[0].Result != "error" || !strings.Contains(rs[0].Reason, start) {
+			t.Errorf("startsAt %s: %d, %+v; want 200 and an error naming it", start, code, rs)
+		}
+	}
+	if got := e.swarm.replicas("web"); got != 1 {
+		t.Errorf("web scaled to %d on alerts dated out of range", got)
+	}
+}
