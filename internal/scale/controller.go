@@ -455,6 +455,14 @@ func (c *Controller) resync(ctx context.Context) error {
 			c.forgetLocked(id)
 		}
 	}
+	// A state outlives its service opting out; one whose service is gone
+	// too, its remove event missed, would stay for good. The history
+	// keeps its cooldowns, should it come back.
+	for id := range c.states {
+		if _, ok := c.services[id]; !ok && !seen[id] {
+			delete(c.states, id)
+		}
+	}
 	c.dockerOK = true
 	c.mu.Unlock()
 	c.log.Debug("services resynced", "services", len(svcs))

@@ -3,6 +3,7 @@ package scale
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"strings"
@@ -390,5 +391,44 @@ func TestDecisionUsesItsServicesPolicy(t *testing.T) {
 	}
 	if rec.ServiceID != other.ID || rec.To != 4 {
 		t.Errorf("scaling %s up from 1: %s to %d (%s); want it to 4, by its own step of 3", other.ID, rec.ServiceID, rec.To, rec.Why)
+	}
+}
+
+// TestResyncForgetsStatesOfRemovedServices: a service's decision state
+// outlives its labels opting out, so that its cooldowns hold if it opts in
+// again; it was dropped only by the service's remove event. A service
+// removed while it was opted out and the event stream was down kept its
+// state for good: services coming and going grew the map.
+func TestResyncForgetsStatesOfRemovedServices(t *testing.T) {
+	ctx := context.Background()
+	sw := newFakeSwarm()
+	c := NewController(Config{}, sw, &memHistory{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	for i := range 20 {
+		s := svc(fmt.Sprintf("s%d", i), 1, "orbiter", "true")
+		sw.setQuietly(s)
+		if err := c.resync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Handle(ctx, Request{Service: s.Name, Direction: Up}); err != nil {
+			t.Fatal(err)
+		}
+		s.Labels = map[string]string{"orbiter": "false"}
+		s.Version = 100
+		sw.setQuietly(s)
+		if err := c.resync(ctx); err != nil { // opted out
+			t.Fatal(err)
+		}
+		sw.mu.Lock()
+		delete(sw.services, s.ID) // removed, its event lost
+		sw.mu.Unlock()
+		if err := c.resync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c.mu.Lock()
+	n := len(c.states)
+	c.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d decision states kept for 20 services removed, want none", n)
 	}
 }
