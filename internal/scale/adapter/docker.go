@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"net/http"
 	"net/url"
 	"regexp"
@@ -214,7 +215,10 @@ func toService(svc swarm.Service) scale.Service {
 	switch m := svc.Spec.Mode; {
 	case m.Replicated != nil:
 		if m.Replicated.Replicas != nil {
-			out.Replicas = int(*m.Replicated.Replicas)
+			// Docker's uint64 held in an int: beyond its range the
+			// conversion wraps negative, and a scale-up from there rose
+			// to the minimum.
+			out.Replicas = int(min(*m.Replicated.Replicas, math.MaxInt))
 		}
 	default: // global, and the global and replicated jobs of newer Dockers
 		out.Global = true

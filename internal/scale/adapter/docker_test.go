@@ -3,6 +3,7 @@ package adapter
 import (
 	"context"
 	"errors"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"sync"
@@ -87,6 +88,21 @@ func TestWanted(t *testing.T) {
 	} {
 		if got := wanted(tc.t, "s1"); got != tc.want {
 			t.Errorf("wanted(service %s, desired %s, state %s) = %v, want %v", tc.t.ServiceID, tc.t.DesiredState, tc.t.Status.State, got, tc.want)
+		}
+	}
+}
+
+// TestReplicasBeyondInt: Docker keeps a service's replicas as a uint64;
+// beyond the int range the conversion wrapped to a negative count, from
+// which a scale-up "rose" to the service's minimum: a scale-down of
+// billions of replicas on a request to go up, with no allow-down.
+func TestReplicasBeyondInt(t *testing.T) {
+	for _, n := range []uint64{math.MaxInt64 + 1, math.MaxUint64} {
+		svc := swarm.Service{ID: "k3x9d2mq7wz1"}
+		svc.Spec.Name = "web"
+		svc.Spec.Mode.Replicated = &swarm.ReplicatedService{Replicas: &n}
+		if got := toService(svc).Replicas; got != math.MaxInt {
+			t.Errorf("a service of %d replicas read as %d, want %d (the most an int holds)", n, got, math.MaxInt)
 		}
 	}
 }
