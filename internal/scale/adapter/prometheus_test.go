@@ -76,3 +76,15 @@ func TestNewPrometheusBadAddress(t *testing.T) {
 		}
 	}
 }
+
+// TestNewPrometheusBadAddressHidesPassword: an address refused was quoted
+// whole, so the password of http://user:password@host went into the error
+// control prints and logs.
+func TestNewPrometheusBadAddressHidesPassword(t *testing.T) {
+	for _, addr := range []string{"ftp://ops:s3cret@prom:9090", "http://ops:s3cret@prom:9090/%zz", "http://ops:s3cret@"} {
+		_, err := NewPrometheus(addr, nil)
+		if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "ops:xxxxx@") {
+			t.Errorf("NewPrometheus(%q): %v, want an error naming it with its password hidden", addr, err)
+		}
+	}
+}
