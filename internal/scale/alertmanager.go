@@ -50,6 +50,10 @@ type Alert struct {
 // memory and in the AlertLog: Alertmanager's are 16 hex digits.
 const maxFingerprint = 128
 
+// maxAlertName bounds the alert name kept of an alert (its alertname
+// label): Prometheus's are identifiers.
+const maxAlertName = 256
+
 // ErrBadWebhook is wrapped by ParseAlertmanager's errors (400).
 var ErrBadWebhook = errors.New("bad Alertmanager webhook")
 
@@ -173,6 +177,11 @@ func AlertActions(msg AlertmanagerMessage, routeService string, routeDir Directi
 			fp = labelsFingerprint(a.Labels)
 		}
 		act := AlertAction{Fingerprint: fp, StartsAt: a.StartsAt.UTC(), AlertName: a.Labels["alertname"]}
+		if len(act.AlertName) > maxAlertName {
+			// It goes into the source of the decision it makes, kept
+			// in the history (in Consul, whose values are bounded).
+			act.AlertName = strings.ToValidUTF8(act.AlertName[:maxAlertName], "") + "…"
+		}
 		long := len(fp) > maxFingerprint
 		// A time JSON cannot encode would make the whole answer unsendable.
 		undated := act.StartsAt.Year() < 0 || act.StartsAt.Year() > 9999

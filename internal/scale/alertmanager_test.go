@@ -531,3 +531,24 @@ func TestWebhookStartOutOfRange(t *testing.T) {
 		t.Errorf("web scaled to %d on alerts dated out of range", got)
 	}
 }
+
+// TestWebhookLongAlertName: an alert's name went whole into the source of
+// the decision it made, kept in the history in Consul, whose values hold
+// 512 KiB: the record of a scale on an alert named with a megabyte could
+// not be written, and with it went the time the service's cooldowns run
+// from after a restart. The name is cut to maxAlertName bytes.
+func TestWebhookLongAlertName(t *testing.T) {
+	e := newAPIEnv(t, Config{}, svc("web", 1, "orbiter", "true", LabelMax, "5"))
+	a := firing("f1", "service", "web", "direction", "up")
+	a.labels["alertname"] = strings.Repeat("HighLoad", 1<<17)
+	code, rs := e.webhookResults(t, "/alertmanager", amBody(a))
+	if code != 200 || len(rs) != 1 || rs[0].Result != "scaled" {
+		t.Fatalf("%d, %v; want 200 and web scaled", code, resultsOf(rs))
+	}
+	if n := len(rs[0].Decision.Source); n > 1024 {
+		t.Errorf("the decision's source is %d bytes long, want at most 1024", n)
+	}
+	if !strings.HasPrefix(rs[0].AlertName, "HighLoadHighLoad") {
+		t.Errorf("alert name %.40q…, want its start kept", rs[0].AlertName)
+	}
+}
