@@ -2,6 +2,7 @@ package scale
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"math"
 	"strings"
@@ -86,6 +87,9 @@ func (c *Controller) evaluate(ctx context.Context, service string) (Record, erro
 	return c.decide(ctx, m, st, SourceMetrics, pl, record)
 }
 
+// maxMetricError bounds the error of a metric kept in a record.
+const maxMetricError = 1024
+
 // readMetrics evaluates each query; a failing one, or one whose value is
 // not a finite number, is Missing.
 func (c *Controller) readMetrics(ctx context.Context, svc Service, specs []MetricSpec) ([]MetricValue, []Metric) {
@@ -105,6 +109,11 @@ func (c *Controller) readMetrics(ctx context.Context, svc Service, specs []Metri
 			// reading, and kept in the record it would make the record
 			// unencodable as JSON: lost from the history and the stream.
 			err = fmt.Errorf("the query's value is %v, not a finite number", v)
+		}
+		if err != nil && len(err.Error()) > maxMetricError {
+			// Kept in the record, which the history keeps in Consul
+			// (values of 512 KiB at most), and in the log.
+			err = errors.New(strings.ToValidUTF8(err.Error()[:maxMetricError], "") + "…")
 		}
 		values[i] = MetricValue{Name: s.Name, Value: v, Target: s.Target}
 		metrics[i] = Metric{Name: s.Name, Value: v, Target: s.Target, Missing: err != nil}

@@ -206,3 +206,35 @@ func TestMetricsEvaluateEachService(t *testing.T) {
 		t.Errorf("%s, named like web's ID, at load 3× its target: %d replicas, want 3", other.ID, got)
 	}
 }
+
+// longErrorMetrics fails every query but "load" with an error of a
+// megabyte, as a Prometheus answering {"status":"error","error":…} may.
+type longErrorMetrics struct{}
+
+func (longErrorMetrics) Query(_ context.Context, q string) (float64, error) {
+	if q == "load" {
+		return 30, nil
+	}
+	return 0, errors.New(strings.Repeat("x", 1<<20))
+}
+
+// TestMetricErrorBounded: a metric's error went whole into the record of
+// the decision, kept in the history in Consul, whose values hold 512 KiB:
+// a metric source's long error cost the record, and the time cooldowns
+// run from after a restart. It is cut to maxMetricError bytes.
+func TestMetricErrorBounded(t *testing.T) {
+	e := newAPIEnv(t, Config{Metrics: longErrorMetrics{}, Interval: time.Hour},
+		svc("web", 1, "orbiter", "true", LabelMax, "8",
+			LabelMetricPrefix+"load.query", "load", LabelMetricPrefix+"load.target", "10",
+			LabelMetricPrefix+"queue.query", "queue", LabelMetricPrefix+"queue.target", "1"))
+	rec, err := e.ctrl.evaluate(context.Background(), "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.To != 3 {
+		t.Fatalf("scaled to %d, want 3", rec.To)
+	}
+	if n := len(rec.Metrics[1].Error); n == 0 || n > 2*maxMetricError {
+		t.Errorf("the failing metric's error is %d bytes long in the record, want 1 to %d", n, 2*maxMetricError)
+	}
+}
