@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"strings"
 	"time"
 )
@@ -62,8 +63,15 @@ func (c *Controller) evaluate(ctx context.Context, service string) (Record, erro
 	if !ok {
 		return Record{}, fmt.Errorf("service %q: %w", service, ErrNotFound)
 	}
-	values, metrics := c.readMetrics(ctx, m.svc, m.policy.Metrics)
+	specs := m.policy.Metrics
+	values, metrics := c.readMetrics(ctx, m.svc, specs)
 	pl := func(current int, p Policy, last LastScale, now time.Time) plan {
+		if !slices.Equal(p.Metrics, specs) {
+			// The labels the decision reads are not those the metrics
+			// were read for: nothing is decided on them.
+			return plan{d: Decision{From: current, To: current, Reason: ReasonUnchanged, Refused: true,
+				Why: "the service's metric labels changed while its metrics were read; they are read again next interval"}}
+		}
 		desired := DesiredReplicas(current, metrics, DefaultTolerance)
 		dir, d := DecideTo(current, desired, p, last, now)
 		return plan{dir: dir, d: d, desired: desired, metrics: values, recommend: &desired}

@@ -238,3 +238,31 @@ func TestMetricErrorBounded(t *testing.T) {
 		t.Errorf("the failing metric's error is %d bytes long in the record, want 1 to %d", n, 2*maxMetricError)
 	}
 }
+
+// relabelingMetrics answers every query with 30 after running during: a
+// label edit landing while the metrics are read.
+type relabelingMetrics struct{ during func() }
+
+func (m relabelingMetrics) Query(context.Context, string) (float64, error) {
+	m.during()
+	return 30, nil
+}
+
+// TestMetricDecisionUsesTheLabelsItDecidesUnder: the metrics were read
+// for the policy known before the decision, which reads the service again;
+// an edit meanwhile that took the metric labels off (to stop metric-driven
+// scaling) still scaled the service once on the metrics it no longer has.
+func TestMetricDecisionUsesTheLabelsItDecidesUnder(t *testing.T) {
+	web := svc("web", 1, "orbiter", "true", LabelMax, "8", LabelMetricPrefix+"query", "load", LabelMetricPrefix+"target", "10")
+	var e *apiEnv
+	edited := svc("web", 1, "orbiter", "true", LabelMax, "8")
+	edited.Version = web.Version + 1
+	e = newAPIEnv(t, Config{Metrics: relabelingMetrics{during: func() { e.swarm.setQuietly(edited) }}, Interval: time.Hour}, web)
+	rec, err := e.ctrl.evaluate(context.Background(), "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := e.swarm.replicas("web"); got != 1 || !rec.Refused {
+		t.Errorf("metric labels taken off while the metrics were read: %d replicas (%s), want 1 and no decision", got, rec.Why)
+	}
+}
