@@ -499,10 +499,11 @@ func (c ContainersCheck) Run(ctx context.Context, logf Logf) []Result {
 			dctx, cancel := context.WithTimeout(ctx, ProbeTimeout)
 			defer cancel()
 			p.Err = c.Dial(dctx, netip.AddrPortFrom(p.IP, uint16(p.Port)))
-			logf("probe %s %s:%d: %v", p.Container, p.IP, p.Port, p.Err)
+			logf("probe %s %s: %v", p.Container, netip.AddrPortFrom(p.IP, uint16(p.Port)), p.Err)
 		}()
 	}
 	wg.Wait()
-	sort.Slice(ps, func(i, j int) bool { return ps[i].Container < ps[j].Container })
+	// Stable: a container's IPv4 address stays before its IPv6 one.
+	sort.SliceStable(ps, func(i, j int) bool { return ps[i].Container < ps[j].Container })
 	return EvalContainers(ps, nil)
 }

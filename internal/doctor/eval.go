@@ -749,25 +749,31 @@ func EvalContainers(ps []Probe, err error) []Result {
 		return []Result{{Check: check, Status: Fail, Message: fmt.Sprintf("cannot list containers: %v", err), Fix: "docker ps"}}
 	}
 	var rs []Result
-	reached, skipped := 0, 0
+	// Counted by container: one on a dual-stack network is probed at
+	// each of its addresses.
+	reached, skipped := map[string]bool{}, map[string]bool{}
 	for _, p := range ps {
 		switch {
 		case p.Port == 0:
-			skipped++
+			skipped[p.Container] = true
 		case p.Err == nil:
-			reached++
+			reached[p.Container] = true
 		default:
+			route, checks := "route", "route"
+			if p.IP.Is6() {
+				route, checks = "-6 route", "shim-address6 and route6"
+			}
 			rs = append(rs, Result{Check: check, Status: Fail,
-				Message: fmt.Sprintf("container %s at %s:%d on %s unreachable from this host: %v", p.Container, p.IP, p.Port, p.Network, p.Err),
-				Fix:     fmt.Sprintf("ip route get %s   # must say dev %s; see the network/%s/shim and route checks", p.IP, p.ShimLink, p.Network)})
+				Message: fmt.Sprintf("container %s at %s on %s unreachable from this host: %v", p.Container, netip.AddrPortFrom(p.IP, uint16(p.Port)), p.Network, p.Err),
+				Fix:     fmt.Sprintf("ip %s get %s   # must say dev %s; see the network/%s/shim and %s checks", route, p.IP, p.ShimLink, p.Network, checks)})
 		}
 	}
 	if len(rs) > 0 {
 		return rs
 	}
-	msg := fmt.Sprintf("%d container(s) on underlay networks reached from the host", reached)
-	if skipped > 0 {
-		msg += fmt.Sprintf(", %d without an exposed TCP port not probed", skipped)
+	msg := fmt.Sprintf("%d container(s) on underlay networks reached from the host", len(reached))
+	if len(skipped) > 0 {
+		msg += fmt.Sprintf(", %d without an exposed TCP port not probed", len(skipped))
 	}
 	return []Result{{Check: check, Status: OK, Message: msg}}
 }

@@ -390,6 +390,9 @@ func TestEvalContainers(t *testing.T) {
 		{"unreachable", []Probe{{Container: "a", Network: "lan", IP: ip, Port: 8080, Err: errors.New("i/o timeout"), ShimLink: "ul-1"}}, nil,
 			[]brief{{"containers/reachable", "fail", "ip route get 10.0.0.70   # must say dev ul-1; see the network/lan/shim and route checks"}}},
 		{"docker down", nil, errors.New("refused"), []brief{{"containers/reachable", "fail", "docker ps"}}},
+		{"unreachable over IPv6", []Probe{{Container: "a", Network: "lan", IP: ip, Port: 8080, ShimLink: "ul-1"},
+			{Container: "a", Network: "lan", IP: netip.MustParseAddr("fd00::7"), Port: 8080, Err: errors.New("no route to host"), ShimLink: "ul-1"}}, nil,
+			[]brief{{"containers/reachable", "fail", "ip -6 route get fd00::7   # must say dev ul-1; see the network/lan/shim and shim-address6 and route6 checks"}}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -397,6 +400,14 @@ func TestEvalContainers(t *testing.T) {
 				t.Errorf("(-want +got)\n%s", diff)
 			}
 		})
+	}
+	// A dual-stack container reached at both addresses counts once.
+	rs := EvalContainers([]Probe{{Container: "a", IP: ip, Port: 80}, {Container: "a", IP: netip.MustParseAddr("fd00::7"), Port: 80}}, nil)
+	if len(rs) != 1 || !strings.HasPrefix(rs[0].Message, "1 container(s)") {
+		t.Errorf("one dual-stack container reached: %+v, want it counted once", rs)
+	}
+	if rs := EvalContainers([]Probe{{Container: "a", IP: netip.MustParseAddr("fd00::7"), Port: 80, Err: errors.New("timeout")}}, nil); !strings.Contains(rs[0].Message, "[fd00::7]:80") {
+		t.Errorf("message %q, want the address and port as [fd00::7]:80", rs[0].Message)
 	}
 }
 

@@ -43,7 +43,10 @@ func TestIntegrationDoctor(t *testing.T) {
 	st := netspec.NewStore(consul.NewKV(m.Consul))
 	name := "lan"
 
-	l.CreateNetwork(name, "--subnet", l.Subnet.String(), "--gateway", l.Gateway.String(), "--parent", "eth1", "--per-node-size", "32")
+	// Dual stack: the shim's IPv6 address and route are checked too, and
+	// each task probed at both its addresses.
+	l.CreateNetwork(name, "--subnet", l.Subnet.String(), "--gateway", l.Gateway.String(), "--parent", "eth1", "--per-node-size", "32",
+		"--ipv6-subnet", "fd00:204::/64")
 	list, err := st.NodeStates(ctx, name)
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +91,7 @@ func TestIntegrationDoctor(t *testing.T) {
 	if code != 0 {
 		t.Errorf("doctor on healthy %s exits %d", m.Name, code)
 	}
-	for _, c := range []string{"kernel/macvlan", "network/lan/parent-promisc", "network/lan/shim", "network/lan/route",
+	for _, c := range []string{"kernel/macvlan", "network/lan/parent-promisc", "network/lan/shim", "network/lan/route", "network/lan/shim-address6", "network/lan/route6",
 		"inventory/documents", "netfilter/bridge-forward", "docker/version", "docker/swarm", "docker/plugin-dir", "consul/agent", "consul/clock-skew"} {
 		find(t, rs, c, doctor.OK)
 	}
@@ -155,6 +158,15 @@ func TestIntegrationDoctor(t *testing.T) {
 		if code == 0 {
 			t.Errorf("%s: doctor exits 0 with a failed check", what)
 		}
+	}
+	// The IPv6 route gone: its check fails, and the task's IPv6 address
+	// is not reached (the node has no other route to it). The fix given
+	// puts it back.
+	fix6 := "ip -6 route replace " + s2.Range6.String() + " dev " + shim + " metric 1"
+	broken("IPv6 route deleted", [][2]string{{"network/lan/route6", fix6}, {"containers/reachable", "ip -6 route get fd00:204:"}},
+		"ip", "-6", "route", "del", s2.Range6.String(), "dev", shim)
+	if out, err := l.Exec(ctx, n2.Name, "sh", "-c", fix6); err != nil {
+		t.Fatalf("%s: %v %s", fix6, err, out)
 	}
 	broken("route deleted", [][2]string{{"network/lan/route", "ip route replace " + rng + " dev " + shim}},
 		"ip", "route", "del", rng, "dev", shim)

@@ -231,11 +231,13 @@ func (d DockerAPI) Endpoints(ctx context.Context, networks map[string]string) ([
 			if !ok || ep == nil {
 				continue
 			}
-			ip, err := netip.ParseAddr(ep.IPAddress)
-			if err != nil {
-				continue
+			// Both families: the host reaches its containers' IPv6
+			// addresses through the shim too.
+			for _, a := range []string{ep.IPAddress, ep.GlobalIPv6Address} {
+				if ip, err := netip.ParseAddr(a); err == nil {
+					mine = append(mine, Probe{Container: containerName(c.Names, c.ID), Network: under, IP: ip})
+				}
 			}
-			mine = append(mine, Probe{Container: containerName(c.Names, c.ID), Network: under, IP: ip})
 		}
 		if len(mine) == 0 {
 			continue
