@@ -198,8 +198,9 @@ func TestIntegrationVM(t *testing.T) {
 
 	t.Run("ipvlan network", func(t *testing.T) {
 		name, isvc := "iv", "ipv"+l.Name
+		// Dual stack: the ipvlan shim carries IPv6 too.
 		l.CreateNetwork(name, "--driver", "ipvlan", "--ipvlan-mode", "l2", "--parent", "bond0.40", "--subnet", vmSubnet,
-			"--gateway", l.Gateway.String(), "--ip-range", vmPrefix+"16.0/20", "--per-node-size", "16")
+			"--gateway", l.Gateway.String(), "--ip-range", vmPrefix+"16.0/20", "--per-node-size", "16", "--ipv6-subnet", "fd00:40::/64")
 		shim := netspec.ShimLinkName(name)
 		for _, n := range l.Nodes {
 			out := vmExec(t, ctx, l, n.Name, "ip", "-d", "-o", "link", "show", shim)
@@ -210,11 +211,24 @@ func TestIntegrationVM(t *testing.T) {
 		createService(t, top, ctx, l, isvc, name)
 		serviceIPs(t, ctx, l, isvc, name)
 		ips := waitTasksAnswer(t, ctx, l, isvc, name)
+		ips6, msg := taskIPsOf(ctx, l, isvc, name, true)
+		if ips6 == nil {
+			t.Fatal(msg)
+		}
 		for i, ip := range ips {
 			// The node reaches its own container through the ipvlan shim.
 			out := vmExec(t, ctx, l, l.Nodes[i].Name, "curl", "-sS", "-m", "5", "http://"+ip+":8080/")
 			if !strings.Contains(out, ip) {
 				t.Errorf("%s to its own container %s: %s", l.Nodes[i].Name, ip, out)
+			}
+			// And at its IPv6 address, through the shim's IPv6 route (the
+			// node has no other: nothing leaves it otherwise).
+			if out := vmExec(t, ctx, l, l.Nodes[i].Name, "ip", "-6", "route", "get", ips6[i]); !strings.Contains(out, "dev "+shim) {
+				t.Errorf("%s: route to its container %s: %s; want it through %s", l.Nodes[i].Name, ips6[i], out, shim)
+				continue
+			}
+			if out := vmExec(t, ctx, l, l.Nodes[i].Name, "curl", "-sS", "-g", "-m", "5", "-o", "/dev/null", "-w", "%{http_code}", "http://["+ips6[i]+"]:8080/"); out != "200" {
+				t.Errorf("%s to its own container [%s]:8080: %s, want 200", l.Nodes[i].Name, ips6[i], out)
 			}
 		}
 		waitPassing(t, mgr.Consul, isvc, 3)
@@ -222,6 +236,7 @@ func TestIntegrationVM(t *testing.T) {
 		for check, want := range map[string]string{
 			"kernel/8021q": "ok", "kernel/ipvlan": "ok", "kernel/bonding": "ok",
 			"network/iv/vlan": "ok", "network/iv/bond": "ok", "network/iv/shim": "ok", "network/iv/route": "ok",
+			"network/iv/shim-address6": "ok", "network/iv/route6": "ok", "containers/reachable": "ok",
 		} {
 			if got := doc[check].Status; got != want {
 				t.Errorf("doctor %s: %q (%s), want %s", check, got, doc[check].Message, want)
@@ -332,6 +347,11 @@ func serviceIPs(t *testing.T, ctx context.Context, l *testenv.Lab, svc, netName 
 // taskIPs reads the address on netName of the running task of svc on
 // every node, in node order; nil, and why, unless each node runs one.
 func taskIPs(ctx context.Context, l *testenv.Lab, svc, netName string) ([]string, string) {
+	return taskIPsOf(ctx, l, svc, netName, false)
+}
+
+// taskIPsOf is taskIPs, of the tasks' IPv6 addresses with v6.
+func taskIPsOf(ctx context.Context, l *testenv.Lab, svc, netName string, v6 bool) ([]string, string) {
 	ips := make([]string, len(l.Nodes))
 	for i, n := range l.Nodes {
 		cs, err := n.Docker.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(
@@ -340,10 +360,14 @@ func taskIPs(ctx context.Context, l *testenv.Lab, svc, netName string) ([]string
 			return nil, fmt.Sprintf("%s: %d running tasks of %s (%v), want 1", n.Name, len(cs), svc, err)
 		}
 		ep := cs[0].NetworkSettings.Networks[netName]
-		if ep == nil || ep.IPAddress == "" {
-			return nil, fmt.Sprintf("%s: task of %s has no address on %s", n.Name, svc, netName)
+		if ep != nil && v6 {
+			ips[i] = ep.GlobalIPv6Address
+		} else if ep != nil {
+			ips[i] = ep.IPAddress
 		}
-		ips[i] = ep.IPAddress
+		if ips[i] == "" {
+			return nil, fmt.Sprintf("%s: task of %s has no address (IPv6 %t) on %s", n.Name, svc, v6, netName)
+		}
 	}
 	return ips, ""
 }
