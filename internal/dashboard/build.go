@@ -630,6 +630,9 @@ func networkNodes(s netspec.Spec, states []netspec.NodeState) []NetworkNode {
 		if st.Shim.IsValid() {
 			nn.Shim = st.Shim.String()
 		}
+		if st.Shim6.IsValid() {
+			nn.Shim6 = st.Shim6.String()
+		}
 		out = append(out, nn)
 	}
 	return out

@@ -373,6 +373,12 @@ func TestBuildNetworkIPv6Ranges(t *testing.T) {
 	if !strings.Contains(string(b), `"ipv6_range":"fd00:1::/80"`) {
 		t.Errorf("n1's report on web in JSON: %s, want its ipv6_range", b)
 	}
+	// A node's shim IPv6 address, as its agent reports it.
+	states[1].Shim, states[1].Shim6 = netip.MustParseAddr("10.0.0.128"), netip.MustParseAddr("fd00:1::ffff:ffff:ffff")
+	s = Build(Inputs{Now: t0, Networks: []NetworkInput{{Spec: spec, States: states}}})
+	if nn := s.Networks[0].Nodes[0]; nn.Node != "n1" || nn.Shim != "10.0.0.128" || nn.Shim6 != "fd00:1::ffff:ffff:ffff" {
+		t.Errorf("n1's report on web: %+v, want its shim 10.0.0.128 and fd00:1::ffff:ffff:ffff", nn)
+	}
 }
 
 func TestCellSize(t *testing.T) {

@@ -224,7 +224,10 @@ type NetworkNode struct {
 	// per-node network with an IPv6 subnet, on a node that holds a range.
 	IPv6Range string `json:"ipv6_range,omitempty"`
 	Shim      string `json:"shim,omitempty"`
-	Error     string `json:"error,omitempty"`
+	// Shim6 is the host shim's IPv6 address, on a network with an IPv6
+	// subnet (an older agent reports none).
+	Shim6 string `json:"shim6,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
 // Address states of the subnet map.

@@ -564,7 +564,7 @@
         n.aux ? h('span', {}, 'aux ', h('b', { text: Object.entries(n.aux).map(([k, v]) => k + '=' + v).join(', ') })) : null),
       h('div', { class: 'network-nodes' }, n.nodes.map((nn) => h('span', { class: 'badge ' + slug(nn.state === 'ready' ? 'ok' : 'fail'), title: nn.error || null,
         text: nn.node + ': ' + nn.state + (nn.range ? ' ' + nn.range : '') + (nn.ipv6_range ? ' ' + nn.ipv6_range : '') +
-          (nn.shim ? ' shim ' + nn.shim : '') }))));
+          (nn.shim ? ' shim ' + nn.shim : '') + (nn.shim6 ? ' ' + nn.shim6 : '') }))));
     if (p && p.size) {
       el.append(usage(p), legend(p, nodeIdx), subnetMap(n, nodeIdx));
       const z = h('div', { class: 'zoom' });
