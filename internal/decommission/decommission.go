@@ -71,7 +71,8 @@ type Removed struct {
 	// allocated to no node, inventory, doctor report, task metrics, facts.
 	Keys []string
 	// Changed are the keys rewritten without the node's records:
-	// cluster-IPAM blocks where other nodes' addresses stay.
+	// cluster-IPAM blocks where other nodes' addresses stay, without its
+	// addresses and with no affinity left for it.
 	Changed []string
 	// Warnings name documents that disagree with their keys about this
 	// node, for the operator to look at.

@@ -185,7 +185,7 @@ func (a *Allocator) allocateAt(ctx context.Context, p Pool, want netip.Addr, al 
 			if holder, held = doc.alloc(want); held {
 				return doc, false
 			}
-			if len(doc.Allocs) == 0 {
+			if claims(doc) {
 				doc.Node = a.node
 			}
 			doc.Allocs[want.String()] = al
@@ -462,27 +462,6 @@ func (a *Allocator) releaseBatch(ctx context.Context, reqs []*request) {
 // exactly as observed (the reclaimer's path, for this node's leaks and
 // departed nodes' addresses), and returns those it freed.
 func (a *Allocator) reclaimObserved(ctx context.Context, p Pool, want map[netip.Addr]Alloc) ([]netip.Addr, error) {
-	blocks, err := a.reclaimBlocks(ctx, p, want)
-	var all []netip.Addr
-	for _, r := range blocks {
-		all = append(all, r.freed...)
-	}
-	return all, err
-}
-
-// blockReclaim is what reclaimBlocks did to one block.
-type blockReclaim struct {
-	block netip.Prefix
-	freed []netip.Addr
-	// emptied: its last allocation went, and its key with it; otherwise
-	// its document was rewritten.
-	emptied bool
-}
-
-// reclaimBlocks is reclaimObserved, block by block in address order: the
-// blocks it changed, with what it freed in each, also when it fails part
-// way.
-func (a *Allocator) reclaimBlocks(ctx context.Context, p Pool, want map[netip.Addr]Alloc) ([]blockReclaim, error) {
 	byBlock := map[netip.Prefix]map[netip.Addr]Alloc{}
 	for addr, al := range want {
 		b := p.Block(addr)
@@ -491,11 +470,11 @@ func (a *Allocator) reclaimBlocks(ctx context.Context, p Pool, want map[netip.Ad
 		}
 		byBlock[b][addr] = al
 	}
-	var out []blockReclaim
+	var all []netip.Addr
 	var errs []error
 	for _, b := range slices.SortedFunc(maps.Keys(byBlock), comparePrefix) {
 		var freed []netip.Addr
-		doc, err := a.store.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
+		_, err := a.store.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
 			doc, freed = reclaim(doc, byBlock[b])
 			return doc, len(freed) > 0
 		})
@@ -503,11 +482,9 @@ func (a *Allocator) reclaimBlocks(ctx context.Context, p Pool, want map[netip.Ad
 			errs = append(errs, fmt.Errorf("reclaim in %s: %w", b, err))
 			continue
 		}
-		if len(freed) > 0 {
-			out = append(out, blockReclaim{block: b, freed: freed, emptied: len(doc.Allocs) == 0})
-		}
+		all = append(all, freed...)
 	}
-	return out, errors.Join(errs...)
+	return all, errors.Join(errs...)
 }
 
 // adopt turns a spare of an earlier generation of this node, or an

@@ -29,9 +29,9 @@ type reuse struct {
 }
 
 // fill allocates to each of als, in order, a free address of block b in
-// doc that r allows, claiming the block for node when no node holds it; it
-// returns the new document and the addresses given (fewer than als when b
-// runs out).
+// doc that r allows, claiming the block for node when no node has
+// affinity for it (see claims); it returns the new document and the
+// addresses given (fewer than als when b runs out).
 func fill(p Pool, b netip.Prefix, doc BlockDoc, node string, als []Alloc, r reuse) (BlockDoc, []netip.Addr) {
 	var got []netip.Addr
 	for len(got) < len(als) {
@@ -39,7 +39,7 @@ func fill(p Pool, b netip.Prefix, doc BlockDoc, node string, als []Alloc, r reus
 		if !ok {
 			break
 		}
-		if len(doc.Allocs) == 0 {
+		if claims(doc) {
 			doc.Node = node
 		}
 		doc.Allocs[a.String()] = als[len(got)]
@@ -48,14 +48,20 @@ func fill(p Pool, b netip.Prefix, doc BlockDoc, node string, als []Alloc, r reus
 	return doc, got
 }
 
+// claims reports whether an allocation written to doc claims its block
+// for the allocating node: the block is free, or holds allocations but
+// no node has affinity for it (its node was removed: see ForgetNode).
+func claims(doc BlockDoc) bool { return len(doc.Allocs) == 0 || doc.Node == "" }
+
 // candidates lists the blocks of v where node may allocate, in the order
-// to try them: its own blocks with a free address r allows, then blocks no
-// node holds, and, with borrow, other nodes' blocks with such an address.
+// to try them: its own blocks with a free address r allows, then blocks
+// it would claim (see claimable), and, with borrow, other nodes' blocks
+// with such an address.
 func candidates(p Pool, v view, node string, borrow bool, r reuse) []netip.Prefix {
 	var own, others []netip.Prefix
 	for _, b := range slices.SortedFunc(maps.Keys(v.docs), comparePrefix) {
 		doc := v.docs[b]
-		if _, ok := doc.free(p, b, r); !ok {
+		if _, ok := doc.free(p, b, r); !ok || claims(doc) {
 			continue
 		}
 		if doc.Node == node {
@@ -64,11 +70,27 @@ func candidates(p Pool, v view, node string, borrow bool, r reuse) []netip.Prefi
 			others = append(others, b)
 		}
 	}
-	out := append(own, claimOrder(unclaimed(p, v, r), node)...)
+	out := append(own, claimable(p, v, node, r)...)
 	if borrow {
 		out = append(out, others...)
 	}
 	return out
+}
+
+// claimable lists the blocks of v that node would claim, with a free
+// address r allows, in the order to try them: those with a document and
+// no node's affinity (or no allocation: a stray write) first, so that
+// they are owned again (and a free block stays free while they have
+// room), then blocks without a key, each in claimOrder.
+func claimable(p Pool, v view, node string, r reuse) []netip.Prefix {
+	var unowned []netip.Prefix
+	for _, b := range slices.SortedFunc(maps.Keys(v.docs), comparePrefix) {
+		doc := v.docs[b]
+		if _, ok := doc.free(p, b, r); ok && claims(doc) {
+			unowned = append(unowned, b)
+		}
+	}
+	return append(claimOrder(unowned, node), claimOrder(unclaimed(p, v, r), node)...)
 }
 
 // claimOrder is the order in which node tries free blocks: from a place
@@ -163,6 +185,20 @@ func reclaim(doc BlockDoc, want map[netip.Addr]Alloc) (BlockDoc, []netip.Addr) {
 		}
 	}
 	return doc, freed
+}
+
+// forget frees those of want's addresses that doc still allocates exactly
+// as observed (see reclaim) and, when node has affinity for the block,
+// gives it up: node was removed for good, and a block left its would
+// never be owned again, only borrowed from until it emptied. It returns
+// the new document, the addresses freed and whether the affinity went.
+func forget(doc BlockDoc, want map[netip.Addr]Alloc, node string) (BlockDoc, []netip.Addr, bool) {
+	doc, freed := reclaim(doc, want)
+	disowned := node != "" && doc.Node == node
+	if disowned {
+		doc.Node = ""
+	}
+	return doc, freed, disowned
 }
 
 // sweepInput is what one leak sweep of one pool knows.
@@ -550,7 +586,8 @@ type spareWrite struct {
 // b become their allocations (recorded again when their record was
 // reclaimed and nothing took them), dropped ones are freed, the free ones in
 // check are confirmed, and up to need free addresses that r allows become
-// spares when the block is node's (or no node's: it is claimed).
+// spares when the block is node's (or no node's: it is claimed, see
+// claims).
 func writeSpares(p Pool, b netip.Prefix, doc BlockDoc, node, gen string, record map[netip.Addr]Alloc, drop, check []netip.Addr, need int, now time.Time, r reuse) spareWrite {
 	mine := func(a netip.Addr) bool {
 		al, ok := doc.alloc(a)
@@ -574,7 +611,7 @@ func writeSpares(p Pool, b netip.Prefix, doc BlockDoc, node, gen string, record 
 			if doc.Allocs == nil {
 				doc.Allocs = map[string]Alloc{}
 			}
-			if len(doc.Allocs) == 0 {
+			if claims(doc) {
 				doc.Node = node
 			}
 			doc.Allocs[a.String()] = record[a]
@@ -594,7 +631,7 @@ func writeSpares(p Pool, b netip.Prefix, doc BlockDoc, node, gen string, record 
 			out.Unconfirmed = append(out.Unconfirmed, a)
 		}
 	}
-	if need > 0 && (doc.Node == node || len(doc.Allocs) == 0) {
+	if need > 0 && (doc.Node == node || claims(doc)) {
 		als := make([]Alloc, need)
 		for i := range als {
 			als[i] = Alloc{Node: node, At: now.UTC(), Kind: KindSpare, Gen: gen}

@@ -534,3 +534,39 @@ func TestDecodePoolSetsBadKeysApart(t *testing.T) {
 		t.Errorf("fix %q", fix)
 	}
 }
+
+// TestBlocksWithoutAffinityAreClaimed: a block holding allocations that no
+// node has affinity for (its node was removed) is claimed by the node that
+// allocates in it, by a request, a chosen address or a spare, and offered
+// after the node's own blocks, before free ones.
+func TestBlocksWithoutAffinityAreClaimed(t *testing.T) {
+	unowned := func() BlockDoc { return doc("", map[string]Alloc{"10.1.0.10": task("n2")}) }
+	d, got := fill(pool8, block("10.1.0.8/29"), unowned(), "n1", []Alloc{task("n1")}, reuse{})
+	if fmt.Sprint(got) != "[10.1.0.8]" || d.Node != "n1" || d.Allocs["10.1.0.10"].Node != "n2" {
+		t.Errorf("fill of a block without affinity: %v, affinity %q, %v; want .8, the block claimed by n1, n2's .10 kept", got, d.Node, d.Allocs)
+	}
+	w := writeSpares(pool8, block("10.1.0.8/29"), unowned(), "n1", "g", nil, nil, nil, 2, t0, reuse{})
+	if fmt.Sprint(w.Added) != "[10.1.0.8 10.1.0.11]" || w.doc.Node != "n1" {
+		t.Errorf("spares in a block without affinity: %v, affinity %q; want .8 .11 (.9 reserved, .10 n2's), the block claimed by n1", w.Added, w.doc.Node)
+	}
+	v := view{
+		docs: map[netip.Prefix]BlockDoc{
+			block("10.1.0.0/29"):  doc("n2", map[string]Alloc{"10.1.0.2": task("n2")}),
+			block("10.1.0.8/29"):  unowned(),
+			block("10.1.0.24/29"): doc("n1", map[string]Alloc{"10.1.0.24": task("n1")}),
+		},
+		taken: map[netip.Prefix]bool{block("10.1.0.0/29"): true, block("10.1.0.8/29"): true, block("10.1.0.24/29"): true},
+	}
+	if got := fmt.Sprint(candidates(pool8, v, "n1", true, reuse{})); got != "[10.1.0.24/29 10.1.0.8/29 10.1.0.16/29 10.1.0.0/29]" {
+		t.Errorf("n1's candidates %s: want its own block, the one without affinity, the free one, then n2's", got)
+	}
+	if got := fmt.Sprint(candidates(pool8, v, "n1", false, reuse{})); got != "[10.1.0.24/29 10.1.0.8/29 10.1.0.16/29]" {
+		t.Errorf("n1's candidates without borrowing %s: want its own block, the one without affinity, the free one", got)
+	}
+	// A document with no allocation (a stray write: the allocator deletes
+	// those) is a free block with a key: claimed too, never passed over.
+	v.docs[block("10.1.0.16/29")], v.taken[block("10.1.0.16/29")] = doc("n2", nil), true
+	if got := fmt.Sprint(candidates(pool8, v, "n1", false, reuse{})); got != "[10.1.0.24/29 10.1.0.8/29 10.1.0.16/29]" {
+		t.Errorf("n1's candidates without borrowing, the free block holding an empty document: %s, want it still", got)
+	}
+}

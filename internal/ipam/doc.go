@@ -4,7 +4,8 @@
 //
 // The pool is split into blocks. A node claims blocks with affinity, as
 // Calico does, so most allocations touch only a block no other node writes
-// and are fast; when its blocks are full it claims a free block, and when
+// and are fast; when its blocks are full it claims a block no node has
+// affinity for (one whose node was removed, then a free one), and when
 // none is left it borrows from other nodes' blocks; a block emptied is
 // given back. Every change to a block is one check-and-set write of the
 // block's whole document, so two allocations of one address cannot both

@@ -2,8 +2,12 @@ package ipam
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"log/slog"
+	"maps"
 	"net/netip"
+	"slices"
 
 	"github.com/underlay/underlay/internal/kvstore"
 )
@@ -17,42 +21,65 @@ type Forgotten struct {
 	// allocated to no node.
 	Deleted []string
 	// Changed are the block keys it rewrote without the node's
-	// allocations: other nodes' stay there.
+	// allocations or its affinity: other nodes' allocations stay there.
 	Changed []string
 }
 
 // ForgetNode frees every address of p recorded for node, an identity
 // removed from the swarm for good, at once rather than after the node
-// timeout, and deletes what that node kept for container starts and its
-// report of addresses allocated to no node (see nodeless.go). Like the
-// reclaimer's path for departed nodes, it frees only what it listed, still
-// allocated as listed. It returns what it did, also when it fails part
-// way.
+// timeout, gives up its affinity for the blocks where other nodes'
+// addresses stay (so that the next node to allocate there claims them:
+// no allocator of node will), and deletes what that node kept for
+// container starts and its report of addresses allocated to no node (see
+// nodeless.go). Like the reclaimer's path for departed nodes, it frees
+// only what it listed, still allocated as listed. It returns what it did,
+// also when it fails part way.
 func ForgetNode(ctx context.Context, kv KV, p Pool, node string) (Forgotten, error) {
 	var out Forgotten
-	allocs, err := Allocations(ctx, kv, p)
+	c, err := Inspect(ctx, kv, p)
 	if err != nil {
 		return out, err
 	}
-	want := map[netip.Addr]Alloc{}
-	for a, al := range allocs {
-		if al.Node == node {
-			want[a] = al
+	want := map[netip.Prefix]map[netip.Addr]Alloc{}
+	for b, doc := range c.Blocks {
+		if doc.Node == node {
+			want[b] = map[netip.Addr]Alloc{}
 		}
 	}
-	if len(want) > 0 {
-		blocks, err := NewAllocator(kv, node, nil).reclaimBlocks(ctx, p, want)
-		for _, r := range blocks {
-			out.Freed = append(out.Freed, r.freed...)
-			if r.emptied {
-				out.Deleted = append(out.Deleted, blockPath(p, r.block))
-			} else {
-				out.Changed = append(out.Changed, blockPath(p, r.block))
-			}
+	for a, al := range c.Allocs {
+		if al.Node != node {
+			continue
 		}
+		b := p.Block(a)
+		if want[b] == nil {
+			want[b] = map[netip.Addr]Alloc{}
+		}
+		want[b][a] = al
+	}
+	st := newStore(kv, slog.New(slog.DiscardHandler))
+	var errs []error
+	for _, b := range slices.SortedFunc(maps.Keys(want), comparePrefix) {
+		var freed []netip.Addr
+		var disowned bool
+		doc, err := st.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
+			doc, freed, disowned = forget(doc, want[b], node)
+			return doc, len(freed) > 0 || disowned
+		})
 		if err != nil {
-			return out, fmt.Errorf("free the addresses of %s in %s: %w", node, p.ID(), err)
+			errs = append(errs, fmt.Errorf("rewrite %s: %w", blockPath(p, b), err))
+			continue
 		}
+		out.Freed = append(out.Freed, freed...)
+		switch {
+		case len(freed) == 0 && !disowned:
+		case len(doc.Allocs) == 0:
+			out.Deleted = append(out.Deleted, blockPath(p, b))
+		default:
+			out.Changed = append(out.Changed, blockPath(p, b))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return out, fmt.Errorf("forget %s in %s: %w", node, p.ID(), err)
 	}
 	for _, k := range []struct{ key, what string }{
 		{keptKey(p, node), fmt.Sprintf("the addresses %s kept for starts in %s", node, p.ID())},

@@ -330,10 +330,10 @@ func (k *keeper) syncAll(ctx context.Context, verify, stopping bool) (pending bo
 
 // syncPool writes one pool's spare changes, one write per block touched:
 // handed spares recorded, spares given back, new ones claimed in the
-// node's blocks and then in free ones (never borrowed, nor among the
-// addresses the node freed lately: a request takes those only when
-// nothing else is free), and with verify every free spare checked against
-// a fresh read.
+// node's blocks and then in those it would claim (see claimable; never
+// borrowed, nor among the addresses the node freed lately: a request
+// takes those only when nothing else is free), and with verify every free
+// spare checked against a fresh read.
 func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify bool) error {
 	p := sp.pool
 	now := k.now()
@@ -395,7 +395,7 @@ func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify b
 		if err != nil {
 			firstErr = err
 		}
-		for _, b := range claimOrder(unclaimed(p, v, ru), k.node) {
+		for _, b := range claimable(p, v, k.node, ru) {
 			if need <= 0 || firstErr != nil {
 				break
 			}
