@@ -435,10 +435,11 @@ type departWatch struct {
 // is in the past, so a leader just elected judges a node long gone as
 // before.
 //
-// A node holding addresses (holders) without facts at all (deleted,
-// unreadable, lost with Consul's state) is judged as one whose facts are
-// never fresh: a live agent writes them again within a heartbeat, and a
-// node gone for good would otherwise keep its addresses forever. Facts
+// A node holding addresses or named as a block's affinity (holders)
+// without facts at all (deleted, unreadable, lost with Consul's state,
+// never written) is judged as one whose facts are never fresh: a live
+// agent writes them again within a heartbeat, and a node gone for good
+// would otherwise keep its addresses and blocks forever. Facts
 // without an identity (written by older agents) are never judged, nor
 // holders named like any node's facts (older agents' allocations named
 // their node by name).

@@ -66,7 +66,9 @@ type Cluster interface {
 //   - on the swarm leader only, every address of a departed node: one
 //     whose swarm node has been neither Ready nor its agent's facts fresh
 //     (or present) for NodeTimeout, judged by identity, never by name
-//     (see planDeparted);
+//     (see planDeparted), and its affinity for blocks where other nodes'
+//     addresses stay, also of a node named only as a block's affinity
+//     (see disownDeparted);
 //   - allocations with no kind, or a kind this agent does not know, as
 //     task addresses; those naming no node as a departed node's once
 //     every node that may hold them has reported it does not (nodeless.go),
@@ -105,6 +107,10 @@ type Reclaimer struct {
 	// holders are the nodes that held addresses at the last sweep: a
 	// holder without facts is judged too (see planDeparted).
 	holders map[string]bool
+	// owners are the nodes with affinity for a block at the last sweep:
+	// one with neither facts nor addresses is judged too, so that a
+	// block named for a node that never ran is given up.
+	owners map[string]bool
 	// reported is, by pool, this node's last report of the allocations
 	// naming no node it holds none of (see publishNodeless).
 	reported map[string]nodelessReport
@@ -144,7 +150,7 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 	refused := l.Refused()
 	r.noteRefused(specs, refused)
 	var errs []error
-	seen, holders := map[string]bool{}, map[string]bool{}
+	seen, holders, owners := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for _, spec := range specs {
 		if spec.IPAM != netspec.Cluster || refused[spec.Name] != nil {
 			continue
@@ -155,11 +161,11 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 			}
 			p, _ := r.Pools.pool(spec, v6)
 			seen[p.ID()] = true
-			errs = append(errs, r.sweepPool(ctx, p, local.Held[spec.Name], local.Starts[spec.Name], gone, reporters, holders))
+			errs = append(errs, r.sweepPool(ctx, p, local.Held[spec.Name], local.Starts[spec.Name], gone, reporters, holders, owners))
 		}
 	}
 	r.mu.Lock()
-	r.holders = holders
+	r.holders, r.owners = holders, owners
 	for id := range r.nodeless {
 		if !seen[id] {
 			delete(r.nodeless, id)
@@ -203,11 +209,14 @@ func (r *Reclaimer) noteRefused(specs []netspec.Spec, refused map[string]error) 
 }
 
 // sweepPool sweeps one pool, adding the nodes holding its addresses to
-// holders.
-func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]bool, starts []Start, gone, reporters, holders map[string]bool) error {
+// holders, and those with affinity for its blocks to owners.
+func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]bool, starts []Start, gone, reporters, holders, owners map[string]bool) error {
 	v, err := r.Alloc.store.scan(ctx, p)
 	if err != nil {
 		return err
+	}
+	for _, doc := range v.docs {
+		owners[doc.Node] = true
 	}
 	allocs := allocations(v)
 	nodeless := false
@@ -270,7 +279,7 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 		errs = append(errs, publishKept(ctx, r.Alloc.store.kv, p, node, nil, time.Time{}))
 	}
 	r.Metrics.reclaim("departed_node", len(freed))
-	errs = append(errs, err)
+	errs = append(errs, err, r.disownDeparted(ctx, p, v, gone))
 	freed, err = r.Alloc.reclaimObserved(ctx, p, plan.Orphaned)
 	r.mu.Lock()
 	for _, addr := range freed {
@@ -441,9 +450,44 @@ func (r *Reclaimer) departed(ctx context.Context) (gone, report map[string]bool,
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	gone, watch := planDeparted(facts, alive, r.holders, r.watch, r.Alloc.now(), r.NodeTimeout, fresh)
+	judged := maps.Clone(r.holders)
+	if judged == nil {
+		judged = map[string]bool{}
+	}
+	maps.Copy(judged, r.owners)
+	gone, watch := planDeparted(facts, alive, judged, r.watch, r.Alloc.now(), r.NodeTimeout, fresh)
 	r.watch = watch
 	return gone, reporters(facts, r.holders, gone, r.Alloc.node), nil
+}
+
+// disownDeparted gives up the affinity of departed nodes (gone) for p's
+// blocks in v that still hold other nodes' addresses once theirs are
+// reclaimed: no allocator of a departed node claims them again, and left
+// its, they would fill only by borrowing until they emptied. The next node
+// to allocate there claims them (see claims). Were the node alive after
+// all, it only claims them again the same way.
+func (r *Reclaimer) disownDeparted(ctx context.Context, p Pool, v view, gone map[string]bool) error {
+	var errs []error
+	for _, b := range slices.SortedFunc(maps.Keys(v.docs), comparePrefix) {
+		node := v.docs[b].Node
+		if node == "" || node == r.Alloc.node || !gone[node] {
+			continue
+		}
+		var disowned bool
+		doc, err := r.Alloc.store.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
+			doc, _, disowned = forget(doc, nil, node)
+			return doc, disowned
+		})
+		if err != nil {
+			errs = append(errs, fmt.Errorf("give up the affinity of departed node %s for %s: %w", node, blockPath(p, b), err))
+			continue
+		}
+		if disowned && len(doc.Allocs) > 0 {
+			r.log().Warn("gave up a departed node's affinity for a block other nodes' addresses stay in: the next node to allocate there claims it",
+				"pool", p.ID(), "block", b, "node", node)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Run sweeps every period until ctx ends.

@@ -317,3 +317,74 @@ func sweepFor(ctx context.Context, t *testing.T, kv KV, p Pool, clock *time.Time
 	}
 	return all
 }
+
+// TestLeaderGivesUpDepartedNodesBlocks: the leader gives up the affinity
+// of a departed node for its blocks where another node's addresses stay,
+// and of a node named only as a block's affinity that never ran (a hand
+// edit, a stray agent): no allocator of either claims those blocks again,
+// so the next node to allocate there does. A live node's stays.
+func TestLeaderGivesUpDepartedNodesBlocks(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st, p := clusterNet(t, kv)
+	clock := t0
+	now := func() time.Time { return clock }
+	live := newAllocator(kv, "live", "g", now, nil)
+	dead := newAllocator(kv, "dead", "g", now, nil)
+	for _, id := range []string{"live", "dead"} {
+		if err := st.PublishNode(ctx, netspec.NodeFacts{ID: id, Node: id, Holder: netspec.Holder{Instance: id}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	own, err := live.Allocate(ctx, p, netip.Addr{}, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	deads, err := dead.Allocate(ctx, p, netip.Addr{}, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lent := deads.Next()
+	if _, err := live.Allocate(ctx, p, lent, KindTask); err != nil {
+		t.Fatal(err)
+	}
+	// A block whose affinity names a node that never was.
+	var never netip.Prefix
+	for _, b := range p.Blocks() {
+		if b != p.Block(own) && b != p.Block(deads) {
+			never = b
+			break
+		}
+	}
+	stray := never.Addr().Next().Next().Next()
+	raw, _ := json.Marshal(BlockDoc{Node: "never", Allocs: map[string]Alloc{stray.String(): {Node: "live", At: t0, Kind: KindTask}}})
+	kv.Put(ctx, blockPath(p, never), raw)
+
+	r := &Reclaimer{Alloc: live, Pools: SpecPools{Store: st}, Held: noHeld{}, Cluster: fakeCluster{ready: []string{"live"}},
+		Grace: time.Hour, NodeTimeout: 5 * time.Second, Fresh: 30 * time.Second, Log: slog.New(slog.DiscardHandler)}
+	// PublishNode stamps facts with the real clock: judge them from there.
+	clock = time.Now().Add(time.Minute)
+	for range 4 {
+		if err := r.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		clock = clock.Add(4 * time.Second)
+	}
+	c, err := Inspect(ctx, kv, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := c.Allocs[deads]; ok {
+		t.Fatalf("set-up: dead's %s not reclaimed", deads)
+	}
+	for b, want := range map[netip.Prefix]string{p.Block(own): "live", p.Block(deads): "", never: ""} {
+		if got := c.Blocks[b].Node; got != want {
+			t.Errorf("block %s's affinity %q after the sweeps, want %q", b, got, want)
+		}
+	}
+	for _, a := range []netip.Addr{own, lent, stray} {
+		if c.Allocs[a].Node != "live" {
+			t.Errorf("live's %s now %+v", a, c.Allocs[a])
+		}
+	}
+}
