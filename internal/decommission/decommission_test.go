@@ -424,3 +424,29 @@ func TestRemoveWarningNamesOwnerAsOneWord(t *testing.T) {
 		t.Errorf("warnings %q, want one with %s", got.Warnings, want)
 	}
 }
+
+// TestRemoveWarnsOfUnreadableBlocks: a cluster-IPAM block key whose
+// document cannot be read may hold addresses of the removed node that
+// cannot be freed: the removal goes on and warns, naming the key, what
+// is wrong with it and the command that removes it.
+func TestRemoveWarnsOfUnreadableBlocks(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	p, _ := ipam.PoolOf(pool, false)
+	var key string
+	for _, b := range p.Blocks() {
+		if b != p.Block(c.addrs["gone"][0]) && b != p.Block(c.addrs["live"][0]) {
+			key = ipam.KVPrefix + pool.Name + "/v4/blocks/" + strings.ReplaceAll(b.String(), "/", "_")
+			break
+		}
+	}
+	c.kv.Put(ctx, key, []byte(`{"node":"gone","allocs":{"nowhere":{"node":"gone"}}}`))
+	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "old", Options{Stale: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Warnings) != 1 || !strings.Contains(got.Warnings[0], key) || !strings.Contains(got.Warnings[0], `"nowhere"`) ||
+		!strings.Contains(got.Warnings[0], "consul kv delete") {
+		t.Errorf("warnings %q, want one naming %s, its bad allocation \"nowhere\" and its removal", got.Warnings, key)
+	}
+}

@@ -23,6 +23,10 @@ type Forgotten struct {
 	// Changed are the block keys it rewrote without the node's
 	// allocations or its affinity: other nodes' allocations stay there.
 	Changed []string
+	// Skipped are the block keys of the pool it could not read: any
+	// address of the node recorded there stays until the key is removed
+	// (see BadDoc).
+	Skipped []BadDoc
 }
 
 // ForgetNode frees every address of p recorded for node, an identity
@@ -32,13 +36,19 @@ type Forgotten struct {
 // no allocator of node will), and deletes what that node kept for
 // container starts and its report of addresses allocated to no node (see
 // nodeless.go). Like the reclaimer's path for departed nodes, it frees
-// only what it listed, still allocated as listed. It returns what it did,
-// also when it fails part way.
+// only what it listed, still allocated as listed; block keys it cannot
+// read it passes over, and names (Skipped). It returns what it did, also
+// when it fails part way.
 func ForgetNode(ctx context.Context, kv KV, p Pool, node string) (Forgotten, error) {
 	var out Forgotten
 	c, err := Inspect(ctx, kv, p)
 	if err != nil {
 		return out, err
+	}
+	for _, d := range c.Bad {
+		if !d.Kept {
+			out.Skipped = append(out.Skipped, d)
+		}
 	}
 	want := map[netip.Prefix]map[netip.Addr]Alloc{}
 	for b, doc := range c.Blocks {

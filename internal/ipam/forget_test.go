@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 
@@ -240,5 +241,37 @@ func TestBlocksWithoutAffinityClaimedConcurrently(t *testing.T) {
 		if d.Node == "" || d.Node == "live" {
 			t.Errorf("block %s's affinity %q after the pool filled, want one of the nodes that filled it", b, d.Node)
 		}
+	}
+}
+
+// TestForgetNodeNamesBlocksItCannotRead: a block key of the pool whose
+// document cannot be read may record addresses of the removed node that
+// ForgetNode cannot free: it says which key it passed over, why, and how
+// to remove it, instead of reporting the node forgotten.
+func TestForgetNodeNamesBlocksItCannotRead(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	_, p := clusterNet(t, kv)
+	mine, err := NewAllocator(kv, "gone", nil).Allocate(ctx, p, netip.Addr{}, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	garbled := blockPath(p, p.Blocks()[0])
+	if garbled == blockPath(p, p.Block(mine)) {
+		garbled = blockPath(p, p.Blocks()[1])
+	}
+	kv.Put(ctx, garbled, []byte(`{"node":"gone","allocs":{"not an address":{"node":"gone"}}}`))
+	got, err := ForgetNode(ctx, kv, p, "gone")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(got.Freed, []netip.Addr{mine}) {
+		t.Errorf("freed %v, want %s", got.Freed, mine)
+	}
+	if len(got.Skipped) != 1 || got.Skipped[0].Key != garbled || !strings.Contains(got.Skipped[0].Err.Error(), `"not an address"`) {
+		t.Fatalf("skipped %+v, want %s, naming its bad allocation", got.Skipped, garbled)
+	}
+	if fix := got.Skipped[0].Fix(); !strings.Contains(fix, garbled) {
+		t.Errorf("fix %q does not name %s", fix, garbled)
 	}
 }
