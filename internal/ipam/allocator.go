@@ -177,6 +177,12 @@ func (a *Allocator) allocateAt(ctx context.Context, p Pool, want netip.Addr, al 
 	if !p.usable(want) {
 		return fmt.Errorf("address %s is not available in %s: outside %s, or the network, broadcast, gateway or an aux address", want, p.ID(), p.allocRange())
 	}
+	if key, err := a.store.shadow(ctx, p, p.Block(want)); err != nil {
+		return fmt.Errorf("allocate %s in %s: %w", want, p.ID(), err)
+	} else if key != "" {
+		return fmt.Errorf("address %s is not available in %s: the bad key %s overlaps its block, and what it records there cannot be read; %s removes it",
+			want, p.ID(), key, BadDoc{Key: key}.Fix())
+	}
 	waitUntil := a.now().Add(spareWait)
 	for {
 		var holder Alloc

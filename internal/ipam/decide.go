@@ -61,7 +61,7 @@ func candidates(p Pool, v view, node string, borrow bool, r reuse) []netip.Prefi
 	var own, others []netip.Prefix
 	for _, b := range slices.SortedFunc(maps.Keys(v.docs), comparePrefix) {
 		doc := v.docs[b]
-		if _, ok := doc.free(p, b, r); !ok || claims(doc) {
+		if _, ok := doc.free(p, b, r); !ok || claims(doc) || v.shadowed[b] != "" {
 			continue
 		}
 		if doc.Node == node {
@@ -86,7 +86,7 @@ func claimable(p Pool, v view, node string, r reuse) []netip.Prefix {
 	var unowned []netip.Prefix
 	for _, b := range slices.SortedFunc(maps.Keys(v.docs), comparePrefix) {
 		doc := v.docs[b]
-		if _, ok := doc.free(p, b, r); ok && claims(doc) {
+		if _, ok := doc.free(p, b, r); ok && claims(doc) && v.shadowed[b] == "" {
 			unowned = append(unowned, b)
 		}
 	}
@@ -111,22 +111,23 @@ func claimOrder(free []netip.Prefix, node string) []netip.Prefix {
 	return append(free[i:len(free):len(free)], free[:i]...)
 }
 
-// unclaimed lists the blocks of p that have no key and a usable address
-// r allows.
+// unclaimed lists the blocks of p that have no key, nor a bad key over
+// them (see view.shadowed), and a usable address r allows.
 func unclaimed(p Pool, v view, r reuse) []netip.Prefix {
 	var out []netip.Prefix
 	for _, b := range p.Blocks() {
-		if _, ok := (BlockDoc{}).free(p, b, r); ok && !v.taken[b] {
+		if _, ok := (BlockDoc{}).free(p, b, r); ok && !v.taken[b] && v.shadowed[b] == "" {
 			out = append(out, b)
 		}
 	}
 	return out
 }
 
-// anyFree reports whether any address of p that r allows is free in v.
+// anyFree reports whether any address of p that r allows is free in v,
+// outside the blocks a bad key shadows.
 func anyFree(p Pool, v view, r reuse) bool {
 	for b, doc := range v.docs {
-		if _, ok := doc.free(p, b, r); ok {
+		if _, ok := doc.free(p, b, r); ok && v.shadowed[b] == "" {
 			return true
 		}
 	}
@@ -393,13 +394,14 @@ func oldestStart(starts []Start) time.Time {
 // not record (Consul lost them: a snapshot restored, a dev agent
 // restarted), to record again once seen twice in a row: a container being
 // removed may still be listed after its release. Addresses in unreadable
-// blocks are left alone. It returns those to record and those seen once.
+// blocks, or in blocks a bad key shadows (see view.shadowed), are left
+// alone. It returns those to record and those seen once.
 func planRecord(p Pool, v view, held map[netip.Addr]bool, allocs map[netip.Addr]Alloc, prev map[netip.Addr]bool) ([]netip.Addr, map[netip.Addr]bool) {
 	var record []netip.Addr
 	next := map[netip.Addr]bool{}
 	for _, a := range slices.SortedFunc(maps.Keys(held), netip.Addr.Compare) {
 		_, readable := v.docs[p.Block(a)]
-		if _, ok := allocs[a]; ok || !p.usable(a) || (v.taken[p.Block(a)] && !readable) {
+		if _, ok := allocs[a]; ok || !p.usable(a) || (v.taken[p.Block(a)] && !readable) || v.shadowed[p.Block(a)] != "" {
 			continue
 		}
 		if prev[a] {

@@ -107,7 +107,21 @@ func FuzzPoolListing(f *testing.F) {
 				t.Errorf("block %s has a key, offered as unclaimed", b)
 			}
 		}
+		// A stray key naming a prefix of the pool (another size, another
+		// spelling) shadows the blocks it overlaps: what it records there
+		// cannot be read, so they are never filled.
+		if q, err := netip.ParsePrefix(strings.ReplaceAll(key, "_", "/")); err == nil && badKeys[poolPrefix(p)+key] && q.Masked().Overlaps(real) && v.shadowed[real] == "" {
+			t.Errorf("stray key %q overlaps %s, not shadowed", key, real)
+		}
+		for _, b := range unclaimed(p, v, reuse{}) {
+			if v.shadowed[b] != "" {
+				t.Errorf("block %s, shadowed by %s, offered as unclaimed", b, v.shadowed[b])
+			}
+		}
 		for _, b := range candidates(p, v, "n1", true, reuse{}) {
+			if v.shadowed[b] != "" {
+				t.Errorf("block %s, shadowed by %s, is a candidate", b, v.shadowed[b])
+			}
 			doc, readable := v.docs[b]
 			if !readable {
 				if v.taken[b] {

@@ -356,12 +356,16 @@ func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify b
 	done := map[netip.Prefix]bool{}
 	write := func(b netip.Prefix) {
 		done[b] = true
+		add := need
+		if key, err := k.store.shadow(ctx, p, b); err != nil || key != "" {
+			add = 0 // see view.shadowed; a failed listing fails the claims below too
+		}
 		var w spareWrite
 		_, err := k.store.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
 			// Only spares still handed out: one Docker released since the
 			// plan is gone from Consul too, and recording it would write
 			// back an address no container holds.
-			w = writeSpares(p, b, doc, k.node, k.gen, k.stillHanded(sp, plan.Record), plan.Drop, check, need, now, ru)
+			w = writeSpares(p, b, doc, k.node, k.gen, k.stillHanded(sp, plan.Record), plan.Drop, check, add, now, ru)
 			return w.doc, w.changed
 		})
 		if err != nil {

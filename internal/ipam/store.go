@@ -51,6 +51,9 @@ type store struct {
 	// at.
 	bad    map[string][]BadDoc
 	logged map[string]uint64
+	// shadowed is, by pool ID, the blocks a bad key of the last listing
+	// overlaps, with that key (see view.shadowed).
+	shadowed map[string]map[netip.Prefix]string
 	// locks serialise this node's updates of one key, so that the node
 	// never races itself (the spare keeper and requests share blocks).
 	locks map[string]*sync.Mutex
@@ -64,7 +67,7 @@ type versioned struct {
 
 func newStore(kv KV, log *slog.Logger) *store {
 	return &store{kv: kv, log: log, docs: map[string]versioned{}, scanned: map[string]bool{},
-		bad: map[string][]BadDoc{}, logged: map[string]uint64{}, locks: map[string]*sync.Mutex{}}
+		bad: map[string][]BadDoc{}, logged: map[string]uint64{}, shadowed: map[string]map[netip.Prefix]string{}, locks: map[string]*sync.Mutex{}}
 }
 
 func (s *store) lock(key string) func() {
@@ -203,6 +206,13 @@ type view struct {
 	// taken has every block of the pool with a key, readable or not: an
 	// unreadable block is never claimed.
 	taken map[netip.Prefix]bool
+	// shadowed are the blocks of the pool overlapped by a bad key that
+	// names a prefix of it other than a block (a block of another size,
+	// or one spelt otherwise: another agent's or version's), with that
+	// key: what it records there cannot be read, so nothing new is
+	// allocated from them until it is removed. Their documents are read
+	// and freed from as any.
+	shadowed map[netip.Prefix]string
 }
 
 // scan lists p's blocks fresh, refreshing the copies of them. Unreadable
@@ -230,6 +240,7 @@ func (s *store) scan(ctx context.Context, p Pool) (view, error) {
 	}
 	s.scanned[p.ID()] = true
 	s.bad[p.ID()] = bad
+	s.shadowed[p.ID()] = v.shadowed
 	// Only the bad keys still there are remembered: keys anyone with an
 	// agent's token may write come and go, and remembering every one ever
 	// seen would grow without bound.
@@ -268,11 +279,25 @@ func (s *store) own(ctx context.Context, p Pool, node string) (map[netip.Prefix]
 		if !strings.HasPrefix(key, prefix) || v.doc.Node != node || len(v.doc.Allocs) == 0 {
 			continue
 		}
-		if b, err := parseBlockKey(strings.TrimPrefix(key, prefix)); err == nil {
+		if b, err := parseBlockKey(strings.TrimPrefix(key, prefix)); err == nil && s.shadowed[p.ID()][b] == "" {
 			out[b] = v.doc
 		}
 	}
 	return out, nil
+}
+
+// shadow returns the bad key overlapping block b of p at the last listing
+// of p (listing it the first time), if any: nothing new is allocated in b
+// while it is there (see view.shadowed).
+func (s *store) shadow(ctx context.Context, p Pool, b netip.Prefix) (string, error) {
+	if !s.wasScanned(p) {
+		if _, err := s.scan(ctx, p); err != nil {
+			return "", err
+		}
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.shadowed[p.ID()][b], nil
 }
 
 // noteBad logs a bad key once per version of it.
@@ -295,6 +320,7 @@ func (s *store) forget(keep map[string]bool) {
 	defer s.mu.Unlock()
 	maps.DeleteFunc(s.scanned, func(id string, _ bool) bool { return !keep[id] })
 	maps.DeleteFunc(s.bad, func(id string, _ []BadDoc) bool { return !keep[id] })
+	maps.DeleteFunc(s.shadowed, func(id string, _ map[netip.Prefix]string) bool { return !keep[id] })
 	maps.DeleteFunc(s.docs, func(key string, _ versioned) bool { return !keep[poolOfKey(key)] })
 	maps.DeleteFunc(s.logged, func(key string, _ uint64) bool { return !keep[poolOfKey(key)] })
 }
@@ -338,12 +364,12 @@ func (d BadDoc) Effect() string {
 	if d.Kept {
 		return "the addresses its node keeps for container starts under way show as leaks in underlay ips and the dashboard; the sweep does not read it"
 	}
-	return "nothing is allocated from it, and addresses recorded there are not listed; once it is removed, agents record again the addresses their containers hold there"
+	return "nothing is allocated from it, nor from the pool's blocks it overlaps, and addresses recorded there are not listed; once it is removed, agents record again the addresses their containers hold there"
 }
 
 // decodePool turns a pool's listing into a view, setting bad keys apart.
 func decodePool(p Pool, pairs []kvstore.Pair) (view, []BadDoc) {
-	v := view{docs: map[netip.Prefix]BlockDoc{}, taken: map[netip.Prefix]bool{}}
+	v := view{docs: map[netip.Prefix]BlockDoc{}, taken: map[netip.Prefix]bool{}, shadowed: map[netip.Prefix]string{}}
 	var bad []BadDoc
 	prefix := poolPrefix(p)
 	for _, pr := range pairs {
@@ -353,6 +379,7 @@ func decodePool(p Pool, pairs []kvstore.Pair) (view, []BadDoc) {
 		}
 		if err != nil {
 			bad = append(bad, BadDoc{Key: pr.Key, Index: pr.Index, Err: err})
+			v.shade(p, strings.TrimPrefix(pr.Key, prefix), pr.Key)
 			continue
 		}
 		v.taken[b] = true
@@ -365,6 +392,39 @@ func decodePool(p Pool, pairs []kvstore.Pair) (view, []BadDoc) {
 	}
 	slices.SortFunc(bad, func(x, y BadDoc) int { return strings.Compare(x.Key, y.Key) })
 	return v, bad
+}
+
+// shade marks the blocks of p that name, a bad key's last element,
+// overlaps as shadowed by key, if name reads as a prefix or an address
+// however spelt.
+func (v view) shade(p Pool, name, key string) {
+	q, err := netip.ParsePrefix(strings.ReplaceAll(name, "_", "/"))
+	if err != nil {
+		a, err := netip.ParseAddr(name)
+		if err != nil {
+			return
+		}
+		q = netip.PrefixFrom(a, a.BitLen())
+	}
+	q = netip.PrefixFrom(q.Addr().WithZone("").Unmap(), q.Bits()-(q.Addr().BitLen()-q.Addr().Unmap().BitLen())).Masked()
+	if !q.IsValid() || !q.Overlaps(p.allocRange()) {
+		return
+	}
+	blocks := []netip.Prefix{p.Block(q.Addr())}
+	if q.Bits() < p.blockBits() {
+		// Wider than a block: every block of q within the range, or of
+		// the whole range when q holds it.
+		within := p
+		if q.Bits() > p.allocRange().Bits() {
+			within.Range = q
+		}
+		blocks = within.Blocks()
+	}
+	for _, b := range blocks {
+		if v.shadowed[b] == "" {
+			v.shadowed[b] = key
+		}
+	}
 }
 
 // decodeBlock decodes block b's document, which must name only addresses
