@@ -22,8 +22,9 @@ import (
 //	    cooldown-down: 10m
 //	    allow-down: true
 //
-// A service named in the file is autoscaled (unless it says enabled: false),
-// and the file's settings win over the service's labels.
+// A service named in the file is autoscaled (unless it says enabled: false)
+// whatever its switch labels (orbiter, underlay.scale.enabled) say, and the
+// file's settings win over the service's labels.
 type PolicyFile map[string]map[string]string
 
 // ParsePolicyFile reads and checks a policy file; every bad entry is
@@ -59,6 +60,9 @@ func ParsePolicyFile(data []byte) (PolicyFile, error) {
 }
 
 // apply returns a service's labels with the file's settings for it on top.
+// The entry's enabled decides alone: the service's own switches are dropped,
+// since a label orbiter=false would otherwise still turn off a service the
+// file enables (either switch saying false disables).
 func (f PolicyFile) apply(svc Service) map[string]string {
 	entry, ok := f[svc.Name]
 	if !ok {
@@ -66,6 +70,7 @@ func (f PolicyFile) apply(svc Service) map[string]string {
 	}
 	merged := make(map[string]string, len(svc.Labels)+len(entry))
 	maps.Copy(merged, svc.Labels)
+	delete(merged, LabelOrbiter)
 	maps.Copy(merged, entry)
 	return merged
 }

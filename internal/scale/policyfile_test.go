@@ -51,3 +51,35 @@ services:
 		}
 	}
 }
+
+// The file's enabled wins over the service's switch labels, as it does over
+// every other label: a file entry turns a service labelled orbiter=false on,
+// and one saying enabled: false turns a labelled service off.
+func TestPolicyFileSwitchWinsOverLabels(t *testing.T) {
+	f, err := ParsePolicyFile([]byte("services:\n  web:\n    max: 4\n  off:\n    enabled: false\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, labels := range []map[string]string{
+		{LabelOrbiter: "false"},
+		{LabelEnabled: "false"},
+		{LabelOrbiter: "false", LabelEnabled: "false"},
+		{LabelOrbiter: "maybe"},
+	} {
+		merged := f.apply(Service{Name: "web", Labels: labels})
+		p, err := ParsePolicy(merged)
+		if err != nil || !p.Enabled || p.Max != 4 || !OptedIn(merged) {
+			t.Errorf("web labelled %v, listed in the file: policy %+v, err %v, opted in %v; want enabled by the file, max 4",
+				labels, p, err, OptedIn(merged))
+		}
+	}
+	for _, labels := range []map[string]string{
+		{LabelOrbiter: "true"},
+		{LabelEnabled: "true"},
+	} {
+		merged := f.apply(Service{Name: "off", Labels: labels})
+		if p, err := ParsePolicy(merged); err != nil || p.Enabled || OptedIn(merged) {
+			t.Errorf("off labelled %v, enabled: false in the file: policy %+v, err %v; want disabled by the file", labels, p, err)
+		}
+	}
+}
