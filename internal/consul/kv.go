@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"path"
 	"strings"
 	"time"
 
@@ -24,6 +25,9 @@ func NewKV(c *api.Client) *KV { return &KV{api: c} }
 
 // Get returns a key's pair, read consistently; ok is false when absent.
 func (k *KV) Get(ctx context.Context, key string) (kvstore.Pair, bool, error) {
+	if err := checkPath(key); err != nil {
+		return kvstore.Pair{}, false, fmt.Errorf("kv get %q: %w", key, err)
+	}
 	p, _, err := k.api.KV().Get(key, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
 	if err != nil {
 		return kvstore.Pair{}, false, fmt.Errorf("kv get %s: %w", key, err)
@@ -37,6 +41,9 @@ func (k *KV) Get(ctx context.Context, key string) (kvstore.Pair, bool, error) {
 // List returns every key under prefix with its value and modify index, in
 // key order, read consistently.
 func (k *KV) List(ctx context.Context, prefix string) ([]kvstore.Pair, error) {
+	if err := checkPath(prefix); err != nil {
+		return nil, fmt.Errorf("kv list %q: %w", prefix, err)
+	}
 	pairs, _, err := k.api.KV().List(prefix, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("kv list %s: %w", prefix, err)
@@ -91,6 +98,9 @@ func (k *KV) Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error) 
 
 // Put writes value unconditionally.
 func (k *KV) Put(ctx context.Context, key string, value []byte) error {
+	if err := checkPath(key); err != nil {
+		return fmt.Errorf("kv put %q: %w", key, err)
+	}
 	if _, err := k.api.KV().Put(&api.KVPair{Key: key, Value: value}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
 		return fmt.Errorf("kv put %s: %w", key, err)
 	}
@@ -99,6 +109,9 @@ func (k *KV) Put(ctx context.Context, key string, value []byte) error {
 
 // Delete removes one key.
 func (k *KV) Delete(ctx context.Context, key string) error {
+	if err := checkPath(key); err != nil {
+		return fmt.Errorf("kv delete %q: %w", key, err)
+	}
 	if _, err := k.api.KV().Delete(key, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
 		return fmt.Errorf("kv delete %s: %w", key, err)
 	}
@@ -107,6 +120,9 @@ func (k *KV) Delete(ctx context.Context, key string) error {
 
 // DeleteTree removes every key under prefix.
 func (k *KV) DeleteTree(ctx context.Context, prefix string) error {
+	if err := checkPath(prefix); err != nil {
+		return fmt.Errorf("kv delete tree %q: %w", prefix, err)
+	}
 	if _, err := k.api.KV().DeleteTree(prefix, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
 		return fmt.Errorf("kv delete tree %s: %w", prefix, err)
 	}
@@ -162,6 +178,9 @@ func NextIndex(prev, last uint64) (uint64, bool) {
 // restored). Consul's index for an absent key moves with its neighbours'
 // writes, so wait on keys that exist.
 func (k *KV) Wait(ctx context.Context, key string, index uint64) (kvstore.Pair, bool, uint64, error) {
+	if err := checkPath(key); err != nil {
+		return kvstore.Pair{}, false, 0, fmt.Errorf("kv wait %q: %w", key, err)
+	}
 	p, meta, err := k.api.KV().Get(key, (&api.QueryOptions{WaitIndex: index, WaitTime: time.Minute}).WithContext(ctx))
 	if err != nil {
 		return kvstore.Pair{}, false, 0, fmt.Errorf("kv wait %s: %w", key, err)
@@ -170,6 +189,25 @@ func (k *KV) Wait(ctx context.Context, key string, index uint64) (kvstore.Pair, 
 		return kvstore.Pair{}, false, meta.LastIndex, nil
 	}
 	return kvstore.Pair{Key: p.Key, Value: p.Value, Index: p.ModifyIndex}, true, meta.LastIndex, nil
+}
+
+// errRedirectedKey is a key that Consul's HTTP paths cannot name.
+var errRedirectedKey = errors.New(`an empty, "." or ".." segment: Consul's HTTP API redirects its path to another key (a delete or write then misses it, or hits the other key)`)
+
+// checkPath refuses a key whose URL path (/v1/kv/KEY) Consul's HTTP server
+// cleans and redirects, as Go's ServeMux does; '?', '#' and '%' are
+// escaped by the client and need no check. Transactions name their keys
+// in the body and take any key.
+func checkPath(key string) error {
+	p := "/v1/kv/" + strings.TrimPrefix(key, "/")
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	if c != p {
+		return errRedirectedKey
+	}
+	return nil
 }
 
 // txnRefusal returns the error of a rolled-back transaction that ACLs

@@ -25,6 +25,7 @@ import (
 	"github.com/underlay/underlay/internal/doctor"
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/shellword"
 	"github.com/underlay/underlay/internal/taskmetrics"
@@ -102,8 +103,10 @@ func Resolve(facts []netspec.NodeFacts, arg string) (f netspec.NodeFacts, found 
 	case 1:
 		return byName[0], true, nil
 	case 0:
-		if strings.ContainsAny(arg, "/ \t\n") {
-			return netspec.NodeFacts{}, false, fmt.Errorf("%q is neither a node's name nor a swarm node ID", arg)
+		// Swarm node IDs are letters and digits; anything else would only
+		// make keys ("..", '?', '%') that Consul's paths take elsewhere.
+		if strings.ContainsFunc(arg, func(r rune) bool { return !alnum(r) }) {
+			return netspec.NodeFacts{}, false, fmt.Errorf("%q is neither a node's name nor a swarm node ID (letters and digits)", arg)
 		}
 		return netspec.NodeFacts{ID: arg}, false, nil
 	}
@@ -202,17 +205,17 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 		keys = append(keys, doctor.KVPrefix+f.Node, taskmetrics.KVPrefix+f.Node)
 	}
 	for _, k := range keys {
-		_, ok, err := kv.Get(ctx, k)
+		// One transaction, which names the key in its body: through a URL,
+		// a name with a ".." or empty segment is redirected by Consul's
+		// paths, a read reading another node's key and a delete doing
+		// nothing. The get fails it when the key is absent.
+		res, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Get, Key: k}, {Verb: kvstore.Delete, Key: k}})
 		if err != nil {
-			return out, fmt.Errorf("read %s: %w", k, err)
-		}
-		if !ok {
-			continue
-		}
-		if err := kv.Delete(ctx, k); err != nil {
 			return out, fmt.Errorf("delete %s: %w", k, err)
 		}
-		out.Keys = append(out.Keys, k)
+		if res.OK {
+			out.Keys = append(out.Keys, k)
+		}
 	}
 	if !found {
 		// Facts that cannot be read are not listed: they go too (no agent
@@ -313,6 +316,10 @@ func waitSilent(ctx context.Context, st *netspec.Store, f netspec.NodeFacts, o O
 		case <-time.After(poll):
 		}
 	}
+}
+
+func alnum(r rune) bool {
+	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
 }
 
 // describe names a node for messages: its name and identity.

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"maps"
 	"net/netip"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -16,6 +17,7 @@ import (
 	"github.com/underlay/underlay/internal/doctor"
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/taskmetrics"
@@ -448,5 +450,113 @@ func TestRemoveWarnsOfUnreadableBlocks(t *testing.T) {
 	if len(got.Warnings) != 1 || !strings.Contains(got.Warnings[0], key) || !strings.Contains(got.Warnings[0], `"nowhere"`) ||
 		!strings.Contains(got.Warnings[0], "consul kv delete") {
 		t.Errorf("warnings %q, want one naming %s, its bad allocation \"nowhere\" and its removal", got.Warnings, key)
+	}
+}
+
+// consulPaths is the store as Consul's HTTP API shows it: a key whose path
+// /v1/kv/KEY is not clean (an empty, "." or ".." segment) is redirected to
+// the cleaned path, and the client follows as a GET, so a read reads
+// another key and a delete deletes nothing (but succeeds when that other
+// key exists). Transactions carry their keys in the body, as they are.
+type consulPaths struct{ *kvtest.KV }
+
+func redirected(key string) (string, bool) {
+	p := "/v1/kv/" + key
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	if c == p {
+		return key, false
+	}
+	return strings.TrimPrefix(c, "/v1/kv/"), true
+}
+
+func (k consulPaths) Get(ctx context.Context, key string) (kvstore.Pair, bool, error) {
+	key, _ = redirected(key)
+	return k.KV.Get(ctx, key)
+}
+
+func (k consulPaths) Delete(ctx context.Context, key string) error {
+	to, moved := redirected(key)
+	if !moved {
+		return k.KV.Delete(ctx, key)
+	}
+	if _, ok, err := k.KV.Get(ctx, to); err != nil || !ok {
+		return fmt.Errorf("unexpected response code: 404 (%v)", err)
+	}
+	return nil
+}
+
+// TestRemoveDeletesKeysAsNamed: a node whose name (from its facts) holds
+// ".." has its doctor report and task metrics under keys Consul's HTTP
+// paths would redirect to another node's: they are deleted as named, and
+// the other node's stay.
+func TestRemoveDeletesKeysAsNamed(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	kv := consulPaths{c.kv}
+	c.facts(t, "odd", "x/../new", time.Now().Add(-time.Hour))
+	keys := []string{doctor.KVPrefix + "x/../new", taskmetrics.KVPrefix + "x/../new"}
+	for _, k := range keys {
+		if res, err := c.kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Set, Key: k, Value: []byte(`{}`)}}); err != nil || !res.OK {
+			t.Fatalf("set-up: set %s: %v", k, err)
+		}
+	}
+	got, err := Remove(ctx, kv, swarmNodes{"live": "ready"}, "odd", Options{Stale: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range keys {
+		if c.has(k) {
+			t.Errorf("%s still there after removal (said deleted: %v)", k, slices.Contains(got.Keys, k))
+		}
+		if !slices.Contains(got.Keys, k) {
+			t.Errorf("%s deleted but not said: %v", k, got.Keys)
+		}
+	}
+	for _, k := range []string{doctor.KVPrefix + "new", taskmetrics.KVPrefix + "new"} {
+		if !c.has(k) {
+			t.Errorf("the live node's %s was deleted", k)
+		}
+	}
+}
+
+// TestRemoveWithoutKeysAsNamed: a node named with ".." that left no report
+// under that name: nothing is said deleted, and the node its name points
+// to through Consul's paths keeps its reports.
+func TestRemoveWithoutKeysAsNamed(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	c.facts(t, "odd", "x/../new", time.Now().Add(-time.Hour))
+	got, err := Remove(ctx, consulPaths{c.kv}, swarmNodes{"live": "ready"}, "odd", Options{Stale: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{doctor.KVPrefix + "x/../new", taskmetrics.KVPrefix + "x/../new"} {
+		if slices.Contains(got.Keys, k) {
+			t.Errorf("%s said deleted, but there was no such key: %v", k, got.Keys)
+		}
+	}
+	for _, k := range []string{doctor.KVPrefix + "new", taskmetrics.KVPrefix + "new"} {
+		if !c.has(k) {
+			t.Errorf("the live node's %s was deleted", k)
+		}
+	}
+}
+
+// TestResolveRefusesUnlikeID: an argument that no facts name and that is
+// not made like a swarm node ID (letters and digits) names no node: it
+// would only make keys Consul's paths move elsewhere.
+func TestResolveRefusesUnlikeID(t *testing.T) {
+	facts := []netspec.NodeFacts{{ID: "id1", Node: "n1"}}
+	for _, arg := range []string{"..", ".", "a?b", "a#b", "a%2Fb", "x/../y"} {
+		f, found, err := Resolve(facts, arg)
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", arg)) {
+			t.Errorf("Resolve(%q) = %+v, %v, %v; want an error naming the argument", arg, f, found, err)
+		}
+	}
+	if f, found, err := Resolve(facts, "k3x9d2mq7wz1abc"); err != nil || found || f.ID != "k3x9d2mq7wz1abc" {
+		t.Errorf("Resolve(an ID without facts) = %+v, %v, %v; want the ID, not found", f, found, err)
 	}
 }
