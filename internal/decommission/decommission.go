@@ -131,7 +131,7 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 	if err != nil {
 		return Removed{}, err
 	}
-	f, found, err := Resolve(all, arg)
+	f, _, err := Resolve(all, arg)
 	if err != nil {
 		return Removed{}, fmt.Errorf("%w: %v", ErrRefused, err)
 	}
@@ -152,11 +152,12 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 		return Removed{Warnings: warnings}, fmt.Errorf("%w: %s is still a swarm node (%s): drain it, stop it and run `docker node rm %s` first; underlay removes only what nodes the swarm no longer lists left behind",
 			ErrRefused, describe(f), state, f.ID)
 	}
-	var index uint64
-	if found {
-		if index, err = waitSilent(ctx, st, f, o, now); err != nil {
-			return Removed{Warnings: warnings}, err
-		}
+	// Facts under the identity's key are watched even when not listed:
+	// an agent older than identities keyed its facts (and lease) by its
+	// name, without a holder, and may still run. index is 0 when none.
+	index, err := waitSilent(ctx, st, f, o, now)
+	if err != nil {
+		return Removed{Warnings: warnings}, err
 	}
 
 	out := Removed{ID: f.ID, Node: f.Node, Ranges: map[string][]netip.Prefix{}, Addresses: map[string][]netip.Addr{}, Warnings: warnings}
@@ -217,16 +218,9 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 			out.Keys = append(out.Keys, k)
 		}
 	}
-	if !found {
-		// Facts that cannot be read are not listed: they go too (no agent
-		// of an identity the swarm forgot writes them again).
-		var unreadable bool
-		if _, index, unreadable, err = st.Facts(ctx, f.ID); err != nil {
-			return out, err
-		}
-		found = unreadable
-	}
-	if found {
+	// Facts that cannot be read, or name no holder, are not always listed
+	// as the identity's: they go too, once watched like the rest.
+	if index != 0 {
 		deleted, err := st.DeleteFacts(ctx, f.ID, index)
 		if err != nil {
 			return out, err
@@ -280,7 +274,9 @@ func forgetOn(ctx context.Context, st *netspec.Store, name, id string, out *Remo
 // waitSilent returns the modify index of f's facts once its agent is seen
 // not running: its facts stamped over o.Stale ago, or unchanged while
 // watched for o.Stale (a stamp recent or ahead of this clock proves
-// nothing by itself). Facts refreshed meanwhile refuse the removal.
+// nothing by itself). Facts refreshed meanwhile refuse the removal. It
+// returns 0 when f.ID has no facts; facts that name no holder and carry no
+// stamp (unreadable) are returned at once, no agent refreshing them.
 func waitSilent(ctx context.Context, st *netspec.Store, f netspec.NodeFacts, o Options, now func() time.Time) (uint64, error) {
 	poll := o.Poll
 	if poll <= 0 {
@@ -291,6 +287,9 @@ func waitSilent(ctx context.Context, st *netspec.Store, f netspec.NodeFacts, o O
 	me := netspec.Holder{Instance: "underlay node rm"}
 	var first *netspec.NodeFacts
 	var firstAt time.Time
+	// Facts naming no holder are watched by their modify index.
+	var noHolderIndex uint64
+	var noHolderAt time.Time
 	for {
 		cur, index, found, err := st.Facts(ctx, f.ID)
 		if err != nil {
@@ -299,16 +298,37 @@ func waitSilent(ctx context.Context, st *netspec.Store, f netspec.NodeFacts, o O
 		if !found {
 			return 0, nil
 		}
-		switch netspec.DecideClaim(&cur, first, firstAt, me, now(), o.Stale, func(int, uint64) bool { return true }) {
-		case netspec.ClaimTake:
-			return index, nil
-		case netspec.ClaimRefuse:
-			return 0, fmt.Errorf("%w: the agent of %s is running: it refreshed its facts at %s; stop it first",
-				ErrRefused, describe(f), cur.UpdatedAt.Format(time.RFC3339))
-		}
-		if first == nil || first.Holder.Instance != cur.Holder.Instance {
-			c := cur
-			first, firstAt = &c, now()
+		if cur.Holder.Instance == "" {
+			// DecideClaim takes such facts at once (an agent may take
+			// over what no holder claims), but their writer may be an
+			// agent older than holders, which stamped them, still
+			// running. Facts with no stamp either cannot be read or
+			// were written by no agent: no agent refreshes them.
+			switch {
+			case cur.UpdatedAt.IsZero():
+				return index, nil
+			case noHolderIndex != 0 && index != noHolderIndex:
+				return 0, fmt.Errorf("%w: the agent of %s is running: its facts (naming no holder, as agents older than holders wrote them) changed while watched; stop it first",
+					ErrRefused, describe(f))
+			case now().Sub(cur.UpdatedAt) > o.Stale:
+				return index, nil
+			case noHolderIndex != 0 && now().Sub(noHolderAt) > o.Stale:
+				return index, nil
+			case noHolderIndex == 0:
+				noHolderIndex, noHolderAt = index, now()
+			}
+		} else {
+			switch netspec.DecideClaim(&cur, first, firstAt, me, now(), o.Stale, func(int, uint64) bool { return true }) {
+			case netspec.ClaimTake:
+				return index, nil
+			case netspec.ClaimRefuse:
+				return 0, fmt.Errorf("%w: the agent of %s is running: it refreshed its facts at %s; stop it first",
+					ErrRefused, describe(f), cur.UpdatedAt.Format(time.RFC3339))
+			}
+			if first == nil || first.Holder.Instance != cur.Holder.Instance {
+				c := cur
+				first, firstAt = &c, now()
+			}
 		}
 		select {
 		case <-ctx.Done():

@@ -560,3 +560,49 @@ func TestResolveRefusesUnlikeID(t *testing.T) {
 		t.Errorf("Resolve(an ID without facts) = %+v, %v, %v; want the ID, not found", f, found, err)
 	}
 }
+
+// TestRemoveWatchesFactsWithoutHolder: facts naming no holder — an agent
+// older than holders, which keyed its facts and lease by its name, or a
+// document without one — were taken as silent at once, and node rm
+// released the lease of an agent still refreshing them. They are watched
+// like any others: refreshed while watched, the removal is refused.
+func TestRemoveWatchesFactsWithoutHolder(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct{ arg, key, doc string }{
+		{"web1", "web1", `{"node":"web1","interfaces":["eth0"],"updated_at":%q}`},
+		{"gone", "gone", `{"id":"gone","node":"old","interfaces":["eth0"],"updated_at":%q}`},
+		{"old", "gone", `{"id":"gone","node":"old","interfaces":["eth0"],"updated_at":%q}`},
+	} {
+		c := newCluster(t)
+		if _, _, err := c.st.Lease(ctx, lan, "web1"); err != nil {
+			t.Fatal(err)
+		}
+		publish := func() {
+			c.kv.Put(ctx, netspec.NodesKVPrefix+tc.key, []byte(fmt.Sprintf(tc.doc, time.Now().UTC().Format(time.RFC3339Nano))))
+		}
+		publish()
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-stop:
+					return
+				case <-time.After(20 * time.Millisecond):
+				}
+				publish()
+			}
+		}()
+		got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, tc.arg, Options{Stale: 5 * time.Second, Poll: 10 * time.Millisecond})
+		close(stop)
+		wg.Wait()
+		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "running") {
+			t.Errorf("remove %s, its holderless facts refreshed: %v (removed %+v); want refused as running", tc.arg, err, got)
+		}
+		if leases, _ := c.st.Leases(ctx, lan.Name); len(leases) != 3 {
+			t.Errorf("remove %s: leases after: %v, want all 3", tc.arg, leases)
+		}
+	}
+}
