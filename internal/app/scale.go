@@ -3,6 +3,7 @@ package app
 import (
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"text/tabwriter"
@@ -76,7 +77,7 @@ against --cacert (mutual TLS with --cert and --key).`,
 				}
 				dir = d
 			}
-			c, err := f.client()
+			c, err := f.client(streams)
 			if err != nil {
 				return err
 			}
@@ -117,7 +118,7 @@ func newScaleLsCommand(f *scaleFlags, streams IOStreams) *cobra.Command {
 		Short: "List the autoscaled services",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := f.client()
+			c, err := f.client(streams)
 			if err != nil {
 				return err
 			}
@@ -159,7 +160,7 @@ func newScaleHistoryCommand(f *scaleFlags, streams IOStreams) *cobra.Command {
 			if err := checkServiceName(args[0]); err != nil {
 				return err
 			}
-			c, err := f.client()
+			c, err := f.client(streams)
 			if err != nil {
 				return err
 			}
@@ -200,8 +201,9 @@ func checkServiceName(name string) error {
 	return nil
 }
 
-// client is the control API client of the flags.
-func (f *scaleFlags) client() (*scaleclient.Client, error) {
+// client is the control API client of the flags; warnings about the
+// token file go to streams.ErrOut.
+func (f *scaleFlags) client(streams IOStreams) (*scaleclient.Client, error) {
 	return scaleclient.New(scaleclient.Config{Addr: f.addr, TokenFile: f.tokenFile, FollowLeader: f.followLeader,
-		CACert: f.caCert, Cert: f.cert, Key: f.key})
+		CACert: f.caCert, Cert: f.cert, Key: f.key, Log: slog.New(slog.NewTextHandler(streams.ErrOut, nil))})
 }

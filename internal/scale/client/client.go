@@ -1,7 +1,7 @@
 // Package client is the client of `underlay control`'s API, as `underlay
 // scale` uses it: bearer token, TLS, and the retry at the leader a
 // follower names. It owns no decisions; it imports scale for the API's
-// types and net/http for its only I/O.
+// types, net/http for its calls and secretfile to read the token file.
 package client
 
 import (
@@ -10,13 +10,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
-	"os"
 	"strings"
 	"time"
 
 	"github.com/underlay/underlay/internal/scale"
+	"github.com/underlay/underlay/internal/secretfile"
 )
 
 // Config says how to reach control. Its errors name the CLI's flags
@@ -33,6 +34,9 @@ type Config struct {
 	// CACert verifies control's certificate (default: the system's); Cert
 	// and Key are the client certificate of mutual TLS.
 	CACert, Cert, Key string
+	// Log receives warnings about the token file (readable by others);
+	// nil discards them.
+	Log *slog.Logger
 }
 
 // Client calls control's API.
@@ -45,7 +49,7 @@ type Client struct {
 
 // New checks cfg and reads its token.
 func New(cfg Config) (*Client, error) {
-	token, err := readToken(cfg.TokenFile)
+	token, err := readToken(cfg.TokenFile, cfg.Log)
 	if err != nil {
 		return nil, err
 	}
@@ -214,16 +218,18 @@ func (c *Client) do(ctx context.Context, method, base, path string, body any) (i
 }
 
 // readToken reads the first token of a token file (the format of
-// control's --token-file); no file means no token.
-func readToken(path string) (string, error) {
+// control's --token-file); no file means no token. It is read as control
+// reads its secrets (secretfile): a regular file of at most 1 MiB, never
+// blocking on a FIFO, a file group or others may read warned of on log.
+func readToken(path string, log *slog.Logger) (string, error) {
 	if path == "" {
 		return "", nil
 	}
-	b, err := os.ReadFile(path)
+	f, err := secretfile.Open(path, "control bearer token", log)
 	if err != nil {
 		return "", fmt.Errorf("--token-file: %w", err)
 	}
-	for _, line := range strings.Split(string(b), "\n") {
+	for _, line := range strings.Split(string(f.Value()), "\n") {
 		if line = strings.TrimSpace(line); line != "" && !strings.HasPrefix(line, "#") {
 			return line, nil
 		}

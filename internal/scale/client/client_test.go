@@ -1,11 +1,17 @@
 package client
 
 import (
+	"bytes"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 func TestLeaderBase(t *testing.T) {
@@ -86,5 +92,51 @@ func TestHTTPSProxyOnly(t *testing.T) {
 	t.Setenv("HTTP_PROXY", "http://proxy.example:3128")
 	if got, _ := hc.Transport.(*http.Transport).Proxy(r); got != nil {
 		t.Errorf("the calls' client sends http through %v", got)
+	}
+}
+
+// TestReadToken: --token-file is read as control's secrets are: a FIFO
+// (which blocked the CLI until a writer came) or a file of more than a
+// secret's size is refused, naming the file, and a file group or others
+// may read is warned of; the first non-comment line is the token.
+func TestReadToken(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := readToken(fifo, nil)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), fifo) {
+			t.Errorf("token file a FIFO: %v; want an error naming it", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("reading a FIFO as the token file still blocks after 10s")
+	}
+
+	big := filepath.Join(dir, "big")
+	if err := os.WriteFile(big, bytes.Repeat([]byte("x"), 2<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := readToken(big, nil); err == nil || !strings.Contains(err.Error(), "larger") {
+		t.Errorf("token file of 2 MiB: %d bytes, %v; want refused as too large", len(tok), err)
+	}
+
+	open := filepath.Join(dir, "open")
+	if err := os.WriteFile(open, []byte("# comment\n\n  s3cret  \nother\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	tok, err := readToken(open, slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil || tok != "s3cret" {
+		t.Errorf("token file: %q, %v; want s3cret", tok, err)
+	}
+	if !strings.Contains(logs.String(), "chmod 600") || strings.Contains(logs.String(), "s3cret") {
+		t.Errorf("token file mode 0644: logged %q; want a warning naming chmod 600, never the token", logs.String())
 	}
 }
