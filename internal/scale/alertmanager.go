@@ -11,7 +11,6 @@ import (
 	"io"
 	"sort"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -303,10 +302,26 @@ type alerts struct {
 	// max bounds done when log is set (maxAlertMemory).
 	max int
 
-	mu sync.Mutex // held for a whole webhook, so that concurrent re-sends wait; guards following fields
+	// turn holds a token for a whole webhook, so that concurrent re-sends
+	// wait (lock, unlock); it guards following fields. A channel rather
+	// than a mutex: a webhook whose request ends while it waits (the one
+	// before stuck on Consul) gives up rather than keep its notification.
+	turn chan struct{}
 	// done are the firings that scaled, with when, by key.
 	done map[string]time.Time
 }
+
+// lock takes the turn, or gives up when ctx ends first.
+func (a *alerts) lock(ctx context.Context) error {
+	select {
+	case a.turn <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (a *alerts) unlock() { <-a.turn }
 
 // HandleAlerts acts on an Alertmanager webhook: once per firing alert (by
 // fingerprint and start time, remembered in memory and in the AlertLog),
@@ -315,12 +330,16 @@ type alerts struct {
 // decides, the others share its outcome ("grouped" when it scaled). A
 // firing is remembered only when it scaled (or would have, in dry-run), or
 // was grouped with one that did: one refused for a bound or a cooldown may
-// act on a later re-send. Webhooks are handled one at a time. It returns
-// one result per alert; a result's Err says why no decision was made.
+// act on a later re-send. Webhooks are handled one at a time; one whose
+// ctx ends while it waits for its turn acts on none of its alerts, each
+// answered unavailable. It returns one result per alert; a result's Err
+// says why no decision was made.
 func (c *Controller) HandleAlerts(ctx context.Context, msg AlertmanagerMessage, routeService string, routeDir Direction, source string) []AlertResult {
 	a := c.alerts
-	a.mu.Lock()
-	defer a.mu.Unlock()
+	if err := a.lock(ctx); err != nil {
+		return gaveUp(AlertActions(msg, routeService, routeDir), err)
+	}
+	defer a.unlock()
 	now := c.cfg.Now()
 	for k, at := range a.done {
 		if now.Sub(at) > a.ttl {
@@ -344,6 +363,27 @@ func (c *Controller) HandleAlerts(ctx context.Context, msg AlertmanagerMessage, 
 			acted[key] = res
 		}
 		out = append(out, res)
+	}
+	return out
+}
+
+// gaveUp answers the alerts of a webhook that gave up waiting for its
+// turn with err: those to skip are skipped, the others unavailable, so
+// that Alertmanager sends them again.
+func gaveUp(acts []AlertAction, err error) []AlertResult {
+	out := make([]AlertResult, len(acts))
+	for i, act := range acts {
+		res := AlertResult{AlertAction: act, Result: "error"}
+		if act.Skip != "" {
+			res.Reason = act.Skip
+			if !act.Bad {
+				res.Result = "skipped"
+			}
+		} else {
+			res.Err = fmt.Errorf("wait for the webhook before this one: %w: %w", ErrUnavailable, err)
+			res.Reason = res.Err.Error()
+		}
+		out[i] = res
 	}
 	return out
 }
@@ -427,7 +467,7 @@ func (c *Controller) handleAlert(ctx context.Context, act AlertAction, source st
 }
 
 // markAlert remembers that the firing of act has scaled, in memory and in
-// the AlertLog. a.mu is held.
+// the AlertLog. The turn is held.
 func (c *Controller) markAlert(ctx context.Context, act AlertAction, now time.Time) {
 	a := c.alerts
 	a.remember(act.Key, now)
@@ -445,7 +485,7 @@ func (c *Controller) markAlert(ctx context.Context, act AlertAction, now time.Ti
 // remember records that the firing key has scaled at now. With an
 // AlertLog, a full memory is emptied first: the log answers for the
 // firings it forgets, at one read each. Without one, memory is all there
-// is, and nothing is forgotten before its time. a.mu is held.
+// is, and nothing is forgotten before its time. The turn is held.
 func (a *alerts) remember(key string, now time.Time) {
 	if a.log != nil && len(a.done) >= a.max {
 		clear(a.done)

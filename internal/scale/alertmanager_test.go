@@ -474,9 +474,9 @@ func TestWebhookLongFingerprint(t *testing.T) {
 	if got := e.swarm.replicas("web"); got != 1 {
 		t.Errorf("web scaled to %d on an alert with a fingerprint of %d bytes", got, len(long))
 	}
-	e.ctrl.alerts.mu.Lock()
+	e.ctrl.alerts.lock(context.Background())
 	n := len(e.ctrl.alerts.done)
-	e.ctrl.alerts.mu.Unlock()
+	e.ctrl.alerts.unlock()
 	if n != 0 || len(alog.seen) != 0 {
 		t.Errorf("%d firings remembered, %d in the alert log; want none", n, len(alog.seen))
 	}
@@ -501,9 +501,9 @@ func TestAlertMemoryBounded(t *testing.T) {
 	}
 	for round := range 5 {
 		e.ctrl.HandleAlerts(context.Background(), notification(round), "", "", "test")
-		e.ctrl.alerts.mu.Lock()
+		e.ctrl.alerts.lock(context.Background())
 		n := len(e.ctrl.alerts.done)
-		e.ctrl.alerts.mu.Unlock()
+		e.ctrl.alerts.unlock()
 		if n > 100 {
 			t.Fatalf("after %d notifications of %d new firings: %d remembered in memory, want at most 100", round+1, MaxAlerts, n)
 		}
@@ -550,5 +550,62 @@ func TestWebhookLongAlertName(t *testing.T) {
 	}
 	if !strings.HasPrefix(rs[0].AlertName, "HighLoadHighLoad") {
 		t.Errorf("alert name %.40q…, want its start kept", rs[0].AlertName)
+	}
+}
+
+// hungAlertLog is an alert log whose reads hang until released, as with
+// Consul hung: the webhook reading it holds the turn meanwhile.
+type hungAlertLog struct {
+	memAlertLog
+	entered chan struct{} // closed at the first read
+	once    sync.Once
+	release chan struct{}
+}
+
+func (l *hungAlertLog) Seen(ctx context.Context, key string) (bool, error) {
+	l.once.Do(func() { close(l.entered) })
+	<-l.release
+	return l.memAlertLog.Seen(ctx, key)
+}
+
+// TestWebhookGivesUpWaitingForItsTurn: webhooks are handled one at a time,
+// and one waiting behind a webhook stuck on Consul waited on a mutex that
+// ignored its request's end, keeping its notification until its turn. One
+// whose request ended gives up, answering each alert with an unavailable
+// error (503: Alertmanager retries); the one holding the turn still scales
+// once, and its re-send is a duplicate.
+func TestWebhookGivesUpWaitingForItsTurn(t *testing.T) {
+	alog := &hungAlertLog{memAlertLog: memAlertLog{seen: map[string]bool{}}, entered: make(chan struct{}), release: make(chan struct{})}
+	e := newAPIEnv(t, Config{AlertLog: alog}, svc("web", 1, "orbiter", "true", LabelMax, "5"))
+	msg := AlertmanagerMessage{Version: "4", Alerts: []Alert{{Status: "firing", Fingerprint: "f1", StartsAt: alertStart,
+		Labels: map[string]string{"service": "web", "direction": "up"}}}}
+	first := make(chan []AlertResult, 1)
+	go func() { first <- e.ctrl.HandleAlerts(context.Background(), msg, "", "", "test") }()
+	<-alog.entered
+
+	ended, cancel := context.WithCancel(context.Background())
+	cancel()
+	second := make(chan []AlertResult, 1)
+	go func() { second <- e.ctrl.HandleAlerts(ended, msg, "", "", "test") }()
+	select {
+	case rs := <-second:
+		if len(rs) != 1 || rs[0].Result != "error" || !errors.Is(rs[0].Err, ErrUnavailable) || !errors.Is(rs[0].Err, context.Canceled) {
+			t.Errorf("a webhook whose request ended while it waited: %v; want an unavailable error for its alert", resultsOf(rs))
+		}
+	case <-time.After(10 * time.Second):
+		close(alog.release)
+		<-second
+		<-first
+		t.Fatal("a webhook whose request ended still waits for its turn after 10s")
+	}
+	close(alog.release)
+	if rs := <-first; len(rs) != 1 || rs[0].Result != "scaled" {
+		t.Errorf("the webhook holding the turn: %v; want scaled", resultsOf(rs))
+	}
+	if rs := e.ctrl.HandleAlerts(context.Background(), msg, "", "", "test"); len(rs) != 1 || rs[0].Result != "duplicate" {
+		t.Errorf("a re-send after: %v; want duplicate", resultsOf(rs))
+	}
+	if got := e.swarm.replicas("web"); got != 2 {
+		t.Errorf("web at %d replicas, want 2: one step", got)
 	}
 }

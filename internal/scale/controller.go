@@ -338,7 +338,7 @@ func NewController(cfg Config, s Swarm, h History, log *slog.Logger, reg prometh
 
 		metricErrs: map[string]map[string]string{},
 		gone:       map[string]uint64{},
-		alerts:     &alerts{log: cfg.AlertLog, ttl: cfg.AlertMemory, max: maxAlertMemory, done: map[string]time.Time{}},
+		alerts:     &alerts{log: cfg.AlertLog, ttl: cfg.AlertMemory, max: maxAlertMemory, turn: make(chan struct{}, 1), done: map[string]time.Time{}},
 	}
 	c.metrics = newMetrics(reg, c)
 	return c
