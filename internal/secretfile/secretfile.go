@@ -40,8 +40,10 @@ type File struct {
 	// checked is when the file was last read.
 	checked time.Time
 	value   []byte
-	// mode is the file's permission bits as last read.
-	mode fs.FileMode
+	// mode is the file's permission bits as last read, owner its owner's
+	// user ID.
+	mode  fs.FileMode
+	owner uint32
 	// problem is the last read problem logged, so that it is logged once.
 	problem string
 }
@@ -54,12 +56,13 @@ func Open(path, what string, log *slog.Logger) (*File, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	f := &File{path: path, what: what, log: log.With("file", path), now: time.Now}
-	v, mode, err := read(path)
+	v, mode, owner, err := read(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s file: %w", what, err)
 	}
-	f.value, f.mode, f.checked = v, mode, f.now()
+	f.value, f.mode, f.owner, f.checked = v, mode, owner, f.now()
 	f.warnMode(mode)
+	f.warnOwner(owner)
 	return f, nil
 }
 
@@ -113,7 +116,7 @@ func (f *File) Value() []byte {
 		return f.value
 	}
 	f.checked = now
-	v, mode, err := read(f.path)
+	v, mode, owner, err := read(f.path)
 	if err != nil {
 		if p := err.Error(); p != f.problem {
 			f.problem = p
@@ -138,6 +141,10 @@ func (f *File) Value() []byte {
 		f.mode = mode
 		f.warnMode(mode)
 	}
+	if owner != f.owner {
+		f.owner = owner
+		f.warnOwner(owner)
+	}
 	if !bytes.Equal(v, f.value) {
 		f.value = v
 		f.log.Info(f.what + " file changed; its new value is in use")
@@ -153,36 +160,58 @@ func (f *File) warnMode(mode fs.FileMode) {
 	}
 }
 
+// warnOwner logs a warning when the file belongs to a user other than
+// this process's and root: that user may replace the secret, whatever
+// the mode says.
+func (f *File) warnOwner(owner uint32) {
+	if p := OwnerProblem(owner, uint32(os.Geteuid())); p != "" {
+		f.log.Warn(f.what+" file "+p+"; give it to this process's user or root (chown)", "owner_uid", owner)
+	}
+}
+
+// OwnerProblem says what is wrong with a secret file owned by user owner
+// for a process running as euid: "" when owner is euid or root.
+func OwnerProblem(owner, euid uint32) string {
+	if owner == euid || owner == 0 {
+		return ""
+	}
+	return fmt.Sprintf("belongs to uid %d, neither this process's user (uid %d) nor root: that user may replace it", owner, euid)
+}
+
 // errEmpty is read's error for a file of blanks only.
 var errEmpty = errors.New("is empty")
 
-// read returns the trimmed content and permission bits of path. Its errors
-// never carry the content.
-func read(path string) ([]byte, fs.FileMode, error) {
+// read returns the trimmed content, permission bits and owner of path.
+// Its errors never carry the content.
+func read(path string) ([]byte, fs.FileMode, uint32, error) {
 	// Non-blocking: opening a FIFO for reading would wait for a writer
 	// (under Value's lock). A regular file's reads ignore the flag.
 	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	defer fh.Close()
 	st, err := fh.Stat()
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, 0, err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, 0, fmt.Errorf("%s is not a regular file", path)
+		return nil, 0, 0, fmt.Errorf("%s is not a regular file", path)
 	}
 	b, err := io.ReadAll(io.LimitReader(fh, maxSize+1))
 	if err != nil {
-		return nil, 0, fmt.Errorf("read %s: %w", path, err)
+		return nil, 0, 0, fmt.Errorf("read %s: %w", path, err)
 	}
 	if len(b) > maxSize {
-		return nil, 0, fmt.Errorf("%s is larger than %d bytes", path, maxSize)
+		return nil, 0, 0, fmt.Errorf("%s is larger than %d bytes", path, maxSize)
 	}
 	v := bytes.TrimSpace(b)
 	if len(v) == 0 {
-		return nil, 0, fmt.Errorf("%s %w", path, errEmpty)
+		return nil, 0, 0, fmt.Errorf("%s %w", path, errEmpty)
 	}
-	return bytes.Clone(v), st.Mode().Perm(), nil
+	owner := uint32(os.Geteuid())
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		owner = sys.Uid
+	}
+	return bytes.Clone(v), st.Mode().Perm(), owner, nil
 }

@@ -194,3 +194,49 @@ func TestFIFOIsRefused(t *testing.T) {
 		t.Fatal("Value blocked on a FIFO")
 	}
 }
+
+// TestOwner: a secret file 0600 but owned by another unprivileged user
+// passed with no word, though that user may replace the token. Such an
+// owner is now warned of, naming its uid; the process's own user and
+// root are not.
+func TestOwner(t *testing.T) {
+	for _, tt := range []struct {
+		owner, euid uint32
+		want        string
+	}{
+		{1000, 1000, ""},
+		{0, 1000, ""},
+		{0, 0, ""},
+		{1001, 1000, "belongs to uid 1001, neither this process's user (uid 1000) nor root"},
+		{65534, 0, "belongs to uid 65534, neither this process's user (uid 0) nor root"},
+	} {
+		if got := OwnerProblem(tt.owner, tt.euid); !strings.Contains(got, tt.want) || (tt.want == "") != (got == "") {
+			t.Errorf("OwnerProblem(%d, %d) = %q, want %q", tt.owner, tt.euid, got, tt.want)
+		}
+	}
+	// A file of this process's user: no warning.
+	path := filepath.Join(t.TempDir(), "token")
+	os.WriteFile(path, []byte("secret-value"), 0o600)
+	var logs testlog.Buffer
+	f, err := Open(path, "test secret", slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), "belongs to") {
+		t.Errorf("a file of this process's user warned of:\n%s", logs.String())
+	}
+	if os.Geteuid() != 0 {
+		return // only root can give the file to another user
+	}
+	// Given to another user, it is warned of at its next read.
+	if err := os.Chown(path, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	clk := &clock{now: time.Now()}
+	f.now = clk.Now
+	clk.now = clk.now.Add(CheckEvery)
+	f.Value()
+	if !strings.Contains(logs.String(), "belongs to uid 65534") || strings.Contains(logs.String(), "secret-value") {
+		t.Errorf("after chown to 65534: log\n%s\nwant a warning naming uid 65534, and no secret", logs.String())
+	}
+}

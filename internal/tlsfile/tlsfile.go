@@ -20,6 +20,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/underlay/underlay/internal/secretfile"
 )
 
 // CheckEvery is the least time between two looks at the files.
@@ -223,9 +225,19 @@ func certAttrs(cert *tls.Certificate) []any {
 }
 
 func warnKeyMode(log *slog.Logger, keyFile string) {
-	if st, err := os.Stat(keyFile); err == nil && st.Mode().Perm()&0o077 != 0 {
+	st, err := os.Stat(keyFile)
+	if err != nil {
+		return
+	}
+	if st.Mode().Perm()&0o077 != 0 {
 		log.Warn("TLS key file is readable or writable by group or others; make it readable by its owner only (chmod 600)",
 			"mode", fmt.Sprintf("%#o", st.Mode().Perm()))
+	}
+	// Another unprivileged user owning it may replace it, whatever the mode.
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		if p := secretfile.OwnerProblem(sys.Uid, uint32(os.Geteuid())); p != "" {
+			log.Warn("TLS key file "+p+"; give it to this process's user or root (chown)", "owner_uid", sys.Uid)
+		}
 	}
 }
 

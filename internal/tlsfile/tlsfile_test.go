@@ -636,3 +636,35 @@ func TestOnlyRegularBoundedFilesAreRead(t *testing.T) {
 		}
 	})
 }
+
+// TestKeyOwnerWarned: a key file 0600 but owned by another unprivileged
+// user passed with no word, though that user may replace the key. It is
+// now warned of at load, naming the uid; a key of this process's user is
+// not.
+func TestKeyOwnerWarned(t *testing.T) {
+	dir := t.TempDir()
+	ca := newTestCA(t, "ca")
+	a := ca.issue(t, "a")
+	certFile, keyFile := filepath.Join(dir, "a.crt"), filepath.Join(dir, "a.key")
+	write(t, certFile, a.certPEM)
+	write(t, keyFile, a.keyPEM)
+	var logs testlog.Buffer
+	if _, err := OpenPair(certFile, keyFile, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(logs.String(), "belongs to") {
+		t.Errorf("a key of this process's user warned of:\n%s", logs.String())
+	}
+	if os.Geteuid() != 0 {
+		return // only root can give the file to another user
+	}
+	if err := os.Chown(keyFile, 65534, 65534); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := OpenPair(certFile, keyFile, slog.New(slog.NewTextHandler(&logs, nil))); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "TLS key file belongs to uid 65534") {
+		t.Errorf("key owned by uid 65534: log\n%s\nwant a warning naming it", logs.String())
+	}
+}
