@@ -113,6 +113,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		return err
 	}
 	specs, refused := l.Specs, l.Refused()
+	r.dropOrphanReports(ctx, l.Orphans)
 	r.Metrics.setInvalid(len(refused))
 	for name, err := range refused {
 		r.refuse(ctx, name, err)
@@ -360,6 +361,25 @@ func (r *Reconciler) refuse(ctx context.Context, name string, err error) {
 		r.refused[name] = msg
 	}
 	r.report(ctx, name, netspec.NodeState{State: netspec.StateInvalid, Error: "spec refused: " + strings.ReplaceAll(msg, "\n", "; ")})
+}
+
+// dropOrphanReports deletes this node's reports under networks whose
+// spec is gone (deleted by hand: network rm deletes the reports with
+// it), which no sync would ever write again: left, they would show again
+// under a network made anew with the name. Each node deletes only its
+// own; node rm deletes a removed node's.
+func (r *Reconciler) dropOrphanReports(ctx context.Context, orphans map[string][]string) {
+	for name, ids := range orphans {
+		if !slices.Contains(ids, r.ID) {
+			continue
+		}
+		if err := r.Store.DeleteReport(ctx, name, r.ID); err != nil {
+			r.log().Warn("cannot delete this node's report of a network whose spec is gone", "network", name, "err", err)
+			continue
+		}
+		delete(r.reported, name)
+		r.log().Info("deleted this node's report of a network whose spec is gone", "network", name)
+	}
 }
 
 func (r *Reconciler) report(ctx context.Context, name string, ns netspec.NodeState) {

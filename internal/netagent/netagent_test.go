@@ -437,3 +437,44 @@ func TestSyncDualStackShim(t *testing.T) {
 		})
 	}
 }
+
+// TestSyncDropsOwnOrphanReports: a network whose spec key was deleted by
+// hand (network rm deletes its reports with it) kept every node's report
+// for good, shown again under a network made anew with the name. Each
+// agent now deletes its own; another node's, and reports under a spec
+// that exists, readable or not, stay.
+func TestSyncDropsOwnOrphanReports(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	if err := st.Create(ctx, netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.10.0.0/24"), Gateway: netip.MustParseAddr("10.10.0.1"),
+		Parent: "eth1", IPAM: netspec.PerNode, PerNodeSize: 16}); err != nil {
+		t.Fatal(err)
+	}
+	for key, value := range map[string]string{
+		netspec.KVPrefix + "gone/nodes/id1": `{"id":"id1","node":"n1","state":"invalid","error":"spec refused: x"}`,
+		netspec.KVPrefix + "gone/nodes/id2": `{"id":"id2","node":"n2","state":"ready"}`,
+		netspec.KVPrefix + "bad/spec":       `{`,
+		netspec.KVPrefix + "bad/nodes/id1":  `{"id":"id1","node":"n1","state":"invalid","error":"spec refused: y"}`,
+	} {
+		if err := kv.Put(ctx, key, []byte(value)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r := reconcilerOf(st, &fakeHost{}, &failingLeader{}, func(string, string) error { return nil })
+	r.Sync(ctx)
+	pairs, err := kv.List(ctx, netspec.KVPrefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, p := range pairs {
+		if strings.Contains(p.Key, "/nodes/") {
+			keys = append(keys, strings.TrimPrefix(p.Key, netspec.KVPrefix))
+		}
+	}
+	slices.Sort(keys)
+	if want := []string{"bad/nodes/id1", "gone/nodes/id2", "web/nodes/id1"}; !slices.Equal(keys, want) {
+		t.Errorf("reports after a sync: %v, want %v (this node's report under gone deleted)", keys, want)
+	}
+}

@@ -177,6 +177,10 @@ type BadSpec struct {
 type Listing struct {
 	Specs []Spec
 	Bad   []BadSpec
+	// Orphans are, by network name, the identities whose state reports
+	// stay under a network that has no spec key, readable or not: its
+	// spec deleted by hand (network rm deletes the reports with it).
+	Orphans map[string][]string
 
 	once    sync.Once
 	refused map[string]error
@@ -230,8 +234,13 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 		return nil, fmt.Errorf("list networks: %w", err)
 	}
 	l := &Listing{}
+	reports := map[string][]string{}
 	for _, p := range kvs {
 		k := p.Key
+		if name, id, ok := strings.Cut(strings.TrimPrefix(k, KVPrefix), "/nodes/"); ok && id != "" && !strings.Contains(name, "/") && !strings.Contains(id, "/") {
+			reports[name] = append(reports[name], id)
+			continue
+		}
 		if path.Base(k) != "spec" || strings.Count(strings.TrimPrefix(k, KVPrefix), "/") != 1 {
 			continue
 		}
@@ -246,6 +255,15 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 		l.Specs = append(l.Specs, s)
 	}
 	sort.Slice(l.Specs, func(i, j int) bool { return l.Specs[i].Name < l.Specs[j].Name })
+	for name, ids := range reports {
+		if slices.ContainsFunc(l.Specs, func(s Spec) bool { return s.Name == name }) || slices.ContainsFunc(l.Bad, func(b BadSpec) bool { return b.Name == name }) {
+			continue
+		}
+		if l.Orphans == nil {
+			l.Orphans = map[string][]string{}
+		}
+		l.Orphans[name] = ids
+	}
 	st.mu.Lock()
 	if n > st.kept {
 		st.kept, st.listed = n, l
