@@ -201,23 +201,11 @@ func TestRemoveRefuses(t *testing.T) {
 	}
 
 	// The live node, out of the swarm but its agent still heartbeating.
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
-			c.st.PublishNode(ctx, netspec.NodeFacts{ID: "live", Node: "new", Holder: netspec.Holder{Instance: "agent-live"}})
-		}
-	}()
+	stop := heartbeat(func() {
+		c.st.PublishNode(ctx, netspec.NodeFacts{ID: "live", Node: "new", Holder: netspec.Holder{Instance: "agent-live"}})
+	})
 	_, err := Remove(ctx, c.kv, swarmNodes{}, "live", Options{Stale: 5 * time.Second, Poll: 10 * time.Millisecond})
-	close(stop)
-	wg.Wait()
+	stop()
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "the agent of node new (swarm node live) is running") {
 		t.Errorf("remove a node whose agent heartbeats: %v; want refused as running", err)
 	}
@@ -581,23 +569,9 @@ func TestRemoveWatchesFactsWithoutHolder(t *testing.T) {
 			c.kv.Put(ctx, netspec.NodesKVPrefix+tc.key, []byte(fmt.Sprintf(tc.doc, time.Now().UTC().Format(time.RFC3339Nano))))
 		}
 		publish()
-		stop := make(chan struct{})
-		var wg sync.WaitGroup
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				select {
-				case <-stop:
-					return
-				case <-time.After(20 * time.Millisecond):
-				}
-				publish()
-			}
-		}()
+		stop := heartbeat(publish)
 		got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, tc.arg, Options{Stale: 5 * time.Second, Poll: 10 * time.Millisecond})
-		close(stop)
-		wg.Wait()
+		stop()
 		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "running") {
 			t.Errorf("remove %s, its holderless facts refreshed: %v (removed %+v); want refused as running", tc.arg, err, got)
 		}
@@ -605,4 +579,24 @@ func TestRemoveWatchesFactsWithoutHolder(t *testing.T) {
 			t.Errorf("remove %s: leases after: %v, want all 3", tc.arg, leases)
 		}
 	}
+}
+
+// heartbeat calls publish every 20 ms, as a live agent refreshes its
+// facts, until the returned stop is called; stop returns once it ended.
+func heartbeat(publish func()) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+			publish()
+		}
+	}()
+	return func() { close(done); wg.Wait() }
 }
