@@ -198,14 +198,21 @@ func TestTeardownLeavesForeignShim(t *testing.T) {
 
 // storeWithWeb is a store holding network web, per-node IPAM on eth1.
 func storeWithWeb(t *testing.T) *netspec.Store {
+	_, st := kvWithWeb(t)
+	return st
+}
+
+// kvWithWeb is storeWithWeb with the KV under its store.
+func kvWithWeb(t *testing.T) (*kvtest.KV, *netspec.Store) {
 	t.Helper()
-	st := netspec.NewStore(kvtest.New())
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
 	spec := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.10.0.0/24"), Gateway: netip.MustParseAddr("10.10.0.1"),
 		Parent: "eth1", IPAM: netspec.PerNode, PerNodeSize: 16}
 	if err := st.Create(context.Background(), spec); err != nil {
 		t.Fatal(err)
 	}
-	return st
+	return kv, st
 }
 
 // reconcilerOf is node n1's reconciler on host, with sw its swarm.
@@ -282,12 +289,7 @@ func (s *failingLeader) CreateSwarmNetwork(context.Context, netspec.Spec) error 
 // the leader's too: the agents synced and wrote without end.
 func TestSyncSwarmNetworkFailureIsStable(t *testing.T) {
 	ctx := context.Background()
-	kv := kvtest.New()
-	st := netspec.NewStore(kv)
-	if err := st.Create(ctx, netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.10.0.0/24"), Gateway: netip.MustParseAddr("10.10.0.1"),
-		Parent: "eth1", IPAM: netspec.PerNode, PerNodeSize: 16}); err != nil {
-		t.Fatal(err)
-	}
+	kv, st := kvWithWeb(t)
 	r := reconcilerOf(st, &fakeHost{}, &failingLeader{}, func(string, string) error { return nil })
 	if err := r.Sync(ctx); err == nil || !strings.Contains(err.Error(), "rpc error") {
 		t.Errorf("first sync: %v, want the swarm network's failure", err)
@@ -445,12 +447,7 @@ func TestSyncDualStackShim(t *testing.T) {
 // that exists, readable or not, stay.
 func TestSyncDropsOwnOrphanReports(t *testing.T) {
 	ctx := context.Background()
-	kv := kvtest.New()
-	st := netspec.NewStore(kv)
-	if err := st.Create(ctx, netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.10.0.0/24"), Gateway: netip.MustParseAddr("10.10.0.1"),
-		Parent: "eth1", IPAM: netspec.PerNode, PerNodeSize: 16}); err != nil {
-		t.Fatal(err)
-	}
+	kv, st := kvWithWeb(t)
 	for key, value := range map[string]string{
 		netspec.KVPrefix + "gone/nodes/id1": `{"id":"id1","node":"n1","state":"invalid","error":"spec refused: x"}`,
 		netspec.KVPrefix + "gone/nodes/id2": `{"id":"id2","node":"n2","state":"ready"}`,
