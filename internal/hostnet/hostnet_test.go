@@ -19,11 +19,7 @@ import (
 
 func TestRepairs(t *testing.T) {
 	good := Observed{ParentExists: true, ParentUp: true, ParentPromisc: true, ShimExists: true, ShimOK: true, ShimMarked: true, ShimUp: true, ShimHasIP: true, RouteViaOK: true}
-	tests := []struct {
-		name   string
-		mutate func(*Observed)
-		want   []Repair
-	}{
+	tests := []repairCase{
 		{"all in place", func(*Observed) {}, nil},
 		{"fresh host", func(o *Observed) { *o = Observed{ParentExists: true} },
 			[]Repair{ParentUp, ParentPromisc, ShimCreate, ShimAddress, ShimUp, ShimRoute}},
@@ -40,19 +36,7 @@ func TestRepairs(t *testing.T) {
 		{"VLAN parent missing", func(o *Observed) { *o = Observed{ParentCreatable: true} },
 			[]Repair{ParentCreate, ParentUp, ParentPromisc, ShimCreate, ShimAddress, ShimUp, ShimRoute}},
 	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			o := good
-			tt.mutate(&o)
-			got, err := Repairs(Want{}, o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if diff := cmp.Diff(tt.want, got); diff != "" {
-				t.Errorf("repairs (-want +got):\n%s", diff)
-			}
-		})
-	}
+	checkRepairs(t, Want{}, good, tests)
 	if _, err := Repairs(Want{}, Observed{}); !errors.Is(err, ErrNoParent) {
 		t.Errorf("missing parent: err %v, want ErrNoParent", err)
 	}
@@ -69,11 +53,7 @@ func TestRepairsIPv6(t *testing.T) {
 	w := Want{Shim6: netip.MustParseAddr("fd00:40::1:0:0:1"), Route6: netip.MustParsePrefix("fd00:40::1:0:0:0/80")}
 	good := Observed{ParentExists: true, ParentUp: true, ParentPromisc: true, ShimExists: true, ShimOK: true, ShimMarked: true, ShimUp: true,
 		ShimHasIP: true, RouteViaOK: true, ShimHasIP6: true, Route6ViaOK: true}
-	tests := []struct {
-		name   string
-		mutate func(*Observed)
-		want   []Repair
-	}{
+	tests := []repairCase{
 		{"all in place", func(*Observed) {}, nil},
 		{"fresh host", func(o *Observed) { *o = Observed{ParentExists: true} },
 			[]Repair{ParentUp, ParentPromisc, ShimCreate, ShimAddress, ShimAddress6, ShimUp, ShimRoute, ShimRoute6}},
@@ -86,6 +66,20 @@ func TestRepairsIPv6(t *testing.T) {
 		{"IPv6 route deleted", func(o *Observed) { o.Route6ViaOK = false }, []Repair{ShimRoute6}},
 		{"IPv4 route deleted", func(o *Observed) { o.RouteViaOK = false }, []Repair{ShimRoute}},
 	}
+	checkRepairs(t, w, good, tests)
+}
+
+// repairCase is a host observed as good, changed by mutate, and the
+// repairs it wants.
+type repairCase struct {
+	name   string
+	mutate func(*Observed)
+	want   []Repair
+}
+
+// checkRepairs runs each case's Repairs for w.
+func checkRepairs(t *testing.T, w Want, good Observed, tests []repairCase) {
+	t.Helper()
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			o := good

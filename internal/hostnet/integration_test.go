@@ -28,19 +28,8 @@ func TestIntegrationEnsureAndRepair(t *testing.T) {
 
 	ensureOf := func(w hostnet.Want, wantRepairs int) {
 		t.Helper()
-		got, err := h.Ensure(w)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(got) != wantRepairs {
+		if got := ensureAll(t, h, w); len(got) != wantRepairs {
 			t.Fatalf("repairs %v, want %d of them", got, wantRepairs)
-		}
-		o, err := h.Observe(w)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r, _ := hostnet.Repairs(w, o); len(r) != 0 {
-			t.Fatalf("after Ensure the host still needs %v (observed %+v)", r, o)
 		}
 	}
 	ensure := func(wantRepairs int) { t.Helper(); ensureOf(w, wantRepairs) }
@@ -119,19 +108,8 @@ func TestIntegrationEnsureDualStack(t *testing.T) {
 	var h hostnet.Host
 	ensure := func(want []hostnet.Repair) {
 		t.Helper()
-		got, err := h.Ensure(w)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !slices.Equal(got, want) {
+		if got := ensureAll(t, h, w); !slices.Equal(got, want) {
 			t.Fatalf("repairs %v, want %v", got, want)
-		}
-		o, err := h.Observe(w)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if r, _ := hostnet.Repairs(w, o); len(r) != 0 {
-			t.Fatalf("after Ensure the host still needs %v (observed %+v)", r, o)
 		}
 	}
 	ensure([]hostnet.Repair{hostnet.ParentPromisc, hostnet.ShimCreate, hostnet.ShimAddress, hostnet.ShimAddress6, hostnet.ShimUp, hostnet.ShimRoute, hostnet.ShimRoute6})
@@ -180,4 +158,22 @@ func TestIntegrationEnsureDualStack(t *testing.T) {
 		t.Errorf("repairs of a downed dual-stack shim %v, want it up and its IPv6 route back", r)
 	}
 	ensure(r)
+}
+
+// ensureAll runs h.Ensure(w), fails t unless the host then needs nothing
+// more, and returns the repairs made.
+func ensureAll(t *testing.T, h hostnet.Host, w hostnet.Want) []hostnet.Repair {
+	t.Helper()
+	got, err := h.Ensure(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	o, err := h.Observe(w)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r, _ := hostnet.Repairs(w, o); len(r) != 0 {
+		t.Fatalf("after Ensure the host still needs %v (observed %+v)", r, o)
+	}
+	return got
 }
