@@ -11,6 +11,7 @@ import (
 
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 // buildPool lays out a network's IPv4 subnet: every address that is not
@@ -41,7 +42,7 @@ func buildPool(n NetworkInput, entries []inventory.Entry, holder func(inventory.
 		}
 	}
 	set(sub.Addr(), PoolAddress{State: StateReserved, Holder: "network address"})
-	set(lastAddr(sub), PoolAddress{State: StateReserved, Holder: "broadcast address"})
+	set(netspec.LastAddr(sub), PoolAddress{State: StateReserved, Holder: "broadcast address"})
 	if n.Spec.Gateway.IsValid() {
 		set(n.Spec.Gateway, PoolAddress{State: StateReserved, Holder: "gateway"})
 	}
@@ -166,12 +167,4 @@ func cellSize(size int) int {
 		return 1
 	}
 	return max(1, size/MaxCells)
-}
-
-// lastAddr is the broadcast address of an IPv4 prefix.
-func lastAddr(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().As4()
-	host := uint32(1)<<(32-p.Bits()) - 1
-	v := uint32(b[0])<<24 | uint32(b[1])<<16 | uint32(b[2])<<8 | uint32(b[3]) | host
-	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)})
 }

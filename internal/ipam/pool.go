@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"net/netip"
 	"strings"
+
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 // ErrPoolExhausted is returned when no address of a pool is free.
@@ -87,7 +89,7 @@ func (p Pool) Blocks() []netip.Prefix {
 	const maxBlocks = 1 << 16
 	for b := netip.PrefixFrom(r.Addr(), bits); r.Contains(b.Addr()) && len(out) < maxBlocks; {
 		out = append(out, b)
-		next := lastOf(b).Next()
+		next := netspec.LastAddr(b).Next()
 		if !next.IsValid() {
 			break
 		}
@@ -114,19 +116,4 @@ func parseBlockKey(k string) (netip.Prefix, error) {
 	return p, nil
 }
 
-// lastOf is the last address of a prefix.
-func lastOf(p netip.Prefix) netip.Addr {
-	b := p.Masked().Addr().AsSlice()
-	bits := p.Bits()
-	for i := range b {
-		for j := 0; j < 8; j++ {
-			if i*8+j >= bits {
-				b[i] |= 0x80 >> j
-			}
-		}
-	}
-	a, _ := netip.AddrFromSlice(b)
-	return a
-}
-
-func broadcast(p netip.Prefix) netip.Addr { return lastOf(p) }
+func broadcast(p netip.Prefix) netip.Addr { return netspec.LastAddr(p) }

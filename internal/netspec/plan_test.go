@@ -577,6 +577,11 @@ func TestShim6(t *testing.T) {
 			t.Errorf("Shim6(%s) = %s, want %s", in, got, want)
 		}
 	}
+	for in, want := range map[string]string{"10.0.0.0/24": "10.0.0.255", "10.0.0.64/26": "10.0.0.127", "10.9.9.9/32": "10.9.9.9", "0.0.0.0/0": "255.255.255.255"} {
+		if got := LastAddr(netip.MustParsePrefix(in)); got.String() != want {
+			t.Errorf("LastAddr(%s) = %s, want %s", in, got, want)
+		}
+	}
 }
 
 func TestConfigNetworkArgs(t *testing.T) {

@@ -64,7 +64,7 @@ func Shim(s Spec, block netip.Prefix) (netip.Addr, error) {
 func (s Spec) reserved() map[netip.Addr]bool {
 	r := map[netip.Addr]bool{
 		s.Subnet.Masked().Addr(): true,
-		lastAddr(s.Subnet):       true,
+		LastAddr(s.Subnet):       true,
 		s.Gateway:                true,
 	}
 	for _, a := range s.Aux {
@@ -99,13 +99,7 @@ func firstFree(b netip.Prefix, reserved map[netip.Addr]bool) (netip.Addr, bool) 
 // range: the range's last address. Docker hands out a range's addresses
 // from its start, so even on a config-only network made before underlay
 // reserved the shim's (Shim6AuxName), no container holds it.
-func Shim6(block netip.Prefix) netip.Addr {
-	a := block.Masked().Addr().As16()
-	for i := block.Bits(); i < 128; i++ {
-		a[i/8] |= 0x80 >> (i % 8)
-	}
-	return netip.AddrFrom16(a)
-}
+func Shim6(block netip.Prefix) netip.Addr { return LastAddr(block) }
 
 // IPv6Block is node i's /80 inside the spec's IPv6 subnet: bits 64 to 79
 // of the address hold the index, so up to 65536 nodes get disjoint ranges

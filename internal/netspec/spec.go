@@ -194,7 +194,7 @@ func checkGateway(s Spec, bad func(string, ...any)) {
 		bad("gateway: missing or not an IP address")
 	case !s.Subnet.Contains(s.Gateway):
 		bad("gateway %s is outside subnet %s", s.Gateway, s.Subnet)
-	case s.Gateway == s.Subnet.Addr() || s.Gateway == lastAddr(s.Subnet):
+	case s.Gateway == s.Subnet.Addr() || s.Gateway == LastAddr(s.Subnet):
 		bad("gateway %s is the network or broadcast address of %s", s.Gateway, s.Subnet)
 	}
 }
@@ -250,10 +250,17 @@ func contains(outer, inner netip.Prefix) bool {
 	return inner.Bits() >= outer.Bits() && outer.Contains(inner.Addr())
 }
 
-// lastAddr is the broadcast address of an IPv4 prefix.
-func lastAddr(p netip.Prefix) netip.Addr {
-	host := uint32(1)<<(32-p.Bits()) - 1
-	return uintToAddr(addrToUint(p.Masked().Addr()) | host)
+// LastAddr is the last address of a prefix, IPv4 (its broadcast address)
+// or IPv6.
+func LastAddr(p netip.Prefix) netip.Addr {
+	a := p.Masked().Addr().As16()
+	for i := p.Bits() + 128 - p.Addr().BitLen(); i < 128; i++ {
+		a[i/8] |= 0x80 >> (i % 8)
+	}
+	if p.Addr().Is4() {
+		return netip.AddrFrom16(a).Unmap()
+	}
+	return netip.AddrFrom16(a)
 }
 
 // CheckStored validates specs read from KV exactly as `network create`
