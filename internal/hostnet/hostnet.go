@@ -263,11 +263,7 @@ func (h Host) Observe(w Want) (Observed, error) {
 	if err != nil {
 		return o, fmt.Errorf("addresses of %s: %w", w.ShimLink, err)
 	}
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() == w.Shim {
-			o.ShimHasIP = true
-		}
-	}
+	o.ShimHasIP = hasAddr(addrs, w.Shim)
 	if o.ShimForeign = !o.ShimMarked && !w.oldShim(sa.Alias, o); o.ShimForeign {
 		return o, nil
 	}
@@ -281,15 +277,20 @@ func (h Host) Observe(w Want) (Observed, error) {
 	if err != nil {
 		return o, fmt.Errorf("IPv6 addresses of %s: %w", w.ShimLink, err)
 	}
-	for _, a := range addrs {
-		if ip, ok := netip.AddrFromSlice(a.IP); ok && ip == w.Shim6 {
-			o.ShimHasIP6 = true
-		}
-	}
+	o.ShimHasIP6 = hasAddr(addrs, w.Shim6)
 	if o.Route6ViaOK, err = hasRoute(k, shim, netlink.FAMILY_V6, w.Route6); err != nil {
 		return o, fmt.Errorf("IPv6 routes of %s: %w", w.ShimLink, err)
 	}
 	return o, nil
+}
+
+// hasAddr reports whether addrs holds want (netlink gives IPv4 addresses
+// in 16 bytes at times: compared unmapped).
+func hasAddr(addrs []netlink.Addr, want netip.Addr) bool {
+	return slices.ContainsFunc(addrs, func(a netlink.Addr) bool {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		return ok && ip.Unmap() == want
+	})
 }
 
 // hasRoute reports whether link has a route of family to dst.
