@@ -332,14 +332,31 @@ func (a *alerts) unlock() { <-a.turn }
 // was grouped with one that did: one refused for a bound or a cooldown may
 // act on a later re-send. Webhooks are handled one at a time; one whose
 // ctx ends while it waits for its turn acts on none of its alerts, each
-// answered unavailable. It returns one result per alert; a result's Err
-// says why no decision was made.
+// answered unavailable. Holding the turn, it checks alerts in the AlertLog
+// for AlertTimeout at most: those not checked by then are answered
+// unavailable too. It returns one result per alert; a result's Err says
+// why no decision was made.
 func (c *Controller) HandleAlerts(ctx context.Context, msg AlertmanagerMessage, routeService string, routeDir Direction, source string) []AlertResult {
 	a := c.alerts
 	if err := a.lock(ctx); err != nil {
 		return gaveUp(AlertActions(msg, routeService, routeDir), err)
 	}
 	defer a.unlock()
+	// The turn's Consul work ends by this deadline, whatever the
+	// request's: a hung Consul must not hold the turn, and every webhook
+	// queued behind it, for as long as the sender waits.
+	by := time.Now().Add(c.cfg.AlertTimeout)
+	turn, cancel := context.WithDeadlineCause(ctx, by,
+		fmt.Errorf("the webhook's time for Consul (%v) ran out: %w", c.cfg.AlertTimeout, context.DeadlineExceeded))
+	defer cancel()
+	unkept := 0
+	defer func() {
+		if unkept > 0 {
+			c.metrics.errors.WithLabelValues("alert_log").Add(float64(unkept))
+			c.log.Warn("alert firings not kept in Consul: the webhook's time for Consul ran out; a restarted control could scale on them again",
+				"firings", unkept, "alert_timeout", c.cfg.AlertTimeout)
+		}
+	}()
 	now := c.cfg.Now()
 	for k, at := range a.done {
 		if now.Sub(at) > a.ttl {
@@ -355,10 +372,14 @@ func (c *Controller) HandleAlerts(ctx context.Context, msg AlertmanagerMessage, 
 	for _, act := range AlertActions(msg, routeService, routeDir) {
 		key := act.Service + "\x00" + string(act.Direction)
 		if first, ok := acted[key]; ok && act.Skip == "" {
-			out = append(out, c.groupedAlert(ctx, act, first, now))
+			res, kept := c.groupedAlert(ctx, by, act, first, now)
+			if !kept {
+				unkept++
+			}
+			out = append(out, res)
 			continue
 		}
-		res := c.handleAlert(ctx, act, source, now)
+		res := c.handleAlert(ctx, turn, act, source, now)
 		if act.Skip == "" && res.Result != "duplicate" {
 			acted[key] = res
 		}
@@ -393,24 +414,34 @@ func gaveUp(acts []AlertAction, err error) []AlertResult {
 // without a decision of its own. When that alert scaled, this firing is
 // remembered as if it had, so that a re-send of the notification takes no
 // step for it either; after a refusal or an error it may act later.
-func (c *Controller) groupedAlert(ctx context.Context, act AlertAction, first AlertResult, now time.Time) AlertResult {
+// Its mark in the AlertLog ends by by, the end of the turn's time for
+// Consul; past it, the firing is kept in memory only, and kept is false.
+func (c *Controller) groupedAlert(ctx context.Context, by time.Time, act AlertAction, first AlertResult, now time.Time) (res AlertResult, kept bool) {
 	a := c.alerts
-	res := AlertResult{AlertAction: act, Decision: first.Decision, Err: first.Err, Result: first.Result, Reason: first.Reason}
+	res = AlertResult{AlertAction: act, Decision: first.Decision, Err: first.Err, Result: first.Result, Reason: first.Reason}
 	if first.Result != "scaled" && first.Result != "dry_run" {
-		return res
+		return res, true
 	}
 	if _, ok := a.done[act.Key]; ok {
 		res.Result, res.Reason = "duplicate", "this firing (fingerprint and start time) has already scaled"
-		return res
+		return res, true
 	}
 	res.Result = "grouped"
 	res.Reason = fmt.Sprintf("one notification takes at most one step per service and direction: alert %s (fingerprint %s) of this notification took it for %s %s",
 		first.AlertName, first.Fingerprint, act.Service, act.Direction)
-	c.markAlert(ctx, act, now)
-	return res
+	if !time.Now().Before(by) {
+		a.remember(act.Key, now)
+		return res, a.log == nil
+	}
+	c.markAlert(ctx, act, now, by)
+	return res, true
 }
 
-func (c *Controller) handleAlert(ctx context.Context, act AlertAction, source string, now time.Time) AlertResult {
+// handleAlert decides on one alert: ctx is the request's, for the
+// decision; turn ends with the time the turn may spend on Consul, for the
+// alert log. An alert reached after turn's end is answered unavailable
+// without a decision: it could not be checked.
+func (c *Controller) handleAlert(ctx, turn context.Context, act AlertAction, source string, now time.Time) AlertResult {
 	a := c.alerts
 	res := AlertResult{AlertAction: act}
 	if act.Skip != "" {
@@ -431,8 +462,13 @@ func (c *Controller) handleAlert(ctx context.Context, act AlertAction, source st
 		res.Reason = res.Err.Error()
 		return res
 	}
+	if err := context.Cause(turn); err != nil {
+		res.Result, res.Err = "error", fmt.Errorf("check alert %s: %w: %w", act.Key, ErrUnavailable, err)
+		res.Reason = res.Err.Error()
+		return res
+	}
 	if a.log != nil {
-		seen, err := a.log.Seen(ctx, act.Key)
+		seen, err := a.log.Seen(turn, act.Key)
 		if err != nil {
 			c.metrics.errors.WithLabelValues("alert_log").Inc()
 			res.Result, res.Err = "error", fmt.Errorf("check alert %s: %w: %w", act.Key, ErrUnavailable, err)
@@ -462,13 +498,18 @@ func (c *Controller) handleAlert(ctx context.Context, act AlertAction, source st
 	default:
 		res.Result = "scaled"
 	}
-	c.markAlert(ctx, act, now)
+	// The mark of a scale made gets its own HistoryTimeout, even past the
+	// turn's deadline: a decision started before it is kept whole, and
+	// no new one starts after it.
+	c.markAlert(ctx, act, now, time.Time{})
 	return res
 }
 
 // markAlert remembers that the firing of act has scaled, in memory and in
-// the AlertLog. The turn is held.
-func (c *Controller) markAlert(ctx context.Context, act AlertAction, now time.Time) {
+// the AlertLog, where the write ends within HistoryTimeout, and by by
+// unless it is zero, but not with ctx's end: a scale made is kept even
+// when its request ended. The turn is held.
+func (c *Controller) markAlert(ctx context.Context, act AlertAction, now, by time.Time) {
 	a := c.alerts
 	a.remember(act.Key, now)
 	if a.log == nil {
@@ -476,6 +517,11 @@ func (c *Controller) markAlert(ctx context.Context, act AlertAction, now time.Ti
 	}
 	mctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.HistoryTimeout)
 	defer cancel()
+	if !by.IsZero() {
+		var cancelBy context.CancelFunc
+		mctx, cancelBy = context.WithDeadline(mctx, by)
+		defer cancelBy()
+	}
 	if err := a.log.Mark(mctx, act.Key, act.Service, now); err != nil {
 		c.metrics.errors.WithLabelValues("alert_log").Inc()
 		c.log.Warn("alert firing not kept in Consul; a restarted control could scale on it again", "key", act.Key, "err", err)

@@ -609,3 +609,105 @@ func TestWebhookGivesUpWaitingForItsTurn(t *testing.T) {
 		t.Errorf("web at %d replicas, want 2: one step", got)
 	}
 }
+
+// stuckAlertLog is an alert log on a hung Consul: every read and write
+// waits until its context ends.
+type stuckAlertLog struct{}
+
+func (stuckAlertLog) Seen(ctx context.Context, _ string) (bool, error) {
+	<-ctx.Done()
+	return false, ctx.Err()
+}
+
+func (stuckAlertLog) Mark(ctx context.Context, _, _ string, _ time.Time) error {
+	<-ctx.Done()
+	return ctx.Err()
+}
+
+// handleAlertsWithin runs HandleAlerts with a request that never ends
+// and fails the test when it has not returned within limit (the turn is
+// then released by ending the request).
+func handleAlertsWithin(t *testing.T, c *Controller, msg AlertmanagerMessage, limit time.Duration) []AlertResult {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan []AlertResult, 1)
+	go func() { done <- c.HandleAlerts(ctx, msg, "", "", "test") }()
+	select {
+	case rs := <-done:
+		return rs
+	case <-time.After(limit):
+		cancel()
+		<-done
+		t.Fatalf("the webhook still held the turn on a hung Consul after %v, with AlertTimeout %v", limit, c.cfg.AlertTimeout)
+		return nil
+	}
+}
+
+// TestWebhookHoldsTheTurnBounded: the webhook holding the turn read the
+// alert log with its request's context only, so on a hung Consul it held
+// the turn, and made every webhook behind it give up, for as long as its
+// sender waited (Alertmanager: minutes). Its Consul work now ends by
+// AlertTimeout: the alerts it could not check are answered unavailable
+// (503, sent again), none scales unchecked, and the next webhook gets the
+// turn.
+func TestWebhookHoldsTheTurnBounded(t *testing.T) {
+	alog := &stuckAlertLog{}
+	e := newAPIEnv(t, Config{AlertLog: alog, AlertTimeout: 50 * time.Millisecond, HistoryTimeout: time.Hour},
+		svc("web", 1, "orbiter", "true", LabelMax, "5"))
+	msg := AlertmanagerMessage{Version: "4"}
+	for i := range 3 {
+		msg.Alerts = append(msg.Alerts, Alert{Status: "firing", Fingerprint: fmt.Sprintf("f%d", i), StartsAt: alertStart,
+			Labels: map[string]string{"service": "web", "direction": "up"}})
+	}
+	for round := range 2 { // the second: the turn was given back
+		rs := handleAlertsWithin(t, e.ctrl, msg, 10*time.Second)
+		for _, r := range rs {
+			if r.Result != "error" || !errors.Is(r.Err, ErrUnavailable) || r.Decision != nil {
+				t.Errorf("round %d: %s on a hung Consul: %s (%s), want an unavailable error and no decision", round, r.Fingerprint, r.Result, r.Reason)
+			}
+		}
+	}
+	if got := e.swarm.replicas("web"); got != 1 {
+		t.Errorf("web at %d replicas: a firing scaled unchecked", got)
+	}
+}
+
+// TestWebhookMarksBounded: on a Consul that takes reads but hangs on
+// writes, each alert grouped with one that scaled waited HistoryTimeout
+// for its mark, one after another, holding the turn: a notification of
+// 1,000 alerts of one service held it for 1,000 of them. The marks end by
+// the turn's deadline; every firing is still remembered in memory, so a
+// re-send takes no step.
+func TestWebhookMarksBounded(t *testing.T) {
+	alog := &markStuckAlertLog{}
+	e := newAPIEnv(t, Config{AlertLog: alog, AlertTimeout: 50 * time.Millisecond, HistoryTimeout: 200 * time.Millisecond},
+		svc("web", 1, "orbiter", "true", LabelMax, "5"))
+	msg := AlertmanagerMessage{Version: "4"}
+	for i := range 100 {
+		msg.Alerts = append(msg.Alerts, Alert{Status: "firing", Fingerprint: fmt.Sprintf("f%d", i), StartsAt: alertStart,
+			Labels: map[string]string{"service": "web", "direction": "up"}})
+	}
+	rs := handleAlertsWithin(t, e.ctrl, msg, 5*time.Second)
+	if rs[0].Result != "scaled" {
+		t.Fatalf("the first alert: %s (%s), want scaled", rs[0].Result, rs[0].Reason)
+	}
+	for _, r := range rs[1:] {
+		if r.Result != "grouped" {
+			t.Fatalf("%s: %s (%s), want grouped", r.Fingerprint, r.Result, r.Reason)
+		}
+	}
+	for _, r := range handleAlertsWithin(t, e.ctrl, msg, 5*time.Second) {
+		if r.Result != "duplicate" {
+			t.Errorf("re-sent, %s: %s (%s), want duplicate", r.Fingerprint, r.Result, r.Reason)
+		}
+	}
+	if got := e.swarm.replicas("web"); got != 2 {
+		t.Errorf("web at %d replicas, want 2: one step", got)
+	}
+}
+
+// markStuckAlertLog reads at once (nothing seen) and hangs on writes.
+type markStuckAlertLog struct{ stuckAlertLog }
+
+func (markStuckAlertLog) Seen(context.Context, string) (bool, error) { return false, nil }

@@ -181,6 +181,14 @@ type Config struct {
 	// AlertLog keeps the Alertmanager firings that scaled beyond this
 	// process; nil keeps them in memory only.
 	AlertLog AlertLog
+	// AlertTimeout bounds the Consul work (alert log reads and writes) of
+	// the webhook holding the turn, all its alerts together (default 20s,
+	// inside the API's 30s WriteTimeout, past which its answer is lost
+	// anyway): alerts not reached by then are answered unavailable, for
+	// the sender to send again, so that a hung Consul cannot hold the
+	// turn, and every webhook queued behind it, for as long as the sender
+	// waits.
+	AlertTimeout time.Duration
 	// AlertMemory is how long a firing is remembered in memory (default
 	// 24h; with an AlertLog, 65,536 firings at most); the AlertLog keeps
 	// it longer.
@@ -192,6 +200,9 @@ type Config struct {
 	// writes the count again when it does (default 15s; see settle.go).
 	SettleAfter time.Duration
 }
+
+// DefaultAlertTimeout is Config.AlertTimeout's default.
+const DefaultAlertTimeout = 20 * time.Second
 
 // Leadership tells whether this instance is the one that decides, among
 // several control instances sharing a Consul.
@@ -323,6 +334,9 @@ func NewController(cfg Config, s Swarm, h History, log *slog.Logger, reg prometh
 	}
 	if cfg.AlertMemory <= 0 {
 		cfg.AlertMemory = 24 * time.Hour
+	}
+	if cfg.AlertTimeout <= 0 {
+		cfg.AlertTimeout = DefaultAlertTimeout
 	}
 	if cfg.SettleAfter <= 0 {
 		cfg.SettleAfter = 15 * time.Second
