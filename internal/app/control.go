@@ -127,7 +127,7 @@ DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 	fl.StringVar(&f.peerSecret, "peer-secret-file", "", "file holding the secret the control instances share: followers pass scaling requests on to the leader signed with it, never with the caller's credentials (no forwarding without it)")
 	fl.StringSliceVar(&f.peers, "peers", nil, "the only advertised addresses (host:port) a follower passes requests on to, whatever the leader key in Consul says (comma-separated)")
 	fl.StringVar(&f.peerCACert, "peer-cacert", "", "CA certificates (PEM) to verify the leader's TLS certificate when passing requests on (default --tls-client-ca, else the system's)")
-	fl.Float64Var(&f.limits.RateLimit, "rate-limit", scale.DefaultRateLimit, "scaling requests a second each client may make after --rate-burst; beyond, 429 (negative: no limit)")
+	fl.Float64Var(&f.limits.RateLimit, "rate-limit", scale.DefaultRateLimit, "scaling requests a second each client may make after --rate-burst, and as many reads, counted apart, without --auth-reads; beyond, 429 (negative: no limit)")
 	fl.IntVar(&f.limits.RateBurst, "rate-burst", scale.DefaultRateBurst, "scaling requests a client may make at once")
 	fl.IntVar(&f.limits.MaxEventReaders, "max-event-readers", scale.DefaultMaxEventReaders, "concurrent readers of the event stream; beyond, 503")
 	fl.IntVar(&f.limits.MaxEventReadersPerClient, "max-event-readers-per-client", scale.DefaultMaxEventReadersPerClient, "concurrent event streams (the API's and the dashboard's) one client — an IPv4 address, or an IPv6 /64 — may hold, at most --max-event-readers; beyond, 429")
@@ -357,6 +357,8 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	var metricsHandler http.Handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
 	if f.authReads {
 		metricsHandler = api.RequireToken(metricsHandler)
+	} else {
+		metricsHandler = api.ReadLimit(metricsHandler)
 	}
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", metricsHandler)

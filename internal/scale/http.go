@@ -84,7 +84,10 @@ type API struct {
 	// guesses limits failed token checks per client, on every route that
 	// checks one (reads with AuthReads and /metrics are not otherwise
 	// rate-limited); nil: no limit.
-	guesses    *rateLimiter
+	guesses *rateLimiter
+	// reads limits each client's reads when anyone may read (no
+	// AuthReads), apart from its scaling requests; nil: no limit.
+	reads      *rateLimiter
 	nonces     *nonces
 	peerClient *http.Client
 	// readers counts open event streams.
@@ -110,6 +113,9 @@ func NewAPI(cfg APIConfig, c *Controller, log *slog.Logger) *API {
 	if cfg.Limits.RateLimit > 0 {
 		a.limiter = newRateLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, c.cfg.Now)
 		a.guesses = newRateLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, c.cfg.Now)
+		if !cfg.AuthReads {
+			a.reads = newRateLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, c.cfg.Now)
+		}
 	}
 	a.metrics = newAPIMetrics(cfg.Registerer, a)
 	return a
@@ -129,7 +135,8 @@ func NewAPI(cfg APIConfig, c *Controller, log *slog.Logger) *API {
 //
 // Orbiter's handle routes also take Alertmanager webhook bodies. Scaling
 // routes are rate-limited per client, then authenticated, then passed on
-// to the leader by a follower.
+// to the leader by a follower; reads (health excepted) are rate-limited
+// per client, apart, when anyone may read (no AuthReads).
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, prefix := range []string{"/v1/orbiter", ""} {
@@ -174,13 +181,37 @@ func (a *API) scaling(limit int64, next http.Handler) http.Handler {
 	return a.limitBody(limit, a.peerAuth(a.rateLimit(a.RequireToken(next))))
 }
 
-// read is the chain of the GET routes: the token with AuthReads.
+// read is the chain of the GET routes: the token with AuthReads, else the
+// read rate limit.
 func (a *API) read(next http.HandlerFunc) http.Handler {
 	h := http.Handler(next)
 	if a.cfg.AuthReads {
 		h = a.RequireToken(h)
 	}
-	return a.limitBody(maxBody, h)
+	return a.limitBody(maxBody, a.ReadLimit(h))
+}
+
+// ReadLimit holds the reads of each client to the rate limit (--rate-limit
+// a second after --rate-burst; beyond, 429 with Retry-After) when anyone
+// may read (no AuthReads), in a bucket apart from the client's scaling
+// requests, so that reading never uses up what a webhook sender may scale:
+// open reads cost work (the history and leader routes read Consul) that
+// nothing else bounds. With AuthReads reads need a token, and failed
+// checks are limited (GuessLimit): it passes every request. Handlers served
+// beside the API that anyone may read (/metrics) are wrapped in it.
+func (a *API) ReadLimit(next http.Handler) http.Handler {
+	if a.reads == nil {
+		return next
+	}
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		client := clientKey(r.RemoteAddr)
+		if ok, wait := a.reads.allow(client); !ok {
+			a.refuse("read_rate_limited")
+			a.tooMany(w, wait, fmt.Sprintf("too many reads from %s", client))
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // errorBody is every error response.

@@ -39,7 +39,8 @@ type Limits struct {
 	MaxEventReadersPerClient int
 	// RateLimit is how many scaling requests a second each client may
 	// make, after a burst of RateBurst (10 a second, burst 40); beyond, 429
-	// with Retry-After. Negative disables the limit.
+	// with Retry-After. Without AuthReads, each client's reads are held to
+	// the same rate, counted apart. Negative disables the limit.
 	RateLimit float64
 	RateBurst int
 }
@@ -120,7 +121,7 @@ func newAPIMetrics(reg prometheus.Registerer, a *API) *apiMetrics {
 	m := &apiMetrics{
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "http_refused_total",
-			Help: "HTTP requests refused before any decision, by reason (unauthenticated, token_guesses, bad_signature, bad_peer, rate_limited, too_large, too_many_alerts, busy, busy_client).",
+			Help: "HTTP requests refused before any decision, by reason (unauthenticated, token_guesses, bad_signature, bad_peer, rate_limited, read_rate_limited, too_large, too_many_alerts, busy, busy_client).",
 		}, []string{"reason"}),
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "http_forwarded_total",

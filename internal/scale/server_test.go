@@ -116,9 +116,9 @@ func TestRateLimited(t *testing.T) {
 	if n, err := strconv.Atoi(retry); err != nil || n < 1 {
 		t.Errorf("Retry-After %q, want whole seconds", retry)
 	}
-	for range 10 {
+	for range 5 { // reads have a budget of their own (TestReadsRateLimited)
 		if code, _ := e.do(t, "GET", "/v1/underlay/services", "", ""); code != 200 {
-			t.Fatalf("a read was limited: %d", code)
+			t.Fatalf("a read was limited by the scaling requests' rate: %d", code)
 		}
 	}
 	if got := e.swarm.replicas("web"); got != 1 {
@@ -128,6 +128,36 @@ func TestRateLimited(t *testing.T) {
 	// its rate already.
 	if code, _ := e.send(t, "POST", "/v1/orbiter/handle/autoswarm/web/up", "", PeerSignatureHeader, "sha256=00", PeerTimeHeader, "1"); code != 429 {
 		t.Errorf("a forged peer request past the rate: %d, want 429", code)
+	}
+}
+
+// TestReadsRateLimited: without AuthReads anyone may read, and reads were
+// not rate-limited at all: one client could make the history and leader
+// routes read Consul as fast as it could send. A client's reads are now
+// held to the rate limit, in a bucket apart from its scaling requests
+// (reading never uses up what a webhook sender may scale); health stays
+// open for load balancers.
+func TestReadsRateLimited(t *testing.T) {
+	frozen := func() time.Time { return alertStart } // no refill meanwhile
+	e := newAPIEnvWith(t, Config{Now: frozen}, APIConfig{History: &listHistory{}, Limits: Limits{RateLimit: 1, RateBurst: 5}},
+		svc("web", 1, "orbiter", "true", LabelMax, "1000"))
+	codes := map[int]int{}
+	for range 8 {
+		codes[getStatus(t, e.srv.URL+"/v1/underlay/services/web/history", "")]++
+	}
+	if codes[200] != 5 || codes[429] != 3 {
+		t.Errorf("8 history reads at once, burst 5: %v, want 5 × 200 and 3 × 429", codes)
+	}
+	for _, path := range []string{"/v1/underlay/leader", "/v1/orbiter/autoscaler", "/v1/underlay/services", "/v1/underlay/events"} {
+		if code := getStatus(t, e.srv.URL+path, ""); code != 429 {
+			t.Errorf("GET %s from a client past its reads: %d, want 429", path, code)
+		}
+	}
+	if code := getStatus(t, e.srv.URL+"/v1/orbiter/health", ""); code != 200 {
+		t.Errorf("health from that client: %d, want 200", code)
+	}
+	if code, body := e.do(t, "POST", "/v1/orbiter/handle/autoswarm/web/up", testToken, ""); code != 200 {
+		t.Errorf("a scaling request from a client past its reads: %d %s, want 200 (a budget of its own)", code, body)
 	}
 }
 
