@@ -271,6 +271,9 @@ type Controller struct {
 	// skipped (a follower): what a test waits for before asserting that
 	// nothing was scaled.
 	metricTicks atomic.Int64
+	// settling counts the services with a scale-down check under way
+	// (settleLoop's goroutines): what a test waits for.
+	settling atomic.Int64
 
 	mu sync.Mutex // guards following fields
 	// services are the managed services (opted in), by ID.

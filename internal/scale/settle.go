@@ -49,32 +49,70 @@ func (c *Controller) queueSettle(j settleJob) {
 	}
 }
 
-// settleLoop checks each queued scale-down in its own goroutine until ctx
-// ends.
+// settleLoop checks the queued scale-downs until ctx ends, each service's
+// in a goroutine of its own, one at a time: a scale-down queued while its
+// service's check is under way replaces that check's target (the latest
+// wins), so that a burst of scale-downs starts one check, not one each.
 func (c *Controller) settleLoop(ctx context.Context) {
 	var wg sync.WaitGroup
 	defer wg.Wait()
+	// newer holds, by service ID, the latest scale-down queued for the
+	// service's check under way and not yet taken by it (buffer 1); a
+	// service has an entry while its check is under way.
+	newer := map[string]chan settleJob{}
+	ended := make(chan string)
+	start := func(j settleJob, next chan settleJob) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			c.settle(ctx, j, next)
+			select {
+			case ended <- j.id:
+			case <-ctx.Done():
+			}
+		}()
+	}
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case j := <-c.settleC:
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				c.settle(ctx, j)
-			}()
+			if next, ok := newer[j.id]; ok {
+				select {
+				case <-next: // replaced: the newer write is the count now
+				default:
+				}
+				next <- j
+				continue
+			}
+			next := make(chan settleJob, 1)
+			newer[j.id] = next
+			c.settling.Store(int64(len(newer)))
+			start(j, next)
+		case id := <-ended:
+			select {
+			case j := <-newer[id]:
+				start(j, newer[id]) // queued as the check ended
+			default:
+				delete(newer, id)
+				c.settling.Store(int64(len(newer)))
+			}
 		}
 	}
 }
 
 // settle checks one scale-down settleTries times at most, writing the
-// count again while swarm wants more tasks running than it.
-func (c *Controller) settle(ctx context.Context, j settleJob) {
+// count again while swarm wants more tasks running than it. A scale-down
+// of the service received from newer meanwhile replaces j, with tries of
+// its own, each SettleAfter after its write. A nil newer brings none.
+func (c *Controller) settle(ctx context.Context, j settleJob, newer <-chan settleJob) {
 	for try := 1; try <= settleTries; try++ {
 		select {
 		case <-ctx.Done():
 			return
+		case j = <-newer:
+			try = 0
+			continue
 		case <-time.After(c.cfg.SettleAfter):
 		}
 		done, err := c.settleOnce(ctx, j, try)

@@ -146,7 +146,7 @@ func TestSettleGivesUp(t *testing.T) {
 	if _, err := c.Handle(ctx, Request{Service: "web", Direction: Down}); err != nil {
 		t.Fatal(err)
 	}
-	c.settle(ctx, <-c.settleC)
+	c.settle(ctx, <-c.settleC, nil)
 	if writes, calls := sw.counts(); writes != 1+settleTries || calls != settleTries {
 		t.Errorf("%d writes and %d checks, want %d and %d", writes, calls, 1+settleTries, settleTries)
 	}
@@ -160,4 +160,50 @@ func TestSettleGivesUp(t *testing.T) {
 func webDown(replicas int) Service {
 	return svc("web", replicas, "orbiter", "true", LabelAllowDown, "true",
 		LabelCooldownDown, "0", LabelStabilizationDown, "0")
+}
+
+// TestSettleOneCheckPerService: each scale-down started a check of its
+// own, however many of one service were queued: a burst of scale-downs
+// left as many goroutines waiting, each to read the service again. A
+// service now has one check under way at most.
+func TestSettleOneCheckPerService(t *testing.T) {
+	c := NewController(Config{SettleAfter: time.Hour}, newFakeSwarm(webDown(3)), &memHistory{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	for to := 10; to > 0; to-- {
+		c.queueSettle(settleJob{id: "web", name: "web", to: to})
+	}
+	c.queueSettle(settleJob{id: "api", name: "api", to: 1})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { c.settleLoop(ctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	// Taken off the queue, each job is counted before the next is taken.
+	waitFor(t, func() bool { return len(c.settleC) == 0 && c.settling.Load() >= 2 })
+	if n := c.settling.Load(); n != 2 {
+		t.Errorf("%d checks under way for 10 scale-downs of web and 1 of api, want 2: one a service", n)
+	}
+}
+
+// TestSettleLatestWins: a scale-down queued while its service's check
+// waits replaces the check's target: the newer write is checked, the older
+// one (which it replaced) not. Before, both were: the older one, no longer
+// the count, was written again.
+func TestSettleLatestWins(t *testing.T) {
+	ctx := context.Background()
+	sw := newFakeSwarm(webDown(3))
+	sw.extra = map[string]int{"web": 1} // a 4th task still wanted
+	c := NewController(Config{SettleAfter: 200 * time.Millisecond}, sw, &memHistory{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err := c.resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	c.lookup("web") // its decision state, which a check takes
+	c.queueSettle(settleJob{id: "web", name: "web", to: 3})
+	c.queueSettle(settleJob{id: "web", name: "web", to: 2}) // a later scale-down, since replaced by hand
+	lctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { c.settleLoop(lctx); close(done) }()
+	t.Cleanup(func() { cancel(); <-done })
+	waitFor(t, func() bool { return len(c.settleC) == 0 && c.settling.Load() == 0 })
+	if writes, wanted := sw.counts(); writes != 0 || wanted != 0 {
+		t.Errorf("%d writes after %d task listings, want none: the check was for 2 replicas, and web is at 3 since", writes, wanted)
+	}
 }
