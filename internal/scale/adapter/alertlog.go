@@ -24,18 +24,31 @@ const DefaultAlertRetention = 7 * 24 * time.Hour
 // KVAlertLog keeps the Alertmanager firings that scaled in Consul KV, so
 // that a restarted control, or a new leader, does not scale again on
 // Alertmanager's re-sends of them; it implements scale.AlertLog. Entries
-// older than the retention are deleted, at most once an hour, as new ones
-// are written; an entry it cannot read is kept and named in a warning
-// (the prefix may hold what another writer put there).
+// older than the retention are deleted as new ones are written, a part of
+// the log at a time (pruneParts, at most one each pruneEvery), so that no
+// write reads the whole log; an entry it cannot read is kept and named in a
+// warning (the prefix may hold what another writer put there).
 type KVAlertLog struct {
 	api       *api.Client
 	prefix    string
 	retention time.Duration
 	log       *slog.Logger
 
-	mu     sync.Mutex // guards pruned
+	mu     sync.Mutex // guards following fields
 	pruned time.Time
+	// part is the next part of the log to prune.
+	part int
 }
+
+// pruneParts is how many parts the log is pruned in: the entries whose
+// keys' hashes start with one byte (two hex digits) are one part. In
+// dry-run a notification may add 1,000 entries, kept for the retention;
+// a prune lists a 256th of them.
+const pruneParts = 256
+
+// pruneEvery is the least time between two prunes: while firings are
+// marked, the whole log is gone through in about an hour (256 × 15 s).
+const pruneEvery = 15 * time.Second
 
 // NewKVAlertLog returns a log under prefix (DefaultAlertPrefix when empty)
 // keeping firings for retention (DefaultAlertRetention when ≤ 0).
@@ -80,24 +93,27 @@ func (l *KVAlertLog) Mark(ctx context.Context, key, service string, at time.Time
 		return fmt.Errorf("put %s: %w", l.Key(key), err)
 	}
 	l.mu.Lock()
-	due := at.Sub(l.pruned) > time.Hour
+	due := at.Sub(l.pruned) >= pruneEvery
+	part := l.part
 	if due {
 		l.pruned = at
+		l.part = (l.part + 1) % pruneParts
 	}
 	l.mu.Unlock()
 	if due {
-		if err := l.prune(ctx, at.Add(-l.retention)); err != nil {
+		if err := l.prune(ctx, part, at.Add(-l.retention)); err != nil {
 			l.log.Warn("old alert firings not pruned", "prefix", l.prefix, "err", err)
 		}
 	}
 	return nil
 }
 
-// prune deletes the entries written before before.
-func (l *KVAlertLog) prune(ctx context.Context, before time.Time) error {
-	pairs, _, err := l.api.KV().List(l.prefix+"/", (&api.QueryOptions{}).WithContext(ctx))
+// prune deletes the entries of one part of the log written before before.
+func (l *KVAlertLog) prune(ctx context.Context, part int, before time.Time) error {
+	prefix := fmt.Sprintf("%s/%02x", l.prefix, part)
+	pairs, _, err := l.api.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
-		return fmt.Errorf("list %s: %w", l.prefix, err)
+		return fmt.Errorf("list %s: %w", prefix, err)
 	}
 	expired, unreadable := pruneSet(pairs, before)
 	w := (&api.WriteOptions{}).WithContext(ctx)

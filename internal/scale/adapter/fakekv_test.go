@@ -24,6 +24,16 @@ type fakeKV struct {
 	// beforeWrite, when set, runs before each write is applied, with the
 	// key, outside the lock: a test writes there as a concurrent writer.
 	beforeWrite func(key string)
+	// listed counts the pairs list requests (recurse) answered, values
+	// and all.
+	listed int
+}
+
+// listedPairs is how many pairs list requests have answered so far.
+func (f *fakeKV) listedPairs() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.listed
 }
 
 // newFakeKV serves a fakeKV and returns it with a client of it.
@@ -97,6 +107,9 @@ func (f *fakeKV) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if len(out) == 0 {
 			w.WriteHeader(http.StatusNotFound)
 			return
+		}
+		if q.Has("recurse") {
+			f.listed += len(out)
 		}
 		json.NewEncoder(w).Encode(out)
 	case http.MethodPut:
