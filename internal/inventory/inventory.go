@@ -199,8 +199,17 @@ func decode(value []byte) ([]Entry, error) {
 	seen := make(map[endpoint]int, len(es))
 	for i, e := range es {
 		ip, err := netip.ParseAddr(e.IP)
-		if err != nil {
+		switch {
+		case err != nil:
 			return nil, fmt.Errorf("entry %d: ip %q is not an address", i, e.IP)
+		case ip.Zone() != "":
+			// Docker gives none, and fd00::5%x is no duplicate of fd00::5
+			// as text; the zone is any text, escape sequences included.
+			return nil, fmt.Errorf("entry %d: ip %q has a zone, which no container address has", i, e.IP)
+		case ip.Is4In6():
+			// ::ffff:10.0.0.5 is 10.0.0.5, but would be compared, and
+			// matched against the pools, as another address.
+			return nil, fmt.Errorf("entry %d: ip %q is an IPv4-mapped IPv6 address; agents list it as %s", i, e.IP, ip.Unmap())
 		}
 		// Addresses are compared as text (Check, PoolAddresses): one
 		// spelling each, or one address spelt two ways is no duplicate.

@@ -433,3 +433,43 @@ func holders(es []Entry) []string {
 	}
 	return out
 }
+
+// TestLoadRefusesZonedAndMappedAddresses: Load kept an address's zone
+// (fd00::5%eth0) and an IPv4-mapped IPv6 address (::ffff:10.0.0.5) as
+// they came: compared as text, neither was flagged as a duplicate of the
+// address it is (fd00::5, 10.0.0.5), and a zone is any text, a terminal's
+// escape sequence too, which reached `underlay ips`. Docker lists neither:
+// such a document is now set apart, naming the address.
+func TestLoadRefusesZonedAndMappedAddresses(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	for _, n := range []string{"1", "2", "3"} {
+		publishFacts(ctx, t, kv, "id-"+n, "n"+n)
+	}
+	if err := Publish(ctx, kv, "id-1", []Entry{
+		{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"},
+		{IP: "fd00::5", Node: "n1", Network: "lan", Container: "a"},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	kv.Put(ctx, KVPrefix+"id-2", []byte(`[{"ip":"::ffff:10.0.0.5","node":"n2","network":"lan","container":"b"}]`))
+	kv.Put(ctx, KVPrefix+"id-3", []byte(`[{"ip":"fd00::5%\u001b[2J","node":"n3","network":"lan","container":"c"}]`))
+	es, bad, err := load(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{"a@n1", "a@n1"}, holders(es)); d != "" {
+		t.Errorf("entries listed (-want +got):\n%s", d)
+	}
+	want := map[string]string{
+		"id-2": `entry 0: ip "::ffff:10.0.0.5" is an IPv4-mapped IPv6 address; agents list it as 10.0.0.5`,
+		"id-3": `entry 0: ip "fd00::5%\x1b[2J" has a zone, which no container address has`,
+	}
+	got := map[string]string{}
+	for _, b := range bad {
+		got[strings.TrimPrefix(b.Key, KVPrefix)] = b.Problem
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("bad documents' problems (-want +got):\n%s", d)
+	}
+}
