@@ -308,20 +308,25 @@ func ownEntries(es []Entry, id string, names map[string]string) error {
 	return nil
 }
 
-// printable says which of e's names has a control character: no name
-// Docker or a host gives has one, and printed as is, a newline would forge
-// a row of `underlay ips` and an escape sequence rewrite the terminal.
+// printable says which of e's names has a control character, or any
+// other that is not graphic: no name Docker or a host gives has one, and
+// printed as is, a newline would forge a row of `underlay ips`, an escape
+// sequence rewrite the terminal, and a bidirectional override (U+202E) or
+// a line separator (U+2028), which are no Cc control characters, reorder
+// or break what the dashboard and a terminal show.
 func printable(e Entry) error {
 	for _, f := range []struct{ name, value string }{
 		{"node", e.Node}, {"network", e.Network}, {"container", e.Container}, {"container_id", e.ID},
 		{"service", e.Service}, {"slot", e.Slot}, {"task", e.Task}, {"state", e.State},
 	} {
-		if strings.ContainsFunc(f.value, unicode.IsControl) {
+		if strings.ContainsFunc(f.value, notGraphic) {
 			return fmt.Errorf("%s %q has a control character", f.name, f.value)
 		}
 	}
 	return nil
 }
+
+func notGraphic(r rune) bool { return !unicode.IsGraphic(r) }
 
 // Source lists the node's underlay endpoints and signals when they may have
 // changed.

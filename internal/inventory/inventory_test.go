@@ -473,3 +473,37 @@ func TestLoadRefusesZonedAndMappedAddresses(t *testing.T) {
 		t.Errorf("bad documents' problems (-want +got):\n%s", d)
 	}
 }
+
+// TestLoadRefusesInvisibleCharacters: Load refused names with a control
+// character (Cc) only, so a container named with a right-to-left override
+// (U+202E, a format character) or a line separator (U+2028) was listed:
+// the dashboard showed the name, and the text after it, reversed, and
+// `underlay ips` printed it unquoted in the notes of duplicates. No name
+// Docker or a host gives has a character that is not graphic: such a
+// document is now set apart as one with a control character is.
+func TestLoadRefusesInvisibleCharacters(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	publishFacts(ctx, t, kv, "id-1", "n1")
+	publishFacts(ctx, t, kv, "id-2", "n2")
+	kv.Put(ctx, KVPrefix+"id-1", []byte(`[{"ip":"10.0.0.5","node":"n1","network":"lan","container":"web\u202e1.0p"}]`))
+	kv.Put(ctx, KVPrefix+"id-2", []byte(`[{"ip":"10.0.0.6","node":"n2","network":"lan","container":"b","service":"s\u2028x"}]`))
+	es, bad, err := load(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(es) != 0 {
+		t.Errorf("entries %+v listed; want none", es)
+	}
+	want := map[string]string{
+		"id-1": `entry 0 (10.0.0.5): container "web\u202e1.0p" has a control character`,
+		"id-2": `entry 0 (10.0.0.6): service "s\u2028x" has a control character`,
+	}
+	got := map[string]string{}
+	for _, b := range bad {
+		got[strings.TrimPrefix(b.Key, KVPrefix)] = b.Problem
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("bad documents' problems (-want +got):\n%s", d)
+	}
+}
