@@ -26,6 +26,7 @@ import (
 	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/shellword"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // KVPrefix is where agents publish their node's endpoints, one key per node.
@@ -85,7 +86,7 @@ func Check(es []Entry) (duplicates int) {
 						break
 					}
 					if j != i {
-						others = append(others, es[j].Container+"@"+es[j].Node)
+						others = append(others, holder(es[j]))
 					}
 				}
 				note := fmt.Sprintf("%s also on %s", what, strings.Join(others, ", "))
@@ -104,6 +105,19 @@ func Check(es []Entry) (duplicates int) {
 	mark(byIP, "IP")
 	mark(byMAC, "MAC")
 	return duplicates
+}
+
+// holder names what holds e in a duplicate's note: its container and node,
+// or, for what a pool holds, its state (a gateway has no container) and
+// node. Each quoted when it would break its line (termtext.Cell): the
+// nodes of a pool's allocations come from block documents, which any
+// agent's token may write, and the note is printed as it is.
+func holder(e Entry) string {
+	h := termtext.Cell(cmp.Or(e.Container, e.State))
+	if e.Node != "" {
+		h += "@" + termtext.Cell(e.Node)
+	}
+	return h
 }
 
 // Filter keeps entries of network and node ("" matches all).

@@ -507,3 +507,30 @@ func TestLoadRefusesInvisibleCharacters(t *testing.T) {
 		t.Errorf("bad documents' problems (-want +got):\n%s", d)
 	}
 }
+
+// TestCheckNotesQuoteHolders: a duplicate's note names the other holders
+// as they are spelt, and `underlay ips` prints notes as they are. What a
+// pool holds is named by block documents, which any agent's token may
+// write, unchecked: an allocation at the gateway "of" a node named with a
+// newline forged a row of the listing in the gateway's note, and the note
+// named the gateway itself as "@". Each holder is now quoted when it
+// would break its line, and one without a container named by its state.
+func TestCheckNotesQuoteHolders(t *testing.T) {
+	forged := "n9\n10.9.0.77  02:00:00:00:00:77  n2  web  forged"
+	es := []Entry{
+		{IP: "10.9.0.1", Network: "web", State: StateGateway},
+		{IP: "10.9.0.1", Network: "web", Node: forged, State: StateLeak},
+	}
+	if got := Check(es); got != 2 {
+		t.Errorf("Check = %d duplicates, want 2", got)
+	}
+	want := []string{
+		`IP also on allocated, no container (leak: reclaimed after the grace period)@"n9\n10.9.0.77  02:00:00:00:00:77  n2  web  forged"`,
+		`IP also on reserved: gateway`,
+	}
+	for i, e := range es {
+		if e.Duplicate != want[i] {
+			t.Errorf("note of entry %d: %q, want %q", i, e.Duplicate, want[i])
+		}
+	}
+}
