@@ -20,6 +20,11 @@ const (
 	StateShim    = "reserved: host shim"
 	StateSpare   = "reserved: spare"
 	StateLeak    = "allocated, no container (leak: reclaimed after the grace period)"
+	// StateOutside is a container's address, by a node's inventory, that
+	// is outside its network's subnets, or of a family it has none of:
+	// Docker gives no such address, so the inventory is stale (the
+	// network was made again with another subnet) or forged.
+	StateOutside = "in use by its inventory, but outside the network's subnets: a stale or forged inventory"
 	// StateStarting is an address the node's agent keeps although no
 	// container shows it: a container start under way there may hold it
 	// (Docker shows the address only once the start is done).
@@ -52,8 +57,8 @@ type PoolKV interface {
 // start under way on their node), with the node's name (the
 // pool records its identity, facts give its name: the node facts as
 // netspec.Store.ReadNodes lists them, those Load was given); and the
-// pool's bad KV documents. Inventory entries of those networks are marked
-// in use.
+// pool's bad KV documents. Inventory entries are marked in use, or, when
+// their network's spec has no subnet holding their address, outside.
 func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry, facts []netspec.NodeFacts) ([]Entry, []BadDocument, error) {
 	l, err := netspec.NewStore(kv).ReadListing(ctx)
 	if err != nil {
@@ -70,9 +75,13 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry, facts []netspec.
 		}
 		return id
 	}
+	subnets := make(map[string][]netip.Prefix, len(specs))
+	for _, s := range specs {
+		subnets[s.Name] = []netip.Prefix{s.Subnet, s.IPv6Subnet}
+	}
 	held := map[string]bool{}
 	for i := range inv {
-		inv[i].State = StateInUse
+		inv[i].State = inUse(inv[i], subnets)
 		held[inv[i].Network+"|"+inv[i].IP] = true
 	}
 	var out []Entry
@@ -125,6 +134,22 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry, facts []netspec.
 		}
 	}
 	return out, bad, nil
+}
+
+// inUse is the state of e, a container's entry, given the subnets of
+// each network with a spec: in use, unless e's address is in none of its
+// network's. Networks without a spec (not underlay's, or being made) are
+// not judged.
+func inUse(e Entry, subnets map[string][]netip.Prefix) string {
+	ps, ok := subnets[e.Network]
+	if !ok {
+		return StateInUse
+	}
+	a, err := netip.ParseAddr(e.IP)
+	if err == nil && slices.ContainsFunc(ps, func(p netip.Prefix) bool { return p.Contains(a) }) {
+		return StateInUse
+	}
+	return StateOutside
 }
 
 // refusedSpecs parts the listing's specs: those whose pool is listed, and

@@ -162,3 +162,43 @@ func TestPoolAddressesSkipsRefusedSpecs(t *testing.T) {
 		t.Errorf("skipped specs %q, want %q", skipped, want)
 	}
 }
+
+// TestPoolAddressesMarksAddressesOutsideTheSubnet: an inventory entry
+// whose address is outside its network's subnets (another subnet, or the
+// family the network has none of) was listed as in use like any, though
+// Docker gives no such address: `underlay ips` showed 192.168.7.7 and
+// fd00::7 on a 10.9.0.0/24 network as held there. They are now marked as
+// outside, which names the inventory stale or forged; entries of networks
+// without a spec are not judged.
+func TestPoolAddressesMarksAddressesOutsideTheSubnet(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	for _, s := range []netspec.Spec{
+		{Name: "web", Subnet: netip.MustParsePrefix("10.9.0.0/24"), Gateway: netip.MustParseAddr("10.9.0.1"), Parent: "eth1", IPAM: netspec.PerNode, PerNodeSize: 64},
+		{Name: "dual", Subnet: netip.MustParsePrefix("10.8.0.0/24"), Gateway: netip.MustParseAddr("10.8.0.1"),
+			IPv6Subnet: netip.MustParsePrefix("fd00:8::/64"), Parent: "eth2", IPAM: netspec.Cluster},
+	} {
+		if err := netspec.NewStore(kv).Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	inv := []Entry{
+		{IP: "10.9.0.5", Network: "web", Node: "n1", Container: "in"},
+		{IP: "192.168.7.7", Network: "web", Node: "n1", Container: "other-subnet"},
+		{IP: "fd00::7", Network: "web", Node: "n1", Container: "v6-on-v4-only"},
+		{IP: "10.8.0.5", Network: "dual", Node: "n1", Container: "in4"},
+		{IP: "fd00:8::5", Network: "dual", Node: "n1", Container: "in6"},
+		{IP: "fd00:9::5", Network: "dual", Node: "n1", Container: "other-v6-subnet"},
+		{IP: "172.17.0.5", Network: "not-underlays", Node: "n1", Container: "unjudged"},
+	}
+	if _, _, err := PoolAddresses(ctx, kv, inv, nil); err != nil {
+		t.Fatal(err)
+	}
+	outside := map[string]bool{"other-subnet": true, "v6-on-v4-only": true, "other-v6-subnet": true}
+	for _, e := range inv {
+		in := e.State == StateInUse
+		if in == outside[e.Container] || (!in && !strings.Contains(e.State, "outside the network's subnets")) {
+			t.Errorf("%s (%s on %s): state %q", e.Container, e.IP, e.Network, e.State)
+		}
+	}
+}
