@@ -79,10 +79,16 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry, facts []netspec.
 	for _, s := range specs {
 		subnets[s.Name] = []netip.Prefix{s.Subnet, s.IPv6Subnet}
 	}
-	held := map[string]bool{}
+	// held has, by network and address, the nodes of the containers
+	// that hold it.
+	held := map[string]map[string]bool{}
 	for i := range inv {
 		inv[i].State = inUse(inv[i], subnets)
-		held[inv[i].Network+"|"+inv[i].IP] = true
+		k := inv[i].Network + "|" + inv[i].IP
+		if held[k] == nil {
+			held[k] = map[string]bool{}
+		}
+		held[k][inv[i].Node] = true
 	}
 	var out []Entry
 	for _, s := range specs {
@@ -116,7 +122,7 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry, facts []netspec.
 			}
 		}
 		for a, al := range allocs {
-			if held[s.Name+"|"+a.String()] {
+			if heldAsAllocated(held[s.Name+"|"+a.String()], al, names) {
 				continue
 			}
 			e := Entry{IP: a.String(), Node: nodeName(al.Node), Network: s.Name, Since: al.At}
@@ -134,6 +140,21 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry, facts []netspec.
 		}
 	}
 	return out, bad, nil
+}
+
+// heldAsAllocated says whether allocation al is listed by the entries of
+// the containers that hold its address, on the nodes in holders: some
+// does, al is no host shim, and its node is one of theirs. Otherwise two
+// nodes, or a host and a container, claim one address: al is listed too,
+// and Check flags both. Its node is taken as theirs when it cannot be
+// told apart: an allocation of no node (its node was forgotten), or of a
+// node without facts (names, by identity), whose name is unknown.
+func heldAsAllocated(holders map[string]bool, al ipam.Alloc, names map[string]string) bool {
+	if len(holders) == 0 || al.Kind == ipam.KindShim {
+		return false
+	}
+	name := names[al.Node]
+	return al.Node == "" || name == "" || holders[name]
 }
 
 // inUse is the state of e, a container's entry, given the subnets of

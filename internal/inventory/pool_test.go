@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"maps"
@@ -200,5 +201,62 @@ func TestPoolAddressesMarksAddressesOutsideTheSubnet(t *testing.T) {
 		if in == outside[e.Container] || (!in && !strings.Contains(e.State, "outside the network's subnets")) {
 			t.Errorf("%s (%s on %s): state %q", e.Container, e.IP, e.Network, e.State)
 		}
+	}
+}
+
+// TestPoolAddressesListsAllocationsOfOtherNodes: an allocation whose
+// address a container holds was left out as listed by the container's
+// entry, whatever node it names: an address the pool gives to n1 (a
+// container there, or a spare) and a container on n2 holds, or the host
+// shim of n2 that a container there holds too, showed as one container's
+// address in use, the clash merged away. Such an allocation is now listed
+// as well, so that Check flags both; one of the holder's node is not.
+func TestPoolAddressesListsAllocationsOfOtherNodes(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	s := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.9.0.0/24"), Gateway: netip.MustParseAddr("10.9.0.1"),
+		Parent: "eth1", IPAM: netspec.Cluster}
+	if err := netspec.NewStore(kv).Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	pool, _ := ipam.PoolOf(s, false)
+	discard := slog.New(slog.DiscardHandler)
+	n1, n2 := ipam.NewAllocator(kv, "id-1", discard), ipam.NewAllocator(kv, "id-2", discard)
+	ofN1, err := n1.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own, err := n2.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	shim, err := n2.Shim(ctx, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	facts := []netspec.NodeFacts{{ID: "id-1", Node: "n1"}, {ID: "id-2", Node: "n2"}}
+	var inv []Entry
+	for i, a := range []netip.Addr{ofN1, own, shim} {
+		inv = append(inv, Entry{IP: a.String(), Network: "web", Node: "n2", Container: fmt.Sprint("c", i)})
+	}
+	out, _, err := PoolAddresses(ctx, kv, inv, facts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range out {
+		if e.State != StateGateway {
+			got = append(got, e.IP+" "+e.Node+" "+e.State)
+		}
+	}
+	slices.Sort(got)
+	want := []string{ofN1.String() + " n1 " + StateLeak, shim.String() + " n2 " + StateShim}
+	slices.Sort(want)
+	if !slices.Equal(got, want) {
+		t.Errorf("pool lists %q, want %q", got, want)
+	}
+	all := append(inv, out...)
+	if n := Check(all); n != 4 {
+		t.Errorf("Check = %d duplicates, want 4 (%s and %s, each twice): %+v", n, ofN1, shim, all)
 	}
 }
