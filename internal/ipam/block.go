@@ -1,6 +1,7 @@
 package ipam
 
 import (
+	"encoding/json"
 	"net/netip"
 	"slices"
 	"time"
@@ -27,6 +28,11 @@ type Alloc struct {
 	// another generation of its node may have been handed out before a
 	// crash, so only the reclaimer decides its fate.
 	Gen string `json:"gen,omitempty"`
+	// Unknown holds the record's members this version does not know (a
+	// newer version's), by name, as read; they are written back with the
+	// record, so that this agent's rewrite of the block keeps them. A
+	// record this version makes has none (nil).
+	Unknown map[string]json.RawMessage `json:"-"`
 }
 
 // same reports whether two records are one allocation (not a later one of
@@ -41,6 +47,9 @@ func (al Alloc) same(o Alloc) bool {
 type BlockDoc struct {
 	Node   string           `json:"node"`
 	Allocs map[string]Alloc `json:"allocs"`
+	// Unknown holds the document's members this version does not know,
+	// as Alloc.Unknown does the records'.
+	Unknown map[string]json.RawMessage `json:"-"`
 }
 
 // free returns an address of block b that p may hand out and doc has not
@@ -65,7 +74,8 @@ func (doc BlockDoc) free(p Pool, b netip.Prefix, r reuse) (netip.Addr, bool) {
 
 // clone returns a copy of doc that can be changed freely.
 func (doc BlockDoc) clone() BlockDoc {
-	out := BlockDoc{Node: doc.Node, Allocs: make(map[string]Alloc, len(doc.Allocs)+1)}
+	// Unknown is shared: nothing changes it, it is only written back.
+	out := BlockDoc{Node: doc.Node, Allocs: make(map[string]Alloc, len(doc.Allocs)+1), Unknown: doc.Unknown}
 	for k, v := range doc.Allocs {
 		out.Allocs[k] = v
 	}
