@@ -42,7 +42,7 @@ func Build(in Inputs) Snapshot {
 	inventory.Check(inv)
 	ix := newIndex(in, inv)
 	s := Snapshot{
-		GeneratedAt: in.Now.UTC(),
+		GeneratedAt: utc(in.Now),
 		Control:     in.Control,
 		Sources:     sourceErrors(in.Errors),
 	}
@@ -211,7 +211,7 @@ func taskCard(t SwarmTask, now time.Time, ix *index) Task {
 	c := Task{
 		Kind: KindTask, ID: t.ID, Service: ix.serviceName(t.ServiceID), ServiceID: t.ServiceID, Slot: t.Slot,
 		Node: ix.node(t.NodeID), Image: shortImage(t.Image), State: t.State, DesiredState: t.DesiredState,
-		Message: cmp.Or(t.Err, t.Message), Since: t.Since.UTC(), ContainerID: t.ContainerID,
+		Message: cmp.Or(t.Err, t.Message), Since: utc(t.Since), ContainerID: t.ContainerID,
 		Addresses: []Address{}, Checks: []Check{}, Problems: []string{},
 	}
 	if t.NodeID == "" {
@@ -294,7 +294,7 @@ func instanceCard(i Instance, ix *index, now time.Time) Task {
 		c.Kind, c.ID, c.State = KindConsulOnly, id, "unknown"
 		c.Mismatch = true
 		if t, ok := ix.task[id]; ok {
-			c.State, c.Since, c.ServiceID = t.State, t.Since.UTC(), t.ServiceID
+			c.State, c.Since, c.ServiceID = t.State, utc(t.Since), t.ServiceID
 			c.Problems = append(c.Problems, fmt.Sprintf("Consul lists it (%s), but Swarm reports the task %s", i.ID, t.State))
 		} else {
 			c.Problems = append(c.Problems, fmt.Sprintf("Consul lists it (%s), but Swarm knows no such task", i.ID))
@@ -426,14 +426,14 @@ func agentHealth(a AgentInput, now time.Time) Agent {
 	if now.Sub(last) > max(agentStaleAfter, 2*every) {
 		st = AgentStale
 	}
-	return Agent{State: st, LastSeen: last.UTC(), Version: version}
+	return Agent{State: st, LastSeen: utc(last), Version: version}
 }
 
 func doctorSummary(r *DoctorReport) *Doctor {
 	if r == nil {
 		return nil
 	}
-	d := &Doctor{At: r.At.UTC(), Problems: []DoctorResult{}}
+	d := &Doctor{At: utc(r.At), Problems: []DoctorResult{}}
 	var warns []DoctorResult
 	for _, res := range r.Results {
 		switch res.Status {
@@ -531,6 +531,9 @@ func lastDecisions(history []scale.Record) []scale.Record {
 	if len(out) > MaxDecisions {
 		out = out[:MaxDecisions]
 	}
+	for i := range out {
+		out[i].Time = utc(out[i].Time)
+	}
 	if out == nil {
 		out = []scale.Record{}
 	}
@@ -543,7 +546,7 @@ func metricPoints(history []scale.Record) []MetricPoint {
 	for _, r := range history {
 		for _, m := range r.Metrics {
 			if m.Error == "" {
-				out = append(out, MetricPoint{Time: r.Time.UTC(), Name: m.Name, Value: m.Value, Target: m.Target})
+				out = append(out, MetricPoint{Time: utc(r.Time), Name: m.Name, Value: m.Value, Target: m.Target})
 			}
 		}
 	}
@@ -559,7 +562,8 @@ func replicaPoints(history []scale.Record, samples []ReplicaSample) []ReplicaPoi
 		if r.Refused || r.DryRun || r.From == r.To {
 			continue
 		}
-		out = append(out, ReplicaPoint{Time: r.Time.UTC(), Desired: r.From, Running: -1}, ReplicaPoint{Time: r.Time.UTC(), Desired: r.To, Running: -1})
+		at := utc(r.Time)
+		out = append(out, ReplicaPoint{Time: at, Desired: r.From, Running: -1}, ReplicaPoint{Time: at, Desired: r.To, Running: -1})
 	}
 	if len(samples) > 0 {
 		// Samples are exact from their first one on: history points after it
@@ -567,7 +571,7 @@ func replicaPoints(history []scale.Record, samples []ReplicaSample) []ReplicaPoi
 		first := samples[0].Time
 		out = slices.DeleteFunc(out, func(p ReplicaPoint) bool { return !p.Time.Before(first) })
 		for _, s := range samples {
-			out = append(out, ReplicaPoint{Time: s.Time.UTC(), Desired: s.Desired, Running: s.Running})
+			out = append(out, ReplicaPoint{Time: utc(s.Time), Desired: s.Desired, Running: s.Running})
 		}
 	}
 	return lastN(out, MaxPoints)
@@ -686,6 +690,19 @@ func shortImage(ref string) string {
 		return ref[:i]
 	}
 	return ref
+}
+
+// utc is t in UTC as the snapshot carries it, or the zero time (unknown)
+// when JSON cannot carry it: a year past 9999 or before 0 in UTC. Stamps
+// come from documents any agent may write (an offset can carry one read
+// as 9999-12-31 past the year's end), and one the encoder refuses would
+// fail the whole snapshot, every node's, not only its own.
+func utc(t time.Time) time.Time {
+	u := t.UTC()
+	if y := u.Year(); y < 0 || y > 9999 {
+		return time.Time{}
+	}
+	return u
 }
 
 func shortID(id string) string {

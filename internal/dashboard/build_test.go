@@ -477,3 +477,57 @@ func TestBuildSynthetic(t *testing.T) {
 		t.Errorf("pool size %d cell %d counts %v", p.Size, p.Cell, p.Counts)
 	}
 }
+
+// TestBuildStampsJSONCannotCarry: a stamp of a document any agent may
+// write (a doctor report, node facts, an inventory entry, a pool's
+// allocation, a decision record), read as RFC 3339 with an offset, can
+// lie past year 9999 (or before year 0) in UTC, which JSON cannot carry:
+// encoding the snapshot failed, and one bad node froze the whole
+// dashboard. Such a stamp now shows as unknown (the zero time); the rest
+// of the node's data, and every other node's, is shown.
+func TestBuildStampsJSONCannotCarry(t *testing.T) {
+	stamp := func(s string) time.Time {
+		var at time.Time
+		if err := json.Unmarshal([]byte(`"`+s+`"`), &at); err != nil {
+			t.Fatalf("read %s: %v", s, err)
+		}
+		return at
+	}
+	for _, bad := range []string{"9999-12-31T23:59:59-23:59", "0000-01-01T00:00:00+23:59"} {
+		at := stamp(bad)
+		for _, c := range []struct {
+			name string
+			mod  func(in *Inputs)
+		}{
+			{"doctor report", func(in *Inputs) {
+				in.Agents = []AgentInput{{Node: "node2", Doctor: &DoctorReport{At: at, Results: []DoctorResult{{Check: "x", Status: "fail"}}}}}
+			}},
+			{"node facts", func(in *Inputs) { in.Agents = []AgentInput{{Node: "node2", FactsAt: at}} }},
+			{"task", func(in *Inputs) { in.Tasks[0].Since = at }},
+			{"inventory entry", func(in *Inputs) {
+				in.Inventory[0].Since = at
+				in.Networks = []NetworkInput{{Spec: netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.0.0.0/24"), IPAM: netspec.PerNode}}}
+			}},
+			{"pool allocation", func(in *Inputs) {
+				n, _ := clusterNet()
+				n.Blocks[netip.MustParsePrefix("10.0.0.144/28")].Allocs["10.0.0.150"] = ipam.Alloc{Node: "node2", At: at, Kind: ipam.KindTask}
+				in.Networks = []NetworkInput{n}
+			}},
+			{"decision record", func(in *Inputs) {
+				in.History = map[string][]scale.Record{"hello": {{Time: at, Service: "hello", Decision: scale.Decision{From: 1, To: 2},
+					Metrics: []scale.MetricValue{{Name: "cpu", Value: 1, Target: 0.5}}}}}
+			}},
+		} {
+			in := cardsInput()
+			c.mod(&in)
+			s := Build(in)
+			if _, err := json.Marshal(s); err != nil {
+				t.Errorf("%s stamped %s: the snapshot cannot be encoded: %v", c.name, bad, err)
+				continue
+			}
+			if len(s.Nodes) != 2 || len(s.Nodes[0].Tasks) == 0 {
+				t.Errorf("%s stamped %s: nodes %+v, want both with their cards", c.name, bad, s.Nodes)
+			}
+		}
+	}
+}

@@ -93,7 +93,7 @@ const StartGrace = 30 * time.Second
 // allocation is the map entry of a cluster IPAM allocation no container
 // holds.
 func allocation(al ipam.Alloc, kept bool, now time.Time) PoolAddress {
-	pa := PoolAddress{Node: al.Node, Since: al.At.UTC()}
+	pa := PoolAddress{Node: al.Node, Since: utc(al.At)}
 	switch {
 	case al.Kind == ipam.KindShim:
 		pa.State, pa.Holder = StateReserved, "host shim of "+al.Node
@@ -114,7 +114,7 @@ func allocation(al ipam.Alloc, kept bool, now time.Time) PoolAddress {
 func heldBy(es []inventory.Entry, holder func(inventory.Entry) string) PoolAddress {
 	slices.SortFunc(es, func(a, b inventory.Entry) int { return cmp.Compare(a.Node+a.Container, b.Node+b.Container) })
 	e := es[0]
-	pa := PoolAddress{State: StateTask, Holder: holder(e), Node: e.Node, Task: e.Task, MAC: e.MAC, Since: e.Since.UTC()}
+	pa := PoolAddress{State: StateTask, Holder: holder(e), Node: e.Node, Task: e.Task, MAC: e.MAC, Since: utc(e.Since)}
 	if len(es) > 1 {
 		names := make([]string, len(es))
 		for i, e := range es {
