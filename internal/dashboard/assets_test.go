@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"reflect"
 	"regexp"
 	"strings"
 	"testing"
@@ -48,5 +49,48 @@ func TestScriptNeverParsesHTML(t *testing.T) {
 	}
 	if regexp.MustCompile(`(?i)(src|href)="(https?:)?//`).Match(html) {
 		t.Error("index.html loads something from elsewhere")
+	}
+}
+
+// jsonName is the JSON name of struct field name of v's type.
+func jsonName(t *testing.T, v any, name string) string {
+	t.Helper()
+	f, ok := reflect.TypeOf(v).FieldByName(name)
+	if !ok {
+		t.Fatalf("%T has no field %s", v, name)
+	}
+	return strings.Split(f.Tag.Get("json"), ",")[0]
+}
+
+// TestScriptRendersIPv6Pool: the page showed a network's IPv4 pool only.
+// Its script now renders the IPv6 pool (pool6El) from the snapshot's
+// names for it and for the fields it shows, with no map (it has no size).
+func TestScriptRendersIPv6Pool(t *testing.T) {
+	b, err := assets.ReadFile("assets/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := string(b)
+	if name := jsonName(t, Network{}, "IPv6Pool"); !strings.Contains(js, "n."+name+") el.append(pool6El(n."+name+", nodeIdx))") {
+		t.Errorf("app.js does not render the network's %s with pool6El", name)
+	}
+	at := strings.Index(js, "function pool6El(")
+	if at < 0 {
+		t.Fatal("app.js has no pool6El")
+	}
+	fn := js[at:]
+	fn = fn[:strings.Index(fn, "\n  }\n")]
+	for _, field := range []string{"Bits", "Range", "Counts", "Addresses", "Regions"} {
+		if name := jsonName(t, Pool{}, field); !strings.Contains(fn, "p."+name) {
+			t.Errorf("pool6El does not show the pool's %s (p.%s)", field, name)
+		}
+	}
+	for _, field := range []string{"IP", "State", "Holder"} {
+		if name := jsonName(t, PoolAddress{}, field); !strings.Contains(fn, "a."+name) {
+			t.Errorf("pool6El does not show an address's %s (a.%s)", field, name)
+		}
+	}
+	if strings.Contains(fn, "subnetMap(") || strings.Contains(fn, "p.size") {
+		t.Error("pool6El lays out an IPv6 pool as a map, or by its size, which it does not have")
 	}
 }

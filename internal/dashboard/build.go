@@ -606,7 +606,9 @@ func networks(in Inputs, inv []inventory.Entry, ix *index) []Network {
 		}
 		nw.Nodes = networkNodes(s, n.States)
 		slices.SortFunc(nw.Nodes, func(a, b NetworkNode) int { return strings.Compare(a.Node, b.Node) })
-		nw.Pool = buildPool(n, inventory.Filter(inv, s.Name, ""), ix.holder, in.Now)
+		es := inventory.Filter(inv, s.Name, "")
+		nw.Pool = buildPool(n, es, ix.holder, in.Now)
+		nw.IPv6Pool = buildPool6(n, es, ix.holder, in.Now)
 		out = append(out, nw)
 	}
 	slices.SortFunc(out, func(a, b Network) int { return strings.Compare(a.Name, b.Name) })

@@ -531,3 +531,119 @@ func TestBuildStampsJSONCannotCarry(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildPool6Cluster: the dashboard showed a dual-stack network's IPv4
+// pool only, while `underlay ips` lists the IPv6 one too. The network now
+// carries its IPv6 pool (ipv6_pool): the network address, the gateway
+// ipam.PoolOf gives, the host shims, the IPv6 pool's allocations and the
+// addresses containers hold, with the IPv6 blocks as its regions; the
+// IPv4 pool is as it was.
+func TestBuildPool6Cluster(t *testing.T) {
+	n, es := clusterNet()
+	n.Spec.IPv6Subnet = netip.MustParsePrefix("fd00:1::/64")
+	at := t0.Add(-time.Minute)
+	n.Blocks[netip.MustParsePrefix("fd00:1::100/120")] = ipam.BlockDoc{Node: "node1", Allocs: map[string]ipam.Alloc{
+		"fd00:1::100": {Node: "node1", At: at, Kind: ipam.KindShim},
+		"fd00:1::101": {Node: "node1", At: at, Kind: ipam.KindTask},
+		"fd00:1::102": {Node: "node1", At: at, Kind: ipam.KindTask}, // no container: a leak
+	}}
+	es = append(es, inventory.Entry{IP: "fd00:1::101", Node: "node1", Network: "web", Container: "hello.1.x", Service: "hello", Slot: "1", Task: "t1"})
+	in := Inputs{Now: t0, Networks: []NetworkInput{n}, Inventory: es}
+	s := Build(in)
+	nw := s.Networks[0]
+	if nw.IPv6Pool == nil {
+		t.Fatal("the dual-stack network has no IPv6 pool")
+	}
+	p := *nw.IPv6Pool
+	type addr struct{ IP, State, Holder string }
+	var got []addr
+	for _, a := range p.Addresses {
+		got = append(got, addr{a.IP, a.State, a.Holder})
+	}
+	want := []addr{
+		{"fd00:1::", StateReserved, "network address (subnet-router anycast)"},
+		{"fd00:1::1", StateReserved, "gateway"},
+		{"fd00:1::100", StateReserved, "host shim of node1"},
+		{"fd00:1::101", StateTask, "hello.1 (hello.1.x) on node1"},
+		{"fd00:1::102", StateLeaked, "allocated to node1, held by no container: reclaimed after the grace period"},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("IPv6 addresses (-want +got):\n%s", d)
+	}
+	wantCounts := map[string]int{StateReserved: 3, StateTask: 1, StateLeaked: 1, StateSpare: 0, StateDuplicate: 0}
+	if d := cmp.Diff(wantCounts, p.Counts); d != "" {
+		t.Errorf("IPv6 counts (-want +got):\n%s", d)
+	}
+	if p.First != "fd00:1::" || p.Bits != 64 || p.Range != "fd00:1::/64" || p.Size != 0 || p.Cell != 0 {
+		t.Errorf("IPv6 pool first %s, bits %d, range %s, size %d, cell %d; want fd00:1::, 64, fd00:1::/64, 0, 0", p.First, p.Bits, p.Range, p.Size, p.Cell)
+	}
+	if d := cmp.Diff([]Region{{"fd00:1::100/120", "node1", "block"}}, p.Regions); d != "" {
+		t.Errorf("IPv6 regions (-want +got):\n%s", d)
+	}
+	// The IPv4 pool is the one the network had without its IPv6 subnet.
+	v4, _ := clusterNet()
+	only4 := Build(Inputs{Now: t0, Networks: []NetworkInput{v4}, Inventory: es[:3]}).Networks[0]
+	if d := cmp.Diff(only4.Pool, nw.Pool); d != "" {
+		t.Errorf("IPv4 pool of the dual-stack network (-v4 only +dual-stack):\n%s", d)
+	}
+	if only4.IPv6Pool != nil {
+		t.Errorf("a network without an IPv6 subnet has an IPv6 pool: %+v", only4.IPv6Pool)
+	}
+	b, err := json.Marshal(s.Networks[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), `"ipv6_pool":{"first":"fd00:1::","size":0,"bits":64`) {
+		t.Errorf("network JSON %s, want its ipv6_pool", b)
+	}
+	if b, _ := json.Marshal(only4); strings.Contains(string(b), "ipv6_pool") {
+		t.Errorf("network JSON without an IPv6 subnet: %s, want no ipv6_pool", b)
+	}
+}
+
+// TestBuildPool6PerNode: a per-node network's IPv6 pool has the nodes'
+// /80s (those network inspect shows) as its regions, their host shims'
+// IPv6 addresses reserved, and the addresses containers hold.
+func TestBuildPool6PerNode(t *testing.T) {
+	spec := netspec.Spec{Name: "demo", Subnet: netip.MustParsePrefix("10.200.0.0/16"), Gateway: netip.MustParseAddr("10.200.0.1"),
+		Parent: "eth1", IPAM: netspec.PerNode, PerNodeSize: 64, IPv6Subnet: netip.MustParsePrefix("fd00:2::/64")}
+	n := NetworkInput{Spec: spec,
+		Leases: map[netip.Prefix]string{netip.MustParsePrefix("10.200.0.64/26"): "node2", netip.MustParsePrefix("10.200.0.0/26"): "node1"},
+		States: []netspec.NodeState{
+			{Node: "node1", State: "ready", Shim: netip.MustParseAddr("10.200.0.2"), Shim6: netip.MustParseAddr("fd00:2::ffff:ffff:ffff")},
+			{Node: "node2", State: "ready", Shim: netip.MustParseAddr("10.200.0.66")},
+		},
+	}
+	es := []inventory.Entry{
+		{IP: "10.200.0.3", Node: "node1", Network: "demo", Container: "a"},
+		{IP: "fd00:2::2", Node: "node1", Network: "demo", Container: "a"},
+		{IP: "fd00:2:0:0:1::2", Node: "node2", Network: "demo", Container: "b"},
+		{IP: "fd00:3::2", Node: "node2", Network: "demo", Container: "elsewhere"}, // not in the subnet
+	}
+	nw := Build(Inputs{Now: t0, Networks: []NetworkInput{n}, Inventory: es}).Networks[0]
+	p := nw.IPv6Pool
+	if p == nil {
+		t.Fatal("the dual-stack network has no IPv6 pool")
+	}
+	var got []string
+	for _, a := range p.Addresses {
+		got = append(got, a.IP+" "+a.State+" "+a.Holder)
+	}
+	want := []string{
+		"fd00:2:: reserved network address (subnet-router anycast)",
+		"fd00:2::1 reserved gateway",
+		"fd00:2::2 task a on node1",
+		"fd00:2::ffff:ffff:ffff reserved host shim of node1",
+		"fd00:2::1:0:0:2 task b on node2",
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("IPv6 addresses (-want +got):\n%s", d)
+	}
+	wantRegions := []Region{{"fd00:2::/80", "node1", "range"}, {"fd00:2:0:0:1::/80", "node2", "range"}}
+	if d := cmp.Diff(wantRegions, p.Regions); d != "" {
+		t.Errorf("IPv6 regions (-want +got):\n%s", d)
+	}
+	if p4 := nw.Pool; p4.Counts[StateTask] != 1 || p4.Counts[StateReserved] != 5 {
+		t.Errorf("IPv4 counts %v, want 1 task and 5 reserved (no IPv6 address among them)", p4.Counts)
+	}
+}

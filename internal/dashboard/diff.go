@@ -239,17 +239,19 @@ func (d *differ) cards(old, cur map[string]Task) {
 	}
 }
 
+// pools reports the addresses of the networks' pools, of both families,
+// allocated, changed and freed.
 func (d *differ) pools(old, cur []Network) {
 	type key struct{ network, ip string }
 	was := map[key]PoolAddress{}
 	for _, n := range old {
-		for _, a := range n.Pool.Addresses {
+		for _, a := range poolAddresses(n) {
 			was[key{n.Name, a.IP}] = a
 		}
 	}
 	now := map[key]bool{}
 	for _, n := range cur {
-		for _, a := range n.Pool.Addresses {
+		for _, a := range poolAddresses(n) {
 			k := key{n.Name, a.IP}
 			now[k] = true
 			o, ok := was[k]
@@ -262,12 +264,21 @@ func (d *differ) pools(old, cur []Network) {
 		}
 	}
 	for _, n := range old {
-		for _, a := range n.Pool.Addresses {
+		for _, a := range poolAddresses(n) {
 			if !now[key{n.Name, a.IP}] {
 				d.add(Event{Kind: EventAllocation, Node: a.Node, IP: a.IP, Message: fmt.Sprintf("%s/%s free again (was %s: %s)", n.Name, a.IP, a.State, a.Holder)})
 			}
 		}
 	}
+}
+
+// poolAddresses are the addresses of n's pools that are not free: the
+// IPv4 pool's, then the IPv6 one's.
+func poolAddresses(n Network) []PoolAddress {
+	if n.IPv6Pool == nil {
+		return n.Pool.Addresses
+	}
+	return slices.Concat(n.Pool.Addresses, n.IPv6Pool.Addresses)
 }
 
 // cardName is "service.slot" (or the service and a short ID).

@@ -132,3 +132,25 @@ func TestDecisionText(t *testing.T) {
 }
 
 func mustPrefix(s string) netip.Prefix { return netip.MustParsePrefix(s) }
+
+// TestDiffPool6: an address of a network's IPv6 pool allocated, and freed
+// again, is an allocation event, as an IPv4 one is.
+func TestDiffPool6(t *testing.T) {
+	mk := func(ips ...string) *Snapshot {
+		n, _ := clusterNet()
+		n.Spec.IPv6Subnet = mustPrefix("fd00:1::/64")
+		var es []inventory.Entry
+		for _, ip := range ips {
+			es = append(es, inventory.Entry{IP: ip, Node: "node1", Network: "web", Container: "hello.1.x", Service: "hello", Slot: "1", Task: "t1"})
+		}
+		s := Build(Inputs{Now: t0, Networks: []NetworkInput{n}, Inventory: es})
+		return &s
+	}
+	without, with := mk(), mk("fd00:1::5")
+	if got, want := lines(Diff(without, with)), "allocation: web/fd00:1::5 task: hello.1 (hello.1.x) on node1\n"; got != want {
+		t.Errorf("events of an IPv6 address taken:\n%s\nwant:\n%s", got, want)
+	}
+	if got, want := lines(Diff(with, without)), "allocation: web/fd00:1::5 free again (was task: hello.1 (hello.1.x) on node1)\n"; got != want {
+		t.Errorf("events of an IPv6 address freed:\n%s\nwant:\n%s", got, want)
+	}
+}

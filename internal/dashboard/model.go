@@ -213,6 +213,10 @@ type Network struct {
 	// Nodes are the nodes' reports on the network.
 	Nodes []NetworkNode `json:"nodes"`
 	Pool  Pool          `json:"pool"`
+	// IPv6Pool is the IPv6 subnet's pool, on a network with one (nil
+	// without), as `underlay ips` lists it: too large for a map, it has
+	// no Size, Cell nor free count (see Pool).
+	IPv6Pool *Pool `json:"ipv6_pool,omitempty"`
 }
 
 // NetworkNode is a node's report on a network.
@@ -243,18 +247,23 @@ const (
 	StateOutside = "outside"
 )
 
-// Pool is a network's IPv4 subnet, address by address.
+// Pool is a network's IPv4 subnet, address by address; or its IPv6
+// subnet (Network.IPv6Pool), whose 2^(128-Bits) addresses neither a map
+// nor a JSON number holds: Size and Cell are then 0, and Counts counts
+// the addresses listed only (no free or outside), the rest being free.
 type Pool struct {
-	// First is the subnet's first address; Size its number of addresses.
+	// First is the subnet's first address; Size its number of addresses
+	// (IPv4), Bits its prefix length.
 	First string `json:"first"`
 	Size  int    `json:"size"`
+	Bits  int    `json:"bits"`
 	// Range is the part addresses are handed out from (the IP range, or
 	// the subnet).
 	Range string `json:"range"`
 	// Cell is how many addresses one cell of the map stands for: 1 up to a
 	// /24, more for larger subnets so that the map has at most MaxCells.
 	Cell int `json:"cell"`
-	// Counts are the addresses in each state; they add up to Size.
+	// Counts are the addresses in each state; they add up to Size (IPv4).
 	Counts map[string]int `json:"counts"`
 	// Addresses are every address not free, in address order.
 	Addresses []PoolAddress `json:"addresses"`

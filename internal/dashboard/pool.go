@@ -33,7 +33,49 @@ func buildPool(n NetworkInput, entries []inventory.Entry, holder func(inventory.
 	if !rng.IsValid() || !sub.Contains(rng.Addr()) || rng.Bits() < sub.Bits() {
 		rng = sub
 	}
-	p := Pool{First: sub.Addr().String(), Size: size, Range: rng.String(), Cell: cellSize(size)}
+	p := Pool{First: sub.Addr().String(), Size: size, Bits: sub.Bits(), Range: rng.String(), Cell: cellSize(size)}
+	reserved := map[netip.Addr]string{sub.Addr(): "network address", netspec.LastAddr(sub): "broadcast address"}
+	if n.Spec.Gateway.IsValid() {
+		reserved[n.Spec.Gateway] = "gateway"
+	}
+	for name, a := range n.Spec.Aux {
+		reserved[a] = "aux address " + name
+	}
+	p.Addresses = notFree(n, sub, reserved, entries, holder, now)
+	p.Counts = counts(p.Addresses, sub, rng)
+	p.Regions = regions(n, sub)
+	return p
+}
+
+// buildPool6 lays out a network's IPv6 subnet as buildPool does its IPv4
+// one, nil when it has none: the pool `underlay ips` lists too (its
+// gateway is the one ipam.PoolOf gives, as Docker's default IPAM takes it
+// in per-node networks), with the nodes' /80s (netspec.IPv6Ranges) or the
+// cluster IPAM blocks. A /48 to /64 is too large for a map, and for JSON
+// to count its free addresses: Size and Cell are 0 and Counts counts the
+// addresses listed only; the rest of the 2^(128-Bits) are free.
+func buildPool6(n NetworkInput, entries []inventory.Entry, holder func(inventory.Entry) string, now time.Time) *Pool {
+	sub := n.Spec.IPv6Subnet.Masked()
+	if !sub.IsValid() || sub.Addr().Is4() {
+		return nil
+	}
+	_, gw := ipam.PoolOf(n.Spec, true)
+	reserved := map[netip.Addr]string{sub.Addr(): "network address (subnet-router anycast)", gw: "gateway"}
+	p := &Pool{First: sub.Addr().String(), Bits: sub.Bits(), Range: sub.String()}
+	p.Addresses = notFree(n, sub, reserved, entries, holder, now)
+	p.Counts = map[string]int{StateTask: 0, StateSpare: 0, StateReserved: 0, StateLeaked: 0, StateDuplicate: 0}
+	for _, a := range p.Addresses {
+		p.Counts[a.State]++
+	}
+	p.Regions = regions(n, sub)
+	return p
+}
+
+// notFree lists, in address order, the addresses of sub (one family of
+// network n) that are not free: reserved (by address, with what reserves
+// it), the nodes' host shims, the pool's allocations (cluster IPAM), and
+// those entries hold.
+func notFree(n NetworkInput, sub netip.Prefix, reserved map[netip.Addr]string, entries []inventory.Entry, holder func(inventory.Entry) string, now time.Time) []PoolAddress {
 	addrs := map[netip.Addr]PoolAddress{}
 	set := func(a netip.Addr, pa PoolAddress) {
 		if sub.Contains(a) {
@@ -41,22 +83,19 @@ func buildPool(n NetworkInput, entries []inventory.Entry, holder func(inventory.
 			addrs[a] = pa
 		}
 	}
-	set(sub.Addr(), PoolAddress{State: StateReserved, Holder: "network address"})
-	set(netspec.LastAddr(sub), PoolAddress{State: StateReserved, Holder: "broadcast address"})
-	if n.Spec.Gateway.IsValid() {
-		set(n.Spec.Gateway, PoolAddress{State: StateReserved, Holder: "gateway"})
-	}
-	for name, a := range n.Spec.Aux {
-		set(a, PoolAddress{State: StateReserved, Holder: "aux address " + name})
+	for a, what := range reserved {
+		set(a, PoolAddress{State: StateReserved, Holder: what})
 	}
 	for _, st := range n.States {
-		if st.Shim.IsValid() {
-			set(st.Shim, PoolAddress{State: StateReserved, Holder: "host shim of " + st.Node, Node: st.Node})
+		for _, shim := range []netip.Addr{st.Shim, st.Shim6} {
+			if shim.IsValid() {
+				set(shim, PoolAddress{State: StateReserved, Holder: "host shim of " + st.Node, Node: st.Node})
+			}
 		}
 	}
 	held := map[netip.Addr][]inventory.Entry{}
 	for _, e := range entries {
-		if a, err := netip.ParseAddr(e.IP); err == nil && a.Is4() {
+		if a, err := netip.ParseAddr(e.IP); err == nil && sub.Contains(a) {
 			held[a] = append(held[a], e)
 		}
 	}
@@ -72,13 +111,11 @@ func buildPool(n NetworkInput, entries []inventory.Entry, holder func(inventory.
 	for a, es := range held {
 		set(a, heldBy(es, holder))
 	}
-	p.Addresses = slices.Collect(maps.Values(addrs))
-	slices.SortFunc(p.Addresses, func(x, y PoolAddress) int {
+	out := slices.Collect(maps.Values(addrs))
+	slices.SortFunc(out, func(x, y PoolAddress) int {
 		return netip.MustParseAddr(x.IP).Compare(netip.MustParseAddr(y.IP))
 	})
-	p.Counts = counts(p.Addresses, sub, rng)
-	p.Regions = regions(n)
-	return p
+	return out
 }
 
 // StartGrace is how long an allocation held by no container counts as a
@@ -145,14 +182,27 @@ func counts(addrs []PoolAddress, sub, rng netip.Prefix) map[string]int {
 }
 
 // regions are the per-node ranges (per-node IPAM) or the claimed blocks
-// (cluster IPAM), in address order.
-func regions(n NetworkInput) []Region {
+// (cluster IPAM) of sub, one family of network n, in address order: an
+// IPv6 subnet's ranges are the nodes' /80s, those of their IPv4 ranges
+// (netspec.IPv6Ranges).
+func regions(n NetworkInput, sub netip.Prefix) []Region {
 	out := []Region{}
-	for p, node := range n.Leases {
-		out = append(out, Region{Prefix: p.String(), Node: node, Kind: "range"})
+	if sub.Addr().Is4() {
+		for p, node := range n.Leases {
+			out = append(out, Region{Prefix: p.String(), Node: node, Kind: "range"})
+		}
+	} else {
+		ranges := slices.Collect(maps.Keys(n.Leases))
+		for i, r6 := range netspec.IPv6Ranges(n.Spec, ranges) {
+			if r6.IsValid() {
+				out = append(out, Region{Prefix: r6.String(), Node: n.Leases[ranges[i]], Kind: "range"})
+			}
+		}
 	}
 	for p, doc := range n.Blocks {
-		out = append(out, Region{Prefix: p.String(), Node: doc.Node, Kind: "block"})
+		if sub.Contains(p.Addr()) {
+			out = append(out, Region{Prefix: p.String(), Node: doc.Node, Kind: "block"})
+		}
 	}
 	slices.SortFunc(out, func(a, b Region) int {
 		return netip.MustParsePrefix(a.Prefix).Addr().Compare(netip.MustParsePrefix(b.Prefix).Addr())

@@ -4,6 +4,8 @@ import (
 	"cmp"
 	"context"
 	"fmt"
+	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"time"
@@ -55,14 +57,22 @@ func (s *Store) Networks(ctx context.Context) ([]dashboard.NetworkInput, error) 
 		}
 		switch spec.IPAM {
 		case netspec.Cluster:
-			pool, _ := ipam.PoolOf(spec, false)
-			// Unreadable block documents are left out, as the allocator
-			// leaves them (doctor names them with their fix).
-			c, err := ipam.Inspect(ctx, s.kv, pool)
-			if err != nil {
-				return nil, fmt.Errorf("read pool of %s: %w", spec.Name, err)
+			// Both families' pools, as `underlay ips` lists them.
+			n.Blocks, n.Kept = map[netip.Prefix]ipam.BlockDoc{}, ipam.KeptAddrs{}
+			for _, v6 := range []bool{false, true} {
+				if v6 && !spec.IPv6Subnet.IsValid() {
+					continue
+				}
+				pool, _ := ipam.PoolOf(spec, v6)
+				// Unreadable block documents are left out, as the allocator
+				// leaves them (doctor names them with their fix).
+				c, err := ipam.Inspect(ctx, s.kv, pool)
+				if err != nil {
+					return nil, fmt.Errorf("read pool of %s: %w", spec.Name, err)
+				}
+				maps.Copy(n.Blocks, c.Blocks)
+				maps.Copy(n.Kept, c.Kept)
 			}
-			n.Blocks, n.Kept = c.Blocks, c.Kept
 		default:
 			if n.Leases, err = s.nets.Leases(ctx, spec.Name); err != nil {
 				return nil, err

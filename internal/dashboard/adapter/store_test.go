@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	"github.com/underlay/underlay/internal/dashboard"
 	"github.com/underlay/underlay/internal/doctor"
 	"github.com/underlay/underlay/internal/inventory"
+	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
 )
@@ -230,5 +232,66 @@ func TestStoreDuplicateFactsNewestWins(t *testing.T) {
 				t.Errorf("n1's doctor problems %+v, want a nodes/facts warning naming %s's facts as stale, with underlay node rm %s", warns, tt.stale, tt.stale)
 			}
 		})
+	}
+}
+
+// TestStoreReadsBothPools: the store read a cluster-IPAM network's IPv4
+// pool only, so the dashboard could not show the IPv6 one `underlay ips`
+// lists. It now reads both: an IPv6 allocation and shim are in the
+// network's IPv6 pool, and its block is one of the pool's regions, while
+// the IPv4 pool keeps its own.
+func TestStoreReadsBothPools(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	s := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.9.0.0/24"), Gateway: netip.MustParseAddr("10.9.0.1"),
+		Parent: "eth1", IPAM: netspec.Cluster, IPv6Subnet: netip.MustParsePrefix("fd00:9::/64")}
+	if err := netspec.NewStore(kv).Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	alloc := ipam.NewAllocator(kv, "node-id-1", nil)
+	var got []netip.Addr
+	for _, v6 := range []bool{false, true} {
+		pool, _ := ipam.PoolOf(s, v6)
+		a, err := alloc.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
+		if err != nil {
+			t.Fatal(err)
+		}
+		shim, err := alloc.Shim(ctx, pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, a, shim)
+	}
+	snap := runRefreshes(t, dashboard.Sources{Store: NewStore(memKV{kv}, "")})
+	if len(snap.Networks) != 1 || snap.Networks[0].IPv6Pool == nil {
+		t.Fatalf("networks %+v, want web with its IPv6 pool", snap.Networks)
+	}
+	n := snap.Networks[0]
+	states := func(p dashboard.Pool) map[string]string {
+		out := map[string]string{}
+		for _, a := range p.Addresses {
+			out[a.IP] = a.State
+		}
+		return out
+	}
+	v4, v6 := states(n.Pool), states(*n.IPv6Pool)
+	for i, a := range got {
+		in, other := v4, v6
+		if a.Is6() {
+			in, other = v6, v4
+		}
+		want := dashboard.StateTask // allocated just now: a container being started
+		if i%2 == 1 {
+			want = dashboard.StateReserved // the shim
+		}
+		if in[a.String()] != want || other[a.String()] != "" {
+			t.Errorf("%s: %q in its family's pool and %q in the other's, want %q and none", a, in[a.String()], other[a.String()], want)
+		}
+	}
+	if len(n.IPv6Pool.Regions) != 1 || n.IPv6Pool.Regions[0].Kind != "block" || !netip.MustParsePrefix(n.IPv6Pool.Regions[0].Prefix).Contains(got[2]) {
+		t.Errorf("IPv6 regions %+v, want the block of %s", n.IPv6Pool.Regions, got[2])
+	}
+	if len(n.Pool.Regions) != 1 || !netip.MustParsePrefix(n.Pool.Regions[0].Prefix).Contains(got[0]) {
+		t.Errorf("IPv4 regions %+v, want the block of %s only", n.Pool.Regions, got[0])
 	}
 }

@@ -554,7 +554,7 @@
 
   function networkEl(n, nodeIdx) {
     const p = n.pool;
-    const el = h('div', { class: 'network', dataset: { network: n.name, search: [n.name, n.subnet, n.parent].join(' ').toLowerCase() } },
+    const el = h('div', { class: 'network', dataset: { network: n.name, search: [n.name, n.subnet, n.ipv6_subnet || '', n.parent].join(' ').toLowerCase() } },
       h('div', { class: 'head' }, h('h3', { text: n.name }), n.deleting ? badge('being removed', 'warn') : null),
       h('div', { class: 'spec' },
         h('span', {}, 'subnet ', h('b', { text: n.subnet })), h('span', {}, 'gateway ', h('b', { text: n.gateway })),
@@ -575,7 +575,28 @@
       const at = state.zoom[n.name] !== undefined ? state.zoom[n.name] : (p.cell > 1 ? busiestCell(p) : -1);
       if (at >= 0) zoom(n, el, at, nodeIdx);
     }
+    if (n.ipv6_pool) el.append(pool6El(n.ipv6_pool, nodeIdx));
     return el;
+  }
+
+  // pool6El shows an IPv6 pool (/48 to /64), too large for a map: the
+  // counts of its addresses that are not free, the nodes' ranges or
+  // blocks, and those addresses listed (the first MAX_POOL6_ROWS).
+  const MAX_POOL6_ROWS = 256;
+  function pool6El(p, nodeIdx) {
+    const listed = STATES.filter((st) => st !== 'free' && st !== 'outside');
+    const rows = p.addresses.slice(0, MAX_POOL6_ROWS).map((a) => h('li', { dataset: { state: a.state, search: [a.ip, a.holder, a.mac || ''].join(' ').toLowerCase() } },
+      h('span', { class: 'sw st-' + a.state }), h('b', { text: a.ip }), ' ' + a.state + ': ' + a.holder,
+      a.mac ? ' (MAC ' + a.mac + ')' : null, a.since ? [' since ', ageSpan(a.since), ' ago'] : null));
+    return h('div', { class: 'pool6' },
+      h('div', { class: 'legend' }, h('span', {}, 'IPv6 pool ', h('b', { text: p.range })),
+        listed.map((st) => h('span', { class: 'count6', dataset: { state: st, count: p.counts[st] || 0 } },
+          h('span', { class: 'sw st-' + st }), st + ' ', h('b', { text: p.counts[st] || 0 }))),
+        h('span', { class: 'muted', text: 'the rest of its 2^' + (128 - p.bits) + ' addresses free' }),
+        p.regions.length ? h('span', { class: 'muted', text: p.regions[0].kind === 'range' ? 'per-node ranges:' : 'blocks of:' }) : null,
+        p.regions.map((r) => h('span', {}, h('span', { class: 'node-sw r' + (nodeIdx.get(r.node) ?? 9) }), r.node + ' ' + r.prefix))),
+      h('ul', { class: 'pool6-addresses' }, rows,
+        p.addresses.length > MAX_POOL6_ROWS ? h('li', { class: 'muted', text: '… ' + (p.addresses.length - MAX_POOL6_ROWS) + ' more (GET /v1/cluster lists them)' }) : null));
   }
 
   function usage(p) {
@@ -598,7 +619,6 @@
       h('span', {}, h('b', { text: inUse }), ' of ' + usable + ' addresses held by containers (' + Math.round(100 * inUse / usable) + '%)'),
       STATES.filter((st) => st !== 'outside' || p.counts.outside).map((st) => h('span', { class: 'count', dataset: { state: st, count: p.counts[st] || 0 } },
         h('span', { class: 'sw st-' + st }), st + ' ', h('b', { text: p.counts[st] || 0 }))));
-    const owners = [...new Set(p.regions.map((r) => r.node))];
     if (owners.length) {
       lg.append(h('span', { class: 'muted', text: p.regions[0].kind === 'range' ? 'per-node ranges:' : 'blocks of:' }),
         ...owners.map((o) => h('span', {}, h('span', { class: 'node-sw r' + (nodeIdx.get(o) ?? 9) }), o)));
