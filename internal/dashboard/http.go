@@ -204,6 +204,10 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	// Trimmed as tokens are read and bearer tokens taken: blanks pasted
 	// with it are not part of it.
 	body.Token = strings.TrimSpace(body.Token)
+	if body.Token == "" {
+		writeJSON(w, http.StatusBadRequest, errorBody{`no token given: want {"token": "…"}`})
+		return
+	}
 	if !s.valid(r, body.Token) {
 		s.metrics.logins.WithLabelValues("refused").Inc()
 		s.log.Warn("dashboard login refused", "remote", r.RemoteAddr)
@@ -236,8 +240,8 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.sessionOf(nil, ""))
 }
 
-// readJSON reads r's body, of at most maxBody bytes, into v; when it
-// cannot, the status to answer and why.
+// readJSON reads r's body, one JSON value of at most maxBody bytes with
+// no field v lacks, into v; when it cannot, the status to answer and why.
 func readJSON(w http.ResponseWriter, r *http.Request, v any) ([]byte, int, error) {
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, maxBody))
 	var tooLarge *http.MaxBytesError
@@ -247,8 +251,15 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) ([]byte, int, error
 	case err != nil:
 		return nil, http.StatusBadRequest, fmt.Errorf("read request body: %w", err)
 	}
-	if err := json.Unmarshal(b, v); err != nil {
+	// Strict, as the API reads its bodies: a field misspelt is named, not
+	// taken for one missing.
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
 		return nil, http.StatusBadRequest, fmt.Errorf("malformed JSON body: %w", err)
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, http.StatusBadRequest, errors.New("malformed JSON body: data after the JSON value")
 	}
 	return b, 0, nil
 }

@@ -1062,3 +1062,26 @@ func TestBadBodiesNamed(t *testing.T) {
 		t.Errorf("%d bad bodies reached the scale API", n)
 	}
 }
+
+// TestLoginBodyNamed: a login body the page never sends — a misspelt
+// field ({"tokn": …}), no token, or one that is all blanks — was read as
+// an empty token and answered 401 "invalid token", as a wrong token is,
+// which sent its sender looking for another token. It is now 400 naming
+// what is wrong, as the API answers a body it cannot use.
+func TestLoginBodyNamed(t *testing.T) {
+	ts := startServer(t, Config{Tokens: tokens("tok")}, cardsInput())
+	c := ts.client(t)
+	for _, tc := range []struct{ body, want string }{
+		{`{"tokn":"tok"}`, `unknown field \"tokn\"`},
+		{`{}`, "no token"},
+		{`{"token":" \t"}`, "no token"},
+	} {
+		resp, got := ts.post(t, c, "/ui/login", tc.body, nil)
+		if resp.StatusCode != http.StatusBadRequest || !strings.Contains(got, tc.want) {
+			t.Errorf("login with %s: %d %s; want 400 naming %s", tc.body, resp.StatusCode, got, tc.want)
+		}
+	}
+	if resp, got := ts.post(t, c, "/ui/login", `{"token":"tok"}`, nil); resp.StatusCode != 200 {
+		t.Errorf("login with the token: %d %s, want 200", resp.StatusCode, got)
+	}
+}
