@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/underlay/underlay/internal/scale"
 )
@@ -42,6 +43,11 @@ func Diff(old, cur *Snapshot) []Event {
 	return d.out
 }
 
+// MaxEventMessage bounds an event's message, in bytes: what it reports
+// comes from documents any agent may write, and the server keeps
+// EventBacklog events and sends them to every page that connects.
+const MaxEventMessage = 1024
+
 type differ struct {
 	at  time.Time
 	out []Event
@@ -51,7 +57,22 @@ func (d *differ) add(e Event) {
 	if e.Time.IsZero() {
 		e.Time = d.at
 	}
+	e.Message = cut(e.Message, MaxEventMessage)
 	d.out = append(d.out, e)
+}
+
+// cut is s when it has at most n bytes, else as much of it as fits in n
+// bytes with "…", cut on a rune boundary.
+func cut(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	const mark = "…"
+	i := n - len(mark)
+	for i > 0 && !utf8.RuneStart(s[i]) {
+		i--
+	}
+	return s[:i] + mark
 }
 
 func (d *differ) sources(old, cur []SourceError) {

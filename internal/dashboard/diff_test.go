@@ -5,6 +5,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/scale"
@@ -152,5 +153,30 @@ func TestDiffPool6(t *testing.T) {
 	}
 	if got, want := lines(Diff(with, without)), "allocation: web/fd00:1::5 free again (was task: hello.1 (hello.1.x) on node1)\n"; got != want {
 		t.Errorf("events of an IPv6 address freed:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+// TestDiffEventMessageBounded: an event's message carried the whole text
+// of what it reports, as long as an agent's document made it (a doctor
+// result of hundreds of KB, a new check name each report): the server
+// keeps EventBacklog events and sends them all to every page that
+// connects, so one agent could make it hold, and send, hundreds of MB.
+// A message is now cut at MaxEventMessage bytes (on a rune boundary,
+// marked with "…"); the snapshot still has the whole result.
+func TestDiffEventMessageBounded(t *testing.T) {
+	mk := func(rs ...DoctorResult) *Snapshot {
+		s := Build(Inputs{Now: t0, Nodes: []SwarmNode{{ID: "n1", Hostname: "node1"}},
+			Agents: []AgentInput{{Node: "node1", Doctor: &DoctorReport{At: t0, Results: rs}}}})
+		return &s
+	}
+	long := strings.Repeat("é", 300<<10)
+	evs := Diff(mk(), mk(DoctorResult{Check: "big", Status: "fail", Message: long, Fix: long}))
+	if len(evs) != 1 {
+		t.Fatalf("events: %d, want 1", len(evs))
+	}
+	m := evs[0].Message
+	if len(m) > MaxEventMessage || !utf8.ValidString(m) || !strings.HasPrefix(m, "doctor on node1: big fail: éé") || !strings.HasSuffix(m, "…") {
+		t.Errorf("event message of %d bytes (valid UTF-8: %v), starting %.40q, ending %q; want at most %d, cut with …",
+			len(m), utf8.ValidString(m), m, m[max(0, len(m)-8):], MaxEventMessage)
 	}
 }
