@@ -606,9 +606,13 @@ func networks(in Inputs, inv []inventory.Entry, ix *index) []Network {
 		}
 		nw.Nodes = networkNodes(s, n.States)
 		slices.SortFunc(nw.Nodes, func(a, b NetworkNode) int { return strings.Compare(a.Node, b.Node) })
-		es := inventory.Filter(inv, s.Name, "")
-		nw.Pool = buildPool(n, es, ix.holder, in.Now)
-		nw.IPv6Pool = buildPool6(n, es, ix.holder, in.Now)
+		if nw.Refused = n.Refused; nw.Refused != "" {
+			nw.Pool = emptyPool() // the IPAM plugin serves none of it
+		} else {
+			es := inventory.Filter(inv, s.Name, "")
+			nw.Pool = buildPool(n, es, ix.holder, in.Now)
+			nw.IPv6Pool = buildPool6(n, es, ix.holder, in.Now)
+		}
 		out = append(out, nw)
 	}
 	slices.SortFunc(out, func(a, b Network) int { return strings.Compare(a.Name, b.Name) })

@@ -647,3 +647,21 @@ func TestBuildPool6PerNode(t *testing.T) {
 		t.Errorf("IPv4 counts %v, want 1 task and 5 reserved (no IPv6 address among them)", p4.Counts)
 	}
 }
+
+// TestBuildRefusedNetwork: a spec every agent refuses (a forged one
+// overlapping a network, which makes both refused) showed as a working
+// network, its pool laid out as if the IPAM plugin served it, while
+// `underlay ips` lists no pool of it and warns. The network now says why
+// it is refused, and has no pool.
+func TestBuildRefusedNetwork(t *testing.T) {
+	n, es := clusterNet()
+	n.Spec.IPv6Subnet = netip.MustParsePrefix("fd00:1::/64")
+	n.Refused = `subnet 10.0.0.0/24 overlaps network "evil" (10.0.0.0/16)`
+	nw := Build(Inputs{Now: t0, Networks: []NetworkInput{n}, Inventory: es}).Networks[0]
+	if nw.Refused != n.Refused {
+		t.Errorf("refused %q, want %q", nw.Refused, n.Refused)
+	}
+	if nw.Pool.Size != 0 || len(nw.Pool.Addresses) != 0 || len(nw.Pool.Regions) != 0 || nw.IPv6Pool != nil {
+		t.Errorf("the refused network's pools: %+v and %+v, want none", nw.Pool, nw.IPv6Pool)
+	}
+}

@@ -210,6 +210,10 @@ type Network struct {
 	Aux        map[string]string `json:"aux,omitempty"`
 	IPv6Subnet string            `json:"ipv6_subnet,omitempty"`
 	Deleting   bool              `json:"deleting,omitempty"`
+	// Refused says why every agent refuses the spec (netspec.CheckStored:
+	// invalid, or overlapping another network's); its pools are then not
+	// laid out, as `underlay ips` lists none of them.
+	Refused string `json:"refused,omitempty"`
 	// Nodes are the nodes' reports on the network.
 	Nodes []NetworkNode `json:"nodes"`
 	Pool  Pool          `json:"pool"`

@@ -26,7 +26,7 @@ import (
 func buildPool(n NetworkInput, entries []inventory.Entry, holder func(inventory.Entry) string, now time.Time) Pool {
 	sub := n.Spec.Subnet.Masked()
 	if !sub.IsValid() || !sub.Addr().Is4() {
-		return Pool{Counts: map[string]int{}, Addresses: []PoolAddress{}, Regions: []Region{}}
+		return emptyPool()
 	}
 	size := 1 << (32 - sub.Bits())
 	rng := n.Spec.Range().Masked()
@@ -45,6 +45,11 @@ func buildPool(n NetworkInput, entries []inventory.Entry, holder func(inventory.
 	p.Counts = counts(p.Addresses, sub, rng)
 	p.Regions = regions(n, sub)
 	return p
+}
+
+// emptyPool is the pool of a network without one to lay out.
+func emptyPool() Pool {
+	return Pool{Counts: map[string]int{}, Addresses: []PoolAddress{}, Regions: []Region{}}
 }
 
 // buildPool6 lays out a network's IPv6 subnet as buildPool does its IPv4

@@ -142,6 +142,9 @@ type Check struct {
 // NetworkInput is one cluster network as stored in Consul KV.
 type NetworkInput struct {
 	Spec netspec.Spec
+	// Refused says why every agent refuses Spec (netspec.Listing.Refused);
+	// empty when they take it.
+	Refused string
 	// Leases are the per-node ranges, by holder (per-node IPAM).
 	Leases map[netip.Prefix]string
 	// States are the nodes' reports.

@@ -45,15 +45,23 @@ func NewStore(kv KV, historyPrefix string) *Store {
 
 // Networks implements dashboard.Store.
 func (s *Store) Networks(ctx context.Context) ([]dashboard.NetworkInput, error) {
-	specs, err := s.nets.Specs(ctx)
+	l, err := s.nets.ReadListing(ctx)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]dashboard.NetworkInput, 0, len(specs))
-	for _, spec := range specs {
+	refused := l.Refused()
+	out := make([]dashboard.NetworkInput, 0, len(l.Specs))
+	for _, spec := range l.Specs {
 		n := dashboard.NetworkInput{Spec: spec}
 		if n.States, err = s.nets.NodeStates(ctx, spec.Name); err != nil {
 			return nil, err
+		}
+		if err := refused[spec.Name]; err != nil {
+			// No pool: the IPAM plugin serves none of a refused spec's,
+			// and `underlay ips` lists none.
+			n.Refused = strings.ReplaceAll(err.Error(), "\n", "; ")
+			out = append(out, n)
+			continue
 		}
 		switch spec.IPAM {
 		case netspec.Cluster:

@@ -295,3 +295,40 @@ func TestStoreReadsBothPools(t *testing.T) {
 		t.Errorf("IPv4 regions %+v, want the block of %s only", n.Pool.Regions, got[0])
 	}
 }
+
+// TestStoreNamesRefusedSpecs: the store listed every readable spec as a
+// network, a spec the agents refuse too (a forged one overlapping a
+// network, which makes both refused): the dashboard showed both as
+// working, with pools. Each network now says why it is refused.
+func TestStoreNamesRefusedSpecs(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	s := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.9.0.0/24"), Gateway: netip.MustParseAddr("10.9.0.1"),
+		Parent: "eth1", IPAM: netspec.Cluster}
+	if err := netspec.NewStore(kv).Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	lan := netspec.Spec{Name: "lan", Subnet: netip.MustParsePrefix("10.8.0.0/24"), Gateway: netip.MustParseAddr("10.8.0.1"),
+		Parent: "eth2", IPAM: netspec.PerNode, PerNodeSize: 16}
+	if err := netspec.NewStore(kv).Create(ctx, lan); err != nil {
+		t.Fatal(err)
+	}
+	evil := netspec.Spec{Name: "evil", Subnet: netip.MustParsePrefix("10.9.0.0/16"), Gateway: netip.MustParseAddr("10.9.0.1"),
+		Parent: "eth1", IPAM: netspec.Cluster}
+	b, err := json.Marshal(evil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv.Put(ctx, netspec.KVPrefix+"evil/spec", b) // past network create, which refuses it
+	snap := runRefreshes(t, dashboard.Sources{Store: NewStore(memKV{kv}, "")})
+	got := map[string]string{}
+	for _, n := range snap.Networks {
+		got[n.Name] = n.Refused
+		if n.Refused != "" && len(n.Pool.Addresses) != 0 {
+			t.Errorf("refused network %s has a pool: %+v", n.Name, n.Pool)
+		}
+	}
+	if len(got) != 3 || got["lan"] != "" || !strings.Contains(got["web"], "overlaps") || !strings.Contains(got["evil"], "overlaps") {
+		t.Errorf("networks' refusals %q, want web and evil refused (overlapping), lan not", got)
+	}
+}

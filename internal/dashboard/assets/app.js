@@ -555,7 +555,9 @@
   function networkEl(n, nodeIdx) {
     const p = n.pool;
     const el = h('div', { class: 'network', dataset: { network: n.name, search: [n.name, n.subnet, n.ipv6_subnet || '', n.parent].join(' ').toLowerCase() } },
-      h('div', { class: 'head' }, h('h3', { text: n.name }), n.deleting ? badge('being removed', 'warn') : null),
+      h('div', { class: 'head' }, h('h3', { text: n.name }), n.deleting ? badge('being removed', 'warn') : null,
+        n.refused ? badge('refused by the agents', 'fail') : null),
+      n.refused ? h('div', { class: 'error', text: 'Every agent refuses this spec, and serves no address of it: ' + n.refused }) : null,
       h('div', { class: 'spec' },
         h('span', {}, 'subnet ', h('b', { text: n.subnet })), h('span', {}, 'gateway ', h('b', { text: n.gateway })),
         h('span', {}, 'parent ', h('b', { text: n.parent })), h('span', {}, 'IPAM ', h('b', { text: n.ipam })),
