@@ -596,3 +596,30 @@ func newPassAgent(t *testing.T, d Docker, c Catalog) *Agent {
 	}
 	return a
 }
+
+// TestServiceIDOfAnotherContainerRefused: a label may not name a service
+// ID of the agent's own form, NODE:CONTAINER:PORT. A container started
+// with another's default ID as its SERVICE_ID held that ID, and the other
+// container, started after, waited for it, unregistered, for as long as
+// the first ran.
+func TestServiceIDOfAnotherContainerRefused(t *testing.T) {
+	ctx := context.Background()
+	d, c := newFakeDocker(), &fakeCatalog{services: map[string]Service{}}
+	a := newPassAgent(t, d, c)
+	squatter := webContainer("squatter", true)
+	squatter.Labels = map[string]string{"SERVICE_ID": "n1:web-victim:8080"}
+	d.set(squatter)
+	if err := a.syncContainer(ctx, "squatter"); err != nil {
+		t.Fatal(err)
+	}
+	d.set(webContainer("victim", true))
+	if err := a.syncContainer(ctx, "victim"); err != nil {
+		t.Fatal(err)
+	}
+	if got := c.owner("n1:web-victim:8080"); got != "victim" {
+		t.Errorf("service n1:web-victim:8080 is container %q's, want victim's own", got)
+	}
+	if got := c.owner("n1:web-squatter:8080"); got != "squatter" {
+		t.Errorf("service n1:web-squatter:8080 (squatter's default ID) is container %q's, want squatter's", got)
+	}
+}

@@ -316,6 +316,12 @@ func serviceID(c Container, p Policy, t target, attrs map[string]setting, fromPo
 		warn(attrs["id"].source, id, "not usable as a Consul service ID: Consul's HTTP API could not name it to deregister it (a '/', a control character, or '.' or '..' alone), and the entry would stay after the container; the default ID is used")
 		id = ""
 	}
+	if prefix := p.Node + ":"; id != "" && strings.HasPrefix(id, prefix) {
+		// Another container's default ID, taken first, would be held
+		// against that container for as long as this one runs.
+		warn(attrs["id"].source, id, fmt.Sprintf("IDs starting with %q are reserved for the agent's own IDs (NODE:CONTAINER:PORT), which other containers are registered under; the default ID is used", prefix))
+		id = ""
+	}
 	if id != "" {
 		if group && !fromPort["id"] {
 			id += "-" + strconv.Itoa(t.port.Port)

@@ -819,6 +819,21 @@ func TestDesiredNaming(t *testing.T) {
 			},
 		},
 		{
+			// Taken first, another container's default ID would be held
+			// against that container for as long as this one ran.
+			name:   "SERVICE_ID in the form of the agent's own IDs falls back to the default",
+			c:      twoPorts(labels("SERVICE_ID", "node1:db:5432", "SERVICE_443_ID", "node1:web:80")),
+			policy: testPolicy(),
+			want: []naming{
+				{"node1:web:80", "nginx-80", nil},
+				{"node1:web:443", "nginx-443", nil},
+			},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_ID", Value: "node1:db:5432", Problem: "reserved for the agent's own IDs"},
+				{Key: "SERVICE_443_ID", Value: "node1:web:80", Problem: "reserved for the agent's own IDs"},
+			},
+		},
+		{
 			name:   "Explicit skips a container without a name",
 			c:      twoPorts(),
 			policy: Policy{Node: testNode, Explicit: true},
