@@ -312,6 +312,10 @@ func defaultName(c Container) string {
 // registrator does.
 func serviceID(c Container, p Policy, t target, attrs map[string]setting, fromPort map[string]bool, group bool, warn func(key, value, problem string)) string {
 	id := attrs["id"].value
+	if id != "" && len(id) > maxLabelID {
+		warn(attrs["id"].source, id, fmt.Sprintf("%d bytes, longer than the %d bytes a SERVICE_ID may have: Consul's HTTP API names the ID in a URL to deregister it; the default ID is used", len(id), maxLabelID))
+		id = ""
+	}
 	if id != "" && !usableID(id) {
 		warn(attrs["id"].source, id, "not usable as a Consul service ID: Consul's HTTP API could not name it to deregister it (a '/', a control character, or '.' or '..' alone), and the entry would stay after the container; the default ID is used")
 		id = ""
@@ -328,18 +332,36 @@ func serviceID(c Container, p Policy, t target, attrs map[string]setting, fromPo
 		}
 		return id
 	}
-	id = fmt.Sprintf("%s:%s:%d", p.Node, c.Name, t.port.Port)
+	name := c.Name
+	// Room for the longest port and the check IDs' suffixes.
+	if len(p.Node)+len(name)+len("::65535:udp")+len(HealthCheckSuffix) > maxServiceID {
+		warn("", c.Name, fmt.Sprintf("container name too long for a service ID (%d bytes at most: Consul's HTTP API names the ID in a URL to deregister it); the container ID stands for it", maxServiceID))
+		name = c.ID
+	}
+	id = fmt.Sprintf("%s:%s:%d", p.Node, name, t.port.Port)
 	if t.port.Proto == "udp" {
 		id += ":udp"
 	}
 	return id
 }
 
+// maxLabelID is the longest SERVICE_ID taken, in bytes, and maxServiceID
+// the longest service or check ID written, with what may be appended
+// ("-PORT", ":udp", HealthCheckSuffix). Consul's HTTP API names an ID in
+// a URL path to deregister it, and refuses a request line over 1 MB,
+// which Docker lets a label or a container name exceed: such a service
+// would stay after its container.
+const (
+	maxLabelID   = 200
+	maxServiceID = 256
+)
+
 // usableID says Consul's HTTP API can name id in a path, as deregistration
 // and check updates do: Go's HTTP server cleans "." and ".." segments out
-// of a path, and a control character makes the request invalid.
+// of a path, a control character makes the request invalid, and the
+// request line has a bounded length.
 func usableID(id string) bool {
-	if id == "." || id == ".." || strings.Contains(id, "/") {
+	if id == "." || id == ".." || strings.Contains(id, "/") || len(id) > maxServiceID {
 		return false
 	}
 	return !strings.ContainsFunc(id, unicode.IsControl)

@@ -1133,6 +1133,7 @@ func TestDesiredMetaDockerValuesWithinConsulLimits(t *testing.T) {
 	}
 	checkWarnings(t, longName, warnings, []wantWarning{
 		{Key: "", Value: longName, Problem: "Meta container_name left out"},
+		{Key: "", Value: longName, Problem: "the container ID stands for it"},
 		{Key: "", Value: longNet, Problem: "Meta network left out"},
 		{Key: labelSwarmTaskID, Value: longTask, Problem: "Meta swarm_task_id left out"},
 	})
@@ -1199,6 +1200,61 @@ func TestDesiredUniqueIDs(t *testing.T) {
 						t.Errorf("check ID %q used twice", c.ID)
 					}
 					checkIDs[c.ID] = true
+				}
+			}
+		})
+	}
+}
+
+// TestDesiredLongServiceIDs: Consul's HTTP API names a service ID in a
+// URL path to deregister it, and refuses a request line over 1 MB, while
+// Docker takes labels and container names of any length. A longer ID was
+// registered (it travels in the request's body) but never deregistered:
+// the service stayed after its container, the agent retrying for good.
+// A SERVICE_ID over 200 bytes is refused, and a container name that would
+// make the default ID longer than 256 gives way to the container's ID.
+func TestDesiredLongServiceIDs(t *testing.T) {
+	longID := strings.Repeat("i", 300)
+	longName := strings.Repeat("n", 300)
+	tests := []struct {
+		name         string
+		c            Container
+		wantIDs      []string
+		wantWarnings []wantWarning
+	}{
+		{
+			name:    "SERVICE_ID of 200 bytes is taken",
+			c:       macvlanContainer(labels("SERVICE_ID", longID[:200])),
+			wantIDs: []string{longID[:200]},
+		},
+		{
+			name:         "longer SERVICE_ID",
+			c:            macvlanContainer(labels("SERVICE_ID", longID)),
+			wantIDs:      []string{"node1:web:80"},
+			wantWarnings: []wantWarning{{Key: "SERVICE_ID", Value: longID, Problem: "longer than the 200 bytes"}},
+		},
+		{
+			name:    "SERVICE_ID of 200 bytes with a port and :udp appended",
+			c:       macvlanContainer(exposed(Port{65535, "tcp"}, Port{65535, "udp"}), labels("SERVICE_ID", longID[:200])),
+			wantIDs: []string{longID[:200] + "-65535", longID[:200] + "-65535:udp"},
+		},
+		{
+			name:         "long container name",
+			c:            macvlanContainer(func(c *Container) { c.Name = longName }),
+			wantIDs:      []string{"node1:" + testCID + ":80"},
+			wantWarnings: []wantWarning{{Key: "", Value: longName, Problem: "the container ID stands for it"}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, warnings := Desired(tt.c, testPolicy())
+			if diff := cmp.Diff(tt.wantIDs, serviceIDs(got)); diff != "" {
+				t.Errorf("service IDs mismatch (-want +got):\n%s", diff)
+			}
+			checkWarnings(t, tt.c.Name, warnings, tt.wantWarnings)
+			for _, s := range got {
+				if !usableID(s.ID) || !usableID(s.ID+HealthCheckSuffix) {
+					t.Errorf("service ID %q (%d bytes) is not usable", s.ID, len(s.ID))
 				}
 			}
 		})
