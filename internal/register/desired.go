@@ -111,7 +111,7 @@ func Desired(c Container, p Policy) ([]Service, []Warning) {
 			Name:    name,
 			Address: t.address,
 			Port:    cmp.Or(t.hostPort, t.port.Port),
-			Tags:    mergeTags(p.Tags, splitList(attrs["tags"].value)),
+			Tags:    serviceTags(p.Tags, attrs["tags"], warn),
 		}})
 	}
 	var services []Service
@@ -367,14 +367,37 @@ func usableID(id string) bool {
 	return !strings.ContainsFunc(id, unicode.IsControl)
 }
 
-func mergeTags(lists ...[]string) []string {
+// maxTags is how many tags a service gets at most: the agent's --tags,
+// then SERVICE_TAGS's while they last. Docker bounds no label, and the
+// tags of every port's service go to Consul at each registration.
+const maxTags = 64
+
+// serviceTags is the agent's tags, then those of s, without repeats.
+func serviceTags(policy []string, s setting, warn func(key, value, problem string)) []string {
 	var tags []string
-	for _, l := range lists {
-		for _, t := range l {
-			if !slices.Contains(tags, t) {
-				tags = append(tags, t)
-			}
+	seen := map[string]bool{}
+	dropped := 0
+	add := func(t string, fromLabel bool) {
+		switch {
+		case seen[t]:
+		case fromLabel && len(tags) >= maxTags:
+			seen[t] = true
+			dropped++
+		default:
+			seen[t] = true
+			tags = append(tags, t)
 		}
+	}
+	for _, t := range policy {
+		add(t, false)
+	}
+	for t := range strings.SplitSeq(s.value, ",") {
+		if t = strings.TrimSpace(t); t != "" {
+			add(t, true)
+		}
+	}
+	if dropped > 0 {
+		warn(s.source, s.value, fmt.Sprintf("a service takes at most %d tags; %d left out", maxTags, dropped))
 	}
 	return tags
 }

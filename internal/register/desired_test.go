@@ -1261,6 +1261,34 @@ func TestDesiredLongServiceIDs(t *testing.T) {
 	}
 }
 
+// TestDesiredManyTags: SERVICE_TAGS with many tags (Docker bounds no
+// label) took time growing with the square of their number, each tag
+// compared with every one before it (a megabyte of tags, some 10^10
+// comparisons, at every pass), and all went to Consul on every port's
+// service. A service now takes at most 64 tags, the
+// agent's first, and a warning says how many were left out.
+func TestDesiredManyTags(t *testing.T) {
+	var list []string
+	for i := range 200 {
+		list = append(list, fmt.Sprintf("t%d", i))
+	}
+	value := strings.Join(list, ",") + ",t0,t1"
+	policy := testPolicy()
+	policy.Tags = []string{"underlay", "t3"}
+	c := macvlanContainer(labels("SERVICE_TAGS", value))
+	got, warnings := Desired(c, policy)
+	if len(got) != 1 {
+		t.Fatalf("%d services, want 1", len(got))
+	}
+	want := append([]string{"underlay", "t3", "t0", "t1", "t2"}, list[4:64-1]...)
+	if diff := cmp.Diff(want, got[0].Tags); diff != "" {
+		t.Errorf("tags mismatch (-want +got):\n%s", diff)
+	}
+	checkWarnings(t, c.Name, warnings, []wantWarning{
+		{Key: "SERVICE_TAGS", Value: value, Problem: "a service takes at most 64 tags; 137 left out"},
+	})
+}
+
 func serviceIDs(svcs []Service) []string {
 	var out []string
 	for _, s := range svcs {
