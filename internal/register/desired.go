@@ -91,16 +91,23 @@ func Desired(c Container, p Policy) ([]Service, []Warning) {
 	}
 	group := len(targets) > 1
 	var drafts []draft
+	over := 0
 	for _, t := range targets {
-		attrs, fromPort := md.forPort(t.port.Port)
-		if s, ok := attrs["ignore"]; ok && truthy(s.value) {
+		// Looked up before the port's settings are merged, which takes
+		// time with every setting of the container.
+		if s, ok := md.get(t.port.Port, "ignore"); ok && truthy(s.value) {
 			continue
 		}
+		if s, _ := md.get(t.port.Port, "name"); s.value == "" && p.Explicit {
+			continue
+		}
+		if len(drafts) == MaxServices {
+			over++
+			continue
+		}
+		attrs, fromPort := md.forPort(t.port.Port)
 		name := attrs["name"].value
 		if name == "" {
-			if p.Explicit {
-				continue
-			}
 			name = defaultName(c)
 		}
 		if group && !fromPort["name"] {
@@ -114,6 +121,9 @@ func Desired(c Container, p Policy) ([]Service, []Warning) {
 			Tags:    serviceTags(p.Tags, attrs["tags"], warn),
 		}})
 	}
+	if over > 0 {
+		warn("", "", fmt.Sprintf("%d ports to register; a container is registered with its first %d in port order, and %d are left out (SERVICE_<port>_IGNORE leaves a port out)", MaxServices+over, MaxServices, over))
+	}
 	var services []Service
 	for _, d := range uniqueIDs(drafts, warn) {
 		svc := d.svc
@@ -126,6 +136,12 @@ func Desired(c Container, p Policy) ([]Service, []Warning) {
 	}
 	return services, sortWarnings(dedupeWarnings(warnings))
 }
+
+// MaxServices is how many services one container is registered with at
+// most, one per port: Docker lets a container expose a range of ports, as
+// many as 131070 with both protocols, each of which would be a Consul
+// registration written and hashed at every change.
+const MaxServices = 128
 
 // draft is a service before its ID is known to be unique.
 type draft struct {

@@ -1289,6 +1289,32 @@ func TestDesiredManyTags(t *testing.T) {
 	})
 }
 
+// TestDesiredManyPorts: Docker lets a container expose a range of ports
+// (--expose 1-65535), and each became a service: tens of thousands of
+// Consul registrations from one container, written and hashed at every
+// change. A container is registered with its first 128 ports, in port
+// order, after those it ignores; a warning says how many were left out.
+func TestDesiredManyPorts(t *testing.T) {
+	var ports []Port
+	for p := 1; p <= 1000; p++ {
+		ports = append(ports, Port{p, "tcp"})
+	}
+	c := macvlanContainer(exposed(ports...), labels("SERVICE_2_IGNORE", "true", "SERVICE_3_IGNORE", "true"))
+	got, warnings := Desired(c, testPolicy())
+	var want []string
+	for p := 1; p <= 130; p++ {
+		if p != 2 && p != 3 {
+			want = append(want, fmt.Sprintf("node1:web:%d", p))
+		}
+	}
+	if diff := cmp.Diff(want, serviceIDs(got)); diff != "" {
+		t.Errorf("service IDs mismatch (-want +got):\n%s", diff)
+	}
+	checkWarnings(t, c.Name, warnings, []wantWarning{
+		{Problem: "998 ports to register; a container is registered with its first 128 in port order, and 870 are left out"},
+	})
+}
+
 func serviceIDs(svcs []Service) []string {
 	var out []string
 	for _, s := range svcs {

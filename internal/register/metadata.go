@@ -79,6 +79,16 @@ func (md metadata) forPort(port int) (attrs map[string]setting, fromPort map[str
 	return attrs, fromPort
 }
 
+// get is the setting key of port, else the container-wide one; as
+// forPort, without merging every setting.
+func (md metadata) get(port int, key string) (setting, bool) {
+	if s, ok := md.ports[port][key]; ok {
+		return s, true
+	}
+	s, ok := md.base[key]
+	return s, ok
+}
+
 func truthy(s string) bool {
 	switch strings.ToLower(strings.TrimSpace(s)) {
 	case "", "0", "false", "no", "off":
