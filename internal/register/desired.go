@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf8"
 )
 
 // Policy is the agent-wide configuration that shapes registrations.
@@ -75,19 +76,25 @@ type target struct {
 // warnings about metadata that could not be used. It has no side effects.
 func Desired(c Container, p Policy) ([]Service, []Warning) {
 	var warnings []Warning
+	seen := map[Warning]bool{}
+	who := shorten(c.Name) // for warnings
 	warn := func(key, value, problem string) {
-		warnings = append(warnings, Warning{Container: c.Name, Key: key, Value: value, Problem: problem})
+		w := Warning{Container: who, Key: shorten(key), Value: shorten(value), Problem: problem}
+		if !seen[w] {
+			seen[w] = true
+			warnings = append(warnings, w)
+		}
 	}
 	if !c.Running || !p.matches(c) {
 		return nil, nil
 	}
 	md := parseMetadata(c, warn)
 	if s, ok := md.base["ignore"]; ok && truthy(s.value) {
-		return nil, sortWarnings(warnings)
+		return nil, finishWarnings(who, warnings)
 	}
 	targets, ok := chooseTargets(c, p, md, warn)
 	if !ok {
-		return nil, sortWarnings(warnings)
+		return nil, finishWarnings(who, warnings)
 	}
 	group := len(targets) > 1
 	var drafts []draft
@@ -134,7 +141,7 @@ func Desired(c Container, p Policy) ([]Service, []Warning) {
 		svc.Meta[MetaHash] = Hash(svc)
 		services = append(services, svc)
 	}
-	return services, sortWarnings(dedupeWarnings(warnings))
+	return services, finishWarnings(who, warnings)
 }
 
 // MaxServices is how many services one container is registered with at
@@ -577,20 +584,36 @@ func mapWithout(m map[string]string, key string) map[string]string {
 	return out
 }
 
-func dedupeWarnings(ws []Warning) []Warning {
-	var out []Warning
-	for _, w := range ws {
-		if !slices.Contains(out, w) {
-			out = append(out, w)
-		}
+// maxWarnings is how many warnings one container's metadata gets listed,
+// and maxWarningValue how much of a value one quotes, in bytes: each is
+// logged, and Docker bounds neither labels nor their values.
+const (
+	maxWarnings     = 64
+	maxWarningValue = 1024
+)
+
+// shorten cuts s to maxWarningValue bytes, on a character boundary, and
+// says how long it was.
+func shorten(s string) string {
+	if len(s) <= maxWarningValue {
+		return s
 	}
-	return out
+	n := maxWarningValue
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return fmt.Sprintf("%s… (%d bytes)", s[:n], len(s))
 }
 
-// sortWarnings orders warnings by key, as metadata is read from maps.
-func sortWarnings(ws []Warning) []Warning {
-	slices.SortStableFunc(ws, func(a, b Warning) int {
+// finishWarnings orders warnings by key, as metadata is read from maps,
+// and keeps the first maxWarnings, counting the rest in one more.
+func finishWarnings(container string, ws []Warning) []Warning {
+	slices.SortFunc(ws, func(a, b Warning) int {
 		return cmp.Or(strings.Compare(a.Key, b.Key), strings.Compare(a.Value, b.Value), strings.Compare(a.Problem, b.Problem))
 	})
+	if len(ws) > maxWarnings {
+		more := len(ws) - maxWarnings
+		ws = append(ws[:maxWarnings], Warning{Container: container, Problem: fmt.Sprintf("%d more problems with this container's metadata not listed", more)})
+	}
 	return ws
 }

@@ -1315,6 +1315,66 @@ func TestDesiredManyPorts(t *testing.T) {
 	})
 }
 
+// TestDesiredManyLabels: Docker bounds neither how many labels a
+// container has nor their size, and every SERVICE_* label was read, went
+// through each service of the container, and gave its warning, each
+// logged: 5000 labels beyond Consul's Meta limit gave 4943 warnings (and
+// finding repeats among them took time with the square of their number).
+// The first 1024 SERVICE_* settings are read, and a container's warnings
+// are its first 64 by key, with one more counting the rest.
+func TestDesiredManyLabels(t *testing.T) {
+	c := macvlanContainer(func(c *Container) {
+		c.Labels = map[string]string{}
+		for i := range 5000 {
+			c.Labels[fmt.Sprintf("SERVICE_X%04d", i)] = "v"
+			c.Labels[fmt.Sprintf("org.example.label%04d", i)] = "v"
+		}
+	})
+	got, warnings := Desired(c, testPolicy())
+	if len(warnings) > 65 {
+		t.Errorf("%d warnings, want at most 65: the first 64 and one counting the rest", len(warnings))
+	}
+	if len(got) != 1 {
+		t.Fatalf("%d services, want 1", len(got))
+	}
+	if n := len(got[0].Meta); n != MaxMeta {
+		t.Errorf("%d Meta pairs, want %d", n, MaxMeta)
+	}
+	// Underlay's 7 Meta keys leave room for X0000 to X0056; X0057 to
+	// X1023 are refused, 967 warnings.
+	want := []wantWarning{{Problem: "5000 SERVICE_* settings; the first 1024 (environment, then labels in key order) are read and 3976 ignored"}}
+	for i := 57; i < 57+63; i++ {
+		want = append(want, wantWarning{Key: fmt.Sprintf("SERVICE_X%04d", i), Value: "v", Problem: "Consul takes at most 64 Meta pairs"})
+	}
+	want = append(want, wantWarning{Problem: "904 more problems with this container's metadata not listed"})
+	if !t.Failed() {
+		checkWarnings(t, c.Name, warnings, want)
+	}
+}
+
+// TestDesiredHugeLabel: a setting's value may be as long as Docker takes
+// (megabytes), and was used whole, and quoted whole in its warnings. A
+// value over 4096 bytes is ignored, and a warning quotes at most 1024
+// bytes of any value.
+func TestDesiredHugeLabel(t *testing.T) {
+	huge := strings.Repeat("a,", 1<<20)
+	c := macvlanContainer(labels("SERVICE_TAGS", huge, "SERVICE_NAME", "frontend"))
+	got, warnings := Desired(c, testPolicy())
+	if diff := cmp.Diff([]naming{{"node1:web:80", "frontend", nil}}, namings(got)); diff != "" {
+		t.Errorf("naming mismatch (-want +got):\n%s", diff)
+	}
+	if len(warnings) != 1 {
+		t.Fatalf("warnings %q, want one", warningStrings(warnings))
+	}
+	w := warnings[0]
+	if w.Key != "SERVICE_TAGS" || !strings.Contains(w.Problem, "2097152 bytes, longer than the 4096 bytes a setting may have; ignored") {
+		t.Errorf("warning key %q, problem %q: want SERVICE_TAGS's length refused", w.Key, w.Problem)
+	}
+	if wantValue := huge[:1024] + "… (2097152 bytes)"; w.Value != wantValue {
+		t.Errorf("warning quotes %d bytes of the value, want %q (%d bytes)", len(w.Value), wantValue, len(wantValue))
+	}
+}
+
 func serviceIDs(svcs []Service) []string {
 	var out []string
 	for _, s := range svcs {

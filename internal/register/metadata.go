@@ -1,7 +1,7 @@
 package register
 
 import (
-	"maps"
+	"fmt"
 	"regexp"
 	"slices"
 	"strconv"
@@ -25,11 +25,29 @@ var attrKey = regexp.MustCompile(`^[a-z0-9][a-z0-9_-]*$`)
 
 const servicePrefix = "SERVICE_"
 
+// maxSettings is how many SERVICE_* entries of a container are read, and
+// maxSettingValue the longest value taken, in bytes: Docker bounds
+// neither, and every service of the container goes through its settings.
+const (
+	maxSettings     = 1024
+	maxSettingValue = 4096
+)
+
 func parseMetadata(c Container, warn func(key, value, problem string)) metadata {
 	md := metadata{base: map[string]setting{}, ports: map[int]map[string]setting{}}
+	read, skipped := 0, 0
 	add := func(key, value string) {
 		rest, ok := strings.CutPrefix(key, servicePrefix)
 		if !ok || rest == "" {
+			return
+		}
+		if read == maxSettings {
+			skipped++
+			return
+		}
+		read++
+		if len(value) > maxSettingValue {
+			warn(key, value, fmt.Sprintf("%d bytes, longer than the %d bytes a setting may have; ignored", len(value), maxSettingValue))
 			return
 		}
 		attr := strings.ToLower(rest)
@@ -57,9 +75,19 @@ func parseMetadata(c Container, warn func(key, value, problem string)) metadata 
 		}
 	}
 	// Sorted, so keys that differ only in case after SERVICE_ resolve the
-	// same way every time.
-	for _, k := range slices.Sorted(maps.Keys(c.Labels)) {
+	// same way every time (and the same are read past maxSettings).
+	var keys []string
+	for k := range c.Labels {
+		if strings.HasPrefix(k, servicePrefix) {
+			keys = append(keys, k)
+		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
 		add(k, c.Labels[k])
+	}
+	if skipped > 0 {
+		warn("", "", fmt.Sprintf("%d SERVICE_* settings; the first %d (environment, then labels in key order) are read and %d ignored", read+skipped, maxSettings, skipped))
 	}
 	return md
 }
