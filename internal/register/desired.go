@@ -92,6 +92,7 @@ func Desired(c Container, p Policy) ([]Service, []Warning) {
 	if s, ok := md.base["ignore"]; ok && truthy(s.value) {
 		return nil, finishWarnings(who, warnings)
 	}
+	c.Exposed, c.Published = usablePorts(c, warn)
 	targets, ok := chooseTargets(c, p, md, warn)
 	if !ok {
 		return nil, finishWarnings(who, warnings)
@@ -251,6 +252,38 @@ func chooseEndpoint(c Container, p Policy, md metadata, warn func(key, value, pr
 		}
 	}
 	return nil, true
+}
+
+// usablePorts leaves out the ports no service can have: a port number
+// outside 1-65535 (dockerhost reads a port it cannot parse as 0), or
+// published on such a host port (0 is a port not bound yet, left to
+// publishedTargets).
+func usablePorts(c Container, warn func(key, value, problem string)) ([]Port, []Binding) {
+	usable := func(p Port) bool {
+		if p.Port < 1 || p.Port > 65535 {
+			warn("", p.String(), "not a port number between 1 and 65535; not registered")
+			return false
+		}
+		return true
+	}
+	var exposed []Port
+	for _, p := range c.Exposed {
+		if usable(p) {
+			exposed = append(exposed, p)
+		}
+	}
+	var published []Binding
+	for _, b := range c.Published {
+		if !usable(b.Port) {
+			continue
+		}
+		if b.HostPort < 0 || b.HostPort > 65535 {
+			warn("", strconv.Itoa(b.HostPort), fmt.Sprintf("host port of %s is not a port number between 1 and 65535; not registered", b.Port))
+			continue
+		}
+		published = append(published, b)
+	}
+	return exposed, published
 }
 
 // exposedAndPublished lists every container port, exposed or published,

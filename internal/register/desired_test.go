@@ -1375,6 +1375,52 @@ func TestDesiredHugeLabel(t *testing.T) {
 	}
 }
 
+// TestDesiredBadPorts: a port number outside 1-65535 (dockerhost reads a
+// port it cannot parse as 0, and --expose 0 gives 0) became a service on
+// that port, with its TCP or HTTP check aimed at it; so did a host port
+// outside the range. Such ports are left out with a warning.
+func TestDesiredBadPorts(t *testing.T) {
+	tests := []struct {
+		name         string
+		c            Container
+		want         []naming
+		wantWarnings []wantWarning
+	}{
+		{
+			name: "exposed",
+			c:    macvlanContainer(exposed(Port{0, "tcp"}, Port{80, "tcp"}, Port{70000, "tcp"}, Port{-1, "udp"})),
+			want: []naming{{"node1:web:80", "nginx", nil}},
+			wantWarnings: []wantWarning{
+				{Value: "0/tcp", Problem: "not a port number between 1 and 65535; not registered"},
+				{Value: "70000/tcp", Problem: "not a port number between 1 and 65535; not registered"},
+				{Value: "-1/udp", Problem: "not a port number between 1 and 65535; not registered"},
+			},
+		},
+		{
+			name: "published",
+			c: bridgeContainer(func(c *Container) {
+				c.Published = append(c.Published,
+					Binding{Port: Port{0, "tcp"}, HostIP: "0.0.0.0", HostPort: 8081},
+					Binding{Port: Port{9000, "tcp"}, HostIP: "0.0.0.0", HostPort: 70000})
+			}),
+			want: []naming{{"node1:shop:80", "shop-80", nil}, {"node1:shop:443", "shop-443", nil}},
+			wantWarnings: []wantWarning{
+				{Value: "0/tcp", Problem: "not a port number between 1 and 65535; not registered"},
+				{Value: "70000", Problem: "host port of 9000/tcp is not a port number between 1 and 65535"},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, warnings := Desired(tt.c, testPolicy())
+			if diff := cmp.Diff(tt.want, namings(got)); diff != "" {
+				t.Errorf("naming mismatch (-want +got):\n%s", diff)
+			}
+			checkWarnings(t, tt.c.Name, warnings, tt.wantWarnings)
+		})
+	}
+}
+
 func serviceIDs(svcs []Service) []string {
 	var out []string
 	for _, s := range svcs {
