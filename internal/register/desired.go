@@ -553,26 +553,38 @@ func SwarmSlot(taskName string) string {
 
 func taggedAddresses(t target, port int) map[string]TaggedAddress {
 	tagged := map[string]TaggedAddress{}
+	add := func(addr string) {
+		if tag := lanTag(addr); tag != "" {
+			tagged[tag] = TaggedAddress{addr, port}
+		}
+	}
 	if t.endpoint == nil {
-		if ip, err := netip.ParseAddr(t.address); err == nil {
-			if ip.Is4() {
-				tagged["lan_ipv4"] = TaggedAddress{t.address, port}
-			} else {
-				tagged["lan_ipv6"] = TaggedAddress{t.address, port}
-			}
-		}
+		add(t.address)
 	} else {
-		if t.endpoint.IPv4 != "" {
-			tagged["lan_ipv4"] = TaggedAddress{t.endpoint.IPv4, port}
-		}
-		if t.endpoint.IPv6 != "" {
-			tagged["lan_ipv6"] = TaggedAddress{t.endpoint.IPv6, port}
-		}
+		add(t.endpoint.IPv4)
+		add(t.endpoint.IPv6)
 	}
 	if len(tagged) == 0 {
 		return nil
 	}
 	return tagged
+}
+
+// lanTag is the tagged address Consul takes addr as, or "" for none:
+// Consul refuses a whole registration (HTTP 400) whose lan_ipv4 Go's
+// net.ParseIP does not read as IPv4 or whose lan_ipv6 it reads as IPv4,
+// as it does an IPv4-mapped IPv6 address, or does not read at all, as an
+// address with a zone.
+func lanTag(addr string) string {
+	ip, err := netip.ParseAddr(addr)
+	switch {
+	case err != nil || ip.Zone() != "" || ip.Is4In6():
+		return ""
+	case ip.Is4():
+		return "lan_ipv4"
+	default:
+		return "lan_ipv6"
+	}
 }
 
 // HealthCheckSuffix turns a service ID into the ID of its HEALTHCHECK mirror check.

@@ -2,6 +2,7 @@ package register
 
 import (
 	"fmt"
+	"net"
 	"slices"
 	"strconv"
 	"strings"
@@ -1417,6 +1418,72 @@ func TestDesiredBadPorts(t *testing.T) {
 				t.Errorf("naming mismatch (-want +got):\n%s", diff)
 			}
 			checkWarnings(t, tt.c.Name, warnings, tt.wantWarnings)
+		})
+	}
+}
+
+// TestDesiredTaggedAddressesConsulTakes: Consul refuses a whole
+// registration (HTTP 400) whose lan_ipv6 Go reads as IPv4, as it does an
+// IPv4-mapped address, or cannot read, as an address with a zone. Such an
+// address (an endpoint's, a host IP a port is published on, the agent's
+// --host-ip) was tagged all the same: the container's registration failed
+// at every retry, and its services after that one were never written.
+// Such an address is not tagged; the others still are.
+func TestDesiredTaggedAddressesConsulTakes(t *testing.T) {
+	tests := []struct {
+		name   string
+		c      Container
+		policy Policy
+		want   map[string]TaggedAddress
+	}{
+		{
+			name: "IPv4-mapped endpoint IPv6 address",
+			c: macvlanContainer(func(c *Container) {
+				c.Networks[0].IPv6 = "::ffff:10.1.2.3"
+			}),
+			policy: testPolicy(),
+			want:   map[string]TaggedAddress{"lan_ipv4": {"10.1.2.3", 80}},
+		},
+		{
+			name: "IPv6-only endpoint",
+			c: macvlanContainer(func(c *Container) {
+				c.Networks[0].IPv4 = ""
+			}),
+			policy: testPolicy(),
+			want:   map[string]TaggedAddress{"lan_ipv6": {"fd00::3", 80}},
+		},
+		{
+			name: "port published on an IPv4-mapped host IP",
+			c: bridgeContainer(func(c *Container) {
+				c.Exposed = []Port{{80, "tcp"}}
+				c.Published = []Binding{{Port: Port{80, "tcp"}, HostIP: "::ffff:192.0.2.20", HostPort: 8080}}
+			}),
+			policy: testPolicy(),
+			want:   nil,
+		},
+		{
+			name:   "host network with a zoned host IP",
+			c:      macvlanContainer(func(c *Container) { c.NetworkMode = "host"; c.Networks = nil }),
+			policy: Policy{Node: testNode, HostIP: "fe80::1%eth0"},
+			want:   nil,
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, _ := Desired(tt.c, tt.policy)
+			if len(got) != 1 {
+				t.Fatalf("%d services, want 1", len(got))
+			}
+			if diff := cmp.Diff(tt.want, got[0].TaggedAddresses); diff != "" {
+				t.Errorf("tagged addresses mismatch (-want +got):\n%s", diff)
+			}
+			// As Consul 1.8's agent checks them (validateService).
+			for tag, a := range got[0].TaggedAddresses {
+				ip := net.ParseIP(a.Address)
+				if ip == nil || (tag == "lan_ipv4") != (ip.To4() != nil) {
+					t.Errorf("Consul refuses %s %q", tag, a.Address)
+				}
+			}
 		})
 	}
 }
