@@ -3,6 +3,7 @@ package register
 import (
 	"fmt"
 	"net"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -59,6 +60,12 @@ func buildChecks(svc Service, attrs map[string]setting, warn func(key, value, pr
 				continue
 			}
 			c.HTTP = fmt.Sprintf("%s://%s%s", kind, hostPort, s.value)
+			// Consul parses the URL at each run: one it cannot (a control
+			// character, a bad %-escape) makes a check that never passes.
+			if u, err := url.Parse(c.HTTP); err != nil || u.Host != hostPort || u.User != nil {
+				warn(s.source, s.value, "not a URL path Consul can request (control characters, or a '%' not followed by two hex digits); check dropped")
+				continue
+			}
 			c.TLSSkipVerify = kind == "https" && truthy(attrs["check_tls_skip_verify"].value)
 		case "tcp":
 			c.TCP = hostPort

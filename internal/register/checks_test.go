@@ -375,3 +375,30 @@ func TestBuildChecksDirect(t *testing.T) {
 		t.Errorf("unexpected warnings %q", warnings)
 	}
 }
+
+// TestDesiredCheckHTTPPathConsulCannotRequest: Consul parses an HTTP
+// check's URL at each run, and one it cannot parse (a control character,
+// a '%' not followed by two hex digits) made a check that never passed,
+// with no warning. Such a path is dropped with a warning. (Go refuses
+// control characters in a URL, so none reached a request line.)
+func TestDesiredCheckHTTPPathConsulCannotRequest(t *testing.T) {
+	c := macvlanContainer(exposed(Port{80, "tcp"}, Port{81, "tcp"}, Port{82, "tcp"}),
+		labels("SERVICE_80_CHECK_HTTP", "/a\r\nHost: evil.example", "SERVICE_81_CHECK_HTTPS", "/%zz", "SERVICE_82_CHECK_HTTP", "/ok?q=%41#frag"))
+	got, warnings := Desired(c, testPolicy())
+	checks := map[string][]Check{}
+	for _, s := range got {
+		checks[s.ID] = s.Checks
+	}
+	want := map[string][]Check{
+		"node1:web:80": nil,
+		"node1:web:81": nil,
+		"node1:web:82": {{ID: "node1:web:82:check:http", Name: "HTTP check of nginx-82", HTTP: "http://10.1.2.3:82/ok?q=%41#frag", Interval: DefaultCheckInterval}},
+	}
+	if diff := cmp.Diff(want, checks); diff != "" {
+		t.Errorf("checks mismatch (-want +got):\n%s", diff)
+	}
+	checkWarnings(t, c.Name, warnings, []wantWarning{
+		{Key: "SERVICE_80_CHECK_HTTP", Value: "/a\r\nHost: evil.example", Problem: "not a URL path Consul can request"},
+		{Key: "SERVICE_81_CHECK_HTTPS", Value: "/%zz", Problem: "not a URL path Consul can request"},
+	})
+}
