@@ -114,11 +114,18 @@ func Desired(c Container, p Policy) ([]Service, []Warning) {
 			continue
 		}
 		attrs, fromPort := md.forPort(t.port.Port)
-		name := attrs["name"].value
+		name, own := attrs["name"].value, fromPort["name"]
+		if name != "" && !usableName(name) {
+			warn(attrs["name"].source, name, unusableName+"; the default name is used")
+			name, own = "", false
+		}
 		if name == "" {
+			if n := c.Labels[labelSwarmServiceName]; n != "" && !usableName(n) {
+				warn(labelSwarmServiceName, n, unusableName+"; the image's name is used")
+			}
 			name = defaultName(c)
 		}
-		if group && !fromPort["name"] {
+		if group && !own {
 			name += "-" + strconv.Itoa(t.port.Port)
 		}
 		drafts = append(drafts, draft{t: t, attrs: attrs, svc: Service{
@@ -348,9 +355,21 @@ func comparePorts(a, b Port) int {
 	return cmp.Or(cmp.Compare(a.Port, b.Port), strings.Compare(a.Proto, b.Proto))
 }
 
+// unusableName says why a name fails usableName.
+const unusableName = "not usable as a Consul service name: Consul's HTTP API could not look it up (a control character, or a path segment Go's HTTP server rewrites: '.', '..' or an empty one)"
+
+// usableName says Consul's HTTP API can look a service up by name, in a
+// path such as /v1/health/service/NAME: Go's HTTP server redirects a path
+// with a ".", ".." or empty segment to another, and a control character
+// makes the request invalid. A '/' between segments is fine: Consul takes
+// the rest of the path as the name.
+func usableName(name string) bool {
+	return path.Clean("/"+name) == "/"+name && !strings.ContainsFunc(name, unicode.IsControl)
+}
+
 // defaultName is a Swarm task's service name, else the image's base name.
 func defaultName(c Container) string {
-	if n := c.Labels[labelSwarmServiceName]; n != "" {
+	if n := c.Labels[labelSwarmServiceName]; n != "" && usableName(n) {
 		return n
 	}
 	img := c.Image

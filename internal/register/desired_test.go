@@ -835,6 +835,34 @@ func TestDesiredNaming(t *testing.T) {
 			},
 		},
 		{
+			// Go's HTTP server redirects /v1/health/service/.. and the
+			// like to another path: nothing could look such a name up.
+			name: "SERVICE_NAME that Consul's HTTP API cannot look up falls back to the default",
+			c: macvlanContainer(exposed(Port{80, "tcp"}, Port{443, "tcp"}, Port{8080, "tcp"}, Port{9000, "tcp"}),
+				labels("SERVICE_80_NAME", "..", "SERVICE_443_NAME", "a/../b", "SERVICE_8080_NAME", "a\x00b", "SERVICE_9000_NAME", "team/app")),
+			policy: testPolicy(),
+			want: []naming{
+				{"node1:web:80", "nginx-80", nil},
+				{"node1:web:443", "nginx-443", nil},
+				{"node1:web:8080", "nginx-8080", nil},
+				{"node1:web:9000", "team/app", nil},
+			},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_80_NAME", Value: "..", Problem: "not usable as a Consul service name"},
+				{Key: "SERVICE_443_NAME", Value: "a/../b", Problem: "not usable as a Consul service name"},
+				{Key: "SERVICE_8080_NAME", Value: "a\x00b", Problem: "not usable as a Consul service name"},
+			},
+		},
+		{
+			name:   "swarm service name label Consul's HTTP API cannot look up falls back to the image's name",
+			c:      macvlanContainer(labels("com.docker.swarm.service.name", "web/")),
+			policy: testPolicy(),
+			want:   []naming{{"node1:web:80", "nginx", nil}},
+			wantWarnings: []wantWarning{
+				{Key: "com.docker.swarm.service.name", Value: "web/", Problem: "not usable as a Consul service name"},
+			},
+		},
+		{
 			name:   "Explicit skips a container without a name",
 			c:      twoPorts(),
 			policy: Policy{Node: testNode, Explicit: true},
@@ -1538,6 +1566,7 @@ func TestDefaultName(t *testing.T) {
 		{"digest without tag", "ghcr.io/org/tool@sha256:" + strings.Repeat("b", 64), nil, "tool"},
 		{"swarm service name wins", "nginx:1.27", map[string]string{labelSwarmServiceName: "stack_web"}, "stack_web"},
 		{"empty swarm service name ignored", "nginx:1.27", map[string]string{labelSwarmServiceName: ""}, "nginx"},
+		{"swarm service name Consul cannot look up ignored", "nginx:1.27", map[string]string{labelSwarmServiceName: ".."}, "nginx"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
