@@ -321,7 +321,7 @@ func publishedTargets(c Container, p Policy, warn func(key, value, problem strin
 	slices.SortFunc(bindings, func(a, b Binding) int {
 		return cmp.Or(comparePorts(a.Port, b.Port), strings.Compare(a.HostIP, b.HostIP), cmp.Compare(a.HostPort, b.HostPort))
 	})
-	loopback := map[Port]string{}
+	loopback, linkLocal := map[Port]string{}, map[Port]string{}
 	for _, b := range bindings {
 		if b.HostPort == 0 || seen[b.Port] {
 			continue
@@ -335,6 +335,12 @@ func publishedTargets(c Container, p Policy, warn func(key, value, problem strin
 			// every other host's clients to themselves.
 			loopback[b.Port] = cmp.Or(loopback[b.Port], net.JoinHostPort(addr, strconv.Itoa(b.HostPort)))
 			continue
+		} else if ip.IsLinkLocalUnicast() || ip.IsMulticast() {
+			// It names no one host, and checks would query what it
+			// names from the Consul agent: 169.254.169.254 is cloud
+			// instances' metadata service, which hands out credentials.
+			linkLocal[b.Port] = cmp.Or(linkLocal[b.Port], net.JoinHostPort(addr, strconv.Itoa(b.HostPort)))
+			continue
 		}
 		if addr == "" {
 			warn("", "", fmt.Sprintf("port %s is published on all interfaces but the agent knows no host IP (--host-ip); not registered", b.Port))
@@ -346,6 +352,11 @@ func publishedTargets(c Container, p Policy, warn func(key, value, problem strin
 	for _, port := range slices.SortedFunc(maps.Keys(loopback), comparePorts) {
 		if !seen[port] {
 			warn("", "", fmt.Sprintf("port %s is published only on the loopback address %s, which other hosts cannot reach; not registered", port, loopback[port]))
+		}
+	}
+	for _, port := range slices.SortedFunc(maps.Keys(linkLocal), comparePorts) {
+		if !seen[port] {
+			warn("", "", fmt.Sprintf("port %s is published only on the link-local or multicast address %s, which names no one host; not registered", port, linkLocal[port]))
 		}
 	}
 	return ts

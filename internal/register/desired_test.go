@@ -1516,6 +1516,39 @@ func TestDesiredTaggedAddressesConsulTakes(t *testing.T) {
 	}
 }
 
+// TestDesiredPublishedOnLinkLocal: a port published on a link-local or
+// multicast host IP was registered at that address, with its checks aimed
+// at it from the Consul agent: with 169.254.169.254, cloud instances'
+// metadata service, which hands out credentials, an HTTP check's output
+// (the response's start) landed in Consul for anyone reading health to
+// see. Such a port is not registered, as one published on loopback.
+func TestDesiredPublishedOnLinkLocal(t *testing.T) {
+	c := bridgeContainer(labels("SERVICE_CHECK_HTTP", "/latest/meta-data/iam/security-credentials/"), func(c *Container) {
+		c.Published = []Binding{
+			{Port: Port{80, "tcp"}, HostIP: "169.254.169.254", HostPort: 80},
+			{Port: Port{443, "tcp"}, HostIP: "0.0.0.0", HostPort: 8443},
+			{Port: Port{443, "tcp"}, HostIP: "fe80::1", HostPort: 8443},
+			{Port: Port{9000, "tcp"}, HostIP: "224.0.0.1", HostPort: 9000},
+		}
+	})
+	got, warnings := Desired(c, testPolicy())
+	var addrs []string
+	for _, s := range got {
+		addrs = append(addrs, net.JoinHostPort(s.Address, strconv.Itoa(s.Port)))
+		for _, ch := range s.Checks {
+			addrs = append(addrs, ch.HTTP)
+		}
+	}
+	want := []string{"192.0.2.10:8443", "http://192.0.2.10:8443/latest/meta-data/iam/security-credentials/"}
+	if diff := cmp.Diff(want, addrs); diff != "" {
+		t.Errorf("service and check addresses mismatch (-want +got):\n%s", diff)
+	}
+	checkWarnings(t, c.Name, warnings, []wantWarning{
+		{Problem: "port 80/tcp is published only on the link-local or multicast address 169.254.169.254:80, which names no one host; not registered"},
+		{Problem: "port 9000/tcp is published only on the link-local or multicast address 224.0.0.1:9000"},
+	})
+}
+
 func serviceIDs(svcs []Service) []string {
 	var out []string
 	for _, s := range svcs {
