@@ -2,6 +2,7 @@ package register
 
 import (
 	"fmt"
+	"net"
 	"regexp"
 	"strings"
 	"testing"
@@ -14,9 +15,11 @@ import (
 var consulMetaKey = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
 
 // FuzzDesired: whatever labels and environment a container carries,
-// Desired returns services Consul takes (Meta within its limits) under IDs
-// its HTTP API can deregister, unique within the container, hashed, the
-// same each time, and warnings that name the container.
+// Desired returns services Consul takes (Meta within its limits, tagged
+// addresses it reads as their family) under IDs its HTTP API can
+// deregister and names it can look up, unique within the container,
+// hashed, the same each time, within the bounds on services and tags, and
+// warnings that name the container, within their bounds.
 func FuzzDesired(f *testing.F) {
 	for _, seed := range []struct {
 		labels, env string
@@ -29,6 +32,8 @@ func FuzzDesired(f *testing.F) {
 		{"SERVICE_CONSUL-X=1\nSERVICE_UNDERLAY_NODE=n\nSERVICE_443_ID=dns", "SERVICE_53_NAME=d", 53, 0},
 		{"SERVICE_A=1", "SERVICE_ID=a\x01b", 8080, 70},
 		{"com.docker.swarm.task.id=" + strings.Repeat("t", 513) + "\nSERVICE_SWARM_SLOT=1", "", 0, 0},
+		{"SERVICE_TAGS=" + strings.Repeat("t,", 3000) + "\nSERVICE_ID=" + strings.Repeat("i", 300), "SERVICE_NAME=a/../b", 0, 200},
+		{"SERVICE_ID=node1:other:80\ncom.docker.swarm.service.name=..", "SERVICE_CHECK_HTTP=/%zz", 0, 0},
 	} {
 		f.Add(seed.labels, seed.env, seed.port, seed.extra)
 	}
@@ -48,8 +53,22 @@ func FuzzDesired(f *testing.F) {
 			}
 		})
 		svcs, warnings := Desired(c, testPolicy())
+		if len(svcs) > MaxServices {
+			t.Errorf("%d services, at most %d wanted", len(svcs), MaxServices)
+		}
+		if len(warnings) > maxWarnings+1 {
+			t.Errorf("%d warnings, at most %d wanted", len(warnings), maxWarnings+1)
+		}
 		ids := map[string]bool{}
 		for _, s := range svcs {
+			if !usableName(s.Name) || len(s.Tags) > maxTags {
+				t.Errorf("service %q: name %q unusable, or %d tags", s.ID, s.Name, len(s.Tags))
+			}
+			for tag, a := range s.TaggedAddresses {
+				if ip := net.ParseIP(a.Address); ip == nil || (tag == "lan_ipv4") != (ip.To4() != nil) {
+					t.Errorf("service %q: Consul refuses %s %q", s.ID, tag, a.Address)
+				}
+			}
 			if !usableID(s.ID) || ids[s.ID] {
 				t.Errorf("service ID %q: unusable or repeated", s.ID)
 			}
@@ -74,6 +93,9 @@ func FuzzDesired(f *testing.F) {
 		for _, w := range warnings {
 			if w.Container != c.Name {
 				t.Errorf("warning %v names container %q", w, w.Container)
+			}
+			if len(w.Key) > maxWarningValue+32 || len(w.Value) > maxWarningValue+32 {
+				t.Errorf("warning quotes a %d-byte key and a %d-byte value", len(w.Key), len(w.Value))
 			}
 		}
 		again, againWarnings := Desired(c, testPolicy())
