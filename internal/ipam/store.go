@@ -2,7 +2,6 @@ package ipam
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -177,9 +176,9 @@ func (s *store) write(ctx context.Context, key string, doc BlockDoc, index uint6
 		}
 		op = kvstore.Op{Verb: kvstore.DeleteCAS, Key: key, Index: index}
 	} else {
-		b, err := json.Marshal(doc)
+		b, err := marshalBlockDoc(doc)
 		if err != nil {
-			return false, 0, err
+			return false, 0, fmt.Errorf("encode %s: %w", key, err)
 		}
 		op.Value = b
 	}
@@ -430,8 +429,8 @@ func (v view) shade(p Pool, name, key string) {
 // decodeBlock decodes block b's document, which must name only addresses
 // of b.
 func decodeBlock(p Pool, b netip.Prefix, raw []byte) (BlockDoc, error) {
-	var doc BlockDoc
-	if err := json.Unmarshal(raw, &doc); err != nil {
+	doc, err := unmarshalBlockDoc(raw)
+	if err != nil {
 		return BlockDoc{}, fmt.Errorf("decode: %w", err)
 	}
 	if doc.Allocs == nil {

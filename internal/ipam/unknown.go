@@ -1,7 +1,10 @@
 package ipam
 
 import (
+	"bytes"
 	"encoding/json"
+	"errors"
+	"io"
 	"slices"
 	"strings"
 )
@@ -17,79 +20,112 @@ func known(name string, tags ...string) bool {
 	return slices.ContainsFunc(tags, func(t string) bool { return strings.EqualFold(name, t) })
 }
 
-// blockFields and allocFields are BlockDoc and Alloc without their JSON
-// methods, for those methods to encode and decode the known members with.
-type (
-	blockFields BlockDoc
-	allocFields Alloc
-)
+// unmarshalBlockDoc reads a block document, keeping the members this
+// version does not know in Unknown, the document's and each record's.
+//
+// Every allocation reads its block, and every sweep all of them: a
+// document of known members only, the rule until a newer version writes
+// one, is read in one strict pass; only a document that pass refuses is
+// read again, member by member.
+func unmarshalBlockDoc(raw []byte) (BlockDoc, error) {
+	var doc BlockDoc
+	dec := json.NewDecoder(bytes.NewReader(raw))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&doc); err == nil {
+		if _, err := dec.Token(); err == io.EOF {
+			return doc, nil
+		}
+	}
+	// Unknown members, or a document json.Unmarshal refuses (its error
+	// says why, as before).
+	doc = BlockDoc{}
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return BlockDoc{}, err
+	}
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &top); err != nil {
+		return BlockDoc{}, err
+	}
+	doc.Unknown = unknownMembers(top, blockMember)
+	for name, v := range top {
+		if !strings.EqualFold(name, "allocs") {
+			continue
+		}
+		var recs map[string]map[string]json.RawMessage
+		if err := json.Unmarshal(v, &recs); err != nil {
+			return BlockDoc{}, err
+		}
+		for addr, rec := range recs {
+			if u := unknownMembers(rec, allocMember); u != nil {
+				al := doc.Allocs[addr]
+				al.Unknown = u
+				doc.Allocs[addr] = al
+			}
+		}
+	}
+	return doc, nil
+}
 
-// MarshalJSON writes doc with its unknown members.
-func (doc BlockDoc) MarshalJSON() ([]byte, error) {
-	b, err := json.Marshal(blockFields(doc))
-	if err != nil {
+// marshalBlockDoc writes doc with the unknown members it was read with.
+func marshalBlockDoc(doc BlockDoc) ([]byte, error) {
+	b, err := json.Marshal(doc)
+	if err != nil || !doc.hasUnknown() {
+		return b, err
+	}
+	// Rare (a newer version shares the pool): the records that carry
+	// unknown members get them back, then the document its own.
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(b, &top); err != nil {
+		return nil, err
+	}
+	var recs map[string]json.RawMessage
+	if err := json.Unmarshal(top["allocs"], &recs); err != nil {
+		return nil, err
+	}
+	for addr, al := range doc.Allocs {
+		if len(al.Unknown) > 0 {
+			if recs[addr], err = withUnknown(recs[addr], al.Unknown, allocMember); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if top["allocs"], err = json.Marshal(recs); err != nil {
+		return nil, err
+	}
+	if b, err = json.Marshal(top); err != nil {
 		return nil, err
 	}
 	return withUnknown(b, doc.Unknown, blockMember)
 }
 
-// UnmarshalJSON reads doc, keeping the members it does not know in
-// doc.Unknown.
-func (doc *BlockDoc) UnmarshalJSON(b []byte) error {
-	var f blockFields
-	if err := json.Unmarshal(b, &f); err != nil {
-		return err
+// hasUnknown says whether doc or one of its records was read with members
+// this version does not know.
+func (doc BlockDoc) hasUnknown() bool {
+	if len(doc.Unknown) > 0 {
+		return true
 	}
-	unknown, err := unknownMembers(b, blockMember)
-	if err != nil {
-		return err
-	}
-	*doc = BlockDoc(f)
-	doc.Unknown = unknown
-	return nil
-}
-
-// MarshalJSON writes al with its unknown members.
-func (al Alloc) MarshalJSON() ([]byte, error) {
-	b, err := json.Marshal(allocFields(al))
-	if err != nil {
-		return nil, err
-	}
-	return withUnknown(b, al.Unknown, allocMember)
-}
-
-// UnmarshalJSON reads al, keeping the members it does not know in
-// al.Unknown.
-func (al *Alloc) UnmarshalJSON(b []byte) error {
-	var f allocFields
-	if err := json.Unmarshal(b, &f); err != nil {
-		return err
-	}
-	unknown, err := unknownMembers(b, allocMember)
-	if err != nil {
-		return err
-	}
-	*al = Alloc(f)
-	al.Unknown = unknown
-	return nil
-}
-
-// unknownMembers returns the members of the JSON object raw that are not
-// known, nil when there are none (or raw is null).
-func unknownMembers(raw []byte, isKnown func(string) bool) (map[string]json.RawMessage, error) {
-	var all map[string]json.RawMessage
-	if err := json.Unmarshal(raw, &all); err != nil {
-		return nil, err
-	}
-	for name := range all {
-		if isKnown(name) {
-			delete(all, name)
+	for _, al := range doc.Allocs {
+		if len(al.Unknown) > 0 {
+			return true
 		}
 	}
-	if len(all) == 0 {
-		return nil, nil
+	return false
+}
+
+// unknownMembers returns the members of obj that are not known, nil when
+// there are none.
+func unknownMembers(obj map[string]json.RawMessage, isKnown func(string) bool) map[string]json.RawMessage {
+	var out map[string]json.RawMessage
+	for name, v := range obj {
+		if isKnown(name) {
+			continue
+		}
+		if out == nil {
+			out = map[string]json.RawMessage{}
+		}
+		out[name] = v
 	}
-	return all, nil
+	return out
 }
 
 // withUnknown returns obj, a JSON object as json.Marshal wrote it, with
@@ -105,11 +141,14 @@ func withUnknown(obj []byte, unknown map[string]json.RawMessage, isKnown func(st
 	if len(extra) == 0 {
 		return obj, nil
 	}
+	if len(obj) < 2 || obj[0] != '{' || obj[len(obj)-1] != '}' {
+		return nil, errors.New("write back unknown members: not a JSON object")
+	}
 	b, err := json.Marshal(extra) // sorted by name: one document, one encoding
 	if err != nil {
 		return nil, err
 	}
-	if len(obj) <= 2 { // {}
+	if len(obj) == 2 { // {}
 		return b, nil
 	}
 	out := append(obj[:len(obj)-1:len(obj)-1], ',')

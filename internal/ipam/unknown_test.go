@@ -1,6 +1,7 @@
 package ipam
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"net/netip"
@@ -85,5 +86,46 @@ func TestKnownMembersAreTheTags(t *testing.T) {
 				t.Errorf("%s.%s: member %q not read as known", c.typ.Name(), f.Name, tag)
 			}
 		}
+	}
+}
+
+// BenchmarkBlockDocument reads and writes a full /26 block's document, as
+// every allocation and every sweep does: of this version's members only
+// (the rule), and with a newer version's members in each record.
+func BenchmarkBlockDocument(b *testing.B) {
+	doc := BlockDoc{Node: "node-a", Allocs: map[string]Alloc{}}
+	for i := 1; i < 63; i++ {
+		doc.Allocs[netip.AddrFrom4([4]byte{10, 2, 0, byte(i)}).String()] = Alloc{Node: "node-a", At: t0, Kind: KindTask, Gen: "g1"}
+	}
+	known, err := marshalBlockDoc(doc)
+	if err != nil {
+		b.Fatal(err)
+	}
+	withNewer := bytes.ReplaceAll(known, []byte(`"kind":`), []byte(`"lease":{"until":"2027-01-01T00:00:00Z"},"kind":`))
+	blk := netip.MustParsePrefix("10.2.0.0/26")
+	for _, c := range []struct {
+		name string
+		raw  []byte
+	}{{"known members", known}, {"newer members", withNewer}} {
+		read, err := decodeBlock(pool26, blk, c.raw)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Run("decode/"+c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := decodeBlock(pool26, blk, c.raw); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+		b.Run("encode/"+c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := marshalBlockDoc(read); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
