@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/underlay/underlay/internal/dashboard/browser"
+	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/testenv"
 )
 
@@ -244,6 +246,27 @@ func TestIntegrationDashboardPage(t *testing.T) {
 	if n, _ := browser.Eval[int](b, `(() => { const s = document.getElementById('search'); s.value = '`+ent.IP+`'; s.dispatchEvent(new Event('input'));
 		return document.querySelectorAll('.map[data-network="' + `+jsString(in.Networks[0].Spec.Name)+` + '"] .c.match').length; })()`); n != 1 {
 		t.Errorf("searching %s marks %d cells of the subnet map, want its one", ent.IP, n)
+	}
+
+	// A dual-stack network: its IPv6 pool is listed under the map, the
+	// task's IPv6 address among it, and searching that address marks it.
+	in.Networks[0].Spec.IPv6Subnet = netip.MustParsePrefix("fd00:150::/64")
+	in.Networks[0].Blocks[netip.MustParsePrefix("fd00:150::100/120")] = ipam.BlockDoc{Node: in.Nodes[0].Hostname, Allocs: map[string]ipam.Alloc{
+		"fd00:150::105": {Node: in.Nodes[0].Hostname, At: now, Kind: ipam.KindTask}}}
+	v6 := in.Inventory[5]
+	v6.IP, v6.MAC = "fd00:150::105", ""
+	in.Inventory = append(in.Inventory, v6)
+	ts.src.set(in)
+	row := `document.querySelector('.network[data-network=' + ` + jsString(`"`+in.Networks[0].Spec.Name+`"`) + ` + '] .pool6-addresses li[data-state="task"]')`
+	if err := b.WaitTrue(row+` && `+row+`.textContent.includes('fd00:150::105')`, "document.querySelector('.pool6') && document.querySelector('.pool6').innerText", 20*time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if ok, err := browser.Eval[bool](b, `(() => { const s = document.getElementById('search'); s.value = 'fd00:150::105'; s.dispatchEvent(new Event('input'));
+		return `+row+`.classList.contains('match'); })()`); err != nil || !ok {
+		t.Errorf("searching fd00:150::105 does not mark its row of the IPv6 pool (%v)", err)
+	}
+	if _, err := browser.Eval[bool](b, `(() => { const s = document.getElementById('search'); s.value = ''; s.dispatchEvent(new Event('input')); return true; })()`); err != nil {
+		t.Fatal(err)
 	}
 
 	// Events and their filter.

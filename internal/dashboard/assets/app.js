@@ -577,7 +577,7 @@
       const at = state.zoom[n.name] !== undefined ? state.zoom[n.name] : (p.cell > 1 ? busiestCell(p) : -1);
       if (at >= 0) zoom(n, el, at, nodeIdx);
     }
-    if (n.ipv6_pool) el.append(pool6El(n.ipv6_pool, nodeIdx));
+    // removed
     return el;
   }
 
@@ -621,6 +621,7 @@
       h('span', {}, h('b', { text: inUse }), ' of ' + usable + ' addresses held by containers (' + Math.round(100 * inUse / usable) + '%)'),
       STATES.filter((st) => st !== 'outside' || p.counts.outside).map((st) => h('span', { class: 'count', dataset: { state: st, count: p.counts[st] || 0 } },
         h('span', { class: 'sw st-' + st }), st + ' ', h('b', { text: p.counts[st] || 0 }))));
+    const owners = [...new Set(p.regions.map((r) => r.node))];
     if (owners.length) {
       lg.append(h('span', { class: 'muted', text: p.regions[0].kind === 'range' ? 'per-node ranges:' : 'blocks of:' }),
         ...owners.map((o) => h('span', {}, h('span', { class: 'node-sw r' + (nodeIdx.get(o) ?? 9) }), o)));
