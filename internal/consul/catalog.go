@@ -71,6 +71,20 @@ func (c *Catalog) Deregister(ctx context.Context, id string) error {
 	return err
 }
 
+// Owner implements register.Catalog.
+func (c *Catalog) Owner(ctx context.Context, id string) (string, bool, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	s, _, err := c.api.Agent().Service(id, (&api.QueryOptions{}).WithContext(ctx))
+	if isUnknown(err) {
+		return "", false, nil
+	}
+	if err != nil {
+		return "", false, fmt.Errorf("read agent service %s: %w", id, err)
+	}
+	return s.Meta[register.MetaNode], true, nil
+}
+
 // UpdateHealth implements register.Catalog.
 func (c *Catalog) UpdateHealth(ctx context.Context, h register.HealthMirror) error {
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)

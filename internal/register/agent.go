@@ -54,6 +54,9 @@ type Catalog interface {
 	Deregister(ctx context.Context, id string) error
 	// UpdateHealth sets the status of a HEALTHCHECK mirror check.
 	UpdateHealth(ctx context.Context, h HealthMirror) error
+	// Owner reads service id of the local agent: found says it is there,
+	// node is its ownership marker ("" when it carries none).
+	Owner(ctx context.Context, id string) (node string, found bool, err error)
 }
 
 // DeregisterMode says when a stopped container's services are removed.
@@ -433,6 +436,9 @@ func (a *Agent) register(ctx context.Context, s Service) error {
 	if a.holdsFor(s.ID, s.ContainerID()) {
 		return nil
 	}
+	if foreign, err := a.foreign(ctx, s); err != nil || foreign {
+		return err
+	}
 	if err := a.catalog.Register(ctx, s); err != nil {
 		a.metrics.errors.WithLabelValues("register").Inc()
 		return fmt.Errorf("register %s: %w", s.ID, err)
@@ -445,6 +451,37 @@ func (a *Agent) register(ctx context.Context, s Service) error {
 	a.setActual(r)
 	a.log.Info("registered", "service", s.Name, "id", s.ID, "addr", s.Address, "port", s.Port)
 	return nil
+}
+
+// foreign reports whether s's ID, one a container named (SERVICE_ID), is
+// a service of the local Consul agent that this node's agent did not
+// register: the operator's own (a config file's, another tool's). A
+// container must neither replace it nor, as it stops, deregister it; it is
+// left alone, with a warning, and looked up again at the next pass. The
+// agent's own IDs (NODE:…), which no container may name (Desired), are not
+// looked up, which spares a start's registration a read.
+func (a *Agent) foreign(ctx context.Context, s Service) (bool, error) {
+	if strings.HasPrefix(s.ID, a.cfg.Policy.Node+":") {
+		return false, nil
+	}
+	if _, ours := a.ownerOf(s.ID); ours {
+		return false, nil
+	}
+	node, found, err := a.catalog.Owner(ctx, s.ID)
+	if err != nil {
+		a.metrics.errors.WithLabelValues("consul_read").Inc()
+		return false, fmt.Errorf("look up service %s before registering it: %w", s.ID, err)
+	}
+	if !found || node == a.cfg.Policy.Node {
+		return false, nil
+	}
+	problem := "a service of this ID is registered on the local Consul agent by something else than this node's underlay agent"
+	if node != "" {
+		problem = fmt.Sprintf("a service of this ID is registered on the local Consul agent by the underlay agent of node %q", node)
+	}
+	a.reportWarnings(s.ContainerID(), []Warning{{Container: s.Meta[MetaContainerName], Key: "SERVICE_ID", Value: s.ID,
+		Problem: problem + "; not replaced (remove it, or name another SERVICE_ID)"}})
+	return true, nil
 }
 
 func (a *Agent) deregister(ctx context.Context, containerID, id string) error {

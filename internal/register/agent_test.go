@@ -120,6 +120,9 @@ func (c *fakeCatalog) Services(ctx context.Context, node string) ([]Registered, 
 	defer c.mu.Unlock()
 	var out []Registered
 	for _, s := range c.services {
+		if s.Meta[MetaNode] != node {
+			continue // Consul's filter on the marker
+		}
 		out = append(out, Registered{ID: s.ID, ContainerID: s.ContainerID(), Hash: s.Meta[MetaHash]})
 	}
 	return out, nil
@@ -165,6 +168,13 @@ func (c *fakeCatalog) owner(id string) string {
 }
 
 func (c *fakeCatalog) UpdateHealth(ctx context.Context, h HealthMirror) error { return nil }
+
+func (c *fakeCatalog) Owner(ctx context.Context, id string) (string, bool, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	s, ok := c.services[id]
+	return s.Meta[MetaNode], ok, nil
+}
 
 func (c *fakeCatalog) has(id string) bool {
 	c.mu.Lock()
@@ -621,5 +631,49 @@ func TestServiceIDOfAnotherContainerRefused(t *testing.T) {
 	}
 	if got := c.owner("n1:web-squatter:8080"); got != "squatter" {
 		t.Errorf("service n1:web-squatter:8080 (squatter's default ID) is container %q's, want squatter's", got)
+	}
+}
+
+// TestForeignServiceIDLeftAlone: a container naming, in SERVICE_ID, a
+// service the local Consul agent holds from something else (the
+// operator's config files, another tool) replaced it, and deregistered it
+// as it stopped. It is now left alone, with a warning, while an ID no one
+// holds is registered as before.
+func TestForeignServiceIDLeftAlone(t *testing.T) {
+	vault := Service{ID: "vault", Name: "vault", Address: "10.0.0.9", Port: 8200}
+	other := Service{ID: "db", Name: "db", Meta: map[string]string{MetaNode: "n2"}}
+	d, c := newFakeDocker(), &fakeCatalog{services: map[string]Service{"vault": vault, "db": other}}
+	a := runAgent(t, d, c)
+	for _, x := range []struct{ id, serviceID string }{{"c1", "vault"}, {"c2", "db"}, {"c3", "free"}} {
+		ct := webContainer(x.id, true)
+		ct.Labels = map[string]string{"SERVICE_ID": x.serviceID}
+		d.set(ct)
+		d.events <- Event{ContainerID: x.id, Action: "start", Time: time.Now()}
+	}
+	eventually(t, "free registered", func() bool { return c.owner("free") == "c3" })
+	eventually(t, "passes over", a.idle)
+	for _, want := range []Service{vault, other} {
+		c.mu.Lock()
+		got := c.services[want.ID]
+		c.mu.Unlock()
+		if got.Name != want.Name || got.ContainerID() != "" || got.Meta[MetaNode] != want.Meta[MetaNode] {
+			t.Errorf("service %s after a container named it: %+v, want it untouched: %+v", want.ID, got, want)
+		}
+	}
+	a.mu.Lock()
+	warned := len(a.warned["c1"]) + len(a.warned["c2"])
+	a.mu.Unlock()
+	if warned != 2 {
+		t.Errorf("%d warnings for the two containers naming others' services, want 2", warned)
+	}
+	for _, id := range []string{"c1", "c2"} {
+		before := d.inspected(id)
+		d.set(webContainer(id, false))
+		d.events <- Event{ContainerID: id, Action: "die", Time: time.Now()}
+		eventually(t, id+"'s stop read", func() bool { return d.inspected(id) > before })
+	}
+	eventually(t, "passes over", a.idle)
+	if !c.has("vault") || !c.has("db") {
+		t.Errorf("the containers' stop deregistered the services they named: vault %v, db %v", c.has("vault"), c.has("db"))
 	}
 }

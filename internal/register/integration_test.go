@@ -344,6 +344,32 @@ func TestIntegrationBadMetadata(t *testing.T) {
 	}
 }
 
+// TestIntegrationForeignServiceID: a container naming, in SERVICE_ID, a
+// service the Consul agent holds from elsewhere (the operator's own) does
+// not replace it, and a warning says so; one naming an ID no one holds is
+// registered under it (Consul answers 404 to the look-up).
+func TestIntegrationForeignServiceID(t *testing.T) {
+	h := newHarness(t)
+	v4, _, _ := testenv.Subnets(t)
+	n := testenv.MacvlanNetwork(t, h.docker, testenv.Network{Name: "mv-" + h.id, Subnet: v4})
+	foreign, free := "operator-"+h.id, "free-"+h.id
+	if err := h.api.Agent().ServiceRegister(&api.AgentServiceRegistration{ID: foreign, Name: "vault", Port: 8200}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.api.Agent().ServiceDeregister(foreign) })
+	h.startAgent(nil)
+	testenv.RunContainer(t, h.docker, testenv.Container{Name: h.id + "-naming", Networks: []string{n.Name}, Labels: h.labels(map[string]string{"SERVICE_ID": foreign})})
+	testenv.RunContainer(t, h.docker, testenv.Container{Name: h.id + "-free", Networks: []string{n.Name}, Labels: h.labels(map[string]string{"SERVICE_ID": free})})
+	h.waitServices(10*time.Second, free)
+	testenv.Eventually(t, 10*time.Second, func() (bool, string) {
+		return strings.Contains(h.logText(), "not replaced"), "no warning about " + foreign + " in the agent log"
+	})
+	s, _, err := h.api.Agent().Service(foreign, nil)
+	if err != nil || s.Service != "vault" || s.Port != 8200 || s.Meta[register.MetaNode] != "" {
+		t.Errorf("the operator's service %s after a container named it: %+v (%v), want vault on port 8200 with no marker", foreign, s, err)
+	}
+}
+
 func waitCheck(t *testing.T, c *api.Client, checkID, status string) {
 	t.Helper()
 	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
