@@ -318,7 +318,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	history := adapter.NewKVHistory(consulAPI, f.historyPrefix, f.historyLimit)
 	metrics := adapter.Metrics{Builtin: adapter.NewBuiltin(consul.NewKV(consulAPI), log), Prometheus: prom}
 	cfg := scale.Config{DryRun: f.dryRun, Metrics: metrics, Interval: f.interval, Policies: policies,
-		AlertLog: adapter.NewKVAlertLog(consulAPI, "", 0)}
+		AlertLog: adapter.NewKVAlertLog(consulAPI, "", 0, log)}
 	advertise := f.advertise
 	if advertise == "" {
 		advertise = f.listen

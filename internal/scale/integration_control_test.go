@@ -70,7 +70,7 @@ func startControl(t *testing.T, docker *client.Client, consul *testenv.Consul, o
 	e.srv = httptest.NewUnstartedServer(nil) // 127.0.0.1
 	e.addr = e.srv.Listener.Addr().String()
 	cfg := o.cfg
-	cfg.AlertLog = adapter.NewKVAlertLog(consul.Client(), "", 0)
+	cfg.AlertLog = adapter.NewKVAlertLog(consul.Client(), "", 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	var leader *adapter.ConsulLeader
 	if o.leaderKey != "" {
 		leader = adapter.NewConsulLeader(adapter.LeaderConfig{Key: o.leaderKey, Advertise: e.addr}, consul.Client(), log)

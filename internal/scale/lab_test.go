@@ -202,7 +202,7 @@ func startLabControl(tb testing.TB, d *client.Client, c *api.Client) *labControl
 	tb.Cleanup(func() { timed.Close() })
 	log := testenv.TestLogger(tb)
 	history := adapter.NewKVHistory(c, "", 100)
-	ctrl := scale.NewController(scale.Config{AlertLog: adapter.NewKVAlertLog(c, "", 0)},
+	ctrl := scale.NewController(scale.Config{AlertLog: adapter.NewKVAlertLog(c, "", 0, log)},
 		// Replica counts are written through the adapter's own raw requests:
 		// timed as well.
 		adapter.NewSwarmWrapped(timed, func(rt http.RoundTripper) http.RoundTripper { return &timedTransport{base: rt} }),

@@ -52,14 +52,14 @@ const pruneEvery = 15 * time.Second
 
 // NewKVAlertLog returns a log under prefix (DefaultAlertPrefix when empty)
 // keeping firings for retention (DefaultAlertRetention when ≤ 0).
-func NewKVAlertLog(c *api.Client, prefix string, retention time.Duration) *KVAlertLog {
+func NewKVAlertLog(c *api.Client, prefix string, retention time.Duration, log *slog.Logger) *KVAlertLog {
 	if prefix == "" {
 		prefix = DefaultAlertPrefix
 	}
 	if retention <= 0 {
 		retention = DefaultAlertRetention
 	}
-	return &KVAlertLog{api: c, prefix: prefix, retention: retention, log: slog.Default().With("component", "alert_log")}
+	return &KVAlertLog{api: c, prefix: prefix, retention: retention, log: log.With("component", "alert_log")}
 }
 
 // alertEntry is the value of one key.

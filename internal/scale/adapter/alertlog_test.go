@@ -1,10 +1,14 @@
 package adapter
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
+	"log/slog"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -40,7 +44,7 @@ func TestPruneSet(t *testing.T) {
 // every entry past the retention goes, and none within it.
 func TestAlertLogPrunesAPart(t *testing.T) {
 	f, c := newFakeKV(t)
-	l := NewKVAlertLog(c, "", 0) // DefaultAlertRetention
+	l := NewKVAlertLog(c, "", 0, slog.New(slog.NewTextHandler(io.Discard, nil))) // DefaultAlertRetention
 	start := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
 	const n = 4096
 	for i := range n {
@@ -83,5 +87,27 @@ func TestAlertLogPrunesAPart(t *testing.T) {
 		if f.get(l.Key(fmt.Sprintf("fresh@%d", i))) == nil {
 			t.Fatalf("the mark fresh@%d is gone", i)
 		}
+	}
+}
+
+// TestAlertLogWarnsThroughItsLogger: the log's warnings (here, an entry
+// under its prefix that is no alert firing, kept and named at its prune)
+// went to slog.Default, which underlay never sets: plain text on stderr,
+// outside control's JSON log and its level. They go to the logger given.
+func TestAlertLogWarnsThroughItsLogger(t *testing.T) {
+	f, c := newFakeKV(t)
+	var logs bytes.Buffer
+	l := NewKVAlertLog(c, "", 0, slog.New(slog.NewJSONHandler(&logs, nil)))
+	stray := l.Key("stray")
+	f.put(stray, []byte("not json"))
+	at := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	for i := 0; i <= pruneParts; i++ { // every part pruned once
+		at = at.Add(pruneEvery)
+		if err := l.Mark(context.Background(), fmt.Sprintf("k%d", i), "web", at); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if !strings.Contains(logs.String(), `"component":"alert_log"`) || !strings.Contains(logs.String(), stray) {
+		t.Errorf("the given logger has no warning naming %s:\n%s", stray, logs.String())
 	}
 }

@@ -28,7 +28,8 @@ func TestIntegrationKVTokensAndAlertLog(t *testing.T) {
 		}
 	}
 	put("# ops\nalpha\n")
-	tokens := adapter.NewKVTokens(consul.Client(), key, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
+	tokens := adapter.NewKVTokens(consul.Client(), key, quiet)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() { tokens.Run(ctx); close(done) }()
@@ -44,8 +45,8 @@ func TestIntegrationKVTokensAndAlertLog(t *testing.T) {
 	testenv.Eventually(t, 5*time.Second, func() (bool, string) { return !tokens.Valid("beta"), "beta still valid after the key was deleted" })
 
 	qctx := testenv.Context(t, 10*time.Second)
-	log1 := adapter.NewKVAlertLog(consul.Client(), "", 0)
-	log2 := adapter.NewKVAlertLog(consul.Client(), "", 0)
+	log1 := adapter.NewKVAlertLog(consul.Client(), "", 0, quiet)
+	log2 := adapter.NewKVAlertLog(consul.Client(), "", 0, quiet)
 	if seen, err := log2.Seen(qctx, "fp@t"); err != nil || seen {
 		t.Fatalf("Seen before Mark = %v, %v", seen, err)
 	}
@@ -64,7 +65,7 @@ func TestIntegrationKVTokensAndAlertLog(t *testing.T) {
 	t.Cleanup(func() { kv.Delete(stray, nil) })
 	// A part of the log is pruned at each write: within a round of writes
 	// (256, a quarter of an hour of its clock apart), every part is.
-	old := adapter.NewKVAlertLog(consul.Client(), "", time.Hour)
+	old := adapter.NewKVAlertLog(consul.Client(), "", time.Hour, quiet)
 	for i := 0; ; i++ {
 		seen, err := log2.Seen(qctx, "fp@t")
 		if err != nil {
