@@ -577,7 +577,7 @@
       const at = state.zoom[n.name] !== undefined ? state.zoom[n.name] : (p.cell > 1 ? busiestCell(p) : -1);
       if (at >= 0) zoom(n, el, at, nodeIdx);
     }
-    // removed
+    if (n.ipv6_pool) el.append(pool6El(n.ipv6_pool, nodeIdx));
     return el;
   }
 
