@@ -26,6 +26,11 @@ import (
 // tasks of the service (counted, it would hold the CPU per replica near 0
 // for that year) and one that is not JSON: neither is counted — the stray
 // one is read, but never seen to change.
+//
+// The target is 0.02 of a core, not more: in the full run two packages
+// race on 2 cores and the busy task was measured at 0.056 of a core. The
+// stray report still tells: counted, even a whole core over 101 tasks is
+// 0.0099, under the target.
 func TestIntegrationScaleBuiltinCPU(t *testing.T) {
 	testenv.Require(t)
 	docker := testenv.Docker(t)
@@ -40,6 +45,7 @@ func TestIntegrationScaleBuiltinCPU(t *testing.T) {
 	go taskmetrics.Run(ctx, dockerhost.NewSource(docker), consul.NewKV(cons.Client()), "node-"+id, time.Second, log)
 
 	name := "ulscale-cpu-" + id
+	const cpuTarget = "0.02"
 	kv := cons.Client().KV()
 	ghost := fmt.Sprintf(`{"node":"ghost-%s","at":%q,"services":{%q:{"tasks":100,"cpu":0,"memory":1}}}`,
 		id, time.Now().AddDate(1, 0, 0).UTC().Format(time.RFC3339), name)
@@ -58,7 +64,7 @@ func TestIntegrationScaleBuiltinCPU(t *testing.T) {
 		Annotations: swarm.Annotations{Name: name, Labels: map[string]string{
 			"orbiter": "true", scale.LabelMax: "2",
 			scale.LabelMetricPrefix + "cpu.query":  "underlay:cpu",
-			scale.LabelMetricPrefix + "cpu.target": "0.2",
+			scale.LabelMetricPrefix + "cpu.target": cpuTarget,
 		}},
 		TaskTemplate: swarm.TaskSpec{ContainerSpec: &swarm.ContainerSpec{Image: testenv.TestImage, Env: []string{"BURN=1"}}},
 		Mode:         swarm.ServiceMode{Replicated: &swarm.ReplicatedService{Replicas: &one}},
@@ -73,7 +79,7 @@ func TestIntegrationScaleBuiltinCPU(t *testing.T) {
 	builtin := adapter.NewBuiltin(consul.NewKV(cons.Client()), log)
 	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
 		cpu, err := builtin.Query(ctx, "underlay:cpu@"+name)
-		return err == nil && cpu > 0.2, fmt.Sprintf("cpu per replica of %s: %v %v", name, cpu, err)
+		return err == nil && cpu > 0.02, fmt.Sprintf("cpu per replica of %s: %v %v (target %s)", name, cpu, err, cpuTarget)
 	})
 	if mem, err := builtin.Query(ctx, "underlay:memory@"+name); err != nil || mem <= 0 {
 		t.Errorf("memory per replica of %s: %v %v", name, mem, err)
@@ -83,6 +89,6 @@ func TestIntegrationScaleBuiltinCPU(t *testing.T) {
 	}
 	testenv.Eventually(t, 30*time.Second, func() (bool, string) {
 		n := replicas(t, docker, name)
-		return n == 2, fmt.Sprintf("%s has %d replicas, want 2 (one busy core per replica, target 0.2)", name, n)
+		return n == 2, fmt.Sprintf("%s has %d replicas, want 2 (one busy task per replica, target %s)", name, n, cpuTarget)
 	})
 }
