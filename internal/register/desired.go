@@ -166,8 +166,9 @@ type draft struct {
 }
 
 // uniqueIDs keeps service IDs unique within a container: an ID shared by a
-// TCP and a UDP port (SERVICE_53_ID=dns on 53/tcp and 53/udp) gets ":udp" on
-// the UDP one; any other clash keeps the first and drops the rest with a warning.
+// TCP and a UDP or SCTP port (SERVICE_53_ID=dns on 53/tcp and 53/udp) gets
+// ":udp" or ":sctp" on the other one; any other clash keeps the first and
+// drops the rest with a warning.
 func uniqueIDs(drafts []draft, warn func(key, value, problem string)) []draft {
 	count := map[string]int{}
 	for _, d := range drafts {
@@ -176,8 +177,8 @@ func uniqueIDs(drafts []draft, warn func(key, value, problem string)) []draft {
 	seen := map[string]bool{}
 	var out []draft
 	for _, d := range drafts {
-		if count[d.svc.ID] > 1 && d.t.port.Proto == "udp" && !strings.HasSuffix(d.svc.ID, ":udp") {
-			d.svc.ID += ":udp"
+		if suffix := protoSuffix(d.t.port); count[d.svc.ID] > 1 && suffix != "" && !strings.HasSuffix(d.svc.ID, suffix) {
+			d.svc.ID += suffix
 		}
 		if seen[d.svc.ID] {
 			s := d.attrs["id"]
@@ -262,13 +263,18 @@ func chooseEndpoint(c Container, p Policy, md metadata, warn func(key, value, pr
 }
 
 // usablePorts leaves out the ports no service can have: a port number
-// outside 1-65535 (dockerhost reads a port it cannot parse as 0), or
-// published on such a host port (0 is a port not bound yet, left to
+// outside 1-65535 (dockerhost reads a port it cannot parse as 0), a
+// protocol Docker does not publish, whose name would go into the service
+// ID, or published on such a host port (0 is a port not bound yet, left to
 // publishedTargets).
 func usablePorts(c Container, warn func(key, value, problem string)) ([]Port, []Binding) {
 	usable := func(p Port) bool {
 		if p.Port < 1 || p.Port > 65535 {
 			warn("", p.String(), "not a port number between 1 and 65535; not registered")
+			return false
+		}
+		if !protocols[p.Proto] {
+			warn("", p.String(), "not a protocol Docker publishes (tcp, udp, sctp); not registered")
 			return false
 		}
 		return true
@@ -393,9 +399,22 @@ func defaultName(c Container) string {
 	return base
 }
 
+// protocols are those Docker publishes a port with.
+var protocols = map[string]bool{"tcp": true, "udp": true, "sctp": true}
+
+// protoSuffix tells apart the IDs of one port number's protocols: ":udp"
+// for UDP, as registrator does, ":sctp" for SCTP, and nothing for TCP, so
+// that TCP's IDs, the most common, stay those registered so far.
+func protoSuffix(p Port) string {
+	if p.Proto == "tcp" {
+		return ""
+	}
+	return ":" + p.Proto
+}
+
 // serviceID is stable for a node, container and port: SERVICE_ID when set
-// and usable, else NODE:CONTAINER:PORT, with ":udp" for UDP ports as
-// registrator does.
+// and usable, else NODE:CONTAINER:PORT, with protoSuffix's ":udp" or
+// ":sctp".
 func serviceID(c Container, p Policy, t target, attrs map[string]setting, fromPort map[string]bool, group bool, warn func(key, value, problem string)) string {
 	id := attrs["id"].value
 	if id != "" && len(id) > maxLabelID {
@@ -420,20 +439,16 @@ func serviceID(c Container, p Policy, t target, attrs map[string]setting, fromPo
 	}
 	name := c.Name
 	// Room for the longest port and the check IDs' suffixes.
-	if len(p.Node)+len(name)+len("::65535:udp")+len(HealthCheckSuffix) > maxServiceID {
+	if len(p.Node)+len(name)+len("::65535:sctp")+len(HealthCheckSuffix) > maxServiceID {
 		warn("", c.Name, fmt.Sprintf("container name too long for a service ID (%d bytes at most: Consul's HTTP API names the ID in a URL to deregister it); the container ID stands for it", maxServiceID))
 		name = c.ID
 	}
-	id = fmt.Sprintf("%s:%s:%d", p.Node, name, t.port.Port)
-	if t.port.Proto == "udp" {
-		id += ":udp"
-	}
-	return id
+	return fmt.Sprintf("%s:%s:%d%s", p.Node, name, t.port.Port, protoSuffix(t.port))
 }
 
 // maxLabelID is the longest SERVICE_ID taken, in bytes, and maxServiceID
 // the longest service or check ID written, with what may be appended
-// ("-PORT", ":udp", HealthCheckSuffix). Consul's HTTP API names an ID in
+// ("-PORT", ":sctp", HealthCheckSuffix). Consul's HTTP API names an ID in
 // a URL path to deregister it, and refuses a request line over 1 MB,
 // which Docker lets a label or a container name exceed: such a service
 // would stay after its container.

@@ -1207,6 +1207,26 @@ func TestDesiredUniqueIDs(t *testing.T) {
 			wantIDs: []string{"dns", "dns:udp", "node1:web:8053"},
 		},
 		{
+			// An SCTP port's default ID was its TCP twin's: the second was
+			// dropped, or, alone on the node, took the TCP one's ID.
+			name:    "default IDs of TCP and SCTP on one port",
+			c:       macvlanContainer(exposed(Port{80, "tcp"}, Port{80, "sctp"}, Port{53, "udp"})),
+			wantIDs: []string{"node1:web:53:udp", "node1:web:80:sctp", "node1:web:80"},
+		},
+		{
+			name:    "SERVICE_80_ID on a port with TCP and SCTP",
+			c:       macvlanContainer(exposed(Port{80, "tcp"}, Port{80, "sctp"}), labels("SERVICE_80_ID", "web")),
+			wantIDs: []string{"web:sctp", "web"},
+		},
+		{
+			name:    "a protocol Docker does not publish is not registered",
+			c:       macvlanContainer(exposed(Port{80, "tcp"}, Port{80, "tcp/../x"})),
+			wantIDs: []string{"node1:web:80"},
+			wantWarnings: []wantWarning{
+				{Value: "80/tcp/../x", Problem: "not a protocol Docker publishes (tcp, udp, sctp); not registered"},
+			},
+		},
+		{
 			name:    "same SERVICE_<port>_ID on two ports keeps the first",
 			c:       dns(labels("SERVICE_53_ID", "dns", "SERVICE_8053_ID", "dns")),
 			wantIDs: []string{"dns", "dns:udp"},

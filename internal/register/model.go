@@ -62,7 +62,7 @@ type Container struct {
 	PublishRequested bool
 }
 
-// Port is a container port and its protocol ("tcp" or "udp").
+// Port is a container port and its protocol ("tcp", "udp" or "sctp").
 type Port struct {
 	Port  int
 	Proto string
