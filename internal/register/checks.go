@@ -12,6 +12,14 @@ import (
 // DefaultCheckInterval is used when SERVICE_CHECK_INTERVAL is absent, as in registrator.
 const DefaultCheckInterval = 10 * time.Second
 
+// MinDeregisterAfter is the shortest SERVICE_CHECK_DEREGISTER_AFTER Consul
+// applies (its agent's CheckDeregisterIntervalMin): it reaps a service
+// critical for less no sooner, whatever the registration says, and warns
+// only in its own log. A shorter value is raised to it, with a warning:
+// refusing it would leave the service unreaped, the opposite of what was
+// asked, while the minimum is what Consul does anyway.
+const MinDeregisterAfter = time.Minute
+
 // HealthMirrorTTL is the TTL of the check mirroring a Docker HEALTHCHECK. The
 // agent pushes every status change, so the TTL only has to outlive the agent
 // between resyncs without forcing a write each time.
@@ -134,6 +142,11 @@ func checkModifierValues(attrs map[string]setting, warn func(key, value, problem
 		interval:        duration("check_interval"),
 		timeout:         duration("check_timeout"),
 		deregisterAfter: duration("check_deregister_after"),
+	}
+	if m.deregisterAfter > 0 && m.deregisterAfter < MinDeregisterAfter {
+		s := attrs["check_deregister_after"]
+		warn(s.source, s.value, fmt.Sprintf("below Consul's minimum of %s, which Consul applies instead; %s is used", MinDeregisterAfter, MinDeregisterAfter))
+		m.deregisterAfter = MinDeregisterAfter
 	}
 	if m.interval == 0 {
 		m.interval = DefaultCheckInterval

@@ -182,6 +182,24 @@ func TestDesiredChecks(t *testing.T) {
 			}},
 		},
 		{
+			// Consul reaps no sooner than a minute whatever it is told:
+			// the registration said 10s while Consul kept the service a
+			// minute or more, and only Consul's own log said so.
+			name: "deregister_after below Consul's minimum is raised to it",
+			c: macvlanContainer(labels(
+				"SERVICE_CHECK_TCP", "true",
+				"SERVICE_CHECK_DEREGISTER_AFTER", "10s",
+			)),
+			want: []Check{{
+				ID: id + ":check:tcp", Name: "TCP check of nginx",
+				TCP: "10.1.2.3:80", Interval: DefaultCheckInterval,
+				DeregisterCriticalFor: time.Minute,
+			}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_CHECK_DEREGISTER_AFTER", Value: "10s", Problem: "below Consul's minimum of 1m0s, which Consul applies instead; 1m0s is used"},
+			},
+		},
+		{
 			name: "bad timeout, deregister_after and initial_status are ignored",
 			c: macvlanContainer(labels(
 				"SERVICE_CHECK_TCP", "true",
