@@ -332,11 +332,20 @@ func publishedTargets(c Container, p Policy, warn func(key, value, problem strin
 		if b.HostPort == 0 || seen[b.Port] {
 			continue
 		}
+		// Docker binds a published port on its host IP, so a running
+		// container's is an address of this host: registered as it is,
+		// unless it names no one host. One that does not parse (stale or
+		// damaged inspect data) is not the host IP, where nothing listens.
 		addr := b.HostIP
 		ip, err := netip.ParseAddr(addr)
+		if err != nil && addr != "" {
+			warn("", addr, fmt.Sprintf("port %s is published on a host IP that is not an IP address; not registered", b.Port))
+			continue
+		}
+		ip = ip.Unmap() // ::ffff:0.0.0.0 is all interfaces, as 0.0.0.0
 		if err != nil || ip.IsUnspecified() {
 			addr = p.HostIP
-		} else if ip.IsLoopback() {
+		} else if addr = ip.String(); ip.IsLoopback() {
 			// Only this host reaches it: in the catalog it would send
 			// every other host's clients to themselves.
 			loopback[b.Port] = cmp.Or(loopback[b.Port], net.JoinHostPort(addr, strconv.Itoa(b.HostPort)))

@@ -594,6 +594,44 @@ func TestDesiredPortSelection(t *testing.T) {
 			},
 		},
 		{
+			// Docker binds a published port on its host IP, so a running
+			// container's names an address of this host; one that is no
+			// address at all (stale or damaged inspect data) is not the
+			// host IP, where nothing listens.
+			name: "published on a host IP that is no address is not registered",
+			c: bridgeContainer(func(c *Container) {
+				c.Published = []Binding{
+					{Port: Port{80, "tcp"}, HostIP: "203.0.113.300", HostPort: 8080},
+					{Port: Port{443, "tcp"}, HostIP: "0.0.0.0", HostPort: 8443},
+				}
+			}),
+			policy: testPolicy(),
+			want:   []placement{{"node1:shop:443", testHostIP, 8443, ""}},
+			wantWarnings: []wantWarning{
+				{Value: "203.0.113.300", Problem: "port 80/tcp is published on a host IP that is not an IP address; not registered"},
+			},
+		},
+		{
+			// IPv4-mapped forms are their IPv4 addresses: ::ffff:0.0.0.0
+			// is every interface, ::ffff:127.0.0.1 loopback.
+			name: "published on IPv4-mapped host IPs",
+			c: bridgeContainer(func(c *Container) {
+				c.Published = []Binding{
+					{Port: Port{80, "tcp"}, HostIP: "::ffff:0.0.0.0", HostPort: 8080},
+					{Port: Port{443, "tcp"}, HostIP: "::ffff:198.51.100.7", HostPort: 8443},
+					{Port: Port{9000, "tcp"}, HostIP: "::ffff:127.0.0.1", HostPort: 9000},
+				}
+			}),
+			policy: testPolicy(),
+			want: []placement{
+				{"node1:shop:80", testHostIP, 8080, ""},
+				{"node1:shop:443", "198.51.100.7", 8443, ""},
+			},
+			wantWarnings: []wantWarning{
+				{Problem: "port 9000/tcp is published only on the loopback address"},
+			},
+		},
+		{
 			name: "tcp and udp on the same port are separate services",
 			c: bridgeContainer(func(c *Container) {
 				c.Exposed = nil
@@ -1507,7 +1545,8 @@ func TestDesiredTaggedAddressesConsulTakes(t *testing.T) {
 				c.Published = []Binding{{Port: Port{80, "tcp"}, HostIP: "::ffff:192.0.2.20", HostPort: 8080}}
 			}),
 			policy: testPolicy(),
-			want:   nil,
+			// Registered as the IPv4 address it is.
+			want: map[string]TaggedAddress{"lan_ipv4": {"192.0.2.20", 8080}},
 		},
 		{
 			name:   "host network with a zoned host IP",
