@@ -101,7 +101,8 @@ per-node ranges it leased and its state reports on every network, its cluster-IP
 addresses, its inventory, doctor report and task metrics. NODE is its swarm node ID,
 or its name when only one node has it. Refused while the swarm still lists the node
 (run docker node rm first) or while its agent refreshes its facts; facts refreshed
-within the last 30 s are watched for 30 s first.`,
+within the last 30 s are watched for 30 s first, older ones for 15 s (their stamp is
+their node's clock, which may be behind this one's).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// An empty name (a shell variable unset in quotes) names no
@@ -114,7 +115,7 @@ within the last 30 s are watched for 30 s first.`,
 				return err
 			}
 			defer done()
-			got, err := decommission.Remove(cmd.Context(), kv, sw, args[0], decommission.Options{Stale: netagent.StaleAfter})
+			got, err := decommission.Remove(cmd.Context(), kv, sw, args[0], decommission.Options{Stale: netagent.StaleAfter, Heartbeat: removalHeartbeat})
 			printRemoved(streams, got)
 			if err != nil {
 				return err
@@ -124,6 +125,11 @@ within the last 30 s are watched for 30 s first.`,
 		},
 	}
 }
+
+// removalHeartbeat is how long node rm watches facts stamped long ago:
+// a heartbeat and a half, so that a running agent's next refresh comes
+// within it.
+const removalHeartbeat = netagent.Heartbeat * 3 / 2
 
 // nodeClients are what the node commands read: Consul KV, and the swarm
 // through DOCKER_HOST (a manager); done closes them.

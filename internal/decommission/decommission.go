@@ -51,6 +51,11 @@ type Options struct {
 	// Stale is how long a node's facts must go unrefreshed for its agent
 	// to count as stopped: a few of its heartbeats.
 	Stale time.Duration
+	// Heartbeat is how often a running agent refreshes its facts: facts
+	// stamped over Stale ago are still watched this long, their stamp
+	// being their node's clock, which may be behind this one (0: they
+	// are taken at once).
+	Heartbeat time.Duration
 	// Poll is how often facts that may still be refreshed are read again.
 	Poll time.Duration
 	// Now is the clock (time.Now when nil).
@@ -272,11 +277,13 @@ func forgetOn(ctx context.Context, st *netspec.Store, name, id string, out *Remo
 }
 
 // waitSilent returns the modify index of f's facts once its agent is seen
-// not running: its facts stamped over o.Stale ago, or unchanged while
-// watched for o.Stale (a stamp recent or ahead of this clock proves
-// nothing by itself). Facts refreshed meanwhile refuse the removal. It
-// returns 0 when f.ID has no facts; facts that name no holder and carry no
-// stamp (unreadable) are returned at once, no agent refreshing them.
+// not running: its facts stamped over o.Stale ago and unchanged while
+// watched for o.Heartbeat (a stamp is the agent's clock, which may be
+// behind this one), or unchanged while watched for o.Stale (a stamp
+// recent or ahead of this clock proves nothing by itself). Facts
+// refreshed meanwhile refuse the removal. It returns 0 when f.ID has no
+// facts; facts that name no holder and carry no stamp (unreadable) are
+// returned at once, no agent refreshing them.
 func waitSilent(ctx context.Context, st *netspec.Store, f netspec.NodeFacts, o Options, now func() time.Time) (uint64, error) {
 	poll := o.Poll
 	if poll <= 0 {
@@ -310,7 +317,7 @@ func waitSilent(ctx context.Context, st *netspec.Store, f netspec.NodeFacts, o O
 			case noHolderIndex != 0 && index != noHolderIndex:
 				return 0, fmt.Errorf("%w: the agent of %s is running: its facts (naming no holder, as agents older than holders wrote them) changed while watched; stop it first",
 					ErrRefused, describe(f))
-			case now().Sub(cur.UpdatedAt) > o.Stale:
+			case now().Sub(cur.UpdatedAt) > o.Stale && (o.Heartbeat <= 0 || noHolderIndex != 0 && now().Sub(noHolderAt) >= o.Heartbeat):
 				return index, nil
 			case noHolderIndex != 0 && now().Sub(noHolderAt) > o.Stale:
 				return index, nil
@@ -318,7 +325,12 @@ func waitSilent(ctx context.Context, st *netspec.Store, f netspec.NodeFacts, o O
 				noHolderIndex, noHolderAt = index, now()
 			}
 		} else {
-			switch netspec.DecideClaim(&cur, first, firstAt, me, now(), o.Stale, func(int, uint64) bool { return true }) {
+			verdict := netspec.DecideClaim(&cur, first, firstAt, me, now(), o.Stale, func(int, uint64) bool { return true })
+			watched := first != nil && first.Holder.Instance == cur.Holder.Instance && now().Sub(firstAt) >= o.Heartbeat
+			if verdict == netspec.ClaimTake && o.Heartbeat > 0 && !watched && now().Sub(cur.UpdatedAt) > o.Stale {
+				verdict = netspec.ClaimWait // stamped long ago by its clock: watched for a heartbeat first
+			}
+			switch verdict {
 			case netspec.ClaimTake:
 				return index, nil
 			case netspec.ClaimRefuse:

@@ -581,6 +581,52 @@ func TestRemoveWatchesFactsWithoutHolder(t *testing.T) {
 	}
 }
 
+// TestRemoveWatchesFactsStampedLongAgo: a stamp is the agent's clock,
+// which may be behind this one. An agent whose clock was two minutes
+// slow, out of the swarm but still running and refreshing its facts,
+// looked stopped for two minutes: its ranges, reports and addresses were
+// removed at once, and only the facts' change, seen at the end, refused
+// the rest. Facts stamped over Stale ago are watched for a heartbeat too.
+func TestRemoveWatchesFactsStampedLongAgo(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		doc  string // with the stamp to fill in
+	}{
+		{"holder", `{"id":"gone","node":"old","interfaces":["eth0"],"holder":{"instance":"agent-gone"},"updated_at":%q}`},
+		{"no holder", `{"id":"gone","node":"old","interfaces":["eth0"],"updated_at":%q}`},
+	} {
+		c := newCluster(t)
+		publish := func() {
+			slow := time.Now().Add(-2 * time.Minute)
+			c.kv.Put(ctx, netspec.NodesKVPrefix+"gone", []byte(fmt.Sprintf(tc.doc, slow.UTC().Format(time.RFC3339Nano))))
+		}
+		publish()
+		stop := heartbeat(publish)
+		got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "gone", Options{Stale: 5 * time.Second, Heartbeat: time.Second, Poll: 10 * time.Millisecond})
+		stop()
+		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "running") {
+			t.Errorf("%s: remove a node whose slow-clocked agent refreshes its facts: %v; want refused as running", tc.name, err)
+		}
+		if leases, _ := c.st.Leases(ctx, lan.Name); len(leases) != 2 {
+			t.Errorf("%s: leases after the refusal: %v, want both", tc.name, leases)
+		}
+		if len(got.Ranges)+len(got.Reports)+len(got.Addresses)+len(got.Keys)+len(got.Changed) != 0 {
+			t.Errorf("%s: removed %+v; want nothing", tc.name, got)
+		}
+	}
+	// Not refreshed while watched for the heartbeat: removed.
+	c := newCluster(t)
+	start := time.Now()
+	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "gone", Options{Stale: time.Minute, Heartbeat: 200 * time.Millisecond, Poll: 10 * time.Millisecond})
+	if err != nil || !slices.Contains(got.Keys, netspec.NodesKVPrefix+"gone") {
+		t.Errorf("remove a node whose facts are an hour old: %+v, %v; want removed", got, err)
+	}
+	if took := time.Since(start); took < 200*time.Millisecond {
+		t.Errorf("removed after %s, before the facts were watched for a heartbeat", took)
+	}
+}
+
 // heartbeat calls publish every 20 ms, as a live agent refreshes its
 // facts, until the returned stop is called; stop returns once it ended.
 func heartbeat(publish func()) (stop func()) {
