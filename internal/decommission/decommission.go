@@ -29,6 +29,7 @@ import (
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/shellword"
 	"github.com/underlay/underlay/internal/taskmetrics"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // ErrRefused wraps the reasons a node is not removed.
@@ -325,6 +326,13 @@ func waitSilent(ctx context.Context, st *netspec.Store, f netspec.NodeFacts, o O
 				noHolderIndex, noHolderAt = index, now()
 			}
 		} else {
+			if first != nil && first.Holder.Instance != cur.Holder.Instance {
+				// Taken over while watched: another start of its agent,
+				// or a second one. Watching afresh at each change would
+				// wait for as long as they go on.
+				return 0, fmt.Errorf("%w: the agent of %s is running: its facts passed from agent %s to %s while watched; stop it first",
+					ErrRefused, describe(f), termtext.Cell(first.Holder.Instance), termtext.Cell(cur.Holder.Instance))
+			}
 			verdict := netspec.DecideClaim(&cur, first, firstAt, me, now(), o.Stale, func(int, uint64) bool { return true })
 			watched := first != nil && first.Holder.Instance == cur.Holder.Instance && now().Sub(firstAt) >= o.Heartbeat
 			if verdict == netspec.ClaimTake && o.Heartbeat > 0 && !watched && now().Sub(cur.UpdatedAt) > o.Stale {
@@ -337,7 +345,7 @@ func waitSilent(ctx context.Context, st *netspec.Store, f netspec.NodeFacts, o O
 				return 0, fmt.Errorf("%w: the agent of %s is running: it refreshed its facts at %s; stop it first",
 					ErrRefused, describe(f), cur.UpdatedAt.Format(time.RFC3339))
 			}
-			if first == nil || first.Holder.Instance != cur.Holder.Instance {
+			if first == nil {
 				c := cur
 				first, firstAt = &c, now()
 			}

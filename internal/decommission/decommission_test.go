@@ -627,6 +627,35 @@ func TestRemoveWatchesFactsStampedLongAgo(t *testing.T) {
 	}
 }
 
+// TestRemoveRefusesFactsChangingHolder: facts taken over by another
+// agent while watched (an agent crash-looping, each start a new holder
+// with a fresh stamp) were watched afresh at each change, so node rm
+// waited for as long as the changes went on, for ever with an agent
+// restarting more often than Stale; a new holder is a write, and proves
+// an agent runs.
+func TestRemoveRefusesFactsChangingHolder(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	c := newCluster(t)
+	n := 0
+	c.kv.Hook = func(call string, keys []string) error {
+		if call == "get" && slices.Equal(keys, []string{netspec.NodesKVPrefix + "gone"}) {
+			n++ // a new agent at each read
+			c.kv.Put(ctx, netspec.NodesKVPrefix+"gone", []byte(fmt.Sprintf(`{"id":"gone","node":"old","holder":{"instance":"agent-%d"},"updated_at":%q}`,
+				n, time.Now().UTC().Format(time.RFC3339Nano))))
+		}
+		return nil
+	}
+	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "gone", Options{Stale: 5 * time.Second, Poll: 10 * time.Millisecond})
+	c.kv.Hook = nil
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "running") {
+		t.Errorf("remove a node whose facts change holder while watched: %v (removed %+v); want refused as running", err, got)
+	}
+	if leases, _ := c.st.Leases(context.Background(), lan.Name); len(leases) != 2 {
+		t.Errorf("leases after the refusal: %v, want both", leases)
+	}
+}
+
 // heartbeat calls publish every 20 ms, as a live agent refreshes its
 // facts, until the returned stop is called; stop returns once it ended.
 func heartbeat(publish func()) (stop func()) {
