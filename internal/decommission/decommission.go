@@ -158,6 +158,9 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 		return Removed{Warnings: warnings}, fmt.Errorf("%w: %s is still a swarm node (%s): drain it, stop it and run `docker node rm %s` first; underlay removes only what nodes the swarm no longer lists left behind",
 			ErrRefused, describe(f), state, f.ID)
 	}
+	if err := checkSameSwarm(all, f.ID, nodes, now(), o.Stale); err != nil {
+		return Removed{Warnings: warnings}, err
+	}
 	// Facts under the identity's key are watched even when not listed:
 	// an agent older than identities keyed its facts (and lease) by its
 	// name, without a holder, and may still run. index is 0 when none.
@@ -356,6 +359,34 @@ func waitSilent(ctx context.Context, st *netspec.Store, f netspec.NodeFacts, o O
 		case <-time.After(poll):
 		}
 	}
+}
+
+// checkSameSwarm refuses a swarm that lists none of the other nodes whose
+// agents refreshed their facts within stale: DOCKER_HOST naming another
+// cluster's manager, to which every node of this one looks removed, and
+// a node whose agent is merely down would lose its ranges and addresses.
+// With no other agent running (the last nodes of a cluster taken down),
+// the swarm cannot be told apart, and is taken.
+func checkSameSwarm(all []netspec.NodeFacts, id string, nodes map[string]string, now time.Time, stale time.Duration) error {
+	var running []string
+	for _, n := range all {
+		if n.ID == "" || n.ID == id || n.UpdatedAt.IsZero() || now.Sub(n.UpdatedAt) > stale {
+			continue
+		}
+		if _, ok := nodes[n.ID]; ok {
+			return nil
+		}
+		running = append(running, termtext.Cell(n.ID))
+	}
+	if len(running) == 0 {
+		return nil
+	}
+	named := running
+	if len(named) > 5 { // documents any agent writes: named, not all
+		named = append(named[:5:5], "…")
+	}
+	return fmt.Errorf("%w: the swarm lists none of the %d nodes whose agents refreshed their facts within %s (%s): is DOCKER_HOST a manager of this cluster's swarm?",
+		ErrRefused, len(running), stale, strings.Join(named, ", "))
 }
 
 func alnum(r rune) bool {

@@ -260,7 +260,7 @@ func TestRemoveWatchesRecentFacts(t *testing.T) {
 		c := newCluster(t)
 		c.facts(t, "gone", "old", time.Now().Add(at))
 		start := time.Now()
-		got, err := Remove(ctx, c.kv, swarmNodes{}, "gone", Options{Stale: 300 * time.Millisecond, Poll: 10 * time.Millisecond})
+		got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "gone", Options{Stale: 300 * time.Millisecond, Poll: 10 * time.Millisecond})
 		if err != nil {
 			t.Fatalf("facts stamped %v from now: %v", at, err)
 		}
@@ -653,6 +653,30 @@ func TestRemoveRefusesFactsChangingHolder(t *testing.T) {
 	}
 	if leases, _ := c.st.Leases(context.Background(), lan.Name); len(leases) != 2 {
 		t.Errorf("leases after the refusal: %v, want both", leases)
+	}
+}
+
+// TestRemoveRefusesAnotherSwarm: with DOCKER_HOST naming another
+// cluster's manager, every node of this one looked removed from the
+// swarm, and a node whose agent was merely down (a reboot) lost its
+// ranges and addresses. A swarm that lists none of the nodes whose
+// agents refresh their facts is not taken as this cluster's.
+func TestRemoveRefusesAnotherSwarm(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	got, err := Remove(ctx, c.kv, swarmNodes{"stranger": "ready"}, "gone", Options{Stale: time.Minute})
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "the swarm lists none of the 1 nodes whose agents refreshed their facts within 1m0s (live)") {
+		t.Errorf("remove with another cluster's swarm: %v (removed %+v); want refused", err, got)
+	}
+	if leases, _ := c.st.Leases(ctx, lan.Name); len(leases) != 2 || !c.has(netspec.NodesKVPrefix+"gone") {
+		t.Errorf("leases after the refusal: %v, facts kept %v; want both leases and the facts", leases, c.has(netspec.NodesKVPrefix+"gone"))
+	}
+	// With no other agent refreshing its facts (the last nodes of a
+	// cluster taken down), the swarm cannot be told apart: removed.
+	c = newCluster(t)
+	c.facts(t, "live", "new", time.Now().Add(-time.Hour))
+	if _, err := Remove(ctx, c.kv, swarmNodes{"stranger": "ready"}, "gone", Options{Stale: time.Minute}); err != nil {
+		t.Errorf("remove with no other agent running: %v", err)
 	}
 }
 
