@@ -478,3 +478,43 @@ func TestEnsureRefusesShimParents(t *testing.T) {
 		})
 	}
 }
+
+// TestRemoveParentLeavesParentInUse: a VLAN parent underlay made is
+// removed with its network only when nothing else hangs off it. Deleting
+// a link deletes every link stacked on it, and takes it out of its
+// bridge: an operator's macvlan on bond0.40, another network's VLAN
+// bond0.40.5, or a bridge bond0.40 was made a port of went with it.
+func TestRemoveParentLeavesParentInUse(t *testing.T) {
+	const parentIndex = 2 // bond0 is 1
+	parent := &netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "bond0.40", ParentIndex: 1, Alias: OwnerAlias("pool")}, VlanId: 40}
+	for _, tc := range []struct {
+		name  string
+		links []netlink.Link
+		what  string
+	}{
+		{"operator's macvlan on it", []netlink.Link{&netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: "mv40", ParentIndex: parentIndex}, Mode: netlink.MACVLAN_MODE_BRIDGE}}, "mv40"},
+		{"a VLAN on it", []netlink.Link{&netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "bond0.40.5", ParentIndex: parentIndex, Alias: OwnerAlias("inner")}, VlanId: 5}}, "bond0.40.5"},
+		{"a port of a bridge", []netlink.Link{&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: "br40"}}}, "br40"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := clone(parent)
+			if tc.what == "br40" {
+				p.Attrs().MasterIndex = 3
+			}
+			k := newFakeKernel(append([]netlink.Link{&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0"}}, p}, tc.links...)...)
+			before := slices.Sorted(maps.Keys(k.links))
+			removed, err := removeParent(k, "bond0.40", "pool")
+			if removed || !errors.Is(err, ErrParentInUse) || !strings.Contains(err.Error(), "bond0.40") || !strings.Contains(err.Error(), tc.what) {
+				t.Errorf("removeParent: %t, %v; want bond0.40 left, with an error wrapping ErrParentInUse naming it and %s", removed, err, tc.what)
+			}
+			if after := slices.Sorted(maps.Keys(k.links)); !slices.Equal(before, after) {
+				t.Errorf("links %v after removeParent, want %v", after, before)
+			}
+		})
+	}
+	// Alone on it, the network's parent goes.
+	k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0"}}, clone(parent))
+	if removed, err := removeParent(k, "bond0.40", "pool"); !removed || err != nil {
+		t.Errorf("removeParent of an unused parent: %t, %v; want it removed", removed, err)
+	}
+}

@@ -6,6 +6,7 @@ import "github.com/vishvananda/netlink"
 // unit tests can run them on an in-memory host.
 type kernel interface {
 	LinkByName(name string) (netlink.Link, error)
+	LinkList() ([]netlink.Link, error)
 	LinkAdd(link netlink.Link) error
 	LinkDel(link netlink.Link) error
 	LinkSetAlias(link netlink.Link, alias string) error
@@ -23,6 +24,7 @@ type kernel interface {
 type netlinkKernel struct{}
 
 func (netlinkKernel) LinkByName(name string) (netlink.Link, error) { return netlink.LinkByName(name) }
+func (netlinkKernel) LinkList() ([]netlink.Link, error)            { return netlink.LinkList() }
 func (netlinkKernel) LinkAdd(l netlink.Link) error                 { return netlink.LinkAdd(l) }
 func (netlinkKernel) LinkDel(l netlink.Link) error                 { return netlink.LinkDel(l) }
 func (netlinkKernel) LinkSetAlias(l netlink.Link, alias string) error {

@@ -92,6 +92,16 @@ func (k *fakeKernel) LinkByName(name string) (netlink.Link, error) {
 	return clone(l), nil
 }
 
+// LinkList lists every link, in index order as the kernel does.
+func (k *fakeKernel) LinkList() ([]netlink.Link, error) {
+	var out []netlink.Link
+	for _, l := range k.links {
+		out = append(out, clone(l))
+	}
+	slices.SortFunc(out, func(a, b netlink.Link) int { return a.Attrs().Index - b.Attrs().Index })
+	return out, nil
+}
+
 func (k *fakeKernel) LinkAdd(l netlink.Link) error {
 	a := l.Attrs()
 	if err := k.failure("LinkAdd", a.Name); err != nil {

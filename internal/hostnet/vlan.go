@@ -3,6 +3,7 @@ package hostnet
 import (
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -65,8 +66,10 @@ func addMarked(k kernel, l netlink.Link, alias string) error {
 }
 
 // RemoveParent deletes a VLAN parent that underlay made for network, and
-// nothing else: a parent made by hand (or by Docker) is left. It reports
-// whether it deleted one; an absent parent is no error.
+// nothing else: a parent made by hand (or by Docker) is left. One that
+// other links hang off is left too, with an error wrapping
+// ErrParentInUse. It reports whether it deleted one; an absent parent is
+// no error.
 func RemoveParent(parent, network string) (bool, error) {
 	return removeParent(netlinkKernel{}, parent, network)
 }
@@ -86,10 +89,46 @@ func removeParent(k kernel, parent, network string) (bool, error) {
 	if l.Type() != "vlan" || l.Attrs().Alias != OwnerAlias(network) {
 		return false, nil
 	}
+	if err := parentInUse(k, l); err != nil {
+		return false, err
+	}
 	if err := k.LinkDel(l); err != nil {
 		return false, fmt.Errorf("delete VLAN parent %s: %w", parent, err)
 	}
 	return true, nil
+}
+
+// ErrParentInUse marks a VLAN parent underlay made that is left in place
+// because something it did not make hangs off it.
+var ErrParentInUse = errors.New("in use by links underlay did not make for the network")
+
+// parentInUse returns an error wrapping ErrParentInUse, naming them, when
+// links sit on parent or it is a port of a bridge or bond: the kernel
+// deletes a link's upper links with it, and takes it out of its master,
+// so deleting it would take an operator's macvlan, another network's VLAN
+// or a bridge's port along. (Links in other network namespaces, such as
+// containers' endpoints, are not seen here.)
+func parentInUse(k kernel, parent netlink.Link) error {
+	a := parent.Attrs()
+	links, err := k.LinkList()
+	if err != nil {
+		return fmt.Errorf("list links on VLAN parent %s: %w", a.Name, err)
+	}
+	var users []string
+	for _, l := range links {
+		la := l.Attrs()
+		if la.Index == a.Index {
+			continue
+		}
+		if la.ParentIndex == a.Index || a.MasterIndex != 0 && la.Index == a.MasterIndex {
+			users = append(users, fmt.Sprintf("%q (%s)", la.Name, l.Type()))
+		}
+	}
+	if len(users) == 0 {
+		return nil
+	}
+	slices.Sort(users)
+	return fmt.Errorf("VLAN parent %q, left in place: %w: %s; remove it by hand (ip link del %s) once they are gone", a.Name, ErrParentInUse, strings.Join(users, ", "), a.Name)
 }
 
 // Owned reports whether a link alias marks a parent underlay made, and for

@@ -323,10 +323,14 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool) 
 	}
 	if r.RemoveParent != nil && s.Parent != "" {
 		removed, err := r.RemoveParent(s.Parent, name)
-		if err != nil {
+		switch {
+		case errors.Is(err, hostnet.ErrParentInUse):
+			// Links it did not make hang off it: deleting it would take
+			// them along. The rest of the network goes all the same.
+			r.log().Warn("the VLAN parent made for the network carries other links; left in place", "network", name, "parent", s.Parent, "err", err)
+		case err != nil:
 			return fmt.Errorf("network %s: remove VLAN parent: %w", name, err)
-		}
-		if removed {
+		case removed:
 			r.log().Info("VLAN parent made for the network removed", "network", name, "parent", s.Parent)
 		}
 	}

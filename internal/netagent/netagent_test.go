@@ -475,3 +475,32 @@ func TestSyncDropsOwnOrphanReports(t *testing.T) {
 		t.Errorf("reports after a sync: %v, want %v (this node's report under gone deleted)", keys, want)
 	}
 }
+
+// TestTeardownLeavesParentInUse: a VLAN parent underlay made that other
+// links hang off stays (RemoveParent refuses it), and the rest of the
+// network goes all the same: its lease is released and the node reports
+// it removed, or `network rm` would wait for this node for ever.
+func TestTeardownLeavesParentInUse(t *testing.T) {
+	ctx := context.Background()
+	st := storeWithWeb(t)
+	host := &fakeHost{}
+	r := reconcilerOf(st, host, host, func(string, string) error { return nil })
+	r.RemoveParent = func(parent, network string) (bool, error) {
+		return false, fmt.Errorf("VLAN parent %q, left in place: %w: \"mv40\" (macvlan)", parent, hostnet.ErrParentInUse)
+	}
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MarkDeleting(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sync(ctx); err != nil {
+		t.Errorf("sync of the deleted network whose parent is in use: %v, want the rest removed without error", err)
+	}
+	if l, err := st.Leases(ctx, "web"); err != nil || len(l) != 0 {
+		t.Errorf("leases of web after its teardown: %v, %v; want none", l, err)
+	}
+	if states, _ := st.NodeStates(ctx, "web"); len(states) != 1 || states[0].State != netspec.StateRemoved {
+		t.Errorf("web reported %+v, want removed", states)
+	}
+}
