@@ -27,7 +27,8 @@ const AskDockerFor = time.Second
 
 // ResolveID returns this node's identity. It asks Docker (ask returns the
 // swarm node ID, "" outside a swarm), for at most wait each time (30 times
-// that without a record); Docker's answer wins and is recorded in dir.
+// that without a record); Docker's answer wins and is recorded in dir. An
+// answer that is no swarm node ID is an error naming it.
 // When Docker does not answer — in time, or at all — and dir holds a
 // recorded identity, that one is returned (recorded true): the caller must
 // check it against Docker once Docker answers, and stop if it differs.
@@ -54,6 +55,10 @@ func ResolveID(ctx context.Context, ask func(context.Context) (string, error), d
 		switch {
 		case ctx.Err() != nil:
 			return "", false, fmt.Errorf("waiting for this node's swarm node ID: %w", ctx.Err())
+		case err == nil && id != "" && !validNodeID(id):
+			// Docker answered, so the record is no better; the identity
+			// is a segment of every key the node writes.
+			return "", false, fmt.Errorf("Docker gave this node's swarm node ID as %q: not a swarm node ID (letters and digits, at most 64)", id)
 		case err == nil && id != "":
 			if dir != "" {
 				if err := recordNodeID(dir, id); err != nil {

@@ -183,3 +183,23 @@ func TestAskForAnswerWins(t *testing.T) {
 		t.Fatalf("%d of 16000 answers given in time were lost", n)
 	}
 }
+
+// TestResolveIDRefusesBadDockerAnswer: an answer from Docker that is no
+// swarm node ID (a '/', a newline, an escape sequence) is refused, naming
+// it quoted, and neither used nor recorded: the identity is a segment of
+// every KV key the node writes (its reports, leases, facts). It was used
+// as it came, only its recording refused.
+func TestResolveIDRefusesBadDockerAnswer(t *testing.T) {
+	dir := t.TempDir()
+	recordNodeID(dir, "abc123")
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	const bad = "x/../nodes/y\n\x1b[2J"
+	id, _, err := ResolveID(ctx, func(context.Context) (string, error) { return bad, nil }, dir, 50*time.Millisecond, discard())
+	if id != "" || err == nil || !strings.Contains(err.Error(), `"x/../nodes/y\n\x1b[2J"`) || ctx.Err() != nil {
+		t.Fatalf("got %q, %v; want no identity, at once, and an error naming the answer quoted", id, err)
+	}
+	if rec, err := readNodeID(dir); rec != "abc123" || err != nil {
+		t.Errorf("record %q, %v after a bad answer; want abc123 kept", rec, err)
+	}
+}
