@@ -167,7 +167,8 @@ const maxLinkName = 15
 // check refuses a w that no valid spec gives (netspec.Validate checks
 // the spec): the driver and mode decide the shim's kind, and the route is
 // replaced through the shim, so a route of 0.0.0.0/0, or none (netlink
-// sends no destination), would take the host's default route.
+// sends no destination), would take the host's default route; the shim's
+// addresses lie in the ranges routed through it.
 func (w Want) check() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
@@ -185,6 +186,10 @@ func (w Want) check() error {
 		bad("route %s: want the IPv4 network address of the node's container range", r)
 	case r.Bits() == 0:
 		bad("route %s: it would replace the host's default route by one through the shim", r)
+	case w.Shim.Is4() && !r.Contains(w.Shim):
+		// The shim's address is the node's, in its container range: one
+		// elsewhere would make the host take another's address for its own.
+		bad("shim address %s is outside %s, the range it is routed for", w.Shim, r)
 	}
 	if w.Shim6.IsValid() || w.Route6.IsValid() {
 		if a := w.Shim6; !a.Is6() || a.Is4In6() || a.IsUnspecified() || a.IsLinkLocalUnicast() || a.IsMulticast() || a.IsLoopback() || a.Zone() != "" {
@@ -195,6 +200,8 @@ func (w Want) check() error {
 			bad("IPv6 route %s: want the IPv6 network address of the node's container range", r)
 		case r.Bits() == 0:
 			bad("IPv6 route %s: it would replace the host's default route by one through the shim", r)
+		case w.Shim6.Is6() && !r.Contains(w.Shim6):
+			bad("shim IPv6 address %s is outside %s, the range it is routed for", w.Shim6, r)
 		}
 	}
 	return errors.Join(errs...)

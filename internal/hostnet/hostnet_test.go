@@ -398,6 +398,8 @@ func TestEnsureRefusesBadWants(t *testing.T) {
 		{"IPv6 default route", func(w *Want) { *w = dualStackWant(); w.Route6 = netip.MustParsePrefix("::/0") }, "IPv6 route ::/0"},
 		{"IPv6 route not a network address", func(w *Want) { *w = dualStackWant(); w.Route6 = netip.MustParsePrefix("fd00:40::1:0:0:1/80") }, "IPv6 route fd00:40::1:0:0:1/80"},
 		{"IPv4 as IPv6 route", func(w *Want) { *w = dualStackWant(); w.Route6 = netip.MustParsePrefix("10.40.0.0/26") }, "IPv6 route 10.40.0.0/26"},
+		{"shim address outside the route", func(w *Want) { w.Shim = netip.MustParseAddr("192.168.1.1") }, "shim address 192.168.1.1 is outside 10.40.0.0/26"},
+		{"shim IPv6 address outside the route", func(w *Want) { *w = dualStackWant(); w.Shim6 = netip.MustParseAddr("fd00:99::1") }, "shim IPv6 address fd00:99::1 is outside fd00:40:0:0:1::/80"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
