@@ -329,6 +329,9 @@ func (h Host) Ensure(w Want) ([]Repair, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkRoutesFree(h.nl(), w, repairs); err != nil {
+		return nil, err
+	}
 	for _, r := range repairs {
 		if err := apply(h.nl(), w, r); err != nil {
 			err = fmt.Errorf("%s on %s: %w", r, w.ShimLink, err)
@@ -339,6 +342,53 @@ func (h Host) Ensure(w Want) ([]Repair, error) {
 		}
 	}
 	return repairs, nil
+}
+
+// checkRoutesFree refuses repairs that would replace a route of the
+// host's: the kernel replaces the route of the same destination and
+// metric on whichever link, so the shim's route would take the host's own
+// route to the range (the connected route of an address the host has in
+// it, an operator's static route), and removing the network, which
+// deletes the shim, would leave the host without either. Only listed
+// when a route is to be made, since the listing is of every route.
+func checkRoutesFree(k kernel, w Want, repairs []Repair) error {
+	shim := 0
+	if l, err := k.LinkByName(w.ShimLink); err == nil {
+		shim = l.Attrs().Index
+	}
+	var errs []error
+	if slices.Contains(repairs, ShimRoute) {
+		errs = append(errs, routeFree(k, netlink.FAMILY_V4, "route", w.Route, 0, shim))
+	}
+	if slices.Contains(repairs, ShimRoute6) {
+		errs = append(errs, routeFree(k, netlink.FAMILY_V6, "IPv6 route", w.Route6, 1, shim))
+	}
+	return errors.Join(errs...)
+}
+
+// routeFree returns an error naming the route of family to dst of metric
+// in the main table on a link other than shim (its index; 0 when it does
+// not exist yet), if there is one.
+func routeFree(k kernel, family int, what string, dst netip.Prefix, metric, shim int) error {
+	routes, err := k.RouteList(nil, family)
+	if err != nil {
+		return fmt.Errorf("list the host's routes: %w", err)
+	}
+	for _, rt := range routes {
+		if rt.Dst == nil || rt.Dst.String() != dst.String() || rt.Priority != metric || rt.LinkIndex == shim {
+			continue
+		}
+		on := fmt.Sprintf("link %d", rt.LinkIndex)
+		if links, err := k.LinkList(); err == nil {
+			for _, l := range links {
+				if l.Attrs().Index == rt.LinkIndex {
+					on = fmt.Sprintf("%q", l.Attrs().Name)
+				}
+			}
+		}
+		return fmt.Errorf("%s %s: the host routes it already, through %s (metric %d), and the shim's route would replace that route, which removing the network would not bring back; left as it is: give the network a range the host does not route already, or remove that route", what, dst, on, metric)
+	}
+	return nil
 }
 
 // ipv6Off reports whether err is what the kernel answers when IPv6 is

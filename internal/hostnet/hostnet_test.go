@@ -520,3 +520,52 @@ func TestRemoveParentLeavesParentInUse(t *testing.T) {
 		t.Errorf("removeParent of an unused parent: %t, %v; want it removed", removed, err)
 	}
 }
+
+// TestEnsureLeavesTheHostsRoutes: the kernel replaces a route of the
+// same destination and metric on whichever link, so the shim's route to
+// the node's range took the host's own route to it (the connected route
+// of an address the host has in the network's subnet, an operator's
+// static route), and removing the network, which deletes the shim,
+// left the host without either. Such a route is now left as it is and
+// named in the error; one of another metric is no obstacle.
+func TestEnsureLeavesTheHostsRoutes(t *testing.T) {
+	route := func(dst string, metric int) netlink.Route {
+		_, n, _ := net.ParseCIDR(dst)
+		return netlink.Route{LinkIndex: 1, Dst: n, Scope: netlink.SCOPE_LINK, Protocol: 2, Priority: metric}
+	}
+	for _, tc := range []struct {
+		name    string
+		w       Want
+		route   netlink.Route
+		wantErr string
+	}{
+		{"IPv4", vlanWant(), route("10.40.0.0/26", 0), "route 10.40.0.0/26"},
+		{"IPv6", dualStackWant(), route("fd00:40::1:0:0:0/80", 1), "IPv6 route fd00:40:0:0:1::/80"},
+		{"IPv4 of another metric", vlanWant(), route("10.40.0.0/26", 100), ""},
+		{"IPv6 of the kernel's metric", dualStackWant(), route("fd00:40::1:0:0:0/80", 256), ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := vlanHost()
+			k.routes = []netlink.Route{tc.route}
+			repairs, err := Host{k: k}.Ensure(tc.w)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Fatal(err)
+				}
+				if !slices.ContainsFunc(k.routes, func(r netlink.Route) bool { return r.LinkIndex == 1 }) {
+					t.Errorf("routes after Ensure: %v, want bond0's kept", k.routes)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) || !strings.Contains(err.Error(), `"bond0"`) {
+				t.Errorf("Ensure: %v, %v; want an error naming %s and bond0", repairs, err, tc.wantErr)
+			}
+			if len(k.routes) != 1 || k.routes[0].LinkIndex != 1 {
+				t.Errorf("routes after a refused Ensure: %v, want bond0's only", k.routes)
+			}
+			if names := slices.Sorted(maps.Keys(k.links)); !slices.Equal(names, []string{"bond0"}) {
+				t.Errorf("links after a refused Ensure: %v, want [bond0]", names)
+			}
+		})
+	}
+}

@@ -244,22 +244,28 @@ func (k *fakeKernel) AddrDel(l netlink.Link, a *netlink.Addr) error {
 	return nil
 }
 
+// RouteList lists l's routes of family, or with l nil every link's.
 func (k *fakeKernel) RouteList(l netlink.Link, family int) ([]netlink.Route, error) {
-	s, err := k.get(l)
-	if err != nil {
-		return nil, err
+	index := 0
+	if l != nil {
+		s, err := k.get(l)
+		if err != nil {
+			return nil, err
+		}
+		index = s.Attrs().Index
 	}
 	var rs []netlink.Route
 	for _, r := range k.routes {
-		if r.LinkIndex == s.Attrs().Index && (r.Dst == nil || ofFamily(r.Dst.IP, family)) {
+		if (index == 0 || r.LinkIndex == index) && (r.Dst == nil || ofFamily(r.Dst.IP, family)) {
 			rs = append(rs, r)
 		}
 	}
 	return rs, nil
 }
 
-// RouteReplace replaces the route to the same destination, as the kernel
-// does in the main table (a route without one is the default route).
+// RouteReplace replaces the route to the same destination and of the
+// same metric, on whichever link, as the kernel does in the main table (a
+// route without one is the default route).
 func (k *fakeKernel) RouteReplace(r *netlink.Route) error {
 	if k.byIndex(r.LinkIndex) == nil {
 		return syscall.ENODEV
@@ -273,7 +279,7 @@ func (k *fakeKernel) RouteReplace(r *netlink.Route) error {
 		}
 		return r.Dst.String()
 	}
-	k.routes = slices.DeleteFunc(k.routes, func(h netlink.Route) bool { return dst(h) == dst(*r) })
+	k.routes = slices.DeleteFunc(k.routes, func(h netlink.Route) bool { return dst(h) == dst(*r) && h.Priority == r.Priority })
 	k.routes = append(k.routes, *r)
 	return nil
 }
