@@ -78,10 +78,13 @@ func isShim(l Link) bool {
 
 // RemoveLeftovers deletes what Leftovers selects among this network
 // namespace's links (shims first: a parent's removal would take them
-// along anyway) and returns the names deleted. Run it with the agent
-// stopped, or it makes them again.
-func RemoveLeftovers() ([]string, error) {
-	all, err := netlink.LinkList()
+// along anyway) and returns the names deleted. A VLAN parent that other
+// links still hang off is left, with an error wrapping ErrParentInUse.
+// Run it with the agent stopped, or it makes them again.
+func RemoveLeftovers() ([]string, error) { return removeLeftovers(netlinkKernel{}) }
+
+func removeLeftovers(k kernel) ([]string, error) {
+	all, err := k.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
@@ -92,7 +95,7 @@ func RemoveLeftovers() ([]string, error) {
 	var removed []string
 	var errs []error
 	for _, l := range Leftovers(links) {
-		link, err := netlink.LinkByName(l.Name)
+		link, err := k.LinkByName(l.Name)
 		if err != nil {
 			var nf netlink.LinkNotFoundError
 			if !errors.As(err, &nf) {
@@ -100,7 +103,13 @@ func RemoveLeftovers() ([]string, error) {
 			}
 			continue
 		}
-		if err := netlink.LinkDel(link); err != nil {
+		if !isShim(l) {
+			if err := parentInUse(k, link); err != nil {
+				errs = append(errs, err)
+				continue
+			}
+		}
+		if err := k.LinkDel(link); err != nil {
 			errs = append(errs, fmt.Errorf("delete %s %s: %w", l.Type, l.Name, err))
 			continue
 		}

@@ -1,8 +1,13 @@
 package hostnet
 
 import (
+	"errors"
+	"maps"
 	"slices"
+	"strings"
 	"testing"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/underlay/underlay/internal/netspec"
 )
@@ -62,5 +67,30 @@ func TestShimOf(t *testing.T) {
 		if got := ShimOf(c.l, "web"); got != c.want {
 			t.Errorf("ShimOf(%+v, web) = %t, want %t", c.l, got, c.want)
 		}
+	}
+}
+
+// TestRemoveLeftoversLeavesParentInUse: the cleanup deletes the agent's
+// shims and VLAN parents, but a parent that a link the agent did not make
+// still hangs off (an operator's macvlan on bond0.40) is left, with an
+// error naming both: the kernel would have deleted that link with it.
+func TestRemoveLeftoversLeavesParentInUse(t *testing.T) {
+	shim := netspec.ShimLinkName("pool")
+	k := newFakeKernel(
+		&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0"}},
+		&netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "bond0.40", ParentIndex: 1, Alias: OwnerAlias("pool")}, VlanId: 40},
+		&netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: shim, ParentIndex: 2, Alias: ShimAlias("pool")}, Mode: netlink.MACVLAN_MODE_BRIDGE},
+		&netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: "mv40", ParentIndex: 2}, Mode: netlink.MACVLAN_MODE_BRIDGE},
+		&netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "bond0.41", ParentIndex: 1, Alias: OwnerAlias("db")}, VlanId: 41},
+	)
+	removed, err := removeLeftovers(k)
+	if !slices.Equal(removed, []string{shim, "bond0.41"}) {
+		t.Errorf("removed %v, want [%s bond0.41]", removed, shim)
+	}
+	if !errors.Is(err, ErrParentInUse) || !strings.Contains(err.Error(), "bond0.40") || !strings.Contains(err.Error(), "mv40") {
+		t.Errorf("removeLeftovers: %v; want an error wrapping ErrParentInUse naming bond0.40 and mv40", err)
+	}
+	if names := slices.Sorted(maps.Keys(k.links)); !slices.Equal(names, []string{"bond0", "bond0.40", "mv40"}) {
+		t.Errorf("links left: %v, want [bond0 bond0.40 mv40]", names)
 	}
 }
