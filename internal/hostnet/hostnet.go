@@ -8,9 +8,11 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/vishvananda/netlink"
 
@@ -175,8 +177,11 @@ func (w Want) check() error {
 	if err := netspec.CheckDriverMode(w.Driver, w.IPvlanMode); err != nil {
 		errs = append(errs, err)
 	}
-	if w.ShimLink == "" || len(w.ShimLink) > maxLinkName || w.ShimLink == w.Parent {
-		bad("shim link %q: want a link name of 1 to %d bytes, not the parent's", w.ShimLink, maxLinkName)
+	if !linkName(w.Parent) {
+		bad("parent %q: not a link name (1 to %d bytes, no '/', ':' or white space, not . or ..)", w.Parent, maxLinkName)
+	}
+	if !linkName(w.ShimLink) || w.ShimLink == w.Parent {
+		bad("shim link %q: want a link name of 1 to %d bytes (no '/', ':' or white space, not . or ..), not the parent's", w.ShimLink, maxLinkName)
 	}
 	if !w.Shim.Is4() || w.Shim.IsUnspecified() {
 		bad("shim address %s: want an IPv4 address", w.Shim)
@@ -205,6 +210,14 @@ func (w Want) check() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// linkName reports whether the kernel takes name for a link's
+// (dev_valid_name): a VLAN parent or shim of another name is never made,
+// and named quoted.
+func linkName(name string) bool {
+	return name != "" && len(name) <= maxLinkName && name != "." && name != ".." &&
+		!strings.ContainsFunc(name, func(r rune) bool { return r == '/' || r == ':' || r == 0 || unicode.IsSpace(r) })
 }
 
 // promisc reports whether w's parent must be promiscuous: macvlan
