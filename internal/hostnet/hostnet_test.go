@@ -575,3 +575,22 @@ func TestEnsureLeavesTheHostsRoutes(t *testing.T) {
 		})
 	}
 }
+
+// TestEnsureVLANOfAnotherName: the VLAN a parent name asks for may exist
+// under another name (an operator's vlan40, or bond0.40 for a spec's
+// bond0.040): the kernel refuses a second link of one VLAN on a device.
+// The error names the link that has it, so the operator can give that
+// as the parent; it said only "file exists".
+func TestEnsureVLANOfAnotherName(t *testing.T) {
+	k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0", Flags: net.FlagUp}},
+		&netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "vlan40", ParentIndex: 1}, VlanId: 40})
+	w := vlanWant()
+	w.Parent = "bond0.040"
+	repairs, err := Host{k: k}.Ensure(w)
+	if err == nil || !strings.Contains(err.Error(), `"vlan40"`) || !strings.Contains(err.Error(), "VLAN 40") {
+		t.Errorf("Ensure: %v, %v; want an error naming vlan40, which is VLAN 40 on bond0", repairs, err)
+	}
+	if names := slices.Sorted(maps.Keys(k.links)); !slices.Equal(names, []string{"bond0", "vlan40"}) {
+		t.Errorf("links after Ensure: %v, want [bond0 vlan40]", names)
+	}
+}

@@ -117,6 +117,14 @@ func (k *fakeKernel) LinkAdd(l netlink.Link) error {
 	if a.ParentIndex != 0 && parent == nil {
 		return syscall.ENODEV
 	}
+	// A device carries one link per VLAN id (net/8021q/vlan.c).
+	if v, ok := l.(*netlink.Vlan); ok {
+		for _, h := range k.links {
+			if hv, ok := h.(*netlink.Vlan); ok && hv.ParentIndex == a.ParentIndex && hv.VlanId == v.VlanId {
+				return syscall.EEXIST
+			}
+		}
+	}
 	k.last++
 	a.Index = k.last // netlink reads the new index back into l
 	made := clone(l)

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"syscall"
 
 	"github.com/vishvananda/netlink"
 
@@ -36,9 +37,28 @@ func createVLAN(k kernel, name, network string) error {
 		VlanId:    vid,
 	}
 	if err := addMarked(k, v, OwnerAlias(network)); err != nil {
+		if other := vlanNamed(k, lower.Attrs().Index, vid); other != "" && errors.Is(err, syscall.EEXIST) {
+			return fmt.Errorf("create VLAN %d on %s as %q: %w: the device carries it already, as %q; give that as the network's parent", vid, lowerName, name, err, other)
+		}
 		return fmt.Errorf("create VLAN %d on %s: %w", vid, lowerName, err)
 	}
 	return nil
+}
+
+// vlanNamed is the name of the link that is VLAN vid on the link of index
+// lower, "" when there is none: a device carries one link per VLAN, of
+// any name (bond0.040 is bond0.40's VLAN, vlan40 may be too).
+func vlanNamed(k kernel, lower, vid int) string {
+	links, err := k.LinkList()
+	if err != nil {
+		return ""
+	}
+	for _, l := range links {
+		if v, ok := l.(*netlink.Vlan); ok && v.ParentIndex == lower && v.VlanId == vid {
+			return v.Name
+		}
+	}
+	return ""
 }
 
 // addMarked adds link l and marks it with alias. A link it cannot mark is
