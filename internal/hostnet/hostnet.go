@@ -347,7 +347,14 @@ func (h Host) Ensure(w Want) ([]Repair, error) {
 	}
 	for _, r := range repairs {
 		if err := apply(h.nl(), w, r); err != nil {
-			err = fmt.Errorf("%s on %s: %w", r, w.ShimLink, err)
+			switch r {
+			case ParentCreate:
+				err = fmt.Errorf("%s %q: %w", r, w.Parent, err)
+			case ParentUp, ParentPromisc:
+				err = fmt.Errorf("%s on parent %q: %w", r, w.Parent, err)
+			default:
+				err = fmt.Errorf("%s on shim %q: %w", r, w.ShimLink, err)
+			}
 			if (r == ShimAddress6 || r == ShimRoute6) && ipv6Off(err) {
 				err = fmt.Errorf("%w (is IPv6 disabled on this host? the network has an IPv6 subnet: check sysctl net.ipv6.conf.%s.disable_ipv6 and net.ipv6.conf.default.disable_ipv6, or the kernel's ipv6.disable)", err, w.ShimLink)
 			}

@@ -594,3 +594,22 @@ func TestEnsureVLANOfAnotherName(t *testing.T) {
 		t.Errorf("links after Ensure: %v, want [bond0 vlan40]", names)
 	}
 }
+
+// TestEnsureErrorNamesTheLink: a repair of the parent that fails names the
+// parent, and one of the shim the shim; each said "on" the shim.
+func TestEnsureErrorNamesTheLink(t *testing.T) {
+	for _, tc := range []struct{ call, link, want string }{
+		{"SetPromiscOn", "bond0.40", `set parent promiscuous on parent "bond0.40"`},
+		{"LinkSetUp", "bond0.40", `set parent up on parent "bond0.40"`},
+		{"LinkSetUp", netspec.ShimLinkName("pool"), `set shim up on shim "` + netspec.ShimLinkName("pool") + `"`},
+	} {
+		t.Run(tc.call+" "+tc.link, func(t *testing.T) {
+			k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0"}},
+				&netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "bond0.40", ParentIndex: 1}, VlanId: 40})
+			k.fail[tc.call+" "+tc.link] = syscall.EPERM
+			if _, err := (Host{k: k}).Ensure(vlanWant()); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Ensure: %v; want it to say %s", err, tc.want)
+			}
+		})
+	}
+}
