@@ -520,8 +520,10 @@ func TestRemoveParentLeavesParentInUse(t *testing.T) {
 			}
 		})
 	}
-	// Alone on it, the network's parent goes.
-	k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0"}}, clone(parent))
+	// Alone on it, the network's parent goes, even beside a veth whose
+	// peer, in a container's namespace, has the parent's index there.
+	k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0"}}, clone(parent),
+		&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "veth0a1b2c3", ParentIndex: parentIndex, NetNsID: 1}})
 	if removed, err := removeParent(k, "bond0.40", "pool"); !removed || err != nil {
 		t.Errorf("removeParent of an unused parent: %t, %v; want it removed", removed, err)
 	}

@@ -113,9 +113,18 @@ func (k *fakeKernel) LinkAdd(l netlink.Link) error {
 	if _, ok := k.links[a.Name]; ok {
 		return syscall.EEXIST
 	}
-	parent := k.byIndex(a.ParentIndex)
-	if a.ParentIndex != 0 && parent == nil {
-		return syscall.ENODEV
+	// netlink reports NetNsID -1 for a link whose lower link (IFLA_LINK) is
+	// in this namespace; a test gives a positive one for a veth whose peer
+	// is a container's, whose ParentIndex is an index of that namespace.
+	if a.NetNsID == 0 {
+		a.NetNsID = -1
+	}
+	var parent netlink.Link
+	if a.NetNsID < 0 {
+		parent = k.byIndex(a.ParentIndex)
+		if a.ParentIndex != 0 && parent == nil {
+			return syscall.ENODEV
+		}
 	}
 	// A device carries one link per VLAN id (net/8021q/vlan.c).
 	if v, ok := l.(*netlink.Vlan); ok {

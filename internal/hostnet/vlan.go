@@ -54,7 +54,7 @@ func vlanNamed(k kernel, lower, vid int) string {
 		return ""
 	}
 	for _, l := range links {
-		if v, ok := l.(*netlink.Vlan); ok && v.ParentIndex == lower && v.VlanId == vid {
+		if v, ok := l.(*netlink.Vlan); ok && v.ParentIndex == lower && v.NetNsID < 0 && v.VlanId == vid {
 			return v.Name
 		}
 	}
@@ -140,7 +140,9 @@ func parentInUse(k kernel, parent netlink.Link) error {
 		if la.Index == a.Index {
 			continue
 		}
-		if la.ParentIndex == a.Index || a.MasterIndex != 0 && la.Index == a.MasterIndex {
+		// A ParentIndex of another namespace's (a veth whose peer is a
+		// container's, NetNsID set) may equal the parent's by chance.
+		if la.ParentIndex == a.Index && la.NetNsID < 0 || a.MasterIndex != 0 && la.Index == a.MasterIndex {
 			users = append(users, fmt.Sprintf("%q (%s)", la.Name, l.Type()))
 		}
 	}
