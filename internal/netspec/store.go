@@ -362,9 +362,20 @@ func (st *Store) Lease(ctx context.Context, s Spec, node string) (netip.Prefix, 
 				return b, i, nil
 			}
 		}
+		// A lease that is not one of the spec's ranges (its per_node_size
+		// or range edited in KV since) still has containers in it: the
+		// node keeps it, and no range overlapping it is leased to anyone,
+		// or two nodes would hand out the same addresses.
+		held := slices.SortedFunc(maps.Keys(leases), netip.Prefix.Compare)
+		for _, p := range held {
+			if leases[p] == node {
+				return netip.Prefix{}, 0, fmt.Errorf("network %s, node %s: it holds range %s, which is not one of the network's ranges of %d addresses in %s (was the spec edited in KV?): %w",
+					s.Name, node, p, cmp.Or(s.PerNodeSize, DefaultPerNodeSize), s.Range(), ErrLeaseMismatch)
+			}
+		}
 		claimed := false
 		for i, b := range blocks {
-			if _, taken := leases[b]; taken {
+			if slices.ContainsFunc(held, b.Overlaps) {
 				continue
 			}
 			ok, err := st.cas(ctx, rangeKey(s.Name, b), []byte(node), 0)
@@ -383,6 +394,10 @@ func (st *Store) Lease(ctx context.Context, s Spec, node string) (netip.Prefix, 
 		}
 	}
 }
+
+// ErrLeaseMismatch is a node's range lease that the network's spec does
+// not give: the spec was changed under leases made from it.
+var ErrLeaseMismatch = errors.New("lease does not match the spec")
 
 // Release gives up the ranges of the node with identity node on a
 // network, and returns those it released.

@@ -444,3 +444,45 @@ func TestRemoveFix(t *testing.T) {
 		t.Errorf("fix of web: %q, want %q", got, want)
 	}
 }
+
+// TestLeaseAvoidsRangesOfAnotherSize: after the spec's per_node_size is
+// edited in KV (64 to 16), a node leasing anew gets no range inside
+// another node's /26, where that node's containers hold addresses, and a
+// node holding a /26 is told its lease no longer matches the spec instead
+// of leasing a second range.
+func TestLeaseAvoidsRangesOfAnotherSize(t *testing.T) {
+	ctx := context.Background()
+	st := netspec.NewStore(kvtest.New())
+	s := spec("lan")
+	s.PerNodeSize = 64
+	if err := st.Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	var held []netip.Prefix
+	for _, id := range []string{"swarm-id-a", "swarm-id-b"} {
+		b, _, err := st.Lease(ctx, s, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, b)
+	}
+	edited := s
+	edited.PerNodeSize = 16
+	got, _, err := st.Lease(ctx, edited, "swarm-id-c")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range held {
+		if got.Overlaps(h) {
+			t.Errorf("node c leased %s inside %s, another node's range", got, h)
+		}
+	}
+	_, _, err = st.Lease(ctx, edited, "swarm-id-a")
+	if !errors.Is(err, netspec.ErrLeaseMismatch) || !strings.Contains(err.Error(), held[0].String()) {
+		t.Errorf("node a, holding %s, leasing under the edited spec: %v; want ErrLeaseMismatch naming its range", held[0], err)
+	}
+	leases, err := st.Leases(ctx, "lan")
+	if err != nil || len(leases) != 3 {
+		t.Errorf("leases %v, %v: want a's, b's and c's alone", leases, err)
+	}
+}
