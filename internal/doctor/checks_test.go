@@ -117,7 +117,7 @@ func TestMacvlanCheck(t *testing.T) {
 }
 
 func TestNetworksCheck(t *testing.T) {
-	lan := netspec.Spec{Name: "lan", Parent: "eth1"}
+	lan := netspec.Spec{Name: "lan", Parent: "eth1", Subnet: netip.MustParsePrefix("10.0.0.0/24")}
 	vlan := netspec.Spec{Name: "tagged", Parent: "eth1.42"}
 	gone := netspec.Spec{Name: "old", Parent: "eth2", Deleting: true}
 	state := netspec.NodeState{Node: "n1", State: netspec.StateReady, Range: netip.MustParsePrefix("10.0.0.0/26"),

@@ -108,7 +108,7 @@ type NetworkFacts struct {
 func (f NetworkFacts) Want() (hostnet.Want, bool) {
 	w := hostnet.Want{Parent: f.Spec.Parent, Network: f.Spec.Name, Driver: f.Spec.DriverName(), IPvlanMode: f.Spec.IPvlanModeName(),
 		ShimLink: netspec.ShimLinkName(f.Spec.Name)}
-	if f.State == nil || !f.State.Range.IsValid() || !f.State.Shim.IsValid() {
+	if f.State == nil || !f.State.Range.IsValid() || !f.State.Shim.IsValid() || f.reportProblem() != "" {
 		return w, false
 	}
 	// The report is a document any agent's token may write: a link name
@@ -122,6 +122,40 @@ func (f NetworkFacts) Want() (hostnet.Want, bool) {
 		w.Shim6, w.Route6 = f.State.Shim6, f.State.Range6
 	}
 	return w, true
+}
+
+// reportProblem says what in this node's report no agent writes: a shim
+// address of the wrong family, with a zone (which holds any text) or
+// outside the network's subnet, or a range not within it. The report is a
+// document any agent's token may write, and its values go into the fix
+// commands: "" when they can.
+func (f NetworkFacts) reportProblem() string {
+	st, s := f.State, f.Spec
+	if st == nil {
+		return ""
+	}
+	var bad []string
+	if st.Shim.IsValid() && (!st.Shim.Is4() || !s.Subnet.Contains(st.Shim)) {
+		bad = append(bad, fmt.Sprintf("shim %s is not an IPv4 address of the subnet %s", st.Shim, s.Subnet))
+	}
+	if st.Range.IsValid() && !within(st.Range, s.Subnet, true) {
+		bad = append(bad, fmt.Sprintf("range %s is not an IPv4 range within the subnet %s", st.Range, s.Subnet))
+	}
+	if st.Shim6.IsValid() && st.Range6.IsValid() {
+		if !st.Shim6.Is6() || st.Shim6.Is4In6() || st.Shim6.Zone() != "" || !s.IPv6Subnet.Contains(st.Shim6) {
+			bad = append(bad, fmt.Sprintf("IPv6 shim %s is not an address of the IPv6 subnet %s", st.Shim6, s.IPv6Subnet))
+		}
+		if !within(st.Range6, s.IPv6Subnet, false) {
+			bad = append(bad, fmt.Sprintf("IPv6 range %s is not a range within the IPv6 subnet %s", st.Range6, s.IPv6Subnet))
+		}
+	}
+	return strings.Join(bad, "; ")
+}
+
+// within says r is a masked range of the family given (v4) inside subnet.
+func within(r, subnet netip.Prefix, v4 bool) bool {
+	return r.Addr().Is4() == v4 && !r.Addr().Is4In6() && r == r.Masked() &&
+		subnet.IsValid() && r.Bits() >= subnet.Bits() && subnet.Contains(r.Addr())
 }
 
 // EvalNetwork judges one network on this node: its state report, the
@@ -268,6 +302,9 @@ func evalState(f NetworkFacts, check string, haveWant bool) Result {
 		r.Fix = netspec.RemoveFix(f.Spec.Name) + "   # then create it again with valid values (underlay network create …)"
 	case f.State.State != netspec.StateReady:
 		r.Status, r.Message, r.Fix = Warn, "the agent reports the network "+f.State.State, inspect
+	case !haveWant && f.reportProblem() != "":
+		r.Status, r.Fix = Fail, inspect
+		r.Message = "this node's report is not one its agent writes, and nothing is judged from it: " + f.reportProblem()
 	case !haveWant:
 		r.Status, r.Message, r.Fix = Fail, "the agent reports ready but no range or shim address", inspect
 	default:

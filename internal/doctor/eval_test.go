@@ -247,6 +247,53 @@ func TestEvalNetworkForgedShimLink(t *testing.T) {
 	}
 }
 
+// TestEvalNetworkForgedAddresses: a node's report is a document any
+// agent's token may write, and its shim addresses and ranges were pasted
+// into the fix commands as they were: a zone holds any text (fd00::5%x;
+// touch /tmp/p), so copying the fix ran it; an IPv6 address in the IPv4
+// field, or a range outside the network (0.0.0.0/0), made a fix routing
+// the host's traffic elsewhere. Such a report is now this node's failed
+// state, naming the values, and no fix is built of them.
+func TestEvalNetworkForgedAddresses(t *testing.T) {
+	spec := netspec.Spec{Name: "lan", Parent: "eth1", Subnet: netip.MustParsePrefix("10.0.0.0/24"), IPv6Subnet: netip.MustParsePrefix("fd00:1::/64")}
+	good := netspec.NodeState{Node: "n1", State: netspec.StateReady, Range: netip.MustParsePrefix("10.0.0.64/26"),
+		Shim: netip.MustParseAddr("10.0.0.64"), ShimLink: netspec.ShimLinkName("lan"), Parent: "eth1",
+		Range6: netip.MustParsePrefix("fd00:1:0:0:1::/80"), Shim6: netip.MustParseAddr("fd00:1::1:ffff:ffff:ffff")}
+	for _, tc := range []struct {
+		name, bad string
+		forge     func(*netspec.NodeState)
+	}{
+		{"zone in the IPv6 shim", "touch", func(s *netspec.NodeState) { s.Shim6 = netip.MustParseAddr("fd00:1::5%x;touch /tmp/p") }},
+		{"zone in the IPv4 shim field", "touch", func(s *netspec.NodeState) { s.Shim = netip.MustParseAddr("fe80::1%x;touch /tmp/p") }},
+		{"IPv6 address as the IPv4 shim", "fd00:1::9", func(s *netspec.NodeState) { s.Shim = netip.MustParseAddr("fd00:1::9") }},
+		{"IPv4-mapped address as the IPv4 shim", "::ffff:", func(s *netspec.NodeState) { s.Shim = netip.MustParseAddr("::ffff:10.0.0.64") }},
+		{"IPv4 address as the IPv6 shim", "10.0.0.99", func(s *netspec.NodeState) { s.Shim6 = netip.MustParseAddr("10.0.0.99") }},
+		{"range of everything", "0.0.0.0/0", func(s *netspec.NodeState) { s.Range = netip.MustParsePrefix("0.0.0.0/0") }},
+		{"range outside the subnet", "192.168.1.0/24", func(s *netspec.NodeState) { s.Range = netip.MustParsePrefix("192.168.1.0/24") }},
+		{"shim outside the subnet", "192.168.1.1", func(s *netspec.NodeState) { s.Shim = netip.MustParseAddr("192.168.1.1") }},
+		{"IPv6 range of everything", "::/0", func(s *netspec.NodeState) { s.Range6 = netip.MustParsePrefix("::/0") }},
+		{"IPv6 shim outside the subnet", "2001:db8::1", func(s *netspec.NodeState) { s.Shim6 = netip.MustParseAddr("2001:db8::1") }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			forged := good
+			tc.forge(&forged)
+			f := NetworkFacts{Spec: spec, State: &forged, Observed: hostnet.Observed{ParentExists: true, ParentUp: true, ParentPromisc: true}}
+			rs := EvalNetwork(f)
+			for _, r := range rs {
+				if strings.Contains(r.Fix, tc.bad) {
+					t.Errorf("%s: fix %q uses the report's %s", r.Check, r.Fix, tc.bad)
+				}
+			}
+			if rs[0].Check != "network/lan/state" || rs[0].Status != Fail || !strings.Contains(rs[0].Message, tc.bad) {
+				t.Errorf("state %+v, want a failure naming %s", rs[0], tc.bad)
+			}
+			if _, ok := f.Want(); ok {
+				t.Errorf("Want takes the forged report")
+			}
+		})
+	}
+}
+
 func TestEvalNetfilter(t *testing.T) {
 	tests := []struct {
 		name string
