@@ -184,7 +184,7 @@ func EvalNetwork(f NetworkFacts) []Result {
 	if !o.ParentExists {
 		fix := fmt.Sprintf("ip link show   # then recreate network %s with an existing --parent", s.Name)
 		if isVLAN {
-			fix = fmt.Sprintf("ip link add link %s name %s type vlan id %d && ip link set %s up", lower, s.Parent, vid, s.Parent)
+			fix = vlanCreate(s.Parent, lower, vid)
 		}
 		add("parent", Fail, fmt.Sprintf("parent %s does not exist on this host", s.Parent), fix)
 		return rs
@@ -197,7 +197,7 @@ func EvalNetwork(f NetworkFacts) []Result {
 	if o.ParentUp {
 		add("parent-up", OK, fmt.Sprintf("parent %s is up", s.Parent), "")
 	} else {
-		add("parent-up", Fail, fmt.Sprintf("parent %s is down: no container on %s can send or receive", s.Parent, s.Name), fmt.Sprintf("ip link set %s up", s.Parent))
+		add("parent-up", Fail, fmt.Sprintf("parent %s is down: no container on %s can send or receive", s.Parent, s.Name), "ip link set "+shellword.Quote(s.Parent)+" up")
 	}
 	if b := f.Parent.Bond; b != nil {
 		rs = append(rs, evalBond(*b, name("bond")))
@@ -208,12 +208,19 @@ func EvalNetwork(f NetworkFacts) []Result {
 	case o.ParentPromisc:
 		add("parent-promisc", OK, fmt.Sprintf("parent %s is promiscuous", s.Parent), "")
 	default:
-		add("parent-promisc", Fail, fmt.Sprintf("parent %s is not promiscuous: frames for containers' MAC addresses may be filtered", s.Parent), fmt.Sprintf("ip link set %s promisc on", s.Parent))
+		add("parent-promisc", Fail, fmt.Sprintf("parent %s is not promiscuous: frames for containers' MAC addresses may be filtered", s.Parent), "ip link set "+shellword.Quote(s.Parent)+" promisc on")
 	}
 	if !haveWant {
 		return rs // no range: the shim's address and route are unknown
 	}
 	return append(rs, evalShim(o, want, netspec.ShimType(s), name)...)
+}
+
+// vlanCreate is the command making parent, VLAN vid on lower. The
+// parent is a spec's, read as written: each name is one shell word.
+func vlanCreate(parent, lower string, vid int) string {
+	p := shellword.Quote(parent)
+	return fmt.Sprintf("ip link add link %s name %s type vlan id %d && ip link set %s up", shellword.Quote(lower), p, vid, p)
 }
 
 // evalVLAN judges a VLAN parent: the kernel's 802.1q support, and, when
@@ -222,7 +229,7 @@ func EvalNetwork(f NetworkFacts) []Result {
 func evalVLAN(f NetworkFacts, check, lower string, vid int) Result {
 	s, p := f.Spec, f.Parent
 	r := Result{Check: check}
-	create := fmt.Sprintf("ip link add link %s name %s type vlan id %d && ip link set %s up", lower, s.Parent, vid, s.Parent)
+	create := vlanCreate(s.Parent, lower, vid)
 	switch {
 	case !f.VLANSupport:
 		r.Status, r.Fix = Fail, "modprobe 8021q"
@@ -237,13 +244,13 @@ func evalVLAN(f NetworkFacts, check, lower string, vid int) Result {
 		if p.Type == "vlan" {
 			what = fmt.Sprintf("VLAN %d on %s", p.VLAN, p.Lower)
 		}
-		r.Status, r.Fix = Fail, "ip link del "+s.Parent+" && "+create
+		r.Status, r.Fix = Fail, "ip link del "+shellword.Quote(s.Parent)+" && "+create
 		r.Message = fmt.Sprintf("%s is a %s, not VLAN %d on %s", s.Parent, what, vid, lower)
 	case !p.LowerUp:
-		r.Status, r.Fix = Fail, "ip link set "+lower+" up"
+		r.Status, r.Fix = Fail, "ip link set "+shellword.Quote(lower)+" up"
 		r.Message = fmt.Sprintf("%s's lower device %s is down", s.Parent, lower)
 	case p.MTU > p.LowerMTU:
-		r.Status, r.Fix = Fail, fmt.Sprintf("ip link set %s mtu %d", s.Parent, p.LowerMTU)
+		r.Status, r.Fix = Fail, fmt.Sprintf("ip link set %s mtu %d", shellword.Quote(s.Parent), p.LowerMTU)
 		r.Message = fmt.Sprintf("%s's MTU %d exceeds %s's %d: large frames are dropped", s.Parent, p.MTU, lower, p.LowerMTU)
 	default:
 		by := "made by hand"
@@ -273,13 +280,13 @@ func evalBond(b hostnet.BondFacts, check string) Result {
 	}
 	switch {
 	case len(b.Members) == 0:
-		r.Status, r.Fix = Fail, fmt.Sprintf("ip link set NIC down && ip link set NIC master %s   # for each of its NICs", b.Name)
+		r.Status, r.Fix = Fail, fmt.Sprintf("ip link set NIC down && ip link set NIC master %s   # for each of its NICs", shellword.Quote(b.Name))
 		r.Message = fmt.Sprintf("bond %s (%s) has no members: nothing leaves the host", b.Name, b.Mode)
 	case len(up) == 0:
-		r.Status, r.Fix = Fail, fmt.Sprintf("ip link set %s up   # and check the cables and switch ports", down[0])
+		r.Status, r.Fix = Fail, fmt.Sprintf("ip link set %s up   # and check the cables and switch ports", shellword.Quote(down[0]))
 		r.Message = fmt.Sprintf("bond %s (%s): every member is down (%s)", b.Name, b.Mode, strings.Join(down, ", "))
 	case len(down) > 0:
-		r.Status, r.Fix = Warn, fmt.Sprintf("ip link set %s up   # and check its cable and switch port", down[0])
+		r.Status, r.Fix = Warn, fmt.Sprintf("ip link set %s up   # and check its cable and switch port", shellword.Quote(down[0]))
 		r.Message = fmt.Sprintf("bond %s (%s%s): member %s down, no redundancy left", b.Name, b.Mode, active, strings.Join(down, ", "))
 	default:
 		r.Status = OK
@@ -321,7 +328,7 @@ func evalShim(o hostnet.Observed, w hostnet.Want, shimType string, name func(str
 	addr6 := fmt.Sprintf("ip -6 addr replace %s/128 dev %s nodad", w.Shim6, w.ShimLink)
 	route6 := fmt.Sprintf("ip -6 route replace %s dev %s metric 1", w.Route6, w.ShimLink)
 	steps := []string{
-		fmt.Sprintf("ip link add %s link %s type %s", w.ShimLink, w.Parent, shimType),
+		fmt.Sprintf("ip link add %s link %s type %s", w.ShimLink, shellword.Quote(w.Parent), shimType),
 		fmt.Sprintf("ip addr add %s/32 dev %s", w.Shim, w.ShimLink),
 	}
 	if v6 {

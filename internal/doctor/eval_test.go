@@ -294,6 +294,51 @@ func TestEvalNetworkForgedAddresses(t *testing.T) {
 	}
 }
 
+// TestEvalNetworkForgedParent: a spec is read from Consul as written (the
+// agents refuse one network create would, but the doctor still judges
+// it), and its parent went into the fix commands bare: a VLAN-like parent
+// "x;touch /tmp/p.42" made "ip link add link x;touch /tmp/p name ...",
+// which ran touch when copied. Each fix now names the parent, and its
+// lower device, as one shell word.
+func TestEvalNetworkForgedParent(t *testing.T) {
+	const parent = "x;touch /tmp/p.42"
+	spec := netspec.Spec{Name: "lan", Parent: parent, Subnet: netip.MustParsePrefix("10.0.0.0/24")}
+	state := &netspec.NodeState{Node: "n1", State: netspec.StateReady, Range: netip.MustParsePrefix("10.0.0.64/26"),
+		Shim: netip.MustParseAddr("10.0.0.64"), ShimLink: netspec.ShimLinkName("lan")}
+	for _, tc := range []struct {
+		name string
+		f    NetworkFacts
+	}{
+		{"parent missing", NetworkFacts{Spec: spec, State: state, VLANSupport: true}},
+		{"parent down, shim missing", NetworkFacts{Spec: spec, State: state, VLANSupport: true, Observed: hostnet.Observed{ParentExists: true}}},
+		{"parent of another kind", NetworkFacts{Spec: spec, State: state, VLANSupport: true, Observed: hostnet.Observed{ParentExists: true, ParentUp: true},
+			Parent: hostnet.ParentFacts{Exists: true, Type: "dummy"}}},
+		{"lower down", NetworkFacts{Spec: spec, State: state, VLANSupport: true, Observed: hostnet.Observed{ParentExists: true, ParentUp: true},
+			Parent: hostnet.ParentFacts{Exists: true, Type: "vlan", VLAN: 42, Lower: "x;touch /tmp/p", LowerExists: true}}},
+		{"MTU above the lower's", NetworkFacts{Spec: spec, State: state, VLANSupport: true, Observed: hostnet.Observed{ParentExists: true, ParentUp: true},
+			Parent: hostnet.ParentFacts{Exists: true, Type: "vlan", VLAN: 42, Lower: "x;touch /tmp/p", LowerExists: true, LowerUp: true, MTU: 9000, LowerMTU: 1500}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			fixes := 0
+			for _, r := range EvalNetwork(tc.f) {
+				if r.Fix == "" || strings.HasPrefix(r.Fix, "underlay ") {
+					continue
+				}
+				fixes++
+				if strings.Contains(strings.ReplaceAll(r.Fix, "'x;touch", ""), "x;touch") {
+					t.Errorf("%s: fix %q holds the parent bare", r.Check, r.Fix)
+				}
+				if !strings.Contains(r.Fix, "'x;touch /tmp/p") {
+					t.Errorf("%s: fix %q does not name the parent quoted", r.Check, r.Fix)
+				}
+			}
+			if fixes == 0 {
+				t.Errorf("no fix naming the parent")
+			}
+		})
+	}
+}
+
 func TestEvalNetfilter(t *testing.T) {
 	tests := []struct {
 		name string
