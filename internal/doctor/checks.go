@@ -164,13 +164,7 @@ func (c NetworksCheck) gather(ctx context.Context) ([]NetworkFacts, error) {
 		if err != nil {
 			return nil, err
 		}
-		for _, ns := range states {
-			byID := c.NodeID != "" && ns.ID == c.NodeID
-			byName := (c.NodeID == "" || ns.ID == "") && ns.Node == c.Node
-			if byID || byName {
-				f.State = &ns
-			}
-		}
+		f.State = c.ownState(states)
 		w, _ := f.Want()
 		f.Observed, f.ObserveErr = c.Links.Observe(w)
 		if f.ObserveErr == nil {
@@ -179,6 +173,22 @@ func (c NetworksCheck) gather(ctx context.Context) ([]NetworkFacts, error) {
 		out = append(out, f)
 	}
 	return out, nil
+}
+
+// ownState picks this node's report among a network's: the one of its
+// identity; only when none has it, one under its name with no identity
+// (an older agent's, which an upgraded agent's report leaves behind).
+func (c NetworksCheck) ownState(states []netspec.NodeState) *netspec.NodeState {
+	var byName *netspec.NodeState
+	for i, ns := range states {
+		switch {
+		case c.NodeID != "" && ns.ID == c.NodeID:
+			return &states[i]
+		case (c.NodeID == "" || ns.ID == "") && ns.Node == c.Node && byName == nil:
+			byName = &states[i]
+		}
+	}
+	return byName
 }
 
 // ModulesCheck checks the kernel modules the cluster's networks need

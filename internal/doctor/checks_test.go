@@ -478,6 +478,33 @@ func TestNetworksCheckMatchesByIdentity(t *testing.T) {
 	}
 }
 
+// TestNetworksCheckPrefersIdentityOverName: after an agent upgrade, the
+// report an older agent filed under the node's name (no identity) stays
+// beside the new one filed under its identity. The doctor took whichever
+// came last, so a stale error (or an old range) stood in for the node's
+// own report; the report of this node's identity now wins, whatever the
+// order, and the name matches only when no report has it.
+func TestNetworksCheckPrefersIdentityOverName(t *testing.T) {
+	s := netspec.Spec{Name: "lan", Parent: "eth1", Subnet: netip.MustParsePrefix("10.9.0.0/24")}
+	mine := netspec.NodeState{ID: "me", Node: "n1", State: netspec.StateReady, Range: netip.MustParsePrefix("10.9.0.64/26"),
+		Shim: netip.MustParseAddr("10.9.0.64")}
+	stale := netspec.NodeState{Node: "n1", State: netspec.StateError, Error: "stale: an older agent's report"}
+	links := &fakeLinks{observed: map[string]hostnet.Observed{"eth1": {ParentExists: true, ParentUp: true, ParentPromisc: true}}}
+	for _, order := range [][]netspec.NodeState{{mine, stale}, {stale, mine}} {
+		nets := fakeNetworks{specs: []netspec.Spec{s}, states: map[string][]netspec.NodeState{"lan": order}}
+		rs := NetworksCheck{NodeID: "me", Node: "n1", Networks: nets, Links: links, Files: fakeFiles{}}.Run(context.Background(), t.Logf)
+		if rs[0].Check != "network/lan/state" || rs[0].Status != OK {
+			t.Errorf("reports %v: state %+v, want this node's own (ready)", order, rs[0])
+		}
+	}
+	// An older agent's report alone is still this node's.
+	nets := fakeNetworks{specs: []netspec.Spec{s}, states: map[string][]netspec.NodeState{"lan": {stale}}}
+	rs := NetworksCheck{NodeID: "me", Node: "n1", Networks: nets, Links: links, Files: fakeFiles{}}.Run(context.Background(), t.Logf)
+	if rs[0].Status != Fail || !strings.Contains(rs[0].Message, "stale") {
+		t.Errorf("only the report under the name: state %+v, want it", rs[0])
+	}
+}
+
 // TestInventoryCheck: a published inventory that cannot be read fails,
 // naming its key, what skipping it does and the command that removes it;
 // readable ones beside it, of a node with facts, pass; a Consul that
