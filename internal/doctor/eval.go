@@ -405,6 +405,30 @@ func evalShim(o hostnet.Observed, w hostnet.Want, shimType string, name func(str
 	return append(rs, a6, r6)
 }
 
+// MaxRows bounds the rows of one check that name one thing each (an
+// unreachable address, a bad key, a removed node, a lost task): past it,
+// one more row counts the rest, so that neither the table nor the agent's
+// published report (one Consul key, 512 KiB at most) grows with what it
+// lists.
+const MaxRows = 20
+
+// capRows keeps the first MaxRows of rs and, past them, one row counting
+// the rest (what names them) with the worst of their statuses.
+func capRows(rs []Result, what string) []Result {
+	if len(rs) <= MaxRows {
+		return rs
+	}
+	rest := rs[MaxRows:]
+	worst := OK
+	for _, r := range rest {
+		if r.Status == Fail || r.Status == Warn && worst == OK {
+			worst = r.Status
+		}
+	}
+	return append(rs[:MaxRows:MaxRows], Result{Check: rest[0].Check, Status: worst,
+		Message: fmt.Sprintf("%d more %s, not shown (%d in all; the first %d above)", len(rest), what, len(rs), MaxRows)})
+}
+
 // BadKey is a key of a cluster-IPAM pool that cannot be read (see
 // ipam.BadDoc); Effect says what skipping it does.
 type BadKey struct {
@@ -450,7 +474,7 @@ func evalKeys(check, what, allOK, skipped string, bad []BadKey, err error) []Res
 		}
 		rs = append(rs, Result{Check: check, Status: Fail, Fix: b.Fix, Message: msg})
 	}
-	return rs
+	return capRows(rs, "keys that cannot be used")
 }
 
 // EvalRemovedNodes judges, on a manager, the facts agents published
@@ -479,7 +503,7 @@ func EvalRemovedNodes(manager bool, facts []netspec.NodeFacts, swarmIDs map[stri
 	if len(rs) == 0 {
 		return []Result{{Check: check, Status: OK, Message: fmt.Sprintf("every node with records in Consul (%d) is a swarm node", len(facts))}}
 	}
-	return rs
+	return capRows(rs, "removed nodes with records in Consul")
 }
 
 // EvalFacts judges the node facts documents, n of them read: each filed
@@ -498,7 +522,7 @@ func EvalFacts(n int, misfiled []netspec.MisfiledFacts, err error) []Result {
 	for i, m := range misfiled {
 		rs[i] = MisfiledResult(m)
 	}
-	return rs
+	return capRows(rs, "facts documents naming another identity than their key")
 }
 
 // MisfiledResult is the nodes/facts warning of a facts document naming
@@ -813,7 +837,7 @@ func EvalContainers(ps []Probe, err error) []Result {
 		}
 	}
 	if len(rs) > 0 {
-		return rs
+		return capRows(rs, "unreachable container addresses")
 	}
 	msg := fmt.Sprintf("%d container(s) on underlay networks reached from the host", len(reached))
 	if len(skipped) > 0 {
@@ -878,9 +902,12 @@ func EvalServices(manager bool, svcs []ServiceFacts, err error, now time.Time) [
 			settling++
 			continue
 		}
-		tasks := make([]string, 0, len(s.Wanted))
-		for _, t := range s.Wanted {
+		tasks := make([]string, 0, min(len(s.Wanted), MaxRows)+1)
+		for _, t := range s.Wanted[:min(len(s.Wanted), MaxRows)] {
 			tasks = append(tasks, fmt.Sprintf("%s.%d (%.12s, %s)", s.Name, t.Slot, t.ID, t.State))
+		}
+		if len(s.Wanted) > MaxRows {
+			tasks = append(tasks, fmt.Sprintf("and %d more", len(s.Wanted)-MaxRows))
 		}
 		rs = append(rs, Result{Check: check, Status: Warn,
 			Message: fmt.Sprintf("service %s has %d replicas but swarm wants %d tasks running, %s after its last write with no update under way: "+
@@ -890,7 +917,7 @@ func EvalServices(manager bool, svcs []ServiceFacts, err error, now time.Time) [
 			Fix: "docker service scale " + shellword.Quote(fmt.Sprintf("%s=%d", s.Name, s.Replicas)) + "   # writes the count again; swarm then stops the extra tasks"})
 	}
 	if len(rs) > 0 {
-		return rs
+		return capRows(rs, "services above their replicas")
 	}
 	msg := fmt.Sprintf("%d replicated service(s), none with more tasks wanted than its replicas", len(svcs))
 	if settling > 0 {

@@ -2,7 +2,9 @@ package doctor
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -531,5 +533,61 @@ func TestServicesFixIsOneWord(t *testing.T) {
 		if len(rs) != 1 || rs[0].Fix != want {
 			t.Errorf("service %q: %+v, want fix %s", name, rs, want)
 		}
+	}
+}
+
+// TestEvalBoundsNumerousRows: a check printed one row per unreachable
+// address, bad key, removed node or misfiled facts document, and a lost
+// task's service listed every task in one message: with a node's shim
+// down under a thousand containers, or a thousand stray keys, doctor
+// printed thousands of rows and the agent's report outgrew what Consul
+// stores in one key (512 KiB), so it was no longer published and the node
+// looked dead. Each check now shows MaxRows rows and one more counting the
+// rest, which keeps the worst status; a message names MaxRows tasks.
+func TestEvalBoundsNumerousRows(t *testing.T) {
+	const n = 5000
+	var ps []Probe
+	var bad []BadKey
+	var facts []netspec.NodeFacts
+	var misfiled []netspec.MisfiledFacts
+	var tasks []TaskFacts
+	for i := range n {
+		ps = append(ps, Probe{Container: fmt.Sprintf("web.%d", i), Network: "lan", IP: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), Port: 80,
+			Err: errors.New("i/o timeout"), ShimLink: "ul-1"})
+		bad = append(bad, BadKey{Key: fmt.Sprintf("underlay/ipam/lan/v4/blocks/%d", i), Problem: "not JSON", Fix: "consul kv delete x"})
+		facts = append(facts, netspec.NodeFacts{ID: fmt.Sprintf("gone%d", i), Node: fmt.Sprintf("n%d", i)})
+		misfiled = append(misfiled, netspec.MisfiledFacts{Key: fmt.Sprintf("underlay/nodes/k%d", i), Names: fmt.Sprintf("other%d", i)})
+		tasks = append(tasks, TaskFacts{ID: fmt.Sprintf("task%020d", i), Slot: i, State: "running"})
+	}
+	svcs := []ServiceFacts{{Name: "web", Replicas: 1, Wanted: tasks, UpdatedAt: time.Now().Add(-time.Hour)}}
+	for _, tc := range []struct {
+		name string
+		rs   []Result
+		want Status
+	}{
+		{"containers", EvalContainers(ps, nil), Fail},
+		{"keys", EvalIPAMDocuments("lan/v4", bad, nil), Fail},
+		{"removed nodes", EvalRemovedNodes(true, facts, map[string]bool{}, nil), Warn},
+		{"misfiled facts", EvalFacts(n, misfiled, nil), Warn},
+		{"services", EvalServices(true, svcs, nil, time.Now()), Warn},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if len(tc.rs) > MaxRows+1 {
+				t.Errorf("%d rows, want at most %d", len(tc.rs), MaxRows+1)
+			}
+			size := 0
+			for _, r := range tc.rs {
+				size += len(r.Message) + len(r.Fix)
+				if r.Status != tc.want {
+					t.Errorf("row %+v, want status %s", r, tc.want)
+				}
+			}
+			if size > 64<<10 {
+				t.Errorf("%d bytes of messages and fixes, want at most 64 KiB", size)
+			}
+			if last := tc.rs[len(tc.rs)-1]; len(tc.rs) > 1 && !strings.Contains(last.Message, strconv.Itoa(n-MaxRows)+" more") {
+				t.Errorf("last row %q does not count the %d not shown", last.Message, n-MaxRows)
+			}
+		})
 	}
 }
