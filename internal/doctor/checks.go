@@ -2,7 +2,9 @@ package doctor
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io/fs"
 	"maps"
 	"net/netip"
 	"slices"
@@ -356,8 +358,12 @@ func (NetfilterCheck) Name() string { return "netfilter/bridge-forward" }
 // Run implements Check.
 func (c NetfilterCheck) Run(ctx context.Context, logf Logf) []Result {
 	var f NetfilterFacts
-	if b, err := c.Files.ReadFile("/proc/sys/net/bridge/bridge-nf-call-iptables"); err == nil {
+	b, err := c.Files.ReadFile(BridgeNFCallIPTables)
+	switch {
+	case err == nil:
 		f.BridgeCallIPTables = strings.TrimSpace(string(b))
+	case !errors.Is(err, fs.ErrNotExist): // absent: br_netfilter not loaded
+		f.ReadErr = err
 	}
 	if f.BridgeCallIPTables == "1" {
 		rules, err := c.Firewall.ForwardRules(ctx)

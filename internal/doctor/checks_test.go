@@ -166,6 +166,32 @@ func TestNetfilterCheck(t *testing.T) {
 	}
 }
 
+// TestNetfilterCheckReadError: bridge-nf-call-iptables that could not be
+// read (permission denied, an I/O error) was taken as absent, and the
+// check said ok: bridged traffic does not pass through iptables. Only an
+// absent file (br_netfilter not loaded) is ok now; another error warns,
+// naming it.
+func TestNetfilterCheckReadError(t *testing.T) {
+	files := errFiles{"/proc/sys/net/bridge/bridge-nf-call-iptables": errors.New("permission denied")}
+	rs := NetfilterCheck{Files: files, Firewall: fakeFirewall{policy: "DROP"}}.Run(context.Background(), t.Logf)
+	if len(rs) != 1 || rs[0].Status != Warn || !strings.Contains(rs[0].Message, "permission denied") {
+		t.Errorf("unreadable bridge-nf-call-iptables: %+v, want a warning naming the error", rs)
+	}
+}
+
+// errFiles fails reading each file it names with its error; others do
+// not exist.
+type errFiles map[string]error
+
+func (f errFiles) ReadFile(p string) ([]byte, error) {
+	if err, ok := f[p]; ok {
+		return nil, err
+	}
+	return nil, os.ErrNotExist
+}
+
+func (f errFiles) Exists(p string) bool { _, ok := f[p]; return ok }
+
 type fakeFirewall struct{ policy string }
 
 func (f fakeFirewall) ForwardRules(context.Context) (string, error) {

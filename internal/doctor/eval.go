@@ -585,7 +585,14 @@ type NetfilterFacts struct {
 	// AcceptsBridged is true when a FORWARD rule accepts bridged traffic
 	// (-m physdev --physdev-is-bridged -j ACCEPT), which defuses the trap.
 	AcceptsBridged bool
+	// ReadErr is why BridgeNFCallIPTables could not be read; nil when it
+	// was, or is absent.
+	ReadErr error
 }
+
+// BridgeNFCallIPTables says whether bridged frames pass through
+// iptables; absent while br_netfilter is not loaded.
+const BridgeNFCallIPTables = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 
 // EvalNetfilter judges the bridge-netfilter/FORWARD trap: bridged frames
 // pass through iptables' FORWARD chain when bridge-nf-call-iptables is 1,
@@ -594,6 +601,9 @@ func EvalNetfilter(f NetfilterFacts) Result {
 	r := Result{Check: "netfilter/bridge-forward"}
 	nf := strings.TrimSpace(f.BridgeCallIPTables)
 	switch {
+	case f.ReadErr != nil:
+		r.Status, r.Message = Warn, fmt.Sprintf("cannot read %s (%v): bridged traffic may be dropped", BridgeNFCallIPTables, f.ReadErr)
+		r.Fix = "sysctl net.bridge.bridge-nf-call-iptables && iptables -S FORWARD"
 	case nf == "" || nf == "0":
 		r.Status, r.Message = OK, "bridged traffic does not pass through iptables (bridge-nf-call-iptables off or br_netfilter not loaded)"
 	case f.ForwardPolicy == "" && f.PolicyErr != nil:
