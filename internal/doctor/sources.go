@@ -243,6 +243,9 @@ func (d DockerAPI) Endpoints(ctx context.Context, networks map[string]string) ([
 			continue
 		}
 		j, err := d.API.ContainerInspect(ctx, c.ID)
+		if client.IsErrNotFound(err) {
+			continue // ended since the list: nothing left to reach
+		}
 		if err != nil {
 			return nil, fmt.Errorf("inspect container %s: %w", c.ID[:12], err)
 		}

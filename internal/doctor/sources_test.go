@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/client"
+
 	"github.com/underlay/underlay/internal/consul"
 )
 
@@ -114,4 +116,54 @@ func newConsulAPI(t *testing.T, o consul.Options) *ConsulAPI {
 		t.Fatal(err)
 	}
 	return NewConsulAPI(c, ep)
+}
+
+// fakeDockerAPI answers the container list and inspect calls of a Docker
+// daemon on loopback: list is the list's JSON; inspect the inspect JSON
+// of each container ID, a missing one answering 404 as a container
+// removed since the list does.
+func fakeDockerAPI(t *testing.T, list string, inspect map[string]string) *DockerAPI {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		path := r.URL.Path[strings.Index(r.URL.Path[1:], "/")+1:] // without /v1.41
+		if path == "/containers/json" {
+			fmt.Fprint(w, list)
+			return
+		}
+		id, ok := strings.CutSuffix(strings.TrimPrefix(path, "/containers/"), "/json")
+		if j, found := inspect[id]; ok && found {
+			fmt.Fprint(w, j)
+			return
+		}
+		w.WriteHeader(http.StatusNotFound)
+		fmt.Fprintf(w, `{"message":"No such container: %s"}`, id)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithVersion("1.41"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &DockerAPI{API: c}
+}
+
+// TestEndpointsSkipsContainersGone: a container that ended between the
+// list and its inspection (a task scaled down, a job done: every moment
+// on a busy node) failed the whole listing, and containers/reachable
+// said "cannot list containers" for every other one. One gone is now
+// passed over.
+func TestEndpointsSkipsContainersGone(t *testing.T) {
+	const gone, here = "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa", "bbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbbb"
+	list := `[{"Id":"` + gone + `","Names":["/gone"],"NetworkSettings":{"Networks":{"lan":{"IPAddress":"10.0.0.5"}}}},
+		{"Id":"` + here + `","Names":["/here"],"NetworkSettings":{"Networks":{"lan":{"IPAddress":"10.0.0.6"}}}}]`
+	d := fakeDockerAPI(t, list, map[string]string{here: `{"Id":"` + here + `","Config":{"ExposedPorts":{"80/tcp":{}}}}`})
+	ps, err := d.Endpoints(context.Background(), map[string]string{"lan": "lan"})
+	if err != nil {
+		t.Fatalf("Endpoints: %v", err)
+	}
+	want := []Probe{{Container: "here", Network: "lan", IP: netip.MustParseAddr("10.0.0.6"), Port: 80}}
+	if fmt.Sprint(ps) != fmt.Sprint(want) {
+		t.Errorf("Endpoints = %+v, want %+v", ps, want)
+	}
 }
