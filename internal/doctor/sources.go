@@ -247,7 +247,7 @@ func (d DockerAPI) Endpoints(ctx context.Context, networks map[string]string) ([
 			continue // ended since the list: nothing left to reach
 		}
 		if err != nil {
-			return nil, fmt.Errorf("inspect container %s: %w", c.ID[:12], err)
+			return nil, fmt.Errorf("inspect container %s: %w", shortID(c.ID), err)
 		}
 		port := 0
 		if j.Config != nil {
@@ -274,8 +274,12 @@ func containerName(names []string, id string) string {
 	if len(names) > 0 {
 		return strings.TrimPrefix(names[0], "/")
 	}
-	return id[:12]
+	return shortID(id)
 }
+
+// shortID is a container ID as docker ps shows it: its first 12
+// characters, all of one shorter than that.
+func shortID(id string) string { return id[:min(len(id), 12)] }
 
 // ConsulAPI adapts a Consul agent to Consul.
 type ConsulAPI struct {

@@ -120,8 +120,8 @@ func newConsulAPI(t *testing.T, o consul.Options) *ConsulAPI {
 
 // fakeDockerAPI answers the container list and inspect calls of a Docker
 // daemon on loopback: list is the list's JSON; inspect the inspect JSON
-// of each container ID, a missing one answering 404 as a container
-// removed since the list does.
+// of each container ID ("!message": a 500 with that message), a missing
+// one answering 404 as a container removed since the list does.
 func fakeDockerAPI(t *testing.T, list string, inspect map[string]string) *DockerAPI {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -133,6 +133,11 @@ func fakeDockerAPI(t *testing.T, list string, inspect map[string]string) *Docker
 		}
 		id, ok := strings.CutSuffix(strings.TrimPrefix(path, "/containers/"), "/json")
 		if j, found := inspect[id]; ok && found {
+			if msg, failed := strings.CutPrefix(j, "!"); failed {
+				w.WriteHeader(http.StatusInternalServerError)
+				fmt.Fprintf(w, `{"message":%q}`, msg)
+				return
+			}
 			fmt.Fprint(w, j)
 			return
 		}
@@ -165,5 +170,22 @@ func TestEndpointsSkipsContainersGone(t *testing.T) {
 	want := []Probe{{Container: "here", Network: "lan", IP: netip.MustParseAddr("10.0.0.6"), Port: 80}}
 	if fmt.Sprint(ps) != fmt.Sprint(want) {
 		t.Errorf("Endpoints = %+v, want %+v", ps, want)
+	}
+}
+
+// TestEndpointsShortID: a container ID shorter than 12 characters (a
+// daemon or proxy that shortens them) with no name, or whose inspection
+// failed, panicked slicing it to 12, and the panic ended the doctor, or
+// the agent running it. It is now named as it is.
+func TestEndpointsShortID(t *testing.T) {
+	list := `[{"Id":"abc","Names":[],"NetworkSettings":{"Networks":{"lan":{"IPAddress":"10.0.0.5"}}}}]`
+	d := fakeDockerAPI(t, list, map[string]string{"abc": `{"Id":"abc","Config":{"ExposedPorts":{"80/tcp":{}}}}`})
+	ps, err := d.Endpoints(context.Background(), map[string]string{"lan": "lan"})
+	if err != nil || len(ps) != 1 || ps[0].Container != "abc" {
+		t.Errorf("Endpoints = %+v, %v; want container abc", ps, err)
+	}
+	d = fakeDockerAPI(t, `[{"Id":"x","Names":["/x"],"NetworkSettings":{"Networks":{"lan":{"IPAddress":"10.0.0.5"}}}}]`, map[string]string{"x": "!disk full"})
+	if _, err := d.Endpoints(context.Background(), map[string]string{"lan": "lan"}); err == nil || !strings.Contains(err.Error(), "inspect container x: ") {
+		t.Errorf("Endpoints with the inspection failing: %v, want an error naming container x", err)
 	}
 }
