@@ -379,6 +379,30 @@ func (c slowCheck) Run(ctx context.Context, _ Logf) []Result {
 	return []Result{{Check: c.name, Status: c.st, Message: c.name + " done", Fix: "fix-" + c.name}}
 }
 
+// panicCheck panics, as a check meeting input no one foresaw may.
+type panicCheck struct{}
+
+func (panicCheck) Name() string { return "boom" }
+func (panicCheck) Run(context.Context, Logf) []Result {
+	var m map[string][]int
+	return []Result{{Check: "boom", Message: fmt.Sprint(m["x"][3])}}
+}
+
+// TestRunSurvivesAPanickingCheck: a check that panicked ended the
+// process, `underlay doctor` with no report, and the agent, whose
+// periodic doctor runs every check, with every other part of the agent.
+// The panic is now that check's failed result, naming it, and the
+// other checks report as usual.
+func TestRunSurvivesAPanickingCheck(t *testing.T) {
+	rs := Run(context.Background(), "n1", []Check{slowCheck{name: "a", st: OK}, panicCheck{}}, t.Logf)
+	if len(rs) != 2 || rs[0].Check != "a" || rs[0].Status != OK {
+		t.Fatalf("results %+v, want a's then boom's", rs)
+	}
+	if r := rs[1]; r.Check != "boom" || r.Status != Fail || !strings.Contains(r.Message, "index out of range") || r.Node != "n1" {
+		t.Errorf("panicking check: %+v, want its failure naming the panic", r)
+	}
+}
+
 func TestRunOrderAndParallel(t *testing.T) {
 	checks := []Check{
 		slowCheck{"a", 200 * time.Millisecond, Fail},

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"text/tabwriter"
 	"time"
@@ -71,7 +72,7 @@ func Run(ctx context.Context, node string, checks []Check, logf Logf) []Result {
 			cctx, cancel := context.WithTimeout(ctx, CheckTimeout)
 			defer cancel()
 			start := time.Now()
-			rs := c.Run(cctx, logf)
+			rs := runCheck(cctx, c, logf)
 			logf("check %s: %d result(s) in %s", c.Name(), len(rs), time.Since(start).Round(time.Millisecond))
 			if len(rs) == 0 {
 				rs = []Result{{Check: c.Name(), Status: OK, Message: "nothing to check"}}
@@ -88,6 +89,21 @@ func Run(ctx context.Context, node string, checks []Check, logf Logf) []Result {
 		}
 	}
 	return all
+}
+
+// runCheck runs c, a panic in it being its failed result: a check meets
+// what other nodes and daemons wrote, and one that panics on what no one
+// foresaw must not end the doctor, nor the agent whose periodic doctor
+// runs it.
+func runCheck(ctx context.Context, c Check, logf Logf) (rs []Result) {
+	defer func() {
+		if p := recover(); p != nil {
+			logf("check %s panicked: %v\n%s", c.Name(), p, debug.Stack())
+			rs = []Result{{Check: c.Name(), Status: Fail,
+				Message: fmt.Sprintf("the check stopped on a bug (please report it, with the --log-level debug output): %v", p)}}
+		}
+	}()
+	return c.Run(ctx, logf)
 }
 
 // Failed reports whether any result failed; warnings alone do not count.
