@@ -403,6 +403,40 @@ func TestRunSurvivesAPanickingCheck(t *testing.T) {
 	}
 }
 
+// stuckCheck ignores its context and returns only once release is
+// closed, as a check blocked in netlink on a held rtnl lock does.
+type stuckCheck struct{ release chan struct{} }
+
+func (stuckCheck) Name() string { return "stuck" }
+func (c stuckCheck) Run(context.Context, Logf) []Result {
+	<-c.release
+	return []Result{{Check: "stuck", Status: OK}}
+}
+
+// TestRunReturnsWhenACheckHangs: Run waited for every check however long
+// it took, though CheckTimeout is to bound each: one blocked where no
+// context reaches (netlink while a driver holds the kernel's rtnl lock,
+// when an operator most needs the doctor) hung `underlay doctor` for
+// ever, and stopped the agent's reports, so its node looked dead. Past
+// its time (and a short grace) such a check is now a failed result, and
+// Run returns with every other check's.
+func TestRunReturnsWhenACheckHangs(t *testing.T) {
+	stuck := stuckCheck{release: make(chan struct{})}
+	t.Cleanup(func() { close(stuck.release) })
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	done := make(chan []Result, 1)
+	go func() { done <- Run(ctx, "n1", []Check{slowCheck{name: "a", st: OK}, stuck}, t.Logf) }()
+	select {
+	case rs := <-done:
+		if len(rs) != 2 || rs[0].Status != OK || rs[1].Check != "stuck" || rs[1].Status != Fail || !strings.Contains(rs[1].Message, "did not finish") {
+			t.Errorf("results %+v, want a's and stuck's failure", rs)
+		}
+	case <-time.After(CheckGrace + 10*time.Second):
+		t.Fatalf("Run did not return %s after its context ended", CheckGrace+10*time.Second)
+	}
+}
+
 func TestRunOrderAndParallel(t *testing.T) {
 	checks := []Check{
 		slowCheck{"a", 200 * time.Millisecond, Fail},

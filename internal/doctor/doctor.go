@@ -50,6 +50,10 @@ type Check interface {
 // CheckTimeout bounds each check's Run.
 const CheckTimeout = 15 * time.Second
 
+// CheckGrace is how long Run waits, once a check's time is over, for it
+// to return its own results (which say what timed out).
+const CheckGrace = 2 * time.Second
+
 // DebugLogf is a Logf that logs each line at debug level on log, with the
 // doctor's component.
 func DebugLogf(log *slog.Logger) Logf {
@@ -72,7 +76,7 @@ func Run(ctx context.Context, node string, checks []Check, logf Logf) []Result {
 			cctx, cancel := context.WithTimeout(ctx, CheckTimeout)
 			defer cancel()
 			start := time.Now()
-			rs := runCheck(cctx, c, logf)
+			rs := runBounded(cctx, c, logf)
 			logf("check %s: %d result(s) in %s", c.Name(), len(rs), time.Since(start).Round(time.Millisecond))
 			if len(rs) == 0 {
 				rs = []Result{{Check: c.Name(), Status: OK, Message: "nothing to check"}}
@@ -89,6 +93,28 @@ func Run(ctx context.Context, node string, checks []Check, logf Logf) []Result {
 		}
 	}
 	return all
+}
+
+// runBounded runs c until ctx ends and CheckGrace more: a check blocked
+// where no context reaches (netlink while a driver holds the kernel's
+// rtnl lock) is then a failed result, and left to return on its own.
+func runBounded(ctx context.Context, c Check, logf Logf) []Result {
+	start := time.Now()
+	done := make(chan []Result, 1) // the one send never blocks, even once abandoned
+	go func() { done <- runCheck(ctx, c, logf) }()
+	select {
+	case rs := <-done:
+		return rs
+	case <-ctx.Done():
+	}
+	select {
+	case rs := <-done:
+		return rs
+	case <-time.After(CheckGrace):
+		return []Result{{Check: c.Name(), Status: Fail,
+			Message: fmt.Sprintf("did not finish in %s (%v): something it reads (netlink, a file under /proc or /sys, Docker, Consul) does not answer",
+				time.Since(start).Round(time.Millisecond), ctx.Err())}}
+	}
 }
 
 // runCheck runs c, a panic in it being its failed result: a check meets
