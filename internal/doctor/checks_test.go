@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -434,6 +435,36 @@ func TestRunReturnsWhenACheckHangs(t *testing.T) {
 		}
 	case <-time.After(CheckGrace + 10*time.Second):
 		t.Fatalf("Run did not return %s after its context ended", CheckGrace+10*time.Second)
+	}
+}
+
+// longCheck reports what a KV document of Consul's largest size makes
+// of a message and a fix.
+type longCheck struct{}
+
+func (longCheck) Name() string { return "long" }
+func (longCheck) Run(context.Context, Logf) []Result {
+	return []Result{{Check: "long", Status: Fail, Message: "the agent reports an error: " + strings.Repeat("é", 256<<10),
+		Fix: "ip link del x && ip link add " + strings.Repeat("y", 512<<10)}}
+}
+
+// TestRunBoundsLongText: a message or fix held whatever a document in
+// Consul held (a node's report's error, up to 512 KiB), so one row of the
+// table could be half a megabyte, and the agent's own report, holding
+// it, outgrew its Consul key and was no longer published. A message is
+// now cut at MaxText bytes, saying how much more there was; a fix that
+// long, which cut would be another command, is left out, saying so.
+func TestRunBoundsLongText(t *testing.T) {
+	rs := Run(context.Background(), "n1", []Check{longCheck{}}, t.Logf)
+	r := rs[0]
+	if len(r.Message) > MaxText+100 || !utf8.ValidString(r.Message) || !strings.Contains(r.Message, "bytes more") || !strings.Contains(r.Message, "fix, of") {
+		t.Errorf("message of %d bytes (valid UTF-8: %v), want at most %d and the count of what is cut", len(r.Message), utf8.ValidString(r.Message), MaxText+100)
+	}
+	if len(r.Fix) > MaxText || strings.HasPrefix(r.Fix, "ip link del x") && !strings.HasSuffix(r.Fix, "y") {
+		t.Errorf("fix of %d bytes (%.40q…), want none but a note, not a command cut short", len(r.Fix), r.Fix)
+	}
+	if r.Status != Fail {
+		t.Errorf("status %s, want fail", r.Status)
 	}
 }
 

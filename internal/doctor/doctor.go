@@ -9,6 +9,7 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
+	"unicode/utf8"
 
 	"github.com/underlay/underlay/internal/termtext"
 )
@@ -50,6 +51,11 @@ type Check interface {
 // CheckTimeout bounds each check's Run.
 const CheckTimeout = 15 * time.Second
 
+// MaxText bounds a result's message and fix, in bytes: they quote what
+// others wrote (a node's report's error, a Consul key), and the results
+// an agent publishes share one Consul key.
+const MaxText = 4 << 10
+
 // CheckGrace is how long Run waits, once a check's time is over, for it
 // to return its own results (which say what timed out).
 const CheckGrace = 2 * time.Second
@@ -89,10 +95,28 @@ func Run(ctx context.Context, node string, checks []Check, logf Logf) []Result {
 	for _, rs := range out {
 		for _, r := range rs {
 			r.Node = node
-			all = append(all, r)
+			all = append(all, bounded(r))
 		}
 	}
 	return all
+}
+
+// bounded cuts r's message to MaxText bytes, saying how much more there
+// was, and leaves out a fix longer than that, saying so: cut short, it
+// would be another command.
+func bounded(r Result) Result {
+	if len(r.Message) > MaxText {
+		cut := MaxText
+		for cut > 0 && !utf8.RuneStart(r.Message[cut]) {
+			cut--
+		}
+		r.Message = r.Message[:cut] + fmt.Sprintf("… (%d bytes more)", len(r.Message)-cut)
+	}
+	if len(r.Fix) > MaxText {
+		r.Message += fmt.Sprintf(" (its fix, of %d bytes, is not shown)", len(r.Fix))
+		r.Fix = ""
+	}
+	return r
 }
 
 // runBounded runs c until ctx ends and CheckGrace more: a check blocked
