@@ -438,12 +438,18 @@ func (r KVTaskReports) Bad(ctx context.Context) ([]BadKey, error) {
 	return out, nil
 }
 
+// IdentityTimeout bounds each question to Docker about this node's
+// identity and name, asked before any check (with no check's deadline).
+const IdentityTimeout = 5 * time.Second
+
 // NodeID is this node's swarm node ID, its identity in the cluster; ""
 // when Docker does not answer or the node is in no swarm.
 func NodeID(ctx context.Context, d *DockerAPI) string {
 	if d == nil {
 		return ""
 	}
+	ctx, cancel := context.WithTimeout(ctx, IdentityTimeout)
+	defer cancel()
 	info, err := d.API.Info(ctx)
 	if err != nil {
 		return ""
@@ -492,6 +498,8 @@ func NodeName(ctx context.Context, given string, d *DockerAPI) string {
 		return given
 	}
 	if d != nil {
+		ctx, cancel := context.WithTimeout(ctx, IdentityTimeout)
+		defer cancel()
 		if n, err := d.Name(ctx); err == nil && n != "" {
 			return n
 		}

@@ -189,3 +189,43 @@ func TestEndpointsShortID(t *testing.T) {
 		t.Errorf("Endpoints with the inspection failing: %v, want an error naming container x", err)
 	}
 }
+
+// TestIdentityBoundedWhenDockerHangs: before any check, the doctor asks
+// Docker for this node's identity and name, with the command's context,
+// which has no deadline: a hung dockerd (one that accepts and never
+// answers, a case the doctor is for) hung `underlay doctor` for ever
+// before it printed anything. Each question now gives up after
+// IdentityTimeout, and the doctor goes on to its checks, which say
+// Docker does not answer.
+func TestIdentityBoundedWhenDockerHangs(t *testing.T) {
+	hung := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-hung:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(hung) })
+	c, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithVersion("1.41"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	d := &DockerAPI{API: c}
+	done := make(chan string, 2)
+	go func() {
+		done <- NodeID(context.Background(), d)
+		done <- NodeName(context.Background(), "", d)
+	}()
+	for _, what := range []string{"NodeID", "NodeName"} {
+		select {
+		case got := <-done:
+			if what == "NodeID" && got != "" {
+				t.Errorf("NodeID = %q with Docker hung, want none", got)
+			}
+		case <-time.After(2*IdentityTimeout + 10*time.Second):
+			t.Fatalf("%s did not return with Docker hung", what)
+		}
+	}
+}
