@@ -903,10 +903,10 @@ func EvalServices(manager bool, svcs []ServiceFacts, err error, now time.Time) [
 	var rs []Result
 	settling := 0
 	for _, s := range svcs {
-		extra := len(s.Wanted) - int(s.Replicas)
-		if extra <= 0 {
+		if uint64(len(s.Wanted)) <= s.Replicas { // as uint64: swarm takes any count
 			continue
 		}
+		extra := len(s.Wanted) - int(s.Replicas) // Replicas < len(Wanted): an int
 		age := now.Sub(s.UpdatedAt)
 		if updateUnderWay(s.UpdateState) || age < ServicesSettle {
 			settling++

@@ -3,6 +3,7 @@ package doctor
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"strconv"
 	"strings"
@@ -532,6 +533,22 @@ func TestServicesFixIsOneWord(t *testing.T) {
 		want := "docker service scale " + shellword.Quote(name+"=0") + "   # writes the count again; swarm then stops the extra tasks"
 		if len(rs) != 1 || rs[0].Fix != want {
 			t.Errorf("service %q: %+v, want fix %s", name, rs, want)
+		}
+	}
+}
+
+// TestEvalServicesHugeReplicas: a count above the largest int (swarm
+// takes any uint64) wrapped negative when compared, so a service of
+// 18446744073709551615 replicas with 2 tasks was warned of as a lost
+// scale-down of 3 tasks, with a fix writing that count again. It is
+// compared as the count it is now.
+func TestEvalServicesHugeReplicas(t *testing.T) {
+	now := time.Date(2026, 12, 3, 5, 0, 0, 0, time.UTC)
+	wanted := []TaskFacts{{ID: "a", Slot: 1, State: "running"}, {ID: "b", Slot: 2, State: "running"}}
+	for _, replicas := range []uint64{math.MaxUint64, math.MaxInt64 + 1, 2} {
+		svc := ServiceFacts{Name: "web", Replicas: replicas, Wanted: wanted, UpdatedAt: now.Add(-time.Hour)}
+		if rs := EvalServices(true, []ServiceFacts{svc}, nil, now); len(rs) != 1 || rs[0].Status != OK {
+			t.Errorf("%d replicas, 2 tasks: %+v, want ok", replicas, rs)
 		}
 	}
 }
