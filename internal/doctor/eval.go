@@ -213,7 +213,16 @@ func EvalNetwork(f NetworkFacts) []Result {
 	if !haveWant {
 		return rs // no range: the shim's address and route are unknown
 	}
-	return append(rs, evalShim(o, want, netspec.ShimType(s), name)...)
+	return append(rs, evalShim(o, want, shimType(s), name)...)
+}
+
+// shimType is netspec.ShimType with the ipvlan mode as one shell word: a
+// spec is read as written, and the type goes into the shim's fixes.
+func shimType(s netspec.Spec) string {
+	if s.DriverName() == netspec.IPvlan {
+		return "ipvlan mode " + shellword.Quote(s.IPvlanModeName())
+	}
+	return netspec.ShimType(s)
 }
 
 // vlanCreate is the command making parent, VLAN vid on lower. The

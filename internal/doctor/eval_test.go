@@ -342,6 +342,23 @@ func TestEvalNetworkForgedParent(t *testing.T) {
 	}
 }
 
+// TestEvalNetworkForgedIPvlanMode: the shim's fix named the spec's ipvlan
+// mode as written, and a spec in Consul may hold any: a mode of
+// "l2;touch /tmp/p" made "ip link add ... type ipvlan mode l2;touch
+// /tmp/p", which ran touch when copied. The mode is now one shell word.
+func TestEvalNetworkForgedIPvlanMode(t *testing.T) {
+	spec := netspec.Spec{Name: "lan", Parent: "eth1", Driver: netspec.IPvlan, IPvlanMode: "l2;touch /tmp/p", Subnet: netip.MustParsePrefix("10.0.0.0/24")}
+	state := &netspec.NodeState{Node: "n1", State: netspec.StateReady, Range: netip.MustParsePrefix("10.0.0.64/26"),
+		Shim: netip.MustParseAddr("10.0.0.64"), ShimLink: netspec.ShimLinkName("lan")}
+	for _, o := range []hostnet.Observed{{ParentExists: true, ParentUp: true}, {ParentExists: true, ParentUp: true, ShimExists: true}} {
+		for _, r := range EvalNetwork(NetworkFacts{Spec: spec, State: state, Observed: o}) {
+			if strings.Contains(strings.ReplaceAll(r.Fix, "'l2;touch", ""), "l2;touch") {
+				t.Errorf("%s: fix %q holds the mode bare", r.Check, r.Fix)
+			}
+		}
+	}
+}
+
 func TestEvalNetfilter(t *testing.T) {
 	tests := []struct {
 		name string
