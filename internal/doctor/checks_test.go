@@ -406,10 +406,17 @@ func TestRunSurvivesAPanickingCheck(t *testing.T) {
 
 // stuckCheck ignores its context and returns only once release is
 // closed, as a check blocked in netlink on a held rtnl lock does.
-type stuckCheck struct{ release chan struct{} }
+type stuckCheck struct {
+	release chan struct{}
+	// entered, when not nil, gets a value at each run's start.
+	entered chan struct{}
+}
 
 func (stuckCheck) Name() string { return "stuck" }
 func (c stuckCheck) Run(context.Context, Logf) []Result {
+	if c.entered != nil {
+		c.entered <- struct{}{}
+	}
 	<-c.release
 	return []Result{{Check: "stuck", Status: OK}}
 }
@@ -465,6 +472,32 @@ func TestRunBoundsLongText(t *testing.T) {
 	}
 	if r.Status != Fail {
 		t.Errorf("status %s, want fail", r.Status)
+	}
+}
+
+// TestOneRunAtATime: once Run returns past a hung check's time, the check
+// is left blocked; the agent's doctor, running every period (every 15s
+// while a check fails), started it again each time beside the ones still
+// blocked, one more goroutine and netlink socket every period for as long
+// as the host stays wedged. A check whose run has not returned is now not
+// started again: it fails at once, saying so.
+func TestOneRunAtATime(t *testing.T) {
+	stuck := stuckCheck{release: make(chan struct{}), entered: make(chan struct{}, 10)}
+	t.Cleanup(func() { close(stuck.release) })
+	checks := oneRunAtATime([]Check{stuck})
+	for i := range 2 {
+		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+		rs := Run(ctx, "n1", checks, t.Logf)
+		cancel()
+		if len(rs) != 1 || rs[0].Check != "stuck" || rs[0].Status != Fail {
+			t.Errorf("run %d: %+v, want stuck's failure", i, rs)
+		}
+		if i == 1 && !strings.Contains(rs[0].Message, "has not returned") {
+			t.Errorf("second run: %q, want it to say the first has not returned", rs[0].Message)
+		}
+	}
+	if n := len(stuck.entered); n != 1 {
+		t.Errorf("the hung check was started %d times, want once", n)
 	}
 }
 

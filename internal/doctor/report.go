@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/underlay/underlay/internal/kvstore"
@@ -104,6 +105,7 @@ const Recheck = 15 * time.Second
 // even when nothing changed, as the agent's heartbeat.
 func RunPeriodically(ctx context.Context, kv KV, node, version string, checks []Check, period time.Duration, log *slog.Logger) {
 	log = log.With("component", "doctor")
+	checks = oneRunAtATime(checks)
 	var lastFailed []string
 	for {
 		rs := Run(ctx, node, checks, nil)
@@ -144,4 +146,32 @@ func failedChecks(rs []Result) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// oneRunAtATime wraps each of checks so that it is not started while a
+// run of it has not returned, which then fails at once, saying so. Run
+// leaves a check blocked where no context reaches (a wedged netlink)
+// behind; run every period, each would leave one more.
+func oneRunAtATime(checks []Check) []Check {
+	out := make([]Check, len(checks))
+	for i, c := range checks {
+		out[i] = &oneRun{Check: c}
+	}
+	return out
+}
+
+// oneRun is a check that runs once at a time.
+type oneRun struct {
+	Check
+	running atomic.Bool
+}
+
+// Run implements Check.
+func (c *oneRun) Run(ctx context.Context, logf Logf) []Result {
+	if !c.running.CompareAndSwap(false, true) {
+		return []Result{{Check: c.Name(), Status: Fail,
+			Message: "its previous run has not returned: something it reads (netlink, a file under /proc or /sys, Docker, Consul) does not answer"}}
+	}
+	defer c.running.Store(false)
+	return c.Check.Run(ctx, logf)
 }
