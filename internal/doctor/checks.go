@@ -471,6 +471,9 @@ func (c ConsulCheck) Run(ctx context.Context, logf Logf) []Result {
 // ProbeTimeout bounds each TCP connect to a container.
 const ProbeTimeout = 2 * time.Second
 
+// MaxProbes bounds the TCP connects to containers under way at once.
+const MaxProbes = 64
+
 // ContainersCheck checks that the host reaches its own containers on
 // underlay networks, by a TCP connect to each one's first exposed port.
 type ContainersCheck struct {
@@ -503,18 +506,29 @@ func (c ContainersCheck) Run(ctx context.Context, logf Logf) []Result {
 		return EvalContainers(nil, err)
 	}
 	var wg sync.WaitGroup
+	slots := make(chan struct{}, MaxProbes)
 	for i := range ps {
 		p := &ps[i]
 		p.ShimLink = netspec.ShimLinkName(p.Network)
 		if p.Port == 0 {
 			continue
 		}
+		select {
+		case slots <- struct{}{}:
+		case <-ctx.Done():
+		}
+		if ctx.Err() != nil { // the check's time is over: not probed
+			p.Late = true
+			continue
+		}
 		wg.Add(1)
 		go func() {
-			defer wg.Done()
+			defer func() { <-slots; wg.Done() }()
 			dctx, cancel := context.WithTimeout(ctx, ProbeTimeout)
 			defer cancel()
 			p.Err = c.Dial(dctx, netip.AddrPortFrom(p.IP, uint16(p.Port)))
+			// Cut by the check's time rather than its own: not judged.
+			p.Late = p.Err != nil && ctx.Err() != nil
 			logf("probe %s %s: %v", p.Container, netip.AddrPortFrom(p.IP, uint16(p.Port)), p.Err)
 		}()
 	}

@@ -362,6 +362,77 @@ func TestContainersCheck(t *testing.T) {
 	}
 }
 
+// TestContainersCheckBoundsConnects: the check dialled every container
+// address at once, one goroutine and socket each: a node of thousands of
+// containers opened thousands of connects together, and those the host
+// could not make then (descriptors, the neighbour table) were reported
+// as containers unreachable. At most MaxProbes are now under way at once.
+func TestContainersCheckBoundsConnects(t *testing.T) {
+	var d fakeDocker
+	for i := range 4 * MaxProbes {
+		d.eps = append(d.eps, Probe{Container: fmt.Sprintf("web.%d", i), Network: "lan", IP: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), Port: 80})
+	}
+	var (
+		mu                 sync.Mutex
+		inflight, maxSeen  int
+		fullOnce, overOnce sync.Once
+	)
+	full, over, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
+	dial := func(ctx context.Context, a netip.AddrPort) error {
+		mu.Lock()
+		inflight++
+		maxSeen = max(maxSeen, inflight)
+		if inflight == MaxProbes {
+			fullOnce.Do(func() { close(full) })
+		}
+		if inflight > MaxProbes {
+			overOnce.Do(func() { close(over) })
+		}
+		mu.Unlock()
+		<-release
+		mu.Lock()
+		inflight--
+		mu.Unlock()
+		return nil
+	}
+	c := ContainersCheck{Networks: fakeNetworks{specs: []netspec.Spec{{Name: "lan"}}}, Docker: d, Dial: dial}
+	done := make(chan []Result, 1)
+	go func() { done <- c.Run(context.Background(), t.Logf) }()
+	// Held at MaxProbes, no other connect may start; one more would be
+	// on its way at once.
+	<-full
+	select {
+	case <-over:
+	case <-time.After(200 * time.Millisecond):
+	}
+	close(release)
+	rs := <-done
+	if len(rs) != 1 || rs[0].Status != OK {
+		t.Errorf("results %+v, want every container reached", rs)
+	}
+	if maxSeen > MaxProbes {
+		t.Errorf("%d connects under way at once, want at most %d", maxSeen, MaxProbes)
+	}
+}
+
+// TestContainersCheckOutOfTime: addresses the check had no time left to
+// probe (its context over) were reported as containers unreachable, with
+// the context's error; they are now a warning counting them.
+func TestContainersCheckOutOfTime(t *testing.T) {
+	var d fakeDocker
+	for i := range 2 * MaxProbes {
+		d.eps = append(d.eps, Probe{Container: fmt.Sprintf("web.%d", i), Network: "lan", IP: netip.AddrFrom4([4]byte{10, 0, byte(i >> 8), byte(i)}), Port: 80})
+	}
+	dial := func(ctx context.Context, a netip.AddrPort) error { <-ctx.Done(); return ctx.Err() }
+	c := ContainersCheck{Networks: fakeNetworks{specs: []netspec.Spec{{Name: "lan"}}}, Docker: d, Dial: dial}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	rs := c.Run(ctx, t.Logf)
+	if len(rs) != 1 || rs[0].Status != Warn || !strings.Contains(rs[0].Message, fmt.Sprintf("%d container address(es) not probed", 2*MaxProbes)) {
+		t.Errorf("results %+v, want one warning counting the %d addresses not probed", rs, 2*MaxProbes)
+	}
+}
+
 type slowCheck struct {
 	name  string
 	delay time.Duration

@@ -826,6 +826,9 @@ type Probe struct {
 	Err error
 	// ShimLink is the network's shim on this host, for the fix.
 	ShimLink string
+	// Late is true when the check's time ran out before the probe ended
+	// (or began): it says nothing of the container.
+	Late bool
 }
 
 // EvalContainers judges whether the host reaches its own containers on
@@ -839,10 +842,13 @@ func EvalContainers(ps []Probe, err error) []Result {
 	// Counted by container: one on a dual-stack network is probed at
 	// each of its addresses.
 	reached, skipped := map[string]bool{}, map[string]bool{}
+	late := 0
 	for _, p := range ps {
 		switch {
 		case p.Port == 0:
 			skipped[p.Container] = true
+		case p.Late:
+			late++
 		case p.Err == nil:
 			reached[p.Container] = true
 		default:
@@ -855,8 +861,16 @@ func EvalContainers(ps []Probe, err error) []Result {
 				Fix:     fmt.Sprintf("ip %s get %s   # must say dev %s; see the network/%s/shim and %s checks", route, p.IP, p.ShimLink, p.Network, checks)})
 		}
 	}
+	var lateRow []Result
+	if late > 0 {
+		lateRow = []Result{{Check: check, Status: Warn,
+			Message: fmt.Sprintf("%d container address(es) not probed within the check's time (%s at most, %d connects at once); %d container(s) reached", late, CheckTimeout, MaxProbes, len(reached))}}
+	}
 	if len(rs) > 0 {
-		return capRows(rs, "unreachable container addresses")
+		return append(capRows(rs, "unreachable container addresses"), lateRow...)
+	}
+	if lateRow != nil {
+		return lateRow
 	}
 	msg := fmt.Sprintf("%d container(s) on underlay networks reached from the host", len(reached))
 	if len(skipped) > 0 {
