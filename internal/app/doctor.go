@@ -65,10 +65,7 @@ when any check failed; warnings alone leave it 0.`,
 			}
 			rs := doctor.Run(ctx, env.Node, env.Checks(), doctor.DebugLogf(log))
 			if asJSON {
-				if rs == nil {
-					rs = []doctor.Result{} // a list, even when empty
-				}
-				err = writeJSON(streams.Out, rs)
+				err = doctor.WriteJSON(streams.Out, rs)
 			} else {
 				err = doctor.WriteTable(streams.Out, rs)
 			}

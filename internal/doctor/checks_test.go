@@ -12,6 +12,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
@@ -868,5 +869,32 @@ func TestWriteTableQuotesOddText(t *testing.T) {
 		if !strings.Contains(b.String(), w) {
 			t.Errorf("table lacks %s:\n%s", w, b.String())
 		}
+	}
+}
+
+// TestWriteJSONEscapesControls: `underlay doctor --json` printed results
+// with encoding/json, which escapes C0 controls but writes C1 controls
+// (U+009B is a CSI to terminals that take 8-bit controls), DEL and bidi
+// overrides as they are: a node name or Consul key holding one rewrote
+// the terminal, or reordered what it showed, as the table no longer
+// lets it. They are now \u escapes, which decode to the same text.
+func TestWriteJSONEscapesControls(t *testing.T) {
+	rs := []Result{{Node: "n1\u009b2J", Check: "x", Status: Fail, Message: "key a\u202eb\x7fc\u2066d", Fix: "ok é 😀"}}
+	var b bytes.Buffer
+	if err := WriteJSON(&b, rs); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range b.String() {
+		if r != '\n' && !unicode.IsGraphic(r) {
+			t.Errorf("output holds %U:\n%q", r, b.String())
+		}
+	}
+	var back []Result
+	if err := json.Unmarshal(b.Bytes(), &back); err != nil || !cmp.Equal(back, rs) {
+		t.Errorf("decoded %+v (%v), want %+v", back, err, rs)
+	}
+	b.Reset()
+	if err := WriteJSON(&b, nil); err != nil || strings.TrimSpace(b.String()) != "[]" {
+		t.Errorf("no results: %q (%v), want []", b.String(), err)
 	}
 }
