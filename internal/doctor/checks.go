@@ -44,6 +44,9 @@ type Firewall interface {
 // Networks is the cluster's network specs and node reports (netspec.Store).
 type Networks interface {
 	Specs(ctx context.Context) ([]netspec.Spec, error)
+	// ReadSpecs is Specs and, apart, the spec documents that cannot be
+	// read.
+	ReadSpecs(ctx context.Context) ([]netspec.Spec, []netspec.BadSpec, error)
 	NodeStates(ctx context.Context, name string) ([]netspec.NodeState, error)
 	// ReadNodes lists the facts the nodes' agents published, and apart
 	// the documents filed under another identity than the one they name.
@@ -135,25 +138,28 @@ func (NetworksCheck) Name() string { return "network" }
 
 // Run implements Check.
 func (c NetworksCheck) Run(ctx context.Context, logf Logf) []Result {
-	facts, err := c.gather(ctx)
+	facts, bad, err := c.gather(ctx)
 	if err != nil {
 		return []Result{{Check: "network/specs", Status: Fail, Message: fmt.Sprintf("cannot read network specs from Consul: %v", err),
 			Fix: "consul members   # the Consul agent must be reachable (see consul/agent)"}}
 	}
-	if len(facts) == 0 {
+	if len(facts) == 0 && len(bad) == 0 {
 		return []Result{{Check: "network/specs", Status: OK, Message: "no underlay networks defined"}}
 	}
 	var rs []Result
 	for _, f := range facts {
 		rs = append(rs, EvalNetwork(f)...)
 	}
+	for _, b := range bad {
+		rs = append(rs, EvalBadSpec(b))
+	}
 	return rs
 }
 
-func (c NetworksCheck) gather(ctx context.Context) ([]NetworkFacts, error) {
-	specs, err := c.Networks.Specs(ctx)
+func (c NetworksCheck) gather(ctx context.Context) ([]NetworkFacts, []netspec.BadSpec, error) {
+	specs, bad, err := c.Networks.ReadSpecs(ctx)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	vlan := vlanSupport(c.Files)
 	var out []NetworkFacts
@@ -164,7 +170,7 @@ func (c NetworksCheck) gather(ctx context.Context) ([]NetworkFacts, error) {
 		f := NetworkFacts{Spec: s, VLANSupport: vlan}
 		states, err := c.Networks.NodeStates(ctx, s.Name)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		f.State = c.ownState(states)
 		w, _ := f.Want()
@@ -174,7 +180,7 @@ func (c NetworksCheck) gather(ctx context.Context) ([]NetworkFacts, error) {
 		}
 		out = append(out, f)
 	}
-	return out, nil
+	return out, bad, nil
 }
 
 // ownState picks this node's report among a network's: the one of its

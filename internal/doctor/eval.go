@@ -232,6 +232,15 @@ func vlanCreate(parent, lower string, vid int) string {
 	return fmt.Sprintf("ip link add link %s name %s type vlan id %d && ip link set %s up", shellword.Quote(lower), p, vid, p)
 }
 
+// EvalBadSpec is the failure of a network whose spec document cannot be
+// read: every agent leaves the network alone, and `network rm` removes it
+// by its name alone.
+func EvalBadSpec(b netspec.BadSpec) Result {
+	return Result{Check: "network/" + b.Name + "/spec", Status: Fail,
+		Message: fmt.Sprintf("spec %s cannot be read, and no agent sets anything up for the network: %v", b.Key, b.Err),
+		Fix:     netspec.RemoveFix(b.Name) + "   # then create it again (underlay network create …)"}
+}
+
 // evalVLAN judges a VLAN parent: the kernel's 802.1q support, and, when
 // the parent exists, that it is VLAN vid on lower, that lower is up, and
 // that its MTU fits lower's.
