@@ -458,7 +458,9 @@ func TestNetworkListQuotesOddSpecs(t *testing.T) {
 // holds each as the pool's block documents (or that node's facts) named
 // it, as it was: documents any agent's Consul token may write. A newline
 // there forged rows (an address shown held by a container) and an escape
-// sequence rewrote the terminal. Such values are now printed quoted.
+// sequence rewrote the terminal. Such values are now printed quoted; and
+// a block document whose node texts have such characters, which no agent
+// writes, is set apart as unreadable (ipam), named with its key.
 func TestIPsQuotesPoolHolders(t *testing.T) {
 	srv := fakeConsulKV(t, map[string]string{
 		"underlay/networks/cl/spec":               `{"name":"cl","subnet":"10.5.0.0/24","gateway":"10.5.0.1","parent":"eth0","ipam":"cluster"}`,
@@ -470,12 +472,15 @@ func TestIPsQuotesPoolHolders(t *testing.T) {
 	if code := Run(context.Background(), []string{"ips", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
-	// The header, the gateway and the two addresses.
-	if lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n"); len(lines) != 4 {
-		t.Errorf("%d lines, want 4 (header, gateway, 2 addresses):\n%s", len(lines), out.String())
+	// The header, the gateway and the address of the readable block.
+	if lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n"); len(lines) != 3 {
+		t.Errorf("%d lines, want 3 (header, gateway, 10.5.0.5):\n%s", len(lines), out.String())
 	}
-	if strings.ContainsAny(out.String(), "\x1b\r") {
-		t.Errorf("output holds a control character:\n%q", out.String())
+	if !strings.Contains(errOut.String(), "underlay/ipam/cl/v4/blocks/10.5.0.16_28") {
+		t.Errorf("the block with control characters is not named as skipped:\n%s", errOut.String())
+	}
+	if strings.ContainsAny(out.String()+errOut.String(), "\x1b\r") {
+		t.Errorf("output holds a control character:\nstdout %q\nstderr %q", out.String(), errOut.String())
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"unicode"
 
 	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/shellword"
@@ -427,7 +428,7 @@ func (v view) shade(p Pool, name, key string) {
 }
 
 // decodeBlock decodes block b's document, which must name only addresses
-// of b.
+// of b, and whose texts must all be graphic (see graphic).
 func decodeBlock(p Pool, b netip.Prefix, raw []byte) (BlockDoc, error) {
 	doc, err := unmarshalBlockDoc(raw)
 	if err != nil {
@@ -436,11 +437,34 @@ func decodeBlock(p Pool, b netip.Prefix, raw []byte) (BlockDoc, error) {
 	if doc.Allocs == nil {
 		doc.Allocs = map[string]Alloc{}
 	}
-	for k := range doc.Allocs {
+	if err := graphic("node", doc.Node); err != nil {
+		return BlockDoc{}, err
+	}
+	for _, k := range slices.Sorted(maps.Keys(doc.Allocs)) {
 		a, err := netip.ParseAddr(k)
 		if err != nil || !b.Contains(a) || a.String() != k {
 			return BlockDoc{}, fmt.Errorf("allocation %q is not an address of block %s", k, b)
 		}
+		al := doc.Allocs[k]
+		for _, f := range [][2]string{{"node", al.Node}, {"kind", al.Kind}, {"gen", al.Gen}} {
+			if err := graphic(f[0], f[1]); err != nil {
+				return BlockDoc{}, fmt.Errorf("allocation %s: %w", k, err)
+			}
+		}
 	}
 	return doc, nil
+}
+
+// graphic says whether a record's text, named what, has a character that
+// is not graphic: no node identity, kind or generation the agents write
+// has one, and `underlay ips` and the dashboard show these texts, where a
+// newline would forge a row, an escape sequence rewrite the terminal, and
+// a bidirectional override (U+202E) reorder what follows. Such a document
+// is refused whole, as one that does not decode: dropping the record alone
+// would free an address its node may still hold.
+func graphic(what, s string) error {
+	if strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsGraphic(r) }) {
+		return fmt.Errorf("%s %q has a character that is not graphic", what, s)
+	}
+	return nil
 }

@@ -121,3 +121,63 @@ func TestRefusedSpecErrorQuotesTheName(t *testing.T) {
 		t.Errorf("error %q names the network unquoted in the command", err)
 	}
 }
+
+// TestRecordsWithInvisibleCharactersAreBad: a block document's node,
+// kind and generation texts, which any agent's token may write, were read
+// whatever characters they held, and `underlay ips` and the dashboard
+// showed them: a record naming its node with a right-to-left override
+// (U+202E), an escape sequence or a line separator reordered or broke
+// what they print. No node identity, kind or generation the agents write
+// has a character that is not graphic: such a document is now set apart
+// as one that does not decode, naming its key and the text; its block,
+// and the addresses it records, are still never handed out.
+func TestRecordsWithInvisibleCharactersAreBad(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	b := netip.MustParsePrefix("10.2.0.32/28")
+	for _, tc := range []struct {
+		name, doc, want string
+	}{
+		{"node", `{"node":"n2","allocs":{"10.2.0.33":{"node":"n2\u202e1","at":"2026-03-01T12:00:00Z","kind":"task"}}}`,
+			`allocation 10.2.0.33: node "n2\u202e1" has a character that is not graphic`},
+		{"kind", `{"node":"n2","allocs":{"10.2.0.33":{"node":"n2","at":"2026-03-01T12:00:00Z","kind":"task\u001b[2J"}}}`,
+			`allocation 10.2.0.33: kind "task\x1b[2J" has a character that is not graphic`},
+		{"gen", `{"node":"n2","allocs":{"10.2.0.33":{"node":"n2","at":"2026-03-01T12:00:00Z","kind":"task","gen":"g\u2028x"}}}`,
+			`allocation 10.2.0.33: gen "g\u2028x" has a character that is not graphic`},
+		{"block node", `{"node":"n2\n10.2.0.34 n3","allocs":{"10.2.0.33":{"node":"n2","at":"2026-03-01T12:00:00Z","kind":"task"}}}`,
+			`node "n2\n10.2.0.34 n3" has a character that is not graphic`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			kv := kvtest.New()
+			key := blockPath(pool26, b)
+			kv.Put(ctx, key, []byte(tc.doc))
+			c, err := Inspect(ctx, kv, pool26)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(c.Allocs) != 0 || len(c.Blocks) != 0 {
+				t.Errorf("allocations %v, blocks %v read; want none", c.Allocs, c.Blocks)
+			}
+			if len(c.Bad) != 1 || c.Bad[0].Key != key || !strings.Contains(c.Bad[0].Err.Error(), tc.want) {
+				t.Errorf("bad documents %+v; want %s with %q", c.Bad, key, tc.want)
+			}
+			// The record's address stays taken: its block is never claimed.
+			a := newAllocator(kv, "n1", "g", func() time.Time { return t0 }, nil)
+			if _, err := a.Allocate(ctx, pool26, netip.MustParseAddr("10.2.0.33"), KindTask); !errors.Is(err, ErrBadDocument) {
+				t.Errorf("10.2.0.33 asked for: %v, want ErrBadDocument", err)
+			}
+			for {
+				addr, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
+				if errors.Is(err, ErrPoolExhausted) {
+					break
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if b.Contains(addr) {
+					t.Fatalf("%s handed out of the block with the bad record", addr)
+				}
+			}
+		})
+	}
+}
