@@ -64,33 +64,52 @@ func Sort(es []Entry) {
 // n notes of n names each.
 const noteHolders = 5
 
-// Check marks every entry whose IP or MAC another entry also holds.
+// Check marks every entry whose IP or MAC another entry also holds, and
+// every entry whose container ID another node's entry lists too: one
+// container runs on one node, so one of those inventories is stale or
+// forged (one container on several networks of its node is no clash).
 func Check(es []Entry) (duplicates int) {
 	byIP := map[string][]int{}
 	byMAC := map[string][]int{}
+	byID := map[string][]int{}
 	for i, e := range es {
 		byIP[e.Network+"|"+e.IP] = append(byIP[e.Network+"|"+e.IP], i)
 		if e.MAC != "" {
 			byMAC[e.MAC] = append(byMAC[e.MAC], i)
 		}
+		if e.ID != "" {
+			byID[e.ID] = append(byID[e.ID], i)
+		}
 	}
-	mark := func(groups map[string][]int, what string) {
+	anyOther := func(i, j int) bool { return i != j }
+	mark := func(groups map[string][]int, what string, clash func(i, j int) bool) {
 		for _, idx := range groups {
 			if len(idx) < 2 {
 				continue
 			}
 			for _, i := range idx {
+				// others names up to noteHolders holders i clashes with,
+				// each once (a container on two networks of one node is
+				// one holder); n counts them and the entries left out.
 				var others []string
+				n := 0
 				for _, j := range idx {
-					if len(others) == noteHolders {
-						break
+					if !clash(i, j) {
+						continue
 					}
-					if j != i {
-						others = append(others, holder(es[j]))
+					h := holder(es[j])
+					if slices.Contains(others, h) {
+						continue
+					}
+					if n++; len(others) < noteHolders {
+						others = append(others, h)
 					}
 				}
+				if n == 0 {
+					continue
+				}
 				note := fmt.Sprintf("%s also on %s", what, strings.Join(others, ", "))
-				if more := len(idx) - 1 - len(others); more > 0 {
+				if more := n - len(others); more > 0 {
 					note += fmt.Sprintf(" and %d more", more)
 				}
 				if es[i].Duplicate == "" {
@@ -102,8 +121,9 @@ func Check(es []Entry) (duplicates int) {
 			}
 		}
 	}
-	mark(byIP, "IP")
-	mark(byMAC, "MAC")
+	mark(byIP, "IP", anyOther)
+	mark(byMAC, "MAC", anyOther)
+	mark(byID, "container ID", func(i, j int) bool { return es[i].Node != es[j].Node })
 	return duplicates
 }
 

@@ -507,3 +507,30 @@ func TestCheckNotesQuoteHolders(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckFlagsAContainerIDOnTwoNodes: Check compared addresses and
+// MACs only, so one container ID listed by two nodes' inventories (a
+// stale inventory of a node the container left, or a forged one) passed
+// unflagged: `underlay ips` showed one container running in two places.
+// Such entries are now flagged like other clashes; one container on
+// several networks of its own node is no clash.
+func TestCheckFlagsAContainerIDOnTwoNodes(t *testing.T) {
+	es := []Entry{
+		{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "web", ID: "abc"},
+		{IP: "10.1.0.5", Node: "n1", Network: "dmz", Container: "web", ID: "abc"},
+		{IP: "10.0.0.6", Node: "n2", Network: "lan", Container: "web", ID: "abc"},
+		{IP: "10.0.0.7", Node: "n2", Network: "lan", Container: "db", ID: "def"},
+		{IP: "10.1.0.7", Node: "n2", Network: "dmz", Container: "db", ID: "def"},
+		{IP: "10.0.0.8", Node: "n1", Network: "lan", Container: "x"}, // no ID: not compared
+		{IP: "10.0.0.9", Node: "n2", Network: "lan", Container: "x"},
+	}
+	if got := Check(es); got != 3 {
+		t.Errorf("Check = %d duplicates, want 3 (web on n1 twice, web on n2)", got)
+	}
+	want := []string{"container ID also on web@n2", "container ID also on web@n2", "container ID also on web@n1", "", "", "", ""}
+	for i, e := range es {
+		if e.Duplicate != want[i] {
+			t.Errorf("entry %d (%s on %s, %s): Duplicate %q, want %q", i, e.Container, e.Node, e.Network, e.Duplicate, want[i])
+		}
+	}
+}
