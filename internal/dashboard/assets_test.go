@@ -94,3 +94,28 @@ func TestScriptRendersIPv6Pool(t *testing.T) {
 		t.Error("pool6El lays out an IPv6 pool as a map, or by its size, which it does not have")
 	}
 }
+
+// TestScriptRendersOutsideAddresses: the addresses of a network's
+// inventories outside its subnets (Network.Outside), which no map holds,
+// are listed by the page's script (outsideEl) with what holds them.
+func TestScriptRendersOutsideAddresses(t *testing.T) {
+	b, err := assets.ReadFile("assets/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := string(b)
+	if name := jsonName(t, Network{}, "Outside"); !strings.Contains(js, "el.append(outsideEl(n."+name+"))") {
+		t.Errorf("app.js does not render the network's %s with outsideEl", name)
+	}
+	at := strings.Index(js, "function outsideEl(")
+	if at < 0 {
+		t.Fatal("app.js has no outsideEl")
+	}
+	fn := js[at:]
+	fn = fn[:strings.Index(fn, "\n  }\n")]
+	for _, field := range []string{"IP", "Holder"} {
+		if name := jsonName(t, PoolAddress{}, field); !strings.Contains(fn, "a."+name) {
+			t.Errorf("outsideEl does not show an address's %s (a.%s)", field, name)
+		}
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/underlay/underlay/internal/inventory"
+	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/register"
 	"github.com/underlay/underlay/internal/scale"
@@ -38,7 +39,7 @@ const (
 // Build assembles a snapshot from what the sources returned. It is pure:
 // the same inputs give the same snapshot (Version is the server's).
 func Build(in Inputs) Snapshot {
-	inv := slices.Clone(in.Inventory)
+	inv := append(slices.Clone(in.Inventory), clashes(in)...)
 	inventory.Check(inv)
 	ix := newIndex(in, inv)
 	s := Snapshot{
@@ -55,6 +56,42 @@ func Build(in Inputs) Snapshot {
 	s.Summary = summarize(s)
 	s.Summary.Duplicates = duplicates(inv)
 	return s
+}
+
+// clashes are, as entries, the cluster-IPAM allocations whose address a
+// container holds that is not theirs (inventory.AllocationEntries): a
+// host shim, or an allocation of another node. Check flags them with the
+// container, so that the clash shows on the map, the card and in the
+// summary, as `underlay ips` shows it; merged into the container's
+// address, it did not show. Entries with no task and no container ID,
+// they make no card.
+func clashes(in Inputs) []inventory.Entry {
+	names := map[string]string{}
+	for _, n := range in.Nodes {
+		if n.Hostname != "" {
+			names[n.ID] = n.Hostname
+		}
+	}
+	held := map[string]bool{}
+	for _, e := range in.Inventory {
+		held[e.Network+"|"+e.IP] = true
+	}
+	var out []inventory.Entry
+	for _, n := range in.Networks {
+		if n.Refused != "" || len(n.Blocks) == 0 {
+			continue
+		}
+		allocs := map[netip.Addr]ipam.Alloc{}
+		for _, doc := range n.Blocks {
+			for k, al := range doc.Allocs {
+				if a, err := netip.ParseAddr(k); err == nil && held[n.Spec.Name+"|"+a.String()] {
+					allocs[a] = al
+				}
+			}
+		}
+		out = append(out, inventory.AllocationEntries(n.Spec.Name, allocs, n.Kept, in.Inventory, names)...)
+	}
+	return out
 }
 
 // duplicates counts the addresses (per network) several containers hold.
@@ -612,11 +649,39 @@ func networks(in Inputs, inv []inventory.Entry, ix *index) []Network {
 			es := inventory.Filter(inv, s.Name, "")
 			nw.Pool = buildPool(n, es, ix.holder, in.Now)
 			nw.IPv6Pool = buildPool6(n, es, ix.holder, in.Now)
+			nw.Outside = outside(s, es, ix.holder)
 		}
 		out = append(out, nw)
 	}
 	slices.SortFunc(out, func(a, b Network) int { return strings.Compare(a.Name, b.Name) })
 	return out
+}
+
+// outside lists the entries of es, network s's, whose address is in none
+// of s's subnets (inventory.Outside), in address order: no map lays them
+// out, and left out, the stale or forged inventory that lists them would
+// not show.
+func outside(s netspec.Spec, es []inventory.Entry, holder func(inventory.Entry) string) []PoolAddress {
+	var out []PoolAddress
+	for _, e := range es {
+		if inventory.Outside(e, []netip.Prefix{s.Subnet, s.IPv6Subnet}) {
+			out = append(out, PoolAddress{IP: e.IP, State: StateOutside, Holder: holder(e), Node: e.Node, Task: e.Task, MAC: e.MAC, Since: utc(e.Since)})
+		}
+	}
+	slices.SortFunc(out, func(x, y PoolAddress) int {
+		return cmp.Or(compareIP(x.IP, y.IP), strings.Compare(x.Holder, y.Holder))
+	})
+	return out
+}
+
+// compareIP orders addresses numerically, unparsable ones as text.
+func compareIP(a, b string) int {
+	x, errA := netip.ParseAddr(a)
+	y, errB := netip.ParseAddr(b)
+	if errA != nil || errB != nil {
+		return strings.Compare(a, b)
+	}
+	return x.Compare(y)
 }
 
 // networkNodes are the nodes' reports on network s, with the IPv6 range
@@ -651,6 +716,16 @@ func networkNodes(s netspec.Spec, states []netspec.NodeState) []NetworkNode {
 // holder names what holds an inventory entry's address: service.slot and
 // container, on its node.
 func (ix *index) holder(e inventory.Entry) string {
+	if e.Container == "" && e.ID == "" {
+		// A pool's allocation (clashes).
+		switch e.State {
+		case inventory.StateShim:
+			return "host shim of " + e.Node
+		case inventory.StateSpare:
+			return "spare of " + e.Node
+		}
+		return "allocated to " + e.Node
+	}
 	name := e.Container
 	if e.Service != "" {
 		name = e.Service

@@ -665,3 +665,53 @@ func TestBuildRefusedNetwork(t *testing.T) {
 		t.Errorf("the refused network's pools: %+v and %+v, want none", nw.Pool, nw.IPv6Pool)
 	}
 }
+
+// TestBuildPoolShowsClashesAndOutsideAddresses: the pool map merged an
+// allocation of another node into the container holding its address on
+// this node (and a host shim into a container holding its address), so
+// the clash did not show; and inventory entries outside the network's
+// subnets were dropped, neither in the map nor anywhere else. As
+// `underlay ips` (inventory.PoolAddresses) shows them, the clash is now a
+// duplicate, counted among the summary's, and the outside addresses are
+// listed apart.
+func TestBuildPoolShowsClashesAndOutsideAddresses(t *testing.T) {
+	n, es := clusterNet()
+	at := t0.Add(-time.Minute)
+	n.Blocks[netip.MustParsePrefix("10.0.0.160/28")] = ipam.BlockDoc{Node: "id2", Allocs: map[string]ipam.Alloc{
+		"10.0.0.161": {Node: "id2", At: at, Kind: ipam.KindTask}, // node2's, held by a container on node1
+		"10.0.0.162": {Node: "id1", At: at, Kind: ipam.KindShim}, // node1's shim, held by a container there
+		"10.0.0.163": {Node: "id1", At: at, Kind: ipam.KindTask}, // node1's, held there: no clash
+	}}
+	es = append(es,
+		inventory.Entry{IP: "10.0.0.161", Node: "node1", Network: "web", Container: "a", ID: "ca"},
+		inventory.Entry{IP: "10.0.0.162", Node: "node1", Network: "web", Container: "b", ID: "cb"},
+		inventory.Entry{IP: "10.0.0.163", Node: "node1", Network: "web", Container: "c", ID: "cc"},
+		inventory.Entry{IP: "192.168.7.7", Node: "node2", Network: "web", Container: "d", ID: "cd"},
+		inventory.Entry{IP: "fd00::7", Node: "node2", Network: "web", Container: "e", ID: "ce"},
+	)
+	for i := range es {
+		es[i].Duplicate = "" // Build checks them
+	}
+	s := Build(Inputs{Now: t0, Networks: []NetworkInput{n}, Inventory: es,
+		Nodes: []SwarmNode{{ID: "id1", Hostname: "node1", State: "ready"}, {ID: "id2", Hostname: "node2", State: "ready"}}})
+	nw := s.Networks[0]
+	got := map[string]string{}
+	for _, a := range nw.Pool.Addresses {
+		got[a.IP] = a.State
+	}
+	for ip, want := range map[string]string{"10.0.0.161": StateDuplicate, "10.0.0.162": StateDuplicate, "10.0.0.163": StateTask, "10.0.0.144": StateDuplicate} {
+		if got[ip] != want {
+			t.Errorf("%s: state %q, want %q", ip, got[ip], want)
+		}
+	}
+	if s.Summary.Duplicates != 3 {
+		t.Errorf("summary counts %d duplicate addresses, want 3 (10.0.0.144, .161, .162)", s.Summary.Duplicates)
+	}
+	var outside []string
+	for _, a := range nw.Outside {
+		outside = append(outside, a.IP+" "+a.Holder)
+	}
+	if d := cmp.Diff([]string{"192.168.7.7 d on node2", "fd00::7 e on node2"}, outside); d != "" {
+		t.Errorf("addresses outside the subnets (-want +got):\n%s", d)
+	}
+}

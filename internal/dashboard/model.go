@@ -221,6 +221,12 @@ type Network struct {
 	// without), as `underlay ips` lists it: too large for a map, it has
 	// no Size, Cell nor free count (see Pool).
 	IPv6Pool *Pool `json:"ipv6_pool,omitempty"`
+	// Outside are the addresses containers hold by their nodes'
+	// inventories that are in none of the network's subnets (another
+	// subnet, or a family it has none of): Docker gives no such address,
+	// so the inventory is stale or forged (inventory.StateOutside). No
+	// map holds them.
+	Outside []PoolAddress `json:"outside,omitempty"`
 }
 
 // NetworkNode is a node's report on a network.

@@ -1,6 +1,7 @@
 package inventory
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"maps"
@@ -69,26 +70,12 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry, facts []netspec.
 	for _, f := range facts {
 		names[f.ID] = f.Node
 	}
-	nodeName := func(id string) string {
-		if n := names[id]; n != "" {
-			return n
-		}
-		return id
-	}
 	subnets := make(map[string][]netip.Prefix, len(specs))
 	for _, s := range specs {
 		subnets[s.Name] = []netip.Prefix{s.Subnet, s.IPv6Subnet}
 	}
-	// held has, by network and address, the nodes of the containers
-	// that hold it.
-	held := map[string]map[string]bool{}
 	for i := range inv {
 		inv[i].State = inUse(inv[i], subnets)
-		k := inv[i].Network + "|" + inv[i].IP
-		if held[k] == nil {
-			held[k] = map[string]bool{}
-		}
-		held[k][inv[i].Node] = true
 	}
 	var out []Entry
 	for _, s := range specs {
@@ -121,25 +108,49 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry, facts []netspec.
 				bad = append(bad, BadDocument{Pool: pool.ID(), Key: b.Key, Problem: b.Err.Error(), Effect: b.Effect(), Fix: b.Fix()})
 			}
 		}
-		for a, al := range allocs {
-			if heldAsAllocated(held[s.Name+"|"+a.String()], al, names) {
-				continue
-			}
-			e := Entry{IP: a.String(), Node: nodeName(al.Node), Network: s.Name, Since: al.At}
-			switch {
-			case al.Kind == ipam.KindShim:
-				e.State = StateShim
-			case al.Kind == ipam.KindSpare:
-				e.State = StateSpare
-			case kept.For(a, al):
-				e.State = StateStarting
-			default:
-				e.State = StateLeak
-			}
-			out = append(out, e)
-		}
+		out = append(out, AllocationEntries(s.Name, allocs, kept, inv, names)...)
 	}
 	return out, bad, nil
+}
+
+// AllocationEntries lists the allocations of network's cluster-IPAM pool
+// (allocs, with kept, what their nodes keep for starts under way) that no
+// container's entry of inv lists: shims, spares, leaks, starts under way,
+// and those whose address containers of other nodes hold (see
+// heldAsAllocated), which Check then flags with them. names maps the
+// allocations' nodes (identities) to node names, as the node facts give
+// them; an entry names an allocation's node by its identity without one.
+func AllocationEntries(network string, allocs map[netip.Addr]ipam.Alloc, kept ipam.KeptAddrs, inv []Entry, names map[string]string) []Entry {
+	// held has, by address, the nodes of the containers that hold it.
+	held := map[string]map[string]bool{}
+	for _, e := range inv {
+		if e.Network != network {
+			continue
+		}
+		if held[e.IP] == nil {
+			held[e.IP] = map[string]bool{}
+		}
+		held[e.IP][e.Node] = true
+	}
+	var out []Entry
+	for a, al := range allocs {
+		if heldAsAllocated(held[a.String()], al, names) {
+			continue
+		}
+		e := Entry{IP: a.String(), Node: cmp.Or(names[al.Node], al.Node), Network: network, Since: al.At}
+		switch {
+		case al.Kind == ipam.KindShim:
+			e.State = StateShim
+		case al.Kind == ipam.KindSpare:
+			e.State = StateSpare
+		case kept.For(a, al):
+			e.State = StateStarting
+		default:
+			e.State = StateLeak
+		}
+		out = append(out, e)
+	}
+	return out
 }
 
 // heldAsAllocated says whether allocation al is listed by the entries of
@@ -163,14 +174,18 @@ func heldAsAllocated(holders map[string]bool, al ipam.Alloc, names map[string]st
 // not judged.
 func inUse(e Entry, subnets map[string][]netip.Prefix) string {
 	ps, ok := subnets[e.Network]
-	if !ok {
-		return StateInUse
-	}
-	a, err := netip.ParseAddr(e.IP)
-	if err == nil && slices.ContainsFunc(ps, func(p netip.Prefix) bool { return p.Contains(a) }) {
+	if !ok || !Outside(e, ps) {
 		return StateInUse
 	}
 	return StateOutside
+}
+
+// Outside says whether e's address is in none of subnets, its network's
+// (invalid ones, a family the network lacks, hold none): Docker gives no
+// such address, so e's inventory is stale or forged (StateOutside).
+func Outside(e Entry, subnets []netip.Prefix) bool {
+	a, err := netip.ParseAddr(e.IP)
+	return err != nil || !slices.ContainsFunc(subnets, func(p netip.Prefix) bool { return p.Contains(a) })
 }
 
 // refusedSpecs parts the listing's specs: those whose pool is listed, and

@@ -578,7 +578,18 @@
       if (at >= 0) zoom(n, el, at, nodeIdx);
     }
     if (n.ipv6_pool) el.append(pool6El(n.ipv6_pool, nodeIdx));
+    if (n.outside && n.outside.length) el.append(outsideEl(n.outside));
     return el;
+  }
+
+  // outsideEl lists the addresses containers hold, by their nodes'
+  // inventories, in none of the network's subnets: no map holds them.
+  function outsideEl(as) {
+    return h('div', { class: 'outside-subnets' },
+      h('div', { class: 'error', text: as.length + ' address' + (as.length === 1 ? '' : 'es') +
+        ' in use by an inventory but outside the network\'s subnets: a stale or forged inventory' }),
+      h('ul', { class: 'pool6-addresses' }, as.map((a) => h('li', { dataset: { state: 'outside', search: [a.ip, a.holder, a.mac || ''].join(' ').toLowerCase() } },
+        h('b', { text: a.ip }), ' ' + a.holder, a.mac ? ' (MAC ' + a.mac + ')' : null))));
   }
 
   // pool6El shows an IPv6 pool (/48 to /64), too large for a map: the
