@@ -104,7 +104,7 @@ func TestScriptRendersOutsideAddresses(t *testing.T) {
 		t.Fatal(err)
 	}
 	js := string(b)
-	if name := jsonName(t, Network{}, "Outside"); !strings.Contains(js, "el.append(outsideEl(n."+name+"))") {
+	if name := jsonName(t, Network{}, "Outside"); !strings.Contains(js, "el.append(outsideEl(n."+name+", n."+jsonName(t, Network{}, "OutsideOmitted")+"))") {
 		t.Errorf("app.js does not render the network's %s with outsideEl", name)
 	}
 	at := strings.Index(js, "function outsideEl(")
@@ -116,6 +116,36 @@ func TestScriptRendersOutsideAddresses(t *testing.T) {
 	for _, field := range []string{"IP", "Holder"} {
 		if name := jsonName(t, PoolAddress{}, field); !strings.Contains(fn, "a."+name) {
 			t.Errorf("outsideEl does not show an address's %s (a.%s)", field, name)
+		}
+	}
+}
+
+// TestScriptShowsWhatTheSnapshotLeftOut: past the snapshot's limits
+// (limit), the page says how many problems and addresses were left out,
+// by the snapshot's names for those counts.
+func TestScriptShowsWhatTheSnapshotLeftOut(t *testing.T) {
+	b, err := assets.ReadFile("assets/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := string(b)
+	body := func(fn string) string {
+		at := strings.Index(js, "function "+fn+"(")
+		if at < 0 {
+			t.Fatalf("app.js has no %s", fn)
+		}
+		f := js[at:]
+		return f[:strings.Index(f, "\n  }\n")]
+	}
+	for _, c := range []struct{ where, use string }{
+		{"render", "snap." + jsonName(t, Snapshot{}, "ProblemsOmitted")},
+		{"nodeHead", "doc." + jsonName(t, Doctor{}, "ProblemsOmitted")},
+		{"pool6El", "p." + jsonName(t, Pool{}, "Omitted")},
+		{"legend", "p." + jsonName(t, Pool{}, "Omitted")},
+		{"networkEl", "n." + jsonName(t, Network{}, "OutsideOmitted")},
+	} {
+		if !strings.Contains(body(c.where), c.use) {
+			t.Errorf("%s does not show %s", c.where, c.use)
 		}
 	}
 }

@@ -31,6 +31,16 @@ const (
 	MaxPoints = 200
 	// MaxCells bounds the cells of a subnet map.
 	MaxCells = 1024
+	// MaxProblems bounds the doctor problems a node lists, and the
+	// cluster's problems; each problem's texts are cut at
+	// MaxEventMessage. They come from documents any agent may write.
+	MaxProblems = 100
+	// MaxPoolAddresses bounds the addresses an IPv4 pool lists (a /24
+	// lists all of its 256); MaxPool6Addresses those of an IPv6 pool,
+	// as many as the page shows, and a network's addresses outside its
+	// subnets. The counts stay whole.
+	MaxPoolAddresses  = 2048
+	MaxPool6Addresses = 256
 	// agentStaleAfter is the least time without a report before an agent
 	// counts as stale; twice its report period when that is longer.
 	agentStaleAfter = 90 * time.Second
@@ -672,16 +682,6 @@ func outside(s netspec.Spec, es []inventory.Entry, holder func(inventory.Entry) 
 		return cmp.Or(compareIP(x.IP, y.IP), strings.Compare(x.Holder, y.Holder))
 	})
 	return out
-}
-
-// compareIP orders addresses numerically, unparsable ones as text.
-func compareIP(a, b string) int {
-	x, errA := netip.ParseAddr(a)
-	y, errB := netip.ParseAddr(b)
-	if errA != nil || errB != nil {
-		return strings.Compare(a, b)
-	}
-	return x.Compare(y)
 }
 
 // networkNodes are the nodes' reports on network s, with the IPv6 range

@@ -23,10 +23,12 @@ type Snapshot struct {
 	// records of nodes the page has no column for, which no node's doctor
 	// problems can show, by node name.
 	Problems []DoctorResult `json:"problems"`
-	Summary  Summary        `json:"summary"`
-	Nodes    []Node         `json:"nodes"`
-	Services []Service      `json:"services"`
-	Networks []Network      `json:"networks"`
+	// ProblemsOmitted counts the problems past MaxProblems, not listed.
+	ProblemsOmitted int       `json:"problems_omitted,omitempty"`
+	Summary         Summary   `json:"summary"`
+	Nodes           []Node    `json:"nodes"`
+	Services        []Service `json:"services"`
+	Networks        []Network `json:"networks"`
 	// Unplaced are tasks no node runs (pending, or on a node the swarm no
 	// longer lists).
 	Unplaced []Task `json:"unplaced"`
@@ -93,8 +95,11 @@ type Doctor struct {
 	OK   int       `json:"ok"`
 	Warn int       `json:"warn"`
 	Fail int       `json:"fail"`
-	// Problems are the failed checks, then the warnings, with their fixes.
+	// Problems are the failed checks, then the warnings, with their fixes:
+	// the first MaxProblems, their texts cut at MaxEventMessage.
 	Problems []DoctorResult `json:"problems"`
+	// ProblemsOmitted counts the problems past MaxProblems, not listed.
+	ProblemsOmitted int `json:"problems_omitted,omitempty"`
 }
 
 // Health values of a task, from Consul's checks.
@@ -227,6 +232,8 @@ type Network struct {
 	// so the inventory is stale or forged (inventory.StateOutside). No
 	// map holds them.
 	Outside []PoolAddress `json:"outside,omitempty"`
+	// OutsideOmitted counts those past MaxPool6Addresses, not listed.
+	OutsideOmitted int `json:"outside_omitted,omitempty"`
 }
 
 // NetworkNode is a node's report on a network.
@@ -275,8 +282,13 @@ type Pool struct {
 	Cell int `json:"cell"`
 	// Counts are the addresses in each state; they add up to Size (IPv4).
 	Counts map[string]int `json:"counts"`
-	// Addresses are every address not free, in address order.
+	// Addresses are every address not free, in address order; past
+	// MaxPoolAddresses (IPv4) or MaxPool6Addresses (IPv6), those of the
+	// states most in need of attention first (duplicate, leaked, task,
+	// spare, reserved), then in address order.
 	Addresses []PoolAddress `json:"addresses"`
+	// Omitted counts the addresses not free that are not listed.
+	Omitted int `json:"omitted,omitempty"`
 	// Regions are the per-node ranges or cluster IPAM blocks, with their
 	// node.
 	Regions []Region `json:"regions"`

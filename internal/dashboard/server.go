@@ -529,7 +529,7 @@ func (s *Server) publish(snap Snapshot) {
 		events[i].Seq = s.seq
 	}
 	s.events = lastN(append(s.events, events...), EventBacklog)
-	body, _ := json.Marshal(snap)
+	body, _ := json.Marshal(limit(snap))
 	s.snap, s.content, s.body, s.gz = &snap, content, body, nil
 	s.frame = sseFrame("snapshot", fmt.Sprint(snap.Version), body)
 	s.metrics.snapshots.Inc()

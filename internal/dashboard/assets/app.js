@@ -309,7 +309,7 @@
     const parts = {};
     const timed = (name, f) => { const t = performance.now(); f(); parts[name] = performance.now() - t; };
     timed('summary', () => { renderSummary(snap); renderSources(snap.sources || []); });
-    timed('nodes', () => { renderProblems(snap.problems || []); renderNodes(snap.nodes || [], snap.unplaced || []); });
+    timed('nodes', () => { renderProblems(snap.problems || [], snap.problems_omitted || 0); renderNodes(snap.nodes || [], snap.unplaced || []); });
     timed('services', () => renderServices(snap.services || []));
     timed('networks', () => renderNetworks(snap.networks || [], snap.nodes || []));
     timed('search', applySearch);
@@ -381,9 +381,15 @@
         doc.fail ? badge(doc.fail + ' failed', 'fail') : null) : h('div', { class: 'line muted', text: 'no doctor report' }),
       n.message ? h('div', { class: 'muted', text: n.message }) : null);
     if (doc && doc.problems.length) {
-      head.append(h('ul', { class: 'doctor-problems' }, doc.problems.map(problem)));
+      head.append(h('ul', { class: 'doctor-problems' }, doc.problems.map(problem), omittedProblems(doc.problems_omitted)));
     }
     return head;
+  }
+
+  // omittedProblems counts the problems the snapshot left out (past
+  // MaxProblems), null when none.
+  function omittedProblems(n) {
+    return n ? h('li', { class: 'muted omitted', text: '… ' + n + ' more not listed (underlay doctor on the node lists them)' }) : null;
   }
 
   function problem(p) {
@@ -394,10 +400,10 @@
 
   // renderProblems shows the warnings about nodes the page has no column
   // for (a misfiled facts document naming no node).
-  function renderProblems(problems) {
+  function renderProblems(problems, omitted) {
     const el = $('cluster-problems');
     el.hidden = problems.length === 0;
-    el.querySelector('ul').replaceChildren(...problems.map(problem));
+    el.querySelector('ul').replaceChildren(...problems.map(problem), ...(omitted ? [omittedProblems(omitted)] : []));
   }
 
   function cardName(t) { return t.slot ? t.service + '.' + t.slot : t.service; }
@@ -578,18 +584,20 @@
       if (at >= 0) zoom(n, el, at, nodeIdx);
     }
     if (n.ipv6_pool) el.append(pool6El(n.ipv6_pool, nodeIdx));
-    if (n.outside && n.outside.length) el.append(outsideEl(n.outside));
+    if (n.outside && n.outside.length) el.append(outsideEl(n.outside, n.outside_omitted));
     return el;
   }
 
   // outsideEl lists the addresses containers hold, by their nodes'
   // inventories, in none of the network's subnets: no map holds them.
-  function outsideEl(as) {
+  function outsideEl(as, omitted) {
+    const n = as.length + (omitted || 0);
     return h('div', { class: 'outside-subnets' },
-      h('div', { class: 'error', text: as.length + ' address' + (as.length === 1 ? '' : 'es') +
+      h('div', { class: 'error', text: n + ' address' + (n === 1 ? '' : 'es') +
         ' in use by an inventory but outside the network\'s subnets: a stale or forged inventory' }),
       h('ul', { class: 'pool6-addresses' }, as.map((a) => h('li', { dataset: { state: 'outside', search: [a.ip, a.holder, a.mac || ''].join(' ').toLowerCase() } },
-        h('b', { text: a.ip }), ' ' + a.holder, a.mac ? ' (MAC ' + a.mac + ')' : null))));
+        h('b', { text: a.ip }), ' ' + a.holder, a.mac ? ' (MAC ' + a.mac + ')' : null)),
+        omitted ? h('li', { class: 'muted omitted', text: '… ' + omitted + ' more not listed (underlay ips lists them)' }) : null));
   }
 
   // pool6El shows an IPv6 pool (/48 to /64), too large for a map: the
@@ -609,7 +617,8 @@
         p.regions.length ? h('span', { class: 'muted', text: p.regions[0].kind === 'range' ? 'per-node ranges:' : 'blocks of:' }) : null,
         p.regions.map((r) => h('span', {}, h('span', { class: 'node-sw r' + (nodeIdx.get(r.node) ?? 9) }), r.node + ' ' + r.prefix))),
       h('ul', { class: 'pool6-addresses' }, rows,
-        p.addresses.length > MAX_POOL6_ROWS ? h('li', { class: 'muted', text: '… ' + (p.addresses.length - MAX_POOL6_ROWS) + ' more (GET /v1/cluster lists them)' }) : null));
+        p.addresses.length > MAX_POOL6_ROWS ? h('li', { class: 'muted', text: '… ' + (p.addresses.length - MAX_POOL6_ROWS) + ' more (GET /v1/cluster lists them)' }) : null,
+        p.omitted ? h('li', { class: 'muted omitted', text: '… ' + p.omitted + ' more not listed (underlay ips lists them)' }) : null));
   }
 
   function usage(p) {
@@ -638,6 +647,9 @@
         ...owners.map((o) => h('span', {}, h('span', { class: 'node-sw r' + (nodeIdx.get(o) ?? 9) }), o)));
     }
     lg.append(h('span', { class: 'muted', text: p.cell > 1 ? 'one cell per ' + p.cell + ' addresses (click to zoom)' : 'one cell per address' }));
+    // Past the snapshot's limit, the map shows the addresses listed (the
+    // most in need of attention first); the counts are whole.
+    if (p.omitted) lg.append(h('span', { class: 'muted omitted', text: p.omitted + ' addresses not free are not on the map (underlay ips lists them)' }));
     return lg;
   }
 

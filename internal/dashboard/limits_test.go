@@ -1,0 +1,146 @@
+package dashboard
+
+import (
+	"encoding/json"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/underlay/underlay/internal/inventory"
+	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/netspec"
+)
+
+// hugeInputs is a cluster whose agents' documents are as large as anyone
+// with an agent's token may make them: a doctor report of 500 failures
+// of 4 KB each, as many warnings about a node with no column, a /16 pool
+// with 5,000 allocations, an IPv6 pool with 600, and 400 inventory
+// addresses outside the network's subnets.
+func hugeInputs() Inputs {
+	in := cardsInput()
+	long := strings.Repeat("é", 2048)
+	var results, warnings []DoctorResult
+	for i := range 500 {
+		results = append(results, DoctorResult{Check: fmt.Sprintf("c%d", i), Status: "fail", Message: long, Fix: "consul kv delete " + long})
+		warnings = append(warnings, DoctorResult{Check: fmt.Sprintf("nodes/facts/%d", i), Status: "warn", Message: long})
+	}
+	in.Agents = []AgentInput{{Node: "node1", FactsAt: in.Now, Doctor: &DoctorReport{At: in.Now, Results: results}},
+		{Node: "", Warnings: warnings}}
+	spec := netspec.Spec{Name: "big", Subnet: netip.MustParsePrefix("10.50.0.0/16"), Gateway: netip.MustParseAddr("10.50.0.1"),
+		IPv6Subnet: netip.MustParsePrefix("fd00:50::/64"), Parent: "eth1", IPAM: netspec.Cluster}
+	n := NetworkInput{Spec: spec, Blocks: map[netip.Prefix]ipam.BlockDoc{}}
+	at := in.Now.Add(-time.Hour)
+	add := func(a netip.Addr, bits int) {
+		b, _ := a.Prefix(bits)
+		doc, ok := n.Blocks[b]
+		if !ok {
+			doc = ipam.BlockDoc{Node: "n1", Allocs: map[string]ipam.Alloc{}}
+			n.Blocks[b] = doc
+		}
+		doc.Allocs[a.String()] = ipam.Alloc{Node: "n1", At: at, Kind: ipam.KindTask}
+	}
+	a := netip.MustParseAddr("10.50.1.0")
+	for range 5000 {
+		add(a, 28)
+		a = a.Next()
+	}
+	a6 := netip.MustParseAddr("fd00:50::1:0")
+	for range 600 {
+		add(a6, 120)
+		a6 = a6.Next()
+	}
+	in.Networks = append(in.Networks, n)
+	o := netip.MustParseAddr("192.168.0.0")
+	for i := range 400 {
+		in.Inventory = append(in.Inventory, inventory.Entry{IP: o.String(), Node: "node2", Network: "big", Container: fmt.Sprintf("x%d", i), ID: fmt.Sprintf("id%d", i)})
+		o = o.Next()
+	}
+	return in
+}
+
+// TestSnapshotIsBounded: doctor problems and pool address lists went to
+// every page whole, however many and however long an agent's documents
+// made them: one agent's token, or a large cluster, made every load of
+// the page megabytes. Each list is now cut, as events are (fb928f1), with
+// a count of what was left out, which the page shows; the counts of the
+// pools' states stay whole.
+func TestSnapshotIsBounded(t *testing.T) {
+	ts := startServer(t, Config{Refresh: time.Minute, IdleRefresh: time.Hour}, hugeInputs())
+	c := ts.client(t)
+	resp, body := ts.get(t, c, "/v1/cluster", nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /v1/cluster: %d", resp.StatusCode)
+	}
+	if len(body) > 2<<20 {
+		t.Errorf("snapshot of %d bytes, want at most 2 MiB", len(body))
+	}
+	var snap struct {
+		Problems        []DoctorResult `json:"problems"`
+		ProblemsOmitted int            `json:"problems_omitted"`
+		Nodes           []struct {
+			Name   string `json:"name"`
+			Doctor *struct {
+				Fail            int            `json:"fail"`
+				Problems        []DoctorResult `json:"problems"`
+				ProblemsOmitted int            `json:"problems_omitted"`
+			} `json:"doctor"`
+		} `json:"nodes"`
+		Networks []struct {
+			Name string `json:"name"`
+			Pool struct {
+				Counts    map[string]int `json:"counts"`
+				Addresses []PoolAddress  `json:"addresses"`
+				Omitted   int            `json:"omitted"`
+			} `json:"pool"`
+			IPv6Pool *struct {
+				Counts    map[string]int `json:"counts"`
+				Addresses []PoolAddress  `json:"addresses"`
+				Omitted   int            `json:"omitted"`
+			} `json:"ipv6_pool"`
+			Outside        []PoolAddress `json:"outside"`
+			OutsideOmitted int           `json:"outside_omitted"`
+		} `json:"networks"`
+	}
+	if err := json.Unmarshal([]byte(body), &snap); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(snap.Problems); n > MaxProblems || n+snap.ProblemsOmitted != 500 {
+		t.Errorf("cluster problems: %d listed, %d left out; want at most %d listed, 500 in all", n, snap.ProblemsOmitted, MaxProblems)
+	}
+	for _, p := range snap.Problems {
+		if len(p.Message) > MaxEventMessage {
+			t.Fatalf("a cluster problem's message has %d bytes, want at most %d", len(p.Message), MaxEventMessage)
+		}
+	}
+	for _, n := range snap.Nodes {
+		if n.Name != "node1" {
+			continue
+		}
+		d := n.Doctor
+		if d == nil || d.Fail != 500 || len(d.Problems) > MaxProblems || len(d.Problems)+d.ProblemsOmitted != 500 {
+			t.Fatalf("node1's doctor: %+v; want 500 failures, at most %d listed, the rest counted", d, MaxProblems)
+		}
+		for _, p := range d.Problems {
+			if len(p.Message) > MaxEventMessage || len(p.Fix) > MaxEventMessage {
+				t.Fatalf("a problem of %d bytes, fix of %d; want at most %d each", len(p.Message), len(p.Fix), MaxEventMessage)
+			}
+		}
+	}
+	for _, n := range snap.Networks {
+		if n.Name != "big" {
+			continue
+		}
+		if l := len(n.Pool.Addresses); l > MaxPoolAddresses || l+n.Pool.Omitted != 5003 || n.Pool.Counts[StateLeaked] != 5000 {
+			t.Errorf("IPv4 pool: %d addresses listed, %d left out, %d leaks counted; want at most %d listed, 5003 in all (the network, gateway and broadcast addresses too), 5000 leaks",
+				l, n.Pool.Omitted, n.Pool.Counts[StateLeaked], MaxPoolAddresses)
+		}
+		if p := n.IPv6Pool; p == nil || len(p.Addresses) > MaxPool6Addresses || len(p.Addresses)+p.Omitted != 602 || p.Counts[StateLeaked] != 600 {
+			t.Errorf("IPv6 pool: %+v; want at most %d listed, 602 in all", p, MaxPool6Addresses)
+		}
+		if l := len(n.Outside); l > MaxPool6Addresses || l+n.OutsideOmitted != 400 {
+			t.Errorf("outside: %d listed, %d left out; want at most %d, 400 in all", l, n.OutsideOmitted, MaxPool6Addresses)
+		}
+	}
+}
