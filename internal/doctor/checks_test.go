@@ -138,7 +138,7 @@ func TestNetworksCheck(t *testing.T) {
 		{"network/lan/state", "ok", ""},
 		{"network/lan/parent-up", "ok", ""},
 		{"network/lan/parent-promisc", "ok", ""},
-		{"network/lan/shim", "fail", "ip link add ul-0000abcd link eth1 type macvlan mode bridge && ip addr add 10.0.0.1/32 dev ul-0000abcd && ip link set ul-0000abcd up && ip route replace 10.0.0.0/26 dev ul-0000abcd"},
+		{"network/lan/shim", "fail", "ip link add ul-0000abcd link eth1 type macvlan mode bridge && ip addr add 10.0.0.1/32 dev ul-0000abcd && ip link set ul-0000abcd up && ip route add 10.0.0.0/26 dev ul-0000abcd"},
 		{"network/tagged/state", "fail", "underlay network inspect tagged"},
 		{"network/tagged/vlan", "fail", "modprobe 8021q"},
 		{"network/tagged/parent", "fail", "ip link add link eth1 name eth1.42 type vlan id 42 && ip link set eth1.42 up"},

@@ -344,7 +344,7 @@ func evalState(f NetworkFacts, check string, haveWant bool) Result {
 func evalShim(o hostnet.Observed, w hostnet.Want, shimType string, name func(string) string) []Result {
 	v6 := w.Shim6.IsValid()
 	addr6 := fmt.Sprintf("ip -6 addr replace %s/128 dev %s nodad", w.Shim6, w.ShimLink)
-	route6 := fmt.Sprintf("ip -6 route replace %s dev %s metric 1", w.Route6, w.ShimLink)
+	route6 := fmt.Sprintf("ip -6 route add %s dev %s metric 1", w.Route6, w.ShimLink)
 	steps := []string{
 		fmt.Sprintf("ip link add %s link %s type %s", w.ShimLink, shellword.Quote(w.Parent), shimType),
 		fmt.Sprintf("ip addr add %s/32 dev %s", w.Shim, w.ShimLink),
@@ -352,7 +352,7 @@ func evalShim(o hostnet.Observed, w hostnet.Want, shimType string, name func(str
 	if v6 {
 		steps = append(steps, addr6)
 	}
-	steps = append(steps, fmt.Sprintf("ip link set %s up", w.ShimLink), fmt.Sprintf("ip route replace %s dev %s", w.Route, w.ShimLink))
+	steps = append(steps, fmt.Sprintf("ip link set %s up", w.ShimLink), fmt.Sprintf("ip route add %s dev %s", w.Route, w.ShimLink))
 	if v6 {
 		steps = append(steps, route6)
 	}
@@ -375,7 +375,7 @@ func evalShim(o hostnet.Observed, w hostnet.Want, shimType string, name func(str
 		shim.Message = fmt.Sprintf("%s is not a %s on %s", w.ShimLink, shimType, w.Parent)
 	case !o.ShimUp:
 		// Setting a link down flushes its IPv6 addresses and every route.
-		fix := []string{fmt.Sprintf("ip link set %s up", w.ShimLink), fmt.Sprintf("ip route replace %s dev %s", w.Route, w.ShimLink)}
+		fix := []string{fmt.Sprintf("ip link set %s up", w.ShimLink), fmt.Sprintf("ip route add %s dev %s", w.Route, w.ShimLink)}
 		if v6 {
 			fix = []string{addr6, fix[0], fix[1], route6}
 		}
@@ -393,14 +393,14 @@ func evalShim(o hostnet.Observed, w hostnet.Want, shimType string, name func(str
 		addr.Status, addr.Message = OK, fmt.Sprintf("shim %s has %s", w.ShimLink, w.Shim)
 	} else {
 		addr.Status, addr.Message = Fail, fmt.Sprintf("shim %s lacks its address %s", w.ShimLink, w.Shim)
-		addr.Fix = fmt.Sprintf("ip addr add %s/32 dev %s && ip route replace %s dev %s", w.Shim, w.ShimLink, w.Route, w.ShimLink)
+		addr.Fix = fmt.Sprintf("ip addr add %s/32 dev %s && ip route add %s dev %s", w.Shim, w.ShimLink, w.Route, w.ShimLink)
 	}
 	route := Result{Check: name("route")}
 	if o.RouteViaOK {
 		route.Status, route.Message = OK, fmt.Sprintf("route to %s via %s", w.Route, w.ShimLink)
 	} else {
 		route.Status, route.Message = Fail, fmt.Sprintf("no route to this node's range %s via %s: the host reaches its containers through the parent, which macvlan forbids", w.Route, w.ShimLink)
-		route.Fix = fmt.Sprintf("ip route replace %s dev %s", w.Route, w.ShimLink)
+		route.Fix = fmt.Sprintf("ip route add %s dev %s", w.Route, w.ShimLink)
 	}
 	rs = append(rs, addr, route)
 	if !v6 {

@@ -87,7 +87,7 @@ func TestEvalNetwork(t *testing.T) {
 		return o
 	}
 	create := "ip link add " + link + " link eth1 type macvlan mode bridge && ip addr add 10.0.0.64/32 dev " + link +
-		" && ip link set " + link + " up && ip route replace 10.0.0.64/26 dev " + link
+		" && ip link set " + link + " up && ip route add 10.0.0.64/26 dev " + link
 	okRows := []brief{
 		{"network/lan/state", "ok", ""},
 		{"network/lan/parent-up", "ok", ""},
@@ -128,12 +128,15 @@ func TestEvalNetwork(t *testing.T) {
 		{"parent is a shim", NetworkFacts{Spec: spec, State: ready, Observed: with(func(o *hostnet.Observed) { o.ParentIsShim = true })},
 			[]brief{okRows[0], {"network/lan/parent", "fail", "underlay network rm lan   # then create it again with --parent the interface (or VLAN) it hangs off"}}},
 		{"shim down", NetworkFacts{Spec: spec, State: ready, Observed: with(func(o *hostnet.Observed) { o.ShimUp, o.RouteViaOK = false, false })},
-			replace(replace(okRows, 3, brief{"network/lan/shim", "fail", "ip link set " + link + " up && ip route replace 10.0.0.64/26 dev " + link}),
-				5, brief{"network/lan/route", "fail", "ip route replace 10.0.0.64/26 dev " + link})},
+			replace(replace(okRows, 3, brief{"network/lan/shim", "fail", "ip link set " + link + " up && ip route add 10.0.0.64/26 dev " + link}),
+				5, brief{"network/lan/route", "fail", "ip route add 10.0.0.64/26 dev " + link})},
 		{"shim without its address", NetworkFacts{Spec: spec, State: ready, Observed: with(func(o *hostnet.Observed) { o.ShimHasIP = false })},
-			replace(okRows, 4, brief{"network/lan/shim-address", "fail", "ip addr add 10.0.0.64/32 dev " + link + " && ip route replace 10.0.0.64/26 dev " + link})},
+			replace(okRows, 4, brief{"network/lan/shim-address", "fail", "ip addr add 10.0.0.64/32 dev " + link + " && ip route add 10.0.0.64/26 dev " + link})},
+		// ip route add, not replace: replace takes a route of the same
+		// range and metric from whichever link holds it (the host's own
+		// connected route), and removing the network would leave none.
 		{"route missing", NetworkFacts{Spec: spec, State: ready, Observed: with(func(o *hostnet.Observed) { o.RouteViaOK = false })},
-			replace(okRows, 5, brief{"network/lan/route", "fail", "ip route replace 10.0.0.64/26 dev " + link})},
+			replace(okRows, 5, brief{"network/lan/route", "fail", "ip route add 10.0.0.64/26 dev " + link})},
 		{"parent missing", NetworkFacts{Spec: spec, State: ready},
 			[]brief{okRows[0], {"network/lan/parent", "fail", "ip link show   # then recreate network lan with an existing --parent"}}},
 		{"no report from this node", NetworkFacts{Spec: spec, Observed: healthy},
@@ -185,7 +188,7 @@ func TestEvalNetworkDualStack(t *testing.T) {
 	healthy := hostnet.Observed{ParentExists: true, ParentUp: true, ParentPromisc: true, ShimExists: true, ShimOK: true,
 		ShimUp: true, ShimHasIP: true, RouteViaOK: true, ShimHasIP6: true, Route6ViaOK: true}
 	addr6 := "ip -6 addr replace fd00:1::1:ffff:ffff:ffff/128 dev " + link + " nodad"
-	route6 := "ip -6 route replace fd00:1:0:0:1::/80 dev " + link + " metric 1"
+	route6 := "ip -6 route add fd00:1:0:0:1::/80 dev " + link + " metric 1"
 	okRows := []brief{
 		{"network/lan/state", "ok", ""},
 		{"network/lan/parent-up", "ok", ""},
@@ -220,7 +223,7 @@ func TestEvalNetworkDualStack(t *testing.T) {
 			replace(okRows, 7, brief{"network/lan/route6", "fail", route6})},
 		{"shim missing", NetworkFacts{Spec: spec, State: ready, Observed: hostnet.Observed{ParentExists: true, ParentUp: true, ParentPromisc: true}},
 			append(okRows[:3:3], brief{"network/lan/shim", "fail", "ip link add " + link + " link eth1 type macvlan mode bridge && ip addr add 10.0.0.64/32 dev " + link +
-				" && " + addr6 + " && ip link set " + link + " up && ip route replace 10.0.0.64/26 dev " + link + " && " + route6})},
+				" && " + addr6 + " && ip link set " + link + " up && ip route add 10.0.0.64/26 dev " + link + " && " + route6})},
 		{"an older agent's report", NetworkFacts{Spec: spec, State: &older, Observed: healthy}, okRows[:6]},
 	}
 	for _, tt := range tests {

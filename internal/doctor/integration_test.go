@@ -162,13 +162,13 @@ func TestIntegrationDoctor(t *testing.T) {
 	// The IPv6 route gone: its check fails, and the task's IPv6 address
 	// is not reached (the node has no other route to it). The fix given
 	// puts it back.
-	fix6 := "ip -6 route replace " + s2.Range6.String() + " dev " + shim + " metric 1"
+	fix6 := "ip -6 route add " + s2.Range6.String() + " dev " + shim + " metric 1"
 	broken("IPv6 route deleted", [][2]string{{"network/lan/route6", fix6}, {"containers/reachable", "ip -6 route get fd00:204:"}},
 		"ip", "-6", "route", "del", s2.Range6.String(), "dev", shim)
 	if out, err := l.Exec(ctx, n2.Name, "sh", "-c", fix6); err != nil {
 		t.Fatalf("%s: %v %s", fix6, err, out)
 	}
-	broken("route deleted", [][2]string{{"network/lan/route", "ip route replace " + rng + " dev " + shim}},
+	broken("route deleted", [][2]string{{"network/lan/route", "ip route add " + rng + " dev " + shim}},
 		"ip", "route", "del", rng, "dev", shim)
 	broken("task unreachable", [][2]string{{"containers/reachable", "ip route get " + taskIP[n2.Name].String()}},
 		"ip", "route", "add", "prohibit", taskIP[n2.Name].String()+"/32")

@@ -99,7 +99,7 @@ func TestEvalNetworkVLANAndBond(t *testing.T) {
 			"network/v40/parent-promisc", brief{"network/v40/parent-promisc", "absent", ""}, ""},
 		{"ipvlan shim", func(f *NetworkFacts) { f.Spec.Driver = netspec.IPvlan; f.Observed.ShimExists = false }, "network/v40/shim",
 			brief{"network/v40/shim", "fail", "ip link add " + netspec.ShimLinkName("v40") + " link bond0.40 type ipvlan mode l2 && ip addr add 10.0.0.64/32 dev " +
-				netspec.ShimLinkName("v40") + " && ip link set " + netspec.ShimLinkName("v40") + " up && ip route replace 10.0.0.64/26 dev " + netspec.ShimLinkName("v40")}, ""},
+				netspec.ShimLinkName("v40") + " && ip link set " + netspec.ShimLinkName("v40") + " up && ip route add 10.0.0.64/26 dev " + netspec.ShimLinkName("v40")}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			f := vlanFacts()
