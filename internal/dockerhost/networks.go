@@ -35,7 +35,7 @@ func (n *Networks) ConfigNetwork(ctx context.Context, name string) (netagent.Con
 // configNet is what netagent needs to know of a network found under a
 // config-only network's name.
 func configNet(nw network.Inspect) netagent.ConfigNet {
-	return netagent.ConfigNet{Exists: true, ID: nw.ID, Network: managedConfigNetwork(nw.ConfigOnly, nw.Labels), Range: configRange(nw)}
+	return netagent.ConfigNet{Exists: true, ID: nw.ID, Name: nw.Name, Network: managedConfigNetwork(nw.ConfigOnly, nw.Labels), Range: configRange(nw)}
 }
 
 // managedConfigNetwork is the cluster network a config-only network was
@@ -126,15 +126,15 @@ func (n *Networks) RemoveNetwork(ctx context.Context, name string) error {
 }
 
 // ManagedConfigNetworks implements netagent.Docker.
-func (n *Networks) ManagedConfigNetworks(ctx context.Context) ([]string, error) {
+func (n *Networks) ManagedConfigNetworks(ctx context.Context) ([]netagent.ConfigNet, error) {
 	list, err := n.api.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("label", netspec.LabelManaged+"=true"))})
 	if err != nil {
 		return nil, fmt.Errorf("list networks: %w", err)
 	}
-	var out []string
+	var out []netagent.ConfigNet
 	for _, nw := range list {
-		if name := managedConfigNetwork(nw.ConfigOnly, nw.Labels); name != "" {
-			out = append(out, name)
+		if cn := configNet(nw); cn.Network != "" {
+			out = append(out, cn)
 		}
 	}
 	return out, nil

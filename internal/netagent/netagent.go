@@ -23,9 +23,9 @@ type Docker interface {
 	// RemoveNetwork removes a network by name or ID; an absent one is no
 	// error.
 	RemoveNetwork(ctx context.Context, name string) error
-	// ManagedConfigNetworks lists the config-only networks underlay made
-	// here, by the cluster network name they belong to.
-	ManagedConfigNetworks(ctx context.Context) ([]string, error)
+	// ManagedConfigNetworks lists the config-only networks here that bear
+	// underlay's labels (Network is set), whatever their names.
+	ManagedConfigNetworks(ctx context.Context) ([]ConfigNet, error)
 }
 
 // ConfigNet is the Docker network under a config-only network's name.
@@ -34,6 +34,8 @@ type ConfigNet struct {
 	Exists bool
 	// ID is the network's, so that removing it removes no other.
 	ID string
+	// Name is the network's Docker name.
+	Name string
 	// Network is the cluster network it was made for when it is a
 	// config-only network labelled underlay's (netspec.LabelManaged and
 	// LabelNetwork); "" for any other network: an operator's, which the
@@ -98,6 +100,10 @@ type Reconciler struct {
 	// refused is the last refusal logged per network, of the specs
 	// refused at the last sync.
 	refused map[string]string
+	// foreign are the IDs of the Docker networks found at the last sync
+	// bearing underlay's labels under a name underlay does not give (see
+	// orphans), each warned of once.
+	foreign map[string]bool
 }
 
 // Sync brings this node in line with every spec once. Errors of one
@@ -146,12 +152,36 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	for _, name := range managed {
+	for _, name := range r.orphans(managed) {
 		if !wanted[name] && refused[name] == nil && !slices.ContainsFunc(specs, func(s netspec.Spec) bool { return s.Name == name }) {
 			errs = append(errs, r.teardown(ctx, netspec.Spec{Name: name}, false))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// orphans are the cluster networks of the labelled config-only networks
+// underlay made, those under the name it gives them: no other is
+// underlay's (Docker renames no network), whatever its labels say —
+// copied by an operator, or a script's — so none is removed, nor its
+// network's shim, lease or VLAN parent torn down for it. Each is warned of
+// once while it stays.
+func (r *Reconciler) orphans(managed []ConfigNet) []string {
+	var names []string
+	foreign := map[string]bool{}
+	for _, cn := range managed {
+		if cn.Name == netspec.ConfigNetworkName(cn.Network) {
+			names = append(names, cn.Network)
+			continue
+		}
+		foreign[cn.ID] = true
+		if !r.foreign[cn.ID] {
+			r.log().Warn("a Docker network bears underlay's labels but not the name underlay gives the config-only network; not underlay's, left alone",
+				"docker_network", cn.Name, "id", shortID(cn.ID), "labelled_network", cn.Network, "config_network", netspec.ConfigNetworkName(cn.Network))
+		}
+	}
+	r.foreign = foreign
+	return names
 }
 
 // nodePlan is this node's part of s: a leased range (per-node IPAM), or a

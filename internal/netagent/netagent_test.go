@@ -22,8 +22,11 @@ import (
 // fakeHost records what the reconciler asks of the host and Docker.
 type fakeHost struct {
 	ensured, created, removed []string
-	managed                   []string
-	wants                     []hostnet.Want
+	// managed are the networks of config-only networks listed as labelled
+	// underlay's, under underlay's names; foreign are listed as well.
+	managed []string
+	foreign []ConfigNet
+	wants   []hostnet.Want
 }
 
 func (h *fakeHost) Ensure(w hostnet.Want) ([]hostnet.Repair, error) {
@@ -37,7 +40,7 @@ func (h *fakeHost) Ensure(w hostnet.Want) ([]hostnet.Repair, error) {
 func (h *fakeHost) ConfigNetwork(_ context.Context, name string) (ConfigNet, error) {
 	for _, n := range h.created {
 		if netspec.ConfigNetworkName(n) == name && !slices.Contains(h.removed, name) {
-			return ConfigNet{Exists: true, ID: name, Network: n}, nil
+			return ConfigNet{Exists: true, ID: name, Name: name, Network: n}, nil
 		}
 	}
 	return ConfigNet{}, nil
@@ -50,9 +53,16 @@ func (h *fakeHost) RemoveNetwork(_ context.Context, name string) error {
 	h.removed = append(h.removed, name)
 	return nil
 }
-func (h *fakeHost) ManagedConfigNetworks(context.Context) ([]string, error) { return h.managed, nil }
-func (h *fakeHost) IsLeader(context.Context) (bool, error)                  { return false, nil }
-func (h *fakeHost) ReadyNodes(context.Context) ([]string, error)            { return nil, nil }
+func (h *fakeHost) ManagedConfigNetworks(context.Context) ([]ConfigNet, error) {
+	var out []ConfigNet
+	for _, n := range h.managed {
+		name := netspec.ConfigNetworkName(n)
+		out = append(out, ConfigNet{Exists: true, ID: name, Name: name, Network: n})
+	}
+	return append(out, h.foreign...), nil
+}
+func (h *fakeHost) IsLeader(context.Context) (bool, error)       { return false, nil }
+func (h *fakeHost) ReadyNodes(context.Context) ([]string, error) { return nil, nil }
 func (h *fakeHost) SwarmNetworkExists(context.Context, string) (bool, error) {
 	return false, nil
 }
@@ -502,5 +512,32 @@ func TestTeardownLeavesParentInUse(t *testing.T) {
 	}
 	if states, _ := st.NodeStates(ctx, "web"); len(states) != 1 || states[0].State != netspec.StateRemoved {
 		t.Errorf("web reported %+v, want removed", states)
+	}
+}
+
+// TestSyncLeavesForeignLabelledNetwork: a config-only Docker network
+// bearing underlay's labels for network gone, whose spec is gone, but not
+// the name underlay gives gone's config-only network (gone-config), is not
+// underlay's: no sync removes it or claims to, and it is warned of once,
+// by its name. Before, every sync logged "network removed from this node"
+// for gone, which no sync had removed.
+func TestSyncLeavesForeignLabelledNetwork(t *testing.T) {
+	ctx := context.Background()
+	st := storeWithWeb(t)
+	host := &fakeHost{foreign: []ConfigNet{{Exists: true, ID: "f00d0123456789abcdef", Name: "mine", Network: "gone"}}}
+	logs := &bytes.Buffer{}
+	r := reconcilerOf(st, host, host, func(string, string) error { return nil })
+	r.Log = slog.New(slog.NewTextHandler(logs, nil))
+	for range 3 {
+		if err := r.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(host.removed) != 0 {
+		t.Errorf("removed %v, want nothing", host.removed)
+	}
+	out := logs.String()
+	if strings.Count(out, "level=WARN") != 1 || !strings.Contains(out, "docker_network=mine") || strings.Contains(out, "network removed from this node") {
+		t.Errorf("logs of three syncs:\n%s\nwant one warning naming the Docker network mine, and no removal of gone", logs)
 	}
 }
