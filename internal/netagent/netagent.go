@@ -104,6 +104,11 @@ type Reconciler struct {
 	// bearing underlay's labels under a name underlay does not give (see
 	// orphans), each warned of once.
 	foreign map[string]bool
+	// removed are the networks whose removal from this node was logged and
+	// whose spec is still deleting (or config-only network still listed):
+	// a spec left deleting, while `network rm` waits for a node that is
+	// down, is torn down again at every sync, and logged once.
+	removed map[string]bool
 }
 
 // Sync brings this node in line with every spec once. Errors of one
@@ -132,12 +137,13 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		}
 	}
 	var errs []error
-	wanted := map[string]bool{}
+	wanted, gone := map[string]bool{}, map[string]bool{}
 	for _, s := range specs {
 		if refused[s.Name] != nil {
 			continue
 		}
 		if s.Deleting {
+			gone[s.Name] = true
 			errs = append(errs, r.teardown(ctx, s, true))
 			continue
 		}
@@ -154,7 +160,13 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	}
 	for _, name := range r.orphans(managed) {
 		if !wanted[name] && refused[name] == nil && !slices.ContainsFunc(specs, func(s netspec.Spec) bool { return s.Name == name }) {
+			gone[name] = true
 			errs = append(errs, r.teardown(ctx, netspec.Spec{Name: name}, false))
+		}
+	}
+	for name := range r.removed {
+		if !gone[name] {
+			delete(r.removed, name)
 		}
 	}
 	return errors.Join(errs...)
@@ -375,7 +387,13 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool) 
 	if report {
 		r.report(ctx, name, netspec.NodeState{State: netspec.StateRemoved})
 	}
-	r.log().Info("network removed from this node", "network", name)
+	if !r.removed[name] {
+		r.log().Info("network removed from this node", "network", name)
+		if r.removed == nil {
+			r.removed = map[string]bool{}
+		}
+		r.removed[name] = true
+	}
 	return nil
 }
 

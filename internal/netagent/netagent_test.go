@@ -541,3 +541,55 @@ func TestSyncLeavesForeignLabelledNetwork(t *testing.T) {
 		t.Errorf("logs of three syncs:\n%s\nwant one warning naming the Docker network mine, and no removal of gone", logs)
 	}
 }
+
+// TestTeardownLoggedOnce: a spec left deleting (`network rm` waits for a
+// node that is down) is torn down again at every sync, which changes
+// nothing: its removal is logged once, not at every sync. Made again and
+// removed again, it is logged again.
+func TestTeardownLoggedOnce(t *testing.T) {
+	ctx := context.Background()
+	st := storeWithWeb(t)
+	host := &fakeHost{}
+	logs := &bytes.Buffer{}
+	r := reconcilerOf(st, host, host, func(string, string) error { return nil })
+	r.Log = slog.New(slog.NewTextHandler(logs, nil))
+	const msg = "network removed from this node"
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MarkDeleting(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	for range 3 {
+		if err := r.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := strings.Count(logs.String(), msg); n != 1 {
+		t.Errorf("three syncs of web left deleting logged its removal %d times, want once:\n%s", n, logs)
+	}
+	// rm completes, and web is made anew, then removed anew.
+	if err := st.Delete(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Create(ctx, netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.10.0.0/24"), Gateway: netip.MustParseAddr("10.10.0.1"),
+		Parent: "eth1", IPAM: netspec.PerNode, PerNodeSize: 16}); err != nil {
+		t.Fatal(err)
+	}
+	host.removed = nil
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MarkDeleting(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := strings.Count(logs.String(), msg); n != 2 {
+		t.Errorf("web removed, made and removed again: removal logged %d times, want twice:\n%s", n, logs)
+	}
+}
