@@ -35,7 +35,8 @@ func (n *Networks) ConfigNetwork(ctx context.Context, name string) (netagent.Con
 // configNet is what netagent needs to know of a network found under a
 // config-only network's name.
 func configNet(nw network.Inspect) netagent.ConfigNet {
-	return netagent.ConfigNet{Exists: true, ID: nw.ID, Name: nw.Name, Network: managedConfigNetwork(nw.ConfigOnly, nw.Labels), Range: configRange(nw)}
+	return netagent.ConfigNet{Exists: true, ID: nw.ID, Name: nw.Name, Network: managedConfigNetwork(nw.ConfigOnly, nw.Labels),
+		ClusterIPAM: nw.IPAM.Driver == netspec.ClusterIPAMDriver, Range: configRange(nw)}
 }
 
 // managedConfigNetwork is the cluster network a config-only network was

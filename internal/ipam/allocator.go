@@ -10,6 +10,7 @@ import (
 	"maps"
 	"net/netip"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 )
@@ -533,18 +534,65 @@ func (a *Allocator) ReleaseShim(ctx context.Context, p Pool) error {
 		return err
 	}
 	for _, addr := range a.shims(v) {
-		_, err := a.store.update(ctx, p, p.Block(addr), func(doc BlockDoc) (BlockDoc, bool) {
-			if al, ok := doc.alloc(addr); ok && al.Kind == KindShim && al.Node == a.node {
-				delete(doc.Allocs, addr.String())
-				return doc, true
-			}
-			return doc, false
-		})
-		if err != nil {
-			return fmt.Errorf("release shim %s in %s: %w", addr, p.ID(), err)
+		if err := a.releaseShim(ctx, p, p.Block(addr), addr); err != nil {
+			return err
 		}
 	}
 	return nil
+}
+
+// releaseShim frees addr, of block b of p, if it is this node's shim.
+func (a *Allocator) releaseShim(ctx context.Context, p Pool, b netip.Prefix, addr netip.Addr) error {
+	_, err := a.store.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
+		if al, ok := doc.alloc(addr); ok && al.Kind == KindShim && al.Node == a.node {
+			delete(doc.Allocs, addr.String())
+			return doc, true
+		}
+		return doc, false
+	})
+	if err != nil {
+		return fmt.Errorf("release shim %s in %s: %w", addr, p.ID(), err)
+	}
+	return nil
+}
+
+// ReleaseShimsOf gives back this node's shim addresses, and its spares,
+// in the pools of either family of network, known by its name only: its
+// spec, with the pools' prefixes and block sizes, is gone. Each block is
+// taken as its key spells it; a key that cannot be read is passed over.
+// A pool that went with the spec has nothing to give back.
+func (a *Allocator) ReleaseShimsOf(ctx context.Context, network string) error {
+	var errs []error
+	for _, whole := range []netip.Prefix{netip.PrefixFrom(netip.IPv4Unspecified(), 0), netip.PrefixFrom(netip.IPv6Unspecified(), 0)} {
+		p := Pool{Network: network, Prefix: whole}
+		if err := a.ReleaseSpares(ctx, p); err != nil {
+			errs = append(errs, err)
+		}
+		pairs, err := a.kv.List(ctx, poolPrefix(p))
+		if err != nil {
+			errs = append(errs, fmt.Errorf("read pool %s: %w", p.ID(), err))
+			continue
+		}
+		for _, pr := range pairs {
+			b, err := parseBlockKey(strings.TrimPrefix(pr.Key, poolPrefix(p)))
+			if err != nil || b.Addr().Is4() != whole.Addr().Is4() || b != b.Masked() {
+				continue
+			}
+			doc, err := decodeBlock(p, b, pr.Value)
+			if err != nil {
+				continue
+			}
+			// The block as a pool of its own: the same keys, and every
+			// address of the document is of it.
+			bp := Pool{Network: network, Prefix: b, BlockBits: b.Bits()}
+			for _, addr := range doc.addrs() {
+				if al := doc.Allocs[addr.String()]; al.Kind == KindShim && al.Node == a.node {
+					errs = append(errs, a.releaseShim(ctx, bp, b, addr))
+				}
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 func (a *Allocator) shims(v view) []netip.Addr {

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -922,5 +923,60 @@ func TestNodeIPAMShims(t *testing.T) {
 				t.Errorf("shim %s still allocated after ReleaseShim: %+v", a, al)
 			}
 		}
+	}
+}
+
+// TestReleaseShimsOf: a node gives back its shims in a network's pools
+// knowing only the network's name (its spec is gone): its shims of both
+// families go, another node's shim and its own task addresses stay, and
+// a key under the pool that cannot be read is passed over. A network
+// without pools has nothing to give back, and is no error.
+func TestReleaseShimsOf(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	spec := netspec.Spec{Name: "lan", IPAM: netspec.Cluster, Subnet: netip.MustParsePrefix("10.9.0.0/24"), Gateway: netip.MustParseAddr("10.9.0.1"),
+		IPv6Subnet: netip.MustParsePrefix("fd00:9::/64")}
+	n1 := NodeIPAM{Alloc: NewAllocator(kv, "n1", slog.New(slog.DiscardHandler))}
+	n2 := NodeIPAM{Alloc: NewAllocator(kv, "n2", slog.New(slog.DiscardHandler))}
+	want := map[netip.Addr]string{}
+	for _, v6 := range []bool{false, true} {
+		for _, n := range []NodeIPAM{n1, n2} {
+			a, err := n.Shim(ctx, spec, v6)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if n.Alloc == n2.Alloc {
+				want[a] = "n2 " + KindShim
+			}
+		}
+		p, _ := PoolOf(spec, v6)
+		task, err := n1.Alloc.Allocate(ctx, p, netip.Addr{}, KindTask)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want[task] = "n1 " + KindTask
+	}
+	if err := kv.Put(ctx, KVPrefix+"lan/v4/blocks/junk", []byte("{")); err != nil {
+		t.Fatal(err)
+	}
+	if err := n1.ReleaseShimsOf(ctx, "lan"); err != nil {
+		t.Fatalf("release n1's shims of lan: %v", err)
+	}
+	got := map[netip.Addr]string{}
+	for _, v6 := range []bool{false, true} {
+		p, _ := PoolOf(spec, v6)
+		allocs, err := Allocations(ctx, kv, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for a, al := range allocs {
+			got[a] = al.Node + " " + al.Kind
+		}
+	}
+	if !maps.Equal(got, want) {
+		t.Errorf("allocations after n1 released its shims of lan: %v, want %v", got, want)
+	}
+	if err := n1.ReleaseShimsOf(ctx, "nopools"); err != nil {
+		t.Errorf("release shims of a network without pools: %v, want no error", err)
 	}
 }

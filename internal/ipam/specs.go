@@ -169,3 +169,8 @@ func (n NodeIPAM) ReleaseShim(ctx context.Context, spec netspec.Spec) error {
 	}
 	return errors.Join(errs...)
 }
+
+// ReleaseShimsOf implements netagent.IPAM.
+func (n NodeIPAM) ReleaseShimsOf(ctx context.Context, network string) error {
+	return n.Alloc.ReleaseShimsOf(ctx, network)
+}

@@ -41,6 +41,11 @@ type ConfigNet struct {
 	// LabelNetwork); "" for any other network: an operator's, which the
 	// reconciler neither uses nor removes.
 	Network string
+	// ClusterIPAM is true when it names underlay's cluster IPAM driver
+	// (netspec.ClusterIPAMDriver), which Docker reports of a config-only
+	// network on every version: the IPAM mode of a network whose spec is
+	// gone.
+	ClusterIPAM bool
 	// Range is the IPv4 range it holds: the zero Prefix when it holds
 	// none, or when Docker cannot say (see netspec.LabelRange).
 	Range netip.Prefix
@@ -63,6 +68,10 @@ type Swarm interface {
 type IPAM interface {
 	Shim(ctx context.Context, s netspec.Spec, v6 bool) (netip.Addr, error)
 	ReleaseShim(ctx context.Context, s netspec.Spec) error
+	// ReleaseShimsOf gives back the node's shim addresses in network's
+	// pools knowing only its name, its spec being gone; pools gone with
+	// the spec are no error.
+	ReleaseShimsOf(ctx context.Context, network string) error
 }
 
 // Host prepares and tears down the host side (hostnet.Host).
@@ -379,10 +388,8 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool) 
 	if _, err := r.Store.Release(ctx, name, r.ID); err != nil {
 		return err
 	}
-	if s.IPAM == netspec.Cluster && r.IPAM != nil {
-		if err := r.IPAM.ReleaseShim(ctx, s); err != nil {
-			return err
-		}
+	if err := r.releaseShims(ctx, s, cn); err != nil {
+		return fmt.Errorf("network %s: release shim addresses: %w", name, err)
 	}
 	if report {
 		r.report(ctx, name, netspec.NodeState{State: netspec.StateRemoved})
@@ -393,6 +400,22 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool) 
 			r.removed = map[string]bool{}
 		}
 		r.removed[name] = true
+	}
+	return nil
+}
+
+// releaseShims gives back this node's shim addresses in a cluster-IPAM
+// network's pools. An orphan's spec (see Sync) has a name only: its
+// config-only network, cn, says whether it was a cluster-IPAM network,
+// and its shims are found by the network's name.
+func (r *Reconciler) releaseShims(ctx context.Context, s netspec.Spec, cn ConfigNet) error {
+	switch {
+	case r.IPAM == nil:
+		return nil
+	case s.IPAM == netspec.Cluster:
+		return r.IPAM.ReleaseShim(ctx, s)
+	case s.IPAM == "" && cn.Exists && cn.Network == s.Name && cn.ClusterIPAM:
+		return r.IPAM.ReleaseShimsOf(ctx, s.Name)
 	}
 	return nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/underlay/underlay/internal/hostnet"
+	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
 )
@@ -22,6 +23,8 @@ import (
 // fakeHost records what the reconciler asks of the host and Docker.
 type fakeHost struct {
 	ensured, created, removed []string
+	// cluster are the networks created with cluster IPAM.
+	cluster []string
 	// managed are the networks of config-only networks listed as labelled
 	// underlay's, under underlay's names; foreign are listed as well.
 	managed []string
@@ -40,13 +43,16 @@ func (h *fakeHost) Ensure(w hostnet.Want) ([]hostnet.Repair, error) {
 func (h *fakeHost) ConfigNetwork(_ context.Context, name string) (ConfigNet, error) {
 	for _, n := range h.created {
 		if netspec.ConfigNetworkName(n) == name && !slices.Contains(h.removed, name) {
-			return ConfigNet{Exists: true, ID: name, Name: name, Network: n}, nil
+			return ConfigNet{Exists: true, ID: name, Name: name, Network: n, ClusterIPAM: slices.Contains(h.cluster, n)}, nil
 		}
 	}
 	return ConfigNet{}, nil
 }
 func (h *fakeHost) CreateConfigNetwork(_ context.Context, s netspec.Spec, _ netspec.NodePlan) error {
 	h.created = append(h.created, s.Name)
+	if s.IPAM == netspec.Cluster {
+		h.cluster = append(h.cluster, s.Name)
+	}
 	return nil
 }
 func (h *fakeHost) RemoveNetwork(_ context.Context, name string) error {
@@ -57,7 +63,7 @@ func (h *fakeHost) ManagedConfigNetworks(context.Context) ([]ConfigNet, error) {
 	var out []ConfigNet
 	for _, n := range h.managed {
 		name := netspec.ConfigNetworkName(n)
-		out = append(out, ConfigNet{Exists: true, ID: name, Name: name, Network: n})
+		out = append(out, ConfigNet{Exists: true, ID: name, Name: name, Network: n, ClusterIPAM: slices.Contains(h.cluster, n)})
 	}
 	return append(out, h.foreign...), nil
 }
@@ -406,6 +412,7 @@ func (i shimIPAM) Shim(_ context.Context, _ netspec.Spec, v6 bool) (netip.Addr, 
 	return i.v4, nil
 }
 func (shimIPAM) ReleaseShim(context.Context, netspec.Spec) error { return nil }
+func (shimIPAM) ReleaseShimsOf(context.Context, string) error    { return nil }
 
 // TestSyncDualStackShim: on a network with an IPv6 subnet the host shim
 // gets an IPv6 address and a route to the node's IPv6 range (per-node
@@ -591,5 +598,72 @@ func TestTeardownLoggedOnce(t *testing.T) {
 	}
 	if n := strings.Count(logs.String(), msg); n != 2 {
 		t.Errorf("web removed, made and removed again: removal logged %d times, want twice:\n%s", n, logs)
+	}
+}
+
+// TestOrphanReleasesClusterShim: a cluster-IPAM network whose spec was
+// deleted by hand, while this node still has its config-only network, is
+// torn down here, and its host shim addresses (of both families) go back
+// to the network's pools. Before, the spec the reconciler made for the
+// orphan had no IPAM mode: the shims stayed allocated in the pools for
+// good. Where the pools went with the spec, there is nothing to release,
+// and no error.
+func TestOrphanReleasesClusterShim(t *testing.T) {
+	ctx := context.Background()
+	spec := netspec.Spec{Name: "pool", Subnet: netip.MustParsePrefix("10.20.0.0/24"), Gateway: netip.MustParseAddr("10.20.0.1"),
+		IPv6Subnet: netip.MustParsePrefix("fd00:20::/64"), Parent: "eth1", IPAM: netspec.Cluster}
+	for _, poolsGone := range []bool{false, true} {
+		t.Run(fmt.Sprintf("pools gone %t", poolsGone), func(t *testing.T) {
+			kv := kvtest.New()
+			st := netspec.NewStore(kv)
+			if err := st.Create(ctx, spec); err != nil {
+				t.Fatal(err)
+			}
+			host := &fakeHost{}
+			r := reconcilerOf(st, host, host, func(string, string) error { return nil })
+			r.IPAM = ipam.NodeIPAM{Alloc: ipam.NewAllocator(kv, "id1", slog.New(slog.DiscardHandler)), Pools: ipam.SpecPools{Store: st}}
+			if err := r.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			shims := func() []string {
+				var out []string
+				for _, v6 := range []bool{false, true} {
+					pool, _ := ipam.PoolOf(spec, v6)
+					allocs, err := ipam.Allocations(ctx, kv, pool)
+					if err != nil {
+						t.Fatal(err)
+					}
+					for a, al := range allocs {
+						if al.Kind == ipam.KindShim && al.Node == "id1" {
+							out = append(out, a.String())
+						}
+					}
+				}
+				slices.Sort(out)
+				return out
+			}
+			if got := shims(); len(got) != 2 {
+				t.Fatalf("shims of id1 after pool was realised: %v, want one of each family", got)
+			}
+			// The spec deleted by hand, as netspec.RemoveFix says.
+			if err := kv.DeleteTree(ctx, netspec.KVPrefix+"pool/"); err != nil {
+				t.Fatal(err)
+			}
+			if poolsGone {
+				if err := kv.DeleteTree(ctx, ipam.KVPrefix+"pool/"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			host.managed = []string{"pool"}
+			if err := r.Sync(ctx); err != nil {
+				t.Fatalf("sync of the orphan: %v, want no error", err)
+			}
+			if !slices.Equal(host.removed, []string{"pool-config"}) {
+				t.Errorf("removed %v, want pool-config", host.removed)
+			}
+			if got := shims(); len(got) != 0 {
+				t.Errorf("shims of id1 after the orphan's teardown: %v, want none", got)
+			}
+		})
 	}
 }
