@@ -4,7 +4,6 @@ package app
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -140,11 +139,10 @@ func newVersionCommand(streams IOStreams) *cobra.Command {
 	}
 }
 
-// writeJSON is the CLI's one JSON printer: v, indented, on w.
+// writeJSON is the CLI's one JSON printer: v, indented, on w, with
+// controls escaped (termtext.WriteJSON): it prints what others wrote.
 func writeJSON(w io.Writer, v any) error {
-	enc := json.NewEncoder(w)
-	enc.SetIndent("", "  ")
-	return enc.Encode(v)
+	return termtext.WriteJSON(w, v)
 }
 
 // addConsulFlags adds the flags every command that talks to Consul shares;

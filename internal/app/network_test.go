@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"unicode"
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/spf13/cobra"
@@ -501,5 +502,31 @@ func TestWarnSilentNodesQuotes(t *testing.T) {
 	}
 	if lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n"); len(lines) != 1 {
 		t.Errorf("%d lines, want 1:\n%s", len(lines), out.String())
+	}
+}
+
+// TestJSONOutputEscapesControls: every command's --json output went
+// through encoding/json, which escapes C0 controls but writes C1 controls
+// (U+009B is a CSI to terminals that take 8-bit controls), DEL and bidi
+// overrides as they are, so a network name in a Consul key rewrote the
+// terminal of whoever listed the networks. They are now \u escapes, and
+// the output decodes to the same text.
+func TestJSONOutputEscapesControls(t *testing.T) {
+	const name = "x\u009b2J\x7fy\u202ez\u2066"
+	key := "underlay/networks/" + name + "/spec"
+	srv := fakeConsulKV(t, map[string]string{key: `{"name":`})
+	var out, errOut bytes.Buffer
+	if code := Run(context.Background(), []string{"network", "ls", "--json", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if i := strings.IndexFunc(out.String(), func(r rune) bool { return r != '\n' && !unicode.IsGraphic(r) }); i >= 0 {
+		t.Errorf("output holds %q at %d:\n%q", []rune(out.String()[i:])[0], i, out.String())
+	}
+	var doc struct{ Refused []struct{ Name, Key string } }
+	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+		t.Fatalf("decode: %v: %q", err, out.String())
+	}
+	if len(doc.Refused) != 1 || doc.Refused[0].Name != name || doc.Refused[0].Key != key {
+		t.Errorf("refused %+v, want name %q and key %q", doc.Refused, name, key)
 	}
 }

@@ -1,9 +1,7 @@
 package doctor
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,8 +9,6 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
-	"unicode"
-	"unicode/utf16"
 	"unicode/utf8"
 
 	"github.com/underlay/underlay/internal/termtext"
@@ -201,30 +197,12 @@ func WriteTable(w io.Writer, rs []Result) error {
 }
 
 // WriteJSON writes results as a JSON list ([] when none), indented, with
-// every character that is not graphic (C1 controls, DEL, bidi overrides;
-// encoding/json escapes only C0) as a \u escape: results quote what
-// other nodes wrote, and the output may go to a terminal.
+// every character that is not graphic as a \u escape (termtext.WriteJSON):
+// results quote what other nodes wrote, and the output may go to a
+// terminal.
 func WriteJSON(w io.Writer, rs []Result) error {
 	if rs == nil {
 		rs = []Result{}
 	}
-	b, err := json.MarshalIndent(rs, "", "  ")
-	if err != nil {
-		return err
-	}
-	var out bytes.Buffer
-	for _, r := range string(b) { // valid UTF-8: Marshal replaces invalid bytes
-		switch {
-		case r == '\n' || unicode.IsGraphic(r):
-			out.WriteRune(r)
-		case r > 0xffff:
-			r1, r2 := utf16.EncodeRune(r)
-			fmt.Fprintf(&out, `\u%04x\u%04x`, r1, r2)
-		default:
-			fmt.Fprintf(&out, `\u%04x`, r)
-		}
-	}
-	out.WriteByte('\n')
-	_, err = w.Write(out.Bytes())
-	return err
+	return termtext.WriteJSON(w, rs)
 }

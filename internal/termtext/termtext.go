@@ -7,10 +7,13 @@
 package termtext
 
 import (
+	"encoding/json"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"unicode"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -54,3 +57,45 @@ func Lines(s string) string {
 }
 
 func notLine(r rune) bool { return r != '\n' && r != '\t' && !unicode.IsGraphic(r) }
+
+// WriteJSON writes v as indented JSON and a newline, with every character
+// that is not graphic (C1 controls such as U+009B, a CSI to terminals that
+// take 8-bit controls; DEL; bidi overrides) as a \u escape: encoding/json
+// escapes only C0 controls, and --json output quotes what others wrote
+// and may go to a terminal. It decodes to the same values.
+func WriteJSON(w io.Writer, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	out := escapeJSON(b)
+	out = append(out, '\n')
+	_, err = w.Write(out)
+	return err
+}
+
+// escapeJSON returns the JSON text b with its characters that are not
+// graphic as \u escapes. Outside strings JSON holds only graphic
+// characters, spaces and newlines, so every one escaped is in a string,
+// where an escape means the same. A byte that is not UTF-8 (Marshal
+// replaces them, but not in a json.RawMessage) becomes \ufffd, as Marshal
+// would have made it.
+func escapeJSON(b []byte) []byte {
+	out := make([]byte, 0, len(b))
+	for len(b) > 0 {
+		r, n := utf8.DecodeRune(b)
+		switch {
+		case r == utf8.RuneError && n == 1:
+			out = append(out, `\ufffd`...)
+		case r == '\n' || unicode.IsGraphic(r):
+			out = append(out, b[:n]...)
+		case r > 0xffff:
+			r1, r2 := utf16.EncodeRune(r)
+			out = fmt.Appendf(out, `\u%04x\u%04x`, r1, r2)
+		default:
+			out = fmt.Appendf(out, `\u%04x`, r)
+		}
+		b = b[n:]
+	}
+	return out
+}

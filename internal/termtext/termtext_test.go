@@ -1,6 +1,14 @@
 package termtext
 
-import "testing"
+import (
+	"bytes"
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+	"unicode"
+	"unicode/utf8"
+)
 
 func TestCell(t *testing.T) {
 	for _, tc := range []struct{ name, in, want string }{
@@ -44,5 +52,53 @@ func TestLines(t *testing.T) {
 				t.Errorf("Lines(%q) = %q, want %q", tc.in, got, tc.want)
 			}
 		})
+	}
+}
+
+func TestWriteJSON(t *testing.T) {
+	type doc struct {
+		Name  string            `json:"name"`
+		Keys  map[string]string `json:"keys"`
+		Raw   json.RawMessage   `json:"raw"`
+		Count int               `json:"count"`
+	}
+	in := doc{
+		Name:  "n1\u009b2J\x7f\u202eé 😀 <a&b>",
+		Keys:  map[string]string{"k\u2066\u0085": "\x1b[0m\u2028\U000e0001"},
+		Raw:   json.RawMessage(`{"x":"a` + "\u009b\xff" + `b"}`),
+		Count: 3,
+	}
+	var b bytes.Buffer
+	if err := WriteJSON(&b, in); err != nil {
+		t.Fatal(err)
+	}
+	if i := strings.IndexFunc(b.String(), func(r rune) bool { return r != '\n' && !unicode.IsGraphic(r) }); i >= 0 {
+		t.Errorf("output holds %q at %d:\n%s", []rune(b.String()[i:])[0], i, b.String())
+	}
+	if !utf8.Valid(b.Bytes()) || !strings.HasSuffix(b.String(), "}\n") || !strings.Contains(b.String(), "\n  \"name\": ") {
+		t.Errorf("want indented valid UTF-8 ending in a newline:\n%q", b.String())
+	}
+	var back doc
+	if err := json.Unmarshal(b.Bytes(), &back); err != nil {
+		t.Fatalf("decode: %v:\n%s", err, b.String())
+	}
+	want := in
+	want.Raw = json.RawMessage(`{"x":"a` + "\u009b\ufffd" + `b"}`)
+	var gotRaw, wantRaw any
+	if err := json.Unmarshal(back.Raw, &gotRaw); err != nil {
+		t.Fatalf("decode raw %q: %v", back.Raw, err)
+	}
+	json.Unmarshal(want.Raw, &wantRaw)
+	back.Raw, want.Raw = nil, nil
+	if !reflect.DeepEqual(back, want) || !reflect.DeepEqual(gotRaw, wantRaw) {
+		t.Errorf("decoded %+v %v, want %+v %v", back, gotRaw, want, wantRaw)
+	}
+
+	b.Reset()
+	if err := WriteJSON(&b, []string{}); err != nil || b.String() != "[]\n" {
+		t.Errorf("empty list: %q (%v), want []", b.String(), err)
+	}
+	if err := WriteJSON(&b, func() {}); err == nil {
+		t.Error("a func: no error")
 	}
 }
