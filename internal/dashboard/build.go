@@ -480,7 +480,10 @@ func doctorSummary(r *DoctorReport) *Doctor {
 	if r == nil {
 		return nil
 	}
-	d := &Doctor{At: utc(r.At), Problems: []DoctorResult{}}
+	// The results the agent left out are counted, and its problems among
+	// those not listed.
+	d := &Doctor{At: utc(r.At), Problems: []DoctorResult{}, OK: r.OmittedOK, Warn: r.OmittedWarn, Fail: r.OmittedFail,
+		ProblemsOmitted: r.OmittedWarn + r.OmittedFail}
 	var warns []DoctorResult
 	for _, res := range r.Results {
 		switch res.Status {

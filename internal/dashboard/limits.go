@@ -20,7 +20,9 @@ func limit(snap Snapshot) Snapshot {
 	for i, n := range snap.Nodes {
 		if n.Doctor != nil {
 			d := *n.Doctor
-			d.Problems, d.ProblemsOmitted = limitProblems(d.Problems)
+			var omitted int
+			d.Problems, omitted = limitProblems(d.Problems)
+			d.ProblemsOmitted += omitted // past those the agent left out
 			snap.Nodes[i].Doctor = &d
 		}
 	}

@@ -98,7 +98,9 @@ type Doctor struct {
 	// Problems are the failed checks, then the warnings, with their fixes:
 	// the first MaxProblems, their texts cut at MaxEventMessage.
 	Problems []DoctorResult `json:"problems"`
-	// ProblemsOmitted counts the problems past MaxProblems, not listed.
+	// ProblemsOmitted counts the problems not listed: past MaxProblems,
+	// and those the agent left out of its report (too large for one
+	// Consul key).
 	ProblemsOmitted int `json:"problems_omitted,omitempty"`
 }
 

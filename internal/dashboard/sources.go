@@ -183,6 +183,10 @@ type DoctorReport struct {
 	Every   time.Duration
 	Version string
 	Results []DoctorResult
+	// OmittedOK, OmittedWarn and OmittedFail count the results the agent
+	// left out of the report to keep it within one Consul key
+	// (doctor.Report.Omitted).
+	OmittedOK, OmittedWarn, OmittedFail int
 }
 
 // DoctorResult is one check's result (doctor.Result).

@@ -35,7 +35,22 @@ type Report struct {
 	// Version is the agent's underlay version.
 	Version string   `json:"version,omitempty"`
 	Results []Result `json:"results"`
+	// Omitted counts, by status, the results left out of Results to keep
+	// the report within MaxReportBytes; nil when none were.
+	Omitted *Omitted `json:"omitted,omitempty"`
 }
+
+// Omitted counts results left out of a published report, by status.
+type Omitted struct {
+	OK   int `json:"ok"`
+	Warn int `json:"warn"`
+	Fail int `json:"fail"`
+}
+
+// MaxReportBytes bounds a published report: Consul refuses a value above
+// 512 KiB (kv_max_value_size), and a report refused at every period
+// would leave the node looking dead. The rest is a margin.
+const MaxReportBytes = 480 << 10
 
 // KV is what publishing and reading reports needs of Consul's KV store.
 type KV interface {
@@ -43,9 +58,9 @@ type KV interface {
 	Put(ctx context.Context, key string, value []byte) error
 }
 
-// Publish stores a node's report.
+// Publish stores a node's report, bounded to MaxReportBytes (bound).
 func Publish(ctx context.Context, kv KV, r Report) error {
-	b, err := json.Marshal(r)
+	b, err := bound(r, MaxReportBytes)
 	if err != nil {
 		return fmt.Errorf("encode doctor report of %s: %w", r.Node, err)
 	}
@@ -53,6 +68,74 @@ func Publish(ctx context.Context, kv KV, r Report) error {
 		return fmt.Errorf("publish doctor report of %s: %w", r.Node, err)
 	}
 	return nil
+}
+
+// bound encodes r in at most limit bytes: when it is larger, it keeps
+// the failures, then the warnings, then the OK results, each in the
+// order given, as many as fit, and counts the rest in Omitted, so that
+// counts read from the report stay true. Kept results stay in order.
+func bound(r Report, limit int) ([]byte, error) {
+	b, err := json.Marshal(r)
+	if err != nil || len(b) <= limit {
+		return b, err
+	}
+	// The report with no results, and counts as large as they can be:
+	// each result kept adds its encoding and, past the first, a comma.
+	n := len(r.Results)
+	empty := r
+	empty.Results, empty.Omitted = []Result{}, &Omitted{OK: n, Warn: n, Fail: n}
+	b, err = json.Marshal(empty)
+	if err != nil {
+		return nil, err
+	}
+	order := make([]int, n)
+	for i := range order {
+		order[i] = i
+	}
+	slices.SortStableFunc(order, func(a, b int) int { return rank(r.Results[a].Status) - rank(r.Results[b].Status) })
+	size, keep := len(b)-1, make([]bool, n) // -1: the first adds no comma
+	for _, i := range order {
+		e, err := json.Marshal(r.Results[i])
+		if err != nil {
+			return nil, err
+		}
+		if size+len(e)+1 > limit {
+			break
+		}
+		size += len(e) + 1
+		keep[i] = true
+	}
+	kept, om := make([]Result, 0, n), Omitted{}
+	for i, res := range r.Results {
+		switch {
+		case keep[i]:
+			kept = append(kept, res)
+		case res.Status == OK:
+			om.OK++
+		case res.Status == Warn:
+			om.Warn++
+		default:
+			om.Fail++
+		}
+	}
+	r.Results, r.Omitted = kept, &om
+	if b, err = json.Marshal(r); err == nil && len(b) > limit {
+		err = fmt.Errorf("report of %d bytes with %d of %d results kept, above %d", len(b), len(kept), n, limit)
+	}
+	return b, err
+}
+
+// rank orders statuses by how much they need to be seen: failures (and
+// whatever is neither OK nor a warning, which readers count as failed)
+// first, OK last.
+func rank(s Status) int {
+	switch s {
+	case OK:
+		return 2
+	case Warn:
+		return 1
+	}
+	return 0
 }
 
 // LoadReports reads every node's report, by node name: the name its key

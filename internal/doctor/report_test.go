@@ -2,6 +2,8 @@ package doctor
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync"
@@ -166,5 +168,119 @@ func TestLoadReportsCapsTheClaimedPeriod(t *testing.T) {
 	// The maximum itself is an agent's period like any other.
 	if rs[1].Every != time.Hour || len(rs[1].Results) != 1 {
 		t.Errorf("node2's report read as every %v with %+v; want 1h0m0s and its one result", rs[1].Every, rs[1].Results)
+	}
+}
+
+// consulKV is memKV refusing values above Consul's limit, as Consul does.
+type consulKV struct{ memKV }
+
+// consulMaxValue is Consul's default kv_max_value_size.
+const consulMaxValue = 512 << 10
+
+func (k *consulKV) Put(ctx context.Context, key string, v []byte) error {
+	if len(v) > consulMaxValue {
+		return fmt.Errorf("Unexpected response code: 413 (Value exceeds %d byte limit (%d))", consulMaxValue, len(v))
+	}
+	return k.memKV.Put(ctx, key, v)
+}
+
+// TestPublishBoundsLargeReport: with hundreds of networks (about 8 rows
+// each) a node's report grew past Consul's 512 KiB, Consul refused it at
+// every period, and the node looked dead on the dashboard. The report is
+// now cut below the limit, failures and warnings kept first, with counts
+// of the rows left out, so that the counts read from it stay true.
+func TestPublishBoundsLargeReport(t *testing.T) {
+	var rs []Result
+	want := map[Status]int{}
+	for n := range 700 {
+		for a := range 8 {
+			st := OK
+			msg := fmt.Sprintf("network net-%04d aspect %d: the shim ul-%04d holds 10.%d.%d.1/32 and routes its range through it", n, a, n, n/256, n%256)
+			switch {
+			case n%50 == 7 && a == 3:
+				st, msg = Fail, strings.Repeat("f", 4096)
+			case n%20 == 1 && a == 5:
+				st, msg = Warn, strings.Repeat("w", 2048)
+			}
+			rs = append(rs, Result{Node: "node1", Check: fmt.Sprintf("network/net-%04d/aspect-%d", n, a), Status: st, Message: msg, Fix: "ip link set ul-x up"})
+			want[st]++
+		}
+	}
+	if full, _ := json.Marshal(Report{Node: "node1", Results: rs}); len(full) <= consulMaxValue {
+		t.Fatalf("the synthetic report is %d bytes: make it larger than %d", len(full), consulMaxValue)
+	}
+	kv := &consulKV{memKV{m: map[string][]byte{}}}
+	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+	if err := Publish(context.Background(), kv, Report{Node: "node1", At: at, Every: time.Minute, Results: rs}); err != nil {
+		t.Fatalf("publish %d results: %v", len(rs), err)
+	}
+	v := kv.m[KVPrefix+"node1"]
+	if len(v) > MaxReportBytes {
+		t.Errorf("published %d bytes, above %d", len(v), MaxReportBytes)
+	}
+	var doc struct {
+		Node    string
+		At      time.Time
+		Results []Result
+		Omitted struct{ OK, Warn, Fail int }
+	}
+	if err := json.Unmarshal(v, &doc); err != nil {
+		t.Fatalf("decode the published report: %v", err)
+	}
+	got := map[Status]int{}
+	for _, r := range doc.Results {
+		got[r.Status]++
+	}
+	if got[Fail] != want[Fail] || got[Warn] != want[Warn] {
+		t.Errorf("published %d failures and %d warnings, want all %d and %d", got[Fail], got[Warn], want[Fail], want[Warn])
+	}
+	if got[OK] == 0 || got[OK]+doc.Omitted.OK != want[OK] || doc.Omitted.Warn != 0 || doc.Omitted.Fail != 0 {
+		t.Errorf("published %d ok rows, omitted %+v; want some, and with the omitted %d ok in all", got[OK], doc.Omitted, want[OK])
+	}
+	// What is kept is in the order checks gave it.
+	idx := map[string]int{}
+	for i, r := range rs {
+		idx[r.Check] = i
+	}
+	for i := 1; i < len(doc.Results); i++ {
+		if idx[doc.Results[i-1].Check] >= idx[doc.Results[i].Check] {
+			t.Fatalf("results out of order at %d: %s after %s", i, doc.Results[i].Check, doc.Results[i-1].Check)
+		}
+	}
+	back, err := LoadReports(context.Background(), kv)
+	if err != nil || len(back) != 1 || back[0].Node != "node1" || !back[0].At.Equal(at) {
+		t.Errorf("read back %+v, %v", back, err)
+	}
+}
+
+// TestPublishBoundsFailures: failures alone above the bound keep as many
+// as fit, in order, and count the rest.
+func TestPublishBoundsFailures(t *testing.T) {
+	var rs []Result
+	for n := range 300 {
+		rs = append(rs, Result{Node: "node1", Check: fmt.Sprintf("network/net-%03d/shim", n), Status: Fail, Message: strings.Repeat("x", 4096)})
+	}
+	rs = append(rs, Result{Node: "node1", Check: "docker/daemon", Status: OK, Message: "answers"})
+	kv := &consulKV{memKV{m: map[string][]byte{}}}
+	if err := Publish(context.Background(), kv, Report{Node: "node1", Results: rs}); err != nil {
+		t.Fatal(err)
+	}
+	v := kv.m[KVPrefix+"node1"]
+	var r Report
+	if err := json.Unmarshal(v, &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(v) > MaxReportBytes || r.Omitted == nil || len(r.Results) == 0 ||
+		len(r.Results)+r.Omitted.Fail != 300 || r.Omitted.OK != 1 || r.Omitted.Warn != 0 {
+		t.Fatalf("%d bytes, %d results kept, omitted %+v; want at most %d bytes, and 300 failures and 1 ok counted", len(v), len(r.Results), r.Omitted, MaxReportBytes)
+	}
+	for i, res := range r.Results {
+		if res.Check != rs[i].Check {
+			t.Fatalf("kept result %d is %s, want %s: the first failures, in order", i, res.Check, rs[i].Check)
+		}
+	}
+	// One more result would not have fit.
+	if e, _ := json.Marshal(rs[len(r.Results)]); len(v)+len(e)+1 <= MaxReportBytes {
+		t.Errorf("%d bytes with %d kept: the next, of %d bytes, fits", len(v), len(r.Results), len(e))
 	}
 }

@@ -143,6 +143,9 @@ func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled 
 	}
 	for _, r := range reports {
 		d := &dashboard.DoctorReport{At: r.At, Every: r.Every, Version: r.Version}
+		if o := r.Omitted; o != nil {
+			d.OmittedOK, d.OmittedWarn, d.OmittedFail = o.OK, o.Warn, o.Fail
+		}
 		for _, res := range r.Results {
 			d.Results = append(d.Results, result(res))
 		}

@@ -3,6 +3,7 @@ package adapter
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
@@ -330,5 +331,47 @@ func TestStoreNamesRefusedSpecs(t *testing.T) {
 	}
 	if len(got) != 3 || got["lan"] != "" || !strings.Contains(got["web"], "overlaps") || !strings.Contains(got["evil"], "overlaps") {
 		t.Errorf("networks' refusals %q, want web and evil refused (overlapping), lan not", got)
+	}
+}
+
+// TestStoreCountsOmittedDoctorResults: a node's doctor report too large
+// for one Consul key is published without some of its results (the OK
+// ones first), with counts of those left out. The node's counts on the
+// page are of every result, and its problems left out of the report are
+// counted among those not listed.
+func TestStoreCountsOmittedDoctorResults(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	kv.Put(ctx, netspec.NodesKVPrefix+"id1", []byte(`{"id":"id1","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
+	swarm := fixedSwarm{{ID: "id1", Hostname: "n1", State: "ready"}}
+	for _, tt := range []struct{ ok, warn, fail int }{{6000, 10, 30}, {10, 5, 200}} {
+		var rs []doctor.Result
+		add := func(n int, st doctor.Status, size int) {
+			for i := range n {
+				rs = append(rs, doctor.Result{Node: "n1", Check: fmt.Sprintf("network/net-%04d/%s", i, st), Status: st, Message: strings.Repeat("m", size)})
+			}
+		}
+		add(tt.ok, doctor.OK, 200)
+		add(tt.warn, doctor.Warn, 1024)
+		add(tt.fail, doctor.Fail, 4096)
+		if err := doctor.Publish(ctx, kv, doctor.Report{Node: "n1", At: time.Now().UTC(), Every: time.Minute, Results: rs}); err != nil {
+			t.Fatal(err)
+		}
+		p, _, _ := kv.Get(ctx, doctor.KVPrefix+"n1")
+		var r struct{ Omitted *struct{ OK int } }
+		if err := json.Unmarshal(p.Value, &r); err != nil || r.Omitted == nil {
+			t.Fatalf("%+v: the report was published whole; make it larger", tt)
+		}
+		snap := runRefreshes(t, dashboard.Sources{Swarm: swarm, Store: NewStore(memKV{kv}, "")})
+		d := snap.Nodes[0].Doctor
+		if d == nil {
+			t.Fatalf("%+v: node n1 has no doctor report", tt)
+		}
+		if d.OK != tt.ok || d.Warn != tt.warn || d.Fail != tt.fail {
+			t.Errorf("%+v: node n1's doctor counts %d ok, %d warn, %d fail; want those", tt, d.OK, d.Warn, d.Fail)
+		}
+		if len(d.Problems)+d.ProblemsOmitted != tt.warn+tt.fail {
+			t.Errorf("%+v: %d problems listed, %d not: want %d in all", tt, len(d.Problems), d.ProblemsOmitted, tt.warn+tt.fail)
+		}
 	}
 }
