@@ -71,7 +71,17 @@ var (
 func Validate(s Spec, existing []Spec) error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if checkOwn(s, bad) {
+		for _, o := range existing {
+			checkPair(s, o, bad)
+		}
+	}
+	return errors.Join(errs...)
+}
 
+// checkOwn checks s on its own, calling bad for each problem. It returns
+// false when s's subnet is not one to compare with other networks'.
+func checkOwn(s Spec, bad func(string, ...any)) bool {
 	if !nameRE.MatchString(s.Name) {
 		bad("network name %q: want 1 to 48 letters, digits, '_', '.' or '-', starting with a letter or digit", s.Name)
 	}
@@ -98,7 +108,7 @@ func Validate(s Spec, existing []Spec) error {
 		bad("ipam %q: want per-node or cluster", s.IPAM)
 	}
 	if !validSubnet4(s.Subnet, bad) {
-		return errors.Join(errs...)
+		return false
 	}
 	checkGateway(s, bad)
 	if s.IPRange.IsValid() {
@@ -123,43 +133,48 @@ func Validate(s Spec, existing []Spec) error {
 	if s.IPv6Subnet.IsValid() {
 		checkIPv6(s.IPv6Subnet, bad)
 	}
-	for _, o := range existing {
-		if o.Name == s.Name {
-			bad("network %q already exists", s.Name)
-			continue
-		}
-		// Docker would hold two networks of one name: looking either up
-		// by name fails as ambiguous, which stops the agents' sync and
-		// removal of the other network.
-		if s.Name == ConfigNetworkName(o.Name) {
-			bad("network name %q is the name of network %q's config-only network: choose another name", s.Name, o.Name)
-		}
-		if o.Name == ConfigNetworkName(s.Name) {
-			bad("network %q's config-only network would be named %s, as network %q is: choose another name", s.Name, o.Name, o.Name)
-		}
-		if o.Subnet.Overlaps(s.Subnet) {
-			bad("subnet %s overlaps network %q (%s)", s.Subnet, o.Name, o.Subnet)
-		}
-		if s.IPv6Subnet.IsValid() && o.IPv6Subnet.IsValid() && o.IPv6Subnet.Overlaps(s.IPv6Subnet) {
-			bad("IPv6 subnet %s overlaps network %q (%s)", s.IPv6Subnet, o.Name, o.IPv6Subnet)
-		}
-		if o.Parent == s.Parent {
-			bad("parent %s already carries network %q: Docker allows one macvlan or ipvlan network per parent interface", s.Parent, o.Name)
-		} else if lower, vid, ok := VLANParent(s.Parent); ok {
-			// bond0.40 and bond0.040 are one VLAN: the kernel makes one
-			// link of a VLAN per device, so no node could make the other.
-			if ol, ov, ook := VLANParent(o.Parent); ook && ol == lower && ov == vid {
-				bad("parent %s is VLAN %d on %s, as network %q's parent %s is: a device carries one link per VLAN, and Docker one network per parent", s.Parent, vid, lower, o.Name, o.Parent)
-			}
-		}
-		// Shim names are a 32-bit hash of the network's name: two networks
-		// with one name would replace each other's shim at every sync, and
-		// removing either would delete the other's.
-		if shim := ShimLinkName(s.Name); shim == ShimLinkName(o.Name) {
-			bad("host shim link %s is also network %q's (the names hash alike): choose another name", shim, o.Name)
+	return true
+}
+
+// checkPair checks s against the existing network o, calling bad for
+// each conflict. CheckStored calls it only for the networks specIndex
+// finds sharing something with s: a conflict found here must be one
+// specIndex.related finds.
+func checkPair(s, o Spec, bad func(string, ...any)) {
+	if o.Name == s.Name {
+		bad("network %q already exists", s.Name)
+		return
+	}
+	// Docker would hold two networks of one name: looking either up
+	// by name fails as ambiguous, which stops the agents' sync and
+	// removal of the other network.
+	if s.Name == ConfigNetworkName(o.Name) {
+		bad("network name %q is the name of network %q's config-only network: choose another name", s.Name, o.Name)
+	}
+	if o.Name == ConfigNetworkName(s.Name) {
+		bad("network %q's config-only network would be named %s, as network %q is: choose another name", s.Name, o.Name, o.Name)
+	}
+	if o.Subnet.Overlaps(s.Subnet) {
+		bad("subnet %s overlaps network %q (%s)", s.Subnet, o.Name, o.Subnet)
+	}
+	if s.IPv6Subnet.IsValid() && o.IPv6Subnet.IsValid() && o.IPv6Subnet.Overlaps(s.IPv6Subnet) {
+		bad("IPv6 subnet %s overlaps network %q (%s)", s.IPv6Subnet, o.Name, o.IPv6Subnet)
+	}
+	if o.Parent == s.Parent {
+		bad("parent %s already carries network %q: Docker allows one macvlan or ipvlan network per parent interface", s.Parent, o.Name)
+	} else if lower, vid, ok := VLANParent(s.Parent); ok {
+		// bond0.40 and bond0.040 are one VLAN: the kernel makes one
+		// link of a VLAN per device, so no node could make the other.
+		if ol, ov, ook := VLANParent(o.Parent); ook && ol == lower && ov == vid {
+			bad("parent %s is VLAN %d on %s, as network %q's parent %s is: a device carries one link per VLAN, and Docker one network per parent", s.Parent, vid, lower, o.Name, o.Parent)
 		}
 	}
-	return errors.Join(errs...)
+	// Shim names are a 32-bit hash of the network's name: two networks
+	// with one name would replace each other's shim at every sync, and
+	// removing either would delete the other's.
+	if shim := ShimLinkName(s.Name); shim == ShimLinkName(o.Name) {
+		bad("host shim link %s is also network %q's (the names hash alike): choose another name", shim, o.Name)
+	}
 }
 
 // onLoopback reports whether parent is a VLAN on the loopback device.
@@ -269,8 +284,14 @@ func LastAddr(p netip.Prefix) netip.Addr {
 // either; of two that overlap, both are refused). A spec being deleted
 // needs only a valid name: taking a network apart touches only what is
 // named after it. It returns the problems by network name.
+//
+// Each spec is compared only with those that share something with it (a
+// name, a parent, overlapping subnets: specIndex), in their order, which
+// gives what comparing it with every other would: it runs at every sync
+// of every agent, and pairs of thousands of specs cost seconds.
 func CheckStored(specs []Spec) map[string]error {
 	out := map[string]error{}
+	ix := newSpecIndex(specs)
 	for i, s := range specs {
 		if s.Deleting {
 			if !nameRE.MatchString(s.Name) {
@@ -278,8 +299,14 @@ func CheckStored(specs []Spec) map[string]error {
 			}
 			continue
 		}
-		others := slices.Concat(specs[:i:i], specs[i+1:])
-		if err := Validate(s, others); err != nil {
+		var errs []error
+		bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+		if checkOwn(s, bad) {
+			for _, j := range ix.related(i) {
+				checkPair(s, specs[j], bad)
+			}
+		}
+		if err := errors.Join(errs...); err != nil {
 			out[s.Name] = err
 		}
 	}
