@@ -486,19 +486,36 @@ func doctorSummary(r *DoctorReport) *Doctor {
 		ProblemsOmitted: r.OmittedWarn + r.OmittedFail}
 	var warns []DoctorResult
 	for _, res := range r.Results {
+		c := res.counts()
+		d.OK, d.Warn, d.Fail = d.OK+c.OK, d.Warn+c.Warn, d.Fail+c.Fail
+		listed := 1
 		switch res.Status {
 		case "ok":
-			d.OK++
+			listed = 0
 		case "warn":
-			d.Warn++
 			warns = append(warns, res)
 		default:
-			d.Fail++
 			d.Problems = append(d.Problems, res)
 		}
+		// A row standing for others is listed as one of their problems.
+		d.ProblemsOmitted += max(c.Warn+c.Fail-listed, 0)
 	}
 	d.Problems = append(d.Problems, warns...)
 	return d
+}
+
+// counts counts r by status: as the results it stands for, when it does
+// (Stands); a status neither ok nor warn as a failure.
+func (r DoctorResult) counts() DoctorCounts {
+	switch {
+	case r.Stands != nil:
+		return *r.Stands
+	case r.Status == "ok":
+		return DoctorCounts{OK: 1}
+	case r.Status == "warn":
+		return DoctorCounts{Warn: 1}
+	}
+	return DoctorCounts{Fail: 1}
 }
 
 func services(in Inputs, ix *index) []Service {

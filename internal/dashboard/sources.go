@@ -195,6 +195,15 @@ type DoctorResult struct {
 	Status  string `json:"status"`
 	Message string `json:"message"`
 	Fix     string `json:"fix,omitempty"`
+	// Stands counts, by status, the results of its check this row stands
+	// for, not shown (doctor.Result.Omitted): the node's counts are
+	// theirs, not this row's. Nil on a row that stands for itself.
+	Stands *DoctorCounts `json:"-"`
+}
+
+// DoctorCounts counts doctor results by status.
+type DoctorCounts struct {
+	OK, Warn, Fail int
 }
 
 // ControlInfo is what the control instance serving the page knows of the

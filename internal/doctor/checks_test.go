@@ -601,6 +601,27 @@ func TestRunOrderAndParallel(t *testing.T) {
 	}
 }
 
+// TestWriteCountsCappedRows: the table's last line counted rows, so the
+// one standing for 40 addresses past the first 20 (capRows) was one
+// failure. It now counts the results that row stands for.
+func TestWriteCountsCappedRows(t *testing.T) {
+	var rows []Result
+	for i := range 60 {
+		st := Fail
+		if i%3 == 0 {
+			st = OK
+		}
+		rows = append(rows, Result{Node: "n1", Check: "containers/reach", Status: st, Message: fmt.Sprintf("address %d", i)})
+	}
+	var b bytes.Buffer
+	if err := WriteTable(&b, capRows(rows, "addresses")); err != nil {
+		t.Fatal(err)
+	}
+	if want := "60 check(s): 20 ok, 0 warning(s), 40 failed"; !strings.Contains(b.String(), want) {
+		t.Errorf("table does not end with %q:\n%s", want, b.String())
+	}
+}
+
 func TestWrite(t *testing.T) {
 	rs := []Result{
 		{Node: "n1", Check: "x", Status: OK, Message: "fine"},

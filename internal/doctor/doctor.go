@@ -34,6 +34,35 @@ type Result struct {
 	// Fix is the command that repairs a warning or failure; empty when OK
 	// or when nothing can be run.
 	Fix string `json:"fix"`
+	// Omitted counts, by status, the rows of its check that this one
+	// stands for (past MaxRows, see capRows): its Status is only their
+	// worst. Nil on a row that stands for itself.
+	Omitted *Omitted `json:"omitted,omitempty"`
+}
+
+// Counts counts rs by status: a row standing for others (Omitted) as
+// those, and a status neither OK nor a warning as a failure, as readers
+// of a report count it.
+func Counts(rs []Result) Omitted {
+	var c Omitted
+	for _, r := range rs {
+		c.add(r)
+	}
+	return c
+}
+
+// add counts r into c, as Counts does.
+func (c *Omitted) add(r Result) {
+	switch {
+	case r.Omitted != nil:
+		c.OK, c.Warn, c.Fail = c.OK+r.Omitted.OK, c.Warn+r.Omitted.Warn, c.Fail+r.Omitted.Fail
+	case r.Status == OK:
+		c.OK++
+	case r.Status == Warn:
+		c.Warn++
+	default:
+		c.Fail++
+	}
 }
 
 // Logf is where checks log their progress (debug output, not results).
@@ -183,16 +212,9 @@ func WriteTable(w io.Writer, rs []Result) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	var warn, fail int
-	for _, r := range rs {
-		switch r.Status {
-		case Warn:
-			warn++
-		case Fail:
-			fail++
-		}
-	}
-	_, err := fmt.Fprintf(w, "\n%d check(s): %d ok, %d warning(s), %d failed\n", len(rs), len(rs)-warn-fail, warn, fail)
+	// Every result, those a row stands for (capRows) too.
+	n := Counts(rs)
+	_, err := fmt.Fprintf(w, "\n%d check(s): %d ok, %d warning(s), %d failed\n", n.OK+n.Warn+n.Fail, n.OK, n.Warn, n.Fail)
 	return err
 }
 

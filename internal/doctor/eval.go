@@ -431,19 +431,22 @@ func evalShim(o hostnet.Observed, w hostnet.Want, shimType string, name func(str
 const MaxRows = 20
 
 // capRows keeps the first MaxRows of rs and, past them, one row counting
-// the rest (what names them) with the worst of their statuses.
+// the rest (what names them) with the worst of their statuses, and their
+// counts by status (Omitted), so that counts of the results (the
+// dashboard's) stay those of every row.
 func capRows(rs []Result, what string) []Result {
 	if len(rs) <= MaxRows {
 		return rs
 	}
 	rest := rs[MaxRows:]
-	worst := OK
-	for _, r := range rest {
-		if r.Status == Fail || r.Status == Warn && worst == OK {
-			worst = r.Status
-		}
+	worst, c := OK, Counts(rest)
+	switch {
+	case c.Fail > 0:
+		worst = Fail
+	case c.Warn > 0:
+		worst = Warn
 	}
-	return append(rs[:MaxRows:MaxRows], Result{Check: rest[0].Check, Status: worst,
+	return append(rs[:MaxRows:MaxRows], Result{Check: rest[0].Check, Status: worst, Omitted: &c,
 		Message: fmt.Sprintf("%d more %s, not shown (%d in all; the first %d above)", len(rest), what, len(rs), MaxRows)})
 }
 

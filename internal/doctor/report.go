@@ -36,7 +36,8 @@ type Report struct {
 	Version string   `json:"version,omitempty"`
 	Results []Result `json:"results"`
 	// Omitted counts, by status, the results left out of Results to keep
-	// the report within MaxReportBytes; nil when none were.
+	// the report within MaxReportBytes (a row left out that stood for
+	// others, Result.Omitted, as those); nil when none were.
 	Omitted *Omitted `json:"omitted,omitempty"`
 }
 
@@ -81,9 +82,10 @@ func bound(r Report, limit int) ([]byte, error) {
 	}
 	// The report with no results, and counts as large as they can be:
 	// each result kept adds its encoding and, past the first, a comma.
-	n := len(r.Results)
+	n, all := len(r.Results), Counts(r.Results)
+	most := all.OK + all.Warn + all.Fail
 	empty := r
-	empty.Results, empty.Omitted = []Result{}, &Omitted{OK: n, Warn: n, Fail: n}
+	empty.Results, empty.Omitted = []Result{}, &Omitted{OK: most, Warn: most, Fail: most}
 	b, err = json.Marshal(empty)
 	if err != nil {
 		return nil, err
@@ -107,15 +109,10 @@ func bound(r Report, limit int) ([]byte, error) {
 	}
 	kept, om := make([]Result, 0, n), Omitted{}
 	for i, res := range r.Results {
-		switch {
-		case keep[i]:
+		if keep[i] {
 			kept = append(kept, res)
-		case res.Status == OK:
-			om.OK++
-		case res.Status == Warn:
-			om.Warn++
-		default:
-			om.Fail++
+		} else {
+			om.add(res)
 		}
 	}
 	r.Results, r.Omitted = kept, &om

@@ -284,3 +284,54 @@ func TestPublishBoundsFailures(t *testing.T) {
 		t.Errorf("%d bytes with %d kept: the next, of %d bytes, fits", len(v), len(r.Results), len(e))
 	}
 }
+
+// TestCappedRowsCounted: a check shows MaxRows rows and one more standing
+// for the rest with their worst status; counted as one row, 20 hidden
+// failures were one failure on the dashboard, and, left out of a report
+// cut to fit Consul, one result omitted. The row carries the counts of
+// the rows it stands for, and a report left without it counts those.
+func TestCappedRowsCounted(t *testing.T) {
+	var rows []Result
+	for i := range 60 {
+		st := Fail // the first 20, shown, and the last 20
+		switch {
+		case i >= 20 && i < 30:
+			st = OK
+		case i >= 30 && i < 40:
+			st = Warn
+		}
+		rows = append(rows, Result{Node: "node1", Check: "containers/reach", Status: st, Message: fmt.Sprintf("address %d", i)})
+	}
+	rs := append(capRows(rows, "addresses"), Result{Node: "node1", Check: "docker/daemon", Status: OK, Message: "answers"})
+	if len(rs) != MaxRows+2 || rs[MaxRows].Status != Fail {
+		t.Fatalf("capped to %d rows, the last %+v; want %d, the last failing", len(rs)-1, rs[MaxRows], MaxRows+1)
+	}
+	// Room for the first MaxRows rows only: the one standing for the rest
+	// is left out.
+	kept, _ := json.Marshal(Report{Node: "node1", Results: rs[:MaxRows]})
+	b, err := bound(Report{Node: "node1", Results: rs}, len(kept)+len(`,"omitted":{"ok":99,"warn":99,"fail":99}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r Report
+	if err := json.Unmarshal(b, &r); err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Results) != MaxRows || r.Omitted == nil {
+		t.Fatalf("kept %d results, omitted %+v; want the first %d kept and the rest counted", len(r.Results), r.Omitted, MaxRows)
+	}
+	all := *r.Omitted
+	for _, res := range r.Results {
+		switch res.Status {
+		case OK:
+			all.OK++
+		case Warn:
+			all.Warn++
+		default:
+			all.Fail++
+		}
+	}
+	if want := (Omitted{OK: 11, Warn: 10, Fail: 40}); all != want {
+		t.Errorf("the report counts %+v (%d kept, omitted %+v), want %+v: every row", all, len(r.Results), *r.Omitted, want)
+	}
+}

@@ -215,7 +215,11 @@ func stamp(t time.Time) string {
 
 // result is r as the dashboard carries it.
 func result(r doctor.Result) dashboard.DoctorResult {
-	return dashboard.DoctorResult{Check: r.Check, Status: string(r.Status), Message: r.Message, Fix: r.Fix}
+	d := dashboard.DoctorResult{Check: r.Check, Status: string(r.Status), Message: r.Message, Fix: r.Fix}
+	if o := r.Omitted; o != nil {
+		d.Stands = &dashboard.DoctorCounts{OK: o.OK, Warn: o.Warn, Fail: o.Fail}
+	}
+	return d
 }
 
 // Changes implements dashboard.Store with a blocking query per prefix.

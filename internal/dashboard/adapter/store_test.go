@@ -375,3 +375,39 @@ func TestStoreCountsOmittedDoctorResults(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreCountsCappedDoctorRows: a check shows its first doctor.MaxRows
+// rows and one standing for the rest, with their worst status; the page
+// counted that row as one, so 50 keys that cannot be read were 21
+// failures. The node's counts are of every row, and the problems the row
+// stands for, past itself, are counted among those not listed.
+func TestStoreCountsCappedDoctorRows(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	kv.Put(ctx, netspec.NodesKVPrefix+"id1", []byte(`{"id":"id1","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
+	var bad []doctor.BadKey
+	for i := range 50 {
+		bad = append(bad, doctor.BadKey{Key: fmt.Sprintf("underlay/ipam/lan/v4/blocks/%d", i), Problem: "not JSON", Fix: "consul kv delete x"})
+	}
+	rs := append(doctor.EvalIPAMDocuments("lan/v4", bad, nil), doctor.Result{Check: "docker/daemon", Status: doctor.OK, Message: "answers"})
+	if len(rs) != doctor.MaxRows+2 {
+		t.Fatalf("%d rows; want %d shown, one counting the rest, and one more", len(rs), doctor.MaxRows+2)
+	}
+	if err := doctor.Publish(ctx, kv, doctor.Report{Node: "n1", At: time.Now().UTC(), Every: time.Minute, Results: rs}); err != nil {
+		t.Fatal(err)
+	}
+	snap := runRefreshes(t, dashboard.Sources{Swarm: fixedSwarm{{ID: "id1", Hostname: "n1", State: "ready"}}, Store: NewStore(memKV{kv}, "")})
+	d := snap.Nodes[0].Doctor
+	if d == nil {
+		t.Fatal("node n1 has no doctor report")
+	}
+	if d.OK != 1 || d.Warn != 0 || d.Fail != 50 {
+		t.Errorf("node n1's doctor counts %d ok, %d warn, %d fail; want 1, 0, 50", d.OK, d.Warn, d.Fail)
+	}
+	if len(d.Problems) != doctor.MaxRows+1 || len(d.Problems)+d.ProblemsOmitted != 50 {
+		t.Errorf("%d problems listed, %d not: want the %d rows listed and 50 in all", len(d.Problems), d.ProblemsOmitted, doctor.MaxRows+1)
+	}
+	if snap.Summary.DoctorFailures != 50 {
+		t.Errorf("summary counts %d failed doctor checks, want 50", snap.Summary.DoctorFailures)
+	}
+}
