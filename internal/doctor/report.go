@@ -61,24 +61,32 @@ type KV interface {
 
 // Publish stores a node's report, bounded to MaxReportBytes (bound).
 func Publish(ctx context.Context, kv KV, r Report) error {
-	b, err := bound(r, MaxReportBytes)
+	_, err := publish(ctx, kv, r)
+	return err
+}
+
+// publish is Publish, returning the counts of the results left out (nil
+// when none were).
+func publish(ctx context.Context, kv KV, r Report) (*Omitted, error) {
+	b, om, err := bound(r, MaxReportBytes)
 	if err != nil {
-		return fmt.Errorf("encode doctor report of %s: %w", r.Node, err)
+		return nil, fmt.Errorf("encode doctor report of %s: %w", r.Node, err)
 	}
 	if err := kv.Put(ctx, KVPrefix+r.Node, b); err != nil {
-		return fmt.Errorf("publish doctor report of %s: %w", r.Node, err)
+		return om, fmt.Errorf("publish doctor report of %s: %w", r.Node, err)
 	}
-	return nil
+	return om, nil
 }
 
 // bound encodes r in at most limit bytes: when it is larger, it keeps
 // the failures, then the warnings, then the OK results, each in the
-// order given, as many as fit, and counts the rest in Omitted, so that
-// counts read from the report stay true. Kept results stay in order.
-func bound(r Report, limit int) ([]byte, error) {
+// order given, as many as fit, and counts the rest in Omitted, which it
+// returns too, so that counts read from the report stay true. Kept
+// results stay in order.
+func bound(r Report, limit int) ([]byte, *Omitted, error) {
 	b, err := json.Marshal(r)
 	if err != nil || len(b) <= limit {
-		return b, err
+		return b, nil, err
 	}
 	// The report with no results, and counts as large as they can be:
 	// each result kept adds its encoding and, past the first, a comma.
@@ -88,7 +96,7 @@ func bound(r Report, limit int) ([]byte, error) {
 	empty.Results, empty.Omitted = []Result{}, &Omitted{OK: most, Warn: most, Fail: most}
 	b, err = json.Marshal(empty)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	order := make([]int, n)
 	for i := range order {
@@ -99,7 +107,7 @@ func bound(r Report, limit int) ([]byte, error) {
 	for _, i := range order {
 		e, err := json.Marshal(r.Results[i])
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if size+len(e)+1 > limit {
 			break
@@ -119,7 +127,7 @@ func bound(r Report, limit int) ([]byte, error) {
 	if b, err = json.Marshal(r); err == nil && len(b) > limit {
 		err = fmt.Errorf("report of %d bytes with %d of %d results kept, above %d", len(b), len(kept), n, limit)
 	}
-	return b, err
+	return b, &om, err
 }
 
 // rank orders statuses by how much they need to be seen: failures (and
@@ -187,13 +195,16 @@ func RunPeriodically(ctx context.Context, kv KV, node, version string, checks []
 	log = log.With("component", "doctor")
 	checks = oneRunAtATime(checks)
 	var lastFailed []string
+	var lastOmitted Omitted
 	for {
 		rs := Run(ctx, node, checks, nil)
 		if ctx.Err() != nil {
 			return
 		}
 		r := Report{Node: node, At: time.Now().UTC(), Every: period, Version: version, Results: rs}
-		if err := Publish(ctx, kv, r); err != nil && ctx.Err() == nil {
+		if om, err := publish(ctx, kv, r); err == nil {
+			lastOmitted = logOmitted(log, om, lastOmitted, len(rs))
+		} else if ctx.Err() == nil {
 			log.Warn("doctor report not published; will retry", "err", err)
 		}
 		if failed := failedChecks(rs); !slices.Equal(failed, lastFailed) {
@@ -214,6 +225,26 @@ func RunPeriodically(ctx context.Context, kv KV, node, version string, checks []
 		case <-time.After(next):
 		}
 	}
+}
+
+// logOmitted says, when they changed from last, how many of a report's
+// results (of all) were left out to fit Consul's value limit (om; nil
+// when none were), and returns them as the next last: the dashboard
+// counts them, but lists none of them.
+func logOmitted(log *slog.Logger, om *Omitted, last Omitted, all int) Omitted {
+	var now Omitted
+	if om != nil {
+		now = *om
+	}
+	switch n := now.OK + now.Warn + now.Fail; {
+	case now == last:
+	case n > 0:
+		log.Warn("doctor report cut to fit Consul's value limit: results left out, counted only (underlay doctor on the node lists them)",
+			"left_out", n, "results", all, "ok", now.OK, "warn", now.Warn, "fail", now.Fail, "max_bytes", MaxReportBytes)
+	default:
+		log.Info("doctor report published whole again")
+	}
+	return now
 }
 
 // failedChecks names the failed checks of rs, sorted.

@@ -309,7 +309,7 @@ func TestCappedRowsCounted(t *testing.T) {
 	// Room for the first MaxRows rows only: the one standing for the rest
 	// is left out.
 	kept, _ := json.Marshal(Report{Node: "node1", Results: rs[:MaxRows]})
-	b, err := bound(Report{Node: "node1", Results: rs}, len(kept)+len(`,"omitted":{"ok":99,"warn":99,"fail":99}`))
+	b, _, err := bound(Report{Node: "node1", Results: rs}, len(kept)+len(`,"omitted":{"ok":99,"warn":99,"fail":99}`))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -333,5 +333,59 @@ func TestCappedRowsCounted(t *testing.T) {
 	}
 	if want := (Omitted{OK: 11, Warn: 10, Fail: 40}); all != want {
 		t.Errorf("the report counts %+v (%d kept, omitted %+v), want %+v: every row", all, len(r.Results), *r.Omitted, want)
+	}
+}
+
+// syncBuffer is a log sink RunPeriodically's goroutine and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestRunPeriodicallyLogsCutReport: a report cut to fit Consul's value
+// limit left results out without a word in the agent's log; the page
+// counts them but lists none. It is now said once, with how many, not
+// at every period.
+func TestRunPeriodicallyLogsCutReport(t *testing.T) {
+	var rs []Result
+	for n := range 300 {
+		rs = append(rs, Result{Check: fmt.Sprintf("network/net-%03d/shim", n), Status: Fail, Message: strings.Repeat("x", 4096)})
+	}
+	kv := &memKV{m: map[string][]byte{}}
+	var logs syncBuffer
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		RunPeriodically(ctx, kv, "node1", "v9", []Check{fixedCheck{rs}}, 10*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
+		close(done)
+	}()
+	deadline := time.Now().Add(5 * time.Second)
+	for kv.count() < 4 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d reports published in 5s, want a report every period", kv.count())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	var r Report
+	if err := json.Unmarshal(kv.m[KVPrefix+"node1"], &r); err != nil || r.Omitted == nil {
+		t.Fatalf("published report: %v, omitted %+v; want it cut", err, r.Omitted)
+	}
+	left := fmt.Sprintf("left_out=%d", r.Omitted.Fail)
+	if got := strings.Count(logs.String(), "level=WARN msg=\"doctor report cut"); got != 1 || !strings.Contains(logs.String(), left) {
+		t.Errorf("%d warnings of a cut report over %d periods, want one saying %s; log:\n%s", got, kv.count(), left, logs.String())
 	}
 }
