@@ -9,6 +9,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"os/exec"
 	"sort"
@@ -323,7 +324,11 @@ func (c *ConsulAPI) Facts(ctx context.Context) ConsulFacts {
 	// local agent, which on a client node is this host's own clock.
 	var err error
 	if f.ServerDate, f.LocalAt, err = c.date(ctx, c.Local); err == nil {
-		f.Source = "the local Consul agent (" + c.Local + "; the leader's HTTP API was not reachable)"
+		why := "was not reachable"
+		if len(tried) > 0 {
+			why += ": " + tried[0]
+		}
+		f.Source = "the local Consul agent (" + c.Local + "; the leader's HTTP API " + why + ")"
 		return f
 	}
 	f.ServerDate, f.DateErr = time.Time{}, errors.New(strings.Join(append(tried, err.Error()), "; "))
@@ -336,9 +341,12 @@ func (c *ConsulAPI) date(ctx context.Context, hostport string) (time.Time, time.
 	if strings.HasPrefix(hostport, "unix://") {
 		return time.Time{}, time.Time{}, errors.New("no Date over a unix socket address")
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodGet, c.Scheme+"://"+hostport+"/v1/status/leader", nil)
+	// Built, not parsed from a string: an IPv6 zone (fe80::1%eth0) is
+	// %25 in a URL, and taken raw it would not parse.
+	u := &url.URL{Scheme: c.Scheme, Host: hostport, Path: "/v1/status/leader"}
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u.String(), nil)
 	if err != nil {
-		return time.Time{}, time.Time{}, err
+		return time.Time{}, time.Time{}, fmt.Errorf("request to %s: %w", hostport, err)
 	}
 	start := time.Now()
 	resp, err := c.HTTP.Do(req)

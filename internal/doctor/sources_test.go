@@ -1,13 +1,16 @@
 package doctor
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -227,5 +230,54 @@ func TestIdentityBoundedWhenDockerHangs(t *testing.T) {
 		case <-time.After(2*IdentityTimeout + 10*time.Second):
 			t.Fatalf("%s did not return with Docker hung", what)
 		}
+	}
+}
+
+// leaderAt answers the requests to the leader's host (hostname, as a URL
+// gives it), with this host's time, and passes the others to next.
+type leaderAt struct {
+	hostname string
+	next     http.RoundTripper
+	mu       sync.Mutex
+	asked    []string // hosts of the requests it answered
+}
+
+func (l *leaderAt) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.URL.Hostname() != l.hostname {
+		return l.next.RoundTrip(r)
+	}
+	l.mu.Lock()
+	l.asked = append(l.asked, r.URL.Host)
+	l.mu.Unlock()
+	h := http.Header{"Date": {time.Now().UTC().Format(http.TimeFormat)}}
+	return &http.Response{StatusCode: http.StatusOK, Header: h, Body: io.NopCloser(strings.NewReader(`""`)), Request: r}, nil
+}
+
+// TestConsulAPIFactsIPv6Leader: a leader address with an IPv6 zone
+// (fe80::1%eth0) made a URL that does not parse (a zone is %25 in a
+// URL): the skew was measured against the local agent, and the message
+// blamed the leader's API as not reachable. The leader's API is now
+// asked, at the zoned address.
+func TestConsulAPIFactsIPv6Leader(t *testing.T) {
+	for _, tt := range []struct{ leader, hostname, host string }{
+		{"[fe80::1%eth0]:8300", "fe80::1%eth0", "[fe80::1%eth0]"},
+		{"[2001:db8::1]:8300", "2001:db8::1", "[2001:db8::1]"},
+	} {
+		t.Run(tt.leader, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Date", time.Now().UTC().Format(http.TimeFormat))
+				w.Header().Set("Content-Type", "application/json")
+				fmt.Fprintf(w, "%q", tt.leader)
+			}))
+			t.Cleanup(srv.Close)
+			c := newConsulAPI(t, consul.Options{Addr: srv.URL})
+			rt := &leaderAt{hostname: tt.hostname, next: cmp.Or[http.RoundTripper](c.HTTP.Transport, http.DefaultTransport)}
+			c.HTTP.Transport = rt
+			f := c.Facts(context.Background())
+			_, port, _ := net.SplitHostPort(c.Local)
+			if want := tt.host + ":" + port; len(rt.asked) != 1 || rt.asked[0] != want || !strings.Contains(f.Source, "leader") {
+				t.Errorf("asked %q, skew measured against %q (err %v); want the leader's API at %s", rt.asked, f.Source, f.DateErr, want)
+			}
+		})
 	}
 }
