@@ -169,7 +169,14 @@ func EvalNetwork(f NetworkFacts) []Result {
 	add := func(aspect string, st Status, msg, fix string) {
 		rs = append(rs, Result{Check: name(aspect), Status: st, Message: msg, Fix: fix})
 	}
-	if f.ObserveErr != nil {
+	switch {
+	case errors.Is(f.ObserveErr, hostnet.ErrBadLinkName):
+		// Not the host's trouble: the spec's (written past network
+		// create, which refuses it), and Ensure refuses it too.
+		add("parent", Fail, fmt.Sprintf("%v: no agent sets anything up for %s", f.ObserveErr, s.Name),
+			netspec.RemoveFix(s.Name)+"   # then create it again with --parent the interface (or VLAN) it hangs off")
+		return rs
+	case f.ObserveErr != nil:
 		add("host", Fail, fmt.Sprintf("cannot read links: %v", f.ObserveErr), "")
 		return rs
 	}

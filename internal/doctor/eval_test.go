@@ -628,3 +628,19 @@ func TestEvalBoundsNumerousRows(t *testing.T) {
 		})
 	}
 }
+
+// TestEvalNetworkBadParentName: a spec's parent no link can be named (16
+// bytes or more; written past network create) was the network's failed
+// "host" check, "cannot read links", with netlink's words. It is now the
+// network's failed parent check, naming the value and what is wrong with
+// it, with the command that removes the network.
+func TestEvalNetworkBadParentName(t *testing.T) {
+	parent := strings.Repeat("p", 200)
+	spec := netspec.Spec{Name: "lan", Parent: parent, Subnet: netip.MustParsePrefix("10.0.0.0/24")}
+	_, err := hostnet.Host{}.Observe(hostnet.Want{Parent: parent, ShimLink: netspec.ShimLinkName("lan")})
+	rs := EvalNetwork(NetworkFacts{Spec: spec, VLANSupport: true, ObserveErr: err})
+	if len(rs) != 1 || rs[0].Check != "network/lan/parent" || rs[0].Status != Fail ||
+		!strings.Contains(rs[0].Message, `"`+parent+`": not a valid interface name`) || !strings.HasPrefix(rs[0].Fix, "underlay network rm lan") {
+		t.Errorf("got %+v; want the parent check failing, naming it as not a valid interface name, with network rm", rs)
+	}
+}

@@ -97,6 +97,20 @@ const (
 // ErrNoParent is returned when the parent interface does not exist.
 var ErrNoParent = errors.New("parent interface not found")
 
+// ErrBadLinkName is the error of a name no link can have (linkName):
+// looked up, netlink says not found or, past 127 bytes (an alternative
+// name's most), "numerical result out of range".
+var ErrBadLinkName = errors.New("not a valid interface name")
+
+// checkLinkName is nil when name can be a link's, and otherwise names it,
+// as what.
+func checkLinkName(what, name string) error {
+	if linkName(name) {
+		return nil
+	}
+	return fmt.Errorf("%s %q: %w (1 to %d bytes, no '/', ':' or white space, not . or ..)", what, name, ErrBadLinkName, maxLinkName)
+}
+
 // Repairs lists, in order, the changes that take a host observed as o to
 // the state w wants. A link of the shim's name that is not underlay's
 // shim of the network is an error wrapping ErrForeignLink, and nothing is
@@ -238,9 +252,14 @@ func (h Host) nl() kernel {
 	return h.k
 }
 
-// Observe reads the host state relevant to w.
+// Observe reads the host state relevant to w. A parent no link can be
+// named is ErrBadLinkName, naming it: netlink would say not found, or
+// answer an error of its own.
 func (h Host) Observe(w Want) (Observed, error) {
 	var o Observed
+	if err := checkLinkName("parent", w.Parent); err != nil {
+		return o, err
+	}
 	k := h.nl()
 	parent, err := k.LinkByName(w.Parent)
 	if err != nil {

@@ -48,9 +48,13 @@ type BondMember struct {
 	Up bool
 }
 
-// InspectParent reads the parent link name, its lower device and its bond.
+// InspectParent reads the parent link name, its lower device and its
+// bond. A name no link can have is ErrBadLinkName, naming it.
 func InspectParent(name string) (ParentFacts, error) {
 	var f ParentFacts
+	if err := checkLinkName("parent", name); err != nil {
+		return f, err
+	}
 	l, err := netlink.LinkByName(name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
