@@ -149,3 +149,26 @@ func TestScriptShowsWhatTheSnapshotLeftOut(t *testing.T) {
 		}
 	}
 }
+
+// TestScriptShowsTheSummary: the page's summary line (renderSummary)
+// shows every count of the snapshot's summary but the tasks' (running
+// and passing tasks are those that matter), by the snapshot's names.
+func TestScriptShowsTheSummary(t *testing.T) {
+	b, err := assets.ReadFile("assets/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := string(b)
+	at := strings.Index(js, "function renderSummary(")
+	if at < 0 {
+		t.Fatal("app.js has no renderSummary")
+	}
+	fn := js[at:]
+	fn = fn[:strings.Index(fn, "\n  }\n")]
+	st := reflect.TypeOf(Summary{})
+	for i := range st.NumField() {
+		if f := st.Field(i); f.Name != "Tasks" && !strings.Contains(fn, "m."+jsonName(t, Summary{}, f.Name)) {
+			t.Errorf("renderSummary does not show the summary's %s (m.%s)", f.Name, jsonName(t, Summary{}, f.Name))
+		}
+	}
+}

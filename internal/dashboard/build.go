@@ -65,6 +65,7 @@ func Build(in Inputs) Snapshot {
 	s.Networks = networks(in, inv, ix)
 	s.Summary = summarize(s)
 	s.Summary.Duplicates = duplicates(inv)
+	s.Summary.DuplicateContainers = duplicateContainers(inv)
 	return s
 }
 
@@ -117,6 +118,24 @@ func duplicates(inv []inventory.Entry) int {
 		}
 	}
 	return n
+}
+
+// duplicateContainers counts the container IDs entries of several nodes
+// list (one container on several networks of its node is one node's).
+func duplicateContainers(inv []inventory.Entry) int {
+	node := map[string]string{} // by container ID, the first entry's
+	dup := map[string]bool{}
+	for _, e := range inv {
+		if e.ID == "" {
+			continue
+		}
+		if n, ok := node[e.ID]; !ok {
+			node[e.ID] = e.Node
+		} else if n != e.Node {
+			dup[e.ID] = true
+		}
+	}
+	return len(dup)
 }
 
 // index holds the inputs by the keys cards are matched on.

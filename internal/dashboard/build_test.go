@@ -715,3 +715,30 @@ func TestBuildPoolShowsClashesAndOutsideAddresses(t *testing.T) {
 		t.Errorf("addresses outside the subnets (-want +got):\n%s", d)
 	}
 }
+
+// TestBuildCountsDuplicateContainers: a container ID two nodes'
+// inventories list (one of them stale or forged) marked both cards, but
+// the summary, which counted duplicate addresses only, did not count it.
+// It now counts such container IDs apart (duplicate_containers); one
+// container on two networks of its node is none.
+func TestBuildCountsDuplicateContainers(t *testing.T) {
+	es := []inventory.Entry{
+		{IP: "10.0.0.5", Node: "node1", Network: "web", Container: "a", ID: "ca"},
+		{IP: "10.0.1.5", Node: "node1", Network: "db", Container: "a", ID: "ca"},
+		{IP: "10.0.0.6", Node: "node2", Network: "web", Container: "b", ID: "cb"},
+		{IP: "10.0.0.7", Node: "node1", Network: "web", Container: "b", ID: "cb"},
+		{IP: "10.0.0.8", Node: "node3", Network: "web", Container: "b", ID: "cb"},
+	}
+	s := Build(Inputs{Now: t0, Inventory: es})
+	b, err := json.Marshal(s.Summary)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum map[string]int
+	if err := json.Unmarshal(b, &sum); err != nil {
+		t.Fatal(err)
+	}
+	if sum["duplicate_containers"] != 1 || sum["duplicates"] != 0 {
+		t.Errorf("summary %s: want duplicate_containers 1 (cb, on three nodes), duplicates 0", b)
+	}
+}

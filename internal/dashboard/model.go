@@ -52,6 +52,10 @@ type Summary struct {
 	Mismatches int `json:"mismatches"`
 	// Duplicates counts addresses held more than once.
 	Duplicates int `json:"duplicates"`
+	// DuplicateContainers counts container IDs the inventories of several
+	// nodes list (inventory.Check marks their cards): a container runs on
+	// one node, so the others' inventories are stale or forged.
+	DuplicateContainers int `json:"duplicate_containers"`
 	// DoctorFailures counts failed doctor checks over every node.
 	DoctorFailures int `json:"doctor_failures"`
 }

@@ -331,6 +331,7 @@
       item(m.nodes, 'nodes'), item(m.services, 'services'),
       h('span', {}, h('b', { text: m.running }), ' running tasks, ', h('b', { text: m.passing }), ' passing in Consul'),
       item(m.mismatches, 'Swarm/Consul mismatches', true), item(m.duplicates, 'duplicate addresses', true),
+      item(m.duplicate_containers || 0, 'containers listed by several nodes', true),
       item(m.doctor_failures, 'failed doctor checks', true),
       h('span', { class: 'muted', text: 'snapshot ' + snap.version + ' at ' + clock(snap.generated_at) }));
     const c = snap.control || {};
