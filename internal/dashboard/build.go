@@ -83,6 +83,8 @@ func clashes(in Inputs) []inventory.Entry {
 			names[n.ID] = n.Hostname
 		}
 	}
+	// The facts' names first, as the inventories' entries name nodes.
+	maps.Copy(names, in.NodeNames)
 	held := map[string]bool{}
 	for _, e := range in.Inventory {
 		held[e.Network+"|"+e.IP] = true
@@ -141,17 +143,20 @@ func duplicateContainers(inv []inventory.Entry) int {
 // index holds the inputs by the keys cards are matched on.
 type index struct {
 	nodeName map[string]string // swarm node ID → host name
-	service  map[string]SwarmService
-	invTask  map[string][]inventory.Entry // by task ID
-	invCtr   map[string][]inventory.Entry // by container ID
-	instTask map[string][]Instance        // by swarm task ID
-	instCtr  map[string][]Instance        // by container ID
-	task     map[string]SwarmTask
+	// factsName maps node identities (swarm node IDs) to node names, as
+	// the node facts give them (Inputs.NodeNames).
+	factsName map[string]string
+	service   map[string]SwarmService
+	invTask   map[string][]inventory.Entry // by task ID
+	invCtr    map[string][]inventory.Entry // by container ID
+	instTask  map[string][]Instance        // by swarm task ID
+	instCtr   map[string][]Instance        // by container ID
+	task      map[string]SwarmTask
 }
 
 func newIndex(in Inputs, inv []inventory.Entry) *index {
 	ix := &index{
-		nodeName: map[string]string{}, service: map[string]SwarmService{},
+		nodeName: map[string]string{}, factsName: in.NodeNames, service: map[string]SwarmService{},
 		invTask: map[string][]inventory.Entry{}, invCtr: map[string][]inventory.Entry{},
 		instTask: map[string][]Instance{}, instCtr: map[string][]Instance{}, task: map[string]SwarmTask{},
 	}
@@ -188,6 +193,12 @@ func (ix *index) node(id string) string {
 		return n
 	}
 	return shortID(id)
+}
+
+// nodeOf names the node of identity id as `underlay ips` does: by its
+// facts' name, else its swarm host name; id itself when neither is known.
+func (ix *index) nodeOf(id string) string {
+	return cmp.Or(ix.factsName[id], ix.nodeName[id], id)
 }
 
 func (ix *index) serviceName(id string) string {
@@ -696,8 +707,8 @@ func networks(in Inputs, inv []inventory.Entry, ix *index) []Network {
 			nw.Pool = emptyPool() // the IPAM plugin serves none of it
 		} else {
 			es := inventory.Filter(inv, s.Name, "")
-			nw.Pool = buildPool(n, es, ix.holder, in.Now)
-			nw.IPv6Pool = buildPool6(n, es, ix.holder, in.Now)
+			nw.Pool = buildPool(n, es, ix, in.Now)
+			nw.IPv6Pool = buildPool6(n, es, ix, in.Now)
 			nw.Outside = outside(s, es, ix.holder)
 		}
 		out = append(out, nw)

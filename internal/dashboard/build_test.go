@@ -231,7 +231,7 @@ func TestBuildPoolKept(t *testing.T) {
 		n, es := clusterNet()
 		n.Kept = kept
 		ix := &index{}
-		for _, a := range buildPool(n, es, ix.holder, t0).Addresses {
+		for _, a := range buildPool(n, es, ix, t0).Addresses {
 			if a.IP == "10.0.0.130" {
 				return a.State, a.Holder
 			}
@@ -260,7 +260,7 @@ func TestAllocationAhead(t *testing.T) {
 		{-2 * StartGrace, StateLeaked},
 		{365 * 24 * time.Hour, StateLeaked},
 	} {
-		if got := allocation(ipam.Alloc{Node: "node1", At: t0.Add(c.at), Kind: ipam.KindTask}, false, t0).State; got != c.want {
+		if got := allocation(ipam.Alloc{Node: "node1", At: t0.Add(c.at), Kind: ipam.KindTask}, "node1", false, t0).State; got != c.want {
 			t.Errorf("allocation dated %s from now: %s, want %s", c.at, got, c.want)
 		}
 	}
@@ -269,7 +269,7 @@ func TestAllocationAhead(t *testing.T) {
 func TestBuildPoolCluster(t *testing.T) {
 	n, es := clusterNet()
 	ix := &index{}
-	p := buildPool(n, es, ix.holder, t0)
+	p := buildPool(n, es, ix, t0)
 	type addr struct{ IP, State, Holder string }
 	var got []addr
 	for _, a := range p.Addresses {
@@ -317,7 +317,7 @@ func TestBuildPoolPerNode(t *testing.T) {
 		States: []netspec.NodeState{{Node: "node1", State: "ready", Shim: netip.MustParseAddr("10.200.0.2")}, {Node: "node2", State: "ready", Shim: netip.MustParseAddr("10.200.0.66")}},
 	}
 	es := []inventory.Entry{{IP: "10.200.0.3", Node: "node1", Network: "demo", Container: "a"}, {IP: "10.200.0.67", Node: "node2", Network: "demo", Container: "b"}}
-	p := buildPool(n, es, (&index{}).holder, t0)
+	p := buildPool(n, es, &index{}, t0)
 	if p.Size != 65536 || p.Cell != 64 {
 		t.Errorf("a /16 has size %d and cell %d, want 65536 and 64", p.Size, p.Cell)
 	}
@@ -740,5 +740,53 @@ func TestBuildCountsDuplicateContainers(t *testing.T) {
 	}
 	if sum["duplicate_containers"] != 1 || sum["duplicates"] != 0 {
 		t.Errorf("summary %s: want duplicate_containers 1 (cb, on three nodes), duplicates 0", b)
+	}
+}
+
+// TestBuildPoolNamesNodes: the pool's allocations, and its blocks, named
+// their node by its identity ("allocated to 4x1f…", the swarm node ID),
+// where `underlay ips` names it. They now name it as the node facts do,
+// else by its swarm host name, else by the identity.
+func TestBuildPoolNamesNodes(t *testing.T) {
+	spec := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.0.0.0/24"), Parent: "eth1", IPAM: netspec.Cluster}
+	at := t0.Add(-time.Minute)
+	n := NetworkInput{Spec: spec, Blocks: map[netip.Prefix]ipam.BlockDoc{
+		netip.MustParsePrefix("10.0.0.16/28"): {Node: "id2", Allocs: map[string]ipam.Alloc{
+			"10.0.0.16": {Node: "id2", At: at, Kind: ipam.KindShim},
+			"10.0.0.17": {Node: "id2", At: at, Kind: ipam.KindSpare},
+			"10.0.0.18": {Node: "id2", At: at, Kind: ipam.KindTask}, // a leak
+		}},
+	}}
+	for _, tc := range []struct {
+		name string
+		in   Inputs
+		want string
+	}{
+		{"by its facts", Inputs{NodeNames: map[string]string{"id2": "node2"}, Nodes: []SwarmNode{{ID: "id2", Hostname: "host2"}}}, "node2"},
+		{"by its swarm host name", Inputs{Nodes: []SwarmNode{{ID: "id2", Hostname: "host2"}}}, "host2"},
+		{"unknown", Inputs{}, "id2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.in.Now, tc.in.Networks = t0, []NetworkInput{n}
+			p := Build(tc.in).Networks[0].Pool
+			got := map[string]string{}
+			for _, a := range p.Addresses {
+				if a.Node != "" {
+					got[a.IP] = a.Node + ": " + a.Holder
+				}
+			}
+			w := tc.want
+			want := map[string]string{
+				"10.0.0.16": w + ": host shim of " + w,
+				"10.0.0.17": w + ": spare of " + w + ": handed to its next container without waiting for Consul",
+				"10.0.0.18": w + ": allocated to " + w + ", held by no container: reclaimed after the grace period",
+			}
+			if d := cmp.Diff(want, got); d != "" {
+				t.Errorf("allocations' nodes and holders (-want +got):\n%s", d)
+			}
+			if len(p.Regions) != 1 || p.Regions[0].Node != w {
+				t.Errorf("regions %+v, want the block of %s", p.Regions, w)
+			}
+		})
 	}
 }

@@ -17,13 +17,14 @@ import (
 // buildPool lays out a network's IPv4 subnet: every address that is not
 // free with its state and holder, the counts per state, and the per-node
 // ranges or blocks. entries are the network's inventory entries (with
-// duplicates marked); holder names what holds one. The states follow
+// duplicates marked); ix names what holds one (holder) and the nodes of
+// allocations and regions (nodeOf), as `underlay ips` does. The states follow
 // `underlay ips`: an address a container holds is a task's (a duplicate
 // when several hold it); of the pool's allocations the others are
 // reserved (host shims), spares or leaks (allocated, no container, for
 // longer than StartGrace); the network and broadcast addresses, the
 // gateway and aux addresses are reserved.
-func buildPool(n NetworkInput, entries []inventory.Entry, holder func(inventory.Entry) string, now time.Time) Pool {
+func buildPool(n NetworkInput, entries []inventory.Entry, ix *index, now time.Time) Pool {
 	sub := n.Spec.Subnet.Masked()
 	if !sub.IsValid() || !sub.Addr().Is4() {
 		return emptyPool()
@@ -41,9 +42,9 @@ func buildPool(n NetworkInput, entries []inventory.Entry, holder func(inventory.
 	for name, a := range n.Spec.Aux {
 		reserved[a] = "aux address " + name
 	}
-	p.Addresses = notFree(n, sub, reserved, entries, holder, now)
+	p.Addresses = notFree(n, sub, reserved, entries, ix, now)
 	p.Counts = counts(p.Addresses, sub, rng)
-	p.Regions = regions(n, sub)
+	p.Regions = regions(n, sub, ix)
 	return p
 }
 
@@ -59,7 +60,7 @@ func emptyPool() Pool {
 // cluster IPAM blocks. A /48 to /64 is too large for a map, and for JSON
 // to count its free addresses: Size and Cell are 0 and Counts counts the
 // addresses listed only; the rest of the 2^(128-Bits) are free.
-func buildPool6(n NetworkInput, entries []inventory.Entry, holder func(inventory.Entry) string, now time.Time) *Pool {
+func buildPool6(n NetworkInput, entries []inventory.Entry, ix *index, now time.Time) *Pool {
 	sub := n.Spec.IPv6Subnet.Masked()
 	if !sub.IsValid() || sub.Addr().Is4() {
 		return nil
@@ -67,12 +68,12 @@ func buildPool6(n NetworkInput, entries []inventory.Entry, holder func(inventory
 	_, gw := ipam.PoolOf(n.Spec, true)
 	reserved := map[netip.Addr]string{sub.Addr(): "network address (subnet-router anycast)", gw: "gateway"}
 	p := &Pool{First: sub.Addr().String(), Bits: sub.Bits(), Range: sub.String()}
-	p.Addresses = notFree(n, sub, reserved, entries, holder, now)
+	p.Addresses = notFree(n, sub, reserved, entries, ix, now)
 	p.Counts = map[string]int{StateTask: 0, StateSpare: 0, StateReserved: 0, StateLeaked: 0, StateDuplicate: 0}
 	for _, a := range p.Addresses {
 		p.Counts[a.State]++
 	}
-	p.Regions = regions(n, sub)
+	p.Regions = regions(n, sub, ix)
 	return p
 }
 
@@ -80,7 +81,7 @@ func buildPool6(n NetworkInput, entries []inventory.Entry, holder func(inventory
 // network n) that are not free: reserved (by address, with what reserves
 // it), the nodes' host shims, the pool's allocations (cluster IPAM), and
 // those entries hold.
-func notFree(n NetworkInput, sub netip.Prefix, reserved map[netip.Addr]string, entries []inventory.Entry, holder func(inventory.Entry) string, now time.Time) []PoolAddress {
+func notFree(n NetworkInput, sub netip.Prefix, reserved map[netip.Addr]string, entries []inventory.Entry, ix *index, now time.Time) []PoolAddress {
 	addrs := map[netip.Addr]PoolAddress{}
 	set := func(a netip.Addr, pa PoolAddress) {
 		if sub.Contains(a) {
@@ -110,11 +111,11 @@ func notFree(n NetworkInput, sub netip.Prefix, reserved map[netip.Addr]string, e
 			if err != nil || len(held[a]) > 0 {
 				continue
 			}
-			set(a, allocation(al, n.Kept.For(a, al), now))
+			set(a, allocation(al, ix.nodeOf(al.Node), n.Kept.For(a, al), now))
 		}
 	}
 	for a, es := range held {
-		set(a, heldBy(es, holder))
+		set(a, heldBy(es, ix.holder))
 	}
 	out := slices.Collect(maps.Values(addrs))
 	slices.SortFunc(out, func(x, y PoolAddress) int {
@@ -133,21 +134,21 @@ func notFree(n NetworkInput, sub netip.Prefix, reserved map[netip.Addr]string, e
 const StartGrace = 30 * time.Second
 
 // allocation is the map entry of a cluster IPAM allocation no container
-// holds.
-func allocation(al ipam.Alloc, kept bool, now time.Time) PoolAddress {
-	pa := PoolAddress{Node: al.Node, Since: utc(al.At)}
+// holds; node names its node (al.Node is the node's identity).
+func allocation(al ipam.Alloc, node string, kept bool, now time.Time) PoolAddress {
+	pa := PoolAddress{Node: node, Since: utc(al.At)}
 	switch {
 	case al.Kind == ipam.KindShim:
-		pa.State, pa.Holder = StateReserved, "host shim of "+al.Node
+		pa.State, pa.Holder = StateReserved, "host shim of "+node
 	case al.Kind == ipam.KindSpare:
-		pa.State, pa.Holder = StateSpare, "spare of "+al.Node+": handed to its next container without waiting for Consul"
+		pa.State, pa.Holder = StateSpare, "spare of "+node+": handed to its next container without waiting for Consul"
 	case now.Sub(al.At) < StartGrace && al.At.Sub(now) < StartGrace || kept:
-		pa.State, pa.Holder = StateTask, "allocated to "+al.Node+" for a container being started"
+		pa.State, pa.Holder = StateTask, "allocated to "+node+" for a container being started"
 	default:
 		// No age in the text: it would change every snapshot; the page
 		// shows the age from Since.
 		pa.State = StateLeaked
-		pa.Holder = "allocated to " + al.Node + ", held by no container: reclaimed after the grace period"
+		pa.Holder = "allocated to " + node + ", held by no container: reclaimed after the grace period"
 	}
 	return pa
 }
@@ -189,24 +190,25 @@ func counts(addrs []PoolAddress, sub, rng netip.Prefix) map[string]int {
 // regions are the per-node ranges (per-node IPAM) or the claimed blocks
 // (cluster IPAM) of sub, one family of network n, in address order: an
 // IPv6 subnet's ranges are the nodes' /80s, those of their IPv4 ranges
-// (netspec.IPv6Ranges).
-func regions(n NetworkInput, sub netip.Prefix) []Region {
+// (netspec.IPv6Ranges). Each names its node (ix.nodeOf): ranges and
+// blocks are held by identities.
+func regions(n NetworkInput, sub netip.Prefix, ix *index) []Region {
 	out := []Region{}
 	if sub.Addr().Is4() {
 		for p, node := range n.Leases {
-			out = append(out, Region{Prefix: p.String(), Node: node, Kind: "range"})
+			out = append(out, Region{Prefix: p.String(), Node: ix.nodeOf(node), Kind: "range"})
 		}
 	} else {
 		ranges := slices.Collect(maps.Keys(n.Leases))
 		for i, r6 := range netspec.IPv6Ranges(n.Spec, ranges) {
 			if r6.IsValid() {
-				out = append(out, Region{Prefix: r6.String(), Node: n.Leases[ranges[i]], Kind: "range"})
+				out = append(out, Region{Prefix: r6.String(), Node: ix.nodeOf(n.Leases[ranges[i]]), Kind: "range"})
 			}
 		}
 	}
 	for p, doc := range n.Blocks {
 		if sub.Contains(p.Addr()) {
-			out = append(out, Region{Prefix: p.String(), Node: doc.Node, Kind: "block"})
+			out = append(out, Region{Prefix: p.String(), Node: ix.nodeOf(doc.Node), Kind: "block"})
 		}
 	}
 	slices.SortFunc(out, func(a, b Region) int {

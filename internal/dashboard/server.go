@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
+	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/scale"
 )
@@ -391,7 +392,7 @@ func (s *Server) gather(ctx context.Context) Inputs {
 			if err != nil {
 				return err
 			}
-			in.Networks, in.Inventory, in.Agents = nets, inv, agents
+			in.Networks, in.Inventory, in.Agents, in.NodeNames = nets, inv, agents, inventory.NodeNames(facts)
 			return nil
 		})
 	}
@@ -437,9 +438,9 @@ func (s *Server) keepLast(in *Inputs) {
 		l.Instances = in.Instances
 	}
 	if _, failed := in.Errors["kv"]; failed {
-		in.Networks, in.Inventory, in.Agents = l.Networks, l.Inventory, l.Agents
+		in.Networks, in.Inventory, in.Agents, in.NodeNames = l.Networks, l.Inventory, l.Agents, l.NodeNames
 	} else {
-		l.Networks, l.Inventory, l.Agents = in.Networks, in.Inventory, in.Agents
+		l.Networks, l.Inventory, l.Agents, l.NodeNames = in.Networks, in.Inventory, in.Agents, in.NodeNames
 	}
 	if _, failed := in.Errors["history"]; failed {
 		in.History, in.BadHistory, in.Control = l.History, l.BadHistory, l.Control

@@ -227,13 +227,17 @@ type ReplicaSample struct {
 // Inputs is everything Build needs: what the sources returned, the server's
 // samples and the clock.
 type Inputs struct {
-	Now        time.Time
-	Nodes      []SwarmNode
-	Services   []SwarmService
-	Tasks      []SwarmTask
-	Instances  []Instance
-	Networks   []NetworkInput
-	Inventory  []inventory.Entry
+	Now       time.Time
+	Nodes     []SwarmNode
+	Services  []SwarmService
+	Tasks     []SwarmTask
+	Instances []Instance
+	Networks  []NetworkInput
+	Inventory []inventory.Entry
+	// NodeNames maps node identities (swarm node IDs) to the names their
+	// node facts give (inventory.NodeNames), which name the nodes of pool
+	// allocations, ranges and blocks, as in `underlay ips`.
+	NodeNames  map[string]string
 	Agents     []AgentInput
 	Autoscaled []scale.ServiceInfo
 	// History holds each autoscaled service's decisions, oldest first.

@@ -193,7 +193,7 @@ func Load(ctx context.Context, kv KV, facts []netspec.NodeFacts) ([]Entry, []Bad
 	if err != nil {
 		return nil, nil, fmt.Errorf("read inventories: %w", err)
 	}
-	names := nodeNames(facts)
+	names := NodeNames(facts)
 	if err := namesOfJoined(ctx, kv, kvs, names); err != nil {
 		return nil, nil, err
 	}
@@ -297,7 +297,7 @@ func namesOfJoined(ctx context.Context, kv KV, kvs []kvstore.Pair, names map[str
 		return fmt.Errorf("read node facts again, for inventories of nodes without facts: %w", err)
 	}
 	facts, _ := netspec.DecodeNodes(pairs)
-	for id, name := range nodeNames(facts) {
+	for id, name := range NodeNames(facts) {
 		if _, ok := names[id]; !ok {
 			names[id] = name
 		}
@@ -305,12 +305,12 @@ func namesOfJoined(ctx context.Context, kv KV, kvs []kvstore.Pair, names map[str
 	return nil
 }
 
-// nodeNames maps each node identity to its name, as the facts its agent
+// NodeNames maps each node identity to its name, as the facts its agent
 // publishes under netspec.NodesKVPrefix give it: the facts ReadNodes lists
 // as an identity's (their key's, whatever identity their document names);
 // an older agent's, which name no identity, were keyed, with its
 // inventory, by its name. Facts that name no node give no name.
-func nodeNames(facts []netspec.NodeFacts) map[string]string {
+func NodeNames(facts []netspec.NodeFacts) map[string]string {
 	names := make(map[string]string, len(facts))
 	for _, f := range facts {
 		if f.Node != "" {
