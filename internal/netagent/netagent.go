@@ -1,6 +1,7 @@
 package netagent
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -104,7 +105,8 @@ type Reconciler struct {
 
 	// reported is the last state reported per network: Sync runs on every
 	// KV change, so it writes only what changed, or agents would wake each
-	// other forever.
+	// other forever. A report missing from a sync's listing (Consul lost
+	// it) is dropped from it, and so written again.
 	reported map[string]netspec.NodeState
 	// refused is the last refusal logged per network, of the specs
 	// refused at the last sync.
@@ -133,6 +135,11 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		return err
 	}
 	specs, refused := l.Specs, l.Refused()
+	for name := range r.reported {
+		if !l.HasReport(name, cmp.Or(r.ID, r.Node)) {
+			delete(r.reported, name)
+		}
+	}
 	r.dropOrphanReports(ctx, l.Orphans)
 	r.Metrics.setInvalid(len(refused))
 	for name, err := range refused {
@@ -493,9 +500,9 @@ func (r *Reconciler) Run(ctx context.Context, changes, links <-chan struct{}, pe
 		case <-changes:
 		case <-links:
 		case <-t.C:
-			// Report again once a period: Consul may have lost what was
-			// written. (Facts is kept fresh by its own heartbeat.)
-			r.reported = nil
+			// Reports are not written again: only what changed, or what
+			// Consul lost (see reported). (Facts is kept fresh by its own
+			// heartbeat.)
 		}
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
@@ -665,5 +666,70 @@ func TestOrphanReleasesClusterShim(t *testing.T) {
 				t.Errorf("shims of id1 after the orphan's teardown: %v, want none", got)
 			}
 		})
+	}
+}
+
+// TestDeletingReportWrittenOnce: a spec left deleting (`network rm`
+// waits for a node that is down) is torn down again at every sync; its
+// "removed" report, unchanged, is not written again at every period (each
+// write under the networks' prefix wakes every agent), but one that
+// Consul lost is written again at the next sync.
+func TestDeletingReportWrittenOnce(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kv, st := kvWithWeb(t)
+	host := &fakeHost{}
+	r := reconcilerOf(st, host, host, func(string, string) error { return nil })
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MarkDeleting(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reportKey := netspec.KVPrefix + "web/nodes/id1"
+	syncs := make(chan struct{})
+	var writes []string // of the report, by Run's goroutine
+	kv.Hook = func(call string, keys []string) error {
+		switch {
+		case call == "txn" && slices.Contains(keys, reportKey):
+			writes = append(writes, call)
+		case call == "list" && slices.Equal(keys, []string{netspec.KVPrefix}):
+			select { // a sync begins
+			case syncs <- struct{}{}:
+			case <-ctx.Done():
+			}
+		}
+		return nil
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.Run(ctx, nil, nil, time.Millisecond)
+	}()
+	for range 5 { // the first sync, then four periods'
+		<-syncs
+	}
+	cancel()
+	<-done
+	if len(writes) != 0 {
+		t.Errorf("periodic syncs of web left deleting wrote its report %d times, want none", len(writes))
+	}
+	kv.Hook = nil
+	states, _ := st.NodeStates(context.Background(), "web")
+	if len(states) != 1 || states[0].State != netspec.StateRemoved {
+		t.Fatalf("web reported %+v, want removed", states)
+	}
+	// Consul loses the report: the next sync writes it again.
+	if err := kv.Delete(context.Background(), reportKey); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if states, _ := st.NodeStates(context.Background(), "web"); len(states) != 1 || states[0].State != netspec.StateRemoved {
+		t.Errorf("after its report was lost, web reported %+v, want removed again", states)
 	}
 }

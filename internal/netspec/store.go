@@ -182,6 +182,10 @@ type Listing struct {
 	// spec deleted by hand (network rm deletes the reports with it).
 	Orphans map[string][]string
 
+	// reports are, by network name, the identities that have a state
+	// report under the network.
+	reports map[string][]string
+
 	once    sync.Once
 	refused map[string]error
 }
@@ -198,6 +202,11 @@ func (l *Listing) Refused() map[string]error {
 	})
 	return l.refused
 }
+
+// HasReport reports whether the listing holds a state report of the node
+// with identity id under network name: an agent writes its reports again
+// when Consul lost them, and only then.
+func (l *Listing) HasReport(name, id string) bool { return slices.Contains(l.reports[name], id) }
 
 // Listed returns the newest listing of the specs this store read (nil
 // before the first), without reading KV: for a caller that must not wait
@@ -255,6 +264,7 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 		l.Specs = append(l.Specs, s)
 	}
 	sort.Slice(l.Specs, func(i, j int) bool { return l.Specs[i].Name < l.Specs[j].Name })
+	l.reports = reports
 	for name, ids := range reports {
 		if slices.ContainsFunc(l.Specs, func(s Spec) bool { return s.Name == name }) || slices.ContainsFunc(l.Bad, func(b BadSpec) bool { return b.Name == name }) {
 			continue
