@@ -1,7 +1,9 @@
 package netspec
 
 import (
+	"errors"
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"net/netip"
 	"slices"
@@ -57,14 +59,13 @@ func TestCheckStoredScales(t *testing.T) {
 	}
 }
 
-// TestCheckStoredAsPairwise: CheckStored refuses exactly the specs the
-// pairwise check refuses, with the same errors, on random sets of specs
-// that share names (and config-only network names), shim names, subnets
-// (overlapping, equal, not masked, of the other family, missing), IPv6
-// subnets and parents (equal, or one VLAN spelt two ways).
-func TestCheckStoredAsPairwise(t *testing.T) {
+// randomSpecs are up to 15 specs that share names (and config-only
+// network names), shim names, subnets (overlapping, equal, not masked, of
+// the other family, missing, /0, 4-in-6), IPv6 subnets and parents (equal,
+// or one VLAN spelt two ways); some are being deleted.
+func randomSpecs(r *rand.Rand) []Spec {
 	names := []string{"a", "b", "a-config", "b-config", "a-config-config", "n512789", "n749192", "bad name", "c"} // n512789 and n749192: one shim name
-	parents := []string{"eth0", "eth1", "bond0.40", "bond0.040", "bond0.41", "eth0.4095", "lo", "eth1.7"}
+	parents := []string{"eth0", "eth1", "bond0.40", "bond0.040", "bond0.41", "eth0.4095", "lo", "eth1.7", "bond0.0040"}
 	v4 := func(r *rand.Rand) netip.Prefix {
 		switch r.IntN(12) {
 		case 0:
@@ -99,24 +100,82 @@ func TestCheckStoredAsPairwise(t *testing.T) {
 		}
 		return p
 	}
-	for seed := range uint64(3000) {
-		r := rand.New(rand.NewPCG(seed, 1))
-		specs := make([]Spec, r.IntN(12))
-		for i := range specs {
-			s := Spec{Name: names[r.IntN(len(names))], Subnet: v4(r), Parent: parents[r.IntN(len(parents))], IPAM: PerNode, PerNodeSize: 64,
-				IPv6Subnet: v6(r), Deleting: r.IntN(10) == 0}
-			if r.IntN(3) == 0 {
-				s.Name = fmt.Sprintf("n%d", r.IntN(20))
-			}
-			if s.Subnet.IsValid() {
-				s.Gateway = s.Subnet.Masked().Addr().Next()
-			}
-			specs[i] = s
+	specs := make([]Spec, r.IntN(16))
+	for i := range specs {
+		s := Spec{Name: names[r.IntN(len(names))], Subnet: v4(r), Parent: parents[r.IntN(len(parents))], IPAM: PerNode, PerNodeSize: 64,
+			IPv6Subnet: v6(r), Deleting: r.IntN(10) == 0}
+		if r.IntN(3) == 0 {
+			s.Name = fmt.Sprintf("n%d", r.IntN(20))
 		}
+		if s.Subnet.IsValid() {
+			s.Gateway = s.Subnet.Masked().Addr().Next()
+		}
+		specs[i] = s
+	}
+	return specs
+}
+
+// TestCheckStoredAsPairwise: CheckStored refuses exactly the specs the
+// pairwise check refuses, with the same errors, on random sets of specs.
+func TestCheckStoredAsPairwise(t *testing.T) {
+	for seed := range uint64(3000) {
+		specs := randomSpecs(rand.New(rand.NewPCG(seed, 1)))
 		got, want := CheckStored(specs), checkStoredPairwise(specs)
 		if !sameErrors(got, want) {
 			t.Fatalf("seed %d: specs %+v:\nCheckStored %v\npairwise    %v", seed, specs, got, want)
 		}
+	}
+}
+
+// TestCheckStoredRefusesAsBefore: reporting each kind of conflict once
+// (naming the first networks, counting the others) refuses the same specs
+// as reporting each conflict did, and Validate refuses the same specs:
+// checkStoredBefore is CheckStored as it was.
+func TestCheckStoredRefusesAsBefore(t *testing.T) {
+	for seed := range uint64(3000) {
+		specs := randomSpecs(rand.New(rand.NewPCG(seed, 2)))
+		got, want := CheckStored(specs), checkStoredBefore(specs)
+		if !slices.Equal(slices.Sorted(maps.Keys(got)), slices.Sorted(maps.Keys(want))) {
+			t.Fatalf("seed %d: specs %+v:\nCheckStored refuses %v\nbefore, refused     %v", seed, specs, got, want)
+		}
+		for i, s := range specs {
+			others := slices.Concat(specs[:i:i], specs[i+1:])
+			if (Validate(s, others) == nil) != (validateBefore(s, others) == nil) {
+				t.Fatalf("seed %d: spec %+v against %+v: Validate %v, before %v", seed, s, others, Validate(s, others), validateBefore(s, others))
+			}
+		}
+	}
+}
+
+// oneParent is n specs written past `network create` on one parent.
+func oneParent(n int) []Spec {
+	specs := manySpecs(n)
+	for i := range specs {
+		specs[i].Parent = "eth0"
+	}
+	return specs
+}
+
+// TestCheckStoredNamesFewConflicts: 2000 specs written on one parent
+// each carried 1999 problems, one per other network: half a gigabyte of
+// text, made at every sync of every agent. Each is refused with one
+// problem naming the first networks and counting the others.
+func TestCheckStoredNamesFewConflicts(t *testing.T) {
+	specs := oneParent(2000)
+	refused := CheckStored(specs)
+	if len(refused) != len(specs) {
+		t.Fatalf("refused %d of %d specs on one parent, want all", len(refused), len(specs))
+	}
+	total := 0
+	for _, err := range refused {
+		total += len(err.Error())
+	}
+	if perSpec := total / len(specs); perSpec > 300 {
+		t.Errorf("refusals of %d specs on one parent hold %d bytes, %d per spec, want at most 300: %.300s", len(specs), total, perSpec, refused["net-0000"])
+	}
+	want := `parent eth0 already carries networks "net-0001", "net-0002", "net-0003" and 1996 others: Docker allows one macvlan or ipvlan network per parent interface`
+	if got := refused["net-0000"].Error(); got != want {
+		t.Errorf("net-0000 refused with %.300q, want %q", got, want)
 	}
 }
 
@@ -135,11 +194,82 @@ func sameErrors(a, b map[string]error) bool {
 	return true
 }
 
+// checkStoredBefore, validateBefore and checkPairBefore are CheckStored,
+// Validate and the pair check as they were before each kind of conflict
+// was reported once: a problem per conflicting network.
+func checkStoredBefore(specs []Spec) map[string]error {
+	out := map[string]error{}
+	for i, s := range specs {
+		if s.Deleting {
+			if !nameRE.MatchString(s.Name) {
+				out[s.Name] = fmt.Errorf("network name %q: want 1 to 48 letters, digits, '_', '.' or '-', starting with a letter or digit", s.Name)
+			}
+			continue
+		}
+		others := slices.Concat(specs[:i:i], specs[i+1:])
+		if err := validateBefore(s, others); err != nil {
+			out[s.Name] = err
+		}
+	}
+	return out
+}
+
+func validateBefore(s Spec, existing []Spec) error {
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	if checkOwn(s, bad) {
+		for _, o := range existing {
+			checkPairBefore(s, o, bad)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func checkPairBefore(s, o Spec, bad func(string, ...any)) {
+	if o.Name == s.Name {
+		bad("network %q already exists", s.Name)
+		return
+	}
+	if s.Name == ConfigNetworkName(o.Name) {
+		bad("network name %q is the name of network %q's config-only network: choose another name", s.Name, o.Name)
+	}
+	if o.Name == ConfigNetworkName(s.Name) {
+		bad("network %q's config-only network would be named %s, as network %q is: choose another name", s.Name, o.Name, o.Name)
+	}
+	if o.Subnet.Overlaps(s.Subnet) {
+		bad("subnet %s overlaps network %q (%s)", s.Subnet, o.Name, o.Subnet)
+	}
+	if s.IPv6Subnet.IsValid() && o.IPv6Subnet.IsValid() && o.IPv6Subnet.Overlaps(s.IPv6Subnet) {
+		bad("IPv6 subnet %s overlaps network %q (%s)", s.IPv6Subnet, o.Name, o.IPv6Subnet)
+	}
+	if o.Parent == s.Parent {
+		bad("parent %s already carries network %q: Docker allows one macvlan or ipvlan network per parent interface", s.Parent, o.Name)
+	} else if lower, vid, ok := VLANParent(s.Parent); ok {
+		if ol, ov, ook := VLANParent(o.Parent); ook && ol == lower && ov == vid {
+			bad("parent %s is VLAN %d on %s, as network %q's parent %s is: a device carries one link per VLAN, and Docker one network per parent", s.Parent, vid, lower, o.Name, o.Parent)
+		}
+	}
+	if shim := ShimLinkName(s.Name); shim == ShimLinkName(o.Name) {
+		bad("host shim link %s is also network %q's (the names hash alike): choose another name", shim, o.Name)
+	}
+}
+
 func BenchmarkCheckStored(b *testing.B) {
 	specs := manySpecs(2000)
 	for b.Loop() {
 		if refused := CheckStored(specs); len(refused) != 0 {
 			b.Fatalf("refused %d specs: %v", len(refused), refused)
+		}
+	}
+}
+
+// BenchmarkCheckStoredOneParent: the worst case, 2000 specs written on
+// one parent, every one refused for every other.
+func BenchmarkCheckStoredOneParent(b *testing.B) {
+	specs := oneParent(2000)
+	for b.Loop() {
+		if refused := CheckStored(specs); len(refused) != len(specs) {
+			b.Fatalf("refused %d specs, want %d", len(refused), len(specs))
 		}
 	}
 }

@@ -1,6 +1,7 @@
 package netspec
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"maps"
@@ -8,6 +9,7 @@ import (
 	"net/netip"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 )
 
@@ -67,14 +69,15 @@ var (
 )
 
 // Validate checks s on its own and against the networks that already
-// exist, returning every problem found, each naming the bad value.
+// exist, returning every problem found, each naming the bad value. A kind
+// of conflict (a subnet overlapping, a parent taken) is one problem,
+// naming the first networks it is with (see maxNamed) and counting the
+// others.
 func Validate(s Spec, existing []Spec) error {
 	var errs []error
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if checkOwn(s, bad) {
-		for _, o := range existing {
-			checkPair(s, o, bad)
-		}
+		conflictsIn(s, existing).report(s, existing, bad)
 	}
 	return errors.Join(errs...)
 }
@@ -136,44 +139,157 @@ func checkOwn(s Spec, bad func(string, ...any)) bool {
 	return true
 }
 
-// checkPair checks s against the existing network o, calling bad for
-// each conflict. CheckStored calls it only for the networks specIndex
-// finds sharing something with s: a conflict found here must be one
-// specIndex.related finds.
-func checkPair(s, o Spec, bad func(string, ...any)) {
+// conflictKind is a way two networks conflict: each kind is one problem
+// of a spec, however many networks it conflicts with that way.
+type conflictKind int
+
+const (
+	nameTaken   conflictKind = iota // the other has s's name
+	nameConfig                      // s's name is the other's config-only network's
+	configTaken                     // the other's name is s's config-only network's
+	subnetOverlap
+	subnet6Overlap
+	parentTaken
+	vlanTaken // the other's parent is s's VLAN, spelt otherwise
+	shimTaken
+	numConflictKinds
+)
+
+// maxNamed is how many networks a conflict names; the others are
+// counted. A spec written past `network create` may conflict with every
+// other (one parent for all): naming each would make every spec's error
+// as long as the list, at every sync of every agent.
+const maxNamed = 3
+
+// conflict is the networks a spec conflicts with in one way, as indexes
+// of a list: the first (at most maxNamed; in order of subnet, then of the
+// list, for overlapping subnets; else in the list's order) and how many.
+type conflict struct {
+	first []int
+	n     int
+}
+
+type conflicts [numConflictKinds]conflict
+
+// pairConflicts calls add for each way s conflicts with the network o.
+// specIndex.conflicts must find the same.
+func pairConflicts(s, o Spec, add func(conflictKind)) {
 	if o.Name == s.Name {
-		bad("network %q already exists", s.Name)
+		add(nameTaken)
 		return
 	}
 	// Docker would hold two networks of one name: looking either up
 	// by name fails as ambiguous, which stops the agents' sync and
 	// removal of the other network.
 	if s.Name == ConfigNetworkName(o.Name) {
-		bad("network name %q is the name of network %q's config-only network: choose another name", s.Name, o.Name)
+		add(nameConfig)
 	}
 	if o.Name == ConfigNetworkName(s.Name) {
-		bad("network %q's config-only network would be named %s, as network %q is: choose another name", s.Name, o.Name, o.Name)
+		add(configTaken)
 	}
 	if o.Subnet.Overlaps(s.Subnet) {
-		bad("subnet %s overlaps network %q (%s)", s.Subnet, o.Name, o.Subnet)
+		add(subnetOverlap)
 	}
 	if s.IPv6Subnet.IsValid() && o.IPv6Subnet.IsValid() && o.IPv6Subnet.Overlaps(s.IPv6Subnet) {
-		bad("IPv6 subnet %s overlaps network %q (%s)", s.IPv6Subnet, o.Name, o.IPv6Subnet)
+		add(subnet6Overlap)
 	}
 	if o.Parent == s.Parent {
-		bad("parent %s already carries network %q: Docker allows one macvlan or ipvlan network per parent interface", s.Parent, o.Name)
+		add(parentTaken)
 	} else if lower, vid, ok := VLANParent(s.Parent); ok {
 		// bond0.40 and bond0.040 are one VLAN: the kernel makes one
 		// link of a VLAN per device, so no node could make the other.
 		if ol, ov, ook := VLANParent(o.Parent); ook && ol == lower && ov == vid {
-			bad("parent %s is VLAN %d on %s, as network %q's parent %s is: a device carries one link per VLAN, and Docker one network per parent", s.Parent, vid, lower, o.Name, o.Parent)
+			add(vlanTaken)
 		}
 	}
 	// Shim names are a 32-bit hash of the network's name: two networks
 	// with one name would replace each other's shim at every sync, and
 	// removing either would delete the other's.
-	if shim := ShimLinkName(s.Name); shim == ShimLinkName(o.Name) {
-		bad("host shim link %s is also network %q's (the names hash alike): choose another name", shim, o.Name)
+	if ShimLinkName(s.Name) == ShimLinkName(o.Name) {
+		add(shimTaken)
+	}
+}
+
+// conflictsIn compares s with each of existing.
+func conflictsIn(s Spec, existing []Spec) *conflicts {
+	var all [numConflictKinds][]int
+	for j, o := range existing {
+		pairConflicts(s, o, func(k conflictKind) { all[k] = append(all[k], j) })
+	}
+	bySubnet := func(subnet func(Spec) netip.Prefix) func(i, j int) int {
+		return func(i, j int) int {
+			a, b := subnet(existing[i]).Masked(), subnet(existing[j]).Masked()
+			return cmp.Or(a.Addr().Compare(b.Addr()), cmp.Compare(a.Bits(), b.Bits()), cmp.Compare(i, j))
+		}
+	}
+	slices.SortFunc(all[subnetOverlap], bySubnet(func(o Spec) netip.Prefix { return o.Subnet }))
+	slices.SortFunc(all[subnet6Overlap], bySubnet(func(o Spec) netip.Prefix { return o.IPv6Subnet }))
+	c := &conflicts{}
+	for k, js := range all {
+		c[k] = conflict{first: js[:min(len(js), maxNamed)], n: len(js)}
+	}
+	return c
+}
+
+// report calls bad once for each kind of conflict of s with the networks
+// of specs that c holds.
+func (c *conflicts) report(s Spec, specs []Spec, bad func(string, ...any)) {
+	one := func(k conflictKind) Spec { return specs[c[k].first[0]] }
+	if c[nameTaken].n > 0 {
+		bad("network %q already exists", s.Name)
+	}
+	if c[nameConfig].n > 0 {
+		bad("network name %q is the name of network %q's config-only network: choose another name", s.Name, one(nameConfig).Name)
+	}
+	if c[configTaken].n > 0 {
+		o := one(configTaken)
+		bad("network %q's config-only network would be named %s, as network %q is: choose another name", s.Name, o.Name, o.Name)
+	}
+	if c[subnetOverlap].n > 0 {
+		bad("subnet %s overlaps %s", s.Subnet, c[subnetOverlap].networks(specs, func(o Spec) string { return fmt.Sprintf("%q (%s)", o.Name, o.Subnet) }))
+	}
+	if c[subnet6Overlap].n > 0 {
+		bad("IPv6 subnet %s overlaps %s", s.IPv6Subnet, c[subnet6Overlap].networks(specs, func(o Spec) string { return fmt.Sprintf("%q (%s)", o.Name, o.IPv6Subnet) }))
+	}
+	quoted := func(o Spec) string { return strconv.Quote(o.Name) }
+	if c[parentTaken].n > 0 {
+		bad("parent %s already carries %s: Docker allows one macvlan or ipvlan network per parent interface", s.Parent, c[parentTaken].networks(specs, quoted))
+	}
+	if v := c[vlanTaken]; v.n > 0 {
+		lower, vid, _ := VLANParent(s.Parent)
+		const why = "a device carries one link per VLAN, and Docker one network per parent"
+		if o := one(vlanTaken); v.n == 1 {
+			bad("parent %s is VLAN %d on %s, as network %q's parent %s is: "+why, s.Parent, vid, lower, o.Name, o.Parent)
+		} else {
+			bad("parent %s is VLAN %d on %s, as the parents of %s are: "+why, s.Parent, vid, lower,
+				v.networks(specs, func(o Spec) string { return fmt.Sprintf("%q (%s)", o.Name, o.Parent) }))
+		}
+	}
+	if c[shimTaken].n == 1 {
+		bad("host shim link %s is also network %q's (the names hash alike): choose another name", ShimLinkName(s.Name), one(shimTaken).Name)
+	} else if c[shimTaken].n > 1 {
+		bad("host shim link %s is also the shim of %s (the names hash alike): choose another name", ShimLinkName(s.Name), c[shimTaken].networks(specs, quoted))
+	}
+}
+
+// networks names the networks of c, each as item says, and counts those
+// past the first: `network "a"`, `networks "a", "b" and "c"`, `networks
+// "a", "b", "c" and 7 others`.
+func (c conflict) networks(specs []Spec, item func(Spec) string) string {
+	if c.n == 1 {
+		return "network " + item(specs[c.first[0]])
+	}
+	named := make([]string, len(c.first))
+	for i, j := range c.first {
+		named[i] = item(specs[j])
+	}
+	switch more := c.n - len(named); more {
+	case 0:
+		return "networks " + strings.Join(named[:len(named)-1], ", ") + " and " + named[len(named)-1]
+	case 1:
+		return "networks " + strings.Join(named, ", ") + " and 1 other"
+	default:
+		return fmt.Sprintf("networks %s and %d others", strings.Join(named, ", "), more)
 	}
 }
 
@@ -285,10 +401,11 @@ func LastAddr(p netip.Prefix) netip.Addr {
 // needs only a valid name: taking a network apart touches only what is
 // named after it. It returns the problems by network name.
 //
-// Each spec is compared only with those that share something with it (a
-// name, a parent, overlapping subnets: specIndex), in their order, which
-// gives what comparing it with every other would: it runs at every sync
-// of every agent, and pairs of thousands of specs cost seconds.
+// Each spec's conflicts are looked up in an index (specIndex), counted
+// and only the first few visited, which gives what comparing it with
+// every other would (Validate): it runs at every sync of every agent, and
+// pairs of thousands of specs cost seconds, even when all conflict (one
+// parent written for all).
 func CheckStored(specs []Spec) map[string]error {
 	out := map[string]error{}
 	ix := newSpecIndex(specs)
@@ -302,9 +419,7 @@ func CheckStored(specs []Spec) map[string]error {
 		var errs []error
 		bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 		if checkOwn(s, bad) {
-			for _, j := range ix.related(i) {
-				checkPair(s, specs[j], bad)
-			}
+			ix.conflicts(i).report(s, specs, bad)
 		}
 		if err := errors.Join(errs...); err != nil {
 			out[s.Name] = err

@@ -271,6 +271,27 @@ func TestValidate(t *testing.T) {
 				func() Spec { o := other(); o.Name, o.Parent = "sibling", "eth0"; return o }(),
 			},
 			want: []string{`overlaps network "wide"`, `parent eth0 already carries network "sibling"`}},
+		// One problem per kind of conflict, naming the first networks
+		// (overlapping subnets by address) and counting the others.
+		{name: "conflicts with many of one kind", edit: func(*Spec) {},
+			existing: func() []Spec {
+				var out []Spec
+				for i, sub := range []string{"192.168.10.128/25", "192.168.0.0/16", "192.168.10.0/26", "192.168.10.64/26"} {
+					o := other()
+					o.Name, o.Subnet = fmt.Sprintf("sub%d", i), p(sub)
+					out = append(out, o)
+				}
+				for i := range 5 {
+					o := other()
+					o.Name, o.Subnet, o.Parent = fmt.Sprintf("par%d", i), p(fmt.Sprintf("10.%d.0.0/16", 30+i)), "eth0"
+					out = append(out, o)
+				}
+				return out
+			}(),
+			want: []string{
+				`subnet 192.168.10.0/24 overlaps networks "sub1" (192.168.0.0/16), "sub2" (192.168.10.0/26), "sub3" (192.168.10.64/26) and 1 other`,
+				`parent eth0 already carries networks "par0", "par1", "par2" and 2 others: Docker allows`,
+			}},
 
 		// Several problems at once.
 		{name: "every problem reported", edit: func(s *Spec) {
