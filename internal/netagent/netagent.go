@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -120,6 +121,14 @@ type Reconciler struct {
 	// a spec left deleting, while `network rm` waits for a node that is
 	// down, is torn down again at every sync, and logged once.
 	removed map[string]bool
+	// unfinished are the networks whose config-only network this node
+	// removed and whose teardown failed after (a shim that would not go,
+	// Consul out of reach), with what that network was: an orphan (see
+	// Sync) is found by its config-only network only, and would be seen
+	// no more, its shim, lease or shim addresses left for good. Each is
+	// torn down again at every sync until done, or until a spec of its
+	// name is back.
+	unfinished map[string]ConfigNet
 }
 
 // Sync brings this node in line with every spec once. Errors of one
@@ -174,7 +183,13 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}
-	for _, name := range r.orphans(managed) {
+	orphans := r.orphans(managed)
+	for _, name := range slices.Sorted(maps.Keys(r.unfinished)) {
+		if !slices.Contains(orphans, name) {
+			orphans = append(orphans, name)
+		}
+	}
+	for _, name := range orphans {
 		if !wanted[name] && refused[name] == nil && !slices.ContainsFunc(specs, func(s netspec.Spec) bool { return s.Name == name }) {
 			gone[name] = true
 			errs = append(errs, r.teardown(ctx, netspec.Spec{Name: name}, false))
@@ -183,6 +198,11 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	for name := range r.removed {
 		if !gone[name] {
 			delete(r.removed, name)
+		}
+	}
+	for name := range r.unfinished {
+		if !gone[name] {
+			delete(r.unfinished, name)
 		}
 	}
 	return errors.Join(errs...)
@@ -357,7 +377,10 @@ func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec
 }
 
 // teardown removes this node's part of a network: config-only network,
-// shim (and with it the route) and range lease.
+// shim (and with it the route) and range lease. The config-only network
+// goes first: dockerd refuses while a network made from it is in use,
+// which keeps the shim, lease and shim addresses under live containers.
+// Once it is gone the rest is unfinished until done (see unfinished).
 func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool) error {
 	name := s.Name
 	cn, err := r.Docker.ConfigNetwork(ctx, netspec.ConfigNetworkName(name))
@@ -371,6 +394,14 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool) 
 	case cn.Exists:
 		if err := r.Docker.RemoveNetwork(ctx, cn.ID); err != nil {
 			return fmt.Errorf("network %s: remove config-only network: %w", name, err)
+		}
+		if r.unfinished == nil {
+			r.unfinished = map[string]ConfigNet{}
+		}
+		r.unfinished[name] = cn
+	default:
+		if was, ok := r.unfinished[name]; ok {
+			cn = was // removed at an earlier sync: it says what the network was
 		}
 	}
 	if err := r.RemoveShim(netspec.ShimLinkName(name), name); errors.Is(err, hostnet.ErrForeignLink) {
@@ -398,6 +429,7 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool) 
 	if err := r.releaseShims(ctx, s, cn); err != nil {
 		return fmt.Errorf("network %s: release shim addresses: %w", name, err)
 	}
+	delete(r.unfinished, name)
 	if report {
 		r.report(ctx, name, netspec.NodeState{State: netspec.StateRemoved})
 	}

@@ -64,6 +64,9 @@ func (h *fakeHost) ManagedConfigNetworks(context.Context) ([]ConfigNet, error) {
 	var out []ConfigNet
 	for _, n := range h.managed {
 		name := netspec.ConfigNetworkName(n)
+		if slices.Contains(h.removed, name) {
+			continue
+		}
 		out = append(out, ConfigNet{Exists: true, ID: name, Name: name, Network: n, ClusterIPAM: slices.Contains(h.cluster, n)})
 	}
 	return append(out, h.foreign...), nil
@@ -731,5 +734,107 @@ func TestDeletingReportWrittenOnce(t *testing.T) {
 	}
 	if states, _ := st.NodeStates(context.Background(), "web"); len(states) != 1 || states[0].State != netspec.StateRemoved {
 		t.Errorf("after its report was lost, web reported %+v, want removed again", states)
+	}
+}
+
+// inUseHost is a host whose dockerd refuses to remove config-only
+// networks, as it does while a network made from one is in use.
+type inUseHost struct{ fakeHost }
+
+func (h *inUseHost) RemoveNetwork(_ context.Context, name string) error {
+	return fmt.Errorf("Error response from daemon: configuration network %q is in use", name)
+}
+
+// TestOrphanTeardownRetried: an orphan (a config-only network whose spec
+// was deleted by hand) is found only by its config-only network, which
+// its teardown removes first; a later step that failed once (the shim's
+// removal, Consul out of reach while its shim addresses are given back)
+// was never tried again, the orphan being seen no more: the shim link or
+// the addresses stayed for good. The next sync finishes the teardown.
+// While dockerd refuses to remove the config-only network (in use), the
+// shim and its addresses stay.
+func TestOrphanTeardownRetried(t *testing.T) {
+	ctx := context.Background()
+	spec := netspec.Spec{Name: "pool", Subnet: netip.MustParsePrefix("10.20.0.0/24"), Gateway: netip.MustParseAddr("10.20.0.1"),
+		Parent: "eth1", IPAM: netspec.Cluster}
+	for _, failing := range []string{"shim", "shim addresses", "in use"} {
+		t.Run(failing, func(t *testing.T) {
+			kv := kvtest.New()
+			st := netspec.NewStore(kv)
+			if err := st.Create(ctx, spec); err != nil {
+				t.Fatal(err)
+			}
+			inUse := &inUseHost{}
+			host := &inUse.fakeHost
+			var shimsRemoved []string
+			shimFails := failing == "shim"
+			r := reconcilerOf(st, host, host, func(name, network string) error {
+				if shimFails {
+					shimFails = false
+					return errors.New("netlink: resource busy")
+				}
+				shimsRemoved = append(shimsRemoved, name)
+				return nil
+			})
+			if failing == "in use" {
+				r.Docker = inUse
+			}
+			r.IPAM = ipam.NodeIPAM{Alloc: ipam.NewAllocator(kv, "id1", slog.New(slog.DiscardHandler)), Pools: ipam.SpecPools{Store: st}}
+			if err := r.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			pool, _ := ipam.PoolOf(spec, false)
+			shims := func() int {
+				allocs, err := ipam.Allocations(ctx, kv, pool)
+				if err != nil {
+					t.Fatal(err)
+				}
+				n := 0
+				for _, al := range allocs {
+					if al.Kind == ipam.KindShim && al.Node == "id1" {
+						n++
+					}
+				}
+				return n
+			}
+			if n := shims(); n != 1 {
+				t.Fatalf("%d shims of id1 after pool was realised, want 1", n)
+			}
+			// The spec deleted by hand, as netspec.RemoveFix says.
+			if err := kv.Delete(ctx, netspec.KVPrefix+"pool/spec"); err != nil {
+				t.Fatal(err)
+			}
+			host.managed = []string{"pool"}
+			if failing == "shim addresses" {
+				failed := false
+				kv.Hook = func(_ string, keys []string) error {
+					if !failed && len(keys) > 0 && strings.HasPrefix(keys[0], ipam.KVPrefix) {
+						failed = true
+						return kvtest.ErrUnreachable
+					}
+					return nil
+				}
+			}
+			if err := r.Sync(ctx); err == nil {
+				t.Fatalf("sync of the orphan, %s failing: no error", failing)
+			}
+			kv.Hook = nil
+			r.Sync(ctx)
+			if failing == "in use" {
+				if len(shimsRemoved) != 0 || shims() != 1 {
+					t.Errorf("config-only network in use: shims removed %v, %d shim addresses left; want the shim and its address left", shimsRemoved, shims())
+				}
+				return
+			}
+			if !slices.Equal(host.removed, []string{"pool-config"}) {
+				t.Errorf("removed %v, want pool-config once", host.removed)
+			}
+			if want := netspec.ShimLinkName("pool"); !slices.Contains(shimsRemoved, want) {
+				t.Errorf("shims removed %v, want %s among them", shimsRemoved, want)
+			}
+			if n := shims(); n != 0 {
+				t.Errorf("%d shims of id1 left after the orphan's teardown was tried again, want none", n)
+			}
+		})
 	}
 }
