@@ -134,19 +134,7 @@ func (c Config) Validate() error {
 	if err := validName(c.Name); err != nil {
 		return err
 	}
-	if c.Nodes < 1 || c.Nodes > MaxNodes {
-		return fmt.Errorf("--nodes %d: want 1 to %d", c.Nodes, MaxNodes)
-	}
-	if c.Managers < 1 || c.Managers > c.Nodes {
-		return fmt.Errorf("--managers %d: want 1 to the node count (%d)", c.Managers, c.Nodes)
-	}
-	if c.ConsulServers != 1 && c.ConsulServers != 3 {
-		return fmt.Errorf("--consul-servers %d: want 1 or 3", c.ConsulServers)
-	}
-	if c.ConsulServers > c.Nodes {
-		return fmt.Errorf("--consul-servers %d: more than the node count (%d)", c.ConsulServers, c.Nodes)
-	}
-	if _, _, err := underlay(c.UnderlaySubnet); err != nil {
+	if err := c.checkShape(); err != nil {
 		return err
 	}
 	if _, err := EngineBinDir(c.Engine); err != nil {
@@ -165,6 +153,25 @@ func (c Config) Validate() error {
 		return errors.New("no underlay binary: VM nodes run it as their init (set UnderlayBin)")
 	}
 	return nil
+}
+
+// checkShape checks what the plan of c is made from: the counts and the
+// underlay subnet. A lab's recorded config is checked so too.
+func (c Config) checkShape() error {
+	if c.Nodes < 1 || c.Nodes > MaxNodes {
+		return fmt.Errorf("--nodes %d: want 1 to %d", c.Nodes, MaxNodes)
+	}
+	if c.Managers < 1 || c.Managers > c.Nodes {
+		return fmt.Errorf("--managers %d: want 1 to the node count (%d)", c.Managers, c.Nodes)
+	}
+	if c.ConsulServers != 1 && c.ConsulServers != 3 {
+		return fmt.Errorf("--consul-servers %d: want 1 or 3", c.ConsulServers)
+	}
+	if c.ConsulServers > c.Nodes {
+		return fmt.Errorf("--consul-servers %d: more than the node count (%d)", c.ConsulServers, c.Nodes)
+	}
+	_, _, err := underlay(c.UnderlaySubnet)
+	return err
 }
 
 // labRanges are the ranges a lab's underlay subnet must lie in: private

@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 )
 
 // record is what the state directory's lab.json holds: the config the lab
@@ -36,10 +37,35 @@ func readRecord(root, name string) (*record, error) {
 		return nil, fmt.Errorf("read lab %s: %w", name, err)
 	}
 	var r record
-	if err := json.Unmarshal(b, &r); err != nil {
-		return nil, fmt.Errorf("read lab %s: %w", name, err)
+	err = json.Unmarshal(b, &r)
+	if err == nil {
+		err = r.check(name)
+	}
+	if err != nil {
+		// Down finds what a lab made by its name, not from this file.
+		return nil, fmt.Errorf("lab %s: state file %s is damaged: %w; remove the lab with `underlay lab down --name %s`",
+			name, filepath.Join(labDir(root, name), "lab.json"), err, name)
 	}
 	return &r, nil
+}
+
+// check checks a record read from lab name's directory: the plan made from
+// it names links, addresses and nodes, so a file cut short, edited or of
+// another lab must not make one (an invalid management subnet panicked in
+// newPlan; another lab's name made the plan of that lab's links).
+func (r *record) check(name string) error {
+	if r.Config.Name != name {
+		return fmt.Errorf("it names lab %q", r.Config.Name)
+	}
+	if err := r.Config.withDefaults().checkShape(); err != nil {
+		return err
+	}
+	// Only prepare chooses it, among these: anything else is on no bridge
+	// of the lab's, and may be the machine's own network.
+	if !slices.Contains(mgmtCandidates(), r.Management) {
+		return fmt.Errorf("management subnet %s: want a /24 in 172.31.0.0/16", r.Management)
+	}
+	return nil
 }
 
 func writeRecord(root string, r *record) error {
