@@ -11,6 +11,7 @@ import (
 
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // ensureBridge makes a bridge with addr (the root namespace's address on
@@ -167,21 +168,41 @@ func isNotFound(err error) bool {
 	return errors.As(err, &nf) || strings.Contains(err.Error(), "no such device")
 }
 
-// usedPrefixes are the root namespace's routed prefixes, other than those
-// on the lab's own links.
+// usedPrefixes are the root namespace's routed prefixes, in every routing
+// table, other than those on the lab's own links. Not main's alone: a VPN
+// routes in a table of its own (Tailscale's 52, strongSwan's 220) that a
+// rule looks up before main, so its routes win over the lab's bridge.
 func usedPrefixes(name string) ([]netip.Prefix, error) {
-	routes, err := retryDump(func() ([]netlink.Route, error) {
-		return netlink.RouteListFiltered(netlink.FAMILY_V4, &netlink.Route{Table: 0}, 0)
+	return usedPrefixesFrom(name, netlinkRoutes, netlink.LinkList)
+}
+
+// netlinkRoutes dumps the root namespace's IPv4 routes that filter and mask select.
+func netlinkRoutes(filter *netlink.Route, mask uint64) ([]netlink.Route, error) {
+	return netlink.RouteListFiltered(netlink.FAMILY_V4, filter, mask)
+}
+
+// usedPrefixesFrom is usedPrefixes over the dumps of routes and links.
+func usedPrefixesFrom(name string, routes func(*netlink.Route, uint64) ([]netlink.Route, error), links func() ([]netlink.Link, error)) ([]netip.Prefix, error) {
+	rs, err := retryDump(func() ([]netlink.Route, error) {
+		return routes(&netlink.Route{Table: unix.RT_TABLE_UNSPEC}, netlink.RT_FILTER_TABLE)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("list routes: %w", err)
 	}
+	ls, err := retryDump(links)
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	names := make(map[int]string, len(ls))
+	for _, l := range ls {
+		names[l.Attrs().Index] = l.Attrs().Name
+	}
 	var out []netip.Prefix
-	for _, r := range routes {
+	for _, r := range rs {
 		if r.Dst == nil {
 			continue
 		}
-		if l, err := netlink.LinkByIndex(r.LinkIndex); err == nil && strings.HasPrefix(l.Attrs().Name, linkPrefix(name)) {
+		if strings.HasPrefix(names[r.LinkIndex], linkPrefix(name)) {
 			continue
 		}
 		ip, ok := netip.AddrFromSlice(r.Dst.IP)

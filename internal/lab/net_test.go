@@ -1,0 +1,75 @@
+package lab
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+)
+
+// fakeRoutes answers a route dump as netlink.RouteListFiltered does over
+// the kernel's tables: routes of tables other than main only when the
+// filter asks for tables (RT_FILTER_TABLE), all of them for table 0.
+func fakeRoutes(routes []netlink.Route) func(*netlink.Route, uint64) ([]netlink.Route, error) {
+	return func(filter *netlink.Route, mask uint64) ([]netlink.Route, error) {
+		var out []netlink.Route
+		for _, r := range routes {
+			byTable := filter != nil && mask&netlink.RT_FILTER_TABLE != 0
+			if r.Table != 254 && !byTable {
+				continue
+			}
+			if byTable && filter.Table != 0 && filter.Table != r.Table {
+				continue
+			}
+			out = append(out, r)
+		}
+		return out, nil
+	}
+}
+
+func route(dst string, link, table int) netlink.Route {
+	p := netip.MustParsePrefix(dst)
+	return netlink.Route{LinkIndex: link, Table: table,
+		Dst: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), 32)}}
+}
+
+// TestUsedPrefixesEveryTable: the machine's routes in tables other than
+// main — a VPN's (Tailscale's table 52 with its accepted subnet routes,
+// strongSwan's 220), looked up by rules before main — are the machine's
+// too. Before, only main was read: a lab took 10.200.0.0/16 while
+// Tailscale routed it to a subnet router, and the machine's traffic to
+// the lab's addresses (Consul's checks, tests) left the machine for real
+// hosts of that subnet.
+func TestUsedPrefixesEveryTable(t *testing.T) {
+	links := []netlink.Link{
+		&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: 2, Name: "eth0"}},
+		&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: 5, Name: "tailscale0"}},
+		&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Index: 9, Name: "ul-lab-u"}},
+		&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Index: 10, Name: "ul-lab2-u"}},
+	}
+	routes := []netlink.Route{
+		{LinkIndex: 2, Table: 254}, // default route: no Dst
+		route("192.168.1.0/24", 2, 254),
+		route("10.200.0.0/16", 5, 52),
+		route("100.100.100.100/32", 5, 52),
+		route("172.20.0.0/16", 2, 220),
+		route("10.200.0.0/16", 9, 254),  // lab's own
+		route("10.200.0.1/32", 9, 255),  // lab's own, local table
+		route("10.210.0.0/16", 10, 254), // another lab's
+		route("10.77.0.0/16", 99, 254),  // on a link gone meanwhile
+	}
+	got, err := usedPrefixesFrom("lab", fakeRoutes(routes), func() ([]netlink.Link, error) { return links, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{
+		netip.MustParsePrefix("192.168.1.0/24"), netip.MustParsePrefix("10.200.0.0/16"),
+		netip.MustParsePrefix("100.100.100.100/32"), netip.MustParsePrefix("172.20.0.0/16"),
+		netip.MustParsePrefix("10.210.0.0/16"), netip.MustParsePrefix("10.77.0.0/16"),
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("usedPrefixes = %v, want %v", got, want)
+	}
+}
