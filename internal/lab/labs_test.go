@@ -62,7 +62,7 @@ func TestPrepareRefusesAnotherKind(t *testing.T) {
 	}
 	vm := cfg
 	vm.VM, vm.UnderlayBin = true, "/bin/true"
-	if _, _, err := prepare(root, vm); err == nil || !strings.Contains(err.Error(), "1 netns nodes") {
+	if _, _, err := prepare(root, vm, noRoutes); err == nil || !strings.Contains(err.Error(), "1 netns nodes") {
 		t.Errorf("VM up over a namespace lab: %v", err)
 	}
 }
@@ -77,7 +77,7 @@ func TestPrepareAvoidsOtherLabsUnderlay(t *testing.T) {
 	if err := writeRecord(root, &record{Config: other, Management: netip.MustParsePrefix("172.31.2.0/24")}); err != nil {
 		t.Fatal(err)
 	}
-	p, fresh, err := prepare(root, Config{Name: "c", Nodes: 1, NoAgent: true}.withDefaults())
+	p, fresh, err := prepare(root, Config{Name: "c", Nodes: 1, NoAgent: true}.withDefaults(), noRoutes)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -97,7 +97,7 @@ func TestPrepareRefusesAnOverlappingUnderlay(t *testing.T) {
 	if err := writeRecord(root, &record{Config: other, Management: netip.MustParsePrefix("172.31.3.0/24")}); err != nil {
 		t.Fatal(err)
 	}
-	_, _, err := prepare(root, Config{Name: "new", Nodes: 1, NoAgent: true, UnderlaySubnet: "10.251.0.0/16"}.withDefaults())
+	_, _, err := prepare(root, Config{Name: "new", Nodes: 1, NoAgent: true, UnderlaySubnet: "10.251.0.0/16"}.withDefaults(), noRoutes)
 	if err == nil || !strings.Contains(err.Error(), "lab old's underlay subnet 10.251.0.0/16") || !strings.Contains(err.Error(), "underlay lab down --name old") {
 		t.Errorf("prepare = %v, want refused naming lab old and how to remove it", err)
 	}
@@ -151,8 +151,49 @@ func TestIntegrationPrepareRefusesANameRunningElsewhere(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 	cfg := Config{Name: "twin", Nodes: 1, NoAgent: true}.withDefaults()
-	_, _, err = prepare(t.TempDir(), cfg)
+	_, _, err = prepare(t.TempDir(), cfg, func() ([]netip.Prefix, error) { return usedPrefixes(cfg.Name) })
 	if err == nil || !strings.Contains(err.Error(), other) {
 		t.Fatalf("prepare = %v, want refused naming %s", err, other)
+	}
+}
+
+// noRoutes is a machine with no routes but the lab's own.
+func noRoutes() ([]netip.Prefix, error) { return nil, nil }
+
+// TestPrepareRefusesARepairOntoRoutedAddresses: `lab up` on a recorded lab
+// checks its subnets against the machine's routes as a new lab's are: the
+// record outlives a reboot, after which the machine may route them
+// elsewhere (a VPN, a LAN it joined). Before, only a new lab's were
+// checked: the repair put the lab's gateway on them, and the machine's
+// traffic to those real hosts went into the lab. Nothing is changed.
+func TestPrepareRefusesARepairOntoRoutedAddresses(t *testing.T) {
+	for _, tc := range []struct{ name, routed, want string }{
+		{"underlay", "10.0.0.0/8", "10.200.0.0/16"},
+		{"management", "172.31.0.0/16", "172.31.9.0/24"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			root := t.TempDir()
+			cfg := Config{Name: "old", Nodes: 1, NoAgent: true}.withDefaults()
+			if err := writeRecord(root, &record{Config: cfg, Management: netip.MustParsePrefix("172.31.9.0/24")}); err != nil {
+				t.Fatal(err)
+			}
+			before, err := os.ReadFile(filepath.Join(root, "old", "lab.json"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			grown := cfg
+			grown.Nodes = 2
+			routed := func() ([]netip.Prefix, error) { return []netip.Prefix{netip.MustParsePrefix(tc.routed)}, nil }
+			_, _, err = prepare(root, grown, routed)
+			if err == nil || !strings.Contains(err.Error(), tc.routed) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("prepare = %v, want refused naming %s and %s", err, tc.want, tc.routed)
+			}
+			if after, _ := os.ReadFile(filepath.Join(root, "old", "lab.json")); string(after) != string(before) {
+				t.Errorf("the refused up rewrote the record:\n%s", after)
+			}
+			if _, _, err := prepare(root, grown, noRoutes); err != nil {
+				t.Errorf("repair with the subnets free: %v", err)
+			}
+		})
 	}
 }

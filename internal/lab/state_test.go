@@ -56,7 +56,7 @@ func TestDamagedRecord(t *testing.T) {
 			check("recorded config", err)
 			err = labs.SetManagementLink(context.Background(), "dmg", "node1", false)
 			check("partition", err)
-			_, _, err = prepare(root, Config{Name: "dmg", Nodes: 2, NoAgent: true}.withDefaults())
+			_, _, err = prepare(root, Config{Name: "dmg", Nodes: 2, NoAgent: true}.withDefaults(), noRoutes)
 			check("up", err)
 		})
 	}

@@ -37,7 +37,7 @@ func (l Labs) Up(ctx context.Context, cfg Config, log *slog.Logger) error {
 	if err := preflight(cfg); err != nil {
 		return err
 	}
-	p, fresh, err := prepare(l.root(), cfg)
+	p, fresh, err := prepare(l.root(), cfg, func() ([]netip.Prefix, error) { return usedPrefixes(cfg.Name) })
 	if err != nil {
 		return err
 	}
@@ -77,8 +77,9 @@ func preflight(cfg Config) error {
 
 // prepare reads the lab's record, or makes one for a new lab after
 // checking that its underlay subnet is free and choosing a free management
-// subnet. fresh reports a new lab.
-func prepare(root string, cfg Config) (p *plan, fresh bool, err error) {
+// subnet; routed lists the machine's routed prefixes but the lab's own.
+// fresh reports a new lab.
+func prepare(root string, cfg Config, routed func() ([]netip.Prefix, error)) (p *plan, fresh bool, err error) {
 	if err := os.MkdirAll(root, 0o755); err != nil {
 		return nil, false, fmt.Errorf("make %s: %w", root, err)
 	}
@@ -101,6 +102,25 @@ func prepare(root string, cfg Config) (p *plan, fresh bool, err error) {
 			return nil, false, fmt.Errorf("lab %s already exists with %d %s nodes, %d managers, %d consul servers, underlay subnet %s and %s agents; nodes can be added, but run `underlay lab down --name %s` first to change anything else",
 				cfg.Name, old.Nodes, providerFor(old).Kind(), old.Managers, old.ConsulServers, old.UnderlaySubnet, old.Agents, cfg.Name)
 		}
+		// The record outlives a reboot, after which the machine may route
+		// the lab's subnets elsewhere (a VPN, a LAN it joined): the lab's
+		// bridges would then take the machine's traffic to those hosts.
+		used, err := routed()
+		if err != nil {
+			return nil, false, err
+		}
+		subnet, _, _ := underlay(cfg.UnderlaySubnet)
+		for _, u := range used {
+			for _, s := range []struct {
+				what   string
+				prefix netip.Prefix
+			}{{"underlay subnet", subnet}, {"management subnet", r.Management}} {
+				if u.Bits() > 0 && u.Overlaps(s.prefix) {
+					return nil, false, fmt.Errorf("lab %s's %s %s overlaps %s, now routed on this machine (not by the lab): take the lab down with `underlay lab down --name %s`, or remove that route",
+						cfg.Name, s.what, s.prefix, u, cfg.Name)
+				}
+			}
+		}
 		r.Config = cfg
 		if err := writeRecord(root, r); err != nil {
 			return nil, false, err
@@ -117,7 +137,7 @@ func prepare(root string, cfg Config) (p *plan, fresh bool, err error) {
 		return nil, false, fmt.Errorf("lab %s runs from state root %s: labs of one name share links and firewall rules; pick another --name", cfg.Name, strings.Join(others, ", "))
 	}
 	subnet, _, _ := underlay(cfg.UnderlaySubnet)
-	used, err := usedPrefixes(cfg.Name)
+	used, err := routed()
 	if err != nil {
 		return nil, false, err
 	}
