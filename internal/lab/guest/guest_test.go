@@ -136,3 +136,31 @@ func TestConfigRoundTrip(t *testing.T) {
 		t.Errorf("token file mode %v, want 0600", st.Mode().Perm())
 	}
 }
+
+// TestOverlongRequest: a request line over maxRequest, before any token
+// was checked, is refused at that size. Before, the server read it whole
+// into memory, however long, waiting for its newline: anyone reaching a
+// node's management address could exhaust the VM's memory without the
+// token.
+func TestOverlongRequest(t *testing.T) {
+	c := startServer(t)
+	conn, err := net.Dial("tcp", c.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	go func() {
+		// Ends when the server closes the connection.
+		chunk := bytes.Repeat([]byte("x"), 64<<10)
+		for sent := 0; sent <= 2*maxRequest; sent += len(chunk) {
+			if _, err := conn.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	conn.SetReadDeadline(time.Now().Add(20 * time.Second))
+	res, err := readFrames(conn, nil, nil)
+	if err != nil || !strings.Contains(res.Error, "bad request") || !strings.Contains(res.Error, "longer than") {
+		t.Errorf("answer to a request line of over %d bytes: %+v, %v; want it refused as too long", 2*maxRequest, res, err)
+	}
+}

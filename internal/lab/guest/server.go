@@ -32,6 +32,29 @@ type Server struct {
 	Log   *slog.Logger
 }
 
+// maxRequest bounds a request line: a command's arguments and whole
+// environment, which Linux bounds at 2 MiB by default.
+const maxRequest = 4 << 20
+
+// errLongRequest: a request line over maxRequest.
+var errLongRequest = fmt.Errorf("request line longer than %d bytes", maxRequest)
+
+// readRequest reads the request line, at most maxRequest bytes of it: it
+// comes before the token is checked, from anyone reaching the node.
+func readRequest(br *bufio.Reader) ([]byte, error) {
+	var line []byte
+	for {
+		frag, err := br.ReadSlice('\n')
+		if len(line)+len(frag) > maxRequest {
+			return nil, errLongRequest
+		}
+		line = append(line, frag...)
+		if !errors.Is(err, bufio.ErrBufferFull) {
+			return line, err
+		}
+	}
+}
+
 // Serve answers connections on ln until ctx ends.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 	stop := context.AfterFunc(ctx, func() { ln.Close() })
@@ -58,7 +81,19 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) handle(ctx context.Context, conn net.Conn) {
 	br := bufio.NewReader(conn)
 	var mu sync.Mutex
-	line, err := br.ReadBytes('\n')
+	line, err := readRequest(br)
+	if errors.Is(err, errLongRequest) {
+		writeResult(conn, &mu, Result{ExitCode: -1, Error: "bad request: " + err.Error()})
+		// Closed with the rest of the line unread, the connection would be
+		// reset, and the answer maybe lost with it: the client is told
+		// first, and a little more of the line is read meanwhile.
+		if tc, ok := conn.(*net.TCPConn); ok {
+			tc.CloseWrite()
+		}
+		conn.SetReadDeadline(time.Now().Add(time.Second))
+		io.CopyN(io.Discard, conn, maxRequest)
+		return
+	}
 	if err != nil {
 		return
 	}
