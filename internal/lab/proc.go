@@ -235,7 +235,8 @@ func killIfStill(pid int, find func() int, timeout time.Duration) {
 // startDetached starts cmd in its own session with its output appended to
 // logPath, and reaps it in the background; it outlives a CLI that exits.
 func startDetached(cmd *exec.Cmd, logPath string) error {
-	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
+	// Not through a symbolic link: a VM node's directory is the guest's to write.
+	logf, err := os.OpenFile(logPath, os.O_CREATE|os.O_APPEND|os.O_WRONLY|syscall.O_NOFOLLOW, 0o644)
 	if err != nil {
 		return err
 	}

@@ -422,7 +422,7 @@ func (p *plan) writeGuestConfig(n *nodePlan) error {
 		rand.Read(b)
 		token = hex.EncodeToString(b)
 	}
-	if err := os.WriteFile(filepath.Join(dir, "daemon.json"), []byte("{}\n"), 0o644); err != nil {
+	if err := guest.WriteNodeFile(dir, "daemon.json", []byte("{}\n"), 0o644); err != nil {
 		return err
 	}
 	c := guest.Config{
@@ -611,16 +611,14 @@ func (l Labs) SetLink(ctx context.Context, name, node string, nic int, up bool) 
 // booting (under emulation a daemon-reload then takes longer than
 // systemctl waits).
 func (v *vmProvider) writeBootUnits(p *plan, n *nodePlan) error {
-	dir := filepath.Join(p.nodeDir(n), guest.UnitsDir)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return err
-	}
 	for _, d := range []daemon{p.dockerd(n), p.consul(n)} {
 		name, text, err := v.unitOf(p, n, d)
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(filepath.Join(dir, name), []byte(text), 0o644); err != nil {
+		// The guest may have made units a link to the host's
+		// /etc/systemd/system: WriteNodeFile stays in the node's directory.
+		if err := guest.WriteNodeFile(p.nodeDir(n), guest.UnitsDir+"/"+name, []byte(text), 0o644); err != nil {
 			return err
 		}
 	}

@@ -97,3 +97,52 @@ func TestEnsureNodeKeepsVMOnCancel(t *testing.T) {
 		t.Errorf("EnsureNode = %v, want the cancellation", err)
 	}
 }
+
+// TestGuestConfigStaysInTheNodeDir: lab up writes a VM node's files into
+// its directory, which the guest writes too: a daemon.json the guest made
+// a link to a host file is replaced, not written through (before, the
+// host file became "{}").
+func TestGuestConfigStaysInTheNodeDir(t *testing.T) {
+	root := t.TempDir()
+	cfg := Config{Name: "vmlink", Nodes: 1, VM: true, UnderlayBin: "/bin/true"}.withDefaults()
+	p, err := newPlan(root, cfg, netip.MustParsePrefix("172.31.7.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &p.nodes[0]
+	outside := filepath.Join(t.TempDir(), "passwd")
+	if err := os.WriteFile(outside, []byte("root:x:0:0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.MkdirAll(p.nodeDir(n), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(outside, filepath.Join(p.nodeDir(n), "daemon.json")); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.writeGuestConfig(n); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(outside); string(b) != "root:x:0:0\n" {
+		t.Errorf("writeGuestConfig wrote through daemon.json's link: the host's file holds %q", b)
+	}
+	if b, err := os.ReadFile(filepath.Join(p.nodeDir(n), "daemon.json")); err != nil || string(b) != "{}\n" {
+		t.Errorf("daemon.json = %q, %v", b, err)
+	}
+}
+
+// TestStartDetachedLogNotThroughALink: a daemon's log in a VM node's
+// directory (QEMU's) that the guest made a link is not appended through.
+func TestStartDetachedLogNotThroughALink(t *testing.T) {
+	outside := filepath.Join(t.TempDir(), "host.log")
+	if err := os.WriteFile(outside, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(t.TempDir(), "qemu.log")
+	if err := os.Symlink(outside, link); err != nil {
+		t.Fatal(err)
+	}
+	if err := startDetached(exec.Command("echo", "from the daemon"), link); err == nil {
+		t.Error("startDetached opened its log through a link")
+	}
+}

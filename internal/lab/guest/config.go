@@ -2,10 +2,12 @@ package guest
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"net/netip"
 	"os"
-	"path/filepath"
+	"path"
 	"strings"
 )
 
@@ -50,30 +52,76 @@ func WriteConfig(dir string, c Config, token string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, ConfigFile), b, 0o644); err != nil {
+	if err := WriteNodeFile(dir, ConfigFile, b, 0o644); err != nil {
 		return fmt.Errorf("write guest config: %w", err)
 	}
-	if err := os.WriteFile(filepath.Join(dir, TokenFile), []byte(token+"\n"), 0o600); err != nil {
+	if err := WriteNodeFile(dir, TokenFile, []byte(token+"\n"), 0o600); err != nil {
 		return fmt.Errorf("write guest token: %w", err)
 	}
 	return nil
 }
 
-// ReadConfig reads the config and token of the node whose state directory is dir.
+// ReadConfig reads the config and token of the node whose state directory
+// is dir. A symbolic link out of dir is refused (ReadNodeFile).
 func ReadConfig(dir string) (Config, string, error) {
 	var c Config
-	b, err := os.ReadFile(filepath.Join(dir, ConfigFile))
+	b, err := ReadNodeFile(dir, ConfigFile)
 	if err != nil {
 		return c, "", fmt.Errorf("read guest config: %w", err)
 	}
 	if err := json.Unmarshal(b, &c); err != nil {
 		return c, "", fmt.Errorf("read guest config: %w", err)
 	}
-	tok, err := os.ReadFile(filepath.Join(dir, TokenFile))
+	tok, err := ReadNodeFile(dir, TokenFile)
 	if err != nil {
 		return c, "", fmt.Errorf("read guest token: %w", err)
 	}
 	return c, strings.TrimSpace(string(tok)), nil
+}
+
+// A VM node's directory is shared read-write with the guest, which is root
+// there: any name in it may be a symbolic link the guest made. The host
+// reads and writes in it through these, which never leave it: a token
+// read through a link to /etc/shadow would be sent to the guest with every
+// request, a config written through one to /etc/passwd would replace it.
+
+// ReadNodeFile reads file name (slash-separated, under dir), refusing a
+// path that leaves dir through a symbolic link.
+func ReadNodeFile(dir, name string) ([]byte, error) {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer root.Close()
+	return root.ReadFile(name)
+}
+
+// WriteNodeFile writes file name (slash-separated, under dir) afresh with
+// perm: what is there, a symbolic link included, is replaced, never
+// written through; its directories are made, never followed out of dir.
+func WriteNodeFile(dir, name string, data []byte, perm os.FileMode) error {
+	root, err := os.OpenRoot(dir)
+	if err != nil {
+		return err
+	}
+	defer root.Close()
+	if d := path.Dir(name); d != "." {
+		if err := root.MkdirAll(d, 0o755); err != nil {
+			return err
+		}
+	}
+	if err := root.Remove(name); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		return err
+	}
+	f, err := root.OpenFile(name, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(data); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // KernelArgs are the kernel command line arguments that tell the
