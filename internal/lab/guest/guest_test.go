@@ -164,3 +164,28 @@ func TestOverlongRequest(t *testing.T) {
 		t.Errorf("answer to a request line of over %d bytes: %+v, %v; want it refused as too long", 2*maxRequest, res, err)
 	}
 }
+
+// TestSilentConnectionClosed: a connection that sends no request line
+// is closed after RequestTimeout. Before, it was held open for good, a
+// goroutine and a descriptor each: enough of them from anyone reaching
+// the node left the lab's own requests unanswered.
+func TestSilentConnectionClosed(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	s := &Server{Token: "secret", Log: slog.New(slog.NewTextHandler(io.Discard, nil)), RequestTimeout: 200 * time.Millisecond}
+	done := make(chan struct{})
+	go func() { s.Serve(ctx, ln); close(done) }()
+	defer func() { cancel(); <-done }()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if _, err := conn.Read(make([]byte, 1)); err != io.EOF {
+		t.Errorf("read on a connection that sent nothing: %v, want the server to close it (EOF)", err)
+	}
+}

@@ -3,6 +3,7 @@ package guest
 import (
 	"bufio"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/subtle"
 	"encoding/json"
@@ -30,7 +31,13 @@ const daemonMarker = "UNDERLAY_LAB_DAEMON"
 type Server struct {
 	Token string
 	Log   *slog.Logger
+	// RequestTimeout bounds the wait for a connection's request line; 0
+	// means DefaultRequestTimeout.
+	RequestTimeout time.Duration
 }
+
+// DefaultRequestTimeout bounds the wait for a connection's request line.
+const DefaultRequestTimeout = 30 * time.Second
 
 // maxRequest bounds a request line: a command's arguments and whole
 // environment, which Linux bounds at 2 MiB by default.
@@ -81,7 +88,12 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 func (s *Server) handle(ctx context.Context, conn net.Conn) {
 	br := bufio.NewReader(conn)
 	var mu sync.Mutex
+	// Held open without a request, a connection would keep its goroutine
+	// and descriptor for good; the lab's requests come at once.
+	timeout := cmp.Or(s.RequestTimeout, DefaultRequestTimeout)
+	conn.SetReadDeadline(time.Now().Add(timeout))
 	line, err := readRequest(br)
+	conn.SetReadDeadline(time.Time{}) // an exec's stdin may take its time
 	if errors.Is(err, errLongRequest) {
 		writeResult(conn, &mu, Result{ExitCode: -1, Error: "bad request: " + err.Error()})
 		// Closed with the rest of the line unread, the connection would be
