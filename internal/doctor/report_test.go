@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/underlay/underlay/internal/kvstore"
+	"github.com/underlay/underlay/internal/testlog"
 )
 
 type memKV struct {
@@ -336,24 +337,6 @@ func TestCappedRowsCounted(t *testing.T) {
 	}
 }
 
-// syncBuffer is a log sink RunPeriodically's goroutine and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestRunPeriodicallyLogsCutReport: a report cut to fit Consul's value
 // limit left results out without a word in the agent's log; the page
 // counts them but lists none. It is now said once, with how many, not
@@ -364,7 +347,7 @@ func TestRunPeriodicallyLogsCutReport(t *testing.T) {
 		rs = append(rs, Result{Check: fmt.Sprintf("network/net-%03d/shim", n), Status: Fail, Message: strings.Repeat("x", 4096)})
 	}
 	kv := &memKV{m: map[string][]byte{}}
-	var logs syncBuffer
+	var logs testlog.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {

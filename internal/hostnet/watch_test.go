@@ -1,35 +1,17 @@
 package hostnet
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/vishvananda/netlink"
+
+	"github.com/underlay/underlay/internal/testlog"
 )
-
-// syncBuffer is a log sink the watch's goroutine and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
 
 // TestWatchSubscribesAgain: when the kernel ends the link subscription
 // (ENOBUFS after a burst of changes), the watch says why, sends (changes
@@ -45,7 +27,7 @@ func TestWatchSubscribesAgain(t *testing.T) {
 		subs <- ch
 		return nil
 	}
-	var logs syncBuffer
+	var logs testlog.Buffer
 	out, err := watch(ctx, subscribe, slog.New(slog.NewTextHandler(&logs, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -12,7 +12,11 @@ import (
 
 // checkStoredPairwise is CheckStored as it was: every spec validated
 // against every other. It is the reference CheckStored must agree with.
-func checkStoredPairwise(specs []Spec) map[string]error {
+func checkStoredPairwise(specs []Spec) map[string]error { return checkStoredWith(specs, Validate) }
+
+// checkStoredWith is CheckStored's loop as it was, validating each spec
+// with validate against every other.
+func checkStoredWith(specs []Spec, validate func(Spec, []Spec) error) map[string]error {
 	out := map[string]error{}
 	for i, s := range specs {
 		if s.Deleting {
@@ -22,7 +26,7 @@ func checkStoredPairwise(specs []Spec) map[string]error {
 			continue
 		}
 		others := slices.Concat(specs[:i:i], specs[i+1:])
-		if err := Validate(s, others); err != nil {
+		if err := validate(s, others); err != nil {
 			out[s.Name] = err
 		}
 	}
@@ -197,22 +201,7 @@ func sameErrors(a, b map[string]error) bool {
 // checkStoredBefore, validateBefore and checkPairBefore are CheckStored,
 // Validate and the pair check as they were before each kind of conflict
 // was reported once: a problem per conflicting network.
-func checkStoredBefore(specs []Spec) map[string]error {
-	out := map[string]error{}
-	for i, s := range specs {
-		if s.Deleting {
-			if !nameRE.MatchString(s.Name) {
-				out[s.Name] = fmt.Errorf("network name %q: want 1 to 48 letters, digits, '_', '.' or '-', starting with a letter or digit", s.Name)
-			}
-			continue
-		}
-		others := slices.Concat(specs[:i:i], specs[i+1:])
-		if err := validateBefore(s, others); err != nil {
-			out[s.Name] = err
-		}
-	}
-	return out
-}
+func checkStoredBefore(specs []Spec) map[string]error { return checkStoredWith(specs, validateBefore) }
 
 func validateBefore(s Spec, existing []Spec) error {
 	var errs []error
