@@ -195,16 +195,8 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 			errs = append(errs, r.teardown(ctx, netspec.Spec{Name: name}, false))
 		}
 	}
-	for name := range r.removed {
-		if !gone[name] {
-			delete(r.removed, name)
-		}
-	}
-	for name := range r.unfinished {
-		if !gone[name] {
-			delete(r.unfinished, name)
-		}
-	}
+	maps.DeleteFunc(r.removed, func(name string, _ bool) bool { return !gone[name] })
+	maps.DeleteFunc(r.unfinished, func(name string, _ ConfigNet) bool { return !gone[name] })
 	return errors.Join(errs...)
 }
 
