@@ -729,7 +729,7 @@ func outside(s netspec.Spec, es []inventory.Entry, holder func(inventory.Entry) 
 		}
 	}
 	slices.SortFunc(out, func(x, y PoolAddress) int {
-		return cmp.Or(compareIP(x.IP, y.IP), strings.Compare(x.Holder, y.Holder))
+		return cmp.Or(inventory.CompareIP(x.IP, y.IP), strings.Compare(x.Holder, y.Holder))
 	})
 	return out
 }

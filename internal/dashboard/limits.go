@@ -3,8 +3,9 @@ package dashboard
 import (
 	"cmp"
 	"fmt"
-	"net/netip"
 	"slices"
+
+	"github.com/underlay/underlay/internal/inventory"
 )
 
 // limit returns snap as pages get it: its doctor problems and its pools'
@@ -73,21 +74,11 @@ func limitAddresses(as []PoolAddress, n int) ([]PoolAddress, int) {
 	if len(out) <= n {
 		return out, 0
 	}
-	byIP := func(x, y PoolAddress) int { return compareIP(x.IP, y.IP) }
+	byIP := func(x, y PoolAddress) int { return inventory.CompareIP(x.IP, y.IP) }
 	slices.SortStableFunc(out, func(x, y PoolAddress) int {
 		return cmp.Or(cmp.Compare(attention[y.State], attention[x.State]), byIP(x, y))
 	})
 	out = out[:n:n]
 	slices.SortFunc(out, byIP)
 	return out, len(as) - n
-}
-
-// compareIP orders addresses numerically, unparsable ones as text.
-func compareIP(a, b string) int {
-	x, errA := netip.ParseAddr(a)
-	y, errB := netip.ParseAddr(b)
-	if errA != nil || errB != nil {
-		return cmp.Compare(a, b)
-	}
-	return x.Compare(y)
 }

@@ -55,7 +55,7 @@ type Entry struct {
 // Sort orders entries by network, then address.
 func Sort(es []Entry) {
 	slices.SortFunc(es, func(a, b Entry) int {
-		return cmp.Or(strings.Compare(a.Network, b.Network), compareIP(a.IP, b.IP), strings.Compare(a.Node, b.Node))
+		return cmp.Or(strings.Compare(a.Network, b.Network), CompareIP(a.IP, b.IP), strings.Compare(a.Node, b.Node))
 	})
 }
 
@@ -151,8 +151,9 @@ func Filter(es []Entry, network, node string) []Entry {
 	return out
 }
 
-// compareIP orders addresses numerically; unparsable ones sort last.
-func compareIP(a, b string) int {
+// CompareIP orders addresses given as text numerically; with either
+// unparsable, as text.
+func CompareIP(a, b string) int {
 	pa, ea := netip.ParseAddr(a)
 	pb, eb := netip.ParseAddr(b)
 	switch {
