@@ -263,15 +263,58 @@ func labRules(name string) map[string][][]string {
 		if err != nil {
 			continue
 		}
-		for _, line := range strings.Split(string(b), "\n") {
-			f := strings.Fields(line)
-			for i := 0; i+1 < len(f); i++ {
-				if f[i] == "--comment" && strings.Trim(f[i+1], `"`) == ruleComment(name) {
-					out[tool] = append(out[tool], f)
-					break
-				}
+		if rules := rulesWithComment(string(b), ruleComment(name)); len(rules) > 0 {
+			out[tool] = rules
+		}
+	}
+	return out
+}
+
+// rulesWithComment picks, from the output of `iptables -S`, the rules
+// whose comment is exactly comment, as the arguments iptables was given:
+// a comment with a space is one argument, printed quoted.
+func rulesWithComment(listing, comment string) [][]string {
+	var out [][]string
+	for _, line := range strings.Split(listing, "\n") {
+		f := ruleArgs(line)
+		for i := 0; i+1 < len(f); i++ {
+			if f[i] == "--comment" && f[i+1] == comment {
+				out = append(out, f)
+				break
 			}
 		}
+	}
+	return out
+}
+
+// ruleArgs splits a line of `iptables -S` into arguments: iptables
+// prints an argument with spaces or quotes in double quotes, with \" and
+// \\ escaped.
+func ruleArgs(line string) []string {
+	var out []string
+	var cur strings.Builder
+	in, quoted := false, false
+	for i := 0; i < len(line); i++ {
+		c := line[i]
+		switch {
+		case quoted && c == '\\' && i+1 < len(line):
+			i++
+			cur.WriteByte(line[i])
+		case c == '"':
+			quoted, in = !quoted, true
+		case !quoted && (c == ' ' || c == '\t'):
+			if in {
+				out = append(out, cur.String())
+				cur.Reset()
+			}
+			in = false
+		default:
+			cur.WriteByte(c)
+			in = true
+		}
+	}
+	if in {
+		out = append(out, cur.String())
 	}
 	return out
 }
@@ -285,9 +328,6 @@ func deleteFirewall(name string) error {
 				continue
 			}
 			args := append([]string{"-w", "-D"}, f[1:]...)
-			for i := range args {
-				args[i] = strings.Trim(args[i], `"`)
-			}
 			if out, err := exec.Command(tool, args...).CombinedOutput(); err != nil {
 				errs = append(errs, fmt.Errorf("%s %s: %v: %s", tool, strings.Join(args, " "), err, out))
 			}

@@ -73,3 +73,27 @@ func TestUsedPrefixesEveryTable(t *testing.T) {
 		t.Errorf("usedPrefixes = %v, want %v", got, want)
 	}
 }
+
+// TestRulesWithComment: a rule of someone else's whose comment starts with
+// the lab's and goes on after a space ("underlay-lab-lab x") is not the
+// lab's. Before, `iptables -S` was split at every space: the comment's
+// first word matched, the rule was taken for the lab's, and lab down tried
+// `iptables -D FORWARD … --comment underlay-lab-lab x …`, which iptables
+// refused, so lab down failed on a rule it never made.
+func TestRulesWithComment(t *testing.T) {
+	listing := `-P FORWARD DROP
+-A FORWARD -i ul-lab-+ ! -o ul-lab-+ -m comment --comment "underlay-lab-lab x" -j DROP
+-A FORWARD -i eth0 -m comment --comment "underlay-lab-lab \"q\" y" -j ACCEPT
+-A FORWARD -i ul-lab-+ ! -o ul-lab-+ -m comment --comment underlay-lab-lab -j DROP
+-A FORWARD -i ul-lab2-+ ! -o ul-lab2-+ -m comment --comment underlay-lab-lab2 -j DROP
+-A FORWARD -i eth1 -m comment --comment "underlay-lab-lab" -j ACCEPT
+`
+	got := rulesWithComment(listing, ruleComment("lab"))
+	want := [][]string{
+		{"-A", "FORWARD", "-i", "ul-lab-+", "!", "-o", "ul-lab-+", "-m", "comment", "--comment", "underlay-lab-lab", "-j", "DROP"},
+		{"-A", "FORWARD", "-i", "eth1", "-m", "comment", "--comment", "underlay-lab-lab", "-j", "ACCEPT"},
+	}
+	if !slices.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("rulesWithComment = %q, want %q", got, want)
+	}
+}
