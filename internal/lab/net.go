@@ -181,6 +181,15 @@ func netlinkRoutes(filter *netlink.Route, mask uint64) ([]netlink.Route, error) 
 	return netlink.RouteListFiltered(netlink.FAMILY_V4, filter, mask)
 }
 
+// minRoutedBits is the shortest prefix taken for a routed subnet. A
+// shorter one overrides the default route rather than reaching a network:
+// OpenVPN's def1 (0.0.0.0/1 and 128.0.0.0/1), WireGuard's and other VPNs'
+// splits of 0.0.0.0/0. Like the default route, it loses to the lab's
+// longer routes (/16, /24) and takes nothing from the lab; counted, it
+// overlapped every lab subnet. A /8 or longer (a VPN pushing 10.0.0.0/8)
+// stays a routed subnet and a real overlap.
+const minRoutedBits = 8
+
 // usedPrefixesFrom is usedPrefixes over the dumps of routes and links.
 func usedPrefixesFrom(name string, routes func(*netlink.Route, uint64) ([]netlink.Route, error), links func() ([]netlink.Link, error)) ([]netip.Prefix, error) {
 	rs, err := retryDump(func() ([]netlink.Route, error) {
@@ -210,6 +219,9 @@ func usedPrefixesFrom(name string, routes func(*netlink.Route, uint64) ([]netlin
 			continue
 		}
 		ones, _ := r.Dst.Mask.Size()
+		if ones < minRoutedBits {
+			continue
+		}
 		out = append(out, netip.PrefixFrom(ip.Unmap(), ones))
 	}
 	return out, nil

@@ -4,6 +4,7 @@ import (
 	"net"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -95,5 +96,54 @@ func TestRulesWithComment(t *testing.T) {
 	}
 	if !slices.EqualFunc(got, want, slices.Equal) {
 		t.Errorf("rulesWithComment = %q, want %q", got, want)
+	}
+}
+
+// TestUsedPrefixesIgnoreDefaultOverrides: OpenVPN's def1 routes
+// (0.0.0.0/1 and 128.0.0.0/1) and other prefixes shorter than /8 replace
+// the default route; the lab's /16 and /24 routes are longer and win over
+// them as over the default route. Before, they were taken for routed
+// subnets and every lab subnet overlapped one: lab up refused to start on
+// any machine with such a VPN up. A /8 or longer stays a real overlap.
+func TestUsedPrefixesIgnoreDefaultOverrides(t *testing.T) {
+	links := []netlink.Link{
+		&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: 2, Name: "eth0"}},
+		&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: 7, Name: "tun0"}},
+	}
+	routes := []netlink.Route{
+		route("0.0.0.0/0", 2, 254),
+		route("0.0.0.0/1", 7, 254),
+		route("128.0.0.0/1", 7, 254),
+		route("64.0.0.0/2", 7, 254),
+		route("8.0.0.0/7", 7, 254),
+		route("10.0.0.0/8", 7, 254),
+		route("172.31.5.0/24", 7, 254),
+	}
+	got, err := usedPrefixesFrom("lab", fakeRoutes(routes), func() ([]netlink.Link, error) { return links, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("172.31.5.0/24")}
+	if !slices.Equal(got, want) {
+		t.Errorf("usedPrefixes = %v, want %v", got, want)
+	}
+	// And through prepare: a lab in 10.0.0.0/8 is refused, one without
+	// that route starts, clear of the /24 still routed.
+	cfg := Config{Name: "def1", Nodes: 1, NoAgent: true, UnderlaySubnet: "10.252.0.0/16"}.withDefaults()
+	routed := func(rs []netlink.Route) func() ([]netip.Prefix, error) {
+		return func() ([]netip.Prefix, error) {
+			return usedPrefixesFrom("def1", fakeRoutes(rs), func() ([]netlink.Link, error) { return links, nil })
+		}
+	}
+	if _, _, err := prepare(t.TempDir(), cfg, routed(routes)); err == nil || !strings.Contains(err.Error(), "overlaps 10.0.0.0/8") {
+		t.Errorf("prepare with 10.0.0.0/8 routed: %v, want it refused", err)
+	}
+	noTen := slices.DeleteFunc(slices.Clone(routes), func(r netlink.Route) bool { return r.Dst.String() == "10.0.0.0/8" })
+	p, _, err := prepare(t.TempDir(), cfg, routed(noTen))
+	if err != nil {
+		t.Fatalf("prepare with only the VPN's default overrides routed: %v", err)
+	}
+	if c := netip.MustParsePrefix("172.31.5.0/24"); p.mgmt.Overlaps(c) {
+		t.Errorf("management subnet %s overlaps the routed %s", p.mgmt, c)
 	}
 }
