@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"os/exec"
+	"slices"
 	"strings"
 	"time"
 
@@ -15,7 +16,8 @@ import (
 )
 
 // ensureBridge makes a bridge with addr (the root namespace's address on
-// it) and brings it up. It never enslaves anything but the lab's veths.
+// it) and brings it up. It never enslaves anything but the lab's veths;
+// checkBridges has checked an existing one.
 func ensureBridge(name string, addr netip.Prefix) error {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
@@ -39,6 +41,50 @@ func ensureBridge(name string, addr netip.Prefix) error {
 	}
 	if err := netlink.LinkSetUp(l); err != nil {
 		return fmt.Errorf("bring up %s: %w", name, err)
+	}
+	return nil
+}
+
+// checkBridges refuses the existing links of the given names, the lab's
+// bridges, that are not bridges or have ports the lab did not make: run
+// before any is made or changed.
+func checkBridges(lab string, names ...string) error {
+	all, err := retryDump(netlink.LinkList)
+	if err != nil {
+		return fmt.Errorf("list links: %w", err)
+	}
+	for _, l := range all {
+		if !slices.Contains(names, l.Attrs().Name) {
+			continue
+		}
+		if l.Type() != "bridge" {
+			return fmt.Errorf("link %s exists and is a %s, not the lab's bridge", l.Attrs().Name, l.Type())
+		}
+		if err := checkBridgePorts(lab, l, all); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkBridgePorts refuses an existing bridge br of lab that has ports the
+// lab did not make, among links: addressing it and forwarding through it
+// would join the lab to whatever they reach (the machine's uplink).
+func checkBridgePorts(lab string, br netlink.Link, links []netlink.Link) error {
+	var foreign []string
+	for _, l := range links {
+		a := l.Attrs()
+		if a.MasterIndex != br.Attrs().Index || a.Index == br.Attrs().Index {
+			continue
+		}
+		// The lab's ports are veths named for the lab (ensureNodeLink).
+		if l.Type() != "veth" || !strings.HasPrefix(a.Name, linkPrefix(lab)) {
+			foreign = append(foreign, a.Name)
+		}
+	}
+	if len(foreign) > 0 {
+		return fmt.Errorf("bridge %s exists with ports lab %s did not make: %s; remove them from it (or the bridge), or pick another --name",
+			br.Attrs().Name, lab, strings.Join(foreign, ", "))
 	}
 	return nil
 }

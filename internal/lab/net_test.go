@@ -147,3 +147,34 @@ func TestUsedPrefixesIgnoreDefaultOverrides(t *testing.T) {
 		t.Errorf("management subnet %s overlaps the routed %s", p.mgmt, c)
 	}
 }
+
+// TestCheckBridgePorts: a bridge named like the lab's that already exists
+// with ports the lab did not make (the machine's uplink, another
+// program's veth) is refused, naming them. Before, it was taken over as
+// it was: lab up addressed it and forwarded the lab through it, onto the
+// uplink's network.
+func TestCheckBridgePorts(t *testing.T) {
+	br := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Index: 9, Name: "ul-lab-u"}}
+	own := []netlink.Link{
+		br,
+		&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: 2, Name: "eth0"}},
+		&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Index: 11, Name: "ul-lab-u1", MasterIndex: 9}},
+		&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Index: 12, Name: "ul-lab-u2", MasterIndex: 9}},
+		&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Index: 13, Name: "vethab12", MasterIndex: 4}},
+	}
+	if err := checkBridgePorts("lab", br, own); err != nil {
+		t.Errorf("bridge with the lab's ports only: %v", err)
+	}
+	foreign := append(slices.Clone(own),
+		&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: 3, Name: "eth1", MasterIndex: 9}},
+		&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Index: 14, Name: "veth9f", MasterIndex: 9}},
+		&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: 15, Name: "ul-lab-u3", MasterIndex: 9}},
+	)
+	err := checkBridgePorts("lab", br, foreign)
+	if err == nil {
+		t.Fatal("bridge with eth1, veth9f and a non-veth ul-lab-u3 as ports: taken over")
+	}
+	if !strings.Contains(err.Error(), ": eth1, veth9f, ul-lab-u3;") {
+		t.Errorf("error %q: want it to name eth1, veth9f and ul-lab-u3, and only them", err)
+	}
+}

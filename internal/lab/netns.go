@@ -38,6 +38,9 @@ func needPrograms(progs ...string) error {
 
 // EnsureNetwork implements provider: the two bridges and the firewall rules.
 func (netnsProvider) EnsureNetwork(ctx context.Context, p *plan) error {
+	if err := checkBridges(p.cfg.Name, p.bridgeM, p.bridgeU); err != nil {
+		return err
+	}
 	if err := ensureBridge(p.bridgeM, netip.PrefixFrom(p.mgmtGW, p.mgmt.Bits())); err != nil {
 		return err
 	}
