@@ -254,11 +254,7 @@ func newLabLogsCommand(streams IOStreams, f *labFlags) *cobra.Command {
 		Short: "Print a node's logs (the underlay agent's unless --component)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(_ *cobra.Command, args []string) error {
-			path, err := lab.LogPath(f.name, args[0], component)
-			if err != nil {
-				return err
-			}
-			fl, err := os.Open(path)
+			fl, err := lab.OpenLog(f.name, args[0], component)
 			if err != nil {
 				return err
 			}

@@ -4,8 +4,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // KillDockerd kills a node's dockerd with SIGKILL, as a crash would; Up
@@ -79,6 +82,32 @@ func (l Labs) LogPath(name, node, component string) (string, error) {
 		return p.nodeDir(n) + "/" + component + ".log", nil
 	}
 	return "", fmt.Errorf("log %q: want agent, control, dockerd, consul, or holder (namespace nodes) or console (VM nodes)", component)
+}
+
+// OpenLog opens the log file of a node's component (LogPath) to read:
+// only a regular file in the node's directory, never through a symbolic
+// link, for a VM node's directory is the guest's to write (as
+// guest.ReadNodeFile reads it).
+func (l Labs) OpenLog(name, node, component string) (*os.File, error) {
+	path, err := l.LogPath(name, node, component)
+	if err != nil {
+		return nil, err
+	}
+	root, err := os.OpenRoot(filepath.Dir(path))
+	if err != nil {
+		return nil, fmt.Errorf("open log directory: %w", err)
+	}
+	defer root.Close()
+	// O_NONBLOCK: a FIFO put there opens without a writer, then is refused.
+	f, err := root.OpenFile(filepath.Base(path), os.O_RDONLY|syscall.O_NOFOLLOW|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, fmt.Errorf("open log: %w", err)
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		return nil, fmt.Errorf("open log %s: not a regular file", path)
+	}
+	return f, nil
 }
 
 func (l Labs) findNode(name, node string) (*plan, *nodePlan, error) {

@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"log/slog"
+	"os"
 	"os/exec"
 )
 
@@ -55,6 +56,11 @@ func Command(ctx context.Context, name, node string, args ...string) (*exec.Cmd,
 // LogPath returns the log file of a node's component (Labs.LogPath).
 func LogPath(name, node, component string) (string, error) {
 	return Labs{}.LogPath(name, node, component)
+}
+
+// OpenLog opens the log file of a node's component to read (Labs.OpenLog).
+func OpenLog(name, node, component string) (*os.File, error) {
+	return Labs{}.OpenLog(name, node, component)
 }
 
 // KillDockerd kills a node's dockerd as a crash would (Labs.KillDockerd).

@@ -3,11 +3,13 @@ package lab
 import (
 	"context"
 	"errors"
+	"io"
 	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/underlay/underlay/internal/lab/guest"
@@ -144,5 +146,56 @@ func TestStartDetachedLogNotThroughALink(t *testing.T) {
 	}
 	if err := startDetached(exec.Command("echo", "from the daemon"), link); err == nil {
 		t.Error("startDetached opened its log through a link")
+	}
+}
+
+// TestOpenLogStaysInTheNodeDir: a VM node's directory is the guest's to
+// write (9p, root there): a console.log or agent.log the guest made a
+// symbolic link to a host file is not read through by lab logs. Before,
+// `lab logs --component console` opened the path with os.Open and printed
+// the host file (/etc/shadow, read as root) to whoever ran it.
+func TestOpenLogStaysInTheNodeDir(t *testing.T) {
+	root := t.TempDir()
+	cfg := Config{Name: "vmlog", Nodes: 1, VM: true, UnderlayBin: "/bin/true"}.withDefaults()
+	if err := writeRecord(root, &record{Config: cfg, Management: netip.MustParsePrefix("172.31.8.0/24")}); err != nil {
+		t.Fatal(err)
+	}
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("host secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	node := filepath.Join(root, "vmlog", "node1")
+	if err := os.MkdirAll(node, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(node, "agent.log"), []byte("agent says\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range []string{"console.log", "dockerd.log"} {
+		if err := os.Symlink(secret, filepath.Join(node, l)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A FIFO would hang lab logs until the guest wrote to it.
+	if err := syscall.Mkfifo(filepath.Join(node, "consul.log"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	labs := At(root)
+	f, err := labs.OpenLog("vmlog", "node1", "agent")
+	if err != nil {
+		t.Fatalf("open the agent's log: %v", err)
+	}
+	b, err := io.ReadAll(f)
+	f.Close()
+	if err != nil || string(b) != "agent says\n" {
+		t.Errorf("agent's log = %q, %v", b, err)
+	}
+	for _, c := range []string{"console", "dockerd", "consul"} {
+		f, err := labs.OpenLog("vmlog", "node1", c)
+		if err == nil {
+			b, _ := io.ReadAll(f)
+			f.Close()
+			t.Errorf("%s's log, a link to a host file, was opened: read %q", c, b)
+		}
 	}
 }
