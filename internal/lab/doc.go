@@ -38,7 +38,9 @@
 // between the lab bridges and any other interface, in both directions, and
 // accept traffic forwarded between the lab's own bridges (bridged traffic
 // passes the FORWARD chain when br_netfilter is loaded, where Docker's DROP
-// policy would stop it).
+// policy would stop it). IPv6 is off on the lab's links in the root
+// namespace (disable_ipv6), so no IPv6 is forwarded to or from a node even
+// where ip6tables, and with it the IPv6 rules, is missing.
 //
 // VM nodes: each VM has two NICs (taps on a bridge in the lab's own
 // network namespace) bonded as bond0 (active-backup) with the management

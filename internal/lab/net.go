@@ -3,9 +3,12 @@ package lab
 import (
 	"errors"
 	"fmt"
+	"io/fs"
 	"net"
 	"net/netip"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -35,6 +38,10 @@ func ensureBridge(name string, addr netip.Prefix) error {
 	}
 	if l.Type() != "bridge" {
 		return fmt.Errorf("link %s exists and is a %s, not the lab's bridge", name, l.Type())
+	}
+	// Before it is up: no IPv6 address, no router solicitation, ever.
+	if err := disableIPv6(procSys, name); err != nil {
+		return err
 	}
 	if err := netlink.AddrReplace(l, &netlink.Addr{IPNet: ipNet(addr)}); err != nil {
 		return fmt.Errorf("address %s on %s: %w", addr, name, err)
@@ -85,6 +92,37 @@ func checkBridgePorts(lab string, br netlink.Link, links []netlink.Link) error {
 	if len(foreign) > 0 {
 		return fmt.Errorf("bridge %s exists with ports lab %s did not make: %s; remove them from it (or the bridge), or pick another --name",
 			br.Attrs().Name, lab, strings.Join(foreign, ", "))
+	}
+	return nil
+}
+
+// procSys holds the kernel's sysctls.
+const procSys = "/proc/sys"
+
+// disableIPv6 turns IPv6 off on the given links through the sysctls under
+// sysctl (procSys). The lab's FORWARD drop rules for IPv6 need ip6tables,
+// which a machine may lack; with IPv6 off on the lab's links in the root
+// namespace, an IPv6 packet from a node is dropped as it arrives there and
+// can never be forwarded to the machine's networks, nor one of theirs to
+// a node. The lab itself uses no IPv6 between nodes and the machine.
+// Bridged traffic between the nodes (layer 2) is not affected.
+func disableIPv6(sysctl string, links ...string) error {
+	conf := filepath.Join(sysctl, "net", "ipv6", "conf")
+	if _, err := os.Stat(conf); errors.Is(err, fs.ErrNotExist) {
+		return nil // a kernel without IPv6 (ipv6.disable=1)
+	}
+	for _, l := range links {
+		// Not O_CREATE: the file exists for every link the kernel knows.
+		f, err := os.OpenFile(filepath.Join(conf, l, "disable_ipv6"), os.O_WRONLY|os.O_TRUNC, 0)
+		if err == nil {
+			_, err = f.Write([]byte("1\n"))
+			if cerr := f.Close(); err == nil {
+				err = cerr
+			}
+		}
+		if err != nil {
+			return fmt.Errorf("turn IPv6 off on %s: %w", l, err)
+		}
 	}
 	return nil
 }
@@ -287,7 +325,7 @@ func firewallRules(name string) [][]string {
 }
 
 // firewallTools are the programs the rules go through; ip6tables is
-// optional.
+// optional: IPv6 is off on the lab's links anyway (disableIPv6).
 var firewallTools = []string{"iptables", "ip6tables"}
 
 // ensureFirewall inserts the lab's rules at the top of FORWARD unless present.

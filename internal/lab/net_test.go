@@ -3,6 +3,8 @@ package lab
 import (
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -176,5 +178,43 @@ func TestCheckBridgePorts(t *testing.T) {
 	}
 	if !strings.Contains(err.Error(), ": eth1, veth9f, ul-lab-u3;") {
 		t.Errorf("error %q: want it to name eth1, veth9f and ul-lab-u3, and only them", err)
+	}
+}
+
+// TestDisableIPv6: IPv6 is turned off on the lab's links in the root
+// namespace, so that no IPv6 packet from a node reaches the machine's IP
+// stack to be forwarded, whether or not ip6tables (and with it the lab's
+// IPv6 FORWARD drop rules) exists. Before, without ip6tables nothing
+// stopped a node's IPv6 from being routed onto the machine's networks.
+func TestDisableIPv6(t *testing.T) {
+	sysctl := t.TempDir()
+	conf := filepath.Join(sysctl, "net", "ipv6", "conf")
+	for _, l := range []string{"ul-lab-m", "ul-lab-u", "eth0"} {
+		if err := os.MkdirAll(filepath.Join(conf, l), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(conf, l, "disable_ipv6"), []byte("0\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := disableIPv6(sysctl, "ul-lab-m", "ul-lab-u"); err != nil {
+		t.Fatal(err)
+	}
+	for l, want := range map[string]string{"ul-lab-m": "1", "ul-lab-u": "1", "eth0": "0"} {
+		b, err := os.ReadFile(filepath.Join(conf, l, "disable_ipv6"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(string(b)); got != want {
+			t.Errorf("%s: disable_ipv6 = %s, want %s", l, got, want)
+		}
+	}
+	// A link the kernel does not know: an error, not a file made.
+	if err := disableIPv6(sysctl, "ul-lab-x"); err == nil {
+		t.Error("IPv6 turned off on a link that does not exist")
+	}
+	// A kernel without IPv6 (ipv6.disable=1) has no net/ipv6: nothing to do.
+	if err := disableIPv6(t.TempDir(), "ul-lab-m"); err != nil {
+		t.Errorf("without IPv6 in the kernel: %v", err)
 	}
 }

@@ -176,6 +176,10 @@ func (p *plan) ensureVMNetwork(holder int) error {
 	if err != nil {
 		return fmt.Errorf("veth %s: %w", p.bridgeM, err)
 	}
+	// The lab's one link in the root namespace: no IPv6 there (disableIPv6).
+	if err := disableIPv6(procSys, p.bridgeM); err != nil {
+		return err
+	}
 	if err := netlink.AddrReplace(root, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(p.mgmtGW, p.mgmt.Bits()))}); err != nil {
 		return fmt.Errorf("address %s on %s: %w", p.mgmtGW, p.bridgeM, err)
 	}
