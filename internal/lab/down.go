@@ -34,10 +34,10 @@ func (l Labs) Down(ctx context.Context, name string, log *slog.Logger) error {
 	cgroups := containerCgroups(containerIDs(dir))
 	// Killing a holder kills its whole PID namespace: the node's daemons
 	// and containers. Then whatever else names the state directory.
-	holders := processes(func(args []string) bool { return args[0] == holderName && underDir(dir)(args) })
+	holders := processes(func(args []string) bool { return args[0] == holderName && ownProc(dir)(args) })
 	killAll(holders, 10*time.Second)
 	log.Debug("holders killed", "took", time.Since(start))
-	if left := killAll(append(pidFileProcs(dir), processes(underDir(dir))...), 10*time.Second); len(left) > 0 {
+	if left := killAll(labProcs(dir), 10*time.Second); len(left) > 0 {
 		errs = append(errs, fmt.Errorf("process %d (%s) does not die", left[0].pid, strings.Join(left[0].args, " ")))
 	}
 	log.Debug("processes killed", "took", time.Since(start))
@@ -75,8 +75,15 @@ func (l Labs) Down(ctx context.Context, name string, log *slog.Logger) error {
 	return nil
 }
 
+// labProcs lists the processes of the lab in dir that Down kills: only
+// those it started (ownProc), never one that merely names the directory.
+func labProcs(dir string) []proc {
+	return append(pidFileProcs(dir), processes(ownProc(dir))...)
+}
+
 // pidFileProcs returns the processes recorded in the lab's pid files that
-// still run and still name the state directory (a pid may have been reused).
+// still run and are still the lab's (ownProc): a pid may have been reused,
+// and a VM node's pid files are the guest's to write.
 func pidFileProcs(dir string) []proc {
 	// docker.pid is not among them: it holds a pid of the node's PID namespace.
 	files, _ := filepath.Glob(filepath.Join(dir, "node*", "*.pid"))
@@ -96,7 +103,7 @@ func pidFileProcs(dir string) []proc {
 			continue
 		}
 		args := strings.Split(strings.TrimRight(string(cl), "\x00"), "\x00")
-		if underDir(dir)(args) {
+		if ownProc(dir)(args) {
 			out = append(out, proc{pid: pid, args: args})
 		}
 	}
@@ -108,7 +115,7 @@ func pidFileProcs(dir string) []proc {
 func (l Labs) Leftovers(name string) []string {
 	dir := labDir(l.root(), name)
 	var out []string
-	for _, p := range processes(underDir(dir)) {
+	for _, p := range processes(ownProc(dir)) {
 		out = append(out, fmt.Sprintf("process %d: %s", p.pid, strings.Join(p.args, " ")))
 	}
 	if links, err := labLinks(name); err != nil {

@@ -98,7 +98,7 @@ func ensureHolder(ctx context.Context, dir string, unshare []string, script, arg
 			return 0, fmt.Errorf("remove stale %s: %w", s, err)
 		}
 	}
-	args := append(append([]string{"unshare"}, unshare...), "--", "bash", "-c", script, "underlay-lab-setup", dir, arg)
+	args := append(append([]string{"unshare"}, unshare...), "--", "bash", "-c", script, setupName, dir, arg)
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Dir = "/"
 	if err := startDetached(cmd, filepath.Join(dir, "holder.log")); err != nil {

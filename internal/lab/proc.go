@@ -15,11 +15,71 @@ import (
 	"time"
 
 	"github.com/underlay/underlay/internal/lab/guest"
+	"github.com/underlay/underlay/internal/lab/vm"
 )
 
 // holderName is argv[0] of every node's namespace holder; its last argument
 // is the node's state directory.
 const holderName = "underlay-lab-holder"
+
+// setupName is $0 of the script that makes a holder's namespaces; the
+// state directory follows it.
+const setupName = "underlay-lab-setup"
+
+// ownProc reports whether a command line is one the lab in dir starts in
+// the root PID namespace, by its shape and the exact paths the lab gives
+// it: a namespace holder (or the unshare and script making it) of a
+// directory of the lab's, the nsenter under which a node's daemon runs
+// (--wd=its node's directory), a VM node's QEMU (its pid file) and the
+// VLAN port (its state directory). Naming the directory is not enough: a
+// user's `tail -f` of a node's log is not the lab's to kill.
+func ownProc(dir string) func(args []string) bool {
+	dir = filepath.Clean(dir)
+	// A node's directory, or the VM lab's net: directly under dir.
+	sub := func(p string) bool { return filepath.IsAbs(p) && filepath.Dir(filepath.Clean(p)) == dir }
+	return func(args []string) bool {
+		if len(args) == 0 {
+			return false
+		}
+		if args[0] == holderName {
+			return len(args) == 4 && args[1] == "-c" && sub(args[3])
+		}
+		cmd := args
+		switch filepath.Base(args[0]) {
+		case "unshare", "bash":
+			i := slices.Index(args, setupName)
+			return i >= 2 && args[i-2] == "-c" && i+1 < len(args) && sub(args[i+1])
+		case "nsenter":
+			i := slices.Index(args, "--")
+			if i < 0 {
+				return false
+			}
+			for _, a := range args[1:i] {
+				if wd, ok := strings.CutPrefix(a, "--wd="); ok && sub(wd) {
+					return true
+				}
+			}
+			// nsenter --net execs QEMU or the VLAN port: the same process.
+			cmd = args[i+1:]
+		}
+		switch {
+		case len(cmd) > 0 && filepath.Base(cmd[0]) == vm.QEMU:
+			f := flagValue(cmd, "-pidfile")
+			return filepath.Base(f) == "qemu.pid" && sub(filepath.Dir(f))
+		case len(cmd) > 2 && cmd[1] == "lab" && cmd[2] == vlanPortKey:
+			return flagValue(cmd, "--state-dir") == filepath.Join(dir, "net")
+		}
+		return false
+	}
+}
+
+// flagValue is the argument after the first flag in args, or "".
+func flagValue(args []string, flag string) string {
+	if i := slices.Index(args, flag); i >= 0 && i+1 < len(args) {
+		return args[i+1]
+	}
+	return ""
+}
 
 // proc is one process and its command line.
 type proc struct {

@@ -1,0 +1,76 @@
+package lab
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"testing"
+)
+
+// TestDownSparesOthersProcesses: a process that only names the lab's
+// directory — a user's `tail -f` of a node's log — is not the lab's, even
+// when a pid file of the lab (in a VM node's directory, the guest's to
+// write) names it. Before, Down killed every process whose command line
+// named the state directory, and Leftovers reported it as the lab's.
+func TestDownSparesOthersProcesses(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "spare")
+	node := filepath.Join(dir, "node1")
+	if err := os.MkdirAll(node, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logFile := filepath.Join(node, "agent.log")
+	if err := os.WriteFile(logFile, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tail := exec.Command("tail", "-f", logFile)
+	if err := tail.Start(); err != nil {
+		t.Skipf("no tail to run: %v", err)
+	}
+	t.Cleanup(func() { tail.Process.Kill(); tail.Wait() })
+	pid := tail.Process.Pid
+	if err := os.WriteFile(filepath.Join(node, "qemu.pid"), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if slices.ContainsFunc(labProcs(dir), func(p proc) bool { return p.pid == pid }) {
+		t.Errorf("Down would kill %d (tail -f %s), not the lab's", pid, logFile)
+	}
+}
+
+// TestOwnProc: the command lines the lab starts in the root PID namespace
+// are its own, by their shape and exact paths; any other that names the
+// directory is not.
+func TestOwnProc(t *testing.T) {
+	const dir = "/var/lib/underlay/lab/t1"
+	own := ownProc(dir)
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{[]string{holderName, "-c", "while :; do sleep 3600 & wait; done", dir + "/node1"}, true},
+		{[]string{holderName, "-c", "while :; do sleep 3600 & wait; done", dir + "/net"}, true},
+		{[]string{"unshare", "--net", "--pid", "--fork", "--", "bash", "-c", "script", "underlay-lab-setup", dir + "/net", "t1"}, true},
+		{[]string{"bash", "-c", "script", "underlay-lab-setup", dir + "/node2", "t1-node2"}, true},
+		{[]string{"nsenter", "--target", "42", "--net", "--mount", "--uts", "--pid", "--wd=" + dir + "/node1", "--", "dockerd", "--data-root", dir + "/node1/data"}, true},
+		{[]string{"qemu-system-x86_64", "-name", "ul-t1-node1", "-pidfile", dir + "/node1/qemu.pid"}, true},
+		{[]string{"nsenter", "--target", "42", "--net", "--", "qemu-system-x86_64", "-pidfile", dir + "/node1/qemu.pid"}, true},
+		{[]string{"/var/lib/underlay/lab/t1/bin/underlay", "lab", vlanPortKey, "--trunk", "vl40t", "--state-dir", dir + "/net"}, true},
+		// Not the lab's: they only name its directory.
+		{[]string{"tail", "-f", dir + "/node1/agent.log"}, false},
+		{[]string{"less", dir + "/node1/console.log"}, false},
+		{[]string{"bash", "-c", "cat " + dir + "/node1/agent.log"}, false},
+		{[]string{"sh", "-c", "x", "underlay-lab-setup", dir + "/node1"}, false},
+		{[]string{"nsenter", "--target", "42", "--", "cat", "--wd=" + dir + "/node1"}, false},
+		{[]string{"qemu-system-x86_64", "-pidfile", dir + "/node1/other.pid"}, false},
+		{[]string{"underlay", "lab", "vm-exec", "--node-dir", dir + "/node1", "--", "sh"}, false},
+		{[]string{holderName, "-c", "x", "/var/lib/underlay/lab/t12/node1"}, false},
+		{[]string{holderName, "-c", "x", dir + "/node1/data"}, false},
+		{[]string{"sleep", "3600"}, false},
+		{[]string{"x"}, false},
+	} {
+		if got := own(tc.args); got != tc.want {
+			t.Errorf("ownProc(%q) = %v, want %v", tc.args, got, tc.want)
+		}
+	}
+}
