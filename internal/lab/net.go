@@ -229,22 +229,42 @@ func labLinks(name string) ([]netlink.Link, error) {
 
 // deleteLinks deletes the lab's links: veths first, then the bridges.
 func deleteLinks(name string) error {
-	links, err := labLinks(name)
+	all, err := retryDump(netlink.LinkList)
 	if err != nil {
-		return err
+		return fmt.Errorf("list links: %w", err)
 	}
-	var errs []error
-	for _, bridges := range []bool{false, true} {
-		for _, l := range links {
-			if (l.Type() == "bridge") != bridges {
-				continue
-			}
-			if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
-				errs = append(errs, fmt.Errorf("delete link %s: %w", l.Attrs().Name, err))
-			}
+	del, err := linksToDelete(name, all)
+	errs := []error{err}
+	for _, l := range del {
+		if err := netlink.LinkDel(l); err != nil && !isNotFound(err) {
+			errs = append(errs, fmt.Errorf("delete link %s: %w", l.Attrs().Name, err))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// linksToDelete picks, among links, the lab's, in the order to delete
+// them: veths first, then the bridges. A bridge named for the lab with
+// ports the lab did not make is not the lab's (lab up refuses it): it is
+// left, with an error naming them.
+func linksToDelete(name string, links []netlink.Link) ([]netlink.Link, error) {
+	var out []netlink.Link
+	var errs []error
+	for _, bridges := range []bool{false, true} {
+		for _, l := range links {
+			if !strings.HasPrefix(l.Attrs().Name, linkPrefix(name)) || (l.Type() == "bridge") != bridges {
+				continue
+			}
+			if bridges {
+				if err := checkBridgePorts(name, l, links); err != nil {
+					errs = append(errs, fmt.Errorf("not deleted: %w", err))
+					continue
+				}
+			}
+			out = append(out, l)
+		}
+	}
+	return out, errors.Join(errs...)
 }
 
 func isNotFound(err error) bool {

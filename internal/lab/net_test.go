@@ -218,3 +218,30 @@ func TestDisableIPv6(t *testing.T) {
 		t.Errorf("without IPv6 in the kernel: %v", err)
 	}
 }
+
+// TestLinksToDeleteSparesForeignBridges: lab down does not delete a bridge
+// named like the lab's that has ports the lab did not make (the one lab up
+// now refuses, with the machine's uplink in it): it says so instead.
+// Before, Down deleted every link named for the lab, that bridge too,
+// cutting the uplink's network off the machine.
+func TestLinksToDeleteSparesForeignBridges(t *testing.T) {
+	links := []netlink.Link{
+		&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: 2, Name: "eth0", MasterIndex: 9}},
+		&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Index: 8, Name: "ul-lab-m"}},
+		&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Index: 9, Name: "ul-lab-u"}},
+		&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Index: 11, Name: "ul-lab-m1", MasterIndex: 8}},
+		&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Index: 12, Name: "ul-lab-u1", MasterIndex: 9}},
+		&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Index: 20, Name: "ul-lab2-u"}},
+	}
+	del, err := linksToDelete("lab", links)
+	var names []string
+	for _, l := range del {
+		names = append(names, l.Attrs().Name)
+	}
+	if want := []string{"ul-lab-m1", "ul-lab-u1", "ul-lab-m"}; !slices.Equal(names, want) {
+		t.Errorf("links to delete = %v, want %v", names, want)
+	}
+	if err == nil || !strings.Contains(err.Error(), "ul-lab-u") || !strings.Contains(err.Error(), "eth0") {
+		t.Errorf("error = %v, want one naming ul-lab-u and its port eth0", err)
+	}
+}
