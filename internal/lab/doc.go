@@ -55,8 +55,8 @@
 //
 // Ownership: everything the lab creates is named after it — the state
 // directory /var/lib/underlay/lab/<name>, links ul-<name>-*, rules commented
-// underlay-lab-<name>, processes whose command line names the state
-// directory — so Down finds and removes it all even after a crash. Up is
+// underlay-lab-<name>, processes it starts with paths in the state
+// directory (by their exact command lines) — so Down finds and removes it all even after a crash. Up is
 // idempotent and repairs what died; Down is idempotent and succeeds when the
 // lab does not exist.
 //

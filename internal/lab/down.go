@@ -33,7 +33,7 @@ func (l Labs) Down(ctx context.Context, name string, log *slog.Logger) error {
 	var errs []error
 	cgroups := containerCgroups(containerIDs(dir))
 	// Killing a holder kills its whole PID namespace: the node's daemons
-	// and containers. Then whatever else names the state directory.
+	// and containers. Then the lab's other processes (ownProc).
 	holders := processes(func(args []string) bool { return args[0] == holderName && ownProc(dir)(args) })
 	killAll(holders, 10*time.Second)
 	log.Debug("holders killed", "took", time.Since(start))
