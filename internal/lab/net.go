@@ -127,6 +127,15 @@ func disableIPv6(sysctl string, links ...string) error {
 	return nil
 }
 
+// checkStaleVeth refuses to delete l, a link with the name of a root side
+// of the lab's veths found while its pair is missing, unless it is one.
+func checkStaleVeth(l netlink.Link) error {
+	if l.Type() != "veth" {
+		return fmt.Errorf("link %s exists and is a %s, not the lab's veth: remove it, or pick another --name", l.Attrs().Name, l.Type())
+	}
+	return nil
+}
+
 func ipNet(p netip.Prefix) *net.IPNet {
 	return &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}
 }
@@ -176,6 +185,9 @@ func ensureNodeLink(h *netlink.Handle, pid int, nl nodeLink) error {
 		// Missing: (re)make the pair. A root side left from an earlier
 		// namespace goes first.
 		if old, err := netlink.LinkByName(nl.host); err == nil {
+			if err := checkStaleVeth(old); err != nil {
+				return err
+			}
 			netlink.LinkDel(old)
 		}
 		br, err := netlink.LinkByName(nl.bridge)

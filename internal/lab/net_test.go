@@ -245,3 +245,22 @@ func TestLinksToDeleteSparesForeignBridges(t *testing.T) {
 		t.Errorf("error = %v, want one naming ul-lab-u and its port eth0", err)
 	}
 }
+
+// TestCheckStaleVeth: when a node's (or the VM lab's management) veth pair
+// is missing, a root-side link of its name is deleted before the pair is
+// made again only if it is a veth, a leftover of the lab's. Before, any
+// link of that name went: a bridge ul-NAME-m someone made, with the
+// machine's uplink in it, was deleted by lab up.
+func TestCheckStaleVeth(t *testing.T) {
+	if err := checkStaleVeth(&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "ul-lab-m1"}}); err != nil {
+		t.Errorf("a stale veth: %v", err)
+	}
+	for _, l := range []netlink.Link{
+		&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "ul-lab-m"}},
+		&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "ul-lab-u2"}},
+	} {
+		if err := checkStaleVeth(l); err == nil || !strings.Contains(err.Error(), l.Attrs().Name) {
+			t.Errorf("%s, a %s: %v, want it refused by name", l.Attrs().Name, l.Type(), err)
+		}
+	}
+}

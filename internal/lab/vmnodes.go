@@ -162,6 +162,9 @@ func (p *plan) ensureVMNetwork(holder int) error {
 	}
 	if _, err := h.LinkByName(vmMgmtPeer); err != nil {
 		if old, err := netlink.LinkByName(p.bridgeM); err == nil {
+			if err := checkStaleVeth(old); err != nil {
+				return err
+			}
 			netlink.LinkDel(old)
 		}
 		veth := &netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: p.bridgeM}, PeerName: vmMgmtPeer, PeerNamespace: netlink.NsPid(holder)}
