@@ -870,16 +870,12 @@ func (c *Controller) decideLocked(ctx context.Context, source, id, name string, 
 		st.recs = PruneRecommendations(st.recs, p.StabilizationDown, now)
 		highest, ok := HighestRecommendation(st.recs, p.StabilizationDown, now)
 		d := Stabilize(pn.d, pn.dir, highest, ok, p.StabilizationDown)
-		if pn.recommend != nil {
-			st.recs = AddRecommendation(st.recs, Recommendation{Time: now, Replicas: *pn.recommend})
-		} else if pn.dir == Up {
-			st.recs = AddRecommendation(st.recs, Recommendation{Time: now, Replicas: max(d.To, d.From)})
-		}
 		dir := pn.dir // empty when unchanged
 		rec := Record{Time: now.UTC(), Autoscaler: AutoswarmName, Service: svc.Name, ServiceID: svc.ID,
 			Direction: dir, Source: source, Decision: d, DryRun: c.cfg.DryRun && !d.Refused,
 			Desired: pn.desired, Metrics: pn.metrics}
 		if d.Refused || c.cfg.DryRun {
+			st.recs = recommend(st.recs, pn, d, now)
 			return rec, nil
 		}
 		err = c.swarm.SetReplicas(ctx, svc.ID, svc.Version, d.To)
@@ -900,6 +896,10 @@ func (c *Controller) decideLocked(ctx context.Context, source, id, name string, 
 			c.metrics.errors.WithLabelValues("docker_update").Inc()
 			return Record{}, fmt.Errorf("update service %s to %d replicas: %w: %w", svc.Name, d.To, ErrUnavailable, err)
 		}
+		// Only now, the write made: a failed decision leaves the window
+		// as it found it, holding no scale-down against a count the
+		// service never had.
+		st.recs = recommend(st.recs, pn, d, now)
 		if dir == Up {
 			st.last.Up = now
 		} else {
@@ -910,6 +910,19 @@ func (c *Controller) decideLocked(ctx context.Context, source, id, name string, 
 		}
 		return rec, nil
 	}
+}
+
+// recommend adds the recommendation of a decision that stands (refused,
+// dry-run or written) to recs: a metric evaluation's desired replicas, or
+// the replicas a scale-up reached or held.
+func recommend(recs []Recommendation, pn plan, d Decision, now time.Time) []Recommendation {
+	switch {
+	case pn.recommend != nil:
+		return AddRecommendation(recs, Recommendation{Time: now, Replicas: *pn.recommend})
+	case pn.dir == Up:
+		return AddRecommendation(recs, Recommendation{Time: now, Replicas: max(d.To, d.From)})
+	}
+	return recs
 }
 
 // appendHistory stores rec; a failure is logged and counted, never returned:

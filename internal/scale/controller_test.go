@@ -432,3 +432,40 @@ func TestResyncForgetsStatesOfRemovedServices(t *testing.T) {
 		t.Errorf("%d decision states kept for 20 services removed, want none", n)
 	}
 }
+
+// TestFailedScaleRecommendsNothing: a scale-up whose write to Docker
+// failed still recorded, for the stabilization window, the replicas it
+// meant to reach: the service stayed where it was, yet every scale-down
+// for the next window was held against a count it never had. A decision
+// that fails leaves the window as it found it.
+func TestFailedScaleRecommendsNothing(t *testing.T) {
+	sw := newFakeSwarm(svc("web", 3, "orbiter", "true", LabelAllowDown, "true", LabelStabilizationDown, "5m"))
+	now := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	c := NewController(Config{Retries: 1, Now: func() time.Time { return now }}, sw, &memHistory{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err := c.resync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	// The first decision loads the state: 3 replicas recommended now.
+	three := 3
+	if _, err := c.Handle(context.Background(), Request{Service: "web", To: &three}); err != nil {
+		t.Fatal(err)
+	}
+	now = now.Add(6 * time.Minute) // that recommendation has left the window
+	sw.mu.Lock()
+	sw.conflicts = 5 // more than Retries: the write fails
+	sw.mu.Unlock()
+	if _, err := c.Handle(context.Background(), Request{Service: "web", Direction: Up}); !errors.Is(err, ErrUnavailable) {
+		t.Fatalf("scale-up with its write failing: err = %v, want ErrUnavailable", err)
+	}
+	sw.mu.Lock()
+	sw.conflicts = 0
+	sw.mu.Unlock()
+	now = now.Add(time.Second)
+	rec, err := c.Handle(context.Background(), Request{Service: "web", Direction: Down})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rec.Refused || rec.To != 2 {
+		t.Errorf("scale-down after a failed scale-up: %+v; want 3 to 2 (no replicas were recommended in the window)", rec.Decision)
+	}
+}
