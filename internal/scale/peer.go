@@ -115,8 +115,19 @@ func peerRequestOf(r *http.Request, body []byte) (peerRequest, error) {
 type nonces struct {
 	mu   sync.Mutex // guards following fields
 	seen map[string]time.Time
-	// pruned is when nonces past their time were last dropped.
-	pruned time.Time
+	// order holds the nonces of seen in the order they were added, from
+	// order[head] on, so that expiry takes the oldest first and stops at
+	// the first still in its time: it costs the nonces it drops, not a
+	// pass over seen. Times taken from a clock set back may be out of
+	// order; such a nonce is then kept longer, never shorter.
+	order []timedNonce
+	head  int
+}
+
+// timedNonce is one nonce of nonces.order, with when it was added.
+type timedNonce struct {
+	nonce string
+	at    time.Time
 }
 
 // maxNonces bounds the nonces remembered; beyond, forwarded requests are
@@ -128,22 +139,33 @@ const maxNonces = 1 << 20
 func (n *nonces) add(nonce string, now time.Time) bool {
 	n.mu.Lock()
 	defer n.mu.Unlock()
+	n.expireLocked(now)
 	if _, ok := n.seen[nonce]; ok {
 		return false
-	}
-	if now.Sub(n.pruned) > PeerSkew || len(n.seen) >= maxNonces {
-		n.pruned = now
-		for k, at := range n.seen {
-			if now.Sub(at) > 2*PeerSkew {
-				delete(n.seen, k)
-			}
-		}
 	}
 	if len(n.seen) >= maxNonces {
 		return false
 	}
 	n.seen[nonce] = now
+	n.order = append(n.order, timedNonce{nonce: nonce, at: now})
 	return true
+}
+
+// expireLocked drops the nonces older than twice PeerSkew, oldest first.
+// n.mu is held.
+func (n *nonces) expireLocked(now time.Time) {
+	for n.head < len(n.order) && now.Sub(n.order[n.head].at) > 2*PeerSkew {
+		delete(n.seen, n.order[n.head].nonce)
+		n.order[n.head] = timedNonce{} // its string goes with it
+		n.head++
+	}
+	// The dropped front is given back once it is half the slice, to a
+	// new array (a burst's is not kept): each nonce is copied at most once
+	// per halving, O(1) each on average.
+	if n.head > 0 && n.head >= len(n.order)/2 {
+		n.order = append([]timedNonce(nil), n.order[n.head:]...)
+		n.head = 0
+	}
 }
 
 // peerKey is the context key of a request a peer passed on.

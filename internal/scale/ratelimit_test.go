@@ -3,6 +3,7 @@ package scale
 import (
 	"fmt"
 	"net/netip"
+	"strconv"
 	"testing"
 	"time"
 )
@@ -71,6 +72,61 @@ func TestNoncesExpire(t *testing.T) {
 	n.add("late", now.Add(3*PeerSkew))
 	if len(n.seen) != 1 {
 		t.Errorf("%d nonces remembered after they expired, want 1", len(n.seen))
+	}
+}
+
+// TestNoncesAtTheBound: with maxNonces stored, nonces are refused until
+// the oldest expire, and then exactly as many are accepted as expired,
+// oldest first; one still in its time is never accepted again. (Expiry
+// used to go through the whole map on every forwarded request at the
+// bound; what it costs is BenchmarkNonceRefusedAtBound's to show.)
+func TestNoncesAtTheBound(t *testing.T) {
+	if testing.Short() {
+		t.Skip("fills the nonce map to its bound")
+	}
+	n := &nonces{seen: map[string]time.Time{}}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range maxNonces {
+		if !n.add(strconv.Itoa(i), now.Add(time.Duration(i)*time.Nanosecond)) {
+			t.Fatalf("nonce %d refused below the bound", i)
+		}
+	}
+	if n.add("more", now.Add(time.Second)) {
+		t.Fatalf("a nonce accepted beyond the bound of %d", maxNonces)
+	}
+	// Nonces 0 to 999 are past 2*PeerSkew then, 1000 on are not.
+	later := now.Add(2*PeerSkew + 1000*time.Nanosecond)
+	if n.add("5000", later) {
+		t.Error("nonce 5000, still in its time, accepted again")
+	}
+	accepted := 0
+	for i := range 2000 {
+		if n.add(fmt.Sprintf("fresh%d", i), later) {
+			accepted++
+		}
+	}
+	if accepted != 1000 {
+		t.Errorf("%d nonces accepted once 1000 had expired, want 1000", accepted)
+	}
+	if len(n.seen) != maxNonces || len(n.order)-n.head != len(n.seen) {
+		t.Errorf("%d nonces stored, %d queued; want %d of each", len(n.seen), len(n.order)-n.head, maxNonces)
+	}
+}
+
+// BenchmarkNonceRefusedAtBound is one forwarded request's nonce check with
+// maxNonces stored and none expired: the case that went through the whole
+// map under its lock.
+func BenchmarkNonceRefusedAtBound(b *testing.B) {
+	n := &nonces{seen: map[string]time.Time{}}
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	for i := range maxNonces {
+		n.add(strconv.Itoa(i), now)
+	}
+	later := now.Add(time.Second)
+	for b.Loop() {
+		if n.add("more", later) {
+			b.Fatal("a nonce accepted beyond the bound")
+		}
 	}
 }
 
