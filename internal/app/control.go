@@ -317,8 +317,9 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	}
 	history := adapter.NewKVHistory(consulAPI, f.historyPrefix, f.historyLimit)
 	metrics := adapter.Metrics{Builtin: adapter.NewBuiltin(consul.NewKV(consulAPI), log), Prometheus: prom}
+	alertLog := adapter.NewKVAlertLog(consulAPI, "", 0, log)
 	cfg := scale.Config{DryRun: f.dryRun, Metrics: metrics, Interval: f.interval, Policies: policies,
-		AlertLog: adapter.NewKVAlertLog(consulAPI, "", 0, log)}
+		AlertLog: alertLog}
 	advertise := f.advertise
 	if advertise == "" {
 		advertise = f.listen
@@ -386,6 +387,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	srv.TLSConfig = serverTLS
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return ctrl.Run(gctx) })
+	g.Go(func() error { return alertLog.Run(gctx) })
 	if leader != nil {
 		g.Go(func() error { return leader.Run(gctx) })
 	}

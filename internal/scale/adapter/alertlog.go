@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"log/slog"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -23,21 +22,19 @@ const DefaultAlertRetention = 7 * 24 * time.Hour
 
 // KVAlertLog keeps the Alertmanager firings that scaled in Consul KV, so
 // that a restarted control, or a new leader, does not scale again on
-// Alertmanager's re-sends of them; it implements scale.AlertLog. Entries
-// older than the retention are deleted as new ones are written, a part of
-// the log at a time (pruneParts, at most one each pruneEvery), so that no
-// write reads the whole log; an entry it cannot read is kept and named in a
-// warning (the prefix may hold what another writer put there).
+// Alertmanager's re-sends of them; it implements scale.AlertLog. Run
+// deletes the entries older than the retention, a part of the log at a
+// time (pruneParts, one each pruneEvery), so that no request reads the
+// whole log and none waits on a webhook's write; an entry it cannot read is
+// kept and named in a warning (the prefix may hold what another writer put
+// there).
 type KVAlertLog struct {
 	api       *api.Client
 	prefix    string
 	retention time.Duration
 	log       *slog.Logger
-
-	mu     sync.Mutex // guards following fields
-	pruned time.Time
-	// part is the next part of the log to prune.
-	part int
+	// every is the time between two prunes (pruneEvery).
+	every time.Duration
 }
 
 // pruneParts is how many parts the log is pruned in: the entries whose
@@ -46,9 +43,13 @@ type KVAlertLog struct {
 // a prune lists a 256th of them.
 const pruneParts = 256
 
-// pruneEvery is the least time between two prunes: while firings are
-// marked, the whole log is gone through in about an hour (256 × 15 s).
+// pruneEvery is the time between two prunes: the whole log is gone
+// through in about an hour (256 × 15 s), whether firings come or not. A
+// prune is a listing of a 256th of the log; at rest, one small request.
 const pruneEvery = 15 * time.Second
+
+// pruneTimeout bounds one prune, within pruneEvery.
+const pruneTimeout = 10 * time.Second
 
 // NewKVAlertLog returns a log under prefix (DefaultAlertPrefix when empty)
 // keeping firings for retention (DefaultAlertRetention when ≤ 0).
@@ -59,7 +60,7 @@ func NewKVAlertLog(c *api.Client, prefix string, retention time.Duration, log *s
 	if retention <= 0 {
 		retention = DefaultAlertRetention
 	}
-	return &KVAlertLog{api: c, prefix: prefix, retention: retention, log: log.With("component", "alert_log")}
+	return &KVAlertLog{api: c, prefix: prefix, retention: retention, log: log.With("component", "alert_log"), every: pruneEvery}
 }
 
 // alertEntry is the value of one key.
@@ -84,28 +85,40 @@ func (l *KVAlertLog) Seen(ctx context.Context, key string) (bool, error) {
 	return p != nil, nil
 }
 
-// Mark implements scale.AlertLog. Its error is the write's: pruning old
-// entries, which follows, only logs what it could not do.
+// Mark implements scale.AlertLog.
 func (l *KVAlertLog) Mark(ctx context.Context, key, service string, at time.Time) error {
 	b, _ := json.Marshal(alertEntry{Key: key, Service: service, Time: at.UTC()})
 	w := (&api.WriteOptions{}).WithContext(ctx)
 	if _, err := l.api.KV().Put(&api.KVPair{Key: l.Key(key), Value: b}, w); err != nil {
 		return fmt.Errorf("put %s: %w", l.Key(key), err)
 	}
-	l.mu.Lock()
-	due := at.Sub(l.pruned) >= pruneEvery
-	part := l.part
-	if due {
-		l.pruned = at
-		l.part = (l.part + 1) % pruneParts
-	}
-	l.mu.Unlock()
-	if due {
-		if err := l.prune(ctx, part, at.Add(-l.retention)); err != nil {
-			l.log.Warn("old alert firings not pruned", "prefix", l.prefix, "err", err)
-		}
-	}
 	return nil
+}
+
+// Run prunes the log until ctx ends: the next part each interval, so that
+// the time an entry outlives the retention depends on no firing coming.
+// What it could not do it logs; the part comes round again.
+func (l *KVAlertLog) Run(ctx context.Context) error {
+	t := time.NewTicker(l.every)
+	defer t.Stop()
+	for part := 0; ; part = (part + 1) % pruneParts {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		l.prunePart(ctx, part)
+	}
+}
+
+// prunePart prunes one part of the log, within pruneTimeout, and logs
+// what it could not do.
+func (l *KVAlertLog) prunePart(ctx context.Context, part int) {
+	pctx, cancel := context.WithTimeout(ctx, pruneTimeout)
+	defer cancel()
+	if err := l.prune(pctx, part, time.Now().Add(-l.retention)); err != nil && ctx.Err() == nil {
+		l.log.Warn("old alert firings not pruned", "prefix", l.prefix, "part", fmt.Sprintf("%02x", part), "err", err)
+	}
 }
 
 // prune deletes the entries of one part of the log written before before.

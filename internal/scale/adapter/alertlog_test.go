@@ -45,29 +45,23 @@ func TestPruneSet(t *testing.T) {
 func TestAlertLogPrunesAPart(t *testing.T) {
 	f, c := newFakeKV(t)
 	l := NewKVAlertLog(c, "", 0, slog.New(slog.NewTextHandler(io.Discard, nil))) // DefaultAlertRetention
-	start := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	now := time.Now()
 	const n = 4096
 	for i := range n {
-		at := start // past the retention at the marks below
+		at := now.Add(-DefaultAlertRetention - 24*time.Hour) // past the retention
 		if i%2 == 1 {
-			at = start.Add(2 * 24 * time.Hour) // within it
+			at = now.Add(-24 * time.Hour) // within it
 		}
 		b, _ := json.Marshal(alertEntry{Key: fmt.Sprint(i), Service: "web", Time: at})
 		f.put(l.Key(fmt.Sprint(i)), b)
 	}
 	ctx := context.Background()
-	at := start.Add(DefaultAlertRetention + 24*time.Hour)
-	if err := l.Mark(ctx, "fresh@0", "web", at); err != nil {
-		t.Fatal(err)
-	}
+	l.prunePart(ctx, 0)
 	if got := f.listedPairs(); got > n/32 {
-		t.Errorf("one prune listed %d entries of %d, want a part of them (at most %d)", got, n+1, n/32)
+		t.Errorf("one prune listed %d entries of %d, want a part of them (at most %d)", got, n, n/32)
 	}
-	for i := 1; i <= 300; i++ { // a round, and then some
-		at = at.Add(time.Minute)
-		if err := l.Mark(ctx, fmt.Sprintf("fresh@%d", i), "web", at); err != nil {
-			t.Fatal(err)
-		}
+	for part := 1; part < pruneParts; part++ {
+		l.prunePart(ctx, part)
 	}
 	var expired, kept int
 	for i := range n {
@@ -81,12 +75,7 @@ func TestAlertLogPrunesAPart(t *testing.T) {
 		}
 	}
 	if expired != 0 || kept != n/2 {
-		t.Errorf("after 301 marks, %d entries past the retention are left, and %d of %d within it; want none and all", expired, kept, n/2)
-	}
-	for i := 0; i <= 300; i++ {
-		if f.get(l.Key(fmt.Sprintf("fresh@%d", i))) == nil {
-			t.Fatalf("the mark fresh@%d is gone", i)
-		}
+		t.Errorf("after a round of prunes, %d entries past the retention are left, and %d of %d within it; want none and all", expired, kept, n/2)
 	}
 }
 
@@ -100,14 +89,60 @@ func TestAlertLogWarnsThroughItsLogger(t *testing.T) {
 	l := NewKVAlertLog(c, "", 0, slog.New(slog.NewJSONHandler(&logs, nil)))
 	stray := l.Key("stray")
 	f.put(stray, []byte("not json"))
-	at := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
-	for i := 0; i <= pruneParts; i++ { // every part pruned once
-		at = at.Add(pruneEvery)
-		if err := l.Mark(context.Background(), fmt.Sprintf("k%d", i), "web", at); err != nil {
-			t.Fatal(err)
-		}
+	for part := range pruneParts {
+		l.prunePart(context.Background(), part)
 	}
 	if !strings.Contains(logs.String(), `"component":"alert_log"`) || !strings.Contains(logs.String(), stray) {
 		t.Errorf("the given logger has no warning naming %s:\n%s", stray, logs.String())
+	}
+}
+
+// TestAlertLogPrunesWithoutWrites: a prune ran only at a mark, a part at a
+// time, so a round of the log took 256 marks: with firings a day apart,
+// entries past the 7-day retention stayed for most of a year. Run prunes a
+// part each interval, written or not.
+func TestAlertLogPrunesWithoutWrites(t *testing.T) {
+	f, c := newFakeKV(t)
+	l := NewKVAlertLog(c, "", 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	l.every = time.Millisecond // a round in a quarter of a second
+	now := time.Now()
+	const n = 512
+	for i := range n {
+		at := now.Add(-DefaultAlertRetention - time.Hour) // past the retention
+		if i%2 == 1 {
+			at = now.Add(-time.Hour) // within it
+		}
+		b, _ := json.Marshal(alertEntry{Key: fmt.Sprint(i), Service: "web", Time: at})
+		f.put(l.Key(fmt.Sprint(i)), b)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- l.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	left := func() (expired, kept int) {
+		for i := range n {
+			if f.get(l.Key(fmt.Sprint(i))) != nil {
+				if i%2 == 0 {
+					expired++
+				} else {
+					kept++
+				}
+			}
+		}
+		return expired, kept
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		expired, kept := left()
+		if kept != n/2 {
+			t.Fatalf("%d of %d entries within the retention left, want all", kept, n/2)
+		}
+		if expired == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("with no firing marked, %d of %d entries past the retention are left after 10s of pruning every %v", expired, n/2, l.every)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
