@@ -9,9 +9,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"sort"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/underlay/underlay/internal/backoff"
 )
 
 // Alert labels read by AlertActions when the route does not name the
@@ -309,6 +313,47 @@ type alerts struct {
 	turn chan struct{}
 	// done are the firings that scaled, with when, by key.
 	done map[string]time.Time
+
+	// pendingMu guards pending: the writer works outside the turn.
+	pendingMu sync.Mutex
+	// pending are the firings that scaled and are not yet in the log (their
+	// mark came past the turn's time for Consul, or failed), by key;
+	// writeMarks writes them after the turn, and at the latest when the
+	// controller stops. At most max.
+	pending map[string]pendingMark
+	// wake is signalled when a firing is added to pending.
+	wake chan struct{}
+}
+
+// pendingMark is a firing of alerts.pending.
+type pendingMark struct {
+	service string
+	at      time.Time
+}
+
+// postpone queues the firing key of service, scaled at, for the log; false
+// when the queue is full (it is then kept in memory only).
+func (a *alerts) postpone(key, service string, at time.Time) bool {
+	a.pendingMu.Lock()
+	defer a.pendingMu.Unlock()
+	if _, ok := a.pending[key]; !ok && len(a.pending) >= a.max {
+		return false
+	}
+	a.pending[key] = pendingMark{service: service, at: at}
+	select {
+	case a.wake <- struct{}{}:
+	default:
+	}
+	return true
+}
+
+// isPending reports whether the firing key waits to be written: it has
+// scaled, even when memory has let it go.
+func (a *alerts) isPending(key string) bool {
+	a.pendingMu.Lock()
+	defer a.pendingMu.Unlock()
+	_, ok := a.pending[key]
+	return ok
 }
 
 // lock takes the turn, or gives up when ctx ends first.
@@ -353,7 +398,7 @@ func (c *Controller) HandleAlerts(ctx context.Context, msg AlertmanagerMessage, 
 	defer func() {
 		if unkept > 0 {
 			c.metrics.errors.WithLabelValues("alert_log").Add(float64(unkept))
-			c.log.Warn("alert firings not kept in Consul: the webhook's time for Consul ran out; a restarted control could scale on them again",
+			c.log.Warn("alert firings not kept in Consul: the webhook's time for Consul ran out and too many wait to be written; a restarted control could scale on them again",
 				"firings", unkept, "alert_timeout", c.cfg.AlertTimeout)
 		}
 	}()
@@ -415,14 +460,16 @@ func gaveUp(acts []AlertAction, err error) []AlertResult {
 // remembered as if it had, so that a re-send of the notification takes no
 // step for it either; after a refusal or an error it may act later.
 // Its mark in the AlertLog ends by by, the end of the turn's time for
-// Consul; past it, the firing is kept in memory only, and kept is false.
+// Consul; past it, the firing is written after the turn (writeMarks), and
+// kept is false only when too many wait already: it is then kept in
+// memory only.
 func (c *Controller) groupedAlert(ctx context.Context, by time.Time, act AlertAction, first AlertResult, now time.Time) (res AlertResult, kept bool) {
 	a := c.alerts
 	res = AlertResult{AlertAction: act, Decision: first.Decision, Err: first.Err, Result: first.Result, Reason: first.Reason}
 	if first.Result != "scaled" && first.Result != "dry_run" {
 		return res, true
 	}
-	if _, ok := a.done[act.Key]; ok {
+	if a.scaled(act.Key) {
 		res.Result, res.Reason = "duplicate", "this firing (fingerprint and start time) has already scaled"
 		return res, true
 	}
@@ -431,7 +478,7 @@ func (c *Controller) groupedAlert(ctx context.Context, by time.Time, act AlertAc
 		first.AlertName, first.Fingerprint, act.Service, act.Direction)
 	if !time.Now().Before(by) {
 		a.remember(act.Key, now)
-		return res, a.log == nil
+		return res, a.log == nil || a.postpone(act.Key, act.Service, now)
 	}
 	c.markAlert(ctx, act, now, by)
 	return res, true
@@ -451,7 +498,7 @@ func (c *Controller) handleAlert(ctx, turn context.Context, act AlertAction, sou
 		}
 		return res
 	}
-	if _, ok := a.done[act.Key]; ok {
+	if a.scaled(act.Key) {
 		res.Result, res.Reason = "duplicate", "this firing (fingerprint and start time) has already scaled"
 		return res
 	}
@@ -524,8 +571,85 @@ func (c *Controller) markAlert(ctx context.Context, act AlertAction, now, by tim
 	}
 	if err := a.log.Mark(mctx, act.Key, act.Service, now); err != nil {
 		c.metrics.errors.WithLabelValues("alert_log").Inc()
-		c.log.Warn("alert firing not kept in Consul; a restarted control could scale on it again", "key", act.Key, "err", err)
+		if a.postpone(act.Key, act.Service, now) {
+			c.log.Warn("alert firing not kept in Consul yet; it is written again after this webhook", "key", act.Key, "err", err)
+		} else {
+			c.log.Warn("alert firing not kept in Consul, and too many wait to be written; a restarted control could scale on it again", "key", act.Key, "err", err)
+		}
 	}
+}
+
+// scaled reports whether the firing key has scaled, as memory knows: done,
+// or waiting to be written to the log. The turn is held.
+func (a *alerts) scaled(key string) bool {
+	if _, ok := a.done[key]; ok {
+		return true
+	}
+	return a.log != nil && a.isPending(key)
+}
+
+// writeMarksLoop writes the pending firings to the AlertLog until ctx
+// ends, each time one is added and, after a failure, with backoff; then
+// once more, within HistoryTimeout, so that a control stopping keeps what
+// it can.
+func (c *Controller) writeMarksLoop(ctx context.Context) {
+	a := c.alerts
+	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), c.cfg.HistoryTimeout)
+			defer cancel()
+			if err := c.writeMarks(fctx); err != nil {
+				c.log.Warn("alert firings not kept in Consul at stop; a restarted control could scale on them again",
+					"firings", a.pendingCount(), "err", err)
+			}
+			return
+		case <-a.wake:
+		case <-retry:
+		}
+		retry = nil
+		if err := c.writeMarks(ctx); err != nil {
+			if ctx.Err() != nil {
+				continue // the last try, above
+			}
+			delay := delays.Next()
+			c.log.Warn("alert firings not kept in Consul yet; will retry", "firings", a.pendingCount(), "err", err, "retry_in", delay)
+			retry = time.After(delay)
+			continue
+		}
+		delays.Reset()
+	}
+}
+
+// writeMarks writes the pending firings, each within HistoryTimeout, and
+// stops at the first error: Consul is then likely down for the others too.
+func (c *Controller) writeMarks(ctx context.Context) error {
+	a := c.alerts
+	a.pendingMu.Lock()
+	todo := maps.Clone(a.pending)
+	a.pendingMu.Unlock()
+	for key, m := range todo {
+		mctx, cancel := context.WithTimeout(ctx, c.cfg.HistoryTimeout)
+		err := a.log.Mark(mctx, key, m.service, m.at)
+		cancel()
+		if err != nil {
+			c.metrics.errors.WithLabelValues("alert_log").Inc()
+			return fmt.Errorf("mark alert %s: %w", key, err)
+		}
+		a.pendingMu.Lock()
+		delete(a.pending, key)
+		a.pendingMu.Unlock()
+	}
+	return nil
+}
+
+// pendingCount is how many firings wait to be written.
+func (a *alerts) pendingCount() int {
+	a.pendingMu.Lock()
+	defer a.pendingMu.Unlock()
+	return len(a.pending)
 }
 
 // remember records that the firing key has scaled at now. With an

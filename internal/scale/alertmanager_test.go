@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -711,3 +714,66 @@ func TestWebhookMarksBounded(t *testing.T) {
 type markStuckAlertLog struct{ stuckAlertLog }
 
 func (markStuckAlertLog) Seen(context.Context, string) (bool, error) { return false, nil }
+
+// slowMarkAlertLog is an alert log on a Consul whose writes are slow
+// while slow is set: each mark takes delay, then is kept.
+type slowMarkAlertLog struct {
+	memAlertLog
+	slow  atomic.Bool
+	delay time.Duration
+}
+
+func (l *slowMarkAlertLog) Mark(ctx context.Context, key, service string, at time.Time) error {
+	if l.slow.Load() {
+		select {
+		case <-time.After(l.delay):
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return l.memAlertLog.Mark(ctx, key, service, at)
+}
+
+// TestGroupedFiringsSurviveARestart: the firings grouped with one that
+// scaled, reached once the webhook's time for Consul had run out, were
+// kept in memory only (logged and counted): a restarted control took
+// Alertmanager's re-send of the notification for new firings and scaled
+// again. They are written to the alert log after the turn, at the latest
+// when control stops.
+func TestGroupedFiringsSurviveARestart(t *testing.T) {
+	alog := &slowMarkAlertLog{memAlertLog: memAlertLog{seen: map[string]bool{}}, delay: 300 * time.Millisecond}
+	sw := newFakeSwarm(svc("web", 1, "orbiter", "true", LabelMax, "5"))
+	hist := &memHistory{}
+	cfg := Config{AlertLog: alog, AlertTimeout: 100 * time.Millisecond, HistoryTimeout: 5 * time.Second}
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	msg := AlertmanagerMessage{Version: "4"}
+	for i := range 3 {
+		msg.Alerts = append(msg.Alerts, Alert{Status: "firing", Fingerprint: fmt.Sprintf("f%d", i), StartsAt: alertStart,
+			Labels: map[string]string{"service": "web", "direction": "up"}})
+	}
+	for round, want := range []string{"scaled", "duplicate"} {
+		c := NewController(cfg, sw, hist, log, nil)
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { c.Run(ctx); close(done) }()
+		waitFor(t, func() bool { return c.Status().DockerConnected })
+		alog.slow.Store(round == 0) // the first mark outlasts AlertTimeout
+		rs := c.HandleAlerts(context.Background(), msg, "", "", "test")
+		alog.slow.Store(false)
+		cancel() // control stops, then starts again
+		<-done
+		if rs[0].Result != want {
+			t.Fatalf("control %d, the first alert: %s (%s), want %s", round+1, rs[0].Result, rs[0].Reason, want)
+		}
+		if round == 0 {
+			for _, r := range rs[1:] {
+				if r.Result != "grouped" {
+					t.Fatalf("%s: %s (%s), want grouped", r.Fingerprint, r.Result, r.Reason)
+				}
+			}
+		}
+	}
+	if got := sw.replicas("web"); got != 2 {
+		t.Errorf("web at %d replicas after a notification and its re-send to a restarted control, want 2: one step", got)
+	}
+}

@@ -355,7 +355,8 @@ func NewController(cfg Config, s Swarm, h History, log *slog.Logger, reg prometh
 
 		metricErrs: map[string]map[string]string{},
 		gone:       map[string]uint64{},
-		alerts:     &alerts{log: cfg.AlertLog, ttl: cfg.AlertMemory, max: maxAlertMemory, turn: make(chan struct{}, 1), done: map[string]time.Time{}},
+		alerts: &alerts{log: cfg.AlertLog, ttl: cfg.AlertMemory, max: maxAlertMemory, turn: make(chan struct{}, 1), done: map[string]time.Time{},
+			pending: map[string]pendingMark{}, wake: make(chan struct{}, 1)},
 	}
 	c.metrics = newMetrics(reg, c)
 	return c
@@ -378,6 +379,9 @@ func (c *Controller) Run(ctx context.Context) error {
 	g.Go(func() error { c.settleLoop(gctx); return nil })
 	if c.cfg.Metrics != nil {
 		g.Go(func() error { c.metricLoop(gctx); return nil })
+	}
+	if c.cfg.AlertLog != nil {
+		g.Go(func() error { c.writeMarksLoop(gctx); return nil })
 	}
 	g.Wait()
 	c.log.Info("autoscaler stopped")
