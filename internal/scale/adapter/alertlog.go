@@ -136,9 +136,21 @@ func (l *KVAlertLog) prune(ctx context.Context, part int, before time.Time) erro
 		}
 	}
 	if len(unreadable) > 0 {
-		return fmt.Errorf("kept %d entries that are no alert firing: %s", len(unreadable), strings.Join(unreadable, ", "))
+		return fmt.Errorf("kept %d entries that are no alert firing: %s", len(unreadable), someOf(unreadable, maxNamed))
 	}
 	return nil
+}
+
+// maxNamed bounds the keys a warning names: the prefix may hold any
+// number of others' values, and the warning comes every round.
+const maxNamed = 10
+
+// someOf joins the first n of keys, and counts the others.
+func someOf(keys []string, n int) string {
+	if len(keys) <= n {
+		return strings.Join(keys, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(keys[:n], ", "), len(keys)-n)
 }
 
 // pruneSet splits the entries under the prefix into those written before

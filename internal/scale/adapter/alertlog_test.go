@@ -146,3 +146,25 @@ func TestAlertLogPrunesWithoutWrites(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// TestAlertLogWarningIsBounded: the warning of a prune named every entry
+// it could not read, in one line: a writer filling the prefix with 100,000
+// values made a line of megabytes each round. It names a few and counts
+// the rest.
+func TestAlertLogWarningIsBounded(t *testing.T) {
+	f, c := newFakeKV(t)
+	var logs bytes.Buffer
+	l := NewKVAlertLog(c, "", 0, slog.New(slog.NewJSONHandler(&logs, nil)))
+	const n = 1000
+	for i := range n {
+		f.put(fmt.Sprintf("%s/00stray-%04d", DefaultAlertPrefix, i), []byte("not json"))
+	}
+	l.prunePart(context.Background(), 0)
+	out := logs.String()
+	if !strings.Contains(out, "kept 1000 entries") {
+		t.Fatalf("the warning does not count the 1000 entries kept:\n%.500s", out)
+	}
+	if named := strings.Count(out, "00stray-"); named > 10 {
+		t.Errorf("the warning names %d entries (%d bytes), want at most 10", named, len(out))
+	}
+}
