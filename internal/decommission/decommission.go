@@ -15,6 +15,7 @@ package decommission
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -164,7 +165,7 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 	// Facts under the identity's key are watched even when not listed:
 	// an agent older than identities keyed its facts (and lease) by its
 	// name, without a holder, and may still run. index is 0 when none.
-	index, err := waitSilent(ctx, st, f, o, now)
+	index, err := waitSilent(ctx, kv, f, o, now)
 	if err != nil {
 		return Removed{Warnings: warnings}, err
 	}
@@ -177,12 +178,12 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 	// A network whose spec cannot be read keeps its ranges and reports by
 	// its name alone, and `network rm` of it waits for every report.
 	for _, b := range bad {
-		if err := forgetOn(ctx, st, b.Name, f.ID, &out); err != nil {
+		if err := forgetOn(ctx, kv, st, b.Name, f.ID, &out); err != nil {
 			return out, err
 		}
 	}
 	for _, s := range specs {
-		if err := forgetOn(ctx, st, s.Name, f.ID, &out); err != nil {
+		if err := forgetOn(ctx, kv, st, s.Name, f.ID, &out); err != nil {
 			return out, err
 		}
 		if s.IPAM != netspec.Cluster {
@@ -249,7 +250,7 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 // key is where its agent writes, and another key is another node's, maybe
 // live. A document disagreeing with its key about id is named in out's
 // warnings.
-func forgetOn(ctx context.Context, st *netspec.Store, name, id string, out *Removed) error {
+func forgetOn(ctx context.Context, kv KV, st *netspec.Store, name, id string, out *Removed) error {
 	released, err := st.Release(ctx, name, id)
 	if len(released) > 0 {
 		out.Ranges[name] = released
@@ -268,8 +269,11 @@ func forgetOn(ctx context.Context, st *netspec.Store, name, id string, out *Remo
 				out.Warnings = append(out.Warnings, fmt.Sprintf("%s, the report of swarm node %s on network %s, names swarm node %s: removed with the rest of %s's records",
 					r.Key, id, name, r.State.ID, id))
 			}
-			if err := st.DeleteReport(ctx, name, id); err != nil {
-				return err
+			// By its key as listed, in a transaction: an identity with a
+			// ".." segment (a hand-written key) is redirected by Consul's
+			// paths, a delete deleting nothing (see Remove's keys).
+			if _, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Delete, Key: r.Key}}); err != nil {
+				return fmt.Errorf("delete the report of %s on %s: %w", id, name, err)
 			}
 			out.Reports = append(out.Reports, name)
 		case r.State.ID == id:
@@ -288,7 +292,7 @@ func forgetOn(ctx context.Context, st *netspec.Store, name, id string, out *Remo
 // refreshed meanwhile refuse the removal. It returns 0 when f.ID has no
 // facts; facts that name no holder and carry no stamp (unreadable) are
 // returned at once, no agent refreshing them.
-func waitSilent(ctx context.Context, st *netspec.Store, f netspec.NodeFacts, o Options, now func() time.Time) (uint64, error) {
+func waitSilent(ctx context.Context, kv KV, f netspec.NodeFacts, o Options, now func() time.Time) (uint64, error) {
 	poll := o.Poll
 	if poll <= 0 {
 		poll = time.Second
@@ -302,7 +306,7 @@ func waitSilent(ctx context.Context, st *netspec.Store, f netspec.NodeFacts, o O
 	var noHolderIndex uint64
 	var noHolderAt time.Time
 	for {
-		cur, index, found, err := st.Facts(ctx, f.ID)
+		cur, index, found, err := readFacts(ctx, kv, f.ID)
 		if err != nil {
 			return 0, err
 		}
@@ -359,6 +363,27 @@ func waitSilent(ctx context.Context, st *netspec.Store, f netspec.NodeFacts, o O
 		case <-time.After(poll):
 		}
 	}
+}
+
+// readFacts reads the facts of identity id with their modify index, as
+// netspec's Store.Facts does (facts that cannot be read are found, empty),
+// in a transaction, which names the key in its body: through a URL, an
+// identity with a ".." segment (a hand-written key) is redirected by
+// Consul's paths to another node's facts, or refused by consul.KV.
+func readFacts(ctx context.Context, kv KV, id string) (f netspec.NodeFacts, index uint64, found bool, err error) {
+	key := netspec.NodesKVPrefix + id
+	res, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Get, Key: key}})
+	if err != nil {
+		return netspec.NodeFacts{}, 0, false, fmt.Errorf("read facts of node %s: %w", id, err)
+	}
+	if !res.OK || len(res.Pairs) == 0 { // the get fails the transaction when the key is absent
+		return netspec.NodeFacts{}, 0, false, nil
+	}
+	p := res.Pairs[0]
+	if json.Unmarshal(p.Value, &f) != nil {
+		return netspec.NodeFacts{}, p.Index, true, nil
+	}
+	return f, p.Index, true, nil
 }
 
 // checkSameSwarm refuses a swarm that lists none of the other nodes whose

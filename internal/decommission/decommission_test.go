@@ -638,9 +638,12 @@ func TestRemoveRefusesFactsChangingHolder(t *testing.T) {
 	defer cancel()
 	c := newCluster(t)
 	n := 0
+	var writing bool // the hook's own write, a transaction too
 	c.kv.Hook = func(call string, keys []string) error {
-		if call == "get" && slices.Equal(keys, []string{netspec.NodesKVPrefix + "gone"}) {
+		if (call == "get" || call == "txn") && !writing && slices.Equal(keys, []string{netspec.NodesKVPrefix + "gone"}) {
 			n++ // a new agent at each read
+			writing = true
+			defer func() { writing = false }()
 			c.kv.Put(ctx, netspec.NodesKVPrefix+"gone", []byte(fmt.Sprintf(`{"id":"gone","node":"old","holder":{"instance":"agent-%d"},"updated_at":%q}`,
 				n, time.Now().UTC().Format(time.RFC3339Nano))))
 		}
@@ -698,4 +701,77 @@ func heartbeat(publish func()) (stop func()) {
 		}
 	}()
 	return func() { close(done); wg.Wait() }
+}
+
+// strictPaths is the store through consul.KV, which refuses, rather than
+// sends, a read or delete of a key Consul's HTTP paths would redirect.
+type strictPaths struct{ *kvtest.KV }
+
+func (k strictPaths) Get(ctx context.Context, key string) (kvstore.Pair, bool, error) {
+	if _, moved := redirected(key); moved {
+		return kvstore.Pair{}, false, fmt.Errorf("kv get %q: a redirected path", key)
+	}
+	return k.KV.Get(ctx, key)
+}
+
+func (k strictPaths) Delete(ctx context.Context, key string) error {
+	if _, moved := redirected(key); moved {
+		return fmt.Errorf("kv delete %q: a redirected path", key)
+	}
+	return k.KV.Delete(ctx, key)
+}
+
+// TestRemoveIdentityWithDotDot: an identity with a ".." segment, only
+// possible in a hand-written key, once read its facts and deleted its
+// reports through Consul's HTTP paths, which took them to the live node's
+// keys: its facts were watched as live's, and its reports said deleted
+// while they stayed (or, through consul.KV, which refuses such paths, the
+// removal failed on reading its facts). Its records are removed by their
+// keys as named, and the live node's stay.
+func TestRemoveIdentityWithDotDot(t *testing.T) {
+	ctx := context.Background()
+	const odd = "x/../live"
+	for _, tc := range []struct {
+		name string
+		kv   func(*kvtest.KV) KV
+	}{
+		{"consul paths", func(kv *kvtest.KV) KV { return consulPaths{kv} }},
+		{"consul.KV", func(kv *kvtest.KV) KV { return strictPaths{kv} }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t)
+			doc := fmt.Sprintf(`{"id":%q,"node":"odd","interfaces":["eth0"],"updated_at":%q,"holder":{"instance":"agent-odd","host":"odd"}}`,
+				odd, time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano))
+			c.kv.Put(ctx, netspec.NodesKVPrefix+odd, []byte(doc))
+			if _, _, err := c.st.Lease(ctx, lan, odd); err != nil {
+				t.Fatal(err)
+			}
+			for _, s := range []string{lan.Name, pool.Name} {
+				if err := c.st.Report(ctx, s, netspec.NodeState{ID: odd, Node: "odd", State: netspec.StateReady}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := Remove(ctx, tc.kv(c.kv), swarmNodes{"live": "ready"}, odd, Options{Stale: 200 * time.Millisecond, Poll: 5 * time.Millisecond})
+			if err != nil {
+				t.Fatalf("Remove(%q): %v", odd, err)
+			}
+			if fmt.Sprint(got.Reports) != "[lan pool]" || len(got.Ranges[lan.Name]) != 1 {
+				t.Errorf("removed %+v; want its range of lan and its reports on lan and pool", got)
+			}
+			for _, k := range []string{netspec.NodesKVPrefix + odd, netspec.KVPrefix + lan.Name + "/nodes/" + odd, netspec.KVPrefix + pool.Name + "/nodes/" + odd} {
+				if c.has(k) {
+					t.Errorf("%s still there after removal", k)
+				}
+			}
+			for _, k := range []string{netspec.NodesKVPrefix + "live", netspec.KVPrefix + lan.Name + "/nodes/live", netspec.KVPrefix + pool.Name + "/nodes/live"} {
+				if !c.has(k) {
+					t.Errorf("the live node's %s was deleted", k)
+				}
+			}
+			leases, _ := c.st.Leases(ctx, lan.Name)
+			if len(leases) != 2 || slices.Contains(slices.Collect(maps.Values(leases)), odd) {
+				t.Errorf("leases of lan after: %v, want gone's and live's only", leases)
+			}
+		})
+	}
 }
