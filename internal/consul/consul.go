@@ -84,10 +84,23 @@ func NewClient(o Options) (*api.Client, error) {
 	if err := applyTLS(cfg, o); err != nil {
 		return nil, err
 	}
-	if tokenFile != nil {
+	switch {
+	case tokenFile != nil:
 		if err := rotateTokens(cfg, tokenFile); err != nil {
 			return nil, err
 		}
+	case !strings.HasPrefix(cfg.Address, "unix://"):
+		// Consul's client would build the same one, following redirects
+		// anywhere; over a socket it builds its own, which dials the
+		// socket whatever a redirect names.
+		hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
+		if err != nil {
+			return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, err)
+		}
+		cfg.HttpClient = hc
+	}
+	if cfg.HttpClient != nil {
+		cfg.HttpClient.CheckRedirect = sameHost
 	}
 	c, err := api.NewClient(cfg)
 	if err != nil {
@@ -144,6 +157,23 @@ func rotateTokens(cfg *api.Config, f *secretfile.File) error {
 	}
 	hc.Transport = tokenTransport{base: hc.Transport, file: f}
 	cfg.HttpClient = hc
+	return nil
+}
+
+// sameHost refuses a redirect to another scheme or host:port than the
+// request's: Go's client drops only its own credential headers there, and
+// would send the ACL token (X-Consul-Token, which the token file's
+// transport sets on every request too) to whatever host an answer names.
+// Consul redirects only within itself (a path cleaned, "/" to "/ui/").
+func sameHost(req *http.Request, via []*http.Request) error {
+	if len(via) >= 10 {
+		return errors.New("stopped after 10 redirects")
+	}
+	first := via[0].URL
+	if req.URL.Scheme != first.Scheme || req.URL.Host != first.Host {
+		return fmt.Errorf("redirect to %s://%s, not %s://%s, refused: the ACL token goes to the configured Consul agent only",
+			req.URL.Scheme, req.URL.Host, first.Scheme, first.Host)
+	}
 	return nil
 }
 
