@@ -88,6 +88,14 @@ type IPAMConfig struct {
 // when Consul does not.
 const DefaultClaimWait = 2 * time.Minute
 
+// claimWait is ClaimWait or its default.
+func (c IPAMConfig) claimWait() time.Duration {
+	if c.ClaimWait <= 0 {
+		return DefaultClaimWait
+	}
+	return c.ClaimWait
+}
+
 // Clients are the agent's connections, built by dockerhost and consul.
 type Clients struct {
 	Docker *client.Client
@@ -107,11 +115,7 @@ func Run(ctx context.Context, cfg Config, c Clients, log *slog.Logger) error {
 	// The IPAM plugin answers from the start: dockerd, restoring
 	// containers at boot, waits for it while the agent waits for Docker
 	// and Consul. Its gate opens once the node's identity is claimed.
-	wait := cfg.IPAM.ClaimWait
-	if wait <= 0 {
-		wait = DefaultClaimWait
-	}
-	gate := ipam.NewGate(c.ConsulHTTP.Addr, wait, log)
+	gate := ipam.NewGate(c.ConsulHTTP.Addr, cfg.IPAM.claimWait(), log)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	g, gctx := errgroup.WithContext(ctx)
@@ -218,7 +222,7 @@ func servePlugin(ctx context.Context, cfg IPAMConfig, gate *ipam.Gate, log *slog
 		// The socket file is systemd's: it stays, so that dockerd's
 		// requests made while the agent restarts wait in its backlog.
 		log.Info("serving Docker's IPAM plugin protocol on the socket systemd passed", "socket", ln.Addr().String())
-		if err := httpserve.Serve(ctx, ln, httpserve.NewServer(gate.Handler(), log.With("server", "ipam_plugin"))); err != nil {
+		if err := httpserve.Serve(ctx, ln, pluginServer(cfg, gate, log)); err != nil {
 			return fmt.Errorf("IPAM plugin: %w", err)
 		}
 		return nil
@@ -238,6 +242,19 @@ func servePlugin(ctx context.Context, cfg IPAMConfig, gate *ipam.Gate, log *slog
 		}
 	}
 	return nil
+}
+
+// pluginServer is the server of the IPAM plugin on the socket systemd
+// passed. Its gate holds a request for up to the claim wait (minutes at
+// boot) before the plugin reads its body and answers: the server's read
+// and write deadlines, counted from the request's arrival, outlast it, or
+// dockerd would get its connection closed instead of an answer.
+func pluginServer(cfg IPAMConfig, gate *ipam.Gate, log *slog.Logger) *http.Server {
+	held := cfg.claimWait()
+	srv := httpserve.NewServer(gate.Handler(), log.With("server", "ipam_plugin"))
+	srv.ReadTimeout += held
+	srv.WriteTimeout += held
+	return srv
 }
 
 // serveStatus serves /healthz (503 while Docker or Consul is unreachable) and /metrics.

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -17,6 +18,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netagent"
 	"github.com/underlay/underlay/internal/register"
 )
@@ -121,5 +123,26 @@ func testPluginBeforeTheClaim(t *testing.T, activated bool) {
 	msg, _ := out["Err"].(string)
 	if want := "node identity not yet claimed in Consul at " + endpoint.Addr; err != nil || code != http.StatusInternalServerError || !strings.Contains(msg, want) {
 		t.Errorf("address request before the identity is claimed: %d %v %v, want refused with %q", code, out, err, want)
+	}
+}
+
+// TestPluginServerOutlastsTheClaimWait: on the socket systemd passed, the
+// plugin's server closed a connection WriteTimeout (30 s) after its
+// request arrived, while the gate holds an address request for up to the
+// claim wait (2 minutes by default) at boot: dockerd, restoring a
+// container, got no answer at all, neither the address nor the gate's
+// refusal naming what the node waits for. The server's write deadline
+// outlasts the wait.
+func TestPluginServerOutlastsTheClaimWait(t *testing.T) {
+	for _, wait := range []time.Duration{0, 45 * time.Second, 10 * time.Minute} {
+		cfg := IPAMConfig{Enabled: true, ClaimWait: wait}
+		held := cmp.Or(wait, DefaultClaimWait)
+		srv := pluginServer(cfg, ipam.NewGate("consul", held, nil), slog.New(slog.DiscardHandler))
+		if srv.WriteTimeout != 0 && srv.WriteTimeout <= held {
+			t.Errorf("claim wait %s: the plugin server's write timeout is %s, shorter than a request held for %s", wait, srv.WriteTimeout, held)
+		}
+		if srv.ReadHeaderTimeout == 0 {
+			t.Errorf("claim wait %s: the plugin server has no header timeout", wait)
+		}
 	}
 }
