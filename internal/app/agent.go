@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
@@ -178,6 +179,11 @@ func checkAgentFlags(f *agentFlags, ipamChanged bool) error {
 			return fmt.Errorf("--node %q: %w", f.node, err)
 		}
 	}
+	if f.listen != "" {
+		if err := checkListenAddr(f.listen); err != nil {
+			return fmt.Errorf("--listen %q: %w", f.listen, err)
+		}
+	}
 	if f.hostIP != "" && net.ParseIP(f.hostIP) == nil {
 		return fmt.Errorf("--host-ip %q: not an IP address", f.hostIP)
 	}
@@ -229,6 +235,23 @@ func checkAgentFlags(f *agentFlags, ipamChanged bool) error {
 		if err := profiling.CheckAddr(f.pprof); err != nil {
 			return fmt.Errorf("--pprof: %w", err)
 		}
+	}
+	return nil
+}
+
+// checkListenAddr refuses what net.Listen would refuse, or take as an
+// ephemeral port on every address (":"), before the agent waits for
+// Docker and Consul: it listens only once they answered.
+func checkListenAddr(addr string) error {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("want HOST:PORT, such as 127.0.0.1:9465: %w", err)
+	}
+	if port == "" {
+		return errors.New("no port")
+	}
+	if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		return fmt.Errorf("port %q: want 0 to 65535", port)
 	}
 	return nil
 }

@@ -163,6 +163,11 @@ func TestAgentBadIntervals(t *testing.T) {
 		{[]string{"--node", " "}, `--node " ": ' ' is not allowed`},
 		{[]string{"--node", "-n1"}, `--node "-n1": want a letter or digit first`},
 		{[]string{"--node", strings.Repeat("n", 65)}, `: 65 characters, want at most 64`},
+		// Listened on only once Docker and Consul answered: the agent ran
+		// without /healthz for as long as they did not, then exited.
+		{[]string{"--listen", "localhost"}, `--listen "localhost": want HOST:PORT`},
+		{[]string{"--listen", "127.0.0.1:70000"}, `--listen "127.0.0.1:70000": port "70000"`},
+		{[]string{"--listen", ":"}, `--listen ":": no port`},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
