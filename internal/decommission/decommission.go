@@ -14,6 +14,7 @@
 package decommission
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -127,7 +128,9 @@ func Resolve(facts []netspec.NodeFacts, arg string) (f netspec.NodeFacts, found 
 // Remove removes what node arg left in Consul, after checking that the
 // swarm no longer lists it and that its agent no longer refreshes its
 // facts (watching them for Stale when their stamp is recent or ahead of
-// this clock). Facts go last, so that a removal cut short can be run again.
+// this clock), then taking the facts over for node rm, so that an agent
+// starting meanwhile waits. Facts go last, so that a removal cut short can
+// be run again (node rm takes over its own facts at once).
 func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Removed, error) {
 	now := o.Now
 	if now == nil {
@@ -165,9 +168,18 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 	// Facts under the identity's key are watched even when not listed:
 	// an agent older than identities keyed its facts (and lease) by its
 	// name, without a holder, and may still run. index is 0 when none.
-	index, err := waitSilent(ctx, kv, f, o, now)
+	cur, index, err := waitSilent(ctx, kv, f, o, now)
 	if err != nil {
 		return Removed{Warnings: warnings}, err
+	}
+	// Taken over before anything goes: an agent starting now waits for
+	// the removal, and one that claimed them since they were found
+	// silent has it refused, with nothing removed; otherwise it would run
+	// with its facts alone, its ranges, reports and addresses gone.
+	if index != 0 {
+		if index, err = takeOver(ctx, kv, f, cur, index, now); err != nil {
+			return Removed{Warnings: warnings}, err
+		}
 	}
 
 	out := Removed{ID: f.ID, Node: f.Node, Ranges: map[string][]netip.Prefix{}, Addresses: map[string][]netip.Addr{}, Warnings: warnings}
@@ -284,22 +296,49 @@ func forgetOn(ctx context.Context, kv KV, st *netspec.Store, name, id string, ou
 	return nil
 }
 
-// waitSilent returns the modify index of f's facts once its agent is seen
+// remover is the holder node rm writes into the facts it removes.
+const remover = "underlay node rm"
+
+// takeOver writes the facts of f, read as cur at index, as held by node
+// rm, and returns their new index: an agent claiming them then waits, as
+// for any holder, for them to be stale, by when they are gone. Facts
+// changed since index refuse the removal.
+func takeOver(ctx context.Context, kv KV, f netspec.NodeFacts, cur netspec.NodeFacts, index uint64, now func() time.Time) (uint64, error) {
+	cur.ID = f.ID // the key's (see netspec.ReadNodes)
+	cur.Node = cmp.Or(cur.Node, f.Node)
+	cur.Holder = netspec.Holder{Instance: remover}
+	cur.UpdatedAt = now().UTC()
+	b, err := json.Marshal(cur)
+	if err != nil {
+		return 0, err
+	}
+	key := netspec.NodesKVPrefix + f.ID
+	res, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.CAS, Key: key, Value: b, Index: index}})
+	if err != nil {
+		return 0, fmt.Errorf("take over the facts of %s: %w", describe(f), err)
+	}
+	if !res.OK || len(res.Pairs) == 0 {
+		return 0, fmt.Errorf("%w: the facts of %s changed as they were found silent: is its agent running? Nothing was removed; stop it and run this again", ErrRefused, describe(f))
+	}
+	return res.Pairs[0].Index, nil
+}
+
+// waitSilent returns f's facts and their modify index once its agent is seen
 // not running: its facts stamped over o.Stale ago and unchanged while
 // watched for o.Heartbeat (a stamp is the agent's clock, which may be
 // behind this one), or unchanged while watched for o.Stale (a stamp
 // recent or ahead of this clock proves nothing by itself). Facts
-// refreshed meanwhile refuse the removal. It returns 0 when f.ID has no
-// facts; facts that name no holder and carry no stamp (unreadable) are
-// returned at once, no agent refreshing them.
-func waitSilent(ctx context.Context, kv KV, f netspec.NodeFacts, o Options, now func() time.Time) (uint64, error) {
+// refreshed meanwhile refuse the removal. It returns index 0 when f.ID
+// has no facts; facts that name no holder and carry no stamp (unreadable,
+// returned empty) are returned at once, no agent refreshing them.
+func waitSilent(ctx context.Context, kv KV, f netspec.NodeFacts, o Options, now func() time.Time) (netspec.NodeFacts, uint64, error) {
 	poll := o.Poll
 	if poll <= 0 {
 		poll = time.Second
 	}
 	// An agent of another process-ID space: only its facts can say
 	// whether it runs.
-	me := netspec.Holder{Instance: "underlay node rm"}
+	me := netspec.Holder{Instance: remover}
 	var first *netspec.NodeFacts
 	var firstAt time.Time
 	// Facts naming no holder are watched by their modify index.
@@ -308,10 +347,10 @@ func waitSilent(ctx context.Context, kv KV, f netspec.NodeFacts, o Options, now 
 	for {
 		cur, index, found, err := readFacts(ctx, kv, f.ID)
 		if err != nil {
-			return 0, err
+			return netspec.NodeFacts{}, 0, err
 		}
 		if !found {
-			return 0, nil
+			return netspec.NodeFacts{}, 0, nil
 		}
 		if cur.Holder.Instance == "" {
 			// DecideClaim takes such facts at once (an agent may take
@@ -321,14 +360,14 @@ func waitSilent(ctx context.Context, kv KV, f netspec.NodeFacts, o Options, now 
 			// were written by no agent: no agent refreshes them.
 			switch {
 			case cur.UpdatedAt.IsZero():
-				return index, nil
+				return cur, index, nil
 			case noHolderIndex != 0 && index != noHolderIndex:
-				return 0, fmt.Errorf("%w: the agent of %s is running: its facts (naming no holder, as agents older than holders wrote them) changed while watched; stop it first",
+				return netspec.NodeFacts{}, 0, fmt.Errorf("%w: the agent of %s is running: its facts (naming no holder, as agents older than holders wrote them) changed while watched; stop it first",
 					ErrRefused, describe(f))
 			case now().Sub(cur.UpdatedAt) > o.Stale && (o.Heartbeat <= 0 || noHolderIndex != 0 && now().Sub(noHolderAt) >= o.Heartbeat):
-				return index, nil
+				return cur, index, nil
 			case noHolderIndex != 0 && now().Sub(noHolderAt) > o.Stale:
-				return index, nil
+				return cur, index, nil
 			case noHolderIndex == 0:
 				noHolderIndex, noHolderAt = index, now()
 			}
@@ -337,7 +376,7 @@ func waitSilent(ctx context.Context, kv KV, f netspec.NodeFacts, o Options, now 
 				// Taken over while watched: another start of its agent,
 				// or a second one. Watching afresh at each change would
 				// wait for as long as they go on.
-				return 0, fmt.Errorf("%w: the agent of %s is running: its facts passed from agent %s to %s while watched; stop it first",
+				return netspec.NodeFacts{}, 0, fmt.Errorf("%w: the agent of %s is running: its facts passed from agent %s to %s while watched; stop it first",
 					ErrRefused, describe(f), termtext.Cell(first.Holder.Instance), termtext.Cell(cur.Holder.Instance))
 			}
 			verdict := netspec.DecideClaim(&cur, first, firstAt, me, now(), o.Stale, func(int, uint64) bool { return true })
@@ -347,9 +386,9 @@ func waitSilent(ctx context.Context, kv KV, f netspec.NodeFacts, o Options, now 
 			}
 			switch verdict {
 			case netspec.ClaimTake:
-				return index, nil
+				return cur, index, nil
 			case netspec.ClaimRefuse:
-				return 0, fmt.Errorf("%w: the agent of %s is running: it refreshed its facts at %s; stop it first",
+				return netspec.NodeFacts{}, 0, fmt.Errorf("%w: the agent of %s is running: it refreshed its facts at %s; stop it first",
 					ErrRefused, describe(f), cur.UpdatedAt.Format(time.RFC3339))
 			}
 			if first == nil {
@@ -359,7 +398,7 @@ func waitSilent(ctx context.Context, kv KV, f netspec.NodeFacts, o Options, now 
 		}
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return netspec.NodeFacts{}, 0, ctx.Err()
 		case <-time.After(poll):
 		}
 	}

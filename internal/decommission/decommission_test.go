@@ -775,3 +775,80 @@ func TestRemoveIdentityWithDotDot(t *testing.T) {
 		})
 	}
 }
+
+// TestRemoveRefusesAgentStartedAfterTheWatch: an agent that claimed the
+// node's facts just after node rm found them silent lost everything else
+// — its ranges, reports, addresses, inventory — and kept only its facts,
+// node rm failing only at their deletion. The facts are now taken over
+// before anything is removed: an agent claiming first has the removal
+// refused with nothing touched.
+func TestRemoveRefusesAgentStartedAfterTheWatch(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	key := netspec.NodesKVPrefix + "gone"
+	var read, started, writing bool
+	c.kv.Hook = func(call string, keys []string) error {
+		if writing || started {
+			return nil
+		}
+		if !read {
+			read = (call == "get" || call == "txn") && slices.Equal(keys, []string{key})
+			return nil
+		}
+		// The first call after the facts were found silent: the agent
+		// starts and claims them.
+		started, writing = true, true
+		defer func() { writing = false }()
+		c.facts(t, "gone", "old", time.Now())
+		return nil
+	}
+	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "gone", Options{Stale: time.Minute})
+	c.kv.Hook = nil
+	if !started {
+		t.Fatal("set-up: the agent never started")
+	}
+	if !errors.Is(err, ErrRefused) {
+		t.Errorf("remove while the agent claimed the facts: %v; want refused", err)
+	}
+	if len(got.Ranges)+len(got.Reports)+len(got.Addresses)+len(got.Keys)+len(got.Changed) != 0 {
+		t.Errorf("removed %+v; want nothing", got)
+	}
+	if leases, _ := c.st.Leases(ctx, lan.Name); len(leases) != 2 {
+		t.Errorf("leases after the refusal: %v, want both", leases)
+	}
+	for _, k := range []string{inventory.KVPrefix + "gone", netspec.KVPrefix + lan.Name + "/nodes/gone"} {
+		if !c.has(k) {
+			t.Errorf("%s deleted, want it kept for the agent that runs", k)
+		}
+	}
+}
+
+// TestRemoveAgainAfterCutShort: a removal cut short after node rm took
+// the facts over (Consul out of reach) is run again at once: the facts,
+// stamped fresh by node rm itself, are not watched as a running agent's.
+func TestRemoveAgainAfterCutShort(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c := newCluster(t)
+	c.kv.Hook = func(call string, keys []string) error {
+		if slices.Contains(keys, inventory.KVPrefix+"gone") {
+			return kvtest.ErrUnreachable
+		}
+		return nil
+	}
+	if _, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "gone", Options{Stale: time.Minute}); !errors.Is(err, kvtest.ErrUnreachable) {
+		t.Fatalf("removal with Consul out of reach: %v", err)
+	}
+	c.kv.Hook = nil
+	start := time.Now()
+	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "gone", Options{Stale: time.Minute, Heartbeat: 30 * time.Second})
+	if err != nil {
+		t.Fatalf("removal run again: %v", err)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("removal run again took %s: its own facts were watched", d)
+	}
+	if !slices.Contains(got.Keys, netspec.NodesKVPrefix+"gone") || c.has(netspec.NodesKVPrefix+"gone") {
+		t.Errorf("removal run again: %+v; want the facts deleted", got)
+	}
+}
