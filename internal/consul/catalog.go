@@ -95,9 +95,11 @@ func (c *Catalog) UpdateHealth(ctx context.Context, h register.HealthMirror) err
 // NodeAddress is the address the local Consul agent advertises, the natural
 // address for services published on this host's ports.
 func (c *Catalog) NodeAddress(ctx context.Context) (string, error) {
+	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
+	defer cancel()
+	// Agent().Self takes no context: its request would outlive the call.
 	var self map[string]map[string]any
-	err := c.call(ctx, func() (err error) { self, err = c.api.Agent().Self(); return err })
-	if err != nil {
+	if _, err := c.api.Raw().Query("/v1/agent/self", &self, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
 		return "", fmt.Errorf("read consul agent self: %w", err)
 	}
 	addr, _ := self["Member"]["Addr"].(string)
@@ -105,21 +107,6 @@ func (c *Catalog) NodeAddress(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("consul agent reports no member address")
 	}
 	return addr, nil
-}
-
-// call runs f, which has no context parameter, abandoning it when ctx ends
-// or the timeout passes.
-func (c *Catalog) call(ctx context.Context, f func() error) error {
-	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- f() }()
-	select {
-	case err := <-done:
-		return err
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 func isUnknown(err error) bool {
