@@ -714,6 +714,13 @@ func (k strictPaths) Get(ctx context.Context, key string) (kvstore.Pair, bool, e
 	return k.KV.Get(ctx, key)
 }
 
+func (k strictPaths) List(ctx context.Context, prefix string) ([]kvstore.Pair, error) {
+	if _, moved := redirected(prefix); moved {
+		return nil, fmt.Errorf("kv list %q: a redirected path", prefix)
+	}
+	return k.KV.List(ctx, prefix)
+}
+
 func (k strictPaths) Delete(ctx context.Context, key string) error {
 	if _, moved := redirected(key); moved {
 		return fmt.Errorf("kv delete %q: a redirected path", key)
@@ -850,5 +857,31 @@ func TestRemoveAgainAfterCutShort(t *testing.T) {
 	}
 	if !slices.Contains(got.Keys, netspec.NodesKVPrefix+"gone") || c.has(netspec.NodesKVPrefix+"gone") {
 		t.Errorf("removal run again: %+v; want the facts deleted", got)
+	}
+}
+
+// TestRemoveWithUnlistableNetwork: a hand-written spec key whose network
+// name is "", "." or ".." (underlay/networks/../spec) names ranges and
+// reports no listing through Consul's HTTP paths can reach: node rm
+// failed on it, for every node, for as long as the key stayed. The
+// network is named in a warning, and the node's records elsewhere are
+// removed.
+func TestRemoveWithUnlistableNetwork(t *testing.T) {
+	ctx := context.Background()
+	for _, name := range []string{"..", ".", ""} {
+		c := newCluster(t)
+		key := netspec.KVPrefix + name + "/spec"
+		c.kv.Put(ctx, key, []byte(`{}`))
+		got, err := Remove(ctx, strictPaths{c.kv}, swarmNodes{"live": "ready"}, "gone", Options{Stale: time.Minute})
+		if err != nil {
+			t.Errorf("network %q: %v", name, err)
+			continue
+		}
+		if !slices.ContainsFunc(got.Warnings, func(w string) bool { return strings.Contains(w, key) }) {
+			t.Errorf("network %q: warnings %q; want one naming %s", name, got.Warnings, key)
+		}
+		if fmt.Sprint(got.Reports) != "[lan pool]" || c.has(netspec.NodesKVPrefix+"gone") {
+			t.Errorf("network %q: removed %+v; want gone's records removed", name, got)
+		}
 	}
 }
