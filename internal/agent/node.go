@@ -12,6 +12,7 @@ import (
 
 	"github.com/underlay/underlay/internal/backoff"
 	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/decommission"
 	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/doctor"
 	"github.com/underlay/underlay/internal/hostnet"
@@ -95,6 +96,12 @@ func (n *node) run(ctx context.Context) error {
 func claim(ctx context.Context, facts *netagent.Facts, log *slog.Logger, note func(error)) error {
 	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second}
 	note(fmt.Errorf("claim of swarm node %s under way (another agent's record of it may be alive yet)", facts.ID))
+	// node rm holds the facts of a node it removes: the claim waits for
+	// it, then starts the node afresh, its ranges and addresses gone.
+	if cur, _, found, err := facts.Store.Facts(ctx, facts.ID); err == nil && found && cur.Holder.Instance == decommission.Remover {
+		log.Warn("`underlay node rm` is removing this node's records from Consul: the identity is claimed once it is done, and the node starts afresh; if the node left the swarm (docker node rm), stop this agent, or join the swarm again for a new identity",
+			"node", facts.Node, "node_id", facts.ID, "since", cur.UpdatedAt)
+	}
 	for {
 		err := facts.Claim(ctx)
 		if err == nil {

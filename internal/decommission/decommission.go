@@ -313,8 +313,9 @@ func forgetOn(ctx context.Context, kv KV, st *netspec.Store, name, id string, ou
 	return nil
 }
 
-// remover is the holder node rm writes into the facts it removes.
-const remover = "underlay node rm"
+// Remover is the holder node rm writes into the facts of the node it
+// removes: an agent claiming them meanwhile waits.
+const Remover = "underlay node rm"
 
 // takeOver writes the facts of f, read as cur at index, as held by node
 // rm, and returns their new index: an agent claiming them then waits, as
@@ -323,7 +324,7 @@ const remover = "underlay node rm"
 func takeOver(ctx context.Context, kv KV, f netspec.NodeFacts, cur netspec.NodeFacts, index uint64, now func() time.Time) (uint64, error) {
 	cur.ID = f.ID // the key's (see netspec.ReadNodes)
 	cur.Node = cmp.Or(cur.Node, f.Node)
-	cur.Holder = netspec.Holder{Instance: remover}
+	cur.Holder = netspec.Holder{Instance: Remover}
 	cur.UpdatedAt = now().UTC()
 	b, err := json.Marshal(cur)
 	if err != nil {
@@ -355,7 +356,7 @@ func waitSilent(ctx context.Context, kv KV, f netspec.NodeFacts, o Options, now 
 	}
 	// An agent of another process-ID space: only its facts can say
 	// whether it runs.
-	me := netspec.Holder{Instance: remover}
+	me := netspec.Holder{Instance: Remover}
 	var first *netspec.NodeFacts
 	var firstAt time.Time
 	// Facts naming no holder are watched by their modify index.

@@ -1,0 +1,43 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/underlay/underlay/internal/decommission"
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
+	"github.com/underlay/underlay/internal/netagent"
+	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/testlog"
+)
+
+// TestClaimSaysNodeRemIsRemovingTheNode: an agent starting while
+// `underlay node rm` removes its node's records waited for the claim with
+// nothing in its log but a claim under way, then ran afresh under an
+// identity the swarm no longer lists. It now says, naming the node, that
+// node rm is removing it; the claim lands once node rm is done.
+func TestClaimSaysNodeRemIsRemovingTheNode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	kv := kvtest.New()
+	key := netspec.NodesKVPrefix + "abc123"
+	doc := fmt.Sprintf(`{"id":"abc123","node":"n1","holder":{"instance":%q},"updated_at":%q}`, decommission.Remover, time.Now().UTC().Format(time.RFC3339Nano))
+	kv.Put(ctx, key, []byte(doc))
+	recs := testlog.NewRecords(64)
+	facts := &netagent.Facts{Store: netspec.NewStore(kv), ID: "abc123", Node: "n1", Holder: netspec.Holder{Instance: "agent-1"}}
+	done := make(chan error, 1)
+	go func() { done <- claim(ctx, facts, slog.New(recs), func(error) {}) }()
+	r := recs.Await(t, 10*time.Second, func(r slog.Record) bool { return strings.Contains(r.Message, "node rm") })
+	if r.Level != slog.LevelWarn || testlog.Attr(r, "node_id") != "abc123" {
+		t.Errorf("record %q at %s, node_id %q; want a warning naming swarm node abc123", r.Message, r.Level, testlog.Attr(r, "node_id"))
+	}
+	// node rm done: the claim lands.
+	kv.Delete(ctx, key)
+	if err := <-done; err != nil {
+		t.Fatalf("claim once node rm was done: %v", err)
+	}
+}
