@@ -217,8 +217,9 @@ func checkAgentFlags(f *agentFlags, ipamChanged bool) error {
 	default:
 		return fmt.Errorf("--deregister %q: want always or on-success", f.deregister)
 	}
-	if f.workers < 1 {
-		return fmt.Errorf("--workers %d: want 1 or more", f.workers)
+	// Every worker starts at once, whatever the containers.
+	if f.workers < 1 || f.workers > maxWorkers {
+		return fmt.Errorf("--workers %d: want 1 to %d", f.workers, maxWorkers)
 	}
 	if f.ipamSpares < 0 || f.ipamSpares > 64 {
 		return fmt.Errorf("--ipam-spares %d: want 0 to 64", f.ipamSpares)
@@ -238,6 +239,9 @@ func checkAgentFlags(f *agentFlags, ipamChanged bool) error {
 	}
 	return nil
 }
+
+// maxWorkers bounds --workers: far more than containers start at once.
+const maxWorkers = 4096
 
 // checkListenAddr refuses what net.Listen would refuse, or take as an
 // ephemeral port on every address (":"), before the agent waits for

@@ -149,6 +149,9 @@ func TestAgentBadIntervals(t *testing.T) {
 		{[]string{"--doctor-interval", "2h"}, "--doctor-interval 2h0m0s: at most 1h0m0s"},
 		{[]string{"--workers", "0"}, "--workers 0"},
 		{[]string{"--workers", "-4"}, "--workers -4"},
+		// Every worker is started at once: a stray digit or two ran the
+		// agent out of memory with no word of the flag.
+		{[]string{"--workers", "50000000"}, "--workers 50000000: want 1 to 4096"},
 		{[]string{"--deregister", "sometimes"}, `--deregister "sometimes"`},
 		// The plugin was never served (retried every 10 s, logged), or
 		// served where dockerd does not look for it.
