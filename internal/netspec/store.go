@@ -313,6 +313,12 @@ func decodeSpec(name string, raw []byte) (Spec, error) {
 		// `network rm` could not find.
 		return Spec{}, fmt.Errorf("%w: %s holds the spec of network %q; a network's spec is stored under its own name", ErrBadSpec, specKey(name), s.Name)
 	}
+	if s.Parent != "" && !parentRE.MatchString(s.Parent) {
+		// No link has such a name: written past `network create`, and
+		// refused whole, deleting or not, since every reader (teardown's
+		// VLAN removal, the doctor) would hand it on as a link's name.
+		return Spec{}, fmt.Errorf("%w: %s: parent %q: not an interface name (at most 15 characters)", ErrBadSpec, specKey(name), s.Parent)
+	}
 	return s, nil
 }
 
@@ -548,6 +554,9 @@ func (st *Store) MarkDeleting(ctx context.Context, name string) error {
 			var loose Spec
 			if json.Unmarshal(p.Value, &loose) == nil && loose.Name == name {
 				s = loose
+			}
+			if !parentRE.MatchString(s.Parent) {
+				s.Parent = "" // no link's name: no VLAN of it was made
 			}
 		}
 		if err != nil {

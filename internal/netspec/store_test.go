@@ -486,3 +486,46 @@ func TestLeaseAvoidsRangesOfAnotherSize(t *testing.T) {
 		t.Errorf("leases %v, %v: want a's, b's and c's alone", leases, err)
 	}
 }
+
+// TestReadSpecsRefusesAParentNoLinkCanHave: a spec written to KV by hand
+// with a parent no link can have (a shell command) is refused with the
+// value named, as a bad document is, and the other specs still count;
+// `network rm` can still mark it deleting, without the bad parent.
+func TestReadSpecsRefusesAParentNoLinkCanHave(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	if err := st.Create(ctx, spec("good")); err != nil {
+		t.Fatal(err)
+	}
+	for name, parent := range map[string]string{"shell": "x;touch /tmp/p", "long": "eth0.0123456789abc"} {
+		bad := spec(name)
+		bad.Parent = parent
+		for _, deleting := range []bool{false, true} {
+			bad.Deleting = deleting
+			doc, err := json.Marshal(bad)
+			if err != nil {
+				t.Fatal(err)
+			}
+			kv.Put(ctx, netspec.KVPrefix+name+"/spec", doc)
+			specs, badSpecs, err := st.ReadSpecs(ctx)
+			if err != nil || len(specs) != 1 || specs[0].Name != "good" || len(badSpecs) != 1 || badSpecs[0].Name != name {
+				t.Fatalf("parent %q (deleting %v): specs %v, bad %v, %v: want good, and %s apart", parent, deleting, specs, badSpecs, err, name)
+			}
+			if msg := badSpecs[0].Err.Error(); !errors.Is(badSpecs[0].Err, netspec.ErrBadSpec) || !strings.Contains(msg, fmt.Sprintf("%q", parent)) {
+				t.Errorf("parent %q refused with %q: want ErrBadSpec naming the value", parent, msg)
+			}
+			if _, _, err := st.Get(ctx, name); !errors.Is(err, netspec.ErrBadSpec) {
+				t.Errorf("get %s: %v, want ErrBadSpec", name, err)
+			}
+		}
+		if err := st.MarkDeleting(ctx, name); err != nil {
+			t.Fatal(err)
+		}
+		s, ok, err := st.Get(ctx, name)
+		if err != nil || !ok || !s.Deleting || s.Parent != "" {
+			t.Errorf("%s marked deleting: %+v, %v, %v: want it readable, deleting, without the parent", name, s, ok, err)
+		}
+		kv.Delete(ctx, netspec.KVPrefix+name+"/spec")
+	}
+}
