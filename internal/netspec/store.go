@@ -265,8 +265,16 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 	}
 	sort.Slice(l.Specs, func(i, j int) bool { return l.Specs[i].Name < l.Specs[j].Name })
 	l.reports = reports
+	// By name: looked up once per network with reports, at every sync.
+	keyed := make(map[string]bool, len(l.Specs)+len(l.Bad))
+	for _, s := range l.Specs {
+		keyed[s.Name] = true
+	}
+	for _, b := range l.Bad {
+		keyed[b.Name] = true
+	}
 	for name, ids := range reports {
-		if slices.ContainsFunc(l.Specs, func(s Spec) bool { return s.Name == name }) || slices.ContainsFunc(l.Bad, func(b BadSpec) bool { return b.Name == name }) {
+		if keyed[name] {
 			continue
 		}
 		if l.Orphans == nil {

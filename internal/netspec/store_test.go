@@ -529,3 +529,38 @@ func TestReadSpecsRefusesAParentNoLinkCanHave(t *testing.T) {
 		kv.Delete(ctx, netspec.KVPrefix+name+"/spec")
 	}
 }
+
+// listedKV lists pairs, whatever the prefix: a listing of a given size
+// without a KV's own costs.
+type listedKV struct {
+	netspec.KV
+	pairs []kvstore.Pair
+}
+
+func (k listedKV) List(context.Context, string) ([]kvstore.Pair, error) { return k.pairs, nil }
+
+// BenchmarkReadListing: every network name with reports was looked up
+// in every spec and unreadable spec, networks × specs at every sync of
+// every agent. A listing four times as large should cost about four
+// times as much, not sixteen.
+func BenchmarkReadListing(b *testing.B) {
+	ctx := context.Background()
+	for _, n := range []int{4000, 16000} {
+		b.Run(fmt.Sprintf("networks=%d", n), func(b *testing.B) {
+			var pairs []kvstore.Pair
+			for i := range n {
+				// Unreadable specs decode fast; reports under other names
+				// are orphans, each looked up among them.
+				pairs = append(pairs, kvstore.Pair{Key: fmt.Sprintf("%sbad-%d/spec", netspec.KVPrefix, i), Value: []byte("{")},
+					kvstore.Pair{Key: fmt.Sprintf("%sgone-%d/nodes/n1", netspec.KVPrefix, i), Value: []byte("{}")})
+			}
+			st := netspec.NewStore(listedKV{pairs: pairs})
+			for b.Loop() {
+				l, err := st.ReadListing(ctx)
+				if err != nil || len(l.Bad) != n || len(l.Orphans) != n {
+					b.Fatalf("listing of %d: %d bad, %d orphans, %v", n, len(l.Bad), len(l.Orphans), err)
+				}
+			}
+		})
+	}
+}
