@@ -107,8 +107,9 @@ type Reconciler struct {
 	// reported is the last state reported per network: Sync runs on every
 	// KV change, so it writes only what changed, or agents would wake each
 	// other forever. A report missing from a sync's listing (Consul lost
-	// it) is dropped from it, and so written again.
-	reported map[string]netspec.NodeState
+	// it), or other there than written (an older one, from a snapshot
+	// restored), is dropped from it, and so written again.
+	reported map[string]written
 	// refused is the last refusal logged per network, of the specs
 	// refused at the last sync.
 	refused map[string]string
@@ -144,8 +145,8 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		return err
 	}
 	specs, refused := l.Specs, l.Refused()
-	for name := range r.reported {
-		if !l.HasReport(name, cmp.Or(r.ID, r.Node)) {
+	for name, w := range r.reported {
+		if sum, ok := l.ReportSum(name, cmp.Or(r.ID, r.Node)); !ok || sum != w.sum {
 			delete(r.reported, name)
 		}
 	}
@@ -268,7 +269,7 @@ func (r *Reconciler) realise(ctx context.Context, s netspec.Spec) error {
 		r.report(ctx, s.Name, netspec.NodeState{State: netspec.StateError, Parent: s.Parent, Error: err.Error()})
 		return err
 	}
-	if last, ok := r.reported[s.Name]; !ok || last.State != netspec.StateReady {
+	if last, ok := r.reported[s.Name]; !ok || last.ns.State != netspec.StateReady {
 		// This node's part is ready now: reported before the swarm network
 		// is made, so that whoever sees the network sees every node's part,
 		// the leader's too. Once ready, only changes are written.
@@ -493,19 +494,30 @@ func (r *Reconciler) report(ctx context.Context, name string, ns netspec.NodeSta
 	if ns.State != netspec.StateInvalid {
 		delete(r.refused, name)
 	}
-	if last, ok := r.reported[name]; ok && last == ns {
+	if last, ok := r.reported[name]; ok && last.ns == ns {
 		return
 	}
 	stamped := ns
 	stamped.UpdatedAt = time.Now().UTC()
-	if err := r.Store.Report(ctx, name, stamped); err != nil {
+	sum, err := netspec.ReportSum(stamped)
+	if err == nil {
+		err = r.Store.Report(ctx, name, stamped)
+	}
+	if err != nil {
 		r.log().Warn("cannot report network state", "network", name, "err", err)
 		return
 	}
 	if r.reported == nil {
-		r.reported = map[string]netspec.NodeState{}
+		r.reported = map[string]written{}
 	}
-	r.reported[name] = ns
+	r.reported[name] = written{ns: ns, sum: sum}
+}
+
+// written is a report as the reconciler wrote it: its state without the
+// stamp, and the digest of what was stored (netspec.ReportSum).
+type written struct {
+	ns  netspec.NodeState
+	sum uint64
 }
 
 // Run syncs whenever the network specs or the host's links change and every

@@ -838,3 +838,47 @@ func TestOrphanTeardownRetried(t *testing.T) {
 		})
 	}
 }
+
+// TestStaleReportRewritten: Consul holds an older value of this node's
+// report than the agent wrote (a snapshot restored): the next sync writes
+// it again, as it does a report Consul lost; an unchanged one is not
+// written again.
+func TestStaleReportRewritten(t *testing.T) {
+	ctx := context.Background()
+	kv, st := kvWithWeb(t)
+	host := &fakeHost{}
+	r := reconcilerOf(st, host, host, func(string, string) error { return nil })
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	reportKey := netspec.KVPrefix + "web/nodes/id1"
+	var writes int
+	kv.Hook = func(call string, keys []string) error {
+		if slices.Contains(keys, reportKey) && call != "get" && call != "list" {
+			writes++
+		}
+		return nil
+	}
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if writes != 0 {
+		t.Errorf("a sync with web's report unchanged wrote it %d times, want none", writes)
+	}
+	kv.Hook = nil
+	// The report as it was before web was ready, back from a snapshot.
+	old, err := json.Marshal(netspec.NodeState{ID: "id1", Node: "n1", State: netspec.StateError, Error: "prepare host: no eth1", Parent: "eth1",
+		UpdatedAt: time.Now().Add(-time.Hour).UTC()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Put(ctx, reportKey, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if states, _ := st.NodeStates(ctx, "web"); len(states) != 1 || states[0].State != netspec.StateReady || states[0].Error != "" {
+		t.Errorf("after an older report was restored, web reported %+v, want ready again", states)
+	}
+}

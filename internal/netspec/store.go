@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"io"
 	"maps"
 	"net/netip"
@@ -183,8 +184,9 @@ type Listing struct {
 	Orphans map[string][]string
 
 	// reports are, by network name, the identities that have a state
-	// report under the network.
-	reports map[string][]string
+	// report under the network, each with the ReportSum of the value
+	// stored.
+	reports map[string]map[string]uint64
 
 	once    sync.Once
 	refused map[string]error
@@ -203,10 +205,30 @@ func (l *Listing) Refused() map[string]error {
 	return l.refused
 }
 
-// HasReport reports whether the listing holds a state report of the node
-// with identity id under network name: an agent writes its reports again
-// when Consul lost them, and only then.
-func (l *Listing) HasReport(name, id string) bool { return slices.Contains(l.reports[name], id) }
+// ReportSum returns the ReportSum of the state report of the node with
+// identity id under network name as the listing read it; ok is false when
+// there is none. An agent writes its report again when it differs from
+// the one it wrote last (a snapshot restored), and only then.
+func (l *Listing) ReportSum(name, id string) (sum uint64, ok bool) {
+	sum, ok = l.reports[name][id]
+	return sum, ok
+}
+
+// ReportSum is a digest of ns as Report stores it: what a listing holds
+// of each report (see Listing.ReportSum), cheaper than the report.
+func ReportSum(ns NodeState) (uint64, error) {
+	b, err := json.Marshal(ns)
+	if err != nil {
+		return 0, fmt.Errorf("encode the report of %s: %w", cmp.Or(ns.ID, ns.Node), err)
+	}
+	return sumOf(b), nil
+}
+
+func sumOf(value []byte) uint64 {
+	h := fnv.New64a()
+	h.Write(value)
+	return h.Sum64()
+}
 
 // Listed returns the newest listing of the specs this store read (nil
 // before the first), without reading KV: for a caller that must not wait
@@ -243,11 +265,14 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 		return nil, fmt.Errorf("list networks: %w", err)
 	}
 	l := &Listing{}
-	reports := map[string][]string{}
+	reports := map[string]map[string]uint64{}
 	for _, p := range kvs {
 		k := p.Key
 		if name, id, ok := strings.Cut(strings.TrimPrefix(k, KVPrefix), "/nodes/"); ok && id != "" && !strings.Contains(name, "/") && !strings.Contains(id, "/") {
-			reports[name] = append(reports[name], id)
+			if reports[name] == nil {
+				reports[name] = map[string]uint64{}
+			}
+			reports[name][id] = sumOf(p.Value)
 			continue
 		}
 		if path.Base(k) != "spec" || strings.Count(strings.TrimPrefix(k, KVPrefix), "/") != 1 {
@@ -280,7 +305,7 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 		if l.Orphans == nil {
 			l.Orphans = map[string][]string{}
 		}
-		l.Orphans[name] = ids
+		l.Orphans[name] = slices.Sorted(maps.Keys(ids))
 	}
 	st.mu.Lock()
 	if n > st.kept {
@@ -476,6 +501,7 @@ type NodeState struct {
 // Report stores a node's state for a network, under the node's identity
 // (its name when it has none).
 func (st *Store) Report(ctx context.Context, name string, ns NodeState) error {
+	// Marshalled as ReportSum does: agents compare the digests.
 	b, err := json.Marshal(ns)
 	if err != nil {
 		return err
