@@ -117,3 +117,58 @@ func removeLeftovers(k kernel) ([]string, error) {
 	}
 	return removed, errors.Join(errs...)
 }
+
+// Marks are the links of a network namespace underlay marked as made for
+// one network.
+type Marks struct {
+	// Shims are the names of the shims marked with the network's
+	// ShimAlias.
+	Shims []string
+	// Parents are the names of the VLAN parents marked with the
+	// network's OwnerAlias.
+	Parents []string
+}
+
+// MarkedOf sorts out of links, by network, those underlay marked as made
+// for a network: shims (a macvlan or ipvlan with a ShimAlias) and VLAN
+// parents (a VLAN with an OwnerAlias). They survive the agent, so they
+// say what a network whose spec is gone left here. An unmarked link (an
+// older agent's shim among them) is not: its network cannot be told.
+func MarkedOf(links []Link) map[string]Marks {
+	out := map[string]Marks{}
+	for _, l := range links {
+		switch {
+		case (l.Type == "macvlan" || l.Type == "ipvlan") && strings.HasPrefix(l.Alias, shimPrefix):
+			network := strings.TrimPrefix(l.Alias, shimPrefix)
+			m := out[network]
+			m.Shims = append(m.Shims, l.Name)
+			out[network] = m
+		case l.Type == "vlan":
+			if network, ok := Owned(l.Alias); ok {
+				m := out[network]
+				m.Parents = append(m.Parents, l.Name)
+				out[network] = m
+			}
+		}
+	}
+	return out
+}
+
+// Marked is MarkedOf the links of this network namespace.
+func Marked() (map[string]Marks, error) { return marked(netlinkKernel{}) }
+
+func marked(k kernel) (map[string]Marks, error) {
+	all, err := k.LinkList()
+	if err != nil {
+		return nil, fmt.Errorf("list links: %w", err)
+	}
+	links := make([]Link, 0, len(all))
+	for _, l := range all {
+		// A link on a device of another namespace is no shim or parent
+		// made here.
+		if a := l.Attrs(); a.NetNsID < 0 {
+			links = append(links, Link{Name: a.Name, Type: l.Type(), Alias: a.Alias})
+		}
+	}
+	return MarkedOf(links), nil
+}

@@ -94,3 +94,27 @@ func TestRemoveLeftoversLeavesParentInUse(t *testing.T) {
 		t.Errorf("links left: %v, want [bond0 bond0.40 mv40]", names)
 	}
 }
+
+// TestMarkedOf: the links marked as made for a network are sorted out by
+// network; unmarked links (an older agent's shim too), links marked
+// otherwise, and marks on links of another kind are not.
+func TestMarkedOf(t *testing.T) {
+	got := MarkedOf([]Link{
+		{Name: "eth0", Type: "device"},
+		{Name: "ul-0000aaaa", Type: "macvlan", Alias: ShimAlias("web")},
+		{Name: "renamed", Type: "ipvlan", Alias: ShimAlias("web")},
+		{Name: "bond0.40", Type: "vlan", Alias: OwnerAlias("web")},
+		{Name: "bond0.41", Type: "vlan", Alias: OwnerAlias("pool")},
+		{Name: netspec.ShimLinkName("old"), Type: "macvlan"},
+		{Name: "bond0.42", Type: "vlan", Alias: "an operator's"},
+		{Name: "br0", Type: "bridge", Alias: OwnerAlias("web")},
+		{Name: "dummy0", Type: "dummy", Alias: ShimAlias("web")},
+	})
+	want := map[string]Marks{
+		"web":  {Shims: []string{"ul-0000aaaa", "renamed"}, Parents: []string{"bond0.40"}},
+		"pool": {Parents: []string{"bond0.41"}},
+	}
+	if !maps.EqualFunc(got, want, func(a, b Marks) bool { return slices.Equal(a.Shims, b.Shims) && slices.Equal(a.Parents, b.Parents) }) {
+		t.Errorf("marked %v, want %v", got, want)
+	}
+}

@@ -101,6 +101,11 @@ type Reconciler struct {
 	// RemoveParent deletes a network's VLAN parent if the agent made it
 	// (hostnet.RemoveParent outside tests); nil leaves parents alone.
 	RemoveParent func(parent, network string) (bool, error)
+	// Marked lists the host's links underlay marked, by network
+	// (hostnet.Marked outside tests): what a network whose spec is gone
+	// left here, after a restart too. nil finds such networks by their
+	// config-only networks only.
+	Marked func() (map[string]hostnet.Marks, error)
 	// Metrics is optional.
 	Metrics *Metrics
 
@@ -128,7 +133,8 @@ type Reconciler struct {
 	// Sync) is found by its config-only network only, and would be seen
 	// no more, its shim, lease or shim addresses left for good. Each is
 	// torn down again at every sync until done, or until a spec of its
-	// name is back.
+	// name is back. Kept in memory only: after a restart the links
+	// underlay marked as the network's (see Marked) find it again.
 	unfinished map[string]ConfigNet
 }
 
@@ -163,6 +169,10 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		}
 	}
 	var errs []error
+	marks, err := r.marked()
+	if err != nil {
+		errs = append(errs, err)
+	}
 	wanted, gone := map[string]bool{}, map[string]bool{}
 	for _, s := range specs {
 		if refused[s.Name] != nil {
@@ -170,7 +180,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		}
 		if s.Deleting {
 			gone[s.Name] = true
-			errs = append(errs, r.teardown(ctx, s, true))
+			errs = append(errs, r.teardown(ctx, s, true, marks[s.Name]))
 			continue
 		}
 		wanted[s.Name] = true
@@ -184,16 +194,18 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	if err != nil {
 		return errors.Join(append(errs, err)...)
 	}
+	// Networks of which this host has links underlay marked, and those
+	// whose teardown is unfinished, likewise.
 	orphans := r.orphans(managed)
-	for _, name := range slices.Sorted(maps.Keys(r.unfinished)) {
+	for _, name := range append(slices.Sorted(maps.Keys(r.unfinished)), slices.Sorted(maps.Keys(marks))...) {
 		if !slices.Contains(orphans, name) {
 			orphans = append(orphans, name)
 		}
 	}
 	for _, name := range orphans {
-		if !wanted[name] && refused[name] == nil && !slices.ContainsFunc(specs, func(s netspec.Spec) bool { return s.Name == name }) {
+		if !wanted[name] && !gone[name] && refused[name] == nil {
 			gone[name] = true
-			errs = append(errs, r.teardown(ctx, netspec.Spec{Name: name}, false))
+			errs = append(errs, r.teardown(ctx, netspec.Spec{Name: name}, false, marks[name]))
 		}
 	}
 	maps.DeleteFunc(r.removed, func(name string, _ bool) bool { return !gone[name] })
@@ -223,6 +235,21 @@ func (r *Reconciler) orphans(managed []ConfigNet) []string {
 	}
 	r.foreign = foreign
 	return names
+}
+
+// marked are the networks whose links underlay marked on this host (see
+// Marked), by network; names no network can have are left out: nothing
+// of theirs is underlay's to take apart.
+func (r *Reconciler) marked() (map[string]hostnet.Marks, error) {
+	if r.Marked == nil {
+		return nil, nil
+	}
+	marks, err := r.Marked()
+	if err != nil {
+		return nil, fmt.Errorf("list the host links underlay marked: %w", err)
+	}
+	maps.DeleteFunc(marks, func(name string, _ hostnet.Marks) bool { return !netspec.IsNetworkName(name) })
+	return marks, nil
 }
 
 // nodePlan is this node's part of s: a leased range (per-node IPAM), or a
@@ -374,7 +401,9 @@ func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec
 // goes first: dockerd refuses while a network made from it is in use,
 // which keeps the shim, lease and shim addresses under live containers.
 // Once it is gone the rest is unfinished until done (see unfinished).
-func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool) error {
+// marked are the host links underlay marked as the network's (see
+// Marked): shims renamed since they were made go too.
+func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool, marked hostnet.Marks) error {
 	name := s.Name
 	cn, err := r.Docker.ConfigNetwork(ctx, netspec.ConfigNetworkName(name))
 	switch {
@@ -397,11 +426,13 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool) 
 			cn = was // removed at an earlier sync: it says what the network was
 		}
 	}
-	if err := r.RemoveShim(netspec.ShimLinkName(name), name); errors.Is(err, hostnet.ErrForeignLink) {
-		// Someone else's link: the rest of the network goes all the same.
-		r.log().Warn("a link bears the network's shim name but is not underlay's shim of it; left alone", "network", name, "err", err)
-	} else if err != nil {
-		return fmt.Errorf("network %s: remove shim: %w", name, err)
+	for _, shim := range slices.Compact(slices.Sorted(slices.Values(append([]string{netspec.ShimLinkName(name)}, marked.Shims...)))) {
+		if err := r.RemoveShim(shim, name); errors.Is(err, hostnet.ErrForeignLink) {
+			// Someone else's link: the rest of the network goes all the same.
+			r.log().Warn("a link bears the network's shim name but is not underlay's shim of it; left alone", "network", name, "err", err)
+		} else if err != nil {
+			return fmt.Errorf("network %s: remove shim %s: %w", name, shim, err)
+		}
 	}
 	if r.RemoveParent != nil && s.Parent != "" {
 		removed, err := r.RemoveParent(s.Parent, name)
@@ -439,14 +470,17 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool) 
 // releaseShims gives back this node's shim addresses in a cluster-IPAM
 // network's pools. An orphan's spec (see Sync) has a name only: its
 // config-only network, cn, says whether it was a cluster-IPAM network,
-// and its shims are found by the network's name.
+// and its shims are found by the network's name. Without one (an orphan
+// found by its marked links after a restart) its pools are looked for by
+// the name: its spec is gone, so whatever of this node's is there is a
+// leftover, and a network without pools has none.
 func (r *Reconciler) releaseShims(ctx context.Context, s netspec.Spec, cn ConfigNet) error {
 	switch {
 	case r.IPAM == nil:
 		return nil
 	case s.IPAM == netspec.Cluster:
 		return r.IPAM.ReleaseShim(ctx, s)
-	case s.IPAM == "" && cn.Exists && cn.Network == s.Name && cn.ClusterIPAM:
+	case s.IPAM == "" && (!cn.Exists || cn.Network == s.Name && cn.ClusterIPAM):
 		return r.IPAM.ReleaseShimsOf(ctx, s.Name)
 	}
 	return nil

@@ -882,3 +882,97 @@ func TestStaleReportRewritten(t *testing.T) {
 		t.Errorf("after an older report was restored, web reported %+v, want ready again", states)
 	}
 }
+
+// TestOrphanTeardownFoundAfterRestart: an orphan's teardown failed after
+// its config-only network was removed (the shim would not go), and the
+// agent restarted, forgetting it: its shim, marked as the network's,
+// says what is left, and the restarted agent's sync removes it and gives
+// its shim addresses back. A marked shim of a network that has a spec,
+// or of a name no network can have, is left alone.
+func TestOrphanTeardownFoundAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	spec := netspec.Spec{Name: "pool", Subnet: netip.MustParsePrefix("10.20.0.0/24"), Gateway: netip.MustParseAddr("10.20.0.1"),
+		Parent: "eth1", IPAM: netspec.Cluster}
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	if err := st.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	web := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.10.0.0/24"), Gateway: netip.MustParseAddr("10.10.0.1"),
+		Parent: "eth2", IPAM: netspec.PerNode, PerNodeSize: 16}
+	if err := st.Create(ctx, web); err != nil {
+		t.Fatal(err)
+	}
+	host := &fakeHost{}
+	// The host's links, by name, with the network each is marked for.
+	links := map[string]string{"ul-bad": "x/../y", "ul-renamed": "pool"}
+	shimFails := false
+	reconciler := func() *Reconciler {
+		r := reconcilerOf(st, host, host, func(name, network string) error {
+			if shimFails {
+				shimFails = false
+				return errors.New("netlink: resource busy")
+			}
+			if links[name] == network {
+				delete(links, name)
+			}
+			return nil
+		})
+		r.IPAM = ipam.NodeIPAM{Alloc: ipam.NewAllocator(kv, "id1", slog.New(slog.DiscardHandler)), Pools: ipam.SpecPools{Store: st}}
+		r.Marked = func() (map[string]hostnet.Marks, error) {
+			out := map[string]hostnet.Marks{}
+			for name, network := range links {
+				out[network] = hostnet.Marks{Shims: append(out[network].Shims, name)}
+			}
+			return out, nil
+		}
+		return r
+	}
+	r := reconciler()
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for _, w := range host.wants {
+		links[w.ShimLink] = w.Network
+	}
+	pool, _ := ipam.PoolOf(spec, false)
+	shims := func() int {
+		allocs, err := ipam.Allocations(ctx, kv, pool)
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, al := range allocs {
+			if al.Kind == ipam.KindShim && al.Node == "id1" {
+				n++
+			}
+		}
+		return n
+	}
+	if n := shims(); n != 1 {
+		t.Fatalf("%d shims of id1 after pool was realised, want 1", n)
+	}
+	// The spec deleted by hand, as netspec.RemoveFix says; the shim's
+	// removal fails once, after the config-only network went.
+	if err := kv.Delete(ctx, netspec.KVPrefix+"pool/spec"); err != nil {
+		t.Fatal(err)
+	}
+	host.managed, shimFails = []string{"pool"}, true
+	if err := r.Sync(ctx); err == nil {
+		t.Fatal("sync of the orphan, its shim failing: no error")
+	}
+	// The agent restarts.
+	r = reconciler()
+	if err := r.Sync(ctx); err != nil {
+		t.Fatalf("sync after the restart: %v", err)
+	}
+	if _, ok := links[netspec.ShimLinkName("pool")]; ok || links["ul-renamed"] != "" || shims() != 0 {
+		t.Errorf("after the restart, links %v and %d shim addresses of id1 left: want pool's shim and address gone", links, shims())
+	}
+	if links[netspec.ShimLinkName("web")] != "web" || links["ul-bad"] == "" {
+		t.Errorf("links %v: want web's shim and the one marked for no network name left", links)
+	}
+	if !slices.Equal(host.removed, []string{"pool-config"}) {
+		t.Errorf("removed %v, want pool-config once", host.removed)
+	}
+}

@@ -68,6 +68,9 @@ var (
 	auxRE    = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_.-]*$`)
 )
 
+// IsNetworkName reports whether name is one a network can have.
+func IsNetworkName(name string) bool { return nameRE.MatchString(name) }
+
 // Validate checks s on its own and against the networks that already
 // exist, returning every problem found, each naming the bad value. A kind
 // of conflict (a subnet overlapping, a parent taken) is one problem,
