@@ -136,6 +136,11 @@ type Reconciler struct {
 	// name is back. Kept in memory only: after a restart the links
 	// underlay marked as the network's (see Marked) find it again.
 	unfinished map[string]ConfigNet
+	// inUse are, by network, the VLAN parents made for it that were left
+	// in place at the last sync, in use (hostnet.ErrParentInUse): an
+	// orphan's marked parent finds it at every sync while it stays, and
+	// is warned of once.
+	inUse map[string][]string
 }
 
 // Sync brings this node in line with every spec once. Errors of one
@@ -180,7 +185,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		}
 		if s.Deleting {
 			gone[s.Name] = true
-			errs = append(errs, r.teardown(ctx, s, true, marks[s.Name]))
+			errs = append(errs, r.teardown(ctx, s, true, hostnet.Marks{Shims: marks[s.Name].Shims}))
 			continue
 		}
 		wanted[s.Name] = true
@@ -205,11 +210,14 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	for _, name := range orphans {
 		if !wanted[name] && !gone[name] && refused[name] == nil {
 			gone[name] = true
-			errs = append(errs, r.teardown(ctx, netspec.Spec{Name: name}, false, marks[name]))
+			m := marks[name]
+			m.Parents = orphanParents(m.Parents, l)
+			errs = append(errs, r.teardown(ctx, netspec.Spec{Name: name}, false, m))
 		}
 	}
 	maps.DeleteFunc(r.removed, func(name string, _ bool) bool { return !gone[name] })
 	maps.DeleteFunc(r.unfinished, func(name string, _ ConfigNet) bool { return !gone[name] })
+	maps.DeleteFunc(r.inUse, func(name string, _ []string) bool { return !gone[name] })
 	return errors.Join(errs...)
 }
 
@@ -235,6 +243,25 @@ func (r *Reconciler) orphans(managed []ConfigNet) []string {
 	}
 	r.foreign = foreign
 	return names
+}
+
+// orphanParents are, of the VLAN parents marked as an orphan's, those
+// no spec of l names, by any spelling of its VLAN: a network made since
+// on a parent the orphan's agent had made uses it as it is, marked as
+// the orphan's, and its containers' endpoints, in their namespaces, are
+// not seen by RemoveParent. None while a spec cannot be read: its parent
+// cannot be told.
+func orphanParents(marked []string, l *netspec.Listing) []string {
+	if len(l.Bad) > 0 {
+		return nil
+	}
+	return slices.DeleteFunc(slices.Clone(marked), func(parent string) bool {
+		lower, vid, vlan := netspec.VLANParent(parent)
+		return slices.ContainsFunc(l.Specs, func(s netspec.Spec) bool {
+			sl, sv, sok := netspec.VLANParent(s.Parent)
+			return s.Parent == parent || vlan && sok && sl == lower && sv == vid
+		})
+	})
 }
 
 // marked are the networks whose links underlay marked on this host (see
@@ -402,7 +429,8 @@ func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec
 // which keeps the shim, lease and shim addresses under live containers.
 // Once it is gone the rest is unfinished until done (see unfinished).
 // marked are the host links underlay marked as the network's (see
-// Marked): shims renamed since they were made go too.
+// Marked): shims renamed since they were made go too, and the VLAN
+// parents given (an orphan's, whose spec names none).
 func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool, marked hostnet.Marks) error {
 	name := s.Name
 	cn, err := r.Docker.ConfigNetwork(ctx, netspec.ConfigNetworkName(name))
@@ -434,19 +462,30 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool, 
 			return fmt.Errorf("network %s: remove shim %s: %w", name, shim, err)
 		}
 	}
-	if r.RemoveParent != nil && s.Parent != "" {
-		removed, err := r.RemoveParent(s.Parent, name)
+	var inUse []string
+	for _, parent := range slices.DeleteFunc(slices.Compact(slices.Sorted(slices.Values(append([]string{s.Parent}, marked.Parents...)))), func(p string) bool { return p == "" }) {
+		if r.RemoveParent == nil {
+			break
+		}
+		removed, err := r.RemoveParent(parent, name)
 		switch {
 		case errors.Is(err, hostnet.ErrParentInUse):
 			// Links it did not make hang off it: deleting it would take
 			// them along. The rest of the network goes all the same.
-			r.log().Warn("the VLAN parent made for the network carries other links; left in place", "network", name, "parent", s.Parent, "err", err)
+			inUse = append(inUse, parent)
+			if !slices.Contains(r.inUse[name], parent) {
+				r.log().Warn("the VLAN parent made for the network carries other links; left in place", "network", name, "parent", parent, "err", err)
+			}
 		case err != nil:
-			return fmt.Errorf("network %s: remove VLAN parent: %w", name, err)
+			return fmt.Errorf("network %s: remove VLAN parent %s: %w", name, parent, err)
 		case removed:
-			r.log().Info("VLAN parent made for the network removed", "network", name, "parent", s.Parent)
+			r.log().Info("VLAN parent made for the network removed", "network", name, "parent", parent)
 		}
 	}
+	if r.inUse == nil {
+		r.inUse = map[string][]string{}
+	}
+	r.inUse[name] = inUse
 	if _, err := r.Store.Release(ctx, name, r.ID); err != nil {
 		return err
 	}

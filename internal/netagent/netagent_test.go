@@ -976,3 +976,65 @@ func TestOrphanTeardownFoundAfterRestart(t *testing.T) {
 		t.Errorf("removed %v, want pool-config once", host.removed)
 	}
 }
+
+// TestOrphanParentRemoved: an orphan's spec carries no parent (it has a
+// name only), so the VLAN parent underlay made for it stayed for good.
+// The VLAN parents marked as its own are removed, in use or not
+// (RemoveParent leaves one in use, and the rest goes all the same), but
+// not one a spec names, by any spelling of its VLAN, nor any while a spec
+// cannot be read, whose parent cannot be told.
+func TestOrphanParentRemoved(t *testing.T) {
+	for _, unreadable := range []bool{false, true} {
+		t.Run(fmt.Sprintf("unreadable spec %t", unreadable), func(t *testing.T) {
+			ctx := context.Background()
+			kv, st := kvWithWeb(t) // web on eth1
+			pool := netspec.Spec{Name: "pool", Subnet: netip.MustParsePrefix("10.20.0.0/24"), Gateway: netip.MustParseAddr("10.20.0.1"),
+				Parent: "eth2.041", IPAM: netspec.PerNode, PerNodeSize: 16}
+			if err := st.Create(ctx, pool); err != nil {
+				t.Fatal(err)
+			}
+			if unreadable {
+				kv.Put(ctx, netspec.KVPrefix+"broken/spec", []byte("{not json"))
+			}
+			host := &fakeHost{managed: []string{"gone"}, created: []string{"gone"}}
+			r := reconcilerOf(st, host, host, func(string, string) error { return nil })
+			logs := &bytes.Buffer{}
+			r.Log = slog.New(slog.NewTextHandler(logs, nil))
+			var asked []string
+			r.RemoveParent = func(parent, network string) (bool, error) {
+				asked = append(asked, parent+" of "+network)
+				if parent == "eth3.7" {
+					return false, fmt.Errorf("VLAN parent %q, left in place: %w: \"mv7\" (macvlan)", parent, hostnet.ErrParentInUse)
+				}
+				return true, nil
+			}
+			r.Marked = func() (map[string]hostnet.Marks, error) {
+				// gone's spec was deleted by hand; its agent had made
+				// eth1.40 and eth3.7, and eth2.41 before pool took it.
+				return map[string]hostnet.Marks{"gone": {Parents: []string{"eth1.40", "eth2.41", "eth3.7"}}}, nil
+			}
+			if err := r.Sync(ctx); err != nil && !unreadable {
+				t.Fatal(err)
+			}
+			want := []string{"eth1.40 of gone", "eth3.7 of gone"}
+			if unreadable {
+				want = nil
+			}
+			if !slices.Equal(asked, want) {
+				t.Errorf("parents removed %q, want %q", asked, want)
+			}
+			if !slices.Contains(host.removed, "gone-config") {
+				t.Errorf("removed %v, want gone-config among them", host.removed)
+			}
+			// eth3.7 stays, in use, and marked: gone is found again at
+			// every sync, and the parent in use warned of once.
+			if err := r.Sync(ctx); err != nil && !unreadable {
+				t.Fatal(err)
+			}
+			const msg = "carries other links; left in place"
+			if n := strings.Count(logs.String(), msg); n != len(want)/2 {
+				t.Errorf("two syncs warned of the parent in use %d times, want %d:\n%s", n, len(want)/2, logs)
+			}
+		})
+	}
+}
