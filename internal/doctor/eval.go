@@ -871,6 +871,7 @@ func EvalContainers(ps []Probe, err error) []Result {
 		case p.Err == nil:
 			reached[p.Container] = true
 		default:
+			p.IP = p.IP.Unmap() // ::ffff:a.b.c.d is reached as a.b.c.d
 			route, checks := "route", "route"
 			if p.IP.Is6() {
 				route, checks = "-6 route", "shim-address6 and route6"

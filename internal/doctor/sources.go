@@ -233,10 +233,13 @@ func (d DockerAPI) Endpoints(ctx context.Context, networks map[string]string) ([
 				continue
 			}
 			// Both families: the host reaches its containers' IPv6
-			// addresses through the shim too.
+			// addresses through the shim too. An IPv4-mapped address
+			// (::ffff:a.b.c.d) is the IPv4 address it maps, probed once.
+			var seen netip.Addr
 			for _, a := range []string{ep.IPAddress, ep.GlobalIPv6Address} {
-				if ip, err := netip.ParseAddr(a); err == nil {
-					mine = append(mine, Probe{Container: containerName(c.Names, c.ID), Network: under, IP: ip})
+				if ip, err := netip.ParseAddr(a); err == nil && ip.Unmap() != seen {
+					seen = ip.Unmap()
+					mine = append(mine, Probe{Container: containerName(c.Names, c.ID), Network: under, IP: seen})
 				}
 			}
 		}

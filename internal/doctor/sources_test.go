@@ -3,6 +3,7 @@ package doctor
 import (
 	"cmp"
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/docker/docker/client"
+	gocmp "github.com/google/go-cmp/cmp"
 
 	"github.com/underlay/underlay/internal/consul"
 )
@@ -279,5 +281,35 @@ func TestConsulAPIFactsIPv6Leader(t *testing.T) {
 				t.Errorf("asked %q, skew measured against %q (err %v); want the leader's API at %s", rt.asked, f.Source, f.DateErr, want)
 			}
 		})
+	}
+}
+
+// TestEndpointsIPv4MappedAddress: Docker may give a container's address
+// as an IPv4-mapped IPv6 address (::ffff:a.b.c.d), in its IPv6 field or
+// its IPv4 one; the doctor took it for an IPv6 address, and an
+// unreachable container's row sent the operator to `ip -6 route get` and
+// the network's IPv6 checks. It is now the IPv4 address it is, probed
+// once when both fields give it.
+func TestEndpointsIPv4MappedAddress(t *testing.T) {
+	list := `[{"Id":"a","Names":["/a"],"NetworkSettings":{"Networks":{"lan":{"IPAddress":"","GlobalIPv6Address":"::ffff:10.0.0.5"}}}},
+		{"Id":"b","Names":["/b"],"NetworkSettings":{"Networks":{"lan":{"IPAddress":"10.0.0.6","GlobalIPv6Address":"::ffff:10.0.0.6"}}}},
+		{"Id":"c","Names":["/c"],"NetworkSettings":{"Networks":{"lan":{"IPAddress":"::ffff:10.0.0.7","GlobalIPv6Address":"fd00::7"}}}}]`
+	exposed := `{"Config":{"ExposedPorts":{"80/tcp":{}}}}`
+	d := fakeDockerAPI(t, list, map[string]string{"a": exposed, "b": exposed, "c": exposed})
+	ps, err := d.Endpoints(context.Background(), map[string]string{"lan": "lan"})
+	if err != nil {
+		t.Fatalf("Endpoints: %v", err)
+	}
+	var got []string
+	for _, p := range ps {
+		got = append(got, p.Container+" "+p.IP.String())
+	}
+	if diff := gocmp.Diff([]string{"a 10.0.0.5", "b 10.0.0.6", "c 10.0.0.7", "c fd00::7"}, got); diff != "" {
+		t.Errorf("endpoints (-want +got):\n%s", diff)
+	}
+	rs := EvalContainers([]Probe{{Container: "a", Network: "lan", IP: netip.MustParseAddr("::ffff:10.0.0.5"), Port: 80,
+		Err: errors.New("no route to host"), ShimLink: "ul-lan"}}, nil)
+	if len(rs) != 1 || strings.Contains(rs[0].Fix, "-6") || strings.Contains(rs[0].Fix, "::ffff") || strings.Contains(rs[0].Message, "::ffff") {
+		t.Errorf("an unreachable mapped address judged as %+v; want it described as 10.0.0.5, with ip route get", rs)
 	}
 }
