@@ -187,6 +187,10 @@ func badReport(key, node, problem string) Report {
 // yet at the first run).
 const Recheck = 15 * time.Second
 
+// MaxLoggedChecks bounds the failed checks the agent's "checks failing"
+// warning names; it counts the others.
+const MaxLoggedChecks = 10
+
 // RunPeriodically runs checks every period (every Recheck while any fails
 // or warns) and publishes the results, until ctx ends: the agents' reports
 // are what the dashboard shows per node. A report is written every time
@@ -209,7 +213,8 @@ func RunPeriodically(ctx context.Context, kv KV, node, version string, checks []
 		}
 		if failed := failedChecks(rs); !slices.Equal(failed, lastFailed) {
 			if len(failed) > 0 {
-				log.Warn("doctor: checks failing", "checks", strings.Join(failed, ","))
+				shown := failed[:min(len(failed), MaxLoggedChecks)]
+				log.Warn("doctor: checks failing", "checks", strings.Join(shown, ","), "more", len(failed)-len(shown))
 			} else if lastFailed != nil {
 				log.Info("doctor: every check passes again")
 			}
@@ -247,7 +252,8 @@ func logOmitted(log *slog.Logger, om *Omitted, last Omitted, all int) Omitted {
 	return now
 }
 
-// failedChecks names the failed checks of rs, sorted.
+// failedChecks names the failed checks of rs, sorted, each once (a check
+// may fail in many rows: one per unreachable container).
 func failedChecks(rs []Result) []string {
 	out := []string{}
 	for _, r := range rs {
@@ -256,7 +262,7 @@ func failedChecks(rs []Result) []string {
 		}
 	}
 	slices.Sort(out)
-	return out
+	return slices.Compact(out)
 }
 
 // oneRunAtATime wraps each of checks so that it is not started while a

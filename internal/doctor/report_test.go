@@ -372,3 +372,35 @@ func TestRunPeriodicallyLogsCutReport(t *testing.T) {
 		t.Errorf("%d warnings of a cut report over %d periods, want one saying %s; log:\n%s", got, kv.count(), left, logs.String())
 	}
 }
+
+// TestRunPeriodicallyBoundsFailingLog: the agent's "checks failing"
+// warning joined the name of every failed row into one line: a node with
+// a thousand broken networks (or as many unreachable containers, each a
+// row of the same check) logged a line of tens of kilobytes at every
+// change. It now names each failed check once, the first
+// MaxLoggedChecks of them, and counts the rest.
+func TestRunPeriodicallyBoundsFailingLog(t *testing.T) {
+	var rs []Result
+	for range 30 {
+		rs = append(rs, Result{Check: "containers/reachable", Status: Fail, Message: "unreachable"})
+	}
+	for n := range 1000 {
+		rs = append(rs, Result{Check: fmt.Sprintf("network/net-%04d/shim", n), Status: Fail, Message: "no shim"})
+	}
+	logs := testlog.NewRecords(64)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		RunPeriodically(ctx, &memKV{m: map[string][]byte{}}, "node1", "v9", []Check{fixedCheck{rs}}, time.Hour, slog.New(logs))
+		close(done)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	r := logs.Await(t, 10*time.Second, func(r slog.Record) bool { return r.Message == "doctor: checks failing" })
+	names := strings.Split(testlog.Attr(r, "checks"), ",")
+	if len(names) != MaxLoggedChecks || names[0] != "containers/reachable" || names[1] != "network/net-0000/shim" {
+		t.Errorf("checks=%.200q… (%d names); want the first %d failed checks, each once", testlog.Attr(r, "checks"), len(names), MaxLoggedChecks)
+	}
+	if got, want := testlog.Attr(r, "more"), fmt.Sprint(1001-MaxLoggedChecks); got != want {
+		t.Errorf("more=%q, want %s: the failed checks not named", got, want)
+	}
+}
