@@ -58,7 +58,8 @@ type Docker interface {
 	// Facts reads version, swarm state; PluginDir is filled by the check.
 	Facts(ctx context.Context) (DockerFacts, error)
 	// Endpoints lists running containers' endpoints on the given networks
-	// (by Docker network name), with their first exposed TCP port.
+	// (by Docker network name), with their first exposed TCP port; those
+	// it had no time left to learn the port of are Late.
 	Endpoints(ctx context.Context, networks map[string]string) ([]Probe, error)
 	// Services lists the replicated swarm services and the tasks swarm
 	// wants running of each; managers only.
@@ -516,7 +517,7 @@ func (c ContainersCheck) Run(ctx context.Context, logf Logf) []Result {
 	for i := range ps {
 		p := &ps[i]
 		p.ShimLink = netspec.ShimLinkName(p.Network)
-		if p.Port == 0 {
+		if p.Port == 0 || p.Late { // no port, or not inspected in time
 			continue
 		}
 		select {

@@ -864,10 +864,10 @@ func EvalContainers(ps []Probe, err error) []Result {
 	late := 0
 	for _, p := range ps {
 		switch {
+		case p.Late: // before its port: one not inspected in time has none
+			late++
 		case p.Port == 0:
 			skipped[p.Container] = true
-		case p.Late:
-			late++
 		case p.Err == nil:
 			reached[p.Container] = true
 		default:

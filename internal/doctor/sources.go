@@ -12,7 +12,7 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"sort"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -23,6 +23,7 @@ import (
 	"github.com/docker/docker/client"
 	"github.com/hashicorp/consul/api"
 	"github.com/vishvananda/netlink"
+	"golang.org/x/sync/errgroup"
 
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/hostnet"
@@ -215,63 +216,104 @@ func taskEnded(s swarm.TaskState) bool {
 	return false
 }
 
-// Endpoints implements Docker.
+// MaxInspects bounds the container inspections under way at once.
+const MaxInspects = 8
+
+// Endpoints implements Docker. It inspects the containers on those
+// networks, MaxInspects at once (one at a time, thousands took longer
+// than the check's time); those ctx leaves uninspected are Late.
 func (d DockerAPI) Endpoints(ctx context.Context, networks map[string]string) ([]Probe, error) {
 	list, err := d.API.ContainerList(ctx, container.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
-	var out []Probe
+	var ids []string
+	var eps [][]Probe // by container, as ids
 	for _, c := range list {
-		if c.NetworkSettings == nil {
+		if mine := endpointsOf(c, networks); len(mine) > 0 {
+			ids, eps = append(ids, c.ID), append(eps, mine)
+		}
+	}
+	// Each inspection writes only its own container's entries.
+	ports, inspected, gone := make([]int, len(ids)), make([]bool, len(ids)), make([]bool, len(ids))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(MaxInspects)
+	for i, id := range ids {
+		if gctx.Err() != nil {
+			break
+		}
+		g.Go(func() error {
+			port, err := d.exposedPort(gctx, id)
+			switch {
+			case client.IsErrNotFound(err):
+				gone[i] = true // ended since the list: nothing left to reach
+			case err != nil:
+				return fmt.Errorf("inspect container %s: %w", shortID(id), err)
+			default:
+				ports[i], inspected[i] = port, true
+			}
+			return nil
+		})
+	}
+	// Out of time, the error is the deadline's: what was not inspected
+	// is late rather than the whole listing failed.
+	if err := g.Wait(); err != nil && ctx.Err() == nil {
+		return nil, err
+	}
+	var out []Probe
+	for i, mine := range eps {
+		if gone[i] {
 			continue
 		}
-		var mine []Probe
-		for netName, ep := range c.NetworkSettings.Networks {
-			under, ok := networks[netName]
-			if !ok || ep == nil {
-				continue
-			}
-			// Both families: the host reaches its containers' IPv6
-			// addresses through the shim too. An IPv4-mapped address
-			// (::ffff:a.b.c.d) is the IPv4 address it maps, probed once.
-			var seen netip.Addr
-			for _, a := range []string{ep.IPAddress, ep.GlobalIPv6Address} {
-				if ip, err := netip.ParseAddr(a); err == nil && ip.Unmap() != seen {
-					seen = ip.Unmap()
-					mine = append(mine, Probe{Container: containerName(c.Names, c.ID), Network: under, IP: seen})
-				}
-			}
-		}
-		if len(mine) == 0 {
-			continue
-		}
-		j, err := d.API.ContainerInspect(ctx, c.ID)
-		if client.IsErrNotFound(err) {
-			continue // ended since the list: nothing left to reach
-		}
-		if err != nil {
-			return nil, fmt.Errorf("inspect container %s: %w", shortID(c.ID), err)
-		}
-		port := 0
-		if j.Config != nil {
-			var ports []int
-			for p := range j.Config.ExposedPorts {
-				if p.Proto() == "tcp" {
-					ports = append(ports, p.Int())
-				}
-			}
-			sort.Ints(ports)
-			if len(ports) > 0 {
-				port = ports[0]
-			}
-		}
-		for i := range mine {
-			mine[i].Port = port
+		for j := range mine {
+			mine[j].Port, mine[j].Late = ports[i], !inspected[i]
 		}
 		out = append(out, mine...)
 	}
 	return out, nil
+}
+
+// endpointsOf lists c's endpoints on networks (Docker network name →
+// underlay network), both families: the host reaches its containers'
+// IPv6 addresses through the shim too. An IPv4-mapped address
+// (::ffff:a.b.c.d) is the IPv4 address it maps, given once.
+func endpointsOf(c container.Summary, networks map[string]string) []Probe {
+	if c.NetworkSettings == nil {
+		return nil
+	}
+	var mine []Probe
+	for netName, ep := range c.NetworkSettings.Networks {
+		under, ok := networks[netName]
+		if !ok || ep == nil {
+			continue
+		}
+		var seen netip.Addr
+		for _, a := range []string{ep.IPAddress, ep.GlobalIPv6Address} {
+			if ip, err := netip.ParseAddr(a); err == nil && ip.Unmap() != seen {
+				seen = ip.Unmap()
+				mine = append(mine, Probe{Container: containerName(c.Names, c.ID), Network: under, IP: seen})
+			}
+		}
+	}
+	return mine
+}
+
+// exposedPort is the first TCP port container id exposes (0: none).
+func (d DockerAPI) exposedPort(ctx context.Context, id string) (int, error) {
+	j, err := d.API.ContainerInspect(ctx, id)
+	if err != nil || j.Config == nil {
+		return 0, err
+	}
+	var ports []int
+	for p := range j.Config.ExposedPorts {
+		if p.Proto() == "tcp" {
+			ports = append(ports, p.Int())
+		}
+	}
+	if len(ports) == 0 {
+		return 0, nil
+	}
+	return slices.Min(ports), nil
 }
 
 func containerName(names []string, id string) string {

@@ -313,3 +313,118 @@ func TestEndpointsIPv4MappedAddress(t *testing.T) {
 		t.Errorf("an unreachable mapped address judged as %+v; want it described as 10.0.0.5, with ip route get", rs)
 	}
 }
+
+// inspectGate is a Docker daemon on loopback whose container list holds
+// n containers on network lan (c00, c01, … with 10.0.0.1, 10.0.0.2, …)
+// and whose inspections answer (container i exposing port 1000+i) only
+// once want of them are under way at once, or when released; it records
+// the most it saw under way.
+type inspectGate struct {
+	mu       sync.Mutex
+	inflight int
+	most     int
+	full     chan struct{} // closed when want inspections were under way at once
+	release  chan struct{} // closed by the test: every inspection answers
+}
+
+func newInspectGate(t *testing.T, n, want int) (*inspectGate, *DockerAPI) {
+	t.Helper()
+	g := &inspectGate{full: make(chan struct{}), release: make(chan struct{})}
+	var list []string
+	for i := range n {
+		list = append(list, fmt.Sprintf(`{"Id":"c%02d","Names":["/c%02d"],"NetworkSettings":{"Networks":{"lan":{"IPAddress":"10.0.0.%d"}}}}`, i, i, i+1))
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		path := r.URL.Path[strings.Index(r.URL.Path[1:], "/")+1:]
+		if path == "/containers/json" {
+			fmt.Fprint(w, "["+strings.Join(list, ",")+"]")
+			return
+		}
+		id, _ := strings.CutSuffix(strings.TrimPrefix(path, "/containers/"), "/json")
+		var i int
+		fmt.Sscanf(id, "c%d", &i)
+		g.mu.Lock()
+		g.inflight++
+		g.most = max(g.most, g.inflight)
+		if g.inflight == want {
+			select {
+			case <-g.full:
+			default:
+				close(g.full)
+			}
+		}
+		g.mu.Unlock()
+		defer func() { g.mu.Lock(); g.inflight--; g.mu.Unlock() }()
+		select {
+		case <-g.full:
+		case <-g.release:
+		case <-r.Context().Done():
+			return
+		}
+		fmt.Fprintf(w, `{"Id":%q,"Config":{"ExposedPorts":{"%d/tcp":{}}}}`, id, 1000+i)
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(g.release) })
+	c, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithVersion("1.41"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return g, &DockerAPI{API: c}
+}
+
+// TestEndpointsInspectsConcurrently: Endpoints inspected the containers
+// one at a time, so thousands of them on a slow dockerd took longer than
+// the check's 15 s, and containers/reachable failed with "cannot list
+// containers: … context deadline exceeded", probing none. It now
+// inspects MaxInspects at once (never more), and gives the endpoints in
+// the list's order, each with its own container's port.
+func TestEndpointsInspectsConcurrently(t *testing.T) {
+	const n = 5 * MaxInspects
+	g, d := newInspectGate(t, n, MaxInspects)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	ps, err := d.Endpoints(ctx, map[string]string{"lan": "lan"})
+	g.mu.Lock()
+	most := g.most
+	g.mu.Unlock()
+	if most != MaxInspects {
+		t.Errorf("at most %d inspections under way at once, want %d", most, MaxInspects)
+	}
+	if err != nil {
+		t.Fatalf("Endpoints: %v", err)
+	}
+	var want, got []string
+	for i := range n {
+		want = append(want, fmt.Sprintf("c%02d 10.0.0.%d:%d late=false", i, i+1, 1000+i))
+	}
+	for _, p := range ps {
+		got = append(got, fmt.Sprintf("%s %s late=%v", p.Container, netip.AddrPortFrom(p.IP, uint16(p.Port)), p.Late))
+	}
+	if diff := gocmp.Diff(want, got); diff != "" {
+		t.Errorf("endpoints (-want +got):\n%s", diff)
+	}
+}
+
+// TestEndpointsOutOfTime: when the check's time ended with containers
+// not yet inspected, the whole listing failed ("cannot list containers")
+// and no container was probed or counted. Those not inspected are now
+// endpoints not probed in time (Late), which containers/reachable counts
+// in its warning, beside the ones inspected.
+func TestEndpointsOutOfTime(t *testing.T) {
+	_, d := newInspectGate(t, 3, 99) // never full: no inspection answers
+	ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+	defer cancel()
+	ps, err := d.Endpoints(ctx, map[string]string{"lan": "lan"})
+	if err != nil {
+		t.Fatalf("Endpoints out of time: %v; want the endpoints not inspected marked late", err)
+	}
+	if len(ps) != 3 || !ps[0].Late || !ps[1].Late || !ps[2].Late {
+		t.Fatalf("endpoints %+v; want the 3, each late", ps)
+	}
+	rs := EvalContainers(ps, nil)
+	if len(rs) != 1 || rs[0].Status != Warn || !strings.Contains(rs[0].Message, "3 container address(es) not probed") {
+		t.Errorf("judged as %+v; want a warning counting 3 addresses not probed", rs)
+	}
+}
