@@ -503,21 +503,36 @@ func (c stuckCheck) Run(context.Context, Logf) []Result {
 // when an operator most needs the doctor) hung `underlay doctor` for
 // ever, and stopped the agent's reports, so its node looked dead. Past
 // its time (and a short grace) such a check is now a failed result, and
-// Run returns with every other check's.
+// Run returns with every other check's. The runner's times are cut short
+// here (the production ones: TestRunnerDefaults); the bound is the same.
 func TestRunReturnsWhenACheckHangs(t *testing.T) {
 	stuck := stuckCheck{release: make(chan struct{})}
 	t.Cleanup(func() { close(stuck.release) })
-	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-	defer cancel()
+	run := Runner{Timeout: 30 * time.Millisecond, Grace: 20 * time.Millisecond}
 	done := make(chan []Result, 1)
-	go func() { done <- Run(ctx, "n1", []Check{slowCheck{name: "a", st: OK}, stuck}, t.Logf) }()
+	// No deadline of its own: the runner's Timeout bounds the check.
+	go func() {
+		done <- run.Run(context.Background(), "n1", []Check{slowCheck{name: "a", st: OK}, stuck}, t.Logf)
+	}()
 	select {
 	case rs := <-done:
 		if len(rs) != 2 || rs[0].Status != OK || rs[1].Check != "stuck" || rs[1].Status != Fail || !strings.Contains(rs[1].Message, "did not finish") {
 			t.Errorf("results %+v, want a's and stuck's failure", rs)
 		}
-	case <-time.After(CheckGrace + 10*time.Second):
-		t.Fatalf("Run did not return %s after its context ended", CheckGrace+10*time.Second)
+	case <-time.After(10 * time.Second):
+		t.Fatalf("Run did not return in 10s, with a check's time of %s and a grace of %s", run.Timeout, run.Grace)
+	}
+}
+
+// TestRunnerDefaults: the tests cut the runner's and the identity
+// questions' times short; the zero values, which the doctor and the
+// agent use, keep the production ones.
+func TestRunnerDefaults(t *testing.T) {
+	if timeout, grace := (Runner{}).times(); timeout != 15*time.Second || grace != 2*time.Second {
+		t.Errorf("Runner{} bounds a check at %s with a grace of %s, want 15s and 2s", timeout, grace)
+	}
+	if d := (DockerAPI{}).identityTimeout(); d != 5*time.Second {
+		t.Errorf("DockerAPI{} bounds each identity question at %s, want 5s", d)
 	}
 }
 
@@ -563,7 +578,7 @@ func TestOneRunAtATime(t *testing.T) {
 	checks := oneRunAtATime([]Check{stuck})
 	for i := range 2 {
 		ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
-		rs := Run(ctx, "n1", checks, t.Logf)
+		rs := Runner{Grace: 10 * time.Millisecond}.Run(ctx, "n1", checks, t.Logf)
 		cancel()
 		if len(rs) != 1 || rs[0].Check != "stuck" || rs[0].Status != Fail {
 			t.Errorf("run %d: %+v, want stuck's failure", i, rs)

@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"io"
@@ -96,22 +97,44 @@ func DebugLogf(log *slog.Logger) Logf {
 	return func(format string, args ...any) { log.Debug(fmt.Sprintf(format, args...)) }
 }
 
+// Runner runs checks. Its zero value is the doctor's: tests shorten its
+// times to prove the bounds without waiting for the production ones.
+type Runner struct {
+	// Timeout bounds each check's Run; 0 means CheckTimeout.
+	Timeout time.Duration
+	// Grace is how long a check may go on past its time to return its
+	// own results; 0 means CheckGrace.
+	Grace time.Duration
+}
+
+// times is r's Timeout and Grace, the defaults in place of zeros.
+func (r Runner) times() (timeout, grace time.Duration) {
+	return cmp.Or(r.Timeout, CheckTimeout), cmp.Or(r.Grace, CheckGrace)
+}
+
+// Run runs every check in parallel and returns their results in the order
+// of checks, each stamped with node (Runner{}.Run).
+func Run(ctx context.Context, node string, checks []Check, logf Logf) []Result {
+	return Runner{}.Run(ctx, node, checks, logf)
+}
+
 // Run runs every check in parallel and returns their results in the order
 // of checks, each stamped with node.
-func Run(ctx context.Context, node string, checks []Check, logf Logf) []Result {
+func (r Runner) Run(ctx context.Context, node string, checks []Check, logf Logf) []Result {
 	if logf == nil {
 		logf = func(string, ...any) {}
 	}
+	timeout, grace := r.times()
 	out := make([][]Result, len(checks))
 	var wg sync.WaitGroup
 	for i, c := range checks {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cctx, cancel := context.WithTimeout(ctx, CheckTimeout)
+			cctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
 			start := time.Now()
-			rs := runBounded(cctx, c, logf)
+			rs := runBounded(cctx, c, grace, logf)
 			logf("check %s: %d result(s) in %s", c.Name(), len(rs), time.Since(start).Round(time.Millisecond))
 			if len(rs) == 0 {
 				rs = []Result{{Check: c.Name(), Status: OK, Message: "nothing to check"}}
@@ -148,10 +171,10 @@ func bounded(r Result) Result {
 	return r
 }
 
-// runBounded runs c until ctx ends and CheckGrace more: a check blocked
-// where no context reaches (netlink while a driver holds the kernel's
-// rtnl lock) is then a failed result, and left to return on its own.
-func runBounded(ctx context.Context, c Check, logf Logf) []Result {
+// runBounded runs c until ctx ends and grace more: a check blocked where
+// no context reaches (netlink while a driver holds the kernel's rtnl
+// lock) is then a failed result, and left to return on its own.
+func runBounded(ctx context.Context, c Check, grace time.Duration, logf Logf) []Result {
 	start := time.Now()
 	done := make(chan []Result, 1) // the one send never blocks, even once abandoned
 	go func() { done <- runCheck(ctx, c, logf) }()
@@ -163,7 +186,7 @@ func runBounded(ctx context.Context, c Check, logf Logf) []Result {
 	select {
 	case rs := <-done:
 		return rs
-	case <-time.After(CheckGrace):
+	case <-time.After(grace):
 		return []Result{{Check: c.Name(), Status: Fail,
 			Message: fmt.Sprintf("did not finish in %s (%v): something it reads (netlink, a file under /proc or /sys, Docker, Consul) does not answer",
 				time.Since(start).Round(time.Millisecond), ctx.Err())}}

@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -121,7 +122,17 @@ func (IPTables) ForwardRules(ctx context.Context) (string, error) {
 }
 
 // DockerAPI adapts a Docker client to Docker.
-type DockerAPI struct{ API *client.Client }
+type DockerAPI struct {
+	API *client.Client
+	// IdentityTimeout bounds each question NodeID and NodeName ask;
+	// 0 means IdentityTimeout.
+	IdentityTimeout time.Duration
+}
+
+// identityTimeout is d's IdentityTimeout, the default in place of 0.
+func (d DockerAPI) identityTimeout() time.Duration {
+	return cmp.Or(d.IdentityTimeout, IdentityTimeout)
+}
 
 // Facts implements Docker.
 func (d DockerAPI) Facts(ctx context.Context) (DockerFacts, error) {
@@ -501,7 +512,7 @@ func NodeID(ctx context.Context, d *DockerAPI) string {
 	if d == nil {
 		return ""
 	}
-	ctx, cancel := context.WithTimeout(ctx, IdentityTimeout)
+	ctx, cancel := context.WithTimeout(ctx, d.identityTimeout())
 	defer cancel()
 	info, err := d.API.Info(ctx)
 	if err != nil {
@@ -551,7 +562,7 @@ func NodeName(ctx context.Context, given string, d *DockerAPI) string {
 		return given
 	}
 	if d != nil {
-		ctx, cancel := context.WithTimeout(ctx, IdentityTimeout)
+		ctx, cancel := context.WithTimeout(ctx, d.identityTimeout())
 		defer cancel()
 		if n, err := d.Name(ctx); err == nil && n != "" {
 			return n
