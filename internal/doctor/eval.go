@@ -878,7 +878,8 @@ func EvalContainers(ps []Probe, err error) []Result {
 			}
 			rs = append(rs, Result{Check: check, Status: Fail,
 				Message: fmt.Sprintf("container %s at %s on %s unreachable from this host: %v", p.Container, netip.AddrPortFrom(p.IP, uint16(p.Port)), p.Network, p.Err),
-				Fix:     fmt.Sprintf("ip %s get %s   # must say dev %s; see the network/%s/shim and %s checks", route, p.IP, p.ShimLink, p.Network, checks)})
+				// The address is Docker's answer: one shell word whatever it holds.
+				Fix: fmt.Sprintf("ip %s get %s   # must say dev %s; see the network/%s/shim and %s checks", route, shellword.Quote(p.IP.String()), p.ShimLink, p.Network, checks)})
 		}
 	}
 	var lateRow []Result

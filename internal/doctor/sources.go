@@ -287,7 +287,9 @@ func (d DockerAPI) Endpoints(ctx context.Context, networks map[string]string) ([
 // endpointsOf lists c's endpoints on networks (Docker network name →
 // underlay network), both families: the host reaches its containers'
 // IPv6 addresses through the shim too. An IPv4-mapped address
-// (::ffff:a.b.c.d) is the IPv4 address it maps, given once.
+// (::ffff:a.b.c.d) is the IPv4 address it maps, given once. One with a
+// zone is none: no container's address has one, and a zone, any text,
+// names a host interface to dial through.
 func endpointsOf(c container.Summary, networks map[string]string) []Probe {
 	if c.NetworkSettings == nil {
 		return nil
@@ -300,7 +302,7 @@ func endpointsOf(c container.Summary, networks map[string]string) []Probe {
 		}
 		var seen netip.Addr
 		for _, a := range []string{ep.IPAddress, ep.GlobalIPv6Address} {
-			if ip, err := netip.ParseAddr(a); err == nil && ip.Unmap() != seen {
+			if ip, err := netip.ParseAddr(a); err == nil && ip.Zone() == "" && ip.Unmap() != seen {
 				seen = ip.Unmap()
 				mine = append(mine, Probe{Container: containerName(c.Names, c.ID), Network: under, IP: seen})
 			}

@@ -429,3 +429,24 @@ func TestEndpointsOutOfTime(t *testing.T) {
 		t.Errorf("judged as %+v; want a warning counting 3 addresses not probed", rs)
 	}
 }
+
+// TestEndpointsZonedAddress: an address with a zone from Docker
+// (fd00::1%x; …: no container's address has one, and a zone holds any
+// text) was probed through the host interface it names, and an
+// unreachable one's fix pasted the zone into the shell command it
+// offers (`ip -6 route get fd00::1%x; rm -rf / #`). Such an address is
+// now not a container's: not probed, and a probe's address is one
+// shell word in its fix whatever it holds.
+func TestEndpointsZonedAddress(t *testing.T) {
+	list := `[{"Id":"a","Names":["/a"],"NetworkSettings":{"Networks":{"lan":{"IPAddress":"10.0.0.5","GlobalIPv6Address":"fd00::5%x; rm -rf / #"}}}}]`
+	d := fakeDockerAPI(t, list, map[string]string{"a": `{"Config":{"ExposedPorts":{"80/tcp":{}}}}`})
+	ps, err := d.Endpoints(context.Background(), map[string]string{"lan": "lan"})
+	if err != nil || len(ps) != 1 || ps[0].IP != netip.MustParseAddr("10.0.0.5") {
+		t.Errorf("Endpoints = %+v, %v; want a's IPv4 address only", ps, err)
+	}
+	rs := EvalContainers([]Probe{{Container: "a", Network: "lan", IP: netip.MustParseAddr("fd00::5%x; rm -rf / #"), Port: 80,
+		Err: errors.New("no route to host"), ShimLink: "ul-lan"}}, nil)
+	if len(rs) != 1 || !strings.HasPrefix(rs[0].Fix, "ip -6 route get 'fd00::5%x; rm -rf / #'   #") {
+		t.Errorf("an unreachable zoned address's fix: %q; want the address as one shell word", rs[0].Fix)
+	}
+}
