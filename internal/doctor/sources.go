@@ -319,8 +319,10 @@ func (d DockerAPI) exposedPort(ctx context.Context, id string) (int, error) {
 	}
 	var ports []int
 	for p := range j.Config.ExposedPorts {
-		if p.Proto() == "tcp" {
-			ports = append(ports, p.Int())
+		// Int is 0 for what is no port number (a range, a word, past
+		// 65535): passed over, not taken as the first port.
+		if n := p.Int(); p.Proto() == "tcp" && n > 0 {
+			ports = append(ports, n)
 		}
 	}
 	if len(ports) == 0 {

@@ -450,3 +450,21 @@ func TestEndpointsZonedAddress(t *testing.T) {
 		t.Errorf("an unreachable zoned address's fix: %q; want the address as one shell word", rs[0].Fix)
 	}
 }
+
+// TestEndpointsBadExposedPort: an exposed port Docker's answer gives that
+// is no TCP port number (0, 70000, a range, a word) reads as port 0,
+// which sorted before the container's real one: the container counted
+// as exposing no TCP port, and was not probed. Such a port is now passed
+// over.
+func TestEndpointsBadExposedPort(t *testing.T) {
+	list := `[{"Id":"a","Names":["/a"],"NetworkSettings":{"Networks":{"lan":{"IPAddress":"10.0.0.5"}}}},
+		{"Id":"b","Names":["/b"],"NetworkSettings":{"Networks":{"lan":{"IPAddress":"10.0.0.6"}}}}]`
+	d := fakeDockerAPI(t, list, map[string]string{
+		"a": `{"Config":{"ExposedPorts":{"0/tcp":{},"70000/tcp":{},"8000-8100/tcp":{},"web/tcp":{},"443/tcp":{},"80/udp":{}}}}`,
+		"b": `{"Config":{"ExposedPorts":{"0/tcp":{},"-1/tcp":{}}}}`,
+	})
+	ps, err := d.Endpoints(context.Background(), map[string]string{"lan": "lan"})
+	if err != nil || len(ps) != 2 || ps[0].Port != 443 || ps[1].Port != 0 {
+		t.Errorf("Endpoints = %+v, %v; want a on 443, b with no port", ps, err)
+	}
+}
