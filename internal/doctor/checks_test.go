@@ -954,3 +954,28 @@ func TestWriteJSONEscapesControls(t *testing.T) {
 		t.Errorf("no results: %q (%v), want []", b.String(), err)
 	}
 }
+
+// namedCheck fails with a check name of its own.
+type namedCheck struct{ check string }
+
+func (namedCheck) Name() string { return "network" }
+func (c namedCheck) Run(context.Context, Logf) []Result {
+	return []Result{{Check: c.check, Status: Fail, Message: "spec cannot be read"}}
+}
+
+// TestRunBoundsCheckName: a result's check name holds what others wrote
+// (network/NAME/spec names a spec key read from Consul as written, any
+// length), and Run bounded the message and the fix but not it: a 100 KiB
+// key name was a 100 KiB table row, and as long a line in the agent's
+// "checks failing" warning. It is now cut to MaxCheckName bytes, its
+// start and its end (the aspect) kept around a mark, as valid UTF-8.
+func TestRunBoundsCheckName(t *testing.T) {
+	long := "network/" + strings.Repeat("é", 50<<10) + "/spec"
+	rs := Run(context.Background(), "n1", []Check{namedCheck{long}, namedCheck{"network/lan/spec"}}, t.Logf)
+	if got := rs[0].Check; len(got) > MaxCheckName || !utf8.ValidString(got) || !strings.HasPrefix(got, "network/é") || !strings.HasSuffix(got, "é/spec") || !strings.Contains(got, "…") {
+		t.Errorf("check name of %d bytes (%.60q…), want at most %d, valid UTF-8, cut in its middle", len(got), got, MaxCheckName)
+	}
+	if rs[1].Check != "network/lan/spec" {
+		t.Errorf("short check name %q changed", rs[1].Check)
+	}
+}

@@ -86,6 +86,10 @@ const CheckTimeout = 15 * time.Second
 // an agent publishes share one Consul key.
 const MaxText = 4 << 10
 
+// MaxCheckName bounds a result's check name, in bytes: it may quote
+// what others wrote (a spec key's network name).
+const MaxCheckName = 256
+
 // CheckGrace is how long Run waits, once a check's time is over, for it
 // to return its own results (which say what timed out).
 const CheckGrace = 2 * time.Second
@@ -155,8 +159,20 @@ func (r Runner) Run(ctx context.Context, node string, checks []Check, logf Logf)
 
 // bounded cuts r's message to MaxText bytes, saying how much more there
 // was, and leaves out a fix longer than that, saying so: cut short, it
-// would be another command.
+// would be another command. A check name past MaxCheckName keeps its
+// start and its end (the aspect), around a mark.
 func bounded(r Result) Result {
+	if len(r.Check) > MaxCheckName {
+		const mark, tail = "…", 64
+		head, end := MaxCheckName-tail-len(mark), len(r.Check)-tail
+		for head > 0 && !utf8.RuneStart(r.Check[head]) {
+			head--
+		}
+		for end < len(r.Check) && !utf8.RuneStart(r.Check[end]) {
+			end++
+		}
+		r.Check = r.Check[:head] + mark + r.Check[end:]
+	}
 	if len(r.Message) > MaxText {
 		cut := MaxText
 		for cut > 0 && !utf8.RuneStart(r.Message[cut]) {
