@@ -144,9 +144,10 @@ func rank(s Status) int {
 }
 
 // LoadReports reads every node's report, by node name: the name its key
-// gives. A report that cannot be read, or that names another node, is
-// that key's failed doctor/report check: one bad key hides no other
-// node's report, nor stands in for it. A period above MaxEvery is read as
+// gives. A report that cannot be read, that names another node, or that
+// counts a negative number of results, is that key's failed
+// doctor/report check: one bad key hides no other node's report or
+// failures, nor stands in for it. A period above MaxEvery is read as
 // MaxEvery, with a doctor/report warning naming the claim.
 func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
 	kvs, err := kv.List(ctx, KVPrefix)
@@ -163,6 +164,10 @@ func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
 			// Taken by its node, it would replace that node's own
 			// report on the dashboard.
 			r = badReport(p.Key, node, fmt.Sprintf("report %s names node %q: an agent publishes its own node's report under its name", p.Key, r.Node))
+		} else if negativeCounts(r) {
+			// Counted, it would take other nodes' failures off the
+			// dashboard's totals.
+			r = badReport(p.Key, node, fmt.Sprintf("report %s counts a negative number of results left out: no agent writes one", p.Key))
 		} else if r.Every > MaxEvery {
 			r.Results = append(r.Results, Result{Node: node, Check: "doctor/report", Status: Warn,
 				Message: fmt.Sprintf("report %s claims a period of %s, above the agents' maximum: read as %s", p.Key, r.Every, MaxEvery),
@@ -174,6 +179,13 @@ func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
 	}
 	slices.SortFunc(out, func(a, b Report) int { return strings.Compare(a.Node, b.Node) })
 	return out, nil
+}
+
+// negativeCounts says a count of results left out in r, its own or a
+// row's, is below zero.
+func negativeCounts(r Report) bool {
+	neg := func(o *Omitted) bool { return o != nil && (o.OK < 0 || o.Warn < 0 || o.Fail < 0) }
+	return neg(r.Omitted) || slices.ContainsFunc(r.Results, func(res Result) bool { return neg(res.Omitted) })
 }
 
 // badReport is a report that cannot be shown, as its key's failed check.

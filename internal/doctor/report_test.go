@@ -404,3 +404,30 @@ func TestRunPeriodicallyBoundsFailingLog(t *testing.T) {
 		t.Errorf("more=%q, want %s: the failed checks not named", got, want)
 	}
 }
+
+// TestLoadReportsRefusesNegativeCounts: a report's counts of results it
+// left out (its own, or a row's standing for others) were taken as
+// written: one negative count ("fail":-1000, which no agent writes) was
+// subtracted from the dashboard's cluster-wide failures, hiding other
+// nodes' failures. Such a report is now its key's failed doctor/report
+// check, naming the key, and counts nothing else.
+func TestLoadReportsRefusesNegativeCounts(t *testing.T) {
+	kv := &memKV{m: map[string][]byte{
+		KVPrefix + "node1": []byte(`{"node":"node1","at":"2026-03-01T12:00:00Z","results":[{"check":"x","status":"fail"}],"omitted":{"ok":0,"warn":0,"fail":-1000}}`),
+		KVPrefix + "node2": []byte(`{"node":"node2","at":"2026-03-01T12:00:00Z","results":[{"check":"y","status":"fail","omitted":{"ok":-5,"warn":0,"fail":3}}]}`),
+		KVPrefix + "node3": []byte(`{"node":"node3","at":"2026-03-01T12:00:00Z","results":[{"check":"z","status":"fail","omitted":{"ok":1,"warn":2,"fail":3}}],"omitted":{"ok":4,"warn":0,"fail":1}}`),
+	}}
+	rs, err := LoadReports(context.Background(), kv)
+	if err != nil || len(rs) != 3 {
+		t.Fatalf("LoadReports: %v, %v; want 3 reports", nodesOf(rs), err)
+	}
+	for _, r := range rs[:2] {
+		if res := r.Results; len(res) != 1 || res[0].Check != "doctor/report" || res[0].Status != Fail || r.Omitted != nil ||
+			!strings.Contains(res[0].Message, KVPrefix+r.Node) || !strings.Contains(res[0].Message, "negative") {
+			t.Errorf("%s's report read as %+v (omitted %+v); want its failed doctor/report check naming its key and the negative count", r.Node, res, r.Omitted)
+		}
+	}
+	if c := Counts(rs[2].Results); rs[2].Omitted == nil || c != (Omitted{OK: 1, Warn: 2, Fail: 3}) {
+		t.Errorf("node3's report read as %+v, counting %+v; want it as written", rs[2], c)
+	}
+}
