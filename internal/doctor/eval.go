@@ -560,8 +560,10 @@ func EvalFacts(n int, misfiled []netspec.MisfiledFacts, err error) []Result {
 func MisfiledResult(m netspec.MisfiledFacts) Result {
 	return Result{Check: "nodes/facts", Status: Warn,
 		Message: m.String() + "; no agent writes such a document (each writes its own identity's, naming it): it was written by hand, or copied",
-		Fix: shellword.KVDelete(m.Key) + fmt.Sprintf(" (swarm node %s's agent, while it runs, publishes its own facts again)",
-			strings.TrimPrefix(m.Key, netspec.NodesKVPrefix))}
+		// The identity is the key's, which anyone with an agent's token
+		// may write: one shell word, as the key is.
+		Fix: shellword.KVDelete(m.Key) + fmt.Sprintf(" (the agent of swarm node %s, while it runs, publishes its own facts again)",
+			shellword.Quote(strings.TrimPrefix(m.Key, netspec.NodesKVPrefix)))}
 }
 
 // HeldStartWarn is how long a container start may hold an address, kept

@@ -644,3 +644,19 @@ func TestEvalNetworkBadParentName(t *testing.T) {
 		t.Errorf("got %+v; want the parent check failing, naming it as not a valid interface name, with network rm", rs)
 	}
 }
+
+// TestMisfiledResultQuotesIdentity: the fix for a facts document filed
+// under another identity quoted its key but named the key's identity
+// again raw in its note: an identity holding a newline (a key anyone
+// with an agent's token may write) made the fix two lines, the second
+// one a command of the key's choosing ("touch /tmp/p #'s agent, …"). The
+// identity in the note is now one shell word too, and the fix one line.
+func TestMisfiledResultQuotesIdentity(t *testing.T) {
+	for _, id := range []string{"x\ntouch /tmp/p #", "x; touch /tmp/p #", "abc123"} {
+		r := MisfiledResult(netspec.MisfiledFacts{Key: netspec.NodesKVPrefix + id, Names: "other"})
+		cmd := shellword.KVDelete(netspec.NodesKVPrefix + id)
+		if strings.Contains(r.Fix, "\n") || !strings.HasPrefix(r.Fix, cmd+" ") || !strings.Contains(r.Fix[len(cmd):], " swarm node "+shellword.Quote(id)+", ") {
+			t.Errorf("identity %q: fix %q; want one line, %s then the identity as one shell word", id, r.Fix, cmd)
+		}
+	}
+}
