@@ -48,6 +48,11 @@ type Omitted struct {
 	Fail int `json:"fail"`
 }
 
+// MaxOmitted bounds each count of results left out that a report read
+// back may hold: far more than any node's checks give, and too few for
+// sums over the rows and nodes of a cluster to overflow.
+const MaxOmitted = 1 << 30
+
 // MaxReportBytes bounds a published report: Consul refuses a value above
 // 512 KiB (kv_max_value_size), and a report refused at every period
 // would leave the node looking dead. The rest is a margin.
@@ -145,9 +150,9 @@ func rank(s Status) int {
 
 // LoadReports reads every node's report, by node name: the name its key
 // gives. A report that cannot be read, that names another node, or that
-// counts a negative number of results, is that key's failed
-// doctor/report check: one bad key hides no other node's report or
-// failures, nor stands in for it. A period above MaxEvery is read as
+// counts a negative number of results left out (or above MaxOmitted), is
+// that key's failed doctor/report check: one bad key hides no other
+// node's report or failures, nor stands in for it. A period above MaxEvery is read as
 // MaxEvery, with a doctor/report warning naming the claim.
 func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
 	kvs, err := kv.List(ctx, KVPrefix)
@@ -164,10 +169,11 @@ func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
 			// Taken by its node, it would replace that node's own
 			// report on the dashboard.
 			r = badReport(p.Key, node, fmt.Sprintf("report %s names node %q: an agent publishes its own node's report under its name", p.Key, r.Node))
-		} else if negativeCounts(r) {
+		} else if impossibleCounts(r) {
 			// Counted, it would take other nodes' failures off the
-			// dashboard's totals.
-			r = badReport(p.Key, node, fmt.Sprintf("report %s counts a negative number of results left out: no agent writes one", p.Key))
+			// dashboard's totals (a negative count, or a sum that
+			// overflows).
+			r = badReport(p.Key, node, fmt.Sprintf("report %s counts a negative number of results left out, or more than %d: no agent writes one", p.Key, MaxOmitted))
 		} else if r.Every > MaxEvery {
 			r.Results = append(r.Results, Result{Node: node, Check: "doctor/report", Status: Warn,
 				Message: fmt.Sprintf("report %s claims a period of %s, above the agents' maximum: read as %s", p.Key, r.Every, MaxEvery),
@@ -181,11 +187,13 @@ func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
 	return out, nil
 }
 
-// negativeCounts says a count of results left out in r, its own or a
-// row's, is below zero.
-func negativeCounts(r Report) bool {
-	neg := func(o *Omitted) bool { return o != nil && (o.OK < 0 || o.Warn < 0 || o.Fail < 0) }
-	return neg(r.Omitted) || slices.ContainsFunc(r.Results, func(res Result) bool { return neg(res.Omitted) })
+// impossibleCounts says a count of results left out in r, its own or a
+// row's, is below zero or above MaxOmitted.
+func impossibleCounts(r Report) bool {
+	bad := func(o *Omitted) bool {
+		return o != nil && slices.ContainsFunc([]int{o.OK, o.Warn, o.Fail}, func(n int) bool { return n < 0 || n > MaxOmitted })
+	}
+	return bad(r.Omitted) || slices.ContainsFunc(r.Results, func(res Result) bool { return bad(res.Omitted) })
 }
 
 // badReport is a report that cannot be shown, as its key's failed check.

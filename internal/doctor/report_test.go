@@ -431,3 +431,24 @@ func TestLoadReportsRefusesNegativeCounts(t *testing.T) {
 		t.Errorf("node3's report read as %+v, counting %+v; want it as written", rs[2], c)
 	}
 }
+
+// TestLoadReportsRefusesImpossibleCounts: counts past any node's results
+// (two rows each standing for 2^62 failures) were taken as written, and
+// their sum overflowed to a negative count, as the dashboard's and
+// Counts' totals did: the same hiding of other nodes' failures as a
+// negative count. A count above MaxOmitted is now refused as a negative
+// one is.
+func TestLoadReportsRefusesImpossibleCounts(t *testing.T) {
+	kv := &memKV{m: map[string][]byte{
+		KVPrefix + "node1": []byte(`{"node":"node1","at":"2026-03-01T12:00:00Z","results":[` +
+			`{"check":"x","status":"fail","omitted":{"ok":0,"warn":0,"fail":4611686018427387904}},` +
+			`{"check":"y","status":"fail","omitted":{"ok":0,"warn":0,"fail":4611686018427387904}}]}`),
+	}}
+	rs, err := LoadReports(context.Background(), kv)
+	if err != nil || len(rs) != 1 {
+		t.Fatalf("LoadReports: %v, %v; want 1 report", nodesOf(rs), err)
+	}
+	if res := rs[0].Results; len(res) != 1 || res[0].Check != "doctor/report" || res[0].Status != Fail || !strings.Contains(res[0].Message, KVPrefix+"node1") {
+		t.Errorf("node1's report read as %+v, counting %+v; want its failed doctor/report check naming its key", res, Counts(res))
+	}
+}
