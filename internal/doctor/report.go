@@ -181,6 +181,11 @@ func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
 			r.Every = MaxEvery
 		}
 		r.Node = node
+		// As Run bounds them: a report in Consul may hold anything, and
+		// a bad one's result quotes its key.
+		for i := range r.Results {
+			r.Results[i] = bounded(r.Results[i])
+		}
 		out = append(out, r)
 	}
 	slices.SortFunc(out, func(a, b Report) int { return strings.Compare(a.Node, b.Node) })

@@ -452,3 +452,24 @@ func TestLoadReportsRefusesImpossibleCounts(t *testing.T) {
 		t.Errorf("node1's report read as %+v, counting %+v; want its failed doctor/report check naming its key", res, Counts(res))
 	}
 }
+
+// TestLoadReportsBoundsText: the agents bound each result they publish
+// (a message to MaxText, a check name to MaxCheckName), but a report in
+// Consul may hold anything up to Consul's 512 KiB, and LoadReports
+// passed a 300 KiB message or check name to the dashboard as one row.
+// Each result read back is now bounded as Run bounds them.
+func TestLoadReportsBoundsText(t *testing.T) {
+	long := strings.Repeat("x", 300<<10)
+	b, err := json.Marshal(Report{Node: "node1", Results: []Result{{Check: "network/" + long + "/spec", Status: Fail, Message: long, Fix: "rm " + long}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := LoadReports(context.Background(), &memKV{m: map[string][]byte{KVPrefix + "node1": b}})
+	if err != nil || len(rs) != 1 || len(rs[0].Results) != 1 {
+		t.Fatalf("LoadReports: %+v, %v", rs, err)
+	}
+	if r := rs[0].Results[0]; len(r.Check) > MaxCheckName || len(r.Message) > MaxText+100 || r.Fix != "" || r.Status != Fail {
+		t.Errorf("result read back with a check name of %d bytes, a message of %d and a fix of %d (status %s); want them bounded as Run bounds them",
+			len(r.Check), len(r.Message), len(r.Fix), r.Status)
+	}
+}
