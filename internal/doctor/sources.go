@@ -7,6 +7,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/http"
 	"net/netip"
@@ -295,7 +296,10 @@ func endpointsOf(c container.Summary, networks map[string]string) []Probe {
 		return nil
 	}
 	var mine []Probe
-	for netName, ep := range c.NetworkSettings.Networks {
+	// By name, not in the map's order: the rows stay in one order from
+	// run to run.
+	for _, netName := range slices.Sorted(maps.Keys(c.NetworkSettings.Networks)) {
+		ep := c.NetworkSettings.Networks[netName]
 		under, ok := networks[netName]
 		if !ok || ep == nil {
 			continue

@@ -468,3 +468,28 @@ func TestEndpointsBadExposedPort(t *testing.T) {
 		t.Errorf("Endpoints = %+v, %v; want a on 443, b with no port", ps, err)
 	}
 }
+
+// TestEndpointsOrderAcrossNetworks: a container's endpoints on several
+// underlay networks came in the order of Go's map of its networks,
+// different from one run to the next, and so did its rows (unreachable
+// addresses, the first MaxRows of them kept): the table, and the
+// report's rows, changed between runs with nothing else changed. They
+// now come by network name.
+func TestEndpointsOrderAcrossNetworks(t *testing.T) {
+	list := `[{"Id":"a","Names":["/a"],"NetworkSettings":{"Networks":{"net-c":{"IPAddress":"10.0.3.5"},"net-a":{"IPAddress":"10.0.1.5"},"net-b":{"IPAddress":"10.0.2.5"},"net-d":{"IPAddress":"10.0.4.5"}}}}]`
+	d := fakeDockerAPI(t, list, map[string]string{"a": `{"Config":{"ExposedPorts":{"80/tcp":{}}}}`})
+	nets := map[string]string{"net-a": "net-a", "net-b": "net-b", "net-c": "net-c", "net-d": "net-d"}
+	for i := range 20 {
+		ps, err := d.Endpoints(context.Background(), nets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var got []string
+		for _, p := range ps {
+			got = append(got, p.Network)
+		}
+		if diff := gocmp.Diff([]string{"net-a", "net-b", "net-c", "net-d"}, got); diff != "" {
+			t.Fatalf("run %d: networks (-want +got):\n%s", i, diff)
+		}
+	}
+}
