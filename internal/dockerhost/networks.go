@@ -141,6 +141,24 @@ func (n *Networks) ManagedConfigNetworks(ctx context.Context) ([]netagent.Config
 	return out, nil
 }
 
+// NetworksOnParent implements netagent.Docker. A network made from a
+// config-only one carries no parent of its own: the config-only one is
+// listed (macvlan and ipvlan are the drivers with a parent).
+func (n *Networks) NetworksOnParent(ctx context.Context, parent string) ([]string, error) {
+	list, err := n.api.NetworkList(ctx, network.ListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list networks: %w", err)
+	}
+	var out []string
+	for _, nw := range list {
+		// Not by driver: a config-only network's is "null".
+		if nw.Options["parent"] == parent {
+			out = append(out, nw.Name)
+		}
+	}
+	return out, nil
+}
+
 // IsLeader implements netagent.Swarm.
 func (n *Networks) IsLeader(ctx context.Context) (bool, error) {
 	info, err := n.api.Info(ctx)

@@ -28,6 +28,9 @@ type Docker interface {
 	// ManagedConfigNetworks lists the config-only networks here that bear
 	// underlay's labels (Network is set), whatever their names.
 	ManagedConfigNetworks(ctx context.Context) ([]ConfigNet, error)
+	// NetworksOnParent names the Docker networks here whose parent option
+	// is parent (macvlan and ipvlan, config-only ones included).
+	NetworksOnParent(ctx context.Context, parent string) ([]string, error)
 }
 
 // ConfigNet is the Docker network under a config-only network's name.
@@ -467,7 +470,19 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool, 
 		if r.RemoveParent == nil {
 			break
 		}
-		removed, err := r.RemoveParent(parent, name)
+		// A Docker network of an operator's on it: its containers'
+		// endpoints, in their own namespaces, are not seen by RemoveParent,
+		// and would go with the parent.
+		users, err := r.Docker.NetworksOnParent(ctx, parent)
+		if err != nil {
+			return fmt.Errorf("network %s: VLAN parent %s: %w", name, parent, err)
+		}
+		removed := false
+		if len(users) > 0 {
+			err = fmt.Errorf("VLAN parent %q, left in place: %w: Docker network %s", parent, hostnet.ErrParentInUse, strings.Join(users, ", "))
+		} else {
+			removed, err = r.RemoveParent(parent, name)
+		}
 		switch {
 		case errors.Is(err, hostnet.ErrParentInUse):
 			// Links it did not make hang off it: deleting it would take

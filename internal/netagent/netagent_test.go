@@ -31,6 +31,8 @@ type fakeHost struct {
 	managed []string
 	foreign []ConfigNet
 	wants   []hostnet.Want
+	// onParent are other Docker networks, by their parent option.
+	onParent map[string][]string
 }
 
 func (h *fakeHost) Ensure(w hostnet.Want) ([]hostnet.Repair, error) {
@@ -70,6 +72,9 @@ func (h *fakeHost) ManagedConfigNetworks(context.Context) ([]ConfigNet, error) {
 		out = append(out, ConfigNet{Exists: true, ID: name, Name: name, Network: n, ClusterIPAM: slices.Contains(h.cluster, n)})
 	}
 	return append(out, h.foreign...), nil
+}
+func (h *fakeHost) NetworksOnParent(_ context.Context, parent string) ([]string, error) {
+	return h.onParent[parent], nil
 }
 func (h *fakeHost) IsLeader(context.Context) (bool, error)       { return false, nil }
 func (h *fakeHost) ReadyNodes(context.Context) ([]string, error) { return nil, nil }
@@ -1036,5 +1041,36 @@ func TestOrphanParentRemoved(t *testing.T) {
 				t.Errorf("two syncs warned of the parent in use %d times, want %d:\n%s", n, len(want)/2, logs)
 			}
 		})
+	}
+}
+
+// TestParentUsedByADockerNetworkKept: an operator's own Docker macvlan
+// network on a VLAN parent underlay made for a network. Its containers'
+// endpoints are in their own namespaces, where the parent's check of the
+// host's links does not see them; removing the parent with the network
+// took them along.
+func TestParentUsedByADockerNetworkKept(t *testing.T) {
+	ctx := context.Background()
+	_, st := kvWithWeb(t)
+	host := &fakeHost{managed: []string{"gone"}, created: []string{"gone"}, onParent: map[string][]string{"eth1.40": {"ops"}}}
+	r := reconcilerOf(st, host, host, func(string, string) error { return nil })
+	logs := &bytes.Buffer{}
+	r.Log = slog.New(slog.NewTextHandler(logs, nil))
+	var asked []string
+	r.RemoveParent = func(parent, network string) (bool, error) {
+		asked = append(asked, parent+" of "+network)
+		return true, nil
+	}
+	r.Marked = func() (map[string]hostnet.Marks, error) {
+		return map[string]hostnet.Marks{"gone": {Parents: []string{"eth1.40", "eth3.7"}}}, nil
+	}
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"eth3.7 of gone"}; !slices.Equal(asked, want) {
+		t.Errorf("parents removed %q, want %q", asked, want)
+	}
+	if !strings.Contains(logs.String(), "Docker network ops") {
+		t.Errorf("no warning names the Docker network on the parent kept:\n%s", logs)
 	}
 }
