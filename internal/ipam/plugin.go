@@ -373,33 +373,49 @@ func writeErr(w http.ResponseWriter, err error) {
 // over, and a stale one is replaced. Stopping removes the socket only if
 // it is still this plugin's.
 func (pl *Plugin) Serve(ctx context.Context, socket string) error {
-	return serveSocket(ctx, socket, pl.Handler(), pl.log())
+	// Handler's last resort answers a second after the timeout.
+	return serveSocket(ctx, socket, pl.Handler(), pl.log(), pl.timeout()+time.Second)
 }
 
 // Serve serves the gate on socket until ctx ends, as Plugin.Serve does.
+// A request may wait at the gate for its whole timeout, the plugin's own
+// bound included.
 func (g *Gate) Serve(ctx context.Context, socket string) error {
-	return serveSocket(ctx, socket, g.Handler(), g.log)
+	return serveSocket(ctx, socket, g.Handler(), g.log, g.timeout)
 }
 
-func serveSocket(ctx context.Context, socket string, h http.Handler, log *slog.Logger) error {
+// serveSocket serves h on socket; held is how long a request may wait
+// before h answers it (see socketServer).
+func serveSocket(ctx context.Context, socket string, h http.Handler, log *slog.Logger, held time.Duration) error {
 	ln, ours, err := listenPrivate(socket)
 	if err != nil {
 		return err
 	}
 	log.Info("serving Docker's IPAM plugin protocol", "socket", socket)
-	return serveOn(ctx, ln, h, log, func() {
+	return serveOn(ctx, ln, socketServer(h, log, held), func() {
 		if fi, err := os.Lstat(socket); err == nil && os.SameFile(fi, ours) {
 			os.Remove(socket)
 		}
 	})
 }
 
-// serveOn serves h on ln until ctx ends or serving fails, then runs
+// socketServer is the server of h on the plugin's socket, bounded as
+// httpserve's servers are (an idle or slow client, or a huge header, holds
+// nothing for long), its messages going to log. Its read and write
+// deadlines count from a request's arrival, so they outlast held, how
+// long a request may wait before h reads its body and answers: otherwise
+// dockerd would get its connection closed instead of an answer.
+func socketServer(h http.Handler, log *slog.Logger, held time.Duration) *http.Server {
+	srv := httpserve.NewServer(h, log)
+	srv.ReadTimeout += held
+	srv.WriteTimeout += held
+	return srv
+}
+
+// serveOn serves srv on ln until ctx ends or serving fails, then runs
 // cleanup; it leaves nothing running behind either way (the agent retries
-// a failed Serve for as long as it runs). net/http's own messages go to
-// log.
-func serveOn(ctx context.Context, ln net.Listener, h http.Handler, log *slog.Logger, cleanup func()) error {
-	srv := &http.Server{Handler: h, ReadHeaderTimeout: 5 * time.Second, ErrorLog: httpserve.ErrorLog(log)}
+// a failed Serve for as long as it runs).
+func serveOn(ctx context.Context, ln net.Listener, srv *http.Server, cleanup func()) error {
 	done := make(chan struct{})
 	defer close(done)
 	go func() {

@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/underlay/underlay/internal/httpserve"
 	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
@@ -256,7 +257,7 @@ func TestFailedServeLeavesNoGoroutine(t *testing.T) {
 	defer ln.Close()
 	before := runtime.NumGoroutine()
 	for range 20 {
-		if err := serveOn(ctx, failingListener{ln}, pl.Handler(), pl.log(), func() {}); err == nil {
+		if err := serveOn(ctx, failingListener{ln}, socketServer(pl.Handler(), pl.log(), 0), func() {}); err == nil {
 			t.Fatal("serve on a broken listener succeeded")
 		}
 	}
@@ -613,7 +614,7 @@ func TestServeSocketLogsToSlog(t *testing.T) {
 	h := http.HandlerFunc(func(http.ResponseWriter, *http.Request) { panic("boom") })
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
-	go func() { errc <- serveSocket(ctx, socket, h, slog.New(recs).With("component", "ipam")) }()
+	go func() { errc <- serveSocket(ctx, socket, h, slog.New(recs).With("component", "ipam"), 0) }()
 	t.Cleanup(func() {
 		cancel()
 		if err := <-errc; err != nil {
@@ -631,5 +632,44 @@ func TestServeSocketLogsToSlog(t *testing.T) {
 	r := recs.Await(t, 5*time.Second, func(r slog.Record) bool { return strings.Contains(r.Message, "panic serving") })
 	if r.Level != slog.LevelError || !strings.Contains(r.Message, "boom") || testlog.Attr(r, "component") != "ipam" {
 		t.Errorf("panic logged as %s %q component=%q, want an error naming boom, component=ipam", r.Level, r.Message, testlog.Attr(r, "component"))
+	}
+}
+
+// TestServeSocketIsBounded: the plugin's own socket server had only a
+// header timeout: no idle timeout, no read or write timeout, and headers
+// up to net/http's default of 1 MiB, so any client of the socket could
+// hold connections and memory for as long as it liked. It is now bounded
+// as httpserve.NewServer's servers are, with the read and write timeouts
+// outlasting what a request may wait for (the gate's hold, the plugin's
+// timeout).
+func TestServeSocketIsBounded(t *testing.T) {
+	pl, _ := pluginFor(t, kvtest.New(), "n1")
+	socket := filepath.Join(privateDir(t), "underlay.sock")
+	_, errc := serveBG(t, pl, socket)
+	waitSocket(t, socket, errc)
+	client := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", socket)
+	}}}
+	req, _ := http.NewRequest("POST", "http://plugin/Plugin.Activate", strings.NewReader("{}"))
+	req.Header.Set("X-Big", strings.Repeat("x", 2*httpserve.MaxHeaderBytes))
+	resp, err := client.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestHeaderFieldsTooLarge {
+		t.Errorf("request with %d bytes of headers: %s, want 431", 2*httpserve.MaxHeaderBytes, resp.Status)
+	}
+
+	for _, held := range []time.Duration{0, 3 * time.Minute} {
+		srv := socketServer(http.NotFoundHandler(), slog.New(slog.DiscardHandler), held)
+		if srv.IdleTimeout != httpserve.IdleTimeout || srv.ReadHeaderTimeout != httpserve.ReadHeaderTimeout || srv.MaxHeaderBytes != httpserve.MaxHeaderBytes {
+			t.Errorf("held %s: idle %s, header timeout %s, header bytes %d; want httpserve's %s, %s, %d", held,
+				srv.IdleTimeout, srv.ReadHeaderTimeout, srv.MaxHeaderBytes, httpserve.IdleTimeout, httpserve.ReadHeaderTimeout, httpserve.MaxHeaderBytes)
+		}
+		if srv.ReadTimeout != httpserve.ReadTimeout+held || srv.WriteTimeout != httpserve.WriteTimeout+held {
+			t.Errorf("held %s: read timeout %s, write timeout %s; want httpserve's plus the hold: %s, %s", held,
+				srv.ReadTimeout, srv.WriteTimeout, httpserve.ReadTimeout+held, httpserve.WriteTimeout+held)
+		}
 	}
 }
