@@ -226,15 +226,18 @@ func (r releaseRequest) String() string {
 }
 
 func (pl *Plugin) requestAddress(ctx context.Context, r addressRequest) (any, error) {
-	e, err := pl.pool(ctx, r.PoolID)
-	if err != nil {
-		return nil, err
-	}
+	// The address first: a bad one is refused at once, for what it is,
+	// not after a wait for Consul.
 	var want netip.Addr
 	if r.Address != "" {
+		var err error
 		if want, err = netip.ParseAddr(r.Address); err != nil {
 			return nil, fmt.Errorf("address %q: not an IP address", r.Address)
 		}
+	}
+	e, err := pl.pool(ctx, r.PoolID)
+	if err != nil {
+		return nil, err
 	}
 	if r.Options[optRequestType] == gatewayType {
 		// Every node asks for the same gateway: it is shared, never
@@ -262,6 +265,10 @@ func (pl *Plugin) requestAddress(ctx context.Context, r addressRequest) (any, er
 }
 
 func (pl *Plugin) releaseAddress(ctx context.Context, r releaseRequest) (any, error) {
+	addr, err := releasedAddr(r.Address)
+	if err != nil {
+		return nil, err
+	}
 	e, err := pl.pool(ctx, r.PoolID)
 	if err != nil {
 		// Its spec is gone or refused now. Released from the pool it was
@@ -275,14 +282,6 @@ func (pl *Plugin) releaseAddress(ctx context.Context, r releaseRequest) (any, er
 		pl.log().Warn("releasing an address of a pool no longer served, from the pool as it was served", "pool", r.PoolID, "addr", r.Address, "err", err)
 		e = last
 	}
-	addr, err := netip.ParseAddr(r.Address)
-	if err != nil {
-		if p, perr := netip.ParsePrefix(r.Address); perr == nil {
-			addr, err = p.Addr(), nil
-		} else {
-			return nil, fmt.Errorf("address %q: not an IP address", r.Address)
-		}
-	}
 	if addr == e.gateway {
 		return struct{}{}, nil
 	}
@@ -295,6 +294,18 @@ func (pl *Plugin) releaseAddress(ctx context.Context, r releaseRequest) (any, er
 	}
 	pl.log().Info("address released", "pool", r.PoolID, "addr", addr)
 	return struct{}{}, nil
+}
+
+// releasedAddr reads a release's address: bare, or as the plugin hands
+// addresses out, with a prefix length.
+func releasedAddr(s string) (netip.Addr, error) {
+	if a, err := netip.ParseAddr(s); err == nil {
+		return a, nil
+	}
+	if p, err := netip.ParsePrefix(s); err == nil {
+		return p.Addr(), nil
+	}
+	return netip.Addr{}, fmt.Errorf("address %q: not an IP address", s)
 }
 
 // pool returns a pool to hand out addresses of as its spec stands now: as

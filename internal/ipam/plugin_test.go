@@ -673,3 +673,27 @@ func TestServeSocketIsBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestPluginRefusesABadAddressAtOnce: an address request or release whose
+// Address is no IP address was read only after its pool, so with Consul
+// out of reach it waited the whole timeout and was refused as Consul's
+// fault, the bad string (a newline in it too) copied raw into the Err
+// Docker shows. It is now refused at once for what it is, quoted.
+func TestPluginRefusesABadAddressAtOnce(t *testing.T) {
+	const bad = "10.90.0.200\nFAKE: line"
+	pl := &Plugin{Alloc: NewAllocator(stalledKV{}, "n1", nil), Pools: SpecPools{Store: netspec.NewStore(stalledKV{})}, Timeout: time.Hour}
+	for _, method := range []string{"IpamDriver.RequestAddress", "IpamDriver.ReleaseAddress"} {
+		t.Run(method, func(t *testing.T) {
+			rec := httptest.NewRecorder()
+			body, _ := json.Marshal(map[string]any{"PoolID": "lan/v4", "Address": bad})
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			pl.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "/"+method, bytes.NewReader(body)).WithContext(ctx))
+			var out map[string]string
+			json.Unmarshal(rec.Body.Bytes(), &out)
+			if rec.Code != http.StatusInternalServerError || !strings.Contains(out["Err"], `address "10.90.0.200\nFAKE: line": not an IP address`) || strings.Contains(out["Err"], "\n") {
+				t.Errorf("%s with Address %q: %d %q, want refused, naming it quoted as not an IP address", method, bad, rec.Code, out["Err"])
+			}
+		})
+	}
+}
