@@ -356,7 +356,7 @@ func reply[Req any](h func(context.Context, Req) (any, error)) http.HandlerFunc 
 		var req Req
 		// Bounded: the decoder holds a whole JSON value in memory.
 		body := http.MaxBytesReader(w, r.Body, maxBody)
-		if err := json.NewDecoder(body).Decode(&req); err != nil && !errors.Is(err, io.EOF) {
+		if err := decodeOne(body, &req); err != nil {
 			if tooLarge := (*http.MaxBytesError)(nil); errors.As(err, &tooLarge) {
 				err = fmt.Errorf("larger than %d bytes", tooLarge.Limit)
 			}
@@ -369,6 +369,31 @@ func reply[Req any](h func(context.Context, Req) (any, error)) http.HandlerFunc 
 			return
 		}
 		json.NewEncoder(w).Encode(resp)
+	}
+}
+
+// decodeOne decodes body, one JSON value or nothing (Docker's activation
+// sends no body), into v. Anything after the value is refused: a request
+// is acted on whole or not at all.
+func decodeOne(body io.Reader, v any) error {
+	dec := json.NewDecoder(body)
+	if err := dec.Decode(v); err != nil {
+		if errors.Is(err, io.EOF) {
+			return nil
+		}
+		return err
+	}
+	switch _, err := dec.Token(); {
+	case errors.Is(err, io.EOF):
+		return nil
+	case err == nil:
+		return errors.New("more than one JSON value")
+	default:
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			return err
+		}
+		return fmt.Errorf("after the JSON value: %w", err)
 	}
 }
 

@@ -697,3 +697,35 @@ func TestPluginRefusesABadAddressAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// TestPluginRefusesDataAfterTheRequest: a body holding more than one JSON
+// value was served as its first, the rest ignored: a release (or request)
+// spoilt in transit or written by a broken client acted on part of what
+// it said. Such a body is now refused, and nothing allocated or freed.
+func TestPluginRefusesDataAfterTheRequest(t *testing.T) {
+	kv := kvtest.New()
+	pl, call := pluginFor(t, kv, "n1")
+	if code, out := call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4", "Address": "10.90.0.200"}); code != 200 {
+		t.Fatalf("allocate: %d %v", code, out)
+	}
+	for _, c := range []struct{ method, body string }{
+		{"IpamDriver.ReleaseAddress", `{"PoolID":"lan/v4","Address":"10.90.0.200"} {"PoolID":"lan/v4","Address":"10.90.0.201"}`},
+		{"IpamDriver.ReleaseAddress", `{"PoolID":"lan/v4","Address":"10.90.0.200"}garbage`},
+		{"IpamDriver.RequestAddress", `{"PoolID":"lan/v4"}]`},
+	} {
+		rec := httptest.NewRecorder()
+		pl.Handler().ServeHTTP(rec, httptest.NewRequest("POST", "/"+c.method, strings.NewReader(c.body)))
+		var out map[string]string
+		json.Unmarshal(rec.Body.Bytes(), &out)
+		if rec.Code != http.StatusInternalServerError || !strings.Contains(out["Err"], "bad request body") {
+			t.Errorf("%s %s: %d %v, want refused as a bad request body", c.method, c.body, rec.Code, out)
+		}
+	}
+	all, err := Allocations(context.Background(), kv, PoolOf4(lanSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := all[netip.MustParseAddr("10.90.0.200")]; !ok || len(all) != 1 {
+		t.Errorf("allocations after the refused bodies: %v, want 10.90.0.200 alone", all)
+	}
+}
