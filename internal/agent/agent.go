@@ -245,16 +245,10 @@ func servePlugin(ctx context.Context, cfg IPAMConfig, gate *ipam.Gate, log *slog
 }
 
 // pluginServer is the server of the IPAM plugin on the socket systemd
-// passed. Its gate holds a request for up to the claim wait (minutes at
-// boot) before the plugin reads its body and answers: the server's read
-// and write deadlines, counted from the request's arrival, outlast it, or
-// dockerd would get its connection closed instead of an answer.
+// passed: its gate holds a request for up to the claim wait (minutes at
+// boot) before the plugin answers (see ipam.SocketServer).
 func pluginServer(cfg IPAMConfig, gate *ipam.Gate, log *slog.Logger) *http.Server {
-	held := cfg.claimWait()
-	srv := httpserve.NewServer(gate.Handler(), log.With("server", "ipam_plugin"))
-	srv.ReadTimeout += held
-	srv.WriteTimeout += held
-	return srv
+	return ipam.SocketServer(gate.Handler(), log.With("server", "ipam_plugin"), cfg.claimWait())
 }
 
 // serveStatus serves /healthz (503 while Docker or Consul is unreachable) and /metrics.

@@ -421,27 +421,27 @@ func (g *Gate) Serve(ctx context.Context, socket string) error {
 }
 
 // serveSocket serves h on socket; held is how long a request may wait
-// before h answers it (see socketServer).
+// before h answers it (see SocketServer).
 func serveSocket(ctx context.Context, socket string, h http.Handler, log *slog.Logger, held time.Duration) error {
 	ln, ours, err := listenPrivate(socket)
 	if err != nil {
 		return err
 	}
 	log.Info("serving Docker's IPAM plugin protocol", "socket", socket)
-	return serveOn(ctx, ln, socketServer(h, log, held), func() {
+	return serveOn(ctx, ln, SocketServer(h, log, held), func() {
 		if fi, err := os.Lstat(socket); err == nil && os.SameFile(fi, ours) {
 			os.Remove(socket)
 		}
 	})
 }
 
-// socketServer is the server of h on the plugin's socket, bounded as
+// SocketServer is the server of h on the plugin's socket, bounded as
 // httpserve's servers are (an idle or slow client, or a huge header, holds
 // nothing for long), its messages going to log. Its read and write
 // deadlines count from a request's arrival, so they outlast held, how
 // long a request may wait before h reads its body and answers: otherwise
 // dockerd would get its connection closed instead of an answer.
-func socketServer(h http.Handler, log *slog.Logger, held time.Duration) *http.Server {
+func SocketServer(h http.Handler, log *slog.Logger, held time.Duration) *http.Server {
 	srv := httpserve.NewServer(h, log)
 	srv.ReadTimeout += held
 	srv.WriteTimeout += held

@@ -257,7 +257,7 @@ func TestFailedServeLeavesNoGoroutine(t *testing.T) {
 	defer ln.Close()
 	before := runtime.NumGoroutine()
 	for range 20 {
-		if err := serveOn(ctx, failingListener{ln}, socketServer(pl.Handler(), pl.log(), 0), func() {}); err == nil {
+		if err := serveOn(ctx, failingListener{ln}, SocketServer(pl.Handler(), pl.log(), 0), func() {}); err == nil {
 			t.Fatal("serve on a broken listener succeeded")
 		}
 	}
@@ -662,7 +662,7 @@ func TestServeSocketIsBounded(t *testing.T) {
 	}
 
 	for _, held := range []time.Duration{0, 3 * time.Minute} {
-		srv := socketServer(http.NotFoundHandler(), slog.New(slog.DiscardHandler), held)
+		srv := SocketServer(http.NotFoundHandler(), slog.New(slog.DiscardHandler), held)
 		if srv.IdleTimeout != httpserve.IdleTimeout || srv.ReadHeaderTimeout != httpserve.ReadHeaderTimeout || srv.MaxHeaderBytes != httpserve.MaxHeaderBytes {
 			t.Errorf("held %s: idle %s, header timeout %s, header bytes %d; want httpserve's %s, %s, %d", held,
 				srv.IdleTimeout, srv.ReadHeaderTimeout, srv.MaxHeaderBytes, httpserve.IdleTimeout, httpserve.ReadHeaderTimeout, httpserve.MaxHeaderBytes)
