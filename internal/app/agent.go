@@ -198,6 +198,21 @@ func checkAgentFlags(f *agentFlags, ipamChanged bool) error {
 			return fmt.Errorf("--%s %s: must be positive", d.flag, d.v)
 		}
 	}
+	// Each of these reads Consul's KV or Docker's objects every period, on
+	// every node: a few nanoseconds (a unit left off) would do so without
+	// pause.
+	periods := []struct {
+		flag string
+		v    time.Duration
+	}{
+		{"resync", f.resync}, {"network-sync", f.networkSync}, {"ipam-sweep", f.ipamSweep},
+		{"task-metrics", f.taskMetrics}, {"doctor-interval", f.doctorInterval},
+	}
+	for _, d := range periods {
+		if d.v > 0 && d.v < minPeriod {
+			return fmt.Errorf("--%s %s: at least %s", d.flag, d.v, minPeriod)
+		}
+	}
 	orOff := []struct {
 		flag string
 		v    time.Duration
@@ -239,6 +254,10 @@ func checkAgentFlags(f *agentFlags, ipamChanged bool) error {
 	}
 	return nil
 }
+
+// minPeriod is the shortest period of the agent's loops (--resync,
+// --network-sync and the like) taken.
+const minPeriod = 100 * time.Millisecond
 
 // maxWorkers bounds --workers: far more than containers start at once.
 const maxWorkers = 4096

@@ -147,6 +147,13 @@ func TestAgentBadIntervals(t *testing.T) {
 		// Readers cap a report's period at the maximum (stale after twice
 		// it): a longer one would be read as shorter than it is.
 		{[]string{"--doctor-interval", "2h"}, "--doctor-interval 2h0m0s: at most 1h0m0s"},
+		// A few nanoseconds were taken: every node's agent then listed
+		// Consul's KV and Docker's objects without pause.
+		{[]string{"--network-sync", "5ns"}, "--network-sync 5ns: at least 100ms"},
+		{[]string{"--resync", "1µs"}, "--resync 1µs: at least 100ms"},
+		{[]string{"--ipam-sweep", "99ms"}, "--ipam-sweep 99ms: at least 100ms"},
+		{[]string{"--task-metrics", "1ns"}, "--task-metrics 1ns: at least 100ms"},
+		{[]string{"--doctor-interval", "10ms"}, "--doctor-interval 10ms: at least 100ms"},
 		{[]string{"--workers", "0"}, "--workers 0"},
 		{[]string{"--workers", "-4"}, "--workers -4"},
 		// Every worker is started at once: a stray digit or two ran the
