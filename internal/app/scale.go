@@ -191,12 +191,17 @@ func newScaleHistoryCommand(f *scaleFlags, streams IOStreams) *cobra.Command {
 	}
 }
 
-// checkServiceName refuses an empty SERVICE before any call: its path
-// would be /v1/underlay/services//…, which control answers with a
-// redirect that names nothing.
+// checkServiceName refuses an empty SERVICE, "." and ".." before any
+// call: its path would be /v1/underlay/services//… (or /./, /../), which
+// control answers with a redirect that names nothing.
 func checkServiceName(name string) error {
 	if strings.TrimSpace(name) == "" {
 		return fmt.Errorf("SERVICE %q: the service name is empty", name)
+	}
+	// Cleaned out of the path by control's HTTP server, which answers
+	// with a redirect naming neither; no swarm service is so named.
+	if name == "." || name == ".." {
+		return fmt.Errorf("SERVICE %q: not a service name (a path's %q segment, which control's HTTP server redirects)", name, name)
 	}
 	return nil
 }

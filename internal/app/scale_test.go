@@ -29,6 +29,33 @@ func TestScaleEmptyService(t *testing.T) {
 	}
 }
 
+// TestScaleDotService: SERVICE "." or ".." went into the call's path
+// (/v1/underlay/services/../scale), which control's HTTP server cleans
+// and answers with a redirect: the error named a redirect, not the name.
+// Such a name is now refused before any call, named.
+func TestScaleDotService(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		args []string
+	}{
+		{".", []string{"scale", ".", "up"}},
+		{"..", []string{"scale", "..", "--to", "3"}},
+		{"..", []string{"scale", "history", ".."}},
+	} {
+		args := tc.args
+		t.Run(strings.Join(args, " "), func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			var out, errOut bytes.Buffer
+			code := Run(ctx, append(args, "--addr", "127.0.0.1:1"), IOStreams{Out: &out, ErrOut: &errOut})
+			want := fmt.Sprintf("SERVICE %q: not a service name", tc.name)
+			if code == 0 || !strings.Contains(errOut.String(), want) {
+				t.Errorf("exit %d, stderr %q; want failure naming %q", code, errOut.String(), want)
+			}
+		})
+	}
+}
+
 // TestScaleHistoryQuotesRecords: scale history printed the records as
 // control kept them, and a record's source holds what an Alertmanager
 // webhook sent (the alert's name and fingerprint): a newline there forged
