@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/underlay/underlay/internal/scale"
 	"github.com/underlay/underlay/internal/secretfile"
@@ -121,8 +122,11 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 			var e struct {
 				Error string `json:"error"`
 			}
+			// Cut, as a body that is not JSON is: whatever answers at
+			// --addr writes it, up to the read's 16 MiB. Control's own
+			// errors (a chain of Docker's or Consul's) fit whole.
 			if json.Unmarshal(b, &e) == nil && e.Error != "" {
-				return fmt.Errorf("control at %s: %d: %s", base, code, e.Error)
+				return fmt.Errorf("control at %s: %d: %s", base, code, clip(e.Error, maxErrorAnswer))
 			}
 			return fmt.Errorf("control at %s: %d: %.200s", base, code, b)
 		}
@@ -131,6 +135,22 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 		}
 		return nil
 	}
+}
+
+// maxErrorAnswer bounds, in bytes, the error control's answer names that
+// goes into an error.
+const maxErrorAnswer = 4 << 10
+
+// clip is s cut to at most n bytes, on a character's boundary, marked "…"
+// when cut.
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return fmt.Sprintf("%s… (%d bytes in all)", s[:n], len(s))
 }
 
 // httpClient is the HTTP client of the calls: TLS from the CA, certificate

@@ -2,9 +2,12 @@ package client
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -138,5 +141,34 @@ func TestReadToken(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "chmod 600") || strings.Contains(logs.String(), "s3cret") {
 		t.Errorf("token file mode 0644: logged %q; want a warning naming chmod 600, never the token", logs.String())
+	}
+}
+
+// TestErrorAnswerBounded: a non-2xx answer's "error" field went into the
+// error whole, up to the 16 MiB read, while a body that is not JSON was
+// cut at 200 characters: a control (or anything at --addr) answering a
+// megabyte of error flooded the terminal. The field is now cut too, at
+// 4 KiB (control's own errors fit), marked with its length.
+func TestErrorAnswerBounded(t *testing.T) {
+	long := strings.Repeat("x", 1<<20)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		json.NewEncoder(w).Encode(map[string]string{"error": "bad " + long})
+	}))
+	t.Cleanup(srv.Close)
+	c, err := New(Config{Addr: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Services(context.Background())
+	if err == nil || !strings.Contains(err.Error(), ": 400: bad xxx") {
+		t.Fatalf("Services: %.300v; want control's 400 with its error", err)
+	}
+	if n := len(err.Error()); n > maxErrorAnswer+200 {
+		t.Errorf("Services: an error of %d bytes; want control's error cut as a body that is not JSON is", n)
+	}
+	if !strings.HasSuffix(err.Error(), fmt.Sprintf("… (%d bytes in all)", len("bad ")+len(long))) {
+		t.Errorf("Services: %.100q…; want the cut marked with the error's length", err.Error()[len(err.Error())-100:])
 	}
 }
