@@ -116,19 +116,25 @@ func (l *KVAlertLog) Run(ctx context.Context) error {
 func (l *KVAlertLog) prunePart(ctx context.Context, part int) {
 	pctx, cancel := context.WithTimeout(ctx, pruneTimeout)
 	defer cancel()
-	if err := l.prune(pctx, part, time.Now().Add(-l.retention)); err != nil && ctx.Err() == nil {
+	if err := l.prune(pctx, part, time.Now()); err != nil && ctx.Err() == nil {
 		l.log.Warn("old alert firings not pruned", "prefix", l.prefix, "part", fmt.Sprintf("%02x", part), "err", err)
 	}
 }
 
-// prune deletes the entries of one part of the log written before before.
-func (l *KVAlertLog) prune(ctx context.Context, part int, before time.Time) error {
+// prune deletes the entries of one part of the log written a retention
+// before now, or stamped too far after it (see pruneSet).
+func (l *KVAlertLog) prune(ctx context.Context, part int, now time.Time) error {
 	prefix := fmt.Sprintf("%s/%02x", l.prefix, part)
 	pairs, _, err := l.api.KV().List(prefix, (&api.QueryOptions{}).WithContext(ctx))
 	if err != nil {
 		return fmt.Errorf("list %s: %w", prefix, err)
 	}
-	expired, unreadable := pruneSet(pairs, before)
+	expired, ahead, unreadable := pruneSet(pairs, now.Add(-l.retention), now)
+	if len(ahead) > 0 {
+		l.log.Warn("alert firings stamped more than the allowed clock skew ahead of this clock: deleted, so that Alertmanager's re-sends of them scale again",
+			"prefix", l.prefix, "skew", maxAhead, "keys", someOf(ahead, maxNamed))
+	}
+	expired = append(expired, ahead...)
 	w := (&api.WriteOptions{}).WithContext(ctx)
 	for _, k := range expired {
 		if _, err := l.api.KV().Delete(k, w); err != nil {
@@ -153,19 +159,28 @@ func someOf(keys []string, n int) string {
 	return fmt.Sprintf("%s and %d more", strings.Join(keys[:n], ", "), len(keys)-n)
 }
 
+// maxAhead is how far after this clock an entry may be stamped and be
+// kept: another control's clock (a leader before) may be ahead of it.
+const maxAhead = 24 * time.Hour
+
 // pruneSet splits the entries under the prefix into those written before
-// before, to delete, and those that are no alert entry, to keep: deleting
-// what it cannot read would lose another writer's data.
-func pruneSet(pairs api.KVPairs, before time.Time) (expired, unreadable []string) {
+// before, to delete; those stamped more than maxAhead after now, to delete
+// with a warning, since they would never be past the retention and their
+// firings would count as seen for good; and those that are no alert entry,
+// to keep: deleting what it cannot read would lose another writer's data.
+func pruneSet(pairs api.KVPairs, before, now time.Time) (expired, ahead, unreadable []string) {
 	for _, p := range pairs {
 		var e alertEntry
 		if err := json.Unmarshal(p.Value, &e); err != nil || e.Time.IsZero() {
 			unreadable = append(unreadable, p.Key)
 			continue
 		}
-		if !e.Time.After(before) {
+		switch {
+		case !e.Time.After(before):
 			expired = append(expired, p.Key)
+		case e.Time.Sub(now) > maxAhead:
+			ahead = append(ahead, p.Key)
 		}
 	}
-	return expired, unreadable
+	return expired, ahead, unreadable
 }

@@ -27,9 +27,12 @@ func TestPruneSet(t *testing.T) {
 		{Key: "p/truncated", Value: []byte(`{"key":"c","serv`)},
 		{Key: "p/empty-object", Value: []byte(`{}`)},
 	}
-	expired, unreadable := pruneSet(pairs, before)
+	expired, ahead, unreadable := pruneSet(pairs, before, before.Add(DefaultAlertRetention))
 	if want := []string{"p/old"}; !slices.Equal(expired, want) {
 		t.Errorf("expired = %q, want %q", expired, want)
+	}
+	if len(ahead) > 0 {
+		t.Errorf("ahead = %q, want none", ahead)
 	}
 	if want := []string{"p/garbage", "p/truncated", "p/empty-object"}; !slices.Equal(unreadable, want) {
 		t.Errorf("unreadable = %q, want %q", unreadable, want)
@@ -94,6 +97,36 @@ func TestAlertLogWarnsThroughItsLogger(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), `"component":"alert_log"`) || !strings.Contains(logs.String(), stray) {
 		t.Errorf("the given logger has no warning naming %s:\n%s", stray, logs.String())
+	}
+}
+
+// TestAlertLogPrunesFarFuture: an entry stamped far in the future (a
+// clock set years ahead, or a hand-written value) was never past the
+// retention, so it stayed for good and its firing counted as seen forever:
+// Alertmanager's re-sends of it never scaled again. One more than a day
+// ahead of this clock is now deleted at its prune, with a warning naming
+// its key; one within that allowance of skew is kept.
+func TestAlertLogPrunesFarFuture(t *testing.T) {
+	f, c := newFakeKV(t)
+	var logs bytes.Buffer
+	l := NewKVAlertLog(c, "", 0, slog.New(slog.NewJSONHandler(&logs, nil)))
+	now := time.Now()
+	far, skewed := l.Key("far"), l.Key("skewed")
+	for key, at := range map[string]time.Time{far: time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), skewed: now.Add(time.Minute)} {
+		b, _ := json.Marshal(alertEntry{Key: key, Service: "web", Time: at})
+		f.put(key, b)
+	}
+	for part := range pruneParts {
+		l.prunePart(context.Background(), part)
+	}
+	if f.get(far) != nil {
+		t.Errorf("the entry stamped in 9999 was kept; want it deleted")
+	}
+	if f.get(skewed) == nil {
+		t.Errorf("the entry a minute ahead was deleted; want it kept (clock skew)")
+	}
+	if !strings.Contains(logs.String(), far) || strings.Contains(logs.String(), skewed) {
+		t.Errorf("warnings:\n%s\nwant one naming %s only", logs.String(), far)
 	}
 }
 
