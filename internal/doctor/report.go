@@ -9,6 +9,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unicode"
 
 	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/shellword"
@@ -180,6 +181,14 @@ func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
 				Fix:     shellword.KVDelete(p.Key) + fmt.Sprintf(" (its agent, with --doctor-interval at most %s, publishes its report again within its period)", MaxEvery)})
 			r.Every = MaxEvery
 		}
+		if !goodVersion(r.Version) {
+			// Shown as the node's agent version on the dashboard: any
+			// agent's token writes it.
+			r.Results = append(r.Results, Result{Node: node, Check: "doctor/report", Status: Warn,
+				Message: fmt.Sprintf("report %s gives an agent version of %d bytes, over %d or with a character that is not printable: not shown", p.Key, len(r.Version), MaxVersion),
+				Fix:     shellword.KVDelete(p.Key) + " (a node's agent publishes its report again within its period)"})
+			r.Version = ""
+		}
 		r.Node = node
 		// As Run bounds them: a report in Consul may hold anything, and
 		// a bad one's result quotes its key.
@@ -190,6 +199,16 @@ func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
 	}
 	slices.SortFunc(out, func(a, b Report) int { return strings.Compare(a.Node, b.Node) })
 	return out, nil
+}
+
+// MaxVersion bounds, in bytes, the agent version a report read back may
+// give: far more than any build's (a release, or git describe's).
+const MaxVersion = 128
+
+// goodVersion says v is an agent version a report may give: at most
+// MaxVersion bytes, every character printable.
+func goodVersion(v string) bool {
+	return len(v) <= MaxVersion && !strings.ContainsFunc(v, func(r rune) bool { return !unicode.IsGraphic(r) })
 }
 
 // impossibleCounts says a count of results left out in r, its own or a

@@ -473,3 +473,42 @@ func TestLoadReportsBoundsText(t *testing.T) {
 			len(r.Check), len(r.Message), len(r.Fix), r.Status)
 	}
 }
+
+// TestLoadReportsRefusesBadVersion: a report's version went to the
+// dashboard as written, any agent's token writing it: 300 KiB of it, or
+// an escape sequence, a newline or a right-to-left override, shown as
+// the node's agent version. Such a version is now left out, with a
+// doctor/report warning naming the key; an agent's own is kept.
+func TestLoadReportsRefusesBadVersion(t *testing.T) {
+	for _, tc := range []struct {
+		version string
+		keep    bool
+	}{
+		{"0.1.0", true},
+		{"0.1.0-3-gabcdef0-dirty", true},
+		{strings.Repeat("1", 300<<10), false},
+		{"0.1.0\x1b[2J", false},
+		{"0.1.0\nnode2 ok", false},
+		{"0.1.0\u202e", false},
+	} {
+		b, err := json.Marshal(Report{Node: "node1", Version: tc.version, Results: []Result{{Node: "node1", Check: "docker/daemon", Status: OK}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		rs, err := LoadReports(context.Background(), &memKV{m: map[string][]byte{KVPrefix + "node1": b}})
+		if err != nil || len(rs) != 1 {
+			t.Fatalf("LoadReports: %+v, %v", rs, err)
+		}
+		r := rs[0]
+		if tc.keep {
+			if r.Version != tc.version || len(r.Results) != 1 {
+				t.Errorf("version %q read back as %q with %+v; want it kept, with no warning", tc.version, r.Version, r.Results)
+			}
+			continue
+		}
+		if r.Version != "" || len(r.Results) != 2 || r.Results[1].Check != "doctor/report" || r.Results[1].Status != Warn ||
+			!strings.Contains(r.Results[1].Message, KVPrefix+"node1") || len(r.Results[1].Message) > 400 {
+			t.Errorf("version %.40q read back as %.40q with %.400v; want it left out, and a short doctor/report warning naming the key", tc.version, r.Version, r.Results)
+		}
+	}
+}
