@@ -221,6 +221,9 @@ func NewEndpoint(o Options) (Endpoint, error) {
 	if err != nil {
 		return Endpoint{}, fmt.Errorf("consul http client: %w", err)
 	}
+	// As the client's: a redirect to another host would take the request
+	// (and the TLS client certificate) there, and its answer for Consul's.
+	hc.CheckRedirect = sameHost
 	return Endpoint{Scheme: cfg.Scheme, Addr: cfg.Address, HTTP: hc}, nil
 }
 

@@ -493,3 +493,37 @@ func TestEndpointsOrderAcrossNetworks(t *testing.T) {
 		}
 	}
 }
+
+// TestConsulAPIDateNotRedirectedElsewhere: the clock-skew request went
+// out on the Consul endpoint's HTTP client, which followed a redirect to
+// any host (Consul's own client refuses them: consul.sameHost), so an
+// answer naming another host had the request sent there, with the TLS
+// client certificate of the Options offered, and the skew measured
+// against that host's clock. The redirect now fails the read, and the
+// other host sees no request.
+func TestConsulAPIDateNotRedirectedElsewhere(t *testing.T) {
+	var mu sync.Mutex
+	var got int
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got++
+		mu.Unlock()
+		w.Header().Set("Date", time.Now().Add(time.Hour).UTC().Format(http.TimeFormat))
+		fmt.Fprint(w, `"127.0.0.1:8300"`)
+	}))
+	t.Cleanup(elsewhere.Close)
+	agent := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, elsewhere.URL+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+	}))
+	t.Cleanup(agent.Close)
+	c := newConsulAPI(t, consul.Options{Addr: agent.URL, Token: "secret"})
+	_, _, err := c.date(context.Background(), strings.TrimPrefix(agent.URL, "http://"))
+	if err == nil || !strings.Contains(err.Error(), "redirect to "+elsewhere.URL) {
+		t.Errorf("a Date read redirected to %s gave %v; want it refused, naming where it led", elsewhere.URL, err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if got != 0 {
+		t.Errorf("the host redirected to got %d requests; want none", got)
+	}
+}
