@@ -270,6 +270,11 @@ type refusedSpec struct {
 // naming its problem and fix. --json lists them apart, under "refused".
 func writeNetworkList(streams IOStreams, l *netspec.Listing, asJSON bool) error {
 	refused := l.Refused()
+	// Left out of both forms: no command given for them would act on
+	// them, Consul's paths redirecting theirs.
+	for _, k := range l.Unlisted {
+		fmt.Fprintf(streams.ErrOut, "warning: %s\n", termtext.Cell(netspec.UnlistedProblem(k)))
+	}
 	var problems []refusedSpec
 	for _, name := range slices.Sorted(maps.Keys(refused)) {
 		problems = append(problems, refusedSpec{Name: name, Key: netspec.KVPrefix + name + "/spec",

@@ -163,6 +163,40 @@ func fakeConsulKV(t *testing.T, pairs map[string]string) *httptest.Server {
 	return srv
 }
 
+// TestNetworkListSkipsUnlistableNames: a hand-written spec key under the
+// network name "", "." or ".." (underlay/networks/../spec) was listed as
+// a network refused, with `consul kv delete -recurse underlay/networks/../`
+// for its fix: a delete whose path Consul's HTTP API redirects to
+// underlay/. Such a key is now left out of the table and of --json, with
+// a warning naming it on stderr, and no such fix.
+func TestNetworkListSkipsUnlistableNames(t *testing.T) {
+	keys := []string{"underlay/networks/../spec", "underlay/networks/./spec", "underlay/networks//spec"}
+	srv := fakeConsulKV(t, map[string]string{
+		"underlay/networks/good/spec": `{"name":"good","subnet":"10.1.0.0/24","gateway":"10.1.0.1","parent":"eth0","ipam":"per-node","per_node_size":64}`,
+		keys[0]:                       `{"name":"..","subnet":"10.2.0.0/24","gateway":"10.2.0.1","parent":"eth1","ipam":"per-node","per_node_size":64}`,
+		keys[1]:                       `{"name":`,
+		keys[2]:                       `{"name":"","subnet":"10.3.0.0/24","gateway":"10.3.0.1","parent":"eth2","ipam":"per-node","per_node_size":64}`,
+	})
+	for _, args := range [][]string{{"network", "ls"}, {"network", "ls", "--json"}} {
+		var out, errOut bytes.Buffer
+		code := Run(context.Background(), append(args, "--consul-addr", srv.URL), IOStreams{Out: &out, ErrOut: &errOut})
+		if code != 0 {
+			t.Fatalf("%s: exit %d: %s", args, code, errOut.String())
+		}
+		if strings.Contains(out.String(), `".."`) || strings.Contains(out.String(), "\n..") || strings.Count(out.String(), "good") != 1 {
+			t.Errorf("%s: listed %q; want good only", args, out.String())
+		}
+		for _, k := range keys {
+			if !strings.Contains(errOut.String(), "warning: "+k) {
+				t.Errorf("%s: stderr %q; want a warning naming %s", args, errOut.String(), k)
+			}
+		}
+		if strings.Contains(errOut.String(), "kv delete -recurse") {
+			t.Errorf("%s: stderr %q gives a delete through a redirected path", args, errOut.String())
+		}
+	}
+}
+
 // TestNetworkListShowsRefusedSpecs: ls shows the specs every agent
 // refuses for what they are. It left out a spec that cannot be read (to
 // which create's "already exists" refers), and listed one that fails

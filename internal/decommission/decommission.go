@@ -183,35 +183,24 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 	}
 
 	out := Removed{ID: f.ID, Node: f.Node, Ranges: map[string][]netip.Prefix{}, Addresses: map[string][]netip.Addr{}, Warnings: warnings}
-	specs, bad, err := st.ReadSpecs(ctx)
+	l, err := st.ReadListing(ctx)
 	if err != nil {
 		return out, err
 	}
-	// A network whose spec cannot be read keeps its ranges and reports by
-	// its name alone, and `network rm` of it waits for every report.
 	// A network named "", "." or ".." (a hand-written key) has its ranges
 	// and reports under keys no listing through Consul's HTTP paths
-	// reaches (they are redirected): it is named, not read.
-	unlisted := func(name string) bool {
-		if name != "" && name != "." && name != ".." {
-			return false
-		}
-		out.Warnings = append(out.Warnings, fmt.Sprintf("%s%s/spec names network %q, whose ranges and reports Consul's HTTP API cannot list: skipped (no underlay writes such a name)",
-			netspec.KVPrefix, name, name))
-		return true
+	// reaches (they are redirected): they are named, not read.
+	for _, k := range l.Unlisted {
+		out.Warnings = append(out.Warnings, netspec.UnlistedProblem(k))
 	}
-	for _, b := range bad {
-		if unlisted(b.Name) {
-			continue
-		}
+	// A network whose spec cannot be read keeps its ranges and reports by
+	// its name alone, and `network rm` of it waits for every report.
+	for _, b := range l.Bad {
 		if err := forgetOn(ctx, kv, st, b.Name, f.ID, &out); err != nil {
 			return out, err
 		}
 	}
-	for _, s := range specs {
-		if unlisted(s.Name) {
-			continue
-		}
+	for _, s := range l.Specs {
 		if err := forgetOn(ctx, kv, st, s.Name, f.ID, &out); err != nil {
 			return out, err
 		}

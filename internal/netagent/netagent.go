@@ -139,6 +139,10 @@ type Reconciler struct {
 	// name is back. Kept in memory only: after a restart the links
 	// underlay marked as the network's (see Marked) find it again.
 	unfinished map[string]ConfigNet
+	// unlisted are the keys of the last sync's listing under a network
+	// name whose keys Consul's paths redirect (netspec.Listing.Unlisted),
+	// each warned of once while it stays.
+	unlisted map[string]bool
 	// inUse are, by network, the VLAN parents made for it that were left
 	// in place at the last sync, in use (hostnet.ErrParentInUse): an
 	// orphan's marked parent finds it at every sync while it stays, and
@@ -159,6 +163,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		return err
 	}
 	specs, refused := l.Specs, l.Refused()
+	r.warnUnlisted(l.Unlisted)
 	for name, w := range r.reported {
 		if sum, ok := l.ReportSum(name, cmp.Or(r.ID, r.Node)); !ok || sum != w.sum {
 			delete(r.reported, name)
@@ -222,6 +227,19 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	maps.DeleteFunc(r.unfinished, func(name string, _ ConfigNet) bool { return !gone[name] })
 	maps.DeleteFunc(r.inUse, func(name string, _ []string) bool { return !gone[name] })
 	return errors.Join(errs...)
+}
+
+// warnUnlisted warns once of each key of keys (netspec.Listing.Unlisted):
+// nothing is done through them, a report there landing on another key.
+func (r *Reconciler) warnUnlisted(keys []string) {
+	seen := make(map[string]bool, len(keys))
+	for _, k := range keys {
+		seen[k] = true
+		if !r.unlisted[k] {
+			r.log().Warn("network key skipped: "+netspec.UnlistedProblem(k), "key", k)
+		}
+	}
+	r.unlisted = seen
 }
 
 // orphans are the cluster networks of the labelled config-only networks

@@ -1074,3 +1074,54 @@ func TestParentUsedByADockerNetworkKept(t *testing.T) {
 		t.Errorf("no warning names the Docker network on the parent kept:\n%s", logs)
 	}
 }
+
+// TestSyncSkipsUnlistableNetworkNames: a hand-written spec key whose
+// network name is "", "." or ".." (underlay/networks/../spec) names keys
+// Consul's HTTP paths redirect to others' (../nodes/ID is underlay/nodes/ID,
+// a node's facts). The agent refused it like any bad spec: it wrote its
+// report there at every sync (refused by the Consul client, warned of each
+// time), and logged `consul kv delete -recurse underlay/networks/../` as
+// the fix, a delete redirected to underlay/. Each such key is now skipped
+// with one warning naming it; no call goes to a key through it, and web
+// is realised as before.
+func TestSyncSkipsUnlistableNetworkNames(t *testing.T) {
+	ctx := context.Background()
+	kv, st := kvWithWeb(t)
+	keys := []string{netspec.KVPrefix + "../spec", netspec.KVPrefix + "./spec", netspec.KVPrefix + "/spec"}
+	kv.Put(ctx, keys[0], []byte(`{"name":"..","subnet":"10.20.0.0/24","gateway":"10.20.0.1","parent":"eth1","ipam":"per-node","per_node_size":16}`))
+	kv.Put(ctx, keys[1], []byte(`{"name":`))
+	kv.Put(ctx, keys[2], []byte(`{"name":"","deleting":true}`))
+	kv.Put(ctx, netspec.KVPrefix+"../nodes/id1", []byte(`{"id":"id1","node":"n1","state":"ready"}`))
+	var through []string
+	kv.Hook = func(call string, keys []string) error {
+		for _, k := range keys {
+			if k != netspec.KVPrefix && (strings.Contains(k, "/../") || strings.Contains(k, "/./") || strings.Contains(k, "//")) {
+				through = append(through, call+" "+k)
+			}
+		}
+		return nil
+	}
+	var logs bytes.Buffer
+	host := &fakeHost{}
+	r := reconcilerOf(st, host, host, nil)
+	r.Log = slog.New(slog.NewJSONHandler(&logs, nil))
+	for range 2 {
+		if err := r.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(through) > 0 {
+		t.Errorf("calls through the unlistable names: %q; want none", through)
+	}
+	if !slices.Equal(host.created, []string{"web"}) {
+		t.Errorf("networks created %v; want web's", host.created)
+	}
+	for _, k := range keys {
+		if n := strings.Count(logs.String(), `"key":"`+k+`"`); n != 1 {
+			t.Errorf("%d warnings naming %s; want one:\n%s", n, k, logs.String())
+		}
+	}
+	if strings.Contains(logs.String(), "kv delete -recurse") {
+		t.Errorf("a fix deleting through a redirected path was logged:\n%s", logs.String())
+	}
+}

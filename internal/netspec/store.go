@@ -183,6 +183,14 @@ type Listing struct {
 	// spec deleted by hand (network rm deletes the reports with it).
 	Orphans map[string][]string
 
+	// Unlisted are the keys under KVPrefix whose network name is "", "."
+	// or ".." (underlay/networks/../spec: written by hand, since no
+	// underlay gives such a name), sorted. Consul's HTTP paths redirect
+	// such a network's keys to others' (../nodes/ID is a node's facts), so
+	// they are in no other field: no reader acts on them, and each names
+	// them in a warning (see UnlistedProblem).
+	Unlisted []string
+
 	// reports are, by network name, the identities that have a state
 	// report under the network, each with the ReportSum of the value
 	// stored.
@@ -268,6 +276,10 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 	reports := map[string]map[string]uint64{}
 	for _, p := range kvs {
 		k := p.Key
+		if name, _, ok := strings.Cut(strings.TrimPrefix(k, KVPrefix), "/"); ok && Unlistable(name) {
+			l.Unlisted = append(l.Unlisted, k)
+			continue
+		}
 		if name, id, ok := strings.Cut(strings.TrimPrefix(k, KVPrefix), "/nodes/"); ok && id != "" && !strings.Contains(name, "/") && !strings.Contains(id, "/") {
 			if reports[name] == nil {
 				reports[name] = map[string]uint64{}
@@ -289,6 +301,7 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 		l.Specs = append(l.Specs, s)
 	}
 	sort.Slice(l.Specs, func(i, j int) bool { return l.Specs[i].Name < l.Specs[j].Name })
+	slices.Sort(l.Unlisted)
 	l.reports = reports
 	// By name: looked up once per network with reports, at every sync.
 	keyed := make(map[string]bool, len(l.Specs)+len(l.Bad))
@@ -313,6 +326,16 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 	}
 	st.mu.Unlock()
 	return l, nil
+}
+
+// Unlistable says name is a network name whose keys Consul's HTTP paths
+// redirect to other keys: "", "." or "..". No underlay gives one.
+func Unlistable(name string) bool { return name == "" || name == "." || name == ".." }
+
+// UnlistedProblem is the warning naming key, one of Listing.Unlisted.
+func UnlistedProblem(key string) string {
+	return fmt.Sprintf("%s is under a network name (\"\", \".\" or \"..\") no underlay writes, whose keys Consul's HTTP API redirects to other keys: skipped; "+
+		"remove it by a transaction naming it (PUT /v1/txn, verb delete), not `consul kv delete`, whose path is redirected", shellword.Quote(key))
 }
 
 // RemoveFix is the command that removes network name, for a spec the

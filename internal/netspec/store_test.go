@@ -430,12 +430,17 @@ func TestRemoveFix(t *testing.T) {
 	for name := range l.Refused() {
 		got[name] = netspec.RemoveFix(name)
 	}
+	// The empty name's keys are redirected by Consul's paths (the delete
+	// given for it was of underlay/networks/, every network): it is only
+	// named (Listing.Unlisted).
 	want := map[string]string{
 		"my net": `consul kv delete -recurse 'underlay/networks/my net/'`,
-		"":       `consul kv delete -recurse underlay/networks//`,
 	}
 	if !maps.Equal(got, want) {
 		t.Errorf("fixes %q, want %q", got, want)
+	}
+	if want := []string{netspec.KVPrefix + "/spec"}; !slices.Equal(l.Unlisted, want) {
+		t.Errorf("unlisted %q, want %q", l.Unlisted, want)
 	}
 	if _, err := st.Remove(ctx, nil, "my net", netspec.Removal{}); err == nil {
 		t.Error(`Remove("my net") passed; the fix would be rm`)
