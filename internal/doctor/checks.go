@@ -44,9 +44,9 @@ type Firewall interface {
 // Networks is the cluster's network specs and node reports (netspec.Store).
 type Networks interface {
 	Specs(ctx context.Context) ([]netspec.Spec, error)
-	// ReadSpecs is Specs and, apart, the spec documents that cannot be
-	// read.
-	ReadSpecs(ctx context.Context) ([]netspec.Spec, []netspec.BadSpec, error)
+	// ReadListing is Specs and, apart, the spec documents that cannot be
+	// read and the keys under names Consul's paths redirect.
+	ReadListing(ctx context.Context) (*netspec.Listing, error)
 	NodeStates(ctx context.Context, name string) ([]netspec.NodeState, error)
 	// ReadNodes lists the facts the nodes' agents published, and apart
 	// the documents filed under another identity than the one they name.
@@ -139,15 +139,18 @@ func (NetworksCheck) Name() string { return "network" }
 
 // Run implements Check.
 func (c NetworksCheck) Run(ctx context.Context, logf Logf) []Result {
-	facts, bad, err := c.gather(ctx)
+	facts, bad, unlisted, err := c.gather(ctx)
 	if err != nil {
 		return []Result{{Check: "network/specs", Status: Fail, Message: fmt.Sprintf("cannot read network specs from Consul: %v", err),
 			Fix: "consul members   # the Consul agent must be reachable (see consul/agent)"}}
 	}
-	if len(facts) == 0 && len(bad) == 0 {
-		return []Result{{Check: "network/specs", Status: OK, Message: "no underlay networks defined"}}
-	}
 	var rs []Result
+	for _, k := range unlisted {
+		rs = append(rs, Result{Check: "network/specs", Status: Warn, Message: netspec.UnlistedProblem(k)})
+	}
+	if len(facts) == 0 && len(bad) == 0 {
+		return append(rs, Result{Check: "network/specs", Status: OK, Message: "no underlay networks defined"})
+	}
 	for _, f := range facts {
 		rs = append(rs, EvalNetwork(f)...)
 	}
@@ -157,11 +160,12 @@ func (c NetworksCheck) Run(ctx context.Context, logf Logf) []Result {
 	return rs
 }
 
-func (c NetworksCheck) gather(ctx context.Context) ([]NetworkFacts, []netspec.BadSpec, error) {
-	specs, bad, err := c.Networks.ReadSpecs(ctx)
+func (c NetworksCheck) gather(ctx context.Context) (_ []NetworkFacts, _ []netspec.BadSpec, unlisted []string, _ error) {
+	l, err := c.Networks.ReadListing(ctx)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
+	specs, bad := l.Specs, l.Bad
 	vlan := vlanSupport(c.Files)
 	var out []NetworkFacts
 	for _, s := range specs {
@@ -171,7 +175,7 @@ func (c NetworksCheck) gather(ctx context.Context) ([]NetworkFacts, []netspec.Ba
 		f := NetworkFacts{Spec: s, VLANSupport: vlan}
 		states, err := c.Networks.NodeStates(ctx, s.Name)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		f.State = c.ownState(states)
 		w, _ := f.Want()
@@ -181,7 +185,7 @@ func (c NetworksCheck) gather(ctx context.Context) ([]NetworkFacts, []netspec.Ba
 		}
 		out = append(out, f)
 	}
-	return out, bad, nil
+	return out, bad, l.Unlisted, nil
 }
 
 // ownState picks this node's report among a network's: the one of its
