@@ -14,15 +14,20 @@ import (
 // cut at MaxEventMessage. They come from documents any agent may write,
 // or grow with the cluster, and every page load carries them. The server
 // diffs the whole snapshots, so that no event is lost or made up by the
-// cut; snap itself is not changed, nor the lists it shares.
-func limit(snap Snapshot) Snapshot {
-	snap.Problems, snap.ProblemsOmitted = limitProblems(snap.Problems)
+// cut; snap itself is not changed, nor the lists it shares. whole reports
+// that nothing was cut, so that snap's JSON is the page's too.
+func limit(snap Snapshot) (_ Snapshot, whole bool) {
+	whole = true
+	var cut bool
+	snap.Problems, snap.ProblemsOmitted, cut = limitProblems(snap.Problems)
+	whole = whole && !cut
 	snap.Nodes = slices.Clone(snap.Nodes)
 	for i, n := range snap.Nodes {
 		if n.Doctor != nil {
 			d := *n.Doctor
 			var omitted int
-			d.Problems, omitted = limitProblems(d.Problems)
+			d.Problems, omitted, cut = limitProblems(d.Problems)
+			whole = whole && !cut
 			d.ProblemsOmitted += omitted // past those the agent left out
 			snap.Nodes[i].Doctor = &d
 		}
@@ -30,23 +35,35 @@ func limit(snap Snapshot) Snapshot {
 	snap.Networks = slices.Clone(snap.Networks)
 	for i := range snap.Networks {
 		nw := &snap.Networks[i]
-		nw.Pool.Addresses, nw.Pool.Omitted = limitAddresses(nw.Pool.Addresses, MaxPoolAddresses)
+		nw.Pool.Addresses, nw.Pool.Omitted, cut = limitAddresses(nw.Pool.Addresses, MaxPoolAddresses)
+		whole = whole && !cut
 		if nw.IPv6Pool != nil {
 			p := *nw.IPv6Pool
-			p.Addresses, p.Omitted = limitAddresses(p.Addresses, MaxPool6Addresses)
+			p.Addresses, p.Omitted, cut = limitAddresses(p.Addresses, MaxPool6Addresses)
+			whole = whole && !cut
 			nw.IPv6Pool = &p
 		}
-		nw.Outside, nw.OutsideOmitted = limitAddresses(nw.Outside, MaxPool6Addresses)
+		nw.Outside, nw.OutsideOmitted, cut = limitAddresses(nw.Outside, MaxPool6Addresses)
+		whole = whole && !cut
 	}
-	return snap
+	return snap, whole
 }
 
-// limitProblems returns the first MaxProblems of ps, their texts cut, and
-// how many were left out. A fix too long to show whole is left out, with
-// a note: cut, it would be a command that does something else.
-func limitProblems(ps []DoctorResult) ([]DoctorResult, int) {
+// limitProblems returns the first MaxProblems of ps, their texts cut, how
+// many were left out, and whether the list differs from ps in any way (a
+// nil ps becomes empty); ps itself when it does not. A fix too long to
+// show whole is left out, with a note: cut, it would be a command that
+// does something else.
+func limitProblems(ps []DoctorResult) (_ []DoctorResult, omitted int, changed bool) {
+	fits := func(p DoctorResult) bool {
+		return len(p.Check) <= MaxEventMessage && len(p.Message) <= MaxEventMessage && len(p.Fix) <= MaxEventMessage
+	}
+	if ps != nil && len(ps) <= MaxProblems && !slices.ContainsFunc(ps, func(p DoctorResult) bool { return !fits(p) }) {
+		return ps, 0, false
+	}
 	n := min(len(ps), MaxProblems)
 	out := make([]DoctorResult, n)
+	changed = ps == nil || n < len(ps)
 	for i, p := range ps[:n] {
 		p.Check = cut(p.Check, MaxEventMessage)
 		if len(p.Fix) > MaxEventMessage {
@@ -54,9 +71,10 @@ func limitProblems(ps []DoctorResult) ([]DoctorResult, int) {
 			p.Message, p.Fix = cut(p.Message, MaxEventMessage-len(note))+note, ""
 		}
 		p.Message = cut(p.Message, MaxEventMessage)
+		changed = changed || p.Check != ps[i].Check || p.Message != ps[i].Message || p.Fix != ps[i].Fix
 		out[i] = p
 	}
-	return out, len(ps) - n
+	return out, len(ps) - n, changed
 }
 
 // attention ranks address states by how much they need it, as the page's
@@ -65,14 +83,19 @@ var attention = map[string]int{StateDuplicate: 6, StateLeaked: 5, StateTask: 4, 
 
 // limitAddresses returns as, in address order, cut to at most n
 // addresses, those of the states most in need of attention first, with
-// holders cut at MaxEventMessage, and how many were left out.
-func limitAddresses(as []PoolAddress, n int) ([]PoolAddress, int) {
+// holders cut at MaxEventMessage, how many were left out, and whether
+// anything was cut; as itself when nothing was.
+func limitAddresses(as []PoolAddress, n int) (_ []PoolAddress, omitted int, changed bool) {
+	if len(as) <= n && !slices.ContainsFunc(as, func(a PoolAddress) bool { return len(a.Holder) > MaxEventMessage }) {
+		return as, 0, false
+	}
 	out := slices.Clone(as)
 	for i := range out {
 		out[i].Holder = cut(out[i].Holder, MaxEventMessage)
+		changed = changed || out[i].Holder != as[i].Holder
 	}
 	if len(out) <= n {
-		return out, 0
+		return out, 0, changed
 	}
 	byIP := func(x, y PoolAddress) int { return inventory.CompareIP(x.IP, y.IP) }
 	slices.SortStableFunc(out, func(x, y PoolAddress) int {
@@ -80,5 +103,5 @@ func limitAddresses(as []PoolAddress, n int) ([]PoolAddress, int) {
 	})
 	out = out[:n:n]
 	slices.SortFunc(out, byIP)
-	return out, len(as) - n
+	return out, len(as) - n, true
 }

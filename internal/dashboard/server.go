@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"hash/maphash"
 	"html/template"
 	"log/slog"
 	"net/http"
@@ -101,7 +102,9 @@ type Server struct {
 	sessions *sessions
 	// instance tells this process's snapshots from an earlier one's.
 	instance string
-	kick     chan struct{}
+	// seed keys the snapshots' digests.
+	seed maphash.Seed
+	kick chan struct{}
 	// refreshes counts the rebuilds done.
 	refreshes atomic.Uint64
 	// refreshed is closed, and replaced, at the end of every rebuild.
@@ -114,11 +117,13 @@ type Server struct {
 	heard map[string]netspec.Heard
 
 	mu sync.Mutex // guards following fields
-	// snap is the latest snapshot, frame its stream frame and content its
-	// JSON without version and time, to tell a change.
-	snap    *Snapshot
-	frame   []byte
-	content []byte
+	// snap is the latest snapshot, frame its stream frame and digest the
+	// hash of its JSON without version, instance and time (under seed, a
+	// random key of the process: no agent can make a change collide), to
+	// tell a change.
+	snap   *Snapshot
+	frame  []byte
+	digest uint64
 	// builtAt is when the last rebuild read the sources: snap's time, or
 	// later when nothing changed since (snap is then kept as it was).
 	builtAt time.Time
@@ -173,7 +178,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, erro
 	id := sha256.Sum256(append([]byte("instance"), key...)) // not the key itself
 	s := &Server{
 		cfg: cfg, log: log, csrfKey: key, sessions: sessions, instance: hex.EncodeToString(id[:6]),
-		kick: make(chan struct{}, 1), subs: map[*subscriber]struct{}{}, samples: map[string][]ReplicaSample{},
+		seed: maphash.MakeSeed(), kick: make(chan struct{}, 1), subs: map[*subscriber]struct{}{}, samples: map[string][]ReplicaSample{},
 	}
 	idx, err := renderIndex(indexData{Version: cfg.Version, Auth: cfg.Tokens != nil, AuthReads: cfg.Tokens != nil && cfg.AuthReads})
 	if err != nil {
@@ -507,19 +512,33 @@ func ReplicaCounts(in Inputs) map[string]ReplicaSample {
 
 // publish makes snap the current snapshot when its content changed,
 // numbers it, diffs it against the previous one and sends both to every
-// stream.
+// stream. Its content is encoded once: a rebuild that changed nothing,
+// as most do, costs that encoding and keeps no copy of it. When limit
+// cuts nothing, that encoding is also the body the pages get.
 func (s *Server) publish(snap Snapshot) {
 	bare := snap
-	bare.Version, bare.GeneratedAt = 0, time.Time{}
-	content, err := json.Marshal(bare)
+	bare.Version, bare.Instance, bare.GeneratedAt = 0, "", time.Time{}
+	lim, whole := limit(snap)
+	h := maphash.Hash{}
+	h.SetSeed(s.seed)
+	var enc []byte
+	var err error
+	if whole {
+		if enc, err = json.Marshal(bare); err == nil {
+			h.Write(enc)
+		}
+	} else {
+		err = json.NewEncoder(&h).Encode(bare)
+	}
 	if err != nil {
 		s.log.Error("encode snapshot", "err", err)
 		return
 	}
+	digest := h.Sum64()
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.builtAt = snap.GeneratedAt
-	if bytes.Equal(content, s.content) {
+	if s.snap != nil && digest == s.digest {
 		return
 	}
 	s.version++
@@ -530,8 +549,12 @@ func (s *Server) publish(snap Snapshot) {
 		events[i].Seq = s.seq
 	}
 	s.events = lastN(append(s.events, events...), EventBacklog)
-	body, _ := json.Marshal(limit(snap))
-	s.snap, s.content, s.body, s.gz = &snap, content, body, nil
+	body, ok := withHeader(enc, snap)
+	if !ok {
+		lim.Version, lim.Instance = snap.Version, snap.Instance
+		body, _ = json.Marshal(lim)
+	}
+	s.snap, s.digest, s.body, s.gz = &snap, digest, body, nil
 	s.frame = sseFrame("snapshot", fmt.Sprint(snap.Version), body)
 	s.metrics.snapshots.Inc()
 	frames := [][]byte{s.frame}
@@ -555,6 +578,30 @@ func (s *Server) publish(snap Snapshot) {
 			}
 		}
 	}
+}
+
+// snapshotHeader is a snapshot's first fields, which its content leaves
+// out.
+type snapshotHeader struct {
+	Version     uint64    `json:"version"`
+	Instance    string    `json:"instance"`
+	GeneratedAt time.Time `json:"generated_at"`
+}
+
+// withHeader is bare, a snapshot's JSON with the header's fields zero,
+// with snap's header instead; false when bare is not such JSON (nil, or
+// Snapshot no longer begins with those fields).
+func withHeader(bare []byte, snap Snapshot) ([]byte, bool) {
+	zero, _ := json.Marshal(snapshotHeader{})
+	rest, ok := bytes.CutPrefix(bare, zero[:len(zero)-1]) // without its "}"
+	if !ok || len(rest) == 0 || rest[0] != ',' {
+		return nil, false
+	}
+	head, err := json.Marshal(snapshotHeader{Version: snap.Version, Instance: snap.Instance, GeneratedAt: snap.GeneratedAt})
+	if err != nil {
+		return nil, false
+	}
+	return append(head[:len(head)-1], rest...), true
 }
 
 // sseFrame formats one server-sent event; data is JSON, one line.

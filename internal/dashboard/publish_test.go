@@ -1,0 +1,98 @@
+package dashboard
+
+import (
+	"bytes"
+	"encoding/json"
+	"log/slog"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// benchPublish publishes in's snapshot, then measures each rebuild that
+// finds nothing changed (a dashboard's steady state: one every Refresh).
+func benchPublish(b *testing.B, in Inputs) {
+	s, err := New(Config{}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	snap := Build(in)
+	s.publish(snap)
+	b.ReportAllocs()
+	for b.Loop() {
+		snap.GeneratedAt = snap.GeneratedAt.Add(time.Second)
+		s.publish(snap)
+	}
+}
+
+// BenchmarkPublishUnchanged: a 20-node cluster running 2,000 tasks, no
+// list cut by limit.
+func BenchmarkPublishUnchanged(b *testing.B) {
+	benchPublish(b, synthetic(20, 2000, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), nil))
+}
+
+// BenchmarkPublishUnchangedCut: hugeInputs, whose lists limit cuts.
+func BenchmarkPublishUnchangedCut(b *testing.B) {
+	benchPublish(b, hugeInputs())
+}
+
+// BenchmarkPublishChanged: every rebuild finds a change (the same
+// cluster as BenchmarkPublishUnchanged), which is published.
+func BenchmarkPublishChanged(b *testing.B) {
+	s, err := New(Config{}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	snap := Build(synthetic(20, 2000, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), nil))
+	b.ReportAllocs()
+	for b.Loop() {
+		snap.GeneratedAt = snap.GeneratedAt.Add(time.Second)
+		snap.Control.Leading = !snap.Control.Leading
+		s.publish(snap)
+	}
+}
+
+// TestPublishedBody: the body pages get is the limited snapshot, with its
+// version, instance and time, whether publish spliced them into the
+// content's encoding (nothing cut) or encoded the limited snapshot.
+func TestPublishedBody(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	noProblems := Build(synthetic(3, 10, now, nil))
+	noProblems.Problems = nil // null in the content, [] on the page
+	for name, snap := range map[string]Snapshot{
+		"nothing cut": Build(synthetic(20, 2000, now, nil)),
+		"lists cut":   Build(hugeInputs()),
+		"nil list":    noProblems,
+	} {
+		t.Run(name, func(t *testing.T) {
+			s, err := New(Config{}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, whole := limit(snap); whole != (name == "nothing cut") {
+				t.Fatalf("limit says whole is %v", whole)
+			}
+			for i := range 2 {
+				snap.GeneratedAt = snap.GeneratedAt.Add(time.Second)
+				snap.Control.Leading = i == 0 // a change: published again
+				s.publish(snap)
+				want, _ := limit(snap)
+				want.Version, want.Instance = uint64(i+1), s.instance
+				wb, err := json.Marshal(want)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if got := s.Snapshot(); !bytes.Equal(got, wb) {
+					t.Fatalf("publish %d: body of %d bytes differs from the limited snapshot's %d:\n%.300s\nwant\n%.300s", i+1, len(got), len(wb), got, wb)
+				}
+			}
+			v := s.currentVersion()
+			snap.GeneratedAt = snap.GeneratedAt.Add(time.Second)
+			s.publish(snap)
+			if s.currentVersion() != v {
+				t.Errorf("a rebuild that changed nothing but the time was published as version %d", s.currentVersion())
+			}
+		})
+	}
+}
