@@ -222,19 +222,27 @@ func visible(t SwarmTask, now time.Time) bool {
 	return t.DesiredState == "running" || now.Sub(t.Since) < RecentlyEnded
 }
 
-// cards makes every card, by node host name; cards of no known node are
-// unplaced.
+// cards makes every card, by swarm node ID; cards of no known node are
+// unplaced. A card known by its node's name only (a Consul instance's)
+// goes to the first node of that name, by ID.
 func cards(in Inputs, ix *index) (map[string][]Task, []Task) {
 	byNode := map[string][]Task{}
 	unplaced := []Task{}
 	used := map[string]bool{} // Consul instance IDs matched to a card
-	known := map[string]bool{}
+	known, named := map[string]bool{}, map[string]string{}
 	for _, n := range in.Nodes {
-		known[n.Hostname] = true
+		known[n.ID] = true
+		if id, ok := named[n.Hostname]; !ok || n.ID < id {
+			named[n.Hostname] = n.ID
+		}
 	}
 	add := func(c Task) {
-		if known[c.Node] {
-			byNode[c.Node] = append(byNode[c.Node], c)
+		id := c.NodeID
+		if !known[id] {
+			id = named[c.Node]
+		}
+		if known[id] && c.Node != "" {
+			byNode[id] = append(byNode[id], c)
 		} else {
 			unplaced = append(unplaced, c)
 		}
@@ -293,6 +301,8 @@ func taskCard(t SwarmTask, now time.Time, ix *index) Task {
 	}
 	if t.NodeID == "" {
 		c.Node = ""
+	} else if ix.nodeName[t.NodeID] != "" {
+		c.NodeID = t.NodeID
 	}
 	for _, e := range ix.entries(t) {
 		c.Addresses = append(c.Addresses, Address{Network: e.Network, IP: e.IP, MAC: e.MAC})
@@ -415,25 +425,61 @@ func stateRank(s string) int {
 }
 
 func nodes(in Inputs, byNode map[string][]Task) []Node {
-	agents := map[string]AgentInput{}
+	listed := map[string]bool{}
+	for _, n := range in.Nodes {
+		listed[n.ID] = true
+	}
+	named := map[string][]AgentInput{}
 	for _, a := range in.Agents {
-		agents[a.Node] = a
+		named[a.Node] = append(named[a.Node], a)
 	}
 	out := make([]Node, 0, len(in.Nodes))
 	for _, n := range in.Nodes {
-		a := agents[n.Hostname]
+		a := agentOf(n, named[n.Hostname], listed)
 		node := Node{
 			ID: n.ID, Name: n.Hostname, Role: n.Role, Leader: n.Leader, State: n.State, Availability: n.Availability,
 			Addr: n.Addr, DockerVersion: n.EngineVersion, Message: n.Message,
-			Agent: agentHealth(a, in.Now), Doctor: doctorSummary(withWarnings(a.Doctor, a.Warnings)), Tasks: byNode[n.Hostname],
+			Agent: agentHealth(a, in.Now), Doctor: doctorSummary(withWarnings(a.Doctor, a.Warnings)), Tasks: byNode[n.ID],
 		}
 		if node.Tasks == nil {
 			node.Tasks = []Task{}
 		}
 		out = append(out, node)
 	}
-	slices.SortFunc(out, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
+	slices.SortFunc(out, func(a, b Node) int { return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID)) })
 	return out
+}
+
+// agentOf is the agent of swarm node n among agents, those of its name:
+// the one whose facts name n's ID; else the newest whose facts name no
+// swarm node listed (an older agent's, naming none, or a former
+// identity's), so that a node of a name another node's agent uses is not
+// taken for that one's. With none, it has no heartbeat, and the name's
+// doctor report and warnings.
+func agentOf(n SwarmNode, agents []AgentInput, listed map[string]bool) AgentInput {
+	var found, named bool
+	out := AgentInput{Node: n.Hostname}
+	for _, a := range agents {
+		switch {
+		case a.ID != "" && a.ID == n.ID:
+			return a
+		case listed[a.ID]:
+			if !found && !named {
+				out, named = AgentInput{Node: a.Node, Doctor: a.Doctor, Warnings: a.Warnings}, true
+			}
+		case !found || agentLatest(a).After(agentLatest(out)):
+			out, found = a, true
+		}
+	}
+	return out
+}
+
+// agentLatest is when a's agent last reported, by its own clock.
+func agentLatest(a AgentInput) time.Time {
+	if a.Doctor != nil && a.Doctor.At.After(a.FactsAt) {
+		return a.Doctor.At
+	}
+	return a.FactsAt
 }
 
 // withWarnings is report r with the warnings ws among its results, each

@@ -97,34 +97,55 @@ func (d *differ) sources(old, cur []SourceError) {
 func (d *differ) nodes(old, cur []Node) {
 	was := map[string]Node{}
 	for _, n := range old {
-		was[n.Name] = n
+		was[n.ID] = n
 	}
+	label := nodeLabels(old, cur)
 	seen := map[string]bool{}
 	for _, n := range cur {
-		seen[n.Name] = true
-		o, ok := was[n.Name]
+		seen[n.ID] = true
+		name := label(n)
+		o, ok := was[n.ID]
 		if !ok {
-			d.add(Event{Kind: EventNode, Node: n.Name, Message: fmt.Sprintf("node %s joined the swarm (%s, %s)", n.Name, n.Role, n.State)})
+			d.add(Event{Kind: EventNode, Node: n.Name, Message: fmt.Sprintf("node %s joined the swarm (%s, %s)", name, n.Role, n.State)})
 			continue
 		}
 		if o.State != n.State || o.Availability != n.Availability || o.Role != n.Role {
-			d.add(Event{Kind: EventNode, Node: n.Name, Message: fmt.Sprintf("node %s: %s → %s", n.Name, nodeDesc(o), nodeDesc(n))})
+			d.add(Event{Kind: EventNode, Node: n.Name, Message: fmt.Sprintf("node %s: %s → %s", name, nodeDesc(o), nodeDesc(n))})
 		}
 		if o.Agent.State != n.Agent.State {
-			d.add(Event{Kind: EventNode, Node: n.Name, Message: fmt.Sprintf("node %s: underlay agent %s → %s", n.Name, o.Agent.State, n.Agent.State)})
+			d.add(Event{Kind: EventNode, Node: n.Name, Message: fmt.Sprintf("node %s: underlay agent %s → %s", name, o.Agent.State, n.Agent.State)})
 		}
-		d.doctor(n.Name, o.Doctor, n.Doctor)
+		d.doctor(n.Name, name, o.Doctor, n.Doctor)
 	}
 	for _, n := range old {
-		if !seen[n.Name] {
-			d.add(Event{Kind: EventNode, Node: n.Name, Message: fmt.Sprintf("node %s left the swarm", n.Name)})
+		if !seen[n.ID] {
+			d.add(Event{Kind: EventNode, Node: n.Name, Message: fmt.Sprintf("node %s left the swarm", label(n))})
 		}
 	}
 }
 
+// nodeLabels names a node in events: by its name, and its swarm node ID
+// too when another node of old or cur has the same name.
+func nodeLabels(old, cur []Node) func(Node) string {
+	ids := map[string]map[string]bool{}
+	for _, n := range slices.Concat(old, cur) {
+		if ids[n.Name] == nil {
+			ids[n.Name] = map[string]bool{}
+		}
+		ids[n.Name][n.ID] = true
+	}
+	return func(n Node) string {
+		if len(ids[n.Name]) > 1 {
+			return n.Name + " (swarm node " + n.ID + ")"
+		}
+		return n.Name
+	}
+}
+
 // doctor reports checks that started or stopped failing or warning on
-// node; none stopped when its report is gone.
-func (d *differ) doctor(node string, old, cur *Doctor) {
+// node, named label in the messages; none stopped when its report is
+// gone.
+func (d *differ) doctor(node, label string, old, cur *Doctor) {
 	if cur == nil {
 		return
 	}
@@ -132,7 +153,7 @@ func (d *differ) doctor(node string, old, cur *Doctor) {
 	if old != nil {
 		was = old.Problems
 	}
-	d.problems("doctor on "+node, node, was, cur.Problems)
+	d.problems("doctor on "+label, node, was, cur.Problems)
 }
 
 // problems reports the problems that are new or changed in cur, and those

@@ -9,8 +9,9 @@ import (
 // hearAgents sets each agent's HeardAt: when the dashboard's clock first
 // saw the stamp of its latest report, facts or doctor (netspec.Hear: an
 // agent whose clock is behind would otherwise read as stale while it
-// reports, and a dead one whose clock was ahead as up for as long). prev is
-// what the last refresh heard; it returns what this one heard.
+// reports, and a dead one whose clock was ahead as up for as long), by
+// node name and swarm node ID: two hosts' agents may use one name. prev
+// is what the last refresh heard; it returns what this one heard.
 func hearAgents(agents []AgentInput, prev map[string]netspec.Heard, now time.Time) map[string]netspec.Heard {
 	next := make(map[string]netspec.Heard, len(agents))
 	for i := range agents {
@@ -22,9 +23,10 @@ func hearAgents(agents []AgentInput, prev map[string]netspec.Heard, now time.Tim
 		if latest.IsZero() {
 			continue // never reported: absent
 		}
-		was, seen := prev[a.Node]
+		key := a.Node + "\x00" + a.ID
+		was, seen := prev[key]
 		h := netspec.Hear(was, seen, latest, now)
-		next[a.Node] = h
+		next[key] = h
 		a.HeardAt = h.At
 	}
 	return next

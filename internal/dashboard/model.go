@@ -136,7 +136,10 @@ type Task struct {
 	ServiceID string `json:"service_id,omitempty"`
 	Slot      int    `json:"slot,omitempty"`
 	Node      string `json:"node"`
-	Image     string `json:"image,omitempty"`
+	// NodeID is the swarm node ID of a task's node: two nodes may have
+	// one name.
+	NodeID string `json:"node_id,omitempty"`
+	Image  string `json:"image,omitempty"`
 	// State is Swarm's (running, failed, …); for a Consul-only card, the
 	// task's last state known, or "unknown".
 	State        string    `json:"state"`

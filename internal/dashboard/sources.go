@@ -159,6 +159,10 @@ type NetworkInput struct {
 // AgentInput is what one node's agent published about its node.
 type AgentInput struct {
 	Node string
+	// ID is the swarm node ID its facts name (empty: an older agent's,
+	// naming none): two hosts' agents may use one node name, each then
+	// its own AgentInput, sharing the name's doctor report and warnings.
+	ID string
 	// FactsAt is when the agent last published its node facts (the newest
 	// of the node's, when several identities' name it); zero when it never
 	// did.

@@ -104,28 +104,37 @@ func (s *Store) Inventory(ctx context.Context, facts []netspec.NodeFacts) ([]inv
 }
 
 // Agents implements dashboard.Store: node facts and doctor reports, by
-// node. When the facts of several identities name one node, the newest
-// are its agent's heartbeat, and each other a nodes/facts warning of the
-// node (duplicateResult). A misfiled facts document is the nodes/facts warning of the node
-// it is listed as (doctor.MisfiledResult), whose heartbeat it is taken
-// for; Build shows it among that node's doctor problems, once even when
-// its report has it too (every agent's doctor reports it), or among the
-// cluster's when the page has no column for the node (a document naming
-// no node).
+// node, one AgentInput for each identity whose facts name the node (two
+// hosts' agents may use one name: Build tells them apart by swarm node
+// ID), each with the name's doctor report and warnings. When the facts
+// of several identities name one node, each but the newest is a
+// nodes/facts warning of the node (duplicateResult). A misfiled facts
+// document is the nodes/facts warning of the node it is listed as
+// (doctor.MisfiledResult); Build shows it among that node's doctor
+// problems, once even when its report has it too (every agent's doctor
+// reports it), or among the cluster's when the page has no column for
+// the node (a document naming no node).
 func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled []netspec.MisfiledFacts) ([]dashboard.AgentInput, error) {
 	reports, err := doctor.LoadReports(ctx, s.kv)
 	if err != nil {
 		return nil, err
 	}
-	by := map[string]*dashboard.AgentInput{}
+	// node is what a node name gathers: its identities' facts, its
+	// doctor report and its warnings.
+	type node struct {
+		facts    []netspec.NodeFacts
+		doctor   *dashboard.DoctorReport
+		warnings []dashboard.DoctorResult
+	}
+	by := map[string]*node{}
 	var order []string
-	get := func(node string) *dashboard.AgentInput {
-		if a, ok := by[node]; ok {
+	get := func(name string) *node {
+		if a, ok := by[name]; ok {
 			return a
 		}
-		a := &dashboard.AgentInput{Node: node}
-		by[node] = a
-		order = append(order, node)
+		a := &node{}
+		by[name] = a
+		order = append(order, name)
 		return a
 	}
 	// In one order whatever the caller's, so are the warnings.
@@ -135,11 +144,10 @@ func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled 
 	newest := newestFacts(facts)
 	for i, f := range facts {
 		a := get(f.Node)
+		a.facts = append(a.facts, f)
 		if live := newest[f.Node]; i != live {
-			a.Warnings = append(a.Warnings, duplicateResult(facts[live], f))
-			continue
+			a.warnings = append(a.warnings, duplicateResult(facts[live], f))
 		}
-		a.FactsAt = f.UpdatedAt
 	}
 	for _, r := range reports {
 		d := &dashboard.DoctorReport{At: r.At, Every: r.Every, Version: r.Version}
@@ -149,7 +157,7 @@ func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled 
 		for _, res := range r.Results {
 			d.Results = append(d.Results, result(res))
 		}
-		get(r.Node).Doctor = d
+		get(r.Node).doctor = d
 	}
 	nameOf := make(map[string]string, len(facts))
 	for _, f := range facts {
@@ -157,11 +165,17 @@ func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled 
 	}
 	for _, m := range misfiled {
 		a := get(nameOf[strings.TrimPrefix(m.Key, netspec.NodesKVPrefix)])
-		a.Warnings = append(a.Warnings, result(doctor.MisfiledResult(m)))
+		a.warnings = append(a.warnings, result(doctor.MisfiledResult(m)))
 	}
 	out := make([]dashboard.AgentInput, 0, len(order))
-	for _, n := range order {
-		out = append(out, *by[n])
+	for _, name := range order {
+		n := by[name]
+		if len(n.facts) == 0 {
+			out = append(out, dashboard.AgentInput{Node: name, Doctor: n.doctor, Warnings: n.warnings})
+		}
+		for _, f := range n.facts {
+			out = append(out, dashboard.AgentInput{Node: name, ID: f.ID, FactsAt: f.UpdatedAt, Doctor: n.doctor, Warnings: n.warnings})
+		}
 	}
 	return out, nil
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"strings"
 	"sync"
@@ -409,5 +410,29 @@ func TestStoreCountsCappedDoctorRows(t *testing.T) {
 	}
 	if snap.Summary.DoctorFailures != 50 {
 		t.Errorf("summary counts %d failed doctor checks, want 50", snap.Summary.DoctorFailures)
+	}
+}
+
+// TestStoreTellsSameNameAgentsApart: two swarm nodes whose agents use one
+// node name each showed the newest facts' heartbeat, so the dead agent
+// of one hid behind the other's. Each identity's facts are now an agent
+// of their own, matched to its swarm node by ID.
+func TestStoreTellsSameNameAgentsApart(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	put := func(id string, at time.Time) {
+		kv.Put(ctx, netspec.NodesKVPrefix+id, []byte(`{"id":"`+id+`","node":"n1","interfaces":["eth0"],"updated_at":"`+at.Format(time.RFC3339Nano)+`"}`))
+	}
+	now := time.Now().UTC()
+	put("id-a", now.Add(-5*time.Second))
+	put("id-b", now.Add(-time.Hour))
+	swarm := fixedSwarm{{ID: "id-a", Hostname: "n1", State: "ready"}, {ID: "id-b", Hostname: "n1", State: "ready"}}
+	snap := runRefreshes(t, dashboard.Sources{Swarm: swarm, Store: NewStore(memKV{kv}, "")})
+	got := map[string]string{}
+	for _, n := range snap.Nodes {
+		got[n.ID] = n.Agent.State
+	}
+	if want := map[string]string{"id-a": dashboard.AgentUp, "id-b": dashboard.AgentStale}; !maps.Equal(got, want) {
+		t.Errorf("agents by swarm node %v, want %v", got, want)
 	}
 }

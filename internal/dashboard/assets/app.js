@@ -347,18 +347,21 @@
   function renderNodes(nodes, unplaced) {
     const box = $('nodes');
     const cols = new Map();
-    for (const el of box.children) cols.set(el.dataset.node, el);
+    // Keyed by swarm node ID: two nodes may have one name.
+    for (const el of box.children) cols.set(el.dataset.nodeId, el);
+    const names = new Map();
+    for (const n of nodes) names.set(n.name, (names.get(n.name) || 0) + 1);
     const want = nodes.map((n) => {
-      let col = cols.get(n.name);
+      let col = cols.get(n.id);
       if (!col) {
-        col = h('div', { class: 'node', dataset: { node: n.name } }, h('div', { class: 'node-head' }), h('div', { class: 'tasks' }));
+        col = h('div', { class: 'node', dataset: { node: n.name, nodeId: n.id } }, h('div', { class: 'node-head' }), h('div', { class: 'tasks' }));
       }
-      const head = { ...n, tasks: undefined };
+      const head = { ...n, tasks: undefined, sameName: names.get(n.name) > 1 };
       const sig = JSON.stringify(head);
       if (col._sig !== sig) {
         col._sig = sig;
         col.className = 'node ' + slug(n.state);
-        col.firstChild.replaceWith(nodeHead(n));
+        col.firstChild.replaceWith(nodeHead(n, head.sameName));
       }
       reconcile(col.lastChild, n.tasks, (t) => t.kind + '|' + t.id + '|' + t.node, card);
       return col;
@@ -369,11 +372,14 @@
     reconcile(up.querySelector('.tasks'), unplaced, (t) => t.kind + '|' + t.id, card);
   }
 
-  function nodeHead(n) {
+  // nodeHead is a node's column head; sameName when another node has its
+  // name, which its swarm node ID then tells apart.
+  function nodeHead(n, sameName) {
     const agent = n.agent || {};
     const doc = n.doctor;
     const head = h('div', { class: 'node-head' },
       h('div', { class: 'line' }, h('h3', { class: 'node-name', text: n.name }), n.leader ? badge('leader', 'leader') : null),
+      sameName ? h('div', { class: 'line muted node-id', text: 'swarm node ' + n.id + ' (another node has this name)' }) : null,
       h('div', { class: 'line' }, badge(n.role, 'role'), badge(n.state), n.availability !== 'active' ? badge(n.availability, 'warn') : null,
         h('span', { class: 'muted', text: 'Docker ' + (n.docker_version || '?') })),
       h('div', { class: 'line' }, 'agent ', badge(agent.state || 'absent', 'agent-' + (agent.state || 'absent') + ' ' + (agent.state || 'absent')),

@@ -1,0 +1,81 @@
+package dashboard
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// sameNameInput is two swarm nodes of one host name, a and b, each with
+// a live agent of its own facts (b's stopped reporting an hour ago) and a
+// task of its own.
+func sameNameInput(bAt time.Time) Inputs {
+	task := func(id, node string) SwarmTask {
+		return SwarmTask{ID: id, ServiceID: "s1", NodeID: node, Slot: 1, DesiredState: "running", State: "running", Since: t0.Add(-time.Hour)}
+	}
+	return Inputs{
+		Now:      t0,
+		Nodes:    []SwarmNode{{ID: "idb", Hostname: "n1", Role: "worker", State: "ready"}, {ID: "ida", Hostname: "n1", Role: "worker", State: "ready"}},
+		Services: []SwarmService{{ID: "s1", Name: "hello", Replicas: 2}},
+		Tasks:    []SwarmTask{task("ta", "ida"), task("tb", "idb")},
+		Agents:   []AgentInput{{Node: "n1", ID: "ida", FactsAt: t0.Add(-5 * time.Second)}, {Node: "n1", ID: "idb", FactsAt: bAt}},
+	}
+}
+
+// TestBuildTellsNodesOfOneNameApart: two swarm nodes of one name were
+// one node to the dashboard: both columns took the agent of whichever
+// facts were newest, and every task of the name, so that a dead agent
+// hid behind a live one. Each column now has its own agent, by swarm
+// node ID, and its own tasks, and the events name the node's ID.
+func TestBuildTellsNodesOfOneNameApart(t *testing.T) {
+	old := Build(sameNameInput(t0.Add(-10 * time.Second)))
+	snap := Build(sameNameInput(t0.Add(-time.Hour)))
+	if len(snap.Nodes) != 2 {
+		t.Fatalf("nodes %+v, want two", snap.Nodes)
+	}
+	for _, want := range []struct{ id, agent, task string }{{"ida", AgentUp, "ta"}, {"idb", AgentStale, "tb"}} {
+		var n *Node
+		for i := range snap.Nodes {
+			if snap.Nodes[i].ID == want.id {
+				n = &snap.Nodes[i]
+			}
+		}
+		if n == nil {
+			t.Fatalf("no column of node %s: %+v", want.id, snap.Nodes)
+		}
+		if n.Agent.State != want.agent {
+			t.Errorf("node %s's agent is %s, want %s", want.id, n.Agent.State, want.agent)
+		}
+		if len(n.Tasks) != 1 || n.Tasks[0].ID != want.task || n.Tasks[0].NodeID != want.id {
+			t.Errorf("node %s's tasks %+v, want %s only", want.id, n.Tasks, want.task)
+		}
+	}
+	evs := Diff(&old, &snap)
+	var agentEvents []string
+	for _, e := range evs {
+		if strings.Contains(e.Message, "agent") {
+			agentEvents = append(agentEvents, e.Message)
+		}
+	}
+	if len(agentEvents) != 1 || !strings.Contains(agentEvents[0], "idb") || !strings.Contains(agentEvents[0], "up → stale") {
+		t.Errorf("events %q, want one of node idb's agent going stale", agentEvents)
+	}
+}
+
+// TestScriptKeysNodeColumnsByID: the page kept its node columns by name,
+// so two nodes of one name were drawn as one column. It keys them by
+// swarm node ID now, and shows the ID on a column whose name another
+// has.
+func TestScriptKeysNodeColumnsByID(t *testing.T) {
+	b, err := assets.ReadFile("assets/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := string(b)
+	id := jsonName(t, Node{}, "ID")
+	for _, want := range []string{"cols.get(n." + id + ")", "nodeId: n." + id, "'swarm node ' + n." + id} {
+		if !strings.Contains(js, want) {
+			t.Errorf("app.js lacks %s", want)
+		}
+	}
+}
