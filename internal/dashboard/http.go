@@ -360,8 +360,15 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// The stream lives as long as the page: it lifts the server's write
-	// timeout, which bounds every other answer.
-	if err := http.NewResponseController(w).SetWriteDeadline(time.Time{}); err != nil && !errors.Is(err, http.ErrNotSupported) {
+	// timeout, which bounds every other answer, and bounds each frame's
+	// writing instead (StreamWriteTimeout), so that a client that stops
+	// reading does not hold the handler, its buffers and the frame.
+	rc := http.NewResponseController(w)
+	deadline := func() bool {
+		err := rc.SetWriteDeadline(time.Now().Add(s.cfg.StreamWriteTimeout))
+		return err == nil || errors.Is(err, http.ErrNotSupported)
+	}
+	if !deadline() {
 		return
 	}
 	sub, first := s.subscribe()
@@ -408,7 +415,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 		// The stream's token is checked again before each frame: a token
 		// revoked, or a session ended, since it opened ends it, as it
 		// refuses its next request.
-		if !s.mayRead(r) {
+		if !s.mayRead(r) || !deadline() {
 			return
 		}
 		if _, err := out.Write(f); err != nil {

@@ -81,6 +81,11 @@ type Config struct {
 	// KeepAlive is the period of ping events on the stream, by which the
 	// page knows it is live (default 5s).
 	KeepAlive time.Duration
+	// StreamWriteTimeout bounds the writing of each frame of the event
+	// stream, which lifts the server's write timeout for its whole life:
+	// a client that stops reading for that long loses its stream, and
+	// holds no frame nor handler (default 30s).
+	StreamWriteTimeout time.Duration
 	// SourceTimeout bounds each source's read (default 10s).
 	SourceTimeout time.Duration
 	// Now is the clock; nil means time.Now.
@@ -162,6 +167,9 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, erro
 	}
 	if cfg.SourceTimeout <= 0 {
 		cfg.SourceTimeout = 10 * time.Second
+	}
+	if cfg.StreamWriteTimeout <= 0 {
+		cfg.StreamWriteTimeout = 30 * time.Second
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
