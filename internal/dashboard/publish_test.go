@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"log/slog"
+	"strings"
 	"testing"
 	"time"
 
@@ -94,5 +95,57 @@ func TestPublishedBody(t *testing.T) {
 				t.Errorf("a rebuild that changed nothing but the time was published as version %d", s.currentVersion())
 			}
 		})
+	}
+}
+
+// BenchmarkSubscribe: a page connecting to the event stream while the
+// server keeps a full backlog of events (EventBacklog, messages of
+// MaxEventMessage bytes).
+func BenchmarkSubscribe(b *testing.B) {
+	s, err := New(Config{}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.publish(Build(synthetic(3, 10, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), nil)))
+	msg := strings.Repeat("m", MaxEventMessage)
+	for i := range EventBacklog {
+		s.events = append(s.events, Event{Seq: uint64(i + 1), Kind: EventTask, Node: "node1", Service: "svc", Message: msg})
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		sub, first := s.subscribe()
+		if len(first) != 2 {
+			b.Fatalf("%d first frames, want the snapshot and the events", len(first))
+		}
+		s.unsubscribe(sub)
+	}
+}
+
+// TestSubscribeBacklogFollowsEvents: the events frame a connecting page
+// gets, made once and shared, is made anew when new events come.
+func TestSubscribeBacklogFollowsEvents(t *testing.T) {
+	s, err := New(Config{}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := cardsInput()
+	s.publish(Build(in))
+	in.Nodes = in.Nodes[:1] // node1 leaves
+	s.publish(Build(in))
+	backlog := func() string {
+		sub, first := s.subscribe()
+		defer s.unsubscribe(sub)
+		if len(first) != 2 {
+			t.Fatalf("%d first frames, want the snapshot and the events", len(first))
+		}
+		return string(first[1])
+	}
+	if b := backlog(); !strings.Contains(b, "node1 left the swarm") {
+		t.Fatalf("backlog %.300s, want node1 leaving", b)
+	}
+	in.Nodes = cardsInput().Nodes // node1 comes back
+	s.publish(Build(in))
+	if b := backlog(); !strings.Contains(b, "node1 joined the swarm") {
+		t.Errorf("backlog %.300s…, want node1 joining again", b)
 	}
 }

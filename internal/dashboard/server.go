@@ -135,8 +135,11 @@ type Server struct {
 	// body is snap's JSON, gz gzipped; made when first asked for.
 	body, gz []byte
 	version  uint64
-	// events are the latest events, oldest first.
+	// events are the latest events, oldest first; backlog their stream
+	// frame, made when a page first asks for it, shared by every page
+	// that connects until they change.
 	events  []Event
+	backlog []byte
 	seq     uint64
 	subs    map[*subscriber]struct{}
 	samples map[string][]ReplicaSample
@@ -556,7 +559,9 @@ func (s *Server) publish(snap Snapshot) {
 		s.seq++
 		events[i].Seq = s.seq
 	}
-	s.events = lastN(append(s.events, events...), EventBacklog)
+	if len(events) > 0 {
+		s.events, s.backlog = lastN(append(s.events, events...), EventBacklog), nil
+	}
 	body, ok := withHeader(enc, snap)
 	if !ok {
 		lim.Version, lim.Instance = snap.Version, snap.Instance
@@ -660,8 +665,11 @@ func (s *Server) subscribe() (*subscriber, [][]byte) {
 		first = append(first, s.frame)
 	}
 	if len(s.events) > 0 {
-		eb, _ := json.Marshal(s.events)
-		first = append(first, sseFrame("events", "", eb))
+		if s.backlog == nil {
+			eb, _ := json.Marshal(s.events)
+			s.backlog = sseFrame("events", "", eb)
+		}
+		first = append(first, s.backlog)
 	}
 	return sub, first
 }
