@@ -173,8 +173,10 @@ func (d *differ) problems(what, node string, old, cur []DoctorResult) {
 			continue
 		}
 		msg := fmt.Sprintf("%s: %s %s: %s", what, p.Check, p.Status, p.Message)
-		if p.Fix != "" {
+		if why := fixUnshown(p.Fix); p.Fix != "" && why == "" {
 			msg += " — fix: " + p.Fix
+		} else if p.Fix != "" {
+			msg += " (" + why + ")"
 		}
 		d.add(Event{Kind: EventDoctor, Node: node, Message: msg})
 	}

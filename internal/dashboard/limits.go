@@ -4,6 +4,9 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/underlay/underlay/internal/inventory"
 )
@@ -52,11 +55,10 @@ func limit(snap Snapshot) (_ Snapshot, whole bool) {
 // limitProblems returns the first MaxProblems of ps, their texts cut, how
 // many were left out, and whether the list differs from ps in any way (a
 // nil ps becomes empty); ps itself when it does not. A fix too long to
-// show whole is left out, with a note: cut, it would be a command that
-// does something else.
+// show as it is (fixUnshown) is left out, with a note.
 func limitProblems(ps []DoctorResult) (_ []DoctorResult, omitted int, changed bool) {
 	fits := func(p DoctorResult) bool {
-		return len(p.Check) <= MaxEventMessage && len(p.Message) <= MaxEventMessage && len(p.Fix) <= MaxEventMessage
+		return len(p.Check) <= MaxEventMessage && len(p.Message) <= MaxEventMessage && fixUnshown(p.Fix) == ""
 	}
 	if ps != nil && len(ps) <= MaxProblems && !slices.ContainsFunc(ps, func(p DoctorResult) bool { return !fits(p) }) {
 		return ps, 0, false
@@ -66,8 +68,8 @@ func limitProblems(ps []DoctorResult) (_ []DoctorResult, omitted int, changed bo
 	changed = ps == nil || n < len(ps)
 	for i, p := range ps[:n] {
 		p.Check = cut(p.Check, MaxEventMessage)
-		if len(p.Fix) > MaxEventMessage {
-			note := fmt.Sprintf(" (its fix, of %d bytes, is too long to show: underlay doctor on the node prints it)", len(p.Fix))
+		if why := fixUnshown(p.Fix); why != "" {
+			note := " (" + why + ": underlay doctor on the node prints it)"
 			p.Message, p.Fix = cut(p.Message, MaxEventMessage-len(note))+note, ""
 		}
 		p.Message = cut(p.Message, MaxEventMessage)
@@ -75,6 +77,23 @@ func limitProblems(ps []DoctorResult) (_ []DoctorResult, omitted int, changed bo
 		out[i] = p
 	}
 	return out, len(ps) - n, changed
+}
+
+// fixUnshown says why a fix, a command to copy, cannot be shown: too long
+// to show whole (cut, it would be a command that does something else), or
+// holding a character not shown as it is (a control or format character,
+// such as a bidi override or a zero-width space, or invalid UTF-8), by
+// which it would be shown as one command and copied as another. Any
+// agent may publish a report; underlay's own fixes are graphic
+// (shellword.Quote). "" when it can be shown.
+func fixUnshown(fix string) string {
+	switch {
+	case len(fix) > MaxEventMessage:
+		return fmt.Sprintf("its fix, of %d bytes, is too long to show", len(fix))
+	case !utf8.ValidString(fix) || strings.ContainsFunc(fix, func(r rune) bool { return !unicode.IsGraphic(r) }):
+		return "its fix holds characters that are not shown as they are"
+	}
+	return ""
 }
 
 // attention ranks address states by how much they need it, as the page's
