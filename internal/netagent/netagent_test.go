@@ -789,19 +789,7 @@ func TestOrphanTeardownRetried(t *testing.T) {
 				t.Fatal(err)
 			}
 			pool, _ := ipam.PoolOf(spec, false)
-			shims := func() int {
-				allocs, err := ipam.Allocations(ctx, kv, pool)
-				if err != nil {
-					t.Fatal(err)
-				}
-				n := 0
-				for _, al := range allocs {
-					if al.Kind == ipam.KindShim && al.Node == "id1" {
-						n++
-					}
-				}
-				return n
-			}
+			shims := func() int { return shimsOf(t, kv, pool, "id1") }
 			if n := shims(); n != 1 {
 				t.Fatalf("%d shims of id1 after pool was realised, want 1", n)
 			}
@@ -941,19 +929,7 @@ func TestOrphanTeardownFoundAfterRestart(t *testing.T) {
 		links[w.ShimLink] = w.Network
 	}
 	pool, _ := ipam.PoolOf(spec, false)
-	shims := func() int {
-		allocs, err := ipam.Allocations(ctx, kv, pool)
-		if err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for _, al := range allocs {
-			if al.Kind == ipam.KindShim && al.Node == "id1" {
-				n++
-			}
-		}
-		return n
-	}
+	shims := func() int { return shimsOf(t, kv, pool, "id1") }
 	if n := shims(); n != 1 {
 		t.Fatalf("%d shims of id1 after pool was realised, want 1", n)
 	}
@@ -1124,4 +1100,20 @@ func TestSyncSkipsUnlistableNetworkNames(t *testing.T) {
 	if strings.Contains(logs.String(), "kv delete -recurse") {
 		t.Errorf("a fix deleting through a redirected path was logged:\n%s", logs.String())
 	}
+}
+
+// shimsOf counts node's shim addresses in pool.
+func shimsOf(t *testing.T, kv ipam.KV, pool ipam.Pool, node string) int {
+	t.Helper()
+	allocs, err := ipam.Allocations(context.Background(), kv, pool)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, al := range allocs {
+		if al.Kind == ipam.KindShim && al.Node == node {
+			n++
+		}
+	}
+	return n
 }
