@@ -10,6 +10,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/docker/docker/pkg/stringid"
+
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netspec"
@@ -192,7 +194,7 @@ func (ix *index) node(id string) string {
 	if n, ok := ix.nodeName[id]; ok && n != "" {
 		return n
 	}
-	return shortID(id)
+	return stringid.TruncateID(id)
 }
 
 // nodeOf names the node of identity id as `underlay ips` does: by its
@@ -205,7 +207,7 @@ func (ix *index) serviceName(id string) string {
 	if s, ok := ix.service[id]; ok {
 		return s.Name
 	}
-	return shortID(id)
+	return stringid.TruncateID(id)
 }
 
 func sourceErrors(errs map[string]string) []SourceError {
@@ -880,11 +882,4 @@ func utc(t time.Time) time.Time {
 		return time.Time{}
 	}
 	return u
-}
-
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }

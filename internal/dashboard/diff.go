@@ -8,6 +8,8 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/docker/docker/pkg/stringid"
+
 	"github.com/underlay/underlay/internal/scale"
 )
 
@@ -330,7 +332,7 @@ func cardName(t Task) string {
 	if t.Slot > 0 {
 		return fmt.Sprintf("%s.%d", t.Service, t.Slot)
 	}
-	return t.Service + " " + shortID(t.ID)
+	return t.Service + " " + stringid.TruncateID(t.ID)
 }
 
 func ips(t Task) string {

@@ -12,6 +12,7 @@ import (
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/stringid"
 
 	"github.com/underlay/underlay/internal/backoff"
 	"github.com/underlay/underlay/internal/inventory"
@@ -50,7 +51,7 @@ func (s *Source) endpoints(ctx context.Context, list []container.Summary, node s
 			}
 			e := inventory.Entry{
 				MAC: ep.MacAddress, Node: node, Network: name, ID: c.ID,
-				Container: strings.TrimPrefix(firstOr(c.Names, c.ID[:12]), "/"),
+				Container: strings.TrimPrefix(firstOr(c.Names, stringid.TruncateID(c.ID)), "/"),
 				Service:   c.Labels[labelSwarmService],
 				Task:      c.Labels["com.docker.swarm.task.id"],
 				Slot:      register.SwarmSlot(c.Labels["com.docker.swarm.task.name"]),

@@ -23,6 +23,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
+	"github.com/docker/docker/pkg/stringid"
 	"github.com/hashicorp/consul/api"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sync/errgroup"
@@ -260,7 +261,7 @@ func (d DockerAPI) Endpoints(ctx context.Context, networks map[string]string) ([
 			case client.IsErrNotFound(err):
 				gone[i] = true // ended since the list: nothing left to reach
 			case err != nil:
-				return fmt.Errorf("inspect container %s: %w", shortID(id), err)
+				return fmt.Errorf("inspect container %s: %w", stringid.TruncateID(id), err)
 			default:
 				ports[i], inspected[i] = port, true
 			}
@@ -339,12 +340,8 @@ func containerName(names []string, id string) string {
 	if len(names) > 0 {
 		return strings.TrimPrefix(names[0], "/")
 	}
-	return shortID(id)
+	return stringid.TruncateID(id)
 }
-
-// shortID is a container ID as docker ps shows it: its first 12
-// characters, all of one shorter than that.
-func shortID(id string) string { return id[:min(len(id), 12)] }
 
 // ConsulAPI adapts a Consul agent to Consul.
 type ConsulAPI struct {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/docker/docker/pkg/stringid"
+
 	"github.com/underlay/underlay/internal/hostnet"
 	"github.com/underlay/underlay/internal/netspec"
 )
@@ -259,7 +261,7 @@ func (r *Reconciler) orphans(managed []ConfigNet) []string {
 		foreign[cn.ID] = true
 		if !r.foreign[cn.ID] {
 			r.log().Warn("a Docker network bears underlay's labels but not the name underlay gives the config-only network; not underlay's, left alone",
-				"docker_network", cn.Name, "id", shortID(cn.ID), "labelled_network", cn.Network, "config_network", netspec.ConfigNetworkName(cn.Network))
+				"docker_network", cn.Name, "id", stringid.TruncateID(cn.ID), "labelled_network", cn.Network, "config_network", netspec.ConfigNetworkName(cn.Network))
 		}
 	}
 	r.foreign = foreign
@@ -380,7 +382,7 @@ func (r *Reconciler) realiseNode(ctx context.Context, s netspec.Spec) (netspec.N
 	exists, have := cn.Exists, cn.Range
 	if exists && cn.Network != s.Name {
 		return netspec.NodeState{}, fmt.Errorf("network %s: Docker network %s (%s) is not the config-only network underlay makes for it (no %s=true, %s=%s labels); rename or remove it to let underlay create its own",
-			s.Name, netspec.ConfigNetworkName(s.Name), shortID(cn.ID), netspec.LabelManaged, netspec.LabelNetwork, s.Name)
+			s.Name, netspec.ConfigNetworkName(s.Name), stringid.TruncateID(cn.ID), netspec.LabelManaged, netspec.LabelNetwork, s.Name)
 	}
 	if exists && !have.IsValid() && plan.Block.IsValid() {
 		// Made by an underlay that did not label the range, on a Docker that
@@ -461,7 +463,7 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool, 
 	case cn.Exists && cn.Network != name:
 		// An operator's network of the name: the rest goes all the same.
 		r.log().Warn("a Docker network bears the network's config-only network name but is not underlay's; left alone",
-			"network", name, "docker_network", netspec.ConfigNetworkName(name), "id", shortID(cn.ID))
+			"network", name, "docker_network", netspec.ConfigNetworkName(name), "id", stringid.TruncateID(cn.ID))
 	case cn.Exists:
 		if err := r.Docker.RemoveNetwork(ctx, cn.ID); err != nil {
 			return fmt.Errorf("network %s: remove config-only network: %w", name, err)
@@ -648,9 +650,6 @@ func (r *Reconciler) Run(ctx context.Context, changes, links <-chan struct{}, pe
 		}
 	}
 }
-
-// shortID is a Docker object ID as Docker's CLI shows it.
-func shortID(id string) string { return id[:min(len(id), 12)] }
 
 // log is Log, or a discarding logger, with the package's component.
 func (r *Reconciler) log() *slog.Logger {

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/docker/docker/pkg/stringid"
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 
@@ -240,7 +241,7 @@ func (a *Agent) work(ctx context.Context) {
 		}
 		if err := a.syncContainer(ctx, id); err != nil && ctx.Err() == nil {
 			d := a.queue.Retry(id, 30*time.Second)
-			a.log.Warn("reconcile container failed; will retry", "container", shortID(id), "retry_in", d, "err", err)
+			a.log.Warn("reconcile container failed; will retry", "container", stringid.TruncateID(id), "retry_in", d, "err", err)
 		} else {
 			a.queue.Forget(id)
 		}
@@ -253,7 +254,7 @@ func (a *Agent) syncContainer(ctx context.Context, id string) error {
 	pass, skip := a.beginPass(id)
 	if skip {
 		a.metrics.passesSkipped.Inc()
-		a.log.Debug("start event after a pass that saw the container running; nothing to read", "container", shortID(id))
+		a.log.Debug("start event after a pass that saw the container running; nothing to read", "container", stringid.TruncateID(id))
 		return nil
 	}
 	if done, err := a.preparedPass(ctx, id, pass); done {
@@ -266,7 +267,7 @@ func (a *Agent) syncContainer(ctx context.Context, id string) error {
 	if err != nil && !gone {
 		a.metrics.errors.WithLabelValues("docker").Inc()
 		a.passFailed(id, pass)
-		return fmt.Errorf("inspect container %s: %w", shortID(id), err)
+		return fmt.Errorf("inspect container %s: %w", stringid.TruncateID(id), err)
 	}
 	var desired []Service
 	if !gone {
@@ -300,7 +301,7 @@ func (a *Agent) syncContainer(ctx context.Context, id string) error {
 		sinceEvent = time.Since(pass.events.oldest)
 		a.metrics.eventLatency.Observe(sinceEvent.Seconds())
 	}
-	a.log.Debug("container reconciled", "container", shortID(id), "inspect", inspected, "total", time.Since(start), "since_event", sinceEvent)
+	a.log.Debug("container reconciled", "container", stringid.TruncateID(id), "inspect", inspected, "total", time.Since(start), "since_event", sinceEvent)
 	return nil
 }
 
@@ -488,7 +489,7 @@ func (a *Agent) deregister(ctx context.Context, containerID, id string) error {
 	unlock := a.serviceLocks.lock(id)
 	defer unlock()
 	if owner, ok := a.ownerOf(id); ok && owner != containerID {
-		a.log.Debug("service now another container's; not deregistered", "id", id, "container", shortID(containerID), "owner", shortID(owner))
+		a.log.Debug("service now another container's; not deregistered", "id", id, "container", stringid.TruncateID(containerID), "owner", stringid.TruncateID(owner))
 		return nil
 	}
 	if err := a.catalog.Deregister(ctx, id); err != nil {
@@ -528,7 +529,7 @@ func (a *Agent) holdsFor(id, containerID string) bool {
 		w[containerID] = true
 		a.metrics.held.Inc()
 		a.log.Info("service ID registered for another container; this one is registered once that registration goes",
-			"id", id, "container", shortID(containerID), "holder", shortID(owner))
+			"id", id, "container", stringid.TruncateID(containerID), "holder", stringid.TruncateID(owner))
 	}
 	return true
 }
@@ -922,11 +923,4 @@ func (a *Agent) setDockerOK(ok bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	a.dockerOK = ok
-}
-
-func shortID(id string) string {
-	if len(id) > 12 {
-		return id[:12]
-	}
-	return id
 }

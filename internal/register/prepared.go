@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"time"
+
+	"github.com/docker/docker/pkg/stringid"
 )
 
 // A container's start is the moment it must appear in Consul, and reading
@@ -67,7 +69,7 @@ func (a *Agent) prepare(id string, p pass, c Container) {
 	a.mu.Lock()
 	a.prepared[id] = &prepared{c: c, stream: p.stream, endpoints: map[string]Endpoint{}}
 	a.mu.Unlock()
-	a.log.Debug("created container read; its start will be registered from this view", "container", shortID(id))
+	a.log.Debug("created container read; its start will be registered from this view", "container", stringid.TruncateID(id))
 }
 
 // preparedFor returns the container's prepared view, if any.
@@ -103,7 +105,7 @@ func (a *Agent) preparedPass(ctx context.Context, id string, p pass) (bool, erro
 		ep, err := a.docker.Endpoint(ctx, networkID, id)
 		if err != nil {
 			if !errors.Is(err, ErrNotFound) {
-				a.log.Debug("read endpoint failed; the container will be inspected", "container", shortID(id), "network", networkID, "err", err)
+				a.log.Debug("read endpoint failed; the container will be inspected", "container", stringid.TruncateID(id), "network", networkID, "err", err)
 			}
 			a.dropPrepared(id)
 			a.metrics.prepared.WithLabelValues("dropped").Inc()
@@ -135,7 +137,7 @@ func (a *Agent) preparedPass(ctx context.Context, id string, p pass) (bool, erro
 		}
 	}
 	a.metrics.prepared.WithLabelValues("written").Inc()
-	a.log.Debug("start registered from the prepared view", "container", shortID(id), "writes", changes.Len(), "since_start_event", time.Since(ev.startedAt), "writing", time.Since(began), "pass_began_after", began.Sub(ev.startedAt))
+	a.log.Debug("start registered from the prepared view", "container", stringid.TruncateID(id), "writes", changes.Len(), "since_start_event", time.Since(ev.startedAt), "writing", time.Since(began), "pass_began_after", began.Sub(ev.startedAt))
 	// The check: read the started container as soon as other work allows.
 	a.mu.Lock()
 	a.verifying[id] = true
@@ -153,10 +155,10 @@ func (a *Agent) verified(id string, wrote bool) {
 	delete(a.verifying, id)
 	a.mu.Unlock()
 	if checking {
-		a.log.Debug("start registration read back", "container", shortID(id), "corrected", wrote)
+		a.log.Debug("start registration read back", "container", stringid.TruncateID(id), "corrected", wrote)
 	}
 	if checking && wrote {
 		a.metrics.prepared.WithLabelValues("corrected").Inc()
-		a.log.Warn("the registration written at start differed from the started container; corrected", "container", shortID(id))
+		a.log.Warn("the registration written at start differed from the started container; corrected", "container", stringid.TruncateID(id))
 	}
 }
