@@ -56,30 +56,30 @@ func TestIntegrationKVTokensAndAlertLog(t *testing.T) {
 	if seen, err := log2.Seen(qctx, "fp@t"); err != nil || !seen {
 		t.Fatalf("Seen after Mark by another client = %v, %v", seen, err)
 	}
-	// Entries past the retention are pruned as new ones are written; what
-	// is no entry of the log stays (before, it was deleted unread).
+	// Entries past the retention are pruned by Run, a part of the log at
+	// a time, whether firings come or not; what is no entry of the log
+	// stays (before, it was deleted unread).
 	stray := adapter.DefaultAlertPrefix + "/not-a-firing"
 	if _, err := kv.Put(&api.KVPair{Key: stray, Value: []byte("kept by someone else")}, nil); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { kv.Delete(stray, nil) })
-	// A part of the log is pruned at each write: within a round of writes
-	// (256, a quarter of an hour of its clock apart), every part is.
 	old := adapter.NewKVAlertLog(consul.Client(), "", time.Hour, quiet)
-	for i := 0; ; i++ {
-		seen, err := log2.Seen(qctx, "fp@t")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !seen {
-			break
-		}
-		if i == 300 {
-			t.Fatal("an entry older than the retention was not pruned after 300 writes")
-		}
-		if err := old.Mark(qctx, fmt.Sprintf("new%d@t", i), "web", time.Now().Add(2*time.Hour+time.Duration(i)*15*time.Minute)); err != nil {
-			t.Fatal(err)
-		}
+	if err := old.Mark(qctx, "old@t", "web", time.Now().Add(-2*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	adapter.SetPruneEvery(old, time.Millisecond) // a round of 256 parts in well under a second
+	rctx, stop := context.WithCancel(qctx)
+	stopped := make(chan struct{})
+	go func() { old.Run(rctx); close(stopped) }()
+	testenv.Eventually(t, 8*time.Second, func() (bool, string) {
+		seen, err := old.Seen(qctx, "old@t")
+		return err == nil && !seen, fmt.Sprintf("an entry older than the retention still there (err %v)", err)
+	})
+	stop()
+	<-stopped
+	if seen, err := old.Seen(qctx, "fp@t"); err != nil || !seen {
+		t.Errorf("an entry within the retention: seen %v, %v; want it kept", seen, err)
 	}
 	if p, _, err := kv.Get(stray, nil); err != nil || p == nil || string(p.Value) != "kept by someone else" {
 		t.Errorf("a value under the prefix that is no firing: %v, %v; want it kept", p, err)
