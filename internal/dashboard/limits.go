@@ -4,11 +4,9 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
-	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/underlay/underlay/internal/inventory"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // limit returns snap as pages get it: its doctor problems and its pools'
@@ -90,7 +88,7 @@ func fixUnshown(fix string) string {
 	switch {
 	case len(fix) > MaxEventMessage:
 		return fmt.Sprintf("its fix, of %d bytes, is too long to show", len(fix))
-	case !utf8.ValidString(fix) || strings.ContainsFunc(fix, func(r rune) bool { return !unicode.IsGraphic(r) }):
+	case !termtext.Graphic(fix):
 		return "its fix holds characters that are not shown as they are"
 	}
 	return ""

@@ -9,10 +9,10 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
-	"unicode"
 
 	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/shellword"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // KVPrefix is where agents publish their node's doctor report, one key per
@@ -208,7 +208,7 @@ const MaxVersion = 128
 // goodVersion says v is an agent version a report may give: at most
 // MaxVersion bytes, every character printable.
 func goodVersion(v string) bool {
-	return len(v) <= MaxVersion && !strings.ContainsFunc(v, func(r rune) bool { return !unicode.IsGraphic(r) })
+	return len(v) <= MaxVersion && termtext.Graphic(v)
 }
 
 // impossibleCounts says a count of results left out in r, its own or a

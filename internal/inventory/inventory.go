@@ -21,7 +21,6 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/netspec"
@@ -354,14 +353,12 @@ func printable(e Entry) error {
 		{"node", e.Node}, {"network", e.Network}, {"container", e.Container}, {"container_id", e.ID},
 		{"service", e.Service}, {"slot", e.Slot}, {"task", e.Task}, {"state", e.State},
 	} {
-		if strings.ContainsFunc(f.value, notGraphic) {
+		if !termtext.Graphic(f.value) {
 			return fmt.Errorf("%s %q has a control character", f.name, f.value)
 		}
 	}
 	return nil
 }
-
-func notGraphic(r rune) bool { return !unicode.IsGraphic(r) }
 
 // Source lists the node's underlay endpoints and signals when they may have
 // changed.

@@ -11,10 +11,10 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"unicode"
 
 	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/shellword"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // ErrBadDocument is returned for a block whose KV document cannot be read:
@@ -463,7 +463,7 @@ func decodeBlock(p Pool, b netip.Prefix, raw []byte) (BlockDoc, error) {
 // is refused whole, as one that does not decode: dropping the record alone
 // would free an address its node may still hold.
 func graphic(what, s string) error {
-	if strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsGraphic(r) }) {
+	if !termtext.Graphic(s) {
 		return fmt.Errorf("%s %q has a character that is not graphic", what, s)
 	}
 	return nil

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // special holds the characters a shell would split a word at or expand.
@@ -38,7 +40,7 @@ func Quote(s string) string {
 	switch {
 	case s != "" && plainASCII(s) && !strings.ContainsAny(s, special):
 		return s
-	case utf8.ValidString(s) && !strings.ContainsFunc(s, notGraphic):
+	case termtext.Graphic(s):
 		return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'"
 	case strings.HasSuffix(s, "\n") || strings.Contains(s, "\x00"):
 		return ")unquotable:" + strconv.Quote(s)
@@ -80,8 +82,6 @@ func plainASCII(s string) bool {
 	}
 	return true
 }
-
-func notGraphic(r rune) bool { return !unicode.IsGraphic(r) }
 
 // Join quotes each of args and joins them with spaces.
 func Join(args []string) string {

@@ -21,13 +21,18 @@ import (
 // it is graphic (spaces included), else Go-quoted, so that it prints on
 // one line, in one table cell, and shows what it holds.
 func Cell(s string) string {
-	if utf8.ValidString(s) && !strings.ContainsFunc(s, notGraphic) {
+	if Graphic(s) {
 		return s
 	}
 	return strconv.Quote(s)
 }
 
-func notGraphic(r rune) bool { return !unicode.IsGraphic(r) }
+// Graphic says s is valid UTF-8 and every character of it is graphic
+// (spaces included): no control character, bidi override, zero-width or
+// line separator that would make it read as other text than it holds.
+func Graphic(s string) bool {
+	return utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsGraphic(r) })
+}
 
 // Lines returns s with every character that is not graphic escaped as Go
 // escapes it (\x1b, \r, \u202e; a byte that is not UTF-8 as \xNN), but

@@ -102,3 +102,14 @@ func TestWriteJSON(t *testing.T) {
 		t.Error("a func: no error")
 	}
 }
+
+func TestGraphic(t *testing.T) {
+	for s, want := range map[string]bool{
+		"": true, "web 1": true, "café": true,
+		"a\nb": false, "a\x1b[2J": false, "x\u202ey": false, "x\u200by": false, "x\u2028y": false, "\xff": false,
+	} {
+		if got := Graphic(s); got != want {
+			t.Errorf("Graphic(%q) = %v, want %v", s, got, want)
+		}
+	}
+}
