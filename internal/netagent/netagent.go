@@ -485,11 +485,12 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool, 
 			return fmt.Errorf("network %s: remove shim %s: %w", name, shim, err)
 		}
 	}
+	var parents []string // nil leaves parents alone (see RemoveParent)
+	if r.RemoveParent != nil {
+		parents = slices.DeleteFunc(slices.Compact(slices.Sorted(slices.Values(append([]string{s.Parent}, marked.Parents...)))), func(p string) bool { return p == "" })
+	}
 	var inUse []string
-	for _, parent := range slices.DeleteFunc(slices.Compact(slices.Sorted(slices.Values(append([]string{s.Parent}, marked.Parents...)))), func(p string) bool { return p == "" }) {
-		if r.RemoveParent == nil {
-			break
-		}
+	for _, parent := range parents {
 		// A Docker network of an operator's on it: its containers'
 		// endpoints, in their own namespaces, are not seen by RemoveParent,
 		// and would go with the parent.
