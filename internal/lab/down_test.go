@@ -26,12 +26,17 @@ func TestDownSparesOthersProcesses(t *testing.T) {
 	}
 	tail := exec.Command("tail", "-f", logFile)
 	if err := tail.Start(); err != nil {
-		t.Skipf("no tail to run: %v", err)
+		t.Fatalf("start tail -f: %v", err)
 	}
 	t.Cleanup(func() { tail.Process.Kill(); tail.Wait() })
 	pid := tail.Process.Pid
 	if err := os.WriteFile(filepath.Join(node, "qemu.pid"), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
 		t.Fatal(err)
+	}
+	// Seen by the scan (so the check below can fail), as naming the
+	// directory is what the lab used to go by.
+	if !slices.ContainsFunc(processes(underDir(dir)), func(p proc) bool { return p.pid == pid }) {
+		t.Fatalf("tail -f %s (pid %d) not among the processes naming %s: the scan sees nothing", logFile, pid, dir)
 	}
 	if slices.ContainsFunc(labProcs(dir), func(p proc) bool { return p.pid == pid }) {
 		t.Errorf("Down would kill %d (tail -f %s), not the lab's", pid, logFile)
