@@ -51,9 +51,15 @@ func Quote(s string) string {
 // printfFormat is a printf format that writes s: graphic characters as
 // they are, but for printf's own \ and %, and ' and ! (the quote around
 // the format, and bash's history expansion, which double quotes do not
-// stop); every other byte as an octal escape.
+// stop); every other byte as an octal escape. A leading - is escaped too:
+// printf (dash's, bash's) takes a format beginning with - for an option,
+// prints nothing and fails, and the substitution would give "".
 func printfFormat(s string) string {
 	var b strings.Builder
+	if strings.HasPrefix(s, "-") {
+		b.WriteString(`\055`)
+		s = s[1:]
+	}
 	for len(s) > 0 {
 		r, n := utf8.DecodeRuneInString(s)
 		switch {

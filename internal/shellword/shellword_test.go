@@ -39,6 +39,8 @@ func TestJoin(t *testing.T) {
 		{"delete and C1", []string{"a\x7fb\u009bc"}, `"$(printf 'a\177b\302\233c')"`},
 		{"bidi override and line separator", []string{"ab\u202ec\u2028d"}, `"$(printf 'ab\342\200\256c\342\200\250d')"`},
 		{"invalid UTF-8", []string{"a\x9b[2J"}, `"$(printf 'a\233[2J')"`},
+		// printf would take a format beginning with - for an option.
+		{"leading dash before a control", []string{"-\v", "--x\t"}, `"$(printf '\055\013')" "$(printf '\055-x\011')"`},
 		{"printf's own and the shell's specials beside a control", []string{"%d\\1'!$`\"é\n."},
 			`"$(printf '%%d\\1\047\041$` + "`" + `"é\012.')"`},
 		// No single-line POSIX word holds these: refused, with a word a
@@ -73,7 +75,7 @@ func shells(t *testing.T) [][]string {
 // into the arguments.
 func TestJoinRoundTrip(t *testing.T) {
 	args := []string{"plain", "", "two words", "it's", `"dq"`, "$HOME", "`id`", `back\slash`, "*", "a;b", "tab\there", "line\nbreak", "!bang", "~tilde", "#hash", "parent=eth0",
-		"nœud", "esc\x1b[2Jseq", "cr\rlf", "\nlead", "a\x7f\u0085\u009b", "bidi\u202eoff", "bad\xff\xfeutf8", `%s%%\0\101\n'!"$(x)`, ")", "x)", "a\u00a0b"}
+		"nœud", "esc\x1b[2Jseq", "cr\rlf", "\nlead", "a\x7f\u0085\u009b", "bidi\u202eoff", "bad\xff\xfeutf8", `%s%%\0\101\n'!"$(x)`, ")", "x)", "a\u00a0b", "-\v", "--\n-"}
 	script := `for a in "$@"; do printf '%s\0' "$a"; done`
 	for _, sh := range shells(t) {
 		out, err := exec.Command(sh[0], append(sh[1:], "-c", "set -- "+Join(args)+"\n"+script)...).Output()
@@ -119,7 +121,7 @@ func TestKVDelete(t *testing.T) {
 // characters only, refuses only what no such word can hold, and sh reads
 // what it does not refuse back as s.
 func FuzzQuote(f *testing.F) {
-	for _, s := range []string{"", "plain", "it's", "a\nb", "a\n", "\x1b]0;x\a", "\x00", "é\u202e\xff", `%\'!`} {
+	for _, s := range []string{"", "plain", "it's", "a\nb", "a\n", "\x1b]0;x\a", "\x00", "é\u202e\xff", `%\'!`, "-\v"} {
 		f.Add(s)
 	}
 	sh, err := exec.LookPath("sh")
