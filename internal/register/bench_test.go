@@ -2,11 +2,13 @@ package register_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"maps"
 	"net/http"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -177,8 +179,11 @@ type runResult struct {
 	// before them (written), read instead (dropped), and corrected by the
 	// read after them; nil for other registrars.
 	prepared map[string]float64
-	load     string
-	consul   string
+	// cpu is the CPU time of the registrar, dockerd and Consul from the
+	// first start to the last first sight in the catalog, by process.
+	cpu    map[string]time.Duration
+	load   string
+	consul string
 	// swarm: the containers were swarm tasks, stopped by a scale to 0
 	// rather than removed.
 	swarm bool
@@ -203,6 +208,7 @@ func (r runResult) String() string {
 	}
 	fmt.Fprintf(&s, "  entries left stale             %d\n", r.stale)
 	fmt.Fprintf(&s, "  peak RSS                       %.1f MiB\n", float64(r.rssKiB)/1024)
+	fmt.Fprintf(&s, "  CPU time during the starts     %s\n", cpuPerContainer(r.cpu, r.started))
 	if r.prepared != nil {
 		fmt.Fprintf(&s, "  starts from the prepared view  %.0f written at the start event without a read; %.0f read late (the create's read waited for the start), %.0f dropped; %.0f corrected\n",
 			r.prepared["written"], r.prepared["late"], r.prepared["dropped"], r.prepared["corrected"])
@@ -245,6 +251,7 @@ func runRegistration(b *testing.B, d *client.Client, netName string, reg registr
 		started map[string]string
 	}
 	var watches []batchWatch
+	cpu := startCPUMeter(map[string]int{"registrar": p.cmd.Process.Pid, "dockerd": dockerdPID(), "Consul": run.consul.PID()})
 	t0 := time.Now()
 	for batch := 0; batch < n; batch += 10 {
 		prefix := run.name(batch)
@@ -275,6 +282,7 @@ func runRegistration(b *testing.B, d *client.Client, netName string, reg registr
 		maps.Copy(seen, bw.w.firstSeen())
 		bw.w.stop()
 	}
+	res.cpu = cpu.done()
 	evs := starts.wait(b, len(ids)+1, 10*time.Second)
 	starts.save(b, run.id)
 	delete(evs, warmName)
@@ -304,6 +312,21 @@ func runRegistration(b *testing.B, d *client.Client, netName string, reg registr
 	return res
 }
 
+// cpuPerContainer prints each process's CPU time per container started,
+// in a fixed order, "not measured" for a process it could not read.
+func cpuPerContainer(cpu map[string]time.Duration, started int) string {
+	var parts []string
+	for _, name := range []string{"registrar", "dockerd", "Consul"} {
+		d, ok := cpu[name]
+		if !ok || started == 0 {
+			parts = append(parts, name+" not measured")
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s %.2f ms", name, float64(d.Microseconds())/1000/float64(started)))
+	}
+	return strings.Join(parts, ", ") + " per container started"
+}
+
 // runSwarmRegistration starts reg against a new Consul dev agent, then
 // scales a new service on the swarm network netName to n tasks, 10 at a
 // time, and back to 0. The service is named as the registrars register
@@ -328,6 +351,7 @@ func runSwarmRegistration(b *testing.B, d *client.Client, netName string, reg re
 		b.Fatalf("%s: warm-up task not deregistered within 60s", reg.Name())
 	}
 
+	cpu := startCPUMeter(map[string]int{"registrar": p.cmd.Process.Pid, "dockerd": dockerdPID(), "Consul": run.consul.PID()})
 	t0 := time.Now()
 	for replicas := 10; replicas < n+10; replicas += 10 {
 		testenv.ScaleService(b, d, svc, uint64(min(replicas, n)))
@@ -335,6 +359,7 @@ func runSwarmRegistration(b *testing.B, d *client.Client, netName string, reg re
 	}
 	res.startWall = time.Since(t0)
 	w.waitCount(n, 60*time.Second)
+	res.cpu = cpu.done()
 	evs := starts.wait(b, len(warm)+n, 10*time.Second)
 	starts.save(b, run.id)
 	seen := w.firstSeen()
@@ -370,20 +395,51 @@ func runSwarmRegistration(b *testing.B, d *client.Client, netName string, reg re
 func (res *runResult) measure(b *testing.B, run *benchRun, reg registrar, p *process, evs, delivered, seen map[string]time.Time) {
 	res.delivered, _ = between(evs, delivered, func(k string) string { return k })
 	res.catalog, res.missing = between(evs, seen, func(k string) string { return k })
-	res.synced, _ = between(evs, consulSyncTimes(run.consul.LogPath()), func(k string) string { return k })
-	if wt := reg.WriteTimes(p); wt != nil {
-		byName := make(map[string]time.Time, len(wt))
-		for id, at := range wt {
-			byName[containerOf(id)] = at
+	synced := consulSyncTimes(run.consul.LogPath())
+	res.synced, _ = between(evs, synced, func(k string) string { return k })
+	var wt map[string]time.Time
+	if byID := reg.WriteTimes(p); byID != nil {
+		wt = make(map[string]time.Time, len(byID))
+		for id, at := range byID {
+			wt[containerOf(id)] = at
 		}
-		res.write, _ = between(evs, byName, func(k string) string { return k })
+		res.write, _ = between(evs, wt, func(k string) string { return k })
 	}
 	res.rssKiB = peakRSS(p.cmd.Process.Pid)
+	saveTimeline(b, run.id+"-"+reg.Name(), evs, delivered, wt, synced, seen)
 	if p.metrics != "" {
 		res.prepared = map[string]float64{}
 		for _, result := range []string{"written", "late", "dropped", "corrected"} {
 			res.prepared[result] = metricValue(b, p.metrics, `underlay_register_prepared_starts_total{result="`+result+`"}`)
 		}
+	}
+}
+
+// saveTimeline writes, with $UNDERLAY_BENCH_LOG_DIR set, each container's
+// times from its start event, in ms, one line per container in the order
+// of the start events: where one registration's time went, which the
+// percentiles of each step alone cannot tell.
+func saveTimeline(b *testing.B, name string, evs, delivered, write, synced, seen map[string]time.Time) {
+	dir := os.Getenv("UNDERLAY_BENCH_LOG_DIR")
+	if dir == "" {
+		return
+	}
+	names := slices.SortedFunc(maps.Keys(evs), func(x, y string) int { return evs[x].Compare(evs[y]) })
+	var buf bytes.Buffer
+	buf.WriteString("# container\tstart event (UTC)\tdelivered\tagent's write\tcatalog sync\tcatalog (ms after the start event; - not known)\n")
+	for _, n := range names {
+		fmt.Fprintf(&buf, "%s\t%s", n, evs[n].UTC().Format("15:04:05.000000"))
+		for _, m := range []map[string]time.Time{delivered, write, synced, seen} {
+			if at, ok := m[n]; ok {
+				fmt.Fprintf(&buf, "\t%.1f", float64(at.Sub(evs[n]).Microseconds())/1000)
+			} else {
+				buf.WriteString("\t-")
+			}
+		}
+		buf.WriteString("\n")
+	}
+	if err := os.WriteFile(filepath.Join(dir, "timeline-"+name+".tsv"), buf.Bytes(), 0o644); err != nil {
+		b.Error(err)
 	}
 }
 
@@ -466,6 +522,24 @@ func summarise(b *testing.B, d *client.Client, regs []registrar, results map[str
 			b.ReportMetric(float64(missing), prefix+"missing")
 			b.ReportMetric(float64(stale), prefix+"stale")
 		}
+	}
+	fmt.Printf("  CPU time during the starts (first start to last first sight in the catalog), medians:\n")
+	for _, reg := range regs {
+		cpu := map[string]time.Duration{}
+		rs := results[reg.Name()]
+		for _, name := range []string{"registrar", "dockerd", "Consul"} {
+			var v []time.Duration
+			for _, r := range rs {
+				if d, ok := r.cpu[name]; ok && r.started > 0 {
+					v = append(v, d/time.Duration(r.started))
+				}
+			}
+			if len(v) == len(rs) { // measured in every run
+				slices.Sort(v)
+				cpu[name] = v[len(v)/2]
+			}
+		}
+		fmt.Printf("  %-14s %s\n", reg.Name(), cpuPerContainer(cpu, 1))
 	}
 	gone := "removal"
 	if how == howSwarm {

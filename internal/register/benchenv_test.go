@@ -773,6 +773,76 @@ func peakRSS(pid int) int {
 	return 0
 }
 
+// cpuTime is the CPU time a process's threads have run, summed from each
+// thread's schedstat (nanoseconds, where /proc/PID/stat counts ticks of
+// 10 ms); threads that ended are not counted, which Go programs rarely
+// do. ok is false when the process cannot be read.
+func cpuTime(pid int) (d time.Duration, ok bool) {
+	if pid <= 0 {
+		return 0, false
+	}
+	tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+	if err != nil {
+		return 0, false
+	}
+	for _, t := range tasks {
+		data, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%s/schedstat", pid, t.Name()))
+		if err != nil {
+			continue // the thread ended
+		}
+		first, _, _ := strings.Cut(string(data), " ")
+		ns, err := strconv.ParseInt(first, 10, 64)
+		if err != nil {
+			return 0, false
+		}
+		d += time.Duration(ns)
+	}
+	return d, true
+}
+
+// dockerdPID is the PID in dockerd's pid file, 0 when there is none.
+func dockerdPID() int {
+	data, err := os.ReadFile("/var/run/docker.pid")
+	if err != nil {
+		return 0
+	}
+	pid, _ := strconv.Atoi(strings.TrimSpace(string(data)))
+	return pid
+}
+
+// cpuMeter measures the CPU time of named processes between its start and
+// done.
+type cpuMeter struct {
+	pids   map[string]int
+	before map[string]time.Duration
+}
+
+func startCPUMeter(pids map[string]int) *cpuMeter {
+	m := &cpuMeter{pids: pids, before: map[string]time.Duration{}}
+	for name, pid := range pids {
+		if d, ok := cpuTime(pid); ok {
+			m.before[name] = d
+		}
+	}
+	return m
+}
+
+// done returns each process's CPU time since start, leaving out those it
+// could not read at both ends.
+func (m *cpuMeter) done() map[string]time.Duration {
+	out := map[string]time.Duration{}
+	for name, pid := range m.pids {
+		before, ok := m.before[name]
+		if !ok {
+			continue
+		}
+		if d, ok := cpuTime(pid); ok {
+			out[name] = d - before
+		}
+	}
+	return out
+}
+
 // TestConsulSyncTimes reads Consul 1.8.7's own log lines (one of each kind
 // near a sync), keeping each container's first sync.
 func TestConsulSyncTimes(t *testing.T) {
