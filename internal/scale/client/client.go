@@ -68,6 +68,9 @@ func New(cfg Config) (*Client, error) {
 // Scale asks control to scale service one step (direction "up" or "down")
 // or, with replicas >= 0, to that many replicas.
 func (c *Client) Scale(ctx context.Context, service string, direction scale.Direction, replicas int) (scale.Record, error) {
+	if err := checkService(service); err != nil {
+		return scale.Record{}, err
+	}
 	body := map[string]any{}
 	if replicas >= 0 {
 		body["replicas"] = replicas
@@ -90,9 +93,27 @@ func (c *Client) Services(ctx context.Context) ([]scale.ServiceInfo, error) {
 
 // History returns a service's scaling decisions, oldest first.
 func (c *Client) History(ctx context.Context, service string) (scale.HistoryAnswer, error) {
+	if err := checkService(service); err != nil {
+		return scale.HistoryAnswer{}, err
+	}
 	var ans scale.HistoryAnswer
 	err := c.Do(ctx, http.MethodGet, "/v1/underlay/services/"+url.PathEscape(service)+"/history", nil, &ans)
 	return ans, err
+}
+
+// checkService refuses, before any call, a service name that cannot be a
+// path segment: "" (/services//scale), "." and ".." (/services/../scale),
+// which control's HTTP server cleans and answers with a redirect naming
+// neither. No swarm service is so named; the CLI and control refuse them
+// too.
+func checkService(name string) error {
+	switch name {
+	case "":
+		return fmt.Errorf("service %q: the service name is empty", name)
+	case ".", "..":
+		return fmt.Errorf("service %q: not a service name (a path's %q segment, which control's HTTP server redirects)", name, name)
+	}
+	return nil
 }
 
 // Do sends one request to control and decodes the answer into out. A

@@ -12,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -170,5 +171,38 @@ func TestErrorAnswerBounded(t *testing.T) {
 	}
 	if !strings.HasSuffix(err.Error(), fmt.Sprintf("… (%d bytes in all)", len("bad ")+len(long))) {
 		t.Errorf("Services: %.100q…; want the cut marked with the error's length", err.Error()[len(err.Error())-100:])
+	}
+}
+
+// TestDotServiceRefused: Scale and History sent the service "." or ".."
+// (and "") as a path segment, which control's HTTP server cleans and
+// answers with a redirect naming neither. They are refused before any
+// call, naming the value, as the CLI and the server refuse them.
+func TestDotServiceRefused(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		calls.Add(1)
+		http.Error(w, "unexpected call "+r.URL.Path, http.StatusTeapot)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := New(Config{Addr: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	for _, name := range []string{".", "..", ""} {
+		want := fmt.Sprintf("service %q: ", name)
+		if _, err := c.Scale(ctx, name, "up", -1); err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("Scale(%q, up): %v; want an error starting %s", name, err, want)
+		}
+		if _, err := c.Scale(ctx, name, "", 3); err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("Scale(%q, to 3): %v; want an error starting %s", name, err, want)
+		}
+		if _, err := c.History(ctx, name); err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("History(%q): %v; want an error starting %s", name, err, want)
+		}
+	}
+	if n := calls.Load(); n != 0 {
+		t.Errorf("%d calls reached control; want none", n)
 	}
 }
