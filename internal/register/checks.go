@@ -38,9 +38,10 @@ var checkModifiers = map[string]bool{
 	"grpc_use_tls": true, "tls_skip_verify": true,
 }
 
-// buildChecks maps SERVICE_CHECK_* attributes to Consul checks for svc.
-// Each check kind given becomes one check; bad values are dropped with a warning.
-func buildChecks(svc Service, attrs map[string]setting, warn func(key, value, problem string)) []Check {
+// buildChecks maps SERVICE_CHECK_* attributes to Consul checks for svc,
+// the service of a port of protocol proto. Each check kind given becomes
+// one check; bad values are dropped with a warning.
+func buildChecks(svc Service, proto string, attrs map[string]setting, warn func(key, value, problem string)) []Check {
 	for k, s := range attrs {
 		kind, ok := strings.CutPrefix(k, "check_")
 		if !ok || checkModifiers[kind] || isCheckKind(kind) {
@@ -59,6 +60,14 @@ func buildChecks(svc Service, attrs map[string]setting, warn func(key, value, pr
 		s, ok := attrs["check_"+kind]
 		if !ok || (kind == "tcp" || kind == "grpc") && !truthy(s.value) {
 			continue // SERVICE_CHECK_TCP=false asks for no check
+		}
+		// Every kind but TTL connects to the port over TCP, which a UDP
+		// or SCTP port never answers: the check would fail forever. A
+		// container-wide setting (or SERVICE_53_… on 53/tcp and 53/udp)
+		// meant the TCP ports. One warning per key and protocol.
+		if kind != "ttl" && (proto == "udp" || proto == "sctp") {
+			warn(s.source, s.value, fmt.Sprintf("a %s check connects over TCP; not set on the container's %s ports", strings.ToUpper(kind), strings.ToUpper(proto)))
+			continue
 		}
 		c := Check{ID: svc.ID + ":check:" + kind, Name: fmt.Sprintf("%s check of %s", strings.ToUpper(kind), svc.Name)}
 		switch kind {

@@ -379,7 +379,7 @@ func TestBuildChecksDirect(t *testing.T) {
 		"name":               {value: "api", source: "SERVICE_NAME"},
 	}
 	var warnings []string
-	got := buildChecks(svc, attrs, func(key, value, problem string) {
+	got := buildChecks(svc, "tcp", attrs, func(key, value, problem string) {
 		warnings = append(warnings, key+"="+value+": "+problem)
 	})
 	want := []Check{{
@@ -418,5 +418,43 @@ func TestDesiredCheckHTTPPathConsulCannotRequest(t *testing.T) {
 	checkWarnings(t, c.Name, warnings, []wantWarning{
 		{Key: "SERVICE_80_CHECK_HTTP", Value: "/a\r\nHost: evil.example", Problem: "not a URL path Consul can request"},
 		{Key: "SERVICE_81_CHECK_HTTPS", Value: "/%zz", Problem: "not a URL path Consul can request"},
+	})
+}
+
+// TestDesiredTCPChecksOnTCPPortsOnly: a container-wide SERVICE_CHECK_TCP
+// (or HTTP, HTTPS, GRPC: all connect over TCP) was given to the services
+// of the container's UDP and SCTP ports too, where it can never pass: the
+// service showed failing forever. Such a check goes on TCP ports only, and
+// the container is warned once per protocol why the others have none. A
+// TTL check, which connects to nothing, stays on every port.
+func TestDesiredTCPChecksOnTCPPortsOnly(t *testing.T) {
+	c := macvlanContainer(
+		exposed(Port{53, "tcp"}, Port{53, "udp"}, Port{5353, "udp"}, Port{9000, "sctp"}),
+		labels("SERVICE_CHECK_TCP", "true", "SERVICE_CHECK_TTL", "30s"),
+		env("SERVICE_CHECK_HTTP=/health", "SERVICE_53_CHECK_GRPC=true"),
+	)
+	svcs, warnings := Desired(c, testPolicy())
+	got := map[string][]string{}
+	for _, s := range svcs {
+		got[s.ID] = nil
+		for _, ch := range s.Checks {
+			got[s.ID] = append(got[s.ID], ch.ID)
+		}
+	}
+	want := map[string][]string{
+		"node1:web:53":        {"node1:web:53:check:http", "node1:web:53:check:ttl", "node1:web:53:check:tcp", "node1:web:53:check:grpc"},
+		"node1:web:53:udp":    {"node1:web:53:udp:check:ttl"},
+		"node1:web:5353:udp":  {"node1:web:5353:udp:check:ttl"},
+		"node1:web:9000:sctp": {"node1:web:9000:sctp:check:ttl"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("checks by service mismatch (-want +got):\n%s", diff)
+	}
+	checkWarnings(t, c.Name, warnings, []wantWarning{
+		{Key: "SERVICE_CHECK_TCP", Value: "true", Problem: "connects over TCP; not set on the container's UDP ports"},
+		{Key: "SERVICE_CHECK_TCP", Value: "true", Problem: "connects over TCP; not set on the container's SCTP ports"},
+		{Key: "SERVICE_CHECK_HTTP", Value: "/health", Problem: "connects over TCP; not set on the container's UDP ports"},
+		{Key: "SERVICE_CHECK_HTTP", Value: "/health", Problem: "connects over TCP; not set on the container's SCTP ports"},
+		{Key: "SERVICE_53_CHECK_GRPC", Value: "true", Problem: "connects over TCP; not set on the container's UDP ports"},
 	})
 }

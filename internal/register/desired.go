@@ -144,7 +144,7 @@ func Desired(c Container, p Policy) ([]Service, []Warning) {
 		svc := d.svc
 		svc.Meta = serviceMeta(c, p, d.t, d.attrs, warn)
 		svc.TaggedAddresses = taggedAddresses(d.t, svc.Port)
-		svc.Checks = buildChecks(svc, d.attrs, warn)
+		svc.Checks = buildChecks(svc, d.t.port.Proto, d.attrs, warn)
 		svc.Health = healthMirror(c, svc.ID)
 		svc.Meta[MetaHash] = Hash(svc)
 		services = append(services, svc)

@@ -1210,8 +1210,10 @@ func TestDesiredMetaDockerValuesWithinConsulLimits(t *testing.T) {
 // ID: Consul keeps one service per ID, so the agent would re-register the
 // pair on every resync.
 func TestDesiredUniqueIDs(t *testing.T) {
+	// A TTL check, which every port gets (a TCP check goes on TCP ports
+	// only), to see that check IDs are unique too.
 	dns := func(mods ...func(*Container)) Container {
-		return macvlanContainer(append([]func(*Container){exposed(Port{53, "tcp"}, Port{53, "udp"}, Port{8053, "tcp"}), labels("SERVICE_CHECK_TCP", "true")}, mods...)...)
+		return macvlanContainer(append([]func(*Container){exposed(Port{53, "tcp"}, Port{53, "udp"}, Port{8053, "tcp"}), labels("SERVICE_CHECK_TTL", "30s")}, mods...)...)
 	}
 	tests := []struct {
 		name         string
