@@ -79,3 +79,44 @@ func TestOwnProc(t *testing.T) {
 		}
 	}
 }
+
+// TestVMProcMatchers: a VM node's QEMU, the VLAN access port and what a
+// VM lab's memory counts are found by the exact command lines the lab
+// starts them with, as ownProc finds them. Before, any QEMU naming the
+// node's directory was the node's (EnsureNode killed a user's QEMU
+// inspecting its disk image), a `grep vm-vlan-port` of the port's log was
+// the port (so lab up did not start it), and the memory counted every
+// process naming the lab's directory (a `tail -f` of a console log).
+func TestVMProcMatchers(t *testing.T) {
+	const dir = "/var/lib/underlay/lab/t1"
+	const node, net = dir + "/node1", dir + "/net"
+	qemu := []string{"qemu-system-x86_64", "-name", "ul-t1-node1", "-drive", "file=" + node + "/disk.img,if=virtio", "-pidfile", node + "/qemu.pid"}
+	port := []string{dir + "/bin/0123456789abcdef/underlay", "lab", vlanPortKey, "--trunk", "vl40t", "--state-dir", net}
+	holder := []string{holderName, "-c", "while :; do sleep 3600 & wait; done", net}
+	for _, tc := range []struct {
+		what  string
+		match func([]string) bool
+		args  []string
+		want  bool
+	}{
+		{"qemuProc", qemuProc(node), qemu, true},
+		{"qemuProc", qemuProc(node), append([]string{"nsenter", "--target", "42", "--net", "--"}, qemu...), true},
+		{"qemuProc", qemuProc(node), []string{"qemu-system-x86_64", "-drive", "file=" + node + "/disk.img,format=raw", "-snapshot"}, false},
+		{"qemuProc", qemuProc(node), []string{"qemu-system-x86_64", "-pidfile", node + "/other.pid"}, false},
+		{"qemuProc", qemuProc(node), []string{"qemu-system-x86_64", "-pidfile", dir + "/node2/qemu.pid", "-drive", "file=" + node + "/disk.img"}, false},
+		{"qemuProc", qemuProc(node), []string{"tail", "-f", node + "/qemu.log"}, false},
+		{"vlanPortProc", vlanPortProc(net), port, true},
+		{"vlanPortProc", vlanPortProc(net), append([]string{"nsenter", "--target", "42", "--net", "--"}, port...), true},
+		{"vlanPortProc", vlanPortProc(net), []string{"grep", vlanPortKey, net + "/vlan-port.log"}, false},
+		{"vlanPortProc", vlanPortProc(net), []string{"underlay", "lab", vlanPortKey, "--state-dir", dir + "/other"}, false},
+		{"vmMemoryProc", vmMemoryProc(dir), qemu, true},
+		{"vmMemoryProc", vmMemoryProc(dir), port, true},
+		{"vmMemoryProc", vmMemoryProc(dir), holder, true},
+		{"vmMemoryProc", vmMemoryProc(dir), []string{"tail", "-f", node + "/console.log"}, false},
+		{"vmMemoryProc", vmMemoryProc(dir), []string{dir + "/bin/0123456789abcdef/underlay", "lab", "vm-exec", "--node-dir", node, "--", "sh"}, false},
+	} {
+		if got := tc.match(tc.args); got != tc.want {
+			t.Errorf("%s(%q) = %v, want %v", tc.what, tc.args, got, tc.want)
+		}
+	}
+}

@@ -62,15 +62,54 @@ func ownProc(dir string) func(args []string) bool {
 			// nsenter --net execs QEMU or the VLAN port: the same process.
 			cmd = args[i+1:]
 		}
-		switch {
-		case len(cmd) > 0 && filepath.Base(cmd[0]) == vm.QEMU:
-			f := flagValue(cmd, "-pidfile")
-			return filepath.Base(f) == "qemu.pid" && sub(filepath.Dir(f))
-		case len(cmd) > 2 && cmd[1] == "lab" && cmd[2] == vlanPortKey:
-			return flagValue(cmd, "--state-dir") == filepath.Join(dir, "net")
+		if len(cmd) > 0 && filepath.Base(cmd[0]) == vm.QEMU {
+			node := filepath.Dir(flagValue(cmd, "-pidfile"))
+			return sub(node) && qemuProc(node)(cmd)
 		}
-		return false
+		return vlanPortProc(filepath.Join(dir, "net"))(cmd)
 	}
+}
+
+// qemuProc matches the QEMU of the VM node in nodeDir, by its pid file
+// there (vm.Spec.PIDFile), as the lab starts it (under nsenter --net,
+// which execs it). Another QEMU naming the directory — a user's on the
+// node's disk image — is not the node's: EnsureNode kills the one it finds.
+func qemuProc(nodeDir string) func(args []string) bool {
+	pidFile := filepath.Join(filepath.Clean(nodeDir), "qemu.pid")
+	return func(args []string) bool {
+		cmd := execd(args)
+		return len(cmd) > 0 && filepath.Base(cmd[0]) == vm.QEMU && flagValue(cmd, "-pidfile") == pidFile
+	}
+}
+
+// vlanPortProc matches the VLAN access port of the VM lab whose network
+// state directory is netDir: `underlay lab vm-vlan-port … --state-dir
+// netDir` (ensureVLANPort), under nsenter --net or as it execs. A `grep
+// vm-vlan-port` of its log is not it: taken for it, the port is never started.
+func vlanPortProc(netDir string) func(args []string) bool {
+	netDir = filepath.Clean(netDir)
+	return func(args []string) bool {
+		cmd := execd(args)
+		return len(cmd) > 2 && cmd[1] == "lab" && cmd[2] == vlanPortKey && flagValue(cmd, "--state-dir") == netDir
+	}
+}
+
+// vmMemoryProc matches the processes a VM lab's memory counts: those the
+// lab in dir starts (ownProc: QEMU, the VLAN port, the network holder),
+// not a `tail -f` of a console log or a `lab exec` client.
+func vmMemoryProc(dir string) func(args []string) bool { return ownProc(dir) }
+
+// execd is the command an `nsenter … -- CMD…` command line runs (nsenter
+// without --pid execs it, with the same process), args itself when it is
+// not nsenter's, nil when nsenter names no command.
+func execd(args []string) []string {
+	if len(args) == 0 || filepath.Base(args[0]) != "nsenter" {
+		return args
+	}
+	if i := slices.Index(args, "--"); i >= 0 {
+		return args[i+1:]
+	}
+	return nil
 }
 
 // flagValue is the argument after the first flag in args, or "".

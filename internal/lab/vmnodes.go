@@ -249,7 +249,7 @@ const vlanPortKey = "vm-vlan-port"
 // unless it runs, and waits for its tap (the underlay's router).
 func (p *plan) ensureVLANPort(ctx context.Context, holder int) error {
 	_, trunk, tap := vlanLinks(UnderlayVLAN)
-	running := processes(func(args []string) bool { return contains(args, vlanPortKey) && underDir(p.netDir())(args) })
+	running := processes(vlanPortProc(p.netDir()))
 	if len(running) == 0 {
 		args := []string{"nsenter", "--target", strconv.Itoa(holder), "--net", "--", p.vmBinary(), "lab", vlanPortKey,
 			"--trunk", trunk, "--tap", tap, "--vlan", strconv.Itoa(UnderlayVLAN),
@@ -332,9 +332,7 @@ func (p *plan) guestClient(n *nodePlan) (guest.Client, error) {
 
 // qemuPID is the pid of node n's QEMU; 0 when it does not run.
 func (p *plan) qemuPID(n *nodePlan) int {
-	ps := processes(func(args []string) bool {
-		return filepath.Base(args[0]) == vm.QEMU && underDir(p.nodeDir(n))(args)
-	})
+	ps := processes(qemuProc(p.nodeDir(n)))
 	if len(ps) == 0 {
 		return 0
 	}
@@ -566,7 +564,7 @@ func (*vmProvider) Probe(ctx context.Context, p *plan, n *nodePlan) (int, string
 // emulator's code cache), the VLAN access port and the holder.
 func (*vmProvider) Memory(ctx context.Context, p *plan) (int64, error) {
 	var total int64
-	for _, pr := range processes(underDir(p.dir())) {
+	for _, pr := range processes(vmMemoryProc(p.dir())) {
 		total += rssBytes(pr.pid)
 	}
 	return total, nil

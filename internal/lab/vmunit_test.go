@@ -69,8 +69,9 @@ func TestEnsureNodeKeepsVMOnCancel(t *testing.T) {
 	if err := guest.WriteConfig(dir, guest.Config{Host: n.Host, Address: netip.PrefixFrom(n.MgmtIP, 24)}, "token"); err != nil {
 		t.Fatal(err)
 	}
-	// A process the lab takes for node1's QEMU (this test's own).
-	qemu := exec.Command("bash", "-c", "read -t 60 _", "-serial", "file:"+filepath.Join(dir, "console.log"))
+	// A process the lab takes for node1's QEMU (this test's own): named
+	// so, with node1's pid file (qemuProc).
+	qemu := exec.Command("bash", "-c", "read -t 60 _", "-pidfile", filepath.Join(dir, "qemu.pid"))
 	qemu.Args[0] = vm.QEMU
 	in, err := qemu.StdinPipe()
 	if err != nil {
