@@ -84,8 +84,8 @@ func checkBridgePorts(lab string, br netlink.Link, links []netlink.Link) error {
 		if a.MasterIndex != br.Attrs().Index || a.Index == br.Attrs().Index {
 			continue
 		}
-		// The lab's ports are veths named for the lab (ensureNodeLink).
-		if l.Type() != "veth" || !strings.HasPrefix(a.Name, linkPrefix(lab)) {
+		// The lab's ports are its nodes' veths (ensureNodeLink).
+		if l.Type() != "veth" || !ownLink(lab, l) {
 			foreign = append(foreign, a.Name)
 		}
 	}
@@ -224,19 +224,39 @@ func ensureNodeLink(h *netlink.Handle, pid int, nl nodeLink) error {
 	return nil
 }
 
-// labLinks lists the root namespace's links named for the lab.
+// labLinks lists the root namespace's links of the lab (ownLink).
 func labLinks(name string) ([]netlink.Link, error) {
 	all, err := retryDump(netlink.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
-	var out []netlink.Link
-	for _, l := range all {
-		if strings.HasPrefix(l.Attrs().Name, linkPrefix(name)) {
-			out = append(out, l)
-		}
+	return slices.DeleteFunc(all, func(l netlink.Link) bool { return !ownLink(name, l) }), nil
+}
+
+// ownLink reports whether l is a link lab name makes in the root
+// namespace, by its exact name and kind: the namespace lab's bridges
+// ul-NAME-m and ul-NAME-u and their ports, the nodes' veths
+// ul-NAME-{m,u}<node> (linkSuffix), and the VM lab's management veth
+// ul-NAME-m. Another link whose name starts with ul-NAME- (a user's
+// dummy, a macvlan, a bridge of another name) is not the lab's to delete.
+func ownLink(name string, l netlink.Link) bool {
+	rest, ok := strings.CutPrefix(l.Attrs().Name, linkPrefix(name))
+	if !ok || rest == "" || (rest[0] != 'm' && rest[0] != 'u') {
+		return false
 	}
-	return out, nil
+	switch node := rest[1:]; {
+	case node == "":
+		return l.Type() == "bridge" || l.Type() == "veth" && rest == "m"
+	case l.Type() != "veth":
+		return false
+	default:
+		for i := 1; i <= MaxNodes; i++ {
+			if node == linkSuffix(i) {
+				return true
+			}
+		}
+		return false
+	}
 }
 
 // deleteLinks deletes the lab's links: veths first, then the bridges.
@@ -255,8 +275,8 @@ func deleteLinks(name string) error {
 	return errors.Join(errs...)
 }
 
-// linksToDelete picks, among links, the lab's, in the order to delete
-// them: veths first, then the bridges. A bridge named for the lab with
+// linksToDelete picks, among links, the lab's (ownLink), in the order to
+// delete them: veths first, then the bridges. A bridge named for the lab with
 // ports the lab did not make is not the lab's (lab up refuses it): it is
 // left, with an error naming them.
 func linksToDelete(name string, links []netlink.Link) ([]netlink.Link, error) {
@@ -264,7 +284,7 @@ func linksToDelete(name string, links []netlink.Link) ([]netlink.Link, error) {
 	var errs []error
 	for _, bridges := range []bool{false, true} {
 		for _, l := range links {
-			if !strings.HasPrefix(l.Attrs().Name, linkPrefix(name)) || (l.Type() == "bridge") != bridges {
+			if !ownLink(name, l) || (l.Type() == "bridge") != bridges {
 				continue
 			}
 			if bridges {

@@ -264,3 +264,42 @@ func TestCheckStaleVeth(t *testing.T) {
 		}
 	}
 }
+
+// TestLinksToDeleteOnlyTheLabsOwn: lab down deletes the links the lab
+// makes — its bridges ul-NAME-m and ul-NAME-u, the nodes' veths
+// ul-NAME-{m,u}<node>, a VM lab's management veth ul-NAME-m — and no
+// other link whose name merely starts with ul-NAME-. Before, it deleted
+// every link of the prefix: a user's dummy, veth or macvlan, a bridge of
+// another name.
+func TestLinksToDeleteOnlyTheLabsOwn(t *testing.T) {
+	links := []netlink.Link{
+		&netlink.Device{LinkAttrs: netlink.LinkAttrs{Index: 2, Name: "eth0"}},
+		&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Index: 8, Name: "ul-lab-m"}},
+		&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Index: 9, Name: "ul-lab-u"}},
+		&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Index: 11, Name: "ul-lab-m1", MasterIndex: 8}},
+		&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Index: 12, Name: "ul-lab-u1", MasterIndex: 9}},
+		&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Index: 13, Name: "ul-lab-mk", MasterIndex: 8}}, // node 20
+		&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: 20, Name: "ul-lab-x"}},
+		&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Index: 21, Name: "ul-lab-tmp"}},
+		&netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Index: 22, Name: "ul-lab-u2", ParentIndex: 2}},
+		&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Index: 23, Name: "ul-lab-mx"}},
+		&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Index: 24, Name: "ul-lab-ml"}}, // node 21: no lab has it
+		&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Index: 25, Name: "ul-lab-u"}},
+		&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Index: 26, Name: "ul-lab2-u"}},
+	}
+	// ul-lab-u appears twice (a bridge and a veth): only in this list.
+	del, err := linksToDelete("lab", links)
+	var names []string
+	for _, l := range del {
+		names = append(names, l.Attrs().Name+" ("+l.Type()+")")
+	}
+	want := []string{"ul-lab-m1 (veth)", "ul-lab-u1 (veth)", "ul-lab-mk (veth)", "ul-lab-m (bridge)", "ul-lab-u (bridge)"}
+	if !slices.Equal(names, want) || err != nil {
+		t.Errorf("links to delete = %v, %v; want %v", names, err, want)
+	}
+	// A VM lab's one link in the root namespace, its management veth.
+	vmLinks := []netlink.Link{&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Index: 8, Name: "ul-lab-m"}}}
+	if del, err := linksToDelete("lab", vmLinks); len(del) != 1 || err != nil {
+		t.Errorf("links to delete of a VM lab = %v, %v; want its veth ul-lab-m", del, err)
+	}
+}
