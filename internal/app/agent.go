@@ -33,6 +33,7 @@ type agentFlags struct {
 	allowedHosts     []string
 	internal         bool
 	explicit         bool
+	swarmNames       bool
 	tags             []string
 	labels           []string
 	resync           time.Duration
@@ -78,6 +79,7 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 	fl.StringVar(&f.hostIP, "host-ip", "", "address registered for published ports and host-network containers (default: the Consul agent's address)")
 	fl.BoolVar(&f.internal, "internal", false, "register container IPs and exposed ports on every user network, not only macvlan/ipvlan")
 	fl.BoolVar(&f.explicit, "explicit", false, "register only containers that set SERVICE_NAME or SERVICE_<port>_NAME")
+	fl.BoolVar(&f.swarmNames, "swarm-names", false, "register a Swarm task under its Swarm service's name only: a SERVICE_NAME or SERVICE_<port>_NAME naming another service is refused with a warning (other containers are not affected)")
 	fl.StringSliceVar(&f.tags, "tags", nil, "tags added to every service (comma-separated)")
 	fl.StringArrayVar(&f.labels, "label", nil, "only containers with this label KEY or KEY=VALUE (repeatable)")
 	fl.DurationVar(&f.resync, "resync", time.Minute, "interval of full resyncs")
@@ -141,7 +143,7 @@ func runAgent(ctx context.Context, cmd *cobra.Command, f *agentFlags, log *slog.
 		Register: register.Config{
 			Policy: register.Policy{
 				Node: f.node, Network: f.network, HostIP: f.hostIP, Internal: f.internal,
-				Explicit: f.explicit, Tags: f.tags, Labels: labels,
+				Explicit: f.explicit, SwarmNames: f.swarmNames, Tags: f.tags, Labels: labels,
 			},
 			Deregister:       register.DeregisterMode(f.deregister),
 			DeregisterOnExit: f.deregisterOnExit,

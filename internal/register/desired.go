@@ -32,6 +32,12 @@ type Policy struct {
 	Internal bool
 	// Explicit registers only containers that name a service.
 	Explicit bool
+	// SwarmNames keeps a Swarm task (a container carrying Swarm's
+	// service name label) to its Swarm service's name: a SERVICE_NAME or
+	// SERVICE_<port>_NAME naming another service is refused with a
+	// warning, and the default name used. Without it, any container may
+	// join any service by naming it. Other containers are not affected.
+	SwarmNames bool
 	// Tags are added to every service.
 	Tags []string
 	// Labels, when set, limit the agent to containers carrying every one
@@ -117,6 +123,12 @@ func Desired(c Container, p Policy) ([]Service, []Warning) {
 		name, own := attrs["name"].value, fromPort["name"]
 		if name != "" && !usableName(name) {
 			warn(attrs["name"].source, name, unusableName+"; the default name is used")
+			name, own = "", false
+		}
+		if svc := c.Labels[labelSwarmServiceName]; name != "" && p.SwarmNames && svc != "" && name != defaultName(c) {
+			// A label or environment variable (an image's ENV too) would
+			// join this task to another service's instances in Consul.
+			warn(attrs["name"].source, name, fmt.Sprintf("a task of Swarm service %s registers under that name only (--swarm-names); %s is used", shorten(svc), shorten(defaultName(c))))
 			name, own = "", false
 		}
 		if name == "" {

@@ -1786,3 +1786,86 @@ func TestHashStable(t *testing.T) {
 		t.Errorf("Hash modified its argument's Meta")
 	}
 }
+
+// TestDesiredSwarmNames: with SwarmNames (the agent's --swarm-names), a
+// Swarm task registers under its own Swarm service's name only: a task of
+// stack_api labelled SERVICE_NAME=stack_web no longer joins stack_web in
+// Consul. Its own name, set or not, is kept; other containers are not
+// affected; without SwarmNames any name is taken, as before.
+func TestDesiredSwarmNames(t *testing.T) {
+	task := func(mods ...func(*Container)) Container {
+		return macvlanContainer(append([]func(*Container){labels(
+			"com.docker.swarm.service.name", "stack_api",
+			"com.docker.swarm.task.id", "task456",
+		)}, mods...)...)
+	}
+	swarmNames := Policy{Node: testNode, SwarmNames: true}
+	tests := []struct {
+		name         string
+		c            Container
+		policy       Policy
+		want         []naming
+		wantWarnings []wantWarning
+	}{
+		{
+			name:   "a task naming another service takes its own",
+			c:      task(labels("SERVICE_NAME", "stack_web")),
+			policy: swarmNames,
+			want:   []naming{{"node1:web:80", "stack_api", nil}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_NAME", Value: "stack_web", Problem: "a task of Swarm service stack_api registers under that name only (--swarm-names); stack_api is used"},
+			},
+		},
+		{
+			name:   "from the environment too",
+			c:      task(env("SERVICE_NAME=stack_web")),
+			policy: swarmNames,
+			want:   []naming{{"node1:web:80", "stack_api", nil}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_NAME", Value: "stack_web", Problem: "(--swarm-names)"},
+			},
+		},
+		{
+			name:   "a port's name, on a task of several ports",
+			c:      task(exposed(Port{80, "tcp"}, Port{443, "tcp"}), labels("SERVICE_443_NAME", "stack_web", "SERVICE_80_NAME", "stack_api")),
+			policy: swarmNames,
+			want:   []naming{{"node1:web:80", "stack_api", nil}, {"node1:web:443", "stack_api-443", nil}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_443_NAME", Value: "stack_web", Problem: "(--swarm-names)"},
+			},
+		},
+		{
+			name:   "its own name is kept",
+			c:      task(labels("SERVICE_NAME", "stack_api")),
+			policy: swarmNames,
+			want:   []naming{{"node1:web:80", "stack_api", nil}},
+		},
+		{
+			name:   "Explicit with its own name registers it",
+			c:      task(labels("SERVICE_NAME", "stack_api")),
+			policy: Policy{Node: testNode, SwarmNames: true, Explicit: true},
+			want:   []naming{{"node1:web:80", "stack_api", nil}},
+		},
+		{
+			name:   "a container that is no Swarm task is not affected",
+			c:      macvlanContainer(labels("SERVICE_NAME", "stack_web")),
+			policy: swarmNames,
+			want:   []naming{{"node1:web:80", "stack_web", nil}},
+		},
+		{
+			name:   "without SwarmNames a task takes the name it sets",
+			c:      task(labels("SERVICE_NAME", "stack_web")),
+			policy: testPolicy(),
+			want:   []naming{{"node1:web:80", "stack_web", nil}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, warnings := Desired(tt.c, tt.policy)
+			if diff := cmp.Diff(tt.want, namings(got)); diff != "" {
+				t.Errorf("naming mismatch (-want +got):\n%s", diff)
+			}
+			checkWarnings(t, tt.c.Name, warnings, tt.wantWarnings)
+		})
+	}
+}
