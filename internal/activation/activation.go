@@ -60,8 +60,9 @@ func Parse(pid int, getenv func(string) string) (Passed, error) {
 // Take returns the listener systemd passed this process for the Unix
 // socket at path, or nil when it passed none for it (not socket-activated:
 // the caller listens itself). Descriptors passed for other sockets are
-// closed. It unsets the LISTEN_* variables, so that child processes do
-// not take them for theirs.
+// closed. It takes none, and closes none, when one of the descriptors
+// LISTEN_FDS counts is not a socket (see take). It unsets the LISTEN_*
+// variables, so that child processes do not take them for theirs.
 func Take(path string) (net.Listener, error) {
 	passed, err := Parse(os.Getpid(), os.Getenv)
 	if err != nil {
@@ -70,10 +71,23 @@ func Take(path string) (net.Listener, error) {
 	os.Unsetenv("LISTEN_PID")
 	os.Unsetenv("LISTEN_FDS")
 	os.Unsetenv("LISTEN_FDNAMES")
+	return take(firstFD, passed, path)
+}
+
+// take takes passed's descriptors, numbered from first on. A count larger
+// than what systemd passed (a stale environment, a wrong unit) would make
+// the process's own files systemd's, closed once taken: it takes none
+// unless every one is a socket.
+func take(first int, passed Passed, path string) (net.Listener, error) {
+	for fd := first; fd < first+passed.Count; fd++ {
+		if err := checkSocket(fd); err != nil {
+			return nil, fmt.Errorf("LISTEN_FDS=%d, but descriptor %d %w: not what systemd passed, none of the %d taken or closed", passed.Count, fd, err, passed.Count)
+		}
+	}
 	var found net.Listener
 	var errs []error
 	for i := range passed.Count {
-		fd := firstFD + i
+		fd := first + i
 		syscall.CloseOnExec(fd)
 		name := "LISTEN_FD_" + strconv.Itoa(fd)
 		if i < len(passed.Names) {
@@ -96,4 +110,16 @@ func Take(path string) (net.Listener, error) {
 		errs = append(errs, fmt.Errorf("systemd passed %d descriptors, none a Unix socket listening on %s", passed.Count, path))
 	}
 	return found, errors.Join(errs...)
+}
+
+// checkSocket says whether descriptor fd is an open socket.
+func checkSocket(fd int) error {
+	var st syscall.Stat_t
+	if err := syscall.Fstat(fd, &st); err != nil {
+		return fmt.Errorf("is not open (%w)", err)
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFSOCK {
+		return fmt.Errorf("is not a socket (mode %#o)", st.Mode&syscall.S_IFMT)
+	}
+	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -117,4 +118,68 @@ func TestTakeNone(t *testing.T) {
 	if ln != nil || err != nil {
 		t.Fatalf("Take = %v, %v; want nothing", ln, err)
 	}
+}
+
+// TestTakeMoreThanPassed: LISTEN_FDS counts more descriptors than systemd
+// passed (a stale environment, a wrong unit), so the one after its socket
+// is the process's own file. Take refuses, naming the count and that
+// descriptor, and closes nothing: the file stays open.
+func TestTakeMoreThanPassed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "underlay.sock")
+	ln, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	lf, err := ln.(*net.UnixListener).File()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lf.Close()
+	own, err := os.Create(filepath.Join(t.TempDir(), "own"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer own.Close()
+	first := freeFDs(t, 2)
+	for i, f := range []*os.File{lf, own} {
+		if err := syscall.Dup3(int(f.Fd()), first+i, syscall.O_CLOEXEC); err != nil {
+			t.Fatal(err)
+		}
+		defer syscall.Close(first + i)
+	}
+
+	got, err := take(first, Passed{Count: 2}, path)
+	if got != nil {
+		got.Close()
+	}
+	want := fmt.Sprintf("LISTEN_FDS=2, but descriptor %d", first+1)
+	if got != nil || err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("take = %v, %v; want no listener and an error naming %q", got, err, want)
+	}
+	for fd := first; fd < first+2; fd++ {
+		var st syscall.Stat_t
+		if err := syscall.Fstat(fd, &st); err != nil {
+			t.Errorf("descriptor %d closed by take: %v", fd, err)
+		}
+	}
+}
+
+// freeFDs finds n consecutive descriptor numbers not open in this process.
+func freeFDs(t *testing.T, n int) int {
+	t.Helper()
+	for first := 100; first < 1000; first += n {
+		free := true
+		for fd := first; fd < first+n; fd++ {
+			var st syscall.Stat_t
+			if syscall.Fstat(fd, &st) == nil {
+				free = false
+			}
+		}
+		if free {
+			return first
+		}
+	}
+	t.Fatal("no free descriptors from 100 to 1000")
+	return 0
 }
