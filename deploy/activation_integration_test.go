@@ -59,7 +59,7 @@ func TestIntegrationSocketActivation(t *testing.T) {
 		// The unit's CapabilityBoundingSet and NoNewPrivileges, by setpriv.
 		cmd, err := lab.Command(ctx, l.Name, n.Name, "systemd-socket-activate", "--listen", ipam.DefaultSocket,
 			"setpriv", "--bounding-set", "-all,+net_admin,+net_raw", "--inh-caps", "-all", "--no-new-privs",
-			bin, "agent", "--node", n.Host, "--listen", lab.AgentListen, "--ipam-leak-grace", "5s", "--ipam-sweep", "500ms",
+			bin, "agent", "--node", n.Host, "--listen", lab.AgentListen, "--ipam-test-timers", "--ipam-leak-grace", "5s", "--ipam-sweep", "500ms",
 			"--state-dir", filepath.Join(dir, "state"))
 		if err != nil {
 			t.Fatal(err)

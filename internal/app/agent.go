@@ -49,6 +49,7 @@ type agentFlags struct {
 	ipamNodeTimeout  time.Duration
 	ipamSweep        time.Duration
 	ipamSpares       int
+	ipamTestTimers   bool
 	taskMetrics      time.Duration
 	doctorInterval   time.Duration
 	pprof            string
@@ -91,8 +92,11 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 	fl.DurationVar(&f.networkSync, "network-sync", 30*time.Second, "interval of cluster network syncs (drift repair)")
 	fl.BoolVar(&f.ipam, "ipam", true, "serve underlay's cluster IPAM to the local dockerd (Docker's remote IPAM plugin protocol)")
 	fl.StringVar(&f.ipamSocket, "ipam-socket", ipam.DefaultSocket, "Unix socket of the IPAM plugin, in Docker's plugin directory")
-	fl.DurationVar(&f.ipamGrace, "ipam-leak-grace", time.Minute, "an allocated address no local container holds is reclaimed after twice this (protects allocations in flight), never while a local container start may hold it")
-	fl.DurationVar(&f.ipamNodeTimeout, "ipam-node-timeout", 10*time.Minute, "the swarm leader reclaims the addresses of a node not ready for this long (0: never)")
+	fl.DurationVar(&f.ipamGrace, "ipam-leak-grace", time.Minute, "an allocated address no local container holds is reclaimed after twice this (protects allocations in flight), never while a local container start may hold it; at least "+minLeakGrace.String()+": shorter would reclaim the address of a container Docker is still starting")
+	fl.DurationVar(&f.ipamNodeTimeout, "ipam-node-timeout", 10*time.Minute, "the swarm leader reclaims the addresses of a node not ready for this long (0: never); at least "+minNodeTimeout.String()+": shorter would reclaim a live node's addresses at a blip of its agent or of the swarm")
+	// Test labs check reclamation in seconds, not minutes.
+	fl.BoolVar(&f.ipamTestTimers, "ipam-test-timers", false, "for test labs only: take --ipam-leak-grace and --ipam-node-timeout below their safe minimums")
+	fl.Lookup("ipam-test-timers").Hidden = true
 	fl.DurationVar(&f.ipamSweep, "ipam-sweep", 15*time.Second, "interval of leaked-address sweeps")
 	fl.IntVar(&f.ipamSpares, "ipam-spares", 4, "addresses per cluster-IPAM pool this node claims ahead of demand, handed to Docker with no wait on Consul (given back when another node runs short; 0: none)")
 	fl.DurationVar(&f.taskMetrics, "task-metrics", 10*time.Second, "interval of Swarm task CPU/memory reports for the autoscaler's underlay:cpu and underlay:memory (0: off)")
@@ -111,6 +115,10 @@ func runAgent(ctx context.Context, cmd *cobra.Command, f *agentFlags, log *slog.
 	}
 	if err := checkAgentFlags(f, cmd.Flags().Changed("ipam")); err != nil {
 		return err
+	}
+	if f.ipamTestTimers && (f.ipamGrace < minLeakGrace || f.ipamNodeTimeout > 0 && f.ipamNodeTimeout < minNodeTimeout) {
+		log.Warn("IPAM timers below their safe minimums (--ipam-test-timers): for test labs only",
+			"ipam_leak_grace", f.ipamGrace, "ipam_node_timeout", f.ipamNodeTimeout)
 	}
 	// Socket activation (underlay-ipam.socket): systemd made the plugin's
 	// socket before dockerd started; the agent serves on it, never removes it.
@@ -226,6 +234,9 @@ func checkAgentFlags(f *agentFlags, ipamChanged bool) error {
 			return fmt.Errorf("--%s %s: want a positive duration, or 0 for off", d.flag, d.v)
 		}
 	}
+	if err := checkIPAMTimers(f); err != nil {
+		return err
+	}
 	if f.doctorInterval > doctor.MaxEvery {
 		return fmt.Errorf("--doctor-interval %s: at most %s (the dashboard reads no report's period as longer, so that a dead agent is seen)", f.doctorInterval, doctor.MaxEvery)
 	}
@@ -260,6 +271,30 @@ func checkAgentFlags(f *agentFlags, ipamChanged bool) error {
 // minPeriod is the shortest period of the agent's loops (--resync,
 // --network-sync and the like) taken.
 const minPeriod = 100 * time.Millisecond
+
+// minLeakGrace and minNodeTimeout are the shortest --ipam-leak-grace and
+// --ipam-node-timeout taken (without --ipam-test-timers): a container's
+// start holds its address before Docker shows it, seconds on a loaded
+// host; a node's agent restart or a swarm election lasts seconds too.
+const (
+	minLeakGrace   = 10 * time.Second
+	minNodeTimeout = time.Minute
+)
+
+// checkIPAMTimers refuses reclamation timers short enough to reclaim
+// addresses still in use, unless --ipam-test-timers asks for them.
+func checkIPAMTimers(f *agentFlags) error {
+	if f.ipamTestTimers {
+		return nil
+	}
+	if f.ipamGrace < minLeakGrace {
+		return fmt.Errorf("--ipam-leak-grace %s: at least %s (an address is reclaimed after twice the grace, and a container Docker is still starting holds it unseen)", f.ipamGrace, minLeakGrace)
+	}
+	if f.ipamNodeTimeout > 0 && f.ipamNodeTimeout < minNodeTimeout {
+		return fmt.Errorf("--ipam-node-timeout %s: 0 (never) or at least %s (a node's addresses are reclaimed once it has been away that long, and an agent restart or a swarm election lasts seconds)", f.ipamNodeTimeout, minNodeTimeout)
+	}
+	return nil
+}
 
 // maxWorkers bounds --workers: far more than containers start at once.
 const maxWorkers = 4096

@@ -142,6 +142,13 @@ func TestAgentBadIntervals(t *testing.T) {
 		{[]string{"--ipam-leak-grace", "0s"}, "--ipam-leak-grace 0s"},
 		{[]string{"--ipam-leak-grace", "-1m"}, "--ipam-leak-grace -1m0s"},
 		{[]string{"--ipam-node-timeout", "-1s"}, "--ipam-node-timeout -1s"},
+		// A leak grace of a few seconds reclaimed the address of a
+		// container still starting; a node timeout of seconds reclaimed a
+		// live node's addresses at a blip of its agent or of the swarm.
+		{[]string{"--ipam-leak-grace", "1ns"}, "--ipam-leak-grace 1ns: at least 10s"},
+		{[]string{"--ipam-leak-grace", "9s"}, "--ipam-leak-grace 9s: at least 10s"},
+		{[]string{"--ipam-node-timeout", "1s"}, "--ipam-node-timeout 1s: 0 (never) or at least 1m0s"},
+		{[]string{"--ipam-node-timeout", "59s"}, "--ipam-node-timeout 59s: 0 (never) or at least 1m0s"},
 		{[]string{"--task-metrics", "-10s"}, "--task-metrics -10s"},
 		{[]string{"--doctor-interval", "-1m"}, "--doctor-interval -1m0s"},
 		// Readers cap a report's period at the maximum (stale after twice
@@ -190,6 +197,23 @@ func TestAgentBadIntervals(t *testing.T) {
 				t.Errorf("exit %d, stderr %q; want failure naming %q", code, errOut.String(), tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestAgentTestTimers: test labs check reclamation in seconds; with the
+// hidden --ipam-test-timers the agent takes timers below the safe
+// minimums, and says so. The context is cancelled: the agent stops at
+// its first wait for Docker.
+func TestAgentTestTimers(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix://"+t.TempDir()+"/no-docker.sock")
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var out, errOut bytes.Buffer
+	args := []string{"agent", "--consul-addr", "127.0.0.1:1", "--state-dir", "", "--ipam-test-timers",
+		"--ipam-leak-grace", "5s", "--ipam-node-timeout", "3s"}
+	if code := Run(ctx, args, IOStreams{Out: &out, ErrOut: &errOut}); code != 0 ||
+		!strings.Contains(errOut.String(), "IPAM timers below their safe minimums") {
+		t.Errorf("exit %d, stderr %q; want 0 and a warning", code, errOut.String())
 	}
 }
 

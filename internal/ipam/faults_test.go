@@ -35,7 +35,7 @@ import (
 func TestIntegrationLabIPAMFaults(t *testing.T) {
 	testenv.Require(t)
 	l := testenv.StartLab(t, lab.Config{Nodes: 3, UnderlaySubnet: "10.206.0.0/16",
-		AgentArgs: []string{"--ipam-leak-grace", "15s", "--ipam-sweep", "500ms", "--ipam-node-timeout", "5s"}})
+		AgentArgs: []string{"--ipam-test-timers", "--ipam-leak-grace", "15s", "--ipam-sweep", "500ms", "--ipam-node-timeout", "5s"}})
 	m := l.Nodes[0]
 	t.Setenv("DOCKER_HOST", m.DockerHost)
 	ctx := testenv.Context(t, 8*time.Minute)
@@ -220,7 +220,7 @@ func TestIntegrationLabIPAMStandaloneRestart(t *testing.T) {
 		t.Fatal(err)
 	}
 	l := testenv.StartLab(t, lab.Config{Nodes: 1, UnderlaySubnet: "10.207.0.0/16",
-		AgentArgs:  []string{"--ipam-leak-grace", "5s", "--ipam-sweep", "500ms"},
+		AgentArgs:  []string{"--ipam-test-timers", "--ipam-leak-grace", "5s", "--ipam-sweep", "500ms"},
 		DockerArgs: []string{"--add-runtime", "stall=" + runtime, "--default-runtime", "stall"}})
 	n := l.Nodes[0]
 	ctx := testenv.Context(t, 4*time.Minute)

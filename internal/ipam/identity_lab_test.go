@@ -30,7 +30,7 @@ func TestIntegrationLabIdentity(t *testing.T) {
 	testenv.Require(t)
 	const name = "samename"
 	l := testenv.StartLab(t, lab.Config{Nodes: 3, UnderlaySubnet: "10.160.0.0/16",
-		AgentArgs: []string{"--node", name, "--ipam-node-timeout", "3s", "--ipam-sweep", "500ms"}})
+		AgentArgs: []string{"--node", name, "--ipam-test-timers", "--ipam-node-timeout", "3s", "--ipam-sweep", "500ms"}})
 	m := l.Nodes[0]
 	t.Setenv("DOCKER_HOST", m.DockerHost)
 	ctx := testenv.Context(t, 8*time.Minute)

@@ -135,7 +135,7 @@ func TestIntegrationSoak(t *testing.T) {
 	started := time.Now()
 	ctx := testenv.Context(t, e.duration+30*time.Minute)
 	l := testenv.StartLab(t, lab.Config{Nodes: e.nodes, Managers: e.managers, UnderlaySubnet: e.subnet.String(),
-		AgentArgs: []string{"--ipam-leak-grace", "10s", "--ipam-sweep", "1s", "--ipam-node-timeout", e.nodeTimeout.String(),
+		AgentArgs: []string{"--ipam-test-timers", "--ipam-leak-grace", "10s", "--ipam-sweep", "1s", "--ipam-node-timeout", e.nodeTimeout.String(),
 			"--network-sync", "5s", "--resync", "20s", "--doctor-interval", "0", "--task-metrics", "0"}})
 	t.Logf("lab up in %s", time.Since(started).Round(time.Second))
 	c := newCluster(ctx, t, l, e)
