@@ -155,4 +155,5 @@ func addConsulFlags(fs *pflag.FlagSet, o *consul.Options) {
 	fs.StringVar(&o.CertFile, "consul-client-cert", "", "client certificate for Consul TLS (default $CONSUL_CLIENT_CERT)")
 	fs.StringVar(&o.KeyFile, "consul-client-key", "", "client key for Consul TLS (default $CONSUL_CLIENT_KEY)")
 	fs.StringVar(&o.TLSServerName, "consul-tls-server-name", "", "server name to verify in Consul's certificate (default $CONSUL_TLS_SERVER_NAME)")
+	fs.BoolVar(&o.ProxyFromEnv, "consul-proxy-from-env", false, "reach Consul through the proxy of $HTTP_PROXY, $HTTPS_PROXY and $NO_PROXY (default: no proxy, which would see the ACL token)")
 }

@@ -38,6 +38,10 @@ type Options struct {
 	TLSServerName string
 	// InsecureSkipVerify disables server certificate checks; for tests only.
 	InsecureSkipVerify bool
+	// ProxyFromEnv reaches Consul through the environment's HTTP_PROXY,
+	// HTTPS_PROXY and NO_PROXY. Off, no proxy is used: it would see the
+	// ACL token of every request.
+	ProxyFromEnv bool
 	// Log receives the token file's warnings (readable by others, unreadable,
 	// changed); nil discards them. Tokens are never logged.
 	Log *slog.Logger
@@ -45,6 +49,19 @@ type Options struct {
 
 // NewClient returns a Consul API client for o on top of the environment.
 func NewClient(o Options) (*api.Client, error) {
+	cfg, err := clientConfig(o)
+	if err != nil {
+		return nil, err
+	}
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, err)
+	}
+	return c, nil
+}
+
+// clientConfig is NewClient's configuration, with its HTTP client.
+func clientConfig(o Options) (*api.Config, error) {
 	cfg := api.DefaultConfig() // reads CONSUL_HTTP_ADDR, CONSUL_HTTP_TOKEN, CONSUL_CACERT...
 	scheme, rest, err := checkedAddr(o, cfg.Address)
 	if err != nil {
@@ -84,29 +101,17 @@ func NewClient(o Options) (*api.Client, error) {
 	if err := applyTLS(cfg, o); err != nil {
 		return nil, err
 	}
-	switch {
-	case tokenFile != nil:
-		if err := rotateTokens(cfg, tokenFile); err != nil {
-			return nil, err
-		}
-	case !strings.HasPrefix(cfg.Address, "unix://"):
-		// Consul's client would build the same one, following redirects
-		// anywhere; over a socket it builds its own, which dials the
-		// socket whatever a redirect names.
-		hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
-		if err != nil {
-			return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, err)
-		}
-		cfg.HttpClient = hc
+	if cfg.Token != "" {
+		warnPlainToken(cfg, o.Log)
 	}
-	if cfg.HttpClient != nil {
-		cfg.HttpClient.CheckRedirect = sameHost
-	}
-	c, err := api.NewClient(cfg)
+	hc, err := httpClient(cfg, tokenFile, o.ProxyFromEnv)
 	if err != nil {
-		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, err)
+		return nil, err
 	}
-	return c, nil
+	// Consul's client follows redirects anywhere.
+	hc.CheckRedirect = sameHost
+	cfg.HttpClient = hc
+	return cfg, nil
 }
 
 // applyTLS sets o's TLS settings over the environment's in cfg: the
@@ -136,14 +141,20 @@ func applyTLS(cfg *api.Config, o Options) error {
 	return nil
 }
 
-// rotateTokens gives cfg an HTTP client that sets every request's ACL token
-// to the token file's current one. Consul's client reads a token file once;
-// this one follows rotations.
-func rotateTokens(cfg *api.Config, f *secretfile.File) error {
+// httpClient is the HTTP client for cfg's agent. With a token file, it
+// sets every request's ACL token to the file's current one: Consul's
+// client reads a token file once; this one follows rotations. It takes no
+// proxy from the environment (HTTP_PROXY, HTTPS_PROXY) unless
+// proxyFromEnv: the proxy would see every request's ACL token.
+func httpClient(cfg *api.Config, f *secretfile.File, proxyFromEnv bool) (*http.Client, error) {
 	tr := cfg.Transport
+	if !proxyFromEnv {
+		tr.Proxy = nil
+	}
 	if sock, ok := strings.CutPrefix(cfg.Address, "unix://"); ok {
-		// Consul's client would replace our HTTP client for a socket: dial
-		// it ourselves, under a placeholder host.
+		// Consul's client would build its own HTTP client for a socket
+		// (with the environment's proxy): dial it ourselves, under a
+		// placeholder host, whatever a redirect names.
 		tr = tr.Clone()
 		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
 			var d net.Dialer
@@ -153,11 +164,37 @@ func rotateTokens(cfg *api.Config, f *secretfile.File) error {
 	}
 	hc, err := api.NewHttpClient(tr, cfg.TLSConfig)
 	if err != nil {
-		return fmt.Errorf("consul client for %s: %w", cfg.Address, err)
+		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, err)
 	}
-	hc.Transport = tokenTransport{base: hc.Transport, file: f}
-	cfg.HttpClient = hc
-	return nil
+	if f != nil {
+		hc.Transport = tokenTransport{base: hc.Transport, file: f}
+	}
+	return hc, nil
+}
+
+// warnPlainToken warns when cfg sends its ACL token in clear, over http://
+// to an address other than a loopback one, where others on the path may
+// read it. The address is a name or an IP address, host:port or host.
+func warnPlainToken(cfg *api.Config, log *slog.Logger) {
+	if log == nil {
+		return
+	}
+	addr, scheme := cfg.Address, cfg.Scheme
+	if s, rest, ok := strings.Cut(addr, "://"); ok {
+		scheme, addr = s, rest
+	}
+	if scheme != "http" {
+		return
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = strings.Trim(addr, "[]")
+	}
+	if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() || strings.EqualFold(host, "localhost") {
+		return
+	}
+	log.Warn("the Consul ACL token goes in clear over http:// to a non-loopback address: use https:// (--consul-cacert) or a local Consul agent",
+		"consul_addr", scheme+"://"+addr)
 }
 
 // sameHost refuses a redirect to another scheme or host:port than the
@@ -217,7 +254,11 @@ func NewEndpoint(o Options) (Endpoint, error) {
 	if err := applyTLS(cfg, o); err != nil {
 		return Endpoint{}, err
 	}
-	hc, err := api.NewHttpClient(cfg.Transport, cfg.TLSConfig)
+	tr := cfg.Transport
+	if !o.ProxyFromEnv {
+		tr.Proxy = nil // as the client's: what goes to Consul goes to Consul only
+	}
+	hc, err := api.NewHttpClient(tr, cfg.TLSConfig)
 	if err != nil {
 		return Endpoint{}, fmt.Errorf("consul http client: %w", err)
 	}
