@@ -59,7 +59,7 @@ func (n *node) run(ctx context.Context) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return facts.Run(gctx, netagent.Heartbeat) })
-	g.Go(func() error { return n.watchSwarmNodeID(gctx, id) })
+	g.Go(func() error { return n.watchSwarmNodeID(gctx, id, netagent.Heartbeat) })
 	nets := dockerhost.NewNetworks(n.c.Docker)
 	rec := &netagent.Reconciler{
 		ID: id, Node: n.name, Facts: facts, Store: store, Docker: nets, Swarm: nets,
@@ -166,12 +166,17 @@ func (n *node) runDoctorReports(ctx context.Context, id string, kv *consul.KV, s
 	doctor.RunPeriodically(ctx, kv, n.name, n.cfg.Version, env.Checks(), n.cfg.DoctorInterval, n.log)
 }
 
-// watchSwarmNodeID returns an error once this node's swarm node ID is no
-// longer id (it left the swarm and joined again): everything this agent
-// owns is keyed by the old one, so it must start over.
-func (n *node) watchSwarmNodeID(ctx context.Context, id string) error {
-	t := time.NewTicker(netagent.Heartbeat)
+// watchSwarmNodeID watches Docker's swarm node ID for this node every
+// every. A node that left the swarm (no ID) is warned of once and goes on
+// under id: the swarm leader reclaims its addresses after the node
+// timeout, and the node may join again. It returns an error once the ID
+// is another (the node joined the swarm again as a new node): everything
+// this agent owns is keyed by the old one, so it must start over.
+func (n *node) watchSwarmNodeID(ctx context.Context, id string, every time.Duration) error {
+	log := agentLog(n.log)
+	t := time.NewTicker(every)
 	defer t.Stop()
+	left := false
 	for {
 		select {
 		case <-ctx.Done():
@@ -179,8 +184,21 @@ func (n *node) watchSwarmNodeID(ctx context.Context, id string) error {
 		case <-t.C:
 		}
 		info, err := n.c.Docker.Info(ctx)
-		if err == nil && info.Swarm.NodeID != "" && info.Swarm.NodeID != id {
-			return fmt.Errorf("this node's swarm node ID changed from %s to %s (it joined the swarm again): restart the agent to serve the new identity", id, info.Swarm.NodeID)
+		if err != nil {
+			continue // Docker out of reach says nothing of the swarm
+		}
+		switch got := info.Swarm.NodeID; {
+		case got == "" && !left:
+			left = true
+			log.Warn("this node left the swarm (Docker reports no swarm node ID): the agent goes on under its last identity; the swarm leader reclaims its addresses after --ipam-node-timeout; join the swarm again (the agent then starts over under the new identity), or stop the agent",
+				"node", n.name, "node_id", id, "local_node_state", info.Swarm.LocalNodeState)
+		case got == id && left:
+			left = false
+			log.Info("this node is back in the swarm under its swarm node ID", "node", n.name, "node_id", id)
+		case got != "" && got != id:
+			log.Warn("this node's swarm node ID changed: it joined the swarm again as another node; the agent stops to start over under the new identity",
+				"node", n.name, "node_id", id, "new_node_id", got)
+			return fmt.Errorf("this node's swarm node ID changed from %s to %s (it joined the swarm again): restart the agent to serve the new identity", id, got)
 		}
 	}
 }

@@ -1,0 +1,124 @@
+package agent
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/docker/docker/client"
+
+	"github.com/underlay/underlay/internal/testlog"
+)
+
+// swarmDocker is a stand-in for dockerd's API whose /info reports the
+// swarm node ID set last, and tells served of each /info it answers.
+type swarmDocker struct {
+	mu     sync.Mutex
+	nodeID string
+	served chan string
+}
+
+func (d *swarmDocker) set(id string) {
+	d.mu.Lock()
+	d.nodeID = id
+	d.mu.Unlock()
+}
+
+func (d *swarmDocker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	switch {
+	case strings.HasSuffix(r.URL.Path, "/_ping"):
+		w.Header().Set("Api-Version", "1.44")
+		w.Write([]byte("OK"))
+	case strings.HasSuffix(r.URL.Path, "/info"):
+		d.mu.Lock()
+		id := d.nodeID
+		d.mu.Unlock()
+		state := "active"
+		if id == "" {
+			state = "inactive"
+		}
+		fmt.Fprintf(w, `{"Name":"n1","Swarm":{"NodeID":%q,"LocalNodeState":%q}}`, id, state)
+		select {
+		case d.served <- id:
+		default:
+		}
+	default:
+		http.Error(w, "not faked", http.StatusNotImplemented)
+	}
+}
+
+// awaitServed waits until d has answered n more /info calls reporting id.
+func (d *swarmDocker) awaitServed(t *testing.T, n int, id string) {
+	t.Helper()
+	timeout := time.After(10 * time.Second)
+	for n > 0 {
+		select {
+		case got := <-d.served:
+			if got == id {
+				n--
+			}
+		case <-timeout:
+			t.Fatalf("dockerd's /info not asked %d more times", n)
+		}
+	}
+}
+
+// TestSwarmNodeIDWatch: a node that left the swarm (docker swarm leave:
+// Docker reports no swarm node ID) kept its agent going with nothing in
+// its log. The agent now warns once that the node left, naming its
+// identity, goes on, says once when the node is back under that
+// identity, and warns and stops (to start over under the new identity)
+// once Docker names another.
+func TestSwarmNodeIDWatch(t *testing.T) {
+	d := &swarmDocker{nodeID: "abc123", served: make(chan string, 1)}
+	srv := httptest.NewServer(d)
+	defer srv.Close()
+	dockerAPI, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dockerAPI.Close()
+	recs := testlog.NewRecords(64)
+	n := &node{c: Clients{Docker: dockerAPI}, name: "n1", log: slog.New(recs)}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- n.watchSwarmNodeID(ctx, "abc123", time.Millisecond) }()
+
+	isSwarm := func(r slog.Record) bool { return strings.Contains(r.Message, "swarm") }
+	d.awaitServed(t, 2, "abc123")
+	d.set("")
+	r := recs.Await(t, 10*time.Second, isSwarm)
+	if r.Level != slog.LevelWarn || !strings.Contains(r.Message, "left the swarm") || testlog.Attr(r, "node_id") != "abc123" {
+		t.Errorf("record %q at %s, node_id %q; want a warning that the node left the swarm, naming abc123", r.Message, r.Level, testlog.Attr(r, "node_id"))
+	}
+	// Still out: said once only.
+	d.awaitServed(t, 3, "")
+	d.set("abc123")
+	r = recs.Await(t, 10*time.Second, isSwarm)
+	if r.Level != slog.LevelInfo || !strings.Contains(r.Message, "back in the swarm") {
+		t.Errorf("record %q at %s; want the node back in the swarm, said once", r.Message, r.Level)
+	}
+	d.awaitServed(t, 2, "abc123")
+	select {
+	case err := <-done:
+		t.Fatalf("the watch stopped while the node was out of the swarm or back: %v", err)
+	default:
+	}
+
+	// Joined again as another node.
+	d.set("def456")
+	r = recs.Await(t, 10*time.Second, isSwarm)
+	if r.Level != slog.LevelWarn || testlog.Attr(r, "node_id") != "abc123" || testlog.Attr(r, "new_node_id") != "def456" {
+		t.Errorf("record %q at %s; want a warning naming abc123 and def456", r.Message, r.Level)
+	}
+	if err := <-done; err == nil || !strings.Contains(err.Error(), "from abc123 to def456") {
+		t.Errorf("watch = %v; want an error naming the change", err)
+	}
+}
