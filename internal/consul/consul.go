@@ -104,7 +104,7 @@ func clientConfig(o Options) (*api.Config, error) {
 	if cfg.Token != "" {
 		warnPlainToken(cfg, o.Log)
 	}
-	hc, err := httpClient(cfg, tokenFile, o.ProxyFromEnv)
+	hc, err := httpClient(cfg, tokenFile, o)
 	if err != nil {
 		return nil, err
 	}
@@ -145,10 +145,11 @@ func applyTLS(cfg *api.Config, o Options) error {
 // sets every request's ACL token to the file's current one: Consul's
 // client reads a token file once; this one follows rotations. It takes no
 // proxy from the environment (HTTP_PROXY, HTTPS_PROXY) unless
-// proxyFromEnv: the proxy would see every request's ACL token.
-func httpClient(cfg *api.Config, f *secretfile.File, proxyFromEnv bool) (*http.Client, error) {
+// o.ProxyFromEnv: the proxy would see every request's ACL token. Its TLS
+// files are read again when they change.
+func httpClient(cfg *api.Config, f *secretfile.File, o Options) (*http.Client, error) {
 	tr := cfg.Transport
-	if !proxyFromEnv {
+	if !o.ProxyFromEnv {
 		tr.Proxy = nil
 	}
 	if sock, ok := strings.CutPrefix(cfg.Address, "unix://"); ok {
@@ -165,6 +166,9 @@ func httpClient(cfg *api.Config, f *secretfile.File, proxyFromEnv bool) (*http.C
 	hc, err := api.NewHttpClient(tr, cfg.TLSConfig)
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, err)
+	}
+	if err := reloadTLS(tr, cfg.TLSConfig, o.Log); err != nil {
+		return nil, err
 	}
 	if f != nil {
 		hc.Transport = tokenTransport{base: hc.Transport, file: f}
@@ -261,6 +265,9 @@ func NewEndpoint(o Options) (Endpoint, error) {
 	hc, err := api.NewHttpClient(tr, cfg.TLSConfig)
 	if err != nil {
 		return Endpoint{}, fmt.Errorf("consul http client: %w", err)
+	}
+	if err := reloadTLS(tr, cfg.TLSConfig, o.Log); err != nil {
+		return Endpoint{}, err
 	}
 	// As the client's: a redirect to another host would take the request
 	// (and the TLS client certificate) there, and its answer for Consul's.
