@@ -681,16 +681,33 @@ func (a *Agent) resync(ctx context.Context) error {
 // driftLoop reads Consul regularly: when what it holds differs from what the
 // agent wrote (a Consul agent restarted without state, an operator's manual
 // edit) or Consul becomes reachable again, it asks for a resync.
+//
+// While the agent writes (containers starting or stopping), the check is
+// put off: a read that a write overlaps is not compared (drifted), so
+// during a burst it was Consul's and the agent's work for nothing, the
+// list of every service of the node read and decoded every 2 s beside the
+// registrations it slowed. A write that succeeds says Consul is reachable
+// too; one that fails leaves lastWrite, so the checks resume.
 func (a *Agent) driftLoop(ctx context.Context) {
 	ticker := time.NewTicker(a.cfg.DriftCheck)
 	defer ticker.Stop()
+	lastRead := time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-ticker.C:
 		}
+		a.mu.Lock()
+		lastWrite := a.lastWrite
+		a.mu.Unlock()
+		if !driftReadDue(time.Now(), lastWrite, lastRead, a.cfg.DriftCheck) {
+			a.metrics.driftChecks.WithLabelValues("deferred").Inc()
+			continue
+		}
+		a.metrics.driftChecks.WithLabelValues("read").Inc()
 		readAt := time.Now()
+		lastRead = readAt
 		regs, err := a.catalog.Services(ctx, a.cfg.Policy.Node)
 		if err != nil {
 			if a.setConsulOK(false) {
@@ -704,6 +721,18 @@ func (a *Agent) driftLoop(ctx context.Context) {
 			a.RequestResync()
 		}
 	}
+}
+
+// driftDeferredChecks bounds how many drift checks in a row writes put
+// off: under endless churn Consul is still read every so often, so that a
+// Consul agent that lost its state is noticed within that many periods.
+const driftDeferredChecks = 5
+
+// driftReadDue says whether the drift check at now reads Consul: not when
+// the agent wrote within the last period, unless the last read is
+// driftDeferredChecks periods old.
+func driftReadDue(now, lastWrite, lastRead time.Time, every time.Duration) bool {
+	return now.Sub(lastWrite) >= every || now.Sub(lastRead) >= driftDeferredChecks*every
 }
 
 func (a *Agent) deregisterAll(ctx context.Context) error {

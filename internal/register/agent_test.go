@@ -677,3 +677,27 @@ func TestForeignServiceIDLeftAlone(t *testing.T) {
 		t.Errorf("the containers' stop deregistered the services they named: vault %v, db %v", c.has("vault"), c.has("db"))
 	}
 }
+
+// TestDriftReadDue: a drift check reads Consul unless the agent wrote
+// within the period (a read the writes overlap is not compared), and
+// writes put it off at most driftDeferredChecks periods.
+func TestDriftReadDue(t *testing.T) {
+	const every = 2 * time.Second
+	now := time.Date(2026, 12, 5, 9, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name                string
+		sinceWrite, sinceRd time.Duration
+		want                bool
+	}{
+		{"idle", time.Hour, every, true},
+		{"never wrote", now.Sub(time.Time{}), every, true},
+		{"wrote a period ago", every, every, true},
+		{"writing", 10 * time.Millisecond, every, false},
+		{"writing, read put off almost the most", time.Millisecond, driftDeferredChecks*every - time.Millisecond, false},
+		{"writing, read put off the most", time.Millisecond, driftDeferredChecks * every, true},
+	} {
+		if got := driftReadDue(now, now.Add(-tc.sinceWrite), now.Add(-tc.sinceRd), every); got != tc.want {
+			t.Errorf("%s: driftReadDue = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}

@@ -14,6 +14,7 @@ type metrics struct {
 	passesSkipped  prometheus.Counter
 	prepared       *prometheus.CounterVec
 	held           prometheus.Counter
+	driftChecks    *prometheus.CounterVec
 	queueDepth     prometheus.GaugeFunc
 }
 
@@ -62,13 +63,17 @@ func newMetrics(reg prometheus.Registerer, q *queue) *metrics {
 			Namespace: ns, Subsystem: sub, Name: "service_id_held_total",
 			Help: "Times a container wanted a service ID registered for another container, and waited for that registration to go instead of replacing it.",
 		}),
+		driftChecks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Namespace: ns, Subsystem: sub, Name: "drift_checks_total",
+			Help: "Periodic checks of Consul against the agent's view, by result: read (Consul read and compared), deferred (the agent wrote within the period, so the check was put off).",
+		}, []string{"result"}),
 	}
 	m.queueDepth = prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Subsystem: sub, Name: "queue_depth",
 		Help: "Containers waiting to be reconciled.",
 	}, func() float64 { return float64(q.Len()) })
 	if reg != nil {
-		reg.MustRegister(m.services, m.writes, m.errors, m.warnings, m.resyncDuration, m.eventLatency, m.reconnects, m.passesSkipped, m.prepared, m.held, m.queueDepth)
+		reg.MustRegister(m.services, m.writes, m.errors, m.warnings, m.resyncDuration, m.eventLatency, m.reconnects, m.passesSkipped, m.prepared, m.held, m.driftChecks, m.queueDepth)
 	}
 	return m
 }
