@@ -37,12 +37,14 @@ const (
 // PoolSource finds the cluster network a requested pool belongs to.
 type PoolSource interface {
 	// PoolFor returns the pool whose prefix is subnet, with its gateway.
+	// A pool whose network is being removed is a *RemovingError.
 	PoolFor(ctx context.Context, subnet netip.Prefix) (Pool, netip.Addr, error)
-	// PoolByID returns a pool by Pool.ID, reading the specs.
+	// PoolByID returns a pool by Pool.ID, reading the specs; one whose
+	// network is being removed is a *RemovingError, which holds it.
 	PoolByID(ctx context.Context, id string) (Pool, netip.Addr, error)
 	// PoolSeen is PoolByID by the newest reading of the specs, without
 	// reading them again; ok is false when that reading serves no such
-	// pool, or there has been none.
+	// pool (its network being removed too), or there has been none.
 	PoolSeen(id string) (p Pool, gw netip.Addr, ok bool)
 }
 
@@ -270,6 +272,11 @@ func (pl *Plugin) releaseAddress(ctx context.Context, r releaseRequest) (any, er
 		return nil, err
 	}
 	e, err := pl.pool(ctx, r.PoolID)
+	if gone := (*RemovingError)(nil); errors.As(err, &gone) {
+		// Its network is being removed: its containers are taken down,
+		// and their addresses released, from the pool as its spec stands.
+		e, err = poolEntry{pool: gone.Pool, gateway: gone.Gateway}, nil
+	}
 	if err != nil {
 		// Its spec is gone or refused now. Released from the pool it was
 		// handed out of, the address frees only this node's own record of

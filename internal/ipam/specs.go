@@ -27,12 +27,15 @@ func (s SpecPools) PoolFor(ctx context.Context, subnet netip.Prefix) (Pool, neti
 	}
 	refused := l.Refused()
 	for _, spec := range l.Specs {
-		if spec.IPAM != netspec.Cluster || spec.Deleting {
+		if spec.IPAM != netspec.Cluster {
 			continue
 		}
 		v6 := spec.IPv6Subnet.IsValid() && spec.IPv6Subnet == subnet
 		if spec.Subnet != subnet && !v6 {
 			continue
+		}
+		if spec.Deleting {
+			return Pool{}, netip.Addr{}, removing(spec, v6)
 		}
 		if err := refused[spec.Name]; err != nil {
 			return Pool{}, netip.Addr{}, refusedSpec(spec.Name, err)
@@ -94,6 +97,9 @@ func (s SpecPools) poolByID(l *netspec.Listing, id string) (Pool, netip.Addr, er
 	if v6 && !spec.IPv6Subnet.IsValid() {
 		return Pool{}, netip.Addr{}, fmt.Errorf("pool id %q: network %s has no IPv6 subnet", id, name)
 	}
+	if spec.Deleting {
+		return Pool{}, netip.Addr{}, removing(spec, v6)
+	}
 	if refused != nil {
 		return Pool{}, netip.Addr{}, refusedSpec(name, refused)
 	}
@@ -112,6 +118,24 @@ func (s SpecPools) read(ctx context.Context) (*netspec.Listing, error) {
 		return nil, fmt.Errorf("read network specs: %w", err)
 	}
 	return l, nil
+}
+
+// RemovingError refuses a pool whose network is being removed: the
+// nodes are taking it apart, so nothing more is handed out of it. It
+// carries the pool, so that its addresses can still be released as its
+// containers are taken down.
+type RemovingError struct {
+	Pool    Pool
+	Gateway netip.Addr
+}
+
+func (e *RemovingError) Error() string {
+	return fmt.Sprintf("network %q is being removed (`underlay network rm` under way): nothing more is handed out of it", e.Pool.Network)
+}
+
+func removing(spec netspec.Spec, v6 bool) error {
+	p, gw := SpecPools{}.pool(spec, v6)
+	return &RemovingError{Pool: p, Gateway: gw}
 }
 
 func refusedSpec(name string, err error) error {
