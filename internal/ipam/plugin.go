@@ -278,15 +278,19 @@ func (pl *Plugin) releaseAddress(ctx context.Context, r releaseRequest) (any, er
 		e, err = poolEntry{pool: gone.Pool, gateway: gone.Gateway}, nil
 	}
 	if err != nil {
-		// Its spec is gone or refused now. Released from the pool it was
-		// handed out of, the address frees only this node's own record of
-		// it (see Release); refused, it would stay allocated to no
-		// container, in a pool the sweep leaves alone.
+		// Its spec is gone or refused now, or cannot be read. Released
+		// from the pool it was handed out of, the address frees only this
+		// node's own record of it (see Release); refused, it would stay
+		// allocated to no container, in a pool the sweep leaves alone.
 		last, ok := pl.served(r.PoolID)
 		if !ok {
 			return nil, err
 		}
-		pl.log().Warn("releasing an address of a pool no longer served, from the pool as it was served", "pool", r.PoolID, "addr", r.Address, "err", err)
+		msg := "releasing an address of a pool no longer served, from the pool as it was served"
+		if unread := (*unreadError)(nil); errors.As(err, &unread) {
+			msg = "cannot read the network specs from Consul: releasing the address from its pool as this plugin last served it"
+		}
+		pl.log().Warn(msg, "pool", r.PoolID, "addr", r.Address, "err", err)
 		e = last
 	}
 	if addr == e.gateway {

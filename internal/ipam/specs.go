@@ -115,10 +115,17 @@ func (s SpecPools) poolByID(l *netspec.Listing, id string) (Pool, netip.Addr, er
 func (s SpecPools) read(ctx context.Context) (*netspec.Listing, error) {
 	l, err := s.Store.ReadListing(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("read network specs: %w", err)
+		return nil, &unreadError{err: err}
 	}
 	return l, nil
 }
+
+// unreadError is a failure to read the specs (Consul out of reach): it
+// says nothing of whether a pool is served.
+type unreadError struct{ err error }
+
+func (e *unreadError) Error() string { return "read network specs: " + e.err.Error() }
+func (e *unreadError) Unwrap() error { return e.err }
 
 // RemovingError refuses a pool whose network is being removed: the
 // nodes are taking it apart, so nothing more is handed out of it. It
