@@ -78,7 +78,11 @@ func (g *Gate) Open(pl *Plugin) {
 func (g *Gate) Handler() http.Handler {
 	mux := http.NewServeMux()
 	handshake(mux)
-	mux.HandleFunc("POST /", g.held)
+	// Only the plugin's own calls wait: any other path is answered 404
+	// at once, as the plugin would answer it.
+	for _, m := range []string{methodRequestPool, methodRequestAddress, methodReleaseAddress} {
+		mux.HandleFunc("POST /"+m, g.held)
+	}
 	return mux
 }
 

@@ -122,3 +122,49 @@ func TestGateOpensOnTheClaim(t *testing.T) {
 		}
 	}
 }
+
+// TestGateAnswersUnknownMethodsAtOnce: before the claim, the gate held
+// every POST but the handshake's, so a method the plugin does not serve
+// (IpamDriver.Nope) waited the gate's whole timeout before its 404. It is
+// now answered 404 at once; only the plugin's pool and address calls wait.
+func TestGateAnswersUnknownMethodsAtOnce(t *testing.T) {
+	g := NewGate("127.0.0.1:8500", time.Hour, nil)
+	waiting := make(chan string, 4)
+	g.waitHook = func() { waiting <- "waiting" }
+	h := g.Handler()
+	for _, method := range []string{"IpamDriver.Nope", "Plugin.Nope", "", "IpamDriver.RequestPool/x"} {
+		ctx, cancel := context.WithCancel(context.Background())
+		rec := httptest.NewRecorder()
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			h.ServeHTTP(rec, httptest.NewRequest("POST", "/"+method, strings.NewReader("{}")).WithContext(ctx))
+		}()
+		select {
+		case <-done:
+		case <-waiting:
+			t.Errorf("POST /%s before the claim: held at the gate, want answered 404 at once", method)
+			cancel()
+			<-done
+		}
+		cancel()
+		if rec.Code != http.StatusNotFound {
+			t.Errorf("POST /%s before the claim: %d %q, want 404", method, rec.Code, rec.Body)
+		}
+	}
+	// The plugin's own calls still wait.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.ServeHTTP(httptest.NewRecorder(), httptest.NewRequest("POST", "/IpamDriver.RequestAddress", strings.NewReader("{}")).WithContext(ctx))
+	}()
+	select {
+	case <-waiting:
+	case <-done:
+		t.Errorf("RequestAddress before the claim: answered, want held at the gate")
+	}
+	cancel()
+	<-done
+}

@@ -74,13 +74,21 @@ type poolEntry struct {
 func (pl *Plugin) Handler() http.Handler {
 	mux := http.NewServeMux()
 	handshake(mux)
-	mux.HandleFunc("POST /IpamDriver.RequestPool", reply(bounded(pl, poolRequest.String, pl.requestPool)))
-	mux.HandleFunc("POST /IpamDriver.RequestAddress", reply(bounded(pl, addressRequest.String, pl.requestAddress)))
-	mux.HandleFunc("POST /IpamDriver.ReleaseAddress", reply(bounded(pl, releaseRequest.String, pl.releaseAddress)))
+	mux.HandleFunc("POST /"+methodRequestPool, reply(bounded(pl, poolRequest.String, pl.requestPool)))
+	mux.HandleFunc("POST /"+methodRequestAddress, reply(bounded(pl, addressRequest.String, pl.requestAddress)))
+	mux.HandleFunc("POST /"+methodReleaseAddress, reply(bounded(pl, releaseRequest.String, pl.releaseAddress)))
 	// A last resort (a request body slow to come): bounded answers a
 	// request Consul holds up a second earlier, naming it.
 	return http.TimeoutHandler(mux, pl.timeout()+time.Second, `{"Err":"underlay ipam: request timed out"}`)
 }
+
+// The calls that need Consul and the node's identity: the gate holds
+// them, and them alone, until the claim.
+const (
+	methodRequestPool    = "IpamDriver.RequestPool"
+	methodRequestAddress = "IpamDriver.RequestAddress"
+	methodReleaseAddress = "IpamDriver.ReleaseAddress"
+)
 
 // handshake serves on mux the calls whose answers need neither Consul nor
 // the node's identity: dockerd's activation and capability calls, and
