@@ -482,6 +482,11 @@ func (c ConsulCheck) Run(ctx context.Context, logf Logf) []Result {
 // ProbeTimeout bounds each TCP connect to a container.
 const ProbeTimeout = 2 * time.Second
 
+// InspectShare is the percentage of the containers check's time left
+// after reading the specs that its inspections of containers may take;
+// the rest is the probes'.
+const InspectShare = 60
+
 // MaxProbes bounds the TCP connects to containers under way at once.
 const MaxProbes = 64
 
@@ -512,7 +517,16 @@ func (c ContainersCheck) Run(ctx context.Context, logf Logf) []Result {
 	if len(specs) == 0 {
 		return []Result{{Check: "containers/reachable", Status: OK, Message: "no underlay networks defined"}}
 	}
-	ps, err := c.Docker.Endpoints(ctx, nets)
+	// A slow Docker's inspections would otherwise take the check's whole
+	// time and leave the probes none: they stop at a share of what is
+	// left, and what they did not reach counts as not probed in time.
+	ictx := ctx
+	if dl, ok := ctx.Deadline(); ok {
+		var cancel context.CancelFunc
+		ictx, cancel = context.WithDeadline(ctx, time.Now().Add(time.Until(dl)*InspectShare/100))
+		defer cancel()
+	}
+	ps, err := c.Docker.Endpoints(ictx, nets)
 	if err != nil {
 		return EvalContainers(nil, err)
 	}

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -1007,5 +1008,43 @@ func TestNetworksCheckNamesUnlistableKeys(t *testing.T) {
 		if r.Status == Fail || strings.Contains(r.Fix, "kv delete -recurse") {
 			t.Errorf("result %+v; want no failure, and no delete through a redirected path", r)
 		}
+	}
+}
+
+// slowDocker is a Docker whose container inspections take all the time
+// they are given: they end with their context, the containers before
+// ready inspected, the others late.
+type slowDocker struct {
+	fakeDocker
+	ready, late []Probe
+}
+
+func (d slowDocker) Endpoints(ctx context.Context, _ map[string]string) ([]Probe, error) {
+	<-ctx.Done()
+	out := slices.Clone(d.ready)
+	for _, p := range d.late {
+		p.Late = true
+		out = append(out, p)
+	}
+	return out, nil
+}
+
+// TestContainersCheckLeavesTheProbesTime: the container inspections could
+// use the whole of the check's time, so with a slow Docker the probes had
+// none: every address, those inspected too, was "not probed in time".
+// The inspections now stop at a share of the check's time, and the
+// containers they reached are probed in the rest.
+func TestContainersCheckLeavesTheProbesTime(t *testing.T) {
+	d := slowDocker{
+		ready: []Probe{{Container: "web.1", Network: "lan", IP: netip.MustParseAddr("10.0.0.5"), Port: 80},
+			{Container: "web.2", Network: "lan", IP: netip.MustParseAddr("10.0.0.6"), Port: 80}},
+		late: []Probe{{Container: "web.3", Network: "lan", IP: netip.MustParseAddr("10.0.0.7")}},
+	}
+	dial := func(ctx context.Context, a netip.AddrPort) error { return ctx.Err() }
+	c := ContainersCheck{Networks: fakeNetworks{specs: []netspec.Spec{{Name: "lan"}}}, Docker: d, Dial: dial}
+	rs := Runner{Timeout: 900 * time.Millisecond}.Run(context.Background(), "n1", []Check{c}, t.Logf)
+	if len(rs) != 1 || rs[0].Status != Warn || !strings.Contains(rs[0].Message, "1 container address(es) not probed") ||
+		!strings.Contains(rs[0].Message, "2 container(s) reached") {
+		t.Errorf("results %+v, want one warning: 1 container address(es) not probed, 2 container(s) reached", rs)
 	}
 }

@@ -887,7 +887,7 @@ func EvalContainers(ps []Probe, err error) []Result {
 	var lateRow []Result
 	if late > 0 {
 		lateRow = []Result{{Check: check, Status: Warn,
-			Message: fmt.Sprintf("%d container address(es) not probed within the check's time (%s at most, %d connects at once); %d container(s) reached", late, CheckTimeout, MaxProbes, len(reached))}}
+			Message: fmt.Sprintf("%d container address(es) not probed within the check's time (%s at most, Docker's inspections %d%% of it, %d connects at once); %d container(s) reached", late, CheckTimeout, InspectShare, MaxProbes, len(reached))}}
 	}
 	if len(rs) > 0 {
 		return append(capRows(rs, "unreachable container addresses"), lateRow...)
