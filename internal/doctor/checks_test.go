@@ -1048,3 +1048,44 @@ func TestContainersCheckLeavesTheProbesTime(t *testing.T) {
 		t.Errorf("results %+v, want one warning: 1 container address(es) not probed, 2 container(s) reached", rs)
 	}
 }
+
+// TestIPAMCheckKeptStartInTheFuture: an address kept for a start dated
+// in the future (a clock set back, a key written by hand) read as a
+// negative age ("the oldest allocated -5m0s ago"), as ok. It is now a
+// warning saying it is dated in the future, and by how much, beside the
+// judgment of the starts dated in the past.
+func TestIPAMCheckKeptStartInTheFuture(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	kept := func(addr string, ago time.Duration) KeptAddr {
+		return KeptAddr{Addr: netip.MustParseAddr(addr), Node: "me", Allocated: now.Add(-ago)}
+	}
+	for _, c := range []struct {
+		name string
+		kept []KeptAddr
+		want []string // each in a warning, in order
+	}{
+		{"alone", []KeptAddr{kept("10.9.0.5", -5*time.Minute)}, []string{"10.9.0.5 kept for a container start under way on this node is dated 2026-12-02T12:05:00Z, 5m0s in the future"}},
+		{"with a start under way", []KeptAddr{kept("10.9.0.5", -5*time.Minute), kept("10.9.0.6", -time.Hour), kept("10.9.0.7", time.Minute)},
+			[]string{"10.9.0.6 (and 1 more) kept for a container start under way on this node is dated 2026-12-02T13:00:00Z, 1h0m0s in the future"}},
+	} {
+		rs := IPAMCheck{NodeID: "me", Networks: fakeNetworks{}, Pools: fakePools{"lan/v4": {Kept: c.kept}}, Now: func() time.Time { return now }}.Run(context.Background(), t.Logf)
+		var warns []string
+		for _, r := range rs {
+			if strings.Contains(r.Message, " -") && strings.Contains(r.Message, "ago") {
+				t.Errorf("%s: %+v: a negative age", c.name, r)
+			}
+			if r.Check == "ipam/lan/v4/starts" && r.Status == Warn {
+				warns = append(warns, r.Message)
+			}
+		}
+		if len(warns) != len(c.want) {
+			t.Errorf("%s: warnings %q, want %d", c.name, warns, len(c.want))
+			continue
+		}
+		for i, w := range c.want {
+			if !strings.Contains(warns[i], w) {
+				t.Errorf("%s: warning %q, want it to say %q", c.name, warns[i], w)
+			}
+		}
+	}
+}

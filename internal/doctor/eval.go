@@ -574,32 +574,53 @@ const HeldStartWarn = 10 * time.Minute
 // EvalKeptStarts judges the addresses of one pool that node (this node's
 // identity) keeps for container starts under way: none, no result; one
 // kept longer than HeldStartWarn warns, since the address cannot be
-// reclaimed until the start ends.
+// reclaimed until the start ends; one dated in the future warns too,
+// saying by how much.
 func EvalKeptStarts(pool, node string, kept []KeptAddr, now time.Time) []Result {
-	var mine []KeptAddr
+	// Dated in the future (this node's clock set back, a key written by
+	// hand): no age can be judged, and none is shown negative.
+	var mine, future []KeptAddr
 	for _, k := range kept {
-		if k.Node == node {
+		switch {
+		case k.Node != node:
+		case k.Allocated.Sub(now).Round(time.Second) > 0:
+			future = append(future, k)
+		default:
 			mine = append(mine, k)
 		}
 	}
-	if node == "" || len(mine) == 0 {
+	if node == "" {
 		return nil
 	}
-	slices.SortFunc(mine, func(a, b KeptAddr) int { return a.Allocated.Compare(b.Allocated) })
 	check := "ipam/" + pool + "/starts"
+	var rs []Result
+	if len(future) > 0 {
+		latest := slices.MaxFunc(future, func(a, b KeptAddr) int { return a.Allocated.Compare(b.Allocated) })
+		what := latest.Addr.String()
+		if len(future) > 1 {
+			what += fmt.Sprintf(" (and %d more)", len(future)-1)
+		}
+		rs = append(rs, Result{Check: check, Status: Warn,
+			Message: fmt.Sprintf("%s kept for a container start under way on this node is dated %s, %s in the future: this node's clock was set back, or the pool's key was written by hand; how long the start has held it cannot be judged",
+				what, latest.Allocated.UTC().Format(time.RFC3339), latest.Allocated.Sub(now).Round(time.Second))})
+	}
+	if len(mine) == 0 {
+		return rs
+	}
+	slices.SortFunc(mine, func(a, b KeptAddr) int { return a.Allocated.Compare(b.Allocated) })
 	oldest := mine[0]
-	age := now.Sub(oldest.Allocated).Round(time.Second)
+	age := max(now.Sub(oldest.Allocated).Round(time.Second), 0)
 	if age < HeldStartWarn {
-		return []Result{{Check: check, Status: OK, Message: fmt.Sprintf("%d address(es) kept for container starts under way on this node, the oldest allocated %s ago", len(mine), age)}}
+		return append(rs, Result{Check: check, Status: OK, Message: fmt.Sprintf("%d address(es) kept for container starts under way on this node, the oldest allocated %s ago", len(mine), age)})
 	}
 	what := oldest.Addr.String()
 	if len(mine) > 1 {
 		what += fmt.Sprintf(" (and %d more)", len(mine)-1)
 	}
-	return []Result{{Check: check, Status: Warn,
+	return append(rs, Result{Check: check, Status: Warn,
 		Message: fmt.Sprintf("%s kept for a container start under way on this node since %s (%s ago): a start that long means a hung dockerd or runtime; the address cannot be reclaimed until the start ends",
 			what, oldest.Allocated.UTC().Format(time.RFC3339), age),
-		Fix: "docker ps -a --filter status=created --filter status=restarting   # the starts under way; docker inspect on one that hangs names a hung dockerd"}}
+		Fix: "docker ps -a --filter status=created --filter status=restarting   # the starts under way; docker inspect on one that hangs names a hung dockerd"})
 }
 
 // NetfilterFacts is the state behind the bridge-netfilter/FORWARD trap.
