@@ -241,8 +241,8 @@ func (pl *Plugin) requestAddress(ctx context.Context, r addressRequest) (any, er
 	var want netip.Addr
 	if r.Address != "" {
 		var err error
-		if want, err = netip.ParseAddr(r.Address); err != nil {
-			return nil, fmt.Errorf("address %q: not an IP address", r.Address)
+		if want, err = requestedAddr(r.Address); err != nil {
+			return nil, err
 		}
 	}
 	e, err := pl.pool(ctx, r.PoolID)
@@ -318,13 +318,24 @@ func (pl *Plugin) releaseAddress(ctx context.Context, r releaseRequest) (any, er
 // releasedAddr reads a release's address: bare, or as the plugin hands
 // addresses out, with a prefix length.
 func releasedAddr(s string) (netip.Addr, error) {
-	if a, err := netip.ParseAddr(s); err == nil {
-		return a, nil
-	}
 	if p, err := netip.ParsePrefix(s); err == nil {
 		return p.Addr(), nil
 	}
-	return netip.Addr{}, fmt.Errorf("address %q: not an IP address", s)
+	return requestedAddr(s)
+}
+
+// requestedAddr reads a request's address. One with an IPv6 zone parses,
+// but is no container's: refused here, its zone (any text) quoted, rather
+// than copied raw into the pool's refusal.
+func requestedAddr(s string) (netip.Addr, error) {
+	a, err := netip.ParseAddr(s)
+	switch {
+	case err != nil:
+		return netip.Addr{}, fmt.Errorf("address %q: not an IP address", s)
+	case a.Zone() != "":
+		return netip.Addr{}, fmt.Errorf("address %q: an address with a zone is no container's", s)
+	}
+	return a, nil
 }
 
 // pool returns a pool to hand out addresses of as its spec stands now: as

@@ -729,3 +729,27 @@ func TestPluginRefusesDataAfterTheRequest(t *testing.T) {
 		t.Errorf("allocations after the refused bodies: %v, want 10.90.0.200 alone", all)
 	}
 }
+
+// TestPluginRefusesAZonedAddress: an address with an IPv6 zone
+// (fd00:90::10%eth0) parses as an IP address, so it went on to the pool
+// and was refused there as not of the pool, the zone — any text, a
+// newline too — copied raw into the Err Docker shows. No container's
+// address has a zone: it is now refused at once for what it is, quoted.
+func TestPluginRefusesAZonedAddress(t *testing.T) {
+	_, call := pluginFor(t, kvtest.New(), "n1")
+	const bad = "fd00:90::10%a\nFAKE: line"
+	for _, c := range []struct {
+		method string
+		req    map[string]any
+	}{
+		{"IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v6", "Address": bad}},
+		{"IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v6", "Address": bad, "Options": map[string]string{"RequestAddressType": "com.docker.network.gateway"}}},
+		{"IpamDriver.ReleaseAddress", map[string]any{"PoolID": "lan/v6", "Address": bad}},
+	} {
+		code, out := call(c.method, c.req)
+		msg, _ := out["Err"].(string)
+		if code != http.StatusInternalServerError || !strings.Contains(msg, `address "fd00:90::10%a\nFAKE: line": `) || strings.Contains(msg, "\n") {
+			t.Errorf("%s %v: %d %q, want refused, naming the address quoted", c.method, c.req, code, msg)
+		}
+	}
+}
