@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"context"
+	"encoding/json"
 	"net/netip"
 	"strings"
 	"testing"
@@ -74,6 +75,34 @@ func TestPoolOfANetworkBeingRemoved(t *testing.T) {
 	for _, a := range held {
 		if _, ok := all[netip.MustParsePrefix(a).Addr()]; ok {
 			t.Errorf("%s still allocated after its release: %v", a, all)
+		}
+	}
+}
+
+// TestPoolOfAStrangeNameIsQuoted: the refusal of a pool's IPv6 family
+// for a network with no IPv6 subnet named the network raw, ahead of the
+// check of its spec: a spec written past `network create` under a name
+// with a newline (any text a key may hold) forged a line in the Err
+// Docker shows. The name is now quoted.
+func TestPoolOfAStrangeNameIsQuoted(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	const name = "lan\nFAKE: line"
+	spec := lanSpec
+	spec.Name, spec.IPv6Subnet = name, netip.Prefix{}
+	b, err := json.Marshal(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Put(ctx, netspec.KVPrefix+name+"/spec", b); err != nil {
+		t.Fatal(err)
+	}
+	call := serve(t, &Plugin{Alloc: NewAllocator(kv, "n1", nil), Pools: SpecPools{Store: netspec.NewStore(kv)}})
+	for _, id := range []string{name + "/v6", name + "/v4"} {
+		code, out := call("IpamDriver.RequestAddress", map[string]any{"PoolID": id})
+		msg, _ := out["Err"].(string)
+		if code != 500 || strings.Contains(msg, "\n") || !strings.Contains(msg, `"lan\nFAKE: line"`) {
+			t.Errorf("request in pool %q: %d %q, want refused, the network's name quoted", id, code, msg)
 		}
 	}
 }

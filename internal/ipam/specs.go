@@ -95,7 +95,7 @@ func (s SpecPools) poolByID(l *netspec.Listing, id string) (Pool, netip.Addr, er
 	}
 	spec := l.Specs[i]
 	if v6 && !spec.IPv6Subnet.IsValid() {
-		return Pool{}, netip.Addr{}, fmt.Errorf("pool id %q: network %s has no IPv6 subnet", id, name)
+		return Pool{}, netip.Addr{}, fmt.Errorf("pool id %q: network %q has no IPv6 subnet", id, name)
 	}
 	if spec.Deleting {
 		return Pool{}, netip.Addr{}, removing(spec, v6)
