@@ -150,6 +150,11 @@ type Reconciler struct {
 	// orphan's marked parent finds it at every sync while it stays, and
 	// is warned of once.
 	inUse map[string][]string
+	// settled are the orphans whose teardown is done but for VLAN parents
+	// left in use, found again at every sync by their marks: while
+	// nothing else of theirs shows (a config-only network, a marked shim),
+	// only their parents are looked at again, not the whole teardown.
+	settled map[string]bool
 }
 
 // Sync brings this node in line with every spec once. Errors of one
@@ -211,20 +216,31 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	}
 	// Networks of which this host has links underlay marked, and those
 	// whose teardown is unfinished, likewise.
-	orphans := r.orphans(managed)
+	labelled := r.orphans(managed)
+	orphans := slices.Clone(labelled)
 	for _, name := range append(slices.Sorted(maps.Keys(r.unfinished)), slices.Sorted(maps.Keys(marks))...) {
 		if !slices.Contains(orphans, name) {
 			orphans = append(orphans, name)
 		}
 	}
+	settled := map[string]bool{}
 	for _, name := range orphans {
-		if !wanted[name] && !gone[name] && refused[name] == nil {
-			gone[name] = true
-			m := marks[name]
-			m.Parents = orphanParents(m.Parents, l)
-			errs = append(errs, r.teardown(ctx, netspec.Spec{Name: name}, false, m))
+		if wanted[name] || gone[name] || refused[name] != nil {
+			continue
 		}
+		gone[name] = true
+		m := marks[name]
+		m.Parents = orphanParents(m.Parents, l)
+		if r.settled[name] && len(m.Shims) == 0 && !slices.Contains(labelled, name) {
+			settled[name] = true
+			errs = append(errs, r.removeParents(ctx, name, m.Parents))
+			continue
+		}
+		err := r.teardown(ctx, netspec.Spec{Name: name}, false, m)
+		settled[name] = err == nil
+		errs = append(errs, err)
 	}
+	r.settled = settled
 	maps.DeleteFunc(r.removed, func(name string, _ bool) bool { return !gone[name] })
 	maps.DeleteFunc(r.unfinished, func(name string, _ ConfigNet) bool { return !gone[name] })
 	maps.DeleteFunc(r.inUse, func(name string, _ []string) bool { return !gone[name] })
@@ -485,10 +501,37 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool, 
 			return fmt.Errorf("network %s: remove shim %s: %w", name, shim, err)
 		}
 	}
-	var parents []string // nil leaves parents alone (see RemoveParent)
-	if r.RemoveParent != nil {
-		parents = slices.DeleteFunc(slices.Compact(slices.Sorted(slices.Values(append([]string{s.Parent}, marked.Parents...)))), func(p string) bool { return p == "" })
+	if err := r.removeParents(ctx, name, append([]string{s.Parent}, marked.Parents...)); err != nil {
+		return err
 	}
+	if _, err := r.Store.Release(ctx, name, r.ID); err != nil {
+		return err
+	}
+	if err := r.releaseShims(ctx, s, cn); err != nil {
+		return fmt.Errorf("network %s: release shim addresses: %w", name, err)
+	}
+	delete(r.unfinished, name)
+	if report {
+		r.report(ctx, name, netspec.NodeState{State: netspec.StateRemoved})
+	}
+	if !r.removed[name] {
+		r.log().Info("network removed from this node", "network", name)
+		if r.removed == nil {
+			r.removed = map[string]bool{}
+		}
+		r.removed[name] = true
+	}
+	return nil
+}
+
+// removeParents removes the VLAN parents given ("" passed over) that were
+// made for network name and that nothing else uses (see RemoveParent);
+// one in use is left, and warned of once while it stays (see inUse).
+func (r *Reconciler) removeParents(ctx context.Context, name string, parents []string) error {
+	if r.RemoveParent == nil {
+		return nil // parents are left alone
+	}
+	parents = slices.DeleteFunc(slices.Compact(slices.Sorted(slices.Values(parents))), func(p string) bool { return p == "" })
 	var inUse []string
 	for _, parent := range parents {
 		// A Docker network of an operator's on it: its containers'
@@ -522,23 +565,6 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool, 
 		r.inUse = map[string][]string{}
 	}
 	r.inUse[name] = inUse
-	if _, err := r.Store.Release(ctx, name, r.ID); err != nil {
-		return err
-	}
-	if err := r.releaseShims(ctx, s, cn); err != nil {
-		return fmt.Errorf("network %s: release shim addresses: %w", name, err)
-	}
-	delete(r.unfinished, name)
-	if report {
-		r.report(ctx, name, netspec.NodeState{State: netspec.StateRemoved})
-	}
-	if !r.removed[name] {
-		r.log().Info("network removed from this node", "network", name)
-		if r.removed == nil {
-			r.removed = map[string]bool{}
-		}
-		r.removed[name] = true
-	}
 	return nil
 }
 

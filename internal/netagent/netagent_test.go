@@ -1117,3 +1117,94 @@ func shimsOf(t *testing.T, kv ipam.KV, pool ipam.Pool, node string) int {
 	}
 	return n
 }
+
+// configCounting is a host that counts the times gone's config-only
+// network is asked for.
+type configCounting struct {
+	fakeHost
+	configAsked int
+}
+
+func (h *configCounting) ConfigNetwork(ctx context.Context, name string) (ConfigNet, error) {
+	if name == "gone-config" {
+		h.configAsked++
+	}
+	return h.fakeHost.ConfigNetwork(ctx, name)
+}
+
+// TestOrphanWithParentInUseSettled: an orphan whose marked VLAN parent
+// stays in use (a link of another's on it) keeps its mark, and so is
+// found at every sync. Once the rest of its teardown is done it is
+// settled: later syncs only look again at the parent (no config-only
+// network asked for, no Consul read of its leases or shim addresses, no
+// shim removed), and the parent in use is warned of once. Once the
+// parent is free, the next sync removes it.
+func TestOrphanWithParentInUseSettled(t *testing.T) {
+	ctx := context.Background()
+	kv, st := kvWithWeb(t)
+	host := &configCounting{fakeHost: fakeHost{managed: []string{"gone"}, created: []string{"gone"}}}
+	r := reconcilerOf(st, &host.fakeHost, &host.fakeHost, nil)
+	r.Docker = host
+	var shimsRemoved []string
+	r.RemoveShim = func(name, network string) error {
+		shimsRemoved = append(shimsRemoved, name+" of "+network)
+		return nil
+	}
+	r.IPAM = shimIPAM{}
+	logs := &bytes.Buffer{}
+	r.Log = slog.New(slog.NewTextHandler(logs, nil))
+	inUse := true
+	var asked []string
+	r.RemoveParent = func(parent, network string) (bool, error) {
+		asked = append(asked, parent+" of "+network)
+		if inUse {
+			return false, fmt.Errorf("VLAN parent %q, left in place: %w: \"mv7\" (macvlan)", parent, hostnet.ErrParentInUse)
+		}
+		return true, nil
+	}
+	marked := []string{"eth3.7"}
+	r.Marked = func() (map[string]hostnet.Marks, error) {
+		if len(marked) == 0 {
+			return nil, nil
+		}
+		return map[string]hostnet.Marks{"gone": {Parents: marked}}, nil
+	}
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Contains(host.removed, "gone-config") || len(shimsRemoved) == 0 {
+		t.Fatalf("first sync removed %v and shims %v, want gone-config and its shim", host.removed, shimsRemoved)
+	}
+	configAsked, shimsBefore := host.configAsked, len(shimsRemoved)
+	var gonesKeys []string
+	kv.Hook = func(call string, keys []string) error {
+		for _, k := range keys {
+			if strings.Contains(k, "/gone/") {
+				gonesKeys = append(gonesKeys, call+" "+k)
+			}
+		}
+		return nil
+	}
+	for range 3 {
+		if err := r.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if host.configAsked != configAsked || len(shimsRemoved) != shimsBefore || len(gonesKeys) > 0 {
+		t.Errorf("three syncs of the settled orphan asked for its config-only network %d times, removed shims %v and called Consul on %q; want none of these",
+			host.configAsked-configAsked, shimsRemoved[shimsBefore:], gonesKeys)
+	}
+	if want := []string{"eth3.7 of gone", "eth3.7 of gone", "eth3.7 of gone", "eth3.7 of gone"}; !slices.Equal(asked, want) {
+		t.Errorf("parents asked to go %q, want %q: the parent is looked at again at each sync", asked, want)
+	}
+	if n := strings.Count(logs.String(), "carries other links; left in place"); n != 1 {
+		t.Errorf("four syncs warned of the parent in use %d times, want once:\n%s", n, logs)
+	}
+	inUse = false
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "VLAN parent made for the network removed") {
+		t.Errorf("the parent freed was not removed:\n%s", logs)
+	}
+}
