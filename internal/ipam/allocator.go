@@ -595,6 +595,41 @@ func (a *Allocator) ReleaseShimsOf(ctx context.Context, network string) error {
 	return errors.Join(errs...)
 }
 
+// ShimNetworks names the networks in whose pools this node holds shim
+// addresses, read from every pool in KV: what finds, after a restart,
+// those a network's teardown could not give back. A key that cannot be
+// read is passed over, as ReleaseShimsOf passes it over.
+func (a *Allocator) ShimNetworks(ctx context.Context) ([]string, error) {
+	pairs, err := a.kv.List(ctx, KVPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("read the pools: %w", err)
+	}
+	var out []string
+	for _, pr := range pairs {
+		parts := strings.Split(strings.TrimPrefix(pr.Key, KVPrefix), "/")
+		if len(parts) != 4 || parts[2] != "blocks" || slices.Contains(out, parts[0]) {
+			continue
+		}
+		network, family := parts[0], parts[1]
+		b, err := parseBlockKey(parts[3])
+		if err != nil || b != b.Masked() || family != (Pool{Prefix: b}).Family() {
+			continue
+		}
+		doc, err := decodeBlock(Pool{Network: network, Prefix: b, BlockBits: b.Bits()}, b, pr.Value)
+		if err != nil {
+			continue
+		}
+		for _, al := range doc.Allocs {
+			if al.Kind == KindShim && al.Node == a.node {
+				out = append(out, network)
+				break
+			}
+		}
+	}
+	slices.Sort(out)
+	return out, nil
+}
+
 func (a *Allocator) shims(v view) []netip.Addr {
 	var out []netip.Addr
 	for _, b := range slices.SortedFunc(maps.Keys(v.docs), comparePrefix) {

@@ -205,3 +205,8 @@ func (n NodeIPAM) ReleaseShim(ctx context.Context, spec netspec.Spec) error {
 func (n NodeIPAM) ReleaseShimsOf(ctx context.Context, network string) error {
 	return n.Alloc.ReleaseShimsOf(ctx, network)
 }
+
+// ShimNetworks implements netagent.IPAM.
+func (n NodeIPAM) ShimNetworks(ctx context.Context) ([]string, error) {
+	return n.Alloc.ShimNetworks(ctx)
+}

@@ -79,6 +79,9 @@ type IPAM interface {
 	// pools knowing only its name, its spec being gone; pools gone with
 	// the spec are no error.
 	ReleaseShimsOf(ctx context.Context, network string) error
+	// ShimNetworks names the networks in whose pools the node holds shim
+	// addresses, whatever their specs.
+	ShimNetworks(ctx context.Context) ([]string, error)
 }
 
 // Host prepares and tears down the host side (hostnet.Host).
@@ -139,7 +142,9 @@ type Reconciler struct {
 	// no more, its shim, lease or shim addresses left for good. Each is
 	// torn down again at every sync until done, or until a spec of its
 	// name is back. Kept in memory only: after a restart the links
-	// underlay marked as the network's (see Marked) find it again.
+	// underlay marked as the network's (see Marked), or what Consul still
+	// holds of this node's under a network with no spec key (see
+	// unreleased), find it again.
 	unfinished map[string]ConfigNet
 	// unlisted are the keys of the last sync's listing under a network
 	// name whose keys Consul's paths redirect (netspec.Listing.Unlisted),
@@ -155,6 +160,10 @@ type Reconciler struct {
 	// nothing else of theirs shows (a config-only network, a marked shim),
 	// only their parents are looked at again, not the whole teardown.
 	settled map[string]bool
+	// shimsScanned is set once the pools were searched for this node's
+	// shim addresses in networks with no spec key (see unreleased): after
+	// a restart, those a teardown could not give back before it.
+	shimsScanned bool
 }
 
 // Sync brings this node in line with every spec once. Errors of one
@@ -216,9 +225,16 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	}
 	// Networks of which this host has links underlay marked, and those
 	// whose teardown is unfinished, likewise.
+	// Networks of which Consul holds this node's lease or shim addresses,
+	// their spec key gone: their teardown failed before a restart, with
+	// nothing else left to find them.
+	unreleased, err := r.unreleased(ctx, l)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	labelled := r.orphans(managed)
 	orphans := slices.Clone(labelled)
-	for _, name := range append(slices.Sorted(maps.Keys(r.unfinished)), slices.Sorted(maps.Keys(marks))...) {
+	for _, name := range slices.Concat(slices.Sorted(maps.Keys(r.unfinished)), slices.Sorted(maps.Keys(marks)), unreleased) {
 		if !slices.Contains(orphans, name) {
 			orphans = append(orphans, name)
 		}
@@ -282,6 +298,50 @@ func (r *Reconciler) orphans(managed []ConfigNet) []string {
 	}
 	r.foreign = foreign
 	return names
+}
+
+// unreleased are the networks with no spec key, readable or not, under
+// which this node holds a range lease, and, searched once after a start,
+// those in whose pools it holds shim addresses: what a teardown could not
+// give back (Consul out of reach) before the agent restarted. A spec key,
+// even one being deleted or unreadable, keeps its network out: what it
+// holds is a live network's, or its teardown's to give back. Only this
+// node's are given back (Store.Release, IPAM.ReleaseShimsOf). Those found
+// in the pools are unfinished until their teardown is done, as the
+// search is not made again.
+func (r *Reconciler) unreleased(ctx context.Context, l *netspec.Listing) ([]string, error) {
+	var names []string
+	for name, ids := range l.Leased {
+		if r.ID != "" && slices.Contains(ids, r.ID) && netspec.IsNetworkName(name) {
+			names = append(names, name)
+		}
+	}
+	slices.Sort(names)
+	if r.IPAM == nil || r.shimsScanned {
+		return names, nil
+	}
+	nets, err := r.IPAM.ShimNetworks(ctx)
+	if err != nil {
+		return names, fmt.Errorf("find this node's shim addresses of networks whose spec is gone: %w", err)
+	}
+	r.shimsScanned = true
+	for _, name := range nets {
+		keyed := slices.ContainsFunc(l.Specs, func(s netspec.Spec) bool { return s.Name == name }) ||
+			slices.ContainsFunc(l.Bad, func(b netspec.BadSpec) bool { return b.Name == name })
+		if keyed || !netspec.IsNetworkName(name) {
+			continue
+		}
+		if _, ok := r.unfinished[name]; !ok {
+			if r.unfinished == nil {
+				r.unfinished = map[string]ConfigNet{}
+			}
+			r.unfinished[name] = ConfigNet{}
+		}
+		if !slices.Contains(names, name) {
+			names = append(names, name)
+		}
+	}
+	return names, nil
 }
 
 // orphanParents are, of the VLAN parents marked as an orphan's, those

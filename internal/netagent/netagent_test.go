@@ -422,6 +422,7 @@ func (i shimIPAM) Shim(_ context.Context, _ netspec.Spec, v6 bool) (netip.Addr, 
 }
 func (shimIPAM) ReleaseShim(context.Context, netspec.Spec) error { return nil }
 func (shimIPAM) ReleaseShimsOf(context.Context, string) error    { return nil }
+func (shimIPAM) ShimNetworks(context.Context) ([]string, error)  { return nil, nil }
 
 // TestSyncDualStackShim: on a network with an IPv6 subnet the host shim
 // gets an IPv6 address and a route to the node's IPv6 range (per-node
@@ -1206,5 +1207,100 @@ func TestOrphanWithParentInUseSettled(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "VLAN parent made for the network removed") {
 		t.Errorf("the parent freed was not removed:\n%s", logs)
+	}
+}
+
+// TestOrphanReleaseFoundAfterRestart: an orphan (spec deleted by hand)
+// whose shim is gone but whose shim addresses or range lease could not be
+// given back (Consul out of reach) when the agent restarts had nothing
+// left that found it: no config-only network, no marked link. They are
+// found again from Consul: this node's shim addresses in the pools of a
+// network with no spec key, and its leases under one. Another node's, and
+// those of a live network, stay.
+func TestOrphanReleaseFoundAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	pool := netspec.Spec{Name: "pool", Subnet: netip.MustParsePrefix("10.20.0.0/24"), Gateway: netip.MustParseAddr("10.20.0.1"),
+		IPv6Subnet: netip.MustParsePrefix("fd00:20::/64"), Parent: "eth1", IPAM: netspec.Cluster}
+	live := netspec.Spec{Name: "live", Subnet: netip.MustParsePrefix("10.30.0.0/24"), Gateway: netip.MustParseAddr("10.30.0.1"),
+		Parent: "eth2", IPAM: netspec.Cluster}
+	web := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.10.0.0/24"), Gateway: netip.MustParseAddr("10.10.0.1"),
+		Parent: "eth3", IPAM: netspec.PerNode, PerNodeSize: 16}
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	for _, s := range []netspec.Spec{pool, live, web} {
+		if err := st.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	host := &fakeHost{}
+	reconciler := func(id string) *Reconciler {
+		r := reconcilerOf(st, host, host, func(string, string) error { return nil })
+		r.ID = id
+		r.IPAM = ipam.NodeIPAM{Alloc: ipam.NewAllocator(kv, id, slog.New(slog.DiscardHandler)), Pools: ipam.SpecPools{Store: st}}
+		return r
+	}
+	// id2 realises every network first: its addresses and lease stay.
+	if err := reconciler("id2").Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	host.created = nil
+	r := reconciler("id1")
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	pool4, _ := ipam.PoolOf(pool, false)
+	pool6, _ := ipam.PoolOf(pool, true)
+	live4, _ := ipam.PoolOf(live, false)
+	leases := func(node string) int {
+		all, err := kv.List(ctx, netspec.KVPrefix+"web/ranges/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, p := range all {
+			if string(p.Value) == node {
+				n++
+			}
+		}
+		return n
+	}
+	if shimsOf(t, kv, pool4, "id1") != 1 || shimsOf(t, kv, pool6, "id1") != 1 || leases("id1") != 1 {
+		t.Fatal("id1 holds no shim address of pool in each family, or no lease of web")
+	}
+	// pool's keys deleted by hand, as netspec.RemoveFix says, and web's
+	// spec key alone; each teardown fails to give back what Consul holds.
+	if err := kv.DeleteTree(ctx, netspec.KVPrefix+"pool/"); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Delete(ctx, netspec.KVPrefix+"web/spec"); err != nil {
+		t.Fatal(err)
+	}
+	kv.Hook = func(call string, keys []string) error {
+		for _, k := range keys {
+			if strings.HasPrefix(k, ipam.KVPrefix+"pool/") || strings.HasPrefix(k, netspec.KVPrefix+"web/ranges/") {
+				return kvtest.ErrUnreachable
+			}
+		}
+		return nil
+	}
+	host.managed = []string{"pool", "web"}
+	if err := r.Sync(ctx); err == nil {
+		t.Fatal("sync of the orphans, Consul failing them: no error")
+	}
+	if !slices.Contains(host.removed, "pool-config") || !slices.Contains(host.removed, "web-config") {
+		t.Fatalf("removed %v, want pool's and web's config-only networks", host.removed)
+	}
+	// The agent restarts with Consul back; the shims are gone, and with
+	// them every mark.
+	kv.Hook = nil
+	r = reconciler("id1")
+	if err := r.Sync(ctx); err != nil {
+		t.Fatalf("sync after the restart: %v", err)
+	}
+	if n4, n6, nl := shimsOf(t, kv, pool4, "id1"), shimsOf(t, kv, pool6, "id1"), leases("id1"); n4+n6+nl != 0 {
+		t.Errorf("after the restart id1 holds %d IPv4 and %d IPv6 shim addresses of pool and %d leases of web; want none", n4, n6, nl)
+	}
+	if n4, n6, nl, nlive := shimsOf(t, kv, pool4, "id2"), shimsOf(t, kv, pool6, "id2"), leases("id2"), shimsOf(t, kv, live4, "id1"); n4 != 1 || n6 != 1 || nl != 1 || nlive != 1 {
+		t.Errorf("id2 holds %d IPv4 and %d IPv6 shim addresses of pool and %d leases of web, id1 %d shim addresses of live; want one each", n4, n6, nl, nlive)
 	}
 }

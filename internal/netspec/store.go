@@ -182,6 +182,11 @@ type Listing struct {
 	// stay under a network that has no spec key, readable or not: its
 	// spec deleted by hand (network rm deletes the reports with it).
 	Orphans map[string][]string
+	// Leased are, by network name, the identities holding range leases
+	// under a network that has no spec key, readable or not: left by a
+	// teardown that could not release them (Consul out of reach) before
+	// the agent restarted, once the spec was deleted by hand.
+	Leased map[string][]string
 
 	// Unlisted are the keys under KVPrefix whose network name is "", "."
 	// or ".." (underlay/networks/../spec: written by hand, since no
@@ -274,6 +279,7 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 	}
 	l := &Listing{}
 	reports := map[string]map[string]uint64{}
+	leased := map[string]map[string]bool{}
 	for _, p := range kvs {
 		k := p.Key
 		if name, _, ok := strings.Cut(strings.TrimPrefix(k, KVPrefix), "/"); ok && Unlistable(name) {
@@ -285,6 +291,16 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 				reports[name] = map[string]uint64{}
 			}
 			reports[name][id] = sumOf(p.Value)
+			continue
+		}
+		if name, b, ok := strings.Cut(strings.TrimPrefix(k, KVPrefix), "/ranges/"); ok && !strings.Contains(name, "/") && !strings.Contains(b, "/") {
+			// As Leases reads them: a key it passes over leases nothing.
+			if r, err := netip.ParsePrefix(strings.ReplaceAll(b, "_", "/")); err == nil && r == r.Masked() && rangeKey(name, r) == k {
+				if leased[name] == nil {
+					leased[name] = map[string]bool{}
+				}
+				leased[name][string(p.Value)] = true
+			}
 			continue
 		}
 		if path.Base(k) != "spec" || strings.Count(strings.TrimPrefix(k, KVPrefix), "/") != 1 {
@@ -319,6 +335,15 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 			l.Orphans = map[string][]string{}
 		}
 		l.Orphans[name] = slices.Sorted(maps.Keys(ids))
+	}
+	for name, ids := range leased {
+		if keyed[name] {
+			continue
+		}
+		if l.Leased == nil {
+			l.Leased = map[string][]string{}
+		}
+		l.Leased[name] = slices.Sorted(maps.Keys(ids))
 	}
 	st.mu.Lock()
 	if n > st.kept {
