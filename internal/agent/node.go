@@ -63,7 +63,7 @@ func (n *node) run(ctx context.Context) error {
 	nets := dockerhost.NewNetworks(n.c.Docker)
 	rec := &netagent.Reconciler{
 		ID: id, Node: n.name, Facts: facts, Store: store, Docker: nets, Swarm: nets,
-		Host: hostnet.Host{}, RemoveShim: hostnet.RemoveShim, RemoveParent: hostnet.RemoveParent, Marked: hostnet.Marked,
+		Host: hostnet.Host{}, RemoveShim: hostnet.RemoveShim, RemoveOldShim: hostnet.RemoveOldShim, RemoveParent: hostnet.RemoveParent, Marked: hostnet.Marked,
 		Log: log, Metrics: netagent.NewMetrics(n.reg),
 	}
 	if cfg.IPAM.Enabled {

@@ -615,3 +615,58 @@ func TestEnsureErrorNamesTheLink(t *testing.T) {
 		})
 	}
 }
+
+// TestRemoveOldShim: an older agent's shim carries no mark, so removing
+// its network (or its orphan, spec gone) left it for good. It goes when
+// it is the link of exactly the name agents give the network's shim, a
+// macvlan or ipvlan without alias, whose addresses (link-local ones
+// aside) are all of those the node holds on the network. Any link that
+// differs in one of these may be an operator's, and stays.
+func TestRemoveOldShim(t *testing.T) {
+	name := netspec.ShimLinkName("pool")
+	held := []netip.Prefix{netip.MustParsePrefix("10.20.0.16/28"), netip.MustParsePrefix("fd00:20::5/128")}
+	addr := func(s string) netlink.Addr {
+		p := netip.MustParsePrefix(s)
+		return netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+	}
+	tests := []struct {
+		name    string
+		link    netlink.Link
+		network string
+		addrs   []netlink.Addr
+		removed bool
+	}{
+		{"older agent's macvlan", &netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: name, ParentIndex: 1}}, "pool",
+			[]netlink.Addr{addr("10.20.0.17/32"), addr("fd00:20::5/128"), addr("fe80::1/64")}, true},
+		{"older agent's ipvlan", &netlink.IPVlan{LinkAttrs: netlink.LinkAttrs{Name: name, ParentIndex: 1}}, "pool",
+			[]netlink.Addr{addr("10.20.0.17/32")}, true},
+		{"address of no range the node holds", &netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: name, ParentIndex: 1}}, "pool",
+			[]netlink.Addr{addr("10.20.0.17/32"), addr("192.168.1.5/24")}, false},
+		{"no address", &netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: name, ParentIndex: 1}}, "pool", nil, false},
+		{"alias of its own", &netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: name, ParentIndex: 1, Alias: "ops"}}, "pool",
+			[]netlink.Addr{addr("10.20.0.17/32")}, false},
+		{"another network's shim name", &netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: name, ParentIndex: 1}}, "web",
+			[]netlink.Addr{addr("10.20.0.17/32")}, false},
+		{"not a macvlan or ipvlan", &netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: name}}, "pool",
+			[]netlink.Addr{addr("10.20.0.17/32")}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1"}}, tt.link)
+			for _, a := range tt.addrs {
+				k.addrs[name] = append(k.addrs[name], a)
+			}
+			removed, err := removeOldShim(k, name, tt.network, held)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, there := k.links[name]; removed != tt.removed || there == tt.removed {
+				t.Errorf("removeOldShim: %t, link there after: %t; want removed %t", removed, there, tt.removed)
+			}
+		})
+	}
+	k := newFakeKernel()
+	if removed, err := removeOldShim(k, name, "pool", held); removed || err != nil {
+		t.Errorf("removeOldShim of an absent link: %t, %v; want nothing done and no error", removed, err)
+	}
+}

@@ -3,6 +3,8 @@ package hostnet
 import (
 	"errors"
 	"fmt"
+	"net/netip"
+	"slices"
 	"strings"
 
 	"github.com/vishvananda/netlink"
@@ -171,4 +173,55 @@ func marked(k kernel) (map[string]Marks, error) {
 		}
 	}
 	return MarkedOf(links), nil
+}
+
+// RemoveOldShim deletes the shim an older agent (which did not mark
+// shims) made for network, name, and reports whether it did: the link of
+// exactly the name ShimLinkName gives the network, a macvlan or ipvlan
+// without alias, whose addresses (link-local ones aside) all lie in held,
+// the ranges and addresses the node holds on the network (its lease, its
+// shim addresses). An older agent's shim held exactly those; a link that
+// differs in any of these may be an operator's, and stays. An absent link
+// is no error.
+func RemoveOldShim(name, network string, held []netip.Prefix) (bool, error) {
+	return removeOldShim(netlinkKernel{}, name, network, held)
+}
+
+func removeOldShim(k kernel, name, network string, held []netip.Prefix) (bool, error) {
+	if name != netspec.ShimLinkName(network) {
+		return false, nil
+	}
+	l, err := k.LinkByName(name)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return false, nil
+		}
+		return false, fmt.Errorf("look up %s: %w", name, err)
+	}
+	if a := l.Attrs(); a.Alias != "" || l.Type() != "macvlan" && l.Type() != "ipvlan" {
+		return false, nil
+	}
+	addrs, err := k.AddrList(l, netlink.FAMILY_ALL)
+	if err != nil {
+		return false, fmt.Errorf("addresses of %s: %w", name, err)
+	}
+	n := 0
+	for _, a := range addrs {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		if ip = ip.Unmap(); ok && ip.IsLinkLocalUnicast() {
+			continue
+		}
+		if !ok || !slices.ContainsFunc(held, func(p netip.Prefix) bool { return p.Contains(ip) }) {
+			return false, nil
+		}
+		n++
+	}
+	if n == 0 {
+		return false, nil
+	}
+	if err := k.LinkDel(l); err != nil {
+		return false, fmt.Errorf("delete %s %s: %w", l.Type(), name, err)
+	}
+	return true, nil
 }

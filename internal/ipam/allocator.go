@@ -564,35 +564,56 @@ func (a *Allocator) releaseShim(ctx context.Context, p Pool, b netip.Prefix, add
 func (a *Allocator) ReleaseShimsOf(ctx context.Context, network string) error {
 	var errs []error
 	for _, whole := range []netip.Prefix{netip.PrefixFrom(netip.IPv4Unspecified(), 0), netip.PrefixFrom(netip.IPv6Unspecified(), 0)} {
-		p := Pool{Network: network, Prefix: whole}
-		if err := a.ReleaseSpares(ctx, p); err != nil {
+		if err := a.ReleaseSpares(ctx, Pool{Network: network, Prefix: whole}); err != nil {
 			errs = append(errs, err)
 		}
-		pairs, err := a.kv.List(ctx, poolPrefix(p))
-		if err != nil {
-			errs = append(errs, fmt.Errorf("read pool %s: %w", p.ID(), err))
+		err := a.eachShimOf(ctx, network, whole, func(bp Pool, addr netip.Addr) {
+			errs = append(errs, a.releaseShim(ctx, bp, bp.Prefix, addr))
+		})
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// ShimsOf lists this node's shim addresses in the pools of either family
+// of network, known by its name only, as ReleaseShimsOf finds them.
+func (a *Allocator) ShimsOf(ctx context.Context, network string) ([]netip.Addr, error) {
+	var out []netip.Addr
+	var errs []error
+	for _, whole := range []netip.Prefix{netip.PrefixFrom(netip.IPv4Unspecified(), 0), netip.PrefixFrom(netip.IPv6Unspecified(), 0)} {
+		errs = append(errs, a.eachShimOf(ctx, network, whole, func(_ Pool, addr netip.Addr) { out = append(out, addr) }))
+	}
+	return out, errors.Join(errs...)
+}
+
+// eachShimOf calls fn with each of this node's shim addresses in the
+// pool of network of whole's family, and the block holding it as a pool
+// of its own: the same keys, and every address of the document is of it.
+// Each block is taken as its key spells it; a key that cannot be read is
+// passed over.
+func (a *Allocator) eachShimOf(ctx context.Context, network string, whole netip.Prefix, fn func(bp Pool, addr netip.Addr)) error {
+	p := Pool{Network: network, Prefix: whole}
+	pairs, err := a.kv.List(ctx, poolPrefix(p))
+	if err != nil {
+		return fmt.Errorf("read pool %s: %w", p.ID(), err)
+	}
+	for _, pr := range pairs {
+		b, err := parseBlockKey(strings.TrimPrefix(pr.Key, poolPrefix(p)))
+		if err != nil || b.Addr().Is4() != whole.Addr().Is4() || b != b.Masked() {
 			continue
 		}
-		for _, pr := range pairs {
-			b, err := parseBlockKey(strings.TrimPrefix(pr.Key, poolPrefix(p)))
-			if err != nil || b.Addr().Is4() != whole.Addr().Is4() || b != b.Masked() {
-				continue
-			}
-			doc, err := decodeBlock(p, b, pr.Value)
-			if err != nil {
-				continue
-			}
-			// The block as a pool of its own: the same keys, and every
-			// address of the document is of it.
-			bp := Pool{Network: network, Prefix: b, BlockBits: b.Bits()}
-			for _, addr := range doc.addrs() {
-				if al := doc.Allocs[addr.String()]; al.Kind == KindShim && al.Node == a.node {
-					errs = append(errs, a.releaseShim(ctx, bp, b, addr))
-				}
+		doc, err := decodeBlock(p, b, pr.Value)
+		if err != nil {
+			continue
+		}
+		bp := Pool{Network: network, Prefix: b, BlockBits: b.Bits()}
+		for _, addr := range doc.addrs() {
+			if al := doc.Allocs[addr.String()]; al.Kind == KindShim && al.Node == a.node {
+				fn(bp, addr)
 			}
 		}
 	}
-	return errors.Join(errs...)
+	return nil
 }
 
 // ShimNetworks names the networks in whose pools this node holds shim

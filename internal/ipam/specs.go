@@ -210,3 +210,8 @@ func (n NodeIPAM) ReleaseShimsOf(ctx context.Context, network string) error {
 func (n NodeIPAM) ShimNetworks(ctx context.Context) ([]string, error) {
 	return n.Alloc.ShimNetworks(ctx)
 }
+
+// ShimsOf implements netagent.IPAM.
+func (n NodeIPAM) ShimsOf(ctx context.Context, network string) ([]netip.Addr, error) {
+	return n.Alloc.ShimsOf(ctx, network)
+}

@@ -82,6 +82,9 @@ type IPAM interface {
 	// ShimNetworks names the networks in whose pools the node holds shim
 	// addresses, whatever their specs.
 	ShimNetworks(ctx context.Context) ([]string, error)
+	// ShimsOf lists the node's shim addresses in network's pools knowing
+	// only its name.
+	ShimsOf(ctx context.Context, network string) ([]netip.Addr, error)
 }
 
 // Host prepares and tears down the host side (hostnet.Host).
@@ -106,6 +109,11 @@ type Reconciler struct {
 	// RemoveShim deletes network's shim link, name; hostnet.RemoveShim
 	// outside tests.
 	RemoveShim func(name, network string) error
+	// RemoveOldShim deletes network's shim link, name, when it is an
+	// older agent's, unmarked, holding only held, the ranges and
+	// addresses the node holds on the network (hostnet.RemoveOldShim
+	// outside tests); nil leaves such links alone.
+	RemoveOldShim func(name, network string, held []netip.Prefix) (bool, error)
 	// RemoveParent deletes a network's VLAN parent if the agent made it
 	// (hostnet.RemoveParent outside tests); nil leaves parents alone.
 	RemoveParent func(parent, network string) (bool, error)
@@ -554,7 +562,14 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool, 
 		}
 	}
 	for _, shim := range slices.Compact(slices.Sorted(slices.Values(append([]string{netspec.ShimLinkName(name)}, marked.Shims...)))) {
-		if err := r.RemoveShim(shim, name); errors.Is(err, hostnet.ErrForeignLink) {
+		err := r.RemoveShim(shim, name)
+		if errors.Is(err, hostnet.ErrForeignLink) && shim == netspec.ShimLinkName(name) {
+			var old bool
+			if old, err = r.removeOldShim(ctx, shim, name, err); old {
+				r.log().Info("an older agent's unmarked shim of the network removed: it held only this node's addresses of the network", "network", name, "shim", shim)
+			}
+		}
+		if errors.Is(err, hostnet.ErrForeignLink) {
 			// Someone else's link: the rest of the network goes all the same.
 			r.log().Warn("a link bears the network's shim name but is not underlay's shim of it; left alone", "network", name, "err", err)
 		} else if err != nil {
@@ -582,6 +597,45 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool, 
 		r.removed[name] = true
 	}
 	return nil
+}
+
+// removeOldShim removes network's shim link, name, that RemoveShim left
+// as not marked underlay's (foreign, its error), when it is an older
+// agent's shim (see RemoveOldShim): it holds only what this node holds on
+// the network, its range leases and shim addresses, still in Consul as
+// the teardown gives them back after. It returns whether it did, and
+// otherwise foreign, or the error that stopped it.
+func (r *Reconciler) removeOldShim(ctx context.Context, name, network string, foreign error) (bool, error) {
+	if r.RemoveOldShim == nil {
+		return false, foreign
+	}
+	var held []netip.Prefix
+	leases, err := r.Store.Leases(ctx, network)
+	if err != nil {
+		return false, err
+	}
+	for _, b := range slices.SortedFunc(maps.Keys(leases), netip.Prefix.Compare) {
+		if r.ID != "" && leases[b] == r.ID {
+			held = append(held, b)
+		}
+	}
+	if r.IPAM != nil {
+		shims, err := r.IPAM.ShimsOf(ctx, network)
+		if err != nil {
+			return false, fmt.Errorf("this node's shim addresses: %w", err)
+		}
+		for _, a := range shims {
+			held = append(held, netip.PrefixFrom(a, a.BitLen()))
+		}
+	}
+	if len(held) == 0 {
+		return false, foreign
+	}
+	removed, err := r.RemoveOldShim(name, network, held)
+	if err != nil || removed {
+		return removed, err
+	}
+	return false, foreign
 }
 
 // removeParents removes the VLAN parents given ("" passed over) that were

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -420,9 +421,10 @@ func (i shimIPAM) Shim(_ context.Context, _ netspec.Spec, v6 bool) (netip.Addr, 
 	}
 	return i.v4, nil
 }
-func (shimIPAM) ReleaseShim(context.Context, netspec.Spec) error { return nil }
-func (shimIPAM) ReleaseShimsOf(context.Context, string) error    { return nil }
-func (shimIPAM) ShimNetworks(context.Context) ([]string, error)  { return nil, nil }
+func (shimIPAM) ReleaseShim(context.Context, netspec.Spec) error       { return nil }
+func (shimIPAM) ReleaseShimsOf(context.Context, string) error          { return nil }
+func (shimIPAM) ShimNetworks(context.Context) ([]string, error)        { return nil, nil }
+func (shimIPAM) ShimsOf(context.Context, string) ([]netip.Addr, error) { return nil, nil }
 
 // TestSyncDualStackShim: on a network with an IPv6 subnet the host shim
 // gets an IPv6 address and a route to the node's IPv6 range (per-node
@@ -1302,5 +1304,62 @@ func TestOrphanReleaseFoundAfterRestart(t *testing.T) {
 	}
 	if n4, n6, nl, nlive := shimsOf(t, kv, pool4, "id2"), shimsOf(t, kv, pool6, "id2"), leases("id2"), shimsOf(t, kv, live4, "id1"); n4 != 1 || n6 != 1 || nl != 1 || nlive != 1 {
 		t.Errorf("id2 holds %d IPv4 and %d IPv6 shim addresses of pool and %d leases of web, id1 %d shim addresses of live; want one each", n4, n6, nl, nlive)
+	}
+}
+
+// TestOrphanOldShimRemoved: a shim an older agent made carries no mark,
+// so the teardown of its network left it for good, warned of as another
+// owner's link. The link of the network's shim name, unmarked, goes when
+// it holds only what the node holds on the network: its range lease
+// (per-node IPAM) or its shim addresses (cluster IPAM), both known from
+// Consul while the teardown runs, before they are given back.
+func TestOrphanOldShimRemoved(t *testing.T) {
+	ctx := context.Background()
+	pool := netspec.Spec{Name: "pool", Subnet: netip.MustParsePrefix("10.20.0.0/24"), Gateway: netip.MustParseAddr("10.20.0.1"),
+		IPv6Subnet: netip.MustParsePrefix("fd00:20::/64"), Parent: "eth1", IPAM: netspec.Cluster}
+	web := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.10.0.0/24"), Gateway: netip.MustParseAddr("10.10.0.1"),
+		Parent: "eth3", IPAM: netspec.PerNode, PerNodeSize: 16}
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	for _, s := range []netspec.Spec{pool, web} {
+		if err := st.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	host := &fakeHost{}
+	r := reconcilerOf(st, host, host, func(name, network string) error {
+		// The older agent's shims, unmarked.
+		return fmt.Errorf("link %s: %w %s", name, hostnet.ErrForeignLink, network)
+	})
+	r.IPAM = ipam.NodeIPAM{Alloc: ipam.NewAllocator(kv, "id1", slog.New(slog.DiscardHandler)), Pools: ipam.SpecPools{Store: st}}
+	held := map[string][]netip.Prefix{}
+	r.RemoveOldShim = func(name, network string, h []netip.Prefix) (bool, error) {
+		held[name+" of "+network] = h
+		return true, nil
+	}
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]netip.Prefix{}
+	for _, w := range host.wants {
+		var h []netip.Prefix
+		if w.Network == "web" {
+			h = append(h, w.Route)
+		} else {
+			h = append(h, netip.PrefixFrom(w.Shim, 32), netip.PrefixFrom(w.Shim6, 128))
+		}
+		want[w.ShimLink+" of "+w.Network] = h
+	}
+	for _, name := range []string{"pool", "web"} {
+		if err := kv.DeleteTree(ctx, netspec.KVPrefix+name+"/spec"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	host.managed = []string{"pool", "web"}
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(held) != 2 || !reflect.DeepEqual(held, want) {
+		t.Errorf("older agents' shims removed holding %v, want %v", held, want)
 	}
 }
