@@ -980,3 +980,54 @@ func TestReleaseShimsOf(t *testing.T) {
 		t.Errorf("release shims of a network without pools: %v, want no error", err)
 	}
 }
+
+// TestShimNetworks: a node finds the networks in whose pools it holds
+// shim addresses, and those addresses, knowing nothing of their specs:
+// another node's shims and its own task addresses name no network, and
+// a key that cannot be read is passed over.
+func TestShimNetworks(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	spec := func(name, subnet string) netspec.Spec {
+		p := netip.MustParsePrefix(subnet)
+		return netspec.Spec{Name: name, IPAM: netspec.Cluster, Subnet: p, Gateway: p.Addr().Next()}
+	}
+	lan, wan, other, tasks := spec("lan", "10.9.0.0/24"), spec("wan", "10.8.0.0/24"), spec("other", "10.7.0.0/24"), spec("tasks", "10.6.0.0/24")
+	lan.IPv6Subnet = netip.MustParsePrefix("fd00:9::/64")
+	n1 := NodeIPAM{Alloc: NewAllocator(kv, "n1", slog.New(slog.DiscardHandler))}
+	n2 := NodeIPAM{Alloc: NewAllocator(kv, "n2", slog.New(slog.DiscardHandler))}
+	var want []netip.Addr
+	for _, s := range []netspec.Spec{lan, wan} {
+		for _, v6 := range []bool{false, true} {
+			if v6 && !s.IPv6Subnet.IsValid() {
+				continue
+			}
+			a, err := n1.Shim(ctx, s, v6)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.Name == "lan" {
+				want = append(want, a)
+			}
+		}
+	}
+	if _, err := n2.Shim(ctx, other, false); err != nil {
+		t.Fatal(err)
+	}
+	p, _ := PoolOf(tasks, false)
+	if _, err := n1.Alloc.Allocate(ctx, p, netip.Addr{}, KindTask); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Put(ctx, KVPrefix+"junk/v4/blocks/junk", []byte("{")); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := n1.ShimNetworks(ctx); err != nil || !slices.Equal(got, []string{"lan", "wan"}) {
+		t.Errorf("n1's shim networks: %v, %v; want lan and wan", got, err)
+	}
+	got, err := n1.ShimsOf(ctx, "lan")
+	slices.SortFunc(got, netip.Addr.Compare)
+	slices.SortFunc(want, netip.Addr.Compare)
+	if err != nil || !slices.Equal(got, want) {
+		t.Errorf("n1's shims of lan: %v, %v; want %v", got, err, want)
+	}
+}

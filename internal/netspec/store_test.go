@@ -569,3 +569,40 @@ func BenchmarkReadListing(b *testing.B) {
 		})
 	}
 }
+
+// TestListingLeased: the listing names the nodes holding range leases
+// under a network that has no spec key (spec deleted by hand, a teardown
+// that could not release them), as Leases reads them; a network with a
+// spec key, readable or not, is not listed.
+func TestListingLeased(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	web := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.10.0.0/24"), Gateway: netip.MustParseAddr("10.10.0.1"),
+		Parent: "eth1", IPAM: netspec.PerNode, PerNodeSize: 16}
+	if err := st.Create(ctx, web); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := st.Lease(ctx, web, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	for k, v := range map[string]string{
+		"gone/ranges/10.1.0.0_28":  "n1",
+		"gone/ranges/10.1.0.16_28": "n2",
+		"gone/ranges/10.1.0.33_28": "n3", // not a range's network address
+		"gone/ranges/junk":         "n4",
+		"bad/spec":                 "{",
+		"bad/ranges/10.2.0.0_28":   "n1",
+	} {
+		if err := kv.Put(ctx, netspec.KVPrefix+k, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l, err := st.ReadListing(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := map[string][]string{"gone": {"n1", "n2"}}; !maps.EqualFunc(l.Leased, want, slices.Equal) {
+		t.Errorf("leased: %v, want %v", l.Leased, want)
+	}
+}
