@@ -142,12 +142,12 @@ func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled 
 		return cmp.Or(strings.Compare(a.Node, b.Node), strings.Compare(a.ID, b.ID))
 	})
 	newest := newestFacts(facts)
-	for i, f := range facts {
-		a := get(f.Node)
-		a.facts = append(a.facts, f)
-		if live := newest[f.Node]; i != live {
-			a.warnings = append(a.warnings, duplicateResult(facts[live], f))
-		}
+	for _, f := range facts {
+		get(f.Node).facts = append(get(f.Node).facts, f)
+	}
+	for _, name := range order {
+		a := by[name]
+		a.warnings = append(a.warnings, duplicateResults(a.facts, facts[newest[name]])...)
 	}
 	for _, r := range reports {
 		d := &dashboard.DoctorReport{At: r.At, Every: r.Every, Version: r.Version}
@@ -197,15 +197,55 @@ func newestFacts(facts []netspec.NodeFacts) map[string]int {
 	return out
 }
 
+// liveWithin is how long before a node name's newest facts others of
+// the name count as refreshed as lately, by agents as live: the
+// dashboard's least time before an agent counts as stale.
+const liveWithin = 90 * time.Second
+
+// duplicateResults are the nodes/facts warnings of a node name's facts
+// (in ID order) when several identities' name it; newest are those
+// refreshed last. Those refreshed within liveWithin of newest are live
+// agents', named together in one warning (two hosts' agents use the
+// name): which of them refreshed last changes at each of their
+// heartbeats, and a warning telling them apart by it would change with
+// it. Each older one is a warning of its own. No live agent's refresh
+// time is given, for the same reason.
+func duplicateResults(facts []netspec.NodeFacts, newest netspec.NodeFacts) []dashboard.DoctorResult {
+	if len(facts) < 2 {
+		return nil
+	}
+	var live []string
+	var older []netspec.NodeFacts
+	for _, f := range facts {
+		if newest.UpdatedAt.Sub(f.UpdatedAt) <= liveWithin {
+			live = append(live, factsOf(f))
+		} else {
+			older = append(older, f)
+		}
+	}
+	var out []dashboard.DoctorResult
+	if len(live) > 1 {
+		out = append(out, dashboard.DoctorResult{Check: "nodes/facts", Status: "warn",
+			Message: fmt.Sprintf("node %s has facts under more than one identity refreshed lately: %s; the agents of several hosts use the same node name, "+
+				"each taken as the heartbeat of the swarm node its facts name", newest.Node, strings.Join(live, ", ")),
+			Fix: "give each host's agent a node name of its own (underlay agent --node), or stop the agent of a host that left the swarm"})
+	}
+	for _, f := range older {
+		out = append(out, duplicateResult(strings.Join(live, ", "), f))
+	}
+	return out
+}
+
 // duplicateResult is the nodes/facts warning of facts stale, naming the
-// node live names too and refreshed no later: live's are taken as the
-// node's agent's heartbeat. live's refresh time is left out, so that the
-// warning does not change at each of its heartbeats.
-func duplicateResult(live, stale netspec.NodeFacts) dashboard.DoctorResult {
+// node those live (the facts refreshed last, named) name too and
+// refreshed no later: those are taken as the node's agent's heartbeat.
+// Their refresh time is left out, so that the warning does not change at
+// each of its heartbeats.
+func duplicateResult(live string, stale netspec.NodeFacts) dashboard.DoctorResult {
 	r := dashboard.DoctorResult{Check: "nodes/facts", Status: "warn",
-		Message: fmt.Sprintf("node %s has facts under more than one identity: %s (refreshed %s) are no newer than %s, taken as its agent's heartbeat; "+
+		Message: fmt.Sprintf("node %s has facts under more than one identity: %s (refreshed %s) are older than %s, taken as its agent's heartbeat; "+
 			"the older are a former identity's (the node left the swarm and joined again), or another host's agent uses the same node name",
-			stale.Node, factsOf(stale), stamp(stale.UpdatedAt), factsOf(live))}
+			stale.Node, factsOf(stale), stamp(stale.UpdatedAt), live)}
 	if stale.ID != "" {
 		// The ID is a key any agent may write: one shell word.
 		r.Fix = "underlay node rm " + shellword.Quote(stale.ID) + " (once the swarm no longer lists it: docker node rm)"

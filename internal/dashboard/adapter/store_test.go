@@ -436,3 +436,39 @@ func TestStoreTellsSameNameAgentsApart(t *testing.T) {
 		t.Errorf("agents by swarm node %v, want %v", got, want)
 	}
 }
+
+// TestStoreDuplicateWarningIsStable: two live agents using one node name
+// each refresh their facts in turn, and the nodes/facts warning called
+// whichever had refreshed last the heartbeat and the other the stale one,
+// with its refresh time: the warning alternated between the two from one
+// refresh to the next, and the page flickered. Agents refreshing within
+// a heartbeat's staleness of each other are now named together, in ID
+// order, whichever refreshed last.
+func TestStoreDuplicateWarningIsStable(t *testing.T) {
+	ctx := context.Background()
+	s := NewStore(memKV{kvtest.New()}, "")
+	now := time.Now().UTC()
+	warnings := func(aAt, bAt time.Time) []dashboard.DoctorResult {
+		facts := []netspec.NodeFacts{{ID: "id-b", Node: "n1", UpdatedAt: bAt}, {ID: "id-a", Node: "n1", UpdatedAt: aAt}}
+		as, err := s.Agents(ctx, facts, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(as) != 2 {
+			t.Fatalf("agents %+v, want one of each identity", as)
+		}
+		if !cmp.Equal(as[0].Warnings, as[1].Warnings) {
+			t.Errorf("the identities' warnings differ: %+v and %+v", as[0].Warnings, as[1].Warnings)
+		}
+		return as[0].Warnings
+	}
+	aLast := warnings(now.Add(-time.Second), now.Add(-5*time.Second))
+	bLast := warnings(now.Add(-10*time.Second), now.Add(-2*time.Second))
+	if diff := cmp.Diff(aLast, bLast); diff != "" {
+		t.Errorf("the warning changed when the other agent refreshed last (-a last +b last):\n%s", diff)
+	}
+	if len(aLast) != 1 || !strings.Contains(aLast[0].Message, "swarm node id-a") || !strings.Contains(aLast[0].Message, "swarm node id-b") ||
+		strings.Index(aLast[0].Message, "id-a") > strings.Index(aLast[0].Message, "id-b") {
+		t.Errorf("warnings %+v, want one naming swarm nodes id-a and id-b, in that order", aLast)
+	}
+}
