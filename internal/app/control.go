@@ -48,6 +48,7 @@ type controlFlags struct {
 	tokenKey       string
 	policyFile     string
 	authReads      bool
+	secureCookies  bool
 	tlsCert        string
 	tlsKey         string
 	tlsClientCA    string
@@ -121,6 +122,7 @@ DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 	fl.StringVar(&f.leaderKey, "leader-key", adapter.DefaultLeaderKey, "Consul KV key of the leader lock")
 	fl.StringVar(&f.tokenKey, "token-consul-key", "", "Consul KV key holding more bearer tokens, one a line, followed while serving (with or instead of --token-file)")
 	fl.BoolVar(&f.authReads, "auth-reads", false, "require the token on the GET routes and the event stream too (and /metrics); health stays open")
+	fl.BoolVar(&f.secureCookies, "secure-cookies", false, "mark the dashboard's session cookie Secure (sent over HTTPS only) whatever the request came over: for control behind a proxy that ends TLS (X-Forwarded-Proto is never trusted); without it, the cookie is Secure over --tls-cert and for pages of an https origin")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "serve the API over TLS with this PEM certificate (with --tls-key)")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "the PEM key of --tls-cert")
 	fl.StringVar(&f.tlsClientCA, "tls-client-ca", "", "mutual TLS: clients must present a certificate signed by a CA of this PEM file")
@@ -350,7 +352,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	}
 	api := scale.NewAPI(apiCfg, ctrl, log)
 	dash, err := newDashboard(controlDashboard{docker: dockerAPI, consul: consulAPI, ctrl: ctrl, leadership: cfg.Leadership,
-		history: history, historyPrefix: f.historyPrefix, api: api, apiCfg: apiCfg}, log, reg)
+		history: history, historyPrefix: f.historyPrefix, api: api, apiCfg: apiCfg, secureCookies: f.secureCookies}, log, reg)
 	if err != nil {
 		return err
 	}

@@ -367,3 +367,23 @@ func TestControlBadValues(t *testing.T) {
 		})
 	}
 }
+
+// TestControlSecureCookies: behind a proxy that ends TLS, control sees
+// plain HTTP and sent the dashboard's session cookie without Secure.
+// --secure-cookies marks it Secure whatever the request came over.
+func TestControlSecureCookies(t *testing.T) {
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	os.WriteFile(tokens, []byte("tok\n"), 0o600)
+	addr, _ := startControlLogged(t, "--token-file", tokens, "--secure-cookies")
+	req, _ := http.NewRequest("POST", "http://"+addr+"/ui/login", strings.NewReader(`{"token":"tok"}`))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	cs := resp.Cookies()
+	if resp.StatusCode != http.StatusOK || len(cs) != 1 || !cs[0].Secure {
+		t.Errorf("login: %d, Set-Cookie %q; want 200 and a Secure cookie", resp.StatusCode, resp.Header.Values("Set-Cookie"))
+	}
+}

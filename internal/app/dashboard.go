@@ -24,6 +24,9 @@ type controlDashboard struct {
 	historyPrefix string
 	api           *scale.API
 	apiCfg        scale.APIConfig
+	// secureCookies marks the session cookie Secure always
+	// (--secure-cookies).
+	secureCookies bool
 }
 
 // newDashboard builds the dashboard over control's clients; its scale
@@ -37,7 +40,7 @@ func newDashboard(d controlDashboard, log *slog.Logger, reg prometheus.Registere
 		Store:   dadapter.NewStore(consul.NewKV(d.consul), d.historyPrefix),
 		Scaling: dadapter.NewScaling(d.ctrl, d.history, d.leadership),
 	}
-	cfg := dashboard.Config{Sources: src, ScaleAPI: d.api.Handler(), Version: Version, AuthReads: d.apiCfg.AuthReads,
+	cfg := dashboard.Config{Sources: src, ScaleAPI: d.api.Handler(), Version: Version, AuthReads: d.apiCfg.AuthReads, SecureCookies: d.secureCookies,
 		LoginLimit: d.api.RateLimit, StreamLimit: d.api.LimitStreams, GuessLimit: d.api.GuessLimit, TokenFailed: d.api.TokenFailed}
 	if d.apiCfg.Tokens != nil {
 		cfg.Tokens = d.apiCfg.Tokens

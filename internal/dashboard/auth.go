@@ -282,13 +282,27 @@ func (s *Server) checkPost(r *http.Request, tok string) error {
 func (s *Server) setSession(w http.ResponseWriter, r *http.Request, tok string) {
 	http.SetCookie(w, &http.Cookie{
 		Name: SessionCookie, Value: s.sealSession(tok, s.cfg.Now().Add(sessionTTL)), Path: "/",
-		MaxAge: int(sessionTTL / time.Second), HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+		MaxAge: int(sessionTTL / time.Second), HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.secure(r),
 	})
 }
 
-func clearSession(w http.ResponseWriter, r *http.Request) {
+func (s *Server) clearSession(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{
 		Name: SessionCookie, Value: "", Path: "/", MaxAge: -1,
-		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: r.TLS != nil,
+		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.secure(r),
 	})
+}
+
+// secure reports whether r's cookies are to be marked Secure: always with
+// Config.SecureCookies; else when r came over TLS to this server, or from
+// a page of an https origin (the browser's Origin header: the browser
+// then sends the cookie back over https only, as it would). Never by
+// X-Forwarded-Proto, which any client sets, and a proxy in front may
+// pass on as it came.
+func (s *Server) secure(r *http.Request) bool {
+	if s.cfg.SecureCookies || r.TLS != nil {
+		return true
+	}
+	u, err := url.Parse(r.Header.Get("Origin"))
+	return err == nil && u.Scheme == "https"
 }

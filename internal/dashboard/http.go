@@ -236,7 +236,7 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 		}
 		s.log.Info("dashboard logout", "remote", r.RemoteAddr)
 	}
-	clearSession(w, r)
+	s.clearSession(w, r)
 	writeJSON(w, http.StatusOK, s.sessionOf(nil, ""))
 }
 

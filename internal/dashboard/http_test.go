@@ -9,10 +9,12 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"net/http/cookiejar"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -1083,5 +1085,59 @@ func TestLoginBodyNamed(t *testing.T) {
 	}
 	if resp, got := ts.post(t, c, "/ui/login", `{"token":"tok"}`, nil); resp.StatusCode != 200 {
 		t.Errorf("login with the token: %d %s, want 200", resp.StatusCode, got)
+	}
+}
+
+// TestSessionCookieSecure: the session cookie was marked Secure only when
+// control itself served TLS, so behind a proxy ending TLS a browser could
+// send it over plain HTTP later. It is Secure now whenever Config.
+// SecureCookies says so (control --secure-cookies), and when the page's
+// own origin (the browser's Origin header) is https; X-Forwarded-Proto,
+// which any client sets, is not taken for it.
+func TestSessionCookieSecure(t *testing.T) {
+	for _, tt := range []struct {
+		name   string
+		secure bool
+		hdr    func(ts *testServer) map[string]string
+		want   bool
+	}{
+		{"plain HTTP", false, func(*testServer) map[string]string { return nil }, false},
+		{"X-Forwarded-Proto alone", false, func(*testServer) map[string]string { return map[string]string{"X-Forwarded-Proto": "https"} }, false},
+		{"a page of an https origin", false, func(ts *testServer) map[string]string {
+			return map[string]string{"Origin": "https://" + strings.TrimPrefix(ts.http.URL, "http://")}
+		}, true},
+		{"SecureCookies", true, func(*testServer) map[string]string { return nil }, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ts := startServer(t, Config{Tokens: tokens("tok"), SecureCookies: tt.secure}, cardsInput())
+			c := ts.client(t)
+			resp, body := ts.post(t, c, "/ui/login", `{"token":"tok"}`, tt.hdr(ts))
+			if resp.StatusCode != 200 {
+				t.Fatalf("login: %d %s", resp.StatusCode, body)
+			}
+			if got := slices.ContainsFunc(resp.Cookies(), func(c *http.Cookie) bool { return c.Name == SessionCookie && c.Secure }); got != tt.want {
+				t.Errorf("login's session cookie Secure = %v, want %v (Set-Cookie %q)", got, tt.want, resp.Header.Get("Set-Cookie"))
+			}
+			csrf := sessionOf(t, body).CSRF
+			hdr := map[string]string{CSRFHeader: csrf}
+			maps.Copy(hdr, tt.hdr(ts))
+			// The jar keeps a Secure cookie for https: given back by hand.
+			req, _ := http.NewRequest(http.MethodPost, ts.http.URL+"/ui/logout", strings.NewReader(`{}`))
+			req.Header.Set("Content-Type", "application/json")
+			for k, v := range hdr {
+				req.Header.Set(k, v)
+			}
+			for _, ck := range resp.Cookies() {
+				req.AddCookie(&http.Cookie{Name: ck.Name, Value: ck.Value})
+			}
+			out, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out.Body.Close()
+			if got := slices.ContainsFunc(out.Cookies(), func(c *http.Cookie) bool { return c.Name == SessionCookie && c.Secure }); out.StatusCode != 200 || got != tt.want {
+				t.Errorf("logout: %d, cookie Secure = %v, want 200 and %v", out.StatusCode, got, tt.want)
+			}
+		})
 	}
 }

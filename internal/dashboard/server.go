@@ -47,6 +47,11 @@ type Config struct {
 	// Tokens authenticate the page's sessions; nil means no authentication
 	// (control --insecure-no-auth): no login, scale buttons open.
 	Tokens Tokens
+	// SecureCookies marks the session cookie Secure whatever the request
+	// came over (control --secure-cookies): behind a proxy that ends TLS,
+	// the server sees plain HTTP. Without it, the cookie is Secure when
+	// the request came over TLS as far as the server can tell (secure).
+	SecureCookies bool
 	// AuthReads requires a session or bearer token for the snapshot and
 	// the events too, not only for scaling.
 	AuthReads bool
