@@ -21,7 +21,25 @@
   // What tests and benchmarks read: render count and times.
   const ul = window.__ul = { renders: 0, renderMs: [], firstRenderAt: null, state };
 
-  // h makes an element; attributes and children are set as text.
+  // readable is s as the page shows it: every character that is not
+  // graphic (controls, bidi overrides and isolates such as U+202E,
+  // zero-width characters, line separators) escaped as Go quotes it
+  // (\u202e), but newlines and tabs, as termtext.Lines does, so that a
+  // name cannot show as another name, nor reorder the text around it.
+  const notGraphic = /[^\p{L}\p{M}\p{N}\p{P}\p{S}\p{Zs}\n\t]/gu;
+  const shortEscapes = { 7: '\\a', 8: '\\b', 11: '\\v', 12: '\\f', 13: '\\r' };
+  const hex = (n, w) => n.toString(16).padStart(w, '0');
+  function readable(s) {
+    return String(s).replace(notGraphic, (c) => {
+      const n = c.codePointAt(0);
+      if (shortEscapes[n]) return shortEscapes[n];
+      if (n < 0x20 || n === 0x7f) return '\\x' + hex(n, 2);
+      return n < 0x10000 ? '\\u' + hex(n, 4) : '\\U' + hex(n, 8);
+    });
+  }
+
+  // h makes an element; attributes and children are set as text, shown
+  // readable.
   function h(tag, attrs, ...children) {
     const el = document.createElement(tag);
     setAttrs(el, attrs);
@@ -40,16 +58,17 @@
     for (const [k, v] of Object.entries(attrs)) {
       if (v === undefined || v === null || v === false) continue;
       if (k === 'class') el.setAttribute('class', v);
-      else if (k === 'text') el.textContent = v;
+      else if (k === 'text') el.textContent = readable(v);
       else if (k === 'dataset') { for (const [dk, dv] of Object.entries(v)) if (dv !== undefined && dv !== null) el.dataset[dk] = String(dv); }
       else if (k.startsWith('on') && typeof v === 'function') el.addEventListener(k.slice(2), v);
+      else if (k === 'title' || k === 'aria-label') el.setAttribute(k, readable(v));
       else el.setAttribute(k, v === true ? '' : String(v));
     }
   }
   function append(el, children) {
     for (const c of children.flat(Infinity)) {
       if (c === null || c === undefined || c === false) continue;
-      el.append(c instanceof Node ? c : document.createTextNode(String(c)));
+      el.append(c instanceof Node ? c : document.createTextNode(readable(c)));
     }
   }
   const badge = (text, cls) => h('span', { class: 'badge ' + (cls || slug(text)), text });
@@ -228,7 +247,7 @@
         headers: { 'Content-Type': 'application/json' }, body: JSON.stringify({ token }),
       });
       const ans = await r.json();
-      if (!r.ok) { $('login-error').textContent = ans.error || ('refused: ' + r.status); return; }
+      if (!r.ok) { $('login-error').textContent = readable(ans.error || ('refused: ' + r.status)); return; }
       state.csrf = ans.csrf; state.loggedIn = true;
       $('token').value = '';
       $('login').close();
@@ -279,7 +298,7 @@
     const r = state.results[service];
     if (!el || !r) return;
     el.className = 'result ' + r.cls;
-    el.textContent = r.text;
+    el.textContent = readable(r.text);
   }
 
   // ---- rendering ----
@@ -335,7 +354,7 @@
       item(m.doctor_failures, 'failed doctor checks', true),
       h('span', { class: 'muted', text: 'snapshot ' + snap.version + ' at ' + clock(snap.generated_at) }));
     const c = snap.control || {};
-    $('control').textContent = c.leading ? 'this control instance leads the autoscaler' : (c.leader ? 'autoscaler leader: ' + c.leader : 'no autoscaler leader');
+    $('control').textContent = readable(c.leading ? 'this control instance leads the autoscaler' : (c.leader ? 'autoscaler leader: ' + c.leader : 'no autoscaler leader'));
   }
 
   function renderSources(errs) {
@@ -762,7 +781,7 @@
     const i = e.target.dataset && e.target.dataset.i;
     const tip = $('tooltip');
     if (i === undefined) { tip.hidden = true; return; }
-    tip.textContent = cellText(map._pool, map._cells, Number(i));
+    tip.textContent = readable(cellText(map._pool, map._cells, Number(i)));
     tip.hidden = false;
     tip.style.left = Math.min(e.clientX + 12, window.innerWidth - 430) + 'px';
     tip.style.top = (e.clientY + 14) + 'px';

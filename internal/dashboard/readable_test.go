@@ -1,0 +1,68 @@
+package dashboard
+
+import (
+	"encoding/json"
+	"os/exec"
+	"strings"
+	"testing"
+
+	"github.com/underlay/underlay/internal/termtext"
+)
+
+// readableInputs are names as agents and other writers may give them:
+// bidi overrides and isolates, marks and zero-width characters that make
+// a name show as another, controls, and names that are plain.
+var readableInputs = []string{
+	"n1\u202e1n", "a\u2066b\u2069c", "\u200bzero\u200c\u200d", "\u200ele\u200ft\u061c", "\ufeffbom",
+	"line\u2028sep\u2029", "\x1b[31mred", "cr\r bell\a bs\b vt\v ff\f", "del\x7f", "c1\u0085\u009b",
+	"tag\U000e0041", "tab\tnewline\n", "plain-name_1.2", "é日本 a\u00a0b 😀", `<img src=x>`, `back\slash`,
+}
+
+// TestScriptShowsNamesReadable: the page showed every name as it came,
+// so a name holding U+202E (right-to-left override) or another bidi or
+// zero-width character showed as another name, or reordered the text
+// around it. The page now shows every character that is not graphic
+// escaped, as termtext.Lines escapes it in underlay's other output, in
+// every text and title it sets.
+func TestScriptShowsNamesReadable(t *testing.T) {
+	b, err := assets.ReadFile("assets/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := string(b)
+	for _, want := range []string{
+		"else if (k === 'text') el.textContent = readable(v);",
+		"document.createTextNode(readable(c))",
+		"k === 'title'",
+		"tip.textContent = readable(",
+	} {
+		if !strings.Contains(js, want) {
+			t.Errorf("app.js lacks %s", want)
+		}
+	}
+	start := strings.Index(js, "  const notGraphic")
+	fn := strings.Index(js, "function readable(")
+	if start < 0 || fn < start {
+		t.Fatal("app.js has no readable function after notGraphic")
+	}
+	end := fn + strings.Index(js[fn:], "\n  }\n") + len("\n  }\n")
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("no node to run the page's readable function: its uses were checked only")
+	}
+	in, _ := json.Marshal(readableInputs)
+	script := js[start:end] + "\nprocess.stdout.write(JSON.stringify(JSON.parse(process.argv[1]).map(readable)));\n"
+	out, err := exec.CommandContext(t.Context(), node, "-e", script, string(in)).Output()
+	if err != nil {
+		t.Fatalf("node: %v", err)
+	}
+	var got []string
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("node's answer %q: %v", out, err)
+	}
+	for i, s := range readableInputs {
+		if want := termtext.Lines(s); i >= len(got) || got[i] != want {
+			t.Errorf("readable(%q) = %q, want %q", s, got[min(i, len(got)-1)], want)
+		}
+	}
+}
