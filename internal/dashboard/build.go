@@ -225,23 +225,28 @@ func visible(t SwarmTask, now time.Time) bool {
 }
 
 // cards makes every card, by swarm node ID; cards of no known node are
-// unplaced. A card known by its node's name only (a Consul instance's)
-// goes to the first node of that name, by ID.
+// unplaced. A card known by its node's name only (a Consul instance whose
+// registration names no swarm node) goes to the node of that name; when
+// several have it, to none: it is unplaced, with a problem naming them,
+// rather than shown on a node that may not run it.
 func cards(in Inputs, ix *index) (map[string][]Task, []Task) {
 	byNode := map[string][]Task{}
 	unplaced := []Task{}
 	used := map[string]bool{} // Consul instance IDs matched to a card
-	known, named := map[string]bool{}, map[string]string{}
+	known, named := map[string]bool{}, map[string][]string{}
 	for _, n := range in.Nodes {
 		known[n.ID] = true
-		if id, ok := named[n.Hostname]; !ok || n.ID < id {
-			named[n.Hostname] = n.ID
-		}
+		named[n.Hostname] = append(named[n.Hostname], n.ID)
+	}
+	for _, ids := range named {
+		slices.Sort(ids)
 	}
 	add := func(c Task) {
 		id := c.NodeID
-		if !known[id] {
-			id = named[c.Node]
+		if ids := named[c.Node]; !known[id] && len(ids) == 1 {
+			id = ids[0]
+		} else if !known[id] && len(ids) > 1 {
+			c.Problems = append(c.Problems, fmt.Sprintf("its node is known by its name only, %s, which swarm nodes %s have: shown on neither", c.Node, strings.Join(ids, ", ")))
 		}
 		if known[id] && c.Node != "" {
 			byNode[id] = append(byNode[id], c)
@@ -369,6 +374,10 @@ func instanceCard(i Instance, ix *index, now time.Time) Task {
 	}
 	if slot, err := strconv.Atoi(i.Meta[register.MetaSwarmSlot]); err == nil {
 		c.Slot = slot
+	}
+	if id := i.Meta[register.MetaSwarmNode]; ix.nodeName[id] != "" {
+		// The agent registered it from its container's swarm labels.
+		c.NodeID = id
 	}
 	for _, e := range ix.invCtr[c.ContainerID] {
 		c.Addresses = append(c.Addresses, Address{Network: e.Network, IP: e.IP, MAC: e.MAC})

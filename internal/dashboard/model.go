@@ -30,7 +30,8 @@ type Snapshot struct {
 	Services        []Service `json:"services"`
 	Networks        []Network `json:"networks"`
 	// Unplaced are tasks no node runs (pending, or on a node the swarm no
-	// longer lists).
+	// longer lists), and cards known by a node name only that several
+	// swarm nodes have (with a problem naming them).
 	Unplaced []Task `json:"unplaced"`
 }
 

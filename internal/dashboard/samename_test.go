@@ -79,3 +79,34 @@ func TestScriptKeysNodeColumnsByID(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildKeepsNameOnlyCardsApart: a card known by its node's name only
+// (a Consul instance of a plain container, whose registration names no
+// swarm node) went to the first swarm node of that name, by ID, when two
+// have it: shown on a node that may not run it. It is now unplaced, with
+// a problem naming both nodes; one whose registration names its swarm
+// node goes to that node.
+func TestBuildKeepsNameOnlyCardsApart(t *testing.T) {
+	in := sameNameInput(t0.Add(-10 * time.Second))
+	inst := func(id, swarmNode string) Instance {
+		return Instance{Node: "n1", ID: id, Service: "plain", Address: "10.0.0.9",
+			Meta: map[string]string{"underlay_node": "n1", "container_id": id, "swarm_node_id": swarmNode}}
+	}
+	in.Instances = []Instance{inst("c-name-only", ""), inst("c-of-idb", "idb")}
+	snap := Build(in)
+	where := map[string]string{}
+	for _, n := range snap.Nodes {
+		for _, c := range n.Tasks {
+			where[c.ID] = n.ID
+		}
+	}
+	for _, c := range snap.Unplaced {
+		where[c.ID] = "unplaced"
+		if c.ID == "c-name-only" && (len(c.Problems) == 0 || !strings.Contains(c.Problems[len(c.Problems)-1], "ida, idb")) {
+			t.Errorf("unplaced card's problems %q, want one naming swarm nodes ida, idb", c.Problems)
+		}
+	}
+	if where["c-name-only"] != "unplaced" || where["c-of-idb"] != "idb" {
+		t.Errorf("cards on %v, want c-name-only unplaced and c-of-idb on idb", where)
+	}
+}
