@@ -444,13 +444,23 @@ func nodes(in Inputs, byNode map[string][]Task) []Node {
 	for _, a := range in.Agents {
 		named[a.Node] = append(named[a.Node], a)
 	}
+	shared := sharedNames(in.Nodes)
 	out := make([]Node, 0, len(in.Nodes))
 	for _, n := range in.Nodes {
 		a := agentOf(n, named[n.Hostname], listed)
+		doctor := doctorSummary(withWarnings(a.Doctor, a.Warnings))
+		if ids := shared[n.Hostname]; ids != nil {
+			// Published by name: it may be any of theirs, so it is no
+			// heartbeat of this node's agent, and its version none of it.
+			a.Doctor = nil
+			if doctor != nil {
+				doctor.SharedBy = slices.Clone(ids)
+			}
+		}
 		node := Node{
 			ID: n.ID, Name: n.Hostname, Role: n.Role, Leader: n.Leader, State: n.State, Availability: n.Availability,
 			Addr: n.Addr, DockerVersion: n.EngineVersion, Message: n.Message,
-			Agent: agentHealth(a, in.Now), Doctor: doctorSummary(withWarnings(a.Doctor, a.Warnings)), Tasks: byNode[n.ID],
+			Agent: agentHealth(a, in.Now), Doctor: doctor, Tasks: byNode[n.ID],
 		}
 		if node.Tasks == nil {
 			node.Tasks = []Task{}
@@ -864,7 +874,8 @@ func summarize(s Snapshot) Summary {
 	}
 	for _, n := range s.Nodes {
 		count(n.Tasks)
-		if n.Doctor != nil {
+		// A report several nodes show (SharedBy) is counted once.
+		if n.Doctor != nil && (n.Doctor.SharedBy == nil || n.Doctor.SharedBy[0] == n.ID) {
 			sum.DoctorFailures += n.Doctor.Fail
 		}
 	}

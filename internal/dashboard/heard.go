@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"slices"
 	"time"
 
 	"github.com/underlay/underlay/internal/netspec"
@@ -10,14 +11,16 @@ import (
 // saw the stamp of its latest report, facts or doctor (netspec.Hear: an
 // agent whose clock is behind would otherwise read as stale while it
 // reports, and a dead one whose clock was ahead as up for as long), by
-// node name and swarm node ID: two hosts' agents may use one name. prev
+// node name and swarm node ID: two hosts' agents may use one name. The
+// doctor report of a name several swarm nodes have (shared, sharedNames)
+// is no heartbeat: it is published by name, so it may be either's. prev
 // is what the last refresh heard; it returns what this one heard.
-func hearAgents(agents []AgentInput, prev map[string]netspec.Heard, now time.Time) map[string]netspec.Heard {
+func hearAgents(agents []AgentInput, shared map[string][]string, prev map[string]netspec.Heard, now time.Time) map[string]netspec.Heard {
 	next := make(map[string]netspec.Heard, len(agents))
 	for i := range agents {
 		a := &agents[i]
 		latest := a.FactsAt
-		if a.Doctor != nil && a.Doctor.At.After(latest) {
+		if a.Doctor != nil && a.Doctor.At.After(latest) && shared[a.Node] == nil {
 			latest = a.Doctor.At
 		}
 		if latest.IsZero() {
@@ -30,4 +33,21 @@ func hearAgents(agents []AgentInput, prev map[string]netspec.Heard, now time.Tim
 		a.HeardAt = h.At
 	}
 	return next
+}
+
+// sharedNames are, by host name, the IDs of the swarm nodes nodes lists
+// under a name several have, in order.
+func sharedNames(nodes []SwarmNode) map[string][]string {
+	ids := map[string][]string{}
+	for _, n := range nodes {
+		ids[n.Hostname] = append(ids[n.Hostname], n.ID)
+	}
+	for name, is := range ids {
+		if len(is) < 2 {
+			delete(ids, name)
+			continue
+		}
+		slices.Sort(is)
+	}
+	return ids
 }

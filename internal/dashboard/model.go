@@ -107,6 +107,11 @@ type Doctor struct {
 	// and those the agent left out of its report (too large for one
 	// Consul key).
 	ProblemsOmitted int `json:"problems_omitted,omitempty"`
+	// SharedBy is set when several swarm nodes have the node's name: their
+	// IDs. The report is published under the name only, so it may be any
+	// of theirs: it is shown on each, counted once, and is no heartbeat
+	// of their agents.
+	SharedBy []string `json:"shared_by,omitempty"`
 }
 
 // Health values of a task, from Consul's checks.

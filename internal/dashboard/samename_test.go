@@ -1,6 +1,7 @@
 package dashboard
 
 import (
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -109,4 +110,48 @@ func TestBuildKeepsNameOnlyCardsApart(t *testing.T) {
 	if where["c-name-only"] != "unplaced" || where["c-of-idb"] != "idb" {
 		t.Errorf("cards on %v, want c-name-only unplaced and c-of-idb on idb", where)
 	}
+}
+
+// TestBuildSaysWhenDoctorReportIsTheName: the doctor report is published
+// under the node name, so with two swarm nodes of one name it was shown
+// on both as each one's own, counted twice, and its fresh stamp kept a
+// dead agent up: idb's agent stopped an hour ago, but idb looked live by
+// the report ida's agent wrote. The report now says on each card that it
+// is the name's, naming the nodes; it is counted once; and it is no
+// heartbeat of either agent, nor their version.
+func TestBuildSaysWhenDoctorReportIsTheName(t *testing.T) {
+	in := sameNameInput(t0.Add(-time.Hour))
+	report := &DoctorReport{At: t0.Add(-5 * time.Second), Every: time.Minute, Version: "v9",
+		Results: []DoctorResult{{Check: "shim", Status: "fail", Message: "shim missing"}}}
+	for i := range in.Agents {
+		in.Agents[i].Doctor = report
+	}
+	in.Agents = hearAgentsOnce(in)
+	snap := Build(in)
+	for _, n := range snap.Nodes {
+		if n.Doctor == nil || !slices.Equal(n.Doctor.SharedBy, []string{"ida", "idb"}) {
+			t.Errorf("node %s's doctor %+v, want the report shared by ida, idb", n.ID, n.Doctor)
+		}
+		if n.ID == "idb" && (n.Agent.State != AgentStale || n.Agent.Version != "") {
+			t.Errorf("node idb's agent %+v, want stale, no version: its facts are an hour old, the report is the name's", n.Agent)
+		}
+	}
+	if snap.Summary.DoctorFailures != 1 {
+		t.Errorf("doctor failures %d, want 1: one report", snap.Summary.DoctorFailures)
+	}
+	b, err := assets.ReadFile("assets/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "doc." + jsonName(t, Doctor{}, "SharedBy") + ".join(', ')"; !strings.Contains(string(b), want) {
+		t.Errorf("app.js lacks %s: the page does not say whose report it is", want)
+	}
+}
+
+// hearAgentsOnce is in's agents as the server hears them at in.Now, the
+// first time.
+func hearAgentsOnce(in Inputs) []AgentInput {
+	as := slices.Clone(in.Agents)
+	hearAgents(as, sharedNames(in.Nodes), nil, in.Now)
+	return as
 }

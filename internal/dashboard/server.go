@@ -440,7 +440,7 @@ func (s *Server) gather(ctx context.Context) Inputs {
 	s.keepLast(&in)
 	// A copy: in.Agents is also the last good answer kept.
 	in.Agents = slices.Clone(in.Agents)
-	s.heard = hearAgents(in.Agents, s.heard, in.Now)
+	s.heard = hearAgents(in.Agents, sharedNames(in.Nodes), s.heard, in.Now)
 	return in
 }
 

@@ -405,6 +405,9 @@
         agent.last_seen ? h('span', { class: 'muted' }, ' seen ', ageSpan(agent.last_seen), ' ago') : null),
       doc ? h('div', { class: 'line doctor' }, 'doctor ', badge(doc.ok + ' ok', 'ok'), doc.warn ? badge(doc.warn + ' warn', 'warn') : null,
         doc.fail ? badge(doc.fail + ' failed', 'fail') : null) : h('div', { class: 'line muted', text: 'no doctor report' }),
+      // A report published by a name several nodes have may be any one's.
+      doc && doc.shared_by ? h('div', { class: 'line muted doctor-shared', text: 'the report of the name ' + n.name + ', which swarm nodes ' +
+        doc.shared_by.join(', ') + ' have: which one\'s is unknown' }) : null,
       n.message ? h('div', { class: 'muted', text: n.message }) : null);
     if (doc && doc.problems.length) {
       head.append(h('ul', { class: 'doctor-problems' }, doc.problems.map(problem), omittedProblems(doc.problems_omitted)));
