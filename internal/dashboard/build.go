@@ -148,12 +148,15 @@ type index struct {
 	// factsName maps node identities (swarm node IDs) to node names, as
 	// the node facts give them (Inputs.NodeNames).
 	factsName map[string]string
-	service   map[string]SwarmService
-	invTask   map[string][]inventory.Entry // by task ID
-	invCtr    map[string][]inventory.Entry // by container ID
-	instTask  map[string][]Instance        // by swarm task ID
-	instCtr   map[string][]Instance        // by container ID
-	task      map[string]SwarmTask
+	// sharedName holds the names several identities have, swarm nodes'
+	// or facts' (nodeOf): label tells their nodes apart by ID.
+	sharedName map[string]bool
+	service    map[string]SwarmService
+	invTask    map[string][]inventory.Entry // by task ID
+	invCtr     map[string][]inventory.Entry // by container ID
+	instTask   map[string][]Instance        // by swarm task ID
+	instCtr    map[string][]Instance        // by container ID
+	task       map[string]SwarmTask
 }
 
 func newIndex(in Inputs, inv []inventory.Entry) *index {
@@ -164,6 +167,21 @@ func newIndex(in Inputs, inv []inventory.Entry) *index {
 	}
 	for _, n := range in.Nodes {
 		ix.nodeName[n.ID] = n.Hostname
+	}
+	ids := map[string]map[string]bool{} // by name
+	for _, m := range []map[string]string{ix.nodeName, ix.factsName} {
+		for id := range m {
+			if name := ix.nodeOf(id); name != id {
+				if ids[name] == nil {
+					ids[name] = map[string]bool{}
+				}
+				ids[name][id] = true
+			}
+		}
+	}
+	ix.sharedName = map[string]bool{}
+	for name, is := range ids {
+		ix.sharedName[name] = len(is) > 1
 	}
 	for _, s := range in.Services {
 		ix.service[s.ID] = s
@@ -201,6 +219,30 @@ func (ix *index) node(id string) string {
 // facts' name, else its swarm host name; id itself when neither is known.
 func (ix *index) nodeOf(id string) string {
 	return cmp.Or(ix.factsName[id], ix.nodeName[id], id)
+}
+
+// label names the node of identity id (nodeOf) where the page shows
+// what it holds (ranges, blocks, shims, allocations, network reports),
+// with id when other identities have its name: "n1 (swarm node ID)".
+// known is false when no facts nor swarm node name id.
+func (ix *index) label(id string) (name string, known bool) {
+	name = ix.nodeOf(id)
+	if name == id {
+		return name, false
+	}
+	if ix.sharedName[name] {
+		return name + " (swarm node " + id + ")", true
+	}
+	return name, true
+}
+
+// stateLabel names the node of a network report: by its identity when
+// known (label), else as the report names it.
+func (ix *index) stateLabel(st netspec.NodeState) (name, id string) {
+	if n, ok := ix.label(st.ID); ok && st.ID != "" {
+		return n, st.ID
+	}
+	return st.Node, ""
 }
 
 func (ix *index) serviceName(id string) string {
@@ -768,8 +810,10 @@ func networks(in Inputs, inv []inventory.Entry, ix *index) []Network {
 		if s.IPv6Subnet.IsValid() {
 			nw.IPv6Subnet = s.IPv6Subnet.String()
 		}
-		nw.Nodes = networkNodes(s, n.States)
-		slices.SortFunc(nw.Nodes, func(a, b NetworkNode) int { return strings.Compare(a.Node, b.Node) })
+		nw.Nodes = networkNodes(s, n.States, ix)
+		slices.SortFunc(nw.Nodes, func(a, b NetworkNode) int {
+			return cmp.Or(strings.Compare(a.Node, b.Node), strings.Compare(a.ID, b.ID))
+		})
 		if nw.Refused = n.Refused; nw.Refused != "" {
 			nw.Pool = emptyPool() // the IPAM plugin serves none of it
 		} else {
@@ -804,7 +848,7 @@ func outside(s netspec.Spec, es []inventory.Entry, holder func(inventory.Entry) 
 // networkNodes are the nodes' reports on network s, with the IPv6 range
 // of each node that holds one of its own (netspec.IPv6Ranges, as network
 // inspect shows it).
-func networkNodes(s netspec.Spec, states []netspec.NodeState) []NetworkNode {
+func networkNodes(s netspec.Spec, states []netspec.NodeState, ix *index) []NetworkNode {
 	ranges := make([]netip.Prefix, len(states))
 	for i, st := range states {
 		ranges[i] = st.Range
@@ -812,7 +856,8 @@ func networkNodes(s netspec.Spec, states []netspec.NodeState) []NetworkNode {
 	v6 := netspec.IPv6Ranges(s, ranges)
 	out := make([]NetworkNode, 0, len(states))
 	for i, st := range states {
-		nn := NetworkNode{Node: st.Node, State: st.State, Error: st.Error}
+		nn := NetworkNode{State: st.State, Error: st.Error}
+		nn.Node, nn.ID = ix.stateLabel(st)
 		if st.Range.IsValid() {
 			nn.Range = st.Range.String()
 		}

@@ -303,7 +303,7 @@ func TestBuildPoolCluster(t *testing.T) {
 	if sum != p.Size || p.Size != 256 || p.Cell != 1 || p.First != "10.0.0.0" || p.Range != "10.0.0.128/25" {
 		t.Errorf("pool size %d (counts sum %d), cell %d, first %s, range %s; want 256, 256, 1, 10.0.0.0, 10.0.0.128/25", p.Size, sum, p.Cell, p.First, p.Range)
 	}
-	wantRegions := []Region{{"10.0.0.128/28", "node1", "block"}, {"10.0.0.144/28", "node2", "block"}}
+	wantRegions := []Region{{"10.0.0.128/28", "node1", "block", ""}, {"10.0.0.144/28", "node2", "block", ""}}
 	if d := cmp.Diff(wantRegions, p.Regions); d != "" {
 		t.Errorf("regions (-want +got):\n%s", d)
 	}
@@ -325,7 +325,7 @@ func TestBuildPoolPerNode(t *testing.T) {
 	if d := cmp.Diff(want, p.Counts); d != "" {
 		t.Errorf("counts (-want +got):\n%s", d)
 	}
-	wantRegions := []Region{{"10.200.0.0/26", "node1", "range"}, {"10.200.0.64/26", "node2", "range"}}
+	wantRegions := []Region{{"10.200.0.0/26", "node1", "range", ""}, {"10.200.0.64/26", "node2", "range", ""}}
 	if d := cmp.Diff(wantRegions, p.Regions); d != "" {
 		t.Errorf("regions (-want +got):\n%s", d)
 	}
@@ -577,7 +577,7 @@ func TestBuildPool6Cluster(t *testing.T) {
 	if p.First != "fd00:1::" || p.Bits != 64 || p.Range != "fd00:1::/64" || p.Size != 0 || p.Cell != 0 {
 		t.Errorf("IPv6 pool first %s, bits %d, range %s, size %d, cell %d; want fd00:1::, 64, fd00:1::/64, 0, 0", p.First, p.Bits, p.Range, p.Size, p.Cell)
 	}
-	if d := cmp.Diff([]Region{{"fd00:1::100/120", "node1", "block"}}, p.Regions); d != "" {
+	if d := cmp.Diff([]Region{{"fd00:1::100/120", "node1", "block", ""}}, p.Regions); d != "" {
 		t.Errorf("IPv6 regions (-want +got):\n%s", d)
 	}
 	// The IPv4 pool is the one the network had without its IPv6 subnet.
@@ -639,7 +639,7 @@ func TestBuildPool6PerNode(t *testing.T) {
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("IPv6 addresses (-want +got):\n%s", d)
 	}
-	wantRegions := []Region{{"fd00:2::/80", "node1", "range"}, {"fd00:2:0:0:1::/80", "node2", "range"}}
+	wantRegions := []Region{{"fd00:2::/80", "node1", "range", ""}, {"fd00:2:0:0:1::/80", "node2", "range", ""}}
 	if d := cmp.Diff(wantRegions, p.Regions); d != "" {
 		t.Errorf("IPv6 regions (-want +got):\n%s", d)
 	}

@@ -253,7 +253,12 @@ type Network struct {
 
 // NetworkNode is a node's report on a network.
 type NetworkNode struct {
-	Node  string `json:"node"`
+	// Node names the node; with its swarm node ID, "n1 (swarm node ID)",
+	// when another node has its name.
+	Node string `json:"node"`
+	// ID is the node's identity (its swarm node ID); empty on an older
+	// agent's report, which names none.
+	ID    string `json:"id,omitempty"`
 	State string `json:"state"`
 	Range string `json:"range,omitempty"`
 	// IPv6Range is the node's IPv6 /80 (netspec.IPv6Ranges): set for a
@@ -316,6 +321,9 @@ type PoolAddress struct {
 	// Holder names what holds it, for the map's hover.
 	Holder string `json:"holder"`
 	Node   string `json:"node,omitempty"`
+	// NodeID is the identity of the node of a host shim or allocation
+	// (its swarm node ID), when known.
+	NodeID string `json:"node_id,omitempty"`
 	// Task is the swarm task holding it, when one does.
 	Task  string    `json:"task,omitempty"`
 	MAC   string    `json:"mac,omitempty"`
@@ -325,9 +333,14 @@ type PoolAddress struct {
 // Region is a per-node range or a cluster IPAM block.
 type Region struct {
 	Prefix string `json:"prefix"`
-	Node   string `json:"node"`
+	// Node names the node holding it; with its swarm node ID, "n1 (swarm
+	// node ID)", when another node has its name.
+	Node string `json:"node"`
 	// Kind is "range" (per-node IPAM) or "block" (cluster IPAM).
 	Kind string `json:"kind"`
+	// NodeID is the holder's identity (its swarm node ID), when known (an
+	// older agent's range is held by its name).
+	NodeID string `json:"node_id,omitempty"`
 }
 
 // Event is one line of the page's events list.

@@ -93,9 +93,10 @@ func notFree(n NetworkInput, sub netip.Prefix, reserved map[netip.Addr]string, e
 		set(a, PoolAddress{State: StateReserved, Holder: what})
 	}
 	for _, st := range n.States {
+		node, id := ix.stateLabel(st)
 		for _, shim := range []netip.Addr{st.Shim, st.Shim6} {
 			if shim.IsValid() {
-				set(shim, PoolAddress{State: StateReserved, Holder: "host shim of " + st.Node, Node: st.Node})
+				set(shim, PoolAddress{State: StateReserved, Holder: "host shim of " + node, Node: node, NodeID: id})
 			}
 		}
 	}
@@ -111,7 +112,12 @@ func notFree(n NetworkInput, sub netip.Prefix, reserved map[netip.Addr]string, e
 			if err != nil || len(held[a]) > 0 {
 				continue
 			}
-			set(a, allocation(al, ix.nodeOf(al.Node), n.Kept.For(a, al), now))
+			node, known := ix.label(al.Node)
+			pa := allocation(al, node, n.Kept.For(a, al), now)
+			if known {
+				pa.NodeID = al.Node
+			}
+			set(a, pa)
 		}
 	}
 	for a, es := range held {
@@ -194,21 +200,30 @@ func counts(addrs []PoolAddress, sub, rng netip.Prefix) map[string]int {
 // blocks are held by identities.
 func regions(n NetworkInput, sub netip.Prefix, ix *index) []Region {
 	out := []Region{}
+	region := func(p netip.Prefix, holder, kind string) Region {
+		r := Region{Prefix: p.String(), Kind: kind}
+		if name, known := ix.label(holder); known {
+			r.Node, r.NodeID = name, holder
+		} else {
+			r.Node = name
+		}
+		return r
+	}
 	if sub.Addr().Is4() {
 		for p, node := range n.Leases {
-			out = append(out, Region{Prefix: p.String(), Node: ix.nodeOf(node), Kind: "range"})
+			out = append(out, region(p, node, "range"))
 		}
 	} else {
 		ranges := slices.Collect(maps.Keys(n.Leases))
 		for i, r6 := range netspec.IPv6Ranges(n.Spec, ranges) {
 			if r6.IsValid() {
-				out = append(out, Region{Prefix: r6.String(), Node: ix.nodeOf(n.Leases[ranges[i]]), Kind: "range"})
+				out = append(out, region(r6, n.Leases[ranges[i]], "range"))
 			}
 		}
 	}
 	for p, doc := range n.Blocks {
 		if sub.Contains(p.Addr()) {
-			out = append(out, Region{Prefix: p.String(), Node: ix.nodeOf(doc.Node), Kind: "block"})
+			out = append(out, region(p, doc.Node, "block"))
 		}
 	}
 	slices.SortFunc(out, func(a, b Region) int {

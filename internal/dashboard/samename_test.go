@@ -1,10 +1,16 @@
 package dashboard
 
 import (
+	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 // sameNameInput is two swarm nodes of one host name, a and b, each with
@@ -154,4 +160,57 @@ func hearAgentsOnce(in Inputs) []AgentInput {
 	as := slices.Clone(in.Agents)
 	hearAgents(as, sharedNames(in.Nodes), nil, in.Now)
 	return as
+}
+
+// TestBuildNamesSameNameNodesApartInNetworks: network states, per-node
+// ranges and pool holders named their node by name only, so with two
+// swarm nodes of one name the page could not tell which node's range,
+// shim or report each was (the map's legend drew them as one node).
+// Each now names its node's swarm node ID too when another node has the
+// name, and carries the ID.
+func TestBuildNamesSameNameNodesApartInNetworks(t *testing.T) {
+	in := sameNameInput(t0.Add(-10 * time.Second))
+	in.NodeNames = map[string]string{"ida": "n1", "idb": "n1"}
+	spec := netspec.Spec{Name: "demo", Subnet: netip.MustParsePrefix("10.200.0.0/24"), Gateway: netip.MustParseAddr("10.200.0.1"),
+		Parent: "eth1", IPAM: netspec.PerNode, PerNodeSize: 64}
+	in.Networks = []NetworkInput{{Spec: spec,
+		Leases: map[netip.Prefix]string{netip.MustParsePrefix("10.200.0.64/26"): "idb", netip.MustParsePrefix("10.200.0.0/26"): "ida"},
+		States: []netspec.NodeState{
+			{ID: "idb", Node: "n1", State: "error", Error: "no parent", Shim: netip.MustParseAddr("10.200.0.66")},
+			{ID: "ida", Node: "n1", State: "ready", Shim: netip.MustParseAddr("10.200.0.2")},
+		},
+	}}
+	snap := Build(in)
+	nw := snap.Networks[0]
+	wantNodes := []NetworkNode{
+		{Node: "n1 (swarm node ida)", ID: "ida", State: "ready", Shim: "10.200.0.2"},
+		{Node: "n1 (swarm node idb)", ID: "idb", State: "error", Shim: "10.200.0.66", Error: "no parent"},
+	}
+	if d := cmp.Diff(wantNodes, nw.Nodes); d != "" {
+		t.Errorf("network's nodes (-want +got):\n%s", d)
+	}
+	wantRegions := []Region{
+		{Prefix: "10.200.0.0/26", Node: "n1 (swarm node ida)", NodeID: "ida", Kind: "range"},
+		{Prefix: "10.200.0.64/26", Node: "n1 (swarm node idb)", NodeID: "idb", Kind: "range"},
+	}
+	if d := cmp.Diff(wantRegions, nw.Pool.Regions); d != "" {
+		t.Errorf("regions (-want +got):\n%s", d)
+	}
+	shims := map[string]string{}
+	for _, a := range nw.Pool.Addresses {
+		if strings.HasPrefix(a.Holder, "host shim") {
+			shims[a.IP] = a.Holder + " / " + a.NodeID
+		}
+	}
+	if want := map[string]string{"10.200.0.2": "host shim of n1 (swarm node ida) / ida", "10.200.0.66": "host shim of n1 (swarm node idb) / idb"}; !maps.Equal(shims, want) {
+		t.Errorf("shims %v, want %v", shims, want)
+	}
+	// The map colours each node's regions by that label.
+	b, err := assets.ReadFile("assets/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "nodeIdx.set(n.name + ' (swarm node ' + n.id + ')', i % 10)"; !strings.Contains(string(b), want) {
+		t.Errorf("app.js lacks %s", want)
+	}
 }

@@ -583,7 +583,10 @@
   const RANK = { duplicate: 6, leaked: 5, task: 4, spare: 3, reserved: 2, free: 1, outside: 0 };
 
   function renderNetworks(nets, nodes) {
-    const nodeIdx = new Map(nodes.map((n, i) => [n.name, i % 10]));
+    // Regions name their node as the snapshot labels it: with its swarm
+    // node ID when another node has its name.
+    const nodeIdx = new Map();
+    nodes.forEach((n, i) => { nodeIdx.set(n.name, i % 10); nodeIdx.set(n.name + ' (swarm node ' + n.id + ')', i % 10); });
     reconcile($('networks'), nets, (n) => n.name, (n) => networkEl(n, nodeIdx));
   }
 
