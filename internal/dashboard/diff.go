@@ -117,13 +117,29 @@ func (d *differ) nodes(old, cur []Node) {
 		if o.Agent.State != n.Agent.State {
 			d.add(Event{Kind: EventNode, Node: n.Name, Message: fmt.Sprintf("node %s: underlay agent %s → %s", name, o.Agent.State, n.Agent.State)})
 		}
-		d.doctor(n.Name, name, o.Doctor, n.Doctor)
+		switch ids := sharedBy(n.Doctor); {
+		case ids == nil:
+			d.doctor(n.Name, name, o.Doctor, n.Doctor)
+		case ids[0] == n.ID:
+			// The name's report, which every node of the name shows: told
+			// once, as the name's.
+			d.doctor(n.Name, n.Name+" (the report of the name, which swarm nodes "+strings.Join(ids, ", ")+" have)", o.Doctor, n.Doctor)
+		}
 	}
 	for _, n := range old {
 		if !seen[n.ID] {
 			d.add(Event{Kind: EventNode, Node: n.Name, Message: fmt.Sprintf("node %s left the swarm", label(n))})
 		}
 	}
+}
+
+// sharedBy is the nodes a doctor report is shown on (Doctor.SharedBy),
+// nil when it is one node's.
+func sharedBy(d *Doctor) []string {
+	if d == nil {
+		return nil
+	}
+	return d.SharedBy
 }
 
 // nodeLabels names a node in events: by its name, and its swarm node ID

@@ -214,3 +214,29 @@ func TestBuildNamesSameNameNodesApartInNetworks(t *testing.T) {
 		t.Errorf("app.js lacks %s", want)
 	}
 }
+
+// TestDiffTellsOfTheNameReportOnce: a doctor report of a name two swarm
+// nodes have changed, and the events said so twice, once as each node's
+// ("doctor on n1 (swarm node ida): …", then idb), each time attributed
+// to one node. They now say it once, as the name's report.
+func TestDiffTellsOfTheNameReportOnce(t *testing.T) {
+	build := func(results ...DoctorResult) Snapshot {
+		in := sameNameInput(t0.Add(-10 * time.Second))
+		report := &DoctorReport{At: t0.Add(-5 * time.Second), Every: time.Minute, Results: results}
+		for i := range in.Agents {
+			in.Agents[i].Doctor = report
+		}
+		return Build(in)
+	}
+	old := build(DoctorResult{Check: "shim", Status: "ok"})
+	cur := build(DoctorResult{Check: "shim", Status: "fail", Message: "shim missing"})
+	var got []string
+	for _, e := range Diff(&old, &cur) {
+		if e.Kind == EventDoctor {
+			got = append(got, e.Message)
+		}
+	}
+	if len(got) != 1 || !strings.Contains(got[0], "swarm nodes ida, idb") {
+		t.Errorf("doctor events %q, want one, of the report of the name swarm nodes ida, idb have", got)
+	}
+}
