@@ -504,6 +504,9 @@ func nodes(in Inputs, byNode map[string][]Task) []Node {
 			Addr: n.Addr, DockerVersion: n.EngineVersion, Message: n.Message,
 			Agent: agentHealth(a, in.Now), Doctor: doctor, Tasks: byNode[n.ID],
 		}
+		// Facts not naming this node, taken by its name: under a name
+		// other nodes have, they may be another node's agent's.
+		node.Agent.NameOnly = shared[n.Hostname] != nil && node.Agent.State != AgentAbsent && a.ID != n.ID
 		if node.Tasks == nil {
 			node.Tasks = []Task{}
 		}

@@ -92,6 +92,11 @@ type Agent struct {
 	State    string    `json:"state"`
 	LastSeen time.Time `json:"last_seen,omitzero"`
 	Version  string    `json:"version,omitempty"`
+	// NameOnly is true when the agent is known by the node's name only
+	// (its facts name no swarm node listed: an older agent's, or a former
+	// identity's) and other swarm nodes have that name: it may be
+	// another node's agent.
+	NameOnly bool `json:"name_only,omitempty"`
 }
 
 // Doctor is a node's doctor report, summed up.

@@ -240,3 +240,32 @@ func TestDiffTellsOfTheNameReportOnce(t *testing.T) {
 		t.Errorf("doctor events %q, want one, of the report of the name swarm nodes ida, idb have", got)
 	}
 }
+
+// TestBuildSaysWhenAgentIsKnownByNameOnly: an agent whose facts name no
+// swarm node (an older agent's, or a former identity's) was taken as the
+// agent of every node of its name without a word: with two swarm nodes
+// of one name, both columns showed its heartbeat as their own. Under a
+// name several nodes have, such an agent now shows as known by name
+// only (Agent.NameOnly), and the page says so.
+func TestBuildSaysWhenAgentIsKnownByNameOnly(t *testing.T) {
+	in := sameNameInput(t0.Add(-10 * time.Second))
+	in.Agents = []AgentInput{{Node: "n1", FactsAt: t0.Add(-5 * time.Second)}}
+	for _, n := range Build(in).Nodes {
+		if n.Agent.State != AgentUp || !n.Agent.NameOnly {
+			t.Errorf("node %s's agent %+v, want up, known by name only", n.ID, n.Agent)
+		}
+	}
+	in = sameNameInput(t0.Add(-10 * time.Second))
+	for _, n := range Build(in).Nodes {
+		if n.Agent.NameOnly {
+			t.Errorf("node %s's agent %+v, known by name only, but its facts name it", n.ID, n.Agent)
+		}
+	}
+	b, err := assets.ReadFile("assets/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := "agent." + jsonName(t, Agent{}, "NameOnly") + " ?"; !strings.Contains(string(b), want) {
+		t.Errorf("app.js lacks %s", want)
+	}
+}

@@ -402,7 +402,10 @@
       h('div', { class: 'line' }, badge(n.role, 'role'), badge(n.state), n.availability !== 'active' ? badge(n.availability, 'warn') : null,
         h('span', { class: 'muted', text: 'Docker ' + (n.docker_version || '?') })),
       h('div', { class: 'line' }, 'agent ', badge(agent.state || 'absent', 'agent-' + (agent.state || 'absent') + ' ' + (agent.state || 'absent')),
-        agent.last_seen ? h('span', { class: 'muted' }, ' seen ', ageSpan(agent.last_seen), ' ago') : null),
+        agent.last_seen ? h('span', { class: 'muted' }, ' seen ', ageSpan(agent.last_seen), ' ago') : null,
+        // Its facts name no swarm node: under a name other nodes have, it
+        // may be another node's agent.
+        agent.name_only ? h('span', { class: 'muted agent-name-only', text: ' (known by the name only: it may be another node\'s agent)' }) : null),
       doc ? h('div', { class: 'line doctor' }, 'doctor ', badge(doc.ok + ' ok', 'ok'), doc.warn ? badge(doc.warn + ' warn', 'warn') : null,
         doc.fail ? badge(doc.fail + ' failed', 'fail') : null) : h('div', { class: 'line muted', text: 'no doctor report' }),
       // A report published by a name several nodes have may be any one's.
