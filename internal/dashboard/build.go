@@ -148,9 +148,10 @@ type index struct {
 	// factsName maps node identities (swarm node IDs) to node names, as
 	// the node facts give them (Inputs.NodeNames).
 	factsName map[string]string
-	// sharedName holds the names several identities have, swarm nodes'
-	// or facts' (nodeOf): label tells their nodes apart by ID.
-	sharedName map[string]bool
+	// sharedName holds, by name, the identities of a name several have,
+	// swarm nodes' or facts' (nodeOf), in order: label tells their nodes
+	// apart by ID, byName says a record naming the name only is theirs.
+	sharedName map[string][]string
 	service    map[string]SwarmService
 	invTask    map[string][]inventory.Entry // by task ID
 	invCtr     map[string][]inventory.Entry // by container ID
@@ -179,9 +180,11 @@ func newIndex(in Inputs, inv []inventory.Entry) *index {
 			}
 		}
 	}
-	ix.sharedName = map[string]bool{}
+	ix.sharedName = map[string][]string{}
 	for name, is := range ids {
-		ix.sharedName[name] = len(is) > 1
+		if len(is) > 1 {
+			ix.sharedName[name] = slices.Sorted(maps.Keys(is))
+		}
 	}
 	for _, s := range in.Services {
 		ix.service[s.ID] = s
@@ -230,7 +233,7 @@ func (ix *index) label(id string) (name string, known bool) {
 	if name == id {
 		return name, false
 	}
-	if ix.sharedName[name] {
+	if ix.sharedName[name] != nil {
 		return name + " (swarm node " + id + ")", true
 	}
 	return name, true
@@ -243,6 +246,16 @@ func (ix *index) stateLabel(st netspec.NodeState) (name, id string) {
 		return n, st.ID
 	}
 	return st.Node, ""
+}
+
+// byName names a node a record knows by its name only (an inventory
+// entry's): as it is, and when several identities have the name, with
+// theirs, since it may be any one's.
+func (ix *index) byName(name string) string {
+	if ids := ix.sharedName[name]; ids != nil {
+		return name + " (a name swarm nodes " + strings.Join(ids, ", ") + " have)"
+	}
+	return name
 }
 
 func (ix *index) serviceName(id string) string {
@@ -881,15 +894,16 @@ func networkNodes(s netspec.Spec, states []netspec.NodeState, ix *index) []Netwo
 // holder names what holds an inventory entry's address: service.slot and
 // container, on its node.
 func (ix *index) holder(e inventory.Entry) string {
+	node := ix.byName(e.Node) // entries carry no node ID
 	if e.Container == "" && e.ID == "" {
 		// A pool's allocation (clashes).
 		switch e.State {
 		case inventory.StateShim:
-			return "host shim of " + e.Node
+			return "host shim of " + node
 		case inventory.StateSpare:
-			return "spare of " + e.Node
+			return "spare of " + node
 		}
-		return "allocated to " + e.Node
+		return "allocated to " + node
 	}
 	name := e.Container
 	if e.Service != "" {
@@ -899,7 +913,7 @@ func (ix *index) holder(e inventory.Entry) string {
 		}
 		name += " (" + e.Container + ")"
 	}
-	return name + " on " + e.Node
+	return name + " on " + node
 }
 
 func summarize(s Snapshot) Summary {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/netspec"
 )
 
@@ -267,5 +268,28 @@ func TestBuildSaysWhenAgentIsKnownByNameOnly(t *testing.T) {
 	}
 	if want := "agent." + jsonName(t, Agent{}, "NameOnly") + " ?"; !strings.Contains(string(b), want) {
 		t.Errorf("app.js lacks %s", want)
+	}
+}
+
+// TestBuildSaysWhenAHolderIsKnownByNameOnly: a container's address on the
+// map named its holder's node by the inventory's node name, which two
+// swarm nodes had: "hello.1 (c1) on n1" read as one node's. Inventory
+// entries carry no node ID, so the holder now says the name is several
+// nodes', naming them, rather than pick one.
+func TestBuildSaysWhenAHolderIsKnownByNameOnly(t *testing.T) {
+	in := sameNameInput(t0.Add(-10 * time.Second))
+	spec := netspec.Spec{Name: "demo", Subnet: netip.MustParsePrefix("10.200.0.0/24"), Gateway: netip.MustParseAddr("10.200.0.1"),
+		Parent: "eth1", IPAM: netspec.PerNode, PerNodeSize: 64}
+	in.Networks = []NetworkInput{{Spec: spec}}
+	in.Inventory = []inventory.Entry{{IP: "10.200.0.3", Node: "n1", Network: "demo", Container: "c1", ID: "ctr1", Service: "hello", Slot: "1", Task: "ta"}}
+	snap := Build(in)
+	var holder string
+	for _, a := range snap.Networks[0].Pool.Addresses {
+		if a.IP == "10.200.0.3" {
+			holder = a.Holder
+		}
+	}
+	if want := "hello.1 (c1) on n1 (a name swarm nodes ida, idb have)"; holder != want {
+		t.Errorf("holder %q, want %q", holder, want)
 	}
 }
