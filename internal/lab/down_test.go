@@ -109,11 +109,11 @@ func TestVMProcMatchers(t *testing.T) {
 		{"vlanPortProc", vlanPortProc(net), append([]string{"nsenter", "--target", "42", "--net", "--"}, port...), true},
 		{"vlanPortProc", vlanPortProc(net), []string{"grep", vlanPortKey, net + "/vlan-port.log"}, false},
 		{"vlanPortProc", vlanPortProc(net), []string{"underlay", "lab", vlanPortKey, "--state-dir", dir + "/other"}, false},
-		{"vmMemoryProc", vmMemoryProc(dir), qemu, true},
-		{"vmMemoryProc", vmMemoryProc(dir), port, true},
-		{"vmMemoryProc", vmMemoryProc(dir), holder, true},
-		{"vmMemoryProc", vmMemoryProc(dir), []string{"tail", "-f", node + "/console.log"}, false},
-		{"vmMemoryProc", vmMemoryProc(dir), []string{dir + "/bin/0123456789abcdef/underlay", "lab", "vm-exec", "--node-dir", node, "--", "sh"}, false},
+		{"ownProc", ownProc(dir), qemu, true},
+		{"ownProc", ownProc(dir), port, true},
+		{"ownProc", ownProc(dir), holder, true},
+		{"ownProc", ownProc(dir), []string{"tail", "-f", node + "/console.log"}, false},
+		{"ownProc", ownProc(dir), []string{dir + "/bin/0123456789abcdef/underlay", "lab", "vm-exec", "--node-dir", node, "--", "sh"}, false},
 	} {
 		if got := tc.match(tc.args); got != tc.want {
 			t.Errorf("%s(%q) = %v, want %v", tc.what, tc.args, got, tc.want)

@@ -94,11 +94,6 @@ func vlanPortProc(netDir string) func(args []string) bool {
 	}
 }
 
-// vmMemoryProc matches the processes a VM lab's memory counts: those the
-// lab in dir starts (ownProc: QEMU, the VLAN port, the network holder),
-// not a `tail -f` of a console log or a `lab exec` client.
-func vmMemoryProc(dir string) func(args []string) bool { return ownProc(dir) }
-
 // execd is the command an `nsenter … -- CMD…` command line runs (nsenter
 // without --pid execs it, with the same process), args itself when it is
 // not nsenter's, nil when nsenter names no command.

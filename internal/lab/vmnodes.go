@@ -561,10 +561,12 @@ func (*vmProvider) Probe(ctx context.Context, p *plan, n *nodePlan) (int, string
 }
 
 // Memory implements provider: QEMU (the guest's memory in use and the
-// emulator's code cache), the VLAN access port and the holder.
+// emulator's code cache), the VLAN access port and the holder: the
+// processes the lab starts (ownProc), not a `tail -f` of a console log or
+// a `lab exec` client.
 func (*vmProvider) Memory(ctx context.Context, p *plan) (int64, error) {
 	var total int64
-	for _, pr := range processes(vmMemoryProc(p.dir())) {
+	for _, pr := range processes(ownProc(p.dir())) {
 		total += rssBytes(pr.pid)
 	}
 	return total, nil
