@@ -78,8 +78,23 @@ var relevantActions = map[string]bool{
 
 // Events implements register.Docker.
 func (s *Source) Events(ctx context.Context) (<-chan register.Event, <-chan error) {
+	return Subscribe(ctx, s.api, eventFilter(), 256, toEvent)
+}
+
+// eventFilter asks dockerd for the relevant actions only. Without it every
+// event of every container came, each decoded to be dropped: a container's
+// HEALTHCHECK alone sends exec_create, exec_start and exec_die at each
+// probe, so an idle host of many checked containers kept the agent busy.
+// With health_status among the values dockerd matches an action that
+// begins with a value (daemon/events/filter.go, since Docker 1.13), which
+// lets "health_status: healthy" through; no other action begins with one
+// of these. toEvent still checks each event.
+func eventFilter() filters.Args {
 	f := filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)), filters.Arg("type", string(events.NetworkEventType)))
-	return Subscribe(ctx, s.api, f, 256, toEvent)
+	for action := range relevantActions {
+		f.Add("event", action)
+	}
+	return f
 }
 
 // Subscribe streams the Docker events that match f, as convert turns them

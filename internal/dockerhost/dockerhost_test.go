@@ -234,3 +234,39 @@ func TestConnects(t *testing.T) {
 		}
 	}
 }
+
+// TestEventFilter checks the filter dockerd is asked for, with dockerd's
+// own matching (daemon/events/filter.go): an event of an asked type whose
+// action equals a value, or, health_status being among them, begins with
+// one. The integration tests run it against real engines.
+func TestEventFilter(t *testing.T) {
+	f := eventFilter()
+	if !f.ExactMatch("event", "health_status") {
+		t.Fatal("health_status not asked for: dockerd would match actions exactly and drop health_status: healthy")
+	}
+	matches := func(typ events.Type, action string) bool {
+		return f.ExactMatch("type", string(typ)) && f.FuzzyMatch("event", action)
+	}
+	for _, action := range []string{"create", "start", "restart", "unpause", "pause", "die", "stop", "kill", "destroy", "rename", "health_status: healthy", "health_status: unhealthy", "health_status: starting"} {
+		if !matches(events.ContainerEventType, action) {
+			t.Errorf("container %q not asked for", action)
+		}
+		// Every one asked for is kept by toEvent too.
+		if _, ok := toEvent(events.Message{Type: events.ContainerEventType, Action: events.Action(action), Actor: events.Actor{ID: "c"}}); !ok {
+			t.Errorf("container %q asked for but dropped by toEvent", action)
+		}
+	}
+	for _, action := range []string{"connect", "disconnect"} {
+		if !matches(events.NetworkEventType, action) {
+			t.Errorf("network %q not asked for", action)
+		}
+	}
+	for _, action := range []string{"exec_create: /testserver -probe", "exec_start: /testserver -probe", "exec_die", "exec_detach", "attach", "detach", "resize", "top", "oom", "commit", "copy", "export", "update", "prune"} {
+		if matches(events.ContainerEventType, action) {
+			t.Errorf("container %q asked for; dockerd would send it to be dropped", action)
+		}
+	}
+	if matches(events.ImageEventType, "create") || matches(events.VolumeEventType, "destroy") {
+		t.Error("image or volume events asked for")
+	}
+}
