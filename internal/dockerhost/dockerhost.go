@@ -173,6 +173,51 @@ func (s *Source) Inspect(ctx context.Context, id string) (register.Container, er
 	return toContainer(j, func(networkID string) (string, error) { return s.driver(ctx, networkID) })
 }
 
+// RunningEndpoints implements register.Docker. dockerd finds listed IDs
+// directly in its snapshot (daemon/list.go), not by a walk of every
+// container, and the snapshot is saved before the start event is sent.
+func (s *Source) RunningEndpoints(ctx context.Context, ids []string) (map[string][]register.Endpoint, error) {
+	if len(ids) == 0 {
+		return map[string][]register.Endpoint{}, nil
+	}
+	f := filters.NewArgs()
+	for _, id := range ids {
+		f.Add("id", id)
+	}
+	list, err := s.api.ContainerList(ctx, container.ListOptions{Filters: f})
+	if err != nil {
+		return nil, fmt.Errorf("list %d containers: %w", len(ids), err)
+	}
+	return runningEndpoints(list, ids), nil
+}
+
+// runningEndpoints maps a listing to the endpoints of the running
+// containers among ids. A filter is also a prefix: only exact IDs count.
+func runningEndpoints(list []container.Summary, ids []string) map[string][]register.Endpoint {
+	asked := make(map[string]bool, len(ids))
+	for _, id := range ids {
+		asked[id] = true
+	}
+	out := map[string][]register.Endpoint{}
+	for _, c := range list {
+		if !asked[c.ID] || c.State != container.StateRunning {
+			continue
+		}
+		eps := []register.Endpoint{}
+		if c.NetworkSettings != nil {
+			for name, ep := range c.NetworkSettings.Networks {
+				if ep == nil {
+					continue
+				}
+				eps = append(eps, register.Endpoint{Network: name, NetworkID: ep.NetworkID,
+					IPv4: ep.IPAddress, IPv6: ep.GlobalIPv6Address, MAC: ep.MacAddress})
+			}
+		}
+		out[c.ID] = eps
+	}
+	return out
+}
+
 // Endpoint implements register.Docker. dockerd answers a network inspect
 // without the container's lock, so it serves while the container starts.
 func (s *Source) Endpoint(ctx context.Context, networkID, containerID string) (register.Endpoint, error) {

@@ -270,3 +270,24 @@ func TestEventFilter(t *testing.T) {
 		t.Error("image or volume events asked for")
 	}
 }
+
+func TestRunningEndpoints(t *testing.T) {
+	ep := func(netID, ip string) *network.EndpointSettings {
+		return &network.EndpointSettings{NetworkID: netID, IPAddress: ip, GlobalIPv6Address: "fd00::5", MacAddress: "02:42:0a:82:00:05"}
+	}
+	list := []container.Summary{
+		{ID: "c1", State: container.StateRunning, NetworkSettings: &container.NetworkSettingsSummary{Networks: map[string]*network.EndpointSettings{"mv": ep("n1", "10.130.0.5"), "gone": nil}}},
+		{ID: "c2", State: container.StateExited, NetworkSettings: &container.NetworkSettingsSummary{Networks: map[string]*network.EndpointSettings{"mv": ep("n1", "10.130.0.6")}}},
+		{ID: "c3", State: container.StateRunning},
+		// An ID filter is also a prefix: c1 asked for finds c10 too.
+		{ID: "c10", State: container.StateRunning},
+	}
+	got := runningEndpoints(list, []string{"c1", "c2", "c3"})
+	want := map[string][]register.Endpoint{
+		"c1": {{Network: "mv", NetworkID: "n1", IPv4: "10.130.0.5", IPv6: "fd00::5", MAC: "02:42:0a:82:00:05"}},
+		"c3": {},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("runningEndpoints (-want +got):\n%s", diff)
+	}
+}

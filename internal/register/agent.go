@@ -34,6 +34,10 @@ type Docker interface {
 	// the network (dockerd answers it while the container is starting),
 	// or ErrNotFound.
 	Endpoint(ctx context.Context, networkID, containerID string) (Endpoint, error)
+	// RunningEndpoints returns, for those of ids that are running, their
+	// network endpoints, from Docker's container listing (which dockerd
+	// answers from its snapshot, without waiting for any container).
+	RunningEndpoints(ctx context.Context, ids []string) (map[string][]Endpoint, error)
 }
 
 // Event is a Docker event that concerns one container.
@@ -120,10 +124,10 @@ type Agent struct {
 	// nothing new (see beginPass).
 	sawRunning map[string]uint64
 	// prepared holds what was read of created containers before their
-	// start (see prepared.go); verifying marks the containers whose start
-	// was registered from it and not yet read back.
+	// start (see prepared.go); verifying holds the endpoints registered
+	// from it of the containers whose start is not yet checked.
 	prepared  map[string]*prepared
-	verifying map[string]bool
+	verifying map[string][]Endpoint
 	// waiting holds, by service ID, the containers that want an ID the
 	// agent holds registered for another container (two containers with
 	// one SERVICE_ID, or a container started under the name of one whose
@@ -176,7 +180,7 @@ func NewAgent(cfg Config, d Docker, c Catalog, log *slog.Logger, reg prometheus.
 		forced:      map[string]bool{},
 		sawRunning:  map[string]uint64{},
 		prepared:    map[string]*prepared{},
-		verifying:   map[string]bool{},
+		verifying:   map[string][]Endpoint{},
 		waiting:     map[string]map[string]bool{},
 	}, nil
 }
@@ -239,6 +243,11 @@ func (a *Agent) work(ctx context.Context) {
 		if !ok {
 			return
 		}
+		if id == verifyKey {
+			a.verifyStarts(ctx)
+			a.queue.Done(id)
+			continue
+		}
 		if err := a.syncContainer(ctx, id); err != nil && ctx.Err() == nil {
 			d := a.queue.Retry(id, 30*time.Second)
 			a.log.Warn("reconcile container failed; will retry", "container", stringid.TruncateID(id), "retry_in", d, "err", err)
@@ -286,7 +295,8 @@ func (a *Agent) syncContainer(ctx context.Context, id string) error {
 		a.forgetContainer(id)
 	}
 	changes := Plan(desired, a.actualFor(id))
-	a.verified(id, !changes.Empty())
+	// A container stopped or gone since its start is no view's mistake.
+	a.verified(id, !changes.Empty() && !gone && c.Running)
 	if changes.Empty() {
 		a.passDone(id, pass, !gone && c.Running)
 		return nil

@@ -27,6 +27,9 @@ type fakeDocker struct {
 	// ID; network reads are never held.
 	endpoints     map[string]map[string]Endpoint
 	endpointReads int
+	// lists counts RunningEndpoints calls; listErr fails them.
+	lists   int
+	listErr error
 }
 
 func newFakeDocker() *fakeDocker {
@@ -79,6 +82,22 @@ func (d *fakeDocker) Endpoint(ctx context.Context, networkID, id string) (Endpoi
 		return Endpoint{}, ErrNotFound
 	}
 	return ep, nil
+}
+
+func (d *fakeDocker) RunningEndpoints(ctx context.Context, ids []string) (map[string][]Endpoint, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.lists++
+	if d.listErr != nil {
+		return nil, d.listErr
+	}
+	out := map[string][]Endpoint{}
+	for _, id := range ids {
+		if c, ok := d.containers[id]; ok && c.Running {
+			out[id] = append([]Endpoint{}, c.Networks...)
+		}
+	}
+	return out, nil
 }
 
 // connect records a container's endpoint in its network.

@@ -182,8 +182,8 @@ type runResult struct {
 	// full resyncs of the unchanged containers; -1 for other registrars.
 	resyncWrites, resyncs float64
 	// prepared counts underlay's starts registered from what it read
-	// before them (written), read instead (dropped), and corrected by the
-	// read after them; nil for other registrars.
+	// before them (written), read instead (dropped), and corrected after
+	// the check that follows them; nil for other registrars.
 	prepared map[string]float64
 	// cpu is the CPU time of the registrar, dockerd and Consul from the
 	// first start to the last first sight in the catalog, by process.

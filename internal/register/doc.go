@@ -9,7 +9,8 @@
 // A new container's start is registered from what was read before it (its
 // configuration at the create event, its endpoints from the networks at the
 // connect events), not from a read at the start, which dockerd holds until
-// the start is over; a read after the start checks it (prepared.go).
+// the start is over; Docker's container listing checks it after the start
+// (prepared.go).
 //
 // Every service the agent writes carries MetaNode in its Meta; the agent only
 // ever changes or removes services that carry its own node's marker.

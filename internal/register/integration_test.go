@@ -103,11 +103,11 @@ func TestIntegrationSwarmTasks(t *testing.T) {
 		t.Errorf("slots %v, want 1 and 2", slots)
 	}
 	// Tasks registered from what was read at their create (swarm labels,
-	// the address swarm gave them) are read back with nothing to correct.
+	// the address swarm gave them) are checked after the start with nothing to correct.
 	testenv.Eventually(t, 20*time.Second, func() (bool, string) {
 		written := h.counter("underlay_register_prepared_starts_total", "written")
-		back := strings.Count(h.logText(), "start registration read back")
-		return float64(back) == written, fmt.Sprintf("%d of %v tasks registered from the prepared view read back", back, written)
+		back := strings.Count(h.logText(), "start registration checked")
+		return float64(back) == written, fmt.Sprintf("%d of %v tasks registered from the prepared view checked", back, written)
 	})
 	if got := h.counter("underlay_register_prepared_starts_total", "corrected"); got != 0 {
 		t.Errorf("%v task registrations corrected after the start, want 0:\n%s", got, h.logText())
@@ -483,8 +483,8 @@ func TestIntegrationStartFromPreparedView(t *testing.T) {
 	}
 	svcs := h.waitServices(20*time.Second, svcIDs...)
 	testenv.Eventually(t, 20*time.Second, func() (bool, string) {
-		n := strings.Count(h.logText(), "start registration read back")
-		return n == 2, fmt.Sprintf("%d starts read back, want 2; agent log:\n%s", n, h.logText())
+		n := strings.Count(h.logText(), "start registration checked")
+		return n == 2, fmt.Sprintf("%d starts checked, want 2; agent log:\n%s", n, h.logText())
 	})
 	if got := h.counter("underlay_register_prepared_starts_total", "written"); got != 2 {
 		t.Errorf("%v starts registered from the prepared view, want 2", got)

@@ -3,6 +3,8 @@ package register
 import (
 	"context"
 	"errors"
+	"maps"
+	"slices"
 	"time"
 
 	"github.com/docker/docker/pkg/stringid"
@@ -15,9 +17,12 @@ import (
 // created (an inspect that dockerd answers at once, the start not having
 // begun), and each network endpoint from the network at its connect event
 // (a network read, which the start does not hold). At the start event the
-// registration is written from that, with no read; a pass that reads the
-// started container follows, and corrects anything the prepared view got
-// wrong (counted, so it shows if it ever does).
+// registration is written from that, with no read. Then the started
+// containers' endpoints are checked against it, many at a time, in
+// Docker's container listing; one that differs is read in full and its
+// registration corrected (counted, so it shows if it ever happens). The
+// rest of a container (labels, environment, exposed ports) is fixed at its
+// create, and events report what a start changes later.
 
 // prepared is what was read of a created container before it started.
 type prepared struct {
@@ -138,24 +143,105 @@ func (a *Agent) preparedPass(ctx context.Context, id string, p pass) (bool, erro
 	}
 	a.metrics.prepared.WithLabelValues("written").Inc()
 	a.log.Debug("start registered from the prepared view", "container", stringid.TruncateID(id), "writes", changes.Len(), "since_start_event", time.Since(ev.startedAt), "writing", time.Since(began), "pass_began_after", began.Sub(ev.startedAt))
-	// The check: read the started container as soon as other work allows.
+	// The check, with the other starts' once other work allows.
 	a.mu.Lock()
-	a.verifying[id] = true
+	a.verifying[id] = c.Networks
 	a.mu.Unlock()
-	a.force(id)
-	a.queue.AddBackground(id)
+	a.queue.AddBackground(verifyKey)
 	return true, nil
+}
+
+// verifyKey is the queue's key for checking the starts registered from
+// prepared views; no container ID is empty.
+const verifyKey = ""
+
+// maxVerify bounds the containers one listing asks for: each is a
+// filter in the request's URL.
+const maxVerify = 100
+
+// verifyStarts checks the starts registered from prepared views against
+// Docker's listing of the started containers: one whose endpoints are
+// those registered is done; any other, or all if the listing fails, is
+// read in full by its own pass, which corrects and counts what differs.
+func (a *Agent) verifyStarts(ctx context.Context) {
+	a.mu.Lock()
+	stream := a.stream
+	batch := make(map[string][]Endpoint, min(len(a.verifying), maxVerify))
+	for id, eps := range a.verifying {
+		if len(batch) == maxVerify {
+			a.queue.AddBackground(verifyKey) // the rest next
+			break
+		}
+		batch[id] = eps
+	}
+	a.mu.Unlock()
+	if len(batch) == 0 {
+		return
+	}
+	listed, err := a.docker.RunningEndpoints(ctx, slices.Collect(maps.Keys(batch)))
+	if err != nil {
+		a.metrics.errors.WithLabelValues("docker").Inc()
+		a.log.Debug("list started containers failed; each will be read", "containers", len(batch), "err", err)
+	}
+	for id, registered := range batch {
+		eps, running := listed[id]
+		switch {
+		case err == nil && running && sameEndpoints(registered, eps):
+			// Seen running, as a pass that reads it would (see beginPass),
+			// unless a pass ended the check since: one of a die, say.
+			a.mu.Lock()
+			_, still := a.verifying[id]
+			if still {
+				delete(a.verifying, id)
+				a.sawRunning[id] = stream
+			}
+			a.mu.Unlock()
+			if still {
+				a.log.Debug("start registration checked", "container", stringid.TruncateID(id), "corrected", false)
+			}
+			continue
+		case err == nil && !running:
+			// Stopped or gone since: its events bring its passes; not a
+			// mistake of the view.
+			a.mu.Lock()
+			delete(a.verifying, id)
+			a.mu.Unlock()
+		}
+		a.force(id)
+		a.queue.AddBackground(id)
+	}
+}
+
+// sameEndpoints says two lists hold the same endpoints, in any order; the
+// driver, which a listing does not give, is the network's own.
+func sameEndpoints(a, b []Endpoint) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	key := func(e Endpoint) Endpoint { e.Driver = ""; return e }
+	want := make(map[Endpoint]int, len(a))
+	for _, e := range a {
+		want[key(e)]++
+	}
+	for _, e := range b {
+		k := key(e)
+		if want[k] == 0 {
+			return false
+		}
+		want[k]--
+	}
+	return true
 }
 
 // verified ends the check of a start registered from the prepared view;
 // wrote says the read found something to correct.
 func (a *Agent) verified(id string, wrote bool) {
 	a.mu.Lock()
-	checking := a.verifying[id]
+	_, checking := a.verifying[id]
 	delete(a.verifying, id)
 	a.mu.Unlock()
 	if checking {
-		a.log.Debug("start registration read back", "container", stringid.TruncateID(id), "corrected", wrote)
+		a.log.Debug("start registration checked", "container", stringid.TruncateID(id), "corrected", wrote)
 	}
 	if checking && wrote {
 		a.metrics.prepared.WithLabelValues("corrected").Inc()

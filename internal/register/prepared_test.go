@@ -2,6 +2,8 @@ package register
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"testing"
@@ -63,12 +65,17 @@ func TestStartRegisteredBeforeInspect(t *testing.T) {
 	delete(d.gates, "c1")
 	d.mu.Unlock()
 	close(gate)
-	eventually(t, "started container read back", func() bool { return d.inspected("c1") == 2 && a.idle() })
+	eventually(t, "started container checked", func() bool { return a.idle() && a.checking() == 0 })
 	c.mu.Lock()
 	if c.writes != 1 {
-		t.Errorf("%d registrations, want 1: the read back found a difference", c.writes)
+		t.Errorf("%d registrations, want 1: the check found a difference", c.writes)
 	}
 	c.mu.Unlock()
+	d.mu.Lock()
+	if d.inspects["c1"] != 1 || d.lists != 1 {
+		t.Errorf("%d inspects and %d listings, want 1 (the create's) and 1 (the start's check)", d.inspects["c1"], d.lists)
+	}
+	d.mu.Unlock()
 	if got := count(a.metrics.prepared.WithLabelValues("written")); got != 1 {
 		t.Errorf("prepared written = %v, want 1", got)
 	}
@@ -184,8 +191,8 @@ func TestPreparedPass(t *testing.T) {
 				if created.HealthConfigured && (s.Health == nil || s.Health.Status != "critical") {
 					t.Errorf("health mirror %+v, want one, critical while starting", s.Health)
 				}
-				if !a.forced["c"] || !a.verifying["c"] {
-					t.Error("no read back of the started container was asked for")
+				if _, checking := a.verifying["c"]; !checking || a.queue.queued[verifyKey] != background {
+					t.Error("no check of the started container was asked for")
 				}
 			}
 		})
@@ -237,5 +244,128 @@ func TestPrepareOnlyCreated(t *testing.T) {
 				t.Errorf("counted late = %v, want %v", got, tt.late)
 			}
 		})
+	}
+}
+
+// checking is how many starts registered from prepared views are not yet
+// checked.
+func (a *Agent) checking() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.verifying)
+}
+
+// TestVerifyStarts: the starts registered from prepared views are checked
+// in Docker's listing, many in one; only one that differs, or each when the
+// listing fails, is read in full.
+func TestVerifyStarts(t *testing.T) {
+	newAgent := func(t *testing.T) (*Agent, *fakeDocker, *fakeCatalog) {
+		d, c := newFakeDocker(), &fakeCatalog{services: map[string]Service{}}
+		a, err := NewAgent(Config{Policy: Policy{Node: "n1"}}, d, c, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return a, d, c
+	}
+	// registered marks n containers as started from prepared views with
+	// mvEndpoint, running as d says.
+	registered := func(a *Agent, d *fakeDocker, n int) []string {
+		var ids []string
+		for i := range n {
+			id := fmt.Sprintf("c%03d", i)
+			d.set(webContainer(id, true))
+			a.verifying[id] = []Endpoint{mvEndpoint}
+			ids = append(ids, id)
+		}
+		return ids
+	}
+	t.Run("as registered: one listing, no read", func(t *testing.T) {
+		a, d, _ := newAgent(t)
+		ids := registered(a, d, 3)
+		a.verifyStarts(context.Background())
+		if a.checking() != 0 || d.lists != 1 {
+			t.Errorf("%d left unchecked after %d listings, want 0 after 1", a.checking(), d.lists)
+		}
+		for _, id := range ids {
+			if a.queue.queued[id] != 0 || a.forced[id] {
+				t.Errorf("%s queued for a full read", id)
+			}
+		}
+	})
+	t.Run("more than one listing holds", func(t *testing.T) {
+		a, d, _ := newAgent(t)
+		registered(a, d, maxVerify+5)
+		a.verifyStarts(context.Background())
+		if a.checking() != 5 || a.queue.queued[verifyKey] != background {
+			t.Fatalf("after one listing %d left, check queued %v; want 5 left and the check queued again", a.checking(), a.queue.queued[verifyKey])
+		}
+		a.verifyStarts(context.Background())
+		if a.checking() != 0 || d.lists != 2 {
+			t.Errorf("%d left after %d listings, want 0 after 2", a.checking(), d.lists)
+		}
+	})
+	t.Run("an endpoint differs: read in full", func(t *testing.T) {
+		a, d, _ := newAgent(t)
+		registered(a, d, 2)
+		moved := webContainer("c001", true)
+		moved.Networks[0].IPv4 = "10.130.0.9"
+		d.set(moved)
+		a.verifyStarts(context.Background())
+		if _, ok := a.verifying["c001"]; !ok || !a.forced["c001"] || a.queue.queued["c001"] != background {
+			t.Error("the differing container is not read in full, with its check kept")
+		}
+		if _, ok := a.verifying["c000"]; ok || a.forced["c000"] {
+			t.Error("the container as registered is read again")
+		}
+	})
+	t.Run("the listing fails: each read in full", func(t *testing.T) {
+		a, d, _ := newAgent(t)
+		ids := registered(a, d, 2)
+		d.listErr = errors.New("docker away")
+		a.verifyStarts(context.Background())
+		for _, id := range ids {
+			if _, ok := a.verifying[id]; !ok || !a.forced[id] || a.queue.queued[id] != background {
+				t.Errorf("%s not read in full after the listing failed", id)
+			}
+		}
+	})
+	t.Run("stopped since: read, not a correction", func(t *testing.T) {
+		a, d, _ := newAgent(t)
+		registered(a, d, 1)
+		d.set(webContainer("c000", false))
+		a.verifyStarts(context.Background())
+		if _, ok := a.verifying["c000"]; ok || !a.forced["c000"] {
+			t.Errorf("stopped container: checking %v, forced %v; want its check ended and a full read", ok, a.forced["c000"])
+		}
+	})
+}
+
+// TestStopBeforeCheckNotCorrected: a container that stops after its start
+// was registered from the prepared view, while its check reads it in full,
+// is deregistered by that read; the prepared view was not wrong. Before,
+// that pass counted a correction (seen failing: prepared corrected = 1).
+func TestStopBeforeCheckNotCorrected(t *testing.T) {
+	d, c := newFakeDocker(), &fakeCatalog{services: map[string]Service{}}
+	a := runAgent(t, d, c)
+	d.mu.Lock()
+	d.listErr = errors.New("docker away") // the check reads in full
+	d.mu.Unlock()
+	d.set(createdContainer("c1"))
+	d.events <- Event{ContainerID: "c1", Action: "create", Time: time.Now()}
+	eventually(t, "created container read", func() bool { return d.inspected("c1") == 1 && a.idle() })
+	gate := make(chan struct{})
+	d.mu.Lock()
+	d.gates["c1"] = gate
+	d.mu.Unlock()
+	d.connect("c1", mvEndpoint)
+	d.set(webContainer("c1", true))
+	d.events <- Event{ContainerID: "c1", Action: "connect", Time: time.Now(), NetworkID: "n1"}
+	d.events <- Event{ContainerID: "c1", Action: "start", Time: time.Now()}
+	eventually(t, "registered, its full read held", func() bool { return c.has("n1:web-c1:8080") && d.inspected("c1") == 2 })
+	d.set(webContainer("c1", false)) // it stops; the held read sees it
+	close(gate)
+	eventually(t, "deregistered and checked", func() bool { return !c.has("n1:web-c1:8080") && a.idle() && a.checking() == 0 })
+	if got := count(a.metrics.prepared.WithLabelValues("corrected")); got != 0 {
+		t.Errorf("prepared corrected = %v, want 0", got)
 	}
 }
