@@ -7,7 +7,8 @@
 // interfaces other packages declare: Catalog (register.Catalog), KV
 // (netspec.KV, ipam.KV, inventory.KV, taskmetrics.KV, doctor.KV) over
 // kvstore's vocabulary. It may import kvstore, register (for the types it
-// adapts), secretfile and backoff; its I/O edge is Consul's HTTP API.
+// adapts), secretfile, tlsfile and backoff; its I/O edge is Consul's HTTP
+// API.
 package consul
 
 import (
@@ -21,10 +22,12 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
 	"github.com/underlay/underlay/internal/secretfile"
+	"github.com/underlay/underlay/internal/tlsfile"
 )
 
 // Options override the CONSUL_HTTP_* environment; empty fields keep it.
@@ -45,6 +48,18 @@ type Options struct {
 	// Log receives the token file's warnings (readable by others, unreadable,
 	// changed); nil discards them. Tokens are never logged.
 	Log *slog.Logger
+
+	// tlsClock is the clock of the TLS files' looks (tlsfile.WithClock),
+	// for tests; nil: time.Now.
+	tlsClock func() time.Time
+}
+
+// tlsOptions are the tlsfile options of o's TLS files.
+func (o Options) tlsOptions() []tlsfile.Option {
+	if o.tlsClock == nil {
+		return nil
+	}
+	return []tlsfile.Option{tlsfile.WithClock(o.tlsClock)}
 }
 
 // NewClient returns a Consul API client for o on top of the environment.
@@ -146,7 +161,7 @@ func applyTLS(cfg *api.Config, o Options) error {
 // client reads a token file once; this one follows rotations. It takes no
 // proxy from the environment (HTTP_PROXY, HTTPS_PROXY) unless
 // o.ProxyFromEnv: the proxy would see every request's ACL token. Its TLS
-// files are read again when they change.
+// files are read again when they change (reloadTLS).
 func httpClient(cfg *api.Config, f *secretfile.File, o Options) (*http.Client, error) {
 	tr := cfg.Transport
 	if !o.ProxyFromEnv {
@@ -167,7 +182,7 @@ func httpClient(cfg *api.Config, f *secretfile.File, o Options) (*http.Client, e
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, err)
 	}
-	if err := reloadTLS(tr, cfg.TLSConfig, o.Log); err != nil {
+	if err := reloadTLS(tr, cfg.TLSConfig, o.Log, o.tlsOptions()...); err != nil {
 		return nil, err
 	}
 	if f != nil {
@@ -266,7 +281,7 @@ func NewEndpoint(o Options) (Endpoint, error) {
 	if err != nil {
 		return Endpoint{}, fmt.Errorf("consul http client: %w", err)
 	}
-	if err := reloadTLS(tr, cfg.TLSConfig, o.Log); err != nil {
+	if err := reloadTLS(tr, cfg.TLSConfig, o.Log, o.tlsOptions()...); err != nil {
 		return Endpoint{}, err
 	}
 	// As the client's: a redirect to another host would take the request

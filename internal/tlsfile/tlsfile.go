@@ -2,10 +2,11 @@
 // certificates read from PEM files that may be rotated while the process
 // runs (certbot, cert-manager, an operator's cp): a change is picked up by
 // the next handshake, at most CheckEvery later, by looking at each file's
-// size and modification time. A rewrite caught half done — a truncated
-// PEM, a new certificate beside the old key — keeps the last good pair in
-// use until the files make a whole again, and is logged once. A key is
-// never logged.
+// size and modification time. A pool of CA certificates is a file or a
+// directory of files (Consul's CONSUL_CAPATH). A rewrite caught half done
+// — a truncated PEM, a new certificate beside the old key — keeps the
+// last good pair in use until the files make a whole again, and is logged
+// once. A key is never logged.
 package tlsfile
 
 import (
@@ -15,8 +16,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
+	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -31,11 +35,34 @@ const CheckEvery = time.Second
 // bundle (the system's is a few hundred KiB).
 const maxFileSize = 4 << 20
 
+// Option changes how a Pair or a Pool is opened.
+type Option func(*options)
+
+type options struct {
+	now func() time.Time
+}
+
+// WithClock makes now the clock CheckEvery is measured on (time.Now
+// without it): a test steps it past CheckEvery instead of sleeping.
+func WithClock(now func() time.Time) Option {
+	return func(o *options) { o.now = now }
+}
+
+func optionsOf(opts []Option) options {
+	o := options{now: time.Now}
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
 // stamp is what tells that a file changed, cheaply: its size, modification
 // time, inode and change time. A rotation by rename (certbot, a mounted
 // Kubernetes secret) may keep the size and, copied with its times, the
 // modification time; it cannot keep the inode, and no user can set ctime.
+// Under a directory, path tells a file added or removed.
 type stamp struct {
+	path  string
 	size  int64
 	mod   time.Time
 	ino   uint64
@@ -47,7 +74,9 @@ type stamp struct {
 // concurrent use: its owner's mutex guards it.
 type watch struct {
 	paths []string
-	now   func() time.Time
+	// dir: paths are directories, and their files are looked at too.
+	dir bool
+	now func() time.Time
 	// checked is when the files were last looked at.
 	checked time.Time
 	// loaded are the stamps of the files as last loaded; nil after a
@@ -74,28 +103,68 @@ func (w *watch) look() ([]stamp, bool) {
 	if err != nil || w.loaded == nil {
 		return stamps, true
 	}
-	for i := range stamps {
-		if stamps[i] != w.loaded[i] {
-			return stamps, true
-		}
-	}
-	return stamps, false
+	return stamps, !slices.Equal(stamps, w.loaded)
 }
 
-// stat is the files' stamps.
+// stat is the files' stamps: of each path and, for a directory, of each
+// of its files.
 func (w *watch) stat() ([]stamp, error) {
-	stamps := make([]stamp, len(w.paths))
-	for i, p := range w.paths {
-		st, err := os.Stat(p)
-		if err != nil {
-			return nil, err // the load reports it
+	var stamps []stamp
+	for _, p := range w.paths {
+		files := []string{p}
+		if w.dir {
+			more, err := dirFiles(p)
+			if err != nil {
+				return nil, err // the load reports it
+			}
+			files = append(files, more...)
 		}
-		stamps[i] = stamp{size: st.Size(), mod: st.ModTime()}
-		if sys, ok := st.Sys().(*syscall.Stat_t); ok {
-			stamps[i].ino, stamps[i].ctime = sys.Ino, sys.Ctim
+		for _, f := range files {
+			st, err := os.Stat(f)
+			if err != nil {
+				return nil, err
+			}
+			s := stamp{path: f, size: st.Size(), mod: st.ModTime()}
+			if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+				s.ino, s.ctime = sys.Ino, sys.Ctim
+			}
+			stamps = append(stamps, s)
 		}
 	}
 	return stamps, nil
+}
+
+// dirFiles are the files under dir, at any depth and in lexical order, as
+// Consul reads CONSUL_CAPATH. A symbolic link is followed to a file, not
+// into a directory: a mounted Kubernetes secret's ..data links to the
+// directory of the files its other links name.
+func dirFiles(dir string) ([]string, error) {
+	// A directory named through a link (swapped at a rotation) is walked:
+	// WalkDir would take the link for a file.
+	root, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return nil, fmt.Errorf("list CA directory %s: %w", dir, err)
+	}
+	var files []string
+	err = filepath.WalkDir(root, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() {
+			return nil
+		}
+		if d.Type()&fs.ModeSymlink != 0 {
+			if st, err := os.Stat(path); err == nil && st.IsDir() {
+				return nil
+			}
+		}
+		files = append(files, path)
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("list CA directory %s: %w", dir, err)
+	}
+	return files, nil
 }
 
 // problems logs a load problem once, and its end.
@@ -136,7 +205,7 @@ type Pair struct {
 // OpenPair reads the certificate of certFile and the key of keyFile; they
 // must make a pair. A key file group or others may read is logged as a
 // warning. log may be nil.
-func OpenPair(certFile, keyFile string, log *slog.Logger) (*Pair, error) {
+func OpenPair(certFile, keyFile string, log *slog.Logger, opts ...Option) (*Pair, error) {
 	if certFile == "" || keyFile == "" {
 		return nil, errors.New("TLS needs both a certificate and its key")
 	}
@@ -145,7 +214,7 @@ func OpenPair(certFile, keyFile string, log *slog.Logger) (*Pair, error) {
 	}
 	log = log.With("cert_file", certFile, "key_file", keyFile)
 	p := &Pair{certFile: certFile, keyFile: keyFile, log: log, p: problems{log: log, what: "TLS certificate and key"}}
-	p.w = newWatch(time.Now, certFile, keyFile)
+	p.w = newWatch(optionsOf(opts).now, certFile, keyFile)
 	stamps, _ := p.w.stat()
 	cert, err := loadPair(certFile, keyFile)
 	if err != nil {
@@ -241,9 +310,11 @@ func warnKeyMode(log *slog.Logger, keyFile string) {
 	}
 }
 
-// Pool is a file of PEM CA certificates, read again when it changes.
+// Pool is a file of PEM CA certificates, or a directory of such files,
+// read again when it changes.
 type Pool struct {
-	file string
+	path string
+	dir  bool // path is a directory
 	log  *slog.Logger
 
 	mu sync.Mutex // guards following fields
@@ -251,21 +322,39 @@ type Pool struct {
 	p  problems
 	// pool is the pool in use: the last good one read.
 	pool *x509.CertPool
-	// raw is the file's content pool was made of.
+	// raw is the content pool was made of (with the files' names, for a
+	// directory).
 	raw []byte
 }
 
 // OpenPool reads the CA certificates of file; what names them in messages
 // ("client CA"). log may be nil.
-func OpenPool(file, what string, log *slog.Logger) (*Pool, error) {
+func OpenPool(file, what string, log *slog.Logger, opts ...Option) (*Pool, error) {
+	return openPool(file, false, what, log, opts)
+}
+
+// OpenPoolDir reads the CA certificates of every file under dir, at any
+// depth, as Consul reads CONSUL_CAPATH: each must hold PEM certificates.
+// A file added, removed or changed is a change of the pool. what names
+// them in messages; log may be nil.
+func OpenPoolDir(dir, what string, log *slog.Logger, opts ...Option) (*Pool, error) {
+	return openPool(dir, true, what, log, opts)
+}
+
+func openPool(path string, dir bool, what string, log *slog.Logger, opts []Option) (*Pool, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	log = log.With("ca_file", file)
-	p := &Pool{file: file, log: log, p: problems{log: log, what: what}}
-	p.w = newWatch(time.Now, file)
+	if dir {
+		log = log.With("ca_path", path)
+	} else {
+		log = log.With("ca_file", path)
+	}
+	p := &Pool{path: path, dir: dir, log: log, p: problems{log: log, what: what}}
+	p.w = newWatch(optionsOf(opts).now, path)
+	p.w.dir = dir
 	stamps, _ := p.w.stat()
-	pool, raw, err := loadPool(file)
+	pool, raw, err := p.load()
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", what, err)
 	}
@@ -282,7 +371,7 @@ func (p *Pool) Pool() *x509.CertPool {
 	if !load {
 		return p.pool
 	}
-	pool, raw, err := loadPool(p.file)
+	pool, raw, err := p.load()
 	if err != nil {
 		p.w.loaded = nil
 		p.p.failed(err)
@@ -297,17 +386,35 @@ func (p *Pool) Pool() *x509.CertPool {
 	return p.pool
 }
 
-// loadPool reads the PEM certificates of path into a pool.
-func loadPool(path string) (*x509.CertPool, []byte, error) {
-	b, err := readFile(path)
-	if err != nil {
-		return nil, nil, err
+// load reads the PEM certificates of p's file, or of each file of its
+// directory, into a pool.
+func (p *Pool) load() (*x509.CertPool, []byte, error) {
+	files := []string{p.path}
+	if p.dir {
+		var err error
+		if files, err = dirFiles(p.path); err != nil {
+			return nil, nil, err
+		}
+		if len(files) == 0 {
+			return nil, nil, fmt.Errorf("CA directory %s holds no file", p.path)
+		}
 	}
 	pool := x509.NewCertPool()
-	if !pool.AppendCertsFromPEM(b) {
-		return nil, nil, fmt.Errorf("%s holds no PEM certificate", path)
+	var raw []byte
+	for _, f := range files {
+		b, err := readFile(f)
+		if err != nil {
+			return nil, nil, err
+		}
+		if !pool.AppendCertsFromPEM(b) {
+			return nil, nil, fmt.Errorf("%s holds no PEM certificate", f)
+		}
+		if p.dir {
+			raw = append(append(raw, f...), 0)
+		}
+		raw = append(raw, b...)
 	}
-	return pool, b, nil
+	return pool, raw, nil
 }
 
 // readFile is the content of path, a regular file of at most maxFileSize

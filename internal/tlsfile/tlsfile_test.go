@@ -22,26 +22,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/underlay/underlay/internal/testclock"
 	"github.com/underlay/underlay/internal/testlog"
 )
-
-// clock is a settable clock.
-type clock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *clock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *clock) tick() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(CheckEvery)
-}
 
 // testCA makes a CA and certificates it signs, as PEM.
 type testCA struct {
@@ -168,12 +151,11 @@ func TestServerPicksUpRotatedCertificate(t *testing.T) {
 	write(t, certFile, first.certPEM)
 	write(t, keyFile, first.keyPEM)
 	var logs testlog.Buffer
-	pair, err := OpenPair(certFile, keyFile, slog.New(slog.NewTextHandler(&logs, nil)))
+	clk := testclock.New(time.Now())
+	pair, err := OpenPair(certFile, keyFile, slog.New(slog.NewTextHandler(&logs, nil)), WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{now: time.Now()}
-	pair.w.now = clk.Now
 	addr, _ := serveTLS(t, ServerConfig(pair, nil))
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.cert)
@@ -193,23 +175,23 @@ func TestServerPicksUpRotatedCertificate(t *testing.T) {
 	write(t, certFile, second.certPEM)
 	write(t, keyFile, second.keyPEM)
 	presents("rotated, within CheckEvery", first)
-	clk.tick()
+	clk.Add(CheckEvery)
 	presents("rotated", second)
 
 	// The rewrite caught half done: the new certificate beside the old
 	// key, then a truncated certificate, then a missing key.
 	write(t, certFile, third.certPEM)
-	clk.tick()
+	clk.Add(CheckEvery)
 	presents("new certificate, old key", second)
 	write(t, certFile, third.certPEM[:len(third.certPEM)/2])
-	clk.tick()
+	clk.Add(CheckEvery)
 	presents("truncated certificate", second)
 	os.Remove(keyFile)
-	clk.tick()
+	clk.Add(CheckEvery)
 	presents("key missing", second)
 	write(t, certFile, third.certPEM)
 	write(t, keyFile, third.keyPEM)
-	clk.tick()
+	clk.Add(CheckEvery)
 	presents("rewrite done", third)
 
 	out := logs.String()
@@ -240,18 +222,17 @@ func TestNotAfterFollowsRotation(t *testing.T) {
 	first, second := ca.issueUntil(t, "first", soon), ca.issueUntil(t, "second", later)
 	write(t, certFile, first.certPEM)
 	write(t, keyFile, first.keyPEM)
-	pair, err := OpenPair(certFile, keyFile, nil)
+	clk := testclock.New(time.Now())
+	pair, err := OpenPair(certFile, keyFile, nil, WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{now: time.Now()}
-	pair.w.now = clk.Now
 	if got := pair.NotAfter(); !got.Equal(soon) {
 		t.Errorf("NotAfter %s, want %s", got, soon)
 	}
 	write(t, certFile, second.certPEM)
 	write(t, keyFile, second.keyPEM)
-	clk.tick()
+	clk.Add(CheckEvery)
 	if got := pair.NotAfter(); !got.Equal(later) {
 		t.Errorf("NotAfter after rotation %s, want %s", got, later)
 	}
@@ -272,12 +253,11 @@ func TestServerPicksUpRotatedClientCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool, err := OpenPool(caFile, "client CA", nil)
+	clk := testclock.New(time.Now())
+	pool, err := OpenPool(caFile, "client CA", nil, WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{now: time.Now()}
-	pool.w.now = clk.Now
 	addr, _ := serveTLS(t, ServerConfig(pair, pool))
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.cert)
@@ -296,7 +276,7 @@ func TestServerPicksUpRotatedClientCA(t *testing.T) {
 		t.Fatal("client of another CA let in")
 	}
 	write(t, caFile, newCA.pem)
-	clk.tick()
+	clk.Add(CheckEvery)
 	if err := dial(newClient); err != nil {
 		t.Errorf("client of the CA written after start: %v", err)
 	}
@@ -304,7 +284,7 @@ func TestServerPicksUpRotatedClientCA(t *testing.T) {
 		t.Error("client of the CA removed from the file still let in")
 	}
 	write(t, caFile, []byte("-----BEGIN CERT"))
-	clk.tick()
+	clk.Add(CheckEvery)
 	if err := dial(newClient); err != nil {
 		t.Errorf("CA file half written: client of the last CAs refused: %v", err)
 	}
@@ -322,16 +302,15 @@ func TestClientConfig(t *testing.T) {
 	write(t, certFile, cli1.certPEM)
 	write(t, keyFile, cli1.keyPEM)
 	write(t, caFile, ca.pem)
-	pair, err := OpenPair(certFile, keyFile, nil)
+	clk := testclock.New(time.Now())
+	pair, err := OpenPair(certFile, keyFile, nil, WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
-	roots, err := OpenPool(caFile, "server CA", nil)
+	roots, err := OpenPool(caFile, "server CA", nil, WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{now: time.Now()}
-	pair.w.now, roots.w.now = clk.Now, clk.Now
 
 	serverWith := func(c leaf) (string, func() *big.Int) {
 		cert, err := tls.X509KeyPair(c.certPEM, c.keyPEM)
@@ -368,7 +347,7 @@ func TestClientConfig(t *testing.T) {
 	write(t, caFile, otherCA.pem)
 	write(t, certFile, cli2.certPEM)
 	write(t, keyFile, cli2.keyPEM)
-	clk.tick()
+	clk.Add(CheckEvery)
 	if _, err := handshake(t, stranger, withName("127.0.0.1")); err != nil {
 		t.Errorf("server of the CA written after start: %v", err)
 	}
@@ -457,12 +436,11 @@ func TestResumedSessionRechecksClientCA(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool, err := OpenPool(caFile, "client CA", nil)
+	clk := testclock.New(time.Now())
+	pool, err := OpenPool(caFile, "client CA", nil, WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{now: time.Now()}
-	pool.w.now = clk.Now
 	addr, _ := serveTLS(t, ServerConfig(pair, pool))
 	roots := x509.NewCertPool()
 	roots.AddCert(ca.cert)
@@ -497,7 +475,7 @@ func TestResumedSessionRechecksClientCA(t *testing.T) {
 		t.Fatalf("second handshake: resumed %v, %v; want a resumed session (else the test proves nothing)", resumed, err)
 	}
 	write(t, caFile, ca.pem) // other-ca removed
-	clk.tick()
+	clk.Add(CheckEvery)
 	if _, err := dial(droppedCfg); err == nil {
 		t.Error("a client of a removed CA got in on its session ticket")
 	}
@@ -514,7 +492,7 @@ func TestWatchSeesRotationByRename(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "tls.crt")
 	write(t, path, []byte("first-certificate"))
-	clk := &clock{now: time.Now()}
+	clk := testclock.New(time.Now())
 	w := newWatch(clk.Now, path)
 	stamps, err := w.stat()
 	if err != nil {
@@ -533,11 +511,11 @@ func TestWatchSeesRotationByRename(t *testing.T) {
 	if err := os.Rename(next, path); err != nil {
 		t.Fatal(err)
 	}
-	clk.tick()
+	clk.Add(CheckEvery)
 	if _, load := w.look(); !load {
 		t.Error("a file renamed over the certificate, same size and mtime, is not seen as changed")
 	}
-	clk.tick()
+	clk.Add(CheckEvery)
 	if _, load := w.look(); !load {
 		t.Error("asked again: still to load (nothing was loaded)")
 	}
@@ -607,20 +585,19 @@ func TestOnlyRegularBoundedFilesAreRead(t *testing.T) {
 		t.Errorf("OpenPair with a certificate file over maxFileSize: %v, want an error saying it is too large", err)
 	}
 
-	pair, err := OpenPair(certFile, keyFile, nil)
+	clk := testclock.New(time.Now())
+	pair, err := OpenPair(certFile, keyFile, nil, WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
-	pool, err := OpenPool(caFile, "client CA", nil)
+	pool, err := OpenPool(caFile, "client CA", nil, WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{now: time.Now()}
-	pair.w.now, pool.w.now = clk.Now, clk.Now
 	if err := os.Rename(fifo, keyFile); err != nil {
 		t.Fatal(err)
 	}
-	clk.tick()
+	clk.Add(CheckEvery)
 	within(t, "Certificate", keyFile, func() {
 		if got := pair.Certificate().Leaf.SerialNumber; got.Cmp(good.serial) != 0 {
 			t.Errorf("serial %s once the key file became a FIFO, want the last good pair's %s", got, good.serial)
@@ -666,5 +643,91 @@ func TestKeyOwnerWarned(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "TLS key file belongs to uid 65534") {
 		t.Errorf("key owned by uid 65534: log\n%s\nwant a warning naming it", logs.String())
+	}
+}
+
+// TestPoolDir: a directory of CA files (Consul's CONSUL_CAPATH) is one
+// pool of every file under it, at any depth; a file added or removed is
+// picked up CheckEvery later, not before; a file with no certificate keeps
+// the last pool and is warned of once; a link inside to a directory is not
+// followed, and the directory named through a link is followed when the
+// link is swapped (a mounted Kubernetes secret).
+func TestPoolDir(t *testing.T) {
+	dir := t.TempDir()
+	cas, next := filepath.Join(dir, "cas"), filepath.Join(dir, "next")
+	for _, d := range []string{filepath.Join(cas, "sub"), next} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b, c := newTestCA(t, "a"), newTestCA(t, "b"), newTestCA(t, "c")
+	write(t, filepath.Join(cas, "a.pem"), a.pem)
+	write(t, filepath.Join(cas, "sub", "b.pem"), b.pem)
+	write(t, filepath.Join(next, "c.pem"), c.pem)
+	if err := os.Symlink(next, filepath.Join(cas, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "current")
+	if err := os.Symlink(cas, link); err != nil {
+		t.Fatal(err)
+	}
+	var logs testlog.Buffer
+	clk := testclock.New(time.Now())
+	pool, err := OpenPoolDir(link, "server CA", slog.New(slog.NewTextHandler(&logs, nil)), WithClock(clk.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaves := map[*testCA]*x509.Certificate{}
+	for _, ca := range []*testCA{a, b, c} {
+		l := ca.issue(t, "server")
+		blk, _ := pem.Decode(l.certPEM)
+		if leaves[ca], err = x509.ParseCertificate(blk.Bytes); err != nil {
+			t.Fatal(err)
+		}
+	}
+	trusts := func(step string, want map[*testCA]bool) {
+		t.Helper()
+		roots := pool.Pool()
+		for ca, w := range want {
+			_, err := leaves[ca].Verify(x509.VerifyOptions{Roots: roots})
+			if got := err == nil; got != w {
+				t.Errorf("%s: a server of CA %s trusted %v, want %v", step, ca.cert.Subject.CommonName, got, w)
+			}
+		}
+	}
+	trusts("at start", map[*testCA]bool{a: true, b: true, c: false})
+
+	write(t, filepath.Join(cas, "c.pem"), c.pem)
+	if err := os.Remove(filepath.Join(cas, "a.pem")); err != nil {
+		t.Fatal(err)
+	}
+	trusts("changed, within CheckEvery", map[*testCA]bool{a: true, c: false})
+	clk.Add(CheckEvery)
+	trusts("a file added and one removed", map[*testCA]bool{a: false, b: true, c: true})
+
+	write(t, filepath.Join(cas, "README"), []byte("the CAs of the Consul servers"))
+	for range 2 {
+		clk.Add(CheckEvery)
+		trusts("a file with no certificate added", map[*testCA]bool{b: true, c: true})
+	}
+	if n := strings.Count(logs.String(), "files unusable"); n != 1 {
+		t.Errorf("a file with no certificate warned of %d times, want once:\n%s", n, &logs)
+	}
+
+	write(t, filepath.Join(next, "a.pem"), a.pem)
+	tmp := filepath.Join(dir, "current.new")
+	if err := os.Symlink(next, tmp); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, link); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(CheckEvery)
+	trusts("the link swapped to another directory", map[*testCA]bool{a: true, b: false, c: true})
+
+	for name, path := range map[string]string{"empty": t.TempDir(), "missing": filepath.Join(dir, "missing")} {
+		if _, err := OpenPoolDir(path, "server CA", nil); err == nil || !strings.Contains(err.Error(), "server CA") {
+			t.Errorf("OpenPoolDir of a %s directory: %v, want an error naming the pool", name, err)
+		}
 	}
 }
