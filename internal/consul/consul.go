@@ -22,6 +22,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/consul/api"
@@ -46,7 +47,8 @@ type Options struct {
 	// ACL token of every request.
 	ProxyFromEnv bool
 	// Log receives the token file's warnings (readable by others, unreadable,
-	// changed); nil discards them. Tokens are never logged.
+	// changed), the TLS files' and that of a token sent in clear; nil
+	// discards them. Tokens are never logged.
 	Log *slog.Logger
 
 	// tlsClock is the clock of the TLS files' looks (tlsfile.WithClock),
@@ -116,9 +118,6 @@ func clientConfig(o Options) (*api.Config, error) {
 	if err := applyTLS(cfg, o); err != nil {
 		return nil, err
 	}
-	if cfg.Token != "" {
-		warnPlainToken(cfg, o.Log)
-	}
 	hc, err := httpClient(cfg, tokenFile, o)
 	if err != nil {
 		return nil, err
@@ -161,8 +160,10 @@ func applyTLS(cfg *api.Config, o Options) error {
 // client reads a token file once; this one follows rotations. It takes no
 // proxy from the environment (HTTP_PROXY, HTTPS_PROXY) unless
 // o.ProxyFromEnv: the proxy would see every request's ACL token. Its TLS
-// files are read again when they change (reloadTLS).
+// files are read again when they change (reloadTLS). To an agent where a
+// token goes in clear, the first request that carries one is warned of.
 func httpClient(cfg *api.Config, f *secretfile.File, o Options) (*http.Client, error) {
+	clearAddr, clear := inClear(cfg) // before a socket's address is replaced
 	tr := cfg.Transport
 	if !o.ProxyFromEnv {
 		tr.Proxy = nil
@@ -185,35 +186,55 @@ func httpClient(cfg *api.Config, f *secretfile.File, o Options) (*http.Client, e
 	if err := reloadTLS(tr, cfg.TLSConfig, o.Log, o.tlsOptions()...); err != nil {
 		return nil, err
 	}
+	if clear && o.Log != nil {
+		// Under the token file's transport: it sets the token.
+		hc.Transport = &clearTokenWarning{base: hc.Transport, addr: clearAddr, log: o.Log}
+	}
 	if f != nil {
 		hc.Transport = tokenTransport{base: hc.Transport, file: f}
 	}
 	return hc, nil
 }
 
-// warnPlainToken warns when cfg sends its ACL token in clear, over http://
-// to an address other than a loopback one, where others on the path may
-// read it. The address is a name or an IP address, host:port or host.
-func warnPlainToken(cfg *api.Config, log *slog.Logger) {
-	if log == nil {
-		return
-	}
+// inClear tells whether what goes to cfg's agent goes in clear, over
+// http:// to an address other than a loopback one, where others on the
+// path may read it; and the agent's scheme://address. The address is a
+// name or an IP address, host:port or host; a unix:// socket is local.
+func inClear(cfg *api.Config) (string, bool) {
 	addr, scheme := cfg.Address, cfg.Scheme
 	if s, rest, ok := strings.Cut(addr, "://"); ok {
 		scheme, addr = s, rest
 	}
 	if scheme != "http" {
-		return
+		return "", false
 	}
 	host, _, err := net.SplitHostPort(addr)
 	if err != nil {
 		host = strings.Trim(addr, "[]")
 	}
 	if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() || strings.EqualFold(host, "localhost") {
-		return
+		return "", false
 	}
-	log.Warn("the Consul ACL token goes in clear over http:// to a non-loopback address: use https:// (--consul-cacert) or a local Consul agent",
-		"consul_addr", scheme+"://"+addr)
+	return scheme + "://" + addr, true
+}
+
+// clearTokenWarning warns, once, when a request to an agent reached in
+// clear first carries an ACL token: one set at start or, from a token file
+// empty then, written later. Requests without one say nothing.
+type clearTokenWarning struct {
+	base http.RoundTripper
+	addr string // scheme://host:port, for the warning
+	log  *slog.Logger
+	// warned is set by the first request with a token.
+	warned atomic.Bool
+}
+
+func (w *clearTokenWarning) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Header.Get("X-Consul-Token") != "" && w.warned.CompareAndSwap(false, true) {
+		w.log.Warn("the Consul ACL token goes in clear over http:// to a non-loopback address: use https:// (--consul-cacert) or a local Consul agent",
+			"consul_addr", w.addr)
+	}
+	return w.base.RoundTrip(r)
 }
 
 // sameHost refuses a redirect to another scheme or host:port than the

@@ -1,23 +1,34 @@
 package consul
 
 import (
+	"context"
 	"log/slog"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
+
+	"github.com/hashicorp/consul/api"
 
 	"github.com/underlay/underlay/internal/testlog"
 )
 
-// transportOf is the *http.Transport under hc's token rotation, if any.
+// transportOf is the *http.Transport under hc's token rotation and
+// warning, if any.
 func transportOf(t *testing.T, hc *http.Client) *http.Transport {
 	t.Helper()
 	rt := hc.Transport
 	if tt, ok := rt.(tokenTransport); ok {
 		rt = tt.base
+	}
+	if w, ok := rt.(*clearTokenWarning); ok {
+		rt = w.base
 	}
 	tr, ok := rt.(*http.Transport)
 	if !ok {
@@ -69,10 +80,49 @@ func TestNoProxyFromEnvironment(t *testing.T) {
 	}
 }
 
+// tokenServer is a plain HTTP server on loopback that records the last ACL
+// token it was sent; reach makes hc's requests, whatever address they
+// name, go to it, so that a client of a remote address is tried without
+// any packet leaving the machine.
+func tokenServer(t *testing.T) (reach func(hc *http.Client), last func() string) {
+	t.Helper()
+	var token atomic.Pointer[string]
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		v := r.Header.Get("X-Consul-Token")
+		token.Store(&v)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write([]byte("{}"))
+	}))
+	t.Cleanup(srv.Close)
+	reach = func(hc *http.Client) {
+		transportOf(t, hc).DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "tcp", srv.Listener.Addr().String())
+		}
+	}
+	last = func() string {
+		if v := token.Load(); v != nil {
+			return *v
+		}
+		return ""
+	}
+	return reach, last
+}
+
+// get makes a request of cfg's client to its agent, answered or not.
+func get(t *testing.T, cfg *api.Config) {
+	t.Helper()
+	c, err := api.NewClient(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Agent().Self()
+}
+
 // TestPlainTokenWarning: an ACL token sent over http:// to another host
-// than this one can be read on the way: the client warns once, when it is
-// built, naming the address (never the token); over loopback, https:// or
-// a socket, or with no token, it says nothing.
+// than this one can be read on the way: the client warns once, when the
+// token is sent, naming the address (never the token); over loopback,
+// https:// or a socket, or with no token, it says nothing.
 func TestPlainTokenWarning(t *testing.T) {
 	t.Setenv("CONSUL_HTTP_ADDR", "")
 	t.Setenv("CONSUL_HTTP_TOKEN", "")
@@ -105,8 +155,14 @@ func TestPlainTokenWarning(t *testing.T) {
 		t.Setenv("CONSUL_HTTP_SSL", strconv.FormatBool(tc.ssl))
 		var logs testlog.Buffer
 		tc.o.Log = slog.New(slog.NewTextHandler(&logs, nil))
-		if _, err := clientConfig(tc.o); err != nil {
+		cfg, err := clientConfig(tc.o)
+		if err != nil {
 			t.Fatalf("%+v: %v", tc.o, err)
+		}
+		reach, _ := tokenServer(t)
+		reach(cfg.HttpClient)
+		for range 2 {
+			get(t, cfg)
 		}
 		got := logs.String()
 		if warned := strings.Contains(got, "in clear over http://"); warned != tc.warn {
@@ -117,6 +173,64 @@ func TestPlainTokenWarning(t *testing.T) {
 		}
 		if n := strings.Count(got, "in clear"); n > 1 {
 			t.Errorf("%s: warned %d times, want once:\n%s", tc.o.Addr, n, got)
+		}
+	}
+}
+
+// TestPlainTokenWarnedWhenSent: the warning of a token in clear was
+// decided once, when the client was built: a token file empty then (no
+// ACL token) and given a token later sent it in clear over http:// to a
+// remote agent with no warning ever. It is now given when a token is
+// first sent that way, once; to a loopback agent, nothing is said.
+func TestPlainTokenWarnedWhenSent(t *testing.T) {
+	for _, v := range []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_SSL"} {
+		t.Setenv(v, "")
+	}
+	for _, tc := range []struct {
+		addr string
+		warn bool
+	}{
+		{"http://10.0.0.5:8500", true},
+		{"http://127.0.0.1:8500", false},
+	} {
+		tokenFile := filepath.Join(t.TempDir(), "token")
+		if err := os.WriteFile(tokenFile, nil, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		var logs testlog.Buffer
+		cfg, err := clientConfig(Options{Addr: tc.addr, TokenFile: tokenFile, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reach, last := tokenServer(t)
+		reach(cfg.HttpClient)
+		get(t, cfg)
+		if strings.Contains(logs.String(), "in clear") {
+			t.Errorf("%s: warned before any token was sent:\n%s", tc.addr, &logs)
+		}
+
+		if err := os.WriteFile(tokenFile, []byte("secret\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// The file is read again secretfile.CheckEvery after the last read.
+		deadline := time.Now().Add(10 * time.Second)
+		for last() != "secret" {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the token written in the file not sent after 10 s", tc.addr)
+			}
+			time.Sleep(20 * time.Millisecond)
+			get(t, cfg)
+		}
+		get(t, cfg)
+		got, want := logs.String(), 0
+		if tc.warn {
+			want = 1
+		}
+		if n := strings.Count(got, "in clear over http://"); n != want {
+			t.Errorf("%s: the token sent, warned %d times, want %d:\n%s", tc.addr, n, want, got)
+		}
+		if strings.Contains(got, "secret") {
+			t.Errorf("%s: the token was logged:\n%s", tc.addr, got)
 		}
 	}
 }
