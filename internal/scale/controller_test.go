@@ -13,6 +13,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/underlay/underlay/internal/testclock"
 )
 
 func TestLastScaleOf(t *testing.T) {
@@ -99,7 +101,7 @@ func TestControllerWaitsForHistory(t *testing.T) {
 // a time after now (a forged record or a clock ahead: a cooldown without
 // end).
 func TestControllerBoundsLastScaleTimes(t *testing.T) {
-	clk := &fakeClock{now: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
+	clk := testclock.New(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
 	for _, tt := range []struct {
 		name string
 		hist *memHistory
@@ -126,7 +128,7 @@ func TestControllerBoundsLastScaleTimes(t *testing.T) {
 			if want := "h/web/last-up"; len(tt.hist.bad) > 0 && (!strings.Contains(logs.String(), want) || !strings.Contains(logs.String(), "consul kv delete")) {
 				t.Errorf("log does not name %s and its fix:\n%s", want, logs.String())
 			}
-			clk.add(time.Minute)
+			clk.Add(time.Minute)
 			if rec, err := c.Handle(context.Background(), req); err != nil || rec.Refused || rec.To != 2 {
 				t.Fatalf("once the cooldown from the read is over: %+v, %v; want scaled to 2", rec.Decision, err)
 			}

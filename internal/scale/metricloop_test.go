@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/underlay/underlay/internal/testclock"
 )
 
 // fakeMetrics answers queries from a map; a missing query fails.
@@ -40,26 +42,8 @@ func (f *fakeMetrics) drop(q string) {
 	delete(f.values, q)
 }
 
-// fakeClock is a settable clock.
-type fakeClock struct {
-	mu  sync.Mutex
-	now time.Time
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) add(d time.Duration) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	c.now = c.now.Add(d)
-}
-
 func TestMetricDrivenScaling(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
+	clock := testclock.New(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
 	m := &fakeMetrics{values: map[string]float64{"load": 10, "queue": 1}}
 	e := newAPIEnv(t, Config{Metrics: m, Interval: time.Hour, Now: clock.Now},
 		svc("web", 2, "orbiter", "true", LabelMax, "8", LabelAllowDown, "true", LabelCooldownDown, "0",
@@ -70,7 +54,7 @@ func TestMetricDrivenScaling(t *testing.T) {
 	ctx := context.Background()
 	step := func(name string, advance time.Duration, want int) {
 		t.Helper()
-		clock.add(advance)
+		clock.Add(advance)
 		e.ctrl.EvaluateMetrics(ctx)
 		if got := e.swarm.replicas("web"); got != want {
 			t.Fatalf("%s: web has %d replicas, want %d", name, got, want)

@@ -16,6 +16,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/underlay/underlay/internal/testclock"
 )
 
 // listener is what an attacker who can write the leader key in Consul KV
@@ -197,7 +199,7 @@ func TestFollowerWithoutPeerSecretNamesTheLeader(t *testing.T) {
 // captures cannot be replayed to the real leader, and a request signed
 // without the secret, too old, or sent twice is refused.
 func TestPeerRequestForgeryAndReplay(t *testing.T) {
-	clk := &fakeClock{now: time.Now()}
+	clk := testclock.New(time.Now())
 	leader := newAPIEnvWith(t, Config{Now: clk.Now, Leadership: &fakeLeadership{leading: true, term: 1}},
 		APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret)}}, svc("web", 1, "orbiter", "true", LabelMax, "100"))
 	evil := newListener(t)

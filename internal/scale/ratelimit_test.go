@@ -6,10 +6,12 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/underlay/underlay/internal/testclock"
 )
 
 func TestRateLimiter(t *testing.T) {
-	clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	l := newRateLimiter(2, 4, clk.Now)
 	a, b := clientKey("192.0.2.1:5555"), clientKey("192.0.2.2:5555")
 	for i := range 4 {
@@ -24,7 +26,7 @@ func TestRateLimiter(t *testing.T) {
 	if ok, _ := l.allow(b); !ok {
 		t.Error("another client was refused")
 	}
-	clk.add(500 * time.Millisecond)
+	clk.Add(500 * time.Millisecond)
 	if ok, _ := l.allow(a); !ok {
 		t.Error("refused after the wait it was told")
 	}
@@ -54,7 +56,7 @@ func TestRateLimiter(t *testing.T) {
 	if ok, _ := l.allow(clientKey("10.0.1.2:1")); ok {
 		t.Error("two clients beyond the table did not share a bucket")
 	}
-	clk.add(time.Second) // every bucket is full again: the table empties
+	clk.Add(time.Second) // every bucket is full again: the table empties
 	if ok, _ := l.allow(clientKey("10.0.1.2:1")); !ok || len(l.clients) != 1 {
 		t.Errorf("after a second: allowed %v, %d clients tracked; want allowed and 1", ok, len(l.clients))
 	}
@@ -135,7 +137,7 @@ func BenchmarkNonceRefusedAtBound(b *testing.B) {
 // from a float beyond its range it came out negative, read as no wait, and
 // every request was allowed: the tightest limit was none.
 func TestRateLimiterTinyRate(t *testing.T) {
-	clk := &fakeClock{now: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	clk := testclock.New(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC))
 	l := newRateLimiter(1e-12, 1, clk.Now)
 	a := clientKey("192.0.2.1:5555")
 	if ok, _ := l.allow(a); !ok {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/underlay/underlay/internal/testclock"
 )
 
 func TestDecideTo(t *testing.T) {
@@ -96,11 +98,11 @@ func TestStabilize(t *testing.T) {
 // recommendation no higher than a later one can never be the highest
 // within the window, so it is dropped.
 func TestRecommendationsStayFew(t *testing.T) {
-	clock := &fakeClock{now: time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)}
+	clock := testclock.New(time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC))
 	e := newAPIEnv(t, Config{Now: clock.Now},
 		svc("web", 4, "orbiter", "true", LabelMax, "4", LabelStabilizationDown, "24h"))
 	for range 1000 {
-		clock.add(time.Second)
+		clock.Add(time.Second)
 		if _, err := e.ctrl.Handle(context.Background(), Request{Service: "web", Direction: Up}); err != nil {
 			t.Fatal(err)
 		}
