@@ -305,7 +305,7 @@ func isNotFound(err error) bool {
 }
 
 // usedPrefixes are the root namespace's routed prefixes, in every routing
-// table, other than those on the lab's own links. Not main's alone: a VPN
+// table, other than those on the lab's own links (ownLink). Not main's alone: a VPN
 // routes in a table of its own (Tailscale's 52, strongSwan's 220) that a
 // rule looks up before main, so its routes win over the lab's bridge.
 func usedPrefixes(name string) ([]netip.Prefix, error) {
@@ -338,16 +338,18 @@ func usedPrefixesFrom(name string, routes func(*netlink.Route, uint64) ([]netlin
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
-	names := make(map[int]string, len(ls))
+	byIndex := make(map[int]netlink.Link, len(ls))
 	for _, l := range ls {
-		names[l.Attrs().Index] = l.Attrs().Name
+		byIndex[l.Attrs().Index] = l
 	}
 	var out []netip.Prefix
 	for _, r := range rs {
 		if r.Dst == nil {
 			continue
 		}
-		if strings.HasPrefix(names[r.LinkIndex], linkPrefix(name)) {
+		// Only the lab's own links, by exact name and kind: a user's
+		// ul-NAME-foo routes a subnet the lab must not take.
+		if l, ok := byIndex[r.LinkIndex]; ok && ownLink(name, l) {
 			continue
 		}
 		ip, ok := netip.AddrFromSlice(r.Dst.IP)

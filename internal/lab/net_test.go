@@ -303,3 +303,37 @@ func TestLinksToDeleteOnlyTheLabsOwn(t *testing.T) {
 		t.Errorf("links to delete of a VM lab = %v, %v; want its veth ul-lab-m", del, err)
 	}
 }
+
+// TestUsedPrefixesForeignLinksOfThePrefix: a route on a link whose name
+// only starts with the lab's prefix (a user's ul-lab-foo, a dummy named
+// like the lab's bridge, a veth of a node index no lab has) is the
+// machine's, taken; only routes on the lab's own links (ownLink) are
+// passed over. Before, every link named ul-NAME-* was taken for the
+// lab's: its routes were passed over, and the lab could take a subnet the
+// user's link routes.
+func TestUsedPrefixesForeignLinksOfThePrefix(t *testing.T) {
+	links := []netlink.Link{
+		&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Index: 8, Name: "ul-lab-m"}},
+		&netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Index: 9, Name: "ul-lab-u"}},
+		&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: 20, Name: "ul-lab-foo"}},
+		&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Index: 21, Name: "ul-lab-mz"}},
+		&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Index: 22, Name: "ul-lab2-u"}},
+	}
+	routes := []netlink.Route{
+		route("172.31.0.0/24", 8, 254), // the lab's own
+		route("10.200.0.0/16", 9, 254), // the lab's own
+		route("10.90.0.0/16", 20, 254),
+		route("10.91.0.0/16", 21, 254),
+		route("10.92.0.0/16", 22, 254),
+	}
+	got, err := usedPrefixesFrom("lab", fakeRoutes(routes), func() ([]netlink.Link, error) { return links, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []netip.Prefix{
+		netip.MustParsePrefix("10.90.0.0/16"), netip.MustParsePrefix("10.91.0.0/16"), netip.MustParsePrefix("10.92.0.0/16"),
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("usedPrefixes = %v, want %v", got, want)
+	}
+}
