@@ -129,9 +129,14 @@ func TestFirewallRules(t *testing.T) {
 		got = append(got, strings.Join(r, " "))
 	}
 	want := []string{
-		"-i ul-demo-+ ! -o ul-demo-+ -m comment --comment underlay-lab-demo -j DROP",
-		"! -i ul-demo-+ -o ul-demo-+ -m comment --comment underlay-lab-demo -j DROP",
-		"-i ul-demo-+ -o ul-demo-+ -m comment --comment underlay-lab-demo -j ACCEPT",
+		"-i ul-demo-m -o ul-demo-m -m comment --comment underlay-lab-demo -j ACCEPT",
+		"-i ul-demo-m -o ul-demo-u -m comment --comment underlay-lab-demo -j ACCEPT",
+		"-i ul-demo-u -o ul-demo-m -m comment --comment underlay-lab-demo -j ACCEPT",
+		"-i ul-demo-u -o ul-demo-u -m comment --comment underlay-lab-demo -j ACCEPT",
+		"-i ul-demo-m -m comment --comment underlay-lab-demo -j DROP",
+		"-o ul-demo-m -m comment --comment underlay-lab-demo -j DROP",
+		"-i ul-demo-u -m comment --comment underlay-lab-demo -j DROP",
+		"-o ul-demo-u -m comment --comment underlay-lab-demo -j DROP",
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("rules (-want +got):\n%s", d)

@@ -36,7 +36,8 @@
 // Safety: the lab bridges only ever hold the lab's own veths. iptables (and
 // ip6tables) rules commented underlay-lab-<name> drop anything forwarded
 // between the lab bridges and any other interface, in both directions, and
-// accept traffic forwarded between the lab's own bridges (bridged traffic
+// accept traffic forwarded between the lab's own bridges, each named
+// exactly (a user's ul-<name>-foo is not the lab's) (bridged traffic
 // passes the FORWARD chain when br_netfilter is loaded, where Docker's DROP
 // policy would stop it). IPv6 is off on the lab's links in the root
 // namespace (disable_ipv6), so no IPv6 is forwarded to or from a node even

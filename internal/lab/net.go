@@ -365,24 +365,99 @@ func usedPrefixesFrom(name string, routes func(*netlink.Route, uint64) ([]netlin
 	return out, nil
 }
 
-// firewallRules are the lab's FORWARD rules: nothing is forwarded between
-// the lab's bridges and any other interface; traffic between the lab's own
-// bridges (bridged, with br_netfilter, or routed by the root namespace) is accepted.
+// firewallRules are the lab's FORWARD rules, top to bottom: what is
+// forwarded among the lab's links (the bridges ul-NAME-m and ul-NAME-u,
+// bridged with br_netfilter or routed by the root namespace; a VM lab's
+// management veth ul-NAME-m) is accepted, then anything else forwarded to
+// or from one of them is dropped. The links are named exactly, never by
+// the wildcard ul-NAME-+, which took a user's ul-NAME-foo for the lab's
+// (dropping its traffic, and accepting the lab's to it). The ACCEPT rules
+// must stay above the DROP rules (firewallSteps).
 func firewallRules(name string) [][]string {
-	lab := linkPrefix(name) + "+"
+	own := []string{linkPrefix(name) + "m", linkPrefix(name) + "u"}
 	c := []string{"-m", "comment", "--comment", ruleComment(name)}
-	return [][]string{
-		append([]string{"-i", lab, "!", "-o", lab}, append(c, "-j", "DROP")...),
-		append([]string{"!", "-i", lab, "-o", lab}, append(c, "-j", "DROP")...),
-		append([]string{"-i", lab, "-o", lab}, append(c, "-j", "ACCEPT")...),
+	var accept, drop [][]string
+	for _, in := range own {
+		for _, out := range own {
+			accept = append(accept, slices.Concat([]string{"-i", in, "-o", out}, c, []string{"-j", "ACCEPT"}))
+		}
 	}
+	for _, l := range own {
+		drop = append(drop,
+			slices.Concat([]string{"-i", l}, c, []string{"-j", "DROP"}),
+			slices.Concat([]string{"-o", l}, c, []string{"-j", "DROP"}))
+	}
+	return append(accept, drop...)
+}
+
+// firewallSteps are the iptables commands (after -w) that turn FORWARD,
+// as `iptables -S FORWARD` lists it, into one holding exactly the lab's
+// rules (firewallRules) with every ACCEPT above every DROP. No step ever
+// lets more through than before it: missing DROP rules go in first,
+// then any other rule of the lab's comment (the older wildcard form, a
+// copy) goes, then the ACCEPT rules missing or below a DROP are put on
+// top. None when FORWARD is as it should be.
+func firewallSteps(listing, name string) [][]string {
+	key := func(r []string) string { return strings.Join(r, "\x00") }
+	var cur []string // the lab's rules in FORWARD, top to bottom
+	for _, r := range rulesWithComment(listing, ruleComment(name)) {
+		if len(r) > 2 && r[0] == "-A" && r[1] == "FORWARD" {
+			cur = append(cur, key(r[2:]))
+		}
+	}
+	want := firewallRules(name)
+	wanted := map[string]bool{}
+	for _, r := range want {
+		wanted[key(r)] = true
+	}
+	isAccept := func(k string) bool { return strings.HasSuffix(k, "\x00-j\x00ACCEPT") }
+	var steps [][]string
+	insert := func(r []string) {
+		steps = append(steps, append([]string{"-I", "FORWARD", "1"}, r...))
+		cur = append([]string{key(r)}, cur...)
+	}
+	// -D deletes the first rule of that spec: so does this.
+	remove := func(k string) {
+		steps = append(steps, append([]string{"-D", "FORWARD"}, strings.Split(k, "\x00")...))
+		i := slices.Index(cur, k)
+		cur = slices.Delete(cur, i, i+1)
+	}
+	for i := len(want) - 1; i >= 0; i-- {
+		if r := want[i]; !isAccept(key(r)) && !slices.Contains(cur, key(r)) {
+			insert(r)
+		}
+	}
+	seen := map[string]bool{}
+	for _, k := range slices.Clone(cur) {
+		if !wanted[k] || seen[k] {
+			remove(k)
+		}
+		seen[k] = true
+	}
+	for i := len(want) - 1; i >= 0; i-- {
+		k := key(want[i])
+		if !isAccept(k) {
+			continue
+		}
+		at := slices.Index(cur, k)
+		firstDrop := slices.IndexFunc(cur, func(k string) bool { return !isAccept(k) })
+		if at >= 0 && (firstDrop < 0 || at < firstDrop) {
+			continue
+		}
+		if at >= 0 {
+			remove(k)
+		}
+		insert(want[i])
+	}
+	return steps
 }
 
 // firewallTools are the programs the rules go through; ip6tables is
 // optional: IPv6 is off on the lab's links anyway (disableIPv6).
 var firewallTools = []string{"iptables", "ip6tables"}
 
-// ensureFirewall inserts the lab's rules at the top of FORWARD unless present.
+// ensureFirewall brings the lab's rules in FORWARD to firewallRules
+// (firewallSteps), replacing those of older forms.
 func ensureFirewall(name string) error {
 	for _, tool := range firewallTools {
 		if _, err := exec.LookPath(tool); err != nil {
@@ -391,14 +466,14 @@ func ensureFirewall(name string) error {
 			}
 			continue
 		}
-		for _, r := range firewallRules(name) {
-			check := append([]string{"-w", "-C", "FORWARD"}, r...)
-			if exec.Command(tool, check...).Run() == nil {
-				continue
-			}
-			ins := append([]string{"-w", "-I", "FORWARD", "1"}, r...)
-			if out, err := exec.Command(tool, ins...).CombinedOutput(); err != nil {
-				return fmt.Errorf("%s %s: %v: %s", tool, strings.Join(ins, " "), err, out)
+		listing, err := exec.Command(tool, "-w", "-S", "FORWARD").Output()
+		if err != nil {
+			return fmt.Errorf("%s -w -S FORWARD: %w", tool, err)
+		}
+		for _, step := range firewallSteps(string(listing), name) {
+			args := append([]string{"-w"}, step...)
+			if out, err := exec.Command(tool, args...).CombinedOutput(); err != nil {
+				return fmt.Errorf("%s %s: %v: %s", tool, strings.Join(args, " "), err, out)
 			}
 		}
 	}
@@ -469,21 +544,32 @@ func ruleArgs(line string) []string {
 	return out
 }
 
-// deleteFirewall deletes every rule carrying the lab's comment.
+// deleteFirewall deletes every rule carrying the lab's comment: those
+// of firewallRules, and those of older forms.
 func deleteFirewall(name string) error {
 	var errs []error
 	for tool, rules := range labRules(name) {
-		for _, f := range rules {
-			if len(f) < 2 || f[0] != "-A" {
-				continue
-			}
-			args := append([]string{"-w", "-D"}, f[1:]...)
+		for _, d := range firewallDeletes(rules) {
+			args := append([]string{"-w"}, d...)
 			if out, err := exec.Command(tool, args...).CombinedOutput(); err != nil {
 				errs = append(errs, fmt.Errorf("%s %s: %v: %s", tool, strings.Join(args, " "), err, out))
 			}
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// firewallDeletes are the iptables commands (after -w) deleting rules,
+// as rulesWithComment lists them.
+func firewallDeletes(rules [][]string) [][]string {
+	var out [][]string
+	for _, f := range rules {
+		if len(f) < 2 || f[0] != "-A" {
+			continue
+		}
+		out = append(out, append([]string{"-D"}, f[1:]...))
+	}
+	return out
 }
 
 // retryDump retries a netlink dump that a concurrent change interrupted

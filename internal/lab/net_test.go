@@ -337,3 +337,214 @@ func TestUsedPrefixesForeignLinksOfThePrefix(t *testing.T) {
 		t.Errorf("usedPrefixes = %v, want %v", got, want)
 	}
 }
+
+// verdict is the target of the first of rules (iptables arguments after
+// the chain, top to bottom) that a packet forwarded from interface in to
+// out matches, as the kernel picks it; "" when none does (the chain's
+// other rules and policy decide). It knows what the lab's rules use: -i
+// and -o, negated or not, with iptables' trailing + wildcard.
+func verdict(t *testing.T, rules [][]string, in, out string) string {
+	t.Helper()
+	ifMatch := func(pattern, name string) bool {
+		if p, ok := strings.CutSuffix(pattern, "+"); ok {
+			return strings.HasPrefix(name, p)
+		}
+		return pattern == name
+	}
+next:
+	for _, r := range rules {
+		neg, target := false, ""
+		for i := 0; i < len(r); i++ {
+			switch r[i] {
+			case "!":
+				neg = true
+				continue
+			case "-i", "-o":
+				name := in
+				if r[i] == "-o" {
+					name = out
+				}
+				i++
+				if ifMatch(r[i], name) == neg {
+					continue next
+				}
+			case "-m":
+				i++
+			case "--comment":
+				i++
+			case "-j":
+				i++
+				target = r[i]
+			default:
+				t.Fatalf("rule %q: argument %q unknown to this test", r, r[i])
+			}
+			neg = false
+		}
+		return target
+	}
+	return ""
+}
+
+// TestFirewallOnlyTheLabsLinks: the lab's FORWARD rules drop what is
+// forwarded between its links (the bridges ul-NAME-m and ul-NAME-u, or a
+// VM lab's management veth ul-NAME-m) and any other interface, and accept
+// what is forwarded among them; a user's link whose name only starts with
+// ul-NAME- is none of the lab's business. Before, the rules matched the
+// wildcard ul-NAME-+: a user's ul-NAME-foo counted as the lab's, and what
+// it forwarded to or from the machine's other interfaces was dropped.
+func TestFirewallOnlyTheLabsLinks(t *testing.T) {
+	rules := firewallRules("lab")
+	for _, tc := range []struct{ in, out, want string }{
+		{"ul-lab-m", "ul-lab-m", "ACCEPT"},
+		{"ul-lab-m", "ul-lab-u", "ACCEPT"},
+		{"ul-lab-u", "ul-lab-m", "ACCEPT"},
+		{"ul-lab-u", "ul-lab-u", "ACCEPT"},
+		// Nothing from the lab off the machine, nor into it.
+		{"ul-lab-m", "eth0", "DROP"},
+		{"ul-lab-u", "eth0", "DROP"},
+		{"eth0", "ul-lab-m", "DROP"},
+		{"eth0", "ul-lab-u", "DROP"},
+		{"ul-lab-m", "ul-lab-foo", "DROP"},
+		{"ul-lab-foo", "ul-lab-u", "DROP"},
+		{"ul-lab-u", "ul-lab2-u", "DROP"},
+		// Not the lab's.
+		{"ul-lab-foo", "eth0", ""},
+		{"eth0", "ul-lab-foo", ""},
+		{"ul-lab-foo", "ul-lab-bar", ""},
+		{"ul-lab-mx", "eth0", ""},
+		{"ul-lab2-u", "eth0", ""},
+	} {
+		if got := verdict(t, rules, tc.in, tc.out); got != tc.want {
+			t.Errorf("forwarded from %s to %s: %q, want %q", tc.in, tc.out, got, tc.want)
+		}
+	}
+}
+
+// TestFirewallSteps: lab up brings FORWARD to the lab's rules from
+// whatever it finds — nothing, the older wildcard rules, its rules out of
+// order or with a copy — and no step on the way lets the lab's traffic
+// off the machine or the machine's into the lab. Run again, it does
+// nothing. Others' rules stay as they were.
+func TestFirewallSteps(t *testing.T) {
+	c := []string{"-m", "comment", "--comment", "underlay-lab-lab", "-j"}
+	rule := func(s string, target string) []string { return append(append(strings.Fields(s), c...), target) }
+	others := [][]string{
+		strings.Fields("-i docker0 -o eth0 -j ACCEPT"),
+		strings.Fields("-i ul-lab-foo -o eth0 -j ACCEPT"),
+		// Another lab's, of another comment.
+		strings.Fields("-i ul-lab2-+ ! -o ul-lab2-+ -m comment --comment underlay-lab-lab2 -j DROP"),
+	}
+	wildcard := [][]string{
+		rule("-i ul-lab-+ -o ul-lab-+", "ACCEPT"),
+		rule("! -i ul-lab-+ -o ul-lab-+", "DROP"),
+		rule("-i ul-lab-+ ! -o ul-lab-+", "DROP"),
+	}
+	want := firewallRules("lab")
+	for _, tc := range []struct {
+		name  string
+		lab   [][]string // the lab's rules found, top to bottom, above others'
+		steps int
+	}{
+		{"none", nil, len(want)},
+		{"older wildcard form", wildcard, len(want) + len(wildcard)},
+		{"as they should be", want, 0},
+		{"drops above accepts", append(slices.Clone(want[4:]), want[:4]...), 8},
+		{"a copy of a drop, an accept below the drops", append(append(slices.Clone(want[1:]), want[7]), want[0]), 3},
+		{"an accept missing", want[1:], 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			chain := append(slices.Clone(tc.lab), others...)
+			listing := func() string {
+				var b strings.Builder
+				b.WriteString("-P FORWARD DROP\n")
+				for _, r := range chain {
+					b.WriteString("-A FORWARD " + strings.Join(r, " ") + "\n")
+				}
+				return b.String()
+			}
+			// Between the lab and anything else: what was dropped stays so.
+			outside := [][2]string{{"ul-lab-m", "eth0"}, {"eth0", "ul-lab-m"}, {"ul-lab-u", "eth0"}, {"eth0", "ul-lab-u"}, {"ul-lab-m", "ul-lab-foo"}, {"ul-lab-foo", "ul-lab-u"}}
+			before := map[[2]string]string{}
+			for _, p := range outside {
+				before[p] = verdict(t, chain, p[0], p[1])
+			}
+			steps := firewallSteps(listing(), "lab")
+			if len(steps) != tc.steps {
+				t.Errorf("%d steps, want %d: %q", len(steps), tc.steps, steps)
+			}
+			for i, s := range steps {
+				switch {
+				case len(s) > 3 && s[0] == "-I" && s[1] == "FORWARD" && s[2] == "1":
+					chain = append([][]string{s[3:]}, chain...)
+				case len(s) > 2 && s[0] == "-D" && s[1] == "FORWARD":
+					at := slices.IndexFunc(chain, func(r []string) bool { return slices.Equal(r, s[2:]) })
+					if at < 0 {
+						t.Fatalf("step %d %q: no such rule, iptables would fail", i, s)
+					}
+					chain = slices.Delete(chain, at, at+1)
+				default:
+					t.Fatalf("step %d %q: not an insert on top or a delete", i, s)
+				}
+				for _, p := range outside {
+					if before[p] == "DROP" && verdict(t, chain, p[0], p[1]) != "DROP" {
+						t.Errorf("after step %d %q: forwarded from %s to %s: %q, was dropped", i, s, p[0], p[1], verdict(t, chain, p[0], p[1]))
+					}
+					before[p] = verdict(t, chain, p[0], p[1])
+				}
+			}
+			for _, p := range outside {
+				if v := verdict(t, chain, p[0], p[1]); v != "DROP" {
+					t.Errorf("at the end, forwarded from %s to %s: %q", p[0], p[1], v)
+				}
+			}
+			for _, tc := range []struct{ in, out, want string }{
+				{"ul-lab-m", "ul-lab-u", "ACCEPT"},
+				{"ul-lab-u", "ul-lab-u", "ACCEPT"},
+				{"ul-lab-u", "ul-lab-foo", "DROP"},
+				{"ul-lab-foo", "eth0", "ACCEPT"}, // the user's rule decides
+				{"docker0", "eth0", "ACCEPT"},
+			} {
+				if got := verdict(t, chain, tc.in, tc.out); got != tc.want {
+					t.Errorf("at the end, forwarded from %s to %s: %q, want %q", tc.in, tc.out, got, tc.want)
+				}
+			}
+			if !slices.EqualFunc(chain[len(chain)-len(others):], others, slices.Equal) {
+				t.Errorf("others' rules changed: %q", chain)
+			}
+			if again := firewallSteps(listing(), "lab"); len(again) > 0 {
+				t.Errorf("run again: %q, want nothing", again)
+			}
+		})
+	}
+}
+
+// TestFirewallDeletesEveryForm: lab down deletes the lab's rules of both
+// forms, the exact links' and the older wildcard's (from a lab made
+// before), and nothing else.
+func TestFirewallDeletesEveryForm(t *testing.T) {
+	var lines []string
+	for _, r := range firewallRules("lab") {
+		lines = append(lines, "-A FORWARD "+strings.Join(r, " "))
+	}
+	lines = append(lines,
+		"-A FORWARD -i ul-lab-+ ! -o ul-lab-+ -m comment --comment underlay-lab-lab -j DROP",
+		"-A FORWARD ! -i ul-lab-+ -o ul-lab-+ -m comment --comment underlay-lab-lab -j DROP",
+		"-A FORWARD -i ul-lab-+ -o ul-lab-+ -m comment --comment underlay-lab-lab -j ACCEPT",
+	)
+	others := []string{
+		"-A FORWARD -i ul-lab-foo -o eth0 -j ACCEPT",
+		"-A FORWARD -i ul-lab2-m -m comment --comment underlay-lab-lab2 -j DROP",
+	}
+	listing := "-P FORWARD DROP\n" + strings.Join(append(slices.Clone(lines), others...), "\n") + "\n"
+	var got []string
+	for _, d := range firewallDeletes(rulesWithComment(listing, ruleComment("lab"))) {
+		got = append(got, strings.Join(d, " "))
+	}
+	var want []string
+	for _, l := range lines {
+		want = append(want, "-D "+strings.TrimPrefix(l, "-A "))
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("deletes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
