@@ -41,7 +41,9 @@
 // passes the FORWARD chain when br_netfilter is loaded, where Docker's DROP
 // policy would stop it). IPv6 is off on the lab's links in the root
 // namespace (disable_ipv6), so no IPv6 is forwarded to or from a node even
-// where ip6tables, and with it the IPv6 rules, is missing.
+// where ip6tables, and with it the IPv6 rules, is missing. Where the
+// sysctl cannot be written (a read-only /proc/sys), that is only hygiene
+// with ip6tables there (a warning), and lab up fails without it.
 //
 // VM nodes: each VM has two NICs (taps on a bridge in the lab's own
 // network namespace) bonded as bond0 (active-backup) with the management

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/vishvananda/netlink"
@@ -21,7 +23,7 @@ import (
 // ensureBridge makes a bridge with addr (the root namespace's address on
 // it) and brings it up. It never enslaves anything but the lab's veths;
 // checkBridges has checked an existing one.
-func ensureBridge(name string, addr netip.Prefix) error {
+func ensureBridge(log *slog.Logger, name string, addr netip.Prefix) error {
 	l, err := netlink.LinkByName(name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
@@ -40,7 +42,7 @@ func ensureBridge(name string, addr netip.Prefix) error {
 		return fmt.Errorf("link %s exists and is a %s, not the lab's bridge", name, l.Type())
 	}
 	// Before it is up: no IPv6 address, no router solicitation, ever.
-	if err := disableIPv6(procSys, name); err != nil {
+	if err := disableIPv6(log, procSys(), haveIP6tables(), name); err != nil {
 		return err
 	}
 	if err := netlink.AddrReplace(l, &netlink.Addr{IPNet: ipNet(addr)}); err != nil {
@@ -96,32 +98,60 @@ func checkBridgePorts(lab string, br netlink.Link, links []netlink.Link) error {
 	return nil
 }
 
-// procSys holds the kernel's sysctls.
-const procSys = "/proc/sys"
+// sysctls is a tree of the kernel's sysctls: procSys, or a test's.
+type sysctls struct {
+	dir string
+	// write writes a sysctl's file (writeSysctl).
+	write func(file string, data []byte) error
+}
 
-// disableIPv6 turns IPv6 off on the given links through the sysctls under
-// sysctl (procSys). The lab's FORWARD drop rules for IPv6 need ip6tables,
+// procSys is the kernel's sysctls.
+func procSys() sysctls { return sysctls{dir: "/proc/sys", write: writeSysctl} }
+
+// writeSysctl writes data to the existing file: not O_CREATE, the file
+// exists for every link the kernel knows.
+func writeSysctl(file string, data []byte) error {
+	f, err := os.OpenFile(file, os.O_WRONLY|os.O_TRUNC, 0)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(data)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// disableIPv6 turns IPv6 off on the given links through the sysctls sys
+// (procSys). The lab's FORWARD drop rules for IPv6 need ip6tables,
 // which a machine may lack; with IPv6 off on the lab's links in the root
 // namespace, an IPv6 packet from a node is dropped as it arrives there and
 // can never be forwarded to the machine's networks, nor one of theirs to
 // a node. The lab itself uses no IPv6 between nodes and the machine.
 // Bridged traffic between the nodes (layer 2) is not affected.
-func disableIPv6(sysctl string, links ...string) error {
-	conf := filepath.Join(sysctl, "net", "ipv6", "conf")
+//
+// Where the sysctls cannot be written (/proc/sys read-only in a
+// container: EROFS; EACCES or EPERM in a user namespace), IPv6 off is only
+// hygiene if ip6tables is there (ensureFirewall then puts the IPv6 drop
+// rules in, or fails lab up): it warns and goes on. Without ip6tables it
+// is what keeps the nodes' IPv6 on the machine: it fails, saying why.
+func disableIPv6(log *slog.Logger, sys sysctls, ip6tables bool, links ...string) error {
+	conf := filepath.Join(sys.dir, "net", "ipv6", "conf")
 	if _, err := os.Stat(conf); errors.Is(err, fs.ErrNotExist) {
 		return nil // a kernel without IPv6 (ipv6.disable=1)
 	}
 	for _, l := range links {
-		// Not O_CREATE: the file exists for every link the kernel knows.
-		f, err := os.OpenFile(filepath.Join(conf, l, "disable_ipv6"), os.O_WRONLY|os.O_TRUNC, 0)
-		if err == nil {
-			_, err = f.Write([]byte("1\n"))
-			if cerr := f.Close(); err == nil {
-				err = cerr
-			}
-		}
-		if err != nil {
+		file := filepath.Join(conf, l, "disable_ipv6")
+		err := sys.write(file, []byte("1\n"))
+		switch {
+		case err == nil:
+		case !errors.Is(err, syscall.EROFS) && !errors.Is(err, syscall.EACCES) && !errors.Is(err, syscall.EPERM):
 			return fmt.Errorf("turn IPv6 off on %s: %w", l, err)
+		case ip6tables:
+			log.Warn("IPv6 stays on on a lab link: its sysctl cannot be written; the lab's ip6tables FORWARD rules keep its IPv6 off the machine's networks",
+				"link", l, "file", file, "err", err)
+		default:
+			return fmt.Errorf("turn IPv6 off on %s: %s cannot be written (%w), and without ip6tables nothing else keeps the nodes' IPv6 from being forwarded off the machine: install ip6tables, or run where /proc/sys is writable", l, file, err)
 		}
 	}
 	return nil
@@ -455,6 +485,13 @@ func firewallSteps(listing, name string) [][]string {
 // firewallTools are the programs the rules go through; ip6tables is
 // optional: IPv6 is off on the lab's links anyway (disableIPv6).
 var firewallTools = []string{"iptables", "ip6tables"}
+
+// haveIP6tables reports whether ip6tables is there: then ensureFirewall
+// puts the lab's rules in ip6tables' FORWARD too, or fails.
+func haveIP6tables() bool {
+	_, err := exec.LookPath("ip6tables")
+	return err == nil
+}
 
 // ensureFirewall brings the lab's rules in FORWARD to firewallRules
 // (firewallSteps), replacing those of older forms.

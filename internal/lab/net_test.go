@@ -1,12 +1,17 @@
 package lab
 
 import (
+	"bytes"
+	"errors"
+	"io/fs"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -197,7 +202,9 @@ func TestDisableIPv6(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if err := disableIPv6(sysctl, "ul-lab-m", "ul-lab-u"); err != nil {
+	log := slog.New(slog.DiscardHandler)
+	sys := sysctls{dir: sysctl, write: writeSysctl}
+	if err := disableIPv6(log, sys, false, "ul-lab-m", "ul-lab-u"); err != nil {
 		t.Fatal(err)
 	}
 	for l, want := range map[string]string{"ul-lab-m": "1", "ul-lab-u": "1", "eth0": "0"} {
@@ -210,11 +217,11 @@ func TestDisableIPv6(t *testing.T) {
 		}
 	}
 	// A link the kernel does not know: an error, not a file made.
-	if err := disableIPv6(sysctl, "ul-lab-x"); err == nil {
+	if err := disableIPv6(log, sys, true, "ul-lab-x"); err == nil {
 		t.Error("IPv6 turned off on a link that does not exist")
 	}
 	// A kernel without IPv6 (ipv6.disable=1) has no net/ipv6: nothing to do.
-	if err := disableIPv6(t.TempDir(), "ul-lab-m"); err != nil {
+	if err := disableIPv6(log, sysctls{dir: t.TempDir(), write: writeSysctl}, false, "ul-lab-m"); err != nil {
 		t.Errorf("without IPv6 in the kernel: %v", err)
 	}
 }
@@ -546,5 +553,42 @@ func TestFirewallDeletesEveryForm(t *testing.T) {
 	}
 	if !slices.Equal(got, want) {
 		t.Errorf("deletes:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
+	}
+}
+
+// TestDisableIPv6ReadOnly: where /proc/sys is read-only (a container),
+// IPv6 cannot be turned off on the lab's links. With ip6tables there, the
+// lab's IPv6 FORWARD rules keep its IPv6 in (ensureFirewall puts them in
+// or fails lab up): IPv6 off is only hygiene, so lab up warns, naming
+// the file, and goes on. Without ip6tables nothing else would keep a
+// node's IPv6 from being forwarded off the machine: lab up fails, naming
+// the file and why. Before, it failed in both cases.
+func TestDisableIPv6ReadOnly(t *testing.T) {
+	sysctl := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(sysctl, "net", "ipv6", "conf", "ul-lab-m"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	file := filepath.Join(sysctl, "net", "ipv6", "conf", "ul-lab-m", "disable_ipv6")
+	for _, errno := range []syscall.Errno{syscall.EROFS, syscall.EACCES, syscall.EPERM} {
+		sys := sysctls{dir: sysctl, write: func(f string, _ []byte) error {
+			return &fs.PathError{Op: "open", Path: f, Err: errno}
+		}}
+		var logged bytes.Buffer
+		log := slog.New(slog.NewTextHandler(&logged, nil))
+		if err := disableIPv6(log, sys, true, "ul-lab-m"); err != nil {
+			t.Errorf("%v, with ip6tables: %v, want a warning and no error", errno, err)
+		}
+		if !strings.Contains(logged.String(), "level=WARN") || !strings.Contains(logged.String(), file) {
+			t.Errorf("%v, with ip6tables: logged %q, want a warning naming %s", errno, logged.String(), file)
+		}
+		err := disableIPv6(log, sys, false, "ul-lab-m")
+		if err == nil || !strings.Contains(err.Error(), file) || !strings.Contains(err.Error(), "ip6tables") || !errors.Is(err, errno) {
+			t.Errorf("%v, without ip6tables: %v, want an error naming %s and ip6tables", errno, err, file)
+		}
+	}
+	// Any other failure fails, with or without ip6tables.
+	sys := sysctls{dir: sysctl, write: func(f string, _ []byte) error { return &fs.PathError{Op: "write", Path: f, Err: syscall.EIO} }}
+	if err := disableIPv6(slog.New(slog.DiscardHandler), sys, true, "ul-lab-m"); !errors.Is(err, syscall.EIO) {
+		t.Errorf("EIO with ip6tables: %v, want it returned", err)
 	}
 }

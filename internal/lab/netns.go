@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -37,14 +38,14 @@ func needPrograms(progs ...string) error {
 }
 
 // EnsureNetwork implements provider: the two bridges and the firewall rules.
-func (netnsProvider) EnsureNetwork(ctx context.Context, p *plan) error {
+func (netnsProvider) EnsureNetwork(ctx context.Context, p *plan, log *slog.Logger) error {
 	if err := checkBridges(p.cfg.Name, p.bridgeM, p.bridgeU); err != nil {
 		return err
 	}
-	if err := ensureBridge(p.bridgeM, netip.PrefixFrom(p.mgmtGW, p.mgmt.Bits())); err != nil {
+	if err := ensureBridge(log, p.bridgeM, netip.PrefixFrom(p.mgmtGW, p.mgmt.Bits())); err != nil {
 		return err
 	}
-	if err := ensureBridge(p.bridgeU, netip.PrefixFrom(p.gateway, p.subnet.Bits())); err != nil {
+	if err := ensureBridge(log, p.bridgeU, netip.PrefixFrom(p.gateway, p.subnet.Bits())); err != nil {
 		return err
 	}
 	return ensureFirewall(p.cfg.Name)

@@ -2,6 +2,7 @@ package lab
 
 import (
 	"context"
+	"log/slog"
 	"net/netip"
 	"os/exec"
 	"path/filepath"
@@ -30,8 +31,9 @@ type provider interface {
 	Kind() string
 	// Preflight checks that the machine has what this kind of node needs.
 	Preflight(cfg Config) error
-	// EnsureNetwork makes the lab's networks, or repairs them.
-	EnsureNetwork(ctx context.Context, p *plan) error
+	// EnsureNetwork makes the lab's networks, or repairs them; what it
+	// goes on without (disableIPv6) goes to log.
+	EnsureNetwork(ctx context.Context, p *plan, log *slog.Logger) error
 	// EnsureNode makes node n run, or repairs it, and returns once daemons
 	// can be started in it. A new node is a freshly booted host.
 	EnsureNode(ctx context.Context, p *plan, n *nodePlan) error

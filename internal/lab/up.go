@@ -218,7 +218,7 @@ func (p *plan) up(ctx context.Context, log *slog.Logger) error {
 		}
 	}
 	steps := []func(context.Context) error{
-		timed("network", func(ctx context.Context) error { return p.prov.EnsureNetwork(ctx, p) }),
+		timed("network", func(ctx context.Context) error { return p.prov.EnsureNetwork(ctx, p, log) }),
 		timed("nodes", func(ctx context.Context) error {
 			return p.eachNode(ctx, func(ctx context.Context, n *nodePlan) error { return p.prov.EnsureNode(ctx, p, n) })
 		}),

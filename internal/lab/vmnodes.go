@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/netip"
 	"os"
@@ -110,7 +111,7 @@ func vlanLinks(vid int) (port, trunk, tap string) {
 func tapName(n *nodePlan, nic int) string { return fmt.Sprintf("n%de%d", n.Index, nic) }
 
 // EnsureNetwork implements provider.
-func (v *vmProvider) EnsureNetwork(ctx context.Context, p *plan) error {
+func (v *vmProvider) EnsureNetwork(ctx context.Context, p *plan, log *slog.Logger) error {
 	if err := os.MkdirAll(p.netDir(), 0o755); err != nil {
 		return err
 	}
@@ -129,7 +130,7 @@ func (v *vmProvider) EnsureNetwork(ctx context.Context, p *plan) error {
 	if err != nil {
 		return fmt.Errorf("lab network namespace: %w", err)
 	}
-	if err := p.ensureVMNetwork(holder); err != nil {
+	if err := p.ensureVMNetwork(log, holder); err != nil {
 		return err
 	}
 	if err := ensureFirewall(p.cfg.Name); err != nil {
@@ -145,7 +146,7 @@ const netHolderScript = `exec -a ` + holderName + ` bash -c 'while :; do sleep 3
 // ensureVMNetwork makes the bridge, the management veth to the root
 // namespace and the VLAN access port's veth, and routes the underlay
 // subnet from the root namespace to the lab's router.
-func (p *plan) ensureVMNetwork(holder int) error {
+func (p *plan) ensureVMNetwork(log *slog.Logger, holder int) error {
 	h, err := handleAt(holder)
 	if err != nil {
 		return err
@@ -180,7 +181,7 @@ func (p *plan) ensureVMNetwork(holder int) error {
 		return fmt.Errorf("veth %s: %w", p.bridgeM, err)
 	}
 	// The lab's one link in the root namespace: no IPv6 there (disableIPv6).
-	if err := disableIPv6(procSys, p.bridgeM); err != nil {
+	if err := disableIPv6(log, procSys(), haveIP6tables(), p.bridgeM); err != nil {
 		return err
 	}
 	if err := netlink.AddrReplace(root, &netlink.Addr{IPNet: ipNet(netip.PrefixFrom(p.mgmtGW, p.mgmt.Bits()))}); err != nil {
