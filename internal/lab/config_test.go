@@ -143,34 +143,6 @@ func TestFirewallRules(t *testing.T) {
 	}
 }
 
-func TestUnderDir(t *testing.T) {
-	match := underDir("/var/lib/underlay/lab/t1")
-	for _, tc := range []struct {
-		args []string
-		want bool
-	}{
-		{[]string{"dockerd", "--data-root", "/var/lib/underlay/lab/t1/node1/data"}, true},
-		{[]string{holderName, "-c", "loop", "/var/lib/underlay/lab/t1/node1"}, true},
-		{[]string{"nsenter", "--wd=/var/lib/underlay/lab/t1/node2", "--", "underlay", "agent"}, true},
-		{[]string{"rm", "-rf", "/var/lib/underlay/lab/t1"}, true},
-		{[]string{"dockerd", "--data-root", "/var/lib/underlay/lab/t12/node1/data"}, false},
-		{[]string{"sleep", "3600"}, false},
-		// Another state root that ends in this one is another lab.
-		{[]string{"dockerd", "--data-root", "/tmp/x/var/lib/underlay/lab/t1/node1/data"}, false},
-		{[]string{"dockerd", "--data-root=/srv/var/lib/underlay/lab/t1"}, false},
-		// ... even when a later argument, or a later place, is this lab's.
-		{[]string{"sh", "-c", "ls /tmp/x/var/lib/underlay/lab/t1 /var/lib/underlay/lab/t1/node1"}, true},
-		{[]string{"dockerd", "--config-file=/var/lib/underlay/lab/t1/node1/daemon.json"}, true},
-		{[]string{"qemu-system-x86_64", "-serial", "file:/var/lib/underlay/lab/t1/node1/console.log"}, true},
-		{[]string{"qemu-system-x86_64", "-virtfs", "local,path=/var/lib/underlay/lab/t1/node1,mount_tag=node"}, true},
-		{[]string{"qemu-system-x86_64", "-virtfs", "local,path=/x/var/lib/underlay/lab/t1/node1,mount_tag=node"}, false},
-	} {
-		if got := match(tc.args); got != tc.want {
-			t.Errorf("underDir(%q) = %v, want %v", tc.args, got, tc.want)
-		}
-	}
-}
-
 func TestDaemonKey(t *testing.T) {
 	p, _ := newPlan(DefaultStateRoot, Config{Name: "x", Nodes: 1, UnderlayBin: "/work/bin/underlay"}.withDefaults(), netip.MustParsePrefix("172.31.0.0/24"))
 	n := &p.nodes[0]

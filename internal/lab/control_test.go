@@ -32,8 +32,8 @@ func TestControlDaemon(t *testing.T) {
 	if d.key != "underlay control" || d.key == p.agent(&p.nodes[1]).key {
 		t.Errorf("control's key %q must name it apart from the agent's", d.key)
 	}
-	if !underDir(p.dir())(d.args) {
-		t.Error("control's command line does not name the lab's directory: lab down would not find it")
+	if args := daemonArgs(42, p.nodeDir(&p.nodes[1]), d); !ownProc(p.dir())(args) {
+		t.Errorf("control's command line %q is not the lab's (ownProc): lab down would not find it", args)
 	}
 
 	if err := os.MkdirAll(p.dir(), 0o755); err != nil {

@@ -33,9 +33,10 @@ func TestDownSparesOthersProcesses(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(node, "qemu.pid"), []byte(strconv.Itoa(pid)+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	// Seen by the scan (so the check below can fail), as naming the
-	// directory is what the lab used to go by.
-	if !slices.ContainsFunc(processes(underDir(dir)), func(p proc) bool { return p.pid == pid }) {
+	// Seen by the scan (so the check below can fail): naming a file in
+	// the directory is what the lab used to go by.
+	namesLog := func(args []string) bool { return slices.Contains(args, logFile) }
+	if !slices.ContainsFunc(processes(namesLog), func(p proc) bool { return p.pid == pid }) {
 		t.Fatalf("tail -f %s (pid %d) not among the processes naming %s: the scan sees nothing", logFile, pid, dir)
 	}
 	if slices.ContainsFunc(labProcs(dir), func(p proc) bool { return p.pid == pid }) {
@@ -73,6 +74,50 @@ func TestOwnProc(t *testing.T) {
 		{[]string{holderName, "-c", "x", dir + "/node1/data"}, false},
 		{[]string{"sleep", "3600"}, false},
 		{[]string{"x"}, false},
+	} {
+		if got := own(tc.args); got != tc.want {
+			t.Errorf("ownProc(%q) = %v, want %v", tc.args, got, tc.want)
+		}
+	}
+}
+
+// TestOwnProcOtherStateRoots: what the lab in one state directory starts
+// is its own, and not what the same-named lab of another state root (one
+// whose path ends in this one's, /tmp/x/var/lib/underlay/lab/t1) or a lab
+// whose name starts with this one's (t12) starts, even where a later
+// argument names this lab's directory.
+func TestOwnProcOtherStateRoots(t *testing.T) {
+	const dir = "/var/lib/underlay/lab/t1"
+	own := ownProc(dir)
+	wrap := func(nodeDir string, args ...string) []string {
+		return daemonArgs(42, nodeDir, daemon{args: args})
+	}
+	for _, tc := range []struct {
+		args []string
+		want bool
+	}{
+		{wrap(dir+"/node1", "dockerd", "--data-root", dir+"/node1/data"), true},
+		{wrap(dir+"/node2", "underlay", "agent"), true},
+		{wrap(dir+"/node1", "dockerd", "--config-file="+dir+"/node1/daemon.json"), true},
+		{[]string{holderName, "-c", "loop", dir + "/node1"}, true},
+		{[]string{"qemu-system-x86_64", "-serial", "file:" + dir + "/node1/console.log", "-pidfile", dir + "/node1/qemu.pid"}, true},
+		{[]string{"qemu-system-x86_64", "-virtfs", "local,path=" + dir + "/node1,mount_tag=node", "-pidfile", dir + "/node1/qemu.pid"}, true},
+		// Named by the lab's directory only, not started by the lab.
+		{[]string{"rm", "-rf", dir}, false},
+		{[]string{"dockerd", "--data-root", dir + "/node1/data"}, false},
+		// The lab t12's.
+		{wrap("/var/lib/underlay/lab/t12/node1", "dockerd", "--data-root", "/var/lib/underlay/lab/t12/node1/data"), false},
+		{[]string{holderName, "-c", "loop", "/var/lib/underlay/lab/t12/node1"}, false},
+		// The same-named lab's of another state root ending in this one.
+		{wrap("/tmp/x"+dir+"/node1", "dockerd", "--data-root", "/tmp/x"+dir+"/node1/data"), false},
+		{wrap("/srv"+dir+"/node1", "dockerd", "--data-root="+dir), false},
+		{[]string{holderName, "-c", "loop", "/tmp/x" + dir + "/node1"}, false},
+		{[]string{"qemu-system-x86_64", "-virtfs", "local,path=/x" + dir + "/node1,mount_tag=node", "-pidfile", "/x" + dir + "/node1/qemu.pid"}, false},
+		{[]string{"underlay", "lab", vlanPortKey, "--state-dir", "/srv" + dir + "/net"}, false},
+		// ... even when a later argument, or a later place, is this lab's.
+		{[]string{"sh", "-c", "ls /tmp/x" + dir + " " + dir + "/node1"}, false},
+		{[]string{"qemu-system-x86_64", "-pidfile", "/x" + dir + "/node1/qemu.pid", "-drive", "file=" + dir + "/node1/disk.img"}, false},
+		{[]string{"sleep", "3600"}, false},
 	} {
 		if got := own(tc.args); got != tc.want {
 			t.Errorf("ownProc(%q) = %v, want %v", tc.args, got, tc.want)

@@ -192,8 +192,7 @@ func (pr netnsProvider) Start(ctx context.Context, p *plan, n *nodePlan, d daemo
 		os.Remove(l.DockerPid)
 		os.Remove(strings.TrimPrefix(l.DockerHost, "unix://"))
 	}
-	args := append(nsenterArgs(holder), "--wd="+dir, "--")
-	args = append(args, d.args...)
+	args := daemonArgs(holder, dir, d)
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.Env = append(pr.Env(p, n), d.env...)
 	cmd.Dir = "/"
@@ -202,6 +201,13 @@ func (pr netnsProvider) Start(ctx context.Context, p *plan, n *nodePlan, d daemo
 	}
 	pidFile := strings.TrimSuffix(d.log, ".log") + ".wrapper.pid"
 	return os.WriteFile(filepath.Join(dir, pidFile), []byte(strconv.Itoa(cmd.Process.Pid)+"\n"), 0o644)
+}
+
+// daemonArgs is the command line Start runs daemon d with in the node
+// held by holder, whose state directory is dir: nsenter, in dir (which
+// ownProc knows it by), running d.
+func daemonArgs(holder int, dir string, d daemon) []string {
+	return append(append(nsenterArgs(holder), "--wd="+dir, "--"), d.args...)
 }
 
 // Running implements provider.

@@ -174,33 +174,6 @@ func ancestors() map[int]bool {
 	return out
 }
 
-// underDir reports whether any argument names dir or a path under it: dir
-// whole, at the start of an argument or of a word or value in it, so that
-// another state root ending in this one (/tmp/x/var/lib/underlay/lab) is
-// another lab's.
-func underDir(dir string) func(args []string) bool {
-	// What separates a path from the rest of an argument: words, flag
-	// values (--x=P), QEMU's options (file:P, path=P,…).
-	bound := func(c byte) bool { return strings.IndexByte(" \"'=:,", c) >= 0 }
-	return func(args []string) bool {
-		for _, a := range args {
-			for off := 0; off < len(a); {
-				i := strings.Index(a[off:], dir)
-				if i < 0 {
-					break
-				}
-				i += off
-				rest := a[i+len(dir):]
-				if (i == 0 || bound(a[i-1])) && (rest == "" || rest[0] == '/' || bound(rest[0])) {
-					return true
-				}
-				off = i + 1
-			}
-		}
-		return false
-	}
-}
-
 // holderPID returns the pid of a node's namespace holder (PID 1 of the
 // node's PID namespace, seen from the root), or 0.
 func holderPID(nodeDir string) int {
