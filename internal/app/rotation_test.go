@@ -4,13 +4,16 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"math/big"
 	"net"
 	"net/http"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -21,7 +24,9 @@ import (
 // startControlLogged runs `underlay control` with args (Docker and Consul
 // unreachable) on a free loopback port until the test ends, logging at
 // info level; it returns the address once the port answers, and the log.
-func startControlLogged(t *testing.T, args ...string) (string, *testlog.Buffer) {
+// If control ends first (it could not start), the test fails at once with
+// its error and its output.
+func startControlLogged(t testing.TB, args ...string) (string, *testlog.Buffer) {
 	t.Helper()
 	dir := t.TempDir()
 	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(dir, "no-docker.sock"))
@@ -35,32 +40,113 @@ func startControlLogged(t *testing.T, args ...string) (string, *testlog.Buffer) 
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := newControlCommand(&globalFlags{logLevel: "info", logFormat: "text"}, IOStreams{Out: io.Discard, ErrOut: logs})
 	cmd.SetArgs(append([]string{"--listen", addr, "--consul-addr", "127.0.0.1:1"}, args...))
-	done := make(chan error, 1)
-	go func() { done <- cmd.ExecuteContext(ctx) }()
+	// As the root command does: the error is reported here, once.
+	cmd.SilenceUsage, cmd.SilenceErrors = true, true
+	// ended is closed once control has returned runErr.
+	var runErr error
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		runErr = cmd.ExecuteContext(ctx)
+	}()
+	listening := false
 	t.Cleanup(func() {
 		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("control: %v", err)
+		<-ended
+		// An end before it listened has failed the test already.
+		if listening && runErr != nil {
+			t.Errorf("control: %v\n%s", runErr, logs.String())
 		}
 	})
-	waitUntil(t, "control listens", func() bool {
-		select {
-		case err := <-done:
-			t.Fatalf("control ended: %v", err)
-		default:
-		}
-		c, err := net.Dial("tcp", addr)
-		if err == nil {
+	deadline := time.After(5 * time.Second)
+	tick := time.NewTicker(20 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if c, err := net.Dial("tcp", addr); err == nil {
 			c.Close()
+			listening = true
+			return addr, logs
 		}
-		return err == nil
-	})
-	return addr, logs
+		select {
+		case <-ended:
+			t.Fatalf("control ended before it listened on %s: %v; its output:\n%s", addr, runErr, logs.String())
+		case <-deadline:
+			t.Fatalf("control does not listen on %s after 5s; its output:\n%s", addr, logs.String())
+		case <-tick.C:
+		}
+	}
+}
+
+// fatalTB is a testing.TB whose Fatalf ends the goroutine calling it, as
+// testing's does, and records the message, and whose cleanups run when
+// run returns: a helper's failure made visible to the test of the helper.
+type fatalTB struct {
+	testing.TB
+	mu       sync.Mutex
+	fatal    string
+	errs     []string
+	cleanups []func()
+}
+
+func (f *fatalTB) Fatalf(format string, args ...any) {
+	f.mu.Lock()
+	f.fatal = fmt.Sprintf(format, args...)
+	f.mu.Unlock()
+	runtime.Goexit()
+}
+
+func (f *fatalTB) Fatal(args ...any) { f.Fatalf("%s", fmt.Sprint(args...)) }
+
+func (f *fatalTB) Errorf(format string, args ...any) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.errs = append(f.errs, fmt.Sprintf(format, args...))
+}
+
+func (f *fatalTB) Cleanup(fn func()) { f.cleanups = append(f.cleanups, fn) }
+
+// run calls helper with f in a goroutine of its own, then f's cleanups,
+// last first, and returns once they have returned.
+func (f *fatalTB) run(helper func(testing.TB)) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		defer func() {
+			for i := len(f.cleanups) - 1; i >= 0; i-- {
+				f.cleanups[i]()
+			}
+		}()
+		helper(f)
+	}()
+	<-done
+}
+
+// TestStartControlEndsWhenControlDoes: when control ends while starting
+// (here, its --listen address taken), startControlLogged fails the test
+// at once, with control's error and output. Before, it read control's end
+// while polling the port, failed, and its cleanup then waited for that
+// end again, forever: the test hung until go test's timeout.
+func TestStartControlEndsWhenControlDoes(t *testing.T) {
+	busy, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busy.Close()
+	f := &fatalTB{TB: t}
+	f.run(func(tb testing.TB) { startControlLogged(tb, "--insecure-no-auth", "--listen", busy.Addr().String()) })
+	for _, want := range []string{"address already in use", "authentication disabled"} {
+		if !strings.Contains(f.fatal, want) {
+			t.Errorf("failure %q: want it to hold %q (control's error and its log)", f.fatal, want)
+		}
+	}
+	if len(f.errs) > 0 {
+		t.Errorf("reported again at cleanup: %q", f.errs)
+	}
 }
 
 // waitUntil polls cond until it holds, for at most 5 s: several times the
 // second control takes to see a rewritten file.
-func waitUntil(t *testing.T, what string, cond func() bool) {
+func waitUntil(t testing.TB, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(5 * time.Second)
 	for !cond() {
