@@ -51,6 +51,12 @@ const (
 // Build assembles a snapshot from what the sources returned. It is pure:
 // the same inputs give the same snapshot (Version is the server's).
 func Build(in Inputs) Snapshot {
+	return build(in, sharedNames(in.Nodes))
+}
+
+// build is Build with in.Nodes' shared names (sharedNames), which the
+// server has already worked out to hear the agents.
+func build(in Inputs, shared map[string][]string) Snapshot {
 	inv := append(slices.Clone(in.Inventory), clashes(in)...)
 	inventory.Check(inv)
 	ix := newIndex(in, inv)
@@ -60,7 +66,7 @@ func Build(in Inputs) Snapshot {
 		Sources:     sourceErrors(in.Errors),
 	}
 	byNode, unplaced := cards(in, ix)
-	s.Nodes = nodes(in, byNode)
+	s.Nodes = nodes(in, byNode, shared)
 	s.Problems = problems(in)
 	s.Unplaced = unplaced
 	s.Services = services(in, ix)
@@ -490,7 +496,8 @@ func stateRank(s string) int {
 	return 1
 }
 
-func nodes(in Inputs, byNode map[string][]Task) []Node {
+// nodes are the swarm's nodes; shared is sharedNames(in.Nodes).
+func nodes(in Inputs, byNode map[string][]Task, shared map[string][]string) []Node {
 	listed := map[string]bool{}
 	for _, n := range in.Nodes {
 		listed[n.ID] = true
@@ -499,7 +506,6 @@ func nodes(in Inputs, byNode map[string][]Task) []Node {
 	for _, a := range in.Agents {
 		named[a.Node] = append(named[a.Node], a)
 	}
-	shared := sharedNames(in.Nodes)
 	out := make([]Node, 0, len(in.Nodes))
 	for _, n := range in.Nodes {
 		a := agentOf(n, named[n.Hostname], listed)

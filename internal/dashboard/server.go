@@ -336,11 +336,16 @@ func drain(c chan struct{}) {
 func (s *Server) refresh(ctx context.Context) {
 	start := time.Now()
 	in := s.gather(ctx)
+	// Worked out once: hearing the agents and the nodes' cards use it.
+	shared := sharedNames(in.Nodes)
+	// A copy: in.Agents is also the last good answer kept.
+	in.Agents = slices.Clone(in.Agents)
+	s.heard = hearAgents(in.Agents, shared, s.heard, in.Now)
 	if ctx.Err() != nil {
 		return
 	}
 	in.Samples = s.sample(in)
-	snap := Build(in)
+	snap := build(in, shared)
 	s.publish(snap)
 	s.metrics.refresh.Observe(time.Since(start).Seconds())
 	s.refreshes.Add(1)
@@ -438,9 +443,6 @@ func (s *Server) gather(ctx context.Context) Inputs {
 	}
 	g.Wait()
 	s.keepLast(&in)
-	// A copy: in.Agents is also the last good answer kept.
-	in.Agents = slices.Clone(in.Agents)
-	s.heard = hearAgents(in.Agents, sharedNames(in.Nodes), s.heard, in.Now)
 	return in
 }
 
