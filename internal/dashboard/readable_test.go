@@ -66,3 +66,54 @@ func TestScriptShowsNamesReadable(t *testing.T) {
 		}
 	}
 }
+
+// TestScriptSearchFindsNamesAsShown: the page's search (and the events'
+// filter) matched the names as they came, while the page shows them
+// readable: a user typing the name as shown, n1\u202e1n, found nothing.
+// Every search text is now made by searchText, of the texts as shown and
+// as they came.
+func TestScriptSearchFindsNamesAsShown(t *testing.T) {
+	b, err := assets.ReadFile("assets/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := string(b)
+	if n := strings.Count(js, ".join(' ').toLowerCase()"); n > 0 {
+		t.Errorf("app.js makes %d search texts of the names as they came (.join(' ').toLowerCase()), not as shown", n)
+	}
+	for _, want := range []string{"search: searchText(", "c.dataset.search = searchText("} {
+		if !strings.Contains(js, want) {
+			t.Errorf("app.js lacks %s", want)
+		}
+	}
+	start := strings.Index(js, "  const notGraphic")
+	fn := strings.Index(js, "function searchText(")
+	if start < 0 || fn < start {
+		t.Fatal("app.js has no searchText function after notGraphic")
+	}
+	end := fn + strings.Index(js[fn:], "\n  }\n") + len("\n  }\n")
+	node, err := exec.LookPath("node")
+	if err != nil {
+		t.Skip("no node to run the page's searchText function: its uses were checked only")
+	}
+	in, _ := json.Marshal(readableInputs)
+	script := js[start:end] + "\nprocess.stdout.write(JSON.stringify(JSON.parse(process.argv[1]).map((s) => searchText(['svc', s, 'img']))));\n"
+	out, err := exec.CommandContext(t.Context(), node, "-e", script, string(in)).Output()
+	if err != nil {
+		t.Fatalf("node: %v", err)
+	}
+	var got []string
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatalf("node's answer %q: %v", out, err)
+	}
+	if len(got) != len(readableInputs) {
+		t.Fatalf("node gave %d search texts for %d names", len(got), len(readableInputs))
+	}
+	for i, s := range readableInputs {
+		for _, want := range []string{strings.ToLower(termtext.Lines(s)), strings.ToLower(s), "svc", "img"} {
+			if !strings.Contains(got[i], want) {
+				t.Errorf("searchText of %q = %q: a search for %q finds nothing", s, got[i], want)
+			}
+		}
+	}
+}

@@ -37,6 +37,14 @@
       return n < 0x10000 ? '\\u' + hex(n, 4) : '\\U' + hex(n, 8);
     });
   }
+  // searchText is what the search and the events' filter find an element
+  // by, lower-cased: its texts as the page shows them (readable), so that
+  // a name is found as it is read, and as they came.
+  function searchText(parts) {
+    const raw = parts.join(' ');
+    const shown = readable(raw);
+    return (shown === raw ? raw : shown + '\n' + raw).toLowerCase();
+  }
 
   // h makes an element; attributes and children are set as text, shown
   // readable.
@@ -446,8 +454,8 @@
     if (t.state !== 'running') classes.push('ended');
     if (t.mismatch) classes.push('mismatch');
     if (t.duplicate) classes.push('duplicate');
-    const search = [t.service, cardName(t), t.id, t.container, t.container_id, t.image, t.node, t.consul_id,
-      ...t.addresses.flatMap((a) => [a.ip, a.mac])].filter(Boolean).join(' ').toLowerCase();
+    const search = searchText([t.service, cardName(t), t.id, t.container, t.container_id, t.image, t.node, t.consul_id,
+      ...t.addresses.flatMap((a) => [a.ip, a.mac])].filter(Boolean));
     const title = t.checks.map((c) => c.name + ': ' + c.status + (c.output ? '\n' + c.output : '')).join('\n\n');
     return h('div', {
       class: classes.join(' '), title: title || null,
@@ -495,7 +503,7 @@
   }
 
   function serviceEl(svc) {
-    const el = h('div', { class: 'service', dataset: { service: svc.name, search: [svc.name, svc.id, svc.image].join(' ').toLowerCase() } },
+    const el = h('div', { class: 'service', dataset: { service: svc.name, search: searchText([svc.name, svc.id, svc.image]) } },
       h('div', { class: 'head' }, h('h3', { text: svc.name }), badge(svc.mode, 'mode'),
         h('span', { class: 'replicas' }, h('b', { class: 'running-count', text: svc.running }), '/', h('b', { class: 'desired-count', text: svc.desired }),
           ' running, ', h('b', { text: svc.passing }), ' passing'),
@@ -595,7 +603,7 @@
 
   function networkEl(n, nodeIdx) {
     const p = n.pool;
-    const el = h('div', { class: 'network', dataset: { network: n.name, search: [n.name, n.subnet, n.ipv6_subnet || '', n.parent].join(' ').toLowerCase() } },
+    const el = h('div', { class: 'network', dataset: { network: n.name, search: searchText([n.name, n.subnet, n.ipv6_subnet || '', n.parent]) } },
       h('div', { class: 'head' }, h('h3', { text: n.name }), n.deleting ? badge('being removed', 'warn') : null,
         n.refused ? badge('refused by the agents', 'fail') : null),
       n.refused ? h('div', { class: 'error', text: 'Every agent refuses this spec, and serves no address of it: ' + n.refused }) : null,
@@ -630,7 +638,7 @@
     return h('div', { class: 'outside-subnets' },
       h('div', { class: 'error', text: n + ' address' + (n === 1 ? '' : 'es') +
         ' in use by an inventory but outside the network\'s subnets: a stale or forged inventory' }),
-      h('ul', { class: 'pool6-addresses' }, as.map((a) => h('li', { dataset: { state: 'outside', search: [a.ip, a.holder, a.mac || ''].join(' ').toLowerCase() } },
+      h('ul', { class: 'pool6-addresses' }, as.map((a) => h('li', { dataset: { state: 'outside', search: searchText([a.ip, a.holder, a.mac || '']) } },
         h('b', { text: a.ip }), ' ' + a.holder, a.mac ? ' (MAC ' + a.mac + ')' : null)),
         omitted ? h('li', { class: 'muted omitted', text: '… ' + omitted + ' more not listed (underlay ips lists them)' }) : null));
   }
@@ -641,7 +649,7 @@
   const MAX_POOL6_ROWS = 256;
   function pool6El(p, nodeIdx) {
     const listed = STATES.filter((st) => st !== 'free' && st !== 'outside');
-    const rows = p.addresses.slice(0, MAX_POOL6_ROWS).map((a) => h('li', { dataset: { state: a.state, search: [a.ip, a.holder, a.mac || ''].join(' ').toLowerCase() } },
+    const rows = p.addresses.slice(0, MAX_POOL6_ROWS).map((a) => h('li', { dataset: { state: a.state, search: searchText([a.ip, a.holder, a.mac || '']) } },
       h('span', { class: 'sw st-' + a.state }), h('b', { text: a.ip }), ' ' + a.state + ': ' + a.holder,
       a.mac ? ' (MAC ' + a.mac + ')' : null, a.since ? [' since ', ageSpan(a.since), ' ago'] : null));
     return h('div', { class: 'pool6' },
@@ -747,7 +755,7 @@
       c.className = cls;
       c.dataset.i = i;
       c.dataset.state = st;
-      if (as.length) c.dataset.search = as.flatMap((a) => [a.ip, a.holder, a.mac || '']).join(' ').toLowerCase();
+      if (as.length) c.dataset.search = searchText(as.flatMap((a) => [a.ip, a.holder, a.mac || '']));
       frag.append(c);
     }
     map.append(frag);
@@ -820,7 +828,7 @@
     const list = $('events');
     const frag = document.createDocumentFragment();
     for (const e of fresh.slice().reverse()) {
-      frag.append(h('li', { dataset: { kind: e.kind, seq: e.seq, search: [e.kind, e.node, e.service, e.ip, e.message].filter(Boolean).join(' ').toLowerCase() } },
+      frag.append(h('li', { dataset: { kind: e.kind, seq: e.seq, search: searchText([e.kind, e.node, e.service, e.ip, e.message].filter(Boolean)) } },
         h('span', { class: 't', text: clock(e.time) }), h('span', { class: 'k' }, badge(e.kind, 'kind')),
         h('span', { class: 'm', text: e.message })));
     }
