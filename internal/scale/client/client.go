@@ -104,13 +104,13 @@ func (c *Client) History(ctx context.Context, service string) (scale.HistoryAnsw
 // checkService refuses, before any call, a service name that cannot be a
 // path segment: "" (/services//scale), "." and ".." (/services/../scale),
 // which control's HTTP server cleans and answers with a redirect naming
-// neither. No swarm service is so named; the CLI and control refuse them
-// too.
+// neither; and blanks only ("  "), no swarm service's name either, which
+// the CLI refuses as empty. The CLI refuses the others too.
 func checkService(name string) error {
-	switch name {
-	case "":
+	switch {
+	case strings.TrimSpace(name) == "":
 		return fmt.Errorf("service %q: the service name is empty", name)
-	case ".", "..":
+	case name == "." || name == "..":
 		return fmt.Errorf("service %q: not a service name (a path's %q segment, which control's HTTP server redirects)", name, name)
 	}
 	return nil

@@ -177,7 +177,9 @@ func TestErrorAnswerBounded(t *testing.T) {
 // TestDotServiceRefused: Scale and History sent the service "." or ".."
 // (and "") as a path segment, which control's HTTP server cleans and
 // answers with a redirect naming neither. They are refused before any
-// call, naming the value, as the CLI and the server refuse them.
+// call, naming the value, as the CLI and the server refuse them. A name
+// of blanks only ("  ") was sent too; the CLI refuses it as empty, and
+// the library now does so too.
 func TestDotServiceRefused(t *testing.T) {
 	var calls atomic.Int32
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -190,7 +192,7 @@ func TestDotServiceRefused(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	for _, name := range []string{".", "..", ""} {
+	for _, name := range []string{".", "..", "", "  ", "\t"} {
 		want := fmt.Sprintf("service %q: ", name)
 		if _, err := c.Scale(ctx, name, "up", -1); err == nil || !strings.HasPrefix(err.Error(), want) {
 			t.Errorf("Scale(%q, up): %v; want an error starting %s", name, err, want)
