@@ -366,8 +366,14 @@ func UnlistedProblem(key string) string {
 // RemoveFix is the command that removes network name, for a spec the
 // agents refuse: `underlay network rm NAME`, or, for a key whose name is
 // none (rm refuses it, since its keys are made of it), consul's deletion
-// of the network's keys.
+// of the network's keys. For a name Unlistable it is "", no command:
+// Consul's HTTP API redirects the path of such a name's keys to another
+// key, so a delete by path misses them or hits others (UnlistedProblem
+// says how they go).
 func RemoveFix(name string) string {
+	if Unlistable(name) {
+		return ""
+	}
 	if nameRE.MatchString(name) {
 		return "underlay network rm " + shellword.Quote(name)
 	}

@@ -450,6 +450,20 @@ func TestRemoveFix(t *testing.T) {
 	}
 }
 
+// TestRemoveFixOfUnlistableName: for the names "", "." and ".." RemoveFix
+// gave `consul kv delete -recurse underlay/networks/<name>/`, whose path
+// Consul's HTTP API redirects to another key (underlay/networks/ for ""
+// and ".", underlay/ for ".."): the delete misses the network's keys, or
+// hits others. It now gives no command for them (UnlistedProblem says
+// how such keys go).
+func TestRemoveFixOfUnlistableName(t *testing.T) {
+	for _, name := range []string{"", ".", ".."} {
+		if got := netspec.RemoveFix(name); got != "" {
+			t.Errorf("RemoveFix(%q) = %q, want none", name, got)
+		}
+	}
+}
+
 // TestLeaseAvoidsRangesOfAnotherSize: after the spec's per_node_size is
 // edited in KV (64 to 16), a node leasing anew gets no range inside
 // another node's /26, where that node's containers hold addresses, and a
