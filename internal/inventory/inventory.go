@@ -33,9 +33,14 @@ const KVPrefix = "underlay/inventory/"
 
 // Entry is one container address on an underlay network.
 type Entry struct {
-	IP        string    `json:"ip"`
-	MAC       string    `json:"mac,omitempty"`
-	Node      string    `json:"node"`
+	IP   string `json:"ip"`
+	MAC  string `json:"mac,omitempty"`
+	Node string `json:"node"`
+	// NodeID is the swarm node ID of the node whose agent published the
+	// entry (its inventory's key, Run), which tells apart two nodes of
+	// one name; none in an older agent's entries, nor in a pool's
+	// allocations shown as entries (AllocationEntries).
+	NodeID    string    `json:"node_id,omitempty"`
 	Network   string    `json:"network"`
 	Container string    `json:"container"`
 	ID        string    `json:"container_id"`
@@ -321,7 +326,8 @@ func NodeNames(facts []netspec.NodeFacts) map[string]string {
 }
 
 // ownEntries says which of es, the inventory under identity id, names a
-// node other than id's (names, by the node facts): an agent publishes
+// node other than id's (names, by the node facts), or another identity
+// (NodeID; an older agent's entries name none): an agent publishes
 // only its own node's addresses, and such an entry would be listed as the
 // other node's. With no name for id, the inventory is refused whole: an
 // agent publishes its facts before its inventory and keeps them fresh,
@@ -338,6 +344,9 @@ func ownEntries(es []Entry, id string, names map[string]string) error {
 		if e.Node != name {
 			return fmt.Errorf("entry %d (%s) names node %q, but its key is swarm node %s's, %q by its facts: an agent publishes only its own node's addresses", i, e.IP, e.Node, id, name)
 		}
+		if e.NodeID != "" && e.NodeID != id {
+			return fmt.Errorf("entry %d (%s) names swarm node %q, but its key is swarm node %s's: an agent publishes only its own node's addresses", i, e.IP, e.NodeID, id)
+		}
 	}
 	return nil
 }
@@ -350,7 +359,7 @@ func ownEntries(es []Entry, id string, names map[string]string) error {
 // or break what the dashboard and a terminal show.
 func printable(e Entry) error {
 	for _, f := range []struct{ name, value string }{
-		{"node", e.Node}, {"network", e.Network}, {"container", e.Container}, {"container_id", e.ID},
+		{"node", e.Node}, {"node_id", e.NodeID}, {"network", e.Network}, {"container", e.Container}, {"container_id", e.ID},
 		{"service", e.Service}, {"slot", e.Slot}, {"task", e.Task}, {"state", e.State},
 	} {
 		if !termtext.Graphic(f.value) {
@@ -369,8 +378,9 @@ type Source interface {
 	Changes(ctx context.Context) <-chan struct{}
 }
 
-// Run publishes the entries of node (its name) under key (its identity)
-// whenever they change, and every period (Consul may have lost them).
+// Run publishes the entries of node (its name) under key (its identity,
+// its swarm node ID, which each entry names too: NodeID) whenever they
+// change, and every period (Consul may have lost them).
 func Run(ctx context.Context, src Source, kv KV, node, key string, period time.Duration, log *slog.Logger) {
 	log = log.With("component", "inventory")
 	changes := src.Changes(ctx)
@@ -380,6 +390,9 @@ func Run(ctx context.Context, src Source, kv KV, node, key string, period time.D
 	for {
 		es, err := src.Endpoints(ctx, node)
 		if err == nil {
+			for i := range es {
+				es[i].NodeID = key // tells apart two nodes of one name
+			}
 			Sort(es)
 			b, _ := json.Marshal(es)
 			if !bytes.Equal(b, last) {

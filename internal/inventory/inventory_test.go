@@ -2,9 +2,12 @@ package inventory
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -533,4 +536,117 @@ func TestCheckFlagsAContainerIDOnTwoNodes(t *testing.T) {
 			t.Errorf("entry %d (%s on %s, %s): Duplicate %q, want %q", i, e.Container, e.Node, e.Network, e.Duplicate, want[i])
 		}
 	}
+}
+
+// endpointsOnce is a Source that lists es and never signals a change.
+type endpointsOnce []Entry
+
+func (s endpointsOnce) Endpoints(context.Context, string) ([]Entry, error) {
+	return append([]Entry(nil), s...), nil
+}
+func (endpointsOnce) Changes(context.Context) <-chan struct{} { return nil }
+
+// putNotifier is a KV that tells each Put's key and value.
+type putNotifier struct {
+	*kvtest.KV
+	put chan []byte
+}
+
+func (k putNotifier) Put(ctx context.Context, key string, value []byte) error {
+	if err := k.KV.Put(ctx, key, value); err != nil {
+		return err
+	}
+	k.put <- value
+	return nil
+}
+
+// TestRunPublishesNodeID: entries named their node by name only, while
+// the agent, which knows its swarm node ID (the inventory's key), could
+// say which of two same-name nodes they are of: the dashboard could only
+// name them the name's. Run now writes the identity into every entry
+// (node_id), and Load reads it back; an entry without it (an older
+// agent's) still reads, without one.
+func TestRunPublishesNodeID(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kv := putNotifier{kvtest.New(), make(chan []byte, 1)}
+	publishFacts(ctx, t, kv.KV, "id-1", "n1")
+	publishFacts(ctx, t, kv.KV, "id-2", "n1")
+	src := endpointsOnce{{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Run(ctx, src, kv, "n1", "id-1", time.Hour, slog.New(slog.DiscardHandler))
+	}()
+	value := <-kv.put
+	cancel()
+	<-done
+	if !strings.Contains(string(value), `"node_id":"id-1"`) {
+		t.Errorf("published %s: no node_id id-1", value)
+	}
+	// An older agent's entry, naming no identity, under id-2.
+	if err := Publish(context.Background(), kv.KV, "id-2", []Entry{{IP: "10.0.0.6", Node: "n1", Network: "lan", Container: "b"}}); err != nil {
+		t.Fatal(err)
+	}
+	es, bad, err := load(context.Background(), kv.KV)
+	if err != nil || len(bad) != 0 {
+		t.Fatalf("load: %v, bad %+v", err, bad)
+	}
+	got := map[string]string{}
+	for _, e := range es {
+		got[e.Container] = e.NodeID
+	}
+	if want := map[string]string{"a": "id-1", "b": ""}; !cmp.Equal(got, want) {
+		t.Errorf("node IDs by container %v, want %v", got, want)
+	}
+}
+
+// TestLoadRefusesAnotherNodesID: an entry naming a swarm node other than
+// its key's would be placed on that node; an agent publishes only its
+// own. Such an inventory is set apart, as one naming another node's name,
+// and so is one whose node ID has a control character.
+func TestLoadRefusesAnotherNodesID(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	publishFacts(ctx, t, kv, "id-1", "n1")
+	publishFacts(ctx, t, kv, "id-2", "n1")
+	publishFacts(ctx, t, kv, "id-3", "n3")
+	for id, es := range map[string][]Entry{
+		"id-1": {{IP: "10.0.0.5", Node: "n1", NodeID: "id-1", Network: "lan", Container: "a"}},
+		"id-2": {{IP: "10.0.0.6", Node: "n1", NodeID: "id-1", Network: "lan", Container: "forged"}},
+		"id-3": {{IP: "10.0.0.7", Node: "n3", NodeID: "id-3\u202e", Network: "lan", Container: "c"}},
+	} {
+		kv.Put(ctx, KVPrefix+id, mustJSON(t, es))
+	}
+	es, bad, err := load(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{"a@n1"}, holders(es)); d != "" {
+		t.Errorf("entries listed (-want +got):\n%s", d)
+	}
+	problems := map[string]string{}
+	for _, b := range bad {
+		problems[strings.TrimPrefix(b.Key, KVPrefix)] = b.Problem
+	}
+	for id, want := range map[string]string{
+		"id-2": `entry 0 (10.0.0.6) names swarm node "id-1", but its key is swarm node id-2's`,
+		"id-3": `node_id "id-3\u202e" has a control character`,
+	} {
+		if !strings.Contains(problems[id], want) {
+			t.Errorf("%s: problem %q, want it to say %q", id, problems[id], want)
+		}
+	}
+	if len(bad) != 2 {
+		t.Errorf("%d bad documents, want 2 (id-2, id-3): %+v", len(bad), bad)
+	}
+}
+
+func mustJSON(t *testing.T, v any) []byte {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return b
 }
