@@ -842,7 +842,7 @@ func networks(in Inputs, inv []inventory.Entry, ix *index) []Network {
 			es := inventory.Filter(inv, s.Name, "")
 			nw.Pool = buildPool(n, es, ix, in.Now)
 			nw.IPv6Pool = buildPool6(n, es, ix, in.Now)
-			nw.Outside = outside(s, es, ix.holder)
+			nw.Outside = outside(s, es, ix)
 		}
 		out = append(out, nw)
 	}
@@ -854,11 +854,13 @@ func networks(in Inputs, inv []inventory.Entry, ix *index) []Network {
 // of s's subnets (inventory.Outside), in address order: no map lays them
 // out, and left out, the stale or forged inventory that lists them would
 // not show.
-func outside(s netspec.Spec, es []inventory.Entry, holder func(inventory.Entry) string) []PoolAddress {
+func outside(s netspec.Spec, es []inventory.Entry, ix *index) []PoolAddress {
 	var out []PoolAddress
 	for _, e := range es {
 		if inventory.Outside(e, []netip.Prefix{s.Subnet, s.IPv6Subnet}) {
-			out = append(out, PoolAddress{IP: e.IP, State: StateOutside, Holder: holder(e), Node: e.Node, Task: e.Task, MAC: e.MAC, Since: utc(e.Since)})
+			pa := ix.heldAddress(e)
+			pa.IP, pa.State = e.IP, StateOutside
+			out = append(out, pa)
 		}
 	}
 	slices.SortFunc(out, func(x, y PoolAddress) int {
@@ -897,10 +899,30 @@ func networkNodes(s netspec.Spec, states []netspec.NodeState, ix *index) []Netwo
 	return out
 }
 
+// heldAddress is the map entry of an inventory entry's address, state
+// and address left to the caller.
+func (ix *index) heldAddress(e inventory.Entry) PoolAddress {
+	_, id := ix.entryNode(e)
+	return PoolAddress{Holder: ix.holder(e), Node: e.Node, NodeID: id, Task: e.Task, MAC: e.MAC, Since: utc(e.Since)}
+}
+
+// entryNode names the node of an inventory entry: by its swarm node ID
+// when it has one the dashboard knows (label: with the ID when another
+// node has its name), else by its name only (byName: an older agent's
+// entries carry no ID), with no ID.
+func (ix *index) entryNode(e inventory.Entry) (name, id string) {
+	if e.NodeID != "" {
+		if name, known := ix.label(e.NodeID); known {
+			return name, e.NodeID
+		}
+	}
+	return ix.byName(e.Node), ""
+}
+
 // holder names what holds an inventory entry's address: service.slot and
 // container, on its node.
 func (ix *index) holder(e inventory.Entry) string {
-	node := ix.byName(e.Node) // entries carry no node ID
+	node, _ := ix.entryNode(e)
 	if e.Container == "" && e.ID == "" {
 		// A pool's allocation (clashes).
 		switch e.State {

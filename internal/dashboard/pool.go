@@ -121,7 +121,7 @@ func notFree(n NetworkInput, sub netip.Prefix, reserved map[netip.Addr]string, e
 		}
 	}
 	for a, es := range held {
-		set(a, heldBy(es, ix.holder))
+		set(a, heldBy(es, ix))
 	}
 	out := slices.Collect(maps.Values(addrs))
 	slices.SortFunc(out, func(x, y PoolAddress) int {
@@ -160,14 +160,17 @@ func allocation(al ipam.Alloc, node string, kept bool, now time.Time) PoolAddres
 }
 
 // heldBy is the map entry of an address containers hold.
-func heldBy(es []inventory.Entry, holder func(inventory.Entry) string) PoolAddress {
+func heldBy(es []inventory.Entry, ix *index) PoolAddress {
 	slices.SortFunc(es, func(a, b inventory.Entry) int { return cmp.Compare(a.Node+a.Container, b.Node+b.Container) })
-	e := es[0]
-	pa := PoolAddress{State: StateTask, Holder: holder(e), Node: e.Node, Task: e.Task, MAC: e.MAC, Since: utc(e.Since)}
+	pa := ix.heldAddress(es[0])
+	pa.State = StateTask
 	if len(es) > 1 {
 		names := make([]string, len(es))
 		for i, e := range es {
-			names[i] = holder(e)
+			names[i] = ix.holder(e)
+			if _, id := ix.entryNode(e); id != pa.NodeID {
+				pa.NodeID = "" // holders of several nodes: none is the node
+			}
 		}
 		pa.State, pa.Holder = StateDuplicate, "held "+fmt.Sprint(len(es))+" times: "+strings.Join(names, "; ")
 	}

@@ -293,3 +293,41 @@ func TestBuildSaysWhenAHolderIsKnownByNameOnly(t *testing.T) {
 		t.Errorf("holder %q, want %q", holder, want)
 	}
 }
+
+// TestBuildPlacesAHolderByNodeID: an inventory entry naming its swarm
+// node (node_id, which agents now write) was still named by its node's
+// name only, "n1 (a name swarm nodes ida, idb have)", when two nodes
+// have it. It is now named as that node, "n1 (swarm node ida)", with its
+// ID, on the map and among the addresses outside the subnet; an entry
+// without one (an older agent's) reads as before.
+func TestBuildPlacesAHolderByNodeID(t *testing.T) {
+	in := sameNameInput(t0.Add(-10 * time.Second))
+	spec := netspec.Spec{Name: "demo", Subnet: netip.MustParsePrefix("10.200.0.0/24"), Gateway: netip.MustParseAddr("10.200.0.1"),
+		Parent: "eth1", IPAM: netspec.PerNode, PerNodeSize: 64}
+	in.Networks = []NetworkInput{{Spec: spec}}
+	in.Inventory = []inventory.Entry{
+		{IP: "10.200.0.3", Node: "n1", NodeID: "ida", Network: "demo", Container: "c1", ID: "ctr1", Service: "hello", Slot: "1", Task: "ta"},
+		{IP: "10.200.0.4", Node: "n1", NodeID: "idb", Network: "demo", Container: "c2", ID: "ctr2", Service: "hello", Slot: "2", Task: "tb"},
+		{IP: "10.200.0.5", Node: "n1", Network: "demo", Container: "c3", ID: "ctr3"},
+		{IP: "10.200.0.6", Node: "n1", NodeID: "gone", Network: "demo", Container: "c4", ID: "ctr4"},
+		{IP: "10.9.0.7", Node: "n1", NodeID: "idb", Network: "demo", Container: "c5", ID: "ctr5"},
+	}
+	snap := Build(in)
+	got := map[string]string{}
+	for _, a := range append(snap.Networks[0].Pool.Addresses, snap.Networks[0].Outside...) {
+		got[a.IP] = a.Holder + " / " + a.NodeID
+	}
+	want := map[string]string{
+		"10.200.0.3": "hello.1 (c1) on n1 (swarm node ida) / ida",
+		"10.200.0.4": "hello.2 (c2) on n1 (swarm node idb) / idb",
+		"10.200.0.5": "c3 on n1 (a name swarm nodes ida, idb have) / ",
+		// An identity the dashboard does not know: by name, as before.
+		"10.200.0.6": "c4 on n1 (a name swarm nodes ida, idb have) / ",
+		"10.9.0.7":   "c5 on n1 (swarm node idb) / idb",
+	}
+	for ip, w := range want {
+		if got[ip] != w {
+			t.Errorf("%s: holder / node ID %q, want %q", ip, got[ip], w)
+		}
+	}
+}
