@@ -38,8 +38,9 @@ type Entry struct {
 	Node string `json:"node"`
 	// NodeID is the swarm node ID of the node whose agent published the
 	// entry (its inventory's key, Run), which tells apart two nodes of
-	// one name; none in an older agent's entries, nor in a pool's
-	// allocations shown as entries (AllocationEntries).
+	// one name; none in an older agent's entries. A pool's allocation
+	// shown as an entry (AllocationEntries) gives its node's identity
+	// when facts name it.
 	NodeID    string    `json:"node_id,omitempty"`
 	Network   string    `json:"network"`
 	Container string    `json:"container"`

@@ -122,15 +122,12 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry, facts []netspec.
 // them; an entry names an allocation's node by its identity without one.
 func AllocationEntries(network string, allocs map[netip.Addr]ipam.Alloc, kept ipam.KeptAddrs, inv []Entry, names map[string]string) []Entry {
 	// held has, by address, the nodes of the containers that hold it.
-	held := map[string]map[string]bool{}
+	held := map[string][]nodeRef{}
 	for _, e := range inv {
 		if e.Network != network {
 			continue
 		}
-		if held[e.IP] == nil {
-			held[e.IP] = map[string]bool{}
-		}
-		held[e.IP][e.Node] = true
+		held[e.IP] = append(held[e.IP], nodeRef{name: e.Node, id: e.NodeID})
 	}
 	var out []Entry
 	for a, al := range allocs {
@@ -138,6 +135,9 @@ func AllocationEntries(network string, allocs map[netip.Addr]ipam.Alloc, kept ip
 			continue
 		}
 		e := Entry{IP: a.String(), Node: cmp.Or(names[al.Node], al.Node), Network: network, Since: al.At}
+		if names[al.Node] != "" {
+			e.NodeID = al.Node
+		}
 		switch {
 		case al.Kind == ipam.KindShim:
 			e.State = StateShim
@@ -153,19 +153,34 @@ func AllocationEntries(network string, allocs map[netip.Addr]ipam.Alloc, kept ip
 	return out
 }
 
+// nodeRef is the node of a container's entry: its name, and its swarm
+// node ID when the entry gives it.
+type nodeRef struct{ name, id string }
+
 // heldAsAllocated says whether allocation al is listed by the entries of
 // the containers that hold its address, on the nodes in holders: some
 // does, al is no host shim, and its node is one of theirs. Otherwise two
 // nodes, or a host and a container, claim one address: al is listed too,
 // and Check flags both. Its node is taken as theirs when it cannot be
 // told apart: an allocation of no node (its node was forgotten), or of a
-// node without facts (names, by identity), whose name is unknown.
-func heldAsAllocated(holders map[string]bool, al ipam.Alloc, names map[string]string) bool {
+// node without facts (names, by identity), whose name is unknown. A
+// holder whose entry gives its node's ID is its node by that ID, which
+// tells apart two nodes of one name; one giving none (an older agent's),
+// or an allocation naming its node by name, by name.
+func heldAsAllocated(holders []nodeRef, al ipam.Alloc, names map[string]string) bool {
 	if len(holders) == 0 || al.Kind == ipam.KindShim {
 		return false
 	}
 	name := names[al.Node]
-	return al.Node == "" || name == "" || holders[name]
+	if al.Node == "" || name == "" {
+		return true
+	}
+	for _, h := range holders {
+		if h.id == al.Node || h.name == name && (h.id == "" || al.Node == name) {
+			return true
+		}
+	}
+	return false
 }
 
 // inUse is the state of e, a container's entry, given the subnets of

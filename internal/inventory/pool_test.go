@@ -260,3 +260,59 @@ func TestPoolAddressesListsAllocationsOfOtherNodes(t *testing.T) {
 		t.Errorf("Check = %d duplicates, want 4 (%s and %s, each twice): %+v", n, ofN1, shim, all)
 	}
 }
+
+// TestPoolAddressesTellsSameNameNodesApart: an allocation was taken as
+// listed by the container holding its address when the container's node
+// had the allocation's node's name: with two swarm nodes named n1, an
+// address the pool gives to one and a container on the other holds showed
+// as that container's, the clash merged away. Entries now give their
+// node's ID, and such an allocation is listed, naming its node's ID, so
+// that Check flags both; one held on its own node is not, nor one held by
+// an entry naming no ID (an older agent's), which cannot be told apart.
+func TestPoolAddressesTellsSameNameNodesApart(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	s := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.9.0.0/24"), Gateway: netip.MustParseAddr("10.9.0.1"),
+		Parent: "eth1", IPAM: netspec.Cluster}
+	if err := netspec.NewStore(kv).Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	pool, _ := ipam.PoolOf(s, false)
+	discard := slog.New(slog.DiscardHandler)
+	a1, a2 := ipam.NewAllocator(kv, "id-1", discard), ipam.NewAllocator(kv, "id-2", discard)
+	var ofID1, ofID2 []netip.Addr
+	for range 2 {
+		a, err := a1.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ofID1 = append(ofID1, a)
+	}
+	own, err := a2.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ofID2 = append(ofID2, own)
+	facts := []netspec.NodeFacts{{ID: "id-1", Node: "n1"}, {ID: "id-2", Node: "n1"}}
+	inv := []Entry{
+		{IP: ofID1[0].String(), Network: "web", Node: "n1", NodeID: "id-2", Container: "c0"}, // id-1's, held on id-2
+		{IP: ofID2[0].String(), Network: "web", Node: "n1", NodeID: "id-2", Container: "c1"}, // id-2's, held there
+		{IP: ofID1[1].String(), Network: "web", Node: "n1", Container: "c2"},                 // an older agent's entry
+	}
+	out, _, err := PoolAddresses(ctx, kv, inv, facts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range out {
+		if e.State != StateGateway {
+			got = append(got, e.IP+" "+e.Node+" "+e.NodeID+" "+e.State)
+		}
+	}
+	if want := []string{ofID1[0].String() + " n1 id-1 " + StateLeak}; !slices.Equal(got, want) {
+		t.Errorf("pool lists %q, want %q", got, want)
+	}
+	if n := Check(append(inv, out...)); n != 2 {
+		t.Errorf("Check = %d duplicates, want 2 (%s, held on id-2 and id-1's)", n, ofID1[0])
+	}
+}
