@@ -131,21 +131,35 @@ func duplicates(inv []inventory.Entry) int {
 }
 
 // duplicateContainers counts the container IDs entries of several nodes
-// list (one container on several networks of its node is one node's).
+// list (one container on several networks of its node is one node's):
+// of several names, or of one name and several swarm node IDs (an entry
+// giving none may be any of its name's: inventory.OtherNode).
 func duplicateContainers(inv []inventory.Entry) int {
-	node := map[string]string{} // by container ID, the first entry's
-	dup := map[string]bool{}
+	ids := map[string]map[string]map[string]bool{} // container ID → node name → node IDs given
 	for _, e := range inv {
 		if e.ID == "" {
 			continue
 		}
-		if n, ok := node[e.ID]; !ok {
-			node[e.ID] = e.Node
-		} else if n != e.Node {
-			dup[e.ID] = true
+		if ids[e.ID] == nil {
+			ids[e.ID] = map[string]map[string]bool{}
+		}
+		if ids[e.ID][e.Node] == nil {
+			ids[e.ID][e.Node] = map[string]bool{}
+		}
+		if e.NodeID != "" {
+			ids[e.ID][e.Node][e.NodeID] = true
 		}
 	}
-	return len(dup)
+	n := 0
+	for _, names := range ids {
+		for _, nodeIDs := range names {
+			if len(names) > 1 || len(nodeIDs) > 1 {
+				n++
+				break
+			}
+		}
+	}
+	return n
 }
 
 // index holds the inputs by the keys cards are matched on.

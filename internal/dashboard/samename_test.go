@@ -331,3 +331,20 @@ func TestBuildPlacesAHolderByNodeID(t *testing.T) {
 		}
 	}
 }
+
+// TestBuildCountsADuplicateContainerOfSameNameNodes: the summary's
+// duplicate_containers did not count a container ID two swarm nodes of
+// one name list, their entries naming one node; entries giving their
+// nodes' IDs are now told apart by them.
+func TestBuildCountsADuplicateContainerOfSameNameNodes(t *testing.T) {
+	in := sameNameInput(t0.Add(-10 * time.Second))
+	in.Inventory = []inventory.Entry{
+		{IP: "10.0.0.5", Node: "n1", NodeID: "ida", Network: "web", Container: "a", ID: "ca"},
+		{IP: "10.0.0.6", Node: "n1", NodeID: "idb", Network: "web", Container: "a", ID: "ca"},
+		{IP: "10.0.0.7", Node: "n1", NodeID: "idb", Network: "web", Container: "b", ID: "cb"},
+		{IP: "10.0.1.7", Node: "n1", Network: "db", Container: "b", ID: "cb"}, // an older agent's: either
+	}
+	if got := Build(in).Summary.DuplicateContainers; got != 1 {
+		t.Errorf("duplicate_containers %d, want 1 (ca, on ida and idb)", got)
+	}
+}

@@ -70,9 +70,10 @@ func Sort(es []Entry) {
 const noteHolders = 5
 
 // Check marks every entry whose IP or MAC another entry also holds, and
-// every entry whose container ID another node's entry lists too: one
-// container runs on one node, so one of those inventories is stale or
-// forged (one container on several networks of its node is no clash).
+// every entry whose container ID another node's entry lists too (another
+// name, or another swarm node ID: OtherNode): one container runs on one
+// node, so one of those inventories is stale or forged (one container on
+// several networks of its node is no clash).
 func Check(es []Entry) (duplicates int) {
 	byIP := map[string][]int{}
 	byMAC := map[string][]int{}
@@ -103,6 +104,10 @@ func Check(es []Entry) (duplicates int) {
 						continue
 					}
 					h := holder(es[j])
+					if es[j].Node == es[i].Node && OtherNode(es[i], es[j]) {
+						// Another node of i's name: by its ID.
+						h += " (swarm node " + termtext.Cell(es[j].NodeID) + ")"
+					}
 					if slices.Contains(others, h) {
 						continue
 					}
@@ -128,8 +133,15 @@ func Check(es []Entry) (duplicates int) {
 	}
 	mark(byIP, "IP", anyOther)
 	mark(byMAC, "MAC", anyOther)
-	mark(byID, "container ID", func(i, j int) bool { return es[i].Node != es[j].Node })
+	mark(byID, "container ID", func(i, j int) bool { return OtherNode(es[i], es[j]) })
 	return duplicates
+}
+
+// OtherNode says whether entries a and b are of two nodes: of two names,
+// or of one name and two swarm node IDs (NodeID). An entry giving no ID
+// (an older agent's) may be of any node of its name: not another.
+func OtherNode(a, b Entry) bool {
+	return a.Node != b.Node || a.NodeID != "" && b.NodeID != "" && a.NodeID != b.NodeID
 }
 
 // holder names what holds e in a duplicate's note: its container and node,

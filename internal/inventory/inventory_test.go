@@ -650,3 +650,31 @@ func mustJSON(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+// TestCheckFlagsAContainerIDOnSameNameNodes: a container ID the
+// inventories of two swarm nodes of one name list was no clash, their
+// entries naming one node. Entries giving their nodes' IDs (node_id) are
+// now told apart by them, and the note names the other node's ID; one
+// giving none (an older agent's) is taken for either node of its name,
+// as before.
+func TestCheckFlagsAContainerIDOnSameNameNodes(t *testing.T) {
+	es := []Entry{
+		{IP: "10.0.0.5", Node: "n1", NodeID: "id-1", Network: "lan", Container: "web", ID: "abc"},
+		{IP: "10.1.0.5", Node: "n1", NodeID: "id-1", Network: "dmz", Container: "web", ID: "abc"},
+		{IP: "10.0.0.6", Node: "n1", NodeID: "id-2", Network: "lan", Container: "web", ID: "abc"},
+		{IP: "10.0.0.7", Node: "n1", NodeID: "id-2", Network: "lan", Container: "db", ID: "def"},
+		{IP: "10.1.0.7", Node: "n1", Network: "dmz", Container: "db", ID: "def"},
+	}
+	if got := Check(es); got != 3 {
+		t.Errorf("Check = %d duplicates, want 3 (web on id-1 twice, web on id-2)", got)
+	}
+	want := []string{"container ID also on web@n1 (swarm node id-2)", "container ID also on web@n1 (swarm node id-2)", "container ID also on web@n1 (swarm node id-1)", "", ""}
+	for i, e := range es {
+		if e.Duplicate != want[i] {
+			t.Errorf("entry %d (%s on %s, %s): Duplicate %q, want %q", i, e.Container, e.NodeID, e.Network, e.Duplicate, want[i])
+		}
+	}
+	if OtherNode(es[3], es[4]) || !OtherNode(es[0], es[2]) || OtherNode(es[0], es[1]) {
+		t.Error("OtherNode does not tell id-1 from id-2, or tells an entry giving no ID from one of its name")
+	}
+}
