@@ -168,6 +168,13 @@ type Reconciler struct {
 	// nothing else of theirs shows (a config-only network, a marked shim),
 	// only their parents are looked at again, not the whole teardown.
 	settled map[string]bool
+	// looked are, by network, the VLAN parents removeParents last looked
+	// at and when: a settled orphan's are looked at again once
+	// settledRecheck has passed, or once a parent it did not look at is
+	// marked as the network's.
+	looked map[string]parentsLook
+	// now is the clock; nil is time.Now.
+	now func() time.Time
 	// shimsScanned is set once the pools were searched for this node's
 	// shim addresses in networks with no spec key (see unreleased): after
 	// a restart, those a teardown could not give back before it.
@@ -257,7 +264,9 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		m.Parents = orphanParents(m.Parents, l)
 		if r.settled[name] && len(m.Shims) == 0 && !slices.Contains(labelled, name) {
 			settled[name] = true
-			errs = append(errs, r.removeParents(ctx, name, m.Parents))
+			if !r.lookedLately(name, m.Parents) {
+				errs = append(errs, r.removeParents(ctx, name, m.Parents))
+			}
 			continue
 		}
 		err := r.teardown(ctx, netspec.Spec{Name: name}, false, m)
@@ -268,7 +277,27 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 	maps.DeleteFunc(r.removed, func(name string, _ bool) bool { return !gone[name] })
 	maps.DeleteFunc(r.unfinished, func(name string, _ ConfigNet) bool { return !gone[name] })
 	maps.DeleteFunc(r.inUse, func(name string, _ []string) bool { return !gone[name] })
+	maps.DeleteFunc(r.looked, func(name string, _ parentsLook) bool { return !settled[name] })
 	return errors.Join(errs...)
+}
+
+// parentsLook is what removeParents last looked at of a network's VLAN
+// parents, and when.
+type parentsLook struct {
+	parents []string
+	at      time.Time
+}
+
+// lookedLately reports whether removeParents looked at each of parents
+// of network name less than settledRecheck ago. What it found then
+// stands: a parent in use is left (and warned of no more), which is
+// looked at again past the bound. Docker networks on a parent change
+// with no event the reconciler sees, so each look costs a Docker network
+// listing (see removeParents), which a settled orphan's idle syncs are
+// spared.
+func (r *Reconciler) lookedLately(name string, parents []string) bool {
+	l, ok := r.looked[name]
+	return ok && r.clock().Sub(l.at) < settledRecheck && !slices.ContainsFunc(parents, func(p string) bool { return !slices.Contains(l.parents, p) })
 }
 
 // warnUnlisted warns once of each key of keys (netspec.Listing.Unlisted):
@@ -679,6 +708,10 @@ func (r *Reconciler) removeParents(ctx context.Context, name string, parents []s
 		r.inUse = map[string][]string{}
 	}
 	r.inUse[name] = inUse
+	if r.looked == nil {
+		r.looked = map[string]parentsLook{}
+	}
+	r.looked[name] = parentsLook{parents: parents, at: r.clock()}
 	return nil
 }
 
@@ -790,6 +823,19 @@ func (r *Reconciler) Run(ctx context.Context, changes, links <-chan struct{}, pe
 			// heartbeat.)
 		}
 	}
+}
+
+// settledRecheck is how long a settled orphan's VLAN parents are left
+// unlooked at (see Sync): a parent freed meanwhile goes this late at
+// most, and idle syncs between cost no Docker network listing.
+const settledRecheck = 5 * time.Minute
+
+// clock is now, or time.Now.
+func (r *Reconciler) clock() time.Time {
+	if r.now == nil {
+		return time.Now()
+	}
+	return r.now()
 }
 
 // log is Log, or a discarding logger, with the package's component.

@@ -229,7 +229,7 @@ func storeWithWeb(t *testing.T) *netspec.Store {
 }
 
 // kvWithWeb is storeWithWeb with the KV under its store.
-func kvWithWeb(t *testing.T) (*kvtest.KV, *netspec.Store) {
+func kvWithWeb(t testing.TB) (*kvtest.KV, *netspec.Store) {
 	t.Helper()
 	kv := kvtest.New()
 	st := netspec.NewStore(kv)
@@ -1140,8 +1140,9 @@ func (h *configCounting) ConfigNetwork(ctx context.Context, name string) (Config
 // found at every sync. Once the rest of its teardown is done it is
 // settled: later syncs only look again at the parent (no config-only
 // network asked for, no Consul read of its leases or shim addresses, no
-// shim removed), and the parent in use is warned of once. Once the
-// parent is free, the next sync removes it.
+// shim removed), once settledRecheck has passed (see
+// TestSettledOrphanIdleSyncsListNoNetworks), and the parent in use is
+// warned of once. Once the parent is free, the next look removes it.
 func TestOrphanWithParentInUseSettled(t *testing.T) {
 	ctx := context.Background()
 	kv, st := kvWithWeb(t)
@@ -1156,6 +1157,8 @@ func TestOrphanWithParentInUseSettled(t *testing.T) {
 	r.IPAM = shimIPAM{}
 	logs := &bytes.Buffer{}
 	r.Log = slog.New(slog.NewTextHandler(logs, nil))
+	now := time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	r.now = func() time.Time { return now }
 	inUse := true
 	var asked []string
 	r.RemoveParent = func(parent, network string) (bool, error) {
@@ -1189,6 +1192,7 @@ func TestOrphanWithParentInUseSettled(t *testing.T) {
 		return nil
 	}
 	for range 3 {
+		now = now.Add(settledRecheck / 2)
 		if err := r.Sync(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -1197,13 +1201,14 @@ func TestOrphanWithParentInUseSettled(t *testing.T) {
 		t.Errorf("three syncs of the settled orphan asked for its config-only network %d times, removed shims %v and called Consul on %q; want none of these",
 			host.configAsked-configAsked, shimsRemoved[shimsBefore:], gonesKeys)
 	}
-	if want := []string{"eth3.7 of gone", "eth3.7 of gone", "eth3.7 of gone", "eth3.7 of gone"}; !slices.Equal(asked, want) {
-		t.Errorf("parents asked to go %q, want %q: the parent is looked at again at each sync", asked, want)
+	if want := []string{"eth3.7 of gone", "eth3.7 of gone"}; !slices.Equal(asked, want) {
+		t.Errorf("parents asked to go %q, want %q: the parent is looked at again once settledRecheck has passed", asked, want)
 	}
 	if n := strings.Count(logs.String(), "carries other links; left in place"); n != 1 {
 		t.Errorf("four syncs warned of the parent in use %d times, want once:\n%s", n, logs)
 	}
 	inUse = false
+	now = now.Add(settledRecheck)
 	if err := r.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -1362,4 +1367,110 @@ func TestOrphanOldShimRemoved(t *testing.T) {
 	if len(held) != 2 || !reflect.DeepEqual(held, want) {
 		t.Errorf("older agents' shims removed holding %v, want %v", held, want)
 	}
+}
+
+// parentsCounting is a host that counts its Docker network listings by
+// parent (NetworksOnParent).
+type parentsCounting struct {
+	fakeHost
+	listings int
+}
+
+func (h *parentsCounting) NetworksOnParent(ctx context.Context, parent string) ([]string, error) {
+	h.listings++
+	return h.fakeHost.NetworksOnParent(ctx, parent)
+}
+
+// settledOrphan is a reconciler whose orphan gone is settled: its marked
+// VLAN parent eth3.7 stays in use (a link of another's on it) while
+// *inUse, its clock reads *now.
+func settledOrphan(t testing.TB, inUse *bool, now *time.Time) (*Reconciler, *parentsCounting, *bytes.Buffer) {
+	t.Helper()
+	_, st := kvWithWeb(t)
+	host := &parentsCounting{fakeHost: fakeHost{managed: []string{"gone"}, created: []string{"gone"}}}
+	r := reconcilerOf(st, &host.fakeHost, &host.fakeHost, func(string, string) error { return nil })
+	r.Docker = host
+	logs := &bytes.Buffer{}
+	r.Log = slog.New(slog.NewTextHandler(logs, nil))
+	r.now = func() time.Time { return *now }
+	r.RemoveParent = func(parent, network string) (bool, error) {
+		if *inUse {
+			return false, fmt.Errorf("VLAN parent %q, left in place: %w: \"mv7\" (macvlan)", parent, hostnet.ErrParentInUse)
+		}
+		return true, nil
+	}
+	r.Marked = func() (map[string]hostnet.Marks, error) {
+		if !*inUse && strings.Contains(logs.String(), "VLAN parent made for the network removed") {
+			return nil, nil
+		}
+		return map[string]hostnet.Marks{"gone": {Parents: []string{"eth3.7"}}}, nil
+	}
+	if err := r.Sync(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	return r, host, logs
+}
+
+// TestSettledOrphanIdleSyncsListNoNetworks: a settled orphan (its VLAN
+// parent stays in use) cost one Docker network listing per sync, idle
+// ones too, to see whether a Docker network still used the parent. Its
+// parents are now looked at again once settledRecheck has passed since
+// the last look (or at once when a parent not looked at is marked as
+// its): idle syncs in between ask Docker nothing, and a parent freed
+// meanwhile goes at the first sync past the bound.
+func TestSettledOrphanIdleSyncsListNoNetworks(t *testing.T) {
+	ctx := context.Background()
+	inUse, now := true, time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	r, host, logs := settledOrphan(t, &inUse, &now)
+	listings := host.listings
+	for range 3 {
+		now = now.Add(settledRecheck / 4)
+		if err := r.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := host.listings - listings; n != 0 {
+		t.Errorf("three idle syncs of a settled orphan listed Docker's networks %d times, want none", n)
+	}
+	// A parent not looked at yet, marked as gone's: looked at at once.
+	marked := r.Marked
+	r.Marked = func() (map[string]hostnet.Marks, error) {
+		return map[string]hostnet.Marks{"gone": {Parents: []string{"eth3.7", "eth3.8"}}}, nil
+	}
+	listings = host.listings
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := host.listings - listings; n != 2 {
+		t.Errorf("a sync with a parent of the settled orphan not looked at yet listed Docker's networks %d times, want 2 (each parent's)", n)
+	}
+	r.Marked = marked
+	inUse = false
+	now = now.Add(settledRecheck)
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(logs.String(), "VLAN parent made for the network removed") {
+		t.Errorf("the parent freed was not removed at the first sync past the bound:\n%s", logs)
+	}
+	if n := strings.Count(logs.String(), "parent=eth3.7 err="); n != 1 {
+		t.Errorf("the parent in use was warned of %d times, want once:\n%s", n, logs)
+	}
+}
+
+// BenchmarkSettledOrphanSync is an idle sync of a node with a settled
+// orphan, reporting Docker network listings per sync.
+func BenchmarkSettledOrphanSync(b *testing.B) {
+	ctx := context.Background()
+	inUse, now := true, time.Date(2026, 12, 5, 12, 0, 0, 0, time.UTC)
+	r, host, _ := settledOrphan(b, &inUse, &now)
+	listings := host.listings
+	n := 0
+	for b.Loop() {
+		if err := r.Sync(ctx); err != nil {
+			b.Fatal(err)
+		}
+		n++
+	}
+	b.ReportMetric(float64(host.listings-listings)/float64(n), "docker-listings/sync")
 }
