@@ -143,6 +143,7 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	r.dropDepartedReports(ctx, l.Orphans, gone)
 	// A spec that fails the checks of `network create` is served by no
 	// agent; its pool's geometry (range, gateway, neighbours) cannot be
 	// trusted to say what is a leak or whose an address is, so its blocks
@@ -512,4 +513,28 @@ func (r *Reclaimer) log() *slog.Logger {
 		return slog.New(slog.DiscardHandler)
 	}
 	return r.Log.With("component", "ipam")
+}
+
+// dropDepartedReports deletes the reports of departed nodes (gone: the
+// leader's judgement, see departed) under networks that have no spec
+// key (orphans, netspec.Listing.Orphans): their spec deleted by hand. A
+// live node's agent deletes its own at its next sync; a departed node's
+// would stay until `underlay node rm`, and show again under a network
+// made anew with the name. A node judged departed that is alive after
+// all writes its report again at its next sync, as it does one Consul
+// lost. Reports under a network with a spec key are left: network rm,
+// or node rm, deletes those.
+func (r *Reclaimer) dropDepartedReports(ctx context.Context, orphans map[string][]string, gone map[string]bool) {
+	for _, name := range slices.Sorted(maps.Keys(orphans)) {
+		for _, id := range orphans[name] {
+			if !gone[id] || id == r.Alloc.node {
+				continue
+			}
+			if err := r.Pools.Store.DeleteReport(ctx, name, id); err != nil {
+				r.log().Warn("cannot delete a departed node's report of a network whose spec is gone", "network", name, "node", id, "err", err)
+				continue
+			}
+			r.log().Info("deleted a departed node's report of a network whose spec is gone", "network", name, "node", id)
+		}
+	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -386,5 +387,57 @@ func TestLeaderGivesUpDepartedNodesBlocks(t *testing.T) {
 		if c.Allocs[a].Node != "live" {
 			t.Errorf("live's %s now %+v", a, c.Allocs[a])
 		}
+	}
+}
+
+// TestLeaderDropsDepartedNodesOrphanReports: a node's report under a
+// network whose spec was deleted by hand is deleted by its own agent at
+// its next sync; a departed node's stayed in KV until `underlay node
+// rm`, and showed again under a network made anew with the name. The
+// leader, once it judges the node departed, deletes it; a live node's
+// (its own agent's to delete), and a departed node's under a network
+// that has a spec key, stay.
+func TestLeaderDropsDepartedNodesOrphanReports(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st, _ := clusterNet(t, kv)
+	clock := t0
+	now := func() time.Time { return clock }
+	for _, id := range []string{"live", "dead"} {
+		if err := st.PublishNode(ctx, netspec.NodeFacts{ID: id, Node: id, Holder: netspec.Holder{Instance: id}}); err != nil {
+			t.Fatal(err)
+		}
+		for _, network := range []string{"net", "gone"} {
+			if err := st.Report(ctx, network, netspec.NodeState{ID: id, Node: id, State: netspec.StateReady}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	r := &Reclaimer{Alloc: newAllocator(kv, "live", "g", now, nil), Pools: SpecPools{Store: st}, Held: noHeld{}, Cluster: fakeCluster{ready: []string{"live"}},
+		Grace: time.Hour, NodeTimeout: 5 * time.Second, Fresh: 30 * time.Second, Log: slog.New(slog.DiscardHandler)}
+	// PublishNode stamps facts with the real clock: judge them from there.
+	clock = time.Now().Add(time.Minute)
+	for range 4 {
+		if err := r.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		clock = clock.Add(4 * time.Second)
+	}
+	ids := func(network string) []string {
+		reports, err := st.Reports(ctx, network)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, rep := range reports {
+			out = append(out, rep.Owner)
+		}
+		return out
+	}
+	if got, want := ids("gone"), []string{"live"}; !slices.Equal(got, want) {
+		t.Errorf("reports left under gone (no spec key): %q, want %q: the departed node's deleted", got, want)
+	}
+	if got, want := ids("net"), []string{"dead", "live"}; !slices.Equal(got, want) {
+		t.Errorf("reports left under net: %q, want %q", got, want)
 	}
 }
