@@ -240,9 +240,28 @@ func (w Want) promisc() bool { return w.Driver != "ipvlan" }
 
 // Host applies Wants with netlink in the calling process's network namespace.
 type Host struct {
+	// Owner names the agent in the marks of the links it makes; "" makes
+	// marks that name none, as older agents did.
+	Owner string
 	// k is the kernel; nil is the calling process's, through netlink.
 	k kernel
 }
+
+// RemoveShim is RemoveShim of a shim marked as h's Owner's, or naming no
+// owner.
+func (h Host) RemoveShim(name, network string) error {
+	return removeShim(h.nl(), name, network, h.Owner)
+}
+
+// RemoveParent is RemoveParent of a parent marked as h's Owner's, or
+// naming no owner.
+func (h Host) RemoveParent(parent, network string) (bool, error) {
+	return removeParent(h.nl(), parent, network, h.Owner)
+}
+
+// Marked is Marked of the links marked as h's Owner's, or naming no
+// owner (see MarkedBy).
+func (h Host) Marked() (map[string]Marks, error) { return marked(h.nl(), h.Owner) }
 
 // nl is the kernel h works on.
 func (h Host) nl() kernel {
@@ -365,7 +384,7 @@ func (h Host) Ensure(w Want) ([]Repair, error) {
 		return nil, err
 	}
 	for _, r := range repairs {
-		if err := apply(h.nl(), w, r); err != nil {
+		if err := apply(h.nl(), w, r, h.Owner); err != nil {
 			switch r {
 			case ParentCreate:
 				err = fmt.Errorf("%s %q: %w", r, w.Parent, err)
@@ -436,10 +455,11 @@ func ipv6Off(err error) bool {
 	return errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EAFNOSUPPORT)
 }
 
-func apply(k kernel, w Want, r Repair) error {
+// apply makes repair r of w, marking what it makes as owner's.
+func apply(k kernel, w Want, r Repair, owner string) error {
 	switch r {
 	case ParentCreate:
-		return createVLAN(k, w.Parent, w.Network)
+		return createVLAN(k, w.Parent, withOwner(OwnerAlias(w.Network), owner))
 	case ParentUp, ParentPromisc:
 		parent, err := k.LinkByName(w.Parent)
 		if err != nil {
@@ -450,14 +470,14 @@ func apply(k kernel, w Want, r Repair) error {
 		}
 		return k.SetPromiscOn(parent)
 	case ShimReplace:
-		return removeShim(k, w.ShimLink, w.Network)
+		return removeShim(k, w.ShimLink, w.Network, owner)
 	case ShimCreate:
 		parent, err := k.LinkByName(w.Parent)
 		if err != nil {
 			return err
 		}
 		// The mark by which removing underlay finds its shims (Leftovers).
-		return addMarked(k, w.shim(parent.Attrs().Index), ShimAlias(w.Network))
+		return addMarked(k, w.shim(parent.Attrs().Index), withOwner(ShimAlias(w.Network), owner))
 	}
 	shim, err := k.LinkByName(w.ShimLink)
 	if err != nil {
@@ -476,7 +496,7 @@ func apply(k kernel, w Want, r Repair) error {
 		}
 		return ignoreExists(k.AddrAdd(shim, &netlink.Addr{IPNet: &net.IPNet{IP: w.Shim.AsSlice(), Mask: net.CIDRMask(32, 32)}}))
 	case ShimMark:
-		return k.LinkSetAlias(shim, ShimAlias(w.Network))
+		return k.LinkSetAlias(shim, withOwner(ShimAlias(w.Network), owner))
 	case ShimUp:
 		return k.LinkSetUp(shim)
 	case ShimRoute:
@@ -510,10 +530,12 @@ func apply(k kernel, w Want, r Repair) error {
 // routes); removing an absent one succeeds. A link of that name not
 // marked as network's shim (ShimOf) is left alone, with an error wrapping
 // ErrForeignLink: an older agent's unmarked shim is marked by the first
-// Ensure of the network, and one still unmarked may be anyone's.
-func RemoveShim(name, network string) error { return removeShim(netlinkKernel{}, name, network) }
+// Ensure of the network, and one still unmarked may be anyone's. So is a
+// shim whose mark names an owner (see Host.RemoveShim): another agent's
+// in this network namespace.
+func RemoveShim(name, network string) error { return Host{}.RemoveShim(name, network) }
 
-func removeShim(k kernel, name, network string) error {
+func removeShim(k kernel, name, network, owner string) error {
 	l, err := k.LinkByName(name)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
@@ -522,7 +544,7 @@ func removeShim(k kernel, name, network string) error {
 		}
 		return err
 	}
-	if a := l.Attrs(); !ShimOf(Link{Name: a.Name, Type: l.Type(), Alias: a.Alias}, network) {
+	if a := l.Attrs(); !ShimOf(Link{Name: a.Name, Type: l.Type(), Alias: a.Alias}, network) || !ownersMark(a.Alias, owner) {
 		return fmt.Errorf("link %s (%s, alias %q): %w %s, left alone; rename or remove it", name, l.Type(), a.Alias, ErrForeignLink, network)
 	}
 	return k.LinkDel(l)

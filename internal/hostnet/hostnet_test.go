@@ -154,10 +154,10 @@ func TestEnsureOnAFakeHost(t *testing.T) {
 	if a := k.links[w.ShimLink].Attrs(); a.Alias != ShimAlias(w.Network) {
 		t.Errorf("shim %s: alias %q, want %q", w.ShimLink, a.Alias, ShimAlias(w.Network))
 	}
-	if err := removeShim(k, w.ShimLink, w.Network); err != nil {
+	if err := removeShim(k, w.ShimLink, w.Network, ""); err != nil {
 		t.Fatal(err)
 	}
-	if removed, err := removeParent(k, w.Parent, w.Network); !removed || err != nil {
+	if removed, err := removeParent(k, w.Parent, w.Network, ""); !removed || err != nil {
 		t.Errorf("removeParent: %t, %v; want the parent removed", removed, err)
 	}
 	if names := slices.Sorted(maps.Keys(k.links)); !slices.Equal(names, []string{"bond0"}) {
@@ -362,7 +362,7 @@ func TestRemoveShimLeavesUnmarkedLinks(t *testing.T) {
 	name := netspec.ShimLinkName("pool")
 	k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1"}},
 		&netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: name, ParentIndex: 1}, Mode: netlink.MACVLAN_MODE_BRIDGE})
-	if err := removeShim(k, name, "pool"); !errors.Is(err, ErrForeignLink) {
+	if err := removeShim(k, name, "pool", ""); !errors.Is(err, ErrForeignLink) {
 		t.Errorf("removeShim of an unmarked %s: %v, want ErrForeignLink", name, err)
 	}
 	if _, ok := k.links[name]; !ok {
@@ -511,7 +511,7 @@ func TestRemoveParentLeavesParentInUse(t *testing.T) {
 			}
 			k := newFakeKernel(append([]netlink.Link{&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0"}}, p}, tc.links...)...)
 			before := slices.Sorted(maps.Keys(k.links))
-			removed, err := removeParent(k, "bond0.40", "pool")
+			removed, err := removeParent(k, "bond0.40", "pool", "")
 			if removed || !errors.Is(err, ErrParentInUse) || !strings.Contains(err.Error(), "bond0.40") || !strings.Contains(err.Error(), tc.what) {
 				t.Errorf("removeParent: %t, %v; want bond0.40 left, with an error wrapping ErrParentInUse naming it and %s", removed, err, tc.what)
 			}
@@ -524,7 +524,7 @@ func TestRemoveParentLeavesParentInUse(t *testing.T) {
 	// peer, in a container's namespace, has the parent's index there.
 	k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0"}}, clone(parent),
 		&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "veth0a1b2c3", ParentIndex: parentIndex, NetNsID: 1}})
-	if removed, err := removeParent(k, "bond0.40", "pool"); !removed || err != nil {
+	if removed, err := removeParent(k, "bond0.40", "pool", ""); !removed || err != nil {
 		t.Errorf("removeParent of an unused parent: %t, %v; want it removed", removed, err)
 	}
 }

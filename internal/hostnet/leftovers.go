@@ -31,11 +31,52 @@ type Link struct {
 var ErrForeignLink = errors.New("not underlay's shim of the network")
 
 // ShimOf reports whether l is marked as the shim underlay made for
-// network: a macvlan or ipvlan with its ShimAlias. Any other kind or mark
-// was made by someone else, or for another network; an unmarked link may
-// be an older agent's shim (see oldShim) or anyone's.
+// network: a macvlan or ipvlan with its ShimAlias, naming an owner or not
+// (see withOwner). Any other kind or mark was made by someone else, or
+// for another network; an unmarked link may be an older agent's shim
+// (see oldShim) or anyone's.
 func ShimOf(l Link, network string) bool {
-	return (l.Type == "macvlan" || l.Type == "ipvlan") && l.Alias == ShimAlias(network)
+	n, _, ok := parseMark(l.Alias, shimPrefix)
+	return ok && n == network && (l.Type == "macvlan" || l.Type == "ipvlan")
+}
+
+// ownerSep parts, in a mark, the network from the owner (Host.Owner) of
+// the agent that made the link: network names hold no space.
+const ownerSep = " by "
+
+// withOwner is mark alias (a ShimAlias or OwnerAlias) naming owner; alias
+// itself, as older agents marked links, when owner is "". Older agents
+// take a mark naming an owner for no mark of theirs, and leave the link.
+func withOwner(alias, owner string) string {
+	if owner == "" {
+		return alias
+	}
+	return alias + ownerSep + owner
+}
+
+// parseMark reads a mark starting with prefix: the network, and the
+// owner that made the link ("" for an older agent's mark, or a Host's of
+// no Owner).
+func parseMark(alias, prefix string) (network, owner string, ok bool) {
+	rest, ok := strings.CutPrefix(alias, prefix)
+	if !ok {
+		return "", "", false
+	}
+	network, owner, _ = strings.Cut(rest, ownerSep)
+	return network, owner, true
+}
+
+// ownersMark reports whether a mark, alias, is owner's to take apart:
+// naming owner, or naming none (older agents' marks, every agent's as
+// before). One naming another owner is another agent's in this network
+// namespace (another cluster's): it is left, whatever its network.
+func ownersMark(alias, owner string) bool {
+	for _, prefix := range []string{shimPrefix, ownedPrefix} {
+		if _, o, ok := parseMark(alias, prefix); ok {
+			return o == "" || o == owner
+		}
+	}
+	return false
 }
 
 // oldShim reports whether the unmarked link of w's shim name, observed as
@@ -131,17 +172,26 @@ type Marks struct {
 	Parents []string
 }
 
-// MarkedOf sorts out of links, by network, those underlay marked as made
-// for a network: shims (a macvlan or ipvlan with a ShimAlias) and VLAN
-// parents (a VLAN with an OwnerAlias). They survive the agent, so they
-// say what a network whose spec is gone left here. An unmarked link (an
-// older agent's shim among them) is not: its network cannot be told.
-func MarkedOf(links []Link) map[string]Marks {
+// MarkedOf is MarkedBy of marks naming no owner.
+func MarkedOf(links []Link) map[string]Marks { return MarkedBy(links, "") }
+
+// MarkedBy sorts out of links, by network, those underlay marked as made
+// for a network by owner, or naming no owner (older agents' marks): shims
+// (a macvlan or ipvlan with a ShimAlias) and VLAN parents (a VLAN with an
+// OwnerAlias). They survive the agent, so they say what a network whose
+// spec is gone left here. A link marked by another owner (another
+// cluster's agent in this network namespace) is not owner's, nor is an
+// unmarked link (an older agent's shim among them): its network cannot
+// be told.
+func MarkedBy(links []Link, owner string) map[string]Marks {
 	out := map[string]Marks{}
 	for _, l := range links {
+		if !ownersMark(l.Alias, owner) {
+			continue
+		}
 		switch {
 		case (l.Type == "macvlan" || l.Type == "ipvlan") && strings.HasPrefix(l.Alias, shimPrefix):
-			network := strings.TrimPrefix(l.Alias, shimPrefix)
+			network, _, _ := parseMark(l.Alias, shimPrefix)
 			m := out[network]
 			m.Shims = append(m.Shims, l.Name)
 			out[network] = m
@@ -156,10 +206,11 @@ func MarkedOf(links []Link) map[string]Marks {
 	return out
 }
 
-// Marked is MarkedOf the links of this network namespace.
-func Marked() (map[string]Marks, error) { return marked(netlinkKernel{}) }
+// Marked is MarkedOf the links of this network namespace (see
+// Host.Marked).
+func Marked() (map[string]Marks, error) { return Host{}.Marked() }
 
-func marked(k kernel) (map[string]Marks, error) {
+func marked(k kernel, owner string) (map[string]Marks, error) {
 	all, err := k.LinkList()
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
@@ -172,7 +223,7 @@ func marked(k kernel) (map[string]Marks, error) {
 			links = append(links, Link{Name: a.Name, Type: l.Type(), Alias: a.Alias})
 		}
 	}
-	return MarkedOf(links), nil
+	return MarkedBy(links, owner), nil
 }
 
 // RemoveOldShim deletes the shim an older agent (which did not mark

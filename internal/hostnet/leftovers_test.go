@@ -3,6 +3,7 @@ package hostnet
 import (
 	"errors"
 	"maps"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -116,5 +117,72 @@ func TestMarkedOf(t *testing.T) {
 	}
 	if !maps.EqualFunc(got, want, func(a, b Marks) bool { return slices.Equal(a.Shims, b.Shims) && slices.Equal(a.Parents, b.Parents) }) {
 		t.Errorf("marked %v, want %v", got, want)
+	}
+}
+
+// TestMarksNameTheirOwner: a second underlay's agent in the same network
+// namespace (another cluster's, another Consul) took this one's marked
+// links for orphans of its own (no spec of theirs) and tore them down.
+// The links an agent makes now name its owner (Host.Owner) in their
+// marks: another owner's are not listed as its own (Marked), nor
+// removed (RemoveShim, RemoveParent), whatever their network; a live
+// network's shim marked by another owner is still used as the
+// network's. Marks naming no owner (older agents', or a Host of no
+// Owner) are every agent's, as before.
+func TestMarksNameTheirOwner(t *testing.T) {
+	k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1"}})
+	mine, theirs, old := Host{Owner: "a1", k: k}, Host{Owner: "b2", k: k}, Host{k: k}
+	web := Want{Parent: "eth1.40", Network: "web", ShimLink: netspec.ShimLinkName("web"),
+		Shim: netip.MustParseAddr("10.40.0.2"), Route: netip.MustParsePrefix("10.40.0.0/26")}
+	if _, err := theirs.Ensure(web); err != nil {
+		t.Fatal(err)
+	}
+	if a := k.links[web.ShimLink].Attrs().Alias; a != "underlay shim web by b2" {
+		t.Errorf("shim made by owner b2: alias %q, want %q", a, "underlay shim web by b2")
+	}
+	if a := k.links["eth1.40"].Attrs().Alias; a != "underlay network web by b2" {
+		t.Errorf("VLAN parent made by owner b2: alias %q, want %q", a, "underlay network web by b2")
+	}
+	for _, h := range []Host{mine, old} {
+		if marks, err := h.Marked(); err != nil || len(marks) != 0 {
+			t.Errorf("owner %q's marked links: %v, %v; want none of b2's", h.Owner, marks, err)
+		}
+		if err := h.RemoveShim(web.ShimLink, "web"); !errors.Is(err, ErrForeignLink) {
+			t.Errorf("owner %q removing b2's shim: %v, want ErrForeignLink", h.Owner, err)
+		}
+		if removed, err := h.RemoveParent("eth1.40", "web"); removed || err != nil {
+			t.Errorf("owner %q removing b2's VLAN parent: %t, %v; want it left", h.Owner, removed, err)
+		}
+	}
+	if repairs, err := mine.Ensure(web); err != nil || len(repairs) != 0 {
+		t.Errorf("owner a1's Ensure of web on b2's shim: %v, %v; want it used as it is", repairs, err)
+	}
+	if marks, err := theirs.Marked(); err != nil || !slices.Equal(marks["web"].Shims, []string{web.ShimLink}) || !slices.Equal(marks["web"].Parents, []string{"eth1.40"}) {
+		t.Errorf("owner b2's marked links: %v, %v; want web's shim and parent", marks, err)
+	}
+	if n, ok := Owned(k.links["eth1.40"].Attrs().Alias); !ok || n != "web" {
+		t.Errorf("Owned of b2's parent: %q, %t; want web", n, ok)
+	}
+
+	// An older agent's marks name no owner: every agent's, as before.
+	db := Want{Parent: "eth1.50", Network: "db", ShimLink: netspec.ShimLinkName("db"),
+		Shim: netip.MustParseAddr("10.50.0.2"), Route: netip.MustParsePrefix("10.50.0.0/26")}
+	if _, err := old.Ensure(db); err != nil {
+		t.Fatal(err)
+	}
+	if marks, err := mine.Marked(); err != nil || len(marks) != 1 || len(marks["db"].Shims) != 1 || len(marks["db"].Parents) != 1 {
+		t.Errorf("owner a1's marked links beside an older agent's: %v, %v; want db's shim and parent only", marks, err)
+	}
+	if err := mine.RemoveShim(db.ShimLink, "db"); err != nil {
+		t.Errorf("owner a1 removing an older agent's shim: %v", err)
+	}
+	if removed, err := mine.RemoveParent("eth1.50", "db"); !removed || err != nil {
+		t.Errorf("owner a1 removing an older agent's VLAN parent: %t, %v; want it removed", removed, err)
+	}
+	if err := theirs.RemoveShim(web.ShimLink, "web"); err != nil {
+		t.Errorf("owner b2 removing its shim: %v", err)
+	}
+	if removed, err := theirs.RemoveParent("eth1.40", "web"); !removed || err != nil {
+		t.Errorf("owner b2 removing its VLAN parent: %t, %v; want it removed", removed, err)
 	}
 }

@@ -22,8 +22,9 @@ const ownedPrefix = "underlay network "
 func vlanParent(name string) (string, int, bool) { return netspec.VLANParent(name) }
 
 // createVLAN makes the VLAN sub-interface name on its lower device, with
-// the lower device's MTU, marked as network's.
-func createVLAN(k kernel, name, network string) error {
+// the lower device's MTU, marked with alias (an OwnerAlias, naming its
+// owner or not: see withOwner).
+func createVLAN(k kernel, name, alias string) error {
 	lowerName, vid, ok := vlanParent(name)
 	if !ok {
 		return fmt.Errorf("%s is not a VLAN sub-interface name", name)
@@ -36,7 +37,7 @@ func createVLAN(k kernel, name, network string) error {
 		LinkAttrs: netlink.LinkAttrs{Name: name, ParentIndex: lower.Attrs().Index, MTU: lower.Attrs().MTU},
 		VlanId:    vid,
 	}
-	if err := addMarked(k, v, OwnerAlias(network)); err != nil {
+	if err := addMarked(k, v, alias); err != nil {
 		if other := vlanNamed(k, lower.Attrs().Index, vid); other != "" && errors.Is(err, syscall.EEXIST) {
 			return fmt.Errorf("create VLAN %d on %s as %q: %w: the device carries it already, as %q; give that as the network's parent", vid, lowerName, name, err, other)
 		}
@@ -89,12 +90,13 @@ func addMarked(k kernel, l netlink.Link, alias string) error {
 // nothing else: a parent made by hand (or by Docker) is left. One that
 // other links hang off is left too, with an error wrapping
 // ErrParentInUse. It reports whether it deleted one; an absent parent is
-// no error.
+// no error. A parent whose mark names an owner is left (see
+// Host.RemoveParent): another agent's in this network namespace.
 func RemoveParent(parent, network string) (bool, error) {
-	return removeParent(netlinkKernel{}, parent, network)
+	return Host{}.RemoveParent(parent, network)
 }
 
-func removeParent(k kernel, parent, network string) (bool, error) {
+func removeParent(k kernel, parent, network, owner string) (bool, error) {
 	if _, _, ok := vlanParent(parent); !ok {
 		return false, nil
 	}
@@ -106,7 +108,7 @@ func removeParent(k kernel, parent, network string) (bool, error) {
 		}
 		return false, err
 	}
-	if l.Type() != "vlan" || l.Attrs().Alias != OwnerAlias(network) {
+	if n, ok := Owned(l.Attrs().Alias); l.Type() != "vlan" || !ok || n != network || !ownersMark(l.Attrs().Alias, owner) {
 		return false, nil
 	}
 	if err := parentInUse(k, l); err != nil {
@@ -154,9 +156,10 @@ func parentInUse(k kernel, parent netlink.Link) error {
 }
 
 // Owned reports whether a link alias marks a parent underlay made, and for
-// which network.
+// which network, whichever owner the mark names (see withOwner).
 func Owned(alias string) (network string, ok bool) {
-	return strings.CutPrefix(alias, ownedPrefix)
+	network, _, ok = parseMark(alias, ownedPrefix)
+	return network, ok
 }
 
 // shimOK reports whether link is a shim of w's kind.
