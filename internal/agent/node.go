@@ -61,9 +61,10 @@ func (n *node) run(ctx context.Context) error {
 	g.Go(func() error { return facts.Run(gctx, netagent.Heartbeat) })
 	g.Go(func() error { return n.watchSwarmNodeID(gctx, id, netagent.Heartbeat) })
 	nets := dockerhost.NewNetworks(n.c.Docker)
+	host := n.linkHost(alog)
 	rec := &netagent.Reconciler{
 		ID: id, Node: n.name, Facts: facts, Store: store, Docker: nets, Swarm: nets,
-		Host: hostnet.Host{}, RemoveShim: hostnet.RemoveShim, RemoveOldShim: hostnet.RemoveOldShim, RemoveParent: hostnet.RemoveParent, Marked: hostnet.Marked,
+		Host: host, RemoveShim: host.RemoveShim, RemoveOldShim: hostnet.RemoveOldShim, RemoveParent: host.RemoveParent, Marked: host.Marked,
 		Log: log, Metrics: netagent.NewMetrics(n.reg),
 	}
 	if cfg.IPAM.Enabled {
@@ -88,6 +89,19 @@ func (n *node) run(ctx context.Context) error {
 		})
 	}
 	return g.Wait()
+}
+
+// linkHost is the host side of the networks, marking the links it makes
+// with the owner recorded in the state directory (netagent.LinkOwner),
+// not the swarm node ID, which changes when the node joins the swarm
+// again: another cluster's agent in this network namespace leaves them
+// alone. Without one, marks name no owner, as before.
+func (n *node) linkHost(log *slog.Logger) hostnet.Host {
+	owner, err := netagent.LinkOwner(n.cfg.StateDir)
+	if err != nil {
+		log.Warn("the host links the agent makes name no owner: another cluster's agent in this network namespace would take them for its own", "err", err)
+	}
+	return hostnet.Host{Owner: owner}
 }
 
 // claim claims the node's identity, retrying with backoff until it is

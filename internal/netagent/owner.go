@@ -1,0 +1,73 @@
+package netagent
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+)
+
+// LinkOwnerFile is the file, in the agent's state directory, naming the
+// owner that the marks of the host links it makes name
+// (hostnet.Host.Owner): another cluster's agent in the same network
+// namespace leaves them alone. It is made once and kept: unlike the swarm
+// node ID, it stays the same when the node joins the swarm again, so the
+// agent still takes its links for its own.
+const LinkOwnerFile = "link-owner"
+
+// LinkOwner returns the owner recorded in dir, making and recording a
+// random one first when none is. dir "" names none ("": marks naming no
+// owner, as older agents made them). A record that is no owner is an
+// error, and is left as it is.
+func LinkOwner(dir string) (string, error) {
+	if dir == "" {
+		return "", nil
+	}
+	path := filepath.Join(dir, LinkOwnerFile)
+	b, err := os.ReadFile(path)
+	if err == nil {
+		owner := strings.TrimSpace(string(b))
+		if !validOwner(owner) {
+			return "", fmt.Errorf("%s holds %q, not a link owner (letters and digits, at most 64)", path, owner)
+		}
+		return owner, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", fmt.Errorf("read the link owner: %w", err)
+	}
+	var raw [8]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", fmt.Errorf("make a link owner: %w", err)
+	}
+	owner := hex.EncodeToString(raw[:])
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", fmt.Errorf("record the link owner: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, LinkOwnerFile+".*")
+	if err != nil {
+		return "", fmt.Errorf("record the link owner: %w", err)
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.WriteString(owner + "\n"); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("record the link owner: %w", err)
+	}
+	if err := tmp.Close(); err != nil {
+		return "", fmt.Errorf("record the link owner: %w", err)
+	}
+	// Link, not rename: of two agents starting on one state directory,
+	// the second takes the first's record rather than replacing it.
+	if err := os.Link(tmp.Name(), path); errors.Is(err, os.ErrExist) {
+		return LinkOwner(dir)
+	} else if err != nil {
+		return "", fmt.Errorf("record the link owner: %w", err)
+	}
+	return owner, nil
+}
+
+// validOwner accepts what a link owner is made of: a word, as a mark
+// parts network and owner by spaces.
+func validOwner(s string) bool { return validNodeID(s) }

@@ -1,0 +1,44 @@
+package netagent
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// TestLinkOwnerRecordedOnce: the owner the agent's host links name
+// (hostnet.Host.Owner) is made once and recorded in the state
+// directory: the same after a restart, and after the node joined the
+// swarm again under a new swarm node ID (the node-id record changes);
+// only a state directory of its own names another. No state directory
+// names none (marks as older agents made them); a record that is no
+// owner is an error, and is left as it is.
+func TestLinkOwnerRecordedOnce(t *testing.T) {
+	dir := t.TempDir()
+	first, err := LinkOwner(dir)
+	if err != nil || first == "" || !validOwner(first) {
+		t.Fatalf("first start: owner %q, %v; want one made", first, err)
+	}
+	if err := recordNodeID(dir, "newswarmid1"); err != nil {
+		t.Fatal(err)
+	}
+	if again, err := LinkOwner(dir); err != nil || again != first {
+		t.Errorf("restart after a swarm rejoin: owner %q, %v; want %q", again, err, first)
+	}
+	if other, err := LinkOwner(t.TempDir()); err != nil || other == first {
+		t.Errorf("another state directory's owner: %q, %v; want another than %q", other, err, first)
+	}
+	if none, err := LinkOwner(""); err != nil || none != "" {
+		t.Errorf("no state directory: owner %q, %v; want none", none, err)
+	}
+	bad := t.TempDir()
+	if err := os.WriteFile(filepath.Join(bad, LinkOwnerFile), []byte("two words\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := LinkOwner(bad); err == nil || got != "" {
+		t.Errorf("a record that is no owner: %q, %v; want an error", got, err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(bad, LinkOwnerFile)); string(b) != "two words\n" {
+		t.Errorf("a record that is no owner became %q; want it left", b)
+	}
+}
