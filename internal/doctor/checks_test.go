@@ -1089,3 +1089,46 @@ func TestIPAMCheckKeptStartInTheFuture(t *testing.T) {
 		}
 	}
 }
+
+// TestIPAMCheckKeptStartUndated: an address kept for a start with no
+// allocation date (only a key written by hand has none) was judged by the
+// zero time, as held since year 1, "2562047h47m16s ago", and warned of as
+// a hung start. It now has its own warning saying it is undated, beside
+// the judgment of the dated ones, and no age is shown for it.
+func TestIPAMCheckKeptStartUndated(t *testing.T) {
+	now := time.Date(2026, 12, 2, 12, 0, 0, 0, time.UTC)
+	kept := func(addr string, at time.Time) KeptAddr {
+		return KeptAddr{Addr: netip.MustParseAddr(addr), Node: "me", Allocated: at}
+	}
+	for _, c := range []struct {
+		name string
+		kept []KeptAddr
+		want []string // each in a result, in order
+	}{
+		{"alone", []KeptAddr{kept("10.9.0.5", time.Time{})},
+			[]string{"warn: 10.9.0.5 kept for a container start under way on this node has no allocation date"}},
+		{"with others", []KeptAddr{kept("10.9.0.6", time.Time{}), kept("10.9.0.5", time.Time{}), kept("10.9.0.7", now.Add(-time.Minute))},
+			[]string{"warn: 10.9.0.5 (and 1 more) kept for a container start under way on this node has no allocation date",
+				"ok: 1 address(es) kept for container starts under way on this node, the oldest allocated 1m0s ago"}},
+	} {
+		rs := IPAMCheck{NodeID: "me", Networks: fakeNetworks{}, Pools: fakePools{"lan/v4": {Kept: c.kept}}, Now: func() time.Time { return now }}.Run(context.Background(), t.Logf)
+		var got []string
+		for _, r := range rs {
+			if strings.Contains(r.Message, "0001-01-01") || strings.Contains(r.Message, "2562047h") {
+				t.Errorf("%s: %+v: judged as held since year 1", c.name, r)
+			}
+			if r.Check == "ipam/lan/v4/starts" {
+				got = append(got, string(r.Status)+": "+r.Message)
+			}
+		}
+		if len(got) != len(c.want) {
+			t.Errorf("%s: results %q, want %d", c.name, got, len(c.want))
+			continue
+		}
+		for i, w := range c.want {
+			if !strings.HasPrefix(got[i], w) {
+				t.Errorf("%s: result %q, want it to start %q", c.name, got[i], w)
+			}
+		}
+	}
+}

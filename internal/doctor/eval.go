@@ -575,14 +575,18 @@ const HeldStartWarn = 10 * time.Minute
 // identity) keeps for container starts under way: none, no result; one
 // kept longer than HeldStartWarn warns, since the address cannot be
 // reclaimed until the start ends; one dated in the future warns too,
-// saying by how much.
+// saying by how much, and one with no date at all.
 func EvalKeptStarts(pool, node string, kept []KeptAddr, now time.Time) []Result {
 	// Dated in the future (this node's clock set back, a key written by
-	// hand): no age can be judged, and none is shown negative.
-	var mine, future []KeptAddr
+	// hand): no age can be judged, and none is shown negative. Undated
+	// (only a hand-written key has no date): judged by the zero time it
+	// would read as held since year 1.
+	var mine, future, undated []KeptAddr
 	for _, k := range kept {
 		switch {
 		case k.Node != node:
+		case k.Allocated.IsZero():
+			undated = append(undated, k)
 		case k.Allocated.Sub(now).Round(time.Second) > 0:
 			future = append(future, k)
 		default:
@@ -594,6 +598,16 @@ func EvalKeptStarts(pool, node string, kept []KeptAddr, now time.Time) []Result 
 	}
 	check := "ipam/" + pool + "/starts"
 	var rs []Result
+	if len(undated) > 0 {
+		first := slices.MinFunc(undated, func(a, b KeptAddr) int { return a.Addr.Compare(b.Addr) })
+		what := first.Addr.String()
+		if len(undated) > 1 {
+			what += fmt.Sprintf(" (and %d more)", len(undated)-1)
+		}
+		rs = append(rs, Result{Check: check, Status: Warn,
+			Message: fmt.Sprintf("%s kept for a container start under way on this node has no allocation date: the pool's key was written by hand; how long the start has held it cannot be judged",
+				what)})
+	}
 	if len(future) > 0 {
 		latest := slices.MaxFunc(future, func(a, b KeptAddr) int { return a.Allocated.Compare(b.Allocated) })
 		what := latest.Addr.String()
