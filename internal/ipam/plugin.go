@@ -12,9 +12,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
+	"unicode/utf8"
 
 	"github.com/underlay/underlay/internal/httpserve"
 	"github.com/underlay/underlay/internal/netspec"
@@ -224,15 +226,15 @@ type addressRequest struct {
 
 func (r addressRequest) String() string {
 	if r.Address == "" {
-		return fmt.Sprintf("request for any address in pool %q", r.PoolID)
+		return fmt.Sprintf("request for any address in pool %s", quoted(r.PoolID))
 	}
-	return fmt.Sprintf("request for address %s in pool %q", r.Address, r.PoolID)
+	return fmt.Sprintf("request for address %s in pool %s", r.Address, quoted(r.PoolID))
 }
 
 type releaseRequest struct{ PoolID, Address string }
 
 func (r releaseRequest) String() string {
-	return fmt.Sprintf("release of address %s in pool %q", r.Address, r.PoolID)
+	return fmt.Sprintf("release of address %s in pool %s", r.Address, quoted(r.PoolID))
 }
 
 func (pl *Plugin) requestAddress(ctx context.Context, r addressRequest) (any, error) {
@@ -254,10 +256,10 @@ func (pl *Plugin) requestAddress(ctx context.Context, r addressRequest) (any, er
 		// allocated, and nothing else may pass for it.
 		gw := e.gateway
 		if !gw.IsValid() {
-			return nil, fmt.Errorf("pool %s has no gateway; give the network --gateway", r.PoolID)
+			return nil, fmt.Errorf("pool %s has no gateway; give the network --gateway", e.pool.ID())
 		}
 		if want.IsValid() && want != gw {
-			return nil, fmt.Errorf("gateway %s requested in %s, but the network's gateway is %s", want, r.PoolID, gw)
+			return nil, fmt.Errorf("gateway %s requested in %s, but the network's gateway is %s", want, e.pool.ID(), gw)
 		}
 		return map[string]any{"Address": netip.PrefixFrom(gw, e.pool.Prefix.Bits()).String(), "Data": map[string]string{}}, nil
 	}
@@ -265,12 +267,12 @@ func (pl *Plugin) requestAddress(ctx context.Context, r addressRequest) (any, er
 	addr, err := pl.Alloc.Allocate(ctx, e.pool, want, KindTask)
 	pl.Metrics.observe("request", start, err)
 	if err != nil {
-		pl.log().Warn("address request refused", "pool", r.PoolID, "addr", r.Address, "err", err)
+		pl.log().Warn("address request refused", "pool", e.pool.ID(), "addr", r.Address, "err", err)
 		return nil, err
 	}
 	// Each address given and taken back, as registrations are: what a
 	// duplicate or a leak is traced back with.
-	pl.log().Info("address allocated", "pool", r.PoolID, "addr", addr, "asked", r.Address)
+	pl.log().Info("address allocated", "pool", e.pool.ID(), "addr", addr, "asked", r.Address)
 	return map[string]any{"Address": netip.PrefixFrom(addr, e.pool.Prefix.Bits()).String(), "Data": map[string]string{}}, nil
 }
 
@@ -298,7 +300,7 @@ func (pl *Plugin) releaseAddress(ctx context.Context, r releaseRequest) (any, er
 		if unread := (*unreadError)(nil); errors.As(err, &unread) {
 			msg = "cannot read the network specs from Consul: releasing the address from its pool as this plugin last served it"
 		}
-		pl.log().Warn(msg, "pool", r.PoolID, "addr", r.Address, "err", err)
+		pl.log().Warn(msg, "pool", cut(r.PoolID), "addr", r.Address, "err", err)
 		e = last
 	}
 	if addr == e.gateway {
@@ -308,10 +310,10 @@ func (pl *Plugin) releaseAddress(ctx context.Context, r releaseRequest) (any, er
 	err = pl.Alloc.Release(ctx, e.pool, addr)
 	pl.Metrics.observe("release", start, err)
 	if err != nil {
-		pl.log().Warn("address release failed", "pool", r.PoolID, "addr", addr, "err", err)
+		pl.log().Warn("address release failed", "pool", cut(r.PoolID), "addr", addr, "err", err)
 		return nil, err
 	}
-	pl.log().Info("address released", "pool", r.PoolID, "addr", addr)
+	pl.log().Info("address released", "pool", cut(r.PoolID), "addr", addr)
 	return struct{}{}, nil
 }
 
@@ -352,7 +354,7 @@ func (pl *Plugin) pool(ctx context.Context, id string) (poolEntry, error) {
 		p, gw, err = pl.Pools.PoolByID(ctx, id)
 	}
 	if err != nil {
-		return poolEntry{}, fmt.Errorf("pool %q: %w", id, err)
+		return poolEntry{}, fmt.Errorf("pool %s: %w", quoted(id), err)
 	}
 	e := poolEntry{pool: p, gateway: gw}
 	pl.mu.Lock()
@@ -370,6 +372,44 @@ func (pl *Plugin) served(id string) (poolEntry, bool) {
 	defer pl.mu.Unlock()
 	e, ok := pl.pools[id]
 	return e, ok
+}
+
+// maxQuoted bounds a pool ID, or a network name read from one, quoted
+// into an error or a log: it comes from the plugin socket, up to a
+// request body's 1 MiB.
+const maxQuoted = 120
+
+// quoted is s quoted as %q quotes it, cut (see cut) when longer than
+// maxQuoted.
+func quoted(s string) string {
+	if len(s) <= maxQuoted {
+		return strconv.Quote(s)
+	}
+	return fmt.Sprintf("%q…(%d bytes)", head(s), len(s))
+}
+
+// cut is s, or when longer than maxQuoted its head and how long it was:
+// for a log attribute, which the handler quotes.
+func cut(s string) string {
+	if len(s) <= maxQuoted {
+		return s
+	}
+	return fmt.Sprintf("%s…(%d bytes)", head(s), len(s))
+}
+
+// head is the first maxQuoted bytes of s, cut on a character boundary
+// (within a character's length: bytes that are no UTF-8 are cut as
+// they come).
+func head(s string) string {
+	if len(s) <= maxQuoted {
+		return s
+	}
+	for n := maxQuoted; n > maxQuoted-utf8.UTFMax; n-- {
+		if utf8.RuneStart(s[n]) {
+			return s[:n]
+		}
+	}
+	return s[:maxQuoted]
 }
 
 // pluginMediaType is the Content-Type of Docker's plugin protocol.

@@ -73,7 +73,7 @@ func (s SpecPools) PoolSeen(id string) (Pool, netip.Addr, bool) {
 func splitID(id string) (name string, v6 bool, err error) {
 	name, fam, _ := strings.Cut(id, "/")
 	if fam != "v4" && fam != "v6" {
-		return "", false, fmt.Errorf("pool id %q: want NETWORK/v4 or NETWORK/v6", id)
+		return "", false, fmt.Errorf("pool id %s: want NETWORK/v4 or NETWORK/v6", quoted(id))
 	}
 	return name, fam == "v6", nil
 }
@@ -91,11 +91,11 @@ func (s SpecPools) poolByID(l *netspec.Listing, id string) (Pool, netip.Addr, er
 	case i < 0 && refused != nil:
 		return Pool{}, netip.Addr{}, refusedSpec(name, refused) // unreadable
 	case i < 0 || l.Specs[i].IPAM != netspec.Cluster:
-		return Pool{}, netip.Addr{}, fmt.Errorf("no cluster-IPAM network %q (was it removed?)", name)
+		return Pool{}, netip.Addr{}, fmt.Errorf("no cluster-IPAM network %s (was it removed?)", quoted(name))
 	}
 	spec := l.Specs[i]
 	if v6 && !spec.IPv6Subnet.IsValid() {
-		return Pool{}, netip.Addr{}, fmt.Errorf("pool id %q: network %q has no IPv6 subnet", id, name)
+		return Pool{}, netip.Addr{}, fmt.Errorf("pool id %s: network %s has no IPv6 subnet", quoted(id), quoted(name))
 	}
 	if spec.Deleting {
 		return Pool{}, netip.Addr{}, removing(spec, v6)
