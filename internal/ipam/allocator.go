@@ -627,13 +627,8 @@ func (a *Allocator) ShimNetworks(ctx context.Context) ([]string, error) {
 	}
 	var out []string
 	for _, pr := range pairs {
-		parts := strings.Split(strings.TrimPrefix(pr.Key, KVPrefix), "/")
-		if len(parts) != 4 || parts[2] != "blocks" || slices.Contains(out, parts[0]) {
-			continue
-		}
-		network, family := parts[0], parts[1]
-		b, err := parseBlockKey(parts[3])
-		if err != nil || b != b.Masked() || family != (Pool{Prefix: b}).Family() {
+		network, b, ok := parseBlockPath(pr.Key)
+		if !ok || slices.Contains(out, network) {
 			continue
 		}
 		doc, err := decodeBlock(Pool{Network: network, Prefix: b, BlockBits: b.Bits()}, b, pr.Value)

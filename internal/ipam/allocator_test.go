@@ -1031,3 +1031,39 @@ func TestShimNetworks(t *testing.T) {
 		t.Errorf("n1's shims of lan: %v, %v; want %v", got, err, want)
 	}
 }
+
+// TestShimNetworksOddKeys: ShimNetworks names a network by a key only as
+// blockPath spells a block's: a shim of this node under a key of any
+// other layout (a family that is not the block's, a segment more, a block
+// not masked or spelt otherwise, a key beside the blocks) names none.
+func TestShimNetworksOddKeys(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	doc := func(addr string) []byte {
+		return []byte(`{"node":"n1","allocs":{"` + addr + `":{"node":"n1","at":"2026-12-01T00:00:00Z","kind":"shim"}}}`)
+	}
+	for key, value := range map[string][]byte{
+		KVPrefix + "good/v4/blocks/10.5.0.48_28":      doc("10.5.0.50"),
+		KVPrefix + "good6/v6/blocks/fd00:5::_120":     doc("fd00:5::5"),
+		KVPrefix + "family/v6/blocks/10.5.0.0_28":     doc("10.5.0.5"),
+		KVPrefix + "family6/v4/blocks/fd00:5::_120":   doc("fd00:5::5"),
+		KVPrefix + "deeper/x/v4/blocks/10.5.0.16_28":  doc("10.5.0.17"),
+		KVPrefix + "tail/v4/blocks/10.5.0.16_28/x":    doc("10.5.0.17"),
+		KVPrefix + "unmasked/v4/blocks/10.5.0.17_28":  doc("10.5.0.17"),
+		KVPrefix + "spelt/v6/blocks/FD00:5::_120":     doc("fd00:5::5"),
+		KVPrefix + "spelt6/v6/blocks/fd00:5:0::_120":  doc("fd00:5::5"),
+		KVPrefix + "notblocks/v4/block/10.5.0.32_28":  doc("10.5.0.33"),
+		KVPrefix + "pressure/v4/pressure":             doc("10.5.0.33"),
+		KVPrefix + "noslash":                          doc("10.5.0.33"),
+		KVPrefix + "/v4/blocks/10.5.0.64_28":          doc("10.5.0.65"),
+		"underlay/ipamx/other/v4/blocks/10.5.0.80_28": doc("10.5.0.81"),
+	} {
+		if err := kv.Put(ctx, key, value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := NewAllocator(kv, "n1", slog.New(slog.DiscardHandler))
+	if got, err := a.ShimNetworks(ctx); err != nil || !slices.Equal(got, []string{"good", "good6"}) {
+		t.Errorf("shim networks: %v, %v; want good and good6 alone", got, err)
+	}
+}

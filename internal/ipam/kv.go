@@ -3,6 +3,7 @@ package ipam
 import (
 	"context"
 	"net/netip"
+	"strings"
 
 	"github.com/underlay/underlay/internal/kvstore"
 )
@@ -32,6 +33,19 @@ func NetworkPrefix(name string) string { return KVPrefix + name + "/" }
 func poolPrefix(p Pool) string { return KVPrefix + p.Network + "/" + p.Family() + "/blocks/" }
 
 func blockPath(p Pool, b netip.Prefix) string { return poolPrefix(p) + blockKey(b) }
+
+// parseBlockPath reads a key of every pool's KV tree as blockPath spells
+// it: the network named, and the block (masked, of the key's family).
+// ok is false for any other key, and for one naming no network.
+func parseBlockPath(key string) (network string, b netip.Prefix, ok bool) {
+	rest, ok := strings.CutPrefix(key, KVPrefix)
+	network, _, _ = strings.Cut(rest, "/")
+	b, err := parseBlockKey(key[strings.LastIndex(key, "/")+1:])
+	if !ok || network == "" || err != nil || b != b.Masked() || blockPath(Pool{Network: network, Prefix: b}, b) != key {
+		return "", netip.Prefix{}, false
+	}
+	return network, b, true
+}
 
 // pressureKey is where a node short of addresses in p asks the others for
 // their spares.
