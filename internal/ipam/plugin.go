@@ -45,9 +45,9 @@ type PoolSource interface {
 	// network is being removed is a *RemovingError, which holds it.
 	PoolByID(ctx context.Context, id string) (Pool, netip.Addr, error)
 	// PoolSeen is PoolByID by the newest reading of the specs, without
-	// reading them again; ok is false when that reading serves no such
-	// pool (its network being removed too), or there has been none.
-	PoolSeen(id string) (p Pool, gw netip.Addr, ok bool)
+	// reading them again: its error is that reading's (a *RemovingError
+	// too), or errNotRead when there has been none.
+	PoolSeen(id string) (p Pool, gw netip.Addr, err error)
 }
 
 // Plugin serves Docker's remote IPAM protocol for one node.
@@ -247,7 +247,7 @@ func (pl *Plugin) requestAddress(ctx context.Context, r addressRequest) (any, er
 			return nil, err
 		}
 	}
-	e, err := pl.pool(ctx, r.PoolID)
+	e, err := pl.pool(ctx, r.PoolID, false)
 	if err != nil {
 		return nil, err
 	}
@@ -281,7 +281,7 @@ func (pl *Plugin) releaseAddress(ctx context.Context, r releaseRequest) (any, er
 	if err != nil {
 		return nil, err
 	}
-	e, err := pl.pool(ctx, r.PoolID)
+	e, err := pl.pool(ctx, r.PoolID, true)
 	if gone := (*RemovingError)(nil); errors.As(err, &gone) {
 		// Its network is being removed: its containers are taken down,
 		// and their addresses released, from the pool as its spec stands.
@@ -347,10 +347,18 @@ func requestedAddr(s string) (netip.Addr, error) {
 // spec made or fixed since, or none read yet: Docker does not ask for
 // pools again after an agent's restart). A pool whose spec is gone or
 // refused is an error, whatever was served before.
-func (pl *Plugin) pool(ctx context.Context, id string) (poolEntry, error) {
-	p, gw, ok := pl.Pools.PoolSeen(id)
-	var err error
-	if !ok {
+//
+// For a release, the newest reading's word that the pool's network is
+// being removed (a *RemovingError) is taken as a request takes its word
+// that a pool is served, without reading the specs again: otherwise each
+// release of a removal's containers reads every spec. The mark is never
+// taken back, and changes nothing else of the spec: the pool it carries
+// is the spec's until the spec is deleted, which the reconciler, reading
+// at every change, sees as soon as it would see any other change.
+func (pl *Plugin) pool(ctx context.Context, id string, release bool) (poolEntry, error) {
+	p, gw, err := pl.Pools.PoolSeen(id)
+	var gone *RemovingError
+	if err != nil && !(release && errors.As(err, &gone)) {
 		p, gw, err = pl.Pools.PoolByID(ctx, id)
 	}
 	if err != nil {

@@ -3,8 +3,10 @@ package ipam
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/netip"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
@@ -103,6 +105,109 @@ func TestPoolOfAStrangeNameIsQuoted(t *testing.T) {
 		msg, _ := out["Err"].(string)
 		if code != 500 || strings.Contains(msg, "\n") || !strings.Contains(msg, `"lan\nFAKE: line"`) {
 			t.Errorf("request in pool %q: %d %q, want refused, the network's name quoted", id, code, msg)
+		}
+	}
+}
+
+// TestReleasesDuringRemovalReadTheSpecsOnce: while a network's removal was
+// under way, every ReleaseAddress of its pool read every spec from Consul
+// again (the newest reading serves no pool of a network being removed):
+// a network of 1000 containers taken down read the whole listing 1000
+// times. The newest reading's word that the network is being removed is
+// now taken as a request takes its word that a pool is served: the specs
+// are read not at all by a plugin whose store read them since the mark
+// (the agent's reconciler does at every change), once by one whose store
+// has not, and every address is released.
+func TestReleasesDuringRemovalReadTheSpecsOnce(t *testing.T) {
+	for _, c := range []struct {
+		name      string
+		readSince bool
+		want      int64
+	}{{"specs read since the mark", true, 0}, {"specs not read since the agent started", false, 1}} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			kv := kvtest.New()
+			_, call := pluginFor(t, kv, "n1")
+			var held []string
+			for range 10 {
+				code, out := call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4"})
+				if code != 200 {
+					t.Fatalf("allocate: %d %v", code, out)
+				}
+				held = append(held, out["Address"].(string))
+			}
+			st := netspec.NewStore(kv)
+			if err := st.MarkDeleting(ctx, lanSpec.Name); err != nil {
+				t.Fatal(err)
+			}
+			if c.readSince {
+				if _, err := st.ReadListing(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			call = serve(t, &Plugin{Alloc: NewAllocator(kv, "n1", nil), Pools: SpecPools{Store: st}})
+			var lists atomic.Int64
+			kv.Hook = func(call string, keys []string) error {
+				if call == "list" && strings.HasPrefix(keys[0], netspec.KVPrefix) {
+					lists.Add(1)
+				}
+				return nil
+			}
+			for _, a := range held {
+				if code, out := call("IpamDriver.ReleaseAddress", map[string]any{"PoolID": "lan/v4", "Address": a}); code != 200 {
+					t.Errorf("release %s: %d %v, want released", a, code, out)
+				}
+			}
+			if n := lists.Load(); n != c.want {
+				t.Errorf("%d releases during the removal read the specs %d times, want %d", len(held), n, c.want)
+			}
+			kv.Hook = nil
+			all, err := Allocations(ctx, kv, PoolOf4(lanSpec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, a := range held {
+				if _, ok := all[netip.MustParsePrefix(a).Addr()]; ok {
+					t.Errorf("%s still allocated after its release", a)
+				}
+			}
+			if code, out := call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4"}); code != 500 || !strings.Contains(fmt.Sprint(out["Err"]), "is being removed") {
+				t.Errorf("request during the removal: %d %v, want refused", code, out)
+			}
+		})
+	}
+}
+
+// BenchmarkReleaseDuringRemoval releases an address of a network being
+// removed, among 50 other networks' specs, the specs read since the mark
+// (as the agent's reconciler reads them).
+func BenchmarkReleaseDuringRemoval(b *testing.B) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	for i := range 50 {
+		spec := lanSpec
+		spec.Name, spec.IPv6Subnet = fmt.Sprintf("other%d", i), netip.Prefix{}
+		spec.Subnet = netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 100, byte(i), 0}), 24)
+		spec.Gateway, spec.IPRange, spec.Parent = spec.Subnet.Addr().Next(), netip.Prefix{}, fmt.Sprintf("eth%d", i+2)
+		if err := st.Create(ctx, spec); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := st.Create(ctx, lanSpec); err != nil {
+		b.Fatal(err)
+	}
+	pl := &Plugin{Alloc: NewAllocator(kv, "n1", nil), Pools: SpecPools{Store: st}}
+	if err := st.MarkDeleting(ctx, lanSpec.Name); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := st.ReadListing(ctx); err != nil {
+		b.Fatal(err)
+	}
+	req := releaseRequest{PoolID: "lan/v4", Address: "10.90.0.200"}
+	for b.Loop() {
+		if _, err := pl.releaseAddress(ctx, req); err != nil {
+			b.Fatal(err)
 		}
 	}
 }

@@ -59,14 +59,16 @@ func (s SpecPools) PoolByID(ctx context.Context, id string) (Pool, netip.Addr, e
 }
 
 // PoolSeen implements PoolSource, from the store's newest listing.
-func (s SpecPools) PoolSeen(id string) (Pool, netip.Addr, bool) {
+func (s SpecPools) PoolSeen(id string) (Pool, netip.Addr, error) {
 	l := s.Store.Listed()
 	if l == nil {
-		return Pool{}, netip.Addr{}, false
+		return Pool{}, netip.Addr{}, errNotRead
 	}
-	p, gw, err := s.poolByID(l, id)
-	return p, gw, err == nil
+	return s.poolByID(l, id)
 }
+
+// errNotRead is PoolSeen's answer before any reading of the specs.
+var errNotRead = errors.New("network specs not read yet")
 
 // splitID returns the network a pool ID names, and whether it is the
 // network's IPv6 pool.
