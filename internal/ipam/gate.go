@@ -78,12 +78,25 @@ func (g *Gate) Open(pl *Plugin) {
 func (g *Gate) Handler() http.Handler {
 	mux := http.NewServeMux()
 	handshake(mux)
+	mux.HandleFunc("POST /"+methodReleasePool, g.releasePool)
 	// Only the plugin's own calls wait: any other path is answered 404
 	// at once, as the plugin would answer it.
 	for _, m := range []string{methodRequestPool, methodRequestAddress, methodReleaseAddress} {
 		mux.HandleFunc("POST /"+m, g.held)
 	}
 	return mux
+}
+
+// releasePool answers ReleasePool at once: before the gate opens no pool
+// was served, so nothing is forgotten; once open, the plugin forgets it.
+func (g *Gate) releasePool(w http.ResponseWriter, r *http.Request) {
+	g.mu.Lock()
+	h := g.plugin
+	g.mu.Unlock()
+	if h == nil {
+		h = reply(func(context.Context, struct{ PoolID string }) (any, error) { return struct{}{}, nil })
+	}
+	h.ServeHTTP(w, r)
 }
 
 // held serves a pool or address request once the gate is open, within

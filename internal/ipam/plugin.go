@@ -63,19 +63,24 @@ type Plugin struct {
 
 	mu sync.Mutex // guards pools
 	// pools is every pool served, by ID, as last served: what an address
-	// handed out came from, even once its spec is gone.
+	// handed out came from, even once its spec is gone; a pool is dropped
+	// by its last ReleasePool (see releasePool).
 	pools map[string]poolEntry
 }
 
 type poolEntry struct {
 	pool    Pool
 	gateway netip.Addr
+	// requests counts the pool's RequestPools not yet released: one per
+	// Docker network of the pool on this node.
+	requests int
 }
 
 // Handler returns the plugin's HTTP handler.
 func (pl *Plugin) Handler() http.Handler {
 	mux := http.NewServeMux()
 	handshake(mux)
+	mux.HandleFunc("POST /"+methodReleasePool, reply(pl.releasePool))
 	mux.HandleFunc("POST /"+methodRequestPool, reply(bounded(pl, poolRequest.String, pl.requestPool)))
 	mux.HandleFunc("POST /"+methodRequestAddress, reply(bounded(pl, addressRequest.String, pl.requestAddress)))
 	mux.HandleFunc("POST /"+methodReleaseAddress, reply(bounded(pl, releaseRequest.String, pl.releaseAddress)))
@@ -92,9 +97,12 @@ const (
 	methodReleaseAddress = "IpamDriver.ReleaseAddress"
 )
 
+// methodReleasePool frees nothing: the gate answers it at once until it
+// opens (the plugin has served no pool yet), the plugin from then on.
+const methodReleasePool = "IpamDriver.ReleasePool"
+
 // handshake serves on mux the calls whose answers need neither Consul nor
-// the node's identity: dockerd's activation and capability calls, and
-// ReleasePool, which frees nothing.
+// the node's identity: dockerd's activation and capability calls.
 func handshake(mux *http.ServeMux) {
 	mux.HandleFunc("POST /Plugin.Activate", reply(func(context.Context, struct{}) (any, error) {
 		return map[string][]string{"Implements": {"IpamDriver"}}, nil
@@ -109,9 +117,25 @@ func handshake(mux *http.ServeMux) {
 	mux.HandleFunc("POST /IpamDriver.GetDefaultAddressSpaces", reply(func(context.Context, struct{}) (any, error) {
 		return map[string]string{"LocalDefaultAddressSpace": "underlay-local", "GlobalDefaultAddressSpace": "underlay-global"}, nil
 	}))
-	mux.HandleFunc("POST /IpamDriver.ReleasePool", reply(func(context.Context, struct{ PoolID string }) (any, error) {
-		return struct{}{}, nil // pools live as long as their network spec
-	}))
+}
+
+// releasePool forgets pool id once Docker has released it as often as it
+// asked for it: Docker removes a network from the node, its addresses
+// released first, with a ReleasePool. A pool served with no RequestPool
+// (after an agent's restart Docker asks for none again) goes at the
+// first. Nothing is freed: pools live as long as their network spec; a
+// late release of the pool is served from its spec, or refused once the
+// spec is gone, as by an agent restarted since.
+func (pl *Plugin) releasePool(_ context.Context, r struct{ PoolID string }) (any, error) {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	if e, ok := pl.pools[r.PoolID]; ok && e.requests > 1 {
+		e.requests--
+		pl.pools[r.PoolID] = e
+	} else {
+		delete(pl.pools, r.PoolID)
+	}
+	return struct{}{}, nil
 }
 
 // bounded bounds h by the plugin's Timeout. A request still unanswered
@@ -208,7 +232,7 @@ func (pl *Plugin) requestPool(ctx context.Context, r poolRequest) (any, error) {
 	if pl.pools == nil {
 		pl.pools = map[string]poolEntry{}
 	}
-	pl.pools[p.ID()] = poolEntry{pool: p, gateway: gw}
+	pl.pools[p.ID()] = poolEntry{pool: p, gateway: gw, requests: pl.pools[p.ID()].requests + 1}
 	pl.mu.Unlock()
 	resp := map[string]any{"PoolID": p.ID(), "Pool": p.Prefix.String(), "Data": map[string]string{}}
 	if gw.IsValid() {
@@ -369,6 +393,7 @@ func (pl *Plugin) pool(ctx context.Context, id string, release bool) (poolEntry,
 	if pl.pools == nil {
 		pl.pools = map[string]poolEntry{}
 	}
+	e.requests = pl.pools[id].requests
 	pl.pools[id] = e
 	pl.mu.Unlock()
 	return e, nil
