@@ -230,9 +230,16 @@ type sweepInput struct {
 	// Starts are the local container starts under way on the pool's
 	// network.
 	Starts []Start
+	// Future are the allocations dated over Grace in the future, each as
+	// first seen (see planSweep).
+	Future map[netip.Addr]dated
 	Now    time.Time
 	Grace  time.Duration
 }
+
+// dated is an allocation dated in the future: its date, and when the
+// sweep first saw it with that date.
+type dated struct{ At, Seen time.Time }
 
 // sweepPlan is what the sweep does: free the addresses of departed nodes,
 // orphans and this node's leaks (as observed), make this node's earlier
@@ -259,6 +266,9 @@ type sweepPlan struct {
 	Nodeless map[netip.Addr]time.Time
 	// Deferred are leaks kept for now: a start under way may hold them.
 	Deferred []netip.Addr
+	// Future are the allocations of this node, or of no node, dated over
+	// Grace in the future, each as first seen.
+	Future map[netip.Addr]dated
 }
 
 // planSweep decides one pool's sweep. This node's task addresses, and
@@ -269,7 +279,9 @@ type sweepPlan struct {
 // the container runs) and unheld for Grace. While a start is under
 // way, those it may hold are deferred instead: the task addresses
 // allocated since the oldest such start's container was created, and the
-// earlier agents' spares (claimed before, handed out at any time).
+// earlier agents' spares (claimed before, handed out at any time). An
+// allocation dated over Grace in the future counts, for the starts, as
+// allocated when first seen so dated (Future): it was allocated by then.
 //
 // An allocation with no kind (a hand edit, a bug, another version) is
 // this node's task address: no other kind is safe to reclaim, and none
@@ -291,17 +303,31 @@ type sweepPlan struct {
 func planSweep(in sweepInput) sweepPlan {
 	out := sweepPlan{Departed: map[netip.Addr]Alloc{}, Leaked: map[netip.Addr]Alloc{}, Orphaned: map[netip.Addr]Alloc{},
 		Unheld: map[netip.Addr]time.Time{}, Nodeless: map[netip.Addr]time.Time{}}
-	out.Awaiting, out.Unclaimed = map[netip.Addr][]string{}, map[netip.Addr]Alloc{}
+	out.Awaiting, out.Unclaimed, out.Future = map[netip.Addr][]string{}, map[netip.Addr]Alloc{}, map[netip.Addr]dated{}
 	starting := oldestStart(in.Starts)
 	for _, a := range slices.SortedFunc(maps.Keys(in.Allocs), netip.Addr.Compare) {
 		al := in.Allocs[a]
+		// at is when al was allocated, for the starts under way: by its
+		// date, or, dated over the grace in the future, by when it was
+		// first seen with that date, by which time it was allocated.
+		// Taken at its word, a date ahead of every start's would keep it
+		// for as long as any start is under way on the node.
+		at := al.At
+		if (al.Node == "" || al.Node == in.Node) && al.At.Sub(in.Now) > in.Grace {
+			d := dated{At: al.At, Seen: in.Now}
+			if last, ok := in.Future[a]; ok && last.At.Equal(al.At) {
+				d = last
+			}
+			out.Future[a] = d
+			at = d.Seen
+		}
 		earlierSpare := al.Kind == KindSpare && (al.Gen != in.Gen || !in.Spares[a])
 		unknown := !knownKind(al.Kind)
 		switch {
 		case al.Node == "" && in.Held[a]:
 			out.Adopt = append(out.Adopt, a)
 		case al.Node == "":
-			if !starting.IsZero() && !al.At.Before(starting) {
+			if !starting.IsZero() && !at.Before(starting) {
 				continue // a start under way may hold it
 			}
 			out.Unclaimed[a] = al
@@ -340,7 +366,7 @@ func planSweep(in sweepInput) sweepPlan {
 			out.Unheld[a] = since
 			switch {
 			case in.Now.Sub(since) < in.Grace:
-			case !starting.IsZero() && (earlierSpare || unknown || !al.At.Before(starting)):
+			case !starting.IsZero() && (earlierSpare || unknown || !at.Before(starting)):
 				out.Deferred = append(out.Deferred, a)
 			default:
 				out.Leaked[a] = al

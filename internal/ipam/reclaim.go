@@ -104,6 +104,9 @@ type Reclaimer struct {
 	// nodeless is when the leader first saw each allocation naming no
 	// node, by pool (leader only).
 	nodeless map[string]map[netip.Addr]time.Time
+	// future is, by pool, when each allocation of this node or of no node
+	// dated over Grace in the future was first seen (see planSweep).
+	future map[string]map[netip.Addr]dated
 	// holders are the nodes that held addresses at the last sweep: a
 	// holder without facts is judged too (see planDeparted).
 	holders map[string]bool
@@ -170,6 +173,11 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 	for id := range r.nodeless {
 		if !seen[id] {
 			delete(r.nodeless, id)
+		}
+	}
+	for id := range r.future {
+		if !seen[id] {
+			delete(r.future, id)
 		}
 	}
 	for id := range r.unheld {
@@ -239,8 +247,13 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 	// gone is nil unless this node judges departed nodes (see departed).
 	plan := planSweep(sweepInput{Node: r.Alloc.node, Gen: r.Alloc.gen, Allocs: allocs, Held: held, Gone: gone,
 		Leader: gone != nil, Nodeless: r.nodeless[p.ID()], NodeTimeout: r.NodeTimeout, Reporters: reporters, Reports: reports,
-		Spares: r.Alloc.spares.known(p), Unheld: r.unheld[p.ID()], Starts: starts,
+		Spares: r.Alloc.spares.known(p), Unheld: r.unheld[p.ID()], Starts: starts, Future: r.future[p.ID()],
 		Now: r.Alloc.now(), Grace: r.Grace})
+	lastFuture := r.future[p.ID()]
+	if r.future == nil {
+		r.future = map[string]map[netip.Addr]dated{}
+	}
+	r.future[p.ID()] = plan.Future
 	if r.unheld == nil {
 		r.unheld = map[string]map[netip.Addr]time.Time{}
 	}
@@ -250,6 +263,12 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 	}
 	r.nodeless[p.ID()] = plan.Nodeless
 	r.mu.Unlock()
+	for _, a := range slices.SortedFunc(maps.Keys(plan.Future), netip.Addr.Compare) {
+		if d := plan.Future[a]; !lastFuture[a].At.Equal(d.At) {
+			r.log().Warn("an address is allocated with a date in the future (this node's clock set back, or a key written by hand): taken as allocated now, when first seen, to judge whether a container start under way may hold it",
+				"pool", p.ID(), "addr", a, "node", allocs[a].Node, "allocated", d.At, "ahead", d.At.Sub(d.Seen).Round(time.Second))
+		}
+	}
 	r.Metrics.setDeferred(p.ID(), len(plan.Deferred))
 	if len(plan.Deferred) > 0 {
 		r.log().Debug("unheld addresses kept: a local container start may hold them", "pool", p.ID(), "addrs", plan.Deferred)
