@@ -57,11 +57,13 @@
 // server (lab/guest) on port 9464, with a per-node token.
 //
 // Ownership: everything the lab creates is named after it — the state
-// directory /var/lib/underlay/lab/<name>, links ul-<name>-*, rules commented
-// underlay-lab-<name>, processes it starts with paths in the state
-// directory (by their exact command lines) — so Down finds and removes it all even after a crash. Up is
-// idempotent and repairs what died; Down is idempotent and succeeds when the
-// lab does not exist.
+// directory /var/lib/underlay/lab/<name>; links ul-<name>-m and ul-<name>-u
+// and the veths ul-<name>-m<node> and ul-<name>-u<node>, by exact name and
+// kind (ownLink), not every link of that prefix; rules commented
+// underlay-lab-<name>; processes it starts with paths in the state
+// directory, by their exact command lines — so Down finds and removes it
+// all even after a crash. Up is idempotent and repairs what died; Down is
+// idempotent and succeeds when the lab does not exist.
 //
 // It imports its providers (lab/guest, lab/vm), deploy (the stack file),
 // and builds its Docker and Consul clients through dockerhost and consul;
