@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -34,6 +35,7 @@ type agentFlags struct {
 	internal         bool
 	explicit         bool
 	swarmNames       bool
+	swarmNameAllow   []string
 	tags             []string
 	labels           []string
 	resync           time.Duration
@@ -81,6 +83,7 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 	fl.BoolVar(&f.internal, "internal", false, "register container IPs and exposed ports on every user network, not only macvlan/ipvlan")
 	fl.BoolVar(&f.explicit, "explicit", false, "register only containers that set SERVICE_NAME or SERVICE_<port>_NAME")
 	fl.BoolVar(&f.swarmNames, "swarm-names", false, "register a Swarm task under its Swarm service's name only: a SERVICE_NAME or SERVICE_<port>_NAME naming another service is refused with a warning (other containers are not affected)")
+	fl.StringSliceVar(&f.swarmNameAllow, "swarm-name-allow", nil, "with --swarm-names, let a task of Swarm service SVC also register under NAME: `SVC=NAME` (repeatable, comma-separated; both must be names the agent registers under: not empty, no control character, no '.', '..' or empty path segment)")
 	fl.StringSliceVar(&f.tags, "tags", nil, "tags added to every service (comma-separated)")
 	fl.StringArrayVar(&f.labels, "label", nil, "only containers with this label KEY or KEY=VALUE (repeatable)")
 	fl.DurationVar(&f.resync, "resync", time.Minute, "interval of full resyncs")
@@ -112,6 +115,14 @@ func runAgent(ctx context.Context, cmd *cobra.Command, f *agentFlags, log *slog.
 	labels, err := parseLabelFilters(f.labels)
 	if err != nil {
 		return err
+	}
+	swarmNameAllow, err := parseSwarmNameAllow(f.swarmNameAllow)
+	if err != nil {
+		return err
+	}
+	if swarmNameAllow != nil && !f.swarmNames {
+		// Not refused: without --swarm-names every name is taken anyway.
+		log.Warn("--swarm-name-allow has no effect without --swarm-names: a task may register under any name", "swarm_name_allow", f.swarmNameAllow)
 	}
 	if err := checkAgentFlags(f, cmd.Flags().Changed("ipam")); err != nil {
 		return err
@@ -151,7 +162,8 @@ func runAgent(ctx context.Context, cmd *cobra.Command, f *agentFlags, log *slog.
 		Register: register.Config{
 			Policy: register.Policy{
 				Node: f.node, Network: f.network, HostIP: f.hostIP, Internal: f.internal,
-				Explicit: f.explicit, SwarmNames: f.swarmNames, Tags: f.tags, Labels: labels,
+				Explicit: f.explicit, SwarmNames: f.swarmNames, SwarmNameAllow: swarmNameAllow,
+				Tags: f.tags, Labels: labels,
 			},
 			Deregister:       register.DeregisterMode(f.deregister),
 			DeregisterOnExit: f.deregisterOnExit,
@@ -324,6 +336,33 @@ func parseLabelFilters(in []string) (map[string]string, error) {
 			return nil, fmt.Errorf("--label %q: want KEY or KEY=VALUE", l)
 		}
 		out[k] = v
+	}
+	return out, nil
+}
+
+// parseSwarmNameAllow reads --swarm-name-allow's SVC=NAME values into
+// register.Policy's SwarmNameAllow (nil for none). Each side must be a
+// name the agent registers under: a Swarm service's name it would not take
+// never matches a task, and a NAME it would not take is never registered.
+func parseSwarmNameAllow(in []string) (map[string][]string, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	out := map[string][]string{}
+	for _, v := range in {
+		svc, name, _ := strings.Cut(v, "=")
+		if svc == "" || name == "" {
+			return nil, fmt.Errorf("--swarm-name-allow %q: want SVC=NAME: a task of Swarm service SVC may also register under NAME", v)
+		}
+		if err := register.CheckName(svc); err != nil {
+			return nil, fmt.Errorf("--swarm-name-allow %q: Swarm service %q: %w", v, svc, err)
+		}
+		if err := register.CheckName(name); err != nil {
+			return nil, fmt.Errorf("--swarm-name-allow %q: name %q: %w", v, name, err)
+		}
+		if !slices.Contains(out[svc], name) {
+			out[svc] = append(out[svc], name)
+		}
 	}
 	return out, nil
 }

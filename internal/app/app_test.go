@@ -11,6 +11,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/spf13/pflag"
 )
 
@@ -237,5 +238,81 @@ func TestRunErrorNeutralisesControls(t *testing.T) {
 	if !strings.HasPrefix(got, "underlay: ") || !utf8.ValidString(got) || strings.ContainsFunc(got, func(r rune) bool { return r != '\n' && !unicode.IsGraphic(r) }) ||
 		!strings.Contains(got, `boom\x1b[2J\rforged\u009b\u202e`+"\nsecond line"+`\x9b`) {
 		t.Errorf("stderr %q: want the error with its control characters escaped, its newline kept", got)
+	}
+}
+
+// TestParseSwarmNameAllow: --swarm-name-allow SVC=NAME (repeatable) lets
+// a task of Swarm service SVC also register as NAME under --swarm-names;
+// each side must be a name the agent registers under, or the pair would
+// never apply, and a bad value is refused naming it.
+func TestParseSwarmNameAllow(t *testing.T) {
+	got, err := parseSwarmNameAllow([]string{"stack_api=stack_web", "stack_api=api", "stack_worker=stack_web", "stack_api=stack_web", "a=b=c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string][]string{"stack_api": {"stack_web", "api"}, "stack_worker": {"stack_web"}, "a": {"b=c"}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("mismatch (-want +got):\n%s", diff)
+	}
+	if got, err := parseSwarmNameAllow(nil); got != nil || err != nil {
+		t.Errorf("no flag: %v, %v; want nil, nil (none allowed)", got, err)
+	}
+	for _, tc := range []struct{ in, wantErr string }{
+		{"stack_api", `--swarm-name-allow "stack_api": want SVC=NAME`},
+		{"", `--swarm-name-allow "": want SVC=NAME`},
+		{"=stack_web", `--swarm-name-allow "=stack_web": want SVC=NAME`},
+		{"stack_api=", `--swarm-name-allow "stack_api=": want SVC=NAME`},
+		{"stack_api=..", `--swarm-name-allow "stack_api=..": name "..": not usable as a Consul service name`},
+		{"stack_api=web/", `--swarm-name-allow "stack_api=web/": name "web/": not usable`},
+		{"stack_api=web\n", `--swarm-name-allow "stack_api=web\n": name "web\n": not usable`},
+		{"./api=stack_web", `--swarm-name-allow "./api=stack_web": Swarm service "./api": not usable`},
+		{"api\x1b=stack_web", `--swarm-name-allow "api\x1b=stack_web": Swarm service "api\x1b": not usable`},
+	} {
+		if _, err := parseSwarmNameAllow([]string{"stack_api=stack_web", tc.in}); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+			t.Errorf("%q: err = %v, want one containing %q", tc.in, err, tc.wantErr)
+		}
+	}
+}
+
+// TestAgentSwarmNameAllow: the agent takes --swarm-name-allow, repeated
+// or comma-separated, from its flags or UNDERLAY_SWARM_NAME_ALLOW; it
+// refuses a bad value before connecting to anything, and says that the
+// flag does nothing without --swarm-names. The context is cancelled: the
+// agent stops at its first wait for Docker.
+func TestAgentSwarmNameAllow(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix://"+t.TempDir()+"/no-docker.sock")
+	const noEffect = "--swarm-name-allow has no effect without --swarm-names"
+	for _, tc := range []struct {
+		name      string
+		env       string
+		args      []string
+		wantCode  int
+		wantErr   string
+		wantNoErr string
+	}{
+		{name: "repeated", args: []string{"--swarm-names", "--swarm-name-allow", "stack_api=stack_web", "--swarm-name-allow", "stack_api=api"}, wantNoErr: noEffect},
+		{name: "comma-separated", args: []string{"--swarm-names", "--swarm-name-allow", "stack_api=stack_web,stack_worker=stack_web"}, wantNoErr: noEffect},
+		{name: "from the environment", env: "stack_api=stack_web,stack_api=api", args: []string{"--swarm-names"}, wantNoErr: noEffect},
+		{name: "without --swarm-names", args: []string{"--swarm-name-allow", "stack_api=stack_web"}, wantErr: noEffect},
+		{name: "bad value", args: []string{"--swarm-names", "--swarm-name-allow", "stack_api"}, wantCode: 1, wantErr: `--swarm-name-allow "stack_api": want SVC=NAME`},
+		{name: "a stray comma", args: []string{"--swarm-names", "--swarm-name-allow", "stack_api=stack_web,"}, wantCode: 1, wantErr: `--swarm-name-allow "": want SVC=NAME`},
+		{name: "bad value from the environment", env: "stack_api=..", args: []string{"--swarm-names"}, wantCode: 1, wantErr: `--swarm-name-allow "stack_api=..": name ".."`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env != "" {
+				t.Setenv("UNDERLAY_SWARM_NAME_ALLOW", tc.env)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			var out, errOut bytes.Buffer
+			args := append([]string{"agent", "--consul-addr", "127.0.0.1:1", "--state-dir", ""}, tc.args...)
+			code := Run(ctx, args, IOStreams{Out: &out, ErrOut: &errOut})
+			if code != tc.wantCode || !strings.Contains(errOut.String(), tc.wantErr) {
+				t.Errorf("exit %d, stderr %q; want exit %d naming %q", code, errOut.String(), tc.wantCode, tc.wantErr)
+			}
+			if tc.wantNoErr != "" && strings.Contains(errOut.String(), tc.wantNoErr) {
+				t.Errorf("stderr %q; want nothing of %q", errOut.String(), tc.wantNoErr)
+			}
+		})
 	}
 }

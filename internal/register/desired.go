@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net"
@@ -38,6 +39,10 @@ type Policy struct {
 	// warning, and the default name used. Without it, any container may
 	// join any service by naming it. Other containers are not affected.
 	SwarmNames bool
+	// SwarmNameAllow lists, by Swarm service name, the other names a task
+	// of that service may still register under with SwarmNames (the
+	// agent's --swarm-name-allow SVC=NAME). Nil allows none.
+	SwarmNameAllow map[string][]string
 	// Tags are added to every service.
 	Tags []string
 	// Labels, when set, limit the agent to containers carrying every one
@@ -125,10 +130,15 @@ func Desired(c Container, p Policy) ([]Service, []Warning) {
 			warn(attrs["name"].source, name, unusableName+"; the default name is used")
 			name, own = "", false
 		}
-		if svc := c.Labels[labelSwarmServiceName]; name != "" && p.SwarmNames && svc != "" && name != defaultName(c) {
+		if svc := c.Labels[labelSwarmServiceName]; name != "" && p.SwarmNames && svc != "" && name != defaultName(c) && !slices.Contains(p.SwarmNameAllow[svc], name) {
 			// A label or environment variable (an image's ENV too) would
-			// join this task to another service's instances in Consul.
-			warn(attrs["name"].source, name, fmt.Sprintf("a task of Swarm service %s registers under that name only (--swarm-names); %s is used", shorten(svc), shorten(defaultName(c))))
+			// join this task to another service's instances in Consul,
+			// unless the agent allows this service that name.
+			hint := "" // the agent's flag takes only a usable service name
+			if usableName(svc) {
+				hint = fmt.Sprintf(" (--swarm-name-allow %s=%s would allow it)", shorten(svc), shorten(name))
+			}
+			warn(attrs["name"].source, name, fmt.Sprintf("a task of Swarm service %s registers under that name only (--swarm-names); %s is used%s", shorten(svc), shorten(defaultName(c)), hint))
 			name, own = "", false
 		}
 		if name == "" {
@@ -403,6 +413,18 @@ const unusableName = "not usable as a Consul service name: Consul's HTTP API cou
 // the rest of the path as the name.
 func usableName(name string) bool {
 	return path.Clean("/"+name) == "/"+name && !strings.ContainsFunc(name, unicode.IsControl)
+}
+
+// CheckName says why name is not taken as a service's name (from
+// SERVICE_NAME or SERVICE_<port>_NAME), or nil when it is.
+func CheckName(name string) error {
+	if name == "" {
+		return errors.New("empty")
+	}
+	if !usableName(name) {
+		return errors.New(unusableName)
+	}
+	return nil
 }
 
 // defaultName is a Swarm task's service name, else the image's base name.

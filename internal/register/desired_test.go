@@ -1869,3 +1869,137 @@ func TestDesiredSwarmNames(t *testing.T) {
 		})
 	}
 }
+
+// TestDesiredSwarmNameAllow: with SwarmNames, SwarmNameAllow (the agent's
+// --swarm-name-allow SVC=NAME) lets a task of Swarm service SVC register
+// under NAME too, as if SwarmNames were off for that name alone; any other
+// name, and NAME on a task of another service, is still refused.
+func TestDesiredSwarmNameAllow(t *testing.T) {
+	task := func(mods ...func(*Container)) Container {
+		return macvlanContainer(append([]func(*Container){labels(
+			"com.docker.swarm.service.name", "stack_api",
+			"com.docker.swarm.task.id", "task456",
+		)}, mods...)...)
+	}
+	allow := Policy{Node: testNode, SwarmNames: true, SwarmNameAllow: map[string][]string{"stack_api": {"stack_web", "api"}}}
+	tests := []struct {
+		name         string
+		c            Container
+		policy       Policy
+		want         []naming
+		wantWarnings []wantWarning
+	}{
+		{
+			name:   "an allowed name is taken",
+			c:      task(labels("SERVICE_NAME", "stack_web")),
+			policy: allow,
+			want:   []naming{{"node1:web:80", "stack_web", nil}},
+		},
+		{
+			name:   "the other allowed name too, from the environment",
+			c:      task(env("SERVICE_NAME=api")),
+			policy: allow,
+			want:   []naming{{"node1:web:80", "api", nil}},
+		},
+		{
+			name:   "a name not allowed is still refused",
+			c:      task(labels("SERVICE_NAME", "stack_db")),
+			policy: allow,
+			want:   []naming{{"node1:web:80", "stack_api", nil}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_NAME", Value: "stack_db", Problem: "a task of Swarm service stack_api registers under that name only (--swarm-names); stack_api is used (--swarm-name-allow stack_api=stack_db would allow it)"},
+			},
+		},
+		{
+			name:   "an allowance of another service does not apply",
+			c:      task(labels("SERVICE_NAME", "stack_web")),
+			policy: Policy{Node: testNode, SwarmNames: true, SwarmNameAllow: map[string][]string{"stack_worker": {"stack_web"}}},
+			want:   []naming{{"node1:web:80", "stack_api", nil}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_NAME", Value: "stack_web", Problem: "(--swarm-names)"},
+			},
+		},
+		{
+			name:   "a port's allowed name, on a task of several ports",
+			c:      task(exposed(Port{80, "tcp"}, Port{443, "tcp"}), labels("SERVICE_443_NAME", "stack_web", "SERVICE_80_NAME", "stack_db")),
+			policy: allow,
+			want:   []naming{{"node1:web:80", "stack_api-80", nil}, {"node1:web:443", "stack_web", nil}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_80_NAME", Value: "stack_db", Problem: "(--swarm-names)"},
+			},
+		},
+		{
+			name:   "a container that is no Swarm task is not affected",
+			c:      macvlanContainer(labels("SERVICE_NAME", "stack_db")),
+			policy: allow,
+			want:   []naming{{"node1:web:80", "stack_db", nil}},
+		},
+		{
+			name:   "without SwarmNames the allowance changes nothing",
+			c:      task(labels("SERVICE_NAME", "stack_db")),
+			policy: Policy{Node: testNode, SwarmNameAllow: allow.SwarmNameAllow},
+			want:   []naming{{"node1:web:80", "stack_db", nil}},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, warnings := Desired(tt.c, tt.policy)
+			if diff := cmp.Diff(tt.want, namings(got)); diff != "" {
+				t.Errorf("naming mismatch (-want +got):\n%s", diff)
+			}
+			checkWarnings(t, tt.c.Name, warnings, tt.wantWarnings)
+		})
+	}
+}
+
+// TestDesiredSwarmNameHint: the refusal names the --swarm-name-allow
+// value that would allow the name, but not for a Swarm service name the
+// flag would refuse.
+func TestDesiredSwarmNameHint(t *testing.T) {
+	p := Policy{Node: testNode, SwarmNames: true}
+	for _, tc := range []struct{ svc, want string }{
+		{"stack_api", "(--swarm-name-allow stack_api=stack_web would allow it)"},
+		{"stack\x01api", ""},
+	} {
+		c := macvlanContainer(labels("com.docker.swarm.service.name", tc.svc, "SERVICE_NAME", "stack_web"))
+		_, warnings := Desired(c, p)
+		var problem string
+		for _, w := range warnings {
+			if w.Key == "SERVICE_NAME" {
+				problem = w.Problem
+			}
+		}
+		if !strings.Contains(problem, "(--swarm-names)") || strings.Contains(problem, "--swarm-name-allow") != (tc.want != "") || !strings.Contains(problem, tc.want) {
+			t.Errorf("Swarm service %q: SERVICE_NAME's warning %q, want a refusal with %q", tc.svc, problem, tc.want)
+		}
+	}
+}
+
+// TestCheckName: CheckName takes what Desired takes as a service name
+// and says why it refuses the rest.
+func TestCheckName(t *testing.T) {
+	for _, name := range []string{"stack_web", "web.v2", "a/b", "web api"} {
+		if err := CheckName(name); err != nil {
+			t.Errorf("CheckName(%q) = %v, want nil", name, err)
+		}
+	}
+	for _, tc := range []struct{ name, want string }{
+		{"", "empty"},
+		{".", "not usable as a Consul service name"},
+		{"..", "not usable as a Consul service name"},
+		{"a//b", "not usable as a Consul service name"},
+		{"a/", "not usable as a Consul service name"},
+		{"web\n", "not usable as a Consul service name"},
+	} {
+		if err := CheckName(tc.name); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("CheckName(%q) = %v, want an error containing %q", tc.name, err, tc.want)
+		}
+	}
+	// What CheckName takes, Desired registers under, and the reverse.
+	for _, name := range []string{"stack_web", "a//b", "..", "web\x7f"} {
+		got, _ := Desired(macvlanContainer(labels("SERVICE_NAME", name)), testPolicy())
+		if taken := len(got) == 1 && got[0].Name == name; taken != (CheckName(name) == nil) {
+			t.Errorf("SERVICE_NAME=%q: registered under it %v, CheckName = %v", name, taken, CheckName(name))
+		}
+	}
+}
