@@ -77,7 +77,7 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 	}
 	fl := cmd.Flags()
 	addConsulFlags(fl, &f.consul)
-	fl.StringVar(&f.node, "node", "", "node name: ownership marker and service ID prefix, and how `ips` and `network inspect` show the node (default: Docker's host name); in the cluster the node is known by its swarm node ID")
+	fl.StringVar(&f.node, "node", "", "node name: ownership marker and service ID prefix, and how underlay ips and network inspect show the node (default: Docker's host name); in the cluster the node is known by its swarm node ID")
 	fl.StringVar(&f.network, "network", "", "preferred network when a container is on several (SERVICE_NETWORK overrides)")
 	fl.StringVar(&f.hostIP, "host-ip", "", "address registered for published ports and host-network containers (default: the Consul agent's address)")
 	fl.BoolVar(&f.internal, "internal", false, "register container IPs and exposed ports on every user network, not only macvlan/ipvlan")

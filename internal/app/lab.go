@@ -81,7 +81,7 @@ func newLabUpCommand(g *globalFlags, streams IOStreams, f *labFlags) *cobra.Comm
 	fl.StringVar(&f.cfg.Agents, "agents", lab.AgentsProcess, "how the agents run: process (a plain process per node) or stack (deploy/stack.yml with the image underlay:VERSION, agent and control, as the README tells users)")
 	fl.StringVar(&f.cfg.Engine, "engine", lab.DefaultEngine(), "Docker engine the nodes run: 20.10 (the dockerd on PATH), 28 or 29 (built by scripts/build-engines.sh); default $"+lab.EnvEngine)
 	fl.BoolVar(&f.cfg.VM, "vm", false, "nodes are QEMU VMs booting Debian's kernel: bond0 of two NICs, VLANs 40 and 41, the underlay on bond0.40")
-	fl.BoolVar(&f.cfg.Systemd, "systemd", false, "VM nodes boot systemd, with a disk: dockerd and Consul are units, what is installed survives `systemctl reboot` (with --vm)")
+	fl.BoolVar(&f.cfg.Systemd, "systemd", false, "VM nodes boot systemd, with a disk: dockerd and Consul are units, what is installed survives 'systemctl reboot' (with --vm)")
 	return cmd
 }
 
