@@ -104,7 +104,7 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 	fl.IntVar(&f.ipamSpares, "ipam-spares", 4, "addresses per cluster-IPAM pool this node claims ahead of demand, handed to Docker with no wait on Consul (given back when another node runs short; 0: none)")
 	fl.DurationVar(&f.taskMetrics, "task-metrics", 10*time.Second, "interval of Swarm task CPU/memory reports for the autoscaler's underlay:cpu and underlay:memory (0: off)")
 	fl.DurationVar(&f.doctorInterval, "doctor-interval", time.Minute, "interval of this node's doctor checks, published to Consul for the dashboard (0: off; at most 1h)")
-	fl.StringVar(&f.stateDir, "state-dir", "/var/lib/underlay", "directory where the agent records this node's identity, so that at boot its IPAM plugin answers dockerd before dockerd answers it, and the addresses its IPAM freed lately, so that a restarted agent does not hand them out again at once (empty: none)")
+	fl.StringVar(&f.stateDir, "state-dir", defaultStateDir, "directory where the agent records this node's identity, so that at boot its IPAM plugin answers dockerd before dockerd answers it, and the addresses its IPAM freed lately, so that a restarted agent does not hand them out again at once (empty: none)")
 	fl.StringVar(&f.pprof, "pprof", "", "serve Go's profiler at http://ADDR/debug/pprof/ on this loopback ADDR, such as 127.0.0.1:6060 (empty: off)")
 	fl.IntVar(&f.workers, "workers", 32, "containers reconciled concurrently (Docker holds inspects of starting containers, so more than the start concurrency)")
 	cmd.AddCommand(newAgentCleanupCommand(g, streams))

@@ -119,25 +119,65 @@ func isShim(l Link) bool {
 	return strings.HasPrefix(l.Alias, shimPrefix) || (l.Alias == "" && netspec.IsShimLinkName(l.Name))
 }
 
-// RemoveLeftovers deletes what Leftovers selects among this network
-// namespace's links (shims first: a parent's removal would take them
-// along anyway) and returns the names deleted. A VLAN parent that other
-// links still hang off is left, with an error wrapping ErrParentInUse.
-// Run it with the agent stopped, or it makes them again.
-func RemoveLeftovers() ([]string, error) { return removeLeftovers(netlinkKernel{}) }
+// Cleanup says whose links RemoveLeftovers removes: a host may hold the
+// links of two underlays (two clusters' agents in one network
+// namespace), whose marks name each its owner (Host.Owner).
+type Cleanup struct {
+	// Owner is the owner this agent's marks name (its state directory's
+	// record): links marked as its own are removed, besides those whose
+	// marks name no owner (older agents') and the unmarked shims older
+	// agents made. "" removes only those.
+	Owner string
+	// All removes every underlay link, whatever owner its mark names.
+	All bool
+}
 
-func removeLeftovers(k kernel) ([]string, error) {
+// takes reports whether c removes l, one of Leftovers.
+func (c Cleanup) takes(l Link) bool {
+	o := MarkOwner(l.Alias)
+	return c.All || o == "" || o == c.Owner
+}
+
+// MarkOwner returns the owner a link's mark names (see withOwner): ""
+// for a mark naming none, as older agents made them, or for an alias
+// that is no underlay mark.
+func MarkOwner(alias string) string {
+	for _, prefix := range []string{shimPrefix, ownedPrefix} {
+		if _, o, ok := parseMark(alias, prefix); ok {
+			return o
+		}
+	}
+	return ""
+}
+
+// RemoveLeftovers deletes, among what Leftovers selects of this network
+// namespace's links, those c takes (shims first: a parent's removal would
+// take them along anyway) and returns the names deleted, and the links
+// left because their marks name another owner than c's. A VLAN parent
+// that other links (another owner's shim among them) still hang off is
+// left, with an error wrapping ErrParentInUse. Run it with the agent
+// stopped, or it makes them again.
+func RemoveLeftovers(c Cleanup) (removed []string, left []Link, err error) {
+	return removeLeftovers(netlinkKernel{}, c)
+}
+
+func removeLeftovers(k kernel, c Cleanup) ([]string, []Link, error) {
 	all, err := k.LinkList()
 	if err != nil {
-		return nil, fmt.Errorf("list links: %w", err)
+		return nil, nil, fmt.Errorf("list links: %w", err)
 	}
 	links := make([]Link, 0, len(all))
 	for _, l := range all {
 		links = append(links, Link{Name: l.Attrs().Name, Type: l.Type(), Alias: l.Attrs().Alias})
 	}
 	var removed []string
+	var left []Link
 	var errs []error
 	for _, l := range Leftovers(links) {
+		if !c.takes(l) {
+			left = append(left, l)
+			continue
+		}
 		link, err := k.LinkByName(l.Name)
 		if err != nil {
 			var nf netlink.LinkNotFoundError
@@ -158,7 +198,7 @@ func removeLeftovers(k kernel) ([]string, error) {
 		}
 		removed = append(removed, l.Name)
 	}
-	return removed, errors.Join(errs...)
+	return removed, left, errors.Join(errs...)
 }
 
 // Marks are the links of a network namespace underlay marked as made for

@@ -84,7 +84,7 @@ func TestRemoveLeftoversLeavesParentInUse(t *testing.T) {
 		&netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: "mv40", ParentIndex: 2}, Mode: netlink.MACVLAN_MODE_BRIDGE},
 		&netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "bond0.41", ParentIndex: 1, Alias: OwnerAlias("db")}, VlanId: 41},
 	)
-	removed, err := removeLeftovers(k)
+	removed, _, err := removeLeftovers(k, Cleanup{})
 	if !slices.Equal(removed, []string{shim, "bond0.41"}) {
 		t.Errorf("removed %v, want [%s bond0.41]", removed, shim)
 	}
@@ -93,6 +93,62 @@ func TestRemoveLeftoversLeavesParentInUse(t *testing.T) {
 	}
 	if names := slices.Sorted(maps.Keys(k.links)); !slices.Equal(names, []string{"bond0", "bond0.40", "mv40"}) {
 		t.Errorf("links left: %v, want [bond0 bond0.40 mv40]", names)
+	}
+}
+
+// TestCleanupLeavesAnotherOwnersLinks: `agent cleanup` (the Debian
+// package's prerm) removed every underlay-marked link, so removing one of
+// two underlays in a network namespace (two clusters' agents) tore down
+// the other's shims and VLAN parents. A cleanup for an owner removes the
+// links marked as its own, those naming no owner (older agents') and
+// older agents' unmarked shims, and lists the others it leaves; a
+// parent of its own that another's shim hangs off is left, named. With
+// no owner known, only links naming none go; All removes every one.
+func TestCleanupLeavesAnotherOwnersLinks(t *testing.T) {
+	web, db, api := netspec.ShimLinkName("web"), netspec.ShimLinkName("db"), netspec.ShimLinkName("api")
+	links := func() *fakeKernel {
+		return newFakeKernel(
+			&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1"}},
+			&netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "eth1.40", ParentIndex: 1, Alias: "underlay network web by a1"}, VlanId: 40},
+			&netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: web, ParentIndex: 2, Alias: "underlay shim web by a1"}, Mode: netlink.MACVLAN_MODE_BRIDGE},
+			&netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "eth1.50", ParentIndex: 1, Alias: "underlay network db by b2"}, VlanId: 50},
+			&netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: db, ParentIndex: 4, Alias: "underlay shim db by b2"}, Mode: netlink.MACVLAN_MODE_BRIDGE},
+			&netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "eth1.60", ParentIndex: 1, Alias: OwnerAlias("old")}, VlanId: 60},
+			&netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: "ul-0a1b2c3d", ParentIndex: 6}, Mode: netlink.MACVLAN_MODE_BRIDGE},
+			&netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "eth1.70", ParentIndex: 1, Alias: "underlay network api by a1"}, VlanId: 70},
+			&netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: api, ParentIndex: 8, Alias: "underlay shim api by b2"}, Mode: netlink.MACVLAN_MODE_BRIDGE},
+		)
+	}
+	for _, c := range []struct {
+		name          string
+		c             Cleanup
+		removed, left []string
+		inUse         bool // eth1.70 left, in use by b2's shim
+	}{
+		{"owner a1", Cleanup{Owner: "a1"}, []string{web, "ul-0a1b2c3d", "eth1.40", "eth1.60"}, []string{db, api, "eth1.50"}, true},
+		{"no owner known", Cleanup{}, []string{"ul-0a1b2c3d", "eth1.60"}, []string{web, db, api, "eth1.40", "eth1.50", "eth1.70"}, false},
+		{"all", Cleanup{Owner: "a1", All: true}, []string{web, db, "ul-0a1b2c3d", api, "eth1.40", "eth1.50", "eth1.60", "eth1.70"}, nil, false},
+	} {
+		k := links()
+		removed, left, err := removeLeftovers(k, c.c)
+		var leftNames []string
+		for _, l := range left {
+			leftNames = append(leftNames, l.Name)
+		}
+		if !slices.Equal(removed, c.removed) || !slices.Equal(leftNames, c.left) {
+			t.Errorf("%s: removed %v, left %v; want removed %v, left %v", c.name, removed, leftNames, c.removed, c.left)
+		}
+		if inUse := errors.Is(err, ErrParentInUse) && strings.Contains(err.Error(), "eth1.70") && strings.Contains(err.Error(), api); inUse != c.inUse || !inUse && err != nil {
+			t.Errorf("%s: %v; want an error naming eth1.70 in use by %s: %t", c.name, err, api, c.inUse)
+		}
+		for _, l := range left {
+			if o := MarkOwner(l.Alias); o == "" || o == c.c.Owner {
+				t.Errorf("%s: left %s of owner %q", c.name, l.Name, o)
+			}
+		}
+	}
+	if o := MarkOwner(OwnerAlias("web")); o != "" {
+		t.Errorf("MarkOwner of a mark naming none: %q", o)
 	}
 }
 

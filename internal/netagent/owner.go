@@ -23,26 +23,15 @@ const LinkOwnerFile = "link-owner"
 // owner, as older agents made them). A record that is no owner is an
 // error, and is left as it is.
 func LinkOwner(dir string) (string, error) {
-	if dir == "" {
-		return "", nil
-	}
-	path := filepath.Join(dir, LinkOwnerFile)
-	b, err := os.ReadFile(path)
-	if err == nil {
-		owner := strings.TrimSpace(string(b))
-		if !validOwner(owner) {
-			return "", fmt.Errorf("%s holds %q, not a link owner (letters and digits, at most 64)", path, owner)
-		}
-		return owner, nil
-	}
-	if !errors.Is(err, os.ErrNotExist) {
-		return "", fmt.Errorf("read the link owner: %w", err)
+	owner, err := RecordedLinkOwner(dir)
+	if err == nil || !errors.Is(err, os.ErrNotExist) {
+		return owner, err
 	}
 	var raw [8]byte
 	if _, err := rand.Read(raw[:]); err != nil {
 		return "", fmt.Errorf("make a link owner: %w", err)
 	}
-	owner := hex.EncodeToString(raw[:])
+	owner = hex.EncodeToString(raw[:])
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", fmt.Errorf("record the link owner: %w", err)
 	}
@@ -60,10 +49,29 @@ func LinkOwner(dir string) (string, error) {
 	}
 	// Link, not rename: of two agents starting on one state directory,
 	// the second takes the first's record rather than replacing it.
-	if err := os.Link(tmp.Name(), path); errors.Is(err, os.ErrExist) {
+	if err := os.Link(tmp.Name(), filepath.Join(dir, LinkOwnerFile)); errors.Is(err, os.ErrExist) {
 		return LinkOwner(dir)
 	} else if err != nil {
 		return "", fmt.Errorf("record the link owner: %w", err)
+	}
+	return owner, nil
+}
+
+// RecordedLinkOwner returns the owner recorded in dir, as LinkOwner does,
+// but makes none: with none recorded, an error wrapping os.ErrNotExist.
+// `agent cleanup` reads it, and must not make an owner no link names.
+func RecordedLinkOwner(dir string) (string, error) {
+	if dir == "" {
+		return "", nil
+	}
+	path := filepath.Join(dir, LinkOwnerFile)
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return "", fmt.Errorf("read the link owner: %w", err)
+	}
+	owner := strings.TrimSpace(string(b))
+	if !validOwner(owner) {
+		return "", fmt.Errorf("%s holds %q, not a link owner (letters and digits, at most 64)", path, owner)
 	}
 	return owner, nil
 }

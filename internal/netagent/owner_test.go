@@ -1,6 +1,7 @@
 package netagent
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"testing"
@@ -40,5 +41,26 @@ func TestLinkOwnerRecordedOnce(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(filepath.Join(bad, LinkOwnerFile)); string(b) != "two words\n" {
 		t.Errorf("a record that is no owner became %q; want it left", b)
+	}
+}
+
+// TestRecordedLinkOwnerMakesNone: `agent cleanup` reads the owner the
+// agent recorded, and must not record one of its own (it would be no
+// link's): with none recorded it gets an error wrapping os.ErrNotExist,
+// and no record is made.
+func TestRecordedLinkOwnerMakesNone(t *testing.T) {
+	dir := t.TempDir()
+	if got, err := RecordedLinkOwner(dir); !errors.Is(err, os.ErrNotExist) || got != "" {
+		t.Errorf("no record: %q, %v; want an error wrapping os.ErrNotExist", got, err)
+	}
+	if _, err := os.Stat(filepath.Join(dir, LinkOwnerFile)); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("reading made a record: %v", err)
+	}
+	made, err := LinkOwner(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, err := RecordedLinkOwner(dir); err != nil || got != made {
+		t.Errorf("recorded: %q, %v; want %q", got, err, made)
 	}
 }
