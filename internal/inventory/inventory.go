@@ -87,53 +87,27 @@ func Check(es []Entry) (duplicates int) {
 			byID[e.ID] = append(byID[e.ID], i)
 		}
 	}
-	anyOther := func(i, j int) bool { return i != j }
-	mark := func(groups map[string][]int, what string, clash func(i, j int) bool) {
+	mark := func(groups map[string][]int, what string, sameNode bool) {
 		for _, idx := range groups {
 			if len(idx) < 2 {
 				continue
 			}
-			for _, i := range idx {
-				// others names up to noteHolders holders i clashes with,
-				// each once (a container on two networks of one node is
-				// one holder); n counts them and the entries left out.
-				var others []string
-				n := 0
-				for _, j := range idx {
-					if !clash(i, j) {
-						continue
-					}
-					h := holder(es[j])
-					if es[j].Node == es[i].Node && OtherNode(es[i], es[j]) {
-						// Another node of i's name: by its ID.
-						h += " (swarm node " + termtext.Cell(es[j].NodeID) + ")"
-					}
-					if slices.Contains(others, h) {
-						continue
-					}
-					if n++; len(others) < noteHolders {
-						others = append(others, h)
-					}
-				}
-				if n == 0 {
-					continue
-				}
-				note := fmt.Sprintf("%s also on %s", what, strings.Join(others, ", "))
-				if more := n - len(others); more > 0 {
-					note += fmt.Sprintf(" and %d more", more)
-				}
-				if es[i].Duplicate == "" {
+			for x, note := range groupNotes(es, idx, what, sameNode) {
+				switch i := idx[x]; {
+				case note == "":
+				case es[i].Duplicate == "":
 					duplicates++
 					es[i].Duplicate = note
-				} else {
+				default:
 					es[i].Duplicate += "; " + note
 				}
 			}
 		}
 	}
-	mark(byIP, "IP", anyOther)
-	mark(byMAC, "MAC", anyOther)
-	mark(byID, "container ID", func(i, j int) bool { return OtherNode(es[i], es[j]) })
+	mark(byIP, "IP", true)
+	mark(byMAC, "MAC", true)
+	// A container on several networks of its node is no clash.
+	mark(byID, "container ID", false)
 	return duplicates
 }
 
