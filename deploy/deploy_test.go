@@ -422,6 +422,7 @@ func TestMaintainerScripts(t *testing.T) {
 	m := newMaintainer(t)
 	m.write("etc/underlay/agent.env", "UNDERLAY_LABEL=mine\n") // conffiles, unpacked by dpkg
 	m.write("var/lib/underlay/node-id", "abc\n")
+	m.write("var/lib/underlay/link-owner", "0a1b2c3d4e5f6a7b\n")
 	m.write("var/lib/underlay/lab/keep", "not the package's\n")
 
 	calls := m.run("postinst", "configure", "")
@@ -460,7 +461,7 @@ func TestMaintainerScripts(t *testing.T) {
 		t.Errorf("prerm remove: %q, want the units stopped and the agent's links cleaned", calls)
 	}
 	m.run("postrm", "remove")
-	for _, f := range []string{"etc/underlay/control.tokens", "etc/underlay/control.peer-secret", "var/lib/underlay/node-id"} {
+	for _, f := range []string{"etc/underlay/control.tokens", "etc/underlay/control.peer-secret", "var/lib/underlay/node-id", "var/lib/underlay/link-owner"} {
 		if _, ok := m.read(f); !ok {
 			t.Errorf("remove deleted %s", f)
 		}
@@ -471,7 +472,7 @@ func TestMaintainerScripts(t *testing.T) {
 	if !slices.Contains(calls, "deb-systemd-helper purge underlay-ipam.socket underlay-agent.service underlay-control.service") {
 		t.Errorf("purge: %q, want the units' state purged", calls)
 	}
-	for _, f := range []string{"etc/underlay/control.tokens", "etc/underlay/control.peer-secret", "var/lib/underlay/node-id"} {
+	for _, f := range []string{"etc/underlay/control.tokens", "etc/underlay/control.peer-secret", "var/lib/underlay/node-id", "var/lib/underlay/link-owner"} {
 		if _, ok := m.read(f); ok {
 			t.Errorf("purge left %s", f)
 		}

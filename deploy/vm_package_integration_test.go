@@ -191,6 +191,7 @@ func TestIntegrationVMPackage(t *testing.T) {
 	for _, check := range []string{
 		"! test -e /etc/underlay",
 		"! test -e /var/lib/underlay/node-id",
+		"! test -e /var/lib/underlay/link-owner",
 		"! ls /etc/systemd/system/*.wants/underlay-* /etc/systemd/system/underlay-* 2>/dev/null | grep .",
 		"! dpkg -s underlay",
 	} {
