@@ -600,20 +600,14 @@ func EvalKeptStarts(pool, node string, kept []KeptAddr, now time.Time) []Result 
 	var rs []Result
 	if len(undated) > 0 {
 		first := slices.MinFunc(undated, func(a, b KeptAddr) int { return a.Addr.Compare(b.Addr) })
-		what := first.Addr.String()
-		if len(undated) > 1 {
-			what += fmt.Sprintf(" (and %d more)", len(undated)-1)
-		}
+		what := andMore(first.Addr, len(undated))
 		rs = append(rs, Result{Check: check, Status: Warn,
 			Message: fmt.Sprintf("%s kept for a container start under way on this node has no allocation date: the pool's key was written by hand; how long the start has held it cannot be judged",
 				what)})
 	}
 	if len(future) > 0 {
 		latest := slices.MaxFunc(future, func(a, b KeptAddr) int { return a.Allocated.Compare(b.Allocated) })
-		what := latest.Addr.String()
-		if len(future) > 1 {
-			what += fmt.Sprintf(" (and %d more)", len(future)-1)
-		}
+		what := andMore(latest.Addr, len(future))
 		rs = append(rs, Result{Check: check, Status: Warn,
 			Message: fmt.Sprintf("%s kept for a container start under way on this node is dated %s, %s in the future: this node's clock was set back, or the pool's key was written by hand; how long the start has held it cannot be judged",
 				what, latest.Allocated.UTC().Format(time.RFC3339), latest.Allocated.Sub(now).Round(time.Second))})
@@ -627,14 +621,19 @@ func EvalKeptStarts(pool, node string, kept []KeptAddr, now time.Time) []Result 
 	if age < HeldStartWarn {
 		return append(rs, Result{Check: check, Status: OK, Message: fmt.Sprintf("%d address(es) kept for container starts under way on this node, the oldest allocated %s ago", len(mine), age)})
 	}
-	what := oldest.Addr.String()
-	if len(mine) > 1 {
-		what += fmt.Sprintf(" (and %d more)", len(mine)-1)
-	}
+	what := andMore(oldest.Addr, len(mine))
 	return append(rs, Result{Check: check, Status: Warn,
 		Message: fmt.Sprintf("%s kept for a container start under way on this node since %s (%s ago): a start that long means a hung dockerd or runtime; the address cannot be reclaimed until the start ends",
 			what, oldest.Allocated.UTC().Format(time.RFC3339), age),
 		Fix: "docker ps -a --filter status=created --filter status=restarting   # the starts under way; docker inspect on one that hangs names a hung dockerd"})
+}
+
+// andMore names addr, one of n addresses, and how many more there are.
+func andMore(addr netip.Addr, n int) string {
+	if n > 1 {
+		return fmt.Sprintf("%s (and %d more)", addr, n-1)
+	}
+	return addr.String()
 }
 
 // NetfilterFacts is the state behind the bridge-netfilter/FORWARD trap.
