@@ -1800,6 +1800,10 @@ func TestDesiredSwarmNames(t *testing.T) {
 		)}, mods...)...)
 	}
 	swarmNames := Policy{Node: testNode, SwarmNames: true}
+	// SwarmNameAllow (--swarm-name-allow SVC=NAME) lets a task of SVC
+	// register under NAME too; any other name, and NAME on a task of
+	// another service, is still refused.
+	allow := Policy{Node: testNode, SwarmNames: true, SwarmNameAllow: map[string][]string{"stack_api": {"stack_web", "api"}}}
 	tests := []struct {
 		name         string
 		c            Container
@@ -1858,37 +1862,6 @@ func TestDesiredSwarmNames(t *testing.T) {
 			policy: testPolicy(),
 			want:   []naming{{"node1:web:80", "stack_web", nil}},
 		},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			got, warnings := Desired(tt.c, tt.policy)
-			if diff := cmp.Diff(tt.want, namings(got)); diff != "" {
-				t.Errorf("naming mismatch (-want +got):\n%s", diff)
-			}
-			checkWarnings(t, tt.c.Name, warnings, tt.wantWarnings)
-		})
-	}
-}
-
-// TestDesiredSwarmNameAllow: with SwarmNames, SwarmNameAllow (the agent's
-// --swarm-name-allow SVC=NAME) lets a task of Swarm service SVC register
-// under NAME too, as if SwarmNames were off for that name alone; any other
-// name, and NAME on a task of another service, is still refused.
-func TestDesiredSwarmNameAllow(t *testing.T) {
-	task := func(mods ...func(*Container)) Container {
-		return macvlanContainer(append([]func(*Container){labels(
-			"com.docker.swarm.service.name", "stack_api",
-			"com.docker.swarm.task.id", "task456",
-		)}, mods...)...)
-	}
-	allow := Policy{Node: testNode, SwarmNames: true, SwarmNameAllow: map[string][]string{"stack_api": {"stack_web", "api"}}}
-	tests := []struct {
-		name         string
-		c            Container
-		policy       Policy
-		want         []naming
-		wantWarnings []wantWarning
-	}{
 		{
 			name:   "an allowed name is taken",
 			c:      task(labels("SERVICE_NAME", "stack_web")),
@@ -1929,7 +1902,7 @@ func TestDesiredSwarmNameAllow(t *testing.T) {
 			},
 		},
 		{
-			name:   "a container that is no Swarm task is not affected",
+			name:   "a container that is no Swarm task is not affected by an allowance",
 			c:      macvlanContainer(labels("SERVICE_NAME", "stack_db")),
 			policy: allow,
 			want:   []naming{{"node1:web:80", "stack_db", nil}},
