@@ -40,18 +40,32 @@ func TestScriptShowsNamesReadable(t *testing.T) {
 			t.Errorf("app.js lacks %s", want)
 		}
 	}
-	start := strings.Index(js, "  const notGraphic")
-	fn := strings.Index(js, "function readable(")
-	if start < 0 || fn < start {
-		t.Fatal("app.js has no readable function after notGraphic")
+	got := runScript(t, js, "readable", "readable")
+	for i, s := range readableInputs {
+		if want := termtext.Lines(s); i >= len(got) || got[i] != want {
+			t.Errorf("readable(%q) = %q, want %q", s, got[min(i, len(got)-1)], want)
+		}
 	}
-	end := fn + strings.Index(js[fn:], "\n  }\n") + len("\n  }\n")
+}
+
+// runScript runs app.js's function fn, with what it needs from
+// notGraphic on, in node over readableInputs, each through call (a
+// JavaScript function of one argument), and returns the answers. Without
+// node the test is skipped: only the function's uses are checked.
+func runScript(t *testing.T, js, fn, call string) []string {
+	t.Helper()
+	start := strings.Index(js, "  const notGraphic")
+	at := strings.Index(js, "function "+fn+"(")
+	if start < 0 || at < start {
+		t.Fatalf("app.js has no %s function after notGraphic", fn)
+	}
+	end := at + strings.Index(js[at:], "\n  }\n") + len("\n  }\n")
 	node, err := exec.LookPath("node")
 	if err != nil {
-		t.Skip("no node to run the page's readable function: its uses were checked only")
+		t.Skipf("no node to run the page's %s function: its uses were checked only", fn)
 	}
 	in, _ := json.Marshal(readableInputs)
-	script := js[start:end] + "\nprocess.stdout.write(JSON.stringify(JSON.parse(process.argv[1]).map(readable)));\n"
+	script := js[start:end] + "\nprocess.stdout.write(JSON.stringify(JSON.parse(process.argv[1]).map(" + call + ")));\n"
 	out, err := exec.CommandContext(t.Context(), node, "-e", script, string(in)).Output()
 	if err != nil {
 		t.Fatalf("node: %v", err)
@@ -60,11 +74,7 @@ func TestScriptShowsNamesReadable(t *testing.T) {
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("node's answer %q: %v", out, err)
 	}
-	for i, s := range readableInputs {
-		if want := termtext.Lines(s); i >= len(got) || got[i] != want {
-			t.Errorf("readable(%q) = %q, want %q", s, got[min(i, len(got)-1)], want)
-		}
-	}
+	return got
 }
 
 // TestScriptSearchFindsNamesAsShown: the page's search (and the events'
@@ -86,26 +96,7 @@ func TestScriptSearchFindsNamesAsShown(t *testing.T) {
 			t.Errorf("app.js lacks %s", want)
 		}
 	}
-	start := strings.Index(js, "  const notGraphic")
-	fn := strings.Index(js, "function searchText(")
-	if start < 0 || fn < start {
-		t.Fatal("app.js has no searchText function after notGraphic")
-	}
-	end := fn + strings.Index(js[fn:], "\n  }\n") + len("\n  }\n")
-	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skip("no node to run the page's searchText function: its uses were checked only")
-	}
-	in, _ := json.Marshal(readableInputs)
-	script := js[start:end] + "\nprocess.stdout.write(JSON.stringify(JSON.parse(process.argv[1]).map((s) => searchText(['svc', s, 'img']))));\n"
-	out, err := exec.CommandContext(t.Context(), node, "-e", script, string(in)).Output()
-	if err != nil {
-		t.Fatalf("node: %v", err)
-	}
-	var got []string
-	if err := json.Unmarshal(out, &got); err != nil {
-		t.Fatalf("node's answer %q: %v", out, err)
-	}
+	got := runScript(t, js, "searchText", "(s) => searchText(['svc', s, 'img'])")
 	if len(got) != len(readableInputs) {
 		t.Fatalf("node gave %d search texts for %d names", len(got), len(readableInputs))
 	}
