@@ -33,6 +33,25 @@ func createdContainer(id string) Container {
 
 var mvEndpoint = Endpoint{Network: "mv", NetworkID: "n1", Driver: "macvlan", IPv4: "10.130.0.5"}
 
+// startHeld creates container id, waits for the agent to read it, then
+// starts it on mvEndpoint while dockerd holds every inspect of it, as it
+// does until a start is over; closing the gate it returns ends the hold.
+func startHeld(t *testing.T, a *Agent, d *fakeDocker, id string) chan struct{} {
+	t.Helper()
+	d.set(createdContainer(id))
+	d.events <- Event{ContainerID: id, Action: "create", Time: time.Now()}
+	eventually(t, "created container read", func() bool { return d.inspected(id) == 1 && a.idle() })
+	gate := make(chan struct{})
+	d.mu.Lock()
+	d.gates[id] = gate
+	d.mu.Unlock()
+	d.connect(id, mvEndpoint)
+	d.events <- Event{ContainerID: id, Action: "connect", Time: time.Now(), NetworkID: "n1"}
+	d.set(webContainer(id, true))
+	d.events <- Event{ContainerID: id, Action: "start", Time: time.Now()}
+	return gate
+}
+
 // TestStartRegisteredBeforeInspect: a container read at its create event is
 // registered at its start event while dockerd still holds every inspect of
 // it, from the endpoint its network reported at the connect event; the
@@ -42,19 +61,7 @@ var mvEndpoint = Endpoint{Network: "mv", NetworkID: "n1", Driver: "macvlan", IPv
 func TestStartRegisteredBeforeInspect(t *testing.T) {
 	d, c := newFakeDocker(), &fakeCatalog{services: map[string]Service{}}
 	a := runAgent(t, d, c)
-	d.set(createdContainer("c1"))
-	d.events <- Event{ContainerID: "c1", Action: "create", Time: time.Now()}
-	eventually(t, "created container read", func() bool { return d.inspected("c1") == 1 && a.idle() })
-
-	// The start begins: dockerd holds inspects until it is over.
-	gate := make(chan struct{})
-	d.mu.Lock()
-	d.gates["c1"] = gate
-	d.mu.Unlock()
-	d.connect("c1", mvEndpoint)
-	d.events <- Event{ContainerID: "c1", Action: "connect", Time: time.Now(), NetworkID: "n1"}
-	d.set(webContainer("c1", true))
-	d.events <- Event{ContainerID: "c1", Action: "start", Time: time.Now()}
+	gate := startHeld(t, a, d, "c1")
 	eventually(t, "registered while inspects are held", func() bool { return c.has("n1:web-c1:8080") })
 	c.mu.Lock()
 	if got := c.services["n1:web-c1:8080"].Address; got != "10.130.0.5" {
@@ -350,17 +357,7 @@ func TestStopBeforeCheckNotCorrected(t *testing.T) {
 	d.mu.Lock()
 	d.listErr = errors.New("docker away") // the check reads in full
 	d.mu.Unlock()
-	d.set(createdContainer("c1"))
-	d.events <- Event{ContainerID: "c1", Action: "create", Time: time.Now()}
-	eventually(t, "created container read", func() bool { return d.inspected("c1") == 1 && a.idle() })
-	gate := make(chan struct{})
-	d.mu.Lock()
-	d.gates["c1"] = gate
-	d.mu.Unlock()
-	d.connect("c1", mvEndpoint)
-	d.set(webContainer("c1", true))
-	d.events <- Event{ContainerID: "c1", Action: "connect", Time: time.Now(), NetworkID: "n1"}
-	d.events <- Event{ContainerID: "c1", Action: "start", Time: time.Now()}
+	gate := startHeld(t, a, d, "c1")
 	eventually(t, "registered, its full read held", func() bool { return c.has("n1:web-c1:8080") && d.inspected("c1") == 2 })
 	d.set(webContainer("c1", false)) // it stops; the held read sees it
 	close(gate)
