@@ -17,6 +17,19 @@ import (
 	"github.com/underlay/underlay/internal/netspec"
 )
 
+// createWeb stores the cluster-IPAM network web, 10.9.0.0/24 on eth1,
+// and returns its IPv4 pool.
+func createWeb(t *testing.T, kv *kvtest.KV) ipam.Pool {
+	t.Helper()
+	s := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.9.0.0/24"), Gateway: netip.MustParseAddr("10.9.0.1"),
+		Parent: "eth1", IPAM: netspec.Cluster}
+	if err := netspec.NewStore(kv).Create(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	pool, _ := ipam.PoolOf(s, false)
+	return pool
+}
+
 // TestPoolAddresses: a cluster-IPAM pool's gateway, aux addresses, shims
 // and addresses no container holds are listed with their states; a held
 // address is listed once, by the container's entry, marked in use.
@@ -134,11 +147,7 @@ func (h startsHeld) HeldAddresses(context.Context) (ipam.Local, error) {
 func TestPoolAddressesSkipsRefusedSpecs(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	s := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.9.0.0/24"), Gateway: netip.MustParseAddr("10.9.0.1"),
-		Parent: "eth1", IPAM: netspec.Cluster}
-	if err := netspec.NewStore(kv).Create(ctx, s); err != nil {
-		t.Fatal(err)
-	}
+	createWeb(t, kv)
 	kv.Put(ctx, netspec.KVPrefix+"x/spec", []byte(`{"name":"x","ipam":"cluster","parent":"eth2"}`))
 	kv.Put(ctx, netspec.KVPrefix+"y/spec", []byte(`{"name":"y","ipam":"cluster"`))
 	out, bad, err := PoolAddresses(ctx, kv, nil, nil)
@@ -214,12 +223,7 @@ func TestPoolAddressesMarksAddressesOutsideTheSubnet(t *testing.T) {
 func TestPoolAddressesListsAllocationsOfOtherNodes(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	s := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.9.0.0/24"), Gateway: netip.MustParseAddr("10.9.0.1"),
-		Parent: "eth1", IPAM: netspec.Cluster}
-	if err := netspec.NewStore(kv).Create(ctx, s); err != nil {
-		t.Fatal(err)
-	}
-	pool, _ := ipam.PoolOf(s, false)
+	pool := createWeb(t, kv)
 	discard := slog.New(slog.DiscardHandler)
 	n1, n2 := ipam.NewAllocator(kv, "id-1", discard), ipam.NewAllocator(kv, "id-2", discard)
 	ofN1, err := n1.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
@@ -272,12 +276,7 @@ func TestPoolAddressesListsAllocationsOfOtherNodes(t *testing.T) {
 func TestPoolAddressesTellsSameNameNodesApart(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	s := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.9.0.0/24"), Gateway: netip.MustParseAddr("10.9.0.1"),
-		Parent: "eth1", IPAM: netspec.Cluster}
-	if err := netspec.NewStore(kv).Create(ctx, s); err != nil {
-		t.Fatal(err)
-	}
-	pool, _ := ipam.PoolOf(s, false)
+	pool := createWeb(t, kv)
 	discard := slog.New(slog.DiscardHandler)
 	a1, a2 := ipam.NewAllocator(kv, "id-1", discard), ipam.NewAllocator(kv, "id-2", discard)
 	var ofID1, ofID2 []netip.Addr
