@@ -325,8 +325,7 @@ func TestDepartedReclaimJudgesIdentities(t *testing.T) {
 	}
 	kv.Put(ctx, "underlay/nodes/garbled", []byte("{not json"))
 	leader := newAllocator(kv, "leader", "g", now, nil)
-	r := &Reclaimer{Alloc: leader, Pools: SpecPools{Store: st}, Held: noHeld{}, Cluster: fakeCluster{ready: []string{"ready", "leader", "ready-no-facts"}},
-		Grace: time.Hour, NodeTimeout: 5 * time.Second, Fresh: 30 * time.Second, Log: slog.New(slog.DiscardHandler)}
+	r := departedReclaimer(leader, st, "ready", "leader", "ready-no-facts")
 	// PublishNode stamps facts with the real clock: judge them from there.
 	clock = time.Now().Add(time.Minute)
 	// The "fresh" node's agent beats; the swarm says it is not ready.

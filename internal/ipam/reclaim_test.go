@@ -361,16 +361,8 @@ func TestLeaderGivesUpDepartedNodesBlocks(t *testing.T) {
 	raw, _ := json.Marshal(BlockDoc{Node: "never", Allocs: map[string]Alloc{stray.String(): {Node: "live", At: t0, Kind: KindTask}}})
 	kv.Put(ctx, blockPath(p, never), raw)
 
-	r := &Reclaimer{Alloc: live, Pools: SpecPools{Store: st}, Held: noHeld{}, Cluster: fakeCluster{ready: []string{"live"}},
-		Grace: time.Hour, NodeTimeout: 5 * time.Second, Fresh: 30 * time.Second, Log: slog.New(slog.DiscardHandler)}
-	// PublishNode stamps facts with the real clock: judge them from there.
-	clock = time.Now().Add(time.Minute)
-	for range 4 {
-		if err := r.Sweep(ctx); err != nil {
-			t.Fatal(err)
-		}
-		clock = clock.Add(4 * time.Second)
-	}
+	r := departedReclaimer(live, st, "live")
+	sweepPastNodeTimeout(ctx, t, r, &clock)
 	c, err := Inspect(ctx, kv, p)
 	if err != nil {
 		t.Fatal(err)
@@ -413,16 +405,8 @@ func TestLeaderDropsDepartedNodesOrphanReports(t *testing.T) {
 			}
 		}
 	}
-	r := &Reclaimer{Alloc: newAllocator(kv, "live", "g", now, nil), Pools: SpecPools{Store: st}, Held: noHeld{}, Cluster: fakeCluster{ready: []string{"live"}},
-		Grace: time.Hour, NodeTimeout: 5 * time.Second, Fresh: 30 * time.Second, Log: slog.New(slog.DiscardHandler)}
-	// PublishNode stamps facts with the real clock: judge them from there.
-	clock = time.Now().Add(time.Minute)
-	for range 4 {
-		if err := r.Sweep(ctx); err != nil {
-			t.Fatal(err)
-		}
-		clock = clock.Add(4 * time.Second)
-	}
+	r := departedReclaimer(newAllocator(kv, "live", "g", now, nil), st, "live")
+	sweepPastNodeTimeout(ctx, t, r, &clock)
 	ids := func(network string) []string {
 		reports, err := st.Reports(ctx, network)
 		if err != nil {
@@ -439,5 +423,27 @@ func TestLeaderDropsDepartedNodesOrphanReports(t *testing.T) {
 	}
 	if got, want := ids("net"), []string{"dead", "live"}; !slices.Equal(got, want) {
 		t.Errorf("reports left under net: %q, want %q", got, want)
+	}
+}
+
+// departedReclaimer is a reclaimer of alloc over st's specs whose swarm
+// has the nodes ready, with a node timeout of 5 s: nodes whose facts go
+// unrefreshed for that long are departed.
+func departedReclaimer(alloc *Allocator, st *netspec.Store, ready ...string) *Reclaimer {
+	return &Reclaimer{Alloc: alloc, Pools: SpecPools{Store: st}, Held: noHeld{}, Cluster: fakeCluster{ready: ready},
+		Grace: time.Hour, NodeTimeout: 5 * time.Second, Fresh: 30 * time.Second, Log: slog.New(slog.DiscardHandler)}
+}
+
+// sweepPastNodeTimeout sweeps with r four times, clock (r's allocator's)
+// starting a minute past the real one, which PublishNode stamps facts
+// with, and 4 s on each time: past departedReclaimer's node timeout.
+func sweepPastNodeTimeout(ctx context.Context, t *testing.T, r *Reclaimer, clock *time.Time) {
+	t.Helper()
+	*clock = time.Now().Add(time.Minute)
+	for range 4 {
+		if err := r.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		*clock = clock.Add(4 * time.Second)
 	}
 }
