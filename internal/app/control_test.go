@@ -263,7 +263,8 @@ func TestScaleCommand(t *testing.T) {
 
 // TestScaleFollowLeader: the CLI sends its token to the leader a follower
 // names only with --follow-leader, and only over the scheme it was given —
-// never from https to http, nor to a leader named with another scheme.
+// never from https to http, nor to a leader named with another scheme —,
+// and over http to another host only with --follow-leader-insecure.
 func TestScaleFollowLeader(t *testing.T) {
 	dir := t.TempDir()
 	tokens := filepath.Join(dir, "tokens")
@@ -326,6 +327,24 @@ func TestScaleFollowLeader(t *testing.T) {
 	}
 	if err := run("web", "up", "--addr", plainFollower.URL, "--follow-leader"); err != nil || seen() != 1 {
 		t.Errorf("with --follow-leader over http: %v, %d requests at the leader; want it followed once", err, seen())
+	}
+
+	// Over plain http a leader on another host than --addr's gets the
+	// token in clear: followed only with --follow-leader-insecure. Here
+	// the other host is the name "localhost" against --addr 127.0.0.1,
+	// so that nothing leaves the machine.
+	_, port, _ := net.SplitHostPort(leaderAddr)
+	byName := "localhost:" + port
+	otherHost := httptest.NewServer(naming(byName))
+	defer otherHost.Close()
+	if err := run("web", "up", "--addr", otherHost.URL, "--follow-leader"); err == nil || !strings.Contains(err.Error(), byName) || !strings.Contains(err.Error(), "--follow-leader-insecure") {
+		t.Errorf("a leader on another host over http: %v; want refused, naming it and --follow-leader-insecure", err)
+	}
+	if n := seen(); n != 1 {
+		t.Errorf("a leader on another host over http: the leader received %d requests in all, want still 1", n)
+	}
+	if err := run("web", "up", "--addr", otherHost.URL, "--follow-leader-insecure"); err != nil || seen() != 2 {
+		t.Errorf("with --follow-leader-insecure: %v, %d requests at the leader in all; want it followed (2)", err, seen())
 	}
 }
 

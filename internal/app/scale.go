@@ -23,9 +23,11 @@ type scaleFlags struct {
 	to           int
 	json         bool
 	followLeader bool
-	caCert       string
-	cert         string
-	key          string
+	// followInsecure is followLeader also to another host over http.
+	followInsecure bool
+	caCert         string
+	cert           string
+	key            string
 }
 
 // newScaleCommand is `underlay scale`: a client of `underlay control`.
@@ -45,9 +47,12 @@ stabilization, and the answer says what it decided and why:
 
 A follower of several control instances that does not pass requests on
 refuses and names the leader; with --follow-leader the command then asks the
-leader once, with the same scheme only (never from https to http). Calls
-carry the token of --token-file; --addr https://HOST:PORT uses TLS, verified
-against --cacert (mutual TLS with --cert and --key).`,
+leader once, with the same scheme only (never from https to http), with the
+token: over https, its certificate verified as control's; over plain http,
+only a loopback address or the host of --addr (another port), as the token
+goes in clear — --follow-leader-insecure allows any host. Calls carry the
+token of --token-file; --addr https://HOST:PORT uses TLS, verified against
+--cacert (mutual TLS with --cert and --key).`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case cmd.Flags().Changed("to") && len(args) == 1:
@@ -102,7 +107,8 @@ against --cacert (mutual TLS with --cert and --key).`,
 	pf := cmd.PersistentFlags()
 	pf.StringVar(&f.addr, "addr", "127.0.0.1:8000", "address of underlay control's API (https://HOST:PORT for TLS)")
 	pf.StringVar(&f.tokenFile, "token-file", "", "file whose first token authenticates the calls")
-	pf.BoolVar(&f.followLeader, "follow-leader", false, "when a follower names the leader (X-Underlay-Leader), ask it once, over the same scheme, with the token")
+	pf.BoolVar(&f.followLeader, "follow-leader", false, "when a follower names the leader (X-Underlay-Leader), ask it once, over the same scheme, with the token; over plain http only at a loopback address or on the host of --addr")
+	pf.BoolVar(&f.followInsecure, "follow-leader-insecure", false, "--follow-leader also to a leader on another host over plain http, which is sent the token in clear")
 	pf.StringVar(&f.caCert, "cacert", "", "CA certificates (PEM) to verify control's TLS certificate (default: the system's)")
 	pf.StringVar(&f.cert, "cert", "", "client certificate (PEM) for control's mutual TLS")
 	pf.StringVar(&f.key, "key", "", "the key of --cert")
@@ -209,6 +215,11 @@ func checkServiceName(name string) error {
 // client is the control API client of the flags; warnings about the
 // token file go to streams.ErrOut.
 func (f *scaleFlags) client(streams IOStreams) (*scaleclient.Client, error) {
-	return scaleclient.New(scaleclient.Config{Addr: f.addr, TokenFile: f.tokenFile, FollowLeader: f.followLeader,
-		CACert: f.caCert, Cert: f.cert, Key: f.key, Log: slog.New(slog.NewTextHandler(streams.ErrOut, nil))})
+	return scaleclient.New(f.config(streams))
+}
+
+// config is the client's configuration of the flags.
+func (f *scaleFlags) config(streams IOStreams) scaleclient.Config {
+	return scaleclient.Config{Addr: f.addr, TokenFile: f.tokenFile, FollowLeader: f.followLeader, FollowLeaderInsecure: f.followInsecure,
+		CACert: f.caCert, Cert: f.cert, Key: f.key, Log: slog.New(slog.NewTextHandler(streams.ErrOut, nil))}
 }

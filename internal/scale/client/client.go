@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 	"time"
@@ -22,7 +23,8 @@ import (
 )
 
 // Config says how to reach control. Its errors name the CLI's flags
-// (--addr, --token-file, --cacert, --cert, --key, --follow-leader).
+// (--addr, --token-file, --cacert, --cert, --key, --follow-leader,
+// --follow-leader-insecure).
 type Config struct {
 	// Addr is HOST:PORT, http://HOST:PORT or https://HOST:PORT.
 	Addr string
@@ -30,8 +32,13 @@ type Config struct {
 	// means no token.
 	TokenFile string
 	// FollowLeader asks the leader a follower names once, over the same
-	// scheme only.
+	// scheme only: over https, its certificate verified as control's;
+	// over http, only at a loopback address or on the host of Addr.
 	FollowLeader bool
+	// FollowLeaderInsecure, with or without FollowLeader, also follows
+	// over http a leader on any other host, which gets the token in
+	// clear.
+	FollowLeaderInsecure bool
 	// CACert verifies control's certificate (default: the system's); Cert
 	// and Key are the client certificate of mutual TLS.
 	CACert, Cert, Key string
@@ -42,10 +49,11 @@ type Config struct {
 
 // Client calls control's API.
 type Client struct {
-	base         string
-	token        string
-	followLeader bool
-	http         *http.Client
+	base           string
+	token          string
+	followLeader   bool
+	followInsecure bool // followLeader to any host over http
+	http           *http.Client
 }
 
 // New checks cfg and reads its token.
@@ -62,7 +70,8 @@ func New(cfg Config) (*Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Client{base: base, token: token, followLeader: cfg.FollowLeader, http: hc}, nil
+	return &Client{base: base, token: token, followLeader: cfg.FollowLeader || cfg.FollowLeaderInsecure,
+		followInsecure: cfg.FollowLeaderInsecure, http: hc}, nil
 }
 
 // Scale asks control to scale service one step (direction "up" or "down")
@@ -118,8 +127,9 @@ func checkService(name string) error {
 
 // Do sends one request to control and decodes the answer into out. A
 // follower's 503 naming the leader is retried once at the leader with
-// FollowLeader, over the same scheme only: the token never goes from
-// https to http, nor anywhere the user did not allow.
+// FollowLeader, over the same scheme only (mayFollow): the token never
+// goes from https to http, nor in clear to another host unless the user
+// allowed it, nor further than that one leader.
 func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
 	base := c.base
 	for attempt := 0; ; attempt++ {
@@ -135,6 +145,9 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 			case !c.followLeader:
 				return fmt.Errorf("control at %s: %d: not the leader; the leader is at %s (ask it with --addr %s, or add --follow-leader)", base, code, leader, next)
 			case next != base:
+				if err := mayFollow(base, next, c.followInsecure); err != nil {
+					return fmt.Errorf("control at %s: %d: not the leader, and %w", base, code, err)
+				}
 				base = next
 				continue
 			}
@@ -226,6 +239,52 @@ func leaderBase(base, leader string) (string, error) {
 		return "", fmt.Errorf("the leader it names, %q, is not an address", leader)
 	}
 	return next, nil
+}
+
+// mayFollow says whether the token may go to the leader at to, named by
+// the follower at from (both scheme://host:port from baseURL). Over https
+// it may: the leader's certificate is verified as from's was. Over http
+// the leader key the follower read — which anyone with write access to it
+// can change — would have the token cross the network in clear to a host
+// of its choice; it goes only to a loopback address or to from's host (on
+// another port), or anywhere with insecure. Never to another scheme, so
+// never from https to http, whatever insecure says.
+func mayFollow(from, to string, insecure bool) error {
+	f, err := url.Parse(from)
+	if err != nil {
+		return fmt.Errorf("the follower's address %q: %w", from, err)
+	}
+	t, err := url.Parse(to)
+	if err != nil {
+		return fmt.Errorf("the leader it names, %q, is not an address", to)
+	}
+	switch {
+	case f.Scheme != t.Scheme:
+		return fmt.Errorf("the leader it names, %s, is not reached over %s: not followed", to, f.Scheme)
+	case t.Scheme == "https", insecure, isLoopback(t.Hostname()), sameHost(f.Hostname(), t.Hostname()):
+		return nil
+	}
+	return fmt.Errorf("the leader it names, %s, is another host, reached over plain http, which would get the token in clear: not followed "+
+		"(reach control over https, or allow it with --follow-leader-insecure)", t.Host)
+}
+
+// isLoopback says whether host is a loopback IP address (127.0.0.0/8,
+// ::1). A name is not, whatever it resolves to: the resolver may be
+// anyone's.
+func isLoopback(host string) bool {
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Unmap().IsLoopback()
+}
+
+// sameHost says whether a and b name one host: equal IP addresses, or
+// names equal but for case and a final dot.
+func sameHost(a, b string) bool {
+	ia, errA := netip.ParseAddr(a)
+	ib, errB := netip.ParseAddr(b)
+	if errA == nil || errB == nil {
+		return errA == nil && errB == nil && ia.Unmap() == ib.Unmap()
+	}
+	return a != "" && strings.EqualFold(strings.TrimSuffix(a, "."), strings.TrimSuffix(b, "."))
 }
 
 func (c *Client) do(ctx context.Context, method, base, path string, body any) (int, http.Header, []byte, error) {

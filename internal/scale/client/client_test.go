@@ -4,18 +4,26 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"encoding/pem"
 	"fmt"
+	"io"
+	"log"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/underlay/underlay/internal/scale"
 )
 
 func TestLeaderBase(t *testing.T) {
@@ -206,5 +214,218 @@ func TestDotServiceRefused(t *testing.T) {
 	}
 	if n := calls.Load(); n != 0 {
 		t.Errorf("%d calls reached control; want none", n)
+	}
+}
+
+// dialVia makes c's calls to each address of routes reach its loopback
+// address instead, and fails any other: tests name hosts that are not
+// loopback (10.0.0.2, example.com) without a packet leaving the machine.
+func dialVia(c *Client, routes map[string]string) {
+	var d net.Dialer
+	c.http.Transport.(*http.Transport).DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		to, ok := routes[addr]
+		if !ok {
+			return nil, fmt.Errorf("test dialer: no route to %s", addr)
+		}
+		return d.DialContext(ctx, network, to)
+	}
+}
+
+// tokenSink is a control that answers every call and keeps the
+// Authorization header of each.
+type tokenSink struct {
+	mu   sync.Mutex
+	seen []string
+}
+
+func (s *tokenSink) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.seen = append(s.seen, r.Header.Get("Authorization"))
+	s.mu.Unlock()
+	w.Header().Set("Content-Type", "application/json")
+	io.WriteString(w, `{"data":[]}`)
+}
+
+func (s *tokenSink) tokens() []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.seen)
+}
+
+// namingLeader is a follower that answers every call 503 naming leader.
+func namingLeader(leader string) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set(scale.LeaderHeader, leader)
+		w.WriteHeader(http.StatusServiceUnavailable)
+		io.WriteString(w, `{"error":"not the leader"}`)
+	})
+}
+
+func writeTokenFile(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(p, []byte("tok\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+// TestFollowLeaderInClear: with --follow-leader over plain http, the
+// token went in clear to whatever host a follower's 503 named. Now it
+// goes only to a loopback address or to the host of --addr (another
+// port), or anywhere with --follow-leader-insecure; over https the
+// leader's certificate is verified as control's was.
+func TestFollowLeaderInClear(t *testing.T) {
+	tokens := writeTokenFile(t)
+	leader := &tokenSink{}
+	leaderSrv := httptest.NewServer(leader)
+	t.Cleanup(leaderSrv.Close)
+	leaderAddr := leaderSrv.Listener.Addr().String()
+
+	for _, tc := range []struct {
+		name     string
+		addr     string // --addr, reached through routes
+		named    string // the leader the follower names
+		insecure bool
+		only     bool     // --follow-leader-insecure without --follow-leader
+		wantErr  []string // nil: followed
+	}{
+		{name: "another host", addr: "http://ctl.example:8000", named: "10.0.0.2:8000",
+			wantErr: []string{"10.0.0.2:8000", "--follow-leader-insecure"}},
+		{name: "another host named with its scheme", addr: "http://ctl.example:8000", named: "http://leader.example:8000",
+			wantErr: []string{"leader.example:8000", "--follow-leader-insecure"}},
+		{name: "another host, allowed", addr: "http://ctl.example:8000", named: "10.0.0.2:8000", insecure: true},
+		{name: "another host, allowed alone", addr: "http://ctl.example:8000", named: "10.0.0.2:8000", insecure: true, only: true},
+		{name: "same host, other port", addr: "http://ctl.example:8000", named: "CTL.example:9000"},
+		{name: "loopback", addr: "http://ctl.example:8000", named: leaderAddr},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			follower := httptest.NewServer(namingLeader(tc.named))
+			t.Cleanup(follower.Close)
+			c, err := New(Config{Addr: tc.addr, TokenFile: tokens, FollowLeader: !tc.only, FollowLeaderInsecure: tc.insecure})
+			if err != nil {
+				t.Fatal(err)
+			}
+			u, _ := url.Parse(tc.addr)
+			n, _ := url.Parse("http://" + strings.TrimPrefix(tc.named, "http://"))
+			dialVia(c, map[string]string{u.Host: follower.Listener.Addr().String(), n.Host: leaderAddr})
+			before := len(leader.tokens())
+			_, err = c.Services(context.Background())
+			got := leader.tokens()[before:]
+			if tc.wantErr == nil {
+				if err != nil || !slices.Equal(got, []string{"Bearer tok"}) {
+					t.Errorf("Services: %v, the leader got %q; want it followed once, with the token", err, got)
+				}
+				return
+			}
+			for _, w := range tc.wantErr {
+				if err == nil || !strings.Contains(err.Error(), w) {
+					t.Errorf("Services: %v; want refused, naming %s", err, w)
+				}
+			}
+			if len(got) != 0 {
+				t.Errorf("the leader at %s got %q in clear over http; want no call", tc.named, got)
+			}
+		})
+	}
+}
+
+// TestFollowLeaderOverHTTPS: over https a leader on another host is
+// followed without --follow-leader-insecure, its certificate verified
+// against --cacert; one that does not verify gets no token.
+func TestFollowLeaderOverHTTPS(t *testing.T) {
+	tokens := writeTokenFile(t)
+	leader := &tokenSink{}
+	leaderSrv := httptest.NewUnstartedServer(leader)
+	// The handshake this test fails on purpose is not news.
+	leaderSrv.Config.ErrorLog = log.New(io.Discard, "", 0)
+	leaderSrv.StartTLS()
+	t.Cleanup(leaderSrv.Close)
+	follower := httptest.NewTLSServer(namingLeader("example.com:8443"))
+	t.Cleanup(follower.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	// httptest's servers share one certificate, for 127.0.0.1, ::1 and
+	// example.com.
+	if err := os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: follower.Certificate().Raw}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c, err := New(Config{Addr: follower.URL, TokenFile: tokens, FollowLeader: true, CACert: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialVia(c, map[string]string{follower.Listener.Addr().String(): follower.Listener.Addr().String(), "example.com:8443": leaderSrv.Listener.Addr().String()})
+	if _, err := c.Services(context.Background()); err != nil || !slices.Equal(leader.tokens(), []string{"Bearer tok"}) {
+		t.Errorf("https leader on another host: %v, the leader got %q; want it followed once", err, leader.tokens())
+	}
+
+	// A name the certificate does not hold: the handshake fails, before
+	// any token is sent.
+	wrong := httptest.NewTLSServer(namingLeader("leader.example:8443"))
+	t.Cleanup(wrong.Close)
+	c, err = New(Config{Addr: wrong.URL, TokenFile: tokens, FollowLeader: true, CACert: ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dialVia(c, map[string]string{wrong.Listener.Addr().String(): wrong.Listener.Addr().String(), "leader.example:8443": leaderSrv.Listener.Addr().String()})
+	if _, err := c.Services(context.Background()); err == nil || !strings.Contains(err.Error(), "certificate") {
+		t.Errorf("https leader whose certificate does not name it: %v; want a certificate error", err)
+	}
+	if n := len(leader.tokens()); n != 1 {
+		t.Errorf("the leader got %d calls; want only the first", n)
+	}
+}
+
+// TestFollowLeaderOnce: a leader that itself answers 503 naming another
+// is not followed further: one hop only, whatever the flags.
+func TestFollowLeaderOnce(t *testing.T) {
+	tokens := writeTokenFile(t)
+	third := &tokenSink{}
+	thirdSrv := httptest.NewServer(third)
+	t.Cleanup(thirdSrv.Close)
+	second := httptest.NewServer(namingLeader(thirdSrv.Listener.Addr().String()))
+	t.Cleanup(second.Close)
+	first := httptest.NewServer(namingLeader(second.Listener.Addr().String()))
+	t.Cleanup(first.Close)
+	c, err := New(Config{Addr: first.URL, TokenFile: tokens, FollowLeader: true, FollowLeaderInsecure: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Services(context.Background()); err == nil || !strings.Contains(err.Error(), second.URL) || !strings.Contains(err.Error(), "503") {
+		t.Errorf("a leader naming another: %v; want the second's 503", err)
+	}
+	if got := third.tokens(); len(got) != 0 {
+		t.Errorf("the third control got %q; want no call (one hop only)", got)
+	}
+}
+
+// TestMayFollow: where the token may go after a follower's 503.
+func TestMayFollow(t *testing.T) {
+	for _, tc := range []struct {
+		from, to string
+		insecure bool
+		wantErr  string // "": followed
+	}{
+		{from: "http://10.0.0.1:8000", to: "http://10.0.0.2:8000", wantErr: "--follow-leader-insecure"},
+		{from: "http://10.0.0.1:8000", to: "http://10.0.0.2:8000", insecure: true},
+		{from: "http://10.0.0.1:8000", to: "http://10.0.0.1:9000"},
+		{from: "http://ctl.example:8000", to: "http://CTL.Example.:9000"},
+		{from: "http://ctl.example:8000", to: "http://ctl.example.org:8000", wantErr: "ctl.example.org:8000"},
+		{from: "http://ctl.example:8000", to: "http://10.0.0.1:8000", wantErr: "in clear"},
+		{from: "http://[::1]:8000", to: "http://[0::1]:9000"},
+		{from: "http://10.0.0.1:8000", to: "http://[::ffff:10.0.0.1]:9000"},
+		{from: "http://10.0.0.1:8000", to: "http://127.0.0.53:8000"},
+		{from: "http://10.0.0.1:8000", to: "http://[::1]:8000"},
+		{from: "http://10.0.0.1:8000", to: "http://[::ffff:127.0.0.1]:8000"},
+		{from: "http://127.0.0.1:8000", to: "http://localhost:8000", wantErr: "in clear"},
+		{from: "http://10.0.0.1:8000", to: "http://0.0.0.0:8000", wantErr: "in clear"},
+		{from: "https://10.0.0.1:8000", to: "https://leader.example:8000"},
+		{from: "https://10.0.0.1:8000", to: "http://127.0.0.1:8000", insecure: true, wantErr: "not reached over https"},
+		{from: "https://10.0.0.1:8000", to: "http://10.0.0.1:9000", insecure: true, wantErr: "not reached over https"},
+		{from: "http://10.0.0.1:8000", to: "https://10.0.0.2:8000", wantErr: "not reached over http"},
+	} {
+		err := mayFollow(tc.from, tc.to, tc.insecure)
+		if tc.wantErr == "" && err != nil || tc.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tc.wantErr)) {
+			t.Errorf("mayFollow(%s, %s, insecure %v): %v; want %q (empty: followed)", tc.from, tc.to, tc.insecure, err, tc.wantErr)
+		}
 	}
 }
