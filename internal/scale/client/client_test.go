@@ -429,3 +429,38 @@ func TestMayFollow(t *testing.T) {
 		}
 	}
 }
+
+// TestRedirectKeepsTheToken: a 3xx is control's answer, never followed:
+// neither another host nor the same one gets the request again, token or
+// not (net/http's own policy would resend it to the same domain, and a
+// 307/308 with its body).
+func TestRedirectKeepsTheToken(t *testing.T) {
+	tokens := writeTokenFile(t)
+	other := &tokenSink{}
+	otherSrv := httptest.NewServer(other)
+	t.Cleanup(otherSrv.Close)
+	for _, code := range []int{http.StatusMovedPermanently, http.StatusFound, http.StatusTemporaryRedirect, http.StatusPermanentRedirect} {
+		for _, to := range []string{"http://other.example:8000/v1/underlay/services", "/elsewhere"} {
+			var calls atomic.Int32
+			ctl := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if calls.Add(1) == 1 {
+					http.Redirect(w, r, to, code)
+					return
+				}
+				other.ServeHTTP(w, r)
+			}))
+			c, err := New(Config{Addr: ctl.URL, TokenFile: tokens, FollowLeader: true, FollowLeaderInsecure: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			dialVia(c, map[string]string{ctl.Listener.Addr().String(): ctl.Listener.Addr().String(), "other.example:8000": otherSrv.Listener.Addr().String()})
+			if _, err := c.Scale(context.Background(), "web", "up", -1); err == nil || !strings.Contains(err.Error(), fmt.Sprint(code)) {
+				t.Errorf("%d to %s: %v; want an error naming the %d", code, to, err, code)
+			}
+			if got := other.tokens(); len(got) != 0 || calls.Load() != 1 {
+				t.Errorf("%d to %s: the redirect was followed (%d calls at control, %q elsewhere); want none", code, to, calls.Load(), got)
+			}
+			ctl.Close()
+		}
+	}
+}
