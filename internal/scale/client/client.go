@@ -125,12 +125,19 @@ func checkService(name string) error {
 	return nil
 }
 
-// Do sends one request to control and decodes the answer into out. A
-// follower's 503 naming the leader is retried once at the leader with
-// FollowLeader, over the same scheme only (mayFollow): the token never
-// goes from https to http, nor in clear to another host unless the user
-// allowed it, nor further than that one leader.
+// Do sends one request to control, at path (starting with "/"), and
+// decodes the answer into out. A follower's 503 naming the leader is
+// retried once at the leader with FollowLeader, over the same scheme only
+// (mayFollow): the token never goes from https to http, nor in clear to
+// another host unless the user allowed it, nor further than that one
+// leader.
 func (c *Client) Do(ctx context.Context, method, path string, body, out any) error {
+	// Appended to control's address: a path not starting with "/"
+	// ("@host:port/…") would make that address a user name, and another
+	// host the one called, token and all.
+	if !strings.HasPrefix(path, "/") {
+		return fmt.Errorf("path %q: want one starting with / (it follows control's address)", path)
+	}
 	base := c.base
 	for attempt := 0; ; attempt++ {
 		code, hdr, b, err := c.do(ctx, method, base, path, body)

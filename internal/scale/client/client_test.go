@@ -464,3 +464,28 @@ func TestRedirectKeepsTheToken(t *testing.T) {
 		}
 	}
 }
+
+// TestDoPathStaysOnControl: Do's path is appended to control's address;
+// one not starting with "/" ("@host:port/…") made the address a user
+// name and sent the call, token and all, to another host.
+func TestDoPathStaysOnControl(t *testing.T) {
+	tokens := writeTokenFile(t)
+	other := &tokenSink{}
+	otherSrv := httptest.NewServer(other)
+	t.Cleanup(otherSrv.Close)
+	ctl := httptest.NewServer(&tokenSink{})
+	t.Cleanup(ctl.Close)
+	c, err := New(Config{Addr: ctl.URL, TokenFile: tokens})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out any
+	for _, path := range []string{"@" + otherSrv.Listener.Addr().String() + "/v1/underlay/services", "v1/underlay/services", ""} {
+		if err := c.Do(context.Background(), http.MethodGet, path, nil, &out); err == nil || !strings.Contains(err.Error(), "path") {
+			t.Errorf("Do(path %q): %v; want refused, naming the path", path, err)
+		}
+	}
+	if got := other.tokens(); len(got) != 0 {
+		t.Errorf("another host got %q; want no call", got)
+	}
+}
