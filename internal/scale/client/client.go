@@ -150,7 +150,11 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 			case err != nil:
 				return fmt.Errorf("control at %s: not the leader, and %w", base, err)
 			case !c.followLeader:
-				return fmt.Errorf("control at %s: %d: not the leader; the leader is at %s (ask it with --addr %s, or add --follow-leader)", base, code, leader, next)
+				flag := "--follow-leader"
+				if mayFollow(base, next, false) != nil {
+					flag = "--follow-leader-insecure, which sends the token in clear"
+				}
+				return fmt.Errorf("control at %s: %d: not the leader; the leader is at %s (ask it with --addr %s, or add %s)", base, code, leader, next, flag)
 			case next != base:
 				if err := mayFollow(base, next, c.followInsecure); err != nil {
 					return fmt.Errorf("control at %s: %d: not the leader, and %w", base, code, err)

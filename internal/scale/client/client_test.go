@@ -489,3 +489,25 @@ func TestDoPathStaysOnControl(t *testing.T) {
 		t.Errorf("another host got %q; want no call", got)
 	}
 }
+
+// TestNotFollowingNamesTheFlagThatWould: without --follow-leader, the
+// error advised adding it even for a leader on another host over http,
+// which --follow-leader then refuses; it names --follow-leader-insecure
+// there, and --follow-leader where that is enough.
+func TestNotFollowingNamesTheFlagThatWould(t *testing.T) {
+	for _, tc := range []struct{ named, want, notWant string }{
+		{named: "10.0.0.2:8000", want: "add --follow-leader-insecure"},
+		{named: "127.0.0.1:9000", want: "or add --follow-leader)", notWant: "insecure"},
+	} {
+		follower := httptest.NewServer(namingLeader(tc.named))
+		c, err := New(Config{Addr: follower.URL})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.Services(context.Background())
+		follower.Close()
+		if err == nil || !strings.Contains(err.Error(), tc.want) || tc.notWant != "" && strings.Contains(err.Error(), tc.notWant) {
+			t.Errorf("a follower naming %s: %v; want an error holding %q, not %q", tc.named, err, tc.want, tc.notWant)
+		}
+	}
+}
