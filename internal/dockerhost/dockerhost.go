@@ -61,11 +61,15 @@ type Source struct {
 	// connected follows container starts Docker's listing does not show
 	// (see WatchConnects).
 	connected connects
+	// networkReads shares network reads among connect events.
+	networkReads *networkReads
 }
 
 // NewSource wraps api.
 func NewSource(api *client.Client) *Source {
-	return &Source{api: api, drivers: map[string]string{}}
+	s := &Source{api: api, drivers: map[string]string{}}
+	s.networkReads = newNetworkReads(s.readNetwork)
+	return s
 }
 
 // relevantActions are the events after which a container's registrations
@@ -218,24 +222,38 @@ func runningEndpoints(list []container.Summary, ids []string) map[string][]regis
 	return out
 }
 
-// Endpoint implements register.Docker. dockerd answers a network inspect
+// Endpoint implements register.Docker. dockerd answers a network read
 // without the container's lock, so it serves while the container starts.
-func (s *Source) Endpoint(ctx context.Context, networkID, containerID string) (register.Endpoint, error) {
-	n, err := s.api.NetworkInspect(ctx, networkID, network.InspectOptions{})
-	if client.IsErrNotFound(err) {
+// The read is shared with other connects to the network (networkReads).
+func (s *Source) Endpoint(ctx context.Context, networkID, containerID string, after time.Time) (register.Endpoint, error) {
+	n, err := s.networkReads.get(ctx, networkID, after)
+	if err != nil {
+		return register.Endpoint{}, err
+	}
+	ep, ok := n.endpoints[containerID]
+	if !ok {
 		return register.Endpoint{}, register.ErrNotFound
 	}
+	return ep, nil
+}
+
+// readNetwork reads a network's endpoints for networkReads.
+func (s *Source) readNetwork(ctx context.Context, networkID string) (networkRead, error) {
+	n, err := s.api.NetworkInspect(ctx, networkID, network.InspectOptions{})
+	if client.IsErrNotFound(err) {
+		return networkRead{}, register.ErrNotFound
+	}
 	if err != nil {
-		return register.Endpoint{}, fmt.Errorf("inspect network %s: %w", networkID, err)
+		return networkRead{}, fmt.Errorf("inspect network %s: %w", networkID, err)
 	}
 	s.mu.Lock()
 	s.drivers[n.ID] = n.Driver
 	s.mu.Unlock()
-	ep, ok := n.Containers[containerID]
-	if !ok {
-		return register.Endpoint{}, register.ErrNotFound
+	eps := make(map[string]register.Endpoint, len(n.Containers))
+	for id, ep := range n.Containers {
+		eps[id] = toEndpoint(n, ep)
 	}
-	return toEndpoint(n, ep), nil
+	return networkRead{driver: n.Driver, endpoints: eps}, nil
 }
 
 // toEndpoint maps a network's record of one of its endpoints to what

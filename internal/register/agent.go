@@ -32,8 +32,10 @@ type Docker interface {
 	Inspect(ctx context.Context, id string) (Container, error)
 	// Endpoint returns a container's endpoint on one network, read from
 	// the network (dockerd answers it while the container is starting),
-	// or ErrNotFound.
-	Endpoint(ctx context.Context, networkID, containerID string) (Endpoint, error)
+	// or ErrNotFound. The read is one sent at or after after, the time
+	// the connect event was received, or later: a read begun before may
+	// be shared with other connects.
+	Endpoint(ctx context.Context, networkID, containerID string, after time.Time) (Endpoint, error)
 	// RunningEndpoints returns, for those of ids that are running, their
 	// network endpoints, from Docker's container listing (which dockerd
 	// answers from its snapshot, without waiting for any container).
@@ -335,6 +337,7 @@ func (e pendingEvents) onlyStarts() bool {
 // pass is one reconciliation of a container.
 type pass struct {
 	events pendingEvents // received since the previous pass began
+	began  time.Time     // when it took its events: after each came
 	stream uint64        // the event stream it began under
 	forced bool          // a resync asked for it
 }
@@ -366,7 +369,7 @@ func (a *Agent) beginPass(id string) (pass, bool) {
 	delete(a.forced, id)
 	saw, ok := a.sawRunning[id]
 	skip := hasEvents && events.onlyStarts() && !forced && ok && saw == a.stream
-	return pass{events: events, stream: a.stream, forced: forced}, skip
+	return pass{events: events, began: time.Now(), stream: a.stream, forced: forced}, skip
 }
 
 // passDone records what a pass that read Docker found, once Consul matches it.

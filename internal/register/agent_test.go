@@ -73,7 +73,7 @@ func (d *fakeDocker) Inspect(ctx context.Context, id string) (Container, error) 
 	return c, nil
 }
 
-func (d *fakeDocker) Endpoint(ctx context.Context, networkID, id string) (Endpoint, error) {
+func (d *fakeDocker) Endpoint(ctx context.Context, networkID, id string, _ time.Time) (Endpoint, error) {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.endpointReads++

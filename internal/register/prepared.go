@@ -107,7 +107,7 @@ func (a *Agent) preparedPass(ctx context.Context, id string, p pass) (bool, erro
 		return false, nil
 	}
 	for _, networkID := range ev.connects {
-		ep, err := a.docker.Endpoint(ctx, networkID, id)
+		ep, err := a.docker.Endpoint(ctx, networkID, id, p.began)
 		if err != nil {
 			if !errors.Is(err, ErrNotFound) {
 				a.log.Debug("read endpoint failed; the container will be inspected", "container", stringid.TruncateID(id), "network", networkID, "err", err)
