@@ -51,17 +51,26 @@ type Options struct {
 	// discards them. Tokens are never logged.
 	Log *slog.Logger
 
-	// tlsClock is the clock of the TLS files' looks (tlsfile.WithClock),
-	// for tests; nil: time.Now.
-	tlsClock func() time.Time
+	// fileClock is the clock of the looks at the token file
+	// (secretfile.WithClock) and the TLS files (tlsfile.WithClock), for
+	// tests; nil: time.Now.
+	fileClock func() time.Time
 }
 
 // tlsOptions are the tlsfile options of o's TLS files.
 func (o Options) tlsOptions() []tlsfile.Option {
-	if o.tlsClock == nil {
+	if o.fileClock == nil {
 		return nil
 	}
-	return []tlsfile.Option{tlsfile.WithClock(o.tlsClock)}
+	return []tlsfile.Option{tlsfile.WithClock(o.fileClock)}
+}
+
+// tokenOptions are the secretfile options of o's token file.
+func (o Options) tokenOptions() []secretfile.Option {
+	if o.fileClock == nil {
+		return nil
+	}
+	return []secretfile.Option{secretfile.WithClock(o.fileClock)}
 }
 
 // NewClient returns a Consul API client for o on top of the environment.
@@ -108,7 +117,7 @@ func clientConfig(o Options) (*api.Config, error) {
 		cfg.Token, cfg.TokenFile = o.Token, ""
 	case path != "":
 		// Empty: no ACL token (a stack's secret on a Consul without ACLs).
-		f, err := secretfile.OpenOptional(path, "consul ACL token", o.Log)
+		f, err := secretfile.OpenOptional(path, "consul ACL token", o.Log, o.tokenOptions()...)
 		if err != nil {
 			return nil, fmt.Errorf("consul: %w", err)
 		}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/underlay/underlay/internal/secretfile"
+	"github.com/underlay/underlay/internal/testclock"
 	"github.com/underlay/underlay/internal/testlog"
 )
 
@@ -50,7 +52,8 @@ func TestTokenFileRotation(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "token")
 		os.WriteFile(path, []byte("first-token\n"), 0o644)
 		var logs testlog.Buffer
-		o := Options{Addr: srv.URL, Log: slog.New(slog.NewTextHandler(&logs, nil))}
+		clk := testclock.New(time.Now())
+		o := Options{Addr: srv.URL, Log: slog.New(slog.NewTextHandler(&logs, nil)), fileClock: clk.Now}
 		t.Setenv("CONSUL_HTTP_TOKEN_FILE", "")
 		if fromEnv {
 			t.Setenv("CONSUL_HTTP_TOKEN_FILE", path)
@@ -67,28 +70,24 @@ func TestTokenFileRotation(t *testing.T) {
 		if got := rec.last(); got != "first-token" {
 			t.Fatalf("env %v: token %q, want first-token", fromEnv, got)
 		}
-		// Rotation: the file is replaced, as a secret manager does it.
+		// Rotation: the file is replaced, as a secret manager does it. It
+		// is looked at again secretfile.CheckEvery after the last look.
 		tmp := path + ".new"
 		os.WriteFile(tmp, []byte("second-token\n"), 0o600)
 		if err := os.Rename(tmp, path); err != nil {
 			t.Fatal(err)
 		}
-		deadline := time.Now().Add(5 * time.Second)
-		for rec.last() != "second-token" {
-			if time.Now().After(deadline) {
-				t.Fatalf("env %v: token still %q 5s after the file changed, want second-token", fromEnv, rec.last())
-			}
-			time.Sleep(50 * time.Millisecond)
-			c.KV().Get("k", nil)
+		clk.Add(secretfile.CheckEvery)
+		c.KV().Get("k", nil)
+		if got := rec.last(); got != "second-token" {
+			t.Fatalf("env %v: token %q once the file changed, want second-token", fromEnv, got)
 		}
 		// A file emptied in the middle of a rewrite keeps the last token.
 		os.WriteFile(path, nil, 0o600)
-		for !strings.Contains(logs.String(), "unreadable") {
-			if time.Now().After(deadline.Add(5 * time.Second)) {
-				t.Fatalf("env %v: the emptied file was not noticed: %s", fromEnv, logs.String())
-			}
-			time.Sleep(50 * time.Millisecond)
-			c.KV().Get("k", nil)
+		clk.Add(secretfile.CheckEvery)
+		c.KV().Get("k", nil)
+		if !strings.Contains(logs.String(), "unreadable") {
+			t.Fatalf("env %v: the emptied file was not noticed: %s", fromEnv, logs.String())
 		}
 		if got := rec.last(); got != "second-token" {
 			t.Errorf("env %v: token %q after the file was emptied, want second-token kept", fromEnv, got)
@@ -141,7 +140,8 @@ func TestEmptyTokenFile(t *testing.T) {
 	os.WriteFile(path, []byte("\n"), 0o600)
 	t.Setenv("CONSUL_HTTP_TOKEN_FILE", "")
 	t.Setenv("CONSUL_HTTP_TOKEN", "")
-	c, err := NewClient(Options{Addr: srv.URL, TokenFile: path})
+	clk := testclock.New(time.Now())
+	c, err := NewClient(Options{Addr: srv.URL, TokenFile: path, fileClock: clk.Now})
 	if err != nil {
 		t.Fatalf("an empty token file: %v, want no token", err)
 	}
@@ -152,12 +152,9 @@ func TestEmptyTokenFile(t *testing.T) {
 		t.Fatalf("token %q sent from an empty file", got)
 	}
 	os.WriteFile(path, []byte("later-token\n"), 0o600)
-	deadline := time.Now().Add(5 * time.Second)
-	for rec.last() != "later-token" {
-		if time.Now().After(deadline) {
-			t.Fatalf("token still %q 5s after it was written, want later-token", rec.last())
-		}
-		time.Sleep(50 * time.Millisecond)
-		c.KV().Get("k", nil)
+	clk.Add(secretfile.CheckEvery)
+	c.KV().Get("k", nil)
+	if got := rec.last(); got != "later-token" {
+		t.Fatalf("token %q once it was written, want later-token", got)
 	}
 }

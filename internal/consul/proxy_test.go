@@ -16,6 +16,8 @@ import (
 
 	"github.com/hashicorp/consul/api"
 
+	"github.com/underlay/underlay/internal/secretfile"
+	"github.com/underlay/underlay/internal/testclock"
 	"github.com/underlay/underlay/internal/testlog"
 )
 
@@ -198,7 +200,8 @@ func TestPlainTokenWarnedWhenSent(t *testing.T) {
 			t.Fatal(err)
 		}
 		var logs testlog.Buffer
-		cfg, err := clientConfig(Options{Addr: tc.addr, TokenFile: tokenFile, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+		clk := testclock.New(time.Now())
+		cfg, err := clientConfig(Options{Addr: tc.addr, TokenFile: tokenFile, Log: slog.New(slog.NewTextHandler(&logs, nil)), fileClock: clk.Now})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -213,13 +216,10 @@ func TestPlainTokenWarnedWhenSent(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The file is read again secretfile.CheckEvery after the last read.
-		deadline := time.Now().Add(10 * time.Second)
-		for last() != "secret" {
-			if time.Now().After(deadline) {
-				t.Fatalf("%s: the token written in the file not sent after 10 s", tc.addr)
-			}
-			time.Sleep(20 * time.Millisecond)
-			get(t, cfg)
+		clk.Add(secretfile.CheckEvery)
+		get(t, cfg)
+		if got := last(); got != "secret" {
+			t.Fatalf("%s: token %q sent once the file held one, want secret", tc.addr, got)
 		}
 		get(t, cfg)
 		got, want := logs.String(), 0

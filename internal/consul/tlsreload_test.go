@@ -151,7 +151,7 @@ func TestTLSFilesRotation(t *testing.T) {
 	var logs testlog.Buffer
 	clk := testclock.New(time.Now())
 	o := Options{Addr: srv.URL, CAFile: caFile, CertFile: certFile, KeyFile: keyFile,
-		Log: slog.New(slog.NewTextHandler(&logs, nil)), tlsClock: clk.Now}
+		Log: slog.New(slog.NewTextHandler(&logs, nil)), fileClock: clk.Now}
 	cfg, err := clientConfig(o)
 	if err != nil {
 		t.Fatal(err)
@@ -239,7 +239,7 @@ func TestTLSDialSettings(t *testing.T) {
 	clk := testclock.New(time.Now())
 	client := func(o Options) *http.Client {
 		t.Helper()
-		o.Addr, o.tlsClock = srv.URL, clk.Now
+		o.Addr, o.fileClock = srv.URL, clk.Now
 		cfg, err := clientConfig(o)
 		if err != nil {
 			t.Fatal(err)

@@ -26,6 +26,27 @@ const CheckEvery = time.Second
 // maxSize bounds what is read: a secret is a few lines.
 const maxSize = 1 << 20
 
+// Option changes how a File is opened.
+type Option func(*options)
+
+type options struct {
+	now func() time.Time
+}
+
+// WithClock makes now the clock CheckEvery is measured on (time.Now
+// without it): a test steps it past CheckEvery instead of sleeping.
+func WithClock(now func() time.Time) Option {
+	return func(o *options) { o.now = now }
+}
+
+func optionsOf(opts []Option) options {
+	o := options{now: time.Now}
+	for _, f := range opts {
+		f(&o)
+	}
+	return o
+}
+
 // File is one secret file, read again when it changes.
 type File struct {
 	path string
@@ -51,11 +72,11 @@ type File struct {
 // Open reads the secret at path; what names it in messages ("consul ACL
 // token"). The file must be readable and hold something besides blanks.
 // A file group or others may read is logged as a warning. log may be nil.
-func Open(path, what string, log *slog.Logger) (*File, error) {
+func Open(path, what string, log *slog.Logger, opts ...Option) (*File, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	f := &File{path: path, what: what, log: log.With("file", path), now: time.Now}
+	f := &File{path: path, what: what, log: log.With("file", path), now: optionsOf(opts).now}
 	v, mode, owner, err := read(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s file: %w", what, err)
@@ -70,8 +91,8 @@ func Open(path, what string, log *slog.Logger) (*File, error) {
 // shortest length, a format): a value it refuses is an error at start,
 // and, read later, is not used — the last value stays, and the refusal is
 // logged once. check's errors must not carry the value.
-func OpenChecked(path, what string, check func([]byte) error, log *slog.Logger) (*File, error) {
-	f, err := Open(path, what, log)
+func OpenChecked(path, what string, check func([]byte) error, log *slog.Logger, opts ...Option) (*File, error) {
+	f, err := Open(path, what, log, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -87,15 +108,15 @@ func OpenChecked(path, what string, check func([]byte) error, log *slog.Logger) 
 // empty ACL token file means no token to Consul's own CLI. A token written
 // later is picked up as a rotation; a file emptied after a value was read
 // keeps that value, as with Open.
-func OpenOptional(path, what string, log *slog.Logger) (*File, error) {
-	f, err := Open(path, what, log)
+func OpenOptional(path, what string, log *slog.Logger, opts ...Option) (*File, error) {
+	f, err := Open(path, what, log, opts...)
 	if !errors.Is(err, errEmpty) {
 		return f, err
 	}
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	f = &File{path: path, what: what, log: log.With("file", path), now: time.Now}
+	f = &File{path: path, what: what, log: log.With("file", path), now: optionsOf(opts).now}
 	f.checked = f.now()
 	f.log.Info(what + " file is empty: none in use")
 	return f, nil

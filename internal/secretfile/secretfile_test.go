@@ -10,25 +10,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/underlay/underlay/internal/testclock"
 	"github.com/underlay/underlay/internal/testlog"
 )
-
-// clock is a settable clock.
-type clock struct{ now time.Time }
-
-func (c *clock) Now() time.Time { return c.now }
 
 func TestFile(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "secret")
 	os.WriteFile(path, []byte("  hunter2-first \n"), 0o644)
 	var logs testlog.Buffer
-	f, err := Open(path, "test secret", slog.New(slog.NewTextHandler(&logs, nil)))
+	clk := testclock.New(time.Now())
+	f, err := Open(path, "test secret", slog.New(slog.NewTextHandler(&logs, nil)), WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{now: time.Now()}
-	f.now = clk.Now
 	if got := string(f.Value()); got != "hunter2-first" {
 		t.Fatalf("value %q, want hunter2-first", got)
 	}
@@ -41,7 +36,7 @@ func TestFile(t *testing.T) {
 	if got := string(f.Value()); got != "hunter2-first" {
 		t.Errorf("value %q within CheckEvery of the last read, want the cached hunter2-first", got)
 	}
-	clk.now = clk.now.Add(CheckEvery)
+	clk.Add(CheckEvery)
 	if got := string(f.Value()); got != "hunter2-second" {
 		t.Errorf("value %q after the change, want hunter2-second", got)
 	}
@@ -54,7 +49,7 @@ func TestFile(t *testing.T) {
 	} {
 		breakIt()
 		for range 3 {
-			clk.now = clk.now.Add(CheckEvery)
+			clk.Add(CheckEvery)
 			if got := string(f.Value()); got != "hunter2-second" {
 				t.Errorf("value %q from a broken file, want hunter2-second kept", got)
 			}
@@ -64,7 +59,7 @@ func TestFile(t *testing.T) {
 		t.Errorf("%d warnings for two problems met three times each, want 2:\n%s", n, logs.String())
 	}
 	os.WriteFile(path, []byte("hunter2-third"), 0o600)
-	clk.now = clk.now.Add(CheckEvery)
+	clk.Add(CheckEvery)
 	if got := string(f.Value()); got != "hunter2-third" {
 		t.Errorf("value %q, want hunter2-third", got)
 	}
@@ -87,6 +82,31 @@ func TestFile(t *testing.T) {
 	}
 }
 
+// TestOpenOptionalClock: a file empty at start (no secret) is looked at
+// again on the clock given with WithClock, as Open's: a secret written to
+// it is not read before CheckEvery has passed on that clock, and is read
+// once it has, with no wait in real time.
+func TestOpenOptionalClock(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "secret")
+	os.WriteFile(path, []byte("\n"), 0o600)
+	clk := testclock.New(time.Now())
+	f, err := OpenOptional(path, "test secret", nil, WithClock(clk.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := string(f.Value()); got != "" {
+		t.Fatalf("value %q from an empty file, want none", got)
+	}
+	os.WriteFile(path, []byte("written-later\n"), 0o600)
+	if got := string(f.Value()); got != "" {
+		t.Errorf("value %q within CheckEvery of the last read, want none yet", got)
+	}
+	clk.Add(CheckEvery)
+	if got := string(f.Value()); got != "written-later" {
+		t.Errorf("value %q once the clock passed CheckEvery, want written-later", got)
+	}
+}
+
 // TestOpenChecked: a value the check refuses is an error at start and,
 // written later, is not used; the refusal is logged once, without the
 // value.
@@ -105,15 +125,14 @@ func TestOpenChecked(t *testing.T) {
 	}
 	os.WriteFile(path, []byte("long-enough-1"), 0o600)
 	var logs testlog.Buffer
-	f, err := OpenChecked(path, "test secret", long, slog.New(slog.NewTextHandler(&logs, nil)))
+	clk := testclock.New(time.Now())
+	f, err := OpenChecked(path, "test secret", long, slog.New(slog.NewTextHandler(&logs, nil)), WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{now: time.Now()}
-	f.now = clk.Now
 	os.WriteFile(path, []byte("short"), 0o600)
 	for range 3 {
-		clk.now = clk.now.Add(CheckEvery)
+		clk.Add(CheckEvery)
 		if got := string(f.Value()); got != "long-enough-1" {
 			t.Errorf("value %q after a refused rewrite, want long-enough-1 kept", got)
 		}
@@ -122,7 +141,7 @@ func TestOpenChecked(t *testing.T) {
 		t.Errorf("%d warnings for a refused value met three times, want 1:\n%s", n, logs.String())
 	}
 	os.WriteFile(path, []byte("long-enough-2"), 0o600)
-	clk.now = clk.now.Add(CheckEvery)
+	clk.Add(CheckEvery)
 	if got := string(f.Value()); got != "long-enough-2" {
 		t.Errorf("value %q, want long-enough-2", got)
 	}
@@ -170,16 +189,15 @@ func TestFIFOIsRefused(t *testing.T) {
 
 	path := filepath.Join(dir, "secret")
 	os.WriteFile(path, []byte("hunter2"), 0o600)
-	f, err := Open(path, "test secret", nil)
+	clk := testclock.New(time.Now())
+	f, err := Open(path, "test secret", nil, WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{now: time.Now()}
-	f.now = clk.Now
 	if err := os.Rename(fifo, path); err != nil {
 		t.Fatal(err)
 	}
-	clk.now = clk.now.Add(CheckEvery)
+	clk.Add(CheckEvery)
 	got := make(chan string, 1)
 	go func() { got <- string(f.Value()) }()
 	select {
@@ -218,7 +236,8 @@ func TestOwner(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "token")
 	os.WriteFile(path, []byte("secret-value"), 0o600)
 	var logs testlog.Buffer
-	f, err := Open(path, "test secret", slog.New(slog.NewTextHandler(&logs, nil)))
+	clk := testclock.New(time.Now())
+	f, err := Open(path, "test secret", slog.New(slog.NewTextHandler(&logs, nil)), WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -232,9 +251,7 @@ func TestOwner(t *testing.T) {
 	if err := os.Chown(path, 65534, 65534); err != nil {
 		t.Fatal(err)
 	}
-	clk := &clock{now: time.Now()}
-	f.now = clk.Now
-	clk.now = clk.now.Add(CheckEvery)
+	clk.Add(CheckEvery)
 	f.Value()
 	if !strings.Contains(logs.String(), "belongs to uid 65534") || strings.Contains(logs.String(), "secret-value") {
 		t.Errorf("after chown to 65534: log\n%s\nwant a warning naming uid 65534, and no secret", logs.String())
