@@ -426,60 +426,126 @@ func firewallRules(name string) [][]string {
 // lets more through than before it: missing DROP rules go in first,
 // then any other rule of the lab's comment (the older wildcard form, a
 // copy) goes, then the ACCEPT rules missing or below a DROP are put on
-// top. None when FORWARD is as it should be.
+// top. None when FORWARD is as it should be. Rules are compared by
+// ruleKey, not as text: iptables may list a rule's options in another
+// order than they were given.
 func firewallSteps(listing, name string) [][]string {
-	key := func(r []string) string { return strings.Join(r, "\x00") }
-	var cur []string // the lab's rules in FORWARD, top to bottom
+	type rule struct {
+		key  string
+		args []string // as listed, or as firewallRules gives it
+	}
+	var cur []rule // the lab's rules in FORWARD, top to bottom
 	for _, r := range rulesWithComment(listing, ruleComment(name)) {
 		if len(r) > 2 && r[0] == "-A" && r[1] == "FORWARD" {
-			cur = append(cur, key(r[2:]))
+			cur = append(cur, rule{ruleKey(r[2:]), r[2:]})
 		}
 	}
-	want := firewallRules(name)
+	var want []rule
 	wanted := map[string]bool{}
-	for _, r := range want {
-		wanted[key(r)] = true
+	for _, r := range firewallRules(name) {
+		want = append(want, rule{ruleKey(r), r})
+		wanted[ruleKey(r)] = true
 	}
-	isAccept := func(k string) bool { return strings.HasSuffix(k, "\x00-j\x00ACCEPT") }
+	isAccept := func(r rule) bool { return ruleTarget(r.args) == "ACCEPT" }
+	indexOf := func(key string) int { return slices.IndexFunc(cur, func(r rule) bool { return r.key == key }) }
 	var steps [][]string
-	insert := func(r []string) {
-		steps = append(steps, append([]string{"-I", "FORWARD", "1"}, r...))
-		cur = append([]string{key(r)}, cur...)
+	insert := func(r rule) {
+		steps = append(steps, append([]string{"-I", "FORWARD", "1"}, r.args...))
+		cur = append([]rule{r}, cur...)
 	}
-	// -D deletes the first rule of that spec: so does this.
-	remove := func(k string) {
-		steps = append(steps, append([]string{"-D", "FORWARD"}, strings.Split(k, "\x00")...))
-		i := slices.Index(cur, k)
+	// -D deletes the first rule of that spec: so does this. It is given
+	// as listed, which iptables matches whatever the order.
+	remove := func(key string) {
+		i := indexOf(key)
+		steps = append(steps, append([]string{"-D", "FORWARD"}, cur[i].args...))
 		cur = slices.Delete(cur, i, i+1)
 	}
 	for i := len(want) - 1; i >= 0; i-- {
-		if r := want[i]; !isAccept(key(r)) && !slices.Contains(cur, key(r)) {
+		if r := want[i]; !isAccept(r) && indexOf(r.key) < 0 {
 			insert(r)
 		}
 	}
 	seen := map[string]bool{}
-	for _, k := range slices.Clone(cur) {
-		if !wanted[k] || seen[k] {
-			remove(k)
+	for _, r := range slices.Clone(cur) {
+		if !wanted[r.key] || seen[r.key] {
+			remove(r.key)
 		}
-		seen[k] = true
+		seen[r.key] = true
 	}
 	for i := len(want) - 1; i >= 0; i-- {
-		k := key(want[i])
-		if !isAccept(k) {
+		r := want[i]
+		if !isAccept(r) {
 			continue
 		}
-		at := slices.Index(cur, k)
-		firstDrop := slices.IndexFunc(cur, func(k string) bool { return !isAccept(k) })
+		at := indexOf(r.key)
+		firstDrop := slices.IndexFunc(cur, func(r rule) bool { return !isAccept(r) })
 		if at >= 0 && (firstDrop < 0 || at < firstDrop) {
 			continue
 		}
 		if at >= 0 {
-			remove(k)
+			remove(r.key)
 		}
-		insert(want[i])
+		insert(r)
 	}
 	return steps
+}
+
+// ruleLongFlags are the long names of the options iptables lists by their
+// short ones.
+var ruleLongFlags = map[string]string{
+	"--in-interface": "-i", "--out-interface": "-o", "--jump": "-j", "--match": "-m",
+	"--protocol": "-p", "--source": "-s", "--destination": "-d", "--goto": "-g",
+}
+
+// ruleKey is a rule's arguments (after the chain) as a key that does not
+// depend on their order: each option with its values and its negation
+// ("! -i x", or the older "-i ! x"), long names made short, sorted. The
+// target (-j) is one of them, so rules of other targets differ.
+func ruleKey(args []string) string {
+	var opts []string
+	var cur []string
+	neg := false
+	flush := func() {
+		if len(cur) > 0 {
+			opts = append(opts, strings.Join(cur, "\x00"))
+		}
+		cur = nil
+	}
+	for _, a := range args {
+		switch {
+		case a == "!":
+			neg = true
+		case strings.HasPrefix(a, "-") && len(a) > 1:
+			flush()
+			if short, ok := ruleLongFlags[a]; ok {
+				a = short
+			}
+			cur = []string{a}
+			if neg {
+				cur = []string{"!", a}
+			}
+			neg = false
+		default:
+			if neg && len(cur) > 0 && cur[0] != "!" {
+				cur = append([]string{"!"}, cur...)
+			}
+			neg = false
+			cur = append(cur, a)
+		}
+	}
+	flush()
+	slices.Sort(opts)
+	return strings.Join(opts, "\x01")
+}
+
+// ruleTarget is a rule's -j target, "" without one.
+func ruleTarget(args []string) string {
+	for i := 0; i+1 < len(args); i++ {
+		if args[i] == "-j" || args[i] == "--jump" {
+			return args[i+1]
+		}
+	}
+	return ""
 }
 
 // firewallTools are the programs the rules go through; ip6tables is

@@ -447,6 +447,22 @@ func TestFirewallSteps(t *testing.T) {
 		rule("-i ul-lab-+ ! -o ul-lab-+", "DROP"),
 	}
 	want := firewallRules("lab")
+	// reordered is a rule with its options in another order than the
+	// lab gives them, as another iptables may list them: the comment
+	// match first, the interfaces swapped, the target last.
+	reordered := func(rules [][]string) [][]string {
+		var out [][]string
+		for _, r := range rules {
+			at := slices.Index(r, "-m")
+			body := slices.Delete(slices.Clone(r[:len(r)-2]), at, at+4)
+			var units [][]string
+			for i := 0; i < len(body); i += 2 {
+				units = append([][]string{body[i : i+2]}, units...)
+			}
+			out = append(out, slices.Concat(r[at:at+4], slices.Concat(units...), r[len(r)-2:]))
+		}
+		return out
+	}
 	for _, tc := range []struct {
 		name  string
 		lab   [][]string // the lab's rules found, top to bottom, above others'
@@ -458,6 +474,9 @@ func TestFirewallSteps(t *testing.T) {
 		{"drops above accepts", append(slices.Clone(want[4:]), want[:4]...), 8},
 		{"a copy of a drop, an accept below the drops", append(append(slices.Clone(want[1:]), want[7]), want[0]), 3},
 		{"an accept missing", want[1:], 1},
+		{"as they should be, options in another order", reordered(want), 0},
+		{"drops above accepts, options in another order", reordered(append(slices.Clone(want[4:]), want[:4]...)), 8},
+		{"an accept missing, options in another order", reordered(want[1:]), 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			chain := append(slices.Clone(tc.lab), others...)
@@ -522,6 +541,42 @@ func TestFirewallSteps(t *testing.T) {
 				t.Errorf("run again: %q, want nothing", again)
 			}
 		})
+	}
+}
+
+// TestRuleKey: two listings of one rule, its options in any order or by
+// their long names, are one key; a negation on another option, another
+// value or another target is another rule.
+func TestRuleKey(t *testing.T) {
+	base := "-i a -o b -m comment --comment c -j DROP"
+	for _, tc := range []struct {
+		rule string
+		same bool
+	}{
+		{"-m comment --comment c -o b -i a -j DROP", true},
+		{"-j DROP -o b -m comment --comment c -i a", true},
+		{"--in-interface a --out-interface b --match comment --comment c --jump DROP", true},
+		{"-i a -o b -m comment --comment c -j ACCEPT", false},
+		{"-i a -o bb -m comment --comment c -j DROP", false},
+		{"-i a -m comment --comment c -j DROP", false},
+		{"! -i a -o b -m comment --comment c -j DROP", false},
+	} {
+		if got := ruleKey(strings.Fields(tc.rule)) == ruleKey(strings.Fields(base)); got != tc.same {
+			t.Errorf("%q the same rule as %q: %v, want %v", tc.rule, base, got, tc.same)
+		}
+	}
+	// A negation stays with its option, wherever it is written.
+	for _, tc := range []struct {
+		a, b string
+		same bool
+	}{
+		{"! -i a -o b -j DROP", "-o b ! -i a -j DROP", true},
+		{"! -i a -o b -j DROP", "-i ! a -o b -j DROP", true},
+		{"! -i a -o b -j DROP", "-i a ! -o b -j DROP", false},
+	} {
+		if got := ruleKey(strings.Fields(tc.a)) == ruleKey(strings.Fields(tc.b)); got != tc.same {
+			t.Errorf("%q the same rule as %q: %v, want %v", tc.a, tc.b, got, tc.same)
+		}
 	}
 }
 
