@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -251,10 +252,8 @@ func assertGone(t *testing.T, name string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(links), "\n") {
-		if strings.Contains(line, " ul-"+name+"-") {
-			t.Errorf("link left: %s", line)
-		}
+	for _, line := range linksLeft(string(links), name) {
+		t.Errorf("link left: %s", line)
 	}
 	for _, tool := range []string{"iptables", "ip6tables"} {
 		out, _ := exec.Command(tool, "-w", "-S", "FORWARD").Output()
@@ -268,6 +267,50 @@ func assertGone(t *testing.T, name string) {
 	}
 	if _, err := os.Stat(dir); err == nil {
 		t.Errorf("state directory %s left", dir)
+	}
+}
+
+// linksLeft are the lines of `ip -o link show` ("7: ul-NAME-m1@if2: <…")
+// of a link named as one of lab name's (lab.OwnLinkNames), exactly: a
+// user's ul-NAME-foo is not the lab's.
+func linksLeft(listing, name string) []string {
+	own := lab.OwnLinkNames(name)
+	var out []string
+	for _, line := range strings.Split(listing, "\n") {
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		link, _, _ := strings.Cut(strings.TrimSuffix(f[1], ":"), "@")
+		if slices.Contains(own, link) {
+			out = append(out, line)
+		}
+	}
+	return out
+}
+
+// TestLinksLeft: assertGone takes for the lab's only the links the lab
+// makes, by their exact names: a user's ul-NAME-foo, or ul-NAME-m1x, is
+// not left behind by the lab; the lab's bridges and veths are, whether
+// listed with a peer (@if2) or not. A unit test: it reads a listing.
+func TestLinksLeft(t *testing.T) {
+	listing := `1: lo: <LOOPBACK,UP,LOWER_UP> mtu 65536 qdisc noqueue state UNKNOWN mode DEFAULT group default qlen 1000\    link/loopback 00:00:00:00:00:00 brd 00:00:00:00:00:00
+5: ul-t1-m: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default qlen 1000\    link/ether 02:42:ac:11:00:02 brd ff:ff:ff:ff:ff:ff
+6: ul-t1-u: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default qlen 1000\    link/ether 02:42:ac:11:00:03 brd ff:ff:ff:ff:ff:ff
+7: ul-t1-m1@if2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue master ul-t1-m state UP mode DEFAULT group default qlen 1000\    link/ether 02:42:ac:11:00:04 brd ff:ff:ff:ff:ff:ff link-netnsid 0
+8: ul-t1-ua@if2: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue master ul-t1-u state UP mode DEFAULT group default qlen 1000\    link/ether 02:42:ac:11:00:05 brd ff:ff:ff:ff:ff:ff link-netnsid 1
+9: ul-t1-foo: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default qlen 1000\    link/ether 02:42:ac:11:00:06 brd ff:ff:ff:ff:ff:ff
+10: ul-t1-m1x@if3: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default qlen 1000\    link/ether 02:42:ac:11:00:07 brd ff:ff:ff:ff:ff:ff link-netnsid 2
+11: ul-t12-m: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue state UP mode DEFAULT group default qlen 1000\    link/ether 02:42:ac:11:00:08 brd ff:ff:ff:ff:ff:ff
+12: eth0@if13: <BROADCAST,MULTICAST,UP,LOWER_UP> mtu 1500 qdisc noqueue master ul-t1-u state UP mode DEFAULT group default qlen 1000\    link/ether 02:42:ac:11:00:09 brd ff:ff:ff:ff:ff:ff link-netnsid 3
+`
+	var got []string
+	for _, line := range linksLeft(listing, "t1") {
+		got = append(got, strings.Fields(line)[1])
+	}
+	want := []string{"ul-t1-m:", "ul-t1-u:", "ul-t1-m1@if2:", "ul-t1-ua@if2:"}
+	if !slices.Equal(got, want) {
+		t.Errorf("links of lab t1 left: %q, want %q", got, want)
 	}
 }
 

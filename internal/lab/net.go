@@ -289,6 +289,18 @@ func ownLink(name string, l netlink.Link) bool {
 	}
 }
 
+// ownLinkNames are the names of every link lab name may make in the root
+// namespace (those ownLink takes for its own): the bridges ul-NAME-m and
+// ul-NAME-u (a VM lab's management veth ul-NAME-m) and the veths to its
+// nodes, ul-NAME-m1, ul-NAME-u1 and so on to MaxNodes.
+func ownLinkNames(name string) []string {
+	out := []string{linkPrefix(name) + "m", linkPrefix(name) + "u"}
+	for i := 1; i <= MaxNodes; i++ {
+		out = append(out, linkPrefix(name)+"m"+linkSuffix(i), linkPrefix(name)+"u"+linkSuffix(i))
+	}
+	return out
+}
+
 // deleteLinks deletes the lab's links: veths first, then the bridges.
 func deleteLinks(name string) error {
 	all, err := retryDump(netlink.LinkList)

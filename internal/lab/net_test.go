@@ -427,6 +427,30 @@ func TestFirewallOnlyTheLabsLinks(t *testing.T) {
 	}
 }
 
+// TestOwnLinkNames: the names the integration tests look for after lab
+// down (ownLinkNames) are those ownLink deletes, of the kinds the lab
+// makes them, and no other of the lab's prefix.
+func TestOwnLinkNames(t *testing.T) {
+	names := ownLinkNames("t1")
+	if len(names) != 2+2*MaxNodes {
+		t.Errorf("%d names, want %d: %q", len(names), 2+2*MaxNodes, names)
+	}
+	for _, n := range names {
+		kind := "veth"
+		if n == "ul-t1-u" {
+			kind = "bridge"
+		}
+		if !ownLink("t1", &netlink.GenericLink{LinkAttrs: netlink.LinkAttrs{Name: n}, LinkType: kind}) {
+			t.Errorf("%s (%s) is in ownLinkNames, not ownLink", n, kind)
+		}
+	}
+	for _, n := range []string{"ul-t1-foo", "ul-t1-m1x", "ul-t1-", "ul-t12-m", "ul-t1-ml"} {
+		if slices.Contains(names, n) {
+			t.Errorf("%s is in ownLinkNames", n)
+		}
+	}
+}
+
 // TestFirewallSteps: lab up brings FORWARD to the lab's rules from
 // whatever it finds — nothing, the older wildcard rules, its rules out of
 // order or with a copy — and no step on the way lets the lab's traffic
