@@ -4,6 +4,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/spf13/pflag"
+
 	"github.com/underlay/underlay/internal/lab"
 )
 
@@ -55,5 +57,54 @@ func TestKeepRecorded(t *testing.T) {
 	got = keepRecorded(flags, old, given)
 	if got.Nodes != 4 || got.NoAgent || got.Managers != 2 {
 		t.Errorf("--nodes 4 --no-agent=false given: %+v", got)
+	}
+}
+
+// TestLabAgentEnv: the lab's stack agents get the lab's agent flags as
+// UNDERLAY_* variables (lab.AgentEnv). For each list flag of the agent,
+// given once and twice, those variables set it as the command line does,
+// or lab.AgentEnv refuses the flag (only one whose values are taken whole
+// may be, given twice). A list flag added to the agent that the lab would
+// carry wrong fails here.
+func TestLabAgentEnv(t *testing.T) {
+	flags := func() *pflag.FlagSet { return newAgentCommand(&globalFlags{}, IOStreams{}).Flags() }
+	n := 0
+	flags().VisitAll(func(f *pflag.Flag) {
+		if typ := f.Value.Type(); typ != "stringSlice" && typ != "stringArray" {
+			return
+		}
+		n++
+		for _, args := range [][]string{
+			{"--" + f.Name, "a=1,b=2"},
+			{"--" + f.Name, "a=1", "--" + f.Name + "=b=2,c=3"},
+		} {
+			t.Run(strings.Join(args, " "), func(t *testing.T) {
+				direct := flags()
+				if err := direct.Parse(args); err != nil {
+					t.Fatal(err)
+				}
+				env, err := lab.AgentEnv(args)
+				if err != nil {
+					if f.Value.Type() != "stringArray" || len(args) == 2 || !strings.Contains(err.Error(), "--"+f.Name) {
+						t.Fatalf("lab.AgentEnv(%q): %v", args, err)
+					}
+					return
+				}
+				for k, v := range env {
+					t.Setenv(k, v)
+				}
+				fromEnv := flags()
+				if err := applyEnv(fromEnv); err != nil {
+					t.Fatal(err)
+				}
+				want, got := direct.Lookup(f.Name).Value.String(), fromEnv.Lookup(f.Name).Value.String()
+				if got != want {
+					t.Errorf("--%s from %v: %s, from the command line %s", f.Name, env, got, want)
+				}
+			})
+		}
+	})
+	if n == 0 {
+		t.Fatal("the agent has no list flag: the test looks for the wrong types")
 	}
 }

@@ -59,7 +59,7 @@ func (p *plan) agentImage(ctx context.Context) (string, error) {
 // on every node and control on a manager. A second deploy of an unchanged
 // stack changes nothing.
 func (p *plan) deployStack(ctx context.Context, clients []*client.Client, image string) error {
-	env, err := agentEnv(p.cfg.AgentArgs)
+	env, err := AgentEnv(p.cfg.AgentArgs)
 	if err != nil {
 		return err
 	}
@@ -181,10 +181,16 @@ func stackTaskRunning(ctx context.Context, c *client.Client, service string) err
 	return nil
 }
 
-// agentEnv turns agent flags (--name value, --name=value, or a lone
-// --name for true) into the UNDERLAY_* variables the agent reads.
-func agentEnv(args []string) (map[string]string, error) {
+// AgentEnv turns agent flags (--name value, --name=value, or a lone
+// --name for true) into the UNDERLAY_* variables the agent reads, one a
+// flag (the agent sets each flag from its variable once). A list flag
+// given more than once keeps every value: those the agent splits at
+// commas (agentListFlag) are joined with commas; one that takes each
+// value whole cannot be carried twice and is refused. Any other flag
+// given twice keeps the last value, as on the agent's command line.
+func AgentEnv(args []string) (map[string]string, error) {
 	env := map[string]string{}
+	given := map[string]bool{}
 	for i := 0; i < len(args); i++ {
 		a := args[i]
 		name, ok := strings.CutPrefix(a, "--")
@@ -198,9 +204,46 @@ func agentEnv(args []string) (map[string]string, error) {
 			value = args[i+1]
 			i++
 		}
-		env["UNDERLAY_"+strings.ToUpper(strings.ReplaceAll(name, "-", "_"))] = value
+		key := "UNDERLAY_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
+		switch kind := agentListFlag(name); {
+		case !given[name] || kind == notList:
+			env[key] = value
+		case kind == commaList:
+			// An empty value adds nothing, on the command line too.
+			if env[key] == "" {
+				env[key] = value
+			} else if value != "" {
+				env[key] += "," + value
+			}
+		default:
+			return nil, fmt.Errorf("agent flag --%s given more than once: the stack's agent reads it from %s, which carries one value", name, key)
+		}
+		given[name] = true
 	}
 	return env, nil
+}
+
+// listKind is how the agent takes a flag given more than once.
+type listKind int
+
+const (
+	notList   listKind = iota // the last value wins
+	commaList                 // values are split at commas and added up
+	wholeList                 // each value is added whole, commas included
+)
+
+// agentListFlag says how the agent (internal/app/agent.go) takes flag
+// name given more than once: its string slices split each value, and
+// UNDERLAY_<FLAG>, at commas; --label, a string array, does not.
+// internal/app's TestLabAgentEnv checks this against the agent's flags.
+func agentListFlag(name string) listKind {
+	switch name {
+	case "swarm-name-allow", "tags", "allowed-host":
+		return commaList
+	case "label":
+		return wholeList
+	}
+	return notList
 }
 
 // overrideFile is a compose file adding env to the stack's agent.

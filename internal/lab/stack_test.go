@@ -21,16 +21,29 @@ func TestAgentEnv(t *testing.T) {
 		{args: []string{"--explicit"}, want: map[string]string{"UNDERLAY_EXPLICIT": "true"}},
 		{args: []string{"15s"}, wantErr: `"15s"`},
 		{args: []string{"--"}, wantErr: `"--"`},
+		// A list flag given twice keeps both values, comma-separated as
+		// the agent splits UNDERLAY_<FLAG> (pflag's string slices).
+		{args: []string{"--swarm-name-allow", "web=www", "--swarm-name-allow=api=v1,api=v2"},
+			want: map[string]string{"UNDERLAY_SWARM_NAME_ALLOW": "web=www,api=v1,api=v2"}},
+		{args: []string{"--tags", "a", "--allowed-host", "h1", "--tags=b", "--allowed-host", "h2"},
+			want: map[string]string{"UNDERLAY_TAGS": "a,b", "UNDERLAY_ALLOWED_HOST": "h1,h2"}},
+		{args: []string{"--tags", "", "--tags", "a"}, want: map[string]string{"UNDERLAY_TAGS": "a"}},
+		// --label takes each value whole (commas included): one variable
+		// carries one, so a second is refused.
+		{args: []string{"--label", "a=1,2"}, want: map[string]string{"UNDERLAY_LABEL": "a=1,2"}},
+		{args: []string{"--label", "a", "--label", "b"}, wantErr: "--label"},
+		// Any other flag given twice: the last wins, as on the command line.
+		{args: []string{"--resync", "5s", "--resync=10s"}, want: map[string]string{"UNDERLAY_RESYNC": "10s"}},
 	} {
-		got, err := agentEnv(tc.args)
+		got, err := AgentEnv(tc.args)
 		if tc.wantErr != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
-				t.Errorf("agentEnv(%q) = %v, %v; want an error naming %s", tc.args, got, err, tc.wantErr)
+				t.Errorf("AgentEnv(%q) = %v, %v; want an error naming %s", tc.args, got, err, tc.wantErr)
 			}
 			continue
 		}
 		if err != nil || fmt.Sprint(got) != fmt.Sprint(tc.want) {
-			t.Errorf("agentEnv(%q) = %v, %v; want %v", tc.args, got, err, tc.want)
+			t.Errorf("AgentEnv(%q) = %v, %v; want %v", tc.args, got, err, tc.want)
 		}
 	}
 }
