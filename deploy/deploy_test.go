@@ -457,7 +457,7 @@ func TestMaintainerScripts(t *testing.T) {
 
 	calls = m.run("prerm", "remove")
 	if !slices.Contains(calls, "deb-systemd-invoke stop underlay-control.service underlay-agent.service underlay-ipam.socket") ||
-		!slices.Contains(calls, "underlay agent cleanup") {
+		!slices.Contains(calls, "underlay agent cleanup --state-dir "+m.path("var/lib/underlay")) {
 		t.Errorf("prerm remove: %q, want the units stopped and the agent's links cleaned", calls)
 	}
 	m.run("postrm", "remove")
@@ -481,5 +481,55 @@ func TestMaintainerScripts(t *testing.T) {
 		if _, ok := m.read(f); !ok {
 			t.Errorf("purge deleted %s, not the package's", f)
 		}
+	}
+}
+
+// TestPrermStateDir: remove's `underlay agent cleanup` reads the agent's
+// link owner from the agent's --state-dir. An operator who moved it
+// (UNDERLAY_STATE_DIR in agent.env, the unit's EnvironmentFile) had
+// cleanup read the default one, find no owner and leave the agent's
+// links. The prerm now passes the directory the unit gives the agent:
+// the last assignment in agent.env, blanks around and one pair of quotes
+// off, as systemd reads it; the file is read as data, never run.
+func TestPrermStateDir(t *testing.T) {
+	for _, tc := range []struct {
+		name, env string // env: agent.env's content; "-": no file
+		want      string // "": the default, under the sandbox
+	}{
+		{"no env file", "-", ""},
+		{"not set", "UNDERLAY_LABEL=mine\n#UNDERLAY_STATE_DIR=/srv/commented\n", ""},
+		{"set", "UNDERLAY_LABEL=mine\nUNDERLAY_STATE_DIR=/srv/underlay\n", "/srv/underlay"},
+		{"the last wins", "UNDERLAY_STATE_DIR=/srv/first\nUNDERLAY_STATE_DIR=/srv/second\n", "/srv/second"},
+		{"blanks and double quotes", "  UNDERLAY_STATE_DIR = \"/srv/my state\"  \n", "/srv/my state"},
+		{"single quotes", "UNDERLAY_STATE_DIR='/srv/single'\n", "/srv/single"},
+		{"another variable's prefix", "UNDERLAY_STATE_DIR_OLD=/srv/old\n", ""},
+		{"not run", "UNDERLAY_STATE_DIR=$(touch \"$CALLS.ran\")/srv/x;touch \"$CALLS.ran\"\n", "$(touch \"$CALLS.ran\")/srv/x;touch \"$CALLS.ran\""},
+		{"empty: none, as for the agent", "UNDERLAY_STATE_DIR=\n", "[]"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMaintainer(t)
+			// Each argument in brackets: a directory may hold a blank.
+			stub := "#!/bin/sh\n{ printf underlay; printf ' [%s]' \"$@\"; echo; } >>\"$CALLS\"\n"
+			if err := os.WriteFile(m.path("bin/underlay"), []byte(stub), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if tc.env != "-" {
+				m.write("etc/underlay/agent.env", tc.env)
+			}
+			want := "[" + tc.want + "]"
+			switch tc.want {
+			case "":
+				want = "[" + m.path("var/lib/underlay") + "]"
+			case "[]":
+				want = "[]"
+			}
+			want = "underlay [agent] [cleanup] [--state-dir] " + want
+			if calls := m.run("prerm", "remove"); !slices.Contains(calls, want) {
+				t.Errorf("agent.env %q: prerm remove ran %q, want %q", tc.env, calls, want)
+			}
+			if _, err := os.Stat(m.path("calls.ran")); err == nil {
+				t.Errorf("agent.env %q was run by the prerm", tc.env)
+			}
+		})
 	}
 }
