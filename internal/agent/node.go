@@ -84,7 +84,7 @@ func (n *node) run(ctx context.Context) error {
 	}
 	if cfg.TaskMetrics > 0 {
 		g.Go(func() error {
-			taskmetrics.Run(gctx, n.src, kv, n.name, cfg.TaskMetrics, log)
+			taskmetrics.Run(gctx, n.src, kv, n.name, id, cfg.TaskMetrics, log, nil)
 			return nil
 		})
 	}

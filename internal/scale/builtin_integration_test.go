@@ -42,7 +42,7 @@ func TestIntegrationScaleBuiltinCPU(t *testing.T) {
 	t.Cleanup(cancel)
 
 	// The node's agent part that measures tasks, in-process.
-	go taskmetrics.Run(ctx, dockerhost.NewSource(docker), consul.NewKV(cons.Client()), "node-"+id, time.Second, log)
+	go taskmetrics.Run(ctx, dockerhost.NewSource(docker), consul.NewKV(cons.Client()), "node-"+id, "id"+id, time.Second, log, nil)
 
 	name := "ulscale-cpu-" + id
 	const cpuTarget = "0.02"

@@ -9,6 +9,7 @@
 package taskmetrics
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -23,8 +24,16 @@ import (
 	"github.com/underlay/underlay/internal/shellword"
 )
 
-// KVPrefix holds one key per node.
+// KVPrefix holds the reports, one key per node: IDPrefix and its swarm
+// node ID; agents before that wrote KVPrefix and its name, which two
+// nodes of one name (cloned hosts) shared, one report hiding the other.
+// Readers read both (Load).
 const KVPrefix = "underlay/metrics/"
+
+// IDPrefix holds the reports by swarm node ID. It lies under KVPrefix,
+// so that the ACL policies' prefix rules cover it, and no name key is
+// under it: a node name has no '/' (netspec.CheckNodeName).
+const IDPrefix = KVPrefix + "id/"
 
 // Sample is one container's counters at one moment.
 type Sample struct {
@@ -64,9 +73,15 @@ const (
 
 // Report is a node's published usage.
 type Report struct {
-	Node     string                  `json:"node"`
+	Node string `json:"node"`
+	// NodeID is the node's swarm node ID, its key's (IDPrefix); none in
+	// the reports of older agents, keyed by Node.
+	NodeID   string                  `json:"node_id,omitempty"`
 	At       time.Time               `json:"at"`
 	Services map[string]ServiceUsage `json:"services"`
+	// Key is where Load read the report: two nodes' reports may name one
+	// node.
+	Key string `json:"-"`
 }
 
 // Usage turns two rounds of samples into per-service usage: CPU as the
@@ -101,9 +116,12 @@ type KV interface {
 	Put(ctx context.Context, key string, value []byte) error
 }
 
-// Run samples every period and publishes the node's report, without the
-// services whose figures readers would refuse (leaveOutRefused).
-func Run(ctx context.Context, src Source, kv KV, node string, period time.Duration, log *slog.Logger) {
+// Run samples every period and publishes the report of node (its name)
+// under id (its swarm node ID), without the services whose figures
+// readers would refuse (leaveOutRefused). published, unless nil, is
+// called once the first report is stored (the agent then retires the
+// report an older agent kept under the node's name).
+func Run(ctx context.Context, src Source, kv KV, node, id string, period time.Duration, log *slog.Logger, published func(context.Context)) {
 	log = log.With("component", "taskmetrics")
 	t := time.NewTicker(period)
 	defer t.Stop()
@@ -113,10 +131,13 @@ func Run(ctx context.Context, src Source, kv KV, node string, period time.Durati
 		if cur, err := src.Samples(ctx); err != nil {
 			log.Warn("task metrics not sampled", "err", err)
 		} else {
-			r := Report{Node: node, At: time.Now().UTC(), Services: Usage(prev, cur)}
+			r := Report{Node: node, NodeID: id, At: time.Now().UTC(), Services: Usage(prev, cur)}
 			leftOut = noteLeftOut(log, leftOut, leaveOutRefused(r.Services), r.Services)
 			if err := publish(ctx, kv, r); err != nil && ctx.Err() == nil {
 				log.Warn("task metrics not published", "err", err)
+			} else if err == nil && published != nil {
+				published(ctx)
+				published = nil
 			}
 			prev = make(map[string]Sample, len(cur))
 			for _, s := range cur {
@@ -165,19 +186,24 @@ func noteLeftOut(log *slog.Logger, was map[string]bool, refused map[string]strin
 	return now
 }
 
+// publish stores r under its node's swarm node ID.
 func publish(ctx context.Context, kv KV, r Report) error {
+	if r.NodeID == "" {
+		return fmt.Errorf("publish task metrics of %s: no swarm node ID to key them by", r.Node)
+	}
 	b, err := json.Marshal(r)
 	if err != nil {
 		return err
 	}
-	if err := kv.Put(ctx, KVPrefix+r.Node, b); err != nil {
-		return fmt.Errorf("publish task metrics of %s: %w", r.Node, err)
+	if err := kv.Put(ctx, IDPrefix+r.NodeID, b); err != nil {
+		return fmt.Errorf("publish task metrics of %s (swarm node %s): %w", r.Node, r.NodeID, err)
 	}
 	return nil
 }
 
 // Heard is what a reader heard of each node's report: its stamp and when
-// the reader's clock saw it change.
+// the reader's clock saw it change, by the report's key (Report.Key; its
+// node's name when it has none).
 type Heard map[string]netspec.Heard
 
 // Hear sets each report's At to when this reader's clock saw its stamp
@@ -193,12 +219,13 @@ func Hear(reports []Report, prev Heard, now time.Time) Heard {
 	next := make(Heard, len(reports))
 	for i := range reports {
 		r := &reports[i]
-		was, seen := prev[r.Node]
+		key := cmp.Or(r.Key, r.Node)
+		was, seen := prev[key]
 		h := netspec.Hear(was, seen, r.At, now)
 		if !seen && r.At.After(now) {
 			h.At = time.Time{} // stale until its stamp changes
 		}
-		next[r.Node] = h
+		next[key] = h
 		r.At = h.At
 	}
 	return next
@@ -241,9 +268,12 @@ type Lister interface {
 	List(ctx context.Context, prefix string) ([]kvstore.Pair, error)
 }
 
-// Load reads every node's report. A report that cannot be decoded, or that
+// Load reads every node's report, under its swarm node ID or, an older
+// agent's, under its name. A report that cannot be decoded, or that
 // Decode refuses, is set apart with the command that removes it, and hides
-// no other.
+// no other. A report under a name is left out when one under a swarm
+// node ID is of the same node (shadowed): the node's agent was upgraded,
+// and the old one would count its tasks twice.
 func Load(ctx context.Context, kv Lister) ([]Report, []BadReport, error) {
 	pairs, err := kv.List(ctx, KVPrefix)
 	if err != nil {
@@ -260,11 +290,34 @@ func Load(ctx context.Context, kv Lister) ([]Report, []BadReport, error) {
 		}
 		out = append(out, r)
 	}
-	return out, bad, nil
+	return slices.DeleteFunc(out, shadowed(out)), bad, nil
+}
+
+// shadowed says which of reports, read under a name, is of a node whose
+// report under its swarm node ID is among them too: one naming that ID,
+// or, naming none (an older agent's), that node's name.
+func shadowed(reports []Report) func(Report) bool {
+	ids, names := map[string]bool{}, map[string]bool{}
+	for _, r := range reports {
+		if strings.HasPrefix(r.Key, IDPrefix) {
+			ids[r.NodeID], names[r.Node] = true, true
+		}
+	}
+	return func(r Report) bool {
+		if strings.HasPrefix(r.Key, IDPrefix) {
+			return false
+		}
+		if r.NodeID != "" {
+			return ids[r.NodeID]
+		}
+		return names[r.Node]
+	}
 }
 
 // Decode reads the report stored under key and says why it cannot be
-// counted: it must be a node's own report (its key names its node), dated,
+// counted: it must be a node's own report (its key, IDPrefix and its
+// swarm node ID or, an older agent's, KVPrefix and its name, names its
+// node, and a report under an ID names a node), dated,
 // with 1 to MaxTasks tasks, a CPU of 0 to MaxCPU cores and at most
 // MaxMemory bytes per service. A stamp ahead
 // of the reader's clock is no reason: readers judge a report's age by when
@@ -272,16 +325,25 @@ func Load(ctx context.Context, kv Lister) ([]Report, []BadReport, error) {
 // every average it enters and so the replicas the autoscaler sets.
 func Decode(key string, value []byte) (Report, error) {
 	node := strings.TrimPrefix(key, KVPrefix)
-	if node == key || node == "" || strings.Contains(node, "/") {
-		return Report{}, fmt.Errorf("%q is not a node's key: agents write %sNODE", key, KVPrefix)
+	id, byID := strings.CutPrefix(key, IDPrefix)
+	if node == key || node == "" || byID && (id == "" || strings.Contains(id, "/")) || !byID && strings.Contains(node, "/") {
+		return Report{}, fmt.Errorf("%q is not a node's key: agents write %sSWARM-NODE-ID (older ones %sNODE)", key, IDPrefix, KVPrefix)
 	}
 	var r Report
 	if err := json.Unmarshal(value, &r); err != nil {
 		return Report{}, fmt.Errorf("not a task metrics report: %w", err)
 	}
-	if r.Node != node {
+	switch {
+	case byID && r.NodeID != id:
+		return Report{}, fmt.Errorf("the report under %s names swarm node %q, its key swarm node %q: one node's tasks would count twice", key, r.NodeID, id)
+	case byID && r.Node == "":
+		return Report{}, fmt.Errorf("the report of swarm node %s names no node", id)
+	case byID:
+		node = r.Node
+	case r.Node != node:
 		return Report{}, fmt.Errorf("the report names node %q, its key node %q: one node's tasks would count twice", r.Node, node)
 	}
+	r.Key = key
 	if r.At.IsZero() {
 		return Report{}, fmt.Errorf("the report of %s has no time", node)
 	}

@@ -57,7 +57,7 @@ func TestDecode(t *testing.T) {
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	good := `{"node":"n1","at":"2026-12-03T11:59:58Z","services":{"web":{"tasks":2,"cpu":1.5,"memory":400}}}`
 	r, err := Decode(KVPrefix+"n1", []byte(good))
-	want := Report{Node: "n1", At: now.Add(-2 * time.Second), Services: map[string]ServiceUsage{"web": {Tasks: 2, CPU: 1.5, Memory: 400}}}
+	want := Report{Node: "n1", At: now.Add(-2 * time.Second), Services: map[string]ServiceUsage{"web": {Tasks: 2, CPU: 1.5, Memory: 400}}, Key: KVPrefix + "n1"}
 	if err != nil {
 		t.Fatalf("Decode of a good report: %v", err)
 	}
@@ -74,6 +74,14 @@ func TestDecode(t *testing.T) {
 		{"key of another node", KVPrefix + "n2", good, `names node "n1", its key node "n2"`},
 		{"no node", KVPrefix + "n1", `{"at":"2026-12-03T12:00:00Z"}`, `names node "", its key node "n1"`},
 		{"nested key", KVPrefix + "n1/x", good, `is not a node's key`},
+		{"by swarm node ID", IDPrefix + "id1", `{"node":"n1","node_id":"id1","at":"2026-12-03T11:59:58Z"}`, ""},
+		{"an older agent's naming no ID", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T11:59:58Z"}`, ""},
+		{"under another swarm node ID", IDPrefix + "id2", `{"node":"n1","node_id":"id1","at":"2026-12-03T11:59:58Z"}`,
+			`the report under underlay/metrics/id/id2 names swarm node "id1", its key swarm node "id2"`},
+		{"under an ID, naming none", IDPrefix + "id2", good, `names swarm node "", its key swarm node "id2"`},
+		{"under an ID, no node", IDPrefix + "id1", `{"node_id":"id1","at":"2026-12-03T11:59:58Z"}`, "the report of swarm node id1 names no node"},
+		{"nested ID key", IDPrefix + "id1/x", `{"node":"n1","node_id":"id1/x","at":"2026-12-03T11:59:58Z"}`, `is not a node's key`},
+		{"the ID prefix itself", IDPrefix, `{"node":"n1","at":"2026-12-03T11:59:58Z"}`, `is not a node's key`},
 		{"the prefix itself", KVPrefix, good, `is not a node's key`},
 		{"no time", KVPrefix + "n1", `{"node":"n1"}`, "has no time"},
 		// Readers date reports by their own clock (Hear): a stamp ahead
@@ -227,13 +235,13 @@ func TestRunLeavesOutRefusedServices(t *testing.T) {
 		}
 	}
 	var logs bytes.Buffer
-	Run(ctx, src, kv, "n1", time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
+	Run(ctx, src, kv, "n1", "id1", time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 
 	if len(kv.values) != len(rounds) {
 		t.Fatalf("%d reports published, want %d", len(kv.values), len(rounds))
 	}
 	for i, v := range kv.values {
-		r, err := Decode(KVPrefix+"n1", v)
+		r, err := Decode(IDPrefix+"id1", v)
 		if err != nil {
 			t.Fatalf("report %d is refused: %v", i, err)
 		}
@@ -278,4 +286,118 @@ func (kv *recordingKV) Put(_ context.Context, _ string, value []byte) error {
 	kv.values = append(kv.values, value)
 	kv.put()
 	return nil
+}
+
+// TestTwoNodesOfOneNameKeepTheirReports: two swarm nodes of one host name
+// (a cloned VM, a node that joined again) published under one key, the
+// name's, so that the last to publish hid the other's tasks from the
+// autoscaler. Each report is now under its node's swarm node ID.
+func TestTwoNodesOfOneNameKeepTheirReports(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	kv := kvtest.New()
+	for _, n := range []struct {
+		id    string
+		tasks int
+	}{{"ida", 1}, {"idb", 2}} {
+		var round []Sample
+		for i := range n.tasks {
+			round = append(round, Sample{ContainerID: fmt.Sprint(n.id, i), Service: "web", At: t0, Memory: 100})
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		Run(ctx, &scriptedSource{rounds: [][]Sample{round}}, cancelOnPut{kv, cancel}, "n1", n.id, time.Hour, slog.New(slog.DiscardHandler), nil)
+	}
+	reports, bad, err := Load(context.Background(), kv)
+	if err != nil || len(bad) != 0 {
+		t.Fatalf("Load: %v, bad %+v", err, bad)
+	}
+	tasks := 0
+	for _, r := range reports {
+		tasks += r.Services["web"].Tasks
+	}
+	if len(reports) != 2 || tasks != 3 {
+		t.Errorf("%d reports with %d tasks of web, want 2 with 3 (1 of ida, 2 of idb): %+v", len(reports), tasks, reports)
+	}
+}
+
+// cancelOnPut is a KV that ends its Run once it stored a report.
+type cancelOnPut struct {
+	*kvtest.KV
+	cancel context.CancelFunc
+}
+
+func (k cancelOnPut) Put(ctx context.Context, key string, value []byte) error {
+	defer k.cancel()
+	return k.KV.Put(ctx, key, value)
+}
+
+// TestLoadReadsBothLayouts: reports are under swarm node IDs, older
+// agents' under names. A report under a name is left out when the same
+// node's is under its ID (it names that ID, or names none and the node's
+// name): the node's tasks would count twice. One under an ID naming
+// another swarm node is refused with its key and the ID it names.
+func TestLoadReadsBothLayouts(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	report := func(node, id string, tasks int) string {
+		return fmt.Sprintf(`{"node":%q,"node_id":%q,"at":"2026-12-03T11:59:59Z","services":{"web":{"tasks":%d}}}`, node, id, tasks)
+	}
+	for k, v := range map[string]string{
+		IDPrefix + "ida":  report("n1", "ida", 1),
+		IDPrefix + "idb":  report("n1", "idb", 2),
+		KVPrefix + "n1":   report("n1", "", 100), // n1's before its upgrade
+		IDPrefix + "idc":  report("n3", "idc", 4),
+		KVPrefix + "n3":   report("n3", "idc", 100), // idc's, with its ID
+		KVPrefix + "n4":   report("n4", "", 8),      // an older agent's
+		KVPrefix + "n5":   report("n5", "idx", 16),  // of a node with no report under its ID
+		IDPrefix + "idf":  report("n6", "ide", 100),
+		IDPrefix + "id/x": report("n7", "id/x", 100),
+	} {
+		kv.Put(ctx, k, []byte(v))
+	}
+	reports, bad, err := Load(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]int{}
+	for _, r := range reports {
+		got[r.Key] = r.Services["web"].Tasks
+	}
+	want := map[string]int{IDPrefix + "ida": 1, IDPrefix + "idb": 2, IDPrefix + "idc": 4, KVPrefix + "n4": 8, KVPrefix + "n5": 16}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("reports counted, tasks by key (-want +got):\n%s", d)
+	}
+	problems := map[string]string{}
+	for _, b := range bad {
+		problems[b.Key] = b.Problem
+	}
+	for key, want := range map[string]string{
+		IDPrefix + "idf":  `the report under underlay/metrics/id/idf names swarm node "ide", its key swarm node "idf"`,
+		IDPrefix + "id/x": `is not a node's key`,
+	} {
+		if !strings.Contains(problems[key], want) {
+			t.Errorf("%s: problem %q, want it to say %q", key, problems[key], want)
+		}
+	}
+	if len(bad) != 2 {
+		t.Errorf("%d bad reports, want 2: %+v", len(bad), bad)
+	}
+}
+
+// TestHearTellsApartNodesOfOneName: two nodes' reports naming one node
+// are heard each by its key: by name, one's stamp would be taken for the
+// other's change.
+func TestHearTellsApartNodesOfOneName(t *testing.T) {
+	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	t1, t2 := now.Add(-time.Hour), now.Add(-time.Minute)
+	reports := []Report{{Node: "n1", NodeID: "ida", Key: IDPrefix + "ida", At: t1}, {Node: "n1", NodeID: "idb", Key: IDPrefix + "idb", At: t2}}
+	heard := Hear(reports, nil, now)
+	if len(heard) != 2 {
+		t.Fatalf("heard %v, want 2 reports", heard)
+	}
+	// Unchanged a minute later: each keeps the time it was heard at.
+	again := []Report{{Node: "n1", NodeID: "ida", Key: IDPrefix + "ida", At: t1}, {Node: "n1", NodeID: "idb", Key: IDPrefix + "idb", At: t2}}
+	Hear(again, heard, now.Add(time.Minute))
+	if !again[0].At.Equal(reports[0].At) || !again[1].At.Equal(reports[1].At) {
+		t.Errorf("unchanged reports heard at %v and %v, want %v and %v", again[0].At, again[1].At, reports[0].At, reports[1].At)
+	}
 }

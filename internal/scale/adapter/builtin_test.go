@@ -125,3 +125,20 @@ func (c *clocked) wantCPU(want float64, why string) {
 		c.t.Errorf("at %s, cpu of web: %v, %v; want %v (%s)", c.now.Format(time.TimeOnly), cpu, err, want, why)
 	}
 }
+
+// TestBuiltinCountsNodesOfOneName: two swarm nodes of one host name
+// publish under their swarm node IDs, and both count; the report one of
+// them kept under the name before its agent was upgraded does not (it
+// would count its tasks twice).
+func TestBuiltinCountsNodesOfOneName(t *testing.T) {
+	c := newClocked(t)
+	at := c.now.Format(time.RFC3339Nano)
+	for key, value := range map[string]string{
+		taskmetrics.IDPrefix + "ida": `{"node":"n1","node_id":"ida","at":%q,"services":{"web":{"tasks":1,"cpu":0.2}}}`,
+		taskmetrics.IDPrefix + "idb": `{"node":"n1","node_id":"idb","at":%q,"services":{"web":{"tasks":1,"cpu":0.6}}}`,
+		taskmetrics.KVPrefix + "n1":  `{"node":"n1","at":%q,"services":{"web":{"tasks":100,"cpu":0}}}`,
+	} {
+		c.kv.Put(context.Background(), key, fmt.Appendf(nil, value, at))
+	}
+	c.wantCPU(0.4, "ida's and idb's, not the name's")
+}
