@@ -132,7 +132,7 @@ func TestIntegrationACLPolicies(t *testing.T) {
 			return inventory.Publish(ctx, consul.NewKV(c), node, []inventory.Entry{{IP: "10.144.1.9", Node: node, Network: spec.Name}})
 		}, false},
 		{"publish task metrics", func(ctx context.Context, c *api.Client) error {
-			return consul.NewKV(c).Put(ctx, "underlay/metrics/"+node, []byte(`{}`))
+			return consul.NewKV(c).Put(ctx, "underlay/metrics/id/"+node, []byte(`{}`)) // an agent's key (taskmetrics.IDPrefix)
 		}, false},
 		{"release a per-node range", func(ctx context.Context, c *api.Client) error {
 			_, err := netspec.NewStore(consul.NewKV(c)).Release(ctx, perNode.Name, node)
@@ -142,7 +142,7 @@ func TestIntegrationACLPolicies(t *testing.T) {
 			return consul.NewCatalog(c).Deregister(ctx, svc.ID)
 		}, false},
 		{"publish the node's doctor report", func(ctx context.Context, c *api.Client) error {
-			return doctor.Publish(ctx, consul.NewKV(c), doctor.Report{Node: node, At: time.Now()})
+			return doctor.Publish(ctx, consul.NewKV(c), doctor.Report{Node: node, NodeID: node, At: time.Now()})
 		}, false},
 	}
 	history := func(c *api.Client) *adapter.KVHistory {

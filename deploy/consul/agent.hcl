@@ -36,12 +36,14 @@ key_prefix "underlay/inventory/" {
   policy = "write"
 }
 
-# Swarm tasks' CPU and memory, read by the autoscaler.
+# Swarm tasks' CPU and memory, read by the autoscaler: under
+# underlay/metrics/id/SWARM-NODE-ID (older agents: underlay/metrics/NODE).
 key_prefix "underlay/metrics/" {
   policy = "write"
 }
 
-# This node's doctor report (--doctor-interval), shown by the dashboard.
+# This node's doctor report (--doctor-interval), shown by the dashboard: under
+# underlay/doctor/id/SWARM-NODE-ID (older agents: underlay/doctor/NODE).
 key_prefix "underlay/doctor/" {
   policy = "write"
 }

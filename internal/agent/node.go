@@ -177,7 +177,7 @@ func (n *node) runDoctorReports(ctx context.Context, id string, kv *consul.KV, s
 	ca := doctor.NewConsulAPI(n.c.Consul, n.c.ConsulHTTP)
 	env := doctor.Env{NodeID: id, Node: n.name, Docker: &doctor.DockerAPI{API: n.c.Docker}, Consul: ca, Networks: store, Pools: doctor.IPAMPools{KV: kv},
 		Inventories: doctor.KVInventories{KV: kv}, TaskReports: doctor.KVTaskReports{KV: kv}}
-	doctor.RunPeriodically(ctx, kv, n.name, n.cfg.Version, env.Checks(), n.cfg.DoctorInterval, n.log)
+	doctor.RunPeriodically(ctx, kv, n.name, id, n.cfg.Version, env.Checks(), n.cfg.DoctorInterval, n.log, nil)
 }
 
 // watchSwarmNodeID watches Docker's swarm node ID for this node every

@@ -524,7 +524,7 @@ func nodes(in Inputs, byNode map[string][]Task, shared map[string][]string) []No
 	for _, n := range in.Nodes {
 		a := agentOf(n, named[n.Hostname], listed)
 		doctor := doctorSummary(withWarnings(a.Doctor, a.Warnings))
-		if ids := shared[n.Hostname]; ids != nil {
+		if ids := shared[n.Hostname]; ids != nil && !a.DoctorByID {
 			// Published by name: it may be any of theirs, so it is no
 			// heartbeat of this node's agent, and its version none of it.
 			a.Doctor = nil
@@ -564,7 +564,10 @@ func agentOf(n SwarmNode, agents []AgentInput, listed map[string]bool) AgentInpu
 			return a
 		case listed[a.ID]:
 			if !found && !named {
-				out, named = AgentInput{Node: a.Node, Doctor: a.Doctor, Warnings: a.Warnings}, true
+				out, named = AgentInput{Node: a.Node, Warnings: a.Warnings}, true
+				if !a.DoctorByID { // the name's, not that node's own
+					out.Doctor = a.Doctor
+				}
 			}
 		case !found || agentLatest(a).After(agentLatest(out)):
 			out, found = a, true

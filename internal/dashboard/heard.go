@@ -13,14 +13,15 @@ import (
 // reports, and a dead one whose clock was ahead as up for as long), by
 // node name and swarm node ID: two hosts' agents may use one name. The
 // doctor report of a name several swarm nodes have (shared, sharedNames)
-// is no heartbeat: it is published by name, so it may be either's. prev
+// is no heartbeat when an older agent published it by name
+// (!DoctorByID): it may be either's. prev
 // is what the last refresh heard; it returns what this one heard.
 func hearAgents(agents []AgentInput, shared map[string][]string, prev map[string]netspec.Heard, now time.Time) map[string]netspec.Heard {
 	next := make(map[string]netspec.Heard, len(agents))
 	for i := range agents {
 		a := &agents[i]
 		latest := a.FactsAt
-		if a.Doctor != nil && a.Doctor.At.After(latest) && shared[a.Node] == nil {
+		if a.Doctor != nil && a.Doctor.At.After(latest) && (shared[a.Node] == nil || a.DoctorByID) {
 			latest = a.Doctor.At
 		}
 		if latest.IsZero() {

@@ -348,3 +348,34 @@ func TestBuildCountsADuplicateContainerOfSameNameNodes(t *testing.T) {
 		t.Errorf("duplicate_containers %d, want 1 (ca, on ida and idb)", got)
 	}
 }
+
+// TestBuildShowsEachNodesOwnDoctorReport: agents publish their doctor
+// report under their swarm node ID (AgentInput.DoctorByID), so two
+// swarm nodes of one name each have their own: it is shown on its node
+// only, not as the name's, counted once each, and it is its agent's
+// heartbeat (idb's, an hour old, leaves idb stale).
+func TestBuildShowsEachNodesOwnDoctorReport(t *testing.T) {
+	in := sameNameInput(t0.Add(-time.Hour))
+	for i, a := range in.Agents {
+		at := t0.Add(-5 * time.Second)
+		if a.ID == "idb" {
+			at = t0.Add(-time.Hour)
+		}
+		in.Agents[i].Doctor = &DoctorReport{At: at, Every: time.Minute, Version: "v9",
+			Results: []DoctorResult{{Check: "shim", Status: "fail", Message: "shim missing on " + a.ID}}}
+		in.Agents[i].DoctorByID = true
+	}
+	in.Agents = hearAgentsOnce(in)
+	snap := Build(in)
+	for _, n := range snap.Nodes {
+		if n.Doctor == nil || n.Doctor.SharedBy != nil || len(n.Doctor.Problems) != 1 || n.Doctor.Problems[0].Message != "shim missing on "+n.ID {
+			t.Errorf("node %s's doctor %+v, want its own report only", n.ID, n.Doctor)
+		}
+		if want := map[string]string{"ida": AgentUp, "idb": AgentStale}[n.ID]; n.Agent.State != want || n.Agent.Version != "v9" {
+			t.Errorf("node %s's agent %+v, want %s with version v9", n.ID, n.Agent, want)
+		}
+	}
+	if snap.Summary.DoctorFailures != 2 {
+		t.Errorf("doctor failures %d, want 2: one report each", snap.Summary.DoctorFailures)
+	}
+}

@@ -161,7 +161,8 @@ type AgentInput struct {
 	Node string
 	// ID is the swarm node ID its facts name (empty: an older agent's,
 	// naming none): two hosts' agents may use one node name, each then
-	// its own AgentInput, sharing the name's doctor report and warnings.
+	// its own AgentInput, with its own doctor report (DoctorByID; else
+	// the name's) and the name's warnings.
 	ID string
 	// FactsAt is when the agent last published its node facts (the newest
 	// of the node's, when several identities' name it); zero when it never
@@ -169,6 +170,11 @@ type AgentInput struct {
 	FactsAt time.Time
 	// Doctor is the agent's latest doctor report; nil when none.
 	Doctor *DoctorReport
+	// DoctorByID says Doctor was published under ID, so it is this
+	// agent's own even when other nodes have its name; otherwise an
+	// older agent published it under the name, which any of them may
+	// have written.
+	DoctorByID bool
 	// Warnings are the dashboard's own findings on the node's records
 	// (a misfiled facts document listed as the node's, older facts of
 	// another identity naming the node too), in the doctor's

@@ -1,6 +1,7 @@
 package doctor
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -11,13 +12,22 @@ import (
 	"time"
 
 	"github.com/underlay/underlay/internal/kvstore"
+	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/shellword"
 	"github.com/underlay/underlay/internal/termtext"
 )
 
 // KVPrefix is where agents publish their node's doctor report, one key per
-// node, for the dashboard (`underlay control`, /ui).
+// node, for the dashboard (`underlay control`, /ui): IDPrefix and its
+// swarm node ID; agents before that wrote KVPrefix and its name, which
+// two nodes of one name (cloned hosts) shared, one report hiding the
+// other. LoadReports reads both.
 const KVPrefix = "underlay/doctor/"
+
+// IDPrefix holds the reports by swarm node ID. It lies under KVPrefix,
+// so that the ACL policies' prefix rules cover it, and no name key is
+// under it: a node name has no '/' (netspec.CheckNodeName).
+const IDPrefix = KVPrefix + "id/"
 
 // MaxEvery is the longest period between an agent's reports (its
 // --doctor-interval). Readers take a longer claim as MaxEvery: a report
@@ -27,8 +37,11 @@ const MaxEvery = time.Hour
 
 // Report is one node's doctor results as its agent published them.
 type Report struct {
-	Node string    `json:"node"`
-	At   time.Time `json:"at"`
+	Node string `json:"node"`
+	// NodeID is the node's swarm node ID, its key's (IDPrefix); none in
+	// the reports of older agents, keyed by Node.
+	NodeID string    `json:"node_id,omitempty"`
+	At     time.Time `json:"at"`
 	// Every is the agent's period between reports; a report older than
 	// about twice that means the agent stopped reporting. LoadReports
 	// caps it at MaxEvery.
@@ -40,7 +53,15 @@ type Report struct {
 	// the report within MaxReportBytes (a row left out that stood for
 	// others, Result.Omitted, as those); nil when none were.
 	Omitted *Omitted `json:"omitted,omitempty"`
+	// Key is where LoadReports read the report: two nodes' reports may
+	// name one node.
+	Key string `json:"-"`
 }
+
+// ByID says r was read under its node's swarm node ID (IDPrefix), not
+// under a name (an older agent's, which any node of the name may have
+// written).
+func (r Report) ByID() bool { return strings.HasPrefix(r.Key, IDPrefix) }
 
 // Omitted counts results left out of a published report, by status.
 type Omitted struct {
@@ -65,7 +86,8 @@ type KV interface {
 	Put(ctx context.Context, key string, value []byte) error
 }
 
-// Publish stores a node's report, bounded to MaxReportBytes (bound).
+// Publish stores a node's report under its swarm node ID (r.NodeID),
+// bounded to MaxReportBytes (bound).
 func Publish(ctx context.Context, kv KV, r Report) error {
 	_, err := publish(ctx, kv, r)
 	return err
@@ -74,12 +96,15 @@ func Publish(ctx context.Context, kv KV, r Report) error {
 // publish is Publish, returning the counts of the results left out (nil
 // when none were).
 func publish(ctx context.Context, kv KV, r Report) (*Omitted, error) {
+	if r.NodeID == "" {
+		return nil, fmt.Errorf("publish doctor report of %s: no swarm node ID to key it by", r.Node)
+	}
 	b, om, err := bound(r, MaxReportBytes)
 	if err != nil {
 		return nil, fmt.Errorf("encode doctor report of %s: %w", r.Node, err)
 	}
-	if err := kv.Put(ctx, KVPrefix+r.Node, b); err != nil {
-		return om, fmt.Errorf("publish doctor report of %s: %w", r.Node, err)
+	if err := kv.Put(ctx, IDPrefix+r.NodeID, b); err != nil {
+		return om, fmt.Errorf("publish doctor report of %s (swarm node %s): %w", r.Node, r.NodeID, err)
 	}
 	return om, nil
 }
@@ -149,56 +174,146 @@ func rank(s Status) int {
 	return 0
 }
 
-// LoadReports reads every node's report, by node name: the name its key
-// gives. A report that cannot be read, that names another node, or that
+// LoadReports reads every node's report: under its swarm node ID
+// (NodeID the key's, Node the name it gives) or, an older agent's, under
+// its name (Node the key's). A report that cannot be read, that names
+// another node (or, under an ID, another swarm node), or that
 // counts a negative number of results left out (or above MaxOmitted), is
 // that key's failed doctor/report check: one bad key hides no other
 // node's report or failures, nor stands in for it. A period above MaxEvery is read as
-// MaxEvery, with a doctor/report warning naming the claim.
+// MaxEvery, with a doctor/report warning naming the claim. A report
+// under a name is left out when one under a swarm node ID is of the same
+// node (shadowed): the node's agent was upgraded since it wrote it.
 func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
 	kvs, err := kv.List(ctx, KVPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("read doctor reports: %w", err)
 	}
 	out := make([]Report, 0, len(kvs))
+	refused := map[string]bool{} // the keys of reports not read as written
 	for _, p := range kvs {
+		if id, ok := strings.CutPrefix(p.Key, IDPrefix); ok {
+			r := loadByID(p, id)
+			refused[p.Key] = r.Key == ""
+			r.Key = p.Key
+			out = append(out, boundedResults(r))
+			continue
+		}
 		node := strings.TrimPrefix(p.Key, KVPrefix)
 		var r Report
 		if err := json.Unmarshal(p.Value, &r); err != nil {
 			r = badReport(p.Key, node, fmt.Sprintf("unreadable report %s: %v", p.Key, err))
+			refused[p.Key] = true
 		} else if r.Node != "" && r.Node != node {
 			// Taken by its node, it would replace that node's own
 			// report on the dashboard.
 			r = badReport(p.Key, node, fmt.Sprintf("report %s names node %q: an agent publishes its own node's report under its name", p.Key, r.Node))
-		} else if impossibleCounts(r) {
-			// Counted, it would take other nodes' failures off the
-			// dashboard's totals (a negative count, or a sum that
-			// overflows).
-			r = badReport(p.Key, node, fmt.Sprintf("report %s counts a negative number of results left out, or more than %d: no agent writes one", p.Key, MaxOmitted))
-		} else if r.Every > MaxEvery {
-			r.Results = append(r.Results, Result{Node: node, Check: "doctor/report", Status: Warn,
-				Message: fmt.Sprintf("report %s claims a period of %s, above the agents' maximum: read as %s", p.Key, r.Every, MaxEvery),
-				Fix:     shellword.KVDelete(p.Key) + fmt.Sprintf(" (its agent, with --doctor-interval at most %s, publishes its report again within its period)", MaxEvery)})
-			r.Every = MaxEvery
+			refused[p.Key] = true
+		} else if r = checked(r, p.Key, node); r.Key == "" {
+			refused[p.Key] = true
 		}
-		if !goodVersion(r.Version) {
-			// Shown as the node's agent version on the dashboard: any
-			// agent's token writes it.
-			r.Results = append(r.Results, Result{Node: node, Check: "doctor/report", Status: Warn,
-				Message: fmt.Sprintf("report %s gives an agent version of %d bytes, over %d or with a character that is not printable: not shown", p.Key, len(r.Version), MaxVersion),
-				Fix:     shellword.KVDelete(p.Key) + " (a node's agent publishes its report again within its period)"})
-			r.Version = ""
-		}
-		r.Node = node
-		// As Run bounds them: a report in Consul may hold anything, and
-		// a bad one's result quotes its key.
-		for i := range r.Results {
-			r.Results[i] = bounded(r.Results[i])
-		}
-		out = append(out, r)
+		r.Node, r.Key = node, p.Key
+		out = append(out, boundedResults(r))
 	}
-	slices.SortFunc(out, func(a, b Report) int { return strings.Compare(a.Node, b.Node) })
+	out = slices.DeleteFunc(out, shadowed(out, refused))
+	slices.SortFunc(out, func(a, b Report) int {
+		return cmp.Or(strings.Compare(a.Node, b.Node), strings.Compare(a.NodeID, b.NodeID))
+	})
 	return out, nil
+}
+
+// loadByID reads the report p under swarm node ID id. Its Key is set
+// when it is read as written, and left empty when it is refused
+// (a failed doctor/report check naming the key).
+func loadByID(p kvstore.Pair, id string) Report {
+	if id == "" || strings.Contains(id, "/") {
+		return badByID(p.Key, id, "", fmt.Sprintf("report %s is under no swarm node's key: agents publish theirs under %sSWARM-NODE-ID", p.Key, IDPrefix))
+	}
+	var r Report
+	if err := json.Unmarshal(p.Value, &r); err != nil {
+		return badByID(p.Key, id, "", fmt.Sprintf("unreadable report %s: %v", p.Key, err))
+	}
+	if r.NodeID != id {
+		// Taken by its key, it would stand in for that swarm node's
+		// report; by the ID it names, for another's.
+		return badByID(p.Key, id, r.Node, fmt.Sprintf("report %s names swarm node %q: an agent publishes its own node's report under its swarm node ID", p.Key, r.NodeID))
+	}
+	if err := netspec.CheckNodeName(r.Node); err != nil {
+		// Shown as the node's name, and matched to node facts by it.
+		return badByID(p.Key, id, "", fmt.Sprintf("report %s names node %q: not a node's name: %v", p.Key, r.Node, err))
+	}
+	return checked(r, p.Key, r.Node)
+}
+
+// badByID is the report under swarm node ID id that cannot be shown, as
+// its key's failed check, on node (its name, when one can be told).
+func badByID(key, id, node, problem string) Report {
+	r := badReport(key, node, problem)
+	r.NodeID = id
+	return r
+}
+
+// checked is r, read under key, with what readers cannot take as written
+// (counts, period, version) refused or bounded: node is its node's name.
+// Its Key is key, or empty when it is refused whole.
+func checked(r Report, key, node string) Report {
+	if impossibleCounts(r) {
+		// Counted, it would take other nodes' failures off the
+		// dashboard's totals (a negative count, or a sum that
+		// overflows).
+		bad := badReport(key, node, fmt.Sprintf("report %s counts a negative number of results left out, or more than %d: no agent writes one", key, MaxOmitted))
+		bad.NodeID = r.NodeID
+		return bad
+	}
+	if r.Every > MaxEvery {
+		r.Results = append(r.Results, Result{Node: node, Check: "doctor/report", Status: Warn,
+			Message: fmt.Sprintf("report %s claims a period of %s, above the agents' maximum: read as %s", key, r.Every, MaxEvery),
+			Fix:     shellword.KVDelete(key) + fmt.Sprintf(" (its agent, with --doctor-interval at most %s, publishes its report again within its period)", MaxEvery)})
+		r.Every = MaxEvery
+	}
+	if !goodVersion(r.Version) {
+		// Shown as the node's agent version on the dashboard: any
+		// agent's token writes it.
+		r.Results = append(r.Results, Result{Node: node, Check: "doctor/report", Status: Warn,
+			Message: fmt.Sprintf("report %s gives an agent version of %d bytes, over %d or with a character that is not printable: not shown", key, len(r.Version), MaxVersion),
+			Fix:     shellword.KVDelete(key) + " (a node's agent publishes its report again within its period)"})
+		r.Version = ""
+	}
+	r.Key = key
+	return r
+}
+
+// boundedResults is r with each result bounded as Run bounds them: a
+// report in Consul may hold anything, and a bad one's result quotes its
+// key.
+func boundedResults(r Report) Report {
+	for i := range r.Results {
+		r.Results[i] = bounded(r.Results[i])
+	}
+	return r
+}
+
+// shadowed says which of reports, read under a name, is of a node whose
+// report under its swarm node ID is among them too: one naming that ID,
+// or, naming none (an older agent's), that node's name. A report refused
+// (its key among refused) shadows none and is never shadowed: its
+// failure names the key to delete.
+func shadowed(reports []Report, refused map[string]bool) func(Report) bool {
+	ids, names := map[string]bool{}, map[string]bool{}
+	for _, r := range reports {
+		if r.ByID() && !refused[r.Key] {
+			ids[r.NodeID], names[r.Node] = true, true
+		}
+	}
+	return func(r Report) bool {
+		switch {
+		case r.ByID() || refused[r.Key]:
+			return false
+		case r.NodeID != "":
+			return ids[r.NodeID]
+		}
+		return names[r.Node]
+	}
 }
 
 // MaxVersion bounds, in bytes, the agent version a report read back may
@@ -239,7 +354,11 @@ const MaxLoggedChecks = 10
 // or warns) and publishes the results, until ctx ends: the agents' reports
 // are what the dashboard shows per node. A report is written every time
 // even when nothing changed, as the agent's heartbeat.
-func RunPeriodically(ctx context.Context, kv KV, node, version string, checks []Check, period time.Duration, log *slog.Logger) {
+//
+// Reports go under id, the node's swarm node ID; published, unless nil,
+// is called once the first is stored (the agent then retires the report
+// an older agent kept under the node's name).
+func RunPeriodically(ctx context.Context, kv KV, node, id, version string, checks []Check, period time.Duration, log *slog.Logger, published func(context.Context)) {
 	log = log.With("component", "doctor")
 	checks = oneRunAtATime(checks)
 	var lastFailed []string
@@ -249,9 +368,13 @@ func RunPeriodically(ctx context.Context, kv KV, node, version string, checks []
 		if ctx.Err() != nil {
 			return
 		}
-		r := Report{Node: node, At: time.Now().UTC(), Every: period, Version: version, Results: rs}
+		r := Report{Node: node, NodeID: id, At: time.Now().UTC(), Every: period, Version: version, Results: rs}
 		if om, err := publish(ctx, kv, r); err == nil {
 			lastOmitted = logOmitted(log, om, lastOmitted, len(rs))
+			if published != nil {
+				published(ctx)
+				published = nil
+			}
 		} else if ctx.Err() == nil {
 			log.Warn("doctor report not published; will retry", "err", err)
 		}

@@ -5,10 +5,13 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/testlog"
@@ -55,7 +58,7 @@ func TestReportsRoundTrip(t *testing.T) {
 	kv := &memKV{m: map[string][]byte{}}
 	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	for _, node := range []string{"node2", "node1"} {
-		if err := Publish(context.Background(), kv, Report{Node: node, At: at, Every: time.Minute, Version: "v1",
+		if err := Publish(context.Background(), kv, Report{Node: node, NodeID: "id-" + node, At: at, Every: time.Minute, Version: "v1",
 			Results: []Result{{Node: node, Check: "docker/daemon", Status: Fail, Message: "down", Fix: "systemctl start docker"}}}); err != nil {
 			t.Fatal(err)
 		}
@@ -87,7 +90,7 @@ func TestRunPeriodicallyPublishes(t *testing.T) {
 	done := make(chan struct{})
 	checks := []Check{fixedCheck{[]Result{{Check: "x", Status: Fail, Message: "broken"}}}}
 	go func() {
-		RunPeriodically(ctx, kv, "node1", "v9", checks, 10*time.Millisecond, slog.New(slog.DiscardHandler))
+		RunPeriodically(ctx, kv, "node1", "id1", "v9", checks, 10*time.Millisecond, slog.New(slog.DiscardHandler), nil)
 		close(done)
 	}()
 	deadline := time.Now().Add(5 * time.Second)
@@ -212,10 +215,10 @@ func TestPublishBoundsLargeReport(t *testing.T) {
 	}
 	kv := &consulKV{memKV{m: map[string][]byte{}}}
 	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	if err := Publish(context.Background(), kv, Report{Node: "node1", At: at, Every: time.Minute, Results: rs}); err != nil {
+	if err := Publish(context.Background(), kv, Report{Node: "node1", NodeID: "id1", At: at, Every: time.Minute, Results: rs}); err != nil {
 		t.Fatalf("publish %d results: %v", len(rs), err)
 	}
-	v := kv.m[KVPrefix+"node1"]
+	v := kv.m[IDPrefix+"id1"]
 	if len(v) > MaxReportBytes {
 		t.Errorf("published %d bytes, above %d", len(v), MaxReportBytes)
 	}
@@ -263,10 +266,10 @@ func TestPublishBoundsFailures(t *testing.T) {
 	}
 	rs = append(rs, Result{Node: "node1", Check: "docker/daemon", Status: OK, Message: "answers"})
 	kv := &consulKV{memKV{m: map[string][]byte{}}}
-	if err := Publish(context.Background(), kv, Report{Node: "node1", Results: rs}); err != nil {
+	if err := Publish(context.Background(), kv, Report{Node: "node1", NodeID: "id1", Results: rs}); err != nil {
 		t.Fatal(err)
 	}
-	v := kv.m[KVPrefix+"node1"]
+	v := kv.m[IDPrefix+"id1"]
 	var r Report
 	if err := json.Unmarshal(v, &r); err != nil {
 		t.Fatal(err)
@@ -351,7 +354,7 @@ func TestRunPeriodicallyLogsCutReport(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
-		RunPeriodically(ctx, kv, "node1", "v9", []Check{fixedCheck{rs}}, 10*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)))
+		RunPeriodically(ctx, kv, "node1", "id1", "v9", []Check{fixedCheck{rs}}, 10*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 		close(done)
 	}()
 	deadline := time.Now().Add(5 * time.Second)
@@ -364,7 +367,7 @@ func TestRunPeriodicallyLogsCutReport(t *testing.T) {
 	cancel()
 	<-done
 	var r Report
-	if err := json.Unmarshal(kv.m[KVPrefix+"node1"], &r); err != nil || r.Omitted == nil {
+	if err := json.Unmarshal(kv.m[IDPrefix+"id1"], &r); err != nil || r.Omitted == nil {
 		t.Fatalf("published report: %v, omitted %+v; want it cut", err, r.Omitted)
 	}
 	left := fmt.Sprintf("left_out=%d", r.Omitted.Fail)
@@ -391,7 +394,7 @@ func TestRunPeriodicallyBoundsFailingLog(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
-		RunPeriodically(ctx, &memKV{m: map[string][]byte{}}, "node1", "v9", []Check{fixedCheck{rs}}, time.Hour, slog.New(logs))
+		RunPeriodically(ctx, &memKV{m: map[string][]byte{}}, "node1", "id1", "v9", []Check{fixedCheck{rs}}, time.Hour, slog.New(logs), nil)
 		close(done)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
@@ -509,6 +512,89 @@ func TestLoadReportsRefusesBadVersion(t *testing.T) {
 		if r.Version != "" || len(r.Results) != 2 || r.Results[1].Check != "doctor/report" || r.Results[1].Status != Warn ||
 			!strings.Contains(r.Results[1].Message, KVPrefix+"node1") || len(r.Results[1].Message) > 400 {
 			t.Errorf("version %.40q read back as %.40q with %.400v; want it left out, and a short doctor/report warning naming the key", tc.version, r.Version, r.Results)
+		}
+	}
+}
+
+// TestTwoNodesOfOneNameKeepTheirReports: two swarm nodes of one host name
+// (a cloned VM, a node that joined the swarm again) published their
+// doctor reports under one key, the name's: the last to publish hid the
+// other's failures from the dashboard. Each report is now under its
+// node's swarm node ID.
+func TestTwoNodesOfOneNameKeepTheirReports(t *testing.T) {
+	kv := &memKV{m: map[string][]byte{}}
+	for _, id := range []string{"ida", "idb"} {
+		r := Report{Node: "n1", NodeID: id, At: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC), Every: time.Minute,
+			Results: []Result{{Node: "n1", Check: "docker/daemon", Status: Fail, Message: "down on " + id}}}
+		if err := Publish(context.Background(), kv, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs, err := LoadReports(context.Background(), kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, r := range rs {
+		for _, res := range r.Results {
+			got = append(got, r.NodeID+": "+res.Message)
+		}
+	}
+	if want := []string{"ida: down on ida", "idb: down on idb"}; !slices.Equal(got, want) {
+		t.Errorf("reports read back %q, want %q", got, want)
+	}
+}
+
+// TestLoadReportsReadsBothLayouts: reports are under swarm node IDs,
+// older agents' under names, and both are read. A report under a name is
+// left out when the same node's is under its ID (it names that ID, or
+// names none and the node's name): the agent was upgraded since. One
+// under an ID that names another swarm node, or no node name, is its
+// key's failed doctor/report check, naming the key and what it names;
+// it shadows nothing.
+func TestLoadReportsReadsBothLayouts(t *testing.T) {
+	report := func(node, id, msg string) []byte {
+		return fmt.Appendf(nil, `{"node":%q,"node_id":%q,"at":"2026-03-01T12:00:00Z","results":[{"check":"x","status":"warn","message":%q}]}`, node, id, msg)
+	}
+	kv := &memKV{m: map[string][]byte{
+		IDPrefix + "ida": report("n1", "ida", "ida's"),
+		IDPrefix + "idb": report("n1", "idb", "idb's"),
+		KVPrefix + "n1":  report("n1", "", "n1's before its upgrade"),
+		IDPrefix + "idc": report("n3", "idc", "idc's"),
+		KVPrefix + "n3":  report("n3", "idc", "idc's before its upgrade"),
+		KVPrefix + "n4":  report("n4", "", "an older agent's"),
+		KVPrefix + "n5":  report("n5", "idx", "idx's, with no report under its ID"),
+		IDPrefix + "idf": report("n6", "ide", "forged"),
+		KVPrefix + "n6":  report("n6", "", "n6's"),
+		IDPrefix + "idg": report("a/b", "idg", "a name no node has"),
+	}}
+	rs, err := LoadReports(context.Background(), kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range rs {
+		if len(r.Results) != 1 {
+			t.Fatalf("%s read with results %+v", r.Key, r.Results)
+		}
+		got[r.Key] = fmt.Sprintf("%s %s %s %s", r.Node, r.NodeID, r.Results[0].Status, r.Results[0].Message)
+	}
+	want := map[string]string{
+		IDPrefix + "ida": "n1 ida warn ida's",
+		IDPrefix + "idb": "n1 idb warn idb's",
+		IDPrefix + "idc": "n3 idc warn idc's",
+		KVPrefix + "n4":  "n4  warn an older agent's",
+		KVPrefix + "n5":  "n5 idx warn idx's, with no report under its ID",
+		IDPrefix + "idf": `n6 idf fail report underlay/doctor/id/idf names swarm node "ide": an agent publishes its own node's report under its swarm node ID`,
+		KVPrefix + "n6":  "n6  warn n6's",
+		IDPrefix + "idg": ` idg fail report underlay/doctor/id/idg names node "a/b": not a node's name: '/' is not allowed: want letters, digits, '_', '.' or '-' (the name is part of Consul KV keys and service IDs)`,
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("reports by key (-want +got):\n%s", d)
+	}
+	for _, r := range rs {
+		if r.Results[0].Status == Fail && !strings.HasPrefix(r.Results[0].Fix, "consul kv delete "+r.Key+" ") {
+			t.Errorf("%s's fix %q, want its deletion", r.Key, r.Results[0].Fix)
 		}
 	}
 }

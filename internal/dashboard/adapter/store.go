@@ -106,7 +106,10 @@ func (s *Store) Inventory(ctx context.Context, facts []netspec.NodeFacts) ([]inv
 // Agents implements dashboard.Store: node facts and doctor reports, by
 // node, one AgentInput for each identity whose facts name the node (two
 // hosts' agents may use one name: Build tells them apart by swarm node
-// ID), each with the name's doctor report and warnings. When the facts
+// ID), each with its doctor report (the one under its swarm node ID;
+// else the one an older agent published under the name, unless that
+// names another swarm node) and the name's warnings. A report under a
+// swarm node ID no facts name is an AgentInput of its own. When the facts
 // of several identities name one node, each but the newest is a
 // nodes/facts warning of the node (duplicateResult). A misfiled facts
 // document is the nodes/facts warning of the node it is listed as
@@ -122,8 +125,11 @@ func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled 
 	// node is what a node name gathers: its identities' facts, its
 	// doctor report and its warnings.
 	type node struct {
-		facts    []netspec.NodeFacts
-		doctor   *dashboard.DoctorReport
+		facts  []netspec.NodeFacts
+		doctor *dashboard.DoctorReport
+		// doctorID is the swarm node ID the name's report names ("":
+		// none, an older agent's).
+		doctorID string
 		warnings []dashboard.DoctorResult
 	}
 	by := map[string]*node{}
@@ -149,15 +155,14 @@ func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled 
 		a := by[name]
 		a.warnings = append(a.warnings, duplicateResults(a.facts, facts[newest[name]])...)
 	}
+	byID := map[string]doctor.Report{}
 	for _, r := range reports {
-		d := &dashboard.DoctorReport{At: r.At, Every: r.Every, Version: r.Version}
-		if o := r.Omitted; o != nil {
-			d.OmittedOK, d.OmittedWarn, d.OmittedFail = o.OK, o.Warn, o.Fail
+		if r.ByID() {
+			byID[r.NodeID] = r
+			continue
 		}
-		for _, res := range r.Results {
-			d.Results = append(d.Results, result(res))
-		}
-		get(r.Node).doctor = d
+		a := get(r.Node)
+		a.doctor, a.doctorID = doctorReport(r), r.NodeID
 	}
 	nameOf := make(map[string]string, len(facts))
 	for _, f := range facts {
@@ -167,17 +172,40 @@ func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled 
 		a := get(nameOf[strings.TrimPrefix(m.Key, netspec.NodesKVPrefix)])
 		a.warnings = append(a.warnings, result(doctor.MisfiledResult(m)))
 	}
-	out := make([]dashboard.AgentInput, 0, len(order))
+	out := make([]dashboard.AgentInput, 0, len(order)+len(byID))
 	for _, name := range order {
 		n := by[name]
 		if len(n.facts) == 0 {
 			out = append(out, dashboard.AgentInput{Node: name, Doctor: n.doctor, Warnings: n.warnings})
 		}
 		for _, f := range n.facts {
-			out = append(out, dashboard.AgentInput{Node: name, ID: f.ID, FactsAt: f.UpdatedAt, Doctor: n.doctor, Warnings: n.warnings})
+			a := dashboard.AgentInput{Node: name, ID: f.ID, FactsAt: f.UpdatedAt, Warnings: n.warnings}
+			if r, ok := byID[f.ID]; ok {
+				a.Doctor, a.DoctorByID = doctorReport(r), true
+				delete(byID, f.ID)
+			} else if n.doctorID == "" || n.doctorID == f.ID {
+				a.Doctor = n.doctor
+			}
+			out = append(out, a)
 		}
 	}
+	for _, id := range slices.Sorted(maps.Keys(byID)) {
+		r := byID[id]
+		out = append(out, dashboard.AgentInput{Node: r.Node, ID: id, Doctor: doctorReport(r), DoctorByID: true})
+	}
 	return out, nil
+}
+
+// doctorReport is r as the dashboard takes it.
+func doctorReport(r doctor.Report) *dashboard.DoctorReport {
+	d := &dashboard.DoctorReport{At: r.At, Every: r.Every, Version: r.Version}
+	if o := r.Omitted; o != nil {
+		d.OmittedOK, d.OmittedWarn, d.OmittedFail = o.OK, o.Warn, o.Fail
+	}
+	for _, res := range r.Results {
+		d.Results = append(d.Results, result(res))
+	}
+	return d
 }
 
 // newestFacts gives, by node name, the index in facts of the ones

@@ -132,7 +132,7 @@ func TestStoreShowsMisfiledFacts(t *testing.T) {
 	swarm := fixedSwarm{{ID: "id1", Hostname: "n1", State: "ready"}, {ID: "id2", Hostname: "n2", State: "ready"}, {ID: "id3", Hostname: "n3", State: "ready"}}
 	report := func(node string, rs ...doctor.Result) {
 		t.Helper()
-		r := doctor.Report{Node: node, At: time.Now().UTC(), Every: time.Minute, Results: append([]doctor.Result{{Check: "kernel/macvlan", Status: doctor.OK}}, rs...)}
+		r := doctor.Report{Node: node, NodeID: map[string]string{"n1": "id1", "n2": "id2"}[node], At: time.Now().UTC(), Every: time.Minute, Results: append([]doctor.Result{{Check: "kernel/macvlan", Status: doctor.OK}}, rs...)}
 		if err := doctor.Publish(ctx, kv, r); err != nil {
 			t.Fatal(err)
 		}
@@ -355,10 +355,10 @@ func TestStoreCountsOmittedDoctorResults(t *testing.T) {
 		add(tt.ok, doctor.OK, 200)
 		add(tt.warn, doctor.Warn, 1024)
 		add(tt.fail, doctor.Fail, 4096)
-		if err := doctor.Publish(ctx, kv, doctor.Report{Node: "n1", At: time.Now().UTC(), Every: time.Minute, Results: rs}); err != nil {
+		if err := doctor.Publish(ctx, kv, doctor.Report{Node: "n1", NodeID: "id1", At: time.Now().UTC(), Every: time.Minute, Results: rs}); err != nil {
 			t.Fatal(err)
 		}
-		p, _, _ := kv.Get(ctx, doctor.KVPrefix+"n1")
+		p, _, _ := kv.Get(ctx, doctor.IDPrefix+"id1")
 		var r struct{ Omitted *struct{ OK int } }
 		if err := json.Unmarshal(p.Value, &r); err != nil || r.Omitted == nil {
 			t.Fatalf("%+v: the report was published whole; make it larger", tt)
@@ -394,7 +394,7 @@ func TestStoreCountsCappedDoctorRows(t *testing.T) {
 	if len(rs) != doctor.MaxRows+2 {
 		t.Fatalf("%d rows; want %d shown, one counting the rest, and one more", len(rs), doctor.MaxRows+2)
 	}
-	if err := doctor.Publish(ctx, kv, doctor.Report{Node: "n1", At: time.Now().UTC(), Every: time.Minute, Results: rs}); err != nil {
+	if err := doctor.Publish(ctx, kv, doctor.Report{Node: "n1", NodeID: "id1", At: time.Now().UTC(), Every: time.Minute, Results: rs}); err != nil {
 		t.Fatal(err)
 	}
 	snap := runRefreshes(t, dashboard.Sources{Swarm: fixedSwarm{{ID: "id1", Hostname: "n1", State: "ready"}}, Store: NewStore(memKV{kv}, "")})
@@ -470,5 +470,46 @@ func TestStoreDuplicateWarningIsStable(t *testing.T) {
 	if len(aLast) != 1 || !strings.Contains(aLast[0].Message, "swarm node id-a") || !strings.Contains(aLast[0].Message, "swarm node id-b") ||
 		strings.Index(aLast[0].Message, "id-a") > strings.Index(aLast[0].Message, "id-b") {
 		t.Errorf("warnings %+v, want one naming swarm nodes id-a and id-b, in that order", aLast)
+	}
+}
+
+// TestStoreGivesEachNodeOfANameItsOwnReport: two swarm nodes of one name
+// published their doctor reports under the name, one hiding the other's.
+// Each report is now under its swarm node ID, and each node shows its
+// own; n1's report under the name, from before its agents were upgraded,
+// is shown on neither. A report under the name naming one of them is
+// that node's only (n2's: id3's agent is older and published none).
+func TestStoreGivesEachNodeOfANameItsOwnReport(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	swarm := fixedSwarm{}
+	for id, name := range map[string]string{"id1": "n1", "id2": "n1", "id3": "n2", "id4": "n2"} {
+		kv.Put(ctx, netspec.NodesKVPrefix+id, fmt.Appendf(nil, `{"id":%q,"node":%q,"interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`, id, name))
+		swarm = append(swarm, dashboard.SwarmNode{ID: id, Hostname: name, State: "ready"})
+	}
+	for _, r := range []doctor.Report{{Node: "n1", NodeID: "id1"}, {Node: "n1", NodeID: "id2"}, {Node: "n2", NodeID: "id4"}} {
+		r.At, r.Every, r.Results = time.Now().UTC(), time.Minute, []doctor.Result{{Check: "x", Status: doctor.Fail, Message: "on " + r.NodeID}}
+		if err := doctor.Publish(ctx, kv, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kv.Put(ctx, doctor.KVPrefix+"n1", fmt.Appendf(nil, `{"node":"n1","at":%q,"every":60000000000,"results":[{"check":"x","status":"fail","message":"on n1"}]}`, time.Now().UTC().Format(time.RFC3339)))
+	kv.Delete(ctx, doctor.IDPrefix+"id4")
+	kv.Put(ctx, doctor.KVPrefix+"n2", fmt.Appendf(nil, `{"node":"n2","node_id":"id4","at":%q,"every":60000000000,"results":[{"check":"x","status":"fail","message":"on id4, by name"}]}`, time.Now().UTC().Format(time.RFC3339)))
+	snap := runRefreshes(t, dashboard.Sources{Swarm: swarm, Store: NewStore(memKV{kv}, "")})
+	got := map[string][]string{}
+	for _, n := range snap.Nodes {
+		got[n.ID] = []string{}
+		if n.Doctor != nil {
+			for _, p := range n.Doctor.Problems {
+				if p.Check == "x" { // not the name's nodes/facts warning
+					got[n.ID] = append(got[n.ID], p.Message)
+				}
+			}
+		}
+	}
+	want := map[string][]string{"id1": {"on id1"}, "id2": {"on id2"}, "id3": {}, "id4": {"on id4, by name"}}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("doctor problems by node (-want +got):\n%s", d)
 	}
 }
