@@ -2,7 +2,8 @@
 // swarm for good left there: its facts, the ranges it leased and its state
 // reports on every network, its cluster-IPAM addresses, the addresses it
 // kept for starts and its reports of addresses allocated to no node, its
-// inventory, doctor report and task metrics.
+// inventory, doctor report and task metrics (those under its swarm node
+// ID, and those an older agent kept under its name when they are its).
 //
 // Nothing else removes them. A node's identity is its swarm node ID, which
 // never comes back once `docker node rm` removed it, but its agent cannot
@@ -227,12 +228,7 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 			}
 		}
 	}
-	keys := []string{inventory.KVPrefix + f.ID}
-	// The doctor report and task metrics are keyed by node name, which
-	// another identity may share (cloned hosts): theirs stay.
-	if f.Node != "" && !slices.ContainsFunc(all, func(n netspec.NodeFacts) bool { return n.Node == f.Node && n.ID != f.ID }) {
-		keys = append(keys, doctor.KVPrefix+f.Node, taskmetrics.KVPrefix+f.Node)
-	}
+	keys := []string{inventory.KVPrefix + f.ID, doctor.IDPrefix + f.ID, taskmetrics.IDPrefix + f.ID}
 	for _, k := range keys {
 		// One transaction, which names the key in its body: through a URL,
 		// a name with a ".." or empty segment is redirected by Consul's
@@ -244,6 +240,20 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 		}
 		if res.OK {
 			out.Keys = append(out.Keys, k)
+		}
+	}
+	// Older agents keyed their doctor report and task metrics by node
+	// name, which another identity may share (cloned hosts).
+	if f.Node != "" {
+		others := slices.ContainsFunc(all, func(n netspec.NodeFacts) bool { return n.Node == f.Node && n.ID != f.ID })
+		for _, k := range []string{doctor.KVPrefix + f.Node, taskmetrics.KVPrefix + f.Node} {
+			deleted, err := deleteNameKey(ctx, kv, k, f.ID, others)
+			if err != nil {
+				return out, err
+			}
+			if deleted {
+				out.Keys = append(out.Keys, k)
+			}
 		}
 	}
 	// Facts that cannot be read, or name no holder, are not always listed
@@ -259,6 +269,46 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 		out.Keys = append(out.Keys, netspec.NodesKVPrefix+f.ID)
 	}
 	return out, nil
+}
+
+// deleteNameKey deletes key, a report an older agent kept under its
+// node's name, when it is the report of swarm node id: it names id, or
+// names no swarm node and no other identity has the name (others: then
+// it may be theirs, and stays). It is deleted as read, so that one
+// written meanwhile (another node's agent of the name) stays.
+func deleteNameKey(ctx context.Context, kv KV, key, id string, others bool) (bool, error) {
+	// In transactions, which name the key in their body: through a URL,
+	// a name with a ".." segment is redirected by Consul's paths to
+	// another node's key (see Remove's keys).
+	res, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Get, Key: key}})
+	if err != nil {
+		return false, fmt.Errorf("read %s: %w", key, err)
+	}
+	if !res.OK || len(res.Pairs) == 0 { // absent
+		return false, nil
+	}
+	p := res.Pairs[0]
+	var doc struct {
+		NodeID string `json:"node_id"`
+	}
+	_ = json.Unmarshal(p.Value, &doc) // unreadable: it names no node ID
+	if !NameKeyOwned(doc.NodeID, id, others) {
+		return false, nil
+	}
+	res, err = kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.DeleteCAS, Key: key, Index: p.Index}})
+	if err != nil {
+		return false, fmt.Errorf("delete %s: %w", key, err)
+	}
+	return res.OK, nil
+}
+
+// NameKeyOwned says a report an older agent kept under a node name,
+// naming swarm node named ("" when it names none), is the report of swarm
+// node id, so that it may go with id's records: it names id, or it names
+// none and no other node of the name may have written it (others says
+// one may).
+func NameKeyOwned(named, id string, others bool) bool {
+	return named == id || named == "" && !others
 }
 
 // forgetOn releases the ranges of the node with identity id on network

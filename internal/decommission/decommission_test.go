@@ -79,6 +79,9 @@ func newCluster(t *testing.T) *cluster {
 			ipam.KVPrefix + pool.Name + "/v4/kept/" + n.id} {
 			kv.Put(ctx, k, []byte(`{}`))
 		}
+		for _, prefix := range []string{doctor.IDPrefix, taskmetrics.IDPrefix} {
+			kv.Put(ctx, prefix+n.id, fmt.Appendf(nil, `{"node":%q,"node_id":%q}`, n.name, n.id))
+		}
 	}
 	return c
 }
@@ -99,7 +102,8 @@ func (c *cluster) has(key string) bool {
 
 // TestRemove: a node the swarm no longer lists, whose agent stopped an
 // hour ago, is removed by its name: its lease, its reports, its addresses,
-// the addresses it kept, its inventory, doctor report, task metrics and
+// the addresses it kept, its inventory, doctor report, task metrics (under
+// its swarm node ID, and those an older agent kept under its name) and
 // facts; the live node's records are untouched. Every key deleted or
 // rewritten is said: its block, left empty, deleted; live's block, where
 // it had borrowed an address, rewritten.
@@ -146,8 +150,8 @@ func TestRemove(t *testing.T) {
 		b := p.Block(a)
 		return ipam.KVPrefix + pool.Name + "/v4/blocks/" + b.Addr().String() + "_" + fmt.Sprint(b.Bits())
 	}
-	if want := []string{blockKey(c.addrs["gone"][0]), ipam.KVPrefix + pool.Name + "/v4/kept/gone", inventory.KVPrefix + "gone", doctor.KVPrefix + "old",
-		taskmetrics.KVPrefix + "old", netspec.NodesKVPrefix + "gone"}; !slices.Equal(got.Keys, want) {
+	if want := []string{blockKey(c.addrs["gone"][0]), ipam.KVPrefix + pool.Name + "/v4/kept/gone", inventory.KVPrefix + "gone",
+		doctor.IDPrefix + "gone", taskmetrics.IDPrefix + "gone", doctor.KVPrefix + "old", taskmetrics.KVPrefix + "old", netspec.NodesKVPrefix + "gone"}; !slices.Equal(got.Keys, want) {
 		t.Errorf("deleted keys %q, want %q", got.Keys, want)
 	}
 	if want := []string{blockKey(borrowed)}; !slices.Equal(got.Changed, want) {
@@ -155,7 +159,7 @@ func TestRemove(t *testing.T) {
 	}
 	for _, n := range []struct{ id, name string }{{"gone", "old"}, {"live", "new"}} {
 		for _, k := range []string{netspec.NodesKVPrefix + n.id, inventory.KVPrefix + n.id, doctor.KVPrefix + n.name, taskmetrics.KVPrefix + n.name,
-			ipam.KVPrefix + pool.Name + "/v4/kept/" + n.id} {
+			doctor.IDPrefix + n.id, taskmetrics.IDPrefix + n.id, ipam.KVPrefix + pool.Name + "/v4/kept/" + n.id} {
 			if c.has(k) != (n.id == "live") {
 				t.Errorf("%s present: %v, want it only for the live node", k, c.has(k))
 			}
@@ -883,5 +887,45 @@ func TestRemoveWithUnlistableNetwork(t *testing.T) {
 		if fmt.Sprint(got.Reports) != "[lan pool]" || c.has(netspec.NodesKVPrefix+"gone") {
 			t.Errorf("network %q: removed %+v; want gone's records removed", name, got)
 		}
+	}
+}
+
+// TestRemoveOneOfTwoNodesOfOneName: the doctor report and task metrics
+// were keyed by node name only, so node rm of one of two swarm nodes of
+// one name deleted neither (the name's might be the other's), and left
+// the removed node's reports behind. They are now keyed by swarm node ID:
+// the removed node's go, the other's stay. A report under the name goes
+// when it names the removed node's ID, and stays when it names the
+// other's, or none (either's: left, as before).
+func TestRemoveOneOfTwoNodesOfOneName(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name     string
+		nameDoc  string // the report under the name ("": none)
+		nameGoes bool
+	}{
+		{"the name's names the removed node", `{"node":"old","node_id":"gone"}`, true},
+		{"the name's names the other node", `{"node":"old","node_id":"twin"}`, false},
+		{"the name's names no node ID", `{"node":"old"}`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t)
+			c.facts(t, "twin", "old", time.Now())
+			for _, prefix := range []string{doctor.KVPrefix, taskmetrics.KVPrefix} {
+				c.kv.Put(ctx, prefix+"id/twin", []byte(`{"node":"old","node_id":"twin"}`))
+				c.kv.Put(ctx, prefix+"old", []byte(tc.nameDoc))
+			}
+			got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready", "twin": "ready"}, "gone", Options{Stale: time.Minute})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, prefix := range []string{doctor.KVPrefix, taskmetrics.KVPrefix} {
+				for key, goes := range map[string]bool{prefix + "id/gone": true, prefix + "id/twin": false, prefix + "old": tc.nameGoes} {
+					if c.has(key) == goes || slices.Contains(got.Keys, key) != goes {
+						t.Errorf("%s present after: %v, said deleted: %v; want it deleted: %v", key, c.has(key), slices.Contains(got.Keys, key), goes)
+					}
+				}
+			}
+		})
 	}
 }
