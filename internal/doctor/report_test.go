@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -596,5 +597,36 @@ func TestLoadReportsReadsBothLayouts(t *testing.T) {
 		if r.Results[0].Status == Fail && !strings.HasPrefix(r.Results[0].Fix, "consul kv delete "+r.Key+" ") {
 			t.Errorf("%s's fix %q, want its deletion", r.Key, r.Results[0].Fix)
 		}
+	}
+}
+
+// TestRunPeriodicallyCallsPublishedOnce: the callback the agent retires
+// its report under the node's name with runs once, after the first
+// report under the swarm node ID is stored.
+func TestRunPeriodicallyCallsPublishedOnce(t *testing.T) {
+	kv := &memKV{m: map[string][]byte{}}
+	ctx, cancel := context.WithCancel(context.Background())
+	calls := make(chan int, 10)
+	n := 0
+	published := func(context.Context) {
+		n++
+		if _, ok := kv.m[IDPrefix+"id1"]; !ok {
+			t.Errorf("published called before %s was stored", IDPrefix+"id1")
+		}
+		calls <- n
+	}
+	done := make(chan struct{})
+	go func() {
+		RunPeriodically(ctx, kv, "node1", "id1", "v9", []Check{fixedCheck{[]Result{{Check: "x", Status: Fail}}}}, time.Millisecond, slog.New(slog.DiscardHandler), published)
+		close(done)
+	}()
+	<-calls
+	for kv.count() < 3 {
+		runtime.Gosched()
+	}
+	cancel()
+	<-done
+	if n != 1 {
+		t.Errorf("published called %d times over %d reports, want once", n, kv.count())
 	}
 }

@@ -401,3 +401,39 @@ func TestHearTellsApartNodesOfOneName(t *testing.T) {
 		t.Errorf("unchanged reports heard at %v and %v, want %v and %v", again[0].At, again[1].At, reports[0].At, reports[1].At)
 	}
 }
+
+// TestRunCallsPublishedOnce: the callback the agent retires its report
+// under the node's name with runs once, after the first report under the
+// swarm node ID is stored, not at every period.
+func TestRunCallsPublishedOnce(t *testing.T) {
+	kv := kvtest.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	calls, puts := 0, 0
+	published := func(ctx context.Context) {
+		calls++
+		if _, ok, _ := kv.Get(ctx, IDPrefix+"id1"); !ok {
+			t.Errorf("published called before %s was stored", IDPrefix+"id1")
+		}
+	}
+	src := &scriptedSource{rounds: [][]Sample{{{ContainerID: "a", Service: "web", At: time.Now(), Memory: 1}}}}
+	Run(ctx, src, countingKV{kv, func() {
+		if puts++; puts == 3 {
+			cancel()
+		}
+	}}, "n1", "id1", time.Millisecond, slog.New(slog.DiscardHandler), published)
+	if calls != 1 {
+		t.Errorf("published called %d times over %d reports, want once", calls, puts)
+	}
+}
+
+// countingKV calls put after each Put.
+type countingKV struct {
+	*kvtest.KV
+	put func()
+}
+
+func (k countingKV) Put(ctx context.Context, key string, value []byte) error {
+	defer k.put()
+	return k.KV.Put(ctx, key, value)
+}
