@@ -172,8 +172,8 @@ func TestAgentBadIntervals(t *testing.T) {
 		// served where dockerd does not look for it.
 		{[]string{"--ipam-socket", ""}, `--ipam-socket ""`},
 		{[]string{"--ipam-socket", "underlay.sock"}, `--ipam-socket "underlay.sock"`},
-		// The node's name is a segment of its Consul KV keys
-		// (underlay/doctor/NODE, underlay/metrics/NODE) and of its service
+		// The node's name is a segment of Consul KV keys (older agents'
+		// underlay/doctor/NODE, underlay/metrics/NODE) and of its service
 		// IDs: a '/' split the keys (its task metrics never counted), a
 		// newline or space broke ips' and inspect's tables.
 		{[]string{"--node", "rack1/n1"}, `--node "rack1/n1": '/' is not allowed`},

@@ -70,8 +70,10 @@ const MaxNodeNameLen = 64
 
 // CheckNodeName checks a node's name (the agent's --node, or Docker's host
 // name): 1 to MaxNodeNameLen letters, digits, '_', '.' or '-', starting
-// with a letter or digit. The name is a segment of Consul KV keys (the
-// doctor's and task metrics' reports, NODE in underlay/doctor/NODE) and of
+// with a letter or digit. The name is a segment of Consul KV keys (older
+// agents' doctor and task metrics reports, NODE in underlay/doctor/NODE;
+// with no '/', none is under underlay/doctor/id/, where agents now publish
+// them by swarm node ID), is shown with every report, and is a segment of
 // service IDs (NODE:container:port), and a field of ips' and inspect's
 // tables: a '/' would split its keys, a space or newline break the tables.
 func CheckNodeName(name string) error {
