@@ -49,8 +49,16 @@ func LinkOwner(dir string) (string, error) {
 	}
 	// Link, not rename: of two agents starting on one state directory,
 	// the second takes the first's record rather than replacing it.
-	if err := os.Link(tmp.Name(), filepath.Join(dir, LinkOwnerFile)); errors.Is(err, os.ErrExist) {
-		return LinkOwner(dir)
+	path := filepath.Join(dir, LinkOwnerFile)
+	if err := os.Link(tmp.Name(), path); errors.Is(err, os.ErrExist) {
+		// Read once more, not again from the start: a record that exists
+		// yet reads as missing (a symbolic link to no file) would have
+		// this go round for ever.
+		owner, err := RecordedLinkOwner(dir)
+		if errors.Is(err, os.ErrNotExist) {
+			return "", fmt.Errorf("record the link owner: %s exists but reads as missing (a symbolic link to no file?); left as it is: remove it, or make the file it names: %w", path, err)
+		}
+		return owner, err
 	} else if err != nil {
 		return "", fmt.Errorf("record the link owner: %w", err)
 	}

@@ -4,7 +4,9 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 )
 
 // TestLinkOwnerRecordedOnce: the owner the agent's host links name
@@ -62,5 +64,40 @@ func TestRecordedLinkOwnerMakesNone(t *testing.T) {
 	}
 	if got, err := RecordedLinkOwner(dir); err != nil || got != made {
 		t.Errorf("recorded: %q, %v; want %q", got, err, made)
+	}
+}
+
+// TestLinkOwnerDanglingSymlink: a record that is a symbolic link to no
+// file (an operator's link to a file not made yet) reads as missing, and
+// the file made to replace it cannot be linked in its place: LinkOwner
+// went round making and reading owners for ever. It is an error naming
+// the record now, and the symbolic link is left as it is.
+func TestLinkOwnerDanglingSymlink(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, LinkOwnerFile)
+	if err := os.Symlink(filepath.Join(dir, "missing", "owner"), path); err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		owner string
+		err   error
+	}
+	done := make(chan result, 1)
+	go func() {
+		owner, err := LinkOwner(dir)
+		done <- result{owner, err}
+	}()
+	var got result
+	select {
+	case got = <-done:
+	case <-time.After(10 * time.Second):
+		// Guards the hang itself: a LinkOwner that returns takes no time.
+		t.Fatalf("LinkOwner of a record that is a dangling symbolic link did not return")
+	}
+	if got.err == nil || got.owner != "" || !strings.Contains(got.err.Error(), path) {
+		t.Errorf("LinkOwner of a dangling symbolic link: %q, %v; want an error naming %s", got.owner, got.err, path)
+	}
+	if target, err := os.Readlink(path); err != nil || target != filepath.Join(dir, "missing", "owner") {
+		t.Errorf("the symbolic link became %q, %v; want it left", target, err)
 	}
 }
