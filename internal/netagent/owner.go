@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -73,9 +74,19 @@ func RecordedLinkOwner(dir string) (string, error) {
 		return "", nil
 	}
 	path := filepath.Join(dir, LinkOwnerFile)
-	b, err := os.ReadFile(path)
+	f, err := os.Open(path)
 	if err != nil {
 		return "", fmt.Errorf("read the link owner: %w", err)
+	}
+	defer f.Close()
+	// An owner and its newline are far shorter: a longer record is none,
+	// and is not read (nor quoted) whole.
+	b, err := io.ReadAll(io.LimitReader(f, maxLinkOwnerRecord+1))
+	if err != nil {
+		return "", fmt.Errorf("read the link owner: %w", err)
+	}
+	if len(b) > maxLinkOwnerRecord {
+		return "", fmt.Errorf("%s holds more than %d bytes, starting %q: not a link owner (letters and digits, at most 64)", path, maxLinkOwnerRecord, b[:32])
 	}
 	owner := strings.TrimSpace(string(b))
 	if !validOwner(owner) {
@@ -83,6 +94,10 @@ func RecordedLinkOwner(dir string) (string, error) {
 	}
 	return owner, nil
 }
+
+// maxLinkOwnerRecord is the most of a link-owner record read: an owner
+// (at most 64 bytes) with room for white space around it.
+const maxLinkOwnerRecord = 256
 
 // validOwner accepts what a link owner is made of: a word, as a mark
 // parts network and owner by spaces.

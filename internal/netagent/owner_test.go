@@ -1,7 +1,9 @@
 package netagent
 
 import (
+	"bytes"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -99,5 +101,27 @@ func TestLinkOwnerDanglingSymlink(t *testing.T) {
 	}
 	if target, err := os.Readlink(path); err != nil || target != filepath.Join(dir, "missing", "owner") {
 		t.Errorf("the symbolic link became %q, %v; want it left", target, err)
+	}
+}
+
+// TestRecordedLinkOwnerHuge: a record far larger than any owner (a file
+// written over by something else, a link to a log) was read whole and
+// quoted whole in the error, a log line of its full size. Now at most a
+// bounded prefix is read, and the error names the record and its excess.
+func TestRecordedLinkOwnerHuge(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, LinkOwnerFile)
+	if err := os.WriteFile(path, bytes.Repeat([]byte("a"), 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []func(string) (string, error){RecordedLinkOwner, LinkOwner} {
+		owner, err := f(dir)
+		if err == nil || owner != "" || !strings.Contains(err.Error(), path) || len(err.Error()) > 1024 {
+			msg := fmt.Sprint(err)
+			if len(msg) > 200 {
+				msg = fmt.Sprintf("%s… (%d bytes)", msg[:200], len(msg))
+			}
+			t.Errorf("a record of 1 MiB: %q, %s; want an error naming %s of at most 1 KiB", owner, msg, path)
+		}
 	}
 }
