@@ -295,7 +295,10 @@ func (h Host) Observe(w Want) (Observed, error) {
 	}
 	o.ParentExists = true
 	pa := parent.Attrs()
-	o.ParentIsShim = isShim(Link{Name: pa.Name, Type: parent.Type(), Alias: pa.Alias})
+	// A shim's mark garbled (see parseMark) is no shim of underlay's to
+	// remove, yet no parent to build on either.
+	o.ParentIsShim = isShim(Link{Name: pa.Name, Type: parent.Type(), Alias: pa.Alias}) ||
+		(parent.Type() == "macvlan" || parent.Type() == "ipvlan") && strings.HasPrefix(pa.Alias, shimPrefix)
 	o.ParentUp = pa.Flags&net.FlagUp != 0
 	o.ParentPromisc = pa.Promisc != 0
 	shim, err := k.LinkByName(w.ShimLink)

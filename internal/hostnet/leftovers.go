@@ -56,13 +56,18 @@ func withOwner(alias, owner string) string {
 
 // parseMark reads a mark starting with prefix: the network, and the
 // owner that made the link ("" for an older agent's mark, or a Host's of
-// no Owner).
+// no Owner). A mark naming no network as netspec names them, or naming an
+// empty owner ("underlay shim web by "), was made by someone else: not
+// ok, or it would pass for an older agent's, which every agent takes.
 func parseMark(alias, prefix string) (network, owner string, ok bool) {
 	rest, ok := strings.CutPrefix(alias, prefix)
 	if !ok {
 		return "", "", false
 	}
-	network, owner, _ = strings.Cut(rest, ownerSep)
+	network, owner, named := strings.Cut(rest, ownerSep)
+	if !netspec.IsNetworkName(network) || named && owner == "" {
+		return "", "", false
+	}
 	return network, owner, true
 }
 
@@ -116,7 +121,8 @@ func isShim(l Link) bool {
 	if l.Type != "macvlan" && l.Type != "ipvlan" {
 		return false
 	}
-	return strings.HasPrefix(l.Alias, shimPrefix) || (l.Alias == "" && netspec.IsShimLinkName(l.Name))
+	_, _, marked := parseMark(l.Alias, shimPrefix)
+	return marked || (l.Alias == "" && netspec.IsShimLinkName(l.Name))
 }
 
 // Cleanup says whose links RemoveLeftovers removes: a host may hold the
@@ -229,9 +235,9 @@ func MarkedBy(links []Link, owner string) map[string]Marks {
 		if !ownersMark(l.Alias, owner) {
 			continue
 		}
+		network, _, shim := parseMark(l.Alias, shimPrefix)
 		switch {
-		case (l.Type == "macvlan" || l.Type == "ipvlan") && strings.HasPrefix(l.Alias, shimPrefix):
-			network, _, _ := parseMark(l.Alias, shimPrefix)
+		case (l.Type == "macvlan" || l.Type == "ipvlan") && shim:
 			m := out[network]
 			m.Shims = append(m.Shims, l.Name)
 			out[network] = m

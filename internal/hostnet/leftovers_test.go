@@ -242,3 +242,42 @@ func TestMarksNameTheirOwner(t *testing.T) {
 		t.Errorf("owner b2 removing its VLAN parent: %t, %v; want it removed", removed, err)
 	}
 }
+
+// TestGarbledMarksAreNobodys: a mark whose owner is cut off ("underlay
+// shim web by ", as a script marking links with an unset owner writes
+// it) or whose network is no network's name ("underlay shim web by",
+// network "web by") was read as a mark naming no owner, an older
+// agent's, which is every agent's: each agent in the network namespace
+// listed the link as an orphan of its own and removed it, as did `agent
+// cleanup` of any owner. Underlay never made such a mark (older agents
+// named a network, as netspec names them, and nothing more), so the link
+// is someone else's and stays.
+func TestGarbledMarksAreNobodys(t *testing.T) {
+	for _, alias := range []string{"web by ", "web by", " web", "web by \t", ""} {
+		shim, parent := "underlay shim "+alias, "underlay network "+alias
+		k := newFakeKernel(
+			&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1"}},
+			&netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "eth1.40", ParentIndex: 1, Alias: parent}, VlanId: 40},
+			&netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: "ul-0a1b2c3d", ParentIndex: 2, Alias: shim}, Mode: netlink.MACVLAN_MODE_BRIDGE},
+		)
+		h := Host{Owner: "a1", k: k}
+		marks, err := h.Marked()
+		if err != nil || len(marks) != 0 {
+			t.Errorf("%q, %q: owner a1's marked links: %v, %v; want none", shim, parent, marks, err)
+		}
+		for network := range marks {
+			if err := h.RemoveShim("ul-0a1b2c3d", network); err == nil {
+				t.Errorf("%q: owner a1 removed it as network %q's shim", shim, network)
+			}
+			if removed, _ := h.RemoveParent("eth1.40", network); removed {
+				t.Errorf("%q: owner a1 removed it as network %q's VLAN parent", parent, network)
+			}
+		}
+		if removed, _, err := removeLeftovers(k, Cleanup{Owner: "a1"}); len(removed) != 0 {
+			t.Errorf("%q, %q: owner a1's cleanup removed %v, %v; want nothing", shim, parent, removed, err)
+		}
+		if names := slices.Sorted(maps.Keys(k.links)); !slices.Equal(names, []string{"eth1", "eth1.40", "ul-0a1b2c3d"}) {
+			t.Errorf("%q, %q: links left %v, want all three", shim, parent, names)
+		}
+	}
+}
