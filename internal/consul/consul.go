@@ -212,7 +212,12 @@ func httpClient(cfg *api.Config, f *secretfile.File, o Options) (*http.Client, e
 func inClear(cfg *api.Config) (string, bool) {
 	addr, scheme := cfg.Address, cfg.Scheme
 	if s, rest, ok := strings.Cut(addr, "://"); ok {
-		scheme, addr = s, rest
+		addr = rest
+		// As Consul's client: an address's http:// never takes back the
+		// https:// of CONSUL_HTTP_SSL or of a CA given.
+		if s != "http" {
+			scheme = s
+		}
 	}
 	if scheme != "http" {
 		return "", false

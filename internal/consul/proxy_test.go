@@ -147,6 +147,9 @@ func TestPlainTokenWarning(t *testing.T) {
 		{o: Options{Addr: "http://10.0.0.5:8500"}},
 		{o: Options{Addr: "https://10.0.0.5:8501", Token: "secret"}},
 		{o: Options{Addr: "10.0.0.5:8501", Token: "secret"}, ssl: true},
+		// Consul's client never goes back to http:// from CONSUL_HTTP_SSL's
+		// https://, whatever the address says: the token goes encrypted.
+		{o: Options{Token: "secret"}, env: "http://10.0.0.5:8501", ssl: true},
 		{o: Options{Addr: "127.0.0.1:8500", Token: "secret"}},
 		{o: Options{Addr: "http://localhost:8500", Token: "secret"}},
 		{o: Options{Addr: "http://[::1]:8500", Token: "secret"}},
