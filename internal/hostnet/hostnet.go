@@ -490,7 +490,9 @@ func apply(k kernel, w Want, r Repair, owner string) error {
 	case ShimAddress:
 		// Only the wanted address: an old one (the node's address changed,
 		// say after its allocation was reclaimed) may now be a container's.
-		if addrs, err := k.AddrList(shim, netlink.FAMILY_V4); err == nil {
+		// On another owner's shim (see Host.Owner), used as it is, the
+		// other addresses are that agent's: this one's goes beside them.
+		if addrs, err := k.AddrList(shim, netlink.FAMILY_V4); err == nil && ownersMark(shim.Attrs().Alias, owner) {
 			for _, a := range addrs {
 				if ip, ok := netip.AddrFromSlice(a.IP); ok && ip.Unmap() != w.Shim {
 					k.AddrDel(shim, &a)
@@ -506,9 +508,9 @@ func apply(k kernel, w Want, r Repair, owner string) error {
 		dst := &net.IPNet{IP: w.Route.Addr().AsSlice(), Mask: net.CIDRMask(w.Route.Bits(), 32)}
 		return k.RouteReplace(&netlink.Route{LinkIndex: shim.Attrs().Index, Dst: dst, Scope: netlink.SCOPE_LINK})
 	case ShimAddress6:
-		// As for IPv4, only the wanted global address; the link-local one
-		// the kernel gives every link stays.
-		if addrs, err := k.AddrList(shim, netlink.FAMILY_V6); err == nil {
+		// As for IPv4, only the wanted global address (on a shim of this
+		// owner's); the link-local one the kernel gives every link stays.
+		if addrs, err := k.AddrList(shim, netlink.FAMILY_V6); err == nil && ownersMark(shim.Attrs().Alias, owner) {
 			for _, a := range addrs {
 				if ip, ok := netip.AddrFromSlice(a.IP); ok && ip != w.Shim6 && !ip.IsLinkLocalUnicast() {
 					k.AddrDel(shim, &a)

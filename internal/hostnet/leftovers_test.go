@@ -281,3 +281,45 @@ func TestGarbledMarksAreNobodys(t *testing.T) {
 		}
 	}
 }
+
+// TestAnotherOwnersShimKeepsItsAddresses: a live network's shim marked
+// by another owner (another cluster's agent in this network namespace,
+// with a network of the same name) is used as it is; but giving it this
+// agent's address deleted every other address on it, the other agent's
+// own among them, so that its host lost the way to its containers until
+// its next sync deleted this agent's in turn. This agent's address is
+// added beside the other owner's now; on a shim of its own, or naming
+// no owner, an old address still goes (it may be a container's by now).
+func TestAnotherOwnersShimKeepsItsAddresses(t *testing.T) {
+	k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1"}})
+	theirs, mine := Host{Owner: "b2", k: k}, Host{Owner: "a1", k: k}
+	web := func(shim, route, shim6, route6 string) Want {
+		return Want{Parent: "eth1.40", Network: "web", ShimLink: netspec.ShimLinkName("web"),
+			Shim: netip.MustParseAddr(shim), Route: netip.MustParsePrefix(route),
+			Shim6: netip.MustParseAddr(shim6), Route6: netip.MustParsePrefix(route6)}
+	}
+	if _, err := theirs.Ensure(web("10.40.0.2", "10.40.0.0/26", "fd00:40::2", "fd00:40::/64")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := mine.Ensure(web("10.40.0.66", "10.40.0.64/26", "fd00:41::2", "fd00:41::/64")); err != nil {
+		t.Fatal(err)
+	}
+	addrs := func() []string {
+		var out []string
+		for _, a := range k.addrs[netspec.ShimLinkName("web")] {
+			out = append(out, a.IP.String())
+		}
+		slices.Sort(out)
+		return out
+	}
+	if got, want := addrs(), []string{"10.40.0.2", "10.40.0.66", "fd00:40::2", "fd00:41::2"}; !slices.Equal(got, want) {
+		t.Errorf("b2's shim after a1's Ensure holds %v, want %v: b2's addresses kept", got, want)
+	}
+	// b2's own shim: an address it no longer wants goes.
+	if _, err := theirs.Ensure(web("10.40.0.3", "10.40.0.0/26", "fd00:40::3", "fd00:40::/64")); err != nil {
+		t.Fatal(err)
+	}
+	if got := addrs(); !slices.Contains(got, "10.40.0.3") || slices.Contains(got, "10.40.0.2") || slices.Contains(got, "fd00:40::2") {
+		t.Errorf("b2's shim after b2's new address holds %v, want 10.40.0.3 and neither 10.40.0.2 nor fd00:40::2", got)
+	}
+}
