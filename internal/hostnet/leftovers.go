@@ -192,6 +192,17 @@ func removeLeftovers(k kernel, c Cleanup) ([]string, []Link, error) {
 			}
 			continue
 		}
+		// Judged again on the link about to go: since the listing it may
+		// have been marked (another owner's agent adopting an older
+		// agent's shim), or replaced.
+		l = Link{Name: link.Attrs().Name, Type: link.Type(), Alias: link.Attrs().Alias}
+		if len(Leftovers([]Link{l})) == 0 {
+			continue
+		}
+		if !c.takes(l) {
+			left = append(left, l)
+			continue
+		}
 		if !isShim(l) {
 			if err := parentInUse(k, link); err != nil {
 				errs = append(errs, err)

@@ -323,3 +323,49 @@ func TestAnotherOwnersShimKeepsItsAddresses(t *testing.T) {
 		t.Errorf("b2's shim after b2's new address holds %v, want 10.40.0.3 and neither 10.40.0.2 nor fd00:40::2", got)
 	}
 }
+
+// markingKernel is a fakeKernel on which, as the first LinkByName of
+// name returns, the link is marked alias: another agent at work between
+// a listing and what follows it.
+type markingKernel struct {
+	*fakeKernel
+	name, alias string
+	done        bool
+}
+
+func (k *markingKernel) LinkByName(name string) (netlink.Link, error) {
+	if name == k.name && !k.done {
+		k.done = true
+		if l, ok := k.links[name]; ok {
+			if err := k.LinkSetAlias(l, k.alias); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return k.fakeKernel.LinkByName(name)
+}
+
+// TestCleanupRereadsTheMark: `agent cleanup` decided from its listing of
+// the links which to delete, then looked each up by name and deleted
+// what it found, whatever it had become: an older agent's unmarked shim
+// that another cluster's agent, upgraded and running, marked as its own
+// meanwhile (Ensure adopts such shims) was deleted all the same. The mark
+// is read again on the link about to be deleted: one that now names
+// another owner is left, and listed.
+func TestCleanupRereadsTheMark(t *testing.T) {
+	shim := netspec.ShimLinkName("web")
+	k := &markingKernel{fakeKernel: newFakeKernel(
+		&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1"}},
+		&netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: shim, ParentIndex: 1}, Mode: netlink.MACVLAN_MODE_BRIDGE},
+	), name: shim, alias: "underlay shim web by b2"}
+	removed, left, err := removeLeftovers(k, Cleanup{Owner: "a1"})
+	if len(removed) != 0 || err != nil {
+		t.Errorf("owner a1's cleanup removed %v, %v; want b2's newly marked %s left", removed, err, shim)
+	}
+	if len(left) != 1 || left[0].Name != shim || MarkOwner(left[0].Alias) != "b2" {
+		t.Errorf("owner a1's cleanup left %+v; want %s, b2's", left, shim)
+	}
+	if _, ok := k.links[shim]; !ok {
+		t.Errorf("%s, marked by b2 since the listing, was deleted", shim)
+	}
+}
