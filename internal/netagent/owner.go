@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 )
 
 // LinkOwnerFile is the file, in the agent's state directory, naming the
@@ -74,11 +75,18 @@ func RecordedLinkOwner(dir string) (string, error) {
 		return "", nil
 	}
 	path := filepath.Join(dir, LinkOwnerFile)
-	f, err := os.Open(path)
+	// Non-blocking: opening a named pipe for reading would wait for a
+	// writer, at the agent's start or in the package's prerm.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return "", fmt.Errorf("read the link owner: %w", err)
 	}
 	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return "", fmt.Errorf("read the link owner: %w", err)
+	} else if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is no regular file (%s): not a link owner record", path, st.Mode().Type())
+	}
 	// An owner and its newline are far shorter: a longer record is none,
 	// and is not read (nor quoted) whole.
 	b, err := io.ReadAll(io.LimitReader(f, maxLinkOwnerRecord+1))

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -123,5 +124,35 @@ func TestRecordedLinkOwnerHuge(t *testing.T) {
 			}
 			t.Errorf("a record of 1 MiB: %q, %s; want an error naming %s of at most 1 KiB", owner, msg, path)
 		}
+	}
+}
+
+// TestRecordedLinkOwnerFIFO: a record that is a named pipe (or a link to
+// one) had the agent's start, and `agent cleanup` in the package's
+// prerm, wait for ever for a writer in opening it. Only a regular file
+// is read now; anything else is an error naming the record.
+func TestRecordedLinkOwnerFIFO(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, LinkOwnerFile)
+	if err := syscall.Mkfifo(path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := RecordedLinkOwner(dir)
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), path) {
+			t.Errorf("a record that is a named pipe: %v; want an error naming %s", err, path)
+		}
+	case <-time.After(10 * time.Second):
+		// Guards the hang itself: opening a file takes no time. Open the
+		// pipe for writing, so that the reader ends.
+		if w, err := os.OpenFile(path, os.O_WRONLY, 0); err == nil {
+			w.Close()
+		}
+		t.Fatalf("RecordedLinkOwner of a record that is a named pipe did not return")
 	}
 }
