@@ -66,6 +66,9 @@ type Plugin struct {
 	// handed out came from, even once its spec is gone; a pool is dropped
 	// by its last ReleasePool (see releasePool).
 	pools map[string]poolEntry
+	// drops counts the pools dropped: a request that read the specs
+	// before a drop records no pool afresh (see pool).
+	drops uint64
 }
 
 type poolEntry struct {
@@ -132,8 +135,9 @@ func (pl *Plugin) releasePool(_ context.Context, r struct{ PoolID string }) (any
 	if e, ok := pl.pools[r.PoolID]; ok && e.requests > 1 {
 		e.requests--
 		pl.pools[r.PoolID] = e
-	} else {
+	} else if ok {
 		delete(pl.pools, r.PoolID)
+		pl.drops++
 	}
 	return struct{}{}, nil
 }
@@ -379,7 +383,17 @@ func requestedAddr(s string) (netip.Addr, error) {
 // taken back, and changes nothing else of the spec: the pool it carries
 // is the spec's until the spec is deleted, which the reconciler, reading
 // at every change, sees as soon as it would see any other change.
+//
+// A pool is recorded afresh (served with no RequestPool: after an agent's
+// restart) only if no pool was dropped since the specs were read: one
+// dropped meanwhile by its last ReleasePool, a release of its addresses
+// still under way, is not brought back with no RequestPool left. Any
+// pool dropped holds off the record (no map of every ID ever dropped is
+// kept): the next request or release of a pool still served records it.
 func (pl *Plugin) pool(ctx context.Context, id string, release bool) (poolEntry, error) {
+	pl.mu.Lock()
+	drops := pl.drops
+	pl.mu.Unlock()
 	p, gw, err := pl.Pools.PoolSeen(id)
 	var gone *RemovingError
 	if err != nil && !(release && errors.As(err, &gone)) {
@@ -390,12 +404,16 @@ func (pl *Plugin) pool(ctx context.Context, id string, release bool) (poolEntry,
 	}
 	e := poolEntry{pool: p, gateway: gw}
 	pl.mu.Lock()
+	defer pl.mu.Unlock()
 	if pl.pools == nil {
 		pl.pools = map[string]poolEntry{}
 	}
-	e.requests = pl.pools[id].requests
+	if cur, ok := pl.pools[id]; ok {
+		e.requests = cur.requests
+	} else if pl.drops != drops {
+		return e, nil
+	}
 	pl.pools[id] = e
-	pl.mu.Unlock()
 	return e, nil
 }
 

@@ -1,7 +1,10 @@
 package ipam
 
 import (
+	"context"
 	"net/http/httptest"
+	"net/netip"
+	"sync/atomic"
 	"testing"
 
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
@@ -61,5 +64,62 @@ func caller(t *testing.T, url string) func(method string, req any) (int, map[str
 			t.Fatal(err)
 		}
 		return code, out
+	}
+}
+
+// pausedPools is a PoolSource whose PoolSeen, once paused is set, tells
+// entered it has read and waits for resume before it answers: a request
+// held between its reading of the specs and its record of the pool.
+type pausedPools struct {
+	PoolSource
+	paused          atomic.Bool
+	entered, resume chan struct{}
+}
+
+func (p *pausedPools) PoolSeen(id string) (Pool, netip.Addr, error) {
+	pool, gw, err := p.PoolSource.PoolSeen(id)
+	if p.paused.Load() {
+		p.entered <- struct{}{}
+		<-p.resume
+	}
+	return pool, gw, err
+}
+
+// TestReleaseInFlightBringsNoPoolBack: a ReleaseAddress that had read the
+// specs when the pool's last ReleasePool dropped it (Docker releasing an
+// address again as it removes the network) recorded the pool afresh, with
+// no RequestPool left: a pool Docker had released was served again, for
+// as long as the agent ran. The release is still answered; the pool stays
+// dropped.
+func TestReleaseInFlightBringsNoPoolBack(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	pl, _ := pluginFor(t, kv, "n1")
+	paused := &pausedPools{PoolSource: pl.Pools, entered: make(chan struct{}), resume: make(chan struct{})}
+	pl.Pools = paused
+	if _, err := pl.requestPool(ctx, poolRequest{Pool: "10.90.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	out, err := pl.requestAddress(ctx, addressRequest{PoolID: "lan/v4"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	release := releaseRequest{PoolID: "lan/v4", Address: out.(map[string]any)["Address"].(string)}
+	if _, err := pl.releaseAddress(ctx, release); err != nil {
+		t.Fatal(err)
+	}
+	paused.paused.Store(true)
+	done := make(chan error, 1)
+	go func() { _, err := pl.releaseAddress(ctx, release); done <- err }() // again
+	<-paused.entered
+	if _, err := pl.releasePool(ctx, struct{ PoolID string }{"lan/v4"}); err != nil {
+		t.Fatal(err)
+	}
+	close(paused.resume)
+	if err := <-done; err != nil {
+		t.Errorf("release again: %v, want answered", err)
+	}
+	if e, ok := pl.served("lan/v4"); ok {
+		t.Errorf("lan/v4 recorded again, with %d RequestPools, by a release in flight at its last ReleasePool", e.requests)
 	}
 }
