@@ -737,3 +737,26 @@ func (a *Allocator) WriteStats() WriteStats {
 // SkippedDocuments is how many bad keys the allocator's last listings of
 // its pools found (see BadDoc).
 func (a *Allocator) SkippedDocuments() int { return a.store.badCount() }
+
+// holds says whether this node holds an address of p in Consul, of any
+// kind, read afresh: what a late release of one of p's addresses could
+// free. A block document that cannot be read may record one: it counts as
+// held.
+func (a *Allocator) holds(ctx context.Context, p Pool) (bool, error) {
+	pairs, err := a.kv.List(ctx, poolPrefix(p))
+	if err != nil {
+		return false, fmt.Errorf("read pool %s: %w", p.ID(), err)
+	}
+	v, bad := decodePool(p, pairs)
+	if len(bad) > 0 {
+		return true, nil
+	}
+	for _, doc := range v.docs {
+		for _, al := range doc.Allocs {
+			if al.Node == a.node {
+				return true, nil
+			}
+		}
+	}
+	return false, nil
+}

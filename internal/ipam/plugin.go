@@ -48,6 +48,9 @@ type PoolSource interface {
 	// reading them again: its error is that reading's (a *RemovingError
 	// too), or errNotRead when there has been none.
 	PoolSeen(id string) (p Pool, gw netip.Addr, err error)
+	// PoolGone says the newest reading of the specs has no spec, readable
+	// or not, of pool id's network; false when there has been none.
+	PoolGone(id string) bool
 }
 
 // Plugin serves Docker's remote IPAM protocol for one node.
@@ -128,10 +131,14 @@ func handshake(mux *http.ServeMux) {
 // (after an agent's restart Docker asks for none again) goes at the
 // first. Nothing is freed: pools live as long as their network spec; a
 // late release of the pool is served from its spec, or refused once the
-// spec is gone, as by an agent restarted since.
-func (pl *Plugin) releasePool(_ context.Context, r struct{ PoolID string }) (any, error) {
+// spec is gone, as by an agent restarted since. Then the pools of
+// networks gone without a ReleasePool are forgotten (see forgetGone).
+// It is always answered: it frees nothing, and a pool kept costs nothing
+// but memory.
+func (pl *Plugin) releasePool(ctx context.Context, r poolRelease) (any, error) {
+	ctx, cancel := context.WithTimeout(ctx, pl.timeout())
+	defer cancel()
 	pl.mu.Lock()
-	defer pl.mu.Unlock()
 	if e, ok := pl.pools[r.PoolID]; ok && e.requests > 1 {
 		e.requests--
 		pl.pools[r.PoolID] = e
@@ -139,7 +146,48 @@ func (pl *Plugin) releasePool(_ context.Context, r struct{ PoolID string }) (any
 		delete(pl.pools, r.PoolID)
 		pl.drops++
 	}
+	pl.mu.Unlock()
+	pl.forgetGone(ctx)
 	return struct{}{}, nil
+}
+
+// forgetGone forgets the pools whose network has no spec, readable or
+// not, in the newest reading of the specs, once this node holds none of
+// their addresses, read afresh from Consul: Docker's ReleasePool never
+// came for them (dockerd down as the network was removed, or the agent
+// restarted between), and nothing is left for a late release to free. A
+// pool whose addresses this node still holds (its spec deleted by hand,
+// the blocks left), or whose blocks cannot be read, is kept: a record
+// kept too long costs memory, one dropped too early leaves an address
+// a late release cannot free. It runs at every ReleasePool, which Docker
+// sends as it removes a network: not on the path of a container's start.
+func (pl *Plugin) forgetGone(ctx context.Context) {
+	pl.mu.Lock()
+	gone := map[string]Pool{}
+	for id, e := range pl.pools {
+		if pl.Pools.PoolGone(id) {
+			gone[id] = e.pool
+		}
+	}
+	pl.mu.Unlock()
+	for id, p := range gone {
+		held, err := pl.Alloc.holds(ctx, p)
+		if err != nil || held {
+			if err != nil {
+				pl.log().Debug("pool of a network gone kept: cannot tell whether this node holds an address of it", "pool", cut(id), "err", err)
+			}
+			continue
+		}
+		pl.mu.Lock()
+		// Still gone: a RequestPool of a network made again under the
+		// name read the specs, and is kept.
+		if _, ok := pl.pools[id]; ok && pl.Pools.PoolGone(id) {
+			delete(pl.pools, id)
+			pl.drops++
+			pl.log().Info("pool of a network gone forgotten: this node holds none of its addresses", "pool", cut(id))
+		}
+		pl.mu.Unlock()
+	}
 }
 
 // bounded bounds h by the plugin's Timeout. A request still unanswered
@@ -245,6 +293,10 @@ func (pl *Plugin) requestPool(ctx context.Context, r poolRequest) (any, error) {
 	pl.log().Info("pool requested", "pool", p.ID(), "subnet", p.Prefix)
 	return resp, nil
 }
+
+type poolRelease struct{ PoolID string }
+
+func (r poolRelease) String() string { return fmt.Sprintf("release of pool %s", quoted(r.PoolID)) }
 
 type addressRequest struct {
 	PoolID  string

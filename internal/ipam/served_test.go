@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 // TestReleasePoolForgetsThePool: the plugin's record of every pool it
@@ -112,7 +113,7 @@ func TestReleaseInFlightBringsNoPoolBack(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { _, err := pl.releaseAddress(ctx, release); done <- err }() // again
 	<-paused.entered
-	if _, err := pl.releasePool(ctx, struct{ PoolID string }{"lan/v4"}); err != nil {
+	if _, err := pl.releasePool(ctx, poolRelease{PoolID: "lan/v4"}); err != nil {
 		t.Fatal(err)
 	}
 	close(paused.resume)
@@ -121,5 +122,74 @@ func TestReleaseInFlightBringsNoPoolBack(t *testing.T) {
 	}
 	if e, ok := pl.served("lan/v4"); ok {
 		t.Errorf("lan/v4 recorded again, with %d RequestPools, by a release in flight at its last ReleasePool", e.requests)
+	}
+}
+
+// TestPoolOfAGoneNetworkIsForgotten: a pool whose network went from the
+// specs without Docker's ReleasePool (dockerd down as the network was
+// removed, or the agent restarted between) stayed recorded as served for
+// as long as the agent ran, for a late release to fall back on. It is now
+// dropped at the plugin's next ReleasePool, of any pool, once its spec is
+// gone and this node holds none of its addresses (network rm deletes
+// them with the spec); while the node holds one (a spec deleted by hand,
+// the blocks left), it is kept, and a late release frees it from there.
+func TestPoolOfAGoneNetworkIsForgotten(t *testing.T) {
+	for _, byHand := range []bool{false, true} {
+		t.Run(map[bool]string{false: "network rm", true: "spec deleted by hand"}[byHand], func(t *testing.T) {
+			ctx := context.Background()
+			kv := kvtest.New()
+			pl, _ := pluginFor(t, kv, "n1")
+			st := pl.Pools.(SpecPools).Store
+			if _, err := pl.requestPool(ctx, poolRequest{Pool: "10.90.0.0/24"}); err != nil {
+				t.Fatal(err)
+			}
+			out, err := pl.requestAddress(ctx, addressRequest{PoolID: "lan/v4"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr := out.(map[string]any)["Address"].(string)
+			if byHand {
+				err = kv.Delete(ctx, netspec.KVPrefix+lanSpec.Name+"/spec")
+			} else {
+				err = st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name))
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The agent's reconciler reads the specs at every change.
+			if _, err := st.ReadListing(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// Another network's ReleasePool: the plugin's next call.
+			if _, err := pl.releasePool(ctx, poolRelease{PoolID: "other/v4"}); err != nil {
+				t.Fatal(err)
+			}
+			_, served := pl.served("lan/v4")
+			if !byHand {
+				if served {
+					t.Errorf("lan/v4 still recorded as served, its spec and addresses gone")
+				}
+				return
+			}
+			if !served {
+				t.Fatalf("lan/v4 forgotten while this node holds %s in it", addr)
+			}
+			if _, err := pl.releaseAddress(ctx, releaseRequest{PoolID: "lan/v4", Address: addr}); err != nil {
+				t.Fatalf("late release of %s: %v, want freed from the pool as served", addr, err)
+			}
+			all, err := Allocations(ctx, kv, PoolOf4(lanSpec))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if al, ok := all[netip.MustParsePrefix(addr).Addr()]; ok {
+				t.Errorf("%s still allocated (%v) after its late release", addr, al)
+			}
+			if _, err := pl.releasePool(ctx, poolRelease{PoolID: "other/v4"}); err != nil {
+				t.Fatal(err)
+			}
+			if _, served := pl.served("lan/v4"); served {
+				t.Errorf("lan/v4 still recorded as served, its spec gone and its last address released")
+			}
+		})
 	}
 }

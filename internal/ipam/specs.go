@@ -67,6 +67,20 @@ func (s SpecPools) PoolSeen(id string) (Pool, netip.Addr, error) {
 	return s.poolByID(l, id)
 }
 
+// PoolGone implements PoolSource, from the store's newest listing.
+func (s SpecPools) PoolGone(id string) bool {
+	l := s.Store.Listed()
+	if l == nil {
+		return false
+	}
+	name, _, err := splitID(id)
+	if err != nil {
+		return true // no network's: nothing of it is ever served
+	}
+	return !slices.ContainsFunc(l.Specs, func(sp netspec.Spec) bool { return sp.Name == name }) &&
+		!slices.ContainsFunc(l.Bad, func(b netspec.BadSpec) bool { return b.Name == name })
+}
+
 // errNotRead is PoolSeen's answer before any reading of the specs.
 var errNotRead = errors.New("network specs not read yet")
 
