@@ -67,18 +67,27 @@ type Plugin struct {
 	mu sync.Mutex // guards pools
 	// pools is every pool served, by ID, as last served: what an address
 	// handed out came from, even once its spec is gone; a pool is dropped
-	// by its last ReleasePool (see releasePool).
+	// by its last ReleasePool, or once its spec is gone, when this node
+	// holds none of its addresses (see releasePool, forgetGone).
 	pools map[string]poolEntry
 	// drops counts the pools dropped: a request that read the specs
 	// before a drop records no pool afresh (see pool).
 	drops uint64
+	// begun counts the address requests begun, underway those not yet
+	// answered: a pool is dropped only if none ran while this node's
+	// addresses of it were read (see dropUnheld).
+	begun    uint64
+	underway int
 }
 
 type poolEntry struct {
 	pool    Pool
 	gateway netip.Addr
-	// requests counts the pool's RequestPools not yet released: one per
-	// Docker network of the pool on this node.
+	// requests counts the pool's RequestPools this plugin answered and
+	// Docker has not released: one per Docker network of the pool on this
+	// node that it saw made. 0 is a pool served with none (after an
+	// agent's restart Docker asks for none again), or kept past its last
+	// ReleasePool while this node holds addresses of it (see releasePool).
 	requests int
 }
 
@@ -125,42 +134,45 @@ func handshake(mux *http.ServeMux) {
 	}))
 }
 
-// releasePool forgets pool id once Docker has released it as often as it
-// asked for it: Docker removes a network from the node, its addresses
-// released first, with a ReleasePool. A pool served with no RequestPool
-// (after an agent's restart Docker asks for none again) goes at the
-// first. Nothing is freed: pools live as long as their network spec; a
-// late release of the pool is served from its spec, or refused once the
-// spec is gone, as by an agent restarted since. Then the pools of
-// networks gone without a ReleasePool are forgotten (see forgetGone).
+// releasePool counts off one RequestPool of pool id: Docker removes a
+// network from the node, its addresses released first, with a
+// ReleasePool. At the last by the count, the pool is forgotten once this
+// node holds none of its addresses (see dropUnheld): the count is only
+// what this plugin saw, and after an agent's restart Docker may hold
+// networks of the pool whose RequestPools it never saw (Docker asks for
+// none again), their containers' addresses still to be released, maybe
+// once the spec is gone. A pool kept then goes at a later ReleasePool, or
+// once its spec is gone (see forgetGone). Nothing is freed: pools live as
+// long as their network spec; a late release of the pool is served from
+// its spec, or, its spec gone, from the pool as served while it is kept.
 // It is always answered: it frees nothing, and a pool kept costs nothing
 // but memory.
 func (pl *Plugin) releasePool(ctx context.Context, r poolRelease) (any, error) {
 	ctx, cancel := context.WithTimeout(ctx, pl.timeout())
 	defer cancel()
 	pl.mu.Lock()
-	if e, ok := pl.pools[r.PoolID]; ok && e.requests > 1 {
+	e, ok := pl.pools[r.PoolID]
+	if ok && e.requests > 0 {
 		e.requests--
 		pl.pools[r.PoolID] = e
-	} else if ok {
-		delete(pl.pools, r.PoolID)
-		pl.drops++
 	}
 	pl.mu.Unlock()
+	if ok && e.requests == 0 {
+		// Unless a RequestPool came meanwhile.
+		pl.dropUnheld(ctx, r.PoolID, e.pool, func(cur poolEntry) bool { return cur.requests == 0 })
+	}
 	pl.forgetGone(ctx)
 	return struct{}{}, nil
 }
 
 // forgetGone forgets the pools whose network has no spec, readable or
 // not, in the newest reading of the specs, once this node holds none of
-// their addresses, read afresh from Consul: Docker's ReleasePool never
-// came for them (dockerd down as the network was removed, or the agent
-// restarted between), and nothing is left for a late release to free. A
-// pool whose addresses this node still holds (its spec deleted by hand,
-// the blocks left), or whose blocks cannot be read, is kept: a record
-// kept too long costs memory, one dropped too early leaves an address
-// a late release cannot free. It runs at every ReleasePool, which Docker
-// sends as it removes a network: not on the path of a container's start.
+// their addresses (see dropUnheld): Docker's ReleasePool never came for
+// them (dockerd down as the network was removed, or the agent restarted
+// between), and nothing is left for a late release to free. A pool whose
+// addresses this node still holds (its spec deleted by hand, the blocks
+// left) is kept. It runs at every ReleasePool, which Docker sends as it
+// removes a network: not on the path of a container's start.
 func (pl *Plugin) forgetGone(ctx context.Context) {
 	pl.mu.Lock()
 	gone := map[string]Pool{}
@@ -171,23 +183,44 @@ func (pl *Plugin) forgetGone(ctx context.Context) {
 	}
 	pl.mu.Unlock()
 	for id, p := range gone {
-		held, err := pl.Alloc.holds(ctx, p)
-		if err != nil || held {
-			if err != nil {
-				pl.log().Debug("pool of a network gone kept: cannot tell whether this node holds an address of it", "pool", cut(id), "err", err)
-			}
-			continue
-		}
-		pl.mu.Lock()
 		// Still gone: a RequestPool of a network made again under the
 		// name read the specs, and is kept.
-		if _, ok := pl.pools[id]; ok && pl.Pools.PoolGone(id) {
-			delete(pl.pools, id)
-			pl.drops++
+		if pl.dropUnheld(ctx, id, p, func(poolEntry) bool { return pl.Pools.PoolGone(id) }) {
 			pl.log().Info("pool of a network gone forgotten: this node holds none of its addresses", "pool", cut(id))
 		}
-		pl.mu.Unlock()
 	}
+}
+
+// dropUnheld forgets pool id, p as recorded, if this node holds none of
+// its addresses, read afresh from Consul, no address request ran
+// meanwhile (one under way may hold an address Consul does not show yet),
+// and still says so of its entry then. It keeps the pool when it cannot
+// tell: a record kept too long costs memory, one dropped too early leaves
+// an address a late release cannot free once the spec is gone. It
+// reports whether it dropped the pool.
+func (pl *Plugin) dropUnheld(ctx context.Context, id string, p Pool, still func(poolEntry) bool) bool {
+	pl.mu.Lock()
+	busy, begun := pl.underway > 0, pl.begun
+	pl.mu.Unlock()
+	if busy {
+		return false
+	}
+	held, err := pl.Alloc.holds(ctx, p)
+	if err != nil {
+		pl.log().Debug("pool kept as served: cannot tell whether this node holds an address of it", "pool", cut(id), "err", err)
+	}
+	if err != nil || held {
+		return false
+	}
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	cur, ok := pl.pools[id]
+	if !ok || pl.begun != begun || !still(cur) {
+		return false
+	}
+	delete(pl.pools, id)
+	pl.drops++
+	return true
 }
 
 // bounded bounds h by the plugin's Timeout. A request still unanswered
@@ -318,6 +351,15 @@ func (r releaseRequest) String() string {
 }
 
 func (pl *Plugin) requestAddress(ctx context.Context, r addressRequest) (any, error) {
+	pl.mu.Lock()
+	pl.begun++
+	pl.underway++
+	pl.mu.Unlock()
+	defer func() {
+		pl.mu.Lock()
+		pl.underway--
+		pl.mu.Unlock()
+	}()
 	// The address first: a bad one is refused at once, for what it is,
 	// not after a wait for Consul.
 	var want netip.Addr

@@ -17,7 +17,8 @@ import (
 // network from the node, was answered without the plugin. It is now
 // dropped by the pool's last ReleasePool: one per RequestPool, or, for a
 // pool served with none (after an agent's restart Docker does not ask for
-// pools again), the first. Through the gate, once open, too.
+// pools again), the first, once the node holds none of its addresses
+// (Docker releases them first). Through the gate, once open, too.
 func TestReleasePoolForgetsThePool(t *testing.T) {
 	for _, through := range []string{"plugin", "gate"} {
 		t.Run(through, func(t *testing.T) {
@@ -30,21 +31,24 @@ func TestReleasePoolForgetsThePool(t *testing.T) {
 				t.Cleanup(srv.Close)
 				call = caller(t, srv.URL)
 			}
-			must := func(method string, req map[string]any) {
+			must := func(method string, req map[string]any) map[string]any {
 				t.Helper()
-				if code, out := call(method, req); code != 200 {
+				code, out := call(method, req)
+				if code != 200 {
 					t.Fatalf("%s %v: %d %v", method, req, code, out)
 				}
+				return out
 			}
 			served := func(id string) bool { _, ok := pl.served(id); return ok }
 			must("IpamDriver.RequestPool", map[string]any{"Pool": "10.90.0.0/24"})
-			must("IpamDriver.RequestPool", map[string]any{"Pool": "10.90.0.0/24"}) // a second Docker network of it
-			must("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v6"})  // served with no RequestPool
+			must("IpamDriver.RequestPool", map[string]any{"Pool": "10.90.0.0/24"})      // a second Docker network of it
+			v6 := must("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v6"}) // served with no RequestPool
 			must("IpamDriver.ReleasePool", map[string]any{"PoolID": "lan/v4"})
 			if !served("lan/v4") {
 				t.Errorf("lan/v4 forgotten at its first ReleasePool of two RequestPools")
 			}
 			must("IpamDriver.ReleasePool", map[string]any{"PoolID": "lan/v4"})
+			must("IpamDriver.ReleaseAddress", map[string]any{"PoolID": "lan/v6", "Address": v6["Address"]})
 			must("IpamDriver.ReleasePool", map[string]any{"PoolID": "lan/v6"})
 			must("IpamDriver.ReleasePool", map[string]any{"PoolID": "gone/v4"})
 			for _, id := range []string{"lan/v4", "lan/v6"} {
@@ -68,9 +72,10 @@ func caller(t *testing.T, url string) func(method string, req any) (int, map[str
 	}
 }
 
-// pausedPools is a PoolSource whose PoolSeen, once paused is set, tells
-// entered it has read and waits for resume before it answers: a request
-// held between its reading of the specs and its record of the pool.
+// pausedPools is a PoolSource whose next PoolSeen, once paused is set,
+// tells entered it has read and waits for resume before it answers: a
+// request held between its reading of the specs and its record of the
+// pool.
 type pausedPools struct {
 	PoolSource
 	paused          atomic.Bool
@@ -79,7 +84,7 @@ type pausedPools struct {
 
 func (p *pausedPools) PoolSeen(id string) (Pool, netip.Addr, error) {
 	pool, gw, err := p.PoolSource.PoolSeen(id)
-	if p.paused.Load() {
+	if p.paused.CompareAndSwap(true, false) {
 		p.entered <- struct{}{}
 		<-p.resume
 	}
@@ -191,5 +196,119 @@ func TestPoolOfAGoneNetworkIsForgotten(t *testing.T) {
 				t.Errorf("lan/v4 still recorded as served, its spec gone and its last address released")
 			}
 		})
+	}
+}
+
+// TestReleasePoolAfterARestartKeepsAPoolInUse: a plugin restarted (with
+// the agent) while dockerd holds two networks of one pool has lost their
+// RequestPools: the first network's ReleasePool dropped the pool, by its
+// count, while the other network's containers still held addresses of
+// it; once its spec was gone (deleted by hand, the blocks left), their
+// late releases were refused, and the addresses stayed allocated for
+// good. The last ReleasePool by the count now drops a pool only once this
+// node holds none of its addresses, read afresh from Consul.
+func TestReleasePoolAfterARestartKeepsAPoolInUse(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	before, _ := pluginFor(t, kv, "n1")
+	var held []string // one container in each of two Docker networks of lan/v4
+	for range 2 {
+		if _, err := before.requestPool(ctx, poolRequest{Pool: "10.90.0.0/24"}); err != nil {
+			t.Fatal(err)
+		}
+		out, err := before.requestAddress(ctx, addressRequest{PoolID: "lan/v4"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		held = append(held, out.(map[string]any)["Address"].(string))
+	}
+	pl, _ := pluginFor(t, kv, "n1") // the agent restarted
+	st := pl.Pools.(SpecPools).Store
+	// A third network of the pool is made, and removed; so is the first,
+	// its container's address released first.
+	if _, err := pl.requestPool(ctx, poolRequest{Pool: "10.90.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pl.releasePool(ctx, poolRelease{PoolID: "lan/v4"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pl.releaseAddress(ctx, releaseRequest{PoolID: "lan/v4", Address: held[0]}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pl.releasePool(ctx, poolRelease{PoolID: "lan/v4"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := pl.served("lan/v4"); !ok {
+		t.Errorf("lan/v4 forgotten while the second network's container holds %s in it", held[1])
+	}
+	// Its spec deleted by hand: the second network's container goes.
+	if err := kv.Delete(ctx, netspec.KVPrefix+lanSpec.Name+"/spec"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.ReadListing(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pl.releaseAddress(ctx, releaseRequest{PoolID: "lan/v4", Address: held[1]}); err != nil {
+		t.Errorf("late release of %s: %v, want freed from the pool as served", held[1], err)
+	}
+	all, err := Allocations(ctx, kv, PoolOf4(lanSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range held {
+		if al, ok := all[netip.MustParsePrefix(a).Addr()]; ok {
+			t.Errorf("%s still allocated (%v) after its release", a, al)
+		}
+	}
+	if _, err := pl.releasePool(ctx, poolRelease{PoolID: "lan/v4"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := pl.served("lan/v4"); ok {
+		t.Errorf("lan/v4 still recorded as served after its last ReleasePool, none of its addresses held")
+	}
+}
+
+// TestReleasePoolKeepsAPoolARequestIsTaking: an address request under way
+// when the pool's last ReleasePool reads this node's addresses of it may
+// hold one that Consul does not show yet (a network of the pool the
+// plugin never saw requested, after a restart): the pool is kept, and
+// the request's address can be released from it once the spec is gone.
+func TestReleasePoolKeepsAPoolARequestIsTaking(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	pl, _ := pluginFor(t, kv, "n1")
+	paused := &pausedPools{PoolSource: pl.Pools, entered: make(chan struct{}), resume: make(chan struct{})}
+	pl.Pools = paused
+	if _, err := pl.requestPool(ctx, poolRequest{Pool: "10.90.0.0/24"}); err != nil {
+		t.Fatal(err)
+	}
+	first, err := pl.requestAddress(ctx, addressRequest{PoolID: "lan/v4"}) // recorded
+	if err != nil {
+		t.Fatal(err)
+	}
+	paused.paused.Store(true)
+	type answer struct {
+		out any
+		err error
+	}
+	done := make(chan answer, 1)
+	go func() {
+		out, err := pl.requestAddress(ctx, addressRequest{PoolID: "lan/v4", Address: "10.90.0.200"})
+		done <- answer{out, err}
+	}()
+	<-paused.entered
+	// The first address released, then the pool: another network's.
+	if _, err := pl.releaseAddress(ctx, releaseRequest{PoolID: "lan/v4", Address: first.(map[string]any)["Address"].(string)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pl.releasePool(ctx, poolRelease{PoolID: "lan/v4"}); err != nil {
+		t.Fatal(err)
+	}
+	close(paused.resume)
+	if a := <-done; a.err != nil {
+		t.Fatalf("request under way: %v", a.err)
+	}
+	if _, ok := pl.served("lan/v4"); !ok {
+		t.Errorf("lan/v4 forgotten while a request of it was under way")
 	}
 }
