@@ -55,6 +55,8 @@ type PoolSource interface {
 
 // Plugin serves Docker's remote IPAM protocol for one node.
 type Plugin struct {
+	// Alloc and Pools are over one KV: the network index Alloc reads
+	// says when Pools' answers change (see fresh).
 	Alloc *Allocator
 	Pools PoolSource
 	Log   *slog.Logger
@@ -64,7 +66,7 @@ type Plugin struct {
 	// Metrics, when set, times every address request and release.
 	Metrics *Metrics
 
-	mu sync.Mutex // guards pools
+	mu sync.Mutex // guards following fields
 	// pools is every pool served, by ID, as last served: what an address
 	// handed out came from, even once its spec is gone; a pool is dropped
 	// by its last ReleasePool, or once its spec is gone, when this node
@@ -78,6 +80,11 @@ type Plugin struct {
 	// addresses of it were read (see dropUnheld).
 	begun    uint64
 	underway int
+	// settled are, by pool ID, fresh readings' answers that stand until
+	// a network is created or deleted (see fresh), read while the network
+	// index's modify index was settledAt.
+	settled   map[string]error
+	settledAt uint64
 }
 
 type poolEntry struct {
@@ -491,7 +498,7 @@ func (pl *Plugin) pool(ctx context.Context, id string, release bool) (poolEntry,
 	p, gw, err := pl.Pools.PoolSeen(id)
 	var gone *RemovingError
 	if err != nil && !(release && errors.As(err, &gone)) {
-		p, gw, err = pl.Pools.PoolByID(ctx, id)
+		p, gw, err = pl.fresh(ctx, id)
 	}
 	if err != nil {
 		return poolEntry{}, fmt.Errorf("pool %s: %w", quoted(id), err)
@@ -509,6 +516,52 @@ func (pl *Plugin) pool(ctx context.Context, id string, release bool) (poolEntry,
 	}
 	pl.pools[id] = e
 	return e, nil
+}
+
+// maxSettled bounds the answers fresh keeps: pool IDs come from the
+// plugin socket.
+const maxSettled = 256
+
+// fresh is PoolByID, read now unless an answer read since the network
+// index last changed settles it: that the pool's network is being
+// removed (the mark is never taken back), or that it has no cluster-IPAM
+// spec. Both stand until a network is created or deleted, which rewrites
+// the index (netspec.IndexKey) in the same transaction as the spec, so a
+// network made again under the name is read, and served, at once: one
+// read of a small key instead of a listing of every network's keys, for
+// each of a removal's requests and late releases. A spec written or
+// deleted by hand, past the index, shows in the newest reading, which
+// the agent's reconciler takes at every change and which pool consults
+// first. Without the index, the specs are read, as before.
+func (pl *Plugin) fresh(ctx context.Context, id string) (Pool, netip.Addr, error) {
+	idx, found, idxErr := pl.Alloc.kv.Get(ctx, netspec.IndexKey)
+	if !found {
+		idx.Index = 0 // no network ever created
+	}
+	if idxErr == nil {
+		pl.mu.Lock()
+		err, ok := pl.settled[id]
+		ok = ok && pl.settledAt == idx.Index
+		pl.mu.Unlock()
+		if ok {
+			if rm := (*RemovingError)(nil); errors.As(err, &rm) {
+				return rm.Pool, rm.Gateway, err
+			}
+			return Pool{}, netip.Addr{}, err
+		}
+	}
+	p, gw, err := pl.Pools.PoolByID(ctx, id)
+	var rm *RemovingError
+	var gone *goneError
+	if idxErr == nil && (errors.As(err, &rm) || errors.As(err, &gone)) {
+		pl.mu.Lock()
+		if pl.settledAt != idx.Index || len(pl.settled) >= maxSettled {
+			pl.settled, pl.settledAt = map[string]error{}, idx.Index
+		}
+		pl.settled[id] = err
+		pl.mu.Unlock()
+	}
+	return p, gw, err
 }
 
 // served returns pool id as it was last served.

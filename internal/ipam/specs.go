@@ -107,7 +107,7 @@ func (s SpecPools) poolByID(l *netspec.Listing, id string) (Pool, netip.Addr, er
 	case i < 0 && refused != nil:
 		return Pool{}, netip.Addr{}, refusedSpec(name, refused) // unreadable
 	case i < 0 || l.Specs[i].IPAM != netspec.Cluster:
-		return Pool{}, netip.Addr{}, fmt.Errorf("no cluster-IPAM network %s (was it removed?)", quoted(name))
+		return Pool{}, netip.Addr{}, &goneError{name: name}
 	}
 	spec := l.Specs[i]
 	if v6 && !spec.IPv6Subnet.IsValid() {
@@ -134,6 +134,13 @@ func (s SpecPools) read(ctx context.Context) (*netspec.Listing, error) {
 		return nil, &unreadError{err: err}
 	}
 	return l, nil
+}
+
+// goneError refuses a pool whose network has no cluster-IPAM spec.
+type goneError struct{ name string }
+
+func (e *goneError) Error() string {
+	return fmt.Sprintf("no cluster-IPAM network %s (was it removed?)", quoted(e.name))
 }
 
 // unreadError is a failure to read the specs (Consul out of reach): it
