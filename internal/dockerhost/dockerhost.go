@@ -15,6 +15,7 @@ package dockerhost
 import (
 	"context"
 	"fmt"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -25,6 +26,7 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"github.com/underlay/underlay/internal/register"
 )
@@ -32,11 +34,20 @@ import (
 // NewClient connects to DOCKER_HOST (or the local socket) and negotiates the
 // API version with the daemon on first use.
 func NewClient() (*client.Client, error) {
-	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation())
+	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation(), noTracing())
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
 	return c, nil
+}
+
+// noTracing passes every request straight to the client's transport.
+// Docker's client wraps its transport in OpenTelemetry's, which starts a
+// span and builds a metric's attribute set at every request, whether or
+// not anything collects them; nothing in underlay does. That was 7.5 %
+// of the agent's CPU in a profile of 200 starts.
+func noTracing() client.Opt {
+	return client.WithTraceOptions(otelhttp.WithFilter(func(*http.Request) bool { return false }))
 }
 
 // NewClientAt connects to the daemon at host (a DOCKER_HOST value, such as
@@ -44,7 +55,7 @@ func NewClient() (*client.Client, error) {
 // the API version on first use. opts come after those (a test's
 // instrumented transport).
 func NewClientAt(host string, opts ...client.Opt) (*client.Client, error) {
-	c, err := client.NewClientWithOpts(append([]client.Opt{client.WithHost(host), client.WithAPIVersionNegotiation()}, opts...)...)
+	c, err := client.NewClientWithOpts(append([]client.Opt{client.WithHost(host), client.WithAPIVersionNegotiation(), noTracing()}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("docker client for %s: %w", host, err)
 	}

@@ -1,0 +1,98 @@
+package dockerhost
+
+import (
+	"context"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync/atomic"
+	"testing"
+
+	"github.com/docker/docker/client"
+	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
+)
+
+// traced records whether OpenTelemetry's transport handled the requests
+// it is given: that transport puts its labeler in each request's context.
+type traced struct {
+	base         http.RoundTripper
+	seen, inOTel atomic.Int32
+}
+
+func (t *traced) RoundTrip(r *http.Request) (*http.Response, error) {
+	t.seen.Add(1)
+	if _, ok := otelhttp.ClientLabelerFromContext(r.Context()); ok {
+		t.inOTel.Add(1)
+	}
+	return t.base.RoundTrip(r)
+}
+
+// pingServer answers Docker's /_ping, on loopback.
+func pingServer(t testing.TB) *httptest.Server {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, "/_ping") {
+			http.NotFound(w, r)
+			return
+		}
+		w.Header().Set("Api-Version", "1.41")
+		io.WriteString(w, "OK")
+	}))
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// Docker's client wrapped every request in OpenTelemetry's transport (a
+// span and a metric's attribute set each), collected by nothing in
+// underlay; the clients made here send requests straight on.
+func TestClientSkipsTracing(t *testing.T) {
+	srv := pingServer(t)
+	rt := &traced{base: http.DefaultTransport}
+	c, err := NewClientAt("tcp://"+strings.TrimPrefix(srv.URL, "http://"), client.WithHTTPClient(&http.Client{Transport: rt}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Ping(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if rt.seen.Load() == 0 {
+		t.Fatal("the request never reached the transport")
+	}
+	if n := rt.inOTel.Load(); n != 0 {
+		t.Fatalf("%d of %d requests went through OpenTelemetry's transport, want none", n, rt.seen.Load())
+	}
+}
+
+// BenchmarkClientPing is one request to a loopback server that answers
+// at once, through Docker's client as built by default ("docker default")
+// and as underlay builds it (NewClientAt): the client's own cost per
+// request.
+func BenchmarkClientPing(b *testing.B) {
+	srv := pingServer(b)
+	host := "tcp://" + strings.TrimPrefix(srv.URL, "http://")
+	for _, tc := range []struct {
+		name string
+		make func() (*client.Client, error)
+	}{
+		{"docker default", func() (*client.Client, error) {
+			return client.NewClientWithOpts(client.WithHost(host), client.WithAPIVersionNegotiation())
+		}},
+		{"underlay", func() (*client.Client, error) { return NewClientAt(host) }},
+	} {
+		b.Run(tc.name, func(b *testing.B) {
+			c, err := tc.make()
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			ctx := context.Background()
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, err := c.Ping(ctx); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
