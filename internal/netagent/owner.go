@@ -46,6 +46,14 @@ func LinkOwner(dir string) (string, error) {
 		tmp.Close()
 		return "", fmt.Errorf("record the link owner: %w", err)
 	}
+	// On disk before it is linked into place: a power loss right after
+	// the first start could otherwise leave the name linked to an empty
+	// file (the data not written back yet), which no later start takes
+	// for an owner.
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return "", fmt.Errorf("record the link owner: sync %s: %w", tmp.Name(), err)
+	}
 	if err := tmp.Close(); err != nil {
 		return "", fmt.Errorf("record the link owner: %w", err)
 	}
@@ -64,7 +72,28 @@ func LinkOwner(dir string) (string, error) {
 	} else if err != nil {
 		return "", fmt.Errorf("record the link owner: %w", err)
 	}
+	// The link itself on disk too: lost, the next start would make and
+	// record another owner, and take this one's links for another
+	// cluster's.
+	if err := syncDir(dir); err != nil {
+		return "", fmt.Errorf("record the link owner: %w", err)
+	}
 	return owner, nil
+}
+
+// syncDir flushes dir's entries (a file linked into it) to disk. A file
+// system that cannot sync a directory (EINVAL) is taken as one that
+// needs no such sync.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil && !errors.Is(err, syscall.EINVAL) {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
 }
 
 // RecordedLinkOwner returns the owner recorded in dir, as LinkOwner does,

@@ -156,3 +156,39 @@ func TestRecordedLinkOwnerFIFO(t *testing.T) {
 		t.Fatalf("RecordedLinkOwner of a record that is a named pipe did not return")
 	}
 }
+
+// TestLinkOwnerRecordWritten: the record LinkOwner makes is synced to
+// disk, then linked into place, then its directory synced (a power loss
+// right after the first start left an empty link-owner; no unit test can
+// cut the power). What it leaves is as before: the owner and a newline,
+// readable by the agent only, and no temporary file beside it.
+func TestLinkOwnerRecordWritten(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state") // made by LinkOwner
+	owner, err := LinkOwner(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := filepath.Join(dir, LinkOwnerFile)
+	if b, err := os.ReadFile(path); err != nil || string(b) != owner+"\n" {
+		t.Errorf("record %q, %v; want %q", b, err, owner+"\n")
+	}
+	if st, err := os.Stat(path); err != nil {
+		t.Error(err)
+	} else if st.Mode() != 0o600 {
+		t.Errorf("record's mode %v; want -rw-------", st.Mode())
+	}
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 1 || entries[0].Name() != LinkOwnerFile {
+		var names []string
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
+		t.Errorf("state directory holds %q; want only %s", names, LinkOwnerFile)
+	}
+	if err := syncDir(filepath.Join(dir, "missing")); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("syncing a missing directory: %v; want an error wrapping os.ErrNotExist", err)
+	}
+}
