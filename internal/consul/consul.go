@@ -192,7 +192,7 @@ func httpClient(cfg *api.Config, f *secretfile.File, o Options) (*http.Client, e
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, err)
 	}
-	if err := reloadTLS(tr, cfg.TLSConfig, o.Log, o.tlsOptions()...); err != nil {
+	if hc.Transport, err = reloadTLS(tr, cfg.TLSConfig, o.Log, o.tlsOptions()...); err != nil {
 		return nil, err
 	}
 	if clear && o.Log != nil {
@@ -316,7 +316,7 @@ func NewEndpoint(o Options) (Endpoint, error) {
 	if err != nil {
 		return Endpoint{}, fmt.Errorf("consul http client: %w", err)
 	}
-	if err := reloadTLS(tr, cfg.TLSConfig, o.Log, o.tlsOptions()...); err != nil {
+	if hc.Transport, err = reloadTLS(tr, cfg.TLSConfig, o.Log, o.tlsOptions()...); err != nil {
 		return Endpoint{}, err
 	}
 	// As the client's: a redirect to another host would take the request

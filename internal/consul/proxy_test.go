@@ -21,8 +21,8 @@ import (
 	"github.com/underlay/underlay/internal/testlog"
 )
 
-// transportOf is the *http.Transport under hc's token rotation and
-// warning, if any.
+// transportOf is the *http.Transport under hc's token rotation,
+// warning and TLS files' reload, if any.
 func transportOf(t *testing.T, hc *http.Client) *http.Transport {
 	t.Helper()
 	rt := hc.Transport
@@ -31,6 +31,10 @@ func transportOf(t *testing.T, hc *http.Client) *http.Transport {
 	}
 	if w, ok := rt.(*clearTokenWarning); ok {
 		rt = w.base
+	}
+	if tt, ok := rt.(*tlsTransports); ok {
+		// Its clones, made at the first request, take what is set on it.
+		rt = tt.base
 	}
 	tr, ok := rt.(*http.Transport)
 	if !ok {

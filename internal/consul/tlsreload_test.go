@@ -1,6 +1,7 @@
 package consul
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -8,6 +9,8 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
+	"fmt"
 	"io"
 	"log"
 	"log/slog"
@@ -15,6 +18,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -286,4 +290,316 @@ func TestTLSDialSettings(t *testing.T) {
 			t.Errorf("%s: %v, want refused %v", tc.name, err, tc.wantRefuse)
 		}
 	}
+}
+
+// connectProxy is an HTTP proxy on loopback that answers CONNECT only: it
+// pipes each tunnel to target, whatever host the request names (so that
+// consul.example is reached without a name lookup), and counts them.
+func connectProxy(t *testing.T, target string) (*url.URL, *atomic.Int64) {
+	t.Helper()
+	var tunnels atomic.Int64
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != http.MethodConnect {
+			http.Error(w, "CONNECT only", http.StatusMethodNotAllowed)
+			return
+		}
+		up, err := net.Dial("tcp", target)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadGateway)
+			return
+		}
+		defer up.Close()
+		conn, buf, err := w.(http.Hijacker).Hijack()
+		if err != nil {
+			t.Errorf("proxy: %v", err)
+			return
+		}
+		defer conn.Close()
+		tunnels.Add(1)
+		if _, err := conn.Write([]byte("HTTP/1.1 200 Connection established\r\n\r\n")); err != nil {
+			return
+		}
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			io.Copy(up, buf) // what the client sent after CONNECT, buffered or not
+			up.(*net.TCPConn).CloseWrite()
+		}()
+		io.Copy(conn, up)
+		conn.Close()
+		<-done
+	}))
+	t.Cleanup(srv.Close)
+	u, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u, &tunnels
+}
+
+// viaProxy makes hc's requests go through the CONNECT proxy at proxy, as
+// an HTTPS_PROXY does with --consul-proxy-from-env (Go reads the
+// environment's once per process, and never for a loopback address); it
+// dials no other address.
+func viaProxy(t *testing.T, hc *http.Client, proxy *url.URL) {
+	t.Helper()
+	tr := transportOf(t, hc)
+	tr.Proxy = http.ProxyURL(proxy)
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr != proxy.Host {
+			return nil, fmt.Errorf("dial %s: the test dials its proxy, %s, only", addr, proxy.Host)
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, network, addr)
+	}
+}
+
+// TestTLSFilesRotationThroughProxy: with --consul-proxy-from-env and an
+// HTTPS proxy, Go's transport makes the TLS connection to Consul itself
+// after CONNECT, with its fixed TLS configuration: the TLS files' reload
+// (a TLS dial of our own) was never called, and a rotated CA or client
+// certificate was used only after a restart ("x509: certificate signed by
+// unknown authority" once the server's CA rotated). Through the proxy too,
+// the client and the endpoint now present the new client certificate and
+// trust the CA file's current CAs, and only those.
+func TestTLSFilesRotationThroughProxy(t *testing.T) {
+	clientCA, serverCA1, serverCA2 := newTestCA(t, "client CA"), newTestCA(t, "server CA 1"), newTestCA(t, "server CA 2")
+	_, _, server1 := serverCA1.issue(t, "consul 1", true)
+	_, _, server2 := serverCA2.issue(t, "consul 2", true)
+	var serving atomic.Pointer[tls.Certificate]
+	serving.Store(&server1)
+	srv := serveTLS(t, &serving, &clientCA)
+	proxy, tunnels := connectProxy(t, srv.Listener.Addr().String())
+
+	dir := t.TempDir()
+	caFile, certFile, keyFile := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "client.pem"), filepath.Join(dir, "client.key")
+	cert1, key1, _ := clientCA.issue(t, "agent 1", false)
+	replace(t, caFile, serverCA1.pem)
+	replace(t, certFile, cert1)
+	replace(t, keyFile, key1)
+	for _, v := range []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_CACERT", "CONSUL_CAPATH", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_TLS_SERVER_NAME"} {
+		t.Setenv(v, "")
+	}
+	_, port, err := net.SplitHostPort(srv.Listener.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := "https://consul.example:" + port
+	clk := testclock.New(time.Now())
+	o := Options{Addr: addr, CAFile: caFile, CertFile: certFile, KeyFile: keyFile, ProxyFromEnv: true, fileClock: clk.Now}
+	cfg, err := clientConfig(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := NewEndpoint(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clients := map[string]*http.Client{"client": cfg.HttpClient, "endpoint": ep.HTTP}
+	for _, hc := range clients {
+		viaProxy(t, hc, proxy)
+	}
+	requests := int64(0)
+	presented := func(name string) (string, error) {
+		t.Helper()
+		requests++
+		resp, err := clients[name].Get(addr + "/v1/agent/self")
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return string(b), err
+	}
+	check := func(when, want string) {
+		t.Helper()
+		for name := range clients {
+			if got, err := presented(name); err != nil || got != want {
+				t.Errorf("%s, %s: presented %q, %v; want %s over a trusted connection", when, name, got, err, want)
+			}
+		}
+	}
+	check("at start", "agent 1")
+
+	cert2, key2, _ := clientCA.issue(t, "agent 2", false)
+	replace(t, certFile, cert2)
+	replace(t, keyFile, key2)
+	clk.Add(tlsfile.CheckEvery)
+	check("client certificate rotated", "agent 2")
+
+	// The server's CA rotated: the CA file holds the new CA only, and the
+	// server presents a certificate of it.
+	replace(t, caFile, serverCA2.pem)
+	serving.Store(&server2)
+	clk.Add(tlsfile.CheckEvery)
+	check("server CA rotated", "agent 2")
+
+	// The old CA is out of the file: its certificate is refused.
+	serving.Store(&server1)
+	for name := range clients {
+		var verr *tls.CertificateVerificationError
+		if got, err := presented(name); !errors.As(err, &verr) {
+			t.Errorf("%s: a server of the CA removed from the CA file: presented %q, %v; want a certificate verification error", name, got, err)
+		}
+	}
+	if n := tunnels.Load(); n < requests {
+		t.Errorf("%d tunnels through the proxy for %d requests, want one each", n, requests)
+	}
+}
+
+// certOf is a certificate of tmpl signed by ca, or by itself when ca is
+// nil: as a testCA, to sign others with, and as a tls.Certificate, to
+// serve.
+func certOf(t *testing.T, tmpl *x509.Certificate, ca *testCA) (testCA, tls.Certificate) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent, signer := tmpl, key
+	if ca != nil {
+		parent, signer = ca.cert, ca.key
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, parent, &key.PublicKey, signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain := [][]byte{der}
+	if ca != nil {
+		chain = append(chain, ca.cert.Raw)
+	}
+	return testCA{cert: cert, key: key, pem: pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})},
+		tls.Certificate{Certificate: chain, PrivateKey: key, Leaf: cert}
+}
+
+// TestTLSVerifyThroughProxy: the server's certificate is verified as
+// crypto/tls verifies it, directly and through a proxy alike: for the
+// configured server name, or else for the host of the request (an IP
+// address against the certificate's IP addresses, though it is sent no
+// server name), within its validity, up to a CA of the CA file still
+// valid; InsecureSkipVerify checks nothing. The endpoint verifies a
+// server other than its agent (the doctor's Consul leader) for that
+// server's host.
+func TestTLSVerifyThroughProxy(t *testing.T) {
+	now := time.Now()
+	ca := newTestCA(t, "CA")
+	expiredCA, _ := certOf(t, &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "expired CA"}, IsCA: true,
+		BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign, NotBefore: now.Add(-2 * time.Hour), NotAfter: now.Add(-time.Hour)}, nil)
+	stranger := newTestCA(t, "unknown CA")
+	leaf := func(issuer *testCA, dns []string, ips []net.IP, notAfter time.Time) *tls.Certificate {
+		_, c := certOf(t, &x509.Certificate{SerialNumber: big.NewInt(3), Subject: pkix.Name{CommonName: "consul"},
+			ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, DNSNames: dns, IPAddresses: ips,
+			NotBefore: now.Add(-3 * time.Hour), NotAfter: notAfter}, issuer)
+		return &c
+	}
+	loopback := []net.IP{net.IPv4(127, 0, 0, 1)}
+	names := []string{"consul.example"}
+	good := leaf(&ca, names, loopback, now.Add(time.Hour))
+	namesOnly := leaf(&ca, names, nil, now.Add(time.Hour))
+	expired := leaf(&ca, names, loopback, now.Add(-time.Minute))
+	ofExpiredCA := leaf(&expiredCA, names, loopback, now.Add(time.Hour))
+	ofStranger := leaf(&stranger, names, loopback, now.Add(time.Hour))
+
+	var serving atomic.Pointer[tls.Certificate]
+	srv := serveTLS(t, &serving, nil)
+	target := srv.Listener.Addr().String()
+	proxy, _ := connectProxy(t, target)
+	_, port, err := net.SplitHostPort(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	caFile := filepath.Join(dir, "ca.pem")
+	replace(t, caFile, append(append([]byte{}, ca.pem...), expiredCA.pem...))
+	for _, v := range []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_CACERT", "CONSUL_CAPATH", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_TLS_SERVER_NAME"} {
+		t.Setenv(v, "")
+	}
+
+	for _, tc := range []struct {
+		name       string
+		host       string // of --consul-addr
+		o          Options
+		serve      *tls.Certificate
+		wantRefuse bool
+	}{
+		{"DNS name", "consul.example", Options{}, good, false},
+		{"wrong host name", "other.example", Options{}, good, true},
+		{"IP address in the IP addresses", "127.0.0.1", Options{}, good, false},
+		{"IP address not in the IP addresses", "127.0.0.1", Options{}, namesOnly, true},
+		{"server name over an IP address", "127.0.0.1", Options{TLSServerName: "consul.example"}, namesOnly, false},
+		{"wrong server name", "consul.example", Options{TLSServerName: "other.example"}, good, true},
+		{"expired certificate", "consul.example", Options{}, expired, true},
+		{"certificate of an expired CA", "consul.example", Options{}, ofExpiredCA, true},
+		{"certificate of an unknown CA", "consul.example", Options{}, ofStranger, true},
+		{"unknown CA, verification off", "consul.example", Options{InsecureSkipVerify: true}, ofStranger, false},
+	} {
+		serving.Store(tc.serve)
+		for _, proxied := range []bool{false, true} {
+			o := tc.o
+			o.Addr, o.CAFile, o.ProxyFromEnv = "https://"+net.JoinHostPort(tc.host, port), caFile, proxied
+			cfg, err := clientConfig(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ep, err := NewEndpoint(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for who, hc := range map[string]*http.Client{"client": cfg.HttpClient, "endpoint": ep.HTTP} {
+				if proxied {
+					viaProxy(t, hc, proxy)
+				} else {
+					// Any host is the test's server, without a name lookup.
+					transportOf(t, hc).DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+						var d net.Dialer
+						return d.DialContext(ctx, network, target)
+					}
+				}
+				err := getURL(hc, o.Addr+"/v1/agent/self")
+				var verr *tls.CertificateVerificationError
+				if refused := errors.As(err, &verr); refused != tc.wantRefuse || (!refused && err != nil) {
+					t.Errorf("%s, %s, through a proxy %v: %v; want refused for its certificate %v", tc.name, who, proxied, err, tc.wantRefuse)
+				}
+			}
+		}
+	}
+
+	// The endpoint of consul.example asked for a server at 127.0.0.1 (the
+	// doctor's leader): that server's certificate must name 127.0.0.1.
+	for _, proxied := range []bool{false, true} {
+		ep, err := NewEndpoint(Options{Addr: "https://consul.example:" + port, CAFile: caFile, ProxyFromEnv: proxied})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if proxied {
+			viaProxy(t, ep.HTTP, proxy)
+		}
+		for _, tc := range []struct {
+			serve      *tls.Certificate
+			wantRefuse bool
+		}{{good, false}, {namesOnly, true}} {
+			serving.Store(tc.serve)
+			err := getURL(ep.HTTP, "https://"+target+"/v1/status/leader")
+			var verr *tls.CertificateVerificationError
+			if refused := errors.As(err, &verr); refused != tc.wantRefuse || (!refused && err != nil) {
+				t.Errorf("endpoint to another host, certificate for %v %v, through a proxy %v: %v; want refused %v",
+					tc.serve.Leaf.DNSNames, tc.serve.Leaf.IPAddresses, proxied, err, tc.wantRefuse)
+			}
+		}
+	}
+}
+
+// getURL is hc's GET of u, its answer read.
+func getURL(hc *http.Client, u string) error {
+	resp, err := hc.Get(u)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	_, err = io.ReadAll(resp.Body)
+	return err
 }
