@@ -246,13 +246,20 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 	// name, which another identity may share (cloned hosts).
 	if f.Node != "" {
 		others := slices.ContainsFunc(all, func(n netspec.NodeFacts) bool { return n.Node == f.Node && n.ID != f.ID })
-		for _, k := range []string{doctor.KVPrefix + f.Node, taskmetrics.KVPrefix + f.Node} {
-			deleted, err := deleteNameKey(ctx, kv, k, f.ID, others)
+		for _, k := range []struct{ key, byID string }{{doctor.KVPrefix + f.Node, doctor.IDPrefix}, {taskmetrics.KVPrefix + f.Node, taskmetrics.IDPrefix}} {
+			if strings.HasPrefix(k.key, k.byID) {
+				// A node name has no '/': this one (forged facts)
+				// names a key of the swarm node IDs' layout, another
+				// node's report ("id/OTHER") or none's.
+				out.Warnings = append(out.Warnings, fmt.Sprintf("the facts of %s name node %q, not a node's name: %s, under the reports by swarm node ID, is not deleted with it", describe(f), f.Node, k.key))
+				continue
+			}
+			deleted, err := deleteNameKey(ctx, kv, k.key, f.ID, others)
 			if err != nil {
 				return out, err
 			}
 			if deleted {
-				out.Keys = append(out.Keys, k)
+				out.Keys = append(out.Keys, k.key)
 			}
 		}
 	}

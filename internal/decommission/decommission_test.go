@@ -929,3 +929,35 @@ func TestRemoveOneOfTwoNodesOfOneName(t *testing.T) {
 		})
 	}
 }
+
+// TestRemoveKeepsReportsOutsideTheNodesName: the facts of the removed
+// node name it "id/twin", no node's name (hand-written, or forged). The
+// key under that "name", underlay/doctor/id/twin, is swarm node twin's
+// report: node rm deleted it when it could not be read (naming no node
+// ID, and no other identity of the "name"). A name that is no node's has
+// no report under it: only the node's ID keys go.
+func TestRemoveKeepsReportsOutsideTheNodesName(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	c.facts(t, "gone", "id/twin", time.Now().Add(-time.Hour))
+	for _, prefix := range []string{doctor.KVPrefix, taskmetrics.KVPrefix} {
+		c.kv.Put(ctx, prefix+"id/twin", []byte(`not json`))
+	}
+	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready", "twin": "ready"}, "gone", Options{Stale: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, prefix := range []string{doctor.KVPrefix, taskmetrics.KVPrefix} {
+		for key, goes := range map[string]bool{prefix + "id/gone": true, prefix + "id/twin": false} {
+			if c.has(key) == goes || slices.Contains(got.Keys, key) != goes {
+				t.Errorf("%s present after: %v, said deleted: %v; want it deleted: %v", key, c.has(key), slices.Contains(got.Keys, key), goes)
+			}
+		}
+	}
+	for _, prefix := range []string{doctor.KVPrefix, taskmetrics.KVPrefix} {
+		key := prefix + "id/twin"
+		if !slices.ContainsFunc(got.Warnings, func(w string) bool { return strings.Contains(w, key) && strings.Contains(w, `"id/twin"`) }) {
+			t.Errorf("warnings %q; want one naming %s and the name \"id/twin\"", got.Warnings, key)
+		}
+	}
+}
