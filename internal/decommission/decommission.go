@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 	"time"
 
@@ -245,7 +244,6 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 	// Older agents keyed their doctor report and task metrics by node
 	// name, which another identity may share (cloned hosts).
 	if f.Node != "" {
-		others := slices.ContainsFunc(all, func(n netspec.NodeFacts) bool { return n.Node == f.Node && n.ID != f.ID })
 		for _, k := range []struct{ key, byID string }{{doctor.KVPrefix + f.Node, doctor.IDPrefix}, {taskmetrics.KVPrefix + f.Node, taskmetrics.IDPrefix}} {
 			if strings.HasPrefix(k.key, k.byID) {
 				// A node name has no '/': this one (forged facts)
@@ -253,6 +251,10 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 				// node's report ("id/OTHER") or none's.
 				out.Warnings = append(out.Warnings, fmt.Sprintf("the facts of %s name node %q, not a node's name: %s, under the reports by swarm node ID, is not deleted with it", describe(f), f.Node, k.key))
 				continue
+			}
+			others, err := otherWriters(ctx, kv, all, f, k.byID)
+			if err != nil {
+				return out, err
 			}
 			deleted, err := deleteNameKey(ctx, kv, k.key, f.ID, others)
 			if err != nil {
@@ -278,10 +280,43 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 	return out, nil
 }
 
+// otherWriters says another identity of f's name, among all, may have
+// written the report an older agent kept under the name: one that
+// publishes its own under its swarm node ID (byID, the report's layout;
+// it names its ID) has an upgraded agent, which writes no name key, so
+// the name's is f's or its own from before the upgrade, read by nobody
+// (shadowed). Else a node that joined the swarm again with an upgraded
+// agent would keep its old identity's report under the name for ever.
+func otherWriters(ctx context.Context, kv KV, all []netspec.NodeFacts, f netspec.NodeFacts, byID string) (bool, error) {
+	for _, n := range all {
+		if n.Node != f.Node || n.ID == f.ID {
+			continue
+		}
+		if n.ID == "" || strings.Contains(n.ID, "/") {
+			return true, nil // no report of its own to tell by
+		}
+		key := byID + n.ID
+		res, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Get, Key: key}})
+		if err != nil {
+			return false, fmt.Errorf("read %s: %w", key, err)
+		}
+		if !res.OK || len(res.Pairs) == 0 {
+			return true, nil
+		}
+		var doc struct {
+			NodeID string `json:"node_id"`
+		}
+		if json.Unmarshal(res.Pairs[0].Value, &doc) != nil || doc.NodeID != n.ID {
+			return true, nil // refused by readers: no sign of its agent
+		}
+	}
+	return false, nil
+}
+
 // deleteNameKey deletes key, a report an older agent kept under its
 // node's name, when it is the report of swarm node id: it names id, or
-// names no swarm node and no other identity has the name (others: then
-// it may be theirs, and stays). It is deleted as read, so that one
+// names no swarm node and no other identity of the name may have written
+// it (others, otherWriters: then it may be theirs, and stays). It is deleted as read, so that one
 // written meanwhile (another node's agent of the name) stays.
 func deleteNameKey(ctx context.Context, kv KV, key, id string, others bool) (bool, error) {
 	// In transactions, which name the key in their body: through a URL,
