@@ -273,7 +273,9 @@ type Lister interface {
 // Decode refuses, is set apart with the command that removes it, and hides
 // no other. A report under a name is left out when one under a swarm
 // node ID is of the same node (shadowed): the node's agent was upgraded,
-// and the old one would count its tasks twice.
+// and the old one would count its tasks twice. The node facts
+// (netspec.NodesKVPrefix, read through kv too) tell which swarm nodes
+// have a name.
 func Load(ctx context.Context, kv Lister) ([]Report, []BadReport, error) {
 	pairs, err := kv.List(ctx, KVPrefix)
 	if err != nil {
@@ -290,13 +292,37 @@ func Load(ctx context.Context, kv Lister) ([]Report, []BadReport, error) {
 		}
 		out = append(out, r)
 	}
-	return slices.DeleteFunc(out, shadowed(out)), bad, nil
+	return slices.DeleteFunc(out, shadowed(out, identities(ctx, kv))), bad, nil
+}
+
+// identities gives, by node name, the swarm node IDs whose facts name
+// it; nil when the facts cannot be listed (then no name is known to
+// have a node with no report under its ID). A document that cannot be
+// read names no node.
+func identities(ctx context.Context, kv Lister) map[string][]string {
+	pairs, err := kv.List(ctx, netspec.NodesKVPrefix)
+	if err != nil {
+		return nil
+	}
+	out := map[string][]string{}
+	for _, p := range pairs {
+		var f struct {
+			Node string `json:"node"`
+		}
+		if json.Unmarshal(p.Value, &f) == nil && f.Node != "" {
+			out[f.Node] = append(out[f.Node], strings.TrimPrefix(p.Key, netspec.NodesKVPrefix))
+		}
+	}
+	return out
 }
 
 // shadowed says which of reports, read under a name, is of a node whose
 // report under its swarm node ID is among them too: one naming that ID,
-// or, naming none (an older agent's), that node's name.
-func shadowed(reports []Report) func(Report) bool {
+// or, naming none (an older agent's), that node's name, unless a swarm
+// node the facts give the name (byName) has no report under its ID: it
+// may be that node's, whose agent is older (two nodes of one name, one
+// upgraded), and would count nowhere.
+func shadowed(reports []Report, byName map[string][]string) func(Report) bool {
 	ids, names := map[string]bool{}, map[string]bool{}
 	for _, r := range reports {
 		if strings.HasPrefix(r.Key, IDPrefix) {
@@ -304,13 +330,13 @@ func shadowed(reports []Report) func(Report) bool {
 		}
 	}
 	return func(r Report) bool {
-		if strings.HasPrefix(r.Key, IDPrefix) {
+		switch {
+		case strings.HasPrefix(r.Key, IDPrefix):
 			return false
-		}
-		if r.NodeID != "" {
+		case r.NodeID != "":
 			return ids[r.NodeID]
 		}
-		return names[r.Node]
+		return names[r.Node] && !slices.ContainsFunc(byName[r.Node], func(id string) bool { return !ids[id] })
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 func TestUsage(t *testing.T) {
@@ -436,4 +437,43 @@ type countingKV struct {
 func (k countingKV) Put(ctx context.Context, key string, value []byte) error {
 	defer k.put()
 	return k.KV.Put(ctx, key, value)
+}
+
+// TestLoadCountsAnOlderAgentOfANameAnUpgradedOneHas: two swarm nodes of
+// name n1, ida's agent upgraded (its report under its ID), idb's older
+// (its report under the name, naming no ID). The name's report was left
+// out as ida's from before its upgrade, and idb's tasks counted nowhere
+// until idb's agent was upgraded. By the node facts, a node of the name
+// publishes nothing under its ID: the name's report may be its, and
+// counts. Once every node of the name publishes under its ID, it is left
+// out again (n2, whose facts name only idc).
+func TestLoadCountsAnOlderAgentOfANameAnUpgradedOneHas(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	report := func(node, id string, tasks int) string {
+		return fmt.Sprintf(`{"node":%q,"node_id":%q,"at":"2026-12-03T11:59:59Z","services":{"web":{"tasks":%d}}}`, node, id, tasks)
+	}
+	for k, v := range map[string]string{
+		netspec.NodesKVPrefix + "ida": `{"id":"ida","node":"n1"}`,
+		netspec.NodesKVPrefix + "idb": `{"id":"idb","node":"n1"}`,
+		netspec.NodesKVPrefix + "idc": `{"id":"idc","node":"n2"}`,
+		IDPrefix + "ida":              report("n1", "ida", 1),
+		KVPrefix + "n1":               report("n1", "", 2), // idb's
+		IDPrefix + "idc":              report("n2", "idc", 4),
+		KVPrefix + "n2":               report("n2", "", 100), // idc's before its upgrade
+	} {
+		kv.Put(ctx, k, []byte(v))
+	}
+	reports, bad, err := Load(ctx, kv)
+	if err != nil || len(bad) > 0 {
+		t.Fatalf("Load: %v, bad %+v", err, bad)
+	}
+	got := map[string]int{}
+	for _, r := range reports {
+		got[r.Key] = r.Services["web"].Tasks
+	}
+	want := map[string]int{IDPrefix + "ida": 1, KVPrefix + "n1": 2, IDPrefix + "idc": 4}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("reports counted, tasks by key (-want +got):\n%s", d)
+	}
 }
