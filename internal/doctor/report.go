@@ -183,8 +183,28 @@ func rank(s Status) int {
 // node's report or failures, nor stands in for it. A period above MaxEvery is read as
 // MaxEvery, with a doctor/report warning naming the claim. A report
 // under a name is left out when one under a swarm node ID is of the same
-// node (shadowed): the node's agent was upgraded since it wrote it.
+// node (shadowed): the node's agent was upgraded since it wrote it. The
+// node facts (netspec.NodesKVPrefix, read through kv too) tell which
+// swarm nodes have a name.
 func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
+	return loadReports(ctx, kv, identities(ctx, kv))
+}
+
+// LoadReportsWithFacts is LoadReports given the node facts, read by the
+// caller.
+func LoadReportsWithFacts(ctx context.Context, kv KV, facts []netspec.NodeFacts) ([]Report, error) {
+	byName := map[string][]string{}
+	for _, f := range facts {
+		if f.Node != "" {
+			byName[f.Node] = append(byName[f.Node], f.ID)
+		}
+	}
+	return loadReports(ctx, kv, byName)
+}
+
+// loadReports is LoadReports, given by node name the swarm node IDs
+// whose facts name it (identities).
+func loadReports(ctx context.Context, kv KV, byName map[string][]string) ([]Report, error) {
 	kvs, err := kv.List(ctx, KVPrefix)
 	if err != nil {
 		return nil, fmt.Errorf("read doctor reports: %w", err)
@@ -215,7 +235,7 @@ func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
 		r.Node, r.Key = node, p.Key
 		out = append(out, boundedResults(r))
 	}
-	out = slices.DeleteFunc(out, shadowed(out, refused))
+	out = slices.DeleteFunc(out, shadowed(out, refused, byName))
 	slices.SortFunc(out, func(a, b Report) int {
 		return cmp.Or(strings.Compare(a.Node, b.Node), strings.Compare(a.NodeID, b.NodeID))
 	})
@@ -293,12 +313,36 @@ func boundedResults(r Report) Report {
 	return r
 }
 
+// identities gives, by node name, the swarm node IDs whose facts name
+// it; nil when the facts cannot be listed (then no name is known to
+// have a node with no report under its ID). A document that cannot be
+// read names no node.
+func identities(ctx context.Context, kv KV) map[string][]string {
+	pairs, err := kv.List(ctx, netspec.NodesKVPrefix)
+	if err != nil {
+		return nil
+	}
+	out := map[string][]string{}
+	for _, p := range pairs {
+		var f struct {
+			Node string `json:"node"`
+		}
+		if json.Unmarshal(p.Value, &f) == nil && f.Node != "" {
+			out[f.Node] = append(out[f.Node], strings.TrimPrefix(p.Key, netspec.NodesKVPrefix))
+		}
+	}
+	return out
+}
+
 // shadowed says which of reports, read under a name, is of a node whose
 // report under its swarm node ID is among them too: one naming that ID,
-// or, naming none (an older agent's), that node's name. A report refused
-// (its key among refused) shadows none and is never shadowed: its
-// failure names the key to delete.
-func shadowed(reports []Report, refused map[string]bool) func(Report) bool {
+// or, naming none (an older agent's), that node's name, unless a swarm
+// node the facts give the name (byName) has no report under its ID: it
+// may be that node's, whose agent is older (two nodes of one name, one
+// upgraded), and would show nowhere. A report refused (its key among
+// refused) shadows none and is never shadowed: its failure names the key
+// to delete.
+func shadowed(reports []Report, refused map[string]bool, byName map[string][]string) func(Report) bool {
 	ids, names := map[string]bool{}, map[string]bool{}
 	for _, r := range reports {
 		if r.ByID() && !refused[r.Key] {
@@ -312,7 +356,7 @@ func shadowed(reports []Report, refused map[string]bool) func(Report) bool {
 		case r.NodeID != "":
 			return ids[r.NodeID]
 		}
-		return names[r.Node]
+		return names[r.Node] && !slices.ContainsFunc(byName[r.Node], func(id string) bool { return !ids[id] })
 	}
 }
 

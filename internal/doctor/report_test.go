@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/underlay/underlay/internal/kvstore"
+	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/testlog"
 )
 
@@ -628,5 +629,40 @@ func TestRunPeriodicallyCallsPublishedOnce(t *testing.T) {
 	<-done
 	if n != 1 {
 		t.Errorf("published called %d times over %d reports, want once", n, kv.count())
+	}
+}
+
+// TestLoadReportsKeepsAnOlderAgentOfANameAnUpgradedOneHas: two swarm
+// nodes of name n1, ida's agent upgraded (its report under its ID),
+// idb's older (its report under the name, naming no ID). The name's
+// report was left out as ida's from before its upgrade, so idb's
+// failures showed nowhere until its agent was upgraded. By the node
+// facts, a node of the name publishes nothing under its ID: the name's
+// report may be its, and is read. Once every node of the name publishes
+// under its ID, it is left out again (n2, whose facts name only idc).
+func TestLoadReportsKeepsAnOlderAgentOfANameAnUpgradedOneHas(t *testing.T) {
+	report := func(node, id, msg string) []byte {
+		return fmt.Appendf(nil, `{"node":%q,"node_id":%q,"at":"2026-03-01T12:00:00Z","results":[{"check":"x","status":"fail","message":%q}]}`, node, id, msg)
+	}
+	kv := &memKV{m: map[string][]byte{
+		netspec.NodesKVPrefix + "ida": []byte(`{"id":"ida","node":"n1"}`),
+		netspec.NodesKVPrefix + "idb": []byte(`{"id":"idb","node":"n1"}`),
+		netspec.NodesKVPrefix + "idc": []byte(`{"id":"idc","node":"n2"}`),
+		IDPrefix + "ida":              report("n1", "ida", "ida's"),
+		KVPrefix + "n1":               report("n1", "", "idb's"),
+		IDPrefix + "idc":              report("n2", "idc", "idc's"),
+		KVPrefix + "n2":               report("n2", "", "idc's before its upgrade"),
+	}}
+	rs, err := LoadReports(context.Background(), kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range rs {
+		got[r.Key] = r.Results[0].Message
+	}
+	want := map[string]string{IDPrefix + "ida": "ida's", KVPrefix + "n1": "idb's", IDPrefix + "idc": "idc's"}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("reports by key (-want +got):\n%s", d)
 	}
 }

@@ -118,7 +118,7 @@ func (s *Store) Inventory(ctx context.Context, facts []netspec.NodeFacts) ([]inv
 // reports it), or among the cluster's when the page has no column for
 // the node (a document naming no node).
 func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled []netspec.MisfiledFacts) ([]dashboard.AgentInput, error) {
-	reports, err := doctor.LoadReports(ctx, s.kv)
+	reports, err := doctor.LoadReportsWithFacts(ctx, s.kv, facts)
 	if err != nil {
 		return nil, err
 	}

@@ -513,3 +513,40 @@ func TestStoreGivesEachNodeOfANameItsOwnReport(t *testing.T) {
 		t.Errorf("doctor problems by node (-want +got):\n%s", d)
 	}
 }
+
+// TestStoreShowsAnOlderAgentsReportBesideAnUpgradedOne: two swarm nodes
+// of name n1, id1's agent upgraded (its report under its ID), id2's older
+// (its report under the name). The name's report was left out as id1's
+// from before its upgrade, and id2 showed no doctor report until its
+// agent was upgraded. It is now id2's (the name's, shared), id1 keeps its
+// own.
+func TestStoreShowsAnOlderAgentsReportBesideAnUpgradedOne(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	swarm := fixedSwarm{}
+	for _, id := range []string{"id1", "id2"} {
+		kv.Put(ctx, netspec.NodesKVPrefix+id, fmt.Appendf(nil, `{"id":%q,"node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`, id))
+		swarm = append(swarm, dashboard.SwarmNode{ID: id, Hostname: "n1", State: "ready"})
+	}
+	r := doctor.Report{Node: "n1", NodeID: "id1", At: time.Now().UTC(), Every: time.Minute, Results: []doctor.Result{{Check: "x", Status: doctor.Fail, Message: "on id1"}}}
+	if err := doctor.Publish(ctx, kv, r); err != nil {
+		t.Fatal(err)
+	}
+	kv.Put(ctx, doctor.KVPrefix+"n1", fmt.Appendf(nil, `{"node":"n1","at":%q,"every":60000000000,"results":[{"check":"x","status":"fail","message":"on id2, by name"}]}`, time.Now().UTC().Format(time.RFC3339)))
+	snap := runRefreshes(t, dashboard.Sources{Swarm: swarm, Store: NewStore(memKV{kv}, "")})
+	got := map[string][]string{}
+	for _, n := range snap.Nodes {
+		got[n.ID] = []string{}
+		if n.Doctor != nil {
+			for _, p := range n.Doctor.Problems {
+				if p.Check == "x" {
+					got[n.ID] = append(got[n.ID], p.Message)
+				}
+			}
+		}
+	}
+	want := map[string][]string{"id1": {"on id1"}, "id2": {"on id2, by name"}}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("doctor problems by node (-want +got):\n%s", d)
+	}
+}
