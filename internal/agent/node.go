@@ -84,7 +84,7 @@ func (n *node) run(ctx context.Context) error {
 	}
 	if cfg.TaskMetrics > 0 {
 		g.Go(func() error {
-			taskmetrics.Run(gctx, n.src, kv, n.name, id, cfg.TaskMetrics, log, n.retire(kv, taskmetrics.KVPrefix+n.name, id))
+			taskmetrics.Run(gctx, n.src, kv, n.name, id, cfg.TaskMetrics, log, n.retire(kv, taskmetrics.KVPrefix+n.name, taskmetrics.IDPrefix, id))
 			return nil
 		})
 	}
@@ -177,16 +177,16 @@ func (n *node) runDoctorReports(ctx context.Context, id string, kv *consul.KV, s
 	ca := doctor.NewConsulAPI(n.c.Consul, n.c.ConsulHTTP)
 	env := doctor.Env{NodeID: id, Node: n.name, Docker: &doctor.DockerAPI{API: n.c.Docker}, Consul: ca, Networks: store, Pools: doctor.IPAMPools{KV: kv},
 		Inventories: doctor.KVInventories{KV: kv}, TaskReports: doctor.KVTaskReports{KV: kv}}
-	doctor.RunPeriodically(ctx, kv, n.name, id, n.cfg.Version, env.Checks(), n.cfg.DoctorInterval, n.log, n.retire(kv, doctor.KVPrefix+n.name, id))
+	doctor.RunPeriodically(ctx, kv, n.name, id, n.cfg.Version, env.Checks(), n.cfg.DoctorInterval, n.log, n.retire(kv, doctor.KVPrefix+n.name, doctor.IDPrefix, id))
 }
 
 // retire is what runs once this node's first report (doctor's or task
 // metrics') is published under its swarm node ID id: the one an older
 // agent kept under its name, key, goes if it is this node's
 // (retireNameKey).
-func (n *node) retire(kv *consul.KV, key, id string) func(context.Context) {
+func (n *node) retire(kv *consul.KV, key, byID, id string) func(context.Context) {
 	return func(ctx context.Context) {
-		retireNameKey(ctx, kv, key, n.name, id, time.Now(), agentLog(n.log))
+		retireNameKey(ctx, kv, key, byID, n.name, id, time.Now(), agentLog(n.log))
 	}
 }
 
