@@ -343,7 +343,7 @@ func shadowed(reports []Report, byName map[string][]string) func(Report) bool {
 // Decode reads the report stored under key and says why it cannot be
 // counted: it must be a node's own report (its key, IDPrefix and its
 // swarm node ID or, an older agent's, KVPrefix and its name, names its
-// node, and a report under an ID names a node), dated,
+// node, and a report under an ID names a node by a valid name), dated,
 // with 1 to MaxTasks tasks, a CPU of 0 to MaxCPU cores and at most
 // MaxMemory bytes per service. A stamp ahead
 // of the reader's clock is no reason: readers judge a report's age by when
@@ -365,6 +365,11 @@ func Decode(key string, value []byte) (Report, error) {
 	case byID && r.Node == "":
 		return Report{}, fmt.Errorf("the report of swarm node %s names no node", id)
 	case byID:
+		// Shown with the report, and what the ID report shadows an
+		// older agent's by (shadowed), as doctor's LoadReports refuses.
+		if err := netspec.CheckNodeName(r.Node); err != nil {
+			return Report{}, fmt.Errorf("the report under %s names node %q: not a node's name: %v", key, r.Node, err)
+		}
 		node = r.Node
 	case r.Node != node:
 		return Report{}, fmt.Errorf("the report names node %q, its key node %q: one node's tasks would count twice", r.Node, node)

@@ -81,6 +81,12 @@ func TestDecode(t *testing.T) {
 			`the report under underlay/metrics/id/id2 names swarm node "id1", its key swarm node "id2"`},
 		{"under an ID, naming none", IDPrefix + "id2", good, `names swarm node "", its key swarm node "id2"`},
 		{"under an ID, no node", IDPrefix + "id1", `{"node_id":"id1","at":"2026-12-03T11:59:58Z"}`, "the report of swarm node id1 names no node"},
+		// The name is shown with the report, and its ID report shadows
+		// the name's (Load) by it.
+		{"under an ID, a name with a '/'", IDPrefix + "id1", `{"node":"a/b","node_id":"id1","at":"2026-12-03T11:59:58Z"}`,
+			`the report under underlay/metrics/id/id1 names node "a/b": not a node's name`},
+		{"under an ID, a name with a newline", IDPrefix + "id1", `{"node":"n1\nn2","node_id":"id1","at":"2026-12-03T11:59:58Z"}`,
+			`the report under underlay/metrics/id/id1 names node "n1\nn2": not a node's name`},
 		{"nested ID key", IDPrefix + "id1/x", `{"node":"n1","node_id":"id1/x","at":"2026-12-03T11:59:58Z"}`, `is not a node's key`},
 		{"the ID prefix itself", IDPrefix, `{"node":"n1","at":"2026-12-03T11:59:58Z"}`, `is not a node's key`},
 		{"the prefix itself", KVPrefix, good, `is not a node's key`},
