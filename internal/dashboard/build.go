@@ -606,22 +606,38 @@ func withWarnings(r *DoctorReport, ws []DoctorResult) *DoctorReport {
 }
 
 // problems are the warnings of the agents of nodes the page has no column
-// for (a misfiled facts document naming no node), by node name, each once.
+// for (a misfiled facts document naming no node), by node name, each once,
+// and the failed doctor/report checks (a report refused, naming its key
+// and the command that deletes it) of the reports no node shows: of a
+// node the page has no column for, or under a swarm node ID the swarm
+// does not list (a key naming no node: the ID layout's prefix itself, a
+// nested key, a forged or a former ID). Otherwise the operator would
+// never learn of them.
 func problems(in Inputs) []DoctorResult {
-	column := map[string]bool{}
+	column, listed := map[string]bool{}, map[string]bool{}
 	for _, n := range in.Nodes {
-		column[n.Hostname] = true
+		column[n.Hostname], listed[n.ID] = true, true
 	}
 	agents := slices.Clone(in.Agents)
 	slices.SortStableFunc(agents, func(a, b AgentInput) int { return strings.Compare(a.Node, b.Node) })
 	out := []DoctorResult{}
+	add := func(r DoctorResult) {
+		if !slices.Contains(out, r) {
+			out = append(out, r)
+		}
+	}
 	for _, a := range agents {
-		if column[a.Node] {
+		if !column[a.Node] {
+			for _, w := range a.Warnings {
+				add(w)
+			}
+		}
+		if a.Doctor == nil || column[a.Node] && !(a.DoctorByID && !listed[a.ID]) {
 			continue
 		}
-		for _, w := range a.Warnings {
-			if !slices.Contains(out, w) {
-				out = append(out, w)
+		for _, r := range a.Doctor.Results {
+			if r.Check == "doctor/report" && r.Status == "fail" {
+				add(r)
 			}
 		}
 	}

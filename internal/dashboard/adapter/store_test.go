@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -548,5 +549,37 @@ func TestStoreShowsAnOlderAgentsReportBesideAnUpgradedOne(t *testing.T) {
 	want := map[string][]string{"id1": {"on id1"}, "id2": {"on id2, by name"}}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("doctor problems by node (-want +got):\n%s", d)
+	}
+}
+
+// TestStoreShowsRefusedReportsOfNoNode: a doctor report LoadReports
+// refuses is its key's failed doctor/report check, with the command that
+// deletes it, shown on its node. One under a key naming no node (the ID
+// layout's prefix itself, a nested key, an ID no node has, a name no
+// node has) was shown nowhere: the operator never learnt of it. It is
+// among the cluster's problems.
+func TestStoreShowsRefusedReportsOfNoNode(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	kv.Put(ctx, netspec.NodesKVPrefix+"id1", []byte(`{"id":"id1","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
+	keys := []string{doctor.IDPrefix, doctor.IDPrefix + "a/b", doctor.IDPrefix + "idz", doctor.KVPrefix + "zz"}
+	for _, k := range keys {
+		kv.Put(ctx, k, []byte(`garbage`))
+	}
+	kv.Put(ctx, doctor.IDPrefix+"idq", []byte(`{"node":"n1","node_id":"idr"}`))
+	keys = append(keys, doctor.IDPrefix+"idq")
+	if err := doctor.Publish(ctx, kv, doctor.Report{Node: "n1", NodeID: "id1", At: time.Now().UTC(), Every: time.Minute, Results: []doctor.Result{{Check: "x", Status: doctor.OK}}}); err != nil {
+		t.Fatal(err)
+	}
+	snap := runRefreshes(t, dashboard.Sources{Swarm: fixedSwarm{{ID: "id1", Hostname: "n1", State: "ready"}}, Store: NewStore(memKV{kv}, "")})
+	for _, k := range keys {
+		if !slices.ContainsFunc(snap.Problems, func(p dashboard.DoctorResult) bool {
+			return p.Check == "doctor/report" && (strings.Contains(p.Message, "report "+k+" ") || strings.Contains(p.Message, "report "+k+":")) && strings.Contains(p.Fix, k)
+		}) {
+			t.Errorf("cluster problems %+v; want the failed doctor/report check of %s, with its fix", snap.Problems, k)
+		}
+	}
+	if n := snap.Nodes[0]; n.Doctor == nil || n.Doctor.Fail != 0 {
+		t.Errorf("n1's doctor %+v, want its own report, no failure", n.Doctor)
 	}
 }
