@@ -891,6 +891,7 @@ func TestNodeIPAMShims(t *testing.T) {
 	n := NodeIPAM{Alloc: NewAllocator(kv, "n1", slog.New(slog.DiscardHandler))}
 	spec := netspec.Spec{Name: "lan", IPAM: netspec.Cluster, Subnet: netip.MustParsePrefix("10.9.0.0/24"), Gateway: netip.MustParseAddr("10.9.0.1"),
 		IPv6Subnet: netip.MustParsePrefix("fd00:9::/64")}
+	putSpecs(t, kv, spec)
 	shims := map[bool]netip.Addr{}
 	for _, v6 := range []bool{false, true} {
 		a, err := n.Shim(ctx, spec, v6)
@@ -935,6 +936,7 @@ func TestReleaseShimsOf(t *testing.T) {
 	kv := kvtest.New()
 	spec := netspec.Spec{Name: "lan", IPAM: netspec.Cluster, Subnet: netip.MustParsePrefix("10.9.0.0/24"), Gateway: netip.MustParseAddr("10.9.0.1"),
 		IPv6Subnet: netip.MustParsePrefix("fd00:9::/64")}
+	putSpecs(t, kv, spec)
 	n1 := NodeIPAM{Alloc: NewAllocator(kv, "n1", slog.New(slog.DiscardHandler))}
 	n2 := NodeIPAM{Alloc: NewAllocator(kv, "n2", slog.New(slog.DiscardHandler))}
 	want := map[netip.Addr]string{}
@@ -993,6 +995,7 @@ func TestShimNetworks(t *testing.T) {
 	}
 	lan, wan, other, tasks := spec("lan", "10.9.0.0/24"), spec("wan", "10.8.0.0/24"), spec("other", "10.7.0.0/24"), spec("tasks", "10.6.0.0/24")
 	lan.IPv6Subnet = netip.MustParsePrefix("fd00:9::/64")
+	putSpecs(t, kv, lan, wan, other, tasks)
 	n1 := NodeIPAM{Alloc: NewAllocator(kv, "n1", slog.New(slog.DiscardHandler))}
 	n2 := NodeIPAM{Alloc: NewAllocator(kv, "n2", slog.New(slog.DiscardHandler))}
 	var want []netip.Addr

@@ -9,8 +9,12 @@
 // none is left it borrows from other nodes' blocks; a block emptied is
 // given back. Every change to a block is one check-and-set write of the
 // block's whole document, so two allocations of one address cannot both
-// succeed: a duplicate is impossible, not unlikely. Nodes are known by
-// their identity, the swarm node ID, never by name.
+// succeed: a duplicate is impossible, not unlikely. A block of a pool
+// served from its network's spec is claimed (written where there was no
+// document) only in a transaction that checks the spec unchanged since
+// it was read, so no block of a network `network rm` deleted is written
+// after. Nodes are known by their identity, the swarm node ID, never by
+// name.
 //
 // The parts, each small enough to read at once:
 //   - store (store.go) alone owns this node's copies of block documents

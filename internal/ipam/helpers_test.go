@@ -1,6 +1,14 @@
 package ipam
 
-import "github.com/underlay/underlay/internal/kvstore"
+import (
+	"context"
+	"encoding/json"
+	"testing"
+
+	"github.com/underlay/underlay/internal/kvstore"
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
+	"github.com/underlay/underlay/internal/netspec"
+)
 
 type kvPair struct{ key, value string }
 
@@ -10,4 +18,20 @@ func toPairs(in []kvPair) []kvstore.Pair {
 		out[i] = kvstore.Pair{Key: p.key, Value: []byte(p.value), Index: uint64(i + 1)}
 	}
 	return out
+}
+
+// putSpecs stores specs in kv as `underlay network create` does, for the
+// pools served from them (their blocks are claimed only while their spec
+// stands).
+func putSpecs(t *testing.T, kv *kvtest.KV, specs ...netspec.Spec) {
+	t.Helper()
+	for _, s := range specs {
+		b, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := kv.Put(context.Background(), netspec.KVPrefix+s.Name+"/spec", b); err != nil {
+			t.Fatal(err)
+		}
+	}
 }

@@ -24,6 +24,9 @@ type Pool struct {
 	Reserved map[netip.Addr]bool
 	// BlockBits is the prefix length of a block (e.g. 28 for 16 IPv4 addresses).
 	BlockBits int
+	// fromSpec: read from its network's spec (see SpecPools), so a block
+	// of it is claimed only while that spec stands (see store.specCheck).
+	fromSpec bool
 }
 
 // Family is "v4" or "v6", part of the pool's KV path.

@@ -175,11 +175,17 @@ func refusedSpec(name string, err error) error {
 		name, termtext.Cell(netspec.RemoveFix(name)), strings.ReplaceAll(err.Error(), "\n", "; "))
 }
 
-// PoolOf is the pool of a spec's IPv4 (or, with v6, IPv6) subnet, and its gateway.
-func PoolOf(spec netspec.Spec, v6 bool) (Pool, netip.Addr) { return SpecPools{}.pool(spec, v6) }
+// PoolOf is the pool of a spec's IPv4 (or, with v6, IPv6) subnet, and its
+// gateway: to read, or free addresses of. Unlike the pools the plugin and
+// NodeIPAM serve, its block claims are not checked against the spec in KV.
+func PoolOf(spec netspec.Spec, v6 bool) (Pool, netip.Addr) {
+	p, gw := SpecPools{}.pool(spec, v6)
+	p.fromSpec = false
+	return p, gw
+}
 
 func (s SpecPools) pool(spec netspec.Spec, v6 bool) (Pool, netip.Addr) {
-	p := Pool{Network: spec.Name, Reserved: map[netip.Addr]bool{}}
+	p := Pool{Network: spec.Name, Reserved: map[netip.Addr]bool{}, fromSpec: true}
 	var gw netip.Addr
 	if v6 {
 		p.Prefix, p.BlockBits = spec.IPv6Subnet, s.BlockBits6

@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +14,7 @@ import (
 	"sync/atomic"
 
 	"github.com/underlay/underlay/internal/kvstore"
+	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/shellword"
 	"github.com/underlay/underlay/internal/termtext"
 )
@@ -132,7 +134,15 @@ func (s *store) update(ctx context.Context, p Pool, b netip.Prefix, fn func(Bloc
 			}
 			return cur.doc, nil
 		}
-		won, index, err := s.write(ctx, key, next, cur.index)
+		var check []kvstore.Op
+		if cur.index == 0 && len(next.Allocs) > 0 && p.fromSpec {
+			op, err := s.specCheck(ctx, p)
+			if err != nil {
+				return BlockDoc{}, fmt.Errorf("claim %s: %w", key, err)
+			}
+			check = append(check, op)
+		}
+		won, index, err := s.write(ctx, key, next, cur.index, check...)
 		if err != nil {
 			return BlockDoc{}, err
 		}
@@ -143,6 +153,43 @@ func (s *store) update(ctx context.Context, p Pool, b netip.Prefix, fn func(Bloc
 		fromCache = false // someone else wrote it: read it again
 	}
 	return BlockDoc{}, fmt.Errorf("update %s: too much contention", key)
+}
+
+// specCheck is the check that p's network spec stands as read now, to go
+// in the transaction that claims a block of p (writes its document where
+// there was none): it exists, is not being removed, and still gives p.
+// A request that read the spec just before `underlay network rm` deleted
+// it with the pool's tree would otherwise write a block of a deleted
+// network, whose allocations a network made again with the name and
+// subnet would take as held. A write into a block that exists needs no
+// check: it is a check-and-set on the block's modify index, which the
+// removal's delete makes fail, and Consul never hands that index out
+// again. The spec key is written only by `network create`, by the mark
+// of `network rm` and by its delete (leases, reports and the network
+// index are other keys), so the check fails no claim but of a network
+// made, being removed or removed since, or a spec rewritten by hand;
+// the claim, retried on a fresh read of the block, reads the spec again.
+func (s *store) specCheck(ctx context.Context, p Pool) (kvstore.Op, error) {
+	key := netspec.KVPrefix + p.Network + "/spec"
+	pair, ok, err := s.kv.Get(ctx, key)
+	if err != nil {
+		return kvstore.Op{}, fmt.Errorf("read the spec of network %q: %w", p.Network, err)
+	}
+	if !ok {
+		return kvstore.Op{}, fmt.Errorf("network %q was removed (its spec %s is gone): nothing more is handed out of it", p.Network, key)
+	}
+	var spec netspec.Spec
+	if err := json.Unmarshal(pair.Value, &spec); err != nil {
+		return kvstore.Op{}, fmt.Errorf("spec %s of network %q: unreadable: %w", key, p.Network, err)
+	}
+	now, _ := SpecPools{}.pool(spec, p.Prefix.Addr().Is6())
+	switch {
+	case spec.Deleting:
+		return kvstore.Op{}, &RemovingError{Pool: p}
+	case spec.Name != p.Network || now.Prefix != p.Prefix || now.allocRange() != p.allocRange():
+		return kvstore.Op{}, fmt.Errorf("network %q: its spec %s no longer gives pool %s of %s: nothing is handed out of the pool as it was", p.Network, key, p.allocRange(), p.ID())
+	}
+	return kvstore.Op{Verb: kvstore.CheckIndex, Key: key, Index: pair.Index}, nil
 }
 
 // read reads one block's document, fresh.
@@ -168,8 +215,8 @@ func (s *store) read(ctx context.Context, p Pool, b netip.Prefix) (versioned, er
 }
 
 // write stores doc at key if the key's modify index is index (0: absent),
-// deleting the key when doc holds no allocation.
-func (s *store) write(ctx context.Context, key string, doc BlockDoc, index uint64) (bool, uint64, error) {
+// deleting the key when doc holds no allocation, and checks pass.
+func (s *store) write(ctx context.Context, key string, doc BlockDoc, index uint64, checks ...kvstore.Op) (bool, uint64, error) {
 	op := kvstore.Op{Verb: kvstore.CAS, Key: key, Index: index}
 	if len(doc.Allocs) == 0 {
 		if index == 0 {
@@ -184,7 +231,8 @@ func (s *store) write(ctx context.Context, key string, doc BlockDoc, index uint6
 		op.Value = b
 	}
 	s.writes.Add(1)
-	res, err := s.kv.Txn(ctx, []kvstore.Op{op})
+	// The block first: a refused transaction is named by its first key.
+	res, err := s.kv.Txn(ctx, append([]kvstore.Op{op}, checks...))
 	if err != nil {
 		return false, 0, fmt.Errorf("write %s: %w", key, err)
 	}
@@ -193,8 +241,10 @@ func (s *store) write(ctx context.Context, key string, doc BlockDoc, index uint6
 		return false, 0, nil
 	}
 	var next uint64
-	if len(res.Pairs) > 0 {
-		next = res.Pairs[0].Index
+	for _, pr := range res.Pairs {
+		if pr.Key == key { // a check may return its key too
+			next = pr.Index
+		}
 	}
 	return true, next, nil
 }
