@@ -138,3 +138,109 @@ func BenchmarkClaimFromSpec(b *testing.B) {
 		}
 	}
 }
+
+// TestSparesOfARemovedNetworkAreLetGo: a request that read its network's
+// spec before `underlay network rm` makes the spare keeper keep spares of
+// its pool again, after the teardown gave them back. Once the network is
+// gone its claims are refused (see TestNoBlockOfARemovedNetwork): the
+// keeper failed every sync, retried each second for as long as the agent
+// ran, and never let the pool go. It now lets it go, with nothing held.
+func TestSparesOfARemovedNetworkAreLetGo(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	if err := st.Create(ctx, lanSpec); err != nil {
+		t.Fatal(err)
+	}
+	a := NewAllocator(kv, "n1", nil)
+	a.spares.enable(2, nil)
+	p, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name)); err != nil {
+		t.Fatal(err)
+	}
+	// The straggler: no spare yet, and its own claim refused.
+	if _, err := a.Allocate(ctx, p, netip.Addr{}, KindTask); err == nil {
+		t.Fatal("allocated after the network's removal")
+	}
+	for i := range 2 {
+		if _, err := a.spares.syncAll(ctx, false, false); err != nil {
+			t.Errorf("sync %d of the spares: %v, want the removed network's pool let go", i, err)
+		}
+	}
+	if n := a.spares.count(); n != 0 {
+		t.Errorf("%d spares kept", n)
+	}
+	a.spares.mu.Lock()
+	_, kept := a.spares.pools[p.ID()]
+	a.spares.mu.Unlock()
+	if kept {
+		t.Errorf("%s still kept by the spare keeper, its network removed", p.ID())
+	}
+	left, err := kv.List(ctx, NetworkPrefix(lanSpec.Name))
+	if err != nil || len(left) > 0 {
+		t.Errorf("left of the removed network: %v, %v", left, err)
+	}
+}
+
+// TestSparesHandedOutAsTheSpecGoes: a spare handed out before its
+// network's spec went is recorded as the container's while its block
+// stands (the spec deleted by hand, the blocks left), and forgotten with
+// the pool once the block went with the network (`network rm`).
+func TestSparesHandedOutAsTheSpecGoes(t *testing.T) {
+	for _, rm := range []bool{false, true} {
+		t.Run(map[bool]string{false: "spec_deleted_by_hand", true: "network_removed"}[rm], func(t *testing.T) {
+			ctx := context.Background()
+			kv := kvtest.New()
+			st := netspec.NewStore(kv)
+			if err := st.Create(ctx, lanSpec); err != nil {
+				t.Fatal(err)
+			}
+			a := NewAllocator(kv, "n1", nil)
+			a.spares.enable(2, nil)
+			p, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.Allocate(ctx, p, netip.Addr{}, KindTask); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := a.spares.syncAll(ctx, false, false); err != nil {
+				t.Fatal(err)
+			}
+			handed, err := a.Allocate(ctx, p, netip.Addr{}, KindTask)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if rm {
+				err = st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name))
+			} else {
+				err = kv.Delete(ctx, netspec.KVPrefix+lanSpec.Name+"/spec")
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			for i := range 2 {
+				// Verifying: every handout is recorded at once.
+				if _, err := a.spares.syncAll(ctx, true, false); err != nil {
+					t.Errorf("sync %d of the spares: %v", i, err)
+				}
+			}
+			all, err := Allocations(ctx, kv, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			a.spares.mu.Lock()
+			_, kept := a.spares.pools[p.ID()]
+			a.spares.mu.Unlock()
+			switch {
+			case rm && (len(all) > 0 || kept):
+				t.Errorf("network removed: %v left in KV, pool kept by the spare keeper: %t", all, kept)
+			case !rm && all[handed].Kind != KindTask:
+				t.Errorf("spec deleted by hand: handed-out spare %s recorded as %+v, want the container's (%s)", handed, all[handed], KindTask)
+			}
+		})
+	}
+}

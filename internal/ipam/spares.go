@@ -3,6 +3,7 @@ package ipam
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -323,6 +324,7 @@ func (k *keeper) syncAll(ctx context.Context, verify, stopping bool) (pending bo
 		}
 		k.mu.Lock()
 		pending = pending || len(sp.Handed) > 0 || len(sp.Dropping) > 0
+		k.dropClosed(sp)
 		k.mu.Unlock()
 	}
 	return pending, firstErr
@@ -368,6 +370,23 @@ func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify b
 			w = writeSpares(p, b, doc, k.node, k.gen, k.stillHanded(sp, plan.Record), plan.Drop, check, add, now, ru)
 			return w.doc, w.changed
 		})
+		if notServed(err) {
+			// Its network is being removed, or gone: a request that
+			// read its spec before made the pool known again after the
+			// teardown gave its spares back. Retried, the claim would
+			// fail at every sync: the pool goes, as by ReleaseSpares,
+			// once it holds nothing (see syncAll). Only a write where
+			// there was no document is refused so: the spares handed
+			// out of b, its document gone with the spec's tree, have
+			// nothing left to record.
+			k.mu.Lock()
+			sp.Closing = true
+			if errors.Is(err, errSpecGone) {
+				maps.DeleteFunc(sp.Handed, func(a netip.Addr, _ Alloc) bool { return p.Block(a) == b })
+			}
+			k.mu.Unlock()
+			return
+		}
 		if err != nil {
 			if firstErr == nil {
 				firstErr = fmt.Errorf("update spares of %s in %s: %w", p.ID(), b, err)
@@ -490,13 +509,22 @@ func (k *keeper) close(ctx context.Context, p Pool) error {
 	}
 	k.mu.Lock()
 	defer k.mu.Unlock()
-	if len(sp.Handed) == 0 && len(sp.Free) == 0 && len(sp.Dropping) == 0 {
-		delete(k.pools, p.ID())
-		if sp.stopWatch != nil {
-			sp.stopWatch()
-		}
-	}
+	k.dropClosed(sp)
 	return nil
+}
+
+// dropClosed forgets sp, a pool being removed, once it holds no spare;
+// one known again since (a new network under the name) is kept. k.mu is
+// held.
+func (k *keeper) dropClosed(sp *sparePool) {
+	id := sp.pool.ID()
+	if !sp.Closing || k.pools[id] != sp || len(sp.Handed) > 0 || len(sp.Free) > 0 || len(sp.Dropping) > 0 {
+		return
+	}
+	delete(k.pools, id)
+	if sp.stopWatch != nil {
+		sp.stopWatch()
+	}
 }
 
 type pressureNote struct {

@@ -155,6 +155,20 @@ func (s *store) update(ctx context.Context, p Pool, b netip.Prefix, fn func(Bloc
 	return BlockDoc{}, fmt.Errorf("update %s: too much contention", key)
 }
 
+// errNotServed refuses a claim of a block of a pool its spec no longer
+// gives; errSpecGone, one whose spec is gone (see specCheck).
+var (
+	errNotServed = errors.New("nothing more is handed out of it")
+	errSpecGone  = fmt.Errorf("network removed: %w", errNotServed)
+)
+
+// notServed says err refuses a claim because the pool's network is being
+// removed, gone, or no longer gives the pool.
+func notServed(err error) bool {
+	var rm *RemovingError
+	return errors.Is(err, errNotServed) || errors.As(err, &rm)
+}
+
 // specCheck is the check that p's network spec stands as read now, to go
 // in the transaction that claims a block of p (writes its document where
 // there was none): it exists, is not being removed, and still gives p.
@@ -176,7 +190,7 @@ func (s *store) specCheck(ctx context.Context, p Pool) (kvstore.Op, error) {
 		return kvstore.Op{}, fmt.Errorf("read the spec of network %q: %w", p.Network, err)
 	}
 	if !ok {
-		return kvstore.Op{}, fmt.Errorf("network %q was removed (its spec %s is gone): nothing more is handed out of it", p.Network, key)
+		return kvstore.Op{}, fmt.Errorf("network %q was removed (its spec %s is gone): %w", p.Network, key, errSpecGone)
 	}
 	var spec netspec.Spec
 	if err := json.Unmarshal(pair.Value, &spec); err != nil {
@@ -187,7 +201,7 @@ func (s *store) specCheck(ctx context.Context, p Pool) (kvstore.Op, error) {
 	case spec.Deleting:
 		return kvstore.Op{}, &RemovingError{Pool: p}
 	case spec.Name != p.Network || now.Prefix != p.Prefix || now.allocRange() != p.allocRange():
-		return kvstore.Op{}, fmt.Errorf("network %q: its spec %s no longer gives pool %s of %s: nothing is handed out of the pool as it was", p.Network, key, p.allocRange(), p.ID())
+		return kvstore.Op{}, fmt.Errorf("network %q: its spec %s no longer gives pool %s of %s: %w", p.Network, key, p.allocRange(), p.ID(), errNotServed)
 	}
 	return kvstore.Op{Verb: kvstore.CheckIndex, Key: key, Index: pair.Index}, nil
 }
