@@ -2,7 +2,6 @@ package ipam
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -184,7 +183,7 @@ func notServed(err error) bool {
 // made, being removed or removed since, or a spec rewritten by hand;
 // the claim, retried on a fresh read of the block, reads the spec again.
 func (s *store) specCheck(ctx context.Context, p Pool) (kvstore.Op, error) {
-	key := netspec.KVPrefix + p.Network + "/spec"
+	key := netspec.SpecKey(p.Network)
 	pair, ok, err := s.kv.Get(ctx, key)
 	if err != nil {
 		return kvstore.Op{}, fmt.Errorf("read the spec of network %q: %w", p.Network, err)
@@ -192,9 +191,9 @@ func (s *store) specCheck(ctx context.Context, p Pool) (kvstore.Op, error) {
 	if !ok {
 		return kvstore.Op{}, fmt.Errorf("network %q was removed (its spec %s is gone): %w", p.Network, key, errSpecGone)
 	}
-	var spec netspec.Spec
-	if err := json.Unmarshal(pair.Value, &spec); err != nil {
-		return kvstore.Op{}, fmt.Errorf("spec %s of network %q: unreadable: %w", key, p.Network, err)
+	spec, err := netspec.DecodeSpec(p.Network, pair.Value)
+	if err != nil {
+		return kvstore.Op{}, fmt.Errorf("network %q: %w", p.Network, err)
 	}
 	now, _ := SpecPools{}.pool(spec, p.Prefix.Addr().Is6())
 	switch {

@@ -54,8 +54,8 @@ func FuzzStoredSpec(f *testing.F) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		kv.Put(ctx, specKey(other().Name), base)
-		kv.Put(ctx, specKey(name), doc)
+		kv.Put(ctx, SpecKey(other().Name), base)
+		kv.Put(ctx, SpecKey(name), doc)
 
 		specs, bad, err := NewStore(kv).ReadSpecs(ctx)
 		if err != nil {
@@ -68,8 +68,8 @@ func FuzzStoredSpec(f *testing.F) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if len(specs) != 1 || len(bad) != 0 || len(l.Unlisted) != 1 || l.Unlisted[0] != specKey(name) {
-				t.Fatalf("%d specs, %d bad and unlisted %q from the valid key and %s", len(specs), len(bad), l.Unlisted, specKey(name))
+			if len(specs) != 1 || len(bad) != 0 || len(l.Unlisted) != 1 || l.Unlisted[0] != SpecKey(name) {
+				t.Fatalf("%d specs, %d bad and unlisted %q from the valid key and %s", len(specs), len(bad), l.Unlisted, SpecKey(name))
 			}
 			return
 		}
@@ -88,7 +88,7 @@ func FuzzStoredSpec(f *testing.F) {
 				continue
 			}
 			if s.Name != name {
-				t.Fatalf("spec at %s passed as network %q", specKey(name), s.Name)
+				t.Fatalf("spec at %s passed as network %q", SpecKey(name), s.Name)
 			}
 			if err := Validate(s, []Spec{other()}); err != nil {
 				t.Fatalf("passed although network create refuses it: %v", err)

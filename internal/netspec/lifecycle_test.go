@@ -165,7 +165,7 @@ func TestRemove(t *testing.T) {
 				t.Fatal(err)
 			}
 			st.Report(ctx, "web", NodeState{ID: "n1", Node: "n1", State: StateInvalid})
-			kv.Put(ctx, specKey("web"), []byte(bad.doc))
+			kv.Put(ctx, SpecKey("web"), []byte(bad.doc))
 			m := &fakeManager{}
 			done := make(chan struct{})
 			agentCtx, stop := context.WithCancel(ctx)
@@ -240,7 +240,7 @@ func TestMarkDeletingKeepsWhatCanBeRead(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	st := NewStore(kv)
-	kv.Put(ctx, specKey("web"), []byte(`{"name":"web","subnet":"10.9.0.0/24","gateway":"10.9.0.1","parent":"eth1.40","ipam":"cluster","mtu":9000}`))
+	kv.Put(ctx, SpecKey("web"), []byte(`{"name":"web","subnet":"10.9.0.0/24","gateway":"10.9.0.1","parent":"eth1.40","ipam":"cluster","mtu":9000}`))
 	if err := st.MarkDeleting(ctx, "web"); err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +249,7 @@ func TestMarkDeletingKeepsWhatCanBeRead(t *testing.T) {
 		t.Errorf("after MarkDeleting: %+v, %v, %v; want it deleting, parent eth1.40, cluster IPAM", s, ok, err)
 	}
 	// One naming another network keeps only its name.
-	kv.Put(ctx, specKey("alias"), []byte(`{"name":"other","parent":"eth2"}`))
+	kv.Put(ctx, SpecKey("alias"), []byte(`{"name":"other","parent":"eth2"}`))
 	if err := st.MarkDeleting(ctx, "alias"); err != nil {
 		t.Fatal(err)
 	}

@@ -69,7 +69,9 @@ type Store struct {
 // NewStore returns a store over kv.
 func NewStore(kv KV) *Store { return &Store{kv: kv} }
 
-func specKey(name string) string      { return KVPrefix + name + "/spec" }
+// SpecKey is the key of network name's spec.
+func SpecKey(name string) string { return KVPrefix + name + "/spec" }
+
 func rangesPrefix(name string) string { return KVPrefix + name + "/ranges/" }
 func nodesPrefix(name string) string  { return KVPrefix + name + "/nodes/" }
 func rangeKey(name string, b netip.Prefix) string {
@@ -146,7 +148,7 @@ func (st *Store) Create(ctx context.Context, s Spec) error {
 		if err := Validate(s, existing); err != nil {
 			return err
 		}
-		res, err := st.kv.Txn(ctx, []kvstore.Op{index, {Verb: kvstore.CAS, Key: specKey(s.Name), Value: b}})
+		res, err := st.kv.Txn(ctx, []kvstore.Op{index, {Verb: kvstore.CAS, Key: SpecKey(s.Name), Value: b}})
 		if err != nil {
 			return fmt.Errorf("store network %s: %w", s.Name, err)
 		}
@@ -155,9 +157,9 @@ func (st *Store) Create(ctx context.Context, s Spec) error {
 		}
 		// Lost: another network was created or removed meanwhile, or this
 		// name's key exists (unreadable, so not among the specs).
-		if _, taken, err := st.kv.Get(ctx, specKey(s.Name)); err != nil || taken {
+		if _, taken, err := st.kv.Get(ctx, SpecKey(s.Name)); err != nil || taken {
 			if err == nil {
-				err = fmt.Errorf("network %q: %w (its spec %s is unreadable: see `underlay network ls`)", s.Name, ErrExists, specKey(s.Name))
+				err = fmt.Errorf("network %q: %w (its spec %s is unreadable: see `underlay network ls`)", s.Name, ErrExists, SpecKey(s.Name))
 			}
 			return err
 		}
@@ -309,7 +311,7 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 		// As written, so that RemoveFix names its keys (path.Dir makes
 		// an empty name "/").
 		name := strings.TrimSuffix(strings.TrimPrefix(k, KVPrefix), "/spec")
-		s, err := decodeSpec(name, p.Value)
+		s, err := DecodeSpec(name, p.Value)
 		if err != nil {
 			l.Bad = append(l.Bad, BadSpec{Key: k, Name: name, Err: err})
 			continue
@@ -380,8 +382,9 @@ func RemoveFix(name string) string {
 	return shellword.Join([]string{"consul", "kv", "delete", "-recurse", KVPrefix + name + "/"})
 }
 
-// decodeSpec decodes the document at network name's spec key.
-func decodeSpec(name string, raw []byte) (Spec, error) {
+// DecodeSpec decodes the document at network name's spec key, as every
+// reader of specs does.
+func DecodeSpec(name string, raw []byte) (Spec, error) {
 	var s Spec
 	// A field no underlay writes (a typo by hand, or a later version's)
 	// is a constraint this one would not honour: refused, not dropped.
@@ -392,19 +395,19 @@ func decodeSpec(name string, raw []byte) (Spec, error) {
 		err = errors.New("data after the spec's document")
 	}
 	if err != nil {
-		return Spec{}, fmt.Errorf("%w: decode %s: %v", ErrBadSpec, specKey(name), err)
+		return Spec{}, fmt.Errorf("%w: decode %s: %v", ErrBadSpec, SpecKey(name), err)
 	}
 	if s.Name != name {
 		// Written past `network create`: taken as network s.Name, its
 		// ranges, reports and pool would sit apart from its spec, which
 		// `network rm` could not find.
-		return Spec{}, fmt.Errorf("%w: %s holds the spec of network %q; a network's spec is stored under its own name", ErrBadSpec, specKey(name), s.Name)
+		return Spec{}, fmt.Errorf("%w: %s holds the spec of network %q; a network's spec is stored under its own name", ErrBadSpec, SpecKey(name), s.Name)
 	}
 	if s.Parent != "" && !parentRE.MatchString(s.Parent) {
 		// No link has such a name: written past `network create`, and
 		// refused whole, deleting or not, since every reader (teardown's
 		// VLAN removal, the doctor) would hand it on as a link's name.
-		return Spec{}, fmt.Errorf("%w: %s: parent %q: not an interface name (at most 15 characters)", ErrBadSpec, specKey(name), s.Parent)
+		return Spec{}, fmt.Errorf("%w: %s: parent %q: not an interface name (at most 15 characters)", ErrBadSpec, SpecKey(name), s.Parent)
 	}
 	return s, nil
 }
@@ -417,11 +420,11 @@ func (st *Store) Specs(ctx context.Context) ([]Spec, error) {
 
 // Get returns one network's spec.
 func (st *Store) Get(ctx context.Context, name string) (Spec, bool, error) {
-	p, ok, err := st.kv.Get(ctx, specKey(name))
+	p, ok, err := st.kv.Get(ctx, SpecKey(name))
 	if err != nil || !ok {
 		return Spec{}, false, err
 	}
-	s, err := decodeSpec(name, p.Value)
+	s, err := DecodeSpec(name, p.Value)
 	if err != nil {
 		return Spec{}, false, err
 	}
@@ -625,14 +628,14 @@ func (st *Store) DeleteReport(ctx context.Context, name, id string) error {
 // apart and report StateRemoved.
 func (st *Store) MarkDeleting(ctx context.Context, name string) error {
 	for {
-		p, ok, err := st.kv.Get(ctx, specKey(name))
+		p, ok, err := st.kv.Get(ctx, SpecKey(name))
 		if err != nil {
 			return err
 		}
 		if !ok {
 			return fmt.Errorf("network %q does not exist", name)
 		}
-		s, err := decodeSpec(name, p.Value)
+		s, err := DecodeSpec(name, p.Value)
 		if errors.Is(err, ErrBadSpec) {
 			// Taking a network apart needs only its name: what agents
 			// made for it is named after it. What else can be read (a
@@ -655,7 +658,7 @@ func (st *Store) MarkDeleting(ctx context.Context, name string) error {
 		if err != nil {
 			return err
 		}
-		done, err := st.cas(ctx, specKey(name), b, p.Index)
+		done, err := st.cas(ctx, SpecKey(name), b, p.Index)
 		if err != nil || done {
 			return err
 		}
