@@ -187,7 +187,7 @@ func rank(s Status) int {
 // node facts (netspec.NodesKVPrefix, read through kv too) tell which
 // swarm nodes have a name.
 func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
-	return loadReports(ctx, kv, identities(ctx, kv))
+	return loadReports(ctx, kv, netspec.IDsByName(ctx, kv))
 }
 
 // LoadReportsWithFacts is LoadReports given the node facts, read by the
@@ -311,27 +311,6 @@ func boundedResults(r Report) Report {
 		r.Results[i] = bounded(r.Results[i])
 	}
 	return r
-}
-
-// identities gives, by node name, the swarm node IDs whose facts name
-// it; nil when the facts cannot be listed (then no name is known to
-// have a node with no report under its ID). A document that cannot be
-// read names no node.
-func identities(ctx context.Context, kv KV) map[string][]string {
-	pairs, err := kv.List(ctx, netspec.NodesKVPrefix)
-	if err != nil {
-		return nil
-	}
-	out := map[string][]string{}
-	for _, p := range pairs {
-		var f struct {
-			Node string `json:"node"`
-		}
-		if json.Unmarshal(p.Value, &f) == nil && f.Node != "" {
-			out[f.Node] = append(out[f.Node], strings.TrimPrefix(p.Key, netspec.NodesKVPrefix))
-		}
-	}
-	return out
 }
 
 // shadowed says which of reports, read under a name, is of a node whose

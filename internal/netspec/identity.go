@@ -333,3 +333,26 @@ func DecodeNodes(kvs []kvstore.Pair) ([]NodeFacts, []MisfiledFacts) {
 	})
 	return out, misfiled
 }
+
+// IDsByName gives, by node name, the swarm node IDs whose facts (under
+// NodesKVPrefix) name it; nil when the facts cannot be listed. A document
+// that cannot be read names no node. Readers of reports kept under a
+// node's name use it to tell which nodes a name may stand for.
+func IDsByName(ctx context.Context, kv interface {
+	List(ctx context.Context, prefix string) ([]kvstore.Pair, error)
+}) map[string][]string {
+	pairs, err := kv.List(ctx, NodesKVPrefix)
+	if err != nil {
+		return nil
+	}
+	out := map[string][]string{}
+	for _, p := range pairs {
+		var f struct {
+			Node string `json:"node"`
+		}
+		if json.Unmarshal(p.Value, &f) == nil && f.Node != "" {
+			out[f.Node] = append(out[f.Node], strings.TrimPrefix(p.Key, NodesKVPrefix))
+		}
+	}
+	return out
+}

@@ -292,28 +292,7 @@ func Load(ctx context.Context, kv Lister) ([]Report, []BadReport, error) {
 		}
 		out = append(out, r)
 	}
-	return slices.DeleteFunc(out, shadowed(out, identities(ctx, kv))), bad, nil
-}
-
-// identities gives, by node name, the swarm node IDs whose facts name
-// it; nil when the facts cannot be listed (then no name is known to
-// have a node with no report under its ID). A document that cannot be
-// read names no node.
-func identities(ctx context.Context, kv Lister) map[string][]string {
-	pairs, err := kv.List(ctx, netspec.NodesKVPrefix)
-	if err != nil {
-		return nil
-	}
-	out := map[string][]string{}
-	for _, p := range pairs {
-		var f struct {
-			Node string `json:"node"`
-		}
-		if json.Unmarshal(p.Value, &f) == nil && f.Node != "" {
-			out[f.Node] = append(out[f.Node], strings.TrimPrefix(p.Key, netspec.NodesKVPrefix))
-		}
-	}
-	return out
+	return slices.DeleteFunc(out, shadowed(out, netspec.IDsByName(ctx, kv))), bad, nil
 }
 
 // shadowed says which of reports, read under a name, is of a node whose
