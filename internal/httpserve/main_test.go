@@ -1,7 +1,6 @@
 package httpserve
 
 import (
-	"os"
 	"testing"
 
 	"github.com/underlay/underlay/internal/testnet"
@@ -9,7 +8,4 @@ import (
 
 // TestMain keeps the tests, which reach made-up names through dialers of
 // their own, from asking the machine's resolver.
-func TestMain(m *testing.M) {
-	testnet.NoNameService()
-	os.Exit(m.Run())
-}
+func TestMain(m *testing.M) { testnet.Main(m) }

@@ -9,6 +9,8 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
+	"testing"
 )
 
 // NoNameService makes every DNS lookup of the process fail (/etc/hosts
@@ -17,4 +19,10 @@ func NoNameService() {
 	net.DefaultResolver = &net.Resolver{PreferGo: true, Dial: func(_ context.Context, network, address string) (net.Conn, error) {
 		return nil, fmt.Errorf("unit tests: no name service (a lookup would have gone to %s over %s)", address, network)
 	}}
+}
+
+// Main is a TestMain that runs m with NoNameService.
+func Main(m *testing.M) {
+	NoNameService()
+	os.Exit(m.Run())
 }
