@@ -10,7 +10,6 @@ import (
 	"path"
 	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -205,7 +204,7 @@ func TestRemoveRefuses(t *testing.T) {
 	}
 
 	// The live node, out of the swarm but its agent still heartbeating.
-	stop := heartbeat(func() {
+	stop := refreshing(c.kv, netspec.NodesKVPrefix+"live", func() {
 		c.st.PublishNode(ctx, netspec.NodeFacts{ID: "live", Node: "new", Holder: netspec.Holder{Instance: "agent-live"}})
 	})
 	_, err := Remove(ctx, c.kv, swarmNodes{}, "live", Options{Stale: 5 * time.Second, Poll: 10 * time.Millisecond})
@@ -573,7 +572,7 @@ func TestRemoveWatchesFactsWithoutHolder(t *testing.T) {
 			c.kv.Put(ctx, netspec.NodesKVPrefix+tc.key, []byte(fmt.Sprintf(tc.doc, time.Now().UTC().Format(time.RFC3339Nano))))
 		}
 		publish()
-		stop := heartbeat(publish)
+		stop := refreshing(c.kv, netspec.NodesKVPrefix+tc.key, publish)
 		got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, tc.arg, Options{Stale: 5 * time.Second, Poll: 10 * time.Millisecond})
 		stop()
 		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "running") {
@@ -606,7 +605,7 @@ func TestRemoveWatchesFactsStampedLongAgo(t *testing.T) {
 			c.kv.Put(ctx, netspec.NodesKVPrefix+"gone", []byte(fmt.Sprintf(tc.doc, slow.UTC().Format(time.RFC3339Nano))))
 		}
 		publish()
-		stop := heartbeat(publish)
+		stop := refreshing(c.kv, netspec.NodesKVPrefix+"gone", publish)
 		got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "gone", Options{Stale: 5 * time.Second, Heartbeat: time.Second, Poll: 10 * time.Millisecond})
 		stop()
 		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "running") {
@@ -687,24 +686,23 @@ func TestRemoveRefusesAnotherSwarm(t *testing.T) {
 	}
 }
 
-// heartbeat calls publish every 20 ms, as a live agent refreshes its
-// facts, until the returned stop is called; stop returns once it ended.
-func heartbeat(publish func()) (stop func()) {
-	done := make(chan struct{})
-	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() {
-		defer wg.Done()
-		for {
-			select {
-			case <-done:
-				return
-			case <-time.After(20 * time.Millisecond):
-			}
+// refreshing makes a running agent of the facts under key: publish
+// refreshes them before each read of them, so every read after the first
+// finds them refreshed, however long the reader was held up in between (a
+// loaded machine). An agent heartbeating on a timer raced the watch: one
+// not scheduled within the window looked stopped. The returned stop
+// removes the hook.
+func refreshing(kv *kvtest.KV, key string, publish func()) (stop func()) {
+	var writing bool // publish's own reads and writes
+	kv.Hook = func(call string, keys []string) error {
+		if (call == "get" || call == "txn") && !writing && slices.Equal(keys, []string{key}) {
+			writing = true
+			defer func() { writing = false }()
 			publish()
 		}
-	}()
-	return func() { close(done); wg.Wait() }
+		return nil
+	}
+	return func() { kv.Hook = nil }
 }
 
 // strictPaths is the store through consul.KV, which refuses, rather than
