@@ -693,15 +693,15 @@ func TestStreamOutlivesWriteTimeout(t *testing.T) {
 	}
 	defer resp.Body.Close()
 	r := bufio.NewReader(resp.Body)
-	start := time.Now()
-	pings := 0
-	for time.Since(start) < 500*time.Millisecond {
+	// Pings come from a ticker, at most one a KeepAlive (20 ms) and one
+	// held over: 15 of them span at least 280 ms of the server's time,
+	// well past the write timeout, which would cut the connection and
+	// fail the read. Counting pings within 500 ms of this process's time
+	// failed whenever a loaded machine held it up for part of them.
+	for pings := 0; pings < 15; {
 		if name, _ := readEvent(t, r); name == "ping" {
 			pings++
 		}
-	}
-	if pings < 10 {
-		t.Errorf("%d pings in 500ms past a 100ms write timeout, want the stream to go on", pings)
 	}
 }
 
