@@ -65,6 +65,11 @@ type Plugin struct {
 	Timeout time.Duration
 	// Metrics, when set, times every address request and release.
 	Metrics *Metrics
+	// lastResort is how long past Timeout the handler answers a request
+	// still unanswered (a second when zero). Tests lengthen it: a process
+	// held up over a second sees both deadlines pass at once, and either
+	// answer may go out.
+	lastResort time.Duration
 
 	mu sync.Mutex // guards following fields
 	// pools is every pool served, by ID, as last served: what an address
@@ -108,7 +113,11 @@ func (pl *Plugin) Handler() http.Handler {
 	mux.HandleFunc("POST /"+methodReleaseAddress, reply(bounded(pl, releaseRequest.String, pl.releaseAddress)))
 	// A last resort (a request body slow to come): bounded answers a
 	// request Consul holds up a second earlier, naming it.
-	return http.TimeoutHandler(mux, pl.timeout()+time.Second, `{"Err":"underlay ipam: request timed out"}`)
+	last := pl.lastResort
+	if last <= 0 {
+		last = time.Second
+	}
+	return http.TimeoutHandler(mux, pl.timeout()+last, `{"Err":"underlay ipam: request timed out"}`)
 }
 
 // The calls that need Consul and the node's identity: the gate holds
