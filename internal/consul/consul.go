@@ -28,7 +28,6 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/underlay/underlay/internal/secretfile"
-	"github.com/underlay/underlay/internal/tlsfile"
 )
 
 // Options override the CONSUL_HTTP_* environment; empty fields keep it.
@@ -57,16 +56,9 @@ type Options struct {
 	fileClock func() time.Time
 }
 
-// tlsOptions are the tlsfile options of o's TLS files.
-func (o Options) tlsOptions() []tlsfile.Option {
-	if o.fileClock == nil {
-		return nil
-	}
-	return []tlsfile.Option{tlsfile.WithClock(o.fileClock)}
-}
-
-// tokenOptions are the secretfile options of o's token file.
-func (o Options) tokenOptions() []secretfile.Option {
+// fileOptions are the options of o's token and TLS files (secretfile's,
+// which tlsfile takes too).
+func (o Options) fileOptions() []secretfile.Option {
 	if o.fileClock == nil {
 		return nil
 	}
@@ -117,7 +109,7 @@ func clientConfig(o Options) (*api.Config, error) {
 		cfg.Token, cfg.TokenFile = o.Token, ""
 	case path != "":
 		// Empty: no ACL token (a stack's secret on a Consul without ACLs).
-		f, err := secretfile.OpenOptional(path, "consul ACL token", o.Log, o.tokenOptions()...)
+		f, err := secretfile.OpenOptional(path, "consul ACL token", o.Log, o.fileOptions()...)
 		if err != nil {
 			return nil, fmt.Errorf("consul: %w", err)
 		}
@@ -192,7 +184,7 @@ func httpClient(cfg *api.Config, f *secretfile.File, o Options) (*http.Client, e
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, err)
 	}
-	if hc.Transport, err = reloadTLS(tr, cfg.TLSConfig, o.Log, o.tlsOptions()...); err != nil {
+	if hc.Transport, err = reloadTLS(tr, cfg.TLSConfig, o.Log, o.fileOptions()...); err != nil {
 		return nil, err
 	}
 	if clear && o.Log != nil {
@@ -316,7 +308,7 @@ func NewEndpoint(o Options) (Endpoint, error) {
 	if err != nil {
 		return Endpoint{}, fmt.Errorf("consul http client: %w", err)
 	}
-	if hc.Transport, err = reloadTLS(tr, cfg.TLSConfig, o.Log, o.tlsOptions()...); err != nil {
+	if hc.Transport, err = reloadTLS(tr, cfg.TLSConfig, o.Log, o.fileOptions()...); err != nil {
 		return Endpoint{}, err
 	}
 	// As the client's: a redirect to another host would take the request

@@ -47,6 +47,10 @@ func optionsOf(opts []Option) options {
 	return o
 }
 
+// ClockOf is the clock opts give (time.Now without WithClock), for the
+// packages that watch files on secretfile's options (tlsfile).
+func ClockOf(opts []Option) func() time.Time { return optionsOf(opts).now }
+
 // File is one secret file, read again when it changes.
 type File struct {
 	path string

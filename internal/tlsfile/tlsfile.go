@@ -35,26 +35,13 @@ const CheckEvery = time.Second
 // bundle (the system's is a few hundred KiB).
 const maxFileSize = 4 << 20
 
-// Option changes how a Pair or a Pool is opened.
-type Option func(*options)
-
-type options struct {
-	now func() time.Time
-}
+// Option changes how a Pair or a Pool is opened: secretfile's, so that
+// one clock serves a client's token and TLS files.
+type Option = secretfile.Option
 
 // WithClock makes now the clock CheckEvery is measured on (time.Now
 // without it): a test steps it past CheckEvery instead of sleeping.
-func WithClock(now func() time.Time) Option {
-	return func(o *options) { o.now = now }
-}
-
-func optionsOf(opts []Option) options {
-	o := options{now: time.Now}
-	for _, f := range opts {
-		f(&o)
-	}
-	return o
-}
+func WithClock(now func() time.Time) Option { return secretfile.WithClock(now) }
 
 // stamp is what tells that a file changed, cheaply: its size, modification
 // time, inode and change time. A rotation by rename (certbot, a mounted
@@ -214,7 +201,7 @@ func OpenPair(certFile, keyFile string, log *slog.Logger, opts ...Option) (*Pair
 	}
 	log = log.With("cert_file", certFile, "key_file", keyFile)
 	p := &Pair{certFile: certFile, keyFile: keyFile, log: log, p: problems{log: log, what: "TLS certificate and key"}}
-	p.w = newWatch(optionsOf(opts).now, certFile, keyFile)
+	p.w = newWatch(secretfile.ClockOf(opts), certFile, keyFile)
 	stamps, _ := p.w.stat()
 	cert, err := loadPair(certFile, keyFile)
 	if err != nil {
@@ -351,7 +338,7 @@ func openPool(path string, dir bool, what string, log *slog.Logger, opts []Optio
 		log = log.With("ca_file", path)
 	}
 	p := &Pool{path: path, dir: dir, log: log, p: problems{log: log, what: what}}
-	p.w = newWatch(optionsOf(opts).now, path)
+	p.w = newWatch(secretfile.ClockOf(opts), path)
 	p.w.dir = dir
 	stamps, _ := p.w.stat()
 	pool, raw, err := p.load()
