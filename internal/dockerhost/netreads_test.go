@@ -66,6 +66,14 @@ func (f *fakeNetwork) count() int {
 	return f.reads
 }
 
+// readsOf shares f's reads, on a clock the test moves.
+func readsOf(f *fakeNetwork) (*networkReads, *testclock.Clock) {
+	clock := testclock.New(time.Unix(1000, 0))
+	r := newNetworkReads(f.read)
+	r.now = clock.Now
+	return r, clock
+}
+
 type getResult struct {
 	r   networkRead
 	err error
@@ -84,9 +92,7 @@ func goGet(r *networkReads, ctx context.Context, after time.Time) <-chan getResu
 // that read; one that came after it gets a new read.
 func TestNetworkReadsReuseOnlyReadsSentAfterTheEvent(t *testing.T) {
 	f := newFakeNetwork(false, "1")
-	clock := testclock.New(time.Unix(1000, 0))
-	r := newNetworkReads(f.read)
-	r.now = clock.Now
+	r, clock := readsOf(f)
 
 	ctx := context.Background()
 	ev1 := clock.Now()
@@ -122,9 +128,7 @@ func TestNetworkReadsReuseOnlyReadsSentAfterTheEvent(t *testing.T) {
 // those that came before it was sent share it.
 func TestNetworkReadsBurstSharesTwoReads(t *testing.T) {
 	f := newFakeNetwork(true, "1")
-	clock := testclock.New(time.Unix(1000, 0))
-	r := newNetworkReads(f.read)
-	r.now = clock.Now
+	r, clock := readsOf(f)
 	ctx := context.Background()
 
 	before := clock.Now()
@@ -191,9 +195,7 @@ func waitFor(t *testing.T, cond func() bool) {
 func TestNetworkReadsErrorNotKept(t *testing.T) {
 	f := newFakeNetwork(false, "1")
 	f.err = register.ErrNotFound
-	clock := testclock.New(time.Unix(1000, 0))
-	r := newNetworkReads(f.read)
-	r.now = clock.Now
+	r, clock := readsOf(f)
 	ctx := context.Background()
 	if _, err := r.get(ctx, "net1", clock.Now()); !errors.Is(err, register.ErrNotFound) {
 		t.Fatalf("err = %v, want ErrNotFound", err)
@@ -239,9 +241,7 @@ func TestNetworkReadsCallerCancelled(t *testing.T) {
 // A network not read for keepRead is forgotten at the next read.
 func TestNetworkReadsForgetOld(t *testing.T) {
 	f := newFakeNetwork(false, "1")
-	clock := testclock.New(time.Unix(1000, 0))
-	r := newNetworkReads(f.read)
-	r.now = clock.Now
+	r, clock := readsOf(f)
 	ctx := context.Background()
 	if _, err := r.get(ctx, "old", clock.Now()); err != nil {
 		t.Fatal(err)
