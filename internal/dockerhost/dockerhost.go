@@ -264,7 +264,7 @@ func (s *Source) readNetwork(ctx context.Context, networkID string) (networkRead
 	for id, ep := range n.Containers {
 		eps[id] = toEndpoint(n, ep)
 	}
-	return networkRead{driver: n.Driver, endpoints: eps}, nil
+	return networkRead{endpoints: eps}, nil
 }
 
 // toEndpoint maps a network's record of one of its endpoints to what

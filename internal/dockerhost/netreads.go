@@ -26,7 +26,6 @@ type networkReads struct {
 
 // networkRead is what a read of a network gives.
 type networkRead struct {
-	driver    string
 	endpoints map[string]register.Endpoint // by container ID
 }
 

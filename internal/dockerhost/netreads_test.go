@@ -47,7 +47,7 @@ func (f *fakeNetwork) read(ctx context.Context, networkID string) (networkRead, 
 	if f.err != nil {
 		return networkRead{}, f.err
 	}
-	out := networkRead{driver: "macvlan", endpoints: map[string]register.Endpoint{}}
+	out := networkRead{endpoints: map[string]register.Endpoint{}}
 	for id := range f.eps {
 		out.endpoints[id] = register.Endpoint{NetworkID: networkID, IPv4: "10.0.0." + id}
 	}
