@@ -14,6 +14,7 @@ package consul
 import (
 	"cmp"
 	"context"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -54,6 +55,9 @@ type Options struct {
 	// (secretfile.WithClock) and the TLS files (tlsfile.WithClock), for
 	// tests; nil: time.Now.
 	fileClock func() time.Time
+	// proxyCAs verify an https:// proxy's certificate, for tests; nil:
+	// the system's CAs.
+	proxyCAs *x509.CertPool
 }
 
 // fileOptions are the options of o's token and TLS files (secretfile's,
@@ -184,7 +188,7 @@ func httpClient(cfg *api.Config, f *secretfile.File, o Options) (*http.Client, e
 	if err != nil {
 		return nil, fmt.Errorf("consul client for %s: %w", cfg.Address, err)
 	}
-	if hc.Transport, err = reloadTLS(tr, cfg.TLSConfig, o.Log, o.fileOptions()...); err != nil {
+	if hc.Transport, err = reloadTLS(tr, cfg.TLSConfig, o.proxyCAs, o.Log, o.fileOptions()...); err != nil {
 		return nil, err
 	}
 	if clear && o.Log != nil {
@@ -308,7 +312,7 @@ func NewEndpoint(o Options) (Endpoint, error) {
 	if err != nil {
 		return Endpoint{}, fmt.Errorf("consul http client: %w", err)
 	}
-	if hc.Transport, err = reloadTLS(tr, cfg.TLSConfig, o.Log, o.fileOptions()...); err != nil {
+	if hc.Transport, err = reloadTLS(tr, cfg.TLSConfig, o.proxyCAs, o.Log, o.fileOptions()...); err != nil {
 		return Endpoint{}, err
 	}
 	// As the client's: a redirect to another host would take the request

@@ -2,6 +2,7 @@ package consul
 
 import (
 	"cmp"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -23,21 +24,22 @@ import (
 // at most every tlsfile.CheckEvery (connections are pooled besides) and
 // reads them again when one changed; a set that does not load (a
 // certificate written before its key) keeps the last good one, warned of
-// once. With no file to follow it is tr as it is.
+// once. With no file to follow and no proxy, it is tr as it is.
 //
 // The files are read in the TLS configuration's callbacks, not in a TLS
 // dial of our own: through an HTTP proxy (--consul-proxy-from-env), Go's
 // transport makes the TLS connection after CONNECT itself, with its
-// TLSClientConfig, and never calls DialTLSContext.
-func reloadTLS(tr *http.Transport, conf api.TLSConfig, log *slog.Logger, opts ...tlsfile.Option) (http.RoundTripper, error) {
-	if conf.CAFile == "" && conf.CAPath == "" && conf.CertFile == "" && conf.KeyFile == "" {
+// TLSClientConfig, and never calls DialTLSContext. An https:// proxy's
+// own TLS is not Consul's: proxyCAs (nil: the system's) verify it.
+func reloadTLS(tr *http.Transport, conf api.TLSConfig, proxyCAs *x509.CertPool, log *slog.Logger, opts ...tlsfile.Option) (http.RoundTripper, error) {
+	if conf.CAFile == "" && conf.CAPath == "" && conf.CertFile == "" && conf.KeyFile == "" && tr.Proxy == nil {
 		return tr, nil
 	}
 	if log != nil {
 		// Apart from the control server's certificate, in the same log.
 		log = log.With("for", "consul")
 	}
-	t := &tlsTransports{base: tr, insecure: conf.InsecureSkipVerify, byName: map[string]*http.Transport{}}
+	t := &tlsTransports{base: tr, insecure: conf.InsecureSkipVerify, proxyCAs: proxyCAs, byKey: map[transportKey]*http.Transport{}}
 	var err error
 	if conf.CertFile != "" || conf.KeyFile != "" {
 		if t.pair, err = tlsfile.OpenPair(conf.CertFile, conf.KeyFile, log, opts...); err != nil {
@@ -71,19 +73,51 @@ func reloadTLS(tr *http.Transport, conf api.TLSConfig, log *slog.Logger, opts ..
 // for an IP address, sent no SNI), and the Endpoint's client reaches other
 // hosts than the agent (doctor: the Consul leader), so the name is the
 // transport's own.
+//
+// A request through an https:// proxy goes through a clone of its own
+// that makes the proxy's TLS connection itself (dialProxy): Go's
+// transport would make it with TLSClientConfig, Consul's.
 type tlsTransports struct {
 	base       *http.Transport
-	pair       *tlsfile.Pair // nil: no client certificate
-	roots      *tlsfile.Pool // nil: the system's CAs
-	insecure   bool          // the server's certificate is not checked
-	serverName string        // "": the request's host
+	pair       *tlsfile.Pair  // nil: no client certificate
+	roots      *tlsfile.Pool  // nil: the system's CAs
+	insecure   bool           // the server's certificate is not checked
+	serverName string         // "": the request's host
+	proxyCAs   *x509.CertPool // an https:// proxy's CAs; nil: the system's
 
-	mu     sync.Mutex // guards byName
-	byName map[string]*http.Transport
+	mu    sync.Mutex // guards byKey
+	byKey map[transportKey]*http.Transport
+}
+
+// transportKey names a clone of tlsTransports: the server name it
+// verifies, and the https:// proxy it goes through.
+type transportKey struct {
+	name  string
+	proxy string // the proxy's host:port; "": none, or an http:// one
 }
 
 func (t *tlsTransports) RoundTrip(r *http.Request) (*http.Response, error) {
-	return t.transport(cmp.Or(t.serverName, r.URL.Hostname())).RoundTrip(r)
+	proxy, err := t.httpsProxy(r)
+	if err != nil {
+		if r.Body != nil {
+			r.Body.Close() // as a RoundTripper must, on errors too
+		}
+		return nil, err
+	}
+	return t.transport(transportKey{name: cmp.Or(t.serverName, r.URL.Hostname()), proxy: proxy}).RoundTrip(r)
+}
+
+// httpsProxy is the host:port of the https:// proxy base sends r
+// through, as Go's transport dials it; "" for none or an http:// one.
+func (t *tlsTransports) httpsProxy(r *http.Request) (string, error) {
+	if t.base.Proxy == nil {
+		return "", nil
+	}
+	u, err := t.base.Proxy(r)
+	if err != nil || u == nil || u.Scheme != "https" {
+		return "", err
+	}
+	return net.JoinHostPort(u.Hostname(), cmp.Or(u.Port(), "443")), nil
 }
 
 // CloseIdleConnections closes the idle connections of every clone, for
@@ -91,23 +125,66 @@ func (t *tlsTransports) RoundTrip(r *http.Request) (*http.Response, error) {
 func (t *tlsTransports) CloseIdleConnections() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, tr := range t.byName {
+	for _, tr := range t.byKey {
 		tr.CloseIdleConnections()
 	}
 }
 
-// transport is the clone of base verifying servers as name, made at the
-// first request for it: a few (the agent, the Consul servers).
-func (t *tlsTransports) transport(name string) *http.Transport {
+// transport is the clone of base for key, made at the first request for
+// it: a few (the agent, the Consul servers).
+func (t *tlsTransports) transport(key transportKey) *http.Transport {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if tr, ok := t.byName[name]; ok {
+	if tr, ok := t.byKey[key]; ok {
 		return tr
 	}
 	tr := t.base.Clone()
-	tr.TLSClientConfig = t.config(name)
-	t.byName[name] = tr
+	tr.TLSClientConfig = t.config(key.name)
+	if key.proxy != "" {
+		tr.DialTLSContext = t.dialProxy(tr, key.proxy)
+	}
+	t.byKey[key] = tr
 	return tr
+}
+
+// dialProxy is the DialTLSContext of tr, whose requests go through the
+// https:// proxy at proxy (host:port). Go's transport calls it for the
+// proxy's connection only: it makes Consul's, inside the tunnel, itself,
+// with TLSClientConfig, which it used for the proxy's too without this.
+// The proxy is verified as Go verifies a server by default, against the
+// system's CAs (t.proxyCAs in tests) for its host, whatever Consul's
+// settings, and is presented no client certificate: Consul's goes to
+// Consul only.
+func (t *tlsTransports) dialProxy(tr *http.Transport, proxy string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+	return func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr != proxy {
+			// Only if base.Proxy named another proxy than at RoundTrip.
+			return nil, fmt.Errorf("TLS dial of %s: this transport's requests go through the https:// proxy %s", addr, proxy)
+		}
+		host, _, err := net.SplitHostPort(addr)
+		if err != nil {
+			return nil, fmt.Errorf("proxy %s: %w", addr, err)
+		}
+		dial := tr.DialContext
+		if dial == nil {
+			dial = (&net.Dialer{}).DialContext
+		}
+		conn, err := dial(ctx, network, addr)
+		if err != nil {
+			return nil, err
+		}
+		if d := tr.TLSHandshakeTimeout; d > 0 {
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithTimeout(ctx, d)
+			defer cancel()
+		}
+		tc := tls.Client(conn, &tls.Config{ServerName: host, RootCAs: t.proxyCAs, MinVersion: tls.VersionTLS12})
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close()
+			return nil, fmt.Errorf("TLS with the proxy %s: %w", addr, err)
+		}
+		return tc, nil
+	}
 }
 
 // config is a TLS configuration for servers named name that reads the

@@ -298,7 +298,19 @@ func TestTLSDialSettings(t *testing.T) {
 func connectProxy(t *testing.T, target string) (*url.URL, *atomic.Int64) {
 	t.Helper()
 	var tunnels atomic.Int64
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewServer(connectHandler(t, target, &tunnels))
+	t.Cleanup(srv.Close)
+	u, err := url.Parse(srv.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return u, &tunnels
+}
+
+// connectHandler answers CONNECT only, piping each tunnel to target and
+// counting them in tunnels.
+func connectHandler(t *testing.T, target string, tunnels *atomic.Int64) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Method != http.MethodConnect {
 			http.Error(w, "CONNECT only", http.StatusMethodNotAllowed)
 			return
@@ -328,13 +340,7 @@ func connectProxy(t *testing.T, target string) (*url.URL, *atomic.Int64) {
 		io.Copy(conn, up)
 		conn.Close()
 		<-done
-	}))
-	t.Cleanup(srv.Close)
-	u, err := url.Parse(srv.URL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return u, &tunnels
+	})
 }
 
 // viaProxy makes hc's requests go through the CONNECT proxy at proxy, as
