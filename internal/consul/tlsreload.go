@@ -39,7 +39,7 @@ func reloadTLS(tr *http.Transport, conf api.TLSConfig, proxyCAs *x509.CertPool, 
 		// Apart from the control server's certificate, in the same log.
 		log = log.With("for", "consul")
 	}
-	t := &tlsTransports{base: tr, insecure: conf.InsecureSkipVerify, proxyCAs: proxyCAs, byKey: map[transportKey]*http.Transport{}}
+	t := &tlsTransports{base: tr, insecure: conf.InsecureSkipVerify, proxyCAs: proxyCAs, byKey: map[transportKey]*clone{}}
 	var err error
 	if conf.CertFile != "" || conf.KeyFile != "" {
 		if t.pair, err = tlsfile.OpenPair(conf.CertFile, conf.KeyFile, log, opts...); err != nil {
@@ -72,7 +72,8 @@ func reloadTLS(tr *http.Transport, conf api.TLSConfig, proxyCAs *x509.CertPool, 
 // which host a connection is for (its ConnectionState.ServerName is empty
 // for an IP address, sent no SNI), and the Endpoint's client reaches other
 // hosts than the agent (doctor: the Consul leader), so the name is the
-// transport's own.
+// transport's own. They are at most maxTransports: the hosts may come
+// from Consul (the leader's address).
 //
 // A request through an https:// proxy goes through a clone of its own
 // that makes the proxy's TLS connection itself (dialProxy): Go's
@@ -85,8 +86,19 @@ type tlsTransports struct {
 	serverName string         // "": the request's host
 	proxyCAs   *x509.CertPool // an https:// proxy's CAs; nil: the system's
 
-	mu    sync.Mutex // guards byKey
-	byKey map[transportKey]*http.Transport
+	mu    sync.Mutex // guards the fields below
+	byKey map[transportKey]*clone
+	uses  uint64 // requests so far, to tell the least recently used clone
+}
+
+// maxTransports bounds tlsTransports' clones: the agent and the Consul
+// servers, a few, through a proxy or not.
+const maxTransports = 16
+
+// clone is one of tlsTransports' transports.
+type clone struct {
+	tr   *http.Transport
+	used uint64 // tlsTransports.uses at its last request
 }
 
 // transportKey names a clone of tlsTransports: the server name it
@@ -125,25 +137,39 @@ func (t *tlsTransports) httpsProxy(r *http.Request) (string, error) {
 func (t *tlsTransports) CloseIdleConnections() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	for _, tr := range t.byKey {
-		tr.CloseIdleConnections()
+	for _, c := range t.byKey {
+		c.tr.CloseIdleConnections()
 	}
 }
 
 // transport is the clone of base for key, made at the first request for
-// it: a few (the agent, the Consul servers).
+// it. Past maxTransports, the least recently used one is dropped, its idle
+// connections closed (a request in flight on it ends as it would have).
 func (t *tlsTransports) transport(key transportKey) *http.Transport {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if tr, ok := t.byKey[key]; ok {
-		return tr
+	t.uses++
+	if c, ok := t.byKey[key]; ok {
+		c.used = t.uses
+		return c.tr
+	}
+	if len(t.byKey) >= maxTransports {
+		// Every clone's last use is before this request's.
+		oldest, least := transportKey{}, t.uses
+		for k, c := range t.byKey {
+			if c.used < least {
+				oldest, least = k, c.used
+			}
+		}
+		t.byKey[oldest].tr.CloseIdleConnections()
+		delete(t.byKey, oldest)
 	}
 	tr := t.base.Clone()
 	tr.TLSClientConfig = t.config(key.name)
 	if key.proxy != "" {
 		tr.DialTLSContext = t.dialProxy(tr, key.proxy)
 	}
-	t.byKey[key] = tr
+	t.byKey[key] = &clone{tr: tr, used: t.uses}
 	return tr
 }
 

@@ -609,3 +609,56 @@ func getURL(hc *http.Client, u string) error {
 	_, err = io.ReadAll(resp.Body)
 	return err
 }
+
+// TestTLSTransportsBounded: the endpoint's TLS transports were kept per
+// server name, one made at the first request to each host and never
+// dropped, and the hosts it is asked for may come from Consul (the
+// doctor's leader address): one per name, without end. They are now at
+// most maxTransports, the least recently used dropped, so that the
+// agent's, used all along, keeps its connections.
+func TestTLSTransportsBounded(t *testing.T) {
+	ca := newTestCA(t, "CA")
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	replace(t, caFile, ca.pem)
+	for _, v := range []string{"CONSUL_HTTP_ADDR", "CONSUL_CACERT", "CONSUL_CAPATH", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_TLS_SERVER_NAME"} {
+		t.Setenv(v, "")
+	}
+	ep, err := NewEndpoint(Options{Addr: "https://consul.example:8501", CAFile: caFile})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tt, ok := ep.HTTP.Transport.(*tlsTransports)
+	if !ok {
+		t.Fatalf("transport %T, want *tlsTransports", ep.HTTP.Transport)
+	}
+	// The transports are made before any dial: none is needed.
+	tt.base.DialContext = func(_ context.Context, _, addr string) (net.Conn, error) {
+		return nil, fmt.Errorf("dial %s: the test dials nothing", addr)
+	}
+	agent := func() *http.Transport {
+		t.Helper()
+		getURL(ep.HTTP, "https://consul.example:8501/v1/agent/self")
+		tt.mu.Lock()
+		defer tt.mu.Unlock()
+		if c := tt.byKey[transportKey{name: "consul.example"}]; c != nil {
+			return c.tr
+		}
+		return nil
+	}
+	first := agent()
+	if first == nil {
+		t.Fatal("no transport for the agent after a request to it")
+	}
+	for i := range 200 {
+		getURL(ep.HTTP, fmt.Sprintf("https://leader-%d.example:8300/v1/status/leader", i))
+		if got := agent(); got != first {
+			t.Fatalf("after %d other hosts, the agent's transport was made again", i+1)
+		}
+	}
+	tt.mu.Lock()
+	n := len(tt.byKey)
+	tt.mu.Unlock()
+	if n > maxTransports {
+		t.Errorf("%d TLS transports kept after requests to 201 hosts, want at most %d", n, maxTransports)
+	}
+}
