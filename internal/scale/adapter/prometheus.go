@@ -23,6 +23,10 @@ type Prometheus struct {
 
 // NewPrometheus returns a client of the Prometheus server at base
 // ("http://127.0.0.1:9090"); client nil means a client with a 10s timeout.
+// Redirects are never followed, whatever client's policy: Go's default
+// sends Header's credentials on to the host a redirect names (another
+// port, https:// to http://, or any host for headers other than
+// Authorization); the scale client follows none either.
 func NewPrometheus(base string, client *http.Client) (*Prometheus, error) {
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
@@ -31,10 +35,12 @@ func NewPrometheus(base string, client *http.Client) (*Prometheus, error) {
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		return nil, fmt.Errorf("prometheus address %q: want http://HOST:PORT or https://HOST:PORT", redactAddr(base))
 	}
-	if client == nil {
-		client = &http.Client{Timeout: 10 * time.Second}
+	c := http.Client{Timeout: 10 * time.Second}
+	if client != nil {
+		c = *client
 	}
-	return &Prometheus{base: u, client: client, Header: http.Header{}}, nil
+	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	return &Prometheus{base: u, client: &c, Header: http.Header{}}, nil
 }
 
 // redactAddr is addr with the password of its user information, if any,
@@ -88,6 +94,9 @@ func (p *Prometheus) Query(ctx context.Context, query string) (float64, error) {
 		return 0, fmt.Errorf("query prometheus: %w", err)
 	}
 	defer resp.Body.Close()
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return 0, fmt.Errorf("prometheus answered %d, a redirect to %.200q: not followed, so that the query's credentials go to the configured address only; give the address it names", resp.StatusCode, resp.Header.Get("Location"))
+	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {
 		return 0, fmt.Errorf("read prometheus answer: %w", err)

@@ -6,6 +6,7 @@ import (
 	"net/http/httptest"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 )
 
@@ -85,6 +86,53 @@ func TestNewPrometheusBadAddressHidesPassword(t *testing.T) {
 		_, err := NewPrometheus(addr, nil)
 		if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "ops:xxxxx@") {
 			t.Errorf("NewPrometheus(%q): %v, want an error naming it with its password hidden", addr, err)
+		}
+	}
+}
+
+// TestPrometheusRedirectKeepsCredentials: the adapter's client followed
+// redirects as Go's default does, which sends the headers of Header (an
+// Authorization, a tenant's header) on to the host the redirect names:
+// the same host on another port or from https:// to http:// with
+// Authorization, and any host with other headers. A redirect is no
+// longer followed, and the error names where it pointed.
+func TestPrometheusRedirectKeepsCredentials(t *testing.T) {
+	var got atomic.Pointer[http.Header]
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := r.Header.Clone()
+		got.Store(&h)
+		w.Write([]byte(`{"status":"success","data":{"resultType":"scalar","result":[1,"7"]}}`))
+	}))
+	defer elsewhere.Close()
+	redirect := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, elsewhere.URL+r.URL.RequestURI(), http.StatusTemporaryRedirect)
+	})
+	overTLS := httptest.NewTLSServer(redirect)
+	defer overTLS.Close()
+	plain := httptest.NewServer(redirect)
+	defer plain.Close()
+
+	for _, tc := range []struct {
+		name   string
+		base   string
+		client *http.Client
+	}{
+		{"https:// to http:// on the same host", overTLS.URL, overTLS.Client()},
+		{"to another port, the default client", plain.URL, nil},
+	} {
+		got.Store(nil)
+		p, err := NewPrometheus(tc.base, tc.client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p.Header.Set("Authorization", "Bearer s3cret")
+		p.Header.Set("X-Scope-OrgID", "tenant")
+		_, err = p.Query(context.Background(), "up")
+		if h := got.Load(); h != nil {
+			t.Errorf("%s: the redirect's target got Authorization %q, X-Scope-OrgID %q; want no request", tc.name, h.Get("Authorization"), h.Get("X-Scope-OrgID"))
+		}
+		if err == nil || !strings.Contains(err.Error(), elsewhere.URL) || !strings.Contains(err.Error(), "not followed") {
+			t.Errorf("%s: %v, want an error naming the redirect's target, not followed", tc.name, err)
 		}
 	}
 }
