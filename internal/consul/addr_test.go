@@ -58,3 +58,31 @@ func TestConsulAddr(t *testing.T) {
 		}
 	}
 }
+
+// TestConsulAddrHidesPassword: a --consul-addr (or $CONSUL_HTTP_ADDR)
+// with user information, refused, was quoted whole, so the password of
+// https://user:password@host went into the error underlay prints and
+// logs. It is named with its password hidden, as the Prometheus adapter
+// names its own.
+func TestConsulAddrHidesPassword(t *testing.T) {
+	for _, v := range []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE"} {
+		t.Setenv(v, "")
+	}
+	for _, addr := range []string{"https://ops:s3cret@consul.example:8501", "ops:s3cret@consul.example:8500", "http://ops:s3cret@consul.example:8500/x@y"} {
+		for _, fromEnv := range []bool{false, true} {
+			o := Options{Addr: addr}
+			if fromEnv {
+				o.Addr = ""
+				t.Setenv("CONSUL_HTTP_ADDR", addr)
+			}
+			_, cerr := NewClient(o)
+			_, eerr := NewEndpoint(o)
+			for _, err := range []error{cerr, eerr} {
+				if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "ops:xxxxx@consul.example") {
+					t.Errorf("address %q (from the environment %v): %v; want refused, named with its password hidden", addr, fromEnv, err)
+				}
+			}
+			t.Setenv("CONSUL_HTTP_ADDR", "")
+		}
+	}
+}
