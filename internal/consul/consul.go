@@ -47,8 +47,8 @@ type Options struct {
 	// ACL token of every request.
 	ProxyFromEnv bool
 	// Log receives the token file's warnings (readable by others, unreadable,
-	// changed), the TLS files' and that of a token sent in clear; nil
-	// discards them. Tokens are never logged.
+	// changed), the TLS files' and that of a credential sent in clear; nil
+	// discards them. Tokens and passwords are never logged.
 	Log *slog.Logger
 
 	// fileClock is the clock of the looks at the token file
@@ -229,8 +229,10 @@ func inClear(cfg *api.Config) (string, bool) {
 }
 
 // clearTokenWarning warns, once, when a request to an agent reached in
-// clear first carries an ACL token: one set at start or, from a token file
-// empty then, written later. Requests without one say nothing.
+// clear first carries a credential: an ACL token, set at start or, from a
+// token file empty then, written later; or CONSUL_HTTP_AUTH's user and
+// password (an Authorization header, which Consul's client sets). Requests
+// without one say nothing.
 type clearTokenWarning struct {
 	base http.RoundTripper
 	addr string // scheme://host:port, for the warning
@@ -240,8 +242,8 @@ type clearTokenWarning struct {
 }
 
 func (w *clearTokenWarning) RoundTrip(r *http.Request) (*http.Response, error) {
-	if r.Header.Get("X-Consul-Token") != "" && w.warned.CompareAndSwap(false, true) {
-		w.log.Warn("the Consul ACL token goes in clear over http:// to a non-loopback address: use https:// (--consul-cacert) or a local Consul agent",
+	if (r.Header.Get("X-Consul-Token") != "" || r.Header.Get("Authorization") != "") && w.warned.CompareAndSwap(false, true) {
+		w.log.Warn("the Consul ACL token (or CONSUL_HTTP_AUTH's password) goes in clear over http:// to a non-loopback address: use https:// (--consul-cacert) or a local Consul agent",
 			"consul_addr", w.addr)
 	}
 	return w.base.RoundTrip(r)

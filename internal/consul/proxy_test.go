@@ -241,3 +241,44 @@ func TestPlainTokenWarnedWhenSent(t *testing.T) {
 		}
 	}
 }
+
+// TestPlainBasicAuthWarning: CONSUL_HTTP_AUTH's user and password, which
+// Consul's client sends with every request (basic authentication, for a
+// proxy in front of Consul), went in clear over http:// to a remote agent
+// with no warning: only an ACL token was warned of. It is now warned of
+// the same way, once, naming the address and never the password; over
+// loopback, nothing is said.
+func TestPlainBasicAuthWarning(t *testing.T) {
+	for _, v := range []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_HTTP_SSL"} {
+		t.Setenv(v, "")
+	}
+	t.Setenv("CONSUL_HTTP_AUTH", "ops:s3cret")
+	for _, tc := range []struct {
+		addr string
+		warn bool
+	}{
+		{"http://10.0.0.5:8500", true},
+		{"http://127.0.0.1:8500", false},
+	} {
+		var logs testlog.Buffer
+		cfg, err := clientConfig(Options{Addr: tc.addr, Log: slog.New(slog.NewTextHandler(&logs, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		reach, _ := tokenServer(t)
+		reach(cfg.HttpClient)
+		for range 2 {
+			get(t, cfg)
+		}
+		got, want := logs.String(), 0
+		if tc.warn {
+			want = 1
+		}
+		if n := strings.Count(got, "in clear over http://"); n != want {
+			t.Errorf("%s with CONSUL_HTTP_AUTH: warned %d times, want %d:\n%s", tc.addr, n, want, got)
+		}
+		if strings.Contains(got, "s3cret") {
+			t.Errorf("%s: the password was logged:\n%s", tc.addr, got)
+		}
+	}
+}
