@@ -29,6 +29,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/underlay/underlay/internal/secretfile"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // Options override the CONSUL_HTTP_* environment; empty fields keep it.
@@ -333,32 +334,9 @@ func checkedAddr(o Options, env string) (scheme, rest string, err error) {
 	}
 	scheme, rest, err = splitAddr(addr)
 	if err != nil {
-		return "", "", fmt.Errorf("consul: %s %q: %w", from, redactAddr(addr), err)
+		return "", "", fmt.Errorf("consul: %s %q: %w", from, termtext.RedactAddr(addr), err)
 	}
 	return scheme, rest, nil
-}
-
-// redactAddr is addr with the password of its user information, if any,
-// replaced by "xxxxx" (as url.URL.Redacted), found by hand: addr, refused,
-// may not parse as a URL, and its error is printed and logged.
-func redactAddr(addr string) string {
-	prefix, rest := "", addr
-	if i := strings.Index(addr, "://"); i >= 0 {
-		prefix, rest = addr[:i+3], addr[i+3:]
-	}
-	end := len(rest)
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		end = i
-	}
-	at := strings.LastIndex(rest[:end], "@")
-	if at < 0 {
-		return addr
-	}
-	user, _, hasPassword := strings.Cut(rest[:at], ":")
-	if !hasPassword {
-		return addr
-	}
-	return prefix + user + ":xxxxx@" + rest[at+1:]
 }
 
 // splitAddr splits a Consul agent's address into its scheme ("" when it

@@ -104,3 +104,27 @@ func escapeJSON(b []byte) []byte {
 	}
 	return out
 }
+
+// RedactAddr is addr with the password of its user information, if any,
+// replaced by "xxxxx", as url.URL.Redacted does, for an address quoted in
+// an error or a log. It is found by hand: a refused address may not parse
+// as a URL, and may have no scheme ("ops:pw@host:8500").
+func RedactAddr(addr string) string {
+	prefix, rest := "", addr
+	if i := strings.Index(addr, "://"); i >= 0 {
+		prefix, rest = addr[:i+3], addr[i+3:]
+	}
+	end := len(rest)
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		end = i
+	}
+	at := strings.LastIndex(rest[:end], "@")
+	if at < 0 {
+		return addr
+	}
+	user, _, hasPassword := strings.Cut(rest[:at], ":")
+	if !hasPassword {
+		return addr
+	}
+	return prefix + user + ":xxxxx@" + rest[at+1:]
+}

@@ -113,3 +113,19 @@ func TestGraphic(t *testing.T) {
 		}
 	}
 }
+
+func TestRedactAddr(t *testing.T) {
+	for _, tc := range []struct{ in, want string }{
+		{"https://ops:s3cret@consul.example:8501", "https://ops:xxxxx@consul.example:8501"},
+		{"ops:s3cret@consul.example:8500", "ops:xxxxx@consul.example:8500"},
+		{"http://ops:p@ss@prom:9090/api?q=a@b", "http://ops:xxxxx@prom:9090/api?q=a@b"},
+		{"http://ops@prom:9090", "http://ops@prom:9090"},
+		{"http://prom:9090/x@y", "http://prom:9090/x@y"},
+		{"127.0.0.1:8500", "127.0.0.1:8500"},
+		{"", ""},
+	} {
+		if got := RedactAddr(tc.in); got != tc.want {
+			t.Errorf("RedactAddr(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

@@ -10,6 +10,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // Prometheus evaluates instant queries through Prometheus's HTTP API
@@ -33,7 +35,7 @@ func NewPrometheus(base string, client *http.Client) (*Prometheus, error) {
 	}
 	u, err := url.Parse(base)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return nil, fmt.Errorf("prometheus address %q: want http://HOST:PORT or https://HOST:PORT", redactAddr(base))
+		return nil, fmt.Errorf("prometheus address %q: want http://HOST:PORT or https://HOST:PORT", termtext.RedactAddr(base))
 	}
 	c := http.Client{Timeout: 10 * time.Second}
 	if client != nil {
@@ -41,29 +43,6 @@ func NewPrometheus(base string, client *http.Client) (*Prometheus, error) {
 	}
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &Prometheus{base: u, client: &c, Header: http.Header{}}, nil
-}
-
-// redactAddr is addr with the password of its user information, if any,
-// replaced by "xxxxx" (as url.URL.Redacted), found by hand: addr may not
-// parse as a URL.
-func redactAddr(addr string) string {
-	scheme, rest, ok := strings.Cut(addr, "://")
-	if !ok {
-		return addr
-	}
-	end := len(rest)
-	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
-		end = i
-	}
-	at := strings.LastIndex(rest[:end], "@")
-	if at < 0 {
-		return addr
-	}
-	user, _, hasPassword := strings.Cut(rest[:at], ":")
-	if !hasPassword {
-		return addr
-	}
-	return scheme + "://" + user + ":xxxxx@" + rest[at+1:]
 }
 
 // queryResponse is the part of /api/v1/query's answer read here.
