@@ -327,7 +327,8 @@ func TestUnitSandbox(t *testing.T) {
 // paths moved under root, and deb-systemd-helper, deb-systemd-invoke,
 // systemctl and underlay replaced by stubs that log each call. The stub
 // helper keeps a unit's d-s-h state as a file: debian-installed is true
-// once update-state or enable ran.
+// once update-state or enable ran. The stub systemctl's show prints the
+// file mainpid (the agent's MainPID), else 0: no agent runs.
 type maintainer struct {
 	t    *testing.T
 	root string
@@ -343,6 +344,9 @@ func newMaintainer(t *testing.T) *maintainer {
 	}
 	stub := `#!/bin/sh
 echo "$(basename "$0") $*" >>"$CALLS"
+if [ "$(basename "$0")" = systemctl ] && [ "$1" = show ]; then
+	cat "$MAINPID" 2>/dev/null || echo 0
+fi
 [ "$(basename "$0")" = deb-systemd-helper ] || exit 0
 [ "$1" != --quiet ] || shift
 case "$1" in
@@ -358,6 +362,11 @@ esac
 	return m
 }
 
+// sandboxPaths matches the absolute paths the scripts may use, which run
+// moves under the sandbox's root: whole paths only, so that
+// /usr/lib/systemd/system is not taken for /lib/systemd/system.
+var sandboxPaths = regexp.MustCompile(`(^|[^\w/.-])(/etc/underlay|/var/lib/underlay|/run/systemd/system|/etc/systemd/system|/usr/local/lib/systemd/system|/usr/lib/systemd/system|/lib/systemd/system|/proc)\b`)
+
 // run runs script with args and returns the stubs' calls.
 func (m *maintainer) run(script string, args ...string) []string {
 	m.t.Helper()
@@ -365,10 +374,7 @@ func (m *maintainer) run(script string, args ...string) []string {
 	if err != nil {
 		m.t.Fatal(err)
 	}
-	s := string(b)
-	for _, p := range []string{"/etc/underlay", "/var/lib/underlay", "/run/systemd/system"} {
-		s = strings.ReplaceAll(s, p, m.root+p)
-	}
+	s := sandboxPaths.ReplaceAllString(string(b), "${1}"+m.root+"${2}")
 	// Nothing outside the sandbox but the kernel's random bytes.
 	outside := regexp.MustCompile(`(^|[\s"'=(<>])/(etc|var|run|usr|lib|home|srv|opt)/`)
 	for _, line := range strings.Split(strings.ReplaceAll(s, m.root+"/", "@/"), "\n") {
@@ -383,7 +389,8 @@ func (m *maintainer) run(script string, args ...string) []string {
 	calls := filepath.Join(m.root, "calls")
 	os.Remove(calls)
 	cmd := exec.Command("/bin/sh", append([]string{path}, args...)...)
-	cmd.Env = []string{"PATH=" + filepath.Join(m.root, "bin") + ":/usr/bin:/bin", "CALLS=" + calls, "DSH=" + filepath.Join(m.root, "dsh")}
+	cmd.Env = []string{"PATH=" + filepath.Join(m.root, "bin") + ":/usr/bin:/bin", "CALLS=" + calls, "DSH=" + filepath.Join(m.root, "dsh"),
+		"MAINPID=" + filepath.Join(m.root, "mainpid")}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		m.t.Fatalf("%s %s: %v\n%s", script, strings.Join(args, " "), err, out)
 	}
@@ -485,36 +492,118 @@ func TestMaintainerScripts(t *testing.T) {
 }
 
 // TestPrermStateDir: remove's `underlay agent cleanup` reads the agent's
-// link owner from the agent's --state-dir. An operator who moved it
-// (UNDERLAY_STATE_DIR in agent.env, the unit's EnvironmentFile) had
-// cleanup read the default one, find no owner and leave the agent's
-// links. The prerm now passes the directory the unit gives the agent:
-// the last assignment in agent.env, blanks around and one pair of quotes
-// off, as systemd reads it; the file is read as data, never run.
+// link owner from the agent's --state-dir, which the prerm passes as
+// systemd gives it to the agent: a running agent's own (its command line,
+// then its environment: what systemd made of the unit, its drop-ins and
+// agent.env), else read from those files as systemd reads them. The files
+// are read as data, never run.
 func TestPrermStateDir(t *testing.T) {
+	unit, err := Units.ReadFile("systemd/underlay-agent.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	dropIn := func(s string) string { return "[Unit]\nDescription=x\n[Service]\n" + s }
+	const (
+		override = "etc/systemd/system/underlay-agent.service.d/override.conf"
+		vendor   = "usr/lib/systemd/system/underlay-agent.service.d/"
+	)
 	for _, tc := range []struct {
-		name, env string // env: agent.env's content; "-": no file
-		want      string // "": the default, under the sandbox
+		name, env string            // env: agent.env's content; "-": no file
+		files     map[string]string // more files in the sandbox: unit files, drop-ins, /proc
+		unit      bool              // the package's unit is installed
+		pid       string            // the agent's MainPID, "": none runs
+		want      string            // "": the default, under the sandbox
 	}{
-		{"no env file", "-", ""},
-		{"not set", "UNDERLAY_LABEL=mine\n#UNDERLAY_STATE_DIR=/srv/commented\n", ""},
-		{"set", "UNDERLAY_LABEL=mine\nUNDERLAY_STATE_DIR=/srv/underlay\n", "/srv/underlay"},
-		{"the last wins", "UNDERLAY_STATE_DIR=/srv/first\nUNDERLAY_STATE_DIR=/srv/second\n", "/srv/second"},
-		{"blanks and double quotes", "  UNDERLAY_STATE_DIR = \"/srv/my state\"  \n", "/srv/my state"},
-		{"single quotes", "UNDERLAY_STATE_DIR='/srv/single'\n", "/srv/single"},
-		{"another variable's prefix", "UNDERLAY_STATE_DIR_OLD=/srv/old\n", ""},
-		{"not run", "UNDERLAY_STATE_DIR=$(touch \"$CALLS.ran\")/srv/x;touch \"$CALLS.ran\"\n", "$(touch \"$CALLS.ran\")/srv/x;touch \"$CALLS.ran\""},
-		{"empty: none, as for the agent", "UNDERLAY_STATE_DIR=\n", "[]"},
+		{name: "no env file", env: "-"},
+		{name: "not set", env: "UNDERLAY_LABEL=mine\n#UNDERLAY_STATE_DIR=/srv/commented\n"},
+		{name: "set", env: "UNDERLAY_LABEL=mine\nUNDERLAY_STATE_DIR=/srv/underlay\n", want: "/srv/underlay"},
+		{name: "the last wins", env: "UNDERLAY_STATE_DIR=/srv/first\nUNDERLAY_STATE_DIR=/srv/second\n", want: "/srv/second"},
+		{name: "blanks and double quotes", env: "  UNDERLAY_STATE_DIR = \"/srv/my state\"  \n", want: "/srv/my state"},
+		{name: "single quotes", env: "UNDERLAY_STATE_DIR='/srv/single'\n", want: "/srv/single"},
+		{name: "another variable's prefix", env: "UNDERLAY_STATE_DIR_OLD=/srv/old\n"},
+		{name: "not run", env: "UNDERLAY_STATE_DIR=$(touch \"$CALLS.ran\")/srv/x;touch \"$CALLS.ran\"\n", want: "$(touch \"$CALLS.ran\")/srv/x;touch \"$CALLS.ran\""},
+		{name: "empty: none, as for the agent", env: "UNDERLAY_STATE_DIR=\n", want: "[]"},
+		// systemd's env-file.c: a backslash escapes any character
+		// outside quotes and ends a continued line; in double quotes
+		// only " \ ` $ and the line's end; none in single quotes.
+		{name: "a continued line", env: "UNDERLAY_STATE_DIR=/srv/under\\\nlay\nUNDERLAY_LABEL=x\n", want: "/srv/underlay"},
+		{name: "escapes outside quotes", env: "UNDERLAY_STATE_DIR=/srv/a\\ b\\\\c\\\"\n", want: `/srv/a b\c"`},
+		{name: "escapes in double quotes", env: "UNDERLAY_STATE_DIR=\"/srv/\\\"q\\\" \\$x\\n\\\n/y\"\n", want: `/srv/"q" $x\n/y`},
+		{name: "no escapes in single quotes", env: "UNDERLAY_STATE_DIR='/srv/a\\b'\n", want: `/srv/a\b`},
+		{name: "quoted parts joined", env: "UNDERLAY_STATE_DIR=\"/srv/a\"'/b c'\n", want: "/srv/a/b c"},
+		{name: "a quoted newline", env: "UNDERLAY_STATE_DIR='/srv/a\nUNDERLAY_STATE_DIR=/srv/b'\n", want: "/srv/a|UNDERLAY_STATE_DIR=/srv/b"},
+		{name: "a ; comment", env: "UNDERLAY_STATE_DIR=/srv/a\n ; UNDERLAY_STATE_DIR=/srv/b\n", want: "/srv/a"},
+		{name: "a comment's backslash continues nothing, since systemd 254", env: "# old \\\nUNDERLAY_STATE_DIR=/srv/a\n", want: "/srv/a"},
+		{name: "no comment after a value", env: "UNDERLAY_STATE_DIR=/srv/a # b\n", want: "/srv/a # b"},
+		{name: "no newline at the end", env: "UNDERLAY_STATE_DIR=/srv/a  ", want: "/srv/a"},
+		// The unit and its drop-ins: Environment= and EnvironmentFile=
+		// of [Service], overridden by the environment files.
+		{name: "the unit's environment file", unit: true, env: "UNDERLAY_STATE_DIR=/srv/a\n", want: "/srv/a"},
+		{name: "a drop-in's Environment=", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=\"UNDERLAY_STATE_DIR=/srv/drop in\" UNDERLAY_LABEL=x\n"),
+		}, want: "/srv/drop in"},
+		{name: "a continued Environment= with C escapes", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_LABEL=x \\\n# a comment\n  UNDERLAY_STATE_DIR=/srv/\\x41\\101\\s%%\n"),
+		}, want: "/srv/AA %"},
+		{name: "Environment= in another section", unit: true, env: "-", files: map[string]string{
+			override: "[Install]\nEnvironment=UNDERLAY_STATE_DIR=/srv/no\n",
+		}},
+		{name: "an empty Environment= resets", unit: true, env: "-", files: map[string]string{
+			vendor + "10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a\n"),
+			override:             dropIn("Environment=\n"),
+		}},
+		{name: "drop-ins in name order, /etc's first", unit: true, env: "-", files: map[string]string{
+			vendor + "10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a\n"),
+			vendor + "20-b.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/b\n"),
+			"etc/systemd/system/underlay-agent.service.d/20-b.conf": dropIn("Environment=UNDERLAY_LABEL=x\n"),
+		}, want: "/srv/a"},
+		{name: "the environment file wins over Environment=", unit: true, env: "UNDERLAY_STATE_DIR=/srv/file\n", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/drop-in\n"),
+		}, want: "/srv/file"},
+		{name: "a drop-in's environment file", unit: true, env: "UNDERLAY_STATE_DIR=/srv/a\n", files: map[string]string{
+			override:                dropIn("EnvironmentFile=@/etc/underlay/more.env\n"),
+			"etc/underlay/more.env": "UNDERLAY_STATE_DIR=/srv/more\n",
+		}, want: "/srv/more"},
+		{name: "an /etc unit file replaces the package's", unit: true, env: "UNDERLAY_STATE_DIR=/srv/a\n", files: map[string]string{
+			"etc/systemd/system/underlay-agent.service": "[Service]\nExecStart=/usr/bin/underlay agent\n",
+		}},
+		// A running agent: what systemd gave it.
+		{name: "a running agent's environment", unit: true, env: "UNDERLAY_STATE_DIR=/srv/edited-since\n", pid: "4242", files: map[string]string{
+			"proc/4242/cmdline": "/usr/bin/underlay\x00agent\x00",
+			"proc/4242/environ": "LANG=C\x00UNDERLAY_STATE_DIR=/srv/running\x00UNDERLAY_NODE=h\x00",
+		}, want: "/srv/running"},
+		{name: "a running agent's default", unit: true, env: "UNDERLAY_STATE_DIR=/srv/edited-since\n", pid: "4242", files: map[string]string{
+			"proc/4242/cmdline": "/usr/bin/underlay\x00agent\x00",
+			"proc/4242/environ": "LANG=C\x00",
+		}},
+		{name: "a running agent's flag", unit: true, env: "-", pid: "4242", files: map[string]string{
+			"proc/4242/cmdline": "/usr/bin/underlay\x00agent\x00--state-dir\x00/srv/flag\x00",
+			"proc/4242/environ": "UNDERLAY_STATE_DIR=/srv/env\x00",
+		}, want: "/srv/flag"},
+		{name: "a running agent's flag with =", unit: true, env: "-", pid: "4242", files: map[string]string{
+			"proc/4242/cmdline": "/usr/bin/underlay\x00agent\x00--state-dir=/srv/flag\x00",
+			"proc/4242/environ": "UNDERLAY_STATE_DIR=/srv/env\x00",
+		}, want: "/srv/flag"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newMaintainer(t)
-			// Each argument in brackets: a directory may hold a blank.
-			stub := "#!/bin/sh\n{ printf underlay; printf ' [%s]' \"$@\"; echo; } >>\"$CALLS\"\n"
+			// Each argument in brackets: a directory may hold a blank;
+			// a newline in one is logged as "|".
+			stub := "#!/bin/sh\n{ printf underlay; printf ' [%s]' \"$@\" | tr '\\n' '|'; echo; } >>\"$CALLS\"\n"
 			if err := os.WriteFile(m.path("bin/underlay"), []byte(stub), 0o755); err != nil {
 				t.Fatal(err)
 			}
 			if tc.env != "-" {
 				m.write("etc/underlay/agent.env", tc.env)
+			}
+			if tc.unit {
+				m.write("lib/systemd/system/underlay-agent.service", strings.ReplaceAll(string(unit), "/etc/underlay/", m.path("etc/underlay")+"/"))
+			}
+			for p, content := range tc.files {
+				m.write(p, strings.ReplaceAll(content, "@/", m.root+"/"))
+			}
+			if tc.pid != "" {
+				m.write("mainpid", tc.pid+"\n")
 			}
 			want := "[" + tc.want + "]"
 			switch tc.want {
@@ -525,7 +614,7 @@ func TestPrermStateDir(t *testing.T) {
 			}
 			want = "underlay [agent] [cleanup] [--state-dir] " + want
 			if calls := m.run("prerm", "remove"); !slices.Contains(calls, want) {
-				t.Errorf("agent.env %q: prerm remove ran %q, want %q", tc.env, calls, want)
+				t.Errorf("agent.env %q, %q: prerm remove ran %q, want %q", tc.env, tc.files, calls, want)
 			}
 			if _, err := os.Stat(m.path("calls.ran")); err == nil {
 				t.Errorf("agent.env %q was run by the prerm", tc.env)
