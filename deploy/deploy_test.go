@@ -336,7 +336,12 @@ type maintainer struct {
 
 func newMaintainer(t *testing.T) *maintainer {
 	t.Helper()
-	m := &maintainer{t: t, root: t.TempDir()}
+	// Resolved: purge refuses a state directory reached through a link.
+	root, err := filepath.EvalSymlinks(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := &maintainer{t: t, root: root}
 	for _, d := range []string{"bin", "dsh", "etc/underlay", "var/lib/underlay", "run/systemd/system"} {
 		if err := os.MkdirAll(filepath.Join(m.root, d), 0o755); err != nil {
 			t.Fatal(err)
@@ -620,5 +625,92 @@ func TestPrermStateDir(t *testing.T) {
 				t.Errorf("agent.env %q was run by the prerm", tc.env)
 			}
 		})
+	}
+}
+
+// TestPurgeMovedStateDir: dpkg removes agent.env, a conffile, before
+// postrm purge runs, so purge could not know a --state-dir moved by
+// UNDERLAY_STATE_DIR and left the agent's state there. The prerm now
+// records it (remove always runs before purge), and purge removes the
+// agent's files there, nothing else, and the record.
+func TestPurgeMovedStateDir(t *testing.T) {
+	m := newMaintainer(t)
+	m.write("etc/underlay/agent.env", "UNDERLAY_STATE_DIR="+m.path("srv/state")+"\n")
+	state := []string{"srv/state/node-id", "srv/state/link-owner", "srv/state/ipam-freed-1.json", "var/lib/underlay/node-id"}
+	for _, f := range state {
+		m.write(f, "x\n")
+	}
+	m.write("srv/state/keep", "not the package's\n")
+
+	m.run("prerm", "remove")
+	m.run("postrm", "remove")
+	if err := os.Remove(m.path("etc/underlay/agent.env")); err != nil { // as dpkg does
+		t.Fatal(err)
+	}
+	m.run("postrm", "purge")
+	for _, f := range state {
+		if _, ok := m.read(f); ok {
+			t.Errorf("purge left %s", f)
+		}
+	}
+	if _, ok := m.read("srv/state/keep"); !ok {
+		t.Error("purge deleted srv/state/keep, not the package's")
+	}
+	if _, err := os.Stat(m.path("var/lib/underlay")); !os.IsNotExist(err) {
+		t.Errorf("purge left var/lib/underlay (%v)", err)
+	}
+}
+
+// TestPurgeRefusesStateDir: the recorded --state-dir is purged only when
+// it is absolute, not /, and reached through no symbolic link, . or ..;
+// else nothing of it is removed. The default's record is none.
+func TestPurgeRefusesStateDir(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		record string // the recorded directory; @ is the sandbox's root
+		state  string // where the agent's files are, under the root
+	}{
+		{"empty", "\n", "node-id"},
+		{"relative", "srv/state\n", "srv/state"},
+		{"root", "/\n", "srv/state"},
+		{"a symlink", "@/srv/link\n", "srv/real"},
+		{"a symlink on its way", "@/srv/linkdir/state\n", "srv/real/state"},
+		{"..", "@/srv/other/../real\n", "srv/real"},
+		{"two lines", "@/srv/real\n@/srv/real\n", "srv/real"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMaintainer(t)
+			for _, d := range []string{"srv/real/state", "srv/other"} {
+				if err := os.MkdirAll(m.path(d), 0o755); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for link, target := range map[string]string{"srv/link": "real", "srv/linkdir": "real"} {
+				if err := os.Symlink(target, m.path(link)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			files := []string{tc.state + "/node-id", tc.state + "/link-owner"}
+			for _, f := range files {
+				m.write(f, "x\n")
+			}
+			m.write("var/lib/underlay/package-state-dir", strings.ReplaceAll(tc.record, "@/", m.root+"/"))
+			m.run("postrm", "purge")
+			for _, f := range files {
+				if _, ok := m.read(f); !ok {
+					t.Errorf("record %q: purge deleted %s", tc.record, f)
+				}
+			}
+			if _, ok := m.read("var/lib/underlay/package-state-dir"); ok {
+				t.Error("purge left its record")
+			}
+		})
+	}
+	m := newMaintainer(t)
+	m.write("etc/underlay/agent.env", "UNDERLAY_STATE_DIR="+m.path("var/lib/underlay")+"/\n")
+	m.write("var/lib/underlay/package-state-dir", "/srv/stale\n")
+	m.run("prerm", "remove")
+	if got, ok := m.read("var/lib/underlay/package-state-dir"); ok {
+		t.Errorf("prerm remove with the default state directory recorded %q", got)
 	}
 }
