@@ -507,6 +507,63 @@ func firewallSteps(listing, name string) [][]string {
 var ruleLongFlags = map[string]string{
 	"--in-interface": "-i", "--out-interface": "-o", "--jump": "-j", "--match": "-m",
 	"--protocol": "-p", "--source": "-s", "--destination": "-d", "--goto": "-g",
+	"--fragment": "-f",
+}
+
+// ruleValues is how many values an option of `iptables -S` takes, for
+// the options it knows (by their short names when they have one): those
+// values are taken whatever they start with. An option not named here
+// takes the arguments up to the next one starting with "-".
+var ruleValues = map[string]int{
+	"-i": 1, "-o": 1, "-j": 1, "-m": 1, "-p": 1, "-s": 1, "-d": 1, "-g": 1, "-f": 0, "-c": 2,
+	"--comment": 1, "--dport": 1, "--sport": 1, "--dports": 1, "--sports": 1, "--ports": 1,
+	"--ctstate": 1, "--state": 1, "--tcp-flags": 2, "--syn": 0, "--icmp-type": 1,
+	"--mark": 1, "--set-mark": 1, "--set-xmark": 1, "--uid-owner": 1, "--gid-owner": 1,
+	"--physdev-in": 1, "--physdev-out": 1, "--physdev-is-bridged": 0, "--physdev-is-in": 0, "--physdev-is-out": 0,
+	"--src-type": 1, "--dst-type": 1, "--limit": 1, "--limit-burst": 1, "--match-set": 2,
+	"--to-destination": 1, "--to-source": 1, "--to-ports": 1, "--reject-with": 1,
+	"--log-prefix": 1, "--log-level": 1,
+}
+
+// ruleOption is one option of a rule with its values.
+type ruleOption struct {
+	neg    bool // "! -i x", or the older "-i ! x"
+	name   string
+	values []string
+}
+
+// ruleOptions splits a rule's arguments (after the chain) into its
+// options, long names made short.
+func ruleOptions(args []string) []ruleOption {
+	var opts []ruleOption
+	neg := false
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		if a == "!" {
+			neg = true
+			continue
+		}
+		if short, ok := ruleLongFlags[a]; ok {
+			a = short
+		}
+		o := ruleOption{neg: neg, name: a}
+		neg = false
+		n, known := ruleValues[a]
+		for i+1 < len(args) && (!known || len(o.values) < n) {
+			v := args[i+1]
+			if !known && strings.HasPrefix(v, "-") && len(v) > 1 {
+				break
+			}
+			i++
+			if v == "!" && len(o.values) == 0 {
+				o.neg = true
+				continue
+			}
+			o.values = append(o.values, v)
+		}
+		opts = append(opts, o)
+	}
+	return opts
 }
 
 // ruleKey is a rule's arguments (after the chain) as a key that does not
@@ -515,46 +572,22 @@ var ruleLongFlags = map[string]string{
 // target (-j) is one of them, so rules of other targets differ.
 func ruleKey(args []string) string {
 	var opts []string
-	var cur []string
-	neg := false
-	flush := func() {
-		if len(cur) > 0 {
-			opts = append(opts, strings.Join(cur, "\x00"))
+	for _, o := range ruleOptions(args) {
+		cur := append([]string{o.name}, o.values...)
+		if o.neg {
+			cur = append([]string{"!"}, cur...)
 		}
-		cur = nil
+		opts = append(opts, strings.Join(cur, "\x00"))
 	}
-	for _, a := range args {
-		switch {
-		case a == "!":
-			neg = true
-		case strings.HasPrefix(a, "-") && len(a) > 1:
-			flush()
-			if short, ok := ruleLongFlags[a]; ok {
-				a = short
-			}
-			cur = []string{a}
-			if neg {
-				cur = []string{"!", a}
-			}
-			neg = false
-		default:
-			if neg && len(cur) > 0 && cur[0] != "!" {
-				cur = append([]string{"!"}, cur...)
-			}
-			neg = false
-			cur = append(cur, a)
-		}
-	}
-	flush()
 	slices.Sort(opts)
 	return strings.Join(opts, "\x01")
 }
 
 // ruleTarget is a rule's -j target, "" without one.
 func ruleTarget(args []string) string {
-	for i := 0; i+1 < len(args); i++ {
-		if args[i] == "-j" || args[i] == "--jump" {
-			return args[i+1]
+	for _, o := range ruleOptions(args) {
+		if o.name == "-j" && len(o.values) > 0 {
+			return o.values[0]
 		}
 	}
 	return ""

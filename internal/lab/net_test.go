@@ -604,6 +604,42 @@ func TestRuleKey(t *testing.T) {
 	}
 }
 
+// TestRuleKeyValues: an option known to take a value takes the next
+// argument, even one starting with "-" (a link may be named -x, a comment
+// may say anything); only an option it does not know takes the arguments
+// up to the next one starting with "-".
+func TestRuleKeyValues(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		same bool
+	}{
+		{"-i -x -o -y -j DROP", "-i -y -o -x -j DROP", false},
+		{"-i -x -o b -j DROP", "-o b -i -x -j DROP", true},
+		{"-i -x -o b -j DROP", "-x -i -o b -j DROP", false},
+		{"-m comment --comment -c -i a -j DROP", "-m comment --comment -i -c a -j DROP", false},
+		{"! -i -x -j DROP", "-i ! -x -j DROP", true},
+		{"-p tcp -m tcp --tcp-flags SYN,ACK SYN -j DROP", "-j DROP -m tcp --tcp-flags SYN,ACK SYN -p tcp", true},
+		{"-p tcp -m tcp --tcp-flags SYN,ACK SYN -j DROP", "-p tcp -m tcp --tcp-flags SYN SYN,ACK -j DROP", false},
+		{"-f -i a -j DROP", "-i a -f -j DROP", true},
+		{"-m foo --bar x y -j DROP", "-j DROP -m foo --bar x y", true},
+	} {
+		if got := ruleKey(strings.Fields(tc.a)) == ruleKey(strings.Fields(tc.b)); got != tc.same {
+			t.Errorf("%q the same rule as %q: %v, want %v", tc.a, tc.b, got, tc.same)
+		}
+	}
+	for rule, want := range map[string]string{
+		"-i a -j ACCEPT":                      "ACCEPT",
+		"-m comment --comment -j -j DROP":     "DROP",
+		"-m comment --comment -j -i a":        "",
+		"-i a --jump REJECT --reject-with -x": "REJECT",
+		"-i a":                                "",
+	} {
+		if got := ruleTarget(strings.Fields(rule)); got != want {
+			t.Errorf("ruleTarget(%q) = %q, want %q", rule, got, want)
+		}
+	}
+}
+
 // TestFirewallDeletesEveryForm: lab down deletes the lab's rules of both
 // forms, the exact links' and the older wildcard's (from a lab made
 // before), and nothing else.
