@@ -25,6 +25,9 @@ type queue struct {
 	// failures counts consecutive failed passes per key, for backoff.
 	failures map[string]int
 	closed   bool
+	// waitHook, when set, is called with mu held as a Get starts to wait
+	// (tests): once it has run, the Get is waiting for a signal.
+	waitHook func()
 }
 
 type priority int
@@ -104,6 +107,9 @@ func (q *queue) Get() (string, bool) {
 		}
 		if key, ok := q.popLocked(&q.background, background); ok {
 			return key, true
+		}
+		if q.waitHook != nil {
+			q.waitHook()
 		}
 		q.cond.Wait()
 	}

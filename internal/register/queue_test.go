@@ -101,9 +101,14 @@ func TestQueueSequential(t *testing.T) {
 	}
 }
 
+// TestQueueCloseUnblocksGet: Gets waiting on an empty queue return
+// false once it closes. Each is waiting before Close, so Close's wake-up
+// is what is tested, not a Get that came late and found it closed.
 func TestQueueCloseUnblocksGet(t *testing.T) {
 	q := newQueue()
 	const waiters = 3
+	waiting := make(chan struct{}, waiters)
+	q.waitHook = func() { waiting <- struct{}{} }
 	results := make(chan bool, waiters)
 	for range waiters {
 		go func() {
@@ -111,10 +116,12 @@ func TestQueueCloseUnblocksGet(t *testing.T) {
 			results <- ok
 		}()
 	}
-	select {
-	case ok := <-results:
-		t.Fatalf("Get returned (ok=%v) before anything was added or the queue closed", ok)
-	case <-time.After(50 * time.Millisecond):
+	for range waiters {
+		select {
+		case ok := <-results:
+			t.Fatalf("Get returned (ok=%v) before anything was added or the queue closed", ok)
+		case <-waiting:
+		}
 	}
 	q.Close()
 	for i := range waiters {
@@ -149,15 +156,24 @@ func TestQueueClosed(t *testing.T) {
 	}
 }
 
+// TestQueueGetWaitsForAdd: a Get waiting on an empty queue gets the key
+// added next. The Add comes once the Get waits, so the wake-up is what
+// is tested, not a Get that came late and found the key there.
 func TestQueueGetWaitsForAdd(t *testing.T) {
 	q := newQueue()
 	defer q.Close()
+	waiting := make(chan struct{}, 1)
+	q.waitHook = func() { waiting <- struct{}{} }
 	got := make(chan string, 1)
 	go func() {
 		key, _ := q.Get()
 		got <- key
 	}()
-	time.Sleep(20 * time.Millisecond)
+	select {
+	case key := <-got:
+		t.Fatalf("Get returned %q before anything was added", key)
+	case <-waiting:
+	}
 	q.Add("late")
 	select {
 	case key := <-got:
