@@ -12,14 +12,13 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/underlay/underlay/internal/httpserve"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // DriverName is the IPAM driver name Docker networks use: the plugin
@@ -586,38 +585,14 @@ func (pl *Plugin) served(id string) (poolEntry, bool) {
 // request body's 1 MiB.
 const maxQuoted = 120
 
-// quoted is s quoted as %q quotes it, cut (see cut) when longer than
-// maxQuoted.
-func quoted(s string) string {
-	if len(s) <= maxQuoted {
-		return strconv.Quote(s)
-	}
-	return fmt.Sprintf("%q…(%d bytes)", head(s), len(s))
-}
+// quoted is s quoted as %q quotes it, cut as termtext.QuoteShort cuts
+// it when longer than maxQuoted.
+func quoted(s string) string { return termtext.QuoteShort(s, maxQuoted) }
 
-// cut is s, or when longer than maxQuoted its head and how long it was:
-// for a log attribute, which the handler quotes.
-func cut(s string) string {
-	if len(s) <= maxQuoted {
-		return s
-	}
-	return fmt.Sprintf("%s…(%d bytes)", head(s), len(s))
-}
-
-// head is the first maxQuoted bytes of s, cut on a character boundary
-// (within a character's length: bytes that are no UTF-8 are cut as
-// they come).
-func head(s string) string {
-	if len(s) <= maxQuoted {
-		return s
-	}
-	for n := maxQuoted; n > maxQuoted-utf8.UTFMax; n-- {
-		if utf8.RuneStart(s[n]) {
-			return s[:n]
-		}
-	}
-	return s[:maxQuoted]
-}
+// cut is s, or when longer than maxQuoted its head and how long it was,
+// as termtext.Shorten cuts it: for a log attribute, which the handler
+// quotes.
+func cut(s string) string { return termtext.Shorten(s, maxQuoted) }
 
 // pluginMediaType is the Content-Type of Docker's plugin protocol.
 const pluginMediaType = "application/vnd.docker.plugins.v1.2+json"

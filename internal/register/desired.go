@@ -15,7 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"unicode"
-	"unicode/utf8"
+
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // Policy is the agent-wide configuration that shapes registrations.
@@ -725,18 +726,9 @@ const (
 	maxWarningValue = 1024
 )
 
-// shorten cuts s to maxWarningValue bytes, on a character boundary, and
-// says how long it was.
-func shorten(s string) string {
-	if len(s) <= maxWarningValue {
-		return s
-	}
-	n := maxWarningValue
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return fmt.Sprintf("%s… (%d bytes)", s[:n], len(s))
-}
+// shorten cuts s to maxWarningValue bytes and says how long it was, as
+// termtext.Shorten does.
+func shorten(s string) string { return termtext.Shorten(s, maxWarningValue) }
 
 // finishWarnings orders warnings by key, as metadata is read from maps,
 // and keeps the first maxWarnings, counting the rest in one more.

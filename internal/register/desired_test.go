@@ -1464,6 +1464,22 @@ func TestDesiredHugeLabel(t *testing.T) {
 	}
 }
 
+// TestDesiredHugeLabelNotUTF8: a warning quotes the first 1024 bytes of
+// a value that is no UTF-8 too. Before, the cut looked back for a
+// character's start as far as the value's first byte, and quoted none
+// of a value of continuation bytes.
+func TestDesiredHugeLabelNotUTF8(t *testing.T) {
+	huge := strings.Repeat("\x80", 1<<20)
+	c := macvlanContainer(labels("SERVICE_TAGS", huge, "SERVICE_NAME", "frontend"))
+	_, warnings := Desired(c, testPolicy())
+	if len(warnings) != 1 {
+		t.Fatalf("warnings %q, want one", warningStrings(warnings))
+	}
+	if want := huge[:1024] + "… (1048576 bytes)"; warnings[0].Value != want {
+		t.Errorf("warning quotes %.40q… (%d bytes), want %.40q… (%d bytes)", warnings[0].Value, len(warnings[0].Value), want, len(want))
+	}
+}
+
 // TestDesiredBadPorts: a port number outside 1-65535 (dockerhost reads a
 // port it cannot parse as 0, and --expose 0 gives 0) became a service on
 // that port, with its TCP or HTTP check aimed at it; so did a host port

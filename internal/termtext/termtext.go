@@ -3,7 +3,8 @@
 // other writers or webhook senders wrote (node facts and reports, scaling
 // history, Consul keys), and printed as it is, a newline there would forge
 // a line, a tab shift a table's columns and an escape sequence rewrite the
-// terminal.
+// terminal. Head, Shorten and QuoteShort bound such text, of any size,
+// where it is quoted.
 package termtext
 
 import (
@@ -128,3 +129,46 @@ func RedactAddr(addr string) string {
 	}
 	return prefix + user + ":xxxxx@" + rest[at+1:]
 }
+
+// Head returns s when it has at most n bytes, else its first n bytes cut
+// on a character boundary: a character that starts within n bytes and
+// ends past them is left out whole. Bytes that are no UTF-8 have no
+// boundary to keep; with no character starting in the last
+// utf8.UTFMax-1 bytes before the cut, s is cut at n as it comes. So a
+// head is never much shorter than n, however little of s is UTF-8.
+func Head(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	if n <= 0 {
+		return ""
+	}
+	for i := n; i > n-utf8.UTFMax && i > 0; i-- {
+		if utf8.RuneStart(s[i]) {
+			return s[:i]
+		}
+	}
+	return s[:n]
+}
+
+// Shorten returns s when it has at most n bytes, else its Head of n
+// bytes, "…" and how long s was: "abc… (2097152 bytes)". For text that
+// others wrote, of any size, quoted into a warning or a log.
+func Shorten(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return Head(s, n) + shortened(s)
+}
+
+// QuoteShort is s quoted as %q quotes it, Shortened as Shorten does:
+// "\"abc\"… (2097152 bytes)". For text quoted into an error.
+func QuoteShort(s string, n int) string {
+	if len(s) <= n {
+		return strconv.Quote(s)
+	}
+	return strconv.Quote(Head(s, n)) + shortened(s)
+}
+
+// shortened is what Shorten and QuoteShort append to a head of s.
+func shortened(s string) string { return fmt.Sprintf("… (%d bytes)", len(s)) }

@@ -129,3 +129,52 @@ func TestRedactAddr(t *testing.T) {
 		}
 	}
 }
+
+// TestHead: a head ends on a whole character, and bytes that are no
+// UTF-8 are cut as they come, at n: before, a value of such bytes had
+// its whole head cut away where register shortened it.
+func TestHead(t *testing.T) {
+	for _, c := range []struct {
+		name, in string
+		n        int
+		want     string
+	}{
+		{"short", "short", 10, "short"},
+		{"exactly n", "abcde", 5, "abcde"},
+		{"ascii", "abcdef", 5, "abcde"},
+		{"a character across the cut", strings.Repeat("a", 9) + "é" + "b", 10, strings.Repeat("a", 9)},
+		{"whole characters", strings.Repeat("é", 70), 120, strings.Repeat("é", 60)},
+		{"four bytes across the cut", "ab" + "😀" + "c", 4, "ab"},
+		{"four bytes ending at the cut", "ab" + "😀" + "c", 6, "ab😀"},
+		{"continuation bytes only", strings.Repeat("\x80", 2000), 1024, strings.Repeat("\x80", 1024)},
+		{"no UTF-8 after text", "abc" + strings.Repeat("\xbf", 100), 50, "abc" + strings.Repeat("\xbf", 47)},
+		{"a stray lead byte, kept as it comes", strings.Repeat("a", 9) + "\xe2" + strings.Repeat("a", 5), 10, strings.Repeat("a", 9) + "\xe2"},
+		{"none", "abc", 0, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := Head(c.in, c.n)
+			if got != c.want {
+				t.Errorf("Head(%.30q… of %d bytes, %d) = %.30q… of %d bytes, want %.30q… of %d bytes", c.in, len(c.in), c.n, got, len(got), c.want, len(c.want))
+			}
+			if len(got) > c.n || !strings.HasPrefix(c.in, got) {
+				t.Errorf("Head(…, %d) = %d bytes, not a prefix of at most %d", c.n, len(got), c.n)
+			}
+		})
+	}
+}
+
+func TestShorten(t *testing.T) {
+	bad := strings.Repeat("\x80", 2000)
+	for _, c := range []struct{ name, got, want string }{
+		{"short", Shorten("web", 10), "web"},
+		{"long", Shorten("abcdefgh", 5), "abcde… (8 bytes)"},
+		{"no UTF-8", Shorten(bad, 1024), bad[:1024] + "… (2000 bytes)"},
+		{"quoted short", QuoteShort("a\"b", 10), `"a\"b"`},
+		{"quoted long", QuoteShort("abcdefgh", 5), `"abcde"… (8 bytes)`},
+		{"quoted no UTF-8", QuoteShort(bad, 4), `"\x80\x80\x80\x80"… (2000 bytes)`},
+	} {
+		if c.got != c.want {
+			t.Errorf("%s: %.60q…, want %.60q…", c.name, c.got, c.want)
+		}
+	}
+}
