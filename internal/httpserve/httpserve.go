@@ -75,9 +75,9 @@ func (w errorLogWriter) Write(p []byte) (int, error) {
 // rather than holding the shutdown. It returns nil once ctx ended.
 func Serve(ctx context.Context, ln net.Listener, srv *http.Server) error {
 	srv.BaseContext = func(net.Listener) context.Context { return ctx }
-	stopped := make(chan struct{})
-	defer close(stopped)
+	stopped, shutDown := make(chan struct{}), make(chan struct{})
 	go func() {
+		defer close(shutDown)
 		select {
 		case <-ctx.Done():
 		case <-stopped:
@@ -93,6 +93,10 @@ func Serve(ctx context.Context, ln net.Listener, srv *http.Server) error {
 	} else {
 		err = srv.Serve(ln)
 	}
+	// net/http's Serve returns as soon as the shutdown begins: wait for
+	// the requests in flight, as promised.
+	close(stopped)
+	<-shutDown
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return fmt.Errorf("serve %s: %w", ln.Addr(), err)
 	}
