@@ -6,11 +6,11 @@ import (
 	"slices"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/docker/docker/pkg/stringid"
 
 	"github.com/underlay/underlay/internal/scale"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // Event kinds.
@@ -64,17 +64,13 @@ func (d *differ) add(e Event) {
 }
 
 // cut is s when it has at most n bytes, else as much of it as fits in n
-// bytes with "…", cut on a rune boundary.
+// bytes with "…", cut as termtext.Head cuts.
 func cut(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
 	const mark = "…"
-	i := n - len(mark)
-	for i > 0 && !utf8.RuneStart(s[i]) {
-		i--
-	}
-	return s[:i] + mark
+	return termtext.Head(s, n-len(mark)) + mark
 }
 
 func (d *differ) sources(old, cur []SourceError) {

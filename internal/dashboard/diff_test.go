@@ -180,3 +180,16 @@ func TestDiffEventMessageBounded(t *testing.T) {
 			len(m), utf8.ValidString(m), m, m[max(0, len(m)-8):], MaxEventMessage)
 	}
 }
+
+// TestCutNotUTF8: an event message of bytes that are no UTF-8 keeps as
+// many of them as fit. Before, the cut looked back for a character's
+// start as far as the first byte and kept none, only the mark.
+func TestCutNotUTF8(t *testing.T) {
+	bad := strings.Repeat("\x80", 2*MaxEventMessage)
+	if got, want := cut(bad, MaxEventMessage), bad[:MaxEventMessage-len("…")]+"…"; got != want {
+		t.Errorf("cut(%d bytes of \\x80) = %.20q… of %d bytes, want %d bytes", len(bad), got, len(got), len(want))
+	}
+	if got := cut("ab"+strings.Repeat("é", 10), 9); got != "abéé…" {
+		t.Errorf("cut on a character boundary: %q, want %q", got, "abéé…")
+	}
+}

@@ -1132,3 +1132,18 @@ func TestIPAMCheckKeptStartUndated(t *testing.T) {
 		}
 	}
 }
+
+// TestBoundedNotUTF8: a message of bytes that are no UTF-8 keeps its
+// first MaxText bytes, a check name its head and tail. Before, the cuts
+// looked for a character's start as far as the text's ends and kept
+// none, only the count or the mark.
+func TestBoundedNotUTF8(t *testing.T) {
+	bad := strings.Repeat("\x80", MaxText+10)
+	r := bounded(Result{Check: bad, Status: Fail, Message: bad})
+	if want := bad[:MaxText] + "… (10 bytes more)"; r.Message != want {
+		t.Errorf("message %.20q… of %d bytes, want %d bytes", r.Message, len(r.Message), len(want))
+	}
+	if want := bad[:MaxCheckName-64-len("…")] + "…" + bad[:64]; r.Check != want {
+		t.Errorf("check name %.20q… of %d bytes, want %d bytes", r.Check, len(r.Check), len(want))
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"sync"
 	"text/tabwriter"
 	"time"
-	"unicode/utf8"
 
 	"github.com/underlay/underlay/internal/termtext"
 )
@@ -164,21 +163,11 @@ func (r Runner) Run(ctx context.Context, node string, checks []Check, logf Logf)
 func bounded(r Result) Result {
 	if len(r.Check) > MaxCheckName {
 		const mark, tail = "…", 64
-		head, end := MaxCheckName-tail-len(mark), len(r.Check)-tail
-		for head > 0 && !utf8.RuneStart(r.Check[head]) {
-			head--
-		}
-		for end < len(r.Check) && !utf8.RuneStart(r.Check[end]) {
-			end++
-		}
-		r.Check = r.Check[:head] + mark + r.Check[end:]
+		r.Check = termtext.Head(r.Check, MaxCheckName-tail-len(mark)) + mark + termtext.Tail(r.Check, tail)
 	}
 	if len(r.Message) > MaxText {
-		cut := MaxText
-		for cut > 0 && !utf8.RuneStart(r.Message[cut]) {
-			cut--
-		}
-		r.Message = r.Message[:cut] + fmt.Sprintf("… (%d bytes more)", len(r.Message)-cut)
+		head := termtext.Head(r.Message, MaxText)
+		r.Message = head + fmt.Sprintf("… (%d bytes more)", len(r.Message)-len(head))
 	}
 	if len(r.Fix) > MaxText {
 		r.Message += fmt.Sprintf(" (its fix, of %d bytes, is not shown)", len(r.Fix))

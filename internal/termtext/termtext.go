@@ -151,6 +151,27 @@ func Head(s string, n int) string {
 	return s[:n]
 }
 
+// Tail returns s when it has at most n bytes, else its last n bytes cut
+// on a character boundary, as Head cuts its first: a character that
+// starts before the cut is left out whole, and with no character
+// starting in the first utf8.UTFMax-1 bytes past it, s is cut at
+// len(s)-n as it comes.
+func Tail(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	if n <= 0 {
+		return ""
+	}
+	start := len(s) - n
+	for i := start; i < start+utf8.UTFMax && i < len(s); i++ {
+		if utf8.RuneStart(s[i]) {
+			return s[i:]
+		}
+	}
+	return s[start:]
+}
+
 // Shorten returns s when it has at most n bytes, else its Head of n
 // bytes, "…" and how long s was: "abc… (2097152 bytes)". For text that
 // others wrote, of any size, quoted into a warning or a log.

@@ -163,6 +163,34 @@ func TestHead(t *testing.T) {
 	}
 }
 
+// TestTail: a tail starts on a whole character, and bytes that are no
+// UTF-8 are cut as they come.
+func TestTail(t *testing.T) {
+	for _, c := range []struct {
+		name, in string
+		n        int
+		want     string
+	}{
+		{"short", "short", 10, "short"},
+		{"ascii", "abcdef", 5, "bcdef"},
+		{"a character across the cut", "a" + "é" + strings.Repeat("b", 9), 10, strings.Repeat("b", 9)},
+		{"four bytes across the cut", "a" + "😀" + "bc", 4, "bc"},
+		{"four bytes starting at the cut", "a" + "😀" + "bc", 6, "😀bc"},
+		{"continuation bytes only", strings.Repeat("\x80", 200), 64, strings.Repeat("\x80", 64)},
+		{"none", "abc", 0, ""},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got := Tail(c.in, c.n)
+			if got != c.want {
+				t.Errorf("Tail(%.30q…, %d) = %.30q… of %d bytes, want %.30q… of %d bytes", c.in, c.n, got, len(got), c.want, len(c.want))
+			}
+			if len(got) > c.n || !strings.HasSuffix(c.in, got) {
+				t.Errorf("Tail(…, %d) = %d bytes, not a suffix of at most %d", c.n, len(got), c.n)
+			}
+		})
+	}
+}
+
 func TestShorten(t *testing.T) {
 	bad := strings.Repeat("\x80", 2000)
 	for _, c := range []struct{ name, got, want string }{

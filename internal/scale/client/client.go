@@ -16,10 +16,10 @@ import (
 	"net/url"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/underlay/underlay/internal/scale"
 	"github.com/underlay/underlay/internal/secretfile"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // Config says how to reach control. Its errors name the CLI's flags
@@ -186,16 +186,13 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 // goes into an error.
 const maxErrorAnswer = 4 << 10
 
-// clip is s cut to at most n bytes, on a character's boundary, marked "…"
+// clip is s cut to at most n bytes as termtext.Head cuts, marked "…"
 // when cut.
 func clip(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
-	for n > 0 && !utf8.RuneStart(s[n]) {
-		n--
-	}
-	return fmt.Sprintf("%s… (%d bytes in all)", s[:n], len(s))
+	return fmt.Sprintf("%s… (%d bytes in all)", termtext.Head(s, n), len(s))
 }
 
 // httpClient is the HTTP client of the calls: TLS from the CA, certificate

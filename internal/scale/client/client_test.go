@@ -511,3 +511,13 @@ func TestNotFollowingNamesTheFlagThatWould(t *testing.T) {
 		}
 	}
 }
+
+// TestClipNotUTF8: an answer of bytes that are no UTF-8 keeps its first n
+// bytes. Before, the cut looked back for a character's start as far as
+// the first byte and kept none.
+func TestClipNotUTF8(t *testing.T) {
+	bad := strings.Repeat("\x80", 2*maxErrorAnswer)
+	if got, want := clip(bad, maxErrorAnswer), bad[:maxErrorAnswer]+fmt.Sprintf("… (%d bytes in all)", len(bad)); got != want {
+		t.Errorf("clip(%d bytes of \\x80) = %.20q… of %d bytes, want %d bytes", len(bad), got, len(got), len(want))
+	}
+}
