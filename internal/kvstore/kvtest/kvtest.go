@@ -37,6 +37,9 @@ type KV struct {
 	keys  map[string]entry
 	// changed is closed and replaced on every write, waking blocking reads.
 	changed chan struct{}
+	// waitHook, when set, is called with mu held as a Wait starts to
+	// block (kvtest's own tests): once it has run, a write wakes it.
+	waitHook func()
 }
 
 type entry struct {
@@ -204,6 +207,9 @@ func (kv *KV) Wait(ctx context.Context, key string, index uint64) (kvstore.Pair,
 			last = kv.index
 		}
 		changed := kv.changed
+		if kv.waitHook != nil && index != 0 && last == index {
+			kv.waitHook()
+		}
 		kv.mu.Unlock()
 		if index == 0 || last != index {
 			if !ok {

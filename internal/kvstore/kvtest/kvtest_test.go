@@ -55,6 +55,15 @@ func TestWaitBlocksUntilTheKeyChanges(t *testing.T) {
 	if err != nil || !ok || last != p.Index {
 		t.Fatalf("first read: %+v %v %d %v", p, ok, last, err)
 	}
+	// The write comes once the Wait blocks, so its wake-up is what is
+	// tested, not a Wait that came late and found the write done.
+	waiting := make(chan struct{}, 1)
+	kvtest.SetWaitHook(kv, func() {
+		select {
+		case waiting <- struct{}{}:
+		default:
+		}
+	})
 	got := make(chan uint64)
 	go func() {
 		_, _, next, _ := kv.Wait(ctx, "k", last)
@@ -63,11 +72,16 @@ func TestWaitBlocksUntilTheKeyChanges(t *testing.T) {
 	select {
 	case <-got:
 		t.Fatal("returned before any write")
-	case <-time.After(20 * time.Millisecond):
+	case <-waiting:
 	}
 	kv.Put(ctx, "k", []byte("2"))
-	if next := <-got; next <= last {
-		t.Errorf("index %d after a write, was %d", next, last)
+	select {
+	case next := <-got:
+		if next <= last {
+			t.Errorf("index %d after a write, was %d", next, last)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Wait still blocked 5s after a write")
 	}
 	kv.LoseState()
 	if _, ok, next, _ := kv.Wait(ctx, "k", last); ok || next >= last {
