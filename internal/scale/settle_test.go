@@ -115,11 +115,16 @@ func TestSettleAfterScaleDown(t *testing.T) {
 	if rec, err := c.Handle(ctx, Request{Service: "web", Direction: Down}); err != nil || rec.To != 2 {
 		t.Fatalf("scale down: %+v %v", rec, err)
 	}
-	// The event that must happen: the check that finds swarm settled
-	// after the write again (one Wanted call for each).
+	// The events that must happen: the check that finds swarm settled
+	// after the write again (one Wanted call for each), then the end of
+	// the service's check, after which nothing more is asked or written.
 	waitFor(t, func() bool { _, calls := sw.counts(); return calls >= 2 })
-	if writes, _ := sw.counts(); writes != 2 {
-		t.Errorf("%d writes, want 2: the scale-down and the count written again", writes)
+	waitFor(t, func() bool { return len(c.settleC) == 0 && c.settling.Load() == 0 })
+	if writes, calls := sw.counts(); writes != 2 || calls != 2 {
+		t.Errorf("%d writes, %d checks, want 2 and 2: the scale-down and the count written again, a check of each, none once settled", writes, calls)
+	}
+	if l := logs.String(); strings.Contains(l, "leaving it to the next update") {
+		t.Errorf("the check gave up on a scale-down it saw settled:\n%s", l)
 	}
 	if got := sw.replicas("web"); got != 2 {
 		t.Errorf("%d replicas, want 2", got)
