@@ -821,14 +821,14 @@ func TestTaskMetricsCheck(t *testing.T) {
 	}
 	now := time.Now().UTC()
 	kv.Put(ctx, taskmetrics.KVPrefix+"node-a", fmt.Appendf(nil, `{"node":"node-a","at":%q,"services":{"web":{"tasks":1,"cpu":0.5}}}`, now.Format(time.RFC3339)))
-	kv.Put(ctx, taskmetrics.KVPrefix+"node b", []byte(`{`))
+	kv.Put(ctx, taskmetrics.KVPrefix+"node-b", []byte(`{`))
 	kv.Put(ctx, taskmetrics.KVPrefix+"node-c", fmt.Appendf(nil, `{"node":"node-c","at":%q,"services":{"web":{"tasks":1,"cpu":-0.5}}}`, now.Format(time.RFC3339)))
 	rs := check.Run(ctx, t.Logf)
 	if len(rs) != 2 {
 		t.Fatalf("two bad reports: %+v, want two failures", rs)
 	}
 	for i, want := range []struct{ key, problem string }{
-		{taskmetrics.KVPrefix + "node b", "not a task metrics report"},
+		{taskmetrics.KVPrefix + "node-b", "not a task metrics report"},
 		{taskmetrics.KVPrefix + "node-c", "a CPU of -0.5 cores"},
 	} {
 		if r := rs[i]; r.Status != Fail || !strings.HasPrefix(r.Fix, shellword.KVDelete(want.key)) || !strings.Contains(r.Message, want.key+" is not counted by underlay:cpu") ||

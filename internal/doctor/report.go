@@ -176,8 +176,9 @@ func rank(s Status) int {
 
 // LoadReports reads every node's report: under its swarm node ID
 // (NodeID the key's, Node the name it gives) or, an older agent's, under
-// its name (Node the key's). A report that cannot be read, that names
-// another node (or, under an ID, another swarm node), or that
+// its name (Node the key's). A report under a key naming no node (a name
+// netspec.CheckNodeName refuses, or no swarm node ID), that cannot be
+// read, that names another node (or, under an ID, another swarm node), or that
 // counts a negative number of results left out (or above MaxOmitted), is
 // that key's failed doctor/report check: one bad key hides no other
 // node's report or failures, nor stands in for it. A period above MaxEvery is read as
@@ -221,7 +222,12 @@ func loadReports(ctx context.Context, kv KV, byName map[string][]string) ([]Repo
 		}
 		node := strings.TrimPrefix(p.Key, KVPrefix)
 		var r Report
-		if err := json.Unmarshal(p.Value, &r); err != nil {
+		if err := netspec.CheckNodeName(node); err != nil {
+			// Shown as its node's name, and matched to node facts by
+			// it, as the ID layout's node names are checked.
+			r = badReport(p.Key, node, fmt.Sprintf("report %q is under no node's name: %v; agents publish theirs under %sSWARM-NODE-ID (older ones %sNODE)", p.Key, err, IDPrefix, KVPrefix))
+			refused[p.Key] = true
+		} else if err := json.Unmarshal(p.Value, &r); err != nil {
 			r = badReport(p.Key, node, fmt.Sprintf("unreadable report %s: %v", p.Key, err))
 			refused[p.Key] = true
 		} else if r.Node != "" && r.Node != node {

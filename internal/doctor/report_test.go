@@ -16,6 +16,7 @@ import (
 
 	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/shellword"
 	"github.com/underlay/underlay/internal/testlog"
 )
 
@@ -664,5 +665,40 @@ func TestLoadReportsKeepsAnOlderAgentOfANameAnUpgradedOneHas(t *testing.T) {
 	want := map[string]string{IDPrefix + "ida": "ida's", KVPrefix + "n1": "idb's", IDPrefix + "idc": "idc's"}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("reports by key (-want +got):\n%s", d)
+	}
+}
+
+// TestLoadReportsRefusesKeysNamingNoNode: a report under the name layout
+// is its key's node's, by the key's name. A key whose name no node can
+// have (a space, a newline, "..", a nested key, none) was read as that
+// name's report, shown with it, and matched to node facts by it, while
+// the ID layout refuses bad IDs. Each is its key's failed doctor/report
+// check, naming the key, with the command that deletes it.
+func TestLoadReportsRefusesKeysNamingNoNode(t *testing.T) {
+	kv := &memKV{m: map[string][]byte{}}
+	for _, name := range []string{"a b", "n1\nn2", "..", "a/b", "", "-n1"} {
+		kv.m[KVPrefix+name] = fmt.Appendf(nil, `{"node":%q,"at":"2026-03-01T12:00:00Z","results":[{"check":"x","status":"ok"}]}`, name)
+	}
+	kv.m[KVPrefix+"n1"] = []byte(`{"node":"n1","at":"2026-03-01T12:00:00Z","results":[{"check":"x","status":"ok"}]}`)
+	rs, err := LoadReports(context.Background(), kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rs {
+		name := strings.TrimPrefix(r.Key, KVPrefix)
+		if name == "n1" {
+			if r.Node != "n1" || len(r.Results) != 1 || r.Results[0].Status != OK {
+				t.Errorf("n1's report read as %+v, want it as written", r)
+			}
+			continue
+		}
+		if len(r.Results) != 1 || r.Results[0].Check != "doctor/report" || r.Results[0].Status != Fail ||
+			!strings.Contains(r.Results[0].Message, fmt.Sprintf("report %q is under no node's name", r.Key)) ||
+			!strings.HasPrefix(r.Results[0].Fix, shellword.KVDelete(r.Key)+" ") {
+			t.Errorf("%q read as %+v; want its key's failed doctor/report check, with its deletion", r.Key, r.Results)
+		}
+	}
+	if len(rs) != 7 {
+		t.Errorf("%d reports read, want 7 (each key's)", len(rs))
 	}
 }

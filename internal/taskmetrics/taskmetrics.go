@@ -321,8 +321,9 @@ func shadowed(reports []Report, byName map[string][]string) func(Report) bool {
 
 // Decode reads the report stored under key and says why it cannot be
 // counted: it must be a node's own report (its key, IDPrefix and its
-// swarm node ID or, an older agent's, KVPrefix and its name, names its
-// node, and a report under an ID names a node by a valid name), dated,
+// swarm node ID or, an older agent's, KVPrefix and its name, a valid
+// node name, names its node, and a report under an ID names a node by a
+// valid name), dated,
 // with 1 to MaxTasks tasks, a CPU of 0 to MaxCPU cores and at most
 // MaxMemory bytes per service. A stamp ahead
 // of the reader's clock is no reason: readers judge a report's age by when
@@ -331,7 +332,7 @@ func shadowed(reports []Report, byName map[string][]string) func(Report) bool {
 func Decode(key string, value []byte) (Report, error) {
 	node := strings.TrimPrefix(key, KVPrefix)
 	id, byID := strings.CutPrefix(key, IDPrefix)
-	if node == key || node == "" || byID && (id == "" || strings.Contains(id, "/")) || !byID && strings.Contains(node, "/") {
+	if node == key || byID && (id == "" || strings.Contains(id, "/")) || !byID && netspec.CheckNodeName(node) != nil {
 		return Report{}, fmt.Errorf("%q is not a node's key: agents write %sSWARM-NODE-ID (older ones %sNODE)", key, IDPrefix, KVPrefix)
 	}
 	var r Report

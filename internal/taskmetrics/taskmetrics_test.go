@@ -75,6 +75,11 @@ func TestDecode(t *testing.T) {
 		{"key of another node", KVPrefix + "n2", good, `names node "n1", its key node "n2"`},
 		{"no node", KVPrefix + "n1", `{"at":"2026-12-03T12:00:00Z"}`, `names node "", its key node "n1"`},
 		{"nested key", KVPrefix + "n1/x", good, `is not a node's key`},
+		// The key's name is the node's, shown and matched to node facts
+		// by it, as a name under an ID is checked.
+		{"a name with a space", KVPrefix + "a b", `{"node":"a b","at":"2026-12-03T11:59:58Z"}`, `"underlay/metrics/a b" is not a node's key`},
+		{"a name with a newline", KVPrefix + "n1\nn2", `{"node":"n1\nn2","at":"2026-12-03T11:59:58Z"}`, `"underlay/metrics/n1\nn2" is not a node's key`},
+		{"the name ..", KVPrefix + "..", `{"node":"..","at":"2026-12-03T11:59:58Z"}`, `"underlay/metrics/.." is not a node's key`},
 		{"by swarm node ID", IDPrefix + "id1", `{"node":"n1","node_id":"id1","at":"2026-12-03T11:59:58Z"}`, ""},
 		{"an older agent's naming no ID", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T11:59:58Z"}`, ""},
 		{"under another swarm node ID", IDPrefix + "id2", `{"node":"n1","node_id":"id1","at":"2026-12-03T11:59:58Z"}`,

@@ -23,6 +23,7 @@ import (
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/shellword"
 )
 
 // memKV is the in-memory store, with blocking queries that never fire.
@@ -557,7 +558,8 @@ func TestStoreShowsAnOlderAgentsReportBesideAnUpgradedOne(t *testing.T) {
 // deletes it, shown on its node. One under a key naming no node (the ID
 // layout's prefix itself, a nested key, an ID no node has, a name no
 // node has) was shown nowhere: the operator never learnt of it. It is
-// among the cluster's problems.
+// among the cluster's problems, as is one under a name no node can have
+// (a space, "..", a newline), which was read as that name's report.
 func TestStoreShowsRefusedReportsOfNoNode(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
@@ -568,13 +570,19 @@ func TestStoreShowsRefusedReportsOfNoNode(t *testing.T) {
 	}
 	kv.Put(ctx, doctor.IDPrefix+"idq", []byte(`{"node":"n1","node_id":"idr"}`))
 	keys = append(keys, doctor.IDPrefix+"idq")
+	// Under names no node can have, each naming its key's name.
+	for _, name := range []string{"a b", "..", "n1\nn2"} {
+		kv.Put(ctx, doctor.KVPrefix+name, fmt.Appendf(nil, `{"node":%q,"at":%q,"every":60000000000,"results":[{"check":"x","status":"ok"}]}`, name, time.Now().UTC().Format(time.RFC3339)))
+		keys = append(keys, doctor.KVPrefix+name)
+	}
 	if err := doctor.Publish(ctx, kv, doctor.Report{Node: "n1", NodeID: "id1", At: time.Now().UTC(), Every: time.Minute, Results: []doctor.Result{{Check: "x", Status: doctor.OK}}}); err != nil {
 		t.Fatal(err)
 	}
 	snap := runRefreshes(t, dashboard.Sources{Swarm: fixedSwarm{{ID: "id1", Hostname: "n1", State: "ready"}}, Store: NewStore(memKV{kv}, "")})
 	for _, k := range keys {
 		if !slices.ContainsFunc(snap.Problems, func(p dashboard.DoctorResult) bool {
-			return p.Check == "doctor/report" && (strings.Contains(p.Message, "report "+k+" ") || strings.Contains(p.Message, "report "+k+":")) && strings.Contains(p.Fix, k)
+			return p.Check == "doctor/report" && (strings.Contains(p.Message, "report "+k+" ") || strings.Contains(p.Message, "report "+k+":") || strings.Contains(p.Message, fmt.Sprintf("report %q ", k))) &&
+				strings.Contains(p.Fix, shellword.KVDelete(k))
 		}) {
 			t.Errorf("cluster problems %+v; want the failed doctor/report check of %s, with its fix", snap.Problems, k)
 		}
