@@ -17,6 +17,7 @@ import (
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/register"
 	"github.com/underlay/underlay/internal/scale"
+	"github.com/underlay/underlay/internal/shellword"
 )
 
 // Timings and limits of Build.
@@ -550,11 +551,13 @@ func nodes(in Inputs, byNode map[string][]Task, shared map[string][]string) []No
 }
 
 // agentOf is the agent of swarm node n among agents, those of its name:
-// the one whose facts name n's ID; else the newest whose facts name no
-// swarm node listed (an older agent's, naming none, or a former
-// identity's), so that a node of a name another node's agent uses is not
-// taken for that one's. With none, it has no heartbeat, and the name's
-// doctor report and warnings.
+// the one whose facts (or, with none, report) name n's ID; else the
+// newest whose facts name no swarm node listed (an older agent's, naming
+// none, or a former identity's), so that a node of a name another node's
+// agent uses is not taken for that one's. A report alone under an ID
+// nobody has (NoFacts, not listed) is no node's agent: it is among the
+// cluster's problems (problems). With none, it has no heartbeat, and the
+// name's doctor report and warnings.
 func agentOf(n SwarmNode, agents []AgentInput, listed map[string]bool) AgentInput {
 	var found, named bool
 	out := AgentInput{Node: n.Hostname}
@@ -562,6 +565,9 @@ func agentOf(n SwarmNode, agents []AgentInput, listed map[string]bool) AgentInpu
 		switch {
 		case a.ID != "" && a.ID == n.ID:
 			return a
+		case a.NoFacts && !listed[a.ID]:
+			// Anyone may write a report under a new ID naming any node:
+			// taken by its name, it would stand in for that node's agent.
 		case listed[a.ID]:
 			if !found && !named {
 				out, named = AgentInput{Node: a.Node, Warnings: a.Warnings}, true
@@ -611,8 +617,10 @@ func withWarnings(r *DoctorReport, ws []DoctorResult) *DoctorReport {
 // and the command that deletes it) of the reports no node shows: of a
 // node the page has no column for, or under a swarm node ID the swarm
 // does not list (a key naming no node: the ID layout's prefix itself, a
-// nested key, a forged or a former ID). Otherwise the operator would
-// never learn of them.
+// nested key, a forged or a former ID); and, for a report read as
+// written under an ID nobody has (no facts name it, the swarm does not
+// list it), a warning naming its key and the node it names
+// (unownedReport). Otherwise the operator would never learn of them.
 func problems(in Inputs) []DoctorResult {
 	column, listed := map[string]bool{}, map[string]bool{}
 	for _, n := range in.Nodes {
@@ -635,13 +643,32 @@ func problems(in Inputs) []DoctorResult {
 		if a.Doctor == nil || column[a.Node] && !(a.DoctorByID && !listed[a.ID]) {
 			continue
 		}
+		refused := false
 		for _, r := range a.Doctor.Results {
 			if r.Check == "doctor/report" && r.Status == "fail" {
 				add(r)
+				refused = true
 			}
+		}
+		if a.NoFacts && !listed[a.ID] && !refused {
+			add(unownedReport(a))
 		}
 	}
 	return out
+}
+
+// unownedReport is the warning of a's doctor report, under a swarm node
+// ID nobody has (a.NoFacts, not listed): the report is read as written,
+// but is no node's.
+func unownedReport(a AgentInput) DoctorResult {
+	key := a.Doctor.Key
+	r := DoctorResult{Check: "doctor/report", Status: "warn",
+		Message: fmt.Sprintf("the doctor report under %q names node %s and swarm node %q, which the swarm does not list and no agent's facts name: "+
+			"it is shown on no node (that node left the swarm, or the report is forged)", key, a.Node, a.ID)}
+	if key != "" {
+		r.Fix = shellword.KVDelete(key) + " (an agent that still runs publishes its node's report again within its period)"
+	}
+	return r
 }
 
 // agentHealth judges a node's agent by its latest report: the node facts

@@ -175,6 +175,11 @@ type AgentInput struct {
 	// older agent published it under the name, which any of them may
 	// have written.
 	DoctorByID bool
+	// NoFacts says no facts name ID: the AgentInput is a doctor report
+	// under ID (DoctorByID) alone. Under an ID the swarm does not list,
+	// nobody has it (a node that left the swarm, or a forged report): no
+	// node's agent, it is among the snapshot's problems.
+	NoFacts bool
 	// Warnings are the dashboard's own findings on the node's records
 	// (a misfiled facts document listed as the node's, older facts of
 	// another identity naming the node too), in the doctor's
@@ -189,6 +194,8 @@ type AgentInput struct {
 
 // DoctorReport is a node's doctor results (doctor.Report).
 type DoctorReport struct {
+	// Key is where it was read in Consul KV, for the problems naming it.
+	Key     string
 	At      time.Time
 	Every   time.Duration
 	Version string

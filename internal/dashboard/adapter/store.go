@@ -109,7 +109,7 @@ func (s *Store) Inventory(ctx context.Context, facts []netspec.NodeFacts) ([]inv
 // ID), each with its doctor report (the one under its swarm node ID;
 // else the one an older agent published under the name, unless that
 // names another swarm node) and the name's warnings. A report under a
-// swarm node ID no facts name is an AgentInput of its own. When the facts
+// swarm node ID no facts name is an AgentInput of its own (NoFacts). When the facts
 // of several identities name one node, each but the newest is a
 // nodes/facts warning of the node (duplicateResult). A misfiled facts
 // document is the nodes/facts warning of the node it is listed as
@@ -191,14 +191,14 @@ func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled 
 	}
 	for _, id := range slices.Sorted(maps.Keys(byID)) {
 		r := byID[id]
-		out = append(out, dashboard.AgentInput{Node: r.Node, ID: id, Doctor: doctorReport(r), DoctorByID: true})
+		out = append(out, dashboard.AgentInput{Node: r.Node, ID: id, Doctor: doctorReport(r), DoctorByID: true, NoFacts: true})
 	}
 	return out, nil
 }
 
 // doctorReport is r as the dashboard takes it.
 func doctorReport(r doctor.Report) *dashboard.DoctorReport {
-	d := &dashboard.DoctorReport{At: r.At, Every: r.Every, Version: r.Version}
+	d := &dashboard.DoctorReport{Key: r.Key, At: r.At, Every: r.Every, Version: r.Version}
 	if o := r.Omitted; o != nil {
 		d.OmittedOK, d.OmittedWarn, d.OmittedFail = o.OK, o.Warn, o.Fail
 	}

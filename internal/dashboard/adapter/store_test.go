@@ -184,7 +184,7 @@ func TestStoreShowsMisfiledFactsOfNoNode(t *testing.T) {
 	key := netspec.NodesKVPrefix + "id2"
 	kv.Put(ctx, key, []byte(`{"id":"id9","node":"","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
 	misfiled := doctor.MisfiledResult(netspec.MisfiledFacts{Key: key, Names: "id9"})
-	swarm := fixedSwarm{{ID: "id1", Hostname: "n1", State: "ready"}, {ID: "id2", Hostname: "n2", State: "ready"}}
+	swarm := fixedSwarm{{ID: "id1", Hostname: "n1", State: "ready"}, {ID: "id2", Hostname: "n2", State: "ready"}, {ID: "id3", Hostname: "n3", State: "ready"}}
 	snap := runRefreshes(t, dashboard.Sources{Swarm: swarm, Store: NewStore(memKV{kv}, "")})
 	want := []dashboard.DoctorResult{{Check: misfiled.Check, Status: string(misfiled.Status), Message: misfiled.Message, Fix: misfiled.Fix}}
 	if d := cmp.Diff(want, snap.Problems); d != "" {
@@ -589,5 +589,70 @@ func TestStoreShowsRefusedReportsOfNoNode(t *testing.T) {
 	}
 	if n := snap.Nodes[0]; n.Doctor == nil || n.Doctor.Fail != 0 {
 		t.Errorf("n1's doctor %+v, want its own report, no failure", n.Doctor)
+	}
+}
+
+// TestStoreShowsReportsUnderIDsNobodyHasAsClusterProblems: a doctor
+// report under a swarm node ID that the swarm does not list and no
+// agent's facts name is no node's: a node that left the swarm, or a
+// forged report. Naming n1, whose agent published no facts, it was taken
+// as n1's agent (its heartbeat, its results); refused (naming another
+// ID), its failure was shown on the node it names, n3, and among the
+// cluster's problems too; naming a node the swarm
+// does not have, it was shown nowhere. Each is now among the cluster's
+// problems, naming its key, once, and no node's. A report under an ID
+// the swarm lists, with no facts, stays that node's.
+func TestStoreShowsReportsUnderIDsNobodyHasAsClusterProblems(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	at := time.Now().UTC().Format(time.RFC3339)
+	put := func(id, node, nodeID string) {
+		kv.Put(ctx, doctor.IDPrefix+id, fmt.Appendf(nil, `{"node":%q,"node_id":%q,"at":%q,"every":60000000000,"results":[{"check":"x","status":"fail","message":"on %s"}]}`, node, nodeID, at, id))
+	}
+	put("idx", "n1", "idx") // valid, naming n1
+	put("idy", "n3", "idz") // refused: naming another ID
+	put("idw", "n9", "idw") // valid, naming a node the swarm does not have
+	put("id2", "n2", "id2") // n2's own, with no facts
+	swarm := fixedSwarm{{ID: "id1", Hostname: "n1", State: "ready"}, {ID: "id2", Hostname: "n2", State: "ready"}, {ID: "id3", Hostname: "n3", State: "ready"}}
+	snap := runRefreshes(t, dashboard.Sources{Swarm: swarm, Store: NewStore(memKV{kv}, "")})
+	type shown struct {
+		Agent    string
+		Problems []string
+	}
+	got := map[string]shown{}
+	for _, n := range snap.Nodes {
+		s := shown{Agent: n.Agent.State, Problems: []string{}}
+		if n.Doctor != nil {
+			for _, p := range n.Doctor.Problems {
+				s.Problems = append(s.Problems, p.Check+": "+p.Message)
+			}
+		}
+		got[n.Name] = s
+	}
+	want := map[string]shown{
+		"n1": {Agent: dashboard.AgentAbsent, Problems: []string{}},
+		"n2": {Agent: dashboard.AgentUp, Problems: []string{"x: on id2"}},
+		"n3": {Agent: dashboard.AgentAbsent, Problems: []string{}},
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("nodes (-want +got):\n%s", d)
+	}
+	for _, k := range []string{"idx", "idy", "idw"} {
+		key := doctor.IDPrefix + k
+		n := 0
+		for _, p := range snap.Problems {
+			if p.Check == "doctor/report" && strings.Contains(p.Message, key) && strings.Contains(p.Fix, shellword.KVDelete(key)) {
+				n++
+			}
+		}
+		if n != 1 {
+			t.Errorf("%s is %d of the cluster problems %+v, want 1, naming it with its deletion", key, n, snap.Problems)
+		}
+	}
+	for _, p := range snap.Problems {
+		if strings.Contains(p.Message, doctor.IDPrefix+"idx") && !strings.Contains(p.Message, "node n1") ||
+			strings.Contains(p.Message, doctor.IDPrefix+"idw") && !strings.Contains(p.Message, "node n9") {
+			t.Errorf("cluster problem %q, want it to name the node its report names", p.Message)
+		}
 	}
 }
