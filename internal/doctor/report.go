@@ -178,7 +178,9 @@ func rank(s Status) int {
 // (NodeID the key's, Node the name it gives) or, an older agent's, under
 // its name (Node the key's). A report under a key naming no node (a name
 // netspec.CheckNodeName refuses, or no swarm node ID), that cannot be
-// read, that names another node (or, under an ID, another swarm node), or that
+// read, that names another node (or, under an ID, another swarm node;
+// under a name, a swarm node no facts of that name name, when some do),
+// or that
 // counts a negative number of results left out (or above MaxOmitted), is
 // that key's failed doctor/report check: one bad key hides no other
 // node's report or failures, nor stands in for it. A period above MaxEvery is read as
@@ -234,6 +236,11 @@ func loadReports(ctx context.Context, kv KV, byName map[string][]string) ([]Repo
 			// Taken by its node, it would replace that node's own
 			// report on the dashboard.
 			r = badReport(p.Key, node, fmt.Sprintf("report %s names node %q: an agent publishes its own node's report under its name", p.Key, r.Node))
+			refused[p.Key] = true
+		} else if ids := byName[node]; r.NodeID != "" && len(ids) > 0 && !slices.Contains(ids, r.NodeID) {
+			// Taken by no node of the name (the dashboard gives such a
+			// report to the one it names), it would show nowhere.
+			r = badReport(p.Key, node, fmt.Sprintf("report %s names swarm node %q, which no node facts of node %s name: an older agent names none", p.Key, r.NodeID, node))
 			refused[p.Key] = true
 		} else if r = checked(r, p.Key, node); r.Key == "" {
 			refused[p.Key] = true

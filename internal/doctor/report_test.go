@@ -702,3 +702,43 @@ func TestLoadReportsRefusesKeysNamingNoNode(t *testing.T) {
 		t.Errorf("%d reports read, want 7 (each key's)", len(rs))
 	}
 }
+
+// TestLoadReportsRefusesANameReportNamingAnotherIdentity: a report under
+// a name naming a swarm node ID no facts of that name name (n1's naming
+// idz; only a forged one can: older agents name none) was read as that
+// swarm node's, which no node of the name is: the dashboard showed it
+// nowhere. It is its key's failed doctor/report check. One naming an
+// identity of the name (n2's, idc's, with no report under its ID) is read
+// as written; with no facts for the name (n3), the rule is as before.
+func TestLoadReportsRefusesANameReportNamingAnotherIdentity(t *testing.T) {
+	report := func(node, id, msg string) []byte {
+		return fmt.Appendf(nil, `{"node":%q,"node_id":%q,"at":"2026-03-01T12:00:00Z","results":[{"check":"x","status":"warn","message":%q}]}`, node, id, msg)
+	}
+	kv := &memKV{m: map[string][]byte{
+		netspec.NodesKVPrefix + "ida": []byte(`{"id":"ida","node":"n1"}`),
+		netspec.NodesKVPrefix + "idc": []byte(`{"id":"idc","node":"n2"}`),
+		netspec.NodesKVPrefix + "idz": []byte(`{"id":"idz","node":"n9"}`),
+		KVPrefix + "n1":               report("n1", "idz", "forged"),
+		KVPrefix + "n2":               report("n2", "idc", "idc's"),
+		KVPrefix + "n3":               report("n3", "idx", "idx's"),
+	}}
+	rs, err := LoadReports(context.Background(), kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range rs {
+		got[r.Key] = fmt.Sprintf("%s %s %s", r.Node, r.Results[0].Status, r.Results[0].Message)
+		if r.Results[0].Status == Fail && !strings.HasPrefix(r.Results[0].Fix, shellword.KVDelete(r.Key)+" ") {
+			t.Errorf("%s's fix %q, want its deletion", r.Key, r.Results[0].Fix)
+		}
+	}
+	want := map[string]string{
+		KVPrefix + "n1": `n1 fail report underlay/doctor/n1 names swarm node "idz", which no node facts of node n1 name: an older agent names none`,
+		KVPrefix + "n2": "n2 warn idc's",
+		KVPrefix + "n3": "n3 warn idx's",
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("reports by key (-want +got):\n%s", d)
+	}
+}

@@ -108,7 +108,9 @@ func (s *Store) Inventory(ctx context.Context, facts []netspec.NodeFacts) ([]inv
 // hosts' agents may use one name: Build tells them apart by swarm node
 // ID), each with its doctor report (the one under its swarm node ID;
 // else the one an older agent published under the name, unless that
-// names another swarm node) and the name's warnings. A report under a
+// names another swarm node) and the name's warnings (among them the
+// failure of a report under the name that LoadReports refused, when none
+// of them is given it). A report under a
 // swarm node ID no facts name is an AgentInput of its own (NoFacts). When the facts
 // of several identities name one node, each but the newest is a
 // nodes/facts warning of the node (duplicateResult). A misfiled facts
@@ -171,6 +173,24 @@ func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled 
 	for _, m := range misfiled {
 		a := get(nameOf[strings.TrimPrefix(m.Key, netspec.NodesKVPrefix)])
 		a.warnings = append(a.warnings, result(doctor.MisfiledResult(m)))
+	}
+	for _, name := range order {
+		n := by[name]
+		if n.doctor == nil || len(n.facts) == 0 || slices.ContainsFunc(n.facts, func(f netspec.NodeFacts) bool {
+			_, own := byID[f.ID]
+			return !own && (n.doctorID == "" || n.doctorID == f.ID)
+		}) {
+			continue
+		}
+		// The name's report, given to none of its identities: each
+		// publishes its own under its ID. LoadReports leaves out a
+		// report that is theirs from before, and keeps one it refuses,
+		// whose failure names the key to delete.
+		for _, r := range n.doctor.Results {
+			if r.Check == "doctor/report" && r.Status == "fail" {
+				n.warnings = append(n.warnings, r)
+			}
+		}
 	}
 	out := make([]dashboard.AgentInput, 0, len(order)+len(byID))
 	for _, name := range order {

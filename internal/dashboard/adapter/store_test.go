@@ -656,3 +656,33 @@ func TestStoreShowsReportsUnderIDsNobodyHasAsClusterProblems(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreShowsANameReportNamingAnotherIdentity: a report under a name
+// naming a swarm node ID no facts of that name name (only a forged one
+// can) was given to no node of the name, and shown nowhere. It is its
+// key's failed doctor/report check, on the name's node: n1's, whose
+// agent publishes nothing under its ID, and n2's, whose agent does,
+// beside its own report.
+func TestStoreShowsANameReportNamingAnotherIdentity(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	at := time.Now().UTC().Format(time.RFC3339)
+	swarm := fixedSwarm{}
+	for id, name := range map[string]string{"id1": "n1", "id2": "n2"} {
+		kv.Put(ctx, netspec.NodesKVPrefix+id, fmt.Appendf(nil, `{"id":%q,"node":%q,"interfaces":["eth0"],"updated_at":%q}`, id, name, at))
+		swarm = append(swarm, dashboard.SwarmNode{ID: id, Hostname: name, State: "ready"})
+	}
+	kv.Put(ctx, doctor.IDPrefix+"id2", fmt.Appendf(nil, `{"node":"n2","node_id":"id2","at":%q,"every":60000000000,"results":[{"check":"x","status":"ok"}]}`, at))
+	for _, name := range []string{"n1", "n2"} {
+		kv.Put(ctx, doctor.KVPrefix+name, fmt.Appendf(nil, `{"node":%q,"node_id":"idz","at":%q,"every":60000000000,"results":[{"check":"x","status":"ok"}]}`, name, at))
+	}
+	snap := runRefreshes(t, dashboard.Sources{Swarm: swarm, Store: NewStore(memKV{kv}, "")})
+	for _, n := range snap.Nodes {
+		key := doctor.KVPrefix + n.Name
+		if n.Doctor == nil || !slices.ContainsFunc(n.Doctor.Problems, func(p dashboard.DoctorResult) bool {
+			return p.Check == "doctor/report" && p.Status == "fail" && strings.Contains(p.Message, key+" ") && strings.HasPrefix(p.Fix, shellword.KVDelete(key)+" ")
+		}) {
+			t.Errorf("%s's doctor %+v; want the failed doctor/report check of %s, with its deletion", n.Name, n.Doctor, key)
+		}
+	}
+}
