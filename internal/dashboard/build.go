@@ -517,13 +517,22 @@ func nodes(in Inputs, byNode map[string][]Task, shared map[string][]string) []No
 	for _, n := range in.Nodes {
 		listed[n.ID] = true
 	}
-	named := map[string][]AgentInput{}
+	named, byID := map[string][]AgentInput{}, map[string]AgentInput{}
 	for _, a := range in.Agents {
 		named[a.Node] = append(named[a.Node], a)
+		if a.ID != "" {
+			byID[a.ID] = a
+		}
 	}
 	out := make([]Node, 0, len(in.Nodes))
 	for _, n := range in.Nodes {
-		a := agentOf(n, named[n.Hostname], listed)
+		agents := named[n.Hostname]
+		if a, ok := byID[n.ID]; ok && a.Node != n.Hostname {
+			// Its agent's --node is not its host name: the node is
+			// known by its swarm node ID.
+			agents = append([]AgentInput{a}, agents...)
+		}
+		a := agentOf(n, agents, listed)
 		doctor := doctorSummary(withWarnings(a.Doctor, a.Warnings))
 		if ids := shared[n.Hostname]; ids != nil && !a.DoctorByID {
 			// Published by name: it may be any of theirs, so it is no
@@ -550,8 +559,9 @@ func nodes(in Inputs, byNode map[string][]Task, shared map[string][]string) []No
 	return out
 }
 
-// agentOf is the agent of swarm node n among agents, those of its name:
-// the one whose facts (or, with none, report) name n's ID; else the
+// agentOf is the agent of swarm node n among agents, those of its name
+// and the one naming its ID: the one whose facts (or, with none, report)
+// name n's ID; else the
 // newest whose facts name no swarm node listed (an older agent's, naming
 // none, or a former identity's), so that a node of a name another node's
 // agent uses is not taken for that one's. A report alone under an ID
@@ -612,7 +622,8 @@ func withWarnings(r *DoctorReport, ws []DoctorResult) *DoctorReport {
 }
 
 // problems are the warnings of the agents of nodes the page has no column
-// for (a misfiled facts document naming no node), by node name, each once,
+// for (a misfiled facts document naming no node; an agent naming a swarm
+// node listed is on that node's), by node name, each once,
 // and the failed doctor/report checks (a report refused, naming its key
 // and the command that deletes it) of the reports no node shows: of a
 // node the page has no column for, or under a swarm node ID the swarm
@@ -635,12 +646,14 @@ func problems(in Inputs) []DoctorResult {
 		}
 	}
 	for _, a := range agents {
-		if !column[a.Node] {
+		// On its node's column: by its swarm node ID, or by its name.
+		shown := column[a.Node] || a.ID != "" && listed[a.ID]
+		if !shown {
 			for _, w := range a.Warnings {
 				add(w)
 			}
 		}
-		if a.Doctor == nil || column[a.Node] && !(a.DoctorByID && !listed[a.ID]) {
+		if a.Doctor == nil || shown && !(a.DoctorByID && !listed[a.ID]) {
 			continue
 		}
 		refused := false

@@ -790,3 +790,29 @@ func TestBuildPoolNamesNodes(t *testing.T) {
 		})
 	}
 }
+
+// TestBuildFindsAnAgentByIDWhateverItsName: an agent's --node is its
+// node's name for display; in the cluster the node is known by its swarm
+// node ID, which its facts and its report under its ID name. An agent
+// whose --node is not its host name (Docker's, the swarm's) was looked
+// for under the host name only: its node showed no agent and no doctor,
+// and its report was on no column. It is its node's, once: its warnings
+// and the failure of its report among that node's problems, not the
+// cluster's.
+func TestBuildFindsAnAgentByIDWhateverItsName(t *testing.T) {
+	w := DoctorResult{Check: "nodes/facts", Status: "warn", Message: "w", Fix: "fix w"}
+	in := Inputs{Now: t0, Nodes: []SwarmNode{{ID: "id1", Hostname: "host1"}},
+		Agents: []AgentInput{{Node: "custom", ID: "id1", FactsAt: t0, DoctorByID: true, Warnings: []DoctorResult{w},
+			Doctor: &DoctorReport{At: t0, Every: time.Minute, Results: []DoctorResult{{Check: "doctor/report", Status: "fail", Message: "refused"}}}}}}
+	s := Build(in)
+	n := s.Nodes[0]
+	if n.Agent.State != AgentUp {
+		t.Errorf("host1's agent %+v, want up", n.Agent)
+	}
+	if n.Doctor == nil || len(n.Doctor.Problems) != 2 {
+		t.Errorf("host1's doctor %+v, want its report's failure and its warning", n.Doctor)
+	}
+	if len(s.Problems) != 0 {
+		t.Errorf("cluster problems %+v, want none: they are host1's", s.Problems)
+	}
+}

@@ -176,12 +176,14 @@ func TestStoreShowsMisfiledFacts(t *testing.T) {
 // TestStoreShowsMisfiledFactsOfNoNode: a misfiled facts document naming
 // no node (node "") was the nodes/facts warning of a node named "",
 // which has no column on the page: nobody saw it. A warning of a node
-// the page has no column for is now among the cluster's problems.
+// the page has no column for is now among the cluster's problems. (Under
+// the key of a swarm node listed, id2's, it is that node's: the swarm
+// node ID its key names finds its column.)
 func TestStoreShowsMisfiledFactsOfNoNode(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	kv.Put(ctx, netspec.NodesKVPrefix+"id1", []byte(`{"id":"id1","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
-	key := netspec.NodesKVPrefix + "id2"
+	key := netspec.NodesKVPrefix + "id4"
 	kv.Put(ctx, key, []byte(`{"id":"id9","node":"","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
 	misfiled := doctor.MisfiledResult(netspec.MisfiledFacts{Key: key, Names: "id9"})
 	swarm := fixedSwarm{{ID: "id1", Hostname: "n1", State: "ready"}, {ID: "id2", Hostname: "n2", State: "ready"}, {ID: "id3", Hostname: "n3", State: "ready"}}
