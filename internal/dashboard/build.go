@@ -67,8 +67,9 @@ func build(in Inputs, shared map[string][]string) Snapshot {
 		Sources:     sourceErrors(in.Errors),
 	}
 	byNode, unplaced := cards(in, ix)
-	s.Nodes = nodes(in, byNode, shared)
-	s.Problems = problems(in)
+	var onNodes map[string]bool
+	s.Nodes, onNodes = nodes(in, byNode, shared)
+	s.Problems = problems(in, onNodes)
 	s.Unplaced = unplaced
 	s.Services = services(in, ix)
 	s.Networks = networks(in, inv, ix)
@@ -511,8 +512,10 @@ func stateRank(s string) int {
 	return 1
 }
 
-// nodes are the swarm's nodes; shared is sharedNames(in.Nodes).
-func nodes(in Inputs, byNode map[string][]Task, shared map[string][]string) []Node {
+// nodes are the swarm's nodes; shared is sharedNames(in.Nodes). It
+// also gives the swarm node IDs of the reports under an ID (DoctorByID)
+// that a node shows as its agent's.
+func nodes(in Inputs, byNode map[string][]Task, shared map[string][]string) ([]Node, map[string]bool) {
 	listed := map[string]bool{}
 	for _, n := range in.Nodes {
 		listed[n.ID] = true
@@ -524,7 +527,7 @@ func nodes(in Inputs, byNode map[string][]Task, shared map[string][]string) []No
 			byID[a.ID] = a
 		}
 	}
-	out := make([]Node, 0, len(in.Nodes))
+	out, shown := make([]Node, 0, len(in.Nodes)), map[string]bool{}
 	for _, n := range in.Nodes {
 		agents := named[n.Hostname]
 		if a, ok := byID[n.ID]; ok && a.Node != n.Hostname {
@@ -533,6 +536,9 @@ func nodes(in Inputs, byNode map[string][]Task, shared map[string][]string) []No
 			agents = append([]AgentInput{a}, agents...)
 		}
 		a := agentOf(n, agents, listed)
+		if a.DoctorByID && a.Doctor != nil {
+			shown[a.ID] = true
+		}
 		doctor := doctorSummary(withWarnings(a.Doctor, a.Warnings))
 		if ids := shared[n.Hostname]; ids != nil && !a.DoctorByID {
 			// Published by name: it may be any of theirs, so it is no
@@ -556,7 +562,7 @@ func nodes(in Inputs, byNode map[string][]Task, shared map[string][]string) []No
 		out = append(out, node)
 	}
 	slices.SortFunc(out, func(a, b Node) int { return cmp.Or(strings.Compare(a.Name, b.Name), strings.Compare(a.ID, b.ID)) })
-	return out
+	return out, shown
 }
 
 // agentOf is the agent of swarm node n among agents, those of its name
@@ -631,8 +637,10 @@ func withWarnings(r *DoctorReport, ws []DoctorResult) *DoctorReport {
 // nested key, a forged or a former ID); and, for a report read as
 // written under an ID nobody has (no facts name it, the swarm does not
 // list it), a warning naming its key and the node it names
-// (unownedReport). Otherwise the operator would never learn of them.
-func problems(in Inputs) []DoctorResult {
+// (unownedReport). A report under an ID a node shows as its agent's
+// (onNodes: a former identity's, whose facts name the node) is that
+// node's only. Otherwise the operator would never learn of them.
+func problems(in Inputs, onNodes map[string]bool) []DoctorResult {
 	column, listed := map[string]bool{}, map[string]bool{}
 	for _, n := range in.Nodes {
 		column[n.Hostname], listed[n.ID] = true, true
@@ -653,7 +661,7 @@ func problems(in Inputs) []DoctorResult {
 				add(w)
 			}
 		}
-		if a.Doctor == nil || shown && !(a.DoctorByID && !listed[a.ID]) {
+		if a.Doctor == nil || shown && !(a.DoctorByID && !listed[a.ID] && !onNodes[a.ID]) {
 			continue
 		}
 		refused := false

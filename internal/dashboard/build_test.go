@@ -3,6 +3,7 @@ package dashboard
 import (
 	"encoding/json"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -814,5 +815,23 @@ func TestBuildFindsAnAgentByIDWhateverItsName(t *testing.T) {
 	}
 	if len(s.Problems) != 0 {
 		t.Errorf("cluster problems %+v, want none: they are host1's", s.Problems)
+	}
+}
+
+// TestBuildShowsAFormerIdentitysRefusedReportOnce: node n1 (id1) has no
+// facts of its own; the facts of id0, which the swarm no longer lists,
+// name it: its agent, not restarted since the node joined the swarm
+// again, is taken as n1's, with its report under id0. That report
+// refused (its key's failed doctor/report check) was shown on n1 and
+// among the cluster's problems too. It is n1's only.
+func TestBuildShowsAFormerIdentitysRefusedReportOnce(t *testing.T) {
+	refused := DoctorResult{Check: "doctor/report", Status: "fail", Message: "report underlay/doctor/id/id0 is refused", Fix: "consul kv delete underlay/doctor/id/id0"}
+	s := Build(Inputs{Now: t0, Nodes: []SwarmNode{{ID: "id1", Hostname: "n1"}},
+		Agents: []AgentInput{{Node: "n1", ID: "id0", FactsAt: t0, DoctorByID: true, Doctor: &DoctorReport{Results: []DoctorResult{refused}}}}})
+	if d := s.Nodes[0].Doctor; d == nil || !slices.Contains(d.Problems, refused) {
+		t.Errorf("n1's doctor %+v, want its agent's report refused", d)
+	}
+	if len(s.Problems) != 0 {
+		t.Errorf("cluster problems %+v, want none: the refusal is on n1", s.Problems)
 	}
 }
