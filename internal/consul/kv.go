@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"path"
 	"strings"
 	"time"
 
@@ -195,16 +194,11 @@ func (k *KV) Wait(ctx context.Context, key string, index uint64) (kvstore.Pair, 
 var errRedirectedKey = errors.New(`an empty, "." or ".." segment: Consul's HTTP API redirects its path to another key (a delete or write then misses it, or hits the other key)`)
 
 // checkPath refuses a key whose URL path (/v1/kv/KEY) Consul's HTTP server
-// cleans and redirects, as Go's ServeMux does; '?', '#' and '%' are
+// cleans and redirects (kvstore.PathRedirected); '?', '#' and '%' are
 // escaped by the client and need no check. Transactions name their keys
 // in the body and take any key.
 func checkPath(key string) error {
-	p := "/v1/kv/" + strings.TrimPrefix(key, "/")
-	c := path.Clean(p)
-	if strings.HasSuffix(p, "/") && c != "/" {
-		c += "/"
-	}
-	if c != p {
+	if kvstore.PathRedirected(key) {
 		return errRedirectedKey
 	}
 	return nil

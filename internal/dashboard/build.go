@@ -687,7 +687,9 @@ func unownedReport(a AgentInput) DoctorResult {
 		Message: fmt.Sprintf("the doctor report under %q names node %s and swarm node %q, which the swarm does not list and no agent's facts name: "+
 			"it is shown on no node (that node left the swarm, or the report is forged)", key, a.Node, a.ID)}
 	if key != "" {
-		r.Fix = shellword.KVDelete(key) + " (an agent that still runs publishes its node's report again within its period)"
+		var why string
+		r.Fix, why = shellword.KVRemoval(key, " (an agent that still runs publishes its node's report again within its period)")
+		r.Message += why
 	}
 	return r
 }

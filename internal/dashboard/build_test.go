@@ -835,3 +835,15 @@ func TestBuildShowsAFormerIdentitysRefusedReportOnce(t *testing.T) {
 		t.Errorf("cluster problems %+v, want none: the refusal is on n1", s.Problems)
 	}
 }
+
+// TestBuildGivesNoDeleteConsulRedirects: the warning of a report under
+// an ID nobody has, "..", gave `consul kv delete underlay/doctor/id/..`,
+// whose path Consul's HTTP API redirects to another key: the delete
+// misses it. It gives no command, and says how the report goes.
+func TestBuildGivesNoDeleteConsulRedirects(t *testing.T) {
+	s := Build(Inputs{Now: t0, Agents: []AgentInput{{Node: "n1", ID: "..", DoctorByID: true, NoFacts: true,
+		Doctor: &DoctorReport{Key: "underlay/doctor/id/..", At: t0, Every: time.Minute}}}})
+	if len(s.Problems) != 1 || s.Problems[0].Fix != "" || !strings.Contains(s.Problems[0].Message, "PUT /v1/txn") {
+		t.Errorf("cluster problems %+v; want the report's warning, with no fix, saying to delete it by a transaction", s.Problems)
+	}
+}

@@ -299,17 +299,19 @@ func checked(r Report, key, node string) Report {
 		return bad
 	}
 	if r.Every > MaxEvery {
+		fix, why := shellword.KVRemoval(key, fmt.Sprintf(" (its agent, with --doctor-interval at most %s, publishes its report again within its period)", MaxEvery))
 		r.Results = append(r.Results, Result{Node: node, Check: "doctor/report", Status: Warn,
-			Message: fmt.Sprintf("report %s claims a period of %s, above the agents' maximum: read as %s", key, r.Every, MaxEvery),
-			Fix:     shellword.KVDelete(key) + fmt.Sprintf(" (its agent, with --doctor-interval at most %s, publishes its report again within its period)", MaxEvery)})
+			Message: fmt.Sprintf("report %s claims a period of %s, above the agents' maximum: read as %s", key, r.Every, MaxEvery) + why,
+			Fix:     fix})
 		r.Every = MaxEvery
 	}
 	if !goodVersion(r.Version) {
 		// Shown as the node's agent version on the dashboard: any
 		// agent's token writes it.
+		fix, why := shellword.KVRemoval(key, " (a node's agent publishes its report again within its period)")
 		r.Results = append(r.Results, Result{Node: node, Check: "doctor/report", Status: Warn,
-			Message: fmt.Sprintf("report %s gives an agent version of %d bytes, over %d or with a character that is not printable: not shown", key, len(r.Version), MaxVersion),
-			Fix:     shellword.KVDelete(key) + " (a node's agent publishes its report again within its period)"})
+			Message: fmt.Sprintf("report %s gives an agent version of %d bytes, over %d or with a character that is not printable: not shown", key, len(r.Version), MaxVersion) + why,
+			Fix:     fix})
 		r.Version = ""
 	}
 	r.Key = key
@@ -373,8 +375,8 @@ func impossibleCounts(r Report) bool {
 
 // badReport is a report that cannot be shown, as its key's failed check.
 func badReport(key, node, problem string) Report {
-	return Report{Node: node, Results: []Result{{Node: node, Check: "doctor/report", Status: Fail, Message: problem,
-		Fix: shellword.KVDelete(key) + " (a node's agent publishes its report again within its period)"}}}
+	fix, why := shellword.KVRemoval(key, " (a node's agent publishes its report again within its period)")
+	return Report{Node: node, Results: []Result{{Node: node, Check: "doctor/report", Status: Fail, Message: problem + why, Fix: fix}}}
 }
 
 // Recheck is how soon checks run again while one fails or warns, so that a

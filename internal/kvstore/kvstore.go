@@ -7,6 +7,11 @@
 // It imports only the standard library.
 package kvstore
 
+import (
+	"path"
+	"strings"
+)
+
 // Pair is one key with its value and modify index.
 type Pair struct {
 	Key   string
@@ -57,4 +62,19 @@ type Op struct {
 type Result struct {
 	OK    bool
 	Pairs []Pair
+}
+
+// PathRedirected says Consul's HTTP API cannot name key by its path
+// (/v1/kv/KEY): the path holds an empty, "." or ".." segment, which
+// Consul's HTTP server cleans and redirects to another key's path, as Go's
+// ServeMux does (a trailing '/' is kept). A write or delete by path then
+// misses key, or hits the other key; a transaction (/v1/txn) names its
+// keys in its body and takes any key.
+func PathRedirected(key string) bool {
+	p := "/v1/kv/" + strings.TrimPrefix(key, "/")
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c != p
 }

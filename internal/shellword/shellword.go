@@ -13,6 +13,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/termtext"
 )
 
@@ -102,3 +103,16 @@ func Join(args []string) string {
 // printed for a key underlay cannot read. A key no shell word holds (see
 // Quote) gives a command a shell refuses to run.
 func KVDelete(key string) string { return Join([]string{"consul", "kv", "delete", key}) }
+
+// KVRemoval is how one Consul KV key goes, in a result's words: fix is
+// KVDelete(key) followed by note (what happens next, for the reader);
+// or, for a key whose path Consul's HTTP API redirects to another key
+// (kvstore.PathRedirected), which that command would miss while saying
+// it deleted it, fix is "", no command, and why says how to remove it
+// instead, to append to the result's message.
+func KVRemoval(key, note string) (fix, why string) {
+	if kvstore.PathRedirected(key) {
+		return "", "; Consul's HTTP API redirects its path to another key, so `consul kv delete` misses it: remove it by a transaction naming it (PUT /v1/txn, verb delete)"
+	}
+	return KVDelete(key) + note, ""
+}

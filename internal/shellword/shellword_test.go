@@ -146,3 +146,17 @@ func FuzzQuote(f *testing.F) {
 		}
 	})
 }
+
+// TestKVRemoval: the removal of a key Consul's HTTP paths name is its
+// deletion, then the note; of one whose path Consul redirects to another
+// key (an empty, "." or ".." segment), no command, and how it goes.
+func TestKVRemoval(t *testing.T) {
+	if fix, why := KVRemoval("underlay/doctor/id/id1", " (note)"); fix != "consul kv delete underlay/doctor/id/id1 (note)" || why != "" {
+		t.Errorf(`KVRemoval of a plain key = %q, %q; want its deletion and the note, no "why"`, fix, why)
+	}
+	for _, key := range []string{"underlay/doctor/..", "underlay/doctor/id/.", "underlay/doctor/a/../b", "underlay//b"} {
+		if fix, why := KVRemoval(key, " (note)"); fix != "" || !strings.Contains(why, "PUT /v1/txn") {
+			t.Errorf("KVRemoval(%q) = %q, %q; want no command, and the transaction that removes it", key, fix, why)
+		}
+	}
+}

@@ -286,8 +286,8 @@ func Load(ctx context.Context, kv Lister) ([]Report, []BadReport, error) {
 	for _, p := range pairs {
 		r, err := Decode(p.Key, p.Value)
 		if err != nil {
-			bad = append(bad, BadReport{Key: p.Key, Problem: err.Error(),
-				Fix: shellword.KVDelete(p.Key) + " (a node's agent publishes its report again within its period)"})
+			fix, why := shellword.KVRemoval(p.Key, " (a node's agent publishes its report again within its period)")
+			bad = append(bad, BadReport{Key: p.Key, Problem: err.Error() + why, Fix: fix})
 			continue
 		}
 		out = append(out, r)

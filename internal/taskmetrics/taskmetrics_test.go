@@ -488,3 +488,27 @@ func TestLoadCountsAnOlderAgentOfANameAnUpgradedOneHas(t *testing.T) {
 		t.Errorf("reports counted, tasks by key (-want +got):\n%s", d)
 	}
 }
+
+// TestLoadGivesNoDeleteConsulRedirects: a report set apart under a key
+// with an empty, "." or ".." segment had `consul kv delete KEY` as its
+// fix, whose path Consul's HTTP API redirects to another key: the delete
+// misses it. It has no command, and its problem says how it goes.
+func TestLoadGivesNoDeleteConsulRedirects(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	for _, k := range []string{IDPrefix + "..", KVPrefix + "..", IDPrefix + "a//b"} {
+		kv.Put(ctx, k, []byte(`not json`))
+	}
+	_, bad, err := Load(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(bad) != 3 {
+		t.Fatalf("bad reports %+v, want 3", bad)
+	}
+	for _, b := range bad {
+		if b.Fix != "" || !strings.Contains(b.Problem, "PUT /v1/txn") {
+			t.Errorf("bad report %+v: want no fix, and its problem saying to delete it by a transaction", b)
+		}
+	}
+}
