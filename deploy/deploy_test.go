@@ -328,7 +328,8 @@ func TestUnitSandbox(t *testing.T) {
 // systemctl and underlay replaced by stubs that log each call. The stub
 // helper keeps a unit's d-s-h state as a file: debian-installed is true
 // once update-state or enable ran. The stub systemctl's show prints the
-// file mainpid (the agent's MainPID), else 0: no agent runs.
+// file mainpid (the agent's MainPID), else 0: no agent runs; its
+// --version prints the file systemd, else nothing.
 type maintainer struct {
 	t    *testing.T
 	root string
@@ -351,6 +352,9 @@ func newMaintainer(t *testing.T) *maintainer {
 echo "$(basename "$0") $*" >>"$CALLS"
 if [ "$(basename "$0")" = systemctl ] && [ "$1" = show ]; then
 	cat "$MAINPID" 2>/dev/null || echo 0
+fi
+if [ "$(basename "$0")" = systemctl ] && [ "$1" = --version ]; then
+	cat "$SYSTEMD" 2>/dev/null || :
 fi
 [ "$(basename "$0")" = deb-systemd-helper ] || exit 0
 [ "$1" != --quiet ] || shift
@@ -395,7 +399,7 @@ func (m *maintainer) run(script string, args ...string) []string {
 	os.Remove(calls)
 	cmd := exec.Command("/bin/sh", append([]string{path}, args...)...)
 	cmd.Env = []string{"PATH=" + filepath.Join(m.root, "bin") + ":/usr/bin:/bin", "CALLS=" + calls, "DSH=" + filepath.Join(m.root, "dsh"),
-		"MAINPID=" + filepath.Join(m.root, "mainpid")}
+		"MAINPID=" + filepath.Join(m.root, "mainpid"), "SYSTEMD=" + filepath.Join(m.root, "systemd")}
 	if out, err := cmd.CombinedOutput(); err != nil {
 		m.t.Fatalf("%s %s: %v\n%s", script, strings.Join(args, " "), err, out)
 	}
@@ -517,6 +521,7 @@ func TestPrermStateDir(t *testing.T) {
 		files     map[string]string // more files in the sandbox: unit files, drop-ins, /proc
 		unit      bool              // the package's unit is installed
 		pid       string            // the agent's MainPID, "": none runs
+		systemd   string            // systemctl --version's first line, "": none
 		want      string            // "": the default, under the sandbox
 	}{
 		{name: "no env file", env: "-"},
@@ -539,6 +544,9 @@ func TestPrermStateDir(t *testing.T) {
 		{name: "a quoted newline", env: "UNDERLAY_STATE_DIR='/srv/a\nUNDERLAY_STATE_DIR=/srv/b'\n", want: "/srv/a|UNDERLAY_STATE_DIR=/srv/b"},
 		{name: "a ; comment", env: "UNDERLAY_STATE_DIR=/srv/a\n ; UNDERLAY_STATE_DIR=/srv/b\n", want: "/srv/a"},
 		{name: "a comment's backslash continues nothing, since systemd 254", env: "# old \\\nUNDERLAY_STATE_DIR=/srv/a\n", want: "/srv/a"},
+		{name: "systemd 257's comment", systemd: "systemd 257 (257.9-1~deb13u1)", env: "# old \\\nUNDERLAY_STATE_DIR=/srv/a\n", want: "/srv/a"},
+		{name: "a comment's backslash continues it before systemd 254", systemd: "systemd 252 (252.39-1~deb12u1)", env: "# old \\\nUNDERLAY_STATE_DIR=/srv/a\nUNDERLAY_LABEL=x\n"},
+		{name: "a continued comment ends at its line's end before systemd 254", systemd: "systemd 252 (252.39-1~deb12u1)", env: "# old \\\n# more\nUNDERLAY_STATE_DIR=/srv/a\n", want: "/srv/a"},
 		{name: "no comment after a value", env: "UNDERLAY_STATE_DIR=/srv/a # b\n", want: "/srv/a # b"},
 		{name: "no newline at the end", env: "UNDERLAY_STATE_DIR=/srv/a  ", want: "/srv/a"},
 		// The unit and its drop-ins: Environment= and EnvironmentFile=
@@ -609,6 +617,9 @@ func TestPrermStateDir(t *testing.T) {
 			}
 			if tc.pid != "" {
 				m.write("mainpid", tc.pid+"\n")
+			}
+			if tc.systemd != "" {
+				m.write("systemd", tc.systemd+"\n+PAM +AUDIT\n")
 			}
 			want := "[" + tc.want + "]"
 			switch tc.want {
