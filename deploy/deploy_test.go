@@ -582,21 +582,36 @@ func TestPrermStateDir(t *testing.T) {
 		}},
 		// A running agent: what systemd gave it.
 		{name: "a running agent's environment", unit: true, env: "UNDERLAY_STATE_DIR=/srv/edited-since\n", pid: "4242", files: map[string]string{
+			"proc/4242/cgroup":  "0::/system.slice/underlay-agent.service\n",
 			"proc/4242/cmdline": "/usr/bin/underlay\x00agent\x00",
 			"proc/4242/environ": "LANG=C\x00UNDERLAY_STATE_DIR=/srv/running\x00UNDERLAY_NODE=h\x00",
 		}, want: "/srv/running"},
 		{name: "a running agent's default", unit: true, env: "UNDERLAY_STATE_DIR=/srv/edited-since\n", pid: "4242", files: map[string]string{
+			"proc/4242/cgroup":  "0::/system.slice/underlay-agent.service\n",
 			"proc/4242/cmdline": "/usr/bin/underlay\x00agent\x00",
 			"proc/4242/environ": "LANG=C\x00",
 		}},
 		{name: "a running agent's flag", unit: true, env: "-", pid: "4242", files: map[string]string{
+			"proc/4242/cgroup":  "0::/system.slice/underlay-agent.service\n",
 			"proc/4242/cmdline": "/usr/bin/underlay\x00agent\x00--state-dir\x00/srv/flag\x00",
 			"proc/4242/environ": "UNDERLAY_STATE_DIR=/srv/env\x00",
 		}, want: "/srv/flag"},
 		{name: "a running agent's flag with =", unit: true, env: "-", pid: "4242", files: map[string]string{
+			"proc/4242/cgroup":  "0::/system.slice/underlay-agent.service\n",
 			"proc/4242/cmdline": "/usr/bin/underlay\x00agent\x00--state-dir=/srv/flag\x00",
 			"proc/4242/environ": "UNDERLAY_STATE_DIR=/srv/env\x00",
 		}, want: "/srv/flag"},
+		{name: "a running agent's, in cgroup v1", unit: true, env: "-", pid: "4242", files: map[string]string{
+			"proc/4242/cgroup":  "12:pids:/system.slice/underlay-agent.service\n1:name=systemd:/system.slice/underlay-agent.service\n",
+			"proc/4242/cmdline": "/usr/bin/underlay\x00agent\x00--state-dir=/srv/flag\x00",
+			"proc/4242/environ": "",
+		}, want: "/srv/flag"},
+		// MainPID read, then the agent gone and its PID another's.
+		{name: "not the agent's process", unit: true, env: "UNDERLAY_STATE_DIR=/srv/a\n", pid: "4242", files: map[string]string{
+			"proc/4242/cgroup":  "0::/user.slice/user-1000.slice/session-2.scope\n",
+			"proc/4242/cmdline": "/usr/bin/other\x00--state-dir\x00/srv/other\x00",
+			"proc/4242/environ": "UNDERLAY_STATE_DIR=/srv/other\x00",
+		}, want: "/srv/a"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newMaintainer(t)
