@@ -1,10 +1,12 @@
 package consul
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"errors"
+	"fmt"
 	"io"
 	"log"
 	"math/big"
@@ -152,4 +154,56 @@ func answer(hc *http.Client, u string) (string, error) {
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
 	return string(b), err
+}
+
+// TestHTTPSProxyIDN: an https:// proxy named in Unicode
+// (HTTPS_PROXY=https://prôxy.example:port) is dialled by Go's transport
+// at its punycode name, xn--prxy-wqa.example, which the proxy's clone
+// took for another proxy than its own and refused. The proxy is now
+// reached, and verified for that name.
+func TestHTTPSProxyIDN(t *testing.T) {
+	consulCA, proxyCA := newTestCA(t, "Consul CA"), newTestCA(t, "proxy CA")
+	_, _, consulCert := consulCA.issue(t, "consul", true)
+	var serving atomic.Pointer[tls.Certificate]
+	serving.Store(&consulCert)
+	plain := serveTLS(t, &serving, nil)
+	_, proxyCert := certOf(t, &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: "proxy"},
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}, DNSNames: []string{"xn--prxy-wqa.example"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}, &proxyCA)
+	systemCAs := x509.NewCertPool()
+	systemCAs.AddCert(proxyCA.cert)
+	for _, v := range []string{"CONSUL_HTTP_ADDR", "CONSUL_HTTP_TOKEN", "CONSUL_HTTP_TOKEN_FILE", "CONSUL_CACERT", "CONSUL_CAPATH", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_TLS_SERVER_NAME"} {
+		t.Setenv(v, "")
+	}
+
+	target := plain.Listener.Addr().String()
+	_, port, err := net.SplitHostPort(target)
+	if err != nil {
+		t.Fatal(err)
+	}
+	loopback, _ := tlsConnectProxy(t, target, proxyCert)
+	_, proxyPort, err := net.SplitHostPort(loopback.Host)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxy := &url.URL{Scheme: "https", Host: net.JoinHostPort("prôxy.example", proxyPort)}
+	o := Options{Addr: "https://consul.example:" + port, ProxyFromEnv: true, InsecureSkipVerify: true, proxyCAs: systemCAs}
+	ep, err := NewEndpoint(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tr := transportOf(t, ep.HTTP)
+	tr.Proxy = http.ProxyURL(proxy)
+	// The proxy's name, as Go's transport dials it, is the loopback
+	// proxy; nothing else is dialled.
+	tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr != net.JoinHostPort("xn--prxy-wqa.example", proxyPort) {
+			return nil, fmt.Errorf("dial %s: the test dials its proxy, xn--prxy-wqa.example:%s, only", addr, proxyPort)
+		}
+		var d net.Dialer
+		return d.DialContext(ctx, network, loopback.Host)
+	}
+	if _, err := answer(ep.HTTP, o.Addr+"/v1/agent/self"); err != nil {
+		t.Errorf("through the proxy %s: %v", proxy, err)
+	}
 }

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"strings"
 	"sync"
 
@@ -105,7 +106,7 @@ type clone struct {
 // verifies, and the https:// proxy it goes through.
 type transportKey struct {
 	name  string
-	proxy string // the proxy's host:port; "": none, or an http:// one
+	proxy string // the proxy's URL; "": none, or an http:// one
 }
 
 func (t *tlsTransports) RoundTrip(r *http.Request) (*http.Response, error) {
@@ -116,20 +117,24 @@ func (t *tlsTransports) RoundTrip(r *http.Request) (*http.Response, error) {
 		}
 		return nil, err
 	}
-	return t.transport(transportKey{name: cmp.Or(t.serverName, r.URL.Hostname()), proxy: proxy}).RoundTrip(r)
+	key := transportKey{name: cmp.Or(t.serverName, r.URL.Hostname())}
+	if proxy != nil {
+		key.proxy = proxy.String()
+	}
+	return t.transport(key, proxy).RoundTrip(r)
 }
 
-// httpsProxy is the host:port of the https:// proxy base sends r
-// through, as Go's transport dials it; "" for none or an http:// one.
-func (t *tlsTransports) httpsProxy(r *http.Request) (string, error) {
+// httpsProxy is the https:// proxy base sends r through; nil for none or
+// an http:// one.
+func (t *tlsTransports) httpsProxy(r *http.Request) (*url.URL, error) {
 	if t.base.Proxy == nil {
-		return "", nil
+		return nil, nil
 	}
 	u, err := t.base.Proxy(r)
 	if err != nil || u == nil || u.Scheme != "https" {
-		return "", err
+		return nil, err
 	}
-	return net.JoinHostPort(u.Hostname(), cmp.Or(u.Port(), "443")), nil
+	return u, nil
 }
 
 // CloseIdleConnections closes the idle connections of every clone, for
@@ -143,9 +148,10 @@ func (t *tlsTransports) CloseIdleConnections() {
 }
 
 // transport is the clone of base for key, made at the first request for
-// it. Past maxTransports, the least recently used one is dropped, its idle
-// connections closed (a request in flight on it ends as it would have).
-func (t *tlsTransports) transport(key transportKey) *http.Transport {
+// it; proxy is key's https:// proxy. Past maxTransports, the least
+// recently used one is dropped, its idle connections closed (a request in
+// flight on it ends as it would have).
+func (t *tlsTransports) transport(key transportKey, proxy *url.URL) *http.Transport {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.uses++
@@ -166,27 +172,27 @@ func (t *tlsTransports) transport(key transportKey) *http.Transport {
 	}
 	tr := t.base.Clone()
 	tr.TLSClientConfig = t.config(key.name)
-	if key.proxy != "" {
-		tr.DialTLSContext = t.dialProxy(tr, key.proxy)
+	if proxy != nil {
+		// Every request of this clone goes through proxy, as base said at
+		// RoundTrip: Go's transport calls DialTLSContext for it only.
+		tr.Proxy = http.ProxyURL(proxy)
+		tr.DialTLSContext = t.dialProxy(tr)
 	}
 	t.byKey[key] = &clone{tr: tr, used: t.uses}
 	return tr
 }
 
-// dialProxy is the DialTLSContext of tr, whose requests go through the
-// https:// proxy at proxy (host:port). Go's transport calls it for the
-// proxy's connection only: it makes Consul's, inside the tunnel, itself,
-// with TLSClientConfig, which it used for the proxy's too without this.
-// The proxy is verified as Go verifies a server by default, against the
+// dialProxy is the DialTLSContext of tr, whose requests all go through
+// one https:// proxy. Go's transport calls it for the proxy's connection
+// only, at the proxy's address as it dials it (a Unicode name in
+// punycode): it makes Consul's, inside the tunnel, itself, with
+// TLSClientConfig, which it used for the proxy's too without this. The
+// proxy is verified as Go verifies a server by default, against the
 // system's CAs (t.proxyCAs in tests) for its host, whatever Consul's
 // settings, and is presented no client certificate: Consul's goes to
 // Consul only.
-func (t *tlsTransports) dialProxy(tr *http.Transport, proxy string) func(ctx context.Context, network, addr string) (net.Conn, error) {
+func (t *tlsTransports) dialProxy(tr *http.Transport) func(ctx context.Context, network, addr string) (net.Conn, error) {
 	return func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if addr != proxy {
-			// Only if base.Proxy named another proxy than at RoundTrip.
-			return nil, fmt.Errorf("TLS dial of %s: this transport's requests go through the https:// proxy %s", addr, proxy)
-		}
 		host, _, err := net.SplitHostPort(addr)
 		if err != nil {
 			return nil, fmt.Errorf("proxy %s: %w", addr, err)
