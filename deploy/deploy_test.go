@@ -558,6 +558,12 @@ func TestPrermStateDir(t *testing.T) {
 		{name: "a continued Environment= with C escapes", unit: true, env: "-", files: map[string]string{
 			override: dropIn("Environment=UNDERLAY_LABEL=x \\\n# a comment\n  UNDERLAY_STATE_DIR=/srv/\\x41\\101\\s%%\n"),
 		}, want: "/srv/AA %"},
+		{name: "a directory specifier", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=%S/underlay-b\n"),
+		}, want: "/var/lib/underlay-b"},
+		{name: "the directory specifiers", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=%S:%t:%C:%L:%E:%T:%V\n"),
+		}, want: "/var/lib:/run:/var/cache:/var/log:/etc:/tmp:/var/tmp"},
 		{name: "Environment= in another section", unit: true, env: "-", files: map[string]string{
 			override: "[Install]\nEnvironment=UNDERLAY_STATE_DIR=/srv/no\n",
 		}},
