@@ -121,7 +121,12 @@ func RedactAddr(addr string) string {
 	}
 	at := strings.LastIndex(rest[:end], "@")
 	if at < 0 {
-		return addr
+		// A password may hold / ? or # (base64 has /), which end the
+		// host above: unless that is a host[:port], the user
+		// information goes on to the first @.
+		if at = strings.Index(rest, "@"); at < 0 || isHostPort(rest[:end]) {
+			return addr
+		}
 	}
 	user, _, hasPassword := strings.Cut(rest[:at], ":")
 	if !hasPassword {
@@ -193,3 +198,10 @@ func QuoteShort(s string, n int) string {
 
 // shortened is what Shorten and QuoteShort append to a head of s.
 func shortened(s string) string { return fmt.Sprintf("… (%d bytes)", len(s)) }
+
+// isHostPort tells whether s can be a host with no port or a host:port
+// with a numeric port, not user:password.
+func isHostPort(s string) bool {
+	i := strings.LastIndex(s, ":")
+	return i < 0 || strings.Trim(s[i+1:], "0123456789") == ""
+}

@@ -121,6 +121,10 @@ func TestRedactAddr(t *testing.T) {
 		{"http://ops:p@ss@prom:9090/api?q=a@b", "http://ops:xxxxx@prom:9090/api?q=a@b"},
 		{"http://ops@prom:9090", "http://ops@prom:9090"},
 		{"http://prom:9090/x@y", "http://prom:9090/x@y"},
+		// A password with / ? or # (base64 has /) does not parse as a URL.
+		{"https://ops:pa/ss+w0rd==@consul.example:8501", "https://ops:xxxxx@consul.example:8501"},
+		{"ops:a?b#c@consul.example:8500/x@y", "ops:xxxxx@consul.example:8500/x@y"},
+		{"http://prom:9090?to=a@b", "http://prom:9090?to=a@b"},
 		{"127.0.0.1:8500", "127.0.0.1:8500"},
 		{"", ""},
 	} {
