@@ -612,6 +612,17 @@ func TestPrermStateDir(t *testing.T) {
 			"proc/4242/cmdline": "/usr/bin/underlay\x00agent\x00--state-dir=/srv/flag\x00",
 			"proc/4242/environ": "",
 		}, want: "/srv/flag"},
+		// A value holding a newline is one value, not two entries.
+		{name: "a newline in a running agent's variable", unit: true, env: "-", pid: "4242", files: map[string]string{
+			"proc/4242/cgroup":  "0::/system.slice/underlay-agent.service\n",
+			"proc/4242/cmdline": "/usr/bin/underlay\x00agent\x00--label\x00x\n--state-dir\n/srv/evil\x00",
+			"proc/4242/environ": "UNDERLAY_LABEL=x\nUNDERLAY_STATE_DIR=/srv/evil\x00",
+		}},
+		{name: "a newline in a running agent's --state-dir", unit: true, env: "-", pid: "4242", files: map[string]string{
+			"proc/4242/cgroup":  "0::/system.slice/underlay-agent.service\n",
+			"proc/4242/cmdline": "/usr/bin/underlay\x00agent\x00--state-dir=/srv/a\nb\x00",
+			"proc/4242/environ": "",
+		}, want: "/srv/a|b"},
 		// MainPID read, then the agent gone and its PID another's.
 		{name: "not the agent's process", unit: true, env: "UNDERLAY_STATE_DIR=/srv/a\n", pid: "4242", files: map[string]string{
 			"proc/4242/cgroup":  "0::/user.slice/user-1000.slice/session-2.scope\n",
