@@ -13,7 +13,7 @@
 // served from its network's spec is claimed (written where there was no
 // document) only in a transaction that checks the spec unchanged since
 // it was read, so no block of a network `network rm` deleted is written
-// after. Nodes are known by their identity, the swarm node ID, never by
+// after; so is the pool's pressure key (see spares.go). Nodes are known by their identity, the swarm node ID, never by
 // name.
 //
 // The parts, each small enough to read at once:

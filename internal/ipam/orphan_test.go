@@ -244,3 +244,111 @@ func TestSparesHandedOutAsTheSpecGoes(t *testing.T) {
 		})
 	}
 }
+
+// removals are what `underlay network rm`, or a network made again, can
+// do to a network's spec after a request read its pool: each leaves the
+// pool read no longer served.
+var removals = []struct {
+	name string
+	do   func(ctx context.Context, st *netspec.Store) error
+}{
+	{name: "removed", do: func(ctx context.Context, st *netspec.Store) error {
+		return st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name))
+	}},
+	{name: "being_removed", do: func(ctx context.Context, st *netspec.Store) error { return st.MarkDeleting(ctx, lanSpec.Name) }},
+	{name: "made_again_with_another_subnet", do: func(ctx context.Context, st *netspec.Store) error {
+		if err := st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name)); err != nil {
+			return err
+		}
+		again := lanSpec
+		again.Subnet, again.Gateway, again.IPRange = netip.MustParsePrefix("10.92.0.0/24"), netip.MustParseAddr("10.92.0.1"), netip.Prefix{}
+		return st.Create(ctx, again)
+	}},
+}
+
+// TestNoPressureKeyOfARemovedNetwork: a request that read its network's
+// spec just before `underlay network rm` and found the pool short asks
+// the other nodes for their spares through the pool's pressure key. Its
+// unconditional write left that key under the deleted network's tree:
+// an orphan no removal deletes. The ask is now refused, as a block claim
+// is (TestNoBlockOfARemovedNetwork), once the spec is gone, being
+// removed, or no longer gives the pool.
+func TestNoPressureKeyOfARemovedNetwork(t *testing.T) {
+	for _, c := range removals {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			kv := kvtest.New()
+			st := netspec.NewStore(kv)
+			if err := st.Create(ctx, lanSpec); err != nil {
+				t.Fatal(err)
+			}
+			a := NewAllocator(kv, "n1", nil)
+			p, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.do(ctx, st); err != nil {
+				t.Fatal(err)
+			}
+			err = a.spares.askForSpares(ctx, p)
+			if _, ok, gerr := kv.Get(ctx, pressureKey(p)); gerr != nil || ok {
+				t.Errorf("asked for spares of %s (err %v): pressure key %s written (%t, %v), its network's spec no longer giving the pool", p.ID(), err, pressureKey(p), ok, gerr)
+			}
+			if !notServed(err) {
+				t.Errorf("ask for spares of %s: %v, want refused: nothing more is handed out of it", p.ID(), err)
+			}
+		})
+	}
+}
+
+// TestNoPressureWatchKeyOfARemovedNetwork: the spare keeper's watch of a
+// pool's pressure key creates the key before following it. Started for
+// a pool read before `underlay network rm` (a straggling request makes
+// the keeper know it again), it wrote the key under the deleted tree. It
+// now writes it only while the spec gives the pool, and otherwise asks
+// for a check of the pool's spares, writing nothing.
+func TestNoPressureWatchKeyOfARemovedNetwork(t *testing.T) {
+	for _, c := range removals {
+		t.Run(c.name, func(t *testing.T) {
+			ctx, cancel := context.WithCancel(context.Background())
+			kv := kvtest.New()
+			st := netspec.NewStore(kv)
+			if err := st.Create(ctx, lanSpec); err != nil {
+				t.Fatal(err)
+			}
+			a := NewAllocator(kv, "n1", nil)
+			p, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := c.do(ctx, st); err != nil {
+				t.Fatal(err)
+			}
+			waits := make(chan struct{}, 16)
+			kv.Hook = func(call string, keys []string) error {
+				if call == "wait" {
+					waits <- struct{}{}
+				}
+				return nil
+			}
+			events := make(chan spareEvent, 4)
+			stopped := make(chan struct{})
+			go func() {
+				a.spares.watchPressure(ctx, p, events)
+				close(stopped)
+			}()
+			select {
+			case <-waits: // the key written, and followed
+			case ev := <-events:
+				if ev.pool != p.ID() || !ev.check {
+					t.Errorf("event %+v, want a check of %s's spares", ev, p.ID())
+				}
+			}
+			cancel()
+			<-stopped
+			if pair, ok, err := kv.Get(context.Background(), pressureKey(p)); err != nil || ok {
+				t.Errorf("pressure key %s written by the watch of %s (%q, %v), its network's spec no longer giving the pool", pressureKey(p), p.ID(), pair.Value, err)
+			}
+		})
+	}
+}

@@ -543,7 +543,9 @@ func (k *keeper) askForSpares(ctx context.Context, p Pool) error {
 	k.lastPressure[p.ID()] = now
 	k.mu.Unlock()
 	b, _ := json.Marshal(pressureNote{Node: k.node, At: now.UTC()})
-	if _, err := k.kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Set, Key: pressureKey(p), Value: b}}); err != nil {
+	// Only while p's spec gives it: a request that read the spec before
+	// `network rm` would leave the key under the deleted tree.
+	if err := setUnderSpec(ctx, k.kv, p, pressureKey(p), b); err != nil {
 		return fmt.Errorf("ask other nodes for spare addresses of %s: %w", p.ID(), err)
 	}
 	return nil
@@ -573,13 +575,35 @@ func (k *keeper) watchPressure(ctx context.Context, p Pool, out chan<- spareEven
 		}
 	}
 	var index uint64
-	erred := false
+	// refused: p's spec no longer gives p, as last read.
+	erred, refused := false, false
 	delays := backoff.Backoff{Min: 200 * time.Millisecond, Max: 10 * time.Second}
 	for ctx.Err() == nil {
 		if index == 0 {
 			// The key must exist: a blocking read of a missing key wakes on
-			// writes to its neighbours, here every allocation.
-			k.kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.CAS, Key: key, Value: []byte("{}")}})
+			// writes to its neighbours, here every allocation. It is
+			// created only while p's spec gives p (see specCheck): a
+			// watch of a pool read before `network rm` would leave it
+			// under the deleted tree.
+			check, err := specChecks(ctx, k.kv, p)
+			if err != nil {
+				k.suspend(p.ID())
+				if notServed(err) {
+					// Checked once: a verifying sync drops the spares
+					// gone with the tree, and its refused claims close
+					// the pool, which ends this watch.
+					if !refused && !send(spareEvent{pool: p.ID(), check: true}) {
+						return
+					}
+					refused = true
+				} else {
+					erred = true
+				}
+				backoff.Sleep(ctx, delays.Next())
+				continue
+			}
+			refused = false
+			k.kv.Txn(ctx, append([]kvstore.Op{{Verb: kvstore.CAS, Key: key, Value: []byte("{}")}}, check...))
 		}
 		pair, ok, next, err := k.kv.Wait(ctx, key, index)
 		if err != nil {

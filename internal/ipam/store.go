@@ -134,12 +134,11 @@ func (s *store) update(ctx context.Context, p Pool, b netip.Prefix, fn func(Bloc
 			return cur.doc, nil
 		}
 		var check []kvstore.Op
-		if cur.index == 0 && len(next.Allocs) > 0 && p.fromSpec {
-			op, err := s.specCheck(ctx, p)
-			if err != nil {
+		if cur.index == 0 && len(next.Allocs) > 0 {
+			var err error
+			if check, err = specChecks(ctx, s.kv, p); err != nil {
 				return BlockDoc{}, fmt.Errorf("claim %s: %w", key, err)
 			}
-			check = append(check, op)
 		}
 		won, index, err := s.write(ctx, key, next, cur.index, check...)
 		if err != nil {
@@ -182,9 +181,11 @@ func notServed(err error) bool {
 // index are other keys), so the check fails no claim but of a network
 // made, being removed or removed since, or a spec rewritten by hand;
 // the claim, retried on a fresh read of the block, reads the spec again.
-func (s *store) specCheck(ctx context.Context, p Pool) (kvstore.Op, error) {
+// Every other write that may create a key under p's tree (the pressure
+// key, a sweep's reports) carries the same check, for the same reason.
+func specCheck(ctx context.Context, kv KV, p Pool) (kvstore.Op, error) {
 	key := netspec.SpecKey(p.Network)
-	pair, ok, err := s.kv.Get(ctx, key)
+	pair, ok, err := kv.Get(ctx, key)
 	if err != nil {
 		return kvstore.Op{}, fmt.Errorf("read the spec of network %q: %w", p.Network, err)
 	}
@@ -203,6 +204,39 @@ func (s *store) specCheck(ctx context.Context, p Pool) (kvstore.Op, error) {
 		return kvstore.Op{}, fmt.Errorf("network %q: its spec %s no longer gives pool %s of %s: %w", p.Network, key, p.allocRange(), p.ID(), errNotServed)
 	}
 	return kvstore.Op{Verb: kvstore.CheckIndex, Key: key, Index: pair.Index}, nil
+}
+
+// specChecks is specCheck's check for a write that may create a key under
+// p's tree, none for a pool not served from its spec (see PoolOf).
+func specChecks(ctx context.Context, kv KV, p Pool) ([]kvstore.Op, error) {
+	if !p.fromSpec {
+		return nil, nil
+	}
+	op, err := specCheck(ctx, kv, p)
+	if err != nil {
+		return nil, err
+	}
+	return []kvstore.Op{op}, nil
+}
+
+// setUnderSpec writes value at key, a key under p's tree no other writer
+// checks (the pressure key, a node's own report), with specChecks' check:
+// refused once p's network is being removed, gone or no longer gives p,
+// so that no key is left under a deleted network's tree. A transaction
+// rolled back can only be the spec's change between its read and the
+// write: it is read again.
+func setUnderSpec(ctx context.Context, kv KV, p Pool, key string, value []byte) error {
+	for range maxAttempts {
+		check, err := specChecks(ctx, kv, p)
+		if err != nil {
+			return err
+		}
+		res, err := kv.Txn(ctx, append([]kvstore.Op{{Verb: kvstore.Set, Key: key, Value: value}}, check...))
+		if err != nil || res.OK {
+			return err
+		}
+	}
+	return fmt.Errorf("write %s: the spec of network %q kept changing", key, p.Network)
 }
 
 // read reads one block's document, fresh.
