@@ -84,17 +84,22 @@ func decodeKept(p Pool, pairs []kvstore.Pair) (KeptAddrs, []BadDoc) {
 }
 
 // publishKept stores what this node's sweep of p kept, or deletes the key
-// when it kept nothing.
+// when it kept nothing. The key is stored only while p's spec gives p
+// (see setUnderSpec): a sweep that read the specs before `network rm`
+// would leave it under the deleted tree, where a network made again under
+// the name would take its addresses as a start's.
 func publishKept(ctx context.Context, kv KV, p Pool, node string, addrs []netip.Addr, at time.Time) error {
-	op := kvstore.Op{Verb: kvstore.Delete, Key: keptKey(p, node)}
-	if len(addrs) > 0 {
-		b, err := json.Marshal(keptDoc{Addrs: slices.SortedFunc(slices.Values(addrs), netip.Addr.Compare), At: at.UTC()})
-		if err != nil {
+	var err error
+	if len(addrs) == 0 {
+		_, err = kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Delete, Key: keptKey(p, node)}})
+	} else {
+		var b []byte
+		if b, err = json.Marshal(keptDoc{Addrs: slices.SortedFunc(slices.Values(addrs), netip.Addr.Compare), At: at.UTC()}); err != nil {
 			return err
 		}
-		op = kvstore.Op{Verb: kvstore.Set, Key: keptKey(p, node), Value: b}
+		err = setUnderSpec(ctx, kv, p, keptKey(p, node), b)
 	}
-	if _, err := kv.Txn(ctx, []kvstore.Op{op}); err != nil {
+	if err != nil {
 		return fmt.Errorf("publish the addresses kept for starts in %s: %w", p.ID(), err)
 	}
 	return nil

@@ -70,19 +70,24 @@ func decodeNodeless(p Pool, pairs []kvstore.Pair) map[string]map[netip.Addr]Allo
 // publishNodeless stores node's report in p, or deletes the key when it
 // reports nothing.
 func publishNodeless(ctx context.Context, kv KV, p Pool, node string, allocs map[netip.Addr]Alloc) error {
-	op := kvstore.Op{Verb: kvstore.Delete, Key: nodelessKey(p, node)}
-	if len(allocs) > 0 {
+	var err error
+	if len(allocs) == 0 {
+		_, err = kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Delete, Key: nodelessKey(p, node)}})
+	} else {
 		doc := nodelessDoc{Allocs: make(map[string]Alloc, len(allocs))}
 		for a, al := range allocs {
 			doc.Allocs[a.String()] = al
 		}
-		b, err := json.Marshal(doc)
-		if err != nil {
+		var b []byte
+		if b, err = json.Marshal(doc); err != nil {
 			return err
 		}
-		op = kvstore.Op{Verb: kvstore.Set, Key: nodelessKey(p, node), Value: b}
+		// Only while p's spec gives p (see setUnderSpec): left under a
+		// deleted tree, the report would speak for a network made again
+		// under the name.
+		err = setUnderSpec(ctx, kv, p, nodelessKey(p, node), b)
 	}
-	if _, err := kv.Txn(ctx, []kvstore.Op{op}); err != nil {
+	if err != nil {
 		return fmt.Errorf("publish the addresses allocated to no node that this node does not hold in %s: %w", p.ID(), err)
 	}
 	return nil

@@ -2,8 +2,11 @@ package ipam
 
 import (
 	"context"
+	"fmt"
+	"log/slog"
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
@@ -250,19 +253,20 @@ func TestSparesHandedOutAsTheSpecGoes(t *testing.T) {
 // pool read no longer served.
 var removals = []struct {
 	name string
-	do   func(ctx context.Context, st *netspec.Store) error
+	do   func(ctx context.Context, st *netspec.Store, spec netspec.Spec) error
 }{
-	{name: "removed", do: func(ctx context.Context, st *netspec.Store) error {
-		return st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name))
+	{name: "removed", do: func(ctx context.Context, st *netspec.Store, spec netspec.Spec) error {
+		return st.Delete(ctx, spec.Name, NetworkPrefix(spec.Name))
 	}},
-	{name: "being_removed", do: func(ctx context.Context, st *netspec.Store) error { return st.MarkDeleting(ctx, lanSpec.Name) }},
-	{name: "made_again_with_another_subnet", do: func(ctx context.Context, st *netspec.Store) error {
-		if err := st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name)); err != nil {
+	{name: "being_removed", do: func(ctx context.Context, st *netspec.Store, spec netspec.Spec) error {
+		return st.MarkDeleting(ctx, spec.Name)
+	}},
+	{name: "made_again_with_another_subnet", do: func(ctx context.Context, st *netspec.Store, spec netspec.Spec) error {
+		if err := st.Delete(ctx, spec.Name, NetworkPrefix(spec.Name)); err != nil {
 			return err
 		}
-		again := lanSpec
-		again.Subnet, again.Gateway, again.IPRange = netip.MustParsePrefix("10.92.0.0/24"), netip.MustParseAddr("10.92.0.1"), netip.Prefix{}
-		return st.Create(ctx, again)
+		spec.Subnet, spec.Gateway, spec.IPRange = netip.MustParsePrefix("10.92.0.0/24"), netip.MustParseAddr("10.92.0.1"), netip.Prefix{}
+		return st.Create(ctx, spec)
 	}},
 }
 
@@ -287,7 +291,7 @@ func TestNoPressureKeyOfARemovedNetwork(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := c.do(ctx, st); err != nil {
+			if err := c.do(ctx, st, lanSpec); err != nil {
 				t.Fatal(err)
 			}
 			err = a.spares.askForSpares(ctx, p)
@@ -321,7 +325,7 @@ func TestNoPressureWatchKeyOfARemovedNetwork(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if err := c.do(ctx, st); err != nil {
+			if err := c.do(ctx, st, lanSpec); err != nil {
 				t.Fatal(err)
 			}
 			waits := make(chan struct{}, 16)
@@ -350,5 +354,74 @@ func TestNoPressureWatchKeyOfARemovedNetwork(t *testing.T) {
 				t.Errorf("pressure key %s written by the watch of %s (%q, %v), its network's spec no longer giving the pool", pressureKey(p), p.ID(), pair.Value, err)
 			}
 		})
+	}
+}
+
+// TestNoSweepReportOfARemovedNetwork: a node's sweep publishes, per pool,
+// the addresses it keeps for container starts under way (kept/NODE) and
+// its report of the allocations naming no node it holds none of
+// (nodeless/NODE), with unconditional writes after its read of the specs.
+// A network removed meanwhile got the key back under its deleted tree: a
+// kept key left there delays reclaims in a network made again under the
+// name, and shows its addresses as a start's. The writes are now refused,
+// as a block claim is, once the spec is gone, being removed, or no
+// longer gives the pool.
+func TestNoSweepReportOfARemovedNetwork(t *testing.T) {
+	for _, report := range []string{"kept", "nodeless"} {
+		for _, c := range removals {
+			t.Run(report+"/"+c.name, func(t *testing.T) {
+				ctx := context.Background()
+				kv := kvtest.New()
+				st, p := clusterNet(t, kv)
+				spec, _, err := st.Get(ctx, p.Network)
+				if err != nil {
+					t.Fatal(err)
+				}
+				clock := t0
+				r := &Reclaimer{Alloc: newAllocator(kv, "n1", "g", func() time.Time { return clock }, nil), Pools: SpecPools{Store: st},
+					Grace: 10 * time.Second, Log: slog.New(slog.DiscardHandler)}
+				key := keptKey(p, "n1")
+				if report == "kept" {
+					// Past the grace twice, unheld, with a start under way
+					// since before its allocation: kept at the second sweep.
+					if _, err := r.Alloc.Allocate(ctx, p, netip.Addr{}, KindTask); err != nil {
+						t.Fatal(err)
+					}
+					r.Held = &localStarts{starts: map[string][]Start{p.Network: {{Since: t0.Add(-time.Minute)}}}}
+					clock = t0.Add(11 * time.Second)
+					if err := r.Sweep(ctx); err != nil {
+						t.Fatal(err)
+					}
+					clock = t0.Add(22 * time.Second)
+				} else {
+					// An allocation naming no node, which n1 does not hold.
+					key = nodelessKey(p, "n1")
+					r.Held = heldSet{}
+					raw := fmt.Sprintf(`{"node":"","allocs":{"10.2.0.18":{"node":"","at":%q,"kind":"task"}}}`, t0.Add(-time.Hour).Format(time.RFC3339Nano))
+					if err := kv.Put(ctx, blockPath(p, p.Block(netip.MustParseAddr("10.2.0.18"))), []byte(raw)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				// The network goes after the sweep read the specs, just
+				// before it writes the key.
+				removed := false
+				kv.Hook = func(call string, keys []string) error {
+					if call == "txn" && keys[0] == key && !removed {
+						removed = true
+						if err := c.do(ctx, st, spec); err != nil {
+							t.Error(err)
+						}
+					}
+					return nil
+				}
+				sweepErr := r.Sweep(ctx)
+				if !removed {
+					t.Fatalf("the sweep wrote no %s (err %v)", key, sweepErr)
+				}
+				if pair, ok, err := kv.Get(ctx, key); err != nil || ok {
+					t.Errorf("%s written by a sweep after its network's spec no longer gave the pool: %s (%v); the sweep: %v", key, pair.Value, err, sweepErr)
+				}
+			})
+		}
 	}
 }

@@ -346,7 +346,12 @@ func (r *Reclaimer) publishKept(ctx context.Context, p Pool, kept []netip.Addr) 
 	if len(kept) == 0 && none {
 		return nil
 	}
-	if err := publishKept(ctx, r.Alloc.store.kv, p, r.Alloc.node, kept, r.Alloc.now()); err != nil {
+	if err := publishKept(ctx, r.Alloc.store.kv, p, r.Alloc.node, kept, r.Alloc.now()); notServed(err) {
+		// Its network went after the sweep read the specs: nothing is
+		// written under its tree, and the next sweep leaves it.
+		r.log().Debug("addresses kept for starts not published: the network is being removed, or gone", "pool", p.ID(), "err", err)
+		return nil
+	} else if err != nil {
 		return err
 	}
 	r.mu.Lock()
@@ -369,7 +374,11 @@ func (r *Reclaimer) publishNodeless(ctx context.Context, p Pool, unclaimed map[n
 	if !republish(last, known, unclaimed, now) {
 		return nil
 	}
-	if err := publishNodeless(ctx, r.Alloc.store.kv, p, r.Alloc.node, unclaimed); err != nil {
+	if err := publishNodeless(ctx, r.Alloc.store.kv, p, r.Alloc.node, unclaimed); notServed(err) {
+		// As in publishKept.
+		r.log().Debug("report of addresses allocated to no node not published: the network is being removed, or gone", "pool", p.ID(), "err", err)
+		return nil
+	} else if err != nil {
 		return err
 	}
 	r.mu.Lock()
