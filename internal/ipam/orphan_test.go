@@ -425,3 +425,100 @@ func TestNoSweepReportOfARemovedNetwork(t *testing.T) {
 		}
 	}
 }
+
+// TestNothingOfAPoolReadBeforeItsNetworkWasMadeAgain: a request that read
+// its pool just before `underlay network rm`, with the network made again
+// under the name and subnet before its write (within one request's life),
+// claimed a block of the new network as this node's: the spec check found
+// a spec standing that gives the pool. The claim is now bound to the spec
+// as read (its modify index), and refused; so is the ask for spares.
+func TestNothingOfAPoolReadBeforeItsNetworkWasMadeAgain(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	if err := st.Create(ctx, lanSpec); err != nil {
+		t.Fatal(err)
+	}
+	a := NewAllocator(kv, "n1", nil)
+	old, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Create(ctx, lanSpec); err != nil {
+		t.Fatal(err)
+	}
+	addr, err := a.Allocate(ctx, old, netip.Addr{}, KindTask)
+	if !notServed(err) {
+		t.Errorf("allocation from the pool read before the network was made again: %s (err %v), want refused", addr, err)
+	}
+	if err := a.spares.askForSpares(ctx, old); !notServed(err) {
+		t.Errorf("ask for spares of the pool read before the network was made again: %v, want refused", err)
+	}
+	left, err := kv.List(ctx, NetworkPrefix(lanSpec.Name))
+	if err != nil || len(left) > 0 {
+		var keys []string
+		for _, pr := range left {
+			keys = append(keys, pr.Key)
+		}
+		t.Errorf("written into the network made again: %v (%v)", keys, err)
+	}
+	// The new network's own requests are served.
+	now, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Allocate(ctx, now, netip.Addr{}, KindTask); err != nil {
+		t.Errorf("allocation in the network made again: %v", err)
+	}
+}
+
+// TestNoSpareOfANetworkMadeAgain: the spare keeper holds spares of a pool
+// whose network was removed and made again under the name and subnet
+// (its teardown missed on this node, or a straggling request made the
+// pool known again). The old spares went with the old tree: handed out
+// for the new network's request, one is recorded nowhere there, and
+// another node may be given it too. A pool read from another spec is
+// now another pool to the keeper.
+func TestNoSpareOfANetworkMadeAgain(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	if err := st.Create(ctx, lanSpec); err != nil {
+		t.Fatal(err)
+	}
+	n1, n2 := NewAllocator(kv, "n1", nil), NewAllocator(kv, "n2", nil)
+	n1.spares.enable(2, nil)
+	old, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n1.Allocate(ctx, old, netip.Addr{}, KindTask); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n1.spares.syncAll(ctx, false, false); err != nil {
+		t.Fatal(err)
+	}
+	if n := n1.spares.count(); n == 0 {
+		t.Fatal("no spares kept")
+	}
+	if err := st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Create(ctx, lanSpec); err != nil {
+		t.Fatal(err)
+	}
+	now, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := n1.Allocate(ctx, now, netip.Addr{}, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again, err := n2.Allocate(ctx, now, got, KindTask); err == nil {
+		t.Errorf("%s handed out to n1 and then to n2 (%s) in the network made again", got, again)
+	}
+}

@@ -27,6 +27,10 @@ type Pool struct {
 	// fromSpec: read from its network's spec (see SpecPools), so a block
 	// of it is claimed only while that spec stands (see store.specCheck).
 	fromSpec bool
+	// specIndex is the modify index of the spec it was read from, when
+	// known (0: not): its writes are bound to that spec, not to any spec
+	// under the name (see specCheck).
+	specIndex uint64
 }
 
 // Family is "v4" or "v6", part of the pool's KV path.

@@ -164,6 +164,7 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 				continue
 			}
 			p, _ := r.Pools.pool(spec, v6)
+			p.specIndex = l.SpecIndex(spec.Name)
 			seen[p.ID()] = true
 			errs = append(errs, r.sweepPool(ctx, p, local.Held[spec.Name], local.Starts[spec.Name], gone, reporters, holders, owners))
 		}

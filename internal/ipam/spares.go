@@ -202,7 +202,10 @@ func (k *keeper) count() int {
 
 func samePool(x, y Pool) bool {
 	return x.Network == y.Network && x.Prefix == y.Prefix && x.allocRange() == y.allocRange() &&
-		x.blockBits() == y.blockBits() && maps.Equal(x.Reserved, y.Reserved)
+		x.blockBits() == y.blockBits() && maps.Equal(x.Reserved, y.Reserved) &&
+		// A network made again under the name is another pool: the old
+		// one's spares went with its tree.
+		(x.specIndex == 0 || y.specIndex == 0 || x.specIndex == y.specIndex)
 }
 
 // enable makes the keeper keep n spares per pool (0: none).

@@ -41,6 +41,7 @@ func (s SpecPools) PoolFor(ctx context.Context, subnet netip.Prefix) (Pool, neti
 			return Pool{}, netip.Addr{}, refusedSpec(spec.Name, err)
 		}
 		p, gw := s.pool(spec, v6)
+		p.specIndex = l.SpecIndex(spec.Name)
 		return p, gw, nil
 	}
 	return Pool{}, netip.Addr{}, fmt.Errorf("no underlay network with cluster IPAM has subnet %s; create it with `underlay network create … --ipam cluster`", subnet)
@@ -120,6 +121,7 @@ func (s SpecPools) poolByID(l *netspec.Listing, id string) (Pool, netip.Addr, er
 		return Pool{}, netip.Addr{}, refusedSpec(name, refused)
 	}
 	p, gw := s.pool(spec, v6)
+	p.specIndex = l.SpecIndex(spec.Name)
 	return p, gw, nil
 }
 

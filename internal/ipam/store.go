@@ -202,6 +202,13 @@ func specCheck(ctx context.Context, kv KV, p Pool) (kvstore.Op, error) {
 		return kvstore.Op{}, &RemovingError{Pool: p}
 	case spec.Name != p.Network || now.Prefix != p.Prefix || now.allocRange() != p.allocRange():
 		return kvstore.Op{}, fmt.Errorf("network %q: its spec %s no longer gives pool %s of %s: %w", p.Network, key, p.allocRange(), p.ID(), errNotServed)
+	case p.specIndex != 0 && pair.Index != p.specIndex:
+		// Written since p was read, and not by the mark of `network rm`
+		// (above): the network was removed and made again under the
+		// name. What p was read for is the old network's, whose tree
+		// went: written into the new one, an address would pass for
+		// this node's there.
+		return kvstore.Op{}, fmt.Errorf("network %q: its spec %s was written since pool %s was read (the network removed and made again): %w", p.Network, key, p.ID(), errSpecGone)
 	}
 	return kvstore.Op{Verb: kvstore.CheckIndex, Key: key, Index: pair.Index}, nil
 }

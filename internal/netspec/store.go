@@ -202,6 +202,10 @@ type Listing struct {
 	// report under the network, each with the ReportSum of the value
 	// stored.
 	reports map[string]map[string]uint64
+	// indexes are the modify indexes of the specs listed, by network
+	// name; asOf is the highest modify index among the keys listed.
+	indexes map[string]uint64
+	asOf    uint64
 
 	once    sync.Once
 	refused map[string]error
@@ -228,6 +232,19 @@ func (l *Listing) ReportSum(name, id string) (sum uint64, ok bool) {
 	sum, ok = l.reports[name][id]
 	return sum, ok
 }
+
+// SpecIndex is the modify index of network name's spec as the listing
+// read it (0: not listed). The spec key is written only by `network
+// create`, the mark of `network rm` and its delete, so a spec read at
+// another index is another network under the name, or one being removed:
+// writes bound to a network as read check this index (see ipam).
+func (l *Listing) SpecIndex(name string) uint64 { return l.indexes[name] }
+
+// AsOf is the highest modify index among the keys the listing read. One
+// listing is one read, of KV as it stood at some index no lower: a spec
+// written at or before AsOf that the listing lacks was deleted since.
+// Of a spec written after, the listing says nothing (it may be older).
+func (l *Listing) AsOf() uint64 { return l.asOf }
 
 // ReportSum is a digest of ns as Report stores it: what a listing holds
 // of each report (see Listing.ReportSum), cheaper than the report.
@@ -284,6 +301,7 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 	leased := map[string]map[string]bool{}
 	for _, p := range kvs {
 		k := p.Key
+		l.asOf = max(l.asOf, p.Index)
 		if name, _, ok := strings.Cut(strings.TrimPrefix(k, KVPrefix), "/"); ok && Unlistable(name) {
 			l.Unlisted = append(l.Unlisted, k)
 			continue
@@ -317,6 +335,10 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 			continue
 		}
 		l.Specs = append(l.Specs, s)
+		if l.indexes == nil {
+			l.indexes = map[string]uint64{}
+		}
+		l.indexes[name] = p.Index
 	}
 	sort.Slice(l.Specs, func(i, j int) bool { return l.Specs[i].Name < l.Specs[j].Name })
 	slices.Sort(l.Unlisted)

@@ -620,3 +620,50 @@ func TestListingLeased(t *testing.T) {
 		t.Errorf("leased: %v, want %v", l.Leased, want)
 	}
 }
+
+// TestListingIndexes: a listing gives each spec's modify index, which
+// changes when the network is marked for removal and when it is made
+// again under the name, and the highest index it read.
+func TestListingIndexes(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	if err := st.Create(ctx, spec("good")); err != nil {
+		t.Fatal(err)
+	}
+	read := func() *netspec.Listing {
+		t.Helper()
+		l, err := st.ReadListing(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return l
+	}
+	first := read()
+	pair, _, err := kv.Get(ctx, netspec.SpecKey("good"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := first.SpecIndex("good"); got != pair.Index || first.AsOf() < got {
+		t.Errorf("spec index %d, as of %d; want %d, and as of no lower", got, first.AsOf(), pair.Index)
+	}
+	if got := first.SpecIndex("other"); got != 0 {
+		t.Errorf("spec index of a network not listed: %d, want 0", got)
+	}
+	if err := st.Delete(ctx, "good"); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Create(ctx, spec("good")); err != nil {
+		t.Fatal(err)
+	}
+	again := read()
+	if again.SpecIndex("good") == first.SpecIndex("good") {
+		t.Errorf("the network made again has its spec index of before, %d", first.SpecIndex("good"))
+	}
+	if err := st.MarkDeleting(ctx, "good"); err != nil {
+		t.Fatal(err)
+	}
+	if marked := read(); marked.SpecIndex("good") == again.SpecIndex("good") || marked.AsOf() < marked.SpecIndex("good") {
+		t.Errorf("marked for removal: spec index %d as of %d, want another than %d, as of no lower", marked.SpecIndex("good"), marked.AsOf(), again.SpecIndex("good"))
+	}
+}
