@@ -48,8 +48,9 @@ type PoolSource interface {
 	// too), or errNotRead when there has been none.
 	PoolSeen(id string) (p Pool, gw netip.Addr, err error)
 	// PoolGone says the newest reading of the specs has no spec, readable
-	// or not, of pool id's network; false when there has been none.
-	PoolGone(id string) bool
+	// or not, of pool p's network; false when there has been none, or it
+	// may be older than p's.
+	PoolGone(p Pool) bool
 }
 
 // Plugin serves Docker's remote IPAM protocol for one node.
@@ -192,7 +193,7 @@ func (pl *Plugin) forgetGone(ctx context.Context) {
 	pl.mu.Lock()
 	gone := map[string]Pool{}
 	for id, e := range pl.pools {
-		if pl.Pools.PoolGone(id) {
+		if pl.Pools.PoolGone(e.pool) {
 			gone[id] = e.pool
 		}
 	}
@@ -200,7 +201,7 @@ func (pl *Plugin) forgetGone(ctx context.Context) {
 	for id, p := range gone {
 		// Still gone: a RequestPool of a network made again under the
 		// name read the specs, and is kept.
-		if pl.dropUnheld(ctx, id, p, func(poolEntry) bool { return pl.Pools.PoolGone(id) }) {
+		if pl.dropUnheld(ctx, id, p, func(cur poolEntry) bool { return pl.Pools.PoolGone(cur.pool) }) {
 			pl.log().Info("pool of a network gone forgotten: this node holds none of its addresses", "pool", cut(id))
 		}
 	}

@@ -31,6 +31,10 @@ type Pool struct {
 	// known (0: not): its writes are bound to that spec, not to any spec
 	// under the name (see specCheck).
 	specIndex uint64
+	// listed is the Settled of the listing of the specs it was read from
+	// (0: not read from one): only a listing begun after is as new (see
+	// SpecPools.PoolGone).
+	listed uint64
 }
 
 // Family is "v4" or "v6", part of the pool's KV path.

@@ -312,3 +312,56 @@ func TestReleasePoolKeepsAPoolARequestIsTaking(t *testing.T) {
 		t.Errorf("lan/v4 forgotten while a request of it was under way")
 	}
 }
+
+// TestPoolRequestedAsTheNewestListingLagsIsKept: the specs' newest
+// listing is the one begun last, which may have been answered before one
+// begun earlier. A RequestPool of a network made again under a removed
+// one's name read the specs (begun first, answered after the network was
+// made), while the agent's reconciler's listing (begun after, answered
+// before) lacks it. The plugin's next ReleasePool took the pool for one
+// of a gone network and dropped it, with the RequestPool's count. A
+// listing that may be older than the pool's reading no longer says it
+// is gone.
+func TestPoolRequestedAsTheNewestListingLagsIsKept(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	pl, _ := pluginFor(t, kv, "n1")
+	st := pl.Pools.(SpecPools).Store
+	if err := st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name)); err != nil {
+		t.Fatal(err)
+	}
+	var armed atomic.Bool
+	entered, resume := make(chan struct{}), make(chan struct{})
+	kv.Hook = func(call string, keys []string) error {
+		if call == "list" && keys[0] == netspec.KVPrefix && armed.CompareAndSwap(true, false) {
+			entered <- struct{}{}
+			<-resume
+		}
+		return nil
+	}
+	armed.Store(true)
+	done := make(chan error, 1)
+	go func() {
+		_, err := pl.requestPool(ctx, poolRequest{Pool: lanSpec.Subnet.String()})
+		done <- err
+	}()
+	<-entered // the RequestPool's listing has begun
+	// The reconciler's, begun after and answered at once, before the
+	// network is made again.
+	if _, err := st.ReadListing(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Create(ctx, lanSpec); err != nil {
+		t.Fatal(err)
+	}
+	close(resume)
+	if err := <-done; err != nil {
+		t.Fatalf("RequestPool of the network made again: %v", err)
+	}
+	if _, err := pl.releasePool(ctx, poolRelease{PoolID: "other/v4"}); err != nil {
+		t.Fatal(err)
+	}
+	if e, ok := pl.served("lan/v4"); !ok || e.requests != 1 {
+		t.Errorf("lan/v4 recorded %t with %d RequestPools after another pool's ReleasePool; want kept with its 1: its network stands, made again", ok, e.requests)
+	}
+}

@@ -41,7 +41,7 @@ func (s SpecPools) PoolFor(ctx context.Context, subnet netip.Prefix) (Pool, neti
 			return Pool{}, netip.Addr{}, refusedSpec(spec.Name, err)
 		}
 		p, gw := s.pool(spec, v6)
-		p.specIndex = l.SpecIndex(spec.Name)
+		p.specIndex, p.listed = l.SpecIndex(spec.Name), l.Settled()
 		return p, gw, nil
 	}
 	return Pool{}, netip.Addr{}, fmt.Errorf("no underlay network with cluster IPAM has subnet %s; create it with `underlay network create … --ipam cluster`", subnet)
@@ -68,13 +68,17 @@ func (s SpecPools) PoolSeen(id string) (Pool, netip.Addr, error) {
 	return s.poolByID(l, id)
 }
 
-// PoolGone implements PoolSource, from the store's newest listing.
-func (s SpecPools) PoolGone(id string) bool {
+// PoolGone implements PoolSource, from the store's newest listing, if it
+// began after the listing p was read from was answered. The newest one
+// is the one begun last, which may have been answered first: a network
+// made again under the name since it read the specs would pass for gone,
+// and the record of a RequestPool of it for one of a gone network.
+func (s SpecPools) PoolGone(p Pool) bool {
 	l := s.Store.Listed()
-	if l == nil {
+	if l == nil || !l.BegunAfter(p.listed) {
 		return false
 	}
-	name, _, err := splitID(id)
+	name, _, err := splitID(p.ID())
 	if err != nil {
 		return true // no network's: nothing of it is ever served
 	}
@@ -121,7 +125,7 @@ func (s SpecPools) poolByID(l *netspec.Listing, id string) (Pool, netip.Addr, er
 		return Pool{}, netip.Addr{}, refusedSpec(name, refused)
 	}
 	p, gw := s.pool(spec, v6)
-	p.specIndex = l.SpecIndex(spec.Name)
+	p.specIndex, p.listed = l.SpecIndex(spec.Name), l.Settled()
 	return p, gw, nil
 }
 

@@ -206,6 +206,9 @@ type Listing struct {
 	// name; asOf is the highest modify index among the keys listed.
 	indexes map[string]uint64
 	asOf    uint64
+	// seq numbers the listing among the store's as it began; settled is
+	// how many had begun once its read was answered (see Settled).
+	seq, settled uint64
 
 	once    sync.Once
 	refused map[string]error
@@ -245,6 +248,17 @@ func (l *Listing) SpecIndex(name string) uint64 { return l.indexes[name] }
 // written at or before AsOf that the listing lacks was deleted since.
 // Of a spec written after, the listing says nothing (it may be older).
 func (l *Listing) AsOf() uint64 { return l.asOf }
+
+// Settled is how many listings of its store had begun once this one's
+// read of KV was answered: one whose number is higher (see BegunAfter)
+// sent its read after, and shows KV as this one did, or later. Of two
+// listings read at once, neither does: the one begun last may have been
+// answered first.
+func (l *Listing) Settled() uint64 { return l.settled }
+
+// BegunAfter says the listing began once the listing whose Settled is
+// settled had been answered: it is not older than that one.
+func (l *Listing) BegunAfter(settled uint64) bool { return l.seq > settled }
 
 // ReportSum is a digest of ns as Report stores it: what a listing holds
 // of each report (see Listing.ReportSum), cheaper than the report.
@@ -296,7 +310,7 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 	if err != nil {
 		return nil, fmt.Errorf("list networks: %w", err)
 	}
-	l := &Listing{}
+	l := &Listing{seq: n}
 	reports := map[string]map[string]uint64{}
 	leased := map[string]map[string]bool{}
 	for _, p := range kvs {
@@ -370,6 +384,7 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 		l.Leased[name] = slices.Sorted(maps.Keys(ids))
 	}
 	st.mu.Lock()
+	l.settled = st.begun
 	if n > st.kept {
 		st.kept, st.listed = n, l
 	}

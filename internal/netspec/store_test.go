@@ -623,7 +623,8 @@ func TestListingLeased(t *testing.T) {
 
 // TestListingIndexes: a listing gives each spec's modify index, which
 // changes when the network is marked for removal and when it is made
-// again under the name, and the highest index it read.
+// again under the name, and the highest index it read; a listing read
+// after another is known to have begun after it was answered.
 func TestListingIndexes(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
@@ -657,6 +658,10 @@ func TestListingIndexes(t *testing.T) {
 		t.Fatal(err)
 	}
 	again := read()
+	if !again.BegunAfter(first.Settled()) || first.BegunAfter(again.Settled()) {
+		t.Errorf("a listing read after another: begun after it %t, and the other after it %t; want true, false",
+			again.BegunAfter(first.Settled()), first.BegunAfter(again.Settled()))
+	}
 	if again.SpecIndex("good") == first.SpecIndex("good") {
 		t.Errorf("the network made again has its spec index of before, %d", first.SpecIndex("good"))
 	}
