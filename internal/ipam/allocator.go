@@ -294,10 +294,16 @@ func (b *batcher) do(ctx context.Context, r *request, commit func([]*request)) r
 
 // commit serves a batch, pool by pool: releases first, then allocations.
 func (a *Allocator) commit(batch []*request) {
-	var order []string
-	byPool := map[string][]*request{}
+	// A pool read from another spec under the name (a network made
+	// again) is another pool: served apart, each with its own.
+	type poolKey struct {
+		id   string
+		spec uint64
+	}
+	var order []poolKey
+	byPool := map[poolKey][]*request{}
 	for _, r := range batch {
-		id := r.pool.ID()
+		id := poolKey{r.pool.ID(), r.pool.specIndex}
 		if byPool[id] == nil {
 			order = append(order, id)
 		}

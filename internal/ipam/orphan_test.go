@@ -522,3 +522,42 @@ func TestNoSpareOfANetworkMadeAgain(t *testing.T) {
 		t.Errorf("%s handed out to n1 and then to n2 (%s) in the network made again", got, again)
 	}
 }
+
+// TestBatchOfTwoNetworksUnderOneName: requests of one pool ID share one
+// batch, served with the first's pool. A request of a pool read before
+// its network was removed and made again, and one of the network made
+// again, came in one batch: the second was refused with the first, its
+// network standing.
+func TestBatchOfTwoNetworksUnderOneName(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	if err := st.Create(ctx, lanSpec); err != nil {
+		t.Fatal(err)
+	}
+	a := NewAllocator(kv, "n1", nil)
+	old, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Create(ctx, lanSpec); err != nil {
+		t.Fatal(err)
+	}
+	now, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	al := Alloc{Node: "n1", At: time.Now().UTC(), Kind: KindTask}
+	stale := &request{pool: old, al: al, done: make(chan result, 1)}
+	fresh := &request{pool: now, al: al, done: make(chan result, 1)}
+	a.commit([]*request{stale, fresh})
+	if res := <-stale.done; !notServed(res.err) {
+		t.Errorf("request of the pool read before the network was made again: %s (err %v), want refused", res.addr, res.err)
+	}
+	if res := <-fresh.done; res.err != nil {
+		t.Errorf("request of the network made again, in the same batch: %v", res.err)
+	}
+}
