@@ -144,6 +144,15 @@ func TestIntegrationACLPolicies(t *testing.T) {
 		{"publish the node's doctor report", func(ctx context.Context, c *api.Client) error {
 			return doctor.Publish(ctx, consul.NewKV(c), doctor.Report{Node: node, NodeID: node, At: time.Now()})
 		}, false},
+		{"read the network index", func(ctx context.Context, c *api.Client) error {
+			// The IPAM plugin's check that what it settled about a removed
+			// pool still holds (ipam.Plugin.fresh).
+			_, found, err := consul.NewKV(c).Get(ctx, netspec.IndexKey)
+			if err == nil && !found {
+				err = fmt.Errorf("%s not found", netspec.IndexKey)
+			}
+			return err
+		}, false},
 	}
 	history := func(c *api.Client) *adapter.KVHistory {
 		return adapter.NewKVHistory(c, adapter.DefaultHistoryPrefix, adapter.DefaultHistoryLimit)
@@ -276,6 +285,10 @@ func TestIntegrationACLPolicies(t *testing.T) {
 		}
 		runFor(t, bin, "Permission denied", 30*time.Second, noToken, "control", "--leader-election",
 			"--leader-key", "underlay/scale/leader-bin", "--insecure-no-auth", "--listen", "127.0.0.1:0", "--consul-addr", cons.Addr())
+		// Its facts are keyed by the machine's swarm node ID: alone (not
+		// after a test that made the machine's dockerd a swarm manager),
+		// this test makes it one, as those do.
+		testenv.Swarm(t, testenv.Docker(t))
 		// The agent publishes its node's facts with its token. No network
 		// spec is left for it to realise on this machine, and it registers
 		// no container of the machine's dockerd (no container has the label).
@@ -375,7 +388,13 @@ func runFor(t *testing.T, bin, want string, timeout time.Duration, token string,
 	}
 	stop := func() { cmd.Process.Kill(); cmd.Wait() }
 	if want == "" {
-		t.Cleanup(stop)
+		t.Cleanup(func() {
+			stop()
+			if t.Failed() {
+				out, _ := os.ReadFile(logPath)
+				t.Logf("%s %s's output:\n%s", bin, args[0], out)
+			}
+		})
 		return ""
 	}
 	defer stop()

@@ -21,6 +21,13 @@ key_prefix "underlay/networks/" {
   policy = "write"
 }
 
+# The names of every network, rewritten by each `network create` and `rm`:
+# the IPAM plugin reads it to know that what it found of a removed pool
+# still holds, instead of reading every spec at each request.
+key "underlay/network-index" {
+  policy = "read"
+}
+
 # This node's facts (interfaces, swarm role), read by `network create`.
 key_prefix "underlay/nodes/" {
   policy = "write"
