@@ -125,7 +125,11 @@ node the cluster knows; when they match no address, ips says so.`,
 				case b.Pool != "":
 					what = "pool " + q(b.Pool) + " skips"
 				}
-				fmt.Fprintf(streams.ErrOut, "warning: %s %s (%s): %s; fix: %s\n", what, q(b.Key), q(b.Problem), q(b.Effect), q(b.Fix))
+				fix := ""
+				if b.Fix != "" { // none for a key Consul's paths cannot name: Problem says how it goes
+					fix = "; fix: " + q(b.Fix)
+				}
+				fmt.Fprintf(streams.ErrOut, "warning: %s %s (%s): %s%s\n", what, q(b.Key), q(b.Problem), q(b.Effect), fix)
 			}
 			return nil
 		},

@@ -175,7 +175,11 @@ func newScaleHistoryCommand(f *scaleFlags, streams IOStreams) *cobra.Command {
 				return err
 			}
 			for _, b := range ans.BadRecords {
-				fmt.Fprintf(streams.ErrOut, "warning: skipped history record %s: %s; fix: %s\n", termtext.Cell(b.Key), termtext.Cell(b.Error), termtext.Cell(b.Fix))
+				fix := ""
+				if b.Fix != "" { // none for a key Consul's paths cannot name: Error says how it goes
+					fix = "; fix: " + termtext.Cell(b.Fix)
+				}
+				fmt.Fprintf(streams.ErrOut, "warning: skipped history record %s: %s%s\n", termtext.Cell(b.Key), termtext.Cell(b.Error), fix)
 			}
 			if f.json {
 				return writeJSON(streams.Out, ans.Data)

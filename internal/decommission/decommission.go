@@ -219,8 +219,8 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 			out.Keys = append(out.Keys, forgot.Deleted...)
 			out.Changed = append(out.Changed, forgot.Changed...)
 			for _, d := range forgot.Skipped {
-				out.Warnings = append(out.Warnings, fmt.Sprintf("%s cannot be read (%v): any address of %s recorded there is not freed; `%s` removes it, and agents record again what their containers hold there",
-					d.Key, d.Err, describe(f), d.Fix()))
+				out.Warnings = append(out.Warnings, fmt.Sprintf("%s cannot be read (%v): any address of %s recorded there is not freed; %s, and agents record again what their containers hold there",
+					d.Key, d.Err, describe(f), d.RemovedBy()))
 			}
 			if err != nil {
 				return out, err

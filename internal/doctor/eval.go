@@ -558,12 +558,13 @@ func EvalFacts(n int, misfiled []netspec.MisfiledFacts, err error) []Result {
 // dashboard take it as its key's identity's facts, but no agent writes
 // one. Deleted, it is written again by its key's agent, while one runs.
 func MisfiledResult(m netspec.MisfiledFacts) Result {
+	// The identity is the key's, which anyone with an agent's token may
+	// write: one shell word, as the key is.
+	fix, why := shellword.KVRemoval(m.Key, fmt.Sprintf(" (the agent of swarm node %s, while it runs, publishes its own facts again)",
+		shellword.Quote(strings.TrimPrefix(m.Key, netspec.NodesKVPrefix))))
 	return Result{Check: "nodes/facts", Status: Warn,
-		Message: m.String() + "; no agent writes such a document (each writes its own identity's, naming it): it was written by hand, or copied",
-		// The identity is the key's, which anyone with an agent's token
-		// may write: one shell word, as the key is.
-		Fix: shellword.KVDelete(m.Key) + fmt.Sprintf(" (the agent of swarm node %s, while it runs, publishes its own facts again)",
-			shellword.Quote(strings.TrimPrefix(m.Key, netspec.NodesKVPrefix)))}
+		Message: m.String() + "; no agent writes such a document (each writes its own identity's, naming it): it was written by hand, or copied" + why,
+		Fix:     fix}
 }
 
 // HeldStartWarn is how long a container start may hold an address, kept

@@ -660,3 +660,16 @@ func TestMisfiledResultQuotesIdentity(t *testing.T) {
 		}
 	}
 }
+
+// TestMisfiledResultGivesNoDeleteConsulRedirects: facts misfiled under a
+// key with an empty, "." or ".." segment had `consul kv delete KEY` as
+// their fix, whose path Consul's HTTP API redirects to another key: the
+// delete misses it. No command, and the message says how it goes.
+func TestMisfiledResultGivesNoDeleteConsulRedirects(t *testing.T) {
+	for _, id := range []string{"..", "a//b", "a/./b"} {
+		r := MisfiledResult(netspec.MisfiledFacts{Key: netspec.NodesKVPrefix + id, Names: "other"})
+		if r.Fix != "" || !strings.Contains(r.Message, "PUT /v1/txn") {
+			t.Errorf("identity %q: %+v; want no fix, and the message saying to delete it by a transaction", id, r)
+		}
+	}
+}

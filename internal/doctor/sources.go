@@ -547,7 +547,8 @@ func (p IPAMPools) Read(ctx context.Context, specs []netspec.Spec) (map[string]P
 			}
 			var f PoolFacts
 			for _, b := range c.Bad {
-				f.Bad = append(f.Bad, BadKey{Key: b.Key, Problem: b.Err.Error(), Effect: b.Effect(), Fix: b.Fix()})
+				fix, why := b.Removal()
+				f.Bad = append(f.Bad, BadKey{Key: b.Key, Problem: b.Err.Error() + why, Effect: b.Effect(), Fix: fix})
 			}
 			for a, al := range c.Allocs {
 				if c.Kept.For(a, al) {

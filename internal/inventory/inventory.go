@@ -197,9 +197,10 @@ func Load(ctx context.Context, kv KV, facts []netspec.NodeFacts) ([]Entry, []Bad
 			err = ownEntries(es, strings.TrimPrefix(kv.Key, KVPrefix), names)
 		}
 		if err != nil {
-			bad = append(bad, BadDocument{Key: kv.Key, Problem: err.Error(),
+			fix, why := shellword.KVRemoval(kv.Key, "")
+			bad = append(bad, BadDocument{Key: kv.Key, Problem: err.Error() + why,
 				Effect: "the addresses it held are not listed; if it is a node's, its agent publishes it again within its period",
-				Fix:    shellword.KVDelete(kv.Key)})
+				Fix:    fix})
 			continue
 		}
 		all = append(all, es...)

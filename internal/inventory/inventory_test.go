@@ -678,3 +678,24 @@ func TestCheckFlagsAContainerIDOnSameNameNodes(t *testing.T) {
 		t.Error("OtherNode does not tell id-1 from id-2, or tells an entry giving no ID from one of its name")
 	}
 }
+
+// TestLoadGivesNoDeleteConsulRedirects: an unreadable inventory under a
+// key with an empty, "." or ".." segment had `consul kv delete KEY` as its
+// fix, whose path Consul's HTTP API redirects to another key: the delete
+// misses it. It has no command, and its problem says how it goes.
+func TestLoadGivesNoDeleteConsulRedirects(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	for _, k := range []string{KVPrefix + "..", KVPrefix + "a//b", KVPrefix + "a/./b"} {
+		kv.Put(ctx, k, []byte(`[{"ip":`))
+	}
+	_, bad, err := load(ctx, kv)
+	if err != nil || len(bad) != 3 {
+		t.Fatalf("bad documents %+v, %v; want the 3", bad, err)
+	}
+	for _, b := range bad {
+		if b.Fix != "" || !strings.Contains(b.Problem, "PUT /v1/txn") {
+			t.Errorf("bad document %+v: want no fix, and its problem saying to delete it by a transaction", b)
+		}
+	}
+}

@@ -105,7 +105,8 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry, facts []netspec.
 			maps.Copy(allocs, c.Allocs)
 			maps.Copy(kept, c.Kept)
 			for _, b := range c.Bad {
-				bad = append(bad, BadDocument{Pool: pool.ID(), Key: b.Key, Problem: b.Err.Error(), Effect: b.Effect(), Fix: b.Fix()})
+				fix, why := b.Removal()
+				bad = append(bad, BadDocument{Pool: pool.ID(), Key: b.Key, Problem: b.Err.Error() + why, Effect: b.Effect(), Fix: fix})
 			}
 		}
 		out = append(out, AllocationEntries(s.Name, allocs, kept, inv, names)...)

@@ -181,8 +181,8 @@ func (a *Allocator) allocateAt(ctx context.Context, p Pool, want netip.Addr, al 
 	if key, err := a.store.shadow(ctx, p, p.Block(want)); err != nil {
 		return fmt.Errorf("allocate %s in %s: %w", want, p.ID(), err)
 	} else if key != "" {
-		return fmt.Errorf("address %s is not available in %s: the bad key %s overlaps its block, and what it records there cannot be read; %s removes it",
-			want, p.ID(), key, BadDoc{Key: key}.Fix())
+		return fmt.Errorf("address %s is not available in %s: the bad key %s overlaps its block, and what it records there cannot be read; %s",
+			want, p.ID(), key, BadDoc{Key: key}.RemovedBy())
 	}
 	waitUntil := a.now().Add(spareWait)
 	for {

@@ -191,8 +191,8 @@ func TestBadDocumentsAreSkipped(t *testing.T) {
 		t.Fatalf("inspect: %d bad, %d allocations, %v", len(c.Bad), len(c.Allocs), err)
 	}
 	for _, d := range c.Bad {
-		if !strings.HasPrefix(d.Fix(), "consul kv delete "+poolPrefix(pool26)) {
-			t.Errorf("fix for %s: %q", d.Key, d.Fix())
+		if !strings.HasPrefix(d.removal(), "consul kv delete "+poolPrefix(pool26)) {
+			t.Errorf("fix for %s: %q", d.Key, d.removal())
 		}
 	}
 	// Fixed: the bad keys removed, the pool is whole again.

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -530,7 +531,7 @@ func TestDecodePoolSetsBadKeysApart(t *testing.T) {
 	if !v.taken[block("10.1.0.8/29")] || !v.taken[block("10.1.0.16/29")] || v.taken[block("10.1.0.64/29")] {
 		t.Errorf("taken %v: want the unreadable blocks taken (never claimed), stray keys not", v.taken)
 	}
-	if fix := bad[0].Fix(); fix != "consul kv delete "+poolPrefix(p)+"10.1.0.16_29" {
+	if fix := bad[0].removal(); fix != "consul kv delete "+poolPrefix(p)+"10.1.0.16_29" {
 		t.Errorf("fix %q", fix)
 	}
 }
@@ -568,5 +569,26 @@ func TestBlocksWithoutAffinityAreClaimed(t *testing.T) {
 	v.docs[block("10.1.0.16/29")], v.taken[block("10.1.0.16/29")] = doc("n2", nil), true
 	if got := fmt.Sprint(candidates(pool8, v, "n1", false, reuse{})); got != "[10.1.0.24/29 10.1.0.8/29 10.1.0.16/29]" {
 		t.Errorf("n1's candidates without borrowing, the free block holding an empty document: %s, want it still", got)
+	}
+}
+
+// TestBadDocOfARedirectedKeyGivesNoDelete: a pool's bad key with an
+// empty, "." or ".." segment had `consul kv delete KEY` as its fix, whose
+// path Consul's HTTP API redirects to another key: the delete misses it.
+// It gives no command, and says how it goes: by a transaction naming it.
+func TestBadDocOfARedirectedKeyGivesNoDelete(t *testing.T) {
+	p := pool8
+	var kvs []kvPair
+	for _, k := range []string{"..", "x/../10.1.0.0_29", "x//y", "./10.1.0.8_29"} {
+		kvs = append(kvs, kvPair{poolPrefix(p) + k, `{}`})
+	}
+	_, bad := decodePool(p, toPairs(kvs))
+	if len(bad) != len(kvs) {
+		t.Fatalf("bad keys %v, want the %d keys", bad, len(kvs))
+	}
+	for _, d := range bad {
+		if fix, why := d.Removal(); fix != "" || !strings.Contains(why, "PUT /v1/txn") {
+			t.Errorf("bad key %q removed by %q (%q); want no command, and the transaction that removes it", d.Key, fix, why)
+		}
 	}
 }

@@ -271,7 +271,7 @@ func TestForgetNodeNamesBlocksItCannotRead(t *testing.T) {
 	if len(got.Skipped) != 1 || got.Skipped[0].Key != garbled || !strings.Contains(got.Skipped[0].Err.Error(), `"not an address"`) {
 		t.Fatalf("skipped %+v, want %s, naming its bad allocation", got.Skipped, garbled)
 	}
-	if fix := got.Skipped[0].Fix(); !strings.Contains(fix, garbled) {
+	if fix := got.Skipped[0].removal(); !strings.Contains(fix, garbled) {
 		t.Errorf("fix %q does not name %s", fix, garbled)
 	}
 }

@@ -411,7 +411,7 @@ func (s *store) noteBad(pool string, d BadDoc) {
 	s.logged[d.Key] = d.Index
 	s.mu.Unlock()
 	if !seen {
-		s.log.Error("skipping a bad document in the address pool: nothing is allocated from it", "pool", pool, "key", d.Key, "err", d.Err, "fix", d.Fix())
+		s.log.Error("skipping a bad document in the address pool: nothing is allocated from it", "pool", pool, "key", d.Key, "err", d.Err, "fix", d.removal())
 	}
 }
 
@@ -457,11 +457,32 @@ type BadDoc struct {
 	Kept  bool
 }
 
-// Fix is the command that removes the key. Agents then record again the
-// addresses their containers hold in that block, within two leak sweeps;
-// a node's agent writes its kept key again at its next sweep that keeps
-// any address.
-func (d BadDoc) Fix() string { return shellword.KVDelete(d.Key) }
+// Removal is how the key goes (shellword.KVRemoval): fix, the command
+// that removes it; or, for a key Consul's HTTP paths cannot name, no
+// command and why, to append to the problem. Agents then record again
+// the addresses their containers hold in that block, within two leak
+// sweeps; a node's agent writes its kept key again at its next sweep that
+// keeps any address.
+func (d BadDoc) Removal() (fix, why string) { return shellword.KVRemoval(d.Key, "") }
+
+// removal is how the key goes, in one text: its fix, or why there is
+// none and what to do instead.
+func (d BadDoc) removal() string {
+	fix, why := d.Removal()
+	if fix == "" {
+		return strings.TrimPrefix(why, "; ")
+	}
+	return fix
+}
+
+// RemovedBy says how the key goes, as a clause: "`FIX` removes it", or why
+// no command does and what to do instead.
+func (d BadDoc) RemovedBy() string {
+	if fix, _ := d.Removal(); fix != "" {
+		return "`" + fix + "` removes it"
+	}
+	return d.removal()
+}
 
 // Effect says what skipping the key does.
 func (d BadDoc) Effect() string {

@@ -644,8 +644,13 @@ func (st *Store) Reports(ctx context.Context, name string) ([]StoredReport, erro
 			// hides the others nor stops what waits on them; its node
 			// may not be ready or removed yet, which its agent's next
 			// report says.
-			ns = NodeState{ID: owner, Node: owner, State: StateError,
-				Error: fmt.Sprintf("unreadable report %s (%v): the node's agent writes it again at its next change of state or restart; to remove it: %s", kv.Key, err, shellword.KVDelete(kv.Key))}
+			msg := fmt.Sprintf("unreadable report %s (%v): the node's agent writes it again at its next change of state or restart", kv.Key, err)
+			if fix, why := shellword.KVRemoval(kv.Key, ""); fix != "" {
+				msg += "; to remove it: " + fix
+			} else {
+				msg += why
+			}
+			ns = NodeState{ID: owner, Node: owner, State: StateError, Error: msg}
 		}
 		out = append(out, StoredReport{Key: kv.Key, Owner: owner, State: ns})
 	}

@@ -672,3 +672,24 @@ func TestListingIndexes(t *testing.T) {
 		t.Errorf("marked for removal: spec index %d as of %d, want another than %d, as of no lower", marked.SpecIndex("good"), marked.AsOf(), again.SpecIndex("good"))
 	}
 }
+
+// TestReportsGivesNoDeleteConsulRedirects: an unreadable node report
+// under a key with an empty, "." or ".." segment said to remove it with
+// `consul kv delete KEY`, whose path Consul's HTTP API redirects to
+// another key: the delete misses it. It says to use a transaction.
+func TestReportsGivesNoDeleteConsulRedirects(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	for _, id := range []string{"..", "a//b", "a/./b"} {
+		kv.Put(ctx, netspec.KVPrefix+"lan/nodes/"+id, []byte("{not json"))
+	}
+	rs, err := netspec.NewStore(kv).Reports(ctx, "lan")
+	if err != nil || len(rs) != 3 {
+		t.Fatalf("reports %+v, %v; want the 3", rs, err)
+	}
+	for _, r := range rs {
+		if e := r.State.Error; strings.Contains(e, "consul kv delete "+r.Key) || !strings.Contains(e, "PUT /v1/txn") || !strings.Contains(e, r.Key) {
+			t.Errorf("unreadable report %s listed with error %q; want it named, removed by a transaction, not consul kv delete", r.Key, e)
+		}
+	}
+}

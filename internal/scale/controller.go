@@ -94,7 +94,8 @@ type BadRecord struct {
 	// records of the last scales; empty for a decision record.
 	Direction Direction `json:"direction,omitempty"`
 	Error     string    `json:"error"`
-	// Fix is the command that removes the record.
+	// Fix is the command that removes the record; empty for a key
+	// Consul's HTTP paths cannot name, whose Error says how it goes.
 	Fix string `json:"fix"`
 }
 

@@ -242,5 +242,6 @@ func decodeRecord(service string, value []byte) (scale.Record, error) {
 }
 
 func badRecord(key string, dir scale.Direction, err error) scale.BadRecord {
-	return scale.BadRecord{Key: key, Direction: dir, Error: err.Error(), Fix: shellword.KVDelete(key)}
+	fix, why := shellword.KVRemoval(key, "")
+	return scale.BadRecord{Key: key, Direction: dir, Error: err.Error() + why, Fix: fix}
 }

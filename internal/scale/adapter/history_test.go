@@ -210,3 +210,21 @@ func TestHistoryLastKeepsTheLatestScale(t *testing.T) {
 		}
 	})
 }
+
+// TestDecodeRecordsGivesNoDeleteConsulRedirects: an unreadable record
+// under a key with an empty, "." or ".." segment had `consul kv delete
+// KEY` as its fix, whose path Consul's HTTP API redirects to another key:
+// the delete misses it. It has no command, and its error says how it goes.
+func TestDecodeRecordsGivesNoDeleteConsulRedirects(t *testing.T) {
+	p := "underlay/scale/history/web/"
+	pairs := api.KVPairs{{Key: p + "..", Value: []byte(`{`)}, {Key: p + "a//b", Value: []byte(`{`)}, {Key: p + "a/./b", Value: []byte(`{`)}}
+	_, bad := decodeRecords("web", pairs)
+	if len(bad) != 3 {
+		t.Fatalf("unreadable %+v, want the 3", bad)
+	}
+	for _, b := range bad {
+		if b.Fix != "" || !strings.Contains(b.Error, "PUT /v1/txn") {
+			t.Errorf("unreadable %+v: want no fix, and its error saying to delete it by a transaction", b)
+		}
+	}
+}
