@@ -51,6 +51,8 @@ type Networks interface {
 	// ReadNodes lists the facts the nodes' agents published, and apart
 	// the documents filed under another identity than the one they name.
 	ReadNodes(ctx context.Context) ([]netspec.NodeFacts, []netspec.MisfiledFacts, error)
+	// ReadFacts is ReadNodes with, apart, the documents that cannot be read.
+	ReadFacts(ctx context.Context) (netspec.FactsListing, error)
 }
 
 // Docker is the local Docker daemon.
@@ -464,8 +466,8 @@ func (FactsCheck) Name() string { return "nodes/facts" }
 
 // Run implements Check.
 func (c FactsCheck) Run(ctx context.Context, logf Logf) []Result {
-	facts, misfiled, err := c.Networks.ReadNodes(ctx)
-	return EvalFacts(len(facts), misfiled, err)
+	l, err := c.Networks.ReadFacts(ctx)
+	return EvalFacts(l, err)
 }
 
 // ConsulCheck checks the local Consul agent and clock skew.

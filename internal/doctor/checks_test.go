@@ -72,6 +72,9 @@ func (n fakeNetworks) ReadListing(context.Context) (*netspec.Listing, error) {
 func (n fakeNetworks) ReadNodes(context.Context) ([]netspec.NodeFacts, []netspec.MisfiledFacts, error) {
 	return n.facts, nil, n.err
 }
+func (n fakeNetworks) ReadFacts(context.Context) (netspec.FactsListing, error) {
+	return netspec.FactsListing{Facts: n.facts}, n.err
+}
 func (n fakeNetworks) NodeStates(_ context.Context, name string) ([]netspec.NodeState, error) {
 	return n.states[name], nil
 }
@@ -1145,5 +1148,41 @@ func TestBoundedNotUTF8(t *testing.T) {
 	}
 	if want := bad[:MaxCheckName-64-len("…")] + "…" + bad[:64]; r.Check != want {
 		t.Errorf("check name %.20q… of %d bytes, want %d bytes", r.Check, len(r.Check), len(want))
+	}
+}
+
+// TestFactsCheckShowsUnreadableFacts: a node facts document that does not
+// decode was left out by every reader (node ls, node rm, ips, the
+// dashboard) and reported nowhere: garbage under a node's key stayed,
+// unseen. It is now a nodes/facts warning naming the key and the error,
+// with the command that removes it (none for a key Consul's paths
+// redirect: the message says how it goes).
+func TestFactsCheckShowsUnreadableFacts(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	check := FactsCheck{Networks: netspec.NewStore(kv)}
+	kv.Put(ctx, netspec.NodesKVPrefix+"id1", []byte(`{"id":"id1","node":"n1","interfaces":["eth0"]}`))
+	key, odd := netspec.NodesKVPrefix+"id2", netspec.NodesKVPrefix+".."
+	kv.Put(ctx, key, []byte(`{not json`))
+	kv.Put(ctx, odd, []byte(`{not json`))
+	rs := check.Run(ctx, t.Logf)
+	if len(rs) != 2 {
+		t.Fatalf("results %+v, want a warning for each of %s and %s", rs, odd, key)
+	}
+	for _, r := range rs {
+		switch {
+		case r.Check != "nodes/facts" || r.Status != Warn:
+			t.Errorf("%+v, want a nodes/facts warning", r)
+		case strings.Contains(r.Message, key+" "):
+			if !strings.HasPrefix(r.Fix, shellword.KVDelete(key)+" ") {
+				t.Errorf("%+v, want %s as its fix", r, shellword.KVDelete(key))
+			}
+		case strings.Contains(r.Message, odd+" "):
+			if r.Fix != "" || !strings.Contains(r.Message, "PUT /v1/txn") {
+				t.Errorf("%+v, want no fix, and the message saying to delete it by a transaction", r)
+			}
+		default:
+			t.Errorf("%+v names neither %s nor %s", r, key, odd)
+		}
 	}
 }

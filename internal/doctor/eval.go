@@ -12,6 +12,7 @@ import (
 	"github.com/underlay/underlay/internal/hostnet"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/shellword"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // This file turns observed facts into results. Nothing here does I/O.
@@ -534,23 +535,40 @@ func EvalRemovedNodes(manager bool, facts []netspec.NodeFacts, swarmIDs map[stri
 	return capRows(rs, "removed nodes with records in Consul")
 }
 
-// EvalFacts judges the node facts documents, n of them read: each filed
-// under another identity than the one it names warns (MisfiledResult).
-// Without them, nothing is checked, which warns.
-func EvalFacts(n int, misfiled []netspec.MisfiledFacts, err error) []Result {
+// EvalFacts judges the node facts documents: each filed under another
+// identity than the one it names warns (MisfiledResult), and so does each
+// that cannot be read (UnreadableFactsResult), which every reader leaves
+// out. Without them, nothing is checked, which warns.
+func EvalFacts(l netspec.FactsListing, err error) []Result {
 	const check = "nodes/facts"
 	switch {
 	case err != nil:
 		return []Result{{Check: check, Status: Warn, Message: fmt.Sprintf("cannot read the node facts from Consul, not checked: %v", err),
 			Fix: "consul members   # the Consul agent must be reachable (see consul/agent)"}}
-	case len(misfiled) == 0:
-		return []Result{{Check: check, Status: OK, Message: fmt.Sprintf("every node's facts (%d) name the identity their key does", n)}}
+	case len(l.Misfiled) == 0 && len(l.Unreadable) == 0:
+		return []Result{{Check: check, Status: OK, Message: fmt.Sprintf("every node's facts (%d) name the identity their key does", len(l.Facts))}}
 	}
-	rs := make([]Result, len(misfiled))
-	for i, m := range misfiled {
-		rs[i] = MisfiledResult(m)
+	rs := make([]Result, 0, len(l.Misfiled)+len(l.Unreadable))
+	for _, m := range l.Misfiled {
+		rs = append(rs, MisfiledResult(m))
 	}
-	return capRows(rs, "facts documents naming another identity than their key")
+	for _, u := range l.Unreadable {
+		rs = append(rs, UnreadableFactsResult(u))
+	}
+	return capRows(rs, "facts documents naming another identity than their key, or unreadable")
+}
+
+// UnreadableFactsResult is the nodes/facts warning of a facts document
+// that does not decode: node ls, node rm, ips and the dashboard leave it
+// out, so nothing else shows it. Deleted, it is written again by its
+// key's agent, while one runs.
+func UnreadableFactsResult(u netspec.UnreadableFacts) Result {
+	id := strings.TrimPrefix(u.Key, netspec.NodesKVPrefix)
+	fix, why := shellword.KVRemoval(u.Key, fmt.Sprintf(" (the agent of swarm node %s, while it runs, publishes its own facts again)", shellword.Quote(id)))
+	c := termtext.Cell // a key and an error anyone with an agent's token may write
+	return Result{Check: "nodes/facts", Status: Warn,
+		Message: fmt.Sprintf("%s holds facts that cannot be read (%s): skipped by node ls, node rm, underlay ips and the dashboard", c(u.Key), c(u.Problem)) + why,
+		Fix:     fix}
 }
 
 // MisfiledResult is the nodes/facts warning of a facts document naming

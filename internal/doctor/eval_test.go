@@ -605,7 +605,7 @@ func TestEvalBoundsNumerousRows(t *testing.T) {
 		{"containers", EvalContainers(ps, nil), Fail},
 		{"keys", EvalIPAMDocuments("lan/v4", bad, nil), Fail},
 		{"removed nodes", EvalRemovedNodes(true, facts, map[string]bool{}, nil), Warn},
-		{"misfiled facts", EvalFacts(n, misfiled, nil), Warn},
+		{"misfiled facts", EvalFacts(netspec.FactsListing{Misfiled: misfiled}, nil), Warn},
 		{"services", EvalServices(true, svcs, nil, time.Now()), Warn},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

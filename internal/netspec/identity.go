@@ -305,21 +305,50 @@ func (m MisfiledFacts) String() string {
 // another and leave the key behind. Facts naming no identity (older
 // agents') keep none.
 func (st *Store) ReadNodes(ctx context.Context) ([]NodeFacts, []MisfiledFacts, error) {
+	l, err := st.ReadFacts(ctx)
+	return l.Facts, l.Misfiled, err
+}
+
+// UnreadableFacts is a node facts document that does not decode, which
+// ReadNodes leaves out: no reader lists it, and its key stays until
+// removed.
+type UnreadableFacts struct {
+	Key     string
+	Problem string
+}
+
+// FactsListing is ReadNodes' facts and misfiled documents, and apart the
+// unreadable ones, from one listing.
+type FactsListing struct {
+	Facts      []NodeFacts
+	Misfiled   []MisfiledFacts
+	Unreadable []UnreadableFacts
+}
+
+// ReadFacts is ReadNodes, with the unreadable documents (for the doctor).
+func (st *Store) ReadFacts(ctx context.Context) (FactsListing, error) {
 	kvs, err := st.kv.List(ctx, NodesKVPrefix)
 	if err != nil {
-		return nil, nil, fmt.Errorf("list nodes: %w", err)
+		return FactsListing{}, fmt.Errorf("list nodes: %w", err)
 	}
-	out, misfiled := DecodeNodes(kvs)
-	return out, misfiled, nil
+	return DecodeFacts(kvs), nil
 }
 
 // DecodeNodes is ReadNodes on a listing of NodesKVPrefix already read.
 func DecodeNodes(kvs []kvstore.Pair) ([]NodeFacts, []MisfiledFacts) {
+	l := DecodeFacts(kvs)
+	return l.Facts, l.Misfiled
+}
+
+// DecodeFacts is ReadFacts on a listing of NodesKVPrefix already read.
+func DecodeFacts(kvs []kvstore.Pair) FactsListing {
 	var out []NodeFacts
 	var misfiled []MisfiledFacts
+	var unreadable []UnreadableFacts
 	for _, kv := range kvs {
 		var f NodeFacts
-		if json.Unmarshal(kv.Value, &f) != nil {
+		if err := json.Unmarshal(kv.Value, &f); err != nil {
+			unreadable = append(unreadable, UnreadableFacts{Key: kv.Key, Problem: err.Error()})
 			continue
 		}
 		if id := strings.TrimPrefix(kv.Key, NodesKVPrefix); f.ID != "" && f.ID != id {
@@ -331,7 +360,7 @@ func DecodeNodes(kvs []kvstore.Pair) ([]NodeFacts, []MisfiledFacts) {
 	sort.Slice(out, func(i, j int) bool {
 		return out[i].Node < out[j].Node || out[i].Node == out[j].Node && out[i].ID < out[j].ID
 	})
-	return out, misfiled
+	return FactsListing{Facts: out, Misfiled: misfiled, Unreadable: unreadable}
 }
 
 // IDsByName gives, by node name, the swarm node IDs whose facts (under
