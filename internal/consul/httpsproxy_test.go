@@ -121,15 +121,7 @@ func TestHTTPSProxyTLSIsNotConsuls(t *testing.T) {
 		proxy, presented := tlsConnectProxy(t, target, tc.proxy)
 		o := tc.o
 		o.Addr, o.ProxyFromEnv, o.proxyCAs = "https://consul.example:"+port, true, systemCAs
-		cfg, err := clientConfig(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ep, err := NewEndpoint(o)
-		if err != nil {
-			t.Fatal(err)
-		}
-		for who, hc := range map[string]*http.Client{"client": cfg.HttpClient, "endpoint": ep.HTTP} {
+		for who, hc := range bothClients(t, o) {
 			viaProxy(t, hc, proxy)
 			got, err := answer(hc, o.Addr+"/v1/agent/self")
 			var verr *tls.CertificateVerificationError

@@ -156,15 +156,7 @@ func TestTLSFilesRotation(t *testing.T) {
 	clk := testclock.New(time.Now())
 	o := Options{Addr: srv.URL, CAFile: caFile, CertFile: certFile, KeyFile: keyFile,
 		Log: slog.New(slog.NewTextHandler(&logs, nil)), fileClock: clk.Now}
-	cfg, err := clientConfig(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ep, err := NewEndpoint(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clients := map[string]*http.Client{"client": cfg.HttpClient, "endpoint": ep.HTTP}
+	clients := bothClients(t, o)
 	presented := func(name string) string {
 		t.Helper()
 		resp, err := clients[name].Get(srv.URL + "/v1/agent/self")
@@ -393,15 +385,7 @@ func TestTLSFilesRotationThroughProxy(t *testing.T) {
 	addr := "https://consul.example:" + port
 	clk := testclock.New(time.Now())
 	o := Options{Addr: addr, CAFile: caFile, CertFile: certFile, KeyFile: keyFile, ProxyFromEnv: true, fileClock: clk.Now}
-	cfg, err := clientConfig(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ep, err := NewEndpoint(o)
-	if err != nil {
-		t.Fatal(err)
-	}
-	clients := map[string]*http.Client{"client": cfg.HttpClient, "endpoint": ep.HTTP}
+	clients := bothClients(t, o)
 	for _, hc := range clients {
 		viaProxy(t, hc, proxy)
 	}
@@ -547,15 +531,7 @@ func TestTLSVerifyThroughProxy(t *testing.T) {
 		for _, proxied := range []bool{false, true} {
 			o := tc.o
 			o.Addr, o.CAFile, o.ProxyFromEnv = "https://"+net.JoinHostPort(tc.host, port), caFile, proxied
-			cfg, err := clientConfig(o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			ep, err := NewEndpoint(o)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for who, hc := range map[string]*http.Client{"client": cfg.HttpClient, "endpoint": ep.HTTP} {
+			for who, hc := range bothClients(t, o) {
 				if proxied {
 					viaProxy(t, hc, proxy)
 				} else {
@@ -661,4 +637,20 @@ func TestTLSTransportsBounded(t *testing.T) {
 	if n > maxTransports {
 		t.Errorf("%d TLS transports kept after requests to 201 hosts, want at most %d", n, maxTransports)
 	}
+}
+
+// bothClients are the HTTP clients of o's Consul client and of its
+// Endpoint (doctor's), whose transports are built alike and checked
+// alike.
+func bothClients(t *testing.T, o Options) map[string]*http.Client {
+	t.Helper()
+	cfg, err := clientConfig(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ep, err := NewEndpoint(o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return map[string]*http.Client{"client": cfg.HttpClient, "endpoint": ep.HTTP}
 }

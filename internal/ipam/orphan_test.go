@@ -436,20 +436,9 @@ func TestNothingOfAPoolReadBeforeItsNetworkWasMadeAgain(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	st := netspec.NewStore(kv)
-	if err := st.Create(ctx, lanSpec); err != nil {
-		t.Fatal(err)
-	}
 	a := NewAllocator(kv, "n1", nil)
-	old, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name)); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Create(ctx, lanSpec); err != nil {
-		t.Fatal(err)
-	}
+	old := servedLan(t, st)
+	now := remakeLan(t, st)
 	addr, err := a.Allocate(ctx, old, netip.Addr{}, KindTask)
 	if !notServed(err) {
 		t.Errorf("allocation from the pool read before the network was made again: %s (err %v), want refused", addr, err)
@@ -466,10 +455,6 @@ func TestNothingOfAPoolReadBeforeItsNetworkWasMadeAgain(t *testing.T) {
 		t.Errorf("written into the network made again: %v (%v)", keys, err)
 	}
 	// The new network's own requests are served.
-	now, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := a.Allocate(ctx, now, netip.Addr{}, KindTask); err != nil {
 		t.Errorf("allocation in the network made again: %v", err)
 	}
@@ -486,15 +471,9 @@ func TestNoSpareOfANetworkMadeAgain(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	st := netspec.NewStore(kv)
-	if err := st.Create(ctx, lanSpec); err != nil {
-		t.Fatal(err)
-	}
 	n1, n2 := NewAllocator(kv, "n1", nil), NewAllocator(kv, "n2", nil)
 	n1.spares.enable(2, nil)
-	old, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
-	if err != nil {
-		t.Fatal(err)
-	}
+	old := servedLan(t, st)
 	if _, err := n1.Allocate(ctx, old, netip.Addr{}, KindTask); err != nil {
 		t.Fatal(err)
 	}
@@ -504,16 +483,7 @@ func TestNoSpareOfANetworkMadeAgain(t *testing.T) {
 	if n := n1.spares.count(); n == 0 {
 		t.Fatal("no spares kept")
 	}
-	if err := st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name)); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Create(ctx, lanSpec); err != nil {
-		t.Fatal(err)
-	}
-	now, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
-	if err != nil {
-		t.Fatal(err)
-	}
+	now := remakeLan(t, st)
 	got, err := n1.Allocate(ctx, now, netip.Addr{}, KindTask)
 	if err != nil {
 		t.Fatal(err)
@@ -529,27 +499,11 @@ func TestNoSpareOfANetworkMadeAgain(t *testing.T) {
 // again, came in one batch: the second was refused with the first, its
 // network standing.
 func TestBatchOfTwoNetworksUnderOneName(t *testing.T) {
-	ctx := context.Background()
 	kv := kvtest.New()
 	st := netspec.NewStore(kv)
-	if err := st.Create(ctx, lanSpec); err != nil {
-		t.Fatal(err)
-	}
 	a := NewAllocator(kv, "n1", nil)
-	old, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name)); err != nil {
-		t.Fatal(err)
-	}
-	if err := st.Create(ctx, lanSpec); err != nil {
-		t.Fatal(err)
-	}
-	now, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
-	if err != nil {
-		t.Fatal(err)
-	}
+	old := servedLan(t, st)
+	now := remakeLan(t, st)
 	al := Alloc{Node: "n1", At: time.Now().UTC(), Kind: KindTask}
 	stale := &request{pool: old, al: al, done: make(chan result, 1)}
 	fresh := &request{pool: now, al: al, done: make(chan result, 1)}
@@ -560,4 +514,29 @@ func TestBatchOfTwoNetworksUnderOneName(t *testing.T) {
 	if res := <-fresh.done; res.err != nil {
 		t.Errorf("request of the network made again, in the same batch: %v", res.err)
 	}
+}
+
+// servedLan stores lanSpec in st, as `network create` does, and returns
+// its pool as the plugin reads it.
+func servedLan(tb testing.TB, st *netspec.Store) Pool {
+	tb.Helper()
+	ctx := context.Background()
+	if err := st.Create(ctx, lanSpec); err != nil {
+		tb.Fatal(err)
+	}
+	p, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
+}
+
+// remakeLan removes lanSpec's network, as `network rm` does, makes it
+// again under the name and subnet, and returns the new network's pool.
+func remakeLan(tb testing.TB, st *netspec.Store) Pool {
+	tb.Helper()
+	if err := st.Delete(context.Background(), lanSpec.Name, NetworkPrefix(lanSpec.Name)); err != nil {
+		tb.Fatal(err)
+	}
+	return servedLan(tb, st)
 }
