@@ -344,10 +344,18 @@ func newMaintainer(t *testing.T) *maintainer {
 		t.Fatal(err)
 	}
 	m := &maintainer{t: t, root: root}
-	for _, d := range []string{"bin", "dsh", "etc/underlay", "var/lib/underlay", "run/systemd/system"} {
+	for _, d := range []string{"bin", "dsh", "etc/underlay", "var/lib/underlay", "run/systemd/system", "usr/share/underlay"} {
 		if err := os.MkdirAll(filepath.Join(m.root, d), 0o755); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// The prerm's reader of unit files, where the package installs it.
+	awk, err := os.ReadFile(filepath.Join("debian", "unit-env.awk"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(m.root, "usr/share/underlay/unit-env.awk"), awk, 0o644); err != nil {
+		t.Fatal(err)
 	}
 	stub := `#!/bin/sh
 echo "$(basename "$0") $*" >>"$CALLS"
@@ -375,7 +383,7 @@ esac
 // sandboxPaths matches the absolute paths the scripts may use, which run
 // moves under the sandbox's root: whole paths only, so that
 // /usr/lib/systemd/system is not taken for /lib/systemd/system.
-var sandboxPaths = regexp.MustCompile(`(^|[^\w/.-])(/etc/underlay|/var/lib/underlay|/run/systemd/system|/etc/systemd/system|/usr/local/lib/systemd/system|/usr/lib/systemd/system|/lib/systemd/system|/proc)\b`)
+var sandboxPaths = regexp.MustCompile(`(^|[^\w/.-])(/etc/underlay|/var/lib/underlay|/run/systemd/system|/etc/systemd/system|/usr/local/lib/systemd/system|/usr/lib/systemd/system|/lib/systemd/system|/usr/share/underlay|/proc)\b`)
 
 // run runs script with args and returns the stubs' calls.
 func (m *maintainer) run(script string, args ...string) []string {

@@ -25,6 +25,8 @@ done
 for env in deploy/etc/*.env; do
   install -D -m 0600 "$env" "$root/etc/underlay/$(basename "$env")"
 done
+# The prerm's reader of the agent's unit files (awk, data to the prerm).
+install -D -m 0644 deploy/debian/unit-env.awk "$root/usr/share/underlay/unit-env.awk"
 for policy in deploy/consul/*.hcl; do
   install -D -m 0644 "$policy" "$root/usr/share/underlay/consul/$(basename "$policy")"
 done
