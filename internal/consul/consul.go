@@ -44,8 +44,8 @@ type Options struct {
 	// InsecureSkipVerify disables server certificate checks; for tests only.
 	InsecureSkipVerify bool
 	// ProxyFromEnv reaches Consul through the environment's HTTP_PROXY,
-	// HTTPS_PROXY and NO_PROXY. Off, no proxy is used: it would see the
-	// ACL token of every request.
+	// HTTPS_PROXY and NO_PROXY, unless over a unix:// socket. Off, no proxy
+	// is used: it would see the ACL token of every request.
 	ProxyFromEnv bool
 	// Log receives the token file's warnings (readable by others, unreadable,
 	// changed), the TLS files' and that of a credential sent in clear; nil
@@ -165,13 +165,15 @@ func applyTLS(cfg *api.Config, o Options) error {
 // sets every request's ACL token to the file's current one: Consul's
 // client reads a token file once; this one follows rotations. It takes no
 // proxy from the environment (HTTP_PROXY, HTTPS_PROXY) unless
-// o.ProxyFromEnv: the proxy would see every request's ACL token. Its TLS
+// o.ProxyFromEnv: the proxy would see every request's ACL token; nor to a
+// unix:// socket, which is never proxied (the dialer goes to the socket
+// whatever the proxy; an https:// one failed every request). Its TLS
 // files are read again when they change (reloadTLS). To an agent where a
 // token goes in clear, the first request that carries one is warned of.
 func httpClient(cfg *api.Config, f *secretfile.File, o Options) (*http.Client, error) {
 	clearAddr, clear := inClear(cfg) // before a socket's address is replaced
 	tr := cfg.Transport
-	if !o.ProxyFromEnv {
+	if !o.ProxyFromEnv || strings.HasPrefix(cfg.Address, "unix://") {
 		tr.Proxy = nil
 	}
 	if sock, ok := strings.CutPrefix(cfg.Address, "unix://"); ok {
@@ -308,8 +310,10 @@ func NewEndpoint(o Options) (Endpoint, error) {
 		return Endpoint{}, err
 	}
 	tr := cfg.Transport
-	if !o.ProxyFromEnv {
-		tr.Proxy = nil // as the client's: what goes to Consul goes to Consul only
+	if !o.ProxyFromEnv || scheme == "unix" {
+		// As the client's: what goes to Consul goes to Consul only, and a
+		// socket is never proxied.
+		tr.Proxy = nil
 	}
 	hc, err := api.NewHttpClient(tr, cfg.TLSConfig)
 	if err != nil {

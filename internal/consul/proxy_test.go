@@ -47,8 +47,10 @@ func transportOf(t *testing.T, hc *http.Client) *http.Transport {
 // environment (set for something else: a package download, a build) made
 // every Consul request, with its ACL token, go through that proxy. The
 // client and the endpoint now use none unless ProxyFromEnv
-// (--consul-proxy-from-env) asks for it, over TCP, a socket or with a
-// token file alike.
+// (--consul-proxy-from-env) asks for it, over TCP or with a token file
+// alike. A unix:// socket is never proxied, ProxyFromEnv or not: through an
+// https:// proxy every request failed, through an http:// one the proxy
+// was named and never reached, the dialer going to the socket.
 func TestNoProxyFromEnvironment(t *testing.T) {
 	t.Setenv("HTTP_PROXY", "http://127.0.0.1:1")
 	t.Setenv("HTTPS_PROXY", "http://127.0.0.1:1")
@@ -68,19 +70,20 @@ func TestNoProxyFromEnvironment(t *testing.T) {
 	} {
 		for _, fromEnv := range []bool{false, true} {
 			o.ProxyFromEnv = fromEnv
+			want := fromEnv && !strings.HasPrefix(o.Addr, "unix://")
 			cfg, err := clientConfig(o)
 			if err != nil {
 				t.Fatalf("%+v: %v", o, err)
 			}
-			if proxied := transportOf(t, cfg.HttpClient).Proxy != nil; proxied != fromEnv {
-				t.Errorf("client for %s, ProxyFromEnv %v: proxy from the environment %v", o.Addr, fromEnv, proxied)
+			if proxied := transportOf(t, cfg.HttpClient).Proxy != nil; proxied != want {
+				t.Errorf("client for %s, ProxyFromEnv %v: proxy from the environment %v, want %v", o.Addr, fromEnv, proxied, want)
 			}
 			ep, err := NewEndpoint(o)
 			if err != nil {
 				t.Fatalf("%+v: %v", o, err)
 			}
-			if proxied := transportOf(t, ep.HTTP).Proxy != nil; proxied != fromEnv {
-				t.Errorf("endpoint for %s, ProxyFromEnv %v: proxy from the environment %v", o.Addr, fromEnv, proxied)
+			if proxied := transportOf(t, ep.HTTP).Proxy != nil; proxied != want {
+				t.Errorf("endpoint for %s, ProxyFromEnv %v: proxy from the environment %v, want %v", o.Addr, fromEnv, proxied, want)
 			}
 		}
 	}
