@@ -74,7 +74,10 @@ func (p *Prometheus) Query(ctx context.Context, query string) (float64, error) {
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
-		return 0, fmt.Errorf("prometheus answered %d, a redirect to %.200q: not followed, so that the query's credentials go to the configured address only; give the address it names", resp.StatusCode, resp.Header.Get("Location"))
+		// The Location may carry user:password: redacted before it is cut,
+		// so that a cut cannot leave part of the password unredacted.
+		loc := termtext.RedactAddr(resp.Header.Get("Location"))
+		return 0, fmt.Errorf("prometheus answered %d, a redirect to %.200q: not followed, so that the query's credentials go to the configured address only; give the address it names", resp.StatusCode, loc)
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
 	if err != nil {

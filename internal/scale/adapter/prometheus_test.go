@@ -136,3 +136,40 @@ func TestPrometheusRedirectKeepsCredentials(t *testing.T) {
 		}
 	}
 }
+
+// TestPrometheusRedirectRedactsLocation: the error of a refused redirect
+// quoted the server's Location header as is, a password in its user
+// information included. It is quoted with the password replaced, and
+// bounded however long the header.
+func TestPrometheusRedirectRedactsLocation(t *testing.T) {
+	for _, tc := range []struct {
+		name, location, want string
+	}{
+		{"user and password", "http://ops:s3cret@127.0.0.1:9091/api/v1/query", `"http://ops:xxxxx@127.0.0.1:9091/api/v1/query"`},
+		{"long, a password", "http://ops:s3cret@127.0.0.1:9091/" + strings.Repeat("a", 1000), `"http://ops:xxxxx@127.0.0.1:9091/aaaa`},
+		{"no scheme", "ops:s3cret@prometheus.example:9090", `"ops:xxxxx@prometheus.example:9090"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				w.Header().Set("Location", tc.location)
+				w.WriteHeader(http.StatusFound)
+			}))
+			defer srv.Close()
+			p, err := NewPrometheus(srv.URL, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = p.Query(context.Background(), "up")
+			if err == nil {
+				t.Fatal("no error, want the redirect refused")
+			}
+			msg := err.Error()
+			if strings.Contains(msg, "s3cret") || !strings.Contains(msg, tc.want) {
+				t.Errorf("error %q, want it to quote %s and not the password", msg, tc.want)
+			}
+			if len(msg) > 500 {
+				t.Errorf("error of %d bytes, want it bounded", len(msg))
+			}
+		})
+	}
+}
