@@ -523,6 +523,15 @@ var ruleValues = map[string]int{
 	"--src-type": 1, "--dst-type": 1, "--limit": 1, "--limit-burst": 1, "--match-set": 2,
 	"--to-destination": 1, "--to-source": 1, "--to-ports": 1, "--reject-with": 1,
 	"--log-prefix": 1, "--log-level": 1,
+	// Of the nflog, string, recent, hashlimit, connlimit, u32, iprange and
+	// mac matches and the NFLOG, TCPMSS and NFQUEUE targets.
+	"--nflog-prefix": 1, "--nflog-group": 1, "--nflog-range": 1, "--nflog-size": 1, "--nflog-threshold": 1,
+	"--string": 1, "--hex-string": 1, "--algo": 1, "--from": 1, "--to": 1,
+	"--name": 1, "--seconds": 1, "--hitcount": 1,
+	"--hashlimit-name": 1, "--hashlimit-upto": 1, "--hashlimit-above": 1, "--hashlimit-burst": 1, "--hashlimit-mode": 1,
+	"--connlimit-upto": 1, "--connlimit-above": 1, "--connlimit-mask": 1,
+	"--u32": 1, "--set-mss": 1, "--queue-num": 1, "--queue-balance": 1,
+	"--src-range": 1, "--dst-range": 1, "--mac-source": 1,
 }
 
 // ruleOption is one option of a rule with its values.

@@ -9,6 +9,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"reflect"
 	"slices"
 	"strings"
 	"syscall"
@@ -705,5 +706,30 @@ func TestDisableIPv6ReadOnly(t *testing.T) {
 	sys := sysctls{dir: sysctl, write: func(f string, _ []byte) error { return &fs.PathError{Op: "write", Path: f, Err: syscall.EIO} }}
 	if err := disableIPv6(slog.New(slog.DiscardHandler), sys, true, "ul-lab-m"); !errors.Is(err, syscall.EIO) {
 		t.Errorf("EIO with ip6tables: %v, want it returned", err)
+	}
+}
+
+// TestRuleValuesOfMatchesAndTargets: the options of matches and targets
+// that take one value and that `iptables -S` prints (a prefix, a name, a
+// string to match, a range) took the next argument only when it did not
+// start with "-": a log prefix "-x" made "-x" an option of its own and
+// the rule another rule. Each now takes its value, whatever it starts
+// with.
+func TestRuleValuesOfMatchesAndTargets(t *testing.T) {
+	for _, name := range []string{
+		"--nflog-prefix", "--nflog-group", "--nflog-range", "--nflog-size", "--nflog-threshold",
+		"--string", "--hex-string", "--algo", "--from", "--to",
+		"--name", "--seconds", "--hitcount",
+		"--hashlimit-name", "--hashlimit-upto", "--hashlimit-above", "--hashlimit-burst", "--hashlimit-mode",
+		"--connlimit-upto", "--connlimit-above", "--connlimit-mask",
+		"--u32", "--set-mss", "--queue-num", "--queue-balance",
+		"--src-range", "--dst-range", "--mac-source",
+		"--log-prefix", "--log-level", "--to-destination", "--to-source", "--to-ports",
+	} {
+		got := ruleOptions([]string{name, "-v", "-i", "a", "-j", "DROP"})
+		want := []ruleOption{{name: name, values: []string{"-v"}}, {name: "-i", values: []string{"a"}}, {name: "-j", values: []string{"DROP"}}}
+		if !reflect.DeepEqual(got, want) {
+			t.Errorf("%s -v -i a -j DROP: options %+v, want %+v", name, got, want)
+		}
 	}
 }
