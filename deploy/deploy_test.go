@@ -567,6 +567,22 @@ func TestPrermStateDir(t *testing.T) {
 		{name: "a continued Environment= with C escapes", unit: true, env: "-", files: map[string]string{
 			override: dropIn("Environment=UNDERLAY_LABEL=x \\\n# a comment\n  UNDERLAY_STATE_DIR=/srv/\\x41\\101\\s%%\n"),
 		}, want: "/srv/AA %"},
+		// systemd's conf-parser.c: a continued line is joined as it is,
+		// its leading blanks kept (they count inside quotes); a line
+		// ends in a continuation only where its last backslash is not
+		// itself escaped, and not when blanks follow it.
+		{name: "a continued line's leading blanks in quotes", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=\"UNDERLAY_STATE_DIR=/srv/a \\\n   b\"\n"),
+		}, want: "/srv/a     b"},
+		{name: "an escaped backslash at the end continues nothing", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a\\\\\nEnvironment=UNDERLAY_LABEL=x\n"),
+		}, want: `/srv/a\`},
+		{name: "three backslashes at the end continue", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a\\\\\\\n  UNDERLAY_LABEL=x\n"),
+		}, want: `/srv/a\`},
+		{name: "blanks after a backslash: no continuation", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a \\ \nUNDERLAY_STATE_DIR=/srv/b\n"),
+		}, want: "/srv/a"},
 		{name: "a directory specifier", unit: true, env: "-", files: map[string]string{
 			override: dropIn("Environment=UNDERLAY_STATE_DIR=%S/underlay-b\n"),
 		}, want: "/var/lib/underlay-b"},

@@ -137,16 +137,21 @@ function push(key, kws, val) {
 	if (kws) key = substr(key, 1, kws - 1)
 	if (key == name) { value = val; set = 1 }
 }
-# A unit file: lines ending in a backslash go on, comments in them
-# skipped; settings of [Service] only.
+# A unit file, as systemd's conf-parser.c reads it: a comment line is
+# skipped, in a continuation too; a line whose last character is a
+# backslash not itself escaped (an odd run of them) goes on, that
+# backslash made a blank, and the next is joined as it is, leading blanks
+# kept (they count inside quotes); the joined line is then stripped.
+# Settings of [Service] only.
 {
 	if (FNR == 1) { section = ""; cont = "" }
 	line = $0
-	sub(/^[ \t]+/, "", line); sub(/[ \t\r]+$/, "", line)
-	if (cont != "" && (line ~ /^[#;]/)) next
-	if (cont == "" && (line == "" || line ~ /^[#;]/)) next
-	if (line ~ /\\$/) { cont = cont substr(line, 1, length(line) - 1) " "; next }
+	sub(/\r$/, "", line)
+	if (line ~ /^[ \t]*[#;]/) next
+	if (match(line, /\\+$/) && RLENGTH % 2 == 1) { cont = cont substr(line, 1, length(line) - 1) " "; next }
 	line = cont line; cont = ""
+	sub(/^[ \t]+/, "", line); sub(/[ \t]+$/, "", line)
+	if (line == "") next
 	if (line ~ /^\[/) { section = line; next }
 	if (section != "[Service]" || index(line, "=") == 0) next
 	k = substr(line, 1, index(line, "=") - 1); v = substr(line, index(line, "=") + 1)
