@@ -583,6 +583,14 @@ func TestPrermStateDir(t *testing.T) {
 		{name: "blanks after a backslash: no continuation", unit: true, env: "-", files: map[string]string{
 			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a \\ \nUNDERLAY_STATE_DIR=/srv/b\n"),
 		}, want: "/srv/a"},
+		// conf-parser.c parses a continuation left at the file's end.
+		{name: "a continued line at the end of the last file", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a \\\n"),
+		}, want: "/srv/a"},
+		{name: "a continued line at the end of a file before another", unit: true, env: "-", files: map[string]string{
+			vendor + "10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a \\\n"),
+			override:             "[Service]\nEnvironment=UNDERLAY_LABEL=x\n",
+		}, want: "/srv/a"},
 		{name: "a directory specifier", unit: true, env: "-", files: map[string]string{
 			override: dropIn("Environment=UNDERLAY_STATE_DIR=%S/underlay-b\n"),
 		}, want: "/var/lib/underlay-b"},

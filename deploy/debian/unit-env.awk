@@ -142,18 +142,27 @@ function push(key, kws, val) {
 # backslash not itself escaped (an odd run of them) goes on, that
 # backslash made a blank, and the next is joined as it is, leading blanks
 # kept (they count inside quotes); the joined line is then stripped.
-# Settings of [Service] only.
+# A continuation left at a file's end is parsed there. Settings of
+# [Service] only.
 {
-	if (FNR == 1) { section = ""; cont = "" }
+	if (FNR == 1) {
+		if (cont != "") setting(cont)
+		section = ""; cont = ""
+	}
 	line = $0
 	sub(/\r$/, "", line)
 	if (line ~ /^[ \t]*[#;]/) next
 	if (match(line, /\\+$/) && RLENGTH % 2 == 1) { cont = cont substr(line, 1, length(line) - 1) " "; next }
 	line = cont line; cont = ""
+	setting(line)
+}
+# setting reads one whole line of a unit file: a section's start, or a
+# setting.
+function setting(line,   k, v) {
 	sub(/^[ \t]+/, "", line); sub(/[ \t]+$/, "", line)
-	if (line == "") next
-	if (line ~ /^\[/) { section = line; next }
-	if (section != "[Service]" || index(line, "=") == 0) next
+	if (line == "") return
+	if (line ~ /^\[/) { section = line; return }
+	if (section != "[Service]" || index(line, "=") == 0) return
 	k = substr(line, 1, index(line, "=") - 1); v = substr(line, index(line, "=") + 1)
 	sub(/[ \t]+$/, "", k); sub(/^[ \t]+/, "", v)
 	if (k == "Environment") {
@@ -165,6 +174,7 @@ function push(key, kws, val) {
 	}
 }
 END {
+	if (cont != "") setting(cont)
 	if (nounit == "") files[++nfiles] = agentenv
 	for (j = 1; j <= nfiles; j++) {
 		f = files[j]
