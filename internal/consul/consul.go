@@ -185,7 +185,7 @@ func httpClient(cfg *api.Config, f *secretfile.File, o Options) (*http.Client, e
 			var d net.Dialer
 			return d.DialContext(ctx, "unix", sock)
 		}
-		cfg.Address = "consul.sock"
+		cfg.Address = socketHost
 	}
 	hc, err := api.NewHttpClient(tr, cfg.TLSConfig)
 	if err != nil {
@@ -283,6 +283,10 @@ func (t tokenTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 	return t.base.RoundTrip(r)
 }
 
+// socketHost is the host name under which a unix:// socket's agent is
+// reached: requests to it are dialled to the socket.
+const socketHost = "consul.sock"
+
 // Endpoint reaches a Consul agent with plain HTTP requests, for what
 // Consul's client has no call for (a server's Date header): its scheme,
 // host:port and an HTTP client with the TLS of the Options. It carries no
@@ -301,9 +305,7 @@ func NewEndpoint(o Options) (Endpoint, error) {
 	if err != nil {
 		return Endpoint{}, err
 	}
-	if scheme == "unix" {
-		cfg.Address = "unix://" + rest
-	} else {
+	if scheme != "unix" {
 		cfg.Address, cfg.Scheme = rest, cmp.Or(scheme, cfg.Scheme)
 	}
 	if err := applyTLS(cfg, o); err != nil {
@@ -314,6 +316,24 @@ func NewEndpoint(o Options) (Endpoint, error) {
 		// As the client's: what goes to Consul goes to Consul only, and a
 		// socket is never proxied.
 		tr.Proxy = nil
+	}
+	if scheme == "unix" {
+		// The agent under the client's placeholder host, on its socket;
+		// other hosts (doctor asks the leader's HTTP API) as named.
+		sock := rest
+		tr = tr.Clone()
+		dial := tr.DialContext
+		if dial == nil {
+			dial = (&net.Dialer{}).DialContext
+		}
+		tr.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if host, _, err := net.SplitHostPort(addr); err == nil && host == socketHost {
+				var d net.Dialer
+				return d.DialContext(ctx, "unix", sock)
+			}
+			return dial(ctx, network, addr)
+		}
+		cfg.Address, cfg.Scheme = socketHost, "http"
 	}
 	hc, err := api.NewHttpClient(tr, cfg.TLSConfig)
 	if err != nil {

@@ -1,10 +1,12 @@
 package consul
 
 import (
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -156,5 +158,43 @@ func TestEmptyTokenFile(t *testing.T) {
 	c.KV().Get("k", nil)
 	if got := rec.last(); got != "later-token" {
 		t.Fatalf("token %q once it was written, want later-token", got)
+	}
+}
+
+// TestEndpointOverSocket: the Endpoint of a unix:// address reaches the
+// agent on its socket, as the client does (doctor reads the local agent's
+// Date header through it), and still dials other hosts (the leader's
+// HTTP API) as they are named.
+func TestEndpointOverSocket(t *testing.T) {
+	sock := filepath.Join(t.TempDir(), "consul.sock")
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "socket")
+	})}}
+	local.Start()
+	defer local.Close()
+	leader := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.WriteString(w, "leader")
+	}))
+	defer leader.Close()
+	ep, err := NewEndpoint(Options{Addr: "unix://" + sock})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ host, want string }{{ep.Addr, "socket"}, {leader.Listener.Addr().String(), "leader"}} {
+		u := &url.URL{Scheme: ep.Scheme, Host: tc.host, Path: "/v1/status/leader"}
+		resp, err := ep.HTTP.Get(u.String())
+		if err != nil {
+			t.Errorf("GET %s through the Endpoint of unix://%s: %v, want the %s's answer", u, sock, err, tc.want)
+			continue
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if string(b) != tc.want {
+			t.Errorf("GET %s through the Endpoint of unix://%s: answered %q, want the %s's", u, sock, b, tc.want)
+		}
 	}
 }
