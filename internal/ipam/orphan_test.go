@@ -2,9 +2,12 @@ package ipam
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -140,6 +143,49 @@ func BenchmarkClaimFromSpec(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// BenchmarkReleaseFromSpec is a write into an existing block, bound to
+// the spec as read: the release of an address (and its allocation again)
+// in a block the node holds another address of, in a pool served from
+// its spec, over the in-memory KV. It reports the spec reads and KV
+// transactions per release and allocation.
+func BenchmarkReleaseFromSpec(b *testing.B) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	if err := st.Create(ctx, lanSpec); err != nil {
+		b.Fatal(err)
+	}
+	a := NewAllocator(kv, "n1", nil)
+	p, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if _, err := a.Allocate(ctx, p, netip.MustParseAddr("10.90.0.130"), KindTask); err != nil {
+		b.Fatal(err)
+	}
+	var specReads, txns atomic.Int64
+	kv.Hook = func(call string, keys []string) error {
+		switch {
+		case call == "get" && keys[0] == netspec.SpecKey(lanSpec.Name):
+			specReads.Add(1)
+		case call == "txn":
+			txns.Add(1)
+		}
+		return nil
+	}
+	want := netip.MustParseAddr("10.90.0.131")
+	for b.Loop() {
+		if _, err := a.Allocate(ctx, p, want, KindTask); err != nil {
+			b.Fatal(err)
+		}
+		if err := a.Release(ctx, p, want); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(specReads.Load())/float64(b.N), "spec-reads/op")
+	b.ReportMetric(float64(txns.Load())/float64(b.N), "txns/op")
 }
 
 // TestSparesOfARemovedNetworkAreLetGo: a request that read its network's
@@ -513,6 +559,103 @@ func TestBatchOfTwoNetworksUnderOneName(t *testing.T) {
 	}
 	if res := <-fresh.done; res.err != nil {
 		t.Errorf("request of the network made again, in the same batch: %v", res.err)
+	}
+}
+
+// TestNoReleaseOfAPoolReadBeforeItsNetworkWasMadeAgain: a release queued
+// with a pool read before its network was removed and made again under
+// the name and subnet (within one request's life) wrote into the new
+// network's block, a write into an existing block carrying no spec check,
+// and freed an address this node holds there for a running container:
+// handed out again while in use. So did the reclaimer's frees. Writes of
+// a pool read from a spec are now bound to that spec, and refused.
+func TestNoReleaseOfAPoolReadBeforeItsNetworkWasMadeAgain(t *testing.T) {
+	for _, how := range []string{"release", "reclaim"} {
+		t.Run(how, func(t *testing.T) {
+			ctx := context.Background()
+			kv := kvtest.New()
+			st := netspec.NewStore(kv)
+			n1, n2 := NewAllocator(kv, "n1", nil), NewAllocator(kv, "n2", nil)
+			old := servedLan(t, st)
+			now := remakeLan(t, st)
+			x, err := n1.Allocate(ctx, now, netip.Addr{}, KindTask)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch how {
+			case "release":
+				err = n1.Release(ctx, old, x)
+			case "reclaim":
+				held, err := Allocations(ctx, kv, now)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var freed []netip.Addr
+				freed, err = n1.reclaimObserved(ctx, old, map[netip.Addr]Alloc{x: held[x]})
+				if len(freed) > 0 {
+					t.Errorf("reclaim of the pool read before the network was made again freed %v (err %v)", freed, err)
+				}
+			}
+			if how == "release" && (!notServed(err) || !strings.Contains(err.Error(), netspec.SpecKey(lanSpec.Name))) {
+				t.Errorf("release of %s from the pool read before the network was made again: %v, want refused, naming the spec key", x, err)
+			}
+			if again, err := n2.Allocate(ctx, now, x, KindTask); err == nil {
+				t.Errorf("%s, held by n1 in the network made again, handed out to n2 too (%s)", x, again)
+			}
+			if got, err := n1.Allocate(ctx, now, netip.Addr{}, KindTask); err != nil || got == x {
+				t.Errorf("%s, held by n1 in the network made again, handed out again to n1: %s (%v)", x, got, err)
+			}
+			// The new network's own release still frees it.
+			if err := n1.Release(ctx, now, x); err != nil {
+				t.Errorf("release of %s from the network made again: %v", x, err)
+			}
+		})
+	}
+}
+
+// TestReleaseReadBeforeTheRemovalMark: a release of a pool read before
+// `network rm` marked the spec is refused, with an error naming the
+// network and its spec key, and the address left recorded: the removal
+// deletes the network's tree with it. The pool as marked (the plugin's
+// release during a removal) still frees it.
+func TestReleaseReadBeforeTheRemovalMark(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	n1 := NewAllocator(kv, "n1", nil)
+	old := servedLan(t, st)
+	x, err := n1.Allocate(ctx, old, netip.Addr{}, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	y, err := n1.Allocate(ctx, old, netip.Addr{}, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MarkDeleting(ctx, lanSpec.Name); err != nil {
+		t.Fatal(err)
+	}
+	err = n1.Release(ctx, old, x)
+	var rm *RemovingError
+	if !errors.As(err, &rm) || !strings.Contains(err.Error(), `network "lan"`) || !strings.Contains(err.Error(), netspec.SpecKey(lanSpec.Name)) {
+		t.Errorf("release of %s read before the removal mark: %v, want refused as being removed, naming the network and its spec key", x, err)
+	}
+	_, _, err = SpecPools{Store: st}.PoolByID(ctx, old.ID())
+	if !errors.As(err, &rm) {
+		t.Fatalf("pool of the marked network: %v, want it being removed", err)
+	}
+	if err := n1.Release(ctx, rm.Pool, y); err != nil {
+		t.Errorf("release of %s from the pool as marked: %v", y, err)
+	}
+	held, err := Allocations(ctx, kv, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := held[x]; !ok {
+		t.Errorf("%s freed by a refused release", x)
+	}
+	if _, ok := held[y]; ok {
+		t.Errorf("%s still held after its release from the pool as marked", y)
 	}
 }
 

@@ -118,6 +118,9 @@ func (s *store) update(ctx context.Context, p Pool, b netip.Prefix, fn func(Bloc
 		// was free then. Taken as a copy, checked by the write.
 		cur, fromCache = versioned{doc: BlockDoc{Allocs: map[string]Alloc{}}}, true
 	}
+	// bind: writes into the block are bound to p's spec as read (see
+	// boundRefusal).
+	bind := p.fromSpec && p.specIndex != 0
 	for range maxAttempts {
 		if !fromCache {
 			var err error
@@ -134,11 +137,23 @@ func (s *store) update(ctx context.Context, p Pool, b netip.Prefix, fn func(Bloc
 			return cur.doc, nil
 		}
 		var check []kvstore.Op
-		if cur.index == 0 && len(next.Allocs) > 0 {
+		bound := false
+		switch {
+		case cur.index == 0 && len(next.Allocs) > 0:
 			var err error
 			if check, err = specChecks(ctx, s.kv, p); err != nil {
 				return BlockDoc{}, fmt.Errorf("claim %s: %w", key, err)
 			}
+		case cur.index != 0 && bind:
+			// A write into a block that exists (a release, a reclaim, a
+			// record of spares) is bound to the spec as p was read, with
+			// no read of it: the block key of a network removed and made
+			// again under the name and subnet is the new network's, and
+			// its check-and-set alone would free there an address this
+			// node holds for a running container. Only a lost
+			// transaction reads the spec, to tell why (see boundRefusal).
+			bound = true
+			check = []kvstore.Op{{Verb: kvstore.CheckIndex, Key: netspec.SpecKey(p.Network), Index: p.specIndex}}
 		}
 		won, index, err := s.write(ctx, key, next, cur.index, check...)
 		if err != nil {
@@ -147,6 +162,12 @@ func (s *store) update(ctx context.Context, p Pool, b netip.Prefix, fn func(Bloc
 		if won {
 			s.remember(key, versioned{doc: next, index: index})
 			return next, nil
+		}
+		if bound {
+			var err error
+			if bind, err = boundRefusal(ctx, s.kv, p); err != nil {
+				return BlockDoc{}, fmt.Errorf("write %s, left as it is: %w", key, err)
+			}
 		}
 		fromCache = false // someone else wrote it: read it again
 	}
@@ -173,10 +194,12 @@ func notServed(err error) bool {
 // A request that read the spec just before `underlay network rm` deleted
 // it with the pool's tree would otherwise write a block of a deleted
 // network, whose allocations a network made again with the name and
-// subnet would take as held. A write into a block that exists needs no
-// check: it is a check-and-set on the block's modify index, which the
-// removal's delete makes fail, and Consul never hands that index out
-// again. The spec key is written only by `network create`, by the mark
+// subnet would take as held. A write into a block that exists is a
+// check-and-set on the block's modify index, which the removal's delete
+// makes fail; but the block key of a network made again is the new
+// network's, whose writes the node's copy then has: such a write of a
+// pool read from a spec carries a check of the spec's index as read
+// instead, with no read of it (see update, boundRefusal). The spec key is written only by `network create`, by the mark
 // of `network rm` and by its delete (leases, reports and the network
 // index are other keys), so the check fails no claim but of a network
 // made, being removed or removed since, or a spec rewritten by hand;
@@ -211,6 +234,47 @@ func specCheck(ctx context.Context, kv KV, p Pool) (kvstore.Op, error) {
 		return kvstore.Op{}, fmt.Errorf("network %q: its spec %s was written since pool %s was read (the network removed and made again): %w", p.Network, key, p.ID(), errSpecGone)
 	}
 	return kvstore.Op{Verb: kvstore.CheckIndex, Key: key, Index: pair.Index}, nil
+}
+
+// boundRefusal says why a write into an existing block of p, bound to
+// p's spec as read (its modify index), may have been rolled back, reading
+// the spec: bind when it stands as read (the block changed: read it again
+// and write, bound); an error when it was written since and gives p (the
+// network removed and made again under the name and subnet: the block is
+// the new network's) or was marked by `network rm` (the removal deletes
+// the network's tree, what the block records with it: an address left
+// recorded there is held only until then, and refusing is safer than
+// telling which network the mark is of). Otherwise the write goes on
+// unbound, as before writes were bound: the spec is gone (`network rm`
+// deleted the tree with it: nothing is left to free; or it was deleted by
+// hand, the tree left, and a late release frees the old network's
+// record), unreadable, or rewritten by hand to another pool, which no
+// agent serves.
+func boundRefusal(ctx context.Context, kv KV, p Pool) (bind bool, err error) {
+	key := netspec.SpecKey(p.Network)
+	pair, ok, err := kv.Get(ctx, key)
+	switch {
+	case err != nil:
+		return false, fmt.Errorf("read the spec of network %q: %w", p.Network, err)
+	case !ok:
+		return false, nil
+	case pair.Index == p.specIndex:
+		return true, nil
+	}
+	spec, err := netspec.DecodeSpec(p.Network, pair.Value)
+	if err != nil {
+		return false, nil
+	}
+	now, _ := SpecPools{}.pool(spec, p.Prefix.Addr().Is6())
+	switch {
+	case spec.Deleting:
+		return false, fmt.Errorf("network %q: its spec %s was marked for removal (`underlay network rm`) since pool %s was read, and the removal deletes the network's tree: %w",
+			p.Network, key, p.ID(), &RemovingError{Pool: p})
+	case spec.Name == p.Network && now.Prefix == p.Prefix && now.allocRange() == p.allocRange():
+		return false, fmt.Errorf("network %q: its spec %s was written since pool %s was read (the network removed and made again): its block is the new network's: %w",
+			p.Network, key, p.ID(), errSpecGone)
+	}
+	return false, nil
 }
 
 // specChecks is specCheck's check for a write that may create a key under
