@@ -148,6 +148,11 @@ func Run(ctx context.Context, src Source, kv KV, node, id string, period time.Du
 		case <-ctx.Done():
 			return
 		case <-t.C:
+			// Both may be ready, and select picks either: stopped is
+			// stopped, with no round more.
+			if ctx.Err() != nil {
+				return
+			}
 		}
 	}
 }
