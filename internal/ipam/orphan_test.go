@@ -80,14 +80,8 @@ func TestBlockClaimsGoOnAsOtherKeysChange(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	st := netspec.NewStore(kv)
-	if err := st.Create(ctx, lanSpec); err != nil {
-		t.Fatal(err)
-	}
 	a := NewAllocator(kv, "n1", nil)
-	p, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := servedLan(t, st)
 	other := netspec.Spec{Name: "other", Subnet: netip.MustParsePrefix("10.91.0.0/24"), Gateway: netip.MustParseAddr("10.91.0.1"),
 		Parent: "eth2", IPAM: netspec.Cluster}
 	writes := []func() error{
@@ -126,14 +120,8 @@ func BenchmarkClaimFromSpec(b *testing.B) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	st := netspec.NewStore(kv)
-	if err := st.Create(ctx, lanSpec); err != nil {
-		b.Fatal(err)
-	}
 	a := NewAllocator(kv, "n1", nil)
-	p, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
-	if err != nil {
-		b.Fatal(err)
-	}
+	p := servedLan(b, st)
 	want := netip.MustParseAddr("10.90.0.200")
 	for b.Loop() {
 		if _, err := a.Allocate(ctx, p, want, KindTask); err != nil {
@@ -154,14 +142,8 @@ func BenchmarkReleaseFromSpec(b *testing.B) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	st := netspec.NewStore(kv)
-	if err := st.Create(ctx, lanSpec); err != nil {
-		b.Fatal(err)
-	}
 	a := NewAllocator(kv, "n1", nil)
-	p, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
-	if err != nil {
-		b.Fatal(err)
-	}
+	p := servedLan(b, st)
 	if _, err := a.Allocate(ctx, p, netip.MustParseAddr("10.90.0.130"), KindTask); err != nil {
 		b.Fatal(err)
 	}
@@ -329,18 +311,12 @@ func TestNoPressureKeyOfARemovedNetwork(t *testing.T) {
 			ctx := context.Background()
 			kv := kvtest.New()
 			st := netspec.NewStore(kv)
-			if err := st.Create(ctx, lanSpec); err != nil {
-				t.Fatal(err)
-			}
 			a := NewAllocator(kv, "n1", nil)
-			p, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
-			if err != nil {
-				t.Fatal(err)
-			}
+			p := servedLan(t, st)
 			if err := c.do(ctx, st, lanSpec); err != nil {
 				t.Fatal(err)
 			}
-			err = a.spares.askForSpares(ctx, p)
+			err := a.spares.askForSpares(ctx, p)
 			if _, ok, gerr := kv.Get(ctx, pressureKey(p)); gerr != nil || ok {
 				t.Errorf("asked for spares of %s (err %v): pressure key %s written (%t, %v), its network's spec no longer giving the pool", p.ID(), err, pressureKey(p), ok, gerr)
 			}
@@ -363,14 +339,8 @@ func TestNoPressureWatchKeyOfARemovedNetwork(t *testing.T) {
 			ctx, cancel := context.WithCancel(context.Background())
 			kv := kvtest.New()
 			st := netspec.NewStore(kv)
-			if err := st.Create(ctx, lanSpec); err != nil {
-				t.Fatal(err)
-			}
 			a := NewAllocator(kv, "n1", nil)
-			p, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
-			if err != nil {
-				t.Fatal(err)
-			}
+			p := servedLan(t, st)
 			if err := c.do(ctx, st, lanSpec); err != nil {
 				t.Fatal(err)
 			}
