@@ -89,17 +89,11 @@ func decodeKept(p Pool, pairs []kvstore.Pair) (KeptAddrs, []BadDoc) {
 // would leave it under the deleted tree, where a network made again under
 // the name would take its addresses as a start's.
 func publishKept(ctx context.Context, kv KV, p Pool, node string, addrs []netip.Addr, at time.Time) error {
-	var err error
-	if len(addrs) == 0 {
-		_, err = kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Delete, Key: keptKey(p, node)}})
-	} else {
-		var b []byte
-		if b, err = json.Marshal(keptDoc{Addrs: slices.SortedFunc(slices.Values(addrs), netip.Addr.Compare), At: at.UTC()}); err != nil {
-			return err
-		}
-		err = setUnderSpec(ctx, kv, p, keptKey(p, node), b)
+	var doc any // none: the key goes
+	if len(addrs) > 0 {
+		doc = keptDoc{Addrs: slices.SortedFunc(slices.Values(addrs), netip.Addr.Compare), At: at.UTC()}
 	}
-	if err != nil {
+	if err := putUnderSpec(ctx, kv, p, keptKey(p, node), doc); err != nil {
 		return fmt.Errorf("publish the addresses kept for starts in %s: %w", p.ID(), err)
 	}
 	return nil

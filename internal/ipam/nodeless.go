@@ -70,24 +70,17 @@ func decodeNodeless(p Pool, pairs []kvstore.Pair) map[string]map[netip.Addr]Allo
 // publishNodeless stores node's report in p, or deletes the key when it
 // reports nothing.
 func publishNodeless(ctx context.Context, kv KV, p Pool, node string, allocs map[netip.Addr]Alloc) error {
-	var err error
-	if len(allocs) == 0 {
-		_, err = kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Delete, Key: nodelessKey(p, node)}})
-	} else {
-		doc := nodelessDoc{Allocs: make(map[string]Alloc, len(allocs))}
+	var doc any // none: the key goes
+	if len(allocs) > 0 {
+		d := nodelessDoc{Allocs: make(map[string]Alloc, len(allocs))}
 		for a, al := range allocs {
-			doc.Allocs[a.String()] = al
+			d.Allocs[a.String()] = al
 		}
-		var b []byte
-		if b, err = json.Marshal(doc); err != nil {
-			return err
-		}
-		// Only while p's spec gives p (see setUnderSpec): left under a
-		// deleted tree, the report would speak for a network made again
-		// under the name.
-		err = setUnderSpec(ctx, kv, p, nodelessKey(p, node), b)
+		doc = d
 	}
-	if err != nil {
+	// Only while p's spec gives p: left under a deleted tree, the report
+	// would speak for a network made again under the name.
+	if err := putUnderSpec(ctx, kv, p, nodelessKey(p, node), doc); err != nil {
 		return fmt.Errorf("publish the addresses allocated to no node that this node does not hold in %s: %w", p.ID(), err)
 	}
 	return nil

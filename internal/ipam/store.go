@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -308,6 +309,21 @@ func setUnderSpec(ctx context.Context, kv KV, p Pool, key string, value []byte) 
 		}
 	}
 	return fmt.Errorf("write %s: the spec of network %q kept changing", key, p.Network)
+}
+
+// putUnderSpec stores doc as JSON at key, with setUnderSpec's check; a
+// nil doc deletes the key, which leaves nothing under a deleted tree and
+// needs no check.
+func putUnderSpec(ctx context.Context, kv KV, p Pool, key string, doc any) error {
+	if doc == nil {
+		_, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Delete, Key: key}})
+		return err
+	}
+	b, err := json.Marshal(doc)
+	if err != nil {
+		return fmt.Errorf("encode %s: %w", key, err)
+	}
+	return setUnderSpec(ctx, kv, p, key, b)
 }
 
 // read reads one block's document, fresh.
