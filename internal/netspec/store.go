@@ -203,9 +203,8 @@ type Listing struct {
 	// stored.
 	reports map[string]map[string]uint64
 	// indexes are the modify indexes of the specs listed, by network
-	// name; asOf is the highest modify index among the keys listed.
+	// name.
 	indexes map[string]uint64
-	asOf    uint64
 	// seq numbers the listing among the store's as it began; settled is
 	// how many had begun once its read was answered (see Settled).
 	seq, settled uint64
@@ -242,12 +241,6 @@ func (l *Listing) ReportSum(name, id string) (sum uint64, ok bool) {
 // another index is another network under the name, or one being removed:
 // writes bound to a network as read check this index (see ipam).
 func (l *Listing) SpecIndex(name string) uint64 { return l.indexes[name] }
-
-// AsOf is the highest modify index among the keys the listing read. One
-// listing is one read, of KV as it stood at some index no lower: a spec
-// written at or before AsOf that the listing lacks was deleted since.
-// Of a spec written after, the listing says nothing (it may be older).
-func (l *Listing) AsOf() uint64 { return l.asOf }
 
 // Settled is how many listings of its store had begun once this one's
 // read of KV was answered: one whose number is higher (see BegunAfter)
@@ -315,7 +308,6 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 	leased := map[string]map[string]bool{}
 	for _, p := range kvs {
 		k := p.Key
-		l.asOf = max(l.asOf, p.Index)
 		if name, _, ok := strings.Cut(strings.TrimPrefix(k, KVPrefix), "/"); ok && Unlistable(name) {
 			l.Unlisted = append(l.Unlisted, k)
 			continue
