@@ -380,6 +380,17 @@ esac
 	return m
 }
 
+// runningAgent is the /proc of the agent's process 4242, as a stub
+// systemctl's MainPID names it: in the agent's cgroup, with cmdline and
+// environ (NUL-separated).
+func runningAgent(cmdline, environ string) map[string]string {
+	return map[string]string{
+		"proc/4242/cgroup":  "0::/system.slice/underlay-agent.service\n",
+		"proc/4242/cmdline": cmdline,
+		"proc/4242/environ": environ,
+	}
+}
+
 // sandboxPaths matches the absolute paths the scripts may use, which run
 // moves under the sandbox's root: whole paths only, so that
 // /usr/lib/systemd/system is not taken for /lib/systemd/system.
@@ -620,42 +631,18 @@ func TestPrermStateDir(t *testing.T) {
 			"etc/systemd/system/underlay-agent.service": "[Service]\nExecStart=/usr/bin/underlay agent\n",
 		}},
 		// A running agent: what systemd gave it.
-		{name: "a running agent's environment", unit: true, env: "UNDERLAY_STATE_DIR=/srv/edited-since\n", pid: "4242", files: map[string]string{
-			"proc/4242/cgroup":  "0::/system.slice/underlay-agent.service\n",
-			"proc/4242/cmdline": "/usr/bin/underlay\x00agent\x00",
-			"proc/4242/environ": "LANG=C\x00UNDERLAY_STATE_DIR=/srv/running\x00UNDERLAY_NODE=h\x00",
-		}, want: "/srv/running"},
-		{name: "a running agent's default", unit: true, env: "UNDERLAY_STATE_DIR=/srv/edited-since\n", pid: "4242", files: map[string]string{
-			"proc/4242/cgroup":  "0::/system.slice/underlay-agent.service\n",
-			"proc/4242/cmdline": "/usr/bin/underlay\x00agent\x00",
-			"proc/4242/environ": "LANG=C\x00",
-		}},
-		{name: "a running agent's flag", unit: true, env: "-", pid: "4242", files: map[string]string{
-			"proc/4242/cgroup":  "0::/system.slice/underlay-agent.service\n",
-			"proc/4242/cmdline": "/usr/bin/underlay\x00agent\x00--state-dir\x00/srv/flag\x00",
-			"proc/4242/environ": "UNDERLAY_STATE_DIR=/srv/env\x00",
-		}, want: "/srv/flag"},
-		{name: "a running agent's flag with =", unit: true, env: "-", pid: "4242", files: map[string]string{
-			"proc/4242/cgroup":  "0::/system.slice/underlay-agent.service\n",
-			"proc/4242/cmdline": "/usr/bin/underlay\x00agent\x00--state-dir=/srv/flag\x00",
-			"proc/4242/environ": "UNDERLAY_STATE_DIR=/srv/env\x00",
-		}, want: "/srv/flag"},
+		{name: "a running agent's environment", unit: true, env: "UNDERLAY_STATE_DIR=/srv/edited-since\n", pid: "4242", files: runningAgent("/usr/bin/underlay\x00agent\x00", "LANG=C\x00UNDERLAY_STATE_DIR=/srv/running\x00UNDERLAY_NODE=h\x00"), want: "/srv/running"},
+		{name: "a running agent's default", unit: true, env: "UNDERLAY_STATE_DIR=/srv/edited-since\n", pid: "4242", files: runningAgent("/usr/bin/underlay\x00agent\x00", "LANG=C\x00")},
+		{name: "a running agent's flag", unit: true, env: "-", pid: "4242", files: runningAgent("/usr/bin/underlay\x00agent\x00--state-dir\x00/srv/flag\x00", "UNDERLAY_STATE_DIR=/srv/env\x00"), want: "/srv/flag"},
+		{name: "a running agent's flag with =", unit: true, env: "-", pid: "4242", files: runningAgent("/usr/bin/underlay\x00agent\x00--state-dir=/srv/flag\x00", "UNDERLAY_STATE_DIR=/srv/env\x00"), want: "/srv/flag"},
 		{name: "a running agent's, in cgroup v1", unit: true, env: "-", pid: "4242", files: map[string]string{
 			"proc/4242/cgroup":  "12:pids:/system.slice/underlay-agent.service\n1:name=systemd:/system.slice/underlay-agent.service\n",
 			"proc/4242/cmdline": "/usr/bin/underlay\x00agent\x00--state-dir=/srv/flag\x00",
 			"proc/4242/environ": "",
 		}, want: "/srv/flag"},
 		// A value holding a newline is one value, not two entries.
-		{name: "a newline in a running agent's variable", unit: true, env: "-", pid: "4242", files: map[string]string{
-			"proc/4242/cgroup":  "0::/system.slice/underlay-agent.service\n",
-			"proc/4242/cmdline": "/usr/bin/underlay\x00agent\x00--label\x00x\n--state-dir\n/srv/evil\x00",
-			"proc/4242/environ": "UNDERLAY_LABEL=x\nUNDERLAY_STATE_DIR=/srv/evil\x00",
-		}},
-		{name: "a newline in a running agent's --state-dir", unit: true, env: "-", pid: "4242", files: map[string]string{
-			"proc/4242/cgroup":  "0::/system.slice/underlay-agent.service\n",
-			"proc/4242/cmdline": "/usr/bin/underlay\x00agent\x00--state-dir=/srv/a\nb\x00",
-			"proc/4242/environ": "",
-		}, want: "/srv/a|b"},
+		{name: "a newline in a running agent's variable", unit: true, env: "-", pid: "4242", files: runningAgent("/usr/bin/underlay\x00agent\x00--label\x00x\n--state-dir\n/srv/evil\x00", "UNDERLAY_LABEL=x\nUNDERLAY_STATE_DIR=/srv/evil\x00")},
+		{name: "a newline in a running agent's --state-dir", unit: true, env: "-", pid: "4242", files: runningAgent("/usr/bin/underlay\x00agent\x00--state-dir=/srv/a\nb\x00", ""), want: "/srv/a|b"},
 		// MainPID read, then the agent gone and its PID another's.
 		{name: "not the agent's process", unit: true, env: "UNDERLAY_STATE_DIR=/srv/a\n", pid: "4242", files: map[string]string{
 			"proc/4242/cgroup":  "0::/user.slice/user-1000.slice/session-2.scope\n",
