@@ -232,16 +232,7 @@ func TestPlainTokenWarnedWhenSent(t *testing.T) {
 			t.Fatalf("%s: token %q sent once the file held one, want secret", tc.addr, got)
 		}
 		get(t, cfg)
-		got, want := logs.String(), 0
-		if tc.warn {
-			want = 1
-		}
-		if n := strings.Count(got, "in clear over http://"); n != want {
-			t.Errorf("%s: the token sent, warned %d times, want %d:\n%s", tc.addr, n, want, got)
-		}
-		if strings.Contains(got, "secret") {
-			t.Errorf("%s: the token was logged:\n%s", tc.addr, got)
-		}
+		checkClearWarning(t, tc.addr+": the token sent", logs.String(), tc.warn, "secret")
 	}
 }
 
@@ -273,15 +264,23 @@ func TestPlainBasicAuthWarning(t *testing.T) {
 		for range 2 {
 			get(t, cfg)
 		}
-		got, want := logs.String(), 0
-		if tc.warn {
-			want = 1
-		}
-		if n := strings.Count(got, "in clear over http://"); n != want {
-			t.Errorf("%s with CONSUL_HTTP_AUTH: warned %d times, want %d:\n%s", tc.addr, n, want, got)
-		}
-		if strings.Contains(got, "s3cret") {
-			t.Errorf("%s: the password was logged:\n%s", tc.addr, got)
-		}
+		checkClearWarning(t, tc.addr+" with CONSUL_HTTP_AUTH", logs.String(), tc.warn, "s3cret")
+	}
+}
+
+// checkClearWarning checks logs, after requests that sent secret: warned
+// once that it goes in clear when warn, else not at all, and never naming
+// it.
+func checkClearWarning(t *testing.T, what, logs string, warn bool, secret string) {
+	t.Helper()
+	want := 0
+	if warn {
+		want = 1
+	}
+	if n := strings.Count(logs, "in clear over http://"); n != want {
+		t.Errorf("%s: warned %d times, want %d:\n%s", what, n, want, logs)
+	}
+	if strings.Contains(logs, secret) {
+		t.Errorf("%s: %q was logged:\n%s", what, secret, logs)
 	}
 }
