@@ -117,20 +117,12 @@ func TestBlockClaimsGoOnAsOtherKeysChange(t *testing.T) {
 // allocation claims a block (the block's only address, released after),
 // in a pool served from its spec, over the in-memory KV.
 func BenchmarkClaimFromSpec(b *testing.B) {
-	ctx := context.Background()
 	kv := kvtest.New()
 	st := netspec.NewStore(kv)
 	a := NewAllocator(kv, "n1", nil)
 	p := servedLan(b, st)
 	want := netip.MustParseAddr("10.90.0.200")
-	for b.Loop() {
-		if _, err := a.Allocate(ctx, p, want, KindTask); err != nil {
-			b.Fatal(err)
-		}
-		if err := a.Release(ctx, p, want); err != nil {
-			b.Fatal(err)
-		}
-	}
+	allocateAndRelease(b, a, p, want)
 }
 
 // BenchmarkReleaseFromSpec is a write into an existing block, bound to
@@ -158,14 +150,7 @@ func BenchmarkReleaseFromSpec(b *testing.B) {
 		return nil
 	}
 	want := netip.MustParseAddr("10.90.0.131")
-	for b.Loop() {
-		if _, err := a.Allocate(ctx, p, want, KindTask); err != nil {
-			b.Fatal(err)
-		}
-		if err := a.Release(ctx, p, want); err != nil {
-			b.Fatal(err)
-		}
-	}
+	allocateAndRelease(b, a, p, want)
 	b.ReportMetric(float64(specReads.Load())/float64(b.N), "spec-reads/op")
 	b.ReportMetric(float64(txns.Load())/float64(b.N), "txns/op")
 }
@@ -652,4 +637,17 @@ func remakeLan(tb testing.TB, st *netspec.Store) Pool {
 		tb.Fatal(err)
 	}
 	return servedLan(tb, st)
+}
+
+// allocateAndRelease allocates want in p and releases it, b.N times.
+func allocateAndRelease(b *testing.B, a *Allocator, p Pool, want netip.Addr) {
+	ctx := context.Background()
+	for b.Loop() {
+		if _, err := a.Allocate(ctx, p, want, KindTask); err != nil {
+			b.Fatal(err)
+		}
+		if err := a.Release(ctx, p, want); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
