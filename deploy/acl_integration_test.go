@@ -52,6 +52,15 @@ func TestIntegrationACLPolicies(t *testing.T) {
 	master := cons.Client()
 	agentToken := aclToken(t, master, "underlay-agent", deploy.AgentPolicy)
 	controlToken := aclToken(t, master, "underlay-control", deploy.ControlPolicy)
+	ctx := testenv.Context(t, 3*time.Minute)
+	node := "it-" + id
+	// The agent of one node (underlay agent acl-policy): the operations
+	// below are of node `node`, its swarm node ID and its name alike.
+	nodePolicy, err := deploy.AgentNodePolicy(node, node)
+	if err != nil {
+		t.Fatal(err)
+	}
+	nodeToken := aclToken(t, master, "underlay-agent-"+node, nodePolicy)
 	noToken := aclToken(t, master, "", "")
 	as := func(token string) *api.Client {
 		c, err := consul.NewClient(consul.Options{Addr: cons.Addr(), Token: token})
@@ -60,8 +69,6 @@ func TestIntegrationACLPolicies(t *testing.T) {
 		}
 		return c
 	}
-	ctx := testenv.Context(t, 3*time.Minute)
-	node := "it-" + id
 
 	// What the operator's `network create` made (with the master token).
 	spec := netspec.Spec{Name: "acl" + id, Subnet: netip.MustParsePrefix("10.144.0.0/16"), Gateway: netip.MustParseAddr("10.144.0.1"),
@@ -233,6 +240,31 @@ func TestIntegrationACLPolicies(t *testing.T) {
 		t.Fatal(err)
 	}
 	agentBeyond := append(beyond("agent"), op{"write control's decisions", controlOps[0].run, false})
+	// What one node's agent may do to the keys of another node only with
+	// the shared policy.
+	other := "other-" + id
+	nodeBeyond := append(slices.Clone(agentBeyond),
+		op{"publish another node's facts", func(ctx context.Context, c *api.Client) error {
+			return netspec.NewStore(consul.NewKV(c)).PublishNode(ctx, netspec.NodeFacts{ID: other, Node: other, Holder: netspec.Holder{Instance: "acl-test"}})
+		}, false},
+		op{"delete another node's facts", func(ctx context.Context, c *api.Client) error {
+			_, err := c.KV().Delete(netspec.NodesKVPrefix+node+"x", (&api.WriteOptions{}).WithContext(ctx))
+			return err
+		}, false},
+		op{"publish another node's inventory", func(ctx context.Context, c *api.Client) error {
+			return inventory.Publish(ctx, consul.NewKV(c), other, nil)
+		}, false},
+		op{"publish another node's task metrics", func(ctx context.Context, c *api.Client) error {
+			return consul.NewKV(c).Put(ctx, "underlay/metrics/id/"+other, []byte(`{}`))
+		}, false},
+		op{"publish another node's doctor report", func(ctx context.Context, c *api.Client) error {
+			return doctor.Publish(ctx, consul.NewKV(c), doctor.Report{Node: other, NodeID: other, At: time.Now()})
+		}, false},
+		op{"delete a report under another node's name", func(ctx context.Context, c *api.Client) error {
+			_, err := c.KV().Delete(doctor.KVPrefix+other, (&api.WriteOptions{}).WithContext(ctx))
+			return err
+		}, false},
+	)
 	controlBeyond := append(beyond("control"), agentOps[0], agentOps[9], agentOps[5],
 		op{"write the tokens kept in Consul", func(ctx context.Context, c *api.Client) error {
 			_, err := c.KV().Put(&api.KVPair{Key: deploy.TokensKey, Value: []byte("minted\n")}, (&api.WriteOptions{}).WithContext(ctx))
@@ -245,6 +277,7 @@ func TestIntegrationACLPolicies(t *testing.T) {
 		allowed, denied []op
 	}{
 		{"agent", agentToken, agentOps, agentBeyond},
+		{"agent of one node", nodeToken, agentOps, nodeBeyond},
 		{"control", controlToken, controlOps, controlBeyond},
 	} {
 		t.Run(tc.who, func(t *testing.T) {
@@ -259,7 +292,7 @@ func TestIntegrationACLPolicies(t *testing.T) {
 					t.Errorf("%s with its policy: %s: %v", tc.who, o.name, err)
 				}
 			}
-			if tc.who == "agent" {
+			if strings.HasPrefix(tc.who, "agent") {
 				// What the release found nothing to do without the policy
 				// was done with it.
 				leases, err := netspec.NewStore(consul.NewKV(master)).Leases(ctx, perNode.Name)
@@ -297,14 +330,56 @@ func TestIntegrationACLPolicies(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		runFor(t, bin, "", 0, agentToken, "agent", "--node", node+"b", "--listen", "", "--ipam=false",
-			"--label", "io.underlay.test="+id, "--consul-addr", cons.Addr())
-		testenv.Eventually(t, 30*time.Second, func() (bool, string) {
+		agentArgs := func(name string) []string {
+			return []string{"agent", "--node", name, "--listen", "", "--ipam=false",
+				"--label", "io.underlay.test=" + id, "--consul-addr", cons.Addr()}
+		}
+		// Stopped once it has claimed the node's identity: the node's own
+		// agent below claims it next (the holder is gone, so it may).
+		out = runFor(t, bin, "node identity claimed", 30*time.Second, agentToken, agentArgs(node+"b")...)
+		if strings.Contains(out, "Permission denied") {
+			t.Errorf("agent with the shared policy was refused something:\n%s", out)
+		}
+		nodes, err := netspec.NewStore(consul.NewKV(master)).Nodes(ctx)
+		if err != nil || !slices.ContainsFunc(nodes, func(f netspec.NodeFacts) bool { return f.Node == node+"b" }) {
 			// Keyed by the machine's swarm node ID, named by --node.
-			nodes, err := netspec.NewStore(consul.NewKV(master)).Nodes(ctx)
-			return err == nil && slices.ContainsFunc(nodes, func(f netspec.NodeFacts) bool { return f.Node == node+"b" }),
-				fmt.Sprintf("agent with its token has not published its node: %v", err)
+			t.Errorf("agent with the shared policy has not published its node: %v %v", nodes, err)
+		}
+
+		// The node's own policy, as the operator makes it on the node: its
+		// swarm node ID from Docker.
+		cmd := exec.CommandContext(ctx, bin, "agent", "acl-policy", "--node", node+"c")
+		policy, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("%s: %v", cmd, err)
+		}
+		info, err := testenv.Docker(t).Info(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		swarmID := info.Swarm.NodeID
+		if !strings.Contains(string(policy), fmt.Sprintf("key %q {\n  policy = \"write\"", netspec.NodesKVPrefix+swarmID)) {
+			t.Fatalf("%s gave no write on this node's facts (swarm node ID %s):\n%s", cmd, swarmID, policy)
+		}
+		ownToken := aclToken(t, master, "underlay-agent-"+node+"c", string(policy))
+		logPath := startFor(t, bin, ownToken, agentArgs(node+"c")...)
+		testenv.Eventually(t, 60*time.Second, func() (bool, string) {
+			kv := consul.NewKV(master)
+			var missing []string
+			facts, err := netspec.NewStore(kv).Nodes(ctx)
+			if err != nil || !slices.ContainsFunc(facts, func(f netspec.NodeFacts) bool { return f.ID == swarmID && f.Node == node+"c" }) {
+				missing = append(missing, fmt.Sprintf("facts (%v)", err))
+			}
+			for _, k := range []string{doctor.IDPrefix + swarmID, inventory.KVPrefix + swarmID} {
+				if _, found, err := kv.Get(ctx, k); err != nil || !found {
+					missing = append(missing, fmt.Sprintf("%s (%v)", k, err))
+				}
+			}
+			return len(missing) == 0, fmt.Sprintf("agent with its node's policy has not published: %s", strings.Join(missing, ", "))
 		})
+		if out, _ := os.ReadFile(logPath); strings.Contains(string(out), "Permission denied") {
+			t.Errorf("agent with its node's policy was refused something:\n%s", out)
+		}
 	})
 }
 
@@ -369,34 +444,10 @@ func lead(ctx context.Context, c *api.Client, t *testing.T) error {
 }
 
 // runFor runs the underlay binary with a Consul token (none from the
-// environment) until its output says want (or, with want empty, for the
-// rest of the test), and returns the output.
+// environment) until its output says want, and returns the output.
 func runFor(t *testing.T, bin, want string, timeout time.Duration, token string, args ...string) string {
 	t.Helper()
-	logPath := filepath.Join(t.TempDir(), "out.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer logf.Close()
-	cmd := exec.Command(bin, append(args, "--consul-token", token)...)
-	cmd.Env = append(os.Environ(), "CONSUL_HTTP_TOKEN=", "UNDERLAY_LOG_LEVEL=debug")
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	stop := func() { cmd.Process.Kill(); cmd.Wait() }
-	if want == "" {
-		t.Cleanup(func() {
-			stop()
-			if t.Failed() {
-				out, _ := os.ReadFile(logPath)
-				t.Logf("%s %s's output:\n%s", bin, args[0], out)
-			}
-		})
-		return ""
-	}
+	logPath, stop := start(t, bin, token, args...)
 	defer stop()
 	var out []byte
 	testenv.Eventually(t, timeout, func() (bool, string) {
@@ -404,4 +455,37 @@ func runFor(t *testing.T, bin, want string, timeout time.Duration, token string,
 		return strings.Contains(string(out), want), fmt.Sprintf("%s %s: no %q in its output:\n%s", bin, args[0], want, out)
 	})
 	return string(out)
+}
+
+// startFor runs the underlay binary as runFor does, for the rest of the
+// test, and returns the file of its output.
+func startFor(t *testing.T, bin, token string, args ...string) string {
+	t.Helper()
+	logPath, stop := start(t, bin, token, args...)
+	t.Cleanup(func() {
+		stop()
+		if t.Failed() {
+			out, _ := os.ReadFile(logPath)
+			t.Logf("%s %s's output:\n%s", bin, args[0], out)
+		}
+	})
+	return logPath
+}
+
+func start(t *testing.T, bin, token string, args ...string) (logPath string, stop func()) {
+	t.Helper()
+	logPath = filepath.Join(t.TempDir(), "out.log")
+	logf, err := os.Create(logPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, append(args, "--consul-token", token)...)
+	cmd.Env = append(os.Environ(), "CONSUL_HTTP_TOKEN=", "UNDERLAY_LOG_LEVEL=debug")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		t.Fatal(err)
+	}
+	return logPath, func() { cmd.Process.Kill(); cmd.Wait(); logf.Close() }
 }

@@ -777,3 +777,40 @@ func TestPurgeRefusesStateDir(t *testing.T) {
 		t.Errorf("prerm remove with the default state directory recorded %q", got)
 	}
 }
+
+// TestAgentNodePolicy: a node's policy is agent.hcl with writes under the
+// node-scoped prefixes narrowed to that node's keys, and nothing else
+// changed; a value that is not a node's ID or name is refused, named.
+func TestAgentNodePolicy(t *testing.T) {
+	const id, name = "x7kq2m9v0c4n8b1z5d3f6h2j0", "web-1"
+	got, err := AgentNodePolicy(id, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := policyRules(t, "agent.hcl", AgentPolicy)
+	for _, p := range []string{netspec.NodesKVPrefix, inventory.KVPrefix, taskmetrics.KVPrefix, doctor.KVPrefix} {
+		want[fmt.Sprintf("key_prefix %q", p)] = "read"
+	}
+	for _, k := range []string{
+		netspec.NodesKVPrefix + id,                      // its facts: the identity's claim and heartbeat
+		inventory.KVPrefix + id,                         // its inventory
+		taskmetrics.IDPrefix + id, doctor.IDPrefix + id, // its reports
+		taskmetrics.KVPrefix + name, doctor.KVPrefix + name, // an older agent's, which it retires
+	} {
+		want[fmt.Sprintf("key %q", k)] = "write"
+	}
+	if d := cmp.Diff(want, policyRules(t, "node policy", got)); d != "" {
+		t.Errorf("the node's policy grants other than agent.hcl narrowed to the node (-want +got):\n%s", d)
+	}
+	for _, tc := range []struct{ id, name, bad string }{
+		{"", name, `swarm node ID ""`},
+		{"abc/def", name, `swarm node ID "abc/def"`},
+		{`abc" {`, name, `swarm node ID "abc\" {"`},
+		{id, "..", `node name ".."`},
+		{id, "a\nkey_prefix", `node name "a\nkey_prefix"`},
+	} {
+		if _, err := AgentNodePolicy(tc.id, tc.name); err == nil || !strings.Contains(err.Error(), tc.bad) {
+			t.Errorf("AgentNodePolicy(%q, %q): %v, want an error naming %s", tc.id, tc.name, err, tc.bad)
+		}
+	}
+}

@@ -107,7 +107,7 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 	fl.StringVar(&f.stateDir, "state-dir", defaultStateDir, "directory where the agent records this node's identity, so that at boot its IPAM plugin answers dockerd before dockerd answers it, and the addresses its IPAM freed lately, so that a restarted agent does not hand them out again at once (empty: none)")
 	fl.StringVar(&f.pprof, "pprof", "", "serve Go's profiler at http://ADDR/debug/pprof/ on this loopback ADDR, such as 127.0.0.1:6060 (empty: off)")
 	fl.IntVar(&f.workers, "workers", 32, "containers reconciled concurrently (Docker holds inspects of starting containers, so more than the start concurrency)")
-	cmd.AddCommand(newAgentCleanupCommand(g, streams))
+	cmd.AddCommand(newAgentCleanupCommand(g, streams), newAgentPolicyCommand(streams))
 	return cmd
 }
 
