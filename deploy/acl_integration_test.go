@@ -362,6 +362,13 @@ func TestIntegrationACLPolicies(t *testing.T) {
 			t.Fatalf("%s gave no write on this node's facts (swarm node ID %s):\n%s", cmd, swarmID, policy)
 		}
 		ownToken := aclToken(t, master, "underlay-agent-"+node+"c", string(policy))
+		// What the agent before may have published, so that only this
+		// agent's writes are found below.
+		for _, k := range []string{doctor.IDPrefix + swarmID, inventory.KVPrefix + swarmID} {
+			if _, err := master.KV().Delete(k, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
 		logPath := startFor(t, bin, ownToken, agentArgs(node+"c")...)
 		testenv.Eventually(t, 60*time.Second, func() (bool, string) {
 			kv := consul.NewKV(master)
