@@ -53,7 +53,11 @@ func AgentNodePolicy(id, name string) (string, error) {
 	fmt.Fprintf(&b, "# Consul ACL policy of `underlay agent` on node %s (swarm node ID %s),\n", name, id)
 	b.WriteString("# made by `underlay agent acl-policy`: agent.hcl, with writes under the\n")
 	b.WriteString("# node-scoped prefixes narrowed to this node's own keys.\n\n")
-	policy := AgentPolicy
+	// agent.hcl's own header says how to use agent.hcl.
+	_, policy, ok := strings.Cut(AgentPolicy, "\n\n")
+	if !ok {
+		return "", fmt.Errorf("agent.hcl has no header")
+	}
 	for _, s := range nodeScoped {
 		shared := fmt.Sprintf("key_prefix %q {\n  policy = \"write\"\n}\n", s.prefix)
 		if strings.Count(policy, shared) != 1 {

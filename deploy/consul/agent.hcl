@@ -3,6 +3,9 @@
 #
 #   consul acl policy create -name underlay-agent -rules @/usr/share/underlay/consul/agent.hcl
 #   consul acl token create -description "underlay agent" -policy-name underlay-agent
+#
+# With a token per node, `underlay agent acl-policy` on the node prints
+# this policy narrowed to the node's own keys.
 
 # Its local Consul agent's address (/v1/agent/self), registered for
 # published ports and host-network containers.
