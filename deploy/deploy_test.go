@@ -334,6 +334,7 @@ func TestUnitSandbox(t *testing.T) {
 type maintainer struct {
 	t    *testing.T
 	root string
+	out  string // the last run's output
 }
 
 func newMaintainer(t *testing.T) *maintainer {
@@ -420,9 +421,11 @@ func (m *maintainer) run(script string, args ...string) []string {
 	cmd := exec.Command("/bin/sh", append([]string{path}, args...)...)
 	cmd.Env = []string{"PATH=" + filepath.Join(m.root, "bin") + ":/usr/bin:/bin", "CALLS=" + calls, "DSH=" + filepath.Join(m.root, "dsh"),
 		"MAINPID=" + filepath.Join(m.root, "mainpid"), "SYSTEMD=" + filepath.Join(m.root, "systemd")}
-	if out, err := cmd.CombinedOutput(); err != nil {
+	out, err := cmd.CombinedOutput()
+	if err != nil {
 		m.t.Fatalf("%s %s: %v\n%s", script, strings.Join(args, " "), err, out)
 	}
+	m.out = string(out)
 	b, err = os.ReadFile(calls)
 	if err != nil && !os.IsNotExist(err) {
 		m.t.Fatal(err)
@@ -543,6 +546,7 @@ func TestPrermStateDir(t *testing.T) {
 		pid       string            // the agent's MainPID, "": none runs
 		systemd   string            // systemctl --version's first line, "": none
 		want      string            // "": the default, under the sandbox
+		says      string            // in the prerm's output, "": anything
 	}{
 		{name: "no env file", env: "-"},
 		{name: "not set", env: "UNDERLAY_LABEL=mine\n#UNDERLAY_STATE_DIR=/srv/commented\n"},
@@ -630,6 +634,51 @@ func TestPrermStateDir(t *testing.T) {
 		{name: "an /etc unit file replaces the package's", unit: true, env: "UNDERLAY_STATE_DIR=/srv/a\n", files: map[string]string{
 			"etc/systemd/system/underlay-agent.service": "[Service]\nExecStart=/usr/bin/underlay agent\n",
 		}},
+		// ExecStart=: an empty one resets the list, the last command
+		// counts; its --state-dir wins over UNDERLAY_STATE_DIR, as in
+		// the agent. Its words as systemd's config_parse_exec reads
+		// them, then $NAME words split and ${NAME} replaced from the
+		// unit's environment, as systemd does at the agent's start.
+		{name: "a drop-in's ExecStart=", unit: true, env: "-", files: map[string]string{
+			override: dropIn("ExecStart=\nExecStart=/usr/bin/underlay agent --state-dir /srv/exec\n"),
+		}, want: "/srv/exec"},
+		{name: "ExecStart='s --state-dir wins over UNDERLAY_STATE_DIR", unit: true, env: "UNDERLAY_STATE_DIR=/srv/env\n", files: map[string]string{
+			override: dropIn("ExecStart=\nExecStart=/usr/bin/underlay agent --state-dir=/srv/flag\n"),
+		}, want: "/srv/flag"},
+		{name: "the last ExecStart= counts", unit: true, env: "UNDERLAY_STATE_DIR=/srv/env\n", files: map[string]string{
+			vendor + "10-a.conf": dropIn("ExecStart=\nExecStart=/usr/bin/underlay agent --state-dir /srv/a\n"),
+			override:             dropIn("ExecStart=\nExecStart=/usr/bin/underlay agent --log-level debug\n"),
+		}, want: "/srv/env"},
+		{name: "the last --state-dir counts, none after --", unit: true, env: "-", files: map[string]string{
+			override: dropIn("ExecStart=\nExecStart=/usr/bin/underlay --state-dir /srv/a agent --state-dir=/srv/b -- --state-dir /srv/c\n"),
+		}, want: "/srv/b"},
+		{name: "ExecStart='s quotes, escapes and specifiers", unit: true, env: "-", files: map[string]string{
+			override: dropIn("ExecStart=\nExecStart=/usr/bin/underlay agent \"--state-dir=%S/my dir\\x41\"\n"),
+		}, want: "/var/lib/my dirA"},
+		{name: "ExecStart='s last command", unit: true, env: "-", files: map[string]string{
+			override: dropIn("ExecStart=\nExecStart=/usr/bin/underlay agent --state-dir /srv/a ; /usr/bin/underlay agent --label \\; --state-dir=/srv/b\n"),
+		}, want: "/srv/b"},
+		{name: "ExecStart= with @: the second word is argv[0]", unit: true, env: "-", files: map[string]string{
+			override: dropIn("ExecStart=\nExecStart=@-/usr/bin/underlay --state-dir=/srv/argv0 agent\n"),
+		}},
+		{name: "a variable as a word of ExecStart=", unit: true, env: "OPTS=--label x  --state-dir '/srv/my opts'\n", files: map[string]string{
+			override: dropIn("ExecStart=\nExecStart=/usr/bin/underlay agent $OPTS\n"),
+		}, want: "/srv/my opts"},
+		{name: "a braced variable in a word of ExecStart=", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=DIR=/srv/d\nExecStart=\nExecStart=/usr/bin/underlay agent --state-dir=${DIR}/x\n"),
+		}, want: "/srv/d/x"},
+		{name: "an unbraced variable in a word of ExecStart= is kept, two dollars are one", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=DIR=/srv/d\nExecStart=\nExecStart=/usr/bin/underlay agent --state-dir=$DIR$$\n"),
+		}, want: "$DIR$"},
+		{name: "ExecStart= with : expands nothing", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=DIR=/srv/d\nExecStart=\nExecStart=:/usr/bin/underlay agent --state-dir=${DIR}\n"),
+		}, want: "${DIR}"},
+		{name: "ExecStart= with a variable its files do not set", unit: true, env: "UNDERLAY_STATE_DIR=/srv/env\n", files: map[string]string{
+			override: dropIn("ExecStart=\nExecStart=/usr/bin/underlay agent $OPTS\n"),
+		}, says: "ExecStart= uses $OPTS, which its files do not set"},
+		{name: "an ExecStart= systemd cannot parse", unit: true, env: "UNDERLAY_STATE_DIR=/srv/env\n", files: map[string]string{
+			override: dropIn("ExecStart=\nExecStart=/usr/bin/underlay agent --state-dir \"/srv/open\n"),
+		}, says: "systemd cannot parse its ExecStart="},
 		// A running agent: what systemd gave it.
 		{name: "a running agent's environment", unit: true, env: "UNDERLAY_STATE_DIR=/srv/edited-since\n", pid: "4242", files: runningAgent("/usr/bin/underlay\x00agent\x00", "LANG=C\x00UNDERLAY_STATE_DIR=/srv/running\x00UNDERLAY_NODE=h\x00"), want: "/srv/running"},
 		{name: "a running agent's default", unit: true, env: "UNDERLAY_STATE_DIR=/srv/edited-since\n", pid: "4242", files: runningAgent("/usr/bin/underlay\x00agent\x00", "LANG=C\x00")},
@@ -683,6 +732,9 @@ func TestPrermStateDir(t *testing.T) {
 			want = "underlay [agent] [cleanup] [--state-dir] " + want
 			if calls := m.run("prerm", "remove"); !slices.Contains(calls, want) {
 				t.Errorf("agent.env %q, %q: prerm remove ran %q, want %q", tc.env, tc.files, calls, want)
+			}
+			if !strings.Contains(m.out, tc.says) {
+				t.Errorf("agent.env %q, %q: prerm remove said %q, want %q", tc.env, tc.files, m.out, tc.says)
 			}
 			if _, err := os.Stat(m.path("calls.ran")); err == nil {
 				t.Errorf("agent.env %q was run by the prerm", tc.env)

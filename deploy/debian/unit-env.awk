@@ -1,9 +1,13 @@
-# unit-env.awk prints UNDERLAY_STATE_DIR as underlay-agent.service would
-# get it at its next start, read from its unit files (the arguments: the
-# unit file, then its drop-ins, in systemd's order) as systemd reads them.
-# The files are read as data, never run. Used by the package's prerm when
-# no agent runs; installed as /usr/share/underlay/unit-env.awk, apart from
-# the prerm so that the maintainer script holds shell only.
+# unit-env.awk prints the --state-dir underlay-agent.service would give
+# the agent at its next start, read from its unit files (the arguments:
+# the unit file, then its drop-ins, in systemd's order) as systemd reads
+# them: the --state-dir of its ExecStart=, else UNDERLAY_STATE_DIR of its
+# environment, as the agent takes a flag over its variable. It fails when
+# neither is set, and when the value depends on what it cannot know (a
+# variable the unit's files do not set), saying why. The files are read
+# as data, never run. Used by the package's prerm when no agent runs;
+# installed as /usr/share/underlay/unit-env.awk, apart from the prerm so
+# that the maintainer script holds shell only.
 #
 # Variables (awk -v): name, the variable; host, the host name (%H); unit,
 # the unit's name (%n, %N, %p); nounit, empty when no unit file was found
@@ -36,19 +40,27 @@ function specifiers(s,   out, c, i) {
 	}
 	return out s
 }
-# environment reads an Environment= value: words split by blanks,
-# quotes off, C escapes; a bad escape ends it, as in systemd.
-function environment(v,   n, c, word, inword, quote, e, k, j) {
-	n = length(v)
+# words splits v into w[1..n] and returns n, as systemd's
+# extract_first_word (unquote, C escapes) does: words split by blanks,
+# quotes off, C escapes. A bad escape or an open quote ends it there
+# (werr set), as in systemd. For an ExecStart= (exec), an unquoted ; word
+# separates commands (sep[k] set) and \; is a plain ;.
+function words(v, w, sep, exec,   n, len, c, nx, word, inword, quote, e, k) {
+	len = length(v); n = 0; werr = 0
 	word = ""; inword = 0; quote = ""
-	for (k = 1; k <= n + 1; k++) {
-		c = k <= n ? substr(v, k, 1) : ""
+	for (k = 1; k <= len + 1; k++) {
+		c = k <= len ? substr(v, k, 1) : ""
 		if (c == "" || (quote == "" && (c == " " || c == "\t"))) {
-			if (quote != "") return
-			if (inword) assign(specifiers(word))
+			if (quote != "") { werr = 1; return n }
+			if (inword) { w[++n] = word; sep[n] = 0 }
 			word = ""; inword = 0
-			if (c == "") return
+			if (c == "") return n
 			continue
+		}
+		if (exec && !inword) {
+			nx = substr(v, k + 1, 1)
+			if (c == ";" && (nx == "" || nx == " " || nx == "\t")) { w[++n] = ";"; sep[n] = 1; continue }
+			if (c == "\\" && nx == ";" && substr(v, k + 2, 1) ~ /^[ \t]?$/) { w[++n] = ";"; sep[n] = 0; k++; continue }
 		}
 		inword = 1
 		if (c == "\\") {
@@ -66,15 +78,130 @@ function environment(v,   n, c, word, inword, quote, e, k, j) {
 				k += 2
 				continue
 			}
-			return
+			werr = 1
+			return n
 		}
 		if (quote != "" && c == quote) { quote = ""; continue }
 		if (quote == "" && (c == "\"" || c == sq)) { quote = c; continue }
 		word = word c
 	}
 }
-function assign(w) {
-	if (substr(w, 1, length(name) + 1) == name "=") { value = substr(w, length(name) + 2); set = 1 }
+# environment reads an Environment= value: each word NAME=VALUE, its
+# specifiers resolved, sets NAME.
+function environment(v,   w, sep, n, j, a, eq) {
+	n = words(v, w, sep, 0)
+	for (j = 1; j <= n; j++) {
+		a = specifiers(w[j])
+		eq = index(a, "=")
+		if (eq > 1) setenv(substr(a, 1, eq - 1), substr(a, eq + 1))
+	}
+}
+# setenv sets a variable of the agent's environment.
+function setenv(k, v) { env[k] = v; has[k] = 1 }
+# execstart reads an ExecStart= value as systemd's config_parse_exec
+# does, keeping its last command (a service runs one): its prefixes
+# (@: the second word is argv[0]; :, no variable expansion), then its
+# arguments, specifiers resolved. A line systemd cannot parse fails the
+# unit: nothing started from it tells the agent's --state-dir.
+function execstart(v,   w, sep, n, j, first, f, skip) {
+	n = words(v, w, sep, 1)
+	if (werr) { execbad = v; return }
+	first = 1
+	for (j = 1; j <= n; j++) {
+		if (sep[j]) { first = 1; continue }
+		if (first) {
+			first = 0; nargs = 0; noexpand = 0; skip = 0; hasexec = 1
+			f = w[j]
+			while (f ~ /^[-@:+!]/) {
+				if (substr(f, 1, 1) == "@") skip = 1
+				if (substr(f, 1, 1) == ":") noexpand = 1
+				f = substr(f, 2)
+			}
+			continue
+		}
+		if (skip) { skip = 0; continue }
+		args[++nargs] = specifiers(w[j])
+	}
+}
+# refuse says why the unit's files do not tell the agent's state
+# directory, and fails.
+function refuse(why) {
+	print "underlay: cannot tell the agent's state directory from its unit: " why "; taking the default" | "cat 1>&2"
+	close("cat 1>&2")
+	exit 1
+}
+# known tells whether the unit's files set variable k (fails, saying so,
+# when they do not: systemd's and the manager's own variables are not
+# known here).
+function known(k) {
+	if (!has[k]) refuse("ExecStart= uses $" k ", which its files do not set")
+	return 1
+}
+# expand replaces ${NAME} and $$ in a word of ExecStart= as systemd's
+# replace_env does; $NAME within a word is kept as it is.
+function expand(s,   out, i, c, rest, j, name) {
+	out = ""
+	while ((i = index(s, "$")) > 0) {
+		out = out substr(s, 1, i - 1)
+		c = substr(s, i + 1, 1)
+		if (c == "$") { out = out "$"; s = substr(s, i + 2); continue }
+		if (c != "{") { out = out "$"; s = substr(s, i + 1); continue }
+		rest = substr(s, i + 2)
+		j = match(rest, /[}:]/)
+		if (j == 0) { out = out substr(s, i); s = ""; break }
+		name = substr(rest, 1, j - 1)
+		if (substr(rest, j, 1) == ":") { out = out "${" name ":"; s = substr(rest, j + 1); continue }
+		known(name)
+		out = out env[name]
+		s = substr(rest, j + 1)
+	}
+	return out s
+}
+# splitenv splits a variable's value into w[1..n] as systemd does for a
+# $NAME word of ExecStart= (quotes off, a backslash takes the next
+# character as it is, an open quote or a last backslash tolerated).
+function splitenv(v, w,   n, len, k, c, word, inword, quote) {
+	len = length(v); n = 0; word = ""; inword = 0; quote = ""
+	for (k = 1; k <= len; k++) {
+		c = substr(v, k, 1)
+		if (quote == "" && (c == " " || c == "\t" || c == "\n" || c == "\r")) {
+			if (inword) w[++n] = word
+			word = ""; inword = 0
+			continue
+		}
+		inword = 1
+		if (c == "\\") { k++; word = word substr(v, k, 1); continue }
+		if (quote != "" && c == quote) { quote = ""; continue }
+		if (quote == "" && (c == "\"" || c == sq)) { quote = c; continue }
+		word = word c
+	}
+	if (inword) w[++n] = word
+	return n
+}
+# flag prints the --state-dir the agent's command line gives it, its
+# variables expanded as systemd does at its start, and exits; it returns
+# when none is given. As the agent's flags: the last wins, none after --.
+function flag(   argv, n, j, k, m, parts, take, dir, found) {
+	n = 0
+	for (j = 1; j <= nargs; j++) {
+		if (!noexpand && args[j] == "$") continue
+		if (!noexpand && args[j] ~ /^\$[^{$]/) {
+			k = substr(args[j], 2)
+			known(k)
+			m = splitenv(env[k], parts)
+			for (k = 1; k <= m; k++) argv[++n] = parts[k]
+			continue
+		}
+		argv[++n] = noexpand ? args[j] : expand(args[j])
+	}
+	take = 0; found = 0
+	for (j = 1; j <= n; j++) {
+		if (take) { dir = argv[j]; found = 1; take = 0; continue }
+		if (argv[j] == "--") break
+		if (argv[j] == "--state-dir") take = 1
+		else if (substr(argv[j], 1, 12) == "--state-dir=") { dir = substr(argv[j], 13); found = 1 }
+	}
+	if (found) { print dir; exit 0 }
 }
 # envfile reads an EnvironmentFile= as systemd (env-file.c) does.
 function envfile(f,   line, s, n, k, c, st, key, val, kws, vws, first) {
@@ -135,7 +262,7 @@ function envfile(f,   line, s, n, k, c, st, key, val, kws, vws, first) {
 }
 function push(key, kws, val) {
 	if (kws) key = substr(key, 1, kws - 1)
-	if (key == name) { value = val; set = 1 }
+	setenv(key, val)
 }
 # A unit file, as systemd's conf-parser.c reads it: a comment line is
 # skipped, in a continuation too; a line whose last character is a
@@ -166,8 +293,12 @@ function setting(line,   k, v) {
 	k = substr(line, 1, index(line, "=") - 1); v = substr(line, index(line, "=") + 1)
 	sub(/[ \t]+$/, "", k); sub(/^[ \t]+/, "", v)
 	if (k == "Environment") {
-		if (v == "") set = 0
-		else environment(v)
+		if (v == "") {
+			for (k in has) { delete has[k]; delete env[k] }
+		} else environment(v)
+	} else if (k == "ExecStart") {
+		if (v == "") { nargs = 0; hasexec = 0 }
+		else execstart(v)
 	} else if (k == "EnvironmentFile") {
 		if (v == "") nfiles = 0
 		else files[++nfiles] = specifiers(v)
@@ -181,6 +312,8 @@ END {
 		sub(/^-/, "", f)
 		envfile(f)
 	}
-	if (set) { print value; exit 0 }
+	if (execbad != "") refuse("systemd cannot parse its ExecStart=" execbad)
+	if (hasexec) flag()
+	if (has[name]) { print env[name]; exit 0 }
 	exit 1
 }
