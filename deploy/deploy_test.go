@@ -624,6 +624,45 @@ func TestPrermStateDir(t *testing.T) {
 			vendor + "20-b.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/b\n"),
 			"etc/systemd/system/underlay-agent.service.d/20-b.conf": dropIn("Environment=UNDERLAY_LABEL=x\n"),
 		}, want: "/srv/a"},
+		// systemd 239 also reads the drop-ins of the unit's prefix
+		// (underlay-.service.d), 244 those of every service
+		// (service.d): names sorted across all of them, the first of
+		// each name per search-path directory, the unit's before its
+		// prefix's; every service's after them all.
+		{name: "the prefix's drop-in", unit: true, env: "-", files: map[string]string{
+			"usr/lib/systemd/system/underlay-.service.d/10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/prefix\n"),
+		}, want: "/srv/prefix"},
+		{name: "every service's drop-in", unit: true, env: "-", files: map[string]string{
+			"etc/systemd/system/service.d/10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/all\n"),
+		}, want: "/srv/all"},
+		{name: "drop-in names sorted across their directories", unit: true, env: "-", files: map[string]string{
+			"run/systemd/system/service.d/30-c.conf":                dropIn("Environment=UNDERLAY_STATE_DIR=/srv/c\n"),
+			"etc/systemd/system/underlay-.service.d/20-b.conf":      dropIn("Environment=UNDERLAY_STATE_DIR=/srv/b\n"),
+			"etc/systemd/system/underlay-agent.service.d/10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a\n"),
+		}, want: "/srv/c"},
+		{name: "/etc's prefix drop-in masks /usr/lib's unit drop-in of its name", unit: true, env: "-", files: map[string]string{
+			"etc/systemd/system/underlay-.service.d/10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/prefix\n"),
+			vendor + "10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/unit\n"),
+		}, want: "/srv/prefix"},
+		{name: "the unit's drop-in masks its prefix's of its name", unit: true, env: "-", files: map[string]string{
+			"usr/lib/systemd/system/underlay-.service.d/10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/prefix\n"),
+			vendor + "10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/unit\n"),
+		}, want: "/srv/unit"},
+		{name: "any unit drop-in masks /etc's service.d of its name", unit: true, env: "-", files: map[string]string{
+			"etc/systemd/system/service.d/10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/all\n"),
+			vendor + "10-a.conf":                     dropIn("Environment=UNDERLAY_STATE_DIR=/srv/unit\n"),
+		}, want: "/srv/unit"},
+		{name: "Debian 12's systemd reads both", systemd: "systemd 252 (252.39-1~deb12u1)", unit: true, env: "-", files: map[string]string{
+			"etc/systemd/system/service.d/20-b.conf":           dropIn("Environment=UNDERLAY_STATE_DIR=/srv/all\n"),
+			"etc/systemd/system/underlay-.service.d/10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/prefix\n"),
+		}, want: "/srv/all"},
+		{name: "no service.d before systemd 244", systemd: "systemd 243 (243)", unit: true, env: "-", files: map[string]string{
+			"etc/systemd/system/service.d/20-b.conf":           dropIn("Environment=UNDERLAY_STATE_DIR=/srv/all\n"),
+			"etc/systemd/system/underlay-.service.d/10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/prefix\n"),
+		}, want: "/srv/prefix"},
+		{name: "no prefix drop-ins before systemd 239", systemd: "systemd 238 (238)", unit: true, env: "-", files: map[string]string{
+			"etc/systemd/system/underlay-.service.d/10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/prefix\n"),
+		}},
 		{name: "the environment file wins over Environment=", unit: true, env: "UNDERLAY_STATE_DIR=/srv/file\n", files: map[string]string{
 			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/drop-in\n"),
 		}, want: "/srv/file"},
