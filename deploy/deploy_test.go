@@ -612,6 +612,37 @@ func TestPrermStateDir(t *testing.T) {
 		{name: "the directory specifiers", unit: true, env: "-", files: map[string]string{
 			override: dropIn("Environment=UNDERLAY_STATE_DIR=%S:%t:%C:%L:%E:%T:%V\n"),
 		}, want: "/var/lib:/run:/var/cache:/var/log:/etc:/tmp:/var/tmp"},
+		// Other specifiers systemd resolves from the running system
+		// (%h %m %i...) or refuses: a value they make is not known, and
+		// not guessed at.
+		{name: "an unresolved specifier", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=%h/underlay\n"),
+		}, says: "Environment= sets UNDERLAY_STATE_DIR with %h, not resolved here"},
+		{name: "another variable's unresolved specifier", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_LABEL=%m UNDERLAY_STATE_DIR=/srv/a%/b\n"),
+		}, want: "/srv/a%/b"},
+		{name: "an unresolved specifier replaced", unit: true, env: "UNDERLAY_STATE_DIR=/srv/file\n", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=%h/underlay\n"),
+		}, want: "/srv/file"},
+		{name: "an unresolved specifier naming a variable", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a U%i=x\n"),
+		}, says: "Environment= names a variable with %i"},
+		{name: "an unresolved specifier naming an environment file", unit: true, env: "UNDERLAY_STATE_DIR=/srv/a\n", files: map[string]string{
+			override: dropIn("EnvironmentFile=-@/etc/underlay/%m.env\n"),
+		}, says: "/etc/underlay/%m.env has %m, not resolved here"},
+		{name: "an environment file after an unresolved one", unit: true, env: "-", files: map[string]string{
+			override:                dropIn("EnvironmentFile=-@/etc/underlay/%m.env\nEnvironmentFile=@/etc/underlay/more.env\n"),
+			"etc/underlay/more.env": "UNDERLAY_STATE_DIR=/srv/more\n",
+		}, want: "/srv/more"},
+		{name: "an unresolved specifier in ExecStart='s --state-dir", unit: true, env: "UNDERLAY_STATE_DIR=/srv/env\n", files: map[string]string{
+			override: dropIn("ExecStart=\nExecStart=/usr/bin/underlay agent --state-dir %h/underlay\n"),
+		}, says: "ExecStart= gives --state-dir with %h, not resolved here"},
+		{name: "an unresolved specifier in a variable of ExecStart=", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=DIR=%h\nExecStart=\nExecStart=/usr/bin/underlay agent --state-dir=${DIR}\n"),
+		}, says: "ExecStart= uses $DIR, and Environment= sets DIR with %h, not resolved here"},
+		{name: "an unresolved specifier elsewhere in ExecStart=", unit: true, env: "-", files: map[string]string{
+			override: dropIn("ExecStart=\nExecStart=/usr/bin/underlay agent --state-dir=%m --label %m --state-dir /srv/x\n"),
+		}, want: "/srv/x"},
 		{name: "Environment= in another section", unit: true, env: "-", files: map[string]string{
 			override: "[Install]\nEnvironment=UNDERLAY_STATE_DIR=/srv/no\n",
 		}},

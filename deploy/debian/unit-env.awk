@@ -4,10 +4,10 @@
 # them: the --state-dir of its ExecStart=, else UNDERLAY_STATE_DIR of its
 # environment, as the agent takes a flag over its variable. It fails when
 # neither is set, and when the value depends on what it cannot know (a
-# variable the unit's files do not set), saying why. The files are read
-# as data, never run. Used by the package's prerm when no agent runs;
-# installed as /usr/share/underlay/unit-env.awk, apart from the prerm so
-# that the maintainer script holds shell only.
+# variable the unit's files do not set, a specifier it leaves), saying
+# why. The files are read as data, never run. Used by the package's
+# prerm when no agent runs; installed as /usr/share/underlay/unit-env.awk,
+# apart from the prerm so that the maintainer script holds shell only.
 #
 # Variables (awk -v): name, the variable; host, the host name (%H); unit,
 # the unit's name (%n, %N, %p); nounit, empty when no unit file was found
@@ -25,8 +25,15 @@ BEGIN {
 	dirs["S"] = "/var/lib"; dirs["t"] = "/run"; dirs["C"] = "/var/cache"
 	dirs["L"] = "/var/log"; dirs["E"] = "/etc"; dirs["T"] = "/tmp"; dirs["V"] = "/var/tmp"
 }
+# specifiers resolves the specifiers of s that name the same for every
+# system service: %% %H %n %N %p and the directories. Any other
+# (%h %m %i...) systemd resolves from the running system or refuses;
+# guessed, it could send cleanup and purge to a directory not the
+# agent's, so it stays as written and unres names it ("" when none):
+# a value it makes is not known here. As in systemd, a % before what
+# is not a letter or digit stays.
 function specifiers(s,   out, c, i) {
-	out = ""
+	out = ""; unres = ""
 	while ((i = index(s, "%")) > 0) {
 		out = out substr(s, 1, i - 1)
 		c = substr(s, i + 1, 1)
@@ -35,7 +42,10 @@ function specifiers(s,   out, c, i) {
 		else if (c == "n") out = out unit
 		else if (c == "N" || c == "p") out = out substr(unit, 1, length(unit) - 8)
 		else if (c in dirs) out = out dirs[c]
-		else out = out "%" c
+		else {
+			if (c ~ /[A-Za-z0-9]/ && unres == "") unres = "%" c
+			out = out "%" c
+		}
 		s = substr(s, i + 2)
 	}
 	return out s
@@ -87,17 +97,32 @@ function words(v, w, sep, exec,   n, len, c, nx, word, inword, quote, e, k) {
 	}
 }
 # environment reads an Environment= value: each word NAME=VALUE, its
-# specifiers resolved, sets NAME.
-function environment(v,   w, sep, n, j, a, eq) {
+# specifiers resolved, sets NAME. A NAME not known here (an unresolved
+# specifier) may be any variable.
+function environment(v,   w, sep, n, j, eq, k, val) {
 	n = words(v, w, sep, 0)
 	for (j = 1; j <= n; j++) {
-		a = specifiers(w[j])
-		eq = index(a, "=")
-		if (eq > 1) setenv(substr(a, 1, eq - 1), substr(a, eq + 1))
+		# No specifier resolves to a "=": the word's first is its own.
+		eq = index(w[j], "=")
+		if (eq <= 1) continue
+		k = specifiers(substr(w[j], 1, eq - 1))
+		if (unres != "") { anyvar("Environment= names a variable with " unres); continue }
+		val = specifiers(substr(w[j], eq + 1))
+		setenv(k, val, unres == "" ? "" : "Environment= sets " k " with " unres)
 	}
 }
-# setenv sets a variable of the agent's environment.
-function setenv(k, v) { env[k] = v; has[k] = 1 }
+# setenv sets a variable of the agent's environment; why, when not "",
+# says why its value is not known here.
+function setenv(k, v, why) { env[k] = v; has[k] = 1; bad[k] = why; gen[k] = wild }
+# anyvar records that any variable not set after this may have a value
+# not known here, and why.
+function anyvar(why) { wild++; wildwhy = why }
+# unknown says why variable k's value is not known here, "" when it is.
+function unknown(k) {
+	if (has[k] && bad[k] != "") return bad[k]
+	if (wild && (!has[k] || gen[k] < wild)) return wildwhy
+	return ""
+}
 # execstart reads an ExecStart= value as systemd's config_parse_exec
 # does, keeping its last command (a service runs one): its prefixes
 # (@: the second word is argv[0]; :, no variable expansion), then its
@@ -120,7 +145,7 @@ function execstart(v,   w, sep, n, j, first, f, skip) {
 			continue
 		}
 		if (skip) { skip = 0; continue }
-		args[++nargs] = specifiers(w[j])
+		args[++nargs] = specifiers(w[j]); argunres[nargs] = unres
 	}
 }
 # refuse says why the unit's files do not tell the agent's state
@@ -134,6 +159,7 @@ function refuse(why) {
 # when they do not: systemd's and the manager's own variables are not
 # known here).
 function known(k) {
+	if (unknown(k) != "") refuse("ExecStart= uses $" k ", and " unknown(k) ", not resolved here")
 	if (!has[k]) refuse("ExecStart= uses $" k ", which its files do not set")
 	return 1
 }
@@ -181,26 +207,33 @@ function splitenv(v, w,   n, len, k, c, word, inword, quote) {
 # flag prints the --state-dir the agent's command line gives it, its
 # variables expanded as systemd does at its start, and exits; it returns
 # when none is given. As the agent's flags: the last wins, none after --.
-function flag(   argv, n, j, k, m, parts, take, dir, found) {
+function flag(   argv, argu, n, j, k, m, parts, take, dir, dirwhy, found) {
 	n = 0
 	for (j = 1; j <= nargs; j++) {
+		if (argunres[j] != "") { argv[++n] = args[j]; argu[n] = argunres[j]; continue }
 		if (!noexpand && args[j] == "$") continue
 		if (!noexpand && args[j] ~ /^\$[^{$]/) {
 			k = substr(args[j], 2)
 			known(k)
 			m = splitenv(env[k], parts)
-			for (k = 1; k <= m; k++) argv[++n] = parts[k]
+			for (k = 1; k <= m; k++) { argv[++n] = parts[k]; argu[n] = "" }
 			continue
 		}
-		argv[++n] = noexpand ? args[j] : expand(args[j])
+		argv[++n] = noexpand ? args[j] : expand(args[j]); argu[n] = ""
 	}
 	take = 0; found = 0
 	for (j = 1; j <= n; j++) {
-		if (take) { dir = argv[j]; found = 1; take = 0; continue }
+		# A word with an unresolved specifier is no -- nor --state-dir;
+		# as a --state-dir it is known only if a later one replaces it.
+		if (take || substr(argv[j], 1, 12) == "--state-dir=") {
+			dir = take ? argv[j] : substr(argv[j], 13); dirwhy = argu[j]; found = 1; take = 0
+			continue
+		}
+		if (argu[j] != "") continue
 		if (argv[j] == "--") break
 		if (argv[j] == "--state-dir") take = 1
-		else if (substr(argv[j], 1, 12) == "--state-dir=") { dir = substr(argv[j], 13); found = 1 }
 	}
+	if (dirwhy != "") refuse("its ExecStart= gives --state-dir with " dirwhy ", not resolved here")
 	if (found) { print dir; exit 0 }
 }
 # envfile reads an EnvironmentFile= as systemd (env-file.c) does.
@@ -262,7 +295,7 @@ function envfile(f,   line, s, n, k, c, st, key, val, kws, vws, first) {
 }
 function push(key, kws, val) {
 	if (kws) key = substr(key, 1, kws - 1)
-	setenv(key, val)
+	setenv(key, val, "")
 }
 # A unit file, as systemd's conf-parser.c reads it: a comment line is
 # skipped, in a continuation too; a line whose last character is a
@@ -294,14 +327,15 @@ function setting(line,   k, v) {
 	sub(/[ \t]+$/, "", k); sub(/^[ \t]+/, "", v)
 	if (k == "Environment") {
 		if (v == "") {
-			for (k in has) { delete has[k]; delete env[k] }
+			for (k in has) { delete has[k]; delete env[k]; delete bad[k]; delete gen[k] }
+			wild = 0
 		} else environment(v)
 	} else if (k == "ExecStart") {
 		if (v == "") { nargs = 0; hasexec = 0 }
 		else execstart(v)
 	} else if (k == "EnvironmentFile") {
 		if (v == "") nfiles = 0
-		else files[++nfiles] = specifiers(v)
+		else { files[++nfiles] = specifiers(v); fileunres[nfiles] = unres }
 	}
 }
 END {
@@ -310,10 +344,12 @@ END {
 	for (j = 1; j <= nfiles; j++) {
 		f = files[j]
 		sub(/^-/, "", f)
-		envfile(f)
+		if (fileunres[j] != "") anyvar("EnvironmentFile=" f " has " fileunres[j])
+		else envfile(f)
 	}
 	if (execbad != "") refuse("systemd cannot parse its ExecStart=" execbad)
 	if (hasexec) flag()
+	if (unknown(name) != "") refuse(unknown(name) ", not resolved here")
 	if (has[name]) { print env[name]; exit 0 }
 	exit 1
 }
