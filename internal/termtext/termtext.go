@@ -109,7 +109,10 @@ func escapeJSON(b []byte) []byte {
 // RedactAddr is addr with the password of its user information, if any,
 // replaced by "xxxxx", as url.URL.Redacted does, for an address quoted in
 // an error or a log. It is found by hand: a refused address may not parse
-// as a URL, and may have no scheme ("ops:pw@host:8500").
+// as a URL, and may have no scheme ("ops:pw@host:8500"). A host:port
+// with an @ later in its path or query reads as user:password too, and is
+// redacted as one (http://prom:9090/x@y is http://prom:xxxxx@y): a
+// password of digits before its / ? or # is written the same way.
 func RedactAddr(addr string) string {
 	prefix, rest := "", addr
 	if i := strings.Index(addr, "://"); i >= 0 {
@@ -122,9 +125,13 @@ func RedactAddr(addr string) string {
 	at := strings.LastIndex(rest[:end], "@")
 	if at < 0 {
 		// A password may hold / ? or # (base64 has /), which end the
-		// host above: unless that is a host[:port], the user
-		// information goes on to the first @.
-		if at = strings.Index(rest, "@"); at < 0 || isHostPort(rest[:end]) {
+		// host above: unless that is a host that cannot be
+		// user:password, the user information goes on to the first @.
+		// name:1234/x@y reads as a host:port with an @ in its path, or
+		// as a password 1234/x: nothing tells them apart, so it is
+		// taken for a password, its port hidden rather than a password
+		// shown.
+		if at = strings.Index(rest, "@"); at < 0 || isHost(rest[:end]) {
 			return addr
 		}
 	}
@@ -199,9 +206,14 @@ func QuoteShort(s string, n int) string {
 // shortened is what Shorten and QuoteShort append to a head of s.
 func shortened(s string) string { return fmt.Sprintf("… (%d bytes)", len(s)) }
 
-// isHostPort tells whether s can be a host with no port or a host:port
-// with a numeric port, not user:password.
-func isHostPort(s string) bool {
-	i := strings.LastIndex(s, ":")
-	return i < 0 || strings.Trim(s[i+1:], "0123456789") == ""
+// isHost tells whether s is a host with no port that cannot be
+// user:password: a name or IPv4 address (no colon), or an IPv6 address in
+// brackets (a zone's % escaped as %25 or not), with a port after it or
+// not. A name:port can be user:password.
+func isHost(s string) bool {
+	if h, ok := strings.CutPrefix(s, "["); ok {
+		_, port, ok := strings.Cut(h, "]")
+		return ok && (port == "" || strings.HasPrefix(port, ":") && strings.Trim(port[1:], "0123456789") == "")
+	}
+	return !strings.Contains(s, ":")
 }

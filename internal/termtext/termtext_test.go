@@ -120,12 +120,48 @@ func TestRedactAddr(t *testing.T) {
 		{"ops:s3cret@consul.example:8500", "ops:xxxxx@consul.example:8500"},
 		{"http://ops:p@ss@prom:9090/api?q=a@b", "http://ops:xxxxx@prom:9090/api?q=a@b"},
 		{"http://ops@prom:9090", "http://ops@prom:9090"},
-		{"http://prom:9090/x@y", "http://prom:9090/x@y"},
 		// A password with / ? or # (base64 has /) does not parse as a URL.
 		{"https://ops:pa/ss+w0rd==@consul.example:8501", "https://ops:xxxxx@consul.example:8501"},
 		{"ops:a?b#c@consul.example:8500/x@y", "ops:xxxxx@consul.example:8500/x@y"},
-		{"http://prom:9090?to=a@b", "http://prom:9090?to=a@b"},
+		// A password of digits up to its / ? or # reads as a port, with
+		// an @ in the path after it: the password's reading wins, as no
+		// rule tells the two apart (http://prom:9090/x@y loses its port).
+		{"https://ops:1234/consul@host:8501", "https://ops:xxxxx@host:8501"},
+		{"ops:1234/consul@host:8501", "ops:xxxxx@host:8501"},
+		{"http://ops:1234?x@prom:9090/api", "http://ops:xxxxx@prom:9090/api"},
+		{"ops:1234#x@prom", "ops:xxxxx@prom"},
+		{":1234/x@prom:9090", ":xxxxx@prom:9090"},
+		{"ops:1234/x@[::1]:8500", "ops:xxxxx@[::1]:8500"},
+		{"http://prom:9090/x@y", "http://prom:xxxxx@y"},
+		{"http://prom:9090?to=a@b", "http://prom:xxxxx@b"},
+		// A password holding a : and digits after it reads as no host:port.
+		{"ops:12:34/x@consul.example:8500", "ops:xxxxx@consul.example:8500"},
+		{"https://ops:12:34@consul.example:8501", "https://ops:xxxxx@consul.example:8501"},
+		// Every other form of a Consul address or a Prometheus URL, with
+		// and without a scheme, keeps its host and port.
+		{"ops:1234@consul.example", "ops:xxxxx@consul.example"},
+		{"ops:1234@consul.example:8500", "ops:xxxxx@consul.example:8500"},
+		{"ops:@consul.example:8500", "ops:xxxxx@consul.example:8500"},
+		{"ops:pw@[::1]:8500", "ops:xxxxx@[::1]:8500"},
+		{"http://ops:pw@[fe80::1%25eth0]:8500/", "http://ops:xxxxx@[fe80::1%25eth0]:8500/"},
 		{"127.0.0.1:8500", "127.0.0.1:8500"},
+		{"consul.example:8500", "consul.example:8500"},
+		{"consul.example", "consul.example"},
+		{"https://consul.example:8501/", "https://consul.example:8501/"},
+		{"[::1]:8500", "[::1]:8500"},
+		{"http://[::1]:8500", "http://[::1]:8500"},
+		{"[2001:db8::1]", "[2001:db8::1]"},
+		{"::1", "::1"},
+		{"2001:db8::1:8500", "2001:db8::1:8500"},
+		{"[::1]:8500/x@y", "[::1]:8500/x@y"},
+		{"http://[::1]:9090/x@y", "http://[::1]:9090/x@y"},
+		{"http://[fe80::1%25eth0]:9090/x@y", "http://[fe80::1%25eth0]:9090/x@y"},
+		{"http://prom/x@y", "http://prom/x@y"},
+		{"http://prom:9090/prometheus", "http://prom:9090/prometheus"},
+		{"http://prom:9090?to=a", "http://prom:9090?to=a"},
+		{"unix:///run/consul/consul.sock", "unix:///run/consul/consul.sock"},
+		{"unix:///run/consul@x/consul.sock", "unix:///run/consul@x/consul.sock"},
+		{"/graph?x=a@b", "/graph?x=a@b"},
 		{"", ""},
 	} {
 		if got := RedactAddr(tc.in); got != tc.want {
