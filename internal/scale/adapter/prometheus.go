@@ -37,6 +37,13 @@ func NewPrometheus(base string, client *http.Client) (*Prometheus, error) {
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
 		return nil, fmt.Errorf("prometheus address %q: want http://HOST:PORT or https://HOST:PORT", termtext.RedactAddr(base))
 	}
+	// A password of digits before a / ? or # parses as a port, the rest
+	// as a path, query or fragment: queries would go to the user's name
+	// as a host, the password in their URL.
+	_, rest, _ := strings.Cut(base, "://")
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 && strings.Contains(rest[i:], "@") {
+		return nil, fmt.Errorf("prometheus address %q: an @ after the host; a password's / ? or # is written %%2F %%3F %%23", termtext.RedactAddr(base))
+	}
 	c := http.Client{Timeout: 10 * time.Second}
 	if client != nil {
 		c = *client

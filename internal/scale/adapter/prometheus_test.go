@@ -90,6 +90,27 @@ func TestNewPrometheusBadAddressHidesPassword(t *testing.T) {
 	}
 }
 
+// TestNewPrometheusPasswordOfDigits: a password of digits before a / ?
+// or # (https://ops:1234/x@prom:9090) parses as host ops, port 1234, the
+// rest its path, query or fragment: it was taken, and the queries went to
+// ops:1234 with the URL's password in their path, and their errors quoted
+// it. An @ after the host is refused, the password hidden; one escaped
+// (%2F) is taken.
+func TestNewPrometheusPasswordOfDigits(t *testing.T) {
+	for _, addr := range []string{
+		"https://ops:1234/s3cret@prom:9090", "http://ops:1234?s3cret@prom:9090",
+		"http://ops:1234#s3cret@prom:9090", "ops:1234/s3cret@prom:9090",
+	} {
+		_, err := NewPrometheus(addr, nil)
+		if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "ops:xxxxx@prom:9090") {
+			t.Errorf("NewPrometheus(%q): %v, want an error naming it with its password hidden", addr, err)
+		}
+	}
+	if _, err := NewPrometheus("http://ops:1234%2Fs3cret@prom:9090", nil); err != nil {
+		t.Errorf("an escaped password: %v", err)
+	}
+}
+
 // TestPrometheusRedirectKeepsCredentials: the adapter's client followed
 // redirects as Go's default does, which sends the headers of Header (an
 // Authorization, a tenant's header) on to the host the redirect names:
