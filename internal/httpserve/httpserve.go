@@ -72,8 +72,15 @@ func (w errorLogWriter) Write(p []byte) (int, error) {
 // Serve serves srv on ln until ctx ends, over TLS when srv has a TLS
 // configuration, then shuts it down, waiting up to ShutdownTimeout for
 // requests in flight. Requests run under ctx, so open streams end with it
-// rather than holding the shutdown. It returns nil once ctx ended.
+// rather than holding the shutdown; the connections of those still running
+// after ShutdownTimeout are closed (a hijacked one is its handler's). It
+// returns nil once ctx ended.
 func Serve(ctx context.Context, ln net.Listener, srv *http.Server) error {
+	return serve(ctx, ln, srv, ShutdownTimeout)
+}
+
+// serve is Serve with the shutdown bounded by timeout.
+func serve(ctx context.Context, ln net.Listener, srv *http.Server, timeout time.Duration) error {
 	srv.BaseContext = func(net.Listener) context.Context { return ctx }
 	stopped, shutDown := make(chan struct{}), make(chan struct{})
 	go func() {
@@ -83,9 +90,17 @@ func Serve(ctx context.Context, ln net.Listener, srv *http.Server) error {
 		case <-stopped:
 			return
 		}
-		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), ShutdownTimeout)
+		sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
 		defer cancel()
-		srv.Shutdown(sctx)
+		if err := srv.Shutdown(sctx); errors.Is(err, context.DeadlineExceeded) {
+			// Requests that outlast the bound (a handler deaf to its
+			// context) would hold their connections to a timeout of
+			// theirs, or for ever: they are cut.
+			if srv.ErrorLog != nil {
+				srv.ErrorLog.Printf("http: requests still running %s after the shutdown began: their connections are closed", timeout)
+			}
+			srv.Close()
+		}
 	}()
 	var err error
 	if srv.TLSConfig != nil {

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"sync"
 	"testing"
 	"time"
 )
@@ -64,4 +65,94 @@ func TestServe(t *testing.T) {
 	default:
 		t.Fatal("Serve returned with the stream's request still running: it held the shutdown, or Serve did not wait for it")
 	}
+}
+
+// TestServeClosesHeldConnections: a request whose handler does not end
+// with the context held its connection open past the shutdown's bound:
+// Serve returned and left it open, to the idle or write timeout, or
+// forever. Its connection is now closed before Serve returns.
+func TestServeClosesHeldConnections(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rec := &closeRecorder{Listener: ln}
+	held, release := make(chan struct{}), make(chan struct{})
+	defer close(release)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/held", func(http.ResponseWriter, *http.Request) {
+		close(held)
+		<-release // not the request's context
+	})
+	srv := NewServer(mux, slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- serve(ctx, rec, srv, 10*time.Millisecond) }()
+	conn, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	if _, err := io.WriteString(conn, "GET /held HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"); err != nil {
+		t.Fatal(err)
+	}
+	<-held
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Serve = %v, want nil", err)
+	}
+	if n := rec.open(); n != 0 {
+		t.Fatalf("Serve returned with %d connection(s) still open after the shutdown's bound", n)
+	}
+	if _, err := conn.Read(make([]byte, 1)); err == nil {
+		t.Error("the client read from its held connection after Serve returned, want it closed")
+	}
+}
+
+// closeRecorder is a listener whose connections count how many are open.
+type closeRecorder struct {
+	net.Listener
+	mu    sync.Mutex
+	conns map[net.Conn]bool // the accepted ones, true once closed
+}
+
+func (l *closeRecorder) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return nil, err
+	}
+	rc := &recordedConn{Conn: c, l: l}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.conns == nil {
+		l.conns = map[net.Conn]bool{}
+	}
+	l.conns[rc] = false
+	return rc, nil
+}
+
+// open is the number of accepted connections not closed.
+func (l *closeRecorder) open() int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+	for _, closed := range l.conns {
+		if !closed {
+			n++
+		}
+	}
+	return n
+}
+
+type recordedConn struct {
+	net.Conn
+	l *closeRecorder
+}
+
+func (c *recordedConn) Close() error {
+	c.l.mu.Lock()
+	c.l.conns[c] = true
+	c.l.mu.Unlock()
+	return c.Conn.Close()
 }
