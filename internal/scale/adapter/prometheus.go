@@ -5,8 +5,10 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -28,7 +30,8 @@ type Prometheus struct {
 // Redirects are never followed, whatever client's policy: Go's default
 // sends Header's credentials on to the host a redirect names (another
 // port, https:// to http://, or any host for headers other than
-// Authorization); the scale client follows none either.
+// Authorization); the scale client follows none either. A query with
+// credentials to an http:// base through a proxy is refused (checkProxy).
 func NewPrometheus(base string, client *http.Client) (*Prometheus, error) {
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
@@ -50,6 +53,38 @@ func NewPrometheus(base string, client *http.Client) (*Prometheus, error) {
 	}
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
 	return &Prometheus{base: u, client: &c, Header: http.Header{}}, nil
+}
+
+// checkProxy refuses req when it carries credentials (Header's, or the
+// URL's user, which Go sends as basic authentication) to an http://
+// Prometheus through a proxy (the environment's, HTTP_PROXY, with the
+// default client): the proxy would read them, as it reads the whole
+// query. To an https:// Prometheus a proxy only tunnels. A warning would
+// come after the credentials had gone; refused, the query fails, and
+// the error says how to go without the proxy or over https://. A
+// client's transport other than an *http.Transport is taken as it is.
+func (p *Prometheus) checkProxy(req *http.Request) error {
+	if req.URL.Scheme != "http" || (len(p.Header) == 0 && req.URL.User == nil) {
+		return nil
+	}
+	rt := p.client.Transport
+	if rt == nil {
+		rt = http.DefaultTransport
+	}
+	tr, ok := rt.(*http.Transport)
+	if !ok || tr.Proxy == nil {
+		return nil
+	}
+	proxy, err := tr.Proxy(req)
+	if err != nil || proxy == nil {
+		return nil // the transport fails on the same error, or goes direct
+	}
+	what := slices.Sorted(maps.Keys(p.Header))
+	if req.URL.User != nil {
+		what = append(what, "the address's user and password")
+	}
+	return fmt.Errorf("prometheus query not sent: its credentials (%s) would go through the proxy %s, which reads a plain http:// request whole; give --prometheus-url as https:// (the proxy then only tunnels) or name its host in NO_PROXY",
+		strings.Join(what, ", "), proxy.Redacted())
 }
 
 // queryResponse is the part of /api/v1/query's answer read here.
@@ -74,6 +109,9 @@ func (p *Prometheus) Query(ctx context.Context, query string) (float64, error) {
 	}
 	for k, v := range p.Header {
 		req.Header[k] = v
+	}
+	if err := p.checkProxy(req); err != nil {
+		return 0, err
 	}
 	resp, err := p.client.Do(req)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -192,5 +193,59 @@ func TestPrometheusRedirectRedactsLocation(t *testing.T) {
 				t.Errorf("error of %d bytes, want it bounded", len(msg))
 			}
 		})
+	}
+}
+
+// TestPrometheusProxyGetsNoCredentials: with the environment's proxy (the
+// default client's) and an http:// Prometheus, the query went to the
+// proxy in clear, credentials included: Header's (an Authorization, a
+// tenant's X-Scope-OrgID) and the URL's user and password, which Go sends
+// as basic authentication. Such a query is refused, naming the proxy and
+// the way out; one without credentials still goes through the proxy.
+func TestPrometheusProxyGetsNoCredentials(t *testing.T) {
+	var got atomic.Pointer[http.Header]
+	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := r.Header.Clone()
+		got.Store(&h)
+		w.Write([]byte(`{"status":"success","data":{"resultType":"scalar","result":[1,"7"]}}`))
+	}))
+	defer proxy.Close()
+	proxyURL, err := url.Parse(proxy.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	proxyURL.User = url.UserPassword("proxyuser", "proxypass")
+	client := &http.Client{Transport: &http.Transport{Proxy: http.ProxyURL(proxyURL)}}
+	for _, tc := range []struct {
+		name, base, header, value string
+	}{
+		{"Authorization", "http://prom.example:9090", "Authorization", "Bearer s3cret"},
+		{"a tenant's header", "http://prom.example:9090", "X-Scope-OrgID", "s3cret"},
+		{"the URL's user", "http://ops:s3cret@prom.example:9090", "", ""},
+	} {
+		got.Store(nil)
+		p, err := NewPrometheus(tc.base, client)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tc.header != "" {
+			p.Header.Set(tc.header, tc.value)
+		}
+		_, err = p.Query(context.Background(), "up")
+		if h := got.Load(); h != nil {
+			t.Errorf("%s: the proxy got the query, Authorization %q, X-Scope-OrgID %q; want none", tc.name, h.Get("Authorization"), h.Get("X-Scope-OrgID"))
+		}
+		if err == nil || !strings.Contains(err.Error(), "proxy") || !strings.Contains(err.Error(), "https://") ||
+			strings.Contains(err.Error(), "s3cret") || strings.Contains(err.Error(), "proxypass") {
+			t.Errorf("%s: %v, want an error naming the proxy (its password hidden) and https://", tc.name, err)
+		}
+	}
+	got.Store(nil)
+	p, err := NewPrometheus("http://prom.example:9090", client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v, err := p.Query(context.Background(), "up"); err != nil || v != 7 || got.Load() == nil {
+		t.Errorf("no credentials: Query = %v, %v, through the proxy %v; want 7 through it", v, err, got.Load() != nil)
 	}
 }
