@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -96,10 +97,17 @@ type tlsTransports struct {
 // servers, a few, through a proxy or not.
 const maxTransports = 16
 
-// clone is one of tlsTransports' transports.
+// clone is one of tlsTransports' transports. Its fields but tr are
+// guarded by tlsTransports.mu.
 type clone struct {
 	tr   *http.Transport
 	used uint64 // tlsTransports.uses at its last request
+	// inFlight counts its requests whose answer is not yet read to its end
+	// or closed.
+	inFlight int
+	// dropped is set once it is no longer kept: its idle connections are
+	// closed as its last request in flight ends.
+	dropped bool
 }
 
 // transportKey names a clone of tlsTransports: the server name it
@@ -121,7 +129,67 @@ func (t *tlsTransports) RoundTrip(r *http.Request) (*http.Response, error) {
 	if proxy != nil {
 		key.proxy = proxy.String()
 	}
-	return t.transport(key, proxy).RoundTrip(r)
+	c := t.transport(key, proxy)
+	resp, err := c.tr.RoundTrip(r)
+	if err != nil || resp.Body == nil || resp.StatusCode == http.StatusSwitchingProtocols {
+		// No answer to read, or one whose connection is the caller's.
+		t.ended(c)
+		t.closeIfDone(c)
+		return resp, err
+	}
+	resp.Body = &trackedBody{ReadCloser: resp.Body, t: t, c: c}
+	return resp, nil
+}
+
+// ended counts one of c's requests in flight as ended.
+func (t *tlsTransports) ended(c *clone) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	c.inFlight--
+}
+
+// closeIfDone closes c's idle connections when it was dropped and has no
+// request in flight. Over HTTP/1.1 a transport closes the connections
+// that become idle after a CloseIdleConnections itself; over HTTP/2 one
+// that had a stream open at the drop would stay open to the idle timeout
+// (90s): nothing else calls the dropped transport's CloseIdleConnections.
+func (t *tlsTransports) closeIfDone(c *clone) {
+	t.mu.Lock()
+	done := c.dropped && c.inFlight == 0
+	t.mu.Unlock()
+	if done {
+		c.tr.CloseIdleConnections()
+	}
+}
+
+// trackedBody is the body of an answer through c: read to its end or
+// closed, it ends c's request in flight. Over HTTP/2 the stream is
+// forgotten, its connection idle, only once Close returns (the end of
+// the data may come first), so both close c's idle connections if done.
+type trackedBody struct {
+	io.ReadCloser
+	t    *tlsTransports
+	c    *clone
+	once sync.Once
+}
+
+func (b *trackedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err == io.EOF {
+		b.end()
+	}
+	return n, err
+}
+
+func (b *trackedBody) Close() error {
+	err := b.ReadCloser.Close()
+	b.end()
+	return err
+}
+
+func (b *trackedBody) end() {
+	b.once.Do(func() { b.t.ended(b.c) })
+	b.t.closeIfDone(b.c)
 }
 
 // httpsProxy is the https:// proxy base sends r through; nil for none or
@@ -148,16 +216,18 @@ func (t *tlsTransports) CloseIdleConnections() {
 }
 
 // transport is the clone of base for key, made at the first request for
-// it; proxy is key's https:// proxy. Past maxTransports, the least
-// recently used one is dropped, its idle connections closed (a request in
-// flight on it ends as it would have).
-func (t *tlsTransports) transport(key transportKey, proxy *url.URL) *http.Transport {
+// it, with one more request in flight; proxy is key's https:// proxy.
+// Past maxTransports, the least recently used one is dropped, its idle
+// connections closed, and closed again when its last request in flight
+// ends (which ends as it would have).
+func (t *tlsTransports) transport(key transportKey, proxy *url.URL) *clone {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.uses++
 	if c, ok := t.byKey[key]; ok {
 		c.used = t.uses
-		return c.tr
+		c.inFlight++
+		return c
 	}
 	if len(t.byKey) >= maxTransports {
 		// Every clone's last use is before this request's.
@@ -167,7 +237,9 @@ func (t *tlsTransports) transport(key transportKey, proxy *url.URL) *http.Transp
 				oldest, least = k, c.used
 			}
 		}
-		t.byKey[oldest].tr.CloseIdleConnections()
+		dropped := t.byKey[oldest]
+		dropped.dropped = true
+		dropped.tr.CloseIdleConnections()
 		delete(t.byKey, oldest)
 	}
 	tr := t.base.Clone()
@@ -178,8 +250,9 @@ func (t *tlsTransports) transport(key transportKey, proxy *url.URL) *http.Transp
 		tr.Proxy = http.ProxyURL(proxy)
 		tr.DialTLSContext = t.dialProxy(tr)
 	}
-	t.byKey[key] = &clone{tr: tr, used: t.uses}
-	return tr
+	c := &clone{tr: tr, used: t.uses, inFlight: 1}
+	t.byKey[key] = c
+	return c
 }
 
 // dialProxy is the DialTLSContext of tr, whose requests all go through

@@ -22,6 +22,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -653,4 +654,140 @@ func bothClients(t *testing.T, o Options) map[string]*http.Client {
 		t.Fatal(err)
 	}
 	return map[string]*http.Client{"client": cfg.HttpClient, "endpoint": ep.HTTP}
+}
+
+// TestTLSTransportDroppedClosesAfterLastRequest: a transport dropped from
+// the maxTransports kept had its idle connections closed at the drop,
+// but a request in flight on it then put its connection back among its
+// idle ones, which nothing closed any more (CloseIdleConnections reaches
+// the kept transports only): it stayed open until the idle timeout, 90s.
+// It is now closed as the dropped transport's last request ends, over
+// HTTP/1.1 and HTTP/2 alike; the request itself ends as it would have.
+func TestTLSTransportDroppedClosesAfterLastRequest(t *testing.T) {
+	for _, h2 := range []bool{false, true} {
+		t.Run(fmt.Sprintf("HTTP/2 %v", h2), func(t *testing.T) { testDroppedTransport(t, h2) })
+	}
+}
+
+func testDroppedTransport(t *testing.T, h2 bool) {
+	started, release := make(chan struct{}), make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/held" {
+			close(started)
+			<-release
+		}
+		io.WriteString(w, "ok")
+	}))
+	srv.EnableHTTP2 = h2
+	srv.StartTLS()
+	t.Cleanup(srv.Close)
+	var releaseOnce sync.Once
+	releaseHeld := func() { releaseOnce.Do(func() { close(release) }) }
+	t.Cleanup(releaseHeld) // before srv.Close, which waits for the handler
+
+	caFile := filepath.Join(t.TempDir(), "ca.pem")
+	replace(t, caFile, newTestCA(t, "CA").pem)
+	for _, v := range []string{"CONSUL_HTTP_ADDR", "CONSUL_CACERT", "CONSUL_CAPATH", "CONSUL_CLIENT_CERT", "CONSUL_CLIENT_KEY", "CONSUL_TLS_SERVER_NAME"} {
+		t.Setenv(v, "")
+	}
+	// Not verified: every host is the one loopback server.
+	ep, err := NewEndpoint(Options{Addr: "https://consul.example:8501", CAFile: caFile, InsecureSkipVerify: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tt, ok := ep.HTTP.Transport.(*tlsTransports)
+	if !ok {
+		t.Fatalf("transport %T, want *tlsTransports", ep.HTTP.Transport)
+	}
+	conns := &connRecorder{}
+	tt.base.DialContext = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		var d net.Dialer
+		c, err := d.DialContext(ctx, network, srv.Listener.Addr().String())
+		if err != nil {
+			return nil, err
+		}
+		return conns.add(addr, c), nil
+	}
+
+	type result struct {
+		body  string
+		proto int
+		err   error
+	}
+	held := make(chan result, 1)
+	go func() {
+		resp, err := ep.HTTP.Get("https://held.example:8501/held")
+		if err != nil {
+			held <- result{err: err}
+			return
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		held <- result{string(b), resp.ProtoMajor, err}
+	}()
+	<-started
+	for i := range maxTransports {
+		if err := getURL(ep.HTTP, fmt.Sprintf("https://leader-%d.example:8300/", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	tt.mu.Lock()
+	_, kept := tt.byKey[transportKey{name: "held.example"}]
+	tt.mu.Unlock()
+	if kept {
+		t.Fatalf("held.example's transport kept after %d other hosts, want it dropped", maxTransports)
+	}
+	releaseHeld()
+	r := <-held
+	if r.err != nil || r.body != "ok" {
+		t.Fatalf("the request in flight on the dropped transport: %q, %v; want it answered", r.body, r.err)
+	}
+	if want := map[bool]int{false: 1, true: 2}[h2]; r.proto != want {
+		t.Fatalf("answered over HTTP/%d, want HTTP/%d", r.proto, want)
+	}
+	if n := conns.open("held.example:8501"); n != 0 {
+		t.Errorf("%d connection(s) of the dropped transport open after its last request ended", n)
+	}
+	if n := conns.open(fmt.Sprintf("leader-%d.example:8300", maxTransports-1)); n != 1 {
+		t.Errorf("%d connection(s) of a kept transport open, want its idle one", n)
+	}
+}
+
+// connRecorder counts the connections dialled for each address that are
+// not closed yet.
+type connRecorder struct {
+	mu     sync.Mutex
+	opened map[string]int // by the address dialled, those not closed
+}
+
+func (r *connRecorder) add(addr string, c net.Conn) net.Conn {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.opened == nil {
+		r.opened = map[string]int{}
+	}
+	r.opened[addr]++
+	return &recordedConn{Conn: c, closed: func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.opened[addr]--
+	}}
+}
+
+func (r *connRecorder) open(addr string) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.opened[addr]
+}
+
+// recordedConn calls closed at its first Close.
+type recordedConn struct {
+	net.Conn
+	once   sync.Once
+	closed func()
+}
+
+func (c *recordedConn) Close() error {
+	c.once.Do(c.closed)
+	return c.Conn.Close()
 }
