@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"strconv"
 	"strings"
 	"unicode"
@@ -207,10 +208,13 @@ func QuoteShort(s string, n int) string {
 func shortened(s string) string { return fmt.Sprintf("… (%d bytes)", len(s)) }
 
 // isHost tells whether s is a host with no port that cannot be
-// user:password: a name or IPv4 address (no colon), or an IPv6 address in
-// brackets (a zone's % escaped as %25 or not), with a port after it or
-// not. A name:port can be user:password.
+// user:password: a name or IPv4 address (no colon), an IPv6 address in
+// brackets (a zone's % escaped as %25 or not) with a port after it or
+// not, or one without brackets. A name:port can be user:password.
 func isHost(s string) bool {
+	if _, err := netip.ParseAddr(s); err == nil {
+		return true
+	}
 	if h, ok := strings.CutPrefix(s, "["); ok {
 		_, port, ok := strings.Cut(h, "]")
 		return ok && (port == "" || strings.HasPrefix(port, ":") && strings.Trim(port[1:], "0123456789") == "")
