@@ -34,7 +34,7 @@ func (k *KV) Get(ctx context.Context, key string) (kvstore.Pair, bool, error) {
 	if p == nil {
 		return kvstore.Pair{}, false, nil
 	}
-	return kvstore.Pair{Key: p.Key, Value: p.Value, Index: p.ModifyIndex}, true, nil
+	return kvstore.Pair{Key: p.Key, Value: p.Value, Index: p.ModifyIndex, CreateIndex: p.CreateIndex}, true, nil
 }
 
 // List returns every key under prefix with its value and modify index, in
@@ -49,7 +49,7 @@ func (k *KV) List(ctx context.Context, prefix string) ([]kvstore.Pair, error) {
 	}
 	out := make([]kvstore.Pair, len(pairs))
 	for i, p := range pairs {
-		out[i] = kvstore.Pair{Key: p.Key, Value: p.Value, Index: p.ModifyIndex}
+		out[i] = kvstore.Pair{Key: p.Key, Value: p.Value, Index: p.ModifyIndex, CreateIndex: p.CreateIndex}
 	}
 	return out, nil
 }
@@ -87,7 +87,7 @@ func (k *KV) Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error) 
 		for j, r := range resp.Results {
 			if !used[j] && r.KV != nil && r.KV.Key == op.Key {
 				used[j] = true
-				res.Pairs = append(res.Pairs, kvstore.Pair{Key: r.KV.Key, Value: r.KV.Value, Index: r.KV.ModifyIndex})
+				res.Pairs = append(res.Pairs, kvstore.Pair{Key: r.KV.Key, Value: r.KV.Value, Index: r.KV.ModifyIndex, CreateIndex: r.KV.CreateIndex})
 				break
 			}
 		}
@@ -187,7 +187,7 @@ func (k *KV) Wait(ctx context.Context, key string, index uint64) (kvstore.Pair, 
 	if p == nil {
 		return kvstore.Pair{}, false, meta.LastIndex, nil
 	}
-	return kvstore.Pair{Key: p.Key, Value: p.Value, Index: p.ModifyIndex}, true, meta.LastIndex, nil
+	return kvstore.Pair{Key: p.Key, Value: p.Value, Index: p.ModifyIndex, CreateIndex: p.CreateIndex}, true, meta.LastIndex, nil
 }
 
 // errRedirectedKey is a key that Consul's HTTP paths cannot name.

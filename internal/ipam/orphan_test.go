@@ -568,6 +568,83 @@ func TestNoReleaseOfAPoolReadBeforeItsNetworkWasMadeAgain(t *testing.T) {
 	}
 }
 
+// TestNoReleaseOfAPoolReadBeforeItsNetworkWasMadeAgainWithAnotherSubnet:
+// a network removed and made again under the name with another subnet
+// whose blocks have the same keys (10.90.0.0/23 for 10.90.0.0/24, the
+// same range) gives another pool, which boundRefusal took for a spec
+// rewritten by hand: a release or reclaim of the pool read before went on
+// unbound into the new network's block, freeing an address this node
+// holds there for a running container, handed out again while in use.
+// The new spec's CreateIndex, later than the old pool's reading, tells
+// the network made again from a rewrite: refused.
+func TestNoReleaseOfAPoolReadBeforeItsNetworkWasMadeAgainWithAnotherSubnet(t *testing.T) {
+	for _, how := range []string{"release", "reclaim"} {
+		t.Run(how, func(t *testing.T) {
+			ctx := context.Background()
+			kv := kvtest.New()
+			st := netspec.NewStore(kv)
+			n1, n2 := NewAllocator(kv, "n1", nil), NewAllocator(kv, "n2", nil)
+			old := servedLan(t, st)
+			now := remakeLanAs(t, st, wideLan)
+			x, err := n1.Allocate(ctx, now, netip.MustParseAddr("10.90.0.130"), KindTask)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if old.Block(x) != now.Block(x) || blockPath(old, old.Block(x)) != blockPath(now, now.Block(x)) {
+				t.Fatalf("the two pools' blocks of %s differ: the test needs one key", x)
+			}
+			switch how {
+			case "release":
+				err = n1.Release(ctx, old, x)
+				if !notServed(err) || !strings.Contains(err.Error(), `network "lan"`) || !strings.Contains(err.Error(), netspec.SpecKey(lanSpec.Name)) {
+					t.Errorf("release of %s from the pool read before the network was made again with another subnet: %v, want refused, naming the network and its spec key", x, err)
+				}
+			case "reclaim":
+				held, err := Allocations(ctx, kv, now)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if freed, err := n1.reclaimObserved(ctx, old, map[netip.Addr]Alloc{x: held[x]}); len(freed) > 0 || !notServed(err) {
+					t.Errorf("reclaim of the pool read before the network was made again with another subnet: freed %v, err %v, want nothing freed, refused", freed, err)
+				}
+			}
+			if again, err := n2.Allocate(ctx, now, x, KindTask); err == nil {
+				t.Errorf("%s, held by n1 in the network made again, handed out to n2 too (%s)", x, again)
+			}
+			if err := n1.Release(ctx, now, x); err != nil {
+				t.Errorf("release of %s from the network made again: %v", x, err)
+			}
+		})
+	}
+}
+
+// TestReleaseOfAPoolWhoseSpecWasRewrittenByHand: a spec rewritten by hand
+// to another pool keeps its key's CreateIndex: a release of the pool read
+// before goes on, unbound, as before (no agent serves the pool written;
+// refused, the address would stay recorded for good).
+func TestReleaseOfAPoolWhoseSpecWasRewrittenByHand(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	n1 := NewAllocator(kv, "n1", nil)
+	old := servedLan(t, st)
+	x, err := n1.Allocate(ctx, old, netip.Addr{}, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	putSpecs(t, kv, wideLan)
+	if err := n1.Release(ctx, old, x); err != nil {
+		t.Errorf("release of %s, its spec rewritten by hand to another subnet: %v", x, err)
+	}
+	held, err := Allocations(ctx, kv, old)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := held[x]; ok {
+		t.Errorf("%s still held after its release", x)
+	}
+}
+
 // TestReleaseReadBeforeTheRemovalMark: a release of a pool read before
 // `network rm` marked the spec is refused, with an error naming the
 // network and its spec key, and the address left recorded: the removal
@@ -637,6 +714,32 @@ func remakeLan(tb testing.TB, st *netspec.Store) Pool {
 		tb.Fatal(err)
 	}
 	return servedLan(tb, st)
+}
+
+// wideLan is lanSpec with another subnet whose blocks have lanSpec's keys:
+// its range is lanSpec's, in a /23.
+var wideLan = func() netspec.Spec {
+	s := lanSpec
+	s.Subnet = netip.MustParsePrefix("10.90.0.0/23")
+	return s
+}()
+
+// remakeLanAs removes lanSpec's network, as `network rm` does, makes it
+// again as spec, and returns the new network's pool.
+func remakeLanAs(tb testing.TB, st *netspec.Store, spec netspec.Spec) Pool {
+	tb.Helper()
+	ctx := context.Background()
+	if err := st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name)); err != nil {
+		tb.Fatal(err)
+	}
+	if err := st.Create(ctx, spec); err != nil {
+		tb.Fatal(err)
+	}
+	p, _, err := SpecPools{Store: st}.PoolFor(ctx, spec.Subnet)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return p
 }
 
 // allocateAndRelease allocates want in p and releases it, b.N times.

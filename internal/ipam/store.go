@@ -240,17 +240,18 @@ func specCheck(ctx context.Context, kv KV, p Pool) (kvstore.Op, error) {
 // boundRefusal says why a write into an existing block of p, bound to
 // p's spec as read (its modify index), may have been rolled back, reading
 // the spec: bind when it stands as read (the block changed: read it again
-// and write, bound); an error when it was written since and gives p (the
-// network removed and made again under the name and subnet: the block is
-// the new network's) or was marked by `network rm` (the removal deletes
-// the network's tree, what the block records with it: an address left
-// recorded there is held only until then, and refusing is safer than
-// telling which network the mark is of). Otherwise the write goes on
-// unbound, as before writes were bound: the spec is gone (`network rm`
-// deleted the tree with it: nothing is left to free; or it was deleted by
-// hand, the tree left, and a late release frees the old network's
-// record), unreadable, or rewritten by hand to another pool, which no
-// agent serves.
+// and write, bound); an error when it was created since p was read (its
+// CreateIndex is later: the network removed and made again under the
+// name, with any subnet; a block key of p it has is the new network's),
+// or was written since and gives p (the same, told without CreateIndex),
+// or was marked by `network rm` (the removal deletes the network's tree,
+// what the block records with it: an address left recorded there is
+// held only until then). Otherwise the write goes on unbound, as before
+// writes were bound: the spec is gone (`network rm` deleted the tree with
+// it: nothing is left to free; or it was deleted by hand, the tree left,
+// and a late release frees the old network's record), unreadable, or
+// rewritten by hand to another pool (its key, kept, keeps its
+// CreateIndex), which no agent serves.
 func boundRefusal(ctx context.Context, kv KV, p Pool) (bind bool, err error) {
 	key := netspec.SpecKey(p.Network)
 	pair, ok, err := kv.Get(ctx, key)
@@ -261,6 +262,11 @@ func boundRefusal(ctx context.Context, kv KV, p Pool) (bind bool, err error) {
 		return false, nil
 	case pair.Index == p.specIndex:
 		return true, nil
+	case pair.CreateIndex > p.specIndex:
+		// Created after the spec p was read from was written: not a
+		// rewrite of that spec, another network under the name.
+		return false, fmt.Errorf("network %q: its spec %s was created (index %d) after pool %s was read from the spec at index %d: the network was removed and made again, and its blocks are the new network's: %w",
+			p.Network, key, pair.CreateIndex, p.ID(), p.specIndex, errSpecGone)
 	}
 	spec, err := netspec.DecodeSpec(p.Network, pair.Value)
 	if err != nil {

@@ -12,13 +12,18 @@ import (
 	"strings"
 )
 
-// Pair is one key with its value and modify index.
+// Pair is one key with its value, modify index and create index.
 type Pair struct {
 	Key   string
 	Value []byte
 	// Index is the key's modify index: it changes with every write of the
 	// key, so a check-and-set on it fails if anyone wrote since it was read.
 	Index uint64
+	// CreateIndex is the index of the write that created the key: kept
+	// across its updates, new once it is deleted and written again. A key
+	// whose CreateIndex is above an index it was read at was made again
+	// since, not rewritten.
+	CreateIndex uint64
 }
 
 // Verb is what one operation of a transaction does, as Consul's /v1/txn
@@ -58,7 +63,7 @@ type Op struct {
 // Result is what a transaction did. When OK is false a check (or a CAS)
 // failed and nothing was written; Pairs then is empty. Otherwise Pairs has
 // one entry per Set, CAS and Get operation, in order: the key with its new
-// modify index (and, for Get, its value).
+// modify index and its create index (and, for Get, its value).
 type Result struct {
 	OK    bool
 	Pairs []Pair

@@ -1,8 +1,9 @@
 // Package kvtest is an in-memory key/value store with Consul KV's
 // semantics, for unit tests only: every write takes the next index of the
-// store and gives it to the keys it writes as their modify index;
-// check-and-set compares that index; a transaction applies all of its
-// operations or none; a blocking read returns once the key changes. Hooks
+// store and gives it to the keys it writes as their modify index, and to
+// those it creates as their create index; check-and-set compares the
+// modify index; a transaction applies all of its operations or none; a
+// blocking read returns once the key changes. Hooks
 // let a test fail a call or slip a write in before one, as another node
 // racing would. Integration tests use a real Consul.
 //
@@ -44,7 +45,14 @@ type KV struct {
 
 type entry struct {
 	value []byte
-	index uint64
+	// index is the key's modify index, create the index of the write
+	// that created it (see kvstore.Pair.CreateIndex).
+	index, create uint64
+}
+
+// pair is e as the key's pair.
+func (e entry) pair(key string) kvstore.Pair {
+	return kvstore.Pair{Key: key, Value: slices.Clone(e.value), Index: e.index, CreateIndex: e.create}
 }
 
 // New returns an empty store whose first write gets index 2 (as a fresh
@@ -74,7 +82,7 @@ func (kv *KV) Get(ctx context.Context, key string) (kvstore.Pair, bool, error) {
 	if !ok {
 		return kvstore.Pair{}, false, nil
 	}
-	return kvstore.Pair{Key: key, Value: slices.Clone(e.value), Index: e.index}, true, nil
+	return e.pair(key), true, nil
 }
 
 // List returns every key starting with prefix, in key order.
@@ -87,7 +95,7 @@ func (kv *KV) List(ctx context.Context, prefix string) ([]kvstore.Pair, error) {
 	var out []kvstore.Pair
 	for k, e := range kv.keys {
 		if strings.HasPrefix(k, prefix) {
-			out = append(out, kvstore.Pair{Key: k, Value: slices.Clone(e.value), Index: e.index})
+			out = append(out, e.pair(k))
 		}
 	}
 	slices.SortFunc(out, func(a, b kvstore.Pair) int { return strings.Compare(a.Key, b.Key) })
@@ -119,22 +127,24 @@ func (kv *KV) Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error)
 	for _, op := range ops {
 		e, exists := next[op.Key]
 		switch op.Verb {
-		case kvstore.Set:
-			next[op.Key] = entry{value: slices.Clone(op.Value), index: index}
-			res.Pairs = append(res.Pairs, kvstore.Pair{Key: op.Key, Index: index})
-			wrote = true
-		case kvstore.CAS:
-			if (op.Index == 0 && exists) || (op.Index != 0 && (!exists || e.index != op.Index)) {
+		case kvstore.Set, kvstore.CAS:
+			if op.Verb == kvstore.CAS && ((op.Index == 0 && exists) || (op.Index != 0 && (!exists || e.index != op.Index))) {
 				return kvstore.Result{}, nil
 			}
-			next[op.Key] = entry{value: slices.Clone(op.Value), index: index}
-			res.Pairs = append(res.Pairs, kvstore.Pair{Key: op.Key, Index: index})
+			// As Consul's: the create index is kept by an update, and new
+			// for a key absent (never written, or deleted since).
+			create := e.create
+			if !exists {
+				create = index
+			}
+			next[op.Key] = entry{value: slices.Clone(op.Value), index: index, create: create}
+			res.Pairs = append(res.Pairs, kvstore.Pair{Key: op.Key, Index: index, CreateIndex: create})
 			wrote = true
 		case kvstore.Get:
 			if !exists {
 				return kvstore.Result{}, nil
 			}
-			res.Pairs = append(res.Pairs, kvstore.Pair{Key: op.Key, Value: slices.Clone(e.value), Index: e.index})
+			res.Pairs = append(res.Pairs, e.pair(op.Key))
 		case kvstore.Delete:
 			delete(next, op.Key)
 			wrote = true
@@ -215,7 +225,7 @@ func (kv *KV) Wait(ctx context.Context, key string, index uint64) (kvstore.Pair,
 			if !ok {
 				return kvstore.Pair{}, false, last, nil
 			}
-			return kvstore.Pair{Key: key, Value: slices.Clone(e.value), Index: e.index}, true, last, nil
+			return e.pair(key), true, last, nil
 		}
 		select {
 		case <-ctx.Done():

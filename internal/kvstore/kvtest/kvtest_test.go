@@ -118,3 +118,56 @@ func TestHookFailsCallsAndRaces(t *testing.T) {
 		t.Errorf("get with the hook failing it: %v", err)
 	}
 }
+
+// TestCreateIndexAsConsuls: a key's create index is set by the write that
+// creates it, kept by every update (Set, CAS), given by every read (Get,
+// List, Wait, a transaction's Get and writes), and new once the key is
+// deleted and written again, as Consul's.
+func TestCreateIndexAsConsuls(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	res, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.CAS, Key: "k", Value: []byte("1")}})
+	if err != nil || !res.OK || res.Pairs[0].CreateIndex != res.Pairs[0].Index {
+		t.Fatalf("create: %+v %v, want a create index that is the modify index", res, err)
+	}
+	created := res.Pairs[0].CreateIndex
+	res, err = kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Set, Key: "k", Value: []byte("2")}, {Verb: kvstore.CAS, Key: "k", Value: []byte("3"), Index: kv.Index() + 1}})
+	if err != nil || !res.OK || res.Pairs[0].CreateIndex != created || res.Pairs[1].CreateIndex != created {
+		t.Fatalf("updates by set and CAS: %+v %v, want create index %d kept", res, err, created)
+	}
+	res, err = kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Get, Key: "k"}})
+	if err != nil || !res.OK || res.Pairs[0].CreateIndex != created || res.Pairs[0].Index == created {
+		t.Fatalf("transaction's get after updates: %+v %v, want create index %d and a later modify index", res, err, created)
+	}
+	check := func(when string, want uint64) {
+		t.Helper()
+		p, ok, err := kv.Get(ctx, "k")
+		if err != nil || !ok || p.CreateIndex != want {
+			t.Errorf("%s: get %+v %v %v, want create index %d", when, p, ok, err, want)
+		}
+		if l, err := kv.List(ctx, ""); err != nil || len(l) != 1 || l[0].CreateIndex != want {
+			t.Errorf("%s: list %+v %v, want create index %d", when, l, err, want)
+		}
+		if p, ok, _, err := kv.Wait(ctx, "k", 0); err != nil || !ok || p.CreateIndex != want {
+			t.Errorf("%s: wait %+v %v %v, want create index %d", when, p, ok, err, want)
+		}
+	}
+	check("after updates", created)
+	if err := kv.Delete(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	if err := kv.Put(ctx, "k", []byte("again")); err != nil {
+		t.Fatal(err)
+	}
+	check("deleted and written again", kv.Index())
+	if kv.Index() <= created {
+		t.Errorf("the key written again has create index %d, not above its first %d", kv.Index(), created)
+	}
+	// Deleted and written again in one transaction (a tree deleted with
+	// the key, then the key): a new key too.
+	before := kv.Index()
+	res, err = kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.DeleteTree, Key: ""}, {Verb: kvstore.Set, Key: "k", Value: []byte("new")}})
+	if err != nil || !res.OK || res.Pairs[0].CreateIndex <= before {
+		t.Errorf("deleted and written in one transaction: %+v %v, want a create index above %d", res, err, before)
+	}
+}
