@@ -422,7 +422,8 @@ func (pl *Plugin) releaseAddress(ctx context.Context, r releaseRequest) (any, er
 	e, err := pl.pool(ctx, r.PoolID, true)
 	if gone := (*RemovingError)(nil); errors.As(err, &gone) {
 		// Its network is being removed: its containers are taken down,
-		// and their addresses released, from the pool as its spec stands.
+		// and their addresses released, from the pool as its spec stands
+		// (bound to it: refused in a network made again since).
 		e, err = poolEntry{pool: gone.Pool, gateway: gone.Gateway}, nil
 	}
 	if err != nil {
@@ -492,7 +493,9 @@ func requestedAddr(s string) (netip.Addr, error) {
 // release of a removal's containers reads every spec. The mark is never
 // taken back, and changes nothing else of the spec: the pool it carries
 // is the spec's until the spec is deleted, which the reconciler, reading
-// at every change, sees as soon as it would see any other change.
+// at every change, sees as soon as it would see any other change; until
+// then a release from it, bound to the marked spec (see RemovingError),
+// is refused once the network was made again under the name.
 //
 // A pool is recorded afresh (served with no RequestPool: after an agent's
 // restart) only if no pool was dropped since the specs were read: one

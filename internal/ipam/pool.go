@@ -31,6 +31,11 @@ type Pool struct {
 	// known (0: not): its writes are bound to that spec, not to any spec
 	// under the name (see specCheck).
 	specIndex uint64
+	// marked: read from a spec marked by `network rm` (a *RemovingError's,
+	// released from as the removal's containers go): its writes, bound to
+	// the spec as read, stay bound to it while it is the same network's
+	// spec, marked (see boundRefusal).
+	marked bool
 	// listed is the Settled of the listing of the specs it was read from
 	// (0: not read from one): only a listing begun after is as new (see
 	// SpecPools.PoolGone).

@@ -3,6 +3,7 @@ package ipam
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -175,6 +176,104 @@ func TestReleasesDuringRemovalReadTheSpecsOnce(t *testing.T) {
 				t.Errorf("request during the removal: %d %v, want refused", code, out)
 			}
 		})
+	}
+}
+
+// TestNoReleaseDuringARemovalIntoTheNetworkMadeAgain: a release of a
+// network being removed frees from the pool the removal's error carries,
+// which was bound to no spec: one committed, or answered from the newest
+// reading of the specs, after the network was removed and made again under
+// the name and subnet wrote into the new network's block, and freed an
+// address this node holds there for a running container, handed out again
+// while in use. That pool is now bound to the spec as read, marked: the
+// release is refused, naming the network and its spec key. A release
+// while the mark stands still frees (TestPoolOfANetworkBeingRemoved).
+func TestNoReleaseDuringARemovalIntoTheNetworkMadeAgain(t *testing.T) {
+	for _, how := range []string{"queued release", "specs read before the network was made again"} {
+		t.Run(how, func(t *testing.T) {
+			ctx := context.Background()
+			kv := kvtest.New()
+			served, call := pluginFor(t, kv, "n1")
+			n1, n2 := served.Alloc, NewAllocator(kv, "n2", nil)
+			code, out := call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4"})
+			if code != 200 {
+				t.Fatalf("allocate: %d %v", code, out)
+			}
+			st := netspec.NewStore(kv)
+			if err := st.MarkDeleting(ctx, lanSpec.Name); err != nil {
+				t.Fatal(err)
+			}
+			// The plugin's store reads the specs since the mark, as the
+			// agent's reconciler does, and not yet since the network was
+			// made again.
+			if _, err := served.Pools.(SpecPools).Store.ReadListing(ctx); err != nil {
+				t.Fatal(err)
+			}
+			_, _, err := served.Pools.PoolByID(ctx, "lan/v4")
+			var rm *RemovingError
+			if !errors.As(err, &rm) {
+				t.Fatalf("pool of the marked network: %v, want it being removed", err)
+			}
+			now := remakeLan(t, st)
+			x, err := n1.Allocate(ctx, now, netip.MustParseAddr("10.90.0.130"), KindTask)
+			if err != nil {
+				t.Fatal(err)
+			}
+			switch how {
+			case "queued release":
+				err := n1.Release(ctx, rm.Pool, x)
+				if !notServed(err) || !strings.Contains(err.Error(), `network "lan"`) || !strings.Contains(err.Error(), netspec.SpecKey(lanSpec.Name)) {
+					t.Errorf("release of %s from the pool of the removal, after the network was made again: %v, want refused, naming the network and its spec key", x, err)
+				}
+			default:
+				if code, out := call("IpamDriver.ReleaseAddress", map[string]any{"PoolID": "lan/v4", "Address": x.String()}); code != 500 || !strings.Contains(fmt.Sprint(out["Err"]), netspec.SpecKey(lanSpec.Name)) {
+					t.Errorf("ReleaseAddress of %s from the newest reading, the network being removed, after it was made again: %d %v, want refused, naming the spec key", x, code, out)
+				}
+			}
+			if again, err := n2.Allocate(ctx, now, x, KindTask); err == nil {
+				t.Errorf("%s, held by n1 in the network made again, handed out to n2 too (%s)", x, again)
+			}
+			if err := n1.Release(ctx, now, x); err != nil {
+				t.Errorf("release of %s from the network made again: %v", x, err)
+			}
+		})
+	}
+}
+
+// TestReleaseDuringARemovalMarkedTwice: `network rm` marks the spec twice
+// when the network has a swarm network (before and after removing it),
+// so a release from the pool as the first mark was read is committed
+// with the spec at another index. The spec's CreateIndex says it is the
+// same network, still being removed: the release frees the address, as
+// it did before releases during a removal were bound.
+func TestReleaseDuringARemovalMarkedTwice(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	served, call := pluginFor(t, kv, "n1")
+	code, out := call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4"})
+	if code != 200 {
+		t.Fatalf("allocate: %d %v", code, out)
+	}
+	x := netip.MustParsePrefix(out["Address"].(string)).Addr()
+	st := netspec.NewStore(kv)
+	if err := st.MarkDeleting(ctx, lanSpec.Name); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := served.Pools.(SpecPools).Store.ReadListing(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MarkDeleting(ctx, lanSpec.Name); err != nil {
+		t.Fatal(err)
+	}
+	if code, out := call("IpamDriver.ReleaseAddress", map[string]any{"PoolID": "lan/v4", "Address": x.String()}); code != 200 {
+		t.Errorf("release of %s from the pool as first marked, the spec marked again: %d %v, want released", x, code, out)
+	}
+	held, err := Allocations(ctx, kv, PoolOf4(lanSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := held[x]; ok {
+		t.Errorf("%s still held after its release", x)
 	}
 }
 

@@ -35,7 +35,7 @@ func (s SpecPools) PoolFor(ctx context.Context, subnet netip.Prefix) (Pool, neti
 			continue
 		}
 		if spec.Deleting {
-			return Pool{}, netip.Addr{}, removing(spec, v6)
+			return Pool{}, netip.Addr{}, removing(spec, v6, l.SpecIndex(spec.Name))
 		}
 		if err := refused[spec.Name]; err != nil {
 			return Pool{}, netip.Addr{}, refusedSpec(spec.Name, err)
@@ -119,7 +119,7 @@ func (s SpecPools) poolByID(l *netspec.Listing, id string) (Pool, netip.Addr, er
 		return Pool{}, netip.Addr{}, fmt.Errorf("pool id %s: network %s has no IPv6 subnet", quoted(id), quoted(name))
 	}
 	if spec.Deleting {
-		return Pool{}, netip.Addr{}, removing(spec, v6)
+		return Pool{}, netip.Addr{}, removing(spec, v6, l.SpecIndex(spec.Name))
 	}
 	if refused != nil {
 		return Pool{}, netip.Addr{}, refusedSpec(name, refused)
@@ -159,7 +159,10 @@ func (e *unreadError) Unwrap() error { return e.err }
 // RemovingError refuses a pool whose network is being removed: the
 // nodes are taking it apart, so nothing more is handed out of it. It
 // carries the pool, so that its addresses can still be released as its
-// containers are taken down.
+// containers are taken down: bound, as any pool read from a spec, to the
+// spec as read, marked (see store.update), so that a release that comes
+// once the network was removed and made again under the name is refused,
+// not written into the new network's blocks.
 type RemovingError struct {
 	Pool    Pool
 	Gateway netip.Addr
@@ -169,8 +172,11 @@ func (e *RemovingError) Error() string {
 	return fmt.Sprintf("network %q is being removed (`underlay network rm` under way): nothing more is handed out of it", e.Pool.Network)
 }
 
-func removing(spec netspec.Spec, v6 bool) error {
+// removing refuses spec's pool, the spec read at modify index index
+// (0: not known), marked by `network rm`.
+func removing(spec netspec.Spec, v6 bool, index uint64) error {
 	p, gw := SpecPools{}.pool(spec, v6)
+	p.specIndex, p.marked = index, true
 	return &RemovingError{Pool: p, Gateway: gw}
 }
 

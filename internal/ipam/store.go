@@ -119,9 +119,12 @@ func (s *store) update(ctx context.Context, p Pool, b netip.Prefix, fn func(Bloc
 		// was free then. Taken as a copy, checked by the write.
 		cur, fromCache = versioned{doc: BlockDoc{Allocs: map[string]Alloc{}}}, true
 	}
-	// bind: writes into the block are bound to p's spec as read (see
-	// boundRefusal).
-	bind := p.fromSpec && p.specIndex != 0
+	// bindAt: writes into the block are bound to p's spec at this modify
+	// index, as read (0: unbound; see boundRefusal).
+	var bindAt uint64
+	if p.fromSpec {
+		bindAt = p.specIndex
+	}
 	for range maxAttempts {
 		if !fromCache {
 			var err error
@@ -145,7 +148,7 @@ func (s *store) update(ctx context.Context, p Pool, b netip.Prefix, fn func(Bloc
 			if check, err = specChecks(ctx, s.kv, p); err != nil {
 				return BlockDoc{}, fmt.Errorf("claim %s: %w", key, err)
 			}
-		case cur.index != 0 && bind:
+		case cur.index != 0 && bindAt != 0:
 			// A write into a block that exists (a release, a reclaim, a
 			// record of spares) is bound to the spec as p was read, with
 			// no read of it: the block key of a network removed and made
@@ -154,7 +157,7 @@ func (s *store) update(ctx context.Context, p Pool, b netip.Prefix, fn func(Bloc
 			// node holds for a running container. Only a lost
 			// transaction reads the spec, to tell why (see boundRefusal).
 			bound = true
-			check = []kvstore.Op{{Verb: kvstore.CheckIndex, Key: netspec.SpecKey(p.Network), Index: p.specIndex}}
+			check = []kvstore.Op{{Verb: kvstore.CheckIndex, Key: netspec.SpecKey(p.Network), Index: bindAt}}
 		}
 		won, index, err := s.write(ctx, key, next, cur.index, check...)
 		if err != nil {
@@ -166,7 +169,7 @@ func (s *store) update(ctx context.Context, p Pool, b netip.Prefix, fn func(Bloc
 		}
 		if bound {
 			var err error
-			if bind, err = boundRefusal(ctx, s.kv, p); err != nil {
+			if bindAt, err = boundRefusal(ctx, s.kv, p); err != nil {
 				return BlockDoc{}, fmt.Errorf("write %s, left as it is: %w", key, err)
 			}
 		}
@@ -239,49 +242,57 @@ func specCheck(ctx context.Context, kv KV, p Pool) (kvstore.Op, error) {
 
 // boundRefusal says why a write into an existing block of p, bound to
 // p's spec as read (its modify index), may have been rolled back, reading
-// the spec: bind when it stands as read (the block changed: read it again
-// and write, bound); an error when it was created since p was read (its
-// CreateIndex is later: the network removed and made again under the
-// name, with any subnet; a block key of p it has is the new network's),
-// or was written since and gives p (the same, told without CreateIndex),
-// or was marked by `network rm` (the removal deletes the network's tree,
-// what the block records with it: an address left recorded there is
-// held only until then). Otherwise the write goes on unbound, as before
-// writes were bound: the spec is gone (`network rm` deleted the tree with
-// it: nothing is left to free; or it was deleted by hand, the tree left,
-// and a late release frees the old network's record), unreadable, or
-// rewritten by hand to another pool (its key, kept, keeps its
-// CreateIndex), which no agent serves.
-func boundRefusal(ctx context.Context, kv KV, p Pool) (bind bool, err error) {
+// the spec, and returns the spec index to bind the next write to: p's
+// when it stands as read (the block changed: read it again and write,
+// bound); an error when it was created since p was read (its CreateIndex
+// is later: the network removed and made again under the name, with any
+// subnet; a block key of p it has is the new network's), or was written
+// since and gives p (the same, told without CreateIndex), or was marked
+// by `network rm` since p was read (the removal deletes the network's
+// tree, what the block records with it: an address left recorded there
+// is held only until then). A pool read from the marked spec (a
+// *RemovingError's) is bound again to the spec as it is now when it is
+// still the same network's, marked: `network rm` marks twice, and its
+// releases are what the removal's containers give back. Otherwise the
+// write goes on unbound (0), as before writes were bound: the spec is
+// gone (`network rm` deleted the tree with it: nothing is left to free;
+// or it was deleted by hand, the tree left, and a late release frees the
+// old network's record), unreadable, or rewritten by hand to another
+// pool (its key, kept, keeps its CreateIndex), which no agent serves.
+func boundRefusal(ctx context.Context, kv KV, p Pool) (bindAt uint64, err error) {
 	key := netspec.SpecKey(p.Network)
 	pair, ok, err := kv.Get(ctx, key)
 	switch {
 	case err != nil:
-		return false, fmt.Errorf("read the spec of network %q: %w", p.Network, err)
+		return 0, fmt.Errorf("read the spec of network %q: %w", p.Network, err)
 	case !ok:
-		return false, nil
+		return 0, nil
 	case pair.Index == p.specIndex:
-		return true, nil
+		return p.specIndex, nil
 	case pair.CreateIndex > p.specIndex:
 		// Created after the spec p was read from was written: not a
 		// rewrite of that spec, another network under the name.
-		return false, fmt.Errorf("network %q: its spec %s was created (index %d) after pool %s was read from the spec at index %d: the network was removed and made again, and its blocks are the new network's: %w",
+		return 0, fmt.Errorf("network %q: its spec %s was created (index %d) after pool %s was read from the spec at index %d: the network was removed and made again, and its blocks are the new network's: %w",
 			p.Network, key, pair.CreateIndex, p.ID(), p.specIndex, errSpecGone)
 	}
 	spec, err := netspec.DecodeSpec(p.Network, pair.Value)
 	if err != nil {
-		return false, nil
+		return 0, nil
 	}
 	now, _ := SpecPools{}.pool(spec, p.Prefix.Addr().Is6())
 	switch {
+	case spec.Deleting && p.marked:
+		// Marked again, or rewritten by hand since: the same network
+		// (its CreateIndex, above), still being removed.
+		return pair.Index, nil
 	case spec.Deleting:
-		return false, fmt.Errorf("network %q: its spec %s was marked for removal (`underlay network rm`) since pool %s was read, and the removal deletes the network's tree: %w",
+		return 0, fmt.Errorf("network %q: its spec %s was marked for removal (`underlay network rm`) since pool %s was read, and the removal deletes the network's tree: %w",
 			p.Network, key, p.ID(), &RemovingError{Pool: p})
 	case spec.Name == p.Network && now.Prefix == p.Prefix && now.allocRange() == p.allocRange():
-		return false, fmt.Errorf("network %q: its spec %s was written since pool %s was read (the network removed and made again): its block is the new network's: %w",
+		return 0, fmt.Errorf("network %q: its spec %s was written since pool %s was read (the network removed and made again): its block is the new network's: %w",
 			p.Network, key, p.ID(), errSpecGone)
 	}
-	return false, nil
+	return 0, nil
 }
 
 // specChecks is specCheck's check for a write that may create a key under
