@@ -1,10 +1,16 @@
 package consul
 
 import (
+	"context"
+	"errors"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/underlay/underlay/internal/kvstore"
 )
 
 // TestTxnRefusal: a transaction ACLs refused is an error (the allocator
@@ -48,6 +54,52 @@ func TestNextIndex(t *testing.T) {
 		next, changed := NextIndex(tc.prev, tc.last)
 		if next != tc.next || changed != tc.changed {
 			t.Errorf("NextIndex(%d, %d) = %d, %v; want %d, %v", tc.prev, tc.last, next, changed, tc.next, tc.changed)
+		}
+	}
+}
+
+// TestKVCarriesCreateIndex: every pair the adapter reads (Get, List, Wait,
+// a transaction's results) carries Consul's CreateIndex with its
+// ModifyIndex: the allocator tells a spec made again (a later
+// CreateIndex) from one rewritten (kvstore.Pair.CreateIndex).
+func TestKVCarriesCreateIndex(t *testing.T) {
+	const entry = `{"Key":"k","Value":"dg==","CreateIndex":5,"ModifyIndex":9}`
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/kv/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Consul-Index", "9")
+		w.Write([]byte("[" + entry + "]"))
+	})
+	mux.HandleFunc("/v1/txn", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"Results":[{"KV":` + entry + `}],"Errors":null}`))
+	})
+	srv := httptest.NewServer(mux)
+	defer srv.Close()
+	c, err := api.NewClient(&api.Config{Address: strings.TrimPrefix(srv.URL, "http://")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv := NewKV(c)
+	ctx := context.Background()
+	want := kvstore.Pair{Key: "k", Value: []byte("v"), Index: 9, CreateIndex: 5}
+	got := map[string]kvstore.Pair{}
+	p, _, err := kv.Get(ctx, "k")
+	got["get"] = p
+	l, lerr := kv.List(ctx, "k")
+	if len(l) == 1 {
+		got["list"] = l[0]
+	}
+	p, _, _, werr := kv.Wait(ctx, "k", 1)
+	got["wait"] = p
+	res, terr := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Get, Key: "k"}})
+	if len(res.Pairs) == 1 {
+		got["txn"] = res.Pairs[0]
+	}
+	if err := errors.Join(err, lerr, werr, terr); err != nil {
+		t.Fatal(err)
+	}
+	for _, call := range []string{"get", "list", "wait", "txn"} {
+		if p := got[call]; p.Key != want.Key || string(p.Value) != string(want.Value) || p.Index != want.Index || p.CreateIndex != want.CreateIndex {
+			t.Errorf("%s: %+v, want %+v", call, p, want)
 		}
 	}
 }
