@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what underlay needs on a Debian machine, idempotently: Debian's
 # docker.io, iproute2, iptables and make, chromium (the dashboard's browser
-# tests and `make screenshot` drive it headless); qemu-system-x86,
+# tests and `make screenshot` drive it headless), nodejs (the dashboard's
+# unit tests run the page's own functions in node); qemu-system-x86,
 # linux-image-amd64, busybox-static and xz-utils for `underlay lab up --vm`
 # (VM nodes boot Debian's kernel under QEMU, with a busybox initramfs);
 # prometheus and
@@ -25,7 +26,7 @@ install_pkgs() {
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "$@" >/dev/null
 }
 
-mapfile -t missing < <(missing_of docker.io iproute2 iptables make curl ca-certificates lintian systemd chromium)
+mapfile -t missing < <(missing_of docker.io iproute2 iptables make curl ca-certificates lintian systemd chromium nodejs)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   install_pkgs "${missing[@]}"

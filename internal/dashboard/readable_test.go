@@ -2,11 +2,13 @@ package dashboard
 
 import (
 	"encoding/json"
+	"os"
 	"os/exec"
 	"strings"
 	"testing"
 
 	"github.com/underlay/underlay/internal/termtext"
+	"github.com/underlay/underlay/internal/testenv"
 )
 
 // readableInputs are names as agents and other writers may give them:
@@ -50,8 +52,11 @@ func TestScriptShowsNamesReadable(t *testing.T) {
 
 // runScript runs app.js's function fn, with what it needs from
 // notGraphic on, in node over readableInputs, each through call (a
-// JavaScript function of one argument), and returns the answers. Without
-// node the test is skipped: only the function's uses are checked.
+// JavaScript function of one argument), and returns the answers.
+// scripts/install-deps.sh installs Debian's nodejs, so node is there
+// whenever the README's test command runs (UNDERLAY_INTEGRATION=1): then
+// a missing node fails the test. Elsewhere (`go test ./...` on a machine
+// without it) the test is skipped once the function's uses are checked.
 func runScript(t *testing.T, js, fn, call string) []string {
 	t.Helper()
 	start := strings.Index(js, "  const notGraphic")
@@ -61,8 +66,11 @@ func runScript(t *testing.T, js, fn, call string) []string {
 	}
 	end := at + strings.Index(js[at:], "\n  }\n") + len("\n  }\n")
 	node, err := exec.LookPath("node")
-	if err != nil {
-		t.Skipf("no node to run the page's %s function: its uses were checked only", fn)
+	switch {
+	case err != nil && os.Getenv(testenv.EnvIntegration) == "1":
+		t.Fatalf("no node to run the page's %s function (scripts/install-deps.sh installs Debian's nodejs): %v", fn, err)
+	case err != nil:
+		t.Skipf("no node to run the page's %s function: its uses were checked only (scripts/install-deps.sh installs Debian's nodejs; with %s=1 a missing node fails)", fn, testenv.EnvIntegration)
 	}
 	in, _ := json.Marshal(readableInputs)
 	script := js[start:end] + "\nprocess.stdout.write(JSON.stringify(JSON.parse(process.argv[1]).map(" + call + ")));\n"
