@@ -259,8 +259,9 @@ func loadReports(ctx context.Context, kv KV, byName map[string][]string) ([]Repo
 // when it is read as written, and left empty when it is refused
 // (a failed doctor/report check naming the key).
 func loadByID(p kvstore.Pair, id string) Report {
-	if id == "" || strings.Contains(id, "/") {
-		return badByID(p.Key, id, "", fmt.Sprintf("report %s is under no swarm node's key: agents publish theirs under %sSWARM-NODE-ID", p.Key, IDPrefix))
+	if err := netspec.CheckNodeID(id); err != nil {
+		// Shown among the cluster's problems: it names no swarm node.
+		return badByID(p.Key, id, "", fmt.Sprintf("report %q is under no swarm node's key: %q is not a swarm node ID: %v; agents publish theirs under %sSWARM-NODE-ID", p.Key, id, err, IDPrefix))
 	}
 	var r Report
 	if err := json.Unmarshal(p.Value, &r); err != nil {

@@ -61,7 +61,7 @@ func TestReportsRoundTrip(t *testing.T) {
 	kv := &memKV{m: map[string][]byte{}}
 	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 	for _, node := range []string{"node2", "node1"} {
-		if err := Publish(context.Background(), kv, Report{Node: node, NodeID: "id-" + node, At: at, Every: time.Minute, Version: "v1",
+		if err := Publish(context.Background(), kv, Report{Node: node, NodeID: node + strings.Repeat("0", netspec.NodeIDLen-len(node)), At: at, Every: time.Minute, Version: "v1",
 			Results: []Result{{Node: node, Check: "docker/daemon", Status: Fail, Message: "down", Fix: "systemctl start docker"}}}); err != nil {
 			t.Fatal(err)
 		}
@@ -93,7 +93,7 @@ func TestRunPeriodicallyPublishes(t *testing.T) {
 	done := make(chan struct{})
 	checks := []Check{fixedCheck{[]Result{{Check: "x", Status: Fail, Message: "broken"}}}}
 	go func() {
-		RunPeriodically(ctx, kv, "node1", "id1", "v9", checks, 10*time.Millisecond, slog.New(slog.DiscardHandler), nil)
+		RunPeriodically(ctx, kv, "node1", "id10000000000000000000000", "v9", checks, 10*time.Millisecond, slog.New(slog.DiscardHandler), nil)
 		close(done)
 	}()
 	deadline := time.Now().Add(5 * time.Second)
@@ -218,10 +218,10 @@ func TestPublishBoundsLargeReport(t *testing.T) {
 	}
 	kv := &consulKV{memKV{m: map[string][]byte{}}}
 	at := time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
-	if err := Publish(context.Background(), kv, Report{Node: "node1", NodeID: "id1", At: at, Every: time.Minute, Results: rs}); err != nil {
+	if err := Publish(context.Background(), kv, Report{Node: "node1", NodeID: "id10000000000000000000000", At: at, Every: time.Minute, Results: rs}); err != nil {
 		t.Fatalf("publish %d results: %v", len(rs), err)
 	}
-	v := kv.m[IDPrefix+"id1"]
+	v := kv.m[IDPrefix+"id10000000000000000000000"]
 	if len(v) > MaxReportBytes {
 		t.Errorf("published %d bytes, above %d", len(v), MaxReportBytes)
 	}
@@ -269,10 +269,10 @@ func TestPublishBoundsFailures(t *testing.T) {
 	}
 	rs = append(rs, Result{Node: "node1", Check: "docker/daemon", Status: OK, Message: "answers"})
 	kv := &consulKV{memKV{m: map[string][]byte{}}}
-	if err := Publish(context.Background(), kv, Report{Node: "node1", NodeID: "id1", Results: rs}); err != nil {
+	if err := Publish(context.Background(), kv, Report{Node: "node1", NodeID: "id10000000000000000000000", Results: rs}); err != nil {
 		t.Fatal(err)
 	}
-	v := kv.m[IDPrefix+"id1"]
+	v := kv.m[IDPrefix+"id10000000000000000000000"]
 	var r Report
 	if err := json.Unmarshal(v, &r); err != nil {
 		t.Fatal(err)
@@ -357,7 +357,7 @@ func TestRunPeriodicallyLogsCutReport(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
-		RunPeriodically(ctx, kv, "node1", "id1", "v9", []Check{fixedCheck{rs}}, 10*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+		RunPeriodically(ctx, kv, "node1", "id10000000000000000000000", "v9", []Check{fixedCheck{rs}}, 10*time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 		close(done)
 	}()
 	deadline := time.Now().Add(5 * time.Second)
@@ -370,7 +370,7 @@ func TestRunPeriodicallyLogsCutReport(t *testing.T) {
 	cancel()
 	<-done
 	var r Report
-	if err := json.Unmarshal(kv.m[IDPrefix+"id1"], &r); err != nil || r.Omitted == nil {
+	if err := json.Unmarshal(kv.m[IDPrefix+"id10000000000000000000000"], &r); err != nil || r.Omitted == nil {
 		t.Fatalf("published report: %v, omitted %+v; want it cut", err, r.Omitted)
 	}
 	left := fmt.Sprintf("left_out=%d", r.Omitted.Fail)
@@ -397,7 +397,7 @@ func TestRunPeriodicallyBoundsFailingLog(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	go func() {
-		RunPeriodically(ctx, &memKV{m: map[string][]byte{}}, "node1", "id1", "v9", []Check{fixedCheck{rs}}, time.Hour, slog.New(logs), nil)
+		RunPeriodically(ctx, &memKV{m: map[string][]byte{}}, "node1", "id10000000000000000000000", "v9", []Check{fixedCheck{rs}}, time.Hour, slog.New(logs), nil)
 		close(done)
 	}()
 	t.Cleanup(func() { cancel(); <-done })
@@ -526,7 +526,7 @@ func TestLoadReportsRefusesBadVersion(t *testing.T) {
 // node's swarm node ID.
 func TestTwoNodesOfOneNameKeepTheirReports(t *testing.T) {
 	kv := &memKV{m: map[string][]byte{}}
-	for _, id := range []string{"ida", "idb"} {
+	for _, id := range []string{"ida0000000000000000000000", "idb0000000000000000000000"} {
 		r := Report{Node: "n1", NodeID: id, At: time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC), Every: time.Minute,
 			Results: []Result{{Node: "n1", Check: "docker/daemon", Status: Fail, Message: "down on " + id}}}
 		if err := Publish(context.Background(), kv, r); err != nil {
@@ -543,8 +543,43 @@ func TestTwoNodesOfOneNameKeepTheirReports(t *testing.T) {
 			got = append(got, r.NodeID+": "+res.Message)
 		}
 	}
-	if want := []string{"ida: down on ida", "idb: down on idb"}; !slices.Equal(got, want) {
+	if want := []string{"ida0000000000000000000000: down on ida0000000000000000000000", "idb0000000000000000000000: down on idb0000000000000000000000"}; !slices.Equal(got, want) {
 		t.Errorf("reports read back %q, want %q", got, want)
+	}
+}
+
+// TestLoadReportsRefusesKeysNamingNoSwarmNodeID: the ID layout's keys
+// took any segment without a '/' as a swarm node ID, so a report under
+// underlay/doctor/id/a b, or an ID in capitals, of another length or
+// with a control character, naming that ID as its own, was read as that
+// identity's report (and, when forged facts named the ID too, as a
+// node's). Swarm node IDs are 25 lowercase letters and digits: any other
+// key is now refused, naming the key, on no node (its failure is among
+// the cluster's problems).
+func TestLoadReportsRefusesKeysNamingNoSwarmNodeID(t *testing.T) {
+	for _, id := range []string{
+		"a b", "ID10000000000000000000000", "id1", "id100000000000000000000000", "id1000000000000000000000\n",
+		"id100000000000000000000\u00e9", "id1000000000000000000000-", "id1000000000000000000000.",
+	} {
+		t.Run(id, func(t *testing.T) {
+			key := IDPrefix + id
+			kv := &memKV{m: map[string][]byte{
+				key:                        fmt.Appendf(nil, `{"node":"n1","node_id":%q,"at":"2026-03-01T12:00:00Z","every":60000000000,"results":[{"check":"x","status":"ok"}]}`, id),
+				netspec.NodesKVPrefix + id: fmt.Appendf(nil, `{"id":%q,"node":"n1","interfaces":["eth0"],"updated_at":"2026-03-01T12:00:00Z"}`, id),
+			}}
+			rs, err := LoadReports(context.Background(), kv)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(rs) != 1 || rs[0].Key != key || rs[0].Node != "" || len(rs[0].Results) != 1 {
+				t.Fatalf("reports %+v; want only the refused report of %q, on no node", rs, key)
+			}
+			res := rs[0].Results[0]
+			if res.Check != "doctor/report" || res.Status != Fail || !strings.Contains(res.Message, fmt.Sprintf("report %q is under no swarm node's key", key)) ||
+				!strings.Contains(res.Message, "is not a swarm node ID") {
+				t.Errorf("%q read as %+v; want a failed doctor/report check naming the key, not a swarm node ID", key, res)
+			}
+		})
 	}
 }
 
@@ -560,16 +595,16 @@ func TestLoadReportsReadsBothLayouts(t *testing.T) {
 		return fmt.Appendf(nil, `{"node":%q,"node_id":%q,"at":"2026-03-01T12:00:00Z","results":[{"check":"x","status":"warn","message":%q}]}`, node, id, msg)
 	}
 	kv := &memKV{m: map[string][]byte{
-		IDPrefix + "ida": report("n1", "ida", "ida's"),
-		IDPrefix + "idb": report("n1", "idb", "idb's"),
-		KVPrefix + "n1":  report("n1", "", "n1's before its upgrade"),
-		IDPrefix + "idc": report("n3", "idc", "idc's"),
-		KVPrefix + "n3":  report("n3", "idc", "idc's before its upgrade"),
-		KVPrefix + "n4":  report("n4", "", "an older agent's"),
-		KVPrefix + "n5":  report("n5", "idx", "idx's, with no report under its ID"),
-		IDPrefix + "idf": report("n6", "ide", "forged"),
-		KVPrefix + "n6":  report("n6", "", "n6's"),
-		IDPrefix + "idg": report("a/b", "idg", "a name no node has"),
+		IDPrefix + "ida0000000000000000000000": report("n1", "ida0000000000000000000000", "ida0000000000000000000000's"),
+		IDPrefix + "idb0000000000000000000000": report("n1", "idb0000000000000000000000", "idb0000000000000000000000's"),
+		KVPrefix + "n1":                        report("n1", "", "n1's before its upgrade"),
+		IDPrefix + "idc0000000000000000000000": report("n3", "idc0000000000000000000000", "idc0000000000000000000000's"),
+		KVPrefix + "n3":                        report("n3", "idc0000000000000000000000", "idc0000000000000000000000's before its upgrade"),
+		KVPrefix + "n4":                        report("n4", "", "an older agent's"),
+		KVPrefix + "n5":                        report("n5", "idx0000000000000000000000", "idx0000000000000000000000's, with no report under its ID"),
+		IDPrefix + "idf0000000000000000000000": report("n6", "ide0000000000000000000000", "forged"),
+		KVPrefix + "n6":                        report("n6", "", "n6's"),
+		IDPrefix + "idg0000000000000000000000": report("a/b", "idg0000000000000000000000", "a name no node has"),
 	}}
 	rs, err := LoadReports(context.Background(), kv)
 	if err != nil {
@@ -583,14 +618,14 @@ func TestLoadReportsReadsBothLayouts(t *testing.T) {
 		got[r.Key] = fmt.Sprintf("%s %s %s %s", r.Node, r.NodeID, r.Results[0].Status, r.Results[0].Message)
 	}
 	want := map[string]string{
-		IDPrefix + "ida": "n1 ida warn ida's",
-		IDPrefix + "idb": "n1 idb warn idb's",
-		IDPrefix + "idc": "n3 idc warn idc's",
-		KVPrefix + "n4":  "n4  warn an older agent's",
-		KVPrefix + "n5":  "n5 idx warn idx's, with no report under its ID",
-		IDPrefix + "idf": `n6 idf fail report underlay/doctor/id/idf names swarm node "ide": an agent publishes its own node's report under its swarm node ID`,
-		KVPrefix + "n6":  "n6  warn n6's",
-		IDPrefix + "idg": ` idg fail report underlay/doctor/id/idg names node "a/b": not a node's name: '/' is not allowed: want letters, digits, '_', '.' or '-' (the name is part of Consul KV keys and service IDs)`,
+		IDPrefix + "ida0000000000000000000000": "n1 ida0000000000000000000000 warn ida0000000000000000000000's",
+		IDPrefix + "idb0000000000000000000000": "n1 idb0000000000000000000000 warn idb0000000000000000000000's",
+		IDPrefix + "idc0000000000000000000000": "n3 idc0000000000000000000000 warn idc0000000000000000000000's",
+		KVPrefix + "n4":                        "n4  warn an older agent's",
+		KVPrefix + "n5":                        "n5 idx0000000000000000000000 warn idx0000000000000000000000's, with no report under its ID",
+		IDPrefix + "idf0000000000000000000000": `n6 idf0000000000000000000000 fail report underlay/doctor/id/idf0000000000000000000000 names swarm node "ide0000000000000000000000": an agent publishes its own node's report under its swarm node ID`,
+		KVPrefix + "n6":                        "n6  warn n6's",
+		IDPrefix + "idg0000000000000000000000": ` idg0000000000000000000000 fail report underlay/doctor/id/idg0000000000000000000000 names node "a/b": not a node's name: '/' is not allowed: want letters, digits, '_', '.' or '-' (the name is part of Consul KV keys and service IDs)`,
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("reports by key (-want +got):\n%s", d)
@@ -612,14 +647,14 @@ func TestRunPeriodicallyCallsPublishedOnce(t *testing.T) {
 	n := 0
 	published := func(context.Context) {
 		n++
-		if _, ok := kv.m[IDPrefix+"id1"]; !ok {
-			t.Errorf("published called before %s was stored", IDPrefix+"id1")
+		if _, ok := kv.m[IDPrefix+"id10000000000000000000000"]; !ok {
+			t.Errorf("published called before %s was stored", IDPrefix+"id10000000000000000000000")
 		}
 		calls <- n
 	}
 	done := make(chan struct{})
 	go func() {
-		RunPeriodically(ctx, kv, "node1", "id1", "v9", []Check{fixedCheck{[]Result{{Check: "x", Status: Fail}}}}, time.Millisecond, slog.New(slog.DiscardHandler), published)
+		RunPeriodically(ctx, kv, "node1", "id10000000000000000000000", "v9", []Check{fixedCheck{[]Result{{Check: "x", Status: Fail}}}}, time.Millisecond, slog.New(slog.DiscardHandler), published)
 		close(done)
 	}()
 	<-calls
@@ -646,13 +681,13 @@ func TestLoadReportsKeepsAnOlderAgentOfANameAnUpgradedOneHas(t *testing.T) {
 		return fmt.Appendf(nil, `{"node":%q,"node_id":%q,"at":"2026-03-01T12:00:00Z","results":[{"check":"x","status":"fail","message":%q}]}`, node, id, msg)
 	}
 	kv := &memKV{m: map[string][]byte{
-		netspec.NodesKVPrefix + "ida": []byte(`{"id":"ida","node":"n1"}`),
-		netspec.NodesKVPrefix + "idb": []byte(`{"id":"idb","node":"n1"}`),
-		netspec.NodesKVPrefix + "idc": []byte(`{"id":"idc","node":"n2"}`),
-		IDPrefix + "ida":              report("n1", "ida", "ida's"),
-		KVPrefix + "n1":               report("n1", "", "idb's"),
-		IDPrefix + "idc":              report("n2", "idc", "idc's"),
-		KVPrefix + "n2":               report("n2", "", "idc's before its upgrade"),
+		netspec.NodesKVPrefix + "ida0000000000000000000000": []byte(`{"id":"ida0000000000000000000000","node":"n1"}`),
+		netspec.NodesKVPrefix + "idb0000000000000000000000": []byte(`{"id":"idb0000000000000000000000","node":"n1"}`),
+		netspec.NodesKVPrefix + "idc0000000000000000000000": []byte(`{"id":"idc0000000000000000000000","node":"n2"}`),
+		IDPrefix + "ida0000000000000000000000":              report("n1", "ida0000000000000000000000", "ida0000000000000000000000's"),
+		KVPrefix + "n1":                                     report("n1", "", "idb0000000000000000000000's"),
+		IDPrefix + "idc0000000000000000000000":              report("n2", "idc0000000000000000000000", "idc0000000000000000000000's"),
+		KVPrefix + "n2":                                     report("n2", "", "idc0000000000000000000000's before its upgrade"),
 	}}
 	rs, err := LoadReports(context.Background(), kv)
 	if err != nil {
@@ -662,7 +697,7 @@ func TestLoadReportsKeepsAnOlderAgentOfANameAnUpgradedOneHas(t *testing.T) {
 	for _, r := range rs {
 		got[r.Key] = r.Results[0].Message
 	}
-	want := map[string]string{IDPrefix + "ida": "ida's", KVPrefix + "n1": "idb's", IDPrefix + "idc": "idc's"}
+	want := map[string]string{IDPrefix + "ida0000000000000000000000": "ida0000000000000000000000's", KVPrefix + "n1": "idb0000000000000000000000's", IDPrefix + "idc0000000000000000000000": "idc0000000000000000000000's"}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("reports by key (-want +got):\n%s", d)
 	}
@@ -715,12 +750,12 @@ func TestLoadReportsRefusesANameReportNamingAnotherIdentity(t *testing.T) {
 		return fmt.Appendf(nil, `{"node":%q,"node_id":%q,"at":"2026-03-01T12:00:00Z","results":[{"check":"x","status":"warn","message":%q}]}`, node, id, msg)
 	}
 	kv := &memKV{m: map[string][]byte{
-		netspec.NodesKVPrefix + "ida": []byte(`{"id":"ida","node":"n1"}`),
-		netspec.NodesKVPrefix + "idc": []byte(`{"id":"idc","node":"n2"}`),
-		netspec.NodesKVPrefix + "idz": []byte(`{"id":"idz","node":"n9"}`),
-		KVPrefix + "n1":               report("n1", "idz", "forged"),
-		KVPrefix + "n2":               report("n2", "idc", "idc's"),
-		KVPrefix + "n3":               report("n3", "idx", "idx's"),
+		netspec.NodesKVPrefix + "ida0000000000000000000000": []byte(`{"id":"ida0000000000000000000000","node":"n1"}`),
+		netspec.NodesKVPrefix + "idc0000000000000000000000": []byte(`{"id":"idc0000000000000000000000","node":"n2"}`),
+		netspec.NodesKVPrefix + "idz0000000000000000000000": []byte(`{"id":"idz0000000000000000000000","node":"n9"}`),
+		KVPrefix + "n1": report("n1", "idz0000000000000000000000", "forged"),
+		KVPrefix + "n2": report("n2", "idc0000000000000000000000", "idc0000000000000000000000's"),
+		KVPrefix + "n3": report("n3", "idx0000000000000000000000", "idx0000000000000000000000's"),
 	}}
 	rs, err := LoadReports(context.Background(), kv)
 	if err != nil {
@@ -734,9 +769,9 @@ func TestLoadReportsRefusesANameReportNamingAnotherIdentity(t *testing.T) {
 		}
 	}
 	want := map[string]string{
-		KVPrefix + "n1": `n1 fail report underlay/doctor/n1 names swarm node "idz", which no node facts of node n1 name: an older agent names none`,
-		KVPrefix + "n2": "n2 warn idc's",
-		KVPrefix + "n3": "n3 warn idx's",
+		KVPrefix + "n1": `n1 fail report underlay/doctor/n1 names swarm node "idz0000000000000000000000", which no node facts of node n1 name: an older agent names none`,
+		KVPrefix + "n2": "n2 warn idc0000000000000000000000's",
+		KVPrefix + "n3": "n3 warn idx0000000000000000000000's",
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("reports by key (-want +got):\n%s", d)
@@ -755,7 +790,7 @@ func TestLoadReportsGivesNoDeleteConsulRedirects(t *testing.T) {
 	for _, k := range redirected {
 		kv.m[k] = []byte(`garbage`)
 	}
-	kv.m[IDPrefix+"id1"] = []byte(`garbage`)
+	kv.m[IDPrefix+"id10000000000000000000000"] = []byte(`garbage`)
 	rs, err := LoadReports(context.Background(), kv)
 	if err != nil {
 		t.Fatal(err)

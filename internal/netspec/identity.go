@@ -94,6 +94,27 @@ func CheckNodeName(name string) error {
 	return nil
 }
 
+// NodeIDLen is the length of a swarm node ID.
+const NodeIDLen = 25
+
+// CheckNodeID checks a swarm node ID, as a segment of the Consul KV keys
+// a node's reports live under (underlay/doctor/id/ID,
+// underlay/metrics/id/ID): NodeIDLen lowercase letters and digits.
+// Swarmkit draws every node ID (identity.NewID, the node certificate's
+// CN) as 25 base-36 digits, and has since Docker 1.12: any other key is
+// not one an agent wrote.
+func CheckNodeID(id string) error {
+	if len(id) != NodeIDLen {
+		return fmt.Errorf("%d bytes, want %d", len(id), NodeIDLen)
+	}
+	for _, r := range id {
+		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
+			return fmt.Errorf("%q is not allowed: want lowercase letters and digits", r)
+		}
+	}
+	return nil
+}
+
 func alnum(r rune) bool {
 	return r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9'
 }

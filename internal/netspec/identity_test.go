@@ -43,3 +43,36 @@ func TestCheckNodeName(t *testing.T) {
 		})
 	}
 }
+
+func TestCheckNodeID(t *testing.T) {
+	tests := []struct {
+		name    string
+		id      string
+		wantErr string // "" for accepted
+	}{
+		// As swarmkit's identity.NewID draws them (Docker's own docs).
+		{"swarm node ID", "1bcef6utixb0l0ca7gxuivsj0", ""},
+		{"all letters", "abcdefghijklmnopqrstuvwxy", ""},
+		{"all digits", "0123456789012345678901234", ""},
+		{"empty", "", "0 bytes, want 25"},
+		{"24 characters", strings.Repeat("a", 24), "24 bytes, want 25"},
+		{"26 characters", strings.Repeat("a", 26), "26 bytes, want 25"},
+		{"upper case", "1BCEF6UTIXB0L0CA7GXUIVSJ0", `'B' is not allowed`},
+		{"slash", "1bcef6utixb0l0ca7gxuivs/0", `'/' is not allowed`},
+		{"space", "1bcef6utixb0l0ca7gxuivs 0", `' ' is not allowed`},
+		{"newline", "1bcef6utixb0l0ca7gxuivsj\n", `'\n' is not allowed`},
+		{"dash", "1bcef6utixb0l0ca7gxuivs-0", `'-' is not allowed`},
+		{"non-ASCII", "1bcef6utixb0l0ca7gxuivsé", `'é' is not allowed`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			err := CheckNodeID(tt.id)
+			switch {
+			case tt.wantErr == "" && err != nil:
+				t.Errorf("CheckNodeID(%q) = %v, want nil", tt.id, err)
+			case tt.wantErr != "" && (err == nil || !strings.Contains(err.Error(), tt.wantErr)):
+				t.Errorf("CheckNodeID(%q) = %v, want an error with %q", tt.id, err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -337,8 +337,11 @@ func shadowed(reports []Report, byName map[string][]string) func(Report) bool {
 func Decode(key string, value []byte) (Report, error) {
 	node := strings.TrimPrefix(key, KVPrefix)
 	id, byID := strings.CutPrefix(key, IDPrefix)
-	if node == key || byID && (id == "" || strings.Contains(id, "/")) || !byID && netspec.CheckNodeName(node) != nil {
+	if node == key || !byID && netspec.CheckNodeName(node) != nil {
 		return Report{}, fmt.Errorf("%q is not a node's key: agents write %sSWARM-NODE-ID (older ones %sNODE)", key, IDPrefix, KVPrefix)
+	}
+	if err := netspec.CheckNodeID(id); byID && err != nil {
+		return Report{}, fmt.Errorf("%q is not a node's key: %q is not a swarm node ID: %v; agents write %sSWARM-NODE-ID (older ones %sNODE)", key, id, err, IDPrefix, KVPrefix)
 	}
 	var r Report
 	if err := json.Unmarshal(value, &r); err != nil {

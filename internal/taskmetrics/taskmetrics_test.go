@@ -80,20 +80,26 @@ func TestDecode(t *testing.T) {
 		{"a name with a space", KVPrefix + "a b", `{"node":"a b","at":"2026-12-03T11:59:58Z"}`, `"underlay/metrics/a b" is not a node's key`},
 		{"a name with a newline", KVPrefix + "n1\nn2", `{"node":"n1\nn2","at":"2026-12-03T11:59:58Z"}`, `"underlay/metrics/n1\nn2" is not a node's key`},
 		{"the name ..", KVPrefix + "..", `{"node":"..","at":"2026-12-03T11:59:58Z"}`, `"underlay/metrics/.." is not a node's key`},
-		{"by swarm node ID", IDPrefix + "id1", `{"node":"n1","node_id":"id1","at":"2026-12-03T11:59:58Z"}`, ""},
+		{"by swarm node ID", IDPrefix + "id10000000000000000000000", `{"node":"n1","node_id":"id10000000000000000000000","at":"2026-12-03T11:59:58Z"}`, ""},
 		{"an older agent's naming no ID", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T11:59:58Z"}`, ""},
-		{"under another swarm node ID", IDPrefix + "id2", `{"node":"n1","node_id":"id1","at":"2026-12-03T11:59:58Z"}`,
-			`the report under underlay/metrics/id/id2 names swarm node "id1", its key swarm node "id2"`},
-		{"under an ID, naming none", IDPrefix + "id2", good, `names swarm node "", its key swarm node "id2"`},
-		{"under an ID, no node", IDPrefix + "id1", `{"node_id":"id1","at":"2026-12-03T11:59:58Z"}`, "the report of swarm node id1 names no node"},
+		{"under another swarm node ID", IDPrefix + "id20000000000000000000000", `{"node":"n1","node_id":"id10000000000000000000000","at":"2026-12-03T11:59:58Z"}`,
+			`the report under underlay/metrics/id/id20000000000000000000000 names swarm node "id10000000000000000000000", its key swarm node "id20000000000000000000000"`},
+		{"under an ID, naming none", IDPrefix + "id20000000000000000000000", good, `names swarm node "", its key swarm node "id20000000000000000000000"`},
+		{"under an ID, no node", IDPrefix + "id10000000000000000000000", `{"node_id":"id10000000000000000000000","at":"2026-12-03T11:59:58Z"}`, "the report of swarm node id10000000000000000000000 names no node"},
 		// The name is shown with the report, and its ID report shadows
 		// the name's (Load) by it.
-		{"under an ID, a name with a '/'", IDPrefix + "id1", `{"node":"a/b","node_id":"id1","at":"2026-12-03T11:59:58Z"}`,
-			`the report under underlay/metrics/id/id1 names node "a/b": not a node's name`},
-		{"under an ID, a name with a newline", IDPrefix + "id1", `{"node":"n1\nn2","node_id":"id1","at":"2026-12-03T11:59:58Z"}`,
-			`the report under underlay/metrics/id/id1 names node "n1\nn2": not a node's name`},
-		{"nested ID key", IDPrefix + "id1/x", `{"node":"n1","node_id":"id1/x","at":"2026-12-03T11:59:58Z"}`, `is not a node's key`},
+		{"under an ID, a name with a '/'", IDPrefix + "id10000000000000000000000", `{"node":"a/b","node_id":"id10000000000000000000000","at":"2026-12-03T11:59:58Z"}`,
+			`the report under underlay/metrics/id/id10000000000000000000000 names node "a/b": not a node's name`},
+		{"under an ID, a name with a newline", IDPrefix + "id10000000000000000000000", `{"node":"n1\nn2","node_id":"id10000000000000000000000","at":"2026-12-03T11:59:58Z"}`,
+			`the report under underlay/metrics/id/id10000000000000000000000 names node "n1\nn2": not a node's name`},
+		{"nested ID key", IDPrefix + "id10000000000000000000000/x", `{"node":"n1","node_id":"id10000000000000000000000/x","at":"2026-12-03T11:59:58Z"}`, `is not a node's key`},
 		{"the ID prefix itself", IDPrefix, `{"node":"n1","at":"2026-12-03T11:59:58Z"}`, `is not a node's key`},
+		// Swarm node IDs are 25 lowercase letters and digits: these keys
+		// were read as those of swarm nodes.
+		{"an ID with a space", IDPrefix + "a b", `{"node":"n1","node_id":"a b","at":"2026-12-03T11:59:58Z"}`, `"underlay/metrics/id/a b" is not a node's key: "a b" is not a swarm node ID`},
+		{"an ID in capitals", IDPrefix + "ID10000000000000000000000", `{"node":"n1","node_id":"ID10000000000000000000000","at":"2026-12-03T11:59:58Z"}`, `is not a swarm node ID`},
+		{"a short ID", IDPrefix + "id1", `{"node":"n1","node_id":"id1","at":"2026-12-03T11:59:58Z"}`, `is not a swarm node ID: 3 bytes, want 25`},
+		{"an ID with a newline", IDPrefix + "id1000000000000000000000\n", `{"node":"n1","node_id":"id1000000000000000000000\n","at":"2026-12-03T11:59:58Z"}`, `is not a swarm node ID`},
 		{"the prefix itself", KVPrefix, good, `is not a node's key`},
 		{"no time", KVPrefix + "n1", `{"node":"n1"}`, "has no time"},
 		// Readers date reports by their own clock (Hear): a stamp ahead
@@ -247,13 +253,13 @@ func TestRunLeavesOutRefusedServices(t *testing.T) {
 		}
 	}
 	var logs bytes.Buffer
-	Run(ctx, src, kv, "n1", "id1", time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	Run(ctx, src, kv, "n1", "id10000000000000000000000", time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)), nil)
 
 	if len(kv.values) != len(rounds) {
 		t.Fatalf("%d reports published, want %d", len(kv.values), len(rounds))
 	}
 	for i, v := range kv.values {
-		r, err := Decode(IDPrefix+"id1", v)
+		r, err := Decode(IDPrefix+"id10000000000000000000000", v)
 		if err != nil {
 			t.Fatalf("report %d is refused: %v", i, err)
 		}
@@ -310,7 +316,7 @@ func TestTwoNodesOfOneNameKeepTheirReports(t *testing.T) {
 	for _, n := range []struct {
 		id    string
 		tasks int
-	}{{"ida", 1}, {"idb", 2}} {
+	}{{"ida0000000000000000000000", 1}, {"idb0000000000000000000000", 2}} {
 		var round []Sample
 		for i := range n.tasks {
 			round = append(round, Sample{ContainerID: fmt.Sprint(n.id, i), Service: "web", At: t0, Memory: 100})
@@ -327,7 +333,7 @@ func TestTwoNodesOfOneNameKeepTheirReports(t *testing.T) {
 		tasks += r.Services["web"].Tasks
 	}
 	if len(reports) != 2 || tasks != 3 {
-		t.Errorf("%d reports with %d tasks of web, want 2 with 3 (1 of ida, 2 of idb): %+v", len(reports), tasks, reports)
+		t.Errorf("%d reports with %d tasks of web, want 2 with 3 (1 of ida0000000000000000000000, 2 of idb0000000000000000000000): %+v", len(reports), tasks, reports)
 	}
 }
 
@@ -354,15 +360,15 @@ func TestLoadReadsBothLayouts(t *testing.T) {
 		return fmt.Sprintf(`{"node":%q,"node_id":%q,"at":"2026-12-03T11:59:59Z","services":{"web":{"tasks":%d}}}`, node, id, tasks)
 	}
 	for k, v := range map[string]string{
-		IDPrefix + "ida":  report("n1", "ida", 1),
-		IDPrefix + "idb":  report("n1", "idb", 2),
-		KVPrefix + "n1":   report("n1", "", 100), // n1's before its upgrade
-		IDPrefix + "idc":  report("n3", "idc", 4),
-		KVPrefix + "n3":   report("n3", "idc", 100), // idc's, with its ID
-		KVPrefix + "n4":   report("n4", "", 8),      // an older agent's
-		KVPrefix + "n5":   report("n5", "idx", 16),  // of a node with no report under its ID
-		IDPrefix + "idf":  report("n6", "ide", 100),
-		IDPrefix + "id/x": report("n7", "id/x", 100),
+		IDPrefix + "ida0000000000000000000000": report("n1", "ida0000000000000000000000", 1),
+		IDPrefix + "idb0000000000000000000000": report("n1", "idb0000000000000000000000", 2),
+		KVPrefix + "n1":                        report("n1", "", 100), // n1's before its upgrade
+		IDPrefix + "idc0000000000000000000000": report("n3", "idc0000000000000000000000", 4),
+		KVPrefix + "n3":                        report("n3", "idc0000000000000000000000", 100), // idc0000000000000000000000's, with its ID
+		KVPrefix + "n4":                        report("n4", "", 8),                            // an older agent's
+		KVPrefix + "n5":                        report("n5", "idx0000000000000000000000", 16),  // of a node with no report under its ID
+		IDPrefix + "idf0000000000000000000000": report("n6", "ide0000000000000000000000", 100),
+		IDPrefix + "id/x":                      report("n7", "id/x", 100),
 	} {
 		kv.Put(ctx, k, []byte(v))
 	}
@@ -374,7 +380,7 @@ func TestLoadReadsBothLayouts(t *testing.T) {
 	for _, r := range reports {
 		got[r.Key] = r.Services["web"].Tasks
 	}
-	want := map[string]int{IDPrefix + "ida": 1, IDPrefix + "idb": 2, IDPrefix + "idc": 4, KVPrefix + "n4": 8, KVPrefix + "n5": 16}
+	want := map[string]int{IDPrefix + "ida0000000000000000000000": 1, IDPrefix + "idb0000000000000000000000": 2, IDPrefix + "idc0000000000000000000000": 4, KVPrefix + "n4": 8, KVPrefix + "n5": 16}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("reports counted, tasks by key (-want +got):\n%s", d)
 	}
@@ -383,8 +389,8 @@ func TestLoadReadsBothLayouts(t *testing.T) {
 		problems[b.Key] = b.Problem
 	}
 	for key, want := range map[string]string{
-		IDPrefix + "idf":  `the report under underlay/metrics/id/idf names swarm node "ide", its key swarm node "idf"`,
-		IDPrefix + "id/x": `is not a node's key`,
+		IDPrefix + "idf0000000000000000000000": `the report under underlay/metrics/id/idf0000000000000000000000 names swarm node "ide0000000000000000000000", its key swarm node "idf0000000000000000000000"`,
+		IDPrefix + "id/x":                      `is not a node's key`,
 	} {
 		if !strings.Contains(problems[key], want) {
 			t.Errorf("%s: problem %q, want it to say %q", key, problems[key], want)
@@ -401,13 +407,13 @@ func TestLoadReadsBothLayouts(t *testing.T) {
 func TestHearTellsApartNodesOfOneName(t *testing.T) {
 	now := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	t1, t2 := now.Add(-time.Hour), now.Add(-time.Minute)
-	reports := []Report{{Node: "n1", NodeID: "ida", Key: IDPrefix + "ida", At: t1}, {Node: "n1", NodeID: "idb", Key: IDPrefix + "idb", At: t2}}
+	reports := []Report{{Node: "n1", NodeID: "ida0000000000000000000000", Key: IDPrefix + "ida0000000000000000000000", At: t1}, {Node: "n1", NodeID: "idb0000000000000000000000", Key: IDPrefix + "idb0000000000000000000000", At: t2}}
 	heard := Hear(reports, nil, now)
 	if len(heard) != 2 {
 		t.Fatalf("heard %v, want 2 reports", heard)
 	}
 	// Unchanged a minute later: each keeps the time it was heard at.
-	again := []Report{{Node: "n1", NodeID: "ida", Key: IDPrefix + "ida", At: t1}, {Node: "n1", NodeID: "idb", Key: IDPrefix + "idb", At: t2}}
+	again := []Report{{Node: "n1", NodeID: "ida0000000000000000000000", Key: IDPrefix + "ida0000000000000000000000", At: t1}, {Node: "n1", NodeID: "idb0000000000000000000000", Key: IDPrefix + "idb0000000000000000000000", At: t2}}
 	Hear(again, heard, now.Add(time.Minute))
 	if !again[0].At.Equal(reports[0].At) || !again[1].At.Equal(reports[1].At) {
 		t.Errorf("unchanged reports heard at %v and %v, want %v and %v", again[0].At, again[1].At, reports[0].At, reports[1].At)
@@ -424,8 +430,8 @@ func TestRunCallsPublishedOnce(t *testing.T) {
 	calls, puts := 0, 0
 	published := func(ctx context.Context) {
 		calls++
-		if _, ok, _ := kv.Get(ctx, IDPrefix+"id1"); !ok {
-			t.Errorf("published called before %s was stored", IDPrefix+"id1")
+		if _, ok, _ := kv.Get(ctx, IDPrefix+"id10000000000000000000000"); !ok {
+			t.Errorf("published called before %s was stored", IDPrefix+"id10000000000000000000000")
 		}
 	}
 	src := &scriptedSource{rounds: [][]Sample{{{ContainerID: "a", Service: "web", At: time.Now(), Memory: 1}}}}
@@ -433,7 +439,7 @@ func TestRunCallsPublishedOnce(t *testing.T) {
 		if puts++; puts == 3 {
 			cancel()
 		}
-	}}, "n1", "id1", time.Millisecond, slog.New(slog.DiscardHandler), published)
+	}}, "n1", "id10000000000000000000000", time.Millisecond, slog.New(slog.DiscardHandler), published)
 	if calls != 1 {
 		t.Errorf("published called %d times over %d reports, want once", calls, puts)
 	}
@@ -465,13 +471,13 @@ func TestLoadCountsAnOlderAgentOfANameAnUpgradedOneHas(t *testing.T) {
 		return fmt.Sprintf(`{"node":%q,"node_id":%q,"at":"2026-12-03T11:59:59Z","services":{"web":{"tasks":%d}}}`, node, id, tasks)
 	}
 	for k, v := range map[string]string{
-		netspec.NodesKVPrefix + "ida": `{"id":"ida","node":"n1"}`,
-		netspec.NodesKVPrefix + "idb": `{"id":"idb","node":"n1"}`,
-		netspec.NodesKVPrefix + "idc": `{"id":"idc","node":"n2"}`,
-		IDPrefix + "ida":              report("n1", "ida", 1),
-		KVPrefix + "n1":               report("n1", "", 2), // idb's
-		IDPrefix + "idc":              report("n2", "idc", 4),
-		KVPrefix + "n2":               report("n2", "", 100), // idc's before its upgrade
+		netspec.NodesKVPrefix + "ida0000000000000000000000": `{"id":"ida0000000000000000000000","node":"n1"}`,
+		netspec.NodesKVPrefix + "idb0000000000000000000000": `{"id":"idb0000000000000000000000","node":"n1"}`,
+		netspec.NodesKVPrefix + "idc0000000000000000000000": `{"id":"idc0000000000000000000000","node":"n2"}`,
+		IDPrefix + "ida0000000000000000000000":              report("n1", "ida0000000000000000000000", 1),
+		KVPrefix + "n1":                                     report("n1", "", 2), // idb0000000000000000000000's
+		IDPrefix + "idc0000000000000000000000":              report("n2", "idc0000000000000000000000", 4),
+		KVPrefix + "n2":                                     report("n2", "", 100), // idc0000000000000000000000's before its upgrade
 	} {
 		kv.Put(ctx, k, []byte(v))
 	}
@@ -483,7 +489,7 @@ func TestLoadCountsAnOlderAgentOfANameAnUpgradedOneHas(t *testing.T) {
 	for _, r := range reports {
 		got[r.Key] = r.Services["web"].Tasks
 	}
-	want := map[string]int{IDPrefix + "ida": 1, KVPrefix + "n1": 2, IDPrefix + "idc": 4}
+	want := map[string]int{IDPrefix + "ida0000000000000000000000": 1, KVPrefix + "n1": 2, IDPrefix + "idc0000000000000000000000": 4}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("reports counted, tasks by key (-want +got):\n%s", d)
 	}

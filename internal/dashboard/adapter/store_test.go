@@ -106,8 +106,8 @@ func (fixedSwarm) Changes(context.Context) <-chan struct{}                    { 
 func TestStoreReadsNodeFactsOncePerRefresh(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	kv.Put(ctx, netspec.NodesKVPrefix+"id1", []byte(`{"id":"id1","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
-	if err := inventory.Publish(ctx, kv, "id1", []inventory.Entry{{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
+	kv.Put(ctx, netspec.NodesKVPrefix+"id10000000000000000000000", []byte(`{"id":"id10000000000000000000000","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
+	if err := inventory.Publish(ctx, kv, "id10000000000000000000000", []inventory.Entry{{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
 		t.Fatal(err)
 	}
 	lists := countLists(kv)
@@ -128,14 +128,14 @@ func TestStoreReadsNodeFactsOncePerRefresh(t *testing.T) {
 func TestStoreShowsMisfiledFacts(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	kv.Put(ctx, netspec.NodesKVPrefix+"id1", []byte(`{"id":"id1","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
-	key := netspec.NodesKVPrefix + "id2"
-	kv.Put(ctx, key, []byte(`{"id":"id9","node":"n2","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
-	misfiled := doctor.MisfiledResult(netspec.MisfiledFacts{Key: key, Names: "id9"})
-	swarm := fixedSwarm{{ID: "id1", Hostname: "n1", State: "ready"}, {ID: "id2", Hostname: "n2", State: "ready"}, {ID: "id3", Hostname: "n3", State: "ready"}}
+	kv.Put(ctx, netspec.NodesKVPrefix+"id10000000000000000000000", []byte(`{"id":"id10000000000000000000000","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
+	key := netspec.NodesKVPrefix + "id20000000000000000000000"
+	kv.Put(ctx, key, []byte(`{"id":"id90000000000000000000000","node":"n2","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
+	misfiled := doctor.MisfiledResult(netspec.MisfiledFacts{Key: key, Names: "id90000000000000000000000"})
+	swarm := fixedSwarm{{ID: "id10000000000000000000000", Hostname: "n1", State: "ready"}, {ID: "id20000000000000000000000", Hostname: "n2", State: "ready"}, {ID: "id30000000000000000000000", Hostname: "n3", State: "ready"}}
 	report := func(node string, rs ...doctor.Result) {
 		t.Helper()
-		r := doctor.Report{Node: node, NodeID: map[string]string{"n1": "id1", "n2": "id2"}[node], At: time.Now().UTC(), Every: time.Minute, Results: append([]doctor.Result{{Check: "kernel/macvlan", Status: doctor.OK}}, rs...)}
+		r := doctor.Report{Node: node, NodeID: map[string]string{"n1": "id10000000000000000000000", "n2": "id20000000000000000000000"}[node], At: time.Now().UTC(), Every: time.Minute, Results: append([]doctor.Result{{Check: "kernel/macvlan", Status: doctor.OK}}, rs...)}
 		if err := doctor.Publish(ctx, kv, r); err != nil {
 			t.Fatal(err)
 		}
@@ -183,11 +183,11 @@ func TestStoreShowsMisfiledFacts(t *testing.T) {
 func TestStoreShowsMisfiledFactsOfNoNode(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	kv.Put(ctx, netspec.NodesKVPrefix+"id1", []byte(`{"id":"id1","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
-	key := netspec.NodesKVPrefix + "id4"
-	kv.Put(ctx, key, []byte(`{"id":"id9","node":"","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
-	misfiled := doctor.MisfiledResult(netspec.MisfiledFacts{Key: key, Names: "id9"})
-	swarm := fixedSwarm{{ID: "id1", Hostname: "n1", State: "ready"}, {ID: "id2", Hostname: "n2", State: "ready"}, {ID: "id3", Hostname: "n3", State: "ready"}}
+	kv.Put(ctx, netspec.NodesKVPrefix+"id10000000000000000000000", []byte(`{"id":"id10000000000000000000000","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
+	key := netspec.NodesKVPrefix + "id40000000000000000000000"
+	kv.Put(ctx, key, []byte(`{"id":"id90000000000000000000000","node":"","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
+	misfiled := doctor.MisfiledResult(netspec.MisfiledFacts{Key: key, Names: "id90000000000000000000000"})
+	swarm := fixedSwarm{{ID: "id10000000000000000000000", Hostname: "n1", State: "ready"}, {ID: "id20000000000000000000000", Hostname: "n2", State: "ready"}, {ID: "id30000000000000000000000", Hostname: "n3", State: "ready"}}
 	snap := runRefreshes(t, dashboard.Sources{Swarm: swarm, Store: NewStore(memKV{kv}, "")})
 	want := []dashboard.DoctorResult{{Check: misfiled.Check, Status: string(misfiled.Status), Message: misfiled.Message, Fix: misfiled.Fix}}
 	if d := cmp.Diff(want, snap.Problems); d != "" {
@@ -348,8 +348,8 @@ func TestStoreNamesRefusedSpecs(t *testing.T) {
 func TestStoreCountsOmittedDoctorResults(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	kv.Put(ctx, netspec.NodesKVPrefix+"id1", []byte(`{"id":"id1","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
-	swarm := fixedSwarm{{ID: "id1", Hostname: "n1", State: "ready"}}
+	kv.Put(ctx, netspec.NodesKVPrefix+"id10000000000000000000000", []byte(`{"id":"id10000000000000000000000","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
+	swarm := fixedSwarm{{ID: "id10000000000000000000000", Hostname: "n1", State: "ready"}}
 	for _, tt := range []struct{ ok, warn, fail int }{{6000, 10, 30}, {10, 5, 200}} {
 		var rs []doctor.Result
 		add := func(n int, st doctor.Status, size int) {
@@ -360,10 +360,10 @@ func TestStoreCountsOmittedDoctorResults(t *testing.T) {
 		add(tt.ok, doctor.OK, 200)
 		add(tt.warn, doctor.Warn, 1024)
 		add(tt.fail, doctor.Fail, 4096)
-		if err := doctor.Publish(ctx, kv, doctor.Report{Node: "n1", NodeID: "id1", At: time.Now().UTC(), Every: time.Minute, Results: rs}); err != nil {
+		if err := doctor.Publish(ctx, kv, doctor.Report{Node: "n1", NodeID: "id10000000000000000000000", At: time.Now().UTC(), Every: time.Minute, Results: rs}); err != nil {
 			t.Fatal(err)
 		}
-		p, _, _ := kv.Get(ctx, doctor.IDPrefix+"id1")
+		p, _, _ := kv.Get(ctx, doctor.IDPrefix+"id10000000000000000000000")
 		var r struct{ Omitted *struct{ OK int } }
 		if err := json.Unmarshal(p.Value, &r); err != nil || r.Omitted == nil {
 			t.Fatalf("%+v: the report was published whole; make it larger", tt)
@@ -390,7 +390,7 @@ func TestStoreCountsOmittedDoctorResults(t *testing.T) {
 func TestStoreCountsCappedDoctorRows(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	kv.Put(ctx, netspec.NodesKVPrefix+"id1", []byte(`{"id":"id1","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
+	kv.Put(ctx, netspec.NodesKVPrefix+"id10000000000000000000000", []byte(`{"id":"id10000000000000000000000","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
 	var bad []doctor.BadKey
 	for i := range 50 {
 		bad = append(bad, doctor.BadKey{Key: fmt.Sprintf("underlay/ipam/lan/v4/blocks/%d", i), Problem: "not JSON", Fix: "consul kv delete x"})
@@ -399,10 +399,10 @@ func TestStoreCountsCappedDoctorRows(t *testing.T) {
 	if len(rs) != doctor.MaxRows+2 {
 		t.Fatalf("%d rows; want %d shown, one counting the rest, and one more", len(rs), doctor.MaxRows+2)
 	}
-	if err := doctor.Publish(ctx, kv, doctor.Report{Node: "n1", NodeID: "id1", At: time.Now().UTC(), Every: time.Minute, Results: rs}); err != nil {
+	if err := doctor.Publish(ctx, kv, doctor.Report{Node: "n1", NodeID: "id10000000000000000000000", At: time.Now().UTC(), Every: time.Minute, Results: rs}); err != nil {
 		t.Fatal(err)
 	}
-	snap := runRefreshes(t, dashboard.Sources{Swarm: fixedSwarm{{ID: "id1", Hostname: "n1", State: "ready"}}, Store: NewStore(memKV{kv}, "")})
+	snap := runRefreshes(t, dashboard.Sources{Swarm: fixedSwarm{{ID: "id10000000000000000000000", Hostname: "n1", State: "ready"}}, Store: NewStore(memKV{kv}, "")})
 	d := snap.Nodes[0].Doctor
 	if d == nil {
 		t.Fatal("node n1 has no doctor report")
@@ -488,19 +488,19 @@ func TestStoreGivesEachNodeOfANameItsOwnReport(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	swarm := fixedSwarm{}
-	for id, name := range map[string]string{"id1": "n1", "id2": "n1", "id3": "n2", "id4": "n2"} {
+	for id, name := range map[string]string{"id10000000000000000000000": "n1", "id20000000000000000000000": "n1", "id30000000000000000000000": "n2", "id40000000000000000000000": "n2"} {
 		kv.Put(ctx, netspec.NodesKVPrefix+id, fmt.Appendf(nil, `{"id":%q,"node":%q,"interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`, id, name))
 		swarm = append(swarm, dashboard.SwarmNode{ID: id, Hostname: name, State: "ready"})
 	}
-	for _, r := range []doctor.Report{{Node: "n1", NodeID: "id1"}, {Node: "n1", NodeID: "id2"}, {Node: "n2", NodeID: "id4"}} {
+	for _, r := range []doctor.Report{{Node: "n1", NodeID: "id10000000000000000000000"}, {Node: "n1", NodeID: "id20000000000000000000000"}, {Node: "n2", NodeID: "id40000000000000000000000"}} {
 		r.At, r.Every, r.Results = time.Now().UTC(), time.Minute, []doctor.Result{{Check: "x", Status: doctor.Fail, Message: "on " + r.NodeID}}
 		if err := doctor.Publish(ctx, kv, r); err != nil {
 			t.Fatal(err)
 		}
 	}
 	kv.Put(ctx, doctor.KVPrefix+"n1", fmt.Appendf(nil, `{"node":"n1","at":%q,"every":60000000000,"results":[{"check":"x","status":"fail","message":"on n1"}]}`, time.Now().UTC().Format(time.RFC3339)))
-	kv.Delete(ctx, doctor.IDPrefix+"id4")
-	kv.Put(ctx, doctor.KVPrefix+"n2", fmt.Appendf(nil, `{"node":"n2","node_id":"id4","at":%q,"every":60000000000,"results":[{"check":"x","status":"fail","message":"on id4, by name"}]}`, time.Now().UTC().Format(time.RFC3339)))
+	kv.Delete(ctx, doctor.IDPrefix+"id40000000000000000000000")
+	kv.Put(ctx, doctor.KVPrefix+"n2", fmt.Appendf(nil, `{"node":"n2","node_id":"id40000000000000000000000","at":%q,"every":60000000000,"results":[{"check":"x","status":"fail","message":"on id40000000000000000000000, by name"}]}`, time.Now().UTC().Format(time.RFC3339)))
 	snap := runRefreshes(t, dashboard.Sources{Swarm: swarm, Store: NewStore(memKV{kv}, "")})
 	got := map[string][]string{}
 	for _, n := range snap.Nodes {
@@ -513,7 +513,7 @@ func TestStoreGivesEachNodeOfANameItsOwnReport(t *testing.T) {
 			}
 		}
 	}
-	want := map[string][]string{"id1": {"on id1"}, "id2": {"on id2"}, "id3": {}, "id4": {"on id4, by name"}}
+	want := map[string][]string{"id10000000000000000000000": {"on id10000000000000000000000"}, "id20000000000000000000000": {"on id20000000000000000000000"}, "id30000000000000000000000": {}, "id40000000000000000000000": {"on id40000000000000000000000, by name"}}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("doctor problems by node (-want +got):\n%s", d)
 	}
@@ -529,15 +529,15 @@ func TestStoreShowsAnOlderAgentsReportBesideAnUpgradedOne(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	swarm := fixedSwarm{}
-	for _, id := range []string{"id1", "id2"} {
+	for _, id := range []string{"id10000000000000000000000", "id20000000000000000000000"} {
 		kv.Put(ctx, netspec.NodesKVPrefix+id, fmt.Appendf(nil, `{"id":%q,"node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`, id))
 		swarm = append(swarm, dashboard.SwarmNode{ID: id, Hostname: "n1", State: "ready"})
 	}
-	r := doctor.Report{Node: "n1", NodeID: "id1", At: time.Now().UTC(), Every: time.Minute, Results: []doctor.Result{{Check: "x", Status: doctor.Fail, Message: "on id1"}}}
+	r := doctor.Report{Node: "n1", NodeID: "id10000000000000000000000", At: time.Now().UTC(), Every: time.Minute, Results: []doctor.Result{{Check: "x", Status: doctor.Fail, Message: "on id10000000000000000000000"}}}
 	if err := doctor.Publish(ctx, kv, r); err != nil {
 		t.Fatal(err)
 	}
-	kv.Put(ctx, doctor.KVPrefix+"n1", fmt.Appendf(nil, `{"node":"n1","at":%q,"every":60000000000,"results":[{"check":"x","status":"fail","message":"on id2, by name"}]}`, time.Now().UTC().Format(time.RFC3339)))
+	kv.Put(ctx, doctor.KVPrefix+"n1", fmt.Appendf(nil, `{"node":"n1","at":%q,"every":60000000000,"results":[{"check":"x","status":"fail","message":"on id20000000000000000000000, by name"}]}`, time.Now().UTC().Format(time.RFC3339)))
 	snap := runRefreshes(t, dashboard.Sources{Swarm: swarm, Store: NewStore(memKV{kv}, "")})
 	got := map[string][]string{}
 	for _, n := range snap.Nodes {
@@ -550,7 +550,7 @@ func TestStoreShowsAnOlderAgentsReportBesideAnUpgradedOne(t *testing.T) {
 			}
 		}
 	}
-	want := map[string][]string{"id1": {"on id1"}, "id2": {"on id2, by name"}}
+	want := map[string][]string{"id10000000000000000000000": {"on id10000000000000000000000"}, "id20000000000000000000000": {"on id20000000000000000000000, by name"}}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("doctor problems by node (-want +got):\n%s", d)
 	}
@@ -566,22 +566,28 @@ func TestStoreShowsAnOlderAgentsReportBesideAnUpgradedOne(t *testing.T) {
 func TestStoreShowsRefusedReportsOfNoNode(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	kv.Put(ctx, netspec.NodesKVPrefix+"id1", []byte(`{"id":"id1","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
-	keys := []string{doctor.IDPrefix, doctor.IDPrefix + "a/b", doctor.IDPrefix + "idz", doctor.KVPrefix + "zz"}
+	kv.Put(ctx, netspec.NodesKVPrefix+"id10000000000000000000000", []byte(`{"id":"id10000000000000000000000","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
+	keys := []string{doctor.IDPrefix, doctor.IDPrefix + "a/b", doctor.IDPrefix + "idz0000000000000000000000", doctor.KVPrefix + "zz"}
 	for _, k := range keys {
 		kv.Put(ctx, k, []byte(`garbage`))
 	}
-	kv.Put(ctx, doctor.IDPrefix+"idq", []byte(`{"node":"n1","node_id":"idr"}`))
-	keys = append(keys, doctor.IDPrefix+"idq")
+	// Under keys naming no swarm node ID, each naming its key's ID as
+	// its own: read as those IDs' reports before.
+	for _, id := range []string{"a b", "ID10000000000000000000000", "id1"} {
+		kv.Put(ctx, doctor.IDPrefix+id, fmt.Appendf(nil, `{"node":"n1","node_id":%q,"at":%q,"every":60000000000,"results":[{"check":"x","status":"ok"}]}`, id, time.Now().UTC().Format(time.RFC3339)))
+		keys = append(keys, doctor.IDPrefix+id)
+	}
+	kv.Put(ctx, doctor.IDPrefix+"idq0000000000000000000000", []byte(`{"node":"n1","node_id":"idr0000000000000000000000"}`))
+	keys = append(keys, doctor.IDPrefix+"idq0000000000000000000000")
 	// Under names no node can have, each naming its key's name.
 	for _, name := range []string{"a b", "..", "n1\nn2"} {
 		kv.Put(ctx, doctor.KVPrefix+name, fmt.Appendf(nil, `{"node":%q,"at":%q,"every":60000000000,"results":[{"check":"x","status":"ok"}]}`, name, time.Now().UTC().Format(time.RFC3339)))
 		keys = append(keys, doctor.KVPrefix+name)
 	}
-	if err := doctor.Publish(ctx, kv, doctor.Report{Node: "n1", NodeID: "id1", At: time.Now().UTC(), Every: time.Minute, Results: []doctor.Result{{Check: "x", Status: doctor.OK}}}); err != nil {
+	if err := doctor.Publish(ctx, kv, doctor.Report{Node: "n1", NodeID: "id10000000000000000000000", At: time.Now().UTC(), Every: time.Minute, Results: []doctor.Result{{Check: "x", Status: doctor.OK}}}); err != nil {
 		t.Fatal(err)
 	}
-	snap := runRefreshes(t, dashboard.Sources{Swarm: fixedSwarm{{ID: "id1", Hostname: "n1", State: "ready"}}, Store: NewStore(memKV{kv}, "")})
+	snap := runRefreshes(t, dashboard.Sources{Swarm: fixedSwarm{{ID: "id10000000000000000000000", Hostname: "n1", State: "ready"}}, Store: NewStore(memKV{kv}, "")})
 	for _, k := range keys {
 		if !slices.ContainsFunc(snap.Problems, func(p dashboard.DoctorResult) bool {
 			return p.Check == "doctor/report" && (strings.Contains(p.Message, "report "+k+" ") || strings.Contains(p.Message, "report "+k+":") || strings.Contains(p.Message, fmt.Sprintf("report %q ", k))) &&
@@ -612,11 +618,11 @@ func TestStoreShowsReportsUnderIDsNobodyHasAsClusterProblems(t *testing.T) {
 	put := func(id, node, nodeID string) {
 		kv.Put(ctx, doctor.IDPrefix+id, fmt.Appendf(nil, `{"node":%q,"node_id":%q,"at":%q,"every":60000000000,"results":[{"check":"x","status":"fail","message":"on %s"}]}`, node, nodeID, at, id))
 	}
-	put("idx", "n1", "idx") // valid, naming n1
-	put("idy", "n3", "idz") // refused: naming another ID
-	put("idw", "n9", "idw") // valid, naming a node the swarm does not have
-	put("id2", "n2", "id2") // n2's own, with no facts
-	swarm := fixedSwarm{{ID: "id1", Hostname: "n1", State: "ready"}, {ID: "id2", Hostname: "n2", State: "ready"}, {ID: "id3", Hostname: "n3", State: "ready"}}
+	put("idx0000000000000000000000", "n1", "idx0000000000000000000000") // valid, naming n1
+	put("idy0000000000000000000000", "n3", "idz0000000000000000000000") // refused: naming another ID
+	put("idw0000000000000000000000", "n9", "idw0000000000000000000000") // valid, naming a node the swarm does not have
+	put("id20000000000000000000000", "n2", "id20000000000000000000000") // n2's own, with no facts
+	swarm := fixedSwarm{{ID: "id10000000000000000000000", Hostname: "n1", State: "ready"}, {ID: "id20000000000000000000000", Hostname: "n2", State: "ready"}, {ID: "id30000000000000000000000", Hostname: "n3", State: "ready"}}
 	snap := runRefreshes(t, dashboard.Sources{Swarm: swarm, Store: NewStore(memKV{kv}, "")})
 	type shown struct {
 		Agent    string
@@ -634,13 +640,13 @@ func TestStoreShowsReportsUnderIDsNobodyHasAsClusterProblems(t *testing.T) {
 	}
 	want := map[string]shown{
 		"n1": {Agent: dashboard.AgentAbsent, Problems: []string{}},
-		"n2": {Agent: dashboard.AgentUp, Problems: []string{"x: on id2"}},
+		"n2": {Agent: dashboard.AgentUp, Problems: []string{"x: on id20000000000000000000000"}},
 		"n3": {Agent: dashboard.AgentAbsent, Problems: []string{}},
 	}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("nodes (-want +got):\n%s", d)
 	}
-	for _, k := range []string{"idx", "idy", "idw"} {
+	for _, k := range []string{"idx0000000000000000000000", "idy0000000000000000000000", "idw0000000000000000000000"} {
 		key := doctor.IDPrefix + k
 		n := 0
 		for _, p := range snap.Problems {
@@ -653,8 +659,8 @@ func TestStoreShowsReportsUnderIDsNobodyHasAsClusterProblems(t *testing.T) {
 		}
 	}
 	for _, p := range snap.Problems {
-		if strings.Contains(p.Message, doctor.IDPrefix+"idx") && !strings.Contains(p.Message, "node n1") ||
-			strings.Contains(p.Message, doctor.IDPrefix+"idw") && !strings.Contains(p.Message, "node n9") {
+		if strings.Contains(p.Message, doctor.IDPrefix+"idx0000000000000000000000") && !strings.Contains(p.Message, "node n1") ||
+			strings.Contains(p.Message, doctor.IDPrefix+"idw0000000000000000000000") && !strings.Contains(p.Message, "node n9") {
 			t.Errorf("cluster problem %q, want it to name the node its report names", p.Message)
 		}
 	}
@@ -671,13 +677,13 @@ func TestStoreShowsANameReportNamingAnotherIdentity(t *testing.T) {
 	kv := kvtest.New()
 	at := time.Now().UTC().Format(time.RFC3339)
 	swarm := fixedSwarm{}
-	for id, name := range map[string]string{"id1": "n1", "id2": "n2"} {
+	for id, name := range map[string]string{"id10000000000000000000000": "n1", "id20000000000000000000000": "n2"} {
 		kv.Put(ctx, netspec.NodesKVPrefix+id, fmt.Appendf(nil, `{"id":%q,"node":%q,"interfaces":["eth0"],"updated_at":%q}`, id, name, at))
 		swarm = append(swarm, dashboard.SwarmNode{ID: id, Hostname: name, State: "ready"})
 	}
-	kv.Put(ctx, doctor.IDPrefix+"id2", fmt.Appendf(nil, `{"node":"n2","node_id":"id2","at":%q,"every":60000000000,"results":[{"check":"x","status":"ok"}]}`, at))
+	kv.Put(ctx, doctor.IDPrefix+"id20000000000000000000000", fmt.Appendf(nil, `{"node":"n2","node_id":"id20000000000000000000000","at":%q,"every":60000000000,"results":[{"check":"x","status":"ok"}]}`, at))
 	for _, name := range []string{"n1", "n2"} {
-		kv.Put(ctx, doctor.KVPrefix+name, fmt.Appendf(nil, `{"node":%q,"node_id":"idz","at":%q,"every":60000000000,"results":[{"check":"x","status":"ok"}]}`, name, at))
+		kv.Put(ctx, doctor.KVPrefix+name, fmt.Appendf(nil, `{"node":%q,"node_id":"idz0000000000000000000000","at":%q,"every":60000000000,"results":[{"check":"x","status":"ok"}]}`, name, at))
 	}
 	snap := runRefreshes(t, dashboard.Sources{Swarm: swarm, Store: NewStore(memKV{kv}, "")})
 	for _, n := range snap.Nodes {

@@ -134,11 +134,11 @@ func TestBuiltinCountsNodesOfOneName(t *testing.T) {
 	c := newClocked(t)
 	at := c.now.Format(time.RFC3339Nano)
 	for key, value := range map[string]string{
-		taskmetrics.IDPrefix + "ida": `{"node":"n1","node_id":"ida","at":%q,"services":{"web":{"tasks":1,"cpu":0.2}}}`,
-		taskmetrics.IDPrefix + "idb": `{"node":"n1","node_id":"idb","at":%q,"services":{"web":{"tasks":1,"cpu":0.6}}}`,
-		taskmetrics.KVPrefix + "n1":  `{"node":"n1","at":%q,"services":{"web":{"tasks":100,"cpu":0}}}`,
+		taskmetrics.IDPrefix + "ida0000000000000000000000": `{"node":"n1","node_id":"ida0000000000000000000000","at":%q,"services":{"web":{"tasks":1,"cpu":0.2}}}`,
+		taskmetrics.IDPrefix + "idb0000000000000000000000": `{"node":"n1","node_id":"idb0000000000000000000000","at":%q,"services":{"web":{"tasks":1,"cpu":0.6}}}`,
+		taskmetrics.KVPrefix + "n1":                        `{"node":"n1","at":%q,"services":{"web":{"tasks":100,"cpu":0}}}`,
 	} {
 		c.kv.Put(context.Background(), key, fmt.Appendf(nil, value, at))
 	}
-	c.wantCPU(0.4, "ida's and idb's, not the name's")
+	c.wantCPU(0.4, "ida0000000000000000000000's and idb0000000000000000000000's, not the name's")
 }
