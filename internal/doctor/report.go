@@ -186,7 +186,9 @@ func rank(s Status) int {
 // node's report or failures, nor stands in for it. A period above MaxEvery is read as
 // MaxEvery, with a doctor/report warning naming the claim. A report
 // under a name is left out when one under a swarm node ID is of the same
-// node (shadowed): the node's agent was upgraded since it wrote it. The
+// node (shadowed): the node's agent was upgraded since it wrote it. One
+// naming no ID that no node would be given, and that may not be its
+// nodes' (placeNameReports), is refused instead of left out. The
 // node facts (netspec.NodesKVPrefix, read through kv too) tell which
 // swarm nodes have a name.
 func LoadReports(ctx context.Context, kv KV) ([]Report, error) {
@@ -248,11 +250,58 @@ func loadReports(ctx context.Context, kv KV, byName map[string][]string) ([]Repo
 		r.Node, r.Key = node, p.Key
 		out = append(out, boundedResults(r))
 	}
+	placeNameReports(out, refused, byName)
 	out = slices.DeleteFunc(out, shadowed(out, refused, byName))
 	slices.SortFunc(out, func(a, b Report) int {
 		return cmp.Or(strings.Compare(a.Node, b.Node), strings.Compare(a.NodeID, b.NodeID))
 	})
 	return out, nil
+}
+
+// placeNameReports refuses each of reports read under a name and naming
+// no swarm node ID that no node is given, and that is not a node's from
+// before its agent's upgrade either: every swarm node the node facts give
+// the name (byName) publishes under its ID, so the dashboard gives the
+// name's report to none of them, and one of those reports names another
+// node than its facts (its agent's --node changed since it wrote them,
+// or a report is forged), so the name's report may not be theirs. Read
+// as written, it would show nowhere (shadowed, or given to no node); as
+// its key's failed doctor/report check, it is shown among the name's
+// nodes' problems, saying why, with the command that removes it. Its
+// key joins refused.
+func placeNameReports(reports []Report, refused map[string]bool, byName map[string][]string) {
+	byID := map[string]Report{}
+	for _, r := range reports {
+		if r.ByID() && !refused[r.Key] {
+			byID[r.NodeID] = r
+		}
+	}
+	for i, r := range reports {
+		ids := byName[r.Node]
+		if r.ByID() || refused[r.Key] || r.NodeID != "" || len(ids) == 0 ||
+			slices.ContainsFunc(ids, func(id string) bool { _, ok := byID[id]; return !ok }) {
+			continue
+		}
+		var others []string // the identities whose reports name another node
+		for _, id := range slices.Sorted(slices.Values(ids)) {
+			if byID[id].Node != r.Node {
+				others = append(others, id)
+			}
+		}
+		if len(others) == 0 {
+			continue // the name's nodes' own, from before their upgrade: shadowed
+		}
+		other := byID[others[0]]
+		more := ""
+		if len(others) > 1 {
+			more = fmt.Sprintf(" (and %d more swarm nodes of the name, each naming another node)", len(others)-1)
+		}
+		bad := badReport(r.Key, r.Node, fmt.Sprintf("report %s, an older agent's under node %s's name, is shown on no node: every swarm node the node facts name %s publishes its report under its ID, and %s names node %q, not %s%s (its agent's --node changed since its facts were written, or the report is forged), so it may not be theirs from before an upgrade",
+			r.Key, r.Node, r.Node, other.Key, other.Node, r.Node, more))
+		bad.Key = r.Key
+		reports[i] = boundedResults(bad)
+		refused[r.Key] = true
+	}
 }
 
 // loadByID reads the report p under swarm node ID id. Its Key is set

@@ -703,6 +703,49 @@ func TestLoadReportsKeepsAnOlderAgentOfANameAnUpgradedOneHas(t *testing.T) {
 	}
 }
 
+// TestLoadReportsShowsANameReportNoNodeIsGiven: the node facts name n1
+// only ida, which publishes under its ID a report naming n2, and idb's
+// report names n1 while its facts name n2 (ida's and idb's agents
+// swapped --node since they wrote their facts, or a report is forged).
+// An older agent's report under the name n1 was left out as ida's from
+// before its upgrade (a report under an ID named n1, and every node of
+// the name publishes under its ID): it showed nowhere, though it need
+// not be ida's. It is now refused, its key's failed doctor/report check
+// saying why no node shows it. n3's, whose only node's report names n3,
+// is still left out as that node's from before its upgrade.
+func TestLoadReportsShowsANameReportNoNodeIsGiven(t *testing.T) {
+	const ida, idb, idc = "ida0000000000000000000000", "idb0000000000000000000000", "idc0000000000000000000000"
+	report := func(node, id string) []byte {
+		return fmt.Appendf(nil, `{"node":%q,"node_id":%q,"at":"2026-03-01T12:00:00Z","results":[{"check":"x","status":"ok"}]}`, node, id)
+	}
+	kv := &memKV{m: map[string][]byte{
+		netspec.NodesKVPrefix + ida: fmt.Appendf(nil, `{"id":%q,"node":"n1"}`, ida),
+		netspec.NodesKVPrefix + idb: fmt.Appendf(nil, `{"id":%q,"node":"n2"}`, idb),
+		netspec.NodesKVPrefix + idc: fmt.Appendf(nil, `{"id":%q,"node":"n3"}`, idc),
+		IDPrefix + ida:              report("n2", ida),
+		IDPrefix + idb:              report("n1", idb),
+		IDPrefix + idc:              report("n3", idc),
+		KVPrefix + "n1":             report("n1", ""),
+		KVPrefix + "n3":             report("n3", ""),
+	}}
+	rs, err := LoadReports(context.Background(), kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, r := range rs {
+		got[r.Key] = r.Node + " " + string(r.Results[0].Status) + " " + r.Results[0].Message
+	}
+	want := map[string]string{
+		IDPrefix + ida: "n2 ok ", IDPrefix + idb: "n1 ok ", IDPrefix + idc: "n3 ok ",
+		KVPrefix + "n1": "n1 fail report underlay/doctor/n1, an older agent's under node n1's name, is shown on no node: every swarm node the node facts name n1 publishes its report under its ID, and underlay/doctor/id/" + ida +
+			` names node "n2", not n1 (its agent's --node changed since its facts were written, or the report is forged), so it may not be theirs from before an upgrade`,
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("reports by key (-want +got):\n%s", d)
+	}
+}
+
 // TestLoadReportsRefusesKeysNamingNoNode: a report under the name layout
 // is its key's node's, by the key's name. A key whose name no node can
 // have (a space, a newline, "..", a nested key, none) was read as that

@@ -556,6 +556,39 @@ func TestStoreShowsAnOlderAgentsReportBesideAnUpgradedOne(t *testing.T) {
 	}
 }
 
+// TestStoreShowsANameReportNoNodeIsGiven: n1's only swarm node (ida)
+// publishes its doctor report under its ID, naming node n2 (its agent's
+// --node changed since its facts, naming n1, were written), and an older
+// agent's report is under the name n1. The dashboard gives the name's
+// report to none of the name's nodes (each has its own), so its results
+// were shown nowhere. It is now a failed doctor/report check among n1's
+// problems, naming its key and why no node shows it, with its fix.
+func TestStoreShowsANameReportNoNodeIsGiven(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	const id = "ida0000000000000000000000"
+	kv.Put(ctx, netspec.NodesKVPrefix+id, fmt.Appendf(nil, `{"id":%q,"node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`, id))
+	if err := doctor.Publish(ctx, kv, doctor.Report{Node: "n2", NodeID: id, At: time.Now().UTC(), Every: time.Minute, Results: []doctor.Result{{Check: "x", Status: doctor.OK}}}); err != nil {
+		t.Fatal(err)
+	}
+	key := doctor.KVPrefix + "n1"
+	kv.Put(ctx, key, fmt.Appendf(nil, `{"node":"n1","at":%q,"every":60000000000,"results":[{"check":"x","status":"fail","message":"by name"}]}`, time.Now().UTC().Format(time.RFC3339)))
+	snap := runRefreshes(t, dashboard.Sources{Swarm: fixedSwarm{{ID: id, Hostname: "n1", State: "ready"}}, Store: NewStore(memKV{kv}, "")})
+	var shown []dashboard.DoctorResult
+	for _, n := range snap.Nodes {
+		if n.Doctor != nil {
+			shown = append(shown, n.Doctor.Problems...)
+		}
+	}
+	shown = append(shown, snap.Problems...)
+	if !slices.ContainsFunc(shown, func(p dashboard.DoctorResult) bool {
+		return p.Check == "doctor/report" && p.Status == "fail" && strings.Contains(p.Message, "report "+key+",") &&
+			strings.Contains(p.Message, "is shown on no node") && strings.Contains(p.Fix, shellword.KVDelete(key))
+	}) {
+		t.Errorf("doctor problems %+v; want the failed doctor/report check of %s, saying why no node shows it, with its fix", shown, key)
+	}
+}
+
 // TestStoreShowsRefusedReportsOfNoNode: a doctor report LoadReports
 // refuses is its key's failed doctor/report check, with the command that
 // deletes it, shown on its node. One under a key naming no node (the ID
