@@ -16,6 +16,7 @@ import (
 
 	"github.com/underlay/underlay/internal/activation"
 	"github.com/underlay/underlay/internal/agent"
+	"github.com/underlay/underlay/internal/app/agentflags"
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/doctor"
@@ -26,37 +27,9 @@ import (
 	"github.com/underlay/underlay/internal/register"
 )
 
-type agentFlags struct {
-	consul           consul.Options
-	node             string
-	network          string
-	hostIP           string
-	allowedHosts     []string
-	internal         bool
-	explicit         bool
-	swarmNames       bool
-	swarmNameAllow   []string
-	tags             []string
-	labels           []string
-	resync           time.Duration
-	deregister       string
-	deregisterOnExit bool
-	listen           string
-	workers          int
-	networks         bool
-	networkSync      time.Duration
-	ipam             bool
-	ipamSocket       string
-	ipamGrace        time.Duration
-	ipamNodeTimeout  time.Duration
-	ipamSweep        time.Duration
-	ipamSpares       int
-	ipamTestTimers   bool
-	taskMetrics      time.Duration
-	doctorInterval   time.Duration
-	pprof            string
-	stateDir         string
-}
+// agentFlags are the agent's flags, defined in agentflags so that the
+// lab derives from them how it carries each to a stack's agent.
+type agentFlags = agentflags.Flags
 
 func newAgentCommand(g *globalFlags, streams IOStreams) *cobra.Command {
 	f := &agentFlags{}
@@ -76,71 +49,41 @@ Docker is reached through DOCKER_HOST and Consul through the CONSUL_HTTP_* varia
 		}),
 	}
 	fl := cmd.Flags()
-	addConsulFlags(fl, &f.consul)
-	fl.StringVar(&f.node, "node", "", "node name: ownership marker and service ID prefix, and how underlay ips and network inspect show the node (default: Docker's host name); in the cluster the node is known by its swarm node ID")
-	fl.StringVar(&f.network, "network", "", "preferred network when a container is on several (SERVICE_NETWORK overrides)")
-	fl.StringVar(&f.hostIP, "host-ip", "", "address registered for published ports and host-network containers (default: the Consul agent's address)")
-	fl.BoolVar(&f.internal, "internal", false, "register container IPs and exposed ports on every user network, not only macvlan/ipvlan")
-	fl.BoolVar(&f.explicit, "explicit", false, "register only containers that set SERVICE_NAME or SERVICE_<port>_NAME")
-	fl.BoolVar(&f.swarmNames, "swarm-names", false, "register a Swarm task under its Swarm service's name only: a SERVICE_NAME or SERVICE_<port>_NAME naming another service is refused with a warning (other containers are not affected)")
-	fl.StringSliceVar(&f.swarmNameAllow, "swarm-name-allow", nil, "with --swarm-names, let a task of Swarm service SVC also register under NAME: `SVC=NAME` (repeatable, comma-separated; both must be names the agent registers under: not empty, no control character, no '.', '..' or empty path segment)")
-	fl.StringSliceVar(&f.tags, "tags", nil, "tags added to every service (comma-separated)")
-	fl.StringArrayVar(&f.labels, "label", nil, "only containers with this label KEY or KEY=VALUE (repeatable)")
-	fl.DurationVar(&f.resync, "resync", time.Minute, "interval of full resyncs")
-	fl.StringVar(&f.deregister, "deregister", string(register.DeregisterAlways), "when to deregister a stopped container: always or on-success (keep failed ones)")
-	fl.BoolVar(&f.deregisterOnExit, "deregister-on-exit", false, "deregister every service of this node when the agent exits")
-	fl.StringVar(&f.listen, "listen", "127.0.0.1:9465", "address for /healthz and /metrics (empty to disable)")
-	fl.StringSliceVar(&f.allowedHosts, "allowed-host", nil, "a host name clients reach /metrics by (repeatable, comma-separated; \"*\": any); besides IP addresses, localhost, this machine's name and --listen's, other Host headers are answered 421, so that a page of another site rebound to this address (DNS rebinding) cannot read it")
-	fl.BoolVar(&f.networks, "networks", true, "realise underlay cluster networks on this node (host shim, config-only network, range lease)")
-	fl.DurationVar(&f.networkSync, "network-sync", 30*time.Second, "interval of cluster network syncs (drift repair)")
-	fl.BoolVar(&f.ipam, "ipam", true, "serve underlay's cluster IPAM to the local dockerd (Docker's remote IPAM plugin protocol)")
-	fl.StringVar(&f.ipamSocket, "ipam-socket", ipam.DefaultSocket, "Unix socket of the IPAM plugin, in Docker's plugin directory")
-	fl.DurationVar(&f.ipamGrace, "ipam-leak-grace", time.Minute, "an allocated address no local container holds is reclaimed after twice this (protects allocations in flight), never while a local container start may hold it; at least "+minLeakGrace.String()+": shorter would reclaim the address of a container Docker is still starting")
-	fl.DurationVar(&f.ipamNodeTimeout, "ipam-node-timeout", 10*time.Minute, "the swarm leader reclaims the addresses of a node not ready for this long (0: never); at least "+minNodeTimeout.String()+": shorter would reclaim a live node's addresses at a blip of its agent or of the swarm")
-	// Test labs check reclamation in seconds, not minutes.
-	fl.BoolVar(&f.ipamTestTimers, "ipam-test-timers", false, "for test labs only: take --ipam-leak-grace and --ipam-node-timeout below their safe minimums")
-	fl.Lookup("ipam-test-timers").Hidden = true
-	fl.DurationVar(&f.ipamSweep, "ipam-sweep", 15*time.Second, "interval of leaked-address sweeps")
-	fl.IntVar(&f.ipamSpares, "ipam-spares", 4, "addresses per cluster-IPAM pool this node claims ahead of demand, handed to Docker with no wait on Consul (given back when another node runs short; 0: none)")
-	fl.DurationVar(&f.taskMetrics, "task-metrics", 10*time.Second, "interval of Swarm task CPU/memory reports for the autoscaler's underlay:cpu and underlay:memory (0: off)")
-	fl.DurationVar(&f.doctorInterval, "doctor-interval", time.Minute, "interval of this node's doctor checks, published to Consul for the dashboard (0: off; at most 1h)")
-	fl.StringVar(&f.stateDir, "state-dir", defaultStateDir, "directory where the agent records this node's identity, so that at boot its IPAM plugin answers dockerd before dockerd answers it, and the addresses its IPAM freed lately, so that a restarted agent does not hand them out again at once (empty: none)")
-	fl.StringVar(&f.pprof, "pprof", "", "serve Go's profiler at http://ADDR/debug/pprof/ on this loopback ADDR, such as 127.0.0.1:6060 (empty: off)")
-	fl.IntVar(&f.workers, "workers", 32, "containers reconciled concurrently (Docker holds inspects of starting containers, so more than the start concurrency)")
+	agentflags.Define(fl, f)
 	cmd.AddCommand(newAgentCleanupCommand(g, streams), newAgentPolicyCommand(streams))
 	return cmd
 }
 
 func runAgent(ctx context.Context, cmd *cobra.Command, f *agentFlags, log *slog.Logger) error {
-	labels, err := parseLabelFilters(f.labels)
+	labels, err := parseLabelFilters(f.Labels)
 	if err != nil {
 		return err
 	}
-	swarmNameAllow, err := parseSwarmNameAllow(f.swarmNameAllow)
+	swarmNameAllow, err := parseSwarmNameAllow(f.SwarmNameAllow)
 	if err != nil {
 		return err
 	}
-	if swarmNameAllow != nil && !f.swarmNames {
+	if swarmNameAllow != nil && !f.SwarmNames {
 		// Not refused: without --swarm-names every name is taken anyway.
-		log.Warn("--swarm-name-allow has no effect without --swarm-names: a task may register under any name", "swarm_name_allow", f.swarmNameAllow)
+		log.Warn("--swarm-name-allow has no effect without --swarm-names: a task may register under any name", "swarm_name_allow", f.SwarmNameAllow)
 	}
 	if err := checkAgentFlags(f, cmd.Flags().Changed("ipam")); err != nil {
 		return err
 	}
-	if f.ipamTestTimers && (f.ipamGrace < minLeakGrace || f.ipamNodeTimeout > 0 && f.ipamNodeTimeout < minNodeTimeout) {
+	if f.IPAMTestTimers && (f.IPAMGrace < minLeakGrace || f.IPAMNodeTimeout > 0 && f.IPAMNodeTimeout < minNodeTimeout) {
 		log.Warn("IPAM timers below their safe minimums (--ipam-test-timers): for test labs only",
-			"ipam_leak_grace", f.ipamGrace, "ipam_node_timeout", f.ipamNodeTimeout)
+			"ipam_leak_grace", f.IPAMGrace, "ipam_node_timeout", f.IPAMNodeTimeout)
 	}
 	// Socket activation (underlay-ipam.socket): systemd made the plugin's
 	// socket before dockerd started; the agent serves on it, never removes it.
-	ipamLn, err := activation.Take(f.ipamSocket)
+	ipamLn, err := activation.Take(f.IPAMSocket)
 	if err != nil {
 		log.Warn("socket activation", "err", err)
 	}
 	if ipamLn != nil {
 		defer ipamLn.Close()
 	}
-	statusHosts, err := allowedHosts(f.allowedHosts, f.listen)
+	statusHosts, err := allowedHosts(f.AllowedHosts, f.Listen)
 	if err != nil {
 		return err // checked by checkAgentFlags
 	}
@@ -149,39 +92,39 @@ func runAgent(ctx context.Context, cmd *cobra.Command, f *agentFlags, log *slog.
 		return err
 	}
 	defer dockerAPI.Close()
-	f.consul.Log = log // the token file's warnings
-	consulAPI, err := consul.NewClient(f.consul)
+	f.Consul.Log = log // the token file's warnings
+	consulAPI, err := consul.NewClient(f.Consul)
 	if err != nil {
 		return err
 	}
-	consulHTTP, err := consul.NewEndpoint(f.consul)
+	consulHTTP, err := consul.NewEndpoint(f.Consul)
 	if err != nil {
 		return err
 	}
 	cfg := agent.Config{
 		Register: register.Config{
 			Policy: register.Policy{
-				Node: f.node, Network: f.network, HostIP: f.hostIP, Internal: f.internal,
-				Explicit: f.explicit, SwarmNames: f.swarmNames, SwarmNameAllow: swarmNameAllow,
-				Tags: f.tags, Labels: labels,
+				Node: f.Node, Network: f.Network, HostIP: f.HostIP, Internal: f.Internal,
+				Explicit: f.Explicit, SwarmNames: f.SwarmNames, SwarmNameAllow: swarmNameAllow,
+				Tags: f.Tags, Labels: labels,
 			},
-			Deregister:       register.DeregisterMode(f.deregister),
-			DeregisterOnExit: f.deregisterOnExit,
-			Resync:           f.resync,
-			Workers:          f.workers,
+			Deregister:       register.DeregisterMode(f.Deregister),
+			DeregisterOnExit: f.DeregisterOnExit,
+			Resync:           f.Resync,
+			Workers:          f.Workers,
 		},
-		Networks:    f.networks,
-		NetworkSync: f.networkSync,
+		Networks:    f.Networks,
+		NetworkSync: f.NetworkSync,
 		IPAM: agent.IPAMConfig{
-			Enabled: f.ipam, Socket: f.ipamSocket, Listener: ipamLn, LeakGrace: f.ipamGrace,
-			NodeTimeout: f.ipamNodeTimeout, Sweep: f.ipamSweep, Spares: f.ipamSpares,
+			Enabled: f.IPAM, Socket: f.IPAMSocket, Listener: ipamLn, LeakGrace: f.IPAMGrace,
+			NodeTimeout: f.IPAMNodeTimeout, Sweep: f.IPAMSweep, Spares: f.IPAMSpares,
 		},
-		TaskMetrics:    f.taskMetrics,
-		DoctorInterval: f.doctorInterval,
-		Listen:         f.listen,
+		TaskMetrics:    f.TaskMetrics,
+		DoctorInterval: f.DoctorInterval,
+		Listen:         f.Listen,
 		StatusHosts:    statusHosts,
-		Pprof:          f.pprof,
-		StateDir:       f.stateDir,
+		Pprof:          f.PProf,
+		StateDir:       f.StateDir,
 		Version:        Version,
 	}
 	return agent.Run(ctx, cfg, agent.Clients{Docker: dockerAPI, Consul: consulAPI, ConsulHTTP: consulHTTP}, log)
@@ -192,28 +135,28 @@ func runAgent(ctx context.Context, cmd *cobra.Command, f *agentFlags, log *slog.
 // identity, and a leak grace of zero would reclaim addresses Docker is
 // still handing to containers. ipamChanged says --ipam was given.
 func checkAgentFlags(f *agentFlags, ipamChanged bool) error {
-	if _, err := httpserve.NewAllowedHosts(f.allowedHosts...); err != nil {
+	if _, err := httpserve.NewAllowedHosts(f.AllowedHosts...); err != nil {
 		return fmt.Errorf("--allowed-host: %w", err)
 	}
 	// Empty is Docker's host name, which the agent checks once it has it.
-	if f.node != "" {
-		if err := netspec.CheckNodeName(f.node); err != nil {
-			return fmt.Errorf("--node %q: %w", f.node, err)
+	if f.Node != "" {
+		if err := netspec.CheckNodeName(f.Node); err != nil {
+			return fmt.Errorf("--node %q: %w", f.Node, err)
 		}
 	}
-	if f.listen != "" {
-		if err := checkListenAddr(f.listen); err != nil {
-			return fmt.Errorf("--listen %q: %w", f.listen, err)
+	if f.Listen != "" {
+		if err := checkListenAddr(f.Listen); err != nil {
+			return fmt.Errorf("--listen %q: %w", f.Listen, err)
 		}
 	}
-	if f.hostIP != "" && net.ParseIP(f.hostIP) == nil {
-		return fmt.Errorf("--host-ip %q: not an IP address", f.hostIP)
+	if f.HostIP != "" && net.ParseIP(f.HostIP) == nil {
+		return fmt.Errorf("--host-ip %q: not an IP address", f.HostIP)
 	}
 	positive := []struct {
 		flag string
 		v    time.Duration
 	}{
-		{"resync", f.resync}, {"network-sync", f.networkSync}, {"ipam-sweep", f.ipamSweep}, {"ipam-leak-grace", f.ipamGrace},
+		{"resync", f.Resync}, {"network-sync", f.NetworkSync}, {"ipam-sweep", f.IPAMSweep}, {"ipam-leak-grace", f.IPAMGrace},
 	}
 	for _, d := range positive {
 		if d.v <= 0 {
@@ -227,8 +170,8 @@ func checkAgentFlags(f *agentFlags, ipamChanged bool) error {
 		flag string
 		v    time.Duration
 	}{
-		{"resync", f.resync}, {"network-sync", f.networkSync}, {"ipam-sweep", f.ipamSweep},
-		{"task-metrics", f.taskMetrics}, {"doctor-interval", f.doctorInterval},
+		{"resync", f.Resync}, {"network-sync", f.NetworkSync}, {"ipam-sweep", f.IPAMSweep},
+		{"task-metrics", f.TaskMetrics}, {"doctor-interval", f.DoctorInterval},
 	}
 	for _, d := range periods {
 		if d.v > 0 && d.v < minPeriod {
@@ -239,7 +182,7 @@ func checkAgentFlags(f *agentFlags, ipamChanged bool) error {
 		flag string
 		v    time.Duration
 	}{
-		{"ipam-node-timeout", f.ipamNodeTimeout}, {"task-metrics", f.taskMetrics}, {"doctor-interval", f.doctorInterval},
+		{"ipam-node-timeout", f.IPAMNodeTimeout}, {"task-metrics", f.TaskMetrics}, {"doctor-interval", f.DoctorInterval},
 	}
 	for _, d := range orOff {
 		if d.v < 0 {
@@ -249,31 +192,31 @@ func checkAgentFlags(f *agentFlags, ipamChanged bool) error {
 	if err := checkIPAMTimers(f); err != nil {
 		return err
 	}
-	if f.doctorInterval > doctor.MaxEvery {
-		return fmt.Errorf("--doctor-interval %s: at most %s (the dashboard reads no report's period as longer, so that a dead agent is seen)", f.doctorInterval, doctor.MaxEvery)
+	if f.DoctorInterval > doctor.MaxEvery {
+		return fmt.Errorf("--doctor-interval %s: at most %s (the dashboard reads no report's period as longer, so that a dead agent is seen)", f.DoctorInterval, doctor.MaxEvery)
 	}
-	switch register.DeregisterMode(f.deregister) {
+	switch register.DeregisterMode(f.Deregister) {
 	case register.DeregisterAlways, register.DeregisterOnSuccess:
 	default:
-		return fmt.Errorf("--deregister %q: want always or on-success", f.deregister)
+		return fmt.Errorf("--deregister %q: want always or on-success", f.Deregister)
 	}
 	// Every worker starts at once, whatever the containers.
-	if f.workers < 1 || f.workers > maxWorkers {
-		return fmt.Errorf("--workers %d: want 1 to %d", f.workers, maxWorkers)
+	if f.Workers < 1 || f.Workers > maxWorkers {
+		return fmt.Errorf("--workers %d: want 1 to %d", f.Workers, maxWorkers)
 	}
-	if f.ipamSpares < 0 || f.ipamSpares > 64 {
-		return fmt.Errorf("--ipam-spares %d: want 0 to 64", f.ipamSpares)
+	if f.IPAMSpares < 0 || f.IPAMSpares > 64 {
+		return fmt.Errorf("--ipam-spares %d: want 0 to 64", f.IPAMSpares)
 	}
 	// dockerd finds the plugin by its absolute path in its plugin
 	// directory; anything else fails every retry, or is never found.
-	if s := f.ipamSocket; f.ipam && f.networks && (!filepath.IsAbs(s) || strings.HasSuffix(s, "/")) {
+	if s := f.IPAMSocket; f.IPAM && f.Networks && (!filepath.IsAbs(s) || strings.HasSuffix(s, "/")) {
 		return fmt.Errorf("--ipam-socket %q: want the absolute path of the plugin's socket, such as %s", s, ipam.DefaultSocket)
 	}
-	if f.ipam && !f.networks && ipamChanged {
+	if f.IPAM && !f.Networks && ipamChanged {
 		return errors.New("--ipam needs --networks: the IPAM plugin serves the cluster networks the agent realises (drop --networks=false, or add --ipam=false)")
 	}
-	if f.pprof != "" {
-		if err := profiling.CheckAddr(f.pprof); err != nil {
+	if f.PProf != "" {
+		if err := profiling.CheckAddr(f.PProf); err != nil {
 			return fmt.Errorf("--pprof: %w", err)
 		}
 	}
@@ -285,25 +228,23 @@ func checkAgentFlags(f *agentFlags, ipamChanged bool) error {
 const minPeriod = 100 * time.Millisecond
 
 // minLeakGrace and minNodeTimeout are the shortest --ipam-leak-grace and
-// --ipam-node-timeout taken (without --ipam-test-timers): a container's
-// start holds its address before Docker shows it, seconds on a loaded
-// host; a node's agent restart or a swarm election lasts seconds too.
+// --ipam-node-timeout taken (agentflags says why).
 const (
-	minLeakGrace   = 10 * time.Second
-	minNodeTimeout = time.Minute
+	minLeakGrace   = agentflags.MinLeakGrace
+	minNodeTimeout = agentflags.MinNodeTimeout
 )
 
 // checkIPAMTimers refuses reclamation timers short enough to reclaim
 // addresses still in use, unless --ipam-test-timers asks for them.
 func checkIPAMTimers(f *agentFlags) error {
-	if f.ipamTestTimers {
+	if f.IPAMTestTimers {
 		return nil
 	}
-	if f.ipamGrace < minLeakGrace {
-		return fmt.Errorf("--ipam-leak-grace %s: at least %s (an address is reclaimed after twice the grace, and a container Docker is still starting holds it unseen)", f.ipamGrace, minLeakGrace)
+	if f.IPAMGrace < minLeakGrace {
+		return fmt.Errorf("--ipam-leak-grace %s: at least %s (an address is reclaimed after twice the grace, and a container Docker is still starting holds it unseen)", f.IPAMGrace, minLeakGrace)
 	}
-	if f.ipamNodeTimeout > 0 && f.ipamNodeTimeout < minNodeTimeout {
-		return fmt.Errorf("--ipam-node-timeout %s: 0 (never) or at least %s (a node's addresses are reclaimed once it has been away that long, and an agent restart or a swarm election lasts seconds)", f.ipamNodeTimeout, minNodeTimeout)
+	if f.IPAMNodeTimeout > 0 && f.IPAMNodeTimeout < minNodeTimeout {
+		return fmt.Errorf("--ipam-node-timeout %s: 0 (never) or at least %s (a node's addresses are reclaimed once it has been away that long, and an agent restart or a swarm election lasts seconds)", f.IPAMNodeTimeout, minNodeTimeout)
 	}
 	return nil
 }

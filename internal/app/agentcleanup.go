@@ -7,14 +7,15 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/underlay/underlay/internal/app/agentflags"
 	"github.com/underlay/underlay/internal/hostnet"
 	"github.com/underlay/underlay/internal/netagent"
 	"github.com/underlay/underlay/internal/termtext"
 )
 
 // defaultStateDir is the agent's --state-dir, which `agent cleanup`
-// reads its link owner from: the Debian unit's StateDirectory.
-const defaultStateDir = "/var/lib/underlay"
+// reads its link owner from.
+const defaultStateDir = agentflags.DefaultStateDir
 
 type agentCleanupFlags struct {
 	stateDir string

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/underlay/underlay/internal/app/agentflags"
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/termtext"
 )
@@ -148,12 +149,5 @@ func writeJSON(w io.Writer, v any) error {
 // addConsulFlags adds the flags every command that talks to Consul shares;
 // empty values keep the standard CONSUL_HTTP_* environment.
 func addConsulFlags(fs *pflag.FlagSet, o *consul.Options) {
-	fs.StringVar(&o.Addr, "consul-addr", "", "Consul agent HTTP address, https:// for TLS (default $CONSUL_HTTP_ADDR or 127.0.0.1:8500)")
-	fs.StringVar(&o.Token, "consul-token", "", "Consul ACL token (default $CONSUL_HTTP_TOKEN)")
-	fs.StringVar(&o.TokenFile, "consul-token-file", "", "file holding the Consul ACL token (default $CONSUL_HTTP_TOKEN_FILE)")
-	fs.StringVar(&o.CAFile, "consul-cacert", "", "CA certificate to verify Consul's TLS certificate (default $CONSUL_CACERT)")
-	fs.StringVar(&o.CertFile, "consul-client-cert", "", "client certificate for Consul TLS (default $CONSUL_CLIENT_CERT)")
-	fs.StringVar(&o.KeyFile, "consul-client-key", "", "client key for Consul TLS (default $CONSUL_CLIENT_KEY)")
-	fs.StringVar(&o.TLSServerName, "consul-tls-server-name", "", "server name to verify in Consul's certificate (default $CONSUL_TLS_SERVER_NAME)")
-	fs.BoolVar(&o.ProxyFromEnv, "consul-proxy-from-env", false, "reach Consul through the proxy of $HTTP_PROXY, $HTTPS_PROXY and $NO_PROXY (default: no proxy, which would see the ACL token)")
+	agentflags.Consul(fs, o)
 }

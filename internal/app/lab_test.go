@@ -4,6 +4,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/spf13/pflag"
 
 	"github.com/underlay/underlay/internal/lab"
@@ -61,22 +62,32 @@ func TestKeepRecorded(t *testing.T) {
 }
 
 // TestLabAgentEnv: the lab's stack agents get the lab's agent flags as
-// UNDERLAY_* variables (lab.AgentEnv). For each list flag of the agent,
-// given once and twice, those variables set it as the command line does,
-// or lab.AgentEnv refuses the flag (only one whose values are taken whole
-// may be, given twice). A list flag added to the agent that the lab would
-// carry wrong fails here.
+// UNDERLAY_* variables (lab.AgentEnv). For each list flag of the agent
+// (every pflag slice, array or map: a flag that adds up its values when
+// given twice), given once and twice, those variables set it as the
+// command line does, or lab.AgentEnv refuses the flag (only one whose
+// values are taken whole may be, given twice). A list flag added to the
+// agent that the lab would carry wrong fails here. The agent's list
+// flags and their kinds are listed too: a flag changing kind changes how
+// UNDERLAY_<FLAG> is read (split at commas, or taken whole), which the
+// lab follows by itself, but users' variables may not: it fails here
+// until the list below says so.
 func TestLabAgentEnv(t *testing.T) {
 	flags := func() *pflag.FlagSet { return newAgentCommand(&globalFlags{}, IOStreams{}).Flags() }
-	n := 0
+	kinds := map[string]string{}
 	flags().VisitAll(func(f *pflag.Flag) {
-		if typ := f.Value.Type(); typ != "stringSlice" && typ != "stringArray" {
+		if typ := f.Value.Type(); !listType(typ) {
 			return
 		}
-		n++
+		kinds[f.Name] = f.Value.Type()
+		v := listValues(f.Value.Type())
+		if v == nil {
+			t.Errorf("--%s is a %s: listValues has no values of that type to give it", f.Name, f.Value.Type())
+			return
+		}
 		for _, args := range [][]string{
-			{"--" + f.Name, "a=1,b=2"},
-			{"--" + f.Name, "a=1", "--" + f.Name + "=b=2,c=3"},
+			{"--" + f.Name, v[0] + "," + v[1]},
+			{"--" + f.Name, v[0], "--" + f.Name + "=" + v[1] + "," + v[2]},
 		} {
 			t.Run(strings.Join(args, " "), func(t *testing.T) {
 				direct := flags()
@@ -85,7 +96,7 @@ func TestLabAgentEnv(t *testing.T) {
 				}
 				env, err := lab.AgentEnv(args)
 				if err != nil {
-					if f.Value.Type() != "stringArray" || len(args) == 2 || !strings.Contains(err.Error(), "--"+f.Name) {
+					if !strings.HasSuffix(f.Value.Type(), "Array") || len(args) == 2 || !strings.Contains(err.Error(), "--"+f.Name) {
 						t.Fatalf("lab.AgentEnv(%q): %v", args, err)
 					}
 					return
@@ -104,7 +115,32 @@ func TestLabAgentEnv(t *testing.T) {
 			})
 		}
 	})
-	if n == 0 {
-		t.Fatal("the agent has no list flag: the test looks for the wrong types")
+	want := map[string]string{"allowed-host": "stringSlice", "label": "stringArray", "swarm-name-allow": "stringSlice", "tags": "stringSlice"}
+	if d := cmp.Diff(want, kinds); d != "" {
+		t.Errorf("the agent's list flags by kind (-want +got), a change users' UNDERLAY_* variables may not follow:\n%s", d)
 	}
+}
+
+// listValues gives three values a list flag of pflag type typ takes (nil
+// for a type it does not know).
+func listValues(typ string) []string {
+	switch {
+	case strings.HasPrefix(typ, "string"): // slice, array, stringToString
+		return []string{"a=1", "b=2", "c=3"}
+	case strings.HasPrefix(typ, "int"), strings.HasPrefix(typ, "uint"), strings.HasPrefix(typ, "float"):
+		return []string{"1", "2", "3"}
+	case typ == "durationSlice":
+		return []string{"1s", "2s", "3s"}
+	case typ == "boolSlice":
+		return []string{"true", "false", "true"}
+	case typ == "ipSlice":
+		return []string{"10.0.0.1", "10.0.0.2", "10.0.0.3"}
+	}
+	return nil
+}
+
+// listType says a pflag value of type typ adds up the values it is given
+// (a slice, an array or a map), rather than keeping the last.
+func listType(typ string) bool {
+	return strings.HasSuffix(typ, "Slice") || strings.HasSuffix(typ, "Array") || strings.HasPrefix(typ, "stringTo")
 }

@@ -18,8 +18,10 @@ import (
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
+	"github.com/spf13/pflag"
 
 	"github.com/underlay/underlay/deploy"
+	"github.com/underlay/underlay/internal/app/agentflags"
 )
 
 // Stack services, as `docker stack deploy … underlay` names them.
@@ -185,10 +187,12 @@ func stackTaskRunning(ctx context.Context, c *client.Client, service string) err
 // --name for true) into the UNDERLAY_* variables the agent reads, one a
 // flag (the agent sets each flag from its variable once). A list flag
 // given more than once keeps every value: those the agent splits at
-// commas (agentListFlag) are joined with commas; one that takes each
+// commas (agentListFlag, by the agent's flag definitions) are joined
+// with commas; one that takes each
 // value whole cannot be carried twice and is refused. Any other flag
 // given twice keeps the last value, as on the agent's command line.
 func AgentEnv(args []string) (map[string]string, error) {
+	flags := agentflags.FlagSet()
 	env := map[string]string{}
 	given := map[string]bool{}
 	for i := 0; i < len(args); i++ {
@@ -205,7 +209,7 @@ func AgentEnv(args []string) (map[string]string, error) {
 			i++
 		}
 		key := "UNDERLAY_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))
-		switch kind := agentListFlag(name); {
+		switch kind := agentListFlag(flags, name); {
 		case !given[name] || kind == notList:
 			env[key] = value
 		case kind == commaList:
@@ -232,15 +236,21 @@ const (
 	wholeList                 // each value is added whole, commas included
 )
 
-// agentListFlag says how the agent (internal/app/agent.go) takes flag
-// name given more than once: its string slices split each value, and
-// UNDERLAY_<FLAG>, at commas; --label, a string array, does not.
-// internal/app's TestLabAgentEnv checks this against the agent's flags.
-func agentListFlag(name string) listKind {
-	switch name {
-	case "swarm-name-allow", "tags", "allowed-host":
+// agentListFlag says how the agent takes flag name given more than once,
+// by its definition among the agent's flags (agentflags): a slice
+// (stringSlice, intSlice...) or a map (stringToString...) splits each
+// value, and UNDERLAY_<FLAG>, at commas; an array (stringArray, --label)
+// takes each whole; any other keeps the last. internal/app's
+// TestLabAgentEnv checks the variables set each as the command line does.
+func agentListFlag(flags *pflag.FlagSet, name string) listKind {
+	f := flags.Lookup(name)
+	if f == nil {
+		return notList // the agent refuses it, as on its command line
+	}
+	switch typ := f.Value.Type(); {
+	case strings.HasSuffix(typ, "Slice"), strings.HasPrefix(typ, "stringTo"):
 		return commaList
-	case "label":
+	case strings.HasSuffix(typ, "Array"):
 		return wholeList
 	}
 	return notList
