@@ -54,9 +54,11 @@ func TestIntegrationACLPolicies(t *testing.T) {
 	controlToken := aclToken(t, master, "underlay-control", deploy.ControlPolicy)
 	ctx := testenv.Context(t, 3*time.Minute)
 	node := "it-" + id
-	// The agent of one node (underlay agent acl-policy): the operations
-	// below are of node `node`, its swarm node ID and its name alike.
-	nodePolicy, err := deploy.AgentNodePolicy(node, node)
+	// The operations below are of node `node`, of swarm node ID nodeID
+	// (25 lowercase letters and digits, as swarm's), whose own agent has a
+	// policy of its own (underlay agent acl-policy).
+	nodeID := fmt.Sprintf("it%s%015d", id, 0)
+	nodePolicy, err := deploy.AgentNodePolicy(nodeID, node)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -114,7 +116,7 @@ func TestIntegrationACLPolicies(t *testing.T) {
 			return err
 		}, true},
 		{"publish the node's facts", func(ctx context.Context, c *api.Client) error {
-			return netspec.NewStore(consul.NewKV(c)).PublishNode(ctx, netspec.NodeFacts{ID: node, Node: node, Interfaces: []string{"eth1"}, Holder: netspec.Holder{Instance: "acl-test"}})
+			return netspec.NewStore(consul.NewKV(c)).PublishNode(ctx, netspec.NodeFacts{ID: nodeID, Node: node, Interfaces: []string{"eth1"}, Holder: netspec.Holder{Instance: "acl-test"}})
 		}, false},
 		{"lease a per-node range", func(ctx context.Context, c *api.Client) error {
 			_, _, err := netspec.NewStore(consul.NewKV(c)).Lease(ctx, perNode, node)
@@ -136,10 +138,10 @@ func TestIntegrationACLPolicies(t *testing.T) {
 			return a.Release(ctx, pool, addr)
 		}, false},
 		{"publish the inventory", func(ctx context.Context, c *api.Client) error {
-			return inventory.Publish(ctx, consul.NewKV(c), node, []inventory.Entry{{IP: "10.144.1.9", Node: node, Network: spec.Name}})
+			return inventory.Publish(ctx, consul.NewKV(c), nodeID, []inventory.Entry{{IP: "10.144.1.9", Node: node, NodeID: nodeID, Network: spec.Name}})
 		}, false},
 		{"publish task metrics", func(ctx context.Context, c *api.Client) error {
-			return consul.NewKV(c).Put(ctx, "underlay/metrics/id/"+node, []byte(`{}`)) // an agent's key (taskmetrics.IDPrefix)
+			return consul.NewKV(c).Put(ctx, "underlay/metrics/id/"+nodeID, []byte(`{}`)) // an agent's key (taskmetrics.IDPrefix)
 		}, false},
 		{"release a per-node range", func(ctx context.Context, c *api.Client) error {
 			_, err := netspec.NewStore(consul.NewKV(c)).Release(ctx, perNode.Name, node)
@@ -149,7 +151,7 @@ func TestIntegrationACLPolicies(t *testing.T) {
 			return consul.NewCatalog(c).Deregister(ctx, svc.ID)
 		}, false},
 		{"publish the node's doctor report", func(ctx context.Context, c *api.Client) error {
-			return doctor.Publish(ctx, consul.NewKV(c), doctor.Report{Node: node, NodeID: node, At: time.Now()})
+			return doctor.Publish(ctx, consul.NewKV(c), doctor.Report{Node: node, NodeID: nodeID, At: time.Now()})
 		}, false},
 		{"read the network index", func(ctx context.Context, c *api.Client) error {
 			// The IPAM plugin's check that what it settled about a removed

@@ -928,6 +928,8 @@ func TestAgentNodePolicy(t *testing.T) {
 		{"", name, `swarm node ID ""`},
 		{"abc/def", name, `swarm node ID "abc/def"`},
 		{`abc" {`, name, `swarm node ID "abc\" {"`},
+		{"X7KQ2M9V0C4N8B1Z5D3F6H2J0", name, `swarm node ID "X7KQ2M9V0C4N8B1Z5D3F6H2J0"`},
+		{id + "0", name, `swarm node ID "` + id + `0": 26 bytes, want 25`},
 		{id, "..", `node name ".."`},
 		{id, "a\nkey_prefix", `node name "a\nkey_prefix"`},
 	} {

@@ -42,12 +42,14 @@ var nodeScoped = []struct {
 // asks first, and containers' services are named by their labels, so
 // those stay shared.
 func AgentNodePolicy(id, name string) (string, error) {
-	// Both become parts of Consul keys and of HCL strings: what agents
-	// allow in node names is safe in both.
-	for _, v := range []struct{ what, value string }{{"swarm node ID", id}, {"node name", name}} {
-		if err := netspec.CheckNodeName(v.value); err != nil {
-			return "", fmt.Errorf("%s %q: %w", v.what, v.value, err)
-		}
+	// Both become parts of Consul keys and of HCL strings: a swarm node ID
+	// (the readers of the reports refuse any other) and what agents allow
+	// in node names are safe in both.
+	if err := netspec.CheckNodeID(id); err != nil {
+		return "", fmt.Errorf("swarm node ID %q: %w", id, err)
+	}
+	if err := netspec.CheckNodeName(name); err != nil {
+		return "", fmt.Errorf("node name %q: %w", name, err)
 	}
 	var b strings.Builder
 	fmt.Fprintf(&b, "# Consul ACL policy of `underlay agent` on node %s (swarm node ID %s),\n", name, id)

@@ -24,15 +24,15 @@ func TestAgentPolicy(t *testing.T) {
 		want []string
 		bad  string
 	}{
-		{name: "Docker's ID and name", info: docker("n0d3", "web-1", nil),
-			want: []string{`key "underlay/nodes/n0d3"`, `key "underlay/doctor/web-1"`}},
-		{name: "flags win", flags: agentPolicyFlags{nodeID: "f1", node: "db"}, info: docker("n0d3", "web-1", errors.New("never asked")),
-			want: []string{`key "underlay/nodes/f1"`, `key "underlay/metrics/db"`}},
-		{name: "name from Docker", flags: agentPolicyFlags{nodeID: "f1"}, info: docker("n0d3", "web-1", nil),
-			want: []string{`key "underlay/nodes/f1"`, `key "underlay/metrics/web-1"`}},
+		{name: "Docker's ID and name", info: docker("n0d3000000000000000000000", "web-1", nil),
+			want: []string{`key "underlay/nodes/n0d3000000000000000000000"`, `key "underlay/doctor/web-1"`}},
+		{name: "flags win", flags: agentPolicyFlags{nodeID: "f1a0000000000000000000000", node: "db"}, info: docker("n0d3000000000000000000000", "web-1", errors.New("never asked")),
+			want: []string{`key "underlay/nodes/f1a0000000000000000000000"`, `key "underlay/metrics/db"`}},
+		{name: "name from Docker", flags: agentPolicyFlags{nodeID: "f1a0000000000000000000000"}, info: docker("n0d3000000000000000000000", "web-1", nil),
+			want: []string{`key "underlay/nodes/f1a0000000000000000000000"`, `key "underlay/metrics/web-1"`}},
 		{name: "no swarm", info: docker("", "web-1", nil), bad: "in no swarm"},
 		{name: "no Docker", info: docker("", "", errors.New("connection refused")), bad: "give --node-id and --node): connection refused"},
-		{name: "bad host name", flags: agentPolicyFlags{nodeID: "f1"}, info: docker("n0d3", "web_1!", nil), bad: `node name "web_1!"`},
+		{name: "bad host name", flags: agentPolicyFlags{nodeID: "f1a0000000000000000000000"}, info: docker("n0d3000000000000000000000", "web_1!", nil), bad: `node name "web_1!"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			var out strings.Builder
