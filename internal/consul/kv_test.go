@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"net/http"
-	"net/http/httptest"
 	"strings"
 	"testing"
 
@@ -72,13 +71,7 @@ func TestKVCarriesCreateIndex(t *testing.T) {
 	mux.HandleFunc("/v1/txn", func(w http.ResponseWriter, r *http.Request) {
 		w.Write([]byte(`{"Results":[{"KV":` + entry + `}],"Errors":null}`))
 	})
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
-	c, err := api.NewClient(&api.Config{Address: strings.TrimPrefix(srv.URL, "http://")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv := NewKV(c)
+	kv := kvServedBy(t, mux)
 	ctx := context.Background()
 	want := kvstore.Pair{Key: "k", Value: []byte("v"), Index: 9, CreateIndex: 5}
 	got := map[string]kvstore.Pair{}

@@ -31,13 +31,7 @@ func TestKVRefusesRedirectedKeys(t *testing.T) {
 			w.Write([]byte("true"))
 		}
 	})
-	srv := httptest.NewServer(mux)
-	defer srv.Close()
-	c, err := api.NewClient(&api.Config{Address: strings.TrimPrefix(srv.URL, "http://")})
-	if err != nil {
-		t.Fatal(err)
-	}
-	kv := NewKV(c)
+	kv := kvServedBy(t, mux)
 	ctx := context.Background()
 	for _, key := range []string{"underlay/doctor/x/../y", "underlay/doctor/..", "underlay/doctor/./y", "underlay//y"} {
 		seen = nil
@@ -61,4 +55,17 @@ func TestKVRefusesRedirectedKeys(t *testing.T) {
 	if err := kv.Delete(ctx, "underlay/doctor/a?b#c%d"); err != nil || len(seen) != 1 || seen[0] != "DELETE /v1/kv/underlay/doctor/a?b#c%d" {
 		t.Errorf("delete of a key with ?, # and %%: %v, requests %v; want one DELETE of it", err, seen)
 	}
+}
+
+// kvServedBy is a KV whose Consul is h, on a loopback test server that
+// ends with the test.
+func kvServedBy(t *testing.T, h http.Handler) *KV {
+	t.Helper()
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	c, err := api.NewClient(&api.Config{Address: strings.TrimPrefix(srv.URL, "http://")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return NewKV(c)
 }
