@@ -1,6 +1,7 @@
 package deploy
 
 import (
+	"errors"
 	"fmt"
 	"strings"
 
@@ -55,10 +56,10 @@ func AgentNodePolicy(id, name string) (string, error) {
 	fmt.Fprintf(&b, "# Consul ACL policy of `underlay agent` on node %s (swarm node ID %s),\n", name, id)
 	b.WriteString("# made by `underlay agent acl-policy`: agent.hcl, with writes under the\n")
 	b.WriteString("# node-scoped prefixes narrowed to this node's own keys.\n\n")
-	// agent.hcl's own header says how to use agent.hcl.
+	// agent.hcl's own header is left out: it says how to use agent.hcl.
 	_, policy, ok := strings.Cut(AgentPolicy, "\n\n")
 	if !ok {
-		return "", fmt.Errorf("agent.hcl has no header")
+		return "", errors.New("agent.hcl has no header")
 	}
 	for _, s := range nodeScoped {
 		shared := fmt.Sprintf("key_prefix %q {\n  policy = \"write\"\n}\n", s.prefix)
