@@ -61,6 +61,15 @@ func TestQueueSequential(t *testing.T) {
 			rest:    []string{"a"},
 		},
 		{
+			// A key added again while it waits keeps its place: it is not
+			// queued twice, so, handed out and added back later, it goes
+			// behind the keys added since, not ahead of them.
+			name:    "key added again while waiting is queued once",
+			ops:     []queueOp{{add: "a"}, {add: "b"}, {add: "a"}, {get: "a"}, {done: "a"}, {add: "c"}, {add: "a"}},
+			wantLen: 3,
+			rest:    []string{"b", "c", "a"},
+		},
+		{
 			name:    "other keys are handed out while one is processing",
 			ops:     []queueOp{{add: "a"}, {add: "b"}, {get: "a"}, {add: "a"}, {get: "b"}, {add: "c"}},
 			wantLen: 1,
