@@ -12,9 +12,10 @@ import (
 
 // queueOp is one step of a single-goroutine queue script.
 type queueOp struct {
-	add  string // Add(add) when set
-	get  string // Get() must return get when set
-	done string // Done(done) when set
+	add   string // Add(add) when set
+	addBg string // AddBackground(addBg) when set
+	get   string // Get() must return get when set
+	done  string // Done(done) when set
 }
 
 func TestQueueSequential(t *testing.T) {
@@ -70,6 +71,15 @@ func TestQueueSequential(t *testing.T) {
 			rest:    []string{"b", "c", "a"},
 		},
 		{
+			// A key promoted to urgent leaves its background entry behind;
+			// added in the background again while processing, that entry
+			// must not hand it to a second worker.
+			name:    "key promoted then added in the background while processing is held back",
+			ops:     []queueOp{{addBg: "a"}, {add: "a"}, {get: "a"}, {addBg: "a"}, {addBg: "b"}, {get: "b"}, {done: "a"}},
+			wantLen: 1,
+			rest:    []string{"a"},
+		},
+		{
 			name:    "other keys are handed out while one is processing",
 			ops:     []queueOp{{add: "a"}, {add: "b"}, {get: "a"}, {add: "a"}, {get: "b"}, {add: "c"}},
 			wantLen: 1,
@@ -83,6 +93,8 @@ func TestQueueSequential(t *testing.T) {
 				switch {
 				case op.add != "":
 					q.Add(op.add)
+				case op.addBg != "":
+					q.AddBackground(op.addBg)
 				case op.get != "":
 					if got, ok := q.Get(); !ok || got != op.get {
 						t.Fatalf("op %d: Get() = %q, %v; want %q, true", i, got, ok, op.get)
