@@ -1267,6 +1267,12 @@ func TestDesiredUniqueIDs(t *testing.T) {
 			},
 		},
 		{
+			// The protocol suffix only tells two ports' services apart.
+			name:    "SERVICE_ID on a lone UDP port is taken as it is",
+			c:       macvlanContainer(exposed(Port{53, "udp"}), labels("SERVICE_ID", "dns")),
+			wantIDs: []string{"dns"},
+		},
+		{
 			name:    "same SERVICE_<port>_ID on two ports keeps the first",
 			c:       dns(labels("SERVICE_53_ID", "dns", "SERVICE_8053_ID", "dns")),
 			wantIDs: []string{"dns", "dns:udp"},
