@@ -493,6 +493,21 @@ func TestDesiredNetworkChoice(t *testing.T) {
 			},
 		},
 		{
+			name: "SERVICE_NETWORK naming a network where the container has no address skips it",
+			c: multi(labels("SERVICE_NETWORK", "lan-a"), func(c *Container) {
+				for i := range c.Networks {
+					if c.Networks[i].Network == "lan-a" {
+						c.Networks[i].IPv4 = ""
+					}
+				}
+			}),
+			policy: testPolicy(),
+			want:   nil,
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_NETWORK", Value: "lan-a", Problem: "no address on that network; skipped"},
+			},
+		},
+		{
 			name:   "no underlay network uses published port",
 			c:      multi(onlyNetworks("bridge", "overlay")),
 			policy: testPolicy(),
