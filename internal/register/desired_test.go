@@ -1349,6 +1349,12 @@ func TestDesiredLongServiceIDs(t *testing.T) {
 			wantIDs: []string{longID[:200] + "-65535", longID[:200] + "-65535:udp"},
 		},
 		{
+			// 5 + 225 + len("::65535:sctp") + len(HealthCheckSuffix): 256.
+			name:    "container name as long as a default ID allows",
+			c:       macvlanContainer(func(c *Container) { c.Name = longName[:225] }),
+			wantIDs: []string{"node1:" + longName[:225] + ":80"},
+		},
+		{
 			name:         "long container name",
 			c:            macvlanContainer(func(c *Container) { c.Name = longName }),
 			wantIDs:      []string{"node1:" + testCID + ":80"},
