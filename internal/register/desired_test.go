@@ -1103,8 +1103,9 @@ func TestDesiredMeta(t *testing.T) {
 		},
 		{
 			name: "too long key or value is refused",
-			c:    macvlanContainer(labels("SERVICE_"+long, "v", "SERVICE_BIG", strings.Repeat("v", 513), "SERVICE_OK", strings.Repeat("v", 512))),
-			want: []map[string]string{{"ok": strings.Repeat("v", 512)}},
+			c: macvlanContainer(labels("SERVICE_"+long, "v", "SERVICE_BIG", strings.Repeat("v", 513), "SERVICE_OK", strings.Repeat("v", 512),
+				"SERVICE_"+long[:128], "w")),
+			want: []map[string]string{{"ok": strings.Repeat("v", 512), long[:128]: "w"}},
 			wantWarnings: []wantWarning{
 				{Key: "SERVICE_" + long, Value: "v", Problem: "too long for Consul Meta"},
 				{Key: "SERVICE_BIG", Value: strings.Repeat("v", 513), Problem: "too long for Consul Meta"},
