@@ -1530,6 +1530,16 @@ func TestDesiredBadPorts(t *testing.T) {
 			},
 		},
 		{
+			name: "negative host port",
+			c: bridgeContainer(func(c *Container) {
+				c.Published = append(c.Published, Binding{Port: Port{9000, "tcp"}, HostIP: "0.0.0.0", HostPort: -1})
+			}),
+			want: []naming{{"node1:shop:80", "shop-80", nil}, {"node1:shop:443", "shop-443", nil}},
+			wantWarnings: []wantWarning{
+				{Value: "-1", Problem: "host port of 9000/tcp is not a port number between 1 and 65535"},
+			},
+		},
+		{
 			name: "published",
 			c: bridgeContainer(func(c *Container) {
 				c.Published = append(c.Published,
