@@ -103,6 +103,18 @@ func TestReclaimOnlyWhatWasObserved(t *testing.T) {
 	}
 }
 
+// TestReclaimOnlyTheGenerationObserved: a spare observed as an earlier
+// agent's, given back and claimed again as a spare by the agent now
+// running, with the same time stamp (a coarse or a stopped clock), is
+// another allocation: only its generation tells them apart, and it stays.
+func TestReclaimOnlyTheGenerationObserved(t *testing.T) {
+	d := doc("n1", map[string]Alloc{"10.1.0.2": spare("n1", "now")})
+	got, freed := reclaim(d, map[netip.Addr]Alloc{addr("10.1.0.2"): spare("n1", "old")})
+	if len(freed) != 0 || fmt.Sprint(got.addrs()) != "[10.1.0.2]" {
+		t.Errorf("freed %v, left %v: want the spare of generation now kept (the one observed was generation old's)", freed, got.addrs())
+	}
+}
+
 func TestPlanSweep(t *testing.T) {
 	in := sweepInput{
 		Node: "n1", Gen: "now",
