@@ -115,6 +115,22 @@ func TestReclaimOnlyTheGenerationObserved(t *testing.T) {
 	}
 }
 
+// TestForgetKeepsAnotherNodesAffinity: forgetting a departed node frees
+// its allocations in a block another node has affinity for, and leaves
+// that affinity alone: the block is still the live node's, not one any
+// node would claim.
+func TestForgetKeepsAnotherNodesAffinity(t *testing.T) {
+	d := doc("n2", map[string]Alloc{"10.1.0.2": task("gone"), "10.1.0.3": task("n2")})
+	got, freed, disowned := forget(d, map[netip.Addr]Alloc{addr("10.1.0.2"): task("gone")}, "gone")
+	if fmt.Sprint(freed) != "[10.1.0.2]" || got.Node != "n2" || disowned {
+		t.Errorf("freed %v, affinity %q, disowned %v: want gone's address freed and n2's affinity kept", freed, got.Node, disowned)
+	}
+	got, _, disowned = forget(doc("gone", map[string]Alloc{"10.1.0.3": task("n2")}), nil, "gone")
+	if got.Node != "" || !disowned {
+		t.Errorf("affinity %q, disowned %v: want gone's affinity given up", got.Node, disowned)
+	}
+}
+
 func TestPlanSweep(t *testing.T) {
 	in := sweepInput{
 		Node: "n1", Gen: "now",
