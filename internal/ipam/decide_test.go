@@ -131,6 +131,26 @@ func TestForgetKeepsAnotherNodesAffinity(t *testing.T) {
 	}
 }
 
+// TestSparesElsewhere: spares of other nodes, and of this node's earlier
+// agents, might be given back; this allocator's own are not elsewhere.
+func TestSparesElsewhere(t *testing.T) {
+	for _, tt := range []struct {
+		name string
+		al   Alloc
+		want bool
+	}{
+		{"this allocator's", spare("n1", "now"), false},
+		{"this node's earlier agent's", spare("n1", "old"), true},
+		{"another node's", spare("n2", "now"), true},
+		{"a task", task("n2"), false},
+	} {
+		v := view{docs: map[netip.Prefix]BlockDoc{block("10.1.0.0/29"): doc("n1", map[string]Alloc{"10.1.0.2": tt.al})}}
+		if got := sparesElsewhere(v, "n1", "now"); got != tt.want {
+			t.Errorf("%s: sparesElsewhere = %v, want %v", tt.name, got, tt.want)
+		}
+	}
+}
+
 func TestPlanSweep(t *testing.T) {
 	in := sweepInput{
 		Node: "n1", Gen: "now",
