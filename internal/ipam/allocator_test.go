@@ -30,6 +30,38 @@ var pool26 = Pool{Network: "net", Prefix: netip.MustParsePrefix("10.2.0.0/24"), 
 
 const pool26Usable = 61
 
+// TestRangeNarrowerThanABlock: a range of 4 addresses in a pool of /28
+// blocks is one block, the range itself: a block of 16 would start before
+// the range, so its key would not read back as a block of the pool, and
+// the next node, passing over it, would hand out its addresses again.
+func TestRangeNarrowerThanABlock(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	p := Pool{Network: "narrow", Prefix: netip.MustParsePrefix("10.3.0.0/24"), Range: netip.MustParsePrefix("10.3.0.4/30"), BlockBits: 28}
+	nodes := []*Allocator{NewAllocator(kv, "n1", nil), NewAllocator(kv, "n2", nil)}
+	got := map[netip.Addr]string{}
+	for i := 0; ; i++ {
+		a := nodes[i%len(nodes)]
+		addr, err := a.Allocate(ctx, p, netip.Addr{}, KindTask)
+		if errors.Is(err, ErrPoolExhausted) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if prev, dup := got[addr]; dup {
+			t.Fatalf("%s handed out to %s and again to %s", addr, prev, a.Node())
+		}
+		got[addr] = a.Node()
+	}
+	if len(got) != 4 {
+		t.Errorf("%d addresses handed out, want the 4 of %s: %v", len(got), p.Range, got)
+	}
+	if c, err := Inspect(ctx, kv, p); err != nil || len(c.Bad) != 0 {
+		t.Errorf("bad keys %+v (%v), want none", c.Bad, err)
+	}
+}
+
 // TestNoDuplicatesConcurrent: three nodes, eight goroutines each, fill the
 // pool at once; every address goes out once, none reserved, and every
 // request past the end is told the pool is exhausted, by name.
