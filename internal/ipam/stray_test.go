@@ -77,3 +77,36 @@ func TestStrayKeyOverlappingBlocksShadowsThem(t *testing.T) {
 		t.Errorf("%s still allocated after its release", first)
 	}
 }
+
+// TestUnmaskedBlockKeyIsBad: a key spelt as a block of the pool's size
+// but not at a block's start (10.2.0.4_28, by hand or another tool) is
+// not the block 10.2.0.0/28, whose key is another: read as a block, the
+// addresses it records would be handed out again from 10.2.0.0/28. It is
+// a bad key, and shadows the block it overlaps.
+func TestUnmaskedBlockKeyIsBad(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	stray := poolPrefix(pool26) + "10.2.0.4_28"
+	kv.Put(ctx, stray, []byte(`{"node":"other","allocs":{"10.2.0.2":{"node":"other","kind":"task"}}}`))
+	a := NewAllocator(kv, "n1", nil)
+	recorded := netip.MustParseAddr("10.2.0.2")
+	for {
+		addr, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
+		if errors.Is(err, ErrPoolExhausted) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if addr == recorded {
+			t.Fatalf("%s handed out, recorded as other's under the key %s", addr, stray)
+		}
+	}
+	c, err := Inspect(ctx, kv, pool26)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Bad) != 1 || c.Bad[0].Key != stray {
+		t.Errorf("bad keys %+v, want %s", c.Bad, stray)
+	}
+}
