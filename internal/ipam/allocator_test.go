@@ -712,6 +712,39 @@ func TestWriteStatsCountConflicts(t *testing.T) {
 	}
 }
 
+// TestFullBlockOnAFreshReadIsNotWritten: a block the node's copy shows
+// with room, found full on a fresh read (other nodes took the rest), gets
+// no write: nothing was allocated there, and the node moves on to
+// another block.
+func TestFullBlockOnAFreshReadIsNotWritten(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	a, b := NewAllocator(kv, "n1", nil), NewAllocator(kv, "n2", nil)
+	first, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask) // claims a block: one write
+	if err != nil {
+		t.Fatal(err)
+	}
+	blk := pool26.Block(first)
+	for addr := blk.Addr(); blk.Contains(addr); addr = addr.Next() {
+		if addr == first || !pool26.usable(addr) {
+			continue
+		}
+		if err := b.allocateAt(ctx, pool26, addr, Alloc{Node: "n2", Kind: KindTask}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	second, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if blk.Contains(second) {
+		t.Fatalf("handed out %s, of the full block %s", second, blk)
+	}
+	if got := a.WriteStats(); got != (WriteStats{Sent: 3, Conflicts: 1}) {
+		t.Errorf("%+v, want 3 sent (the claim, the stale copy's lost write, the next block's claim), 1 conflict", got)
+	}
+}
+
 // counter reads a registered counter's value (-1 when it is not there).
 func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
