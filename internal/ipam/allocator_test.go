@@ -745,6 +745,25 @@ func TestFullBlockOnAFreshReadIsNotWritten(t *testing.T) {
 	}
 }
 
+// TestAddressThisNodeHandedOutIsRefusedAtOnce: a request for an address
+// this node keeps as its own spare, already handed out, is refused at
+// once: no other node will give it back, and waiting for spares would
+// only hold Docker's request.
+func TestAddressThisNodeHandedOutIsRefusedAtOnce(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	a, _ := withSpares(t, kv, 2)
+	handed, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a.sleep = func(context.Context, time.Duration) error { return errors.New("waited for other nodes' spares") }
+	_, err = a.Allocate(ctx, pool26, handed, KindShim)
+	if err == nil || !strings.Contains(err.Error(), "already in use") {
+		t.Errorf("allocating %s, handed out from this node's spares: %v, want already in use", handed, err)
+	}
+}
+
 // counter reads a registered counter's value (-1 when it is not there).
 func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
