@@ -269,3 +269,35 @@ func TestAskedForFreedAddressIsGiven(t *testing.T) {
 		})
 	}
 }
+
+// TestFailedReleaseIsNotNotedFreed: a release whose write fails frees
+// nothing: the address is still allocated, and is not noted (nor saved)
+// as freed lately; the retry that frees it is.
+func TestFailedReleaseIsNotNotedFreed(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	a := NewAllocator(kv, "n1", nil)
+	addr, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv.Hook = func(call string, _ []string) error {
+		if call == "txn" {
+			return errors.New("consul unreachable")
+		}
+		return nil
+	}
+	if err := a.Release(ctx, pool26, addr); err == nil {
+		t.Fatalf("release of %s with every write failing: no error", addr)
+	}
+	if at, ok := a.freed.recent(pool26, a.now())[addr]; ok {
+		t.Errorf("%s noted as freed at %s, but its release failed", addr, at)
+	}
+	kv.Hook = nil
+	if err := a.Release(ctx, pool26, addr); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := a.freed.recent(pool26, a.now())[addr]; !ok {
+		t.Errorf("%s not noted as freed after its release", addr)
+	}
+}
