@@ -1153,3 +1153,53 @@ func TestShimNetworksOddKeys(t *testing.T) {
 		t.Errorf("shim networks: %v, %v; want good and good6 alone", got, err)
 	}
 }
+
+// TestAdoptOnlyEarlierSparesAndNodeless: adopt rereads the block, and
+// turns into this node's task allocation only a spare of this node's
+// earlier agent or an allocation naming no node: another node's address,
+// allocated there since the sweep looked, stays that node's (taken, its
+// release would be refused and this node's would free it under it), and
+// so does this allocator's own spare.
+func TestAdoptOnlyEarlierSparesAndNodeless(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	a, b := newAllocator(kv, "n1", "now", time.Now, nil), NewAllocator(kv, "n2", nil)
+	at := time.Date(2026, 3, 4, 5, 6, 7, 0, time.UTC)
+	allocs := map[string]Alloc{
+		"10.2.0.2": {Node: "n2", At: at, Kind: KindTask},
+		"10.2.0.3": {Node: "n1", At: at, Kind: KindSpare, Gen: "now"},
+		"10.2.0.4": {Node: "n1", At: at, Kind: KindSpare, Gen: "old"},
+		"10.2.0.5": {At: at, Kind: KindTask},
+	}
+	for _, k := range slices.Sorted(maps.Keys(allocs)) {
+		if err := b.allocateAt(ctx, pool26, netip.MustParseAddr(k), allocs[k]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := map[string]bool{"10.2.0.4": true, "10.2.0.5": true}
+	for _, k := range slices.Sorted(maps.Keys(allocs)) {
+		addr := netip.MustParseAddr(k)
+		was, adopted, err := a.adopt(ctx, pool26, addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if adopted != want[k] {
+			t.Errorf("adopt %s (%+v): adopted %v, want %v", k, allocs[k], adopted, want[k])
+		}
+		if adopted && !was.same(allocs[k]) {
+			t.Errorf("adopt %s: was %+v, want %+v", k, was, allocs[k])
+		}
+	}
+	all, err := Allocations(ctx, kv, pool26)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, al := range allocs {
+		if want[k] {
+			al = Alloc{Node: "n1", At: at, Kind: KindTask}
+		}
+		if got := all[netip.MustParseAddr(k)]; !got.same(al) {
+			t.Errorf("%s: %+v after adopting, want %+v", k, got, al)
+		}
+	}
+}
