@@ -1203,3 +1203,27 @@ func TestAdoptOnlyEarlierSparesAndNodeless(t *testing.T) {
 		}
 	}
 }
+
+// TestReleaseShimLeavesAnotherNodesShim: releaseShim rereads the block
+// and frees the address only while it is this node's shim: listed as
+// this node's, it may have been freed and become another node's shim
+// since.
+func TestReleaseShimLeavesAnotherNodesShim(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	a, b := NewAllocator(kv, "n1", nil), NewAllocator(kv, "n2", nil)
+	shim, err := b.Shim(ctx, pool26)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.releaseShim(ctx, pool26, pool26.Block(shim), shim); err != nil {
+		t.Fatal(err)
+	}
+	all, err := Allocations(ctx, kv, pool26)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if al := all[shim]; al.Node != "n2" || al.Kind != KindShim {
+		t.Errorf("n2's shim %s after n1's releaseShim: %+v, want n2's shim", shim, al)
+	}
+}
