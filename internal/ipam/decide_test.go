@@ -347,6 +347,27 @@ func TestPlanSweepNodelessAwaitsReports(t *testing.T) {
 	}
 }
 
+// TestPlanSweepNodelessAtTheTimeout: an allocation naming no node is
+// reclaimed once seen so for longer than NodeTimeout, not at it, as a
+// departed node's addresses are.
+func TestPlanSweepNodelessAtTheTimeout(t *testing.T) {
+	now := t0.Add(time.Hour)
+	a := addr("10.1.0.2")
+	for _, c := range []struct {
+		seen     time.Duration
+		orphaned string
+	}{
+		{10 * time.Minute, "[]"},
+		{10*time.Minute + time.Nanosecond, "[10.1.0.2]"},
+	} {
+		in := sweepInput{Node: "n1", Gen: "g", Allocs: map[netip.Addr]Alloc{a: {At: t0, Kind: KindTask}},
+			Leader: true, Nodeless: map[netip.Addr]time.Time{a: now.Add(-c.seen)}, NodeTimeout: 10 * time.Minute, Now: now, Grace: time.Minute}
+		if got := fmt.Sprint(keys(planSweep(in).Orphaned)); got != c.orphaned {
+			t.Errorf("seen naming no node for %s (timeout 10m): orphaned %s, want %s", c.seen, got, c.orphaned)
+		}
+	}
+}
+
 func TestReporters(t *testing.T) {
 	facts := []netspec.NodeFacts{{ID: "facts"}, {Node: "legacy"}, {ID: "self"}, {ID: "gone"}}
 	got := reporters(facts, map[string]bool{"holder": true, "": true, "gone": true, "self": true}, map[string]bool{"gone": true}, "self")
