@@ -368,6 +368,28 @@ func TestPlanSweepNodelessAtTheTimeout(t *testing.T) {
 	}
 }
 
+// TestPlanDepartedFreshAtTheLimit: facts last heard exactly fresh ago
+// are still fresh: the node is not counted missing. A node is judged
+// only once its facts are older than fresh, as every timeout of the
+// sweep counts.
+func TestPlanDepartedFreshAtTheLimit(t *testing.T) {
+	now := t0.Add(time.Hour)
+	const fresh = 30 * time.Second
+	for _, c := range []struct {
+		age     time.Duration
+		missing bool
+	}{
+		{fresh, false},
+		{fresh + time.Nanosecond, true},
+	} {
+		facts := []netspec.NodeFacts{{ID: "n2", Node: "host2", UpdatedAt: now.Add(-c.age)}}
+		_, w := planDeparted(facts, nil, nil, departWatch{}, now, 10*time.Minute, fresh)
+		if _, missing := w.Missing["n2"]; missing != c.missing {
+			t.Errorf("facts heard %s ago (fresh %s): missing %v, want %v", c.age, fresh, missing, c.missing)
+		}
+	}
+}
+
 func TestReporters(t *testing.T) {
 	facts := []netspec.NodeFacts{{ID: "facts"}, {Node: "legacy"}, {ID: "self"}, {ID: "gone"}}
 	got := reporters(facts, map[string]bool{"holder": true, "": true, "gone": true, "self": true}, map[string]bool{"gone": true}, "self")
