@@ -1227,3 +1227,31 @@ func TestReleaseShimLeavesAnotherNodesShim(t *testing.T) {
 		t.Errorf("n2's shim %s after n1's releaseShim: %+v, want n2's shim", shim, al)
 	}
 }
+
+// TestClaimAfterAListingReadsNothing: once the pool was listed, a block
+// the listing did not have was free then: claiming it takes one write and
+// no read of the block (the check-and-set on its absence checks it).
+func TestClaimAfterAListingReadsNothing(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	a := NewAllocator(kv, "n1", nil)
+	if _, err := a.store.scan(ctx, pool26); err != nil {
+		t.Fatal(err)
+	}
+	calls := map[string]int{}
+	var mu sync.Mutex
+	kv.Hook = func(call string, _ []string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		calls[call]++
+		return nil
+	}
+	if _, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if fmt.Sprint(calls) != "map[list:1 txn:1]" {
+		t.Errorf("calls to Consul %v, want the listing that finds a free block and one transaction (the claim): no read of the block", calls)
+	}
+}
