@@ -390,6 +390,19 @@ func TestPlanDepartedFreshAtTheLimit(t *testing.T) {
 	}
 }
 
+// TestWriteSparesDropsOnlyItsOwn: a spare being given back is freed only
+// while Consul holds it as this allocator's spare: reclaimed meanwhile
+// (its node looked departed) and allocated to another node, or to this
+// node's task, the address is that allocation's, and stays.
+func TestWriteSparesDropsOnlyItsOwn(t *testing.T) {
+	d := doc("n1", map[string]Alloc{"10.1.0.2": task("n2"), "10.1.0.3": task("n1"), "10.1.0.4": spare("n1", "old"), "10.1.0.5": spare("n1", "g")})
+	drop := []netip.Addr{addr("10.1.0.2"), addr("10.1.0.3"), addr("10.1.0.4"), addr("10.1.0.5")}
+	w := writeSpares(pool8, block("10.1.0.0/29"), d, "n1", "g", nil, drop, nil, 0, t0, reuse{})
+	if fmt.Sprint(w.Dropped) != "[10.1.0.5]" || fmt.Sprint(w.doc.addrs()) != "[10.1.0.2 10.1.0.3 10.1.0.4]" {
+		t.Errorf("dropped %v, left %v: want only this allocator's spare .5 given back", w.Dropped, w.doc.addrs())
+	}
+}
+
 func TestReporters(t *testing.T) {
 	facts := []netspec.NodeFacts{{ID: "facts"}, {Node: "legacy"}, {ID: "self"}, {ID: "gone"}}
 	got := reporters(facts, map[string]bool{"holder": true, "": true, "gone": true, "self": true}, map[string]bool{"gone": true}, "self")
