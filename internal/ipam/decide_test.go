@@ -403,6 +403,18 @@ func TestWriteSparesDropsOnlyItsOwn(t *testing.T) {
 	}
 }
 
+// TestWriteSparesRecordsNoReservedAddress: a handed spare whose record
+// is gone is recorded again only if the pool may hand it out: an address
+// it reserves (the gateway) is never written as an allocation, and is
+// reported lost.
+func TestWriteSparesRecordsNoReservedAddress(t *testing.T) {
+	record := map[netip.Addr]Alloc{addr("10.1.0.1"): task("n1"), addr("10.1.0.2"): task("n1")}
+	w := writeSpares(pool8, block("10.1.0.0/29"), doc("", nil), "n1", "g", record, nil, nil, 0, t0, reuse{})
+	if fmt.Sprint(w.Recorded) != "[10.1.0.2]" || fmt.Sprint(w.Lost) != "[10.1.0.1]" || fmt.Sprint(w.doc.addrs()) != "[10.1.0.2]" {
+		t.Errorf("recorded %v, lost %v, allocated %v: want the gateway .1 lost, .2 recorded", w.Recorded, w.Lost, w.doc.addrs())
+	}
+}
+
 func TestReporters(t *testing.T) {
 	facts := []netspec.NodeFacts{{ID: "facts"}, {Node: "legacy"}, {ID: "self"}, {ID: "gone"}}
 	got := reporters(facts, map[string]bool{"holder": true, "": true, "gone": true, "self": true}, map[string]bool{"gone": true}, "self")
