@@ -764,6 +764,47 @@ func TestAddressThisNodeHandedOutIsRefusedAtOnce(t *testing.T) {
 	}
 }
 
+// TestReleaseOfAHandedSpareResentInOneBatch: Docker resends a release
+// whose answer it missed. Queued behind the first, the resend finds the
+// spare no longer handed (the first took it from the keeper), and both
+// are served in one batch: the address counts as handed if any of its
+// releases says so, and is freed. Taken as never handed, the release
+// would be ignored as stray and the address stay allocated, a spare the
+// keeper no longer knows.
+func TestReleaseOfAHandedSpareResentInOneBatch(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	a, _ := withSpares(t, kv, 2)
+	handed, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var reqs []*request
+	for range 2 {
+		stray, h, undo := a.spares.releasing(pool26, handed)
+		if stray {
+			t.Fatalf("release of %s, handed out, taken as stray", handed)
+		}
+		reqs = append(reqs, &request{pool: pool26, release: handed, handed: h, undo: undo, done: make(chan result, 1)})
+	}
+	if !reqs[0].handed || reqs[1].handed {
+		t.Fatalf("handed %v, %v: want the first release only to find the spare handed", reqs[0].handed, reqs[1].handed)
+	}
+	a.releaseBatch(ctx, reqs)
+	for _, r := range reqs {
+		if res := <-r.done; res.err != nil {
+			t.Errorf("release of %s: %v", handed, res.err)
+		}
+	}
+	all, err := Allocations(ctx, kv, pool26)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if al, ok := all[handed]; ok {
+		t.Errorf("%s still allocated (%+v) after its release and the resend", handed, al)
+	}
+}
+
 // counter reads a registered counter's value (-1 when it is not there).
 func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
 	t.Helper()
