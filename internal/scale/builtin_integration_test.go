@@ -41,8 +41,14 @@ func TestIntegrationScaleBuiltinCPU(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
 
-	// The node's agent part that measures tasks, in-process.
-	go taskmetrics.Run(ctx, dockerhost.NewSource(docker), consul.NewKV(cons.Client()), "node-"+id, "id"+id, time.Second, log, nil)
+	// The node's agent part that measures tasks, in-process, under this
+	// machine's swarm node ID as the agent's (readers refuse any other
+	// form of ID).
+	info, err := docker.Info(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go taskmetrics.Run(ctx, dockerhost.NewSource(docker), consul.NewKV(cons.Client()), "node-"+id, info.Swarm.NodeID, time.Second, log, nil)
 
 	name := "ulscale-cpu-" + id
 	const cpuTarget = "0.02"
