@@ -336,10 +336,7 @@ func TestDepartedReclaimJudgesIdentities(t *testing.T) {
 	held := map[string]netip.Addr{}
 	for _, id := range []string{"ready", "fresh", "dead", "leader"} {
 		a := newAllocator(kv, id, "g", now, nil)
-		addr, err := a.Allocate(ctx, p, netip.Addr{}, KindTask)
-		if err != nil {
-			t.Fatal(err)
-		}
+		addr := taskAddr(t, a, p)
 		held[id] = addr
 		f := netspec.NodeFacts{ID: id, Node: "same", Holder: netspec.Holder{Instance: id}}
 		if err := st.PublishNode(ctx, f); err != nil {
@@ -393,10 +390,7 @@ func withSpares(t *testing.T, kv *kvtest.KV, n int) (*Allocator, netip.Addr) {
 	ctx := context.Background()
 	a := NewAllocator(kv, "n1", nil)
 	a.spares.enable(n, nil)
-	first, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
-	if err != nil {
-		t.Fatal(err)
-	}
+	first := taskAddr(t, a, pool26)
 	if _, err := a.spares.syncAll(ctx, false, false); err != nil {
 		t.Fatal(err)
 	}
@@ -556,10 +550,7 @@ func TestUpdateReReadsBeforeDecidingNothing(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	a := NewAllocator(kv, "n1", nil)
-	addr, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr := taskAddr(t, a, pool26)
 	// Another process with this node's identity (its previous agent)
 	// allocated a second address in the same block: n1's copy lacks it.
 	other := NewAllocator(kv, "n1", nil)
@@ -692,10 +683,7 @@ func TestWriteStatsCountConflicts(t *testing.T) {
 	if got := a.WriteStats(); got != (WriteStats{Sent: 1}) {
 		t.Fatalf("before the race: %+v, want 1 sent, no conflict", got)
 	}
-	second, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
-	if err != nil {
-		t.Fatal(err)
-	}
+	second := taskAddr(t, a, pool26)
 	if second == first || second == other {
 		t.Fatalf("handed out %s again (first %s, n2's %s)", second, first, other)
 	}
@@ -733,10 +721,7 @@ func TestFullBlockOnAFreshReadIsNotWritten(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	second, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
-	if err != nil {
-		t.Fatal(err)
-	}
+	second := taskAddr(t, a, pool26)
 	if blk.Contains(second) {
 		t.Fatalf("handed out %s, of the full block %s", second, blk)
 	}
@@ -775,10 +760,7 @@ func TestReleaseOfAHandedSpareResentInOneBatch(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	a, _ := withSpares(t, kv, 2)
-	handed, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
-	if err != nil {
-		t.Fatal(err)
-	}
+	handed := taskAddr(t, a, pool26)
 	var reqs []*request
 	for range 2 {
 		stray, h, undo := a.spares.releasing(pool26, handed)
@@ -932,10 +914,7 @@ func TestFailedReleaseOfAHandedSpareCanBeRetried(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	a, _ := withSpares(t, kv, 2)
-	handed, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
-	if err != nil {
-		t.Fatal(err)
-	}
+	handed := taskAddr(t, a, pool26)
 	kv.Hook = func(call string, _ []string) error {
 		if call == "txn" {
 			return kvtest.ErrUnreachable

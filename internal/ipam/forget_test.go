@@ -63,14 +63,8 @@ func TestForgetNodeReportsBlocksItRewrites(t *testing.T) {
 	kv := kvtest.New()
 	_, p := clusterNet(t, kv)
 	live, gone := NewAllocator(kv, "live", nil), NewAllocator(kv, "gone", nil)
-	theirs, err := live.Allocate(ctx, p, netip.Addr{}, KindTask)
-	if err != nil {
-		t.Fatal(err)
-	}
-	own, err := gone.Allocate(ctx, p, netip.Addr{}, KindTask)
-	if err != nil {
-		t.Fatal(err)
-	}
+	theirs := taskAddr(t, live, p)
+	own := taskAddr(t, gone, p)
 	borrowed, err := gone.Allocate(ctx, p, theirs.Next(), KindTask)
 	if err != nil {
 		t.Fatal(err)
@@ -105,10 +99,7 @@ func TestForgetNodeGivesUpItsBlocks(t *testing.T) {
 	gone := NewAllocator(kv, "gone", nil)
 	live := NewAllocator(kv, "live", nil)
 	// gone's first block: gone's address and one live allocated there.
-	own, err := gone.Allocate(ctx, p, netip.Addr{}, KindTask)
-	if err != nil {
-		t.Fatal(err)
-	}
+	own := taskAddr(t, gone, p)
 	lent, err := live.Allocate(ctx, p, own.Next(), KindTask)
 	if err != nil {
 		t.Fatal(err)
@@ -160,10 +151,7 @@ func TestForgetNodeGivesUpItsBlocks(t *testing.T) {
 	// A new node claims the first of them it allocates in, and fills it
 	// from then on as its own; nothing is handed out twice.
 	fresh := NewAllocator(kv, "fresh", nil)
-	addr, err := fresh.Allocate(ctx, p, netip.Addr{}, KindTask)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr := taskAddr(t, fresh, p)
 	b := p.Block(addr)
 	if b != p.Block(own) && b != other {
 		t.Fatalf("fresh got %s, in block %s: want one of the blocks gone left (%s, %s), claimed before free ones", addr, b, p.Block(own), other)

@@ -183,10 +183,7 @@ func TestFreedStoreFailuresAreNotFatal(t *testing.T) {
 		t.Errorf("unreadable record logged %d times, want once naming the file:\n%s", n, logs.buf.String())
 	}
 	for range 3 {
-		addr, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
-		if err != nil {
-			t.Fatal(err)
-		}
+		addr := taskAddr(t, a, pool26)
 		if err := a.Release(ctx, pool26, addr); err != nil {
 			t.Errorf("release of %s with its record unsaved: %v", addr, err)
 		}
@@ -206,10 +203,7 @@ func TestFreedStoreFailuresAreNotFatal(t *testing.T) {
 		t.Fatal(err)
 	}
 	a = NewAllocator(kv, "n1", nil, WithFreedStore(f))
-	addr, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr := taskAddr(t, a, pool26)
 	if err := a.Release(ctx, pool26, addr); err != nil {
 		t.Fatal(err)
 	}

@@ -3,6 +3,7 @@ package ipam
 import (
 	"context"
 	"encoding/json"
+	"net/netip"
 	"testing"
 
 	"github.com/underlay/underlay/internal/kvstore"
@@ -34,4 +35,14 @@ func putSpecs(t *testing.T, kv *kvtest.KV, specs ...netspec.Spec) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// taskAddr allocates a task's address of p from a, or fails the test.
+func taskAddr(t testing.TB, a *Allocator, p Pool) netip.Addr {
+	t.Helper()
+	addr, err := a.Allocate(context.Background(), p, netip.Addr{}, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return addr
 }

@@ -34,10 +34,7 @@ func TestKeptForStarts(t *testing.T) {
 	clock := t0
 	now := func() time.Time { return clock }
 	a := newAllocator(kv, "n1", "g", now, nil)
-	addr, err := a.Allocate(ctx, p, netip.Addr{}, KindTask)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr := taskAddr(t, a, p)
 	// An earlier agent of n1 left a key naming an address it kept.
 	if err := publishKept(ctx, kv, p, "n1", []netip.Addr{netip.MustParseAddr("10.2.0.200")}, t0); err != nil {
 		t.Fatal(err)
@@ -103,10 +100,7 @@ func TestKeptForStarts(t *testing.T) {
 
 	// A departed node's key goes with its addresses.
 	b := newAllocator(kv, "gone", "g", now, nil)
-	lost, err := b.Allocate(ctx, p, netip.Addr{}, KindTask)
-	if err != nil {
-		t.Fatal(err)
-	}
+	lost := taskAddr(t, b, p)
 	if err := publishKept(ctx, kv, p, "gone", []netip.Addr{lost}, clock); err != nil {
 		t.Fatal(err)
 	}

@@ -226,10 +226,7 @@ func TestSparesHandedOutAsTheSpecGoes(t *testing.T) {
 			if _, err := a.spares.syncAll(ctx, false, false); err != nil {
 				t.Fatal(err)
 			}
-			handed, err := a.Allocate(ctx, p, netip.Addr{}, KindTask)
-			if err != nil {
-				t.Fatal(err)
-			}
+			handed := taskAddr(t, a, p)
 			if rm {
 				err = st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name))
 			} else {
@@ -485,10 +482,7 @@ func TestNoSpareOfANetworkMadeAgain(t *testing.T) {
 		t.Fatal("no spares kept")
 	}
 	now := remakeLan(t, st)
-	got, err := n1.Allocate(ctx, now, netip.Addr{}, KindTask)
-	if err != nil {
-		t.Fatal(err)
-	}
+	got := taskAddr(t, n1, now)
 	if again, err := n2.Allocate(ctx, now, got, KindTask); err == nil {
 		t.Errorf("%s handed out to n1 and then to n2 (%s) in the network made again", got, again)
 	}
@@ -628,10 +622,7 @@ func TestReleaseOfAPoolWhoseSpecWasRewrittenByHand(t *testing.T) {
 	st := netspec.NewStore(kv)
 	n1 := NewAllocator(kv, "n1", nil)
 	old := servedLan(t, st)
-	x, err := n1.Allocate(ctx, old, netip.Addr{}, KindTask)
-	if err != nil {
-		t.Fatal(err)
-	}
+	x := taskAddr(t, n1, old)
 	putSpecs(t, kv, wideLan)
 	if err := n1.Release(ctx, old, x); err != nil {
 		t.Errorf("release of %s, its spec rewritten by hand to another subnet: %v", x, err)
@@ -656,10 +647,7 @@ func TestReleaseReadBeforeTheRemovalMark(t *testing.T) {
 	st := netspec.NewStore(kv)
 	n1 := NewAllocator(kv, "n1", nil)
 	old := servedLan(t, st)
-	x, err := n1.Allocate(ctx, old, netip.Addr{}, KindTask)
-	if err != nil {
-		t.Fatal(err)
-	}
+	x := taskAddr(t, n1, old)
 	y, err := n1.Allocate(ctx, old, netip.Addr{}, KindTask)
 	if err != nil {
 		t.Fatal(err)

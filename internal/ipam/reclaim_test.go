@@ -55,10 +55,7 @@ func TestSweepLeavesRefusedSpecsAlone(t *testing.T) {
 			leaks := map[string]netip.Addr{}
 			for _, q := range []Pool{p, PoolOf4(good)} {
 				for _, a := range []*Allocator{leader, dead} {
-					addr, err := a.Allocate(ctx, q, netip.Addr{}, KindTask)
-					if err != nil {
-						t.Fatal(err)
-					}
+					addr := taskAddr(t, a, q)
 					leaks[q.Network+"/"+a.Node()] = addr
 				}
 			}
@@ -337,14 +334,8 @@ func TestLeaderGivesUpDepartedNodesBlocks(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	own, err := live.Allocate(ctx, p, netip.Addr{}, KindTask)
-	if err != nil {
-		t.Fatal(err)
-	}
-	deads, err := dead.Allocate(ctx, p, netip.Addr{}, KindTask)
-	if err != nil {
-		t.Fatal(err)
-	}
+	own := taskAddr(t, live, p)
+	deads := taskAddr(t, dead, p)
 	lent := deads.Next()
 	if _, err := live.Allocate(ctx, p, lent, KindTask); err != nil {
 		t.Fatal(err)

@@ -277,10 +277,7 @@ func TestFailedReleaseIsNotNotedFreed(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	a := NewAllocator(kv, "n1", nil)
-	addr, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask)
-	if err != nil {
-		t.Fatal(err)
-	}
+	addr := taskAddr(t, a, pool26)
 	kv.Hook = func(call string, _ []string) error {
 		if call == "txn" {
 			return errors.New("consul unreachable")
