@@ -683,11 +683,18 @@ func TestReleaseReadBeforeTheRemovalMark(t *testing.T) {
 // its pool as the plugin reads it.
 func servedLan(tb testing.TB, st *netspec.Store) Pool {
 	tb.Helper()
+	return served(tb, st, lanSpec)
+}
+
+// served creates spec's network and returns its pool as the plugin reads
+// it, through the specs.
+func served(tb testing.TB, st *netspec.Store, spec netspec.Spec) Pool {
+	tb.Helper()
 	ctx := context.Background()
-	if err := st.Create(ctx, lanSpec); err != nil {
+	if err := st.Create(ctx, spec); err != nil {
 		tb.Fatal(err)
 	}
-	p, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
+	p, _, err := SpecPools{Store: st}.PoolFor(ctx, spec.Subnet)
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -698,10 +705,7 @@ func servedLan(tb testing.TB, st *netspec.Store) Pool {
 // again under the name and subnet, and returns the new network's pool.
 func remakeLan(tb testing.TB, st *netspec.Store) Pool {
 	tb.Helper()
-	if err := st.Delete(context.Background(), lanSpec.Name, NetworkPrefix(lanSpec.Name)); err != nil {
-		tb.Fatal(err)
-	}
-	return servedLan(tb, st)
+	return remakeLanAs(tb, st, lanSpec)
 }
 
 // wideLan is lanSpec with another subnet whose blocks have lanSpec's keys:
@@ -716,18 +720,10 @@ var wideLan = func() netspec.Spec {
 // again as spec, and returns the new network's pool.
 func remakeLanAs(tb testing.TB, st *netspec.Store, spec netspec.Spec) Pool {
 	tb.Helper()
-	ctx := context.Background()
-	if err := st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name)); err != nil {
+	if err := st.Delete(context.Background(), lanSpec.Name, NetworkPrefix(lanSpec.Name)); err != nil {
 		tb.Fatal(err)
 	}
-	if err := st.Create(ctx, spec); err != nil {
-		tb.Fatal(err)
-	}
-	p, _, err := SpecPools{Store: st}.PoolFor(ctx, spec.Subnet)
-	if err != nil {
-		tb.Fatal(err)
-	}
-	return p
+	return served(tb, st, spec)
 }
 
 // allocateAndRelease allocates want in p and releases it, b.N times.
