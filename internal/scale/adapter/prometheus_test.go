@@ -119,13 +119,7 @@ func TestNewPrometheusPasswordOfDigits(t *testing.T) {
 // Authorization, and any host with other headers. A redirect is no
 // longer followed, and the error names where it pointed.
 func TestPrometheusRedirectKeepsCredentials(t *testing.T) {
-	var got atomic.Pointer[http.Header]
-	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := r.Header.Clone()
-		got.Store(&h)
-		w.Write([]byte(`{"status":"success","data":{"resultType":"scalar","result":[1,"7"]}}`))
-	}))
-	defer elsewhere.Close()
+	elsewhere, got := headerRecorder(t)
 	redirect := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, elsewhere.URL+r.URL.RequestURI(), http.StatusTemporaryRedirect)
 	})
@@ -203,13 +197,7 @@ func TestPrometheusRedirectRedactsLocation(t *testing.T) {
 // as basic authentication. Such a query is refused, naming the proxy and
 // the way out; one without credentials still goes through the proxy.
 func TestPrometheusProxyGetsNoCredentials(t *testing.T) {
-	var got atomic.Pointer[http.Header]
-	proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h := r.Header.Clone()
-		got.Store(&h)
-		w.Write([]byte(`{"status":"success","data":{"resultType":"scalar","result":[1,"7"]}}`))
-	}))
-	defer proxy.Close()
+	proxy, got := headerRecorder(t)
 	proxyURL, err := url.Parse(proxy.URL)
 	if err != nil {
 		t.Fatal(err)
@@ -248,4 +236,17 @@ func TestPrometheusProxyGetsNoCredentials(t *testing.T) {
 	if v, err := p.Query(context.Background(), "up"); err != nil || v != 7 || got.Load() == nil {
 		t.Errorf("no credentials: Query = %v, %v, through the proxy %v; want 7 through it", v, err, got.Load() != nil)
 	}
+}
+
+// headerRecorder is a loopback Prometheus, ending with the test, whose
+// every query answers 7 and records the headers it came with.
+func headerRecorder(t *testing.T) (*httptest.Server, *atomic.Pointer[http.Header]) {
+	var got atomic.Pointer[http.Header]
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := r.Header.Clone()
+		got.Store(&h)
+		w.Write([]byte(`{"status":"success","data":{"resultType":"scalar","result":[1,"7"]}}`))
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &got
 }
