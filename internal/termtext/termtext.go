@@ -110,37 +110,67 @@ func escapeJSON(b []byte) []byte {
 // RedactAddr is addr with the password of its user information, if any,
 // replaced by "xxxxx", as url.URL.Redacted does, for an address quoted in
 // an error or a log. It is found by hand: a refused address may not parse
-// as a URL, and may have no scheme ("ops:pw@host:8500"). A host:port
-// with an @ later in its path or query reads as user:password too, and is
-// redacted as one (http://prom:9090/x@y is http://prom:xxxxx@y): a
-// password of digits before its / ? or # is written the same way.
+// as a URL, and may have no scheme ("ops:pw@host:8500"). With an @ before
+// the first / ? or #, the user information ends at the last such @, as
+// net/url reads it. With none, a password may still hold / ? # (base64
+// has /), and @ after them: nothing tells which @ ends it, so the user
+// information runs to the address's last @, a host and path hidden
+// rather than part of a password shown. So a host:port with an @ later
+// in its path or query reads as user:password too, and is redacted as
+// one (http://prom:9090/x@y is http://prom:xxxxx@y): a password of digits
+// before its / ? or # is written the same way. Only a host that cannot be
+// user:password (a name or IP address with no port, an IPv6 address in
+// brackets) keeps an @ after it. A password holding an @ and, after it,
+// a / ? # and another @ (p@ss/x@y) reads as net/url reads it, a password
+// and a path: as the address of a host with an @ in its path would.
 func RedactAddr(addr string) string {
-	prefix, rest := "", addr
-	if i := strings.Index(addr, "://"); i >= 0 {
-		prefix, rest = addr[:i+3], addr[i+3:]
-	}
+	prefix, rest := splitScheme(addr)
 	end := len(rest)
 	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
 		end = i
 	}
 	at := strings.LastIndex(rest[:end], "@")
 	if at < 0 {
-		// A password may hold / ? or # (base64 has /), which end the
-		// host above: unless that is a host that cannot be
-		// user:password, the user information goes on to the first @.
-		// name:1234/x@y reads as a host:port with an @ in its path, or
-		// as a password 1234/x: nothing tells them apart, so it is
-		// taken for a password, its port hidden rather than a password
-		// shown.
-		if at = strings.Index(rest, "@"); at < 0 || isHost(rest[:end]) {
+		if isHost(rest[:end]) {
+			return addr
+		}
+		if at = strings.LastIndex(rest, "@"); at < 0 {
 			return addr
 		}
 	}
-	user, _, hasPassword := strings.Cut(rest[:at], ":")
-	if !hasPassword {
+	// The password starts at the first colon, which a user cannot hold;
+	// one past the first / ? # would be a user's holding them, one past
+	// the @ a port's.
+	colon := strings.Index(rest, ":")
+	if colon < 0 || colon > end || colon > at {
 		return addr
 	}
-	return prefix + user + ":xxxxx@" + rest[at+1:]
+	return prefix + rest[:colon] + ":xxxxx@" + rest[at+1:]
+}
+
+// splitScheme cuts addr into its scheme and // ("https://"; "//" with no
+// scheme) and the rest. A :// after something that is no scheme, as
+// net/url reads one (a letter, then letters, digits, + - or .), is part
+// of a password or a path, not a scheme's.
+func splitScheme(addr string) (prefix, rest string) {
+	if i := strings.Index(addr, "://"); i > 0 && isScheme(addr[:i]) {
+		return addr[:i+3], addr[i+3:]
+	}
+	if r, ok := strings.CutPrefix(addr, "//"); ok {
+		return "//", r
+	}
+	return "", addr
+}
+
+// isScheme tells whether s is a URL scheme as net/url reads one.
+func isScheme(s string) bool {
+	for i, c := range []byte(s) {
+		letter := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
+		if !letter && (i == 0 || !('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.')) {
+			return false
+		}
+	}
+	return s != ""
 }
 
 // Head returns s when it has at most n bytes, else its first n bytes cut

@@ -122,7 +122,24 @@ func TestRedactAddr(t *testing.T) {
 		{"http://ops@prom:9090", "http://ops@prom:9090"},
 		// A password with / ? or # (base64 has /) does not parse as a URL.
 		{"https://ops:pa/ss+w0rd==@consul.example:8501", "https://ops:xxxxx@consul.example:8501"},
-		{"ops:a?b#c@consul.example:8500/x@y", "ops:xxxxx@consul.example:8500/x@y"},
+		// A password may hold a / ? or # and an @ after it: with no @
+		// before the first / ? #, any @ of the address may end it, and
+		// the user information ends at the last one (a host hidden
+		// rather than part of a password shown).
+		{"https://ops:ab/cd@ef@host:8501", "https://ops:xxxxx@host:8501"},
+		{"ops:ab/cd@ef@host:8501", "ops:xxxxx@host:8501"},
+		{"ops:ab/cd@ef/gh@host:8501/v1", "ops:xxxxx@host:8501/v1"},
+		{"ops:a?b#c@consul.example:8500/x@y", "ops:xxxxx@y"},
+		{"ops:ab/cd@ef@[::1]:8500", "ops:xxxxx@[::1]:8500"},
+		{"http://ops:a?b@c#d@[fe80::1%25eth0]:9090/", "http://ops:xxxxx@[fe80::1%25eth0]:9090/"},
+		{"http://ops@prom:9090/x@y", "http://ops@prom:9090/x@y"},
+		// A :// in the password, or in the path, is no scheme's.
+		{"ops:a://b@consul.example:8500", "ops:xxxxx@consul.example:8500"},
+		{"ops:pw@consul.example:8500/x://y", "ops:xxxxx@consul.example:8500/x://y"},
+		{"https://ops:a://b@consul.example:8501", "https://ops:xxxxx@consul.example:8501"},
+		// An address with no scheme and // before its host (net/url
+		// reads user information there).
+		{"//ops:pw@prom:9090", "//ops:xxxxx@prom:9090"},
 		// A password of digits up to its / ? or # reads as a port, with
 		// an @ in the path after it: the password's reading wins, as no
 		// rule tells the two apart (http://prom:9090/x@y loses its port).
@@ -163,6 +180,8 @@ func TestRedactAddr(t *testing.T) {
 		{"http://prom:9090?to=a", "http://prom:9090?to=a"},
 		{"unix:///run/consul/consul.sock", "unix:///run/consul/consul.sock"},
 		{"unix:///run/consul@x/consul.sock", "unix:///run/consul@x/consul.sock"},
+		{"unix:///run/a:b@c/consul@x.sock", "unix:///run/a:b@c/consul@x.sock"},
+		{"http://o@p/a:b@c", "http://o@p/a:b@c"},
 		{"/graph?x=a@b", "/graph?x=a@b"},
 		{"", ""},
 	} {
