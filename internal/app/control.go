@@ -295,7 +295,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	}
 	var prom scale.MetricSource
 	if f.prometheus != "" {
-		if prom, err = adapter.NewPrometheus(f.prometheus, nil); err != nil {
+		if prom, err = adapter.NewPrometheus(f.prometheus, nil, log); err != nil {
 			return fmt.Errorf("--prometheus-url: %w", err)
 		}
 	}

@@ -352,7 +352,7 @@ scrape_configs:
 	startProgram(t, prometheusBin, promURL+"/-/ready",
 		"--config.file="+filepath.Join(dir, "prometheus.yml"), "--storage.tsdb.path="+filepath.Join(dir, "data"),
 		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port), "--log.level=warn")
-	prom, err := adapter.NewPrometheus(promURL, nil)
+	prom, err := adapter.NewPrometheus(promURL, nil, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -237,6 +237,19 @@ func QuoteShort(s string, n int) string {
 // shortened is what Shorten and QuoteShort append to a head of s.
 func shortened(s string) string { return fmt.Sprintf("… (%d bytes)", len(s)) }
 
+// LoopbackHost tells whether host, a name or IP address with no port
+// and no brackets (url.URL.Hostname's), names this machine's loopback: a
+// loopback address (IPv4-mapped, or with a zone, too) or localhost, in
+// any case. What goes there in clear stays on the machine; the Consul
+// client and the Prometheus adapter warn of credentials sent in clear
+// anywhere else.
+func LoopbackHost(host string) bool {
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.IsLoopback()
+	}
+	return strings.EqualFold(host, "localhost")
+}
+
 // isHost tells whether s is a host with no port that cannot be
 // user:password: a name or IPv4 address (no colon), an IPv6 address in
 // brackets (a zone's % escaped as %25 or not) with a port after it or

@@ -191,6 +191,19 @@ func TestRedactAddr(t *testing.T) {
 	}
 }
 
+func TestLoopbackHost(t *testing.T) {
+	for host, want := range map[string]bool{
+		"127.0.0.1": true, "127.1.2.3": true, "::1": true, "::ffff:127.0.0.1": true, "::1%lo": true,
+		"localhost": true, "LocalHost": true,
+		"10.0.0.5": false, "2001:db8::5": false, "prom.example": false, "localhost.example": false,
+		"[::1]": false, "127.0.0.1:9090": false, "": false,
+	} {
+		if got := LoopbackHost(host); got != want {
+			t.Errorf("LoopbackHost(%q) = %v, want %v", host, got, want)
+		}
+	}
+}
+
 // TestHead: a head ends on a whole character, and bytes that are no
 // UTF-8 are cut as they come, at n: before, a value of such bytes had
 // its whole head cut away where register shortened it.

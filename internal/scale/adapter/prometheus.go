@@ -5,12 +5,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"maps"
 	"net/http"
 	"net/url"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/underlay/underlay/internal/termtext"
@@ -21,8 +23,12 @@ import (
 type Prometheus struct {
 	base   *url.URL
 	client *http.Client
+	log    *slog.Logger
 	// Header is added to every request (an Authorization header, say).
 	Header http.Header
+	// clearWarned is set by the first query that sends credentials in
+	// clear (warnClear).
+	clearWarned atomic.Bool
 }
 
 // NewPrometheus returns a client of the Prometheus server at base
@@ -31,8 +37,10 @@ type Prometheus struct {
 // sends Header's credentials on to the host a redirect names (another
 // port, https:// to http://, or any host for headers other than
 // Authorization); the scale client follows none either. A query with
-// credentials to an http:// base through a proxy is refused (checkProxy).
-func NewPrometheus(base string, client *http.Client) (*Prometheus, error) {
+// credentials to an http:// base through a proxy is refused (checkProxy);
+// the first sent in clear otherwise, to a host other than this one, is
+// warned of on log (warnClear).
+func NewPrometheus(base string, client *http.Client, log *slog.Logger) (*Prometheus, error) {
 	if !strings.Contains(base, "://") {
 		base = "http://" + base
 	}
@@ -52,7 +60,7 @@ func NewPrometheus(base string, client *http.Client) (*Prometheus, error) {
 		c = *client
 	}
 	c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	return &Prometheus{base: u, client: &c, Header: http.Header{}}, nil
+	return &Prometheus{base: u, client: &c, log: log.With("component", "scale_prometheus"), Header: http.Header{}}, nil
 }
 
 // checkProxy refuses req when it carries credentials (Header's, or the
@@ -64,7 +72,8 @@ func NewPrometheus(base string, client *http.Client) (*Prometheus, error) {
 // the error says how to go without the proxy or over https://. A
 // client's transport other than an *http.Transport is taken as it is.
 func (p *Prometheus) checkProxy(req *http.Request) error {
-	if req.URL.Scheme != "http" || (len(p.Header) == 0 && req.URL.User == nil) {
+	what := p.credentials(req)
+	if req.URL.Scheme != "http" || len(what) == 0 {
 		return nil
 	}
 	rt := p.client.Transport
@@ -79,12 +88,35 @@ func (p *Prometheus) checkProxy(req *http.Request) error {
 	if err != nil || proxy == nil {
 		return nil // the transport fails on the same error, or goes direct
 	}
+	return fmt.Errorf("prometheus query not sent: its credentials (%s) would go through the proxy %s, which reads a plain http:// request whole; give --prometheus-url as https:// (the proxy then only tunnels) or name its host in NO_PROXY",
+		strings.Join(what, ", "), proxy.Redacted())
+}
+
+// warnClear warns, once, when req is the first query to carry
+// credentials in clear: over http:// to an address other than a loopback
+// one or localhost, not through a proxy (checkProxy refuses those), so
+// that others on the path may read them. It names them, never their
+// values, as the Consul client warns of its ACL token.
+func (p *Prometheus) warnClear(req *http.Request) {
+	if p.clearWarned.Load() || req.URL.Scheme != "http" || termtext.LoopbackHost(req.URL.Hostname()) {
+		return
+	}
+	what := p.credentials(req)
+	if len(what) > 0 && p.clearWarned.CompareAndSwap(false, true) {
+		p.log.Warn("the Prometheus queries' credentials go in clear over http:// to a non-loopback address: give --prometheus-url as https://",
+			"addr", p.base.Redacted(), "credentials", strings.Join(what, ", "))
+	}
+}
+
+// credentials names the credentials req carries, never their values:
+// Header's names, sorted, and the URL's user and password, which Go
+// sends as basic authentication.
+func (p *Prometheus) credentials(req *http.Request) []string {
 	what := slices.Sorted(maps.Keys(p.Header))
 	if req.URL.User != nil {
 		what = append(what, "the address's user and password")
 	}
-	return fmt.Errorf("prometheus query not sent: its credentials (%s) would go through the proxy %s, which reads a plain http:// request whole; give --prometheus-url as https:// (the proxy then only tunnels) or name its host in NO_PROXY",
-		strings.Join(what, ", "), proxy.Redacted())
+	return what
 }
 
 // queryResponse is the part of /api/v1/query's answer read here.
@@ -113,6 +145,7 @@ func (p *Prometheus) Query(ctx context.Context, query string) (float64, error) {
 	if err := p.checkProxy(req); err != nil {
 		return 0, err
 	}
+	p.warnClear(req)
 	resp, err := p.client.Do(req)
 	if err != nil {
 		return 0, fmt.Errorf("query prometheus: %w", err)

@@ -2,6 +2,8 @@ package adapter
 
 import (
 	"context"
+	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -9,6 +11,8 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+
+	"github.com/underlay/underlay/internal/testlog"
 )
 
 func TestParseQueryResponse(t *testing.T) {
@@ -50,14 +54,14 @@ func TestPrometheusQuery(t *testing.T) {
 		w.Write([]byte(`{"status":"success","data":{"resultType":"vector","result":[{"metric":{},"value":[1,"7"]}]}}`))
 	}))
 	defer srv.Close()
-	p, err := NewPrometheus(srv.URL+"/prom", nil)
+	p, err := NewPrometheus(srv.URL+"/prom", nil, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
 	if v, err := p.Query(context.Background(), `sum(load{a="b"})`); err != nil || v != 7 {
 		t.Fatalf("Query = %v, %v; want 7", v, err)
 	}
-	if _, err := NewPrometheus("http://", nil); err == nil {
+	if _, err := NewPrometheus("http://", nil, quiet()); err == nil {
 		t.Error("NewPrometheus accepted an address without a host")
 	}
 }
@@ -67,13 +71,13 @@ func TestPrometheusQuery(t *testing.T) {
 // http or https was taken, and every query then failed at each evaluation.
 func TestNewPrometheusBadAddress(t *testing.T) {
 	for _, addr := range []string{"http://", "ftp://prom:9090", "unix:///run/prometheus.sock"} {
-		_, err := NewPrometheus(addr, nil)
+		_, err := NewPrometheus(addr, nil, quiet())
 		if err == nil || !strings.Contains(err.Error(), strconv.Quote(addr)) {
 			t.Errorf("NewPrometheus(%q): %v, want an error naming it", addr, err)
 		}
 	}
 	for _, addr := range []string{"127.0.0.1:9090", "https://prom.example:9090/prometheus"} {
-		if _, err := NewPrometheus(addr, nil); err != nil {
+		if _, err := NewPrometheus(addr, nil, quiet()); err != nil {
 			t.Errorf("NewPrometheus(%q): %v", addr, err)
 		}
 	}
@@ -84,7 +88,7 @@ func TestNewPrometheusBadAddress(t *testing.T) {
 // control prints and logs.
 func TestNewPrometheusBadAddressHidesPassword(t *testing.T) {
 	for _, addr := range []string{"ftp://ops:s3cret@prom:9090", "http://ops:s3cret@prom:9090/%zz", "http://ops:s3cret@"} {
-		_, err := NewPrometheus(addr, nil)
+		_, err := NewPrometheus(addr, nil, quiet())
 		if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "ops:xxxxx@") {
 			t.Errorf("NewPrometheus(%q): %v, want an error naming it with its password hidden", addr, err)
 		}
@@ -102,12 +106,12 @@ func TestNewPrometheusPasswordOfDigits(t *testing.T) {
 		"https://ops:1234/s3cret@prom:9090", "http://ops:1234?s3cret@prom:9090",
 		"http://ops:1234#s3cret@prom:9090", "ops:1234/s3cret@prom:9090",
 	} {
-		_, err := NewPrometheus(addr, nil)
+		_, err := NewPrometheus(addr, nil, quiet())
 		if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.Contains(err.Error(), "ops:xxxxx@prom:9090") {
 			t.Errorf("NewPrometheus(%q): %v, want an error naming it with its password hidden", addr, err)
 		}
 	}
-	if _, err := NewPrometheus("http://ops:1234%2Fs3cret@prom:9090", nil); err != nil {
+	if _, err := NewPrometheus("http://ops:1234%2Fs3cret@prom:9090", nil, quiet()); err != nil {
 		t.Errorf("an escaped password: %v", err)
 	}
 }
@@ -137,7 +141,7 @@ func TestPrometheusRedirectKeepsCredentials(t *testing.T) {
 		{"to another port, the default client", plain.URL, nil},
 	} {
 		got.Store(nil)
-		p, err := NewPrometheus(tc.base, tc.client)
+		p, err := NewPrometheus(tc.base, tc.client, quiet())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -171,7 +175,7 @@ func TestPrometheusRedirectRedactsLocation(t *testing.T) {
 				w.WriteHeader(http.StatusFound)
 			}))
 			defer srv.Close()
-			p, err := NewPrometheus(srv.URL, nil)
+			p, err := NewPrometheus(srv.URL, nil, quiet())
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -212,7 +216,7 @@ func TestPrometheusProxyGetsNoCredentials(t *testing.T) {
 		{"the URL's user", "http://ops:s3cret@prom.example:9090", "", ""},
 	} {
 		got.Store(nil)
-		p, err := NewPrometheus(tc.base, client)
+		p, err := NewPrometheus(tc.base, client, quiet())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -229,7 +233,7 @@ func TestPrometheusProxyGetsNoCredentials(t *testing.T) {
 		}
 	}
 	got.Store(nil)
-	p, err := NewPrometheus("http://prom.example:9090", client)
+	p, err := NewPrometheus("http://prom.example:9090", client, quiet())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,4 +253,115 @@ func headerRecorder(t *testing.T) (*httptest.Server, *atomic.Pointer[http.Header
 	}))
 	t.Cleanup(srv.Close)
 	return srv, &got
+}
+
+// quiet is a logger that drops what it is given.
+func quiet() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+// TestPrometheusClearCredentialsWarning: credentials (the URL's user and
+// password, sent as basic authentication; Header's values, a bearer
+// token say) went in clear over http:// to a Prometheus on another host,
+// with no proxy, and nothing said so. The first query that carries
+// them now warns, once, naming the address (its password hidden) and
+// the credentials (never their values) and saying to use https://. To
+// a loopback address or localhost, over https://, or with no
+// credentials, nothing is said. Every query goes to a test server on
+// loopback whatever the address names (reachAll).
+func TestPrometheusClearCredentialsWarning(t *testing.T) {
+	plain, _ := headerRecorder(t)
+	overTLS := httptest.NewTLSServer(plain.Config.Handler)
+	t.Cleanup(overTLS.Close)
+	for _, tc := range []struct {
+		name, base, header string
+		warn               []string // what the warning names
+	}{
+		{"a bearer token", "http://prom.example:9090", "Authorization", []string{`addr=http://prom.example:9090`, "Authorization"}},
+		{"the URL's user", "http://ops:s3cret@10.0.0.5:9090", "", []string{`addr=http://ops:xxxxx@10.0.0.5:9090`, "the address's user and password"}},
+		{"a tenant's header, IPv6", "http://[2001:db8::5]:9090", "X-Scope-OrgID", []string{`addr=http://[2001:db8::5]:9090`, "X-Scope-Orgid"}},
+		{"both, no scheme", "ops:s3cret@prom.example:9090", "Authorization", []string{"Authorization, the address's user and password"}},
+		{"loopback", "http://127.0.0.1:9090", "Authorization", nil},
+		{"localhost", "http://ops:s3cret@LocalHost:9090", "", nil},
+		{"IPv6 loopback", "http://[::1]:9090", "Authorization", nil},
+		{"https", "https://ops:s3cret@example.com:9090", "Authorization", nil},
+		{"no credentials", "http://prom.example:9090", "", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			srv := plain
+			if strings.HasPrefix(tc.base, "https://") {
+				srv = overTLS
+			}
+			var logs testlog.Buffer
+			p, err := NewPrometheus(tc.base, reachAll(srv), slog.New(slog.NewTextHandler(&logs, nil)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.header != "" {
+				p.Header.Set(tc.header, "Bearer s3cret")
+			}
+			for range 2 {
+				if v, err := p.Query(context.Background(), "up"); err != nil || v != 7 {
+					t.Fatalf("Query = %v, %v; want 7", v, err)
+				}
+			}
+			checkClearWarning(t, logs.String(), tc.warn)
+		})
+	}
+}
+
+// TestPrometheusClearCredentialsWarnedWhenSent: the warning comes with
+// the first query that carries credentials, not with the first query:
+// a Header set after queries without any is warned of then.
+func TestPrometheusClearCredentialsWarnedWhenSent(t *testing.T) {
+	srv, _ := headerRecorder(t)
+	var logs testlog.Buffer
+	p, err := NewPrometheus("http://prom.example:9090", reachAll(srv), slog.New(slog.NewTextHandler(&logs, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Query(context.Background(), "up"); err != nil {
+		t.Fatal(err)
+	}
+	checkClearWarning(t, logs.String(), nil)
+	p.Header.Set("Authorization", "Bearer s3cret")
+	for range 2 {
+		if _, err := p.Query(context.Background(), "up"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	checkClearWarning(t, logs.String(), []string{`addr=http://prom.example:9090`, "Authorization"})
+}
+
+// checkClearWarning checks logs: one warning of credentials in clear,
+// set in the adapter's component and naming each of want, when want is
+// given; none else; and never the secret s3cret.
+func checkClearWarning(t *testing.T, logs string, want []string) {
+	t.Helper()
+	n := strings.Count(logs, "in clear over http://")
+	if want == nil && n != 0 || want != nil && n != 1 {
+		t.Errorf("warned %d times of credentials in clear, want %d:\n%s", n, min(len(want), 1), logs)
+	}
+	if want != nil {
+		for _, s := range append(want, "component=scale_prometheus", "https://") {
+			if !strings.Contains(logs, s) {
+				t.Errorf("the warning does not name %q:\n%s", s, logs)
+			}
+		}
+	}
+	if strings.Contains(logs, "s3cret") {
+		t.Errorf("a credential was logged:\n%s", logs)
+	}
+}
+
+// reachAll is a client, without a proxy, whose every query goes to srv
+// on loopback whatever host it names, so that a Prometheus elsewhere is
+// tried without any packet leaving the machine; over https:// it trusts
+// srv's certificate (for example.com).
+func reachAll(srv *httptest.Server) *http.Client {
+	tr := srv.Client().Transport.(*http.Transport).Clone()
+	tr.Proxy = nil
+	tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "tcp", srv.Listener.Addr().String())
+	}
+	return &http.Client{Transport: tr}
 }
