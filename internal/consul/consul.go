@@ -225,7 +225,7 @@ func inClear(cfg *api.Config) (string, bool) {
 	if err != nil {
 		host = strings.Trim(addr, "[]")
 	}
-	if ip, err := netip.ParseAddr(host); err == nil && ip.IsLoopback() || strings.EqualFold(host, "localhost") {
+	if termtext.LoopbackHost(host) {
 		return "", false
 	}
 	return scheme + "://" + addr, true
