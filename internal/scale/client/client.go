@@ -222,7 +222,8 @@ func httpsProxyOnly(env func(*http.Request) (*url.URL, error)) func(*http.Reques
 	}
 }
 
-// baseURL is addr as scheme://host:port (http when it names none).
+// baseURL is addr as scheme://host:port (http when it names none). Its
+// error quotes addr as given, a password in it hidden (RedactAddr).
 func baseURL(addr string) (string, error) {
 	full := addr
 	if !strings.Contains(addr, "://") {
@@ -230,7 +231,7 @@ func baseURL(addr string) (string, error) {
 	}
 	u, err := url.Parse(full)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || (u.Path != "" && u.Path != "/") {
-		return "", fmt.Errorf("--addr %q: want HOST:PORT, http://HOST:PORT or https://HOST:PORT", addr)
+		return "", fmt.Errorf("--addr %q: want HOST:PORT, http://HOST:PORT or https://HOST:PORT", termtext.RedactAddr(addr))
 	}
 	return u.Scheme + "://" + u.Host, nil
 }

@@ -72,6 +72,24 @@ func TestNewNamesTheAddrGiven(t *testing.T) {
 	}
 }
 
+// TestNewHidesTheAddrPassword: a refused --addr with a user and password
+// (a path after the host, or a password whose / reads as one) was quoted
+// whole, password and all, in the error underlay scale prints. It is
+// quoted with the password hidden, as the Consul and Prometheus
+// addresses are.
+func TestNewHidesTheAddrPassword(t *testing.T) {
+	for addr, want := range map[string]string{
+		"http://ops:s3cret@h:1/api":   `--addr "http://ops:xxxxx@h:1/api": want HOST:PORT`,
+		"ops:s3cret@h:1/api":          `--addr "ops:xxxxx@h:1/api": want HOST:PORT`,
+		"https://ops:1234/s3cret@h:1": `--addr "https://ops:xxxxx@h:1": want HOST:PORT`,
+	} {
+		_, err := New(Config{Addr: addr})
+		if err == nil || strings.Contains(err.Error(), "s3cret") || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("New(--addr %q): %v, want an error starting %s", addr, err, want)
+		}
+	}
+}
+
 // TestHTTPSProxyOnly: a plain-http call to control goes direct, never to
 // the environment's proxy, which would be sent the bearer token. Before,
 // http_proxy got every http request, token and all.
