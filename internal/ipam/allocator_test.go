@@ -1013,7 +1013,7 @@ func TestNodeIPAMShims(t *testing.T) {
 	if _, err := n.Shim(ctx, netspec.Spec{Name: "v4only", IPAM: netspec.Cluster, Subnet: spec.Subnet}, true); err == nil || !strings.Contains(err.Error(), "v4only has no IPv6 subnet") {
 		t.Errorf("IPv6 shim of an IPv4-only network: %v, want an error naming it", err)
 	}
-	if err := n.ReleaseShim(ctx, spec); err != nil {
+	if err := n.ReleaseShim(ctx, spec, 0); err != nil {
 		t.Fatal(err)
 	}
 	for v6, a := range shims {

@@ -310,3 +310,96 @@ func BenchmarkReleaseDuringRemoval(b *testing.B) {
 		}
 	}
 }
+
+// TestLateShimReleaseOfANetworkMadeAgain: the node's network reconciler
+// gives back its shim addresses and spares of a network being removed
+// (NodeIPAM.ReleaseShim) from the spec as it read it, marked. A release
+// that comes once the network was removed and made again under the name
+// and subnet, and the node took its shim and spares in the new network,
+// freed the new network's shim and gave its spares back: its pools were
+// bound to no spec, and the spares were found by the pool's ID alone.
+// Bound to the spec as read, the shim's release is refused, naming the
+// spec key, and the new network's spares stay.
+func TestLateShimReleaseOfANetworkMadeAgain(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	n := NodeIPAM{Alloc: NewAllocator(kv, "n1", nil), Pools: SpecPools{Store: st}}
+	n.Alloc.spares.enable(2, nil)
+	servedLan(t, st)
+	if _, err := n.Shim(ctx, lanSpec, false); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MarkDeleting(ctx, lanSpec.Name); err != nil {
+		t.Fatal(err)
+	}
+	l, err := st.ReadListing(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	marked := l.Specs[0]
+	now := remakeLan(t, st)
+	shim, err := n.Shim(ctx, lanSpec, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	taskAddr(t, n.Alloc, now)
+	if _, err := n.Alloc.spares.syncAll(ctx, false, false); err != nil {
+		t.Fatal(err)
+	}
+	spares := n.Alloc.spares.count()
+	if spares == 0 {
+		t.Fatal("no spares kept in the network made again")
+	}
+	err = n.ReleaseShim(ctx, marked, l.SpecIndex(lanSpec.Name))
+	if err == nil || !strings.Contains(err.Error(), netspec.SpecKey(lanSpec.Name)) {
+		t.Errorf("late release of the shims of the network as marked, after it was made again: %v, want refused, naming the spec key", err)
+	}
+	held, err := Allocations(ctx, kv, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if al := held[shim]; al.Node != "n1" || al.Kind != KindShim {
+		t.Errorf("n1's shim %s in the network made again: %+v after the late release of the old network's, want n1's shim", shim, al)
+	}
+	if got := n.Alloc.spares.count(); got != spares {
+		t.Errorf("%d spares kept in the network made again after the late release of the old network's, want %d", got, spares)
+	}
+}
+
+// TestShimReleaseOfANetworkMarkedTwice: the shim release of a network
+// being removed, bound to the spec as the reconciler read it marked,
+// frees the node's shim once `network rm` marked the spec again (it
+// marks twice when the network has a swarm network): the same network,
+// still being removed.
+func TestShimReleaseOfANetworkMarkedTwice(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	n := NodeIPAM{Alloc: NewAllocator(kv, "n1", nil), Pools: SpecPools{Store: st}}
+	p := servedLan(t, st)
+	shim, err := n.Shim(ctx, lanSpec, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MarkDeleting(ctx, lanSpec.Name); err != nil {
+		t.Fatal(err)
+	}
+	l, err := st.ReadListing(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MarkDeleting(ctx, lanSpec.Name); err != nil {
+		t.Fatal(err)
+	}
+	if err := n.ReleaseShim(ctx, l.Specs[0], l.SpecIndex(lanSpec.Name)); err != nil {
+		t.Errorf("release of the shims of the network as first marked, marked again since: %v", err)
+	}
+	held, err := Allocations(ctx, kv, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if al, ok := held[shim]; ok {
+		t.Errorf("shim %s still allocated after its release: %+v", shim, al)
+	}
+}

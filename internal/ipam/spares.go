@@ -496,10 +496,16 @@ func blocksOf(p Pool, lists ...[]netip.Addr) []netip.Prefix {
 }
 
 // close gives back p's spares and keeps none of p from now on: the network
-// is being removed from this node.
+// is being removed from this node. Those of a pool read from a spec
+// written after p's, a network made again under the name, are left.
 func (k *keeper) close(ctx context.Context, p Pool) error {
 	k.mu.Lock()
 	sp := k.pools[p.ID()]
+	if sp != nil && p.specIndex != 0 && sp.pool.specIndex > p.specIndex {
+		// Read from a spec written after p's: the network made again
+		// under the name. p's spares went with its tree.
+		sp = nil
+	}
 	if sp != nil {
 		sp.Closing = true
 	}

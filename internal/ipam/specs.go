@@ -229,14 +229,20 @@ func (n NodeIPAM) Shim(ctx context.Context, spec netspec.Spec, v6 bool) (netip.A
 	return n.Alloc.Shim(ctx, p)
 }
 
-// ReleaseShim implements netagent.IPAM.
-func (n NodeIPAM) ReleaseShim(ctx context.Context, spec netspec.Spec) error {
+// ReleaseShim implements netagent.IPAM. Its pools are read from spec at
+// modify index index (0: not known), marked when spec is: bound to it as
+// any pool read from a spec (see store.update), so that a release that
+// comes once the network was removed and made again under the name is
+// refused, not written into the new network's blocks, where this node's
+// shim is the new network's; nor are the new network's spares given back.
+func (n NodeIPAM) ReleaseShim(ctx context.Context, spec netspec.Spec, index uint64) error {
 	var errs []error
 	for _, v6 := range []bool{false, true} {
 		if v6 && !spec.IPv6Subnet.IsValid() {
 			continue
 		}
 		pv, _ := n.Pools.pool(spec, v6)
+		pv.specIndex, pv.marked = index, spec.Deleting
 		errs = append(errs, n.Alloc.ReleaseSpares(ctx, pv), n.Alloc.ReleaseShim(ctx, pv))
 	}
 	return errors.Join(errs...)

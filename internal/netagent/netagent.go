@@ -74,7 +74,11 @@ type Swarm interface {
 // IPv4, or with v6 IPv6 from the network's IPv6 subnet.
 type IPAM interface {
 	Shim(ctx context.Context, s netspec.Spec, v6 bool) (netip.Addr, error)
-	ReleaseShim(ctx context.Context, s netspec.Spec) error
+	// ReleaseShim gives back the node's shim addresses in s's pools,
+	// bound to s as read at modify index index (netspec.Listing.SpecIndex;
+	// 0: not known): once the network is removed and made again under the
+	// name, the new network's are not given back.
+	ReleaseShim(ctx context.Context, s netspec.Spec, index uint64) error
 	// ReleaseShimsOf gives back the node's shim addresses in network's
 	// pools knowing only its name, its spec being gone; pools gone with
 	// the spec are no error.
@@ -224,7 +228,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		}
 		if s.Deleting {
 			gone[s.Name] = true
-			errs = append(errs, r.teardown(ctx, s, true, hostnet.Marks{Shims: marks[s.Name].Shims}))
+			errs = append(errs, r.teardown(ctx, s, l.SpecIndex(s.Name), true, hostnet.Marks{Shims: marks[s.Name].Shims}))
 			continue
 		}
 		wanted[s.Name] = true
@@ -269,7 +273,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 			}
 			continue
 		}
-		err := r.teardown(ctx, netspec.Spec{Name: name}, false, m)
+		err := r.teardown(ctx, netspec.Spec{Name: name}, 0, false, m)
 		settled[name] = err == nil
 		errs = append(errs, err)
 	}
@@ -566,8 +570,9 @@ func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec
 // Once it is gone the rest is unfinished until done (see unfinished).
 // marked are the host links underlay marked as the network's (see
 // Marked): shims renamed since they were made go too, and the VLAN
-// parents given (an orphan's, whose spec names none).
-func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool, marked hostnet.Marks) error {
+// parents given (an orphan's, whose spec names none). index is s's
+// modify index as read (0: an orphan's, or not known).
+func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, index uint64, report bool, marked hostnet.Marks) error {
 	name := s.Name
 	cn, err := r.Docker.ConfigNetwork(ctx, netspec.ConfigNetworkName(name))
 	switch {
@@ -611,7 +616,7 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, report bool, 
 	if _, err := r.Store.Release(ctx, name, r.ID); err != nil {
 		return err
 	}
-	if err := r.releaseShims(ctx, s, cn); err != nil {
+	if err := r.releaseShims(ctx, s, index, cn); err != nil {
 		return fmt.Errorf("network %s: release shim addresses: %w", name, err)
 	}
 	delete(r.unfinished, name)
@@ -721,13 +726,14 @@ func (r *Reconciler) removeParents(ctx context.Context, name string, parents []s
 // and its shims are found by the network's name. Without one (an orphan
 // found by its marked links after a restart) its pools are looked for by
 // the name: its spec is gone, so whatever of this node's is there is a
-// leftover, and a network without pools has none.
-func (r *Reconciler) releaseShims(ctx context.Context, s netspec.Spec, cn ConfigNet) error {
+// leftover, and a network without pools has none. A spec's are given
+// back bound to it as read at index (see IPAM.ReleaseShim).
+func (r *Reconciler) releaseShims(ctx context.Context, s netspec.Spec, index uint64, cn ConfigNet) error {
 	switch {
 	case r.IPAM == nil:
 		return nil
 	case s.IPAM == netspec.Cluster:
-		return r.IPAM.ReleaseShim(ctx, s)
+		return r.IPAM.ReleaseShim(ctx, s, index)
 	case s.IPAM == "" && (!cn.Exists || cn.Network == s.Name && cn.ClusterIPAM):
 		return r.IPAM.ReleaseShimsOf(ctx, s.Name)
 	}

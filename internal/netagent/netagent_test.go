@@ -421,10 +421,10 @@ func (i shimIPAM) Shim(_ context.Context, _ netspec.Spec, v6 bool) (netip.Addr, 
 	}
 	return i.v4, nil
 }
-func (shimIPAM) ReleaseShim(context.Context, netspec.Spec) error       { return nil }
-func (shimIPAM) ReleaseShimsOf(context.Context, string) error          { return nil }
-func (shimIPAM) ShimNetworks(context.Context) ([]string, error)        { return nil, nil }
-func (shimIPAM) ShimsOf(context.Context, string) ([]netip.Addr, error) { return nil, nil }
+func (shimIPAM) ReleaseShim(context.Context, netspec.Spec, uint64) error { return nil }
+func (shimIPAM) ReleaseShimsOf(context.Context, string) error            { return nil }
+func (shimIPAM) ShimNetworks(context.Context) ([]string, error)          { return nil, nil }
+func (shimIPAM) ShimsOf(context.Context, string) ([]netip.Addr, error)   { return nil, nil }
 
 // TestSyncDualStackShim: on a network with an IPv6 subnet the host shim
 // gets an IPv6 address and a route to the node's IPv6 range (per-node
@@ -677,6 +677,52 @@ func TestOrphanReleasesClusterShim(t *testing.T) {
 				t.Errorf("shims of id1 after the orphan's teardown: %v, want none", got)
 			}
 		})
+	}
+}
+
+// releaseIndexIPAM records the spec index each ReleaseShim is bound to.
+type releaseIndexIPAM struct {
+	shimIPAM
+	bound []uint64
+}
+
+func (i *releaseIndexIPAM) ReleaseShim(_ context.Context, _ netspec.Spec, index uint64) error {
+	i.bound = append(i.bound, index)
+	return nil
+}
+
+// TestShimReleaseBoundToTheSpecAsRead: the teardown of a cluster-IPAM
+// network being removed gives its shim addresses back bound to the spec
+// as its sync read it, marked (its modify index): a release that comes
+// once the network was made again under the name is refused, not
+// written into the new network's pools (see ipam.NodeIPAM.ReleaseShim).
+func TestShimReleaseBoundToTheSpecAsRead(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	spec := netspec.Spec{Name: "pool", Subnet: netip.MustParsePrefix("10.20.0.0/24"), Gateway: netip.MustParseAddr("10.20.0.1"), Parent: "eth1", IPAM: netspec.Cluster}
+	if err := st.Create(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	host := &fakeHost{}
+	r := reconcilerOf(st, host, host, func(string, string) error { return nil })
+	rec := &releaseIndexIPAM{shimIPAM: shimIPAM{v4: netip.MustParseAddr("10.20.0.5")}}
+	r.IPAM = rec
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MarkDeleting(ctx, spec.Name); err != nil {
+		t.Fatal(err)
+	}
+	marked, ok, err := kv.Get(ctx, netspec.SpecKey(spec.Name))
+	if err != nil || !ok {
+		t.Fatalf("read the marked spec: %v (found %t)", err, ok)
+	}
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(rec.bound, []uint64{marked.Index}) {
+		t.Errorf("shim releases bound to spec indexes %v, want the marked spec's %d", rec.bound, marked.Index)
 	}
 }
 
