@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"strings"
 	"sync/atomic"
@@ -633,6 +634,66 @@ func TestReleaseOfAPoolWhoseSpecWasRewrittenByHand(t *testing.T) {
 	}
 	if _, ok := held[x]; ok {
 		t.Errorf("%s still held after its release", x)
+	}
+}
+
+// TestWritesOfAPoolWhoseSpecWasRewrittenInPlace: a spec rewritten in
+// place keeping its pool (by hand, here to another parent) keeps its
+// key's CreateIndex: the same network. A release, a reclaim or an
+// allocation of the pool read before was refused as the network removed
+// and made again, the address left recorded (a claim of a free block, its
+// spec read, likewise). They now go on, bound to the spec as it is now.
+func TestWritesOfAPoolWhoseSpecWasRewrittenInPlace(t *testing.T) {
+	for _, how := range []string{"release", "reclaim", "allocate", "claim"} {
+		t.Run(how, func(t *testing.T) {
+			ctx := context.Background()
+			kv := kvtest.New()
+			st := netspec.NewStore(kv)
+			n1 := NewAllocator(kv, "n1", nil)
+			old := servedLan(t, st)
+			x := taskAddr(t, n1, old)
+			moved := lanSpec
+			moved.Parent = "eth9"
+			putSpecs(t, kv, moved)
+			var err error
+			want := map[netip.Addr]bool{}
+			switch how {
+			case "release":
+				err = n1.Release(ctx, old, x)
+			case "reclaim":
+				held, err := Allocations(ctx, kv, old)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var freed []netip.Addr
+				if freed, err = n1.reclaimObserved(ctx, old, map[netip.Addr]Alloc{x: held[x]}); len(freed) != 1 {
+					t.Errorf("reclaim of %s, its spec rewritten in place: freed %v (%v)", x, freed, err)
+				}
+			case "allocate":
+				var y netip.Addr
+				y, err = n1.Allocate(ctx, old, netip.Addr{}, KindTask)
+				want[x], want[y] = true, true
+			case "claim":
+				// A block of no document: its claim reads the spec.
+				y := netip.MustParseAddr("10.90.0.200")
+				_, err = n1.Allocate(ctx, old, y, KindTask)
+				want[x], want[y] = true, true
+			}
+			if err != nil {
+				t.Errorf("%s of a pool whose spec was rewritten in place, keeping the pool: %v", how, err)
+			}
+			held, err := Allocations(ctx, kv, old)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := map[netip.Addr]bool{}
+			for a := range held {
+				got[a] = true
+			}
+			if !maps.Equal(got, want) {
+				t.Errorf("allocated after the %s: %v, want %v", how, got, want)
+			}
+		})
 	}
 }
 

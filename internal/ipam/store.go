@@ -229,12 +229,14 @@ func specCheck(ctx context.Context, kv KV, p Pool) (kvstore.Op, error) {
 		return kvstore.Op{}, &RemovingError{Pool: p}
 	case spec.Name != p.Network || now.Prefix != p.Prefix || now.allocRange() != p.allocRange():
 		return kvstore.Op{}, fmt.Errorf("network %q: its spec %s no longer gives pool %s of %s: %w", p.Network, key, p.allocRange(), p.ID(), errNotServed)
-	case p.specIndex != 0 && pair.Index != p.specIndex:
+	case p.specIndex != 0 && pair.Index != p.specIndex && (pair.CreateIndex == 0 || pair.CreateIndex > p.specIndex):
 		// Written since p was read, and not by the mark of `network rm`
-		// (above): the network was removed and made again under the
-		// name. What p was read for is the old network's, whose tree
-		// went: written into the new one, an address would pass for
-		// this node's there.
+		// (above), nor in place (its CreateIndex, when known, would be
+		// no later than p's reading: a rewrite by hand that still gives
+		// p, bound as it is now): the network was removed and made
+		// again under the name. What p was read for is the old
+		// network's, whose tree went: written into the new one, an
+		// address would pass for this node's there.
 		return kvstore.Op{}, fmt.Errorf("network %q: its spec %s was written since pool %s was read (the network removed and made again): %w", p.Network, key, p.ID(), errSpecGone)
 	}
 	return kvstore.Op{Verb: kvstore.CheckIndex, Key: key, Index: pair.Index}, nil
@@ -247,18 +249,22 @@ func specCheck(ctx context.Context, kv KV, p Pool) (kvstore.Op, error) {
 // bound); an error when it was created since p was read (its CreateIndex
 // is later: the network removed and made again under the name, with any
 // subnet; a block key of p it has is the new network's), or was written
-// since and gives p (the same, told without CreateIndex), or was marked
-// by `network rm` since p was read (the removal deletes the network's
-// tree, what the block records with it: an address left recorded there
-// is held only until then). A pool read from the marked spec (a
-// *RemovingError's) is bound again to the spec as it is now when it is
-// still the same network's, marked: `network rm` marks twice, and its
-// releases are what the removal's containers give back. Otherwise the
-// write goes on unbound (0), as before writes were bound: the spec is
-// gone (`network rm` deleted the tree with it: nothing is left to free;
-// or it was deleted by hand, the tree left, and a late release frees the
-// old network's record), unreadable, or rewritten by hand to another
-// pool (its key, kept, keeps its CreateIndex), which no agent serves.
+// since and gives p with no CreateIndex known (the same, told without
+// it), or was marked by `network rm` since p was read (the removal
+// deletes the network's tree, what the block records with it: an address
+// left recorded there is held only until then). A pool read from the
+// marked spec (a *RemovingError's) is bound again to the spec as it is
+// now when it is still the same network's, marked: `network rm` marks
+// twice, and its releases are what the removal's containers give back.
+// Any pool is bound again to the spec as it is now when it was rewritten
+// in place (its CreateIndex no later than p's reading: by hand, the key
+// kept) and still gives p: the same network, whose blocks are p's.
+// Otherwise the write goes on unbound (0), as before writes were bound:
+// the spec is gone (`network rm` deleted the tree with it: nothing is
+// left to free; or it was deleted by hand, the tree left, and a late
+// release frees the old network's record), unreadable, or rewritten by
+// hand to another pool (its key, kept, keeps its CreateIndex), which no
+// agent serves.
 func boundRefusal(ctx context.Context, kv KV, p Pool) (bindAt uint64, err error) {
 	key := netspec.SpecKey(p.Network)
 	pair, ok, err := kv.Get(ctx, key)
@@ -288,6 +294,10 @@ func boundRefusal(ctx context.Context, kv KV, p Pool) (bindAt uint64, err error)
 	case spec.Deleting:
 		return 0, fmt.Errorf("network %q: its spec %s was marked for removal (`underlay network rm`) since pool %s was read, and the removal deletes the network's tree: %w",
 			p.Network, key, p.ID(), &RemovingError{Pool: p})
+	case spec.Name == p.Network && now.Prefix == p.Prefix && now.allocRange() == p.allocRange() && pair.CreateIndex != 0:
+		// Rewritten in place (its CreateIndex, above: by hand), still
+		// giving p: the same network's spec, its blocks p's.
+		return pair.Index, nil
 	case spec.Name == p.Network && now.Prefix == p.Prefix && now.allocRange() == p.allocRange():
 		return 0, fmt.Errorf("network %q: its spec %s was written since pool %s was read (the network removed and made again): its block is the new network's: %w",
 			p.Network, key, p.ID(), errSpecGone)
