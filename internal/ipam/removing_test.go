@@ -371,16 +371,25 @@ func TestLateShimReleaseOfANetworkMadeAgain(t *testing.T) {
 // being removed, bound to the spec as the reconciler read it marked,
 // frees the node's shim once `network rm` marked the spec again (it
 // marks twice when the network has a swarm network): the same network,
-// still being removed.
+// still being removed. The spares of the pool as served before the mark
+// are no longer kept.
 func TestShimReleaseOfANetworkMarkedTwice(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	st := netspec.NewStore(kv)
 	n := NodeIPAM{Alloc: NewAllocator(kv, "n1", nil), Pools: SpecPools{Store: st}}
+	n.Alloc.spares.enable(2, nil)
 	p := servedLan(t, st)
 	shim, err := n.Shim(ctx, lanSpec, false)
 	if err != nil {
 		t.Fatal(err)
+	}
+	taskAddr(t, n.Alloc, p)
+	if _, err := n.Alloc.spares.syncAll(ctx, false, false); err != nil {
+		t.Fatal(err)
+	}
+	if n.Alloc.spares.count() == 0 {
+		t.Fatal("no spares kept")
 	}
 	if err := st.MarkDeleting(ctx, lanSpec.Name); err != nil {
 		t.Fatal(err)
@@ -401,5 +410,10 @@ func TestShimReleaseOfANetworkMarkedTwice(t *testing.T) {
 	}
 	if al, ok := held[shim]; ok {
 		t.Errorf("shim %s still allocated after its release: %+v", shim, al)
+	}
+	// Their records, written by the pool read before the mark, go with
+	// the removal's delete of the tree (see boundRefusal).
+	if got := n.Alloc.spares.count(); got != 0 {
+		t.Errorf("%d spares kept after the release of the network's spares, want 0", got)
 	}
 }
