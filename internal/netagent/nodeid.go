@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/underlay/underlay/internal/backoff"
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 // NodeIDFile is the file, in the agent's state directory, holding the
@@ -38,8 +39,8 @@ func ResolveID(ctx context.Context, ask func(context.Context) (string, error), d
 	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second}
 	for {
 		rec := ""
+		var rerr error // the record refused, if it was
 		if dir != "" {
-			var rerr error
 			if rec, rerr = readNodeID(dir); rerr != nil {
 				log.Warn("ignoring the recorded identity", "err", rerr)
 			}
@@ -55,12 +56,18 @@ func ResolveID(ctx context.Context, ask func(context.Context) (string, error), d
 		switch {
 		case ctx.Err() != nil:
 			return "", false, fmt.Errorf("waiting for this node's swarm node ID: %w", ctx.Err())
-		case err == nil && id != "" && !validNodeID(id):
+		case err == nil && id != "" && netspec.CheckNodeID(id) != nil:
 			// Docker answered, so the record is no better; the identity
-			// is a segment of every key the node writes.
-			return "", false, fmt.Errorf("Docker gave this node's swarm node ID as %q: not a swarm node ID (letters and digits, at most 64)", id)
+			// is a segment of every key the node writes, which readers
+			// refuse unless it is a swarm node ID.
+			return "", false, fmt.Errorf("Docker gave this node's swarm node ID as %q: not a swarm node ID: %v", id, netspec.CheckNodeID(id))
 		case err == nil && id != "":
 			if dir != "" {
+				if rerr != nil {
+					// Said once more as it goes: the record is replaced.
+					log.Warn("replacing the recorded identity, which is no swarm node ID, with Docker's",
+						"file", filepath.Join(dir, NodeIDFile), "node_id", id, "err", rerr)
+				}
 				if err := recordNodeID(dir, id); err != nil {
 					log.Warn("cannot record this node's identity; at boot the IPAM plugin will wait for Docker", "err", err)
 				}
@@ -88,19 +95,6 @@ func ResolveID(ctx context.Context, ask func(context.Context) (string, error), d
 // answer when it has no recorded identity to fall back on.
 const noRecordWaits = 30
 
-// validNodeID accepts what Docker's swarm node IDs are made of.
-func validNodeID(s string) bool {
-	if s == "" || len(s) > 64 {
-		return false
-	}
-	for _, c := range s {
-		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
-			return false
-		}
-	}
-	return true
-}
-
 // readNodeID returns the recorded identity, "" when none is.
 func readNodeID(dir string) (string, error) {
 	path := filepath.Join(dir, NodeIDFile)
@@ -112,16 +106,16 @@ func readNodeID(dir string) (string, error) {
 		return "", err
 	}
 	id := strings.TrimSpace(string(b))
-	if !validNodeID(id) {
-		return "", fmt.Errorf("%s holds %q, not a swarm node ID", path, id)
+	if err := netspec.CheckNodeID(id); err != nil {
+		return "", fmt.Errorf("%s holds %q, not a swarm node ID: %w", path, id, err)
 	}
 	return id, nil
 }
 
 // recordNodeID writes id to dir's record, atomically, if it changed.
 func recordNodeID(dir, id string) error {
-	if !validNodeID(id) {
-		return fmt.Errorf("record node ID %q: not a swarm node ID", id)
+	if err := netspec.CheckNodeID(id); err != nil {
+		return fmt.Errorf("record node ID %q in %s: not a swarm node ID: %w", id, filepath.Join(dir, NodeIDFile), err)
 	}
 	if cur, err := readNodeID(dir); err == nil && cur == id {
 		return nil

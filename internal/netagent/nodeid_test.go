@@ -1,8 +1,10 @@
 package netagent
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -10,21 +12,28 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
+// swarmID pads s with zeros to a swarm node ID's 25 characters (s is
+// lowercase letters and digits), as the earliest swarmkit padded its IDs.
+func swarmID(s string) string { return s + strings.Repeat("0", netspec.NodeIDLen-len(s)) }
+
 // TestResolveIDDockerAnswers: Docker's answer wins and is recorded.
 func TestResolveIDDockerAnswers(t *testing.T) {
 	dir := t.TempDir()
-	os.WriteFile(filepath.Join(dir, NodeIDFile), []byte("oldid\n"), 0o644)
-	id, rec, err := ResolveID(context.Background(), func(context.Context) (string, error) { return "newid1", nil }, dir, time.Second, discard())
-	if err != nil || id != "newid1" || rec {
-		t.Fatalf("got %q recorded=%v err=%v, want newid1 from Docker", id, rec, err)
+	os.WriteFile(filepath.Join(dir, NodeIDFile), []byte(swarmID("oldid")+"\n"), 0o644)
+	newID := swarmID("newid1")
+	id, rec, err := ResolveID(context.Background(), func(context.Context) (string, error) { return newID, nil }, dir, time.Second, discard())
+	if err != nil || id != newID || rec {
+		t.Fatalf("got %q recorded=%v err=%v, want %s from Docker", id, rec, err, newID)
 	}
 	b, _ := os.ReadFile(filepath.Join(dir, NodeIDFile))
-	if strings.TrimSpace(string(b)) != "newid1" {
-		t.Errorf("record holds %q, want newid1", b)
+	if strings.TrimSpace(string(b)) != newID {
+		t.Errorf("record holds %q, want %s", b, newID)
 	}
 }
 
@@ -39,11 +48,11 @@ func hangingDocker(ctx context.Context) (string, error) {
 // recorded identity is used at once (the plugin must answer dockerd).
 func TestResolveIDDockerHangs(t *testing.T) {
 	dir := t.TempDir()
-	if err := recordNodeID(dir, "abc123"); err != nil {
+	if err := recordNodeID(dir, swarmID("abc123")); err != nil {
 		t.Fatal(err)
 	}
 	id, rec, err := ResolveID(context.Background(), hangingDocker, dir, 50*time.Millisecond, discard())
-	if err != nil || id != "abc123" || !rec {
+	if err != nil || id != swarmID("abc123") || !rec {
 		t.Fatalf("got %q recorded=%v err=%v, want the recorded abc123", id, rec, err)
 	}
 }
@@ -53,7 +62,7 @@ func TestResolveIDDockerHangs(t *testing.T) {
 // identity is used at once then too (it waited 21 s on 29 before).
 func TestResolveIDDockerRefuses(t *testing.T) {
 	dir := t.TempDir()
-	if err := recordNodeID(dir, "abc123"); err != nil {
+	if err := recordNodeID(dir, swarmID("abc123")); err != nil {
 		t.Fatal(err)
 	}
 	var calls atomic.Int32
@@ -62,7 +71,7 @@ func TestResolveIDDockerRefuses(t *testing.T) {
 		return "", errors.New("dial unix /var/run/docker.sock: connect: connection refused")
 	}
 	id, rec, err := ResolveID(context.Background(), refuse, dir, time.Second, discard())
-	if err != nil || id != "abc123" || !rec || calls.Load() != 1 {
+	if err != nil || id != swarmID("abc123") || !rec || calls.Load() != 1 {
 		t.Fatalf("got %q recorded=%v err=%v after %d calls, want the recorded abc123 at once", id, rec, err, calls.Load())
 	}
 }
@@ -78,10 +87,10 @@ func TestResolveIDNoRecord(t *testing.T) {
 		case 2:
 			return "", errors.New("connection refused")
 		}
-		return "late1", nil
+		return swarmID("late1"), nil
 	}
 	id, rec, err := ResolveID(context.Background(), ask, t.TempDir(), 50*time.Millisecond, discard())
-	if err != nil || id != "late1" || rec {
+	if err != nil || id != swarmID("late1") || rec {
 		t.Fatalf("got %q recorded=%v err=%v after %d calls, want late1 from Docker", id, rec, err, calls.Load())
 	}
 }
@@ -95,7 +104,7 @@ func TestResolveIDNoRecordSlowDocker(t *testing.T) {
 		calls.Add(1)
 		select {
 		case <-time.After(200 * time.Millisecond):
-			return "slow1", nil
+			return swarmID("slow1"), nil
 		case <-ctx.Done():
 			return "", ctx.Err()
 		}
@@ -103,7 +112,7 @@ func TestResolveIDNoRecordSlowDocker(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	id, rec, err := ResolveID(ctx, slow, t.TempDir(), 50*time.Millisecond, discard())
-	if err != nil || id != "slow1" || rec || calls.Load() != 1 {
+	if err != nil || id != swarmID("slow1") || rec || calls.Load() != 1 {
 		t.Fatalf("got %q recorded=%v err=%v after %d calls, want slow1 at the first call", id, rec, err, calls.Load())
 	}
 }
@@ -128,7 +137,7 @@ func TestResolveIDBadRecord(t *testing.T) {
 // identity, and the record is not used while Docker answers.
 func TestResolveIDNotInSwarm(t *testing.T) {
 	dir := t.TempDir()
-	recordNodeID(dir, "abc123")
+	recordNodeID(dir, swarmID("abc123"))
 	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
 	defer cancel()
 	id, _, err := ResolveID(ctx, func(context.Context) (string, error) { return "", nil }, dir, 50*time.Millisecond, discard())
@@ -143,17 +152,17 @@ func TestResolveIDNotInSwarm(t *testing.T) {
 // ResolveID returns while the call is still blocked.
 func TestResolveIDDockerIgnoresDeadline(t *testing.T) {
 	dir := t.TempDir()
-	if err := recordNodeID(dir, "abc123"); err != nil {
+	if err := recordNodeID(dir, swarmID("abc123")); err != nil {
 		t.Fatal(err)
 	}
 	release := make(chan struct{})
 	defer close(release)
 	stuck := func(context.Context) (string, error) {
 		<-release
-		return "late", nil
+		return swarmID("late"), nil
 	}
 	id, rec, err := ResolveID(context.Background(), stuck, dir, 50*time.Millisecond, discard())
-	if err != nil || id != "abc123" || !rec {
+	if err != nil || id != swarmID("abc123") || !rec {
 		t.Fatalf("got %q recorded=%v err=%v, want the recorded abc123", id, rec, err)
 	}
 }
@@ -172,8 +181,8 @@ func TestAskForAnswerWins(t *testing.T) {
 		go func() {
 			defer func() { done <- struct{}{} }()
 			for range 2000 {
-				id, err := askFor(context.Background(), func(context.Context) (string, error) { return "id1", nil }, time.Hour)
-				if err != nil || id != "id1" {
+				id, err := askFor(context.Background(), func(context.Context) (string, error) { return swarmID("id1"), nil }, time.Hour)
+				if err != nil || id != swarmID("id1") {
 					lost.Add(1)
 				}
 			}
@@ -194,7 +203,7 @@ func TestAskForAnswerWins(t *testing.T) {
 // as it came, only its recording refused.
 func TestResolveIDRefusesBadDockerAnswer(t *testing.T) {
 	dir := t.TempDir()
-	recordNodeID(dir, "abc123")
+	recordNodeID(dir, swarmID("abc123"))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	const bad = "x/../nodes/y\n\x1b[2J"
@@ -202,7 +211,97 @@ func TestResolveIDRefusesBadDockerAnswer(t *testing.T) {
 	if id != "" || err == nil || !strings.Contains(err.Error(), `"x/../nodes/y\n\x1b[2J"`) || ctx.Err() != nil {
 		t.Fatalf("got %q, %v; want no identity, at once, and an error naming the answer quoted", id, err)
 	}
-	if rec, err := readNodeID(dir); rec != "abc123" || err != nil {
+	if rec, err := readNodeID(dir); rec != swarmID("abc123") || err != nil {
 		t.Errorf("record %q, %v after a bad answer; want abc123 kept", rec, err)
+	}
+}
+
+// TestResolveIDTakesOnlyIDsEveryReaderTakes: the identity is a segment of
+// every key the node writes, and readers (the doctor's, task metrics')
+// take only swarm node IDs (netspec.CheckNodeID: 25 lowercase letters and
+// digits). An answer from Docker that is not one is refused, naming it
+// and that it is Docker's, and neither used nor recorded; a record that
+// is not one is not served as the identity, its error naming the file
+// and what it holds.
+func TestResolveIDTakesOnlyIDsEveryReaderTakes(t *testing.T) {
+	good := swarmID("abc123")
+	for _, tt := range []struct{ name, id, why string }{
+		{"capitals", "1BCEF6UTIXB0L0CA7GXUIVSJ0", `'B' is not allowed`},
+		{"64 characters", strings.Repeat("a", 64), "64 bytes, want 25"},
+		{"too short", "abc123", "6 bytes, want 25"},
+	} {
+		t.Run("Docker answers "+tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			if err := recordNodeID(dir, good); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			id, _, err := ResolveID(ctx, func(context.Context) (string, error) { return tt.id, nil }, dir, 50*time.Millisecond, discard())
+			if id != "" || err == nil || ctx.Err() != nil {
+				t.Fatalf("got %q, %v; want no identity, at once, and an error", id, err)
+			}
+			for _, want := range []string{"Docker", fmt.Sprintf("%q", tt.id), tt.why} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q; want it to say %q", err, want)
+				}
+			}
+			if rec, err := readNodeID(dir); rec != good || err != nil {
+				t.Errorf("record %q, %v after a bad answer; want %s kept", rec, err, good)
+			}
+		})
+		t.Run("recorded "+tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			path := filepath.Join(dir, NodeIDFile)
+			if err := os.WriteFile(path, []byte(tt.id+"\n"), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			rec, err := readNodeID(dir)
+			if rec != "" || err == nil {
+				t.Fatalf("readNodeID: %q, %v; want the record refused", rec, err)
+			}
+			for _, want := range []string{path, fmt.Sprintf("%q", tt.id), tt.why} {
+				if !strings.Contains(err.Error(), want) {
+					t.Errorf("error %q; want it to say %q", err, want)
+				}
+			}
+			if err := recordNodeID(dir, tt.id); err == nil || !strings.Contains(err.Error(), tt.why) {
+				t.Errorf("recordNodeID(%q): %v; want it refused, saying %q", tt.id, err, tt.why)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			defer cancel()
+			if id, _, err := ResolveID(ctx, hangingDocker, dir, 50*time.Millisecond, discard()); id != "" || err == nil {
+				t.Errorf("Docker silent: got %q, %v; want the record not served", id, err)
+			}
+		})
+	}
+}
+
+// TestResolveIDReplacesARefusedRecordLoudly: an agent whose record holds
+// an identity no reader takes (recorded under the old, looser rule: a
+// capital letter, another length) does not serve it, and once Docker
+// answers, records Docker's answer in its place, saying what the record
+// held and where: the old content is not replaced without a word.
+func TestResolveIDReplacesARefusedRecordLoudly(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, NodeIDFile)
+	const old = "1BCEF6UTIXB0L0CA7GXUIVSJ0"
+	if err := os.WriteFile(path, []byte(old+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	const want = "1bcef6utixb0l0ca7gxuivsj0"
+	id, rec, err := ResolveID(context.Background(), func(context.Context) (string, error) { return want, nil }, dir, time.Second, log)
+	if err != nil || id != want || rec {
+		t.Fatalf("got %q recorded=%v err=%v, want %s from Docker", id, rec, err, want)
+	}
+	if got, err := readNodeID(dir); got != want || err != nil {
+		t.Errorf("record %q, %v; want Docker's %s", got, err, want)
+	}
+	for _, w := range []string{"level=WARN", "replac", path, old, want} {
+		if !strings.Contains(logs.String(), w) {
+			t.Errorf("logs:\n%s\nwant them to say %q (the refused record replaced, what it held, where)", logs.String(), w)
+		}
 	}
 }

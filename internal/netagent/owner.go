@@ -137,5 +137,16 @@ func RecordedLinkOwner(dir string) (string, error) {
 const maxLinkOwnerRecord = 256
 
 // validOwner accepts what a link owner is made of: a word, as a mark
-// parts network and owner by spaces.
-func validOwner(s string) bool { return validNodeID(s) }
+// parts network and owner by spaces; 1 to 64 letters and digits (the
+// owners LinkOwner makes are 16 hex digits).
+func validOwner(s string) bool {
+	if s == "" || len(s) > 64 {
+		return false
+	}
+	for _, c := range s {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9') {
+			return false
+		}
+	}
+	return true
+}

@@ -25,7 +25,7 @@ func TestLinkOwnerRecordedOnce(t *testing.T) {
 	if err != nil || first == "" || !validOwner(first) {
 		t.Fatalf("first start: owner %q, %v; want one made", first, err)
 	}
-	if err := recordNodeID(dir, "newswarmid1"); err != nil {
+	if err := recordNodeID(dir, swarmID("newswarmid1")); err != nil {
 		t.Fatal(err)
 	}
 	if again, err := LinkOwner(dir); err != nil || again != first {
