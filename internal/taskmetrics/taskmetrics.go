@@ -278,7 +278,8 @@ type Lister interface {
 // Decode refuses, is set apart with the command that removes it, and hides
 // no other. A report under a name is left out when one under a swarm
 // node ID is of the same node (shadowed): the node's agent was upgraded,
-// and the old one would count its tasks twice. The node facts
+// and the old one would count its tasks twice; one naming no ID that no
+// node may be given is set apart instead (refuseNameReports). The node facts
 // (netspec.NodesKVPrefix, read through kv too) tell which swarm nodes
 // have a name.
 func Load(ctx context.Context, kv Lister) ([]Report, []BadReport, error) {
@@ -297,7 +298,57 @@ func Load(ctx context.Context, kv Lister) ([]Report, []BadReport, error) {
 		}
 		out = append(out, r)
 	}
-	return slices.DeleteFunc(out, shadowed(out, netspec.IDsByName(ctx, kv))), bad, nil
+	byName := netspec.IDsByName(ctx, kv)
+	out, refused := refuseNameReports(out, byName)
+	bad = append(bad, refused...)
+	return slices.DeleteFunc(out, shadowed(out, byName)), bad, nil
+}
+
+// refuseNameReports sets apart each of reports read under a name and
+// naming no swarm node ID that no node may be given, as the doctor's
+// LoadReports refuses its like: every swarm node the node facts give the
+// name (byName) publishes under its ID, and one of those reports names
+// another node than its facts (its agent's --node changed since it wrote
+// them, or a report is forged), so the name's report may not be theirs
+// from before their upgrade. Counted, it could count a node's tasks
+// twice; left out as shadowed, it was dropped without a word. Set apart,
+// the autoscaler's caller logs it, and the doctor shows it, with the
+// command that removes it.
+func refuseNameReports(reports []Report, byName map[string][]string) ([]Report, []BadReport) {
+	byID := map[string]Report{}
+	for _, r := range reports {
+		if strings.HasPrefix(r.Key, IDPrefix) {
+			byID[r.NodeID] = r
+		}
+	}
+	var bad []BadReport
+	kept := slices.DeleteFunc(reports, func(r Report) bool {
+		ids := byName[r.Node]
+		if strings.HasPrefix(r.Key, IDPrefix) || r.NodeID != "" || len(ids) == 0 ||
+			slices.ContainsFunc(ids, func(id string) bool { _, ok := byID[id]; return !ok }) {
+			return false
+		}
+		var others []string // the identities whose reports name another node
+		for _, id := range slices.Sorted(slices.Values(ids)) {
+			if byID[id].Node != r.Node {
+				others = append(others, id)
+			}
+		}
+		if len(others) == 0 {
+			return false // the name's nodes' own, from before their upgrade: shadowed
+		}
+		other := byID[others[0]]
+		more := ""
+		if len(others) > 1 {
+			more = fmt.Sprintf(" (and %d more swarm nodes of the name, each naming another node)", len(others)-1)
+		}
+		fix, why := shellword.KVRemoval(r.Key, "")
+		bad = append(bad, BadReport{Key: r.Key, Fix: fix,
+			Problem: fmt.Sprintf("report %s, an older agent's under node %s's name, is counted for no node: every swarm node the node facts name %s publishes its report under its ID, and %s names node %q, not %s%s (its agent's --node changed since its facts were written, or the report is forged), so it may not be theirs from before an upgrade",
+				r.Key, r.Node, r.Node, other.Key, other.Node, r.Node, more) + why})
+		return true
+	})
+	return kept, bad
 }
 
 // shadowed says which of reports, read under a name, is of a node whose
