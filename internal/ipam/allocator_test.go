@@ -334,7 +334,7 @@ func TestDepartedReclaimJudgesIdentities(t *testing.T) {
 	clock := t0
 	now := func() time.Time { return clock }
 	held := map[string]netip.Addr{}
-	for _, id := range []string{"ready", "fresh", "dead", "leader"} {
+	for _, id := range []string{sid("ready"), sid("fresh"), sid("dead"), sid("leader")} {
 		a := newAllocator(kv, id, "g", now, nil)
 		addr := taskAddr(t, a, p)
 		held[id] = addr
@@ -345,19 +345,19 @@ func TestDepartedReclaimJudgesIdentities(t *testing.T) {
 	}
 	// Holders without facts: a node gone whose facts were deleted, one
 	// whose facts are unreadable, and one the swarm says is ready.
-	for _, id := range []string{"ghost", "garbled", "ready-no-facts"} {
+	for _, id := range []string{sid("ghost"), sid("garbled"), sid("readynofacts")} {
 		addr, err := newAllocator(kv, id, "g", now, nil).Allocate(ctx, p, netip.Addr{}, KindTask)
 		if err != nil {
 			t.Fatal(err)
 		}
 		held[id] = addr
 	}
-	kv.Put(ctx, "underlay/nodes/garbled", []byte("{not json"))
-	leader := newAllocator(kv, "leader", "g", now, nil)
-	r := departedReclaimer(leader, st, "ready", "leader", "ready-no-facts")
+	kv.Put(ctx, "underlay/nodes/"+sid("garbled"), []byte("{not json"))
+	leader := newAllocator(kv, sid("leader"), "g", now, nil)
+	r := departedReclaimer(leader, st, sid("ready"), sid("leader"), sid("readynofacts"))
 	// PublishNode stamps facts with the real clock: judge them from there.
 	clock = time.Now().Add(time.Minute)
-	// The "fresh" node's agent beats; the swarm says it is not ready.
+	// The fresh node's agent beats; the swarm says it is not ready.
 	refresh := func(id string) {
 		raw := fmt.Sprintf(`{"id":%q,"node":"same","holder":{"instance":%q},"updated_at":%q}`, id, id, clock.Format(time.RFC3339Nano))
 		kv.Put(ctx, "underlay/nodes/"+id, []byte(raw))
@@ -365,7 +365,7 @@ func TestDepartedReclaimJudgesIdentities(t *testing.T) {
 	// Holders without facts are known from the first sweep, judged from
 	// the second.
 	for range 4 {
-		refresh("fresh")
+		refresh(sid("fresh"))
 		if err := r.Sweep(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -374,7 +374,7 @@ func TestDepartedReclaimJudgesIdentities(t *testing.T) {
 	all, _ := Allocations(ctx, kv, p)
 	for id, addr := range held {
 		want := id
-		if id == "dead" || id == "ghost" || id == "garbled" {
+		if id == sid("dead") || id == sid("ghost") || id == sid("garbled") {
 			want = ""
 		}
 		if all[addr].Node != want {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/underlay/underlay/internal/kvstore"
@@ -46,3 +47,8 @@ func taskAddr(t testing.TB, a *Allocator, p Pool) netip.Addr {
 	}
 	return addr
 }
+
+// sid pads s (lowercase letters and digits) with zeros to a swarm node
+// ID's 25 characters: an identity every reader takes
+// (netspec.CheckNodeID).
+func sid(s string) string { return s + strings.Repeat("0", netspec.NodeIDLen-len(s)) }

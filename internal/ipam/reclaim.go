@@ -474,6 +474,7 @@ func (r *Reclaimer) departed(ctx context.Context) (gone, report map[string]bool,
 	if err != nil {
 		return nil, nil, err
 	}
+	facts = agentsFacts(facts)
 	fresh := r.Fresh
 	if fresh <= 0 {
 		fresh = r.NodeTimeout

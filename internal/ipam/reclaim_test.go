@@ -255,17 +255,17 @@ func TestSweepKeepsNodelessAddressesANodeMayHold(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Every node has run an agent; the facts of down stopped an hour ago.
-	for _, id := range []string{"leader", "live", "down"} {
+	for _, id := range []string{sid("leader"), sid("live"), sid("down")} {
 		if err := kv.Put(ctx, netspec.NodesKVPrefix+id, []byte(fmt.Sprintf(`{"id":%q,"node":%q,"updated_at":%q}`, id, id, at))); err != nil {
 			t.Fatal(err)
 		}
 	}
 	const timeout = 5 * time.Minute
-	cluster := fakeCluster{ready: []string{"leader", "live", "down"}}
+	cluster := fakeCluster{ready: []string{sid("leader"), sid("live"), sid("down")}}
 	logs := &logCounter{}
-	leader := &Reclaimer{Alloc: newAllocator(kv, "leader", "g", now, nil), Pools: SpecPools{Store: st}, Held: heldSet{},
+	leader := &Reclaimer{Alloc: newAllocator(kv, sid("leader"), "g", now, nil), Pools: SpecPools{Store: st}, Held: heldSet{},
 		Cluster: cluster, Grace: 10 * time.Second, NodeTimeout: timeout, Fresh: timeout, Log: slog.New(logs)}
-	live := &Reclaimer{Alloc: newAllocator(kv, "live", "g", now, nil), Pools: SpecPools{Store: st}, Held: heldSet{},
+	live := &Reclaimer{Alloc: newAllocator(kv, sid("live"), "g", now, nil), Pools: SpecPools{Store: st}, Held: heldSet{},
 		Grace: 10 * time.Second, NodeTimeout: timeout}
 	sweep := func(d time.Duration, rs ...*Reclaimer) map[netip.Addr]Alloc {
 		t.Helper()
@@ -279,14 +279,14 @@ func TestSweepKeepsNodelessAddressesANodeMayHold(t *testing.T) {
 		}
 	}
 	const waiting = "kept an address allocated to no node: nodes whose containers may hold it have not reported they do not (is their agent running?)"
-	if n := logs.count(waiting); n != 2 || !strings.Contains(logs.buf.String(), "nodes=down ") {
+	if n := logs.count(waiting); n != 2 || !strings.Contains(logs.buf.String(), "nodes="+sid("down")+" ") {
 		t.Errorf("%q logged %d times, want once for each address, naming down:\n%s", waiting, n, logs.buf.String())
 	}
 	// Node down's agent starts again: its container holds heldThere.
-	down := &Reclaimer{Alloc: newAllocator(kv, "down", "g2", now, nil), Pools: SpecPools{Store: st}, Held: heldSet{netip.MustParseAddr(heldThere): true},
+	down := &Reclaimer{Alloc: newAllocator(kv, sid("down"), "g2", now, nil), Pools: SpecPools{Store: st}, Held: heldSet{netip.MustParseAddr(heldThere): true},
 		Grace: 10 * time.Second, NodeTimeout: timeout}
 	all = sweep(time.Minute, leader, live, down)
-	if al := all[netip.MustParseAddr(heldThere)]; al.Node != "down" || al.Kind != KindTask {
+	if al := all[netip.MustParseAddr(heldThere)]; al.Node != sid("down") || al.Kind != KindTask {
 		t.Errorf("%s, held by a container on down, is %+v once its agent is back: want down's task address", heldThere, al)
 	}
 	if al, ok := all[netip.MustParseAddr(unheld)]; ok {
@@ -386,7 +386,7 @@ func TestLeaderDropsDepartedNodesOrphanReports(t *testing.T) {
 	st, _ := clusterNet(t, kv)
 	clock := t0
 	now := func() time.Time { return clock }
-	for _, id := range []string{"live", "dead"} {
+	for _, id := range []string{sid("live"), sid("dead")} {
 		if err := st.PublishNode(ctx, netspec.NodeFacts{ID: id, Node: id, Holder: netspec.Holder{Instance: id}}); err != nil {
 			t.Fatal(err)
 		}
@@ -396,7 +396,7 @@ func TestLeaderDropsDepartedNodesOrphanReports(t *testing.T) {
 			}
 		}
 	}
-	r := departedReclaimer(newAllocator(kv, "live", "g", now, nil), st, "live")
+	r := departedReclaimer(newAllocator(kv, sid("live"), "g", now, nil), st, sid("live"))
 	sweepPastNodeTimeout(ctx, t, r, &clock)
 	ids := func(network string) []string {
 		reports, err := st.Reports(ctx, network)
@@ -409,10 +409,10 @@ func TestLeaderDropsDepartedNodesOrphanReports(t *testing.T) {
 		}
 		return out
 	}
-	if got, want := ids("gone"), []string{"live"}; !slices.Equal(got, want) {
+	if got, want := ids("gone"), []string{sid("live")}; !slices.Equal(got, want) {
 		t.Errorf("reports left under gone (no spec key): %q, want %q: the departed node's deleted", got, want)
 	}
-	if got, want := ids("net"), []string{"dead", "live"}; !slices.Equal(got, want) {
+	if got, want := ids("net"), []string{sid("dead"), sid("live")}; !slices.Equal(got, want) {
 		t.Errorf("reports left under net: %q, want %q", got, want)
 	}
 }
@@ -436,5 +436,61 @@ func sweepPastNodeTimeout(ctx context.Context, t *testing.T, r *Reclaimer, clock
 			t.Fatal(err)
 		}
 		*clock = clock.Add(4 * time.Second)
+	}
+}
+
+// TestDepartedReclaimIgnoresFactsNoAgentWrites: facts under a key naming
+// no swarm node ID (underlay/nodes/X, underlay/nodes/a b: no agent writes
+// one) judge no node's liveness. Before, one naming a dead node as its
+// node kept that node's addresses for ever (holders named like any
+// facts' node are never judged), and fresh ones made their key a node
+// that must report on every address naming no node, which it never
+// does. A live node stays live whatever such a key says of it.
+func TestDepartedReclaimIgnoresFactsNoAgentWrites(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st, p := clusterNet(t, kv)
+	clock := t0
+	now := func() time.Time { return clock }
+	leaderID, liveID, deadID := sid("leader"), sid("live"), sid("dead")
+	held := map[string]netip.Addr{}
+	for _, id := range []string{leaderID, liveID, deadID} {
+		held[id] = taskAddr(t, newAllocator(kv, id, "g", now, nil), p)
+	}
+	for _, id := range []string{leaderID, liveID} {
+		if err := st.PublishNode(ctx, netspec.NodeFacts{ID: id, Node: id, Holder: netspec.Holder{Instance: id}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The dead node's facts are gone; keys no agent writes name it, and
+	// the live one, stale or fresh.
+	stamp := func() string { return clock.Format(time.RFC3339Nano) }
+	bogus := func() {
+		for key, doc := range map[string]string{
+			"X":                         fmt.Sprintf(`{"id":"X","node":%q,"updated_at":%q}`, deadID, stamp()),
+			"a b":                       fmt.Sprintf(`{"id":%q,"node":"n1","updated_at":%q}`, deadID, stamp()),
+			"LIVE00000000000000000000A": fmt.Sprintf(`{"id":%q,"node":%q,"updated_at":"2000-01-01T00:00:00Z"}`, liveID, liveID),
+		} {
+			kv.Put(ctx, netspec.NodesKVPrefix+key, []byte(doc))
+		}
+	}
+	r := departedReclaimer(newAllocator(kv, leaderID, "g", now, nil), st, leaderID, liveID)
+	clock = time.Now().Add(time.Minute)
+	for range 4 {
+		bogus() // refreshed, as an agent would
+		if err := r.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		clock = clock.Add(4 * time.Second)
+	}
+	all, _ := Allocations(ctx, kv, p)
+	for id, addr := range held {
+		want := id
+		if id == deadID {
+			want = ""
+		}
+		if all[addr].Node != want {
+			t.Errorf("%s's address %s is now %+v, want held by %q", id, addr, all[addr], want)
+		}
 	}
 }
