@@ -888,16 +888,17 @@ func TestFactsCheck(t *testing.T) {
 	if check == nil {
 		t.Fatal("no nodes/facts check among the doctor's checks")
 	}
-	kv.Put(ctx, netspec.NodesKVPrefix+"id1", []byte(`{"id":"id1","node":"n1","interfaces":["eth0"]}`))
+	const id1, id2, id9 = "id10000000000000000000000", "id20000000000000000000000", "id90000000000000000000000"
+	kv.Put(ctx, netspec.NodesKVPrefix+id1, []byte(`{"id":"`+id1+`","node":"n1","interfaces":["eth0"]}`))
 	if rs := check.Run(ctx, t.Logf); len(rs) != 1 || rs[0].Check != "nodes/facts" || rs[0].Status != OK {
 		t.Errorf("facts under their own identity: %+v, want ok", rs)
 	}
-	key := netspec.NodesKVPrefix + "id2"
-	kv.Put(ctx, key, []byte(`{"id":"id9","node":"n2","interfaces":["eth0"]}`))
+	key := netspec.NodesKVPrefix + id2
+	kv.Put(ctx, key, []byte(`{"id":"`+id9+`","node":"n2","interfaces":["eth0"]}`))
 	rs := check.Run(ctx, t.Logf)
-	if len(rs) != 1 || rs[0].Check != "nodes/facts" || rs[0].Status != Warn || !strings.Contains(rs[0].Message, key+" holds facts naming swarm node id9") ||
+	if len(rs) != 1 || rs[0].Check != "nodes/facts" || rs[0].Status != Warn || !strings.Contains(rs[0].Message, key+" holds facts naming swarm node "+id9) ||
 		!strings.HasPrefix(rs[0].Fix, shellword.KVDelete(key)) {
-		t.Errorf("misfiled facts: %+v, want a warning naming %s and id9, with %s", rs, key, shellword.KVDelete(key))
+		t.Errorf("misfiled facts: %+v, want a warning naming %s and %s, with %s", rs, key, id9, shellword.KVDelete(key))
 	}
 	kv.Hook = func(string, []string) error { return kvtest.ErrUnreachable }
 	if rs := check.Run(ctx, t.Logf); len(rs) != 1 || rs[0].Status != Warn || !strings.Contains(rs[0].Message, "cannot read the node facts") {
@@ -1161,8 +1162,9 @@ func TestFactsCheckShowsUnreadableFacts(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	check := FactsCheck{Networks: netspec.NewStore(kv)}
-	kv.Put(ctx, netspec.NodesKVPrefix+"id1", []byte(`{"id":"id1","node":"n1","interfaces":["eth0"]}`))
-	key, odd := netspec.NodesKVPrefix+"id2", netspec.NodesKVPrefix+".."
+	const id1 = "id10000000000000000000000"
+	kv.Put(ctx, netspec.NodesKVPrefix+id1, []byte(`{"id":"`+id1+`","node":"n1","interfaces":["eth0"]}`))
+	key, odd := netspec.NodesKVPrefix+"id20000000000000000000000", netspec.NodesKVPrefix+".."
 	kv.Put(ctx, key, []byte(`{not json`))
 	kv.Put(ctx, odd, []byte(`{not json`))
 	rs := check.Run(ctx, t.Logf)
@@ -1183,6 +1185,47 @@ func TestFactsCheckShowsUnreadableFacts(t *testing.T) {
 			}
 		default:
 			t.Errorf("%+v names neither %s nor %s", r, key, odd)
+		}
+	}
+}
+
+// TestFactsCheckShowsFactsUnderNoNodesKey: node facts under a key that
+// names no swarm node ID (underlay/nodes/X, underlay/nodes/a b: agents
+// write theirs under their ID, netspec.CheckNodeID) were read as a
+// node's: no warning unless the document named another ID, and then one
+// saying they were taken as the key's identity's; on a manager,
+// nodes/removed gave `underlay node rm X` for them. Each is now one
+// nodes/facts warning naming the key and why, with the command that
+// removes it, and nodes/removed leaves it to that. An older agent's
+// facts, naming no ID under its name, are no problem.
+func TestFactsCheckShowsFactsUnderNoNodesKey(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	const id = "1bcef6utixb0l0ca7gxuivsj0"
+	for key, doc := range map[string]string{
+		id:    `{"id":"` + id + `","node":"n1"}`,
+		"X":   `{"id":"X","node":"n2"}`,
+		"a b": `{"id":"` + id + `","node":"n1"}`,
+		"n3":  `{"node":"n3"}`, // an older agent's
+	} {
+		kv.Put(ctx, netspec.NodesKVPrefix+key, []byte(doc))
+	}
+	rs := FactsCheck{Networks: netspec.NewStore(kv)}.Run(ctx, t.Logf)
+	byKey := map[string]Result{}
+	for _, r := range rs {
+		for _, k := range []string{"X", "a b"} {
+			if strings.Contains(r.Message, fmt.Sprintf("%q", netspec.NodesKVPrefix+k)) || strings.Contains(r.Message, netspec.NodesKVPrefix+k+" ") {
+				byKey[k] = r
+			}
+		}
+	}
+	if len(rs) != 2 {
+		t.Errorf("results %+v; want one warning for each key naming no swarm node ID", rs)
+	}
+	for _, k := range []string{"X", "a b"} {
+		r, key := byKey[k], netspec.NodesKVPrefix+k
+		if r.Check != "nodes/facts" || r.Status != Warn || !strings.Contains(r.Message, "not a swarm node ID") || !strings.HasPrefix(r.Fix, shellword.KVDelete(key)) {
+			t.Errorf("facts under %q: %+v; want a nodes/facts warning saying its key is not a swarm node ID, with %s", key, r, shellword.KVDelete(key))
 		}
 	}
 }

@@ -545,17 +545,48 @@ func EvalFacts(l netspec.FactsListing, err error) []Result {
 	case err != nil:
 		return []Result{{Check: check, Status: Warn, Message: fmt.Sprintf("cannot read the node facts from Consul, not checked: %v", err),
 			Fix: "consul members   # the Consul agent must be reachable (see consul/agent)"}}
-	case len(l.Misfiled) == 0 && len(l.Unreadable) == 0:
-		return []Result{{Check: check, Status: OK, Message: fmt.Sprintf("every node's facts (%d) name the identity their key does", len(l.Facts))}}
 	}
-	rs := make([]Result, 0, len(l.Misfiled)+len(l.Unreadable))
+	var rs []Result
+	noNode := map[string]bool{} // their keys, which need no misfiled warning too
+	for _, f := range l.Facts {
+		if r, ok := NoNodeFactsResult(f); ok {
+			rs = append(rs, r)
+			noNode[netspec.NodesKVPrefix+f.ID] = true
+		}
+	}
 	for _, m := range l.Misfiled {
-		rs = append(rs, MisfiledResult(m))
+		if !noNode[m.Key] {
+			rs = append(rs, MisfiledResult(m))
+		}
 	}
 	for _, u := range l.Unreadable {
 		rs = append(rs, UnreadableFactsResult(u))
 	}
-	return capRows(rs, "facts documents naming another identity than their key, or unreadable")
+	if len(rs) == 0 {
+		return []Result{{Check: check, Status: OK, Message: fmt.Sprintf("every node's facts (%d) name the identity their key does", len(l.Facts))}}
+	}
+	return capRows(rs, "facts documents naming another identity than their key, under a key naming no swarm node, or unreadable")
+}
+
+// NoNodeFactsResult is the nodes/facts warning of facts listed under a
+// key that names no swarm node ID (netspec.CheckNodeID; facts are listed
+// under their key's identity): no agent writes one, agents write theirs
+// under NodesKVPrefix and their swarm node ID, so they are no node's, and
+// the IPAM's departed-node reclaim and the dashboard leave them out. ok
+// is false for any other facts, among them those naming no identity (an
+// older agent's, under its name).
+func NoNodeFactsResult(f netspec.NodeFacts) (r Result, ok bool) {
+	err := netspec.CheckNodeID(f.ID)
+	if f.ID == "" || err == nil {
+		return Result{}, false
+	}
+	key := netspec.NodesKVPrefix + f.ID
+	fix, why := shellword.KVRemoval(key, "")
+	c := termtext.Cell // a key and a name anyone with an agent's token may write
+	return Result{Check: "nodes/facts", Status: Warn,
+		Message: fmt.Sprintf("%s holds facts of node %s under a key naming no swarm node (%s is not a swarm node ID: %v): no agent writes it (agents write theirs under %sSWARM-NODE-ID); left out by the IPAM's departed-node reclaim and the dashboard",
+			c(key), c(f.Node), c(f.ID), err, netspec.NodesKVPrefix) + why,
+		Fix: fix}, true
 }
 
 // UnreadableFactsResult is the nodes/facts warning of a facts document
