@@ -120,6 +120,18 @@ func (s *Store) Inventory(ctx context.Context, facts []netspec.NodeFacts) ([]inv
 // reports it), or among the cluster's when the page has no column for
 // the node (a document naming no node).
 func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled []netspec.MisfiledFacts) ([]dashboard.AgentInput, error) {
+	// Facts under a key naming no swarm node ID are no agent's: not an
+	// identity of the node they name, but the cluster's problem.
+	var noNode []dashboard.DoctorResult
+	noNodeKeys := map[string]bool{}
+	facts = slices.DeleteFunc(slices.Clone(facts), func(f netspec.NodeFacts) bool {
+		r, ok := doctor.NoNodeFactsResult(f)
+		if ok {
+			noNode = append(noNode, result(r))
+			noNodeKeys[netspec.NodesKVPrefix+f.ID] = true
+		}
+		return ok
+	})
 	reports, err := doctor.LoadReportsWithFacts(ctx, s.kv, facts)
 	if err != nil {
 		return nil, err
@@ -171,8 +183,15 @@ func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled 
 		nameOf[f.ID] = f.Node
 	}
 	for _, m := range misfiled {
+		if noNodeKeys[m.Key] {
+			continue // its noNode warning says more
+		}
 		a := get(nameOf[strings.TrimPrefix(m.Key, netspec.NodesKVPrefix)])
 		a.warnings = append(a.warnings, result(doctor.MisfiledResult(m)))
+	}
+	if len(noNode) > 0 {
+		// Node "": no column, so among the cluster's problems.
+		get("").warnings = append(get("").warnings, noNode...)
 	}
 	for _, name := range order {
 		n := by[name]

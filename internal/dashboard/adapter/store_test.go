@@ -208,8 +208,8 @@ func TestStoreShowsMisfiledFactsOfNoNode(t *testing.T) {
 // nodes/facts warning of the node, with the node rm that removes it.
 func TestStoreDuplicateFactsNewestWins(t *testing.T) {
 	for _, tt := range []struct{ name, live, stale string }{
-		{"stale one read last", "id-a", "id-b"},
-		{"stale one read first", "id-b", "id-a"},
+		{"stale one read last", "ida0000000000000000000000", "idb0000000000000000000000"},
+		{"stale one read first", "idb0000000000000000000000", "ida0000000000000000000000"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			ctx := context.Background()
@@ -429,15 +429,15 @@ func TestStoreTellsSameNameAgentsApart(t *testing.T) {
 		kv.Put(ctx, netspec.NodesKVPrefix+id, []byte(`{"id":"`+id+`","node":"n1","interfaces":["eth0"],"updated_at":"`+at.Format(time.RFC3339Nano)+`"}`))
 	}
 	now := time.Now().UTC()
-	put("id-a", now.Add(-5*time.Second))
-	put("id-b", now.Add(-time.Hour))
-	swarm := fixedSwarm{{ID: "id-a", Hostname: "n1", State: "ready"}, {ID: "id-b", Hostname: "n1", State: "ready"}}
+	put("ida0000000000000000000000", now.Add(-5*time.Second))
+	put("idb0000000000000000000000", now.Add(-time.Hour))
+	swarm := fixedSwarm{{ID: "ida0000000000000000000000", Hostname: "n1", State: "ready"}, {ID: "idb0000000000000000000000", Hostname: "n1", State: "ready"}}
 	snap := runRefreshes(t, dashboard.Sources{Swarm: swarm, Store: NewStore(memKV{kv}, "")})
 	got := map[string]string{}
 	for _, n := range snap.Nodes {
 		got[n.ID] = n.Agent.State
 	}
-	if want := map[string]string{"id-a": dashboard.AgentUp, "id-b": dashboard.AgentStale}; !maps.Equal(got, want) {
+	if want := map[string]string{"ida0000000000000000000000": dashboard.AgentUp, "idb0000000000000000000000": dashboard.AgentStale}; !maps.Equal(got, want) {
 		t.Errorf("agents by swarm node %v, want %v", got, want)
 	}
 }
@@ -454,7 +454,7 @@ func TestStoreDuplicateWarningIsStable(t *testing.T) {
 	s := NewStore(memKV{kvtest.New()}, "")
 	now := time.Now().UTC()
 	warnings := func(aAt, bAt time.Time) []dashboard.DoctorResult {
-		facts := []netspec.NodeFacts{{ID: "id-b", Node: "n1", UpdatedAt: bAt}, {ID: "id-a", Node: "n1", UpdatedAt: aAt}}
+		facts := []netspec.NodeFacts{{ID: "idb0000000000000000000000", Node: "n1", UpdatedAt: bAt}, {ID: "ida0000000000000000000000", Node: "n1", UpdatedAt: aAt}}
 		as, err := s.Agents(ctx, facts, nil)
 		if err != nil {
 			t.Fatal(err)
@@ -472,9 +472,9 @@ func TestStoreDuplicateWarningIsStable(t *testing.T) {
 	if diff := cmp.Diff(aLast, bLast); diff != "" {
 		t.Errorf("the warning changed when the other agent refreshed last (-a last +b last):\n%s", diff)
 	}
-	if len(aLast) != 1 || !strings.Contains(aLast[0].Message, "swarm node id-a") || !strings.Contains(aLast[0].Message, "swarm node id-b") ||
-		strings.Index(aLast[0].Message, "id-a") > strings.Index(aLast[0].Message, "id-b") {
-		t.Errorf("warnings %+v, want one naming swarm nodes id-a and id-b, in that order", aLast)
+	if len(aLast) != 1 || !strings.Contains(aLast[0].Message, "swarm node ida0000000000000000000000") || !strings.Contains(aLast[0].Message, "swarm node idb0000000000000000000000") ||
+		strings.Index(aLast[0].Message, "ida0000000000000000000000") > strings.Index(aLast[0].Message, "idb0000000000000000000000") {
+		t.Errorf("warnings %+v, want one naming swarm nodes ida0000000000000000000000 and idb0000000000000000000000, in that order", aLast)
 	}
 }
 
@@ -725,6 +725,43 @@ func TestStoreShowsANameReportNamingAnotherIdentity(t *testing.T) {
 			return p.Check == "doctor/report" && p.Status == "fail" && strings.Contains(p.Message, key+" ") && strings.HasPrefix(p.Fix, shellword.KVDelete(key)+" ")
 		}) {
 			t.Errorf("%s's doctor %+v; want the failed doctor/report check of %s, with its deletion", n.Name, n.Doctor, key)
+		}
+	}
+}
+
+// TestStoreShowsFactsUnderNoNodesKey: node facts under a key naming no
+// swarm node ID (underlay/nodes/X, underlay/nodes/a b: no agent writes
+// one) were taken as an identity of the node they name: a second agent
+// of n1 (its heartbeat, or a duplicate's warning), or a column of their
+// own. They are now no node's: each is among the cluster's problems, the
+// doctor's nodes/facts warning with the command that removes it.
+func TestStoreShowsFactsUnderNoNodesKey(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	const id1 = "id10000000000000000000000"
+	kv.Put(ctx, netspec.NodesKVPrefix+id1, []byte(`{"id":"`+id1+`","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
+	kv.Put(ctx, netspec.NodesKVPrefix+"X", []byte(`{"id":"X","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:01Z"}`))
+	kv.Put(ctx, netspec.NodesKVPrefix+"a b", []byte(`{"id":"`+id1+`","node":"n5","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
+	var want []dashboard.DoctorResult
+	for _, f := range []netspec.NodeFacts{{ID: "X", Node: "n1"}, {ID: "a b", Node: "n5"}} {
+		r, ok := doctor.NoNodeFactsResult(f)
+		if !ok {
+			t.Fatalf("no doctor warning for %+v", f)
+		}
+		want = append(want, dashboard.DoctorResult{Check: r.Check, Status: string(r.Status), Message: r.Message, Fix: r.Fix})
+	}
+	swarm := fixedSwarm{{ID: id1, Hostname: "n1", State: "ready"}}
+	snap := runRefreshes(t, dashboard.Sources{Swarm: swarm, Store: NewStore(memKV{kv}, "")})
+	byMessage := func(a, b dashboard.DoctorResult) int { return strings.Compare(a.Message, b.Message) }
+	if d := cmp.Diff(want, slices.SortedFunc(slices.Values(snap.Problems), byMessage)); d != "" {
+		t.Errorf("the cluster's problems (-want +got):\n%s", d)
+	}
+	for _, n := range snap.Nodes {
+		if n.Name == "n5" {
+			t.Errorf("node n5, named only by facts under underlay/nodes/a b, has a column: %+v", n)
+		}
+		if n.Doctor != nil && len(n.Doctor.Problems) > 0 {
+			t.Errorf("node %s has doctor problems %+v, want none", n.Name, n.Doctor.Problems)
 		}
 	}
 }
