@@ -386,7 +386,8 @@ func DecodeFacts(kvs []kvstore.Pair) FactsListing {
 
 // IDsByName gives, by node name, the swarm node IDs whose facts (under
 // NodesKVPrefix) name it; nil when the facts cannot be listed. A document
-// that cannot be read names no node. Readers of reports kept under a
+// that cannot be read names no node, nor does one under a key no agent
+// writes (agentsFactsKey). Readers of reports kept under a
 // node's name use it to tell which nodes a name may stand for.
 func IDsByName(ctx context.Context, kv interface {
 	List(ctx context.Context, prefix string) ([]kvstore.Pair, error)
@@ -398,11 +399,23 @@ func IDsByName(ctx context.Context, kv interface {
 	out := map[string][]string{}
 	for _, p := range pairs {
 		var f struct {
+			ID   string `json:"id"`
 			Node string `json:"node"`
 		}
-		if json.Unmarshal(p.Value, &f) == nil && f.Node != "" {
-			out[f.Node] = append(out[f.Node], strings.TrimPrefix(p.Key, NodesKVPrefix))
+		seg := strings.TrimPrefix(p.Key, NodesKVPrefix)
+		if json.Unmarshal(p.Value, &f) == nil && f.Node != "" && agentsFactsKey(seg, f.ID, f.Node) {
+			out[f.Node] = append(out[f.Node], seg)
 		}
 	}
 	return out
+}
+
+// agentsFactsKey says whether facts naming identity id ("" for none) and
+// node name node may be an agent's under the key whose segment under
+// NodesKVPrefix is seg: agents write theirs under their swarm node ID
+// (CheckNodeID), older ones, naming no ID, under the name they name. Under
+// any other key (underlay/nodes/X, underlay/nodes/a b) they would give a
+// name a swarm node no node has.
+func agentsFactsKey(seg, id, node string) bool {
+	return CheckNodeID(seg) == nil || id == "" && seg == node && CheckNodeName(node) == nil
 }

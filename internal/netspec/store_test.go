@@ -693,3 +693,31 @@ func TestReportsGivesNoDeleteConsulRedirects(t *testing.T) {
 		}
 	}
 }
+
+// TestIDsByNameSkipsKeysNoAgentWrites: the swarm node IDs a name stands
+// for, by which the doctor's and task metrics' readers tell whether a
+// report under the name is an older agent's, came from every facts key:
+// underlay/nodes/X naming n1 made X one of n1's swarm nodes, one that
+// never publishes under its ID, so n1's report from before its upgrade
+// was read (counted twice by the autoscaler). Only keys an agent writes
+// count: its swarm node ID's, or an older agent's, naming no ID, under
+// the name it names.
+func TestIDsByNameSkipsKeysNoAgentWrites(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	const ida = "ida0000000000000000000000"
+	for key, doc := range map[string]string{
+		ida:   `{"id":"` + ida + `","node":"n1"}`,
+		"X":   `{"id":"X","node":"n1"}`,
+		"a b": `{"node":"n1"}`,
+		"Y":   `{"id":"` + ida + `","node":"n1"}`,
+		"n2":  `{"node":"n2"}`, // an older agent's
+		"n3":  `{"node":"n4"}`,
+	} {
+		kv.Put(ctx, netspec.NodesKVPrefix+key, []byte(doc))
+	}
+	want := map[string][]string{"n1": {ida}, "n2": {"n2"}}
+	if got := netspec.IDsByName(ctx, kv); !maps.EqualFunc(got, want, slices.Equal) {
+		t.Errorf("IDs by name %v, want %v", got, want)
+	}
+}

@@ -575,3 +575,37 @@ func TestLoadRefusesANameReportNoNodeIsGiven(t *testing.T) {
 		})
 	}
 }
+
+// TestLoadIgnoresFactsNoAgentWrites: facts under a key naming no swarm
+// node ID (underlay/nodes/X, naming node n1: no agent writes one) made X
+// one of n1's swarm nodes, one with no report under its ID, so n1's
+// report under its name, ida's from before its upgrade, was counted
+// beside ida's own: ida's tasks twice. Such facts give a name no node.
+func TestLoadIgnoresFactsNoAgentWrites(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	const ida = "ida0000000000000000000000"
+	report := func(node, id string, tasks int) string {
+		return fmt.Sprintf(`{"node":%q,"node_id":%q,"at":"2026-12-03T11:59:59Z","services":{"web":{"tasks":%d}}}`, node, id, tasks)
+	}
+	for k, v := range map[string]string{
+		netspec.NodesKVPrefix + ida:   `{"id":"` + ida + `","node":"n1"}`,
+		netspec.NodesKVPrefix + "X":   `{"id":"X","node":"n1"}`,
+		netspec.NodesKVPrefix + "a b": `{"node":"n1"}`,
+		IDPrefix + ida:                report("n1", ida, 1),
+		KVPrefix + "n1":               report("n1", "", 100), // ida's before its upgrade
+	} {
+		kv.Put(ctx, k, []byte(v))
+	}
+	reports, bad, err := Load(ctx, kv)
+	if err != nil || len(bad) > 0 {
+		t.Fatalf("Load: %v, bad %+v", err, bad)
+	}
+	got := map[string]int{}
+	for _, r := range reports {
+		got[r.Key] = r.Services["web"].Tasks
+	}
+	if d := cmp.Diff(map[string]int{IDPrefix + ida: 1}, got); d != "" {
+		t.Errorf("reports counted, tasks by key (-want +got):\n%s", d)
+	}
+}
