@@ -51,9 +51,9 @@ func countingConsulKV(t *testing.T, pairs map[string]string) (srv *httptest.Serv
 // loaded Consul again. The facts are now read once and handed to all.
 func TestIPsReadsNodeFactsOnce(t *testing.T) {
 	srv, lists := countingConsulKV(t, map[string]string{
-		"underlay/networks/lan/spec": `{"name":"lan","subnet":"10.1.0.0/24","gateway":"10.1.0.1","parent":"eth0","ipam":"cluster"}`,
-		"underlay/nodes/id1":         `{"id":"id1","node":"n1","interfaces":["eth0"]}`,
-		"underlay/inventory/id1":     `[{"ip":"10.1.0.5","mac":"02:00:00:00:00:05","node":"n1","network":"lan","container":"web.1","container_id":"c1"}]`,
+		"underlay/networks/lan/spec":                   `{"name":"lan","subnet":"10.1.0.0/24","gateway":"10.1.0.1","parent":"eth0","ipam":"cluster"}`,
+		"underlay/nodes/id10000000000000000000000":     `{"id":"id10000000000000000000000","node":"n1","interfaces":["eth0"]}`,
+		"underlay/inventory/id10000000000000000000000": `[{"ip":"10.1.0.5","mac":"02:00:00:00:00:05","node":"n1","network":"lan","container":"web.1","container_id":"c1"}]`,
 	})
 	var out, errOut bytes.Buffer
 	if code := Run(context.Background(), []string{"ips", "--node", "n1", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
@@ -74,14 +74,14 @@ func TestIPsReadsNodeFactsOnce(t *testing.T) {
 // stderr; and its help says which inventories it sets apart.
 func TestIPsWarnsOfMisfiledFacts(t *testing.T) {
 	srv := fakeConsulKV(t, map[string]string{
-		"underlay/nodes/id1":     `{"id":"id9\u001b[2J","node":"n1","interfaces":["eth0"]}`,
-		"underlay/inventory/id1": `[{"ip":"10.1.0.5","mac":"02:00:00:00:00:05","node":"n1","network":"lan","container":"web.1","container_id":"c1"}]`,
+		"underlay/nodes/id10000000000000000000000":     `{"id":"id9\u001b[2J","node":"n1","interfaces":["eth0"]}`,
+		"underlay/inventory/id10000000000000000000000": `[{"ip":"10.1.0.5","mac":"02:00:00:00:00:05","node":"n1","network":"lan","container":"web.1","container_id":"c1"}]`,
 	})
 	var out, errOut bytes.Buffer
 	if code := Run(context.Background(), []string{"ips", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
 		t.Fatalf("exit %d: %s", code, errOut.String())
 	}
-	want := `warning: underlay/nodes/id1 holds facts naming swarm node "id9\x1b[2J": taken as the facts of swarm node id1, whose key it is` + "\n"
+	want := `warning: underlay/nodes/id10000000000000000000000 holds facts naming swarm node "id9\x1b[2J": taken as the facts of swarm node id10000000000000000000000, whose key it is` + "\n"
 	if errOut.String() != want {
 		t.Errorf("stderr %q, want %q", errOut.String(), want)
 	}
@@ -118,11 +118,11 @@ func TestIPsJSONHoldsMisfiledFacts(t *testing.T) {
 		want  []map[string]string
 	}{
 		{"misfiled", `{"id":"id9\u001b[2J","node":"n1","interfaces":["eth0"]}`,
-			[]map[string]string{{"key": "underlay/nodes/id1", "names": "id9\x1b[2J", "taken_as": "id1"}}},
-		{"none", `{"id":"id1","node":"n1","interfaces":["eth0"]}`, []map[string]string{}},
+			[]map[string]string{{"key": "underlay/nodes/id10000000000000000000000", "names": "id9\x1b[2J", "taken_as": "id10000000000000000000000"}}},
+		{"none", `{"id":"id10000000000000000000000","node":"n1","interfaces":["eth0"]}`, []map[string]string{}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			srv := fakeConsulKV(t, map[string]string{"underlay/nodes/id1": tc.facts, "underlay/inventory/id1": inv})
+			srv := fakeConsulKV(t, map[string]string{"underlay/nodes/id10000000000000000000000": tc.facts, "underlay/inventory/id10000000000000000000000": inv})
 			var out, errOut bytes.Buffer
 			if code := Run(context.Background(), []string{"ips", "--json", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
 				t.Fatalf("exit %d: %s", code, errOut.String())

@@ -329,14 +329,14 @@ func TestWriteNetworkInspect(t *testing.T) {
 // subnet; a node with no range (an error) has none.
 func TestNetworkInspectIPv6Ranges(t *testing.T) {
 	kv := map[string]string{
-		"underlay/networks/web/spec":       `{"name":"web","subnet":"10.0.0.0/24","gateway":"10.0.0.1","parent":"eth0.40","ipam":"per-node","per_node_size":16,"ip_range":"10.0.0.128/25","ipv6_subnet":"fd00:1::/64"}`,
-		"underlay/networks/web/nodes/id1":  `{"id":"id1","node":"n1","state":"ready","range":"10.0.0.128/28","shim":"10.0.0.129","shim_link":"ul-01234567","parent":"eth0.40","range6":"fd00:1::/80","shim6":"fd00:1::ffff:ffff:ffff"}`,
-		"underlay/networks/web/nodes/id2":  `{"id":"id2","node":"n2","state":"ready","range":"10.0.0.144/28","shim":"10.0.0.145","shim_link":"ul-01234567","parent":"eth0.40"}`,
-		"underlay/networks/web/nodes/id3":  `{"id":"id3","node":"n3","state":"error","parent":"eth0.40","error":"no parent"}`,
-		"underlay/networks/lan/spec":       `{"name":"lan","subnet":"10.1.0.0/24","gateway":"10.1.0.1","parent":"eth1","ipam":"per-node","per_node_size":64}`,
-		"underlay/networks/lan/nodes/id1":  `{"id":"id1","node":"n1","state":"ready","range":"10.1.0.0/26","shim":"10.1.0.2","shim_link":"ul-89abcdef","parent":"eth1"}`,
-		"underlay/networks/pool/spec":      `{"name":"pool","subnet":"10.2.0.0/24","gateway":"10.2.0.1","parent":"eth2","ipam":"cluster","ipv6_subnet":"fd00:2::/64"}`,
-		"underlay/networks/pool/nodes/id1": `{"id":"id1","node":"n1","state":"ready","range":"10.2.0.0/24","shim":"10.2.0.2","shim_link":"ul-76543210","parent":"eth2"}`,
+		"underlay/networks/web/spec":                             `{"name":"web","subnet":"10.0.0.0/24","gateway":"10.0.0.1","parent":"eth0.40","ipam":"per-node","per_node_size":16,"ip_range":"10.0.0.128/25","ipv6_subnet":"fd00:1::/64"}`,
+		"underlay/networks/web/nodes/id10000000000000000000000":  `{"id":"id10000000000000000000000","node":"n1","state":"ready","range":"10.0.0.128/28","shim":"10.0.0.129","shim_link":"ul-01234567","parent":"eth0.40","range6":"fd00:1::/80","shim6":"fd00:1::ffff:ffff:ffff"}`,
+		"underlay/networks/web/nodes/id2":                        `{"id":"id2","node":"n2","state":"ready","range":"10.0.0.144/28","shim":"10.0.0.145","shim_link":"ul-01234567","parent":"eth0.40"}`,
+		"underlay/networks/web/nodes/id3":                        `{"id":"id3","node":"n3","state":"error","parent":"eth0.40","error":"no parent"}`,
+		"underlay/networks/lan/spec":                             `{"name":"lan","subnet":"10.1.0.0/24","gateway":"10.1.0.1","parent":"eth1","ipam":"per-node","per_node_size":64}`,
+		"underlay/networks/lan/nodes/id10000000000000000000000":  `{"id":"id10000000000000000000000","node":"n1","state":"ready","range":"10.1.0.0/26","shim":"10.1.0.2","shim_link":"ul-89abcdef","parent":"eth1"}`,
+		"underlay/networks/pool/spec":                            `{"name":"pool","subnet":"10.2.0.0/24","gateway":"10.2.0.1","parent":"eth2","ipam":"cluster","ipv6_subnet":"fd00:2::/64"}`,
+		"underlay/networks/pool/nodes/id10000000000000000000000": `{"id":"id10000000000000000000000","node":"n1","state":"ready","range":"10.2.0.0/24","shim":"10.2.0.2","shim_link":"ul-76543210","parent":"eth2"}`,
 	}
 	srv := fakeConsulKV(t, kv)
 	inspect := func(args ...string) string {
@@ -390,11 +390,11 @@ func TestNetworkInspectIPv6Ranges(t *testing.T) {
 // one that matched no address; an empty value listed everything.
 func TestIPsFilters(t *testing.T) {
 	srv := fakeConsulKV(t, map[string]string{
-		"underlay/networks/lan/spec":   `{"name":"lan","subnet":"10.1.0.0/24","gateway":"10.1.0.1","parent":"eth0","ipam":"per-node","per_node_size":64}`,
-		"underlay/networks/empty/spec": `{"name":"empty","subnet":"10.2.0.0/24","gateway":"10.2.0.1","parent":"eth1","ipam":"per-node","per_node_size":64}`,
-		"underlay/nodes/id1":           `{"id":"id1","node":"n1","interfaces":["eth0","eth1"]}`,
-		"underlay/nodes/id2":           `{"id":"id2","node":"n2","interfaces":["eth0","eth1"]}`,
-		"underlay/inventory/id1":       `[{"ip":"10.1.0.5","mac":"02:00:00:00:00:05","node":"n1","network":"lan","container":"web.1","container_id":"c1"}]`,
+		"underlay/networks/lan/spec":                   `{"name":"lan","subnet":"10.1.0.0/24","gateway":"10.1.0.1","parent":"eth0","ipam":"per-node","per_node_size":64}`,
+		"underlay/networks/empty/spec":                 `{"name":"empty","subnet":"10.2.0.0/24","gateway":"10.2.0.1","parent":"eth1","ipam":"per-node","per_node_size":64}`,
+		"underlay/nodes/id10000000000000000000000":     `{"id":"id10000000000000000000000","node":"n1","interfaces":["eth0","eth1"]}`,
+		"underlay/nodes/id2":                           `{"id":"id2","node":"n2","interfaces":["eth0","eth1"]}`,
+		"underlay/inventory/id10000000000000000000000": `[{"ip":"10.1.0.5","mac":"02:00:00:00:00:05","node":"n1","network":"lan","container":"web.1","container_id":"c1"}]`,
 	})
 	tests := []struct {
 		name      string
@@ -437,7 +437,7 @@ func TestWriteNetworkInspectQuotesReports(t *testing.T) {
 		Parent: "eth0", IPAM: netspec.PerNode, PerNodeSize: 16}
 	forged := "n9\nn2  ready"
 	states := []netspec.NodeState{
-		{ID: "id1", Node: "n1", State: netspec.StateError, Parent: "eth0", ShimLink: "ul-1", Error: "boom\nn3  id3  ready"},
+		{ID: "id10000000000000000000000", Node: "n1", State: netspec.StateError, Parent: "eth0", ShimLink: "ul-1", Error: "boom\nn3  id3  ready"},
 		{ID: "id9\x1b[2J", Node: forged, State: "ready\tx", Parent: "eth0\n", ShimLink: "ul\r9"},
 	}
 	var out bytes.Buffer
@@ -498,10 +498,10 @@ func TestNetworkListQuotesOddSpecs(t *testing.T) {
 // writes, is set apart as unreadable (ipam), named with its key.
 func TestIPsQuotesPoolHolders(t *testing.T) {
 	srv := fakeConsulKV(t, map[string]string{
-		"underlay/networks/cl/spec":               `{"name":"cl","subnet":"10.5.0.0/24","gateway":"10.5.0.1","parent":"eth0","ipam":"cluster"}`,
-		"underlay/nodes/id1":                      `{"id":"id1","node":"n1\n10.5.0.77  -  n1  cl  web.1  web  1  abc  1m  in-use\u001b[8m","interfaces":["eth0"]}`,
-		"underlay/ipam/cl/v4/blocks/10.5.0.0_28":  `{"node":"id1","allocs":{"10.5.0.5":{"node":"id1","at":"2025-01-02T03:04:05Z","kind":"task"}}}`,
-		"underlay/ipam/cl/v4/blocks/10.5.0.16_28": `{"node":"id2\t","allocs":{"10.5.0.20":{"node":"id2\r\u001b[2K10.5.0.88","at":"2025-01-02T03:04:05Z","kind":"shim"}}}`,
+		"underlay/networks/cl/spec":                `{"name":"cl","subnet":"10.5.0.0/24","gateway":"10.5.0.1","parent":"eth0","ipam":"cluster"}`,
+		"underlay/nodes/id10000000000000000000000": `{"id":"id10000000000000000000000","node":"n1\n10.5.0.77  -  n1  cl  web.1  web  1  abc  1m  in-use\u001b[8m","interfaces":["eth0"]}`,
+		"underlay/ipam/cl/v4/blocks/10.5.0.0_28":   `{"node":"id10000000000000000000000","allocs":{"10.5.0.5":{"node":"id10000000000000000000000","at":"2025-01-02T03:04:05Z","kind":"task"}}}`,
+		"underlay/ipam/cl/v4/blocks/10.5.0.16_28":  `{"node":"id2\t","allocs":{"10.5.0.20":{"node":"id2\r\u001b[2K10.5.0.88","at":"2025-01-02T03:04:05Z","kind":"shim"}}}`,
 	})
 	var out, errOut bytes.Buffer
 	if code := Run(context.Background(), []string{"ips", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {

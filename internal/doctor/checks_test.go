@@ -796,8 +796,8 @@ func TestInventoryCheck(t *testing.T) {
 	if rs := check.Run(ctx, t.Logf); len(rs) != 1 || rs[0].Check != "inventory/documents" || rs[0].Status != OK {
 		t.Fatalf("no inventories: %+v, want ok", rs)
 	}
-	kv.Put(ctx, netspec.NodesKVPrefix+"node-a", []byte(`{"id":"node-a","node":"a","interfaces":["eth0"]}`))
-	kv.Put(ctx, inventory.KVPrefix+"node-a", []byte(`[]`))
+	kv.Put(ctx, netspec.NodesKVPrefix+"nodea00000000000000000000", []byte(`{"id":"nodea00000000000000000000","node":"a","interfaces":["eth0"]}`))
+	kv.Put(ctx, inventory.KVPrefix+"nodea00000000000000000000", []byte(`[]`))
 	kv.Put(ctx, inventory.KVPrefix+"node b", []byte(`{"not":"a list"}`))
 	rs := check.Run(ctx, t.Logf)
 	key := inventory.KVPrefix + "node b"

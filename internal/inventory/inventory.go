@@ -302,11 +302,14 @@ func namesOfJoined(ctx context.Context, kv KV, kvs []kvstore.Pair, names map[str
 // publishes under netspec.NodesKVPrefix give it: the facts ReadNodes lists
 // as an identity's (their key's, whatever identity their document names);
 // an older agent's, which name no identity, were keyed, with its
-// inventory, by its name. Facts that name no node give no name.
+// inventory, by its name. Facts that name no node give no name, nor do
+// facts under a key naming no swarm node ID (netspec.CheckNodeID), which
+// no agent writes: the inventory under such a key would be taken as the
+// node's they name.
 func NodeNames(facts []netspec.NodeFacts) map[string]string {
 	names := make(map[string]string, len(facts))
 	for _, f := range facts {
-		if f.Node != "" {
+		if f.Node != "" && (f.ID == "" || netspec.CheckNodeID(f.ID) == nil) {
 			names[cmp.Or(f.ID, f.Node)] = f.Node
 		}
 	}

@@ -82,8 +82,8 @@ func TestSortAndFilter(t *testing.T) {
 func TestLoadSetsBadDocumentsApart(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	publishFacts(ctx, t, kv, "id-1", "n1")
-	if err := Publish(ctx, kv, "id-1", []Entry{{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
+	publishFacts(ctx, t, kv, "id10000000000000000000000", "n1")
+	if err := Publish(ctx, kv, "id10000000000000000000000", []Entry{{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
 		t.Fatal(err)
 	}
 	key := KVPrefix + "id 2"
@@ -105,12 +105,12 @@ func TestLoadSetsBadDocumentsApart(t *testing.T) {
 func TestLoadSetsBadEntriesApart(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	publishFacts(ctx, t, kv, "id-1", "n1")
-	publishFacts(ctx, t, kv, "id-empty", "n0")
-	if err := Publish(ctx, kv, "id-1", []Entry{{IP: "10.0.0.5", MAC: "02:00:00:00:00:05", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
+	publishFacts(ctx, t, kv, "id10000000000000000000000", "n1")
+	publishFacts(ctx, t, kv, "idempty000000000000000000", "n0")
+	if err := Publish(ctx, kv, "id10000000000000000000000", []Entry{{IP: "10.0.0.5", MAC: "02:00:00:00:00:05", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
 		t.Fatal(err)
 	}
-	if err := Publish(ctx, kv, "id-empty", nil); err != nil { // a node with no underlay container
+	if err := Publish(ctx, kv, "idempty000000000000000000", nil); err != nil { // a node with no underlay container
 		t.Fatal(err)
 	}
 	bad := map[string]struct{ doc, problem string }{
@@ -159,12 +159,12 @@ func TestLoadSetsBadEntriesApart(t *testing.T) {
 func TestLoadRefusesAPresetDuplicate(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	publishFacts(ctx, t, kv, "id-1", "n1")
-	publishFacts(ctx, t, kv, "id-2", "n2")
-	if err := Publish(ctx, kv, "id-1", []Entry{{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
+	publishFacts(ctx, t, kv, "id10000000000000000000000", "n1")
+	publishFacts(ctx, t, kv, "id20000000000000000000000", "n2")
+	if err := Publish(ctx, kv, "id10000000000000000000000", []Entry{{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
 		t.Fatal(err)
 	}
-	key := KVPrefix + "id-2"
+	key := KVPrefix + "id20000000000000000000000"
 	kv.Put(ctx, key, []byte(`[{"ip":"10.0.0.5","node":"n2","network":"lan","container":"b","duplicate":"none, all is well"}]`))
 	es, bad, err := load(ctx, kv)
 	if err != nil {
@@ -188,12 +188,12 @@ func TestLoadRefusesAPresetDuplicate(t *testing.T) {
 func TestLoadReadsAddressesInOneSpelling(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	publishFacts(ctx, t, kv, "id-1", "n1")
-	publishFacts(ctx, t, kv, "id-2", "n2")
-	if err := Publish(ctx, kv, "id-1", []Entry{{IP: "fd00::5", MAC: "02:00:00:00:00:0a", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
+	publishFacts(ctx, t, kv, "id10000000000000000000000", "n1")
+	publishFacts(ctx, t, kv, "id20000000000000000000000", "n2")
+	if err := Publish(ctx, kv, "id10000000000000000000000", []Entry{{IP: "fd00::5", MAC: "02:00:00:00:00:0a", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
 		t.Fatal(err)
 	}
-	kv.Put(ctx, KVPrefix+"id-2", []byte(`[{"ip":"FD00:0::5","mac":"02:00:00:00:00:0B","node":"n2","network":"lan","container":"b"},`+
+	kv.Put(ctx, KVPrefix+"id20000000000000000000000", []byte(`[{"ip":"FD00:0::5","mac":"02:00:00:00:00:0B","node":"n2","network":"lan","container":"b"},`+
 		`{"ip":"10.0.0.9","mac":"02-00-00-00-00-0A","node":"n2","network":"lan","container":"c"}]`))
 	es, bad, err := load(ctx, kv)
 	if err != nil || len(bad) != 0 {
@@ -221,11 +221,11 @@ func TestLoadReadsAddressesInOneSpelling(t *testing.T) {
 func TestLoadRefusesARepeatedEntry(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	publishFacts(ctx, t, kv, "id-1", "n1")
-	publishFacts(ctx, t, kv, "id-2", "n2")
+	publishFacts(ctx, t, kv, "id10000000000000000000000", "n1")
+	publishFacts(ctx, t, kv, "id20000000000000000000000", "n2")
 	entry := `{"ip":"10.0.0.5","node":"n1","network":"lan","container":"a","container_id":"c0ffee"}`
-	kv.Put(ctx, KVPrefix+"id-1", []byte(`[`+entry+`,`+entry+`]`))
-	if err := Publish(ctx, kv, "id-2", []Entry{
+	kv.Put(ctx, KVPrefix+"id10000000000000000000000", []byte(`[`+entry+`,`+entry+`]`))
+	if err := Publish(ctx, kv, "id20000000000000000000000", []Entry{
 		{IP: "10.0.0.7", Node: "n2", Network: "lan", Container: "b", ID: "b0"},
 		{IP: "10.0.0.7", Node: "n2", Network: "lan", Container: "c", ID: "c0"},
 	}); err != nil {
@@ -235,8 +235,8 @@ func TestLoadRefusesARepeatedEntry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(bad) != 1 || bad[0].Key != KVPrefix+"id-1" || !strings.Contains(bad[0].Problem, "entry 1 (10.0.0.5 of container c0ffee on lan) repeats entry 0") {
-		t.Errorf("bad documents %+v: want %sid-1, naming the repeated entry", bad, KVPrefix)
+	if len(bad) != 1 || bad[0].Key != KVPrefix+"id10000000000000000000000" || !strings.Contains(bad[0].Problem, "entry 1 (10.0.0.5 of container c0ffee on lan) repeats entry 0") {
+		t.Errorf("bad documents %+v: want %sid10000000000000000000000, naming the repeated entry", bad, KVPrefix)
 	}
 	if got := Check(es); got != 2 || len(es) != 2 {
 		t.Errorf("Check = %d duplicates over %+v; want b and c flagged", got, es)
@@ -322,14 +322,14 @@ func TestLoadRefusesAnotherNodesEntries(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	for id, facts := range map[string]string{
-		"id-1": `{"id":"id-1","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`,
-		"id-2": `{"id":"id-2","node":"n2","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`,
+		"id10000000000000000000000": `{"id":"id10000000000000000000000","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`,
+		"id20000000000000000000000": `{"id":"id20000000000000000000000","node":"n2","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`,
 	} {
 		kv.Put(ctx, "underlay/nodes/"+id, []byte(facts))
 	}
 	for id, es := range map[string][]Entry{
-		"id-1": {{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}, {IP: "10.0.0.9", Node: "n2", Network: "lan", Container: "forged"}},
-		"id-2": {{IP: "10.0.0.6", Node: "n2", Network: "lan", Container: "b"}},
+		"id10000000000000000000000": {{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}, {IP: "10.0.0.9", Node: "n2", Network: "lan", Container: "forged"}},
+		"id20000000000000000000000": {{IP: "10.0.0.6", Node: "n2", Network: "lan", Container: "b"}},
 	} {
 		if err := Publish(ctx, kv, id, es); err != nil {
 			t.Fatal(err)
@@ -343,9 +343,9 @@ func TestLoadRefusesAnotherNodesEntries(t *testing.T) {
 	if d := cmp.Diff([]string{"b@n2"}, got); d != "" {
 		t.Errorf("entries listed (-want +got):\n%s", d)
 	}
-	want := `entry 1 (10.0.0.9) names node "n2", but its key is swarm node id-1's, "n1" by its facts`
-	if len(bad) != 1 || bad[0].Key != KVPrefix+"id-1" || !strings.Contains(bad[0].Problem, want) || bad[0].Fix != "consul kv delete "+KVPrefix+"id-1" {
-		t.Errorf("bad documents %+v: want %sid-1, saying %q, with its fix", bad, KVPrefix, want)
+	want := `entry 1 (10.0.0.9) names node "n2", but its key is swarm node id10000000000000000000000's, "n1" by its facts`
+	if len(bad) != 1 || bad[0].Key != KVPrefix+"id10000000000000000000000" || !strings.Contains(bad[0].Problem, want) || bad[0].Fix != "consul kv delete "+KVPrefix+"id10000000000000000000000" {
+		t.Errorf("bad documents %+v: want %sid10000000000000000000000, saying %q, with its fix", bad, KVPrefix, want)
 	}
 }
 
@@ -359,20 +359,20 @@ func TestLoadSetsApartInventoriesWithoutFacts(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	for id, facts := range map[string]string{
-		"id-1":  `{"id":"id-1","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`,
-		"id-4":  `{`,
-		"id-5":  `{"id":"id-5","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`,
-		"old-6": `{"node":"old-6","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`, // an older agent's, keyed by name
+		"id10000000000000000000000": `{"id":"id10000000000000000000000","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`,
+		"id40000000000000000000000": `{`,
+		"id50000000000000000000000": `{"id":"id50000000000000000000000","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`,
+		"old-6":                     `{"node":"old-6","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`, // an older agent's, keyed by name
 	} {
 		kv.Put(ctx, netspec.NodesKVPrefix+id, []byte(facts))
 	}
 	for id, es := range map[string][]Entry{
-		"id-1":  {{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}},
-		"id-3":  {{IP: "10.0.0.7", Node: "n1", Network: "lan", Container: "forged"}},
-		"id-4":  {{IP: "10.0.0.8", Node: "n4", Network: "lan", Container: "d"}},
-		"id-5":  {{IP: "10.0.0.9", Node: "n5", Network: "lan", Container: "e"}},
-		"old-6": {{IP: "10.0.0.10", Node: "old-6", Network: "lan", Container: "f"}},
-		"id-7":  nil, // no address, but no node either
+		"id10000000000000000000000": {{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}},
+		"id30000000000000000000000": {{IP: "10.0.0.7", Node: "n1", Network: "lan", Container: "forged"}},
+		"id40000000000000000000000": {{IP: "10.0.0.8", Node: "n4", Network: "lan", Container: "d"}},
+		"id50000000000000000000000": {{IP: "10.0.0.9", Node: "n5", Network: "lan", Container: "e"}},
+		"old-6":                     {{IP: "10.0.0.10", Node: "old-6", Network: "lan", Container: "f"}},
+		"id70000000000000000000000": nil, // no address, but no node either
 	} {
 		if err := Publish(ctx, kv, id, es); err != nil {
 			t.Fatal(err)
@@ -393,13 +393,13 @@ func TestLoadSetsApartInventoriesWithoutFacts(t *testing.T) {
 			t.Errorf("bad document %s: effect %q, fix %q", b.Key, b.Effect, b.Fix)
 		}
 	}
-	for _, id := range []string{"id-3", "id-4", "id-5", "id-7"} {
+	for _, id := range []string{"id30000000000000000000000", "id40000000000000000000000", "id50000000000000000000000", "id70000000000000000000000"} {
 		if want := fmt.Sprintf("no node facts name its key's node, swarm node %s (%s%s is absent, unreadable or names no node)", id, netspec.NodesKVPrefix, id); !strings.Contains(problems[id], want) {
 			t.Errorf("%s: problem %q, want it to say %q", id, problems[id], want)
 		}
 	}
 	if len(bad) != 4 {
-		t.Errorf("%d bad documents, want 4 (id-3, id-4, id-5, id-7): %+v", len(bad), bad)
+		t.Errorf("%d bad documents, want 4 (id30000000000000000000000, id40000000000000000000000, id50000000000000000000000, id70000000000000000000000): %+v", len(bad), bad)
 	}
 }
 
@@ -412,8 +412,8 @@ func TestLoadSetsApartInventoriesWithoutFacts(t *testing.T) {
 func TestLoadTakesAJoiningNodesInventory(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	publishFacts(ctx, t, kv, "id-1", "n1")
-	if err := Publish(ctx, kv, "id-1", []Entry{{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
+	publishFacts(ctx, t, kv, "id10000000000000000000000", "n1")
+	if err := Publish(ctx, kv, "id10000000000000000000000", []Entry{{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
 		t.Fatal(err)
 	}
 	facts, err := netspec.NewStore(kv).Nodes(ctx)
@@ -421,8 +421,8 @@ func TestLoadTakesAJoiningNodesInventory(t *testing.T) {
 		t.Fatal(err)
 	}
 	// n2 joins after the facts were read.
-	publishFacts(ctx, t, kv, "id-2", "n2")
-	if err := Publish(ctx, kv, "id-2", []Entry{{IP: "10.0.0.6", Node: "n2", Network: "lan", Container: "b"}}); err != nil {
+	publishFacts(ctx, t, kv, "id20000000000000000000000", "n2")
+	if err := Publish(ctx, kv, "id20000000000000000000000", []Entry{{IP: "10.0.0.6", Node: "n2", Network: "lan", Container: "b"}}); err != nil {
 		t.Fatal(err)
 	}
 	es, bad, err := Load(ctx, kv, facts)
@@ -454,16 +454,16 @@ func TestLoadRefusesZonedAndMappedAddresses(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	for _, n := range []string{"1", "2", "3"} {
-		publishFacts(ctx, t, kv, "id-"+n, "n"+n)
+		publishFacts(ctx, t, kv, "id"+n+"0000000000000000000000", "n"+n)
 	}
-	if err := Publish(ctx, kv, "id-1", []Entry{
+	if err := Publish(ctx, kv, "id10000000000000000000000", []Entry{
 		{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"},
 		{IP: "fd00::5", Node: "n1", Network: "lan", Container: "a"},
 	}); err != nil {
 		t.Fatal(err)
 	}
-	kv.Put(ctx, KVPrefix+"id-2", []byte(`[{"ip":"::ffff:10.0.0.5","node":"n2","network":"lan","container":"b"}]`))
-	kv.Put(ctx, KVPrefix+"id-3", []byte(`[{"ip":"fd00::5%\u001b[2J","node":"n3","network":"lan","container":"c"}]`))
+	kv.Put(ctx, KVPrefix+"id20000000000000000000000", []byte(`[{"ip":"::ffff:10.0.0.5","node":"n2","network":"lan","container":"b"}]`))
+	kv.Put(ctx, KVPrefix+"id30000000000000000000000", []byte(`[{"ip":"fd00::5%\u001b[2J","node":"n3","network":"lan","container":"c"}]`))
 	es, bad, err := load(ctx, kv)
 	if err != nil {
 		t.Fatal(err)
@@ -472,8 +472,8 @@ func TestLoadRefusesZonedAndMappedAddresses(t *testing.T) {
 		t.Errorf("entries listed (-want +got):\n%s", d)
 	}
 	want := map[string]string{
-		"id-2": `entry 0: ip "::ffff:10.0.0.5" is an IPv4-mapped IPv6 address; agents list it as 10.0.0.5`,
-		"id-3": `entry 0: ip "fd00::5%\x1b[2J" has a zone, which no container address has`,
+		"id20000000000000000000000": `entry 0: ip "::ffff:10.0.0.5" is an IPv4-mapped IPv6 address; agents list it as 10.0.0.5`,
+		"id30000000000000000000000": `entry 0: ip "fd00::5%\x1b[2J" has a zone, which no container address has`,
 	}
 	got := map[string]string{}
 	for _, b := range bad {
@@ -570,22 +570,22 @@ func TestRunPublishesNodeID(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	kv := putNotifier{kvtest.New(), make(chan []byte, 1)}
-	publishFacts(ctx, t, kv.KV, "id-1", "n1")
-	publishFacts(ctx, t, kv.KV, "id-2", "n1")
+	publishFacts(ctx, t, kv.KV, "id10000000000000000000000", "n1")
+	publishFacts(ctx, t, kv.KV, "id20000000000000000000000", "n1")
 	src := endpointsOnce{{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		Run(ctx, src, kv, "n1", "id-1", time.Hour, slog.New(slog.DiscardHandler))
+		Run(ctx, src, kv, "n1", "id10000000000000000000000", time.Hour, slog.New(slog.DiscardHandler))
 	}()
 	value := <-kv.put
 	cancel()
 	<-done
-	if !strings.Contains(string(value), `"node_id":"id-1"`) {
-		t.Errorf("published %s: no node_id id-1", value)
+	if !strings.Contains(string(value), `"node_id":"id10000000000000000000000"`) {
+		t.Errorf("published %s: no node_id id10000000000000000000000", value)
 	}
-	// An older agent's entry, naming no identity, under id-2.
-	if err := Publish(context.Background(), kv.KV, "id-2", []Entry{{IP: "10.0.0.6", Node: "n1", Network: "lan", Container: "b"}}); err != nil {
+	// An older agent's entry, naming no identity, under id20000000000000000000000.
+	if err := Publish(context.Background(), kv.KV, "id20000000000000000000000", []Entry{{IP: "10.0.0.6", Node: "n1", Network: "lan", Container: "b"}}); err != nil {
 		t.Fatal(err)
 	}
 	es, bad, err := load(context.Background(), kv.KV)
@@ -596,7 +596,7 @@ func TestRunPublishesNodeID(t *testing.T) {
 	for _, e := range es {
 		got[e.Container] = e.NodeID
 	}
-	if want := map[string]string{"a": "id-1", "b": ""}; !cmp.Equal(got, want) {
+	if want := map[string]string{"a": "id10000000000000000000000", "b": ""}; !cmp.Equal(got, want) {
 		t.Errorf("node IDs by container %v, want %v", got, want)
 	}
 }
@@ -608,13 +608,13 @@ func TestRunPublishesNodeID(t *testing.T) {
 func TestLoadRefusesAnotherNodesID(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
-	publishFacts(ctx, t, kv, "id-1", "n1")
-	publishFacts(ctx, t, kv, "id-2", "n1")
-	publishFacts(ctx, t, kv, "id-3", "n3")
+	publishFacts(ctx, t, kv, "id10000000000000000000000", "n1")
+	publishFacts(ctx, t, kv, "id20000000000000000000000", "n1")
+	publishFacts(ctx, t, kv, "id30000000000000000000000", "n3")
 	for id, es := range map[string][]Entry{
-		"id-1": {{IP: "10.0.0.5", Node: "n1", NodeID: "id-1", Network: "lan", Container: "a"}},
-		"id-2": {{IP: "10.0.0.6", Node: "n1", NodeID: "id-1", Network: "lan", Container: "forged"}},
-		"id-3": {{IP: "10.0.0.7", Node: "n3", NodeID: "id-3\u202e", Network: "lan", Container: "c"}},
+		"id10000000000000000000000": {{IP: "10.0.0.5", Node: "n1", NodeID: "id10000000000000000000000", Network: "lan", Container: "a"}},
+		"id20000000000000000000000": {{IP: "10.0.0.6", Node: "n1", NodeID: "id10000000000000000000000", Network: "lan", Container: "forged"}},
+		"id30000000000000000000000": {{IP: "10.0.0.7", Node: "n3", NodeID: "id30000000000000000000000\u202e", Network: "lan", Container: "c"}},
 	} {
 		kv.Put(ctx, KVPrefix+id, mustJSON(t, es))
 	}
@@ -630,15 +630,15 @@ func TestLoadRefusesAnotherNodesID(t *testing.T) {
 		problems[strings.TrimPrefix(b.Key, KVPrefix)] = b.Problem
 	}
 	for id, want := range map[string]string{
-		"id-2": `entry 0 (10.0.0.6) names swarm node "id-1", but its key is swarm node id-2's`,
-		"id-3": `node_id "id-3\u202e" has a control character`,
+		"id20000000000000000000000": `entry 0 (10.0.0.6) names swarm node "id10000000000000000000000", but its key is swarm node id20000000000000000000000's`,
+		"id30000000000000000000000": `node_id "id30000000000000000000000\u202e" has a control character`,
 	} {
 		if !strings.Contains(problems[id], want) {
 			t.Errorf("%s: problem %q, want it to say %q", id, problems[id], want)
 		}
 	}
 	if len(bad) != 2 {
-		t.Errorf("%d bad documents, want 2 (id-2, id-3): %+v", len(bad), bad)
+		t.Errorf("%d bad documents, want 2 (id20000000000000000000000, id30000000000000000000000): %+v", len(bad), bad)
 	}
 }
 
@@ -659,23 +659,23 @@ func mustJSON(t *testing.T, v any) []byte {
 // as before.
 func TestCheckFlagsAContainerIDOnSameNameNodes(t *testing.T) {
 	es := []Entry{
-		{IP: "10.0.0.5", Node: "n1", NodeID: "id-1", Network: "lan", Container: "web", ID: "abc"},
-		{IP: "10.1.0.5", Node: "n1", NodeID: "id-1", Network: "dmz", Container: "web", ID: "abc"},
-		{IP: "10.0.0.6", Node: "n1", NodeID: "id-2", Network: "lan", Container: "web", ID: "abc"},
-		{IP: "10.0.0.7", Node: "n1", NodeID: "id-2", Network: "lan", Container: "db", ID: "def"},
+		{IP: "10.0.0.5", Node: "n1", NodeID: "id10000000000000000000000", Network: "lan", Container: "web", ID: "abc"},
+		{IP: "10.1.0.5", Node: "n1", NodeID: "id10000000000000000000000", Network: "dmz", Container: "web", ID: "abc"},
+		{IP: "10.0.0.6", Node: "n1", NodeID: "id20000000000000000000000", Network: "lan", Container: "web", ID: "abc"},
+		{IP: "10.0.0.7", Node: "n1", NodeID: "id20000000000000000000000", Network: "lan", Container: "db", ID: "def"},
 		{IP: "10.1.0.7", Node: "n1", Network: "dmz", Container: "db", ID: "def"},
 	}
 	if got := Check(es); got != 3 {
-		t.Errorf("Check = %d duplicates, want 3 (web on id-1 twice, web on id-2)", got)
+		t.Errorf("Check = %d duplicates, want 3 (web on id10000000000000000000000 twice, web on id20000000000000000000000)", got)
 	}
-	want := []string{"container ID also on web@n1 (swarm node id-2)", "container ID also on web@n1 (swarm node id-2)", "container ID also on web@n1 (swarm node id-1)", "", ""}
+	want := []string{"container ID also on web@n1 (swarm node id20000000000000000000000)", "container ID also on web@n1 (swarm node id20000000000000000000000)", "container ID also on web@n1 (swarm node id10000000000000000000000)", "", ""}
 	for i, e := range es {
 		if e.Duplicate != want[i] {
 			t.Errorf("entry %d (%s on %s, %s): Duplicate %q, want %q", i, e.Container, e.NodeID, e.Network, e.Duplicate, want[i])
 		}
 	}
 	if OtherNode(es[3], es[4]) || !OtherNode(es[0], es[2]) || OtherNode(es[0], es[1]) {
-		t.Error("OtherNode does not tell id-1 from id-2, or tells an entry giving no ID from one of its name")
+		t.Error("OtherNode does not tell id10000000000000000000000 from id20000000000000000000000, or tells an entry giving no ID from one of its name")
 	}
 }
 
@@ -697,5 +697,35 @@ func TestLoadGivesNoDeleteConsulRedirects(t *testing.T) {
 		if b.Fix != "" || !strings.Contains(b.Problem, "PUT /v1/txn") {
 			t.Errorf("bad document %+v: want no fix, and its problem saying to delete it by a transaction", b)
 		}
+	}
+}
+
+// TestLoadRefusesInventoriesUnderFactsNoAgentWrites: node facts under a
+// key naming no swarm node ID (underlay/nodes/X naming node n1: no agent
+// writes one) gave X the name n1, so an inventory under X listing n1's
+// addresses was listed as n1's (a forged address, or a duplicate of
+// n1's own). Such facts now name no node: the inventory is set apart as
+// one whose key's node has no facts.
+func TestLoadRefusesInventoriesUnderFactsNoAgentWrites(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	const ida = "ida0000000000000000000000"
+	publishFacts(ctx, t, kv, ida, "n1")
+	kv.Put(ctx, netspec.NodesKVPrefix+"X", []byte(`{"id":"X","node":"n1","interfaces":["eth0"]}`))
+	if err := Publish(ctx, kv, ida, []Entry{{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := Publish(ctx, kv, "X", []Entry{{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "forged"}}); err != nil {
+		t.Fatal(err)
+	}
+	es, bad, err := load(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{"a@n1"}, holders(es)); d != "" {
+		t.Errorf("entries listed (-want +got):\n%s", d)
+	}
+	if len(bad) != 1 || bad[0].Key != KVPrefix+"X" || !strings.Contains(bad[0].Problem, "no node facts name its key's node") {
+		t.Errorf("bad documents %+v; want only %sX's, whose key's node has no facts", bad, KVPrefix)
 	}
 }
