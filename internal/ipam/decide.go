@@ -506,20 +506,6 @@ func planDeparted(facts []netspec.NodeFacts, ready, holders map[string]bool, w d
 	return gone, next
 }
 
-// agentsFacts is facts without those under a key no agent writes: one
-// naming no swarm node ID (netspec.CheckNodeID; a facts document is
-// listed under its key's identity, whatever it names). Judged, such
-// facts would stand for a node no swarm has, or mark a name or ID as a
-// node's that may be no live one's: a dead node's addresses kept for
-// ever, or, fresh, a reporter that never reports, holding every
-// address naming no node. Facts naming no identity (older agents',
-// under their name) are kept.
-func agentsFacts(facts []netspec.NodeFacts) []netspec.NodeFacts {
-	return slices.DeleteFunc(slices.Clone(facts), func(f netspec.NodeFacts) bool {
-		return f.ID != "" && netspec.CheckNodeID(f.ID) != nil
-	})
-}
-
 // reporters are the nodes other than self that may hold an allocation
 // naming no node, and must report they do not before the leader reclaims
 // it: every node with facts (it ran an agent, so its containers may be on

@@ -470,11 +470,10 @@ func (r *Reclaimer) departed(ctx context.Context) (gone, report map[string]bool,
 	for _, id := range ready {
 		alive[id] = true
 	}
-	facts, err := r.Pools.Store.Nodes(ctx)
+	facts, err := r.Pools.Store.AgentsNodes(ctx) // none under keys no agent writes
 	if err != nil {
 		return nil, nil, err
 	}
-	facts = agentsFacts(facts)
 	fresh := r.Fresh
 	if fresh <= 0 {
 		fresh = r.NodeTimeout

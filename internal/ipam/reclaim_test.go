@@ -494,3 +494,40 @@ func TestDepartedReclaimIgnoresFactsNoAgentWrites(t *testing.T) {
 		}
 	}
 }
+
+// TestDepartedReclaimIgnoresUnkeyedFactsNamingNoID: facts naming no ID
+// are an older agent's, written under the node name they name; under any
+// other key (underlay/nodes/a b naming node DEAD-ID) no agent wrote them.
+// Listed with no ID, they still made the name they give a node's, so the
+// dead node whose ID they give as a name kept its addresses for ever.
+// An older agent's facts (underlay/nodes/n1 naming n1) still keep the
+// addresses named n1 (older agents' allocations name their node by name).
+func TestDepartedReclaimIgnoresUnkeyedFactsNamingNoID(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st, p := clusterNet(t, kv)
+	clock := t0
+	now := func() time.Time { return clock }
+	leaderID, deadID := sid("leader"), sid("dead")
+	held := map[string]netip.Addr{}
+	for _, id := range []string{leaderID, deadID, "n1"} {
+		held[id] = taskAddr(t, newAllocator(kv, id, "g", now, nil), p)
+	}
+	if err := st.PublishNode(ctx, netspec.NodeFacts{ID: leaderID, Node: "leader", Holder: netspec.Holder{Instance: leaderID}}); err != nil {
+		t.Fatal(err)
+	}
+	kv.Put(ctx, netspec.NodesKVPrefix+"a b", []byte(fmt.Sprintf(`{"node":%q}`, deadID)))
+	kv.Put(ctx, netspec.NodesKVPrefix+"n1", []byte(`{"node":"n1"}`))
+	r := departedReclaimer(newAllocator(kv, leaderID, "g", now, nil), st, leaderID)
+	sweepPastNodeTimeout(ctx, t, r, &clock)
+	all, _ := Allocations(ctx, kv, p)
+	for id, addr := range held {
+		want := id
+		if id == deadID {
+			want = ""
+		}
+		if all[addr].Node != want {
+			t.Errorf("%s's address %s is now %+v, want held by %q", id, addr, all[addr], want)
+		}
+	}
+}
