@@ -3,10 +3,12 @@ package netagent
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/underlay/underlay/internal/backoff"
@@ -98,12 +100,29 @@ const noRecordWaits = 30
 // readNodeID returns the recorded identity, "" when none is.
 func readNodeID(dir string) (string, error) {
 	path := filepath.Join(dir, NodeIDFile)
-	b, err := os.ReadFile(path)
+	// Non-blocking: opening a named pipe for reading would wait for a
+	// writer, and the agent's start (the IPAM plugin's too) with it.
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if os.IsNotExist(err) {
 		return "", nil
 	}
 	if err != nil {
 		return "", err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return "", err
+	} else if !st.Mode().IsRegular() {
+		return "", fmt.Errorf("%s is no regular file (%s): not a node ID record", path, st.Mode().Type())
+	}
+	// An ID and its newline are far shorter: a longer record is none, and
+	// is not read (nor quoted) whole.
+	b, err := io.ReadAll(io.LimitReader(f, maxNodeIDRecord+1))
+	if err != nil {
+		return "", err
+	}
+	if len(b) > maxNodeIDRecord {
+		return "", fmt.Errorf("%s holds more than %d bytes, starting %q: not a swarm node ID", path, maxNodeIDRecord, b[:32])
 	}
 	id := strings.TrimSpace(string(b))
 	if err := netspec.CheckNodeID(id); err != nil {
@@ -111,6 +130,10 @@ func readNodeID(dir string) (string, error) {
 	}
 	return id, nil
 }
+
+// maxNodeIDRecord is the most of a node ID record read: an ID (25 bytes)
+// with room for white space around it.
+const maxNodeIDRecord = 256
 
 // recordNodeID writes id to dir's record, atomically, if it changed.
 func recordNodeID(dir, id string) error {

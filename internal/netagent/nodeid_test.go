@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -304,4 +305,50 @@ func TestResolveIDReplacesARefusedRecordLoudly(t *testing.T) {
 			t.Errorf("logs:\n%s\nwant them to say %q (the refused record replaced, what it held, where)", logs.String(), w)
 		}
 	}
+}
+
+// TestNodeIDRecordNotAFile: a node-id record that is a named pipe had the
+// agent's start wait for ever for a writer in reading it (and the IPAM
+// plugin, which answers dockerd as the recorded identity at boot, with
+// it); one that is a link to an endless device was read without end.
+// Only a regular file is read now, and no more of it than an ID with
+// room for white space; anything else is an error naming the record, and
+// is ignored as any bad record is.
+func TestNodeIDRecordNotAFile(t *testing.T) {
+	t.Run("named pipe", func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, NodeIDFile)
+		if err := syscall.Mkfifo(path, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() {
+			_, err := readNodeID(dir)
+			done <- err
+		}()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), path) {
+				t.Errorf("a record that is a named pipe: %v; want an error naming %s", err, path)
+			}
+		case <-time.After(10 * time.Second):
+			// Guards the hang itself: opening a file takes no time. Open
+			// the pipe for writing, so that the reader ends.
+			if w, err := os.OpenFile(path, os.O_WRONLY, 0); err == nil {
+				w.Close()
+			}
+			t.Fatalf("readNodeID of a record that is a named pipe did not return")
+		}
+	})
+	t.Run("long", func(t *testing.T) {
+		dir := t.TempDir()
+		path := filepath.Join(dir, NodeIDFile)
+		if err := os.WriteFile(path, bytes.Repeat([]byte("a"), 1<<20), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, err := readNodeID(dir)
+		if err == nil || !strings.Contains(err.Error(), path) || len(err.Error()) > 1024 {
+			t.Errorf("a record of 1 MiB: %.200v (%d bytes); want a short error naming %s", err, len(fmt.Sprint(err)), path)
+		}
+	})
 }
