@@ -3,11 +3,13 @@ package ipam
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
+	"syscall"
 	"time"
 )
 
@@ -57,12 +59,24 @@ type freedRecord struct {
 
 // Load reads the file; a missing one holds nothing.
 func (f *FreedFile) Load() (map[string]map[netip.Addr]time.Time, error) {
-	raw, err := os.ReadFile(f.Path)
+	// Non-blocking: opening a named pipe for reading would wait for a
+	// writer, and the allocator's start (the plugin's answers) with it.
+	file, err := os.OpenFile(f.Path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if os.IsNotExist(err) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read the addresses freed lately: %w", err)
+	}
+	defer file.Close()
+	if st, err := file.Stat(); err != nil {
+		return nil, fmt.Errorf("read the addresses freed lately: %w", err)
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("read the addresses freed lately: %s is no regular file (%s)", f.Path, st.Mode().Type())
+	}
+	raw, err := io.ReadAll(file)
+	if err != nil {
+		return nil, fmt.Errorf("read the addresses freed lately in %s: %w", f.Path, err)
 	}
 	return decodeFreed(f.Path, raw)
 }

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -210,5 +211,40 @@ func TestFreedStoreFailuresAreNotFatal(t *testing.T) {
 	freedAt := a.freed.recent(pool26, a.now())[addr]
 	if got, err := f.Load(); err != nil || freedAt.IsZero() || !got[pool26.ID()][addr].Equal(freedAt) {
 		t.Errorf("after a release, the file reads %v, %v; want %s freed", got, err, addr)
+	}
+}
+
+// TestFreedFileNotAFile: a freed-addresses file that is a named pipe (or
+// a link to one) had the allocator's start, and with it the IPAM plugin's
+// first answers to dockerd, wait for ever for a writer; one that is a
+// link to an endless device was read without end. Only a regular file is
+// read now; anything else is an error naming the file, which loadFreed
+// warns of (never fatal).
+func TestFreedFileNotAFile(t *testing.T) {
+	dir := t.TempDir()
+	f, err := NewFreedFile(dir, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Mkfifo(f.Path, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := f.Load()
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), f.Path) {
+			t.Errorf("a freed-addresses file that is a named pipe: %v; want an error naming %s", err, f.Path)
+		}
+	case <-time.After(10 * time.Second):
+		// Guards the hang itself: opening a file takes no time. Open the
+		// pipe for writing, so that the reader ends.
+		if w, err := os.OpenFile(f.Path, os.O_WRONLY, 0); err == nil {
+			w.Close()
+		}
+		t.Fatalf("Load of a freed-addresses file that is a named pipe did not return")
 	}
 }
