@@ -135,11 +135,14 @@ func TestIntegrationLabNetwork(t *testing.T) {
 	// Another node's claim on an address: its facts, then its inventory,
 	// as its agent would publish them (an inventory whose node has no
 	// facts is set apart, not listed).
-	if err := st.PublishNode(ctx, netspec.NodeFacts{ID: "intruder", Node: "intruder", Interfaces: []string{"eth0"}}); err != nil {
+	// Under a swarm node ID, as an agent's: facts under a key no swarm
+	// node ID can be are set apart, not read as a node's.
+	const intruderID = "intruder00000000000000000"
+	if err := st.PublishNode(ctx, netspec.NodeFacts{ID: intruderID, Node: "intruder", Interfaces: []string{"eth0"}}); err != nil {
 		t.Fatal(err)
 	}
 	fake := []inventory.Entry{{IP: byNode[m.Host].String(), MAC: "02:00:00:00:00:99", Node: "intruder", Network: name, Container: "rogue"}}
-	if err := inventory.Publish(ctx, consul.NewKV(m.Consul), "intruder", fake); err != nil {
+	if err := inventory.Publish(ctx, consul.NewKV(m.Consul), intruderID, fake); err != nil {
 		t.Fatal(err)
 	}
 	out, err := underlay(t, m.ConsulAddr, "ips")
@@ -149,7 +152,7 @@ func TestIntegrationLabNetwork(t *testing.T) {
 	if !strings.Contains(out, "DUPLICATE: IP also on rogue@intruder") {
 		t.Errorf("ips does not flag the duplicate:\n%s", out)
 	}
-	for _, k := range []string{inventory.KVPrefix + "intruder", netspec.NodesKVPrefix + "intruder"} {
+	for _, k := range []string{inventory.KVPrefix + intruderID, netspec.NodesKVPrefix + intruderID} {
 		if _, err := m.Consul.KV().Delete(k, nil); err != nil {
 			t.Fatal(err)
 		}

@@ -179,7 +179,10 @@ func (c *cluster) strayRelease(ctx context.Context, at, owner int) error {
 // check counts it as a leak. The facts, which nothing else removes (that
 // is underlay node rm's), are deleted once it converged.
 func (c *cluster) phantomAllocation(ctx context.Context, seq int) (func(context.Context) error, error) {
-	ghost := fmt.Sprintf("soak-ghost-%d", seq)
+	// A swarm node ID's shape (25 lowercase letters and digits): facts
+	// under a key no swarm node ID can be are no agent's, and the reclaim
+	// leaves them out.
+	ghost := fmt.Sprintf("soakghost%016d", seq)
 	ahead := time.Now().AddDate(1, 0, 0)
 	facts := netspec.NodeFacts{ID: ghost, Node: ghost, Holder: netspec.Holder{Instance: ghost, Host: ghost}}
 	if err := netspec.NewStore(c.kv).Claim(ctx, facts, netspec.ClaimOptions{Stale: time.Minute, Poll: time.Second, Now: func() time.Time { return ahead }}); err != nil {
