@@ -390,6 +390,28 @@ func TestPlanDepartedFreshAtTheLimit(t *testing.T) {
 	}
 }
 
+// TestPlanDepartedAtTheTimeout: a node missing for exactly timeout has
+// not departed; a moment later it has, and its addresses are reclaimed.
+// Departure counts as the sweep's other timeouts do: over the limit, not
+// at it.
+func TestPlanDepartedAtTheTimeout(t *testing.T) {
+	now := t0.Add(time.Hour)
+	const timeout = 10 * time.Minute
+	for _, c := range []struct {
+		missing time.Duration
+		gone    bool
+	}{
+		{timeout, false},
+		{timeout + time.Nanosecond, true},
+	} {
+		facts := []netspec.NodeFacts{{ID: "n2", Node: "host2", UpdatedAt: t0}}
+		w := departWatch{Missing: map[string]time.Time{"n2": now.Add(-c.missing)}}
+		if gone, _ := planDeparted(facts, nil, nil, w, now, timeout, 30*time.Second); gone["n2"] != c.gone {
+			t.Errorf("missing for %s (timeout %s): gone %v, want %v", c.missing, timeout, gone["n2"], c.gone)
+		}
+	}
+}
+
 // TestWriteSparesDropsOnlyItsOwn: a spare being given back is freed only
 // while Consul holds it as this allocator's spare: reclaimed meanwhile
 // (its node looked departed) and allocated to another node, or to this
