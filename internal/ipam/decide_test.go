@@ -603,6 +603,20 @@ func TestPlanSpares(t *testing.T) {
 	}
 }
 
+// TestPlanSparesRecordsAtTheDelay: a handed spare is recorded as its
+// allocation once recordDelay old, not a moment later: until then Consul
+// holds it as a spare, not as the allocation Docker was given.
+func TestPlanSparesRecordsAtTheDelay(t *testing.T) {
+	now := t0.Add(time.Hour)
+	st := spareState{Handed: map[netip.Addr]Alloc{
+		addr("10.1.0.2"): {At: now.Add(-recordDelay)},
+		addr("10.1.0.3"): {At: now.Add(-recordDelay + time.Nanosecond)},
+	}, Target: 4}
+	if p := planSpares(st, 4, now, false, false); fmt.Sprint(keys(p.Record)) != "[10.1.0.2]" {
+		t.Errorf("handed exactly recordDelay (%s) ago and a nanosecond less: recorded %v, want only 10.1.0.2", recordDelay, keys(p.Record))
+	}
+}
+
 func TestWriteSpares(t *testing.T) {
 	now := t0.Add(time.Hour)
 	b := block("10.1.0.0/29")
