@@ -62,6 +62,28 @@ func TestPlanSweepFutureDated(t *testing.T) {
 	}
 }
 
+// TestPlanSweepFutureDatedOverGrace: an allocation counts as dated in the
+// future (Future, and allocated when first seen) once dated over Grace
+// ahead, not at it, as allocatedBefore counts it old.
+func TestPlanSweepFutureDatedOverGrace(t *testing.T) {
+	const grace = time.Minute
+	now := t0.Add(time.Hour)
+	for _, c := range []struct {
+		ahead  time.Duration
+		future bool
+	}{
+		{grace, false},
+		{grace + time.Nanosecond, true},
+	} {
+		a := addr("10.1.0.2")
+		in := sweepInput{Node: "n1", Gen: "g", Allocs: map[netip.Addr]Alloc{a: {Node: "n1", At: now.Add(c.ahead), Kind: KindTask}},
+			Held: map[netip.Addr]bool{a: true}, Now: now, Grace: grace}
+		if _, future := planSweep(in).Future[a]; future != c.future {
+			t.Errorf("dated %s ahead (grace %s): future %t, want %t", c.ahead, grace, future, c.future)
+		}
+	}
+}
+
 // startsAlways is a node whose containers hold nothing on network net, and
 // on which a container start is always under way, begun 5 s before now.
 type startsAlways struct{ now func() time.Time }
