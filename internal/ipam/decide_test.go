@@ -2,6 +2,7 @@ package ipam
 
 import (
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -72,6 +73,42 @@ func TestCandidates(t *testing.T) {
 	}
 	if !anyFree(pool8, v, reuse{}) {
 		t.Error("anyFree: false with free addresses")
+	}
+}
+
+// TestClaimOrder: a node tries free blocks from a place hashed from its
+// identity, wrapping around: every block once, in address order from
+// there. Even with two free blocks, nodes start apart (all starting at
+// the lowest, every node needing a block at once races for one). The
+// order is a list of its own: the caller's appending to the list it
+// passed, which has room to spare when built by append, changes nothing
+// in it.
+func TestClaimOrder(t *testing.T) {
+	blocks := []netip.Prefix{block("10.1.0.0/29"), block("10.1.0.8/29"), block("10.1.0.16/29")}
+	for n := 2; n <= len(blocks); n++ {
+		first := map[netip.Prefix]bool{}
+		for i := range 20 {
+			node := fmt.Sprintf("node-%d", i)
+			free := make([]netip.Prefix, n, n+4)
+			copy(free, blocks)
+			got := claimOrder(free, node)
+			start := slices.Index(blocks, got[0])
+			var want []netip.Prefix
+			for k := range n {
+				want = append(want, blocks[(start+k)%n])
+			}
+			if !slices.Equal(got, want) {
+				t.Fatalf("%s's order of %v: %v, want a rotation of it", node, blocks[:n], got)
+			}
+			free = append(free, block("10.1.0.24/29"), block("10.1.0.32/29"), block("10.1.0.40/29"), block("10.1.0.48/29"))
+			if !slices.Equal(got, want) {
+				t.Fatalf("%s's order changed to %v when the caller appended to its list %v, want %v", node, got, free, want)
+			}
+			first[got[0]] = true
+		}
+		if len(first) != n {
+			t.Errorf("20 nodes with %d free blocks start at %v only, want every block", n, slices.SortedFunc(maps.Keys(first), comparePrefix))
+		}
 	}
 }
 
