@@ -134,3 +134,30 @@ func TestAddRecommendation(t *testing.T) {
 		t.Errorf("a recommendation dated before the others dropped some: %+v", recs)
 	}
 }
+
+// TestStabilizationWindowEdges: a recommendation exactly window old is
+// within the window (the highest sees it, pruning keeps it), one a moment
+// older is not; a window of 0 disables stabilization, even for a
+// recommendation made this instant.
+func TestStabilizationWindowEdges(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	const window = 5 * time.Minute
+	for _, c := range []struct {
+		age    time.Duration
+		within bool
+	}{
+		{window, true},
+		{window + time.Nanosecond, false},
+	} {
+		recs := []Recommendation{{Time: now.Add(-c.age), Replicas: 7}}
+		if _, ok := HighestRecommendation(recs, window, now); ok != c.within {
+			t.Errorf("a recommendation %s old, window %s: highest found %v, want %v", c.age, window, ok, c.within)
+		}
+		if kept := len(PruneRecommendations(recs, window, now)) == 1; kept != c.within {
+			t.Errorf("a recommendation %s old, window %s: kept by pruning %v, want %v", c.age, window, kept, c.within)
+		}
+	}
+	if h, ok := HighestRecommendation([]Recommendation{{Time: now, Replicas: 7}}, 0, now); ok {
+		t.Errorf("window 0: highest %d found in a recommendation made now, want none (disabled)", h)
+	}
+}
