@@ -161,3 +161,19 @@ func TestStabilizationWindowEdges(t *testing.T) {
 		t.Errorf("window 0: highest %d found in a recommendation made now, want none (disabled)", h)
 	}
 }
+
+// TestAddRecommendationSameInstant: recommendations made in one instant
+// (a burst of requests, a clock that moves in steps) leave the window
+// together, so only the highest of them is kept: a thousand requests at
+// one time at a service held at its maximum keep one, not a thousand.
+func TestAddRecommendationSameInstant(t *testing.T) {
+	now := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	var recs []Recommendation
+	for _, r := range []int{3, 5, 5, 4, 5} {
+		recs = AddRecommendation(recs, Recommendation{Time: now, Replicas: r})
+	}
+	want := []Recommendation{{Time: now, Replicas: 5}}
+	if diff := cmp.Diff(want, recs); diff != "" {
+		t.Errorf("recommendations made at one instant (-want +got):\n%s", diff)
+	}
+}
