@@ -67,6 +67,18 @@ func TestDecide(t *testing.T) {
 			policy: pol(func(p *Policy) { downOK(p); p.CooldownDown = time.Minute }), last: LastScale{Up: now.Add(-2 * time.Minute), Down: now.Add(-3 * time.Minute)},
 			want: Decision{From: 3, To: 2, Reason: ReasonScaled},
 		},
+		// A cooldown of 0 is none, even when the last scale is dated
+		// ahead of now (another manager's clock, a clock set back).
+		{
+			name: "up with no cooldown after a scale dated ahead", current: 2, dir: Up,
+			policy: pol(func(p *Policy) { p.CooldownUp = 0 }), last: LastScale{Up: now.Add(time.Minute)},
+			want: Decision{From: 2, To: 3, Reason: ReasonScaled},
+		},
+		{
+			name: "down with no cooldown after a scale dated ahead", current: 3, dir: Down,
+			policy: pol(downOK), last: LastScale{Up: now.Add(time.Minute)},
+			want: Decision{From: 3, To: 2, Reason: ReasonScaled},
+		},
 		{name: "paused refuses up", current: 1, dir: Up, policy: pol(func(p *Policy) { p.Paused = true }), want: Decision{From: 1, To: 1, Reason: ReasonPaused, Refused: true}},
 		{name: "paused refuses down", current: 3, dir: Down, policy: pol(func(p *Policy) { downOK(p); p.Paused = true }), want: Decision{From: 3, To: 3, Reason: ReasonPaused, Refused: true}},
 		{name: "disabled refuses", current: 1, dir: Up, policy: DefaultPolicy(), want: Decision{From: 1, To: 1, Reason: ReasonDisabled, Refused: true}},
