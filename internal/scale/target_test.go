@@ -20,6 +20,8 @@ func TestDesiredReplicas(t *testing.T) {
 		{name: "double load doubles", current: 3, metrics: []Metric{{Value: 100, Target: 50}}, want: 6},
 		{name: "rounded up", current: 3, metrics: []Metric{{Value: 70, Target: 50}}, want: 5},
 		{name: "no float noise", current: 3, metrics: []Metric{{Value: 0.9, Target: 0.3}}, want: 9},
+		// 2.1/0.7 is 3.0000000000000004 in floats: 3 × that is not 10.
+		{name: "no float noise in the ratio", current: 3, metrics: []Metric{{Value: 2.1, Target: 0.7}}, want: 9},
 		{name: "half load halves", current: 4, metrics: []Metric{{Value: 25, Target: 50}}, want: 2},
 		{name: "idle goes to zero", current: 4, metrics: []Metric{{Value: 0, Target: 50}}, want: 0},
 		{name: "max over metrics", current: 2, metrics: []Metric{{Value: 25, Target: 50}, {Value: 150, Target: 50}, {Value: 100, Target: 50}}, want: 6},
