@@ -56,7 +56,7 @@ func DesiredReplicas(current int, metrics []Metric, tolerance float64) int {
 // int range gives a meaningless (on amd64, negative) number — a metric of
 // 1e19 wanted 0 replicas.
 func trackedReplicas(base int, ratio float64, limit int) int {
-	// The epsilon keeps 3 × 0.9/0.3 = 9.000000000000002 from becoming 10.
+	// The epsilon keeps 3 × 2.1/0.7 = 9.000000000000002 from becoming 10.
 	f := math.Ceil(float64(base)*ratio - 1e-9)
 	if !(f < float64(limit)) { // NaN too
 		return limit
