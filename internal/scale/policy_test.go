@@ -176,6 +176,8 @@ func TestParsePolicyBounds(t *testing.T) {
 		{LabelCooldownUp, "24h", ""},
 		{LabelCooldownUp, "86400", ""},
 		{LabelCooldownUp, "86401", "above the most"},
+		{LabelCooldownUp, "0s", ""},
+		{LabelStabilizationDown, "0s", ""},
 		{LabelCooldownUp, "-1", "negative"},
 		{LabelCooldownUp, "-1s", "negative"},
 		{LabelCooldownDown, "10000000000", "above the most"},
@@ -194,6 +196,7 @@ func TestParsePolicyBounds(t *testing.T) {
 		{LabelOrbiterUp, "1000001", "above the most"},
 		{LabelOrbiterDown, "99999999999999999999", "above the most"},
 		{LabelMetricPrefix + "target", "1e309", "want a positive number"},
+		{LabelMetricPrefix + "target", "0", "want a positive number"},
 	}
 	for _, tt := range tests {
 		labels := map[string]string{LabelOrbiter: "true", tt.key: tt.value}
