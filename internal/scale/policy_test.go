@@ -192,6 +192,8 @@ func TestParsePolicyBounds(t *testing.T) {
 		{LabelMin, "1000001", "above the most"},
 		{LabelStepUp, "1000001", "above the most"},
 		{LabelStepUp, "1001%", "above 1000%"},
+		{LabelStepUp, "0%", "percentage: must be at least 1"},
+		{LabelStepDown, "0%", "percentage: must be at least 1"},
 		{LabelStepDown, "99999999999999999999%", "above 1000%"},
 		{LabelOrbiterUp, "1000001", "above the most"},
 		{LabelOrbiterDown, "99999999999999999999", "above the most"},
