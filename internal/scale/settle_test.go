@@ -160,6 +160,29 @@ func TestSettleGivesUp(t *testing.T) {
 	}
 }
 
+// TestSettleReplacedGetsEveryTry: a scale-down that replaces the one a
+// check waits on is checked settleTries times, as any, before the check
+// gives up: its tries are its own, none spent by the one it replaced.
+func TestSettleReplacedGetsEveryTry(t *testing.T) {
+	sw := newFakeSwarm(webDown(3))
+	sw.loseAlways = true
+	c := NewController(Config{SettleAfter: 10 * time.Millisecond}, sw, &memHistory{}, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	ctx := context.Background()
+	if err := c.resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Handle(ctx, Request{Service: "web", Direction: Down}); err != nil {
+		t.Fatal(err)
+	}
+	j := <-c.settleC
+	newer := make(chan settleJob, 1)
+	newer <- j // queued before the first check of the one it replaces
+	c.settle(ctx, settleJob{id: j.id, name: j.name, to: j.to + 1}, newer)
+	if writes, calls := sw.counts(); writes != 1+settleTries || calls != settleTries {
+		t.Errorf("%d writes and %d checks, want %d and %d: every try for the scale-down that replaced the first", writes, calls, 1+settleTries, settleTries)
+	}
+}
+
 // webDown is service web at replicas, autoscaled, allowed down, with no
 // scale-down cooldown or stabilization to wait for.
 func webDown(replicas int) Service {
