@@ -9,13 +9,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
+	"github.com/underlay/underlay/internal/testfile"
 )
 
 // TestFreedAddressesSurviveRestart: Docker's resend of a release whose
@@ -226,25 +226,8 @@ func TestFreedFileNotAFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := syscall.Mkfifo(f.Path, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() {
+	testfile.RefusesFIFO(t, "a freed-addresses file", f.Path, func() error {
 		_, err := f.Load()
-		done <- err
-	}()
-	select {
-	case err := <-done:
-		if err == nil || !strings.Contains(err.Error(), f.Path) {
-			t.Errorf("a freed-addresses file that is a named pipe: %v; want an error naming %s", err, f.Path)
-		}
-	case <-time.After(10 * time.Second):
-		// Guards the hang itself: opening a file takes no time. Open the
-		// pipe for writing, so that the reader ends.
-		if w, err := os.OpenFile(f.Path, os.O_WRONLY, 0); err == nil {
-			w.Close()
-		}
-		t.Fatalf("Load of a freed-addresses file that is a named pipe did not return")
-	}
+		return err
+	})
 }

@@ -10,11 +10,11 @@ import (
 	"path/filepath"
 	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/testfile"
 )
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
@@ -317,28 +317,10 @@ func TestResolveIDReplacesARefusedRecordLoudly(t *testing.T) {
 func TestNodeIDRecordNotAFile(t *testing.T) {
 	t.Run("named pipe", func(t *testing.T) {
 		dir := t.TempDir()
-		path := filepath.Join(dir, NodeIDFile)
-		if err := syscall.Mkfifo(path, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() {
+		testfile.RefusesFIFO(t, "a node-id record", filepath.Join(dir, NodeIDFile), func() error {
 			_, err := readNodeID(dir)
-			done <- err
-		}()
-		select {
-		case err := <-done:
-			if err == nil || !strings.Contains(err.Error(), path) {
-				t.Errorf("a record that is a named pipe: %v; want an error naming %s", err, path)
-			}
-		case <-time.After(10 * time.Second):
-			// Guards the hang itself: opening a file takes no time. Open
-			// the pipe for writing, so that the reader ends.
-			if w, err := os.OpenFile(path, os.O_WRONLY, 0); err == nil {
-				w.Close()
-			}
-			t.Fatalf("readNodeID of a record that is a named pipe did not return")
-		}
+			return err
+		})
 	})
 	t.Run("long", func(t *testing.T) {
 		dir := t.TempDir()
