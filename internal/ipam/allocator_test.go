@@ -371,16 +371,7 @@ func TestDepartedReclaimJudgesIdentities(t *testing.T) {
 		}
 		clock = clock.Add(4 * time.Second)
 	}
-	all, _ := Allocations(ctx, kv, p)
-	for id, addr := range held {
-		want := id
-		if id == sid("dead") || id == sid("ghost") || id == sid("garbled") {
-			want = ""
-		}
-		if all[addr].Node != want {
-			t.Errorf("%s's address %s is now %+v, want held by %q", id, addr, all[addr], want)
-		}
-	}
+	wantHeld(ctx, t, kv, p, held, sid("dead"), sid("ghost"), sid("garbled"))
 }
 
 // withSpares returns n1's allocator over kv keeping n spares of pool26,
