@@ -799,3 +799,55 @@ func allocateAndRelease(b *testing.B, a *Allocator, p Pool, want netip.Addr) {
 		}
 	}
 }
+
+// TestRewriteInPlaceThatReservesMore: a spec rewritten in place that
+// keeps the pool's subnet and range but reserves another address (an aux
+// address, or another gateway) is the same network, yet a pool read
+// before the rewrite does not reserve that address: an allocation bound
+// again to the spec as it is now handed it out, to a container, while
+// the rewrite says the router or the host holds it (a duplicate). Such a
+// write is refused, as before writes of a rewritten spec went on, and the
+// pool read again reserves it.
+func TestRewriteInPlaceThatReservesMore(t *testing.T) {
+	for _, how := range []string{"aux address", "gateway", "aux address in a block to claim"} {
+		t.Run(how, func(t *testing.T) {
+			ctx := context.Background()
+			kv := kvtest.New()
+			st := netspec.NewStore(kv)
+			n1 := NewAllocator(kv, "n1", nil)
+			old := servedLan(t, st)
+			x := taskAddr(t, n1, old)
+			next, want := x.Next(), netip.Addr{} // what the pool read before would hand out next
+			rewritten := lanSpec
+			switch how {
+			case "gateway":
+				rewritten.Gateway = next
+			case "aux address":
+				rewritten.Aux = map[string]netip.Addr{"router2": next}
+			default:
+				// A block of no document: its claim reads the spec.
+				next = netip.MustParseAddr("10.90.0.200")
+				want = next
+				rewritten.Aux = map[string]netip.Addr{"router2": next}
+			}
+			putSpecs(t, kv, rewritten)
+			y, err := n1.Allocate(ctx, old, want, KindTask)
+			if err == nil && y == next {
+				t.Fatalf("allocated %s, which the spec rewritten in place reserves (%s), from the pool read before", y, how)
+			}
+			if err == nil {
+				return // another address: no harm
+			}
+			if !strings.Contains(err.Error(), netspec.SpecKey(lanSpec.Name)) {
+				t.Errorf("refused with %v; want the error to name the spec key %s", err, netspec.SpecKey(lanSpec.Name))
+			}
+			now, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if z := taskAddr(t, n1, now); z == next {
+				t.Errorf("the pool read again handed out %s, which the rewritten spec reserves", z)
+			}
+		})
+	}
+}

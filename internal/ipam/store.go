@@ -238,6 +238,12 @@ func specCheck(ctx context.Context, kv KV, p Pool) (kvstore.Op, error) {
 		// network's, whose tree went: written into the new one, an
 		// address would pass for this node's there.
 		return kvstore.Op{}, fmt.Errorf("network %q: its spec %s was written since pool %s was read (the network removed and made again): %w", p.Network, key, p.ID(), errSpecGone)
+	case p.specIndex != 0 && pair.Index != p.specIndex && !maps.Equal(now.Reserved, p.Reserved):
+		// Rewritten in place since p was read (above: not made again),
+		// now reserving other addresses (its gateway, its aux
+		// addresses) than p does: p could hand one out. The pool is
+		// read again at the next request.
+		return kvstore.Op{}, fmt.Errorf("network %q: its spec %s was rewritten since pool %s was read, and reserves other addresses (gateway, aux) than the pool as read: %w", p.Network, key, p.ID(), errNotServed)
 	}
 	return kvstore.Op{Verb: kvstore.CheckIndex, Key: key, Index: pair.Index}, nil
 }
@@ -258,7 +264,10 @@ func specCheck(ctx context.Context, kv KV, p Pool) (kvstore.Op, error) {
 // twice, and its releases are what the removal's containers give back.
 // Any pool is bound again to the spec as it is now when it was rewritten
 // in place (its CreateIndex no later than p's reading: by hand, the key
-// kept) and still gives p: the same network, whose blocks are p's.
+// kept) and still gives p: the same network, whose blocks are p's; but
+// not when the rewrite reserves other addresses (a gateway, aux
+// addresses) than p does, which p could hand out: refused, and the pool
+// read again at the next request.
 // Otherwise the write goes on unbound (0), as before writes were bound:
 // the spec is gone (`network rm` deleted the tree with it: nothing is
 // left to free; or it was deleted by hand, the tree left, and a late
@@ -294,6 +303,12 @@ func boundRefusal(ctx context.Context, kv KV, p Pool) (bindAt uint64, err error)
 	case spec.Deleting:
 		return 0, fmt.Errorf("network %q: its spec %s was marked for removal (`underlay network rm`) since pool %s was read, and the removal deletes the network's tree: %w",
 			p.Network, key, p.ID(), &RemovingError{Pool: p})
+	case spec.Name == p.Network && now.Prefix == p.Prefix && now.allocRange() == p.allocRange() && pair.CreateIndex != 0 && !maps.Equal(now.Reserved, p.Reserved):
+		// Rewritten in place, now reserving other addresses (its
+		// gateway, its aux addresses) than p does: p could hand one
+		// out. The pool is read again at the next request.
+		return 0, fmt.Errorf("network %q: its spec %s was rewritten since pool %s was read, and reserves other addresses (gateway, aux) than the pool as read: %w",
+			p.Network, key, p.ID(), errNotServed)
 	case spec.Name == p.Network && now.Prefix == p.Prefix && now.allocRange() == p.allocRange() && pair.CreateIndex != 0:
 		// Rewritten in place (its CreateIndex, above: by hand), still
 		// giving p: the same network's spec, its blocks p's.
