@@ -3,14 +3,14 @@ package ipam
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
-	"syscall"
 	"time"
+
+	"github.com/underlay/underlay/internal/regularfile"
 )
 
 // FreedFileName is the name of the file, in the agent's state directory,
@@ -51,6 +51,10 @@ func fileSafeNode(s string) bool {
 	return true
 }
 
+// maxFreedFile bounds what Load reads: far more than the addresses a node
+// frees within reuseAfter in any pool it serves (about 50 bytes each).
+const maxFreedFile = 256 << 20
+
 // freedRecord is the file's content.
 type freedRecord struct {
 	// Freed is, by pool ID and address, when the address was freed.
@@ -59,24 +63,14 @@ type freedRecord struct {
 
 // Load reads the file; a missing one holds nothing.
 func (f *FreedFile) Load() (map[string]map[netip.Addr]time.Time, error) {
-	// Non-blocking: opening a named pipe for reading would wait for a
-	// writer, and the allocator's start (the plugin's answers) with it.
-	file, err := os.OpenFile(f.Path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	// Not a named pipe, which would hold the allocator's start (the
+	// plugin's answers) waiting for a writer.
+	raw, _, err := regularfile.Read(f.Path, maxFreedFile)
 	if os.IsNotExist(err) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("read the addresses freed lately: %w", err)
-	}
-	defer file.Close()
-	if st, err := file.Stat(); err != nil {
-		return nil, fmt.Errorf("read the addresses freed lately: %w", err)
-	} else if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("read the addresses freed lately: %s is no regular file (%s)", f.Path, st.Mode().Type())
-	}
-	raw, err := io.ReadAll(file)
-	if err != nil {
-		return nil, fmt.Errorf("read the addresses freed lately in %s: %w", f.Path, err)
 	}
 	return decodeFreed(f.Path, raw)
 }

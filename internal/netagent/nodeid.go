@@ -3,16 +3,15 @@ package netagent
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
-	"syscall"
 	"time"
 
 	"github.com/underlay/underlay/internal/backoff"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/regularfile"
 )
 
 // NodeIDFile is the file, in the agent's state directory, holding the
@@ -100,29 +99,15 @@ const noRecordWaits = 30
 // readNodeID returns the recorded identity, "" when none is.
 func readNodeID(dir string) (string, error) {
 	path := filepath.Join(dir, NodeIDFile)
-	// Non-blocking: opening a named pipe for reading would wait for a
-	// writer, and the agent's start (the IPAM plugin's too) with it.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	// Not a named pipe, which would hold the agent's start (the IPAM
+	// plugin's too) waiting for a writer; an ID and its newline are far
+	// shorter than the bound: a longer record is none.
+	b, _, err := regularfile.Read(path, maxNodeIDRecord)
 	if os.IsNotExist(err) {
 		return "", nil
 	}
 	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err != nil {
-		return "", err
-	} else if !st.Mode().IsRegular() {
-		return "", fmt.Errorf("%s is no regular file (%s): not a node ID record", path, st.Mode().Type())
-	}
-	// An ID and its newline are far shorter: a longer record is none, and
-	// is not read (nor quoted) whole.
-	b, err := io.ReadAll(io.LimitReader(f, maxNodeIDRecord+1))
-	if err != nil {
-		return "", err
-	}
-	if len(b) > maxNodeIDRecord {
-		return "", fmt.Errorf("%s holds more than %d bytes, starting %q: not a swarm node ID", path, maxNodeIDRecord, b[:32])
+		return "", fmt.Errorf("not a node ID record: %w", err)
 	}
 	id := strings.TrimSpace(string(b))
 	if err := netspec.CheckNodeID(id); err != nil {

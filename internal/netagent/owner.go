@@ -5,11 +5,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/underlay/underlay/internal/regularfile"
 )
 
 // LinkOwnerFile is the file, in the agent's state directory, naming the
@@ -104,26 +105,12 @@ func RecordedLinkOwner(dir string) (string, error) {
 		return "", nil
 	}
 	path := filepath.Join(dir, LinkOwnerFile)
-	// Non-blocking: opening a named pipe for reading would wait for a
-	// writer, at the agent's start or in the package's prerm.
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	// Not a named pipe, which would hold the agent's start, or the
+	// package's prerm, waiting for a writer; an owner and its newline are
+	// far shorter than the bound: a longer record is none.
+	b, _, err := regularfile.Read(path, maxLinkOwnerRecord)
 	if err != nil {
-		return "", fmt.Errorf("read the link owner: %w", err)
-	}
-	defer f.Close()
-	if st, err := f.Stat(); err != nil {
-		return "", fmt.Errorf("read the link owner: %w", err)
-	} else if !st.Mode().IsRegular() {
-		return "", fmt.Errorf("%s is no regular file (%s): not a link owner record", path, st.Mode().Type())
-	}
-	// An owner and its newline are far shorter: a longer record is none,
-	// and is not read (nor quoted) whole.
-	b, err := io.ReadAll(io.LimitReader(f, maxLinkOwnerRecord+1))
-	if err != nil {
-		return "", fmt.Errorf("read the link owner: %w", err)
-	}
-	if len(b) > maxLinkOwnerRecord {
-		return "", fmt.Errorf("%s holds more than %d bytes, starting %q: not a link owner (letters and digits, at most 64)", path, maxLinkOwnerRecord, b[:32])
+		return "", fmt.Errorf("read the link owner: not a link owner record: %w", err)
 	}
 	owner := strings.TrimSpace(string(b))
 	if !validOwner(owner) {

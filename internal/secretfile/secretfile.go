@@ -11,13 +11,14 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/underlay/underlay/internal/regularfile"
 )
 
 // CheckEvery is the least time between two reads of a file for changes.
@@ -209,26 +210,10 @@ var errEmpty = errors.New("is empty")
 // read returns the trimmed content, permission bits and owner of path.
 // Its errors never carry the content.
 func read(path string) ([]byte, fs.FileMode, uint32, error) {
-	// Non-blocking: opening a FIFO for reading would wait for a writer
-	// (under Value's lock). A regular file's reads ignore the flag.
-	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	// Not a FIFO, which would hold Value's lock waiting for a writer.
+	b, st, err := regularfile.Read(path, maxSize)
 	if err != nil {
 		return nil, 0, 0, err
-	}
-	defer fh.Close()
-	st, err := fh.Stat()
-	if err != nil {
-		return nil, 0, 0, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, 0, 0, fmt.Errorf("%s is not a regular file", path)
-	}
-	b, err := io.ReadAll(io.LimitReader(fh, maxSize+1))
-	if err != nil {
-		return nil, 0, 0, fmt.Errorf("read %s: %w", path, err)
-	}
-	if len(b) > maxSize {
-		return nil, 0, 0, fmt.Errorf("%s is larger than %d bytes", path, maxSize)
 	}
 	v := bytes.TrimSpace(b)
 	if len(v) == 0 {

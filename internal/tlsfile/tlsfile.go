@@ -15,7 +15,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"log/slog"
 	"os"
@@ -25,6 +24,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/underlay/underlay/internal/regularfile"
 	"github.com/underlay/underlay/internal/secretfile"
 )
 
@@ -409,26 +409,8 @@ func (p *Pool) load() (*x509.CertPool, []byte, error) {
 // for a writer, under the lock every handshake takes; and a device or a
 // huge file is not read whole. Its errors never carry the content.
 func readFile(path string) ([]byte, error) {
-	fh, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer fh.Close()
-	st, err := fh.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%s is not a regular file", path)
-	}
-	b, err := io.ReadAll(io.LimitReader(fh, maxFileSize+1))
-	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", path, err)
-	}
-	if len(b) > maxFileSize {
-		return nil, fmt.Errorf("%s is larger than %d bytes", path, maxFileSize)
-	}
-	return b, nil
+	b, _, err := regularfile.Read(path, maxFileSize)
+	return b, err
 }
 
 // ServerConfig is a server's TLS configuration: TLS 1.2 at least, the
