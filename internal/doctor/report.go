@@ -270,31 +270,23 @@ func loadReports(ctx context.Context, kv KV, byName map[string][]string) ([]Repo
 // nodes' problems, saying why, with the command that removes it. Its
 // key joins refused.
 func placeNameReports(reports []Report, refused map[string]bool, byName map[string][]string) {
-	byID := map[string]Report{}
+	byID, reported := map[string]Report{}, map[string]string{}
 	for _, r := range reports {
 		if r.ByID() && !refused[r.Key] {
-			byID[r.NodeID] = r
+			byID[r.NodeID], reported[r.NodeID] = r, r.Node
 		}
 	}
 	for i, r := range reports {
-		ids := byName[r.Node]
-		if r.ByID() || refused[r.Key] || r.NodeID != "" || len(ids) == 0 ||
-			slices.ContainsFunc(ids, func(id string) bool { _, ok := byID[id]; return !ok }) {
+		if r.ByID() || refused[r.Key] || r.NodeID != "" {
 			continue
 		}
-		var others []string // the identities whose reports name another node
-		for _, id := range slices.Sorted(slices.Values(ids)) {
-			if byID[id].Node != r.Node {
-				others = append(others, id)
-			}
+		id, n, ok := netspec.NameReportOfNoNode(r.Node, byName[r.Node], reported)
+		if !ok {
+			continue // an older agent's, or the name's nodes' own from before their upgrade (shadowed)
 		}
-		if len(others) == 0 {
-			continue // the name's nodes' own, from before their upgrade: shadowed
-		}
-		other := byID[others[0]]
-		more := ""
-		if len(others) > 1 {
-			more = fmt.Sprintf(" (and %d more swarm nodes of the name, each naming another node)", len(others)-1)
+		other, more := byID[id], ""
+		if n > 0 {
+			more = fmt.Sprintf(" (and %d more swarm nodes of the name, each naming another node)", n)
 		}
 		bad := badReport(r.Key, r.Node, fmt.Sprintf("report %s, an older agent's under node %s's name, is shown on no node: every swarm node the node facts name %s publishes its report under its ID, and %s names node %q, not %s%s (its agent's --node changed since its facts were written, or the report is forged), so it may not be theirs from before an upgrade",
 			r.Key, r.Node, r.Node, other.Key, other.Node, r.Node, more))

@@ -439,3 +439,30 @@ func IDsByName(ctx context.Context, kv interface {
 func agentsFactsKey(seg, id, node string) bool {
 	return CheckNodeID(seg) == nil || id == "" && seg == node && CheckNodeName(node) == nil
 }
+
+// NameReportOfNoNode says whether a report an older agent kept under the
+// node name name (one naming no swarm node ID) may be no node's: every
+// swarm node the facts give the name (ids, IDsByName's) publishes its
+// report under its ID, and one of those reports names another node than
+// name (its agent's --node changed since its facts were written, or the
+// report is forged), so the name's report may not be theirs from before
+// an upgrade. reported gives, by swarm node ID, the node the ID's report
+// names. other is the first such ID, in order, and more how many more
+// there are. When every ID report names name, the name's report is the
+// name's nodes' own from before their upgrade (not of no node).
+func NameReportOfNoNode(name string, ids []string, reported map[string]string) (other string, more int, ok bool) {
+	var others []string
+	for _, id := range slices.Sorted(slices.Values(ids)) {
+		node, has := reported[id]
+		if !has {
+			return "", 0, false // a node of the name reports under no ID: an older agent's
+		}
+		if node != name {
+			others = append(others, id)
+		}
+	}
+	if len(others) == 0 {
+		return "", 0, false
+	}
+	return others[0], len(others) - 1, true
+}

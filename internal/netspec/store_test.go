@@ -721,3 +721,29 @@ func TestIDsByNameSkipsKeysNoAgentWrites(t *testing.T) {
 		t.Errorf("IDs by name %v, want %v", got, want)
 	}
 }
+
+// TestNameReportOfNoNode: a report under a node name is of no node only
+// when every swarm node of the name reports under its ID and one of
+// those reports names another node; the first such ID, in order, is
+// given, with how many more.
+func TestNameReportOfNoNode(t *testing.T) {
+	for _, c := range []struct {
+		name     string
+		ids      []string
+		reported map[string]string
+		other    string
+		more     int
+		ok       bool
+	}{
+		{"no node of the name", nil, map[string]string{"a": "n2"}, "", 0, false},
+		{"a node reports under no ID", []string{"a", "b"}, map[string]string{"a": "n2"}, "", 0, false},
+		{"every ID report names the name", []string{"a", "b"}, map[string]string{"a": "n1", "b": "n1"}, "", 0, false},
+		{"one names another", []string{"b", "a"}, map[string]string{"a": "n1", "b": "n2"}, "b", 0, true},
+		{"two name others", []string{"c", "b", "a"}, map[string]string{"a": "n1", "b": "n2", "c": "n3"}, "b", 1, true},
+	} {
+		other, more, ok := netspec.NameReportOfNoNode("n1", c.ids, c.reported)
+		if other != c.other || more != c.more || ok != c.ok {
+			t.Errorf("%s: %q, %d, %v; want %q, %d, %v", c.name, other, more, ok, c.other, c.more, c.ok)
+		}
+	}
+}

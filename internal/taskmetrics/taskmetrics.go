@@ -315,32 +315,24 @@ func Load(ctx context.Context, kv Lister) ([]Report, []BadReport, error) {
 // the autoscaler's caller logs it, and the doctor shows it, with the
 // command that removes it.
 func refuseNameReports(reports []Report, byName map[string][]string) ([]Report, []BadReport) {
-	byID := map[string]Report{}
+	byID, reported := map[string]Report{}, map[string]string{}
 	for _, r := range reports {
 		if strings.HasPrefix(r.Key, IDPrefix) {
-			byID[r.NodeID] = r
+			byID[r.NodeID], reported[r.NodeID] = r, r.Node
 		}
 	}
 	var bad []BadReport
 	kept := slices.DeleteFunc(reports, func(r Report) bool {
-		ids := byName[r.Node]
-		if strings.HasPrefix(r.Key, IDPrefix) || r.NodeID != "" || len(ids) == 0 ||
-			slices.ContainsFunc(ids, func(id string) bool { _, ok := byID[id]; return !ok }) {
+		if strings.HasPrefix(r.Key, IDPrefix) || r.NodeID != "" {
 			return false
 		}
-		var others []string // the identities whose reports name another node
-		for _, id := range slices.Sorted(slices.Values(ids)) {
-			if byID[id].Node != r.Node {
-				others = append(others, id)
-			}
+		id, n, ok := netspec.NameReportOfNoNode(r.Node, byName[r.Node], reported)
+		if !ok {
+			return false // an older agent's, or the name's nodes' own from before their upgrade (shadowed)
 		}
-		if len(others) == 0 {
-			return false // the name's nodes' own, from before their upgrade: shadowed
-		}
-		other := byID[others[0]]
-		more := ""
-		if len(others) > 1 {
-			more = fmt.Sprintf(" (and %d more swarm nodes of the name, each naming another node)", len(others)-1)
+		other, more := byID[id], ""
+		if n > 0 {
+			more = fmt.Sprintf(" (and %d more swarm nodes of the name, each naming another node)", n)
 		}
 		fix, why := shellword.KVRemoval(r.Key, "")
 		bad = append(bad, BadReport{Key: r.Key, Fix: fix,
