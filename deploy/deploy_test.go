@@ -394,8 +394,9 @@ func runningAgent(cmdline, environ string) map[string]string {
 
 // sandboxPaths matches the absolute paths the scripts may use, which run
 // moves under the sandbox's root: whole paths only, so that
-// /usr/lib/systemd/system is not taken for /lib/systemd/system.
-var sandboxPaths = regexp.MustCompile(`(^|[^\w/.-])(/etc/underlay|/var/lib/underlay|/run/systemd/system|/etc/systemd/system|/usr/local/lib/systemd/system|/usr/lib/systemd/system|/lib/systemd/system|/usr/share/underlay|/proc)\b`)
+// /usr/lib/systemd/system is not taken for /lib/systemd/system (and
+// /etc/systemd/system.control is /etc/systemd/system's, moved as it).
+var sandboxPaths = regexp.MustCompile(`(^|[^\w/.-])(/etc/underlay|/var/lib/underlay|/run/systemd/system|/run/systemd/transient|/run/systemd/generator|/etc/systemd/system|/usr/local/lib/systemd/system|/usr/lib/systemd/system|/lib/systemd/system|/usr/share/underlay|/proc)\b`)
 
 // run runs script with args and returns the stubs' calls.
 func (m *maintainer) run(script string, args ...string) []string {
@@ -694,6 +695,60 @@ func TestPrermStateDir(t *testing.T) {
 		{name: "no prefix drop-ins before systemd 239", systemd: "systemd 238 (238)", unit: true, env: "-", files: map[string]string{
 			"etc/systemd/system/underlay-.service.d/10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/prefix\n"),
 		}},
+		// systemd's unit search path (systemd.unit(5), path-lookup.c):
+		// set-property's system.control, transient units and the early
+		// generator's before /etc; the portable services' attached
+		// units after /etc's and /run's; the generator's before
+		// /usr/local/lib, the late one's after the package's. The first
+		// unit file on it counts, its drop-ins as the others'.
+		{name: "set-property's drop-in", unit: true, env: "-", files: map[string]string{
+			"etc/systemd/system.control/underlay-agent.service.d/50-Environment.conf": "[Service]\nEnvironment=UNDERLAY_STATE_DIR=/srv/control\n",
+		}, want: "/srv/control"},
+		{name: "/run's system.control drop-in masks /etc's of its name", unit: true, env: "-", files: map[string]string{
+			"run/systemd/system.control/underlay-agent.service.d/10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/control\n"),
+			"etc/systemd/system/underlay-agent.service.d/10-a.conf":         dropIn("Environment=UNDERLAY_STATE_DIR=/srv/etc\n"),
+		}, want: "/srv/control"},
+		{name: "a transient unit file wins over /etc's", unit: true, env: "-", files: map[string]string{
+			"run/systemd/transient/underlay-agent.service": "[Service]\nExecStart=/usr/bin/underlay agent --state-dir /srv/transient\n",
+			"etc/systemd/system/underlay-agent.service":    "[Service]\nExecStart=/usr/bin/underlay agent --state-dir /srv/etc\n",
+		}, want: "/srv/transient"},
+		{name: "a transient unit's drop-in", unit: true, env: "-", files: map[string]string{
+			"run/systemd/transient/underlay-agent.service.d/50-x.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/transient\n"),
+		}, want: "/srv/transient"},
+		{name: "the early generator's unit file wins over /etc's", unit: true, env: "-", files: map[string]string{
+			"run/systemd/generator.early/underlay-agent.service": "[Service]\nExecStart=/usr/bin/underlay agent --state-dir /srv/early\n",
+			"etc/systemd/system/underlay-agent.service":          "[Service]\nExecStart=/usr/bin/underlay agent --state-dir /srv/etc\n",
+		}, want: "/srv/early"},
+		{name: "an attached unit file: after /etc's, before /run's", unit: true, env: "-", files: map[string]string{
+			"etc/systemd/system.attached/underlay-agent.service": "[Service]\nExecStart=/usr/bin/underlay agent --state-dir /srv/attached\n",
+			"run/systemd/system/underlay-agent.service":          "[Service]\nExecStart=/usr/bin/underlay agent --state-dir /srv/run\n",
+		}, want: "/srv/attached"},
+		{name: "/etc's unit file wins over an attached one", unit: true, env: "-", files: map[string]string{
+			"etc/systemd/system/underlay-agent.service":          "[Service]\nExecStart=/usr/bin/underlay agent --state-dir /srv/etc\n",
+			"etc/systemd/system.attached/underlay-agent.service": "[Service]\nExecStart=/usr/bin/underlay agent --state-dir /srv/attached\n",
+		}, want: "/srv/etc"},
+		{name: "the generator's unit file: after /run's attached, before /usr/local/lib's", unit: true, env: "-", files: map[string]string{
+			"run/systemd/generator/underlay-agent.service":        "[Service]\nExecStart=/usr/bin/underlay agent --state-dir /srv/generator\n",
+			"usr/local/lib/systemd/system/underlay-agent.service": "[Service]\nExecStart=/usr/bin/underlay agent --state-dir /srv/local\n",
+		}, want: "/srv/generator"},
+		{name: "the late generator's unit file loses to the package's", unit: true, env: "UNDERLAY_STATE_DIR=/srv/env\n", files: map[string]string{
+			"run/systemd/generator.late/underlay-agent.service": "[Service]\nExecStart=/usr/bin/underlay agent --state-dir /srv/late\n",
+		}, want: "/srv/env"},
+		{name: "the late generator's unit file, alone", env: "UNDERLAY_STATE_DIR=/srv/env\n", files: map[string]string{
+			"run/systemd/generator.late/underlay-agent.service": "[Service]\nExecStart=/usr/bin/underlay agent --state-dir /srv/late\n",
+		}, want: "/srv/late"},
+		{name: "/run's attached drop-in masks the generator's of its name", unit: true, env: "-", files: map[string]string{
+			"run/systemd/generator/underlay-agent.service.d/10-a.conf":       dropIn("Environment=UNDERLAY_STATE_DIR=/srv/generator\n"),
+			"run/systemd/system.attached/underlay-agent.service.d/10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/attached\n"),
+		}, want: "/srv/attached"},
+		{name: "the late generator's prefix drop-in", unit: true, env: "-", files: map[string]string{
+			"run/systemd/generator.late/underlay-.service.d/90-z.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/late\n"),
+			vendor + "10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/unit\n"),
+		}, want: "/srv/late"},
+		{name: "the early generator's drop-in masks /etc's service.d of its name", unit: true, env: "-", files: map[string]string{
+			"run/systemd/generator.early/service.d/10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/early\n"),
+			"etc/systemd/system/service.d/10-a.conf":          dropIn("Environment=UNDERLAY_STATE_DIR=/srv/etc\n"),
+		}, want: "/srv/early"},
 		{name: "the environment file wins over Environment=", unit: true, env: "UNDERLAY_STATE_DIR=/srv/file\n", files: map[string]string{
 			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/drop-in\n"),
 		}, want: "/srv/file"},
