@@ -607,6 +607,37 @@ func TestPrermStateDir(t *testing.T) {
 			vendor + "10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a \\\n"),
 			override:             "[Service]\nEnvironment=UNDERLAY_LABEL=x\n",
 		}, want: "/srv/a"},
+		// systemd.syntax(7)'s \u and \U: a code point, written as
+		// UTF-8; \U's a valid one (none past U+10FFFF, no surrogate or
+		// noncharacter), \u's any; none may be NUL, nor may \x's or an
+		// octal escape's byte. A bad escape ends the line's words, as
+		// any (Environment=: those before it count; ExecStart=: systemd
+		// cannot parse it). An Environment= value must be UTF-8, else
+		// that assignment alone is ignored.
+		{name: "Environment='s \\u and \\U", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/\\u00e9t\\u00E9\\U0001F600\\U0010fffd\n"),
+		}, want: "/srv/\u00e9t\u00e9\U0001F600\U0010FFFD"},
+		{name: "ExecStart='s \\u and \\U", unit: true, env: "-", files: map[string]string{
+			override: dropIn("ExecStart=\nExecStart=/usr/bin/underlay agent \"--state-dir=/srv/\\u00e9t\\U0001f600\"\n"),
+		}, want: "/srv/\u00e9t\U0001F600"},
+		{name: "ExecStart='s \\u makes a surrogate as it is", unit: true, env: "-", files: map[string]string{
+			override: dropIn("ExecStart=\nExecStart=/usr/bin/underlay agent --state-dir=/srv/\\ud800\n"),
+		}, want: "/srv/\xed\xa0\x80"},
+		{name: "an Environment= value not UTF-8 is ignored, alone", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a\nEnvironment=UNDERLAY_STATE_DIR=/srv/\\ud800 UNDERLAY_LABEL=x\nEnvironment=UNDERLAY_STATE_DIR=/srv/\\xff\nEnvironment=UNDERLAY_STATE_DIR=/srv/\\uFDD0 UNDERLAY_LABEL=y\n"),
+		}, want: "/srv/a"},
+		{name: "a bad \\U ends Environment='s words", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a\nEnvironment=UNDERLAY_STATE_DIR=/srv/\\U00110000\nEnvironment=UNDERLAY_STATE_DIR=/srv/\\UD800dc00\nEnvironment=UNDERLAY_STATE_DIR=/srv/\\U0000FFFE\nEnvironment=UNDERLAY_STATE_DIR=/srv/\\u12\n"),
+		}, want: "/srv/a"},
+		{name: "no NUL from an escape", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a\nEnvironment=UNDERLAY_STATE_DIR=/srv/\\x00b\nEnvironment=UNDERLAY_STATE_DIR=/srv/\\000b\nEnvironment=UNDERLAY_STATE_DIR=/srv/\\u0000b\nEnvironment=UNDERLAY_STATE_DIR=/srv/\\U00000000b\n"),
+		}, want: "/srv/a"},
+		{name: "ExecStart='s bad \\U: systemd cannot parse it", unit: true, env: "UNDERLAY_STATE_DIR=/srv/env\n", files: map[string]string{
+			override: dropIn("ExecStart=\nExecStart=/usr/bin/underlay agent --state-dir=/srv/\\U0000d800\n"),
+		}, says: "systemd cannot parse its ExecStart="},
+		{name: "ExecStart='s NUL: systemd cannot parse it", unit: true, env: "UNDERLAY_STATE_DIR=/srv/env\n", files: map[string]string{
+			override: dropIn("ExecStart=\nExecStart=/usr/bin/underlay agent --state-dir=/srv/\\x00\n"),
+		}, says: "systemd cannot parse its ExecStart="},
 		{name: "a directory specifier", unit: true, env: "-", files: map[string]string{
 			override: dropIn("Environment=UNDERLAY_STATE_DIR=%S/underlay-b\n"),
 		}, want: "/var/lib/underlay-b"},

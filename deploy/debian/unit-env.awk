@@ -20,6 +20,8 @@ BEGIN {
 	esc["n"] = "\n"; esc["r"] = "\r"; esc["t"] = "\t"; esc["v"] = sprintf("%c", 11)
 	esc["\\"] = "\\"; esc["\""] = "\""; esc[sq] = sq; esc["s"] = " "
 	hex = "0123456789abcdef"
+	# A byte's value (run under LC_ALL=C: a string is bytes).
+	for (b = 1; b < 256; b++) ord[sprintf("%c", b)] = b
 	# The directories of the system manager, as its specifiers name them
 	# (strings only: nothing there is read or written).
 	dirs["S"] = "/var/lib"; dirs["t"] = "/run"; dirs["C"] = "/var/cache"
@@ -50,11 +52,59 @@ function specifiers(s,   out, c, i) {
 	}
 	return out s
 }
+# hexval is the value of the hexadecimal digits s, -1 when s is not m
+# of them.
+function hexval(s, m,   k, d, v) {
+	if (length(s) != m) return -1
+	v = 0
+	for (k = 1; k <= m; k++) {
+		d = index(hex, tolower(substr(s, k, 1)))
+		if (d == 0) return -1
+		v = v * 16 + d - 1
+	}
+	return v
+}
+# unichar tells whether c is a code point systemd's unichar_is_valid
+# takes: none past U+10FFFF, no UTF-16 surrogate, no noncharacter.
+function unichar(c) {
+	return c < 1114112 && !(c >= 55296 && c < 57344) && !(c >= 64976 && c <= 65007) && c % 65536 < 65534
+}
+# utf8 is code point c written in UTF-8, as systemd's
+# utf8_encode_unichar writes it (a surrogate too).
+function utf8(c) {
+	if (c < 128) return sprintf("%c", c)
+	if (c < 2048) return sprintf("%c%c", 192 + int(c / 64), 128 + c % 64)
+	if (c < 65536) return sprintf("%c%c%c", 224 + int(c / 4096), 128 + int(c / 64) % 64, 128 + c % 64)
+	return sprintf("%c%c%c%c", 240 + int(c / 262144), 128 + int(c / 4096) % 64, 128 + int(c / 64) % 64, 128 + c % 64)
+}
+# validutf8 tells whether s is UTF-8 as systemd's utf8_is_valid takes it:
+# no byte out of a sequence, no overlong form, each code point one
+# unichar takes.
+function validutf8(s,   n, k, j, b, m, c) {
+	n = length(s)
+	for (k = 1; k <= n; k += m) {
+		b = ord[substr(s, k, 1)]
+		if (b < 128) { m = 1; continue }
+		if (b >= 192 && b < 224) { m = 2; c = b - 192 }
+		else if (b >= 224 && b < 240) { m = 3; c = b - 224 }
+		else if (b >= 240 && b < 248) { m = 4; c = b - 240 }
+		else return 0
+		if (k + m - 1 > n) return 0
+		for (j = 1; j < m; j++) {
+			b = ord[substr(s, k + j, 1)]
+			if (b < 128 || b >= 192) return 0
+			c = c * 64 + b - 128
+		}
+		if (c < 128 || (m > 2 && c < 2048) || (m > 3 && c < 65536) || !unichar(c)) return 0
+	}
+	return 1
+}
 # words splits v into w[1..n] and returns n, as systemd's
 # extract_first_word (unquote, C escapes) does: words split by blanks,
-# quotes off, C escapes. A bad escape or an open quote ends it there
-# (werr set), as in systemd. For an ExecStart= (exec), an unquoted ; word
-# separates commands (sep[k] set) and \; is a plain ;.
+# quotes off, C escapes (\x and octal a byte, \u and \U a code point in
+# UTF-8: cunescape_one's limits, no NUL). A bad escape or an open quote
+# ends it there (werr set), as in systemd. For an ExecStart= (exec), an
+# unquoted ; word separates commands (sep[k] set) and \; is a plain ;.
 function words(v, w, sep, exec,   n, len, c, nx, word, inword, quote, e, k) {
 	len = length(v); n = 0; werr = 0
 	word = ""; inword = 0; quote = ""
@@ -77,15 +127,20 @@ function words(v, w, sep, exec,   n, len, c, nx, word, inword, quote, e, k) {
 			k++
 			c = substr(v, k, 1)
 			if (c in esc) { word = word esc[c]; continue }
-			if (c == "x" && substr(v, k + 1, 2) ~ /^[0-9a-fA-F][0-9a-fA-F]$/) {
-				e = tolower(substr(v, k + 1, 2))
-				word = word sprintf("%c", (index(hex, substr(e, 1, 1)) - 1) * 16 + index(hex, substr(e, 2, 1)) - 1)
+			if (c == "x" && (e = hexval(substr(v, k + 1, 2), 2)) > 0) {
+				word = word sprintf("%c", e)
 				k += 2
 				continue
 			}
-			if (substr(v, k, 3) ~ /^[0-3][0-7][0-7]$/) {
+			if (substr(v, k, 3) ~ /^[0-3][0-7][0-7]$/ && substr(v, k, 3) != "000") {
 				word = word sprintf("%c", substr(v, k, 1) * 64 + substr(v, k + 1, 1) * 8 + substr(v, k + 2, 1))
 				k += 2
+				continue
+			}
+			# \u: any code point but 0; \U: a valid one.
+			if ((c == "u" || c == "U") && (e = hexval(substr(v, k + 1, c == "u" ? 4 : 8), c == "u" ? 4 : 8)) > 0 && (c == "u" || unichar(e))) {
+				word = word utf8(e)
+				k += c == "u" ? 4 : 8
 				continue
 			}
 			werr = 1
@@ -97,11 +152,13 @@ function words(v, w, sep, exec,   n, len, c, nx, word, inword, quote, e, k) {
 	}
 }
 # environment reads an Environment= value: each word NAME=VALUE, its
-# specifiers resolved, sets NAME. A NAME not known here (an unresolved
-# specifier) may be any variable.
+# specifiers resolved, sets NAME; one not UTF-8 (systemd's
+# env_assignment_is_valid) is ignored. A NAME not known here (an
+# unresolved specifier) may be any variable.
 function environment(v,   w, sep, n, j, eq, k, val) {
 	n = words(v, w, sep, 0)
 	for (j = 1; j <= n; j++) {
+		if (!validutf8(w[j])) continue
 		# No specifier resolves to a "=": the word's first is its own.
 		eq = index(w[j], "=")
 		if (eq <= 1) continue
