@@ -1,22 +1,24 @@
 package termtext
 
 import (
+	"net/netip"
 	"net/url"
 	"strings"
 	"testing"
 )
 
 // FuzzRedactAddr: whatever the address, RedactAddr's output never holds
-// the password net/url reads in it (as written, or unescaped); and an
-// address written as [scheme://]user:password@rest shows no part of that
-// password, whatever / ? # @ it holds (it is user:xxxxx@ and the end of
-// rest), but where RedactAddr takes another reading: what comes before
-// the first / ? # is a host with no port (fe80::1/x@y, [::1]:8500/x@y);
-// an @ comes before it and the password holds a / ? # (p@ss/x reads as
-// the password p and the host ss, as net/url reads it); or, with no
-// scheme, the password starts with // (ops://pw@host reads as the scheme
-// ops). A password of net/url's found elsewhere in the redacted form (in
-// the host, a path, xxxxx) proves nothing, and is not asked about.
+// the password net/url reads in it (as written, or unescaped), nor any
+// part of the password read as the user information running to the
+// address's last @ (checkLastAtPassword); and an address written as
+// [scheme://]user:password@rest shows no part of that password, whatever
+// / ? # @ it holds (it is user:xxxxx@ and the end of rest), but where
+// RedactAddr takes another reading: what comes before the first / ? # is
+// an IPv6 address without brackets (fe80::1/x@y); or, with no scheme, the
+// user is http, https or unix and the password starts with // (http://pw@host
+// reads as the scheme http). A password found elsewhere in the redacted
+// form (in the host, a path, xxxxx) proves nothing, and is not asked
+// about.
 func FuzzRedactAddr(f *testing.F) {
 	for _, seed := range []struct {
 		addr, user, password, rest string
@@ -29,18 +31,22 @@ func FuzzRedactAddr(f *testing.F) {
 		{"http://ops:p%2Fss@[fe80::1%25eth0]:9090/", "ops", "p@ss", "[fe80::1%25eth0]:9090/", true},
 		{"unix:///run/consul@x/consul.sock", "ops", "12:34", "consul.example", false},
 		{"http://prom:9090/x@y", "a@b", "s3cret", "prom:9090?to=a@b", true},
+		{"ops:p@ss/x@y@host", "ops", "p@ss/x@y", "host", false},
+		{"ops://pw@host", "ops", "//pw", "host:8500", false},
+		{"http://ops@prom:9090/x@y", "ops@prom", "9090/x", "y", true},
 	} {
 		f.Add(seed.addr, seed.user, seed.password, seed.rest, seed.scheme)
 	}
 	f.Fuzz(func(t *testing.T, addr, user, password, rest string, scheme bool) {
 		checkNetURLPassword(t, addr)
+		checkLastAtPassword(t, addr)
 		if password == "" || strings.ContainsAny(user, ":/?#[") {
 			return
 		}
 		prefix := ""
 		if scheme {
 			prefix = "https://"
-		} else if strings.HasPrefix(password, "//") || strings.HasPrefix(user, "//") {
+		} else if strings.HasPrefix(password, "//") && knownScheme(user) {
 			return
 		}
 		in := prefix + user + ":" + password + "@" + rest
@@ -48,7 +54,7 @@ func FuzzRedactAddr(f *testing.F) {
 		if i := strings.IndexAny(head, "/?#"); i >= 0 {
 			head = head[:i]
 		}
-		if strings.Contains(head, "@") && strings.ContainsAny(password, "/?#") || !strings.Contains(head, "@") && isHost(head) {
+		if _, err := netip.ParseAddr(head); err == nil {
 			return
 		}
 		// No part of the password is shown: all of it is replaced, and
@@ -58,6 +64,12 @@ func FuzzRedactAddr(f *testing.F) {
 			t.Errorf("RedactAddr(%q) = %q: want %q followed by the end of %q, the password %q hidden whole", in, got, prefix+user+":xxxxx@", rest, password)
 		}
 	})
+}
+
+// knownScheme tells whether s is http, https or unix, in any case: the
+// schemes the readings of checkLastAtPassword take for schemes.
+func knownScheme(s string) bool {
+	return strings.EqualFold(s, "http") || strings.EqualFold(s, "https") || strings.EqualFold(s, "unix")
 }
 
 // checkNetURLPassword checks that RedactAddr(addr) holds the password
@@ -89,6 +101,54 @@ func checkNetURLPassword(t *testing.T, addr string) {
 	for _, p := range []string{raw, password} {
 		if p != "" && strings.Contains(got, p) && !strings.Contains(safe, p) {
 			t.Errorf("RedactAddr(%q) = %q: shows net/url's password %q", addr, got, p)
+			return
+		}
+	}
+}
+
+// minLeak is the length of the shortest part of a password
+// checkLastAtPassword looks for in RedactAddr's output (a whole password
+// when shorter).
+const minLeak = 3
+
+// checkLastAtPassword checks that RedactAddr(addr) shows no part of the
+// password read under the widest reading: after an http://, https://,
+// unix:// or a leading //, the user information runs to the last @ of
+// the address, its user up to its first colon (holding no / ? # or [),
+// its password after it. Every reading that ends the user information at
+// an earlier @ has a part of that password for its own. A part of at
+// least minLeak bytes found in the output is a leak unless addr with that
+// password replaced by xxxxx and nothing else shown ("safe") holds it
+// too. Not asked about: with no @ before the first / ? #, what comes
+// before it is an IPv6 address without brackets (fe80::1/x@y: a host,
+// the address kept).
+func checkLastAtPassword(t *testing.T, addr string) {
+	t.Helper()
+	prefix, rest := "", addr
+	if scheme, r, ok := strings.Cut(addr, "://"); ok && knownScheme(scheme) {
+		prefix, rest = scheme+"://", r
+	} else if r, ok := strings.CutPrefix(addr, "//"); ok {
+		prefix, rest = "//", r
+	}
+	at := strings.LastIndex(rest, "@")
+	colon := strings.Index(rest, ":")
+	if at < 0 || colon < 0 || colon > at || strings.ContainsAny(rest[:colon], "/?#[") {
+		return
+	}
+	head := rest
+	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
+		head = rest[:i]
+	}
+	if _, err := netip.ParseAddr(head); err == nil {
+		return
+	}
+	password := rest[colon+1 : at]
+	safe := prefix + rest[:colon] + ":xxxxx@" + rest[at+1:]
+	got := RedactAddr(addr)
+	n := min(minLeak, len(password))
+	for i := 0; n > 0 && i+n <= len(password); i++ {
+		if p := password[i : i+n]; strings.Contains(got, p) && !strings.Contains(safe, p) {
+			t.Errorf("RedactAddr(%q) = %q: shows %q of the password %q (user information to the last @)", addr, got, p, password)
 			return
 		}
 	}

@@ -110,67 +110,52 @@ func escapeJSON(b []byte) []byte {
 // RedactAddr is addr with the password of its user information, if any,
 // replaced by "xxxxx", as url.URL.Redacted does, for an address quoted in
 // an error or a log. It is found by hand: a refused address may not parse
-// as a URL, and may have no scheme ("ops:pw@host:8500"). With an @ before
-// the first / ? or #, the user information ends at the last such @, as
-// net/url reads it. With none, a password may still hold / ? # (base64
-// has /), and @ after them: nothing tells which @ ends it, so the user
-// information runs to the address's last @, a host and path hidden
-// rather than part of a password shown. So a host:port with an @ later
-// in its path or query reads as user:password too, and is redacted as
-// one (http://prom:9090/x@y is http://prom:xxxxx@y): a password of digits
-// before its / ? or # is written the same way. Only a host that cannot be
-// user:password (a name or IP address with no port, an IPv6 address in
-// brackets) keeps an @ after it. A password holding an @ and, after it,
-// a / ? # and another @ (p@ss/x@y) reads as net/url reads it, a password
-// and a path: as the address of a host with an @ in its path would.
+// as a URL, and may have no scheme ("ops:pw@host:8500"). A password may
+// hold / ? # (base64 has /) and @, written unescaped: nothing tells which
+// @ ends it, so the user information runs to the address's last @, a
+// host and path hidden rather than part of a password shown. So an
+// address with an @ in its path or query loses its host (and port) when
+// what comes before the first / ? # can be user:password, or holds an @
+// itself: http://ops:pw@host:8500/x@y is http://ops:xxxxx@y (the password
+// may be pw@host:8500/x), http://prom:9090/x@y is http://prom:xxxxx@y.
+// Only a host that cannot be user:password (a name or IP address with no
+// port, an IPv6 address in brackets) with no @ before it keeps an @ after
+// it. Only http, https and unix, in any case, are schemes (those of a
+// Consul address, a Prometheus URL or its Location): ops://pw@host is the
+// user ops and the password //pw. A user http, https or unix whose
+// password starts with // reads as the scheme.
 func RedactAddr(addr string) string {
 	prefix, rest := splitScheme(addr)
 	end := len(rest)
 	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
 		end = i
 	}
-	at := strings.LastIndex(rest[:end], "@")
-	if at < 0 {
-		if isHost(rest[:end]) {
-			return addr
-		}
-		if at = strings.LastIndex(rest, "@"); at < 0 {
-			return addr
-		}
+	if !strings.Contains(rest[:end], "@") && isHost(rest[:end]) {
+		return addr
 	}
+	at := strings.LastIndex(rest, "@")
 	// The password starts at the first colon, which a user cannot hold;
 	// one past the first / ? # would be a user's holding them, one past
-	// the @ a port's.
+	// the last @ a port's.
 	colon := strings.Index(rest, ":")
-	if colon < 0 || colon > end || colon > at {
+	if at < 0 || colon < 0 || colon > end || colon > at {
 		return addr
 	}
 	return prefix + rest[:colon] + ":xxxxx@" + rest[at+1:]
 }
 
 // splitScheme cuts addr into its scheme and // ("https://"; "//" with no
-// scheme) and the rest. A :// after something that is no scheme, as
-// net/url reads one (a letter, then letters, digits, + - or .), is part
-// of a password or a path, not a scheme's.
+// scheme) and the rest. Anything before a :// but http, https or unix (in
+// any case) is no scheme: a user, its password starting with //
+// (ops://pw@host), or part of a password or a path (ops:a://b@host).
 func splitScheme(addr string) (prefix, rest string) {
-	if i := strings.Index(addr, "://"); i > 0 && isScheme(addr[:i]) {
-		return addr[:i+3], addr[i+3:]
+	if scheme, r, ok := strings.Cut(addr, "://"); ok && (strings.EqualFold(scheme, "http") || strings.EqualFold(scheme, "https") || strings.EqualFold(scheme, "unix")) {
+		return addr[:len(scheme)+3], r
 	}
 	if r, ok := strings.CutPrefix(addr, "//"); ok {
 		return "//", r
 	}
 	return "", addr
-}
-
-// isScheme tells whether s is a URL scheme as net/url reads one.
-func isScheme(s string) bool {
-	for i, c := range []byte(s) {
-		letter := 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z'
-		if !letter && (i == 0 || !('0' <= c && c <= '9' || c == '+' || c == '-' || c == '.')) {
-			return false
-		}
-	}
-	return s != ""
 }
 
 // Head returns s when it has at most n bytes, else its first n bytes cut

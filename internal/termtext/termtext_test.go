@@ -118,7 +118,6 @@ func TestRedactAddr(t *testing.T) {
 	for _, tc := range []struct{ in, want string }{
 		{"https://ops:s3cret@consul.example:8501", "https://ops:xxxxx@consul.example:8501"},
 		{"ops:s3cret@consul.example:8500", "ops:xxxxx@consul.example:8500"},
-		{"http://ops:p@ss@prom:9090/api?q=a@b", "http://ops:xxxxx@prom:9090/api?q=a@b"},
 		{"http://ops@prom:9090", "http://ops@prom:9090"},
 		// A password with / ? or # (base64 has /) does not parse as a URL.
 		{"https://ops:pa/ss+w0rd==@consul.example:8501", "https://ops:xxxxx@consul.example:8501"},
@@ -132,7 +131,27 @@ func TestRedactAddr(t *testing.T) {
 		{"ops:a?b#c@consul.example:8500/x@y", "ops:xxxxx@y"},
 		{"ops:ab/cd@ef@[::1]:8500", "ops:xxxxx@[::1]:8500"},
 		{"http://ops:a?b@c#d@[fe80::1%25eth0]:9090/", "http://ops:xxxxx@[fe80::1%25eth0]:9090/"},
-		{"http://ops@prom:9090/x@y", "http://ops@prom:9090/x@y"},
+		// A password holding an @ before its / ? # and another @ after
+		// them: the user information still ends at the last @ (the
+		// password may be p@ss/x@y), though net/url ends it at p@ss. So
+		// an address with an @ in its host's part and another in its path
+		// or query loses its host: nothing tells it from such a password.
+		{"ops:p@ss/x@y@host", "ops:xxxxx@host"},
+		{"https://ops:p@ss/x@y@host:8501", "https://ops:xxxxx@host:8501"},
+		{"http://ops:p@ss?x@y#z@host:8500/v1", "http://ops:xxxxx@host:8500/v1"},
+		{"http://ops:p@ss@prom:9090/api?q=a@b", "http://ops:xxxxx@b"},
+		{"http://ops:pw@host:8500/x@y", "http://ops:xxxxx@y"},
+		{"http://ops@prom:9090/x@y", "http://ops@prom:xxxxx@y"},
+		{"http://me@example.com:pw@prom:9090", "http://me@example.com:xxxxx@prom:9090"},
+		// A password starting with // and no scheme: only http, https
+		// and unix (any case) are schemes, what a Consul address, a
+		// Prometheus URL or a Location names.
+		{"ops://pw@host:8500", "ops:xxxxx@host:8500"},
+		{"ops:///pw@host:8500", "ops:xxxxx@host:8500"},
+		{"ops://a:b@host:8500", "ops:xxxxx@host:8500"},
+		{"HTTPS://ops:pw@host:8501", "HTTPS://ops:xxxxx@host:8501"},
+		{"Unix:///run/consul@x/consul.sock", "Unix:///run/consul@x/consul.sock"},
+		{"ops://host:8500", "ops://host:8500"},
 		// A :// in the password, or in the path, is no scheme's.
 		{"ops:a://b@consul.example:8500", "ops:xxxxx@consul.example:8500"},
 		{"ops:pw@consul.example:8500/x://y", "ops:xxxxx@consul.example:8500/x://y"},
@@ -182,6 +201,11 @@ func TestRedactAddr(t *testing.T) {
 		{"unix:///run/consul@x/consul.sock", "unix:///run/consul@x/consul.sock"},
 		{"unix:///run/a:b@c/consul@x.sock", "unix:///run/a:b@c/consul@x.sock"},
 		{"http://o@p/a:b@c", "http://o@p/a:b@c"},
+		{"http://ops:pw@host:8500", "http://ops:xxxxx@host:8500"},
+		{"https://host:8501/path", "https://host:8501/path"},
+		{"https://host:8501/path?q=a:b", "https://host:8501/path?q=a:b"},
+		{"http://ops@prom:9090", "http://ops@prom:9090"},
+		{"http://[2001:db8::1]:9090/api", "http://[2001:db8::1]:9090/api"},
 		{"/graph?x=a@b", "/graph?x=a@b"},
 		{"", ""},
 	} {
