@@ -70,7 +70,10 @@ func NewPrometheus(base string, client *http.Client, log *slog.Logger) (*Prometh
 // query. To an https:// Prometheus a proxy only tunnels. A warning would
 // come after the credentials had gone; refused, the query fails, and
 // the error says how to go without the proxy or over https://. A
-// client's transport other than an *http.Transport is taken as it is.
+// client's transport other than an *http.Transport is taken as it is:
+// its proxy, if any, is unknown here. Control, the one caller in the
+// product, passes no client, so the transport is http.DefaultTransport,
+// which nothing in the binary replaces.
 func (p *Prometheus) checkProxy(req *http.Request) error {
 	what := p.credentials(req)
 	if req.URL.Scheme != "http" || len(what) == 0 {
@@ -96,7 +99,12 @@ func (p *Prometheus) checkProxy(req *http.Request) error {
 // credentials in clear: over http:// to an address other than a loopback
 // one or localhost, not through a proxy (checkProxy refuses those), so
 // that others on the path may read them. It names them, never their
-// values, as the Consul client warns of its ACL token.
+// values, as the Consul client warns of its ACL token. It decides on the
+// request's URL, not on the transport: one other than an *http.Transport
+// that encrypts http:// requests (a tunnel, a service mesh) would
+// be warned of all the same, a warning too many rather than one
+// missing. None occurs in the product: control passes no client
+// (checkProxy).
 func (p *Prometheus) warnClear(req *http.Request) {
 	if p.clearWarned.Load() || req.URL.Scheme != "http" || termtext.LoopbackHost(req.URL.Hostname()) {
 		return
