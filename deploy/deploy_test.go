@@ -780,6 +780,16 @@ func TestPrermStateDir(t *testing.T) {
 			"run/systemd/generator.early/service.d/10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/early\n"),
 			"etc/systemd/system/service.d/10-a.conf":          dropIn("Environment=UNDERLAY_STATE_DIR=/srv/etc\n"),
 		}, want: "/srv/early"},
+		// Debian 12's systemd (252, built for a split /usr) reads its
+		// own unit directory, /lib/systemd/system, before
+		// /usr/lib/systemd/system; where /usr is merged they are one.
+		{name: "/lib's unit file before /usr/lib's", unit: true, env: "UNDERLAY_STATE_DIR=/srv/env\n", files: map[string]string{
+			"usr/lib/systemd/system/underlay-agent.service": "[Service]\nExecStart=/usr/bin/underlay agent --state-dir /srv/usr\n",
+		}, want: "/srv/env"},
+		{name: "/lib's drop-in masks /usr/lib's of its name", unit: true, env: "-", files: map[string]string{
+			"lib/systemd/system/underlay-agent.service.d/10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/lib\n"),
+			vendor + "10-a.conf": dropIn("Environment=UNDERLAY_STATE_DIR=/srv/usr\n"),
+		}, want: "/srv/lib"},
 		{name: "the environment file wins over Environment=", unit: true, env: "UNDERLAY_STATE_DIR=/srv/file\n", files: map[string]string{
 			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/drop-in\n"),
 		}, want: "/srv/file"},
