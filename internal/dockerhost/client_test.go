@@ -96,3 +96,46 @@ func BenchmarkClientPing(b *testing.B) {
 		})
 	}
 }
+
+// A DOCKER_HOST with a password (tcp://ops:s3cret@host:2375): Docker's
+// client never sends it (it keeps the host alone), yet quotes the
+// address as given in every failed connection's error ("Cannot connect
+// to the Docker daemon at tcp://ops:s3cret@..."), which the agent and
+// control log and the dashboard shows as the swarm source's error, to
+// any reader without --auth-reads. It is refused, named with its
+// password hidden.
+func TestClientRefusesHostWithPassword(t *testing.T) {
+	for _, host := range []string{"tcp://ops:s3cret@127.0.0.1:2375", "tcp://ops:s3/cret@127.0.0.1:2375", "http://ops:s3cret@127.0.0.1:2375"} {
+		t.Run(host, func(t *testing.T) {
+			t.Setenv("DOCKER_HOST", host)
+			for name, newClient := range map[string]func() (*client.Client, error){
+				"NewClient":   NewClient,
+				"NewClientAt": func() (*client.Client, error) { return NewClientAt(host) },
+			} {
+				c, err := newClient()
+				if err == nil {
+					t.Errorf("%s: no error, its errors quote the daemon at %q; want %q refused, its password hidden", name, c.DaemonHost(), host)
+					c.Close()
+					continue
+				}
+				if strings.Contains(err.Error(), "s3") || !strings.Contains(err.Error(), "ops:xxxxx@127.0.0.1:2375") {
+					t.Errorf("%s: %v; want %q refused, named with its password hidden", name, err, host)
+				}
+			}
+		})
+	}
+	for _, host := range []string{"unix:///run/docker@x/docker.sock", "tcp://127.0.0.1:2375", "tcp://ops@127.0.0.1:2375"} {
+		t.Setenv("DOCKER_HOST", host)
+		for name, newClient := range map[string]func() (*client.Client, error){
+			"NewClient":   NewClient,
+			"NewClientAt": func() (*client.Client, error) { return NewClientAt(host) },
+		} {
+			c, err := newClient()
+			if err != nil {
+				t.Errorf("%s with %q: %v", name, host, err)
+				continue
+			}
+			c.Close()
+		}
+	}
+}

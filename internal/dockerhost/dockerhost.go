@@ -16,6 +16,7 @@ import (
 	"context"
 	"fmt"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -29,16 +30,32 @@ import (
 	"go.opentelemetry.io/contrib/instrumentation/net/http/otelhttp"
 
 	"github.com/underlay/underlay/internal/register"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // NewClient connects to DOCKER_HOST (or the local socket) and negotiates the
 // API version with the daemon on first use.
 func NewClient() (*client.Client, error) {
+	if err := checkHost(os.Getenv(client.EnvOverrideHost), "DOCKER_HOST"); err != nil {
+		return nil, err
+	}
 	c, err := client.NewClientWithOpts(client.FromEnv, client.WithAPIVersionNegotiation(), noTracing())
 	if err != nil {
 		return nil, fmt.Errorf("docker client: %w", err)
 	}
 	return c, nil
+}
+
+// checkHost refuses a Docker daemon's address (what names it: from)
+// holding a password: Docker's client never sends it (a tcp:// address
+// keeps its host alone), yet quotes the address as given in every failed
+// connection's error, which underlay logs and the dashboard shows. The
+// error names it with the password hidden (termtext.RedactAddr).
+func checkHost(host, from string) error {
+	if safe := termtext.RedactAddr(host); safe != host {
+		return fmt.Errorf("%s %q: a password, which Docker's client never sends and would quote in every error: remove the user information", from, safe)
+	}
+	return nil
 }
 
 // noTracing passes every request straight to the client's transport.
@@ -55,6 +72,9 @@ func noTracing() client.Opt {
 // the API version on first use. opts come after those (a test's
 // instrumented transport).
 func NewClientAt(host string, opts ...client.Opt) (*client.Client, error) {
+	if err := checkHost(host, "docker host"); err != nil {
+		return nil, err
+	}
 	c, err := client.NewClientWithOpts(append([]client.Opt{client.WithHost(host), client.WithAPIVersionNegotiation(), noTracing()}, opts...)...)
 	if err != nil {
 		return nil, fmt.Errorf("docker client for %s: %w", host, err)

@@ -15,8 +15,8 @@ import (
 // / ? # @ it holds (it is user:xxxxx@ and the end of rest), but where
 // RedactAddr takes another reading: what comes before the first / ? # is
 // an IPv6 address without brackets (fe80::1/x@y); or, with no scheme, the
-// user is http, https or unix and the password starts with // (http://pw@host
-// reads as the scheme http). A password found elsewhere in the redacted
+// user is http, https, unix or tcp and the password starts with //
+// (http://pw@host reads as the scheme http). A password found elsewhere in the redacted
 // form (in the host, a path, xxxxx) proves nothing, and is not asked
 // about.
 func FuzzRedactAddr(f *testing.F) {
@@ -46,7 +46,7 @@ func FuzzRedactAddr(f *testing.F) {
 		prefix := ""
 		if scheme {
 			prefix = "https://"
-		} else if strings.HasPrefix(password, "//") && knownScheme(user) {
+		} else if strings.HasPrefix(password, "//") && takenForScheme(user) {
 			return
 		}
 		in := prefix + user + ":" + password + "@" + rest
@@ -66,10 +66,10 @@ func FuzzRedactAddr(f *testing.F) {
 	})
 }
 
-// knownScheme tells whether s is http, https or unix, in any case: the
-// schemes the readings of checkLastAtPassword take for schemes.
-func knownScheme(s string) bool {
-	return strings.EqualFold(s, "http") || strings.EqualFold(s, "https") || strings.EqualFold(s, "unix")
+// takenForScheme tells whether s is http, https, unix or tcp, in any
+// case: the schemes the readings of checkLastAtPassword take for schemes.
+func takenForScheme(s string) bool {
+	return strings.EqualFold(s, "http") || strings.EqualFold(s, "https") || strings.EqualFold(s, "unix") || strings.EqualFold(s, "tcp")
 }
 
 // checkNetURLPassword checks that RedactAddr(addr) holds the password
@@ -113,7 +113,7 @@ const minLeak = 3
 
 // checkLastAtPassword checks that RedactAddr(addr) shows no part of the
 // password read under the widest reading: after an http://, https://,
-// unix:// or a leading //, the user information runs to the last @ of
+// unix://, tcp:// or a leading //, the user information runs to the last @ of
 // the address, its user up to its first colon (holding no / ? # or [),
 // its password after it. Every reading that ends the user information at
 // an earlier @ has a part of that password for its own. A part of at
@@ -125,7 +125,7 @@ const minLeak = 3
 func checkLastAtPassword(t *testing.T, addr string) {
 	t.Helper()
 	prefix, rest := "", addr
-	if scheme, r, ok := strings.Cut(addr, "://"); ok && knownScheme(scheme) {
+	if scheme, r, ok := strings.Cut(addr, "://"); ok && takenForScheme(scheme) {
 		prefix, rest = scheme+"://", r
 	} else if r, ok := strings.CutPrefix(addr, "//"); ok {
 		prefix, rest = "//", r

@@ -120,10 +120,11 @@ func escapeJSON(b []byte) []byte {
 // may be pw@host:8500/x), http://prom:9090/x@y is http://prom:xxxxx@y.
 // Only a host that cannot be user:password (a name or IP address with no
 // port, an IPv6 address in brackets) with no @ before it keeps an @ after
-// it. Only http, https and unix, in any case, are schemes (those of a
-// Consul address, a Prometheus URL or its Location): ops://pw@host is the
-// user ops and the password //pw. A user http, https or unix whose
-// password starts with // reads as the scheme.
+// it. Only http, https, unix and tcp, in any case, are schemes (those of
+// a Consul address, a Prometheus URL or its Location, a Docker daemon's
+// address): ops://pw@host is the user ops and the password //pw. A user
+// http, https, unix or tcp whose password starts with // reads as the
+// scheme.
 func RedactAddr(addr string) string {
 	prefix, rest := splitScheme(addr)
 	end := len(rest)
@@ -144,12 +145,23 @@ func RedactAddr(addr string) string {
 	return prefix + rest[:colon] + ":xxxxx@" + rest[at+1:]
 }
 
+// knownScheme tells whether s is a scheme RedactAddr reads as one: http,
+// https, unix or tcp (a Docker daemon's), in any case.
+func knownScheme(s string) bool {
+	for _, k := range []string{"http", "https", "unix", "tcp"} {
+		if strings.EqualFold(s, k) {
+			return true
+		}
+	}
+	return false
+}
+
 // splitScheme cuts addr into its scheme and // ("https://"; "//" with no
-// scheme) and the rest. Anything before a :// but http, https or unix (in
-// any case) is no scheme: a user, its password starting with //
+// scheme) and the rest. Anything before a :// but a knownScheme is no
+// scheme: a user, its password starting with //
 // (ops://pw@host), or part of a password or a path (ops:a://b@host).
 func splitScheme(addr string) (prefix, rest string) {
-	if scheme, r, ok := strings.Cut(addr, "://"); ok && (strings.EqualFold(scheme, "http") || strings.EqualFold(scheme, "https") || strings.EqualFold(scheme, "unix")) {
+	if scheme, r, ok := strings.Cut(addr, "://"); ok && knownScheme(scheme) {
 		return addr[:len(scheme)+3], r
 	}
 	if r, ok := strings.CutPrefix(addr, "//"); ok {

@@ -143,15 +143,17 @@ func TestRedactAddr(t *testing.T) {
 		{"http://ops:pw@host:8500/x@y", "http://ops:xxxxx@y"},
 		{"http://ops@prom:9090/x@y", "http://ops@prom:xxxxx@y"},
 		{"http://me@example.com:pw@prom:9090", "http://me@example.com:xxxxx@prom:9090"},
-		// A password starting with // and no scheme: only http, https
-		// and unix (any case) are schemes, what a Consul address, a
-		// Prometheus URL or a Location names.
+		// A password starting with // and no scheme: only http, https,
+		// unix and tcp (any case) are schemes, what a Consul address, a
+		// Prometheus URL, a Location or a Docker daemon's address names.
 		{"ops://pw@host:8500", "ops:xxxxx@host:8500"},
 		{"ops:///pw@host:8500", "ops:xxxxx@host:8500"},
 		{"ops://a:b@host:8500", "ops:xxxxx@host:8500"},
 		{"HTTPS://ops:pw@host:8501", "HTTPS://ops:xxxxx@host:8501"},
 		{"Unix:///run/consul@x/consul.sock", "Unix:///run/consul@x/consul.sock"},
 		{"ops://host:8500", "ops://host:8500"},
+		{"tcp://ops:pw@host:2375", "tcp://ops:xxxxx@host:2375"},
+		{"tcp://ops@host:2375", "tcp://ops@host:2375"},
 		// A :// in the password, or in the path, is no scheme's.
 		{"ops:a://b@consul.example:8500", "ops:xxxxx@consul.example:8500"},
 		{"ops:pw@consul.example:8500/x://y", "ops:xxxxx@consul.example:8500/x://y"},
