@@ -1229,3 +1229,36 @@ func TestFactsCheckShowsFactsUnderNoNodesKey(t *testing.T) {
 		}
 	}
 }
+
+// TestFactsCheckShowsFactsNamingNoIDUnderAnotherKey: facts naming no ID
+// (an older agent's document) are an agent's only under the node name
+// they name; under another key (underlay/nodes/a b, underlay/nodes/n5
+// naming n6) no agent writes them. They reached the check without their
+// key (listed with no ID) and were not warned of. Each is now the
+// nodes/facts warning of the others, naming its key and why, with the
+// command that removes it; an older agent's, under its name, is none.
+func TestFactsCheckShowsFactsNamingNoIDUnderAnotherKey(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	for key, doc := range map[string]string{
+		"a b": `{"node":"n1"}`,
+		"n5":  `{"node":"n6"}`,
+		"n3":  `{"node":"n3"}`, // an older agent's
+	} {
+		kv.Put(ctx, netspec.NodesKVPrefix+key, []byte(doc))
+	}
+	rs := FactsCheck{Networks: netspec.NewStore(kv)}.Run(ctx, t.Logf)
+	var fixes []string
+	for _, r := range rs {
+		fixes = append(fixes, r.Fix)
+		if r.Check != "nodes/facts" || r.Status != Warn || !strings.Contains(r.Message, "is not a swarm node ID") || !strings.Contains(r.Message, "nor is it the node name") {
+			t.Errorf("result %+v; want a nodes/facts warning saying its key is neither a swarm node ID nor the name its facts give", r)
+		}
+	}
+	slices.Sort(fixes)
+	for i, k := range []string{"a b", "n5"} {
+		if want := shellword.KVDelete(netspec.NodesKVPrefix + k); len(fixes) != 2 || !strings.HasPrefix(fixes[i], want) {
+			t.Errorf("fixes %q; want one for each key, %s among them", fixes, want)
+		}
+	}
+}

@@ -551,7 +551,7 @@ func EvalFacts(l netspec.FactsListing, err error) []Result {
 	for _, f := range l.Facts {
 		if r, ok := NoNodeFactsResult(f); ok {
 			rs = append(rs, r)
-			noNode[netspec.NodesKVPrefix+f.ID] = true
+			noNode[f.FactsKey()] = true
 		}
 	}
 	for _, m := range l.Misfiled {
@@ -568,24 +568,23 @@ func EvalFacts(l netspec.FactsListing, err error) []Result {
 	return capRows(rs, "facts documents naming another identity than their key, under a key naming no swarm node, or unreadable")
 }
 
-// NoNodeFactsResult is the nodes/facts warning of facts listed under a
-// key that names no swarm node ID (netspec.CheckNodeID; facts are listed
-// under their key's identity): no agent writes one, agents write theirs
-// under NodesKVPrefix and their swarm node ID, so they are no node's, and
-// the IPAM's departed-node reclaim and the dashboard leave them out. ok
-// is false for any other facts, among them those naming no identity (an
-// older agent's, under its name).
+// NoNodeFactsResult is the nodes/facts warning of facts under a key no
+// agent writes (netspec.NodeFacts.KeyProblem: agents write theirs under
+// NodesKVPrefix and their swarm node ID, older ones, naming no ID, under
+// the node name they name): they are no node's, and the IPAM's
+// departed-node reclaim and the dashboard leave them out. ok is false for
+// any other facts.
 func NoNodeFactsResult(f netspec.NodeFacts) (r Result, ok bool) {
-	err := netspec.CheckNodeID(f.ID)
-	if f.ID == "" || err == nil {
+	err := f.KeyProblem()
+	if err == nil {
 		return Result{}, false
 	}
-	key := netspec.NodesKVPrefix + f.ID
+	key := f.FactsKey()
 	fix, why := shellword.KVRemoval(key, "")
 	c := termtext.Cell // a key and a name anyone with an agent's token may write
 	return Result{Check: "nodes/facts", Status: Warn,
-		Message: fmt.Sprintf("%s holds facts of node %s under a key naming no swarm node (%s is not a swarm node ID: %v): no agent writes it (agents write theirs under %sSWARM-NODE-ID); left out by the IPAM's departed-node reclaim and the dashboard",
-			c(key), c(f.Node), c(f.ID), err, netspec.NodesKVPrefix) + why,
+		Message: fmt.Sprintf("%s holds facts of node %s under a key naming no swarm node (%v): no agent writes it (agents write theirs under %sSWARM-NODE-ID); left out by the IPAM's departed-node reclaim and the dashboard",
+			c(key), c(f.Node), err, netspec.NodesKVPrefix) + why,
 		Fix: fix}, true
 }
 

@@ -1,6 +1,7 @@
 package netspec
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -39,6 +40,33 @@ type NodeFacts struct {
 	// UpdatedAt is refreshed at every heartbeat: fresh facts mean a live
 	// agent.
 	UpdatedAt time.Time `json:"updated_at"`
+	// Key is the key the facts were read from, set by the readers of a
+	// listing (DecodeFacts) and never stored: facts naming no ID carry
+	// no other trace of it. Empty for facts not read from one (FactsKey).
+	Key string `json:"-"`
+}
+
+// FactsKey is the key f was read from, or for facts not read from a
+// listing (Key empty), the key their agent writes: its ID's, or an older
+// agent's, naming no ID, its node name's.
+func (f NodeFacts) FactsKey() string {
+	if f.Key != "" {
+		return f.Key
+	}
+	return NodesKVPrefix + cmp.Or(f.ID, f.Node)
+}
+
+// KeyProblem says why no agent writes the key f is under (FactsKey), nil
+// when an agent may have: agents write theirs under their swarm node ID
+// (CheckNodeID), older ones, naming no ID, under the node name they name.
+// f is as listed, its ID its key's when it names one. Facts under any
+// other key (underlay/nodes/X, underlay/nodes/a b) are no node's: taken
+// as one's, they give a name a swarm node no node has, and keep a dead
+// node's records as a live one's. Every reader that sets such facts apart
+// (AgentsNodes, IDsByName, node ls, ips, node rm, the doctor, the
+// dashboard, the inventory) judges them by this rule.
+func (f NodeFacts) KeyProblem() error {
+	return factsKeyProblem(strings.TrimPrefix(f.FactsKey(), NodesKVPrefix), f.ID, f.Node)
 }
 
 // Holder identifies one agent process.
@@ -392,6 +420,7 @@ func DecodeFacts(kvs []kvstore.Pair) FactsListing {
 			unreadable = append(unreadable, UnreadableFacts{Key: kv.Key, Problem: err.Error()})
 			continue
 		}
+		f.Key = kv.Key
 		if id := strings.TrimPrefix(kv.Key, NodesKVPrefix); f.ID != "" && f.ID != id {
 			misfiled = append(misfiled, MisfiledFacts{Key: kv.Key, Names: f.ID})
 			f.ID = id
@@ -399,7 +428,7 @@ func DecodeFacts(kvs []kvstore.Pair) FactsListing {
 		out = append(out, f)
 	}
 	sort.Slice(out, func(i, j int) bool {
-		return out[i].Node < out[j].Node || out[i].Node == out[j].Node && out[i].ID < out[j].ID
+		return cmp.Or(strings.Compare(out[i].Node, out[j].Node), strings.Compare(out[i].ID, out[j].ID), strings.Compare(out[i].Key, out[j].Key)) < 0
 	})
 	return FactsListing{Facts: out, Misfiled: misfiled, Unreadable: unreadable}
 }
@@ -432,12 +461,32 @@ func IDsByName(ctx context.Context, kv interface {
 
 // agentsFactsKey says whether facts naming identity id ("" for none) and
 // node name node may be an agent's under the key whose segment under
-// NodesKVPrefix is seg: agents write theirs under their swarm node ID
-// (CheckNodeID), older ones, naming no ID, under the name they name. Under
-// any other key (underlay/nodes/X, underlay/nodes/a b) they would give a
-// name a swarm node no node has.
+// NodesKVPrefix is seg (factsKeyProblem, NodeFacts.KeyProblem).
 func agentsFactsKey(seg, id, node string) bool {
-	return CheckNodeID(seg) == nil || id == "" && seg == node && CheckNodeName(node) == nil
+	return factsKeyProblem(seg, id, node) == nil
+}
+
+// factsKeyProblem is NodeFacts.KeyProblem of facts naming identity id
+// ("" for none) and node name node under the key whose segment under
+// NodesKVPrefix is seg.
+func factsKeyProblem(seg, id, node string) error {
+	err := CheckNodeID(seg)
+	if err == nil {
+		return nil
+	}
+	c := termtext.Cell // a key and a name anyone with an agent's token may write
+	if id != "" {
+		return fmt.Errorf("%s is not a swarm node ID: %v", c(seg), err)
+	}
+	if seg == node {
+		nerr := CheckNodeName(node)
+		if nerr == nil {
+			return nil
+		}
+		return fmt.Errorf("%s is not a swarm node ID: %v; nor a node name, as an older agent's key is: %v", c(seg), err, nerr)
+	}
+	return fmt.Errorf("%s is not a swarm node ID: %v; nor is it the node name %s that its facts, naming no swarm node ID, give, as an older agent's key is",
+		c(seg), err, c(node))
 }
 
 // NameReportOfNoNode says whether a report an older agent kept under the

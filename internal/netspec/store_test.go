@@ -747,3 +747,58 @@ func TestNameReportOfNoNode(t *testing.T) {
 		}
 	}
 }
+
+// TestFactsKeyProblem: facts are an agent's under their swarm node ID's
+// key, or (an older agent's, naming no ID) under the node name they name;
+// under any other key they are no node's, and the listing carries each
+// one's key, so that the facts naming no ID can be told apart and
+// removed.
+func TestFactsKeyProblem(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	const ida = "ida0000000000000000000000"
+	want := map[string]string{ // by key, the problem's text ("" for none)
+		ida:   "",
+		"n2":  "",
+		"X":   "X is not a swarm node ID: 1 bytes, want 25",
+		"a b": "a b is not a swarm node ID: 3 bytes, want 25; nor is it the node name n1 that its facts, naming no swarm node ID, give",
+		"n3":  "n3 is not a swarm node ID: 2 bytes, want 25; nor is it the node name n4",
+		"c d": `c d is not a swarm node ID: 3 bytes, want 25; nor a node name, as an older agent's key is: ' ' is not allowed`,
+	}
+	for key, doc := range map[string]string{
+		ida:   `{"id":"` + ida + `","node":"n1"}`,
+		"n2":  `{"node":"n2"}`, // an older agent's
+		"X":   `{"id":"` + ida + `","node":"n1"}`,
+		"a b": `{"node":"n1"}`,
+		"n3":  `{"node":"n4"}`,
+		"c d": `{"node":"c d"}`, // no node can have that name
+	} {
+		kv.Put(ctx, netspec.NodesKVPrefix+key, []byte(doc))
+	}
+	l, err := netspec.NewStore(kv).ReadFacts(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(l.Facts) != len(want) {
+		t.Errorf("%d facts listed, want %d", len(l.Facts), len(want))
+	}
+	for _, f := range l.Facts {
+		key := strings.TrimPrefix(f.Key, netspec.NodesKVPrefix)
+		w, ok := want[key]
+		err := f.KeyProblem()
+		switch {
+		case !ok:
+			t.Errorf("facts %+v listed with key %q, want one of the keys written", f, f.Key)
+		case w == "" && err != nil:
+			t.Errorf("facts under %q: %v; want none, an agent's key", key, err)
+		case w != "" && (err == nil || !strings.HasPrefix(err.Error(), w)):
+			t.Errorf("facts under %q: %v; want %s…", key, err, w)
+		}
+	}
+	// Facts not read from a listing are where their agent writes them.
+	for _, f := range []netspec.NodeFacts{{ID: ida, Node: "n1"}, {Node: "n2"}} {
+		if err := f.KeyProblem(); err != nil {
+			t.Errorf("facts %+v, read from no key: %v; want none", f, err)
+		}
+	}
+}

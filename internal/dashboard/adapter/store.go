@@ -128,7 +128,7 @@ func (s *Store) Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled 
 		r, ok := doctor.NoNodeFactsResult(f)
 		if ok {
 			noNode = append(noNode, result(r))
-			noNodeKeys[netspec.NodesKVPrefix+f.ID] = true
+			noNodeKeys[f.FactsKey()] = true
 		}
 		return ok
 	})

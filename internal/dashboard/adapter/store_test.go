@@ -765,3 +765,30 @@ func TestStoreShowsFactsUnderNoNodesKey(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreShowsFactsNamingNoIDUnderAnotherKey: facts naming no ID (an
+// older agent's document) under a key other than the node name they name
+// (underlay/nodes/a b naming n5) reached the store without their key,
+// listed with no ID: they were taken as an older agent's, n5 getting a
+// column. No agent writes them: they are now among the cluster's
+// problems, as facts under keys naming no swarm node ID are, with the
+// command that removes them.
+func TestStoreShowsFactsNamingNoIDUnderAnotherKey(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	const id1 = "id10000000000000000000000"
+	kv.Put(ctx, netspec.NodesKVPrefix+id1, []byte(`{"id":"`+id1+`","node":"n1","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
+	kv.Put(ctx, netspec.NodesKVPrefix+"a b", []byte(`{"node":"n5","interfaces":["eth0"],"updated_at":"2026-12-03T12:00:00Z"}`))
+	swarm := fixedSwarm{{ID: id1, Hostname: "n1", State: "ready"}}
+	snap := runRefreshes(t, dashboard.Sources{Swarm: swarm, Store: NewStore(memKV{kv}, "")})
+	key := netspec.NodesKVPrefix + "a b"
+	if len(snap.Problems) != 1 || snap.Problems[0].Check != "nodes/facts" || !strings.Contains(snap.Problems[0].Message, "nor is it the node name") ||
+		!strings.HasPrefix(snap.Problems[0].Fix, shellword.KVDelete(key)) {
+		t.Errorf("the cluster's problems %+v; want only the nodes/facts warning of %s, with %s", snap.Problems, key, shellword.KVDelete(key))
+	}
+	for _, n := range snap.Nodes {
+		if n.Name == "n5" {
+			t.Errorf("node n5, named only by facts under underlay/nodes/a b, has a column: %+v", n)
+		}
+	}
+}
