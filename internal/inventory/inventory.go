@@ -303,13 +303,15 @@ func namesOfJoined(ctx context.Context, kv KV, kvs []kvstore.Pair, names map[str
 // as an identity's (their key's, whatever identity their document names);
 // an older agent's, which name no identity, were keyed, with its
 // inventory, by its name. Facts that name no node give no name, nor do
-// facts under a key naming no swarm node ID (netspec.CheckNodeID), which
-// no agent writes: the inventory under such a key would be taken as the
-// node's they name.
+// facts under a key no agent writes (netspec.NodeFacts.KeyProblem: one
+// naming no swarm node ID, unless the facts name no ID and it is the
+// node name they name): the inventory under such a key, or under the
+// name such facts naming no ID give, would be taken as the node's they
+// name.
 func NodeNames(facts []netspec.NodeFacts) map[string]string {
 	names := make(map[string]string, len(facts))
 	for _, f := range facts {
-		if f.Node != "" && (f.ID == "" || netspec.CheckNodeID(f.ID) == nil) {
+		if f.Node != "" && f.KeyProblem() == nil {
 			names[cmp.Or(f.ID, f.Node)] = f.Node
 		}
 	}

@@ -729,3 +729,39 @@ func TestLoadRefusesInventoriesUnderFactsNoAgentWrites(t *testing.T) {
 		t.Errorf("bad documents %+v; want only %sX's, whose key's node has no facts", bad, KVPrefix)
 	}
 }
+
+// TestLoadRefusesInventoriesOfFactsNamingNoIDUnderAnotherKey: facts
+// naming no ID (an older agent's document) under a key other than the
+// node name they give (underlay/nodes/a b naming n1) reached NodeNames
+// without their key and gave the name n1 its identity: an inventory under
+// underlay/inventory/n1 (an older agent's layout) was taken as n1's, its
+// entries listed as n1's addresses. No agent writes such facts: the
+// inventory is now set apart as one whose key's node has no facts, as
+// under facts naming an ID under a key naming no swarm node ID.
+func TestLoadRefusesInventoriesOfFactsNamingNoIDUnderAnotherKey(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	const ida = "ida0000000000000000000000"
+	publishFacts(ctx, t, kv, ida, "n2")
+	kv.Put(ctx, netspec.NodesKVPrefix+"a b", []byte(`{"node":"n1","interfaces":["eth0"]}`))
+	kv.Put(ctx, netspec.NodesKVPrefix+"n3", []byte(`{"node":"n3","interfaces":["eth0"]}`)) // an older agent's
+	for id, e := range map[string]Entry{
+		ida:  {IP: "10.0.0.5", Node: "n2", Network: "lan", Container: "a"},
+		"n1": {IP: "10.0.0.6", Node: "n1", Network: "lan", Container: "forged"},
+		"n3": {IP: "10.0.0.7", Node: "n3", Network: "lan", Container: "old"},
+	} {
+		if err := Publish(ctx, kv, id, []Entry{e}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	es, bad, err := load(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff([]string{"a@n2", "old@n3"}, holders(es)); d != "" {
+		t.Errorf("entries listed (-want +got):\n%s", d)
+	}
+	if len(bad) != 1 || bad[0].Key != KVPrefix+"n1" || !strings.Contains(bad[0].Problem, "no node facts name its key's node") {
+		t.Errorf("bad documents %+v; want only %sn1's, whose key's node has no facts", bad, KVPrefix)
+	}
+}
