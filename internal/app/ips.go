@@ -12,6 +12,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/doctor"
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/shellword"
@@ -38,7 +39,8 @@ read, that names another node than its key's, or whose key's node has no node
 facts (an agent publishes its facts first: it is stale or forged); a pool's
 key that cannot be read; a network spec every agent refuses (its pool is not
 listed). It warns too of node facts filed under another node's key, taken as
-that key's node's (--json lists them under misfiled_facts). --network and --node must name a network or
+that key's node's (--json lists them under misfiled_facts), and of node facts
+under a key no agent writes, which are no node's (no_node_facts). --network and --node must name a network or
 node the cluster knows; when they match no address, ips says so.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
@@ -60,6 +62,9 @@ node the cluster knows; when they match no address, ips says so.`,
 			if err != nil {
 				return err
 			}
+			// Facts under a key no agent writes are no node's: they name
+			// no inventory's or pool's holder, and are warned of.
+			facts, none := netspec.AgentsFacts(facts)
 			all, bad, err := inventory.Load(ctx, kv, facts)
 			if err != nil {
 				return err
@@ -89,13 +94,11 @@ node the cluster knows; when they match no address, ips says so.`,
 			}
 			if asJSON {
 				return writeJSON(streams.Out, map[string]any{"addresses": es, "duplicates": dups, "bad_documents": bad,
-					"misfiled_facts": misfiledJSON(misfiled)})
+					"misfiled_facts": misfiledJSON(misfiled, none), "no_node_facts": noNodeJSON(none)})
 			}
-			// As node ls does: they name the inventories' and pools'
-			// holders below. Each quotes what it names.
-			for _, m := range misfiled {
-				fmt.Fprintf(streams.ErrOut, "warning: %s\n", m)
-			}
+			// As node ls does: misfiled ones name the inventories' and
+			// pools' holders below. Each quotes what it names.
+			warnFacts(streams.ErrOut, none, misfiled)
 			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "IP\tMAC\tNODE\tNETWORK\tCONTAINER\tSERVICE\tSLOT\tTASK\tSINCE\tSTATE\tPROBLEM")
 			// The pools' holders are named as block documents and facts,
@@ -151,12 +154,37 @@ type misfiledFact struct {
 	TakenAs string `json:"taken_as"`
 }
 
-// misfiledJSON is ms for ips --json: a list, empty when there are none,
-// so that a script can read it without checking for null.
-func misfiledJSON(ms []netspec.MisfiledFacts) []misfiledFact {
+// misfiledJSON is ms for ips --json, but those under the keys of none
+// (no_node_facts: taken as no node's): a list, empty when there are
+// none, so that a script can read it without checking for null.
+func misfiledJSON(ms []netspec.MisfiledFacts, none []netspec.NodeFacts) []misfiledFact {
 	out := make([]misfiledFact, 0, len(ms))
 	for _, m := range ms {
+		if slices.ContainsFunc(none, func(f netspec.NodeFacts) bool { return f.FactsKey() == m.Key }) {
+			continue
+		}
 		out = append(out, misfiledFact{Key: m.Key, Names: m.Names, TakenAs: strings.TrimPrefix(m.Key, netspec.NodesKVPrefix)})
+	}
+	return out
+}
+
+// noNodeFact is a facts document under a key no agent writes, as ips
+// --json lists it: Node is the node it names, Problem why no agent writes
+// its key, and Fix the command that removes it ("" for a key Consul's
+// paths cannot name: Problem says how it goes).
+type noNodeFact struct {
+	Key     string `json:"key"`
+	Node    string `json:"node"`
+	Problem string `json:"problem"`
+	Fix     string `json:"fix"`
+}
+
+// noNodeJSON is none for ips --json: a list, empty when there are none.
+func noNodeJSON(none []netspec.NodeFacts) []noNodeFact {
+	out := make([]noNodeFact, 0, len(none))
+	for _, f := range none {
+		r, _ := doctor.NoNodeFactsResult(f)
+		out = append(out, noNodeFact{Key: f.FactsKey(), Node: f.Node, Problem: r.Message, Fix: r.Fix})
 	}
 	return out
 }

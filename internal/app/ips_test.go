@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/underlay/underlay/internal/doctor"
 	"github.com/underlay/underlay/internal/netspec"
 )
 
@@ -149,5 +150,71 @@ func TestIPsJSONHoldsMisfiledFacts(t *testing.T) {
 				t.Errorf("stderr %q, want nothing: the JSON holds the warnings", errOut.String())
 			}
 		})
+	}
+}
+
+// TestIPsSetsApartFactsNoAgentWrites: ips took facts under a key no
+// agent writes as a node's: underlay/nodes/X (naming n1 and n1's swarm
+// node ID) named the pool's and inventories' holder X as n1, its
+// misfiled warning saying it was taken as "swarm node X"'s; facts naming
+// no ID under underlay/nodes/a b made n5 a node --node accepts. They are
+// no node's: each is now the doctor's nodes/facts warning with the consul
+// kv delete that removes it (--json: no_node_facts), and gives no node a
+// name.
+func TestIPsSetsApartFactsNoAgentWrites(t *testing.T) {
+	const ida = "ida0000000000000000000000"
+	pairs := map[string]string{
+		"underlay/nodes/" + ida:     `{"id":"` + ida + `","node":"n1","interfaces":["eth0"]}`,
+		"underlay/nodes/X":          `{"id":"` + ida + `","node":"n1","interfaces":["eth0"]}`,
+		"underlay/nodes/a b":        `{"node":"n5","interfaces":["eth0"]}`,
+		"underlay/inventory/" + ida: `[{"ip":"10.1.0.5","mac":"02:00:00:00:00:05","node":"n1","network":"lan","container":"web.1","container_id":"c1"}]`,
+	}
+	srv := fakeConsulKV(t, pairs)
+	var out, errOut bytes.Buffer
+	if code := Run(context.Background(), []string{"ips", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	var want []string
+	for _, f := range []netspec.NodeFacts{{ID: "X", Node: "n1", Key: "underlay/nodes/X"}, {Node: "n5", Key: "underlay/nodes/a b"}} {
+		r, _ := doctor.NoNodeFactsResult(f)
+		want = append(want, "warning: "+r.Message+"; fix: "+r.Fix)
+	}
+	if d := cmp.Diff(want, strings.Split(strings.TrimSuffix(errOut.String(), "\n"), "\n")); d != "" {
+		t.Errorf("stderr (-want +got):\n%s", d)
+	}
+	if !strings.Contains(out.String(), "10.1.0.5") {
+		t.Errorf("stdout:\n%s\nwant n1's address", out.String())
+	}
+
+	out.Reset()
+	errOut.Reset()
+	if code := Run(context.Background(), []string{"ips", "--node", "n5", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code == 0 || !strings.Contains(errOut.String(), `--node "n5": no such node`) {
+		t.Errorf("ips --node n5: exit %d, stderr %q; want n5, named only by facts no agent writes, refused as no such node", code, errOut.String())
+	}
+
+	out.Reset()
+	errOut.Reset()
+	if code := Run(context.Background(), []string{"ips", "--json", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	var doc struct {
+		Misfiled []map[string]string `json:"misfiled_facts"`
+		NoNode   []map[string]string `json:"no_node_facts"`
+	}
+	if err := json.Unmarshal(out.Bytes(), &doc); err != nil {
+		t.Fatalf("stdout %q: %v", out.String(), err)
+	}
+	var keys []string
+	for _, f := range doc.NoNode {
+		keys = append(keys, f["key"])
+		if !strings.HasPrefix(f["fix"], "consul kv delete ") || !strings.Contains(f["problem"], "no agent writes it") {
+			t.Errorf("no_node_facts entry %v; want its problem and its consul kv delete", f)
+		}
+	}
+	if d := cmp.Diff([]string{"underlay/nodes/X", "underlay/nodes/a b"}, keys); d != "" || len(doc.Misfiled) != 0 {
+		t.Errorf("no_node_facts keys (-want +got):\n%s\nmisfiled_facts %v, want none (X's is among no_node_facts)", d, doc.Misfiled)
+	}
+	if errOut.Len() > 0 {
+		t.Errorf("stderr %q, want nothing: the JSON holds the warnings", errOut.String())
 	}
 }

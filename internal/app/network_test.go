@@ -393,7 +393,7 @@ func TestIPsFilters(t *testing.T) {
 		"underlay/networks/lan/spec":                   `{"name":"lan","subnet":"10.1.0.0/24","gateway":"10.1.0.1","parent":"eth0","ipam":"per-node","per_node_size":64}`,
 		"underlay/networks/empty/spec":                 `{"name":"empty","subnet":"10.2.0.0/24","gateway":"10.2.0.1","parent":"eth1","ipam":"per-node","per_node_size":64}`,
 		"underlay/nodes/id10000000000000000000000":     `{"id":"id10000000000000000000000","node":"n1","interfaces":["eth0","eth1"]}`,
-		"underlay/nodes/id2":                           `{"id":"id2","node":"n2","interfaces":["eth0","eth1"]}`,
+		"underlay/nodes/id20000000000000000000000":     `{"id":"id20000000000000000000000","node":"n2","interfaces":["eth0","eth1"]}`,
 		"underlay/inventory/id10000000000000000000000": `[{"ip":"10.1.0.5","mac":"02:00:00:00:00:05","node":"n1","network":"lan","container":"web.1","container_id":"c1"}]`,
 	})
 	tests := []struct {

@@ -3,6 +3,7 @@ package app
 import (
 	"cmp"
 	"fmt"
+	"io"
 	"maps"
 	"slices"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/decommission"
 	"github.com/underlay/underlay/internal/dockerhost"
+	"github.com/underlay/underlay/internal/doctor"
 	"github.com/underlay/underlay/internal/netagent"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/termtext"
@@ -55,11 +57,11 @@ func newNodeListCommand(f *networkFlags, streams IOStreams) *cobra.Command {
 
 // writeNodeList prints node ls's table of facts, with the swarm's state
 // of each node (swarm, by ID; unknown when swarmErr is set), and its
-// warnings.
+// warnings. Facts under a key no agent writes are no node's: warned of,
+// not listed.
 func writeNodeList(streams IOStreams, facts []netspec.NodeFacts, misfiled []netspec.MisfiledFacts, swarm map[string]string, swarmErr error, now time.Time) error {
-	for _, m := range misfiled {
-		fmt.Fprintf(streams.ErrOut, "warning: %s\n", m)
-	}
+	facts, none := netspec.AgentsFacts(facts)
+	warnFacts(streams.ErrOut, none, misfiled)
 	if swarmErr != nil {
 		// dockerd's answer, as it came: escaped where it would move the cursor.
 		fmt.Fprintf(streams.ErrOut, "warning: %s: the SWARM column is unknown\n", termtext.Lines(swarmErr.Error()))
@@ -123,6 +125,27 @@ their node's clock, which may be behind this one's).`,
 			fmt.Fprintf(streams.Out, "node %s removed\n", describeRemoved(got))
 			return nil
 		},
+	}
+}
+
+// warnFacts warns of facts under a key no agent writes (none, as the
+// doctor's nodes/facts does, with the command that removes each) and of
+// misfiled ones, but those among none.
+func warnFacts(w io.Writer, none []netspec.NodeFacts, misfiled []netspec.MisfiledFacts) {
+	keys := map[string]bool{}
+	for _, f := range none {
+		r, _ := doctor.NoNodeFactsResult(f)
+		keys[f.FactsKey()] = true
+		if r.Fix == "" { // a key Consul's paths cannot name: the message says how it goes
+			fmt.Fprintf(w, "warning: %s\n", r.Message)
+		} else {
+			fmt.Fprintf(w, "warning: %s; fix: %s\n", r.Message, r.Fix)
+		}
+	}
+	for _, m := range misfiled {
+		if !keys[m.Key] {
+			fmt.Fprintf(w, "warning: %s\n", m)
+		}
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/underlay/underlay/internal/decommission"
+	"github.com/underlay/underlay/internal/doctor"
 	"github.com/underlay/underlay/internal/netspec"
 )
 
@@ -40,29 +41,81 @@ rewrote underlay/ipam/pool/v4/blocks/10.20.0.16_28 without its records: other no
 // their row, in the table and in the warnings.
 func TestWriteNodeListQuotesFacts(t *testing.T) {
 	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	const id1, id2 = "id10000000000000000000000", "id20000000000000000000000"
 	facts := []netspec.NodeFacts{
-		{ID: "id1", Node: "n1", UpdatedAt: now, Holder: netspec.Holder{Host: "h1"}},
-		{ID: "id9\nid2", Node: "n9\nid3  n3  active  1s  h3", UpdatedAt: now, Holder: netspec.Holder{Host: "h9\x1b]0;pwned\x07"}},
+		{ID: id1, Node: "n1", UpdatedAt: now, Holder: netspec.Holder{Host: "h1"}},
+		{ID: id2, Node: "n9\nid3  n3  active  1s  h3", UpdatedAt: now, Holder: netspec.Holder{Host: "h9\x1b]0;pwned\x07"}},
+		// Under a key no agent writes: a warning, quoted, not a row.
+		{ID: "id9\nid2", Node: "n8\x1b[2J", UpdatedAt: now},
 	}
-	misfiled := []netspec.MisfiledFacts{{Key: netspec.NodesKVPrefix + "id9\nid2", Names: "x\ny"}}
+	misfiled := []netspec.MisfiledFacts{{Key: netspec.NodesKVPrefix + id2, Names: "x\ny"}}
 	var out, errOut bytes.Buffer
-	swarm := map[string]string{"id1": "active"}
+	swarm := map[string]string{id1: "active"}
 	if err := writeNodeList(IOStreams{Out: &out, ErrOut: &errOut}, facts, misfiled, swarm, nil, now); err != nil {
 		t.Fatal(err)
 	}
 	if lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n"); len(lines) != 3 {
 		t.Errorf("%d lines, want 3 (header, 2 nodes):\n%s", len(lines), out.String())
 	}
-	for _, w := range []string{`"id9\nid2"`, `"n9\nid3  n3  active  1s  h3"`, `"h9\x1b]0;pwned\a"`} {
+	for _, w := range []string{`"n9\nid3  n3  active  1s  h3"`, `"h9\x1b]0;pwned\a"`} {
 		if !strings.Contains(out.String(), w) {
 			t.Errorf("table does not hold %s:\n%s", w, out.String())
+		}
+	}
+	for _, w := range []string{`"underlay/nodes/id9\nid2"`, `"n8\x1b[2J"`} {
+		if !strings.Contains(errOut.String(), w) {
+			t.Errorf("warnings do not hold %s:\n%s", w, errOut.String())
 		}
 	}
 	if strings.ContainsAny(out.String()+errOut.String(), "\x1b\x07") {
 		t.Errorf("output holds a control character:\n%q\n%q", out.String(), errOut.String())
 	}
-	if lines := strings.Split(strings.TrimSuffix(errOut.String(), "\n"), "\n"); len(lines) != 2 {
-		t.Errorf("%d warning lines, want 2 (the misfiled facts, the removed node):\n%s", len(lines), errOut.String())
+	if lines := strings.Split(strings.TrimSuffix(errOut.String(), "\n"), "\n"); len(lines) != 3 {
+		t.Errorf("%d warning lines, want 3 (the facts under a key no agent writes, the misfiled facts, the removed node):\n%s", len(lines), errOut.String())
+	}
+}
+
+// TestWriteNodeListSetsApartFactsNoAgentWrites: node ls listed facts
+// under a key no agent writes (underlay/nodes/X naming n1, and, naming no
+// ID, underlay/nodes/a b naming n5) as nodes: X as a removed node, with
+// `underlay node rm X` its fix, and a b as an older agent's node with no
+// ID. They are no node's: each is now the doctor's nodes/facts warning,
+// naming its key and why, with the consul kv delete that removes it, and
+// no row; a misfiled warning of such a key is not given besides.
+func TestWriteNodeListSetsApartFactsNoAgentWrites(t *testing.T) {
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	const ida = "ida0000000000000000000000"
+	facts := []netspec.NodeFacts{
+		{ID: ida, Node: "n1", UpdatedAt: now, Key: netspec.NodesKVPrefix + ida},
+		{ID: "X", Node: "n1", UpdatedAt: now, Key: netspec.NodesKVPrefix + "X"},
+		{Node: "n5", UpdatedAt: now, Key: netspec.NodesKVPrefix + "a b"},
+	}
+	misfiled := []netspec.MisfiledFacts{{Key: netspec.NodesKVPrefix + "X", Names: ida}}
+	var out, errOut bytes.Buffer
+	if err := writeNodeList(IOStreams{Out: &out, ErrOut: &errOut}, facts, misfiled, map[string]string{ida: "active"}, nil, now); err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for _, l := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")[1:] {
+		rows = append(rows, strings.Fields(l)[0]+" "+strings.Fields(l)[1])
+	}
+	if d := cmp.Diff([]string{ida + " n1"}, rows); d != "" {
+		t.Errorf("rows (-want +got):\n%s\n%s", d, out.String())
+	}
+	var want []string
+	for _, k := range []string{"X", "a b"} {
+		f := facts[1]
+		if k == "a b" {
+			f = facts[2]
+		}
+		r, ok := doctor.NoNodeFactsResult(f)
+		if !ok || !strings.Contains(r.Fix, "consul kv delete") {
+			t.Fatalf("no doctor warning with its deletion for %+v: %+v", f, r)
+		}
+		want = append(want, "warning: "+r.Message+"; fix: "+r.Fix)
+	}
+	if d := cmp.Diff(want, strings.Split(strings.TrimSuffix(errOut.String(), "\n"), "\n")); d != "" {
+		t.Errorf("warnings (-want +got):\n%s", d)
 	}
 }
 

@@ -459,6 +459,21 @@ func IDsByName(ctx context.Context, kv interface {
 	return out
 }
 
+// AgentsFacts splits facts, as listed, into those an agent may have
+// written and, apart, those under a key no agent writes
+// (NodeFacts.KeyProblem), which are no node's: node ls, ips and node rm
+// list the latter as problems, never as nodes.
+func AgentsFacts(facts []NodeFacts) (agents, none []NodeFacts) {
+	for _, f := range facts {
+		if f.KeyProblem() != nil {
+			none = append(none, f)
+		} else {
+			agents = append(agents, f)
+		}
+	}
+	return agents, none
+}
+
 // agentsFactsKey says whether facts naming identity id ("" for none) and
 // node name node may be an agent's under the key whose segment under
 // NodesKVPrefix is seg (factsKeyProblem, NodeFacts.KeyProblem).
