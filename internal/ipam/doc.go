@@ -41,7 +41,11 @@
 //   - Plugin (plugin.go) speaks Docker's protocol on a private socket;
 //     Gate (gate.go) serves it from the agent's start, answering dockerd's
 //     activation at once and holding pool and address requests until the
-//     node's identity is claimed.
+//     node's identity is claimed. The pool ID it gives Docker names the
+//     network's generation (Pool.PluginID: NAME/v4@GEN, GEN the spec's
+//     CreateIndex), so that a network made again under the name is never
+//     served, nor freed into, under the old one's ID; KV and everything
+//     else name a pool by Pool.ID (NAME/v4).
 //
 // Unit tests run on kvtest's in-memory KV; a seeded model test
 // (model_test.go) drives several simulated nodes through crashes, long

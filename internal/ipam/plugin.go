@@ -40,8 +40,11 @@ type PoolSource interface {
 	// PoolFor returns the pool whose prefix is subnet, with its gateway.
 	// A pool whose network is being removed is a *RemovingError.
 	PoolFor(ctx context.Context, subnet netip.Prefix) (Pool, netip.Addr, error)
-	// PoolByID returns a pool by Pool.ID, reading the specs; one whose
-	// network is being removed is a *RemovingError, which holds it.
+	// PoolByID returns a pool by its ID in the plugin protocol
+	// (Pool.PluginID, or Pool.ID as older agents gave it to Docker),
+	// reading the specs; one whose network is being removed is a
+	// *RemovingError, which holds it. An ID naming another generation of
+	// the network than the spec under the name has is refused.
 	PoolByID(ctx context.Context, id string) (Pool, netip.Addr, error)
 	// PoolSeen is PoolByID by the newest reading of the specs, without
 	// reading them again: its error is that reading's (a *RemovingError
@@ -72,10 +75,12 @@ type Plugin struct {
 	lastResort time.Duration
 
 	mu sync.Mutex // guards following fields
-	// pools is every pool served, by ID, as last served: what an address
-	// handed out came from, even once its spec is gone; a pool is dropped
-	// by its last ReleasePool, or once its spec is gone, when this node
-	// holds none of its addresses (see releasePool, forgetGone).
+	// pools is every pool served, by its ID in the plugin protocol (one
+	// per generation of a network, see Pool.PluginID), as last served:
+	// what an address handed out came from, even once its spec is gone;
+	// a pool is dropped by its last ReleasePool, or once its spec is
+	// gone, when this node holds none of its addresses (see releasePool,
+	// forgetGone).
 	pools map[string]poolEntry
 	// drops counts the pools dropped: a request that read the specs
 	// before a drop records no pool afresh (see pool).
@@ -85,9 +90,9 @@ type Plugin struct {
 	// addresses of it were read (see dropUnheld).
 	begun    uint64
 	underway int
-	// settled are, by pool ID, fresh readings' answers that stand until
-	// a network is created or deleted (see fresh), read while the network
-	// index's modify index was settledAt.
+	// settled are, by pool ID as requested, fresh readings' answers that
+	// stand until a network is created or deleted (see fresh), read while
+	// the network index's modify index was settledAt.
 	settled   map[string]error
 	settledAt uint64
 }
@@ -164,6 +169,12 @@ func handshake(mux *http.ServeMux) {
 // It is always answered: it frees nothing, and a pool kept costs nothing
 // but memory.
 func (pl *Plugin) releasePool(ctx context.Context, r poolRelease) (any, error) {
+	// Only the record of that ID, that generation of its network, is
+	// counted off. An ID no plugin gives is refused, naming it: it is
+	// none of the pools served.
+	if _, err := parseID(r.PoolID); err != nil {
+		return nil, err
+	}
 	ctx, cancel := context.WithTimeout(ctx, pl.timeout())
 	defer cancel()
 	pl.mu.Lock()
@@ -329,17 +340,21 @@ func (pl *Plugin) requestPool(ctx context.Context, r poolRequest) (any, error) {
 				sub, p.Network, p.allocRange())
 		}
 	}
+	// Docker keeps the ID with its network: it names the network's
+	// generation, so that its requests are never served from a network
+	// made again under the name (see Pool.PluginID).
+	id := p.PluginID()
 	pl.mu.Lock()
 	if pl.pools == nil {
 		pl.pools = map[string]poolEntry{}
 	}
-	pl.pools[p.ID()] = poolEntry{pool: p, gateway: gw, requests: pl.pools[p.ID()].requests + 1}
+	pl.pools[id] = poolEntry{pool: p, gateway: gw, requests: pl.pools[id].requests + 1}
 	pl.mu.Unlock()
-	resp := map[string]any{"PoolID": p.ID(), "Pool": p.Prefix.String(), "Data": map[string]string{}}
+	resp := map[string]any{"PoolID": id, "Pool": p.Prefix.String(), "Data": map[string]string{}}
 	if gw.IsValid() {
 		resp["Data"] = map[string]string{gatewayData: netip.PrefixFrom(gw, p.Prefix.Bits()).String()}
 	}
-	pl.log().Info("pool requested", "pool", p.ID(), "subnet", p.Prefix)
+	pl.log().Info("pool requested", "pool", p.ID(), "pool_id", id, "subnet", p.Prefix)
 	return resp, nil
 }
 
@@ -420,6 +435,18 @@ func (pl *Plugin) releaseAddress(ctx context.Context, r releaseRequest) (any, er
 		return nil, err
 	}
 	e, err := pl.pool(ctx, r.PoolID, true)
+	if remade := (*remadeError)(nil); errors.As(err, &remade) {
+		// Docker's network of a generation gone, made again since: the
+		// address may be this node's in the network made again, for
+		// another container, and nothing tells the two apart. Refused,
+		// not answered as released: dockerd logs the error and removes
+		// the endpoint all the same (libnetwork's releaseAddress only
+		// warns), so Docker's state is the same either way and the
+		// refusal shows in both logs. Nothing of the old network is left
+		// to free but what its tree, deleted, held.
+		pl.log().Warn("release of an address of a network made again since Docker asked for its pool: refused, nothing released", "pool", cut(r.PoolID), "addr", r.Address, "err", err)
+		return nil, fmt.Errorf("release of %s: %w: nothing released", addr, err)
+	}
 	if gone := (*RemovingError)(nil); errors.As(err, &gone) {
 		// Its network is being removed: its containers are taken down,
 		// and their addresses released, from the pool as its spec stands
@@ -504,6 +531,10 @@ func requestedAddr(s string) (netip.Addr, error) {
 // pool dropped holds off the record (no map of every ID ever dropped is
 // kept): the next request or release of a pool still served records it.
 func (pl *Plugin) pool(ctx context.Context, id string, release bool) (poolEntry, error) {
+	// Refused before any reading: an ID no plugin gives is no pool's.
+	if _, err := parseID(id); err != nil {
+		return poolEntry{}, err
+	}
 	pl.mu.Lock()
 	drops := pl.drops
 	pl.mu.Unlock()

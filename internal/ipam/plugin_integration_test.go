@@ -66,13 +66,19 @@ func TestIntegrationPluginProtocol(t *testing.T) {
 	}
 	call("IpamDriver.GetDefaultAddressSpaces", nil)
 
+	// The pool IDs name the network's generation: its spec's CreateIndex.
+	specPair, _, err := kv.Get(ctx, netspec.SpecKey(spec.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id4, id6 := fmt.Sprintf("lan/v4@%d", specPair.CreateIndex), fmt.Sprintf("lan/v6@%d", specPair.CreateIndex)
 	_, pool4 := call("IpamDriver.RequestPool", map[string]any{"AddressSpace": "underlay-local", "Pool": "10.90.0.0/24"})
-	if pool4["PoolID"] != "lan/v4" || pool4["Pool"] != "10.90.0.0/24" {
-		t.Fatalf("RequestPool v4: %v", pool4)
+	if pool4["PoolID"] != id4 || pool4["Pool"] != "10.90.0.0/24" {
+		t.Fatalf("RequestPool v4: %v, want pool ID %s", pool4, id4)
 	}
 	_, pool6 := call("IpamDriver.RequestPool", map[string]any{"Pool": "fd00:90::/64", "V6": true})
-	if pool6["PoolID"] != "lan/v6" {
-		t.Fatalf("RequestPool v6: %v", pool6)
+	if pool6["PoolID"] != id6 {
+		t.Fatalf("RequestPool v6: %v, want pool ID %s", pool6, id6)
 	}
 	code, out := call("IpamDriver.RequestPool", map[string]any{"Pool": "10.91.0.0/24"})
 	if code != 500 || !strings.Contains(out["Err"].(string), "10.91.0.0/24") {
@@ -81,7 +87,7 @@ func TestIntegrationPluginProtocol(t *testing.T) {
 
 	// The gateway, asked for by every node, is shared.
 	for range 3 {
-		_, gw := call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4", "Address": "10.90.0.1",
+		_, gw := call("IpamDriver.RequestAddress", map[string]any{"PoolID": id4, "Address": "10.90.0.1",
 			"Options": map[string]string{"RequestAddressType": "com.docker.network.gateway"}})
 		if gw["Address"] != "10.90.0.1/24" {
 			t.Fatalf("gateway: %v", gw)
@@ -90,7 +96,7 @@ func TestIntegrationPluginProtocol(t *testing.T) {
 	// Any address: inside the range, never the aux address.
 	seen := map[string]bool{}
 	for range 10 {
-		_, a := call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4"})
+		_, a := call("IpamDriver.RequestAddress", map[string]any{"PoolID": id4})
 		addr := a["Address"].(string)
 		p := netip.MustParsePrefix(addr)
 		if p.Bits() != 24 || !spec.IPRange.Contains(p.Addr()) || p.Addr().String() == "10.90.0.130" || seen[addr] {
@@ -99,37 +105,37 @@ func TestIntegrationPluginProtocol(t *testing.T) {
 		seen[addr] = true
 	}
 	// A specific address, then the same again: refused, naming it.
-	if _, a := call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4", "Address": "10.90.0.200"}); a["Address"] != "10.90.0.200/24" {
+	if _, a := call("IpamDriver.RequestAddress", map[string]any{"PoolID": id4, "Address": "10.90.0.200"}); a["Address"] != "10.90.0.200/24" {
 		t.Errorf("specific address: %v", a)
 	}
-	if code, a := call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4", "Address": "10.90.0.200"}); code != 500 || !strings.Contains(a["Err"].(string), "10.90.0.200") {
+	if code, a := call("IpamDriver.RequestAddress", map[string]any{"PoolID": id4, "Address": "10.90.0.200"}); code != 500 || !strings.Contains(a["Err"].(string), "10.90.0.200") {
 		t.Errorf("second claim of 10.90.0.200: %d %v", code, a)
 	}
-	if code, a := call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4", "Address": "10.90.0.5"}); code != 500 {
+	if code, a := call("IpamDriver.RequestAddress", map[string]any{"PoolID": id4, "Address": "10.90.0.5"}); code != 500 {
 		t.Errorf("address outside --ip-range handed out: %v", a)
 	}
 	// IPv6 works the same way.
-	_, a6 := call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v6"})
+	_, a6 := call("IpamDriver.RequestAddress", map[string]any{"PoolID": id6})
 	if p, err := netip.ParsePrefix(a6["Address"].(string)); err != nil || p.Bits() != 64 || !spec.IPv6Subnet.Contains(p.Addr()) || p.Addr() == netip.MustParseAddr("fd00:90::1") {
 		t.Errorf("IPv6 address %v", a6)
 	}
 	// Release, twice: both succeed; the address is free again.
 	for range 2 {
-		if code, r := call("IpamDriver.ReleaseAddress", map[string]any{"PoolID": "lan/v4", "Address": "10.90.0.200"}); code != 200 {
+		if code, r := call("IpamDriver.ReleaseAddress", map[string]any{"PoolID": id4, "Address": "10.90.0.200"}); code != 200 {
 			t.Errorf("release: %d %v", code, r)
 		}
 	}
-	if _, a := call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4", "Address": "10.90.0.200"}); a["Address"] != "10.90.0.200/24" {
+	if _, a := call("IpamDriver.RequestAddress", map[string]any{"PoolID": id4, "Address": "10.90.0.200"}); a["Address"] != "10.90.0.200/24" {
 		t.Errorf("released address not free again: %v", a)
 	}
-	if code, _ := call("IpamDriver.ReleaseAddress", map[string]any{"PoolID": "lan/v4", "Address": "10.90.0.1"}); code != 200 {
+	if code, _ := call("IpamDriver.ReleaseAddress", map[string]any{"PoolID": id4, "Address": "10.90.0.1"}); code != 200 {
 		t.Error("releasing the shared gateway failed")
 	}
-	call("IpamDriver.ReleasePool", map[string]any{"PoolID": "lan/v4"})
+	call("IpamDriver.ReleasePool", map[string]any{"PoolID": id4})
 
 	// Consul down: a clear error at once, never a guessed address.
 	c.Stop()
-	code, out = call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4"})
+	code, out = call("IpamDriver.RequestAddress", map[string]any{"PoolID": id4})
 	if code != 500 || !strings.Contains(out["Err"].(string), "underlay ipam") {
 		t.Errorf("with Consul down: %d %v", code, out)
 	}

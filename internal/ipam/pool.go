@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strconv"
 	"strings"
 
 	"github.com/underlay/underlay/internal/netspec"
@@ -31,6 +32,11 @@ type Pool struct {
 	// known (0: not): its writes are bound to that spec, not to any spec
 	// under the name (see specCheck).
 	specIndex uint64
+	// specCreate is the create index of that spec, when known (0: not):
+	// the network's generation, which a network made again under the
+	// name does not share, and which the plugin's pool ID names (see
+	// PluginID).
+	specCreate uint64
 	// marked: read from a spec marked by `network rm` (a *RemovingError's,
 	// released from as the removal's containers go): its writes, bound to
 	// the spec as read, stay bound to it while it is the same network's
@@ -50,8 +56,31 @@ func (p Pool) Family() string {
 	return "v6"
 }
 
-// ID is the pool's identifier in the plugin protocol and in KV.
+// ID is the pool's identifier in KV, in the freed-addresses file, in
+// metrics and in logs: NETWORK/v4 or NETWORK/v6, the same for a network
+// made again under the name. Docker is given PluginID.
 func (p Pool) ID() string { return p.Network + "/" + p.Family() }
+
+// genSep separates a plugin pool ID's generation from its family
+// (NETWORK/v4@GEN): no network name holds it (netspec's name rule), and
+// the family, cut at the name's end, is v4 or v6.
+const genSep = "@"
+
+// PluginID is the pool's ID in the plugin protocol, which Docker stores
+// with its network and hands back in each request of it: ID and the
+// network's generation (its spec's create index), NETWORK/v4@GEN. A
+// request naming a generation is served only while the spec under the
+// name has it: Docker's network of a network removed and made again
+// under the name and subnet (its tree deleted while its containers live)
+// holds addresses this node may hand out again in the new one, which its
+// late releases must not free. With no generation known (a pool not read
+// from a listing of the specs), it is ID.
+func (p Pool) PluginID() string {
+	if p.specCreate == 0 {
+		return p.ID()
+	}
+	return p.ID() + genSep + strconv.FormatUint(p.specCreate, 10)
+}
 
 func (p Pool) allocRange() netip.Prefix {
 	if p.Range.IsValid() {

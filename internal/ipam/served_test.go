@@ -40,24 +40,37 @@ func TestReleasePoolForgetsThePool(t *testing.T) {
 				return out
 			}
 			served := func(id string) bool { _, ok := pl.served(id); return ok }
-			must("IpamDriver.RequestPool", map[string]any{"Pool": "10.90.0.0/24"})
-			must("IpamDriver.RequestPool", map[string]any{"Pool": "10.90.0.0/24"})      // a second Docker network of it
-			v6 := must("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v6"}) // served with no RequestPool
-			must("IpamDriver.ReleasePool", map[string]any{"PoolID": "lan/v4"})
-			if !served("lan/v4") {
-				t.Errorf("lan/v4 forgotten at its first ReleasePool of two RequestPools")
+			v4 := must("IpamDriver.RequestPool", map[string]any{"Pool": "10.90.0.0/24"})["PoolID"].(string)
+			if again := must("IpamDriver.RequestPool", map[string]any{"Pool": "10.90.0.0/24"})["PoolID"]; again != v4 { // a second Docker network of it
+				t.Fatalf("second RequestPool of the pool: pool ID %v, want the first's %s", again, v4)
 			}
-			must("IpamDriver.ReleasePool", map[string]any{"PoolID": "lan/v4"})
+			v6 := must("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v6"}) // served with no RequestPool
+			must("IpamDriver.ReleasePool", map[string]any{"PoolID": v4})
+			if !served(v4) {
+				t.Errorf("%s forgotten at its first ReleasePool of two RequestPools", v4)
+			}
+			must("IpamDriver.ReleasePool", map[string]any{"PoolID": v4})
 			must("IpamDriver.ReleaseAddress", map[string]any{"PoolID": "lan/v6", "Address": v6["Address"]})
 			must("IpamDriver.ReleasePool", map[string]any{"PoolID": "lan/v6"})
 			must("IpamDriver.ReleasePool", map[string]any{"PoolID": "gone/v4"})
-			for _, id := range []string{"lan/v4", "lan/v6"} {
+			for _, id := range []string{v4, "lan/v6"} {
 				if served(id) {
 					t.Errorf("%s still recorded as served after its last ReleasePool", id)
 				}
 			}
 		})
 	}
+}
+
+// requestPool asks pl for the pool of subnet, as Docker does as it makes
+// a network, and returns the pool ID it answers.
+func requestPool(t *testing.T, pl *Plugin, subnet string) string {
+	t.Helper()
+	out, err := pl.requestPool(context.Background(), poolRequest{Pool: subnet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return out.(map[string]any)["PoolID"].(string)
 }
 
 // caller calls methods of the plugin protocol served at url.
@@ -145,10 +158,8 @@ func TestPoolOfAGoneNetworkIsForgotten(t *testing.T) {
 			kv := kvtest.New()
 			pl, _ := pluginFor(t, kv, "n1")
 			st := pl.Pools.(SpecPools).Store
-			if _, err := pl.requestPool(ctx, poolRequest{Pool: "10.90.0.0/24"}); err != nil {
-				t.Fatal(err)
-			}
-			out, err := pl.requestAddress(ctx, addressRequest{PoolID: "lan/v4"})
+			id := requestPool(t, pl, "10.90.0.0/24")
+			out, err := pl.requestAddress(ctx, addressRequest{PoolID: id})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -169,17 +180,17 @@ func TestPoolOfAGoneNetworkIsForgotten(t *testing.T) {
 			if _, err := pl.releasePool(ctx, poolRelease{PoolID: "other/v4"}); err != nil {
 				t.Fatal(err)
 			}
-			_, served := pl.served("lan/v4")
+			_, served := pl.served(id)
 			if !byHand {
 				if served {
-					t.Errorf("lan/v4 still recorded as served, its spec and addresses gone")
+					t.Errorf("%s still recorded as served, its spec and addresses gone", id)
 				}
 				return
 			}
 			if !served {
-				t.Fatalf("lan/v4 forgotten while this node holds %s in it", addr)
+				t.Fatalf("%s forgotten while this node holds %s in it", id, addr)
 			}
-			if _, err := pl.releaseAddress(ctx, releaseRequest{PoolID: "lan/v4", Address: addr}); err != nil {
+			if _, err := pl.releaseAddress(ctx, releaseRequest{PoolID: id, Address: addr}); err != nil {
 				t.Fatalf("late release of %s: %v, want freed from the pool as served", addr, err)
 			}
 			all, err := Allocations(ctx, kv, PoolOf4(lanSpec))
@@ -192,8 +203,8 @@ func TestPoolOfAGoneNetworkIsForgotten(t *testing.T) {
 			if _, err := pl.releasePool(ctx, poolRelease{PoolID: "other/v4"}); err != nil {
 				t.Fatal(err)
 			}
-			if _, served := pl.served("lan/v4"); served {
-				t.Errorf("lan/v4 still recorded as served, its spec gone and its last address released")
+			if _, served := pl.served(id); served {
+				t.Errorf("%s still recorded as served, its spec gone and its last address released", id)
 			}
 		})
 	}
@@ -212,11 +223,10 @@ func TestReleasePoolAfterARestartKeepsAPoolInUse(t *testing.T) {
 	kv := kvtest.New()
 	before, _ := pluginFor(t, kv, "n1")
 	var held []string // one container in each of two Docker networks of lan/v4
+	var id string
 	for range 2 {
-		if _, err := before.requestPool(ctx, poolRequest{Pool: "10.90.0.0/24"}); err != nil {
-			t.Fatal(err)
-		}
-		out, err := before.requestAddress(ctx, addressRequest{PoolID: "lan/v4"})
+		id = requestPool(t, before, "10.90.0.0/24")
+		out, err := before.requestAddress(ctx, addressRequest{PoolID: id})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -226,20 +236,20 @@ func TestReleasePoolAfterARestartKeepsAPoolInUse(t *testing.T) {
 	st := pl.Pools.(SpecPools).Store
 	// A third network of the pool is made, and removed; so is the first,
 	// its container's address released first.
-	if _, err := pl.requestPool(ctx, poolRequest{Pool: "10.90.0.0/24"}); err != nil {
+	if again := requestPool(t, pl, "10.90.0.0/24"); again != id {
+		t.Fatalf("RequestPool after the restart: pool ID %s, want %s as before", again, id)
+	}
+	if _, err := pl.releasePool(ctx, poolRelease{PoolID: id}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pl.releasePool(ctx, poolRelease{PoolID: "lan/v4"}); err != nil {
+	if _, err := pl.releaseAddress(ctx, releaseRequest{PoolID: id, Address: held[0]}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pl.releaseAddress(ctx, releaseRequest{PoolID: "lan/v4", Address: held[0]}); err != nil {
+	if _, err := pl.releasePool(ctx, poolRelease{PoolID: id}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pl.releasePool(ctx, poolRelease{PoolID: "lan/v4"}); err != nil {
-		t.Fatal(err)
-	}
-	if _, ok := pl.served("lan/v4"); !ok {
-		t.Errorf("lan/v4 forgotten while the second network's container holds %s in it", held[1])
+	if _, ok := pl.served(id); !ok {
+		t.Errorf("%s forgotten while the second network's container holds %s in it", id, held[1])
 	}
 	// Its spec deleted by hand: the second network's container goes.
 	if err := kv.Delete(ctx, netspec.KVPrefix+lanSpec.Name+"/spec"); err != nil {
@@ -248,7 +258,7 @@ func TestReleasePoolAfterARestartKeepsAPoolInUse(t *testing.T) {
 	if _, err := st.ReadListing(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pl.releaseAddress(ctx, releaseRequest{PoolID: "lan/v4", Address: held[1]}); err != nil {
+	if _, err := pl.releaseAddress(ctx, releaseRequest{PoolID: id, Address: held[1]}); err != nil {
 		t.Errorf("late release of %s: %v, want freed from the pool as served", held[1], err)
 	}
 	all, err := Allocations(ctx, kv, PoolOf4(lanSpec))
@@ -260,11 +270,11 @@ func TestReleasePoolAfterARestartKeepsAPoolInUse(t *testing.T) {
 			t.Errorf("%s still allocated (%v) after its release", a, al)
 		}
 	}
-	if _, err := pl.releasePool(ctx, poolRelease{PoolID: "lan/v4"}); err != nil {
+	if _, err := pl.releasePool(ctx, poolRelease{PoolID: id}); err != nil {
 		t.Fatal(err)
 	}
-	if _, ok := pl.served("lan/v4"); ok {
-		t.Errorf("lan/v4 still recorded as served after its last ReleasePool, none of its addresses held")
+	if _, ok := pl.served(id); ok {
+		t.Errorf("%s still recorded as served after its last ReleasePool, none of its addresses held", id)
 	}
 }
 
@@ -279,10 +289,8 @@ func TestReleasePoolKeepsAPoolARequestIsTaking(t *testing.T) {
 	pl, _ := pluginFor(t, kv, "n1")
 	paused := &pausedPools{PoolSource: pl.Pools, entered: make(chan struct{}), resume: make(chan struct{})}
 	pl.Pools = paused
-	if _, err := pl.requestPool(ctx, poolRequest{Pool: "10.90.0.0/24"}); err != nil {
-		t.Fatal(err)
-	}
-	first, err := pl.requestAddress(ctx, addressRequest{PoolID: "lan/v4"}) // recorded
+	id := requestPool(t, pl, "10.90.0.0/24")
+	first, err := pl.requestAddress(ctx, addressRequest{PoolID: id}) // recorded
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -293,23 +301,23 @@ func TestReleasePoolKeepsAPoolARequestIsTaking(t *testing.T) {
 	}
 	done := make(chan answer, 1)
 	go func() {
-		out, err := pl.requestAddress(ctx, addressRequest{PoolID: "lan/v4", Address: "10.90.0.200"})
+		out, err := pl.requestAddress(ctx, addressRequest{PoolID: id, Address: "10.90.0.200"})
 		done <- answer{out, err}
 	}()
 	<-paused.entered
 	// The first address released, then the pool: another network's.
-	if _, err := pl.releaseAddress(ctx, releaseRequest{PoolID: "lan/v4", Address: first.(map[string]any)["Address"].(string)}); err != nil {
+	if _, err := pl.releaseAddress(ctx, releaseRequest{PoolID: id, Address: first.(map[string]any)["Address"].(string)}); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := pl.releasePool(ctx, poolRelease{PoolID: "lan/v4"}); err != nil {
+	if _, err := pl.releasePool(ctx, poolRelease{PoolID: id}); err != nil {
 		t.Fatal(err)
 	}
 	close(paused.resume)
 	if a := <-done; a.err != nil {
 		t.Fatalf("request under way: %v", a.err)
 	}
-	if _, ok := pl.served("lan/v4"); !ok {
-		t.Errorf("lan/v4 forgotten while a request of it was under way")
+	if _, ok := pl.served(id); !ok {
+		t.Errorf("%s forgotten while a request of it was under way", id)
 	}
 }
 
@@ -341,8 +349,12 @@ func TestPoolRequestedAsTheNewestListingLagsIsKept(t *testing.T) {
 	}
 	armed.Store(true)
 	done := make(chan error, 1)
+	var id string
 	go func() {
-		_, err := pl.requestPool(ctx, poolRequest{Pool: lanSpec.Subnet.String()})
+		out, err := pl.requestPool(ctx, poolRequest{Pool: lanSpec.Subnet.String()})
+		if err == nil {
+			id = out.(map[string]any)["PoolID"].(string)
+		}
 		done <- err
 	}()
 	<-entered // the RequestPool's listing has begun
@@ -361,7 +373,7 @@ func TestPoolRequestedAsTheNewestListingLagsIsKept(t *testing.T) {
 	if _, err := pl.releasePool(ctx, poolRelease{PoolID: "other/v4"}); err != nil {
 		t.Fatal(err)
 	}
-	if e, ok := pl.served("lan/v4"); !ok || e.requests != 1 {
-		t.Errorf("lan/v4 recorded %t with %d RequestPools after another pool's ReleasePool; want kept with its 1: its network stands, made again", ok, e.requests)
+	if e, ok := pl.served(id); !ok || e.requests != 1 {
+		t.Errorf("%s recorded %t with %d RequestPools after another pool's ReleasePool; want kept with its 1: its network stands, made again", id, ok, e.requests)
 	}
 }

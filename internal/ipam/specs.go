@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/underlay/underlay/internal/netspec"
@@ -35,13 +36,12 @@ func (s SpecPools) PoolFor(ctx context.Context, subnet netip.Prefix) (Pool, neti
 			continue
 		}
 		if spec.Deleting {
-			return Pool{}, netip.Addr{}, removing(spec, v6, l.SpecIndex(spec.Name))
+			return Pool{}, netip.Addr{}, removing(spec, v6, l)
 		}
 		if err := refused[spec.Name]; err != nil {
 			return Pool{}, netip.Addr{}, refusedSpec(spec.Name, err)
 		}
-		p, gw := s.pool(spec, v6)
-		p.specIndex, p.listed = l.SpecIndex(spec.Name), l.Settled()
+		p, gw := s.listedPool(l, spec, v6)
 		return p, gw, nil
 	}
 	return Pool{}, netip.Addr{}, fmt.Errorf("no underlay network with cluster IPAM has subnet %s; create it with `underlay network create … --ipam cluster`", subnet)
@@ -49,7 +49,7 @@ func (s SpecPools) PoolFor(ctx context.Context, subnet netip.Prefix) (Pool, neti
 
 // PoolByID implements PoolSource.
 func (s SpecPools) PoolByID(ctx context.Context, id string) (Pool, netip.Addr, error) {
-	if _, _, err := splitID(id); err != nil {
+	if _, err := parseID(id); err != nil {
 		return Pool{}, netip.Addr{}, err
 	}
 	l, err := s.read(ctx)
@@ -78,34 +78,60 @@ func (s SpecPools) PoolGone(p Pool) bool {
 	if l == nil || !l.BegunAfter(p.listed) {
 		return false
 	}
-	name, _, err := splitID(p.ID())
+	id, err := parseID(p.ID())
 	if err != nil {
 		return true // no network's: nothing of it is ever served
 	}
-	return !slices.ContainsFunc(l.Specs, func(sp netspec.Spec) bool { return sp.Name == name }) &&
-		!slices.ContainsFunc(l.Bad, func(b netspec.BadSpec) bool { return b.Name == name })
+	return !slices.ContainsFunc(l.Specs, func(sp netspec.Spec) bool { return sp.Name == id.name }) &&
+		!slices.ContainsFunc(l.Bad, func(b netspec.BadSpec) bool { return b.Name == id.name })
 }
 
 // errNotRead is PoolSeen's answer before any reading of the specs.
 var errNotRead = errors.New("network specs not read yet")
 
-// splitID returns the network a pool ID names, and whether it is the
-// network's IPv6 pool.
-func splitID(id string) (name string, v6 bool, err error) {
+// pluginID is a pool ID as a request of the plugin gives it.
+type pluginID struct {
+	// name is the network, v6 says the pool is its IPv6 one.
+	name string
+	v6   bool
+	// gen is the network's generation (see Pool.PluginID), 0 when the ID
+	// names none: NETWORK/v4 or NETWORK/v6, as agents before generations
+	// gave them to Docker, which keeps them with its networks. Those are
+	// served as they always were, from the spec under the name whatever
+	// its generation: the upgrade path, for Docker networks made before.
+	gen uint64
+}
+
+// parseID reads a pool ID: NETWORK/v4 or NETWORK/v6, then, as PluginID
+// writes it, @GEN, GEN a positive decimal number with no leading zero.
+// It comes from the plugin socket: a generation written otherwise is
+// refused, quoted, never taken for none.
+func parseID(id string) (pluginID, error) {
 	name, fam, _ := strings.Cut(id, "/")
+	fam, gen, hasGen := strings.Cut(fam, genSep)
 	if fam != "v4" && fam != "v6" {
-		return "", false, fmt.Errorf("pool id %s: want NETWORK/v4 or NETWORK/v6", quoted(id))
+		return pluginID{}, fmt.Errorf("pool id %s: want NETWORK/v4 or NETWORK/v6, with or without %sGENERATION", quoted(id), genSep)
 	}
-	return name, fam == "v6", nil
+	out := pluginID{name: name, v6: fam == "v6"}
+	if !hasGen {
+		return out, nil
+	}
+	n, err := strconv.ParseUint(gen, 10, 64)
+	if err != nil || n == 0 || strconv.FormatUint(n, 10) != gen {
+		return pluginID{}, fmt.Errorf("pool id %s: generation %s is not a positive decimal number as underlay writes it", quoted(id), quoted(gen))
+	}
+	out.gen = n
+	return out, nil
 }
 
 // poolByID finds pool id in a listing of the specs, judged as the agents
 // judge them (see read).
 func (s SpecPools) poolByID(l *netspec.Listing, id string) (Pool, netip.Addr, error) {
-	name, v6, err := splitID(id)
+	pid, err := parseID(id)
 	if err != nil {
 		return Pool{}, netip.Addr{}, err
 	}
+	name, v6 := pid.name, pid.v6
 	refused := l.Refused()[name]
 	i := slices.IndexFunc(l.Specs, func(sp netspec.Spec) bool { return sp.Name == name })
 	switch {
@@ -115,18 +141,30 @@ func (s SpecPools) poolByID(l *netspec.Listing, id string) (Pool, netip.Addr, er
 		return Pool{}, netip.Addr{}, &goneError{name: name}
 	}
 	spec := l.Specs[i]
+	if now := l.SpecCreateIndex(name); pid.gen != 0 && now != pid.gen {
+		// Ahead of the mark of `network rm`: the *RemovingError of the
+		// network made again, being removed, would carry its pool, and
+		// a release from it would free an address of that network.
+		return Pool{}, netip.Addr{}, &remadeError{name: name, gen: pid.gen, now: now}
+	}
 	if v6 && !spec.IPv6Subnet.IsValid() {
 		return Pool{}, netip.Addr{}, fmt.Errorf("pool id %s: network %s has no IPv6 subnet", quoted(id), quoted(name))
 	}
 	if spec.Deleting {
-		return Pool{}, netip.Addr{}, removing(spec, v6, l.SpecIndex(spec.Name))
+		return Pool{}, netip.Addr{}, removing(spec, v6, l)
 	}
 	if refused != nil {
 		return Pool{}, netip.Addr{}, refusedSpec(name, refused)
 	}
-	p, gw := s.pool(spec, v6)
-	p.specIndex, p.listed = l.SpecIndex(spec.Name), l.Settled()
+	p, gw := s.listedPool(l, spec, v6)
 	return p, gw, nil
+}
+
+// listedPool is spec's pool as listing l read it.
+func (s SpecPools) listedPool(l *netspec.Listing, spec netspec.Spec, v6 bool) (Pool, netip.Addr) {
+	p, gw := s.pool(spec, v6)
+	p.specIndex, p.specCreate, p.listed = l.SpecIndex(spec.Name), l.SpecCreateIndex(spec.Name), l.Settled()
+	return p, gw
 }
 
 // read reads every spec; its Refused judges them as the agents do
@@ -140,6 +178,23 @@ func (s SpecPools) read(ctx context.Context) (*netspec.Listing, error) {
 		return nil, &unreadError{err: err}
 	}
 	return l, nil
+}
+
+// remadeError refuses a pool ID naming another generation of its network
+// than the spec under the name now has: the network Docker asked for
+// the pool of was removed and made again since (or its spec rewritten
+// by a delete and a write). Nothing is handed out of it or released
+// into the network made again, whose addresses this node may have handed
+// out again since: Docker's network of it must be made again.
+type remadeError struct {
+	name     string
+	gen, now uint64
+}
+
+func (e *remadeError) Error() string {
+	return fmt.Sprintf("network %s was made again since Docker asked for this pool (the pool's generation %d, the network's now %d): "+
+		"nothing of the network made again is handed out or released under it; remove and create the Docker network again",
+		quoted(e.name), e.gen, e.now)
 }
 
 // goneError refuses a pool whose network has no cluster-IPAM spec.
@@ -172,11 +227,11 @@ func (e *RemovingError) Error() string {
 	return fmt.Sprintf("network %q is being removed (`underlay network rm` under way): nothing more is handed out of it", e.Pool.Network)
 }
 
-// removing refuses spec's pool, the spec read at modify index index
-// (0: not known), marked by `network rm`.
-func removing(spec netspec.Spec, v6 bool, index uint64) error {
+// removing refuses spec's pool, the spec as listing l read it, marked
+// by `network rm`.
+func removing(spec netspec.Spec, v6 bool, l *netspec.Listing) error {
 	p, gw := SpecPools{}.pool(spec, v6)
-	p.specIndex, p.marked = index, true
+	p.specIndex, p.specCreate, p.marked = l.SpecIndex(spec.Name), l.SpecCreateIndex(spec.Name), true
 	return &RemovingError{Pool: p, Gateway: gw}
 }
 

@@ -203,8 +203,8 @@ type Listing struct {
 	// stored.
 	reports map[string]map[string]uint64
 	// indexes are the modify indexes of the specs listed, by network
-	// name.
-	indexes map[string]uint64
+	// name; creates their create indexes.
+	indexes, creates map[string]uint64
 	// seq numbers the listing among the store's as it began; settled is
 	// how many had begun once its read was answered (see Settled).
 	seq, settled uint64
@@ -241,6 +241,13 @@ func (l *Listing) ReportSum(name, id string) (sum uint64, ok bool) {
 // another index is another network under the name, or one being removed:
 // writes bound to a network as read check this index (see ipam).
 func (l *Listing) SpecIndex(name string) uint64 { return l.indexes[name] }
+
+// SpecCreateIndex is the create index of network name's spec as the
+// listing read it (0: not listed, or not known): the network's
+// generation. It is kept by every write of the spec key (the mark of
+// `network rm`, a rewrite by hand) and new once the key is deleted and
+// written again: a network made again under the name has another.
+func (l *Listing) SpecCreateIndex(name string) uint64 { return l.creates[name] }
 
 // Settled is how many listings of its store had begun once this one's
 // read of KV was answered: one whose number is higher (see BegunAfter)
@@ -342,9 +349,9 @@ func (st *Store) ReadListing(ctx context.Context) (*Listing, error) {
 		}
 		l.Specs = append(l.Specs, s)
 		if l.indexes == nil {
-			l.indexes = map[string]uint64{}
+			l.indexes, l.creates = map[string]uint64{}, map[string]uint64{}
 		}
-		l.indexes[name] = p.Index
+		l.indexes[name], l.creates[name] = p.Index, p.CreateIndex
 	}
 	sort.Slice(l.Specs, func(i, j int) bool { return l.Specs[i].Name < l.Specs[j].Name })
 	slices.Sort(l.Unlisted)

@@ -802,3 +802,51 @@ func TestFactsKeyProblem(t *testing.T) {
 		}
 	}
 }
+
+// TestListingSpecCreateIndex: a listing gives each spec's create index,
+// the network's generation: kept by the mark of `network rm`, new once
+// the network is removed and made again under the name, 0 for a name
+// not listed.
+func TestListingSpecCreateIndex(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	lan := spec("lan")
+	if err := st.Create(ctx, lan); err != nil {
+		t.Fatal(err)
+	}
+	created := func() uint64 {
+		t.Helper()
+		l, err := st.ReadListing(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pair, ok, err := kv.Get(ctx, netspec.SpecKey(lan.Name))
+		if err != nil || !ok {
+			t.Fatalf("spec key: %v %v", ok, err)
+		}
+		if got := l.SpecCreateIndex(lan.Name); got != pair.CreateIndex || got == 0 {
+			t.Fatalf("SpecCreateIndex %d, want the key's CreateIndex %d", got, pair.CreateIndex)
+		}
+		if got := l.SpecCreateIndex("other"); got != 0 {
+			t.Errorf("SpecCreateIndex of a network not listed: %d, want 0", got)
+		}
+		return pair.CreateIndex
+	}
+	first := created()
+	if err := st.MarkDeleting(ctx, lan.Name); err != nil {
+		t.Fatal(err)
+	}
+	if marked := created(); marked != first {
+		t.Errorf("create index %d once marked, want %d: the same network", marked, first)
+	}
+	if err := st.Delete(ctx, lan.Name); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Create(ctx, lan); err != nil {
+		t.Fatal(err)
+	}
+	if again := created(); again == first {
+		t.Errorf("create index %d once made again, want another than %d", again, first)
+	}
+}
