@@ -1552,6 +1552,26 @@ func TestDesiredBadPorts(t *testing.T) {
 				{Value: "70000", Problem: "host port of 9000/tcp is not a port number between 1 and 65535"},
 			},
 		},
+		{
+			name: "exposed at the bounds",
+			c:    macvlanContainer(exposed(Port{1, "tcp"}, Port{65535, "tcp"}, Port{65536, "tcp"})),
+			want: []naming{{"node1:web:1", "nginx-1", nil}, {"node1:web:65535", "nginx-65535", nil}},
+			wantWarnings: []wantWarning{
+				{Value: "65536/tcp", Problem: "not a port number between 1 and 65535; not registered"},
+			},
+		},
+		{
+			name: "published on host ports at the bounds",
+			c: bridgeContainer(func(c *Container) {
+				c.Published = append(c.Published,
+					Binding{Port: Port{9000, "tcp"}, HostIP: "0.0.0.0", HostPort: 65536},
+					Binding{Port: Port{9000, "tcp"}, HostIP: "0.0.0.0", HostPort: 65535})
+			}),
+			want: []naming{{"node1:shop:80", "shop-80", nil}, {"node1:shop:443", "shop-443", nil}, {"node1:shop:9000", "shop-9000", nil}},
+			wantWarnings: []wantWarning{
+				{Value: "65536", Problem: "host port of 9000/tcp is not a port number between 1 and 65535"},
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
