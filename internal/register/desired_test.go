@@ -508,6 +508,24 @@ func TestDesiredNetworkChoice(t *testing.T) {
 			},
 		},
 		{
+			name: "SERVICE_NETWORK picks a network where the container has only an IPv6 address",
+			c: multi(labels("SERVICE_NETWORK", "overlay"), func(c *Container) {
+				for i := range c.Networks {
+					if c.Networks[i].Network == "overlay" {
+						c.Networks[i].IPv4, c.Networks[i].IPv6 = "", "fd00:9::5"
+					}
+				}
+			}),
+			policy: testPolicy(),
+			want:   []placement{{"node1:web:80", "fd00:9::5", 80, "overlay"}},
+		},
+		{
+			name:   "an empty SERVICE_NETWORK names no network",
+			c:      multi(labels("SERVICE_NETWORK", "")),
+			policy: testPolicy(),
+			want:   []placement{{"node1:web:80", "10.1.0.5", 80, "lan-a"}},
+		},
+		{
 			name:   "no underlay network uses published port",
 			c:      multi(onlyNetworks("bridge", "overlay")),
 			policy: testPolicy(),
