@@ -462,6 +462,14 @@ func (pl *Plugin) releaseAddress(ctx context.Context, r releaseRequest) (any, er
 		if !ok {
 			return nil, err
 		}
+		if later := pl.laterServed(r.PoolID, last.pool); later != 0 {
+			// Its write, the spec gone, is bound to nothing: it would
+			// free the address in the blocks a later generation, made
+			// again under the name then deleted by hand, left here.
+			err = fmt.Errorf("pool %s: %w", quoted(r.PoolID), &remadeError{name: last.pool.Network, gen: last.pool.specCreate, now: later})
+			pl.log().Warn("release of an address of a network made again since Docker asked for its pool: refused, nothing released", "pool", cut(r.PoolID), "addr", r.Address, "err", err)
+			return nil, fmt.Errorf("release of %s: %w: nothing released", addr, err)
+		}
 		msg := "releasing an address of a pool no longer served, from the pool as it was served"
 		if unread := (*unreadError)(nil); errors.As(err, &unread) {
 			msg = "cannot read the network specs from Consul: releasing the address from its pool as this plugin last served it"
@@ -605,6 +613,25 @@ func (pl *Plugin) fresh(ctx context.Context, id string) (Pool, netip.Addr, error
 		pl.mu.Unlock()
 	}
 	return p, gw, err
+}
+
+// laterServed returns the latest generation of p's network this plugin
+// serves p's family of, if later than p's (see Pool.PluginID), for a
+// pool ID naming a generation, id; 0 otherwise. An ID naming none (an
+// older agent's) is served as it always was.
+func (pl *Plugin) laterServed(id string, p Pool) uint64 {
+	if pid, err := parseID(id); err != nil || pid.gen == 0 {
+		return 0
+	}
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	var later uint64
+	for _, e := range pl.pools {
+		if e.pool.ID() == p.ID() && e.pool.specCreate > max(p.specCreate, later) {
+			later = e.pool.specCreate
+		}
+	}
+	return later
 }
 
 // served returns pool id as it was last served.

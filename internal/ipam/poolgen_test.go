@@ -288,3 +288,57 @@ func TestPoolIDOfAnOlderAgent(t *testing.T) {
 		}
 	}
 }
+
+// TestLateReleaseOfAnOlderGenerationOnceGone: a release whose network
+// has no spec now falls back on the pool as this plugin served it under
+// that ID, whose write, its spec gone, is bound to nothing. The network
+// made again (served here under its new generation, A handed out there
+// again) and its spec then deleted by hand, the blocks left: the old
+// generation's late release fell back on the old pool and freed A in the
+// blocks the new generation's container holds it in. It is refused now:
+// this plugin served a later generation of the pool since.
+func TestLateReleaseOfAnOlderGenerationOnceGone(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	pl, call := pluginFor(t, kv, "n1")
+	must := func(method string, req map[string]any) map[string]any {
+		t.Helper()
+		code, out := call(method, req)
+		if code != 200 {
+			t.Fatalf("%s %v: %d %v", method, req, code, out)
+		}
+		return out
+	}
+	old := must("IpamDriver.RequestPool", map[string]any{"Pool": lanSpec.Subnet.String()})["PoolID"].(string)
+	a := must("IpamDriver.RequestAddress", map[string]any{"PoolID": old})["Address"].(string)
+	st := pl.Pools.(SpecPools).Store
+	if err := st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Create(ctx, lanSpec); err != nil {
+		t.Fatal(err)
+	}
+	cur := must("IpamDriver.RequestPool", map[string]any{"Pool": lanSpec.Subnet.String()})["PoolID"].(string)
+	must("IpamDriver.RequestAddress", map[string]any{"PoolID": cur, "Address": netip.MustParsePrefix(a).Addr().String()})
+	// The new network's spec deleted by hand, its blocks left; the
+	// agent's reconciler reads the specs.
+	if err := kv.Delete(ctx, netspec.SpecKey(lanSpec.Name)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := st.ReadListing(ctx); err != nil {
+		t.Fatal(err)
+	}
+	code, out := call("IpamDriver.ReleaseAddress", map[string]any{"PoolID": old, "Address": a})
+	if msg := fmt.Sprint(out["Err"]); code != 500 || !strings.Contains(msg, quoted(old)) {
+		t.Errorf("late release of %s with the first network's pool ID %s, its name's spec gone since the network was made again: %d %v, want refused, naming the pool ID", a, old, code, out)
+	}
+	all, err := Allocations(ctx, kv, PoolOf4(lanSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if addr := netip.MustParsePrefix(a).Addr(); all[addr].Node != "n1" {
+		t.Errorf("%s, held in the network made again, after the first network's late release: %+v, want still n1's", addr, all[addr])
+	}
+	// The new generation's own late release still frees it.
+	must("IpamDriver.ReleaseAddress", map[string]any{"PoolID": cur, "Address": a})
+}

@@ -181,9 +181,10 @@ func (s SpecPools) read(ctx context.Context) (*netspec.Listing, error) {
 }
 
 // remadeError refuses a pool ID naming another generation of its network
-// than the spec under the name now has: the network Docker asked for
-// the pool of was removed and made again since (or its spec rewritten
-// by a delete and a write). Nothing is handed out of it or released
+// than the spec under the name now has, or, its spec gone, an older one
+// than the plugin served since: the network Docker asked for the pool of
+// was removed and made again since (or its spec rewritten by a delete
+// and a write). Nothing is handed out of it or released
 // into the network made again, whose addresses this node may have handed
 // out again since: Docker's network of it must be made again.
 type remadeError struct {
@@ -192,7 +193,7 @@ type remadeError struct {
 }
 
 func (e *remadeError) Error() string {
-	return fmt.Sprintf("network %s was made again since Docker asked for this pool (the pool's generation %d, the network's now %d): "+
+	return fmt.Sprintf("network %s was made again since Docker asked for this pool (the pool's generation %d; generation %d since): "+
 		"nothing of the network made again is handed out or released under it; remove and create the Docker network again",
 		quoted(e.name), e.gen, e.now)
 }
