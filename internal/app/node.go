@@ -101,7 +101,9 @@ func newNodeRemoveCommand(f *networkFlags, streams IOStreams) *cobra.Command {
 		Long: `Remove what a node removed from the swarm for good left in Consul: its facts, the
 per-node ranges it leased and its state reports on every network, its cluster-IPAM
 addresses, its inventory, doctor report and task metrics. NODE is its swarm node ID,
-or its name when only one node has it. Refused while the swarm still lists the node
+or its name when only one node has it; or, for node facts under a key no agent writes
+(node ls warns of them), the key's last part: they go with what is recorded under it,
+and nothing under the node name they give. Refused while the swarm still lists the node
 (run docker node rm first) or while its agent refreshes its facts; facts refreshed
 within the last 30 s are watched for 30 s first, older ones for 15 s (their stamp is
 their node's clock, which may be behind this one's).`,

@@ -94,6 +94,11 @@ type Removed struct {
 // removed. An empty (or all-space) arg is refused: it would match facts
 // with no identity (older agents') or no name, and what is recorded under
 // no identity is not one node's (addresses allocated to no node).
+//
+// Facts under a key no agent writes (netspec.NodeFacts.KeyProblem) are
+// no node's: they are found by their key's last part only (then as the
+// identity of that key, even naming no ID), never by the name they give,
+// which is another node's or none's.
 func Resolve(facts []netspec.NodeFacts, arg string) (f netspec.NodeFacts, found bool, err error) {
 	if strings.TrimSpace(arg) == "" {
 		return netspec.NodeFacts{}, false, fmt.Errorf("%q names no node: give its swarm node ID or name, not an empty string", arg)
@@ -102,6 +107,13 @@ func Resolve(facts []netspec.NodeFacts, arg string) (f netspec.NodeFacts, found 
 	for _, n := range facts {
 		if n.ID == arg {
 			return n, true, nil
+		}
+		if n.KeyProblem() != nil {
+			if n.ID == "" && strings.TrimPrefix(n.FactsKey(), netspec.NodesKVPrefix) == arg {
+				n.ID = arg
+				return n, true, nil
+			}
+			continue
 		}
 		if n.Node == arg && n.ID != "" {
 			byName = append(byName, n)
@@ -141,15 +153,28 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 	if err != nil {
 		return Removed{}, err
 	}
-	f, _, err := Resolve(all, arg)
+	f, found, err := Resolve(all, arg)
 	if err != nil {
 		return Removed{}, fmt.Errorf("%w: %v", ErrRefused, err)
 	}
+	// Facts under a key no agent writes are no node's, and so are the
+	// keys of the name they give: only what is recorded under their key's
+	// identity goes, with them. Other nodes are judged by agents' facts.
+	var warnings []string
+	agents, _ := netspec.AgentsFacts(all)
+	noNode := ""
+	if r, ok := doctor.NoNodeFactsResult(f); ok && found {
+		warnings = append(warnings, r.Message+"; node rm removes them with what is recorded under "+termtext.Cell(f.ID)+", and nothing under the node name they give")
+		f.Node, noNode = "", f.FactsKey()
+	}
 	// Facts are listed as their key's identity's: name those whose
 	// document says otherwise, so that an operator who took the node for
-	// the one its document names learns why.
-	var warnings []string
+	// the one its document names learns why (facts no agent writes: said
+	// above).
 	for _, m := range misfiled {
+		if m.Key == noNode {
+			continue
+		}
 		if strings.TrimPrefix(m.Key, netspec.NodesKVPrefix) == f.ID || m.Names == f.ID {
 			warnings = append(warnings, m.String())
 		}
@@ -162,7 +187,7 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 		return Removed{Warnings: warnings}, fmt.Errorf("%w: %s is still a swarm node (%s): drain it, stop it and run `docker node rm %s` first; underlay removes only what nodes the swarm no longer lists left behind",
 			ErrRefused, describe(f), state, f.ID)
 	}
-	if err := checkSameSwarm(all, f.ID, nodes, now(), o.Stale); err != nil {
+	if err := checkSameSwarm(agents, f.ID, nodes, now(), o.Stale); err != nil {
 		return Removed{Warnings: warnings}, err
 	}
 	// Facts under the identity's key are watched even when not listed:
@@ -252,7 +277,7 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 				out.Warnings = append(out.Warnings, fmt.Sprintf("the facts of %s name node %q, not a node's name: %s, under the reports by swarm node ID, is not deleted with it", describe(f), f.Node, k.key))
 				continue
 			}
-			others, err := otherWriters(ctx, kv, all, f, k.byID)
+			others, err := otherWriters(ctx, kv, agents, f, k.byID)
 			if err != nil {
 				return out, err
 			}

@@ -33,8 +33,8 @@ var (
 		Parent: "eth1", IPAM: netspec.Cluster}
 )
 
-// cluster is two nodes' records on two networks: "live" (in the swarm,
-// its agent heartbeating) and "gone" (named "old", removed from the swarm,
+// cluster is two nodes' records on two networks: "live000000000000000000000" (in the swarm,
+// its agent heartbeating) and "gone000000000000000000000" (named "old", removed from the swarm,
 // its facts an hour old).
 type cluster struct {
 	kv    *kvtest.KV
@@ -56,7 +56,7 @@ func newCluster(t *testing.T) *cluster {
 	for _, n := range []struct {
 		id, name string
 		age      time.Duration
-	}{{"gone", "old", time.Hour}, {"live", "new", 0}} {
+	}{{"gone000000000000000000000", "old", time.Hour}, {"live000000000000000000000", "new", 0}} {
 		c.facts(t, n.id, n.name, time.Now().Add(-n.age))
 		if _, _, err := c.st.Lease(ctx, lan, n.id); err != nil {
 			t.Fatal(err)
@@ -110,56 +110,56 @@ func TestRemove(t *testing.T) {
 	ctx := context.Background()
 	c := newCluster(t)
 	p, _ := ipam.PoolOf(pool, false)
-	borrowed := c.addrs["live"][1].Next()
-	if _, err := ipam.NewAllocator(c.kv, "gone", nil).Allocate(ctx, p, borrowed, ipam.KindTask); err != nil {
+	borrowed := c.addrs["live000000000000000000000"][1].Next()
+	if _, err := ipam.NewAllocator(c.kv, "gone000000000000000000000", nil).Allocate(ctx, p, borrowed, ipam.KindTask); err != nil {
 		t.Fatal(err)
 	}
-	if p.Block(borrowed) != p.Block(c.addrs["live"][0]) || p.Block(borrowed) == p.Block(c.addrs["gone"][0]) {
+	if p.Block(borrowed) != p.Block(c.addrs["live000000000000000000000"][0]) || p.Block(borrowed) == p.Block(c.addrs["gone000000000000000000000"][0]) {
 		t.Fatalf("set-up: %s is not in live's block apart from gone's", borrowed)
 	}
-	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "old", Options{Stale: time.Minute})
+	got, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "old", Options{Stale: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	wantAddrs := slices.SortedFunc(slices.Values(append(slices.Clone(c.addrs["gone"]), borrowed)), netip.Addr.Compare)
-	if got.ID != "gone" || got.Node != "old" || len(got.Ranges[lan.Name]) != 1 || fmt.Sprint(got.Reports) != "[lan pool]" ||
+	wantAddrs := slices.SortedFunc(slices.Values(append(slices.Clone(c.addrs["gone000000000000000000000"]), borrowed)), netip.Addr.Compare)
+	if got.ID != "gone000000000000000000000" || got.Node != "old" || len(got.Ranges[lan.Name]) != 1 || fmt.Sprint(got.Reports) != "[lan pool]" ||
 		!slices.Equal(slices.SortedFunc(slices.Values(got.Addresses[p.ID()]), netip.Addr.Compare), wantAddrs) {
 		t.Errorf("removed %+v; want gone's range of lan, its reports on lan and pool, and its addresses %v", got, wantAddrs)
 	}
 	leases, _ := c.st.Leases(ctx, lan.Name)
-	if len(leases) != 1 || slices.Collect(maps.Values(leases))[0] != "live" {
+	if len(leases) != 1 || slices.Collect(maps.Values(leases))[0] != "live000000000000000000000" {
 		t.Errorf("leases of lan after: %v, want live's only", leases)
 	}
 	for _, s := range []string{lan.Name, pool.Name} {
-		if states, _ := c.st.NodeStates(ctx, s); len(states) != 1 || states[0].ID != "live" {
+		if states, _ := c.st.NodeStates(ctx, s); len(states) != 1 || states[0].ID != "live000000000000000000000" {
 			t.Errorf("reports on %s after: %+v, want live's only", s, states)
 		}
 	}
 	allocs, _ := ipam.Allocations(ctx, c.kv, p)
 	for a, al := range allocs {
-		if al.Node != "live" {
+		if al.Node != "live000000000000000000000" {
 			t.Errorf("%s still recorded for %s", a, al.Node)
 		}
 	}
-	if len(allocs) != len(c.addrs["live"]) {
-		t.Errorf("%d allocations after, want live's %d", len(allocs), len(c.addrs["live"]))
+	if len(allocs) != len(c.addrs["live000000000000000000000"]) {
+		t.Errorf("%d allocations after, want live's %d", len(allocs), len(c.addrs["live000000000000000000000"]))
 	}
 	// Every key deleted or rewritten is said, for node rm to print.
 	blockKey := func(a netip.Addr) string {
 		b := p.Block(a)
 		return ipam.KVPrefix + pool.Name + "/v4/blocks/" + b.Addr().String() + "_" + fmt.Sprint(b.Bits())
 	}
-	if want := []string{blockKey(c.addrs["gone"][0]), ipam.KVPrefix + pool.Name + "/v4/kept/gone", inventory.KVPrefix + "gone",
-		doctor.IDPrefix + "gone", taskmetrics.IDPrefix + "gone", doctor.KVPrefix + "old", taskmetrics.KVPrefix + "old", netspec.NodesKVPrefix + "gone"}; !slices.Equal(got.Keys, want) {
+	if want := []string{blockKey(c.addrs["gone000000000000000000000"][0]), ipam.KVPrefix + pool.Name + "/v4/kept/gone000000000000000000000", inventory.KVPrefix + "gone000000000000000000000",
+		doctor.IDPrefix + "gone000000000000000000000", taskmetrics.IDPrefix + "gone000000000000000000000", doctor.KVPrefix + "old", taskmetrics.KVPrefix + "old", netspec.NodesKVPrefix + "gone000000000000000000000"}; !slices.Equal(got.Keys, want) {
 		t.Errorf("deleted keys %q, want %q", got.Keys, want)
 	}
 	if want := []string{blockKey(borrowed)}; !slices.Equal(got.Changed, want) {
 		t.Errorf("changed keys %q, want %q: live's block, rewritten without gone's %s", got.Changed, want, borrowed)
 	}
-	for _, n := range []struct{ id, name string }{{"gone", "old"}, {"live", "new"}} {
+	for _, n := range []struct{ id, name string }{{"gone000000000000000000000", "old"}, {"live000000000000000000000", "new"}} {
 		for _, k := range []string{netspec.NodesKVPrefix + n.id, inventory.KVPrefix + n.id, doctor.KVPrefix + n.name, taskmetrics.KVPrefix + n.name,
 			doctor.IDPrefix + n.id, taskmetrics.IDPrefix + n.id, ipam.KVPrefix + pool.Name + "/v4/kept/" + n.id} {
-			if c.has(k) != (n.id == "live") {
+			if c.has(k) != (n.id == "live000000000000000000000") {
 				t.Errorf("%s present: %v, want it only for the live node", k, c.has(k))
 			}
 		}
@@ -167,12 +167,12 @@ func TestRemove(t *testing.T) {
 	// Facts that cannot be read are not listed, but go with the rest.
 	c.kv.Put(ctx, netspec.NodesKVPrefix+"garbled", []byte("{"))
 	c.kv.Put(ctx, inventory.KVPrefix+"garbled", []byte("[]"))
-	if got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "garbled", Options{Stale: time.Minute}); err != nil ||
+	if got, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "garbled", Options{Stale: time.Minute}); err != nil ||
 		fmt.Sprint(got.Keys) != fmt.Sprintf("[%sgarbled %sgarbled]", inventory.KVPrefix, netspec.NodesKVPrefix) {
 		t.Errorf("removal of an identity with unreadable facts: %+v, %v; want its inventory and facts deleted", got, err)
 	}
 	// Nothing left of it: a second run finds nothing to remove.
-	again, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "gone", Options{Stale: time.Minute})
+	again, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "gone000000000000000000000", Options{Stale: time.Minute})
 	if err != nil || len(again.Ranges)+len(again.Reports)+len(again.Addresses)+len(again.Keys)+len(again.Changed) != 0 {
 		t.Errorf("second removal: %+v, %v; want nothing removed", again, err)
 	}
@@ -184,14 +184,14 @@ func TestRemove(t *testing.T) {
 func TestRemoveRefuses(t *testing.T) {
 	ctx := context.Background()
 	c := newCluster(t)
-	c.facts(t, "twin", "new", time.Now().Add(-time.Hour))
+	c.facts(t, "twin000000000000000000000", "new", time.Now().Add(-time.Hour))
 	for _, tc := range []struct {
 		arg   string
 		swarm swarmNodes
 		want  string
 	}{
-		{"gone", swarmNodes{"gone": "down"}, "node old (swarm node gone) is still a swarm node (down): drain it, stop it and run `docker node rm gone` first"},
-		{"new", swarmNodes{}, "2 nodes are named new (swarm node IDs live, twin): name one by its ID"},
+		{"gone000000000000000000000", swarmNodes{"gone000000000000000000000": "down"}, "node old (swarm node gone000000000000000000000) is still a swarm node (down): drain it, stop it and run `docker node rm gone000000000000000000000` first"},
+		{"new", swarmNodes{}, "2 nodes are named new (swarm node IDs live000000000000000000000, twin000000000000000000000): name one by its ID"},
 		{"a/b", swarmNodes{}, `"a/b" is neither a node's name nor a swarm node ID`},
 	} {
 		_, err := Remove(ctx, c.kv, tc.swarm, tc.arg, Options{Stale: time.Minute})
@@ -199,17 +199,17 @@ func TestRemoveRefuses(t *testing.T) {
 			t.Errorf("remove %s: %v; want refused with %q", tc.arg, err, tc.want)
 		}
 	}
-	if !c.has(netspec.NodesKVPrefix+"gone") || !c.has(inventory.KVPrefix+"gone") {
+	if !c.has(netspec.NodesKVPrefix+"gone000000000000000000000") || !c.has(inventory.KVPrefix+"gone000000000000000000000") {
 		t.Error("a refused removal removed something")
 	}
 
 	// The live node, out of the swarm but its agent still heartbeating.
-	stop := refreshing(c.kv, netspec.NodesKVPrefix+"live", func() {
-		c.st.PublishNode(ctx, netspec.NodeFacts{ID: "live", Node: "new", Holder: netspec.Holder{Instance: "agent-live"}})
+	stop := refreshing(c.kv, netspec.NodesKVPrefix+"live000000000000000000000", func() {
+		c.st.PublishNode(ctx, netspec.NodeFacts{ID: "live000000000000000000000", Node: "new", Holder: netspec.Holder{Instance: "agent-live000000000000000000000"}})
 	})
-	_, err := Remove(ctx, c.kv, swarmNodes{}, "live", Options{Stale: 5 * time.Second, Poll: 10 * time.Millisecond})
+	_, err := Remove(ctx, c.kv, swarmNodes{}, "live000000000000000000000", Options{Stale: 5 * time.Second, Poll: 10 * time.Millisecond})
 	stop()
-	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "the agent of node new (swarm node live) is running") {
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "the agent of node new (swarm node live000000000000000000000) is running") {
 		t.Errorf("remove a node whose agent heartbeats: %v; want refused as running", err)
 	}
 	if leases, _ := c.st.Leases(ctx, lan.Name); len(leases) != 2 {
@@ -261,17 +261,17 @@ func TestRemoveWatchesRecentFacts(t *testing.T) {
 	ctx := context.Background()
 	for _, at := range []time.Duration{0, 365 * 24 * time.Hour} {
 		c := newCluster(t)
-		c.facts(t, "gone", "old", time.Now().Add(at))
+		c.facts(t, "gone000000000000000000000", "old", time.Now().Add(at))
 		start := time.Now()
-		got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "gone", Options{Stale: 300 * time.Millisecond, Poll: 10 * time.Millisecond})
+		got, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "gone000000000000000000000", Options{Stale: 300 * time.Millisecond, Poll: 10 * time.Millisecond})
 		if err != nil {
 			t.Fatalf("facts stamped %v from now: %v", at, err)
 		}
 		if waited := time.Since(start); waited < 300*time.Millisecond {
 			t.Errorf("facts stamped %v from now: removed after %v, before they were watched for 300ms", at, waited)
 		}
-		if c.has(netspec.NodesKVPrefix+"gone") || len(got.Ranges[lan.Name]) != 1 {
-			t.Errorf("facts stamped %v from now: removed %+v, facts left: %v", at, got, c.has(netspec.NodesKVPrefix+"gone"))
+		if c.has(netspec.NodesKVPrefix+"gone000000000000000000000") || len(got.Ranges[lan.Name]) != 1 {
+			t.Errorf("facts stamped %v from now: removed %+v, facts left: %v", at, got, c.has(netspec.NodesKVPrefix+"gone000000000000000000000"))
 		}
 	}
 }
@@ -284,23 +284,23 @@ func TestRemoveFromUnreadableSpecs(t *testing.T) {
 	ctx := context.Background()
 	c := newCluster(t)
 	c.kv.Put(ctx, netspec.KVPrefix+"junk/spec", []byte(`{"name":`))
-	for i, id := range []string{"gone", "live"} {
+	for i, id := range []string{"gone000000000000000000000", "live000000000000000000000"} {
 		c.kv.Put(ctx, netspec.KVPrefix+"junk/ranges/10.30.0."+fmt.Sprint(64*i)+"_26", []byte(id))
 		if err := c.st.Report(ctx, "junk", netspec.NodeState{ID: id, Node: id, State: netspec.StateInvalid}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "old", Options{Stale: time.Minute})
+	got, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "old", Options{Stale: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !slices.Contains(got.Reports, "junk") || fmt.Sprint(got.Ranges["junk"]) != "[10.30.0.0/26]" {
 		t.Errorf("removed %+v; want gone's report on junk and its range 10.30.0.0/26 of junk", got)
 	}
-	if states, _ := c.st.NodeStates(ctx, "junk"); len(states) != 1 || states[0].ID != "live" {
+	if states, _ := c.st.NodeStates(ctx, "junk"); len(states) != 1 || states[0].ID != "live000000000000000000000" {
 		t.Errorf("reports on junk after: %+v, want live's only", states)
 	}
-	if leases, _ := c.st.Leases(ctx, "junk"); fmt.Sprint(leases) != "map[10.30.0.64/26:live]" {
+	if leases, _ := c.st.Leases(ctx, "junk"); fmt.Sprint(leases) != "map[10.30.0.64/26:live000000000000000000000]" {
 		t.Errorf("leases of junk after: %v, want live's only", leases)
 	}
 }
@@ -326,40 +326,40 @@ func (c *cluster) misfile(t *testing.T, key, id, name string) {
 func TestRemoveTakesFactsByTheirKey(t *testing.T) {
 	ctx := context.Background()
 	c := newCluster(t)
-	c.misfile(t, "stray", "other", "odd")
-	if _, _, err := c.st.Lease(ctx, lan, "stray"); err != nil {
+	c.misfile(t, "stray00000000000000000000", "other00000000000000000000", "odd")
+	if _, _, err := c.st.Lease(ctx, lan, "stray00000000000000000000"); err != nil {
 		t.Fatal(err)
 	}
-	c.kv.Put(ctx, inventory.KVPrefix+"stray", []byte(`[]`))
+	c.kv.Put(ctx, inventory.KVPrefix+"stray00000000000000000000", []byte(`[]`))
 
-	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "odd", Options{Stale: time.Minute})
+	got, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "odd", Options{Stale: time.Minute})
 	if err != nil {
 		t.Fatalf("remove odd: %v", err)
 	}
-	if got.ID != "stray" || len(got.Ranges[lan.Name]) != 1 ||
-		!slices.Equal(got.Keys, []string{inventory.KVPrefix + "stray", netspec.NodesKVPrefix + "stray"}) {
+	if got.ID != "stray00000000000000000000" || len(got.Ranges[lan.Name]) != 1 ||
+		!slices.Equal(got.Keys, []string{inventory.KVPrefix + "stray00000000000000000000", netspec.NodesKVPrefix + "stray00000000000000000000"}) {
 		t.Errorf("removed %+v; want stray's range of lan, its inventory and its facts", got)
 	}
-	for _, k := range []string{netspec.NodesKVPrefix + "stray", inventory.KVPrefix + "stray"} {
+	for _, k := range []string{netspec.NodesKVPrefix + "stray00000000000000000000", inventory.KVPrefix + "stray00000000000000000000"} {
 		if c.has(k) {
 			t.Errorf("%s left behind", k)
 		}
 	}
-	if leases, _ := c.st.Leases(ctx, lan.Name); len(leases) != 2 || slices.Contains(slices.Collect(maps.Values(leases)), "stray") {
+	if leases, _ := c.st.Leases(ctx, lan.Name); len(leases) != 2 || slices.Contains(slices.Collect(maps.Values(leases)), "stray00000000000000000000") {
 		t.Errorf("leases of lan after: %v, want gone's and live's", leases)
 	}
-	want := netspec.NodesKVPrefix + "stray holds facts naming swarm node other: taken as the facts of swarm node stray"
+	want := netspec.NodesKVPrefix + "stray00000000000000000000 holds facts naming swarm node other00000000000000000000: taken as the facts of swarm node stray00000000000000000000"
 	if len(got.Warnings) != 1 || !strings.Contains(got.Warnings[0], want) {
 		t.Errorf("warnings %q, want one with %q", got.Warnings, want)
 	}
 
 	// Facts of a swarm node naming one the swarm forgot.
-	c.misfile(t, "member", "forgotten", "twin")
-	_, err = Remove(ctx, c.kv, swarmNodes{"live": "ready", "member": "down"}, "twin", Options{Stale: time.Minute})
-	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "node twin (swarm node member) is still a swarm node (down)") {
+	c.misfile(t, "member0000000000000000000", "forgotten0000000000000000", "twin000000000000000000000")
+	_, err = Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready", "member0000000000000000000": "down"}, "twin000000000000000000000", Options{Stale: time.Minute})
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "node twin000000000000000000000 (swarm node member0000000000000000000) is still a swarm node (down)") {
 		t.Errorf("remove twin, a swarm node by its key: %v; want refused as still a swarm node", err)
 	}
-	if !c.has(netspec.NodesKVPrefix + "member") {
+	if !c.has(netspec.NodesKVPrefix + "member0000000000000000000") {
 		t.Error("the refused removal of twin deleted its facts")
 	}
 }
@@ -371,13 +371,13 @@ func TestRemoveTakesFactsByTheirKey(t *testing.T) {
 func TestRemoveReportsByTheirKey(t *testing.T) {
 	ctx := context.Background()
 	c := newCluster(t)
-	typo := netspec.KVPrefix + pool.Name + "/nodes/gone"
+	typo := netspec.KVPrefix + pool.Name + "/nodes/gone000000000000000000000"
 	decoy := netspec.KVPrefix + lan.Name + "/nodes/decoy"
 	c.kv.Put(ctx, typo, []byte(`{"id":"typo","node":"old","state":"ready"}`))
-	c.kv.Delete(ctx, netspec.KVPrefix+lan.Name+"/nodes/gone")
-	c.kv.Put(ctx, decoy, []byte(`{"id":"gone","node":"old","state":"ready"}`))
+	c.kv.Delete(ctx, netspec.KVPrefix+lan.Name+"/nodes/gone000000000000000000000")
+	c.kv.Put(ctx, decoy, []byte(`{"id":"gone000000000000000000000","node":"old","state":"ready"}`))
 
-	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "old", Options{Stale: time.Minute})
+	got, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "old", Options{Stale: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -388,8 +388,8 @@ func TestRemoveReportsByTheirKey(t *testing.T) {
 		t.Errorf("after: %s present %v (want gone), %s present %v (want kept)", typo, c.has(typo), decoy, c.has(decoy))
 	}
 	for _, want := range []string{
-		typo + ", the report of swarm node gone on network pool, names swarm node typo",
-		decoy + " names swarm node gone, but is stored as the report of decoy on network lan: left",
+		typo + ", the report of swarm node gone000000000000000000000 on network pool, names swarm node typo",
+		decoy + " names swarm node gone000000000000000000000, but is stored as the report of decoy on network lan: left",
 	} {
 		if !slices.ContainsFunc(got.Warnings, func(w string) bool { return strings.Contains(w, want) }) {
 			t.Errorf("warnings %q, want one with %q", got.Warnings, want)
@@ -407,8 +407,8 @@ func TestRemoveWarningNamesOwnerAsOneWord(t *testing.T) {
 	ctx := context.Background()
 	c := newCluster(t)
 	owner := "x; touch /tmp/pwned"
-	c.kv.Put(ctx, netspec.KVPrefix+lan.Name+"/nodes/"+owner, []byte(`{"id":"gone","node":"old","state":"ready"}`))
-	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "old", Options{Stale: time.Minute})
+	c.kv.Put(ctx, netspec.KVPrefix+lan.Name+"/nodes/"+owner, []byte(`{"id":"gone000000000000000000000","node":"old","state":"ready"}`))
+	got, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "old", Options{Stale: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -428,13 +428,13 @@ func TestRemoveWarnsOfUnreadableBlocks(t *testing.T) {
 	p, _ := ipam.PoolOf(pool, false)
 	var key string
 	for _, b := range p.Blocks() {
-		if b != p.Block(c.addrs["gone"][0]) && b != p.Block(c.addrs["live"][0]) {
+		if b != p.Block(c.addrs["gone000000000000000000000"][0]) && b != p.Block(c.addrs["live000000000000000000000"][0]) {
 			key = ipam.KVPrefix + pool.Name + "/v4/blocks/" + strings.ReplaceAll(b.String(), "/", "_")
 			break
 		}
 	}
-	c.kv.Put(ctx, key, []byte(`{"node":"gone","allocs":{"nowhere":{"node":"gone"}}}`))
-	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "old", Options{Stale: time.Minute})
+	c.kv.Put(ctx, key, []byte(`{"node":"gone000000000000000000000","allocs":{"nowhere":{"node":"gone000000000000000000000"}}}`))
+	got, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "old", Options{Stale: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -487,14 +487,14 @@ func TestRemoveDeletesKeysAsNamed(t *testing.T) {
 	ctx := context.Background()
 	c := newCluster(t)
 	kv := consulPaths{c.kv}
-	c.facts(t, "odd", "x/../new", time.Now().Add(-time.Hour))
+	c.facts(t, "odd0000000000000000000000", "x/../new", time.Now().Add(-time.Hour))
 	keys := []string{doctor.KVPrefix + "x/../new", taskmetrics.KVPrefix + "x/../new"}
 	for _, k := range keys {
 		if res, err := c.kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Set, Key: k, Value: []byte(`{}`)}}); err != nil || !res.OK {
 			t.Fatalf("set-up: set %s: %v", k, err)
 		}
 	}
-	got, err := Remove(ctx, kv, swarmNodes{"live": "ready"}, "odd", Options{Stale: time.Minute})
+	got, err := Remove(ctx, kv, swarmNodes{"live000000000000000000000": "ready"}, "odd0000000000000000000000", Options{Stale: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -519,8 +519,8 @@ func TestRemoveDeletesKeysAsNamed(t *testing.T) {
 func TestRemoveWithoutKeysAsNamed(t *testing.T) {
 	ctx := context.Background()
 	c := newCluster(t)
-	c.facts(t, "odd", "x/../new", time.Now().Add(-time.Hour))
-	got, err := Remove(ctx, consulPaths{c.kv}, swarmNodes{"live": "ready"}, "odd", Options{Stale: time.Minute})
+	c.facts(t, "odd0000000000000000000000", "x/../new", time.Now().Add(-time.Hour))
+	got, err := Remove(ctx, consulPaths{c.kv}, swarmNodes{"live000000000000000000000": "ready"}, "odd0000000000000000000000", Options{Stale: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -561,8 +561,8 @@ func TestRemoveWatchesFactsWithoutHolder(t *testing.T) {
 	ctx := context.Background()
 	for _, tc := range []struct{ arg, key, doc string }{
 		{"web1", "web1", `{"node":"web1","interfaces":["eth0"],"updated_at":%q}`},
-		{"gone", "gone", `{"id":"gone","node":"old","interfaces":["eth0"],"updated_at":%q}`},
-		{"old", "gone", `{"id":"gone","node":"old","interfaces":["eth0"],"updated_at":%q}`},
+		{"gone000000000000000000000", "gone000000000000000000000", `{"id":"gone000000000000000000000","node":"old","interfaces":["eth0"],"updated_at":%q}`},
+		{"old", "gone000000000000000000000", `{"id":"gone000000000000000000000","node":"old","interfaces":["eth0"],"updated_at":%q}`},
 	} {
 		c := newCluster(t)
 		if _, _, err := c.st.Lease(ctx, lan, "web1"); err != nil {
@@ -573,7 +573,7 @@ func TestRemoveWatchesFactsWithoutHolder(t *testing.T) {
 		}
 		publish()
 		stop := refreshing(c.kv, netspec.NodesKVPrefix+tc.key, publish)
-		got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, tc.arg, Options{Stale: 5 * time.Second, Poll: 10 * time.Millisecond})
+		got, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, tc.arg, Options{Stale: 5 * time.Second, Poll: 10 * time.Millisecond})
 		stop()
 		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "running") {
 			t.Errorf("remove %s, its holderless facts refreshed: %v (removed %+v); want refused as running", tc.arg, err, got)
@@ -596,17 +596,17 @@ func TestRemoveWatchesFactsStampedLongAgo(t *testing.T) {
 		name string
 		doc  string // with the stamp to fill in
 	}{
-		{"holder", `{"id":"gone","node":"old","interfaces":["eth0"],"holder":{"instance":"agent-gone"},"updated_at":%q}`},
-		{"no holder", `{"id":"gone","node":"old","interfaces":["eth0"],"updated_at":%q}`},
+		{"holder", `{"id":"gone000000000000000000000","node":"old","interfaces":["eth0"],"holder":{"instance":"agent-gone"},"updated_at":%q}`},
+		{"no holder", `{"id":"gone000000000000000000000","node":"old","interfaces":["eth0"],"updated_at":%q}`},
 	} {
 		c := newCluster(t)
 		publish := func() {
 			slow := time.Now().Add(-2 * time.Minute)
-			c.kv.Put(ctx, netspec.NodesKVPrefix+"gone", []byte(fmt.Sprintf(tc.doc, slow.UTC().Format(time.RFC3339Nano))))
+			c.kv.Put(ctx, netspec.NodesKVPrefix+"gone000000000000000000000", []byte(fmt.Sprintf(tc.doc, slow.UTC().Format(time.RFC3339Nano))))
 		}
 		publish()
-		stop := refreshing(c.kv, netspec.NodesKVPrefix+"gone", publish)
-		got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "gone", Options{Stale: 5 * time.Second, Heartbeat: time.Second, Poll: 10 * time.Millisecond})
+		stop := refreshing(c.kv, netspec.NodesKVPrefix+"gone000000000000000000000", publish)
+		got, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "gone000000000000000000000", Options{Stale: 5 * time.Second, Heartbeat: time.Second, Poll: 10 * time.Millisecond})
 		stop()
 		if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "running") {
 			t.Errorf("%s: remove a node whose slow-clocked agent refreshes its facts: %v; want refused as running", tc.name, err)
@@ -621,8 +621,8 @@ func TestRemoveWatchesFactsStampedLongAgo(t *testing.T) {
 	// Not refreshed while watched for the heartbeat: removed.
 	c := newCluster(t)
 	start := time.Now()
-	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "gone", Options{Stale: time.Minute, Heartbeat: 200 * time.Millisecond, Poll: 10 * time.Millisecond})
-	if err != nil || !slices.Contains(got.Keys, netspec.NodesKVPrefix+"gone") {
+	got, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "gone000000000000000000000", Options{Stale: time.Minute, Heartbeat: 200 * time.Millisecond, Poll: 10 * time.Millisecond})
+	if err != nil || !slices.Contains(got.Keys, netspec.NodesKVPrefix+"gone000000000000000000000") {
 		t.Errorf("remove a node whose facts are an hour old: %+v, %v; want removed", got, err)
 	}
 	if took := time.Since(start); took < 200*time.Millisecond {
@@ -643,16 +643,16 @@ func TestRemoveRefusesFactsChangingHolder(t *testing.T) {
 	n := 0
 	var writing bool // the hook's own write, a transaction too
 	c.kv.Hook = func(call string, keys []string) error {
-		if (call == "get" || call == "txn") && !writing && slices.Equal(keys, []string{netspec.NodesKVPrefix + "gone"}) {
+		if (call == "get" || call == "txn") && !writing && slices.Equal(keys, []string{netspec.NodesKVPrefix + "gone000000000000000000000"}) {
 			n++ // a new agent at each read
 			writing = true
 			defer func() { writing = false }()
-			c.kv.Put(ctx, netspec.NodesKVPrefix+"gone", []byte(fmt.Sprintf(`{"id":"gone","node":"old","holder":{"instance":"agent-%d"},"updated_at":%q}`,
+			c.kv.Put(ctx, netspec.NodesKVPrefix+"gone000000000000000000000", []byte(fmt.Sprintf(`{"id":"gone000000000000000000000","node":"old","holder":{"instance":"agent-%d"},"updated_at":%q}`,
 				n, time.Now().UTC().Format(time.RFC3339Nano))))
 		}
 		return nil
 	}
-	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "gone", Options{Stale: 5 * time.Second, Poll: 10 * time.Millisecond})
+	got, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "gone000000000000000000000", Options{Stale: 5 * time.Second, Poll: 10 * time.Millisecond})
 	c.kv.Hook = nil
 	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "running") {
 		t.Errorf("remove a node whose facts change holder while watched: %v (removed %+v); want refused as running", err, got)
@@ -670,18 +670,18 @@ func TestRemoveRefusesFactsChangingHolder(t *testing.T) {
 func TestRemoveRefusesAnotherSwarm(t *testing.T) {
 	ctx := context.Background()
 	c := newCluster(t)
-	got, err := Remove(ctx, c.kv, swarmNodes{"stranger": "ready"}, "gone", Options{Stale: time.Minute})
-	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "the swarm lists none of the 1 nodes whose agents refreshed their facts within 1m0s (live)") {
+	got, err := Remove(ctx, c.kv, swarmNodes{"stranger00000000000000000": "ready"}, "gone000000000000000000000", Options{Stale: time.Minute})
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "the swarm lists none of the 1 nodes whose agents refreshed their facts within 1m0s (live000000000000000000000)") {
 		t.Errorf("remove with another cluster's swarm: %v (removed %+v); want refused", err, got)
 	}
-	if leases, _ := c.st.Leases(ctx, lan.Name); len(leases) != 2 || !c.has(netspec.NodesKVPrefix+"gone") {
-		t.Errorf("leases after the refusal: %v, facts kept %v; want both leases and the facts", leases, c.has(netspec.NodesKVPrefix+"gone"))
+	if leases, _ := c.st.Leases(ctx, lan.Name); len(leases) != 2 || !c.has(netspec.NodesKVPrefix+"gone000000000000000000000") {
+		t.Errorf("leases after the refusal: %v, facts kept %v; want both leases and the facts", leases, c.has(netspec.NodesKVPrefix+"gone000000000000000000000"))
 	}
 	// With no other agent refreshing its facts (the last nodes of a
 	// cluster taken down), the swarm cannot be told apart: removed.
 	c = newCluster(t)
-	c.facts(t, "live", "new", time.Now().Add(-time.Hour))
-	if _, err := Remove(ctx, c.kv, swarmNodes{"stranger": "ready"}, "gone", Options{Stale: time.Minute}); err != nil {
+	c.facts(t, "live000000000000000000000", "new", time.Now().Add(-time.Hour))
+	if _, err := Remove(ctx, c.kv, swarmNodes{"stranger00000000000000000": "ready"}, "gone000000000000000000000", Options{Stale: time.Minute}); err != nil {
 		t.Errorf("remove with no other agent running: %v", err)
 	}
 }
@@ -760,7 +760,7 @@ func TestRemoveIdentityWithDotDot(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			got, err := Remove(ctx, tc.kv(c.kv), swarmNodes{"live": "ready"}, odd, Options{Stale: 200 * time.Millisecond, Poll: 5 * time.Millisecond})
+			got, err := Remove(ctx, tc.kv(c.kv), swarmNodes{"live000000000000000000000": "ready"}, odd, Options{Stale: 200 * time.Millisecond, Poll: 5 * time.Millisecond})
 			if err != nil {
 				t.Fatalf("Remove(%q): %v", odd, err)
 			}
@@ -772,7 +772,7 @@ func TestRemoveIdentityWithDotDot(t *testing.T) {
 					t.Errorf("%s still there after removal", k)
 				}
 			}
-			for _, k := range []string{netspec.NodesKVPrefix + "live", netspec.KVPrefix + lan.Name + "/nodes/live", netspec.KVPrefix + pool.Name + "/nodes/live"} {
+			for _, k := range []string{netspec.NodesKVPrefix + "live000000000000000000000", netspec.KVPrefix + lan.Name + "/nodes/live000000000000000000000", netspec.KVPrefix + pool.Name + "/nodes/live000000000000000000000"} {
 				if !c.has(k) {
 					t.Errorf("the live node's %s was deleted", k)
 				}
@@ -794,7 +794,7 @@ func TestRemoveIdentityWithDotDot(t *testing.T) {
 func TestRemoveRefusesAgentStartedAfterTheWatch(t *testing.T) {
 	ctx := context.Background()
 	c := newCluster(t)
-	key := netspec.NodesKVPrefix + "gone"
+	key := netspec.NodesKVPrefix + "gone000000000000000000000"
 	var read, started, writing bool
 	c.kv.Hook = func(call string, keys []string) error {
 		if writing || started {
@@ -808,10 +808,10 @@ func TestRemoveRefusesAgentStartedAfterTheWatch(t *testing.T) {
 		// starts and claims them.
 		started, writing = true, true
 		defer func() { writing = false }()
-		c.facts(t, "gone", "old", time.Now())
+		c.facts(t, "gone000000000000000000000", "old", time.Now())
 		return nil
 	}
-	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "gone", Options{Stale: time.Minute})
+	got, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "gone000000000000000000000", Options{Stale: time.Minute})
 	c.kv.Hook = nil
 	if !started {
 		t.Fatal("set-up: the agent never started")
@@ -825,7 +825,7 @@ func TestRemoveRefusesAgentStartedAfterTheWatch(t *testing.T) {
 	if leases, _ := c.st.Leases(ctx, lan.Name); len(leases) != 2 {
 		t.Errorf("leases after the refusal: %v, want both", leases)
 	}
-	for _, k := range []string{inventory.KVPrefix + "gone", netspec.KVPrefix + lan.Name + "/nodes/gone"} {
+	for _, k := range []string{inventory.KVPrefix + "gone000000000000000000000", netspec.KVPrefix + lan.Name + "/nodes/gone000000000000000000000"} {
 		if !c.has(k) {
 			t.Errorf("%s deleted, want it kept for the agent that runs", k)
 		}
@@ -840,24 +840,24 @@ func TestRemoveAgainAfterCutShort(t *testing.T) {
 	defer cancel()
 	c := newCluster(t)
 	c.kv.Hook = func(call string, keys []string) error {
-		if slices.Contains(keys, inventory.KVPrefix+"gone") {
+		if slices.Contains(keys, inventory.KVPrefix+"gone000000000000000000000") {
 			return kvtest.ErrUnreachable
 		}
 		return nil
 	}
-	if _, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "gone", Options{Stale: time.Minute}); !errors.Is(err, kvtest.ErrUnreachable) {
+	if _, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "gone000000000000000000000", Options{Stale: time.Minute}); !errors.Is(err, kvtest.ErrUnreachable) {
 		t.Fatalf("removal with Consul out of reach: %v", err)
 	}
 	c.kv.Hook = nil
 	start := time.Now()
-	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready"}, "gone", Options{Stale: time.Minute, Heartbeat: 30 * time.Second})
+	got, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "gone000000000000000000000", Options{Stale: time.Minute, Heartbeat: 30 * time.Second})
 	if err != nil {
 		t.Fatalf("removal run again: %v", err)
 	}
 	if d := time.Since(start); d > 5*time.Second {
 		t.Errorf("removal run again took %s: its own facts were watched", d)
 	}
-	if !slices.Contains(got.Keys, netspec.NodesKVPrefix+"gone") || c.has(netspec.NodesKVPrefix+"gone") {
+	if !slices.Contains(got.Keys, netspec.NodesKVPrefix+"gone000000000000000000000") || c.has(netspec.NodesKVPrefix+"gone000000000000000000000") {
 		t.Errorf("removal run again: %+v; want the facts deleted", got)
 	}
 }
@@ -874,7 +874,7 @@ func TestRemoveWithUnlistableNetwork(t *testing.T) {
 		c := newCluster(t)
 		key := netspec.KVPrefix + name + "/spec"
 		c.kv.Put(ctx, key, []byte(`{}`))
-		got, err := Remove(ctx, strictPaths{c.kv}, swarmNodes{"live": "ready"}, "gone", Options{Stale: time.Minute})
+		got, err := Remove(ctx, strictPaths{c.kv}, swarmNodes{"live000000000000000000000": "ready"}, "gone000000000000000000000", Options{Stale: time.Minute})
 		if err != nil {
 			t.Errorf("network %q: %v", name, err)
 			continue
@@ -882,7 +882,7 @@ func TestRemoveWithUnlistableNetwork(t *testing.T) {
 		if !slices.ContainsFunc(got.Warnings, func(w string) bool { return strings.Contains(w, key) }) {
 			t.Errorf("network %q: warnings %q; want one naming %s", name, got.Warnings, key)
 		}
-		if fmt.Sprint(got.Reports) != "[lan pool]" || c.has(netspec.NodesKVPrefix+"gone") {
+		if fmt.Sprint(got.Reports) != "[lan pool]" || c.has(netspec.NodesKVPrefix+"gone000000000000000000000") {
 			t.Errorf("network %q: removed %+v; want gone's records removed", name, got)
 		}
 	}
@@ -906,29 +906,29 @@ func TestRemoveOneOfTwoNodesOfOneName(t *testing.T) {
 		twinByID bool   // twin publishes under its ID
 		nameGoes bool
 	}{
-		{"the name's names the removed node", `{"node":"old","node_id":"gone"}`, true, true},
-		{"the name's names the other node", `{"node":"old","node_id":"twin"}`, true, false},
+		{"the name's names the removed node", `{"node":"old","node_id":"gone000000000000000000000"}`, true, true},
+		{"the name's names the other node", `{"node":"old","node_id":"twin000000000000000000000"}`, true, false},
 		{"the name's names no node ID, the other's agent is upgraded", `{"node":"old"}`, true, true},
 		{"the name's names no node ID, the other's agent is older", `{"node":"old"}`, false, false},
 		{"the name's cannot be read, the other's agent is older", `not json`, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c := newCluster(t)
-			c.facts(t, "twin", "old", time.Now())
+			c.facts(t, "twin000000000000000000000", "old", time.Now())
 			for _, prefix := range []string{doctor.KVPrefix, taskmetrics.KVPrefix} {
 				if tc.twinByID {
-					c.kv.Put(ctx, prefix+"id/twin", []byte(`{"node":"old","node_id":"twin"}`))
+					c.kv.Put(ctx, prefix+"id/twin000000000000000000000", []byte(`{"node":"old","node_id":"twin000000000000000000000"}`))
 				}
 				c.kv.Put(ctx, prefix+"old", []byte(tc.nameDoc))
 			}
-			got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready", "twin": "ready"}, "gone", Options{Stale: time.Minute})
+			got, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready", "twin000000000000000000000": "ready"}, "gone000000000000000000000", Options{Stale: time.Minute})
 			if err != nil {
 				t.Fatal(err)
 			}
 			for _, prefix := range []string{doctor.KVPrefix, taskmetrics.KVPrefix} {
-				want := map[string]bool{prefix + "id/gone": true, prefix + "old": tc.nameGoes}
+				want := map[string]bool{prefix + "id/gone000000000000000000000": true, prefix + "old": tc.nameGoes}
 				if tc.twinByID {
-					want[prefix+"id/twin"] = false
+					want[prefix+"id/twin000000000000000000000"] = false
 				}
 				for key, goes := range want {
 					if c.has(key) == goes || slices.Contains(got.Keys, key) != goes {
@@ -941,7 +941,7 @@ func TestRemoveOneOfTwoNodesOfOneName(t *testing.T) {
 }
 
 // TestRemoveKeepsReportsOutsideTheNodesName: the facts of the removed
-// node name it "id/twin", no node's name (hand-written, or forged). The
+// node name it "id/twin000000000000000000000", no node's name (hand-written, or forged). The
 // key under that "name", underlay/doctor/id/twin, is swarm node twin's
 // report: node rm deleted it when it could not be read (naming no node
 // ID, and no other identity of the "name"). A name that is no node's has
@@ -949,25 +949,89 @@ func TestRemoveOneOfTwoNodesOfOneName(t *testing.T) {
 func TestRemoveKeepsReportsOutsideTheNodesName(t *testing.T) {
 	ctx := context.Background()
 	c := newCluster(t)
-	c.facts(t, "gone", "id/twin", time.Now().Add(-time.Hour))
+	c.facts(t, "gone000000000000000000000", "id/twin000000000000000000000", time.Now().Add(-time.Hour))
 	for _, prefix := range []string{doctor.KVPrefix, taskmetrics.KVPrefix} {
-		c.kv.Put(ctx, prefix+"id/twin", []byte(`not json`))
+		c.kv.Put(ctx, prefix+"id/twin000000000000000000000", []byte(`not json`))
 	}
-	got, err := Remove(ctx, c.kv, swarmNodes{"live": "ready", "twin": "ready"}, "gone", Options{Stale: time.Minute})
+	got, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready", "twin000000000000000000000": "ready"}, "gone000000000000000000000", Options{Stale: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, prefix := range []string{doctor.KVPrefix, taskmetrics.KVPrefix} {
-		for key, goes := range map[string]bool{prefix + "id/gone": true, prefix + "id/twin": false} {
+		for key, goes := range map[string]bool{prefix + "id/gone000000000000000000000": true, prefix + "id/twin000000000000000000000": false} {
 			if c.has(key) == goes || slices.Contains(got.Keys, key) != goes {
 				t.Errorf("%s present after: %v, said deleted: %v; want it deleted: %v", key, c.has(key), slices.Contains(got.Keys, key), goes)
 			}
 		}
 	}
 	for _, prefix := range []string{doctor.KVPrefix, taskmetrics.KVPrefix} {
-		key := prefix + "id/twin"
-		if !slices.ContainsFunc(got.Warnings, func(w string) bool { return strings.Contains(w, key) && strings.Contains(w, `"id/twin"`) }) {
+		key := prefix + "id/twin000000000000000000000"
+		if !slices.ContainsFunc(got.Warnings, func(w string) bool {
+			return strings.Contains(w, key) && strings.Contains(w, `"id/twin000000000000000000000"`)
+		}) {
 			t.Errorf("warnings %q; want one naming %s and the name \"id/twin\"", got.Warnings, key)
+		}
+	}
+}
+
+// TestRemoveFactsNoAgentWrites: node rm of the key of facts no agent
+// writes (underlay/nodes/X naming the live node's ID and name, and,
+// naming no ID, underlay/nodes/a b naming its name) is how an operator
+// cleans them up. Before, X was taken as a node of the live node's name:
+// `node rm new` was refused as naming two nodes, and `node rm X` deleted
+// the reports under the name new (the live node's, from before its
+// upgrade) with X's records; `node rm "a b"` was refused as naming no
+// node. Now such facts are found by their key only, never by the name
+// they give: each goes with what is recorded under its key, with a
+// warning saying they were no node's, and the live node keeps its facts,
+// lease, reports, addresses and every report under its name.
+func TestRemoveFactsNoAgentWrites(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	const live = "live000000000000000000000"
+	c.misfile(t, "X", live, "new")
+	c.kv.Put(ctx, inventory.KVPrefix+"X", []byte(`[]`))
+	swarm := swarmNodes{live: "ready"}
+
+	_, err := Remove(ctx, c.kv, swarm, "new", Options{Stale: time.Minute})
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "node new (swarm node "+live+") is still a swarm node (ready)") {
+		t.Errorf("remove new: %v; want refused as the live node, still a swarm node", err)
+	}
+	for _, tc := range []struct{ arg, key string }{{"X", "underlay/nodes/X"}, {"a b", "underlay/nodes/a b"}} {
+		if tc.arg == "a b" {
+			c.kv.Put(ctx, netspec.NodesKVPrefix+"a b", []byte(`{"node":"new","interfaces":["eth0"],"updated_at":"2020-01-01T00:00:00Z"}`))
+		}
+		got, err := Remove(ctx, c.kv, swarm, tc.arg, Options{Stale: time.Minute})
+		if err != nil {
+			t.Errorf("remove %q: %v", tc.arg, err)
+			continue
+		}
+		if !slices.Contains(got.Keys, tc.key) || c.has(tc.key) {
+			t.Errorf("remove %q: deleted %q, %s left: %v; want it deleted", tc.arg, got.Keys, tc.key, c.has(tc.key))
+		}
+		if got.Node != "" || !slices.ContainsFunc(got.Warnings, func(w string) bool {
+			return strings.HasPrefix(w, tc.key+" holds facts of node new under a key naming no swarm node")
+		}) {
+			t.Errorf("remove %q: node %q, warnings %q; want no node name, and the facts' nodes/facts warning", tc.arg, got.Node, got.Warnings)
+		}
+	}
+	if c.has(inventory.KVPrefix + "X") {
+		t.Errorf("%sX left behind", inventory.KVPrefix)
+	}
+	for _, k := range []string{netspec.NodesKVPrefix + live, inventory.KVPrefix + live, doctor.IDPrefix + live, taskmetrics.IDPrefix + live,
+		doctor.KVPrefix + "new", taskmetrics.KVPrefix + "new", netspec.KVPrefix + lan.Name + "/nodes/" + live} {
+		if !c.has(k) {
+			t.Errorf("the live node's %s was deleted", k)
+		}
+	}
+	if leases, _ := c.st.Leases(ctx, lan.Name); !slices.Contains(slices.Collect(maps.Values(leases)), live) {
+		t.Errorf("leases of lan after: %v; want the live node's kept", leases)
+	}
+	p, _ := ipam.PoolOf(pool, false)
+	allocs, _ := ipam.Allocations(ctx, c.kv, p)
+	for _, a := range c.addrs[live] {
+		if allocs[a].Node != live {
+			t.Errorf("the live node's address %s is now %+v", a, allocs[a])
 		}
 	}
 }

@@ -571,9 +571,9 @@ func EvalFacts(l netspec.FactsListing, err error) []Result {
 // NoNodeFactsResult is the nodes/facts warning of facts under a key no
 // agent writes (netspec.NodeFacts.KeyProblem: agents write theirs under
 // NodesKVPrefix and their swarm node ID, older ones, naming no ID, under
-// the node name they name): they are no node's, and node ls, ips, the
-// IPAM's departed-node reclaim and the dashboard leave them out. ok is
-// false for any other facts.
+// the node name they name): they are no node's, and node ls, ips, node
+// rm by name, the IPAM's departed-node reclaim and the dashboard leave
+// them out. ok is false for any other facts.
 func NoNodeFactsResult(f netspec.NodeFacts) (r Result, ok bool) {
 	err := f.KeyProblem()
 	if err == nil {
@@ -583,7 +583,7 @@ func NoNodeFactsResult(f netspec.NodeFacts) (r Result, ok bool) {
 	fix, why := shellword.KVRemoval(key, "")
 	c := termtext.Cell // a key and a name anyone with an agent's token may write
 	return Result{Check: "nodes/facts", Status: Warn,
-		Message: fmt.Sprintf("%s holds facts of node %s under a key naming no swarm node (%v): no agent writes it (agents write theirs under %sSWARM-NODE-ID); left out by node ls, underlay ips, the IPAM's departed-node reclaim and the dashboard",
+		Message: fmt.Sprintf("%s holds facts of node %s under a key naming no swarm node (%v): no agent writes it (agents write theirs under %sSWARM-NODE-ID); left out by node ls, underlay ips, node rm by name, the IPAM's departed-node reclaim and the dashboard",
 			c(key), c(f.Node), err, netspec.NodesKVPrefix) + why,
 		Fix: fix}, true
 }
