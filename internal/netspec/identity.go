@@ -385,22 +385,18 @@ func (st *Store) ReadFacts(ctx context.Context) (FactsListing, error) {
 }
 
 // AgentsNodes is Nodes without the facts under a key no agent writes
-// (agentsFactsKey): one naming no swarm node ID, unless the facts name
-// no ID and it is the node name they name (an older agent's). Judged by
-// their key or by the name they give, such facts would keep a dead
-// node's records as a live one's; the IPAM's departed-node reclaim
-// judges liveness by these only.
+// (AgentsFacts, NodeFacts.KeyProblem): one naming no swarm node ID,
+// unless the facts name no ID and it is the node name they name (an
+// older agent's). Judged by their key or by the name they give, such
+// facts would keep a dead node's records as a live one's; the IPAM's
+// departed-node reclaim judges liveness by these only.
 func (st *Store) AgentsNodes(ctx context.Context) ([]NodeFacts, error) {
-	kvs, err := st.kv.List(ctx, NodesKVPrefix)
+	l, err := st.ReadFacts(ctx)
 	if err != nil {
-		return nil, fmt.Errorf("list nodes: %w", err)
+		return nil, err
 	}
-	kvs = slices.DeleteFunc(kvs, func(p kvstore.Pair) bool {
-		var f NodeFacts
-		// One that cannot be read is left out by DecodeFacts.
-		return json.Unmarshal(p.Value, &f) == nil && !agentsFactsKey(strings.TrimPrefix(p.Key, NodesKVPrefix), f.ID, f.Node)
-	})
-	return DecodeFacts(kvs).Facts, nil
+	agents, _ := AgentsFacts(l.Facts)
+	return agents, nil
 }
 
 // DecodeNodes is ReadNodes on a listing of NodesKVPrefix already read.

@@ -850,3 +850,33 @@ func TestListingSpecCreateIndex(t *testing.T) {
 		t.Errorf("create index %d once made again, want another than %d", again, first)
 	}
 }
+
+// TestAgentsNodes: the facts the IPAM's departed-node reclaim judges
+// liveness by are those under keys an agent writes, each listed once,
+// readable ones only.
+func TestAgentsNodes(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	const ida = "ida0000000000000000000000"
+	for key, doc := range map[string]string{
+		ida:   `{"id":"` + ida + `","node":"n1"}`,
+		"n2":  `{"node":"n2"}`, // an older agent's
+		"X":   `{"id":"X","node":"n1"}`,
+		"a b": `{"node":"n1"}`,
+		"n3":  `{"node":"n4"}`,
+		"bad": `{`,
+	} {
+		kv.Put(ctx, netspec.NodesKVPrefix+key, []byte(doc))
+	}
+	got, err := netspec.NewStore(kv).AgentsNodes(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for _, f := range got {
+		keys = append(keys, f.Key)
+	}
+	if want := []string{netspec.NodesKVPrefix + ida, netspec.NodesKVPrefix + "n2"}; !slices.Equal(keys, want) {
+		t.Errorf("agents' nodes under %q, want %q", keys, want)
+	}
+}
