@@ -590,6 +590,15 @@ func TestDesiredPortSelection(t *testing.T) {
 			want:   []placement{{"node1:shop:443", testHostIP, 8443, ""}},
 		},
 		{
+			// Docker leaves HostIP empty for a port bound on every interface.
+			name: "published with no host IP registers the agent's host IP",
+			c: bridgeContainer(func(c *Container) {
+				c.Published = []Binding{{Port: Port{80, "tcp"}, HostIP: "", HostPort: 8080}}
+			}),
+			policy: testPolicy(),
+			want:   []placement{{"node1:shop:80", testHostIP, 8080, ""}},
+		},
+		{
 			name: "published on loopback and a host IP registers the host IP",
 			c: bridgeContainer(func(c *Container) {
 				c.Published = []Binding{
