@@ -1433,6 +1433,26 @@ func TestDesiredManyTags(t *testing.T) {
 	})
 }
 
+// TestDesiredManyAgentTags: the bound of 64 tags is on those a container
+// adds; the agent's own --tags are all kept, however many.
+func TestDesiredManyAgentTags(t *testing.T) {
+	policy := testPolicy()
+	for i := range maxTags + 2 {
+		policy.Tags = append(policy.Tags, fmt.Sprintf("a%d", i))
+	}
+	c := macvlanContainer(labels("SERVICE_TAGS", "extra"))
+	got, warnings := Desired(c, policy)
+	if len(got) != 1 {
+		t.Fatalf("%d services, want 1", len(got))
+	}
+	if diff := cmp.Diff(policy.Tags, got[0].Tags); diff != "" {
+		t.Errorf("tags mismatch (-want +got):\n%s", diff)
+	}
+	checkWarnings(t, c.Name, warnings, []wantWarning{
+		{Key: "SERVICE_TAGS", Value: "extra", Problem: "a service takes at most 64 tags; 1 left out"},
+	})
+}
+
 // TestDesiredManyPorts: Docker lets a container expose a range of ports
 // (--expose 1-65535), and each became a service: tens of thousands of
 // Consul registrations from one container, written and hashed at every
