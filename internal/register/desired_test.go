@@ -1516,6 +1516,32 @@ func TestDesiredManyLabels(t *testing.T) {
 	}
 }
 
+// TestDesiredWarningsAtTheBound: a container's first 64 warnings are
+// listed; only a 65th and later are counted in one more.
+func TestDesiredWarningsAtTheBound(t *testing.T) {
+	for _, n := range []int{maxWarnings, maxWarnings + 1} {
+		t.Run(strconv.Itoa(n), func(t *testing.T) {
+			c := macvlanContainer(labels())
+			var want []wantWarning
+			for i := range n {
+				key := fmt.Sprintf("SERVICE_99999_A%02d", i)
+				c.Labels[key] = "v"
+				if i < maxWarnings {
+					want = append(want, wantWarning{Key: key, Value: "v", Problem: "not a port number between 1 and 65535 after SERVICE_; ignored"})
+				}
+			}
+			if n > maxWarnings {
+				want = append(want, wantWarning{Problem: fmt.Sprintf("%d more problems with this container's metadata not listed", n-maxWarnings)})
+			}
+			got, warnings := Desired(c, testPolicy())
+			if len(got) != 1 {
+				t.Errorf("%d services, want 1", len(got))
+			}
+			checkWarnings(t, c.Name, warnings, want)
+		})
+	}
+}
+
 // TestDesiredHugeLabel: a setting's value may be as long as Docker takes
 // (megabytes), and was used whole, and quoted whole in its warnings. A
 // value over 4096 bytes is ignored, and a warning quotes at most 1024
