@@ -1316,6 +1316,17 @@ func TestDesiredUniqueIDs(t *testing.T) {
 			wantIDs: []string{"dns"},
 		},
 		{
+			// The suffix only tells a TCP port from its UDP twin; an ID
+			// that ends in it already is the one asked for.
+			name: "same SERVICE_<port>_ID ending in :udp on two UDP ports keeps the first as written",
+			c: macvlanContainer(exposed(Port{53, "udp"}, Port{54, "udp"}),
+				labels("SERVICE_53_ID", "dns:udp", "SERVICE_54_ID", "dns:udp")),
+			wantIDs: []string{"dns:udp"},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_54_ID", Value: "dns:udp", Problem: "service ID also used by another port; port 54/udp not registered"},
+			},
+		},
+		{
 			name:    "same SERVICE_<port>_ID on two ports keeps the first",
 			c:       dns(labels("SERVICE_53_ID", "dns", "SERVICE_8053_ID", "dns")),
 			wantIDs: []string{"dns", "dns:udp"},
