@@ -1220,11 +1220,12 @@ func TestDesiredMetaDockerValuesWithinConsulLimits(t *testing.T) {
 	longName := strings.Repeat("n", 600)
 	longTask := strings.Repeat("t", 513)
 	longNet := strings.Repeat("l", 700)
+	nodeAtBound := strings.Repeat("d", 512) // as long as Consul takes
 	c := macvlanContainer(func(c *Container) {
 		c.Name = longName
 		c.Networks[0].Network = longNet
 		c.NetworkMode = longNet
-	}, labels(labelSwarmTaskID, longTask, labelSwarmServiceID, "svc1"))
+	}, labels(labelSwarmTaskID, longTask, labelSwarmServiceID, "svc1", labelSwarmNodeID, nodeAtBound))
 	svcs, warnings := Desired(c, testPolicy())
 	if len(svcs) != 1 {
 		t.Fatalf("%d services, want 1", len(svcs))
@@ -1238,6 +1239,7 @@ func TestDesiredMetaDockerValuesWithinConsulLimits(t *testing.T) {
 	delete(want, MetaContainerName)
 	delete(want, MetaNetwork)
 	want[MetaSwarmService] = "svc1"
+	want[MetaSwarmNode] = nodeAtBound
 	if diff := cmp.Diff(want, withoutHashes(t, svcs)[0].Meta); diff != "" {
 		t.Errorf("Meta mismatch (-want +got):\n%s", diff)
 	}
