@@ -1821,10 +1821,11 @@ func TestDefaultName(t *testing.T) {
 		{"swarm service name wins", "nginx:1.27", map[string]string{labelSwarmServiceName: "stack_web"}, "stack_web"},
 		{"empty swarm service name ignored", "nginx:1.27", map[string]string{labelSwarmServiceName: ""}, "nginx"},
 		{"swarm service name Consul cannot look up ignored", "nginx:1.27", map[string]string{labelSwarmServiceName: ".."}, "nginx"},
+		{"started from an image ID: the container's name", "sha256:" + strings.Repeat("c", 64), nil, "web"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := defaultName(Container{Image: tt.image, Labels: tt.labels})
+			got := defaultName(Container{Name: "web", Image: tt.image, Labels: tt.labels})
 			if got != tt.want {
 				t.Errorf("defaultName(image %q) = %q, want %q", tt.image, got, tt.want)
 			}
