@@ -1844,6 +1844,7 @@ func TestSwarmSlot(t *testing.T) {
 		{"global task", "web.nodeid.taskid", ""},
 		{"no task name", "", ""},
 		{"too few parts", "web.3", ""},
+		{"too few parts, the first a number", "3.taskid", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
