@@ -86,6 +86,12 @@ func TestDesiredChecks(t *testing.T) {
 			}},
 		},
 		{
+			// registrator's SERVICE_CHECK_TCP=false turns the check off.
+			name: "TCP and GRPC set false ask for no check",
+			c:    macvlanContainer(labels("SERVICE_CHECK_TCP", "false", "SERVICE_CHECK_GRPC", "no")),
+			want: nil,
+		},
+		{
 			name: "TTL has no interval",
 			c:    macvlanContainer(labels("SERVICE_CHECK_TTL", "30s", "SERVICE_CHECK_INTERVAL", "5s", "SERVICE_CHECK_TIMEOUT", "2s")),
 			want: []Check{{
