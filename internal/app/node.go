@@ -71,7 +71,9 @@ func writeNodeList(streams IOStreams, facts []netspec.NodeFacts, misfiled []nets
 	var gone []string
 	for _, n := range facts {
 		state := "?"
-		if swarmErr == nil {
+		// An older agent's facts name no swarm node ID: the swarm, which
+		// lists nodes by ID, cannot be asked about it.
+		if swarmErr == nil && n.ID != "" {
 			var ok bool
 			if state, ok = swarm[n.ID]; !ok {
 				state = "removed"

@@ -162,3 +162,32 @@ func TestWriteNodeListEscapesTheSwarmError(t *testing.T) {
 		t.Errorf("stderr %q, want %q", errOut.String(), want)
 	}
 }
+
+// TestWriteNodeListOlderAgentIsNotRemoved: an older agent's facts name no
+// swarm node ID (keyed by its name), so the swarm cannot be asked about
+// it: node ls showed it "removed" and counted it among the nodes the
+// swarm no longer lists, whose fix, `underlay node rm ID`, named an empty
+// ID ("()"). Its SWARM is now unknown ("?"), and it is not counted.
+func TestWriteNodeListOlderAgentIsNotRemoved(t *testing.T) {
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	const ida = "ida0000000000000000000000"
+	facts := []netspec.NodeFacts{
+		{ID: ida, Node: "n1", UpdatedAt: now, Key: netspec.NodesKVPrefix + ida},
+		{Node: "n6", UpdatedAt: now, Key: netspec.NodesKVPrefix + "n6"},
+	}
+	var out, errOut bytes.Buffer
+	if err := writeNodeList(IOStreams{Out: &out, ErrOut: &errOut}, facts, nil, map[string]string{ida: "active"}, nil, now); err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for _, l := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")[1:] {
+		f := strings.Fields(l)
+		rows = append(rows, strings.Join(f[:3], " "))
+	}
+	if d := cmp.Diff([]string{ida + " n1 active", "- n6 ?"}, rows); d != "" {
+		t.Errorf("rows (-want +got):\n%s\n%s", d, out.String())
+	}
+	if errOut.Len() > 0 {
+		t.Errorf("stderr %q, want nothing", errOut.String())
+	}
+}
