@@ -1,6 +1,7 @@
 package register
 
 import (
+	"strings"
 	"testing"
 	"time"
 
@@ -397,6 +398,26 @@ func TestBuildChecksDirect(t *testing.T) {
 	}
 	if len(warnings) != 0 {
 		t.Errorf("unexpected warnings %q", warnings)
+	}
+}
+
+// TestBuildChecksHTTPOnAnAddressNoURLHolds: an HTTP check's URL is made
+// from the service's address, and one that is not a host (a prefix length
+// left on it) would put part of the address in the URL's path: the check
+// would query another URL than the service's. Such a check is dropped
+// with a warning.
+func TestBuildChecksHTTPOnAnAddressNoURLHolds(t *testing.T) {
+	svc := Service{ID: "n:c:80", Name: "api", Address: "192.0.2.1/24", Port: 80}
+	attrs := map[string]setting{"check_http": {value: "/health", source: "SERVICE_CHECK_HTTP"}}
+	var warnings []string
+	got := buildChecks(svc, "tcp", attrs, func(key, value, problem string) {
+		warnings = append(warnings, key+"="+value+": "+problem)
+	})
+	if len(got) != 0 {
+		t.Errorf("buildChecks = %+v, want no check", got)
+	}
+	if len(warnings) != 1 || !strings.HasPrefix(warnings[0], "SERVICE_CHECK_HTTP=/health: ") || !strings.HasSuffix(warnings[0], "check dropped") {
+		t.Errorf("warnings %q, want one that SERVICE_CHECK_HTTP=/health was dropped", warnings)
 	}
 }
 
