@@ -189,6 +189,18 @@ func TestDesiredChecks(t *testing.T) {
 			}},
 		},
 		{
+			name: "deregister_after of Consul's minimum is taken as it is",
+			c: macvlanContainer(labels(
+				"SERVICE_CHECK_TCP", "true",
+				"SERVICE_CHECK_DEREGISTER_AFTER", "1m",
+			)),
+			want: []Check{{
+				ID: id + ":check:tcp", Name: "TCP check of nginx",
+				TCP: "10.1.2.3:80", Interval: DefaultCheckInterval,
+				DeregisterCriticalFor: time.Minute,
+			}},
+		},
+		{
 			// Consul reaps no sooner than a minute whatever it is told:
 			// the registration said 10s while Consul kept the service a
 			// minute or more, and only Consul's own log said so.
