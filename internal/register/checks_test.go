@@ -201,6 +201,24 @@ func TestDesiredChecks(t *testing.T) {
 			}},
 		},
 		{
+			name: "zero interval, timeout and deregister_after warn and are ignored",
+			c: macvlanContainer(labels(
+				"SERVICE_CHECK_TCP", "true",
+				"SERVICE_CHECK_INTERVAL", "0s",
+				"SERVICE_CHECK_TIMEOUT", "0",
+				"SERVICE_CHECK_DEREGISTER_AFTER", "0m",
+			)),
+			want: []Check{{
+				ID: id + ":check:tcp", Name: "TCP check of nginx",
+				TCP: "10.1.2.3:80", Interval: DefaultCheckInterval,
+			}},
+			wantWarnings: []wantWarning{
+				{Key: "SERVICE_CHECK_INTERVAL", Value: "0s", Problem: "not a positive duration such as 10s; ignored"},
+				{Key: "SERVICE_CHECK_TIMEOUT", Value: "0", Problem: "not a positive duration such as 10s; ignored"},
+				{Key: "SERVICE_CHECK_DEREGISTER_AFTER", Value: "0m", Problem: "not a positive duration such as 10s; ignored"},
+			},
+		},
+		{
 			// Consul reaps no sooner than a minute whatever it is told:
 			// the registration said 10s while Consul kept the service a
 			// minute or more, and only Consul's own log said so.
