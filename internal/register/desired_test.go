@@ -1578,6 +1578,17 @@ func TestDesiredHugeLabel(t *testing.T) {
 	}
 }
 
+// TestDesiredLabelAtTheBound: a setting of exactly 4096 bytes is taken.
+func TestDesiredLabelAtTheBound(t *testing.T) {
+	tag := strings.Repeat("t", maxSettingValue)
+	c := macvlanContainer(labels("SERVICE_TAGS", tag))
+	got, warnings := Desired(c, testPolicy())
+	if diff := cmp.Diff([]naming{{"node1:web:80", "nginx", []string{tag}}}, namings(got)); diff != "" {
+		t.Errorf("naming mismatch (-want +got):\n%s", diff)
+	}
+	checkWarnings(t, c.Name, warnings, nil)
+}
+
 // TestDesiredHugeLabelNotUTF8: a warning quotes the first 1024 bytes of
 // a value that is no UTF-8 too. Before, the cut looked back for a
 // character's start as far as the value's first byte, and quoted none
