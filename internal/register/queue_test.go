@@ -80,6 +80,13 @@ func TestQueueSequential(t *testing.T) {
 			rest:    []string{"a"},
 		},
 		{
+			// Its pass over, a promoted key is not handed out again from
+			// the background entry it left behind: nothing asked for it.
+			name:    "key promoted to urgent is not handed out again from its background entry",
+			ops:     []queueOp{{addBg: "a"}, {add: "a"}, {addBg: "b"}, {get: "a"}, {done: "a"}, {get: "b"}, {done: "b"}},
+			wantLen: 0,
+		},
+		{
 			name:    "other keys are handed out while one is processing",
 			ops:     []queueOp{{add: "a"}, {add: "b"}, {get: "a"}, {add: "a"}, {get: "b"}, {add: "c"}},
 			wantLen: 1,
