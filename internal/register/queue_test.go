@@ -184,6 +184,19 @@ func TestQueueClosed(t *testing.T) {
 	}
 }
 
+// TestQueueAddAfterCloseIgnored: once closed, the queue takes no key, so
+// the depth it reports (status, underlay_register_queue_depth) does not
+// grow with the events that arrive while the agent stops.
+func TestQueueAddAfterCloseIgnored(t *testing.T) {
+	q := newQueue()
+	q.Close()
+	q.Add("a")
+	q.AddBackground("b")
+	if got := q.Len(); got != 0 {
+		t.Errorf("Len() = %d after Add on a closed queue, want 0", got)
+	}
+}
+
 // TestQueueGetWaitsForAdd: a Get waiting on an empty queue gets the key
 // added next. The Add comes once the Get waits, so the wake-up is what
 // is tested, not a Get that came late and found the key there.
