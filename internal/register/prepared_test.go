@@ -366,3 +366,22 @@ func TestStopBeforeCheckNotCorrected(t *testing.T) {
 		t.Errorf("prepared corrected = %v, want 0", got)
 	}
 }
+
+// TestPreparedStartedNeedsEveryNetwork: the prepared view is complete
+// only with an endpoint learnt for each network the container was
+// created on; as many endpoints, one of them of another network, leave
+// one of its networks unknown, and Docker must be read.
+func TestPreparedStartedNeedsEveryNetwork(t *testing.T) {
+	c := createdContainer("c")
+	c.Networks = []Endpoint{{Network: "mv", NetworkID: "n1", Driver: "macvlan"}, {Network: "mv2", NetworkID: "n2", Driver: "macvlan"}}
+	other := Endpoint{Network: "other", NetworkID: "n3", Driver: "macvlan", IPv4: "10.131.0.5"}
+	p := &prepared{c: c, endpoints: map[string]Endpoint{"mv": mvEndpoint, "other": other}}
+	if got, ok := p.started(); ok {
+		t.Errorf("started() = %+v, true; want false: network mv2 has no endpoint", got.Networks)
+	}
+	mv2 := Endpoint{Network: "mv2", NetworkID: "n2", Driver: "macvlan", IPv4: "10.132.0.5"}
+	p.endpoints = map[string]Endpoint{"mv": mvEndpoint, "mv2": mv2}
+	if got, ok := p.started(); !ok || len(got.Networks) != 2 || !got.Running || got.Created {
+		t.Errorf("started() = %+v, %v; want both endpoints, running", got, ok)
+	}
+}
