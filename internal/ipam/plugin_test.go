@@ -42,6 +42,19 @@ func pluginFor(t *testing.T, kv *kvtest.KV, node string) (*Plugin, func(method s
 	return pl, serve(t, pl)
 }
 
+// mustCall is call failing the test unless the plugin answers 200: a
+// step that must succeed, its answer returned.
+func mustCall(t *testing.T, call func(method string, req any) (int, map[string]any)) func(method string, req map[string]any) map[string]any {
+	return func(method string, req map[string]any) map[string]any {
+		t.Helper()
+		code, out := call(method, req)
+		if code != 200 {
+			t.Fatalf("%s %v: %d %v", method, req, code, out)
+		}
+		return out
+	}
+}
+
 // serve serves pl until the test ends, returning a caller of its methods.
 func serve(t *testing.T, pl *Plugin) func(method string, req any) (int, map[string]any) {
 	t.Helper()

@@ -33,14 +33,7 @@ func TestLateReleaseOfANetworkMadeAgain(t *testing.T) {
 			ctx := context.Background()
 			kv := kvtest.New()
 			_, call := pluginFor(t, kv, "n1")
-			must := func(method string, req map[string]any) map[string]any {
-				t.Helper()
-				code, out := call(method, req)
-				if code != 200 {
-					t.Fatalf("%s %v: %d %v", method, req, code, out)
-				}
-				return out
-			}
+			must := mustCall(t, call)
 			fams := []string{"v4", "v6"}
 			subnets := map[string]map[string]any{
 				"v4": {"Pool": lanSpec.Subnet.String()},
@@ -113,14 +106,7 @@ func TestPoolIDOfAGeneration(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	must := func(method string, req map[string]any) map[string]any {
-		t.Helper()
-		code, out := call(method, req)
-		if code != 200 {
-			t.Fatalf("%s %v: %d %v", method, req, code, out)
-		}
-		return out
-	}
+	must := mustCall(t, call)
 	gw := map[string]string{"RequestAddressType": "com.docker.network.gateway"}
 	v4 := must("IpamDriver.RequestPool", map[string]any{"Pool": lanSpec.Subnet.String()})["PoolID"].(string)
 	v6 := must("IpamDriver.RequestPool", map[string]any{"Pool": lanSpec.IPv6Subnet.String(), "V6": true})["PoolID"].(string)
@@ -151,19 +137,7 @@ func TestPoolIDOfAGeneration(t *testing.T) {
 	}
 	must("IpamDriver.ReleaseAddress", map[string]any{"PoolID": v4, "Address": a4})
 	must("IpamDriver.ReleaseAddress", map[string]any{"PoolID": v6, "Address": a6})
-	for _, a := range []struct {
-		v6   bool
-		addr string
-	}{{false, a4}, {true, a6}} {
-		p, _ := PoolOf(lanSpec, a.v6)
-		all, err := Allocations(ctx, kv, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if al, ok := all[netip.MustParsePrefix(a.addr).Addr()]; ok {
-			t.Errorf("%s still allocated (%+v) after its release during its network's removal", a.addr, al)
-		}
-	}
+	wantFree(t, ctx, kv, "its release during its network's removal", a4, a6)
 
 	// Made again, and being removed in turn: this node holds b4 there.
 	// The old network's last container's late release, then the old
@@ -253,14 +227,7 @@ func TestPoolIDOfAnOlderAgent(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	pl, call := pluginFor(t, kv, "n1")
-	must := func(method string, req map[string]any) map[string]any {
-		t.Helper()
-		code, out := call(method, req)
-		if code != 200 {
-			t.Fatalf("%s %v: %d %v", method, req, code, out)
-		}
-		return out
-	}
+	must := mustCall(t, call)
 	if out := must("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4", "Options": map[string]string{"RequestAddressType": "com.docker.network.gateway"}}); out["Address"] != "10.90.0.1/24" {
 		t.Errorf("gateway of lan/v4: %v, want 10.90.0.1/24", out)
 	}
@@ -268,19 +235,7 @@ func TestPoolIDOfAnOlderAgent(t *testing.T) {
 	a6 := must("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v6"})["Address"].(string)
 	must("IpamDriver.ReleaseAddress", map[string]any{"PoolID": "lan/v4", "Address": a4})
 	must("IpamDriver.ReleaseAddress", map[string]any{"PoolID": "lan/v6", "Address": a6})
-	for _, a := range []struct {
-		v6   bool
-		addr string
-	}{{false, a4}, {true, a6}} {
-		p, _ := PoolOf(lanSpec, a.v6)
-		all, err := Allocations(ctx, kv, p)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if al, ok := all[netip.MustParsePrefix(a.addr).Addr()]; ok {
-			t.Errorf("%s still allocated (%+v) after its release under the older pool ID", a.addr, al)
-		}
-	}
+	wantFree(t, ctx, kv, "its release under the older pool ID", a4, a6)
 	for _, id := range []string{"lan/v4", "lan/v6"} {
 		must("IpamDriver.ReleasePool", map[string]any{"PoolID": id})
 		if _, ok := pl.served(id); ok {
@@ -301,14 +256,7 @@ func TestLateReleaseOfAnOlderGenerationOnceGone(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	pl, call := pluginFor(t, kv, "n1")
-	must := func(method string, req map[string]any) map[string]any {
-		t.Helper()
-		code, out := call(method, req)
-		if code != 200 {
-			t.Fatalf("%s %v: %d %v", method, req, code, out)
-		}
-		return out
-	}
+	must := mustCall(t, call)
 	old := must("IpamDriver.RequestPool", map[string]any{"Pool": lanSpec.Subnet.String()})["PoolID"].(string)
 	a := must("IpamDriver.RequestAddress", map[string]any{"PoolID": old})["Address"].(string)
 	st := pl.Pools.(SpecPools).Store
@@ -341,4 +289,22 @@ func TestLateReleaseOfAnOlderGenerationOnceGone(t *testing.T) {
 	}
 	// The new generation's own late release still frees it.
 	must("IpamDriver.ReleaseAddress", map[string]any{"PoolID": cur, "Address": a})
+}
+
+// wantFree fails the test unless the addresses (as the plugin answers
+// them, with their prefix length) are free in lan's pools, after what
+// freed them.
+func wantFree(t *testing.T, ctx context.Context, kv *kvtest.KV, after string, addrs ...string) {
+	t.Helper()
+	for _, addr := range addrs {
+		a := netip.MustParsePrefix(addr).Addr()
+		p, _ := PoolOf(lanSpec, a.Is6())
+		all, err := Allocations(ctx, kv, p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if al, ok := all[a]; ok {
+			t.Errorf("%s still allocated (%+v) after %s", addr, al, after)
+		}
+	}
 }

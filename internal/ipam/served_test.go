@@ -31,14 +31,7 @@ func TestReleasePoolForgetsThePool(t *testing.T) {
 				t.Cleanup(srv.Close)
 				call = caller(t, srv.URL)
 			}
-			must := func(method string, req map[string]any) map[string]any {
-				t.Helper()
-				code, out := call(method, req)
-				if code != 200 {
-					t.Fatalf("%s %v: %d %v", method, req, code, out)
-				}
-				return out
-			}
+			must := mustCall(t, call)
 			served := func(id string) bool { _, ok := pl.served(id); return ok }
 			v4 := must("IpamDriver.RequestPool", map[string]any{"Pool": "10.90.0.0/24"})["PoolID"].(string)
 			if again := must("IpamDriver.RequestPool", map[string]any{"Pool": "10.90.0.0/24"})["PoolID"]; again != v4 { // a second Docker network of it
