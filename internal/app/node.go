@@ -106,7 +106,8 @@ addresses, its inventory, doctor report and task metrics. NODE is its swarm node
 or its name when only one node has it; or, for node facts under a key no agent writes
 (node ls warns of them), the key's last part: they go with what is recorded under it,
 and nothing under the node name they give. Refused while the swarm still lists the node
-(run docker node rm first) or while its agent refreshes its facts; facts refreshed
+(run docker node rm first; an older agent's node, keyed by its name, while the swarm
+lists a node of that host name) or while its agent refreshes its facts; facts refreshed
 within the last 30 s are watched for 30 s first, older ones for 15 s (their stamp is
 their node's clock, which may be behind this one's).`,
 		Args: cobra.ExactArgs(1),

@@ -21,6 +21,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -43,10 +44,10 @@ type KV interface {
 	ipam.KV
 }
 
-// Swarm lists the nodes the swarm knows, by swarm node ID, with their
-// state.
+// Swarm lists the nodes the swarm knows, whatever their state, with
+// their host names.
 type Swarm interface {
-	SwarmNodes(ctx context.Context) (map[string]string, error)
+	ListSwarmNodes(ctx context.Context) ([]netspec.SwarmNode, error)
 }
 
 // Options tune Remove.
@@ -138,9 +139,10 @@ func Resolve(facts []netspec.NodeFacts, arg string) (f netspec.NodeFacts, found 
 }
 
 // Remove removes what node arg left in Consul, after checking that the
-// swarm no longer lists it and that its agent no longer refreshes its
-// facts (watching them for Stale when their stamp is recent or ahead of
-// this clock), then taking the facts over for node rm, so that an agent
+// swarm no longer lists it (by its ID; an identity that is a node name an
+// older agent keyed its records by, by its host name) and that its agent
+// no longer refreshes its facts (watching them for Stale when their stamp
+// is recent or ahead of this clock), then taking the facts over for node rm, so that an agent
 // starting meanwhile waits. Facts go last, so that a removal cut short can
 // be run again (node rm takes over its own facts at once).
 func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Removed, error) {
@@ -179,13 +181,24 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 			warnings = append(warnings, m.String())
 		}
 	}
-	nodes, err := sw.SwarmNodes(ctx)
+	list, err := sw.ListSwarmNodes(ctx)
 	if err != nil {
 		return Removed{Warnings: warnings}, err
+	}
+	nodes := make(map[string]string, len(list))
+	for _, n := range list {
+		nodes[n.ID] = n.State
 	}
 	if state, ok := nodes[f.ID]; ok {
 		return Removed{Warnings: warnings}, fmt.Errorf("%w: %s is still a swarm node (%s): drain it, stop it and run `docker node rm %s` first; underlay removes only what nodes the swarm no longer lists left behind",
 			ErrRefused, describe(f), state, f.ID)
+	}
+	// The swarm lists nodes by ID, which an identity keyed by a name
+	// never is: such a node is matched by its host name.
+	if keyedByName(all, f.ID) {
+		if err := listedByHostName(f, list); err != nil {
+			return Removed{Warnings: warnings}, err
+		}
 	}
 	if err := checkSameSwarm(agents, f.ID, nodes, now(), o.Stale); err != nil {
 		return Removed{Warnings: warnings}, err
@@ -547,6 +560,52 @@ func readFacts(ctx context.Context, kv KV, id string) (f netspec.NodeFacts, inde
 		return netspec.NodeFacts{}, p.Index, true, nil
 	}
 	return f, p.Index, true, nil
+}
+
+// keyedByName says identity id is a node name an older agent keyed its
+// facts and records by, not a swarm node ID: facts naming no ID are
+// listed under its key (all; an older agent's), or it is not made like a
+// swarm node ID (netspec.CheckNodeID; a name, or a key no agent writes).
+func keyedByName(all []netspec.NodeFacts, id string) bool {
+	if netspec.CheckNodeID(id) != nil {
+		return true
+	}
+	for _, n := range all {
+		if n.ID == "" && n.FactsKey() == netspec.NodesKVPrefix+id {
+			return true
+		}
+	}
+	return false
+}
+
+// listedByHostName refuses the removal of f, whose identity is a node
+// name (keyedByName), while the swarm lists a node of that host name:
+// an older agent named its node by Docker's host name, the one the swarm
+// lists for it, unless given --node. Two such swarm nodes (cloned hosts)
+// are both named: either may be the node.
+func listedByHostName(f netspec.NodeFacts, list []netspec.SwarmNode) error {
+	var named []netspec.SwarmNode
+	for _, n := range list {
+		if n.Hostname == f.ID {
+			named = append(named, n)
+		}
+	}
+	slices.SortFunc(named, func(a, b netspec.SwarmNode) int { return strings.Compare(a.ID, b.ID) })
+	const why = "an older agent keyed its facts and records by its node name, Docker's host name unless given --node, and underlay removes only what nodes the swarm no longer lists left behind"
+	switch len(named) {
+	case 0:
+		return nil
+	case 1:
+		n := named[0]
+		return fmt.Errorf("%w: %s is still a swarm node by its host name: swarm node %s, host name %s (%s): drain it, stop it and run `docker node rm %s` first; %s",
+			ErrRefused, describe(f), n.ID, n.Hostname, n.State, n.ID, why)
+	}
+	each := make([]string, len(named))
+	for i, n := range named {
+		each[i] = fmt.Sprintf("%s (%s)", n.ID, n.State)
+	}
+	return fmt.Errorf("%w: %s may still be a swarm node by its host name: the swarm lists %d nodes of host name %s (swarm nodes %s): drain, stop and run `docker node rm` on each that may be it first; %s",
+		ErrRefused, describe(f), len(named), f.ID, strings.Join(each, ", "), why)
 }
 
 // checkSameSwarm refuses a swarm that lists none of the other nodes whose

@@ -24,7 +24,19 @@ import (
 
 type swarmNodes map[string]string
 
-func (s swarmNodes) SwarmNodes(context.Context) (map[string]string, error) { return s, nil }
+// ListSwarmNodes lists s's nodes, by ID, with no host names.
+func (s swarmNodes) ListSwarmNodes(context.Context) ([]netspec.SwarmNode, error) {
+	var out []netspec.SwarmNode
+	for _, id := range slices.Sorted(maps.Keys(s)) {
+		out = append(out, netspec.SwarmNode{ID: id, State: s[id]})
+	}
+	return out, nil
+}
+
+// swarmList is a swarm listing its nodes with their host names.
+type swarmList []netspec.SwarmNode
+
+func (s swarmList) ListSwarmNodes(context.Context) ([]netspec.SwarmNode, error) { return s, nil }
 
 var (
 	lan = netspec.Spec{Name: "lan", Subnet: netip.MustParsePrefix("192.168.10.0/24"), Gateway: netip.MustParseAddr("192.168.10.1"),
@@ -214,6 +226,98 @@ func TestRemoveRefuses(t *testing.T) {
 	}
 	if leases, _ := c.st.Leases(ctx, lan.Name); len(leases) != 2 {
 		t.Errorf("leases after the refusal: %v, want both", leases)
+	}
+}
+
+// TestRemoveOlderAgentsNodeTheSwarmLists: an older agent keyed its facts
+// and its lease by its node name (Docker's host name), naming no swarm
+// node ID. node rm of that name asked the swarm whether the node ID "n1"
+// was a member, which it never is: a node the swarm still listed, its
+// agent merely stopped (facts an hour old), was removed, its range and
+// addresses given to other nodes while its containers may still run. The
+// swarm's nodes are also matched by host name: one of host name n1
+// refuses the removal, naming its ID and how to remove it from the swarm;
+// two name both IDs. Once the swarm lists none, the name's records go. A
+// node named by its swarm node ID is judged by that ID alone, as before:
+// a swarm node of its name (a host that joined again) does not hold it.
+func TestRemoveOlderAgentsNodeTheSwarmLists(t *testing.T) {
+	ctx := context.Background()
+	live := netspec.SwarmNode{ID: "live000000000000000000000", Hostname: "new", State: "ready"}
+	olda := netspec.SwarmNode{ID: "olda000000000000000000000", Hostname: "n1", State: "ready"}
+	oldb := netspec.SwarmNode{ID: "oldb000000000000000000000", Hostname: "n1", State: "down"}
+	downa := olda
+	downa.State = "down"
+	for _, tc := range []struct {
+		name  string
+		swarm swarmList
+		want  []string
+	}{
+		{"ready", swarmList{live, olda}, []string{"node n1 is still a swarm node by its host name: swarm node olda000000000000000000000, host name n1 (ready): drain it, stop it and run `docker node rm olda000000000000000000000` first"}},
+		{"down", swarmList{live, downa}, []string{"swarm node olda000000000000000000000, host name n1 (down)", "`docker node rm olda000000000000000000000`"}},
+		{"two of the host name", swarmList{live, olda, oldb}, []string{"the swarm lists 2 nodes of host name n1 (swarm nodes olda000000000000000000000 (ready), oldb000000000000000000000 (down))", "`docker node rm`"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t)
+			c.kv.Put(ctx, netspec.NodesKVPrefix+"n1", fmt.Appendf(nil, `{"node":"n1","interfaces":["eth0"],"updated_at":%q}`, time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano)))
+			if _, _, err := c.st.Lease(ctx, lan, "n1"); err != nil {
+				t.Fatal(err)
+			}
+			got, err := Remove(ctx, c.kv, tc.swarm, "n1", Options{Stale: time.Minute})
+			if !errors.Is(err, ErrRefused) {
+				t.Fatalf("remove n1, an older agent's node the swarm lists by its host name: %v (removed %+v); want refused", err, got)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("remove n1: %v; want it to say %q", err, w)
+				}
+			}
+			if leases, _ := c.st.Leases(ctx, lan.Name); len(leases) != 3 || !c.has(netspec.NodesKVPrefix+"n1") {
+				t.Errorf("after the refusal: leases of lan %v, want all 3; n1's facts kept: %v", leases, c.has(netspec.NodesKVPrefix+"n1"))
+			}
+		})
+	}
+
+	// docker node rm done: the name's records go.
+	c := newCluster(t)
+	c.kv.Put(ctx, netspec.NodesKVPrefix+"n1", fmt.Appendf(nil, `{"node":"n1","interfaces":["eth0"],"updated_at":%q}`, time.Now().Add(-time.Hour).UTC().Format(time.RFC3339Nano)))
+	if _, _, err := c.st.Lease(ctx, lan, "n1"); err != nil {
+		t.Fatal(err)
+	}
+	got, err := Remove(ctx, c.kv, swarmList{live}, "n1", Options{Stale: time.Minute})
+	if err != nil || len(got.Ranges[lan.Name]) != 1 || c.has(netspec.NodesKVPrefix+"n1") {
+		t.Errorf("remove n1, the swarm listing no node of the host name: %+v, %v (facts kept: %v); want its range and facts removed", got, err, c.has(netspec.NodesKVPrefix+"n1"))
+	}
+	// A node named by its swarm node ID: a swarm node of its name (old,
+	// joined again under a new ID) is another node.
+	rejoined := netspec.SwarmNode{ID: "back000000000000000000000", Hostname: "old", State: "ready"}
+	if got, err := Remove(ctx, c.kv, swarmList{live, rejoined}, "gone000000000000000000000", Options{Stale: time.Minute}); err != nil || len(got.Ranges[lan.Name]) != 1 {
+		t.Errorf("remove gone000000000000000000000 (named old), a swarm node of host name old listed: %+v, %v; want removed by its ID", got, err)
+	}
+}
+
+// TestKeyedByName: an identity is a name an older agent keyed its records
+// by when it is not made like a swarm node ID, or when facts naming no ID
+// are under its key (a host name made like one); a swarm node ID is not.
+func TestKeyedByName(t *testing.T) {
+	idLike := "host0000000000000000000aa"
+	all := []netspec.NodeFacts{
+		{ID: "gone000000000000000000000", Node: "old", Key: netspec.NodesKVPrefix + "gone000000000000000000000"},
+		{Node: "n1", Key: netspec.NodesKVPrefix + "n1"},
+		{Node: idLike, Key: netspec.NodesKVPrefix + idLike},
+	}
+	for _, tc := range []struct {
+		id   string
+		want bool
+	}{
+		{"n1", true},
+		{"n2", true}, // no facts: a name all the same
+		{idLike, true},
+		{"gone000000000000000000000", false},
+		{"live000000000000000000000", false}, // an ID without facts
+	} {
+		if got := keyedByName(all, tc.id); got != tc.want {
+			t.Errorf("keyedByName(%s) = %v, want %v", tc.id, got, tc.want)
+		}
 	}
 }
 

@@ -195,15 +195,35 @@ func (n *Networks) ReadyNodes(ctx context.Context) ([]string, error) {
 // swarm node ID, with its state (ready, down, …): a node removed with
 // docker node rm is not listed, and its ID never comes back.
 func (n *Networks) SwarmNodes(ctx context.Context) (map[string]string, error) {
+	nodes, err := n.ListSwarmNodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]string, len(nodes))
+	for _, nd := range nodes {
+		out[nd.ID] = nd.State
+	}
+	return out, nil
+}
+
+// ListSwarmNodes implements decommission.Swarm: every node the swarm
+// knows, whatever its state, with its host name, as SwarmNodes lists them.
+func (n *Networks) ListSwarmNodes(ctx context.Context) ([]netspec.SwarmNode, error) {
 	nodes, err := n.api.NodeList(ctx, swarm.NodeListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("list swarm nodes (is DOCKER_HOST a manager?): %w", err)
 	}
-	out := make(map[string]string, len(nodes))
-	for _, nd := range nodes {
-		out[nd.ID] = string(nd.Status.State)
+	return toSwarmNodes(nodes), nil
+}
+
+// toSwarmNodes maps Docker's node list: ID, the host name the node's
+// engine reports, and state.
+func toSwarmNodes(nodes []swarm.Node) []netspec.SwarmNode {
+	out := make([]netspec.SwarmNode, len(nodes))
+	for i, nd := range nodes {
+		out[i] = netspec.SwarmNode{ID: nd.ID, Hostname: nd.Description.Hostname, State: string(nd.Status.State)}
 	}
-	return out, nil
+	return out
 }
 
 // SwarmNetworkExists implements netagent.Swarm.

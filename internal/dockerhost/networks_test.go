@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/docker/docker/api/types/network"
+	"github.com/docker/docker/api/types/swarm"
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/underlay/underlay/internal/netspec"
 )
@@ -77,5 +79,20 @@ func TestConfigNet(t *testing.T) {
 		if !got.Exists || got.ID != tc.nw.ID || got.Network != tc.want {
 			t.Errorf("%s: %+v, want it to exist as %s of network %q", tc.name, got, tc.nw.ID, tc.want)
 		}
+	}
+}
+
+// TestToSwarmNodes: node rm matches an older agent's node, keyed by its
+// name, against the host names the swarm lists: each node's ID, the host
+// name its engine reports, and its state.
+func TestToSwarmNodes(t *testing.T) {
+	nodes := []swarm.Node{
+		{ID: "a1", Description: swarm.NodeDescription{Hostname: "n1"}, Status: swarm.NodeStatus{State: swarm.NodeStateReady}},
+		{ID: "b2", Description: swarm.NodeDescription{Hostname: "n1"}, Status: swarm.NodeStatus{State: swarm.NodeStateDown}},
+		{ID: "c3", Status: swarm.NodeStatus{State: swarm.NodeStateUnknown}},
+	}
+	want := []netspec.SwarmNode{{ID: "a1", Hostname: "n1", State: "ready"}, {ID: "b2", Hostname: "n1", State: "down"}, {ID: "c3", State: "unknown"}}
+	if diff := cmp.Diff(want, toSwarmNodes(nodes)); diff != "" {
+		t.Errorf("toSwarmNodes (-want +got):\n%s", diff)
 	}
 }

@@ -69,6 +69,14 @@ func (f NodeFacts) KeyProblem() error {
 	return factsKeyProblem(strings.TrimPrefix(f.FactsKey(), NodesKVPrefix), f.ID, f.Node)
 }
 
+// SwarmNode is a node the swarm lists, whatever its state: its swarm node
+// ID, the host name its engine reports (Docker's Description.Hostname,
+// the name an older agent keyed its facts by unless given --node) and its
+// state (ready, down, …).
+type SwarmNode struct {
+	ID, Hostname, State string
+}
+
 // Holder identifies one agent process.
 type Holder struct {
 	// Instance is random, drawn at the agent's start.
