@@ -31,7 +31,7 @@ func (p *plan) ensureDockerd(ctx context.Context, n *nodePlan) error {
 	}
 	timeout := p.wait(n, 60*time.Second)
 	return poll(ctx, timeout, func() error { return pingDocker(ctx, c) }, func(err error) error {
-		return fmt.Errorf("node %s: dockerd not answering after %s: %w (log: %s)", n.Name, timeout, err, p.logPath(n, "dockerd"))
+		return fmt.Errorf("node %s: dockerd not answering after %s: %w %s", n.Name, timeout, err, withLog(p.logPath(n, "dockerd")))
 	})
 }
 
@@ -46,7 +46,7 @@ func (p *plan) ensureConsul(ctx context.Context, n *nodePlan) error {
 	}
 	timeout := p.wait(n, 30*time.Second)
 	return poll(ctx, timeout, func() error { return consulAnswers(ctx, p.consulAddr(n)) }, func(err error) error {
-		return fmt.Errorf("node %s: consul not answering after %s: %w (log: %s)", n.Name, timeout, err, p.logPath(n, "consul"))
+		return fmt.Errorf("node %s: consul not answering after %s: %w %s", n.Name, timeout, err, withLog(p.logPath(n, "consul")))
 	})
 }
 

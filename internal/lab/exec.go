@@ -1,14 +1,18 @@
 package lab
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
+
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // KillDockerd kills a node's dockerd with SIGKILL, as a crash would; Up
@@ -93,6 +97,12 @@ func (l Labs) OpenLog(name, node, component string) (*os.File, error) {
 	if err != nil {
 		return nil, err
 	}
+	return openNodeLog(path)
+}
+
+// openNodeLog opens path, a log in a node's directory, to read: only a
+// regular file, never through a symbolic link.
+func openNodeLog(path string) (*os.File, error) {
 	root, err := os.OpenRoot(filepath.Dir(path))
 	if err != nil {
 		return nil, fmt.Errorf("open log directory: %w", err)
@@ -108,6 +118,52 @@ func (l Labs) OpenLog(name, node, component string) (*os.File, error) {
 		return nil, fmt.Errorf("open log %s: not a regular file", path)
 	}
 	return f, nil
+}
+
+// logTailBytes bounds how much of a log a failure quotes.
+const logTailBytes = 2048
+
+// withLog names the log of a daemon that did not come up, with its last
+// lines: a lab that fails while it is being made is removed, its logs
+// with it, so the error is the only place left to read why.
+func withLog(path string) string {
+	tail, err := logTail(path, logTailBytes)
+	switch {
+	case err != nil:
+		return fmt.Sprintf("(log: %s; not read: %v)", path, err)
+	case tail == "":
+		return fmt.Sprintf("(log: %s, empty)", path)
+	}
+	return fmt.Sprintf("(log: %s; it ended:\n%s)", path, tail)
+}
+
+// logTail returns the whole lines among the last limit bytes of the log at
+// path (openNodeLog), escaped for a terminal (termtext.Lines): a VM
+// guest writes its logs, and may write anything.
+func logTail(path string, limit int64) (string, error) {
+	f, err := openNodeLog(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return "", fmt.Errorf("read log: %w", err)
+	}
+	from := max(fi.Size()-limit, 0)
+	b := make([]byte, fi.Size()-from)
+	n, err := f.ReadAt(b, from)
+	if err != nil && !errors.Is(err, io.EOF) {
+		return "", fmt.Errorf("read log: %w", err)
+	}
+	b = b[:n]
+	if from > 0 {
+		// Cut into a line: keep from the next one on.
+		if i := bytes.IndexByte(b, '\n'); i >= 0 {
+			b = b[i+1:]
+		}
+	}
+	return termtext.Lines(strings.TrimRight(string(b), "\n")), nil
 }
 
 func (l Labs) findNode(name, node string) (*plan, *nodePlan, error) {

@@ -412,7 +412,7 @@ func (v *vmProvider) EnsureNode(ctx context.Context, p *plan, n *nodePlan) error
 		}
 		return c.Ping(ctx)
 	}, func(err error) error {
-		return fmt.Errorf("node %s: VM did not come up: %w (console: %s)", n.Name, err, filepath.Join(dir, "console.log"))
+		return fmt.Errorf("node %s: VM did not come up: %w %s", n.Name, err, withLog(filepath.Join(dir, "console.log")))
 	})
 }
 

@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net/netip"
 	"os"
@@ -198,5 +199,59 @@ func TestOpenLogStaysInTheNodeDir(t *testing.T) {
 			f.Close()
 			t.Errorf("%s's log, a link to a host file, was opened: read %q", c, b)
 		}
+	}
+}
+
+// TestWithLogQuotesTheEnd: a lab that fails while it is being made is
+// removed with its logs, so the error of a daemon that did not come up
+// quotes its log's last lines. Before, it named only the file, gone by
+// the time anyone read the error. The quote is of whole lines, escaped
+// for a terminal, and never read through a link a guest made.
+func TestWithLogQuotesTheEnd(t *testing.T) {
+	dir := t.TempDir()
+	long := filepath.Join(dir, "dockerd.log")
+	var b strings.Builder
+	for i := range 400 {
+		fmt.Fprintf(&b, "line %03d of the daemon\n", i)
+	}
+	b.WriteString("failed to start daemon: \x1b[2Jno space left\n")
+	if err := os.WriteFile(long, []byte(b.String()), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got := withLog(long)
+	if !strings.HasPrefix(got, "(log: "+long+"; it ended:\n") || !strings.HasSuffix(got, `failed to start daemon: \x1b[2Jno space left)`) {
+		t.Errorf("withLog = %q, want the path and the last line, escaped", got)
+	}
+	body := strings.TrimSuffix(strings.SplitN(got, "\n", 2)[1], ")")
+	if len(body) > logTailBytes {
+		t.Errorf("quoted %d bytes, want at most %d", len(body), logTailBytes)
+	}
+	if first := strings.SplitN(body, "\n", 2)[0]; !strings.HasPrefix(first, "line ") || !strings.HasSuffix(first, " of the daemon") {
+		t.Errorf("first quoted line %q is not a whole line", first)
+	}
+	if strings.Contains(got, "line 000 ") {
+		t.Error("quoted the log's start, want its end only")
+	}
+
+	empty := filepath.Join(dir, "consul.log")
+	if err := os.WriteFile(empty, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := withLog(empty); got != "(log: "+empty+", empty)" {
+		t.Errorf("withLog of an empty log = %q", got)
+	}
+	if got := withLog(filepath.Join(dir, "agent.log")); !strings.Contains(got, "not read: ") {
+		t.Errorf("withLog of a missing log = %q, want why it was not read", got)
+	}
+	secret := filepath.Join(t.TempDir(), "secret")
+	if err := os.WriteFile(secret, []byte("host secret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	link := filepath.Join(dir, "console.log")
+	if err := os.Symlink(secret, link); err != nil {
+		t.Fatal(err)
+	}
+	if got := withLog(link); strings.Contains(got, "host secret") || !strings.Contains(got, "not read: ") {
+		t.Errorf("withLog of a link to a host file = %q, want it not read", got)
 	}
 }
