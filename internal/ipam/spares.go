@@ -120,6 +120,14 @@ func (k *keeper) take(p Pool, want netip.Addr, al Alloc) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	defer k.kickSync()
+	if later(sp.pool, p) && !sameNetwork(sp.pool, p) {
+		// The network was removed and made again under the name since
+		// sp's pool was read (its teardown missed on this node): sp's
+		// spares are the old network's, never handed out for the new
+		// one. sp gives them back, bound to its spec (refused, they are
+		// forgotten: see syncPool), and goes, making way for p's.
+		sp.Closing = true
+	}
 	if sp.Closing || sp.suspect || !samePool(sp.pool, p) {
 		return netip.Addr{}, false
 	}
@@ -206,6 +214,17 @@ func samePool(x, y Pool) bool {
 		// A network made again under the name is another pool: the old
 		// one's spares went with its tree.
 		(x.specIndex == 0 || y.specIndex == 0 || x.specIndex == y.specIndex)
+}
+
+// later says y was read from a spec written after x's.
+func later(x, y Pool) bool {
+	return x.specIndex != 0 && y.specIndex > x.specIndex
+}
+
+// sameNetwork says x and y were read from one network's spec, the same
+// generation of it (its create index), both known.
+func sameNetwork(x, y Pool) bool {
+	return x.specCreate != 0 && x.specCreate == y.specCreate
 }
 
 // enable makes the keeper keep n spares per pool (0: none).
@@ -386,6 +405,13 @@ func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify b
 			sp.Closing = true
 			if errors.Is(err, errSpecGone) {
 				maps.DeleteFunc(sp.Handed, func(a netip.Addr, _ Alloc) bool { return p.Block(a) == b })
+				// Nor are spares of b to give back: b is gone, or the
+				// network's made again under the name, where they are
+				// not this pool's to free. Left recorded there (the spec
+				// deleted by hand, the blocks left), they are spares
+				// this keeper no longer knows, which the reclaimer
+				// returns. Kept, they would hold the pool for good.
+				sp.Dropping = slices.DeleteFunc(sp.Dropping, b.Contains)
 			}
 			k.mu.Unlock()
 			return
