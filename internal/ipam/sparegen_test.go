@@ -88,3 +88,136 @@ func TestSparesOfAnOlderGenerationGiveWay(t *testing.T) {
 		})
 	}
 }
+
+// TestSparesOfASpecRewrittenInPlace: a spec rewritten in place (by hand:
+// its key's CreateIndex kept, a new modify index) is the same network.
+// The keeper kept the pool as read before the rewrite, another pool to
+// every request read after it (samePool compares the spec index): no
+// spare of the pool was handed out again for as long as the agent ran.
+// A rewrite that reserves one of its free spares (an aux address) or
+// leaves it out of the range made the keeper's writes refused, its pool
+// closed, and its spares kept recorded, never given back. The keeper now
+// takes the pool as read again: its spares the rewrite still allows are
+// handed out, and the others given back.
+func TestSparesOfASpecRewrittenInPlace(t *testing.T) {
+	for _, c := range []struct {
+		name    string
+		rewrite func(s *netspec.Spec, spares []netip.Addr) netip.Addr
+	}{
+		{name: "another_parent", rewrite: func(s *netspec.Spec, _ []netip.Addr) netip.Addr {
+			s.Parent = "eth9"
+			return netip.Addr{}
+		}},
+		{name: "aux_address_on_a_spare", rewrite: func(s *netspec.Spec, spares []netip.Addr) netip.Addr {
+			s.Aux = map[string]netip.Addr{"router2": spares[0]}
+			return spares[0]
+		}},
+		{name: "range_without_the_spares", rewrite: func(s *netspec.Spec, spares []netip.Addr) netip.Addr {
+			s.IPRange = netip.MustParsePrefix("10.90.0.192/26")
+			return spares[0]
+		}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			ctx := context.Background()
+			kv := kvtest.New()
+			st := netspec.NewStore(kv)
+			n1 := NewAllocator(kv, "n1", nil)
+			n1.spares.enable(2, nil)
+			old := servedLan(t, st)
+			taskAddr(t, n1, old)
+			if _, err := n1.spares.syncAll(ctx, false, false); err != nil {
+				t.Fatal(err)
+			}
+			var spares []netip.Addr
+			for a := range n1.spares.known(old) {
+				spares = append(spares, a)
+			}
+			if len(spares) == 0 {
+				t.Fatal("no spares kept")
+			}
+			rewritten := lanSpec
+			excluded := c.rewrite(&rewritten, spares)
+			putSpecs(t, kv, rewritten)
+			now, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
+			if err != nil {
+				t.Fatal(err)
+			}
+			addr, ok, held := spareOf(t, ctx, kv, n1, now)
+			switch {
+			case !ok:
+				t.Fatalf("no spare handed out after the spec was rewritten in place after 5 syncs; the keeper holds %v", n1.spares.known(now))
+			case !now.usable(addr):
+				t.Errorf("spare %s handed out, which the spec rewritten in place does not allow (%s)", addr, c.name)
+			case !n1.spares.mine(held[addr]):
+				t.Errorf("spare %s handed out is %+v in Consul, want this keeper's spare", addr, held[addr])
+			}
+			// One more sync (verifying: every handout recorded at once)
+			// records the handout and gives back what the rewrite no
+			// longer allows.
+			if _, err := n1.spares.syncAll(ctx, true, false); err != nil {
+				t.Errorf("sync of the spares: %v", err)
+			}
+			if held, err = Allocations(ctx, kv, now); err != nil {
+				t.Fatal(err)
+			}
+			if al := held[addr]; al.Kind != KindTask || al.Node != n1.node {
+				t.Errorf("spare %s handed out recorded as %+v, want n1's task", addr, al)
+			}
+			if excluded.IsValid() && n1.spares.mine(held[excluded]) {
+				t.Errorf("%s, which the rewritten spec does not allow, still recorded as this node's spare: %+v", excluded, held[excluded])
+			}
+			for a := range n1.spares.known(now) {
+				if !now.usable(a) {
+					t.Errorf("the keeper still holds %s, which the rewritten spec does not allow", a)
+				}
+			}
+		})
+	}
+}
+
+// TestSpareClaimedAsTheSpecIsRewritten: the keeper claims spares for its
+// pool as the sync read it; a request read after a rewrite in place that
+// reserves one of them (an aux address) takes the pool as read again
+// before the sync settles. The spare claimed must not be handed out: it
+// is given back.
+func TestSpareClaimedAsTheSpecIsRewritten(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	n1 := NewAllocator(kv, "n1", nil)
+	n1.spares.enable(2, nil)
+	old := servedLan(t, st)
+	task := taskAddr(t, n1, old)
+	reserved := task.Next() // the first spare the sync claims
+	rewritten := lanSpec
+	rewritten.Aux = map[string]netip.Addr{"router2": reserved}
+	var now Pool
+	n1.spares.afterWrite = func() {
+		n1.spares.afterWrite = nil
+		putSpecs(t, kv, rewritten)
+		var err error
+		if now, _, err = (SpecPools{Store: st}).PoolFor(ctx, lanSpec.Subnet); err != nil {
+			t.Error(err)
+		}
+		n1.spares.take(now, reserved, Alloc{Node: n1.node, At: time.Now().UTC(), Kind: KindTask})
+	}
+	if _, err := n1.spares.syncAll(ctx, false, false); err != nil {
+		t.Fatal(err)
+	}
+	if !now.Prefix.IsValid() {
+		t.Fatal("the sync claimed no spare")
+	}
+	if got, ok := n1.spares.take(now, reserved, Alloc{Node: n1.node, At: time.Now().UTC(), Kind: KindTask}); ok {
+		t.Errorf("spare %s handed out, which the spec rewritten as it was claimed reserves", got)
+	}
+	if _, err := n1.spares.syncAll(ctx, false, false); err != nil {
+		t.Errorf("sync of the spares: %v", err)
+	}
+	held, err := Allocations(ctx, kv, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n1.spares.mine(held[reserved]) {
+		t.Errorf("%s, which the rewritten spec reserves, still recorded as this node's spare: %+v", reserved, held[reserved])
+	}
+}

@@ -120,13 +120,16 @@ func (k *keeper) take(p Pool, want netip.Addr, al Alloc) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	defer k.kickSync()
-	if later(sp.pool, p) && !sameNetwork(sp.pool, p) {
+	switch {
+	case later(sp.pool, p) && !sameNetwork(sp.pool, p):
 		// The network was removed and made again under the name since
 		// sp's pool was read (its teardown missed on this node): sp's
 		// spares are the old network's, never handed out for the new
 		// one. sp gives them back, bound to its spec (refused, they are
 		// forgotten: see syncPool), and goes, making way for p's.
 		sp.Closing = true
+	case later(sp.pool, p):
+		k.rebind(sp, p)
 	}
 	if sp.Closing || sp.suspect || !samePool(sp.pool, p) {
 		return netip.Addr{}, false
@@ -214,6 +217,30 @@ func samePool(x, y Pool) bool {
 		// A network made again under the name is another pool: the old
 		// one's spares went with its tree.
 		(x.specIndex == 0 || y.specIndex == 0 || x.specIndex == y.specIndex)
+}
+
+// rebind makes sp's pool p, read from its spec rewritten in place since
+// (by hand: the same network, its key's create index kept): its writes
+// are bound to the spec as it is now, and its spares are handed out for
+// requests read after the rewrite. Free spares p does not allow (the
+// rewrite reserves them, or leaves them out of the range) are given back,
+// never handed out. The pressure watch, which checks the spec as its pool
+// was read, starts again with p. k.mu is held.
+func (k *keeper) rebind(sp *sparePool, p Pool) {
+	sp.pool = p
+	keep := sp.Free[:0:0]
+	for _, a := range sp.Free {
+		if p.usable(a) {
+			keep = append(keep, a)
+		} else {
+			sp.Dropping = append(sp.Dropping, a)
+		}
+	}
+	sp.Free = keep
+	if sp.stopWatch != nil {
+		sp.stopWatch()
+		sp.stopWatch = nil
+	}
 }
 
 // later says y was read from a spec written after x's.
@@ -503,7 +530,15 @@ func (k *keeper) settle(sp *sparePool, b netip.Prefix, record map[netip.Addr]All
 			sp.Free = slices.Delete(sp.Free, i, i+1)
 		}
 	}
-	sp.Free = append(sp.Free, w.Added...)
+	for _, a := range w.Added {
+		// Claimed for the pool as the sync read it: rebound since to a
+		// rewrite that no longer allows a, it is given back.
+		if sp.pool.usable(a) {
+			sp.Free = append(sp.Free, a)
+		} else {
+			sp.Dropping = append(sp.Dropping, a)
+		}
+	}
 	if len(w.Added) > 0 {
 		sp.Dry = false
 	}
