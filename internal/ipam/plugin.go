@@ -80,7 +80,8 @@ type Plugin struct {
 	// what an address handed out came from, even once its spec is gone;
 	// a pool is dropped by its last ReleasePool, or once its spec is
 	// gone, when this node holds none of its addresses (see releasePool,
-	// forgetGone).
+	// forgetGone); an older generation's, by its last ReleasePool once a
+	// later one is recorded (see dropReleasedOlderLocked).
 	pools map[string]poolEntry
 	// drops counts the pools dropped: a request that read the specs
 	// before a drop records no pool afresh (see pool).
@@ -167,7 +168,9 @@ func handshake(mux *http.ServeMux) {
 // long as their network spec; a late release of the pool is served from
 // its spec, or, its spec gone, from the pool as served while it is kept.
 // It is always answered: it frees nothing, and a pool kept costs nothing
-// but memory.
+// but memory. The record of an older generation of the network (made
+// again since, and a later generation recorded) goes at its last
+// ReleasePool whatever this node holds: nothing of it is served again.
 func (pl *Plugin) releasePool(ctx context.Context, r poolRelease) (any, error) {
 	// Only the record of that ID, that generation of its network, is
 	// counted off. An ID no plugin gives is refused, naming it: it is
@@ -182,6 +185,15 @@ func (pl *Plugin) releasePool(ctx context.Context, r poolRelease) (any, error) {
 	if ok && e.requests > 0 {
 		e.requests--
 		pl.pools[r.PoolID] = e
+	}
+	if ok && e.requests == 0 && pl.laterServedLocked(r.PoolID, e.pool) != 0 {
+		// An older generation, released by Docker: nothing of it is
+		// served or released again (see laterServed), whatever this
+		// node holds of the pool's ID, which its later generation's
+		// addresses keep held.
+		delete(pl.pools, r.PoolID)
+		pl.drops++
+		ok = false
 	}
 	pl.mu.Unlock()
 	if ok && e.requests == 0 {
@@ -349,6 +361,7 @@ func (pl *Plugin) requestPool(ctx context.Context, r poolRequest) (any, error) {
 		pl.pools = map[string]poolEntry{}
 	}
 	pl.pools[id] = poolEntry{pool: p, gateway: gw, requests: pl.pools[id].requests + 1}
+	pl.dropReleasedOlderLocked(p)
 	pl.mu.Unlock()
 	resp := map[string]any{"PoolID": id, "Pool": p.Prefix.String(), "Data": map[string]string{}}
 	if gw.IsValid() {
@@ -620,11 +633,16 @@ func (pl *Plugin) fresh(ctx context.Context, id string) (Pool, netip.Addr, error
 // pool ID naming a generation, id; 0 otherwise. An ID naming none (an
 // older agent's) is served as it always was.
 func (pl *Plugin) laterServed(id string, p Pool) uint64 {
+	pl.mu.Lock()
+	defer pl.mu.Unlock()
+	return pl.laterServedLocked(id, p)
+}
+
+// laterServedLocked is laterServed with pl.mu held.
+func (pl *Plugin) laterServedLocked(id string, p Pool) uint64 {
 	if pid, err := parseID(id); err != nil || pid.gen == 0 {
 		return 0
 	}
-	pl.mu.Lock()
-	defer pl.mu.Unlock()
 	var later uint64
 	for _, e := range pl.pools {
 		if e.pool.ID() == p.ID() && e.pool.specCreate > max(p.specCreate, later) {
@@ -632,6 +650,23 @@ func (pl *Plugin) laterServed(id string, p Pool) uint64 {
 		}
 	}
 	return later
+}
+
+// dropReleasedOlderLocked forgets the records of generations of p's pool
+// older than p's (see Pool.PluginID) that Docker released (no
+// RequestPool left: their last ReleasePool kept them while this node
+// held an address of the pool's ID, which the new generation's
+// addresses may be): nothing of them is served or released again (see
+// laterServed), and a network made again many times would otherwise
+// leave one record for each. IDs naming no generation are kept. pl.mu is
+// held.
+func (pl *Plugin) dropReleasedOlderLocked(p Pool) {
+	for id, e := range pl.pools {
+		if e.requests == 0 && e.pool.ID() == p.ID() && pl.laterServedLocked(id, e.pool) != 0 {
+			delete(pl.pools, id)
+			pl.drops++
+		}
+	}
 }
 
 // served returns pool id as it was last served.

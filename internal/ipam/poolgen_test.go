@@ -308,3 +308,57 @@ func wantFree(t *testing.T, ctx context.Context, kv *kvtest.KV, after string, ad
 		}
 	}
 }
+
+// TestRecordsOfOlderGenerationsGo: lan is removed and made again under
+// its name many times while this node keeps a container on each
+// generation (its tree deleted under the container, as `node rm` of a
+// live node does). Docker's networks of the older generations go, their
+// containers' releases refused (made again) and their ReleasePools
+// answered. Each older generation's record was kept: dropUnheld reads
+// whether this node holds an address of the pool's ID, any generation's,
+// and the latest generation's container holds one. The records grew by
+// one with each remake for as long as the agent ran, and none was ever
+// used: a request or release naming an older generation is refused
+// (remadeError), whatever is recorded. An older generation's record now
+// goes at its last ReleasePool once a later generation is recorded.
+func TestRecordsOfOlderGenerationsGo(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	pl, call := pluginFor(t, kv, "n1")
+	must := mustCall(t, call)
+	st := pl.Pools.(SpecPools).Store
+	req := map[string]any{"Pool": lanSpec.Subnet.String()}
+	id := must("IpamDriver.RequestPool", req)["PoolID"].(string)
+	addr := must("IpamDriver.RequestAddress", map[string]any{"PoolID": id})["Address"].(string)
+	for i := range 5 {
+		if err := st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name)); err != nil {
+			t.Fatal(err)
+		}
+		if err := st.Create(ctx, lanSpec); err != nil {
+			t.Fatal(err)
+		}
+		cur := must("IpamDriver.RequestPool", req)["PoolID"].(string)
+		next := must("IpamDriver.RequestAddress", map[string]any{"PoolID": cur})["Address"].(string)
+		// The older network's container and Docker network go.
+		if code, out := call("IpamDriver.ReleaseAddress", map[string]any{"PoolID": id, "Address": addr}); code == 200 {
+			t.Errorf("remake %d: release of %s with the older pool ID %s answered %v, want refused", i, addr, id, out)
+		}
+		must("IpamDriver.ReleasePool", map[string]any{"PoolID": id})
+		if _, ok := pl.served(id); ok {
+			t.Errorf("remake %d: the record of %s kept after its ReleasePool, generation %s recorded since", i, id, cur)
+		}
+		if _, ok := pl.served(cur); !ok {
+			t.Errorf("remake %d: the record of %s, served, is gone", i, cur)
+		}
+		id, addr = cur, next
+	}
+	pl.mu.Lock()
+	n := len(pl.pools)
+	pl.mu.Unlock()
+	if n != 1 {
+		t.Errorf("%d pool records after 5 remakes, want 1: the latest generation's", n)
+	}
+	// The latest generation is served as ever.
+	must("IpamDriver.ReleaseAddress", map[string]any{"PoolID": id, "Address": addr})
+	must("IpamDriver.ReleasePool", map[string]any{"PoolID": id})
+}
