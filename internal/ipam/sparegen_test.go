@@ -221,3 +221,50 @@ func TestSpareClaimedAsTheSpecIsRewritten(t *testing.T) {
 		t.Errorf("%s, which the rewritten spec reserves, still recorded as this node's spare: %+v", reserved, held[reserved])
 	}
 }
+
+// TestShimReleaseOfASpecRewrittenInPlace: the keeper's pool rebound to
+// the spec rewritten in place (a request read after the rewrite), the
+// network's teardown on this node, bound to the spec as the reconciler
+// read it before the rewrite, gives its spares back: the same network,
+// not one made again under the name.
+func TestShimReleaseOfASpecRewrittenInPlace(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	n := NodeIPAM{Alloc: NewAllocator(kv, "n1", nil), Pools: SpecPools{Store: st}}
+	n.Alloc.spares.enable(2, nil)
+	servedLan(t, st)
+	l, err := st.ReadListing(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rewritten := lanSpec
+	rewritten.Parent = "eth9"
+	putSpecs(t, kv, rewritten)
+	now, _, err := SpecPools{Store: st}.PoolFor(ctx, lanSpec.Subnet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	taskAddr(t, n.Alloc, now)
+	if _, err := n.Alloc.spares.syncAll(ctx, false, false); err != nil {
+		t.Fatal(err)
+	}
+	if n.Alloc.spares.count() == 0 {
+		t.Fatal("no spares kept")
+	}
+	if err := n.ReleaseShim(ctx, l.Specs[0], l.SpecIndex(lanSpec.Name)); err != nil {
+		t.Errorf("release of the network's shims and spares, read before the rewrite: %v", err)
+	}
+	if got := n.Alloc.spares.count(); got != 0 {
+		t.Errorf("%d spares kept after the release of the network's spares, want 0", got)
+	}
+	held, err := Allocations(ctx, kv, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for a, al := range held {
+		if n.Alloc.spares.mine(al) {
+			t.Errorf("spare %s still recorded after the release of the network's spares", a)
+		}
+	}
+}

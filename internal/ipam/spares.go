@@ -558,13 +558,23 @@ func blocksOf(p Pool, lists ...[]netip.Addr) []netip.Prefix {
 
 // close gives back p's spares and keeps none of p from now on: the network
 // is being removed from this node. Those of a pool read from a spec
-// written after p's, a network made again under the name, are left.
+// created after p's was written, a network made again under the name,
+// are left; those of one read from p's spec rewritten in place since
+// (by hand, its create index kept: the same network) are given back.
 func (k *keeper) close(ctx context.Context, p Pool) error {
 	k.mu.Lock()
 	sp := k.pools[p.ID()]
-	if sp != nil && p.specIndex != 0 && sp.pool.specIndex > p.specIndex {
-		// Read from a spec written after p's: the network made again
-		// under the name. p's spares went with its tree.
+	var created uint64
+	if sp != nil {
+		// Without its create index known, the spec index it was read
+		// at: a rewrite in place then passes for a network made again.
+		if created = sp.pool.specCreate; created == 0 {
+			created = sp.pool.specIndex
+		}
+	}
+	if sp != nil && p.specIndex != 0 && created > p.specIndex {
+		// Read from a spec created after p's was written: the network
+		// made again under the name. p's spares went with its tree.
 		sp = nil
 	}
 	if sp != nil {
