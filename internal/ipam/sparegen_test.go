@@ -268,3 +268,46 @@ func TestShimReleaseOfASpecRewrittenInPlace(t *testing.T) {
 		}
 	}
 }
+
+// TestReleaseInANetworkMadeAgainOfAnOldSpare: the keeper holds free
+// spares of a network removed and made again under the name (its tree
+// deleted, its teardown missed on this node). The new network hands one
+// of those addresses to a container by its own write; the container's
+// release was taken for the release of a spare Docker never got, and
+// ignored: the address stayed recorded as the container's, a leak until
+// the reclaimer's grace ran out. A release is judged against the
+// keeper's spares only in the network they were claimed in.
+func TestReleaseInANetworkMadeAgainOfAnOldSpare(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	n1 := NewAllocator(kv, "n1", nil)
+	n1.spares.enable(2, nil)
+	old := servedLan(t, st)
+	taskAddr(t, n1, old)
+	if _, err := n1.spares.syncAll(ctx, false, false); err != nil {
+		t.Fatal(err)
+	}
+	oldSpares := n1.spares.known(old)
+	now := remakeLan(t, st)
+	var x netip.Addr
+	for range 4 {
+		if a := taskAddr(t, n1, now); oldSpares[a] {
+			x = a
+			break
+		}
+	}
+	if !x.IsValid() {
+		t.Fatalf("none of the old spares %v handed out in the network made again", oldSpares)
+	}
+	if err := n1.Release(ctx, now, x); err != nil {
+		t.Errorf("release of %s in the network made again: %v", x, err)
+	}
+	held, err := Allocations(ctx, kv, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if al, ok := held[x]; ok {
+		t.Errorf("%s still allocated after its release in the network made again: %+v", x, al)
+	}
+}

@@ -163,7 +163,9 @@ func (k *keeper) releasing(p Pool, a netip.Addr) (stray, handed bool, undo func(
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	sp := k.pools[p.ID()]
-	if sp == nil {
+	if sp == nil || otherGeneration(sp.pool, p) {
+		// Of another network under the name (made again): sp's spares
+		// are none of p's addresses, whose release its write judges.
 		return false, false, func() {}
 	}
 	if slices.Contains(sp.Free, a) {
@@ -252,6 +254,12 @@ func later(x, y Pool) bool {
 // generation of it (its create index), both known.
 func sameNetwork(x, y Pool) bool {
 	return x.specCreate != 0 && x.specCreate == y.specCreate
+}
+
+// otherGeneration says x and y were read from specs of two networks made
+// under one name (their create indexes differ), both known.
+func otherGeneration(x, y Pool) bool {
+	return x.specCreate != 0 && y.specCreate != 0 && x.specCreate != y.specCreate
 }
 
 // enable makes the keeper keep n spares per pool (0: none).
