@@ -546,6 +546,7 @@ func TestPrermStateDir(t *testing.T) {
 		unit      bool              // the package's unit is installed
 		pid       string            // the agent's MainPID, "": none runs
 		systemd   string            // systemctl --version's first line, "": none
+		host      string            // uname -n's output (%H), "": the machine's
 		want      string            // "": the default, under the sandbox
 		says      string            // in the prerm's output, "": anything
 	}{
@@ -626,6 +627,18 @@ func TestPrermStateDir(t *testing.T) {
 		{name: "an Environment= value not UTF-8 is ignored, alone", unit: true, env: "-", files: map[string]string{
 			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a\nEnvironment=UNDERLAY_STATE_DIR=/srv/\\ud800 UNDERLAY_LABEL=x\nEnvironment=UNDERLAY_STATE_DIR=/srv/\\xff\nEnvironment=UNDERLAY_STATE_DIR=/srv/\\uFDD0 UNDERLAY_LABEL=y\n"),
 		}, want: "/srv/a"},
+		// systemd checks an assignment once its specifiers are resolved:
+		// a host name (%H) may hold any byte; a specifier not resolved
+		// here may make a character of the bytes around it.
+		{name: "%H in Environment=", host: "h\u00e9", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a\nEnvironment=UNDERLAY_STATE_DIR=/srv/%H\n"),
+		}, want: "/srv/h\u00e9"},
+		{name: "%H not UTF-8 in Environment=: ignored", host: "h\xff", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a\nEnvironment=UNDERLAY_STATE_DIR=/srv/%H UNDERLAY_LABEL=x\n"),
+		}, want: "/srv/a"},
+		{name: "an unresolved specifier between a character's bytes", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a\nEnvironment=UNDERLAY_STATE_DIR=/srv/\\xc3%i\\xa9\n"),
+		}, says: "Environment= sets UNDERLAY_STATE_DIR with %i, not resolved here"},
 		{name: "a bad \\U ends Environment='s words", unit: true, env: "-", files: map[string]string{
 			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a\nEnvironment=UNDERLAY_STATE_DIR=/srv/\\U00110000\nEnvironment=UNDERLAY_STATE_DIR=/srv/\\UD800dc00\nEnvironment=UNDERLAY_STATE_DIR=/srv/\\U0000FFFE\nEnvironment=UNDERLAY_STATE_DIR=/srv/\\u12\n"),
 		}, want: "/srv/a"},
@@ -884,6 +897,12 @@ func TestPrermStateDir(t *testing.T) {
 			}
 			if tc.pid != "" {
 				m.write("mainpid", tc.pid+"\n")
+			}
+			if tc.host != "" {
+				m.write("bin/uname", "#!/bin/sh\nprintf '%s\\n' '"+tc.host+"'\n")
+				if err := os.Chmod(m.path("bin/uname"), 0o755); err != nil {
+					t.Fatal(err)
+				}
 			}
 			if tc.systemd != "" {
 				m.write("systemd", tc.systemd+"\n+PAM +AUDIT\n")

@@ -152,20 +152,23 @@ function words(v, w, sep, exec,   n, len, c, nx, word, inword, quote, e, k) {
 	}
 }
 # environment reads an Environment= value: each word NAME=VALUE, its
-# specifiers resolved, sets NAME; one not UTF-8 (systemd's
-# env_assignment_is_valid) is ignored. A NAME not known here (an
-# unresolved specifier) may be any variable.
+# specifiers resolved, sets NAME; one not UTF-8 once resolved (systemd's
+# env_assignment_is_valid, after specifier_printf: %H may make any byte)
+# is ignored. A NAME not known here (an unresolved specifier) may be any
+# variable; a VALUE not known here is so whether UTF-8 or not (what
+# systemd makes of %i may join the bytes around it into a character).
 function environment(v,   w, sep, n, j, eq, k, val) {
 	n = words(v, w, sep, 0)
 	for (j = 1; j <= n; j++) {
-		if (!validutf8(w[j])) continue
-		# No specifier resolves to a "=": the word's first is its own.
+		# The word's first "=" is its own: only %H could make one before
+		# it, in a name with a host name, which no unit means.
 		eq = index(w[j], "=")
 		if (eq <= 1) continue
 		k = specifiers(substr(w[j], 1, eq - 1))
 		if (unres != "") { anyvar("Environment= names a variable with " unres); continue }
 		val = specifiers(substr(w[j], eq + 1))
-		setenv(k, val, unres == "" ? "" : "Environment= sets " k " with " unres)
+		if (unres != "") setenv(k, val, "Environment= sets " k " with " unres)
+		else if (validutf8(k "=" val)) setenv(k, val, "")
 	}
 }
 # setenv sets a variable of the agent's environment; why, when not "",
