@@ -810,6 +810,25 @@ func TestPrermStateDir(t *testing.T) {
 			override:                dropIn("EnvironmentFile=@/etc/underlay/more.env\n"),
 			"etc/underlay/more.env": "UNDERLAY_STATE_DIR=/srv/more\n",
 		}, want: "/srv/more"},
+		// systemd's load_env_file fails on a key or value not UTF-8,
+		// and with it the whole file: left out with a "-" (as the
+		// unit's agent.env), else the agent does not start.
+		{name: "an environment file not UTF-8 is ignored whole", unit: true, env: "UNDERLAY_STATE_DIR=/srv/file\nUNDERLAY_LABEL=\xff\n", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/unit\n"),
+		}, want: "/srv/unit"},
+		{name: "an environment file's key not UTF-8", unit: true, env: "UNDERLAY_STATE_DIR=/srv/file\nLABEL\xc3=x\n", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/unit\n"),
+		}, want: "/srv/unit"},
+		{name: "an environment file not UTF-8 after another", unit: true, env: "UNDERLAY_STATE_DIR=/srv/file\n", files: map[string]string{
+			override:                dropIn("EnvironmentFile=-@/etc/underlay/more.env\n"),
+			"etc/underlay/more.env": "UNDERLAY_STATE_DIR=/srv/more\nUNDERLAY_LABEL='\xed\xa0\x80'\n",
+		}, want: "/srv/file"},
+		{name: "not UTF-8 where no assignment is", unit: true, env: "# \xff\n\xff\nUNDERLAY_STATE_DIR=/srv/file\n", want: "/srv/file"},
+		{name: "agent.env not UTF-8, no unit", env: "UNDERLAY_STATE_DIR=/srv/file\nUNDERLAY_LABEL=\xff\n"},
+		{name: "a required environment file not UTF-8: the agent does not start", unit: true, env: "UNDERLAY_STATE_DIR=/srv/file\n", files: map[string]string{
+			override:                dropIn("EnvironmentFile=@/etc/underlay/more.env\nExecStart=\nExecStart=/usr/bin/underlay agent --state-dir /srv/exec\n"),
+			"etc/underlay/more.env": "UNDERLAY_LABEL=\\\xff\n",
+		}, says: "systemd cannot load its EnvironmentFile="},
 		{name: "an /etc unit file replaces the package's", unit: true, env: "UNDERLAY_STATE_DIR=/srv/a\n", files: map[string]string{
 			"etc/systemd/system/underlay-agent.service": "[Service]\nExecStart=/usr/bin/underlay agent\n",
 		}},

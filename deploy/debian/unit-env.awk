@@ -296,12 +296,16 @@ function flag(   argv, argu, n, j, k, m, parts, take, dir, dirwhy, found) {
 	if (dirwhy != "") refuse("its ExecStart= gives --state-dir with " dirwhy ", not resolved here")
 	if (found) { print dir; exit 0 }
 }
-# envfile reads an EnvironmentFile= as systemd (env-file.c) does.
-function envfile(f,   line, s, n, k, c, st, key, val, kws, vws, first) {
+# envfile reads an EnvironmentFile= as systemd (env-file.c) does. A key
+# or value not UTF-8 fails the whole file (load_env_file_push): one
+# named with "-" (optional) is then left out, any other fails the
+# agent's start (exec_context_load_environment), so that nothing of the
+# unit tells its state directory.
+function envfile(f, optional,   line, s, n, k, c, st, key, val, kws, vws, first) {
 	s = ""; first = 1
 	while ((getline line <f) > 0) { s = first ? line : s "\n" line; first = 0 }
 	close(f)
-	n = length(s); st = "prekey"; key = ""; val = ""
+	n = length(s); st = "prekey"; key = ""; val = ""; npushed = 0; notutf8 = 0
 	for (k = 1; k <= n; k++) {
 		c = substr(s, k, 1)
 		if (st == "prekey") {
@@ -352,10 +356,15 @@ function envfile(f,   line, s, n, k, c, st, key, val, kws, vws, first) {
 	}
 	if (st == "value") push(key, kws, vws ? substr(val, 1, vws - 1) : val)
 	else if (st != "prekey" && st != "key" && st != "comment" && st != "cescape") push(key, kws, val)
+	if (notutf8 && !optional) refuse("systemd cannot load its EnvironmentFile=" f " (not UTF-8), nor start the agent")
+	for (k = 1; k <= npushed && !notutf8; k++) setenv(pushedkey[k], pushedval[k], "")
 }
+# push keeps an assignment of the file envfile reads, for it to set once
+# the whole file is read; notutf8 is set when it is not UTF-8.
 function push(key, kws, val) {
 	if (kws) key = substr(key, 1, kws - 1)
-	setenv(key, val, "")
+	if (!validutf8(key) || !validutf8(val)) notutf8 = 1
+	pushedkey[++npushed] = key; pushedval[npushed] = val
 }
 # A unit file, as systemd's conf-parser.c reads it: a comment line is
 # skipped, in a continuation too; a line whose last character is a
@@ -400,12 +409,13 @@ function setting(line,   k, v) {
 }
 END {
 	if (cont != "") setting(cont)
-	if (nounit == "") files[++nfiles] = agentenv
+	# As the package's unit names it: optional.
+	if (nounit == "") files[++nfiles] = "-" agentenv
 	for (j = 1; j <= nfiles; j++) {
 		f = files[j]
-		sub(/^-/, "", f)
+		optional = sub(/^-/, "", f)
 		if (fileunres[j] != "") anyvar("EnvironmentFile=" f " has " fileunres[j])
-		else envfile(f)
+		else envfile(f, optional)
 	}
 	if (execbad != "") refuse("systemd cannot parse its ExecStart=" execbad)
 	if (hasexec) flag()
