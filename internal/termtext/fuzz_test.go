@@ -16,9 +16,10 @@ import (
 // RedactAddr takes another reading: what comes before the first / ? # is
 // an IPv6 address without brackets (fe80::1/x@y); or, with no scheme, the
 // user is http, https, unix or tcp and the password starts with //
-// (http://pw@host reads as the scheme http). A password found elsewhere in the redacted
-// form (in the host, a path, xxxxx) proves nothing, and is not asked
-// about.
+// (http://pw@host reads as the scheme http), where checkSchemeUser tells
+// which forms may show a part of it. A password found elsewhere in the
+// redacted form (in the host, a path, xxxxx) proves nothing, and is not
+// asked about.
 func FuzzRedactAddr(f *testing.F) {
 	for _, seed := range []struct {
 		addr, user, password, rest string
@@ -34,6 +35,9 @@ func FuzzRedactAddr(f *testing.F) {
 		{"ops:p@ss/x@y@host", "ops", "p@ss/x@y", "host", false},
 		{"ops://pw@host", "ops", "//pw", "host:8500", false},
 		{"http://ops@prom:9090/x@y", "ops@prom", "9090/x", "y", true},
+		{"http://prom/x@y", "http", "//prom/x", "y", false},
+		{"unix:///run/a@b", "HTTPS", "//ops:pw/x", "host:8501", false},
+		{"tcp://ops@host:2375", "unix", "///run/docker", "x/docker.sock", false},
 	} {
 		f.Add(seed.addr, seed.user, seed.password, seed.rest, seed.scheme)
 	}
@@ -47,6 +51,7 @@ func FuzzRedactAddr(f *testing.F) {
 		if scheme {
 			prefix = "https://"
 		} else if strings.HasPrefix(password, "//") && takenForScheme(user) {
+			checkSchemeUser(t, user, password, rest)
 			return
 		}
 		in := prefix + user + ":" + password + "@" + rest
@@ -64,6 +69,41 @@ func FuzzRedactAddr(f *testing.F) {
 			t.Errorf("RedactAddr(%q) = %q: want %q followed by the end of %q, the password %q hidden whole", in, got, prefix+user+":xxxxx@", rest, password)
 		}
 	})
+}
+
+// checkSchemeUser checks RedactAddr on user:password@rest where user is
+// http, https, unix or tcp (any case) and password starts with //, which
+// reads as that scheme: it shows no part of the password (it is
+// user:xxxxx@ and the end of rest) but in the forms the scheme's reading
+// keeps, those of every address of that scheme: its own user and
+// password (user://u:p@host, u shown), a user with no password
+// (user://u@host, no / ? # before its last @), a unix socket's path
+// (unix:///path).
+func checkSchemeUser(t *testing.T, user, password, rest string) {
+	t.Helper()
+	in := user + ":" + password + "@" + rest
+	got := RedactAddr(in)
+	if tail, ok := strings.CutPrefix(got, user+":xxxxx@"); ok && strings.HasSuffix(rest, tail) {
+		return
+	}
+	after := in[len(user)+3:] // past user://
+	at := strings.LastIndex(after, "@")
+	end := len(after)
+	if i := strings.IndexAny(after, "/?#"); i >= 0 {
+		end = i
+	}
+	colon := strings.Index(after, ":")
+	switch {
+	case strings.EqualFold(user, "unix") && strings.HasPrefix(after, "/") && got == in:
+		return
+	case at < end && (colon < 0 || colon > at) && got == in:
+		return
+	case colon >= 0 && colon < end && colon < at:
+		if tail, ok := strings.CutPrefix(got, user+"://"+after[:colon]+":xxxxx@"); ok && strings.HasSuffix(rest, tail) {
+			return
+		}
+	}
+	t.Errorf("RedactAddr(%q) = %q: want %q followed by the end of %q, the password %q hidden whole, or a form of the scheme %s's kept", in, got, user+":xxxxx@", rest, password, user)
 }
 
 // takenForScheme tells whether s is http, https, unix or tcp, in any

@@ -118,31 +118,44 @@ func escapeJSON(b []byte) []byte {
 // what comes before the first / ? # can be user:password, or holds an @
 // itself: http://ops:pw@host:8500/x@y is http://ops:xxxxx@y (the password
 // may be pw@host:8500/x), http://prom:9090/x@y is http://prom:xxxxx@y.
-// Only a host that cannot be user:password (a name or IP address with no
-// port, an IPv6 address in brackets) with no @ before it keeps an @ after
-// it. Only http, https, unix and tcp, in any case, are schemes (those of
-// a Consul address, a Prometheus URL or its Location, a Docker daemon's
-// address): ops://pw@host is the user ops and the password //pw. A user
-// http, https, unix or tcp whose password starts with // reads as the
-// scheme.
+// Only http, https, unix and tcp, in any case, are schemes (those of a
+// Consul address, a Prometheus URL or its Location, a Docker daemon's
+// address): ops://pw@host is the user ops and the password //pw. Such a
+// scheme may itself be a user, its password starting with //: with it,
+// an @ past the first / ? # hides all before it (http://prom/x@y may be
+// the user http and the password //prom/x, and is http:xxxxx@y), but in
+// a unix socket's path (unix:///run/docker@x/docker.sock, kept). Only
+// without a scheme does a host that cannot be user:password (a name or
+// IP address with no port, an IPv6 address in brackets) with no @ before
+// it keep an @ after it (//prom/x@y). The forms every address of those
+// schemes has are read as the scheme's, whatever else they may be:
+// http://ops:pw@host shows the user ops (a user http's password
+// //ops:pw would show its ops), http://ops@host keeps the user ops (a
+// user http's password //ops would show whole).
 func RedactAddr(addr string) string {
 	prefix, rest := splitScheme(addr)
 	end := len(rest)
 	if i := strings.IndexAny(rest, "/?#"); i >= 0 {
 		end = i
 	}
-	if !strings.Contains(rest[:end], "@") && isHost(rest[:end]) {
-		return addr
-	}
 	at := strings.LastIndex(rest, "@")
 	// The password starts at the first colon, which a user cannot hold;
 	// one past the first / ? # would be a user's holding them, one past
 	// the last @ a port's.
 	colon := strings.Index(rest, ":")
-	if at < 0 || colon < 0 || colon > end || colon > at {
+	if at < 0 {
 		return addr
 	}
-	return prefix + rest[:colon] + ":xxxxx@" + rest[at+1:]
+	if colon >= 0 && colon < end && colon < at && (strings.Contains(rest[:end], "@") || !isHost(rest[:end])) {
+		return prefix + rest[:colon] + ":xxxxx@" + rest[at+1:]
+	}
+	// No password after the scheme; but the scheme may be a user, its
+	// password running to an @ past the first / ? #.
+	scheme, ok := strings.CutSuffix(prefix, "://")
+	if !ok || at < end || strings.EqualFold(scheme, "unix") && strings.HasPrefix(rest, "/") {
+		return addr
+	}
+	return scheme + ":xxxxx@" + rest[at+1:]
 }
 
 // knownScheme tells whether s is a scheme RedactAddr reads as one: http,

@@ -193,16 +193,27 @@ func TestRedactAddr(t *testing.T) {
 		{"2001:db8::1:8500", "2001:db8::1:8500"},
 		{"[::1]:8500/x@y", "[::1]:8500/x@y"},
 		{"fe80::1/x@y", "fe80::1/x@y"},
-		{"http://2001:db8::1/x@y", "http://2001:db8::1/x@y"},
-		{"http://[::1]:9090/x@y", "http://[::1]:9090/x@y"},
-		{"http://[fe80::1%25eth0]:9090/x@y", "http://[fe80::1%25eth0]:9090/x@y"},
-		{"http://prom/x@y", "http://prom/x@y"},
+		// With a scheme, an @ past the first / ? # where the scheme's
+		// reading has no password: the scheme may be a user (http), its
+		// password starting with // (http://prom/x@y may be the user
+		// http, the password //prom/x), so the host is hidden with it,
+		// as for http://prom:9090/x@y. But for a unix socket's path
+		// (unix:///...), Docker's form, and a user with no password
+		// (http://ops@prom:9090), kept below.
+		{"http://2001:db8::1/x@y", "http:xxxxx@y"},
+		{"http://[::1]:9090/x@y", "http:xxxxx@y"},
+		{"http://[fe80::1%25eth0]:9090/x@y", "http:xxxxx@y"},
+		{"http://prom/x@y", "http:xxxxx@y"},
+		{"HTTPS://prom?to=a@b", "HTTPS:xxxxx@b"},
+		{"tcp://host/a@b", "tcp:xxxxx@b"},
+		{"http:///pw@host", "http:xxxxx@host"},
+		{"unix://host/a@b", "unix:xxxxx@b"},
 		{"http://prom:9090/prometheus", "http://prom:9090/prometheus"},
 		{"http://prom:9090?to=a", "http://prom:9090?to=a"},
 		{"unix:///run/consul/consul.sock", "unix:///run/consul/consul.sock"},
 		{"unix:///run/consul@x/consul.sock", "unix:///run/consul@x/consul.sock"},
 		{"unix:///run/a:b@c/consul@x.sock", "unix:///run/a:b@c/consul@x.sock"},
-		{"http://o@p/a:b@c", "http://o@p/a:b@c"},
+		{"http://o@p/a:b@c", "http:xxxxx@c"},
 		{"http://ops:pw@host:8500", "http://ops:xxxxx@host:8500"},
 		{"https://host:8501/path", "https://host:8501/path"},
 		{"https://host:8501/path?q=a:b", "https://host:8501/path?q=a:b"},
