@@ -947,6 +947,51 @@ func TestPrermStateDir(t *testing.T) {
 	}
 }
 
+// TestPrermRunningAgentNoAwk: what a running agent tells (its command
+// line, then its environment) the prerm reads in shell alone: with an
+// awk that fails, it passes the agent's own --state-dir to cleanup, and
+// runs no awk for it.
+func TestPrermRunningAgentNoAwk(t *testing.T) {
+	for _, tc := range []struct {
+		name, cmdline, environ string
+		want                   string // "": the default, under the sandbox
+	}{
+		{name: "the last flag, none after --", cmdline: "/usr/bin/underlay\x00agent\x00--state-dir\x00/srv/a\x00--state-dir=/srv/b c\x00--\x00--state-dir=/srv/no\x00", environ: "UNDERLAY_STATE_DIR=/srv/env\x00", want: "/srv/b c"},
+		{name: "a flag's value taken as it is", cmdline: "/usr/bin/underlay\x00agent\x00--state-dir\x00--\x00", environ: "UNDERLAY_STATE_DIR=/srv/env\x00", want: "--"},
+		{name: "the environment, a newline in it", cmdline: "/usr/bin/underlay\x00agent\x00--label\x00x\n--state-dir=/srv/evil\x00", environ: "A=1\x00UNDERLAY_STATE_DIR=/srv/a\nb \\x\x00UNDERLAY_STATE_DIR_OLD=/srv/old\x00", want: "/srv/a|b \\x"},
+		{name: "no NUL after the last", cmdline: "/usr/bin/underlay\x00agent\x00--state-dir=/srv/end", environ: "UNDERLAY_STATE_DIR=/srv/env", want: "/srv/end"},
+		{name: "no NUL after the last variable", cmdline: "/usr/bin/underlay\x00agent\x00", environ: "A=1\x00UNDERLAY_STATE_DIR=/srv/env", want: "/srv/env"},
+		{name: "neither", cmdline: "/usr/bin/underlay\x00agent\x00--state-dir\x00", environ: "UNDERLAY_STATE_DIR_OLD=/srv/old\x00"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMaintainer(t)
+			stub := "#!/bin/sh\n{ printf underlay; printf ' [%s]' \"$@\" | tr '\\n' '|'; echo; } >>\"$CALLS\"\n"
+			if err := os.WriteFile(m.path("bin/underlay"), []byte(stub), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(m.path("bin/awk"), []byte("#!/bin/sh\necho awk >>\"$CALLS\"\nexit 2\n"), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			m.write("mainpid", "4242\n")
+			for p, content := range runningAgent(tc.cmdline, tc.environ) {
+				m.write(p, content)
+			}
+			want := tc.want
+			if want == "" {
+				want = m.path("var/lib/underlay")
+			}
+			want = "underlay [agent] [cleanup] [--state-dir] [" + want + "]"
+			calls := m.run("prerm", "remove")
+			if !slices.Contains(calls, want) {
+				t.Errorf("prerm remove ran %q, want %q", calls, want)
+			}
+			if i := slices.IndexFunc(calls, func(c string) bool { return strings.HasPrefix(c, "awk") }); i >= 0 {
+				t.Errorf("prerm remove ran %q for a running agent", calls[i])
+			}
+		})
+	}
+}
+
 // TestPurgeMovedStateDir: dpkg removes agent.env, a conffile, before
 // postrm purge runs, so purge could not know a --state-dir moved by
 // UNDERLAY_STATE_DIR and left the agent's state there. The prerm now
