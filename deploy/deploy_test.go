@@ -829,6 +829,23 @@ func TestPrermStateDir(t *testing.T) {
 			override:                dropIn("EnvironmentFile=@/etc/underlay/more.env\nExecStart=\nExecStart=/usr/bin/underlay agent --state-dir /srv/exec\n"),
 			"etc/underlay/more.env": "UNDERLAY_LABEL=\\\xff\n",
 		}, says: "systemd cannot load its EnvironmentFile="},
+		// An EnvironmentFile= systemd cannot read: left out with a "-",
+		// else the agent does not start (exec_context_load_environment);
+		// a relative path is no setting (config_parse_unit_env_file); a
+		// glob pattern systemd expands is not read here.
+		{name: "a missing environment file with -", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/unit\nEnvironmentFile=-@/etc/underlay/missing.env\n"),
+		}, want: "/srv/unit"},
+		{name: "a missing required environment file: the agent does not start", unit: true, env: "UNDERLAY_STATE_DIR=/srv/file\n", files: map[string]string{
+			override: dropIn("EnvironmentFile=@/etc/underlay/missing.env\n"),
+		}, says: "systemd cannot load its EnvironmentFile="},
+		{name: "a relative environment file is no setting", unit: true, env: "UNDERLAY_STATE_DIR=/srv/file\n", files: map[string]string{
+			override: dropIn("EnvironmentFile=missing.env\n"),
+		}, want: "/srv/file"},
+		{name: "an environment file's glob pattern", unit: true, env: "UNDERLAY_STATE_DIR=/srv/file\n", files: map[string]string{
+			override:                dropIn("EnvironmentFile=@/etc/underlay/m*.env\n"),
+			"etc/underlay/more.env": "UNDERLAY_STATE_DIR=/srv/more\n",
+		}, says: "EnvironmentFile="},
 		{name: "an /etc unit file replaces the package's", unit: true, env: "UNDERLAY_STATE_DIR=/srv/a\n", files: map[string]string{
 			"etc/systemd/system/underlay-agent.service": "[Service]\nExecStart=/usr/bin/underlay agent\n",
 		}},

@@ -296,15 +296,19 @@ function flag(   argv, argu, n, j, k, m, parts, take, dir, dirwhy, found) {
 	if (dirwhy != "") refuse("its ExecStart= gives --state-dir with " dirwhy ", not resolved here")
 	if (found) { print dir; exit 0 }
 }
-# envfile reads an EnvironmentFile= as systemd (env-file.c) does. A key
-# or value not UTF-8 fails the whole file (load_env_file_push): one
-# named with "-" (optional) is then left out, any other fails the
-# agent's start (exec_context_load_environment), so that nothing of the
-# unit tells its state directory.
-function envfile(f, optional,   line, s, n, k, c, st, key, val, kws, vws, first) {
+# envfile reads an EnvironmentFile= as systemd (env-file.c) does. A file
+# it cannot read, or with a key or value not UTF-8 (load_env_file_push:
+# the whole file fails), named with "-" (optional) is left out; any other
+# fails the agent's start (exec_context_load_environment), so that
+# nothing of the unit tells its state directory.
+function envfile(f, optional,   line, s, n, k, c, st, key, val, kws, vws, first, r) {
 	s = ""; first = 1
-	while ((getline line <f) > 0) { s = first ? line : s "\n" line; first = 0 }
+	while ((r = getline line <f) > 0) { s = first ? line : s "\n" line; first = 0 }
 	close(f)
+	if (r < 0) {
+		if (!optional) refuse("systemd cannot load its EnvironmentFile=" f " (not read), nor start the agent")
+		return
+	}
 	n = length(s); st = "prekey"; key = ""; val = ""; npushed = 0; notutf8 = 0
 	for (k = 1; k <= n; k++) {
 		c = substr(s, k, 1)
@@ -415,6 +419,10 @@ END {
 		f = files[j]
 		optional = sub(/^-/, "", f)
 		if (fileunres[j] != "") anyvar("EnvironmentFile=" f " has " fileunres[j])
+		# Not absolute: systemd ignores the setting. A glob pattern:
+		# systemd reads the files it matches, not looked for here.
+		else if (f !~ /^\//) continue
+		else if (f ~ /[*?[]/) anyvar("EnvironmentFile=" f " is a glob pattern")
 		else envfile(f, optional)
 	}
 	if (execbad != "") refuse("systemd cannot parse its ExecStart=" execbad)
