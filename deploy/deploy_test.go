@@ -633,6 +633,9 @@ func TestPrermStateDir(t *testing.T) {
 		{name: "%H in Environment=", host: "h\u00e9", unit: true, env: "-", files: map[string]string{
 			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a\nEnvironment=UNDERLAY_STATE_DIR=/srv/%H\n"),
 		}, want: "/srv/h\u00e9"},
+		{name: "%H with a backslash, as it is", host: `h\tx\\`, unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/%H\n"),
+		}, want: `/srv/h\tx\\`},
 		{name: "%H not UTF-8 in Environment=: ignored", host: "h\xff", unit: true, env: "-", files: map[string]string{
 			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a\nEnvironment=UNDERLAY_STATE_DIR=/srv/%H UNDERLAY_LABEL=x\n"),
 		}, want: "/srv/a"},

@@ -9,11 +9,14 @@
 # prerm when no agent runs; installed as /usr/share/underlay/unit-env.awk,
 # apart from the prerm so that the maintainer script holds shell only.
 #
-# Variables (awk -v): name, the variable; host, the host name (%H); unit,
-# the unit's name (%n, %N, %p); nounit, empty when no unit file was found
-# (then agentenv alone is read); systemd, systemd's version ("" unknown);
-# agentenv, the package's EnvironmentFile (/etc/underlay/agent.env).
+# Variables (awk -v): name, the variable; unit, the unit's name (%n, %N,
+# %p); nounit, empty when no unit file was found (then agentenv alone is
+# read); systemd, systemd's version ("" unknown); agentenv, the package's
+# EnvironmentFile (/etc/underlay/agent.env). The host name (%H) is
+# UNDERLAY_HOST of the environment, as it is (-v would take its
+# backslashes for escapes).
 BEGIN {
+	host = ENVIRON["UNDERLAY_HOST"]
 	comment_goes_on = systemd != "" && systemd + 0 < 254
 	sq = sprintf("%c", 39)
 	esc["a"] = sprintf("%c", 7); esc["b"] = sprintf("%c", 8); esc["f"] = sprintf("%c", 12)
