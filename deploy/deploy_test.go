@@ -636,6 +636,12 @@ func TestPrermStateDir(t *testing.T) {
 		{name: "%H with a backslash, as it is", host: `h\tx\\`, unit: true, env: "-", files: map[string]string{
 			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/%H\n"),
 		}, want: `/srv/h\tx\\`},
+		// No host name ("(none)", the kernel's before one is set): systemd's
+		// %H is its default host name (os-release's DEFAULT_HOSTNAME, or
+		// its own), not known here.
+		{name: "%H with no host name", host: "(none)", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a\nEnvironment=UNDERLAY_STATE_DIR=/srv/%H\n"),
+		}, says: "Environment= sets UNDERLAY_STATE_DIR with %H, not resolved here"},
 		{name: "%H not UTF-8 in Environment=: ignored", host: "h\xff", unit: true, env: "-", files: map[string]string{
 			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a\nEnvironment=UNDERLAY_STATE_DIR=/srv/%H UNDERLAY_LABEL=x\n"),
 		}, want: "/srv/a"},

@@ -31,7 +31,8 @@ BEGIN {
 	dirs["L"] = "/var/log"; dirs["E"] = "/etc"; dirs["T"] = "/tmp"; dirs["V"] = "/var/tmp"
 }
 # specifiers resolves the specifiers of s that name the same for every
-# system service: %% %H %n %N %p and the directories. Any other
+# system service: %% %H (but with no host name: "" or "(none)") %n %N
+# %p and the directories. Any other
 # (%h %m %i...) systemd resolves from the running system or refuses;
 # guessed, it could send cleanup and purge to a directory not the
 # agent's, so it stays as written and unres names it ("" when none):
@@ -43,7 +44,8 @@ function specifiers(s,   out, c, i) {
 		out = out substr(s, 1, i - 1)
 		c = substr(s, i + 1, 1)
 		if (c == "%") out = out "%"
-		else if (c == "H") out = out host
+		# No host name: systemd's is its default one, not known here.
+		else if (c == "H" && host != "" && host != "(none)") out = out host
 		else if (c == "n") out = out unit
 		else if (c == "N" || c == "p") out = out substr(unit, 1, length(unit) - 8)
 		else if (c in dirs) out = out dirs[c]
