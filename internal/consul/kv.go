@@ -76,20 +76,31 @@ func (k *KV) Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error) 
 		}
 		return kvstore.Result{}, nil
 	}
-	// Consul answers in operation order for the operations that return an
-	// entry; pick, for each Set, CAS and Get, its key's next entry.
+	return txnPairs(ops, resp.Results)
+}
+
+// txnPairs picks, out of the results of a transaction of ops that
+// succeeded, the pair of each Set, CAS and Get. Consul answers one result
+// for each set, cas, get and check-index, in operation order (a check's
+// is the entry it checked), and none for the other verbs: results are
+// taken by position, since a key checked and then written in one
+// transaction has two.
+func txnPairs(ops []kvstore.Op, results api.TxnResults) (kvstore.Result, error) {
 	res := kvstore.Result{OK: true}
-	used := make([]bool, len(resp.Results))
-	for _, op := range ops {
-		if op.Verb != kvstore.Set && op.Verb != kvstore.CAS && op.Verb != kvstore.Get {
+	next := 0
+	for i, op := range ops {
+		switch op.Verb {
+		case kvstore.Set, kvstore.CAS, kvstore.Get, kvstore.CheckIndex:
+		default:
 			continue
 		}
-		for j, r := range resp.Results {
-			if !used[j] && r.KV != nil && r.KV.Key == op.Key {
-				used[j] = true
-				res.Pairs = append(res.Pairs, kvstore.Pair{Key: r.KV.Key, Value: r.KV.Value, Index: r.KV.ModifyIndex, CreateIndex: r.KV.CreateIndex})
-				break
-			}
+		if next >= len(results) || results[next].KV == nil || results[next].KV.Key != op.Key {
+			return kvstore.Result{}, fmt.Errorf("kv txn on %s: Consul's %d results do not answer operation %d (%s %s)", ops[0].Key, len(results), i, op.Verb, op.Key)
+		}
+		r := results[next].KV
+		next++
+		if op.Verb != kvstore.CheckIndex {
+			res.Pairs = append(res.Pairs, kvstore.Pair{Key: r.Key, Value: r.Value, Index: r.ModifyIndex, CreateIndex: r.CreateIndex})
 		}
 	}
 	return res, nil

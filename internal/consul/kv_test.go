@@ -96,3 +96,44 @@ func TestKVCarriesCreateIndex(t *testing.T) {
 		}
 	}
 }
+
+// TestTxnResultsByPosition: Consul's transaction answers one result for
+// each set, cas, get and check-index, in operation order (1.8
+// state/txn.go txnKVS: a check-index returns the entry it checked, its
+// value blanked); the adapter gives a pair for each Set, CAS and Get. A
+// check of a key that the transaction then writes answers that key
+// twice: the write's pair must be the write's, with its new modify
+// index, not the check's. Before, the adapter took a key's first unused
+// result, the check's, and gave the write the index it was checked at.
+func TestTxnResultsByPosition(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/txn", func(w http.ResponseWriter, r *http.Request) {
+		w.Write([]byte(`{"Results":[` +
+			`{"KV":{"Key":"spec","CreateIndex":3,"ModifyIndex":5}},` +
+			`{"KV":{"Key":"k","CreateIndex":4,"ModifyIndex":7}},` +
+			`{"KV":{"Key":"k","CreateIndex":4,"ModifyIndex":12}},` +
+			`{"KV":{"Key":"k","Value":"dg==","CreateIndex":4,"ModifyIndex":12}}` +
+			`],"Errors":null}`))
+	})
+	kv := kvServedBy(t, mux)
+	res, err := kv.Txn(context.Background(), []kvstore.Op{
+		{Verb: kvstore.CheckIndex, Key: "spec", Index: 5},
+		{Verb: kvstore.CheckNotExists, Key: "other"},
+		{Verb: kvstore.CheckIndex, Key: "k", Index: 7},
+		{Verb: kvstore.Delete, Key: "gone"},
+		{Verb: kvstore.Set, Key: "k", Value: []byte("v")},
+		{Verb: kvstore.Get, Key: "k"},
+	})
+	if err != nil || !res.OK {
+		t.Fatalf("txn: %+v %v", res, err)
+	}
+	want := []kvstore.Pair{{Key: "k", Index: 12, CreateIndex: 4}, {Key: "k", Value: []byte("v"), Index: 12, CreateIndex: 4}}
+	if len(res.Pairs) != len(want) {
+		t.Fatalf("pairs %+v, want %+v", res.Pairs, want)
+	}
+	for i, p := range res.Pairs {
+		if p.Key != want[i].Key || string(p.Value) != string(want[i].Value) || p.Index != want[i].Index || p.CreateIndex != want[i].CreateIndex {
+			t.Errorf("pair %d: %+v, want %+v", i, p, want[i])
+		}
+	}
+}
