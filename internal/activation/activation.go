@@ -62,15 +62,16 @@ func Parse(pid int, getenv func(string) string) (Passed, error) {
 // the caller listens itself). Descriptors passed for other sockets are
 // closed. It takes none, and closes none, when one of the descriptors
 // LISTEN_FDS counts is not a socket (see take). It unsets the LISTEN_*
-// variables, so that child processes do not take them for theirs.
+// variables, so that child processes do not take them for theirs, also
+// when they cannot be read (as sd_listen_fds(3) does).
 func Take(path string) (net.Listener, error) {
 	passed, err := Parse(os.Getpid(), os.Getenv)
-	if err != nil {
-		return nil, err
-	}
 	os.Unsetenv("LISTEN_PID")
 	os.Unsetenv("LISTEN_FDS")
 	os.Unsetenv("LISTEN_FDNAMES")
+	if err != nil {
+		return nil, err
+	}
 	return take(firstFD, passed, path)
 }
 

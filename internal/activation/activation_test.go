@@ -183,3 +183,28 @@ func freeFDs(t *testing.T, n int) int {
 	t.Fatal("no free descriptors from 100 to 1000")
 	return 0
 }
+
+// TestTakeUnsetsOnError: LISTEN_* that cannot be read are unset all the
+// same, as sd_listen_fds(3) does with unset_environment "regardless of
+// whether the function call itself succeeded or not": a child process
+// (a hook, a helper the agent runs) must not read them as its own.
+// Before, Take returned the error with the variables still set.
+func TestTakeUnsetsOnError(t *testing.T) {
+	for _, env := range [][3]string{
+		{"x", "1", "a"},
+		{strconv.Itoa(os.Getpid()), "two", "a"},
+	} {
+		t.Setenv("LISTEN_PID", env[0])
+		t.Setenv("LISTEN_FDS", env[1])
+		t.Setenv("LISTEN_FDNAMES", env[2])
+		ln, err := Take("/run/docker/plugins/underlay.sock")
+		if ln != nil || err == nil {
+			t.Errorf("LISTEN_PID=%s LISTEN_FDS=%s: Take = %v, %v; want an error", env[0], env[1], ln, err)
+		}
+		for _, v := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+			if s, set := os.LookupEnv(v); set {
+				t.Errorf("LISTEN_PID=%s LISTEN_FDS=%s: after Take, %s=%q is still set", env[0], env[1], v, s)
+			}
+		}
+	}
+}
