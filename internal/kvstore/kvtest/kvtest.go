@@ -1,7 +1,8 @@
 // Package kvtest is an in-memory key/value store with Consul KV's
 // semantics, for unit tests only: every write takes the next index of the
 // store and gives it to the keys it writes as their modify index, and to
-// those it creates as their create index; check-and-set compares the
+// those it creates as their create index (a write of the value a key has
+// writes nothing: the key keeps its index); check-and-set compares the
 // modify index; a transaction applies all of its operations or none; a
 // blocking read returns once the key changes. Hooks
 // let a test fail a call or slip a write in before one, as another node
@@ -11,6 +12,7 @@
 package kvtest
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -130,6 +132,12 @@ func (kv *KV) Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error)
 		case kvstore.Set, kvstore.CAS:
 			if op.Verb == kvstore.CAS && ((op.Index == 0 && exists) || (op.Index != 0 && (!exists || e.index != op.Index))) {
 				return kvstore.Result{}, nil
+			}
+			if exists && bytes.Equal(e.value, op.Value) {
+				// As Consul's: a write of the value the key has writes
+				// nothing, and the key keeps its modify index.
+				res.Pairs = append(res.Pairs, kvstore.Pair{Key: op.Key, Index: e.index, CreateIndex: e.create})
+				continue
 			}
 			// As Consul's: the create index is kept by an update, and new
 			// for a key absent (never written, or deleted since).

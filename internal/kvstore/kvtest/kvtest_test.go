@@ -171,3 +171,38 @@ func TestCreateIndexAsConsuls(t *testing.T) {
 		t.Errorf("deleted and written in one transaction: %+v %v, want a create index above %d", res, err, before)
 	}
 }
+
+// TestUnchangedWriteKeepsIndex: a Set or CAS that writes a key's value
+// again, unchanged, writes nothing, as Consul's (1.8 kvsSetTxn: "Skip
+// further writing in the state store if the entry is not actually
+// changed"): the key keeps its modify index, which the transaction's
+// result gives, the store its index, and a blocking read is not woken. A
+// write of the same value does not make others' check-and-set fail.
+func TestUnchangedWriteKeepsIndex(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	if err := kv.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	p, _, _ := kv.Get(ctx, "k")
+	for _, op := range []kvstore.Op{
+		{Verb: kvstore.Set, Key: "k", Value: []byte("v")},
+		{Verb: kvstore.CAS, Key: "k", Value: []byte("v"), Index: p.Index},
+	} {
+		res, err := kv.Txn(ctx, []kvstore.Op{op})
+		if err != nil || !res.OK || len(res.Pairs) != 1 || res.Pairs[0].Index != p.Index || res.Pairs[0].CreateIndex != p.CreateIndex {
+			t.Errorf("%s of the same value: %+v %v, want ok with modify index %d kept", op.Verb, res, err, p.Index)
+		}
+		if got, _, _ := kv.Get(ctx, "k"); got.Index != p.Index {
+			t.Errorf("%s of the same value: modify index %d, want %d kept", op.Verb, got.Index, p.Index)
+		}
+		if kv.Index() != p.Index {
+			t.Errorf("%s of the same value: store index %d, want %d kept", op.Verb, kv.Index(), p.Index)
+		}
+	}
+	// A transaction that changes another key writes that one only.
+	res, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Set, Key: "k", Value: []byte("v")}, {Verb: kvstore.Set, Key: "o", Value: []byte("x")}})
+	if err != nil || !res.OK || res.Pairs[0].Index != p.Index || res.Pairs[1].Index <= p.Index {
+		t.Errorf("same value with another key's write: %+v %v, want k at %d, o later", res, err, p.Index)
+	}
+}
