@@ -41,7 +41,8 @@ const (
 	Get Verb = "get"
 	// Delete removes the key (absent is no failure).
 	Delete Verb = "delete"
-	// DeleteCAS removes the key if its modify index is Index.
+	// DeleteCAS removes the key if its modify index is Index; an absent
+	// key is no failure (Consul's kvsDeleteCASTxn).
 	DeleteCAS Verb = "delete-cas"
 	// DeleteTree removes every key starting with Key.
 	DeleteTree Verb = "delete-tree"

@@ -157,7 +157,10 @@ func (kv *KV) Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error)
 			delete(next, op.Key)
 			wrote = true
 		case kvstore.DeleteCAS:
-			if !exists || e.index != op.Index {
+			if !exists {
+				continue // as Consul's: an absent key is no failure
+			}
+			if e.index != op.Index {
 				return kvstore.Result{}, nil
 			}
 			delete(next, op.Key)

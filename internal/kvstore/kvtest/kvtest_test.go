@@ -206,3 +206,32 @@ func TestUnchangedWriteKeepsIndex(t *testing.T) {
 		t.Errorf("same value with another key's write: %+v %v, want k at %d, o later", res, err, p.Index)
 	}
 }
+
+// TestDeleteCASOfAbsentKey: a delete-cas of a key that is absent succeeds,
+// whatever its index, as Consul's (1.8 kvsDeleteCASTxn: "if !ok ||
+// e.ModifyIndex != cidx { return entry == nil, nil }"): it fails only
+// when the key exists at another modify index. A transaction that counts
+// on it to tell a key deleted by someone else is not refused by Consul.
+func TestDeleteCASOfAbsentKey(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	if err := kv.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	p, _, _ := kv.Get(ctx, "k")
+	if err := kv.Delete(ctx, "k"); err != nil {
+		t.Fatal(err)
+	}
+	res, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.DeleteCAS, Key: "k", Index: p.Index}, {Verb: kvstore.Set, Key: "o", Value: []byte("x")}})
+	if err != nil || !res.OK {
+		t.Errorf("delete-cas of a deleted key: %+v %v, want ok", res, err)
+	}
+	if _, ok, _ := kv.Get(ctx, "o"); !ok {
+		t.Error("the transaction's set was not written")
+	}
+	// A key that exists at another index still fails it.
+	o, _, _ := kv.Get(ctx, "o")
+	if res, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.DeleteCAS, Key: "o", Index: o.Index - 1}}); err != nil || res.OK {
+		t.Errorf("delete-cas at a stale index: %+v %v, want a lost check", res, err)
+	}
+}
