@@ -154,8 +154,12 @@ func (kv *KV) Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error)
 			}
 			res.Pairs = append(res.Pairs, e.pair(op.Key))
 		case kvstore.Delete:
-			delete(next, op.Key)
-			wrote = true
+			// As Consul's, deletes of nothing change nothing, nor the
+			// store's index (which blocking reads of absent keys report).
+			if exists {
+				delete(next, op.Key)
+				wrote = true
+			}
 		case kvstore.DeleteCAS:
 			if !exists {
 				continue // as Consul's: an absent key is no failure
@@ -169,9 +173,9 @@ func (kv *KV) Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error)
 			for k := range next {
 				if strings.HasPrefix(k, op.Key) {
 					delete(next, k)
+					wrote = true
 				}
 			}
-			wrote = true
 		case kvstore.CheckIndex:
 			if !exists || e.index != op.Index {
 				return kvstore.Result{}, nil

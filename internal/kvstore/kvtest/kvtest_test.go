@@ -235,3 +235,34 @@ func TestDeleteCASOfAbsentKey(t *testing.T) {
 		t.Errorf("delete-cas at a stale index: %+v %v, want a lost check", res, err)
 	}
 }
+
+// TestDeleteOfNothingKeepsIndex: a delete of an absent key, a delete-cas
+// of one, and a delete-tree of a prefix no key has change nothing, and
+// the store's index stays, as Consul's (1.8 kvsDeleteTxn: "if entry ==
+// nil { return nil }"; kvsDeleteTreeTxn updates the kvs index only "if
+// deleted"): a blocking read of an absent key, whose index is the
+// store's, is not woken by them.
+func TestDeleteOfNothingKeepsIndex(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	if err := kv.Put(ctx, "a/k", []byte("v")); err != nil {
+		t.Fatal(err)
+	}
+	before := kv.Index()
+	for _, op := range []kvstore.Op{
+		{Verb: kvstore.Delete, Key: "absent"},
+		{Verb: kvstore.DeleteCAS, Key: "absent", Index: 3},
+		{Verb: kvstore.DeleteTree, Key: "b/"},
+	} {
+		res, err := kv.Txn(ctx, []kvstore.Op{op})
+		if err != nil || !res.OK {
+			t.Errorf("%s %s: %+v %v, want ok", op.Verb, op.Key, res, err)
+		}
+		if kv.Index() != before {
+			t.Errorf("%s %s of nothing: store index %d, want %d kept", op.Verb, op.Key, kv.Index(), before)
+		}
+	}
+	if _, _, last, err := kv.Wait(ctx, "absent", 0); err != nil || last != before {
+		t.Errorf("blocking read of an absent key: index %d %v, want %d", last, err, before)
+	}
+}
