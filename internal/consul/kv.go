@@ -60,6 +60,10 @@ func (k *KV) Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error) 
 	if len(ops) == 0 {
 		return kvstore.Result{OK: true}, nil
 	}
+	// Consul answers a transaction too large with a bare 413.
+	if err := kvstore.CheckTxn(ops); err != nil {
+		return kvstore.Result{}, fmt.Errorf("kv txn on %s: %w", ops[0].Key, err)
+	}
 	txn := make(api.TxnOps, len(ops))
 	for i, op := range ops {
 		txn[i] = &api.TxnOp{KV: &api.KVTxnOp{Verb: api.KVOp(op.Verb), Key: op.Key, Value: op.Value, Index: op.Index}}
@@ -110,6 +114,9 @@ func txnPairs(ops []kvstore.Op, results api.TxnResults) (kvstore.Result, error) 
 func (k *KV) Put(ctx context.Context, key string, value []byte) error {
 	if err := checkPath(key); err != nil {
 		return fmt.Errorf("kv put %q: %w", key, err)
+	}
+	if err := kvstore.CheckValue(key, value); err != nil {
+		return fmt.Errorf("kv put %s: %w", key, err)
 	}
 	if _, err := k.api.KV().Put(&api.KVPair{Key: key, Value: value}, (&api.WriteOptions{}).WithContext(ctx)); err != nil {
 		return fmt.Errorf("kv put %s: %w", key, err)

@@ -3,6 +3,7 @@ package consul
 import (
 	"context"
 	"errors"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
@@ -135,5 +136,59 @@ func TestTxnResultsByPosition(t *testing.T) {
 		if p.Key != want[i].Key || string(p.Value) != string(want[i].Value) || p.Index != want[i].Index || p.CreateIndex != want[i].CreateIndex {
 			t.Errorf("pair %d: %+v, want %+v", i, p, want[i])
 		}
+	}
+}
+
+// TestTxnSizeAsSent: kvstore.TxnSize is the size of the body the API
+// client sends, so that the adapter refuses just what Consul would.
+func TestTxnSizeAsSent(t *testing.T) {
+	got := make(chan int, 1)
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/txn", func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		got <- len(b)
+		w.Write([]byte(`{"Results":[],"Errors":null}`))
+	})
+	kv := kvServedBy(t, mux)
+	ops := []kvstore.Op{
+		{Verb: kvstore.Delete, Key: `a "quoted" <key> é`},
+		{Verb: kvstore.DeleteCAS, Key: "b", Index: 1234567},
+		{Verb: kvstore.CheckNotExists, Key: "c", Value: []byte{}},
+		{Verb: kvstore.DeleteTree, Key: "d/", Value: []byte("12345")},
+	}
+	if _, err := kv.Txn(context.Background(), ops); err != nil {
+		t.Fatal(err)
+	}
+	if n, want := <-got, kvstore.TxnSize(ops); n != want {
+		t.Errorf("body of %d bytes sent, kvstore.TxnSize says %d", n, want)
+	}
+}
+
+// TestKVRefusesTooLarge: a write Consul would answer 413 (a value above
+// kv_max_value_size, a transaction above txn_max_req_len or of more than
+// 64 operations) is refused before it is sent, with an error naming the
+// key. Before, Consul's raw "Unexpected response code: 413 (Request body
+// too large...)" came back, named by the transaction's first key only.
+func TestKVRefusesTooLarge(t *testing.T) {
+	sent := 0
+	mux := http.NewServeMux()
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		sent++
+		w.WriteHeader(http.StatusRequestEntityTooLarge)
+		w.Write([]byte("Request body too large"))
+	})
+	kv := kvServedBy(t, mux)
+	ctx := context.Background()
+	big := make([]byte, 400<<10)
+	_, terr := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.CheckIndex, Key: "spec", Index: 3}, {Verb: kvstore.CAS, Key: "underlay/block", Value: big}})
+	perr := kv.Put(ctx, "underlay/report", make([]byte, 512<<10+1))
+	for what, err := range map[string]error{"txn": terr, "put": perr} {
+		key := map[string]string{"txn": "underlay/block", "put": "underlay/report"}[what]
+		if err == nil || !strings.Contains(err.Error(), key) || !strings.Contains(err.Error(), "Consul's limit") {
+			t.Errorf("%s: %v, want an error naming %s and Consul's limit", what, err, key)
+		}
+	}
+	if sent != 0 {
+		t.Errorf("%d requests sent to Consul, want none", sent)
 	}
 }

@@ -4,7 +4,8 @@
 // those it creates as their create index (a write of the value a key has
 // writes nothing: the key keeps its index); check-and-set compares the
 // modify index; a transaction applies all of its operations or none; a
-// blocking read returns once the key changes. Hooks
+// blocking read returns once the key changes; writes Consul refuses for
+// their size are errors (kvstore.CheckTxn). Hooks
 // let a test fail a call or slip a write in before one, as another node
 // racing would. Integration tests use a real Consul.
 //
@@ -24,7 +25,7 @@ import (
 )
 
 // MaxOps is how many operations Consul accepts in one transaction.
-const MaxOps = 64
+const MaxOps = kvstore.MaxTxnOps
 
 // KV is the in-memory store. The zero value is not usable; call New.
 type KV struct {
@@ -104,11 +105,18 @@ func (kv *KV) List(ctx context.Context, prefix string) ([]kvstore.Pair, error) {
 	return out, nil
 }
 
-// Txn applies ops atomically: all of them, or (a check failed) none.
+// Txn applies ops atomically: all of them, or (a check failed) none. A
+// transaction Consul refuses outright (kvstore.CheckTxn: too many
+// operations, too large) is an error.
 func (kv *KV) Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error) {
-	if len(ops) == 0 || len(ops) > MaxOps {
-		return kvstore.Result{}, fmt.Errorf("kvtest txn: %d operations, want 1 to %d", len(ops), MaxOps)
+	if err := kvstore.CheckTxn(ops); err != nil {
+		return kvstore.Result{}, fmt.Errorf("kvtest txn: %w", err)
 	}
+	return kv.txn(ctx, ops)
+}
+
+// txn is Txn without the check of its size.
+func (kv *KV) txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error) {
 	keys := make([]string, len(ops))
 	for i, op := range ops {
 		keys[i] = op.Key
@@ -198,9 +206,14 @@ func (kv *KV) Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error)
 	return res, nil
 }
 
-// Put writes value unconditionally.
+// Put writes value unconditionally. A value Consul refuses
+// (kvstore.CheckValue) is an error; a PUT's body is the value, with no
+// base64 as a transaction's, so values a transaction cannot carry pass.
 func (kv *KV) Put(ctx context.Context, key string, value []byte) error {
-	_, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Set, Key: key, Value: value}})
+	if err := kvstore.CheckValue(key, value); err != nil {
+		return fmt.Errorf("kvtest put: %w", err)
+	}
+	_, err := kv.txn(ctx, []kvstore.Op{{Verb: kvstore.Set, Key: key, Value: value}})
 	return err
 }
 

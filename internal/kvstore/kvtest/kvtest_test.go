@@ -3,6 +3,7 @@ package kvtest_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -264,5 +265,28 @@ func TestDeleteOfNothingKeepsIndex(t *testing.T) {
 	}
 	if _, _, last, err := kv.Wait(ctx, "absent", 0); err != nil || last != before {
 		t.Errorf("blocking read of an absent key: index %d %v, want %d", last, err, before)
+	}
+}
+
+// TestLimitsAsConsuls: kvtest refuses what Consul refuses with a 413 (a
+// value above 512 KiB, a transaction whose body, values in base64, is
+// above 512 KiB) and takes what it takes (a PUT of 512 KiB: its body is
+// the value). Before, kvtest took writes of any size, which Consul
+// refuses: a value that grows past the limit passed unit tests.
+func TestLimitsAsConsuls(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	if err := kv.Put(ctx, "k", make([]byte, 512<<10)); err != nil {
+		t.Errorf("put of 512 KiB: %v", err)
+	}
+	if err := kv.Put(ctx, "underlay/big", make([]byte, 512<<10+1)); err == nil || !strings.Contains(err.Error(), "underlay/big") {
+		t.Errorf("put above 512 KiB: %v, want an error naming the key", err)
+	}
+	res, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.CAS, Key: "underlay/block", Value: make([]byte, 400<<10)}})
+	if err == nil || res.OK || !strings.Contains(err.Error(), "underlay/block") {
+		t.Errorf("txn of 400 KiB (533 KiB in base64): %+v %v, want an error naming the key", res, err)
+	}
+	if _, ok, _ := kv.Get(ctx, "underlay/block"); ok {
+		t.Error("the refused transaction wrote its key")
 	}
 }
