@@ -75,7 +75,7 @@ func (k *KV) Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error) 
 	if !ok {
 		// Rolled back: a check failed, unless Consul refused the operations
 		// outright (ACLs), which retrying cannot mend.
-		if err := txnRefusal(resp); err != nil {
+		if err := txnRefusal(ops, resp); err != nil {
 			return kvstore.Result{}, fmt.Errorf("kv txn on %s: %w", ops[0].Key, err)
 		}
 		return kvstore.Result{}, nil
@@ -222,16 +222,24 @@ func checkPath(key string) error {
 	return nil
 }
 
-// txnRefusal returns the error of a rolled-back transaction that ACLs
-// refused, nil for one whose index check failed.
-func txnRefusal(resp *api.TxnResponse) error {
+// txnRefusal returns the error of a rolled-back transaction of ops that
+// ACLs refused, naming each operation refused (Consul's message names no
+// key), nil for one whose index check failed.
+func txnRefusal(ops []kvstore.Op, resp *api.TxnResponse) error {
 	if resp == nil {
 		return nil
 	}
+	var errs []error
 	for _, e := range resp.Errors {
-		if strings.Contains(e.What, "Permission denied") || strings.Contains(e.What, "ACL not found") {
-			return errors.New(e.What)
+		if !strings.Contains(e.What, "Permission denied") && !strings.Contains(e.What, "ACL not found") {
+			continue
 		}
+		if e.OpIndex < 0 || e.OpIndex >= len(ops) {
+			errs = append(errs, fmt.Errorf("operation %d: %s", e.OpIndex, e.What))
+			continue
+		}
+		op := ops[e.OpIndex]
+		errs = append(errs, fmt.Errorf("%s %s: %s", op.Verb, op.Key, e.What))
 	}
-	return nil
+	return errors.Join(errs...)
 }

@@ -27,7 +27,7 @@ func TestTxnRefusal(t *testing.T) {
 		{"refused", &api.TxnResponse{Errors: api.TxnErrors{{OpIndex: 0, What: "Permission denied"}}}, "Permission denied"},
 		{"unknown token", &api.TxnResponse{Errors: api.TxnErrors{{OpIndex: 1, What: "ACL not found"}}}, "ACL not found"},
 	} {
-		err := txnRefusal(tc.resp)
+		err := txnRefusal([]kvstore.Op{{Verb: kvstore.CAS, Key: "underlay/ipam/x"}, {Verb: kvstore.CheckIndex, Key: "underlay/spec"}}, tc.resp)
 		if (tc.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: txnRefusal = %v, want %q", tc.name, err, tc.want)
 		}
@@ -190,5 +190,30 @@ func TestKVRefusesTooLarge(t *testing.T) {
 	}
 	if sent != 0 {
 		t.Errorf("%d requests sent to Consul, want none", sent)
+	}
+}
+
+// TestTxnRefusalNamesEachOperation: Consul's refusal of a transaction
+// lists each operation refused by its index, with a message that names
+// no key ("Permission denied"); the adapter's error names each refused
+// operation's verb and key. Before, it gave the first refusal alone,
+// under the transaction's first key: an ACL policy denying the read of a
+// network's spec read as one denying the write of the pool's block.
+func TestTxnRefusalNamesEachOperation(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/txn", func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusConflict)
+		w.Write([]byte(`{"Results":null,"Errors":[{"OpIndex":1,"What":"Permission denied"},{"OpIndex":2,"What":"ACL not found"}]}`))
+	})
+	kv := kvServedBy(t, mux)
+	_, err := kv.Txn(context.Background(), []kvstore.Op{
+		{Verb: kvstore.CAS, Key: "underlay/block", Value: []byte("v"), Index: 4},
+		{Verb: kvstore.CheckIndex, Key: "underlay/spec", Index: 3},
+		{Verb: kvstore.Get, Key: "underlay/other"},
+	})
+	for _, want := range []string{"check-index underlay/spec: Permission denied", "get underlay/other: ACL not found"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("txn refused: %v, want %q in it", err, want)
+		}
 	}
 }
