@@ -49,17 +49,17 @@ func newNodeListCommand(f *networkFlags, streams IOStreams) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			swarm, swarmErr := sw.SwarmNodes(ctx)
+			swarm, swarmErr := sw.ListSwarmNodes(ctx)
 			return writeNodeList(streams, facts, misfiled, swarm, swarmErr, time.Now())
 		},
 	}
 }
 
 // writeNodeList prints node ls's table of facts, with the swarm's state
-// of each node (swarm, by ID; unknown when swarmErr is set), and its
-// warnings. Facts under a key no agent writes are no node's: warned of,
-// not listed.
-func writeNodeList(streams IOStreams, facts []netspec.NodeFacts, misfiled []netspec.MisfiledFacts, swarm map[string]string, swarmErr error, now time.Time) error {
+// of each node (of swarm's nodes, netspec.SwarmNodesOf; unknown when
+// swarmErr is set), and its warnings. Facts under a key no agent writes
+// are no node's: warned of, not listed.
+func writeNodeList(streams IOStreams, facts []netspec.NodeFacts, misfiled []netspec.MisfiledFacts, swarm []netspec.SwarmNode, swarmErr error, now time.Time) error {
 	facts, none := netspec.AgentsFacts(facts)
 	warnFacts(streams.ErrOut, none, misfiled)
 	if swarmErr != nil {
@@ -71,13 +71,11 @@ func writeNodeList(streams IOStreams, facts []netspec.NodeFacts, misfiled []nets
 	var gone []string
 	for _, n := range facts {
 		state := "?"
-		// An older agent's facts name no swarm node ID: the swarm, which
-		// lists nodes by ID, cannot be asked about it.
-		if swarmErr == nil && n.ID != "" {
-			var ok bool
-			if state, ok = swarm[n.ID]; !ok {
-				state = "removed"
-				gone = append(gone, termtext.Cell(n.ID))
+		if swarmErr == nil {
+			var g bool
+			state, g = swarmState(streams.ErrOut, n, swarm)
+			if g {
+				gone = append(gone, termtext.Cell(cmp.Or(n.ID, n.Node)))
 			}
 		}
 		// Facts are documents every agent's token may write: quoted when
@@ -89,10 +87,37 @@ func writeNodeList(streams IOStreams, facts []netspec.NodeFacts, misfiled []nets
 		return err
 	}
 	if len(gone) > 0 {
-		fmt.Fprintf(streams.ErrOut, "%d node(s) the swarm no longer lists: `underlay node rm ID` removes what each left in Consul (%s)\n",
+		fmt.Fprintf(streams.ErrOut, "%d node(s) the swarm no longer lists: `underlay node rm NODE` removes what each left in Consul (%s)\n",
 			len(gone), strings.Join(gone, ", "))
 	}
 	return nil
+}
+
+// swarmState is node ls's SWARM cell for the node of an agent's facts f,
+// of the swarm's nodes (netspec.SwarmNodesOf), and whether the swarm no
+// longer lists it. An older agent's node, naming no swarm node ID, is
+// matched by host name, as node rm matches it, and said so: unknown ("?")
+// when several swarm nodes have it (warned of on w), removed when none.
+func swarmState(w io.Writer, f netspec.NodeFacts, swarm []netspec.SwarmNode) (state string, gone bool) {
+	nodes, byHostName := netspec.SwarmNodesOf(f, swarm)
+	switch len(nodes) {
+	case 0:
+		state, gone = "removed", true
+	case 1:
+		state = nodes[0].State
+	default:
+		each := make([]string, len(nodes))
+		for i, n := range nodes {
+			each[i] = fmt.Sprintf("%s (%s)", n.ID, n.State)
+		}
+		fmt.Fprintf(w, "warning: the swarm lists %d nodes of host name %s (swarm nodes %s): the SWARM column of %s, an older agent's node keyed by its name, is unknown\n",
+			len(nodes), termtext.Cell(f.Node), termtext.Cell(strings.Join(each, ", ")), termtext.Cell(f.Node))
+		return "?", false
+	}
+	if byHostName {
+		state += " (by host name)"
+	}
+	return state, gone
 }
 
 func newNodeRemoveCommand(f *networkFlags, streams IOStreams) *cobra.Command {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -50,7 +51,7 @@ func TestWriteNodeListQuotesFacts(t *testing.T) {
 	}
 	misfiled := []netspec.MisfiledFacts{{Key: netspec.NodesKVPrefix + id2, Names: "x\ny"}}
 	var out, errOut bytes.Buffer
-	swarm := map[string]string{id1: "active"}
+	swarm := []netspec.SwarmNode{{ID: id1, State: "active"}}
 	if err := writeNodeList(IOStreams{Out: &out, ErrOut: &errOut}, facts, misfiled, swarm, nil, now); err != nil {
 		t.Fatal(err)
 	}
@@ -92,7 +93,7 @@ func TestWriteNodeListSetsApartFactsNoAgentWrites(t *testing.T) {
 	}
 	misfiled := []netspec.MisfiledFacts{{Key: netspec.NodesKVPrefix + "X", Names: ida}}
 	var out, errOut bytes.Buffer
-	if err := writeNodeList(IOStreams{Out: &out, ErrOut: &errOut}, facts, misfiled, map[string]string{ida: "active"}, nil, now); err != nil {
+	if err := writeNodeList(IOStreams{Out: &out, ErrOut: &errOut}, facts, misfiled, []netspec.SwarmNode{{ID: ida, State: "active"}}, nil, now); err != nil {
 		t.Fatal(err)
 	}
 	var rows []string
@@ -165,9 +166,11 @@ func TestWriteNodeListEscapesTheSwarmError(t *testing.T) {
 
 // TestWriteNodeListOlderAgentIsNotRemoved: an older agent's facts name no
 // swarm node ID (keyed by its name), so the swarm cannot be asked about
-// it: node ls showed it "removed" and counted it among the nodes the
+// it by ID: node ls showed it "removed" and counted it among the nodes the
 // swarm no longer lists, whose fix, `underlay node rm ID`, named an empty
-// ID ("()"). Its SWARM is now unknown ("?"), and it is not counted.
+// ID ("()"). It is now judged by host name (the swarm lists no node of
+// host name n6: removed, said so) and counted by its name, which node rm
+// takes (TestWriteNodeListOlderAgentByHostName).
 func TestWriteNodeListOlderAgentIsNotRemoved(t *testing.T) {
 	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	const ida = "ida0000000000000000000000"
@@ -176,7 +179,7 @@ func TestWriteNodeListOlderAgentIsNotRemoved(t *testing.T) {
 		{Node: "n6", UpdatedAt: now, Key: netspec.NodesKVPrefix + "n6"},
 	}
 	var out, errOut bytes.Buffer
-	if err := writeNodeList(IOStreams{Out: &out, ErrOut: &errOut}, facts, nil, map[string]string{ida: "active"}, nil, now); err != nil {
+	if err := writeNodeList(IOStreams{Out: &out, ErrOut: &errOut}, facts, nil, []netspec.SwarmNode{{ID: ida, State: "active"}}, nil, now); err != nil {
 		t.Fatal(err)
 	}
 	var rows []string
@@ -184,10 +187,53 @@ func TestWriteNodeListOlderAgentIsNotRemoved(t *testing.T) {
 		f := strings.Fields(l)
 		rows = append(rows, strings.Join(f[:3], " "))
 	}
-	if d := cmp.Diff([]string{ida + " n1 active", "- n6 ?"}, rows); d != "" {
+	if d := cmp.Diff([]string{ida + " n1 active", "- n6 removed"}, rows); d != "" {
 		t.Errorf("rows (-want +got):\n%s\n%s", d, out.String())
 	}
-	if errOut.Len() > 0 {
-		t.Errorf("stderr %q, want nothing", errOut.String())
+	if want := "1 node(s) the swarm no longer lists: `underlay node rm NODE` removes what each left in Consul (n6)\n"; errOut.String() != want {
+		t.Errorf("stderr %q, want %q", errOut.String(), want)
+	}
+}
+
+// TestWriteNodeListOlderAgentByHostName: an older agent's facts name no
+// swarm node ID (keyed by its node name, Docker's host name unless given
+// --node): node ls showed "?" for its SWARM whatever the swarm listed.
+// It is now matched by host name, as node rm matches it: the state of the
+// swarm node of that host name, said to be by host name; "?" when several
+// have it, with a warning naming them; removed (and counted, by its name,
+// which node rm takes) when none has it.
+func TestWriteNodeListOlderAgentByHostName(t *testing.T) {
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	const ida = "ida0000000000000000000000"
+	facts := []netspec.NodeFacts{
+		{ID: ida, Node: "n1", UpdatedAt: now, Key: netspec.NodesKVPrefix + ida},
+		{Node: "n6", UpdatedAt: now, Key: netspec.NodesKVPrefix + "n6"},
+		{Node: "n7", UpdatedAt: now, Key: netspec.NodesKVPrefix + "n7"},
+		{Node: "n8", UpdatedAt: now, Key: netspec.NodesKVPrefix + "n8"},
+	}
+	swarm := []netspec.SwarmNode{
+		{ID: ida, Hostname: "n6", State: "ready"}, // the host name is not its node's name
+		{ID: "old6000000000000000000000", Hostname: "n6", State: "down"},
+		{ID: "a700000000000000000000000", Hostname: "n7", State: "ready"},
+		{ID: "b700000000000000000000000", Hostname: "n7", State: "down"},
+	}
+	var out, errOut bytes.Buffer
+	if err := writeNodeList(IOStreams{Out: &out, ErrOut: &errOut}, facts, nil, swarm[1:], nil, now); err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for _, l := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")[1:] {
+		rows = append(rows, strings.Join(strings.Fields(l), " "))
+	}
+	want := []string{"- n6 down (by host name) 0s ago -", "- n7 ? 0s ago -", "- n8 removed (by host name) 0s ago -", ida + " n1 removed 0s ago -"}
+	slices.Sort(rows)
+	slices.Sort(want)
+	if d := cmp.Diff(want, rows); d != "" {
+		t.Errorf("rows (-want +got):\n%s\n%s", d, out.String())
+	}
+	wantErr := "warning: the swarm lists 2 nodes of host name n7 (swarm nodes a700000000000000000000000 (ready), b700000000000000000000000 (down)): the SWARM column of n7, an older agent's node keyed by its name, is unknown\n" +
+		"2 node(s) the swarm no longer lists: `underlay node rm NODE` removes what each left in Consul (" + ida + ", n8)\n"
+	if d := cmp.Diff(wantErr, errOut.String()); d != "" {
+		t.Errorf("stderr (-want +got):\n%s", d)
 	}
 }

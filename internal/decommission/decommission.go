@@ -21,7 +21,6 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
-	"slices"
 	"strings"
 	"time"
 
@@ -584,13 +583,7 @@ func keyedByName(all []netspec.NodeFacts, id string) bool {
 // lists for it, unless given --node. Two such swarm nodes (cloned hosts)
 // are both named: either may be the node.
 func listedByHostName(f netspec.NodeFacts, list []netspec.SwarmNode) error {
-	var named []netspec.SwarmNode
-	for _, n := range list {
-		if n.Hostname == f.ID {
-			named = append(named, n)
-		}
-	}
-	slices.SortFunc(named, func(a, b netspec.SwarmNode) int { return strings.Compare(a.ID, b.ID) })
+	named := netspec.SwarmNodesOfHostName(list, f.ID)
 	const why = "an older agent keyed its facts and records by its node name, Docker's host name unless given --node, and underlay removes only what nodes the swarm no longer lists left behind"
 	switch len(named) {
 	case 0:

@@ -77,6 +77,40 @@ type SwarmNode struct {
 	ID, Hostname, State string
 }
 
+// SwarmNodesOfHostName lists, by ID, the swarm nodes in list whose host
+// name is name: those a node an older agent keyed its facts and records
+// by name may be, for it named its node by Docker's host name, the one
+// the swarm lists for it, unless given --node. Two or more (cloned hosts):
+// any may be it. node rm and node ls both judge such a node by it.
+func SwarmNodesOfHostName(list []SwarmNode, name string) []SwarmNode {
+	var named []SwarmNode
+	for _, n := range list {
+		if n.Hostname == name {
+			named = append(named, n)
+		}
+	}
+	slices.SortFunc(named, func(a, b SwarmNode) int { return strings.Compare(a.ID, b.ID) })
+	return named
+}
+
+// SwarmNodesOf lists the swarm nodes in list that the node of an agent's
+// facts f (AgentsFacts) may be: the one of its swarm node ID; for facts
+// naming no ID (an older agent's, keyed by its node name), those of the
+// host name its key names (SwarmNodesOfHostName), byHostName set. None:
+// the swarm no longer lists it (by host name: unless the older agent was
+// given a --node other than its host name).
+func SwarmNodesOf(f NodeFacts, list []SwarmNode) (nodes []SwarmNode, byHostName bool) {
+	if f.ID == "" {
+		return SwarmNodesOfHostName(list, strings.TrimPrefix(f.FactsKey(), NodesKVPrefix)), true
+	}
+	for _, n := range list {
+		if n.ID == f.ID {
+			return []SwarmNode{n}, false
+		}
+	}
+	return nil, false
+}
+
 // Holder identifies one agent process.
 type Holder struct {
 	// Instance is random, drawn at the agent's start.

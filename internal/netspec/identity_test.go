@@ -3,6 +3,8 @@ package netspec
 import (
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 )
 
 // TestCheckNodeName: every host name Docker reports passes; a name that
@@ -74,5 +76,36 @@ func TestCheckNodeID(t *testing.T) {
 				t.Errorf("CheckNodeID(%q) = %v, want an error with %q", tt.id, err, tt.wantErr)
 			}
 		})
+	}
+}
+
+// TestSwarmNodesOf: the node of an agent's facts is the swarm node of
+// its ID; an older agent's, naming no ID and keyed by its node name, may
+// be any swarm node of that host name (sorted by ID), as node rm judges
+// it; none is listed when the swarm no longer has it.
+func TestSwarmNodesOf(t *testing.T) {
+	const ida, idb, idc = "ida0000000000000000000000", "idb0000000000000000000000", "idc0000000000000000000000"
+	list := []SwarmNode{
+		{ID: idc, Hostname: "n7", State: "down"},
+		{ID: ida, Hostname: "n6", State: "ready"},
+		{ID: idb, Hostname: "n7", State: "ready"},
+	}
+	for _, tc := range []struct {
+		name       string
+		f          NodeFacts
+		want       []SwarmNode
+		byHostName bool
+	}{
+		{"by ID", NodeFacts{ID: ida, Node: "n9", Key: NodesKVPrefix + ida}, []SwarmNode{list[1]}, false},
+		{"ID not listed", NodeFacts{ID: "gone000000000000000000000", Node: "n6"}, nil, false},
+		{"older agent's", NodeFacts{Node: "n6", Key: NodesKVPrefix + "n6"}, []SwarmNode{list[1]}, true},
+		{"older agent's, not read from a listing", NodeFacts{Node: "n6"}, []SwarmNode{list[1]}, true},
+		{"two of its host name", NodeFacts{Node: "n7", Key: NodesKVPrefix + "n7"}, []SwarmNode{list[2], list[0]}, true},
+		{"none of its host name", NodeFacts{Node: "n8", Key: NodesKVPrefix + "n8"}, nil, true},
+	} {
+		got, byHostName := SwarmNodesOf(tc.f, list)
+		if d := cmp.Diff(tc.want, got); d != "" || byHostName != tc.byHostName {
+			t.Errorf("%s: SwarmNodesOf (-want +got):\n%s\nby host name %v, want %v", tc.name, d, byHostName, tc.byHostName)
+		}
 	}
 }
