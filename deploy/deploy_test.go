@@ -848,6 +848,16 @@ func TestPrermStateDir(t *testing.T) {
 		{name: "a missing required environment file: the agent does not start", unit: true, env: "UNDERLAY_STATE_DIR=/srv/file\n", files: map[string]string{
 			override: dropIn("EnvironmentFile=@/etc/underlay/missing.env\n"),
 		}, says: "systemd cannot load its EnvironmentFile="},
+		// A directory: systemd's load_env_file cannot read it (EISDIR),
+		// as a missing file.
+		{name: "agent.env a directory, left out", unit: true, env: "-", files: map[string]string{
+			"etc/underlay/agent.env/x": "UNDERLAY_STATE_DIR=/srv/dir\n",
+			override:                   dropIn("Environment=UNDERLAY_STATE_DIR=/srv/unit\n"),
+		}, want: "/srv/unit"},
+		{name: "a required environment file a directory: the agent does not start", unit: true, env: "UNDERLAY_STATE_DIR=/srv/file\n", files: map[string]string{
+			"etc/underlay/it's.env/x": "UNDERLAY_STATE_DIR=/srv/dir\n",
+			override:                  dropIn("EnvironmentFile=@/etc/underlay/it's.env\n"),
+		}, says: "it's.env (a directory), nor start the agent"},
 		{name: "a relative environment file is no setting", unit: true, env: "UNDERLAY_STATE_DIR=/srv/file\n", files: map[string]string{
 			override: dropIn("EnvironmentFile=missing.env\n"),
 		}, want: "/srv/file"},

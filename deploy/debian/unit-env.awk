@@ -301,12 +301,25 @@ function flag(   argv, argu, n, j, k, m, parts, take, dir, dirwhy, found) {
 	if (dirwhy != "") refuse("its ExecStart= gives --state-dir with " dirwhy ", not resolved here")
 	if (found) { print dir; exit 0 }
 }
+# isdir tells whether f is a directory (or a link to one), asked of
+# test(1), its name quoted: only its type is looked at.
+function isdir(f,   q, i) {
+	q = ""
+	while ((i = index(f, sq)) > 0) { q = q substr(f, 1, i - 1) sq "\\" sq sq; f = substr(f, i + 1) }
+	return system("test -d " sq q f sq) == 0
+}
 # envfile reads an EnvironmentFile= as systemd (env-file.c) does. A file
-# it cannot read, or with a key or value not UTF-8 (load_env_file_push:
-# the whole file fails), named with "-" (optional) is left out; any other
+# it cannot read (a directory among them: read_full_stream fails with
+# EISDIR), or with a key or value not UTF-8 (load_env_file_push: the
+# whole file fails), named with "-" (optional) is left out; any other
 # fails the agent's start (exec_context_load_environment), so that
-# nothing of the unit tells its state directory.
+# nothing of the unit tells its state directory. A directory is looked
+# for first: mawk's getline stops the program on one ("read error").
 function envfile(f, optional,   line, s, n, k, c, st, key, val, kws, vws, first, r) {
+	if (isdir(f)) {
+		if (!optional) refuse("systemd cannot load its EnvironmentFile=" f " (a directory), nor start the agent")
+		return
+	}
 	s = ""; first = 1
 	while ((r = getline line <f) > 0) { s = first ? line : s "\n" line; first = 0 }
 	close(f)
