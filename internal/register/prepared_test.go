@@ -132,7 +132,11 @@ func TestPreparedPass(t *testing.T) {
 	tests := []struct {
 		name    string
 		created func(c *Container)
+		// reading runs while the create's pass reads the container.
+		reading func(a *Agent)
 		setup   func(a *Agent, d *fakeDocker)
+		// earlier are the events of a pass before, which the view handles.
+		earlier []Event
 		events  []Event
 		// handled: the pass did without an inspect; registered: it wrote.
 		handled, registered bool
@@ -151,6 +155,16 @@ func TestPreparedPass(t *testing.T) {
 			d.connect("c", Endpoint{Network: "other", NetworkID: "n2", Driver: "macvlan", IPv4: "10.131.0.5"})
 		}, events: []Event{connect, {ContainerID: "c", Action: "connect", NetworkID: "n2"}, start}},
 		{name: "with a healthcheck", created: func(c *Container) { c.HealthConfigured = true }, events: []Event{connect, start}, handled: true, registered: true},
+		{name: "connect, then start in a pass of its own", earlier: []Event{connect}, events: []Event{start}, handled: true, registered: true},
+		// The view is kept with the stream its pass began under: a loss
+		// while it was read forgot the views of then, not this one.
+		{name: "event stream lost while the create was read", reading: func(a *Agent) { a.newStream() }, events: []Event{connect, start}},
+		// Docker never sends a second for one ID: the view cannot say
+		// which create it was read for.
+		{name: "a second create event", events: []Event{{ContainerID: "c", Action: "create"}, connect, start}},
+		// Without n2's endpoint as many networks as endpoints are known,
+		// but not that one, which may be the one to register.
+		{name: "a connect whose endpoint cannot be read beside one that can", events: []Event{connect, {ContainerID: "c", Action: "connect", NetworkID: "n2"}, start}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -165,10 +179,22 @@ func TestPreparedPass(t *testing.T) {
 			}
 			a.noteEvent(Event{ContainerID: "c", Action: "create"})
 			p, _ := a.beginPass("c")
+			if tt.reading != nil {
+				tt.reading(a)
+			}
 			a.prepare("c", p, created)
 			d.connect("c", mvEndpoint)
 			if tt.setup != nil {
 				tt.setup(a, d)
+			}
+			if tt.earlier != nil {
+				for _, ev := range tt.earlier {
+					a.noteEvent(ev)
+				}
+				p, _ = a.beginPass("c")
+				if handled, err := a.preparedPass(context.Background(), "c", p); err != nil || !handled {
+					t.Fatalf("earlier pass: handled = %v, %v; want true", handled, err)
+				}
 			}
 			for _, ev := range tt.events {
 				a.noteEvent(ev)
