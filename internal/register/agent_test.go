@@ -132,6 +132,8 @@ type fakeCatalog struct {
 	// handling requests concurrently, may. deregisters counts the calls.
 	deregisterDelay time.Duration
 	deregisters     int
+	// registerErr fails every Register.
+	registerErr error
 }
 
 func (c *fakeCatalog) Services(ctx context.Context, node string) ([]Registered, error) {
@@ -150,6 +152,9 @@ func (c *fakeCatalog) Services(ctx context.Context, node string) ([]Registered, 
 func (c *fakeCatalog) Register(ctx context.Context, s Service) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if c.registerErr != nil {
+		return c.registerErr
+	}
 	c.services[s.ID] = s
 	c.writes++
 	return nil

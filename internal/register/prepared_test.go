@@ -411,3 +411,68 @@ func TestPreparedStartedNeedsEveryNetwork(t *testing.T) {
 		t.Errorf("started() = %+v, %v; want both endpoints, running", got, ok)
 	}
 }
+
+// observations reads a histogram's count of observations.
+func observations(h prometheus.Histogram) uint64 {
+	var m dto.Metric
+	if err := h.Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetHistogram().GetSampleCount()
+}
+
+// TestPreparedStartWrites: a start registered from the prepared view
+// counts the time from its events to its write, once, and only when it
+// wrote; a write Consul refuses fails the pass, which gives its events
+// back for the retry, to read Docker.
+func TestPreparedStartWrites(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		created func(c *Container)
+		refused error
+		// writes says the pass wrote to Consul.
+		writes bool
+	}{
+		{name: "registered", writes: true},
+		{name: "nothing to register", created: func(c *Container) { c.Exposed = nil }},
+		{name: "Consul refuses the registration", refused: errors.New("consul away")},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			d, cat := newFakeDocker(), &fakeCatalog{services: map[string]Service{}, registerErr: tt.refused}
+			a, err := NewAgent(Config{Policy: Policy{Node: "n1"}}, d, cat, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+			if err != nil {
+				t.Fatal(err)
+			}
+			created := createdContainer("c")
+			if tt.created != nil {
+				tt.created(&created)
+			}
+			a.noteEvent(Event{ContainerID: "c", Action: "create", Time: time.Now()})
+			p, _ := a.beginPass("c")
+			a.prepare("c", p, created)
+			d.connect("c", mvEndpoint)
+			a.noteEvent(Event{ContainerID: "c", Action: "connect", NetworkID: "n1", Time: time.Now()})
+			a.noteEvent(Event{ContainerID: "c", Action: "start", Time: time.Now()})
+			p, _ = a.beginPass("c")
+			handled, err := a.preparedPass(context.Background(), "c", p)
+			if !handled || (err != nil) != (tt.refused != nil) {
+				t.Fatalf("preparedPass = %v, %v; want true, and an error only if Consul refused", handled, err)
+			}
+			want := uint64(0)
+			if tt.writes {
+				want = 1
+			}
+			if got := observations(a.metrics.eventLatency); got != want {
+				t.Errorf("%d event-to-Consul times observed, want %d", got, want)
+			}
+			if tt.refused != nil {
+				a.mu.Lock()
+				ev, ok := a.pending["c"]
+				a.mu.Unlock()
+				if !ok || !ev.other || !ev.started || ev.oldest.IsZero() {
+					t.Errorf("events after the failed pass %+v (given back %v); want the start's, the oldest's time, and a read of Docker asked for", ev, ok)
+				}
+			}
+		})
+	}
+}
