@@ -114,22 +114,33 @@ func TestPlan(t *testing.T) {
 	}
 }
 
+// TestChangesEmpty: Empty and Len, the count of writes the pass's log
+// reports, count every kind of write.
 func TestChangesEmpty(t *testing.T) {
 	tests := []struct {
 		name string
 		ch   Changes
 		want bool
+		len  int
 	}{
-		{"zero", Changes{}, true},
-		{"empty slices", Changes{Register: []Service{}, Deregister: []string{}, Health: []HealthMirror{}}, true},
-		{"register", Changes{Register: []Service{{ID: "a"}}}, false},
-		{"deregister", Changes{Deregister: []string{"a"}}, false},
-		{"health", Changes{Health: []HealthMirror{{CheckID: "a"}}}, false},
+		{"zero", Changes{}, true, 0},
+		{"empty slices", Changes{Register: []Service{}, Deregister: []string{}, Health: []HealthMirror{}}, true, 0},
+		{"register", Changes{Register: []Service{{ID: "a"}}}, false, 1},
+		{"deregister", Changes{Deregister: []string{"a"}}, false, 1},
+		{"health", Changes{Health: []HealthMirror{{CheckID: "a"}}}, false, 1},
+		{"one register, two deregisters, three health updates", Changes{
+			Register:   []Service{{ID: "a"}},
+			Deregister: []string{"b", "c"},
+			Health:     []HealthMirror{{CheckID: "d"}, {CheckID: "e"}, {CheckID: "f"}},
+		}, false, 6},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			if got := tt.ch.Empty(); got != tt.want {
 				t.Errorf("Empty() = %v, want %v", got, tt.want)
+			}
+			if got := tt.ch.Len(); got != tt.len {
+				t.Errorf("Len() = %d, want %d", got, tt.len)
 			}
 		})
 	}
