@@ -76,6 +76,13 @@ func buildChecks(svc Service, proto string, attrs map[string]setting, warn func(
 				warn(s.source, s.value, "HTTP check path must start with '/'; check dropped")
 				continue
 			}
+			// The address is the URL's host as it is, which one that is no
+			// host (a prefix length left on it) or needs escaping (an IPv6
+			// zone) cannot be: the URL would name something else.
+			if u, err := url.Parse(kind + "://" + hostPort + "/"); err != nil || u.Host != hostPort {
+				warn(s.source, s.value, fmt.Sprintf("the service's address %q cannot be a URL's host; check dropped", svc.Address))
+				continue
+			}
 			c.HTTP = fmt.Sprintf("%s://%s%s", kind, hostPort, s.value)
 			// Consul parses the URL at each run: one it cannot (a control
 			// character, a bad %-escape) makes a check that never passes.

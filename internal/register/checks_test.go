@@ -1,6 +1,7 @@
 package register
 
 import (
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -436,18 +437,28 @@ func TestBuildChecksDirect(t *testing.T) {
 // left on it) would put part of the address in the URL's path: the check
 // would query another URL than the service's. Such a check is dropped
 // with a warning.
+//
+// The warning names the address, the value at fault, not the path, which
+// is good (seen failing: it said the path was no URL path Consul can
+// request). An IPv6 address with a zone is an address, but a URL's host
+// only with its '%' escaped, which Consul would not undo.
 func TestBuildChecksHTTPOnAnAddressNoURLHolds(t *testing.T) {
-	svc := Service{ID: "n:c:80", Name: "api", Address: "192.0.2.1/24", Port: 80}
-	attrs := map[string]setting{"check_http": {value: "/health", source: "SERVICE_CHECK_HTTP"}}
-	var warnings []string
-	got := buildChecks(svc, "tcp", attrs, func(key, value, problem string) {
-		warnings = append(warnings, key+"="+value+": "+problem)
-	})
-	if len(got) != 0 {
-		t.Errorf("buildChecks = %+v, want no check", got)
-	}
-	if len(warnings) != 1 || !strings.HasPrefix(warnings[0], "SERVICE_CHECK_HTTP=/health: ") || !strings.HasSuffix(warnings[0], "check dropped") {
-		t.Errorf("warnings %q, want one that SERVICE_CHECK_HTTP=/health was dropped", warnings)
+	for _, addr := range []string{"192.0.2.1/24", "fe80::1%eth0"} {
+		t.Run(addr, func(t *testing.T) {
+			svc := Service{ID: "n:c:80", Name: "api", Address: addr, Port: 80}
+			attrs := map[string]setting{"check_http": {value: "/health", source: "SERVICE_CHECK_HTTP"}}
+			var warnings []string
+			got := buildChecks(svc, "tcp", attrs, func(key, value, problem string) {
+				warnings = append(warnings, key+"="+value+": "+problem)
+			})
+			if len(got) != 0 {
+				t.Errorf("buildChecks = %+v, want no check", got)
+			}
+			if len(warnings) != 1 || !strings.HasPrefix(warnings[0], "SERVICE_CHECK_HTTP=/health: ") || !strings.HasSuffix(warnings[0], "check dropped") ||
+				!strings.Contains(warnings[0], strconv.Quote(addr)) || strings.Contains(warnings[0], "path") {
+				t.Errorf("warnings %q, want one that SERVICE_CHECK_HTTP=/health was dropped for the address %q, not the path", warnings, addr)
+			}
+		})
 	}
 }
 
