@@ -3,6 +3,7 @@ package register
 import (
 	"fmt"
 	"net"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -67,6 +68,14 @@ func buildChecks(svc Service, proto string, attrs map[string]setting, warn func(
 		// meant the TCP ports. One warning per key and protocol.
 		if kind != "ttl" && (proto == "udp" || proto == "sctp") {
 			warn(s.source, s.value, fmt.Sprintf("a %s check connects over TCP; not set on the container's %s ports", strings.ToUpper(kind), strings.ToUpper(proto)))
+			continue
+		}
+		// Every kind but TTL connects to the service's address as it is:
+		// one that is no IP address (only damaged Docker data or
+		// --host-ip could give one) never answers, or is a name the
+		// Consul agent would resolve.
+		if _, err := netip.ParseAddr(svc.Address); kind != "ttl" && err != nil {
+			warn(s.source, s.value, fmt.Sprintf("the service's address %q is not an IP address; check dropped", svc.Address))
 			continue
 		}
 		c := Check{ID: svc.ID + ":check:" + kind, Name: fmt.Sprintf("%s check of %s", strings.ToUpper(kind), svc.Name)}

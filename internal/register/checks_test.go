@@ -1,6 +1,7 @@
 package register
 
 import (
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -459,6 +460,40 @@ func TestBuildChecksHTTPOnAnAddressNoURLHolds(t *testing.T) {
 				t.Errorf("warnings %q, want one that SERVICE_CHECK_HTTP=/health was dropped for the address %q, not the path", warnings, addr)
 			}
 		})
+	}
+}
+
+// TestBuildChecksTCPOnAnAddressNoIP: a TCP or gRPC check connects to
+// the service's address, and one that is no IP address (only damaged
+// Docker data or --host-ip could give one) makes a check that never
+// passes, or that connects where the Consul agent resolves the name.
+// Such a check is dropped with a warning naming the address, as an HTTP
+// check is; a TTL check, which connects nowhere, is kept. Before, the
+// TCP and gRPC checks were made on 192.0.2.1/24:80 (seen failing).
+func TestBuildChecksTCPOnAnAddressNoIP(t *testing.T) {
+	svc := Service{ID: "n:c:80", Name: "api", Address: "192.0.2.1/24", Port: 80}
+	attrs := map[string]setting{
+		"check_tcp":  {value: "true", source: "SERVICE_CHECK_TCP"},
+		"check_grpc": {value: "true", source: "SERVICE_CHECK_GRPC"},
+		"check_ttl":  {value: "30s", source: "SERVICE_CHECK_TTL"},
+	}
+	var warnings []string
+	got := buildChecks(svc, "tcp", attrs, func(key, value, problem string) {
+		warnings = append(warnings, key+"="+value+": "+problem)
+	})
+	want := []Check{{ID: "n:c:80:check:ttl", Name: "TTL check of api", TTL: 30 * time.Second}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("buildChecks mismatch (-want +got):\n%s", diff)
+	}
+	for _, key := range []string{"SERVICE_CHECK_TCP", "SERVICE_CHECK_GRPC"} {
+		if !slices.ContainsFunc(warnings, func(w string) bool {
+			return strings.HasPrefix(w, key+"=true: ") && strings.Contains(w, `"192.0.2.1/24"`) && strings.HasSuffix(w, "check dropped")
+		}) {
+			t.Errorf("warnings %q, want one that %s was dropped for the address \"192.0.2.1/24\"", warnings, key)
+		}
+	}
+	if len(warnings) != 2 {
+		t.Errorf("warnings %q, want 2", warnings)
 	}
 }
 
