@@ -27,9 +27,11 @@ type fakeDocker struct {
 	// ID; network reads are never held.
 	endpoints     map[string]map[string]Endpoint
 	endpointReads int
-	// lists counts RunningEndpoints calls; listErr fails them.
+	// lists counts RunningEndpoints calls; listErr fails them; onList,
+	// when set, runs during each (without d.mu held).
 	lists   int
 	listErr error
+	onList  func()
 }
 
 func newFakeDocker() *fakeDocker {
@@ -86,6 +88,12 @@ func (d *fakeDocker) Endpoint(ctx context.Context, networkID, id string, _ time.
 
 func (d *fakeDocker) RunningEndpoints(ctx context.Context, ids []string) (map[string][]Endpoint, error) {
 	d.mu.Lock()
+	onList := d.onList
+	d.mu.Unlock()
+	if onList != nil {
+		onList()
+	}
+	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.lists++
 	if d.listErr != nil {
@@ -94,7 +102,12 @@ func (d *fakeDocker) RunningEndpoints(ctx context.Context, ids []string) (map[st
 	out := map[string][]Endpoint{}
 	for _, id := range ids {
 		if c, ok := d.containers[id]; ok && c.Running {
-			out[id] = append([]Endpoint{}, c.Networks...)
+			eps := []Endpoint{}
+			for _, ep := range c.Networks {
+				ep.Driver = "" // Docker's listing gives none
+				eps = append(eps, ep)
+			}
+			out[id] = eps
 		}
 	}
 	return out, nil

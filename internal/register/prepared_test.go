@@ -361,6 +361,21 @@ func TestVerifyStarts(t *testing.T) {
 				t.Errorf("%s not read in full after the listing failed", id)
 			}
 		}
+		if got := count(a.metrics.errors.WithLabelValues("docker")); got != 1 {
+			t.Errorf("docker errors counted %v, want 1", got)
+		}
+	})
+	t.Run("a pass ends the check during the listing: not marked seen running", func(t *testing.T) {
+		a, d, _ := newAgent(t)
+		registered(a, d, 1)
+		// A die's pass, say, which found the container stopped.
+		d.onList = func() { a.verified("c000", false) }
+		a.verifyStarts(context.Background())
+		a.mu.Lock()
+		defer a.mu.Unlock()
+		if _, saw := a.sawRunning["c000"]; saw {
+			t.Error("a container whose check a pass ended is marked seen running: its next start event would be skipped")
+		}
 	})
 	t.Run("stopped since: read, not a correction", func(t *testing.T) {
 		a, d, _ := newAgent(t)
@@ -472,6 +487,44 @@ func TestPreparedStartWrites(t *testing.T) {
 				if !ok || !ev.other || !ev.started || ev.oldest.IsZero() {
 					t.Errorf("events after the failed pass %+v (given back %v); want the start's, the oldest's time, and a read of Docker asked for", ev, ok)
 				}
+			}
+		})
+	}
+}
+
+// TestSameEndpoints: the endpoints registered from a prepared view and
+// those of Docker's listing, which gives no driver, are the same in any
+// order, and as many of each.
+func TestSameEndpoints(t *testing.T) {
+	mv2 := Endpoint{Network: "mv2", NetworkID: "n2", Driver: "macvlan", IPv4: "10.132.0.5"}
+	listed := func(eps ...Endpoint) []Endpoint {
+		var out []Endpoint
+		for _, ep := range eps {
+			ep.Driver = ""
+			out = append(out, ep)
+		}
+		return out
+	}
+	moved := mvEndpoint
+	moved.IPv4 = "10.130.0.9"
+	for _, tt := range []struct {
+		name       string
+		registered []Endpoint
+		listed     []Endpoint
+		want       bool
+	}{
+		{"same, listed without the driver", []Endpoint{mvEndpoint}, listed(mvEndpoint), true},
+		{"same, the driver on one side only", listed(mvEndpoint), []Endpoint{mvEndpoint}, true},
+		{"same in another order", []Endpoint{mvEndpoint, mv2}, listed(mv2, mvEndpoint), true},
+		{"none and none", nil, []Endpoint{}, true},
+		{"an address differs", []Endpoint{mvEndpoint}, listed(moved), false},
+		{"one fewer listed", []Endpoint{mvEndpoint, mv2}, listed(mvEndpoint), false},
+		{"one more listed", []Endpoint{mvEndpoint}, listed(mvEndpoint, mv2), false},
+		{"one listed twice for two", []Endpoint{mvEndpoint, mv2}, listed(mvEndpoint, mvEndpoint), false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := sameEndpoints(tt.registered, tt.listed); got != tt.want {
+				t.Errorf("sameEndpoints(%+v, %+v) = %v, want %v", tt.registered, tt.listed, got, tt.want)
 			}
 		})
 	}
