@@ -10,6 +10,16 @@ import (
 	"github.com/underlay/underlay/internal/netspec"
 )
 
+// spareNode is node n1 keeping two spares of lan, served from a new KV.
+func spareNode(t *testing.T) (*kvtest.KV, *netspec.Store, *Allocator, Pool) {
+	t.Helper()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	n1 := NewAllocator(kv, "n1", nil)
+	n1.spares.enable(2, nil)
+	return kv, st, n1, servedLan(t, st)
+}
+
 // spareOf returns a spare a's keeper hands out of p, asking for one
 // before each of up to five syncs (verifying, as its periodic check
 // does), and what Consul holds of p then.
@@ -54,11 +64,7 @@ func TestSparesOfAnOlderGenerationGiveWay(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
-			kv := kvtest.New()
-			st := netspec.NewStore(kv)
-			n1 := NewAllocator(kv, "n1", nil)
-			n1.spares.enable(2, nil)
-			old := servedLan(t, st)
+			kv, st, n1, old := spareNode(t)
 			taskAddr(t, n1, old)
 			if _, err := n1.spares.syncAll(ctx, false, false); err != nil {
 				t.Fatal(err)
@@ -119,11 +125,7 @@ func TestSparesOfASpecRewrittenInPlace(t *testing.T) {
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
-			kv := kvtest.New()
-			st := netspec.NewStore(kv)
-			n1 := NewAllocator(kv, "n1", nil)
-			n1.spares.enable(2, nil)
-			old := servedLan(t, st)
+			kv, st, n1, old := spareNode(t)
 			taskAddr(t, n1, old)
 			if _, err := n1.spares.syncAll(ctx, false, false); err != nil {
 				t.Fatal(err)
@@ -182,11 +184,7 @@ func TestSparesOfASpecRewrittenInPlace(t *testing.T) {
 // is given back.
 func TestSpareClaimedAsTheSpecIsRewritten(t *testing.T) {
 	ctx := context.Background()
-	kv := kvtest.New()
-	st := netspec.NewStore(kv)
-	n1 := NewAllocator(kv, "n1", nil)
-	n1.spares.enable(2, nil)
-	old := servedLan(t, st)
+	kv, st, n1, old := spareNode(t)
 	task := taskAddr(t, n1, old)
 	reserved := task.Next() // the first spare the sync claims
 	rewritten := lanSpec
@@ -279,11 +277,7 @@ func TestShimReleaseOfASpecRewrittenInPlace(t *testing.T) {
 // keeper's spares only in the network they were claimed in.
 func TestReleaseInANetworkMadeAgainOfAnOldSpare(t *testing.T) {
 	ctx := context.Background()
-	kv := kvtest.New()
-	st := netspec.NewStore(kv)
-	n1 := NewAllocator(kv, "n1", nil)
-	n1.spares.enable(2, nil)
-	old := servedLan(t, st)
+	kv, st, n1, old := spareNode(t)
 	taskAddr(t, n1, old)
 	if _, err := n1.spares.syncAll(ctx, false, false); err != nil {
 		t.Fatal(err)
