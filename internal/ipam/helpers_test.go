@@ -48,6 +48,22 @@ func taskAddr(t testing.TB, a *Allocator, p Pool) netip.Addr {
 	return addr
 }
 
+// keptSpares has a take an address of p, for which its keeper claims
+// spares in the same block, syncs the keeper once, and returns the spares
+// it then keeps of p; none kept fails the test.
+func keptSpares(t testing.TB, a *Allocator, p Pool) map[netip.Addr]bool {
+	t.Helper()
+	taskAddr(t, a, p)
+	if _, err := a.spares.syncAll(context.Background(), false, false); err != nil {
+		t.Fatal(err)
+	}
+	kept := a.spares.known(p)
+	if len(kept) == 0 {
+		t.Fatal("no spares kept")
+	}
+	return kept
+}
+
 // sid pads s (lowercase letters and digits) with zeros to a swarm node
 // ID's 25 characters: an identity every reader takes
 // (netspec.CheckNodeID).

@@ -473,15 +473,7 @@ func TestNoSpareOfANetworkMadeAgain(t *testing.T) {
 	n1, n2 := NewAllocator(kv, "n1", nil), NewAllocator(kv, "n2", nil)
 	n1.spares.enable(2, nil)
 	old := servedLan(t, st)
-	if _, err := n1.Allocate(ctx, old, netip.Addr{}, KindTask); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := n1.spares.syncAll(ctx, false, false); err != nil {
-		t.Fatal(err)
-	}
-	if n := n1.spares.count(); n == 0 {
-		t.Fatal("no spares kept")
-	}
+	keptSpares(t, n1, old)
 	now := remakeLan(t, st)
 	got := taskAddr(t, n1, now)
 	if again, err := n2.Allocate(ctx, now, got, KindTask); err == nil {

@@ -343,14 +343,7 @@ func TestLateShimReleaseOfANetworkMadeAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	taskAddr(t, n.Alloc, now)
-	if _, err := n.Alloc.spares.syncAll(ctx, false, false); err != nil {
-		t.Fatal(err)
-	}
-	spares := n.Alloc.spares.count()
-	if spares == 0 {
-		t.Fatal("no spares kept in the network made again")
-	}
+	spares := len(keptSpares(t, n.Alloc, now))
 	err = n.ReleaseShim(ctx, marked, l.SpecIndex(lanSpec.Name))
 	if err == nil || !strings.Contains(err.Error(), netspec.SpecKey(lanSpec.Name)) {
 		t.Errorf("late release of the shims of the network as marked, after it was made again: %v, want refused, naming the spec key", err)
@@ -384,13 +377,7 @@ func TestShimReleaseOfANetworkMarkedTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	taskAddr(t, n.Alloc, p)
-	if _, err := n.Alloc.spares.syncAll(ctx, false, false); err != nil {
-		t.Fatal(err)
-	}
-	if n.Alloc.spares.count() == 0 {
-		t.Fatal("no spares kept")
-	}
+	keptSpares(t, n.Alloc, p)
 	if err := st.MarkDeleting(ctx, lanSpec.Name); err != nil {
 		t.Fatal(err)
 	}

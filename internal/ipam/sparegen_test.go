@@ -2,7 +2,9 @@ package ipam
 
 import (
 	"context"
+	"maps"
 	"net/netip"
+	"slices"
 	"testing"
 	"time"
 
@@ -65,14 +67,7 @@ func TestSparesOfAnOlderGenerationGiveWay(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
 			kv, st, n1, old := spareNode(t)
-			taskAddr(t, n1, old)
-			if _, err := n1.spares.syncAll(ctx, false, false); err != nil {
-				t.Fatal(err)
-			}
-			oldSpares := n1.spares.known(old)
-			if len(oldSpares) == 0 {
-				t.Fatal("no spares kept")
-			}
+			oldSpares := keptSpares(t, n1, old)
 			if err := c.remove(ctx, kv, st); err != nil {
 				t.Fatal(err)
 			}
@@ -126,17 +121,7 @@ func TestSparesOfASpecRewrittenInPlace(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			ctx := context.Background()
 			kv, st, n1, old := spareNode(t)
-			taskAddr(t, n1, old)
-			if _, err := n1.spares.syncAll(ctx, false, false); err != nil {
-				t.Fatal(err)
-			}
-			var spares []netip.Addr
-			for a := range n1.spares.known(old) {
-				spares = append(spares, a)
-			}
-			if len(spares) == 0 {
-				t.Fatal("no spares kept")
-			}
+			spares := slices.Collect(maps.Keys(keptSpares(t, n1, old)))
 			rewritten := lanSpec
 			excluded := c.rewrite(&rewritten, spares)
 			putSpecs(t, kv, rewritten)
@@ -243,13 +228,7 @@ func TestShimReleaseOfASpecRewrittenInPlace(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	taskAddr(t, n.Alloc, now)
-	if _, err := n.Alloc.spares.syncAll(ctx, false, false); err != nil {
-		t.Fatal(err)
-	}
-	if n.Alloc.spares.count() == 0 {
-		t.Fatal("no spares kept")
-	}
+	keptSpares(t, n.Alloc, now)
 	if err := n.ReleaseShim(ctx, l.Specs[0], l.SpecIndex(lanSpec.Name)); err != nil {
 		t.Errorf("release of the network's shims and spares, read before the rewrite: %v", err)
 	}
@@ -278,11 +257,7 @@ func TestShimReleaseOfASpecRewrittenInPlace(t *testing.T) {
 func TestReleaseInANetworkMadeAgainOfAnOldSpare(t *testing.T) {
 	ctx := context.Background()
 	kv, st, n1, old := spareNode(t)
-	taskAddr(t, n1, old)
-	if _, err := n1.spares.syncAll(ctx, false, false); err != nil {
-		t.Fatal(err)
-	}
-	oldSpares := n1.spares.known(old)
+	oldSpares := keptSpares(t, n1, old)
 	now := remakeLan(t, st)
 	var x netip.Addr
 	for range 4 {
