@@ -164,14 +164,14 @@ func TestWriteNodeListEscapesTheSwarmError(t *testing.T) {
 	}
 }
 
-// TestWriteNodeListOlderAgentIsNotRemoved: an older agent's facts name no
+// TestWriteNodeListOlderAgentNamedByItsName: an older agent's facts name no
 // swarm node ID (keyed by its name), so the swarm cannot be asked about
 // it by ID: node ls showed it "removed" and counted it among the nodes the
 // swarm no longer lists, whose fix, `underlay node rm ID`, named an empty
 // ID ("()"). It is now judged by host name (the swarm lists no node of
 // host name n6: removed, said so) and counted by its name, which node rm
 // takes (TestWriteNodeListOlderAgentByHostName).
-func TestWriteNodeListOlderAgentIsNotRemoved(t *testing.T) {
+func TestWriteNodeListOlderAgentNamedByItsName(t *testing.T) {
 	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
 	const ida = "ida0000000000000000000000"
 	facts := []netspec.NodeFacts{
@@ -182,12 +182,8 @@ func TestWriteNodeListOlderAgentIsNotRemoved(t *testing.T) {
 	if err := writeNodeList(IOStreams{Out: &out, ErrOut: &errOut}, facts, nil, []netspec.SwarmNode{{ID: ida, State: "active"}}, nil, now); err != nil {
 		t.Fatal(err)
 	}
-	var rows []string
-	for _, l := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")[1:] {
-		f := strings.Fields(l)
-		rows = append(rows, strings.Join(f[:3], " "))
-	}
-	if d := cmp.Diff([]string{ida + " n1 active", "- n6 removed"}, rows); d != "" {
+	rows := tableRows(out.String())
+	if d := cmp.Diff([]string{ida + " n1 active 0s ago -", "- n6 removed (by host name) 0s ago -"}, rows); d != "" {
 		t.Errorf("rows (-want +got):\n%s\n%s", d, out.String())
 	}
 	if want := "1 node(s) the swarm no longer lists: `underlay node rm NODE` removes what each left in Consul (n6)\n"; errOut.String() != want {
@@ -221,10 +217,7 @@ func TestWriteNodeListOlderAgentByHostName(t *testing.T) {
 	if err := writeNodeList(IOStreams{Out: &out, ErrOut: &errOut}, facts, nil, swarm[1:], nil, now); err != nil {
 		t.Fatal(err)
 	}
-	var rows []string
-	for _, l := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")[1:] {
-		rows = append(rows, strings.Join(strings.Fields(l), " "))
-	}
+	rows := tableRows(out.String())
 	want := []string{"- n6 down (by host name) 0s ago -", "- n7 ? 0s ago -", "- n8 removed (by host name) 0s ago -", ida + " n1 removed 0s ago -"}
 	slices.Sort(rows)
 	slices.Sort(want)
@@ -236,4 +229,14 @@ func TestWriteNodeListOlderAgentByHostName(t *testing.T) {
 	if d := cmp.Diff(wantErr, errOut.String()); d != "" {
 		t.Errorf("stderr (-want +got):\n%s", d)
 	}
+}
+
+// tableRows returns the rows of the table writeNodeList printed, its
+// header left out, each row's cells joined by one space.
+func tableRows(out string) []string {
+	var rows []string
+	for _, l := range strings.Split(strings.TrimSuffix(out, "\n"), "\n")[1:] {
+		rows = append(rows, strings.Join(strings.Fields(l), " "))
+	}
+	return rows
 }
