@@ -169,10 +169,7 @@ func TestPreparedPass(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			d, cat := newFakeDocker(), &fakeCatalog{services: map[string]Service{}}
-			a, err := NewAgent(Config{Policy: Policy{Node: "n1"}}, d, cat, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-			if err != nil {
-				t.Fatal(err)
-			}
+			a := newPassAgent(t, d, cat)
 			created := createdContainer("c")
 			if tt.created != nil {
 				tt.created(&created)
@@ -454,10 +451,7 @@ func TestPreparedStartWrites(t *testing.T) {
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			d, cat := newFakeDocker(), &fakeCatalog{services: map[string]Service{}, registerErr: tt.refused}
-			a, err := NewAgent(Config{Policy: Policy{Node: "n1"}}, d, cat, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-			if err != nil {
-				t.Fatal(err)
-			}
+			a := newPassAgent(t, d, cat)
 			created := createdContainer("c")
 			if tt.created != nil {
 				tt.created(&created)
