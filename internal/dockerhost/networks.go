@@ -228,14 +228,27 @@ func toSwarmNodes(nodes []swarm.Node) []netspec.SwarmNode {
 
 // SwarmNetworkExists implements netagent.Swarm.
 func (n *Networks) SwarmNetworkExists(ctx context.Context, name string) (bool, error) {
-	nw, err := n.api.NetworkInspect(ctx, name, network.InspectOptions{Scope: "swarm"})
+	_, ok, err := n.swarmNetwork(ctx, name)
+	return ok, err
+}
+
+// swarmNetwork inspects the swarm network named name; ok is false when
+// there is none. dockerd answers a name no network has with the network
+// whose ID begins with it (api/server/router/network getNetwork), and a
+// swarm network's ID is 25 lower-case letters and digits, which a
+// network's name may begin: only a network of that very name is it.
+func (n *Networks) swarmNetwork(ctx context.Context, name string) (nw network.Inspect, ok bool, err error) {
+	nw, err = n.api.NetworkInspect(ctx, name, network.InspectOptions{Scope: "swarm"})
 	if client.IsErrNotFound(err) {
-		return false, nil
+		return network.Inspect{}, false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("inspect network %s: %w", name, err)
+		return network.Inspect{}, false, fmt.Errorf("inspect network %s: %w", name, err)
 	}
-	return nw.Scope == "swarm", nil
+	if nw.Name != name || nw.Scope != "swarm" {
+		return network.Inspect{}, false, nil
+	}
+	return nw, true, nil
 }
 
 // CreateSwarmNetwork implements netagent.Swarm.
@@ -267,14 +280,8 @@ func (n *Networks) NetworksNamed(ctx context.Context, name string) ([]netspec.Do
 
 // SwarmNetworkID implements netspec.SwarmManager.
 func (n *Networks) SwarmNetworkID(ctx context.Context, name string) (string, error) {
-	nw, err := n.api.NetworkInspect(ctx, name, network.InspectOptions{Scope: "swarm"})
-	if client.IsErrNotFound(err) {
-		return "", nil
-	}
-	if err != nil {
-		return "", err
-	}
-	return nw.ID, nil
+	nw, _, err := n.swarmNetwork(ctx, name)
+	return nw.ID, err
 }
 
 // ServiceNetworks implements netspec.SwarmManager.

@@ -1,11 +1,18 @@
 package dockerhost
 
 import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
+	"strings"
 	"testing"
 
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
+	"github.com/docker/docker/client"
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/underlay/underlay/internal/netspec"
@@ -94,5 +101,78 @@ func TestToSwarmNodes(t *testing.T) {
 	want := []netspec.SwarmNode{{ID: "a1", Hostname: "n1", State: "ready"}, {ID: "b2", Hostname: "n1", State: "down"}, {ID: "c3", State: "unknown"}}
 	if diff := cmp.Diff(want, toSwarmNodes(nodes)); diff != "" {
 		t.Errorf("toSwarmNodes (-want +got):\n%s", diff)
+	}
+}
+
+// fakeNetworkInspect is a client of a fake dockerd (API 1.41) whose
+// network inspect finds a term as dockerd's router does (getNetwork in
+// api/server/router/network): a network whose ID is the term, else the
+// one whose name is, else the one whose ID begins with it, else none.
+func fakeNetworkInspect(t *testing.T, networks ...network.Inspect) *client.Client {
+	t.Helper()
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		term, ok := strings.CutPrefix(r.URL.Path, "/v1.41/networks/")
+		if !ok {
+			http.Error(w, `{"message":"not faked"}`, http.StatusNotFound)
+			return
+		}
+		var byName, byPrefix []network.Inspect
+		for _, nw := range networks {
+			if scope := r.URL.Query().Get("scope"); scope != "" && nw.Scope != scope {
+				continue
+			}
+			switch {
+			case nw.ID == term:
+				json.NewEncoder(w).Encode(nw)
+				return
+			case nw.Name == term:
+				byName = append(byName, nw)
+			case strings.HasPrefix(nw.ID, term):
+				byPrefix = append(byPrefix, nw)
+			}
+		}
+		switch {
+		case len(byName) == 1:
+			json.NewEncoder(w).Encode(byName[0])
+		case len(byName) == 0 && len(byPrefix) == 1:
+			json.NewEncoder(w).Encode(byPrefix[0])
+		case len(byName)+len(byPrefix) > 1:
+			w.WriteHeader(http.StatusBadRequest)
+			fmt.Fprintf(w, `{"message":"network %s is ambiguous"}`, term)
+		default:
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprintf(w, `{"message":"network %s not found"}`, term)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	api, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithVersion("1.41"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { api.Close() })
+	return api
+}
+
+// TestSwarmNetworkByNameOnly: dockerd's network inspect of a name that no
+// network has answers with the network whose ID begins with it, and
+// swarm network IDs are 25 letters and digits: the swarm network of a
+// spec named "db" was taken to exist while another network's ID began
+// with "db", so the leader never created it, and network rm removed that
+// other network.
+func TestSwarmNetworkByNameOnly(t *testing.T) {
+	other := network.Inspect{ID: "dbq2m9ysk1xq1ufhmgqnxlbz7", Name: "ops-overlay", Scope: "swarm", Driver: "overlay"}
+	web := network.Inspect{ID: "w3k1p0c9x7ds2m5n8b4v6z1qa", Name: "web", Scope: "swarm", Driver: "macvlan"}
+	n := NewNetworks(fakeNetworkInspect(t, other, web))
+	ctx := context.Background()
+	for name, want := range map[string]string{"db": "", "web": web.ID} {
+		id, err := n.SwarmNetworkID(ctx, name)
+		if err != nil || id != want {
+			t.Errorf("SwarmNetworkID(%q) = %q, %v; want %q", name, id, err, want)
+		}
+		exists, err := n.SwarmNetworkExists(ctx, name)
+		if err != nil || exists != (want != "") {
+			t.Errorf("SwarmNetworkExists(%q) = %v, %v; want %v", name, exists, err, want != "")
+		}
 	}
 }
