@@ -3,12 +3,14 @@ package dockerhost
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"sync"
 	"time"
 
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/client"
 
 	"github.com/underlay/underlay/internal/taskmetrics"
 )
@@ -21,6 +23,7 @@ func (s *Source) Samples(ctx context.Context) ([]taskmetrics.Sample, error) {
 		return nil, fmt.Errorf("list task containers: %w", err)
 	}
 	out := make([]taskmetrics.Sample, 0, len(list))
+	var errs []error
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
@@ -31,25 +34,43 @@ func (s *Source) Samples(ctx context.Context) ([]taskmetrics.Sample, error) {
 			defer wg.Done()
 			defer func() { <-sem }()
 			smp, err := s.sample(ctx, c.ID)
-			if err != nil {
-				return // gone since the list: nothing to measure
-			}
-			smp.Service = c.Labels[labelSwarmService]
 			mu.Lock()
-			out = append(out, smp)
-			mu.Unlock()
+			defer mu.Unlock()
+			switch {
+			case errors.Is(err, errGone):
+				// Gone since the list: nothing to measure.
+			case err != nil:
+				// Not gone, only not measured: left out, the task would
+				// be missing from its service's count, and next round
+				// taken for new, with no CPU.
+				errs = append(errs, err)
+			default:
+				smp.Service = c.Labels[labelSwarmService]
+				out = append(out, smp)
+			}
 		}()
 	}
 	wg.Wait()
+	if len(errs) > 0 {
+		// One named: a daemon that fails one fails many alike.
+		return nil, fmt.Errorf("%d of %d task containers not sampled (%w)", len(errs), len(list), errs[0])
+	}
 	return out, nil
 }
+
+// errGone is a container's sample that cannot be: it was removed or
+// stopped since the listing.
+var errGone = errors.New("gone since the listing")
 
 const labelSwarmService = "com.docker.swarm.service.name"
 
 func (s *Source) sample(ctx context.Context, id string) (taskmetrics.Sample, error) {
 	r, err := s.api.ContainerStatsOneShot(ctx, id)
+	if client.IsErrNotFound(err) {
+		return taskmetrics.Sample{}, fmt.Errorf("stats of %s: %w", id, errGone)
+	}
 	if err != nil {
-		return taskmetrics.Sample{}, err
+		return taskmetrics.Sample{}, fmt.Errorf("stats of %s: %w", id, err)
 	}
 	defer r.Body.Close()
 	var st container.StatsResponse
@@ -59,7 +80,7 @@ func (s *Source) sample(ctx context.Context, id string) (taskmetrics.Sample, err
 	if st.Read.IsZero() {
 		// dockerd answers for a container that stopped since the listing
 		// with empty stats: no time, no CPU, no memory.
-		return taskmetrics.Sample{}, fmt.Errorf("stats of %s: not running", id)
+		return taskmetrics.Sample{}, fmt.Errorf("stats of %s: not running: %w", id, errGone)
 	}
 	mem := st.MemoryStats.Usage
 	// The working set, as kubelet and docker stats count it: less the

@@ -3,6 +3,7 @@ package dockerhost
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -43,6 +44,32 @@ func TestSamplesSkipsStoppedContainers(t *testing.T) {
 	}
 }
 
+// TestSamplesFailedStatsAreNoGoneTask: only a task container dockerd no
+// longer has (404) or no longer runs (empty stats) is gone since the
+// listing. One whose stats failed otherwise (dockerd's 500, a timeout)
+// was left out as gone too: the report had the service one task short,
+// and the next round took the task for new, with no CPU, which pulled the
+// service's CPU per task down. Samples now fails, naming the container,
+// and the round publishes nothing.
+func TestSamplesFailedStatsAreNoGoneTask(t *testing.T) {
+	read := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	labels := map[string]string{labelSwarmService: "web"}
+	list := []container.Summary{{ID: "run", Labels: labels, State: "running"}, {ID: "removed", Labels: labels, State: "running"},
+		{ID: "busy", Labels: labels, State: "running"}}
+	stats := map[string]container.StatsResponse{"run": {ID: "run", Read: read}}
+	api := fakeStatsFailing(t, list, stats, map[string]int{"busy": http.StatusInternalServerError})
+	got, err := NewSource(api).Samples(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "busy") {
+		t.Fatalf("Samples = %+v, %v; want an error naming container busy", got, err)
+	}
+	// Removed since the listing: gone, no error.
+	api = fakeStatsFailing(t, list[:2], stats, nil)
+	got, err = NewSource(api).Samples(context.Background())
+	if err != nil || len(got) != 1 || got[0].ContainerID != "run" {
+		t.Errorf("Samples = %+v, %v; want container run's sample alone", got, err)
+	}
+}
+
 // TestSamplesWorkingSetCgroupV1: on cgroup v1 dockerd reports both the
 // cgroup's own inactive_file and the hierarchy's total_inactive_file, and
 // the usage is the hierarchy's (a container running systemd or dockerd
@@ -76,8 +103,16 @@ func TestSamplesWorkingSetCgroupV1(t *testing.T) {
 }
 
 // fakeStats is a client of a fake dockerd (API 1.41) that lists list and
-// answers each container's one-shot stats from stats.
+// answers each container's one-shot stats from stats, or, for one not
+// there, as dockerd does for a container removed since: 404, no such
+// container.
 func fakeStats(t *testing.T, list []container.Summary, stats map[string]container.StatsResponse) *client.Client {
+	return fakeStatsFailing(t, list, stats, nil)
+}
+
+// fakeStatsFailing is fakeStats, answering the stats of the containers in
+// failing with their status and message instead.
+func fakeStatsFailing(t *testing.T, list []container.Summary, stats map[string]container.StatsResponse, failing map[string]int) *client.Client {
 	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
@@ -85,8 +120,14 @@ func fakeStats(t *testing.T, list []container.Summary, stats map[string]containe
 		switch st, ok := stats[id]; {
 		case r.URL.Path == "/v1.41/containers/json":
 			json.NewEncoder(w).Encode(list)
+		case isStats && failing[id] != 0:
+			w.WriteHeader(failing[id])
+			fmt.Fprintf(w, `{"message":"stats of %s failed"}`, id)
 		case isStats && ok:
 			json.NewEncoder(w).Encode(st)
+		case isStats:
+			w.WriteHeader(http.StatusNotFound)
+			fmt.Fprintf(w, `{"message":"No such container: %s"}`, id)
 		default:
 			http.Error(w, `{"message":"not faked"}`, http.StatusNotFound)
 		}
