@@ -51,7 +51,7 @@ func (s *Source) endpoints(ctx context.Context, list []container.Summary, node s
 			}
 			e := inventory.Entry{
 				MAC: ep.MacAddress, Node: node, Network: name, ID: c.ID,
-				Container: strings.TrimPrefix(firstOr(c.Names, stringid.TruncateID(c.ID)), "/"),
+				Container: ownName(c.Names, c.ID),
 				Service:   c.Labels[labelSwarmService],
 				Task:      c.Labels["com.docker.swarm.task.id"],
 				Slot:      register.SwarmSlot(c.Labels["com.docker.swarm.task.name"]),
@@ -131,11 +131,17 @@ func signal(c chan struct{}) {
 	}
 }
 
-func firstOr(s []string, def string) string {
-	if len(s) > 0 {
-		return s[0]
+// ownName is a listed container's name: of its names ("/db"), the one
+// that is no legacy link's ("/web/db", db as web's link), which dockerd
+// lists too, sorted, so often first; its short ID when it has none.
+// docker ps shows the same.
+func ownName(names []string, id string) string {
+	for _, n := range names {
+		if n = strings.TrimPrefix(n, "/"); n != "" && !strings.Contains(n, "/") {
+			return n
+		}
 	}
-	return def
+	return stringid.TruncateID(id)
 }
 
 // HeldAddresses implements ipam.Held: the addresses containers hold on
