@@ -66,9 +66,13 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry, facts []netspec.
 		return nil, nil, err
 	}
 	specs, bad := refusedSpecs(l)
+	// By identity, as NodeNames maps them: an older agent's facts, naming
+	// no ID, by its node name, which its allocations name it by.
 	names := map[string]string{}
 	for _, f := range facts {
-		names[f.ID] = f.Node
+		if f.Node != "" {
+			names[cmp.Or(f.ID, f.Node)] = f.Node
+		}
 	}
 	subnets := make(map[string][]netip.Prefix, len(specs))
 	for _, s := range specs {
@@ -136,8 +140,8 @@ func AllocationEntries(network string, allocs map[netip.Addr]ipam.Alloc, kept ip
 			continue
 		}
 		e := Entry{IP: a.String(), Node: cmp.Or(names[al.Node], al.Node), Network: network, Since: al.At}
-		if names[al.Node] != "" {
-			e.NodeID = al.Node
+		if name := names[al.Node]; name != "" && name != al.Node {
+			e.NodeID = al.Node // not an older agent's node, named by its name
 		}
 		switch {
 		case al.Kind == ipam.KindShim:

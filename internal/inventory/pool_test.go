@@ -315,3 +315,40 @@ func TestPoolAddressesTellsSameNameNodesApart(t *testing.T) {
 		t.Errorf("Check = %d duplicates, want 2 (%s, held on id-2 and id-1's)", n, ofID1[0])
 	}
 }
+
+// TestPoolAddressesKnowsOlderAgentsNodes: an older agent's allocations
+// name its node by name, and its facts, naming no swarm node ID, are
+// keyed by that name. PoolAddresses mapped the facts' IDs to names, so
+// an older agent's facts named the ID "" and its own name was taken for
+// a node without facts: its allocation that a container of another node
+// held was taken as listed by that container's entry, the clash merged
+// away (the dashboard, reading names with NodeNames, showed it). Such an
+// allocation is now listed, so that Check flags both.
+func TestPoolAddressesKnowsOlderAgentsNodes(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	pool := createWeb(t, kv)
+	old := ipam.NewAllocator(kv, "old1", slog.New(slog.DiscardHandler))
+	a, err := old.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	facts := []netspec.NodeFacts{{Node: "old1"}, {ID: "id-2", Node: "n2"}}
+	inv := []Entry{{IP: a.String(), Network: "web", Node: "n2", NodeID: "id-2", Container: "c0"}}
+	out, _, err := PoolAddresses(ctx, kv, inv, facts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, e := range out {
+		if e.State != StateGateway {
+			got = append(got, e.IP+" "+e.Node+" "+e.NodeID+" "+e.State)
+		}
+	}
+	if want := []string{a.String() + " old1  " + StateLeak}; !slices.Equal(got, want) {
+		t.Errorf("pool lists %q, want %q", got, want)
+	}
+	if n := Check(append(inv, out...)); n != 2 {
+		t.Errorf("Check = %d duplicates, want 2 (%s, held on n2 and old1's)", n, a)
+	}
+}
