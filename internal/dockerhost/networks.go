@@ -293,10 +293,22 @@ func (n *Networks) ServiceNetworks(ctx context.Context) (map[string][]string, er
 	out := make(map[string][]string, len(services))
 	for _, s := range services {
 		var targets []string
-		for _, nw := range s.Spec.TaskTemplate.Networks {
+		for _, nw := range serviceNetworks(s.Spec) {
 			targets = append(targets, nw.Target)
 		}
 		out[s.Spec.Name] = targets
 	}
 	return out, nil
+}
+
+// serviceNetworks are the networks a service's tasks attach to: its task
+// template's, or when that names none, the spec's own, which the API
+// deprecated but swarmkit still reads then (its allocator, and the
+// check that refuses to remove a network in use), as dockerd returns
+// what a client stored there.
+func serviceNetworks(s swarm.ServiceSpec) []swarm.NetworkAttachmentConfig {
+	if len(s.TaskTemplate.Networks) > 0 {
+		return s.TaskTemplate.Networks
+	}
+	return s.Networks
 }

@@ -176,3 +176,42 @@ func TestSwarmNetworkByNameOnly(t *testing.T) {
 		}
 	}
 }
+
+// TestServiceNetworksReadsTheDeprecatedField: a service's networks are
+// its task template's, or, when that names none, its spec's own
+// Networks, which Docker's API deprecated but swarmkit still attaches
+// tasks to (its allocator and its network-in-use check read it when the
+// task template names none) and dockerd returns as stored. Such a
+// service was listed without networks, so network rm took its network
+// for unused, marked it deleting, and only then had its removal refused.
+func TestServiceNetworksReadsTheDeprecatedField(t *testing.T) {
+	services := `[
+		{"ID": "s1", "Spec": {"Name": "old", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}, "Networks": [{"Target": "netid1"}]}},
+		{"ID": "s2", "Spec": {"Name": "new", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}, "Networks": [{"Target": "netid2"}]}}},
+		{"ID": "s3", "Spec": {"Name": "both", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}, "Networks": [{"Target": "netid3"}]}, "Networks": [{"Target": "netid4"}]}},
+		{"ID": "s4", "Spec": {"Name": "none", "TaskTemplate": {"ContainerSpec": {"Image": "busybox"}}}}
+	]`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1.41/services" {
+			http.Error(w, `{"message":"not faked"}`, http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprint(w, services)
+	}))
+	t.Cleanup(srv.Close)
+	api, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithVersion("1.41"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { api.Close() })
+	got, err := NewNetworks(api).ServiceNetworks(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	// swarmkit reads the spec's own only when the template names none.
+	want := map[string][]string{"old": {"netid1"}, "new": {"netid2"}, "both": {"netid3"}, "none": nil}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("ServiceNetworks (-want +got):\n%s", d)
+	}
+}
