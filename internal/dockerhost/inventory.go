@@ -102,7 +102,7 @@ func (s *Source) Changes(ctx context.Context) <-chan struct{} {
 // and calling subscribed after each subscription. handle says whether an
 // event counted: only those reset the backoff.
 func (s *Source) follow(ctx context.Context, subscribed func(), handle func(events.Message) bool) {
-	f := filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)), filters.Arg("type", string(events.NetworkEventType)))
+	f := followFilter()
 	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 	for ctx.Err() == nil {
 		msgs, errs := s.api.Events(ctx, events.ListOptions{Filters: f})
@@ -122,6 +122,21 @@ func (s *Source) follow(ctx context.Context, subscribed func(), handle func(even
 		}
 		backoff.Sleep(ctx, delays.Next())
 	}
+}
+
+// followFilter asks dockerd for the container and network actions that
+// Changes and WatchConnects handle. Without it every event of every
+// container came, each decoded to be dropped: a HEALTHCHECK alone sends
+// exec_create, exec_start and exec_die at each probe. None of these
+// values is one dockerd matches as a prefix (health_status, exec_create,
+// exec_start: daemon/events/filter.go), so it matches them exactly.
+func followFilter() filters.Args {
+	f := filters.NewArgs(filters.Arg("type", string(events.ContainerEventType)), filters.Arg("type", string(events.NetworkEventType)))
+	for _, a := range []events.Action{events.ActionStart, events.ActionDie, events.ActionDestroy, events.ActionRename,
+		events.ActionConnect, events.ActionDisconnect} {
+		f.Add("event", string(a))
+	}
+	return f
 }
 
 func signal(c chan struct{}) {
