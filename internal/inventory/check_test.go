@@ -11,22 +11,32 @@ import (
 )
 
 // checkPairwise is Check as it was, comparing every pair of a group:
-// the reference for the notes Check writes.
+// the reference for the notes Check writes. A MAC's group holds each
+// endpoint once, its first entry, whose note its others take.
 func checkPairwise(es []Entry) (duplicates int) {
 	byIP := map[string][]int{}
 	byMAC := map[string][]int{}
 	byID := map[string][]int{}
+	type endpoint struct{ mac, network, node, nodeID, id, container string }
+	firstOf := map[endpoint]int{}
+	sharing := map[int][]int{}
 	for i, e := range es {
 		byIP[e.Network+"|"+e.IP] = append(byIP[e.Network+"|"+e.IP], i)
 		if e.MAC != "" {
-			byMAC[e.MAC] = append(byMAC[e.MAC], i)
+			ep := endpoint{e.MAC, e.Network, e.Node, e.NodeID, e.ID, e.Container}
+			if f, ok := firstOf[ep]; ok {
+				sharing[f] = append(sharing[f], i)
+			} else {
+				firstOf[ep] = i
+				byMAC[e.MAC] = append(byMAC[e.MAC], i)
+			}
 		}
 		if e.ID != "" {
 			byID[e.ID] = append(byID[e.ID], i)
 		}
 	}
 	anyOther := func(i, j int) bool { return i != j }
-	mark := func(groups map[string][]int, what string, clash func(i, j int) bool) {
+	mark := func(groups map[string][]int, what string, clash func(i, j int) bool, sharing map[int][]int) {
 		for _, idx := range groups {
 			if len(idx) < 2 {
 				continue
@@ -56,18 +66,20 @@ func checkPairwise(es []Entry) (duplicates int) {
 				if more := n - len(others); more > 0 {
 					note += fmt.Sprintf(" and %d more", more)
 				}
-				if es[i].Duplicate == "" {
-					duplicates++
-					es[i].Duplicate = note
-				} else {
-					es[i].Duplicate += "; " + note
+				for _, i := range append([]int{i}, sharing[i]...) {
+					if es[i].Duplicate == "" {
+						duplicates++
+						es[i].Duplicate = note
+					} else {
+						es[i].Duplicate += "; " + note
+					}
 				}
 			}
 		}
 	}
-	mark(byIP, "IP", anyOther)
-	mark(byMAC, "MAC", anyOther)
-	mark(byID, "container ID", func(i, j int) bool { return OtherNode(es[i], es[j]) })
+	mark(byIP, "IP", anyOther, nil)
+	mark(byMAC, "MAC", anyOther, sharing)
+	mark(byID, "container ID", func(i, j int) bool { return OtherNode(es[i], es[j]) }, nil)
 	return duplicates
 }
 
@@ -154,5 +166,30 @@ func BenchmarkCheckOneAddress(b *testing.B) {
 	for b.Loop() {
 		copy(work, es)
 		Check(work)
+	}
+}
+
+// TestCheckDualStackEndpointIsNoMACClash: a container's endpoint on a
+// dual-stack network holds an IPv4 and an IPv6 address behind one MAC,
+// which its inventory lists as two entries (dockerhost's Endpoints).
+// Check flagged every such container as holding its MAC twice, with
+// itself. One endpoint's addresses share its MAC; another endpoint's
+// entry of that MAC still clashes, once, with every address of it noted.
+func TestCheckDualStackEndpointIsNoMACClash(t *testing.T) {
+	es := []Entry{
+		{IP: "10.0.0.5", MAC: "02:00:00:00:00:05", Node: "n1", NodeID: "id-1", Network: "lan", Container: "web", ID: "abc"},
+		{IP: "fd00::5", MAC: "02:00:00:00:00:05", Node: "n1", NodeID: "id-1", Network: "lan", Container: "web", ID: "abc"},
+		{IP: "10.0.0.6", MAC: "02:00:00:00:00:06", Node: "n1", NodeID: "id-1", Network: "lan", Container: "db", ID: "def"},
+		{IP: "fd00::6", MAC: "02:00:00:00:00:06", Node: "n1", NodeID: "id-1", Network: "lan", Container: "db", ID: "def"},
+		{IP: "10.0.0.7", MAC: "02:00:00:00:00:06", Node: "n2", NodeID: "id-2", Network: "lan", Container: "cache", ID: "ghi"},
+	}
+	if n := Check(es); n != 3 {
+		t.Errorf("Check = %d duplicates, want 3 (db's two addresses and cache, on one MAC)", n)
+	}
+	want := []string{"", "", "MAC also on cache@n2", "MAC also on cache@n2", "MAC also on db@n1"}
+	for i, e := range es {
+		if e.Duplicate != want[i] {
+			t.Errorf("entry %d (%s of %s): note %q, want %q", i, e.IP, e.Container, e.Duplicate, want[i])
+		}
 	}
 }

@@ -73,41 +73,55 @@ const noteHolders = 5
 // every entry whose container ID another node's entry lists too (another
 // name, or another swarm node ID: OtherNode): one container runs on one
 // node, so one of those inventories is stale or forged (one container on
-// several networks of its node is no clash).
+// several networks of its node is no clash). A MAC is one endpoint's (a
+// container on a network), which lists an entry per address (IPv4 and
+// IPv6) with it: those share it, and take the note of the first.
 func Check(es []Entry) (duplicates int) {
 	byIP := map[string][]int{}
 	byMAC := map[string][]int{}
 	byID := map[string][]int{}
+	type endpoint struct{ mac, network, node, nodeID, id, container string }
+	firstOf := map[endpoint]int{}
+	sharing := map[int][]int{} // an endpoint's first entry → its others
 	for i, e := range es {
 		byIP[e.Network+"|"+e.IP] = append(byIP[e.Network+"|"+e.IP], i)
 		if e.MAC != "" {
-			byMAC[e.MAC] = append(byMAC[e.MAC], i)
+			ep := endpoint{e.MAC, e.Network, e.Node, e.NodeID, e.ID, e.Container}
+			if f, ok := firstOf[ep]; ok {
+				sharing[f] = append(sharing[f], i)
+			} else {
+				firstOf[ep] = i
+				byMAC[e.MAC] = append(byMAC[e.MAC], i)
+			}
 		}
 		if e.ID != "" {
 			byID[e.ID] = append(byID[e.ID], i)
 		}
 	}
-	mark := func(groups map[string][]int, what string, sameNode bool) {
+	mark := func(groups map[string][]int, what string, sameNode bool, sharing map[int][]int) {
 		for _, idx := range groups {
 			if len(idx) < 2 {
 				continue
 			}
 			for x, note := range groupNotes(es, idx, what, sameNode) {
-				switch i := idx[x]; {
-				case note == "":
-				case es[i].Duplicate == "":
-					duplicates++
-					es[i].Duplicate = note
-				default:
-					es[i].Duplicate += "; " + note
+				if note == "" {
+					continue
+				}
+				for _, i := range append([]int{idx[x]}, sharing[idx[x]]...) {
+					if es[i].Duplicate == "" {
+						duplicates++
+						es[i].Duplicate = note
+					} else {
+						es[i].Duplicate += "; " + note
+					}
 				}
 			}
 		}
 	}
-	mark(byIP, "IP", true)
-	mark(byMAC, "MAC", true)
+	mark(byIP, "IP", true, nil)
+	mark(byMAC, "MAC", true, sharing)
 	// A container on several networks of its node is no clash.
-	mark(byID, "container ID", false)
+	mark(byID, "container ID", false, nil)
 	return duplicates
 }
 
