@@ -51,7 +51,7 @@ func (s *Source) endpoints(ctx context.Context, list []container.Summary, node s
 			}
 			e := inventory.Entry{
 				MAC: ep.MacAddress, Node: node, Network: name, ID: c.ID,
-				Container: ownName(c.Names, c.ID),
+				Container: ContainerName(c.Names, c.ID),
 				Service:   c.Labels[labelSwarmService],
 				Task:      c.Labels["com.docker.swarm.task.id"],
 				Slot:      register.SwarmSlot(c.Labels["com.docker.swarm.task.name"]),
@@ -146,11 +146,11 @@ func signal(c chan struct{}) {
 	}
 }
 
-// ownName is a listed container's name: of its names ("/db"), the one
-// that is no legacy link's ("/web/db", db as web's link), which dockerd
-// lists too, sorted, so often first; its short ID when it has none.
-// docker ps shows the same.
-func ownName(names []string, id string) string {
+// ContainerName is a listed container's name: of its names ("/db"), the
+// one that is no legacy link's ("/web/db", db as web's link), which
+// dockerd lists too, sorted, so often first; its short ID when it has
+// none. docker ps shows the same.
+func ContainerName(names []string, id string) string {
 	for _, n := range names {
 		if n = strings.TrimPrefix(n, "/"); n != "" && !strings.Contains(n, "/") {
 			return n

@@ -29,6 +29,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/hostnet"
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/ipam"
@@ -309,7 +310,7 @@ func endpointsOf(c container.Summary, networks map[string]string) []Probe {
 		for _, a := range []string{ep.IPAddress, ep.GlobalIPv6Address} {
 			if ip, err := netip.ParseAddr(a); err == nil && ip.Zone() == "" && ip.Unmap() != seen {
 				seen = ip.Unmap()
-				mine = append(mine, Probe{Container: containerName(c.Names, c.ID), Network: under, IP: seen})
+				mine = append(mine, Probe{Container: dockerhost.ContainerName(c.Names, c.ID), Network: under, IP: seen})
 			}
 		}
 	}
@@ -334,13 +335,6 @@ func (d DockerAPI) exposedPort(ctx context.Context, id string) (int, error) {
 		return 0, nil
 	}
 	return slices.Min(ports), nil
-}
-
-func containerName(names []string, id string) string {
-	if len(names) > 0 {
-		return strings.TrimPrefix(names[0], "/")
-	}
-	return stringid.TruncateID(id)
 }
 
 // ConsulAPI adapts a Consul agent to Consul.

@@ -15,6 +15,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	gocmp "github.com/google/go-cmp/cmp"
 
@@ -525,5 +527,28 @@ func TestConsulAPIDateNotRedirectedElsewhere(t *testing.T) {
 	defer mu.Unlock()
 	if got != 0 {
 		t.Errorf("the host redirected to got %d requests; want none", got)
+	}
+}
+
+// A container other containers link to is listed by dockerd with the
+// links' names too ("/web/db" for db as web's link), sorted, so often
+// first: the probe names it by its own name, as docker ps does.
+func TestEndpointsOfNameContainersByTheirOwnName(t *testing.T) {
+	for _, tc := range []struct {
+		names []string
+		want  string
+	}{
+		{[]string{"/web/db", "/db"}, "db"},
+		{[]string{"/api/cache", "/cache", "/web/cache"}, "cache"},
+		{[]string{"/db"}, "db"},
+		{nil, "0123456789ab"},
+	} {
+		c := container.Summary{ID: "0123456789abcdef", Names: tc.names, NetworkSettings: &container.NetworkSettingsSummary{
+			Networks: map[string]*network.EndpointSettings{"lan": {IPAddress: "10.0.0.5"}},
+		}}
+		got := endpointsOf(c, map[string]string{"lan": "lan"})
+		if len(got) != 1 || got[0].Container != tc.want {
+			t.Errorf("endpointsOf(names %q) = %+v, want one probe of container %q", tc.names, got, tc.want)
+		}
 	}
 }
