@@ -4,7 +4,8 @@
 // those it creates as their create index (a write of the value a key has
 // writes nothing: the key keeps its index); check-and-set compares the
 // modify index; a transaction applies all of its operations or none; a
-// blocking read returns once the key changes; writes Consul refuses for
+// blocking read returns once the key's index is greater than the one
+// waited on; writes Consul refuses for
 // their size are errors (kvstore.CheckTxn). Hooks
 // let a test fail a call or slip a write in before one, as another node
 // racing would. Integration tests use a real Consul.
@@ -41,6 +42,8 @@ type KV struct {
 	keys  map[string]entry
 	// changed is closed and replaced on every write, waking blocking reads.
 	changed chan struct{}
+	// epoch counts LoseState calls: a Wait blocked across one fails.
+	epoch uint64
 	// waitHook, when set, is called with mu held as a Wait starts to
 	// block (kvtest's own tests): once it has run, a write wakes it.
 	waitHook func()
@@ -229,27 +232,43 @@ func (kv *KV) DeleteTree(ctx context.Context, prefix string) error {
 	return err
 }
 
-// Wait is a blocking read of key, as Consul's: it returns once the index
-// it reports for the key differs from index (at once for index 0), or when
-// ctx ends. That index is the key's modify index, or for an absent key the
-// store's index, so a blocking read of an absent key wakes on every write.
+// Wait is a blocking read of key, as Consul's (agent/consul/rpc.go
+// blockingQuery): it returns at once for index 0, else once the index it
+// reports for the key is greater than index, or when ctx ends. That index
+// is the key's modify index, or for an absent key the store's index, so a
+// blocking read of an absent key wakes on every write. A wait on an index
+// the store has not reached (it lost its state since) blocks as Consul's
+// does, until a write takes the store past index: Consul returns then at
+// its wait time, and kvtest has none, so a caller that would notice only
+// then hangs here. A Wait blocked when the store loses its state fails,
+// as a blocking query to a Consul agent that stops does.
 func (kv *KV) Wait(ctx context.Context, key string, index uint64) (kvstore.Pair, bool, uint64, error) {
 	if err := kv.hook("wait", key); err != nil {
 		return kvstore.Pair{}, false, 0, err
 	}
+	kv.mu.Lock()
+	epoch := kv.epoch
+	kv.mu.Unlock()
 	for {
 		kv.mu.Lock()
+		if kv.epoch != epoch {
+			kv.mu.Unlock()
+			return kvstore.Pair{}, false, 0, fmt.Errorf("kvtest wait %s: %w", key, ErrUnreachable)
+		}
 		e, ok := kv.keys[key]
 		last := e.index
 		if !ok {
 			last = kv.index
 		}
+		// As Consul's: an index below 1 is reported as 1, so that a
+		// caller waiting on it next blocks.
+		last = max(last, 1)
 		changed := kv.changed
-		if kv.waitHook != nil && index != 0 && last == index {
+		if kv.waitHook != nil && index != 0 && last <= index {
 			kv.waitHook()
 		}
 		kv.mu.Unlock()
-		if index == 0 || last != index {
+		if index == 0 || last > index {
 			if !ok {
 				return kvstore.Pair{}, false, last, nil
 			}
@@ -271,12 +290,14 @@ func (kv *KV) Index() uint64 {
 }
 
 // LoseState empties the store and starts its index over, as a Consul dev
-// agent that restarted: indexes go backwards.
+// agent that restarted: indexes go backwards, and the Waits blocked fail
+// (their connection to the agent that stopped is lost).
 func (kv *KV) LoseState() {
 	kv.mu.Lock()
 	defer kv.mu.Unlock()
 	kv.keys = map[string]entry{}
 	kv.index = 1
+	kv.epoch++
 	close(kv.changed)
 	kv.changed = make(chan struct{})
 }

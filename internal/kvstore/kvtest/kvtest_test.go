@@ -3,6 +3,7 @@ package kvtest_test
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -84,14 +85,74 @@ func TestWaitBlocksUntilTheKeyChanges(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("Wait still blocked 5s after a write")
 	}
-	kv.LoseState()
-	if _, ok, next, _ := kv.Wait(ctx, "k", last); ok || next >= last {
-		t.Errorf("after losing state: ok=%v index %d, want absent and an index below %d", ok, next, last)
-	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Millisecond)
 	defer cancel()
 	if _, _, _, err := kv.Wait(cctx, "k", kv.Index()); !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("wait past its context: %v", err)
+	}
+}
+
+// TestWaitOnAnIndexAhead: as Consul's blocking query, a Wait returns once
+// the index it reports is greater than the one waited on, not as soon as
+// it differs: a wait on an index the store has not reached (it lost its
+// state) blocks until writes take the store past it, as Consul's until
+// its wait time. A Wait blocked when the store loses its state fails, as
+// a query to an agent that stops; one on index 0 answers at once, with
+// the new, lower index. Before, a wait on an index ahead returned at once.
+func TestWaitOnAnIndexAhead(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	kv.Put(ctx, "k", []byte("1"))
+	kv.Put(ctx, "k", []byte("2"))
+	_, _, last, _ := kv.Wait(ctx, "k", 0)
+	waiting := make(chan struct{}, 1)
+	kvtest.SetWaitHook(kv, func() {
+		select {
+		case waiting <- struct{}{}:
+		default:
+		}
+	})
+	type answer struct {
+		next uint64
+		err  error
+	}
+	wait := func(index uint64) <-chan answer {
+		got := make(chan answer, 1)
+		go func() {
+			_, _, next, err := kv.Wait(ctx, "k", index)
+			got <- answer{next, err}
+		}()
+		return got
+	}
+	// Blocked across the loss of the store's state: fails.
+	got := wait(last)
+	<-waiting
+	kv.LoseState()
+	if a := <-got; !errors.Is(a.err, kvtest.ErrUnreachable) {
+		t.Errorf("a Wait blocked as the store lost its state: index %d, %v; want %v", a.next, a.err, kvtest.ErrUnreachable)
+	}
+	if _, ok, next, err := kv.Wait(ctx, "k", 0); err != nil || ok || next >= last {
+		t.Errorf("read after losing state: ok=%v index %d %v, want absent and an index below %d", ok, next, err, last)
+	}
+	// Waiting on the old index, ahead of the store's: blocks through a
+	// write that leaves the store at or below it, returns after one past.
+	got = wait(last)
+	select {
+	case a := <-got:
+		t.Fatalf("a Wait on index %d, ahead of the store's %d, returned at once: %d, %v", last, kv.Index(), a.next, a.err)
+	case <-waiting:
+	}
+	for kv.Index() < last {
+		kv.Put(ctx, "other", []byte(strconv.FormatUint(kv.Index(), 10)))
+		select {
+		case a := <-got:
+			t.Fatalf("a Wait on index %d returned at the store's index %d: %d, %v", last, kv.Index(), a.next, a.err)
+		case <-waiting:
+		}
+	}
+	kv.Put(ctx, "k", []byte("3"))
+	if a := <-got; a.err != nil || a.next <= last {
+		t.Errorf("a Wait on index %d after a write past it: %d, %v", last, a.next, a.err)
 	}
 }
 
