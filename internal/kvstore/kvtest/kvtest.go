@@ -240,15 +240,18 @@ func (kv *KV) DeleteTree(ctx context.Context, prefix string) error {
 // the store has not reached (it lost its state since) blocks as Consul's
 // does, until a write takes the store past index: Consul returns then at
 // its wait time, and kvtest has none, so a caller that would notice only
-// then hangs here. A Wait blocked when the store loses its state fails,
-// as a blocking query to a Consul agent that stops does.
+// then hangs here. A Wait under way (from its Hook on) when the store
+// loses its state fails, as a blocking query to a Consul agent that
+// stops does.
 func (kv *KV) Wait(ctx context.Context, key string, index uint64) (kvstore.Pair, bool, uint64, error) {
-	if err := kv.hook("wait", key); err != nil {
-		return kvstore.Pair{}, false, 0, err
-	}
+	// The call is under way from its Hook on: a loss of state from then
+	// fails it.
 	kv.mu.Lock()
 	epoch := kv.epoch
 	kv.mu.Unlock()
+	if err := kv.hook("wait", key); err != nil {
+		return kvstore.Pair{}, false, 0, err
+	}
 	for {
 		kv.mu.Lock()
 		if kv.epoch != epoch {
