@@ -977,6 +977,44 @@ func TestPressureFromANodeWhoseClockIsBehind(t *testing.T) {
 	}
 }
 
+// TestPressureWatchAfterConsulRestartedEmpty: Consul restarts empty while
+// a node follows a pool's pressure key (a dev agent: its indexes start
+// again from 1). The blocking read in flight fails; the watch then reads
+// the key at once and, finding it gone, asks for a check of every spare.
+// Before, it waited again on the index from before the restart, which
+// Consul answers only at the wait's timeout (a minute, all that time with
+// the spares suspended) and kvtest, having none, never.
+func TestPressureWatchAfterConsulRestartedEmpty(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	kv := kvtest.New()
+	n := newAllocator(kv, "n1", "g1", time.Now, nil)
+	waits := make(chan struct{}, 16)
+	kv.Hook = func(call string, _ []string) error {
+		if call == "wait" {
+			waits <- struct{}{}
+		}
+		return nil
+	}
+	events := make(chan spareEvent, 4)
+	stopped := make(chan struct{})
+	go func() {
+		n.spares.watchPressure(ctx, pool26, events)
+		close(stopped)
+	}()
+	defer func() { cancel(); <-stopped }()
+	<-waits // the first read
+	<-waits // then following the key
+	kv.LoseState()
+	select {
+	case ev := <-events:
+		if ev.pool != pool26.ID() || !ev.check {
+			t.Errorf("event %+v, want a check of %s's spares", ev, pool26.ID())
+		}
+	case <-ctx.Done():
+		t.Fatal("no check of the spares asked for after Consul restarted empty")
+	}
+}
+
 // TestNodeIPAMShims: on a dual-stack cluster-IPAM network a node gets a
 // host shim address of each family, found again on the next call, and
 // the network's removal from the node gives both back.

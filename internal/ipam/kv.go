@@ -21,8 +21,8 @@ type KV interface {
 	List(ctx context.Context, prefix string) ([]kvstore.Pair, error)
 	// Txn applies ops atomically: all of them, or none when a check fails.
 	Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error)
-	// Wait reads key once Consul's index for it differs from index (a
-	// blocking query), returning the index to wait on next.
+	// Wait reads key once Consul's index for it is greater than index (a
+	// blocking query; at once for 0), returning the index to wait on next.
 	Wait(ctx context.Context, key string, index uint64) (p kvstore.Pair, ok bool, next uint64, err error)
 }
 

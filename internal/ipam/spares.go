@@ -693,7 +693,14 @@ func (k *keeper) watchPressure(ctx context.Context, p Pool, out chan<- spareEven
 			refused = false
 			k.kv.Txn(ctx, append([]kvstore.Op{{Verb: kvstore.CAS, Key: key, Value: []byte("{}")}}, check...))
 		}
-		pair, ok, next, err := k.kv.Wait(ctx, key, index)
+		// After an error read at once: Consul may have restarted empty,
+		// and a wait on an index it has not reached blocks until the
+		// wait's timeout, with the spares suspended all along.
+		wait := index
+		if erred {
+			wait = 0
+		}
+		pair, ok, next, err := k.kv.Wait(ctx, key, wait)
 		if err != nil {
 			if ctx.Err() == nil {
 				k.suspend(p.ID())
