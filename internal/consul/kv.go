@@ -149,19 +149,31 @@ func (k *KV) DeleteTree(ctx context.Context, prefix string) error {
 // Watch sends on the returned channel whenever anything under prefix
 // changes, using blocking queries; it retries with backoff while Consul is
 // unreachable and stops when ctx ends. Sends never block: a change seen
-// while the last one is unread is merged into it.
+// while the last one is unread is merged into it. Once Consul answers
+// again the watch reads at once, and a change since (Consul restarted
+// empty included) is sent without waiting out a blocking query.
 func (k *KV) Watch(ctx context.Context, prefix string) <-chan struct{} {
 	out := make(chan struct{}, 1)
 	go func() {
 		var index uint64
+		failed := false
 		delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 		for ctx.Err() == nil {
-			q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute}).WithContext(ctx)
+			// After an error read at once: Consul may have restarted
+			// empty, and a wait on an index it has not reached blocks
+			// until the wait time, five minutes.
+			wait := index
+			if failed {
+				wait = 0
+			}
+			q := (&api.QueryOptions{WaitIndex: wait, WaitTime: 5 * time.Minute}).WithContext(ctx)
 			_, meta, err := k.api.KV().Keys(prefix, "", q)
 			if err != nil {
+				failed = true
 				backoff.Sleep(ctx, delays.Next())
 				continue
 			}
+			failed = false
 			delays.Reset()
 			var changed bool
 			index, changed = NextIndex(index, meta.LastIndex)
@@ -189,10 +201,11 @@ func NextIndex(prev, last uint64) (uint64, bool) {
 }
 
 // Wait is a blocking read of one key: it returns once Consul's index for
-// the key differs from index (at once for index 0), or after a minute with
-// the same index. The index returned is what to wait on next; it going
-// backwards means Consul lost its state (a dev agent restarted, a snapshot
-// restored). Consul's index for an absent key moves with its neighbours'
+// the key is greater than index (at once for index 0), or after a minute
+// with the index Consul has. The index returned is what to wait on next;
+// it going backwards means Consul lost its state (a dev agent restarted, a
+// snapshot restored), which a wait on an index Consul has not reached
+// learns only at that minute: after a failed Wait, read with index 0. Consul's index for an absent key moves with its neighbours'
 // writes, so wait on keys that exist.
 func (k *KV) Wait(ctx context.Context, key string, index uint64) (kvstore.Pair, bool, uint64, error) {
 	if err := checkPath(key); err != nil {

@@ -5,8 +5,11 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/hashicorp/consul/api"
 
@@ -54,6 +57,50 @@ func TestNextIndex(t *testing.T) {
 		next, changed := NextIndex(tc.prev, tc.last)
 		if next != tc.next || changed != tc.changed {
 			t.Errorf("NextIndex(%d, %d) = %d, %v; want %d, %v", tc.prev, tc.last, next, changed, tc.next, tc.changed)
+		}
+	}
+}
+
+// TestWatchAfterConsulRestartedEmpty: the Consul a prefix watch follows
+// fails a blocking query and comes back empty, its index started again
+// (a dev agent restarted). The watch reads at once and reports the change.
+// Before, it waited again on its index from before the restart, which
+// Consul answers only at the wait time, five minutes.
+func TestWatchAfterConsulRestartedEmpty(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// Consul's index: 5000, then, restarted empty, 3.
+	var mu sync.Mutex
+	index, queries := uint64(5000), 0
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/kv/", func(w http.ResponseWriter, r *http.Request) {
+		wait, _ := strconv.ParseUint(r.URL.Query().Get("index"), 10, 64)
+		mu.Lock()
+		queries++
+		if queries == 2 {
+			index = 3 // the agent stops as it holds the query: it fails
+			mu.Unlock()
+			http.Error(w, "agent stopping", http.StatusInternalServerError)
+			return
+		}
+		now := index
+		mu.Unlock()
+		if wait != 0 && now <= wait {
+			// As Consul's blockingQuery: nothing past the index waited
+			// on, so wait (here until the client gives up).
+			<-r.Context().Done()
+			return
+		}
+		w.Header().Set("X-Consul-Index", strconv.FormatUint(now, 10))
+		w.Write([]byte(`[]`))
+	})
+	kv := kvServedBy(t, mux)
+	changes := kv.Watch(ctx, "underlay/networks/")
+	for i, what := range []string{"the first read", "the read after the restart"} {
+		select {
+		case <-changes:
+		case <-ctx.Done():
+			t.Fatalf("no change reported for %s (change %d)", what, i+1)
 		}
 	}
 }
