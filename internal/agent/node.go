@@ -84,7 +84,7 @@ func (n *node) run(ctx context.Context) error {
 	}
 	if cfg.TaskMetrics > 0 {
 		g.Go(func() error {
-			taskmetrics.Run(gctx, n.src, kv, n.name, id, cfg.TaskMetrics, log, n.retire(kv, taskmetrics.KVPrefix+n.name, taskmetrics.IDPrefix, id))
+			taskmetrics.Run(gctx, n.src, kv, n.name, id, cfg.TaskMetrics, log, taskmetrics.NewMetrics(n.reg), n.retire(kv, taskmetrics.KVPrefix+n.name, taskmetrics.IDPrefix, id))
 			return nil
 		})
 	}

@@ -48,7 +48,7 @@ func TestIntegrationScaleBuiltinCPU(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go taskmetrics.Run(ctx, dockerhost.NewSource(docker), consul.NewKV(cons.Client()), "node-"+id, info.Swarm.NodeID, time.Second, log, nil)
+	go taskmetrics.Run(ctx, dockerhost.NewSource(docker), consul.NewKV(cons.Client()), "node-"+id, info.Swarm.NodeID, time.Second, log, nil, nil)
 
 	name := "ulscale-cpu-" + id
 	const cpuTarget = "0.02"

@@ -118,21 +118,28 @@ type KV interface {
 
 // Run samples every period and publishes the report of node (its name)
 // under id (its swarm node ID), without the services whose figures
-// readers would refuse (leaveOutRefused). published, unless nil, is
-// called once the first report is stored (the agent then retires the
-// report an older agent kept under the node's name).
-func Run(ctx context.Context, src Source, kv KV, node, id string, period time.Duration, log *slog.Logger, published func(context.Context)) {
+// readers would refuse (leaveOutRefused), and, when the report would
+// exceed Consul's value limit, without the services fit leaves out.
+// published, unless nil, is called once the first report is stored (the
+// agent then retires the report an older agent kept under the node's
+// name). m, unless nil, counts the services left out.
+func Run(ctx context.Context, src Source, kv KV, node, id string, period time.Duration, log *slog.Logger, m *Metrics, published func(context.Context)) {
 	log = log.With("component", "taskmetrics")
 	t := time.NewTicker(period)
 	defer t.Stop()
 	prev := map[string]Sample{}
 	leftOut := map[string]bool{}
+	var tooLarge []string
 	for {
 		if cur, err := src.Samples(ctx); err != nil {
 			log.Warn("task metrics not sampled", "err", err)
 		} else {
 			r := Report{Node: node, NodeID: id, At: time.Now().UTC(), Services: Usage(prev, cur)}
-			leftOut = noteLeftOut(log, leftOut, leaveOutRefused(r.Services), r.Services)
+			refused := leaveOutRefused(r.Services)
+			dropped := fit(&r)
+			tooLarge = noteTooLarge(log, tooLarge, dropped)
+			m.setLeftOut(len(refused), len(dropped))
+			leftOut = noteLeftOut(log, leftOut, refused, r.Services)
 			if err := publish(ctx, kv, r); err != nil && ctx.Err() == nil {
 				log.Warn("task metrics not published", "err", err)
 			} else if err == nil && published != nil {
@@ -189,6 +196,106 @@ func noteLeftOut(log *slog.Logger, was map[string]bool, refused map[string]strin
 		}
 	}
 	return now
+}
+
+// fit leaves out of r, when it is encoded above Consul's value limit
+// (kvstore.MaxValueSize: Consul refuses it, and the node would publish
+// nothing), the fewest services in dropOrder's order that bring it under,
+// and returns them in that order; nil when r fits.
+func fit(r *Report) []string {
+	order := dropOrder(r.Services)
+	var dropped []string
+	// Each service left out saves its entry's bytes; those summed may be
+	// a comma off, so the result is measured again.
+	for over := encodedSize(*r) - kvstore.MaxValueSize; over > 0 && len(order) > 0; over = encodedSize(*r) - kvstore.MaxValueSize {
+		for ; over > 0 && len(order) > 0; order = order[1:] {
+			name := order[0]
+			over -= entrySize(name, r.Services[name])
+			delete(r.Services, name)
+			dropped = append(dropped, name)
+		}
+	}
+	return dropped
+}
+
+// dropOrder is the order in which fit leaves services out: first those
+// whose names no Swarm service can have (a huge
+// com.docker.swarm.service.name label on a plain container), for which
+// the autoscaler never asks; then those with the fewest tasks on the
+// node, which weigh least in a service's average per replica (PerReplica:
+// the other nodes' reports still give it); then the longest entries,
+// to leave out fewer; then by name.
+func dropOrder(services map[string]ServiceUsage) []string {
+	return slices.SortedFunc(maps.Keys(services), func(a, b string) int {
+		ua, ub := services[a], services[b]
+		return cmp.Or(
+			-cmp.Compare(b2i(!swarmServiceName(a)), b2i(!swarmServiceName(b))),
+			cmp.Compare(ua.Tasks, ub.Tasks),
+			-cmp.Compare(entrySize(a, ua), entrySize(b, ub)),
+			strings.Compare(a, b))
+	})
+}
+
+func b2i(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// swarmServiceName says whether a Swarm service can be named name:
+// swarmkit's validateAnnotations takes a DNS name component of at most 63
+// characters, letters, digits, '-' and '_', starting and ending with a
+// letter or digit.
+func swarmServiceName(name string) bool {
+	if name == "" || len(name) > 63 {
+		return false
+	}
+	alnum := func(c byte) bool { return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' }
+	for i := 0; i < len(name); i++ {
+		if c := name[i]; !alnum(c) && c != '-' && c != '_' {
+			return false
+		}
+	}
+	return alnum(name[0]) && alnum(name[len(name)-1])
+}
+
+// encodedSize is the length of r as publish encodes it; 0 when it cannot
+// be encoded (publish says why).
+func encodedSize(r Report) int {
+	b, err := json.Marshal(r)
+	if err != nil {
+		return 0
+	}
+	return len(b)
+}
+
+// entrySize is the length of a service's entry in an encoded report, with
+// its ':' and a ','.
+func entrySize(name string, u ServiceUsage) int {
+	k, _ := json.Marshal(name)
+	v, _ := json.Marshal(u)
+	return len(k) + 1 + len(v) + 1
+}
+
+// maxNamed is how many services a warning names at most.
+const maxNamed = 10
+
+// noteTooLarge logs the services fit left out (dropped) when they are not
+// those it left out last round (was): a warning naming how many and the
+// first maxNamed, or once none is left out any more, that the report is
+// whole again. It returns dropped.
+func noteTooLarge(log *slog.Logger, was, dropped []string) []string {
+	switch {
+	case slices.Equal(was, dropped):
+	case len(dropped) > 0:
+		named := dropped[:min(len(dropped), maxNamed)]
+		log.Warn("services left out of the node's task metrics: the report is above Consul's value limit (left out first: names no swarm service can have, then the fewest tasks, the longest entries)",
+			"left_out", len(dropped), "services", strings.Join(named, ","), "unnamed", len(dropped)-len(named), "limit_bytes", kvstore.MaxValueSize)
+	default:
+		log.Info("the node's task metrics fit Consul's value limit again: no service left out for size", "was_left_out", len(was))
+	}
+	return dropped
 }
 
 // publish stores r under its node's swarm node ID.

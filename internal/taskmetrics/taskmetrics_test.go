@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/shellword"
@@ -254,7 +256,7 @@ func TestRunLeavesOutRefusedServices(t *testing.T) {
 		}
 	}
 	var logs bytes.Buffer
-	Run(ctx, src, kv, "n1", "id10000000000000000000000", time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)), nil)
+	Run(ctx, src, kv, "n1", "id10000000000000000000000", time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)), nil, nil)
 
 	if len(kv.values) != len(rounds) {
 		t.Fatalf("%d reports published, want %d", len(kv.values), len(rounds))
@@ -281,6 +283,106 @@ func TestRunLeavesOutRefusedServices(t *testing.T) {
 	if warned != 1 || again != 1 {
 		t.Errorf("hog left out logged %d times, published again %d times; want once each:\n%s", warned, again, logs.String())
 	}
+}
+
+// TestRunFitsAReportOverConsulsLimit: a node's report above Consul's value
+// limit (512 KiB: thousands of services, or a plain container's huge
+// com.docker.swarm.service.name label) was refused by Consul at every
+// period, so the node published nothing at all. The services dropOrder
+// puts first are now left out, as few as make it fit: the name no swarm
+// service can have, then services with one task on the node; the rest is
+// published, the ones left out are logged once, by count and the first
+// few names, and counted in underlay_task_metrics_services_left_out.
+func TestRunFitsAReportOverConsulsLimit(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	huge := strings.Repeat("x", 10<<10)
+	var round []Sample
+	task := func(service string, n int) {
+		for i := range n {
+			round = append(round, Sample{ContainerID: fmt.Sprint(service, ".", i), Service: service, At: t0, Memory: 1 << 20})
+		}
+	}
+	task("web", 5)
+	task(huge, 1)
+	// 63 characters each, the longest a swarm service's name may be.
+	name := func(tasks, i int) string { return fmt.Sprintf("svc%d-%058d", tasks, i) }
+	for i := range 2700 {
+		task(name(1, i), 1)
+		task(name(2, i), 2)
+	}
+	kv := kvtest.New()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var logs bytes.Buffer
+	reg := prometheus.NewRegistry()
+	const id = "id10000000000000000000000"
+	Run(ctx, &scriptedSource{rounds: [][]Sample{round}}, cancelOnPut{kv, cancel}, "n1", id, time.Hour, slog.New(slog.NewTextHandler(&logs, nil)), NewMetrics(reg), nil)
+
+	p, ok, err := kv.Get(context.Background(), IDPrefix+id)
+	if err != nil || !ok {
+		t.Fatalf("no report stored (%v); logs:\n%.2000s", err, logs.String())
+	}
+	r, err := Decode(p.Key, p.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(p.Value) > kvstore.MaxValueSize {
+		t.Errorf("report of %d bytes, above %d", len(p.Value), kvstore.MaxValueSize)
+	}
+	var dropped []string
+	for _, n := range []string{"web", huge} {
+		if _, kept := r.Services[n]; kept != (n == "web") {
+			t.Errorf("service %.20s… kept: %v, want %v", n, kept, n == "web")
+		}
+	}
+	for i := range 2700 {
+		if _, ok := r.Services[name(2, i)]; !ok {
+			t.Errorf("%s, of 2 tasks, left out while services of 1 task were kept", name(2, i))
+		}
+		if _, ok := r.Services[name(1, i)]; !ok {
+			dropped = append(dropped, name(1, i))
+		}
+	}
+	if len(dropped) == 0 {
+		t.Fatalf("no service of 1 task left out: the report without %.20s… would not fit", huge)
+	}
+	// As few as make it fit: the last one left out did not fit.
+	last := dropped[len(dropped)-1]
+	r.Services[last] = ServiceUsage{Tasks: 1, Memory: 1 << 20}
+	if b, _ := json.Marshal(r); len(b) <= kvstore.MaxValueSize {
+		t.Errorf("%s left out, though the report fits with it (%d bytes)", last, len(b))
+	}
+	if got, want := gaugeVec(t, reg, "underlay_task_metrics_services_left_out", "size"), float64(len(dropped)+1); got != want {
+		t.Errorf("underlay_task_metrics_services_left_out{reason=\"size\"} = %v, want %v", got, want)
+	}
+	var warns []string
+	for _, line := range strings.Split(logs.String(), "\n") {
+		if strings.Contains(line, "level=WARN") {
+			warns = append(warns, line)
+		}
+	}
+	want := fmt.Sprintf("left_out=%d services=%s,%s", len(dropped)+1, huge, strings.Join(dropped[:9], ","))
+	if len(warns) != 1 || !strings.Contains(warns[0], want) || !strings.Contains(warns[0], fmt.Sprintf("unnamed=%d", len(dropped)-9)) {
+		t.Errorf("warnings %.3000q, want one with %.200q…", warns, want)
+	}
+}
+
+// gaugeVec reads the value of a registered gauge's series of one label
+// value (-1 when it is not there).
+func gaugeVec(t *testing.T, reg *prometheus.Registry, name, value string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		for _, m := range f.GetMetric() {
+			if f.GetName() == name && len(m.GetLabel()) == 1 && m.GetLabel()[0].GetValue() == value {
+				return m.GetGauge().GetValue()
+			}
+		}
+	}
+	return -1
 }
 
 // scriptedSource gives its rounds in turn, then the last one again.
@@ -323,7 +425,7 @@ func TestTwoNodesOfOneNameKeepTheirReports(t *testing.T) {
 			round = append(round, Sample{ContainerID: fmt.Sprint(n.id, i), Service: "web", At: t0, Memory: 100})
 		}
 		ctx, cancel := context.WithCancel(context.Background())
-		Run(ctx, &scriptedSource{rounds: [][]Sample{round}}, cancelOnPut{kv, cancel}, "n1", n.id, time.Hour, slog.New(slog.DiscardHandler), nil)
+		Run(ctx, &scriptedSource{rounds: [][]Sample{round}}, cancelOnPut{kv, cancel}, "n1", n.id, time.Hour, slog.New(slog.DiscardHandler), nil, nil)
 	}
 	reports, bad, err := Load(context.Background(), kv)
 	if err != nil || len(bad) != 0 {
@@ -440,7 +542,7 @@ func TestRunCallsPublishedOnce(t *testing.T) {
 		if puts++; puts == 3 {
 			cancel()
 		}
-	}}, "n1", "id10000000000000000000000", time.Millisecond, slog.New(slog.DiscardHandler), published)
+	}}, "n1", "id10000000000000000000000", time.Millisecond, slog.New(slog.DiscardHandler), nil, published)
 	if calls != 1 {
 		t.Errorf("published called %d times over %d reports, want once", calls, puts)
 	}
