@@ -14,6 +14,7 @@ package activation
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"strconv"
@@ -25,34 +26,51 @@ import (
 const firstFD = 3
 
 // Passed is what systemd passed: count descriptors from firstFD on, with
-// their names (FileDescriptorName=), which may be fewer than count.
+// their names (FileDescriptorName=; nil when LISTEN_FDNAMES is unset).
 type Passed struct {
 	Count int
 	Names []string
 }
 
-// Parse reads the LISTEN_* variables through getenv for process pid. No
-// LISTEN_PID, or one naming another process (the variables were inherited),
-// means nothing was passed.
-func Parse(pid int, getenv func(string) string) (Passed, error) {
-	p := getenv("LISTEN_PID")
-	if p == "" {
+// Parse reads the LISTEN_* variables through lookup (os.LookupEnv) for
+// process pid, as sd_listen_fds_with_names(3) does (systemd's
+// src/libsystemd/sd-daemon/sd-daemon.c): no LISTEN_PID, one naming another
+// process (the variables were inherited), or no LISTEN_FDS means nothing
+// was passed; a LISTEN_PID that is no process ID (a positive number), a
+// LISTEN_FDS that is no count of 1 or more, and a LISTEN_FDNAMES naming
+// another number of descriptors than LISTEN_FDS counts are errors.
+func Parse(pid int, lookup func(string) (string, bool)) (Passed, error) {
+	p, ok := lookup("LISTEN_PID")
+	if !ok {
 		return Passed{}, nil
 	}
 	forPID, err := strconv.Atoi(p)
-	if err != nil {
+	if err != nil || forPID <= 0 {
 		return Passed{}, fmt.Errorf("LISTEN_PID=%q: not a process id", p)
 	}
 	if forPID != pid {
 		return Passed{}, nil
 	}
-	n, err := strconv.Atoi(getenv("LISTEN_FDS"))
-	if err != nil || n < 0 {
-		return Passed{}, fmt.Errorf("LISTEN_FDS=%q: not a count of descriptors", getenv("LISTEN_FDS"))
+	fds, ok := lookup("LISTEN_FDS")
+	if !ok {
+		return Passed{}, nil
 	}
+	n, err := strconv.Atoi(fds)
+	if err != nil || n <= 0 || n > math.MaxInt32-firstFD {
+		return Passed{}, fmt.Errorf("LISTEN_FDS=%q: not a count of descriptors (1 or more)", fds)
+	}
+	s, ok := lookup("LISTEN_FDNAMES")
+	if !ok {
+		return Passed{Count: n}, nil
+	}
+	// Split as systemd does (strv_split_full, separators not coalesced):
+	// an empty value names no descriptor.
 	var names []string
-	if s := getenv("LISTEN_FDNAMES"); s != "" {
+	if s != "" {
 		names = strings.Split(s, ":")
+	}
+	if len(names) != n {
+		return Passed{}, fmt.Errorf("LISTEN_FDNAMES=%q names %d descriptors, LISTEN_FDS=%d counts %d", s, len(names), n, n)
 	}
 	return Passed{Count: n, Names: names}, nil
 }
@@ -65,7 +83,7 @@ func Parse(pid int, getenv func(string) string) (Passed, error) {
 // variables, so that child processes do not take them for theirs, also
 // when they cannot be read (as sd_listen_fds(3) does).
 func Take(path string) (net.Listener, error) {
-	passed, err := Parse(os.Getpid(), os.Getenv)
+	passed, err := Parse(os.Getpid(), os.LookupEnv)
 	os.Unsetenv("LISTEN_PID")
 	os.Unsetenv("LISTEN_FDS")
 	os.Unsetenv("LISTEN_FDNAMES")

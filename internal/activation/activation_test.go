@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -28,17 +29,37 @@ func TestParse(t *testing.T) {
 			want: Passed{Count: 2, Names: []string{"ipam", "other"}}},
 		{name: "bad pid", env: map[string]string{"LISTEN_PID": "x42", "LISTEN_FDS": "1"}, wantErr: `LISTEN_PID="x42"`},
 		{name: "bad count", env: map[string]string{"LISTEN_PID": "42", "LISTEN_FDS": "-1"}, wantErr: `LISTEN_FDS="-1"`},
-		{name: "no count", env: map[string]string{"LISTEN_PID": "42"}, wantErr: `LISTEN_FDS=""`},
+		// As sd_listen_fds: LISTEN_PID ours but no LISTEN_FDS is nothing
+		// passed, LISTEN_FDS=0 (or empty) an error, so is a LISTEN_PID
+		// that is no process ID even if not ours.
+		{name: "no count", env: map[string]string{"LISTEN_PID": "42"}},
+		{name: "zero count", env: map[string]string{"LISTEN_PID": "42", "LISTEN_FDS": "0"}, wantErr: `LISTEN_FDS="0"`},
+		{name: "empty count", env: map[string]string{"LISTEN_PID": "42", "LISTEN_FDS": ""}, wantErr: `LISTEN_FDS=""`},
+		{name: "count too large", env: map[string]string{"LISTEN_PID": "42", "LISTEN_FDS": "2147483645"}, wantErr: `LISTEN_FDS="2147483645"`},
+		{name: "pid 0", env: map[string]string{"LISTEN_PID": "0", "LISTEN_FDS": "1"}, wantErr: `LISTEN_PID="0"`},
+		{name: "empty pid", env: map[string]string{"LISTEN_PID": "", "LISTEN_FDS": "1"}, wantErr: `LISTEN_PID=""`},
+		{name: "negative pid", env: map[string]string{"LISTEN_PID": "-42", "LISTEN_FDS": "1"}, wantErr: `LISTEN_PID="-42"`},
+		// As sd_listen_fds_with_names: LISTEN_FDNAMES names exactly the
+		// descriptors LISTEN_FDS counts, separators not coalesced.
+		{name: "fewer names", env: map[string]string{"LISTEN_PID": "42", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "ipam"}, wantErr: `names 1 descriptors, LISTEN_FDS=2`},
+		{name: "more names", env: map[string]string{"LISTEN_PID": "42", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "ipam:other"}, wantErr: `names 2 descriptors, LISTEN_FDS=1`},
+		{name: "empty names", env: map[string]string{"LISTEN_PID": "42", "LISTEN_FDS": "1", "LISTEN_FDNAMES": ""}, wantErr: `names 0 descriptors, LISTEN_FDS=1`},
+		{name: "an empty name", env: map[string]string{"LISTEN_PID": "42", "LISTEN_FDS": "2", "LISTEN_FDNAMES": "ipam:"},
+			want: Passed{Count: 2, Names: []string{"ipam", ""}}},
+		{name: "names of another process", env: map[string]string{"LISTEN_PID": "99", "LISTEN_FDS": "1", "LISTEN_FDNAMES": "a:b"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := Parse(42, func(k string) string { return tc.env[k] })
+			got, err := Parse(42, func(k string) (string, bool) {
+				v, ok := tc.env[k]
+				return v, ok
+			})
 			if tc.wantErr != "" {
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 					t.Fatalf("Parse = %+v, %v; want an error naming %s", got, err, tc.wantErr)
 				}
 				return
 			}
-			if err != nil || fmt.Sprint(got) != fmt.Sprint(tc.want) {
+			if err != nil || got.Count != tc.want.Count || !slices.Equal(got.Names, tc.want.Names) {
 				t.Fatalf("Parse = %+v, %v; want %+v", got, err, tc.want)
 			}
 		})
@@ -113,7 +134,8 @@ func child() {
 
 // TestTakeNone: not socket-activated, Take gives no listener and no error.
 func TestTakeNone(t *testing.T) {
-	t.Setenv("LISTEN_PID", "")
+	t.Setenv("LISTEN_PID", "") // restored after the test
+	os.Unsetenv("LISTEN_PID")
 	ln, err := Take("/run/docker/plugins/underlay.sock")
 	if ln != nil || err != nil {
 		t.Fatalf("Take = %v, %v; want nothing", ln, err)
