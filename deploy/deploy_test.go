@@ -681,6 +681,25 @@ func TestPrermStateDir(t *testing.T) {
 		{name: "an unresolved specifier naming a variable", unit: true, env: "-", files: map[string]string{
 			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a U%i=x\n"),
 		}, says: "Environment= names a variable with %i"},
+		// Names as systemd's env_name_is_valid (v252) takes them:
+		// letters, digits and _, no leading digit; an assignment of
+		// another is ignored (Environment=, an environment file), and
+		// ${NAME} and $NAME of ExecStart= find nothing set.
+		{name: "an invalid name in Environment=", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a A.B=/srv/b\nExecStart=\nExecStart=/usr/bin/underlay agent --state-dir=${A.B}\n"),
+		}, says: "ExecStart= uses $A.B, which its files do not set"},
+		{name: "a name with a leading digit in Environment=", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=1DIR=/srv/b\nExecStart=\nExecStart=/usr/bin/underlay agent --state-dir $1DIR\n"),
+		}, says: "ExecStart= uses $1DIR, which its files do not set"},
+		{name: "an invalid name in an environment file", unit: true, env: "A-B=/srv/b\nUNDERLAY_STATE_DIR=/srv/a\n", files: map[string]string{
+			override: dropIn("ExecStart=\nExecStart=/usr/bin/underlay agent --state-dir=${A-B}\n"),
+		}, says: "ExecStart= uses $A-B, which its files do not set"},
+		{name: "a blank inside a name in an environment file", unit: true, env: "UNDERLAY STATE_DIR=/srv/b\n", files: map[string]string{
+			override: dropIn("ExecStart=\nExecStart=/usr/bin/underlay agent \"--state-dir=${UNDERLAY STATE_DIR}\"\n"),
+		}, says: "ExecStart= uses $UNDERLAY STATE_DIR, which its files do not set"},
+		{name: "an unresolved specifier in a name that cannot be valid", unit: true, env: "-", files: map[string]string{
+			override: dropIn("Environment=UNDERLAY_STATE_DIR=/srv/a U-%i=x 1%i=y\n"),
+		}, want: "/srv/a"},
 		{name: "an unresolved specifier naming an environment file", unit: true, env: "UNDERLAY_STATE_DIR=/srv/a\n", files: map[string]string{
 			override: dropIn("EnvironmentFile=-@/etc/underlay/%m.env\n"),
 		}, says: "/etc/underlay/%m.env has %m, not resolved here"},

@@ -156,13 +156,21 @@ function words(v, w, sep, exec,   n, len, c, nx, word, inword, quote, e, k) {
 		word = word c
 	}
 }
+# envname tells whether k names a variable as systemd's
+# env_name_is_valid (v252) takes it: letters, digits and "_", not
+# starting with a digit. (Its limit, ARG_MAX less 2 bytes, is not
+# checked: no unit's variable comes near.)
+function envname(k) { return k ~ /^[A-Za-z_][A-Za-z0-9_]*$/ }
 # environment reads an Environment= value: each word NAME=VALUE, its
-# specifiers resolved, sets NAME; one not UTF-8 once resolved (systemd's
-# env_assignment_is_valid, after specifier_printf: %H may make any byte)
-# is ignored. A NAME not known here (an unresolved specifier) may be any
-# variable; a VALUE not known here is so whether UTF-8 or not (what
-# systemd makes of %i may join the bytes around it into a character).
-function environment(v,   w, sep, n, j, eq, k, val) {
+# specifiers resolved, sets NAME; one systemd's env_assignment_is_valid
+# refuses once resolved (after specifier_printf: %H may make any byte) is
+# ignored, as systemd ignores it: a NAME envname refuses, a VALUE not
+# UTF-8. A NAME not known here (an unresolved specifier) may be any
+# variable, unless what is known of it already makes no name (a
+# character envname refuses, a leading digit); a VALUE not known here is
+# so whether UTF-8 or not (what systemd makes of %i may join the bytes
+# around it into a character).
+function environment(v,   w, sep, n, j, eq, k, val, rest) {
 	n = words(v, w, sep, 0)
 	for (j = 1; j <= n; j++) {
 		# The word's first "=" is its own: only %H could make one before
@@ -170,7 +178,13 @@ function environment(v,   w, sep, n, j, eq, k, val) {
 		eq = index(w[j], "=")
 		if (eq <= 1) continue
 		k = specifiers(substr(w[j], 1, eq - 1))
-		if (unres != "") { anyvar("Environment= names a variable with " unres); continue }
+		if (unres != "") {
+			rest = k
+			gsub(/%[A-Za-z0-9]/, "", rest)
+			if (rest ~ /^[A-Za-z0-9_]*$/ && k !~ /^[0-9]/) anyvar("Environment= names a variable with " unres)
+			continue
+		}
+		if (!envname(k)) continue
 		val = specifiers(substr(w[j], eq + 1))
 		if (unres != "") setenv(k, val, "Environment= sets " k " with " unres)
 		else if (validutf8(k "=" val)) setenv(k, val, "")
@@ -379,7 +393,9 @@ function envfile(f, optional,   line, s, n, k, c, st, key, val, kws, vws, first,
 	if (st == "value") push(key, kws, vws ? substr(val, 1, vws - 1) : val)
 	else if (st != "prekey" && st != "key" && st != "comment" && st != "cescape") push(key, kws, val)
 	if (notutf8 && !optional) refuse("systemd cannot load its EnvironmentFile=" f " (not UTF-8), nor start the agent")
-	for (k = 1; k <= npushed && !notutf8; k++) setenv(pushedkey[k], pushedval[k], "")
+	# As exec_context_load_environment (strv_env_clean_with_callback): an
+	# assignment whose name envname refuses is ignored.
+	for (k = 1; k <= npushed && !notutf8; k++) if (envname(pushedkey[k])) setenv(pushedkey[k], pushedval[k], "")
 }
 # push keeps an assignment of the file envfile reads, for it to set once
 # the whole file is read; notutf8 is set when it is not UTF-8.
