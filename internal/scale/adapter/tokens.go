@@ -75,9 +75,19 @@ func (k *KVTokens) load(ctx context.Context, index uint64) (uint64, error) {
 // Run follows the key until ctx ends.
 func (k *KVTokens) Run(ctx context.Context) error {
 	var index uint64
+	failed := false
 	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 	for ctx.Err() == nil {
-		next, err := k.load(ctx, index)
+		// After an error read at once: Consul may have restarted with
+		// other tokens, and a wait on an index it has not reached blocks
+		// until the wait time, five minutes, a revoked token valid all
+		// along.
+		wait := index
+		if failed {
+			wait = 0
+		}
+		next, err := k.load(ctx, wait)
+		failed = err != nil
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 				return nil
