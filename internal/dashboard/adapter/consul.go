@@ -90,9 +90,18 @@ func (c *Catalog) Changes(ctx context.Context) <-chan struct{} {
 // until ctx ends; it waits with backoff while Consul fails.
 func (c *Catalog) watch(ctx context.Context, out chan struct{}, what string, query func(*api.QueryOptions) (uint64, error)) {
 	var index uint64
+	failed := false
 	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: pause}
 	for ctx.Err() == nil {
-		got, err := query((&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute}).WithContext(ctx))
+		// After an error read at once: Consul may have restarted empty,
+		// and a wait on an index it has not reached blocks until the
+		// wait time, five minutes.
+		wait := index
+		if failed {
+			wait = 0
+		}
+		got, err := query((&api.QueryOptions{WaitIndex: wait, WaitTime: 5 * time.Minute}).WithContext(ctx))
+		failed = err != nil
 		if err != nil {
 			if ctx.Err() == nil {
 				c.log.Debug("consul watch failed; retrying", "watch", what, "err", err)
