@@ -22,6 +22,7 @@ import (
 	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/shellword"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // KVPrefix holds the reports, one key per node: IDPrefix and its swarm
@@ -186,13 +187,13 @@ func noteLeftOut(log *slog.Logger, was map[string]bool, refused map[string]strin
 	now := make(map[string]bool, len(refused))
 	for _, name := range slices.Sorted(maps.Keys(refused)) {
 		if !was[name] {
-			log.Warn("service left out of the node's task metrics: readers would refuse the whole report with it", "service", name, "problem", refused[name])
+			log.Warn("service left out of the node's task metrics: readers would refuse the whole report with it", "service", termtext.Shorten(name, maxNameLog), "problem", refused[name])
 		}
 		now[name] = true
 	}
 	for _, name := range slices.Sorted(maps.Keys(was)) {
 		if _, ok := published[name]; ok {
-			log.Info("service's task metrics published again", "service", name)
+			log.Info("service's task metrics published again", "service", termtext.Shorten(name, maxNameLog))
 		}
 	}
 	return now
@@ -278,8 +279,13 @@ func entrySize(name string, u ServiceUsage) int {
 	return len(k) + 1 + len(v) + 1
 }
 
-// maxNamed is how many services a warning names at most.
-const maxNamed = 10
+// maxNamed is how many services a warning names at most, and maxNameLog
+// how many bytes of each name it quotes (a swarm service's name has 63 at
+// most).
+const (
+	maxNamed   = 10
+	maxNameLog = 64
+)
 
 // noteTooLarge logs the services fit left out (dropped) when they are not
 // those it left out last round (was): a warning naming how many and the
@@ -289,7 +295,12 @@ func noteTooLarge(log *slog.Logger, was, dropped []string) []string {
 	switch {
 	case slices.Equal(was, dropped):
 	case len(dropped) > 0:
-		named := dropped[:min(len(dropped), maxNamed)]
+		// Shortened: a name no swarm service can have may be a label of
+		// any size, and would fill the journal at every change.
+		named := make([]string, 0, maxNamed)
+		for _, name := range dropped[:min(len(dropped), maxNamed)] {
+			named = append(named, termtext.Shorten(name, maxNameLog))
+		}
 		log.Warn("services left out of the node's task metrics: the report is above Consul's value limit (left out first: names no swarm service can have, then the fewest tasks, the longest entries)",
 			"left_out", len(dropped), "services", strings.Join(named, ","), "unnamed", len(dropped)-len(named), "limit_bytes", kvstore.MaxValueSize)
 	default:

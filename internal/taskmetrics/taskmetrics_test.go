@@ -361,9 +361,13 @@ func TestRunFitsAReportOverConsulsLimit(t *testing.T) {
 			warns = append(warns, line)
 		}
 	}
-	want := fmt.Sprintf("left_out=%d services=%s,%s", len(dropped)+1, huge, strings.Join(dropped[:9], ","))
+	// The huge name shortened: quoted whole, it would fill the journal.
+	want := fmt.Sprintf("left_out=%d services=\"%s… (%d bytes),%s\"", len(dropped)+1, huge[:64], len(huge), strings.Join(dropped[:9], ","))
 	if len(warns) != 1 || !strings.Contains(warns[0], want) || !strings.Contains(warns[0], fmt.Sprintf("unnamed=%d", len(dropped)-9)) {
 		t.Errorf("warnings %.3000q, want one with %.200q…", warns, want)
+	}
+	if len(warns) == 1 && len(warns[0]) > 2000 {
+		t.Errorf("warning of %d bytes, want the names shortened: %.300q…", len(warns[0]), warns[0])
 	}
 }
 
