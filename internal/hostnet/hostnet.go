@@ -75,6 +75,11 @@ type Observed struct {
 	// Want's Shim6 and Route6; false when it has none.
 	ShimHasIP6  bool
 	Route6ViaOK bool
+	// PortOf is the bond or bridge (of kind PortOfKind: "bond", "bridge"…)
+	// the parent is a port of, or, when the parent is to be made, its
+	// lower device; "" when none. The master takes the frames its ports
+	// receive, and the kernel refuses a macvlan or ipvlan on a port.
+	PortOf, PortOfKind string
 }
 
 // Repair is one change that brings the host to the wanted state.
@@ -121,6 +126,9 @@ func Repairs(w Want, o Observed) ([]Repair, error) {
 		// Another network's shim: its removal would take this network's
 		// endpoints' parent away.
 		return nil, fmt.Errorf("parent %s is one of underlay's host shims, not a host interface: give the interface (or VLAN) its network hangs off", w.Parent)
+	}
+	if o.PortOf != "" {
+		return nil, portErr(w.Parent, o)
 	}
 	if o.ShimExists && o.ShimForeign {
 		return nil, fmt.Errorf("link %s: %w %s, left alone; rename or remove it", w.ShimLink, ErrForeignLink, w.Network)
@@ -175,6 +183,17 @@ func Repairs(w Want, o Observed) ([]Repair, error) {
 		r = append(r, ShimRoute6)
 	}
 	return slices.Compact(r), nil
+}
+
+// portErr is the error of a parent that is a port of a bond or bridge,
+// or is to be made on one: containers on it would bypass the bond (or
+// get no frames at all), and the kernel refuses the shim on it (EBUSY)
+// once the parent has been made promiscuous.
+func portErr(parent string, o Observed) error {
+	if lower, vid, ok := vlanParent(parent); ok && !o.ParentExists {
+		return fmt.Errorf("parent %s: its lower device %s is a port of %s %s, which takes the frames %s receives: give VLAN %d on %s as the parent (%s.%d)", parent, lower, o.PortOfKind, o.PortOf, lower, vid, o.PortOf, o.PortOf, vid)
+	}
+	return fmt.Errorf("parent %s is a port of %s %s, which takes the frames %s receives (the kernel refuses a macvlan or ipvlan on it): give %s, or a VLAN on it, as the parent; left as it is", parent, o.PortOfKind, o.PortOf, parent, o.PortOf)
 }
 
 // maxLinkName is the longest link name, in bytes (IFNAMSIZ less the NUL).
@@ -285,8 +304,10 @@ func (h Host) Observe(w Want) (Observed, error) {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
 			if lower, _, ok := vlanParent(w.Parent); ok {
-				if _, err := k.LinkByName(lower); err == nil {
+				if l, err := k.LinkByName(lower); err == nil {
 					o.ParentCreatable = true
+					o.PortOf, o.PortOfKind, err = portOf(k, l)
+					return o, err
 				}
 			}
 			return o, nil
@@ -295,6 +316,9 @@ func (h Host) Observe(w Want) (Observed, error) {
 	}
 	o.ParentExists = true
 	pa := parent.Attrs()
+	if o.PortOf, o.PortOfKind, err = portOf(k, parent); err != nil {
+		return o, err
+	}
 	// A shim's mark garbled (see parseMark) is no shim of underlay's to
 	// remove, yet no parent to build on either.
 	o.ParentIsShim = isShim(Link{Name: pa.Name, Type: parent.Type(), Alias: pa.Alias}) ||
@@ -343,6 +367,37 @@ func (h Host) Observe(w Want) (Observed, error) {
 		return o, fmt.Errorf("IPv6 routes of %s: %w", w.ShimLink, err)
 	}
 	return o, nil
+}
+
+// portOf returns the name and kind of the bond, bridge, team or Open
+// vSwitch link l is a port of: such a master takes its ports' frames
+// (their receive handler, which a macvlan or ipvlan needs). A port of a
+// VRF, which does not, is of none; so is a link with no master.
+func portOf(k kernel, l netlink.Link) (name, kind string, err error) {
+	a := l.Attrs()
+	if a.MasterIndex == 0 {
+		return "", "", nil
+	}
+	links, err := k.LinkList()
+	if err != nil {
+		return "", "", fmt.Errorf("list links for the master of %s: %w", a.Name, err)
+	}
+	for _, m := range links {
+		if m.Attrs().Index == a.MasterIndex && takesPorts(m) {
+			return m.Attrs().Name, m.Type(), nil
+		}
+	}
+	return "", "", nil
+}
+
+// takesPorts reports whether m, a master, takes the frames its ports
+// receive.
+func takesPorts(m netlink.Link) bool {
+	switch m.Type() {
+	case "bond", "bridge", "team", "openvswitch":
+		return true
+	}
+	return false
 }
 
 // hasAddr reports whether addrs holds want (netlink gives IPv4 addresses

@@ -670,3 +670,50 @@ func TestRemoveOldShim(t *testing.T) {
 		t.Errorf("removeOldShim of an absent link: %t, %v; want nothing done and no error", removed, err)
 	}
 }
+
+// TestEnsureRefusesPortsOfABond: a parent that is a port of a bond or
+// bridge (eth0 in bond0), or a VLAN parent to be made on one, is
+// refused, naming the master, before anything changes. The master takes
+// the frames its ports receive: the kernel refuses a macvlan or ipvlan
+// on a port (EBUSY), which Ensure met only after making the operator's
+// bond member promiscuous, with an error that named neither; and a VLAN
+// made on a member bypassed the bond.
+func TestEnsureRefusesPortsOfABond(t *testing.T) {
+	const master = 1 // bond0 or br0, eth0's master
+	eth0 := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth0", MasterIndex: master, Flags: net.FlagUp}}
+	bond := &netlink.Bond{LinkAttrs: netlink.LinkAttrs{Name: "bond0", Flags: net.FlagUp}, Mode: netlink.BOND_MODE_ACTIVE_BACKUP}
+	bridge := &netlink.Bridge{LinkAttrs: netlink.LinkAttrs{Name: "br0", Flags: net.FlagUp}}
+	for _, tc := range []struct {
+		name   string
+		master netlink.Link
+		w      Want
+		want   []string
+	}{
+		{"bond member", bond, poolOn("eth0", ""), []string{"parent eth0", "bond bond0"}},
+		{"bond member, ipvlan", bond, poolOn("eth0", "ipvlan"), []string{"parent eth0", "bond bond0"}},
+		{"bridge port", bridge, poolOn("eth0", ""), []string{"parent eth0", "bridge br0"}},
+		{"VLAN on a bond member", bond, poolOn("eth0.40", ""), []string{"parent eth0.40", "bond bond0", "bond0.40"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := newFakeKernel(clone(tc.master), clone(eth0))
+			before := *clone(k.links["eth0"]).Attrs()
+			repairs, err := Host{k: k}.Ensure(tc.w)
+			for _, want := range tc.want {
+				if err == nil || !strings.Contains(err.Error(), want) {
+					t.Errorf("Ensure: %v, %v; want an error naming %s", repairs, err, want)
+				}
+			}
+			if diff := cmp.Diff(before, *k.links["eth0"].Attrs()); diff != "" {
+				t.Errorf("eth0 changed (-before +after):\n%s", diff)
+			}
+			if names := slices.Sorted(maps.Keys(k.links)); !slices.Equal(names, []string{tc.master.Attrs().Name, "eth0"}) {
+				t.Errorf("links after a refused Ensure: %v, want only %s and eth0", names, tc.master.Attrs().Name)
+			}
+		})
+	}
+	// A port of a VRF keeps its frames: a parent like any other.
+	k := newFakeKernel(&netlink.Vrf{LinkAttrs: netlink.LinkAttrs{Name: "vrf-blue", Flags: net.FlagUp}, Table: 10}, clone(eth0))
+	if _, err := (Host{k: k}).Ensure(poolOn("eth0", "")); err != nil {
+		t.Errorf("Ensure on a port of a VRF: %v", err)
+	}
+}

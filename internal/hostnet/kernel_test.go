@@ -55,6 +55,15 @@ func clone(l netlink.Link) netlink.Link {
 	case *netlink.Veth:
 		c := *v
 		return &c
+	case *netlink.Bond:
+		c := *v
+		return &c
+	case *netlink.Bridge:
+		c := *v
+		return &c
+	case *netlink.Vrf:
+		c := *v
+		return &c
 	}
 	panic(fmt.Sprintf("fakeKernel: link type %T", l))
 }
@@ -132,6 +141,15 @@ func (k *fakeKernel) LinkAdd(l netlink.Link) error {
 			if hv, ok := h.(*netlink.Vlan); ok && hv.ParentIndex == a.ParentIndex && hv.VlanId == v.VlanId {
 				return syscall.EEXIST
 			}
+		}
+	}
+	// A macvlan or ipvlan takes its lower device's receive handler, which
+	// a bond or bridge holds on its ports: netdev_rx_handler_register
+	// answers EBUSY (net/core/dev.c, from macvlan_port_create and
+	// ipvlan_port_create).
+	if t := l.Type(); parent != nil && (t == "macvlan" || t == "ipvlan") && parent.Type() != t {
+		if m := k.byIndex(parent.Attrs().MasterIndex); m != nil && takesPorts(m) {
+			return syscall.EBUSY
 		}
 	}
 	k.last++
