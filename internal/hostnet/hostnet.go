@@ -80,6 +80,10 @@ type Observed struct {
 	// lower device; "" when none. The master takes the frames its ports
 	// receive, and the kernel refuses a macvlan or ipvlan on a port.
 	PortOf, PortOfKind string
+	// OtherVLAN describes the VLAN a parent named like a VLAN
+	// sub-interface (bond0.40) is, as "VLAN 41 on bond0", when it is not
+	// the VLAN its name says; "" when it is, or is no VLAN.
+	OtherVLAN string
 }
 
 // Repair is one change that brings the host to the wanted state.
@@ -129,6 +133,11 @@ func Repairs(w Want, o Observed) ([]Repair, error) {
 	}
 	if o.PortOf != "" {
 		return nil, portErr(w.Parent, o)
+	}
+	if o.OtherVLAN != "" {
+		// Its containers would be on another VLAN than the network's.
+		lower, vid, _ := vlanParent(w.Parent)
+		return nil, fmt.Errorf("parent %s is %s, not VLAN %d on %s as its name says, left as it is: give the network the parent of its VLAN, or remove %s (ip link del %s) for underlay to make it", w.Parent, o.OtherVLAN, vid, lower, w.Parent, w.Parent)
 	}
 	if o.ShimExists && o.ShimForeign {
 		return nil, fmt.Errorf("link %s: %w %s, left alone; rename or remove it", w.ShimLink, ErrForeignLink, w.Network)
@@ -319,6 +328,9 @@ func (h Host) Observe(w Want) (Observed, error) {
 	if o.PortOf, o.PortOfKind, err = portOf(k, parent); err != nil {
 		return o, err
 	}
+	if o.OtherVLAN, err = otherVLAN(k, parent, w.Parent); err != nil {
+		return o, err
+	}
 	// A shim's mark garbled (see parseMark) is no shim of underlay's to
 	// remove, yet no parent to build on either.
 	o.ParentIsShim = isShim(Link{Name: pa.Name, Type: parent.Type(), Alias: pa.Alias}) ||
@@ -388,6 +400,34 @@ func portOf(k kernel, l netlink.Link) (name, kind string, err error) {
 		}
 	}
 	return "", "", nil
+}
+
+// otherVLAN describes l, the link of a parent name, as "VLAN 41 on
+// eth0" when it is a VLAN but not the one name says (netspec.VLANParent):
+// "" when it is that one, is no VLAN, or name says none.
+func otherVLAN(k kernel, l netlink.Link, name string) (string, error) {
+	v, ok := l.(*netlink.Vlan)
+	lower, vid, named := vlanParent(name)
+	if !ok || !named {
+		return "", nil
+	}
+	on := "a device of another network namespace"
+	if v.NetNsID < 0 {
+		links, err := k.LinkList()
+		if err != nil {
+			return "", fmt.Errorf("list links for the lower device of %s: %w", name, err)
+		}
+		on = fmt.Sprintf("link %d", v.ParentIndex)
+		for _, ll := range links {
+			if ll.Attrs().Index == v.ParentIndex {
+				on = ll.Attrs().Name
+			}
+		}
+	}
+	if v.VlanId == vid && on == lower {
+		return "", nil
+	}
+	return fmt.Sprintf("VLAN %d on %s", v.VlanId, on), nil
 }
 
 // takesPorts reports whether m, a master, takes the frames its ports

@@ -717,3 +717,43 @@ func TestEnsureRefusesPortsOfABond(t *testing.T) {
 		t.Errorf("Ensure on a port of a VRF: %v", err)
 	}
 }
+
+// TestEnsureRefusesAnotherVLAN: a link of the parent's name that is a
+// VLAN, but not the one the name says (bond0.40 made as VLAN 41, or on
+// another device), is refused, naming what it is, and left as it is. It
+// was used as it was: the network's containers came up on another VLAN
+// than the network's, and the node reported ready.
+func TestEnsureRefusesAnotherVLAN(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		link *netlink.Vlan
+		want string
+	}{
+		{"another VLAN id", &netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "bond0.40", ParentIndex: 1, Flags: net.FlagUp}, VlanId: 41}, "VLAN 41 on bond0"},
+		{"another lower device", &netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "bond0.40", ParentIndex: 2, Flags: net.FlagUp}, VlanId: 40}, "VLAN 40 on eth0"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0", Flags: net.FlagUp}},
+				&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth0", Flags: net.FlagUp}}, tc.link)
+			before := *clone(k.links["bond0.40"]).Attrs()
+			repairs, err := Host{k: k}.Ensure(vlanWant())
+			if err == nil || !strings.Contains(err.Error(), "parent bond0.40 is "+tc.want+", not VLAN 40 on bond0") {
+				t.Errorf("Ensure: %v, %v; want an error saying bond0.40 is %s, not VLAN 40 on bond0", repairs, err, tc.want)
+			}
+			if diff := cmp.Diff(before, *k.links["bond0.40"].Attrs()); diff != "" {
+				t.Errorf("bond0.40 changed (-before +after):\n%s", diff)
+			}
+			if names := slices.Sorted(maps.Keys(k.links)); !slices.Equal(names, []string{"bond0", "bond0.40", "eth0"}) {
+				t.Errorf("links after a refused Ensure: %v, want [bond0 bond0.40 eth0]", names)
+			}
+		})
+	}
+	// bond0.040 names VLAN 40 on bond0 too.
+	k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0", Flags: net.FlagUp}},
+		&netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "bond0.040", ParentIndex: 1, Flags: net.FlagUp}, VlanId: 40})
+	w := vlanWant()
+	w.Parent = "bond0.040"
+	if _, err := (Host{k: k}).Ensure(w); err != nil {
+		t.Errorf("Ensure on bond0.040, VLAN 40 on bond0: %v", err)
+	}
+}
