@@ -143,6 +143,9 @@ func Repairs(w Want, o Observed) ([]Repair, error) {
 		return nil, fmt.Errorf("link %s: %w %s, left alone; rename or remove it", w.ShimLink, ErrForeignLink, w.Network)
 	}
 	if !o.ParentExists {
+		if lower, vid, ok := vlanParent(w.Parent); ok && !o.ParentCreatable {
+			return nil, fmt.Errorf("parent %s: %w, nor its lower device %s to make it on as VLAN %d", w.Parent, ErrNoParent, lower, vid)
+		}
 		if !o.ParentCreatable {
 			return nil, fmt.Errorf("parent %s: %w", w.Parent, ErrNoParent)
 		}
@@ -313,10 +316,14 @@ func (h Host) Observe(w Want) (Observed, error) {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
 			if lower, _, ok := vlanParent(w.Parent); ok {
-				if l, err := k.LinkByName(lower); err == nil {
+				l, err := k.LinkByName(lower)
+				if err == nil {
 					o.ParentCreatable = true
 					o.PortOf, o.PortOfKind, err = portOf(k, l)
 					return o, err
+				}
+				if !errors.As(err, &nf) {
+					return o, fmt.Errorf("read %s, the lower device of parent %s: %w", lower, w.Parent, err)
 				}
 			}
 			return o, nil
@@ -564,7 +571,7 @@ func apply(k kernel, w Want, r Repair, owner string) error {
 			return err
 		}
 		if r == ParentUp {
-			return k.LinkSetUp(parent)
+			return lowerDown(k, parent, k.LinkSetUp(parent))
 		}
 		return k.SetPromiscOn(parent)
 	case ShimReplace:
@@ -624,6 +631,26 @@ func apply(k kernel, w Want, r Repair, owner string) error {
 		return k.RouteReplace(&netlink.Route{LinkIndex: shim.Attrs().Index, Dst: dst, Priority: 1})
 	}
 	return fmt.Errorf("unknown repair %q", r)
+}
+
+// lowerDown adds to err, setting VLAN link l up, the name of l's lower
+// device when that is down: the kernel answers ENETDOWN then
+// (vlan_dev_open), which names neither. The lower device, the
+// operator's trunk or bond, is left as it is.
+func lowerDown(k kernel, l netlink.Link, err error) error {
+	if !errors.Is(err, syscall.ENETDOWN) || l.Type() != "vlan" {
+		return err
+	}
+	links, lerr := k.LinkList()
+	if lerr != nil {
+		return err
+	}
+	for _, ll := range links {
+		if a := ll.Attrs(); l.Attrs().NetNsID < 0 && a.Index == l.Attrs().ParentIndex && a.Flags&net.FlagUp == 0 {
+			return fmt.Errorf("%w: its lower device %s is down; set it up (ip link set %s up)", err, a.Name, a.Name)
+		}
+	}
+	return err
 }
 
 // RemoveShim deletes network's shim link, name (and so its address and

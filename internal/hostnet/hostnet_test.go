@@ -606,7 +606,7 @@ func TestEnsureErrorNamesTheLink(t *testing.T) {
 		{"LinkSetUp", netspec.ShimLinkName("pool"), `set shim up on shim "` + netspec.ShimLinkName("pool") + `"`},
 	} {
 		t.Run(tc.call+" "+tc.link, func(t *testing.T) {
-			k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0"}},
+			k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0", Flags: net.FlagUp}},
 				&netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "bond0.40", ParentIndex: 1}, VlanId: 40})
 			k.fail[tc.call+" "+tc.link] = syscall.EPERM
 			if _, err := (Host{k: k}).Ensure(vlanWant()); err == nil || !strings.Contains(err.Error(), tc.want) {
@@ -755,5 +755,54 @@ func TestEnsureRefusesAnotherVLAN(t *testing.T) {
 	w.Parent = "bond0.040"
 	if _, err := (Host{k: k}).Ensure(w); err != nil {
 		t.Errorf("Ensure on bond0.040, VLAN 40 on bond0: %v", err)
+	}
+}
+
+// TestEnsureNamesTheDownLowerDevice: the kernel does not set a VLAN up on
+// a lower device that is down (ENETDOWN). Ensure said only "set parent up
+// on parent "bond0.40": network is down"; it names the lower device, and
+// leaves it as it is (the operator's trunk or bond).
+func TestEnsureNamesTheDownLowerDevice(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		k    func() *fakeKernel
+	}{
+		{"VLAN parent to be made", func() *fakeKernel {
+			return newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0"}})
+		}},
+		{"VLAN parent there, down", func() *fakeKernel {
+			return newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0"}},
+				&netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "bond0.40", ParentIndex: 1}, VlanId: 40})
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := tc.k()
+			_, err := Host{k: k}.Ensure(vlanWant())
+			if !errors.Is(err, syscall.ENETDOWN) || !strings.Contains(err.Error(), `parent "bond0.40"`) || !strings.Contains(err.Error(), "lower device bond0 is down") {
+				t.Errorf("Ensure: %v; want ENETDOWN, naming bond0.40 and its lower device bond0, down", err)
+			}
+			if k.links["bond0"].Attrs().Flags&net.FlagUp != 0 {
+				t.Error("bond0 was set up")
+			}
+		})
+	}
+}
+
+// TestEnsureNamesTheMissingLowerDevice: a VLAN parent whose lower device
+// is missing cannot be made; the error said only "parent bond0.40:
+// parent interface not found", not what is missing. A lower device that
+// cannot be read is that error, not "not found".
+func TestEnsureNamesTheMissingLowerDevice(t *testing.T) {
+	k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth0", Flags: net.FlagUp}})
+	_, err := Host{k: k}.Ensure(vlanWant())
+	if !errors.Is(err, ErrNoParent) || !strings.Contains(err.Error(), "parent bond0.40") || !strings.Contains(err.Error(), "lower device bond0") {
+		t.Errorf("Ensure: %v; want ErrNoParent, naming bond0.40 and its lower device bond0", err)
+	}
+	k.fail["LinkByName bond0"] = syscall.EPERM
+	if _, err := (Host{k: k}).Ensure(vlanWant()); !errors.Is(err, syscall.EPERM) || errors.Is(err, ErrNoParent) || !strings.Contains(err.Error(), "bond0") {
+		t.Errorf("Ensure with bond0 unreadable: %v; want that error, naming bond0, and not ErrNoParent", err)
+	}
+	if names := slices.Sorted(maps.Keys(k.links)); !slices.Equal(names, []string{"eth0"}) {
+		t.Errorf("links: %v, want [eth0]", names)
 	}
 }

@@ -206,6 +206,11 @@ func (k *fakeKernel) LinkSetUp(l netlink.Link) error {
 	if err := k.failure("LinkSetUp", s.Attrs().Name); err != nil {
 		return err
 	}
+	// A VLAN does not come up on a lower device that is down
+	// (vlan_dev_open, net/8021q/vlan_dev.c).
+	if lower := k.byIndex(s.Attrs().ParentIndex); s.Type() == "vlan" && lower != nil && lower.Attrs().Flags&net.FlagUp == 0 {
+		return syscall.ENETDOWN
+	}
 	s.Attrs().Flags |= net.FlagUp
 	return nil
 }

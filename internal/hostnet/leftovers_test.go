@@ -3,6 +3,7 @@ package hostnet
 import (
 	"errors"
 	"maps"
+	"net"
 	"net/netip"
 	"slices"
 	"strings"
@@ -186,7 +187,7 @@ func TestMarkedOf(t *testing.T) {
 // network's. Marks naming no owner (older agents', or a Host of no
 // Owner) are every agent's, as before.
 func TestMarksNameTheirOwner(t *testing.T) {
-	k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1"}})
+	k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1", Flags: net.FlagUp}})
 	mine, theirs, old := Host{Owner: "a1", k: k}, Host{Owner: "b2", k: k}, Host{k: k}
 	web := Want{Parent: "eth1.40", Network: "web", ShimLink: netspec.ShimLinkName("web"),
 		Shim: netip.MustParseAddr("10.40.0.2"), Route: netip.MustParsePrefix("10.40.0.0/26")}
@@ -291,7 +292,7 @@ func TestGarbledMarksAreNobodys(t *testing.T) {
 // added beside the other owner's now; on a shim of its own, or naming
 // no owner, an old address still goes (it may be a container's by now).
 func TestAnotherOwnersShimKeepsItsAddresses(t *testing.T) {
-	k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1"}})
+	k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1", Flags: net.FlagUp}})
 	theirs, mine := Host{Owner: "b2", k: k}, Host{Owner: "a1", k: k}
 	web := func(shim, route, shim6, route6 string) Want {
 		return Want{Parent: "eth1.40", Network: "web", ShimLink: netspec.ShimLinkName("web"),
