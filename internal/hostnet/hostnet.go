@@ -530,28 +530,47 @@ func checkRoutesFree(k kernel, w Want, repairs []Repair) error {
 }
 
 // routeFree returns an error naming the route of family to dst of metric
-// in the main table on a link other than shim (its index; 0 when it does
-// not exist yet), if there is one.
+// in the main table other than the shim's (shim is its index; 0 when it
+// does not exist yet), if there is one. A route of no single link (a
+// blackhole, a multipath route) has link index 0: never the shim's.
 func routeFree(k kernel, family int, what string, dst netip.Prefix, metric, shim int) error {
 	routes, err := k.RouteList(nil, family)
 	if err != nil {
 		return fmt.Errorf("list the host's routes: %w", err)
 	}
 	for _, rt := range routes {
-		if rt.Dst == nil || rt.Dst.String() != dst.String() || rt.Priority != metric || rt.LinkIndex == shim {
+		if rt.Dst == nil || rt.Dst.String() != dst.String() || rt.Priority != metric || shim != 0 && rt.LinkIndex == shim && len(rt.MultiPath) == 0 {
 			continue
 		}
-		on := fmt.Sprintf("link %d", rt.LinkIndex)
-		if links, err := k.LinkList(); err == nil {
-			for _, l := range links {
-				if l.Attrs().Index == rt.LinkIndex {
-					on = fmt.Sprintf("%q", l.Attrs().Name)
-				}
-			}
-		}
-		return fmt.Errorf("%s %s: the host routes it already, through %s (metric %d), and the shim's route would replace that route, which removing the network would not bring back; left as it is: give the network a range the host does not route already, or remove that route", what, dst, on, metric)
+		return fmt.Errorf("%s %s: the host routes it already, %s (metric %d), and the shim's route would replace that route, which removing the network would not bring back; left as it is: give the network a range the host does not route already, or remove that route", what, dst, routeDesc(k, rt), metric)
 	}
 	return nil
+}
+
+// routeDesc says what route rt goes through: a link, by name, or what
+// it is when it names no single link.
+func routeDesc(k kernel, rt netlink.Route) string {
+	switch {
+	case len(rt.MultiPath) > 0:
+		return "by a multipath route"
+	case rt.Type == syscall.RTN_BLACKHOLE:
+		return "by a blackhole route"
+	case rt.Type == syscall.RTN_UNREACHABLE:
+		return "by an unreachable route"
+	case rt.Type == syscall.RTN_PROHIBIT:
+		return "by a prohibit route"
+	case rt.LinkIndex == 0:
+		return fmt.Sprintf("by a route of type %d", rt.Type)
+	}
+	on := fmt.Sprintf("link %d", rt.LinkIndex)
+	if links, err := k.LinkList(); err == nil {
+		for _, l := range links {
+			if l.Attrs().Index == rt.LinkIndex {
+				on = fmt.Sprintf("%q", l.Attrs().Name)
+			}
+		}
+	}
+	return "through " + on
 }
 
 // ipv6Off reports whether err is what the kernel answers when IPv6 is

@@ -806,3 +806,33 @@ func TestEnsureNamesTheMissingLowerDevice(t *testing.T) {
 		t.Errorf("links: %v, want [eth0]", names)
 	}
 }
+
+// TestEnsureLeavesTheHostsRoutesOfNoLink: a route of the host's to the
+// node's range that names no single link (a blackhole route a BGP
+// speaker announces the range from, a multipath route over two uplinks)
+// has link index 0, which routeFree took for the shim's while the shim
+// did not exist: the shim's route replaced it. It is left, and named, as
+// one through a link is.
+func TestEnsureLeavesTheHostsRoutesOfNoLink(t *testing.T) {
+	_, dst, _ := net.ParseCIDR("10.40.0.0/26")
+	for _, tc := range []struct {
+		name  string
+		route netlink.Route
+		want  string
+	}{
+		{"blackhole", netlink.Route{Dst: dst, Type: syscall.RTN_BLACKHOLE}, "a blackhole route"},
+		{"multipath", netlink.Route{Dst: dst, MultiPath: []*netlink.NexthopInfo{{LinkIndex: 1, Gw: net.ParseIP("192.0.2.1")}, {LinkIndex: 1, Gw: net.ParseIP("192.0.2.2")}}}, "a multipath route"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := vlanHost()
+			k.routes = []netlink.Route{tc.route}
+			repairs, err := Host{k: k}.Ensure(vlanWant())
+			if err == nil || !strings.Contains(err.Error(), "route 10.40.0.0/26") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Ensure: %v, %v; want an error naming route 10.40.0.0/26 and %s", repairs, err, tc.want)
+			}
+			if len(k.routes) != 1 || k.routes[0].LinkIndex != 0 {
+				t.Errorf("routes after a refused Ensure: %v, want the host's %s only", k.routes, tc.name)
+			}
+		})
+	}
+}
