@@ -149,9 +149,11 @@ func Repairs(w Want, o Observed) ([]Repair, error) {
 		if !o.ParentCreatable {
 			return nil, fmt.Errorf("parent %s: %w", w.Parent, ErrNoParent)
 		}
-		// A new parent has no shim: everything below follows.
+		// A new parent has no shim: everything below follows. A link of
+		// the shim's name (the network's shim, on another parent) is
+		// replaced.
 		r = append(r, ParentCreate)
-		o = Observed{ParentExists: true}
+		o = Observed{ParentExists: true, ShimExists: o.ShimExists}
 	}
 	if !o.ParentUp {
 		r = append(r, ParentUp)
@@ -319,8 +321,10 @@ func (h Host) Observe(w Want) (Observed, error) {
 				l, err := k.LinkByName(lower)
 				if err == nil {
 					o.ParentCreatable = true
-					o.PortOf, o.PortOfKind, err = portOf(k, l)
-					return o, err
+					if o.PortOf, o.PortOfKind, err = portOf(k, l); err != nil {
+						return o, err
+					}
+					return o, w.shimOffParent(k, &o)
 				}
 				if !errors.As(err, &nf) {
 					return o, fmt.Errorf("read %s, the lower device of parent %s: %w", lower, w.Parent, err)
@@ -386,6 +390,27 @@ func (h Host) Observe(w Want) (Observed, error) {
 		return o, fmt.Errorf("IPv6 routes of %s: %w", w.ShimLink, err)
 	}
 	return o, nil
+}
+
+// shimOffParent observes into o the link of w's shim name while w's
+// parent is still to be made: on no parent of the network's, it is the
+// network's shim made on another parent, to be replaced, if marked as
+// such, and someone else's otherwise (an older agent's unmarked shim is
+// adopted only on the network's parent: see oldShim).
+func (w Want) shimOffParent(k kernel, o *Observed) error {
+	shim, err := k.LinkByName(w.ShimLink)
+	if err != nil {
+		var nf netlink.LinkNotFoundError
+		if errors.As(err, &nf) {
+			return nil
+		}
+		return fmt.Errorf("read shim %s: %w", w.ShimLink, err)
+	}
+	a := shim.Attrs()
+	o.ShimExists = true
+	o.ShimMarked = ShimOf(Link{Name: a.Name, Type: shim.Type(), Alias: a.Alias}, w.Network)
+	o.ShimForeign = !o.ShimMarked
+	return nil
 }
 
 // portOf returns the name and kind of the bond, bridge, team or Open

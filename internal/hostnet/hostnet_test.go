@@ -836,3 +836,44 @@ func TestEnsureLeavesTheHostsRoutesOfNoLink(t *testing.T) {
 		})
 	}
 }
+
+// TestEnsureShimNameTakenWhileTheParentIsMissing: a link of the shim's
+// name, while the VLAN parent is still to be made, was not looked at:
+// Ensure made the parent, then failed making the shim ("file exists").
+// Someone else's link of that name is now refused before anything is
+// made, as it is once the parent exists; the network's own shim, marked
+// and on another parent, is replaced in the same Ensure.
+func TestEnsureShimNameTakenWhileTheParentIsMissing(t *testing.T) {
+	w := vlanWant()
+	eth1 := &netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1", Flags: net.FlagUp}}
+	t.Run("someone's link", func(t *testing.T) {
+		k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0", Flags: net.FlagUp}},
+			&netlink.Dummy{LinkAttrs: netlink.LinkAttrs{Name: w.ShimLink}})
+		repairs, err := Host{k: k}.Ensure(w)
+		if !errors.Is(err, ErrForeignLink) || !strings.Contains(err.Error(), w.ShimLink) {
+			t.Errorf("Ensure: %v, %v; want an error naming %s, wrapping ErrForeignLink", repairs, err, w.ShimLink)
+		}
+		if names := slices.Sorted(maps.Keys(k.links)); !slices.Equal(names, []string{"bond0", w.ShimLink}) {
+			t.Errorf("links after a refused Ensure: %v, want [bond0 %s]", names, w.ShimLink)
+		}
+	})
+	t.Run("the network's shim on another parent", func(t *testing.T) {
+		k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0", Flags: net.FlagUp}}, eth1,
+			&netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: w.ShimLink, ParentIndex: 2, Alias: ShimAlias(w.Network)}, Mode: netlink.MACVLAN_MODE_BRIDGE})
+		h := Host{k: k}
+		got, err := h.Ensure(w)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want := []Repair{ParentCreate, ParentUp, ParentPromisc, ShimReplace, ShimCreate, ShimAddress, ShimUp, ShimRoute}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("Ensure (-want +got):\n%s", diff)
+		}
+		if p := k.links[w.ShimLink].Attrs().ParentIndex; p != k.links[w.Parent].Attrs().Index {
+			t.Errorf("shim on link %d, want on %s", p, w.Parent)
+		}
+		if again, err := h.Ensure(w); err != nil || len(again) != 0 {
+			t.Errorf("Ensure again: %v, %v; want nothing to do", again, err)
+		}
+	})
+}
