@@ -84,6 +84,13 @@ type Observed struct {
 	// sub-interface (bond0.40) is, as "VLAN 41 on bond0", when it is not
 	// the VLAN its name says; "" when it is, or is no VLAN.
 	OtherVLAN string
+	// OtherKind names a link of the other kind than the shim's (an ipvlan
+	// for a macvlan shim, a macvlan for an ipvlan one) on the device the
+	// shim goes on, as `ipvlan "ipv0"`; "" when this host sees none (a
+	// container's endpoint is in the container's namespace). The kernel
+	// gives a device's frames to macvlan links or to ipvlan links, not
+	// both.
+	OtherKind string
 }
 
 // Repair is one change that brings the host to the wanted state.
@@ -133,6 +140,9 @@ func Repairs(w Want, o Observed) ([]Repair, error) {
 	}
 	if o.PortOf != "" {
 		return nil, portErr(w.Parent, o)
+	}
+	if o.OtherKind != "" {
+		return nil, fmt.Errorf("parent %s carries %s: the kernel gives a device's frames to its macvlan links or to its ipvlan links, not both, so the network's %s shim cannot go on it; left as it is", w.Parent, o.OtherKind, w.shim(0).Type())
 	}
 	if o.OtherVLAN != "" {
 		// Its containers would be on another VLAN than the network's.
@@ -342,6 +352,15 @@ func (h Host) Observe(w Want) (Observed, error) {
 	if o.OtherVLAN, err = otherVLAN(k, parent, w.Parent); err != nil {
 		return o, err
 	}
+	// The kernel makes a macvlan on a macvlan parent (an ipvlan on an
+	// ipvlan) on the parent's lower device, and reports that as its link.
+	on := pa.Index
+	if parent.Type() == w.shim(0).Type() {
+		on = pa.ParentIndex
+	}
+	if o.OtherKind, err = w.otherKind(k, on); err != nil {
+		return o, err
+	}
 	// A shim's mark garbled (see parseMark) is no shim of underlay's to
 	// remove, yet no parent to build on either.
 	o.ParentIsShim = isShim(Link{Name: pa.Name, Type: parent.Type(), Alias: pa.Alias}) ||
@@ -358,12 +377,6 @@ func (h Host) Observe(w Want) (Observed, error) {
 	}
 	o.ShimExists = true
 	sa := shim.Attrs()
-	// The kernel makes a macvlan on a macvlan parent (an ipvlan on an
-	// ipvlan) on the parent's lower device, and reports that as its link.
-	on := pa.Index
-	if parent.Type() == w.shim(0).Type() {
-		on = pa.ParentIndex
-	}
 	o.ShimOK = w.shimOK(shim) && sa.ParentIndex == on
 	o.ShimMarked = ShimOf(Link{Name: sa.Name, Type: shim.Type(), Alias: sa.Alias}, w.Network)
 	o.ShimUp = sa.Flags&net.FlagUp != 0
@@ -462,6 +475,25 @@ func otherVLAN(k kernel, l netlink.Link, name string) (string, error) {
 	return fmt.Sprintf("VLAN %d on %s", v.VlanId, on), nil
 }
 
+// otherKind names a link of this namespace on the link of index on of
+// the other kind than w's shim (macvlan, ipvlan), as `ipvlan "ipv0"`; ""
+// when there is none. A link of the shim's name is left out: it is
+// replaced.
+func (w Want) otherKind(k kernel, on int) (string, error) {
+	kind := w.shim(0).Type()
+	links, err := k.LinkList()
+	if err != nil {
+		return "", fmt.Errorf("list the links on parent %s: %w", w.Parent, err)
+	}
+	for _, l := range links {
+		a := l.Attrs()
+		if t := l.Type(); a.NetNsID < 0 && a.ParentIndex == on && a.Name != w.ShimLink && t != kind && (t == "macvlan" || t == "ipvlan") {
+			return fmt.Sprintf("%s %q", t, a.Name), nil
+		}
+	}
+	return "", nil
+}
+
 // takesPorts reports whether m, a master, takes the frames its ports
 // receive.
 func takesPorts(m netlink.Link) bool {
@@ -522,6 +554,10 @@ func (h Host) Ensure(w Want) ([]Repair, error) {
 				err = fmt.Errorf("%s on parent %q: %w", r, w.Parent, err)
 			default:
 				err = fmt.Errorf("%s on shim %q: %w", r, w.ShimLink, err)
+			}
+			if r == ShimCreate && errors.Is(err, syscall.EBUSY) {
+				other := map[string]string{"macvlan": "ipvlan", "ipvlan": "macvlan"}[w.shim(0).Type()]
+				err = fmt.Errorf("%w: parent %s gives its frames to another driver: %s links on it (another network's containers' endpoints, in their own namespaces), or a bond or bridge it is a port of", err, w.Parent, other)
 			}
 			if (r == ShimAddress6 || r == ShimRoute6) && ipv6Off(err) {
 				err = fmt.Errorf("%w (is IPv6 disabled on this host? the network has an IPv6 subnet: check sysctl net.ipv6.conf.%s.disable_ipv6 and net.ipv6.conf.default.disable_ipv6, or the kernel's ipv6.disable)", err, w.ShimLink)

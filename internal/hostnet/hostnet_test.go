@@ -877,3 +877,45 @@ func TestEnsureShimNameTakenWhileTheParentIsMissing(t *testing.T) {
 		}
 	})
 }
+
+// TestEnsureRefusesAParentOfTheOtherKind: the kernel gives a device's
+// frames to its macvlan links or to its ipvlan links, not both: a
+// macvlan shim on a parent that carries an ipvlan (or an ipvlan shim on
+// one carrying a macvlan) is EBUSY. Ensure made the parent promiscuous,
+// then failed with "device or resource busy", naming neither the parent
+// nor the link in the way. A link of the other kind that this host sees
+// is now named, and nothing changes; one it cannot see (a container's
+// endpoint, in the container's namespace) is named as the likely cause
+// of the kernel's EBUSY.
+func TestEnsureRefusesAParentOfTheOtherKind(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		driver string
+		other  netlink.Link
+		want   string
+	}{
+		{"macvlan network, ipvlan on the parent", "", &netlink.IPVlan{LinkAttrs: netlink.LinkAttrs{Name: "ipv0", ParentIndex: 1}, Mode: netlink.IPVLAN_MODE_L2}, `ipvlan "ipv0"`},
+		{"ipvlan network, macvlan on the parent", "ipvlan", &netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: "mv0", ParentIndex: 1}, Mode: netlink.MACVLAN_MODE_BRIDGE}, `macvlan "mv0"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1", Flags: net.FlagUp}}, tc.other)
+			before := *clone(k.links["eth1"]).Attrs()
+			repairs, err := Host{k: k}.Ensure(poolOn("eth1", tc.driver))
+			if err == nil || !strings.Contains(err.Error(), "parent eth1") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Ensure: %v, %v; want an error naming parent eth1 and %s", repairs, err, tc.want)
+			}
+			if diff := cmp.Diff(before, *k.links["eth1"].Attrs()); diff != "" {
+				t.Errorf("eth1 changed (-before +after):\n%s", diff)
+			}
+		})
+	}
+	t.Run("unseen", func(t *testing.T) {
+		k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1", Flags: net.FlagUp, Promisc: 1}})
+		w := poolOn("eth1", "")
+		k.fail["LinkAdd "+w.ShimLink] = syscall.EBUSY
+		_, err := Host{k: k}.Ensure(w)
+		if !errors.Is(err, syscall.EBUSY) || !strings.Contains(err.Error(), "parent eth1") || !strings.Contains(err.Error(), "ipvlan") {
+			t.Errorf("Ensure: %v; want EBUSY, naming parent eth1 and what takes its frames", err)
+		}
+	})
+}

@@ -143,23 +143,34 @@ func (k *fakeKernel) LinkAdd(l netlink.Link) error {
 			}
 		}
 	}
-	// A macvlan or ipvlan takes its lower device's receive handler, which
-	// a bond or bridge holds on its ports: netdev_rx_handler_register
-	// answers EBUSY (net/core/dev.c, from macvlan_port_create and
-	// ipvlan_port_create).
-	if t := l.Type(); parent != nil && (t == "macvlan" || t == "ipvlan") && parent.Type() != t {
-		if m := k.byIndex(parent.Attrs().MasterIndex); m != nil && takesPorts(m) {
+	// A macvlan made on a macvlan, or an ipvlan on an ipvlan, is made on
+	// that one's lower device, and says so (drivers/net/macvlan.c,
+	// ipvlan_main.c).
+	t := l.Type()
+	lower := parent
+	if parent != nil && parent.Type() == t && (t == "macvlan" || t == "ipvlan") {
+		lower = k.byIndex(parent.Attrs().ParentIndex)
+	}
+	if lower != nil && (t == "macvlan" || t == "ipvlan") {
+		// A macvlan or ipvlan takes its lower device's receive handler,
+		// which a bond or bridge holds on its ports, and links of the
+		// other kind on it: netdev_rx_handler_register answers EBUSY
+		// (net/core/dev.c, from macvlan_port_create and
+		// ipvlan_port_create).
+		if m := k.byIndex(lower.Attrs().MasterIndex); m != nil && takesPorts(m) {
 			return syscall.EBUSY
+		}
+		for _, up := range k.links {
+			if ut := up.Type(); up.Attrs().ParentIndex == lower.Attrs().Index && ut != t && (ut == "macvlan" || ut == "ipvlan") {
+				return syscall.EBUSY
+			}
 		}
 	}
 	k.last++
 	a.Index = k.last // netlink reads the new index back into l
 	made := clone(l)
-	// A macvlan made on a macvlan, or an ipvlan on an ipvlan, is made on
-	// that one's lower device, and says so (drivers/net/macvlan.c,
-	// ipvlan_main.c).
-	if t := made.Type(); parent != nil && parent.Type() == t && (t == "macvlan" || t == "ipvlan") {
-		made.Attrs().ParentIndex = parent.Attrs().ParentIndex
+	if lower != nil {
+		made.Attrs().ParentIndex = lower.Attrs().Index
 	}
 	k.links[a.Name] = made
 	return nil
