@@ -919,3 +919,44 @@ func TestEnsureRefusesAParentOfTheOtherKind(t *testing.T) {
 		}
 	})
 }
+
+// TestRemoveParentLeavesAnAddressedParent: a VLAN parent underlay made
+// that the host has since been given an address on (the operator's own
+// address on VLAN 40) was deleted with its network, taking the host's
+// address, and its routes, along. It is left, naming the address, as one
+// carrying other links is; a link-local IPv6 address, which the kernel
+// gives every link, is no use.
+func TestRemoveParentLeavesAnAddressedParent(t *testing.T) {
+	addr := func(s string) netlink.Addr {
+		p := netip.MustParsePrefix(s)
+		return netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+	}
+	for _, tc := range []struct {
+		name  string
+		addrs []netlink.Addr
+		inUse string
+	}{
+		{"IPv4 address", []netlink.Addr{addr("10.40.0.5/24"), addr("fe80::1/64")}, "10.40.0.5/24"},
+		{"IPv6 address", []netlink.Addr{addr("fe80::1/64"), addr("fd00:40::5/64")}, "fd00:40::5/64"},
+		{"link-local only", []netlink.Addr{addr("fe80::1/64")}, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0", Flags: net.FlagUp}},
+				&netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "bond0.40", ParentIndex: 1, Alias: OwnerAlias("pool")}, VlanId: 40})
+			k.addrs["bond0.40"] = tc.addrs
+			removed, err := removeParent(k, "bond0.40", "pool", "")
+			if tc.inUse == "" {
+				if !removed || err != nil {
+					t.Errorf("removeParent: %t, %v; want bond0.40 removed", removed, err)
+				}
+				return
+			}
+			if removed || !errors.Is(err, ErrParentInUse) || !strings.Contains(err.Error(), "bond0.40") || !strings.Contains(err.Error(), tc.inUse) {
+				t.Errorf("removeParent: %t, %v; want bond0.40 left, with an error wrapping ErrParentInUse naming it and %s", removed, err, tc.inUse)
+			}
+			if _, ok := k.links["bond0.40"]; !ok {
+				t.Error("bond0.40 deleted")
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package hostnet
 import (
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 	"syscall"
@@ -122,13 +123,16 @@ func removeParent(k kernel, parent, network, owner string) (bool, error) {
 
 // ErrParentInUse marks a VLAN parent underlay made that is left in place
 // because something it did not make hangs off it.
-var ErrParentInUse = errors.New("in use by links underlay did not make for the network")
+var ErrParentInUse = errors.New("in use by links or addresses underlay did not make for the network")
 
 // parentInUse returns an error wrapping ErrParentInUse, naming them, when
-// links sit on parent or it is a port of a bridge or bond: the kernel
-// deletes a link's upper links with it, and takes it out of its master,
-// so deleting it would take an operator's macvlan, another network's VLAN
-// or a bridge's port along. (Links in other network namespaces, such as
+// links sit on parent, it is a port of a bridge or bond, or the host has
+// an address on it: the kernel deletes a link's upper links, addresses
+// and routes with it, and takes it out of its master, so deleting it
+// would take an operator's macvlan, another network's VLAN, a bridge's
+// port or the host's own address on the VLAN along. underlay puts no
+// address on a parent; the IPv6 link-local one the kernel gives every
+// link is no use. (Links in other network namespaces, such as
 // containers' endpoints, are not seen here.)
 func parentInUse(k kernel, parent netlink.Link) error {
 	a := parent.Attrs()
@@ -146,6 +150,15 @@ func parentInUse(k kernel, parent netlink.Link) error {
 		// container's, NetNsID set) may equal the parent's by chance.
 		if la.ParentIndex == a.Index && la.NetNsID < 0 || a.MasterIndex != 0 && la.Index == a.MasterIndex {
 			users = append(users, fmt.Sprintf("%q (%s)", la.Name, l.Type()))
+		}
+	}
+	addrs, err := k.AddrList(parent, netlink.FAMILY_ALL)
+	if err != nil {
+		return fmt.Errorf("list the addresses of VLAN parent %s: %w", a.Name, err)
+	}
+	for _, ad := range addrs {
+		if ip, ok := netip.AddrFromSlice(ad.IP); ok && !ip.Unmap().IsLinkLocalUnicast() {
+			users = append(users, "address "+ad.IPNet.String())
 		}
 	}
 	if len(users) == 0 {
