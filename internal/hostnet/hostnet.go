@@ -306,12 +306,12 @@ func (h Host) RemoveParent(parent, network string) (bool, error) {
 // owner (see MarkedBy).
 func (h Host) Marked() (map[string]Marks, error) { return marked(h.nl(), h.Owner) }
 
-// nl is the kernel h works on.
+// nl is the kernel h works on, its interrupted listings made again.
 func (h Host) nl() kernel {
 	if h.k == nil {
-		return netlinkKernel{}
+		return retryDumps{netlinkKernel{}}
 	}
-	return h.k
+	return retryDumps{h.k}
 }
 
 // Observe reads the host state relevant to w. A parent no link can be

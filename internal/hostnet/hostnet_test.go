@@ -960,3 +960,71 @@ func TestRemoveParentLeavesAnAddressedParent(t *testing.T) {
 		})
 	}
 }
+
+// interruptingKernel is a fakeKernel whose dumps (LinkList, AddrList,
+// RouteList) the kernel interrupts the first n times each, as netlink
+// reports a dump a concurrent change made inconsistent: the partial
+// result and ErrDumpInterrupted.
+type interruptingKernel struct {
+	*fakeKernel
+	n     int
+	calls map[string]int
+}
+
+func (k *interruptingKernel) interrupted(call string) bool {
+	k.calls[call]++
+	return k.calls[call] <= k.n
+}
+
+func (k *interruptingKernel) LinkList() ([]netlink.Link, error) {
+	links, err := k.fakeKernel.LinkList()
+	if err == nil && k.interrupted("LinkList") {
+		return links[:len(links)/2], netlink.ErrDumpInterrupted
+	}
+	return links, err
+}
+
+func (k *interruptingKernel) AddrList(l netlink.Link, family int) ([]netlink.Addr, error) {
+	addrs, err := k.fakeKernel.AddrList(l, family)
+	if err == nil && k.interrupted("AddrList") {
+		return nil, netlink.ErrDumpInterrupted
+	}
+	return addrs, err
+}
+
+func (k *interruptingKernel) RouteList(l netlink.Link, family int) ([]netlink.Route, error) {
+	routes, err := k.fakeKernel.RouteList(l, family)
+	if err == nil && k.interrupted("RouteList") {
+		return nil, netlink.ErrDumpInterrupted
+	}
+	return routes, err
+}
+
+// TestEnsureRetriesInterruptedDumps: netlink reports a listing of links,
+// addresses or routes that a concurrent change interrupted (Docker
+// making and moving containers' links all the time) as
+// ErrDumpInterrupted, with a partial result. Ensure failed on it, and
+// the network's state on the node flapped to error until the next sync;
+// Marked, which network rm and orphan removal read, failed the same way.
+// Such a listing is made again.
+func TestEnsureRetriesInterruptedDumps(t *testing.T) {
+	k := &interruptingKernel{fakeKernel: vlanHost(), n: 2, calls: map[string]int{}}
+	h, w := Host{k: k}, dualStackWant()
+	if _, err := h.Ensure(w); err != nil {
+		t.Fatalf("Ensure with dumps interrupted twice each: %v", err)
+	}
+	k.calls = map[string]int{}
+	if got, err := h.Ensure(w); err != nil || len(got) != 0 {
+		t.Errorf("Ensure again: %v, %v; want nothing to do", got, err)
+	}
+	k.calls = map[string]int{}
+	marks, err := h.Marked()
+	if err != nil || len(marks["pool"].Shims) != 1 || len(marks["pool"].Parents) != 1 {
+		t.Errorf("Marked: %v, %v; want pool's shim and parent", marks, err)
+	}
+	// A dump interrupted every time is that error, not a partial result.
+	k.n, k.calls = 1000, map[string]int{}
+	if _, err := h.Marked(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+		t.Errorf("Marked, its dump always interrupted: %v, want ErrDumpInterrupted", err)
+	}
+}

@@ -1,6 +1,10 @@
 package hostnet
 
-import "github.com/vishvananda/netlink"
+import (
+	"errors"
+
+	"github.com/vishvananda/netlink"
+)
 
 // kernel is the part of netlink that Host and the removals use, so that
 // unit tests can run them on an in-memory host.
@@ -41,3 +45,34 @@ func (netlinkKernel) RouteList(l netlink.Link, family int) ([]netlink.Route, err
 	return netlink.RouteList(l, family)
 }
 func (netlinkKernel) RouteReplace(r *netlink.Route) error { return netlink.RouteReplace(r) }
+
+// retryDumps is a kernel whose listings (of links, addresses, routes)
+// are made again when a concurrent change interrupted them: netlink then
+// answers a partial result and ErrDumpInterrupted, and other programs
+// (Docker making and moving containers' links) change them all the time.
+type retryDumps struct{ kernel }
+
+// dumpAttempts is how many times a listing is made before its
+// interruption is the error.
+const dumpAttempts = 5
+
+// retryDump runs dump until it is not interrupted, dumpAttempts times at
+// most. A change interrupts one listing, so the next is made at once.
+func retryDump[T any](dump func() ([]T, error)) ([]T, error) {
+	var err error
+	for range dumpAttempts {
+		var out []T
+		if out, err = dump(); !errors.Is(err, netlink.ErrDumpInterrupted) {
+			return out, err
+		}
+	}
+	return nil, err
+}
+
+func (k retryDumps) LinkList() ([]netlink.Link, error) { return retryDump(k.kernel.LinkList) }
+func (k retryDumps) AddrList(l netlink.Link, family int) ([]netlink.Addr, error) {
+	return retryDump(func() ([]netlink.Addr, error) { return k.kernel.AddrList(l, family) })
+}
+func (k retryDumps) RouteList(l netlink.Link, family int) ([]netlink.Route, error) {
+	return retryDump(func() ([]netlink.Route, error) { return k.kernel.RouteList(l, family) })
+}

@@ -164,7 +164,7 @@ func MarkOwner(alias string) string {
 // left, with an error wrapping ErrParentInUse. Run it with the agent
 // stopped, or it makes them again.
 func RemoveLeftovers(c Cleanup) (removed []string, left []Link, err error) {
-	return removeLeftovers(netlinkKernel{}, c)
+	return removeLeftovers(retryDumps{netlinkKernel{}}, c)
 }
 
 func removeLeftovers(k kernel, c Cleanup) ([]string, []Link, error) {
@@ -292,7 +292,7 @@ func marked(k kernel, owner string) (map[string]Marks, error) {
 // differs in any of these may be an operator's, and stays. An absent link
 // is no error.
 func RemoveOldShim(name, network string, held []netip.Prefix) (bool, error) {
-	return removeOldShim(netlinkKernel{}, name, network, held)
+	return removeOldShim(retryDumps{netlinkKernel{}}, name, network, held)
 }
 
 func removeOldShim(k kernel, name, network string, held []netip.Prefix) (bool, error) {

@@ -95,7 +95,7 @@ func bondOf(l netlink.Link) (*BondFacts, error) {
 		return nil, nil
 	}
 	f := &BondFacts{Name: b.Name, Mode: b.Mode.String()}
-	links, err := netlink.LinkList()
+	links, err := retryDump(netlink.LinkList)
 	if err != nil {
 		return nil, fmt.Errorf("list links: %w", err)
 	}
