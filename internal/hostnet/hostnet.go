@@ -545,6 +545,9 @@ func (h Host) Ensure(w Want) ([]Repair, error) {
 	if err := checkRoutesFree(h.nl(), w, repairs); err != nil {
 		return nil, err
 	}
+	if err := checkAddrsFree(h.nl(), w, repairs); err != nil {
+		return nil, err
+	}
 	for _, r := range repairs {
 		if err := apply(h.nl(), w, r, h.Owner); err != nil {
 			switch r {
@@ -576,10 +579,7 @@ func (h Host) Ensure(w Want) ([]Repair, error) {
 // deletes the shim, would leave the host without either. Only listed
 // when a route is to be made, since the listing is of every route.
 func checkRoutesFree(k kernel, w Want, repairs []Repair) error {
-	shim := 0
-	if l, err := k.LinkByName(w.ShimLink); err == nil {
-		shim = l.Attrs().Index
-	}
+	shim := shimIndex(k, w)
 	var errs []error
 	if slices.Contains(repairs, ShimRoute) {
 		errs = append(errs, routeFree(k, netlink.FAMILY_V4, "route", w.Route, 0, shim))
@@ -588,6 +588,57 @@ func checkRoutesFree(k kernel, w Want, repairs []Repair) error {
 		errs = append(errs, routeFree(k, netlink.FAMILY_V6, "IPv6 route", w.Route6, 1, shim))
 	}
 	return errors.Join(errs...)
+}
+
+// shimIndex is the index of the link of w's shim name, 0 when there is
+// none.
+func shimIndex(k kernel, w Want) int {
+	if l, err := k.LinkByName(w.ShimLink); err == nil {
+		return l.Attrs().Index
+	}
+	return 0
+}
+
+// checkAddrsFree refuses repairs that would give the shim an address the
+// host has already on another link (its own address on the LAN, where
+// the node's range was carved from addresses hosts use): two links would
+// answer ARP or neighbour discovery for it, each with its own MAC
+// address. Only listed when an address is to be added.
+func checkAddrsFree(k kernel, w Want, repairs []Repair) error {
+	shim := shimIndex(k, w)
+	var errs []error
+	if slices.Contains(repairs, ShimAddress) {
+		errs = append(errs, addrFree(k, netlink.FAMILY_V4, "shim address", w.Shim, shim))
+	}
+	if slices.Contains(repairs, ShimAddress6) {
+		errs = append(errs, addrFree(k, netlink.FAMILY_V6, "shim IPv6 address", w.Shim6, shim))
+	}
+	return errors.Join(errs...)
+}
+
+// addrFree returns an error naming the link other than shim (its index;
+// 0 when it does not exist yet) that has address a, if there is one.
+func addrFree(k kernel, family int, what string, a netip.Addr, shim int) error {
+	addrs, err := k.AddrList(nil, family)
+	if err != nil {
+		return fmt.Errorf("list the host's addresses: %w", err)
+	}
+	for _, ad := range addrs {
+		ip, ok := netip.AddrFromSlice(ad.IP)
+		if !ok || ip.Unmap() != a || shim != 0 && ad.LinkIndex == shim {
+			continue
+		}
+		on := fmt.Sprintf("link %d", ad.LinkIndex)
+		if links, err := k.LinkList(); err == nil {
+			for _, l := range links {
+				if l.Attrs().Index == ad.LinkIndex {
+					on = fmt.Sprintf("%q", l.Attrs().Name)
+				}
+			}
+		}
+		return fmt.Errorf("%s %s is the host's already, on %s: the shim taking it too would have two links answer for it, each with its own MAC address; left as it is: give the network a range that leaves out the hosts' addresses", what, a, on)
+	}
+	return nil
 }
 
 // routeFree returns an error naming the route of family to dst of metric

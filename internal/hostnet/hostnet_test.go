@@ -1028,3 +1028,47 @@ func TestEnsureRetriesInterruptedDumps(t *testing.T) {
 		t.Errorf("Marked, its dump always interrupted: %v, want ErrDumpInterrupted", err)
 	}
 }
+
+// TestEnsureLeavesTheHostsAddresses: a shim address the host already has
+// on another link (its own address on the LAN, where the node's range
+// was carved from addresses hosts use) was given to the shim as well:
+// two links of the host then answer ARP (neighbour discovery) for it,
+// each with its own MAC address, and the host's own address becomes
+// unreliable on its LAN. Such an address is refused, naming it and the
+// link that has it, and nothing changes.
+func TestEnsureLeavesTheHostsAddresses(t *testing.T) {
+	addr := func(s string) netlink.Addr {
+		p := netip.MustParsePrefix(s)
+		return netlink.Addr{IPNet: &net.IPNet{IP: p.Addr().AsSlice(), Mask: net.CIDRMask(p.Bits(), p.Addr().BitLen())}}
+	}
+	for _, tc := range []struct {
+		name string
+		addr netlink.Addr
+		want string
+	}{
+		{"IPv4", addr("10.40.0.2/24"), `shim address 10.40.0.2 is the host's already, on "bond0"`},
+		{"IPv6", addr("fd00:40::1:0:0:1/64"), `shim IPv6 address fd00:40::1:0:0:1 is the host's already, on "bond0"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k := vlanHost()
+			k.addrs["bond0"] = []netlink.Addr{tc.addr}
+			repairs, err := Host{k: k}.Ensure(dualStackWant())
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Ensure: %v, %v; want an error saying %s", repairs, err, tc.want)
+			}
+			if names := slices.Sorted(maps.Keys(k.links)); !slices.Equal(names, []string{"bond0"}) {
+				t.Errorf("links after a refused Ensure: %v, want [bond0]", names)
+			}
+		})
+	}
+	// The shim's own address, there already, is no obstacle.
+	k := vlanHost()
+	h, w := Host{k: k}, dualStackWant()
+	if _, err := h.Ensure(w); err != nil {
+		t.Fatal(err)
+	}
+	k.addrs[w.ShimLink] = slices.DeleteFunc(k.addrs[w.ShimLink], func(a netlink.Addr) bool { return a.IP.To4() == nil })
+	if got, err := h.Ensure(w); err != nil || !slices.Equal(got, []Repair{ShimAddress6, ShimRoute6}) {
+		t.Errorf("Ensure with the shim's IPv6 address gone: %v, %v; want [%s %s]", got, err, ShimAddress6, ShimRoute6)
+	}
+}

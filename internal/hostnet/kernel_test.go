@@ -2,6 +2,7 @@ package hostnet
 
 import (
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"syscall"
@@ -239,13 +240,27 @@ func (k *fakeKernel) SetPromiscOn(l netlink.Link) error {
 }
 
 // AddrList lists l's addresses of family, as the kernel does
-// (netlink.FAMILY_ALL for every family).
+// (netlink.FAMILY_ALL for every family), or with l nil every link's, each
+// with its link's index.
 func (k *fakeKernel) AddrList(l netlink.Link, family int) ([]netlink.Addr, error) {
-	s, err := k.get(l)
-	if err != nil {
-		return nil, err
+	links := slices.Collect(maps.Values(k.links))
+	if l != nil {
+		s, err := k.get(l)
+		if err != nil {
+			return nil, err
+		}
+		links = []netlink.Link{s}
 	}
-	return slices.DeleteFunc(slices.Clone(k.addrs[s.Attrs().Name]), func(a netlink.Addr) bool { return !ofFamily(a.IP, family) }), nil
+	var out []netlink.Addr
+	for _, s := range links {
+		for _, a := range k.addrs[s.Attrs().Name] {
+			if ofFamily(a.IP, family) {
+				a.LinkIndex = s.Attrs().Index
+				out = append(out, a)
+			}
+		}
+	}
+	return out, nil
 }
 
 // ofFamily reports whether ip is of netlink family.
