@@ -555,6 +555,12 @@ func (h Host) Ensure(w Want) ([]Repair, error) {
 				err = fmt.Errorf("%s %q: %w", r, w.Parent, err)
 			case ParentUp, ParentPromisc:
 				err = fmt.Errorf("%s on parent %q: %w", r, w.Parent, err)
+			case ShimAddress, ShimAddress6, ShimRoute, ShimRoute6:
+				// The kernel's answer (EADDRINUSE from ipvlan, for one,
+				// whose parent has the address on another link) names
+				// neither.
+				v := map[Repair]any{ShimAddress: w.Shim, ShimAddress6: w.Shim6, ShimRoute: w.Route, ShimRoute6: w.Route6}[r]
+				err = fmt.Errorf("%s (%s) on shim %q: %w", r, v, w.ShimLink, err)
 			default:
 				err = fmt.Errorf("%s on shim %q: %w", r, w.ShimLink, err)
 			}

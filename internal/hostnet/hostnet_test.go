@@ -1072,3 +1072,23 @@ func TestEnsureLeavesTheHostsAddresses(t *testing.T) {
 		t.Errorf("Ensure with the shim's IPv6 address gone: %v, %v; want [%s %s]", got, err, ShimAddress6, ShimRoute6)
 	}
 }
+
+// TestEnsureErrorNamesTheAddress: an address or route the kernel refuses
+// on the shim is named in the error: ipvlan, for one, refuses an address
+// another link of its parent holds (a container's: EADDRINUSE), and the
+// error said only "add shim address on shim …: address already in use".
+func TestEnsureErrorNamesTheAddress(t *testing.T) {
+	w := dualStackWant()
+	for _, tc := range []struct{ call, want string }{
+		{"AddrAdd", "add shim address (10.40.0.2)"},
+		{"AddrAdd6", "add shim IPv6 address (fd00:40::1:0:0:1)"},
+	} {
+		t.Run(tc.call, func(t *testing.T) {
+			k := vlanHost()
+			k.fail[tc.call+" "+w.ShimLink] = syscall.EADDRINUSE
+			if _, err := (Host{k: k}).Ensure(w); !errors.Is(err, syscall.EADDRINUSE) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), w.ShimLink) {
+				t.Errorf("Ensure: %v; want EADDRINUSE, saying %s on %s", err, tc.want, w.ShimLink)
+			}
+		})
+	}
+}
