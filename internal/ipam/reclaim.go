@@ -99,7 +99,8 @@ type Reclaimer struct {
 	// unheld is when each of this node's addresses was first seen without
 	// a container, by pool.
 	unheld map[string]map[netip.Addr]time.Time
-	// watch is what the leader remembers of departing nodes (leader only).
+	// watch is what the leader remembers of departing nodes (leader only:
+	// forgotten whenever this node is not, or cannot tell it is).
 	watch departWatch
 	// nodeless is when the leader first saw each allocation naming no
 	// node, by pool (leader only).
@@ -460,6 +461,13 @@ func (r *Reclaimer) departed(ctx context.Context) (gone, report map[string]bool,
 	}
 	leader, err := r.Cluster.IsLeader(ctx)
 	if err != nil || !leader {
+		// Another manager judges meanwhile, and what it saw this node
+		// did not: a node first seen missing before, then Ready while
+		// another led, would be departed at once were this node elected
+		// again, its addresses freed under its running containers.
+		r.mu.Lock()
+		r.watch = departWatch{}
+		r.mu.Unlock()
 		return nil, nil, err
 	}
 	ready, err := r.Cluster.ReadyNodes(ctx)

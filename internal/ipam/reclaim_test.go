@@ -533,3 +533,52 @@ func wantHeld(ctx context.Context, t *testing.T, kv *kvtest.KV, p Pool, held map
 		}
 	}
 }
+
+// termCluster is a swarm whose leadership and ready nodes a test changes
+// between sweeps.
+type termCluster struct {
+	leader bool
+	ready  []string
+}
+
+func (c *termCluster) IsLeader(context.Context) (bool, error)       { return c.leader, nil }
+func (c *termCluster) ReadyNodes(context.Context) ([]string, error) { return c.ready, nil }
+
+// TestLeaderAgainWatchesDepartingNodesAfresh: a node is departed once the
+// leader has seen it neither Ready nor fresh for the node timeout. A
+// leader that saw node n so once, then lost the leadership while n was
+// Ready again (its agent down, its containers running), kept when it
+// first saw n missing: elected again much later, a moment of n not
+// Ready (as the swarm's nodes are just after an election) made n
+// departed at once, its addresses freed under its running containers.
+// What a leader did not watch it cannot count: it watches from scratch.
+func TestLeaderAgainWatchesDepartingNodesAfresh(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st, p := clusterNet(t, kv)
+	clock := t0
+	now := func() time.Time { return clock }
+	leaderID, nID := sid("leader"), sid("n")
+	held := map[string]netip.Addr{nID: taskAddr(t, newAllocator(kv, nID, "g", now, nil), p)}
+	// n's agent stopped an hour ago; its containers run on.
+	stale := t0.Add(-time.Hour).Format(time.RFC3339Nano)
+	if err := kv.Put(ctx, netspec.NodesKVPrefix+nID, []byte(fmt.Sprintf(`{"id":%q,"node":"n","updated_at":%q}`, nID, stale))); err != nil {
+		t.Fatal(err)
+	}
+	const timeout = 5 * time.Minute
+	cluster := &termCluster{leader: true, ready: []string{leaderID}}
+	r := &Reclaimer{Alloc: newAllocator(kv, leaderID, "g", now, nil), Pools: SpecPools{Store: st}, Held: noHeld{}, Cluster: cluster,
+		Grace: time.Hour, NodeTimeout: timeout, Fresh: timeout, Log: slog.New(slog.DiscardHandler)}
+	if err := r.Sweep(ctx); err != nil { // n not Ready: missing from now
+		t.Fatal(err)
+	}
+	// Another manager leads for three node timeouts; n is Ready.
+	cluster.leader, cluster.ready = false, []string{leaderID, nID}
+	sweepFor(ctx, t, kv, p, &clock, 3*timeout, r)
+	// Elected again: n is not Ready for a moment.
+	cluster.leader, cluster.ready = true, []string{leaderID}
+	if err := r.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantHeld(ctx, t, kv, p, held)
+}
