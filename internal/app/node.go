@@ -134,7 +134,9 @@ and nothing under the node name they give. Refused while the swarm still lists t
 (run docker node rm first; an older agent's node, keyed by its name, while the swarm
 lists a node of that host name) or while its agent refreshes its facts; facts refreshed
 within the last 30 s are watched for 30 s first, older ones for 15 s (their stamp is
-their node's clock, which may be behind this one's).`,
+their node's clock, which may be behind this one's). Refused too while the swarm lists
+none of the other nodes whose agents refresh their facts (DOCKER_HOST another cluster's
+manager); when no stamp shows such an agent, their facts are watched for 15 s.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// An empty name (a shell variable unset in quotes) names no

@@ -199,15 +199,26 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 			return Removed{Warnings: warnings}, err
 		}
 	}
-	if err := checkSameSwarm(agents, f.ID, nodes, now(), o.Stale); err != nil {
+	same, err := checkSameSwarm(f, agents, nil, nodes, now(), o.Stale)
+	if err != nil {
 		return Removed{Warnings: warnings}, err
 	}
+	readAt := now()
 	// Facts under the identity's key are watched even when not listed:
 	// an agent older than identities keyed its facts (and lease) by its
 	// name, without a holder, and may still run. index is 0 when none.
 	cur, index, err := waitSilent(ctx, kv, f, o, now)
 	if err != nil {
 		return Removed{Warnings: warnings}, err
+	}
+	if !same {
+		// The stamps told no running agent the swarm lists; but they
+		// are their nodes' clocks, and behind this one's they make
+		// running agents look stopped. One whose facts changed within a
+		// heartbeat runs, whatever its stamp.
+		if err := checkSameSwarmWatched(ctx, st, f, agents, nodes, readAt, o, now); err != nil {
+			return Removed{Warnings: warnings}, err
+		}
 	}
 	// Taken over before anything goes: an agent starting now waits for
 	// the removal, and one that claimed them since they were found
@@ -602,31 +613,69 @@ func listedByHostName(f netspec.NodeFacts, list []netspec.SwarmNode) error {
 }
 
 // checkSameSwarm refuses a swarm that lists none of the other nodes whose
-// agents refreshed their facts within stale: DOCKER_HOST naming another
-// cluster's manager, to which every node of this one looks removed, and
-// a node whose agent is merely down would lose its ranges and addresses.
-// With no other agent running (the last nodes of a cluster taken down),
-// the swarm cannot be told apart, and is taken.
-func checkSameSwarm(all []netspec.NodeFacts, id string, nodes map[string]string, now time.Time, stale time.Duration) error {
+// agents run: DOCKER_HOST naming another cluster's manager, to which
+// every node of this one looks removed, and f, a node whose agent is
+// merely down, would lose its ranges and addresses. An agent runs whose
+// facts were refreshed within stale by their stamp or, with before (the
+// facts read at least a heartbeat earlier), changed since: a stamp is its
+// node's clock, which may be behind this one. With no other agent
+// running (the last nodes of a cluster taken down), the swarm cannot be
+// told apart, and is taken. same says a running agent's node is listed:
+// the swarm is this cluster's.
+func checkSameSwarm(f netspec.NodeFacts, all []netspec.NodeFacts, before map[string]time.Time, nodes map[string]string, now time.Time, stale time.Duration) (same bool, err error) {
 	var running []string
 	for _, n := range all {
-		if n.ID == "" || n.ID == id || n.UpdatedAt.IsZero() || now.Sub(n.UpdatedAt) > stale {
+		if n.ID == "" || n.ID == f.ID {
+			continue
+		}
+		last, seen := before[n.ID]
+		fresh := !n.UpdatedAt.IsZero() && now.Sub(n.UpdatedAt) <= stale
+		if changed := before != nil && (!seen || !last.Equal(n.UpdatedAt)); !fresh && !changed {
 			continue
 		}
 		if _, ok := nodes[n.ID]; ok {
-			return nil
+			return true, nil
 		}
 		running = append(running, termtext.Cell(n.ID))
 	}
 	if len(running) == 0 {
-		return nil
+		return false, nil
 	}
 	named := running
 	if len(named) > 5 { // documents any agent writes: named, not all
 		named = append(named[:5:5], "…")
 	}
-	return fmt.Errorf("%w: the swarm lists none of the %d nodes whose agents refreshed their facts within %s (%s): is DOCKER_HOST a manager of this cluster's swarm?",
-		ErrRefused, len(running), stale, strings.Join(named, ", "))
+	watched := ""
+	if before != nil {
+		watched = " or while node rm watched them"
+	}
+	return false, fmt.Errorf("%w: the swarm lists none of the %d nodes whose agents refreshed their facts within %s%s (%s): is DOCKER_HOST a manager of this cluster's swarm? Whether it still lists %s cannot be told",
+		ErrRefused, len(running), stale, watched, strings.Join(named, ", "), describe(f))
+}
+
+// checkSameSwarmWatched is checkSameSwarm once the agents' facts, all as
+// read at readAt, have been watched for a heartbeat: it reads them again
+// then (waiting for what is left of it), and takes those changed meanwhile
+// as running.
+func checkSameSwarmWatched(ctx context.Context, st *netspec.Store, f netspec.NodeFacts, all []netspec.NodeFacts, nodes map[string]string, readAt time.Time, o Options, now func() time.Time) error {
+	if left := o.Heartbeat - now().Sub(readAt); left > 0 {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(left):
+		}
+	}
+	before := make(map[string]time.Time, len(all))
+	for _, n := range all {
+		before[n.ID] = n.UpdatedAt
+	}
+	again, _, err := st.ReadNodes(ctx)
+	if err != nil {
+		return err
+	}
+	agents, _ := netspec.AgentsFacts(again)
+	_, err = checkSameSwarm(f, agents, before, nodes, now(), o.Stale)
+	return err
 }
 
 func alnum(r rune) bool {

@@ -1139,3 +1139,35 @@ func TestRemoveFactsNoAgentWrites(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoveRefusesAnotherSwarmWhatTheStampsSay: the other nodes'
+// running agents were told by their facts' stamps, their nodes' clocks.
+// With those two minutes behind this one's, every agent of the cluster
+// looked stopped, so a swarm listing none of them (DOCKER_HOST naming
+// another cluster's manager) was taken as this cluster's, and a node
+// whose agent was merely down lost its ranges and addresses. An agent
+// whose facts change while node rm watches runs, whatever its stamp.
+func TestRemoveRefusesAnotherSwarmWhatTheStampsSay(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	// live's agent refreshes its facts, stamped by a clock two minutes
+	// slow, before each listing of the facts.
+	var writing bool
+	c.kv.Hook = func(call string, keys []string) error {
+		if call == "list" && !writing && slices.Equal(keys, []string{netspec.NodesKVPrefix}) {
+			writing = true
+			defer func() { writing = false }()
+			c.facts(t, "live000000000000000000000", "new", time.Now().Add(-2*time.Minute))
+		}
+		return nil
+	}
+	got, err := Remove(ctx, c.kv, swarmNodes{"stranger00000000000000000": "ready"}, "gone000000000000000000000",
+		Options{Stale: time.Minute, Heartbeat: 100 * time.Millisecond, Poll: 10 * time.Millisecond})
+	c.kv.Hook = nil
+	if !errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), "live000000000000000000000") || !strings.Contains(err.Error(), "node old (swarm node gone000000000000000000000)") {
+		t.Errorf("remove with another cluster's swarm, this one's agents' clocks slow: %v (removed %+v); want refused, naming the running agent and the node", err, got)
+	}
+	if leases, _ := c.st.Leases(ctx, lan.Name); len(leases) != 2 || !c.has(netspec.NodesKVPrefix+"gone000000000000000000000") {
+		t.Errorf("leases after the refusal: %v, facts kept %v; want both leases and the facts", leases, c.has(netspec.NodesKVPrefix+"gone000000000000000000000"))
+	}
+}
