@@ -444,7 +444,7 @@ func forgetOn(ctx context.Context, kv KV, st *netspec.Store, name, id string, ou
 
 // Remover is the holder node rm writes into the facts of the node it
 // removes: an agent claiming them meanwhile waits.
-const Remover = "underlay node rm"
+const Remover = netspec.Remover
 
 // takeOver writes the facts of f, read as cur at index, as held by node
 // rm, and returns their new index: an agent claiming them then waits, as

@@ -1171,3 +1171,49 @@ func TestRemoveRefusesAnotherSwarmWhatTheStampsSay(t *testing.T) {
 		t.Errorf("leases after the refusal: %v, facts kept %v; want both leases and the facts", leases, c.has(netspec.NodesKVPrefix+"gone000000000000000000000"))
 	}
 }
+
+// TestRemoveMakesAStartingAgentWait: an agent of the node starting while
+// node rm removes its records waits until they are gone (README). It
+// judged node rm's hold of the facts by their stamp, written by the
+// machine node rm runs on: an agent whose clock was two minutes ahead of
+// it took the facts at once, and the addresses it then allocated for its
+// containers were freed by the rest of the removal.
+func TestRemoveMakesAStartingAgentWait(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	p, _ := ipam.PoolOf(pool, false)
+	const id = "gone000000000000000000000"
+	var writing, started bool
+	var claimErr error
+	var allocated netip.Addr
+	c.kv.Hook = func(call string, keys []string) error {
+		if call != "list" || writing || started || len(keys) != 1 || !strings.HasPrefix(keys[0], ipam.KVPrefix+pool.Name+"/") {
+			return nil
+		}
+		// node rm holds the facts and is about to read the pool: the
+		// node's agent starts, by a clock two minutes ahead.
+		writing, started = true, true
+		defer func() { writing = false }()
+		claimCtx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
+		defer cancel()
+		claimErr = c.st.Claim(claimCtx, netspec.NodeFacts{ID: id, Node: "old", Holder: netspec.Holder{Instance: "agent-again"}},
+			netspec.ClaimOptions{Stale: time.Minute, Poll: 10 * time.Millisecond, Now: func() time.Time { return time.Now().Add(2 * time.Minute) }})
+		if claimErr == nil {
+			allocated, _ = ipam.NewAllocator(c.kv, id, nil).Allocate(ctx, p, netip.Addr{}, ipam.KindTask)
+		}
+		return nil
+	}
+	_, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, id, Options{Stale: time.Minute})
+	c.kv.Hook = nil
+	if !started {
+		t.Fatal("set-up: the pool was never read during the removal")
+	}
+	if claimErr == nil {
+		allocs, _ := ipam.Allocations(ctx, c.kv, p)
+		al, ok := allocs[allocated]
+		t.Errorf("an agent of the node claimed it while node rm removed it (removal: %v); the address it then allocated, %s, is now %+v (recorded: %v)",
+			err, allocated, al, ok)
+	} else if !errors.Is(claimErr, context.DeadlineExceeded) {
+		t.Errorf("claim during the removal: %v; want it waiting", claimErr)
+	}
+}

@@ -196,6 +196,11 @@ const NodesKVPrefix = "underlay/nodes/"
 
 func factsKey(id string) string { return NodesKVPrefix + id }
 
+// Remover is the holder `underlay node rm` writes into the facts of the
+// node it removes: an agent claiming them meanwhile waits (see
+// DecideClaim).
+const Remover = "underlay node rm"
+
 // ClaimVerdict is what an agent does about an identity's current holder.
 type ClaimVerdict int
 
@@ -221,7 +226,9 @@ const (
 // A holder that refreshed its facts while this agent waited is alive; one
 // that did not for stale is gone, whatever its stamp says: the stamp is the
 // holder's clock, and facts stamped ahead (a clock set back since) would
-// otherwise look fresh, and the identity held, for as long.
+// otherwise look fresh, and the identity held, for as long. Facts node rm
+// holds (Remover) are judged by watching only: their stamp is another
+// machine's clock.
 func DecideClaim(cur, first *NodeFacts, firstAt time.Time, me Holder, now time.Time, stale time.Duration, running func(pid int, start uint64) bool) ClaimVerdict {
 	if cur == nil || cur.Holder.Instance == "" || cur.Holder.Instance == me.Instance {
 		return ClaimTake
@@ -230,6 +237,15 @@ func DecideClaim(cur, first *NodeFacts, firstAt time.Time, me Holder, now time.T
 	switch {
 	case watched && !cur.UpdatedAt.Equal(first.UpdatedAt):
 		return ClaimRefuse
+	case cur.Holder.Instance == Remover:
+		// Its stamp is the clock of the machine node rm runs on, not
+		// this node's: ahead of it, a removal under way would look
+		// long over, and this agent would run while its addresses and
+		// ranges are freed. Only watching tells it is over.
+		if watched && now.Sub(firstAt) > stale {
+			return ClaimTake
+		}
+		return ClaimWait
 	case cur.Holder.sameSpace(me) && !running(cur.Holder.PID, cur.Holder.Start):
 		return ClaimTake // its process died (an agent killed and restarted)
 	case now.Sub(cur.UpdatedAt) > stale:

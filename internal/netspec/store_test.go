@@ -185,6 +185,7 @@ func TestDecideClaim(t *testing.T) {
 	}
 	other := netspec.Holder{Instance: "other", BootID: "b", PIDNS: "p", PID: 20, Start: 5}
 	remote := netspec.Holder{Instance: "remote", BootID: "elsewhere", PID: 20, Start: 5}
+	remover := netspec.Holder{Instance: netspec.Remover}
 	alive := func(int, uint64) bool { return true }
 	dead := func(int, uint64) bool { return false }
 	ahead := func(h netspec.Holder) *netspec.NodeFacts {
@@ -213,6 +214,11 @@ func TestDecideClaim(t *testing.T) {
 		{"holder stamped ahead, not refreshed for a while", ahead(remote), ahead(remote), 10 * time.Second, dead, netspec.ClaimWait},
 		{"holder stamped ahead, not refreshed for stale", ahead(remote), ahead(remote), 31 * time.Second, dead, netspec.ClaimTake},
 		{"holder refreshed with a clock set back", facts(remote, 0), ahead(remote), 31 * time.Second, dead, netspec.ClaimRefuse},
+		// node rm stamps its hold with the clock of the machine it runs
+		// on: it is judged by watching only.
+		{"node rm, stamped long ago, first look", facts(remover, time.Hour), nil, 0, dead, netspec.ClaimWait},
+		{"node rm, not refreshed for a while", facts(remover, time.Hour), facts(remover, time.Hour), 10 * time.Second, dead, netspec.ClaimWait},
+		{"node rm, not refreshed for stale", facts(remover, time.Hour), facts(remover, time.Hour), 31 * time.Second, dead, netspec.ClaimTake},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if got := netspec.DecideClaim(c.cur, c.first, now.Add(-c.watched), me, now, 30*time.Second, c.running); got != c.want {
