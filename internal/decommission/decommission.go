@@ -230,6 +230,17 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 		}
 	}
 
+	// The hold is renewed before each network, so that an agent
+	// starting meanwhile, which judges it by watching it unchanged (see
+	// netspec.DecideClaim), waits however long the removal takes; one
+	// that took it over stops the removal there.
+	renew := func() error {
+		if index == 0 {
+			return nil
+		}
+		index, err = hold(ctx, kv, f, cur, index, now, "changed while it was being removed: is its agent running? Stop it and run this again")
+		return err
+	}
 	out := Removed{ID: f.ID, Node: f.Node, Ranges: map[string][]netip.Prefix{}, Addresses: map[string][]netip.Addr{}, Warnings: warnings}
 	l, err := st.ReadListing(ctx)
 	if err != nil {
@@ -244,11 +255,17 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 	// A network whose spec cannot be read keeps its ranges and reports by
 	// its name alone, and `network rm` of it waits for every report.
 	for _, b := range l.Bad {
+		if err := renew(); err != nil {
+			return out, err
+		}
 		if err := forgetOn(ctx, kv, st, b.Name, f.ID, &out); err != nil {
 			return out, err
 		}
 	}
 	for _, s := range l.Specs {
+		if err := renew(); err != nil {
+			return out, err
+		}
 		if err := forgetOn(ctx, kv, st, s.Name, f.ID, &out); err != nil {
 			return out, err
 		}
@@ -274,6 +291,9 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 				return out, err
 			}
 		}
+	}
+	if err := renew(); err != nil {
+		return out, err
 	}
 	keys := []string{inventory.KVPrefix + f.ID, doctor.IDPrefix + f.ID, taskmetrics.IDPrefix + f.ID}
 	for _, k := range keys {
@@ -451,6 +471,13 @@ const Remover = netspec.Remover
 // for any holder, for them to be stale, by when they are gone. Facts
 // changed since index refuse the removal.
 func takeOver(ctx context.Context, kv KV, f netspec.NodeFacts, cur netspec.NodeFacts, index uint64, now func() time.Time) (uint64, error) {
+	return hold(ctx, kv, f, cur, index, now, "changed as they were found silent: is its agent running? Nothing was removed; stop it and run this again")
+}
+
+// hold writes the facts of f, cur at index, as held by node rm, stamped
+// now, and returns their new index; facts changed since index refuse the
+// removal, saying how they changed (lost).
+func hold(ctx context.Context, kv KV, f netspec.NodeFacts, cur netspec.NodeFacts, index uint64, now func() time.Time, lost string) (uint64, error) {
 	cur.ID = f.ID // the key's (see netspec.ReadNodes)
 	cur.Node = cmp.Or(cur.Node, f.Node)
 	cur.Holder = netspec.Holder{Instance: Remover}
@@ -462,10 +489,10 @@ func takeOver(ctx context.Context, kv KV, f netspec.NodeFacts, cur netspec.NodeF
 	key := netspec.NodesKVPrefix + f.ID
 	res, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.CAS, Key: key, Value: b, Index: index}})
 	if err != nil {
-		return 0, fmt.Errorf("take over the facts of %s: %w", describe(f), err)
+		return 0, fmt.Errorf("hold the facts of %s for node rm: %w", describe(f), err)
 	}
 	if !res.OK || len(res.Pairs) == 0 {
-		return 0, fmt.Errorf("%w: the facts of %s changed as they were found silent: is its agent running? Nothing was removed; stop it and run this again", ErrRefused, describe(f))
+		return 0, fmt.Errorf("%w: the facts of %s %s", ErrRefused, describe(f), lost)
 	}
 	return res.Pairs[0].Index, nil
 }

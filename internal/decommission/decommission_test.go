@@ -10,6 +10,7 @@ import (
 	"path"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -1215,5 +1216,122 @@ func TestRemoveMakesAStartingAgentWait(t *testing.T) {
 			err, allocated, al, ok)
 	} else if !errors.Is(claimErr, context.DeadlineExceeded) {
 		t.Errorf("claim during the removal: %v; want it waiting", claimErr)
+	}
+}
+
+// TestRemoveHoldsTheFactsAsItGoes: an agent of the node starting while
+// node rm removes its records waits for as long as the removal takes.
+// node rm took the facts over once, before the first network: an agent
+// watching them unchanged for stale (30 s) took them over while a long
+// removal (many networks, a slow Consul) went on, and the addresses it
+// allocated then on a network not yet done were freed. node rm renews its
+// hold before each network. Here each cluster network takes the agent's
+// clock 20 s.
+func TestRemoveHoldsTheFactsAsItGoes(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := newCluster(t)
+	for i, name := range []string{"pool2", "pool3"} {
+		s := pool
+		s.Name, s.Parent = name, fmt.Sprintf("eth%d", 2+i)
+		s.Subnet, s.Gateway = netip.MustParsePrefix(fmt.Sprintf("10.%d.0.0/16", 30+i)), netip.MustParseAddr(fmt.Sprintf("10.%d.0.1", 30+i))
+		if err := c.st.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	const id = "gone000000000000000000000"
+	var mu sync.Mutex // guards following fields
+	clock := time.Now()
+	polls := 0 // the agent's reads of the facts
+	claimDone := false
+	claimed := make(chan error, 1)
+	var allocated []netip.Addr
+	agentClock := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	awaitPolls := func(n int) {
+		mu.Lock()
+		start := polls
+		mu.Unlock()
+		for {
+			mu.Lock()
+			done := polls >= start+n || claimDone
+			mu.Unlock()
+			if done {
+				return
+			}
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}
+	started := false
+	c.kv.Hook = func(call string, keys []string) error {
+		if call == "get" && slices.Equal(keys, []string{netspec.NodesKVPrefix + id}) {
+			mu.Lock()
+			polls++
+			mu.Unlock()
+			return nil
+		}
+		if call != "list" || len(keys) != 1 || !strings.HasPrefix(keys[0], ipam.KVPrefix) || !strings.HasSuffix(keys[0], "/v4/blocks/") {
+			return nil
+		}
+		mu.Lock()
+		agents := claimDone // the agent's own reads, once it runs
+		mu.Unlock()
+		if agents {
+			return nil
+		}
+		// node rm is about to read a cluster network's blocks.
+		if !started {
+			started = true
+			go func() { // the node's agent starts, waiting for the facts
+				err := c.st.Claim(ctx, netspec.NodeFacts{ID: id, Node: "old", Holder: netspec.Holder{Instance: "agent-again"}},
+					netspec.ClaimOptions{Stale: 30 * time.Second, Poll: time.Millisecond, Now: agentClock})
+				mu.Lock()
+				claimDone = true
+				mu.Unlock()
+				if err == nil {
+					a := ipam.NewAllocator(c.kv, id, nil)
+					for _, name := range []string{pool.Name, "pool2", "pool3"} {
+						s, _, _ := c.st.Get(ctx, name)
+						p, _ := ipam.PoolOf(s, false)
+						if addr, err := a.Allocate(ctx, p, netip.Addr{}, ipam.KindTask); err == nil {
+							mu.Lock()
+							allocated = append(allocated, addr)
+							mu.Unlock()
+						}
+					}
+				}
+				claimed <- err
+			}()
+		} else {
+			mu.Lock()
+			clock = clock.Add(20 * time.Second)
+			mu.Unlock()
+		}
+		awaitPolls(2) // the agent looked since
+		return nil
+	}
+	_, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, id, Options{Stale: time.Minute})
+	claimErr := <-claimed // facts gone: the agent starts afresh
+	c.kv.Hook = nil
+	mu.Lock()
+	defer mu.Unlock()
+	if err != nil || claimErr != nil {
+		t.Errorf("removal: %v; the agent's claim: %v; want both done, the claim once the removal was", err, claimErr)
+	}
+	for _, name := range []string{pool.Name, "pool2", "pool3"} {
+		s, _, _ := c.st.Get(ctx, name)
+		p, _ := ipam.PoolOf(s, false)
+		allocs, _ := ipam.Allocations(ctx, c.kv, p)
+		for _, a := range allocated {
+			if p.Prefix.Contains(a) && allocs[a].Node != id {
+				t.Errorf("%s, allocated by the agent that started, is now %+v: freed by the removal", a, allocs[a])
+			}
+		}
+	}
+	if len(allocated) != 3 {
+		t.Errorf("the agent allocated %v, want an address of each cluster network", allocated)
 	}
 }

@@ -227,25 +227,27 @@ const (
 // that did not for stale is gone, whatever its stamp says: the stamp is the
 // holder's clock, and facts stamped ahead (a clock set back since) would
 // otherwise look fresh, and the identity held, for as long. Facts node rm
-// holds (Remover) are judged by watching only: their stamp is another
-// machine's clock.
+// holds (Remover) are judged by watching only, their stamp being another
+// machine's clock: renewed, they are waited for (first must then be the
+// renewal).
 func DecideClaim(cur, first *NodeFacts, firstAt time.Time, me Holder, now time.Time, stale time.Duration, running func(pid int, start uint64) bool) ClaimVerdict {
 	if cur == nil || cur.Holder.Instance == "" || cur.Holder.Instance == me.Instance {
 		return ClaimTake
 	}
 	watched := first != nil && first.Holder.Instance == cur.Holder.Instance
 	switch {
-	case watched && !cur.UpdatedAt.Equal(first.UpdatedAt):
-		return ClaimRefuse
 	case cur.Holder.Instance == Remover:
 		// Its stamp is the clock of the machine node rm runs on, not
 		// this node's: ahead of it, a removal under way would look
 		// long over, and this agent would run while its addresses and
-		// ranges are freed. Only watching tells it is over.
-		if watched && now.Sub(firstAt) > stale {
+		// ranges are freed. Only watching tells it is over: node rm
+		// renews its hold as it goes, and a renewal is watched anew.
+		if watched && cur.UpdatedAt.Equal(first.UpdatedAt) && now.Sub(firstAt) > stale {
 			return ClaimTake
 		}
 		return ClaimWait
+	case watched && !cur.UpdatedAt.Equal(first.UpdatedAt):
+		return ClaimRefuse
 	case cur.Holder.sameSpace(me) && !running(cur.Holder.PID, cur.Holder.Start):
 		return ClaimTake // its process died (an agent killed and restarted)
 	case now.Sub(cur.UpdatedAt) > stale:
@@ -301,7 +303,9 @@ func (st *Store) Claim(ctx context.Context, f NodeFacts, o ClaimOptions) error {
 			return fmt.Errorf("node %s (swarm node %s): %w: %s, facts refreshed %s; is another agent running against this node's dockerd? Stop one of them",
 				f.Node, f.ID, ErrIdentityHeld, cur.Holder, cur.UpdatedAt.Format(time.RFC3339))
 		}
-		if first == nil || first.Holder.Instance != cur.Holder.Instance {
+		// Facts changed since first are node rm's renewed hold (any
+		// other holder's refuse the claim above): watched anew.
+		if first == nil || first.Holder.Instance != cur.Holder.Instance || !first.UpdatedAt.Equal(cur.UpdatedAt) {
 			first, firstAt = cur, now()
 		}
 		select {

@@ -219,6 +219,7 @@ func TestDecideClaim(t *testing.T) {
 		{"node rm, stamped long ago, first look", facts(remover, time.Hour), nil, 0, dead, netspec.ClaimWait},
 		{"node rm, not refreshed for a while", facts(remover, time.Hour), facts(remover, time.Hour), 10 * time.Second, dead, netspec.ClaimWait},
 		{"node rm, not refreshed for stale", facts(remover, time.Hour), facts(remover, time.Hour), 31 * time.Second, dead, netspec.ClaimTake},
+		{"node rm renewed its hold", facts(remover, 0), facts(remover, time.Hour), 31 * time.Second, dead, netspec.ClaimWait},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if got := netspec.DecideClaim(c.cur, c.first, now.Add(-c.watched), me, now, 30*time.Second, c.running); got != c.want {
