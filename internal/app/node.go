@@ -154,7 +154,7 @@ manager); when no stamp shows such an agent, their facts are watched for 15 s.`,
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(streams.Out, "node %s removed\n", describeRemoved(got))
+			fmt.Fprintln(streams.Out, removedLine(got))
 			return nil
 		},
 	}
@@ -228,6 +228,16 @@ func printRemoved(streams IOStreams, r decommission.Removed) {
 	for _, w := range r.Warnings {
 		fmt.Fprintf(streams.ErrOut, "warning: %s\n", c(w))
 	}
+}
+
+// removedLine is node rm's last line: the node removed, or, when
+// nothing was recorded under it (removed already, or an argument naming
+// no node), that nothing was.
+func removedLine(r decommission.Removed) string {
+	if len(r.Ranges)+len(r.Reports)+len(r.Addresses)+len(r.Keys)+len(r.Changed) == 0 {
+		return fmt.Sprintf("nothing recorded under %s: nothing removed", describeRemoved(r))
+	}
+	return fmt.Sprintf("node %s removed", describeRemoved(r))
 }
 
 func describeRemoved(r decommission.Removed) string {

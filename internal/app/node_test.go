@@ -136,7 +136,7 @@ func TestPrintRemovedQuotesOddNames(t *testing.T) {
 	}
 	var out, errOut bytes.Buffer
 	printRemoved(IOStreams{Out: &out, ErrOut: &errOut}, r)
-	fmt.Fprintf(&out, "node %s removed\n", describeRemoved(r))
+	fmt.Fprintln(&out, removedLine(r))
 	if lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n"); len(lines) != 5 {
 		t.Errorf("%d lines, want 5 (range, report, address, key, node):\n%s", len(lines), out.String())
 	}
@@ -239,4 +239,22 @@ func tableRows(out string) []string {
 		rows = append(rows, strings.Join(strings.Fields(l), " "))
 	}
 	return rows
+}
+
+// TestRemovedLine: node rm said "node X removed" when nothing was
+// recorded under X (an argument naming no node, such as the start of a
+// node's ID, which docker node rm takes), as if it had removed a node.
+func TestRemovedLine(t *testing.T) {
+	for _, c := range []struct {
+		r    decommission.Removed
+		want string
+	}{
+		{decommission.Removed{ID: "gone", Node: "old", Keys: []string{"underlay/nodes/gone"}}, "node old (swarm node gone) removed"},
+		{decommission.Removed{ID: "l"}, "nothing recorded under l: nothing removed"},
+		{decommission.Removed{ID: "l", Warnings: []string{"l is not a whole swarm node ID"}}, "nothing recorded under l: nothing removed"},
+	} {
+		if got := removedLine(c.r); got != c.want {
+			t.Errorf("removedLine(%+v) = %q, want %q", c.r, got, c.want)
+		}
+	}
 }

@@ -20,7 +20,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
+	"slices"
 	"strings"
 	"time"
 
@@ -187,6 +189,11 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 	nodes := make(map[string]string, len(list))
 	for _, n := range list {
 		nodes[n.ID] = n.State
+	}
+	if !found {
+		if w := startOfIDs(f.ID, agents, nodes); w != "" {
+			warnings = append(warnings, w)
+		}
 	}
 	if state, ok := nodes[f.ID]; ok {
 		return Removed{Warnings: warnings}, fmt.Errorf("%w: %s is still a swarm node (%s): drain it, stop it and run `docker node rm %s` first; underlay removes only what nodes the swarm no longer lists left behind",
@@ -703,6 +710,39 @@ func checkSameSwarmWatched(ctx context.Context, st *netspec.Store, f netspec.Nod
 	agents, _ := netspec.AgentsFacts(again)
 	_, err = checkSameSwarm(f, agents, before, nodes, now(), o.Stale)
 	return err
+}
+
+// startOfIDs warns when arg, an identity no facts have, is only the
+// start of the IDs of swarm nodes (nodes, by ID) or of agents' facts
+// (all): docker node rm takes that, node rm takes it for an identity of
+// its own, with nothing recorded under it.
+func startOfIDs(arg string, all []netspec.NodeFacts, nodes map[string]string) string {
+	of := map[string]string{}
+	for id, state := range nodes {
+		if len(id) > len(arg) && strings.HasPrefix(id, arg) {
+			of[id] = state
+		}
+	}
+	for _, n := range all {
+		if len(n.ID) > len(arg) && strings.HasPrefix(n.ID, arg) && of[n.ID] == "" {
+			of[n.ID] = "not in the swarm"
+			if n.Node != "" {
+				of[n.ID] += "; its facts name node " + termtext.Cell(n.Node)
+			}
+		}
+	}
+	if len(of) == 0 {
+		return ""
+	}
+	var each []string
+	for _, id := range slices.Sorted(maps.Keys(of)) {
+		each = append(each, fmt.Sprintf("swarm node %s's (%s)", termtext.Cell(id), of[id]))
+	}
+	if len(each) > 5 { // documents any agent writes: named, not all
+		each = append(each[:5:5], "…")
+	}
+	return fmt.Sprintf("%s is not a whole swarm node ID, only the start of %s: node rm names a node by its whole ID, or its name, and removes what is recorded under that",
+		termtext.Cell(arg), strings.Join(each, ", "))
 }
 
 func alnum(r rune) bool {

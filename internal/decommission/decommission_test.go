@@ -1335,3 +1335,28 @@ func TestRemoveHoldsTheFactsAsItGoes(t *testing.T) {
 		t.Errorf("the agent allocated %v, want an address of each cluster network", allocated)
 	}
 }
+
+// TestRemoveWarnsOfAnIDsStart: docker node rm takes the start of a node's
+// ID; node rm took such an argument for an identity of its own, removed
+// nothing (nothing is recorded under it) and said nothing of it. It now
+// warns, naming the swarm nodes and the facts whose ID it starts.
+func TestRemoveWarnsOfAnIDsStart(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	got, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "l", Options{Stale: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got.Ranges)+len(got.Reports)+len(got.Addresses)+len(got.Keys)+len(got.Changed) != 0 {
+		t.Errorf("removed %+v; want nothing", got)
+	}
+	want := "l is not a whole swarm node ID, only the start of swarm node live000000000000000000000's (ready): node rm names a node by its whole ID, or its name, and removes what is recorded under that"
+	if !slices.Contains(got.Warnings, want) {
+		t.Errorf("warnings %q, want %q", got.Warnings, want)
+	}
+	got, err = Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "gone", Options{Stale: time.Minute})
+	want = "gone is not a whole swarm node ID, only the start of swarm node gone000000000000000000000's (not in the swarm; its facts name node old)"
+	if err != nil || !slices.ContainsFunc(got.Warnings, func(w string) bool { return strings.HasPrefix(w, want) }) || !c.has(netspec.NodesKVPrefix+"gone000000000000000000000") {
+		t.Errorf("remove gone: %+v, %v; want nothing removed and a warning starting %q", got, err, want)
+	}
+}
