@@ -474,8 +474,8 @@ func forgetOn(ctx context.Context, kv KV, st *netspec.Store, name, id string, ou
 const Remover = netspec.Remover
 
 // takeOver writes the facts of f, read as cur at index, as held by node
-// rm, and returns their new index: an agent claiming them then waits, as
-// for any holder, for them to be stale, by when they are gone. Facts
+// rm, and returns their new index: an agent claiming them then waits
+// while Remove renews the hold (see hold), until they are gone. Facts
 // changed since index refuse the removal.
 func takeOver(ctx context.Context, kv KV, f netspec.NodeFacts, cur netspec.NodeFacts, index uint64, now func() time.Time) (uint64, error) {
 	return hold(ctx, kv, f, cur, index, now, "changed as they were found silent: is its agent running? Nothing was removed; stop it and run this again")
