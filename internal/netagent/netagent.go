@@ -58,6 +58,15 @@ type ConfigNet struct {
 	Range netip.Prefix
 }
 
+// IPAMMode is the IPAM mode the config-only network was made for, by its
+// IPAM driver: cluster, or per-node.
+func (cn ConfigNet) IPAMMode() netspec.IPAMMode {
+	if cn.ClusterIPAM {
+		return netspec.Cluster
+	}
+	return netspec.PerNode
+}
+
 // Swarm is what the reconciler needs of the swarm, through this node's
 // dockerd; it is consulted only on the swarm leader.
 type Swarm interface {
@@ -500,6 +509,13 @@ func (r *Reconciler) realiseNode(ctx context.Context, s netspec.Spec) (netspec.N
 	if exists && cn.Network != s.Name {
 		return netspec.NodeState{}, fmt.Errorf("network %s: Docker network %s (%s) is not the config-only network underlay makes for it (no %s=true, %s=%s labels); rename or remove it to let underlay create its own",
 			s.Name, netspec.ConfigNetworkName(s.Name), stringid.TruncateID(cn.ID), netspec.LabelManaged, netspec.LabelNetwork, s.Name)
+	}
+	if made := cn.IPAMMode(); exists && made != s.IPAM {
+		// Left from a network of the name made again under the other mode
+		// while this node's agent was away: a cluster-IPAM one holds no
+		// range, and would pass for an older underlay's below.
+		return netspec.NodeState{}, fmt.Errorf("network %s: config-only network %s was made for %s IPAM, not the spec's %s; remove it to let underlay recreate it",
+			s.Name, netspec.ConfigNetworkName(s.Name), made, s.IPAM)
 	}
 	if exists && !have.IsValid() && plan.Block.IsValid() {
 		// Made by an underlay that did not label the range, on a Docker that

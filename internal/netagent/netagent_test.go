@@ -1520,3 +1520,70 @@ func BenchmarkSettledOrphanSync(b *testing.B) {
 	}
 	b.ReportMetric(float64(host.listings-listings)/float64(n), "docker-listings/sync")
 }
+
+// TestSyncRefusesConfigNetworkOfTheOtherIPAM: a config-only network
+// underlay made for the network under the other IPAM mode (left from a
+// network of the name removed and made again while this node's agent
+// was away) is not taken for the network's. A cluster-IPAM one holds no
+// range, which was taken for an older underlay's unlabelled one on a
+// Docker that does not report it: the per-node network was reported
+// ready on the cluster IPAM driver's network, its containers given no
+// address of the node's range. Either way the network reports the
+// mismatch, naming both modes.
+func TestSyncRefusesConfigNetworkOfTheOtherIPAM(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		ipam netspec.IPAMMode
+		// cluster says the config-only network left is a cluster-IPAM one.
+		cluster bool
+	}{
+		{"per-node spec, cluster config", netspec.PerNode, true},
+		{"cluster spec, per-node config", netspec.Cluster, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := netspec.NewStore(kvtest.New())
+			spec := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.10.0.0/24"), Gateway: netip.MustParseAddr("10.10.0.1"),
+				Parent: "eth1", IPAM: tc.ipam}
+			if tc.ipam == netspec.PerNode {
+				spec.PerNodeSize = 16
+			}
+			if err := st.Create(ctx, spec); err != nil {
+				t.Fatal(err)
+			}
+			host := &rangedHost{fakeHost: fakeHost{created: []string{"web"}}, ranges: map[string]netip.Prefix{}}
+			if tc.cluster {
+				host.cluster = []string{"web"}
+			} else {
+				host.ranges["web"] = netip.MustParsePrefix("10.10.0.0/28")
+			}
+			r := reconcilerOf(st, &host.fakeHost, host, func(string, string) error { return nil })
+			r.Docker = host
+			r.IPAM = shimIPAM{v4: netip.MustParseAddr("10.10.0.77")}
+			err := r.Sync(ctx)
+			if err == nil || !strings.Contains(err.Error(), "web-config") || !strings.Contains(err.Error(), string(netspec.Cluster)) ||
+				!strings.Contains(err.Error(), string(netspec.PerNode)) {
+				t.Errorf("sync: %v, want an error naming web-config and both IPAM modes", err)
+			}
+			if states, _ := st.NodeStates(ctx, "web"); len(states) != 1 || states[0].State != netspec.StateError {
+				t.Errorf("web reported %+v, want an error", states)
+			}
+			if len(host.removed) != 0 || len(host.created) != 1 {
+				t.Errorf("networks created %v, removed %v; want the one left, untouched", host.created, host.removed)
+			}
+		})
+	}
+}
+
+// rangedHost is fakeHost whose config-only networks report the ranges
+// given, by network (none for the others).
+type rangedHost struct {
+	fakeHost
+	ranges map[string]netip.Prefix
+}
+
+func (h *rangedHost) ConfigNetwork(ctx context.Context, name string) (ConfigNet, error) {
+	cn, err := h.fakeHost.ConfigNetwork(ctx, name)
+	cn.Range = h.ranges[cn.Network]
+	return cn, err
+}
