@@ -327,24 +327,32 @@ func (r *Reconciler) warnUnlisted(keys []string) {
 }
 
 // orphans are the cluster networks of the labelled config-only networks
-// underlay made, those under the name it gives them: no other is
-// underlay's (Docker renames no network), whatever its labels say —
-// copied by an operator, or a script's — so none is removed, nor its
-// network's shim, lease or VLAN parent torn down for it. Each is warned of
-// once while it stays.
+// underlay made, those under the name it gives them, for a network name
+// it gives (netspec.IsNetworkName, as marked links and leases are
+// taken): no other is underlay's (Docker renames no network), whatever
+// its labels say — copied by an operator, or a script's — so none is
+// removed, nor its network's shim, lease or VLAN parent torn down for
+// it. Each is warned of once while it stays.
 func (r *Reconciler) orphans(managed []ConfigNet) []string {
 	var names []string
 	foreign := map[string]bool{}
 	for _, cn := range managed {
-		if cn.Name == netspec.ConfigNetworkName(cn.Network) {
+		named := netspec.IsNetworkName(cn.Network)
+		if named && cn.Name == netspec.ConfigNetworkName(cn.Network) {
 			names = append(names, cn.Network)
 			continue
 		}
 		foreign[cn.ID] = true
-		if !r.foreign[cn.ID] {
-			r.log().Warn("a Docker network bears underlay's labels but not the name underlay gives the config-only network; not underlay's, left alone",
-				"docker_network", cn.Name, "id", stringid.TruncateID(cn.ID), "labelled_network", cn.Network, "config_network", netspec.ConfigNetworkName(cn.Network))
+		if r.foreign[cn.ID] {
+			continue
 		}
+		if !named {
+			r.log().Warn("a Docker network bears underlay's labels for a network name no underlay gives; not underlay's, left alone",
+				"docker_network", cn.Name, "id", stringid.TruncateID(cn.ID), "labelled_network", cn.Network)
+			continue
+		}
+		r.log().Warn("a Docker network bears underlay's labels but not the name underlay gives the config-only network; not underlay's, left alone",
+			"docker_network", cn.Name, "id", stringid.TruncateID(cn.ID), "labelled_network", cn.Network, "config_network", netspec.ConfigNetworkName(cn.Network))
 	}
 	r.foreign = foreign
 	return names

@@ -1587,3 +1587,32 @@ func (h *rangedHost) ConfigNetwork(ctx context.Context, name string) (ConfigNet,
 	cn.Range = h.ranges[cn.Network]
 	return cn, err
 }
+
+// TestSyncLeavesLabelledNetworkOfNoNetworkName: a config-only network
+// bearing underlay's labels under the name underlay would give it, but
+// for a network name no underlay gives (49 characters: `network create`
+// takes at most 48), is not underlay's: it is left alone, with the shim
+// and lease of its name, and warned of once. Before, it was taken for an
+// orphan of underlay's and removed.
+func TestSyncLeavesLabelledNetworkOfNoNetworkName(t *testing.T) {
+	ctx := context.Background()
+	st := storeWithWeb(t)
+	long := strings.Repeat("a", 49)
+	host := &fakeHost{created: []string{long}, managed: []string{long}}
+	logs := &bytes.Buffer{}
+	var shims []string
+	r := reconcilerOf(st, host, host, func(name, _ string) error { shims = append(shims, name); return nil })
+	r.Log = slog.New(slog.NewTextHandler(logs, nil))
+	for range 3 {
+		if err := r.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(host.removed) != 0 || len(shims) != 0 {
+		t.Errorf("removed %v, shims %v; want nothing", host.removed, shims)
+	}
+	out := logs.String()
+	if strings.Count(out, "level=WARN") != 1 || !strings.Contains(out, "docker_network="+netspec.ConfigNetworkName(long)) || strings.Contains(out, "network removed from this node") {
+		t.Errorf("logs of three syncs:\n%s\nwant one warning naming the Docker network %s, and no removal", logs, netspec.ConfigNetworkName(long))
+	}
+}
