@@ -237,7 +237,13 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		}
 		if s.Deleting {
 			gone[s.Name] = true
-			errs = append(errs, r.teardown(ctx, s, l.SpecIndex(s.Name), true, hostnet.Marks{Shims: marks[s.Name].Shims}))
+			if err := r.teardown(ctx, s, l.SpecIndex(s.Name), true, hostnet.Marks{Shims: marks[s.Name].Shims}); err != nil {
+				// Said where `network rm`, waiting for this node's
+				// removal, and `network inspect` look: the last report
+				// said ready.
+				r.report(ctx, s.Name, netspec.NodeState{State: netspec.StateError, Parent: s.Parent, Error: "removal failed: " + err.Error()})
+				errs = append(errs, err)
+			}
 			continue
 		}
 		wanted[s.Name] = true

@@ -1616,3 +1616,51 @@ func TestSyncLeavesLabelledNetworkOfNoNetworkName(t *testing.T) {
 		t.Errorf("logs of three syncs:\n%s\nwant one warning naming the Docker network %s, and no removal", logs, netspec.ConfigNetworkName(long))
 	}
 }
+
+// TestDeletingTeardownFailureReported: a network marked for removal
+// whose teardown fails on this node (dockerd refuses to remove its
+// config-only network, in use) is reported in error, naming the failure,
+// once while it stays; before, the node's report said ready to the end,
+// and `network rm` timed out asking whether the node's agent runs. Once
+// the teardown is done, the node reports the network removed.
+func TestDeletingTeardownFailureReported(t *testing.T) {
+	ctx := context.Background()
+	kv, st := kvWithWeb(t)
+	inUse := &inUseHost{}
+	r := reconcilerOf(st, &inUse.fakeHost, inUse, func(string, string) error { return nil })
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MarkDeleting(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	r.Docker = inUse
+	reportKey := netspec.KVPrefix + "web/nodes/id1"
+	writes := 0
+	kv.Hook = func(call string, keys []string) error {
+		if call == "txn" && slices.Contains(keys, reportKey) {
+			writes++
+		}
+		return nil
+	}
+	for range 3 {
+		if err := r.Sync(ctx); err == nil || !strings.Contains(err.Error(), "in use") {
+			t.Fatalf("sync of web, its config-only network in use: %v, want an error saying so", err)
+		}
+	}
+	kv.Hook = nil
+	if writes != 1 {
+		t.Errorf("three syncs failing alike wrote web's report %d times, want once", writes)
+	}
+	states, _ := st.NodeStates(ctx, "web")
+	if len(states) != 1 || states[0].State != netspec.StateError || !strings.Contains(states[0].Error, "in use") || !strings.Contains(states[0].Error, "web-config") {
+		t.Errorf("web reported %+v while its teardown fails, want an error naming web-config in use", states)
+	}
+	r.Docker = &inUse.fakeHost
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if states, _ := st.NodeStates(ctx, "web"); len(states) != 1 || states[0].State != netspec.StateRemoved || states[0].Error != "" {
+		t.Errorf("web reported %+v once torn down, want removed", states)
+	}
+}
