@@ -168,19 +168,29 @@ func (st *Store) waitRemoved(ctx context.Context, name string, r Removal) error 
 		if err != nil {
 			return err
 		}
-		var left []string
+		var left, said []string
 		for _, s := range states {
-			if s.State != StateRemoved {
-				left = append(left, s.Node)
+			if s.State == StateRemoved {
+				continue
+			}
+			left = append(left, s.Node)
+			// What its agent said last: why it cannot take its part
+			// down (its teardown failed), or an error from before.
+			if s.State == StateError && s.Error != "" {
+				said = append(said, s.Node+" reports: "+strings.ReplaceAll(s.Error, "\n", "; "))
 			}
 		}
 		if len(left) == 0 {
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("network %s: node(s) %s did not take it down within %s (are their agents running?); run rm again to retry; "+
+			why := ""
+			for _, s := range said {
+				why += "; " + s
+			}
+			return fmt.Errorf("network %s: node(s) %s did not take it down within %s (are their agents running?)%s; run rm again to retry; "+
 				"for a node removed from the swarm for good, `underlay node rm NODE` removes its report (underlay node ls lists them)",
-				name, strings.Join(left, ", "), r.Timeout)
+				name, strings.Join(left, ", "), r.Timeout, why)
 		}
 		select {
 		case <-ctx.Done():

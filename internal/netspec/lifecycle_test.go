@@ -203,6 +203,18 @@ func TestRemove(t *testing.T) {
 			t.Errorf("spec after a timeout: present %v, deleting %v; want kept, marked deleting", ok, s.Deleting)
 		}
 	})
+	t.Run("a node reports its removal failed", func(t *testing.T) {
+		// The node's agent runs and says why it cannot take its part
+		// down: rm's error says it too, beside the nodes that said
+		// nothing.
+		st := setup(t)
+		why := "removal failed: network web: remove config-only network: configuration network \"web-config\" is in use"
+		m := &fakeManager{id: "abc", onRemove: func() { st.Report(ctx, "web", NodeState{ID: "n1", Node: "n1", State: StateError, Error: why}) }}
+		_, err := st.Remove(ctx, m, "web", Removal{Timeout: 20 * time.Millisecond, Poll: time.Millisecond})
+		if err == nil || !strings.Contains(err.Error(), "node(s) n1, n2 did not take it down") || !strings.Contains(err.Error(), "n1 reports: "+why) {
+			t.Fatalf("err = %v, want one naming n1 and n2, and what n1 reports", err)
+		}
+	})
 }
 
 type errLister struct{ nets []DockerNetwork }
