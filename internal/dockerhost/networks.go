@@ -36,7 +36,8 @@ func (n *Networks) ConfigNetwork(ctx context.Context, name string) (netagent.Con
 // config-only network's name.
 func configNet(nw network.Inspect) netagent.ConfigNet {
 	return netagent.ConfigNet{Exists: true, ID: nw.ID, Name: nw.Name, Network: managedConfigNetwork(nw.ConfigOnly, nw.Labels),
-		ClusterIPAM: nw.IPAM.Driver == netspec.ClusterIPAMDriver, Range: configRange(nw)}
+		ClusterIPAM: nw.IPAM.Driver == netspec.ClusterIPAMDriver, Range: configRange(nw),
+		Parent: nw.Options["parent"], IPvlanMode: nw.Options["ipvlan_mode"]}
 }
 
 // managedConfigNetwork is the cluster network a config-only network was

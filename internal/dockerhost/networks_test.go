@@ -89,6 +89,19 @@ func TestConfigNet(t *testing.T) {
 	}
 }
 
+// TestConfigNetDriverOptions: a config-only network's parent and ipvlan
+// mode are its driver options, which the reconciler compares with the
+// spec's.
+func TestConfigNetDriverOptions(t *testing.T) {
+	nw := network.Inspect{ID: "a", ConfigOnly: true, Options: map[string]string{"parent": "eth1.40", "ipvlan_mode": "l3"}}
+	if got := configNet(nw); got.Parent != "eth1.40" || got.IPvlanMode != "l3" {
+		t.Errorf("configNet: parent %q, ipvlan mode %q; want eth1.40, l3", got.Parent, got.IPvlanMode)
+	}
+	if got := configNet(network.Inspect{ID: "b", ConfigOnly: true}); got.Parent != "" || got.IPvlanMode != "" {
+		t.Errorf("configNet of a network without options: parent %q, ipvlan mode %q; want none", got.Parent, got.IPvlanMode)
+	}
+}
+
 // TestToSwarmNodes: node rm matches an older agent's node, keyed by its
 // name, against the host names the swarm lists: each node's ID, the host
 // name its engine reports, and its state.

@@ -56,6 +56,11 @@ type ConfigNet struct {
 	// Range is the IPv4 range it holds: the zero Prefix when it holds
 	// none, or when Docker cannot say (see netspec.LabelRange).
 	Range netip.Prefix
+	// Parent and IPvlanMode are its driver options parent and
+	// ipvlan_mode (see netspec.Spec.DriverOptions): the parent its
+	// endpoints hang off, "" when Docker does not say, and with ipvlan
+	// its mode ("" for macvlan).
+	Parent, IPvlanMode string
 }
 
 // IPAMMode is the IPAM mode the config-only network was made for, by its
@@ -531,6 +536,13 @@ func (r *Reconciler) realiseNode(ctx context.Context, s netspec.Spec) (netspec.N
 		return netspec.NodeState{}, fmt.Errorf("network %s: config-only network %s was made for %s IPAM, not the spec's %s; remove it to let underlay recreate it",
 			s.Name, netspec.ConfigNetworkName(s.Name), made, s.IPAM)
 	}
+	if exists && cn.Parent != "" && (cn.Parent != s.Parent || cn.IPvlanMode != s.IPvlanModeName()) {
+		// Left likewise from a network of the name on another parent or
+		// driver: its containers' endpoints would hang off another link
+		// than the host's shim.
+		return netspec.NodeState{}, fmt.Errorf("network %s: config-only network %s was made on parent %s (%s), not the spec's %s (%s); remove it to let underlay recreate it",
+			s.Name, netspec.ConfigNetworkName(s.Name), cn.Parent, driverOf(cn.IPvlanMode), s.Parent, driverOf(s.IPvlanModeName()))
+	}
 	if exists && !have.IsValid() && plan.Block.IsValid() {
 		// Made by an underlay that did not label the range, on a Docker that
 		// does not report it (29): it was made from the lease, which stands.
@@ -546,6 +558,16 @@ func (r *Reconciler) realiseNode(ctx context.Context, s netspec.Spec) (netspec.N
 		r.log().Info("config-only network created", "network", s.Name, "range", plan.Block, "shim", plan.Shim)
 	}
 	return netspec.NodeState{State: netspec.StateReady, Range: route, Shim: plan.Shim, Range6: route6, Shim6: plan.Shim6, ShimLink: plan.ShimLink, Parent: s.Parent}, nil
+}
+
+// driverOf names the driver of a config-only network, or a spec, by its
+// ipvlan mode (see netspec.Spec.IPvlanModeName): macvlan, or ipvlan and
+// the mode.
+func driverOf(ipvlanMode string) string {
+	if ipvlanMode == "" {
+		return netspec.Macvlan
+	}
+	return netspec.IPvlan + " " + ipvlanMode
 }
 
 // maybeCreateSwarmNetwork creates the swarm network on the leader once

@@ -1664,3 +1664,61 @@ func TestDeletingTeardownFailureReported(t *testing.T) {
 		t.Errorf("web reported %+v once torn down, want removed", states)
 	}
 }
+
+// TestSyncRefusesConfigNetworkOfAnotherParentOrDriver: a config-only
+// network underlay made for the network on another parent, or with
+// another driver (left from a network of the name made again while this
+// node's agent was away), holding the range the node leases, is not
+// taken for the network's: the host's shim was prepared on the spec's
+// parent while the containers' endpoints hung off the old one, and the
+// network was reported ready. The network reports the mismatch.
+func TestSyncRefusesConfigNetworkOfAnotherParentOrDriver(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name, parent, mode, want string
+	}{
+		{"another parent", "eth9", "", "eth9"},
+		{"ipvlan, spec macvlan", "eth1", "l2", "ipvlan l2"},
+		{"unreported", "", "", ""},
+		{"the same", "eth1", "", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := storeWithWeb(t)
+			host := &parentHost{fakeHost: fakeHost{created: []string{"web"}}, parent: tc.parent, mode: tc.mode}
+			r := reconcilerOf(st, &host.fakeHost, host, func(string, string) error { return nil })
+			r.Docker = host
+			err := r.Sync(ctx)
+			states, _ := st.NodeStates(ctx, "web")
+			if tc.want == "" {
+				if err != nil || len(states) != 1 || states[0].State != netspec.StateReady {
+					t.Errorf("sync: %v, web reported %+v; want ready", err, states)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), "web-config") || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("sync: %v, want an error naming web-config and %s", err, tc.want)
+			}
+			if len(states) != 1 || states[0].State != netspec.StateError {
+				t.Errorf("web reported %+v, want an error", states)
+			}
+			if len(host.removed) != 0 || len(host.created) != 1 {
+				t.Errorf("networks created %v, removed %v; want the one left, untouched", host.created, host.removed)
+			}
+		})
+	}
+}
+
+// parentHost is fakeHost whose config-only networks report the parent
+// and ipvlan mode given, and the first range of web's.
+type parentHost struct {
+	fakeHost
+	parent, mode string
+}
+
+func (h *parentHost) ConfigNetwork(ctx context.Context, name string) (ConfigNet, error) {
+	cn, err := h.fakeHost.ConfigNetwork(ctx, name)
+	if cn.Exists {
+		cn.Parent, cn.IPvlanMode, cn.Range = h.parent, h.mode, netip.MustParsePrefix("10.10.0.0/28")
+	}
+	return cn, err
+}
