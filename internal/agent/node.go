@@ -53,7 +53,7 @@ func (n *node) run(ctx context.Context) error {
 	}
 	kv := consul.NewKV(n.c.Consul)
 	store := netspec.NewStore(kv)
-	facts := &netagent.Facts{Store: store, ID: id, Node: n.name, Holder: netagent.Self()}
+	facts := &netagent.Facts{Store: store, ID: id, Node: n.name, Holder: netagent.Self(), Log: alog}
 	if err := claim(ctx, facts, alog, n.gate.Waiting); err != nil {
 		return stopped(ctx, err)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"slices"
@@ -31,6 +32,8 @@ type Facts struct {
 	// ID is the node's identity, Node its name for display.
 	ID, Node string
 	Holder   netspec.Holder
+	// Log is told of heartbeats that fail (see Run); nil discards.
+	Log *slog.Logger
 
 	mu sync.Mutex // guards published
 	// published is the interface list last published: Sync runs on every
@@ -82,20 +85,40 @@ func (f *Facts) Publish(ctx context.Context, force bool) error {
 
 // Run refreshes the facts every period until ctx ends. It returns
 // netspec.ErrIdentityHeld if another agent took the identity over (this
-// one looked gone): this agent must stop serving it.
+// one looked gone): this agent must stop serving it. A refresh that
+// fails otherwise is warned of once until one succeeds again: facts left
+// StaleAfter old make the node look down to every other.
 func (f *Facts) Run(ctx context.Context, period time.Duration) error {
 	t := time.NewTicker(period)
 	defer t.Stop()
+	failing := false
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
 		}
-		if err := f.Publish(ctx, true); errors.Is(err, netspec.ErrIdentityHeld) {
+		err := f.Publish(ctx, true)
+		switch {
+		case errors.Is(err, netspec.ErrIdentityHeld):
 			return err
+		case err != nil && ctx.Err() == nil && !failing:
+			failing = true
+			f.log().Warn("cannot refresh this node's facts; retrying at every heartbeat. Facts not refreshed for "+StaleAfter.String()+
+				" make the node look down to the others (node ls, node rm, another agent's claim of its identity)", "node", f.Node, "node_id", f.ID, "err", err)
+		case err == nil && failing:
+			failing = false
+			f.log().Info("this node's facts are refreshed again", "node", f.Node, "node_id", f.ID)
 		}
 	}
+}
+
+// log is Log, or a discarding logger.
+func (f *Facts) log() *slog.Logger {
+	if f.Log == nil {
+		return slog.New(slog.DiscardHandler)
+	}
+	return f.Log
 }
 
 func interfaces() ([]string, error) {
