@@ -140,10 +140,23 @@ func recordNodeID(dir, id string) error {
 		tmp.Close()
 		return fmt.Errorf("record node ID: %w", err)
 	}
+	// On disk before it is renamed into place: a power loss right after
+	// could otherwise leave the record empty (the data not written back
+	// yet), and at boot the IPAM plugin would wait for a dockerd that
+	// waits for it (see NodeIDFile).
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return fmt.Errorf("record node ID: sync %s: %w", tmp.Name(), err)
+	}
 	if err := tmp.Close(); err != nil {
 		return fmt.Errorf("record node ID: %w", err)
 	}
 	if err := os.Rename(tmp.Name(), filepath.Join(dir, NodeIDFile)); err != nil {
+		return fmt.Errorf("record node ID: %w", err)
+	}
+	// The rename itself on disk too: lost, the next boot would fall back
+	// on the identity recorded before, or on none.
+	if err := syncDir(dir); err != nil {
 		return fmt.Errorf("record node ID: %w", err)
 	}
 	return nil

@@ -334,3 +334,30 @@ func TestNodeIDRecordNotAFile(t *testing.T) {
 		}
 	})
 }
+
+// TestNodeIDRecordWritten: the record holds the ID and a newline, and no
+// temporary file is left beside it; replaced by another ID, likewise.
+// (That it is synced to disk before and after its rename, against a
+// power loss, no unit test can show.)
+func TestNodeIDRecordWritten(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state") // made by recordNodeID
+	for _, id := range []string{swarmID("abc123"), swarmID("def456")} {
+		if err := recordNodeID(dir, id); err != nil {
+			t.Fatal(err)
+		}
+		if b, err := os.ReadFile(filepath.Join(dir, NodeIDFile)); err != nil || string(b) != id+"\n" {
+			t.Errorf("record %q, %v; want %q", b, err, id+"\n")
+		}
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(entries) != 1 || entries[0].Name() != NodeIDFile {
+			var names []string
+			for _, e := range entries {
+				names = append(names, e.Name())
+			}
+			t.Errorf("state directory holds %q; want only %s", names, NodeIDFile)
+		}
+	}
+}
