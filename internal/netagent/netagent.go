@@ -571,23 +571,34 @@ func driverOf(ipvlanMode string) string {
 }
 
 // maybeCreateSwarmNetwork creates the swarm network on the leader once
-// every ready swarm node has reported the network ready.
+// every ready swarm node has reported the network ready. Its errors name
+// the network: the leader's check and the swarm's nodes are the same for
+// every network, and the sync joins one error per network.
 func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec) error {
+	fail := func(what string, err error) error {
+		return fmt.Errorf("network %s: %s: %w", s.Name, what, err)
+	}
 	leader, err := r.Swarm.IsLeader(ctx)
-	if err != nil || !leader {
-		return err
+	if err != nil {
+		return fail("is this node the swarm leader", err)
+	}
+	if !leader {
+		return nil
 	}
 	exists, err := r.Swarm.SwarmNetworkExists(ctx, s.Name)
-	if err != nil || exists {
-		return err
+	if err != nil {
+		return fail("look up the swarm network", err)
+	}
+	if exists {
+		return nil
 	}
 	nodes, err := r.Swarm.ReadyNodes(ctx)
 	if err != nil {
-		return err
+		return fail("list the ready swarm nodes", err)
 	}
 	states, err := r.Store.NodeStates(ctx, s.Name)
 	if err != nil {
-		return err
+		return fail("read the nodes' reports", err)
 	}
 	ready := map[string]bool{}
 	for _, st := range states {
@@ -605,11 +616,14 @@ func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec
 	// network, since this sync read it: creating it now would undo that.
 	// (rm also looks once more at the end, for the window left here.)
 	cur, ok, err := r.Store.Get(ctx, s.Name)
-	if err != nil || !ok || cur.Deleting {
-		return err
+	if err != nil {
+		return fail("read the spec again", err)
+	}
+	if !ok || cur.Deleting {
+		return nil
 	}
 	if err := r.Swarm.CreateSwarmNetwork(ctx, s); err != nil {
-		return fmt.Errorf("network %s: create swarm network: %w", s.Name, err)
+		return fail("create swarm network", err)
 	}
 	r.log().Info("swarm network created", "network", s.Name, "nodes", len(nodes))
 	return nil

@@ -1722,3 +1722,27 @@ func (h *parentHost) ConfigNetwork(ctx context.Context, name string) (ConfigNet,
 	}
 	return cn, err
 }
+
+// brokenSwarm is a swarm whose manager cannot say whether it leads.
+type brokenSwarm struct{ leaderSwarm }
+
+func (*brokenSwarm) IsLeader(context.Context) (bool, error) {
+	return false, errors.New("docker info: Cannot connect to the Docker daemon")
+}
+
+// TestSwarmNetworkErrorsNameTheNetwork: an error on the way to the swarm
+// network (the leader's check, the swarm's nodes, the reports) names the
+// network it was for, in the sync's error the agent logs. Before, each
+// network added the same bare "docker info: …", none saying whose.
+func TestSwarmNetworkErrorsNameTheNetwork(t *testing.T) {
+	ctx := context.Background()
+	st := storeWithWeb(t)
+	r := reconcilerOf(st, &fakeHost{}, &brokenSwarm{}, func(string, string) error { return nil })
+	err := r.Sync(ctx)
+	if err == nil || !strings.Contains(err.Error(), "network web") || !strings.Contains(err.Error(), "Cannot connect") {
+		t.Errorf("sync: %v, want an error naming network web and the failure", err)
+	}
+	if states, _ := st.NodeStates(ctx, "web"); len(states) != 1 || states[0].State != netspec.StateReady || !strings.Contains(states[0].Error, "Cannot connect") {
+		t.Errorf("web reported %+v, want ready, its swarm network's failure beside", states)
+	}
+}
