@@ -596,13 +596,17 @@ func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec
 	if err != nil {
 		return fail("list the ready swarm nodes", err)
 	}
-	states, err := r.Store.NodeStates(ctx, s.Name)
+	reports, err := r.Store.Reports(ctx, s.Name)
 	if err != nil {
 		return fail("read the nodes' reports", err)
 	}
+	// A node's report is the one under its key (its Owner), as `node rm`
+	// takes it, whatever identity the document names: one copied under
+	// another node's key (by hand, a snapshot's) readies no node but its
+	// key's.
 	ready := map[string]bool{}
-	for _, st := range states {
-		ready[st.ID] = st.State == netspec.StateReady
+	for _, rep := range reports {
+		ready[rep.Owner] = rep.State.State == netspec.StateReady
 	}
 	// This node's part is ready: its report follows this decision.
 	ready[r.ID] = true

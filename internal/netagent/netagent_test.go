@@ -1746,3 +1746,43 @@ func TestSwarmNetworkErrorsNameTheNetwork(t *testing.T) {
 		t.Errorf("web reported %+v, want ready, its swarm network's failure beside", states)
 	}
 }
+
+// swarmOf is the leader's swarm whose ready nodes are nodes.
+type swarmOf struct {
+	leaderSwarm
+	nodes []string
+}
+
+func (s *swarmOf) ReadyNodes(context.Context) ([]string, error) { return s.nodes, nil }
+
+// TestSwarmNetworkWaitsForEveryNodesOwnReport: a node's report is the
+// one under its key, whatever identity the document names (copied under
+// another node's key by hand, or a snapshot's): another node's report
+// naming it ready does not make it ready, and the leader does not make
+// the swarm network before the node's own report says ready. The
+// reports are taken by their key as `node rm` takes them.
+func TestSwarmNetworkWaitsForEveryNodesOwnReport(t *testing.T) {
+	ctx := context.Background()
+	kv, st := kvWithWeb(t)
+	b, _ := json.Marshal(netspec.NodeState{ID: "id3", Node: "n3", State: netspec.StateReady})
+	if err := kv.Put(ctx, netspec.KVPrefix+"web/nodes/id2", b); err != nil {
+		t.Fatal(err)
+	}
+	sw := &swarmOf{nodes: []string{"id1", "id3"}}
+	r := reconcilerOf(st, &fakeHost{}, sw, func(string, string) error { return nil })
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if len(sw.created) != 0 {
+		t.Errorf("swarm networks created %v with n3 reporting nothing (id2's key naming it ready), want none", sw.created)
+	}
+	if err := st.Report(ctx, "web", netspec.NodeState{ID: "id3", Node: "n3", State: netspec.StateReady}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(sw.created, []string{"web"}) {
+		t.Errorf("swarm networks created %v once n3 reported ready, want [web]", sw.created)
+	}
+}
