@@ -15,8 +15,8 @@ import (
 
 // KV adapts Consul's KV store to the small interfaces underlay's packages
 // declare (ipam.KV, netspec.KV, inventory.KV) over kvstore's types: reads
-// (Get, List), one atomic transaction of check-and-set operations (Txn),
-// a blocking read (Wait) and a prefix watch, plus plain writes.
+// (Get, List, Keys), one atomic transaction of check-and-set operations
+// (Txn), a blocking read (Wait) and a prefix watch, plus plain writes.
 type KV struct{ api *api.Client }
 
 // NewKV wraps c.
@@ -52,6 +52,23 @@ func (k *KV) List(ctx context.Context, prefix string) ([]kvstore.Pair, error) {
 		out[i] = kvstore.Pair{Key: p.Key, Value: p.Value, Index: p.ModifyIndex, CreateIndex: p.CreateIndex}
 	}
 	return out, nil
+}
+
+// Keys returns every key under prefix, in key order, read consistently as
+// List, with no value (GET /v1/kv/PREFIX?keys, no separator: Consul
+// 1.8.7's agent/kvs_endpoint.go KVSGetKeys and agent/consul/
+// kvs_endpoint.go ListKeys, which takes every entry state.KVSList finds
+// under the plain string prefix, in key order, filtered by ACLs as
+// List's are). An empty listing Consul answers with 404, which is no keys.
+func (k *KV) Keys(ctx context.Context, prefix string) ([]string, error) {
+	if err := checkPath(prefix); err != nil {
+		return nil, fmt.Errorf("kv keys %q: %w", prefix, err)
+	}
+	keys, _, err := k.api.KV().Keys(prefix, "", (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	if err != nil {
+		return nil, fmt.Errorf("kv keys %s: %w", prefix, err)
+	}
+	return keys, nil
 }
 
 // Txn applies ops in one Consul transaction: all of them, or, when a check

@@ -264,3 +264,45 @@ func TestTxnRefusalNamesEachOperation(t *testing.T) {
 		}
 	}
 }
+
+// TestKVKeys: Keys asks Consul for the keys under a prefix alone, with
+// ?keys and no separator, read consistently as List, and returns them as
+// Consul lists them; an empty listing (Consul's 404) is no keys and no
+// error; a key Consul's paths cannot name is refused unsent; an error
+// names the prefix.
+func TestKVKeys(t *testing.T) {
+	var queries []string
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/kv/", func(w http.ResponseWriter, r *http.Request) {
+		queries = append(queries, r.Method+" "+r.URL.Path+"?"+r.URL.RawQuery)
+		switch strings.TrimPrefix(r.URL.Path, "/v1/kv/") {
+		case "p/":
+			w.Header().Set("X-Consul-Index", "9")
+			w.Write([]byte(`["p/a","p/b/c","p/bc"]`))
+		case "empty/":
+			w.WriteHeader(http.StatusNotFound)
+		default:
+			w.WriteHeader(http.StatusForbidden)
+			w.Write([]byte("Permission denied"))
+		}
+	})
+	kv := kvServedBy(t, mux)
+	ctx := context.Background()
+	got, err := kv.Keys(ctx, "p/")
+	if err != nil || strings.Join(got, " ") != "p/a p/b/c p/bc" {
+		t.Errorf("Keys(p/) = %q, %v; want Consul's three keys", got, err)
+	}
+	if len(queries) != 1 || queries[0] != "GET /v1/kv/p/?consistent=&keys=" {
+		t.Errorf("requests %q, want one GET of p/ with ?consistent and ?keys, no separator", queries)
+	}
+	if got, err := kv.Keys(ctx, "empty/"); err != nil || len(got) != 0 {
+		t.Errorf("Keys of an empty prefix: %q, %v; want none, no error", got, err)
+	}
+	if _, err := kv.Keys(ctx, "denied/"); err == nil || !strings.Contains(err.Error(), "kv keys denied/") || !strings.Contains(err.Error(), "Permission denied") {
+		t.Errorf("Keys refused by ACLs: %v; want an error naming the prefix and Consul's refusal", err)
+	}
+	queries = nil
+	if _, err := kv.Keys(ctx, "p/../x/"); err == nil || !strings.Contains(err.Error(), "p/../x/") || len(queries) > 0 {
+		t.Errorf("Keys of a redirected prefix: %v, requests %q; want an error naming it, nothing sent", err, queries)
+	}
+}

@@ -31,7 +31,7 @@ const MaxOps = kvstore.MaxTxnOps
 // KV is the in-memory store. The zero value is not usable; call New.
 type KV struct {
 	// Hook, when set, runs before every call with the call's name (get,
-	// list, txn, put, delete, delete-tree, wait) and the keys it touches,
+	// list, keys, txn, put, delete, delete-tree, wait) and the keys it touches,
 	// without the store's lock: it may write to the store itself (a racing
 	// writer), and an error it returns fails the call (Consul out of reach).
 	Hook func(call string, keys []string) error
@@ -105,6 +105,28 @@ func (kv *KV) List(ctx context.Context, prefix string) ([]kvstore.Pair, error) {
 		}
 	}
 	slices.SortFunc(out, func(a, b kvstore.Pair) int { return strings.Compare(a.Key, b.Key) })
+	return out, nil
+}
+
+// Keys returns every key starting with prefix, in key order, without
+// values: as Consul 1.8.7's GET /v1/kv/PREFIX?keys with no separator
+// (agent/kvs_endpoint.go KVSGetKeys; agent/consul/kvs_endpoint.go
+// ListKeys takes every entry of state.KVSList, a plain string prefix
+// match over its radix tree, in key order). Consul answers an empty
+// listing under a prefix with 404, which its client reads as no keys.
+func (kv *KV) Keys(ctx context.Context, prefix string) ([]string, error) {
+	if err := kv.hook("keys", prefix); err != nil {
+		return nil, err
+	}
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	var out []string
+	for k := range kv.keys {
+		if strings.HasPrefix(k, prefix) {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
 	return out, nil
 }
 

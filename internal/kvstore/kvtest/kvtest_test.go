@@ -351,3 +351,47 @@ func TestLimitsAsConsuls(t *testing.T) {
 		t.Error("the refused transaction wrote its key")
 	}
 }
+
+// TestKeysAsConsuls: Keys lists the keys starting with the prefix, as a
+// plain string prefix (not a path: "a/b" holds "a/bc"), in key order,
+// with no values, as Consul 1.8.7's ?keys with no separator does (a key
+// deeper under a "/" is listed whole, not cut at the separator).
+func TestKeysAsConsuls(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	for _, k := range []string{"a/b/2", "a/bc", "a/b/1/deep", "a/b", "b/x", "a/", "A/b"} {
+		kv.Put(ctx, k, []byte("value of "+k))
+	}
+	var calls []string
+	kv.Hook = func(call string, keys []string) error {
+		calls = append(calls, call+" "+strings.Join(keys, ","))
+		return nil
+	}
+	for _, tc := range []struct{ prefix, want string }{
+		{"a/b", "a/b a/b/1/deep a/b/2 a/bc"},
+		{"a/b/", "a/b/1/deep a/b/2"},
+		{"a/", "a/ a/b a/b/1/deep a/b/2 a/bc"},
+		{"", "A/b a/ a/b a/b/1/deep a/b/2 a/bc b/x"},
+		{"c/", ""},
+	} {
+		got, err := kv.Keys(ctx, tc.prefix)
+		if err != nil || strings.Join(got, " ") != tc.want {
+			t.Errorf("Keys(%q) = %q, %v; want %q", tc.prefix, got, err, tc.want)
+		}
+		var listed []string
+		l, _ := kv.List(ctx, tc.prefix)
+		for _, p := range l {
+			listed = append(listed, p.Key)
+		}
+		if strings.Join(listed, " ") != tc.want {
+			t.Errorf("List(%q) keys %q, Keys %q: want the same keys", tc.prefix, listed, got)
+		}
+	}
+	if calls[0] != "keys a/b" {
+		t.Errorf("hook saw %q first, want the call named keys with its prefix", calls[0])
+	}
+	kv.Hook = func(string, []string) error { return kvtest.ErrUnreachable }
+	if _, err := kv.Keys(ctx, "a/"); !errors.Is(err, kvtest.ErrUnreachable) {
+		t.Errorf("Keys with the hook failing it: %v", err)
+	}
+}
