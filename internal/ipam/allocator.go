@@ -331,8 +331,9 @@ func (a *Allocator) commit(batch []*request) {
 
 // allocateBatch gives every request of one pool an address, with one
 // write per block touched: first in the node's own blocks, as it knows
-// them, then, from a fresh listing, in its blocks, free blocks and other
-// nodes' blocks in that order. Addresses the node freed lately are passed
+// them, then in blocks it claims, known from the pool's keys (see
+// claimListed), then, from a fresh listing of every document, in its
+// blocks, free blocks and other nodes' blocks in that order. Addresses the node freed lately are passed
 // over until nothing else is free (see reuse). When the pool is full but
 // other nodes keep spares, it asks for them and looks again, for at most
 // spareWait.
@@ -351,10 +352,16 @@ func (a *Allocator) allocateBatch(ctx context.Context, reqs []*request) {
 	ru := reuse{freed: a.freed.recent(p, a.now())}
 	for _, b := range slices.SortedFunc(maps.Keys(own), comparePrefix) {
 		if _, ok := own[b].free(p, b, ru); ok && len(reqs) > 0 {
-			if reqs, err = a.fillBlock(ctx, p, b, reqs, ru); err != nil {
+			if reqs, err = a.fillBlock(ctx, p, b, reqs, ru, false); err != nil {
 				fail(err)
 				return
 			}
+		}
+	}
+	if len(reqs) > 0 {
+		if reqs, err = a.claimListed(ctx, p, reqs, ru); err != nil {
+			fail(err)
+			return
 		}
 	}
 	waitUntil := a.now().Add(spareWait)
@@ -368,7 +375,7 @@ func (a *Allocator) allocateBatch(ctx context.Context, reqs []*request) {
 			if len(reqs) == 0 {
 				return
 			}
-			if reqs, err = a.fillBlock(ctx, p, b, reqs, ru); err != nil {
+			if reqs, err = a.fillBlock(ctx, p, b, reqs, ru, false); err != nil {
 				fail(err)
 				return
 			}
@@ -399,16 +406,46 @@ func (a *Allocator) allocateBatch(ctx context.Context, reqs []*request) {
 	}
 }
 
+// claimListed gives reqs addresses in blocks this node claims, known from
+// the pool's keys and the store's copies (store.listed), reading no
+// document: blocks with no node's affinity as last copied, then free
+// blocks from the node's place (see claimable). It returns the requests
+// left at the first block it cannot claim (another node claimed it
+// first, or it turned unreadable) or when none is left to try: the caller
+// then reads every document, to claim, borrow or wait (see
+// allocateBatch). So a node that needs a new block, while the pool has
+// free ones, reads the pool's keys and writes the block, as one create:
+// one that another node made first fails, and is never handed out twice.
+func (a *Allocator) claimListed(ctx context.Context, p Pool, reqs []*request, ru reuse) ([]*request, error) {
+	v, err := a.store.listed(ctx, p)
+	if err != nil {
+		return reqs, fmt.Errorf("allocate in %s: %w", p.ID(), err)
+	}
+	for _, b := range claimable(p, v, a.node, ru) {
+		left, err := a.fillBlock(ctx, p, b, reqs, ru, true)
+		if err != nil || len(left) == 0 || len(left) == len(reqs) {
+			return left, err
+		}
+		reqs = left
+	}
+	return reqs, nil
+}
+
 // fillBlock gives as many of reqs as block b has room for (addresses ru
-// allows) an address, in one write, and returns the others. A block that
-// turned unreadable is skipped.
-func (a *Allocator) fillBlock(ctx context.Context, p Pool, b netip.Prefix, reqs []*request, ru reuse) ([]*request, error) {
+// allows) an address, in one write, and returns the others; with claim,
+// only when that claims b (see claims): no node has affinity for it as it
+// is read. A block that turned unreadable is skipped.
+func (a *Allocator) fillBlock(ctx context.Context, p Pool, b netip.Prefix, reqs []*request, ru reuse, claim bool) ([]*request, error) {
 	als := make([]Alloc, len(reqs))
 	for i, r := range reqs {
 		als[i] = r.al
 	}
 	var got []netip.Addr
 	_, err := a.store.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
+		if claim && !claims(doc) {
+			got = nil
+			return doc, false
+		}
 		doc, got = fill(p, b, doc, a.node, als, ru)
 		return doc, len(got) > 0
 	})

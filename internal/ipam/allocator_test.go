@@ -1277,9 +1277,11 @@ func TestReleaseShimLeavesAnotherNodesShim(t *testing.T) {
 	}
 }
 
-// TestClaimAfterAListingReadsNothing: once the pool was listed, a block
-// the listing did not have was free then: claiming it takes one write and
-// no read of the block (the check-and-set on its absence checks it).
+// TestClaimAfterAListingReadsNothing: once the pool was listed, a node
+// that needs a new block lists the pool's keys alone, and a block the
+// keys lack is free: claiming it takes one write and no read of any
+// document (the check-and-set on its absence checks it). Before, the
+// node listed every document of the pool (list:1).
 func TestClaimAfterAListingReadsNothing(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
@@ -1300,7 +1302,7 @@ func TestClaimAfterAListingReadsNothing(t *testing.T) {
 	}
 	mu.Lock()
 	defer mu.Unlock()
-	if fmt.Sprint(calls) != "map[list:1 txn:1]" {
-		t.Errorf("calls to Consul %v, want the listing that finds a free block and one transaction (the claim): no read of the block", calls)
+	if fmt.Sprint(calls) != "map[keys:1 txn:1]" {
+		t.Errorf("calls to Consul %v, want the listing of keys that finds a free block and one transaction (the claim): no read of a document", calls)
 	}
 }

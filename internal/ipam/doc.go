@@ -7,7 +7,12 @@
 // and are fast; when its blocks are full it claims a block no node has
 // affinity for (one whose node was removed, then a free one), and when
 // none is left it borrows from other nodes' blocks; a block emptied is
-// given back. Every change to a block is one check-and-set write of the
+// given back. Such a miss reads the pool's keys alone, no document: a
+// free block is one with no key, claimed with a create that fails when
+// another node made it first, and a removed node's block is known from
+// the node's copies of the pool; every document is read only when the
+// keys show no block to claim, or the create was lost (see
+// Allocator.claimListed). Every change to a block is one check-and-set write of the
 // block's whole document, so two allocations of one address cannot both
 // succeed: a duplicate is impossible, not unlikely. A block of a pool
 // served from its network's spec is claimed (written where there was no
@@ -19,8 +24,10 @@
 // The parts, each small enough to read at once:
 //   - store (store.go) alone owns this node's copies of block documents
 //     and every write of them, through one update(block, func(BlockDoc)
-//     (BlockDoc, changed)); it skips unreadable documents and stray keys,
-//     logging each once (see BadDoc).
+//     (BlockDoc, changed)); it lists a pool whole (scan: at first use,
+//     for shim addresses, in the leak sweep, when a miss falls back) or
+//     by its keys (listed: a miss), and skips unreadable documents and
+//     stray keys, logging each once (see BadDoc).
 //   - decide.go holds every decision as a pure function over values:
 //     which blocks to try, what to fill, what a release may free, what a
 //     sweep reclaims, which nodes have departed, what a spare sync writes.

@@ -11,14 +11,18 @@ import (
 // KVPrefix is where allocation state lives.
 const KVPrefix = "underlay/ipam/"
 
-// KV is what the allocator needs of Consul's KV store: reads, one atomic
-// transaction of check-and-set operations, and a blocking read. Every
-// block write is a check-and-set on the block's modify index.
+// KV is what the allocator needs of Consul's KV store: reads (of keys with
+// their values, or of keys alone), one atomic transaction of
+// check-and-set operations, and a blocking read. Every block write is a
+// check-and-set on the block's modify index.
 type KV interface {
 	// Get returns a key's pair; ok is false when absent.
 	Get(ctx context.Context, key string) (p kvstore.Pair, ok bool, err error)
 	// List returns every key under prefix with its value and modify index.
 	List(ctx context.Context, prefix string) ([]kvstore.Pair, error)
+	// Keys returns every key under prefix, without values, in key order:
+	// what a node that needs a new block reads (see store.listed).
+	Keys(ctx context.Context, prefix string) ([]string, error)
 	// Txn applies ops atomically: all of them, or none when a check fails.
 	Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error)
 	// Wait reads key once Consul's index for it is greater than index (a

@@ -552,6 +552,9 @@ func (stalledKV) Get(ctx context.Context, key string) (kvstore.Pair, bool, error
 func (stalledKV) List(ctx context.Context, prefix string) ([]kvstore.Pair, error) {
 	return nil, stall(ctx, "list", prefix)
 }
+func (stalledKV) Keys(ctx context.Context, prefix string) ([]string, error) {
+	return nil, stall(ctx, "keys", prefix)
+}
 func (stalledKV) Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error) {
 	return kvstore.Result{}, stall(ctx, "txn", ops[0].Key)
 }

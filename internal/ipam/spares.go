@@ -389,10 +389,11 @@ func (k *keeper) syncAll(ctx context.Context, verify, stopping bool) (pending bo
 
 // syncPool writes one pool's spare changes, one write per block touched:
 // handed spares recorded, spares given back, new ones claimed in the
-// node's blocks and then in those it would claim (see claimable; never
-// borrowed, nor among the addresses the node freed lately: a request
-// takes those only when nothing else is free), and with verify every free
-// spare checked against a fresh read.
+// node's blocks and then in those it would claim (see claimable; known
+// from the pool's keys first, every document read only when those fall
+// short; never borrowed, nor among the addresses the node freed lately:
+// a request takes those only when nothing else is free), and with verify
+// every free spare checked against a fresh read.
 func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify bool) error {
 	p := sp.pool
 	now := k.now()
@@ -474,6 +475,25 @@ func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify b
 		for _, b := range slices.SortedFunc(maps.Keys(own), comparePrefix) {
 			if need > 0 && !done[b] {
 				write(b)
+			}
+		}
+	}
+	if need > 0 && firstErr == nil {
+		// Blocks to claim known from the pool's keys, reading no
+		// document (see Allocator.claimListed), up to the first that
+		// another node claimed first.
+		v, err := k.store.listed(ctx, p)
+		if err != nil {
+			firstErr = err
+		}
+		for _, b := range claimable(p, v, k.node, ru) {
+			if need <= 0 || firstErr != nil {
+				break
+			}
+			before := need
+			write(b)
+			if need == before {
+				break
 			}
 		}
 	}

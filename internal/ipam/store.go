@@ -486,6 +486,54 @@ func (s *store) scan(ctx context.Context, p Pool) (view, error) {
 	return v, nil
 }
 
+// listed is p's blocks as the store's copies have them, limited to the
+// keys the pool has now, read without a document (KV.Keys): every block
+// with a key is taken, a block whose key is gone is free, a bad key's
+// name shadows the blocks it overlaps (see view.shadowed), and the copy
+// of a block still listed is its document, as last read or written (a
+// block created since has none: taken, never claimed from here). What a
+// node that needs a new block reads, in place of every document of the
+// pool (scan): a claim of a free block is a create, which fails when
+// another node made it first, and a copy, stale, costs a lost
+// check-and-set, never a duplicate. The shadows replace the last
+// listing's, being as fresh: they come of key names alone. Of the bad
+// keys a scan found, those no longer listed are forgotten (removed:
+// badCount drops at once); new ones are found by scans, which read their
+// documents (the reclaimer's sweeps, a node's first use of the pool).
+func (s *store) listed(ctx context.Context, p Pool) (view, error) {
+	keys, err := s.kv.Keys(ctx, poolPrefix(p))
+	if err != nil {
+		return view{}, fmt.Errorf("read the keys of pool %s: %w", p.ID(), err)
+	}
+	v := view{docs: map[netip.Prefix]BlockDoc{}, taken: map[netip.Prefix]bool{}, shadowed: map[netip.Prefix]string{}}
+	prefix := poolPrefix(p)
+	there := make(map[string]bool, len(keys))
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, key := range keys {
+		there[key] = true
+		b, err := p.blockOfKey(key)
+		if err != nil {
+			v.shade(p, strings.TrimPrefix(key, prefix), key)
+			continue
+		}
+		v.taken[b] = true
+		if c, ok := s.docs[key]; ok && c.index != 0 {
+			v.docs[b] = c.doc.clone()
+		}
+	}
+	s.shadowed[p.ID()] = v.shadowed
+	if bad, ok := s.bad[p.ID()]; ok {
+		s.bad[p.ID()] = slices.DeleteFunc(slices.Clone(bad), func(d BadDoc) bool { return !there[d.Key] })
+	}
+	for key := range s.logged {
+		if strings.HasPrefix(key, prefix) && !there[key] {
+			delete(s.logged, key)
+		}
+	}
+	return v, nil
+}
+
 // own returns p's blocks this node holds, from its copies (listing the
 // pool the first time), in address order.
 func (s *store) own(ctx context.Context, p Pool, node string) (map[netip.Prefix]BlockDoc, error) {
@@ -620,10 +668,7 @@ func decodePool(p Pool, pairs []kvstore.Pair) (view, []BadDoc) {
 	var bad []BadDoc
 	prefix := poolPrefix(p)
 	for _, pr := range pairs {
-		b, err := parseBlockKey(strings.TrimPrefix(pr.Key, prefix))
-		if err == nil && !p.isBlock(b) {
-			err = fmt.Errorf("%s is not a block of %s (%s, /%d blocks)", b, p.ID(), p.allocRange(), p.blockBits())
-		}
+		b, err := p.blockOfKey(pr.Key)
 		if err != nil {
 			bad = append(bad, BadDoc{Key: pr.Key, Index: pr.Index, Err: err})
 			v.shade(p, strings.TrimPrefix(pr.Key, prefix), pr.Key)
@@ -639,6 +684,16 @@ func decodePool(p Pool, pairs []kvstore.Pair) (view, []BadDoc) {
 	}
 	slices.SortFunc(bad, func(x, y BadDoc) int { return strings.Compare(x.Key, y.Key) })
 	return v, bad
+}
+
+// blockOfKey is the block of p that key, a key under p's blocks/, names;
+// an error for a key that names none (a stray key).
+func (p Pool) blockOfKey(key string) (netip.Prefix, error) {
+	b, err := parseBlockKey(strings.TrimPrefix(key, poolPrefix(p)))
+	if err == nil && !p.isBlock(b) {
+		err = fmt.Errorf("%s is not a block of %s (%s, /%d blocks)", b, p.ID(), p.allocRange(), p.blockBits())
+	}
+	return b, err
 }
 
 // shade marks the blocks of p that name, a bad key's last element,
