@@ -559,7 +559,12 @@ func (a *Allocator) adopt(ctx context.Context, p Pool, addr netip.Addr) (Alloc, 
 
 // Shim returns this node's host shim address in p, allocating one (kind
 // "shim") the first time; later calls, after restarts too, find it again.
+// One the store's copies hold is confirmed by a fresh read of its block
+// alone; otherwise every document of p is read.
 func (a *Allocator) Shim(ctx context.Context, p Pool) (netip.Addr, error) {
+	if addr, ok, err := a.copiedShim(ctx, p); err != nil || ok {
+		return addr, err
+	}
 	v, err := a.store.scan(ctx, p)
 	if err != nil {
 		return netip.Addr{}, err
@@ -568,6 +573,29 @@ func (a *Allocator) Shim(ctx context.Context, p Pool) (netip.Addr, error) {
 		return shims[0], nil
 	}
 	return a.Allocate(ctx, p, netip.Addr{}, KindShim)
+}
+
+// copiedShim is this node's shim address in p as the store's copies have
+// it (the lowest, as Shim's listing gives it), if a fresh read of its
+// block still records it so: every sync of the node's networks asks for
+// it, and reading the whole pool each time would cost each node every
+// document of the pool. ok is false when the copies hold none, or the
+// block no longer records it (released, reclaimed, the network made
+// again), or cannot be read: the pool is then read whole.
+func (a *Allocator) copiedShim(ctx context.Context, p Pool) (netip.Addr, bool, error) {
+	addr, ok := a.store.copiedShim(p, a.node)
+	if !ok {
+		return netip.Addr{}, false, nil
+	}
+	cur, err := a.store.read(ctx, p, p.Block(addr))
+	switch {
+	case errors.Is(err, ErrBadDocument):
+		return netip.Addr{}, false, nil
+	case err != nil:
+		return netip.Addr{}, false, fmt.Errorf("shim address in %s: %w", p.ID(), err)
+	}
+	al, held := cur.doc.alloc(addr)
+	return addr, held && al.Kind == KindShim && al.Node == a.node, nil
 }
 
 // ReleaseShim gives back this node's shim address in p, if it has one.

@@ -25,9 +25,10 @@
 //   - store (store.go) alone owns this node's copies of block documents
 //     and every write of them, through one update(block, func(BlockDoc)
 //     (BlockDoc, changed)); it lists a pool whole (scan: at first use,
-//     for shim addresses, in the leak sweep, when a miss falls back) or
-//     by its keys (listed: a miss), and skips unreadable documents and
-//     stray keys, logging each once (see BadDoc).
+//     for a shim address it has no copy of, in the leak sweep, when a
+//     miss falls back) or by its keys (listed: a miss), and skips
+//     unreadable documents and stray keys, logging each once (see
+//     BadDoc).
 //   - decide.go holds every decision as a pure function over values:
 //     which blocks to try, what to fill, what a release may free, what a
 //     sweep reclaims, which nodes have departed, what a spare sync writes.

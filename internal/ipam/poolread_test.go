@@ -408,3 +408,49 @@ func TestSpareRefillReadsNoWholePool(t *testing.T) {
 		t.Errorf("spares in %d blocks n1 did not hold, want 1 it claimed", len(claimed))
 	}
 }
+
+// TestShimFoundAgainReadsOneBlock: every sync of a node's networks asks
+// for its shim address; once the node knows it, that reads the block
+// holding it, not the pool. A shim the block no longer records (the
+// network's tree removed and made again, behind the node's back) is not
+// answered from the copy: the pool is read and the shim allocated again,
+// recorded in Consul. Before, every call listed every document of the
+// pool.
+func TestShimFoundAgainReadsOneBlock(t *testing.T) {
+	ctx := context.Background()
+	kv := &readKV{KV: kvtest.New()}
+	a := NewAllocator(kv, "n1", nil)
+	for i := range 3 {
+		NewAllocator(kv, fmt.Sprintf("other%d", i), nil).Shim(ctx, pool26)
+	}
+	shim, err := a.Shim(ctx, pool26)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kv.reset()
+	again, err := a.Shim(ctx, pool26)
+	if err != nil || again != shim {
+		t.Fatalf("shim asked again: %s, %v; want %s", again, err, shim)
+	}
+	if kv.lists != 0 || !slices.Equal(kv.got, []string{blockPath(pool26, pool26.Block(shim))}) {
+		t.Errorf("reads: %s; want the shim's block alone", kv)
+	}
+	if err := kv.KV.(*kvtest.KV).Delete(ctx, blockPath(pool26, pool26.Block(shim))); err != nil {
+		t.Fatal(err)
+	}
+	kv.reset()
+	now, err := a.Shim(ctx, pool26)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := Inspect(ctx, kv.KV, pool26)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if al := c.Allocs[now]; al.Node != "n1" || al.Kind != KindShim {
+		t.Errorf("shim after its block went: %s, recorded %+v; want one recorded as n1's shim", now, al)
+	}
+	if kv.lists != 1 {
+		t.Errorf("reads after the shim's block went: %s; want the pool listed", kv)
+	}
+}

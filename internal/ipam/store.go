@@ -560,6 +560,26 @@ func (s *store) own(ctx context.Context, p Pool, node string) (map[netip.Prefix]
 	return out, nil
 }
 
+// copiedShim returns the lowest address the copies of p's blocks record
+// as node's shim, if any.
+func (s *store) copiedShim(p Pool, node string) (netip.Addr, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out netip.Addr
+	prefix := poolPrefix(p)
+	for key, v := range s.docs {
+		if !strings.HasPrefix(key, prefix) {
+			continue
+		}
+		for _, addr := range v.doc.addrs() {
+			if al := v.doc.Allocs[addr.String()]; al.Kind == KindShim && al.Node == node && (!out.IsValid() || addr.Less(out)) {
+				out = addr
+			}
+		}
+	}
+	return out, out.IsValid()
+}
+
 // shadow returns the bad key overlapping block b of p at the last listing
 // of p (listing it the first time), if any: nothing new is allocated in b
 // while it is there (see view.shadowed).
