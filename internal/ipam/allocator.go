@@ -333,10 +333,10 @@ func (a *Allocator) commit(batch []*request) {
 // write per block touched: first in the node's own blocks, as it knows
 // them, then in blocks it claims, known from the pool's keys (see
 // claimListed), then, from a fresh listing of every document, in its
-// blocks, free blocks and other nodes' blocks in that order. Addresses the node freed lately are passed
-// over until nothing else is free (see reuse). When the pool is full but
-// other nodes keep spares, it asks for them and looks again, for at most
-// spareWait.
+// blocks, free blocks and other nodes' blocks in that order. Addresses
+// the node freed lately are passed over until nothing else is free (see
+// reuse). When the pool is full but other nodes keep spares, it asks for
+// them and looks again, for at most spareWait.
 func (a *Allocator) allocateBatch(ctx context.Context, reqs []*request) {
 	p := reqs[0].pool
 	fail := func(err error) {
@@ -587,7 +587,7 @@ func (a *Allocator) copiedShim(ctx context.Context, p Pool) (netip.Addr, bool, e
 	if !ok {
 		return netip.Addr{}, false, nil
 	}
-	cur, err := a.store.read(ctx, p, p.Block(addr))
+	cur, err := a.store.fresh(ctx, p, p.Block(addr))
 	switch {
 	case errors.Is(err, ErrBadDocument):
 		return netip.Addr{}, false, nil

@@ -368,6 +368,14 @@ func putUnderSpec(ctx context.Context, kv KV, p Pool, key string, doc any) error
 	return setUnderSpec(ctx, kv, p, key, b)
 }
 
+// fresh reads block b of p, as read does, holding the block's lock: a
+// write of this node's under way is read once done, never copied over by
+// an older read.
+func (s *store) fresh(ctx context.Context, p Pool, b netip.Prefix) (versioned, error) {
+	defer s.lock(blockPath(p, b))()
+	return s.read(ctx, p, b)
+}
+
 // read reads one block's document, fresh.
 func (s *store) read(ctx context.Context, p Pool, b netip.Prefix) (versioned, error) {
 	key := blockPath(p, b)
