@@ -58,7 +58,7 @@ const (
 	opDepart                  // node A leaves for good: agent and containers gone
 	opLeader                  // the leader (node 0) sweeps, reclaiming departed nodes
 	opConflict                // the next block write meets a racing write
-	opFault                   // the next block write or listing fails (Consul out of reach)
+	opFault                   // the next block write or listing (of documents or keys) fails (Consul out of reach)
 	opTick                    // the clock moves B seconds
 	opShim                    // node A takes its host shim
 	opCount
@@ -179,7 +179,7 @@ func newWorld(cfg modelConfig) (*world, error) {
 }
 
 func (w *world) hook(call string, keys []string) error {
-	if w.checking || !strings.HasPrefix(keys[0], poolPrefix(w.pool)) || (call != "txn" && call != "list") {
+	if w.checking || !strings.HasPrefix(keys[0], poolPrefix(w.pool)) || !slices.Contains([]string{"txn", "list", "keys"}, call) {
 		return nil
 	}
 	switch {
