@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
+	"slices"
 
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
@@ -217,12 +218,30 @@ func (n *Networks) ListSwarmNodes(ctx context.Context) ([]netspec.SwarmNode, err
 	return toSwarmNodes(nodes), nil
 }
 
+// ReadySwarmNodes implements netagent.Swarm: the swarm's ready nodes, as
+// ListSwarmNodes lists them, with their availability (ReadyNodes lists
+// the same nodes' IDs).
+func (n *Networks) ReadySwarmNodes(ctx context.Context) ([]netspec.SwarmNode, error) {
+	nodes, err := n.api.NodeList(ctx, swarm.NodeListOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("list swarm nodes: %w", err)
+	}
+	return readySwarmNodes(nodes), nil
+}
+
+// readySwarmNodes maps the nodes of Docker's node list in state ready.
+func readySwarmNodes(nodes []swarm.Node) []netspec.SwarmNode {
+	return slices.DeleteFunc(toSwarmNodes(nodes), func(nd netspec.SwarmNode) bool {
+		return nd.State != string(swarm.NodeStateReady)
+	})
+}
+
 // toSwarmNodes maps Docker's node list: ID, the host name the node's
-// engine reports, and state.
+// engine reports, state and availability.
 func toSwarmNodes(nodes []swarm.Node) []netspec.SwarmNode {
 	out := make([]netspec.SwarmNode, len(nodes))
 	for i, nd := range nodes {
-		out[i] = netspec.SwarmNode{ID: nd.ID, Hostname: nd.Description.Hostname, State: string(nd.Status.State)}
+		out[i] = netspec.SwarmNode{ID: nd.ID, Hostname: nd.Description.Hostname, State: string(nd.Status.State), Availability: string(nd.Spec.Availability)}
 	}
 	return out
 }

@@ -104,16 +104,32 @@ func TestConfigNetDriverOptions(t *testing.T) {
 
 // TestToSwarmNodes: node rm matches an older agent's node, keyed by its
 // name, against the host names the swarm lists: each node's ID, the host
-// name its engine reports, and its state.
+// name its engine reports, its state and its availability.
 func TestToSwarmNodes(t *testing.T) {
 	nodes := []swarm.Node{
-		{ID: "a1", Description: swarm.NodeDescription{Hostname: "n1"}, Status: swarm.NodeStatus{State: swarm.NodeStateReady}},
+		{ID: "a1", Description: swarm.NodeDescription{Hostname: "n1"}, Status: swarm.NodeStatus{State: swarm.NodeStateReady}, Spec: swarm.NodeSpec{Availability: swarm.NodeAvailabilityActive}},
 		{ID: "b2", Description: swarm.NodeDescription{Hostname: "n1"}, Status: swarm.NodeStatus{State: swarm.NodeStateDown}},
 		{ID: "c3", Status: swarm.NodeStatus{State: swarm.NodeStateUnknown}},
 	}
-	want := []netspec.SwarmNode{{ID: "a1", Hostname: "n1", State: "ready"}, {ID: "b2", Hostname: "n1", State: "down"}, {ID: "c3", State: "unknown"}}
+	want := []netspec.SwarmNode{{ID: "a1", Hostname: "n1", State: "ready", Availability: "active"}, {ID: "b2", Hostname: "n1", State: "down"}, {ID: "c3", State: "unknown"}}
 	if diff := cmp.Diff(want, toSwarmNodes(nodes)); diff != "" {
 		t.Errorf("toSwarmNodes (-want +got):\n%s", diff)
+	}
+}
+
+// TestReadySwarmNodes: the leader's agent weighs the ready nodes by their
+// availability before making a swarm network: a drained or paused node
+// is listed as such, a node not ready not at all.
+func TestReadySwarmNodes(t *testing.T) {
+	nodes := []swarm.Node{
+		{ID: "a1", Status: swarm.NodeStatus{State: swarm.NodeStateReady}, Spec: swarm.NodeSpec{Availability: swarm.NodeAvailabilityActive}},
+		{ID: "b2", Status: swarm.NodeStatus{State: swarm.NodeStateReady}, Spec: swarm.NodeSpec{Availability: swarm.NodeAvailabilityDrain}},
+		{ID: "c3", Status: swarm.NodeStatus{State: swarm.NodeStateReady}, Spec: swarm.NodeSpec{Availability: swarm.NodeAvailabilityPause}},
+		{ID: "d4", Status: swarm.NodeStatus{State: swarm.NodeStateDown}, Spec: swarm.NodeSpec{Availability: swarm.NodeAvailabilityActive}},
+	}
+	want := []netspec.SwarmNode{{ID: "a1", State: "ready", Availability: "active"}, {ID: "b2", State: "ready", Availability: "drain"}, {ID: "c3", State: "ready", Availability: "pause"}}
+	if diff := cmp.Diff(want, readySwarmNodes(nodes)); diff != "" {
+		t.Errorf("readySwarmNodes (-want +got):\n%s", diff)
 	}
 }
 

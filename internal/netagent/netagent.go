@@ -77,9 +77,9 @@ func (cn ConfigNet) IPAMMode() netspec.IPAMMode {
 type Swarm interface {
 	// IsLeader reports whether this node is the swarm's leader manager.
 	IsLeader(ctx context.Context) (bool, error)
-	// ReadyNodes lists the identities (swarm node IDs) of swarm nodes in
-	// state ready.
-	ReadyNodes(ctx context.Context) ([]string, error)
+	// ReadySwarmNodes lists the swarm nodes in state ready, with their
+	// availability.
+	ReadySwarmNodes(ctx context.Context) ([]netspec.SwarmNode, error)
 	SwarmNetworkExists(ctx context.Context, name string) (bool, error)
 	CreateSwarmNetwork(ctx context.Context, s netspec.Spec) error
 }
@@ -571,9 +571,10 @@ func driverOf(ipvlanMode string) string {
 }
 
 // maybeCreateSwarmNetwork creates the swarm network on the leader once
-// every ready swarm node has reported the network ready. Its errors name
-// the network: the leader's check and the swarm's nodes are the same for
-// every network, and the sync joins one error per network.
+// every ready swarm node it waits for (waitsFor) has reported the network
+// ready. Its errors name the network: the leader's check and the swarm's
+// nodes are the same for every network, and the sync joins one error per
+// network.
 func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec) error {
 	fail := func(what string, err error) error {
 		return fmt.Errorf("network %s: %s: %w", s.Name, what, err)
@@ -592,7 +593,7 @@ func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec
 	if exists {
 		return nil
 	}
-	nodes, err := r.Swarm.ReadyNodes(ctx)
+	nodes, err := r.Swarm.ReadySwarmNodes(ctx)
 	if err != nil {
 		return fail("list the ready swarm nodes", err)
 	}
@@ -604,15 +605,21 @@ func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec
 	// takes it, whatever identity the document names: one copied under
 	// another node's key (by hand, a snapshot's) readies no node but its
 	// key's.
-	ready := map[string]bool{}
+	ready, reported := map[string]bool{}, map[string]bool{}
 	for _, rep := range reports {
 		ready[rep.Owner] = rep.State.State == netspec.StateReady
+		reported[rep.Owner] = true
 	}
 	// This node's part is ready: its report follows this decision.
 	ready[r.ID] = true
+	waited := 0
 	for _, n := range nodes {
-		if !ready[n] {
-			r.log().Debug("swarm network waits for a node", "network", s.Name, "node", n)
+		if !waitsFor(n, reported[n.ID]) {
+			continue
+		}
+		waited++
+		if !ready[n.ID] {
+			r.log().Debug("swarm network waits for a node", "network", s.Name, "node", n.ID)
 			return nil
 		}
 	}
@@ -629,8 +636,25 @@ func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec
 	if err := r.Swarm.CreateSwarmNetwork(ctx, s); err != nil {
 		return fail("create swarm network", err)
 	}
-	r.log().Info("swarm network created", "network", s.Name, "nodes", len(nodes))
+	r.log().Info("swarm network created", "network", s.Name, "nodes", waited)
 	return nil
+}
+
+// waitsFor reports whether the swarm network waits for ready node n to
+// report it ready; reported is whether n has a report of it. Swarm places
+// tasks only on active nodes, and stops the agent's own global task on a
+// drained one (and starts none on a paused one), which then never
+// reports: a drained or paused node is waited for only when it reports
+// (its agent runs, from the .deb or as a paused node's task that goes
+// on), so that it carries the network when made active again. One that
+// does not gets its config-only network from its agent's sync once its
+// agent runs there again. An availability not known is waited for.
+func waitsFor(n netspec.SwarmNode, reported bool) bool {
+	switch n.Availability {
+	case "drain", "pause":
+		return reported
+	}
+	return true
 }
 
 // teardown removes this node's part of a network: config-only network,

@@ -77,8 +77,10 @@ func (h *fakeHost) ManagedConfigNetworks(context.Context) ([]ConfigNet, error) {
 func (h *fakeHost) NetworksOnParent(_ context.Context, parent string) ([]string, error) {
 	return h.onParent[parent], nil
 }
-func (h *fakeHost) IsLeader(context.Context) (bool, error)       { return false, nil }
-func (h *fakeHost) ReadyNodes(context.Context) ([]string, error) { return nil, nil }
+func (h *fakeHost) IsLeader(context.Context) (bool, error) { return false, nil }
+func (h *fakeHost) ReadySwarmNodes(context.Context) ([]netspec.SwarmNode, error) {
+	return nil, nil
+}
 func (h *fakeHost) SwarmNetworkExists(context.Context, string) (bool, error) {
 	return false, nil
 }
@@ -143,11 +145,11 @@ type leaderSwarm struct {
 }
 
 func (s *leaderSwarm) IsLeader(context.Context) (bool, error) { return true, nil }
-func (s *leaderSwarm) ReadyNodes(context.Context) ([]string, error) {
+func (s *leaderSwarm) ReadySwarmNodes(context.Context) ([]netspec.SwarmNode, error) {
 	if s.onReadyNodes != nil {
 		s.onReadyNodes()
 	}
-	return []string{"id1"}, nil
+	return []netspec.SwarmNode{{ID: "id1", State: "ready", Availability: "active"}}, nil
 }
 func (s *leaderSwarm) SwarmNetworkExists(context.Context, string) (bool, error) { return false, nil }
 func (s *leaderSwarm) CreateSwarmNetwork(_ context.Context, sp netspec.Spec) error {
@@ -1747,13 +1749,25 @@ func TestSwarmNetworkErrorsNameTheNetwork(t *testing.T) {
 	}
 }
 
-// swarmOf is the leader's swarm whose ready nodes are nodes.
+// swarmOf is the leader's swarm whose ready nodes are nodes, active
+// unless availability names another availability.
 type swarmOf struct {
 	leaderSwarm
-	nodes []string
+	nodes        []string
+	availability map[string]string
 }
 
-func (s *swarmOf) ReadyNodes(context.Context) ([]string, error) { return s.nodes, nil }
+func (s *swarmOf) ReadySwarmNodes(context.Context) ([]netspec.SwarmNode, error) {
+	out := make([]netspec.SwarmNode, len(s.nodes))
+	for i, id := range s.nodes {
+		a, ok := s.availability[id]
+		if !ok {
+			a = "active"
+		}
+		out[i] = netspec.SwarmNode{ID: id, State: "ready", Availability: a}
+	}
+	return out, nil
+}
 
 // TestSwarmNetworkWaitsForEveryNodesOwnReport: a node's report is the
 // one under its key, whatever identity the document names (copied under
@@ -1785,4 +1799,49 @@ func TestSwarmNetworkWaitsForEveryNodesOwnReport(t *testing.T) {
 	if !slices.Equal(sw.created, []string{"web"}) {
 		t.Errorf("swarm networks created %v once n3 reported ready, want [web]", sw.created)
 	}
+}
+
+// TestSwarmNetworkLeavesDrainedNodes: a ready node set to drain (or
+// pause) runs no agent when the agents are the stack's global service —
+// swarm stops their tasks there — and never reports; swarm places no task
+// there either, so the leader makes the swarm network without it. Before,
+// it waited for every ready node, and no swarm network was made while a
+// node was drained. A drained node that reports (its agent runs from the
+// .deb) is waited for until its report says ready.
+func TestSwarmNetworkLeavesDrainedNodes(t *testing.T) {
+	ctx := context.Background()
+	t.Run("silent", func(t *testing.T) {
+		st := storeWithWeb(t)
+		sw := &swarmOf{nodes: []string{"id1", "id3", "id4"}, availability: map[string]string{"id3": "drain", "id4": "pause"}}
+		r := reconcilerOf(st, &fakeHost{}, sw, func(string, string) error { return nil })
+		if err := r.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(sw.created, []string{"web"}) {
+			t.Errorf("swarm networks created %v with n3 drained and n4 paused, neither reporting, want [web]", sw.created)
+		}
+	})
+	t.Run("reporting", func(t *testing.T) {
+		st := storeWithWeb(t)
+		if err := st.Report(ctx, "web", netspec.NodeState{ID: "id3", Node: "n3", State: netspec.StateError, Error: "parent eth2 not found"}); err != nil {
+			t.Fatal(err)
+		}
+		sw := &swarmOf{nodes: []string{"id1", "id3"}, availability: map[string]string{"id3": "drain"}}
+		r := reconcilerOf(st, &fakeHost{}, sw, func(string, string) error { return nil })
+		if err := r.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if len(sw.created) != 0 {
+			t.Errorf("swarm networks created %v with drained n3 reporting error, want none", sw.created)
+		}
+		if err := st.Report(ctx, "web", netspec.NodeState{ID: "id3", Node: "n3", State: netspec.StateReady}); err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(sw.created, []string{"web"}) {
+			t.Errorf("swarm networks created %v once drained n3 reported ready, want [web]", sw.created)
+		}
+	})
 }

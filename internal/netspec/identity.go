@@ -71,10 +71,11 @@ func (f NodeFacts) KeyProblem() error {
 
 // SwarmNode is a node the swarm lists, whatever its state: its swarm node
 // ID, the host name its engine reports (Docker's Description.Hostname,
-// the name an older agent keyed its facts by unless given --node) and its
-// state (ready, down, …).
+// the name an older agent keyed its facts by unless given --node), its
+// state (ready, down, …) and its availability (active, pause, drain; ""
+// when not known).
 type SwarmNode struct {
-	ID, Hostname, State string
+	ID, Hostname, State, Availability string
 }
 
 // SwarmNodesOfHostName lists, by ID, the swarm nodes in list whose host
