@@ -75,6 +75,10 @@ type Observed struct {
 	// Want's Shim6 and Route6; false when it has none.
 	ShimHasIP6  bool
 	Route6ViaOK bool
+	// OldRoutes and OldRoutes6 are true when this owner's shim has routes
+	// of the kind underlay makes (shimsRoute) to other destinations than
+	// the Want's Route and Route6: the node's range before it moved.
+	OldRoutes, OldRoutes6 bool
 	// PortOf is the bond or bridge (of kind PortOfKind: "bond", "bridge"…)
 	// the parent is a port of, or, when the parent is to be made, its
 	// lower device; "" when none. The master takes the frames its ports
@@ -108,6 +112,10 @@ const (
 	ShimRoute     Repair = "add route to the container range via the shim"
 	ShimAddress6  Repair = "add shim IPv6 address"
 	ShimRoute6    Repair = "add route to the IPv6 container range via the shim"
+	// ShimOldRoutes and ShimOldRoutes6 delete the shim's routes to the
+	// node's ranges before they moved (Observed.OldRoutes).
+	ShimOldRoutes  Repair = "delete the shim's routes to ranges no longer the node's"
+	ShimOldRoutes6 Repair = "delete the shim's routes to IPv6 ranges no longer the node's"
 )
 
 // ErrNoParent is returned when the parent interface does not exist.
@@ -205,6 +213,13 @@ func Repairs(w Want, o Observed) ([]Repair, error) {
 	}
 	if v6 && (!o.Route6ViaOK || !o.ShimUp || !o.ShimHasIP6) {
 		r = append(r, ShimRoute6)
+	}
+	// After the new routes: the host reaches the new range all along.
+	if o.OldRoutes {
+		r = append(r, ShimOldRoutes)
+	}
+	if v6 && o.OldRoutes6 {
+		r = append(r, ShimOldRoutes6)
 	}
 	return slices.Compact(r), nil
 }
@@ -388,7 +403,11 @@ func (h Host) Observe(w Want) (Observed, error) {
 	if o.ShimForeign = !o.ShimMarked && !w.oldShim(sa.Alias, o); o.ShimForeign {
 		return o, nil
 	}
-	if o.RouteViaOK, err = hasRoute(k, shim, netlink.FAMILY_V4, w.Route); err != nil {
+	// Another owner's shim, used as it is (see Host.Owner), keeps its
+	// routes: they are that agent's. An older agent's is marked this
+	// owner's by this Ensure.
+	ours := !o.ShimMarked || ownersMark(sa.Alias, h.Owner)
+	if o.RouteViaOK, o.OldRoutes, err = shimRoutes(k, shim, netlink.FAMILY_V4, w.Route, ours); err != nil {
 		return o, fmt.Errorf("routes of %s: %w", w.ShimLink, err)
 	}
 	if !w.Shim6.IsValid() {
@@ -399,10 +418,71 @@ func (h Host) Observe(w Want) (Observed, error) {
 		return o, fmt.Errorf("IPv6 addresses of %s: %w", w.ShimLink, err)
 	}
 	o.ShimHasIP6 = hasAddr(addrs, w.Shim6)
-	if o.Route6ViaOK, err = hasRoute(k, shim, netlink.FAMILY_V6, w.Route6); err != nil {
+	if o.Route6ViaOK, o.OldRoutes6, err = shimRoutes(k, shim, netlink.FAMILY_V6, w.Route6, ours); err != nil {
 		return o, fmt.Errorf("IPv6 routes of %s: %w", w.ShimLink, err)
 	}
 	return o, nil
+}
+
+// shimRoutes reports whether shim has a route of family to dst, and, when
+// ours, whether it has routes underlay made (shimsRoute) to other
+// destinations.
+func shimRoutes(k kernel, shim netlink.Link, family int, dst netip.Prefix, ours bool) (has, old bool, err error) {
+	routes, err := k.RouteList(shim, family)
+	if err != nil {
+		return false, false, err
+	}
+	for _, rt := range routes {
+		switch {
+		case rt.Dst != nil && rt.Dst.String() == dst.String():
+			has = true
+		case ours && shimsRoute(rt, shim.Attrs().Index, family):
+			old = true
+		}
+	}
+	return has, old, nil
+}
+
+// shimsRoute reports whether rt is a route apply's ShimRoute (with
+// family FAMILY_V6, ShimRoute6) makes on the shim of index shim, to
+// whichever destination: in the main table, through the shim alone, of
+// netlink's protocol (boot: what `ip route add` gives too, unless told
+// another) and type (unicast), with no gateway or source, of scope link
+// and metric 0 (IPv6: metric 1; the kernel gives every IPv6 route scope
+// universe). The kernel's own routes (protocol kernel: the link-local
+// one) and an operator's of another protocol (`ip route add … proto
+// static`) are none.
+func shimsRoute(rt netlink.Route, shim, family int) bool {
+	scope, metric := netlink.SCOPE_LINK, 0
+	if family == netlink.FAMILY_V6 {
+		scope, metric = netlink.SCOPE_UNIVERSE, 1
+	}
+	return rt.Dst != nil && rt.LinkIndex == shim && len(rt.MultiPath) == 0 &&
+		rt.Table == syscall.RT_TABLE_MAIN && rt.Protocol == syscall.RTPROT_BOOT && rt.Type == syscall.RTN_UNICAST &&
+		rt.Gw == nil && rt.Via == nil && rt.Src == nil && rt.Scope == scope && rt.Priority == metric
+}
+
+// delOldRoutes deletes the routes underlay made on shim (shimsRoute) of
+// family to other destinations than dst. RouteDel sends the destination,
+// table, link, protocol, scope, type and metric (when not 0) given, and
+// the kernel deletes the route that matches them all: that route and no
+// other. One gone meanwhile is no error.
+func delOldRoutes(k kernel, shim netlink.Link, family int, dst netip.Prefix) error {
+	routes, err := k.RouteList(shim, family)
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, rt := range routes {
+		if !shimsRoute(rt, shim.Attrs().Index, family) || rt.Dst.String() == dst.String() {
+			continue
+		}
+		del := netlink.Route{LinkIndex: rt.LinkIndex, Dst: rt.Dst, Table: rt.Table, Protocol: rt.Protocol, Scope: rt.Scope, Type: rt.Type, Priority: rt.Priority}
+		if err := k.RouteDel(&del); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("delete route %s: %w", rt.Dst, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // shimOffParent observes into o the link of w's shim name while w's
@@ -511,20 +591,6 @@ func hasAddr(addrs []netlink.Addr, want netip.Addr) bool {
 		ip, ok := netip.AddrFromSlice(a.IP)
 		return ok && ip.Unmap() == want
 	})
-}
-
-// hasRoute reports whether link has a route of family to dst.
-func hasRoute(k kernel, link netlink.Link, family int, dst netip.Prefix) (bool, error) {
-	routes, err := k.RouteList(link, family)
-	if err != nil {
-		return false, err
-	}
-	for _, rt := range routes {
-		if rt.Dst != nil && rt.Dst.String() == dst.String() {
-			return true, nil
-		}
-	}
-	return false, nil
 }
 
 // Ensure makes the host match w and returns the repairs it made; none when
@@ -766,6 +832,13 @@ func apply(k kernel, w Want, r Repair, owner string) error {
 		// shim's must win for the host to reach its own containers.
 		dst := &net.IPNet{IP: w.Route6.Addr().AsSlice(), Mask: net.CIDRMask(w.Route6.Bits(), 128)}
 		return k.RouteReplace(&netlink.Route{LinkIndex: shim.Attrs().Index, Dst: dst, Priority: 1})
+	case ShimOldRoutes:
+		// The old range may now be another node's, or no one's: the
+		// host's traffic to it would still leave through the shim, not
+		// as the host routes it.
+		return delOldRoutes(k, shim, netlink.FAMILY_V4, w.Route)
+	case ShimOldRoutes6:
+		return delOldRoutes(k, shim, netlink.FAMILY_V6, w.Route6)
 	}
 	return fmt.Errorf("unknown repair %q", r)
 }

@@ -32,6 +32,9 @@ func TestRepairs(t *testing.T) {
 			[]Repair{ShimReplace, ShimCreate, ShimAddress, ShimUp, ShimRoute}},
 		{"shim set down loses its route", func(o *Observed) { o.ShimUp, o.RouteViaOK = false, false }, []Repair{ShimUp, ShimRoute}},
 		{"route deleted", func(o *Observed) { o.RouteViaOK = false }, []Repair{ShimRoute}},
+		{"range moved", func(o *Observed) { o.ShimHasIP, o.RouteViaOK, o.OldRoutes = false, false, true }, []Repair{ShimAddress, ShimRoute, ShimOldRoutes}},
+		{"old range's route left", func(o *Observed) { o.OldRoutes = true }, []Repair{ShimOldRoutes}},
+		{"old IPv6 range's route, IPv4 only", func(o *Observed) { o.OldRoutes6 = true }, nil},
 		{"an older agent's shim", func(o *Observed) { o.ShimMarked = false }, []Repair{ShimMark}},
 		{"VLAN parent missing", func(o *Observed) { *o = Observed{ParentCreatable: true} },
 			[]Repair{ParentCreate, ParentUp, ParentPromisc, ShimCreate, ShimAddress, ShimUp, ShimRoute}},
@@ -65,6 +68,7 @@ func TestRepairsIPv6(t *testing.T) {
 		{"IPv6 address removed", func(o *Observed) { o.ShimHasIP6, o.Route6ViaOK = false, false }, []Repair{ShimAddress6, ShimRoute6}},
 		{"IPv6 route deleted", func(o *Observed) { o.Route6ViaOK = false }, []Repair{ShimRoute6}},
 		{"IPv4 route deleted", func(o *Observed) { o.RouteViaOK = false }, []Repair{ShimRoute}},
+		{"IPv6 range moved", func(o *Observed) { o.ShimHasIP6, o.Route6ViaOK, o.OldRoutes6 = false, false, true }, []Repair{ShimAddress6, ShimRoute6, ShimOldRoutes6}},
 	}
 	checkRepairs(t, w, good, tests)
 }
@@ -208,8 +212,12 @@ func TestEnsureDualStack(t *testing.T) {
 	k.addrs[w.ShimLink] = append(k.addrs[w.ShimLink], netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("fe80::1"), Mask: net.CIDRMask(64, 128)}})
 	moved := w
 	moved.Shim6, moved.Route6 = netip.MustParseAddr("fd00:40::2:0:0:1"), netip.MustParsePrefix("fd00:40::2:0:0:0/80")
-	if got, err := h.Ensure(moved); err != nil || !slices.Equal(got, []Repair{ShimAddress6, ShimRoute6}) {
-		t.Errorf("Ensure after the IPv6 range moved: %v, %v; want [%s %s]", got, err, ShimAddress6, ShimRoute6)
+	if got, err := h.Ensure(moved); err != nil || !slices.Equal(got, []Repair{ShimAddress6, ShimRoute6, ShimOldRoutes6}) {
+		t.Errorf("Ensure after the IPv6 range moved: %v, %v; want [%s %s %s]", got, err, ShimAddress6, ShimRoute6, ShimOldRoutes6)
+	}
+	routes6, _ = k.RouteList(shim, netlink.FAMILY_V6)
+	if len(routes6) != 1 || routes6[0].Dst.String() != "fd00:40:0:0:2::/80" {
+		t.Errorf("shim IPv6 routes after the move %+v, want only the one to fd00:40:0:0:2::/80", routes6)
 	}
 	var have []string
 	addrs6, _ = k.AddrList(shim, netlink.FAMILY_V6)
@@ -1090,5 +1098,115 @@ func TestEnsureErrorNamesTheAddress(t *testing.T) {
 				t.Errorf("Ensure: %v; want EADDRINUSE, saying %s on %s", err, tc.want, w.ShimLink)
 			}
 		})
+	}
+}
+
+// TestEnsureDeletesTheOldRangesRoute: when the node's range moves (its
+// lease renewed with another range, or the spec's range edited), the
+// shim's route to the old range goes with its old address: the host's
+// traffic to the old range, maybe another node's now, would leave through
+// the shim. Before, Ensure deleted the address and left the route. Only
+// routes underlay makes on the shim go: an operator's route on the shim
+// of another protocol, one on another link, and the kernel's stay.
+func TestEnsureDeletesTheOldRangesRoute(t *testing.T) {
+	k := vlanHost()
+	h, w := Host{k: k}, vlanWant()
+	if _, err := h.Ensure(w); err != nil {
+		t.Fatal(err)
+	}
+	shim := k.links[w.ShimLink]
+	ix := shim.Attrs().Index
+	ipnet := func(s string) *net.IPNet {
+		_, n, err := net.ParseCIDR(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	operators := netlink.Route{LinkIndex: ix, Dst: ipnet("10.99.0.0/24"), Scope: netlink.SCOPE_LINK, Protocol: syscall.RTPROT_STATIC, Table: syscall.RT_TABLE_MAIN, Type: syscall.RTN_UNICAST}
+	kernels := netlink.Route{LinkIndex: ix, Dst: ipnet("10.98.0.0/24"), Scope: netlink.SCOPE_LINK, Protocol: syscall.RTPROT_KERNEL, Table: syscall.RT_TABLE_MAIN, Type: syscall.RTN_UNICAST}
+	otherLink := netlink.Route{LinkIndex: k.links["bond0"].Attrs().Index, Dst: ipnet("10.97.0.0/24"), Scope: netlink.SCOPE_LINK, Protocol: syscall.RTPROT_BOOT, Table: syscall.RT_TABLE_MAIN, Type: syscall.RTN_UNICAST}
+	k.routes = append(k.routes, operators, kernels, otherLink)
+
+	moved := w
+	moved.Shim, moved.Route = netip.MustParseAddr("10.40.0.66"), netip.MustParsePrefix("10.40.0.64/26")
+	got, err := h.Ensure(moved)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := []Repair{ShimAddress, ShimRoute, ShimOldRoutes}; !slices.Equal(got, want) {
+		t.Errorf("Ensure after the range moved: %v, want %v", got, want)
+	}
+	var have []string
+	for _, rt := range k.routes {
+		have = append(have, fmt.Sprintf("%s link %d proto %d", rt.Dst, rt.LinkIndex, rt.Protocol))
+	}
+	want := []string{
+		fmt.Sprintf("10.40.0.64/26 link %d proto %d", ix, syscall.RTPROT_BOOT),
+		fmt.Sprintf("10.97.0.0/24 link %d proto %d", otherLink.LinkIndex, syscall.RTPROT_BOOT),
+		fmt.Sprintf("10.98.0.0/24 link %d proto %d", ix, syscall.RTPROT_KERNEL),
+		fmt.Sprintf("10.99.0.0/24 link %d proto %d", ix, syscall.RTPROT_STATIC),
+	}
+	if slices.Sort(have); !slices.Equal(have, want) {
+		t.Errorf("routes after the move:\n%s\nwant (the old range's gone, the others kept):\n%s", strings.Join(have, "\n"), strings.Join(want, "\n"))
+	}
+	if got, err := h.Ensure(moved); err != nil || len(got) != 0 {
+		t.Errorf("second Ensure: %v, %v; want nothing to do", got, err)
+	}
+}
+
+// TestEnsureLeavesAnotherOwnersShimsRoutes: another owner's shim of the
+// network, used as it is (see Host.Owner), keeps its routes to other
+// ranges: they are that agent's, as its addresses are.
+func TestEnsureLeavesAnotherOwnersShimsRoutes(t *testing.T) {
+	k := vlanHost()
+	w := vlanWant()
+	if _, err := (Host{k: k, Owner: "them"}).Ensure(w); err != nil {
+		t.Fatal(err)
+	}
+	mine := w
+	mine.Shim, mine.Route = netip.MustParseAddr("10.40.0.66"), netip.MustParsePrefix("10.40.0.64/26")
+	got, err := Host{k: k, Owner: "us"}.Ensure(mine)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Contains(got, ShimOldRoutes) {
+		t.Errorf("Ensure on another owner's shim: %v, want no %q", got, ShimOldRoutes)
+	}
+	routes, _ := k.RouteList(k.links[w.ShimLink], netlink.FAMILY_V4)
+	var have []string
+	for _, rt := range routes {
+		have = append(have, rt.Dst.String())
+	}
+	if slices.Sort(have); !slices.Equal(have, []string{"10.40.0.0/26", "10.40.0.64/26"}) {
+		t.Errorf("routes on another owner's shim: %v, want its own and ours", have)
+	}
+}
+
+// TestFakeKernelRouteDel: the fake deletes a route as the kernel does
+// what netlink's RouteDel sends: the one matching what is given, none
+// when the protocol, scope or link given differ (ESRCH).
+func TestFakeKernelRouteDel(t *testing.T) {
+	k := vlanHost()
+	_, dst, _ := net.ParseCIDR("10.40.0.0/26")
+	if err := k.RouteReplace(&netlink.Route{LinkIndex: 1, Dst: dst, Scope: netlink.SCOPE_LINK}); err != nil {
+		t.Fatal(err)
+	}
+	for _, miss := range []netlink.Route{
+		{LinkIndex: 1, Dst: dst, Scope: netlink.SCOPE_LINK, Protocol: syscall.RTPROT_STATIC},
+		{LinkIndex: 1, Dst: dst},
+		{LinkIndex: 2, Dst: dst, Scope: netlink.SCOPE_LINK},
+		{LinkIndex: 1, Dst: dst, Scope: netlink.SCOPE_LINK, Table: 100},
+	} {
+		if err := k.RouteDel(&miss); !errors.Is(err, syscall.ESRCH) {
+			t.Errorf("RouteDel(%+v): %v, want ESRCH", miss, err)
+		}
+	}
+	listed, _ := k.RouteList(k.links["bond0"], netlink.FAMILY_V4)
+	if len(listed) != 1 {
+		t.Fatalf("routes %+v, want one", listed)
+	}
+	if err := k.RouteDel(&listed[0]); err != nil || len(k.routes) != 0 {
+		t.Errorf("RouteDel of the listed route: %v, routes left %+v; want it gone", err, k.routes)
 	}
 }

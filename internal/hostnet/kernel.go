@@ -21,6 +21,7 @@ type kernel interface {
 	AddrDel(link netlink.Link, addr *netlink.Addr) error
 	RouteList(link netlink.Link, family int) ([]netlink.Route, error)
 	RouteReplace(route *netlink.Route) error
+	RouteDel(route *netlink.Route) error
 }
 
 // netlinkKernel is the kernel of the calling process's network namespace,
@@ -45,6 +46,7 @@ func (netlinkKernel) RouteList(l netlink.Link, family int) ([]netlink.Route, err
 	return netlink.RouteList(l, family)
 }
 func (netlinkKernel) RouteReplace(r *netlink.Route) error { return netlink.RouteReplace(r) }
+func (netlinkKernel) RouteDel(r *netlink.Route) error     { return netlink.RouteDel(r) }
 
 // retryDumps is a kernel whose listings (of links, addresses, routes)
 // are made again when a concurrent change interrupted them: netlink then

@@ -346,6 +346,59 @@ func (k *fakeKernel) RouteReplace(r *netlink.Route) error {
 		return r.Dst.String()
 	}
 	k.routes = slices.DeleteFunc(k.routes, func(h netlink.Route) bool { return dst(h) == dst(*r) && h.Priority == r.Priority })
-	k.routes = append(k.routes, *r)
+	// As the kernel lists it: netlink asks for protocol boot, the main
+	// table and type unicast unless told others.
+	made := *r
+	if made.Protocol == 0 {
+		made.Protocol = syscall.RTPROT_BOOT
+	}
+	if made.Table == 0 {
+		made.Table = syscall.RT_TABLE_MAIN
+	}
+	if made.Type == 0 {
+		made.Type = syscall.RTN_UNICAST
+	}
+	k.routes = append(k.routes, made)
+	return nil
+}
+
+// RouteDel deletes the first route (by metric) to r's destination in r's
+// table (the main table when 0) that matches what else r gives, as the
+// kernel does (fib_table_delete, ip6_route_del) with what netlink sends:
+// the link, metric, protocol, type and gateway when given (not zero),
+// and with IPv4 the scope, which netlink always sends. None: ESRCH.
+func (k *fakeKernel) RouteDel(r *netlink.Route) error {
+	if r.Dst == nil || r.Dst.IP == nil {
+		return fmt.Errorf("either Dst.IP, Src.IP or Gw must be set")
+	}
+	table := r.Table
+	if table == 0 {
+		table = syscall.RT_TABLE_MAIN
+	}
+	v4 := r.Dst.IP.To4() != nil
+	best := -1
+	for i, h := range k.routes {
+		ht := h.Table
+		if ht == 0 {
+			ht = syscall.RT_TABLE_MAIN
+		}
+		switch {
+		case h.Dst == nil || h.Dst.String() != r.Dst.String() || ht != table,
+			r.LinkIndex != 0 && h.LinkIndex != r.LinkIndex,
+			r.Priority != 0 && h.Priority != r.Priority,
+			r.Protocol != 0 && h.Protocol != r.Protocol,
+			r.Type != 0 && h.Type != r.Type,
+			r.Gw != nil && !h.Gw.Equal(r.Gw),
+			v4 && h.Scope != r.Scope:
+			continue
+		}
+		if best < 0 || h.Priority < k.routes[best].Priority {
+			best = i
+		}
+	}
+	if best < 0 {
+		return syscall.ESRCH
+	}
+	k.routes = slices.Delete(k.routes, best, best+1)
 	return nil
 }
