@@ -108,7 +108,7 @@ type NetworkFacts struct {
 // report; ok is false when the node has reported no range yet.
 func (f NetworkFacts) Want() (hostnet.Want, bool) {
 	w := hostnet.Want{Parent: f.Spec.Parent, Network: f.Spec.Name, Driver: f.Spec.DriverName(), IPvlanMode: f.Spec.IPvlanModeName(),
-		ShimLink: netspec.ShimLinkName(f.Spec.Name)}
+		ShimLink: netspec.ShimLinkName(f.Spec.Name), Subnet: f.Spec.Subnet, Subnet6: f.Spec.IPv6Subnet}
 	if f.State == nil || !f.State.Range.IsValid() || !f.State.Shim.IsValid() || f.reportProblem() != "" {
 		return w, false
 	}

@@ -45,6 +45,10 @@ type Want struct {
 	// macvlan and ipvlan forbid.
 	Shim6  netip.Addr
 	Route6 netip.Prefix
+	// Subnet and Subnet6 are the network's subnets. Only the shim's
+	// routes into them can be underlay's to a range of the node's that
+	// has since moved (see shimsRoute); zero: none is.
+	Subnet, Subnet6 netip.Prefix
 }
 
 // Observed is the host state that matters to a Want.
@@ -407,7 +411,7 @@ func (h Host) Observe(w Want) (Observed, error) {
 	// routes: they are that agent's. An older agent's is marked this
 	// owner's by this Ensure.
 	ours := !o.ShimMarked || ownersMark(sa.Alias, h.Owner)
-	if o.RouteViaOK, o.OldRoutes, err = shimRoutes(k, shim, netlink.FAMILY_V4, w.Route, ours); err != nil {
+	if o.RouteViaOK, o.OldRoutes, err = shimRoutes(k, shim, netlink.FAMILY_V4, w.Route, w.Subnet, ours); err != nil {
 		return o, fmt.Errorf("routes of %s: %w", w.ShimLink, err)
 	}
 	if !w.Shim6.IsValid() {
@@ -418,7 +422,7 @@ func (h Host) Observe(w Want) (Observed, error) {
 		return o, fmt.Errorf("IPv6 addresses of %s: %w", w.ShimLink, err)
 	}
 	o.ShimHasIP6 = hasAddr(addrs, w.Shim6)
-	if o.Route6ViaOK, o.OldRoutes6, err = shimRoutes(k, shim, netlink.FAMILY_V6, w.Route6, ours); err != nil {
+	if o.Route6ViaOK, o.OldRoutes6, err = shimRoutes(k, shim, netlink.FAMILY_V6, w.Route6, w.Subnet6, ours); err != nil {
 		return o, fmt.Errorf("IPv6 routes of %s: %w", w.ShimLink, err)
 	}
 	return o, nil
@@ -426,8 +430,8 @@ func (h Host) Observe(w Want) (Observed, error) {
 
 // shimRoutes reports whether shim has a route of family to dst, and, when
 // ours, whether it has routes underlay made (shimsRoute) to other
-// destinations.
-func shimRoutes(k kernel, shim netlink.Link, family int, dst netip.Prefix, ours bool) (has, old bool, err error) {
+// destinations in subnet.
+func shimRoutes(k kernel, shim netlink.Link, family int, dst, subnet netip.Prefix, ours bool) (has, old bool, err error) {
 	routes, err := k.RouteList(shim, family)
 	if err != nil {
 		return false, false, err
@@ -436,7 +440,7 @@ func shimRoutes(k kernel, shim netlink.Link, family int, dst netip.Prefix, ours 
 		switch {
 		case rt.Dst != nil && rt.Dst.String() == dst.String():
 			has = true
-		case ours && shimsRoute(rt, shim.Attrs().Index, family):
+		case ours && shimsRoute(rt, shim.Attrs().Index, family, subnet):
 			old = true
 		}
 	}
@@ -449,32 +453,42 @@ func shimRoutes(k kernel, shim netlink.Link, family int, dst netip.Prefix, ours 
 // netlink's protocol (boot: what `ip route add` gives too, unless told
 // another) and type (unicast), with no gateway or source, of scope link
 // and metric 0 (IPv6: metric 1; the kernel gives every IPv6 route scope
-// universe). The kernel's own routes (protocol kernel: the link-local
-// one) and an operator's of another protocol (`ip route add … proto
-// static`) are none.
-func shimsRoute(rt netlink.Route, shim, family int) bool {
+// universe), to a destination inside the network's subnet (a node's
+// range is one). The kernel's own routes (protocol kernel: the link-local
+// one), an operator's of another protocol (`ip route add … proto
+// static`) and any to a destination outside the subnet (an operator's
+// plain `ip route add … dev SHIM`, of protocol boot too) are none.
+func shimsRoute(rt netlink.Route, shim, family int, subnet netip.Prefix) bool {
 	scope, metric := netlink.SCOPE_LINK, 0
 	if family == netlink.FAMILY_V6 {
 		scope, metric = netlink.SCOPE_UNIVERSE, 1
 	}
-	return rt.Dst != nil && rt.LinkIndex == shim && len(rt.MultiPath) == 0 &&
+	return rt.Dst != nil && inside(rt.Dst, subnet) && rt.LinkIndex == shim && len(rt.MultiPath) == 0 &&
 		rt.Table == syscall.RT_TABLE_MAIN && rt.Protocol == syscall.RTPROT_BOOT && rt.Type == syscall.RTN_UNICAST &&
 		rt.Gw == nil && rt.Via == nil && rt.Src == nil && rt.Scope == scope && rt.Priority == metric
 }
 
+// inside reports whether dst lies within subnet (false for a zero
+// subnet).
+func inside(dst *net.IPNet, subnet netip.Prefix) bool {
+	ip, ok := netip.AddrFromSlice(dst.IP)
+	ones, _ := dst.Mask.Size()
+	return ok && subnet.IsValid() && ones >= subnet.Bits() && subnet.Contains(ip.Unmap())
+}
+
 // delOldRoutes deletes the routes underlay made on shim (shimsRoute) of
-// family to other destinations than dst. RouteDel sends the destination,
+// family to other destinations than dst in subnet. RouteDel sends the destination,
 // table, link, protocol, scope, type and metric (when not 0) given, and
 // the kernel deletes the route that matches them all: that route and no
 // other. One gone meanwhile is no error.
-func delOldRoutes(k kernel, shim netlink.Link, family int, dst netip.Prefix) error {
+func delOldRoutes(k kernel, shim netlink.Link, family int, dst, subnet netip.Prefix) error {
 	routes, err := k.RouteList(shim, family)
 	if err != nil {
 		return err
 	}
 	var errs []error
 	for _, rt := range routes {
-		if !shimsRoute(rt, shim.Attrs().Index, family) || rt.Dst.String() == dst.String() {
+		if !shimsRoute(rt, shim.Attrs().Index, family, subnet) || rt.Dst.String() == dst.String() {
 			continue
 		}
 		del := netlink.Route{LinkIndex: rt.LinkIndex, Dst: rt.Dst, Table: rt.Table, Protocol: rt.Protocol, Scope: rt.Scope, Type: rt.Type, Priority: rt.Priority}
@@ -836,9 +850,9 @@ func apply(k kernel, w Want, r Repair, owner string) error {
 		// The old range may now be another node's, or no one's: the
 		// host's traffic to it would still leave through the shim, not
 		// as the host routes it.
-		return delOldRoutes(k, shim, netlink.FAMILY_V4, w.Route)
+		return delOldRoutes(k, shim, netlink.FAMILY_V4, w.Route, w.Subnet)
 	case ShimOldRoutes6:
-		return delOldRoutes(k, shim, netlink.FAMILY_V6, w.Route6)
+		return delOldRoutes(k, shim, netlink.FAMILY_V6, w.Route6, w.Subnet6)
 	}
 	return fmt.Errorf("unknown repair %q", r)
 }

@@ -128,7 +128,7 @@ func TestOwned(t *testing.T) {
 // made by vlanHost has.
 func vlanWant() Want {
 	return Want{Parent: "bond0.40", Network: "pool", ShimLink: netspec.ShimLinkName("pool"),
-		Shim: netip.MustParseAddr("10.40.0.2"), Route: netip.MustParsePrefix("10.40.0.0/26")}
+		Shim: netip.MustParseAddr("10.40.0.2"), Route: netip.MustParsePrefix("10.40.0.0/26"), Subnet: netip.MustParsePrefix("10.40.0.0/24")}
 }
 
 func vlanHost() *fakeKernel {
@@ -173,6 +173,7 @@ func TestEnsureOnAFakeHost(t *testing.T) {
 func dualStackWant() Want {
 	w := vlanWant()
 	w.Shim6, w.Route6 = netip.MustParseAddr("fd00:40::1:0:0:1"), netip.MustParsePrefix("fd00:40::1:0:0:0/80")
+	w.Subnet6 = netip.MustParsePrefix("fd00:40::/64")
 	return w
 }
 
@@ -1126,7 +1127,10 @@ func TestEnsureDeletesTheOldRangesRoute(t *testing.T) {
 	operators := netlink.Route{LinkIndex: ix, Dst: ipnet("10.99.0.0/24"), Scope: netlink.SCOPE_LINK, Protocol: syscall.RTPROT_STATIC, Table: syscall.RT_TABLE_MAIN, Type: syscall.RTN_UNICAST}
 	kernels := netlink.Route{LinkIndex: ix, Dst: ipnet("10.98.0.0/24"), Scope: netlink.SCOPE_LINK, Protocol: syscall.RTPROT_KERNEL, Table: syscall.RT_TABLE_MAIN, Type: syscall.RTN_UNICAST}
 	otherLink := netlink.Route{LinkIndex: k.links["bond0"].Attrs().Index, Dst: ipnet("10.97.0.0/24"), Scope: netlink.SCOPE_LINK, Protocol: syscall.RTPROT_BOOT, Table: syscall.RT_TABLE_MAIN, Type: syscall.RTN_UNICAST}
-	k.routes = append(k.routes, operators, kernels, otherLink)
+	// An operator's plain `ip route add 10.96.0.0/24 dev SHIM`: of
+	// underlay's kind in every field, but outside the network's subnet.
+	plain := netlink.Route{LinkIndex: ix, Dst: ipnet("10.96.0.0/24"), Scope: netlink.SCOPE_LINK, Protocol: syscall.RTPROT_BOOT, Table: syscall.RT_TABLE_MAIN, Type: syscall.RTN_UNICAST}
+	k.routes = append(k.routes, operators, kernels, otherLink, plain)
 
 	moved := w
 	moved.Shim, moved.Route = netip.MustParseAddr("10.40.0.66"), netip.MustParsePrefix("10.40.0.64/26")
@@ -1143,6 +1147,7 @@ func TestEnsureDeletesTheOldRangesRoute(t *testing.T) {
 	}
 	want := []string{
 		fmt.Sprintf("10.40.0.64/26 link %d proto %d", ix, syscall.RTPROT_BOOT),
+		fmt.Sprintf("10.96.0.0/24 link %d proto %d", ix, syscall.RTPROT_BOOT),
 		fmt.Sprintf("10.97.0.0/24 link %d proto %d", otherLink.LinkIndex, syscall.RTPROT_BOOT),
 		fmt.Sprintf("10.98.0.0/24 link %d proto %d", ix, syscall.RTPROT_KERNEL),
 		fmt.Sprintf("10.99.0.0/24 link %d proto %d", ix, syscall.RTPROT_STATIC),

@@ -513,7 +513,7 @@ func (r *Reconciler) realiseNode(ctx context.Context, s netspec.Spec) (netspec.N
 		return netspec.NodeState{}, err
 	}
 	repairs, err := r.Host.Ensure(hostnet.Want{Parent: s.Parent, Network: s.Name, Driver: s.DriverName(), IPvlanMode: s.IPvlanModeName(),
-		ShimLink: plan.ShimLink, Shim: plan.Shim, Route: route, Shim6: plan.Shim6, Route6: route6})
+		ShimLink: plan.ShimLink, Shim: plan.Shim, Route: route, Shim6: plan.Shim6, Route6: route6, Subnet: s.Subnet, Subnet6: s.IPv6Subnet})
 	if err != nil {
 		return netspec.NodeState{}, fmt.Errorf("network %s: prepare host: %w", s.Name, err)
 	}
