@@ -506,6 +506,28 @@ func planDeparted(facts []netspec.NodeFacts, ready, holders map[string]bool, w d
 	return gone, next
 }
 
+// unmiss is missing (when each node was first seen departed) after a
+// stretch from unseen to now in which the leader could not look (zero
+// unseen: none): each time before it moves on by the stretch, so that
+// only the time the node was seen missing counts. A node then Ready
+// unseen, as it is after its leader's check failed for long, is not
+// departed at its first moment not Ready; nor, under a check failing at
+// times, is one gone for good kept for ever, as forgetting the watch at
+// each failure would.
+func unmiss(missing map[string]time.Time, unseen, now time.Time) map[string]time.Time {
+	if unseen.IsZero() || !now.After(unseen) {
+		return missing
+	}
+	out := make(map[string]time.Time, len(missing))
+	for id, since := range missing {
+		if !since.After(unseen) {
+			since = since.Add(now.Sub(unseen))
+		}
+		out[id] = since
+	}
+	return out
+}
+
 // reporters are the nodes other than self that may hold an allocation
 // naming no node, and must report they do not before the leader reclaims
 // it: every node with facts (it ran an agent, so its containers may be on

@@ -100,8 +100,13 @@ type Reclaimer struct {
 	// a container, by pool.
 	unheld map[string]map[netip.Addr]time.Time
 	// watch is what the leader remembers of departing nodes (leader only:
-	// forgotten whenever this node is not, or cannot tell it is).
+	// forgotten whenever this node is not).
 	watch departWatch
+	// unseen is when the leader last failed to look at the nodes (its
+	// check that it leads, or its reads of them, failed) since its last
+	// look; zero when it has not: the time since does not count as
+	// missing (see departed).
+	unseen time.Time
 	// nodeless is when the leader first saw each allocation naming no
 	// node, by pool (leader only).
 	nodeless map[string]map[netip.Addr]time.Time
@@ -460,27 +465,39 @@ func (r *Reclaimer) departed(ctx context.Context) (gone, report map[string]bool,
 		return nil, nil, nil
 	}
 	leader, err := r.Cluster.IsLeader(ctx)
-	if err != nil || !leader {
+	if err == nil && !leader {
 		// Another manager judges meanwhile, and what it saw this node
 		// did not: a node first seen missing before, then Ready while
 		// another led, would be departed at once were this node elected
 		// again, its addresses freed under its running containers.
 		r.mu.Lock()
-		r.watch = departWatch{}
+		r.watch, r.unseen = departWatch{}, time.Time{}
 		r.mu.Unlock()
-		return nil, nil, err
+		return nil, nil, nil
 	}
-	ready, err := r.Cluster.ReadyNodes(ctx)
+	var ready []string
+	var facts []netspec.NodeFacts
+	if err == nil {
+		ready, err = r.Cluster.ReadyNodes(ctx)
+	}
+	if err == nil {
+		facts, err = r.Pools.Store.AgentsNodes(ctx) // none under keys no agent writes
+	}
 	if err != nil {
+		// A look that failed (docker info timing out now and then) is
+		// no sign of another leader: forgetting the watch at each would
+		// keep a node gone for good from ever being departed. What
+		// this node did not see does not count (see unmiss).
+		r.mu.Lock()
+		if r.unseen.IsZero() {
+			r.unseen = r.Alloc.now()
+		}
+		r.mu.Unlock()
 		return nil, nil, err
 	}
 	alive := map[string]bool{}
 	for _, id := range ready {
 		alive[id] = true
-	}
-	facts, err := r.Pools.Store.AgentsNodes(ctx) // none under keys no agent writes
-	if err != nil {
-		return nil, nil, err
 	}
 	fresh := r.Fresh
 	if fresh <= 0 {
@@ -488,6 +505,8 @@ func (r *Reclaimer) departed(ctx context.Context) (gone, report map[string]bool,
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
+	r.watch.Missing = unmiss(r.watch.Missing, r.unseen, r.Alloc.now())
+	r.unseen = time.Time{}
 	judged := maps.Clone(r.holders)
 	if judged == nil {
 		judged = map[string]bool{}

@@ -3,6 +3,7 @@ package ipam
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/netip"
@@ -577,6 +578,100 @@ func TestLeaderAgainWatchesDepartingNodesAfresh(t *testing.T) {
 	sweepFor(ctx, t, kv, p, &clock, 3*timeout, r)
 	// Elected again: n is not Ready for a moment.
 	cluster.leader, cluster.ready = true, []string{leaderID}
+	if err := r.Sweep(ctx); err != nil {
+		t.Fatal(err)
+	}
+	wantHeld(ctx, t, kv, p, held)
+}
+
+// flakyCluster is a swarm whose leadership check fails at times: the
+// leader is this node throughout, but IsLeader errs while fail is set.
+type flakyCluster struct {
+	termCluster
+	fail bool
+}
+
+var errFlaky = errors.New("docker info: context deadline exceeded")
+
+func (c *flakyCluster) IsLeader(ctx context.Context) (bool, error) {
+	if c.fail {
+		return false, errFlaky
+	}
+	return c.termCluster.IsLeader(ctx)
+}
+
+// flakySweepFor sweeps with r every 15 s of clock for d, the leadership
+// check failing at every other sweep.
+func flakySweepFor(ctx context.Context, t *testing.T, r *Reclaimer, c *flakyCluster, clock *time.Time, d time.Duration) {
+	t.Helper()
+	for end := clock.Add(d); clock.Before(end); *clock = clock.Add(15 * time.Second) {
+		c.fail = !c.fail
+		if err := r.Sweep(ctx); err != nil && !errors.Is(err, errFlaky) {
+			t.Fatal(err)
+		}
+	}
+	c.fail = false
+}
+
+// TestFlakyLeaderCheckStillReclaimsDepartedNodes: the leader's check that
+// it leads (docker info) fails now and then, while it leads throughout.
+// Before, each failure forgot what the leader had watched of departing
+// nodes, as if it had lost the leadership: failing at least once a node
+// timeout, it never found a node departed, and a node gone for good kept
+// its addresses for ever. A failed check is a sweep that did not look:
+// the watch is kept, and what the leader did not see does not count.
+func TestFlakyLeaderCheckStillReclaimsDepartedNodes(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st, p := clusterNet(t, kv)
+	clock := t0
+	now := func() time.Time { return clock }
+	leaderID, goneID := sid("leader"), sid("gone")
+	held := map[string]netip.Addr{goneID: taskAddr(t, newAllocator(kv, goneID, "g", now, nil), p)}
+	stale := t0.Add(-time.Hour).Format(time.RFC3339Nano)
+	if err := kv.Put(ctx, netspec.NodesKVPrefix+goneID, []byte(fmt.Sprintf(`{"id":%q,"node":"gone","updated_at":%q}`, goneID, stale))); err != nil {
+		t.Fatal(err)
+	}
+	const timeout = 5 * time.Minute
+	cluster := &flakyCluster{termCluster: termCluster{leader: true, ready: []string{leaderID}}}
+	r := &Reclaimer{Alloc: newAllocator(kv, leaderID, "g", now, nil), Pools: SpecPools{Store: st}, Held: noHeld{}, Cluster: cluster,
+		Grace: time.Hour, NodeTimeout: timeout, Fresh: timeout, Log: slog.New(slog.DiscardHandler)}
+	// Half the sweeps look: the node is seen missing for half the time,
+	// so past twice the timeout (and a little) it is departed.
+	flakySweepFor(ctx, t, r, cluster, &clock, 2*timeout+2*time.Minute)
+	wantHeld(ctx, t, kv, p, held, goneID)
+}
+
+// TestLeaderCheckFailingLongCountsNothingUnseen: a node seen missing,
+// then Ready all along while the leader's check failed for three node
+// timeouts, is not departed at the next look that finds it not Ready for
+// a moment: the time the leader did not look does not count as missing.
+func TestLeaderCheckFailingLongCountsNothingUnseen(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st, p := clusterNet(t, kv)
+	clock := t0
+	now := func() time.Time { return clock }
+	leaderID, nID := sid("leader"), sid("n")
+	held := map[string]netip.Addr{nID: taskAddr(t, newAllocator(kv, nID, "g", now, nil), p)}
+	stale := t0.Add(-time.Hour).Format(time.RFC3339Nano)
+	if err := kv.Put(ctx, netspec.NodesKVPrefix+nID, []byte(fmt.Sprintf(`{"id":%q,"node":"n","updated_at":%q}`, nID, stale))); err != nil {
+		t.Fatal(err)
+	}
+	const timeout = 5 * time.Minute
+	cluster := &flakyCluster{termCluster: termCluster{leader: true, ready: []string{leaderID}}}
+	r := &Reclaimer{Alloc: newAllocator(kv, leaderID, "g", now, nil), Pools: SpecPools{Store: st}, Held: noHeld{}, Cluster: cluster,
+		Grace: time.Hour, NodeTimeout: timeout, Fresh: timeout, Log: slog.New(slog.DiscardHandler)}
+	if err := r.Sweep(ctx); err != nil { // n not Ready: missing from now
+		t.Fatal(err)
+	}
+	cluster.fail, cluster.ready = true, []string{leaderID, nID}
+	for end := clock.Add(3 * timeout); clock.Before(end); clock = clock.Add(15 * time.Second) {
+		if err := r.Sweep(ctx); !errors.Is(err, errFlaky) {
+			t.Fatalf("sweep with the leadership check failing: %v, want %v", err, errFlaky)
+		}
+	}
+	cluster.fail, cluster.ready = false, []string{leaderID}
 	if err := r.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
