@@ -56,6 +56,12 @@ type store struct {
 	// shadowed is, by pool ID, the blocks a bad key of the last listing
 	// overlaps, with that key (see view.shadowed).
 	shadowed map[string]map[netip.Prefix]string
+	// listings numbers the listings of pools (scan, listed) as they
+	// start; shown is, by pool ID, the number of the listing bad and
+	// shadowed hold: a listing read before it, answered after, is older
+	// and leaves them (a bad key it did not see would stop shadowing).
+	listings uint64
+	shown    map[string]uint64
 	// locks serialise this node's updates of one key, so that the node
 	// never races itself (the spare keeper and requests share blocks).
 	locks map[string]*sync.Mutex
@@ -69,7 +75,7 @@ type versioned struct {
 
 func newStore(kv KV, log *slog.Logger) *store {
 	return &store{kv: kv, log: log, docs: map[string]versioned{}, scanned: map[string]bool{},
-		bad: map[string][]BadDoc{}, logged: map[string]uint64{}, shadowed: map[string]map[netip.Prefix]string{}, locks: map[string]*sync.Mutex{}}
+		bad: map[string][]BadDoc{}, logged: map[string]uint64{}, shadowed: map[string]map[netip.Prefix]string{}, shown: map[string]uint64{}, locks: map[string]*sync.Mutex{}}
 }
 
 func (s *store) lock(key string) func() {
@@ -95,6 +101,25 @@ func (s *store) wasScanned(p Pool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.scanned[p.ID()]
+}
+
+// startListing numbers a listing of a pool about to be read (see shown).
+func (s *store) startListing() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.listings++
+	return s.listings
+}
+
+// showsLocked says whether listing n of p, read, is newer than the one
+// bad and shadowed hold, and if so records it as the one they hold; the
+// caller holds s.mu.
+func (s *store) showsLocked(p Pool, n uint64) bool {
+	if n < s.shown[p.ID()] {
+		return false
+	}
+	s.shown[p.ID()] = n
+	return true
 }
 
 func (s *store) remember(key string, v versioned) {
@@ -453,6 +478,7 @@ type view struct {
 // documents and stray keys are left out (and noted, see badDocs); they
 // never stop the rest of the pool.
 func (s *store) scan(ctx context.Context, p Pool) (view, error) {
+	n := s.startListing()
 	pairs, err := s.kv.List(ctx, poolPrefix(p))
 	if err != nil {
 		return view{}, fmt.Errorf("read pool %s: %w", p.ID(), err)
@@ -473,18 +499,28 @@ func (s *store) scan(ctx context.Context, p Pool) (view, error) {
 		}
 	}
 	s.scanned[p.ID()] = true
-	s.bad[p.ID()] = bad
-	s.shadowed[p.ID()] = v.shadowed
-	// Only the bad keys still there are remembered: keys anyone with an
-	// agent's token may write come and go, and remembering every one ever
-	// seen would grow without bound.
-	listed := make(map[string]bool, len(bad))
-	for _, d := range bad {
-		listed[d.Key] = true
-	}
-	for key := range s.logged {
-		if strings.HasPrefix(key, prefix) && !listed[key] {
-			delete(s.logged, key)
+	if s.showsLocked(p, n) {
+		s.bad[p.ID()] = bad
+		s.shadowed[p.ID()] = v.shadowed
+		// Only the bad keys still there are remembered: keys anyone
+		// with an agent's token may write come and go, and remembering
+		// every one ever seen would grow without bound.
+		listed := make(map[string]bool, len(bad))
+		for _, d := range bad {
+			listed[d.Key] = true
+		}
+		for key := range s.logged {
+			if strings.HasPrefix(key, prefix) && !listed[key] {
+				delete(s.logged, key)
+			}
+		}
+	} else {
+		// A listing read since was taken in first: a bad key it found,
+		// written since this one was read, shadows this view too.
+		for b, key := range s.shadowed[p.ID()] {
+			if v.shadowed[b] == "" {
+				v.shadowed[b] = key
+			}
 		}
 	}
 	s.mu.Unlock()
@@ -504,11 +540,13 @@ func (s *store) scan(ctx context.Context, p Pool) (view, error) {
 // pool (scan): a claim of a free block is a create, which fails when
 // another node made it first, and a copy, stale, costs a lost
 // check-and-set, never a duplicate. The shadows replace the last
-// listing's, being as fresh: they come of key names alone. Of the bad
+// listing's, being as fresh: they come of key names alone; but not those
+// of a listing read after this one and taken in first (see shown). Of the bad
 // keys a scan found, those no longer listed are forgotten (removed:
 // badCount drops at once); new ones are found by scans, which read their
 // documents (the reclaimer's sweeps, a node's first use of the pool).
 func (s *store) listed(ctx context.Context, p Pool) (view, error) {
+	n := s.startListing()
 	keys, err := s.kv.Keys(ctx, poolPrefix(p))
 	if err != nil {
 		return view{}, fmt.Errorf("read the keys of pool %s: %w", p.ID(), err)
@@ -529,6 +567,17 @@ func (s *store) listed(ctx context.Context, p Pool) (view, error) {
 		if c, ok := s.docs[key]; ok && c.index != 0 {
 			v.docs[b] = c.doc.clone()
 		}
+	}
+	if !s.showsLocked(p, n) {
+		// A listing read since was taken in first: what it found of bad
+		// keys stands, and shadows this view too (a bad key written
+		// since this listing was read).
+		for b, key := range s.shadowed[p.ID()] {
+			if v.shadowed[b] == "" {
+				v.shadowed[b] = key
+			}
+		}
+		return v, nil
 	}
 	s.shadowed[p.ID()] = v.shadowed
 	if bad, ok := s.bad[p.ID()]; ok {
@@ -623,6 +672,7 @@ func (s *store) forget(keep map[string]bool) {
 	maps.DeleteFunc(s.scanned, func(id string, _ bool) bool { return !keep[id] })
 	maps.DeleteFunc(s.bad, func(id string, _ []BadDoc) bool { return !keep[id] })
 	maps.DeleteFunc(s.shadowed, func(id string, _ map[netip.Prefix]string) bool { return !keep[id] })
+	maps.DeleteFunc(s.shown, func(id string, _ uint64) bool { return !keep[id] })
 	maps.DeleteFunc(s.docs, func(key string, _ versioned) bool { return !keep[poolOfKey(key)] })
 	maps.DeleteFunc(s.logged, func(key string, _ uint64) bool { return !keep[poolOfKey(key)] })
 }
