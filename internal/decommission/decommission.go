@@ -237,10 +237,10 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 		}
 	}
 
-	// The hold is renewed before each network, so that an agent
-	// starting meanwhile, which judges it by watching it unchanged (see
-	// netspec.DecideClaim), waits however long the removal takes; one
-	// that took it over stops the removal there.
+	// The hold is renewed before each network and its IPv6 pool, so
+	// that an agent starting meanwhile, which judges it by watching it
+	// unchanged (see netspec.DecideClaim), waits however long the
+	// removal takes; one that took it over stops the removal there.
 	renew := func() error {
 		if index == 0 {
 			return nil
@@ -282,6 +282,15 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 		for _, v6 := range []bool{false, true} {
 			if v6 && !s.IPv6Subnet.IsValid() {
 				continue
+			}
+			// Renewed again before the IPv6 pool: the IPv4 pool's
+			// removal may outlast the hold's stale time (many blocks,
+			// a slow Consul), and an agent that took its node over
+			// meanwhile would have what it allocated there freed.
+			if v6 {
+				if err := renew(); err != nil {
+					return out, err
+				}
 			}
 			p, _ := ipam.PoolOf(s, v6)
 			forgot, err := ipam.ForgetNode(ctx, kv, p, f.ID)

@@ -1360,3 +1360,85 @@ func TestRemoveWarnsOfAnIDsStart(t *testing.T) {
 		t.Errorf("remove gone: %+v, %v; want nothing removed and a warning starting %q", got, err, want)
 	}
 }
+
+// TestRemoveHoldsTheFactsBetweenAPoolsFamilies: node rm renewed its hold
+// before each network, not between a network's IPv4 and IPv6 pools. An
+// agent starting while the IPv4 pool's removal took longer than the
+// hold's stale time (many blocks, a slow Consul) took its node over,
+// allocated in the IPv6 pool, and node rm, going on to that pool, freed
+// what the agent had just allocated there.
+func TestRemoveHoldsTheFactsBetweenAPoolsFamilies(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c := newCluster(t)
+	dual := pool
+	dual.Name, dual.Parent = "dual", "eth2"
+	dual.Subnet, dual.Gateway = netip.MustParsePrefix("10.31.0.0/16"), netip.MustParseAddr("10.31.0.1")
+	dual.IPv6Subnet = netip.MustParsePrefix("fd00:31::/64")
+	if err := c.st.Create(ctx, dual); err != nil {
+		t.Fatal(err)
+	}
+	p6, _ := ipam.PoolOf(dual, true)
+	const id = "gone000000000000000000000"
+	var mu sync.Mutex // guards following fields
+	clock := time.Now()
+	started := false // node rm reads the IPv4 pool
+	polls := 0       // the agent's reads of the facts since
+	agentClock := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	type result struct {
+		addr netip.Addr
+		err  error
+	}
+	agent := make(chan result, 1)
+	c.kv.Hook = func(call string, keys []string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if started && call == "get" && slices.Equal(keys, []string{netspec.NodesKVPrefix + id}) {
+			polls++
+			if polls == 2 {
+				// The agent watches the hold; the IPv4 pool's removal
+				// goes on past the hold's stale time.
+				clock = clock.Add(40 * time.Second)
+			}
+			return nil
+		}
+		if started || call != "list" || !slices.Equal(keys, []string{ipam.KVPrefix + "dual/v4/blocks/"}) {
+			return nil
+		}
+		// node rm is about to read the IPv4 pool of dual: the node's
+		// agent starts, takes its node over and allocates an IPv6
+		// address, all while that pool's removal runs.
+		started = true
+		go func() {
+			err := c.st.Claim(ctx, netspec.NodeFacts{ID: id, Node: "old", Holder: netspec.Holder{Instance: "agent-again"}},
+				netspec.ClaimOptions{Stale: 30 * time.Second, Poll: time.Millisecond, Now: agentClock})
+			if err != nil {
+				agent <- result{err: err}
+				return
+			}
+			addr, err := ipam.NewAllocator(c.kv, id, nil).Allocate(ctx, p6, netip.Addr{}, ipam.KindTask)
+			agent <- result{addr, err}
+		}()
+		mu.Unlock()
+		got := <-agent
+		agent <- got
+		mu.Lock()
+		return nil
+	}
+	_, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, id, Options{Stale: time.Minute})
+	c.kv.Hook = nil
+	got := <-agent
+	if got.err != nil {
+		t.Fatalf("the agent that started: %v", got.err)
+	}
+	if !errors.Is(err, ErrRefused) {
+		t.Errorf("removal with the agent taking its node over: %v, want refused", err)
+	}
+	allocs, err := ipam.Allocations(ctx, c.kv, p6)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if al := allocs[got.addr]; al.Node != id {
+		t.Errorf("%s, allocated by the agent that took its node over, is now %+v: freed by the removal", got.addr, al)
+	}
+}
