@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"time"
 
@@ -23,13 +24,15 @@ type KV struct{ api *api.Client }
 func NewKV(c *api.Client) *KV { return &KV{api: c} }
 
 // Get returns a key's pair, read consistently; ok is false when absent.
+// A key the token may not read, present or not, is an error wrapping
+// kvstore.ErrPermissionDenied.
 func (k *KV) Get(ctx context.Context, key string) (kvstore.Pair, bool, error) {
 	if err := checkPath(key); err != nil {
 		return kvstore.Pair{}, false, fmt.Errorf("kv get %q: %w", key, err)
 	}
 	p, _, err := k.api.KV().Get(key, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
 	if err != nil {
-		return kvstore.Pair{}, false, fmt.Errorf("kv get %s: %w", key, err)
+		return kvstore.Pair{}, false, fmt.Errorf("kv get %s: %w", key, readError(err))
 	}
 	if p == nil {
 		return kvstore.Pair{}, false, nil
@@ -38,14 +41,16 @@ func (k *KV) Get(ctx context.Context, key string) (kvstore.Pair, bool, error) {
 }
 
 // List returns every key under prefix with its value and modify index, in
-// key order, read consistently.
+// key order, read consistently. Consul leaves out, with no error, the keys
+// the token may not read: a key missing is not proof it is gone (see
+// kvstore.Absence).
 func (k *KV) List(ctx context.Context, prefix string) ([]kvstore.Pair, error) {
 	if err := checkPath(prefix); err != nil {
 		return nil, fmt.Errorf("kv list %q: %w", prefix, err)
 	}
 	pairs, _, err := k.api.KV().List(prefix, (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("kv list %s: %w", prefix, err)
+		return nil, fmt.Errorf("kv list %s: %w", prefix, readError(err))
 	}
 	out := make([]kvstore.Pair, len(pairs))
 	for i, p := range pairs {
@@ -66,7 +71,7 @@ func (k *KV) Keys(ctx context.Context, prefix string) ([]string, error) {
 	}
 	keys, _, err := k.api.KV().Keys(prefix, "", (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("kv keys %s: %w", prefix, err)
+		return nil, fmt.Errorf("kv keys %s: %w", prefix, readError(err))
 	}
 	return keys, nil
 }
@@ -230,12 +235,24 @@ func (k *KV) Wait(ctx context.Context, key string, index uint64) (kvstore.Pair, 
 	}
 	p, meta, err := k.api.KV().Get(key, (&api.QueryOptions{WaitIndex: index, WaitTime: time.Minute}).WithContext(ctx))
 	if err != nil {
-		return kvstore.Pair{}, false, 0, fmt.Errorf("kv wait %s: %w", key, err)
+		return kvstore.Pair{}, false, 0, fmt.Errorf("kv wait %s: %w", key, readError(err))
 	}
 	if p == nil {
 		return kvstore.Pair{}, false, meta.LastIndex, nil
 	}
 	return kvstore.Pair{Key: p.Key, Value: p.Value, Index: p.ModifyIndex, CreateIndex: p.CreateIndex}, true, meta.LastIndex, nil
+}
+
+// readError is err of a read, wrapping kvstore.ErrPermissionDenied as
+// well when Consul refused it (403): a token without read rights on the
+// key. Listings it does not refuse but filters (see
+// kvstore.ErrPermissionDenied).
+func readError(err error) error {
+	var se api.StatusError
+	if errors.As(err, &se) && se.Code == http.StatusForbidden {
+		return fmt.Errorf("%w: %w", kvstore.ErrPermissionDenied, err)
+	}
+	return err
 }
 
 // errRedirectedKey is a key that Consul's HTTP paths cannot name.

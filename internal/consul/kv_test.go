@@ -306,3 +306,44 @@ func TestKVKeys(t *testing.T) {
 		t.Errorf("Keys of a redirected prefix: %v, requests %q; want an error naming it, nothing sent", err, queries)
 	}
 }
+
+// TestKVReadRefusedIsPermissionDenied: Consul 1.8 answers a read of one
+// key the token may not read with 403 (KVS.Get's acl.ErrPermissionDenied),
+// present or not; the adapter's error wraps kvstore.ErrPermissionDenied,
+// so that a caller confirming a key gone (kvstore.Absence) tells it from
+// "absent". A 404 is no key, no error; another failure is no refusal.
+func TestKVReadRefusedIsPermissionDenied(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/kv/", func(w http.ResponseWriter, r *http.Request) {
+		switch strings.TrimPrefix(r.URL.Path, "/v1/kv/") {
+		case "absent":
+			w.Header().Set("X-Consul-Index", "9")
+			w.WriteHeader(http.StatusNotFound)
+		case "broken":
+			w.WriteHeader(http.StatusInternalServerError)
+			w.Write([]byte("rpc error"))
+		default:
+			w.WriteHeader(http.StatusForbidden)
+			w.Write([]byte("Permission denied"))
+		}
+	})
+	kv := kvServedBy(t, mux)
+	ctx := context.Background()
+	if _, ok, err := kv.Get(ctx, "absent"); ok || err != nil {
+		t.Errorf("Get of an absent key: %v, %v; want absent, no error", ok, err)
+	}
+	_, _, err := kv.Get(ctx, "denied")
+	if !errors.Is(err, kvstore.ErrPermissionDenied) || !strings.Contains(err.Error(), "kv get denied") {
+		t.Errorf("Get refused: %v; want kvstore.ErrPermissionDenied, naming the key", err)
+	}
+	_, _, _, err = kv.Wait(ctx, "denied", 0)
+	if !errors.Is(err, kvstore.ErrPermissionDenied) {
+		t.Errorf("Wait refused: %v; want kvstore.ErrPermissionDenied", err)
+	}
+	if _, err := kv.List(ctx, "denied"); !errors.Is(err, kvstore.ErrPermissionDenied) {
+		t.Errorf("List refused (acl_enable_key_list_policy): %v; want kvstore.ErrPermissionDenied", err)
+	}
+	if _, _, err := kv.Get(ctx, "broken"); err == nil || errors.Is(err, kvstore.ErrPermissionDenied) {
+		t.Errorf("Get failing with 500: %v; want an error, not a refusal", err)
+	}
+}

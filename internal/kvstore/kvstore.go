@@ -8,6 +8,7 @@
 package kvstore
 
 import (
+	"errors"
 	"path"
 	"strings"
 )
@@ -84,3 +85,12 @@ func PathRedirected(key string) bool {
 	}
 	return c != p
 }
+
+// ErrPermissionDenied is what a read the store's ACLs refused wraps
+// (Consul answers 403). Consul 1.8 refuses a read of one key the token
+// may not read, present or not (agent/consul/kvs_endpoint.go KVS.Get
+// returns acl.ErrPermissionDenied), but leaves such keys out of a listing
+// (KVS.List and KVS.ListKeys filter through FilterDirEnt,
+// agent/consul/filter.go) with no error and no header: a key missing from
+// a listing is no proof it is gone (see Absence).
+var ErrPermissionDenied = errors.New("permission denied")

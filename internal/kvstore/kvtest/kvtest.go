@@ -8,7 +8,8 @@
 // waited on; writes Consul refuses for
 // their size are errors (kvstore.CheckTxn). Hooks
 // let a test fail a call or slip a write in before one, as another node
-// racing would. Integration tests use a real Consul.
+// racing would. DenyRead plays a token whose read rights on a prefix are
+// gone, as Consul's ACLs do. Integration tests use a real Consul.
 //
 // It imports only kvstore and does no I/O.
 package kvtest
@@ -47,6 +48,27 @@ type KV struct {
 	// waitHook, when set, is called with mu held as a Wait starts to
 	// block (kvtest's own tests): once it has run, a write wakes it.
 	waitHook func()
+	// denied are the prefixes under which reads are refused (DenyRead).
+	denied []string
+}
+
+// DenyRead refuses, from now on, reads of the keys under each of
+// prefixes, and no others, as Consul 1.8 does for a token without read
+// rights on them: listings (List, Keys) leave those keys out with no
+// error, and a read of one (Get, Wait) fails with
+// kvstore.ErrPermissionDenied, whether the key is there or not
+// (agent/consul/kvs_endpoint.go: KVS.List and KVS.ListKeys filter through
+// FilterDirEnt; KVS.Get checks KeyRead of the key asked for). Writes and
+// transactions are not refused. No prefixes gives every read back.
+func (kv *KV) DenyRead(prefixes ...string) {
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	kv.denied = slices.Clone(prefixes)
+}
+
+// readableLocked says the reads of key are not refused (see DenyRead).
+func (kv *KV) readableLocked(key string) bool {
+	return !slices.ContainsFunc(kv.denied, func(p string) bool { return strings.HasPrefix(key, p) })
 }
 
 type entry struct {
@@ -84,6 +106,9 @@ func (kv *KV) Get(ctx context.Context, key string) (kvstore.Pair, bool, error) {
 	}
 	kv.mu.Lock()
 	defer kv.mu.Unlock()
+	if !kv.readableLocked(key) {
+		return kvstore.Pair{}, false, fmt.Errorf("kvtest get %s: %w", key, kvstore.ErrPermissionDenied)
+	}
 	e, ok := kv.keys[key]
 	if !ok {
 		return kvstore.Pair{}, false, nil
@@ -91,7 +116,8 @@ func (kv *KV) Get(ctx context.Context, key string) (kvstore.Pair, bool, error) {
 	return e.pair(key), true, nil
 }
 
-// List returns every key starting with prefix, in key order.
+// List returns every key starting with prefix, in key order, but those
+// whose reads are refused (DenyRead).
 func (kv *KV) List(ctx context.Context, prefix string) ([]kvstore.Pair, error) {
 	if err := kv.hook("list", prefix); err != nil {
 		return nil, err
@@ -100,7 +126,7 @@ func (kv *KV) List(ctx context.Context, prefix string) ([]kvstore.Pair, error) {
 	defer kv.mu.Unlock()
 	var out []kvstore.Pair
 	for k, e := range kv.keys {
-		if strings.HasPrefix(k, prefix) {
+		if strings.HasPrefix(k, prefix) && kv.readableLocked(k) {
 			out = append(out, e.pair(k))
 		}
 	}
@@ -122,7 +148,7 @@ func (kv *KV) Keys(ctx context.Context, prefix string) ([]string, error) {
 	defer kv.mu.Unlock()
 	var out []string
 	for k := range kv.keys {
-		if strings.HasPrefix(k, prefix) {
+		if strings.HasPrefix(k, prefix) && kv.readableLocked(k) {
 			out = append(out, k)
 		}
 	}
@@ -279,6 +305,10 @@ func (kv *KV) Wait(ctx context.Context, key string, index uint64) (kvstore.Pair,
 		if kv.epoch != epoch {
 			kv.mu.Unlock()
 			return kvstore.Pair{}, false, 0, fmt.Errorf("kvtest wait %s: %w", key, ErrUnreachable)
+		}
+		if !kv.readableLocked(key) {
+			kv.mu.Unlock()
+			return kvstore.Pair{}, false, 0, fmt.Errorf("kvtest wait %s: %w", key, kvstore.ErrPermissionDenied)
 		}
 		e, ok := kv.keys[key]
 		last := e.index

@@ -395,3 +395,40 @@ func TestKeysAsConsuls(t *testing.T) {
 		t.Errorf("Keys with the hook failing it: %v", err)
 	}
 }
+
+// TestDenyReadAsConsulACLs: keys under a prefix whose reads are denied
+// are left out of listings with no error, as Consul 1.8's FilterDirEnt
+// does, and a read of one, present or not, is refused.
+func TestDenyReadAsConsulACLs(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	for _, k := range []string{"a/1", "b/1", "b/2"} {
+		if err := kv.Put(ctx, k, []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kv.DenyRead("b/")
+	pairs, err := kv.List(ctx, "")
+	if err != nil || len(pairs) != 1 || pairs[0].Key != "a/1" {
+		t.Errorf("List with b/ denied: %+v, %v; want only a/1, no error", pairs, err)
+	}
+	keys, err := kv.Keys(ctx, "b/")
+	if err != nil || len(keys) != 0 {
+		t.Errorf("Keys(b/) denied: %q, %v; want none, no error", keys, err)
+	}
+	for _, k := range []string{"b/1", "b/absent"} {
+		if _, _, err := kv.Get(ctx, k); !errors.Is(err, kvstore.ErrPermissionDenied) {
+			t.Errorf("Get(%s) denied: %v; want kvstore.ErrPermissionDenied", k, err)
+		}
+		if _, _, _, err := kv.Wait(ctx, k, 0); !errors.Is(err, kvstore.ErrPermissionDenied) {
+			t.Errorf("Wait(%s) denied: %v; want kvstore.ErrPermissionDenied", k, err)
+		}
+	}
+	if _, ok, err := kv.Get(ctx, "a/1"); !ok || err != nil {
+		t.Errorf("Get(a/1), not denied: %v, %v", ok, err)
+	}
+	kv.DenyRead()
+	if keys, err := kv.Keys(ctx, "b/"); err != nil || len(keys) != 2 {
+		t.Errorf("Keys(b/) once allowed again: %q, %v; want both", keys, err)
+	}
+}
