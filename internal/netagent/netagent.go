@@ -288,9 +288,16 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		m.Parents = orphanParents(m.Parents, l)
 		if r.settled[name] && len(m.Shims) == 0 && !slices.Contains(labelled, name) {
 			settled[name] = true
-			if !r.lookedLately(name, m.Parents) {
+			if !r.lookedLately(name, m.Parents) && r.Store.SpecGone(ctx, name, r.log()) {
 				errs = append(errs, r.removeParents(ctx, name, m.Parents))
 			}
+			continue
+		}
+		// Not listed is no proof the spec is gone (Consul leaves out the
+		// keys the token may not read): read it before tearing down, and
+		// leave everything as it is, warned of, while that fails.
+		if !r.Store.SpecGone(ctx, name, r.log()) {
+			settled[name] = r.settled[name]
 			continue
 		}
 		err := r.teardown(ctx, netspec.Spec{Name: name}, 0, false, m)
@@ -856,10 +863,12 @@ func (r *Reconciler) refuse(ctx context.Context, name string, err error) {
 // spec is gone (deleted by hand: network rm deletes the reports with
 // it), which no sync would ever write again: left, they would show again
 // under a network made anew with the name. Each node deletes only its
-// own; node rm deletes a removed node's.
+// own; node rm deletes a removed node's. A spec not listed is read
+// first (Store.SpecGone): one the token may not read is not listed
+// either.
 func (r *Reconciler) dropOrphanReports(ctx context.Context, orphans map[string][]string) {
 	for name, ids := range orphans {
-		if !slices.Contains(ids, r.ID) {
+		if !slices.Contains(ids, r.ID) || !r.Store.SpecGone(ctx, name, r.log()) {
 			continue
 		}
 		if err := r.Store.DeleteReport(ctx, name, r.ID); err != nil {

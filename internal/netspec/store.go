@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"io"
+	"log/slog"
 	"maps"
 	"net/netip"
 	"path"
@@ -57,6 +58,8 @@ type KV interface {
 // remembers the newest listing of the specs it read (see Listed).
 type Store struct {
 	kv KV
+	// absence confirms spec keys missing from a listing gone (SpecGone).
+	absence kvstore.Absence
 
 	mu sync.Mutex // guards following fields
 	// begun numbers the listings of the specs as they start; kept is the
@@ -654,6 +657,18 @@ func (st *Store) Reports(ctx context.Context, name string) ([]StoredReport, erro
 		out = append(out, StoredReport{Key: kv.Key, Owner: owner, State: ns})
 	}
 	return out, nil
+}
+
+// SpecGone reports whether network name's spec key, missing from a
+// listing, is absent, by a direct read of it (kvstore.Absence): Consul
+// leaves out of a listing the keys the token may not read, so a spec not
+// listed is no proof the network was removed. Whatever is to be removed
+// or freed for a spec's absence (an orphan's config-only network, shim,
+// VLAN parents, lease and shim addresses; reports under it) waits for
+// this; a read that fails is warned of through log, once per key while
+// it lasts, and nothing goes.
+func (st *Store) SpecGone(ctx context.Context, name string, log *slog.Logger) bool {
+	return st.absence.Gone(ctx, st.kv, log, SpecKey(name))
 }
 
 // DeleteReport removes the state report of the node with identity id for
