@@ -579,13 +579,20 @@ func (r *Reclaimer) log() *slog.Logger {
 // made anew with the name. A node judged departed that is alive after
 // all writes its report again at its next sync, as it does one Consul
 // lost. Reports under a network with a spec key are left: network rm,
-// or node rm, deletes those.
+// or node rm, deletes those. A spec not listed is read first
+// (netspec.Store.SpecGone): one the token may not read is not listed
+// either.
 func (r *Reclaimer) dropDepartedReports(ctx context.Context, orphans map[string][]string, gone map[string]bool) {
 	for _, name := range slices.Sorted(maps.Keys(orphans)) {
+		confirmed := false
 		for _, id := range orphans[name] {
 			if !gone[id] || id == r.Alloc.node {
 				continue
 			}
+			if !confirmed && !r.Pools.Store.SpecGone(ctx, name, r.log()) {
+				break
+			}
+			confirmed = true
 			if err := r.Pools.Store.DeleteReport(ctx, name, id); err != nil {
 				r.log().Warn("cannot delete a departed node's report of a network whose spec is gone", "network", name, "node", id, "err", err)
 				continue
