@@ -3,7 +3,9 @@ package ipam
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"log/slog"
+	"net/netip"
 	"strings"
 	"testing"
 	"time"
@@ -50,4 +52,62 @@ func TestLeaderKeepsDepartedReportsWhileSpecUnreadable(t *testing.T) {
 	if n := strings.Count(logs.String(), "key="+netspec.SpecKey("hidden")); n != 1 {
 		t.Errorf("want one warning naming %s, got %d:\n%s", netspec.SpecKey("hidden"), n, logs.String())
 	}
+}
+
+// TestDepartedNotJudgedWhileFactsUnreadable: a node holding addresses
+// whose facts are not listed is judged as one whose facts are never
+// fresh, and reclaimed once NodeTimeout has passed with its swarm node
+// not Ready. Consul 1.8 lists no key the token may not read, with no
+// error: once the leader's token lost read rights on underlay/nodes/, a
+// node alive by its facts (fresh, its swarm node down: partitioned from
+// the managers, not from Consul) had its addresses freed under its
+// running containers. Now a holder without listed facts is judged only
+// once a direct read of its facts key answers; refused, it is not, and
+// the key is warned of once.
+func TestDepartedNotJudgedWhileFactsUnreadable(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st, p := clusterNet(t, kv)
+	clock := time.Now()
+	now := func() time.Time { return clock }
+	leaderID, deadID := sid("leader"), sid("dead")
+	held := map[string]netip.Addr{}
+	for _, id := range []string{leaderID, deadID} {
+		held[id] = taskAddr(t, newAllocator(kv, id, "g", now, nil), p)
+	}
+	publish := func() {
+		for _, id := range []string{leaderID, deadID} {
+			doc := fmt.Sprintf(`{"id":%q,"node":%q,"updated_at":%q}`, id, id, clock.Format(time.RFC3339Nano))
+			if err := kv.Put(ctx, netspec.NodesKVPrefix+id, []byte(doc)); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	var logs bytes.Buffer
+	r := departedReclaimer(newAllocator(kv, leaderID, "g", now, nil), st, leaderID)
+	r.Log = slog.New(slog.NewTextHandler(&logs, nil))
+	kv.DenyRead(netspec.NodesKVPrefix)
+	for range 4 {
+		publish() // fresh, as the agent keeps them
+		if err := r.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		clock = clock.Add(4 * time.Second)
+	}
+	wantHeld(ctx, t, kv, p, held)
+	if n := strings.Count(logs.String(), "key="+netspec.NodesKVPrefix+deadID); n != 1 {
+		t.Errorf("want one warning naming %s, got %d:\n%s", netspec.NodesKVPrefix+deadID, n, logs.String())
+	}
+	// Readable again, and gone for real: the node is judged.
+	kv.DenyRead()
+	if err := kv.Delete(ctx, netspec.NodesKVPrefix+deadID); err != nil {
+		t.Fatal(err)
+	}
+	for range 4 {
+		if err := r.Sweep(ctx); err != nil {
+			t.Fatal(err)
+		}
+		clock = clock.Add(4 * time.Second)
+	}
+	wantHeld(ctx, t, kv, p, held, deadID)
 }

@@ -504,17 +504,35 @@ func (r *Reclaimer) departed(ctx context.Context) (gone, report map[string]bool,
 		fresh = r.NodeTimeout
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.watch.Missing = unmiss(r.watch.Missing, r.unseen, r.Alloc.now())
 	r.unseen = time.Time{}
-	judged := maps.Clone(r.holders)
+	// Sweep replaces holders whole, never changes it in place.
+	holders := r.holders
+	judged := maps.Clone(holders)
 	if judged == nil {
 		judged = map[string]bool{}
 	}
 	maps.Copy(judged, r.owners)
 	gone, watch := planDeparted(facts, alive, judged, r.watch, r.Alloc.now(), r.NodeTimeout, fresh)
 	r.watch = watch
-	return gone, reporters(facts, r.holders, gone, r.Alloc.node), nil
+	r.mu.Unlock()
+	r.unlistedFactsRead(ctx, facts, gone)
+	return gone, reporters(facts, holders, gone, r.Alloc.node), nil
+}
+
+// unlistedFactsRead drops from gone the nodes judged for having no facts
+// listed whose facts key cannot be read directly
+// (netspec.Store.FactsReadable): Consul leaves out of a listing the keys
+// the token may not read, so a node alive by its facts would be taken for
+// one without any, and its addresses and blocks reclaimed. Only the
+// departed, which is rare, are read.
+func (r *Reclaimer) unlistedFactsRead(ctx context.Context, facts []netspec.NodeFacts, gone map[string]bool) {
+	for _, id := range slices.Sorted(maps.Keys(gone)) {
+		listed := slices.ContainsFunc(facts, func(f netspec.NodeFacts) bool { return f.ID == id || f.Node == id })
+		if !listed && !r.Pools.Store.FactsReadable(ctx, id, r.log()) {
+			delete(gone, id)
+		}
+	}
 }
 
 // disownDeparted gives up the affinity of departed nodes (gone) for p's

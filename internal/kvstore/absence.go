@@ -37,15 +37,32 @@ type Absence struct {
 // be removed for its absence stays, and the failure is warned of through
 // log (nil: not logged) once, until a read of the key succeeds.
 func (a *Absence) Gone(ctx context.Context, kv Getter, log *slog.Logger, key string) bool {
+	present, read := a.read(ctx, kv, log, key)
+	return read && !present
+}
+
+// Readable reports whether key, missing from a listing, can be read
+// directly through kv, present or not: its absence from the listing is
+// then not the token's read rights, and what the listing said of it (no
+// document, or one not listed as usable) stands. A read that fails is
+// warned of as Gone warns.
+func (a *Absence) Readable(ctx context.Context, kv Getter, log *slog.Logger, key string) bool {
+	_, read := a.read(ctx, kv, log, key)
+	return read
+}
+
+// read reads key through kv: whether it is present, and whether the read
+// succeeded, warning once of a failure.
+func (a *Absence) read(ctx context.Context, kv Getter, log *slog.Logger, key string) (present, read bool) {
 	_, ok, err := kv.Get(ctx, key)
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	if err == nil {
 		delete(a.warned, key)
-		return !ok
+		return ok, true
 	}
 	if a.warned[key] || ctx.Err() != nil || log == nil {
-		return false
+		return false, false
 	}
 	if a.warned == nil {
 		a.warned = map[string]bool{}
@@ -53,5 +70,5 @@ func (a *Absence) Gone(ctx context.Context, kv Getter, log *slog.Logger, key str
 	a.warned[key] = true
 	log.Warn("a key missing from a Consul listing cannot be read to confirm it is gone; nothing removed for its absence: the token may lack read rights on it (Consul leaves the keys a token may not read out of listings, without error)",
 		"key", key, "err", err)
-	return false
+	return false, false
 }

@@ -12,7 +12,8 @@ import (
 )
 
 // TestAbsenceGone: only a direct read answering "absent" proves a key
-// gone; a key present is not, and a refused read is not either, warned
+// gone, and only one that answers at all makes it readable; a key
+// present is not gone, and a refused read is neither, warned
 // of once while it lasts, and again once it comes back after a read
 // succeeded.
 func TestAbsenceGone(t *testing.T) {
@@ -30,10 +31,13 @@ func TestAbsenceGone(t *testing.T) {
 	if a.Gone(ctx, kv, log, "p/here") {
 		t.Error("a key present: gone")
 	}
+	if !a.Readable(ctx, kv, log, "p/here") || !a.Readable(ctx, kv, log, "p/absent") {
+		t.Error("keys read, present or absent: not readable")
+	}
 	kv.DenyRead("p/")
 	for range 3 {
-		if a.Gone(ctx, kv, log, "p/absent") {
-			t.Error("a key whose read is refused: gone")
+		if a.Gone(ctx, kv, log, "p/absent") || a.Readable(ctx, kv, log, "p/absent") {
+			t.Error("a key whose read is refused: gone, or readable")
 		}
 	}
 	if n := strings.Count(buf.String(), "level=WARN"); n != 1 || !strings.Contains(buf.String(), "key=p/absent") || !strings.Contains(buf.String(), "read rights") {

@@ -671,6 +671,15 @@ func (st *Store) SpecGone(ctx context.Context, name string, log *slog.Logger) bo
 	return st.absence.Gone(ctx, st.kv, log, SpecKey(name))
 }
 
+// FactsReadable reports whether node id's facts key, missing from a
+// listing of the facts, can be read directly (kvstore.Absence.Readable):
+// Consul leaves out of a listing the keys the token may not read, so
+// facts not listed are no proof the node's agent wrote none. A read that
+// fails is warned of through log, once per key while it lasts.
+func (st *Store) FactsReadable(ctx context.Context, id string, log *slog.Logger) bool {
+	return st.absence.Readable(ctx, st.kv, log, factsKey(id))
+}
+
 // DeleteReport removes the state report of the node with identity id for
 // a network (a node removed for good).
 func (st *Store) DeleteReport(ctx context.Context, name, id string) error {
