@@ -1,8 +1,10 @@
 // Package kvstore is the vocabulary of underlay's key/value store (Consul
 // KV): pairs with their modify indexes, and the operations of an atomic
-// transaction. It does no I/O. Packages that keep state in the store declare
-// the small interface they need over these types (ipam.KV, netspec.KV);
-// internal/consul implements it, and kvtest fakes it for unit tests.
+// transaction; and the rule for a key missing from a listing (Absence),
+// which reads through the store it is given. It does no I/O of its own.
+// Packages that keep state in the store declare the small interface they
+// need over these types (ipam.KV, netspec.KV); internal/consul implements
+// it, and kvtest fakes it for unit tests.
 //
 // It imports only the standard library.
 package kvstore
