@@ -537,16 +537,18 @@ func (a *Allocator) reclaimObserved(ctx context.Context, p Pool, want map[netip.
 	return all, errors.Join(errs...)
 }
 
-// adopt turns a spare of an earlier generation of this node, or an
-// allocation naming no node, into this node's task allocation: the
-// reclaimer found a local container holding it. It returns what it turned,
-// if it did.
+// adopt turns a spare of this node that its keeper does not hold (of an
+// earlier generation, or taken out of the free spares as a local container
+// holds it: see keeper.dropHeld), or an allocation naming no node, into
+// this node's task allocation: the reclaimer found a local container
+// holding it. It returns what it turned, if it did.
 func (a *Allocator) adopt(ctx context.Context, p Pool, addr netip.Addr) (Alloc, bool, error) {
 	var was Alloc
 	var adopted bool
+	kept := a.spares.known(p)
 	_, err := a.store.update(ctx, p, p.Block(addr), func(doc BlockDoc) (BlockDoc, bool) {
 		al, ok := doc.alloc(addr)
-		earlierSpare := al.Kind == KindSpare && al.Node == a.node && !a.spares.mine(al)
+		earlierSpare := al.Kind == KindSpare && al.Node == a.node && (!a.spares.mine(al) || !kept[addr])
 		if adopted = ok && (earlierSpare || al.Node == ""); !adopted {
 			return doc, false
 		}

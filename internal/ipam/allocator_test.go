@@ -1208,7 +1208,8 @@ func TestShimNetworksOddKeys(t *testing.T) {
 // earlier agent or an allocation naming no node: another node's address,
 // allocated there since the sweep looked, stays that node's (taken, its
 // release would be refused and this node's would free it under it), and
-// so does this allocator's own spare.
+// so does a spare this allocator's keeper holds; one of this generation
+// it no longer holds (dropHeld) is adopted.
 func TestAdoptOnlyEarlierSparesAndNodeless(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
@@ -1219,13 +1220,19 @@ func TestAdoptOnlyEarlierSparesAndNodeless(t *testing.T) {
 		"10.2.0.3": {Node: "n1", At: at, Kind: KindSpare, Gen: "now"},
 		"10.2.0.4": {Node: "n1", At: at, Kind: KindSpare, Gen: "old"},
 		"10.2.0.5": {At: at, Kind: KindTask},
+		// This generation's, but not one its keeper holds (taken out of
+		// its free spares as a local container holds it: dropHeld).
+		"10.2.0.6": {Node: "n1", At: at, Kind: KindSpare, Gen: "now"},
 	}
 	for _, k := range slices.Sorted(maps.Keys(allocs)) {
 		if err := b.allocateAt(ctx, pool26, netip.MustParseAddr(k), allocs[k]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	want := map[string]bool{"10.2.0.4": true, "10.2.0.5": true}
+	a.spares.mu.Lock()
+	a.spares.pools[pool26.ID()] = &sparePool{pool: pool26, spareState: spareState{Free: []netip.Addr{netip.MustParseAddr("10.2.0.3")}, Handed: map[netip.Addr]Alloc{}}}
+	a.spares.mu.Unlock()
+	want := map[string]bool{"10.2.0.4": true, "10.2.0.5": true, "10.2.0.6": true}
 	for _, k := range slices.Sorted(maps.Keys(allocs)) {
 		addr := netip.MustParseAddr(k)
 		was, adopted, err := a.adopt(ctx, pool26, addr)

@@ -241,6 +241,10 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 		nodeless = nodeless || al.Node == ""
 	}
 	errs := []error{r.recordHeld(ctx, p, v, held, allocs)}
+	for _, a := range r.Alloc.spares.dropHeld(p, held) {
+		r.log().Error("a free spare address is held by a local container (Consul lost or freed it while the container ran, and this node claimed it again): not handing it out; recorded as the container's",
+			"pool", p.ID(), "addr", a)
+	}
 	var reports map[string]map[netip.Addr]Alloc
 	if gone != nil && nodeless && len(reporters) > 0 {
 		// Unread, no node has reported: nothing naming no node is freed.

@@ -202,6 +202,31 @@ func (k *keeper) known(p Pool) map[netip.Addr]bool {
 	return out
 }
 
+// dropHeld takes out of p's free spares those a local container holds
+// (held) and returns them. This keeper handed none of them out: each came
+// to the container another way, Consul having lost or freed it while the
+// container ran (the node frozen past the node timeout, its addresses
+// reclaimed by the leader), and this keeper then claimed it again.
+// Handed out, it would be a second container's address. The sweep then
+// records it as the container's (see planSweep, adopt).
+func (k *keeper) dropHeld(p Pool, held map[netip.Addr]bool) []netip.Addr {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	sp := k.pools[p.ID()]
+	if sp == nil {
+		return nil
+	}
+	var dropped []netip.Addr
+	sp.Free = slices.DeleteFunc(sp.Free, func(a netip.Addr) bool {
+		if held[a] {
+			dropped = append(dropped, a)
+			return true
+		}
+		return false
+	})
+	return dropped
+}
+
 // count is the number of free spares over all pools.
 func (k *keeper) count() int {
 	k.mu.Lock()
