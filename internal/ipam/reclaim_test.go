@@ -622,24 +622,46 @@ func flakySweepFor(ctx context.Context, t *testing.T, r *Reclaimer, c *flakyClus
 // the watch is kept, and what the leader did not see does not count.
 func TestFlakyLeaderCheckStillReclaimsDepartedNodes(t *testing.T) {
 	ctx := context.Background()
+	f := newFlakyLeader(t, "gone")
+	// Half the sweeps look: the node is seen missing for half the time,
+	// so past twice the timeout (and a little) it is departed.
+	flakySweepFor(ctx, t, f.r, f.cluster, f.clock, 2*flakyTimeout+2*time.Minute)
+	wantHeld(ctx, t, f.kv, f.p, f.held, f.nodeID)
+}
+
+// flakyTimeout is the node timeout of newFlakyLeader's reclaimer.
+const flakyTimeout = 5 * time.Minute
+
+// flakyLeader is a leader's reclaimer on a cluster network, the only Ready
+// node of its cluster, and another node that holds one address and whose
+// facts were last stamped an hour before t0.
+type flakyLeader struct {
+	kv       *kvtest.KV
+	p        Pool
+	clock    *time.Time
+	r        *Reclaimer
+	cluster  *flakyCluster
+	leaderID string
+	nodeID   string
+	held     map[string]netip.Addr
+}
+
+func newFlakyLeader(t *testing.T, node string) flakyLeader {
+	t.Helper()
 	kv := kvtest.New()
 	st, p := clusterNet(t, kv)
 	clock := t0
 	now := func() time.Time { return clock }
-	leaderID, goneID := sid("leader"), sid("gone")
-	held := map[string]netip.Addr{goneID: taskAddr(t, newAllocator(kv, goneID, "g", now, nil), p)}
+	f := flakyLeader{kv: kv, p: p, clock: &clock, leaderID: sid("leader"), nodeID: sid(node)}
+	f.held = map[string]netip.Addr{f.nodeID: taskAddr(t, newAllocator(kv, f.nodeID, "g", now, nil), p)}
 	stale := t0.Add(-time.Hour).Format(time.RFC3339Nano)
-	if err := kv.Put(ctx, netspec.NodesKVPrefix+goneID, []byte(fmt.Sprintf(`{"id":%q,"node":"gone","updated_at":%q}`, goneID, stale))); err != nil {
+	if err := kv.Put(context.Background(), netspec.NodesKVPrefix+f.nodeID, []byte(fmt.Sprintf(`{"id":%q,"node":%q,"updated_at":%q}`, f.nodeID, node, stale))); err != nil {
 		t.Fatal(err)
 	}
-	const timeout = 5 * time.Minute
-	cluster := &flakyCluster{termCluster: termCluster{leader: true, ready: []string{leaderID}}}
-	r := &Reclaimer{Alloc: newAllocator(kv, leaderID, "g", now, nil), Pools: SpecPools{Store: st}, Held: noHeld{}, Cluster: cluster,
-		Grace: time.Hour, NodeTimeout: timeout, Fresh: timeout, Log: slog.New(slog.DiscardHandler)}
-	// Half the sweeps look: the node is seen missing for half the time,
-	// so past twice the timeout (and a little) it is departed.
-	flakySweepFor(ctx, t, r, cluster, &clock, 2*timeout+2*time.Minute)
-	wantHeld(ctx, t, kv, p, held, goneID)
+	f.cluster = &flakyCluster{termCluster: termCluster{leader: true, ready: []string{f.leaderID}}}
+	f.r = &Reclaimer{Alloc: newAllocator(kv, f.leaderID, "g", now, nil), Pools: SpecPools{Store: st}, Held: noHeld{}, Cluster: f.cluster,
+		Grace: time.Hour, NodeTimeout: flakyTimeout, Fresh: flakyTimeout, Log: slog.New(slog.DiscardHandler)}
+	return f
 }
 
 // TestLeaderCheckFailingLongCountsNothingUnseen: a node seen missing,
@@ -648,32 +670,19 @@ func TestFlakyLeaderCheckStillReclaimsDepartedNodes(t *testing.T) {
 // a moment: the time the leader did not look does not count as missing.
 func TestLeaderCheckFailingLongCountsNothingUnseen(t *testing.T) {
 	ctx := context.Background()
-	kv := kvtest.New()
-	st, p := clusterNet(t, kv)
-	clock := t0
-	now := func() time.Time { return clock }
-	leaderID, nID := sid("leader"), sid("n")
-	held := map[string]netip.Addr{nID: taskAddr(t, newAllocator(kv, nID, "g", now, nil), p)}
-	stale := t0.Add(-time.Hour).Format(time.RFC3339Nano)
-	if err := kv.Put(ctx, netspec.NodesKVPrefix+nID, []byte(fmt.Sprintf(`{"id":%q,"node":"n","updated_at":%q}`, nID, stale))); err != nil {
+	f := newFlakyLeader(t, "n")
+	if err := f.r.Sweep(ctx); err != nil { // n not Ready: missing from now
 		t.Fatal(err)
 	}
-	const timeout = 5 * time.Minute
-	cluster := &flakyCluster{termCluster: termCluster{leader: true, ready: []string{leaderID}}}
-	r := &Reclaimer{Alloc: newAllocator(kv, leaderID, "g", now, nil), Pools: SpecPools{Store: st}, Held: noHeld{}, Cluster: cluster,
-		Grace: time.Hour, NodeTimeout: timeout, Fresh: timeout, Log: slog.New(slog.DiscardHandler)}
-	if err := r.Sweep(ctx); err != nil { // n not Ready: missing from now
-		t.Fatal(err)
-	}
-	cluster.fail, cluster.ready = true, []string{leaderID, nID}
-	for end := clock.Add(3 * timeout); clock.Before(end); clock = clock.Add(15 * time.Second) {
-		if err := r.Sweep(ctx); !errors.Is(err, errFlaky) {
+	f.cluster.fail, f.cluster.ready = true, []string{f.leaderID, f.nodeID}
+	for end := f.clock.Add(3 * flakyTimeout); f.clock.Before(end); *f.clock = f.clock.Add(15 * time.Second) {
+		if err := f.r.Sweep(ctx); !errors.Is(err, errFlaky) {
 			t.Fatalf("sweep with the leadership check failing: %v, want %v", err, errFlaky)
 		}
 	}
-	cluster.fail, cluster.ready = false, []string{leaderID}
-	if err := r.Sweep(ctx); err != nil {
+	f.cluster.fail, f.cluster.ready = false, []string{f.leaderID}
+	if err := f.r.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
-	wantHeld(ctx, t, kv, p, held)
+	wantHeld(ctx, t, f.kv, f.p, f.held)
 }
