@@ -942,19 +942,7 @@ func TestPressureFromANodeWhoseClockIsBehind(t *testing.T) {
 	if err := n3.spares.askForSpares(ctx, pool26); err != nil {
 		t.Fatal(err)
 	}
-	waits := make(chan struct{}, 16)
-	kv.Hook = func(call string, _ []string) error {
-		if call == "wait" {
-			waits <- struct{}{}
-		}
-		return nil
-	}
-	events := make(chan spareEvent, 4)
-	stopped := make(chan struct{})
-	go func() {
-		n2.spares.watchPressure(ctx, pool26, events)
-		close(stopped)
-	}()
+	waits, events, stopped := watchPressure(ctx, kv, n2, pool26)
 	defer func() { cancel(); <-stopped }()
 	<-waits // the first read, of n3's old ask
 	<-waits // then following the key
@@ -977,6 +965,26 @@ func TestPressureFromANodeWhoseClockIsBehind(t *testing.T) {
 	}
 }
 
+// watchPressure starts a's watch of p's pressure key, on kv, until ctx
+// ends (then stopped closes): waits signals each blocking read it makes,
+// events what it asks the keeper for.
+func watchPressure(ctx context.Context, kv *kvtest.KV, a *Allocator, p Pool) (waits <-chan struct{}, events <-chan spareEvent, stopped <-chan struct{}) {
+	w := make(chan struct{}, 16)
+	kv.Hook = func(call string, _ []string) error {
+		if call == "wait" {
+			w <- struct{}{}
+		}
+		return nil
+	}
+	ev := make(chan spareEvent, 4)
+	done := make(chan struct{})
+	go func() {
+		a.spares.watchPressure(ctx, p, ev)
+		close(done)
+	}()
+	return w, ev, done
+}
+
 // TestPressureWatchAfterConsulRestartedEmpty: Consul restarts empty while
 // a node follows a pool's pressure key (a dev agent: its indexes start
 // again from 1). The blocking read in flight fails; the watch then reads
@@ -988,19 +996,7 @@ func TestPressureWatchAfterConsulRestartedEmpty(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	kv := kvtest.New()
 	n := newAllocator(kv, "n1", "g1", time.Now, nil)
-	waits := make(chan struct{}, 16)
-	kv.Hook = func(call string, _ []string) error {
-		if call == "wait" {
-			waits <- struct{}{}
-		}
-		return nil
-	}
-	events := make(chan spareEvent, 4)
-	stopped := make(chan struct{})
-	go func() {
-		n.spares.watchPressure(ctx, pool26, events)
-		close(stopped)
-	}()
+	waits, events, stopped := watchPressure(ctx, kv, n, pool26)
 	defer func() { cancel(); <-stopped }()
 	<-waits // the first read
 	<-waits // then following the key

@@ -327,19 +327,7 @@ func TestNoPressureWatchKeyOfARemovedNetwork(t *testing.T) {
 			if err := c.do(ctx, st, lanSpec); err != nil {
 				t.Fatal(err)
 			}
-			waits := make(chan struct{}, 16)
-			kv.Hook = func(call string, keys []string) error {
-				if call == "wait" {
-					waits <- struct{}{}
-				}
-				return nil
-			}
-			events := make(chan spareEvent, 4)
-			stopped := make(chan struct{})
-			go func() {
-				a.spares.watchPressure(ctx, p, events)
-				close(stopped)
-			}()
+			waits, events, stopped := watchPressure(ctx, kv, a, p)
 			select {
 			case <-waits: // the key written, and followed
 			case ev := <-events:

@@ -85,6 +85,22 @@ func fillOwnBlock(t *testing.T, a *Allocator, p Pool, first netip.Addr) netip.Ad
 	return netip.Addr{}
 }
 
+// widePool is a /16 of /28 blocks, room for every node of the tests below.
+var widePool = Pool{Network: "wide", Prefix: netip.MustParsePrefix("10.3.0.0/16"), BlockBits: 28}
+
+// widePoolNodes makes n nodes on kv, each with a first task address in
+// widePool (so each holds a block), and returns them and those addresses.
+func widePoolNodes(t *testing.T, kv KV, n int) ([]*Allocator, []netip.Addr) {
+	t.Helper()
+	nodes := make([]*Allocator, n)
+	firsts := make([]netip.Addr, n)
+	for i := range nodes {
+		nodes[i] = NewAllocator(kv, fmt.Sprintf("node-%03d", i), nil)
+		firsts[i] = taskAddr(t, nodes[i], widePool)
+	}
+	return nodes, firsts
+}
+
 // TestMissReadsNoDocumentWhileBlocksAreFree: nodes whose blocks are full
 // each need a new one (a miss) while the pool has free blocks: each reads
 // the pool's keys once and claims a block of its own with one create,
@@ -94,14 +110,9 @@ func fillOwnBlock(t *testing.T, a *Allocator, p Pool, first netip.Addr) netip.Ad
 func TestMissReadsNoDocumentWhileBlocksAreFree(t *testing.T) {
 	ctx := context.Background()
 	kv := &readKV{KV: kvtest.New()}
-	pool := Pool{Network: "wide", Prefix: netip.MustParsePrefix("10.3.0.0/16"), BlockBits: 28}
 	const n = 50
-	nodes := make([]*Allocator, n)
-	firsts := make([]netip.Addr, n)
-	for i := range nodes {
-		nodes[i] = NewAllocator(kv, fmt.Sprintf("node-%03d", i), nil)
-		firsts[i] = taskAddr(t, nodes[i], pool)
-	}
+	pool := widePool
+	nodes, firsts := widePoolNodes(t, kv, n)
 	kv.reset()
 	claimed := map[netip.Prefix]string{}
 	for i, a := range nodes {
@@ -145,14 +156,9 @@ func TestMissReadsNoDocumentWhileBlocksAreFree(t *testing.T) {
 func TestNodesMissingAtOnceClaimApart(t *testing.T) {
 	ctx := context.Background()
 	kv := &readKV{KV: kvtest.New()}
-	pool := Pool{Network: "wide", Prefix: netip.MustParsePrefix("10.3.0.0/16"), BlockBits: 28}
 	const n = 100
-	nodes := make([]*Allocator, n)
-	firsts := make([]netip.Addr, n)
-	for i := range nodes {
-		nodes[i] = NewAllocator(kv, fmt.Sprintf("node-%03d", i), nil)
-		firsts[i] = taskAddr(t, nodes[i], pool)
-	}
+	pool := widePool
+	nodes, firsts := widePoolNodes(t, kv, n)
 	before := make([]uint64, n)
 	for i, a := range nodes {
 		before[i] = a.WriteStats().Conflicts
