@@ -302,12 +302,7 @@ func TestPoolAddressesTellsSameNameNodesApart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, e := range out {
-		if e.State != StateGateway {
-			got = append(got, e.IP+" "+e.Node+" "+e.NodeID+" "+e.State)
-		}
-	}
+	got := poolRows(out)
 	if want := []string{ofID1[0].String() + " n1 id-1 " + StateLeak}; !slices.Equal(got, want) {
 		t.Errorf("pool lists %q, want %q", got, want)
 	}
@@ -339,16 +334,23 @@ func TestPoolAddressesKnowsOlderAgentsNodes(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got []string
-	for _, e := range out {
-		if e.State != StateGateway {
-			got = append(got, e.IP+" "+e.Node+" "+e.NodeID+" "+e.State)
-		}
-	}
+	got := poolRows(out)
 	if want := []string{a.String() + " old1  " + StateLeak}; !slices.Equal(got, want) {
 		t.Errorf("pool lists %q, want %q", got, want)
 	}
 	if n := Check(append(inv, out...)); n != 2 {
 		t.Errorf("Check = %d duplicates, want 2 (%s, held on n2 and old1's)", n, a)
 	}
+}
+
+// poolRows are PoolAddresses' entries but the gateway, each as
+// "IP NODE NODEID STATE".
+func poolRows(out []Entry) []string {
+	var rows []string
+	for _, e := range out {
+		if e.State != StateGateway {
+			rows = append(rows, e.IP+" "+e.Node+" "+e.NodeID+" "+e.State)
+		}
+	}
+	return rows
 }
