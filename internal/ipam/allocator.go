@@ -33,6 +33,9 @@ type Allocator struct {
 	// freed are the addresses this node freed lately: handed out again
 	// only when nothing else is free (see reuse).
 	freed *freedAddrs
+	// held are the addresses local containers held at the last sweep:
+	// never handed out (see reuse).
+	held *heldAddrs
 	// freedStore keeps freed across restarts (nil: in memory only).
 	freedStore FreedStore
 	saveMu     sync.Mutex // guards following field; orders saves of freed
@@ -68,8 +71,8 @@ func newAllocator(kv KV, node, gen string, now func() time.Time, log *slog.Logge
 	}
 	log = log.With("component", "ipam")
 	st := newStore(kv, log)
-	freed := &freedAddrs{}
-	a := &Allocator{node: node, gen: gen, kv: kv, store: st, spares: newKeeper(node, gen, st, kv, freed, now, log), freed: freed, log: log, now: now,
+	freed, held := &freedAddrs{}, &heldAddrs{}
+	a := &Allocator{node: node, gen: gen, kv: kv, store: st, spares: newKeeper(node, gen, st, kv, freed, held, now, log), freed: freed, held: held, log: log, now: now,
 		sleep: func(ctx context.Context, d time.Duration) error {
 			select {
 			case <-ctx.Done():
@@ -334,8 +337,8 @@ func (a *Allocator) commit(batch []*request) {
 // them, then in blocks it claims, known from the pool's keys (see
 // claimListed), then, from a fresh listing of every document, in its
 // blocks, free blocks and other nodes' blocks in that order. Addresses
-// the node freed lately are passed over until nothing else is free (see
-// reuse). When the pool is full but other nodes keep spares, it asks for
+// the node freed lately are passed over until nothing else is free, and
+// those local containers held at the last sweep always (see reuse). When the pool is full but other nodes keep spares, it asks for
 // them and looks again, for at most spareWait.
 func (a *Allocator) allocateBatch(ctx context.Context, reqs []*request) {
 	p := reqs[0].pool
@@ -349,7 +352,7 @@ func (a *Allocator) allocateBatch(ctx context.Context, reqs []*request) {
 		fail(err)
 		return
 	}
-	ru := reuse{freed: a.freed.recent(p, a.now())}
+	ru := reuse{freed: a.freed.recent(p, a.now()), held: a.held.of(p)}
 	for _, b := range slices.SortedFunc(maps.Keys(own), comparePrefix) {
 		if _, ok := own[b].free(p, b, ru); ok && len(reqs) > 0 {
 			if reqs, err = a.fillBlock(ctx, p, b, reqs, ru, false); err != nil {
@@ -380,7 +383,7 @@ func (a *Allocator) allocateBatch(ctx context.Context, reqs []*request) {
 				return
 			}
 		}
-		last := reuse{freed: ru.freed, last: true}
+		last := reuse{freed: ru.freed, last: true, held: ru.held}
 		switch {
 		case len(reqs) == 0:
 		case anyFree(p, v, ru) && attempt < maxAttempts:
@@ -441,7 +444,7 @@ func (a *Allocator) fillBlock(ctx context.Context, p Pool, b netip.Prefix, reqs 
 		als[i] = r.al
 	}
 	var got []netip.Addr
-	_, err := a.store.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
+	doc, err := a.store.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
 		if claim && !claims(doc) {
 			got = nil
 			return doc, false
@@ -455,6 +458,7 @@ func (a *Allocator) fillBlock(ctx context.Context, p Pool, b netip.Prefix, reqs 
 	if err != nil {
 		return reqs, fmt.Errorf("allocate in %s: %w", p.ID(), err)
 	}
+	a.held.noteFree(a.log, p, b, doc, ru)
 	for i, addr := range got {
 		reqs[i].done <- result{addr: addr}
 	}

@@ -54,11 +54,12 @@ type BlockDoc struct {
 
 // free returns an address of block b that p may hand out and doc has not
 // allocated: the first, in address order, that r does not pass over, or
-// with r.last, of those it does, the one freed longest ago.
+// with r.last, of those it freed lately, the one freed longest ago. An
+// address r holds (a local container's) is never returned.
 func (doc BlockDoc) free(p Pool, b netip.Prefix, r reuse) (netip.Addr, bool) {
 	var oldest netip.Addr
 	for a := b.Addr(); b.Contains(a); a = a.Next() {
-		if _, taken := doc.Allocs[a.String()]; taken || !p.usable(a) {
+		if _, taken := doc.Allocs[a.String()]; taken || !p.usable(a) || r.held[a] {
 			continue
 		}
 		at, lately := r.freed[a]

@@ -22,10 +22,30 @@ import (
 // repeated release of one (Docker's plugin client resends a release whose
 // answer it missed, and a release names no container) finds it still free,
 // not a new container's. last: nothing else is free; they are taken, the
-// one freed longest ago first. The zero value passes over nothing.
+// one freed longest ago first. held are the addresses local containers
+// held at the last sweep (see heldAddrs): never taken, not even last, as
+// Consul showing one free means it lost a running container's address.
+// The zero value passes over nothing.
 type reuse struct {
 	freed map[netip.Addr]time.Time
 	last  bool
+	held  map[netip.Addr]bool
+}
+
+// heldFree lists, in address order, the addresses of block b that r passes
+// over as held and doc does not allocate, leaving out those this node
+// freed lately: a container that stopped since the sweep listed it had its
+// address released. Consul lost (or another node freed) each of the rest
+// while a local container holds it.
+func heldFree(p Pool, b netip.Prefix, doc BlockDoc, r reuse) []netip.Addr {
+	var out []netip.Addr
+	for a, held := range r.held {
+		if _, taken := doc.Allocs[a.String()]; held && b.Contains(a) && !taken && p.usable(a) && r.freed[a].IsZero() {
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }
 
 // fill allocates to each of als, in order, a free address of block b in

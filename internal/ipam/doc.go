@@ -37,7 +37,11 @@
 //     it freed lately it remembers (freed.go; across restarts in a file of
 //     the agent's state directory, freedfile.go), and hands out again only
 //     when nothing else is free: a release names no container, so a late
-//     or repeated one must find its address free.
+//     or repeated one must find its address free. Nor does it (or its
+//     keeper) ever hand out an address the node's containers held at the
+//     last sweep (held.go), which Consul shows free only when it lost a
+//     running container's address: passed over, logged and counted until
+//     the sweep records it again.
 //   - keeper (spares.go), with its own lock, keeps a few addresses of the
 //     node's blocks claimed ahead of demand (spares), so that Docker never
 //     waits for Consul; it changes blocks only through the store's update.

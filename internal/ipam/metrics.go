@@ -41,6 +41,10 @@ func NewMetrics(reg prometheus.Registerer, a *Allocator) *Metrics {
 		Namespace: ns, Subsystem: sub, Name: "spare_handouts_total",
 		Help: "Address requests answered from a spare, with no wait on Consul.",
 	}, func() float64 { return float64(a.spares.handouts.Load()) })
+	lostHeld := prometheus.NewCounterFunc(prometheus.CounterOpts{
+		Namespace: ns, Subsystem: sub, Name: "lost_held_total",
+		Help: "Addresses a local container holds that Consul showed free when this node allocated in their block: Consul lost or freed a running container's address (a reclaim of the node taken for departed, a Consul server restarted empty, a stray release). Never handed out; the leak sweep records each again (reclaimed_total{reason=\"recorded_held\"}). Each counts once until recorded again. Any increase is worth an alert: another node may hand the address out meanwhile.",
+	}, func() float64 { return float64(a.held.lost.Load()) })
 	skipped := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Subsystem: sub, Name: "skipped_documents",
 		Help: "Keys under the pools' blocks/ that this node skips, at its last listing of each pool: undecodable block documents or stray keys (`underlay ips` and `underlay doctor` name them, with the fix).",
@@ -54,7 +58,7 @@ func NewMetrics(reg prometheus.Registerer, a *Allocator) *Metrics {
 		Help: "Block writes Consul rolled back because another writer changed the block first; each is read again and retried. A rate near block_writes_total's means nodes fight over blocks.",
 	}, func() float64 { return float64(a.store.conflicts.Load()) })
 	if reg != nil {
-		reg.MustRegister(m.requests, m.reclaimed, m.deferred, spares, handouts, skipped, writes, conflicts)
+		reg.MustRegister(m.requests, m.reclaimed, m.deferred, spares, handouts, lostHeld, skipped, writes, conflicts)
 	}
 	return m
 }

@@ -62,7 +62,8 @@ type Cluster interface {
 //     them (see planSweep); a spare of an earlier agent that a container
 //     holds becomes a task address;
 //   - on every node, addresses local containers hold that the pool does
-//     not record (Consul lost them) are recorded again;
+//     not record (Consul lost them) are recorded again; what each sweep
+//     lists held, the node's allocations pass over (see heldAddrs);
 //   - on the swarm leader only, every address of a departed node: one
 //     whose swarm node has been neither Ready nor its agent's facts fresh
 //     (or present) for NodeTimeout, judged by identity, never by name
@@ -198,6 +199,7 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 	r.Alloc.store.forget(seen)
+	r.Alloc.held.keep(seen)
 	return errors.Join(errs...)
 }
 
@@ -227,6 +229,9 @@ func (r *Reclaimer) noteRefused(specs []netspec.Spec, refused map[string]error) 
 // sweepPool sweeps one pool, adding the nodes holding its addresses to
 // holders, and those with affinity for its blocks to owners.
 func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]bool, starts []Start, gone, reporters, holders, owners map[string]bool) error {
+	// From now on the node's allocations pass over what its containers
+	// hold, as listed now (see heldAddrs).
+	r.Alloc.held.set(p, held)
 	v, err := r.Alloc.store.scan(ctx, p)
 	if err != nil {
 		return err
@@ -235,6 +240,7 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 		owners[doc.Node] = true
 	}
 	allocs := allocations(v)
+	r.Alloc.held.recorded(p, allocs)
 	nodeless := false
 	for _, al := range allocs {
 		holders[al.Node] = true

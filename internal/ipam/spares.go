@@ -55,8 +55,10 @@ type keeper struct {
 	store     *store
 	kv        KV // the pressure keys only
 	// freed are the addresses the node freed lately, never claimed as
-	// spares (see reuse).
+	// spares (see reuse); held those local containers held at the last
+	// sweep, never claimed either.
 	freed *freedAddrs
+	held  *heldAddrs
 	now   func() time.Time
 	kick  chan struct{}
 	// handouts counts requests answered from a spare (a metric).
@@ -88,8 +90,8 @@ type sparePool struct {
 	stopWatch context.CancelFunc
 }
 
-func newKeeper(node, gen string, st *store, kv KV, freed *freedAddrs, now func() time.Time, log *slog.Logger) *keeper {
-	return &keeper{node: node, gen: gen, store: st, kv: kv, freed: freed, now: now, log: log, kick: make(chan struct{}, 1),
+func newKeeper(node, gen string, st *store, kv KV, freed *freedAddrs, held *heldAddrs, now func() time.Time, log *slog.Logger) *keeper {
+	return &keeper{node: node, gen: gen, store: st, kv: kv, freed: freed, held: held, now: now, log: log, kick: make(chan struct{}, 1),
 		pools: map[string]*sparePool{}, lastPressure: map[string]time.Time{}}
 }
 
@@ -422,7 +424,7 @@ func (k *keeper) syncAll(ctx context.Context, verify, stopping bool) (pending bo
 func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify bool) error {
 	p := sp.pool
 	now := k.now()
-	ru := reuse{freed: k.freed.recent(p, now)}
+	ru := reuse{freed: k.freed.recent(p, now), held: k.held.of(p)}
 	k.mu.Lock()
 	suspect := sp.suspect
 	verify = verify || suspect
@@ -446,7 +448,7 @@ func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify b
 			add = 0 // see view.shadowed; a failed listing fails the claims below too
 		}
 		var w spareWrite
-		_, err := k.store.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
+		stored, err := k.store.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
 			// Only spares still handed out: one Docker released since the
 			// plan is gone from Consul too, and recording it would write
 			// back an address no container holds.
@@ -483,6 +485,10 @@ func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify b
 			}
 			return
 		}
+		k.mu.Lock()
+		log := k.log
+		k.mu.Unlock()
+		k.held.noteFree(log, p, b, stored, ru)
 		if k.afterWrite != nil {
 			k.afterWrite()
 		}
