@@ -543,9 +543,10 @@ func (a *Allocator) reclaimObserved(ctx context.Context, p Pool, want map[netip.
 
 // adopt turns a spare of this node that its keeper does not hold (of an
 // earlier generation, or taken out of the free spares as a local container
-// holds it: see keeper.dropHeld), or an allocation naming no node, into
-// this node's task allocation: the reclaimer found a local container
-// holding it. It returns what it turned, if it did.
+// holds it: see keeper.dropHeld), this node's shim address, or an
+// allocation naming no node, into this node's task allocation: the
+// reclaimer found a local container holding it. It returns what it
+// turned, if it did.
 func (a *Allocator) adopt(ctx context.Context, p Pool, addr netip.Addr) (Alloc, bool, error) {
 	var was Alloc
 	var adopted bool
@@ -553,7 +554,8 @@ func (a *Allocator) adopt(ctx context.Context, p Pool, addr netip.Addr) (Alloc, 
 	_, err := a.store.update(ctx, p, p.Block(addr), func(doc BlockDoc) (BlockDoc, bool) {
 		al, ok := doc.alloc(addr)
 		earlierSpare := al.Kind == KindSpare && al.Node == a.node && (!a.spares.mine(al) || !kept[addr])
-		if adopted = ok && (earlierSpare || al.Node == ""); !adopted {
+		shim := al.Kind == KindShim && al.Node == a.node
+		if adopted = ok && (earlierSpare || shim || al.Node == ""); !adopted {
 			return doc, false
 		}
 		was = al

@@ -1201,7 +1201,7 @@ func TestShimNetworksOddKeys(t *testing.T) {
 
 // TestAdoptOnlyEarlierSparesAndNodeless: adopt rereads the block, and
 // turns into this node's task allocation only a spare of this node's
-// earlier agent or an allocation naming no node: another node's address,
+// earlier agent, its shim, or an allocation naming no node: another node's address,
 // allocated there since the sweep looked, stays that node's (taken, its
 // release would be refused and this node's would free it under it), and
 // so does a spare this allocator's keeper holds; one of this generation
@@ -1219,6 +1219,10 @@ func TestAdoptOnlyEarlierSparesAndNodeless(t *testing.T) {
 		// This generation's, but not one its keeper holds (taken out of
 		// its free spares as a local container holds it: dropHeld).
 		"10.2.0.6": {Node: "n1", At: at, Kind: KindSpare, Gen: "now"},
+		// This node's shim, which a local container holds: the
+		// container's (see heldshim_test.go); another node's stays.
+		"10.2.0.7": {Node: "n1", At: at, Kind: KindShim},
+		"10.2.0.8": {Node: "n2", At: at, Kind: KindShim},
 	}
 	for _, k := range slices.Sorted(maps.Keys(allocs)) {
 		if err := b.allocateAt(ctx, pool26, netip.MustParseAddr(k), allocs[k]); err != nil {
@@ -1228,7 +1232,7 @@ func TestAdoptOnlyEarlierSparesAndNodeless(t *testing.T) {
 	a.spares.mu.Lock()
 	a.spares.pools[pool26.ID()] = &sparePool{pool: pool26, spareState: spareState{Free: []netip.Addr{netip.MustParseAddr("10.2.0.3")}, Handed: map[netip.Addr]Alloc{}}}
 	a.spares.mu.Unlock()
-	want := map[string]bool{"10.2.0.4": true, "10.2.0.5": true, "10.2.0.6": true}
+	want := map[string]bool{"10.2.0.4": true, "10.2.0.5": true, "10.2.0.6": true, "10.2.0.7": true}
 	for _, k := range slices.Sorted(maps.Keys(allocs)) {
 		addr := netip.MustParseAddr(k)
 		was, adopted, err := a.adopt(ctx, pool26, addr)

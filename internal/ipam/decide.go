@@ -310,6 +310,11 @@ type sweepPlan struct {
 // node lives — but, as it may have been claimed ahead of a start as a
 // spare is, it is deferred while any start is under way.
 //
+// This node's shim address that a local container holds is the
+// container's (adopted): Consul lost the container's address, and the shim
+// was given it (see heldshim_test.go); the shim, the node's own, gets
+// another address at the next network sync.
+//
 // One naming no node, which no node would ever release or reclaim, is the
 // node's whose container holds it (adopted). A node none of whose
 // containers holds it, nor a start under way (one begun before it was
@@ -376,7 +381,7 @@ func planSweep(in sweepInput) sweepPlan {
 		case in.Gone[al.Node] && al.Node != in.Node:
 			out.Departed[a] = al
 		case al.Node != in.Node:
-		case earlierSpare && in.Held[a]:
+		case (earlierSpare || al.Kind == KindShim) && in.Held[a]:
 			out.Adopt = append(out.Adopt, a)
 		case !in.Held[a] && allocatedBefore(al, in.Now, in.Grace) && (al.Kind == KindTask || al.Kind == "" || unknown || earlierSpare):
 			since, ok := in.Unheld[a]

@@ -219,9 +219,8 @@ func (h modelHeld) HeldAddresses(context.Context) (Local, error) {
 	for _, a := range h.n.containers {
 		m[a] = true
 	}
-	if h.n.shim.IsValid() {
-		m[h.n.shim] = true // the host shim is no container, but holds its address
-	}
+	// The host shim is no container: Docker's listing, which the real
+	// Held reads (dockerhost.Source), does not show its address.
 	var starts []Start
 	for _, st := range h.n.starting {
 		// dockerd holds a container for the whole of its start.

@@ -300,9 +300,13 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 		if err != nil {
 			errs = append(errs, err)
 		}
-		if adopted && was.Node == "" {
+		switch {
+		case adopted && was.Node == "":
 			r.log().Warn("recorded as this node's an address allocated to no node: a local container holds it", "pool", p.ID(), "addr", addr,
 				"kind", was.Kind, "allocated", was.At)
+		case adopted && was.Kind == KindShim:
+			r.log().Error("this node's shim address is held by a local container (Consul lost the container's address, and the shim was given it): recorded as the container's; the shim gets another address at the next network sync",
+				"pool", p.ID(), "addr", addr)
 		}
 	}
 	freed, err := r.Alloc.reclaimObserved(ctx, p, plan.Departed)
@@ -579,11 +583,17 @@ func (r *Reclaimer) disownDeparted(ctx context.Context, p Pool, v view, gone map
 func (r *Reclaimer) Run(ctx context.Context, period time.Duration) {
 	t := time.NewTicker(period)
 	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
+	for first := true; ; first = false {
+		// The first sweep runs at once: until one has listed the local
+		// containers, the allocator cannot pass over what they hold (see
+		// heldAddrs), and a starting agent's network sync asks for its
+		// shims' addresses at once.
+		if !first {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+			}
 		}
 		if err := r.Sweep(ctx); err != nil && ctx.Err() == nil {
 			r.log().Warn("address reclaim sweep incomplete", "err", fmt.Errorf("sweep: %w", err))

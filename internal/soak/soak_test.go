@@ -150,6 +150,9 @@ func TestCheck(t *testing.T) {
 		}, "leaked: 10.0.0.41 of pool is recorded as spare of unknown node ghost"},
 		{"shim not recorded", func(s *Settled) { s.Allocations[2].Kind = "task" }, "unrecorded: shim 10.0.0.2 of pool on node1"},
 		{"shim recorded for another node", func(s *Settled) { s.Allocations[2].Node = "node2" }, "misrecorded: shim 10.0.0.2 of pool on node1 is recorded as shim of node2"},
+		// The 30-minute soak of stop 50: a node's shim given the address
+		// its container held.
+		{"container holds a shim's address", func(s *Settled) { s.Containers[0].IP = ip("10.0.0.2") }, "duplicate_ip: 10.0.0.2 on pool held by web.1@node1 and by the shim of node1"},
 		{"shim gone", func(s *Settled) { s.HostNets[2].Shim = netip.Addr{} }, "shim_missing: node1 has no shim for lan"},
 		{"route gone", func(s *Settled) { s.HostNets[3].Route = false }, "route_missing: node2 has no route to lan"},
 		{"above max", func(s *Settled) { s.Services[0].Replicas = 7 }, "bounds: service web has 7 replicas, outside 0..6"},
