@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,14 +18,17 @@ import (
 )
 
 // Samples implements taskmetrics.Source: one stats sample of every running
-// Swarm task container, read without holding a stream open.
+// Swarm task container, read without holding a stream open. When some
+// containers' stats could not be read, it returns the others' samples
+// with a *taskmetrics.NotSampledError naming them (taskmetrics.Run judges
+// whether the round may be published without them).
 func (s *Source) Samples(ctx context.Context) ([]taskmetrics.Sample, error) {
 	list, err := s.api.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", labelSwarmService))})
 	if err != nil {
 		return nil, fmt.Errorf("list task containers: %w", err)
 	}
 	out := make([]taskmetrics.Sample, 0, len(list))
-	var errs []error
+	var failed []taskmetrics.Unmeasured
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	sem := make(chan struct{}, 8)
@@ -43,7 +48,7 @@ func (s *Source) Samples(ctx context.Context) ([]taskmetrics.Sample, error) {
 				// Not gone, only not measured: left out, the task would
 				// be missing from its service's count, and next round
 				// taken for new, with no CPU.
-				errs = append(errs, err)
+				failed = append(failed, taskmetrics.Unmeasured{ContainerID: c.ID, Service: c.Labels[labelSwarmService], Err: err})
 			default:
 				smp.Service = c.Labels[labelSwarmService]
 				out = append(out, smp)
@@ -51,9 +56,11 @@ func (s *Source) Samples(ctx context.Context) ([]taskmetrics.Sample, error) {
 		}()
 	}
 	wg.Wait()
-	if len(errs) > 0 {
-		// One named: a daemon that fails one fails many alike.
-		return nil, fmt.Errorf("%d of %d task containers not sampled (%w)", len(errs), len(list), errs[0])
+	if len(failed) > 0 {
+		// By ID, not in the order the reads ended: the same named first
+		// each round.
+		slices.SortFunc(failed, func(a, b taskmetrics.Unmeasured) int { return strings.Compare(a.ContainerID, b.ContainerID) })
+		return out, &taskmetrics.NotSampledError{Unmeasured: failed, Listed: len(list)}
 	}
 	return out, nil
 }

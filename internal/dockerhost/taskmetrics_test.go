@@ -3,6 +3,7 @@ package dockerhost
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -61,6 +62,16 @@ func TestSamplesFailedStatsAreNoGoneTask(t *testing.T) {
 	got, err := NewSource(api).Samples(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "busy") {
 		t.Fatalf("Samples = %+v, %v; want an error naming container busy", got, err)
+	}
+	// What was measured comes with the error, and the error names the
+	// container and its service: taskmetrics.Run leaves out one that
+	// fails round after round, and publishes the rest.
+	var ns *taskmetrics.NotSampledError
+	if !errors.As(err, &ns) || len(ns.Unmeasured) != 1 || ns.Unmeasured[0].ContainerID != "busy" || ns.Unmeasured[0].Service != "web" || ns.Listed != 3 {
+		t.Errorf("Samples's error = %#v, want a *taskmetrics.NotSampledError of container busy of service web, of 3 listed", err)
+	}
+	if len(got) != 1 || got[0].ContainerID != "run" {
+		t.Errorf("Samples = %+v with its error, want container run's sample", got)
 	}
 	// Removed since the listing: gone, no error.
 	api = fakeStatsFailing(t, list[:2], stats, nil)

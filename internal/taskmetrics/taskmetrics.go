@@ -120,7 +120,11 @@ type KV interface {
 // Run samples every period and publishes the report of node (its name)
 // under id (its swarm node ID), without the services whose figures
 // readers would refuse (leaveOutRefused), and, when the report would
-// exceed Consul's value limit, without the services fit leaves out.
+// exceed Consul's value limit, without the services fit leaves out. A
+// task container whose stats read fails fails the round (nothing is
+// published, the previous samples are kept) until it has failed
+// LeaveOutAfter rounds in a row; it is then left out, and the rest
+// published.
 // published, unless nil, is called once the first report is stored (the
 // agent then retires the report an older agent kept under the node's
 // name). m, unless nil, counts the services left out.
@@ -131,11 +135,15 @@ func Run(ctx context.Context, src Source, kv KV, node, id string, period time.Du
 	prev := map[string]Sample{}
 	leftOut := map[string]bool{}
 	var tooLarge []string
+	var stuck unmeasured
 	for {
-		if cur, err := src.Samples(ctx); err != nil {
+		cur, err := src.Samples(ctx)
+		counted, err := stuck.round(log, cur, err)
+		if err != nil {
 			log.Warn("task metrics not sampled", "err", err)
 		} else {
-			r := Report{Node: node, NodeID: id, At: time.Now().UTC(), Services: Usage(prev, cur)}
+			m.setTasksLeftOut(len(stuck.leftOut))
+			r := Report{Node: node, NodeID: id, At: time.Now().UTC(), Services: Usage(prev, counted)}
 			refused := leaveOutRefused(r.Services)
 			dropped := fit(&r)
 			tooLarge = noteTooLarge(log, tooLarge, dropped)

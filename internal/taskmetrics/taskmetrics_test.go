@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"maps"
@@ -714,4 +715,142 @@ func TestLoadIgnoresFactsNoAgentWrites(t *testing.T) {
 	if d := cmp.Diff(map[string]int{IDPrefix + ida: 1}, got); d != "" {
 		t.Errorf("reports counted, tasks by key (-want +got):\n%s", d)
 	}
+}
+
+// TestRunLeavesOutATaskThatIsNeverMeasured: a task container whose stats
+// read fails at every round (not a 404: a dockerd that answers 500 for
+// it, a stats read that times out) failed every round, so the node
+// published nothing for good: its report went stale, and the autoscaler
+// averaged every service over the other nodes only. Now a container that
+// failed LeaveOutAfter rounds in a row is left out, warned of once and
+// counted in underlay_task_metrics_tasks_left_out, and the rest is
+// published; a failure of one round (here b's) still fails that round.
+// Measured again, the container counts from the round after, once it
+// has a previous sample to take its CPU from.
+func TestRunLeavesOutATaskThatIsNeverMeasured(t *testing.T) {
+	t0 := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	smp := func(id, service string, round int) Sample {
+		return Sample{ContainerID: id, Service: service, At: t0.Add(time.Duration(round) * time.Second), CPUTotal: time.Duration(round) * 500 * time.Millisecond, Memory: 100}
+	}
+	fail := func(id, service string) Unmeasured {
+		return Unmeasured{ContainerID: id, Service: service, Err: errors.New("stats of " + id + ": 500 Internal Server Error")}
+	}
+	type round struct {
+		samples []Sample
+		failed  []Unmeasured
+	}
+	var rounds []round
+	for i := range LeaveOutAfter + 1 { // s fails; the last two rounds publish without it
+		rounds = append(rounds, round{[]Sample{smp("a", "web", i), smp("b", "web", i)}, []Unmeasured{fail("s", "api")}})
+	}
+	n := len(rounds)
+	rounds = append(rounds,
+		round{[]Sample{smp("a", "web", n)}, []Unmeasured{fail("b", "web"), fail("s", "api")}},  // b's one failure fails the round
+		round{[]Sample{smp("a", "web", n+1), smp("b", "web", n+1), smp("s", "api", n+1)}, nil}, // s measured again: no CPU yet
+		round{[]Sample{smp("a", "web", n+2), smp("b", "web", n+2), smp("s", "api", n+2)}, nil})
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	reg := prometheus.NewRegistry()
+	var leftOut []float64
+	kv := &recordingKV{}
+	kv.put = func() {
+		leftOut = append(leftOut, gauge(t, reg, "underlay_task_metrics_tasks_left_out"))
+		if len(kv.values) == 4 {
+			cancel()
+		}
+	}
+	src := &funcSource{f: func(i int) ([]Sample, error) {
+		if i >= len(rounds) {
+			t.Fatalf("round %d sampled, %d reports published; want 4 by then", i, len(kv.values))
+		}
+		r := rounds[i]
+		if r.failed == nil {
+			return r.samples, nil
+		}
+		return r.samples, &NotSampledError{Unmeasured: r.failed, Listed: len(r.samples) + len(r.failed)}
+	}}
+	var logs bytes.Buffer
+	Run(ctx, src, kv, "n1", "id10000000000000000000000", time.Millisecond, slog.New(slog.NewTextHandler(&logs, nil)), NewMetrics(reg), nil)
+
+	var got []map[string]ServiceUsage
+	for i, v := range kv.values {
+		r, err := Decode(IDPrefix+"id10000000000000000000000", v)
+		if err != nil {
+			t.Fatalf("report %d is refused: %v", i, err)
+		}
+		got = append(got, r.Services)
+	}
+	web := ServiceUsage{Tasks: 2, CPU: 1, Memory: 200}
+	want := []map[string]ServiceUsage{
+		{"web": {Tasks: 2, Memory: 200}}, // s left out; the first report, with no CPU yet
+		{"web": web},                     // s left out
+		{"web": web},                     // s measured again, not counted yet
+		{"web": web, "api": {Tasks: 1, CPU: 0.5, Memory: 100}}, // s counted, with its CPU
+	}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("reports' services (-want +got):\n%s\nlogs:\n%s", d, logs.String())
+	}
+	if d := cmp.Diff([]float64{1, 1, 0, 0}, leftOut); d != "" {
+		t.Errorf("underlay_task_metrics_tasks_left_out at each report (-want +got):\n%s", d)
+	}
+	var warned, again int
+	for _, line := range strings.Split(logs.String(), "\n") {
+		switch {
+		case strings.Contains(line, "level=WARN") && strings.Contains(line, "container=s ") && strings.Contains(line, "service=api") && strings.Contains(line, "500 Internal Server Error"):
+			warned++
+		case strings.Contains(line, "level=INFO") && strings.Contains(line, "container=s "):
+			again++
+		}
+	}
+	if warned != 1 || again != 1 {
+		t.Errorf("s left out logged %d times, measured again %d times; want once each:\n%s", warned, again, logs.String())
+	}
+}
+
+// TestRunPublishesNoEmptyReportForADaemonThatMeasuresNothing: when no
+// task container's stats can be read, round after round (dockerd's stats
+// broken for all), no container is left out: a report of no service
+// would say the node runs none, where a stale one says its figures are
+// unknown.
+func TestRunPublishesNoEmptyReportForADaemonThatMeasuresNothing(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	src := &funcSource{f: func(i int) ([]Sample, error) {
+		if i == 2*LeaveOutAfter {
+			cancel()
+		}
+		return nil, &NotSampledError{Unmeasured: []Unmeasured{{ContainerID: "a", Service: "web", Err: errors.New("500")}}, Listed: 1}
+	}}
+	kv := &recordingKV{put: func() {}}
+	Run(ctx, src, kv, "n1", "id10000000000000000000000", time.Millisecond, slog.New(slog.DiscardHandler), nil, nil)
+	if len(kv.values) != 0 {
+		t.Errorf("%d reports published, want none: %s", len(kv.values), kv.values[0])
+	}
+}
+
+// funcSource answers each round i with f(i).
+type funcSource struct {
+	f func(i int) ([]Sample, error)
+	n int
+}
+
+func (s *funcSource) Samples(context.Context) ([]Sample, error) {
+	s.n++
+	return s.f(s.n - 1)
+}
+
+// gauge reads the value of a registered gauge of no label (-1 when it is
+// not there).
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
 }
