@@ -76,7 +76,7 @@ func (n *node) run(ctx context.Context) error {
 	}
 	g.Go(func() error { rec.Run(gctx, kv.Watch(gctx, netspec.KVPrefix), links, cfg.NetworkSync); return nil })
 	g.Go(func() error {
-		inventory.Run(gctx, n.src, kv, n.name, id, cfg.NetworkSync, log)
+		inventory.Run(gctx, n.src, kv, n.name, id, cfg.NetworkSync, log, inventory.NewMetrics(n.reg))
 		return nil
 	})
 	if cfg.DoctorInterval > 0 {

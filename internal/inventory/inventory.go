@@ -387,13 +387,17 @@ type Source interface {
 
 // Run publishes the entries of node (its name) under key (its identity,
 // its swarm node ID, which each entry names too: NodeID) whenever they
-// change, and every period (Consul may have lost them).
-func Run(ctx context.Context, src Source, kv KV, node, key string, period time.Duration, log *slog.Logger) {
+// change, and every period (Consul may have lost them). When they are
+// above Consul's value limit, it publishes what fit makes of them, logs
+// what was shortened or left out when that changes, and counts it in m
+// (nil: not counted).
+func Run(ctx context.Context, src Source, kv KV, node, key string, period time.Duration, log *slog.Logger, m *Metrics) {
 	log = log.With("component", "inventory")
 	changes := src.Changes(ctx)
 	t := time.NewTicker(period)
 	defer t.Stop()
 	var last []byte
+	var fits fitted
 	for {
 		es, err := src.Endpoints(ctx, node)
 		if err == nil {
@@ -401,6 +405,10 @@ func Run(ctx context.Context, src Source, kv KV, node, key string, period time.D
 				es[i].NodeID = key // tells apart two nodes of one name
 			}
 			Sort(es)
+			var f fitted
+			es, f = fit(es)
+			fits = noteFitted(log, fits, f)
+			m.set(len(f.leftOut), f.shortened)
 			b, _ := json.Marshal(es)
 			if !bytes.Equal(b, last) {
 				if err = Publish(ctx, kv, key, es); err == nil {

@@ -576,7 +576,7 @@ func TestRunPublishesNodeID(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
-		Run(ctx, src, kv, "n1", "id10000000000000000000000", time.Hour, slog.New(slog.DiscardHandler))
+		Run(ctx, src, kv, "n1", "id10000000000000000000000", time.Hour, slog.New(slog.DiscardHandler), nil)
 	}()
 	value := <-kv.put
 	cancel()
