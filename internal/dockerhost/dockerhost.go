@@ -94,11 +94,13 @@ type Source struct {
 	connected connects
 	// networkReads shares network reads among connect events.
 	networkReads *networkReads
+	// statsWait bounds one container's stats read (Samples).
+	statsWait time.Duration
 }
 
 // NewSource wraps api.
 func NewSource(api *client.Client) *Source {
-	s := &Source{api: api, drivers: map[string]string{}}
+	s := &Source{api: api, drivers: map[string]string{}, statsWait: statsWait}
 	s.networkReads = newNetworkReads(s.readNetwork)
 	return s
 }

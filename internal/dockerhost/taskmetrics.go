@@ -71,7 +71,16 @@ var errGone = errors.New("gone since the listing")
 
 const labelSwarmService = "com.docker.swarm.service.name"
 
+// statsWait is how long one container's stats read may take: a one-shot
+// read takes milliseconds, and the default period is 10 s.
+const statsWait = 5 * time.Second
+
 func (s *Source) sample(ctx context.Context, id string) (taskmetrics.Sample, error) {
+	// Bounded, answer and body: dockerd answers a container whose shim
+	// or cgroup hangs never, and Samples, and so every task's report,
+	// would wait with it.
+	ctx, cancel := context.WithTimeout(ctx, s.statsWait)
+	defer cancel()
 	r, err := s.api.ContainerStatsOneShot(ctx, id)
 	if client.IsErrNotFound(err) {
 		return taskmetrics.Sample{}, fmt.Errorf("stats of %s: %w", id, errGone)

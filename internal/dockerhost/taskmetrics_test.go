@@ -151,3 +151,63 @@ func fakeStatsFailing(t *testing.T, list []container.Summary, stats map[string]c
 	t.Cleanup(func() { api.Close() })
 	return api
 }
+
+// TestSamplesDoesNotWaitForAHungStatsRead: a stats read dockerd never
+// answers (a container whose shim or cgroup hangs) held Samples, and so
+// the node's task metrics, for good, with no warning: the read had no
+// deadline. It now fails after statsWait, as a failed read: the round
+// fails, and a container that hangs round after round is left out
+// (taskmetrics.LeaveOutAfter).
+func TestSamplesDoesNotWaitForAHungStatsRead(t *testing.T) {
+	read := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	labels := map[string]string{labelSwarmService: "web"}
+	list := []container.Summary{{ID: "run", Labels: labels, State: "running"}, {ID: "hung", Labels: labels, State: "running"}}
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/v1.41/containers/json":
+			json.NewEncoder(w).Encode(list)
+		case "/v1.41/containers/run/stats":
+			json.NewEncoder(w).Encode(container.StatsResponse{ID: "run", Read: read})
+		case "/v1.41/containers/hung/stats":
+			select {
+			case <-r.Context().Done():
+			case <-release:
+			}
+		default:
+			http.Error(w, `{"message":"not faked"}`, http.StatusNotFound)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) }) // before srv.Close, which waits for the handler
+	api, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithVersion("1.41"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { api.Close() })
+	src := NewSource(api)
+	src.statsWait = 50 * time.Millisecond
+	type result struct {
+		got []taskmetrics.Sample
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		got, err := src.Samples(context.Background())
+		done <- result{got, err}
+	}()
+	var r result
+	select {
+	case r = <-done:
+	case <-time.After(time.Minute): // not a measure of speed: the hang this test is about
+		t.Fatal("Samples still waiting after a minute for a stats read dockerd does not answer")
+	}
+	var ns *taskmetrics.NotSampledError
+	if !errors.As(r.err, &ns) || len(ns.Unmeasured) != 1 || ns.Unmeasured[0].ContainerID != "hung" {
+		t.Errorf("Samples's error = %v, want a *taskmetrics.NotSampledError of container hung", r.err)
+	}
+	if len(r.got) != 1 || r.got[0].ContainerID != "run" {
+		t.Errorf("Samples = %+v, want container run's sample", r.got)
+	}
+}
