@@ -399,27 +399,32 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	tick := time.NewTicker(s.cfg.KeepAlive)
 	defer tick.Stop()
 	for {
-		var f []byte
+		var frames [][]byte
 		select {
 		case <-r.Context().Done():
 			return
 		case <-tick.C:
 			b, _ := json.Marshal(ping{Time: s.cfg.Now().UTC(), Version: s.currentVersion(), Instance: s.instance})
-			f = sseFrame("ping", "", b)
-		case next, ok := <-sub.c:
-			if !ok {
+			frames = [][]byte{sseFrame("ping", "", b)}
+		case <-sub.ready:
+			var ok bool
+			if frames, ok = s.pending(sub); !ok {
 				return // fell behind: the page reconnects
 			}
-			f = next
 		}
-		// The stream's token is checked again before each frame: a token
+		// The stream's token is checked again before it sends: a token
 		// revoked, or a session ended, since it opened ends it, as it
 		// refuses its next request.
-		if !s.mayRead(r) || !deadline() {
+		if !s.mayRead(r) {
 			return
 		}
-		if _, err := out.Write(f); err != nil {
-			return
+		for _, f := range frames {
+			if !deadline() {
+				return
+			}
+			if _, err := out.Write(f); err != nil {
+				return
+			}
 		}
 		flush()
 	}

@@ -150,13 +150,27 @@ type Server struct {
 	samples map[string][]ReplicaSample
 }
 
-// subscriber is one open event stream.
+// subscriber is one open event stream and what it has yet to send. A
+// snapshot replaces the one not sent yet: a page needs the latest, not
+// each state in between, and a client slow to read must not hold every
+// snapshot published meanwhile (each the whole cluster).
 type subscriber struct {
-	c chan []byte
+	// ready is signalled whenever there is something to send, or the
+	// stream was dropped.
+	ready chan struct{}
+	// The following fields are guarded by Server.mu.
+	// snap is the latest snapshot frame not sent yet; nil: none.
+	snap []byte
+	// events are the events frames not sent yet, oldest first, at most
+	// subscriberBuffer.
+	events [][]byte
+	// dropped is set when the stream fell too far behind: it ends.
+	dropped bool
 }
 
-// subscriberBuffer is how many frames a stream may fall behind before it
-// is closed; the page then reconnects and starts from a fresh snapshot.
+// subscriberBuffer is how many events frames a stream may fall behind
+// before it is closed (events, unlike snapshots, are each news); the page
+// then reconnects and starts from a fresh snapshot and the backlog.
 const subscriberBuffer = 64
 
 // New returns a server; Run keeps its snapshot current.
@@ -577,26 +591,25 @@ func (s *Server) publish(snap Snapshot) {
 	s.snap, s.digest, s.body, s.gz = &snap, digest, body, nil
 	s.frame = sseFrame("snapshot", fmt.Sprint(snap.Version), body)
 	s.metrics.snapshots.Inc()
-	frames := [][]byte{s.frame}
+	var evFrame []byte
 	if len(events) > 0 {
 		eb, _ := json.Marshal(events)
-		frames = append(frames, sseFrame("events", "", eb))
+		evFrame = sseFrame("events", "", eb)
 	}
 	for sub := range s.subs {
-		for _, f := range frames {
-			select {
-			case sub.c <- f:
-			default:
-				// Too far behind: close it; the page reconnects and starts
-				// from the current snapshot.
+		sub.snap = s.frame // the one not sent yet is stale now
+		if evFrame != nil {
+			if len(sub.events) >= subscriberBuffer {
+				// Too far behind: end it; the page reconnects and starts
+				// from the current snapshot and the backlog.
 				delete(s.subs, sub)
-				close(sub.c)
+				sub.dropped, sub.snap, sub.events = true, nil, nil
 				s.metrics.dropped.Inc()
-			}
-			if _, ok := s.subs[sub]; !ok {
-				break
+			} else {
+				sub.events = append(sub.events, evFrame)
 			}
 		}
+		signal(sub.ready)
 	}
 }
 
@@ -662,7 +675,7 @@ func (s *Server) snapshotBodies() ([]byte, []byte) {
 func (s *Server) subscribe() (*subscriber, [][]byte) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sub := &subscriber{c: make(chan []byte, subscriberBuffer)}
+	sub := &subscriber{ready: make(chan struct{}, 1)}
 	s.subs[sub] = struct{}{}
 	if len(s.subs) == 1 {
 		signal(s.kick) // the first page after a quiet time: catch up now
@@ -684,10 +697,25 @@ func (s *Server) subscribe() (*subscriber, [][]byte) {
 func (s *Server) unsubscribe(sub *subscriber) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if _, ok := s.subs[sub]; ok {
-		delete(s.subs, sub)
-		close(sub.c)
+	delete(s.subs, sub)
+	sub.snap, sub.events = nil, nil
+}
+
+// pending takes the frames sub has yet to send: the latest snapshot, then
+// the events; false when the stream was dropped.
+func (s *Server) pending(sub *subscriber) ([][]byte, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if sub.dropped {
+		return nil, false
 	}
+	var out [][]byte
+	if sub.snap != nil {
+		out = append(out, sub.snap)
+	}
+	out = append(out, sub.events...)
+	sub.snap, sub.events = nil, nil
+	return out, true
 }
 
 func (s *Server) subscribers() int {

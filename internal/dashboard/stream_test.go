@@ -1,11 +1,19 @@
 package dashboard
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // TestStreamDropsAClientThatStopsReading: the event stream lifts the
@@ -49,4 +57,98 @@ func TestStreamDropsAClientThatStopsReading(t *testing.T) {
 		case <-done:
 		}
 	}
+}
+
+// stuckWriter is a client's connection that takes nothing until released,
+// then keeps what the stream writes.
+type stuckWriter struct {
+	hdr     http.Header
+	stuck   chan struct{} // closed at the first write
+	release chan struct{}
+	once    sync.Once
+	mu      sync.Mutex
+	body    bytes.Buffer
+}
+
+func newStuckWriter() *stuckWriter {
+	return &stuckWriter{hdr: http.Header{}, stuck: make(chan struct{}), release: make(chan struct{})}
+}
+
+func (w *stuckWriter) Header() http.Header { return w.hdr }
+func (w *stuckWriter) WriteHeader(int)     {}
+func (w *stuckWriter) Flush()              {}
+func (w *stuckWriter) Write(b []byte) (int, error) {
+	w.once.Do(func() { close(w.stuck) })
+	<-w.release
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.body.Write(b)
+}
+
+func (w *stuckWriter) String() string {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.body.String()
+}
+
+// TestStreamSendsASlowClientTheLatestSnapshotOnly: every snapshot was
+// queued for every stream, up to 64, each a whole snapshot (2 MB for a
+// cluster of 3,000 tasks), so a client slow to read held up to 64
+// snapshots in the server's memory, and once it fell 64 behind and was
+// dropped it was still sent every one of them, stale, before its stream
+// ended. A stream now holds the latest snapshot only, which replaces the
+// one it has not sent yet: the client gets what it has not seen, not each
+// state in between, and stays connected.
+func TestStreamSendsASlowClientTheLatestSnapshotOnly(t *testing.T) {
+	s, err := New(Config{KeepAlive: time.Hour}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	snap := Build(synthetic(3, 10, t0, nil))
+	s.publish(snap)
+	w := newStuckWriter()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		s.stream(w, httptest.NewRequest("GET", "/v1/cluster/events", nil).WithContext(ctx))
+	}()
+	<-w.stuck
+	const published = 3 * subscriberBuffer
+	for i := range published {
+		snap.GeneratedAt = snap.GeneratedAt.Add(time.Second)
+		snap.Control.Leader = fmt.Sprintf("10.0.0.%d:8000", i) // a change: published
+		s.publish(snap)
+	}
+	last := s.currentVersion()
+	close(w.release)
+	select {
+	case <-ended:
+		t.Errorf("the stream ended after %d snapshots were published while its client read nothing", published)
+	case <-waitCh(ctx, func() bool { return strings.Contains(w.String(), "id: "+itoa(last)+"\n") }):
+	}
+	cancel()
+	<-ended
+	if n := strings.Count(w.String(), "event: snapshot\n"); n > 2 {
+		t.Errorf("a client that read nothing while %d snapshots were published was sent %d snapshots, want the one it connected to and the latest", published, n)
+	}
+	if !strings.Contains(w.String(), "id: "+itoa(last)+"\n") {
+		t.Errorf("the client was not sent the latest snapshot, version %d", last)
+	}
+}
+
+// waitCh is closed once cond holds (it is polled until ctx ends).
+func waitCh(ctx context.Context, cond func() bool) <-chan struct{} {
+	c := make(chan struct{})
+	go func() {
+		for !cond() {
+			if ctx.Err() != nil {
+				return
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
+		close(c)
+	}()
+	return c
 }
