@@ -65,24 +65,69 @@ func runScript(t *testing.T, js, fn, call string) []string {
 		t.Fatalf("app.js has no %s function after notGraphic", fn)
 	}
 	end := at + strings.Index(js[at:], "\n  }\n") + len("\n  }\n")
+	script := js[start:end] + "\nprocess.stdout.write(JSON.stringify(JSON.parse(process.argv[1]).map(" + call + ")));\n"
+	return runNode(t, "the page's "+fn+" function", script, readableInputs)
+}
+
+// runNode runs script, part of app.js (what), in node with in, as JSON,
+// as its argument, and returns the strings it writes, a JSON list.
+func runNode(t *testing.T, what, script string, in []string) []string {
+	t.Helper()
 	node, err := exec.LookPath("node")
 	switch {
 	case err != nil && os.Getenv(testenv.EnvIntegration) == "1":
-		t.Fatalf("no node to run the page's %s function (scripts/install-deps.sh installs Debian's nodejs): %v", fn, err)
+		t.Fatalf("no node to run %s (scripts/install-deps.sh installs Debian's nodejs): %v", what, err)
 	case err != nil:
-		t.Skipf("no node to run the page's %s function: its uses were checked only (scripts/install-deps.sh installs Debian's nodejs; with %s=1 a missing node fails)", fn, testenv.EnvIntegration)
+		t.Skipf("no node to run %s: its uses were checked only (scripts/install-deps.sh installs Debian's nodejs; with %s=1 a missing node fails)", what, testenv.EnvIntegration)
 	}
-	in, _ := json.Marshal(readableInputs)
-	script := js[start:end] + "\nprocess.stdout.write(JSON.stringify(JSON.parse(process.argv[1]).map(" + call + ")));\n"
-	out, err := exec.CommandContext(t.Context(), node, "-e", script, string(in)).Output()
+	arg, _ := json.Marshal(in)
+	cmd := exec.CommandContext(t.Context(), node, "-e", script, string(arg))
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("node: %v", err)
+		t.Fatalf("node: %v: %s", err, stderr.String())
 	}
 	var got []string
 	if err := json.Unmarshal(out, &got); err != nil {
 		t.Fatalf("node's answer %q: %v", out, err)
 	}
 	return got
+}
+
+// TestScriptKeepsNothingForANameItWasNotGiven: the page kept what it
+// remembers of a service (the "to N" box being typed in, the answer to
+// its last scale request) and of a network (the map block zoomed in) in
+// plain objects keyed by their names, which have properties of their own:
+// a service named constructor or toString showed "undefined" as the
+// answer to a scale request never made, and "function Object() …" in its
+// "to N" box, and a network named so did not open on its busiest block.
+// Those maps now have no prototype: a name finds only what was stored
+// under it (__proto__ too).
+func TestScriptKeepsNothingForANameItWasNotGiven(t *testing.T) {
+	b, err := assets.ReadFile("assets/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := string(b)
+	start := strings.Index(js, "  const state = {")
+	end := start + strings.Index(js[start:], "\n  };\n") + len("\n  };\n")
+	if start < 0 || end < start {
+		t.Fatal("app.js has no state object")
+	}
+	maps, _ := json.Marshal([]string{"toN", "zoom", "results"})
+	names := []string{"constructor", "toString", "__proto__", "hasOwnProperty", "valueOf", "web"}
+	script := js[start:end] + "\nconst maps = " + string(maps) + ";\n" +
+		"process.stdout.write(JSON.stringify(JSON.parse(process.argv[1]).flatMap((n) =>\n" +
+		"  maps.flatMap((m) => {\n" +
+		"    const at = 'state.' + m + '[' + JSON.stringify(n) + ']';\n" +
+		"    if (state[m][n] !== undefined) return [at + ' is ' + String(state[m][n]) + ', though nothing was stored under that name'];\n" +
+		"    state[m][n] = 'v';\n" +
+		"    return state[m][n] === 'v' ? [] : [at + ' is ' + String(state[m][n]) + ' after v was stored there'];\n" +
+		"  }))));\n"
+	for _, found := range runNode(t, "the page's state object", script, names) {
+		t.Error(found)
+	}
 }
 
 // TestScriptSearchFindsNamesAsShown: the page's search (and the events'

@@ -16,7 +16,9 @@
   const state = {
     snap: null, instance: null, version: 0, events: [], eventSeq: 0, csrf: null, loggedIn: false,
     lastMessage: 0, es: null, reconnectTimer: null, backoff: 1000, fetching: false, refetch: false,
-    toN: {}, zoom: {}, results: {}, search: '', matchIndex: -1,
+    // By service or network name: no prototype, so that a name such as
+    // constructor finds only what was stored under it.
+    toN: Object.create(null), zoom: Object.create(null), results: Object.create(null), search: '', matchIndex: -1,
   };
   // What tests and benchmarks read: render count and times.
   const ul = window.__ul = { renders: 0, renderMs: [], firstRenderAt: null, state };
