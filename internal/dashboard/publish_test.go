@@ -149,3 +149,40 @@ func TestSubscribeBacklogFollowsEvents(t *testing.T) {
 		t.Errorf("backlog %.300s…, want node1 joining again", b)
 	}
 }
+
+// TestPublishSendsAtMostTheBacklogOfEvents: a change that makes more
+// events than a page keeps (a Consul restarted empty: every registration,
+// health and allocation of a 3,000-task cluster gone, 6,025 events, 1.1
+// MB) was sent whole to every page, which keeps the last EventBacklog.
+// A page is now sent those only, as one connecting gets them.
+func TestPublishSendsAtMostTheBacklogOfEvents(t *testing.T) {
+	s, err := New(Config{}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := synthetic(20, 3000, time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC), nil)
+	s.publish(Build(in))
+	sub, _ := s.subscribe()
+	defer s.unsubscribe(sub)
+	in.Instances, in.Networks = nil, nil // Consul restarted empty
+	s.publish(Build(in))
+	frames, ok := s.pending(sub)
+	if !ok || len(frames) != 2 {
+		t.Fatalf("%d frames pending (stream dropped: %v), want the snapshot and the events", len(frames), !ok)
+	}
+	data, found := strings.CutPrefix(string(frames[1]), "event: events\ndata: ")
+	if !found {
+		t.Fatalf("second frame %.100q is not the events", frames[1])
+	}
+	var evs []Event
+	if err := json.Unmarshal([]byte(data), &evs); err != nil {
+		t.Fatal(err)
+	}
+	all := s.seq
+	if len(evs) > EventBacklog {
+		t.Errorf("a change of %d events was sent as a frame of %d events (%d bytes), more than the %d a page keeps", all, len(evs), len(frames[1]), EventBacklog)
+	}
+	if len(evs) == 0 || evs[len(evs)-1].Seq != all || evs[0].Seq != all-uint64(len(evs))+1 {
+		t.Errorf("the events sent are not the last of the change, ending at %d", all)
+	}
+}

@@ -593,7 +593,10 @@ func (s *Server) publish(snap Snapshot) {
 	s.metrics.snapshots.Inc()
 	var evFrame []byte
 	if len(events) > 0 {
-		eb, _ := json.Marshal(events)
+		// A page keeps the last EventBacklog (a change may make thousands:
+		// a Consul restarted empty, every registration gone), as it gets
+		// on connecting.
+		eb, _ := json.Marshal(lastN(events, EventBacklog))
 		evFrame = sseFrame("events", "", eb)
 	}
 	for sub := range s.subs {
