@@ -197,6 +197,8 @@ func TestIntegrationDashboardPage(t *testing.T) {
 	testenv.Require(t)
 	now := time.Now().UTC()
 	in := synthetic(3, 12, now, nil)
+	// Scaled to zero: no network (TestSnapshotListsAreLists).
+	in.Services = append(in.Services, SwarmService{ID: "svcidle", Name: "idle"})
 	ts := startServer(t, Config{Tokens: tokens("tok"), AuthReads: true, KeepAlive: time.Second}, in)
 	b := startBrowser(t)
 	if err := b.Open(ts.http.URL + "/ui/"); err != nil {
@@ -225,6 +227,12 @@ func TestIntegrationDashboardPage(t *testing.T) {
 	b.Click(`#login-form button[type=submit]`)
 	if err := b.WaitTrue(browser.DashboardReady, "document.getElementById('live').textContent", 30*time.Second); err != nil {
 		t.Fatal(err)
+	}
+	// A service with no network is shown, and so is everything after it.
+	for what, want := range map[string]int{".service": len(in.Services), ".network": len(in.Networks)} {
+		if n, err := browser.Eval[int](b, `document.querySelectorAll('`+what+`').length`); err != nil || n != want {
+			t.Errorf("%d %s elements shown, want %d (%v)", n, what, want, err)
+		}
 	}
 
 	// Search: each kind of value finds its card.

@@ -798,9 +798,13 @@ func services(in Inputs, ix *index) []Service {
 		if c == nil {
 			c = &counts{networks: map[string]bool{}}
 		}
+		// A list even when empty (slices.Sorted's is nil, null in JSON):
+		// the page reads its length.
+		nets := slices.AppendSeq(make([]string, 0, len(c.networks)), maps.Keys(c.networks))
+		slices.Sort(nets)
 		svc := Service{
 			ID: s.ID, Name: s.Name, Mode: "replicated", Image: shortImage(s.Image), Desired: s.Replicas,
-			Running: c.running, Passing: c.passing, Networks: slices.Sorted(maps.Keys(c.networks)),
+			Running: c.running, Passing: c.passing, Networks: nets,
 			Replicas: []ReplicaPoint{}, Metrics: []MetricPoint{}, Decisions: []scale.Record{},
 		}
 		if s.Global {

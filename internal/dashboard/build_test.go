@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"net/netip"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -845,5 +846,65 @@ func TestBuildGivesNoDeleteConsulRedirects(t *testing.T) {
 		Doctor: &DoctorReport{Key: "underlay/doctor/id/..", At: t0, Every: time.Minute}}}})
 	if len(s.Problems) != 1 || s.Problems[0].Fix != "" || !strings.Contains(s.Problems[0].Message, "PUT /v1/txn") {
 		t.Errorf("cluster problems %+v; want the report's warning, with no fix, saying to delete it by a transaction", s.Problems)
+	}
+}
+
+// nulls lists the paths of v, decoded JSON, whose value is null, but for
+// the fields named in nullable.
+func nulls(path string, v any, nullable map[string]bool) []string {
+	var out []string
+	switch v := v.(type) {
+	case nil:
+		return []string{path}
+	case map[string]any:
+		for k, e := range v {
+			if e == nil && nullable[k] {
+				continue
+			}
+			out = append(out, nulls(path+"."+k, e, nullable)...)
+		}
+	case []any:
+		for i, e := range v {
+			out = append(out, nulls(path+"["+strconv.Itoa(i)+"]", e, nullable)...)
+		}
+	}
+	return out
+}
+
+// TestSnapshotListsAreLists: a service none of whose running tasks has
+// an underlay address (scaled to zero, or on overlay networks only: most
+// clusters run one) had "networks": null, on which the page's script
+// threw (svc.networks.length), so that no service after it, no network
+// and no search was shown, at every snapshot. Every list of the snapshot
+// is now a list, empty when there is nothing in it; only a node's doctor
+// report is null (no report).
+func TestSnapshotListsAreLists(t *testing.T) {
+	sparse := Inputs{Now: t0,
+		Nodes:    []SwarmNode{{ID: "n1", Hostname: "h1", State: "ready"}},
+		Services: []SwarmService{{ID: "s1", Name: "web"}, {ID: "s2", Name: "overlay-only", Replicas: 1}, {ID: "s3", Name: "global", Global: true}},
+		Tasks: []SwarmTask{{ID: "t1", ServiceID: "s2", NodeID: "n1", DesiredState: "running", State: "running"},
+			{ID: "t2", ServiceID: "sX", NodeID: "nX", DesiredState: "running"}},
+		Instances: []Instance{{Node: "h1", ID: "i1", Service: "lost", Meta: map[string]string{register.MetaNode: "h1"}}},
+		Networks: []NetworkInput{{Spec: netspec.Spec{Name: "n", Subnet: netip.MustParsePrefix("10.0.0.0/24"), IPAM: netspec.PerNode}},
+			{Spec: netspec.Spec{Name: "c", Subnet: netip.MustParsePrefix("10.1.0.0/24"), IPv6Subnet: netip.MustParsePrefix("fd00::/64"), IPAM: netspec.Cluster}},
+			{Spec: netspec.Spec{Name: "r"}, Refused: "bad"}},
+		Agents:     []AgentInput{{Node: "h1"}},
+		Autoscaled: []scale.ServiceInfo{{Service: "web"}},
+	}
+	for name, in := range map[string]Inputs{"sparse": sparse, "empty": {Now: t0}, "cards": cardsInput(), "synthetic": synthetic(3, 20, t0, nil), "huge": hugeInputs()} {
+		lim, _ := limit(Build(in))
+		b, err := json.Marshal(lim)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var v any
+		if err := json.Unmarshal(b, &v); err != nil {
+			t.Fatal(err)
+		}
+		got := nulls("snapshot", v, map[string]bool{"doctor": true})
+		slices.Sort(got)
+		for _, p := range got {
+			t.Errorf("%s: %s is null, want a list or an object", name, p)
+		}
 	}
 }
