@@ -425,6 +425,9 @@ func applyInstances(c *Task, insts []Instance) {
 			if ch.Status == HealthPassing {
 				ch.Output = "" // the same on every card; only failures need theirs
 			}
+			// The container checked writes it, and Consul keeps up to its
+			// check_output_max_size: on every card, in every snapshot.
+			ch.Output = cut(ch.Output, MaxEventMessage)
 			c.Checks = append(c.Checks, ch)
 			c.Health = worse(c.Health, ch.Status)
 		}

@@ -368,11 +368,7 @@ func firstIP(t Task) string {
 func failingOutput(t Task) string {
 	for _, c := range t.Checks {
 		if c.Status != HealthPassing && c.Output != "" {
-			out := c.Output
-			if len(out) > 160 {
-				out = out[:160] + "…"
-			}
-			return ": " + out
+			return ": " + cut(c.Output, 160)
 		}
 	}
 	return ""

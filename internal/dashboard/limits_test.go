@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf8"
 
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/ipam"
@@ -141,6 +142,55 @@ func TestSnapshotIsBounded(t *testing.T) {
 		}
 		if l := len(n.Outside); l > MaxPool6Addresses || l+n.OutsideOmitted != 400 {
 			t.Errorf("outside: %d listed, %d left out; want at most %d, 400 in all", l, n.OutsideOmitted, MaxPool6Addresses)
+		}
+	}
+}
+
+// TestCheckOutputBounded: a failing check's output went whole into its
+// card, on every page load and every snapshot frame: Consul keeps up to
+// check_output_max_size of it (4 KB unless raised), and the container
+// checked writes it, so 3,000 cards of a failing dependency made 12 MB of
+// snapshot. It is now cut at MaxEventMessage, as the other texts agents
+// and containers write. The health event quoted its first 160 bytes,
+// cut inside a character: now on a character boundary.
+func TestCheckOutputBounded(t *testing.T) {
+	in := cardsInput()
+	long := "a" + strings.Repeat("é", 64<<10) // odd: 160 bytes end inside an é
+	for i := range in.Instances {
+		for j := range in.Instances[i].Checks {
+			if in.Instances[i].Checks[j].Status != HealthPassing {
+				in.Instances[i].Checks[j].Output = long
+			}
+		}
+	}
+	snap := Build(in)
+	lim, _ := limit(snap)
+	var cut int
+	for _, n := range append(lim.Nodes, Node{Tasks: lim.Unplaced}) {
+		for _, c := range n.Tasks {
+			for _, ch := range c.Checks {
+				if len(ch.Output) > MaxEventMessage || !utf8.ValidString(ch.Output) {
+					t.Errorf("card %s: check %s's output of %d bytes (valid UTF-8: %v), want at most %d", c.ID, ch.Name, len(ch.Output), utf8.ValidString(ch.Output), MaxEventMessage)
+				}
+				if strings.HasPrefix(ch.Output, "aéé") && strings.HasSuffix(ch.Output, "…") {
+					cut++
+				}
+			}
+		}
+	}
+	if cut == 0 {
+		t.Error("no failing check's output was kept, cut with …")
+	}
+	passing := cardsInput()
+	for i := range passing.Instances {
+		for j := range passing.Instances[i].Checks {
+			passing.Instances[i].Checks[j].Status = HealthPassing
+		}
+	}
+	old := Build(passing)
+	for _, e := range Diff(&old, &snap) {
+		if e.Kind == EventHealth && !utf8.ValidString(e.Message) {
+			t.Errorf("health event %q is no UTF-8", e.Message)
 		}
 	}
 }
