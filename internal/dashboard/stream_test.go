@@ -3,6 +3,7 @@ package dashboard
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"log/slog"
 	"net"
@@ -151,4 +152,65 @@ func waitCh(ctx context.Context, cond func() bool) <-chan struct{} {
 		close(c)
 	}()
 	return c
+}
+
+// TestStreamSendsASlowClientEveryEvent: a stream that holds the latest
+// snapshot only still sends every event published while its client was
+// not reading, in order, once it reads again.
+func TestStreamSendsASlowClientEveryEvent(t *testing.T) {
+	s, err := New(Config{KeepAlive: time.Hour}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := cardsInput()
+	s.publish(Build(in))
+	w := newStuckWriter()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		s.stream(w, httptest.NewRequest("GET", "/v1/cluster/events", nil).WithContext(ctx))
+	}()
+	<-w.stuck
+	all := cardsInput().Nodes
+	for i := range subscriberBuffer / 2 {
+		in.Nodes = all[:1+(i+1)%2] // node1 leaves, and joins again
+		in.Now = in.Now.Add(time.Second)
+		s.publish(Build(in))
+	}
+	last := s.seq
+	if last < subscriberBuffer/2 {
+		t.Fatalf("%d events published, want at least one a snapshot", last)
+	}
+	close(w.release)
+	select {
+	case <-ended:
+		t.Fatal("the stream ended")
+	case <-waitCh(ctx, func() bool { return strings.Contains(w.String(), fmt.Sprintf(`"seq":%d,`, last)) }):
+	}
+	cancel()
+	<-ended
+	var seqs []uint64
+	for _, f := range strings.Split(w.String(), "\n\n") {
+		data, ok := strings.CutPrefix(f, "event: events\ndata: ")
+		if !ok {
+			continue
+		}
+		var evs []Event
+		if err := json.Unmarshal([]byte(data), &evs); err != nil {
+			t.Fatal(err)
+		}
+		for _, e := range evs {
+			seqs = append(seqs, e.Seq)
+		}
+	}
+	for i, seq := range seqs {
+		if seq != uint64(i+1) {
+			t.Fatalf("events sent %v, want 1 to %d in order", seqs, last)
+		}
+	}
+	if uint64(len(seqs)) != last {
+		t.Errorf("%d events sent, want %d", len(seqs), last)
+	}
 }
