@@ -124,7 +124,9 @@ func startServer(t testing.TB, cfg Config, in Inputs) *testServer {
 
 func waitFor(t testing.TB, cond func() bool, what string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	// A bound on a hang, not a measure: a large snapshot built under -race
+	// on a loaded 2-core machine took over 10 s once.
+	deadline := time.Now().Add(time.Minute)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)
