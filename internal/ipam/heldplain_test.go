@@ -161,3 +161,33 @@ func TestHeldAddressesAreNeverFree(t *testing.T) {
 		t.Errorf("heldFree with .6 freed lately %v, want [10.1.0.3]", got)
 	}
 }
+
+// heldOnce is a Held whose listing cancels the test's context: Run then
+// ends right after its first.
+type heldOnce struct {
+	held   map[netip.Addr]bool
+	cancel context.CancelFunc
+}
+
+func (h heldOnce) HeldAddresses(context.Context) (Local, error) {
+	h.cancel()
+	return Local{Held: map[string]map[netip.Addr]bool{"net": h.held}}, nil
+}
+
+// TestRunListsHeldAtOnce: a reclaimer starting (an agent restarted) lists
+// the local containers at once, not a sweep period later, so the node's
+// allocations pass over what they hold from its first moments.
+func TestRunListsHeldAtOnce(t *testing.T) {
+	kv := kvtest.New()
+	st, p := clusterNet(t, kv)
+	a := newAllocator(kv, "n1", "g", time.Now, nil)
+	held := netip.MustParseAddr("10.2.0.2") // the first a plain allocation would take
+	// Bounded: a Run that never lists would never end.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	r := &Reclaimer{Alloc: a, Pools: SpecPools{Store: st}, Held: heldOnce{map[netip.Addr]bool{held: true}, cancel}, Grace: 10 * time.Second}
+	r.Run(ctx, time.Hour)
+	if got := taskAddr(t, a, p); got == held {
+		t.Errorf("handed out %s, which a local container holds, after the reclaimer started", held)
+	}
+}

@@ -3,7 +3,6 @@ package ipam
 import (
 	"context"
 	"log/slog"
-	"net/netip"
 	"testing"
 	"time"
 
@@ -56,29 +55,4 @@ func TestShimAddressAContainerHoldsGoesToTheContainer(t *testing.T) {
 	if al := all[again]; al.Node != "n1" || al.Kind != KindShim {
 		t.Errorf("the shim's new address %s is recorded as %+v, want n1's shim", again, al)
 	}
-}
-
-// TestSweepRunsAtOnce: the allocator passes over the addresses local
-// containers held at the last sweep (heldAddrs); an agent just started had
-// none until its first sweep, a whole --ipam-sweep later, and its network
-// sync asks for the shims' addresses at once. Run sweeps first thing.
-func TestSweepRunsAtOnce(t *testing.T) {
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	kv := kvtest.New()
-	st, p := clusterNet(t, kv)
-	a := newAllocator(kv, "n1", "g", time.Now, nil)
-	held := netip.MustParseAddr("10.2.0.7")
-	r := &Reclaimer{Alloc: a, Pools: SpecPools{Store: st}, Held: heldSet{held: true}, Grace: 10 * time.Second, Log: slog.New(slog.DiscardHandler)}
-	done := make(chan struct{})
-	go func() { r.Run(ctx, time.Hour); close(done) }()
-	deadline := time.Now().Add(10 * time.Second)
-	for !a.held.of(p)[held] {
-		if time.Now().After(deadline) {
-			t.Fatal("no sweep 10 s after Run started (its period: an hour)")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	cancel()
-	<-done
 }

@@ -149,6 +149,9 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// From now on the node's allocations pass over what its containers
+	// hold, as listed now (see heldAddrs).
+	r.Alloc.held.set(local.Held)
 	gone, reporters, err := r.departed(ctx)
 	if err != nil {
 		return err
@@ -199,7 +202,6 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 	}
 	r.mu.Unlock()
 	r.Alloc.store.forget(seen)
-	r.Alloc.held.keep(seen)
 	return errors.Join(errs...)
 }
 
@@ -229,9 +231,6 @@ func (r *Reclaimer) noteRefused(specs []netspec.Spec, refused map[string]error) 
 // sweepPool sweeps one pool, adding the nodes holding its addresses to
 // holders, and those with affinity for its blocks to owners.
 func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]bool, starts []Start, gone, reporters, holders, owners map[string]bool) error {
-	// From now on the node's allocations pass over what its containers
-	// hold, as listed now (see heldAddrs).
-	r.Alloc.held.set(p, held)
 	v, err := r.Alloc.store.scan(ctx, p)
 	if err != nil {
 		return err
@@ -579,26 +578,37 @@ func (r *Reclaimer) disownDeparted(ctx context.Context, p Pool, v view, gone map
 	return errors.Join(errs...)
 }
 
-// Run sweeps every period until ctx ends.
+// Run sweeps every period until ctx ends. It lists the local containers
+// at once: until then, the node's allocations know of none to pass over
+// (see heldAddrs), and the first sweep is a period away.
 func (r *Reclaimer) Run(ctx context.Context, period time.Duration) {
 	t := time.NewTicker(period)
 	defer t.Stop()
-	for first := true; ; first = false {
-		// The first sweep runs at once: until one has listed the local
-		// containers, the allocator cannot pass over what they hold (see
-		// heldAddrs), and a starting agent's network sync asks for its
-		// shims' addresses at once.
-		if !first {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-			}
+	r.listHeld(ctx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
 		}
 		if err := r.Sweep(ctx); err != nil && ctx.Err() == nil {
 			r.log().Warn("address reclaim sweep incomplete", "err", fmt.Errorf("sweep: %w", err))
 		}
 	}
+}
+
+// listHeld lists what the local containers hold for the node's
+// allocations to pass over (see heldAddrs); a failure is logged: the next
+// sweep lists them again.
+func (r *Reclaimer) listHeld(ctx context.Context) {
+	local, err := r.Held.HeldAddresses(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log().Warn("cannot list the local containers' addresses; the first sweep lists them again", "err", err)
+		}
+		return
+	}
+	r.Alloc.held.set(local.Held)
 }
 
 // log is Log, or a discarding logger, with the package's component.
