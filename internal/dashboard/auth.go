@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/underlay/underlay/internal/scale"
 )
 
 // SessionCookie holds a page's session after it logged in: HttpOnly (the
@@ -40,8 +42,8 @@ func (s *Server) token(r *http.Request) string {
 	if tok := s.cookieToken(r); tok != "" {
 		return tok
 	}
-	if t, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		return strings.TrimSpace(t)
+	if t, ok := scale.BearerToken(r); ok {
+		return t
 	}
 	return ""
 }

@@ -44,11 +44,18 @@ var (
 )
 
 // BearerToken is the token of r's "Authorization: Bearer <token>" header,
-// and whether r has one.
+// and whether r has one. The scheme is matched in any letter case, as
+// HTTP's schemes are (RFC 9110, 11.1): Alertmanager sends its http_config's
+// authorization type as written ("bearer"), and a right token sent so must
+// not read as none.
 func BearerToken(r *http.Request) (string, bool) {
-	token, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-	token = strings.TrimSpace(token)
-	return token, ok && token != ""
+	h := r.Header.Get("Authorization")
+	i := strings.IndexAny(h, " \t")
+	if i < 0 || !asciiEqualFold(h[:i], "bearer") {
+		return "", false
+	}
+	token := strings.TrimSpace(h[i+1:])
+	return token, token != ""
 }
 
 // CheckToken is the one token check of every authenticated route: nil when

@@ -86,3 +86,32 @@ func TestRequireToken(t *testing.T) {
 		t.Error("nil tokens must let requests through")
 	}
 }
+
+// TestBearerSchemeCase: the scheme of an Authorization header is
+// case-insensitive (RFC 9110, 11.1): Alertmanager's http_config sends its
+// authorization type as written ("type: bearer"), and such a caller holding
+// a right token must not be told it sent none.
+func TestBearerSchemeCase(t *testing.T) {
+	tokens, _ := ParseTokens(strings.NewReader(testToken))
+	for _, c := range []struct {
+		header string
+		want   error
+	}{
+		{"Bearer " + testToken, nil},
+		{"bearer " + testToken, nil},
+		{"BEARER " + testToken, nil},
+		{"bEaReR  " + testToken + " ", nil},
+		{"Bearer\t" + testToken, nil}, // RFC 9110's separator is 1*SP, but blanks are trimmed around the token anyway
+		{"bearer wrong", ErrBadToken},
+		{"Bearertoken", ErrNoToken},
+		{"Basic " + testToken, ErrNoToken},
+		{"bearer", ErrNoToken},
+		{"bearer ", ErrNoToken},
+	} {
+		r := httptest.NewRequest("POST", "/", nil)
+		r.Header.Set("Authorization", c.header)
+		if err := CheckToken(tokens, r); !errors.Is(err, c.want) || (c.want == nil) != (err == nil) {
+			t.Errorf("Authorization %q: %v, want %v", c.header, err, c.want)
+		}
+	}
+}
