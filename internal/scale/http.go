@@ -490,7 +490,11 @@ func (a *API) scaleNative(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var b scaleBody
-	if err := decodeStrict(body, &b); err != nil {
+	err := decodeStrict(body, &b)
+	if err == nil {
+		err = keysOnce(body, true, "direction", "replicas")
+	}
+	if err != nil {
 		writeJSON(w, http.StatusBadRequest, errorBody{Error: "malformed JSON body: " + err.Error() + ` (want {"direction": "up"|"down"} or {"replicas": N})`})
 		return
 	}
@@ -564,6 +568,45 @@ func (a *API) leader(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, info)
 }
 
+// keysOnce refuses, naming it, a key of the JSON object b that gives one of
+// names a second time: the same key repeated, or in another letter case,
+// which encoding/json takes for the same field (Unicode folding: "ſ" is
+// "s") and decides on the last one — while a proxy, a log or a signing
+// sender that reads the first sees another request than the one decided.
+// With exact, a key must also be written as its name is. b has decoded
+// already.
+func keysOnce(b []byte, exact bool, names ...string) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if _, err := dec.Token(); err != nil { // {
+		return err
+	}
+	given := map[string]string{} // name: the key that gave it
+	for dec.More() {
+		tok, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		key, _ := tok.(string)
+		for _, n := range names {
+			if !strings.EqualFold(key, n) {
+				continue
+			}
+			if exact && key != n {
+				return fmt.Errorf("field %q: write it %q", key, n)
+			}
+			if prev, ok := given[n]; ok {
+				return fmt.Errorf("field %q given twice (%q, then %q): which one counts would be a guess", n, prev, key)
+			}
+			given[n] = key
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // parseBody reads Orbiter's {"direction": true|false} (JSON booleans), or
 // a direction string as ParseDirection takes it. A missing direction is an
 // error: Orbiter took it for false and scaled down.
@@ -572,6 +615,9 @@ func parseBody(b []byte) (Direction, error) {
 		Direction json.RawMessage `json:"direction"`
 	}
 	if err := json.Unmarshal(b, &body); err != nil {
+		return "", fmt.Errorf("malformed JSON body: %w", err)
+	}
+	if err := keysOnce(b, false, "direction"); err != nil {
 		return "", fmt.Errorf("malformed JSON body: %w", err)
 	}
 	raw := string(body.Direction)

@@ -468,3 +468,37 @@ func TestMuxRefusalsAreJSON(t *testing.T) {
 		}
 	}
 }
+
+// TestScaleBodiesNameEachFieldOnce: a body naming its direction or its
+// replicas twice — the same key repeated, or in another letter case, which
+// encoding/json matches too — is refused naming the key, not decided on
+// the last one: a proxy or log that reads the first sees another request
+// than the one scaled. The native body takes its keys as written only.
+func TestScaleBodiesNameEachFieldOnce(t *testing.T) {
+	e := newAPIEnv(t, Config{}, svc("web", 2, "orbiter", "true", LabelMax, "10", LabelAllowDown, "true",
+		LabelCooldownDown, "0", LabelStabilizationDown, "0"))
+	const native, orbiter = "/v1/underlay/services/web/scale", "/v1/orbiter/handle/autoswarm/web"
+	for _, c := range []struct {
+		path, body, want string
+	}{
+		{native, `{"direction":"up","direction":"down"}`, `\"direction\" given twice`},
+		{native, `{"direction":"up","Direction":"down"}`, `\"Direction\"`},
+		{native, `{"Direction":"down"}`, `\"Direction\"`},
+		{native, `{"replicas":3,"replicas":1}`, `\"replicas\" given twice`},
+		{native, `{"replicaſ":1}`, `\"replicaſ\"`}, // U+017F folds to s in encoding/json
+		{orbiter, `{"direction":true,"direction":false}`, `\"direction\" given twice`},
+		{orbiter, `{"direction":"up","DIRECTION":"down"}`, `\"DIRECTION\"`},
+	} {
+		code, body := e.do(t, "POST", c.path, testToken, c.body)
+		if code != 400 || !strings.Contains(body, c.want) {
+			t.Errorf("%s %s: %d %s, want 400 naming %s", c.path, c.body, code, body, c.want)
+		}
+	}
+	if got := e.swarm.replicas("web"); got != 2 {
+		t.Errorf("web has %d replicas after ambiguous bodies, want 2 (unchanged)", got)
+	}
+	// Orbiter's body keeps encoding/json's rule for a key given once.
+	if code, body := e.do(t, "POST", orbiter, testToken, `{"Direction":true}`); code != 200 {
+		t.Errorf("orbiter body {\"Direction\":true}: %d %s, want 200", code, body)
+	}
+}
