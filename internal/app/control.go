@@ -112,7 +112,7 @@ DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 	fl.BoolVar(&f.dryRun, "dry-run", false, "decide and record, but never change a service")
 	fl.StringVar(&f.historyPrefix, "history-prefix", adapter.DefaultHistoryPrefix, "Consul KV prefix of the decision history")
 	fl.IntVar(&f.historyLimit, "history-limit", adapter.DefaultHistoryLimit, "decisions kept per service in the history")
-	fl.StringVar(&f.policyFile, "policy-file", "", "YAML file of per-service policies (services: NAME: {min: 2, max: 10, …}); they win over labels")
+	fl.StringVar(&f.policyFile, "policy-file", "", "YAML file of per-service policies (services: NAME: {min: 2, max: 10, …}); they win over labels; read again when it changes (an edit refused keeps the last policies, logged)")
 	fl.StringVar(&f.prometheus, "prometheus-url", "", "Prometheus server for services' underlay.scale.metric.* queries (metric-driven scaling off when empty)")
 	fl.DurationVar(&f.interval, "interval", 15*time.Second, "period of metric evaluation")
 	fl.StringVar(&f.webhookSecret, "webhook-secret-file", "", "file holding a secret: Alertmanager routes then also require an HMAC-SHA256 signature of the body ("+scale.SignatureHeader+": sha256=HEX)")
@@ -395,6 +395,9 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	}
 	if kvTokens != nil {
 		g.Go(func() error { return kvTokens.Run(gctx) })
+	}
+	if f.policyFile != "" {
+		g.Go(func() error { ctrl.FollowPolicyFile(gctx, f.policyFile, secretfile.CheckEvery, log); return nil })
 	}
 	g.Go(func() error { return dash.Run(gctx) })
 	g.Go(func() error { return serveControl(gctx, ln, srv, log) })

@@ -194,7 +194,8 @@ type Config struct {
 	// 24h; with an AlertLog, 65,536 firings at most); the AlertLog keeps
 	// it longer.
 	AlertMemory time.Duration
-	// Policies from a file, by service name; they win over labels.
+	// Policies from a file, by service name; they win over labels. The
+	// file is followed with FollowPolicyFile.
 	Policies PolicyFile
 	// SettleAfter is how long after a scale-down it applied the controller
 	// checks that swarm wants no more tasks running than the count, and
@@ -295,6 +296,9 @@ type Controller struct {
 	// and metric name, so that a lasting failure is logged once; a
 	// service's entries go with it, a metric's with its labels.
 	metricErrs map[string]map[string]string
+	// policies are the policy file's, by service name (Config.Policies,
+	// then as FollowPolicyFile reads the file again).
+	policies PolicyFile
 }
 
 // managed is one service the controller manages.
@@ -356,6 +360,7 @@ func NewController(cfg Config, s Swarm, h History, log *slog.Logger, reg prometh
 
 		metricErrs: map[string]map[string]string{},
 		gone:       map[string]uint64{},
+		policies:   cfg.Policies,
 		alerts: &alerts{log: cfg.AlertLog, ttl: cfg.AlertMemory, max: maxAlertMemory, turn: make(chan struct{}, 1), done: map[string]time.Time{},
 			pending: map[string]pendingMark{}, wake: make(chan struct{}, 1)},
 	}
@@ -509,11 +514,14 @@ const maxGone = 4096
 // label rather than a 404. A read older than what is known is ignored: the
 // service removed since the read began, or recorded at a later version.
 func (c *Controller) upsert(svc Service, read uint64) {
-	labels := c.cfg.Policies.apply(svc)
-	p, err := ParsePolicy(labels)
-	optedIn := p.Enabled || (err != nil && OptedIn(labels))
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	// Under the lock, with the policies of the moment: a read that began
+	// before SetPolicies must not store a policy of the old file after
+	// the resync that followed it stored the new one.
+	labels := c.policies.apply(svc)
+	p, err := ParsePolicy(labels)
+	optedIn := p.Enabled || (err != nil && OptedIn(labels))
 	if g, ok := c.gone[svc.ID]; ok && g > read {
 		return // removed while it was read
 	}

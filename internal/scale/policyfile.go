@@ -1,13 +1,19 @@
 package scale
 
 import (
+	"bytes"
+	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"strings"
+	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/underlay/underlay/internal/regularfile"
 )
 
 // PolicyFile holds policies kept in a file rather than on services, by
@@ -73,4 +79,70 @@ func (f PolicyFile) apply(svc Service) map[string]string {
 	delete(merged, LabelOrbiter)
 	maps.Copy(merged, entry)
 	return merged
+}
+
+// maxPolicyFile bounds the policy file read: a policy is a few lines per
+// service.
+const maxPolicyFile = 4 << 20
+
+// SetPolicies replaces the policy file's policies and lists the services
+// again, so that every service's policy is made anew from them: a bound
+// edited holds from the next decision, a service only the file enabled is
+// let go when its entry goes.
+func (c *Controller) SetPolicies(f PolicyFile) { c.setPoliciesChanged(f) }
+
+// setPoliciesChanged is SetPolicies, doing nothing when f holds the
+// policies in use; it reports whether they changed.
+func (c *Controller) setPoliciesChanged(f PolicyFile) bool {
+	c.mu.Lock()
+	same := maps.EqualFunc(c.policies, f, maps.Equal)
+	if !same {
+		c.policies = f
+	}
+	c.mu.Unlock()
+	if !same {
+		c.requestResync()
+	}
+	return !same
+}
+
+// FollowPolicyFile reads the policy file at path every period until ctx
+// ends, and puts a changed content in use (SetPolicies) once
+// ParsePolicyFile accepts it. A content refused — a bad value, a file
+// caught half written — or a file that cannot be read keeps the policies
+// last in use, and is logged once, naming what is wrong.
+func (c *Controller) FollowPolicyFile(ctx context.Context, path string, period time.Duration, log *slog.Logger) {
+	log = log.With("component", "scale_policy_file", "file", path)
+	// The first read is compared with the policies in use, not taken for
+	// them: the file may have changed since they were read.
+	var last []byte
+	problem := ""
+	tick := time.NewTicker(period)
+	defer tick.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+		b, _, err := regularfile.Read(path, maxPolicyFile)
+		if err == nil && bytes.Equal(b, last) {
+			continue
+		}
+		var f PolicyFile
+		if err == nil {
+			f, err = ParsePolicyFile(b)
+		}
+		if err != nil {
+			if p := err.Error(); p != problem {
+				problem = p
+				log.Warn("policy file not applied; the policies last read stay in use", "err", err)
+			}
+			continue
+		}
+		last, problem = b, ""
+		if c.setPoliciesChanged(f) {
+			log.Info("policy file changed; its policies are in use", "services", len(f))
+		}
+	}
 }

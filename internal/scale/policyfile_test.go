@@ -1,8 +1,15 @@
 package scale
 
 import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 func TestParsePolicyFile(t *testing.T) {
@@ -82,4 +89,80 @@ func TestPolicyFileSwitchWinsOverLabels(t *testing.T) {
 			t.Errorf("off labelled %v, enabled: false in the file: policy %+v, err %v; want disabled by the file", labels, p, err)
 		}
 	}
+}
+
+// syncBuffer is a log destination tests read while the code logs.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestPolicyFileFollowed: an edit of --policy-file counts while control
+// runs, as every other file it is given: a changed bound holds from the
+// next request, a service only the file enabled stops being autoscaled
+// when its entry goes, and an edit refused (a bad value, a half-written
+// file) keeps the last good policies, logged naming the bad value.
+func TestPolicyFileFollowed(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policies.yaml")
+	write := func(doc string) {
+		t.Helper()
+		if err := os.WriteFile(path, []byte(doc), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("services:\n  web:\n    max: 5\n  api:\n    max: 3\n")
+	first, err := ParsePolicyFile([]byte("services:\n  web:\n    max: 5\n  api:\n    max: 3\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newAPIEnv(t, Config{Policies: first}, svc("web", 1), svc("api", 1))
+	logs := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		e.ctrl.FollowPolicyFile(ctx, path, 10*time.Millisecond, slog.New(slog.NewTextHandler(logs, nil)))
+		close(done)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	policyOf := func(name string) (Policy, bool) {
+		for _, s := range e.ctrl.Services() {
+			if s.Service == name {
+				return s.Policy, true
+			}
+		}
+		return Policy{}, false
+	}
+	waitFor(t, func() bool { p, ok := policyOf("web"); return ok && p.Max == 5 })
+
+	write("services:\n  web:\n    max: 2\n")
+	waitFor(t, func() bool { p, ok := policyOf("web"); _, api := policyOf("api"); return ok && p.Max == 2 && !api })
+	for range 3 {
+		e.do(t, "POST", "/v1/underlay/services/web/scale", testToken, `{"direction":"up"}`)
+	}
+	if got := e.swarm.replicas("web"); got != 2 {
+		t.Errorf("web has %d replicas, want 2: the edited maximum", got)
+	}
+	if code, body := e.do(t, "POST", "/v1/underlay/services/api/scale", testToken, `{"direction":"up"}`); code != 404 {
+		t.Errorf("api, gone from the file: %d %s, want 404", code, body)
+	}
+
+	write("services:\n  web:\n    max: lots\n")
+	waitFor(t, func() bool { return strings.Contains(logs.String(), `underlay.scale.max=\"lots\"`) })
+	if p, ok := policyOf("web"); !ok || p.Max != 2 {
+		t.Errorf("web policy %+v after a bad edit, want the last good one (max 2)", p)
+	}
+	write("services:\n  web:\n    max: 4\n")
+	waitFor(t, func() bool { p, ok := policyOf("web"); return ok && p.Max == 4 })
 }
