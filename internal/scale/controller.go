@@ -37,6 +37,8 @@ var (
 	// ErrUnavailable: Docker, or the history in Consul, could not be read
 	// or written (503).
 	ErrUnavailable = errors.New("dependency unavailable")
+	// ErrBadReplicas: a replica count asked for is below zero (400).
+	ErrBadReplicas = errors.New("bad replica count")
 )
 
 // Swarm is the part of a swarm manager's Docker API the controller needs.
@@ -656,12 +658,12 @@ func (c *Controller) manages(name string) bool {
 
 // Handle decides on one request and applies the decision. A policy refusal
 // is not an error: it is a Record with Refused set. Errors wrap ErrNotFound,
-// ErrGlobalService, ErrBadPolicy, ErrUnknownDirection, ErrNotLeader or
-// ErrUnavailable.
+// ErrGlobalService, ErrBadPolicy, ErrUnknownDirection, ErrBadReplicas,
+// ErrNotLeader or ErrUnavailable.
 func (c *Controller) Handle(ctx context.Context, req Request) (Record, error) {
 	if req.To != nil {
 		if *req.To < 0 {
-			return Record{}, fmt.Errorf("%w: replicas %d is negative", ErrUnknownDirection, *req.To)
+			return Record{}, fmt.Errorf("%w: replicas %d: want zero or more", ErrBadReplicas, *req.To)
 		}
 	} else if req.Direction != Up && req.Direction != Down {
 		return Record{}, fmt.Errorf("%w: %q", ErrUnknownDirection, req.Direction)

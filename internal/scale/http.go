@@ -687,7 +687,7 @@ func (a *API) writeError(w http.ResponseWriter, r *http.Request, err error) {
 // (Alertmanager) do not retry until something scales.
 func statusOf(err error) int {
 	switch {
-	case errors.Is(err, ErrUnknownDirection), errors.Is(err, ErrBadWebhook):
+	case errors.Is(err, ErrUnknownDirection), errors.Is(err, ErrBadWebhook), errors.Is(err, ErrBadReplicas):
 		return http.StatusBadRequest
 	case errors.Is(err, ErrNotFound):
 		return http.StatusNotFound

@@ -502,3 +502,14 @@ func TestScaleBodiesNameEachFieldOnce(t *testing.T) {
 		t.Errorf("orbiter body {\"Direction\":true}: %d %s, want 200", code, body)
 	}
 }
+
+// TestNegativeReplicasNamed: a replica count below zero is a 400 that
+// says what is wrong with it, not an "unknown direction" the body never
+// gave.
+func TestNegativeReplicasNamed(t *testing.T) {
+	e := newAPIEnv(t, Config{}, svc("web", 2, "orbiter", "true"))
+	code, body := e.do(t, "POST", "/v1/underlay/services/web/scale", testToken, `{"replicas":-1}`)
+	if code != 400 || !strings.Contains(body, "replicas -1") || strings.Contains(body, "direction") {
+		t.Errorf("replicas -1: %d %s, want 400 naming the count, not a direction", code, body)
+	}
+}
