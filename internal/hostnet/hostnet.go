@@ -83,6 +83,10 @@ type Observed struct {
 	// of the kind underlay makes (shimsRoute) to other destinations than
 	// the Want's Route and Route6: the node's range before it moved.
 	OldRoutes, OldRoutes6 bool
+	// Stale6 is true, for a Want of no IPv6 (Shim6 zero), when this
+	// owner's shim holds an IPv6 address other than a link-local one:
+	// the network had an IPv6 subnet, which its spec dropped.
+	Stale6 bool
 	// PortOf is the bond or bridge (of kind PortOfKind: "bond", "bridge"…)
 	// the parent is a port of, or, when the parent is to be made, its
 	// lower device; "" when none. The master takes the frames its ports
@@ -120,6 +124,9 @@ const (
 	// node's ranges before they moved (Observed.OldRoutes).
 	ShimOldRoutes  Repair = "delete the shim's routes to ranges no longer the node's"
 	ShimOldRoutes6 Repair = "delete the shim's routes to IPv6 ranges no longer the node's"
+	// ShimDrop6 deletes the shim's IPv6 addresses and routes once the
+	// network has no IPv6 subnet (Observed.Stale6).
+	ShimDrop6 Repair = "delete the shim's IPv6 address and route (the network has no IPv6 subnet now)"
 )
 
 // ErrNoParent is returned when the parent interface does not exist.
@@ -224,6 +231,9 @@ func Repairs(w Want, o Observed) ([]Repair, error) {
 	}
 	if v6 && o.OldRoutes6 {
 		r = append(r, ShimOldRoutes6)
+	}
+	if !v6 && o.Stale6 {
+		r = append(r, ShimDrop6)
 	}
 	return slices.Compact(r), nil
 }
@@ -415,6 +425,12 @@ func (h Host) Observe(w Want) (Observed, error) {
 		return o, fmt.Errorf("routes of %s: %w", w.ShimLink, err)
 	}
 	if !w.Shim6.IsValid() {
+		if ours {
+			// The network's IPv6 subnet may be gone from its spec.
+			if o.Stale6, err = stale6(k, shim); err != nil {
+				return o, fmt.Errorf("IPv6 addresses of %s: %w", w.ShimLink, err)
+			}
+		}
 		return o, nil
 	}
 	addrs, err = k.AddrList(shim, netlink.FAMILY_V6)
@@ -494,6 +510,66 @@ func delOldRoutes(k kernel, shim netlink.Link, family int, dst, subnet netip.Pre
 		del := netlink.Route{LinkIndex: rt.LinkIndex, Dst: rt.Dst, Table: rt.Table, Protocol: rt.Protocol, Scope: rt.Scope, Type: rt.Type, Priority: rt.Priority}
 		if err := k.RouteDel(&del); err != nil && !errors.Is(err, syscall.ESRCH) {
 			errs = append(errs, fmt.Errorf("delete route %s: %w", rt.Dst, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// globalAddrs6 are shim's IPv6 addresses but the link-local ones, which
+// the kernel gives every link.
+func globalAddrs6(k kernel, shim netlink.Link) ([]netlink.Addr, error) {
+	addrs, err := k.AddrList(shim, netlink.FAMILY_V6)
+	return slices.DeleteFunc(addrs, func(a netlink.Addr) bool {
+		ip, ok := netip.AddrFromSlice(a.IP)
+		return !ok || ip.IsLinkLocalUnicast()
+	}), err
+}
+
+// stale6 reports whether shim holds an IPv6 address other than a
+// link-local one (see Observed.Stale6).
+func stale6(k kernel, shim netlink.Link) (bool, error) {
+	addrs, err := globalAddrs6(k, shim)
+	return len(addrs) > 0, err
+}
+
+// dropIPv6 deletes shim's IPv6 addresses (but the link-local ones) and
+// the routes underlay made (shimsRoute) to a range holding one of them:
+// the network's IPv6 subnet is gone, and the host would still answer for
+// the address and send the range's traffic through the shim. Other
+// IPv6 routes on the shim (an operator's) stay.
+func dropIPv6(k kernel, shim netlink.Link) error {
+	addrs, err := globalAddrs6(k, shim)
+	if err != nil {
+		return err
+	}
+	var ips []netip.Addr
+	for _, a := range addrs {
+		ip, _ := netip.AddrFromSlice(a.IP)
+		ips = append(ips, ip)
+	}
+	var errs []error
+	routes, err := k.RouteList(shim, netlink.FAMILY_V6)
+	if err != nil {
+		return err
+	}
+	for _, rt := range routes {
+		if rt.Dst == nil {
+			continue
+		}
+		dst, ok := netip.AddrFromSlice(rt.Dst.IP)
+		ones, _ := rt.Dst.Mask.Size()
+		p := netip.PrefixFrom(dst, ones)
+		if !ok || !shimsRoute(rt, shim.Attrs().Index, netlink.FAMILY_V6, p) || !slices.ContainsFunc(ips, p.Contains) {
+			continue
+		}
+		del := netlink.Route{LinkIndex: rt.LinkIndex, Dst: rt.Dst, Table: rt.Table, Protocol: rt.Protocol, Scope: rt.Scope, Type: rt.Type, Priority: rt.Priority}
+		if err := k.RouteDel(&del); err != nil && !errors.Is(err, syscall.ESRCH) {
+			errs = append(errs, fmt.Errorf("delete route %s: %w", rt.Dst, err))
+		}
+	}
+	for _, a := range addrs {
+		if err := k.AddrDel(shim, &a); err != nil && !errors.Is(err, syscall.EADDRNOTAVAIL) {
+			errs = append(errs, fmt.Errorf("delete address %s: %w", a.IPNet, err))
 		}
 	}
 	return errors.Join(errs...)
@@ -853,6 +929,8 @@ func apply(k kernel, w Want, r Repair, owner string) error {
 		return delOldRoutes(k, shim, netlink.FAMILY_V4, w.Route, w.Subnet)
 	case ShimOldRoutes6:
 		return delOldRoutes(k, shim, netlink.FAMILY_V6, w.Route6, w.Subnet6)
+	case ShimDrop6:
+		return dropIPv6(k, shim)
 	}
 	return fmt.Errorf("unknown repair %q", r)
 }

@@ -1215,3 +1215,42 @@ func TestFakeKernelRouteDel(t *testing.T) {
 		t.Errorf("RouteDel of the listed route: %v, routes left %+v; want it gone", err, k.routes)
 	}
 }
+
+// TestEnsureDropsTheIPv6OfASubnetGone: a network whose spec dropped its
+// IPv6 subnet leaves the shim without its IPv6 address and route; the
+// link-local address and an operator's IPv6 route on the shim stay.
+func TestEnsureDropsTheIPv6OfASubnetGone(t *testing.T) {
+	k := vlanHost()
+	h, w := Host{k: k}, dualStackWant()
+	if _, err := h.Ensure(w); err != nil {
+		t.Fatal(err)
+	}
+	shim := k.links[w.ShimLink]
+	k.addrs[w.ShimLink] = append(k.addrs[w.ShimLink], netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("fe80::1"), Mask: net.CIDRMask(64, 128)}})
+	_, static, _ := net.ParseCIDR("fd99::/64")
+	k.routes = append(k.routes, netlink.Route{LinkIndex: shim.Attrs().Index, Dst: static, Protocol: syscall.RTPROT_STATIC, Table: syscall.RT_TABLE_MAIN, Type: syscall.RTN_UNICAST, Priority: 1024})
+
+	v4 := vlanWant()
+	got, err := h.Ensure(v4)
+	if err != nil || !slices.Equal(got, []Repair{ShimDrop6}) {
+		t.Errorf("Ensure once the IPv6 subnet is gone: %v, %v; want [%s]", got, err, ShimDrop6)
+	}
+	var have []string
+	addrs6, _ := k.AddrList(shim, netlink.FAMILY_V6)
+	for _, a := range addrs6 {
+		have = append(have, a.IP.String())
+	}
+	if !slices.Equal(have, []string{"fe80::1"}) {
+		t.Errorf("shim IPv6 addresses: %v, want only the link-local one", have)
+	}
+	routes6, _ := k.RouteList(shim, netlink.FAMILY_V6)
+	if len(routes6) != 1 || routes6[0].Dst.String() != "fd99::/64" {
+		t.Errorf("shim IPv6 routes %+v, want only the operator's to fd99::/64", routes6)
+	}
+	if routes4, _ := k.RouteList(shim, netlink.FAMILY_V4); len(routes4) != 1 || routes4[0].Dst.String() != "10.40.0.0/26" {
+		t.Errorf("shim IPv4 routes %+v, want the one to 10.40.0.0/26 kept", routes4)
+	}
+	if got, err := h.Ensure(v4); err != nil || len(got) != 0 {
+		t.Errorf("second Ensure: %v, %v; want nothing to do", got, err)
+	}
+}
