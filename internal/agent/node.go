@@ -65,7 +65,8 @@ func (n *node) run(ctx context.Context) error {
 	rec := &netagent.Reconciler{
 		ID: id, Node: n.name, Facts: facts, Store: store, Docker: nets, Swarm: nets,
 		Host: host, RemoveShim: host.RemoveShim, RemoveOldShim: hostnet.RemoveOldShim, RemoveParent: host.RemoveParent, Marked: host.Marked,
-		Log: log, Metrics: netagent.NewMetrics(n.reg),
+		ReleasePromisc: host.ReleasePromisc,
+		Log:            log, Metrics: netagent.NewMetrics(n.reg),
 	}
 	if cfg.IPAM.Enabled {
 		rec.IPAM = n.runIPAM(gctx, g, kv, store, nets, id)
@@ -101,7 +102,18 @@ func (n *node) linkHost(log *slog.Logger) hostnet.Host {
 	if err != nil {
 		log.Warn("the host links the agent makes name no owner: another cluster's agent in this network namespace would take them for its own", "err", err)
 	}
-	return hostnet.Host{Owner: owner}
+	h := hostnet.Host{Owner: owner}
+	if n.cfg.StateDir == "" {
+		return h
+	}
+	// The parents it makes promiscuous are recorded, to be made not
+	// promiscuous again when no network uses them.
+	if rec, err := hostnet.NewPromiscFiles(n.cfg.StateDir); err != nil {
+		log.Warn("the parents the agent makes promiscuous are not recorded, and stay promiscuous when their networks are removed", "err", err)
+	} else {
+		h.Promisc = rec
+	}
+	return h
 }
 
 // claim claims the node's identity, retrying with backoff until it is

@@ -37,7 +37,9 @@ go with it). OWNER is the agent's, read from its --state-dir (file link-owner); 
 whose marks name no owner (older agents') go too. Links whose marks name another owner
 are another underlay's (another cluster's agent in this network namespace): they are
 left, and listed with their owner; --all removes them as well. With no owner recorded,
-or one that cannot be read, only links naming no owner go.
+or one that cannot be read, only links naming no owner go. A parent the agent made
+promiscuous (recorded in --state-dir, directory promisc) is made not promiscuous again
+once no macvlan link is left on it; one promiscuous before underlay stays so.
 Containers, Docker networks and Consul registrations are left. A running agent makes
 its shims again: stop it first (removing the package does).`,
 		Args: cobra.NoArgs,
@@ -63,6 +65,13 @@ func agentCleanup(out io.Writer, log *slog.Logger, f agentCleanupFlags, remove f
 			log.Warn("this agent's link owner is unknown: removing only underlay links whose marks name no owner; those naming an owner are listed, and --all removes them", "component", "cleanup", "state_dir", f.stateDir, "err", err)
 		}
 		c.Owner = owner
+	}
+	if f.stateDir != "" {
+		if rec, err := hostnet.NewPromiscFiles(f.stateDir); err != nil {
+			log.Warn("the parents the agent made promiscuous cannot be told: every parent is left as it is", "component", "cleanup", "err", err)
+		} else {
+			c.Promisc = rec
+		}
 	}
 	removed, left, err := remove(c)
 	for _, name := range removed {

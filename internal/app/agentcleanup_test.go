@@ -30,16 +30,25 @@ func TestAgentCleanupOnlyItsOwnersLinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	missing := t.TempDir()
+	// The record of the parents the agent made promiscuous, in each
+	// state directory, goes along.
+	promisc := func(dir string) hostnet.PromiscRecord {
+		rec, err := hostnet.NewPromiscFiles(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return rec
+	}
 	for _, c := range []struct {
 		name string
 		f    agentCleanupFlags
 		want hostnet.Cleanup
 		warn bool
 	}{
-		{"recorded owner", agentCleanupFlags{stateDir: recorded}, hostnet.Cleanup{Owner: "a1"}, false},
-		{"no record", agentCleanupFlags{stateDir: missing}, hostnet.Cleanup{}, true},
-		{"a record that is no owner", agentCleanupFlags{stateDir: bad}, hostnet.Cleanup{}, true},
-		{"all", agentCleanupFlags{stateDir: missing, all: true}, hostnet.Cleanup{All: true}, false},
+		{"recorded owner", agentCleanupFlags{stateDir: recorded}, hostnet.Cleanup{Owner: "a1", Promisc: promisc(recorded)}, false},
+		{"no record", agentCleanupFlags{stateDir: missing}, hostnet.Cleanup{Promisc: promisc(missing)}, true},
+		{"a record that is no owner", agentCleanupFlags{stateDir: bad}, hostnet.Cleanup{Promisc: promisc(bad)}, true},
+		{"all", agentCleanupFlags{stateDir: missing, all: true}, hostnet.Cleanup{All: true, Promisc: promisc(missing)}, false},
 	} {
 		var out, logs bytes.Buffer
 		var got hostnet.Cleanup

@@ -5,7 +5,9 @@
 // network's kind (a bridge-mode macvlan, or an ipvlan) with its own
 // address and a route to the node's container range, so that the host
 // (and its Consul agent's health checks) reach the host's own containers,
-// which macvlan and ipvlan otherwise hide from it. InspectParent describes
+// which macvlan and ipvlan otherwise hide from it. Promiscuous mode it
+// turns on is recorded (PromiscRecord) and turned off again once no
+// macvlan uses the parent (Host.ReleasePromisc). InspectParent describes
 // a parent, its lower device and its bond for the doctor.
 //
 // State is observed, compared with what is wanted by a pure function

@@ -315,6 +315,10 @@ type Host struct {
 	// Owner names the agent in the marks of the links it makes; "" makes
 	// marks that name none, as older agents did.
 	Owner string
+	// Promisc records the parents Ensure makes promiscuous, for
+	// ReleasePromisc; nil records none, and none is made not promiscuous
+	// again.
+	Promisc PromiscRecord
 	// k is the kernel; nil is the calling process's, through netlink.
 	k kernel
 }
@@ -705,7 +709,7 @@ func (h Host) Ensure(w Want) ([]Repair, error) {
 		return nil, err
 	}
 	for _, r := range repairs {
-		if err := apply(h.nl(), w, r, h.Owner); err != nil {
+		if err := apply(h.nl(), w, r, h.Owner, h.Promisc); err != nil {
 			switch r {
 			case ParentCreate:
 				err = fmt.Errorf("%s %q: %w", r, w.Parent, err)
@@ -853,8 +857,9 @@ func ipv6Off(err error) bool {
 	return errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EAFNOSUPPORT)
 }
 
-// apply makes repair r of w, marking what it makes as owner's.
-func apply(k kernel, w Want, r Repair, owner string) error {
+// apply makes repair r of w, marking what it makes as owner's, and
+// recording in rec (nil: nowhere) a parent it makes promiscuous.
+func apply(k kernel, w Want, r Repair, owner string, rec PromiscRecord) error {
 	switch r {
 	case ParentCreate:
 		return createVLAN(k, w.Parent, withOwner(OwnerAlias(w.Network), owner))
@@ -865,6 +870,13 @@ func apply(k kernel, w Want, r Repair, owner string) error {
 		}
 		if r == ParentUp {
 			return lowerDown(k, parent, k.LinkSetUp(parent))
+		}
+		// Recorded first: promiscuous mode underlay cannot record as its
+		// own would never be turned off again.
+		if rec != nil {
+			if err := rec.Add(w.Parent, parent.Attrs().Index); err != nil {
+				return err
+			}
 		}
 		return k.SetPromiscOn(parent)
 	case ShimReplace:

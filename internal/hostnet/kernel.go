@@ -16,6 +16,7 @@ type kernel interface {
 	LinkSetAlias(link netlink.Link, alias string) error
 	LinkSetUp(link netlink.Link) error
 	SetPromiscOn(link netlink.Link) error
+	SetPromiscOff(link netlink.Link) error
 	AddrList(link netlink.Link, family int) ([]netlink.Addr, error)
 	AddrAdd(link netlink.Link, addr *netlink.Addr) error
 	AddrDel(link netlink.Link, addr *netlink.Addr) error
@@ -37,6 +38,9 @@ func (netlinkKernel) LinkSetAlias(l netlink.Link, alias string) error {
 }
 func (netlinkKernel) LinkSetUp(l netlink.Link) error    { return netlink.LinkSetUp(l) }
 func (netlinkKernel) SetPromiscOn(l netlink.Link) error { return netlink.SetPromiscOn(l) }
+func (netlinkKernel) SetPromiscOff(l netlink.Link) error {
+	return netlink.SetPromiscOff(l)
+}
 func (netlinkKernel) AddrList(l netlink.Link, family int) ([]netlink.Addr, error) {
 	return netlink.AddrList(l, family)
 }

@@ -402,3 +402,15 @@ func (k *fakeKernel) RouteDel(r *netlink.Route) error {
 	k.routes = slices.Delete(k.routes, best, best+1)
 	return nil
 }
+
+func (k *fakeKernel) SetPromiscOff(l netlink.Link) error {
+	s, err := k.get(l)
+	if err != nil {
+		return err
+	}
+	if err := k.failure("SetPromiscOff", s.Attrs().Name); err != nil {
+		return err
+	}
+	s.Attrs().Promisc = 0
+	return nil
+}

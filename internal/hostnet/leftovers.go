@@ -136,6 +136,10 @@ type Cleanup struct {
 	Owner string
 	// All removes every underlay link, whatever owner its mark names.
 	All bool
+	// Promisc is the agent's record of the parents it made promiscuous:
+	// those left with no macvlan link on them are made not promiscuous
+	// again (see Host.ReleasePromisc). nil leaves every parent as it is.
+	Promisc PromiscRecord
 }
 
 // takes reports whether c removes l, one of Leftovers.
@@ -159,7 +163,9 @@ func MarkOwner(alias string) string {
 // RemoveLeftovers deletes, among what Leftovers selects of this network
 // namespace's links, those c takes (shims first: a parent's removal would
 // take them along anyway) and returns the names deleted, and the links
-// left because their marks name another owner than c's. A VLAN parent
+// left because their marks name another owner than c's; then it makes
+// the parents c.Promisc records not promiscuous again, where no macvlan
+// is left on them (see Host.ReleasePromisc). A VLAN parent
 // that other links (another owner's shim among them) still hang off is
 // left, with an error wrapping ErrParentInUse. Run it with the agent
 // stopped, or it makes them again.
@@ -214,6 +220,10 @@ func removeLeftovers(k kernel, c Cleanup) ([]string, []Link, error) {
 			continue
 		}
 		removed = append(removed, l.Name)
+	}
+	// After the shims: a parent's last one gone, it is left as it was.
+	if _, err := releaseRecorded(k, c.Promisc); err != nil {
+		errs = append(errs, err)
 	}
 	return removed, left, errors.Join(errs...)
 }

@@ -135,6 +135,10 @@ type Reconciler struct {
 	// RemoveParent deletes a network's VLAN parent if the agent made it
 	// (hostnet.RemoveParent outside tests); nil leaves parents alone.
 	RemoveParent func(parent, network string) (bool, error)
+	// ReleasePromisc makes a parent not promiscuous again once no network
+	// uses it, if underlay made it so (hostnet.Host.ReleasePromisc
+	// outside tests); nil leaves parents promiscuous.
+	ReleasePromisc func(parent string) (bool, error)
 	// Marked lists the host's links underlay marked, by network
 	// (hostnet.Marked outside tests): what a network whose spec is gone
 	// left here, after a restart too. nil finds such networks by their
@@ -714,6 +718,8 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, index uint64,
 	if err := r.removeParents(ctx, name, append([]string{s.Parent}, marked.Parents...)); err != nil {
 		return err
 	}
+	// An orphan's spec names no parent: its config-only network did.
+	r.releasePromisc(ctx, name, cmp.Or(s.Parent, cn.Parent))
 	if _, err := r.Store.Release(ctx, name, r.ID); err != nil {
 		return err
 	}
@@ -819,6 +825,32 @@ func (r *Reconciler) removeParents(ctx context.Context, name string, parents []s
 	}
 	r.looked[name] = parentsLook{parents: parents, at: r.clock()}
 	return nil
+}
+
+// releasePromisc turns off the promiscuous mode underlay turned on
+// network name's parent (see ReleasePromisc) when no Docker network is
+// left on it: the containers of one (another underlay network's, an
+// operator's macvlan) have their endpoints in their own namespaces,
+// which the host's check does not see. Failing, it warns: the network
+// is gone all the same, and the parent only as it was with the network.
+func (r *Reconciler) releasePromisc(ctx context.Context, name, parent string) {
+	if r.ReleasePromisc == nil || parent == "" {
+		return
+	}
+	users, err := r.Docker.NetworksOnParent(ctx, parent)
+	if err == nil && len(users) > 0 {
+		return
+	}
+	off := false
+	if err == nil {
+		off, err = r.ReleasePromisc(parent)
+	}
+	switch {
+	case err != nil:
+		r.log().Warn("cannot turn off the promiscuous mode underlay turned on the network's parent; left on", "network", name, "parent", parent, "err", err)
+	case off:
+		r.log().Info("the network's parent made not promiscuous again: underlay had made it so, and no network uses it now", "network", name, "parent", parent)
+	}
 }
 
 // releaseShims gives back this node's shim addresses in a cluster-IPAM

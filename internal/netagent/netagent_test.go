@@ -1846,3 +1846,43 @@ func TestSwarmNetworkLeavesDrainedNodes(t *testing.T) {
 		}
 	})
 }
+
+// TestTeardownReleasesPromisc: removing a network asks the host to turn
+// off the promiscuous mode underlay turned on its parent
+// (ReleasePromisc), unless a Docker network (another's, an operator's)
+// still hangs off the parent: its containers' endpoints, in their own
+// namespaces, are not seen on the host.
+func TestTeardownReleasesPromisc(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		onParent map[string][]string
+		want     []string
+	}{
+		{"last network on the parent", nil, []string{"eth1"}},
+		{"another Docker network on the parent", map[string][]string{"eth1": {"lan"}}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			st := storeWithWeb(t)
+			host := &fakeHost{onParent: tc.onParent}
+			r := reconcilerOf(st, host, host, func(string, string) error { return nil })
+			var asked []string
+			r.ReleasePromisc = func(parent string) (bool, error) { asked = append(asked, parent); return true, nil }
+			if err := r.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if len(asked) != 0 {
+				t.Fatalf("ReleasePromisc asked for %v while web is wanted", asked)
+			}
+			if err := st.MarkDeleting(ctx, "web"); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(asked, tc.want) {
+				t.Errorf("ReleasePromisc asked for %v, want %v", asked, tc.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,107 @@
+package hostnet
+
+import (
+	"net"
+	"net/netip"
+	"slices"
+	"testing"
+
+	"github.com/vishvananda/netlink"
+)
+
+// macvlanOn is a macvlan network's Want on eth1, its shim ul-NAME.
+func macvlanOn(name, shim string, n byte) Want {
+	r := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, n, 0, 0}), 24)
+	return Want{Parent: "eth1", Network: name, ShimLink: shim, Shim: r.Addr().Next(), Route: r}
+}
+
+func promiscOf(k *fakeKernel, name string) bool { return k.links[name].Attrs().Promisc != 0 }
+
+// TestReleasePromisc: promiscuous mode underlay turned on is turned off
+// once the last macvlan on the parent is gone, and never while one is
+// left, nor when it was on before underlay, nor by the record of an
+// earlier boot.
+func TestReleasePromisc(t *testing.T) {
+	a, b := macvlanOn("a", "ul-a", 1), macvlanOn("b", "ul-b", 2)
+	t.Run("turned on by underlay", func(t *testing.T) {
+		k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1", Flags: net.FlagUp}})
+		h := Host{k: k, Promisc: PromiscFiles{Dir: t.TempDir(), Boot: "boot1"}}
+		for _, w := range []Want{a, b} {
+			if _, err := h.Ensure(w); err != nil {
+				t.Fatal(err)
+			}
+		}
+		if err := h.RemoveShim(a.ShimLink, a.Network); err != nil {
+			t.Fatal(err)
+		}
+		if off, err := h.ReleasePromisc("eth1"); off || err != nil || !promiscOf(k, "eth1") {
+			t.Errorf("release with b's shim left: %t, %v, promisc %t; want it left on", off, err, promiscOf(k, "eth1"))
+		}
+		if err := h.RemoveShim(b.ShimLink, b.Network); err != nil {
+			t.Fatal(err)
+		}
+		if off, err := h.ReleasePromisc("eth1"); !off || err != nil || promiscOf(k, "eth1") {
+			t.Errorf("release of the last: %t, %v, promisc %t; want it turned off", off, err, promiscOf(k, "eth1"))
+		}
+		if off, err := h.ReleasePromisc("eth1"); off || err != nil {
+			t.Errorf("release again: %t, %v; want nothing done", off, err)
+		}
+	})
+	t.Run("on before underlay", func(t *testing.T) {
+		k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1", Flags: net.FlagUp, Promisc: 1}})
+		h := Host{k: k, Promisc: PromiscFiles{Dir: t.TempDir(), Boot: "boot1"}}
+		if _, err := h.Ensure(a); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.RemoveShim(a.ShimLink, a.Network); err != nil {
+			t.Fatal(err)
+		}
+		if off, err := h.ReleasePromisc("eth1"); off || err != nil || !promiscOf(k, "eth1") {
+			t.Errorf("release: %t, %v, promisc %t; want the operator's promiscuous mode left on", off, err, promiscOf(k, "eth1"))
+		}
+	})
+	t.Run("recorded at an earlier boot", func(t *testing.T) {
+		k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1", Flags: net.FlagUp}})
+		dir := t.TempDir()
+		if _, err := (Host{k: k, Promisc: PromiscFiles{Dir: dir, Boot: "boot1"}}).Ensure(a); err != nil {
+			t.Fatal(err)
+		}
+		// Rebooted: promiscuous mode is off again, and the operator turns
+		// it on.
+		h := Host{k: k, Promisc: PromiscFiles{Dir: dir, Boot: "boot2"}}
+		if err := h.RemoveShim(a.ShimLink, a.Network); err != nil {
+			t.Fatal(err)
+		}
+		if off, err := h.ReleasePromisc("eth1"); off || err != nil || !promiscOf(k, "eth1") {
+			t.Errorf("release: %t, %v, promisc %t; want it left on", off, err, promiscOf(k, "eth1"))
+		}
+		if got, err := h.Promisc.List(); err != nil || len(got) != 0 {
+			t.Errorf("records left: %v, %v; want the stale one gone", got, err)
+		}
+	})
+	t.Run("no record kept", func(t *testing.T) {
+		k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1", Flags: net.FlagUp}})
+		h := Host{k: k}
+		if _, err := h.Ensure(a); err != nil {
+			t.Fatal(err)
+		}
+		h.RemoveShim(a.ShimLink, a.Network)
+		if off, err := h.ReleasePromisc("eth1"); off || err != nil || !promiscOf(k, "eth1") {
+			t.Errorf("release: %t, %v, promisc %t; want it left on as before", off, err, promiscOf(k, "eth1"))
+		}
+	})
+}
+
+// TestRemoveLeftoversReleasesPromisc: agent cleanup turns off the
+// promiscuous mode underlay turned on, once it removed the shims.
+func TestRemoveLeftoversReleasesPromisc(t *testing.T) {
+	k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1", Flags: net.FlagUp}})
+	rec := PromiscFiles{Dir: t.TempDir(), Boot: "boot1"}
+	if _, err := (Host{k: k, Promisc: rec}).Ensure(macvlanOn("a", "ul-a", 1)); err != nil {
+		t.Fatal(err)
+	}
+	removed, _, err := removeLeftovers(k, Cleanup{Promisc: rec})
+	if err != nil || !slices.Equal(removed, []string{"ul-a"}) || promiscOf(k, "eth1") {
+		t.Errorf("removeLeftovers: %v, %v, promisc %t; want ul-a removed and eth1's promiscuous mode off", removed, err, promiscOf(k, "eth1"))
+	}
+}
