@@ -29,6 +29,10 @@ type Links interface {
 	Observe(w hostnet.Want) (hostnet.Observed, error)
 	// Parent describes a parent link, its lower device and its bond.
 	Parent(name string) (hostnet.ParentFacts, error)
+	// Conflicts reports the host's link holding a shim address, and the
+	// host's route to a shim's range, that the agent refuses the shim's
+	// for (hostnet.Host.Conflicts); nil each when there is none.
+	Conflicts(w hostnet.Want) (addrs, routes error)
 	// ProbeLink creates a link of kind (macvlan, ipvlan, vlan) on a
 	// temporary link and deletes both, returning the error that stopped it.
 	ProbeLink(kind string) error
@@ -180,10 +184,13 @@ func (c NetworksCheck) gather(ctx context.Context) (_ []NetworkFacts, _ []netspe
 			return nil, nil, nil, err
 		}
 		f.State = c.ownState(states)
-		w, _ := f.Want()
+		w, ok := f.Want()
 		f.Observed, f.ObserveErr = c.Links.Observe(w)
 		if f.ObserveErr == nil {
 			f.Parent, f.ObserveErr = c.Links.Parent(s.Parent)
+		}
+		if f.ObserveErr == nil && ok {
+			f.AddrConflict, f.RouteConflict = c.Links.Conflicts(w)
 		}
 		out = append(out, f)
 	}

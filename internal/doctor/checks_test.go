@@ -40,9 +40,11 @@ func (f fakeFiles) Exists(p string) bool { _, ok := f[p]; return ok }
 type fakeLinks struct {
 	observed map[string]hostnet.Observed    // by parent
 	parents  map[string]hostnet.ParentFacts // by parent
-	wants    []hostnet.Want
-	probeErr error
-	probes   []string
+	// conflicts are Conflicts' answers, by parent.
+	conflicts map[string][2]error
+	wants     []hostnet.Want
+	probeErr  error
+	probes    []string
 }
 
 func (l *fakeLinks) Observe(w hostnet.Want) (hostnet.Observed, error) {
@@ -51,6 +53,11 @@ func (l *fakeLinks) Observe(w hostnet.Want) (hostnet.Observed, error) {
 }
 
 func (l *fakeLinks) Parent(name string) (hostnet.ParentFacts, error) { return l.parents[name], nil }
+
+func (l *fakeLinks) Conflicts(w hostnet.Want) (addrs, routes error) {
+	c := l.conflicts[w.Parent]
+	return c[0], c[1]
+}
 
 func (l *fakeLinks) ProbeLink(kind string) error {
 	l.probes = append(l.probes, kind)

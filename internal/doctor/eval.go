@@ -102,6 +102,12 @@ type NetworkFacts struct {
 	Observed   hostnet.Observed
 	Parent     hostnet.ParentFacts
 	ObserveErr error
+	// AddrConflict and RouteConflict are what of the host's the agent
+	// refuses the shim's address and route for (hostnet.Host.Conflicts):
+	// the shim's address on another link, a route of the host's to the
+	// shim's range; nil when there is none, or it was not looked at (no
+	// range reported).
+	AddrConflict, RouteConflict error
 }
 
 // Want is the host state f's network needs on this node, from the node's
@@ -189,6 +195,14 @@ func EvalNetwork(f NetworkFacts) []Result {
 		rs = append(rs, evalVLAN(f, name("vlan"), lower, vid))
 	}
 	o := f.Observed
+	// The same refusal as the agent's. A VLAN other than the name's is
+	// the vlan check's to say, with its fix.
+	refused := o
+	refused.OtherVLAN = ""
+	if err := hostnet.ParentRefusal(want, refused); err != nil {
+		add("parent-use", Fail, fmt.Sprintf("%v: the agent sets nothing up for %s", err, s.Name), parentUseFix(s, o))
+		return rs
+	}
 	if !o.ParentExists {
 		fix := fmt.Sprintf("ip link show   # then recreate network %s with an existing --parent", s.Name)
 		if isVLAN {
@@ -221,7 +235,43 @@ func EvalNetwork(f NetworkFacts) []Result {
 	if !haveWant {
 		return rs // no range: the shim's address and route are unknown
 	}
-	return append(rs, evalShim(o, want, shimType(s), name)...)
+	rs = append(rs, evalShim(o, want, shimType(s), name)...)
+	return append(rs, evalConflicts(f, want, name)...)
+}
+
+// parentUseFix is the fix of a parent the agent refuses (ParentRefusal):
+// the network made again on the bond or bridge its parent is a port of,
+// or on a parent without links of the other kind.
+func parentUseFix(s netspec.Spec, o hostnet.Observed) string {
+	again := netspec.RemoveFix(s.Name) + "   # then create it again with --parent "
+	if o.PortOf != "" {
+		if _, vid, ok := VLANParent(s.Parent); ok && !o.ParentExists {
+			return again + fmt.Sprintf("%s.%d (VLAN %d on %s %s)", o.PortOf, vid, vid, o.PortOfKind, o.PortOf)
+		}
+		return again + fmt.Sprintf("%s (the %s), or a VLAN on it", o.PortOf, o.PortOfKind)
+	}
+	return fmt.Sprintf("ip -d link show   # %s sits on %s: remove it (ip link del NAME) if nothing uses it, or recreate %s on a parent without it", o.OtherKind, s.Parent, s.Name)
+}
+
+// evalConflicts fails what of the host's the agent refuses the shim's
+// address and route for: the shim's address on another link, a route of
+// the host's to the shim's range. None when there is none: the shim's
+// own checks say the rest.
+func evalConflicts(f NetworkFacts, w hostnet.Want, name func(string) string) []Result {
+	var rs []Result
+	if f.AddrConflict != nil {
+		rs = append(rs, Result{Check: name("address-free"), Status: Fail, Message: f.AddrConflict.Error(),
+			Fix: netspec.RemoveFix(f.Spec.Name) + "   # then create it again with an --ip-range that leaves out the hosts' addresses"})
+	}
+	if f.RouteConflict != nil {
+		show := fmt.Sprintf("ip route show %s", w.Route)
+		if w.Shim6.IsValid() {
+			show += fmt.Sprintf("; ip -6 route show %s", w.Route6)
+		}
+		rs = append(rs, Result{Check: name("route-free"), Status: Fail, Message: f.RouteConflict.Error(),
+			Fix: show + "   # delete that route (ip route del …) if the host needs it no more, or recreate " + f.Spec.Name + " with an --ip-range the host does not route"})
+	}
+	return rs
 }
 
 // shimType is netspec.ShimType with the ipvlan mode as one shell word: a

@@ -59,6 +59,11 @@ func (NetlinkLinks) Observe(w hostnet.Want) (hostnet.Observed, error) {
 	return hostnet.Host{}.Observe(w)
 }
 
+// Conflicts implements Links.
+func (NetlinkLinks) Conflicts(w hostnet.Want) (addrs, routes error) {
+	return hostnet.Host{}.Conflicts(w)
+}
+
 // Parent implements Links.
 func (NetlinkLinks) Parent(name string) (hostnet.ParentFacts, error) {
 	return hostnet.InspectParent(name)

@@ -157,16 +157,8 @@ func Repairs(w Want, o Observed) ([]Repair, error) {
 		// endpoints' parent away.
 		return nil, fmt.Errorf("parent %s is one of underlay's host shims, not a host interface: give the interface (or VLAN) its network hangs off", w.Parent)
 	}
-	if o.PortOf != "" {
-		return nil, portErr(w.Parent, o)
-	}
-	if o.OtherKind != "" {
-		return nil, fmt.Errorf("parent %s carries %s: the kernel gives a device's frames to its macvlan links or to its ipvlan links, not both, so the network's %s shim cannot go on it; left as it is", w.Parent, o.OtherKind, w.shim(0).Type())
-	}
-	if o.OtherVLAN != "" {
-		// Its containers would be on another VLAN than the network's.
-		lower, vid, _ := vlanParent(w.Parent)
-		return nil, fmt.Errorf("parent %s is %s, not VLAN %d on %s as its name says, left as it is: give the network the parent of its VLAN, or remove %s (ip link del %s) for underlay to make it", w.Parent, o.OtherVLAN, vid, lower, w.Parent, w.Parent)
+	if err := ParentRefusal(w, o); err != nil {
+		return nil, err
 	}
 	if o.ShimExists && o.ShimForeign {
 		return nil, fmt.Errorf("link %s: %w %s, left alone; rename or remove it", w.ShimLink, ErrForeignLink, w.Network)
@@ -236,6 +228,27 @@ func Repairs(w Want, o Observed) ([]Repair, error) {
 		r = append(r, ShimDrop6)
 	}
 	return slices.Compact(r), nil
+}
+
+// ParentRefusal is the error of a parent, observed as o, that the kernel
+// would not put w's shim on, or that is not what its name says: a port of
+// a bond, bridge, team or Open vSwitch (or a VLAN to be made on one), a
+// device carrying links of the other kind than the shim's, a VLAN other
+// than its name's. nil when it is none of these. Repairs refuses it; the
+// doctor says it.
+func ParentRefusal(w Want, o Observed) error {
+	if o.PortOf != "" {
+		return portErr(w.Parent, o)
+	}
+	if o.OtherKind != "" {
+		return fmt.Errorf("parent %s carries %s: the kernel gives a device's frames to its macvlan links or to its ipvlan links, not both, so the network's %s shim cannot go on it; left as it is", w.Parent, o.OtherKind, w.shim(0).Type())
+	}
+	if o.OtherVLAN != "" {
+		// Its containers would be on another VLAN than the network's.
+		lower, vid, _ := vlanParent(w.Parent)
+		return fmt.Errorf("parent %s is %s, not VLAN %d on %s as its name says, left as it is: give the network the parent of its VLAN, or remove %s (ip link del %s) for underlay to make it", w.Parent, o.OtherVLAN, vid, lower, w.Parent, w.Parent)
+	}
+	return nil
 }
 
 // portErr is the error of a parent that is a port of a bond or bridge,
@@ -735,6 +748,20 @@ func (h Host) Ensure(w Want) ([]Repair, error) {
 		}
 	}
 	return repairs, nil
+}
+
+// Conflicts reports what of the host's would make Ensure refuse w's shim
+// address and route, whatever is to be done: addrs, the link other than
+// the shim holding one of its addresses (see checkAddrsFree); routes, the
+// route of the host's other than the shim's to one of its ranges, with
+// its metric (see checkRoutesFree). Each is nil when there is none. The
+// doctor says them.
+func (h Host) Conflicts(w Want) (addrs, routes error) {
+	all := []Repair{ShimAddress, ShimRoute}
+	if w.Shim6.IsValid() {
+		all = append(all, ShimAddress6, ShimRoute6)
+	}
+	return checkAddrsFree(h.nl(), w, all), checkRoutesFree(h.nl(), w, all)
 }
 
 // checkRoutesFree refuses repairs that would replace a route of the

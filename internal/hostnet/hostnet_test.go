@@ -1254,3 +1254,28 @@ func TestEnsureDropsTheIPv6OfASubnetGone(t *testing.T) {
 		t.Errorf("second Ensure: %v, %v; want nothing to do", got, err)
 	}
 }
+
+// TestConflicts: what Ensure would refuse the shim's address and route
+// for is told whatever is to be done, for the doctor: nothing on a host
+// Ensure set up; the shim's address on another link, and a blackhole
+// route to its range, each naming what it is.
+func TestConflicts(t *testing.T) {
+	k := vlanHost()
+	h, w := Host{k: k}, dualStackWant()
+	if _, err := h.Ensure(w); err != nil {
+		t.Fatal(err)
+	}
+	if addrs, routes := h.Conflicts(w); addrs != nil || routes != nil {
+		t.Errorf("Conflicts on the host Ensure set up: %v, %v; want none", addrs, routes)
+	}
+	k.addrs["bond0"] = append(k.addrs["bond0"], netlink.Addr{IPNet: &net.IPNet{IP: net.ParseIP("10.40.0.2").To4(), Mask: net.CIDRMask(24, 32)}})
+	_, dst, _ := net.ParseCIDR("fd00:40::1:0:0:0/80")
+	k.routes = append(k.routes, netlink.Route{Dst: dst, Type: syscall.RTN_BLACKHOLE, Priority: 1})
+	addrs, routes := h.Conflicts(w)
+	if addrs == nil || !strings.Contains(addrs.Error(), `shim address 10.40.0.2 is the host's already, on "bond0"`) {
+		t.Errorf("address conflict: %v; want one naming 10.40.0.2 on bond0", addrs)
+	}
+	if routes == nil || !strings.Contains(routes.Error(), "IPv6 route fd00:40:0:0:1::/80: the host routes it already, by a blackhole route") {
+		t.Errorf("route conflict: %v; want one naming the blackhole route", routes)
+	}
+}
