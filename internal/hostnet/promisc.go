@@ -168,9 +168,14 @@ func releasePromisc(k kernel, rec PromiscRecord, parent string) (bool, error) {
 		return false, fmt.Errorf("read parent %s: %w", parent, err)
 	}
 	a := l.Attrs()
+	// A record that cannot be read is left as it is, and so is the
+	// parent: said, not guessed at.
 	ours, err := rec.Has(parent, a.Index)
-	if err != nil || !ours {
-		return false, errors.Join(err, rec.Remove(parent))
+	if err != nil {
+		return false, err
+	}
+	if !ours {
+		return false, rec.Remove(parent)
 	}
 	links, err := k.LinkList()
 	if err != nil {

@@ -3,7 +3,10 @@ package hostnet
 import (
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/vishvananda/netlink"
@@ -103,5 +106,23 @@ func TestRemoveLeftoversReleasesPromisc(t *testing.T) {
 	removed, _, err := removeLeftovers(k, Cleanup{Promisc: rec})
 	if err != nil || !slices.Equal(removed, []string{"ul-a"}) || promiscOf(k, "eth1") {
 		t.Errorf("removeLeftovers: %v, %v, promisc %t; want ul-a removed and eth1's promiscuous mode off", removed, err, promiscOf(k, "eth1"))
+	}
+}
+
+// TestReleasePromiscUnreadableRecord: a record that cannot be read (not
+// a regular file) is an error naming the parent, and both it and the
+// parent's promiscuous mode are left as they are.
+func TestReleasePromiscUnreadableRecord(t *testing.T) {
+	k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1", Flags: net.FlagUp, Promisc: 1}})
+	rec := PromiscFiles{Dir: t.TempDir(), Boot: "boot1"}
+	if err := os.Mkdir(filepath.Join(rec.Dir, "eth1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	off, err := (Host{k: k, Promisc: rec}).ReleasePromisc("eth1")
+	if off || err == nil || !strings.Contains(err.Error(), "eth1") || !promiscOf(k, "eth1") {
+		t.Errorf("release: %t, %v, promisc %t; want an error naming eth1, and promiscuous mode left on", off, err, promiscOf(k, "eth1"))
+	}
+	if _, err := os.Stat(filepath.Join(rec.Dir, "eth1")); err != nil {
+		t.Errorf("the unreadable record: %v, want it left", err)
 	}
 }
