@@ -5,7 +5,9 @@
 // writes nothing: the key keeps its index); check-and-set compares the
 // modify index; a transaction applies all of its operations or none; a
 // blocking read returns once the key's index is greater than the one
-// waited on; writes Consul refuses for
+// waited on; a listing of keys answers Consul's index for its prefix,
+// tombstones of deleted keys counted until reaped (KeysIndex); writes
+// Consul refuses for
 // their size are errors (kvstore.CheckTxn). Hooks
 // let a test fail a call or slip a write in before one, as another node
 // racing would. DenyRead plays a token whose read rights on a prefix are
@@ -19,6 +21,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strings"
 	"sync"
@@ -50,6 +53,10 @@ type KV struct {
 	waitHook func()
 	// denied are the prefixes under which reads are refused (DenyRead).
 	denied []string
+	// tombstones are the index of the delete of each key deleted, or of
+	// the prefix of each tree deleted, until reaped (ReapTombstones): what
+	// a listing's index counts of a key gone (see KeysIndex).
+	tombstones map[string]uint64
 }
 
 // DenyRead refuses, from now on, reads of the keys under each of
@@ -86,7 +93,7 @@ func (e entry) pair(key string) kvstore.Pair {
 // New returns an empty store whose first write gets index 2 (as a fresh
 // Consul, whose first raft entries are its own).
 func New() *KV {
-	return &KV{index: 1, keys: map[string]entry{}, changed: make(chan struct{})}
+	return &KV{index: 1, keys: map[string]entry{}, tombstones: map[string]uint64{}, changed: make(chan struct{})}
 }
 
 func (kv *KV) hook(call string, keys ...string) error {
@@ -156,6 +163,54 @@ func (kv *KV) Keys(ctx context.Context, prefix string) ([]string, error) {
 	return out, nil
 }
 
+// KeysIndex is Keys with the index Consul 1.8.7 answers the listing with
+// (X-Consul-Index; agent/consul/state/kvs.go kvsListTxn, taken by
+// KVS.ListKeys before it filters by ACLs): the highest modify index of
+// the keys under prefix, those whose reads are refused included, or of a
+// tombstone under it (a key deleted, a tree deleted at a prefix under
+// it: until reaped, see ReapTombstones); with neither, or for the empty
+// prefix, the store's index; at least 1. Every write under prefix moves
+// it, as does a delete there until its tombstone is reaped; a reap may
+// take it back to an index answered before, the key gone.
+func (kv *KV) KeysIndex(ctx context.Context, prefix string) ([]string, uint64, error) {
+	if err := kv.hook("keys", prefix); err != nil {
+		return nil, 0, err
+	}
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	var out []string
+	var index uint64
+	for k, e := range kv.keys {
+		if !strings.HasPrefix(k, prefix) {
+			continue
+		}
+		index = max(index, e.index)
+		if kv.readableLocked(k) {
+			out = append(out, k)
+		}
+	}
+	for k, i := range kv.tombstones {
+		if strings.HasPrefix(k, prefix) {
+			index = max(index, i)
+		}
+	}
+	if index == 0 || prefix == "" {
+		index = kv.index
+	}
+	slices.Sort(out)
+	return out, max(index, 1), nil
+}
+
+// ReapTombstones forgets the tombstones of deletes at or below index, as
+// Consul's tombstone GC does once they are older than its tombstone TTL
+// (15 minutes by default; agent/consul/state/graveyard.go ReapTxn): a
+// listing's index then no longer counts them (see KeysIndex).
+func (kv *KV) ReapTombstones(index uint64) {
+	kv.mu.Lock()
+	defer kv.mu.Unlock()
+	maps.DeleteFunc(kv.tombstones, func(_ string, i uint64) bool { return i <= index })
+}
+
 // Txn applies ops atomically: all of them, or (a check failed) none. A
 // transaction Consul refuses outright (kvstore.CheckTxn: too many
 // operations, too large) is an error.
@@ -178,10 +233,8 @@ func (kv *KV) txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error)
 	kv.mu.Lock()
 	defer kv.mu.Unlock()
 	// Apply to a copy: a failed check leaves the store as it was.
-	next := make(map[string]entry, len(kv.keys))
-	for k, e := range kv.keys {
-		next[k] = e
-	}
+	next := maps.Clone(kv.keys)
+	stones := maps.Clone(kv.tombstones)
 	index := kv.index + 1
 	var res kvstore.Result
 	wrote := false
@@ -217,6 +270,7 @@ func (kv *KV) txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error)
 			// store's index (which blocking reads of absent keys report).
 			if exists {
 				delete(next, op.Key)
+				stones[op.Key] = index
 				wrote = true
 			}
 		case kvstore.DeleteCAS:
@@ -227,14 +281,22 @@ func (kv *KV) txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error)
 				return kvstore.Result{}, nil
 			}
 			delete(next, op.Key)
+			stones[op.Key] = index
 			wrote = true
 		case kvstore.DeleteTree:
+			deleted := false
 			for k := range next {
 				if strings.HasPrefix(k, op.Key) {
 					delete(next, k)
-					wrote = true
+					deleted = true
 				}
 			}
+			// As Consul's kvsDeleteTreeTxn: one tombstone, at the
+			// tree's prefix, none for the whole store.
+			if deleted && op.Key != "" {
+				stones[op.Key] = index
+			}
+			wrote = wrote || deleted
 		case kvstore.CheckIndex:
 			if !exists || e.index != op.Index {
 				return kvstore.Result{}, nil
@@ -249,7 +311,7 @@ func (kv *KV) txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error)
 	}
 	res.OK = true
 	if wrote {
-		kv.keys = next
+		kv.keys, kv.tombstones = next, stones
 		kv.index = index
 		close(kv.changed)
 		kv.changed = make(chan struct{})
@@ -351,6 +413,7 @@ func (kv *KV) LoseState() {
 	kv.mu.Lock()
 	defer kv.mu.Unlock()
 	kv.keys = map[string]entry{}
+	kv.tombstones = map[string]uint64{}
 	kv.index = 1
 	kv.epoch++
 	close(kv.changed)

@@ -432,3 +432,72 @@ func TestDenyReadAsConsulACLs(t *testing.T) {
 		t.Errorf("Keys(b/) once allowed again: %q, %v; want both", keys, err)
 	}
 }
+
+// TestKeysIndexAsConsuls: the index of a listing of keys is Consul
+// 1.8.7's (agent/consul/state/kvs.go kvsListTxn): the highest modify
+// index of the keys under the prefix, those the token may not read
+// included (KVS.ListKeys filters after), or of a tombstone under it (a
+// key deleted there, until its tombstone is reaped; a deleted tree leaves
+// one tombstone, at its own prefix); when the prefix has neither, the
+// store's index; never below 1. Its keys are Keys'.
+func TestKeysIndexAsConsuls(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	put := func(k, v string) uint64 {
+		t.Helper()
+		if err := kv.Put(ctx, k, []byte(v)); err != nil {
+			t.Fatal(err)
+		}
+		return kv.Index()
+	}
+	check := func(what, prefix string, wantKeys string, want uint64) {
+		t.Helper()
+		keys, index, err := kv.KeysIndex(ctx, prefix)
+		if err != nil || strings.Join(keys, " ") != wantKeys || index != want {
+			t.Errorf("%s: KeysIndex(%q) = %q, %d, %v; want %q, %d", what, prefix, keys, index, err, wantKeys, want)
+		}
+	}
+	check("an empty store", "p/", "", 1)
+	a1 := put("p/a", "1")
+	put("p/b", "1")
+	other := put("q/x", "1")
+	check("two keys", "p/", "p/a p/b", a1+1)
+	check("no key under the prefix", "r/", "", other)
+	check("every key", "", "p/a p/b q/x", other)
+	a2 := put("p/a", "2")
+	check("a key rewritten", "p/", "p/a p/b", a2)
+	put("p/a", "2")
+	check("a key written its own value", "p/", "p/a p/b", a2)
+	put("q/x", "2")
+	check("a write elsewhere", "p/", "p/a p/b", a2)
+	if err := kv.Delete(ctx, "p/b"); err != nil {
+		t.Fatal(err)
+	}
+	del := kv.Index()
+	check("a key deleted: its tombstone", "p/", "p/a", del)
+	if err := kv.Delete(ctx, "p/absent"); err != nil {
+		t.Fatal(err)
+	}
+	check("a delete of nothing", "p/", "p/a", del)
+	kv.DenyRead("p/a")
+	a3 := put("p/a", "3")
+	check("a key the token may not read", "p/", "", a3)
+	kv.DenyRead()
+	kv.ReapTombstones(del)
+	check("the tombstone reaped: back to the keys' own", "p/", "p/a", a3)
+	kv.ReapTombstones(kv.Index())
+	put("t/1/k", "1")
+	if err := kv.DeleteTree(ctx, "t/"); err != nil {
+		t.Fatal(err)
+	}
+	tree := kv.Index()
+	check("a tree deleted, under its prefix", "t/", "", tree)
+	put("u/k", "1")
+	check("a tree deleted, listed below its prefix: no tombstone there, the store's index", "t/1/", "", kv.Index())
+	kv.LoseState()
+	check("state lost", "p/", "", 1)
+	kv.Hook = func(string, []string) error { return kvtest.ErrUnreachable }
+	if _, _, err := kv.KeysIndex(ctx, "p/"); !errors.Is(err, kvtest.ErrUnreachable) {
+		t.Errorf("KeysIndex with the hook failing it: %v", err)
+	}
+}
