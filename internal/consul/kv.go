@@ -66,14 +66,27 @@ func (k *KV) List(ctx context.Context, prefix string) ([]kvstore.Pair, error) {
 // under the plain string prefix, in key order, filtered by ACLs as
 // List's are). An empty listing Consul answers with 404, which is no keys.
 func (k *KV) Keys(ctx context.Context, prefix string) ([]string, error) {
+	keys, _, err := k.KeysIndex(ctx, prefix)
+	return keys, err
+}
+
+// KeysIndex is Keys with the index Consul answers the listing with
+// (X-Consul-Index, on a 404 too): state.KVSList's, the highest modify
+// index of the keys under prefix, those the token may not read included,
+// or of a tombstone under it (a key deleted there, until Consul's
+// tombstone GC reaps it), or with neither the KV store's index. Any
+// write under prefix moves it; it goes backwards when Consul restarts
+// empty or a snapshot is restored, and a reap may take it back to an
+// index answered before, the key deleted gone from the listing.
+func (k *KV) KeysIndex(ctx context.Context, prefix string) ([]string, uint64, error) {
 	if err := checkPath(prefix); err != nil {
-		return nil, fmt.Errorf("kv keys %q: %w", prefix, err)
+		return nil, 0, fmt.Errorf("kv keys %q: %w", prefix, err)
 	}
-	keys, _, err := k.api.KV().Keys(prefix, "", (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
+	keys, meta, err := k.api.KV().Keys(prefix, "", (&api.QueryOptions{RequireConsistent: true}).WithContext(ctx))
 	if err != nil {
-		return nil, fmt.Errorf("kv keys %s: %w", prefix, readError(err))
+		return nil, 0, fmt.Errorf("kv keys %s: %w", prefix, readError(err))
 	}
-	return keys, nil
+	return keys, meta.LastIndex, nil
 }
 
 // Txn applies ops in one Consul transaction: all of them, or, when a check

@@ -269,7 +269,8 @@ func TestTxnRefusalNamesEachOperation(t *testing.T) {
 // ?keys and no separator, read consistently as List, and returns them as
 // Consul lists them; an empty listing (Consul's 404) is no keys and no
 // error; a key Consul's paths cannot name is refused unsent; an error
-// names the prefix.
+// names the prefix. KeysIndex answers the same keys with the listing's
+// X-Consul-Index, a 404's too.
 func TestKVKeys(t *testing.T) {
 	var queries []string
 	mux := http.NewServeMux()
@@ -280,6 +281,7 @@ func TestKVKeys(t *testing.T) {
 			w.Header().Set("X-Consul-Index", "9")
 			w.Write([]byte(`["p/a","p/b/c","p/bc"]`))
 		case "empty/":
+			w.Header().Set("X-Consul-Index", "7")
 			w.WriteHeader(http.StatusNotFound)
 		default:
 			w.WriteHeader(http.StatusForbidden)
@@ -288,6 +290,13 @@ func TestKVKeys(t *testing.T) {
 	})
 	kv := kvServedBy(t, mux)
 	ctx := context.Background()
+	if got, index, err := kv.KeysIndex(ctx, "p/"); err != nil || strings.Join(got, " ") != "p/a p/b/c p/bc" || index != 9 {
+		t.Errorf("KeysIndex(p/) = %q, %d, %v; want Consul's three keys at its X-Consul-Index, 9", got, index, err)
+	}
+	if got, index, err := kv.KeysIndex(ctx, "empty/"); err != nil || len(got) != 0 || index != 7 {
+		t.Errorf("KeysIndex of an empty prefix = %q, %d, %v; want no keys at the 404's X-Consul-Index, 7", got, index, err)
+	}
+	queries = nil
 	got, err := kv.Keys(ctx, "p/")
 	if err != nil || strings.Join(got, " ") != "p/a p/b/c p/bc" {
 		t.Errorf("Keys(p/) = %q, %v; want Consul's three keys", got, err)

@@ -28,7 +28,9 @@
 //     for a shim address it has no copy of, in the leak sweep, when a
 //     miss falls back) or by its keys (listed: a miss), and skips
 //     unreadable documents and stray keys, logging each once (see
-//     BadDoc).
+//     BadDoc). A scan reads the documents only when the pool's keys and
+//     Consul's index for them changed since its last listing of them
+//     (listPool): a sweep of a pool at rest reads its keys alone.
 //   - decide.go holds every decision as a pure function over values:
 //     which blocks to try, what to fill, what a release may free, what a
 //     sweep reclaims, which nodes have departed, what a spare sync writes.

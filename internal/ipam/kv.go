@@ -23,6 +23,10 @@ type KV interface {
 	// Keys returns every key under prefix, without values, in key order:
 	// what a node that needs a new block reads (see store.listed).
 	Keys(ctx context.Context, prefix string) ([]string, error)
+	// KeysIndex is Keys with the index Consul answers the listing with
+	// (X-Consul-Index): the highest modify index under prefix, of a key
+	// or of a deleted key's tombstone (see store.unchanged).
+	KeysIndex(ctx context.Context, prefix string) ([]string, uint64, error)
 	// Txn applies ops atomically: all of them, or none when a check fails.
 	Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error)
 	// Wait reads key once Consul's index for it is greater than index (a

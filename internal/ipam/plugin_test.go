@@ -555,6 +555,9 @@ func (stalledKV) List(ctx context.Context, prefix string) ([]kvstore.Pair, error
 func (stalledKV) Keys(ctx context.Context, prefix string) ([]string, error) {
 	return nil, stall(ctx, "keys", prefix)
 }
+func (stalledKV) KeysIndex(ctx context.Context, prefix string) ([]string, uint64, error) {
+	return nil, 0, stall(ctx, "keys", prefix)
+}
 func (stalledKV) Txn(ctx context.Context, ops []kvstore.Op) (kvstore.Result, error) {
 	return kvstore.Result{}, stall(ctx, "txn", ops[0].Key)
 }

@@ -65,7 +65,29 @@ type store struct {
 	// locks serialise this node's updates of one key, so that the node
 	// never races itself (the spare keeper and requests share blocks).
 	locks map[string]*sync.Mutex
+	// rest is, by pool ID, the last listing of the pool's documents, for
+	// the next scan to take again when the pool has not changed since
+	// (see listPool).
+	rest map[string]restListing
 }
+
+// restListing is one listing of a pool's documents, with the index of the
+// pool (KV.KeysIndex) read just before it.
+type restListing struct {
+	index uint64
+	pairs []kvstore.Pair
+	// skips is how many scans in a row took it again (see maxRestSkips).
+	skips int
+}
+
+// maxRestSkips is how many scans in a row may take a pool's last listing
+// again before one reads its documents anyway: 40 sweeps, 10 minutes at
+// the default --ipam-sweep. Within one Consul history an unchanged index
+// and key set prove the documents unchanged (see listPool); this bounds
+// how long a copy could outlive a Consul whose state was replaced
+// wholesale (a new cluster under the same address) that happened to
+// reach the same index with the same keys.
+const maxRestSkips = 39
 
 // versioned is a document with its modify index (0: absent).
 type versioned struct {
@@ -75,7 +97,8 @@ type versioned struct {
 
 func newStore(kv KV, log *slog.Logger) *store {
 	return &store{kv: kv, log: log, docs: map[string]versioned{}, scanned: map[string]bool{},
-		bad: map[string][]BadDoc{}, logged: map[string]uint64{}, shadowed: map[string]map[netip.Prefix]string{}, shown: map[string]uint64{}, locks: map[string]*sync.Mutex{}}
+		bad: map[string][]BadDoc{}, logged: map[string]uint64{}, shadowed: map[string]map[netip.Prefix]string{}, shown: map[string]uint64{}, locks: map[string]*sync.Mutex{},
+		rest: map[string]restListing{}}
 }
 
 func (s *store) lock(key string) func() {
@@ -476,12 +499,13 @@ type view struct {
 
 // scan lists p's blocks fresh, refreshing the copies of them. Unreadable
 // documents and stray keys are left out (and noted, see badDocs); they
-// never stop the rest of the pool.
+// never stop the rest of the pool. The documents are read only when the
+// pool changed since they were last (see listPool).
 func (s *store) scan(ctx context.Context, p Pool) (view, error) {
 	n := s.startListing()
-	pairs, err := s.kv.List(ctx, poolPrefix(p))
+	pairs, err := s.listPool(ctx, p)
 	if err != nil {
-		return view{}, fmt.Errorf("read pool %s: %w", p.ID(), err)
+		return view{}, err
 	}
 	v, bad := decodePool(p, pairs)
 	s.mu.Lock()
@@ -528,6 +552,54 @@ func (s *store) scan(ctx context.Context, p Pool) (view, error) {
 		s.noteBad(p.ID(), d)
 	}
 	return v, nil
+}
+
+// listPool returns every pair under p's blocks/ as a listing of them
+// (KV.List) would now: the last listing again when the pool has not
+// changed since, else a new listing. Each sweep of every node scans every
+// pool, and a listing of its documents at each was the main read load of
+// Consul's servers; a listing of keys alone tells whether they changed.
+//
+// Consul answers a listing of keys with the pool's index (X-Consul-Index,
+// Consul 1.8.7's state.KVSList): the highest modify index of a key under
+// the prefix, unreadable ones included, or of a tombstone there (a key
+// deleted), or with neither the KV store's. It is read before each listing
+// of documents and kept with it. Read again equal, and with the same keys
+// listed, nothing under the prefix changed since: a key listed both times
+// was written last at or below that index, before the listing read it;
+// one created since would list, or if deleted again leave a tombstone
+// above the index; one deleted is missing from the keys, even once Consul
+// reaped its tombstone (which may take the index back to one answered
+// before). An index that went backwards (Consul restarted empty, a
+// snapshot restored) differs, and the documents are read. A key the
+// token may no longer read is missing from the keys: the documents are
+// read again, as filtered as a listing now would be, so that a key left
+// out is never taken for one deleted any more than before (see
+// kvstore.Absence). At most maxRestSkips scans in a row take a listing
+// again.
+func (s *store) listPool(ctx context.Context, p Pool) ([]kvstore.Pair, error) {
+	prefix := poolPrefix(p)
+	keys, index, err := s.kv.KeysIndex(ctx, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("read the keys of pool %s: %w", p.ID(), err)
+	}
+	s.mu.Lock()
+	last, ok := s.rest[p.ID()]
+	if ok && last.index == index && last.skips < maxRestSkips && slices.EqualFunc(last.pairs, keys, func(pr kvstore.Pair, key string) bool { return pr.Key == key }) {
+		last.skips++
+		s.rest[p.ID()] = last
+		s.mu.Unlock()
+		return last.pairs, nil
+	}
+	s.mu.Unlock()
+	pairs, err := s.kv.List(ctx, prefix)
+	if err != nil {
+		return nil, fmt.Errorf("read pool %s: %w", p.ID(), err)
+	}
+	s.mu.Lock()
+	s.rest[p.ID()] = restListing{index: index, pairs: pairs}
+	s.mu.Unlock()
+	return pairs, nil
 }
 
 // listed is p's blocks as the store's copies have them, limited to the
@@ -673,6 +745,7 @@ func (s *store) forget(keep map[string]bool) {
 	maps.DeleteFunc(s.bad, func(id string, _ []BadDoc) bool { return !keep[id] })
 	maps.DeleteFunc(s.shadowed, func(id string, _ map[netip.Prefix]string) bool { return !keep[id] })
 	maps.DeleteFunc(s.shown, func(id string, _ uint64) bool { return !keep[id] })
+	maps.DeleteFunc(s.rest, func(id string, _ restListing) bool { return !keep[id] })
 	maps.DeleteFunc(s.docs, func(key string, _ versioned) bool { return !keep[poolOfKey(key)] })
 	maps.DeleteFunc(s.logged, func(key string, _ uint64) bool { return !keep[poolOfKey(key)] })
 }
