@@ -54,6 +54,11 @@ type PoolSource interface {
 	// or not, of pool p's network; false when there has been none, or it
 	// may be older than p's.
 	PoolGone(p Pool) bool
+	// SpecGone confirms by a direct read that the spec of pool p's
+	// network, missing from a reading of the specs, is absent: Consul
+	// leaves out of a listing the keys the token may not read (see
+	// kvstore.Absence). A read that fails is warned of through log.
+	SpecGone(ctx context.Context, p Pool, log *slog.Logger) bool
 }
 
 // Plugin serves Docker's remote IPAM protocol for one node.
@@ -210,7 +215,10 @@ func (pl *Plugin) releasePool(ctx context.Context, r poolRelease) (any, error) {
 // them (dockerd down as the network was removed, or the agent restarted
 // between), and nothing is left for a late release to free. A pool whose
 // addresses this node still holds (its spec deleted by hand, the blocks
-// left) is kept. It runs at every ReleasePool, which Docker sends as it
+// left) is kept, and so is one whose spec a direct read does not confirm
+// absent (SpecGone): a spec the token may not read is not listed either,
+// and neither are the pool's blocks, where this node's addresses would
+// pass for none. It runs at every ReleasePool, which Docker sends as it
 // removes a network: not on the path of a container's start.
 func (pl *Plugin) forgetGone(ctx context.Context) {
 	pl.mu.Lock()
@@ -222,6 +230,9 @@ func (pl *Plugin) forgetGone(ctx context.Context) {
 	}
 	pl.mu.Unlock()
 	for id, p := range gone {
+		if !pl.Pools.SpecGone(ctx, p, pl.log()) {
+			continue
+		}
 		// Still gone: a RequestPool of a network made again under the
 		// name read the specs, and is kept.
 		if pl.dropUnheld(ctx, id, p, func(cur poolEntry) bool { return pl.Pools.PoolGone(cur.pool) }) {

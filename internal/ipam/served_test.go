@@ -370,3 +370,31 @@ func TestPoolRequestedAsTheNewestListingLagsIsKept(t *testing.T) {
 		t.Errorf("%s recorded %t with %d RequestPools after another pool's ReleasePool; want kept with its 1: its network stands, made again", id, ok, e.requests)
 	}
 }
+
+// TestPoolOfAnUnreadableSpecIsNotForgotten: a token that lost its read
+// rights on a network's spec and pool (a policy narrowed) lists neither,
+// in silence: the pool was taken for one whose network is gone, holding
+// none of this node's addresses, and forgotten, so that a late release of
+// the address this node holds there found no pool served. A spec missing
+// from the listing is now confirmed gone by a direct read of its key,
+// which the token's refusal leaves unconfirmed: the pool is kept.
+func TestPoolOfAnUnreadableSpecIsNotForgotten(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	pl, _ := pluginFor(t, kv, "n1")
+	st := pl.Pools.(SpecPools).Store
+	id := requestPool(t, pl, "10.90.0.0/24")
+	if _, err := pl.requestAddress(ctx, addressRequest{PoolID: id}); err != nil {
+		t.Fatal(err)
+	}
+	kv.DenyRead(netspec.SpecKey(lanSpec.Name), NetworkPrefix(lanSpec.Name))
+	if _, err := st.ReadListing(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := pl.releasePool(ctx, poolRelease{PoolID: "other/v4"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, served := pl.served(id); !served {
+		t.Errorf("%s forgotten when its spec and pool became unreadable: taken for a network gone", id)
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -84,6 +85,12 @@ func (s SpecPools) PoolGone(p Pool) bool {
 	}
 	return !slices.ContainsFunc(l.Specs, func(sp netspec.Spec) bool { return sp.Name == id.name }) &&
 		!slices.ContainsFunc(l.Bad, func(b netspec.BadSpec) bool { return b.Name == id.name })
+}
+
+// SpecGone implements PoolSource, by a direct read of the spec key
+// (netspec.Store.SpecGone).
+func (s SpecPools) SpecGone(ctx context.Context, p Pool, log *slog.Logger) bool {
+	return s.Store.SpecGone(ctx, p.Network, log)
 }
 
 // errNotRead is PoolSeen's answer before any reading of the specs.
