@@ -204,15 +204,16 @@ func TestPolicies(t *testing.T) {
 		want      map[string]string
 	}{
 		{"agent.hcl", AgentPolicy, map[string]string{
-			`agent_prefix ""`:                "read",  // its Consul agent's address
-			`service_prefix ""`:              "write", // its containers' services
-			key(netspec.KVPrefix):            "write",
-			key(netspec.NodesKVPrefix):       "write",
-			key(ipam.KVPrefix):               "write",
-			key(inventory.KVPrefix):          "write",
-			key(taskmetrics.KVPrefix):        "write",
-			key(doctor.KVPrefix):             "write",
-			`key "` + netspec.IndexKey + `"`: "read", // the IPAM plugin's check of what it settled
+			`agent_prefix ""`:                 "read",  // its Consul agent's address
+			`service_prefix ""`:               "write", // its containers' services
+			key(netspec.KVPrefix):             "write",
+			key(netspec.NodesKVPrefix):        "write",
+			key(netspec.RemovedNodesKVPrefix): "read", // node rm's records of removed nodes, honoured
+			key(ipam.KVPrefix):                "write",
+			key(inventory.KVPrefix):           "write",
+			key(taskmetrics.KVPrefix):         "write",
+			key(doctor.KVPrefix):              "write",
+			`key "` + netspec.IndexKey + `"`:  "read", // the IPAM plugin's check of what it settled
 		}},
 		{"control.hcl", ControlPolicy, map[string]string{
 			key(scalePrefix):           "write",

@@ -36,6 +36,14 @@ key_prefix "underlay/nodes/" {
   policy = "write"
 }
 
+# The records `underlay node rm` leaves of the swarm node IDs it removed:
+# an agent is refused the identity of a node removed while it was cut off
+# from Consul. Without this rule an agent finds no record, and writes the
+# removed node's facts again when it comes back.
+key_prefix "underlay/removed-nodes/" {
+  policy = "read"
+}
+
 # Cluster IPAM pools: blocks, allocations, spares, pressure.
 key_prefix "underlay/ipam/" {
   policy = "write"

@@ -55,6 +55,9 @@ func (n *node) run(ctx context.Context) error {
 	store := netspec.NewStore(kv)
 	facts := &netagent.Facts{Store: store, ID: id, Node: n.name, Holder: netagent.Self(), Log: alog}
 	if err := claim(ctx, facts, alog, n.gate.Waiting); err != nil {
+		if errors.Is(err, netspec.ErrNodeRemoved) {
+			return stopped(ctx, n.awaitNewID(ctx, id, err))
+		}
 		return stopped(ctx, err)
 	}
 	g, gctx := errgroup.WithContext(ctx)
@@ -123,9 +126,10 @@ func claim(ctx context.Context, facts *netagent.Facts, log *slog.Logger, note fu
 	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second}
 	note(fmt.Errorf("claim of swarm node %s under way (another agent's record of it may be alive yet)", facts.ID))
 	// node rm holds the facts of a node it removes: the claim waits for
-	// it, then starts the node afresh, its ranges and addresses gone.
+	// it, and is then refused (netspec.ErrNodeRemoved), or lands if node
+	// rm was cut short and its hold went stale.
 	if cur, _, found, err := facts.Store.Facts(ctx, facts.ID); err == nil && found && cur.Holder.Instance == decommission.Remover {
-		log.Warn("`underlay node rm` is removing this node's records from Consul: the identity is claimed once it is done, and the node starts afresh; if the node left the swarm (docker node rm), stop this agent, or join the swarm again for a new identity",
+		log.Warn("`underlay node rm` is removing this node's records from Consul: once it is done this identity is refused (the node left the swarm for good); join the swarm again for a new identity, or stop this agent",
 			"node", facts.Node, "node_id", facts.ID, "since", cur.UpdatedAt)
 	}
 	for {
@@ -133,7 +137,7 @@ func claim(ctx context.Context, facts *netagent.Facts, log *slog.Logger, note fu
 		if err == nil {
 			break
 		}
-		if errors.Is(err, netspec.ErrIdentityHeld) || ctx.Err() != nil {
+		if errors.Is(err, netspec.ErrIdentityHeld) || errors.Is(err, netspec.ErrNodeRemoved) || ctx.Err() != nil {
 			return err
 		}
 		note(err)
@@ -200,6 +204,20 @@ func (n *node) retire(kv *consul.KV, key, byID, id string) func(context.Context)
 	return func(ctx context.Context) {
 		retireNameKey(ctx, kv, key, byID, n.name, id, time.Now(), agentLog(n.log))
 	}
+}
+
+// awaitNewID is what an agent refused its identity by `underlay node rm`
+// (removed, the error saying so) does: it serves nothing, its IPAM
+// plugin answering why, and waits for Docker to give the node another
+// swarm node ID (it joined the swarm again), then returns an error for
+// the agent to start over under it (see watchSwarmNodeID). Exiting at
+// once would have a supervisor restart it into the same refusal, over
+// and over.
+func (n *node) awaitNewID(ctx context.Context, id string, removed error) error {
+	agentLog(n.log).Error("this node was removed from the cluster by `underlay node rm`: the agent serves nothing under its swarm node ID, which never comes back, and waits for the node to join the swarm again (docker swarm leave, then docker swarm join) to start over under the new one",
+		"node", n.name, "node_id", id, "err", removed)
+	n.gate.Waiting(removed)
+	return n.watchSwarmNodeID(ctx, id, netagent.Heartbeat)
 }
 
 // watchSwarmNodeID watches Docker's swarm node ID for this node every

@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -39,5 +40,35 @@ func TestClaimSaysNodeRemIsRemovingTheNode(t *testing.T) {
 	kv.Delete(ctx, key)
 	if err := <-done; err != nil {
 		t.Fatalf("claim once node rm was done: %v", err)
+	}
+}
+
+// TestClaimRefusedForARemovedNode: an agent starting under an identity
+// `underlay node rm` removed (the node left the swarm for good, and node
+// rm recorded it) retried its claim for ever, warning at each try. The
+// claim now fails at once with netspec.ErrNodeRemoved, for the agent to
+// wait for a new swarm node ID, its facts not written.
+func TestClaimRefusedForARemovedNode(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	kv := kvtest.New()
+	const id = "x7kq2m9v0c4n8b1z5d3f6h2j0"
+	st := netspec.NewStore(kv)
+	if _, err := st.DeleteFacts(ctx, id, 0, netspec.NodeRemoval{ID: id, Node: "n1", RemovedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	facts := &netagent.Facts{Store: st, ID: id, Node: "n1", Holder: netspec.Holder{Instance: "agent-1"}}
+	done := make(chan error, 1)
+	go func() { done <- claim(ctx, facts, slog.New(slog.DiscardHandler), func(error) {}) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, netspec.ErrNodeRemoved) {
+			t.Errorf("claim = %v, want %v", err, netspec.ErrNodeRemoved)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the claim of a removed node's identity is still retried")
+	}
+	if _, ok, _ := kv.Get(ctx, netspec.NodesKVPrefix+id); ok {
+		t.Errorf("the removed node's facts were written")
 	}
 }

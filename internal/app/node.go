@@ -136,7 +136,13 @@ lists a node of that host name) or while its agent refreshes its facts; facts re
 within the last 30 s are watched for 30 s first, older ones for 15 s (their stamp is
 their node's clock, which may be behind this one's). Refused too while the swarm lists
 none of the other nodes whose agents refresh their facts (DOCKER_HOST another cluster's
-manager); when no stamp shows such an agent, their facts are watched for 15 s.`,
+manager); when no stamp shows such an agent, their facts are watched for 15 s.
+
+It records the removal under underlay/removed-nodes/ID, which stays (a swarm node ID
+never comes back): an agent still running under that ID, cut off from Consul during
+the removal, is refused its identity when it comes back, writes nothing more and waits;
+the node comes back by joining the swarm again (docker swarm leave, then docker swarm
+join), its agent starting over under the new ID.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// An empty name (a shell variable unset in quotes) names no
@@ -224,6 +230,9 @@ func printRemoved(streams IOStreams, r decommission.Removed) {
 	}
 	for _, k := range r.Changed {
 		fmt.Fprintf(streams.Out, "rewrote %s without its records: other nodes' addresses stay\n", c(k))
+	}
+	if r.Recorded != "" {
+		fmt.Fprintf(streams.Out, "recorded the removal in %s: an agent of the node is refused its identity from now on; it comes back by joining the swarm again, under a new ID\n", c(r.Recorded))
 	}
 	for _, w := range r.Warnings {
 		fmt.Fprintf(streams.ErrOut, "warning: %s\n", c(w))

@@ -88,6 +88,9 @@ type Removed struct {
 	// Warnings name documents that disagree with their keys about this
 	// node, for the operator to look at.
 	Warnings []string
+	// Recorded is the key recording the removal, which its agent honours
+	// (netspec.RemovedNodesKVPrefix); "" for an identity keyed by a name.
+	Recorded string
 }
 
 // Resolve finds the node arg names among facts: an identity (swarm node
@@ -350,16 +353,27 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 		}
 	}
 	// Facts that cannot be read, or name no holder, are not always listed
-	// as the identity's: they go too, once watched like the rest.
+	// as the identity's: they go too, once watched like the rest. The
+	// removal of a swarm node ID is recorded with them, for its agent, if
+	// cut off from Consul meanwhile, not to write them again when it comes
+	// back (netspec.RemovedNodesKVPrefix); an identity keyed by a name
+	// (an older agent's, which reads no record) is not.
+	var r netspec.NodeRemoval
+	if !keyedByName(all, f.ID) {
+		r = netspec.NodeRemoval{ID: f.ID, Node: f.Node, RemovedAt: now().UTC()}
+	}
+	deleted, err := st.DeleteFacts(ctx, f.ID, index, r)
+	if err != nil {
+		return out, err
+	}
+	if !deleted {
+		return out, fmt.Errorf("%w: the facts of %s changed while it was being removed: is its agent running? Stop it and run this again", ErrRefused, describe(f))
+	}
 	if index != 0 {
-		deleted, err := st.DeleteFacts(ctx, f.ID, index)
-		if err != nil {
-			return out, err
-		}
-		if !deleted {
-			return out, fmt.Errorf("%w: the facts of %s changed while it was being removed: is its agent running? Stop it and run this again", ErrRefused, describe(f))
-		}
 		out.Keys = append(out.Keys, netspec.NodesKVPrefix+f.ID)
+	}
+	if r.ID != "" {
+		out.Recorded = netspec.RemovedNodesKVPrefix + f.ID
 	}
 	return out, nil
 }

@@ -1226,7 +1226,8 @@ func TestRemoveMakesAStartingAgentWait(t *testing.T) {
 // removal (many networks, a slow Consul) went on, and the addresses it
 // allocated then on a network not yet done were freed. node rm renews its
 // hold before each network. Here each cluster network takes the agent's
-// clock 20 s.
+// clock 20 s. Once the removal is done, the claim is refused: the node
+// was removed (netspec.RemovedNodesKVPrefix).
 func TestRemoveHoldsTheFactsAsItGoes(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -1314,12 +1315,12 @@ func TestRemoveHoldsTheFactsAsItGoes(t *testing.T) {
 		return nil
 	}
 	_, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, id, Options{Stale: time.Minute})
-	claimErr := <-claimed // facts gone: the agent starts afresh
+	claimErr := <-claimed // facts gone: the agent learns the node was removed
 	c.kv.Hook = nil
 	mu.Lock()
 	defer mu.Unlock()
-	if err != nil || claimErr != nil {
-		t.Errorf("removal: %v; the agent's claim: %v; want both done, the claim once the removal was", err, claimErr)
+	if err != nil || !errors.Is(claimErr, netspec.ErrNodeRemoved) {
+		t.Errorf("removal: %v; the agent's claim: %v; want the removal done, and the claim refused once it was", err, claimErr)
 	}
 	for _, name := range []string{pool.Name, "pool2", "pool3"} {
 		s, _, _ := c.st.Get(ctx, name)
@@ -1331,8 +1332,8 @@ func TestRemoveHoldsTheFactsAsItGoes(t *testing.T) {
 			}
 		}
 	}
-	if len(allocated) != 3 {
-		t.Errorf("the agent allocated %v, want an address of each cluster network", allocated)
+	if len(allocated) != 0 {
+		t.Errorf("the agent allocated %v, want nothing: its claim refused", allocated)
 	}
 }
 
@@ -1440,5 +1441,50 @@ func TestRemoveHoldsTheFactsBetweenAPoolsFamilies(t *testing.T) {
 	}
 	if al := allocs[got.addr]; al.Node != id {
 		t.Errorf("%s, allocated by the agent that took its node over, is now %+v: freed by the removal", got.addr, al)
+	}
+}
+
+// TestRemoveLeavesARecordTheAgentHonours: an agent cut off from Consul
+// for longer than node rm watched its facts comes back after the removal
+// and refreshes them: it registered the removed node again, which looked
+// alive, its old claims to be taken again. node rm leaves a record of
+// the removal under the swarm node ID, which never comes back: the
+// agent's heartbeat and a claim of the identity are refused (named by
+// netspec.ErrNodeRemoved), nothing written; a node that joined the swarm
+// again, under a new ID, claims that one.
+func TestRemoveLeavesARecordTheAgentHonours(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	const gone = "gone000000000000000000000"
+	f, _, _, err := c.st.Facts(ctx, gone)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "old", Options{Stale: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.st.PublishNode(ctx, f); !errors.Is(err, netspec.ErrNodeRemoved) || !strings.Contains(err.Error(), gone) {
+		t.Errorf("heartbeat of the removed node's agent: %v, want %v naming %s", err, netspec.ErrNodeRemoved, gone)
+	}
+	if c.has(netspec.NodesKVPrefix + gone) {
+		t.Fatalf("the removed node's facts were written again by its agent")
+	}
+	f.Holder.Instance = "restarted"
+	if err := c.st.Claim(ctx, f, netspec.ClaimOptions{Stale: time.Minute, Poll: time.Millisecond}); !errors.Is(err, netspec.ErrNodeRemoved) {
+		t.Errorf("claim of the removed identity: %v, want %v", err, netspec.ErrNodeRemoved)
+	}
+	if c.has(netspec.NodesKVPrefix + gone) {
+		t.Fatalf("the removed node's identity was claimed again")
+	}
+	f.ID = "back000000000000000000000"
+	if err := c.st.Claim(ctx, f, netspec.ClaimOptions{Stale: time.Minute, Poll: time.Millisecond}); err != nil {
+		t.Errorf("claim of the node's new swarm node ID: %v", err)
+	}
+	// Run again, node rm finds nothing left, and the record stays.
+	if _, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, gone, Options{Stale: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.st.PublishNode(ctx, netspec.NodeFacts{ID: gone, Node: "old", Holder: f.Holder}); !errors.Is(err, netspec.ErrNodeRemoved) {
+		t.Errorf("heartbeat after a second node rm: %v, want %v", err, netspec.ErrNodeRemoved)
 	}
 }

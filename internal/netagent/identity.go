@@ -85,7 +85,9 @@ func (f *Facts) Publish(ctx context.Context, force bool) error {
 
 // Run refreshes the facts every period until ctx ends. It returns
 // netspec.ErrIdentityHeld if another agent took the identity over (this
-// one looked gone): this agent must stop serving it. A refresh that
+// one looked gone), and netspec.ErrNodeRemoved if `underlay node rm`
+// removed the node (this agent cut off from Consul meanwhile): this
+// agent must stop serving it. A refresh that
 // fails otherwise is warned of once until one succeeds again: facts left
 // StaleAfter old make the node look down to every other.
 func (f *Facts) Run(ctx context.Context, period time.Duration) error {
@@ -100,7 +102,7 @@ func (f *Facts) Run(ctx context.Context, period time.Duration) error {
 		}
 		err := f.Publish(ctx, true)
 		switch {
-		case errors.Is(err, netspec.ErrIdentityHeld):
+		case errors.Is(err, netspec.ErrIdentityHeld), errors.Is(err, netspec.ErrNodeRemoved):
 			return err
 		case err != nil && ctx.Err() == nil && !failing:
 			failing = true

@@ -2,6 +2,7 @@ package netagent
 
 import (
 	"context"
+	"errors"
 	"log/slog"
 	"strings"
 	"sync"
@@ -75,5 +76,42 @@ func TestFactsHeartbeatFailureLogged(t *testing.T) {
 	}
 	if len(got) != 2 || !strings.HasPrefix(got[0], "WARN") || !strings.Contains(got[0], "node_id=id1") || !strings.Contains(got[0], "connection refused") {
 		t.Errorf("logs of three failed heartbeats and a good one: %q, want one warning naming id1 and the error, then the recovery", got)
+	}
+}
+
+// TestFactsRunStopsOnceTheNodeIsRemoved: an agent cut off from Consul
+// while `underlay node rm` removed its node wrote its facts again at the
+// next heartbeat, the node looking alive. Run returns
+// netspec.ErrNodeRemoved instead, the facts not written: the agent stops
+// serving the identity.
+func TestFactsRunStopsOnceTheNodeIsRemoved(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kv := kvtest.New()
+	st := netspec.NewStore(kv)
+	const id = "x7kq2m9v0c4n8b1z5d3f6h2j0"
+	f := &Facts{Store: st, ID: id, Node: "n1", Holder: netspec.Holder{Instance: "x"}}
+	if err := f.Publish(ctx, true); err != nil {
+		t.Fatal(err)
+	}
+	_, index, _, err := st.Facts(ctx, id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if deleted, err := st.DeleteFacts(ctx, id, index, netspec.NodeRemoval{ID: id, Node: "n1", RemovedAt: time.Now()}); err != nil || !deleted {
+		t.Fatalf("node rm's deletion: %v, %v", deleted, err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- f.Run(ctx, time.Millisecond) }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, netspec.ErrNodeRemoved) {
+			t.Errorf("Run = %v, want %v", err, netspec.ErrNodeRemoved)
+		}
+	case <-time.After(5 * time.Second):
+		t.Errorf("Run still refreshes the facts of a removed node")
+	}
+	if _, ok, _ := kv.Get(ctx, netspec.NodesKVPrefix+id); ok {
+		t.Errorf("the removed node's facts were written again")
 	}
 }

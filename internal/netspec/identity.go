@@ -26,6 +26,10 @@ import (
 // ErrIdentityHeld is returned when another live agent holds the identity.
 var ErrIdentityHeld = errors.New("node identity held by another live agent")
 
+// ErrNodeRemoved is returned when `underlay node rm` removed the identity
+// (see RemovedNodesKVPrefix): its agent may not register it again.
+var ErrNodeRemoved = errors.New("node removed from the cluster by `underlay node rm`")
+
 // NodeFacts is what an agent publishes about its node, so that commands
 // can check a spec against every node before changing anything, and so
 // that the swarm leader knows which nodes are alive.
@@ -197,6 +201,58 @@ const NodesKVPrefix = "underlay/nodes/"
 
 func factsKey(id string) string { return NodesKVPrefix + id }
 
+// RemovedNodesKVPrefix is where `underlay node rm` records each swarm
+// node ID it removed, one key per ID (NodeRemoval), written as it deletes
+// the node's facts. A swarm node ID never comes back once `docker node rm`
+// removed it, so the record stays: an agent cut off from Consul for
+// longer than node rm watched its facts would otherwise come back and
+// write them again, its node looking alive and its old ranges and
+// addresses claimed again. Such an agent is refused (ErrNodeRemoved); the
+// node joins the swarm again, under a new ID, to come back.
+const RemovedNodesKVPrefix = "underlay/removed-nodes/"
+
+// NodeRemoval is the record node rm leaves of a node it removed.
+type NodeRemoval struct {
+	ID   string `json:"id"`
+	Node string `json:"node,omitempty"`
+	// RemovedAt is node rm's clock when it removed the node.
+	RemovedAt time.Time `json:"removed_at"`
+}
+
+// Removal reads the record node rm left of identity id, if any (found
+// false when none). A token that may not read it (an agent policy from
+// before the record: see deploy/consul/agent.hcl) finds none, so that
+// such agents keep running; what node rm removed is then not guarded.
+func (st *Store) Removal(ctx context.Context, id string) (r NodeRemoval, found bool, err error) {
+	p, found, err := st.kv.Get(ctx, RemovedNodesKVPrefix+id)
+	switch {
+	case errors.Is(err, kvstore.ErrPermissionDenied):
+		return NodeRemoval{}, false, nil
+	case err != nil:
+		return NodeRemoval{}, false, fmt.Errorf("read the record of the removal of node %s: %w", id, err)
+	case !found:
+		return NodeRemoval{}, false, nil
+	}
+	_ = json.Unmarshal(p.Value, &r) // an unreadable record still records the removal
+	r.ID = id
+	return r, true, nil
+}
+
+// notRemoved refuses an agent's write of facts f when node rm removed
+// their identity (ErrNodeRemoved, naming when). Read after the facts
+// were found absent and before they are created at index 0: node rm
+// writes the record as it deletes them (DeleteFacts), so facts found
+// present are either not removed or fail the check-and-set, and facts
+// found gone by node rm have their record found.
+func (st *Store) notRemoved(ctx context.Context, f NodeFacts) error {
+	r, found, err := st.Removal(ctx, f.ID)
+	if err != nil || !found {
+		return err
+	}
+	return fmt.Errorf("node %s (swarm node %s): %w at %s (%s): a swarm node ID never comes back; to bring the node back, join the swarm again (docker swarm leave, then docker swarm join), and the agent serves the new ID",
+		f.Node, f.ID, ErrNodeRemoved, r.RemovedAt.Format(time.RFC3339), RemovedNodesKVPrefix+f.ID)
+}
+
 // Remover is the holder `underlay node rm` writes into the facts of the
 // node it removes: an agent claiming them meanwhile waits (see
 // DecideClaim).
@@ -295,6 +351,12 @@ func (st *Store) Claim(ctx context.Context, f NodeFacts, o ClaimOptions) error {
 		}
 		switch DecideClaim(cur, first, firstAt, f.Holder, now(), o.Stale, o.Running) {
 		case ClaimTake:
+			// Checked at every claim, not only of absent facts: facts
+			// written after the removal by an agent older than the
+			// record are taken for no removal otherwise.
+			if err := st.notRemoved(ctx, f); err != nil {
+				return err
+			}
 			f.UpdatedAt = now().UTC()
 			if won, err := st.writeFacts(ctx, f, p.Index); err != nil || won {
 				return err
@@ -328,6 +390,14 @@ func (st *Store) PublishNode(ctx context.Context, f NodeFacts) error {
 		}
 		if found && cur.Holder.Instance != "" && cur.Holder.Instance != f.Holder.Instance {
 			return fmt.Errorf("node %s (swarm node %s): %w since: %s", f.Node, f.ID, ErrIdentityHeld, cur.Holder)
+		}
+		// Facts gone: node rm may have removed the node while this agent
+		// was cut off from Consul (see RemovedNodesKVPrefix). Facts
+		// present are this agent's, and need no read more per heartbeat.
+		if p.Index == 0 {
+			if err := st.notRemoved(ctx, f); err != nil {
+				return err
+			}
 		}
 		f.UpdatedAt = time.Now().UTC()
 		if won, err := st.writeFacts(ctx, f, p.Index); err != nil || won {
@@ -373,12 +443,30 @@ func (st *Store) Facts(ctx context.Context, id string) (f NodeFacts, index uint6
 }
 
 // DeleteFacts removes the facts of an identity removed for good, if they
-// are unchanged since index was read; deleted is false when they changed
-// (its agent published meanwhile).
-func (st *Store) DeleteFacts(ctx context.Context, id string, index uint64) (deleted bool, err error) {
-	res, err := st.kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.DeleteCAS, Key: factsKey(id), Index: index}})
+// are unchanged since index was read, and records the removal (r, under
+// RemovedNodesKVPrefix) in the same transaction when r names the
+// identity: its agent, cut off meanwhile, finds the record as it finds
+// its facts gone. deleted is false when they changed (its agent published
+// meanwhile); nothing is then recorded. Index 0 records the removal
+// alone (an identity with no facts).
+func (st *Store) DeleteFacts(ctx context.Context, id string, index uint64, r NodeRemoval) (deleted bool, err error) {
+	var ops []kvstore.Op
+	if index != 0 {
+		ops = append(ops, kvstore.Op{Verb: kvstore.DeleteCAS, Key: factsKey(id), Index: index})
+	}
+	if r.ID == id {
+		b, err := json.Marshal(r)
+		if err != nil {
+			return false, err
+		}
+		ops = append(ops, kvstore.Op{Verb: kvstore.Set, Key: RemovedNodesKVPrefix + id, Value: b})
+	}
+	if len(ops) == 0 {
+		return true, nil
+	}
+	res, err := st.kv.Txn(ctx, ops)
 	if err != nil {
-		return false, fmt.Errorf("delete the facts of node %s: %w", id, err)
+		return false, fmt.Errorf("delete the facts of node %s and record its removal: %w", id, err)
 	}
 	return res.OK, nil
 }
