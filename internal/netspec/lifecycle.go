@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
+	"sort"
 	"strings"
 	"time"
 )
@@ -156,7 +158,9 @@ func unusedSwarmNetwork(ctx context.Context, m SwarmManager, name string) (strin
 	return id, nil
 }
 
-// waitRemoved waits until every node that reported the network reports it removed.
+// waitRemoved waits until every node that reported the network reports it
+// removed, a report it cannot read counting as not removed
+// (unlistedReports).
 func (st *Store) waitRemoved(ctx context.Context, name string, r Removal) error {
 	poll := r.Poll
 	if poll <= 0 {
@@ -164,10 +168,16 @@ func (st *Store) waitRemoved(ctx context.Context, name string, r Removal) error 
 	}
 	deadline := time.Now().Add(r.Timeout)
 	for {
-		states, err := st.NodeStates(ctx, name)
+		reports, err := st.Reports(ctx, name)
 		if err != nil {
 			return err
 		}
+		states := make([]NodeState, len(reports))
+		listed := make(map[string]bool, len(reports))
+		for i, r := range reports {
+			states[i], listed[r.Owner] = r.State, true
+		}
+		sort.Slice(states, func(i, j int) bool { return states[i].Node < states[j].Node })
 		var left, said []string
 		for _, s := range states {
 			if s.State == StateRemoved {
@@ -179,6 +189,15 @@ func (st *Store) waitRemoved(ctx context.Context, name string, r Removal) error 
 			if s.State == StateError && s.Error != "" {
 				said = append(said, s.Node+" reports: "+strings.ReplaceAll(s.Error, "\n", "; "))
 			}
+		}
+		if len(left) == 0 {
+			// Only now, the rare case: a report not listed may be one
+			// the token cannot read.
+			hidden, why, err := st.unlistedReports(ctx, name, listed)
+			if err != nil {
+				return err
+			}
+			left, said = append(left, hidden...), append(said, why...)
 		}
 		if len(left) == 0 {
 			return nil
@@ -198,4 +217,43 @@ func (st *Store) waitRemoved(ctx context.Context, name string, r Removal) error 
 		case <-time.After(poll):
 		}
 	}
+}
+
+// unlistedReports reads directly the report on network name of each node
+// known by its facts or its lease on name whose report is not listed
+// (listed, by owner): Consul leaves out of a listing, in silence, the
+// keys the token may not read, and only a direct read answering that a
+// report is absent proves the node has none (kvstore.Absence). left are
+// those nodes whose report cannot be read, or was written since the
+// listing (listed at the next look); why says what each read answered.
+func (st *Store) unlistedReports(ctx context.Context, name string, listed map[string]bool) (left, why []string, err error) {
+	facts, _, err := st.ReadNodes(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	leases, err := st.Leases(ctx, name)
+	if err != nil {
+		return nil, nil, err
+	}
+	known := map[string]bool{}
+	for _, f := range facts {
+		known[strings.TrimPrefix(f.FactsKey(), NodesKVPrefix)] = true
+	}
+	for _, owner := range leases {
+		known[owner] = true
+	}
+	for _, id := range slices.Sorted(maps.Keys(known)) {
+		if listed[id] || id == "" || strings.Contains(id, "/") {
+			continue // a key under another node's, not a report of its own
+		}
+		key := nodesPrefix(name) + id
+		if st.absence.Gone(ctx, st.kv, nil, key) {
+			continue
+		}
+		left = append(left, id)
+		if _, _, err := st.kv.Get(ctx, key); err != nil {
+			why = append(why, fmt.Sprintf("the report of %s, %s, cannot be read (%v): the token may lack read rights on it, which leaves it out of Consul's listings in silence; it counts as not removed", id, key, err))
+		}
+	}
+	return left, why, nil
 }

@@ -269,3 +269,51 @@ func TestMarkDeletingKeepsWhatCanBeRead(t *testing.T) {
 		t.Errorf("alias after MarkDeleting: %+v, %v, %v; want it deleting, with nothing but its name", s, ok, err)
 	}
 }
+
+// TestRemoveWaitsForReportsItCannotRead: Consul leaves out of a listing,
+// in silence, the keys the token may not read. network rm, its token
+// unable to read a node's report, counted that node as having taken the
+// network down, and deleted the spec while the node's part stayed up. A
+// node known by its facts or its lease whose report is not listed is
+// read directly: one that cannot be read holds the removal, named.
+func TestRemoveWaitsForReportsItCannotRead(t *testing.T) {
+	ctx := context.Background()
+	spec := Spec{Name: "web", Subnet: netip.MustParsePrefix("10.9.0.0/24"), Gateway: netip.MustParseAddr("10.9.0.1"), Parent: "eth1", IPAM: PerNode, PerNodeSize: 16}
+	for _, known := range []string{"facts", "lease"} {
+		t.Run("known by its "+known, func(t *testing.T) {
+			kv := kvtest.New()
+			st := NewStore(kv)
+			if err := st.Create(ctx, spec); err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range []string{"n1", "n2"} {
+				if known == "facts" {
+					if err := st.PublishNode(ctx, NodeFacts{ID: n, Node: n, Holder: Holder{Instance: n}}); err != nil {
+						t.Fatal(err)
+					}
+				} else if _, _, err := st.Lease(ctx, spec, n); err != nil {
+					t.Fatal(err)
+				}
+				if err := st.Report(ctx, "web", NodeState{ID: n, Node: n, State: StateReady}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			kv.DenyRead(nodesPrefix("web") + "n2")
+			m := &fakeManager{id: "abc"}
+			m.onRemove = func() { st.Report(ctx, "web", NodeState{ID: "n1", Node: "n1", State: StateRemoved}) }
+			_, err := st.Remove(ctx, m, "web", Removal{Timeout: 50 * time.Millisecond, Poll: time.Millisecond})
+			if err == nil || !strings.Contains(err.Error(), "n2") {
+				t.Errorf("Remove with n2's report unreadable = %v, want it held, naming n2", err)
+			}
+			if _, ok, _ := st.Get(ctx, "web"); !ok {
+				t.Errorf("the spec was deleted while n2's report could not be read")
+			}
+			// Readable again, and removed: the removal completes.
+			kv.DenyRead()
+			st.Report(ctx, "web", NodeState{ID: "n2", Node: "n2", State: StateRemoved})
+			if _, err := st.Remove(ctx, m, "web", Removal{Timeout: 5 * time.Second, Poll: time.Millisecond}); err != nil {
+				t.Errorf("Remove once n2's report is readable and removed: %v", err)
+			}
+		})
+	}
+}
