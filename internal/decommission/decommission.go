@@ -295,8 +295,12 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 					return out, err
 				}
 			}
+			// And within the pool, before each of its writes: one
+			// pool's removal may outlast the hold too, and an agent
+			// that took its node over meanwhile would have what it
+			// keeps for its containers' starts deleted.
 			p, _ := ipam.PoolOf(s, v6)
-			forgot, err := ipam.ForgetNode(ctx, kv, p, f.ID)
+			forgot, err := ipam.ForgetNode(ctx, kv, p, f.ID, ipam.ForgetOptions{Before: func(context.Context) error { return renew() }})
 			if len(forgot.Freed) > 0 {
 				out.Addresses[p.ID()] = forgot.Freed
 			}

@@ -1488,3 +1488,65 @@ func TestRemoveLeavesARecordTheAgentHonours(t *testing.T) {
 		t.Errorf("heartbeat after a second node rm: %v, want %v", err, netspec.ErrNodeRemoved)
 	}
 }
+
+// TestRemoveHoldsTheFactsWithinAPool: node rm renewed its hold on the
+// facts before each network and each IPv6 pool, not while one pool's
+// removal ran: one outlasting the hold's stale time (many blocks, a slow
+// Consul) let an agent take its node over meanwhile, and the rest of that
+// pool's removal deleted what the agent then kept for its containers'
+// starts. The hold is renewed before each write of the pool's removal: the
+// agent's takeover stops it there, and what it keeps stays.
+func TestRemoveHoldsTheFactsWithinAPool(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	c := newCluster(t)
+	const id = "gone000000000000000000000"
+	kept := ipam.KVPrefix + pool.Name + "/v4/kept/" + id
+	var mu sync.Mutex // guards following fields
+	clock := time.Now()
+	started := false // node rm rewrites one of the pool's blocks
+	polls := 0       // the agent's reads of the facts since
+	agentClock := func() time.Time { mu.Lock(); defer mu.Unlock(); return clock }
+	agent := make(chan error, 1)
+	c.kv.Hook = func(call string, keys []string) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if started && call == "get" && slices.Equal(keys, []string{netspec.NodesKVPrefix + id}) {
+			polls++
+			if polls == 2 {
+				clock = clock.Add(40 * time.Second) // the pool's removal outlasts the hold
+			}
+			return nil
+		}
+		if started || call != "txn" || !slices.ContainsFunc(keys, func(k string) bool { return strings.HasPrefix(k, ipam.KVPrefix+pool.Name+"/v4/blocks/") }) {
+			return nil
+		}
+		// node rm rewrites a block of the pool: the node's agent starts,
+		// takes its node over and keeps an address for a start.
+		started = true
+		go func() {
+			err := c.st.Claim(ctx, netspec.NodeFacts{ID: id, Node: "old", Holder: netspec.Holder{Instance: "agent-again"}},
+				netspec.ClaimOptions{Stale: 30 * time.Second, Poll: time.Millisecond, Now: agentClock})
+			if err == nil {
+				err = c.kv.Put(ctx, kept, []byte(`{"agent":"again"}`))
+			}
+			agent <- err
+		}()
+		mu.Unlock()
+		err := <-agent
+		agent <- err
+		mu.Lock()
+		return nil
+	}
+	_, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, id, Options{Stale: time.Minute})
+	c.kv.Hook = nil
+	if aerr := <-agent; aerr != nil {
+		t.Fatalf("the agent that started: %v", aerr)
+	}
+	if !errors.Is(err, ErrRefused) {
+		t.Errorf("removal with the agent taking its node over: %v, want refused", err)
+	}
+	if !c.has(kept) {
+		t.Errorf("%s, kept by the agent that took its node over, was deleted by the removal", kept)
+	}
+}

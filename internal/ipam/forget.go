@@ -12,6 +12,25 @@ import (
 	"github.com/underlay/underlay/internal/kvstore"
 )
 
+// ForgetOptions tune ForgetNode.
+type ForgetOptions struct {
+	// Before, when set, is called before each write ForgetNode makes (each
+	// block rewritten, and the deletion of what the node kept), and stops
+	// it when it fails, returning its error: node rm renews there its hold
+	// on the node's facts, so that a pool's removal however long is
+	// waited for, and an agent that took its node over meanwhile stops it
+	// before what that agent keeps is deleted.
+	Before func(ctx context.Context) error
+}
+
+// before calls Before, if set.
+func (o ForgetOptions) before(ctx context.Context) error {
+	if o.Before == nil {
+		return nil
+	}
+	return o.Before(ctx)
+}
+
 // Forgotten is what ForgetNode did.
 type Forgotten struct {
 	// Freed are the addresses it freed.
@@ -39,7 +58,7 @@ type Forgotten struct {
 // only what it listed, still allocated as listed; block keys it cannot
 // read it passes over, and names (Skipped). It returns what it did, also
 // when it fails part way.
-func ForgetNode(ctx context.Context, kv KV, p Pool, node string) (Forgotten, error) {
+func ForgetNode(ctx context.Context, kv KV, p Pool, node string, o ForgetOptions) (Forgotten, error) {
 	var out Forgotten
 	c, err := Inspect(ctx, kv, p)
 	if err != nil {
@@ -69,6 +88,9 @@ func ForgetNode(ctx context.Context, kv KV, p Pool, node string) (Forgotten, err
 	st := newStore(kv, slog.New(slog.DiscardHandler))
 	var errs []error
 	for _, b := range slices.SortedFunc(maps.Keys(want), comparePrefix) {
+		if err := o.before(ctx); err != nil {
+			return out, err
+		}
 		var freed []netip.Addr
 		var disowned bool
 		doc, err := st.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
@@ -98,6 +120,9 @@ func ForgetNode(ctx context.Context, kv KV, p Pool, node string) (Forgotten, err
 		// Read and deleted at once, so that the key is reported if, and
 		// only if, this deleted it (the get fails the transaction when it
 		// is absent).
+		if err := o.before(ctx); err != nil {
+			return out, err
+		}
 		res, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.Get, Key: k.key}, {Verb: kvstore.Delete, Key: k.key}})
 		if err != nil {
 			return out, fmt.Errorf("delete %s: %w", k.what, err)

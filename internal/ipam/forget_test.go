@@ -35,7 +35,7 @@ func TestForgetNodeReportsKeys(t *testing.T) {
 		kv.Put(ctx, nodelessKey(p, node), []byte(`{"allocs":{"10.2.0.250":{"node":""}}}`))
 	}
 
-	got, err := ForgetNode(ctx, kv, p, "gone")
+	got, err := ForgetNode(ctx, kv, p, "gone", ForgetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -48,7 +48,7 @@ func TestForgetNodeReportsKeys(t *testing.T) {
 			t.Errorf("%s deleted with gone's", k)
 		}
 	}
-	got, err = ForgetNode(ctx, kv, p, "gone")
+	got, err = ForgetNode(ctx, kv, p, "gone", ForgetOptions{})
 	if err != nil || len(got.Freed)+len(got.Deleted)+len(got.Changed) != 0 {
 		t.Errorf("again: %+v, %v; want nothing", got, err)
 	}
@@ -72,7 +72,7 @@ func TestForgetNodeReportsBlocksItRewrites(t *testing.T) {
 	if p.Block(own) == p.Block(theirs) || p.Block(borrowed) != p.Block(theirs) {
 		t.Fatalf("set-up: gone's %s and %s, live's %s: want gone's own block apart, and one address borrowed in live's", own, borrowed, theirs)
 	}
-	got, err := ForgetNode(ctx, kv, p, "gone")
+	got, err := ForgetNode(ctx, kv, p, "gone", ForgetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -125,7 +125,7 @@ func TestForgetNodeGivesUpItsBlocks(t *testing.T) {
 		}
 	}
 
-	got, err := ForgetNode(ctx, kv, p, "gone")
+	got, err := ForgetNode(ctx, kv, p, "gone", ForgetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -249,7 +249,7 @@ func TestForgetNodeNamesBlocksItCannotRead(t *testing.T) {
 		garbled = blockPath(p, p.Blocks()[1])
 	}
 	kv.Put(ctx, garbled, []byte(`{"node":"gone","allocs":{"not an address":{"node":"gone"}}}`))
-	got, err := ForgetNode(ctx, kv, p, "gone")
+	got, err := ForgetNode(ctx, kv, p, "gone", ForgetOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
