@@ -623,9 +623,13 @@ func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec
 	}
 	// This node's part is ready: its report follows this decision.
 	ready[r.ID] = true
+	stopped, err := r.stoppedAgents(ctx, nodes, reported)
+	if err != nil {
+		return fail("read the nodes' facts", err)
+	}
 	waited := 0
 	for _, n := range nodes {
-		if !waitsFor(n, reported[n.ID]) {
+		if !waitsFor(n, reported[n.ID] && !stopped[n.ID]) {
 			continue
 		}
 		waited++
@@ -649,6 +653,44 @@ func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec
 	}
 	r.log().Info("swarm network created", "network", s.Name, "nodes", waited)
 	return nil
+}
+
+// stoppedAgents gives the drained or paused nodes among nodes that have a
+// report (reported) whose agent stopped: their facts were last refreshed
+// over StaleAfter ago. Such a report, not ready, would hold the swarm
+// network up for as long as the node stays drained, no agent there to
+// report again. Facts not found (a token that may not read them) say
+// nothing: the node is waited for, as before. The facts are read only
+// when such a node reports, which is rare.
+func (r *Reconciler) stoppedAgents(ctx context.Context, nodes []netspec.SwarmNode, reported map[string]bool) (map[string]bool, error) {
+	var asked []string
+	for _, n := range nodes {
+		if !waitsFor(n, false) && reported[n.ID] {
+			asked = append(asked, n.ID)
+		}
+	}
+	if len(asked) == 0 {
+		return nil, nil
+	}
+	facts, err := r.Store.Nodes(ctx)
+	if err != nil {
+		return nil, err
+	}
+	stamped := map[string]time.Time{}
+	for _, f := range facts {
+		stamped[f.ID] = f.UpdatedAt
+	}
+	out := map[string]bool{}
+	for _, id := range asked {
+		// The stamp is the node's clock: one behind this one's makes a
+		// running agent look stopped, and the network is made without
+		// its node, which then gets its part from its agent's sync, as
+		// a drained node that never reported does.
+		if at, ok := stamped[id]; ok && time.Since(at) > StaleAfter {
+			out[id] = true
+		}
+	}
+	return out, nil
 }
 
 // waitsFor reports whether the swarm network waits for ready node n to

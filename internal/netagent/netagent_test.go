@@ -1845,6 +1845,28 @@ func TestSwarmNetworkLeavesDrainedNodes(t *testing.T) {
 			t.Errorf("swarm networks created %v once drained n3 reported ready, want [web]", sw.created)
 		}
 	})
+	// A drained node's not-ready report, left by an agent that stopped
+	// since (its facts stale), held the swarm network up for as long as
+	// the node stayed drained: no agent there would report again. Its
+	// report counts only while its agent refreshes its facts.
+	t.Run("reporting, its agent stopped", func(t *testing.T) {
+		st := storeWithWeb(t)
+		if err := st.Report(ctx, "web", netspec.NodeState{ID: "id3", Node: "n3", State: netspec.StateError, Error: "parent eth2 not found"}); err != nil {
+			t.Fatal(err)
+		}
+		hourAgo := func() time.Time { return time.Now().Add(-time.Hour) }
+		if err := st.Claim(ctx, netspec.NodeFacts{ID: "id3", Node: "n3", Holder: netspec.Holder{Instance: "n3"}}, netspec.ClaimOptions{Stale: StaleAfter, Poll: time.Millisecond, Now: hourAgo}); err != nil {
+			t.Fatal(err)
+		}
+		sw := &swarmOf{nodes: []string{"id1", "id3"}, availability: map[string]string{"id3": "drain"}}
+		r := reconcilerOf(st, &fakeHost{}, sw, func(string, string) error { return nil })
+		if err := r.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		if !slices.Equal(sw.created, []string{"web"}) {
+			t.Errorf("swarm networks created %v with drained n3's agent stopped an hour ago, its report an error, want [web]", sw.created)
+		}
+	})
 }
 
 // TestTeardownReleasesPromisc: removing a network asks the host to turn
