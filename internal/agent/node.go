@@ -44,7 +44,7 @@ func (n *node) run(ctx context.Context) error {
 	cfg, log := n.cfg, n.log
 	alog := agentLog(log)
 	n.gate.Waiting(errors.New("waiting for this node's swarm node ID from Docker"))
-	id, _, err := netagent.ResolveID(ctx, func(ctx context.Context) (string, error) {
+	id, recorded, err := netagent.ResolveID(ctx, func(ctx context.Context) (string, error) {
 		info, err := n.c.Docker.Info(ctx)
 		return info.Swarm.NodeID, err
 	}, cfg.StateDir, netagent.AskDockerFor, alog)
@@ -62,7 +62,7 @@ func (n *node) run(ctx context.Context) error {
 	}
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return facts.Run(gctx, netagent.Heartbeat) })
-	g.Go(func() error { return n.watchSwarmNodeID(gctx, id, netagent.Heartbeat) })
+	g.Go(func() error { return n.watchSwarmNodeID(gctx, id, netagent.Heartbeat, recorded) })
 	nets := dockerhost.NewNetworks(n.c.Docker)
 	host := n.linkHost(alog)
 	rec := &netagent.Reconciler{
@@ -217,7 +217,7 @@ func (n *node) awaitNewID(ctx context.Context, id string, removed error) error {
 	agentLog(n.log).Error("this node was removed from the cluster by `underlay node rm`: the agent serves nothing under its swarm node ID, which never comes back, and waits for the node to join the swarm again (docker swarm leave, then docker swarm join) to start over under the new one",
 		"node", n.name, "node_id", id, "err", removed)
 	n.gate.Waiting(removed)
-	return n.watchSwarmNodeID(ctx, id, netagent.Heartbeat)
+	return n.watchSwarmNodeID(ctx, id, netagent.Heartbeat, true)
 }
 
 // watchSwarmNodeID watches Docker's swarm node ID for this node every
@@ -226,9 +226,21 @@ func (n *node) awaitNewID(ctx context.Context, id string, removed error) error {
 // timeout, and the node may join again. It returns an error once the ID
 // is another (the node joined the swarm again as a new node): everything
 // this agent owns is keyed by the old one, so it must start over.
-func (n *node) watchSwarmNodeID(ctx context.Context, id string, every time.Duration) error {
+//
+// An unconfirmed id (the one recorded at the last start, served while
+// Docker did not answer at boot) is checked every netagent.AskDockerFor
+// until Docker answers once: a record gone stale (the node joined the
+// swarm again while the agent was down) would otherwise serve the IPAM
+// plugin under a node the swarm no longer lists for up to a heartbeat
+// more, as swarm starts its tasks, their addresses recorded for that node
+// and reclaimed by the leader while in use.
+func (n *node) watchSwarmNodeID(ctx context.Context, id string, every time.Duration, unconfirmed bool) error {
 	log := agentLog(n.log)
-	t := time.NewTicker(every)
+	period := every
+	if unconfirmed {
+		period = min(every, netagent.AskDockerFor)
+	}
+	t := time.NewTicker(period)
 	defer t.Stop()
 	left := false
 	for {
@@ -240,6 +252,10 @@ func (n *node) watchSwarmNodeID(ctx context.Context, id string, every time.Durat
 		info, err := n.c.Docker.Info(ctx)
 		if err != nil {
 			continue // Docker out of reach says nothing of the swarm
+		}
+		if period != every { // Docker answered: confirmed, or found changed below
+			period = every
+			t.Reset(every)
 		}
 		switch got := info.Swarm.NodeID; {
 		case got == "" && !left:

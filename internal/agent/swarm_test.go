@@ -89,7 +89,7 @@ func TestSwarmNodeIDWatch(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
-	go func() { done <- n.watchSwarmNodeID(ctx, "abc123", time.Millisecond) }()
+	go func() { done <- n.watchSwarmNodeID(ctx, "abc123", time.Millisecond, false) }()
 
 	isSwarm := func(r slog.Record) bool { return strings.Contains(r.Message, "swarm") }
 	d.awaitServed(t, 2, "abc123")
@@ -120,5 +120,33 @@ func TestSwarmNodeIDWatch(t *testing.T) {
 	}
 	if err := <-done; err == nil || !strings.Contains(err.Error(), "from abc123 to def456") {
 		t.Errorf("watch = %v; want an error naming the change", err)
+	}
+}
+
+// TestSwarmNodeIDWatchConfirmsTheRecordedID: an agent that started under
+// the identity recorded at its last start (Docker not answering at boot)
+// checked it against Docker only at its first heartbeat once Docker
+// answered: a record gone stale (the node joined the swarm again while
+// the agent was down) served the IPAM plugin under the old identity for
+// up to 10 s more, the allocations of the tasks swarm starts meanwhile
+// recorded for a node the swarm no longer lists, which the leader
+// reclaims while they are in use. Until Docker has answered once, an
+// unconfirmed identity is checked every netagent.AskDockerFor, whatever
+// the heartbeat.
+func TestSwarmNodeIDWatchConfirmsTheRecordedID(t *testing.T) {
+	d := &swarmDocker{nodeID: "def456", served: make(chan string, 1)}
+	srv := httptest.NewServer(d)
+	defer srv.Close()
+	dockerAPI, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithAPIVersionNegotiation())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dockerAPI.Close()
+	n := &node{c: Clients{Docker: dockerAPI}, name: "n1", log: slog.New(slog.DiscardHandler)}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err = n.watchSwarmNodeID(ctx, "abc123", time.Hour, true)
+	if err == nil || !strings.Contains(err.Error(), "from abc123 to def456") {
+		t.Errorf("watch of the recorded identity abc123, Docker answering def456, heartbeat an hour: %v; want the change found at Docker's first answer", err)
 	}
 }
