@@ -107,15 +107,8 @@ func TestStreamSendsASlowClientTheLatestSnapshotOnly(t *testing.T) {
 	}
 	snap := Build(synthetic(3, 10, t0, nil))
 	s.publish(snap)
-	w := newStuckWriter()
-	ctx, cancel := context.WithCancel(context.Background())
+	w, ctx, cancel, ended := streamStuck(s)
 	defer cancel()
-	ended := make(chan struct{})
-	go func() {
-		defer close(ended)
-		s.stream(w, httptest.NewRequest("GET", "/v1/cluster/events", nil).WithContext(ctx))
-	}()
-	<-w.stuck
 	const published = 3 * subscriberBuffer
 	for i := range published {
 		snap.GeneratedAt = snap.GeneratedAt.Add(time.Second)
@@ -164,15 +157,8 @@ func TestStreamSendsASlowClientEveryEvent(t *testing.T) {
 	}
 	in := cardsInput()
 	s.publish(Build(in))
-	w := newStuckWriter()
-	ctx, cancel := context.WithCancel(context.Background())
+	w, ctx, cancel, ended := streamStuck(s)
 	defer cancel()
-	ended := make(chan struct{})
-	go func() {
-		defer close(ended)
-		s.stream(w, httptest.NewRequest("GET", "/v1/cluster/events", nil).WithContext(ctx))
-	}()
-	<-w.stuck
 	all := cardsInput().Nodes
 	for i := range subscriberBuffer / 2 {
 		in.Nodes = all[:1+(i+1)%2] // node1 leaves, and joins again
@@ -213,4 +199,20 @@ func TestStreamSendsASlowClientEveryEvent(t *testing.T) {
 	if uint64(len(seqs)) != last {
 		t.Errorf("%d events sent, want %d", len(seqs), last)
 	}
+}
+
+// streamStuck starts s's event stream to a client that reads nothing once
+// it has the first frame, and returns when the stream is stuck so: its
+// writer, its request's context and cancel, and a channel closed when it
+// ends.
+func streamStuck(s *Server) (*stuckWriter, context.Context, context.CancelFunc, chan struct{}) {
+	w := newStuckWriter()
+	ctx, cancel := context.WithCancel(context.Background())
+	ended := make(chan struct{})
+	go func() {
+		defer close(ended)
+		s.stream(w, httptest.NewRequest("GET", "/v1/cluster/events", nil).WithContext(ctx))
+	}()
+	<-w.stuck
+	return w, ctx, cancel, ended
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
+	"github.com/underlay/underlay/internal/testmetrics"
 )
 
 // TestRunFitsAnInventoryOverConsulsLimit: a node's inventory above
@@ -135,7 +136,7 @@ func runFitted(t *testing.T, src endpointsOnce) (stored, loaded []Entry, reg *pr
 func checkFitted(t *testing.T, reg *prometheus.Registry, warns []string, leftOut, shortened int, first string) {
 	t.Helper()
 	for name, want := range map[string]int{"underlay_inventory_entries_left_out": leftOut, "underlay_inventory_entries_shortened": shortened} {
-		if got := gauge(t, reg, name); got != float64(want) {
+		if got := testmetrics.Gauge(t, reg, name); got != float64(want) {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
@@ -158,20 +159,4 @@ func (k *putAttempts) Put(ctx context.Context, key string, value []byte) error {
 	default:
 	}
 	return err
-}
-
-// gauge reads the value of a registered gauge of no label (-1 when it is
-// not there).
-func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range fams {
-		if f.GetName() == name && len(f.GetMetric()) == 1 {
-			return f.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	return -1
 }

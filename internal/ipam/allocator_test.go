@@ -19,6 +19,7 @@ import (
 
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/testmetrics"
 )
 
 // pool26 is 10.2.0.0/24 with a /26 range in /28 blocks, the gateway and
@@ -215,7 +216,7 @@ func TestBadDocumentsAreSkipped(t *testing.T) {
 	if n := logs.count(msg); n != 3 {
 		t.Errorf("logged %d times, want once per bad key (3):\n%s", n, logs.buf.String())
 	}
-	if v := gauge(t, reg, "underlay_ipam_skipped_documents"); v != 3 {
+	if v := testmetrics.Gauge(t, reg, "underlay_ipam_skipped_documents"); v != 3 {
 		t.Errorf("underlay_ipam_skipped_documents %v, want 3", v)
 	}
 	c, err := Inspect(ctx, kv, pool26)
@@ -234,7 +235,7 @@ func TestBadDocumentsAreSkipped(t *testing.T) {
 	if _, err := a.Allocate(ctx, pool26, netip.Addr{}, KindTask); err != nil {
 		t.Errorf("after the fix: %v", err)
 	}
-	if v := gauge(t, reg, "underlay_ipam_skipped_documents"); v != 0 {
+	if v := testmetrics.Gauge(t, reg, "underlay_ipam_skipped_documents"); v != 0 {
 		t.Errorf("underlay_ipam_skipped_documents %v after the fix, want 0", v)
 	}
 }
@@ -282,21 +283,6 @@ func TestNonCanonicalBlockKeyIsBad(t *testing.T) {
 	if got := c.Allocs[held]; got.Node != "n1" || !got.At.Equal(time.Unix(1, 0)) {
 		t.Errorf("allocation of %s is %+v, want the original one of n1", held, got)
 	}
-}
-
-// gauge reads a registered gauge's value (-1 when it is not there).
-func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range fams {
-		if f.GetName() == name && len(f.GetMetric()) == 1 {
-			return f.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	return -1
 }
 
 // fakeCluster is a swarm whose leader is this node, with the ready nodes given.

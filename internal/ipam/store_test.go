@@ -14,6 +14,7 @@ import (
 
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/testmetrics"
 )
 
 // TestBadKeysForgottenWhenGone: the store remembers which bad keys it
@@ -80,7 +81,7 @@ func TestRemovedPoolForgotten(t *testing.T) {
 	if err := r.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if v := gauge(t, reg, "underlay_ipam_skipped_documents"); v != 1 {
+	if v := testmetrics.Gauge(t, reg, "underlay_ipam_skipped_documents"); v != 1 {
 		t.Fatalf("underlay_ipam_skipped_documents %v with the stray key, want 1", v)
 	}
 	// network rm: the spec and the pool's keys go.
@@ -93,7 +94,7 @@ func TestRemovedPoolForgotten(t *testing.T) {
 	if err := r.Sweep(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if v := gauge(t, reg, "underlay_ipam_skipped_documents"); v != 0 {
+	if v := testmetrics.Gauge(t, reg, "underlay_ipam_skipped_documents"); v != 0 {
 		t.Errorf("underlay_ipam_skipped_documents %v after the network was removed, want 0", v)
 	}
 	s := a.store

@@ -21,6 +21,7 @@ import (
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/shellword"
+	"github.com/underlay/underlay/internal/testmetrics"
 )
 
 func TestUsage(t *testing.T) {
@@ -754,7 +755,7 @@ func TestRunLeavesOutATaskThatIsNeverMeasured(t *testing.T) {
 	var leftOut []float64
 	kv := &recordingKV{}
 	kv.put = func() {
-		leftOut = append(leftOut, gauge(t, reg, "underlay_task_metrics_tasks_left_out"))
+		leftOut = append(leftOut, testmetrics.Gauge(t, reg, "underlay_task_metrics_tasks_left_out"))
 		if len(kv.values) == 4 {
 			cancel()
 		}
@@ -837,20 +838,4 @@ type funcSource struct {
 func (s *funcSource) Samples(context.Context) ([]Sample, error) {
 	s.n++
 	return s.f(s.n - 1)
-}
-
-// gauge reads the value of a registered gauge of no label (-1 when it is
-// not there).
-func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range fams {
-		if f.GetName() == name && len(f.GetMetric()) == 1 {
-			return f.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	return -1
 }

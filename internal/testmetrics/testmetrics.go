@@ -1,0 +1,25 @@
+// Package testmetrics reads back, in unit tests, what a component counted
+// on its Prometheus registry.
+package testmetrics
+
+import (
+	"testing"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Gauge is the value of the gauge name of no label registered on reg, or
+// -1 when there is none.
+func Gauge(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
+}
