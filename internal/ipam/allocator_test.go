@@ -671,7 +671,7 @@ func TestWriteStatsCountConflicts(t *testing.T) {
 		t.Errorf("n2: %+v, want 1 sent, no conflict", got)
 	}
 	for name, want := range map[string]float64{"underlay_ipam_block_writes_total": 3, "underlay_ipam_cas_conflicts_total": 1} {
-		if v := counter(t, reg, name); v != want {
+		if v := testmetrics.Counter(t, reg, name); v != want {
 			t.Errorf("%s %v, want %v", name, v, want)
 		}
 	}
@@ -762,21 +762,6 @@ func TestReleaseOfAHandedSpareResentInOneBatch(t *testing.T) {
 	if al, ok := all[handed]; ok {
 		t.Errorf("%s still allocated (%+v) after its release and the resend", handed, al)
 	}
-}
-
-// counter reads a registered counter's value (-1 when it is not there).
-func counter(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	fams, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range fams {
-		if f.GetName() == name && len(f.GetMetric()) == 1 {
-			return f.GetMetric()[0].GetCounter().GetValue()
-		}
-	}
-	return -1
 }
 
 // TestNodesClaimApart: a network created on many nodes at once, every

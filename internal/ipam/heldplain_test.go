@@ -12,6 +12,7 @@ import (
 
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/testmetrics"
 )
 
 // TestPlainAllocationPassesOverAnAddressAContainerHolds: Consul lost an
@@ -72,7 +73,7 @@ func TestPlainAllocationPassesOverAnAddressAContainerHolds(t *testing.T) {
 			if n := logs.count(msgLostHeld); n != 1 {
 				t.Errorf("logged %q %d times, want once", msgLostHeld, n)
 			}
-			if v := counter(t, reg, "underlay_ipam_lost_held_total"); v != 1 {
+			if v := testmetrics.Counter(t, reg, "underlay_ipam_lost_held_total"); v != 1 {
 				t.Errorf("underlay_ipam_lost_held_total %v, want 1", v)
 			}
 			taskAddr(t, a, p)

@@ -23,3 +23,19 @@ func Gauge(t testing.TB, reg *prometheus.Registry, name string) float64 {
 	}
 	return -1
 }
+
+// Counter is the value of the counter name of no label registered on reg,
+// or -1 when there is none.
+func Counter(t testing.TB, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	fams, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range fams {
+		if f.GetName() == name && len(f.GetMetric()) == 1 {
+			return f.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	return -1
+}
