@@ -76,16 +76,8 @@ func (d *swarmDocker) awaitServed(t *testing.T, n int, id string) {
 // identity, and warns and stops (to start over under the new identity)
 // once Docker names another.
 func TestSwarmNodeIDWatch(t *testing.T) {
-	d := &swarmDocker{nodeID: "abc123", served: make(chan string, 1)}
-	srv := httptest.NewServer(d)
-	defer srv.Close()
-	dockerAPI, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithAPIVersionNegotiation())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer dockerAPI.Close()
 	recs := testlog.NewRecords(64)
-	n := &node{c: Clients{Docker: dockerAPI}, name: "n1", log: slog.New(recs)}
+	n, d := swarmNode(t, "abc123", slog.New(recs))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -134,19 +126,26 @@ func TestSwarmNodeIDWatch(t *testing.T) {
 // unconfirmed identity is checked every netagent.AskDockerFor, whatever
 // the heartbeat.
 func TestSwarmNodeIDWatchConfirmsTheRecordedID(t *testing.T) {
-	d := &swarmDocker{nodeID: "def456", served: make(chan string, 1)}
+	n, _ := swarmNode(t, "def456", slog.New(slog.DiscardHandler))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := n.watchSwarmNodeID(ctx, "abc123", time.Hour, true)
+	if err == nil || !strings.Contains(err.Error(), "from abc123 to def456") {
+		t.Errorf("watch of the recorded identity abc123, Docker answering def456, heartbeat an hour: %v; want the change found at Docker's first answer", err)
+	}
+}
+
+// swarmNode is a node whose Docker is a swarmDocker answering nodeID,
+// served until the test ends.
+func swarmNode(t *testing.T, nodeID string, log *slog.Logger) (*node, *swarmDocker) {
+	t.Helper()
+	d := &swarmDocker{nodeID: nodeID, served: make(chan string, 1)}
 	srv := httptest.NewServer(d)
-	defer srv.Close()
+	t.Cleanup(srv.Close)
 	dockerAPI, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithAPIVersionNegotiation())
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer dockerAPI.Close()
-	n := &node{c: Clients{Docker: dockerAPI}, name: "n1", log: slog.New(slog.DiscardHandler)}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	err = n.watchSwarmNodeID(ctx, "abc123", time.Hour, true)
-	if err == nil || !strings.Contains(err.Error(), "from abc123 to def456") {
-		t.Errorf("watch of the recorded identity abc123, Docker answering def456, heartbeat an hour: %v; want the change found at Docker's first answer", err)
-	}
+	t.Cleanup(func() { dockerAPI.Close() })
+	return &node{c: Clients{Docker: dockerAPI}, name: "n1", log: log}, d
 }

@@ -72,15 +72,22 @@ func TestVLANParent(t *testing.T) {
 	}
 }
 
-func TestEvalNetwork(t *testing.T) {
+// lanNetwork is the network "lan" on parent eth1, this node's state of
+// it ready, and what a healthy host shows of it.
+func lanNetwork() (netspec.Spec, *netspec.NodeState, hostnet.Observed) {
 	spec := netspec.Spec{Name: "lan", Parent: "eth1", Subnet: netip.MustParsePrefix("10.0.0.0/24")}
-	vlanSpec := spec
-	vlanSpec.Parent = "eth1.42"
-	link := netspec.ShimLinkName("lan")
 	ready := &netspec.NodeState{Node: "n1", State: netspec.StateReady, Range: netip.MustParsePrefix("10.0.0.64/26"),
-		Shim: netip.MustParseAddr("10.0.0.64"), ShimLink: link, Parent: "eth1"}
+		Shim: netip.MustParseAddr("10.0.0.64"), ShimLink: netspec.ShimLinkName("lan"), Parent: "eth1"}
 	healthy := hostnet.Observed{ParentExists: true, ParentUp: true, ParentPromisc: true, ShimExists: true, ShimOK: true,
 		ShimUp: true, ShimHasIP: true, RouteViaOK: true}
+	return spec, ready, healthy
+}
+
+func TestEvalNetwork(t *testing.T) {
+	spec, ready, healthy := lanNetwork()
+	link := ready.ShimLink
+	vlanSpec := spec
+	vlanSpec.Parent = "eth1.42"
 	with := func(mod func(*hostnet.Observed)) hostnet.Observed {
 		o := healthy
 		mod(&o)

@@ -19,14 +19,9 @@ import (
 // to be made on one), a parent carrying links of the other kind, the
 // shim's address on another link, a route of the host's to the range.
 func TestEvalNetworkRefusedSetUps(t *testing.T) {
-	spec := netspec.Spec{Name: "lan", Parent: "eth1", Subnet: netip.MustParsePrefix("10.0.0.0/24")}
+	spec, ready, healthy := lanNetwork()
 	vlan := spec
 	vlan.Parent = "eth1.40"
-	link := netspec.ShimLinkName("lan")
-	ready := &netspec.NodeState{Node: "n1", State: netspec.StateReady, Range: netip.MustParsePrefix("10.0.0.64/26"),
-		Shim: netip.MustParseAddr("10.0.0.64"), ShimLink: link, Parent: "eth1"}
-	healthy := hostnet.Observed{ParentExists: true, ParentUp: true, ParentPromisc: true, ShimExists: true, ShimOK: true,
-		ShimUp: true, ShimHasIP: true, RouteViaOK: true}
 	okRows := []brief{
 		{"network/lan/state", "ok", ""},
 		{"network/lan/parent-up", "ok", ""},
