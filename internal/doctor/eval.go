@@ -191,12 +191,21 @@ func EvalNetwork(f NetworkFacts) []Result {
 	rs = append(rs, evalState(f, name("state"), haveWant))
 
 	lower, vid, isVLAN := VLANParent(s.Parent)
-	if isVLAN {
+	// A VLAN is judged as one by its kind, whatever its name (trunk40).
+	switch p := f.Parent; {
+	case isVLAN:
 		rs = append(rs, evalVLAN(f, name("vlan"), lower, vid))
+	case p.Exists && p.Type == "vlan":
+		rs = append(rs, evalVLAN(f, name("vlan"), p.Lower, p.VLAN))
+	}
+	if hostnet.NotAsNamed(s.Parent, f.Parent) != "" {
+		// The vlan check says it, with its fix: the agent refuses the
+		// parent (ParentRefusal) and sets nothing up on it.
+		return rs
 	}
 	o := f.Observed
-	// The same refusal as the agent's. A VLAN other than the name's is
-	// the vlan check's to say, with its fix.
+	// The same refusal as the agent's. A link other than the VLAN its
+	// name says is the vlan check's to say, above.
 	refused := o
 	refused.OtherVLAN = ""
 	if err := hostnet.ParentRefusal(want, refused); err != nil {
@@ -299,9 +308,10 @@ func EvalBadSpec(b netspec.BadSpec) Result {
 		Fix:     netspec.RemoveFix(b.Name) + "   # then create it again (underlay network create …)"}
 }
 
-// evalVLAN judges a VLAN parent: the kernel's 802.1q support, and, when
-// the parent exists, that it is VLAN vid on lower, that lower is up, and
-// that its MTU fits lower's.
+// evalVLAN judges a VLAN parent, VLAN vid on lower as its name says or,
+// named otherwise, as its link is: the kernel's 802.1q support, and, when
+// the parent exists, that it is what its name says (hostnet.NotAsNamed),
+// that lower is up, and that its MTU fits lower's.
 func evalVLAN(f NetworkFacts, check, lower string, vid int) Result {
 	s, p := f.Spec, f.Parent
 	r := Result{Check: check}
@@ -315,13 +325,11 @@ func evalVLAN(f NetworkFacts, check, lower string, vid int) Result {
 		r.Message = fmt.Sprintf("parent %s is VLAN %d on %s, which does not exist on this host", s.Parent, vid, lower)
 	case !p.Exists:
 		r.Status, r.Message = OK, fmt.Sprintf("parent %s is VLAN %d on %s and the kernel has 802.1q", s.Parent, vid, lower)
-	case p.Type != "vlan" || p.VLAN != vid || p.Lower != lower:
-		what := p.Type
-		if p.Type == "vlan" {
-			what = fmt.Sprintf("VLAN %d on %s", p.VLAN, p.Lower)
-		}
+	case hostnet.NotAsNamed(s.Parent, p) != "":
+		// The agent's rule: it refuses the parent.
 		r.Status, r.Fix = Fail, "ip link del "+shellword.Quote(s.Parent)+" && "+create
-		r.Message = fmt.Sprintf("%s is a %s, not VLAN %d on %s", s.Parent, what, vid, lower)
+		r.Message = fmt.Sprintf("parent %s is %s, not VLAN %d on %s as its name says: the agent sets nothing up for %s (its containers would not be on VLAN %d)",
+			s.Parent, hostnet.NotAsNamed(s.Parent, p), vid, lower, s.Name, vid)
 	case !p.LowerUp:
 		r.Status, r.Fix = Fail, "ip link set "+shellword.Quote(lower)+" up"
 		r.Message = fmt.Sprintf("%s's lower device %s is down", s.Parent, lower)

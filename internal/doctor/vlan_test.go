@@ -55,6 +55,17 @@ func vlanFacts() NetworkFacts {
 	}
 }
 
+// oddly names f's parent trunk40, a name that says no VLAN.
+func oddly(f *NetworkFacts) {
+	f.Spec.Parent, f.State.Parent = "trunk40", "trunk40"
+	f.Parent.Alias = ""
+}
+
+// TestEvalNetworkVLANAndBond: the doctor judges a parent by what its link
+// is, with the agent's rule (hostnet.NotAsNamed): a dummy or macvlan named
+// like a VLAN (bond0.40) fails, as the agent refuses it, and nothing past
+// it is judged; a VLAN named otherwise (trunk40) gets the VLAN checks
+// (802.1q, its lower device up, its MTU), which it got none of.
 func TestEvalNetworkVLANAndBond(t *testing.T) {
 	result := func(rs []Result, check string) Result {
 		for _, r := range rs {
@@ -77,6 +88,25 @@ func TestEvalNetworkVLANAndBond(t *testing.T) {
 			brief{"network/v40/vlan", "fail", "ip link del bond0.40 && ip link add link bond0 name bond0.40 type vlan id 40 && ip link set bond0.40 up"}, "VLAN 41 on bond0"},
 		{"not a VLAN", func(f *NetworkFacts) { f.Parent.Type = "dummy" }, "network/v40/vlan",
 			brief{"network/v40/vlan", "fail", "ip link del bond0.40 && ip link add link bond0 name bond0.40 type vlan id 40 && ip link set bond0.40 up"}, "is a dummy"},
+		// The agent's rule (hostnet.NotAsNamed), from the link's kind.
+		{"a macvlan named like a VLAN", func(f *NetworkFacts) { f.Parent.Type, f.Parent.VLAN, f.Parent.Lower = "macvlan", 0, "" }, "network/v40/vlan",
+			brief{"network/v40/vlan", "fail", "ip link del bond0.40 && ip link add link bond0 name bond0.40 type vlan id 40 && ip link set bond0.40 up"}, "is a macvlan link, not VLAN 40 on bond0"},
+		{"an 802.1ad VLAN", func(f *NetworkFacts) { f.Parent.VLANProtocol = "802.1ad" }, "network/v40/vlan",
+			brief{"network/v40/vlan", "fail", "ip link del bond0.40 && ip link add link bond0 name bond0.40 type vlan id 40 && ip link set bond0.40 up"}, "802.1ad VLAN 40 on bond0"},
+		// Refused, the agent makes no shim: none is judged, nor fixed on
+		// the wrong link.
+		{"no shim judged on a dummy", func(f *NetworkFacts) { f.Parent.Type = "dummy" }, "network/v40/shim", brief{"network/v40/shim", "absent", ""}, ""},
+		{"no shim judged on another VLAN", func(f *NetworkFacts) { f.Parent.VLAN = 41 }, "network/v40/parent-up", brief{"network/v40/parent-up", "absent", ""}, ""},
+		// A VLAN named oddly is judged as the VLAN it is.
+		{"a VLAN named oddly", func(f *NetworkFacts) { oddly(f) }, "network/v40/vlan", brief{"network/v40/vlan", "ok", ""}, "trunk40 is VLAN 40 on bond0"},
+		{"a VLAN named oddly, its lower device down", func(f *NetworkFacts) { oddly(f); f.Parent.LowerUp = false }, "network/v40/vlan",
+			brief{"network/v40/vlan", "fail", "ip link set bond0 up"}, "bond0 is down"},
+		{"a VLAN named oddly, no 802.1q", func(f *NetworkFacts) { oddly(f); f.VLANSupport = false }, "network/v40/vlan",
+			brief{"network/v40/vlan", "fail", "modprobe 8021q"}, "trunk40 is VLAN 40 on bond0"},
+		{"a VLAN named oddly, of another id than any name says", func(f *NetworkFacts) { oddly(f); f.Parent.VLAN = 7 }, "network/v40/vlan",
+			brief{"network/v40/vlan", "ok", ""}, "trunk40 is VLAN 7 on bond0"},
+		{"a dummy named plainly", func(f *NetworkFacts) { oddly(f); f.Parent = hostnet.ParentFacts{Exists: true, Type: "dummy", Up: true} }, "network/v40/vlan",
+			brief{"network/v40/vlan", "absent", ""}, ""},
 		{"lower down", func(f *NetworkFacts) { f.Parent.LowerUp = false }, "network/v40/vlan", brief{"network/v40/vlan", "fail", "ip link set bond0 up"}, "bond0 is down"},
 		{"MTU above the lower's", func(f *NetworkFacts) { f.Parent.MTU = 9000 }, "network/v40/vlan", brief{"network/v40/vlan", "fail", "ip link set bond0.40 mtu 1500"}, "9000"},
 		{"lower missing", func(f *NetworkFacts) {

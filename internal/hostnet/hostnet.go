@@ -92,9 +92,10 @@ type Observed struct {
 	// lower device; "" when none. The master takes the frames its ports
 	// receive, and the kernel refuses a macvlan or ipvlan on a port.
 	PortOf, PortOfKind string
-	// OtherVLAN describes the VLAN a parent named like a VLAN
-	// sub-interface (bond0.40) is, as "VLAN 41 on bond0", when it is not
-	// the VLAN its name says; "" when it is, or is no VLAN.
+	// OtherVLAN describes what a parent named like a VLAN sub-interface
+	// (bond0.40) is, as "VLAN 41 on bond0" or "a dummy link", when it is
+	// not the 802.1Q VLAN its name says (NotAsNamed); "" when it is, or
+	// its name says no VLAN.
 	OtherVLAN string
 	// OtherKind names a link of the other kind than the shim's (an ipvlan
 	// for a macvlan shim, a macvlan for an ipvlan one) on the device the
@@ -233,8 +234,9 @@ func Repairs(w Want, o Observed) ([]Repair, error) {
 // ParentRefusal is the error of a parent, observed as o, that the kernel
 // would not put w's shim on, or that is not what its name says: a port of
 // a bond, bridge, team or Open vSwitch (or a VLAN to be made on one), a
-// device carrying links of the other kind than the shim's, a VLAN other
-// than its name's. nil when it is none of these. Repairs refuses it; the
+// device carrying links of the other kind than the shim's, a link named
+// like a VLAN that is not that VLAN (NotAsNamed: another VLAN, or no VLAN
+// at all). nil when it is none of these. Repairs refuses it; the
 // doctor says it.
 func ParentRefusal(w Want, o Observed) error {
 	if o.PortOf != "" {
@@ -244,7 +246,8 @@ func ParentRefusal(w Want, o Observed) error {
 		return fmt.Errorf("parent %s carries %s: the kernel gives a device's frames to its macvlan links or to its ipvlan links, not both, so the network's %s shim cannot go on it; left as it is", w.Parent, o.OtherKind, w.shim(0).Type())
 	}
 	if o.OtherVLAN != "" {
-		// Its containers would be on another VLAN than the network's.
+		// Its containers would be on another VLAN than the network's, or on
+		// none.
 		lower, vid, _ := vlanParent(w.Parent)
 		return fmt.Errorf("parent %s is %s, not VLAN %d on %s as its name says, left as it is: give the network the parent of its VLAN, or remove %s (ip link del %s) for underlay to make it", w.Parent, o.OtherVLAN, vid, lower, w.Parent, w.Parent)
 	}
@@ -634,32 +637,64 @@ func portOf(k kernel, l netlink.Link) (name, kind string, err error) {
 	return "", "", nil
 }
 
-// otherVLAN describes l, the link of a parent name, as "VLAN 41 on
-// eth0" when it is a VLAN but not the one name says (netspec.VLANParent):
-// "" when it is that one, is no VLAN, or name says none.
+// otherVLAN describes l, the link of a parent name, as NotAsNamed does
+// ("VLAN 41 on eth0", "a dummy link"): "" when it is the VLAN name says,
+// or name says none.
 func otherVLAN(k kernel, l netlink.Link, name string) (string, error) {
-	v, ok := l.(*netlink.Vlan)
-	lower, vid, named := vlanParent(name)
-	if !ok || !named {
-		return "", nil
-	}
-	on := "a device of another network namespace"
-	if v.NetNsID < 0 {
-		links, err := k.LinkList()
-		if err != nil {
-			return "", fmt.Errorf("list links for the lower device of %s: %w", name, err)
+	f := ParentFacts{Exists: true, Type: l.Type()}
+	if v, ok := l.(*netlink.Vlan); ok {
+		f.VLAN = v.VlanId
+		if v.VlanProtocol == netlink.VLAN_PROTOCOL_8021AD {
+			f.VLANProtocol = "802.1ad"
 		}
-		on = fmt.Sprintf("link %d", v.ParentIndex)
-		for _, ll := range links {
-			if ll.Attrs().Index == v.ParentIndex {
-				on = ll.Attrs().Name
+		f.Lower = "a device of another network namespace"
+		if _, _, named := vlanParent(name); named && v.NetNsID < 0 {
+			links, err := k.LinkList()
+			if err != nil {
+				return "", fmt.Errorf("list links for the lower device of %s: %w", name, err)
+			}
+			f.Lower = fmt.Sprintf("link %d", v.ParentIndex)
+			for _, ll := range links {
+				if ll.Attrs().Index == v.ParentIndex {
+					f.Lower = ll.Attrs().Name
+				}
 			}
 		}
 	}
-	if v.VlanId == vid && on == lower {
-		return "", nil
+	return NotAsNamed(name, f), nil
+}
+
+// NotAsNamed describes the link of parent, observed as f, when parent is
+// named like a VLAN sub-interface (bond0.40: 802.1Q VLAN 40 on bond0, see
+// netspec.VLANParent) and the link is not that VLAN, as the link's kind
+// says, not its name: "VLAN 41 on bond0", "802.1ad VLAN 40 on bond0",
+// "a dummy link", "a macvlan link". "" when it is that VLAN, does not
+// exist (the agent makes it), or parent's name says no VLAN: a VLAN named
+// otherwise (trunk40) is the VLAN it is. The agent refuses such a parent
+// (ParentRefusal, through Observed.OtherVLAN) and the doctor fails it: its
+// containers would not be on the VLAN the network names (a macvlan on a
+// macvlan goes on that one's device, untagged; a dummy reaches nothing).
+func NotAsNamed(parent string, f ParentFacts) string {
+	lower, vid, named := vlanParent(parent)
+	switch {
+	case !named || !f.Exists:
+		return ""
+	case f.Type != "vlan":
+		return article(f.Type) + " link"
+	case f.VLANProtocol != "" && f.VLANProtocol != "802.1Q":
+		return fmt.Sprintf("%s VLAN %d on %s", f.VLANProtocol, f.VLAN, f.Lower)
+	case f.VLAN != vid || f.Lower != lower:
+		return fmt.Sprintf("VLAN %d on %s", f.VLAN, f.Lower)
 	}
-	return fmt.Sprintf("VLAN %d on %s", v.VlanId, on), nil
+	return ""
+}
+
+// article puts "a" or "an" before kind, a link kind ("dummy", "ipvlan").
+func article(kind string) string {
+	if kind != "" && strings.ContainsRune("aeiou", rune(kind[0])) {
+		return "an " + kind
+	}
+	return "a " + kind
 }
 
 // otherKind names a link of this namespace on the link of index on of

@@ -21,12 +21,14 @@ type ParentFacts struct {
 	// Alias marks a parent underlay made (OwnerAlias).
 	Alias string
 	// VLAN and Lower describe a vlan link: its id and lower device, with
-	// that device's state.
-	VLAN        int
-	Lower       string
-	LowerExists bool
-	LowerUp     bool
-	LowerMTU    int
+	// that device's state. VLANProtocol is "802.1ad" for a service VLAN
+	// (QinQ); "" for 802.1Q.
+	VLAN         int
+	VLANProtocol string
+	Lower        string
+	LowerExists  bool
+	LowerUp      bool
+	LowerMTU     int
 	// Bond is the bond the parent is, or the VLAN's lower device is; nil
 	// when there is none.
 	Bond *BondFacts
@@ -76,6 +78,9 @@ func InspectParent(name string) (ParentFacts, error) {
 	bondLink := l
 	if v, ok := l.(*netlink.Vlan); ok {
 		f.VLAN = v.VlanId
+		if v.VlanProtocol == netlink.VLAN_PROTOCOL_8021AD {
+			f.VLANProtocol = "802.1ad"
+		}
 		lower, err := netlink.LinkByIndex(a.ParentIndex)
 		if err != nil {
 			return f, fmt.Errorf("lower device of %s: %w", name, err)
