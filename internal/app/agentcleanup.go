@@ -1,13 +1,17 @@
 package app
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"log/slog"
+	"path/filepath"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/underlay/underlay/internal/app/agentflags"
+	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/hostnet"
 	"github.com/underlay/underlay/internal/netagent"
 	"github.com/underlay/underlay/internal/termtext"
@@ -18,8 +22,9 @@ import (
 const defaultStateDir = agentflags.DefaultStateDir
 
 type agentCleanupFlags struct {
-	stateDir string
-	all      bool
+	stateDir      string
+	all           bool
+	withoutDocker bool
 }
 
 // newAgentCleanupCommand removes what the agent made on this host: the
@@ -40,25 +45,55 @@ left, and listed with their owner; --all removes them as well. With no owner rec
 or one that cannot be read, only links naming no owner go. A parent the agent made
 promiscuous (recorded in --state-dir, directory promisc) is made not promiscuous again
 once no macvlan link is left on it; one promiscuous before underlay stays so.
-Containers, Docker networks and Consul registrations are left. A running agent makes
-its shims again: stop it first (removing the package does).`,
+
+Running containers' endpoints are in their own network namespaces, which this host's
+listing does not see: cleanup asks the local dockerd (DOCKER_HOST) which running
+containers are on macvlan and ipvlan networks, and leaves their networks' parents
+(deleting one deletes the containers' endpoints), the parents' promiscuous mode and
+the networks' shims, named with the containers, exiting non-zero: stop those
+containers, then run it again. When dockerd cannot be asked, nothing is removed;
+--without-docker removes the links whatever containers use them.
+
+It prints each link removed, each left and why, each parent made not promiscuous
+again, and each record of the promisc directory it removed. Containers, Docker
+networks and Consul registrations are left. A running agent makes its shims again:
+stop it first (removing the package does).`,
 		Args: cobra.NoArgs,
 		RunE: g.withLog(streams.ErrOut, func(cmd *cobra.Command, log *slog.Logger) error {
-			return agentCleanup(streams.Out, log, f, hostnet.RemoveLeftovers)
+			var d cleanupDocker
+			if !f.withoutDocker {
+				dc, err := dockerhost.NewClient()
+				if err != nil {
+					return fmt.Errorf("docker client, to see which running containers use the links: %w (--without-docker removes them regardless)", err)
+				}
+				defer dc.Close()
+				d = dc
+			}
+			return agentCleanup(cmd.Context(), streams.Out, log, f, d, hostnet.RemoveLeftovers)
 		}),
 	}
 	fl := cmd.Flags()
 	fl.StringVar(&f.stateDir, "state-dir", defaultStateDir, "the agent's --state-dir, where it recorded the owner its links' marks name (read only)")
 	fl.BoolVar(&f.all, "all", false, "remove every underlay link, whatever owner its mark names (other underlays' in this network namespace too)")
+	fl.BoolVar(&f.withoutDocker, "without-docker", false, "do not ask dockerd which running containers use the links: remove them regardless (a parent's removal takes its containers' endpoints along)")
 	return cmd
 }
 
 // agentCleanup removes, with remove, the links of the agent whose owner
-// f's state directory records, and reports what it removed and what it
-// left as another owner's. It never records an owner itself: one made
-// now would be no link's.
-func agentCleanup(out io.Writer, log *slog.Logger, f agentCleanupFlags, remove func(hostnet.Cleanup) ([]string, []hostnet.Link, error)) error {
+// f's state directory records, but those running containers use (asked
+// of d; nil asks none), and reports what it removed, what it left and
+// why, the parents it made not promiscuous again and the records it
+// removed. It never records an owner itself: one made now would be no
+// link's. Docker not answering, it removes nothing.
+func agentCleanup(ctx context.Context, out io.Writer, log *slog.Logger, f agentCleanupFlags, d cleanupDocker, remove func(hostnet.Cleanup) (hostnet.CleanupReport, error)) error {
 	c := hostnet.Cleanup{All: f.all}
+	if d != nil {
+		users, err := linkUsers(ctx, d)
+		if err != nil {
+			return fmt.Errorf("%w: nothing removed; start dockerd (or set DOCKER_HOST) and run it again, or pass --without-docker to remove the links whatever containers use them", err)
+		}
+		c.InUse = users
+	}
 	if !f.all {
 		owner, err := netagent.RecordedLinkOwner(f.stateDir)
 		if err != nil {
@@ -73,12 +108,21 @@ func agentCleanup(out io.Writer, log *slog.Logger, f agentCleanupFlags, remove f
 			c.Promisc = rec
 		}
 	}
-	removed, left, err := remove(c)
-	for _, name := range removed {
-		fmt.Fprintln(out, "removed", name)
+	rep, err := remove(c)
+	for _, name := range rep.Removed {
+		fmt.Fprintln(out, "removed", termtext.Cell(name))
 	}
-	for _, l := range left {
+	for _, l := range rep.Left {
 		fmt.Fprintf(out, "left %s: marked by owner %s, not this agent's (--all removes it)\n", termtext.Cell(l.Name), termtext.Cell(hostnet.MarkOwner(l.Alias)))
+	}
+	for _, u := range rep.InUse {
+		fmt.Fprintf(out, "left %s: in use by %s (stop them, then run underlay agent cleanup again)\n", termtext.Cell(u.Name), termtext.Cell(strings.Join(u.Users, ", ")))
+	}
+	for _, p := range rep.PromiscOff {
+		fmt.Fprintf(out, "parent %s: promiscuous mode off (the agent had turned it on)\n", termtext.Cell(p))
+	}
+	for _, p := range rep.Forgotten {
+		fmt.Fprintf(out, "parent %s: record removed (%s)\n", termtext.Cell(p), termtext.Cell(filepath.Join(f.stateDir, hostnet.PromiscDir, p)))
 	}
 	return err
 }

@@ -2,15 +2,22 @@ package app
 
 import (
 	"bytes"
+	"context"
 	"errors"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 
+	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/network"
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/underlay/underlay/internal/hostnet"
 	"github.com/underlay/underlay/internal/netagent"
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 // TestAgentCleanupOnlyItsOwnersLinks: `agent cleanup` (the Debian
@@ -52,12 +59,12 @@ func TestAgentCleanupOnlyItsOwnersLinks(t *testing.T) {
 	} {
 		var out, logs bytes.Buffer
 		var got hostnet.Cleanup
-		err := agentCleanup(&out, slog.New(slog.NewTextHandler(&logs, nil)), c.f, func(cl hostnet.Cleanup) ([]string, []hostnet.Link, error) {
+		err := agentCleanup(context.Background(), &out, slog.New(slog.NewTextHandler(&logs, nil)), c.f, nil, func(cl hostnet.Cleanup) (hostnet.CleanupReport, error) {
 			got = cl
-			return []string{"ul-0a1b2c3d"}, []hostnet.Link{{Name: "eth1.50", Type: "vlan", Alias: "underlay network db by b2"}}, hostnet.ErrParentInUse
+			return hostnet.CleanupReport{Removed: []string{"ul-0a1b2c3d"}, Left: []hostnet.Link{{Name: "eth1.50", Type: "vlan", Alias: "underlay network db by b2"}}}, hostnet.ErrParentInUse
 		})
-		if got != c.want {
-			t.Errorf("%s: cleanup %+v, want %+v", c.name, got, c.want)
+		if d := cmp.Diff(c.want, got); d != "" {
+			t.Errorf("%s: cleanup (-want +got)\n%s", c.name, d)
 		}
 		if want := "removed ul-0a1b2c3d\nleft eth1.50: marked by owner b2, not this agent's (--all removes it)\n"; out.String() != want {
 			t.Errorf("%s: printed %q, want %q", c.name, out.String(), want)
@@ -78,7 +85,96 @@ func TestAgentCleanupOnlyItsOwnersLinks(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if a, c := agentCmd.Flags().Lookup("state-dir"), cleanup.Flags().Lookup("state-dir"); c == nil || c.DefValue != a.DefValue || cleanup.Flags().Lookup("all") == nil {
-		t.Errorf("cleanup's --state-dir %v, want the agent's default %q, and an --all", c, a.DefValue)
+	if a, c := agentCmd.Flags().Lookup("state-dir"), cleanup.Flags().Lookup("state-dir"); c == nil || c.DefValue != a.DefValue || cleanup.Flags().Lookup("all") == nil || cleanup.Flags().Lookup("without-docker") == nil {
+		t.Errorf("cleanup's --state-dir %v, want the agent's default %q, an --all and a --without-docker", c, a.DefValue)
+	}
+}
+
+// fakeCleanupDocker is a dockerd's networks and running containers.
+type fakeCleanupDocker struct {
+	nets []network.Summary
+	ctrs []container.Summary
+	err  error
+}
+
+func (d fakeCleanupDocker) NetworkList(context.Context, network.ListOptions) ([]network.Summary, error) {
+	return d.nets, d.err
+}
+
+func (d fakeCleanupDocker) ContainerList(context.Context, container.ListOptions) ([]container.Summary, error) {
+	return d.ctrs, d.err
+}
+
+// on is a running container on the networks given, by name and ID.
+func on(name string, nets ...string) container.Summary {
+	eps := map[string]*network.EndpointSettings{}
+	for i := 0; i+1 < len(nets); i += 2 {
+		eps[nets[i]] = &network.EndpointSettings{NetworkID: nets[i+1]}
+	}
+	return container.Summary{ID: name + "0123456789", Names: []string{"/" + name}, NetworkSettings: &container.NetworkSettingsSummary{Networks: eps}}
+}
+
+// TestAgentCleanupLeavesWhatContainersUse: `agent cleanup` looked only in
+// the host's network namespace, where no container's endpoint is, so it
+// deleted a VLAN parent (and, with it, the endpoints of the containers on
+// it) and turned its promiscuous mode off under them. It now asks Docker
+// for the running containers on macvlan and ipvlan networks and hands
+// their parents and shims to the removal as in use (an underlay network's
+// parent is its config-only network's); it prints what it did and left,
+// and with Docker not answering it removes nothing.
+func TestAgentCleanupLeavesWhatContainersUse(t *testing.T) {
+	d := fakeCleanupDocker{
+		nets: []network.Summary{
+			{Name: "web-config", ID: "n-webc", ConfigOnly: true, Options: map[string]string{"parent": "eth1.40"}, Labels: map[string]string{netspec.LabelNetwork: "web"}},
+			{Name: "web", ID: "n-web", Driver: "macvlan", ConfigFrom: network.ConfigReference{Network: "web-config"}},
+			{Name: "ops", ID: "n-ops", Driver: "ipvlan", Options: map[string]string{"parent": "eth2"}},
+			{Name: "idle", ID: "n-idle", Driver: "macvlan", Options: map[string]string{"parent": "eth3"}},
+			{Name: "bridge", ID: "n-br", Driver: "bridge"},
+		},
+		ctrs: []container.Summary{
+			on("web.1", "web", "n-web", "bridge", "n-br"),
+			on("web.2", "web", "n-web"),
+			on("tool", "ops", "n-ops"),
+			on("plain", "bridge", "n-br"),
+		},
+	}
+	web, ops := []string{"container web.1 (network web)", "container web.2 (network web)"}, []string{"container tool (network ops)"}
+	want := map[string][]string{"eth1.40": web, netspec.ShimLinkName("web"): web, "eth2": ops, netspec.ShimLinkName("ops"): ops}
+	dir := t.TempDir()
+	var got hostnet.Cleanup
+	var out bytes.Buffer
+	err := agentCleanup(context.Background(), &out, slog.New(slog.DiscardHandler), agentCleanupFlags{stateDir: dir}, d, func(c hostnet.Cleanup) (hostnet.CleanupReport, error) {
+		got = c
+		return hostnet.CleanupReport{
+			Removed:    []string{"ul-0a1b2c3d"},
+			InUse:      []hostnet.LinkUse{{Name: "eth1.40", Users: web}},
+			PromiscOff: []string{"eth3"},
+			Forgotten:  []string{"eth3", "eth9"},
+		}, hostnet.ErrInUse
+	})
+	if d := cmp.Diff(want, got.InUse); d != "" {
+		t.Errorf("links in use (-want +got)\n%s", d)
+	}
+	if !errors.Is(err, hostnet.ErrInUse) {
+		t.Errorf("cleanup: %v, want the removal's error", err)
+	}
+	wantOut := "removed ul-0a1b2c3d\n" +
+		"left eth1.40: in use by container web.1 (network web), container web.2 (network web) (stop them, then run underlay agent cleanup again)\n" +
+		"parent eth3: promiscuous mode off (the agent had turned it on)\n" +
+		"parent eth3: record removed (" + filepath.Join(dir, "promisc", "eth3") + ")\n" +
+		"parent eth9: record removed (" + filepath.Join(dir, "promisc", "eth9") + ")\n"
+	if d := cmp.Diff(wantOut, out.String()); d != "" {
+		t.Errorf("printed (-want +got)\n%s", d)
+	}
+
+	// Docker not answering: nothing is removed, and the error says the fix.
+	d.err = errors.New("Cannot connect to the Docker daemon")
+	called := false
+	err = agentCleanup(context.Background(), io.Discard, slog.New(slog.DiscardHandler), agentCleanupFlags{stateDir: dir}, d, func(hostnet.Cleanup) (hostnet.CleanupReport, error) {
+		called = true
+		return hostnet.CleanupReport{}, nil
+	})
+	if called || err == nil || !strings.Contains(err.Error(), "nothing removed") || !strings.Contains(err.Error(), "--without-docker") {
+		t.Errorf("Docker down: removal called %t, %v; want nothing removed and an error naming --without-docker", called, err)
 	}
 }

@@ -140,7 +140,39 @@ type Cleanup struct {
 	// those left with no macvlan link on them are made not promiscuous
 	// again (see Host.ReleasePromisc). nil leaves every parent as it is.
 	Promisc PromiscRecord
+	// InUse names, by link, what uses it from other network namespaces,
+	// which this host's listing does not see: running containers whose
+	// macvlan or ipvlan endpoints hang off a parent (deleting it would
+	// delete them), or are reached through a shim. Such a link is left,
+	// and so is a parent's promiscuous mode. The caller asks Docker; nil:
+	// nothing is.
+	InUse map[string][]string
 }
+
+// CleanupReport is what RemoveLeftovers did and left.
+type CleanupReport struct {
+	// Removed names the links deleted, in order.
+	Removed []string
+	// Left are the links left because their marks name another owner.
+	Left []Link
+	// InUse are the links left because Cleanup.InUse names users.
+	InUse []LinkUse
+	// PromiscOff names the parents made not promiscuous again.
+	PromiscOff []string
+	// Forgotten names the parents whose records (Cleanup.Promisc) were
+	// removed: made not promiscuous, gone, or of an earlier boot.
+	Forgotten []string
+}
+
+// LinkUse is a link left in use, and by what.
+type LinkUse struct {
+	Name  string
+	Users []string
+}
+
+// ErrInUse marks links `agent cleanup` leaves because running
+// containers' endpoints, in their own network namespaces, use them.
+var ErrInUse = errors.New("in use by running containers")
 
 // takes reports whether c removes l, one of Leftovers.
 func (c Cleanup) takes(l Link) bool {
@@ -162,32 +194,36 @@ func MarkOwner(alias string) string {
 
 // RemoveLeftovers deletes, among what Leftovers selects of this network
 // namespace's links, those c takes (shims first: a parent's removal would
-// take them along anyway) and returns the names deleted, and the links
-// left because their marks name another owner than c's; then it makes
-// the parents c.Promisc records not promiscuous again, where no macvlan
-// is left on them (see Host.ReleasePromisc). A VLAN parent
-// that other links (another owner's shim among them) still hang off is
-// left, with an error wrapping ErrParentInUse. Run it with the agent
-// stopped, or it makes them again.
-func RemoveLeftovers(c Cleanup) (removed []string, left []Link, err error) {
+// take them along anyway) and reports what it deleted, the links it left
+// because their marks name another owner than c's, and those it left
+// because c.InUse names users (with an error wrapping ErrInUse naming
+// them); then it makes the parents c.Promisc records not promiscuous
+// again, where no macvlan is left on them and c.InUse names none (see
+// Host.ReleasePromisc). A VLAN parent that other links (another owner's
+// shim among them) still hang off is left, with an error wrapping
+// ErrParentInUse. Run it with the agent stopped, or it makes them again.
+func RemoveLeftovers(c Cleanup) (CleanupReport, error) {
 	return removeLeftovers(retryDumps{netlinkKernel{}}, c)
 }
 
-func removeLeftovers(k kernel, c Cleanup) ([]string, []Link, error) {
+func removeLeftovers(k kernel, c Cleanup) (CleanupReport, error) {
+	var rep CleanupReport
 	all, err := k.LinkList()
 	if err != nil {
-		return nil, nil, fmt.Errorf("list links: %w", err)
+		return rep, fmt.Errorf("list links: %w", err)
 	}
 	links := make([]Link, 0, len(all))
 	for _, l := range all {
 		links = append(links, Link{Name: l.Attrs().Name, Type: l.Type(), Alias: l.Attrs().Alias})
 	}
-	var removed []string
-	var left []Link
 	var errs []error
 	for _, l := range Leftovers(links) {
 		if !c.takes(l) {
-			left = append(left, l)
+			rep.Left = append(rep.Left, l)
+			continue
+		}
+		if users := c.InUse[l.Name]; len(users) > 0 {
+			rep.InUse = append(rep.InUse, LinkUse{Name: l.Name, Users: users})
 			continue
 		}
 		link, err := k.LinkByName(l.Name)
@@ -206,7 +242,7 @@ func removeLeftovers(k kernel, c Cleanup) ([]string, []Link, error) {
 			continue
 		}
 		if !c.takes(l) {
-			left = append(left, l)
+			rep.Left = append(rep.Left, l)
 			continue
 		}
 		if !isShim(l) {
@@ -219,13 +255,22 @@ func removeLeftovers(k kernel, c Cleanup) ([]string, []Link, error) {
 			errs = append(errs, fmt.Errorf("delete %s %s: %w", l.Type, l.Name, err))
 			continue
 		}
-		removed = append(removed, l.Name)
+		rep.Removed = append(rep.Removed, l.Name)
+	}
+	if len(rep.InUse) > 0 {
+		var names []string
+		for _, u := range rep.InUse {
+			names = append(names, fmt.Sprintf("%s (%s)", u.Name, strings.Join(u.Users, ", ")))
+		}
+		errs = append(errs, fmt.Errorf("left %s: %w, whose endpoints (in their own network namespaces) would go with a parent, or the host's reach to them with a shim: stop them (or remove their networks), then run underlay agent cleanup again", strings.Join(names, "; "), ErrInUse))
 	}
 	// After the shims: a parent's last one gone, it is left as it was.
-	if _, err := releaseRecorded(k, c.Promisc); err != nil {
+	rel, err := releaseRecorded(k, c.Promisc, func(parent string) bool { return len(c.InUse[parent]) > 0 })
+	rep.PromiscOff, rep.Forgotten = rel.off, rel.forgotten
+	if err != nil {
 		errs = append(errs, err)
 	}
-	return removed, left, errors.Join(errs...)
+	return rep, errors.Join(errs...)
 }
 
 // Marks are the links of a network namespace underlay marked as made for

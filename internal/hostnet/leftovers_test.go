@@ -85,7 +85,8 @@ func TestRemoveLeftoversLeavesParentInUse(t *testing.T) {
 		&netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: "mv40", ParentIndex: 2}, Mode: netlink.MACVLAN_MODE_BRIDGE},
 		&netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "bond0.41", ParentIndex: 1, Alias: OwnerAlias("db")}, VlanId: 41},
 	)
-	removed, _, err := removeLeftovers(k, Cleanup{})
+	rep, err := removeLeftovers(k, Cleanup{})
+	removed := rep.Removed
 	if !slices.Equal(removed, []string{shim, "bond0.41"}) {
 		t.Errorf("removed %v, want [%s bond0.41]", removed, shim)
 	}
@@ -131,7 +132,8 @@ func TestCleanupLeavesAnotherOwnersLinks(t *testing.T) {
 		{"all", Cleanup{Owner: "a1", All: true}, []string{web, db, "ul-0a1b2c3d", api, "eth1.40", "eth1.50", "eth1.60", "eth1.70"}, nil, false},
 	} {
 		k := links()
-		removed, left, err := removeLeftovers(k, c.c)
+		rep, err := removeLeftovers(k, c.c)
+		removed, left := rep.Removed, rep.Left
 		var leftNames []string
 		for _, l := range left {
 			leftNames = append(leftNames, l.Name)
@@ -274,8 +276,8 @@ func TestGarbledMarksAreNobodys(t *testing.T) {
 				t.Errorf("%q: owner a1 removed it as network %q's VLAN parent", parent, network)
 			}
 		}
-		if removed, _, err := removeLeftovers(k, Cleanup{Owner: "a1"}); len(removed) != 0 {
-			t.Errorf("%q, %q: owner a1's cleanup removed %v, %v; want nothing", shim, parent, removed, err)
+		if rep, err := removeLeftovers(k, Cleanup{Owner: "a1"}); len(rep.Removed) != 0 {
+			t.Errorf("%q, %q: owner a1's cleanup removed %v, %v; want nothing", shim, parent, rep.Removed, err)
 		}
 		if names := slices.Sorted(maps.Keys(k.links)); !slices.Equal(names, []string{"eth1", "eth1.40", "ul-0a1b2c3d"}) {
 			t.Errorf("%q, %q: links left %v, want all three", shim, parent, names)
@@ -359,7 +361,8 @@ func TestCleanupRereadsTheMark(t *testing.T) {
 		&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1"}},
 		&netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: shim, ParentIndex: 1}, Mode: netlink.MACVLAN_MODE_BRIDGE},
 	), name: shim, alias: "underlay shim web by b2"}
-	removed, left, err := removeLeftovers(k, Cleanup{Owner: "a1"})
+	rep, err := removeLeftovers(k, Cleanup{Owner: "a1"})
+	removed, left := rep.Removed, rep.Left
 	if len(removed) != 0 || err != nil {
 		t.Errorf("owner a1's cleanup removed %v, %v; want b2's newly marked %s left", removed, err, shim)
 	}

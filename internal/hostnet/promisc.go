@@ -152,68 +152,91 @@ func (p PromiscFiles) List() ([]string, error) {
 // them. With no record kept (h.Promisc nil) nothing is done, as before
 // underlay kept one.
 func (h Host) ReleasePromisc(parent string) (bool, error) {
-	return releasePromisc(h.nl(), h.Promisc, parent)
+	off, _, err := releasePromisc(h.nl(), h.Promisc, parent)
+	return off, err
 }
 
-func releasePromisc(k kernel, rec PromiscRecord, parent string) (bool, error) {
+// releasePromisc is ReleasePromisc, also reporting whether it removed
+// parent's record (forgot).
+func releasePromisc(k kernel, rec PromiscRecord, parent string) (off, forgot bool, err error) {
 	if rec == nil {
-		return false, nil
+		return false, false, nil
+	}
+	forget := func() (bool, bool, error) {
+		if err := rec.Remove(parent); err != nil {
+			return false, false, err
+		}
+		return false, true, nil
 	}
 	l, err := k.LinkByName(parent)
 	if err != nil {
 		var nf netlink.LinkNotFoundError
 		if errors.As(err, &nf) {
-			return false, rec.Remove(parent)
+			return forget()
 		}
-		return false, fmt.Errorf("read parent %s: %w", parent, err)
+		return false, false, fmt.Errorf("read parent %s: %w", parent, err)
 	}
 	a := l.Attrs()
 	// A record that cannot be read is left as it is, and so is the
 	// parent: said, not guessed at.
 	ours, err := rec.Has(parent, a.Index)
 	if err != nil {
-		return false, err
+		return false, false, err
 	}
 	if !ours {
-		return false, rec.Remove(parent)
+		return forget()
 	}
 	links, err := k.LinkList()
 	if err != nil {
-		return false, fmt.Errorf("list the links on parent %s: %w", parent, err)
+		return false, false, fmt.Errorf("list the links on parent %s: %w", parent, err)
 	}
 	// A macvlan on a macvlan parent is on that parent's lower device
 	// (see Observe): the parent itself is one here.
 	if slices.ContainsFunc(links, func(m netlink.Link) bool {
 		return m.Type() == "macvlan" && m.Attrs().NetNsID < 0 && m.Attrs().ParentIndex == a.Index
 	}) {
-		return false, nil
+		return false, false, nil
 	}
 	if a.Promisc != 0 {
 		if err := k.SetPromiscOff(l); err != nil {
-			return false, fmt.Errorf("set parent %s not promiscuous: %w", parent, err)
+			return false, false, fmt.Errorf("set parent %s not promiscuous: %w", parent, err)
 		}
 	}
-	return a.Promisc != 0, rec.Remove(parent)
+	if err := rec.Remove(parent); err != nil {
+		return a.Promisc != 0, false, err
+	}
+	return a.Promisc != 0, true, nil
 }
 
-// releaseRecorded is releasePromisc of every parent rec records, returning
-// those made not promiscuous.
-func releaseRecorded(k kernel, rec PromiscRecord) ([]string, error) {
+// released is what releaseRecorded did: the parents made not
+// promiscuous, and those whose records it removed.
+type released struct{ off, forgotten []string }
+
+// releaseRecorded is releasePromisc of every parent rec records but those
+// busy reports in use (by containers' endpoints, which the host's listing
+// does not see): their promiscuous mode and records stay.
+func releaseRecorded(k kernel, rec PromiscRecord, busy func(parent string) bool) (released, error) {
+	var r released
 	if rec == nil {
-		return nil, nil
+		return r, nil
 	}
 	parents, err := rec.List()
 	if err != nil {
-		return nil, err
+		return r, err
 	}
-	var off []string
 	var errs []error
 	for _, p := range parents {
-		done, err := releasePromisc(k, rec, p)
-		if done {
-			off = append(off, p)
+		if busy(p) {
+			continue
+		}
+		off, forgot, err := releasePromisc(k, rec, p)
+		if off {
+			r.off = append(r.off, p)
+		}
+		if forgot {
+			r.forgotten = append(r.forgotten, p)
 		}
 		errs = append(errs, err)
 	}
-	return off, errors.Join(errs...)
+	return r, errors.Join(errs...)
 }

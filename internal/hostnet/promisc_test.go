@@ -1,6 +1,7 @@
 package hostnet
 
 import (
+	"errors"
 	"net"
 	"net/netip"
 	"os"
@@ -9,7 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-cmp/cmp"
 	"github.com/vishvananda/netlink"
+
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 // macvlanOn is a macvlan network's Want on eth1, its shim ul-NAME.
@@ -103,9 +107,61 @@ func TestRemoveLeftoversReleasesPromisc(t *testing.T) {
 	if _, err := (Host{k: k, Promisc: rec}).Ensure(macvlanOn("a", "ul-a", 1)); err != nil {
 		t.Fatal(err)
 	}
-	removed, _, err := removeLeftovers(k, Cleanup{Promisc: rec})
-	if err != nil || !slices.Equal(removed, []string{"ul-a"}) || promiscOf(k, "eth1") {
-		t.Errorf("removeLeftovers: %v, %v, promisc %t; want ul-a removed and eth1's promiscuous mode off", removed, err, promiscOf(k, "eth1"))
+	rep, err := removeLeftovers(k, Cleanup{Promisc: rec})
+	if err != nil || !slices.Equal(rep.Removed, []string{"ul-a"}) || promiscOf(k, "eth1") {
+		t.Errorf("removeLeftovers: %+v, %v, promisc %t; want ul-a removed and eth1's promiscuous mode off", rep, err, promiscOf(k, "eth1"))
+	}
+	if !slices.Equal(rep.PromiscOff, []string{"eth1"}) || !slices.Equal(rep.Forgotten, []string{"eth1"}) {
+		t.Errorf("reported promiscuous mode off on %v, records removed %v; want eth1 and eth1", rep.PromiscOff, rep.Forgotten)
+	}
+}
+
+// TestCleanupLeavesWhatContainersUse: `agent cleanup` saw only the host's
+// network namespace, where no container's endpoint is: it deleted a VLAN
+// parent (and the kernel every container's macvlan on it) and turned
+// off promiscuous mode under running containers. Links Cleanup.InUse
+// names (from Docker: the networks' running containers) are left, with
+// the parent's promiscuous mode and record, reported and named in an
+// error wrapping ErrInUse that says the fix; the rest goes, and the
+// report says what it did.
+func TestCleanupLeavesWhatContainersUse(t *testing.T) {
+	k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1", Flags: net.FlagUp}},
+		&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth2", Flags: net.FlagUp}})
+	rec := PromiscFiles{Dir: t.TempDir(), Boot: "boot1"}
+	h := Host{k: k, Promisc: rec, Owner: "a1"}
+	web := Want{Parent: "eth1.40", Network: "web", ShimLink: netspec.ShimLinkName("web"),
+		Shim: netip.MustParseAddr("10.40.0.2"), Route: netip.MustParsePrefix("10.40.0.0/26"), Subnet: netip.MustParsePrefix("10.40.0.0/24")}
+	if _, err := h.Ensure(web); err != nil {
+		t.Fatal(err)
+	}
+	db := macvlanOn("db", netspec.ShimLinkName("db"), 2)
+	db.Parent = "eth2"
+	if _, err := h.Ensure(db); err != nil {
+		t.Fatal(err)
+	}
+	// A record of a parent gone since.
+	if err := rec.Add("eth9", 9); err != nil {
+		t.Fatal(err)
+	}
+	users := []string{"container web.1 (network web)"}
+	rep, err := removeLeftovers(k, Cleanup{Owner: "a1", Promisc: rec, InUse: map[string][]string{"eth1.40": users, web.ShimLink: users}})
+	want := CleanupReport{
+		Removed:    []string{netspec.ShimLinkName("db")},
+		InUse:      []LinkUse{{Name: web.ShimLink, Users: users}, {Name: "eth1.40", Users: users}},
+		PromiscOff: []string{"eth2"},
+		Forgotten:  []string{"eth2", "eth9"},
+	}
+	if d := cmp.Diff(want, rep); d != "" {
+		t.Errorf("report (-want +got)\n%s", d)
+	}
+	if !errors.Is(err, ErrInUse) || !strings.Contains(err.Error(), "eth1.40 (container web.1 (network web))") || !strings.Contains(err.Error(), "run underlay agent cleanup again") {
+		t.Errorf("removeLeftovers: %v; want an error wrapping ErrInUse naming eth1.40, its container, and the fix", err)
+	}
+	if _, ok := k.links["eth1.40"]; !ok || !promiscOf(k, "eth1.40") {
+		t.Errorf("eth1.40 deleted, or its promiscuous mode turned off, under a running container")
+	}
+	if ok, _ := rec.Has("eth1.40", k.links["eth1.40"].Attrs().Index); !ok {
+		t.Error("the record of eth1.40 made promiscuous was removed")
 	}
 }
 
