@@ -68,6 +68,19 @@ type Observed struct {
 	// ShimMarked is true when the link of the shim's name is marked as the
 	// network's shim (ShimOf).
 	ShimMarked bool
+	// ShimUnowned is true, for a Host with an Owner, when the shim is
+	// marked as the network's naming no owner, as agents marked them
+	// before marks named one, and is of the wanted kind on the parent:
+	// Ensure adopts it (ShimMark), so that another owner's agent in this
+	// network namespace, to which a mark naming no owner is its own,
+	// leaves it alone.
+	ShimUnowned bool
+	// ParentUnowned is true, for a Host with an Owner, when the parent
+	// is a VLAN marked as made for the network naming no owner, and the
+	// VLAN its name says: Ensure adopts it (ParentMark). A parent with no
+	// mark is an operator's (underlay always marked those it made), and
+	// is never adopted.
+	ParentUnowned bool
 	// ShimForeign is true when the link of the shim's name is not
 	// underlay's shim of the network: neither marked for it nor an older
 	// agent's (oldShim). It is left alone.
@@ -115,12 +128,15 @@ const (
 	ParentPromisc Repair = "set parent promiscuous"
 	ShimReplace   Repair = "replace shim (wrong kind or parent)"
 	ShimCreate    Repair = "create shim"
-	ShimMark      Repair = "mark an older agent's shim as underlay's"
-	ShimAddress   Repair = "add shim address"
-	ShimUp        Repair = "set shim up"
-	ShimRoute     Repair = "add route to the container range via the shim"
-	ShimAddress6  Repair = "add shim IPv6 address"
-	ShimRoute6    Repair = "add route to the IPv6 container range via the shim"
+	ShimMark      Repair = "mark an older agent's shim as this agent's"
+	// ParentMark marks a VLAN parent an older agent made, whose mark
+	// names no owner, as this agent's (Observed.ParentUnowned).
+	ParentMark   Repair = "mark an older agent's VLAN parent as this agent's"
+	ShimAddress  Repair = "add shim address"
+	ShimUp       Repair = "set shim up"
+	ShimRoute    Repair = "add route to the container range via the shim"
+	ShimAddress6 Repair = "add shim IPv6 address"
+	ShimRoute6   Repair = "add route to the IPv6 container range via the shim"
 	// ShimOldRoutes and ShimOldRoutes6 delete the shim's routes to the
 	// node's ranges before they moved (Observed.OldRoutes).
 	ShimOldRoutes  Repair = "delete the shim's routes to ranges no longer the node's"
@@ -177,6 +193,9 @@ func Repairs(w Want, o Observed) ([]Repair, error) {
 		r = append(r, ParentCreate)
 		o = Observed{ParentExists: true, ShimExists: o.ShimExists}
 	}
+	if o.ParentUnowned {
+		r = append(r, ParentMark)
+	}
 	if !o.ParentUp {
 		r = append(r, ParentUp)
 	}
@@ -199,7 +218,7 @@ func Repairs(w Want, o Observed) ([]Repair, error) {
 		}
 		return r, nil
 	}
-	if !o.ShimMarked {
+	if !o.ShimMarked || o.ShimUnowned {
 		r = append(r, ShimMark)
 	}
 	if !o.ShimHasIP {
@@ -355,6 +374,13 @@ func (h Host) RemoveParent(parent, network string) (bool, error) {
 // owner (see MarkedBy).
 func (h Host) Marked() (map[string]Marks, error) { return marked(h.nl(), h.Owner) }
 
+// adopts reports whether h, with an Owner, takes a link marked alias for
+// its own, re-marking it: alias is mark (a ShimAlias or OwnerAlias of the
+// network) naming no owner, as agents marked links before marks named
+// one. Any other alias (none, another network's, another owner's,
+// someone else's) is not adopted.
+func (h Host) adopts(alias, mark string) bool { return h.Owner != "" && alias == mark }
+
 // nl is the kernel h works on, its interrupted listings made again.
 func (h Host) nl() kernel {
 	if h.k == nil {
@@ -414,6 +440,7 @@ func (h Host) Observe(w Want) (Observed, error) {
 	// remove, yet no parent to build on either.
 	o.ParentIsShim = isShim(Link{Name: pa.Name, Type: parent.Type(), Alias: pa.Alias}) ||
 		(parent.Type() == "macvlan" || parent.Type() == "ipvlan") && strings.HasPrefix(pa.Alias, shimPrefix)
+	o.ParentUnowned = h.adopts(pa.Alias, OwnerAlias(w.Network)) && parent.Type() == "vlan" && o.OtherVLAN == ""
 	o.ParentUp = pa.Flags&net.FlagUp != 0
 	o.ParentPromisc = pa.Promisc != 0
 	shim, err := k.LinkByName(w.ShimLink)
@@ -428,6 +455,7 @@ func (h Host) Observe(w Want) (Observed, error) {
 	sa := shim.Attrs()
 	o.ShimOK = w.shimOK(shim) && sa.ParentIndex == on
 	o.ShimMarked = ShimOf(Link{Name: sa.Name, Type: shim.Type(), Alias: sa.Alias}, w.Network)
+	o.ShimUnowned = o.ShimMarked && o.ShimOK && h.adopts(sa.Alias, ShimAlias(w.Network))
 	o.ShimUp = sa.Flags&net.FlagUp != 0
 	addrs, err := k.AddrList(shim, netlink.FAMILY_V4)
 	if err != nil {
@@ -761,7 +789,7 @@ func (h Host) Ensure(w Want) ([]Repair, error) {
 			switch r {
 			case ParentCreate:
 				err = fmt.Errorf("%s %q: %w", r, w.Parent, err)
-			case ParentUp, ParentPromisc:
+			case ParentMark, ParentUp, ParentPromisc:
 				err = fmt.Errorf("%s on parent %q: %w", r, w.Parent, err)
 			case ShimAddress, ShimAddress6, ShimRoute, ShimRoute6:
 				// The kernel's answer (EADDRINUSE from ipvlan, for one,
@@ -925,10 +953,13 @@ func apply(k kernel, w Want, r Repair, owner string, rec PromiscRecord) error {
 	switch r {
 	case ParentCreate:
 		return createVLAN(k, w.Parent, withOwner(OwnerAlias(w.Network), owner))
-	case ParentUp, ParentPromisc:
+	case ParentMark, ParentUp, ParentPromisc:
 		parent, err := k.LinkByName(w.Parent)
 		if err != nil {
 			return err
+		}
+		if r == ParentMark {
+			return k.LinkSetAlias(parent, withOwner(OwnerAlias(w.Network), owner))
 		}
 		if r == ParentUp {
 			return lowerDown(k, parent, k.LinkSetUp(parent))

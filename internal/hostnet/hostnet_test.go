@@ -36,6 +36,8 @@ func TestRepairs(t *testing.T) {
 		{"old range's route left", func(o *Observed) { o.OldRoutes = true }, []Repair{ShimOldRoutes}},
 		{"old IPv6 range's route, IPv4 only", func(o *Observed) { o.OldRoutes6 = true }, nil},
 		{"an older agent's shim", func(o *Observed) { o.ShimMarked = false }, []Repair{ShimMark}},
+		{"a shim marked naming no owner", func(o *Observed) { o.ShimUnowned = true }, []Repair{ShimMark}},
+		{"a VLAN parent marked naming no owner", func(o *Observed) { o.ParentUnowned = true }, []Repair{ParentMark}},
 		{"VLAN parent missing", func(o *Observed) { *o = Observed{ParentCreatable: true} },
 			[]Repair{ParentCreate, ParentUp, ParentPromisc, ShimCreate, ShimAddress, ShimUp, ShimRoute}},
 	}

@@ -373,3 +373,78 @@ func TestCleanupRereadsTheMark(t *testing.T) {
 		t.Errorf("%s, marked by b2 since the listing, was deleted", shim)
 	}
 }
+
+// TestEnsureAdoptsOlderAgentsLinks: links agents made before marks named
+// an owner (a VLAN parent marked "underlay network web", a shim marked
+// "underlay shim web", or a shim unmarked and named ul-…) were every
+// agent's for good: another cluster's agent in the network namespace
+// took them for its own orphans and removed them. An agent with an owner
+// adopts them, marking them with its owner, when they are what it would
+// make for the network: the VLAN its parent's name says; a shim of the
+// network's kind on that parent (unmarked: named as ShimLinkName names the
+// network's, and holding the node's shim address). An unmarked VLAN
+// parent (an operator's) and any link short of that are never adopted.
+func TestEnsureAdoptsOlderAgentsLinks(t *testing.T) {
+	shim := netspec.ShimLinkName("web")
+	w := Want{Parent: "eth1.40", Network: "web", ShimLink: shim, Shim: netip.MustParseAddr("10.40.0.2"),
+		Route: netip.MustParsePrefix("10.40.0.0/26"), Subnet: netip.MustParsePrefix("10.40.0.0/24")}
+	const eth1, eth140 = 1, 2
+	host := func(parentAlias, shimAlias string, shimParent int, addr string) *fakeKernel {
+		k := newFakeKernel(
+			&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "eth1", Flags: net.FlagUp}},
+			&netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "eth1.40", ParentIndex: eth1, Alias: parentAlias, Flags: net.FlagUp, Promisc: 1}, VlanId: 40},
+			&netlink.Macvlan{LinkAttrs: netlink.LinkAttrs{Name: shim, ParentIndex: shimParent, Alias: shimAlias, Flags: net.FlagUp}, Mode: netlink.MACVLAN_MODE_BRIDGE},
+		)
+		k.addrs[shim] = []netlink.Addr{{IPNet: &net.IPNet{IP: net.ParseIP(addr).To4(), Mask: net.CIDRMask(32, 32)}}}
+		return k
+	}
+	for _, tc := range []struct {
+		name                 string
+		k                    *fakeKernel
+		owner                string
+		wantParent, wantShim string // aliases after Ensure
+		err                  error
+	}{
+		{"marks naming no owner", host(OwnerAlias("web"), ShimAlias("web"), eth140, "10.40.0.2"), "a1",
+			"underlay network web by a1", "underlay shim web by a1", nil},
+		{"an unmarked shim named ul-…, holding the shim address", host(OwnerAlias("web"), "", eth140, "10.40.0.2"), "a1",
+			"underlay network web by a1", "underlay shim web by a1", nil},
+		{"no owner to adopt them for", host(OwnerAlias("web"), ShimAlias("web"), eth140, "10.40.0.2"), "",
+			OwnerAlias("web"), ShimAlias("web"), nil},
+		// Never an operator's link.
+		{"an unmarked VLAN parent", host("", ShimAlias("web"), eth140, "10.40.0.2"), "a1",
+			"", "underlay shim web by a1", nil},
+		{"a VLAN parent marked for another network", host(OwnerAlias("db"), ShimAlias("web"), eth140, "10.40.0.2"), "a1",
+			OwnerAlias("db"), "underlay shim web by a1", nil},
+		{"a VLAN parent of someone's alias", host("uplink 40", ShimAlias("web"), eth140, "10.40.0.2"), "a1",
+			"uplink 40", "underlay shim web by a1", nil},
+		{"another owner's marks", host("underlay network web by b2", "underlay shim web by b2", eth140, "10.40.0.2"), "a1",
+			"underlay network web by b2", "underlay shim web by b2", nil},
+		{"an unmarked shim without the shim address", host(OwnerAlias("web"), "", eth140, "192.168.9.9"), "a1",
+			OwnerAlias("web"), "", ErrForeignLink},
+		{"an unmarked shim on another parent", host(OwnerAlias("web"), "", eth1, "10.40.0.2"), "a1",
+			OwnerAlias("web"), "", ErrForeignLink},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Host{k: tc.k, Owner: tc.owner}.Ensure(w)
+			if tc.err == nil && err != nil || !errors.Is(err, tc.err) {
+				t.Errorf("Ensure: %v, want %v", err, tc.err)
+			}
+			if got := tc.k.links["eth1.40"].Attrs().Alias; got != tc.wantParent {
+				t.Errorf("eth1.40's alias %q, want %q", got, tc.wantParent)
+			}
+			if got := tc.k.links[shim].Attrs().Alias; got != tc.wantShim {
+				t.Errorf("%s's alias %q, want %q", shim, got, tc.wantShim)
+			}
+		})
+	}
+	// Adopted, they are a1's: another owner's cleanup leaves them.
+	k := host(OwnerAlias("web"), ShimAlias("web"), eth140, "10.40.0.2")
+	if _, err := (Host{k: k, Owner: "a1"}).Ensure(w); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := removeLeftovers(k, Cleanup{Owner: "b2"})
+	if err != nil || len(rep.Removed) != 0 || len(rep.Left) != 2 {
+		t.Errorf("owner b2's cleanup after a1 adopted them: %+v, %v; want both left as a1's", rep, err)
+	}
+}
