@@ -1053,6 +1053,33 @@ func TestPrermRunningAgentNoAwk(t *testing.T) {
 // UNDERLAY_STATE_DIR and left the agent's state there. The prerm now
 // records it (remove always runs before purge), and purge removes the
 // agent's files there, nothing else, and the record.
+// TestPrermLinksLeft: a removal whose cleanup leaves links (running
+// containers use them, or dockerd did not answer) says how to delete them
+// once the package is gone, since its `underlay agent cleanup` goes with it.
+func TestPrermLinksLeft(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		exit  int
+		wants bool
+	}{
+		{"cleanup left links", 1, true},
+		{"cleanup removed all", 0, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newMaintainer(t)
+			stub := fmt.Sprintf("#!/bin/sh\necho \"underlay $*\" >>\"$CALLS\"\necho 'left eth1.40: in use by container web.1 (network web)'\nexit %d\n", tc.exit)
+			if err := os.WriteFile(m.path("bin/underlay"), []byte(stub), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			m.run("prerm", "remove")
+			said := strings.Contains(m.out, "ip link delete")
+			if said != tc.wants {
+				t.Errorf("prerm remove, cleanup exiting %d, said:\n%s\nwant the advice to delete the links left by hand: %t", tc.exit, m.out, tc.wants)
+			}
+		})
+	}
+}
+
 func TestPurgeMovedStateDir(t *testing.T) {
 	m := newMaintainer(t)
 	m.write("etc/underlay/agent.env", "UNDERLAY_STATE_DIR="+m.path("srv/state")+"\n")

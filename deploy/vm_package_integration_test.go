@@ -34,9 +34,11 @@ const vmPackageSubnet = "10.186.0.0/16"
 // address allocated to it and registered with it. (Docker attaches a
 // container to a swarm network anew at each start and asks for no
 // particular address unless given one, --ip: the address may be new.)
-// Then `dpkg -r` leaves no unit, socket, shim or parent behind (only the
-// settings, which are conffiles), and `dpkg -P` no settings and no
-// enablement.
+// Then `dpkg -r` with solo running leaves no unit or socket, but the
+// shim and the parent solo's endpoint hangs off, saying so and how to
+// delete them; once solo is gone, the package installed again and removed
+// leaves no shim or parent either (only the settings, which are
+// conffiles), and `dpkg -P` no settings and no enablement.
 func TestIntegrationVMPackage(t *testing.T) {
 	testenv.Require(t)
 	testenv.Docker(t)
@@ -159,13 +161,11 @@ func TestIntegrationVMPackage(t *testing.T) {
 		t.Errorf("units after the reboot: %q", out)
 	}
 
-	// Removal: units stopped and gone, socket gone, shim and parent gone,
-	// settings kept; solo keeps running with its address.
-	out := must("dpkg -r underlay")
-	if !strings.Contains(out, "removed "+shim) || !strings.Contains(out, "removed "+vlan) {
-		t.Errorf("dpkg -r did not report the shim and parent removed:\n%s", out)
-	}
-	for _, check := range []string{
+	// Removal while solo runs: units stopped and gone, socket gone,
+	// settings kept; the shim and the parent solo's endpoint hangs off
+	// are left (deleting the parent would delete the endpoint), named
+	// with solo, and the package says how to delete them later.
+	removed := []string{
 		"! systemctl is-active --quiet underlay-agent.service",
 		"! systemctl is-active --quiet underlay-ipam.socket",
 		"! test -e /lib/systemd/system/underlay-agent.service",
@@ -173,18 +173,47 @@ func TestIntegrationVMPackage(t *testing.T) {
 		"! test -e /lib/systemd/system/underlay-control.service",
 		"! test -e /usr/bin/underlay",
 		"! test -e /run/docker/plugins/underlay.sock",
-		"! ip link show " + shim,
-		"! ip link show " + vlan,
 		"ip link show bond0", // what the agent did not make stays
 		"test -e /etc/underlay/agent.env",
-	} {
+	}
+	out := must("dpkg -r underlay")
+	for _, link := range []string{shim, vlan} {
+		if !strings.Contains(out, "left "+link+": in use by container solo") {
+			t.Errorf("dpkg -r with solo running did not report %s left for solo:\n%s", link, out)
+		}
+	}
+	if !strings.Contains(out, "ip link delete") {
+		t.Errorf("dpkg -r leaving links did not say how to delete them:\n%s", out)
+	}
+	for _, check := range append(removed, "ip link show "+shim, "ip link show "+vlan) {
 		if out, err := sh(check); err != nil {
-			t.Errorf("after dpkg -r: %s failed: %v %s", check, err, out)
+			t.Errorf("after dpkg -r with solo running: %s failed: %v %s", check, err, out)
 		}
 	}
 	c, err := n.Docker.ContainerInspect(ctx, id)
 	if err != nil || !c.State.Running || c.NetworkSettings.Networks["pool"] == nil || c.NetworkSettings.Networks["pool"].IPAddress != addr {
 		t.Errorf("solo after dpkg -r: %v %+v", err, c.State)
+	}
+
+	// Solo gone, the package installed again (its agent takes the links
+	// back, its owner kept in the state directory) and removed: the shim
+	// and the parent go too.
+	if err := n.Docker.ContainerRemove(ctx, id, container.RemoveOptions{Force: true}); err != nil {
+		t.Fatalf("remove solo: %v", err)
+	}
+	must("dpkg -i " + deb)
+	testenv.Eventually(t, time.Minute, func() (bool, string) {
+		out, err := sh("systemctl is-active underlay-agent.service underlay-ipam.socket")
+		return err == nil, "agent and socket not active after the second dpkg -i: " + out + "\n" + agentLog()
+	})
+	out = must("dpkg -r underlay")
+	if !strings.Contains(out, "removed "+shim) || !strings.Contains(out, "removed "+vlan) {
+		t.Errorf("dpkg -r with no container did not report the shim and parent removed:\n%s", out)
+	}
+	for _, check := range append(removed, "! ip link show "+shim, "! ip link show "+vlan) {
+		if out, err := sh(check); err != nil {
+			t.Errorf("after dpkg -r: %s failed: %v %s", check, err, out)
+		}
 	}
 
 	must("dpkg -P underlay")
