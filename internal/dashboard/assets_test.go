@@ -172,3 +172,32 @@ func TestScriptShowsTheSummary(t *testing.T) {
 		}
 	}
 }
+
+// TestScriptShowsTheOutage: while the dashboard cannot read Consul, the
+// page says since when (SourceError.Since: "Consul unreachable since"),
+// and an agent's unknown state with the state it had (Agent.LastState),
+// by the snapshot's names.
+func TestScriptShowsTheOutage(t *testing.T) {
+	b, err := assets.ReadFile("assets/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := string(b)
+	body := func(fn string) string {
+		at := strings.Index(js, "function "+fn+"(")
+		if at < 0 {
+			t.Fatalf("app.js has no %s", fn)
+		}
+		f := js[at:]
+		return f[:strings.Index(f, "\n  }\n")]
+	}
+	for _, c := range []struct{ where, use string }{
+		{"renderSources", "e." + jsonName(t, SourceError{}, "Since")},
+		{"renderSources", "Consul unreachable since "},
+		{"nodeHead", "agent." + jsonName(t, Agent{}, "LastState")},
+	} {
+		if !strings.Contains(body(c.where), c.use) {
+			t.Errorf("%s does not show %s", c.where, c.use)
+		}
+	}
+}

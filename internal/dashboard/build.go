@@ -64,7 +64,7 @@ func build(in Inputs, shared map[string][]string) Snapshot {
 	s := Snapshot{
 		GeneratedAt: utc(in.Now),
 		Control:     in.Control,
-		Sources:     sourceErrors(in.Errors),
+		Sources:     sourceErrors(in.Errors, in.FailingSince),
 	}
 	byNode, unplaced := cards(in, ix)
 	var onNodes map[string]bool
@@ -287,10 +287,10 @@ func (ix *index) serviceName(id string) string {
 	return stringid.TruncateID(id)
 }
 
-func sourceErrors(errs map[string]string) []SourceError {
+func sourceErrors(errs map[string]string, since map[string]time.Time) []SourceError {
 	out := []SourceError{}
 	for _, k := range slices.Sorted(maps.Keys(errs)) {
-		out = append(out, SourceError{Source: k, Error: errs[k]})
+		out = append(out, SourceError{Source: k, Error: errs[k], Since: utc(since[k])})
 	}
 	return out
 }
@@ -554,7 +554,7 @@ func nodes(in Inputs, byNode map[string][]Task, shared map[string][]string) ([]N
 		node := Node{
 			ID: n.ID, Name: n.Hostname, Role: n.Role, Leader: n.Leader, State: n.State, Availability: n.Availability,
 			Addr: n.Addr, DockerVersion: n.EngineVersion, Message: n.Message,
-			Agent: agentHealth(a, in.Now), Doctor: doctor, Tasks: byNode[n.ID],
+			Agent: agentHealth(a, in.Now, in.AgentsUnread), Doctor: doctor, Tasks: byNode[n.ID],
 		}
 		// Facts not naming this node, taken by its name: under a name
 		// other nodes have, they may be another node's agent's.
@@ -700,8 +700,26 @@ func unownedReport(a AgentInput) DoctorResult {
 // agentHealth judges a node's agent by its latest report: the node facts
 // it publishes every network sync, or its doctor report. Their stamps are
 // the agent's clock; when the server watched them, the report's age is
-// counted from when it first saw it, by its own clock (HeardAt).
-func agentHealth(a AgentInput, now time.Time) Agent {
+// counted from when it first saw it, by its own clock (HeardAt). While
+// the reports cannot be read (unread), and after, until the agent's period
+// has passed without a report since they could, the agent is unknown,
+// with the state it had when the reads began to fail: the dashboard's
+// outage is no agent's.
+func agentHealth(a AgentInput, now time.Time, unread Outage) Agent {
+	ag, last, window := judgeAgent(a, now)
+	switch {
+	case unread.From.IsZero():
+		return ag
+	case unread.To.IsZero(), ag.State == AgentStale && last.Before(unread.To) && now.Sub(unread.To) <= window:
+		was, _, _ := judgeAgent(a, unread.From)
+		ag.State, ag.LastState = AgentUnknown, was.State
+	}
+	return ag
+}
+
+// judgeAgent is a's agent as of now by its latest report, heard at last;
+// it turns stale when window passes without one.
+func judgeAgent(a AgentInput, now time.Time) (ag Agent, last time.Time, window time.Duration) {
 	last, every := a.FactsAt, time.Duration(0)
 	var version string
 	if d := a.Doctor; d != nil {
@@ -710,17 +728,18 @@ func agentHealth(a AgentInput, now time.Time) Agent {
 		}
 		every, version = d.Every, d.Version
 	}
+	window = max(agentStaleAfter, 2*every)
 	if last.IsZero() {
-		return Agent{State: AgentAbsent}
+		return Agent{State: AgentAbsent}, last, window
 	}
 	if !a.HeardAt.IsZero() {
 		last = a.HeardAt
 	}
 	st := AgentUp
-	if now.Sub(last) > max(agentStaleAfter, 2*every) {
+	if now.Sub(last) > window {
 		st = AgentStale
 	}
-	return Agent{State: st, LastSeen: utc(last), Version: version}
+	return Agent{State: st, LastSeen: utc(last), Version: version}, last, window
 }
 
 func doctorSummary(r *DoctorReport) *Doctor {

@@ -136,7 +136,7 @@ func TestAgentHealth(t *testing.T) {
 		{"doctor lately, slow period", AgentInput{FactsAt: t0.Add(-time.Hour), Doctor: &DoctorReport{At: t0.Add(-3 * time.Minute), Every: 5 * time.Minute}}, AgentUp},
 		{"doctor missed two periods", AgentInput{Doctor: &DoctorReport{At: t0.Add(-3 * time.Minute), Every: time.Minute}}, AgentStale},
 	} {
-		if got := agentHealth(c.in, t0).State; got != c.want {
+		if got := agentHealth(c.in, t0, Outage{}).State; got != c.want {
 			t.Errorf("%s: agent %s, want %s", c.name, got, c.want)
 		}
 	}

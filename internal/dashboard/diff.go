@@ -92,6 +92,21 @@ func (d *differ) sources(old, cur []SourceError) {
 	}
 }
 
+// agentChange is the change of an agent's state worth an event, none when
+// from == to: an agent turning unknown is the dashboard's outage, which
+// the sources' event tells once for every agent, so its state is compared
+// with the one it had before.
+func agentChange(old, cur Agent) (from, to string) {
+	from, to = old.State, cur.State
+	if from == AgentUnknown {
+		from = old.LastState
+	}
+	if to == AgentUnknown {
+		return from, from
+	}
+	return from, to
+}
+
 func (d *differ) nodes(old, cur []Node) {
 	was := map[string]Node{}
 	for _, n := range old {
@@ -110,8 +125,8 @@ func (d *differ) nodes(old, cur []Node) {
 		if o.State != n.State || o.Availability != n.Availability || o.Role != n.Role {
 			d.add(Event{Kind: EventNode, Node: n.Name, Message: fmt.Sprintf("node %s: %s → %s", name, nodeDesc(o), nodeDesc(n))})
 		}
-		if o.Agent.State != n.Agent.State {
-			d.add(Event{Kind: EventNode, Node: n.Name, Message: fmt.Sprintf("node %s: underlay agent %s → %s", name, o.Agent.State, n.Agent.State)})
+		if from, to := agentChange(o.Agent, n.Agent); from != to {
+			d.add(Event{Kind: EventNode, Node: n.Name, Message: fmt.Sprintf("node %s: underlay agent %s → %s", name, from, to)})
 		}
 		switch ids := sharedBy(n.Doctor); {
 		case ids == nil:

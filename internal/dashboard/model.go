@@ -41,6 +41,9 @@ type Snapshot struct {
 type SourceError struct {
 	Source string `json:"source"`
 	Error  string `json:"error"`
+	// Since is when its reads began to fail (the first of those failing
+	// since).
+	Since time.Time `json:"since,omitzero"`
 }
 
 // Summary counts what needs attention.
@@ -85,15 +88,23 @@ const (
 	AgentUp     = "up"
 	AgentStale  = "stale"
 	AgentAbsent = "absent"
+	// AgentUnknown is the state of every agent while the dashboard cannot
+	// read their reports (underlay's KV), and of one not heard since, until
+	// its period has passed since the reads came back: silent or not, it
+	// cannot tell.
+	AgentUnknown = "unknown"
 )
 
 // Agent is the health of a node's underlay agent, from its reports.
 type Agent struct {
-	// State is up (reported lately), stale (it stopped reporting) or
-	// absent (it never reported).
-	State    string    `json:"state"`
-	LastSeen time.Time `json:"last_seen,omitzero"`
-	Version  string    `json:"version,omitempty"`
+	// State is up (reported lately), stale (it stopped reporting), absent
+	// (it never reported) or unknown (AgentUnknown).
+	State string `json:"state"`
+	// LastState is, when State is unknown, the state the agent had when
+	// the dashboard's reads of the reports began to fail.
+	LastState string    `json:"last_state,omitempty"`
+	LastSeen  time.Time `json:"last_seen,omitzero"`
+	Version   string    `json:"version,omitempty"`
 	// NameOnly is true when the agent is known by the node's name only
 	// (its facts name no swarm node listed: an older agent's, or a former
 	// identity's) and other swarm nodes have that name: it may be

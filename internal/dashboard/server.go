@@ -11,6 +11,7 @@ import (
 	"hash/maphash"
 	"html/template"
 	"log/slog"
+	"maps"
 	"net/http"
 	"slices"
 	"sync"
@@ -125,6 +126,10 @@ type Server struct {
 	// goroutine touches them.
 	last  Inputs
 	heard map[string]netspec.Heard
+	// failing holds when each source failing began to; kvOutage is the
+	// latest outage of the kv source (Inputs.AgentsUnread).
+	failing  map[string]time.Time
+	kvOutage Outage
 
 	mu sync.Mutex // guards following fields
 	// snap is the latest snapshot, frame its stream frame and digest the
@@ -457,7 +462,32 @@ func (s *Server) gather(ctx context.Context) Inputs {
 	}
 	g.Wait()
 	s.keepLast(&in)
+	s.noteFailures(&in)
 	return in
+}
+
+// noteFailures sets in's FailingSince and AgentsUnread from what failed
+// in this refresh and before.
+func (s *Server) noteFailures(in *Inputs) {
+	if s.failing == nil {
+		s.failing = map[string]time.Time{}
+	}
+	maps.DeleteFunc(s.failing, func(source string, _ time.Time) bool {
+		_, still := in.Errors[source]
+		return !still
+	})
+	for source := range in.Errors {
+		if _, ok := s.failing[source]; !ok {
+			s.failing[source] = in.Now
+		}
+	}
+	in.FailingSince = maps.Clone(s.failing)
+	if since, ok := s.failing["kv"]; ok {
+		s.kvOutage = Outage{From: since}
+	} else if !s.kvOutage.From.IsZero() && s.kvOutage.To.IsZero() {
+		s.kvOutage.To = in.Now
+	}
+	in.AgentsUnread = s.kvOutage
 }
 
 // keepLast fills the parts of in whose source failed with their last good

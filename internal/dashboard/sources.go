@@ -269,4 +269,18 @@ type Inputs struct {
 	// consul, kv, history), with the error; what they returned last is
 	// used meanwhile.
 	Errors map[string]string
+	// FailingSince holds, by source in Errors, when its reads began to
+	// fail; nil or a source missing: unknown.
+	FailingSince map[string]time.Time
+	// AgentsUnread is the latest time the agents' reports (the kv source)
+	// could not be read: while it lasts, and for an agent's period after,
+	// silence is no sign of a dead agent (it could not publish either,
+	// when Consul was down). Zero when they always could.
+	AgentsUnread Outage
+}
+
+// Outage is a time a source could not be read: From its first failed
+// read, To its first good one after; To is zero while it lasts.
+type Outage struct {
+	From, To time.Time
 }

@@ -370,7 +370,16 @@
   function renderSources(errs) {
     const el = $('sources');
     el.hidden = errs.length === 0;
-    el.replaceChildren(...errs.map((e) => h('div', {}, h('b', { text: e.source }), ' cannot be read: ' + e.error + ' — showing what it returned last.')));
+    // consul (the catalog) and kv (underlay's records, the agents' reports
+    // among them) are both Consul.
+    el.replaceChildren(...errs.map((e) => {
+      const since = e.since ? ' since ' + clock(e.since) : '';
+      if (e.source === 'consul' || e.source === 'kv') {
+        return h('div', {}, h('b', { text: 'Consul unreachable since ' + (clock(e.since) || '?') }), ' (' + e.source + ': ' + e.error + ') — showing what it returned last' +
+          (e.source === 'kv' ? '; the agents\' states are unknown meanwhile.' : '.'));
+      }
+      return h('div', {}, h('b', { text: e.source }), ' cannot be read' + since + ': ' + e.error + ' — showing what it returned last.');
+    }));
   }
 
   function renderNodes(nodes, unplaced) {
@@ -412,6 +421,8 @@
       h('div', { class: 'line' }, badge(n.role, 'role'), badge(n.state), n.availability !== 'active' ? badge(n.availability, 'warn') : null,
         h('span', { class: 'muted', text: 'Docker ' + (n.docker_version || '?') })),
       h('div', { class: 'line' }, 'agent ', badge(agent.state || 'absent', 'agent-' + (agent.state || 'absent') + ' ' + (agent.state || 'absent')),
+        // Unknown: the dashboard cannot read the reports; what it was before.
+        agent.last_state ? h('span', { class: 'muted agent-last', text: ' (was ' + agent.last_state + ')' }) : null,
         agent.last_seen ? h('span', { class: 'muted' }, ' seen ', ageSpan(agent.last_seen), ' ago') : null,
         // Its facts name no swarm node: under a name other nodes have, it
         // may be another node's agent.
