@@ -122,7 +122,7 @@ DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 	fl.StringVar(&f.leaderKey, "leader-key", adapter.DefaultLeaderKey, "Consul KV key of the leader lock")
 	fl.StringVar(&f.tokenKey, "token-consul-key", "", "Consul KV key holding more bearer tokens, one a line, followed while serving (with or instead of --token-file)")
 	fl.BoolVar(&f.authReads, "auth-reads", false, "require the token on the GET routes and the event stream too (and /metrics); health stays open")
-	fl.BoolVar(&f.secureCookies, "secure-cookies", false, "mark the dashboard's session cookie Secure (sent over HTTPS only) whatever the request came over: for control behind a proxy that ends TLS (X-Forwarded-Proto is never trusted); without it, the cookie is Secure over --tls-cert and for pages of an https origin")
+	fl.BoolVar(&f.secureCookies, "secure-cookies", false, "mark the dashboard's session cookie Secure (sent over HTTPS only, named __Host-underlay_session) whatever the request came over: for control behind a proxy that ends TLS (X-Forwarded-Proto is never trusted); without it, the cookie is Secure over --tls-cert and for pages of an https origin")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "serve the API over TLS with this PEM certificate (with --tls-key)")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "the PEM key of --tls-cert")
 	fl.StringVar(&f.tlsClientCA, "tls-client-ca", "", "mutual TLS: clients must present a certificate signed by a CA of this PEM file")

@@ -30,6 +30,12 @@ import (
 // sessionTTL, nor its logout, wherever it is copied.
 const SessionCookie = "underlay_session"
 
+// SecureSessionCookie is the session cookie's name over TLS (Server.secure).
+// __Host- makes a browser take it only Secure, for Path=/ and without a
+// Domain, from a secure page, so that no other host of the domain, nor a
+// plain-HTTP page of this host (another port), can set or shadow it.
+const SecureSessionCookie = "__Host-" + SessionCookie
+
 // CSRFHeader carries the session's CSRF token on the page's POSTs.
 const CSRFHeader = "X-Underlay-CSRF"
 
@@ -57,13 +63,31 @@ func (s *Server) cookieToken(r *http.Request) string {
 	return sess.tok
 }
 
-// cookieSession is the session of r's session cookie, while it lasts.
+// cookieSession is the session of r's session cookie, while it lasts:
+// the __Host- one (a browser holds it only from a secure page), else,
+// unless the server serves TLS or was told its pages are https
+// (Config.SecureCookies), where the prefix is due, the plain one. A
+// plain-named cookie there is an older release's, or another port's
+// page's: the page logs in again.
 func (s *Server) cookieSession(r *http.Request) (session, error) {
-	c, err := r.Cookie(SessionCookie)
+	c, err := r.Cookie(SecureSessionCookie)
+	if err != nil && !s.servesSecure(r) {
+		c, err = r.Cookie(SessionCookie)
+	}
 	if err != nil {
-		return session{}, fmt.Errorf("%w: no %s cookie", errSession, SessionCookie)
+		return session{}, fmt.Errorf("%w: no %s cookie", errSession, s.cookieName(r))
 	}
 	return s.sessions.open(c.Value)
+}
+
+// cookieName is the name of the session cookie set in answer to r: with
+// the __Host- prefix when the cookie is Secure (secure), which the prefix
+// requires, with Path=/ and no Domain, as every session cookie is.
+func (s *Server) cookieName(r *http.Request) string {
+	if s.secure(r) {
+		return SecureSessionCookie
+	}
+	return SessionCookie
 }
 
 // sealSession is the cookie value of a new session of tok that ends at end.
@@ -283,14 +307,14 @@ func (s *Server) checkPost(r *http.Request, tok string) error {
 // setSession stores a new session of tok, sealed, in the session cookie.
 func (s *Server) setSession(w http.ResponseWriter, r *http.Request, tok string) {
 	http.SetCookie(w, &http.Cookie{
-		Name: SessionCookie, Value: s.sealSession(tok, s.cfg.Now().Add(sessionTTL)), Path: "/",
+		Name: s.cookieName(r), Value: s.sealSession(tok, s.cfg.Now().Add(sessionTTL)), Path: "/",
 		MaxAge: int(sessionTTL / time.Second), HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.secure(r),
 	})
 }
 
 func (s *Server) clearSession(w http.ResponseWriter, r *http.Request) {
 	http.SetCookie(w, &http.Cookie{
-		Name: SessionCookie, Value: "", Path: "/", MaxAge: -1,
+		Name: s.cookieName(r), Value: "", Path: "/", MaxAge: -1,
 		HttpOnly: true, SameSite: http.SameSiteStrictMode, Secure: s.secure(r),
 	})
 }
@@ -302,9 +326,15 @@ func (s *Server) clearSession(w http.ResponseWriter, r *http.Request) {
 // X-Forwarded-Proto, which any client sets, and a proxy in front may
 // pass on as it came.
 func (s *Server) secure(r *http.Request) bool {
-	if s.cfg.SecureCookies || r.TLS != nil {
+	if s.servesSecure(r) {
 		return true
 	}
 	u, err := url.Parse(r.Header.Get("Origin"))
 	return err == nil && u.Scheme == "https"
+}
+
+// servesSecure reports whether every page of r's is https: r came over
+// TLS to this server, or Config.SecureCookies says so.
+func (s *Server) servesSecure(r *http.Request) bool {
+	return s.cfg.SecureCookies || r.TLS != nil
 }

@@ -1090,6 +1090,11 @@ func TestLoginBodyNamed(t *testing.T) {
 	}
 }
 
+// secureSession reports whether c is the session cookie, Secure.
+func secureSession(c *http.Cookie) bool {
+	return (c.Name == SessionCookie || c.Name == SecureSessionCookie) && c.Secure
+}
+
 // TestSessionCookieSecure: the session cookie was marked Secure only when
 // control itself served TLS, so behind a proxy ending TLS a browser could
 // send it over plain HTTP later. It is Secure now whenever Config.
@@ -1117,7 +1122,7 @@ func TestSessionCookieSecure(t *testing.T) {
 			if resp.StatusCode != 200 {
 				t.Fatalf("login: %d %s", resp.StatusCode, body)
 			}
-			if got := slices.ContainsFunc(resp.Cookies(), func(c *http.Cookie) bool { return c.Name == SessionCookie && c.Secure }); got != tt.want {
+			if got := slices.ContainsFunc(resp.Cookies(), secureSession); got != tt.want {
 				t.Errorf("login's session cookie Secure = %v, want %v (Set-Cookie %q)", got, tt.want, resp.Header.Get("Set-Cookie"))
 			}
 			csrf := sessionOf(t, body).CSRF
@@ -1137,7 +1142,7 @@ func TestSessionCookieSecure(t *testing.T) {
 				t.Fatal(err)
 			}
 			out.Body.Close()
-			if got := slices.ContainsFunc(out.Cookies(), func(c *http.Cookie) bool { return c.Name == SessionCookie && c.Secure }); out.StatusCode != 200 || got != tt.want {
+			if got := slices.ContainsFunc(out.Cookies(), secureSession); out.StatusCode != 200 || got != tt.want {
 				t.Errorf("logout: %d, cookie Secure = %v, want 200 and %v", out.StatusCode, got, tt.want)
 			}
 		})
