@@ -201,3 +201,22 @@ func TestScriptShowsTheOutage(t *testing.T) {
 		}
 	}
 }
+
+// TestScriptShowsOmittedChecks: a card's checks past MaxCardChecks are
+// counted on the page (Task.ChecksOmitted), by the snapshot's name.
+func TestScriptShowsOmittedChecks(t *testing.T) {
+	b, err := assets.ReadFile("assets/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := string(b)
+	at := strings.Index(js, "function card(")
+	if at < 0 {
+		t.Fatal("app.js has no card")
+	}
+	fn := js[at:]
+	fn = fn[:strings.Index(fn, "\n  }\n")]
+	if name := jsonName(t, Task{}, "ChecksOmitted"); !strings.Contains(fn, "t."+name) {
+		t.Errorf("card does not show the card's %s (t.%s)", "ChecksOmitted", name)
+	}
+}

@@ -44,6 +44,10 @@ const (
 	// subnets. The counts stay whole.
 	MaxPoolAddresses  = 2048
 	MaxPool6Addresses = 256
+	// MaxCardChecks bounds the checks a card lists: whoever registers a
+	// service gives it as many as they like, and every snapshot carries
+	// every card.
+	MaxCardChecks = 16
 	// agentStaleAfter is the least time without a report before an agent
 	// counts as stale; twice its report period when that is longer.
 	agentStaleAfter = 90 * time.Second
@@ -426,11 +430,19 @@ func applyInstances(c *Task, insts []Instance) {
 				ch.Output = "" // the same on every card; only failures need theirs
 			}
 			// The container checked writes it, and Consul keeps up to its
-			// check_output_max_size: on every card, in every snapshot.
-			ch.Output = cut(ch.Output, MaxEventMessage)
+			// check_output_max_size: on every card, in every snapshot. Its
+			// name is whoever registered it's.
+			ch.Output, ch.Name = cut(ch.Output, MaxEventMessage), cut(ch.Name, MaxEventMessage)
 			c.Checks = append(c.Checks, ch)
 			c.Health = worse(c.Health, ch.Status)
 		}
+	}
+	if n := len(c.Checks); n > MaxCardChecks {
+		// Those that need attention are kept.
+		slices.SortStableFunc(c.Checks, func(a, b Check) int {
+			return cmp.Compare(boolInt(a.Status == HealthPassing), boolInt(b.Status == HealthPassing))
+		})
+		c.Checks, c.ChecksOmitted = slices.Clip(c.Checks[:MaxCardChecks]), n-MaxCardChecks
 	}
 	if len(c.Addresses) == 0 {
 		for _, i := range insts {
@@ -442,6 +454,13 @@ func applyInstances(c *Task, insts []Instance) {
 	if c.Container == "" {
 		c.Container = insts[0].Meta[register.MetaContainerName]
 	}
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
 }
 
 // instanceCard is the card of a Consul instance no visible task matched.

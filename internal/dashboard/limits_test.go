@@ -194,3 +194,49 @@ func TestCheckOutputBounded(t *testing.T) {
 		}
 	}
 }
+
+// TestCardChecksBounded: an instance registered with a thousand checks,
+// each named with 10 KiB (any token that may register a service may do
+// so), made its card, in every snapshot and on every page, carry all of
+// them: 10 MB. A card now lists at most MaxCardChecks, those that do not
+// pass first, each name cut at MaxEventMessage, and counts the others;
+// its health is still the worst of all.
+func TestCardChecksBounded(t *testing.T) {
+	in := cardsInput()
+	for i := range in.Instances {
+		if in.Instances[i].ID != "node1:c-ok:8080" {
+			continue
+		}
+		var checks []Check
+		for j := range 1000 {
+			checks = append(checks, Check{Name: fmt.Sprintf("%d %s", j, strings.Repeat("n", 10<<10)), Status: HealthPassing})
+		}
+		checks[999].Status, checks[999].Output = HealthCritical, "down"
+		in.Instances[i].Checks = checks
+	}
+	snap := Build(in)
+	var card *Task
+	for _, n := range snap.Nodes {
+		for i, c := range n.Tasks {
+			if c.ID == "ok" {
+				card = &n.Tasks[i]
+			}
+		}
+	}
+	if card == nil {
+		t.Fatal("no card of task ok")
+	}
+	b, _ := json.Marshal(card)
+	if len(card.Checks) > MaxCardChecks || card.ChecksOmitted != 1000-len(card.Checks) || len(b) > 64<<10 {
+		t.Fatalf("the card lists %d checks, %d omitted, in %d bytes; want at most %d, the rest counted, within 64 KiB",
+			len(card.Checks), card.ChecksOmitted, len(b), MaxCardChecks)
+	}
+	if card.Health != HealthCritical || card.Checks[0].Status != HealthCritical || !strings.HasPrefix(card.Checks[0].Name, "999 ") {
+		t.Errorf("health %s, first check %.20q %s; want critical, the critical check listed first", card.Health, card.Checks[0].Name, card.Checks[0].Status)
+	}
+	for _, c := range card.Checks {
+		if len(c.Name) > MaxEventMessage {
+			t.Errorf("a check's name of %d bytes is listed, more than %d", len(c.Name), MaxEventMessage)
+		}
+	}
+}

@@ -174,9 +174,13 @@ type Task struct {
 	ContainerID  string    `json:"container_id,omitempty"`
 	Addresses    []Address `json:"addresses"`
 	// Health is passing, warning, critical or "not registered".
-	Health   string  `json:"health"`
-	ConsulID string  `json:"consul_id,omitempty"`
-	Checks   []Check `json:"checks"`
+	Health   string `json:"health"`
+	ConsulID string `json:"consul_id,omitempty"`
+	// Checks are the instance's checks, the first MaxCardChecks (those
+	// that do not pass first, when cut), each name and output cut at
+	// MaxEventMessage; ChecksOmitted counts the others.
+	Checks        []Check `json:"checks"`
+	ChecksOmitted int     `json:"checks_omitted,omitempty"`
 	// Mismatch is true when Swarm and Consul disagree about the task;
 	// Duplicate when one of its addresses is held elsewhere too.
 	Mismatch  bool `json:"mismatch"`

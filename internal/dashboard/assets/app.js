@@ -469,7 +469,8 @@
     if (t.duplicate) classes.push('duplicate');
     const search = searchText([t.service, cardName(t), t.id, t.container, t.container_id, t.image, t.node, t.consul_id,
       ...t.addresses.flatMap((a) => [a.ip, a.mac])].filter(Boolean));
-    const title = t.checks.map((c) => c.name + ': ' + c.status + (c.output ? '\n' + c.output : '')).join('\n\n');
+    const title = t.checks.map((c) => c.name + ': ' + c.status + (c.output ? '\n' + c.output : '')).join('\n\n') +
+      (t.checks_omitted ? '\n\n… ' + t.checks_omitted + ' more checks not listed (consul lists them)' : '');
     return h('div', {
       class: classes.join(' '), title: title || null,
       dataset: { task: t.id, service: t.service, state: t.state, health: t.health, ip, kind: t.kind, search },
