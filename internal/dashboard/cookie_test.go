@@ -101,3 +101,30 @@ func TestSessionCookieHostPrefix(t *testing.T) {
 		})
 	}
 }
+
+// TestSameOriginIPv6: a page reached by an IPv6 literal (the browser sends
+// Host and Origin with the address in brackets, in its canonical form)
+// is same-origin with itself, and not with another address or port.
+func TestSameOriginIPv6(t *testing.T) {
+	for _, tt := range []struct {
+		host, origin string
+		ok           bool
+	}{
+		{"[::1]:8000", "http://[::1]:8000", true},
+		{"[2001:db8::1]:8000", "https://[2001:db8::1]:8000", true},
+		{"[2001:db8::1]", "http://[2001:db8::1]", true},
+		{"[::ffff:7f00:1]:8000", "http://[::ffff:7f00:1]:8000", true},
+		{"[::1]:8000", "http://[::1]:8001", false},
+		{"[::1]:8000", "http://[::2]:8000", false},
+		{"[::1]:8000", "http://127.0.0.1:8000", false},
+		{"[::1]:8000", "http://[::1].evil.example:8000", false},
+		{"[::1]:8000", "null", false},
+	} {
+		r := httptest.NewRequest(http.MethodPost, "/ui/login", nil)
+		r.Host = tt.host
+		r.Header.Set("Origin", tt.origin)
+		if err := sameOrigin(r); (err == nil) != tt.ok {
+			t.Errorf("Host %s, Origin %s: same origin %v, want %v", tt.host, tt.origin, err == nil, tt.ok)
+		}
+	}
+}
