@@ -171,6 +171,11 @@ func duplicateContainers(inv []inventory.Entry) int {
 // index holds the inputs by the keys cards are matched on.
 type index struct {
 	nodeName map[string]string // swarm node ID → host name
+	// behind names the source, docker or consul, read last time, not
+	// this one: Swarm's tasks and Consul's instances are then not
+	// compared (no card is marked mismatched), since one side may have
+	// changed unseen. Empty when both were read.
+	behind string
 	// factsName maps node identities (swarm node IDs) to node names, as
 	// the node facts give them (Inputs.NodeNames).
 	factsName map[string]string
@@ -191,6 +196,11 @@ func newIndex(in Inputs, inv []inventory.Entry) *index {
 		nodeName: map[string]string{}, factsName: in.NodeNames, service: map[string]SwarmService{},
 		invTask: map[string][]inventory.Entry{}, invCtr: map[string][]inventory.Entry{},
 		instTask: map[string][]Instance{}, instCtr: map[string][]Instance{}, task: map[string]SwarmTask{},
+	}
+	for _, source := range []string{"docker", "consul"} {
+		if _, failed := in.Errors[source]; failed && ix.behind == "" {
+			ix.behind = source
+		}
 	}
 	for _, n := range in.Nodes {
 		ix.nodeName[n.ID] = n.Hostname
@@ -405,13 +415,13 @@ func taskCard(t SwarmTask, now time.Time, ix *index) Task {
 	switch {
 	case len(insts) == 0:
 		c.Health = HealthNotRegistered
-		if running && now.Sub(t.Since) > RegisterGrace {
+		if running && now.Sub(t.Since) > RegisterGrace && ix.behind == "" {
 			c.Mismatch = true
 			c.Problems = append(c.Problems, "Swarm runs this task, but Consul does not list it")
 		}
 	default:
 		applyInstances(&c, insts)
-		if !running {
+		if !running && ix.behind == "" {
 			c.Mismatch = true
 			c.Problems = append(c.Problems, fmt.Sprintf("Consul lists it (%s), but Swarm reports the task %s", insts[0].ID, t.State))
 		}
@@ -489,11 +499,17 @@ func instanceCard(i Instance, ix *index, now time.Time) Task {
 	applyInstances(&c, []Instance{i})
 	if id := i.Meta[register.MetaSwarmTask]; id != "" {
 		c.Kind, c.ID, c.State = KindConsulOnly, id, "unknown"
-		c.Mismatch = true
-		if t, ok := ix.task[id]; ok {
+		t, ok := ix.task[id]
+		if ok {
 			c.State, c.Since, c.ServiceID = t.State, utc(t.Since), t.ServiceID
+		}
+		switch {
+		case ix.behind != "":
+		case ok:
+			c.Mismatch = true
 			c.Problems = append(c.Problems, fmt.Sprintf("Consul lists it (%s), but Swarm reports the task %s", i.ID, t.State))
-		} else {
+		default:
+			c.Mismatch = true
 			c.Problems = append(c.Problems, fmt.Sprintf("Consul lists it (%s), but Swarm knows no such task", i.ID))
 		}
 	}

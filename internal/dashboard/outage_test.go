@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -110,6 +111,50 @@ func TestKVOutageBlamesNoAgent(t *testing.T) {
 		}
 		if len(snap.Sources) != 0 {
 			t.Errorf("%s after the outage: sources %+v, want none", tt.after, snap.Sources)
+		}
+	}
+}
+
+// TestSourceOutageMarksNoMismatch: while the swarm or Consul's catalog
+// cannot be read, the cards compare one source's last answer with the
+// other's current one: a task started since is not "unlisted in Consul",
+// an instance registered since is not "unknown to Swarm". Such cards are
+// not marked mismatched until both are read again; before, they were,
+// 20 s into the outage.
+func TestSourceOutageMarksNoMismatch(t *testing.T) {
+	mismatched := func(snap Snapshot) []string {
+		var out []string
+		for _, n := range snap.Nodes {
+			for _, c := range n.Tasks {
+				if c.Mismatch {
+					out = append(out, c.Kind+" "+c.ID)
+				}
+			}
+		}
+		return out
+	}
+	in := cardsInput()
+	if got := mismatched(Build(in)); len(got) == 0 {
+		t.Fatal("cardsInput has no mismatched card to test with")
+	}
+	for _, source := range []string{"consul", "docker"} {
+		in := cardsInput()
+		in.Errors = map[string]string{source: "connection refused"}
+		snap := Build(in)
+		for _, n := range snap.Nodes {
+			for _, c := range n.Tasks {
+				if slices.ContainsFunc(c.Problems, func(p string) bool {
+					return strings.Contains(p, "Consul lists it") || strings.Contains(p, "Consul does not list it")
+				}) {
+					t.Errorf("%s cannot be read: card %s %s says %q", source, c.Kind, c.ID, c.Problems)
+				}
+			}
+		}
+		if got := mismatched(snap); len(got) > 0 {
+			t.Errorf("%s cannot be read: cards marked mismatched: %v", source, got)
+		}
+		if snap.Summary.Mismatches != 0 {
+			t.Errorf("%s cannot be read: summary counts %d mismatches", source, snap.Summary.Mismatches)
 		}
 	}
 }
