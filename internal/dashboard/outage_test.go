@@ -56,7 +56,11 @@ func TestKVOutageBlamesNoAgent(t *testing.T) {
 	clock.Store(t0.UnixNano())
 	now := func() time.Time { return time.Unix(0, clock.Load()).UTC() }
 	in := cardsInput()
-	in.Agents = []AgentInput{{Node: "node1", FactsAt: t0.Add(-10 * time.Second)}, {Node: "node2", FactsAt: t0.Add(-20 * time.Second)}}
+	// A new slice each time: the server keeps the last one it read.
+	agents := func(node1 time.Time) []AgentInput {
+		return []AgentInput{{Node: "node1", FactsAt: node1}, {Node: "node2", FactsAt: t0.Add(-20 * time.Second)}}
+	}
+	in.Agents = agents(t0.Add(-10 * time.Second))
 	ts := startServer(t, Config{Now: now}, in)
 	before := ts.refreshAt(t, &clock, t0)
 	for name, a := range agentStates(before) {
@@ -90,7 +94,7 @@ func TestKVOutageBlamesNoAgent(t *testing.T) {
 
 	// Back: node1's agent publishes again, node2's does not.
 	back := down.Add(10 * time.Minute)
-	in.Agents[0].FactsAt = back
+	in.Agents = agents(back)
 	ts.src.set(in)
 	ts.src.fail("kv", nil)
 	for _, tt := range []struct {
@@ -98,7 +102,7 @@ func TestKVOutageBlamesNoAgent(t *testing.T) {
 		node2 string
 	}{{0, AgentUnknown}, {agentStaleAfter, AgentUnknown}, {agentStaleAfter + 5*time.Second, AgentStale}} {
 		if tt.after > 0 {
-			in.Agents[0].FactsAt = back.Add(tt.after)
+			in.Agents = agents(back.Add(tt.after))
 			ts.src.set(in)
 		}
 		snap := ts.refreshAt(t, &clock, back.Add(tt.after))
