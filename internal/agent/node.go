@@ -51,7 +51,8 @@ func (n *node) run(ctx context.Context) error {
 	if err != nil {
 		return stopped(ctx, err)
 	}
-	kv := consul.NewKV(n.c.Consul)
+	ckv := consul.NewKV(n.c.Consul)
+	kv := nodeKV(ckv, id)
 	store := netspec.NewStore(kv)
 	facts := &netagent.Facts{Store: store, ID: id, Node: n.name, Holder: netagent.Self(), Log: alog}
 	if err := claim(ctx, facts, alog, n.gate.Waiting); err != nil {
@@ -78,7 +79,7 @@ func (n *node) run(ctx context.Context) error {
 	if err != nil {
 		alog.Warn("link changes are not watched; drift is repaired at each --network-sync", "err", err)
 	}
-	g.Go(func() error { rec.Run(gctx, kv.Watch(gctx, netspec.KVPrefix), links, cfg.NetworkSync); return nil })
+	g.Go(func() error { rec.Run(gctx, ckv.Watch(gctx, netspec.KVPrefix), links, cfg.NetworkSync); return nil })
 	g.Go(func() error {
 		inventory.Run(gctx, n.src, kv, n.name, id, cfg.NetworkSync, log, inventory.NewMetrics(n.reg))
 		return nil
@@ -151,7 +152,7 @@ func claim(ctx context.Context, facts *netagent.Facts, log *slog.Logger, note fu
 // runIPAM starts the cluster IPAM's parts in g — the leak reclaimer, the
 // spares keeper and the plugin — and returns what the network reconciler
 // needs of it.
-func (n *node) runIPAM(ctx context.Context, g *errgroup.Group, kv *consul.KV, store *netspec.Store, nets *dockerhost.Networks, id string) netagent.IPAM {
+func (n *node) runIPAM(ctx context.Context, g *errgroup.Group, kv *netspec.RemovedGuard, store *netspec.Store, nets *dockerhost.Networks, id string) netagent.IPAM {
 	cfg, log := n.cfg.IPAM, n.log
 	alloc := ipam.NewAllocator(kv, id, log, n.freedStore(id)...)
 	pools := ipam.SpecPools{Store: store}
@@ -189,7 +190,7 @@ func (n *node) freedStore(id string) []ipam.Option {
 // runDoctorReports runs the doctor's checks on this node every
 // DoctorInterval and publishes the results for the dashboard. It never
 // stops the agent: without its reports the dashboard only lacks them.
-func (n *node) runDoctorReports(ctx context.Context, id string, kv *consul.KV, store *netspec.Store) {
+func (n *node) runDoctorReports(ctx context.Context, id string, kv *netspec.RemovedGuard, store *netspec.Store) {
 	ca := doctor.NewConsulAPI(n.c.Consul, n.c.ConsulHTTP)
 	env := doctor.Env{NodeID: id, Node: n.name, Docker: &doctor.DockerAPI{API: n.c.Docker}, Consul: ca, Networks: store, Pools: doctor.IPAMPools{KV: kv},
 		Inventories: doctor.KVInventories{KV: kv}, TaskReports: doctor.KVTaskReports{KV: kv}}
@@ -200,7 +201,7 @@ func (n *node) runDoctorReports(ctx context.Context, id string, kv *consul.KV, s
 // metrics') is published under its swarm node ID id: the one an older
 // agent kept under its name, key, goes if it is this node's
 // (retireNameKey).
-func (n *node) retire(kv *consul.KV, key, byID, id string) func(context.Context) {
+func (n *node) retire(kv *netspec.RemovedGuard, key, byID, id string) func(context.Context) {
 	return func(ctx context.Context) {
 		retireNameKey(ctx, kv, key, byID, n.name, id, time.Now(), agentLog(n.log))
 	}
@@ -272,3 +273,9 @@ func (n *node) watchSwarmNodeID(ctx context.Context, id string, every time.Durat
 		}
 	}
 }
+
+// nodeKV is the KV store as the parts of the node of swarm node ID id
+// write it: refused once `underlay node rm` removed the node, so that an
+// agent cut off from Consul meanwhile writes nothing when it comes back,
+// before its heartbeat finds the removal (netspec.RemovedGuard).
+func nodeKV(kv netspec.NodeKV, id string) *netspec.RemovedGuard { return netspec.GuardRemoved(kv, id) }

@@ -233,9 +233,16 @@ func (st *Store) Removal(ctx context.Context, id string) (r NodeRemoval, found b
 	case !found:
 		return NodeRemoval{}, false, nil
 	}
-	_ = json.Unmarshal(p.Value, &r) // an unreadable record still records the removal
+	return parseRemoval(id, p.Value), true, nil
+}
+
+// parseRemoval reads the record b of the removal of identity id: an
+// unreadable record still records the removal.
+func parseRemoval(id string, b []byte) NodeRemoval {
+	var r NodeRemoval
+	_ = json.Unmarshal(b, &r)
 	r.ID = id
-	return r, true, nil
+	return r
 }
 
 // notRemoved refuses an agent's write of facts f when node rm removed

@@ -1,0 +1,104 @@
+package netspec
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/underlay/underlay/internal/kvstore"
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
+)
+
+// TestRemovedGuard: the agent of a node `underlay node rm` removed writes
+// nothing through RemovedGuard — puts, deletes, transactions, even one
+// with no room left for the check — each refused with ErrNodeRemoved,
+// naming the record; reads pass. Without the record every write lands,
+// and a transaction whose own check fails answers so, no error. A token
+// that may not read the record has every check of it refused by Consul:
+// its writes go unchecked, as before the record.
+func TestRemovedGuard(t *testing.T) {
+	ctx := context.Background()
+	const id = "gone000000000000000000000"
+	full := func(key string) []kvstore.Op {
+		ops := make([]kvstore.Op, kvstore.MaxTxnOps)
+		for i := range ops {
+			ops[i] = kvstore.Op{Verb: kvstore.Set, Key: fmt.Sprintf("%s/%d", key, i), Value: []byte("x")}
+		}
+		return ops
+	}
+	writes := []struct {
+		name  string
+		write func(g *RemovedGuard) error
+	}{
+		{"put", func(g *RemovedGuard) error { return g.Put(ctx, "underlay/inventory/"+id, []byte("{}")) }},
+		{"delete", func(g *RemovedGuard) error { return g.Delete(ctx, "underlay/kept") }},
+		{"delete tree", func(g *RemovedGuard) error { return g.DeleteTree(ctx, "underlay/kept") }},
+		{"txn", func(g *RemovedGuard) error {
+			_, err := g.Txn(ctx, []kvstore.Op{{Verb: kvstore.CAS, Key: "underlay/lease", Value: []byte(id)}})
+			return err
+		}},
+		{"full txn", func(g *RemovedGuard) error { _, err := g.Txn(ctx, full("underlay/many")); return err }},
+	}
+	record := func(kv *kvtest.KV) {
+		if _, err := NewStore(kv).DeleteFacts(ctx, id, 0, NodeRemoval{ID: id, Node: "n1", RemovedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, w := range writes {
+		t.Run(w.name, func(t *testing.T) {
+			kv := kvtest.New()
+			kv.Put(ctx, "underlay/kept", []byte("1"))
+			record(kv)
+			before := kv.Index()
+			err := w.write(GuardRemoved(kv, id))
+			if !errors.Is(err, ErrNodeRemoved) || !strings.Contains(err.Error(), RemovedNodesKVPrefix+id) {
+				t.Errorf("write of the removed node: %v, want %v naming %s", err, ErrNodeRemoved, RemovedNodesKVPrefix+id)
+			}
+			if kv.Index() != before {
+				t.Errorf("the write of the removed node landed")
+			}
+
+			kv = kvtest.New()
+			kv.Put(ctx, "underlay/kept", []byte("1"))
+			before = kv.Index()
+			if err := w.write(GuardRemoved(kv, id)); err != nil || kv.Index() == before {
+				t.Errorf("write of a node not removed: %v, landed %v", err, kv.Index() != before)
+			}
+
+			// Consul refuses a transaction checking a key the token may
+			// not read (kvtest's DenyRead refuses reads only).
+			kv = kvtest.New()
+			kv.Put(ctx, "underlay/kept", []byte("1"))
+			record(kv)
+			kv.DenyRead(RemovedNodesKVPrefix)
+			kv.Hook = func(call string, keys []string) error {
+				if call == "txn" && strings.HasPrefix(keys[len(keys)-1], RemovedNodesKVPrefix) {
+					return errors.New("Permission denied")
+				}
+				return nil
+			}
+			before = kv.Index()
+			if err := w.write(GuardRemoved(kv, id)); err != nil || kv.Index() == before {
+				t.Errorf("write with a token that cannot read the record: %v, landed %v; want it written, unchecked", err, kv.Index() != before)
+			}
+		})
+	}
+
+	kv := kvtest.New()
+	record(kv)
+	g := GuardRemoved(kv, id)
+	if _, found, err := g.Get(ctx, RemovedNodesKVPrefix+id); !found || err != nil {
+		t.Errorf("read through the guard: %v, %v", found, err)
+	}
+	if res, err := g.Txn(ctx, []kvstore.Op{{Verb: kvstore.Get, Key: RemovedNodesKVPrefix + id}}); !res.OK || err != nil {
+		t.Errorf("transaction of reads through the guard: %+v, %v", res, err)
+	}
+	kv = kvtest.New()
+	kv.Put(ctx, "underlay/lease", []byte("other"))
+	if res, err := GuardRemoved(kv, id).Txn(ctx, []kvstore.Op{{Verb: kvstore.CAS, Key: "underlay/lease", Value: []byte(id)}}); res.OK || err != nil {
+		t.Errorf("check-and-set of a key taken, no record: %+v, %v; want it failed, no error", res, err)
+	}
+}
