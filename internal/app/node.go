@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"os"
+	"os/user"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -37,7 +39,12 @@ func newNodeListCommand(f *networkFlags, streams IOStreams) *cobra.Command {
 		Use:     "ls",
 		Aliases: []string{"list"},
 		Short:   "List the nodes whose agents published facts, with their swarm state and when they were last heard",
-		Args:    cobra.NoArgs,
+		Long: `List the nodes whose agents published facts, with their swarm state and when they
+were last heard; then the nodes ` + "`underlay node rm`" + ` removed (its records under
+` + netspec.RemovedNodesKVPrefix + `ID), with when and by whom: their agents are refused
+their identity. A node removed by mistake (the swarm still has it) comes back with
+` + "`consul kv delete " + netspec.RemovedNodesKVPrefix + "ID`" + `; its agent, restarted, claims the ID again.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
 			kv, sw, done, err := f.nodeClients()
@@ -45,14 +52,42 @@ func newNodeListCommand(f *networkFlags, streams IOStreams) *cobra.Command {
 				return err
 			}
 			defer done()
-			facts, misfiled, err := netspec.NewStore(kv).ReadNodes(ctx)
+			st := netspec.NewStore(kv)
+			facts, misfiled, err := st.ReadNodes(ctx)
+			if err != nil {
+				return err
+			}
+			removed, err := st.Removals(ctx)
 			if err != nil {
 				return err
 			}
 			swarm, swarmErr := sw.ListSwarmNodes(ctx)
-			return writeNodeList(streams, facts, misfiled, swarm, swarmErr, time.Now())
+			if err := writeNodeList(streams, facts, misfiled, swarm, swarmErr, time.Now()); err != nil {
+				return err
+			}
+			return writeRemovedNodes(streams.Out, removed, time.Now())
 		},
 	}
+}
+
+// writeRemovedNodes prints node ls's second table: the nodes node rm
+// removed, from its records (netspec.RemovedNodesKVPrefix), whose agents
+// are refused their identity, with the command that undoes a mistaken
+// removal. Nothing when there are none.
+func writeRemovedNodes(w io.Writer, removed []netspec.NodeRemoval, now time.Time) error {
+	if len(removed) == 0 {
+		return nil
+	}
+	fmt.Fprintf(w, "\nremoved by `underlay node rm` (their agents are refused; `consul kv delete %sID` undoes a mistaken removal):\n", netspec.RemovedNodesKVPrefix)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tNAME\tREMOVED\tBY")
+	// Records are documents node rm's token writes, but anyone's may:
+	// quoted when they hold what would break their row.
+	c := termtext.Cell
+	for _, r := range removed {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", c(r.ID), c(cmp.Or(r.Node, "-")), age(now, r.RemovedAt), c(cmp.Or(r.By, "-")))
+	}
+	return tw.Flush()
 }
 
 // writeNodeList prints node ls's table of facts, with the swarm's state
@@ -142,7 +177,9 @@ It records the removal under underlay/removed-nodes/ID, which stays (a swarm nod
 never comes back): an agent still running under that ID, cut off from Consul during
 the removal, is refused its identity when it comes back, writes nothing more and waits;
 the node comes back by joining the swarm again (docker swarm leave, then docker swarm
-join), its agent starting over under the new ID.`,
+join), its agent starting over under the new ID. node ls lists the records; a node
+removed by mistake (the swarm still has it) comes back with
+consul kv delete underlay/removed-nodes/ID.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// An empty name (a shell variable unset in quotes) names no
@@ -155,7 +192,7 @@ join), its agent starting over under the new ID.`,
 				return err
 			}
 			defer done()
-			got, err := decommission.Remove(cmd.Context(), kv, sw, args[0], decommission.Options{Stale: netagent.StaleAfter, Heartbeat: removalHeartbeat})
+			got, err := decommission.Remove(cmd.Context(), kv, sw, args[0], decommission.Options{Stale: netagent.StaleAfter, Heartbeat: removalHeartbeat, By: remover()})
 			printRemoved(streams, got)
 			if err != nil {
 				return err
@@ -185,6 +222,23 @@ func warnFacts(w io.Writer, none []netspec.NodeFacts, misfiled []netspec.Misfile
 			fmt.Fprintf(w, "warning: %s\n", m)
 		}
 	}
+}
+
+// remover names who runs node rm, user@host, for the record of the
+// removal; what cannot be told is left out.
+func remover() string {
+	name := ""
+	if u, err := user.Current(); err == nil {
+		name = u.Username
+	}
+	host, _ := os.Hostname()
+	switch {
+	case name == "":
+		return host
+	case host == "":
+		return name
+	}
+	return name + "@" + host
 }
 
 // removalHeartbeat is how long node rm watches facts stamped long ago:

@@ -258,3 +258,49 @@ func TestRemovedLine(t *testing.T) {
 		}
 	}
 }
+
+// TestWriteRemovedNodes: node ls did not list the records node rm leaves
+// of the nodes it removed, whose agents are refused their identity: an
+// operator could not tell a removed node from one never known, nor see
+// how to undo a mistaken removal. They are now listed apart, oldest
+// first as read, with when and by whom, names quoted where they would
+// break their row, and the command that undoes one; nothing when none.
+func TestWriteRemovedNodes(t *testing.T) {
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	var out bytes.Buffer
+	if err := writeRemovedNodes(&out, nil, now); err != nil || out.Len() > 0 {
+		t.Errorf("no records: %v, printed %q, want nothing", err, out.String())
+	}
+	removed := []netspec.NodeRemoval{
+		{ID: "gone000000000000000000000", Node: "n1", RemovedAt: now.Add(-time.Hour), By: "ops@m1"},
+		{ID: "old0000000000000000000000", RemovedAt: now.Add(-time.Minute)},
+		{ID: "odd0000000000000000000000", Node: "n9\nforged  row", RemovedAt: now, By: "x\x1b[2J"},
+	}
+	if err := writeRemovedNodes(&out, removed, now); err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")
+	heading := "removed by `underlay node rm` (their agents are refused; `consul kv delete underlay/removed-nodes/ID` undoes a mistaken removal):"
+	if len(lines) < 2 || lines[0] != "" || lines[1] != heading {
+		t.Errorf("printed:\n%s\nwant a blank line, then %q", out.String(), heading)
+	}
+	rows := lines[min(2, len(lines)):]
+	if len(rows) != 4 {
+		t.Fatalf("%d rows, want the header and 3 records:\n%s", len(rows), out.String())
+	}
+	for i, w := range [][]string{
+		{"ID", "NAME", "REMOVED", "BY"},
+		{"gone000000000000000000000", "n1", "1h0m0s ago", "ops@m1"},
+		{"old0000000000000000000000", "-", "1m0s ago", "-"},
+		{"odd0000000000000000000000", `"n9\nforged  row"`, "0s ago", `"x\x1b[2J"`},
+	} {
+		for _, cell := range w {
+			if !strings.Contains(rows[i], cell) {
+				t.Errorf("row %d %q lacks %q", i, rows[i], cell)
+			}
+		}
+	}
+	if strings.Contains(out.String(), "\x1b") {
+		t.Errorf("output holds a control character: %q", out.String())
+	}
+}

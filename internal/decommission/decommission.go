@@ -65,6 +65,9 @@ type Options struct {
 	Poll time.Duration
 	// Now is the clock (time.Now when nil).
 	Now func() time.Time
+	// By says who removes the node (user@host), kept in the record of
+	// the removal for node ls; "" records no one.
+	By string
 }
 
 // Removed is what Remove took away.
@@ -364,7 +367,7 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 	// (an older agent's, which reads no record) is not.
 	var r netspec.NodeRemoval
 	if !keyedByName(all, f.ID) {
-		r = netspec.NodeRemoval{ID: f.ID, Node: f.Node, RemovedAt: now().UTC()}
+		r = netspec.NodeRemoval{ID: f.ID, Node: f.Node, RemovedAt: now().UTC(), By: o.By}
 	}
 	deleted, err := st.DeleteFacts(ctx, f.ID, index, r)
 	if err != nil {

@@ -1460,8 +1460,11 @@ func TestRemoveLeavesARecordTheAgentHonours(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "old", Options{Stale: time.Minute}); err != nil {
+	if _, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "old", Options{Stale: time.Minute, By: "ops@m1"}); err != nil {
 		t.Fatal(err)
+	}
+	if r, found, err := c.st.Removal(ctx, gone); !found || err != nil || r.Node != "old" || r.By != "ops@m1" || r.RemovedAt.IsZero() {
+		t.Errorf("record of the removal: %+v, %v, %v; want node old, by ops@m1, stamped", r, found, err)
 	}
 	if err := c.st.PublishNode(ctx, f); !errors.Is(err, netspec.ErrNodeRemoved) || !strings.Contains(err.Error(), gone) {
 		t.Errorf("heartbeat of the removed node's agent: %v, want %v naming %s", err, netspec.ErrNodeRemoved, gone)

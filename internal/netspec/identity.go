@@ -217,6 +217,26 @@ type NodeRemoval struct {
 	Node string `json:"node,omitempty"`
 	// RemovedAt is node rm's clock when it removed the node.
 	RemovedAt time.Time `json:"removed_at"`
+	// By says who ran node rm (user@host), for node ls; "" when not
+	// recorded (node rm before it).
+	By string `json:"by,omitempty"`
+}
+
+// Removals lists the records node rm left of the nodes it removed
+// (RemovedNodesKVPrefix), oldest first; the identity is its key's.
+func (st *Store) Removals(ctx context.Context) ([]NodeRemoval, error) {
+	kvs, err := st.kv.List(ctx, RemovedNodesKVPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("list the records of removed nodes: %w", err)
+	}
+	out := make([]NodeRemoval, 0, len(kvs))
+	for _, p := range kvs {
+		out = append(out, parseRemoval(strings.TrimPrefix(p.Key, RemovedNodesKVPrefix), p.Value))
+	}
+	slices.SortStableFunc(out, func(a, b NodeRemoval) int {
+		return cmp.Or(a.RemovedAt.Compare(b.RemovedAt), strings.Compare(a.ID, b.ID))
+	})
+	return out, nil
 }
 
 // Removal reads the record node rm left of identity id, if any (found

@@ -8,6 +8,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 )
@@ -100,5 +102,28 @@ func TestRemovedGuard(t *testing.T) {
 	kv.Put(ctx, "underlay/lease", []byte("other"))
 	if res, err := GuardRemoved(kv, id).Txn(ctx, []kvstore.Op{{Verb: kvstore.CAS, Key: "underlay/lease", Value: []byte(id)}}); res.OK || err != nil {
 		t.Errorf("check-and-set of a key taken, no record: %+v, %v; want it failed, no error", res, err)
+	}
+}
+
+// TestRemovals: node ls lists node rm's records oldest first, each by
+// its key's identity; one that cannot be read still records a removal.
+func TestRemovals(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st := NewStore(kv)
+	at := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	for _, r := range []NodeRemoval{{ID: "b", Node: "n2", RemovedAt: at, By: "ops@m1"}, {ID: "a", Node: "n1", RemovedAt: at.Add(time.Minute)}} {
+		if _, err := st.DeleteFacts(ctx, r.ID, 0, r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	kv.Put(ctx, RemovedNodesKVPrefix+"c", []byte("{"))
+	got, err := st.Removals(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []NodeRemoval{{ID: "c"}, {ID: "b", Node: "n2", RemovedAt: at, By: "ops@m1"}, {ID: "a", Node: "n1", RemovedAt: at.Add(time.Minute)}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("removals (-want +got):\n%s", diff)
 	}
 }
