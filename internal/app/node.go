@@ -163,7 +163,9 @@ func newNodeRemoveCommand(f *networkFlags, streams IOStreams) *cobra.Command {
 		Long: `Remove what a node removed from the swarm for good left in Consul: its facts, the
 per-node ranges it leased and its state reports on every network, its cluster-IPAM
 addresses, its inventory, doctor report and task metrics. NODE is its swarm node ID,
-or its name when only one node has it; or, for node facts under a key no agent writes
+or its name when only one node has it (an argument that may name more than one node —
+a name two nodes have, an ID that is another node's name, a name that is the start of
+another node's ID — is refused, naming each); or, for node facts under a key no agent writes
 (node ls warns of them), the key's last part: they go with what is recorded under it,
 and nothing under the node name they give. Refused while the swarm still lists the node
 (run docker node rm first; an older agent's node, keyed by its name, while the swarm

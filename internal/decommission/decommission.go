@@ -111,21 +111,41 @@ func Resolve(facts []netspec.NodeFacts, arg string) (f netspec.NodeFacts, found 
 	if strings.TrimSpace(arg) == "" {
 		return netspec.NodeFacts{}, false, fmt.Errorf("%q names no node: give its swarm node ID or name, not an empty string", arg)
 	}
+	var byID *netspec.NodeFacts
 	var byName []netspec.NodeFacts
 	for _, n := range facts {
-		if n.ID == arg {
-			return n, true, nil
+		if n.ID == arg && byID == nil {
+			byID = &n
+			continue
 		}
 		if n.KeyProblem() != nil {
-			if n.ID == "" && strings.TrimPrefix(n.FactsKey(), netspec.NodesKVPrefix) == arg {
+			if byID == nil && n.ID == "" && strings.TrimPrefix(n.FactsKey(), netspec.NodesKVPrefix) == arg {
 				n.ID = arg
 				return n, true, nil
 			}
 			continue
 		}
-		if n.Node == arg && n.ID != "" {
+		if n.Node == arg && n.ID != "" && n.ID != arg {
 			byName = append(byName, n)
 		}
+	}
+	c := termtext.Cell
+	if byID != nil {
+		if len(byName) == 0 {
+			return *byID, true, nil
+		}
+		// A swarm node ID is a host name too: which node was meant
+		// cannot be told.
+		each := make([]string, len(byName))
+		for i, n := range byName {
+			each[i] = describe(n)
+		}
+		node := ""
+		if byID.Node != "" {
+			node = " (node " + c(byID.Node) + ")"
+		}
+		return netspec.NodeFacts{}, false, fmt.Errorf("%s names %d nodes: swarm node %s%s, and %s by its name: which is meant cannot be told; name another by its swarm node ID, or, to remove swarm node %s, first give the node of that name another name (its agent's --node)",
+			c(arg), 1+len(byName), c(byID.ID), node, strings.Join(each, ", "), c(byID.ID))
 	}
 	switch len(byName) {
 	case 1:
@@ -140,9 +160,9 @@ func Resolve(facts []netspec.NodeFacts, arg string) (f netspec.NodeFacts, found 
 	}
 	ids := make([]string, len(byName))
 	for i, n := range byName {
-		ids[i] = n.ID
+		ids[i] = c(n.ID)
 	}
-	return netspec.NodeFacts{}, false, fmt.Errorf("%d nodes are named %s (swarm node IDs %s): name one by its ID", len(byName), arg, strings.Join(ids, ", "))
+	return netspec.NodeFacts{}, false, fmt.Errorf("%d nodes are named %s (swarm node IDs %s): name one by its ID", len(byName), c(arg), strings.Join(ids, ", "))
 }
 
 // Remove removes what node arg left in Consul, after checking that the
@@ -199,6 +219,26 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 	if !found {
 		if w := startOfIDs(f.ID, agents, nodes); w != "" {
 			warnings = append(warnings, w)
+		}
+	}
+	// A name that is also the start of another node's ID (docker node
+	// rm takes that) may mean either.
+	if found && f.ID != arg {
+		if each := idsStartingWith(arg, agents, nodes, f.ID); len(each) > 0 {
+			return Removed{Warnings: warnings}, fmt.Errorf("%w: %s names %s and is the start of %s: name the node to remove by its whole swarm node ID",
+				ErrRefused, termtext.Cell(arg), describe(f), strings.Join(each, ", "))
+		}
+	}
+	// A node of that name node rm removed already: the operator may mean
+	// it, not the one found (or, found none, be told why).
+	gone, err := st.Removals(ctx)
+	if err != nil {
+		return Removed{Warnings: warnings}, err
+	}
+	for _, r := range gone {
+		if r.Node == arg && r.ID != f.ID {
+			warnings = append(warnings, fmt.Sprintf("%s: node rm removed a node of that name already: swarm node %s, at %s",
+				termtext.Cell(arg), termtext.Cell(r.ID), r.RemovedAt.Format(time.RFC3339)))
 		}
 	}
 	if state, ok := nodes[f.ID]; ok {
@@ -747,22 +787,31 @@ func checkSameSwarmWatched(ctx context.Context, st *netspec.Store, f netspec.Nod
 // (all): docker node rm takes that, node rm takes it for an identity of
 // its own, with nothing recorded under it.
 func startOfIDs(arg string, all []netspec.NodeFacts, nodes map[string]string) string {
+	each := idsStartingWith(arg, all, nodes, "")
+	if len(each) == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%s is not a whole swarm node ID, only the start of %s: node rm names a node by its whole ID, or its name, and removes what is recorded under that",
+		termtext.Cell(arg), strings.Join(each, ", "))
+}
+
+// idsStartingWith names the swarm nodes (nodes, by ID) and agents' facts
+// (all) whose IDs start with arg, but except's, with their state: at
+// most five, then "…".
+func idsStartingWith(arg string, all []netspec.NodeFacts, nodes map[string]string, except string) []string {
 	of := map[string]string{}
 	for id, state := range nodes {
-		if len(id) > len(arg) && strings.HasPrefix(id, arg) {
+		if len(id) > len(arg) && strings.HasPrefix(id, arg) && id != except {
 			of[id] = state
 		}
 	}
 	for _, n := range all {
-		if len(n.ID) > len(arg) && strings.HasPrefix(n.ID, arg) && of[n.ID] == "" {
+		if len(n.ID) > len(arg) && strings.HasPrefix(n.ID, arg) && n.ID != except && of[n.ID] == "" {
 			of[n.ID] = "not in the swarm"
 			if n.Node != "" {
 				of[n.ID] += "; its facts name node " + termtext.Cell(n.Node)
 			}
 		}
-	}
-	if len(of) == 0 {
-		return ""
 	}
 	var each []string
 	for _, id := range slices.Sorted(maps.Keys(of)) {
@@ -771,8 +820,7 @@ func startOfIDs(arg string, all []netspec.NodeFacts, nodes map[string]string) st
 	if len(each) > 5 { // documents any agent writes: named, not all
 		each = append(each[:5:5], "…")
 	}
-	return fmt.Sprintf("%s is not a whole swarm node ID, only the start of %s: node rm names a node by its whole ID, or its name, and removes what is recorded under that",
-		termtext.Cell(arg), strings.Join(each, ", "))
+	return each
 }
 
 func alnum(r rune) bool {
@@ -781,8 +829,10 @@ func alnum(r rune) bool {
 
 // describe names a node for messages: its name and identity.
 func describe(f netspec.NodeFacts) string {
+	// Facts are documents any agent's token may write: names quoted
+	// where they would break the line.
 	if f.Node == "" {
-		return "node " + f.ID
+		return "node " + termtext.Cell(f.ID)
 	}
-	return fmt.Sprintf("node %s (swarm node %s)", f.Node, f.ID)
+	return fmt.Sprintf("node %s (swarm node %s)", termtext.Cell(f.Node), termtext.Cell(f.ID))
 }

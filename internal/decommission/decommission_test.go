@@ -1553,3 +1553,76 @@ func TestRemoveHoldsTheFactsWithinAPool(t *testing.T) {
 		t.Errorf("%s, kept by the agent that took its node over, was deleted by the removal", kept)
 	}
 }
+
+// TestRemoveByNameEdgeCases: node rm takes a node's name as well as its
+// swarm node ID, and what an argument named could be more than one node:
+// an ID that is also another node's name was taken for the ID alone; a
+// name that is also the start of another node's ID (docker node rm takes
+// that) for the name alone; a name a removed node had, shared by a node
+// of today, for today's with no word of the other. Each is now refused,
+// or warned of, naming the candidates, quoted where their names would
+// break the line; nothing is removed by a refusal.
+func TestRemoveByNameEdgeCases(t *testing.T) {
+	ctx := context.Background()
+	const gone, live = "gone000000000000000000000", "live000000000000000000000"
+	inSwarm := swarmNodes{live: "ready"}
+	for _, tc := range []struct {
+		name  string
+		setup func(c *cluster)
+		arg   string
+		swarm swarmNodes
+		want  string // in the refusal ("": removed)
+		warn  string // in a warning ("": none wanted)
+		kept  string // facts left by a refusal
+	}{
+		{"an ID that is another node's name", func(c *cluster) {
+			c.facts(t, "odd0000000000000000000000", gone, time.Now().Add(-time.Hour))
+		}, gone, inSwarm, "names 2 nodes: swarm node gone000000000000000000000 (node old), and node gone000000000000000000000 (swarm node odd0000000000000000000000) by its name", "", gone},
+		{"a name that is the start of another node's ID", func(c *cluster) {
+			c.facts(t, "pfx0000000000000000000000", "live", time.Now().Add(-time.Hour))
+		}, "live", inSwarm, "names node live (swarm node pfx0000000000000000000000) and is the start of swarm node live000000000000000000000's (ready)", "", "pfx0000000000000000000000"},
+		{"a name that is the start of its own ID", func(c *cluster) {
+			c.facts(t, "solo000000000000000000000", "solo", time.Now().Add(-time.Hour))
+		}, "solo", inSwarm, "", "", ""},
+		{"two nodes of a name with odd characters", func(c *cluster) {
+			c.facts(t, "odd1000000000000000000000", "n 1\x1b[2J", time.Now().Add(-time.Hour))
+			c.facts(t, "odd2000000000000000000000", "n 1\x1b[2J", time.Now().Add(-time.Hour))
+		}, "n 1\x1b[2J", inSwarm, `2 nodes are named "n 1\x1b[2J" (swarm node IDs odd1000000000000000000000, odd2000000000000000000000): name one by its ID`, "", "odd1000000000000000000000"},
+		{"a name with a space", func(c *cluster) {
+			c.facts(t, "spc0000000000000000000000", "n 1", time.Now().Add(-time.Hour))
+		}, "n 1", inSwarm, "", "", ""},
+		{"a removed node's name, now another's in the swarm", func(c *cluster) {
+			if _, err := Remove(ctx, c.kv, inSwarm, "old", Options{Stale: time.Minute}); err != nil {
+				t.Fatal(err)
+			}
+			c.facts(t, "back000000000000000000000", "old", time.Now())
+		}, "old", swarmNodes{live: "ready", "back000000000000000000000": "ready"}, "node old (swarm node back000000000000000000000) is still a swarm node",
+			"node rm removed a node of that name already: swarm node gone000000000000000000000", "back000000000000000000000"},
+		{"a removed node's name, no other", func(c *cluster) {
+			if _, err := Remove(ctx, c.kv, inSwarm, "old", Options{Stale: time.Minute}); err != nil {
+				t.Fatal(err)
+			}
+		}, "old", inSwarm, "", "node rm removed a node of that name already: swarm node gone000000000000000000000", ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := newCluster(t)
+			tc.setup(c)
+			got, err := Remove(ctx, c.kv, tc.swarm, tc.arg, Options{Stale: time.Minute})
+			switch {
+			case tc.want == "" && err != nil:
+				t.Errorf("remove %q: %v, want it removed", tc.arg, err)
+			case tc.want != "" && (!errors.Is(err, ErrRefused) || !strings.Contains(err.Error(), tc.want)):
+				t.Errorf("remove %q: %v; want refused with %q", tc.arg, err, tc.want)
+			}
+			if tc.kept != "" && !c.has(netspec.NodesKVPrefix+tc.kept) {
+				t.Errorf("remove %q: the facts of %s went", tc.arg, tc.kept)
+			}
+			if tc.warn != "" && !slices.ContainsFunc(got.Warnings, func(w string) bool { return strings.Contains(w, tc.warn) }) {
+				t.Errorf("remove %q: warnings %q, want one with %q", tc.arg, got.Warnings, tc.warn)
+			}
+			if err != nil && strings.ContainsAny(err.Error(), "\x1b") {
+				t.Errorf("remove %q: the refusal holds a control character: %q", tc.arg, err)
+			}
+		})
+	}
+}
