@@ -15,6 +15,7 @@ import (
 	"github.com/docker/docker/pkg/stringid"
 
 	"github.com/underlay/underlay/internal/hostnet"
+	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/netspec"
 )
 
@@ -195,6 +196,11 @@ type Reconciler struct {
 	// settledRecheck has passed, or once a parent it did not look at is
 	// marked as the network's.
 	looked map[string]parentsLook
+	// heard are, by swarm node ID, the facts of the drained or paused
+	// nodes that reported, as the last sync read them (see
+	// stoppedAgents): whether their agents run is told by their change
+	// seen by this clock, not by their stamps, their nodes' clocks.
+	heard map[string]heardFacts
 	// now is the clock; nil is time.Now.
 	now func() time.Time
 	// shimsScanned is set once the pools were searched for this node's
@@ -656,12 +662,16 @@ func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec
 }
 
 // stoppedAgents gives the drained or paused nodes among nodes that have a
-// report (reported) whose agent stopped: their facts were last refreshed
-// over StaleAfter ago. Such a report, not ready, would hold the swarm
-// network up for as long as the node stays drained, no agent there to
-// report again. Facts not found (a token that may not read them) say
-// nothing: the node is waited for, as before. The facts are read only
-// when such a node reports, which is rare.
+// report (reported) whose agent stopped: their facts were seen unchanged
+// (their modify index) by this reconciler's clock for over StaleAfter,
+// or, stamped over StaleAfter ago, for a heartbeat and a half. Such a
+// report, not ready, would hold the swarm network up for as long as the
+// node stays drained, no agent there to report again. A stamp is its
+// node's clock: one behind this one's made a running agent look stopped
+// at once, its report passed over; a running agent changes its facts
+// every Heartbeat whatever its clock. Facts not found (or that the token
+// may not read) say nothing: the node is waited for, as before. The
+// facts are read only when such a node reports, which is rare.
 func (r *Reconciler) stoppedAgents(ctx context.Context, nodes []netspec.SwarmNode, reported map[string]bool) (map[string]bool, error) {
 	var asked []string
 	for _, n := range nodes {
@@ -669,28 +679,46 @@ func (r *Reconciler) stoppedAgents(ctx context.Context, nodes []netspec.SwarmNod
 			asked = append(asked, n.ID)
 		}
 	}
-	if len(asked) == 0 {
-		return nil, nil
-	}
-	facts, err := r.Store.Nodes(ctx)
-	if err != nil {
-		return nil, err
-	}
-	stamped := map[string]time.Time{}
-	for _, f := range facts {
-		stamped[f.ID] = f.UpdatedAt
-	}
+	now := r.clock()
+	heard := make(map[string]heardFacts, len(asked))
 	out := map[string]bool{}
 	for _, id := range asked {
-		// The stamp is the node's clock: one behind this one's makes a
-		// running agent look stopped, and the network is made without
-		// its node, which then gets its part from its agent's sync, as
-		// a drained node that never reported does.
-		if at, ok := stamped[id]; ok && time.Since(at) > StaleAfter {
+		f, index, found, err := r.Store.Facts(ctx, id)
+		switch {
+		case errors.Is(err, kvstore.ErrPermissionDenied):
+			continue
+		case err != nil:
+			return nil, err
+		case !found:
+			continue
+		}
+		h, ok := r.heard[id]
+		if !ok || h.index != index {
+			h = heardFacts{index: index, since: now}
+		}
+		heard[id] = h
+		if agentStopped(f.UpdatedAt, now.Sub(h.since), now) {
 			out[id] = true
 		}
 	}
+	r.heard = heard
 	return out, nil
+}
+
+// heardFacts is a node's facts as stoppedAgents last read them: their
+// modify index, and when this reconciler's clock first read them so.
+type heardFacts struct {
+	index uint64
+	since time.Time
+}
+
+// agentStopped says an agent whose facts, stamped at by its clock, were
+// seen unchanged for unchanged by the reader's clock (now) has stopped:
+// unchanged over StaleAfter, or over a heartbeat and a half when its
+// stamp is over StaleAfter old too (no agent running, whatever its
+// clock, leaves its facts unchanged that long).
+func agentStopped(at time.Time, unchanged time.Duration, now time.Time) bool {
+	return unchanged > StaleAfter || unchanged >= Heartbeat*3/2 && now.Sub(at) > StaleAfter
 }
 
 // waitsFor reports whether the swarm network waits for ready node n to

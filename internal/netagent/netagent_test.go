@@ -20,6 +20,7 @@ import (
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/testclock"
 )
 
 // fakeHost records what the reconciler asks of the host and Docker.
@@ -1845,28 +1846,80 @@ func TestSwarmNetworkLeavesDrainedNodes(t *testing.T) {
 			t.Errorf("swarm networks created %v once drained n3 reported ready, want [web]", sw.created)
 		}
 	})
-	// A drained node's not-ready report, left by an agent that stopped
-	// since (its facts stale), held the swarm network up for as long as
-	// the node stayed drained: no agent there would report again. Its
-	// report counts only while its agent refreshes its facts.
-	t.Run("reporting, its agent stopped", func(t *testing.T) {
+	// A drained node's agent running with its clock an hour behind
+	// stamped its facts an hour ago by the leader's clock: it looked
+	// stopped, and its report, not ready, was passed over, the swarm
+	// network made without it. Stamps are the writers' clocks: an agent
+	// counts as stopped once its facts are seen unchanged by the
+	// reader's clock, never by their stamp alone.
+	t.Run("reporting, its agent running with its clock behind", func(t *testing.T) {
 		st := storeWithWeb(t)
 		if err := st.Report(ctx, "web", netspec.NodeState{ID: "id3", Node: "n3", State: netspec.StateError, Error: "parent eth2 not found"}); err != nil {
 			t.Fatal(err)
 		}
-		hourAgo := func() time.Time { return time.Now().Add(-time.Hour) }
-		if err := st.Claim(ctx, netspec.NodeFacts{ID: "id3", Node: "n3", Holder: netspec.Holder{Instance: "n3"}}, netspec.ClaimOptions{Stale: StaleAfter, Poll: time.Millisecond, Now: hourAgo}); err != nil {
-			t.Fatal(err)
+		clock := testclock.New(time.Now())
+		heartbeat := func() {
+			t.Helper()
+			behind := func() time.Time { return clock.Now().Add(-time.Hour) }
+			if err := st.Claim(ctx, netspec.NodeFacts{ID: "id3", Node: "n3", Holder: netspec.Holder{Instance: "n3"}}, netspec.ClaimOptions{Stale: StaleAfter, Poll: time.Millisecond, Now: behind}); err != nil {
+				t.Fatal(err)
+			}
 		}
 		sw := &swarmOf{nodes: []string{"id1", "id3"}, availability: map[string]string{"id3": "drain"}}
 		r := reconcilerOf(st, &fakeHost{}, sw, func(string, string) error { return nil })
-		if err := r.Sync(ctx); err != nil {
-			t.Fatal(err)
-		}
-		if !slices.Equal(sw.created, []string{"web"}) {
-			t.Errorf("swarm networks created %v with drained n3's agent stopped an hour ago, its report an error, want [web]", sw.created)
+		r.now = clock.Now
+		for i := range 4 {
+			heartbeat()
+			if err := r.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if len(sw.created) != 0 {
+				t.Fatalf("swarm networks created %v at sync %d, drained n3's agent running (its clock an hour behind), its report an error; want none", sw.created, i)
+			}
+			clock.Add(Heartbeat)
 		}
 	})
+	// A drained node's not-ready report, left by an agent that stopped
+	// since (its facts stale), held the swarm network up for as long as
+	// the node stayed drained: no agent there would report again. Its
+	// report counts only while its agent refreshes its facts: once they
+	// are seen unchanged for a heartbeat and a half (stamped an hour
+	// ago), or for StaleAfter (stamped just now: the agent stopped
+	// lately, or its clock is ahead), by the leader's clock.
+	for _, tc := range []struct {
+		stamped, watched time.Duration
+	}{{time.Hour, Heartbeat * 3 / 2}, {0, StaleAfter + time.Second}} {
+		t.Run(fmt.Sprintf("reporting, its agent stopped, stamped %v ago", tc.stamped), func(t *testing.T) {
+			st := storeWithWeb(t)
+			if err := st.Report(ctx, "web", netspec.NodeState{ID: "id3", Node: "n3", State: netspec.StateError, Error: "parent eth2 not found"}); err != nil {
+				t.Fatal(err)
+			}
+			clock := testclock.New(time.Now())
+			stamp := func() time.Time { return clock.Now().Add(-tc.stamped) }
+			if err := st.Claim(ctx, netspec.NodeFacts{ID: "id3", Node: "n3", Holder: netspec.Holder{Instance: "n3"}}, netspec.ClaimOptions{Stale: StaleAfter, Poll: time.Millisecond, Now: stamp}); err != nil {
+				t.Fatal(err)
+			}
+			sw := &swarmOf{nodes: []string{"id1", "id3"}, availability: map[string]string{"id3": "drain"}}
+			r := reconcilerOf(st, &fakeHost{}, sw, func(string, string) error { return nil })
+			r.now = clock.Now
+			for _, step := range []time.Duration{0, tc.watched - time.Second} {
+				clock.Add(step)
+				if err := r.Sync(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if len(sw.created) != 0 {
+					t.Fatalf("swarm networks created %v with drained n3's facts, stamped %v ago, watched %v: want none before they are watched %v", sw.created, tc.stamped, step, tc.watched)
+				}
+			}
+			clock.Add(time.Second)
+			if err := r.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if !slices.Equal(sw.created, []string{"web"}) {
+				t.Errorf("swarm networks created %v with drained n3's agent stopped (facts stamped %v ago, unchanged for %v), its report an error, want [web]", sw.created, tc.stamped, tc.watched)
+			}
+		})
+	}
 }
 
 // TestTeardownReleasesPromisc: removing a network asks the host to turn
