@@ -38,8 +38,11 @@ key_prefix "underlay/nodes/" {
 
 # The records `underlay node rm` leaves of the swarm node IDs it removed:
 # an agent is refused the identity of a node removed while it was cut off
-# from Consul. Without this rule an agent finds no record, and writes the
-# removed node's facts again when it comes back.
+# from Consul, and every write it makes reads the record first. Without
+# this rule an agent finds no record, and writes the removed node's facts
+# again when it comes back. Read only: write would let an agent delete the
+# records that refuse it (Consul 1.8 asks write rights of a transaction's
+# check that a key is absent, so the agent reads the record instead).
 key_prefix "underlay/removed-nodes/" {
   policy = "read"
 }

@@ -31,22 +31,40 @@ type NodeKV interface {
 // at its heartbeat (Store.PublishNode), up to a heartbeat after it came
 // back; its other parts would write meanwhile, their records staying
 // after node rm returned: the node looking alive on its networks, its
-// old ranges and addresses held again. So each write carries, in the
-// same Consul transaction, a check that the record is absent: no write
-// lands once node rm wrote it, whatever the agent knew.
+// old ranges and addresses held again. So each write is checked against
+// the record, by the first of these the token allows (found at the first
+// write, and kept):
 //
-// A token that may not read the record (an agent policy from before
-// it: see deploy/consul/agent.hcl) has the check refused: writes then go
-// unchecked, as Store.Removal finds no record for it. A transaction with
-// no room left for the check (kvstore.MaxTxnOps operations, or a body
-// near Consul's limit) reads the record just before instead.
+//   - a check that the record is absent in the same Consul transaction
+//     as the write, so that nothing lands once node rm wrote it. Consul
+//     1.8 asks write rights on the record for such a check
+//     (agent/consul/kvs_endpoint.go kvsPreApply: only check-index and
+//     check-session ask read), which agent.hcl does not grant: an agent
+//     could then delete the records that refuse it.
+//   - a read of the record just before the write (agent.hcl's read
+//     rights): only a write already past its read as node rm records the
+//     removal lands, and node rm records it only after the agent's facts
+//     went unchanged for a heartbeat and a half at least.
+//   - none, for a token that may not read the record (an agent policy
+//     from before it), as Store.Removal finds no record for it.
+//
+// A transaction with no room left for the check (kvstore.MaxTxnOps
+// operations, or a body near Consul's limit) reads the record first too.
 type RemovedGuard struct {
 	NodeKV // reads, unchecked
 	id     string
-	// unreadable is set once the token was found unable to read the
-	// record: writes go unchecked from then on.
-	unreadable atomic.Bool
+	// check is how writes are checked (a guardCheck), guardUnknown until
+	// the first write found out.
+	check atomic.Int32
 }
+
+// How RemovedGuard checks writes against the record of the removal.
+const (
+	guardUnknown int32 = iota // not found out yet
+	guardTxn                  // in the write's transaction
+	guardRead                 // read just before the write
+	guardNone                 // the token may not read the record
+)
 
 // GuardRemoved wraps kv for the agent of swarm node ID id.
 func GuardRemoved(kv NodeKV, id string) *RemovedGuard {
@@ -89,45 +107,70 @@ func (g *RemovedGuard) do(ctx context.Context, op kvstore.Op, plain func(context
 	return nil
 }
 
-// txn applies ops with the check of the record appended (the
-// transaction's first key still names it in errors); plain applies
-// them unchecked.
+// txn applies ops checked against the record (see RemovedGuard); plain
+// applies them unchecked.
 func (g *RemovedGuard) txn(ctx context.Context, ops []kvstore.Op, plain func(context.Context) (kvstore.Result, error)) (kvstore.Result, error) {
-	if !writes(ops) || g.unreadable.Load() {
+	if !writes(ops) {
 		return plain(ctx)
 	}
+	how, err := g.how(ctx)
+	if err != nil {
+		return kvstore.Result{}, err
+	}
+	// The check goes last: a transaction's errors name its first key.
 	checked := append(ops[:len(ops):len(ops)], kvstore.Op{Verb: kvstore.CheckNotExists, Key: g.key()})
-	if kvstore.CheckTxn(checked) != nil {
-		if err := g.check(ctx); err != nil {
+	switch {
+	case how == guardNone:
+		return plain(ctx)
+	case how == guardRead || kvstore.CheckTxn(checked) != nil:
+		if err := g.read(ctx); err != nil {
 			return kvstore.Result{}, err
 		}
 		return plain(ctx)
 	}
 	res, err := g.NodeKV.Txn(ctx, checked)
-	switch {
-	case err != nil:
-		// Refused outright: the token may be one that cannot read the
-		// record, which refuses every check of it.
-		if _, _, gerr := g.NodeKV.Get(ctx, g.key()); errors.Is(gerr, kvstore.ErrPermissionDenied) {
-			g.unreadable.Store(true)
-			return plain(ctx)
-		}
-		return kvstore.Result{}, err
-	case !res.OK:
+	if err == nil && !res.OK {
 		// The record, or another check of ops.
-		if err := g.check(ctx); err != nil {
-			return kvstore.Result{}, err
-		}
+		err = g.read(ctx)
 	}
-	return res, nil
+	return res, err
 }
 
-// check reads the record: ErrNodeRemoved when there is one.
-func (g *RemovedGuard) check(ctx context.Context) error {
+// how finds out, at the first write, how the token lets writes be
+// checked (see RemovedGuard): a transaction of the check alone, then a
+// read of the record if Consul refuses it. Consul out of reach decides
+// nothing: the next write asks again.
+func (g *RemovedGuard) how(ctx context.Context) (int32, error) {
+	if how := g.check.Load(); how != guardUnknown {
+		return how, nil
+	}
+	res, err := g.NodeKV.Txn(ctx, []kvstore.Op{{Verb: kvstore.CheckNotExists, Key: g.key()}})
+	if err == nil {
+		g.check.Store(guardTxn)
+		if !res.OK {
+			return guardTxn, g.read(ctx)
+		}
+		return guardTxn, nil
+	}
+	_, _, gerr := g.NodeKV.Get(ctx, g.key())
+	switch {
+	case errors.Is(gerr, kvstore.ErrPermissionDenied):
+		g.check.Store(guardNone)
+		return guardNone, nil
+	case gerr != nil:
+		return guardUnknown, fmt.Errorf("check the record of the removal of node %s: %w", g.id, err)
+	}
+	g.check.Store(guardRead)
+	return guardRead, nil
+}
+
+// read reads the record: ErrNodeRemoved when there is one. A token
+// that may not read it writes unchecked from then on.
+func (g *RemovedGuard) read(ctx context.Context) error {
 	p, found, err := g.NodeKV.Get(ctx, g.key())
 	switch {
 	case errors.Is(err, kvstore.ErrPermissionDenied):
-		g.unreadable.Store(true)
+		g.check.Store(guardNone)
 		return nil
 	case err != nil:
 		return fmt.Errorf("read the record of the removal of node %s: %w", g.id, err)

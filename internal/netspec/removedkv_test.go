@@ -19,8 +19,9 @@ import (
 // with no room left for the check — each refused with ErrNodeRemoved,
 // naming the record; reads pass. Without the record every write lands,
 // and a transaction whose own check fails answers so, no error. A token
-// that may not read the record has every check of it refused by Consul:
-// its writes go unchecked, as before the record.
+// that may read the record but not write it (agent.hcl), whose checks of
+// it Consul refuses, has it read before each write; one that may not
+// read it writes unchecked, as before the record.
 func TestRemovedGuard(t *testing.T) {
 	ctx := context.Background()
 	const id = "gone000000000000000000000"
@@ -70,18 +71,41 @@ func TestRemovedGuard(t *testing.T) {
 				t.Errorf("write of a node not removed: %v, landed %v", err, kv.Index() != before)
 			}
 
-			// Consul refuses a transaction checking a key the token may
-			// not read (kvtest's DenyRead refuses reads only).
+			// Consul 1.8 refuses a check of a key the token may not
+			// write, as agent.hcl grants only read on the records
+			// (kvtest's DenyRead refuses reads only): the record is
+			// read before each write instead.
+			refuseChecks := func(kv *kvtest.KV) {
+				kv.Hook = func(call string, keys []string) error {
+					if call == "txn" && strings.HasPrefix(keys[len(keys)-1], RemovedNodesKVPrefix) {
+						return errors.New("Permission denied")
+					}
+					return nil
+				}
+			}
+			kv = kvtest.New()
+			kv.Put(ctx, "underlay/kept", []byte("1"))
+			g := GuardRemoved(kv, id)
+			refuseChecks(kv)
+			before = kv.Index()
+			if err := w.write(g); err != nil || kv.Index() == before {
+				t.Errorf("write with a token that may read the record, not write it, no record: %v, landed %v", err, kv.Index() != before)
+			}
+			kv.Hook = nil
+			record(kv)
+			refuseChecks(kv)
+			before = kv.Index()
+			if err := w.write(g); !errors.Is(err, ErrNodeRemoved) || kv.Index() != before {
+				t.Errorf("write with a token that may read the record, not write it, once recorded: %v, landed %v; want %v, nothing written", err, kv.Index() != before, ErrNodeRemoved)
+			}
+
+			// A token that may not read the record either writes
+			// unchecked.
 			kv = kvtest.New()
 			kv.Put(ctx, "underlay/kept", []byte("1"))
 			record(kv)
 			kv.DenyRead(RemovedNodesKVPrefix)
-			kv.Hook = func(call string, keys []string) error {
-				if call == "txn" && strings.HasPrefix(keys[len(keys)-1], RemovedNodesKVPrefix) {
-					return errors.New("Permission denied")
-				}
-				return nil
-			}
+			refuseChecks(kv)
 			before = kv.Index()
 			if err := w.write(GuardRemoved(kv, id)); err != nil || kv.Index() == before {
 				t.Errorf("write with a token that cannot read the record: %v, landed %v; want it written, unchecked", err, kv.Index() != before)
