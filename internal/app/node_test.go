@@ -304,3 +304,33 @@ func TestWriteRemovedNodes(t *testing.T) {
 		t.Errorf("output holds a control character: %q", out.String())
 	}
 }
+
+// TestNodeListOfOneName: node ls of two live nodes of one name (cloned
+// hosts), and of a node of that name node rm removed before, lists each
+// on its own row by its swarm node ID, its own swarm state: the removed
+// one in the second table, never taken for either.
+func TestNodeListOfOneName(t *testing.T) {
+	now := time.Date(2026, 12, 6, 12, 0, 0, 0, time.UTC)
+	const ida, idb, idc = "ida0000000000000000000000", "idb0000000000000000000000", "idc0000000000000000000000"
+	facts := []netspec.NodeFacts{
+		{ID: ida, Node: "n1", UpdatedAt: now, Holder: netspec.Holder{Host: "h1"}},
+		{ID: idb, Node: "n1", UpdatedAt: now, Holder: netspec.Holder{Host: "h1"}},
+	}
+	swarm := []netspec.SwarmNode{{ID: ida, State: "ready", Hostname: "n1"}, {ID: idb, State: "down", Hostname: "n1"}}
+	var out, errOut bytes.Buffer
+	streams := IOStreams{Out: &out, ErrOut: &errOut}
+	if err := writeNodeList(streams, facts, nil, swarm, nil, now); err != nil {
+		t.Fatal(err)
+	}
+	if err := writeRemovedNodes(&out, []netspec.NodeRemoval{{ID: idc, Node: "n1", RemovedAt: now.Add(-time.Hour), By: "ops@m1"}}, now); err != nil {
+		t.Fatal(err)
+	}
+	live, removed, _ := strings.Cut(out.String(), "\n\n")
+	want := []string{ida + " n1 ready 0s ago h1", idb + " n1 down 0s ago h1"}
+	if diff := cmp.Diff(want, tableRows(live)); diff != "" || errOut.Len() > 0 {
+		t.Errorf("live nodes (-want +got):\n%s\nstderr %q", diff, errOut.String())
+	}
+	if rows := tableRows(removed); len(rows) != 2 || rows[1] != idc+" n1 1h0m0s ago ops@m1" {
+		t.Errorf("removed nodes: %q, want the heading's table with %s alone", rows, idc)
+	}
+}
