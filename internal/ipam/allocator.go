@@ -46,6 +46,9 @@ type Allocator struct {
 	// sleep waits between asks for other nodes' spares.
 	sleep func(ctx context.Context, d time.Duration) error
 	batch batcher
+	// shimLocks serialise, per pool, the node's finding or allocating of
+	// its shim address and its release (see Shim).
+	shimLocks poolLocks
 }
 
 // Option sets an optional part of an Allocator.
@@ -569,7 +572,19 @@ func (a *Allocator) adopt(ctx context.Context, p Pool, addr netip.Addr) (Alloc, 
 // "shim") the first time; later calls, after restarts too, find it again.
 // One the store's copies hold is confirmed by a fresh read of its block
 // alone; otherwise every document of p is read.
+//
+// Calls for one pool are served one at a time: two first calls (the
+// network sync and a plugin request at the agent's start) would each read
+// the pool, find no shim and allocate one, leaving the node two shim
+// records, one of them leaked for good. The second, served after the
+// first, finds the first's address in a fresh read of its block. No other
+// process allocates for this node: its identity is claimed (see Gate).
 func (a *Allocator) Shim(ctx context.Context, p Pool) (netip.Addr, error) {
+	unlock, err := a.shimLocks.lock(ctx, p.ID())
+	if err != nil {
+		return netip.Addr{}, fmt.Errorf("shim address in %s: %w", p.ID(), err)
+	}
+	defer unlock()
 	if addr, ok, err := a.copiedShim(ctx, p); err != nil || ok {
 		return addr, err
 	}
@@ -608,6 +623,11 @@ func (a *Allocator) copiedShim(ctx context.Context, p Pool) (netip.Addr, bool, e
 
 // ReleaseShim gives back this node's shim address in p, if it has one.
 func (a *Allocator) ReleaseShim(ctx context.Context, p Pool) error {
+	unlock, err := a.shimLocks.lock(ctx, p.ID())
+	if err != nil {
+		return fmt.Errorf("release shim in %s: %w", p.ID(), err)
+	}
+	defer unlock()
 	v, err := a.store.scan(ctx, p)
 	if err != nil {
 		return err
