@@ -88,6 +88,10 @@ type sparePool struct {
 	suspect bool
 	// stopWatch ends the pool's pressure watch; nil until it starts.
 	stopWatch context.CancelFunc
+	// refused: the last sync had a write refused as the pool is not
+	// served (its network being removed, gone, or no longer giving it);
+	// what it left pending is retried with growing delays (see retryIn).
+	refused bool
 }
 
 func newKeeper(node, gen string, st *store, kv KV, freed *freedAddrs, held *heldAddrs, now func() time.Time, log *slog.Logger) *keeper {
@@ -312,6 +316,7 @@ func (k *keeper) run(ctx context.Context, n int, log *slog.Logger) {
 	defer check.Stop()
 	retry := time.NewTimer(time.Hour)
 	defer retry.Stop()
+	refused := refusedRetries()
 	for {
 		verify := false
 		select {
@@ -343,10 +348,41 @@ func (k *keeper) run(ctx context.Context, n int, log *slog.Logger) {
 		case err != nil && ctx.Err() == nil:
 			log.Warn("spare addresses not updated; retrying", "err", err)
 			retry.Reset(time.Second)
-		case pending:
-			retry.Reset(recordDelay)
+		default:
+			if d, ok := k.retryIn(pending, &refused); ok {
+				retry.Reset(d)
+			}
 		}
 	}
+}
+
+// refusedRetries are the delays between syncs while all that is left to
+// write was refused as the network is being removed (see retryIn): from
+// recordDelay up to spareCheck, when the keeper checks its spares anyway.
+func refusedRetries() backoff.Backoff {
+	return backoff.Backoff{Min: recordDelay, Max: spareCheck}
+}
+
+// retryIn is how long to wait after a sync before the next one, and
+// whether to: recordDelay while spares are left to record or give back;
+// growing delays (refused) while all of those are of pools whose writes
+// the last sync found refused (see sparePool.refused): `network rm`
+// removing the network, which may take minutes, and retrying them every
+// recordDelay on every node would only load Consul until its delete.
+func (k *keeper) retryIn(pending bool, refused *backoff.Backoff) (time.Duration, bool) {
+	if !pending {
+		refused.Reset()
+		return 0, false
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, sp := range k.pools {
+		if !sp.refused && (len(sp.Handed) > 0 || len(sp.Dropping) > 0) {
+			refused.Reset()
+			return recordDelay, true
+		}
+	}
+	return refused.Next(), true
 }
 
 // hold makes the node keep no spares of a pool for spareHold: another
@@ -429,6 +465,7 @@ func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify b
 	suspect := sp.suspect
 	verify = verify || suspect
 	plan := planSpares(sp.spareState, k.want, now, stopping, verify)
+	sp.refused = false
 	sp.Target, sp.Busy = plan.Target, plan.Busy
 	// Spares being given back leave the free list now: never handed out.
 	sp.Free, sp.Dropping = plan.Keep, plan.Drop
@@ -465,7 +502,7 @@ func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify b
 			// out of b, its document gone with the spec's tree, have
 			// nothing left to record.
 			k.mu.Lock()
-			sp.Closing = true
+			sp.Closing, sp.refused = true, true
 			if errors.Is(err, errSpecGone) {
 				maps.DeleteFunc(sp.Handed, func(a netip.Addr, _ Alloc) bool { return p.Block(a) == b })
 				// Nor are spares of b to give back: b is gone, or the
