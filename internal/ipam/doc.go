@@ -42,16 +42,21 @@
 //     or repeated one must find its address free. Nor does it (or its
 //     keeper) ever hand out an address the node's containers held at the
 //     last sweep (held.go), which Consul shows free only when it lost a
-//     running container's address: passed over, logged and counted until
-//     the sweep records it again.
+//     running container's address: passed over, logged and counted, and
+//     recorded again at once by the reclaimer if a fresh listing of the
+//     containers still shows it held (else by the sweep). A node's shim
+//     address is found, or allocated, one call at a time per pool: the
+//     node has one per pool.
 //   - keeper (spares.go), with its own lock, keeps a few addresses of the
 //     node's blocks claimed ahead of demand (spares), so that Docker never
 //     waits for Consul; it changes blocks only through the store's update.
+//     Writes a network's removal refuses are retried with growing delays.
 //   - Reclaimer (reclaim.go) returns leaks, records again what Consul
-//     lost, and on the swarm leader reclaims departed nodes' addresses
-//     and those allocated to no node, once every node that may hold one
-//     has reported it does not (nodeless.go): the only path that frees
-//     another node's addresses.
+//     lost (at the sweep's second sighting, or at once when the node's
+//     allocations find it: recordLost), and on the swarm leader reclaims
+//     departed nodes' addresses and those allocated to no node, once
+//     every node that may hold one has reported it does not (nodeless.go):
+//     the only path that frees another node's addresses.
 //   - Plugin (plugin.go) speaks Docker's protocol on a private socket;
 //     Gate (gate.go) serves it from the agent's start, answering dockerd's
 //     activation at once and holding pool and address requests until the

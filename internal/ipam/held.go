@@ -4,13 +4,15 @@ import (
 	"log/slog"
 	"maps"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
 
 // msgLostHeld is logged, once per address, when an allocation of this
 // node finds free in Consul an address a local container holds.
-const msgLostHeld = "Consul shows free an address a local container holds (it lost or freed it while the container ran): not handing it out; the leak sweep records it again as the container's"
+const msgLostHeld = "Consul shows free an address a local container holds (it lost or freed it while the container ran): not handing it out; recording it again as the container's once a fresh listing of the containers shows it still held"
 
 // heldAddrs is what this node's containers held at the last listing of
 // them by the leak sweep (Reclaimer.Sweep, every --ipam-sweep, and once as
@@ -18,12 +20,15 @@ const msgLostHeld = "Consul shows free an address a local container holds (it lo
 // addresses (see reuse), never handing out one a running container holds
 // that Consul lost or freed under it (a reclaim of the node taken for
 // departed, a Consul server restarted empty, a stray release), in the
-// window before the sweep records it again (two sightings). It costs the
-// hot path no read of Docker: the sweep refreshes it. A container gone
-// since lets its address be handed out after the next sweep; until then
-// it is only passed over, never recorded here, so nothing leaks. Another
-// node's allocations do not see it: an address held here in a block that
-// node allocates from (borrowing) is covered only by the sweep's record.
+// window before it is recorded again. It costs the hot path no read of
+// Docker: the sweep refreshes it. A container gone since lets its address
+// be handed out after the next sweep; until then it is only passed over.
+// Another node's allocations do not see it: an address held here in a
+// block that node allocates from (borrowing, or a request for that
+// address) is covered only by its record, so each address an allocation
+// finds so (noteFree) is handed to the reclaimer, which records it at
+// once if a fresh listing of the containers still shows it held (see
+// Reclaimer.recordLost), rather than at the sweep's second sighting.
 type heldAddrs struct {
 	mu sync.Mutex // guards following fields
 	// at are the addresses held, by network name, as last listed; the
@@ -35,6 +40,54 @@ type heldAddrs struct {
 	noted map[string]map[netip.Addr]bool
 	// lost counts the addresses noted (a metric).
 	lost atomic.Int64
+	// toRecord are the addresses noted since the reclaimer last took
+	// them, to record at once (see Reclaimer.recordLost), by network and
+	// address, with the pool they were noted in.
+	toRecord map[lostKey]Pool
+	// noting is signalled when an address is noted (nil: not yet asked
+	// for, see noted).
+	noting chan struct{}
+}
+
+// lostKey names a noted address: networks' subnets may overlap.
+type lostKey struct {
+	network string
+	addr    netip.Addr
+}
+
+// notes returns the channel signalled whenever an address is noted.
+func (h *heldAddrs) notes() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.noting == nil {
+		h.noting = make(chan struct{}, 1)
+	}
+	return h.noting
+}
+
+// lostAddr is a noted address and the pool it was noted in.
+type lostAddr struct {
+	pool Pool
+	addr netip.Addr
+}
+
+// takeLost returns, and forgets, the addresses noted since the last call,
+// by network and address.
+func (h *heldAddrs) takeLost() []lostAddr {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]lostAddr, 0, len(h.toRecord))
+	for k, p := range h.toRecord {
+		out = append(out, lostAddr{pool: p, addr: k.addr})
+	}
+	h.toRecord = nil
+	slices.SortFunc(out, func(x, y lostAddr) int {
+		if c := strings.Compare(x.pool.Network, y.pool.Network); c != 0 {
+			return c
+		}
+		return x.addr.Compare(y.addr)
+	})
+	return out
 }
 
 // set makes held (by network name: Local.Held) what the node's containers
@@ -94,6 +147,16 @@ func (h *heldAddrs) noteFree(log *slog.Logger, p Pool, b netip.Prefix, doc Block
 		}
 		h.noted[p.Network][a] = true
 		news = append(news, a)
+		if h.toRecord == nil {
+			h.toRecord = map[lostKey]Pool{}
+		}
+		h.toRecord[lostKey{p.Network, a}] = p
+	}
+	if len(news) > 0 && h.noting != nil {
+		select {
+		case h.noting <- struct{}{}:
+		default:
+		}
 	}
 	h.mu.Unlock()
 	h.lost.Add(int64(len(news)))

@@ -43,7 +43,7 @@ func NewMetrics(reg prometheus.Registerer, a *Allocator) *Metrics {
 	}, func() float64 { return float64(a.spares.handouts.Load()) })
 	lostHeld := prometheus.NewCounterFunc(prometheus.CounterOpts{
 		Namespace: ns, Subsystem: sub, Name: "lost_held_total",
-		Help: "Addresses a local container holds that Consul showed free when this node allocated in their block: Consul lost or freed a running container's address (a reclaim of the node taken for departed, a Consul server restarted empty, a stray release). Never handed out; the leak sweep records each again (reclaimed_total{reason=\"recorded_held\"}). Each counts once until recorded again. Any increase is worth an alert: another node may hand the address out meanwhile.",
+		Help: "Addresses a local container holds that Consul showed free when this node allocated in their block: Consul lost or freed a running container's address (a reclaim of the node taken for departed, a Consul server restarted empty, a stray release). Never handed out; each is recorded again at once if a fresh listing of the containers still shows it held, else by the leak sweep (reclaimed_total{reason=\"recorded_held\"}). Each counts once until recorded again. Any increase is worth an alert: another node may hand the address out meanwhile.",
 	}, func() float64 { return float64(a.held.lost.Load()) })
 	skipped := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Namespace: ns, Subsystem: sub, Name: "skipped_documents",

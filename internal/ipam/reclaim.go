@@ -469,6 +469,50 @@ func (r *Reclaimer) recordHeld(ctx context.Context, p Pool, v view, held map[net
 	return errors.Join(errs...)
 }
 
+// recordLost records again, at once, the addresses this node's
+// allocations and spare claims found free in Consul while a local
+// container held them at the last sweep (see heldAddrs.noteFree): until
+// recorded, another node allocating in their block may hand one out, and
+// the sweep records them only at its second sighting, a period or two
+// away. A fresh listing of the containers must still show each held, as
+// for the sweep's record (see recordHeld), and this node must not have
+// freed it lately: a container stopped since had its address released
+// (one whose address Consul had lost is still listed for a moment, its
+// release freeing nothing: recorded so, the address is a leak, which the
+// sweep returns; the sweep's two sightings avoid that leak, at the price
+// of the window). Each is recorded as recordHeld records one: this
+// node's task, written only where the block records no one.
+func (r *Reclaimer) recordLost(ctx context.Context) {
+	lost := r.Alloc.held.takeLost()
+	if len(lost) == 0 {
+		return
+	}
+	now, err := r.Held.HeldAddresses(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log().Warn("cannot list the local containers to record the addresses Consul lost under them; the sweep records them", "err", err)
+		}
+		return
+	}
+	for _, l := range lost {
+		p, addr := l.pool, l.addr
+		if !now.Held[p.Network][addr] || !r.Alloc.freed.recent(p, r.Alloc.now())[addr].IsZero() {
+			continue
+		}
+		if err := r.Alloc.allocateAt(ctx, p, addr, Alloc{Node: r.Alloc.node, At: r.Alloc.now().UTC(), Kind: KindTask}); err != nil {
+			if cur, rerr := r.Alloc.store.fresh(ctx, p, p.Block(addr)); rerr == nil {
+				if al, ok := cur.doc.alloc(addr); ok && al.Node == r.Alloc.node {
+					continue // recorded meanwhile, by the sweep
+				}
+			}
+			r.log().Error("a local container holds an address Consul showed free, and it cannot be recorded: another node may use it too", "pool", p.ID(), "addr", addr, "err", err)
+			continue
+		}
+		r.log().Warn("recorded at once an address a local container holds that the pool had lost", "pool", p.ID(), "addr", addr)
+		r.Metrics.reclaim("recorded_held", 1)
+	}
+}
+
 // departed returns, on the leader, the identities of departed nodes (a
 // map, empty if none) and the other nodes that must report an allocation
 // naming no node before it is reclaimed (see reporters); elsewhere, or
@@ -584,11 +628,15 @@ func (r *Reclaimer) disownDeparted(ctx context.Context, p Pool, v view, gone map
 func (r *Reclaimer) Run(ctx context.Context, period time.Duration) {
 	t := time.NewTicker(period)
 	defer t.Stop()
+	notes := r.Alloc.held.notes()
 	r.listHeld(ctx)
 	for {
 		select {
 		case <-ctx.Done():
 			return
+		case <-notes:
+			r.recordLost(ctx)
+			continue
 		case <-t.C:
 		}
 		if err := r.Sweep(ctx); err != nil && ctx.Err() == nil {
