@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
+	"maps"
 	"slices"
 	"strings"
 	"text/tabwriter"
@@ -33,7 +35,10 @@ macvlan or ipvlan network, on every node, with its MAC, container and Swarm
 service, slot and task. An IP (per network) or MAC held twice is flagged. For
 cluster-IPAM networks it adds what the pool holds that no container does
 (gateway, aux, host shims, spares, addresses kept for a container start under
-way on their node, leaks awaiting reclaim). It warns of any KV document it
+way on their node, leaks awaiting reclaim). An address a node's inventory
+left out to fit Consul's value limit (512 KiB: thousands of addresses on one
+node) is listed as not reported (inventory full), not as a leak, and warned
+of. It warns of any KV document it
 skips, with the command that removes it: a node's inventory that cannot be
 read, that names another node than its key's, or whose key's node has no node
 facts (an agent publishes its facts first: it is stale or forged); a pool's
@@ -119,6 +124,7 @@ node the cluster knows; when they match no address, ips says so.`,
 			if dups > 0 {
 				fmt.Fprintf(streams.ErrOut, "warning: %d address(es) held more than once; see PROBLEM\n", dups)
 			}
+			warnNotReported(streams.ErrOut, es)
 			// Keys and specs any agent's token may write, quoted as above.
 			for _, b := range bad {
 				what := "skipped inventory"
@@ -143,6 +149,22 @@ node the cluster knows; when they match no address, ips says so.`,
 	fl.StringVar(&node, "node", "", "only this node")
 	fl.BoolVar(&asJSON, "json", false, "print JSON")
 	return cmd
+}
+
+// warnNotReported says how many of es their nodes' inventories left
+// out to fit Consul's value limit, by node: not leaks, but addresses
+// whose containers ips cannot name.
+func warnNotReported(w io.Writer, es []inventory.Entry) {
+	byNode := map[string]int{}
+	for _, e := range es {
+		if e.State == inventory.StateNotReported || e.State == inventory.StateUnlisted {
+			byNode[e.Node]++
+		}
+	}
+	for _, node := range slices.Sorted(maps.Keys(byNode)) {
+		fmt.Fprintf(w, "warning: %d address(es) of node %s not reported: its inventory is above Consul's value limit (its agent logs which, and counts them in underlay_inventory_entries_left_out); see STATE\n",
+			byNode[node], termtext.Cell(node))
+	}
 }
 
 // misfiledFact is a facts document filed under another node's key, as

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -15,6 +17,8 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/underlay/underlay/internal/doctor"
+	"github.com/underlay/underlay/internal/ipam"
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
 )
 
@@ -216,5 +220,59 @@ func TestIPsSetsApartFactsNoAgentWrites(t *testing.T) {
 	}
 	if errOut.Len() > 0 {
 		t.Errorf("stderr %q, want nothing: the JSON holds the warnings", errOut.String())
+	}
+}
+
+// TestIPsShowsLeftOutAddressesAsNotReported: an address a node's
+// inventory left out to fit Consul's value limit was listed as
+// "allocated, no container", a leak, though its container runs. The
+// inventory now lists it by address (left_out): ips shows it as not
+// reported, warns of it by node, and lists a real leak as one.
+func TestIPsShowsLeftOutAddressesAsNotReported(t *testing.T) {
+	const id = "id10000000000000000000000"
+	pairs := map[string]string{
+		"underlay/nodes/" + id: `{"id":"` + id + `","node":"n1","interfaces":["eth0"]}`,
+		"underlay/inventory/" + id: `[{"ip":"10.1.0.5","node":"n1","node_id":"` + id + `","network":"lan","container":"web.1","container_id":"c1"},` +
+			`{"ip":"10.1.0.6","node":"n1","node_id":"` + id + `","network":"lan","container":"","container_id":"","left_out":true}]`,
+	}
+	// The pool as n1's allocator leaves it: 10.1.0.7's container is gone.
+	ctx := context.Background()
+	kv := kvtest.New()
+	s := netspec.Spec{Name: "lan", Subnet: netip.MustParsePrefix("10.1.0.0/24"), Gateway: netip.MustParseAddr("10.1.0.1"), Parent: "eth0", IPAM: netspec.Cluster}
+	if err := netspec.NewStore(kv).Create(ctx, s); err != nil {
+		t.Fatal(err)
+	}
+	pool, _ := ipam.PoolOf(s, false)
+	alloc := ipam.NewAllocator(kv, id, slog.New(slog.DiscardHandler))
+	for _, a := range []string{"10.1.0.5", "10.1.0.6", "10.1.0.7"} {
+		if _, err := alloc.Allocate(ctx, pool, netip.MustParseAddr(a), ipam.KindTask); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stored, err := kv.List(ctx, "underlay/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, p := range stored {
+		pairs[p.Key] = string(p.Value)
+	}
+	srv := fakeConsulKV(t, pairs)
+	var out, errOut bytes.Buffer
+	if code := Run(ctx, []string{"ips", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	rows := map[string]string{}
+	for _, l := range strings.Split(out.String(), "\n") {
+		if f := strings.Fields(l); len(f) > 0 {
+			rows[f[0]] = l
+		}
+	}
+	for ip, want := range map[string]string{"10.1.0.5": "in use", "10.1.0.6": "not reported (inventory full)", "10.1.0.7": "allocated, no container (leak"} {
+		if !strings.Contains(rows[ip], want) {
+			t.Errorf("row of %s: %q, want it %q", ip, rows[ip], want)
+		}
+	}
+	if want := "warning: 1 address(es) of node n1 not reported"; !strings.Contains(errOut.String(), want) {
+		t.Errorf("stderr %q, want %q", errOut.String(), want)
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -25,8 +26,9 @@ import (
 // Now names above maxNameBytes are shortened first, losing no address;
 // then, while it is still too large, entries are left out in fitOrder's
 // order (those of no swarm task, the longest, then by network and
-// address, the last first), as few as make it fit. The change is logged
-// once and counted in underlay_inventory_entries_left_out and
+// address, the last first), as few as make it fit, each listed by its
+// address only (left_out). The change is logged once and counted in
+// underlay_inventory_entries_left_out and
 // underlay_inventory_entries_shortened.
 func TestRunFitsAnInventoryOverConsulsLimit(t *testing.T) {
 	ip := func(net, i int) string { return fmt.Sprintf("10.%d.%d.%d", net, 100+i/100, 100+i%100) }
@@ -50,7 +52,7 @@ func TestRunFitsAnInventoryOverConsulsLimit(t *testing.T) {
 				t.Errorf("the labelled container's service %.80q (%d bytes); want it shortened", e.Service, len(e.Service))
 			}
 		}
-		checkFitted(t, reg, warns, 0, 1, "")
+		checkFitted(t, reg, warns, 0, 0, 1, "")
 	})
 	t.Run("thousands of endpoints", func(t *testing.T) {
 		var src endpointsOnce
@@ -60,9 +62,13 @@ func TestRunFitsAnInventoryOverConsulsLimit(t *testing.T) {
 		}
 		src = append(src, plain(200)...)
 		stored, es, reg, warns := runFitted(t, src)
-		kept := map[string]bool{}
+		kept, listed := map[string]bool{}, map[string]bool{}
 		for _, e := range es {
-			kept[e.IP] = true
+			kept[e.IP] = !e.LeftOut
+			listed[e.IP] = true
+		}
+		if len(listed) != len(src) {
+			t.Errorf("%d addresses listed, want all %d: those left out by address", len(listed), len(src))
 		}
 		for i := range 200 {
 			if kept[ip(2, i)] {
@@ -70,7 +76,12 @@ func TestRunFitsAnInventoryOverConsulsLimit(t *testing.T) {
 			}
 		}
 		// Tasks' entries, all of one size, left out from the last address.
-		tasks := len(es)
+		tasks := 0
+		for _, e := range es {
+			if !e.LeftOut {
+				tasks++
+			}
+		}
 		for i := range 2000 {
 			if kept[ip(1, i)] != (i < tasks) {
 				t.Fatalf("%s kept: %v; want the first %d tasks' entries kept", ip(1, i), kept[ip(1, i)], tasks)
@@ -79,13 +90,20 @@ func TestRunFitsAnInventoryOverConsulsLimit(t *testing.T) {
 		if tasks == 2000 {
 			t.Fatal("no task's entry left out: the test's inventory fits without them")
 		}
-		// As few as make it fit: with the next task's entry, it would not.
+		// As few as make it fit: with the next task's entry whole, it
+		// would not.
 		next := src[tasks]
 		next.NodeID = "id10000000000000000000000"
-		if b, _ := json.Marshal(append(stored, next)); len(b) <= kvstore.MaxValueSize {
+		whole := slices.Clone(stored)
+		for i, e := range whole {
+			if e.IP == next.IP {
+				whole[i] = next
+			}
+		}
+		if b, _ := json.Marshal(whole); len(b) <= kvstore.MaxValueSize {
 			t.Errorf("%s left out, though the inventory fits with it (%d bytes)", next.IP, len(b))
 		}
-		checkFitted(t, reg, warns, 200+2000-tasks, 0, ip(2, 199)+"@lan,"+ip(2, 198)+"@lan")
+		checkFitted(t, reg, warns, 200+2000-tasks, 0, 0, ip(2, 199)+"@lan,"+ip(2, 198)+"@lan")
 	})
 }
 
@@ -132,15 +150,15 @@ func runFitted(t *testing.T, src endpointsOnce) (stored, loaded []Entry, reg *pr
 }
 
 // checkFitted checks the gauges of entries left out and shortened, and
-// that one warning said so, naming first (unless "") first.
-func checkFitted(t *testing.T, reg *prometheus.Registry, warns []string, leftOut, shortened int, first string) {
+// that one warning said so, with how many were left unlisted, naming first (unless "") first.
+func checkFitted(t *testing.T, reg *prometheus.Registry, warns []string, leftOut, unlisted, shortened int, first string) {
 	t.Helper()
 	for name, want := range map[string]int{"underlay_inventory_entries_left_out": leftOut, "underlay_inventory_entries_shortened": shortened} {
 		if got := testmetrics.Gauge(t, reg, name); got != float64(want) {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}
 	}
-	want := fmt.Sprintf("left_out=%d shortened=%d", leftOut, shortened)
+	want := fmt.Sprintf("left_out=%d unlisted=%d shortened=%d", leftOut, unlisted, shortened)
 	if len(warns) != 1 || !strings.Contains(warns[0], want) || !strings.Contains(warns[0], "entries="+first) || len(warns[0]) > 2000 {
 		t.Errorf("warnings %.3000q, want one with %q naming %q first, under 2000 bytes", warns, want, first)
 	}

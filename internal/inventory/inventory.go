@@ -55,6 +55,14 @@ type Entry struct {
 	State string `json:"state,omitempty"`
 	// Duplicate names what else holds the same IP or MAC, set by Check.
 	Duplicate string `json:"duplicate,omitempty"`
+	// LeftOut marks an address its node's inventory lists by address
+	// only: its entry was left out to fit Consul's value limit (fit), so
+	// its container is not known; it names none.
+	LeftOut bool `json:"left_out,omitempty"`
+	// Unlisted counts, on one left-out entry of a node's inventory, the
+	// node's addresses left out and not listed even by address: past a
+	// few thousand, their addresses alone are above the limit.
+	Unlisted int `json:"unlisted,omitempty"`
 }
 
 // Sort orders entries by network, then address.
@@ -266,6 +274,11 @@ func decode(value []byte) ([]Entry, error) {
 		case e.Duplicate != "":
 			// Check sets it: kept, it would hide the entry from Check's count.
 			return nil, fmt.Errorf("entry %d (%s): duplicate %q is what underlay ips finds, not what agents publish", i, e.IP, e.Duplicate)
+		case e.Unlisted < 0 || e.Unlisted > 0 && !e.LeftOut:
+			return nil, fmt.Errorf("entry %d (%s): unlisted %d is not what agents publish (a count, on a left-out entry)", i, e.IP, e.Unlisted)
+		case e.LeftOut && (e.Container != "" || e.ID != "" || e.MAC != "" || e.Service != "" || e.Slot != "" || e.Task != ""):
+			// Its container would be trusted as known.
+			return nil, fmt.Errorf("entry %d (%s): left out, yet it names a container", i, e.IP)
 		}
 		if e.MAC != "" {
 			mac, err := net.ParseMAC(e.MAC)

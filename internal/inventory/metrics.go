@@ -13,7 +13,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{
 		leftOut: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "underlay", Subsystem: "inventory", Name: "entries_left_out",
-			Help: "Entries (container addresses) left out of this node's last published inventory to bring it under Consul's value limit (512 KiB). The agent's log names the first.",
+			Help: "Entries (container addresses) left out of this node's last published inventory to bring it under Consul's value limit (512 KiB): listed by address only (underlay ips: not reported), or past a few thousand, counted only. The agent's log names the first.",
 		}),
 		shortened: prometheus.NewGauge(prometheus.GaugeOpts{
 			Namespace: "underlay", Subsystem: "inventory", Name: "entries_shortened",

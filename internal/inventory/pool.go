@@ -30,6 +30,14 @@ const (
 	// container shows it: a container start under way there may hold it
 	// (Docker shows the address only once the start is done).
 	StateStarting = "allocated, no container yet (kept: a container start on its node may hold it)"
+	// StateNotReported is an address its node's inventory lists without
+	// its container (Entry.LeftOut): it was left out to fit Consul's
+	// value limit.
+	StateNotReported = "not reported (inventory full): its node lists the address only"
+	// StateUnlisted is an allocation no container's entry lists, of a
+	// node whose inventory left addresses out unlisted (Entry.Unlisted):
+	// one of those, or a leak, which cannot be told apart.
+	StateUnlisted = "allocated, not reported (inventory full: its node left addresses out unlisted), or a leak"
 )
 
 // BadDocument is a key `ips` skips, as `ips --json` shows it: a node's
@@ -121,6 +129,7 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry, facts []netspec.
 // AllocationEntries lists the allocations of network's cluster-IPAM pool
 // (allocs, with kept, what their nodes keep for starts under way) that no
 // container's entry of inv lists: shims, spares, leaks, starts under way,
+// those a node whose inventory is full may not list (StateUnlisted),
 // and those whose address containers of other nodes hold (see
 // heldAsAllocated), which Check then flags with them. names maps the
 // allocations' nodes (identities) to node names, as the node facts give
@@ -134,6 +143,7 @@ func AllocationEntries(network string, allocs map[netip.Addr]ipam.Alloc, kept ip
 		}
 		held[e.IP] = append(held[e.IP], nodeRef{name: e.Node, id: e.NodeID})
 	}
+	full := unlistedNodes(inv)
 	var out []Entry
 	for a, al := range allocs {
 		if heldAsAllocated(held[a.String()], al, names) {
@@ -150,12 +160,28 @@ func AllocationEntries(network string, allocs map[netip.Addr]ipam.Alloc, kept ip
 			e.State = StateSpare
 		case kept.For(a, al):
 			e.State = StateStarting
+		case full[al.Node]:
+			e.State = StateUnlisted
 		default:
 			e.State = StateLeak
 		}
 		out = append(out, e)
 	}
 	return out
+}
+
+// unlistedNodes are the identities (swarm node IDs) of the nodes whose
+// inventories in inv left addresses out unlisted (Entry.Unlisted): any
+// allocation of theirs that no entry lists may be one of those. Only
+// agents that write node_id leave addresses out unlisted.
+func unlistedNodes(inv []Entry) map[string]bool {
+	full := map[string]bool{}
+	for _, e := range inv {
+		if e.Unlisted > 0 && e.NodeID != "" {
+			full[e.NodeID] = true
+		}
+	}
+	return full
 }
 
 // nodeRef is the node of a container's entry: its name, and its swarm
@@ -189,15 +215,18 @@ func heldAsAllocated(holders []nodeRef, al ipam.Alloc, names map[string]string) 
 }
 
 // inUse is the state of e, a container's entry, given the subnets of
-// each network with a spec: in use, unless e's address is in none of its
-// network's. Networks without a spec (not underlay's, or being made) are
+// each network with a spec: in use (not reported when its inventory left
+// it out), unless e's address is in none of its network's. Networks without a spec (not underlay's, or being made) are
 // not judged.
 func inUse(e Entry, subnets map[string][]netip.Prefix) string {
 	ps, ok := subnets[e.Network]
-	if !ok || !Outside(e, ps) {
-		return StateInUse
+	switch {
+	case ok && Outside(e, ps):
+		return StateOutside
+	case e.LeftOut:
+		return StateNotReported
 	}
-	return StateOutside
+	return StateInUse
 }
 
 // Outside says whether e's address is in none of subnets, its network's
