@@ -38,7 +38,8 @@ cluster-IPAM networks it adds what the pool holds that no container does
 way on their node, leaks awaiting reclaim). An address a node's inventory
 left out to fit Consul's value limit (512 KiB: thousands of addresses on one
 node) is listed as not reported (inventory full), not as a leak, and warned
-of. It warns of any KV document it
+of. An address on a network its node could not read is listed with the
+error in PROBLEM. It warns of any KV document it
 skips, with the command that removes it: a node's inventory that cannot be
 read, that names another node than its key's, or whose key's node has no node
 facts (an agent publishes its facts first: it is stale or forged); a pool's
@@ -116,7 +117,7 @@ node the cluster knows; when they match no address, ips says so.`,
 					task = task[:12]
 				}
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", q(e.IP), q(e.MAC), q(e.Node), q(e.Network), q(e.Container),
-					q(e.Service), q(e.Slot), q(task), since(e.Since), q(e.State), dupNote(e.Duplicate))
+					q(e.Service), q(e.Slot), q(task), since(e.Since), q(e.State), problemNote(e))
 			}
 			if err := tw.Flush(); err != nil {
 				return err
@@ -282,9 +283,16 @@ func since(t time.Time) string {
 	return t.Local().Format(time.DateTime)
 }
 
-func dupNote(s string) string {
-	if s == "" {
-		return ""
+// problemNote is the PROBLEM column of e: its duplicate's note, and why
+// its node could not read its network, each quoted when it would break
+// its row (the notes quote their holders).
+func problemNote(e inventory.Entry) string {
+	var ps []string
+	if e.Duplicate != "" {
+		ps = append(ps, "DUPLICATE: "+e.Duplicate)
 	}
-	return "DUPLICATE: " + s
+	if e.NetworkProblem != "" {
+		ps = append(ps, "NETWORK UNREADABLE ON ITS NODE: "+termtext.Cell(e.NetworkProblem))
+	}
+	return strings.Join(ps, "; ")
 }

@@ -276,3 +276,23 @@ func TestIPsShowsLeftOutAddressesAsNotReported(t *testing.T) {
 		t.Errorf("stderr %q, want %q", errOut.String(), want)
 	}
 }
+
+// TestIPsShowsUnreadableNetworks: a node whose agent could not read one
+// of its networks published nothing more at all; it now publishes that
+// network's addresses with the error (network_problem), which ips shows
+// in the row's PROBLEM.
+func TestIPsShowsUnreadableNetworks(t *testing.T) {
+	const id = "id10000000000000000000000"
+	srv := fakeConsulKV(t, map[string]string{
+		"underlay/nodes/" + id: `{"id":"` + id + `","node":"n1","interfaces":["eth0"]}`,
+		"underlay/inventory/" + id: `[{"ip":"10.1.0.5","node":"n1","node_id":"` + id + `","network":"lan","container":"web.1","container_id":"c1",` +
+			`"network_problem":"inspect network n1: Error response from daemon: plugin not found"}]`,
+	})
+	var out, errOut bytes.Buffer
+	if code := Run(context.Background(), []string{"ips", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if want := "NETWORK UNREADABLE ON ITS NODE: inspect network n1: Error response from daemon: plugin not found"; !strings.Contains(out.String(), want) {
+		t.Errorf("stdout:\n%s\nwant %q", out.String(), want)
+	}
+}

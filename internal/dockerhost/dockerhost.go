@@ -96,11 +96,14 @@ type Source struct {
 	networkReads *networkReads
 	// statsWait bounds one container's stats read (Samples).
 	statsWait time.Duration
+	// callWait bounds each of the inventory's calls: the container
+	// listing, and each network inspect (Endpoints, driver).
+	callWait time.Duration
 }
 
 // NewSource wraps api.
 func NewSource(api *client.Client) *Source {
-	s := &Source{api: api, drivers: map[string]string{}, statsWait: statsWait}
+	s := &Source{api: api, drivers: map[string]string{}, statsWait: statsWait, callWait: callWait}
 	s.networkReads = newNetworkReads(s.readNetwork)
 	return s
 }
@@ -367,6 +370,9 @@ func (s *Source) driver(ctx context.Context, networkID string) (string, error) {
 	if ok {
 		return d, nil
 	}
+	// Bounded: a dockerd that never answers held the caller for good.
+	ctx, cancel := context.WithTimeout(ctx, s.callWait)
+	defer cancel()
 	n, err := s.api.NetworkInspect(ctx, networkID, network.InspectOptions{})
 	if client.IsErrNotFound(err) {
 		return "", nil // removed since; the container is about to lose it too

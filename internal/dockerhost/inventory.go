@@ -18,12 +18,27 @@ import (
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/register"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
+// callWait is how long one of the inventory's calls to dockerd may take
+// (a listing, a network inspect): they take milliseconds, and a dockerd
+// that never answers held the node's inventory for good. A listing that
+// times out fails the period, tried again at the next.
+const callWait = 10 * time.Second
+
+// maxNetworkProblem is how much of a network inspect's error an entry
+// carries (Entry.NetworkProblem): it is published with every address on
+// the network.
+const maxNetworkProblem = 200
+
 // Endpoints implements inventory.Source: the running containers' addresses
-// on macvlan and ipvlan networks.
+// on macvlan and ipvlan networks, and on networks whose inspect failed,
+// marked so.
 func (s *Source) Endpoints(ctx context.Context, node string) ([]inventory.Entry, error) {
-	list, err := s.api.ContainerList(ctx, container.ListOptions{})
+	lctx, cancel := context.WithTimeout(ctx, s.callWait)
+	defer cancel()
+	list, err := s.api.ContainerList(lctx, container.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("list containers: %w", err)
 	}
@@ -31,9 +46,15 @@ func (s *Source) Endpoints(ctx context.Context, node string) ([]inventory.Entry,
 }
 
 // endpoints lists the underlay endpoints of the listed containers that
-// show an address.
+// show an address. An endpoint on a network whose driver cannot be read
+// (its inspect failed, or timed out) is listed with the error
+// (Entry.NetworkProblem): one such network failed, or held, the whole
+// listing, and its address may be an underlay one, which a cluster-IPAM
+// pool would show as a leak. Each network is inspected once per listing.
+// The engine's own networks (bridge, host, none) are never underlay's.
 func (s *Source) endpoints(ctx context.Context, list []container.Summary, node string) ([]inventory.Entry, error) {
 	var out []inventory.Entry
+	unreadable := map[string]string{} // network ID → why
 	for _, c := range list {
 		if c.NetworkSettings == nil || !holdsAddresses(c.State) {
 			continue
@@ -42,20 +63,32 @@ func (s *Source) endpoints(ctx context.Context, list []container.Summary, node s
 			if ep == nil || ep.IPAddress == "" && ep.GlobalIPv6Address == "" {
 				continue
 			}
-			driver, err := s.driver(ctx, ep.NetworkID)
-			if err != nil {
-				return nil, err
+			problem, failed := unreadable[ep.NetworkID]
+			if !failed {
+				driver, err := s.driver(ctx, ep.NetworkID)
+				switch {
+				case err != nil && ctx.Err() != nil:
+					return nil, err
+				case err != nil:
+					// Docker's error may quote anything: graphic, as
+					// inventory.Load requires.
+					problem = termtext.Shorten(termtext.Cell(err.Error()), maxNetworkProblem)
+					unreadable[ep.NetworkID] = problem
+				case driver != "macvlan" && driver != "ipvlan":
+					continue
+				}
 			}
-			if driver != "macvlan" && driver != "ipvlan" {
+			if problem != "" && (name == "bridge" || name == "host" || name == "none") {
 				continue
 			}
 			e := inventory.Entry{
 				MAC: ep.MacAddress, Node: node, Network: name, ID: c.ID,
-				Container: ContainerName(c.Names, c.ID),
-				Service:   c.Labels[labelSwarmService],
-				Task:      c.Labels["com.docker.swarm.task.id"],
-				Slot:      register.SwarmSlot(c.Labels["com.docker.swarm.task.name"]),
-				Since:     time.Unix(c.Created, 0).UTC(),
+				Container:      ContainerName(c.Names, c.ID),
+				Service:        c.Labels[labelSwarmService],
+				Task:           c.Labels["com.docker.swarm.task.id"],
+				Slot:           register.SwarmSlot(c.Labels["com.docker.swarm.task.name"]),
+				Since:          time.Unix(c.Created, 0).UTC(),
+				NetworkProblem: problem,
 			}
 			for _, ip := range []string{ep.IPAddress, ep.GlobalIPv6Address} {
 				if ip != "" {

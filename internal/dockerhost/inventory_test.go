@@ -2,8 +2,10 @@ package dockerhost
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
@@ -111,5 +113,131 @@ func TestFollowAsksForItsActionsOnly(t *testing.T) {
 		if !f.Contains("event") || f.ExactMatch("event", action) {
 			t.Errorf("%q asked for: dockerd would send it to be dropped", action)
 		}
+	}
+}
+
+// hangingDockerd is a fake dockerd (API 1.41) serving list at
+// /containers/json and the networks of inspect (by ID) at
+// /networks/ID; a network's inspect answers 500 with its message when
+// failing names it, and never when hanging does, nor the listing when
+// listHangs: those wait until the client goes.
+func hangingDockerd(t *testing.T, list []container.Summary, inspect map[string]network.Inspect, failing map[string]string, hanging map[string]bool, listHangs bool) *client.Client {
+	t.Helper()
+	release := make(chan struct{})
+	wait := func(r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		id, isNet := strings.CutPrefix(r.URL.Path, "/v1.41/networks/")
+		switch {
+		case r.URL.Path == "/v1.41/containers/json" && listHangs:
+			wait(r)
+		case r.URL.Path == "/v1.41/containers/json":
+			json.NewEncoder(w).Encode(list)
+		case isNet && hanging[id]:
+			wait(r)
+		case isNet && failing[id] != "":
+			w.WriteHeader(http.StatusInternalServerError)
+			json.NewEncoder(w).Encode(map[string]string{"message": failing[id]})
+		case isNet && inspect[id].ID != "":
+			json.NewEncoder(w).Encode(inspect[id])
+		default:
+			http.Error(w, `{"message":"not faked"}`, http.StatusNotFound)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) }) // before srv.Close, which waits for the handlers
+	api, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithVersion("1.41"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { api.Close() })
+	return api
+}
+
+// endpointsWithin runs src.Endpoints, failing the test when it is still
+// waiting after a minute (not a measure of speed: the hang the tests are
+// about).
+func endpointsWithin(t *testing.T, src *Source) ([]inventory.Entry, error) {
+	t.Helper()
+	type result struct {
+		es  []inventory.Entry
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		es, err := src.Endpoints(context.Background(), "node1")
+		done <- result{es, err}
+	}()
+	select {
+	case r := <-done:
+		return r.es, r.err
+	case <-time.After(time.Minute):
+		t.Fatal("Endpoints still waiting after a minute for a dockerd that does not answer")
+		return nil, nil
+	}
+}
+
+// TestEndpointsReportTheRestPastAnUnreadableNetwork: a network inspect
+// that failed with other than 404 (dockerd's 500, a network whose
+// driver plugin is gone) failed the node's whole inventory at every
+// period, and one that dockerd never answered held it for good: no
+// address of the node was published again. The other networks' addresses
+// are now reported, and those of a network whose inspect failed or timed
+// out (each bounded, as every call of the inventory's is) are listed
+// with the error (network_problem): the node holds them, whatever the
+// network is.
+func TestEndpointsReportTheRestPastAnUnreadableNetwork(t *testing.T) {
+	created := time.Date(2026, 12, 6, 9, 0, 0, 0, time.UTC)
+	on := func(id string, nets map[string]string) container.Summary {
+		c := container.Summary{ID: id, Names: []string{"/" + id}, State: container.StateRunning, Created: created.Unix(),
+			NetworkSettings: &container.NetworkSettingsSummary{Networks: map[string]*network.EndpointSettings{}}}
+		for name, ip := range nets {
+			c.NetworkSettings.Networks[name] = &network.EndpointSettings{NetworkID: "id-" + name, IPAddress: ip}
+		}
+		return c
+	}
+	list := []container.Summary{
+		on("a", map[string]string{"mv": "10.1.0.5", "broken": "10.2.0.5"}),
+		on("b", map[string]string{"hung": "10.3.0.5", "br": "172.18.0.5"}),
+	}
+	api := hangingDockerd(t, list,
+		map[string]network.Inspect{"id-mv": {ID: "id-mv", Name: "mv", Driver: "macvlan"}, "id-br": {ID: "id-br", Name: "br", Driver: "bridge"}},
+		map[string]string{"id-broken": "plugin not found"}, map[string]bool{"id-hung": true}, false)
+	src := NewSource(api)
+	src.callWait = 50 * time.Millisecond
+	es, err := endpointsWithin(t, src)
+	if err != nil {
+		t.Fatalf("Endpoints: %v; want the other networks' addresses", err)
+	}
+	got := map[string]string{}
+	for _, e := range es {
+		got[e.Network+" "+e.IP] = e.NetworkProblem
+	}
+	for _, want := range []struct{ key, problem string }{
+		{"mv 10.1.0.5", ""}, {"broken 10.2.0.5", "plugin not found"}, {"hung 10.3.0.5", "deadline exceeded"},
+	} {
+		if p, ok := got[want.key]; !ok || !strings.Contains(p, want.problem) || (want.problem == "") != (p == "") {
+			t.Errorf("%s: listed %v, problem %q; want it listed with a problem saying %q", want.key, ok, p, want.problem)
+		}
+	}
+	if len(es) != 3 {
+		t.Errorf("Endpoints = %+v, want the three underlay or unreadable networks' addresses", es)
+	}
+}
+
+// TestEndpointsDoNotWaitForAListingForGood: the inventory's container
+// listing had no deadline, so a dockerd that never answered it held the
+// node's inventory for good, with no warning. It is now bounded: the
+// period fails with an error, and the next one tries again.
+func TestEndpointsDoNotWaitForAListingForGood(t *testing.T) {
+	src := NewSource(hangingDockerd(t, nil, nil, nil, nil, true))
+	src.callWait = 50 * time.Millisecond
+	if _, err := endpointsWithin(t, src); err == nil || !strings.Contains(err.Error(), "list containers") {
+		t.Errorf("Endpoints: %v, want the listing's failure", err)
 	}
 }

@@ -55,6 +55,10 @@ type Entry struct {
 	State string `json:"state,omitempty"`
 	// Duplicate names what else holds the same IP or MAC, set by Check.
 	Duplicate string `json:"duplicate,omitempty"`
+	// NetworkProblem is why the node's agent could not read the network
+	// (its inspect failed): whether it is a macvlan or ipvlan one is not
+	// known, and its address is listed all the same, as the node holds it.
+	NetworkProblem string `json:"network_problem,omitempty"`
 	// LeftOut marks an address its node's inventory lists by address
 	// only: its entry was left out to fit Consul's value limit (fit), so
 	// its container is not known; it names none.
@@ -380,13 +384,37 @@ func ownEntries(es []Entry, id string, names map[string]string) error {
 func printable(e Entry) error {
 	for _, f := range []struct{ name, value string }{
 		{"node", e.Node}, {"node_id", e.NodeID}, {"network", e.Network}, {"container", e.Container}, {"container_id", e.ID},
-		{"service", e.Service}, {"slot", e.Slot}, {"task", e.Task}, {"state", e.State},
+		{"service", e.Service}, {"slot", e.Slot}, {"task", e.Task}, {"state", e.State}, {"network_problem", e.NetworkProblem},
 	} {
 		if !termtext.Graphic(f.value) {
 			return fmt.Errorf("%s %q has a control character", f.name, f.value)
 		}
 	}
 	return nil
+}
+
+// noteUnreadable logs the networks of es whose agent could not read them
+// (Entry.NetworkProblem), with the problem, when they differ from was,
+// those it logged last; or, once there are none, that they read again.
+// It returns them.
+func noteUnreadable(log *slog.Logger, was []string, es []Entry) []string {
+	var now []string
+	for _, e := range es {
+		if e.NetworkProblem != "" {
+			now = append(now, e.Network+": "+e.NetworkProblem)
+		}
+	}
+	slices.Sort(now)
+	now = slices.Compact(now)
+	switch {
+	case slices.Equal(was, now):
+	case len(now) > 0:
+		log.Warn("networks of the node's containers could not be read: their addresses are published marked so (underlay ips shows the problem), the rest as usual; tried again every period",
+			"networks", strings.Join(now, "; "))
+	default:
+		log.Info("every network of the node's containers reads again", "were_unreadable", len(was))
+	}
+	return now
 }
 
 // Source lists the node's underlay endpoints and signals when they may have
@@ -411,12 +439,14 @@ func Run(ctx context.Context, src Source, kv KV, node, key string, period time.D
 	defer t.Stop()
 	var last []byte
 	var fits fitted
+	var unreadable []string
 	for {
 		es, err := src.Endpoints(ctx, node)
 		if err == nil {
 			for i := range es {
 				es[i].NodeID = key // tells apart two nodes of one name
 			}
+			unreadable = noteUnreadable(log, unreadable, es)
 			Sort(es)
 			var f fitted
 			es, f = fit(es)

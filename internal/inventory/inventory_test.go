@@ -261,6 +261,7 @@ func TestLoadRefusesControlCharacters(t *testing.T) {
 		"task":    `[{"ip":"10.0.0.7","node":"n1","network":"lan","container":"d","task":"t\r"}]`,
 		"rtl":     `[{"ip":"10.0.0.8","node":"n1","network":"lan","container":"web\u202e1.0p"}]`,
 		"linesep": `[{"ip":"10.0.0.9","node":"n2","network":"lan","container":"b","service":"s\u2028x"}]`,
+		"problem": `[{"ip":"10.0.0.10","node":"n2","network":"lan","container":"b","network_problem":"x\u001b[2J"}]`,
 	} {
 		kv.Put(ctx, KVPrefix+name, []byte(doc))
 	}
@@ -277,6 +278,7 @@ func TestLoadRefusesControlCharacters(t *testing.T) {
 		"task":    `entry 0 (10.0.0.7): task "t\r" has a control character`,
 		"rtl":     `entry 0 (10.0.0.8): container "web\u202e1.0p" has a control character`,
 		"linesep": `entry 0 (10.0.0.9): service "s\u2028x" has a control character`,
+		"problem": `entry 0 (10.0.0.10): network_problem "x\x1b[2J" has a control character`,
 	}
 	got := map[string]string{}
 	for _, b := range bad {

@@ -1,11 +1,13 @@
 package inventory
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"io"
 	"log/slog"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -173,5 +175,53 @@ func TestLoadRefusesLeftOutEntriesNamingContainers(t *testing.T) {
 				t.Errorf("load = %+v, bad %+v, %v; want the inventory set apart", es, bad, err)
 			}
 		})
+	}
+}
+
+// TestPoolAddressesMarksAddressesOnUnreadableNetworks: an address its
+// node lists on a network it could not read (network_problem) is the
+// node's container's, not a leak, and says its network was unreadable;
+// Run warns of such networks once, while they stay so.
+func TestPoolAddressesMarksAddressesOnUnreadableNetworks(t *testing.T) {
+	const id = "id10000000000000000000000"
+	ctx := context.Background()
+	kv := kvtest.New()
+	pool := createWeb(t, kv)
+	publishFacts(ctx, t, kv, id, "n1")
+	alloc := ipam.NewAllocator(kv, id, slog.New(slog.DiscardHandler))
+	a, err := alloc.Allocate(ctx, pool, netip.Addr{}, ipam.KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	es := []Entry{{IP: a.String(), Node: "n1", NodeID: id, Network: "web", Container: "web.1", ID: "c1", NetworkProblem: "inspect network x: plugin not found"}}
+	was := noteUnreadable(log, nil, es)
+	was = noteUnreadable(log, was, es)
+	if n := strings.Count(logs.String(), "level=WARN"); n != 1 || !strings.Contains(logs.String(), "web: inspect network x: plugin not found") {
+		t.Errorf("logs %q, want one warning naming the network and its problem", logs.String())
+	}
+	noteUnreadable(log, was, nil)
+	if !strings.Contains(logs.String(), "level=INFO") {
+		t.Errorf("logs %q, want it said once the networks read again", logs.String())
+	}
+	if err := Publish(ctx, kv, id, es); err != nil {
+		t.Fatal(err)
+	}
+	inv, bad, err := load(ctx, kv)
+	if err != nil || len(bad) != 0 {
+		t.Fatalf("load: %v, bad %+v", err, bad)
+	}
+	out, _, err := PoolAddresses(ctx, kv, inv, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if inv[0].State != StateNetworkUnread || inv[0].NetworkProblem != es[0].NetworkProblem {
+		t.Errorf("entry state %q, problem %q; want %q and its problem", inv[0].State, inv[0].NetworkProblem, StateNetworkUnread)
+	}
+	for _, e := range out {
+		if e.IP == a.String() {
+			t.Errorf("%s listed again by its pool, as %q", e.IP, e.State)
+		}
 	}
 }

@@ -34,6 +34,9 @@ const (
 	// its container (Entry.LeftOut): it was left out to fit Consul's
 	// value limit.
 	StateNotReported = "not reported (inventory full): its node lists the address only"
+	// StateNetworkUnread is a container's address on a network its
+	// node's agent could not read (Entry.NetworkProblem says why).
+	StateNetworkUnread = "in use, its network unreadable on its node (see PROBLEM)"
 	// StateUnlisted is an allocation no container's entry lists, of a
 	// node whose inventory left addresses out unlisted (Entry.Unlisted):
 	// one of those, or a leak, which cannot be told apart.
@@ -225,6 +228,8 @@ func inUse(e Entry, subnets map[string][]netip.Prefix) string {
 		return StateOutside
 	case e.LeftOut:
 		return StateNotReported
+	case e.NetworkProblem != "":
+		return StateNetworkUnread
 	}
 	return StateInUse
 }
