@@ -39,7 +39,8 @@ way on their node, leaks awaiting reclaim). An address a node's inventory
 left out to fit Consul's value limit (512 KiB: thousands of addresses on one
 node) is listed as not reported (inventory full), not as a leak, and warned
 of. An address on a network its node could not read is listed with the
-error in PROBLEM. It warns of any KV document it
+error in PROBLEM. A name longer than 128 bytes is shortened in the table,
+saying how long it was (--json holds it whole). It warns of any KV document it
 skips, with the command that removes it: a node's inventory that cannot be
 read, that names another node than its key's, or whose key's node has no node
 facts (an agent publishes its facts first: it is stale or forged); a pool's
@@ -110,12 +111,11 @@ node the cluster knows; when they match no address, ips says so.`,
 			// The pools' holders are named as block documents and facts,
 			// which any agent's token may write, name them: quoted when
 			// they would break their row (the inventories' are checked).
-			q := termtext.Cell
+			// Shortened too: a name of any length widened its column, and
+			// so every row (--json keeps it whole).
+			q := ipsCell
 			for _, e := range es {
-				task := e.Task
-				if len(task) > 12 {
-					task = task[:12]
-				}
+				task := termtext.Head(e.Task, 12) // as docker service ps shows it
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", q(e.IP), q(e.MAC), q(e.Node), q(e.Network), q(e.Container),
 					q(e.Service), q(e.Slot), q(task), since(e.Since), q(e.State), problemNote(e))
 			}
@@ -126,7 +126,9 @@ node the cluster knows; when they match no address, ips says so.`,
 				fmt.Fprintf(streams.ErrOut, "warning: %d address(es) held more than once; see PROBLEM\n", dups)
 			}
 			warnNotReported(streams.ErrOut, es)
-			// Keys and specs any agent's token may write, quoted as above.
+			// Keys and specs any agent's token may write, quoted as above;
+			// whole: one line each, its problem long.
+			q = termtext.Cell
 			for _, b := range bad {
 				what := "skipped inventory"
 				switch {
@@ -283,6 +285,19 @@ func since(t time.Time) string {
 	return t.Local().Format(time.DateTime)
 }
 
+// maxIPsCell is how long a cell of ips's table is at most: the names
+// Docker and swarm give are shorter (a task container's about 100
+// bytes); a label set by hand, or an inventory any agent's token may
+// write, may hold a name of any length, to which tabwriter pads every
+// row of its column.
+const maxIPsCell = 128
+
+// ipsCell is s as ips prints it in a cell: quoted when it would break
+// its row (termtext.Cell), and shortened, saying how long it was.
+func ipsCell(s string) string {
+	return termtext.Shorten(termtext.Cell(s), maxIPsCell)
+}
+
 // problemNote is the PROBLEM column of e: its duplicate's note, and why
 // its node could not read its network, each quoted when it would break
 // its row (the notes quote their holders).
@@ -292,7 +307,7 @@ func problemNote(e inventory.Entry) string {
 		ps = append(ps, "DUPLICATE: "+e.Duplicate)
 	}
 	if e.NetworkProblem != "" {
-		ps = append(ps, "NETWORK UNREADABLE ON ITS NODE: "+termtext.Cell(e.NetworkProblem))
+		ps = append(ps, "NETWORK UNREADABLE ON ITS NODE: "+termtext.Shorten(termtext.Cell(e.NetworkProblem), 2*maxIPsCell))
 	}
 	return strings.Join(ps, "; ")
 }

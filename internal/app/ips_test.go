@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
@@ -294,5 +295,44 @@ func TestIPsShowsUnreadableNetworks(t *testing.T) {
 	}
 	if want := "NETWORK UNREADABLE ON ITS NODE: inspect network n1: Error response from daemon: plugin not found"; !strings.Contains(out.String(), want) {
 		t.Errorf("stdout:\n%s\nwant %q", out.String(), want)
+	}
+}
+
+// TestIPsBoundsLongNames: a name in an inventory may be of any length
+// (a plain container's service label set by hand; any agent's token may
+// write any node's inventory), and ips printed it whole in its column,
+// which tabwriter pads every row to: one name of 100 KB made every row
+// 100 KB wide, and the duplicates' notes naming its holder repeated it.
+// Each cell is now shortened, saying how long it was (--json keeps it).
+func TestIPsBoundsLongNames(t *testing.T) {
+	const id, id2 = "id10000000000000000000000", "id20000000000000000000000"
+	long := strings.Repeat("x", 100<<10)
+	var rows []string
+	for i := range 50 {
+		rows = append(rows, fmt.Sprintf(`{"ip":"10.1.0.%d","node":"n1","node_id":"%s","network":"lan","container":"web.%d","container_id":"c%d"}`, 10+i, id, i, i))
+	}
+	rows = append(rows, `{"ip":"10.1.0.200","node":"n1","node_id":"`+id+`","network":"lan","container":"`+long+`","container_id":"big","service":"`+long+`","task":"t`+long+`"}`)
+	srv := fakeConsulKV(t, map[string]string{
+		"underlay/nodes/" + id:      `{"id":"` + id + `","node":"n1","interfaces":["eth0"]}`,
+		"underlay/nodes/" + id2:     `{"id":"` + id2 + `","node":"n2","interfaces":["eth0"]}`,
+		"underlay/inventory/" + id:  "[" + strings.Join(rows, ",") + "]",
+		"underlay/inventory/" + id2: `[{"ip":"10.1.0.200","node":"n2","node_id":"` + id2 + `","network":"lan","container":"other","container_id":"o1"}]`,
+	})
+	var out, errOut bytes.Buffer
+	if code := Run(context.Background(), []string{"ips", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if out.Len() > 40<<10 {
+		t.Errorf("ips printed %d bytes for 52 rows; want each name shortened", out.Len())
+	}
+	if want := fmt.Sprintf("… (%d bytes)", len(long)); !strings.Contains(out.String(), want) {
+		t.Errorf("stdout does not say how long the name was (%q)", want)
+	}
+	out.Reset()
+	if code := Run(context.Background(), []string{"ips", "--json", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	if !strings.Contains(out.String(), `"container": "`+long+`"`) {
+		t.Errorf("ips --json does not hold the long name whole")
 	}
 }

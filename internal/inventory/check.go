@@ -124,7 +124,7 @@ func newGroup(es []Entry, idx []int) *group {
 		if e.NodeID == "" {
 			continue
 		}
-		s := h + " (swarm node " + termtext.Cell(e.NodeID) + ")"
+		s := h + " (swarm node " + termtext.Shorten(termtext.Cell(e.NodeID), maxHolderName) + ")"
 		g.suf[[2]string{e.Node, s}]++
 		g.sufID[[3]string{e.Node, e.NodeID, s}]++
 		w := withID[e.Node]

@@ -144,15 +144,22 @@ func OtherNode(a, b Entry) bool {
 	return a.Node != b.Node || a.NodeID != "" && b.NodeID != "" && a.NodeID != b.NodeID
 }
 
+// maxHolderName is how much of a container's or node's name a
+// duplicate's note holds: a name may be of any length (a label set by
+// hand, or an inventory any agent's token may write), and every note
+// naming its holder repeated it.
+const maxHolderName = 128
+
 // holder names what holds e in a duplicate's note: its container and node,
 // or, for what a pool holds, its state (a gateway has no container) and
 // node. Each quoted when it would break its line (termtext.Cell): the
 // nodes of a pool's allocations come from block documents, which any
-// agent's token may write, and the note is printed as it is.
+// agent's token may write, and the note is printed as it is; and
+// shortened (maxHolderName).
 func holder(e Entry) string {
-	h := termtext.Cell(cmp.Or(e.Container, e.State))
+	h := termtext.Shorten(termtext.Cell(cmp.Or(e.Container, e.State)), maxHolderName)
 	if e.Node != "" {
-		h += "@" + termtext.Cell(e.Node)
+		h += "@" + termtext.Shorten(termtext.Cell(e.Node), maxHolderName)
 	}
 	return h
 }
