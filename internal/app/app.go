@@ -146,6 +146,21 @@ func writeJSON(w io.Writer, v any) error {
 	return termtext.WriteJSON(w, v)
 }
 
+// maxTableCell is how long a cell of a table underlay prints (ips,
+// network ls and inspect, node ls) is at most: the names Docker, swarm
+// and hosts give are shorter (a task container's about 100 bytes); a
+// label set by hand, or a document any agent's token may write (an
+// inventory, node facts, a network state report), may hold a name of
+// any length, to which tabwriter pads every row of its column.
+const maxTableCell = 128
+
+// tableCell is s as a table prints it in a cell: quoted when it would
+// break its row (termtext.Cell), and shortened, saying how long it was
+// (--json holds it whole).
+func tableCell(s string) string {
+	return termtext.Shorten(termtext.Cell(s), maxTableCell)
+}
+
 // addConsulFlags adds the flags every command that talks to Consul shares;
 // empty values keep the standard CONSUL_HTTP_* environment.
 func addConsulFlags(fs *pflag.FlagSet, o *consul.Options) {

@@ -113,7 +113,7 @@ node the cluster knows; when they match no address, ips says so.`,
 			// they would break their row (the inventories' are checked).
 			// Shortened too: a name of any length widened its column, and
 			// so every row (--json keeps it whole).
-			q := ipsCell
+			q := tableCell
 			for _, e := range es {
 				task := termtext.Head(e.Task, 12) // as docker service ps shows it
 				fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", q(e.IP), q(e.MAC), q(e.Node), q(e.Network), q(e.Container),
@@ -285,19 +285,6 @@ func since(t time.Time) string {
 	return t.Local().Format(time.DateTime)
 }
 
-// maxIPsCell is how long a cell of ips's table is at most: the names
-// Docker and swarm give are shorter (a task container's about 100
-// bytes); a label set by hand, or an inventory any agent's token may
-// write, may hold a name of any length, to which tabwriter pads every
-// row of its column.
-const maxIPsCell = 128
-
-// ipsCell is s as ips prints it in a cell: quoted when it would break
-// its row (termtext.Cell), and shortened, saying how long it was.
-func ipsCell(s string) string {
-	return termtext.Shorten(termtext.Cell(s), maxIPsCell)
-}
-
 // problemNote is the PROBLEM column of e: its duplicate's note, and why
 // its node could not read its network, each quoted when it would break
 // its row (the notes quote their holders).
@@ -307,7 +294,7 @@ func problemNote(e inventory.Entry) string {
 		ps = append(ps, "DUPLICATE: "+e.Duplicate)
 	}
 	if e.NetworkProblem != "" {
-		ps = append(ps, "NETWORK UNREADABLE ON ITS NODE: "+termtext.Shorten(termtext.Cell(e.NetworkProblem), 2*maxIPsCell))
+		ps = append(ps, "NETWORK UNREADABLE ON ITS NODE: "+termtext.Shorten(termtext.Cell(e.NetworkProblem), 2*maxTableCell))
 	}
 	return strings.Join(ps, "; ")
 }

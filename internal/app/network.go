@@ -284,8 +284,9 @@ func writeNetworkList(streams IOStreams, l *netspec.Listing, asJSON bool) error 
 		return writeJSON(streams.Out, map[string]any{"networks": l.Specs, "refused": problems})
 	}
 	// Refused specs, and the keys of unreadable ones, are what any
-	// agent's token may write: quoted when they would break their row.
-	c := termtext.Cell
+	// agent's token may write: quoted when they would break their row,
+	// and shortened.
+	c := tableCell
 	type row struct{ name, line string }
 	var rows []row
 	for _, s := range l.Specs {
@@ -312,7 +313,7 @@ func writeNetworkList(streams IOStreams, l *netspec.Listing, asJSON bool) error 
 	}
 	for _, p := range problems {
 		fmt.Fprintf(streams.ErrOut, "warning: network %s: every agent refuses it and changes nothing for it: %s; fix: %s, or correct %s\n",
-			c(p.Name), c(p.Error), c(netspec.RemoveFix(p.Name)), c(shellword.Quote(p.Key)))
+			termtext.Cell(p.Name), termtext.Cell(p.Error), termtext.Cell(netspec.RemoveFix(p.Name)), termtext.Cell(shellword.Quote(p.Key)))
 	}
 	return nil
 }
@@ -413,8 +414,8 @@ func writeNetworkInspect(w io.Writer, s netspec.Spec, states []netspec.NodeState
 		fmt.Fprintln(tw, "NODE\tID\tSTATE\tRANGE\tPARENT\tSHIM\tERROR")
 	}
 	// The reports are documents every agent's token may write: quoted
-	// when they hold what would break their row.
-	c := termtext.Cell
+	// when they hold what would break their row, and shortened.
+	c := tableCell
 	for _, n := range inspectNodes(s, states) {
 		rng := fmt.Sprint(orDash(n.Range))
 		if v6 {
@@ -424,7 +425,7 @@ func writeNetworkInspect(w io.Writer, s netspec.Spec, states []netspec.NodeState
 		if n.Shim6.IsValid() {
 			shim += " " + n.Shim6.String()
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s %s\t%s\n", c(n.Node), c(shortID(n.ID)), c(n.State), rng, c(n.Parent), c(n.ShimLink), shim, c(n.Error))
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s %s\t%s\n", c(n.Node), c(shortID(n.ID)), c(n.State), rng, c(n.Parent), c(n.ShimLink), shim, termtext.Cell(n.Error)) // the last column: whole
 	}
 	return tw.Flush()
 }

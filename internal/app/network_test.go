@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"maps"
 	"net/http"
 	"net/http/httptest"
@@ -12,6 +13,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 	"unicode"
 
 	"github.com/google/go-cmp/cmp"
@@ -562,5 +564,40 @@ func TestJSONOutputEscapesControls(t *testing.T) {
 	}
 	if len(doc.Refused) != 1 || doc.Refused[0].Name != name || doc.Refused[0].Key != key {
 		t.Errorf("refused %+v, want name %q and key %q", doc.Refused, name, key)
+	}
+}
+
+// TestTablesBoundLongNames: network inspect's and node ls's tables
+// printed each name whole, and tabwriter pads every row of a column to
+// its widest cell: one node's state report (or facts) naming a shim link
+// (or host) of 100 KB, which any agent's token may write, made every row
+// 100 KB wide. Each cell but the last is now shortened, saying how long
+// it was.
+func TestTablesBoundLongNames(t *testing.T) {
+	long := strings.Repeat("x", 100<<10)
+	s := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.0.0.0/24"), Gateway: netip.MustParseAddr("10.0.0.1"),
+		Parent: "eth0", IPAM: netspec.PerNode, PerNodeSize: 16}
+	var states []netspec.NodeState
+	var facts []netspec.NodeFacts
+	for i := range 50 {
+		id := fmt.Sprintf("id%023d", i)
+		states = append(states, netspec.NodeState{ID: id, Node: fmt.Sprintf("n%d", i), State: netspec.StateReady, Parent: "eth0", ShimLink: "ul-1"})
+		facts = append(facts, netspec.NodeFacts{ID: id, Node: fmt.Sprintf("n%d", i), Interfaces: []string{"eth0"}})
+	}
+	states[7].ShimLink, states[8].Node = long, long
+	facts[7].Holder.Host, facts[8].Node = long, long
+	var out bytes.Buffer
+	if err := writeNetworkInspect(&out, s, states); err != nil {
+		t.Fatal(err)
+	}
+	var nodes, errOut bytes.Buffer
+	if err := writeNodeList(IOStreams{Out: &nodes, ErrOut: &errOut}, facts, nil, nil, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("… (%d bytes)", len(long))
+	for name, b := range map[string]*bytes.Buffer{"network inspect": &out, "node ls": &nodes} {
+		if b.Len() > 40<<10 || !strings.Contains(b.String(), want) {
+			t.Errorf("%s printed %d bytes for 50 rows, saying %q: %v; want each name shortened, saying how long it was", name, b.Len(), want, strings.Contains(b.String(), want))
+		}
 	}
 }

@@ -114,8 +114,8 @@ func writeNodeList(streams IOStreams, facts []netspec.NodeFacts, misfiled []nets
 			}
 		}
 		// Facts are documents every agent's token may write: quoted when
-		// they hold what would break their row.
-		c := termtext.Cell
+		// they hold what would break their row, and shortened.
+		c := tableCell
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c(cmp.Or(n.ID, "-")), c(n.Node), c(state), age(now, n.UpdatedAt), c(cmp.Or(n.Holder.Host, "-")))
 	}
 	if err := tw.Flush(); err != nil {
