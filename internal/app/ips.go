@@ -266,16 +266,25 @@ func checkIPsFilters(es []inventory.Entry, network, node string, networks, nodes
 	return errors.Join(errs...)
 }
 
-// someNames lists names, sorted and once each, the first ten of them.
+// someNames lists names, sorted and once each, the first ten of them,
+// each as a table's cell (tableCell): node facts, which any agent's token
+// may write, name their node unchecked, and a newline there forged a line
+// of the error.
 func someNames(names []string) string {
 	names = slices.Compact(slices.Sorted(slices.Values(names)))
+	more := ""
 	switch {
 	case len(names) == 0:
 		return "none"
 	case len(names) > 10:
-		return fmt.Sprintf("%s and %d more", strings.Join(names[:10], ", "), len(names)-10)
+		more = fmt.Sprintf(" and %d more", len(names)-10)
+		names = names[:10]
 	}
-	return strings.Join(names, ", ")
+	cells := make([]string, len(names))
+	for i, n := range names {
+		cells[i] = tableCell(n)
+	}
+	return strings.Join(cells, ", ") + more
 }
 
 func since(t time.Time) string {

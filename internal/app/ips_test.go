@@ -336,3 +336,25 @@ func TestIPsBoundsLongNames(t *testing.T) {
 		t.Errorf("ips --json does not hold the long name whole")
 	}
 }
+
+// TestIPsFilterErrorQuotesNames: a --node or --network naming nothing
+// the cluster knows is refused with the names it knows, which come from
+// documents any agent's token may write (node facts name their node
+// unchecked): printed as they were, a newline there forged a line of the
+// error, and a name of any length made it as long. Each is now quoted
+// when it would break the line, and shortened.
+func TestIPsFilterErrorQuotesNames(t *testing.T) {
+	long := strings.Repeat("y", 10<<10)
+	err := checkIPsFilters(nil, "", "nx", nil, []string{"n1", "n2\nunderlay: forged", long})
+	if err == nil {
+		t.Fatal("checkIPsFilters: no error for an unknown node")
+	}
+	for _, want := range []string{`"n2\nunderlay: forged"`, fmt.Sprintf("… (%d bytes)", len(long))} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %.300q does not hold %q", err.Error(), want)
+		}
+	}
+	if strings.Contains(err.Error(), "\n") || len(err.Error()) > 1000 {
+		t.Errorf("error %.300q (%d bytes): want one short line", err.Error(), len(err.Error()))
+	}
+}
