@@ -197,7 +197,11 @@ func ContainerName(names []string, id string) string {
 // Docker shows their address), and the starts that may be under way, by
 // network name, from one listing.
 func (s *Source) HeldAddresses(ctx context.Context) (ipam.Local, error) {
-	list, err := s.api.ContainerList(ctx, container.ListOptions{All: true})
+	// Bounded as the inventory's listing: a dockerd that never answered
+	// held every later sweep of the node's leaks.
+	lctx, cancel := context.WithTimeout(ctx, s.callWait)
+	defer cancel()
+	list, err := s.api.ContainerList(lctx, container.ListOptions{All: true})
 	if err != nil {
 		return ipam.Local{}, fmt.Errorf("list containers: %w", err)
 	}

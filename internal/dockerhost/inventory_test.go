@@ -241,3 +241,25 @@ func TestEndpointsDoNotWaitForAListingForGood(t *testing.T) {
 		t.Errorf("Endpoints: %v, want the listing's failure", err)
 	}
 }
+
+// TestHeldAddressesDoNotWaitForAListingForGood: the reclaim sweep's
+// listing (HeldAddresses) had no deadline either: a dockerd that never
+// answered it held every later sweep of the node's leaks. It is bounded
+// as the inventory's: the sweep fails, and the next tries again.
+func TestHeldAddressesDoNotWaitForAListingForGood(t *testing.T) {
+	src := NewSource(hangingDockerd(t, nil, nil, nil, nil, true))
+	src.callWait = 50 * time.Millisecond
+	done := make(chan error, 1)
+	go func() {
+		_, err := src.HeldAddresses(context.Background())
+		done <- err
+	}()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "list containers") {
+			t.Errorf("HeldAddresses: %v, want the listing's failure", err)
+		}
+	case <-time.After(time.Minute): // not a measure of speed: the hang this test is about
+		t.Fatal("HeldAddresses still waiting after a minute for a dockerd that does not answer")
+	}
+}
