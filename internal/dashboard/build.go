@@ -1067,6 +1067,9 @@ func (ix *index) entryNode(e inventory.Entry) (name, id string) {
 // container, on its node.
 func (ix *index) holder(e inventory.Entry) string {
 	node, _ := ix.entryNode(e)
+	if e.LeftOut {
+		return "not reported by " + node + " (its inventory is full): the address only"
+	}
 	if e.Container == "" && e.ID == "" {
 		// A pool's allocation (clashes).
 		switch e.State {

@@ -249,6 +249,25 @@ func TestBuildPoolKept(t *testing.T) {
 	}
 }
 
+// TestBuildPoolInventoryFull: a node whose inventory was too big for
+// Consul lists some addresses by address only (left out), and may leave
+// more out unlisted; neither shows as a leak, as in underlay ips.
+func TestBuildPoolInventoryFull(t *testing.T) {
+	n, es := clusterNet()
+	n.Blocks[netip.MustParsePrefix("10.0.0.128/28")].Allocs["10.0.0.133"] = ipam.Alloc{Node: "node1", At: t0.Add(-time.Minute), Kind: ipam.KindTask}
+	es = append(es, inventory.Entry{IP: "10.0.0.133", Node: "node1", NodeID: "node1", Network: "web", LeftOut: true, Unlisted: 3})
+	got := map[string]PoolAddress{}
+	for _, a := range buildPool(n, es, &index{}, t0).Addresses {
+		got[a.IP] = a
+	}
+	if a := got["10.0.0.133"]; a.State != StateTask || !strings.Contains(a.Holder, "not reported") {
+		t.Errorf("10.0.0.133, left out of node1's full inventory: %s %q, want a task's, not reported", a.State, a.Holder)
+	}
+	if a := got["10.0.0.130"]; a.State == StateLeaked || !strings.Contains(a.Holder, "not reported") {
+		t.Errorf("10.0.0.130, allocated to node1 whose full inventory left addresses out unlisted: %s %q, want not reported, not a leak", a.State, a.Holder)
+	}
+}
+
 // TestAllocationAhead: an allocation dated within StartGrace of now, on
 // either side, is a container being started; one dated further ahead is of
 // unknown age and shows as the leak its node's sweep takes it for.
@@ -262,7 +281,7 @@ func TestAllocationAhead(t *testing.T) {
 		{-2 * StartGrace, StateLeaked},
 		{365 * 24 * time.Hour, StateLeaked},
 	} {
-		if got := allocation(ipam.Alloc{Node: "node1", At: t0.Add(c.at), Kind: ipam.KindTask}, "node1", false, t0).State; got != c.want {
+		if got := allocation(ipam.Alloc{Node: "node1", At: t0.Add(c.at), Kind: ipam.KindTask}, "node1", false, false, t0).State; got != c.want {
 			t.Errorf("allocation dated %s from now: %s, want %s", c.at, got, c.want)
 		}
 	}

@@ -106,6 +106,7 @@ func notFree(n NetworkInput, sub netip.Prefix, reserved map[netip.Addr]string, e
 			held[a] = append(held[a], e)
 		}
 	}
+	full := inventory.UnlistedNodes(entries)
 	for _, doc := range n.Blocks {
 		for s, al := range doc.Allocs {
 			a, err := netip.ParseAddr(s)
@@ -113,7 +114,7 @@ func notFree(n NetworkInput, sub netip.Prefix, reserved map[netip.Addr]string, e
 				continue
 			}
 			node, known := ix.label(al.Node)
-			pa := allocation(al, node, n.Kept.For(a, al), now)
+			pa := allocation(al, node, n.Kept.For(a, al), full[al.Node], now)
 			if known {
 				pa.NodeID = al.Node
 			}
@@ -140,8 +141,10 @@ func notFree(n NetworkInput, sub netip.Prefix, reserved map[netip.Addr]string, e
 const StartGrace = 30 * time.Second
 
 // allocation is the map entry of a cluster IPAM allocation no container
-// holds; node names its node (al.Node is the node's identity).
-func allocation(al ipam.Alloc, node string, kept bool, now time.Time) PoolAddress {
+// holds; node names its node (al.Node is the node's identity). unlisted
+// says its node's inventory, too big for Consul, left addresses out
+// without listing them: this may be one, or a leak.
+func allocation(al ipam.Alloc, node string, kept, unlisted bool, now time.Time) PoolAddress {
 	pa := PoolAddress{Node: node, Since: utc(al.At)}
 	switch {
 	case al.Kind == ipam.KindShim:
@@ -150,6 +153,8 @@ func allocation(al ipam.Alloc, node string, kept bool, now time.Time) PoolAddres
 		pa.State, pa.Holder = StateSpare, "spare of "+node+": handed to its next container without waiting for Consul"
 	case now.Sub(al.At) < StartGrace && al.At.Sub(now) < StartGrace || kept:
 		pa.State, pa.Holder = StateTask, "allocated to "+node+" for a container being started"
+	case unlisted:
+		pa.State, pa.Holder = StateTask, "allocated to "+node+", not reported (its inventory is full): a container's, or a leak its node's sweep reclaims"
 	default:
 		// No age in the text: it would change every snapshot; the page
 		// shows the age from Since.

@@ -146,7 +146,7 @@ func AllocationEntries(network string, allocs map[netip.Addr]ipam.Alloc, kept ip
 		}
 		held[e.IP] = append(held[e.IP], nodeRef{name: e.Node, id: e.NodeID})
 	}
-	full := unlistedNodes(inv)
+	full := UnlistedNodes(inv)
 	var out []Entry
 	for a, al := range allocs {
 		if heldAsAllocated(held[a.String()], al, names) {
@@ -173,11 +173,11 @@ func AllocationEntries(network string, allocs map[netip.Addr]ipam.Alloc, kept ip
 	return out
 }
 
-// unlistedNodes are the identities (swarm node IDs) of the nodes whose
+// UnlistedNodes are the identities (swarm node IDs) of the nodes whose
 // inventories in inv left addresses out unlisted (Entry.Unlisted): any
 // allocation of theirs that no entry lists may be one of those. Only
 // agents that write node_id leave addresses out unlisted.
-func unlistedNodes(inv []Entry) map[string]bool {
+func UnlistedNodes(inv []Entry) map[string]bool {
 	full := map[string]bool{}
 	for _, e := range inv {
 		if e.Unlisted > 0 && e.NodeID != "" {
