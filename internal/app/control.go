@@ -95,7 +95,9 @@ underlay.scale.allow-down=true. Every decision is kept in Consul KV under
 Scaling routes need a bearer token (--token-file, --token-consul-key), reads
 too with --auth-reads; --tls-cert/--tls-key serve TLS, --tls-client-ca
 requires client certificates. With --leader-election, followers pass requests
-on to the leader only with --peer-secret-file (and only to --peers when set).
+on to the leader only with --peer-secret-file, and only to an address of --peers
+(the leader key in Consul is anyone's with KV write access; without --peers a
+follower forwards nothing and answers 503 naming the leader).
 
 Every flag can also be set through UNDERLAY_<FLAG>; Docker is reached through
 DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
@@ -127,7 +129,7 @@ DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 	fl.StringVar(&f.tlsKey, "tls-key", "", "the PEM key of --tls-cert")
 	fl.StringVar(&f.tlsClientCA, "tls-client-ca", "", "mutual TLS: clients must present a certificate signed by a CA of this PEM file")
 	fl.StringVar(&f.peerSecret, "peer-secret-file", "", "file holding the secret the control instances share: followers pass scaling requests on to the leader signed with it, never with the caller's credentials (no forwarding without it)")
-	fl.StringSliceVar(&f.peers, "peers", nil, "the only advertised addresses (host:port) a follower passes requests on to, whatever the leader key in Consul says (comma-separated)")
+	fl.StringSliceVar(&f.peers, "peers", nil, "the advertised addresses (host:port) of the control instances, comma-separated: a follower passes requests on to the leader only at one of them, whatever the leader key in Consul says (none given: it passes nothing on, and answers 503 naming the leader)")
 	fl.StringVar(&f.peerCACert, "peer-cacert", "", "CA certificates (PEM) to verify the leader's TLS certificate when passing requests on (default --tls-client-ca, else the system's)")
 	fl.Float64Var(&f.limits.RateLimit, "rate-limit", scale.DefaultRateLimit, "scaling requests a second each client may make after --rate-burst, and as many reads, counted apart, without --auth-reads; beyond, 429 (negative: no limit)")
 	fl.IntVar(&f.limits.RateBurst, "rate-burst", scale.DefaultRateBurst, "scaling requests a client may make at once")
@@ -330,8 +332,11 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	if f.leaderElection {
 		leader = adapter.NewConsulLeader(adapter.LeaderConfig{Key: f.leaderKey, Advertise: advertise}, consulAPI, log)
 		cfg.Leadership = leader
-		if f.forward && peerSecret == nil {
+		switch {
+		case f.forward && peerSecret == nil:
 			log.Info("followers will not pass scaling requests on to the leader without --peer-secret-file: they answer 503 naming it")
+		case f.forward && len(f.peers) == 0:
+			log.Warn("without --peers this instance, as a follower, passes no scaling request on to the leader (the leader key in Consul could name any address): it answers 503 naming the leader; list the instances' --advertise in --peers")
 		}
 	}
 	ctrl := scale.NewController(cfg, adapter.NewSwarm(dockerAPI), history, log, reg)

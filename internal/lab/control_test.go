@@ -12,7 +12,8 @@ import (
 
 // TestControlDaemon checks what `lab up` runs on managers: underlay control
 // on the management IP (which the machine reaches), advertising it, with
-// leader election, the lab's token file and peer secret, files under the
+// leader election, the lab's token file and peer secret, the managers as
+// its --peers (it forwards to no other address), files under the
 // lab's state directory so that `lab down` finds the process by its command
 // line.
 func TestControlDaemon(t *testing.T) {
@@ -25,7 +26,8 @@ func TestControlDaemon(t *testing.T) {
 	d := p.control(&p.nodes[1])
 	want := []string{"/usr/bin/underlay", "control", "--listen", "172.31.4.12:8000", "--advertise", "172.31.4.12:8000",
 		"--leader-election", "--token-file", filepath.Join(root, "demo", "control.tokens"),
-		"--peer-secret-file", filepath.Join(root, "demo", "control.peer-secret")}
+		"--peer-secret-file", filepath.Join(root, "demo", "control.peer-secret"),
+		"--peers", "172.31.4.11:8000,172.31.4.12:8000"}
 	if !slices.Equal(d.args, want) {
 		t.Errorf("control args %q, want %q", d.args, want)
 	}

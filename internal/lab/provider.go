@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/underlay/underlay/internal/lab/guest"
@@ -154,14 +155,22 @@ func (p *plan) agent(n *nodePlan) daemon {
 // node's management IP, which the machine running the lab reaches; reads
 // are open, scaling needs the lab's token (ControlTokensFile), and
 // followers pass scaling requests on to the leader signed with the lab's
-// peer secret (ControlPeerSecretFile).
+// peer secret (ControlPeerSecretFile), to the managers' addresses only
+// (--peers: control forwards to no other address the leader key names).
 func (p *plan) control(n *nodePlan) daemon {
 	bin, addr := p.layout(n).UnderlayBin, p.controlAddr(n)
+	var peers []string
+	for i := range p.nodes {
+		if p.nodes[i].Role == RoleManager {
+			peers = append(peers, p.controlAddr(&p.nodes[i]))
+		}
+	}
 	return daemon{
 		key: filepath.Base(bin) + " control",
 		args: []string{bin, "control", "--listen", addr, "--advertise", addr, "--leader-election",
 			"--token-file", filepath.Join(p.dir(), ControlTokensFile),
-			"--peer-secret-file", filepath.Join(p.dir(), ControlPeerSecretFile)},
+			"--peer-secret-file", filepath.Join(p.dir(), ControlPeerSecretFile),
+			"--peers", strings.Join(peers, ",")},
 		log: "control.log",
 	}
 }

@@ -311,7 +311,7 @@ func (a *API) requireSignature(next http.Handler) http.Handler {
 
 // toLeader passes a scaling request on to the leader when this instance
 // follows, forwarding is on, the instances share a peer secret and the
-// leader's address may be dialled (and is among Peer.Allow, when set);
+// leader's address may be dialled and is among Peer.Allow (--peers);
 // otherwise next answers it (on a follower, 503 naming the leader). The
 // caller's credentials are checked here and never passed on: see forward.
 func (a *API) toLeader(next http.HandlerFunc) http.Handler {
@@ -329,7 +329,17 @@ func (a *API) toLeader(next http.HandlerFunc) http.Handler {
 		switch {
 		case why != "":
 			a.log.Warn("leader not passed on to", "leader", nl.Leader, "why", why)
-			writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: ErrNotLeader.Error() + "; " + why})
+			body := struct {
+				errorBody
+				Leader string `json:"leader,omitempty"`
+			}{errorBody: errorBody{Error: ErrNotLeader.Error() + "; " + why}}
+			// Named as any follower that does not forward names it, unless
+			// --peers leaves it out.
+			if a.listed(nl.Leader) {
+				body.Leader = nl.Leader
+				w.Header().Set(LeaderHeader, nl.Leader)
+			}
+			writeJSON(w, http.StatusServiceUnavailable, body)
 		case ok:
 			a.forward(w, r, nl.Leader)
 		default:

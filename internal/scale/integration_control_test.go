@@ -59,6 +59,9 @@ type controlOpts struct {
 	leaderKey string
 	// observe follows leaderKey without competing for it: always a follower.
 	observe bool
+	// ln, when not nil, is the API's listener (its address known before,
+	// to list it in the instances' --peers).
+	ln net.Listener
 }
 
 // startControl starts a controller (its history and alert log in consul)
@@ -68,6 +71,10 @@ func startControl(t *testing.T, docker *client.Client, consul *testenv.Consul, o
 	t.Helper()
 	e := &controlEnv{history: adapter.NewKVHistory(consul.Client(), "", 100), done: make(chan struct{})}
 	e.srv = httptest.NewUnstartedServer(nil) // 127.0.0.1
+	if o.ln != nil {
+		e.srv.Listener.Close()
+		e.srv.Listener = o.ln
+	}
 	e.addr = e.srv.Listener.Addr().String()
 	cfg := o.cfg
 	cfg.AlertLog = adapter.NewKVAlertLog(consul.Client(), "", 0, slog.New(slog.NewTextHandler(io.Discard, nil)))
@@ -511,11 +518,13 @@ func TestIntegrationScaleLeaderFailover(t *testing.T) {
 //
 //   - A plain PUT: followers see that the value is not what the lock's
 //     holder advertised (the session's name), ignore it and dial nothing.
-//   - A lock held by an impostor's own session: a follower dials the
-//     impostor's listener but sends no token and no webhook signature, and
-//     passes back no answer without the peer secret's proof (502); a
-//     follower with --peers does not dial it; what the listener captured
-//     does not replay at the real leader.
+//   - A lock held by an impostor's own session: a follower without
+//     --peers dials nothing and answers 503 naming the address; one whose
+//     --peers lists the impostor's address (an instance's host taken over)
+//     dials it but sends no token and no webhook signature, and passes
+//     back no answer without the peer secret's proof (502); one whose
+//     --peers does not list it does not dial it; what the listener
+//     captured does not replay at the real leader.
 func TestIntegrationScaleLeaderKeyHijack(t *testing.T) {
 	testenv.Require(t)
 	docker := testenv.Docker(t)
@@ -526,10 +535,21 @@ func TestIntegrationScaleLeaderKeyHijack(t *testing.T) {
 
 	key := "underlay/scale/leader-" + id
 	secret := []byte("integration peer secret, 32 bytes")
-	peerAPI := scale.APIConfig{ForwardToLeader: true, Peer: scale.PeerConfig{Secret: scale.StaticSecret(secret)}}
+	// The two instances list each other in --peers, as they must to
+	// pass requests on.
+	var lns [2]net.Listener
+	var peers []string
+	for i := range lns {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns[i], peers = ln, append(peers, ln.Addr().String())
+	}
+	peerAPI := scale.APIConfig{ForwardToLeader: true, Peer: scale.PeerConfig{Secret: scale.StaticSecret(secret), Allow: peers}}
 	var ctls [2]*controlEnv
 	for i := range ctls {
-		ctls[i] = startControl(t, docker, consul, controlOpts{leaderKey: key, api: peerAPI}, log)
+		ctls[i] = startControl(t, docker, consul, controlOpts{leaderKey: key, api: peerAPI, ln: lns[i]}, log)
 	}
 	name := "ulscale-hijack-" + id
 	createService(t, docker, name, false, map[string]string{"orbiter": "true", scale.LabelMax: "10"})
@@ -616,12 +636,22 @@ func TestIntegrationScaleLeaderKeyHijack(t *testing.T) {
 	if ok, _, err := kv.Acquire(&consulapi.KVPair{Key: key2, Value: []byte(evilAddr), Session: sid}, nil); err != nil || !ok {
 		t.Fatalf("acquire %s: %v %v", key2, ok, err)
 	}
-	plain := startControl(t, docker, consul, controlOpts{leaderKey: key2, observe: true, api: peerAPI}, log)
-	guarded := peerAPI
-	guarded.Peer.Allow = []string{ctls[0].addr, ctls[1].addr}
-	fenced := startControl(t, docker, consul, controlOpts{leaderKey: key2, observe: true, api: guarded}, log)
+	// A follower without --peers dials nothing the key names; one whose
+	// --peers lists the listener's address (an instance's host taken
+	// over) dials it; one whose --peers does not, does not.
+	unlisted := peerAPI
+	unlisted.Peer.Allow = nil
+	plain := startControl(t, docker, consul, controlOpts{leaderKey: key2, observe: true, api: unlisted}, log)
+	takenOver := peerAPI
+	takenOver.Peer.Allow = []string{evilAddr}
+	listed := startControl(t, docker, consul, controlOpts{leaderKey: key2, observe: true, api: takenOver}, log)
+	fenced := startControl(t, docker, consul, controlOpts{leaderKey: key2, observe: true, api: peerAPI}, log)
 
 	code, body = scaleVia(plain)
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, evilAddr) || !strings.Contains(body, "--peers") || seen() != 0 {
+		t.Errorf("through a follower of the impostor without --peers: %d %s, listener reached %d times; want 503 naming the address and --peers, never dialled", code, body, seen())
+	}
+	code, body = scaleVia(listed)
 	if code != http.StatusBadGateway || strings.Contains(body, "forged") {
 		t.Errorf("through a follower of the impostor: %d %s, want 502 and no forged answer", code, body)
 	}

@@ -51,9 +51,11 @@ type PeerConfig struct {
 	// Self is this instance's advertised address: a request passed on to it
 	// must name it, so that one sent elsewhere cannot be replayed here.
 	Self string
-	// Allow, when not empty, is the only addresses a follower passes
-	// requests on to (--peers): the leader key naming another is refused
-	// and not named to the caller.
+	// Allow is the only addresses a follower passes requests on to
+	// (--peers). Empty, it passes nothing on: the leader key is anyone's
+	// with KV write access, and an address there cannot be told from an
+	// instance's, so the follower answers 503 naming it. Not empty, the
+	// key naming another address is refused and not named to the caller.
 	Allow []string
 	// TLS, when not nil, makes followers reach the leader over https with
 	// the configuration it returns, asked for each new connection (so that
@@ -283,6 +285,8 @@ func (a *API) forwardable(leader string) (bool, string) {
 		return false, "" // no way to prove itself to the leader: it names it instead
 	case !dialable(leader):
 		return false, ""
+	case len(pc.Allow) == 0:
+		return false, fmt.Sprintf("the leader key names %q, and this instance passes requests on to none but its --peers, which it has not: not passed on (list the instances' --advertise in --peers)", leader)
 	case !a.listed(leader):
 		return false, fmt.Sprintf("the leader key names %q, which is not among this instance's --peers: not passed on", leader)
 	}

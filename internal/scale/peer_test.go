@@ -56,25 +56,35 @@ func (l *listener) requests() []string {
 // leader key in Consul KV can point followers at a listener of theirs. A
 // scaling request to a follower must deliver no token there (nor the
 // webhook signature), and the listener's answer must not be passed off as
-// the leader's.
+// the leader's — even when the listener holds an address among --peers
+// (an instance's host taken over).
 func TestFollowerNeverSendsCredentialsToTheLeaderKey(t *testing.T) {
 	const hookSecret = "webhook secret"
 	configs := []struct {
 		name string
-		cfg  APIConfig
+		cfg  func(evil string) APIConfig
 		// reached is whether the listener may see a request at all.
 		reached bool
 	}{
-		{"no peer secret", APIConfig{ForwardToLeader: true}, false},
-		{"peer secret", APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret)}}, true},
-		{"peer secret and webhook secret", APIConfig{ForwardToLeader: true, WebhookSecret: StaticSecret(hookSecret), Peer: PeerConfig{Secret: StaticSecret(peerSecret)}}, true},
-		{"peer secret and --peers", APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret), Allow: []string{"10.0.0.1:8000"}}}, false},
+		{"no peer secret", func(string) APIConfig { return APIConfig{ForwardToLeader: true} }, false},
+		{"peer secret, no --peers", func(string) APIConfig {
+			return APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret)}}
+		}, false},
+		{"peer secret, listener among --peers", func(evil string) APIConfig {
+			return APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret), Allow: []string{evil}}}
+		}, true},
+		{"peer secret and webhook secret, listener among --peers", func(evil string) APIConfig {
+			return APIConfig{ForwardToLeader: true, WebhookSecret: StaticSecret(hookSecret), Peer: PeerConfig{Secret: StaticSecret(peerSecret), Allow: []string{evil}}}
+		}, true},
+		{"peer secret, listener not among --peers", func(string) APIConfig {
+			return APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret), Allow: []string{"10.0.0.1:8000"}}}
+		}, false},
 	}
 	for _, c := range configs {
 		t.Run(c.name, func(t *testing.T) {
 			evil := newListener(t)
 			ship := &fakeLeadership{leader: evil.addr()}
-			follower := newAPIEnvWith(t, Config{Leadership: ship}, c.cfg, svc("web", 1, "orbiter", "true"))
+			follower := newAPIEnvWith(t, Config{Leadership: ship}, c.cfg(evil.addr()), svc("web", 1, "orbiter", "true"))
 			am := amBody(firing("f1", "service", "web", "direction", "up"))
 			for _, req := range []struct{ path, body string }{
 				{"/v1/underlay/services/web/scale", `{"direction":"up"}`},
@@ -146,7 +156,8 @@ func TestFollowerForwardsToTheLeader(t *testing.T) {
 	leaderShip := &fakeLeadership{leading: true, term: 1, leader: "self"}
 	leader := newAPIEnvWith(t, Config{Leadership: leaderShip}, APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret)}}, svc("web", 1, "orbiter", "true"))
 	followerShip := &fakeLeadership{leader: leader.addr()}
-	follower := newAPIEnvWith(t, Config{Leadership: followerShip}, APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret)}}, svc("web", 1, "orbiter", "true"))
+	follower := newAPIEnvWith(t, Config{Leadership: followerShip}, APIConfig{ForwardToLeader: true,
+		Peer: PeerConfig{Secret: StaticSecret(peerSecret), Allow: []string{leader.addr(), "0.0.0.0:8000"}}}, svc("web", 1, "orbiter", "true"))
 
 	code, body := follower.do(t, "POST", "/v1/underlay/services/web/scale", testToken, `{"replicas": 3}`)
 	if code != 200 || !strings.Contains(body, `"to":3`) || !strings.Contains(body, "via "+follower.addr()) {
@@ -203,8 +214,10 @@ func TestPeerRequestForgeryAndReplay(t *testing.T) {
 	leader := newAPIEnvWith(t, Config{Now: clk.Now, Leadership: &fakeLeadership{leading: true, term: 1}},
 		APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret)}}, svc("web", 1, "orbiter", "true", LabelMax, "100"))
 	evil := newListener(t)
+	// The listener holds an address among --peers (an instance's host
+	// taken over): it gets the follower's request, signed.
 	follower := newAPIEnvWith(t, Config{Now: clk.Now, Leadership: &fakeLeadership{leader: evil.addr()}},
-		APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret)}}, svc("web", 1, "orbiter", "true"))
+		APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret), Allow: []string{evil.addr()}}}, svc("web", 1, "orbiter", "true"))
 	follower.do(t, "POST", "/v1/underlay/services/web/scale", testToken, `{"direction":"up"}`)
 	captured := evil.requests()
 	if len(captured) != 1 {
@@ -360,5 +373,37 @@ func TestForwardedAnswerNamesOnlyListedLeaders(t *testing.T) {
 	}
 	if h := resp.Header.Get(LeaderHeader); h == hijacked {
 		t.Errorf("%s: %q, added on the way and not among --peers [%s]", LeaderHeader, h, mitmAddr)
+	}
+}
+
+// TestFollowerWithoutPeersDialsNoLeaderKeyAddress: whoever can write the
+// leader key in Consul KV rewrites it to an address of theirs. A follower
+// with a peer secret but no --peers has no way to tell that address from
+// an instance's: it dials nothing, and answers 503 naming the address and
+// why. Before, it dialled whatever the key named and delivered callers'
+// bodies there.
+func TestFollowerWithoutPeersDialsNoLeaderKeyAddress(t *testing.T) {
+	evil := newListener(t)
+	follower := newAPIEnvWith(t, Config{Leadership: &fakeLeadership{leader: evil.addr()}},
+		APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret)}}, svc("web", 1, "orbiter", "true"))
+	for _, req := range []struct{ path, body string }{
+		{"/v1/underlay/services/web/scale", `{"direction":"up"}`},
+		{"/v1/orbiter/handle/autoswarm/web/up", ""},
+		{"/v1/underlay/alertmanager", amBody(firing("f1", "service", "web", "direction", "up"))},
+	} {
+		r, _ := http.NewRequest("POST", follower.srv.URL+req.path, strings.NewReader(req.body))
+		r.Header.Set("Authorization", "Bearer "+testToken)
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 503 || !strings.Contains(string(b), evil.addr()) || !strings.Contains(string(b), "--peers") {
+			t.Errorf("%s: %d %s; want 503 naming %s and --peers", req.path, resp.StatusCode, b, evil.addr())
+		}
+	}
+	if got := evil.requests(); len(got) != 0 {
+		t.Errorf("the address in the leader key, among no --peers, got %d requests, want none:\n%s", len(got), strings.Join(got, "\n---\n"))
 	}
 }

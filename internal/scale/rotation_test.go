@@ -74,7 +74,7 @@ func TestPeerSecretRotates(t *testing.T) {
 	leader := newAPIEnvWith(t, Config{Leadership: &fakeLeadership{leading: true, term: 1}},
 		APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: leaderSecret}}, svc("web", 1, "orbiter", "true", LabelMax, "100"))
 	follower := newAPIEnvWith(t, Config{Leadership: &fakeLeadership{leader: leader.addr()}},
-		APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: followerSecret}}, svc("web", 1, "orbiter", "true"))
+		APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: followerSecret, Allow: []string{leader.addr()}}}, svc("web", 1, "orbiter", "true"))
 	scaleTo := func(n int) (int, string) {
 		t.Helper()
 		return follower.do(t, "POST", "/v1/underlay/services/web/scale", testToken, `{"replicas": `+strconv.Itoa(n)+`}`)
@@ -126,7 +126,7 @@ func TestFollowerForwardsOverTLS(t *testing.T) {
 		return &tls.Config{RootCAs: roots}
 	}
 	follower := newAPIEnvWith(t, Config{Leadership: &fakeLeadership{leader: ln.Addr().String()}},
-		APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret), TLS: peerTLS}}, svc("web", 1, "orbiter", "true"))
+		APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(peerSecret), TLS: peerTLS, Allow: []string{ln.Addr().String()}}}, svc("web", 1, "orbiter", "true"))
 	if code, body := follower.do(t, "POST", "/v1/underlay/services/web/scale", testToken, `{"replicas": 4}`); code != 200 || leader.swarm.replicas("web") != 4 {
 		t.Fatalf("over TLS: %d %s, leader's replicas %d; want 200 and 4", code, body, leader.swarm.replicas("web"))
 	}
