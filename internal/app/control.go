@@ -109,7 +109,7 @@ DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 	fl := cmd.Flags()
 	addConsulFlags(fl, &f.consul)
 	fl.StringVar(&f.listen, "listen", "127.0.0.1:8000", "address of the HTTP API (Orbiter's default port)")
-	fl.StringVar(&f.tokenFile, "token-file", "", "file of bearer tokens accepted on mutating routes, one a line (required unless --insecure-no-auth)")
+	fl.StringVar(&f.tokenFile, "token-file", "", "file of bearer tokens accepted on mutating routes, one a line, read again when it changes: left without a token, or removed, it accepts none (required unless --insecure-no-auth)")
 	fl.BoolVar(&f.insecureNoAuth, "insecure-no-auth", false, "accept mutating requests without a token (Orbiter's behaviour; unsafe)")
 	fl.BoolVar(&f.dryRun, "dry-run", false, "decide and record, but never change a service")
 	fl.StringVar(&f.historyPrefix, "history-prefix", adapter.DefaultHistoryPrefix, "Consul KV prefix of the decision history")

@@ -12,6 +12,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 
@@ -95,8 +96,10 @@ func RequireToken(tokens TokenSet, refused func(r *http.Request, err error), nex
 
 // FileTokens are the tokens of a token file, read again when the file
 // changes (at most once a second): a token is added or revoked without a
-// restart. A new content without any token keeps the last tokens read, and
-// is logged.
+// restart. A file left without any token — emptied, comments only,
+// removed, unreadable — accepts none (every request is refused, logged
+// once) until it holds one again: emptying it revokes every token, and a
+// token whose file is gone stays nobody's to withdraw.
 type FileTokens struct {
 	file *secretfile.File
 	log  *slog.Logger
@@ -108,8 +111,8 @@ type FileTokens struct {
 }
 
 // OpenTokenFile reads the token file at path; it must hold a token.
-func OpenTokenFile(path string, log *slog.Logger) (*FileTokens, error) {
-	f, err := secretfile.Open(path, "bearer token", log)
+func OpenTokenFile(path string, log *slog.Logger, opts ...secretfile.Option) (*FileTokens, error) {
+	f, err := secretfile.Open(path, "bearer token", log, append(slices.Clone(opts), secretfile.FailClosed())...)
 	if err != nil {
 		return nil, err
 	}
@@ -128,11 +131,11 @@ func (f *FileTokens) Valid(token string) bool {
 	defer f.mu.Unlock()
 	if !bytes.Equal(raw, f.raw) {
 		f.raw = raw
-		if t, err := ParseTokens(bytes.NewReader(raw)); err != nil {
-			f.log.Warn("token file changed but holds no token; the last tokens read stay valid", "file", f.file.Path(), "err", err)
-		} else {
-			f.tokens = t
+		t, err := ParseTokens(bytes.NewReader(raw))
+		if err != nil && f.tokens != nil {
+			f.log.Warn("token file holds no token (emptied, removed or unreadable): every request is refused until it holds one", "file", f.file.Path(), "err", err)
 		}
+		f.tokens = t // nil: none valid
 	}
 	return f.tokens.Valid(token)
 }

@@ -11,16 +11,19 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/underlay/underlay/internal/secretfile"
+	"github.com/underlay/underlay/internal/testclock"
 )
 
 // TestFileTokensRotate: a token added to or revoked from --token-file
-// counts without a restart; a file left without a token keeps the last
-// tokens; no token is ever logged.
+// counts without a restart; no token is ever logged.
 func TestFileTokensRotate(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "tokens")
 	os.WriteFile(path, []byte("# ops\nold-token-1\n"), 0o600)
 	var logs bytes.Buffer
-	ft, err := OpenTokenFile(path, slog.New(slog.NewTextHandler(&logs, nil)))
+	clk := testclock.New(time.Now())
+	ft, err := OpenTokenFile(path, slog.New(slog.NewTextHandler(&logs, nil)), secretfile.WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -28,29 +31,63 @@ func TestFileTokensRotate(t *testing.T) {
 		t.Fatal("tokens as first read are wrong")
 	}
 	os.WriteFile(path, []byte("new-token-2\n"), 0o600)
-	deadline := time.Now().Add(5 * time.Second)
-	for !ft.Valid("new-token-2") {
-		if time.Now().After(deadline) {
-			t.Fatal("the new token is not valid 5s after the file changed")
-		}
-		time.Sleep(50 * time.Millisecond)
+	clk.Add(secretfile.CheckEvery)
+	if !ft.Valid("new-token-2") {
+		t.Fatal("the new token is not valid once the file was read again")
 	}
 	if ft.Valid("old-token-1") {
 		t.Error("the revoked token is still valid")
 	}
-	os.WriteFile(path, []byte("# nothing left\n"), 0o600)
-	for !strings.Contains(logs.String(), "holds no token") {
-		if time.Now().After(deadline.Add(5 * time.Second)) {
-			t.Fatal("a file without a token was not noticed")
-		}
-		time.Sleep(50 * time.Millisecond)
-		ft.Valid("x")
-	}
-	if !ft.Valid("new-token-2") {
-		t.Error("a file left without a token locked everyone out")
-	}
 	if strings.Contains(logs.String(), "-token-") {
 		t.Errorf("a token was logged:\n%s", logs.String())
+	}
+}
+
+// TestFileTokensRevokedByEmptying: a token file emptied, left with
+// comments only, or removed while control runs accepts no token at all —
+// every request is refused, and that is logged once — until it holds a
+// token again. Emptying the file is how an operator revokes every token
+// at once. Before, the last tokens read stayed valid.
+func TestFileTokensRevokedByEmptying(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		empty func(path string)
+	}{
+		{"emptied", func(path string) { os.WriteFile(path, nil, 0o600) }},
+		{"blank lines", func(path string) { os.WriteFile(path, []byte("\n \n"), 0o600) }},
+		{"comments only", func(path string) { os.WriteFile(path, []byte("# all revoked\n"), 0o600) }},
+		{"removed", func(path string) { os.Remove(path) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "tokens")
+			os.WriteFile(path, []byte("token-1\ntoken-2\n"), 0o600)
+			var logs bytes.Buffer
+			clk := testclock.New(time.Now())
+			ft, err := OpenTokenFile(path, slog.New(slog.NewTextHandler(&logs, nil)), secretfile.WithClock(clk.Now))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.empty(path)
+			clk.Add(secretfile.CheckEvery)
+			for _, tok := range []string{"token-1", "token-2"} {
+				if ft.Valid(tok) {
+					t.Errorf("%s still valid after the token file was %s, want every token refused", tok, c.name)
+				}
+			}
+			clk.Add(secretfile.CheckEvery)
+			ft.Valid("token-1")
+			if n := strings.Count(logs.String(), "every request"); n != 1 {
+				t.Errorf("the revocation logged %d times, want once:\n%s", n, logs.String())
+			}
+			os.WriteFile(path, []byte("token-3\n"), 0o600)
+			clk.Add(secretfile.CheckEvery)
+			if !ft.Valid("token-3") || ft.Valid("token-1") {
+				t.Errorf("a token written again: token-3 valid %v, token-1 valid %v; want only token-3", ft.Valid("token-3"), ft.Valid("token-1"))
+			}
+			if strings.Contains(logs.String(), "token-") {
+				t.Errorf("a token was logged:\n%s", logs.String())
+			}
+		})
 	}
 }
 

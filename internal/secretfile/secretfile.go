@@ -31,13 +31,24 @@ const maxSize = 1 << 20
 type Option func(*options)
 
 type options struct {
-	now func() time.Time
+	now        func() time.Time
+	failClosed bool
 }
 
 // WithClock makes now the clock CheckEvery is measured on (time.Now
 // without it): a test steps it past CheckEvery instead of sleeping.
 func WithClock(now func() time.Time) Option {
 	return func(o *options) { o.now = now }
+}
+
+// FailClosed makes a file that becomes unreadable, missing or empty while
+// in use yield no value (Value returns nil) until it holds one again,
+// instead of the last value read: for a list of what is accepted (bearer
+// tokens), where emptying the file must revoke everything, and a secret
+// left in use after its file is gone would be a credential nobody can
+// withdraw.
+func FailClosed() Option {
+	return func(o *options) { o.failClosed = true }
 }
 
 func optionsOf(opts []Option) options {
@@ -58,6 +69,8 @@ type File struct {
 	what string
 	log  *slog.Logger
 	now  func() time.Time
+	// failClosed drops the value when the file cannot be read (FailClosed).
+	failClosed bool
 	// check, when not nil, judges a new value: one it refuses is not
 	// used (OpenChecked).
 	check func([]byte) error
@@ -81,7 +94,8 @@ func Open(path, what string, log *slog.Logger, opts ...Option) (*File, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	f := &File{path: path, what: what, log: log.With("file", path), now: optionsOf(opts).now}
+	o := optionsOf(opts)
+	f := &File{path: path, what: what, log: log.With("file", path), now: o.now, failClosed: o.failClosed}
 	v, mode, owner, err := read(path)
 	if err != nil {
 		return nil, fmt.Errorf("%s file: %w", what, err)
@@ -133,7 +147,8 @@ func (f *File) Path() string { return f.path }
 // Value is the file's content, blanks around it trimmed. The file is read
 // again when CheckEvery has passed since the last read; a new content is
 // used at once. When the file cannot be read, or is empty (a rewrite in
-// progress), the last value stays, and the problem is logged once.
+// progress), the last value stays — none with FailClosed —, and the
+// problem is logged once.
 func (f *File) Value() []byte {
 	f.mu.Lock()
 	defer f.mu.Unlock()
@@ -146,7 +161,14 @@ func (f *File) Value() []byte {
 	if err != nil {
 		if p := err.Error(); p != f.problem {
 			f.problem = p
-			f.log.Warn(f.what+" file unreadable; the last value read stays in use", "err", err)
+			if f.failClosed {
+				f.log.Warn(f.what+" file unreadable or empty; none in use until it holds one again", "err", err)
+			} else {
+				f.log.Warn(f.what+" file unreadable; the last value read stays in use", "err", err)
+			}
+		}
+		if f.failClosed {
+			f.value = nil
 		}
 		return f.value
 	}

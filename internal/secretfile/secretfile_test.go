@@ -1,6 +1,7 @@
 package secretfile
 
 import (
+	"bytes"
 	"fmt"
 	"log/slog"
 	"os"
@@ -255,5 +256,54 @@ func TestOwner(t *testing.T) {
 	f.Value()
 	if !strings.Contains(logs.String(), "belongs to uid 65534") || strings.Contains(logs.String(), "secret-value") {
 		t.Errorf("after chown to 65534: log\n%s\nwant a warning naming uid 65534, and no secret", logs.String())
+	}
+}
+
+// TestFailClosed: with FailClosed, a file emptied or removed while in use
+// yields no value until it holds one again, and the problem is logged
+// once; without it, the last value stays.
+func TestFailClosed(t *testing.T) {
+	for _, c := range []struct {
+		name  string
+		empty func(path string)
+	}{
+		{"emptied", func(path string) { os.WriteFile(path, []byte(" \n"), 0o600) }},
+		{"removed", func(path string) { os.Remove(path) }},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "secret")
+			os.WriteFile(path, []byte("first\n"), 0o600)
+			clk := testclock.New(time.Now())
+			var logs bytes.Buffer
+			closed, err := Open(path, "test secret", slog.New(slog.NewTextHandler(&logs, nil)), WithClock(clk.Now), FailClosed())
+			if err != nil {
+				t.Fatal(err)
+			}
+			open, err := Open(path, "test secret", nil, WithClock(clk.Now))
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.empty(path)
+			clk.Add(CheckEvery)
+			if got := closed.Value(); got != nil {
+				t.Errorf("FailClosed: value %q after the file was %s, want none", got, c.name)
+			}
+			if got := string(open.Value()); got != "first" {
+				t.Errorf("without FailClosed: value %q after the file was %s, want the last one, first", got, c.name)
+			}
+			clk.Add(CheckEvery)
+			closed.Value()
+			if n := strings.Count(logs.String(), "none in use"); n != 1 {
+				t.Errorf("logged %d times, want once:\n%s", n, logs.String())
+			}
+			os.WriteFile(path, []byte("second\n"), 0o600)
+			clk.Add(CheckEvery)
+			if got := string(closed.Value()); got != "second" {
+				t.Errorf("FailClosed: value %q once the file holds one again, want second", got)
+			}
+			if strings.Contains(logs.String(), "first") || strings.Contains(logs.String(), "second") {
+				t.Errorf("a value was logged:\n%s", logs.String())
+			}
+		})
 	}
 }
