@@ -131,8 +131,8 @@ DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 	fl.StringVar(&f.peerSecret, "peer-secret-file", "", "file holding the secret the control instances share: followers pass scaling requests on to the leader signed with it, never with the caller's credentials (no forwarding without it)")
 	fl.StringSliceVar(&f.peers, "peers", nil, "the advertised addresses (host:port) of the control instances, comma-separated: a follower passes requests on to the leader only at one of them, whatever the leader key in Consul says (none given: it passes nothing on, and answers 503 naming the leader)")
 	fl.StringVar(&f.peerCACert, "peer-cacert", "", "CA certificates (PEM) to verify the leader's TLS certificate when passing requests on (default --tls-client-ca, else the system's)")
-	fl.Float64Var(&f.limits.RateLimit, "rate-limit", scale.DefaultRateLimit, "scaling requests a second each client may make after --rate-burst, and as many reads, counted apart, without --auth-reads; beyond, 429 (negative: no limit)")
-	fl.IntVar(&f.limits.RateBurst, "rate-burst", scale.DefaultRateBurst, "scaling requests a client may make at once")
+	fl.Float64Var(&f.limits.RateLimit, "rate-limit", scale.DefaultRateLimit, "scaling requests a second each client may make after --rate-burst, and as many reads, counted apart, without --auth-reads; beyond, 429 (0: no limit on requests; failed token checks stay limited, at 10 a second if 0)")
+	fl.IntVar(&f.limits.RateBurst, "rate-burst", scale.DefaultRateBurst, "scaling requests a client may make at once (and failed token checks, whatever --rate-limit)")
 	fl.IntVar(&f.limits.MaxEventReaders, "max-event-readers", scale.DefaultMaxEventReaders, "concurrent readers of the event stream; beyond, 503")
 	fl.IntVar(&f.limits.MaxEventReadersPerClient, "max-event-readers-per-client", scale.DefaultMaxEventReadersPerClient, "concurrent event streams (the API's and the dashboard's) one client — an IPv4 address, or an IPv6 /64 — may hold, at most --max-event-readers; beyond, 429")
 	fl.StringSliceVar(&f.allowedHosts, "allowed-host", nil, "a host name clients reach the API and dashboard by (repeatable, comma-separated; \"*\": any); besides IP addresses, localhost, this machine's name and --advertise's, other Host headers are answered 421, so that a page of another site rebound to this address (DNS rebinding) cannot read")
@@ -151,6 +151,26 @@ func checkAuthFlags(f *controlFlags) error {
 		return errors.New("--token-file or --token-consul-key is required (or --insecure-no-auth to accept unauthenticated scaling requests)")
 	}
 	return nil
+}
+
+// controlLimits checks the limit flags and gives the API's limits:
+// --rate-limit 0 lifts the limit on requests (a negative RateLimit for the
+// API), never the one on failed token checks, which the API keeps in every
+// configuration; a negative --rate-limit is refused, as it once lifted
+// both.
+func controlLimits(l scale.Limits) (scale.Limits, error) {
+	// NaN compares as neither negative nor positive: it turned off the
+	// rate limit and the limit on token guesses alike.
+	if math.IsNaN(l.RateLimit) || math.IsInf(l.RateLimit, 0) || l.RateLimit < 0 {
+		return l, fmt.Errorf("--rate-limit %g: want a number of requests a second, or 0 for no limit on requests (failed token checks stay limited)", l.RateLimit)
+	}
+	if l.MaxEventReaders <= 0 || l.RateBurst <= 0 {
+		return l, fmt.Errorf("--max-event-readers %d, --rate-burst %d: want positive numbers", l.MaxEventReaders, l.RateBurst)
+	}
+	if l.RateLimit == 0 {
+		l.RateLimit = -1
+	}
+	return l, nil
 }
 
 // minPeerSecret is the shortest peer secret accepted, in bytes.
@@ -248,15 +268,11 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	if f.interval <= 0 {
 		return fmt.Errorf("--interval %s: must be positive", f.interval)
 	}
-	// NaN compares as neither negative nor positive: it turned off the
-	// rate limit and the limit on token guesses alike.
-	if math.IsNaN(f.limits.RateLimit) || math.IsInf(f.limits.RateLimit, 0) {
-		return fmt.Errorf("--rate-limit %g: want a number of requests a second (a negative one disables the limit)", f.limits.RateLimit)
+	limits, err := controlLimits(f.limits)
+	if err != nil {
+		return err
 	}
-	if f.limits.MaxEventReaders <= 0 || f.limits.RateBurst <= 0 || f.limits.RateLimit == 0 {
-		return fmt.Errorf("--max-event-readers %d, --rate-burst %d, --rate-limit %g: want positive numbers (a negative --rate-limit disables it)",
-			f.limits.MaxEventReaders, f.limits.RateBurst, f.limits.RateLimit)
-	}
+	f.limits = limits
 	// The names peers and clients are known to reach control by.
 	hosts, err := allowedHosts(f.allowedHosts, f.advertise, f.listen)
 	if err != nil {

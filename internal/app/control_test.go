@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/pem"
 	"io"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -151,7 +152,7 @@ func TestControlMoreFlagErrors(t *testing.T) {
 		{name: "bad peers", args: []string{"--insecure-no-auth", "--peers", "10.0.0.1"}, wantErr: `--peers "10.0.0.1"`},
 		{name: "no event readers", args: []string{"--insecure-no-auth", "--max-event-readers", "0"}, wantErr: "--max-event-readers 0"},
 		{name: "no event readers per client", args: []string{"--insecure-no-auth", "--max-event-readers-per-client", "0"}, wantErr: "--max-event-readers-per-client 0"},
-		{name: "zero rate", args: []string{"--insecure-no-auth", "--rate-limit", "0"}, wantErr: "--rate-limit 0"},
+		{name: "negative rate", args: []string{"--insecure-no-auth", "--rate-limit", "-1"}, wantErr: "--rate-limit -1"},
 		{name: "allowed host with a port", args: []string{"--insecure-no-auth", "--allowed-host", "ctl.example:8000"}, wantErr: `--allowed-host: allowed host "ctl.example:8000"`},
 		{name: "allowed host as a URL", args: []string{"--insecure-no-auth", "--allowed-host", "http://ctl.example"}, wantErr: `allowed host "http://ctl.example"`},
 	}
@@ -404,5 +405,50 @@ func TestControlSecureCookies(t *testing.T) {
 	cs := resp.Cookies()
 	if resp.StatusCode != http.StatusOK || len(cs) != 1 || !cs[0].Secure {
 		t.Errorf("login: %d, Set-Cookie %q; want 200 and a Secure cookie", resp.StatusCode, resp.Header.Values("Set-Cookie"))
+	}
+}
+
+// TestControlLimits: --rate-limit 0 lifts the limit on requests and keeps
+// the one on failed token checks (the API's RateLimit is then negative);
+// a negative --rate-limit is refused, naming it. Before, a negative value
+// lifted both limits, and 0 was refused.
+func TestControlLimits(t *testing.T) {
+	def := scale.Limits{RateLimit: scale.DefaultRateLimit, RateBurst: scale.DefaultRateBurst,
+		MaxEventReaders: scale.DefaultMaxEventReaders, MaxEventReadersPerClient: scale.DefaultMaxEventReadersPerClient}
+	with := func(f func(*scale.Limits)) scale.Limits {
+		l := def
+		f(&l)
+		return l
+	}
+	for _, c := range []struct {
+		name    string
+		in      scale.Limits
+		wantErr string
+		// wantRate is the API's RateLimit: negative, no request limit.
+		wantRate float64
+	}{
+		{name: "defaults", in: def, wantRate: scale.DefaultRateLimit},
+		{name: "no request limit", in: with(func(l *scale.Limits) { l.RateLimit = 0 }), wantRate: -1},
+		{name: "negative", in: with(func(l *scale.Limits) { l.RateLimit = -1 }), wantErr: "--rate-limit -1"},
+		{name: "negative fraction", in: with(func(l *scale.Limits) { l.RateLimit = -0.5 }), wantErr: "--rate-limit -0.5"},
+		{name: "not a number", in: with(func(l *scale.Limits) { l.RateLimit = math.NaN() }), wantErr: "--rate-limit NaN"},
+		{name: "infinite", in: with(func(l *scale.Limits) { l.RateLimit = math.Inf(1) }), wantErr: "--rate-limit +Inf"},
+		{name: "no burst", in: with(func(l *scale.Limits) { l.RateBurst = 0 }), wantErr: "--rate-burst 0"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			got, err := controlLimits(c.in)
+			if c.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), c.wantErr) {
+					t.Fatalf("err = %v, want one containing %q", err, c.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (c.wantRate < 0) != (got.RateLimit < 0) || (c.wantRate >= 0 && got.RateLimit != c.wantRate) {
+				t.Errorf("RateLimit %g, want %g", got.RateLimit, c.wantRate)
+			}
+		})
 	}
 }

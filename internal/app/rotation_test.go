@@ -237,7 +237,7 @@ func TestControlRereadsSecretFiles(t *testing.T) {
 	os.WriteFile(hookFile, []byte("first webhook secret\n"), 0o600)
 	os.WriteFile(peerFile, []byte("first peer secret, long enough\n"), 0o600)
 	// No rate limit: the test polls faster than the default allows.
-	addr, logs := startControlLogged(t, "--insecure-no-auth", "--rate-limit", "-1", "--webhook-secret-file", hookFile, "--peer-secret-file", peerFile)
+	addr, logs := startControlLogged(t, "--insecure-no-auth", "--rate-limit", "0", "--webhook-secret-file", hookFile, "--peer-secret-file", peerFile)
 
 	const body = `{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"service":"web","direction":"up"},"startsAt":"2026-01-01T00:00:00Z"}]}`
 	post := func(hdr ...string) int {

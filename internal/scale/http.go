@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math"
 	"net"
 	"net/http"
 	"net/netip"
@@ -83,7 +84,7 @@ type API struct {
 	limiter *rateLimiter // nil: no rate limit
 	// guesses limits failed token checks per client, on every route that
 	// checks one (reads with AuthReads and /metrics are not otherwise
-	// rate-limited); nil: no limit.
+	// rate-limited), whatever RateLimit says.
 	guesses *rateLimiter
 	// reads limits each client's reads when anyone may read (no
 	// AuthReads), apart from its scaling requests; nil: no limit.
@@ -112,11 +113,17 @@ func NewAPI(cfg APIConfig, c *Controller, log *slog.Logger) *API {
 		nonces: &nonces{seen: map[string]time.Time{}}, peerClient: newPeerClient(cfg.Peer), clientReaders: map[netip.Prefix]int{}}
 	if cfg.Limits.RateLimit > 0 {
 		a.limiter = newRateLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, c.cfg.Now)
-		a.guesses = newRateLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, c.cfg.Now)
 		if !cfg.AuthReads {
 			a.reads = newRateLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, c.cfg.Now)
 		}
 	}
+	// Failed token checks are limited whatever the request limit: without
+	// one, at the default rate.
+	guessRate := cfg.Limits.RateLimit
+	if !(guessRate > 0) || math.IsInf(guessRate, 1) {
+		guessRate = DefaultRateLimit
+	}
+	a.guesses = newRateLimiter(guessRate, cfg.Limits.RateBurst, c.cfg.Now)
 	a.metrics = newAPIMetrics(cfg.Registerer, a)
 	return a
 }
@@ -242,7 +249,7 @@ func (a *API) RequireToken(next http.Handler) http.Handler {
 // tokens themselves (the dashboard's session cookie) are wrapped in it and
 // report each failed check with TokenFailed.
 func (a *API) GuessLimit(next http.Handler) http.Handler {
-	if a.cfg.Tokens == nil || a.guesses == nil {
+	if a.cfg.Tokens == nil {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -258,9 +265,7 @@ func (a *API) GuessLimit(next http.Handler) http.Handler {
 
 // TokenFailed takes a failed token check of r's client from its rate.
 func (a *API) TokenFailed(r *http.Request) {
-	if a.guesses != nil {
-		a.guesses.allow(clientKey(r.RemoteAddr))
-	}
+	a.guesses.allow(clientKey(r.RemoteAddr))
 }
 
 // unauthenticated counts and logs a request refused for its token, and

@@ -40,7 +40,9 @@ type Limits struct {
 	// RateLimit is how many scaling requests a second each client may
 	// make, after a burst of RateBurst (10 a second, burst 40); beyond, 429
 	// with Retry-After. Without AuthReads, each client's reads are held to
-	// the same rate, counted apart. Negative disables the limit.
+	// the same rate, counted apart. Negative lifts the limit on requests
+	// (--rate-limit 0), never the one on failed token checks, which then
+	// holds at DefaultRateLimit a second after RateBurst.
 	RateLimit float64
 	RateBurst int
 }

@@ -187,6 +187,40 @@ func TestTokenGuessesOnReads(t *testing.T) {
 	}
 }
 
+// TestTokenGuessesWithoutRequestLimit: a negative RateLimit (--rate-limit
+// 0) lifts the limit on requests, never the one on failed token checks:
+// past the burst of failures a client gets 429 on scaling routes and reads
+// alike, while good requests are not limited. Before, it lifted both, and
+// tokens could be guessed at the speed of the network.
+func TestTokenGuessesWithoutRequestLimit(t *testing.T) {
+	frozen := func() time.Time { return alertStart } // no refill meanwhile
+	for _, authReads := range []bool{false, true} {
+		e := newAPIEnvWith(t, Config{Now: frozen}, APIConfig{AuthReads: authReads, Limits: Limits{RateLimit: -1, RateBurst: 5}},
+			svc("web", 1, "orbiter", "true", LabelMax, "1000"))
+		for range 20 {
+			if code, body := e.do(t, "POST", "/v1/underlay/services/web/scale", testToken, `{"direction":"up"}`); code != 200 {
+				t.Fatalf("auth reads %v: a scaling request with the token: %d %s, want 200 (no request limit)", authReads, code, body)
+			}
+		}
+		codes := map[int]int{}
+		for range 8 {
+			code, _ := e.do(t, "POST", "/v1/underlay/services/web/scale", "guess", `{"direction":"up"}`)
+			codes[code]++
+		}
+		if codes[401] != 5 || codes[429] != 3 {
+			t.Errorf("auth reads %v: 8 scaling requests with a wrong token, burst 5: %v, want 5 × 401 and 3 × 429", authReads, codes)
+		}
+		if code, _ := e.do(t, "POST", "/v1/underlay/services/web/scale", testToken, `{"direction":"up"}`); code != 429 {
+			t.Errorf("auth reads %v: the right token from a client past its failed checks: %d, want 429", authReads, code)
+		}
+		if authReads {
+			if code := getStatus(t, e.srv.URL+"/v1/underlay/services", "guess"); code != 429 {
+				t.Errorf("a read with a wrong token from a client past its failed checks: %d, want 429", code)
+			}
+		}
+	}
+}
+
 // TestAuthReads: with AuthReads, every GET route — the event stream
 // included — wants the token; health stays open for load balancers.
 func TestAuthReads(t *testing.T) {
