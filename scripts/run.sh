@@ -70,8 +70,8 @@ wait_for 120 "3 hello tasks registered in Consul" count_hello 3
 
 # The autoscaler, as an operator (or Alertmanager) would call it.
 wait_for 60 "underlay control at $control" curl -fsS "http://$control/v1/underlay/services"
-log "underlay scale hello up --addr $control --token-file $token_file"
-"$ul" scale hello up --addr "$control" --token-file "$token_file"
+log "underlay scale hello up --addr $control --token-file $token_file --insecure-http"
+"$ul" scale hello up --addr "$control" --token-file "$token_file" --insecure-http
 want=$(docker service inspect hello --format '{{.Spec.Mode.Replicated.Replicas}}')
 wait_for 120 "$want hello tasks registered in Consul" count_hello "$want"
 
@@ -93,7 +93,7 @@ Try:
   curl http://$first:8080/                     # straight from outside the cluster, no NAT, no proxy
   curl http://$consul/v1/catalog/service/hello  # what the agents registered
   curl http://$control/v1/cluster              # the dashboard's snapshot: nodes, tasks, addresses, pools
-  $ul scale hello up --addr $control --token-file $token_file
+  $ul scale hello up --addr $control --token-file $token_file --insecure-http
   $ul scale history hello --addr $control
   $ul network inspect demo --consul-addr $consul
   $ul lab status --name $lab

@@ -25,9 +25,12 @@ type scaleFlags struct {
 	followLeader bool
 	// followInsecure is followLeader also to another host over http.
 	followInsecure bool
-	caCert         string
-	cert           string
-	key            string
+	// insecureHTTP lets the token go in clear to a --addr that is not a
+	// loopback address.
+	insecureHTTP bool
+	caCert       string
+	cert         string
+	key          string
 }
 
 // newScaleCommand is `underlay scale`: a client of `underlay control`.
@@ -52,7 +55,9 @@ token: over https, its certificate verified as control's; over plain http,
 only a loopback address or the host of --addr (another port), as the token
 goes in clear — --follow-leader-insecure allows any host. Calls carry the
 token of --token-file; --addr https://HOST:PORT uses TLS, verified against
---cacert (mutual TLS with --cert and --key).`,
+--cacert (mutual TLS with --cert and --key). With a token, a plain http --addr
+must be a loopback address (127.0.0.1, ::1) unless --insecure-http allows the
+token to cross the network in clear. Redirects are never followed.`,
 		Args: func(cmd *cobra.Command, args []string) error {
 			switch {
 			case cmd.Flags().Changed("to") && len(args) == 1:
@@ -109,6 +114,7 @@ token of --token-file; --addr https://HOST:PORT uses TLS, verified against
 	pf.StringVar(&f.tokenFile, "token-file", "", "file whose first token authenticates the calls")
 	pf.BoolVar(&f.followLeader, "follow-leader", false, "when a follower names the leader (X-Underlay-Leader), ask it once, over the same scheme, with the token; over plain http only at a loopback address or on the host of --addr")
 	pf.BoolVar(&f.followInsecure, "follow-leader-insecure", false, "--follow-leader also to a leader on another host over plain http, which is sent the token in clear")
+	pf.BoolVar(&f.insecureHTTP, "insecure-http", false, "send the token over plain http to a --addr that is not a loopback address (it crosses the network in clear)")
 	pf.StringVar(&f.caCert, "cacert", "", "CA certificates (PEM) to verify control's TLS certificate (default: the system's)")
 	pf.StringVar(&f.cert, "cert", "", "client certificate (PEM) for control's mutual TLS")
 	pf.StringVar(&f.key, "key", "", "the key of --cert")
@@ -225,5 +231,5 @@ func (f *scaleFlags) client(streams IOStreams) (*scaleclient.Client, error) {
 // config is the client's configuration of the flags.
 func (f *scaleFlags) config(streams IOStreams) scaleclient.Config {
 	return scaleclient.Config{Addr: f.addr, TokenFile: f.tokenFile, FollowLeader: f.followLeader, FollowLeaderInsecure: f.followInsecure,
-		CACert: f.caCert, Cert: f.cert, Key: f.key, Log: slog.New(slog.NewTextHandler(streams.ErrOut, nil))}
+		InsecureHTTP: f.insecureHTTP, CACert: f.caCert, Cert: f.cert, Key: f.key, Log: slog.New(slog.NewTextHandler(streams.ErrOut, nil))}
 }

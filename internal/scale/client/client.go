@@ -39,6 +39,10 @@ type Config struct {
 	// over http a leader on any other host, which gets the token in
 	// clear.
 	FollowLeaderInsecure bool
+	// InsecureHTTP allows sending the token over plain http to a host
+	// other than a loopback address, in clear (--insecure-http); without
+	// it New refuses such an Addr when there is a token.
+	InsecureHTTP bool
 	// CACert verifies control's certificate (default: the system's); Cert
 	// and Key are the client certificate of mutual TLS.
 	CACert, Cert, Key string
@@ -69,6 +73,9 @@ func New(cfg Config) (*Client, error) {
 	base, err := baseURL(cfg.Addr)
 	if err != nil {
 		return nil, err
+	}
+	if err := inClear(base, token != "", cfg.InsecureHTTP); err != nil {
+		return nil, fmt.Errorf("--addr %q: %w", termtext.RedactAddr(cfg.Addr), err)
 	}
 	return &Client{base: base, token: token, followLeader: cfg.FollowLeader || cfg.FollowLeaderInsecure,
 		followInsecure: cfg.FollowLeaderInsecure, http: hc}, nil
@@ -234,6 +241,21 @@ func baseURL(addr string) (string, error) {
 		return "", fmt.Errorf("--addr %q: want HOST:PORT, http://HOST:PORT or https://HOST:PORT", termtext.RedactAddr(addr))
 	}
 	return u.Scheme + "://" + u.Host, nil
+}
+
+// inClear refuses a token sent over plain http to base (scheme://host:port
+// from baseURL) when it is not a loopback address: anyone on the path
+// reads it, and may scale with it. A name, localhost included, is not a
+// loopback address (isLoopback). insecure allows it.
+func inClear(base string, token, insecure bool) error {
+	u, err := url.Parse(base)
+	if err != nil {
+		return err
+	}
+	if !token || insecure || u.Scheme != "http" || isLoopback(u.Hostname()) {
+		return nil
+	}
+	return fmt.Errorf("plain http to %s, not a loopback address, would send the token in clear: use https://, or allow it with --insecure-http", u.Host)
 }
 
 // leaderBase is the leader a follower named, reached over base's scheme; a

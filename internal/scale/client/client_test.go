@@ -320,7 +320,9 @@ func TestFollowLeaderInClear(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			follower := httptest.NewServer(namingLeader(tc.named))
 			t.Cleanup(follower.Close)
-			c, err := New(Config{Addr: tc.addr, TokenFile: tokens, FollowLeader: !tc.only, FollowLeaderInsecure: tc.insecure})
+			// --insecure-http lets the token go to --addr in clear; the
+			// leader named is judged apart.
+			c, err := New(Config{Addr: tc.addr, TokenFile: tokens, FollowLeader: !tc.only, FollowLeaderInsecure: tc.insecure, InsecureHTTP: true})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -537,5 +539,46 @@ func TestClipNotUTF8(t *testing.T) {
 	bad := strings.Repeat("\x80", 2*maxErrorAnswer)
 	if got, want := clip(bad, maxErrorAnswer), bad[:maxErrorAnswer]+fmt.Sprintf("… (%d bytes in all)", len(bad)); got != want {
 		t.Errorf("clip(%d bytes of \\x80) = %.20q… of %d bytes, want %d bytes", len(bad), got, len(got), len(want))
+	}
+}
+
+// TestTokenInClearRefused: a token is sent over plain http only to a
+// loopback address, unless InsecureHTTP (--insecure-http) allows any
+// host: before, `underlay scale --addr 10.0.0.1:8000 --token-file …` sent
+// the token in clear across the network without a word.
+func TestTokenInClearRefused(t *testing.T) {
+	tokens := writeTokenFile(t)
+	for _, tc := range []struct {
+		name     string
+		addr     string
+		token    bool
+		insecure bool
+		wantErr  string // "": accepted
+	}{
+		{name: "another host", addr: "10.0.0.1:8000", token: true, wantErr: "--insecure-http"},
+		{name: "another host with its scheme", addr: "http://ctl.example:8000", token: true, wantErr: `"http://ctl.example:8000"`},
+		{name: "a name for loopback", addr: "localhost:8000", token: true, wantErr: "--insecure-http"},
+		{name: "another host, allowed", addr: "10.0.0.1:8000", token: true, insecure: true},
+		{name: "another host, no token", addr: "10.0.0.1:8000"},
+		{name: "loopback", addr: "127.0.0.1:8000", token: true},
+		{name: "IPv6 loopback", addr: "[::1]:8000", token: true},
+		{name: "https", addr: "https://ctl.example:8443", token: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{Addr: tc.addr, InsecureHTTP: tc.insecure}
+			if tc.token {
+				cfg.TokenFile = tokens
+			}
+			_, err := New(cfg)
+			if tc.wantErr == "" {
+				if err != nil {
+					t.Errorf("New: %v, want accepted", err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+				t.Errorf("New: %v, want refused naming %s", err, tc.wantErr)
+			}
+		})
 	}
 }
