@@ -294,6 +294,11 @@ type AlertResult struct {
 	Err error `json:"-"`
 }
 
+// DefaultAlertMaxAge is Config.AlertMaxAge's default: a day less than the
+// 7 days the alert log in Consul keeps a firing that scaled, so that no
+// firing it may have forgotten acts again.
+const DefaultAlertMaxAge = 6 * 24 * time.Hour
+
 // maxAlertMemory bounds the firings remembered in memory in front of an
 // AlertLog: in dry-run every firing alert would scale, and a notification
 // may carry MaxAlerts new ones.
@@ -415,6 +420,10 @@ func (c *Controller) HandleAlerts(ctx context.Context, msg AlertmanagerMessage, 
 	// groups the alerts of every replica of a service into one).
 	acted := map[string]AlertResult{}
 	for _, act := range AlertActions(msg, routeService, routeDir) {
+		if act.Skip == "" && now.Sub(act.StartsAt) > c.cfg.AlertMaxAge {
+			act.Skip = fmt.Sprintf("firing since %s, more than %s ago: the alert log may have forgotten whether it scaled, so it asks for nothing (a re-send of a long-firing alert, or a replay)",
+				act.StartsAt.Format(time.RFC3339Nano), c.cfg.AlertMaxAge)
+		}
 		key := act.Service + "\x00" + string(act.Direction)
 		if first, ok := acted[key]; ok && act.Skip == "" {
 			res, kept := c.groupedAlert(ctx, by, act, first, now)

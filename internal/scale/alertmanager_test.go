@@ -18,7 +18,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-var alertStart = time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+// alertStart is the startsAt of the tests' alerts: an hour ago, within
+// AlertMaxAge of the controllers' clocks (a firing older asks for nothing).
+var alertStart = time.Now().UTC().Truncate(time.Second).Add(-time.Hour)
 
 // amAlert is one alert of a test webhook.
 type amAlert struct {
@@ -532,6 +534,32 @@ func TestWebhookStartOutOfRange(t *testing.T) {
 	}
 	if got := e.swarm.replicas("web"); got != 1 {
 		t.Errorf("web scaled to %d on alerts dated out of range", got)
+	}
+}
+
+// TestWebhookOldFiringSkipped: the alert log forgets a firing that scaled
+// a retention (7 days) after it scaled. An alert still firing after that
+// (Alertmanager re-sends it every repeat_interval), or a notification
+// captured and replayed then, scaled again. A firing that started more
+// than AlertMaxAge ago (a day less than the retention) now asks for
+// nothing: it is skipped, naming its start.
+func TestWebhookOldFiringSkipped(t *testing.T) {
+	now := alertStart.Add(30 * 24 * time.Hour)
+	e := newAPIEnv(t, Config{Now: func() time.Time { return now }}, svc("web", 1, "orbiter", "true", LabelMax, "5"))
+	body := func(fp string, start time.Time) string {
+		return strings.Replace(amBody(firing(fp, "service", "web", "direction", "up")), alertStart.Format(time.RFC3339), start.Format(time.RFC3339), 1)
+	}
+	old := now.Add(-DefaultAlertMaxAge - time.Minute)
+	code, rs := e.webhookResults(t, "/alertmanager", body("f1", old))
+	if code != 200 || len(rs) != 1 || rs[0].Result != "skipped" || !strings.Contains(rs[0].Reason, old.Format(time.RFC3339)) {
+		t.Errorf("a firing started %s ago: %d %+v; want 200 and skipped, naming its start", now.Sub(old), code, rs)
+	}
+	if got := e.swarm.replicas("web"); got != 1 {
+		t.Errorf("web scaled to %d on a firing older than the alert log keeps", got)
+	}
+	recent := now.Add(-DefaultAlertMaxAge + time.Hour)
+	if code, rs := e.webhookResults(t, "/alertmanager", body("f2", recent)); code != 200 || len(rs) != 1 || rs[0].Result != "scaled" {
+		t.Errorf("a firing started %s ago: %d %+v; want scaled", now.Sub(recent), code, rs)
 	}
 }
 

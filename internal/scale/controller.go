@@ -196,6 +196,11 @@ type Config struct {
 	// 24h; with an AlertLog, 65,536 firings at most); the AlertLog keeps
 	// it longer.
 	AlertMemory time.Duration
+	// AlertMaxAge is the age, from its startsAt, past which a firing asks
+	// for nothing (default DefaultAlertMaxAge): the AlertLog forgets a
+	// firing some time after it scaled, and a re-send or a replay of it
+	// must not scale again then.
+	AlertMaxAge time.Duration
 	// Policies from a file, by service name; they win over labels. The
 	// file is followed with FollowPolicyFile.
 	Policies PolicyFile
@@ -344,6 +349,9 @@ func NewController(cfg Config, s Swarm, h History, log *slog.Logger, reg prometh
 	}
 	if cfg.AlertMemory <= 0 {
 		cfg.AlertMemory = 24 * time.Hour
+	}
+	if cfg.AlertMaxAge <= 0 {
+		cfg.AlertMaxAge = DefaultAlertMaxAge
 	}
 	if cfg.AlertTimeout <= 0 {
 		cfg.AlertTimeout = DefaultAlertTimeout
