@@ -214,8 +214,9 @@ func OpenPair(certFile, keyFile string, log *slog.Logger, opts ...Option) (*Pair
 }
 
 // Certificate is the pair in use, read again first when CheckEvery has
-// passed and a file changed. It never fails: a pair that does not load
-// keeps the last good one.
+// passed and a file changed. It never fails: a pair that does not load,
+// or a certificate already expired while the one in use is not, keeps
+// the last good one (logged once as a warning).
 func (p *Pair) Certificate() *tls.Certificate {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -224,6 +225,13 @@ func (p *Pair) Certificate() *tls.Certificate {
 		return p.cert
 	}
 	cert, err := loadPair(p.certFile, p.keyFile)
+	// An expired certificate would fail every new handshake: while the
+	// one in use is still valid, it stays (a renewal job that copied an
+	// old file, a clock set back on the issuer).
+	if now := p.w.now(); err == nil && now.After(cert.Leaf.NotAfter) && !now.After(p.cert.Leaf.NotAfter) {
+		err = fmt.Errorf("TLS certificate %s (%s, serial %s) expired at %s", p.certFile, cert.Leaf.Subject,
+			hex.EncodeToString(cert.Leaf.SerialNumber.Bytes()), cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	}
 	if err != nil {
 		p.w.loaded = nil
 		p.p.failed(err)

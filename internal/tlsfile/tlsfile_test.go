@@ -238,6 +238,57 @@ func TestNotAfterFollowsRotation(t *testing.T) {
 	}
 }
 
+// TestExpiredRenewalKeepsTheValidCertificate: a certificate file rewritten
+// with one already expired (a renewal job that copied an old backup)
+// replaced the valid certificate in use, logged at info level only, and
+// every new handshake failed. The valid one now stays in use and the
+// expired one is warned of, naming its expiry; a valid renewal after it
+// is taken.
+func TestExpiredRenewalKeepsTheValidCertificate(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	ca := newTestCA(t, "ca")
+	valid, expired, renewed := ca.issue(t, "valid"), ca.issueUntil(t, "expired", time.Now().Add(-time.Minute)), ca.issue(t, "renewed")
+	write(t, certFile, valid.certPEM)
+	write(t, keyFile, valid.keyPEM)
+	clk := testclock.New(time.Now())
+	var logs strings.Builder
+	var mu sync.Mutex
+	pair, err := OpenPair(certFile, keyFile, slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)), WithClock(clk.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, certFile, expired.certPEM)
+	write(t, keyFile, expired.keyPEM)
+	clk.Add(CheckEvery)
+	if got := pair.Certificate().Leaf.SerialNumber; got.Cmp(valid.serial) != 0 {
+		t.Errorf("certificate in use after an expired one was written: serial %s, want the valid one's %s", got, valid.serial)
+	}
+	mu.Lock()
+	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "expired") {
+		t.Errorf("the expired certificate was not warned of:\n%s", logs.String())
+	}
+	mu.Unlock()
+	write(t, certFile, renewed.certPEM)
+	write(t, keyFile, renewed.keyPEM)
+	clk.Add(CheckEvery)
+	if got := pair.Certificate().Leaf.SerialNumber; got.Cmp(renewed.serial) != 0 {
+		t.Errorf("certificate in use after a valid renewal: serial %s, want %s", got, renewed.serial)
+	}
+}
+
+// lockedWriter is an io.Writer under a mutex.
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  io.Writer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
+}
+
 // TestServerPicksUpRotatedClientCA: with mutual TLS, clients of a CA
 // written into the client CA file after start get in, and a CA file
 // rewritten without a certificate keeps the last CAs.
