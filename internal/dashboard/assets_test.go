@@ -29,11 +29,7 @@ func TestPageSize(t *testing.T) {
 // every element with createElement and sets every value as text, so no
 // API that parses a string as HTML or code may appear in it.
 func TestScriptNeverParsesHTML(t *testing.T) {
-	b, err := assets.ReadFile("assets/app.js")
-	if err != nil {
-		t.Fatal(err)
-	}
-	js := string(b)
+	js := appJS(t)
 	for _, bad := range []string{"innerHTML", "outerHTML", "insertAdjacentHTML", "document.write", "eval(", "new Function", "setTimeout('", `setTimeout("`, "createContextualFragment", "srcdoc"} {
 		if strings.Contains(js, bad) {
 			t.Errorf("app.js uses %s", bad)
@@ -52,6 +48,28 @@ func TestScriptNeverParsesHTML(t *testing.T) {
 	}
 }
 
+// appJS is the page's script.
+func appJS(t *testing.T) string {
+	t.Helper()
+	b, err := assets.ReadFile("assets/app.js")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// scriptFunc is the body of the script's function name, up to its end
+// (the first line closing a block at its indentation).
+func scriptFunc(t *testing.T, js, name string) string {
+	t.Helper()
+	at := strings.Index(js, "function "+name+"(")
+	if at < 0 {
+		t.Fatalf("app.js has no %s", name)
+	}
+	f := js[at:]
+	return f[:strings.Index(f, "\n  }\n")]
+}
+
 // jsonName is the JSON name of struct field name of v's type.
 func jsonName(t *testing.T, v any, name string) string {
 	t.Helper()
@@ -66,20 +84,11 @@ func jsonName(t *testing.T, v any, name string) string {
 // Its script now renders the IPv6 pool (pool6El) from the snapshot's
 // names for it and for the fields it shows, with no map (it has no size).
 func TestScriptRendersIPv6Pool(t *testing.T) {
-	b, err := assets.ReadFile("assets/app.js")
-	if err != nil {
-		t.Fatal(err)
-	}
-	js := string(b)
+	js := appJS(t)
 	if name := jsonName(t, Network{}, "IPv6Pool"); !strings.Contains(js, "n."+name+") el.append(pool6El(n."+name+", nodeIdx))") {
 		t.Errorf("app.js does not render the network's %s with pool6El", name)
 	}
-	at := strings.Index(js, "function pool6El(")
-	if at < 0 {
-		t.Fatal("app.js has no pool6El")
-	}
-	fn := js[at:]
-	fn = fn[:strings.Index(fn, "\n  }\n")]
+	fn := scriptFunc(t, js, "pool6El")
 	for _, field := range []string{"Bits", "Range", "Counts", "Addresses", "Regions"} {
 		if name := jsonName(t, Pool{}, field); !strings.Contains(fn, "p."+name) {
 			t.Errorf("pool6El does not show the pool's %s (p.%s)", field, name)
@@ -99,20 +108,11 @@ func TestScriptRendersIPv6Pool(t *testing.T) {
 // inventories outside its subnets (Network.Outside), which no map holds,
 // are listed by the page's script (outsideEl) with what holds them.
 func TestScriptRendersOutsideAddresses(t *testing.T) {
-	b, err := assets.ReadFile("assets/app.js")
-	if err != nil {
-		t.Fatal(err)
-	}
-	js := string(b)
+	js := appJS(t)
 	if name := jsonName(t, Network{}, "Outside"); !strings.Contains(js, "el.append(outsideEl(n."+name+", n."+jsonName(t, Network{}, "OutsideOmitted")+"))") {
 		t.Errorf("app.js does not render the network's %s with outsideEl", name)
 	}
-	at := strings.Index(js, "function outsideEl(")
-	if at < 0 {
-		t.Fatal("app.js has no outsideEl")
-	}
-	fn := js[at:]
-	fn = fn[:strings.Index(fn, "\n  }\n")]
+	fn := scriptFunc(t, js, "outsideEl")
 	for _, field := range []string{"IP", "Holder"} {
 		if name := jsonName(t, PoolAddress{}, field); !strings.Contains(fn, "a."+name) {
 			t.Errorf("outsideEl does not show an address's %s (a.%s)", field, name)
@@ -124,19 +124,8 @@ func TestScriptRendersOutsideAddresses(t *testing.T) {
 // (limit), the page says how many problems and addresses were left out,
 // by the snapshot's names for those counts.
 func TestScriptShowsWhatTheSnapshotLeftOut(t *testing.T) {
-	b, err := assets.ReadFile("assets/app.js")
-	if err != nil {
-		t.Fatal(err)
-	}
-	js := string(b)
-	body := func(fn string) string {
-		at := strings.Index(js, "function "+fn+"(")
-		if at < 0 {
-			t.Fatalf("app.js has no %s", fn)
-		}
-		f := js[at:]
-		return f[:strings.Index(f, "\n  }\n")]
-	}
+	js := appJS(t)
+	body := func(fn string) string { return scriptFunc(t, js, fn) }
 	for _, c := range []struct{ where, use string }{
 		{"render", "snap." + jsonName(t, Snapshot{}, "ProblemsOmitted")},
 		{"nodeHead", "doc." + jsonName(t, Doctor{}, "ProblemsOmitted")},
@@ -154,17 +143,8 @@ func TestScriptShowsWhatTheSnapshotLeftOut(t *testing.T) {
 // shows every count of the snapshot's summary but the tasks' (running
 // and passing tasks are those that matter), by the snapshot's names.
 func TestScriptShowsTheSummary(t *testing.T) {
-	b, err := assets.ReadFile("assets/app.js")
-	if err != nil {
-		t.Fatal(err)
-	}
-	js := string(b)
-	at := strings.Index(js, "function renderSummary(")
-	if at < 0 {
-		t.Fatal("app.js has no renderSummary")
-	}
-	fn := js[at:]
-	fn = fn[:strings.Index(fn, "\n  }\n")]
+	js := appJS(t)
+	fn := scriptFunc(t, js, "renderSummary")
 	st := reflect.TypeOf(Summary{})
 	for i := range st.NumField() {
 		if f := st.Field(i); f.Name != "Tasks" && !strings.Contains(fn, "m."+jsonName(t, Summary{}, f.Name)) {
@@ -178,19 +158,8 @@ func TestScriptShowsTheSummary(t *testing.T) {
 // and an agent's unknown state with the state it had (Agent.LastState),
 // by the snapshot's names.
 func TestScriptShowsTheOutage(t *testing.T) {
-	b, err := assets.ReadFile("assets/app.js")
-	if err != nil {
-		t.Fatal(err)
-	}
-	js := string(b)
-	body := func(fn string) string {
-		at := strings.Index(js, "function "+fn+"(")
-		if at < 0 {
-			t.Fatalf("app.js has no %s", fn)
-		}
-		f := js[at:]
-		return f[:strings.Index(f, "\n  }\n")]
-	}
+	js := appJS(t)
+	body := func(fn string) string { return scriptFunc(t, js, fn) }
 	for _, c := range []struct{ where, use string }{
 		{"renderSources", "e." + jsonName(t, SourceError{}, "Since")},
 		{"renderSources", "Consul unreachable since "},
@@ -205,17 +174,8 @@ func TestScriptShowsTheOutage(t *testing.T) {
 // TestScriptShowsOmittedChecks: a card's checks past MaxCardChecks are
 // counted on the page (Task.ChecksOmitted), by the snapshot's name.
 func TestScriptShowsOmittedChecks(t *testing.T) {
-	b, err := assets.ReadFile("assets/app.js")
-	if err != nil {
-		t.Fatal(err)
-	}
-	js := string(b)
-	at := strings.Index(js, "function card(")
-	if at < 0 {
-		t.Fatal("app.js has no card")
-	}
-	fn := js[at:]
-	fn = fn[:strings.Index(fn, "\n  }\n")]
+	js := appJS(t)
+	fn := scriptFunc(t, js, "card")
 	if name := jsonName(t, Task{}, "ChecksOmitted"); !strings.Contains(fn, "t."+name) {
 		t.Errorf("card does not show the card's %s (t.%s)", "ChecksOmitted", name)
 	}

@@ -825,19 +825,7 @@ func TestAgentsJudgedByTheDashboardsClock(t *testing.T) {
 		clock.Store(at.UnixNano())
 		in.Now, in.Agents = at, agents(at)
 		ts.src.set(in)
-		// The second refresh began after the clock and the reports moved.
-		for range 2 {
-			done := *ts.refreshed.Load()
-			waitFor(t, func() bool {
-				signal(ts.kick)
-				select {
-				case <-done:
-					return true
-				default:
-					return false
-				}
-			}, fmt.Sprintf("a refresh at %s", at))
-		}
+		ts.refreshedSince(t, fmt.Sprintf("a refresh at %s", at)) // after the clock and the reports moved
 		var snap Snapshot
 		json.Unmarshal(ts.Snapshot(), &snap)
 		state := map[string]string{}

@@ -11,12 +11,10 @@ import (
 	"time"
 )
 
-// refreshAt moves the clock to at and waits for a refresh that began after
-// it, and returns its snapshot.
-func (ts *testServer) refreshAt(t *testing.T, clock *atomic.Int64, at time.Time) Snapshot {
+// refreshedSince waits for a refresh that began after the call (the
+// second one to end from then on), what naming it in a failure.
+func (ts *testServer) refreshedSince(t *testing.T, what string) {
 	t.Helper()
-	clock.Store(at.UnixNano())
-	// The second refresh began after the clock moved.
 	for range 2 {
 		done := *ts.refreshed.Load()
 		waitFor(t, func() bool {
@@ -27,8 +25,16 @@ func (ts *testServer) refreshAt(t *testing.T, clock *atomic.Int64, at time.Time)
 			default:
 				return false
 			}
-		}, fmt.Sprintf("a refresh at %s", at))
+		}, what)
 	}
+}
+
+// refreshAt moves the clock to at and waits for a refresh that began after
+// it, and returns its snapshot.
+func (ts *testServer) refreshAt(t *testing.T, clock *atomic.Int64, at time.Time) Snapshot {
+	t.Helper()
+	clock.Store(at.UnixNano())
+	ts.refreshedSince(t, fmt.Sprintf("a refresh at %s", at))
 	var snap Snapshot
 	if err := json.Unmarshal(ts.Snapshot(), &snap); err != nil {
 		t.Fatal(err)
