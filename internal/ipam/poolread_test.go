@@ -219,9 +219,11 @@ func TestNodesMissingAtOnceClaimApart(t *testing.T) {
 			t.Errorf("%s's last address %s is in block %s of %q, want a block of its own past its first (%s)", a.Node(), last, b, c.Blocks[b].Node, pool.Block(firsts[i]))
 		}
 	}
-	// A listing of documents only after a lost create.
-	if kv.keys != n || uint64(kv.lists) > lost {
-		t.Errorf("%d nodes missing at once, %d writes lost: %s; want %d listings of keys, and of documents no more than the writes lost", n, lost, kv, n)
+	// A listing of documents only after a lost create; that read of the
+	// pool (store.scan) lists its keys first, so a node that lost one
+	// lists the keys twice.
+	if uint64(kv.keys) < n || uint64(kv.keys) > n+lost || uint64(kv.lists) > lost {
+		t.Errorf("%d nodes missing at once, %d writes lost: %s; want %d listings of keys and one more per write lost at most, and of documents no more than the writes lost", n, lost, kv, n)
 	}
 	t.Logf("%d nodes missing at once: %d writes lost; %s", n, lost, kv)
 }
