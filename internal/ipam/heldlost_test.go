@@ -40,9 +40,19 @@ func (h *heldListings) HeldAddresses(ctx context.Context) (Local, error) {
 // the pool and the lost address.
 func lostUnderContainer(t *testing.T, kv *kvtest.KV) (*Allocator, Pool, heldSet, netip.Addr) {
 	t.Helper()
-	ctx := context.Background()
 	_, p := clusterNet(t, kv)
 	a := newAllocator(kv, "n1", "g", time.Now, nil)
+	held, lost := loseOneOfThree(t, kv, a, p)
+	return a, p, held, lost
+}
+
+// loseOneOfThree has a allocate three task addresses in p, held by its
+// containers, and the leader (n0) free the second as observed, as a
+// reclaim of a's node taken for departed does: Consul lost it under its
+// container. It returns the held addresses and the lost one.
+func loseOneOfThree(t *testing.T, kv *kvtest.KV, a *Allocator, p Pool) (heldSet, netip.Addr) {
+	t.Helper()
+	ctx := context.Background()
 	held := heldSet{}
 	var lost netip.Addr
 	for i := range 3 {
@@ -60,7 +70,7 @@ func lostUnderContainer(t *testing.T, kv *kvtest.KV) (*Allocator, Pool, heldSet,
 	if freed, err := leader.reclaimObserved(ctx, p, map[netip.Addr]Alloc{lost: all[lost]}); err != nil || len(freed) != 1 {
 		t.Fatalf("reclaim %s: freed %v, %v", lost, freed, err)
 	}
-	return a, p, held, lost
+	return held, lost
 }
 
 // TestLostHeldAddressIsRecordedAtOnce: Consul lost an address a local

@@ -39,25 +39,7 @@ func TestPlainAllocationPassesOverAnAddressAContainerHolds(t *testing.T) {
 			a := newAllocator(kv, "n1", "g", time.Now, slog.New(logs))
 			reg := prometheus.NewRegistry()
 			NewMetrics(reg, a)
-			leader := newAllocator(kv, "n0", "g0", time.Now, nil)
-			held := heldSet{}
-			var lost netip.Addr
-			for i := range 3 {
-				addr := taskAddr(t, a, p)
-				held[addr] = true
-				if i == 1 {
-					lost = addr
-				}
-			}
-			// The leader frees it as observed: a reclaim of a node it took
-			// for departed.
-			all, err := Allocations(ctx, kv, p)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if freed, err := leader.reclaimObserved(ctx, p, map[netip.Addr]Alloc{lost: all[lost]}); err != nil || len(freed) != 1 {
-				t.Fatalf("reclaim %s: freed %v, %v", lost, freed, err)
-			}
+			held, lost := loseOneOfThree(t, kv, a, p)
 			r := &Reclaimer{Alloc: a, Pools: SpecPools{Store: st}, Held: held, Grace: 10 * time.Second, Log: slog.New(logs)}
 			// One sighting: not recorded yet.
 			if err := r.Sweep(ctx); err != nil {
