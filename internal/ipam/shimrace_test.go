@@ -68,12 +68,19 @@ func TestConcurrentFirstShimCallsShareOneAddress(t *testing.T) {
 			got[i], errs[i] = a.Shim(ctx, p)
 		}()
 	}
-	// Both read the pool before either writes, unless the second cannot
-	// read it before the first is done: then the first is let go.
-	select {
-	case <-kv.met:
-	case <-time.After(time.Second):
-		close(kv.let)
+	// Both read the pool before either writes, unless the second waits
+	// for the pool's lock while the first reads: then the first is let
+	// go. Either event must come; no time decides which.
+	for waiting := false; !waiting; {
+		select {
+		case <-kv.met:
+			waiting = true
+		case <-time.After(time.Millisecond):
+			if a.shimLocks.users(p.ID()) == 2 {
+				close(kv.let)
+				waiting = true
+			}
+		}
 	}
 	wg.Wait()
 	for _, err := range errs {
