@@ -60,7 +60,7 @@ networks and Consul registrations are left. A running agent makes its shims agai
 stop it first (removing the package does).`,
 		Args: cobra.NoArgs,
 		RunE: g.withLog(streams.ErrOut, func(cmd *cobra.Command, log *slog.Logger) error {
-			var d cleanupDocker
+			var d dockerhost.LinkUsersAPI
 			if !f.withoutDocker {
 				dc, err := dockerhost.NewClient()
 				if err != nil {
@@ -85,10 +85,10 @@ stop it first (removing the package does).`,
 // why, the parents it made not promiscuous again and the records it
 // removed. It never records an owner itself: one made now would be no
 // link's. Docker not answering, it removes nothing.
-func agentCleanup(ctx context.Context, out io.Writer, log *slog.Logger, f agentCleanupFlags, d cleanupDocker, remove func(hostnet.Cleanup) (hostnet.CleanupReport, error)) error {
+func agentCleanup(ctx context.Context, out io.Writer, log *slog.Logger, f agentCleanupFlags, d dockerhost.LinkUsersAPI, remove func(hostnet.Cleanup) (hostnet.CleanupReport, error)) error {
 	c := hostnet.Cleanup{All: f.all}
 	if d != nil {
-		users, err := linkUsers(ctx, d)
+		users, err := dockerhost.LinkUsers(ctx, d)
 		if err != nil {
 			return fmt.Errorf("%w: nothing removed; start dockerd (or set DOCKER_HOST) and run it again, or pass --without-docker to remove the links whatever containers use them", err)
 		}

@@ -1,4 +1,4 @@
-package app
+package dockerhost
 
 import (
 	"context"
@@ -8,25 +8,25 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
 
-	"github.com/underlay/underlay/internal/dockerhost"
 	"github.com/underlay/underlay/internal/netspec"
 )
 
-// cleanupDocker is what `agent cleanup` asks the local dockerd: its
-// networks, and its running containers with the networks they are on.
-type cleanupDocker interface {
+// LinkUsersAPI is what LinkUsers asks the local dockerd (its client
+// implements it): its networks, and its running containers with the
+// networks they are on.
+type LinkUsersAPI interface {
 	NetworkList(ctx context.Context, options network.ListOptions) ([]network.Summary, error)
 	ContainerList(ctx context.Context, options container.ListOptions) ([]container.Summary, error)
 }
 
-// linkUsers names, by host link, the running containers that use it from
+// LinkUsers names, by host link, the running containers that use it from
 // their own network namespaces, where the host's listing does not see
 // them: the parent of each macvlan or ipvlan network a container is on
 // (its endpoint hangs off it) and the shim underlay makes for the
 // network (the host reaches the container through it). A network made
 // from a config-only one (underlay's: NAME from NAME-config) takes that
 // one's parent and underlay network name.
-func linkUsers(ctx context.Context, d cleanupDocker) (map[string][]string, error) {
+func LinkUsers(ctx context.Context, d LinkUsersAPI) (map[string][]string, error) {
 	nets, err := d.NetworkList(ctx, network.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("list Docker networks, to leave the links their containers use: %w", err)
@@ -71,7 +71,7 @@ func linkUsers(ctx context.Context, d cleanupDocker) (map[string][]string, error
 			if !ok {
 				continue
 			}
-			who := fmt.Sprintf("container %s (network %s)", dockerhost.ContainerName(c.Names, c.ID), netName)
+			who := fmt.Sprintf("container %s (network %s)", ContainerName(c.Names, c.ID), netName)
 			users[l.parent] = append(users[l.parent], who)
 			users[l.shim] = append(users[l.shim], who)
 		}
