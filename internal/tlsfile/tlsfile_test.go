@@ -252,9 +252,8 @@ func TestExpiredRenewalKeepsTheValidCertificate(t *testing.T) {
 	write(t, certFile, valid.certPEM)
 	write(t, keyFile, valid.keyPEM)
 	clk := testclock.New(time.Now())
-	var logs strings.Builder
-	var mu sync.Mutex
-	pair, err := OpenPair(certFile, keyFile, slog.New(slog.NewTextHandler(lockedWriter{&mu, &logs}, nil)), WithClock(clk.Now))
+	var logs testlog.Buffer
+	pair, err := OpenPair(certFile, keyFile, slog.New(slog.NewTextHandler(&logs, nil)), WithClock(clk.Now))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,29 +263,15 @@ func TestExpiredRenewalKeepsTheValidCertificate(t *testing.T) {
 	if got := pair.Certificate().Leaf.SerialNumber; got.Cmp(valid.serial) != 0 {
 		t.Errorf("certificate in use after an expired one was written: serial %s, want the valid one's %s", got, valid.serial)
 	}
-	mu.Lock()
 	if !strings.Contains(logs.String(), "level=WARN") || !strings.Contains(logs.String(), "expired") {
 		t.Errorf("the expired certificate was not warned of:\n%s", logs.String())
 	}
-	mu.Unlock()
 	write(t, certFile, renewed.certPEM)
 	write(t, keyFile, renewed.keyPEM)
 	clk.Add(CheckEvery)
 	if got := pair.Certificate().Leaf.SerialNumber; got.Cmp(renewed.serial) != 0 {
 		t.Errorf("certificate in use after a valid renewal: serial %s, want %s", got, renewed.serial)
 	}
-}
-
-// lockedWriter is an io.Writer under a mutex.
-type lockedWriter struct {
-	mu *sync.Mutex
-	w  io.Writer
-}
-
-func (l lockedWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.w.Write(p)
 }
 
 // TestServerPicksUpRotatedClientCA: with mutual TLS, clients of a CA
