@@ -48,13 +48,3 @@ func (l *poolLocks) lock(ctx context.Context, id string) (unlock func(), err err
 		return nil, ctx.Err()
 	}
 }
-
-// users is how many hold or await id's lock.
-func (l *poolLocks) users(id string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if pl := l.held[id]; pl != nil {
-		return pl.users
-	}
-	return 0
-}

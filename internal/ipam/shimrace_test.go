@@ -105,3 +105,14 @@ func TestConcurrentFirstShimCallsShareOneAddress(t *testing.T) {
 		t.Errorf("the two Shim calls answered %s and %s, want one address", got[0], got[1])
 	}
 }
+
+// users is how many hold or await id's lock (for tests that wait for a
+// waiter).
+func (l *poolLocks) users(id string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if pl := l.held[id]; pl != nil {
+		return pl.users
+	}
+	return 0
+}
