@@ -48,6 +48,23 @@ const (
 	// service gives it as many as they like, and every snapshot carries
 	// every card.
 	MaxCardChecks = 16
+	// MaxNodeCards bounds the cards a node's column lists, and those of
+	// no node (Snapshot.Unplaced); MaxCards the cards listed in all,
+	// shared out evenly among the columns. Those in most need of
+	// attention are kept (limitCards); the others are counted
+	// (Node.TasksOmitted, Snapshot.UnplacedOmitted). A card is about
+	// 500 bytes: 50,000 tasks made a snapshot of 26 MB, sent to every
+	// page on every change.
+	MaxNodeCards = 200
+	MaxCards     = 3000
+	// MaxServices bounds the services listed (Snapshot.ServicesOmitted
+	// counts the others).
+	MaxServices = 1000
+	// MaxSnapshotBytes bounds the JSON of a snapshot as pages get it:
+	// past it, the caps above (cards, services, problems, addresses)
+	// are halved until it fits (fit). Nodes and networks are never left
+	// out.
+	MaxSnapshotBytes = 4 << 20
 	// agentStaleAfter is the least time without a report before an agent
 	// counts as stale; twice its report period when that is longer.
 	agentStaleAfter = 90 * time.Second

@@ -17,7 +17,7 @@ func TestFixesShownAsTheyAre(t *testing.T) {
 		"echo a\x1b[2Jb",
 		"echo \xff",
 	} {
-		ps, _, _ := limitProblems([]DoctorResult{{Check: "c", Status: "fail", Message: "broken", Fix: fix}})
+		ps, _, _ := limitProblems([]DoctorResult{{Check: "c", Status: "fail", Message: "broken", Fix: fix}}, MaxProblems)
 		if ps[0].Fix != "" || !strings.Contains(ps[0].Message, "underlay doctor on the node prints it") {
 			t.Errorf("fix %q: shown as %q, message %q; want it left out, with a note", fix, ps[0].Fix, ps[0].Message)
 		}
@@ -29,7 +29,7 @@ func TestFixesShownAsTheyAre(t *testing.T) {
 			}
 		}
 	}
-	ps, _, _ := limitProblems([]DoctorResult{{Check: "c", Status: "fail", Message: "m", Fix: "ip link del 'ul-ä' && echo ok"}})
+	ps, _, _ := limitProblems([]DoctorResult{{Check: "c", Status: "fail", Message: "m", Fix: "ip link del 'ul-ä' && echo ok"}}, MaxProblems)
 	if ps[0].Fix != "ip link del 'ul-ä' && echo ok" {
 		t.Errorf("a fix of graphic characters became %q", ps[0].Fix)
 	}

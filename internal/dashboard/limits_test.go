@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -238,5 +239,115 @@ func TestCardChecksBounded(t *testing.T) {
 		if len(c.Name) > MaxEventMessage {
 			t.Errorf("a check's name of %d bytes is listed, more than %d", len(c.Name), MaxEventMessage)
 		}
+	}
+}
+
+// hugeCluster is 6,000 tasks on 20 nodes (300 a node, more than
+// MaxNodeCards; more than MaxCards in all), each registered in Consul with
+// four failing checks of 1 KiB of output: whole, a snapshot of tens of MB.
+func hugeCluster() Inputs {
+	in := synthetic(20, 6000, t0, nil)
+	out := strings.Repeat("o", MaxEventMessage)
+	for i := range in.Instances {
+		var checks []Check
+		for j := range 4 {
+			checks = append(checks, Check{Name: fmt.Sprintf("check %d", j), Status: HealthCritical, Output: out})
+		}
+		in.Instances[i].Checks = checks
+	}
+	return in
+}
+
+// TestSnapshotCardsBounded: the snapshot every page loads, and every
+// frame of the stream, listed every card of the cluster: 50,000 tasks
+// made 26 MB (BenchmarkSnapshotSize), and cards of long check outputs
+// more. A column now lists at most MaxNodeCards, all of them at most
+// MaxCards, those in most need of attention first, with the count of the
+// others; and past MaxSnapshotBytes every list is cut further.
+func TestSnapshotCardsBounded(t *testing.T) {
+	in := hugeCluster()
+	whole := Build(in)
+	ts := startServer(t, Config{Refresh: time.Minute, IdleRefresh: time.Hour}, in)
+	c := ts.client(t)
+	resp, body := ts.get(t, c, "/v1/cluster", nil)
+	if resp.StatusCode != 200 {
+		t.Fatalf("GET /v1/cluster: %d", resp.StatusCode)
+	}
+	if len(body) > MaxSnapshotBytes {
+		t.Errorf("snapshot of %d bytes, want at most %d", len(body), MaxSnapshotBytes)
+	}
+	var snap struct {
+		Summary Summary `json:"summary"`
+		Nodes   []struct {
+			ID           string `json:"id"`
+			Tasks        []Task `json:"tasks"`
+			TasksOmitted int    `json:"tasks_omitted"`
+		} `json:"nodes"`
+		Unplaced        []Task `json:"unplaced"`
+		UnplacedOmitted int    `json:"unplaced_omitted"`
+	}
+	if err := json.Unmarshal([]byte(body), &snap); err != nil {
+		t.Fatal(err)
+	}
+	if snap.Summary != whole.Summary {
+		t.Errorf("summary %+v, want the whole cluster's %+v", snap.Summary, whole.Summary)
+	}
+	wholeCards := map[string]int{}
+	kept := map[string]bool{}
+	for _, n := range whole.Nodes {
+		wholeCards[n.ID] = len(n.Tasks)
+	}
+	listed, omitted := len(snap.Unplaced), snap.UnplacedOmitted
+	if listed+omitted != len(whole.Unplaced) {
+		t.Errorf("unplaced: %d listed, %d left out; want %d in all", listed, omitted, len(whole.Unplaced))
+	}
+	for _, n := range snap.Nodes {
+		if len(n.Tasks) > MaxNodeCards || len(n.Tasks)+n.TasksOmitted != wholeCards[n.ID] {
+			t.Errorf("node %s: %d cards listed, %d left out; want at most %d listed, %d in all", n.ID, len(n.Tasks), n.TasksOmitted, MaxNodeCards, wholeCards[n.ID])
+		}
+		listed, omitted = listed+len(n.Tasks), omitted+n.TasksOmitted
+		for _, c := range n.Tasks {
+			kept[c.Kind+"|"+c.ID] = true
+		}
+	}
+	t.Logf("%d bytes, %d cards listed, %d left out", len(body), listed, omitted)
+	if listed > MaxCards || listed == 0 || listed+omitted != whole.Summary.Tasks+1 { // and the Consul-only card
+		t.Errorf("%d cards listed, %d left out; want at most %d listed, %d in all", listed, omitted, MaxCards, whole.Summary.Tasks+1)
+	}
+	// The cards marked (Swarm and Consul disagree, an address held twice)
+	// are listed first.
+	for _, n := range whole.Nodes {
+		for _, c := range n.Tasks {
+			if (c.Mismatch || c.Duplicate) && !kept[c.Kind+"|"+c.ID] {
+				t.Errorf("card %s %s (mismatch %v, duplicate %v) is left out; want it listed", c.Kind, c.ID, c.Mismatch, c.Duplicate)
+			}
+		}
+	}
+}
+
+// TestSnapshotServicesBounded: past MaxServices, the services listed are
+// those in most need of attention (autoscaled, short of replicas), in
+// name order, and the others are counted.
+func TestSnapshotServicesBounded(t *testing.T) {
+	var snap Snapshot
+	for i := range MaxServices + 500 {
+		snap.Services = append(snap.Services, Service{Name: fmt.Sprintf("s%05d", i), Desired: 2, Running: 2, Passing: 2})
+	}
+	last := len(snap.Services) - 1
+	snap.Services[last].Autoscaled = true
+	snap.Services[last-1].Running = 1
+	lim, whole := limit(snap)
+	if whole || len(lim.Services) != MaxServices || lim.ServicesOmitted != 500 {
+		t.Fatalf("%d services listed, %d left out (whole %v); want %d, 500, cut", len(lim.Services), lim.ServicesOmitted, whole, MaxServices)
+	}
+	if !slices.IsSortedFunc(lim.Services, func(a, b Service) int { return strings.Compare(a.Name, b.Name) }) {
+		t.Error("the services listed are not in name order")
+	}
+	tail := lim.Services[len(lim.Services)-2:]
+	if tail[0].Name != snap.Services[last-1].Name || tail[1].Name != snap.Services[last].Name {
+		t.Errorf("the last services listed are %s and %s; want the one short of replicas and the autoscaled one", tail[0].Name, tail[1].Name)
+	}
+	if len(snap.Services) != MaxServices+500 {
+		t.Error("limit changed the snapshot it was given")
 	}
 }

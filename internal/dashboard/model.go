@@ -35,6 +35,11 @@ type Snapshot struct {
 	// longer lists), and cards known by a node name only that several
 	// swarm nodes have (with a problem naming them).
 	Unplaced []Task `json:"unplaced"`
+	// UnplacedOmitted counts the cards of no node not listed (past
+	// MaxNodeCards, or MaxCards in all); ServicesOmitted the services
+	// past MaxServices.
+	UnplacedOmitted int `json:"unplaced_omitted,omitempty"`
+	ServicesOmitted int `json:"services_omitted,omitempty"`
 }
 
 // SourceError is a source that could not be read.
@@ -81,6 +86,10 @@ type Node struct {
 	// Doctor is nil when the node's agent published no report.
 	Doctor *Doctor `json:"doctor"`
 	Tasks  []Task  `json:"tasks"`
+	// TasksOmitted counts the node's cards not listed: past MaxNodeCards,
+	// or its share of MaxCards (those most in need of attention are
+	// listed).
+	TasksOmitted int `json:"tasks_omitted,omitempty"`
 }
 
 // Agent states.

@@ -618,6 +618,16 @@ func (s *Server) publish(snap Snapshot) {
 		lim.Version, lim.Instance = snap.Version, snap.Instance
 		body, _ = json.Marshal(lim)
 	}
+	if len(body) > MaxSnapshotBytes {
+		// Large cards, problems or holders: cut further, to the bound.
+		fitted, fits, err := fit(snap, MaxSnapshotBytes)
+		if err == nil {
+			body = fitted
+		}
+		if !fits {
+			s.log.Warn("snapshot larger than its bound even with no card, service, problem or address listed", "bytes", len(body), "max_bytes", MaxSnapshotBytes, "err", err)
+		}
+	}
 	s.snap, s.digest, s.body, s.gz = &snap, digest, body, nil
 	s.frame = sseFrame("snapshot", fmt.Sprint(snap.Version), body)
 	s.metrics.snapshots.Inc()

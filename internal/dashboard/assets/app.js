@@ -338,8 +338,8 @@
     const parts = {};
     const timed = (name, f) => { const t = performance.now(); f(); parts[name] = performance.now() - t; };
     timed('summary', () => { renderSummary(snap); renderSources(snap.sources || []); });
-    timed('nodes', () => { renderProblems(snap.problems || [], snap.problems_omitted || 0); renderNodes(snap.nodes || [], snap.unplaced || []); });
-    timed('services', () => renderServices(snap.services || []));
+    timed('nodes', () => { renderProblems(snap.problems || [], snap.problems_omitted || 0); renderNodes(snap.nodes || [], snap.unplaced || [], snap.unplaced_omitted || 0); });
+    timed('services', () => renderServices(snap.services || [], snap.services_omitted || 0));
     timed('networks', () => renderNetworks(snap.networks || [], snap.nodes || []));
     timed('search', applySearch);
     ul.parts = parts;
@@ -382,7 +382,7 @@
     }));
   }
 
-  function renderNodes(nodes, unplaced) {
+  function renderNodes(nodes, unplaced, unplacedOmitted) {
     const box = $('nodes');
     const cols = new Map();
     // Keyed by swarm node ID: two nodes may have one name.
@@ -406,7 +406,8 @@
     });
     order(box, want);
     const up = $('unplaced');
-    up.hidden = unplaced.length === 0;
+    up.hidden = unplaced.length === 0 && !unplacedOmitted;
+    up.querySelector('h3').textContent = 'Not on a node' + (unplacedOmitted ? ' (… ' + unplacedOmitted + ' more not shown)' : '');
     reconcile(up.querySelector('.tasks'), unplaced, (t) => t.kind + '|' + t.id, card);
   }
 
@@ -432,7 +433,10 @@
       // A report published by a name several nodes have may be any one's.
       doc && doc.shared_by ? h('div', { class: 'line muted doctor-shared', text: 'the report of the name ' + n.name + ', which swarm nodes ' +
         doc.shared_by.join(', ') + ' have: which one\'s is unknown' }) : null,
-      n.message ? h('div', { class: 'muted', text: n.message }) : null);
+      n.message ? h('div', { class: 'muted', text: n.message }) : null,
+      // Cards past the snapshot's caps (MaxNodeCards, MaxCards): those in
+      // most need of attention are listed.
+      n.tasks_omitted ? h('div', { class: 'line muted omitted', text: '… ' + n.tasks_omitted + ' more tasks not shown (docker node ps lists them)' }) : null);
     if (doc && doc.problems.length) {
       head.append(h('ul', { class: 'doctor-problems' }, doc.problems.map(problem), omittedProblems(doc.problems_omitted)));
     }
@@ -492,7 +496,10 @@
     return h('div', { class: 'check ' + slug(c.status) }, h('b', { text: c.name }), ': ' + (c.output || c.status).slice(0, 200));
   }
 
-  function renderServices(services) {
+  function renderServices(services, omitted) {
+    const more = $('services-omitted');
+    more.hidden = !omitted;
+    more.textContent = omitted ? '… ' + omitted + ' more services not shown (docker service ls lists them)' : '';
     // A service redrawn while its "to N" box is being typed in keeps the
     // focus there.
     const active = document.activeElement;
