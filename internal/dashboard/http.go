@@ -385,8 +385,13 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	flush := fl.Flush
 	if acceptsGzip(r) {
 		h.Set("Content-Encoding", "gzip")
-		zw, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
-		defer zw.Close()
+		zw := s.streamGzip.Get().(*gzip.Writer)
+		zw.Reset(w)
+		defer func() {
+			zw.Close()
+			zw.Reset(nil) // holds no connection while pooled
+			s.streamGzip.Put(zw)
+		}()
 		out = zw
 		flush = func() { zw.Flush(); fl.Flush() }
 	}

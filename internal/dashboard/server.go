@@ -2,6 +2,7 @@ package dashboard
 
 import (
 	"bytes"
+	"compress/gzip"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -116,6 +117,12 @@ type Server struct {
 	// seed keys the snapshots' digests.
 	seed maphash.Seed
 	kick chan struct{}
+	// streamGzip and bodyGzip hold gzip writers (*gzip.Writer) for reuse:
+	// each holds about 1 MB of compressor state, which a stream opening,
+	// and each new snapshot's compression, allocated anew. streamGzip's
+	// compress at gzip.BestSpeed (every frame, as it is sent), bodyGzip's
+	// at gzip.DefaultCompression (once a snapshot).
+	streamGzip, bodyGzip sync.Pool
 	// refreshes counts the rebuilds done.
 	refreshes atomic.Uint64
 	// refreshed is closed, and replaced, at the end of every rebuild.
@@ -220,6 +227,8 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, erro
 		return nil, err
 	}
 	s.index, s.indexGz = idx, gzipped(idx)
+	s.streamGzip.New = func() any { zw, _ := gzip.NewWriterLevel(nil, gzip.BestSpeed); return zw }
+	s.bodyGzip.New = func() any { return gzip.NewWriter(nil) }
 	done := make(chan struct{})
 	s.refreshed.Store(&done)
 	s.metrics = newMetrics(reg, s)
@@ -708,9 +717,20 @@ func (s *Server) snapshotBodies() ([]byte, []byte) {
 		return nil, nil
 	}
 	if s.gz == nil {
-		s.gz = gzipped(s.body)
+		s.gz = s.gzip(s.body)
 	}
 	return s.body, s.gz
+}
+
+// gzip compresses b with a writer of bodyGzip.
+func (s *Server) gzip(b []byte) []byte {
+	var buf bytes.Buffer
+	zw := s.bodyGzip.Get().(*gzip.Writer)
+	defer s.bodyGzip.Put(zw)
+	zw.Reset(&buf)
+	zw.Write(b)
+	zw.Close()
+	return buf.Bytes()
 }
 
 // subscribe opens a stream; its first frames are the current snapshot and
