@@ -56,6 +56,9 @@ type controlFlags struct {
 	peers          []string
 	peerCACert     string
 	limits         scale.Limits
+	// trustedProxies are --trusted-proxies, parsed into
+	// limits.TrustedProxies.
+	trustedProxies []string
 	allowedHosts   []string
 	// listener, when set, is served instead of listening on --listen
 	// (tests: a port picked by listening once, not listen-and-close).
@@ -135,6 +138,7 @@ DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 	fl.IntVar(&f.limits.RateBurst, "rate-burst", scale.DefaultRateBurst, "scaling requests a client may make at once (and failed token checks, whatever --rate-limit)")
 	fl.IntVar(&f.limits.MaxEventReaders, "max-event-readers", scale.DefaultMaxEventReaders, "concurrent readers of the event stream; beyond, 503")
 	fl.IntVar(&f.limits.MaxEventReadersPerClient, "max-event-readers-per-client", scale.DefaultMaxEventReadersPerClient, "concurrent event streams (the API's and the dashboard's) one client — an IPv4 address, or an IPv6 /64 — may hold, at most --max-event-readers; beyond, 429")
+	fl.StringSliceVar(&f.trustedProxies, "trusted-proxies", nil, "reverse proxies in front of control (CIDR prefixes or addresses, comma-separated): a request from one is counted, by the per-client limits (--rate-limit, failed token checks, --max-event-readers-per-client), against the client its X-Forwarded-For names (the rightmost hop not among them); X-Forwarded-For from any other peer is ignored (default none: every client behind a proxy shares its limits)")
 	fl.StringSliceVar(&f.allowedHosts, "allowed-host", nil, "a host name clients reach the API and dashboard by (repeatable, comma-separated; \"*\": any); besides IP addresses, localhost, this machine's name and --advertise's, other Host headers are answered 421, so that a page of another site rebound to this address (DNS rebinding) cannot read")
 	return cmd
 }
@@ -273,6 +277,9 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 		return err
 	}
 	f.limits = limits
+	if f.limits.TrustedProxies, err = scale.ParseTrustedProxies(f.trustedProxies); err != nil {
+		return fmt.Errorf("--trusted-proxies: %w", err)
+	}
 	// The names peers and clients are known to reach control by.
 	hosts, err := allowedHosts(f.allowedHosts, f.advertise, f.listen)
 	if err != nil {

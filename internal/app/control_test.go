@@ -153,6 +153,7 @@ func TestControlMoreFlagErrors(t *testing.T) {
 		{name: "no event readers", args: []string{"--insecure-no-auth", "--max-event-readers", "0"}, wantErr: "--max-event-readers 0"},
 		{name: "no event readers per client", args: []string{"--insecure-no-auth", "--max-event-readers-per-client", "0"}, wantErr: "--max-event-readers-per-client 0"},
 		{name: "negative rate", args: []string{"--insecure-no-auth", "--rate-limit", "-1"}, wantErr: "--rate-limit -1"},
+		{name: "bad trusted proxy", args: []string{"--insecure-no-auth", "--trusted-proxies", "10.0.0.0/8,10.1.0.0/33"}, wantErr: `--trusted-proxies: trusted proxy "10.1.0.0/33"`},
 		{name: "allowed host with a port", args: []string{"--insecure-no-auth", "--allowed-host", "ctl.example:8000"}, wantErr: `--allowed-host: allowed host "ctl.example:8000"`},
 		{name: "allowed host as a URL", args: []string{"--insecure-no-auth", "--allowed-host", "http://ctl.example"}, wantErr: `allowed host "http://ctl.example"`},
 	}

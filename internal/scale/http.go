@@ -211,7 +211,7 @@ func (a *API) ReadLimit(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		client := clientKey(r.RemoteAddr)
+		client := a.client(r)
 		if ok, wait := a.reads.allow(client); !ok {
 			a.refuse("read_rate_limited")
 			a.tooMany(w, wait, fmt.Sprintf("too many reads from %s", client))
@@ -253,7 +253,7 @@ func (a *API) GuessLimit(next http.Handler) http.Handler {
 		return next
 	}
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		client := clientKey(r.RemoteAddr)
+		client := a.client(r)
 		if empty, wait := a.guesses.empty(client); empty {
 			a.refuse("token_guesses")
 			a.tooMany(w, wait, fmt.Sprintf("too many requests with a bad or no token from %s", client))
@@ -263,9 +263,16 @@ func (a *API) GuessLimit(next http.Handler) http.Handler {
 	})
 }
 
+// client is the client r's limits count against: its peer's address, or,
+// from one of Limits.TrustedProxies, the client X-Forwarded-For names
+// (clientAddr).
+func (a *API) client(r *http.Request) netip.Prefix {
+	return addrKey(clientAddr(r.RemoteAddr, r.Header.Values(ForwardedForHeader), a.cfg.Limits.TrustedProxies))
+}
+
 // TokenFailed takes a failed token check of r's client from its rate.
 func (a *API) TokenFailed(r *http.Request) {
-	a.guesses.allow(clientKey(r.RemoteAddr))
+	a.guesses.allow(a.client(r))
 }
 
 // unauthenticated counts and logs a request refused for its token, and
@@ -821,7 +828,7 @@ func (a *API) takeReader(w http.ResponseWriter, r *http.Request) (release func()
 		writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: fmt.Sprintf("%d event streams are open already, the most this instance serves", lim.MaxEventReaders)})
 		return nil, false
 	}
-	client := clientKey(r.RemoteAddr)
+	client := a.client(r)
 	a.clientsMu.Lock()
 	held := a.clientReaders[client]
 	if held >= lim.MaxEventReadersPerClient {

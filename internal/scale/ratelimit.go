@@ -1,9 +1,11 @@
 package scale
 
 import (
+	"fmt"
 	"math"
 	"net"
 	"net/netip"
+	"strings"
 	"sync"
 	"time"
 )
@@ -39,13 +41,12 @@ func newRateLimiter(rate float64, burst int, now func() time.Time) *rateLimiter 
 }
 
 // clientKey is the client of a RemoteAddr ("ip:port").
-func clientKey(remote string) netip.Prefix {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		host = remote
-	}
-	ip, err := netip.ParseAddr(host)
-	if err != nil {
+func clientKey(remote string) netip.Prefix { return addrKey(remoteAddr(remote)) }
+
+// addrKey is the client of an address: the address (IPv4), or its /64
+// (IPv6); an invalid one is one shared client.
+func addrKey(ip netip.Addr) netip.Prefix {
+	if !ip.IsValid() {
 		return netip.Prefix{} // unparsable: one shared client
 	}
 	ip = ip.Unmap()
@@ -54,6 +55,81 @@ func clientKey(remote string) netip.Prefix {
 	}
 	p, _ := ip.WithZone("").Prefix(64)
 	return p
+}
+
+// remoteAddr is the address of a RemoteAddr ("ip:port", or an address);
+// invalid when it is neither.
+func remoteAddr(remote string) netip.Addr {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	ip, _ := netip.ParseAddr(host)
+	return ip.Unmap()
+}
+
+// ForwardedForHeader lists, left to right, the addresses each proxy a
+// request went through got it from (a client may start it with anything).
+const ForwardedForHeader = "X-Forwarded-For"
+
+// clientAddr is the address of the client of a request that came from
+// peer (its RemoteAddr) with the ForwardedForHeader lines xff: peer's,
+// unless peer is in trusted; then the rightmost hop of xff that is not in
+// trusted. Each trusted proxy appends the address it got the request
+// from, so that hop is the one a trusted proxy saw connect; those left
+// of it are whatever the client wrote. A hop that is not an address ends
+// the walk at the trusted hop right of it (the proxy that wrote it), as
+// does a header naming trusted proxies only.
+func clientAddr(peer string, xff []string, trusted []netip.Prefix) netip.Addr {
+	ip := remoteAddr(peer)
+	if len(xff) == 0 || !inPrefixes(ip, trusted) {
+		return ip
+	}
+	hops := strings.Split(strings.Join(xff, ","), ",")
+	for i := len(hops) - 1; i >= 0; i-- {
+		hop := strings.TrimSpace(hops[i])
+		next := remoteAddr(hop)
+		if !next.IsValid() {
+			next = remoteAddr(strings.Trim(hop, "[]")) // "[v6]", as some proxies write it
+		}
+		if !next.IsValid() {
+			break
+		}
+		ip = next
+		if !inPrefixes(ip, trusted) {
+			break
+		}
+	}
+	return ip
+}
+
+func inPrefixes(ip netip.Addr, ps []netip.Prefix) bool {
+	for _, p := range ps {
+		if p.Contains(ip) {
+			return true
+		}
+	}
+	return false
+}
+
+// ParseTrustedProxies parses --trusted-proxies: CIDR prefixes, or
+// addresses (one host each).
+func ParseTrustedProxies(list []string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range list {
+		v := strings.TrimSpace(s)
+		p, err := netip.ParsePrefix(v)
+		if err != nil {
+			ip, ierr := netip.ParseAddr(v)
+			if ierr != nil {
+				return nil, fmt.Errorf("trusted proxy %q: want a CIDR prefix (10.0.0.0/24) or an address: %w", s, err)
+			}
+			ip = ip.Unmap()
+			p = netip.PrefixFrom(ip, ip.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
 }
 
 // allow takes one token of client's bucket: true when there was one, else

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"math"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"time"
 
@@ -45,6 +46,12 @@ type Limits struct {
 	// holds at DefaultRateLimit a second after RateBurst.
 	RateLimit float64
 	RateBurst int
+	// TrustedProxies are the reverse proxies (--trusted-proxies) whose
+	// X-Forwarded-For names the client that the limits above count a
+	// request against: its rightmost hop not among them. A request from
+	// any other peer is its peer's, whatever it claims; none by default,
+	// when every client behind a proxy shares the proxy's budgets.
+	TrustedProxies []netip.Prefix
 }
 
 // Default limits.
@@ -208,11 +215,12 @@ func (a *API) allow(w http.ResponseWriter, r *http.Request) bool {
 	if a.limiter == nil {
 		return true
 	}
-	ok, wait := a.limiter.allow(clientKey(r.RemoteAddr))
+	client := a.client(r)
+	ok, wait := a.limiter.allow(client)
 	if ok {
 		return true
 	}
 	a.refuse("rate_limited")
-	a.tooMany(w, wait, fmt.Sprintf("too many scaling requests from %s", clientKey(r.RemoteAddr)))
+	a.tooMany(w, wait, fmt.Sprintf("too many scaling requests from %s", client))
 	return false
 }
