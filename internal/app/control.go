@@ -185,7 +185,10 @@ const minPeerSecret = 16
 // enough to resist guessing, at start and after a rotation.
 func controlSecrets(f *controlFlags, log *slog.Logger) (webhook, peer scale.Secret, err error) {
 	if f.webhookSecret != "" {
-		sf, err := secretfile.Open(f.webhookSecret, "webhook secret", log)
+		// Fail closed, as the token file: a secret whose file was emptied
+		// or removed is nobody's to withdraw, so none is in use and every
+		// signed request is refused until the file holds one again.
+		sf, err := secretfile.Open(f.webhookSecret, "webhook secret", log, secretfile.FailClosed())
 		if err != nil {
 			return nil, nil, fmt.Errorf("--webhook-secret-file: %w", err)
 		}

@@ -230,7 +230,9 @@ func TestControlReloadsTLSFiles(t *testing.T) {
 
 // TestControlRereadsSecretFiles: the webhook and peer secret files are
 // read again when they change. Before, control read them once at start:
-// a rotated webhook secret was refused until a restart.
+// a rotated webhook secret was refused until a restart. A webhook secret
+// file emptied or removed leaves no secret in use (fail closed): before,
+// the last secret read stayed valid.
 func TestControlRereadsSecretFiles(t *testing.T) {
 	dir := t.TempDir()
 	hookFile, peerFile := filepath.Join(dir, "webhook"), filepath.Join(dir, "peer")
@@ -267,6 +269,27 @@ func TestControlRereadsSecretFiles(t *testing.T) {
 	waitUntil(t, "the rotated webhook secret is accepted", func() bool { return letIn(signed("second webhook secret")) })
 	if code := signed("first webhook secret"); code != http.StatusUnauthorized {
 		t.Errorf("signed with the rotated-out webhook secret: %d, want 401", code)
+	}
+	// Emptied or removed while control runs: no secret is in use, and
+	// every signed request is refused (as the token file does), logged.
+	for _, breakIt := range []struct {
+		name string
+		do   func()
+	}{
+		{"emptied", func() { os.WriteFile(hookFile, nil, 0o600) }},
+		{"removed", func() { os.Remove(hookFile) }},
+	} {
+		breakIt.do()
+		waitUntil(t, "the webhook secret file "+breakIt.name+" refuses the old secret", func() bool {
+			return signed("second webhook secret") == http.StatusUnauthorized
+		})
+		os.WriteFile(hookFile, []byte("third webhook secret\n"), 0o600)
+		waitUntil(t, "the webhook secret written again is accepted", func() bool { return letIn(signed("third webhook secret")) })
+		os.WriteFile(hookFile, []byte("second webhook secret\n"), 0o600)
+		waitUntil(t, "the second webhook secret is accepted again", func() bool { return letIn(signed("second webhook secret")) })
+	}
+	if !strings.Contains(logs.String(), "webhook secret file unreadable or empty; none in use") {
+		t.Errorf("the webhook secret file's loss is not logged:\n%s", logs.String())
 	}
 
 	// The peer secret is read when a request claims to come from a peer.
