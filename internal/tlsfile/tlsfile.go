@@ -215,8 +215,8 @@ func OpenPair(certFile, keyFile string, log *slog.Logger, opts ...Option) (*Pair
 
 // Certificate is the pair in use, read again first when CheckEvery has
 // passed and a file changed. It never fails: a pair that does not load,
-// or a certificate already expired while the one in use is not, keeps
-// the last good one (logged once as a warning).
+// or a certificate expired or not valid yet while the one in use is
+// valid, keeps the last good one (logged once as a warning).
 func (p *Pair) Certificate() *tls.Certificate {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -225,12 +225,13 @@ func (p *Pair) Certificate() *tls.Certificate {
 		return p.cert
 	}
 	cert, err := loadPair(p.certFile, p.keyFile)
-	// An expired certificate would fail every new handshake: while the
-	// one in use is still valid, it stays (a renewal job that copied an
-	// old file, a clock set back on the issuer).
-	if now := p.w.now(); err == nil && now.After(cert.Leaf.NotAfter) && !now.After(p.cert.Leaf.NotAfter) {
-		err = fmt.Errorf("TLS certificate %s (%s, serial %s) expired at %s", p.certFile, cert.Leaf.Subject,
-			hex.EncodeToString(cert.Leaf.SerialNumber.Bytes()), cert.Leaf.NotAfter.UTC().Format(time.RFC3339))
+	// A certificate expired, or not valid yet, would fail every new
+	// handshake: while the one in use is valid, it stays (a renewal job
+	// that copied an old file, or staged a renewal early; an issuer's
+	// clock set back or ahead). One not valid yet is looked at again, and
+	// taken once its validity begins.
+	if now := p.w.now(); err == nil && validAt(p.cert.Leaf, now) {
+		err = outOfValidity(p.certFile, cert.Leaf, now)
 	}
 	if err != nil {
 		p.w.loaded = nil
@@ -245,6 +246,24 @@ func (p *Pair) Certificate() *tls.Certificate {
 	}
 	p.cert = cert
 	return p.cert
+}
+
+// validAt reports whether c is within its validity at now.
+func validAt(c *x509.Certificate, now time.Time) bool {
+	return !now.Before(c.NotBefore) && !now.After(c.NotAfter)
+}
+
+// outOfValidity says why c, read from file, is not valid at now: expired,
+// or not valid yet; nil when it is valid.
+func outOfValidity(file string, c *x509.Certificate, now time.Time) error {
+	serial := hex.EncodeToString(c.SerialNumber.Bytes())
+	switch {
+	case now.After(c.NotAfter):
+		return fmt.Errorf("TLS certificate %s (%s, serial %s) expired at %s", file, c.Subject, serial, c.NotAfter.UTC().Format(time.RFC3339))
+	case now.Before(c.NotBefore):
+		return fmt.Errorf("TLS certificate %s (%s, serial %s) is not valid before %s; it is taken then", file, c.Subject, serial, c.NotBefore.UTC().Format(time.RFC3339))
+	}
+	return nil
 }
 
 // NotAfter is when the certificate in use expires (read again first, as

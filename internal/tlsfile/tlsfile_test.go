@@ -62,10 +62,15 @@ func (ca *testCA) issue(t *testing.T, name string) leaf {
 
 func (ca *testCA) issueUntil(t *testing.T, name string, notAfter time.Time) leaf {
 	t.Helper()
+	return ca.issueBetween(t, name, time.Now().Add(-time.Hour), notAfter)
+}
+
+func (ca *testCA) issueBetween(t *testing.T, name string, notBefore, notAfter time.Time) leaf {
+	t.Helper()
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	serial, _ := rand.Int(rand.Reader, big.NewInt(1<<62))
 	tmpl := &x509.Certificate{SerialNumber: serial, Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: notAfter,
+		NotBefore: notBefore, NotAfter: notAfter,
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageDigitalSignature,
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth}}
 	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
@@ -271,6 +276,43 @@ func TestExpiredRenewalKeepsTheValidCertificate(t *testing.T) {
 	clk.Add(CheckEvery)
 	if got := pair.Certificate().Leaf.SerialNumber; got.Cmp(renewed.serial) != 0 {
 		t.Errorf("certificate in use after a valid renewal: serial %s, want %s", got, renewed.serial)
+	}
+}
+
+// TestNotYetValidRenewalWaits: a certificate written whose validity has
+// not begun (an issuer's clock ahead, a renewal staged early) does not
+// replace the valid one in use — every new handshake would fail on it —;
+// it is warned of once, and taken once its validity begins. Before, it
+// replaced the valid certificate at once.
+func TestNotYetValidRenewalWaits(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	ca := newTestCA(t, "ca")
+	start := time.Now()
+	valid := ca.issue(t, "valid")
+	early := ca.issueBetween(t, "early", start.Add(10*time.Minute), start.Add(50*time.Minute))
+	write(t, certFile, valid.certPEM)
+	write(t, keyFile, valid.keyPEM)
+	clk := testclock.New(start)
+	var logs testlog.Buffer
+	pair, err := OpenPair(certFile, keyFile, slog.New(slog.NewTextHandler(&logs, nil)), WithClock(clk.Now))
+	if err != nil {
+		t.Fatal(err)
+	}
+	write(t, certFile, early.certPEM)
+	write(t, keyFile, early.keyPEM)
+	for range 3 {
+		clk.Add(CheckEvery)
+		if got := pair.Certificate().Leaf.SerialNumber; got.Cmp(valid.serial) != 0 {
+			t.Fatalf("certificate in use after one not yet valid was written: serial %s, want the valid one's %s", got, valid.serial)
+		}
+	}
+	if n := strings.Count(logs.String(), "not valid before"); n != 1 || !strings.Contains(logs.String(), "level=WARN") {
+		t.Errorf("the certificate not yet valid was warned of %d times, want once:\n%s", n, logs.String())
+	}
+	clk.Add(10 * time.Minute)
+	if got := pair.Certificate().Leaf.SerialNumber; got.Cmp(early.serial) != 0 {
+		t.Errorf("certificate in use once the new one's validity began: serial %s, want %s", got, early.serial)
 	}
 }
 
