@@ -41,6 +41,7 @@ type controlFlags struct {
 	prometheus     string
 	interval       time.Duration
 	webhookSecret  string
+	webhookMaxAge  time.Duration
 	leaderElection bool
 	advertise      string
 	forward        bool
@@ -120,7 +121,8 @@ DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 	fl.StringVar(&f.policyFile, "policy-file", "", "YAML file of per-service policies (services: NAME: {min: 2, max: 10, …}); they win over labels; read again when it changes (an edit refused keeps the last policies, logged)")
 	fl.StringVar(&f.prometheus, "prometheus-url", "", "Prometheus server for services' underlay.scale.metric.* queries (metric-driven scaling off when empty)")
 	fl.DurationVar(&f.interval, "interval", 15*time.Second, "period of metric evaluation")
-	fl.StringVar(&f.webhookSecret, "webhook-secret-file", "", "file holding a secret: Alertmanager routes then also require an HMAC-SHA256 signature of the body ("+scale.SignatureHeader+": sha256=HEX)")
+	fl.StringVar(&f.webhookSecret, "webhook-secret-file", "", "file holding a secret: Alertmanager routes then also require "+scale.TimestampHeader+": UNIX-SECONDS and "+scale.SignatureHeader+": sha256=HEX, the HMAC-SHA256 of the timestamp, a dot and the body")
+	fl.DurationVar(&f.webhookMaxAge, "webhook-max-age", scale.DefaultWebhookMaxAge, "how far a signed webhook's "+scale.TimestampHeader+" may be from this clock, either way (at most "+maxWebhookMaxAge.String()+"); a signature is accepted once within it")
 	fl.BoolVar(&f.leaderElection, "leader-election", false, "elect one deciding instance among several through a Consul lock; followers pass scaling requests on to the leader (see --forward-to-leader)")
 	fl.StringVar(&f.advertise, "advertise", "", "address followers name as this instance's when it leads (default --listen)")
 	fl.BoolVar(&f.forward, "forward-to-leader", true, "on a follower, pass scaling requests on to the leader — signed with --peer-secret-file, never with the caller's credentials — when there is a peer secret and the leader's --advertise address can be dialled (else answer 503 naming it)")
@@ -176,6 +178,12 @@ func controlLimits(l scale.Limits) (scale.Limits, error) {
 	}
 	return l, nil
 }
+
+// maxWebhookMaxAge bounds --webhook-max-age: a captured signed webhook
+// is refused as a replay within it, but the signatures remembered to
+// refuse them are bounded too (over a longer window, a busy sender would
+// meet the bound).
+const maxWebhookMaxAge = time.Hour
 
 // minPeerSecret is the shortest peer secret accepted, in bytes.
 const minPeerSecret = 16
@@ -275,6 +283,9 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	if f.interval <= 0 {
 		return fmt.Errorf("--interval %s: must be positive", f.interval)
 	}
+	if f.webhookMaxAge <= 0 || f.webhookMaxAge > maxWebhookMaxAge {
+		return fmt.Errorf("--webhook-max-age %s: want more than 0 and at most %s", f.webhookMaxAge, maxWebhookMaxAge)
+	}
 	limits, err := controlLimits(f.limits)
 	if err != nil {
 		return err
@@ -366,7 +377,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 		}
 	}
 	ctrl := scale.NewController(cfg, adapter.NewSwarm(dockerAPI), history, log, reg)
-	apiCfg := scale.APIConfig{WebhookSecret: secret, History: history, ForwardToLeader: f.forward,
+	apiCfg := scale.APIConfig{WebhookSecret: secret, WebhookMaxAge: f.webhookMaxAge, History: history, ForwardToLeader: f.forward,
 		AuthReads: f.authReads, Limits: f.limits, Registerer: reg,
 		Peer: scale.PeerConfig{Secret: peerSecret, Self: advertise, Allow: f.peers, TLS: peerTLS}}
 	var tokens scale.AnyToken

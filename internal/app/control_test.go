@@ -142,6 +142,8 @@ func TestControlMoreFlagErrors(t *testing.T) {
 		{name: "bad interval", args: []string{"--insecure-no-auth", "--interval", "0s"}, wantErr: "--interval 0s"},
 		{name: "empty webhook secret", args: []string{"--insecure-no-auth", "--webhook-secret-file", empty}, wantErr: "is empty"},
 		{name: "missing webhook secret", args: []string{"--insecure-no-auth", "--webhook-secret-file", filepath.Join(dir, "nope")}, wantErr: "nope"},
+		{name: "no webhook max age", args: []string{"--insecure-no-auth", "--webhook-max-age", "0s"}, wantErr: "--webhook-max-age 0s"},
+		{name: "webhook max age too long", args: []string{"--insecure-no-auth", "--webhook-max-age", "2h"}, wantErr: "--webhook-max-age 2h0m0s: want more than 0 and at most 1h0m0s"},
 		{name: "bad prometheus", args: []string{"--insecure-no-auth", "--prometheus-url", "http://"}, wantErr: "--prometheus-url"},
 		{name: "tls cert without key", args: []string{"--insecure-no-auth", "--tls-cert", empty}, wantErr: "--tls-cert and --tls-key go together"},
 		{name: "client CA without a cert", args: []string{"--insecure-no-auth", "--tls-client-ca", empty}, wantErr: "--tls-cert and --tls-key go together"},

@@ -242,7 +242,7 @@ func TestControlRereadsSecretFiles(t *testing.T) {
 	addr, logs := startControlLogged(t, "--insecure-no-auth", "--rate-limit", "0", "--webhook-secret-file", hookFile, "--peer-secret-file", peerFile)
 
 	const body = `{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"service":"web","direction":"up"},"startsAt":"2026-01-01T00:00:00Z"}]}`
-	post := func(hdr ...string) int {
+	postBody := func(body string, hdr ...string) int {
 		t.Helper()
 		req, _ := http.NewRequest("POST", "http://"+addr+"/v1/underlay/alertmanager", strings.NewReader(body))
 		for i := 0; i+1 < len(hdr); i += 2 {
@@ -255,8 +255,15 @@ func TestControlRereadsSecretFiles(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
+	post := func(hdr ...string) int { return postBody(body, hdr...) }
+	// Each request is another alert: a signature is accepted once, and
+	// the test sends many within a second.
+	n := 0
 	signed := func(secret string) int {
-		return post(scale.SignatureHeader, scale.Sign([]byte(secret), []byte(body)))
+		n++
+		body := strings.Replace(body, `"startsAt"`, fmt.Sprintf(`"fingerprint":"f%d","startsAt"`, n), 1)
+		ts, sig := scale.Sign([]byte(secret), []byte(body), time.Now())
+		return postBody(body, scale.TimestampHeader, ts, scale.SignatureHeader, sig)
 	}
 	// Docker is unreachable: a webhook let in gets as far as the
 	// controller, which answers 200 (service not found, an error result)

@@ -217,22 +217,24 @@ func TestWebhookSignatureAndErrors(t *testing.T) {
 	if code, _ := e.webhookResults(t, "/alertmanager", body); code != http.StatusUnauthorized {
 		t.Errorf("unsigned: %d, want 401", code)
 	}
-	if code, _ := e.webhookResults(t, "/alertmanager", body, SignatureHeader, Sign([]byte("wrong"), []byte(body))); code != http.StatusUnauthorized {
+	if code, _ := e.webhookResults(t, "/alertmanager", body, signed([]byte("wrong"), body, time.Now())...); code != http.StatusUnauthorized {
 		t.Errorf("wrong signature: %d, want 401", code)
 	}
 	if code, _ := e.do(t, "POST", "/alertmanager", "", body); code != http.StatusUnauthorized {
 		t.Errorf("no token: %d, want 401", code)
 	}
-	if code, _ := e.webhookResults(t, "/alertmanager", `{"version":"4"}`, SignatureHeader, Sign(secret, []byte(`{"version":"4"}`))); code != http.StatusBadRequest {
+	if code, _ := e.webhookResults(t, "/alertmanager", `{"version":"4"}`, signed(secret, `{"version":"4"}`, time.Now())...); code != http.StatusBadRequest {
 		t.Errorf("no alerts: %d, want 400", code)
 	}
 	// The alert log unreachable: 503, so that Alertmanager retries; nothing scaled.
 	alog.err = errors.New("consul down")
-	if code, rs := e.webhookResults(t, "/alertmanager", body, SignatureHeader, Sign(secret, []byte(body))); code != http.StatusServiceUnavailable || e.swarm.replicas("web") != 1 {
+	// Each attempt is signed anew, at its own second, as a sender
+	// retrying must (a signature is accepted once).
+	if code, rs := e.webhookResults(t, "/alertmanager", body, signed(secret, body, time.Now().Add(-time.Second))...); code != http.StatusServiceUnavailable || e.swarm.replicas("web") != 1 {
 		t.Errorf("alert log down: %d %v, %d replicas; want 503 and 1", code, resultsOf(rs), e.swarm.replicas("web"))
 	}
 	alog.err = nil
-	if code, rs := e.webhookResults(t, "/alertmanager", body, SignatureHeader, Sign(secret, []byte(body))); code != 200 || rs[0].Result != "scaled" {
+	if code, rs := e.webhookResults(t, "/alertmanager", body, signed(secret, body, time.Now())...); code != 200 || rs[0].Result != "scaled" {
 		t.Errorf("signed: %d %v, want 200 scaled", code, resultsOf(rs))
 	}
 }

@@ -13,8 +13,10 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
+	"time"
 
 	"github.com/underlay/underlay/internal/secretfile"
 )
@@ -205,38 +207,89 @@ func valueOf(s Secret) []byte {
 	return s.Value()
 }
 
-// SignatureHeader carries a webhook's HMAC-SHA256 signature of its body:
-// "sha256=<hex>", as GitHub's X-Hub-Signature-256, which is accepted too.
-const SignatureHeader = "X-Underlay-Signature"
+// Headers of a signed webhook (--webhook-secret-file). The sender puts
+// the time it signs at in TimestampHeader, in Unix seconds (decimal
+// digits), and in SignatureHeader "sha256=<hex>": the HMAC-SHA256 under
+// the secret of that timestamp, a dot, and the body — as Stripe's and
+// Slack's webhooks sign, so that a captured request cannot be sent again
+// later: its time is refused outside a window around the receiver's
+// clock, and within it, its signature once accepted.
+const (
+	SignatureHeader = "X-Underlay-Signature"
+	TimestampHeader = "X-Underlay-Timestamp"
+)
+
+// DefaultWebhookMaxAge is how far a signed webhook's time may be from
+// the receiver's clock, either way (--webhook-max-age).
+const DefaultWebhookMaxAge = 5 * time.Minute
 
 // ErrBadSignature is returned by VerifySignature.
 var ErrBadSignature = errors.New("bad webhook signature")
 
-// Sign is the SignatureHeader value of body under secret.
-func Sign(secret, body []byte) string {
-	m := hmac.New(sha256.New, secret)
-	m.Write(body)
-	return "sha256=" + hex.EncodeToString(m.Sum(nil))
+// Sign is the TimestampHeader and SignatureHeader values of body signed
+// under secret at t.
+func Sign(secret, body []byte, t time.Time) (timestamp, signature string) {
+	timestamp = strconv.FormatInt(t.Unix(), 10)
+	return timestamp, "sha256=" + hex.EncodeToString(webhookMAC(secret, timestamp, body))
 }
 
-// VerifySignature checks a SignatureHeader value against body, in constant
-// time.
-func VerifySignature(secret, body []byte, header string) error {
+// webhookMAC is the HMAC-SHA256 under secret of "<timestamp>.<body>".
+func webhookMAC(secret []byte, timestamp string, body []byte) []byte {
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(timestamp))
+	m.Write([]byte("."))
+	m.Write(body)
+	return m.Sum(nil)
+}
+
+// maxTimestampDigits bounds TimestampHeader: Unix seconds fit in 19
+// digits until long after anything here matters.
+const maxTimestampDigits = 19
+
+// VerifySignature checks the TimestampHeader value timestamp and the
+// SignatureHeader value header of body, the signature in constant time,
+// then the time: more than maxAge from now either way is refused. It
+// returns the signature's MAC, which names the request whatever the
+// letter case of its hex, so that the caller refuses it a second time.
+func VerifySignature(secret, body []byte, timestamp, header string, now time.Time, maxAge time.Duration) ([]byte, error) {
+	const how = `: sign "<` + TimestampHeader + `>.<body>"`
 	if header == "" {
-		return fmt.Errorf("%w: missing %s header", ErrBadSignature, SignatureHeader)
+		return nil, fmt.Errorf("%w: missing %s header", ErrBadSignature, SignatureHeader)
+	}
+	if timestamp == "" {
+		return nil, fmt.Errorf("%w: missing %s header (Unix seconds when signed)%s", ErrBadSignature, TimestampHeader, how)
+	}
+	if len(timestamp) > maxTimestampDigits || strings.Trim(timestamp, "0123456789") != "" {
+		return nil, fmt.Errorf("%w: %s is not Unix seconds (decimal digits)", ErrBadSignature, TimestampHeader)
 	}
 	hexSum, ok := strings.CutPrefix(strings.TrimSpace(header), "sha256=")
 	if !ok {
-		return fmt.Errorf("%w: want sha256=<hex>", ErrBadSignature)
+		return nil, fmt.Errorf("%w: want %s: sha256=<hex>", ErrBadSignature, SignatureHeader)
 	}
 	got, err := hex.DecodeString(hexSum)
 	if err != nil {
-		return fmt.Errorf("%w: not hexadecimal", ErrBadSignature)
+		return nil, fmt.Errorf("%w: not hexadecimal", ErrBadSignature)
 	}
-	m := hmac.New(sha256.New, secret)
-	m.Write(body)
-	if !hmac.Equal(got, m.Sum(nil)) {
-		return fmt.Errorf("%w: it does not match the body", ErrBadSignature)
+	mac := webhookMAC(secret, timestamp, body)
+	if !hmac.Equal(got, mac) {
+		return nil, fmt.Errorf("%w: it does not match the %s and the body%s", ErrBadSignature, TimestampHeader, how)
 	}
-	return nil
+	sec, err := strconv.ParseInt(timestamp, 10, 64)
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s is not Unix seconds", ErrBadSignature, TimestampHeader)
+	}
+	if off := now.Sub(time.Unix(sec, 0)); off.Abs() > maxAge {
+		return nil, fmt.Errorf("%w: %s %s is %s from this instance's clock, more than %s (--webhook-max-age): sign each request when it is sent, and keep the clocks in time",
+			ErrBadSignature, TimestampHeader, timestamp, describeOffset(off), maxAge)
+	}
+	return mac, nil
+}
+
+// describeOffset says how far a time is from now: "3m0s behind" or
+// "3m0s ahead".
+func describeOffset(off time.Duration) string {
+	if off < 0 {
+		return off.Abs().Round(time.Second).String() + " ahead"
+	}
+	return off.Round(time.Second).String() + " behind"
 }

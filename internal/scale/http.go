@@ -43,9 +43,14 @@ type APIConfig struct {
 	// keep proxies from closing an idle stream (default 15s).
 	KeepAlive time.Duration
 	// WebhookSecret, when not nil, makes the Alertmanager routes require
-	// an HMAC-SHA256 signature of the body (SignatureHeader) besides the
-	// token; while its value is empty they refuse every request.
+	// an HMAC-SHA256 signature of the time and the body (TimestampHeader,
+	// SignatureHeader) besides the token; while its value is empty they
+	// refuse every request.
 	WebhookSecret Secret
+	// WebhookMaxAge is how far a signed webhook's time may be from this
+	// instance's clock, either way (DefaultWebhookMaxAge when zero); a
+	// signature is accepted once within it.
+	WebhookMaxAge time.Duration
 	// History lists a service's records for the history route; nil answers
 	// 501 there.
 	History HistoryLister
@@ -88,8 +93,11 @@ type API struct {
 	guesses *rateLimiter
 	// reads limits each client's reads when anyone may read (no
 	// AuthReads), apart from its scaling requests; nil: no limit.
-	reads      *rateLimiter
-	nonces     *nonces
+	reads  *rateLimiter
+	nonces *nonces
+	// signatures remembers the MACs of accepted webhook signatures for
+	// twice WebhookMaxAge, so that none is accepted twice.
+	signatures *nonces
 	peerClient *http.Client
 	// readers counts open event streams.
 	readers atomic.Int64
@@ -105,12 +113,15 @@ func NewAPI(cfg APIConfig, c *Controller, log *slog.Logger) *API {
 	if cfg.KeepAlive <= 0 {
 		cfg.KeepAlive = 15 * time.Second
 	}
+	if cfg.WebhookMaxAge <= 0 {
+		cfg.WebhookMaxAge = DefaultWebhookMaxAge
+	}
 	if cfg.Peer.Timeout <= 0 {
 		cfg.Peer.Timeout = 20 * time.Second
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
 	a := &API{cfg: cfg, c: c, log: log.With("component", "scale_api"),
-		nonces: &nonces{seen: map[string]time.Time{}}, peerClient: newPeerClient(cfg.Peer), clientReaders: map[netip.Prefix]int{}}
+		nonces: newNonces(2*PeerSkew, maxNonces), signatures: newNonces(2*cfg.WebhookMaxAge, maxWebhookSignatures), peerClient: newPeerClient(cfg.Peer), clientReaders: map[netip.Prefix]int{}}
 	if cfg.Limits.RateLimit > 0 {
 		a.limiter = newRateLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, c.cfg.Now)
 		if !cfg.AuthReads {
@@ -284,9 +295,18 @@ func (a *API) unauthenticated(r *http.Request, err error) {
 	a.log.Debug("unauthenticated request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "problem", err)
 }
 
+// maxWebhookSignatures bounds the webhook signatures remembered: 65,536
+// within twice --webhook-max-age (10 minutes by default) is over a hundred
+// signed webhooks a second. Beyond, signed webhooks are answered 503 until
+// some expire; only a holder of the secret can fill it.
+const maxWebhookSignatures = 1 << 16
+
 // requireSignature checks the webhook signature of the Alertmanager routes
 // when a secret is set, before a follower passes the request on: the
-// leader trusts the follower's check.
+// leader trusts the follower's check. A signature is accepted once: the
+// same one again within the window — a captured request sent again, or a
+// retry signed in the same second — is answered 503, so that a sender
+// retrying signs anew, and acts on nothing.
 func (a *API) requireSignature(next http.Handler) http.Handler {
 	if a.cfg.WebhookSecret == nil {
 		return next
@@ -300,12 +320,9 @@ func (a *API) requireSignature(next http.Handler) http.Handler {
 		if !ok {
 			return
 		}
-		h := r.Header.Get(SignatureHeader)
-		if h == "" {
-			h = r.Header.Get("X-Hub-Signature-256")
-		}
 		secret := a.cfg.WebhookSecret.Value()
-		err := VerifySignature(secret, body, h)
+		now := a.c.cfg.Now()
+		mac, err := VerifySignature(secret, body, r.Header.Get(TimestampHeader), r.Header.Get(SignatureHeader), now, a.cfg.WebhookMaxAge)
 		if len(secret) == 0 {
 			// Anyone can sign with an empty key: no key, no entry.
 			err = fmt.Errorf("%w: this instance has no webhook secret in use", ErrBadSignature)
@@ -314,6 +331,23 @@ func (a *API) requireSignature(next http.Handler) http.Handler {
 			a.refuse("bad_signature")
 			a.log.Warn("webhook signature refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
 			writeJSON(w, http.StatusUnauthorized, errorBody{Error: err.Error()})
+			return
+		}
+		switch err := a.signatures.record(string(mac), now); {
+		case errors.Is(err, errNonceSeen):
+			a.refuse("replayed_signature")
+			a.log.Warn("webhook signature accepted once already; refused (a captured request sent again, or a retry signed within the same second)",
+				"path", r.URL.Path, "remote", r.RemoteAddr, "timestamp", r.Header.Get(TimestampHeader))
+			w.Header().Set("Retry-After", "1")
+			writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: fmt.Sprintf(
+				"%v: this signature was accepted once already, nothing is done again; a retry must be signed anew, with a new %s", ErrBadSignature, TimestampHeader)})
+			return
+		case err != nil:
+			a.refuse("busy")
+			a.log.Warn("webhook refused: too many signatures to remember within twice --webhook-max-age", "remote", r.RemoteAddr, "bound", maxWebhookSignatures)
+			w.Header().Set("Retry-After", "5")
+			writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: fmt.Sprintf(
+				"%d signed webhooks accepted within %s already, the most this instance remembers to refuse their replay; retry shortly", maxWebhookSignatures, 2*a.cfg.WebhookMaxAge)})
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))

@@ -2,6 +2,7 @@ package scale
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -111,10 +112,17 @@ func peerRequestOf(r *http.Request, body []byte) (peerRequest, error) {
 		Time: ts, Body: body}, nil
 }
 
-// nonces remembers the nonces of accepted forwarded requests for twice
-// PeerSkew, longer than a request's time is accepted. Only requests signed
-// with the secret get in.
+// nonces remembers the nonces of accepted forwarded requests (or the
+// signatures of accepted webhooks) for ttl, longer than a request's time
+// is accepted, so that none is accepted twice. Only requests signed with
+// the secret get in.
 type nonces struct {
+	// ttl is how long a nonce is remembered (2*PeerSkew when zero); max
+	// bounds how many are (maxNonces when zero): beyond, new ones are
+	// refused until some expire, never let through unremembered.
+	ttl time.Duration
+	max int
+
 	mu   sync.Mutex // guards following fields
 	seen map[string]time.Time
 	// order holds the nonces of seen in the order they were added, from
@@ -124,6 +132,11 @@ type nonces struct {
 	// order; such a nonce is then kept longer, never shorter.
 	order []timedNonce
 	head  int
+}
+
+// newNonces remembers nonces for ttl, at most max of them.
+func newNonces(ttl time.Duration, max int) *nonces {
+	return &nonces{ttl: ttl, max: max, seen: map[string]time.Time{}}
 }
 
 // timedNonce is one nonce of nonces.order, with when it was added.
@@ -136,27 +149,40 @@ type timedNonce struct {
 // refused until some expire.
 const maxNonces = 1 << 20
 
+// Errors of nonces.record.
+var (
+	errNonceSeen = errors.New("accepted once already")
+	errNonceFull = errors.New("too many remembered")
+)
+
 // add records nonce at now; false when it was seen already, or when too
 // many are remembered.
 func (n *nonces) add(nonce string, now time.Time) bool {
+	return n.record(nonce, now) == nil
+}
+
+// record records nonce at now: errNonceSeen when it was seen already,
+// errNonceFull when too many are remembered.
+func (n *nonces) record(nonce string, now time.Time) error {
 	n.mu.Lock()
 	defer n.mu.Unlock()
 	n.expireLocked(now)
 	if _, ok := n.seen[nonce]; ok {
-		return false
+		return errNonceSeen
 	}
-	if len(n.seen) >= maxNonces {
-		return false
+	if max := cmp.Or(n.max, maxNonces); len(n.seen) >= max {
+		return errNonceFull
 	}
 	n.seen[nonce] = now
 	n.order = append(n.order, timedNonce{nonce: nonce, at: now})
-	return true
+	return nil
 }
 
-// expireLocked drops the nonces older than twice PeerSkew, oldest first.
-// n.mu is held.
+// expireLocked drops the nonces older than ttl, oldest first. n.mu is
+// held.
 func (n *nonces) expireLocked(now time.Time) {
-	for n.head < len(n.order) && now.Sub(n.order[n.head].at) > 2*PeerSkew {
+	ttl := cmp.Or(n.ttl, 2*PeerSkew)
+	for n.head < len(n.order) && now.Sub(n.order[n.head].at) > ttl {
 		delete(n.seen, n.order[n.head].nonce)
 		n.order[n.head] = timedNonce{} // its string goes with it
 		n.head++

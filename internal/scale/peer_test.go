@@ -92,7 +92,7 @@ func TestFollowerNeverSendsCredentialsToTheLeaderKey(t *testing.T) {
 				{"/v1/orbiter/handle/autoswarm/web", `{"direction":true}`},
 				{"/v1/underlay/alertmanager", am},
 			} {
-				hdr := []string{"Authorization", "Bearer " + testToken, SignatureHeader, Sign([]byte(hookSecret), []byte(req.body))}
+				hdr := append([]string{"Authorization", "Bearer " + testToken}, signed([]byte(hookSecret), req.body, time.Now())...)
 				code, body := follower.send(t, "POST", req.path, req.body, hdr...)
 				if strings.Contains(body, "forged") || code == 200 {
 					t.Errorf("%s: %d %s: the listener's answer was passed on as the leader's", req.path, code, body)

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // rotatingSecret is a Secret an operator rewrites while the API serves,
@@ -45,7 +46,7 @@ func TestWebhookSecretRotates(t *testing.T) {
 		n++ // a new firing each time, so that none is a duplicate
 		body := amBody(firing("f"+string(rune('a'+n)), "service", "web", "direction", "up"))
 		code, _ := e.send(t, "POST", "/v1/underlay/alertmanager", body,
-			"Authorization", "Bearer "+testToken, SignatureHeader, Sign([]byte(key), []byte(body)))
+			append([]string{"Authorization", "Bearer " + testToken}, signed([]byte(key), body, time.Now())...)...)
 		return code
 	}
 	if code := post("first webhook secret"); code != 200 {
