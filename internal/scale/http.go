@@ -612,14 +612,24 @@ type HistoryAnswer struct {
 type leaderInfo struct {
 	// Leading is true when this instance decides.
 	Leading bool `json:"leading"`
-	// Leader is the leader's advertised address, when known.
+	// Leader is the leader's advertised address, when known and, with
+	// --peers, among them.
 	Leader string `json:"leader,omitempty"`
+	// Error says why a leader the key names is not given.
+	Error string `json:"error,omitempty"`
 }
 
 func (a *API) leader(w http.ResponseWriter, r *http.Request) {
 	info := leaderInfo{Leading: a.c.Leading()}
 	if l := a.c.cfg.Leadership; l != nil {
 		info.Leader, _ = l.Leader(r.Context())
+	}
+	// As on a follower's 503: an address --peers leaves out is the leader
+	// key's word only, anyone's with KV write access, and is not given
+	// out (at debug level: anyone may read; the scaling routes warn).
+	if !a.listed(info.Leader) {
+		a.log.Debug("the leader key names an address not among --peers; not named to the reader", "leader", info.Leader, "peers", a.cfg.Peer.Allow)
+		info.Leader, info.Error = "", "the leader key names an address not among this instance's --peers"
 	}
 	writeJSON(w, http.StatusOK, info)
 }

@@ -314,7 +314,10 @@ func (a *API) forwardable(leader string) (bool, string) {
 	case len(pc.Allow) == 0:
 		return false, fmt.Sprintf("the leader key names %q, and this instance passes requests on to none but its --peers, which it has not: not passed on (list the instances' --advertise in --peers)", leader)
 	case !a.listed(leader):
-		return false, fmt.Sprintf("the leader key names %q, which is not among this instance's --peers: not passed on", leader)
+		// Not named: the key is anyone's with KV write access, and its
+		// address, written back to the caller, would be theirs to choose
+		// (toLeader logs it).
+		return false, "the leader key names an address not among this instance's --peers: not passed on"
 	}
 	return true, ""
 }

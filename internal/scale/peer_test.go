@@ -288,7 +288,9 @@ func TestPeerRequestForgeryAndReplay(t *testing.T) {
 // the caller — in X-Underlay-Leader or "leader", which underlay scale
 // --follow-leader sends its token to — however the follower answers:
 // without a peer secret, with forwarding off, or to a request marked as
-// passed on. Before, --peers held only when the follower could forward.
+// passed on. Before, --peers held only when the follower could forward;
+// then, a follower that could forward still named the address in its
+// error's text, and the leader route named it.
 func TestPeersBoundTheLeaderNamed(t *testing.T) {
 	const hijacked = "evil.example:8000"
 	peers := []string{"10.0.0.1:8000"}
@@ -301,6 +303,7 @@ func TestPeersBoundTheLeaderNamed(t *testing.T) {
 		{"no peer secret", APIConfig{ForwardToLeader: true, Peer: PeerConfig{Allow: peers}}, nil},
 		{"forwarding off", APIConfig{Peer: PeerConfig{Allow: peers, Secret: StaticSecret(peerSecret)}}, nil},
 		{"marked as passed on", APIConfig{ForwardToLeader: true, Peer: PeerConfig{Allow: peers, Secret: StaticSecret(peerSecret)}}, []string{ForwardedHeader, "10.0.0.2:8000"}},
+		{"could forward", APIConfig{ForwardToLeader: true, Peer: PeerConfig{Allow: peers, Secret: StaticSecret(peerSecret)}}, nil},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			follower := newAPIEnvWith(t, Config{Leadership: &fakeLeadership{leader: hijacked}}, c.cfg, svc("web", 1, "orbiter", "true"))
@@ -326,9 +329,13 @@ func TestPeersBoundTheLeaderNamed(t *testing.T) {
 				if h := resp.Header.Get(LeaderHeader); h != "" {
 					t.Errorf("%s: %s: %q, an address not among --peers %v", req.path, LeaderHeader, h, peers)
 				}
-				if strings.Contains(string(b), `"leader":"`+hijacked) || strings.Contains(string(b), "leader at "+hijacked) {
-					t.Errorf("%s: %s names %s as the leader, an address not among --peers %v", req.path, b, hijacked, peers)
+				if strings.Contains(string(b), hijacked) {
+					t.Errorf("%s: %s names %s, an address not among --peers %v", req.path, b, hijacked, peers)
 				}
+			}
+			// Nor does the leader route, which anyone may read.
+			if code, b := follower.do(t, "GET", "/v1/underlay/leader", "", ""); code != 200 || strings.Contains(b, hijacked) {
+				t.Errorf("GET /v1/underlay/leader: %d %s; want 200 not naming %s, an address not among --peers %v", code, b, hijacked, peers)
 			}
 		})
 	}
