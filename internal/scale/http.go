@@ -95,6 +95,9 @@ type API struct {
 	// AuthReads), apart from its scaling requests; nil: no limit.
 	reads  *rateLimiter
 	nonces *nonces
+	// crossSite refuses the scaling requests a browser says another
+	// site's page made (Sec-Fetch-Site, Origin).
+	crossSite *http.CrossOriginProtection
 	// signatures remembers the MACs of accepted webhook signatures for
 	// twice WebhookMaxAge, so that none is accepted twice.
 	signatures *nonces
@@ -120,7 +123,7 @@ func NewAPI(cfg APIConfig, c *Controller, log *slog.Logger) *API {
 		cfg.Peer.Timeout = 20 * time.Second
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
-	a := &API{cfg: cfg, c: c, log: log.With("component", "scale_api"),
+	a := &API{crossSite: http.NewCrossOriginProtection(), cfg: cfg, c: c, log: log.With("component", "scale_api"),
 		nonces: newNonces(2*PeerSkew, maxNonces), signatures: newNonces(2*cfg.WebhookMaxAge, maxWebhookSignatures), peerClient: newPeerClient(cfg.Peer), clientReaders: map[netip.Prefix]int{}}
 	if cfg.Limits.RateLimit > 0 {
 		a.limiter = newRateLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, c.cfg.Now)
@@ -136,6 +139,11 @@ func NewAPI(cfg APIConfig, c *Controller, log *slog.Logger) *API {
 	}
 	a.guesses = newRateLimiter(guessRate, cfg.Limits.RateBurst, c.cfg.Now)
 	a.metrics = newAPIMetrics(cfg.Registerer, a)
+	a.crossSite.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		a.refuse("cross_site")
+		a.log.Debug("cross-site request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "sec_fetch_site", r.Header.Get("Sec-Fetch-Site"))
+		writeJSON(w, http.StatusForbidden, errorBody{Error: "cross-site request refused: a page of another site may not scale services (Sec-Fetch-Site or Origin)"})
+	}))
 	return a
 }
 
@@ -193,10 +201,14 @@ func jsonMuxErrors(mux *http.ServeMux) http.Handler {
 	})
 }
 
-// scaling is the chain of every scaling route: a body limit, requests
-// passed on by a peer verified, the rate limit, the token.
+// scaling is the chain of every scaling route: requests another site's
+// page made refused, a body limit, requests passed on by a peer verified,
+// the rate limit, the token. A page of any site can make a browser POST
+// here without a CORS preflight (a form, fetch in no-cors mode); it
+// cannot add a token, but with --insecure-no-auth none is asked for, and
+// control's address is often one the browser reaches (127.0.0.1).
 func (a *API) scaling(limit int64, next http.Handler) http.Handler {
-	return a.limitBody(limit, a.peerAuth(a.rateLimit(a.RequireToken(next))))
+	return a.crossSite.Handler(a.limitBody(limit, a.peerAuth(a.rateLimit(a.RequireToken(next)))))
 }
 
 // read is the chain of the GET routes: the token with AuthReads, else the

@@ -130,7 +130,7 @@ func newAPIMetrics(reg prometheus.Registerer, a *API) *apiMetrics {
 	m := &apiMetrics{
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "http_refused_total",
-			Help: "HTTP requests refused before any decision, by reason (unauthenticated, token_guesses, bad_signature, replayed_signature, bad_peer, rate_limited, read_rate_limited, too_large, too_many_alerts, busy, busy_client).",
+			Help: "HTTP requests refused before any decision, by reason (unauthenticated, token_guesses, bad_signature, replayed_signature, bad_peer, cross_site, rate_limited, read_rate_limited, too_large, too_many_alerts, busy, busy_client).",
 		}, []string{"reason"}),
 		forwarded: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "http_forwarded_total",

@@ -547,3 +547,59 @@ func TestServerLogsPanicsAsErrors(t *testing.T) {
 		t.Errorf("panic logged as %s %q component=%q, want an error, component=scale_http", r.Level, r.Message, testlog.Attr(r, "component"))
 	}
 }
+
+// TestCrossSiteScalingRefused: a page of another site in the operator's
+// browser can POST to control (a form, or fetch in no-cors mode: a
+// "simple" request, sent without a CORS preflight), and a browser says so
+// in Sec-Fetch-Site and Origin. Without a token to check
+// (--insecure-no-auth, Orbiter's open API) such a request scaled: any web
+// page visited on a machine that reaches control could scale its
+// services. Scaling routes now refuse it (403) before anything else;
+// clients that are not browsers send neither header and pass, as do
+// requests of control's own origin.
+func TestCrossSiteScalingRefused(t *testing.T) {
+	e := newAPIEnv(t, Config{}, svc("web", 1, "orbiter", "true", LabelMax, "100"))
+	open := NewAPI(APIConfig{Limits: Limits{RateLimit: -1}}, e.ctrl, slog.New(slog.DiscardHandler)) // --insecure-no-auth
+	srv := httptest.NewServer(open.Handler())
+	t.Cleanup(srv.Close)
+	post := func(path, body string, hdr ...string) int {
+		t.Helper()
+		req, _ := http.NewRequest("POST", srv.URL+path, strings.NewReader(body))
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	for _, c := range []struct {
+		name string
+		hdr  []string
+	}{
+		{"Sec-Fetch-Site cross-site", []string{"Sec-Fetch-Site", "cross-site", "Content-Type", "text/plain"}},
+		{"Sec-Fetch-Site same-site", []string{"Sec-Fetch-Site", "same-site"}},
+		{"another Origin, an older browser", []string{"Origin", "https://evil.example"}},
+	} {
+		for _, path := range []string{"/v1/orbiter/handle/autoswarm/web/up", "/handle/autoswarm/web", "/v1/underlay/services/web/scale", "/v1/underlay/alertmanager"} {
+			if code := post(path, `{"direction":"up"}`, c.hdr...); code != http.StatusForbidden {
+				t.Errorf("%s, %s: %d, want 403", c.name, path, code)
+			}
+		}
+	}
+	if got := e.swarm.replicas("web"); got != 1 {
+		t.Fatalf("web has %d replicas after cross-site requests, want 1", got)
+	}
+	// curl, Alertmanager: no such header. A page of control's own origin.
+	if code := post("/v1/orbiter/handle/autoswarm/web/up", ""); code != 200 {
+		t.Errorf("no browser headers: %d, want 200", code)
+	}
+	if code := post("/v1/orbiter/handle/autoswarm/web/up", "", "Sec-Fetch-Site", "same-origin", "Origin", srv.URL); code != 200 {
+		t.Errorf("same origin: %d, want 200", code)
+	}
+	if got := e.swarm.replicas("web"); got != 3 {
+		t.Errorf("web has %d replicas, want 3", got)
+	}
+}
