@@ -249,21 +249,29 @@ func (a *API) peerAuth(next http.Handler) http.Handler {
 			next.ServeHTTP(w, r)
 			return
 		}
+		secret := valueOf(a.cfg.Peer.Secret) // one key for the check and the answer
+		// Before the body is read (up to 4 MiB, hashed): a proof that
+		// cannot hold, and a client whose forgeries used up its rate, are
+		// refused as they are, so that forged requests cost no more than
+		// any other refused one.
+		if len(secret) == 0 {
+			a.refusePeer(w, r, fmt.Errorf("%w: this instance has no peer secret (--peer-secret-file)", errBadPeer))
+			return
+		}
+		if a.limiter != nil {
+			if empty, wait := a.limiter.empty(clientKey(r.RemoteAddr)); empty {
+				a.refuse("rate_limited")
+				a.tooMany(w, wait, fmt.Sprintf("too many scaling requests from %s", clientKey(r.RemoteAddr)))
+				return
+			}
+		}
 		body, ok := a.readBody(w, r)
 		if !ok {
 			return
 		}
-		secret := valueOf(a.cfg.Peer.Secret) // one key for the check and the answer
 		p, err := a.verifyPeer(r, body, secret)
 		if err != nil {
-			// Refused like any other client past its rate, so that forged
-			// requests flood neither the CPU nor the log.
-			if !a.allow(w, r) {
-				return
-			}
-			a.refuse("bad_peer")
-			a.log.Warn("request passed on by a peer refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
-			writeJSON(w, http.StatusUnauthorized, errorBody{Error: err.Error()})
+			a.refusePeer(w, r, err)
 			return
 		}
 		r.Body = io.NopCloser(bytes.NewReader(body))
@@ -277,6 +285,18 @@ func (a *API) peerAuth(next http.Handler) http.Handler {
 		w.WriteHeader(buf.code)
 		w.Write(buf.body.Bytes())
 	})
+}
+
+// refusePeer answers a forwarded request whose proof does not hold: 401,
+// counted and logged, within the client's rate like any other client, so
+// that forged requests flood neither the CPU nor the log (429 beyond).
+func (a *API) refusePeer(w http.ResponseWriter, r *http.Request, err error) {
+	if !a.allow(w, r) {
+		return
+	}
+	a.refuse("bad_peer")
+	a.log.Warn("request passed on by a peer refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+	writeJSON(w, http.StatusUnauthorized, errorBody{Error: err.Error()})
 }
 
 // bufferedAnswer keeps an answer until it is signed.

@@ -414,3 +414,58 @@ func TestFollowerWithoutPeersDialsNoLeaderKeyAddress(t *testing.T) {
 		t.Errorf("the address in the leader key, among no --peers, got %d requests, want none:\n%s", len(got), strings.Join(got, "\n---\n"))
 	}
 }
+
+// countingBody is a request body that counts the bytes read from it.
+type countingBody struct {
+	r    io.Reader
+	read atomic.Int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.read.Add(int64(n))
+	return n, err
+}
+
+func (b *countingBody) Close() error { return nil }
+
+// TestForgedPeerRequestsReadNoBody: a request claiming to come from a peer
+// skips the rate limit and the token when its proof holds, so its body is
+// read to check it — up to 4 MiB on the webhook routes, before anything
+// else. One that cannot hold (this instance has no peer secret), or from a
+// client already past its rate with its forgeries, is refused before a
+// byte of its body is read. Before, every such body was read and hashed,
+// and only then was the client's rate looked at.
+func TestForgedPeerRequestsReadNoBody(t *testing.T) {
+	for _, c := range []struct {
+		name   string
+		secret Secret
+		want   int
+	}{
+		{"no peer secret", nil, http.StatusUnauthorized},
+		{"past its rate", StaticSecret(peerSecret), http.StatusTooManyRequests},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			e := newAPIEnvWith(t, Config{}, APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: c.secret},
+				Limits: Limits{RateLimit: 1, RateBurst: 1}}, svc("web", 1, "orbiter", "true"))
+			forge := func() (int, int64) {
+				body := &countingBody{r: strings.NewReader(strings.Repeat("x", 1<<20))}
+				req := httptest.NewRequest("POST", "/v1/underlay/alertmanager", nil)
+				req.Body, req.ContentLength = body, 1<<20
+				req.RemoteAddr = "192.0.2.9:4444"
+				req.Header.Set(PeerSignatureHeader, "sha256=00")
+				req.Header.Set(PeerTimeHeader, strconv.FormatInt(time.Now().Unix(), 10))
+				rec := httptest.NewRecorder()
+				e.api.Handler().ServeHTTP(rec, req)
+				return rec.Code, body.read.Load()
+			}
+			if c.want == http.StatusTooManyRequests {
+				forge() // uses up the client's burst of 1
+			}
+			code, read := forge()
+			if code != c.want || read != 0 {
+				t.Errorf("forged peer request: %d, %d bytes of its body read; want %d and none", code, read, c.want)
+			}
+		})
+	}
+}
