@@ -365,3 +365,35 @@ func FuzzClientKey(f *testing.F) {
 		}
 	})
 }
+
+// FuzzWebhookSignature: VerifySignature accepts a timestamp and signature
+// only when the signature is the MAC Sign gives for that timestamp and
+// body, and the timestamp is decimal Unix seconds within the window;
+// anything else is ErrBadSignature, never a panic.
+func FuzzWebhookSignature(f *testing.F) {
+	secret := []byte("the fuzzer does not know this")
+	now := time.Unix(1_800_000_000, 0)
+	ts, sig := Sign(secret, []byte(`{"version":"4"}`), now)
+	f.Add(ts, sig, []byte(`{"version":"4"}`))
+	f.Add("+1800000000", sig, []byte(`{"version":"4"}`))
+	f.Add("", "sha256=", []byte{})
+	f.Fuzz(func(t *testing.T, timestamp, header string, body []byte) {
+		mac, err := VerifySignature(secret, body, timestamp, header, now, DefaultWebhookMaxAge)
+		if err != nil {
+			if !errors.Is(err, ErrBadSignature) || mac != nil {
+				t.Fatalf("refusal %v (mac %x) does not wrap ErrBadSignature alone", err, mac)
+			}
+			return
+		}
+		sec, perr := strconv.ParseInt(timestamp, 10, 64)
+		if perr != nil || strconv.FormatInt(sec, 10) != strings.TrimLeft(timestamp, "0") && timestamp != "0" {
+			t.Fatalf("accepted timestamp %q, not plain decimal seconds", timestamp)
+		}
+		if d := now.Sub(time.Unix(sec, 0)).Abs(); d > DefaultWebhookMaxAge {
+			t.Fatalf("accepted timestamp %q, %s from now", timestamp, d)
+		}
+		if want := webhookMAC(secret, timestamp, body); !bytes.Equal(mac, want) {
+			t.Fatalf("accepted a signature other than the MAC of its timestamp and body")
+		}
+	})
+}
