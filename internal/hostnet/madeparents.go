@@ -1,0 +1,232 @@
+package hostnet
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+
+	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/regularfile"
+)
+
+// MadeParent is a VLAN parent the agent made: link, VLAN VLAN on its
+// lower device Lower, made for Network.
+type MadeParent struct {
+	Link    string `json:"link"`
+	Lower   string `json:"lower"`
+	VLAN    int    `json:"vlan"`
+	Network string `json:"network"`
+}
+
+// check refuses a record no VLAN parent the agent makes has: a link
+// named as its lower device and VLAN say (see netspec.VLANParent), for a
+// network named as netspec names them.
+func (p MadeParent) check() error {
+	lower, vid, ok := vlanParent(p.Link)
+	switch {
+	case !linkName(p.Link) || !ok:
+		return fmt.Errorf("link %q is not named like a VLAN sub-interface", p.Link)
+	case lower != p.Lower || vid != p.VLAN:
+		return fmt.Errorf("link %q is VLAN %d on %s by its name, recorded as VLAN %d on %q", p.Link, vid, lower, p.VLAN, p.Lower)
+	case !netspec.IsNetworkName(p.Network):
+		return fmt.Errorf("link %q: network %q is not a network name", p.Link, p.Network)
+	}
+	return nil
+}
+
+// ParentRecord remembers the VLAN parents the agent made, across reboots
+// (no boot ID: the record is of the link's name, lower device and VLAN,
+// which a reboot keeps). At boot dockerd, restoring a container whose
+// restart policy brings it back, has Docker's macvlan or ipvlan driver
+// make a missing parent itself, unmarked, before the agent runs: the
+// record tells the agent's own parent, made again, from an operator's,
+// which is never taken (see Observed.ParentMadeFor).
+type ParentRecord interface {
+	// Add records p, replacing any record of its link.
+	Add(p MadeParent) error
+	// Get returns the record of link; ok is false when there is none. A
+	// record that cannot be read is an error naming it, wrapping
+	// ErrBadParentRecord when it is not one.
+	Get(link string) (p MadeParent, ok bool, err error)
+	// List returns every record, by link name.
+	List() ([]MadeParent, error)
+	// Remove forgets link; an absent record is no error.
+	Remove(link string) error
+}
+
+// ErrBadParentRecord marks a record of the parents made that holds no
+// such record (garbled, truncated, or another file): it is read as
+// recording none, so that no link is taken for the agent's on its
+// strength, and left as it is for the operator.
+var ErrBadParentRecord = errors.New("not a record of the VLAN parents the agent made")
+
+// ParentsFileName is the file, in the agent's state directory, of its
+// ParentFile.
+const ParentsFileName = "vlan-parents.json"
+
+// maxParentsFile bounds what is read: a record is about 80 bytes, and a
+// host carries at most 4094 VLANs a device.
+const maxParentsFile = 1 << 20
+
+// ParentFile is a ParentRecord in one JSON file, replaced whole (a
+// temporary file synced, then renamed into place) at every change, and
+// removed once it records none. Its methods may be called concurrently.
+type ParentFile struct {
+	Path string
+	// mu orders the read-modify-write of Add and Remove.
+	mu sync.Mutex
+}
+
+// NewParentFile is the ParentFile of the agent's state directory
+// stateDir.
+func NewParentFile(stateDir string) *ParentFile {
+	return &ParentFile{Path: filepath.Join(stateDir, ParentsFileName)}
+}
+
+// parentsDoc is the file's content.
+type parentsDoc struct {
+	Parents []MadeParent `json:"parents"`
+}
+
+// read returns the records; a missing file holds none.
+func (f *ParentFile) read() ([]MadeParent, error) {
+	// Not a named pipe, which would hold the agent's sync waiting for a
+	// writer.
+	b, _, err := regularfile.Read(f.Path, maxParentsFile)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("read the record of the VLAN parents the agent made: %w", err)
+	}
+	var doc parentsDoc
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return nil, fmt.Errorf("%s: %w: %v", f.Path, ErrBadParentRecord, err)
+	}
+	seen := map[string]bool{}
+	for _, p := range doc.Parents {
+		if err := p.check(); err != nil {
+			return nil, fmt.Errorf("%s: %w: %v", f.Path, ErrBadParentRecord, err)
+		}
+		if seen[p.Link] {
+			return nil, fmt.Errorf("%s: %w: link %q recorded twice", f.Path, ErrBadParentRecord, p.Link)
+		}
+		seen[p.Link] = true
+	}
+	return doc.Parents, nil
+}
+
+// Get returns the record of link.
+func (f *ParentFile) Get(link string) (MadeParent, bool, error) {
+	all, err := f.List()
+	if err != nil {
+		return MadeParent{}, false, err
+	}
+	i := slices.IndexFunc(all, func(p MadeParent) bool { return p.Link == link })
+	if i < 0 {
+		return MadeParent{}, false, nil
+	}
+	return all[i], true, nil
+}
+
+// List returns every record.
+func (f *ParentFile) List() ([]MadeParent, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.read()
+}
+
+// Add records p. A file that holds no record is left as it is, and p is
+// not recorded: an error names it.
+func (f *ParentFile) Add(p MadeParent) error {
+	if err := p.check(); err != nil {
+		return fmt.Errorf("record VLAN parent %s as made: %w", p.Link, err)
+	}
+	return f.change(func(all []MadeParent) []MadeParent {
+		all = slices.DeleteFunc(all, func(q MadeParent) bool { return q.Link == p.Link })
+		return append(all, p)
+	})
+}
+
+// Remove forgets link.
+func (f *ParentFile) Remove(link string) error {
+	return f.change(func(all []MadeParent) []MadeParent {
+		return slices.DeleteFunc(all, func(q MadeParent) bool { return q.Link == link })
+	})
+}
+
+// change replaces the records by edit's, writing them only when they
+// changed; none left, the file is removed.
+func (f *ParentFile) change(edit func([]MadeParent) []MadeParent) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	old, err := f.read()
+	if err != nil {
+		return err
+	}
+	all := edit(slices.Clone(old))
+	slices.SortFunc(all, func(a, b MadeParent) int { return strings.Compare(a.Link, b.Link) })
+	if slices.Equal(all, old) {
+		return nil
+	}
+	if len(all) == 0 {
+		if err := os.Remove(f.Path); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return fmt.Errorf("remove the record of the VLAN parents the agent made: %w", err)
+		}
+		return syncDir(filepath.Dir(f.Path))
+	}
+	return f.write(all)
+}
+
+// write replaces the file by one of all, whole or not at all: a record
+// lost to a power cut would leave a parent dockerd makes again at the
+// next boot unmarked for good, so it is on disk before it is renamed
+// into place, and the rename before write returns.
+func (f *ParentFile) write(all []MadeParent) error {
+	b, err := json.MarshalIndent(parentsDoc{Parents: all}, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encode the record of the VLAN parents the agent made: %w", err)
+	}
+	dir := filepath.Dir(f.Path)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("record the VLAN parents the agent made: %w", err)
+	}
+	tmp, err := os.CreateTemp(dir, filepath.Base(f.Path)+".*")
+	if err != nil {
+		return fmt.Errorf("record the VLAN parents the agent made: %w", err)
+	}
+	defer os.Remove(tmp.Name()) // once renamed, there is nothing to remove
+	_, err = tmp.Write(append(b, '\n'))
+	if err == nil {
+		err = tmp.Sync()
+	}
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return fmt.Errorf("record the VLAN parents the agent made in %s: %w", tmp.Name(), err)
+	}
+	if err := os.Rename(tmp.Name(), f.Path); err != nil {
+		return fmt.Errorf("record the VLAN parents the agent made: %w", err)
+	}
+	return syncDir(dir)
+}
+
+// syncDir puts dir's entries (a rename, a removal) on disk.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync directory %s: %w", dir, err)
+	}
+	return nil
+}
