@@ -81,6 +81,20 @@ type Observed struct {
 	// mark is an operator's (underlay always marked those it made), and
 	// is never adopted.
 	ParentUnowned bool
+	// ParentMadeFor is, for a Host with Parents, when the parent is an
+	// unmarked VLAN, the one its name says (NotAsNamed), and the record
+	// names it so (link, lower device, VLAN id), the network the agent
+	// made it for: dockerd made it again at boot, restoring a container
+	// on the network, before the agent ran. Ensure marks it again
+	// (ParentReclaim). An unmarked VLAN not recorded so is an operator's:
+	// "".
+	ParentMadeFor string
+	// ParentUnrecorded is, for a Host with Parents, when the parent is a
+	// VLAN marked as this agent's (or adopted now: ParentUnowned) and the
+	// VLAN its name says, but not recorded (made by an agent that kept no
+	// record), the network its mark names: Ensure records it
+	// (ParentRemember). "" otherwise.
+	ParentUnrecorded string
 	// ShimForeign is true when the link of the shim's name is not
 	// underlay's shim of the network: neither marked for it nor an older
 	// agent's (oldShim). It is left alone.
@@ -131,12 +145,18 @@ const (
 	ShimMark      Repair = "mark an older agent's shim as this agent's"
 	// ParentMark marks a VLAN parent an older agent made, whose mark
 	// names no owner, as this agent's (Observed.ParentUnowned).
-	ParentMark   Repair = "mark an older agent's VLAN parent as this agent's"
-	ShimAddress  Repair = "add shim address"
-	ShimUp       Repair = "set shim up"
-	ShimRoute    Repair = "add route to the container range via the shim"
-	ShimAddress6 Repair = "add shim IPv6 address"
-	ShimRoute6   Repair = "add route to the IPv6 container range via the shim"
+	ParentMark Repair = "mark an older agent's VLAN parent as this agent's"
+	// ParentReclaim marks a VLAN parent this agent made, found unmarked
+	// (Observed.ParentMadeFor), as its own again.
+	ParentReclaim Repair = "mark the VLAN parent this agent made, made again unmarked (by dockerd at boot), as this agent's"
+	// ParentRemember records a VLAN parent this agent marked as made by
+	// it (Observed.ParentUnrecorded).
+	ParentRemember Repair = "record the VLAN parent as made by this agent"
+	ShimAddress    Repair = "add shim address"
+	ShimUp         Repair = "set shim up"
+	ShimRoute      Repair = "add route to the container range via the shim"
+	ShimAddress6   Repair = "add shim IPv6 address"
+	ShimRoute6     Repair = "add route to the IPv6 container range via the shim"
 	// ShimOldRoutes and ShimOldRoutes6 delete the shim's routes to the
 	// node's ranges before they moved (Observed.OldRoutes).
 	ShimOldRoutes  Repair = "delete the shim's routes to ranges no longer the node's"
@@ -193,8 +213,14 @@ func Repairs(w Want, o Observed) ([]Repair, error) {
 		r = append(r, ParentCreate)
 		o = Observed{ParentExists: true, ShimExists: o.ShimExists}
 	}
+	if o.ParentMadeFor != "" {
+		r = append(r, ParentReclaim)
+	}
 	if o.ParentUnowned {
 		r = append(r, ParentMark)
+	}
+	if o.ParentUnrecorded != "" {
+		r = append(r, ParentRemember)
 	}
 	if !o.ParentUp {
 		r = append(r, ParentUp)
@@ -354,6 +380,14 @@ type Host struct {
 	// ReleasePromisc; nil records none, and none is made not promiscuous
 	// again.
 	Promisc PromiscRecord
+	// Parents records the VLAN parents Ensure makes, so that one dockerd
+	// made again, unmarked, at boot is known for the agent's and marked
+	// again (see Observed.ParentMadeFor), and forgets those the removals
+	// delete; nil records none, and no unmarked parent is taken.
+	Parents ParentRecord
+	// Log says what the record changes and why, and a record that cannot
+	// be read; nil logs nothing.
+	Log *slog.Logger
 	// k is the kernel; nil is the calling process's, through netlink.
 	k kernel
 }
@@ -365,14 +399,42 @@ func (h Host) RemoveShim(name, network string) error {
 }
 
 // RemoveParent is RemoveParent of a parent marked as h's Owner's, or
-// naming no owner.
+// naming no owner, or unmarked and recorded in h.Parents as made for
+// network (see Observed.ParentMadeFor). The record of a parent gone
+// (deleted now, or before) is removed.
 func (h Host) RemoveParent(parent, network string) (bool, error) {
-	return removeParent(h.nl(), parent, network, h.Owner)
+	k := h.nl()
+	removed, err := removeParent(k, parent, network, h.Owner, h.recordedFor(k, parent))
+	if err == nil {
+		h.forget(k, parent, network)
+	}
+	return removed, err
 }
 
 // Marked is Marked of the links marked as h's Owner's, or naming no
-// owner (see MarkedBy).
-func (h Host) Marked() (map[string]Marks, error) { return marked(h.nl(), h.Owner) }
+// owner (see MarkedBy), and of the unmarked VLAN parents h.Parents
+// records as made for a network (see Observed.ParentMadeFor): what a
+// network whose spec is gone left here.
+func (h Host) Marked() (map[string]Marks, error) {
+	k := h.nl()
+	m, err := marked(k, h.Owner)
+	if err != nil || h.Parents == nil {
+		return m, err
+	}
+	recs, err := h.Parents.List()
+	if err != nil {
+		h.badRecord(err)
+		return m, nil
+	}
+	for _, rec := range recs {
+		if network := h.recordedFor(k, rec.Link); network != "" {
+			mk := m[network]
+			mk.Parents = append(mk.Parents, rec.Link)
+			m[network] = mk
+		}
+	}
+	return m, nil
+}
 
 // adopts reports whether h, with an Owner, takes a link marked alias for
 // its own, re-marking it: alias is mark (a ShimAlias or OwnerAlias of the
@@ -441,6 +503,9 @@ func (h Host) Observe(w Want) (Observed, error) {
 	o.ParentIsShim = isShim(Link{Name: pa.Name, Type: parent.Type(), Alias: pa.Alias}) ||
 		(parent.Type() == "macvlan" || parent.Type() == "ipvlan") && strings.HasPrefix(pa.Alias, shimPrefix)
 	o.ParentUnowned = h.adopts(pa.Alias, OwnerAlias(w.Network)) && parent.Type() == "vlan" && o.OtherVLAN == ""
+	if parent.Type() == "vlan" && o.OtherVLAN == "" {
+		o.ParentMadeFor, o.ParentUnrecorded = h.parentRecord(w.Parent, pa.Alias, o.ParentUnowned)
+	}
 	o.ParentUp = pa.Flags&net.FlagUp != 0
 	o.ParentPromisc = pa.Promisc != 0
 	shim, err := k.LinkByName(w.ShimLink)
@@ -785,11 +850,11 @@ func (h Host) Ensure(w Want) ([]Repair, error) {
 		return nil, err
 	}
 	for _, r := range repairs {
-		if err := apply(h.nl(), w, r, h.Owner, h.Promisc); err != nil {
+		if err := h.apply(h.nl(), w, o, r); err != nil {
 			switch r {
 			case ParentCreate:
 				err = fmt.Errorf("%s %q: %w", r, w.Parent, err)
-			case ParentMark, ParentUp, ParentPromisc:
+			case ParentMark, ParentReclaim, ParentUp, ParentPromisc:
 				err = fmt.Errorf("%s on parent %q: %w", r, w.Parent, err)
 			case ShimAddress, ShimAddress6, ShimRoute, ShimRoute6:
 				// The kernel's answer (EADDRINUSE from ipvlan, for one,
@@ -947,19 +1012,31 @@ func ipv6Off(err error) bool {
 	return errors.Is(err, syscall.EACCES) || errors.Is(err, syscall.EPERM) || errors.Is(err, syscall.EAFNOSUPPORT)
 }
 
-// apply makes repair r of w, marking what it makes as owner's, and
-// recording in rec (nil: nowhere) a parent it makes promiscuous.
-func apply(k kernel, w Want, r Repair, owner string, rec PromiscRecord) error {
+// apply makes repair r of w, observed as o, marking what it makes as
+// h's Owner's, recording in h.Promisc (nil: nowhere) a parent it makes
+// promiscuous, and in h.Parents a VLAN parent it makes.
+func (h Host) apply(k kernel, w Want, o Observed, r Repair) error {
+	owner, rec := h.Owner, h.Promisc
 	switch r {
 	case ParentCreate:
-		return createVLAN(k, w.Parent, withOwner(OwnerAlias(w.Network), owner))
-	case ParentMark, ParentUp, ParentPromisc:
+		if err := createVLAN(k, w.Parent, withOwner(OwnerAlias(w.Network), owner)); err != nil {
+			return err
+		}
+		h.remember(w.Parent, w.Network)
+		return nil
+	case ParentRemember:
+		h.remember(w.Parent, o.ParentUnrecorded)
+		return nil
+	case ParentMark, ParentReclaim, ParentUp, ParentPromisc:
 		parent, err := k.LinkByName(w.Parent)
 		if err != nil {
 			return err
 		}
 		if r == ParentMark {
 			return k.LinkSetAlias(parent, withOwner(OwnerAlias(w.Network), owner))
+		}
+		if r == ParentReclaim {
+			return h.reclaim(k, parent, o.ParentMadeFor)
 		}
 		if r == ParentUp {
 			return lowerDown(k, parent, k.LinkSetUp(parent))

@@ -163,7 +163,7 @@ func TestEnsureOnAFakeHost(t *testing.T) {
 	if err := removeShim(k, w.ShimLink, w.Network, ""); err != nil {
 		t.Fatal(err)
 	}
-	if removed, err := removeParent(k, w.Parent, w.Network, ""); !removed || err != nil {
+	if removed, err := removeParent(k, w.Parent, w.Network, "", ""); !removed || err != nil {
 		t.Errorf("removeParent: %t, %v; want the parent removed", removed, err)
 	}
 	if names := slices.Sorted(maps.Keys(k.links)); !slices.Equal(names, []string{"bond0"}) {
@@ -522,7 +522,7 @@ func TestRemoveParentLeavesParentInUse(t *testing.T) {
 			}
 			k := newFakeKernel(append([]netlink.Link{&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0"}}, p}, tc.links...)...)
 			before := slices.Sorted(maps.Keys(k.links))
-			removed, err := removeParent(k, "bond0.40", "pool", "")
+			removed, err := removeParent(k, "bond0.40", "pool", "", "")
 			if removed || !errors.Is(err, ErrParentInUse) || !strings.Contains(err.Error(), "bond0.40") || !strings.Contains(err.Error(), tc.what) {
 				t.Errorf("removeParent: %t, %v; want bond0.40 left, with an error wrapping ErrParentInUse naming it and %s", removed, err, tc.what)
 			}
@@ -535,7 +535,7 @@ func TestRemoveParentLeavesParentInUse(t *testing.T) {
 	// peer, in a container's namespace, has the parent's index there.
 	k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0"}}, clone(parent),
 		&netlink.Veth{LinkAttrs: netlink.LinkAttrs{Name: "veth0a1b2c3", ParentIndex: parentIndex, NetNsID: 1}})
-	if removed, err := removeParent(k, "bond0.40", "pool", ""); !removed || err != nil {
+	if removed, err := removeParent(k, "bond0.40", "pool", "", ""); !removed || err != nil {
 		t.Errorf("removeParent of an unused parent: %t, %v; want it removed", removed, err)
 	}
 }
@@ -998,7 +998,7 @@ func TestRemoveParentLeavesAnAddressedParent(t *testing.T) {
 			k := newFakeKernel(&netlink.Device{LinkAttrs: netlink.LinkAttrs{Name: "bond0", Flags: net.FlagUp}},
 				&netlink.Vlan{LinkAttrs: netlink.LinkAttrs{Name: "bond0.40", ParentIndex: 1, Alias: OwnerAlias("pool")}, VlanId: 40})
 			k.addrs["bond0.40"] = tc.addrs
-			removed, err := removeParent(k, "bond0.40", "pool", "")
+			removed, err := removeParent(k, "bond0.40", "pool", "", "")
 			if tc.inUse == "" {
 				if !removed || err != nil {
 					t.Errorf("removeParent: %t, %v; want bond0.40 removed", removed, err)

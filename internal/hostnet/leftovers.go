@@ -140,6 +140,12 @@ type Cleanup struct {
 	// those left with no macvlan link on them are made not promiscuous
 	// again (see Host.ReleasePromisc). nil leaves every parent as it is.
 	Promisc PromiscRecord
+	// Parents is the agent's record of the VLAN parents it made: an
+	// unmarked VLAN it records (made again by dockerd at boot) is the
+	// agent's, and removed as its marked parents are; the records of the
+	// parents removed, or gone, are removed. nil takes marked parents
+	// only.
+	Parents ParentRecord
 	// InUse names, by link, what uses it from other network namespaces,
 	// which this host's listing does not see: running containers whose
 	// macvlan or ipvlan endpoints hang off a parent (deleting it would
@@ -162,6 +168,9 @@ type CleanupReport struct {
 	// Forgotten names the parents whose records (Cleanup.Promisc) were
 	// removed: made not promiscuous, gone, or of an earlier boot.
 	Forgotten []string
+	// Unrecorded names the VLAN parents whose records (Cleanup.Parents)
+	// were removed: removed now, or gone before.
+	Unrecorded []string
 }
 
 // LinkUse is a link left in use, and by what.
@@ -217,7 +226,22 @@ func removeLeftovers(k kernel, c Cleanup) (CleanupReport, error) {
 		links = append(links, Link{Name: l.Attrs().Name, Type: l.Type(), Alias: l.Attrs().Alias})
 	}
 	var errs []error
-	for _, l := range Leftovers(links) {
+	h := Host{Owner: c.Owner, Parents: c.Parents}
+	var recs []MadeParent
+	if c.Parents != nil {
+		if recs, err = c.Parents.List(); err != nil {
+			errs = append(errs, fmt.Errorf("%w: taken as recording none, so VLAN parents the agent made that came back unmarked (made again by dockerd at boot) are left; fix or delete it, then run underlay agent cleanup again", err))
+			h.Parents = nil
+		}
+	}
+	// The agent's parents made again unmarked, after its marked ones.
+	var recorded []Link
+	for _, rec := range recs {
+		if h.recordedFor(k, rec.Link) != "" {
+			recorded = append(recorded, Link{Name: rec.Link, Type: "vlan"})
+		}
+	}
+	for _, l := range append(Leftovers(links), recorded...) {
 		if !c.takes(l) {
 			rep.Left = append(rep.Left, l)
 			continue
@@ -238,7 +262,7 @@ func removeLeftovers(k kernel, c Cleanup) (CleanupReport, error) {
 		// have been marked (another owner's agent adopting an older
 		// agent's shim), or replaced.
 		l = Link{Name: link.Attrs().Name, Type: link.Type(), Alias: link.Attrs().Alias}
-		if len(Leftovers([]Link{l})) == 0 {
+		if len(Leftovers([]Link{l})) == 0 && h.recordedFor(k, l.Name) == "" {
 			continue
 		}
 		if !c.takes(l) {
@@ -256,6 +280,18 @@ func removeLeftovers(k kernel, c Cleanup) (CleanupReport, error) {
 			continue
 		}
 		rep.Removed = append(rep.Removed, l.Name)
+	}
+	// Records of parents removed now, or gone before: a link of the name
+	// made later, unmarked, is not the agent's.
+	for _, rec := range recs {
+		if _, err := k.LinkByName(rec.Link); !errors.As(err, new(netlink.LinkNotFoundError)) {
+			continue
+		}
+		if err := c.Parents.Remove(rec.Link); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		rep.Unrecorded = append(rep.Unrecorded, rec.Link)
 	}
 	if len(rep.InUse) > 0 {
 		var names []string

@@ -4,12 +4,16 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
+
+	"github.com/vishvananda/netlink"
 
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/regularfile"
@@ -58,6 +62,8 @@ type ParentRecord interface {
 	List() ([]MadeParent, error)
 	// Remove forgets link; an absent record is no error.
 	Remove(link string) error
+	// Where names the record, for logs and errors.
+	Where() string
 }
 
 // ErrBadParentRecord marks a record of the parents made that holds no
@@ -88,6 +94,9 @@ type ParentFile struct {
 func NewParentFile(stateDir string) *ParentFile {
 	return &ParentFile{Path: filepath.Join(stateDir, ParentsFileName)}
 }
+
+// Where is the file's path.
+func (f *ParentFile) Where() string { return f.Path }
 
 // parentsDoc is the file's content.
 type parentsDoc struct {
@@ -229,4 +238,122 @@ func syncDir(dir string) error {
 		return fmt.Errorf("sync directory %s: %w", dir, err)
 	}
 	return nil
+}
+
+// log is h.Log, or a logger of nothing.
+func (h Host) log() *slog.Logger {
+	if h.Log == nil {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return h.Log
+}
+
+// badRecord logs err, the record's that could not be read: no unmarked
+// parent is taken for the agent's while it stays.
+func (h Host) badRecord(err error) {
+	h.log().Warn("the record of the VLAN parents the agent made cannot be read: taken as recording none, so a parent dockerd made again unmarked at boot stays unmarked, and is left by agent cleanup; fix or delete the file",
+		"record", h.Parents.Where(), "err", err)
+}
+
+// parentRecord compares the VLAN parent name, the VLAN its name says,
+// with alias, with h.Parents: made for network, when it is unmarked and
+// recorded so (Observed.ParentMadeFor); unrecorded, the network its mark
+// names, when it is marked as h's Owner's (adopt: or adopted now) and not
+// recorded so (Observed.ParentUnrecorded).
+func (h Host) parentRecord(name, alias string, adopt bool) (madeFor, unrecorded string) {
+	if h.Parents == nil {
+		return "", ""
+	}
+	network, owner, marked := parseMark(alias, ownedPrefix)
+	if alias != "" && (!marked || owner != h.Owner && !adopt) {
+		return "", "" // someone else's
+	}
+	rec, ok, err := h.Parents.Get(name)
+	if err != nil {
+		h.badRecord(err)
+		return "", ""
+	}
+	ok = ok && recordMatches(rec, name)
+	switch {
+	case alias == "" && ok:
+		return rec.Network, ""
+	case alias == "" || ok && rec.Network == network:
+		return "", ""
+	}
+	return "", network
+}
+
+// recordMatches reports whether rec records name, of the lower device and
+// VLAN id its name says.
+func recordMatches(rec MadeParent, name string) bool {
+	lower, vid, ok := vlanParent(name)
+	return ok && rec.Link == name && rec.Lower == lower && rec.VLAN == vid
+}
+
+// recordedFor is the network h.Parents records parent as made for, when
+// it is an unmarked VLAN, the one its name says (see
+// Observed.ParentMadeFor); "" otherwise.
+func (h Host) recordedFor(k kernel, parent string) string {
+	if h.Parents == nil {
+		return ""
+	}
+	l, err := k.LinkByName(parent)
+	if err != nil || l.Type() != "vlan" || l.Attrs().Alias != "" {
+		return ""
+	}
+	if other, err := otherVLAN(k, l, parent); err != nil || other != "" {
+		return ""
+	}
+	madeFor, _ := h.parentRecord(parent, "", false)
+	return madeFor
+}
+
+// remember records parent, the VLAN its name says, as made for network.
+// A record that cannot be written is logged, not the network's failure:
+// the parent is marked, and only a reboot in which dockerd makes it
+// again would lose it.
+func (h Host) remember(parent, network string) {
+	if h.Parents == nil {
+		return
+	}
+	lower, vid, _ := vlanParent(parent)
+	if err := h.Parents.Add(MadeParent{Link: parent, Lower: lower, VLAN: vid, Network: network}); err != nil {
+		h.log().Warn("the VLAN parent the agent made is not recorded: if dockerd makes it again at boot before the agent runs, it stays unmarked, and agent cleanup leaves it",
+			"parent", parent, "network", network, "record", h.Parents.Where(), "err", err)
+		return
+	}
+	h.log().Debug("VLAN parent recorded as made by the agent", "parent", parent, "network", network, "record", h.Parents.Where())
+}
+
+// reclaim marks parent, unmarked and recorded as made for network, as
+// h's Owner's, and says why.
+func (h Host) reclaim(k kernel, parent netlink.Link, network string) error {
+	if err := k.LinkSetAlias(parent, withOwner(OwnerAlias(network), h.Owner)); err != nil {
+		return err
+	}
+	h.log().Info("VLAN parent marked as the agent's again: the agent made it, as its record says, and it came back unmarked (dockerd makes a missing parent itself when it restores a container at boot, before the agent runs)",
+		"parent", parent.Attrs().Name, "network", network, "record", h.Parents.Where())
+	return nil
+}
+
+// forget removes the record of parent made for network once the link is
+// gone. One that cannot be removed is logged: a link of that name made
+// later, unmarked, would be taken for the agent's.
+func (h Host) forget(k kernel, parent, network string) {
+	if h.Parents == nil {
+		return
+	}
+	rec, ok, err := h.Parents.Get(parent)
+	if err != nil || !ok || rec.Network != network {
+		return
+	}
+	if _, err := k.LinkByName(parent); !errors.As(err, new(netlink.LinkNotFoundError)) {
+		return
+	}
+	if err := h.Parents.Remove(parent); err != nil {
+		h.log().Warn("the record of a VLAN parent the agent made, now gone, cannot be removed: an unmarked VLAN of its name would be taken for the agent's",
+			"parent", parent, "network", network, "record", h.Parents.Where(), "err", err)
+		return
+	}
+	h.log().Debug("record of the VLAN parent removed", "parent", parent, "network", network, "record", h.Parents.Where())
 }

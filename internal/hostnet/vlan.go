@@ -97,7 +97,10 @@ func RemoveParent(parent, network string) (bool, error) {
 	return Host{}.RemoveParent(parent, network)
 }
 
-func removeParent(k kernel, parent, network, owner string) (bool, error) {
+// removeParent is RemoveParent of a parent marked as owner's, or naming
+// no owner, or, when recorded is network, unmarked (see
+// Host.recordedFor).
+func removeParent(k kernel, parent, network, owner, recorded string) (bool, error) {
 	if _, _, ok := vlanParent(parent); !ok {
 		return false, nil
 	}
@@ -109,7 +112,10 @@ func removeParent(k kernel, parent, network, owner string) (bool, error) {
 		}
 		return false, err
 	}
-	if n, ok := Owned(l.Attrs().Alias); l.Type() != "vlan" || !ok || n != network || !ownersMark(l.Attrs().Alias, owner) {
+	alias := l.Attrs().Alias
+	n, ok := Owned(alias)
+	mine := ok && n == network && ownersMark(alias, owner) || alias == "" && recorded != "" && recorded == network
+	if l.Type() != "vlan" || !mine {
 		return false, nil
 	}
 	if err := parentInUse(k, l); err != nil {
