@@ -464,6 +464,7 @@ func TestMaintainerScripts(t *testing.T) {
 	m.write("etc/underlay/agent.env", "UNDERLAY_LABEL=mine\n") // conffiles, unpacked by dpkg
 	m.write("var/lib/underlay/node-id", "abc\n")
 	m.write("var/lib/underlay/link-owner", "0a1b2c3d4e5f6a7b\n")
+	m.write("var/lib/underlay/vlan-parents.json", `{"parents":[]}`+"\n")
 	m.write("var/lib/underlay/lab/keep", "not the package's\n")
 
 	calls := m.run("postinst", "configure", "")
@@ -502,7 +503,7 @@ func TestMaintainerScripts(t *testing.T) {
 		t.Errorf("prerm remove: %q, want the units stopped and the agent's links cleaned", calls)
 	}
 	m.run("postrm", "remove")
-	for _, f := range []string{"etc/underlay/control.tokens", "etc/underlay/control.peer-secret", "var/lib/underlay/node-id", "var/lib/underlay/link-owner"} {
+	for _, f := range []string{"etc/underlay/control.tokens", "etc/underlay/control.peer-secret", "var/lib/underlay/node-id", "var/lib/underlay/link-owner", "var/lib/underlay/vlan-parents.json"} {
 		if _, ok := m.read(f); !ok {
 			t.Errorf("remove deleted %s", f)
 		}
@@ -513,7 +514,7 @@ func TestMaintainerScripts(t *testing.T) {
 	if !slices.Contains(calls, "deb-systemd-helper purge underlay-ipam.socket underlay-agent.service underlay-control.service") {
 		t.Errorf("purge: %q, want the units' state purged", calls)
 	}
-	for _, f := range []string{"etc/underlay/control.tokens", "etc/underlay/control.peer-secret", "var/lib/underlay/node-id", "var/lib/underlay/link-owner"} {
+	for _, f := range []string{"etc/underlay/control.tokens", "etc/underlay/control.peer-secret", "var/lib/underlay/node-id", "var/lib/underlay/link-owner", "var/lib/underlay/vlan-parents.json"} {
 		if _, ok := m.read(f); ok {
 			t.Errorf("purge left %s", f)
 		}
@@ -1083,7 +1084,7 @@ func TestPrermLinksLeft(t *testing.T) {
 func TestPurgeMovedStateDir(t *testing.T) {
 	m := newMaintainer(t)
 	m.write("etc/underlay/agent.env", "UNDERLAY_STATE_DIR="+m.path("srv/state")+"\n")
-	state := []string{"srv/state/node-id", "srv/state/link-owner", "srv/state/ipam-freed-1.json", "var/lib/underlay/node-id"}
+	state := []string{"srv/state/node-id", "srv/state/link-owner", "srv/state/ipam-freed-1.json", "srv/state/vlan-parents.json", "var/lib/underlay/node-id"}
 	for _, f := range state {
 		m.write(f, "x\n")
 	}

@@ -30,8 +30,11 @@ const vmPackageSubnet = "10.186.0.0/16"
 // cluster-IPAM network on a VLAN the agent makes (bond0.40) and a
 // container with restart policy "always" on it, registered in Consul, the
 // node reboots (systemctl reboot): it comes back by itself — no lab step
-// runs — with the VLAN parent, the shim, and the container running with an
-// address allocated to it and registered with it. (Docker attaches a
+// runs — with the VLAN parent (which dockerd makes again, unmarked, when
+// it restores solo before the agent runs: the agent's record of the
+// parents it made has it marked as the agent's again), the shim, and the
+// container running with an address allocated to it and registered with
+// it. (Docker attaches a
 // container to a swarm network anew at each start and asks for no
 // particular address unless given one, --ip: the address may be new.)
 // Then `dpkg -r` with solo running leaves no unit or socket, but the
@@ -221,6 +224,7 @@ func TestIntegrationVMPackage(t *testing.T) {
 		"! test -e /etc/underlay",
 		"! test -e /var/lib/underlay/node-id",
 		"! test -e /var/lib/underlay/link-owner",
+		"! test -e /var/lib/underlay/" + hostnet.ParentsFileName,
 		"! ls /etc/systemd/system/*.wants/underlay-* /etc/systemd/system/underlay-* 2>/dev/null | grep .",
 		"! dpkg -s underlay",
 	} {

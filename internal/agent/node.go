@@ -100,16 +100,20 @@ func (n *node) run(ctx context.Context) error {
 // with the owner recorded in the state directory (netagent.LinkOwner),
 // not the swarm node ID, which changes when the node joins the swarm
 // again: another cluster's agent in this network namespace leaves them
-// alone. Without one, marks name no owner, as before.
+// alone. Without one, marks name no owner, as before. Without a state
+// directory nothing is recorded: no parent made again unmarked is taken.
 func (n *node) linkHost(log *slog.Logger) hostnet.Host {
 	owner, err := netagent.LinkOwner(n.cfg.StateDir)
 	if err != nil {
 		log.Warn("the host links the agent makes name no owner: another cluster's agent in this network namespace would take them for its own", "err", err)
 	}
-	h := hostnet.Host{Owner: owner}
+	h := hostnet.Host{Owner: owner, Log: log}
 	if n.cfg.StateDir == "" {
 		return h
 	}
+	// The VLAN parents it makes are recorded, so that one dockerd makes
+	// again at boot, unmarked, before the agent runs is known for its own.
+	h.Parents = hostnet.NewParentFile(n.cfg.StateDir)
 	// The parents it makes promiscuous are recorded, to be made not
 	// promiscuous again when no network uses them.
 	if rec, err := hostnet.NewPromiscFiles(n.cfg.StateDir); err != nil {

@@ -44,7 +44,12 @@ are another underlay's (another cluster's agent in this network namespace): they
 left, and listed with their owner; --all removes them as well. With no owner recorded,
 or one that cannot be read, only links naming no owner go. A parent the agent made
 promiscuous (recorded in --state-dir, directory promisc) is made not promiscuous again
-once no macvlan link is left on it; one promiscuous before underlay stays so.
+once no macvlan link is left on it; one promiscuous before underlay stays so. A VLAN
+parent the agent made that dockerd made again at boot, unmarked, before the agent ran
+(restoring a container on its network) is removed too: the agent records the parents
+it makes in --state-dir (file vlan-parents.json), and an unmarked VLAN recorded there,
+of the name, lower device and VLAN id recorded, is its own; one not recorded is the
+operator's, and left. The records of the parents removed, or gone, are removed.
 
 Running containers' endpoints are in their own network namespaces, which this host's
 listing does not see: cleanup asks the local dockerd (DOCKER_HOST) which running
@@ -55,7 +60,7 @@ containers, then run it again. When dockerd cannot be asked, nothing is removed;
 --without-docker removes the links whatever containers use them.
 
 It prints each link removed, each left and why, each parent made not promiscuous
-again, and each record of the promisc directory it removed. Containers, Docker
+again, and each record of the promisc directory and of vlan-parents.json it removed. Containers, Docker
 networks and Consul registrations are left. A running agent makes its shims again:
 stop it first (removing the package does).`,
 		Args: cobra.NoArgs,
@@ -102,6 +107,7 @@ func agentCleanup(ctx context.Context, out io.Writer, log *slog.Logger, f agentC
 		c.Owner = owner
 	}
 	if f.stateDir != "" {
+		c.Parents = hostnet.NewParentFile(f.stateDir)
 		if rec, err := hostnet.NewPromiscFiles(f.stateDir); err != nil {
 			log.Warn("the parents the agent made promiscuous cannot be told: every parent is left as it is", "component", "cleanup", "err", err)
 		} else {
@@ -123,6 +129,9 @@ func agentCleanup(ctx context.Context, out io.Writer, log *slog.Logger, f agentC
 	}
 	for _, p := range rep.Forgotten {
 		fmt.Fprintf(out, "parent %s: record removed (%s)\n", termtext.Cell(p), termtext.Cell(filepath.Join(f.stateDir, hostnet.PromiscDir, p)))
+	}
+	for _, p := range rep.Unrecorded {
+		fmt.Fprintf(out, "VLAN parent %s: record removed (%s)\n", termtext.Cell(p), termtext.Cell(filepath.Join(f.stateDir, hostnet.ParentsFileName)))
 	}
 	return err
 }

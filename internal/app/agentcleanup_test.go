@@ -14,6 +14,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/network"
 	"github.com/google/go-cmp/cmp"
+	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/underlay/underlay/internal/hostnet"
 	"github.com/underlay/underlay/internal/netagent"
@@ -37,8 +38,8 @@ func TestAgentCleanupOnlyItsOwnersLinks(t *testing.T) {
 		t.Fatal(err)
 	}
 	missing := t.TempDir()
-	// The record of the parents the agent made promiscuous, in each
-	// state directory, goes along.
+	// The records of the parents the agent made promiscuous and of the
+	// VLAN parents it made, in each state directory, go along.
 	promisc := func(dir string) hostnet.PromiscRecord {
 		rec, err := hostnet.NewPromiscFiles(dir)
 		if err != nil {
@@ -52,10 +53,10 @@ func TestAgentCleanupOnlyItsOwnersLinks(t *testing.T) {
 		want hostnet.Cleanup
 		warn bool
 	}{
-		{"recorded owner", agentCleanupFlags{stateDir: recorded}, hostnet.Cleanup{Owner: "a1", Promisc: promisc(recorded)}, false},
-		{"no record", agentCleanupFlags{stateDir: missing}, hostnet.Cleanup{Promisc: promisc(missing)}, true},
-		{"a record that is no owner", agentCleanupFlags{stateDir: bad}, hostnet.Cleanup{Promisc: promisc(bad)}, true},
-		{"all", agentCleanupFlags{stateDir: missing, all: true}, hostnet.Cleanup{All: true, Promisc: promisc(missing)}, false},
+		{"recorded owner", agentCleanupFlags{stateDir: recorded}, hostnet.Cleanup{Owner: "a1", Promisc: promisc(recorded), Parents: hostnet.NewParentFile(recorded)}, false},
+		{"no record", agentCleanupFlags{stateDir: missing}, hostnet.Cleanup{Promisc: promisc(missing), Parents: hostnet.NewParentFile(missing)}, true},
+		{"a record that is no owner", agentCleanupFlags{stateDir: bad}, hostnet.Cleanup{Promisc: promisc(bad), Parents: hostnet.NewParentFile(bad)}, true},
+		{"all", agentCleanupFlags{stateDir: missing, all: true}, hostnet.Cleanup{All: true, Promisc: promisc(missing), Parents: hostnet.NewParentFile(missing)}, false},
 	} {
 		var out, logs bytes.Buffer
 		var got hostnet.Cleanup
@@ -63,7 +64,7 @@ func TestAgentCleanupOnlyItsOwnersLinks(t *testing.T) {
 			got = cl
 			return hostnet.CleanupReport{Removed: []string{"ul-0a1b2c3d"}, Left: []hostnet.Link{{Name: "eth1.50", Type: "vlan", Alias: "underlay network db by b2"}}}, hostnet.ErrParentInUse
 		})
-		if d := cmp.Diff(c.want, got); d != "" {
+		if d := cmp.Diff(c.want, got, cmpopts.IgnoreUnexported(hostnet.ParentFile{})); d != "" {
 			t.Errorf("%s: cleanup (-want +got)\n%s", c.name, d)
 		}
 		if want := "removed ul-0a1b2c3d\nleft eth1.50: marked by owner b2, not this agent's (--all removes it)\n"; out.String() != want {
@@ -150,6 +151,7 @@ func TestAgentCleanupLeavesWhatContainersUse(t *testing.T) {
 			InUse:      []hostnet.LinkUse{{Name: "eth1.40", Users: web}},
 			PromiscOff: []string{"eth3"},
 			Forgotten:  []string{"eth3", "eth9"},
+			Unrecorded: []string{"bond0.40"},
 		}, hostnet.ErrInUse
 	})
 	if d := cmp.Diff(want, got.InUse); d != "" {
@@ -162,7 +164,11 @@ func TestAgentCleanupLeavesWhatContainersUse(t *testing.T) {
 		"left eth1.40: in use by container web.1 (network web), container web.2 (network web) (stop them, then run underlay agent cleanup again)\n" +
 		"parent eth3: promiscuous mode off (the agent had turned it on)\n" +
 		"parent eth3: record removed (" + filepath.Join(dir, "promisc", "eth3") + ")\n" +
-		"parent eth9: record removed (" + filepath.Join(dir, "promisc", "eth9") + ")\n"
+		"parent eth9: record removed (" + filepath.Join(dir, "promisc", "eth9") + ")\n" +
+		"VLAN parent bond0.40: record removed (" + filepath.Join(dir, "vlan-parents.json") + ")\n"
+	if pf, ok := got.Parents.(*hostnet.ParentFile); !ok || pf.Path != filepath.Join(dir, "vlan-parents.json") {
+		t.Errorf("the removal's record of VLAN parents: %#v; want %s", got.Parents, filepath.Join(dir, "vlan-parents.json"))
+	}
 	if d := cmp.Diff(wantOut, out.String()); d != "" {
 		t.Errorf("printed (-want +got)\n%s", d)
 	}
