@@ -38,6 +38,8 @@ func TestRepairs(t *testing.T) {
 		{"an older agent's shim", func(o *Observed) { o.ShimMarked = false }, []Repair{ShimMark}},
 		{"a shim marked naming no owner", func(o *Observed) { o.ShimUnowned = true }, []Repair{ShimMark}},
 		{"a VLAN parent marked naming no owner", func(o *Observed) { o.ParentUnowned = true }, []Repair{ParentMark}},
+		{"a VLAN parent marked naming no owner, not recorded", func(o *Observed) { o.ParentUnowned, o.ParentUnrecorded = true, "pool" }, []Repair{ParentMark, ParentRemember}},
+		{"the agent's VLAN parent made again unmarked", func(o *Observed) { o.ParentMadeFor, o.ParentPromisc = "pool", false }, []Repair{ParentReclaim, ParentPromisc}},
 		{"VLAN parent missing", func(o *Observed) { *o = Observed{ParentCreatable: true} },
 			[]Repair{ParentCreate, ParentUp, ParentPromisc, ShimCreate, ShimAddress, ShimUp, ShimRoute}},
 	}
