@@ -53,10 +53,12 @@ operator's, and left. The records of the parents removed, or gone, are removed.
 
 Running containers' endpoints are in their own network namespaces, which this host's
 listing does not see: cleanup asks the local dockerd (DOCKER_HOST) which running
-containers are on macvlan and ipvlan networks, and leaves their networks' parents
+containers are on macvlan and ipvlan networks, and which stopped ones dockerd starts
+again when it starts (restart policy always or unless-stopped: Docker's driver would
+make a parent deleted under them again, unmarked), and leaves their networks' parents
 (deleting one deletes the containers' endpoints), the parents' promiscuous mode and
-the networks' shims, named with the containers, exiting non-zero: stop those
-containers, then run it again. When dockerd cannot be asked, nothing is removed;
+the networks' shims, named with the containers, exiting non-zero: stop (or remove)
+those containers, then run it again. When dockerd cannot be asked, nothing is removed;
 --without-docker removes the links whatever containers use them.
 
 It prints each link removed, each left and why, each parent made not promiscuous
@@ -122,7 +124,7 @@ func agentCleanup(ctx context.Context, out io.Writer, log *slog.Logger, f agentC
 		fmt.Fprintf(out, "left %s: marked by owner %s, not this agent's (--all removes it)\n", termtext.Cell(l.Name), termtext.Cell(hostnet.MarkOwner(l.Alias)))
 	}
 	for _, u := range rep.InUse {
-		fmt.Fprintf(out, "left %s: in use by %s (stop them, then run underlay agent cleanup again)\n", termtext.Cell(u.Name), termtext.Cell(strings.Join(u.Users, ", ")))
+		fmt.Fprintf(out, "left %s: in use by %s (stop or remove them, then run underlay agent cleanup again)\n", termtext.Cell(u.Name), termtext.Cell(strings.Join(u.Users, ", ")))
 	}
 	for _, p := range rep.PromiscOff {
 		fmt.Fprintf(out, "parent %s: promiscuous mode off (the agent had turned it on)\n", termtext.Cell(p))

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -106,13 +107,18 @@ func (d fakeCleanupDocker) ContainerList(context.Context, container.ListOptions)
 	return d.ctrs, d.err
 }
 
+// ContainerInspect is asked of stopped containers only: there are none.
+func (d fakeCleanupDocker) ContainerInspect(_ context.Context, id string) (container.InspectResponse, error) {
+	return container.InspectResponse{}, fmt.Errorf("fakeCleanupDocker: inspect of %s", id)
+}
+
 // on is a running container on the networks given, by name and ID.
 func on(name string, nets ...string) container.Summary {
 	eps := map[string]*network.EndpointSettings{}
 	for i := 0; i+1 < len(nets); i += 2 {
 		eps[nets[i]] = &network.EndpointSettings{NetworkID: nets[i+1]}
 	}
-	return container.Summary{ID: name + "0123456789", Names: []string{"/" + name}, NetworkSettings: &container.NetworkSettingsSummary{Networks: eps}}
+	return container.Summary{ID: name + "0123456789", Names: []string{"/" + name}, State: container.StateRunning, NetworkSettings: &container.NetworkSettingsSummary{Networks: eps}}
 }
 
 // TestAgentCleanupLeavesWhatContainersUse: `agent cleanup` looked only in
@@ -161,7 +167,7 @@ func TestAgentCleanupLeavesWhatContainersUse(t *testing.T) {
 		t.Errorf("cleanup: %v, want the removal's error", err)
 	}
 	wantOut := "removed ul-0a1b2c3d\n" +
-		"left eth1.40: in use by container web.1 (network web), container web.2 (network web) (stop them, then run underlay agent cleanup again)\n" +
+		"left eth1.40: in use by container web.1 (network web), container web.2 (network web) (stop or remove them, then run underlay agent cleanup again)\n" +
 		"parent eth3: promiscuous mode off (the agent had turned it on)\n" +
 		"parent eth3: record removed (" + filepath.Join(dir, "promisc", "eth3") + ")\n" +
 		"parent eth9: record removed (" + filepath.Join(dir, "promisc", "eth9") + ")\n" +

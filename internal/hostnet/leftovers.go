@@ -147,9 +147,10 @@ type Cleanup struct {
 	// only.
 	Parents ParentRecord
 	// InUse names, by link, what uses it from other network namespaces,
-	// which this host's listing does not see: running containers whose
-	// macvlan or ipvlan endpoints hang off a parent (deleting it would
-	// delete them), or are reached through a shim. Such a link is left,
+	// which this host's listing does not see: containers (running, or
+	// stopped and started again by dockerd when it starts) whose macvlan
+	// or ipvlan endpoints hang off a parent (deleting it would delete
+	// them), or are reached through a shim. Such a link is left,
 	// and so is a parent's promiscuous mode. The caller asks Docker; nil:
 	// nothing is.
 	InUse map[string][]string
@@ -179,9 +180,10 @@ type LinkUse struct {
 	Users []string
 }
 
-// ErrInUse marks links `agent cleanup` leaves because running
-// containers' endpoints, in their own network namespaces, use them.
-var ErrInUse = errors.New("in use by running containers")
+// ErrInUse marks links `agent cleanup` leaves because containers'
+// endpoints, in their own network namespaces, use them (running, or
+// when dockerd starts them again).
+var ErrInUse = errors.New("in use by containers")
 
 // takes reports whether c removes l, one of Leftovers.
 func (c Cleanup) takes(l Link) bool {
@@ -298,7 +300,7 @@ func removeLeftovers(k kernel, c Cleanup) (CleanupReport, error) {
 		for _, u := range rep.InUse {
 			names = append(names, fmt.Sprintf("%s (%s)", u.Name, strings.Join(u.Users, ", ")))
 		}
-		errs = append(errs, fmt.Errorf("left %s: %w, whose endpoints (in their own network namespaces) would go with a parent, or the host's reach to them with a shim: stop them (or remove their networks), then run underlay agent cleanup again", strings.Join(names, "; "), ErrInUse))
+		errs = append(errs, fmt.Errorf("left %s: %w, whose endpoints (in their own network namespaces) would go with a parent, or the host's reach to them with a shim: stop or remove them (or remove their networks), then run underlay agent cleanup again", strings.Join(names, "; "), ErrInUse))
 	}
 	// After the shims: a parent's last one gone, it is left as it was.
 	rel, err := releaseRecorded(k, c.Promisc, func(parent string) bool { return len(c.InUse[parent]) > 0 })
