@@ -186,33 +186,23 @@ func (k *KV) DeleteTree(ctx context.Context, prefix string) error {
 // unreachable and stops when ctx ends. Sends never block: a change seen
 // while the last one is unread is merged into it. Once Consul answers
 // again the watch reads at once, and a change since (Consul restarted
-// empty included) is sent without waiting out a blocking query.
+// empty included) is sent without waiting out a blocking query; its index
+// is kept by Consul's rules (kvstore.BlockingIndex).
 func (k *KV) Watch(ctx context.Context, prefix string) <-chan struct{} {
 	out := make(chan struct{}, 1)
 	go func() {
-		var index uint64
-		failed := false
+		var index kvstore.BlockingIndex
 		delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 		for ctx.Err() == nil {
-			// After an error read at once: Consul may have restarted
-			// empty, and a wait on an index it has not reached blocks
-			// until the wait time, five minutes.
-			wait := index
-			if failed {
-				wait = 0
-			}
-			q := (&api.QueryOptions{WaitIndex: wait, WaitTime: 5 * time.Minute}).WithContext(ctx)
+			q := (&api.QueryOptions{WaitIndex: index.Next(), WaitTime: 5 * time.Minute}).WithContext(ctx)
 			_, meta, err := k.api.KV().Keys(prefix, "", q)
 			if err != nil {
-				failed = true
+				index.Failed()
 				backoff.Sleep(ctx, delays.Next())
 				continue
 			}
-			failed = false
 			delays.Reset()
-			var changed bool
-			index, changed = NextIndex(index, meta.LastIndex)
-			if changed {
+			if index.Answered(meta.LastIndex) {
 				select {
 				case out <- struct{}{}:
 				default:
@@ -223,25 +213,14 @@ func (k *KV) Watch(ctx context.Context, prefix string) <-chan struct{} {
 	return out
 }
 
-// NextIndex is the index a watch waits on next after a blocking query that
-// waited on prev answered last, and whether that answer is a change. It
-// follows Consul's rules for blocking queries: an index that went
-// backwards (Consul restarted, a snapshot restored) starts over, and one
-// below 1 becomes 1, since waiting on 0 returns at once and would spin.
-func NextIndex(prev, last uint64) (uint64, bool) {
-	if last < prev {
-		return 1, true // a new history: what is there now is news
-	}
-	return max(last, 1), last != prev
-}
-
 // Wait is a blocking read of one key: it returns once Consul's index for
 // the key is greater than index (at once for index 0), or after a minute
 // with the index Consul has. The index returned is what to wait on next;
 // it going backwards means Consul lost its state (a dev agent restarted, a
 // snapshot restored), which a wait on an index Consul has not reached
-// learns only at that minute: after a failed Wait, read with index 0. Consul's index for an absent key moves with its neighbours'
-// writes, so wait on keys that exist.
+// learns only at that minute: keep the index with a kvstore.BlockingIndex.
+// Consul's index for an absent key moves with its neighbours' writes, so
+// wait on keys that exist.
 func (k *KV) Wait(ctx context.Context, key string, index uint64) (kvstore.Pair, bool, uint64, error) {
 	if err := checkPath(key); err != nil {
 		return kvstore.Pair{}, false, 0, fmt.Errorf("kv wait %q: %w", key, err)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"io"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -33,30 +34,6 @@ func TestTxnRefusal(t *testing.T) {
 		err := txnRefusal([]kvstore.Op{{Verb: kvstore.CAS, Key: "underlay/ipam/x"}, {Verb: kvstore.CheckIndex, Key: "underlay/spec"}}, tc.resp)
 		if (tc.want == "") != (err == nil) || err != nil && !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: txnRefusal = %v, want %q", tc.name, err, tc.want)
-		}
-	}
-}
-
-// TestNextIndex: a watch never waits on index 0 twice (Consul answers a
-// wait on 0 at once: a spin), starts over when the index goes backwards,
-// and reports a change only when the index moved. Before, an answer with
-// index 0 kept the watch querying without pause.
-func TestNextIndex(t *testing.T) {
-	for _, tc := range []struct {
-		prev, last, next uint64
-		changed          bool
-	}{
-		{0, 7, 7, true},  // the first answer
-		{7, 7, 7, false}, // the wait timed out
-		{7, 9, 9, true},  // a write
-		{9, 3, 1, true},  // Consul restarted: a new history
-		{0, 0, 1, false}, // an index below 1 is waited on as 1
-		{1, 0, 1, true},  // ... even when it went backwards to 0
-		{12, 12, 12, false},
-	} {
-		next, changed := NextIndex(tc.prev, tc.last)
-		if next != tc.next || changed != tc.changed {
-			t.Errorf("NextIndex(%d, %d) = %d, %v; want %d, %v", tc.prev, tc.last, next, changed, tc.next, tc.changed)
 		}
 	}
 }
@@ -354,5 +331,53 @@ func TestKVReadRefusedIsPermissionDenied(t *testing.T) {
 	}
 	if _, _, err := kv.Get(ctx, "broken"); err == nil || errors.Is(err, kvstore.ErrPermissionDenied) {
 		t.Errorf("Get failing with 500: %v; want an error, not a refusal", err)
+	}
+}
+
+// TestWatchIndexWentBackwards: Consul restarted empty between two blocking
+// queries of a prefix watch, so the second, waiting on the index from
+// before the restart, is answered only at the wait's end, with a lower
+// index. The next query restarts the loop with index 0, which Consul
+// answers at once, as its blocking-query rules say, and then waits on
+// what that read answered. Before, it waited on index 1.
+func TestWatchIndexWentBackwards(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var mu sync.Mutex
+	now := uint64(5000)
+	asked := make(chan uint64, 8) // the index each query waited on, as it came
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/kv/", func(w http.ResponseWriter, r *http.Request) {
+		wait, _ := strconv.ParseUint(r.URL.Query().Get("index"), 10, 64)
+		asked <- wait
+		mu.Lock()
+		index := now
+		if wait == 5000 {
+			// Restarted empty since the first query: Consul's blockingQuery
+			// holds this one to its wait time (not waited out here), then
+			// answers with its new index, an empty KV store's 1.
+			now, index = 1, 1
+		}
+		mu.Unlock()
+		if wait != 0 && wait != 5000 && index <= wait {
+			<-r.Context().Done() // nothing past the index waited on
+			return
+		}
+		w.Header().Set("X-Consul-Index", strconv.FormatUint(index, 10))
+		w.Write([]byte(`[]`))
+	})
+	kv := kvServedBy(t, mux)
+	kv.Watch(ctx, "underlay/networks/")
+	var got []uint64
+	for len(got) < 4 {
+		select {
+		case i := <-asked:
+			got = append(got, i)
+			if want := []uint64{0, 5000, 0, 1}[:len(got)]; !slices.Equal(got, want) {
+				t.Fatalf("the watch's queries waited on indexes %v, want %v", got, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("the watch's queries waited on indexes %v, then no query came (want 0, 5000, 0, 1)", got)
+		}
 	}
 }

@@ -16,8 +16,8 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/underlay/underlay/internal/backoff"
-	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/dashboard"
+	"github.com/underlay/underlay/internal/kvstore"
 )
 
 // Catalog adapts a Consul client to dashboard.Catalog.
@@ -167,20 +167,12 @@ func (c *Catalog) Changes(ctx context.Context) <-chan struct{} {
 // watch repeats a blocking query, signalling each time its index moves,
 // until ctx ends; it waits with backoff while Consul fails.
 func (c *Catalog) watch(ctx context.Context, out chan struct{}, what string, query func(*api.QueryOptions) (uint64, error)) {
-	var index uint64
-	failed := false
+	var index kvstore.BlockingIndex // Consul's rules, a failed read included
 	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: pause}
 	for ctx.Err() == nil {
-		// After an error read at once: Consul may have restarted empty,
-		// and a wait on an index it has not reached blocks until the
-		// wait time, five minutes.
-		wait := index
-		if failed {
-			wait = 0
-		}
-		got, err := query((&api.QueryOptions{WaitIndex: wait, WaitTime: 5 * time.Minute}).WithContext(ctx))
-		failed = err != nil
+		got, err := query((&api.QueryOptions{WaitIndex: index.Next(), WaitTime: 5 * time.Minute}).WithContext(ctx))
 		if err != nil {
+			index.Failed()
 			if ctx.Err() == nil {
 				c.log.Debug("consul watch failed; retrying", "watch", what, "err", err)
 			}
@@ -188,8 +180,7 @@ func (c *Catalog) watch(ctx context.Context, out chan struct{}, what string, que
 			continue
 		}
 		delays.Reset()
-		var changed bool
-		if index, changed = consul.NextIndex(index, got); changed {
+		if index.Answered(got) {
 			signal(out)
 		}
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
 
@@ -47,6 +48,47 @@ func TestCatalogWatchAfterConsulRestarted(t *testing.T) {
 		case <-out:
 		case <-ctx.Done():
 			t.Fatalf("no change signalled for %s (change %d)", what, i+1)
+		}
+	}
+}
+
+// TestCatalogWatchIndexWentBackwards: Consul restarted empty between two
+// blocking queries of a catalog watch; the second, waiting on the index
+// from before, is answered at the wait's end with a lower index. The next
+// query restarts the loop with index 0, answered at once, as Consul's
+// blocking-query rules say. Before, it waited on index 1.
+func TestCatalogWatchIndexWentBackwards(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	asked := make(chan uint64, 8) // the index each query waited on
+	// As Consul's blockingQuery: index 5000, then, restarted empty, 1.
+	now := uint64(5000)
+	query := func(q *api.QueryOptions) (uint64, error) {
+		asked <- q.WaitIndex
+		switch {
+		case q.WaitIndex == 5000:
+			now = 1
+			return now, nil // at the wait's end (not waited out here)
+		case q.WaitIndex != 0 && now <= q.WaitIndex:
+			<-q.Context().Done()
+			return 0, q.Context().Err()
+		}
+		return now, nil
+	}
+	c := &Catalog{log: slog.New(slog.DiscardHandler)}
+	done := make(chan struct{})
+	go func() { c.watch(ctx, make(chan struct{}, 1), "catalog", query); close(done) }()
+	defer func() { cancel(); <-done }()
+	var got []uint64
+	for len(got) < 4 {
+		select {
+		case i := <-asked:
+			got = append(got, i)
+			if want := []uint64{0, 5000, 0, 1}[:len(got)]; !slices.Equal(got, want) {
+				t.Fatalf("the watch's queries waited on indexes %v, want %v", got, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("the watch's queries waited on indexes %v, then no query came (want 0, 5000, 0, 1)", got)
 		}
 	}
 }

@@ -11,7 +11,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/underlay/underlay/internal/backoff"
-	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/scale"
 )
 
@@ -74,21 +74,16 @@ func (k *KVTokens) load(ctx context.Context, index uint64) (uint64, error) {
 
 // Run follows the key until ctx ends.
 func (k *KVTokens) Run(ctx context.Context) error {
-	var index uint64
-	failed := false
+	// Consul's rules, a failed read included: after one, read at once, as
+	// Consul may have restarted with other tokens, and a wait on an index
+	// it has not reached blocks until the wait time, five minutes, a
+	// revoked token valid all along.
+	var index kvstore.BlockingIndex
 	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 	for ctx.Err() == nil {
-		// After an error read at once: Consul may have restarted with
-		// other tokens, and a wait on an index it has not reached blocks
-		// until the wait time, five minutes, a revoked token valid all
-		// along.
-		wait := index
-		if failed {
-			wait = 0
-		}
-		next, err := k.load(ctx, wait)
-		failed = err != nil
+		next, err := k.load(ctx, index.Next())
 		if err != nil {
+			index.Failed()
 			if ctx.Err() != nil || errors.Is(err, context.Canceled) {
 				return nil
 			}
@@ -98,7 +93,7 @@ func (k *KVTokens) Run(ctx context.Context) error {
 			continue
 		}
 		delays.Reset()
-		index, _ = consul.NextIndex(index, next)
+		index.Answered(next)
 	}
 	return nil
 }

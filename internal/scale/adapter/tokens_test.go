@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -65,6 +66,57 @@ func TestTokensAfterConsulRestarted(t *testing.T) {
 		case <-ctx.Done():
 			t.Fatalf("after Consul restarted with new-token: new-token valid %v, old-token valid %v", k.Valid("new-token"), k.Valid("old-token"))
 		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// TestTokensIndexWentBackwards: the Consul holding control's bearer tokens
+// restarted between two blocking queries, the key written anew; the second
+// query, waiting on the index from before, is answered at the wait's end
+// with a lower index. The next query restarts the loop with index 0,
+// answered at once, as Consul's blocking-query rules say. Before, it
+// waited on index 1.
+func TestTokensIndexWentBackwards(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var mu sync.Mutex
+	now := uint64(5000)
+	asked := make(chan uint64, 8) // the index each query waited on, as it came
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		wait, _ := strconv.ParseUint(r.URL.Query().Get("index"), 10, 64)
+		asked <- wait
+		mu.Lock()
+		if wait == 5000 {
+			now = 2 // restarted, the key written anew; answered at the wait's end
+		}
+		index := now
+		mu.Unlock()
+		if wait != 0 && wait != 5000 && index <= wait {
+			<-r.Context().Done() // nothing past the index waited on
+			return
+		}
+		w.Header().Set("X-Consul-Index", strconv.FormatUint(index, 10))
+		w.Write([]byte(`[{"Key":"underlay/control/tokens","Value":"` + base64.StdEncoding.EncodeToString([]byte("a-token\n")) + `","ModifyIndex":` + strconv.FormatUint(index, 10) + `}]`))
+	}))
+	defer srv.Close()
+	c, err := consul.NewClient(consul.Options{Addr: strings.TrimPrefix(srv.URL, "http://")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k := NewKVTokens(c, "underlay/control/tokens", slog.New(slog.DiscardHandler))
+	done := make(chan struct{})
+	go func() { k.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	var got []uint64
+	for len(got) < 4 {
+		select {
+		case i := <-asked:
+			got = append(got, i)
+			if want := []uint64{0, 5000, 0, 2}[:len(got)]; !slices.Equal(got, want) {
+				t.Fatalf("the token reads waited on indexes %v, want %v", got, want)
+			}
+		case <-ctx.Done():
+			t.Fatalf("the token reads waited on indexes %v, then no read came (want 0, 5000, 0, 2)", got)
 		}
 	}
 }
