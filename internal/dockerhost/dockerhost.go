@@ -97,7 +97,8 @@ type Source struct {
 	// statsWait bounds one container's stats read (Samples).
 	statsWait time.Duration
 	// callWait bounds each of the inventory's calls: the container
-	// listing, and each network inspect (Endpoints, driver).
+	// listing, and each network inspect (Endpoints, driver); and the task
+	// containers' listing (Samples).
 	callWait time.Duration
 }
 

@@ -22,9 +22,10 @@ import (
 )
 
 // callWait is how long one of the inventory's calls to dockerd may take
-// (a listing, a network inspect): they take milliseconds, and a dockerd
-// that never answers held the node's inventory for good. A listing that
-// times out fails the period, tried again at the next.
+// (a listing, a network inspect), and the task metrics' listing: they take
+// milliseconds, and a dockerd that never answers held the node's
+// inventory, or its task metrics, for good. A listing that times out
+// fails the period, tried again at the next.
 const callWait = 10 * time.Second
 
 // maxNetworkProblem is how much of a network inspect's error an entry

@@ -23,7 +23,11 @@ import (
 // with a *taskmetrics.NotSampledError naming them (taskmetrics.Run judges
 // whether the round may be published without them).
 func (s *Source) Samples(ctx context.Context) ([]taskmetrics.Sample, error) {
-	list, err := s.api.ContainerList(ctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", labelSwarmService))})
+	// Bounded as the inventory's calls: a dockerd that never answered held
+	// the round, and so the node's task metrics, for good.
+	lctx, cancel := context.WithTimeout(ctx, s.callWait)
+	defer cancel()
+	list, err := s.api.ContainerList(lctx, container.ListOptions{Filters: filters.NewArgs(filters.Arg("label", labelSwarmService))})
 	if err != nil {
 		return nil, fmt.Errorf("list task containers: %w", err)
 	}

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/underlay/underlay/internal/taskmetrics"
+	"github.com/underlay/underlay/internal/testlog"
 )
 
 // TestSamplesSkipsStoppedContainers: a task container that stops between
@@ -210,4 +213,86 @@ func TestSamplesDoesNotWaitForAHungStatsRead(t *testing.T) {
 	if len(r.got) != 1 || r.got[0].ContainerID != "run" {
 		t.Errorf("Samples = %+v, want container run's sample", r.got)
 	}
+}
+
+// TestTaskMetricsDoNotWaitForAHungListing: the task containers' listing
+// (Samples) had no deadline of its own: a dockerd that never answered it
+// held the round, and so the node's task metrics, for good, with no
+// warning. It is bounded as the inventory's calls are (callWait): the
+// round fails with the listing named, and the next round runs and
+// publishes.
+func TestTaskMetricsDoNotWaitForAHungListing(t *testing.T) {
+	read := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	list := []container.Summary{{ID: "run", Labels: map[string]string{labelSwarmService: "web"}, State: "running"}}
+	release := make(chan struct{})
+	var listings atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/v1.41/containers/json":
+			if listings.Add(1) == 1 { // the first listing is never answered
+				select {
+				case <-r.Context().Done():
+				case <-release:
+				}
+				return
+			}
+			json.NewEncoder(w).Encode(list)
+		case "/v1.41/containers/run/stats":
+			json.NewEncoder(w).Encode(container.StatsResponse{ID: "run", Read: read})
+		default:
+			http.Error(w, `{"message":"not faked"}`, http.StatusNotFound)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) }) // before srv.Close, which waits for the handler
+	api, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithVersion("1.41"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { api.Close() })
+	src := NewSource(api)
+	src.callWait = 50 * time.Millisecond
+	logs := testlog.NewRecords(64)
+	kv := &putRecorder{puts: make(chan string, 64)}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		taskmetrics.Run(ctx, src, kv, "n1", "id1", 10*time.Millisecond, slog.New(logs), nil, nil)
+		close(done)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		for { // a log record unread would hold Run
+			select {
+			case <-logs.C:
+			case <-done:
+				return
+			}
+		}
+	})
+	// Not measures of speed: the minute is the hang this test is about.
+	r := logs.Await(t, time.Minute, func(r slog.Record) bool { return r.Message == "task metrics not sampled" })
+	if err := testlog.Attr(r, "err"); !strings.Contains(err, "list task containers") {
+		t.Errorf("the failed round's error = %q, want the listing named", err)
+	}
+	select {
+	case key := <-kv.puts:
+		if key != taskmetrics.IDPrefix+"id1" {
+			t.Errorf("published under %s, want %s", key, taskmetrics.IDPrefix+"id1")
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("no report published after the hung listing failed")
+	}
+}
+
+// putRecorder is a taskmetrics.KV that sends each key written on puts.
+type putRecorder struct{ puts chan string }
+
+func (k *putRecorder) Put(_ context.Context, key string, _ []byte) error {
+	select {
+	case k.puts <- key:
+	default:
+	}
+	return nil
 }
