@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
@@ -29,7 +30,16 @@ type Swarm struct {
 	// none, reported by SetReplicas.
 	raw    *dockerhost.Raw
 	rawErr error
+	// callWait bounds each call to dockerd (callWait).
+	callWait time.Duration
 }
+
+// callWait is how long one of the autoscaler's calls to dockerd may take:
+// they take milliseconds, and one dockerd never answered held the resync
+// loop, or a service's decisions, for good. A call that times out fails
+// as one dockerd refused: the loops retry, a decision is answered
+// unavailable.
+const callWait = 10 * time.Second
 
 // NewSwarm wraps api.
 func NewSwarm(api *client.Client) *Swarm { return NewSwarmWrapped(api, nil) }
@@ -38,14 +48,16 @@ func NewSwarm(api *client.Client) *Swarm { return NewSwarmWrapped(api, nil) }
 // requests that write replica counts (a test's instrumentation).
 func NewSwarmWrapped(api *client.Client, wrap func(http.RoundTripper) http.RoundTripper) *Swarm {
 	raw, err := dockerhost.NewRaw(api, wrap)
-	return &Swarm{api: api, raw: raw, rawErr: err}
+	return &Swarm{api: api, raw: raw, rawErr: err, callWait: callWait}
 }
 
 // Services implements scale.Swarm.
 func (s *Swarm) Services(ctx context.Context) ([]scale.Service, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.callWait)
+	defer cancel()
 	list, err := s.api.ServiceList(ctx, swarm.ServiceListOptions{})
 	if err != nil {
-		return nil, err
+		return nil, err // the caller names the call
 	}
 	out := make([]scale.Service, len(list))
 	for i, svc := range list {
@@ -62,12 +74,14 @@ func (s *Swarm) Service(ctx context.Context, idOrName string) (scale.Service, er
 	if !serviceRef.MatchString(idOrName) {
 		return scale.Service{}, fmt.Errorf("service %q: not a swarm service name or ID: %w", idOrName, scale.ErrNotFound)
 	}
+	ctx, cancel := context.WithTimeout(ctx, s.callWait)
+	defer cancel()
 	svc, _, err := s.api.ServiceInspectWithRaw(ctx, idOrName, swarm.ServiceInspectOptions{})
 	if errdefs.IsNotFound(err) {
 		return scale.Service{}, fmt.Errorf("service %s: %w", idOrName, scale.ErrNotFound)
 	}
 	if err != nil {
-		return scale.Service{}, err
+		return scale.Service{}, err // the caller names the call
 	}
 	return toService(svc), nil
 }
@@ -93,6 +107,10 @@ func (s *Swarm) SetReplicas(ctx context.Context, id string, version uint64, repl
 	if s.rawErr != nil {
 		return s.rawErr
 	}
+	// One bound for the read, check and write: three calls of
+	// milliseconds each.
+	ctx, cancel := context.WithTimeout(ctx, s.callWait)
+	defer cancel()
 	ver, err := s.raw.APIVersion(ctx)
 	if err != nil {
 		return fmt.Errorf("update service %s: %w", id, err)
@@ -170,6 +188,8 @@ func withReplicas(service []byte, n int) ([]byte, uint64, error) {
 
 // Wanted implements scale.Swarm.
 func (s *Swarm) Wanted(ctx context.Context, id string) ([]scale.Task, error) {
+	ctx, cancel := context.WithTimeout(ctx, s.callWait)
+	defer cancel()
 	tasks, err := s.api.TaskList(ctx, swarm.TaskListOptions{Filters: filters.NewArgs(filters.Arg("service", id))})
 	if err != nil {
 		return nil, fmt.Errorf("list tasks of service %s: %w", id, err)

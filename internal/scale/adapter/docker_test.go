@@ -6,8 +6,11 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
@@ -104,5 +107,68 @@ func TestReplicasBeyondInt(t *testing.T) {
 		if got := toService(svc).Replicas; got != math.MaxInt {
 			t.Errorf("a service of %d replicas read as %d, want %d (the most an int holds)", n, got, math.MaxInt)
 		}
+	}
+}
+
+// TestSwarmCallsDoNotWaitForAHungDockerd: the autoscaler's Docker calls
+// (the services' listing its resync loop repeats, a service's inspect on
+// each event and decision, the tasks' listing the settle loop reads, the
+// replica write) had no deadline of their own: a dockerd that never
+// answered held the resync loop, or a service's decision lock, for good.
+// Each is bounded (callWait): it fails naming the call, and the next one,
+// dockerd answering again, runs.
+func TestSwarmCallsDoNotWaitForAHungDockerd(t *testing.T) {
+	var hung atomic.Bool
+	hung.Store(true)
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if hung.Load() {
+			select {
+			case <-r.Context().Done():
+			case <-release:
+			}
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/v1.41/services":
+			w.Write([]byte(`[{"ID":"svc1","Spec":{"Name":"web","Mode":{"Replicated":{"Replicas":1}}}}]`))
+		default:
+			http.Error(w, `{"message":"not faked"}`, http.StatusNotFound)
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) }) // before srv.Close, which waits for the handlers
+	api, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithVersion("1.41"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { api.Close() })
+	s := NewSwarm(api)
+	s.callWait = 50 * time.Millisecond
+	ctx := context.Background()
+	for _, c := range []struct {
+		name, want string // want: what the error names (the controller names the first two)
+		call       func() error
+	}{
+		{"Services", `/v1.41/services"`, func() error { _, err := s.Services(ctx); return err }},
+		{"Service", "/v1.41/services/web", func() error { _, err := s.Service(ctx, "web"); return err }},
+		{"Wanted", "list tasks of service svc1", func() error { _, err := s.Wanted(ctx, "svc1"); return err }},
+		{"SetReplicas", "update service svc1", func() error { return s.SetReplicas(ctx, "svc1", 1, 2) }},
+	} {
+		done := make(chan error, 1)
+		go func() { done <- c.call() }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%s against a dockerd that does not answer: %v, want a deadline exceeded naming %q", c.name, err, c.want)
+			}
+		case <-time.After(time.Minute): // not a measure of speed: the hang this test is about
+			t.Fatalf("%s still waiting after a minute for a dockerd that does not answer", c.name)
+		}
+	}
+	hung.Store(false)
+	if got, err := s.Services(ctx); err != nil || len(got) != 1 {
+		t.Errorf("Services once dockerd answers again: %v, %v; want web", got, err)
 	}
 }
