@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"slices"
+	"time"
 
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
@@ -16,13 +17,28 @@ import (
 )
 
 // Networks adapts a Docker client to netagent's Docker and Swarm interfaces.
-type Networks struct{ api *client.Client }
+type Networks struct {
+	api *client.Client
+	// callWait bounds each call to dockerd (see bounded).
+	callWait time.Duration
+}
 
 // NewNetworks wraps api.
-func NewNetworks(api *client.Client) *Networks { return &Networks{api: api} }
+func NewNetworks(api *client.Client) *Networks { return &Networks{api: api, callWait: callWait} }
+
+// bounded is ctx bounded by callWait, for one call to dockerd: the network
+// sync, the IPAM leader's reclaims and the removals read and write
+// networks and nodes in loops that run for good, and a dockerd that never
+// answered one call held them with it. A call that times out fails as
+// one dockerd refused, tried again at the loop's next turn.
+func (n *Networks) bounded(ctx context.Context) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, n.callWait)
+}
 
 // ConfigNetwork implements netagent.Docker.
 func (n *Networks) ConfigNetwork(ctx context.Context, name string) (netagent.ConfigNet, error) {
+	ctx, cancel := n.bounded(ctx)
+	defer cancel()
 	nw, err := n.api.NetworkInspect(ctx, name, network.InspectOptions{})
 	if client.IsErrNotFound(err) {
 		return netagent.ConfigNet{}, nil
@@ -93,6 +109,8 @@ func (n *Networks) CreateConfigNetwork(ctx context.Context, s netspec.Spec, p ne
 		}
 		ipam.Config = append(ipam.Config, c)
 	}
+	ctx, cancel := n.bounded(ctx)
+	defer cancel()
 	if _, err := n.api.NetworkCreate(ctx, netspec.ConfigNetworkName(s.Name), opts); err != nil {
 		return err
 	}
@@ -115,12 +133,16 @@ func (n *Networks) createClusterConfigNetwork(ctx context.Context, s netspec.Spe
 		opts.EnableIPv6 = &on
 		ipam.Config = append(ipam.Config, network.IPAMConfig{Subnet: s.IPv6Subnet.String()})
 	}
+	ctx, cancel := n.bounded(ctx)
+	defer cancel()
 	_, err := n.api.NetworkCreate(ctx, netspec.ConfigNetworkName(s.Name), opts)
 	return err
 }
 
 // RemoveNetwork implements netagent.Docker.
 func (n *Networks) RemoveNetwork(ctx context.Context, name string) error {
+	ctx, cancel := n.bounded(ctx)
+	defer cancel()
 	err := n.api.NetworkRemove(ctx, name)
 	if err == nil || client.IsErrNotFound(err) {
 		return nil
@@ -130,6 +152,8 @@ func (n *Networks) RemoveNetwork(ctx context.Context, name string) error {
 
 // ManagedConfigNetworks implements netagent.Docker.
 func (n *Networks) ManagedConfigNetworks(ctx context.Context) ([]netagent.ConfigNet, error) {
+	ctx, cancel := n.bounded(ctx)
+	defer cancel()
 	list, err := n.api.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("label", netspec.LabelManaged+"=true"))})
 	if err != nil {
 		return nil, fmt.Errorf("list networks: %w", err)
@@ -147,6 +171,8 @@ func (n *Networks) ManagedConfigNetworks(ctx context.Context) ([]netagent.Config
 // config-only one carries no parent of its own: the config-only one is
 // listed (macvlan and ipvlan are the drivers with a parent).
 func (n *Networks) NetworksOnParent(ctx context.Context, parent string) ([]string, error) {
+	ctx, cancel := n.bounded(ctx)
+	defer cancel()
 	list, err := n.api.NetworkList(ctx, network.ListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("list networks: %w", err)
@@ -163,6 +189,8 @@ func (n *Networks) NetworksOnParent(ctx context.Context, parent string) ([]strin
 
 // IsLeader implements netagent.Swarm.
 func (n *Networks) IsLeader(ctx context.Context) (bool, error) {
+	ctx, cancel := n.bounded(ctx) // both calls: milliseconds each
+	defer cancel()
 	info, err := n.api.Info(ctx)
 	if err != nil {
 		return false, fmt.Errorf("docker info: %w", err)
@@ -180,6 +208,8 @@ func (n *Networks) IsLeader(ctx context.Context) (bool, error) {
 // ReadyNodes implements netagent.Swarm and ipam.Cluster: the swarm node IDs
 // of ready nodes (a node's identity; host names may repeat).
 func (n *Networks) ReadyNodes(ctx context.Context) ([]string, error) {
+	ctx, cancel := n.bounded(ctx)
+	defer cancel()
 	nodes, err := n.api.NodeList(ctx, swarm.NodeListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("list swarm nodes: %w", err)
@@ -211,6 +241,8 @@ func (n *Networks) SwarmNodes(ctx context.Context) (map[string]string, error) {
 // ListSwarmNodes implements decommission.Swarm: every node the swarm
 // knows, whatever its state, with its host name, as SwarmNodes lists them.
 func (n *Networks) ListSwarmNodes(ctx context.Context) ([]netspec.SwarmNode, error) {
+	ctx, cancel := n.bounded(ctx)
+	defer cancel()
 	nodes, err := n.api.NodeList(ctx, swarm.NodeListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("list swarm nodes (is DOCKER_HOST a manager?): %w", err)
@@ -222,6 +254,8 @@ func (n *Networks) ListSwarmNodes(ctx context.Context) ([]netspec.SwarmNode, err
 // ListSwarmNodes lists them, with their availability (ReadyNodes lists
 // the same nodes' IDs).
 func (n *Networks) ReadySwarmNodes(ctx context.Context) ([]netspec.SwarmNode, error) {
+	ctx, cancel := n.bounded(ctx)
+	defer cancel()
 	nodes, err := n.api.NodeList(ctx, swarm.NodeListOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("list swarm nodes: %w", err)
@@ -258,6 +292,8 @@ func (n *Networks) SwarmNetworkExists(ctx context.Context, name string) (bool, e
 // swarm network's ID is 25 lower-case letters and digits, which a
 // network's name may begin: only a network of that very name is it.
 func (n *Networks) swarmNetwork(ctx context.Context, name string) (nw network.Inspect, ok bool, err error) {
+	ctx, cancel := n.bounded(ctx)
+	defer cancel()
 	nw, err = n.api.NetworkInspect(ctx, name, network.InspectOptions{Scope: "swarm"})
 	if client.IsErrNotFound(err) {
 		return network.Inspect{}, false, nil
@@ -273,6 +309,8 @@ func (n *Networks) swarmNetwork(ctx context.Context, name string) (nw network.In
 
 // CreateSwarmNetwork implements netagent.Swarm.
 func (n *Networks) CreateSwarmNetwork(ctx context.Context, s netspec.Spec) error {
+	ctx, cancel := n.bounded(ctx)
+	defer cancel()
 	_, err := n.api.NetworkCreate(ctx, s.Name, network.CreateOptions{
 		Driver:     s.DriverName(),
 		Scope:      "swarm",
@@ -287,6 +325,8 @@ func (n *Networks) CreateSwarmNetwork(ctx context.Context, s netspec.Spec) error
 // NetworksNamed implements netspec.NetworkLister: the networks whose name
 // contains name (Docker's name filter), of any scope.
 func (n *Networks) NetworksNamed(ctx context.Context, name string) ([]netspec.DockerNetwork, error) {
+	ctx, cancel := n.bounded(ctx)
+	defer cancel()
 	list, err := n.api.NetworkList(ctx, network.ListOptions{Filters: filters.NewArgs(filters.Arg("name", name))})
 	if err != nil {
 		return nil, fmt.Errorf("list networks named %s: %w", name, err)
@@ -306,6 +346,8 @@ func (n *Networks) SwarmNetworkID(ctx context.Context, name string) (string, err
 
 // ServiceNetworks implements netspec.SwarmManager.
 func (n *Networks) ServiceNetworks(ctx context.Context) (map[string][]string, error) {
+	ctx, cancel := n.bounded(ctx)
+	defer cancel()
 	services, err := n.api.ServiceList(ctx, swarm.ServiceListOptions{})
 	if err != nil {
 		return nil, err

@@ -3,12 +3,14 @@ package dockerhost
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
@@ -242,5 +244,63 @@ func TestServiceNetworksReadsTheDeprecatedField(t *testing.T) {
 	want := map[string][]string{"old": {"netid1"}, "new": {"netid2"}, "both": {"netid3"}, "none": nil}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("ServiceNetworks (-want +got):\n%s", d)
+	}
+}
+
+// TestNetworksDoNotWaitForAHungDockerd: the network sync's, the IPAM
+// leader's and the removals' Docker calls (Networks) had no deadline of
+// their own: a dockerd that never answered one held the agent's network
+// sync, or the IPAM reclaims, for good. Each is bounded (callWait): it
+// fails with a deadline error naming the call, and the loop's next turn
+// tries again.
+func TestNetworksDoNotWaitForAHungDockerd(t *testing.T) {
+	release := make(chan struct{})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-r.Context().Done():
+		case <-release:
+		}
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(func() { close(release) }) // before srv.Close, which waits for the handlers
+	api, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithVersion("1.41"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { api.Close() })
+	n := NewNetworks(api)
+	n.callWait = 50 * time.Millisecond
+	ctx := context.Background()
+	spec := netspec.Spec{Name: "lan", Subnet: netip.MustParsePrefix("10.0.0.0/24"), Gateway: netip.MustParseAddr("10.0.0.1")}
+	for _, c := range []struct {
+		name, want string // want: what the error names
+		call       func() error
+	}{
+		{"ConfigNetwork", "inspect network", func() error { _, err := n.ConfigNetwork(ctx, "lan"); return err }},
+		{"CreateConfigNetwork", "/networks/create", func() error {
+			return n.CreateConfigNetwork(ctx, spec, netspec.NodePlan{Block: netip.MustParsePrefix("10.0.0.0/28")})
+		}},
+		{"RemoveNetwork", "remove network lan", func() error { return n.RemoveNetwork(ctx, "lan") }},
+		{"ManagedConfigNetworks", "list networks", func() error { _, err := n.ManagedConfigNetworks(ctx); return err }},
+		{"NetworksOnParent", "list networks", func() error { _, err := n.NetworksOnParent(ctx, "eth1"); return err }},
+		{"IsLeader", "docker info", func() error { _, err := n.IsLeader(ctx); return err }},
+		{"ReadyNodes", "list swarm nodes", func() error { _, err := n.ReadyNodes(ctx); return err }},
+		{"ListSwarmNodes", "list swarm nodes", func() error { _, err := n.ListSwarmNodes(ctx); return err }},
+		{"ReadySwarmNodes", "list swarm nodes", func() error { _, err := n.ReadySwarmNodes(ctx); return err }},
+		{"SwarmNetworkExists", "inspect network lan", func() error { _, err := n.SwarmNetworkExists(ctx, "lan"); return err }},
+		{"CreateSwarmNetwork", "/networks/create", func() error { return n.CreateSwarmNetwork(ctx, spec) }},
+		{"NetworksNamed", "list networks named lan", func() error { _, err := n.NetworksNamed(ctx, "lan"); return err }},
+		{"ServiceNetworks", "/services", func() error { _, err := n.ServiceNetworks(ctx); return err }},
+	} {
+		done := make(chan error, 1)
+		go func() { done <- c.call() }()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), c.want) {
+				t.Errorf("%s against a dockerd that does not answer: %v, want a deadline exceeded naming %q", c.name, err, c.want)
+			}
+		case <-time.After(time.Minute): // not a measure of speed: the hang this test is about
+			t.Fatalf("%s still waiting after a minute for a dockerd that does not answer", c.name)
+		}
 	}
 }
