@@ -24,21 +24,23 @@ type Catalog struct {
 // NewCatalog wraps c.
 func NewCatalog(c *api.Client) *Catalog { return &Catalog{api: c, Timeout: 10 * time.Second} }
 
-// Services implements register.Catalog.
+// Services implements register.Catalog. It runs every drift check, and
+// decodes only what it reads: Consul's client decodes each service in full
+// (proxy, connect, weights, tagged addresses), which was a quarter of the
+// agent's CPU in a burst of 200 starts.
 func (c *Catalog) Services(ctx context.Context, node string) ([]register.Registered, error) {
 	ctx, cancel := context.WithTimeout(ctx, c.Timeout)
 	defer cancel()
-	filter := fmt.Sprintf("Meta.%s == %q", register.MetaNode, node)
-	q := (&api.QueryOptions{}).WithContext(ctx)
-	svcs, err := c.api.Agent().ServicesWithFilterOpts(filter, q)
-	if err != nil {
+	q := (&api.QueryOptions{Filter: fmt.Sprintf("Meta.%s == %q", register.MetaNode, node)}).WithContext(ctx)
+	var svcs map[string]struct{ Meta map[string]string }
+	if _, err := c.api.Raw().Query("/v1/agent/services", &svcs, q); err != nil {
 		return nil, fmt.Errorf("list agent services: %w", err)
 	}
 	if len(svcs) == 0 {
 		return nil, nil
 	}
-	checks, err := c.api.Agent().ChecksWithFilterOpts("", q)
-	if err != nil {
+	var checks map[string]struct{ Status string }
+	if _, err := c.api.Raw().Query("/v1/agent/checks", &checks, (&api.QueryOptions{}).WithContext(ctx)); err != nil {
 		return nil, fmt.Errorf("list agent checks: %w", err)
 	}
 	out := make([]register.Registered, 0, len(svcs))

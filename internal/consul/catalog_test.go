@@ -1,6 +1,11 @@
 package consul
 
 import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -37,5 +42,93 @@ func TestToRegistration(t *testing.T) {
 	}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("toRegistration (-want +got)\n%s", diff)
+	}
+}
+
+// TestServices: the drift check's listing asks the agent for the node's
+// services only (its filter), reads each one's container, hash and
+// HEALTHCHECK mirror status, and nothing else of what the agent answers.
+func TestServices(t *testing.T) {
+	var filter string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/v1/agent/services":
+			filter = r.URL.Query().Get("filter")
+			w.Write([]byte(`{
+  "n1:web.1:8080": {"ID": "n1:web.1:8080", "Service": "web", "Port": 8080,
+    "Meta": {"underlay_node": "n1", "container_id": "c1", "underlay_hash": "h1"},
+    "Weights": {"Passing": 1, "Warning": 1}, "Proxy": {"Mode": "", "Expose": {}}},
+  "n1:db.1:5432": {"ID": "n1:db.1:5432", "Meta": {"underlay_node": "n1", "container_id": "c2", "underlay_hash": "h2"}}
+}`))
+		case "/v1/agent/checks":
+			w.Write([]byte(`{"n1:web.1:8080` + register.HealthCheckSuffix + `": {"CheckID": "x", "Status": "critical", "Output": "down"},
+  "serfHealth": {"Status": "passing"}}`))
+		default:
+			http.NotFound(w, r)
+		}
+	}))
+	defer srv.Close()
+	t.Setenv("CONSUL_HTTP_TOKEN_FILE", "")
+	c, err := NewClient(Options{Addr: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := NewCatalog(c).Services(context.Background(), "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := `Meta.` + register.MetaNode + ` == "n1"`; filter != want {
+		t.Errorf("filter = %q, want %q", filter, want)
+	}
+	slices.SortFunc(got, func(a, b register.Registered) int { return strings.Compare(a.ID, b.ID) })
+	want := []register.Registered{
+		{ID: "n1:db.1:5432", ContainerID: "c2", Hash: "h2"},
+		{ID: "n1:web.1:8080", ContainerID: "c1", Hash: "h1", HealthStatus: "critical"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("Services (-want +got)\n%s", diff)
+	}
+}
+
+// TestLocalAgentAnswersUncompressed: Go's transport asks for gzip unless
+// told not to, and Consul then compresses every answer over 1 KB: from the
+// local agent, the drift check's listing was compressed and decompressed
+// for nothing. Before: Accept-Encoding "gzip" to a loopback agent.
+func TestLocalAgentAnswersUncompressed(t *testing.T) {
+	got := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case got <- r.Header.Get("Accept-Encoding"):
+		default:
+		}
+		w.Write([]byte(`{}`))
+	}))
+	defer srv.Close()
+	t.Setenv("CONSUL_HTTP_TOKEN_FILE", "")
+	c, err := NewClient(Options{Addr: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := NewCatalog(c).Services(context.Background(), "n1"); err != nil {
+		t.Fatal(err)
+	}
+	if enc := <-got; enc != "" {
+		t.Errorf("a request to the local agent %s asked for Accept-Encoding %q, want none", srv.URL, enc)
+	}
+}
+
+func TestLocalAgent(t *testing.T) {
+	for addr, want := range map[string]bool{
+		"127.0.0.1:8500":          true,
+		"http://127.0.0.1:8500":   true,
+		"https://[::1]:8501":      true,
+		"unix:///run/consul.sock": true,
+		"localhost:8500":          true,
+		"10.0.0.5:8500":           false,
+		"https://consul.lan:8501": false,
+	} {
+		if got := localAgent(&api.Config{Address: addr}); got != want {
+			t.Errorf("localAgent(%q) = %v, want %v", addr, got, want)
+		}
 	}
 }

@@ -173,6 +173,12 @@ func applyTLS(cfg *api.Config, o Options) error {
 func httpClient(cfg *api.Config, f *secretfile.File, o Options) (*http.Client, error) {
 	clearAddr, clear := inClear(cfg) // before a socket's address is replaced
 	tr := cfg.Transport
+	// Consul gzips an answer when asked, as Go's transport does unasked;
+	// from the local agent that only costs both ends CPU (the agent's
+	// drift check's listing, gzipped by Consul and gunzipped here, was a
+	// tenth of the agent's CPU in a burst of starts, on a host that dockerd
+	// keeps busy).
+	tr.DisableCompression = localAgent(cfg)
 	if !o.ProxyFromEnv || strings.HasPrefix(cfg.Address, "unix://") {
 		tr.Proxy = nil
 	}
@@ -229,6 +235,23 @@ func inClear(cfg *api.Config) (string, bool) {
 		return "", false
 	}
 	return scheme + "://" + addr, true
+}
+
+// localAgent tells whether cfg's agent is on this host: a unix:// socket,
+// or a loopback address.
+func localAgent(cfg *api.Config) bool {
+	addr := cfg.Address
+	if s, rest, ok := strings.Cut(addr, "://"); ok {
+		if s == "unix" {
+			return true
+		}
+		addr = rest
+	}
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		host = strings.Trim(addr, "[]")
+	}
+	return termtext.LoopbackHost(host)
 }
 
 // clearTokenWarning warns, once, when a request to an agent reached in
