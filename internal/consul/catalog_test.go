@@ -2,10 +2,13 @@ package consul
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -130,5 +133,58 @@ func TestLocalAgent(t *testing.T) {
 		if got := localAgent(&api.Config{Address: addr}); got != want {
 			t.Errorf("localAgent(%q) = %v, want %v", addr, got, want)
 		}
+	}
+}
+
+// TestClientKeepsConnections: Consul's pooled transport kept GOMAXPROCS+1
+// idle connections per host, so each burst of concurrent registrations
+// dialled the agent again for all but those. Before (two cores): "second
+// burst of 10 opened 7 more connections".
+func TestClientKeepsConnections(t *testing.T) {
+	const burst = 10
+	var conns atomic.Int32
+	arrived := make(chan struct{}, burst)
+	release := make(chan struct{})
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		<-release
+	}))
+	srv.Config.ConnState = func(_ net.Conn, s http.ConnState) {
+		if s == http.StateNew {
+			conns.Add(1)
+		}
+	}
+	srv.Start()
+	defer srv.Close()
+	t.Setenv("CONSUL_HTTP_TOKEN_FILE", "")
+	c, err := NewClient(Options{Addr: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cat := NewCatalog(c)
+	runBurst := func() {
+		var wg sync.WaitGroup
+		for range burst {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				if err := cat.Register(context.Background(), register.Service{ID: "s", Name: "s"}); err != nil {
+					t.Error(err)
+				}
+			}()
+		}
+		for range burst {
+			<-arrived // all in flight at once
+		}
+		for range burst {
+			release <- struct{}{}
+		}
+		wg.Wait()
+	}
+	runBurst()
+	first := conns.Load()
+	runBurst()
+	if more := conns.Load() - first; more > 0 {
+		t.Errorf("second burst of %d opened %d more connections (first: %d); want them kept from the first", burst, more, first)
 	}
 }

@@ -179,6 +179,10 @@ func httpClient(cfg *api.Config, f *secretfile.File, o Options) (*http.Client, e
 	// tenth of the agent's CPU in a burst of starts, on a host that dockerd
 	// keeps busy).
 	tr.DisableCompression = localAgent(cfg)
+	// Consul's pooled transport keeps GOMAXPROCS+1 idle connections per
+	// host (3 on two cores): each burst of concurrent registrations (one
+	// per worker) dialled the agent again for all but those.
+	tr.MaxIdleConnsPerHost = max(tr.MaxIdleConnsPerHost, idleConns)
 	if !o.ProxyFromEnv || strings.HasPrefix(cfg.Address, "unix://") {
 		tr.Proxy = nil
 	}
@@ -236,6 +240,10 @@ func inClear(cfg *api.Config) (string, bool) {
 	}
 	return scheme + "://" + addr, true
 }
+
+// idleConns is how many idle connections to the agent a client keeps at
+// least: as many as the registration's default workers.
+const idleConns = 32
 
 // localAgent tells whether cfg's agent is on this host: a unix:// socket,
 // or a loopback address.
