@@ -102,6 +102,11 @@ func NewClientAt(host string, opts ...client.Opt) (*client.Client, error) {
 	return c, nil
 }
 
+// registrationInspectWait bounds the registration's inspect of a
+// container: dockerd answered one after 17 s, waiting for the container's
+// start, on a host at load average 30.
+const registrationInspectWait = 2 * time.Minute
+
 // Source adapts a Docker client to register.Docker.
 type Source struct {
 	api *client.Client
@@ -116,15 +121,17 @@ type Source struct {
 	networkReads *networkReads
 	// statsWait bounds one container's stats read (Samples).
 	statsWait time.Duration
-	// callWait bounds each of the inventory's calls: the container
-	// listing, and each network inspect (Endpoints, driver); and the task
-	// containers' listing (Samples).
+	// callWait bounds each listing of containers (the inventory's, the
+	// registration's, the task containers' for Samples) and each network
+	// inspect (Endpoints, driver).
 	callWait time.Duration
+	// inspectWait bounds a container's inspect (register.Docker's).
+	inspectWait time.Duration
 }
 
 // NewSource wraps api.
 func NewSource(api *client.Client) *Source {
-	s := &Source{api: api, drivers: map[string]string{}, statsWait: statsWait, callWait: callWait}
+	s := &Source{api: api, drivers: map[string]string{}, statsWait: statsWait, callWait: callWait, inspectWait: registrationInspectWait}
 	s.networkReads = newNetworkReads(s.readNetwork)
 	return s
 }
@@ -211,9 +218,13 @@ func toEvent(m events.Message) (register.Event, bool) {
 
 // RunningContainers implements register.Docker.
 func (s *Source) RunningContainers(ctx context.Context) ([]string, error) {
+	// Bounded, as every listing here: a dockerd that never answered held
+	// the registration's resyncs for good.
+	ctx, cancel := context.WithTimeout(ctx, s.callWait)
+	defer cancel()
 	list, err := s.api.ContainerList(ctx, container.ListOptions{})
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("list containers: %w", err)
 	}
 	ids := make([]string, len(list))
 	for i, c := range list {
@@ -224,6 +235,11 @@ func (s *Source) RunningContainers(ctx context.Context) ([]string, error) {
 
 // Inspect implements register.Docker.
 func (s *Source) Inspect(ctx context.Context, id string) (register.Container, error) {
+	// dockerd holds an inspect until the container's start or stop is
+	// over, seconds on a busy host: bounded far above that, so that one
+	// never answered frees its worker and is retried.
+	ctx, cancel := context.WithTimeout(ctx, s.inspectWait)
+	defer cancel()
 	j, err := s.api.ContainerInspect(ctx, id)
 	if client.IsErrNotFound(err) {
 		return register.Container{}, register.ErrNotFound
@@ -245,6 +261,9 @@ func (s *Source) RunningEndpoints(ctx context.Context, ids []string) (map[string
 	for _, id := range ids {
 		f.Add("id", id)
 	}
+	// Bounded: one never answered held the checks of every later start.
+	ctx, cancel := context.WithTimeout(ctx, s.callWait)
+	defer cancel()
 	list, err := s.api.ContainerList(ctx, container.ListOptions{Filters: f})
 	if err != nil {
 		return nil, fmt.Errorf("list %d containers: %w", len(ids), err)

@@ -140,6 +140,8 @@ func hangingDockerd(t *testing.T, list []container.Summary, inspect map[string]n
 			json.NewEncoder(w).Encode(list)
 		case isNet && hanging[id]:
 			wait(r)
+		case strings.HasPrefix(r.URL.Path, "/v1.41/containers/") && hanging[strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v1.41/containers/"), "/json")]:
+			wait(r)
 		case isNet && failing[id] != "":
 			w.WriteHeader(http.StatusInternalServerError)
 			json.NewEncoder(w).Encode(map[string]string{"message": failing[id]})
@@ -261,5 +263,31 @@ func TestHeldAddressesDoNotWaitForAListingForGood(t *testing.T) {
 		}
 	case <-time.After(time.Minute): // not a measure of speed: the hang this test is about
 		t.Fatal("HeldAddresses still waiting after a minute for a dockerd that does not answer")
+	}
+}
+
+// TestRegistrationCallsDoNotWaitForGood: the registration's listings
+// (RunningContainers at each resync, RunningEndpoints checking each burst
+// of starts) and its inspect had no deadline: a dockerd that never
+// answered held the resyncs, or a worker and every later check, for good.
+// Before: "RunningContainers still waiting after a minute".
+func TestRegistrationCallsDoNotWaitForGood(t *testing.T) {
+	src := NewSource(hangingDockerd(t, nil, nil, nil, map[string]bool{"c1": true}, true))
+	src.callWait, src.inspectWait = 50*time.Millisecond, 50*time.Millisecond
+	for name, call := range map[string]func() error{
+		"RunningContainers": func() error { _, err := src.RunningContainers(context.Background()); return err },
+		"RunningEndpoints":  func() error { _, err := src.RunningEndpoints(context.Background(), []string{"c1"}); return err },
+		"Inspect":           func() error { _, err := src.Inspect(context.Background(), "c1"); return err },
+	} {
+		done := make(chan error, 1)
+		go func() { done <- call() }()
+		select {
+		case err := <-done:
+			if err == nil || !strings.Contains(err.Error(), "deadline exceeded") {
+				t.Errorf("%s: %v, want it to give up on the silent dockerd", name, err)
+			}
+		case <-time.After(time.Minute):
+			t.Errorf("%s still waiting after a minute", name)
+		}
 	}
 }
