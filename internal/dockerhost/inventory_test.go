@@ -211,7 +211,9 @@ func TestEndpointsReportTheRestPastAnUnreadableNetwork(t *testing.T) {
 		map[string]network.Inspect{"id-mv": {ID: "id-mv", Name: "mv", Driver: "macvlan"}, "id-br": {ID: "id-br", Name: "br", Driver: "bridge"}},
 		map[string]string{"id-broken": "plugin not found"}, map[string]bool{"id-hung": true}, false)
 	src := NewSource(api)
-	src.callWait = 50 * time.Millisecond
+	// Short, for the hung network; long enough for the answered calls on
+	// a loaded machine (50 ms failed the listing under -race).
+	src.callWait = time.Second
 	es, err := endpointsWithin(t, src)
 	if err != nil {
 		t.Fatalf("Endpoints: %v; want the other networks' addresses", err)
