@@ -175,9 +175,11 @@ their node's clock, which may be behind this one's). Refused too while the swarm
 none of the other nodes whose agents refresh their facts (DOCKER_HOST another cluster's
 manager); when no stamp shows such an agent, their facts are watched for 15 s.
 
-It records the removal under underlay/removed-nodes/ID, which stays (a swarm node ID
-never comes back): an agent still running under that ID, cut off from Consul during
-the removal, is refused its identity when it comes back, writes nothing more and waits;
+It records the removal under underlay/removed-nodes/ID first, before it removes
+anything, and the record stays (a swarm node ID never comes back): an agent still
+running under that ID, cut off from Consul during the removal, is refused its identity
+when it comes back, writes nothing more and waits; a removal cut short (Consul out of
+reach) is finished by running node rm again;
 the node comes back by joining the swarm again (docker swarm leave, then docker swarm
 join), its agent starting over under the new ID. node ls lists the records; a node
 removed by mistake (the swarm still has it) comes back with

@@ -170,8 +170,10 @@ func Resolve(facts []netspec.NodeFacts, arg string) (f netspec.NodeFacts, found 
 // older agent keyed its records by, by its host name) and that its agent
 // no longer refreshes its facts (watching them for Stale when their stamp
 // is recent or ahead of this clock), then taking the facts over for node rm, so that an agent
-// starting meanwhile waits. Facts go last, so that a removal cut short can
-// be run again (node rm takes over its own facts at once).
+// starting meanwhile waits, and recording the removal in the same
+// transaction, so that its agent's writes are refused from then on.
+// Facts go last, so that a removal cut short can be run again (node rm
+// takes over its own facts at once, and keeps the record it finds).
 func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Removed, error) {
 	now := o.Now
 	if now == nil {
@@ -273,14 +275,34 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 			return Removed{Warnings: warnings}, err
 		}
 	}
-	// Taken over before anything goes: an agent starting now waits for
-	// the removal, and one that claimed them since they were found
-	// silent has it refused, with nothing removed; otherwise it would run
-	// with its facts alone, its ranges, reports and addresses gone.
-	if index != 0 {
-		if index, err = takeOver(ctx, kv, f, cur, index, now); err != nil {
+	// The removal of a swarm node ID is recorded first, before anything
+	// goes: its agent, cut off from Consul until now, has every write
+	// refused from then on (netspec.RemovedGuard), so that it writes
+	// nothing on the networks the removal has passed already, and, if
+	// the record came at the end, would keep there after node rm
+	// returned. An identity keyed by a name (an older agent's, which
+	// reads no record) is not recorded. A record found (a removal cut
+	// short, run again) is kept as it is: the removal began then.
+	var r netspec.NodeRemoval
+	if !keyedByName(all, f.ID) {
+		r = netspec.NodeRemoval{ID: f.ID, Node: f.Node, RemovedAt: now().UTC(), By: o.By}
+		if _, found, err := st.Removal(ctx, f.ID); err != nil {
 			return Removed{Warnings: warnings}, err
+		} else if found {
+			r = netspec.NodeRemoval{}
 		}
+	}
+	// The facts are taken over in the same transaction: an agent
+	// starting now waits for the removal, and one that claimed them
+	// since they were found silent has it refused, with nothing removed
+	// or recorded; otherwise it would run with its facts alone, its
+	// ranges, reports and addresses gone.
+	if index, err = takeOver(ctx, kv, f, cur, index, r, now); err != nil {
+		return Removed{Warnings: warnings}, err
+	}
+	recorded := ""
+	if !keyedByName(all, f.ID) {
+		recorded = netspec.RemovedNodesKVPrefix + f.ID
 	}
 
 	// The hold is renewed before each network and its IPv6 pool, so
@@ -294,7 +316,7 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 		index, err = hold(ctx, kv, f, cur, index, now, "changed while it was being removed: is its agent running? Stop it and run this again")
 		return err
 	}
-	out := Removed{ID: f.ID, Node: f.Node, Ranges: map[string][]netip.Prefix{}, Addresses: map[string][]netip.Addr{}, Warnings: warnings}
+	out := Removed{ID: f.ID, Node: f.Node, Ranges: map[string][]netip.Prefix{}, Addresses: map[string][]netip.Addr{}, Warnings: warnings, Recorded: recorded}
 	l, err := st.ReadListing(ctx)
 	if err != nil {
 		return out, err
@@ -400,16 +422,10 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 		}
 	}
 	// Facts that cannot be read, or name no holder, are not always listed
-	// as the identity's: they go too, once watched like the rest. The
-	// removal of a swarm node ID is recorded with them, for its agent, if
-	// cut off from Consul meanwhile, not to write them again when it comes
-	// back (netspec.RemovedNodesKVPrefix); an identity keyed by a name
-	// (an older agent's, which reads no record) is not.
-	var r netspec.NodeRemoval
-	if !keyedByName(all, f.ID) {
-		r = netspec.NodeRemoval{ID: f.ID, Node: f.Node, RemovedAt: now().UTC(), By: o.By}
-	}
-	deleted, err := st.DeleteFacts(ctx, f.ID, index, r)
+	// as the identity's: they go too, once watched like the rest. They go
+	// last, so that a removal cut short is run again (node rm takes over
+	// its own facts at once); the record, written first, stays.
+	deleted, err := st.DeleteFacts(ctx, f.ID, index, netspec.NodeRemoval{})
 	if err != nil {
 		return out, err
 	}
@@ -418,9 +434,6 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 	}
 	if index != 0 {
 		out.Keys = append(out.Keys, netspec.NodesKVPrefix+f.ID)
-	}
-	if r.ID != "" {
-		out.Recorded = netspec.RemovedNodesKVPrefix + f.ID
 	}
 	return out, nil
 }
@@ -544,17 +557,38 @@ func forgetOn(ctx context.Context, kv KV, st *netspec.Store, name, id string, ou
 const Remover = netspec.Remover
 
 // takeOver writes the facts of f, read as cur at index, as held by node
-// rm, and returns their new index: an agent claiming them then waits
-// while Remove renews the hold (see hold), until they are gone. Facts
-// changed since index refuse the removal.
-func takeOver(ctx context.Context, kv KV, f netspec.NodeFacts, cur netspec.NodeFacts, index uint64, now func() time.Time) (uint64, error) {
-	return hold(ctx, kv, f, cur, index, now, "changed as they were found silent: is its agent running? Nothing was removed; stop it and run this again")
+// rm, and the record of the removal r (when it names f's identity) in
+// the same transaction, and returns the facts' new index: an agent
+// claiming them then waits while Remove renews the hold (see hold),
+// until they are gone, and its writes are refused (netspec.RemovedGuard).
+// Facts changed since index refuse the removal, with nothing recorded.
+// Index 0 (an identity with no facts) writes the record alone.
+func takeOver(ctx context.Context, kv KV, f netspec.NodeFacts, cur netspec.NodeFacts, index uint64, r netspec.NodeRemoval, now func() time.Time) (uint64, error) {
+	var record []kvstore.Op
+	if r.ID == f.ID {
+		b, err := json.Marshal(r)
+		if err != nil {
+			return 0, err
+		}
+		record = []kvstore.Op{{Verb: kvstore.Set, Key: netspec.RemovedNodesKVPrefix + f.ID, Value: b}}
+	}
+	if index != 0 {
+		return hold(ctx, kv, f, cur, index, now, "changed as they were found silent: is its agent running? Nothing was removed; stop it and run this again", record...)
+	}
+	if len(record) == 0 {
+		return 0, nil
+	}
+	if _, err := kv.Txn(ctx, record); err != nil {
+		return 0, fmt.Errorf("record the removal of %s: %w", describe(f), err)
+	}
+	return 0, nil
 }
 
 // hold writes the facts of f, cur at index, as held by node rm, stamped
-// now, and returns their new index; facts changed since index refuse the
-// removal, saying how they changed (lost).
-func hold(ctx context.Context, kv KV, f netspec.NodeFacts, cur netspec.NodeFacts, index uint64, now func() time.Time, lost string) (uint64, error) {
+// now, with the operations also in the same transaction, and returns the
+// facts' new index; facts changed since index refuse the removal, saying
+// how they changed (lost).
+func hold(ctx context.Context, kv KV, f netspec.NodeFacts, cur netspec.NodeFacts, index uint64, now func() time.Time, lost string, also ...kvstore.Op) (uint64, error) {
 	cur.ID = f.ID // the key's (see netspec.ReadNodes)
 	cur.Node = cmp.Or(cur.Node, f.Node)
 	cur.Holder = netspec.Holder{Instance: Remover}
@@ -564,7 +598,7 @@ func hold(ctx context.Context, kv KV, f netspec.NodeFacts, cur netspec.NodeFacts
 		return 0, err
 	}
 	key := netspec.NodesKVPrefix + f.ID
-	res, err := kv.Txn(ctx, []kvstore.Op{{Verb: kvstore.CAS, Key: key, Value: b, Index: index}})
+	res, err := kv.Txn(ctx, append([]kvstore.Op{{Verb: kvstore.CAS, Key: key, Value: b, Index: index}}, also...))
 	if err != nil {
 		return 0, fmt.Errorf("hold the facts of %s for node rm: %w", describe(f), err)
 	}

@@ -1410,6 +1410,10 @@ func TestRemoveHoldsTheFactsBetweenAPoolsFamilies(t *testing.T) {
 		// agent starts, takes its node over and allocates an IPv6
 		// address, all while that pool's removal runs.
 		started = true
+		// The removal is recorded first: only an agent whose token may
+		// not read the record (a policy from before it) takes its node
+		// over now.
+		c.kv.DenyRead(netspec.RemovedNodesKVPrefix)
 		go func() {
 			err := c.st.Claim(ctx, netspec.NodeFacts{ID: id, Node: "old", Holder: netspec.Holder{Instance: "agent-again"}},
 				netspec.ClaimOptions{Stale: 30 * time.Second, Poll: time.Millisecond, Now: agentClock})
@@ -1527,6 +1531,10 @@ func TestRemoveHoldsTheFactsWithinAPool(t *testing.T) {
 		// node rm rewrites a block of the pool: the node's agent starts,
 		// takes its node over and keeps an address for a start.
 		started = true
+		// The removal is recorded first: only an agent whose token may
+		// not read the record (a policy from before it) takes its node
+		// over now.
+		c.kv.DenyRead(netspec.RemovedNodesKVPrefix)
 		go func() {
 			err := c.st.Claim(ctx, netspec.NodeFacts{ID: id, Node: "old", Holder: netspec.Holder{Instance: "agent-again"}},
 				netspec.ClaimOptions{Stale: 30 * time.Second, Poll: time.Millisecond, Now: agentClock})
@@ -1624,5 +1632,176 @@ func TestRemoveByNameEdgeCases(t *testing.T) {
 				t.Errorf("remove %q: the refusal holds a control character: %q", tc.arg, err)
 			}
 		})
+	}
+}
+
+// agentWrites plays the agent of swarm node id coming back: through its
+// guarded KV store (netspec.GuardRemoved), it leases a range on lan,
+// reports its state on lan and pool, allocates an address in pool and
+// publishes its inventory. It returns each write's error.
+func agentWrites(ctx context.Context, kv *kvtest.KV, id string) []error {
+	g := netspec.GuardRemoved(kv, id)
+	st := netspec.NewStore(g)
+	_, _, err := st.Lease(ctx, lan, id)
+	errs := []error{err}
+	for _, name := range []string{lan.Name, pool.Name} {
+		errs = append(errs, st.Report(ctx, name, netspec.NodeState{ID: id, Node: "old", State: netspec.StateReady}))
+	}
+	p, _ := ipam.PoolOf(pool, false)
+	_, err = ipam.NewAllocator(g, id, nil).Allocate(ctx, p, netip.Addr{}, ipam.KindTask)
+	errs = append(errs, err, g.Put(ctx, inventory.KVPrefix+id, []byte(`{}`)))
+	return errs
+}
+
+// leftOf lists what is recorded of swarm node id on lan and pool, its
+// inventory and facts.
+func (c *cluster) leftOf(t *testing.T, id string) []string {
+	t.Helper()
+	ctx := context.Background()
+	var left []string
+	leases, err := c.st.Leases(ctx, lan.Name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for b, owner := range leases {
+		if owner == id {
+			left = append(left, "range "+b.String())
+		}
+	}
+	for _, name := range []string{lan.Name, pool.Name} {
+		reports, err := c.st.Reports(ctx, name)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range reports {
+			if r.Owner == id {
+				left = append(left, "report on "+name)
+			}
+		}
+	}
+	p, _ := ipam.PoolOf(pool, false)
+	allocs, err := ipam.Allocations(ctx, c.kv, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for a, al := range allocs {
+		if al.Node == id {
+			left = append(left, "address "+a.String())
+		}
+	}
+	for _, k := range []string{inventory.KVPrefix + id, netspec.NodesKVPrefix + id} {
+		if c.has(k) {
+			left = append(left, k)
+		}
+	}
+	slices.Sort(left)
+	return left
+}
+
+// TestRemoveRecordsFirst: an agent coming back during node rm (its facts
+// still there, held by node rm) wrote on the networks the removal had
+// passed already, for node rm recorded the removal, which the agent's
+// writes are checked against, only at the end, with the facts' delete:
+// its range, reports, address and inventory stayed after node rm
+// returned. The agent's writes are slipped in before each of node rm's
+// calls in turn: refused once the record is there, and nothing of the
+// node left when the removal ends.
+func TestRemoveRecordsFirst(t *testing.T) {
+	ctx := context.Background()
+	const id = "gone000000000000000000000"
+	sw := swarmNodes{"live000000000000000000000": "ready"}
+	// node rm's calls, counted once with no agent.
+	calls := 0
+	c := newCluster(t)
+	c.kv.Hook = func(string, []string) error { calls++; return nil }
+	if _, err := Remove(ctx, c.kv, sw, id, Options{Stale: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	for step := range calls {
+		c := newCluster(t)
+		n, agent := 0, false
+		var recorded, leased bool
+		var errs []error
+		c.kv.Hook = func(call string, keys []string) error {
+			if agent {
+				return nil
+			}
+			if n++; n-1 != step {
+				return nil
+			}
+			agent = true
+			defer func() { agent = false }()
+			recorded = c.has(netspec.RemovedNodesKVPrefix + id)
+			leases, _ := c.st.Leases(ctx, lan.Name)
+			leased = slices.Contains(slices.Collect(maps.Values(leases)), id)
+			errs = agentWrites(ctx, c.kv, id)
+			return nil
+		}
+		_, err := Remove(ctx, c.kv, sw, id, Options{Stale: time.Minute})
+		c.kv.Hook = nil
+		if err != nil {
+			t.Fatalf("step %d: removal: %v", step, err)
+		}
+		if recorded {
+			for i, err := range errs {
+				// A lease the node holds still is found, not written.
+				if i == 0 && leased && err == nil {
+					continue
+				}
+				if !errors.Is(err, netspec.ErrNodeRemoved) {
+					t.Errorf("step %d: the agent's write %d once the removal was recorded: %v, want %v", step, i, err, netspec.ErrNodeRemoved)
+				}
+			}
+		}
+		if left := c.leftOf(t, id); len(left) > 0 {
+			t.Errorf("step %d of %d (recorded: %v): left of the node after its removal: %v", step, calls, recorded, left)
+		}
+	}
+}
+
+// TestRemoveResumes: a removal cut short at any of its calls (Consul out
+// of reach) is finished by running it again: nothing of the node is left,
+// and the record is the first run's when it wrote one.
+func TestRemoveResumes(t *testing.T) {
+	ctx := context.Background()
+	const id = "gone000000000000000000000"
+	sw := swarmNodes{"live000000000000000000000": "ready"}
+	calls := 0
+	c := newCluster(t)
+	c.kv.Hook = func(string, []string) error { calls++; return nil }
+	if _, err := Remove(ctx, c.kv, sw, id, Options{Stale: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	for step := range calls {
+		c := newCluster(t)
+		n := 0
+		c.kv.Hook = func(string, []string) error {
+			if n++; n-1 == step {
+				return kvtest.ErrUnreachable
+			}
+			return nil
+		}
+		if _, err := Remove(ctx, c.kv, sw, id, Options{Stale: time.Minute, By: "first"}); !errors.Is(err, kvtest.ErrUnreachable) {
+			t.Fatalf("step %d: removal with Consul out of reach: %v", step, err)
+		}
+		c.kv.Hook = nil
+		first, recorded, err := c.st.Removal(ctx, id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := Remove(ctx, c.kv, sw, id, Options{Stale: time.Minute, By: "again"})
+		if err != nil {
+			t.Fatalf("step %d: removal run again: %v", step, err)
+		}
+		if left := c.leftOf(t, id); len(left) > 0 {
+			t.Errorf("step %d: left of the node after the removal run again: %v", step, left)
+		}
+		r, found, err := c.st.Removal(ctx, id)
+		switch {
+		case err != nil || !found || got.Recorded != netspec.RemovedNodesKVPrefix+id:
+			t.Errorf("step %d: record after the removal run again: %+v, %v, %v (said %q)", step, r, found, err, got.Recorded)
+		case recorded && (r.By != "first" || !r.RemovedAt.Equal(first.RemovedAt)):
+			t.Errorf("step %d: record %+v after the removal run again, want the first run's, %+v", step, r, first)
+		}
 	}
 }

@@ -202,8 +202,10 @@ const NodesKVPrefix = "underlay/nodes/"
 func factsKey(id string) string { return NodesKVPrefix + id }
 
 // RemovedNodesKVPrefix is where `underlay node rm` records each swarm
-// node ID it removed, one key per ID (NodeRemoval), written as it deletes
-// the node's facts. A swarm node ID never comes back once `docker node rm`
+// node ID it removed, one key per ID (NodeRemoval), written first, as it
+// takes the node's facts over, before it removes anything: every write of
+// the node's agent from then on is refused (RemovedGuard), none landing
+// on a network the removal passed already. A swarm node ID never comes back once `docker node rm`
 // removed it, so the record stays: an agent cut off from Consul for
 // longer than node rm watched its facts would otherwise come back and
 // write them again, its node looking alive and its old ranges and
@@ -268,9 +270,10 @@ func parseRemoval(id string, b []byte) NodeRemoval {
 // notRemoved refuses an agent's write of facts f when node rm removed
 // their identity (ErrNodeRemoved, naming when). Read after the facts
 // were found absent and before they are created at index 0: node rm
-// writes the record as it deletes them (DeleteFacts), so facts found
-// present are either not removed or fail the check-and-set, and facts
-// found gone by node rm have their record found.
+// writes the record as it takes them over (Remover, whose hold an agent
+// waits on), before it deletes them, so facts found present are either
+// not removed or node rm's, or fail the check-and-set, and facts found
+// gone by node rm have their record found.
 func (st *Store) notRemoved(ctx context.Context, f NodeFacts) error {
 	r, found, err := st.Removal(ctx, f.ID)
 	if err != nil || !found {
@@ -475,7 +478,8 @@ func (st *Store) Facts(ctx context.Context, id string) (f NodeFacts, index uint6
 // identity: its agent, cut off meanwhile, finds the record as it finds
 // its facts gone. deleted is false when they changed (its agent published
 // meanwhile); nothing is then recorded. Index 0 records the removal
-// alone (an identity with no facts).
+// alone (an identity with no facts). node rm records the removal before
+// (as it takes the facts over), and deletes them with no r.
 func (st *Store) DeleteFacts(ctx context.Context, id string, index uint64, r NodeRemoval) (deleted bool, err error) {
 	var ops []kvstore.Op
 	if index != 0 {
