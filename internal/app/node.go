@@ -2,6 +2,7 @@ package app
 
 import (
 	"cmp"
+	"context"
 	"fmt"
 	"io"
 	"maps"
@@ -183,7 +184,16 @@ reach) is finished by running node rm again;
 the node comes back by joining the swarm again (docker swarm leave, then docker swarm
 join), its agent starting over under the new ID. node ls lists the records; a node
 removed by mistake (the swarm still has it) comes back with
-consul kv delete underlay/removed-nodes/ID.`,
+consul kv delete underlay/removed-nodes/ID.
+
+It deregisters from Consul's catalog the services the node's agent registered (its
+swarm tasks', found by swarm node ID, and its other containers', by node name) on
+Consul nodes whose agent is no live member (serfHealth not passing), and says each. Stop
+the node's Consul agent first, or run consul leave on it (which takes its services with
+it): a running Consul agent registers its services again, so those are left, warned of,
+and go when node rm runs again once it is stopped. So are services of a container whose
+node name another node has too. node rm's Consul token needs node:write on that Consul
+node to deregister them (refused: warned of).`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// An empty name (a shell variable unset in quotes) names no
@@ -196,7 +206,12 @@ consul kv delete underlay/removed-nodes/ID.`,
 				return err
 			}
 			defer done()
-			got, err := decommission.Remove(cmd.Context(), kv, sw, args[0], decommission.Options{Stale: netagent.StaleAfter, Heartbeat: removalHeartbeat, By: remover()})
+			c, err := consul.NewClient(f.consul)
+			if err != nil {
+				return err
+			}
+			got, err := decommission.Remove(cmd.Context(), kv, sw, args[0], decommission.Options{Stale: netagent.StaleAfter, Heartbeat: removalHeartbeat, By: remover(),
+				Services: catalogServices{consul.NewNodeCatalog(c)}})
 			printRemoved(streams, got)
 			if err != nil {
 				return err
@@ -289,6 +304,9 @@ func printRemoved(streams IOStreams, r decommission.Removed) {
 	for _, k := range r.Changed {
 		fmt.Fprintf(streams.Out, "rewrote %s without its records: other nodes' addresses stay\n", c(k))
 	}
+	for _, s := range r.Services {
+		fmt.Fprintf(streams.Out, "deregistered service %s (%s) of Consul node %s from the catalog\n", c(s.ID), c(s.Name), c(s.Node))
+	}
 	if r.Recorded != "" {
 		fmt.Fprintf(streams.Out, "recorded the removal in %s: an agent of the node is refused its identity from now on; it comes back by joining the swarm again, under a new ID\n", c(r.Recorded))
 	}
@@ -301,7 +319,7 @@ func printRemoved(streams IOStreams, r decommission.Removed) {
 // nothing was recorded under it (removed already, or an argument naming
 // no node), that nothing was.
 func removedLine(r decommission.Removed) string {
-	if len(r.Ranges)+len(r.Reports)+len(r.Addresses)+len(r.Keys)+len(r.Changed) == 0 {
+	if len(r.Ranges)+len(r.Reports)+len(r.Addresses)+len(r.Keys)+len(r.Changed)+len(r.Services) == 0 {
 		return fmt.Sprintf("nothing recorded under %s: nothing removed", describeRemoved(r))
 	}
 	return fmt.Sprintf("node %s removed", describeRemoved(r))
@@ -324,4 +342,24 @@ func age(now, t time.Time) string {
 		return fmt.Sprintf("%s ahead of this clock", -d)
 	}
 	return d.String() + " ago"
+}
+
+// catalogServices adapts consul.NodeCatalog to decommission.Services.
+type catalogServices struct{ c *consul.NodeCatalog }
+
+func (s catalogServices) UnderlayServices(ctx context.Context) ([]decommission.CatalogService, error) {
+	list, err := s.c.UnderlayServices(ctx)
+	out := make([]decommission.CatalogService, len(list))
+	for i, x := range list {
+		out[i] = decommission.CatalogService{Node: x.Node, ID: x.ID, Name: x.Name, Meta: x.Meta, NodeAlive: x.NodeAlive}
+	}
+	return out, err
+}
+
+func (s catalogServices) Deregister(ctx context.Context, node, id string) error {
+	err := s.c.Deregister(ctx, node, id)
+	if consul.Forbidden(err) {
+		return fmt.Errorf("%w: %w", decommission.ErrPermissionDenied, err)
+	}
+	return err
 }

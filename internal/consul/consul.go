@@ -6,7 +6,8 @@
 // NewEndpoint for plain HTTP requests). The adapters here implement the
 // interfaces other packages declare: Catalog (register.Catalog), KV
 // (netspec.KV, ipam.KV, inventory.KV, taskmetrics.KV, doctor.KV) over
-// kvstore's vocabulary. It may import kvstore, register (for the types it
+// kvstore's vocabulary, and NodeCatalog (the catalog's underlay services,
+// for node rm; internal/app adapts it to decommission.Services). It may import kvstore, register (for the types it
 // adapts), secretfile, tlsfile and backoff; its I/O edge is Consul's HTTP
 // API.
 package consul

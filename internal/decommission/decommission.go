@@ -3,7 +3,9 @@
 // reports on every network, its cluster-IPAM addresses, the addresses it
 // kept for starts and its reports of addresses allocated to no node, its
 // inventory, doctor report and task metrics (those under its swarm node
-// ID, and those an older agent kept under its name when they are its).
+// ID, and those an older agent kept under its name when they are its),
+// and, from Consul's catalog, the services its agent registered
+// (NodeServices).
 //
 // Nothing else removes them. A node's identity is its swarm node ID, which
 // never comes back once `docker node rm` removed it, but its agent cannot
@@ -68,6 +70,9 @@ type Options struct {
 	// By says who removes the node (user@host), kept in the record of
 	// the removal for node ls; "" records no one.
 	By string
+	// Services is Consul's catalog, from which the services the node's
+	// agent registered are deregistered (NodeServices); nil leaves them.
+	Services Services
 }
 
 // Removed is what Remove took away.
@@ -94,6 +99,9 @@ type Removed struct {
 	// Recorded is the key recording the removal, which its agent honours
 	// (netspec.RemovedNodesKVPrefix); "" for an identity keyed by a name.
 	Recorded string
+	// Services are the services its agent registered that were
+	// deregistered from Consul's catalog (Options.Services).
+	Services []CatalogService
 }
 
 // Resolve finds the node arg names among facts: an identity (swarm node
@@ -284,12 +292,13 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 	// reads no record) is not recorded. A record found (a removal cut
 	// short, run again) is kept as it is: the removal began then.
 	var r netspec.NodeRemoval
+	name := f.Node // the node's name, for its services; a record found keeps it
 	if !keyedByName(all, f.ID) {
 		r = netspec.NodeRemoval{ID: f.ID, Node: f.Node, RemovedAt: now().UTC(), By: o.By}
-		if _, found, err := st.Removal(ctx, f.ID); err != nil {
+		if first, found, err := st.Removal(ctx, f.ID); err != nil {
 			return Removed{Warnings: warnings}, err
 		} else if found {
-			r = netspec.NodeRemoval{}
+			r, name = netspec.NodeRemoval{}, cmp.Or(name, first.Node)
 		}
 	}
 	// The facts are taken over in the same transaction: an agent
@@ -419,6 +428,17 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 			if deleted {
 				out.Keys = append(out.Keys, k.key)
 			}
+		}
+	}
+	// Its services, deregistered from the catalog once the record refuses
+	// its agent: a container it still runs is not registered again.
+	if o.Services != nil {
+		if err := renew(); err != nil {
+			return out, err
+		}
+		sameName := slices.ContainsFunc(agents, func(n netspec.NodeFacts) bool { return n.ID != f.ID && n.Node == name })
+		if err := forgetServices(ctx, o.Services, f.ID, name, sameName, &out); err != nil {
+			return out, err
 		}
 	}
 	// Facts that cannot be read, or name no holder, are not always listed
