@@ -106,6 +106,7 @@ node the cluster knows; when they match no address, ips says so.`,
 			// As node ls does: misfiled ones name the inventories' and
 			// pools' holders below. Each quotes what it names.
 			warnFacts(streams.ErrOut, none, misfiled)
+			warnNames(streams.ErrOut, facts, "")
 			tw := tabwriter.NewWriter(streams.Out, 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "IP\tMAC\tNODE\tNETWORK\tCONTAINER\tSERVICE\tSLOT\tTASK\tSINCE\tSTATE\tPROBLEM")
 			// The pools' holders are named as block documents and facts,

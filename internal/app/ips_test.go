@@ -110,6 +110,27 @@ func TestIPsWarnsOfMisfiledFacts(t *testing.T) {
 	}
 }
 
+// TestIPsWarnsOfInvalidNames: ips took the names node facts give as they
+// came; one no agent writes (a host name with a space and a newline) is now warned
+// of, naming its key, and the addresses are listed as before.
+func TestIPsWarnsOfInvalidNames(t *testing.T) {
+	srv := fakeConsulKV(t, map[string]string{
+		"underlay/nodes/id10000000000000000000000":     `{"id":"id10000000000000000000000","node":"n1","interfaces":["eth0"],"holder":{"instance":"i","host":"h1 x\nwarning: none"}}`,
+		"underlay/inventory/id10000000000000000000000": `[{"ip":"10.1.0.5","mac":"02:00:00:00:00:05","node":"n1","network":"lan","container":"web.1","container_id":"c1"}]`,
+	})
+	var out, errOut bytes.Buffer
+	if code := Run(context.Background(), []string{"ips", "--consul-addr", srv.URL}, IOStreams{Out: &out, ErrOut: &errOut}); code != 0 {
+		t.Fatalf("exit %d: %s", code, errOut.String())
+	}
+	want := `warning: node facts underlay/nodes/id10000000000000000000000: host name "h1 x\nwarning: none": ' ' is not allowed`
+	if !strings.HasPrefix(errOut.String(), want) || strings.Count(errOut.String(), "\n") != 1 {
+		t.Errorf("stderr %q, want one line starting %q", errOut.String(), want)
+	}
+	if !strings.Contains(out.String(), "10.1.0.5") {
+		t.Errorf("stdout:\n%s\nwant n1's address", out.String())
+	}
+}
+
 // TestIPsJSONHoldsMisfiledFacts: ips --json warned of facts filed under
 // another node's key on stderr only, so a script reading the JSON never
 // learnt that the addresses' node names came from such a document. The

@@ -572,7 +572,7 @@ func TestJSONOutputEscapesControls(t *testing.T) {
 // its widest cell: one node's state report (or facts) naming a shim link
 // (or host) of 100 KB, which any agent's token may write, made every row
 // 100 KB wide. Each cell but the last is now shortened, saying how long
-// it was.
+// it was (node ls shows such names as invalid, and warns, shortened).
 func TestTablesBoundLongNames(t *testing.T) {
 	long := strings.Repeat("x", 100<<10)
 	s := netspec.Spec{Name: "web", Subnet: netip.MustParsePrefix("10.0.0.0/24"), Gateway: netip.MustParseAddr("10.0.0.1"),
@@ -595,7 +595,12 @@ func TestTablesBoundLongNames(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := fmt.Sprintf("… (%d bytes)", len(long))
-	for name, b := range map[string]*bytes.Buffer{"network inspect": &out, "node ls": &nodes} {
+	// node ls shows such names as invalid, its warnings saying them
+	// shortened.
+	if nodes.Len() > 40<<10 || strings.Count(nodes.String(), invalidCell) != 2 {
+		t.Errorf("node ls printed %d bytes for 50 rows, with %d invalid names; want 2, shortened", nodes.Len(), strings.Count(nodes.String(), invalidCell))
+	}
+	for name, b := range map[string]*bytes.Buffer{"network inspect": &out, "node ls's warnings": &errOut} {
 		if b.Len() > 40<<10 || !strings.Contains(b.String(), want) {
 			t.Errorf("%s printed %d bytes for 50 rows, saying %q: %v; want each name shortened, saying how long it was", name, b.Len(), want, strings.Contains(b.String(), want))
 		}

@@ -44,7 +44,9 @@ func newNodeListCommand(f *networkFlags, streams IOStreams) *cobra.Command {
 were last heard; then the nodes ` + "`underlay node rm`" + ` removed (its records under
 ` + netspec.RemovedNodesKVPrefix + `ID), with when and by whom: their agents are refused
 their identity. A node removed by mistake (the swarm still has it) comes back with
-` + "`consul kv delete " + netspec.RemovedNodesKVPrefix + "ID`" + `; its agent, restarted, claims the ID again.`,
+` + "`consul kv delete " + netspec.RemovedNodesKVPrefix + "ID`" + `; its agent, restarted, claims the ID again.
+A node or host name the facts give that no agent writes (not 1 to 64 letters, digits,
+'_', '.' or '-') is shown as ` + invalidCell + `, and warned of, naming the facts' key.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			ctx := cmd.Context()
@@ -98,6 +100,7 @@ func writeRemovedNodes(w io.Writer, removed []netspec.NodeRemoval, now time.Time
 func writeNodeList(streams IOStreams, facts []netspec.NodeFacts, misfiled []netspec.MisfiledFacts, swarm []netspec.SwarmNode, swarmErr error, now time.Time) error {
 	facts, none := netspec.AgentsFacts(facts)
 	warnFacts(streams.ErrOut, none, misfiled)
+	warnNames(streams.ErrOut, facts, ": shown as "+invalidCell)
 	if swarmErr != nil {
 		// dockerd's answer, as it came: escaped where it would move the cursor.
 		fmt.Fprintf(streams.ErrOut, "warning: %s: the SWARM column is unknown\n", termtext.Lines(swarmErr.Error()))
@@ -115,9 +118,17 @@ func writeNodeList(streams IOStreams, facts []netspec.NodeFacts, misfiled []nets
 			}
 		}
 		// Facts are documents every agent's token may write: quoted when
-		// they hold what would break their row, and shortened.
+		// they hold what would break their row, and shortened; names no
+		// agent writes are shown as invalid (warned of in warnFacts).
 		c := tableCell
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c(cmp.Or(n.ID, "-")), c(n.Node), c(state), age(now, n.UpdatedAt), c(cmp.Or(n.Holder.Host, "-")))
+		name, host := c(n.Node), c(cmp.Or(n.Holder.Host, "-"))
+		if n.NodeNameProblem() != nil {
+			name = invalidCell
+		}
+		if n.HostNameProblem() != nil {
+			host = invalidCell
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", c(cmp.Or(n.ID, "-")), name, c(state), age(now, n.UpdatedAt), host)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -239,6 +250,21 @@ func warnFacts(w io.Writer, none []netspec.NodeFacts, misfiled []netspec.Misfile
 	for _, m := range misfiled {
 		if !keys[m.Key] {
 			fmt.Fprintf(w, "warning: %s\n", m)
+		}
+	}
+}
+
+// invalidCell stands in a listing for a name node facts give that no
+// agent writes (netspec.NodeFacts.NameProblem).
+const invalidCell = "(invalid)"
+
+// warnNames warns of the agents' facts (netspec.AgentsFacts) whose names
+// no agent writes, naming their key and why, then what the listing does
+// of them (note, "" for nothing said).
+func warnNames(w io.Writer, facts []netspec.NodeFacts, note string) {
+	for _, f := range facts {
+		if err := f.NameProblem(); err != nil {
+			fmt.Fprintf(w, "warning: %s%s\n", termtext.Cell(err.Error()), note)
 		}
 	}
 }

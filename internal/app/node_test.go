@@ -58,12 +58,12 @@ func TestWriteNodeListQuotesFacts(t *testing.T) {
 	if lines := strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n"); len(lines) != 3 {
 		t.Errorf("%d lines, want 3 (header, 2 nodes):\n%s", len(lines), out.String())
 	}
-	for _, w := range []string{`"n9\nid3  n3  active  1s  h3"`, `"h9\x1b]0;pwned\a"`} {
-		if !strings.Contains(out.String(), w) {
-			t.Errorf("table does not hold %s:\n%s", w, out.String())
-		}
+	// Names no agent writes: shown as invalid, and said quoted in a
+	// warning.
+	if !strings.Contains(out.String(), id2+"  "+invalidCell) {
+		t.Errorf("table does not show %s's name as invalid:\n%s", id2, out.String())
 	}
-	for _, w := range []string{`"underlay/nodes/id9\nid2"`, `"n8\x1b[2J"`} {
+	for _, w := range []string{`"underlay/nodes/id9\nid2"`, `"n8\x1b[2J"`, `"n9\nid3  n3  active  1s  h3"`, `"h9\x1b]0;pwned\a"`} {
 		if !strings.Contains(errOut.String(), w) {
 			t.Errorf("warnings do not hold %s:\n%s", w, errOut.String())
 		}
@@ -71,8 +71,8 @@ func TestWriteNodeListQuotesFacts(t *testing.T) {
 	if strings.ContainsAny(out.String()+errOut.String(), "\x1b\x07") {
 		t.Errorf("output holds a control character:\n%q\n%q", out.String(), errOut.String())
 	}
-	if lines := strings.Split(strings.TrimSuffix(errOut.String(), "\n"), "\n"); len(lines) != 3 {
-		t.Errorf("%d warning lines, want 3 (the facts under a key no agent writes, the misfiled facts, the removed node):\n%s", len(lines), errOut.String())
+	if lines := strings.Split(strings.TrimSuffix(errOut.String(), "\n"), "\n"); len(lines) != 4 {
+		t.Errorf("%d warning lines, want 4 (the facts under a key no agent writes, the misfiled facts, the invalid names, the removed node):\n%s", len(lines), errOut.String())
 	}
 }
 
@@ -332,5 +332,48 @@ func TestNodeListOfOneName(t *testing.T) {
 	}
 	if rows := tableRows(removed); len(rows) != 2 || rows[1] != idc+" n1 1h0m0s ago ops@m1" {
 		t.Errorf("removed nodes: %q, want the heading's table with %s alone", rows, idc)
+	}
+}
+
+// TestWriteNodeListShowsInvalidNames: node ls printed whatever name node
+// facts gave, quoted at most: a name of 10 000 characters, or one of
+// spaces and a newline, as a node's. Facts are documents any agent's
+// token may write: names no agent writes (netspec.CheckNodeName) are now
+// shown as invalid, each warned of naming its key and why, and the other
+// nodes listed as before.
+func TestWriteNodeListShowsInvalidNames(t *testing.T) {
+	now := time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC)
+	const id1, id2, id3 = "id10000000000000000000000", "id20000000000000000000000", "id30000000000000000000000"
+	long := strings.Repeat("x", 10000)
+	facts := []netspec.NodeFacts{
+		{ID: id1, Node: "n1", UpdatedAt: now, Holder: netspec.Holder{Host: "h1"}},
+		{ID: id2, Node: long, UpdatedAt: now, Holder: netspec.Holder{Host: "h2"}},
+		{ID: id3, Node: "n3", UpdatedAt: now, Holder: netspec.Holder{Host: "h 3\nid4  n4"}},
+	}
+	var out, errOut bytes.Buffer
+	swarm := []netspec.SwarmNode{{ID: id1, State: "active"}, {ID: id2, State: "active"}, {ID: id3, State: "active"}}
+	if err := writeNodeList(IOStreams{Out: &out, ErrOut: &errOut}, facts, nil, swarm, nil, now); err != nil {
+		t.Fatal(err)
+	}
+	var rows []string
+	for _, l := range strings.Split(strings.TrimSuffix(out.String(), "\n"), "\n")[1:] {
+		f := strings.Fields(l)
+		rows = append(rows, f[0]+" "+f[1]+" "+f[len(f)-1])
+	}
+	want := []string{id1 + " n1 h1", id2 + " (invalid) h2", id3 + " n3 (invalid)"}
+	if d := cmp.Diff(want, rows); d != "" {
+		t.Errorf("rows (-want +got):\n%s\n%s", d, out.String())
+	}
+	if out.Len() > 1000 {
+		t.Errorf("node ls printed %d bytes for 3 nodes", out.Len())
+	}
+	for _, w := range []string{"node facts underlay/nodes/" + id2 + ": node name \"xxx", "10000 characters, want at most 64",
+		"node facts underlay/nodes/" + id3 + `: host name "h 3\nid4  n4": ' ' is not allowed`} {
+		if !strings.Contains(errOut.String(), w) {
+			t.Errorf("warnings do not say %q:\n%s", w, errOut.String())
+		}
+	}
+	if errOut.Len() > 2000 {
+		t.Errorf("node ls warned in %d bytes", errOut.Len())
 	}
 }

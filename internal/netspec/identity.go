@@ -73,6 +73,49 @@ func (f NodeFacts) KeyProblem() error {
 	return factsKeyProblem(strings.TrimPrefix(f.FactsKey(), NodesKVPrefix), f.ID, f.Node)
 }
 
+// NameProblem says why the names facts f give are none an agent writes,
+// naming their key (FactsKey), nil when they may be: its node name
+// (CheckNodeName: the agent's --node, or Docker's host name), and its
+// holder's host name when it gives one (the kernel's, which fits the
+// same rule). Facts are documents any agent's token may write, read by
+// every listing: node ls and ips show such names as invalid, and warn
+// with this, rather than print what they hold as a node's name (a
+// control sequence, a name of any length). NodeNameProblem and
+// HostNameProblem judge each.
+func (f NodeFacts) NameProblem() error {
+	var each []string
+	if err := f.NodeNameProblem(); err != nil {
+		each = append(each, err.Error())
+	}
+	if err := f.HostNameProblem(); err != nil {
+		each = append(each, err.Error())
+	}
+	if len(each) == 0 {
+		return nil
+	}
+	return fmt.Errorf("node facts %s: %s", termtext.Shorten(termtext.Cell(f.FactsKey()), len(NodesKVPrefix)+MaxNodeNameLen), strings.Join(each, "; "))
+}
+
+// NodeNameProblem is NameProblem of f's node name alone, without the key.
+func (f NodeFacts) NodeNameProblem() error {
+	if err := CheckNodeName(f.Node); err != nil {
+		return fmt.Errorf("node name %s: %v", termtext.QuoteShort(f.Node, MaxNodeNameLen), err)
+	}
+	return nil
+}
+
+// HostNameProblem is NameProblem of f's holder's host name alone ("" is
+// none), without the key.
+func (f NodeFacts) HostNameProblem() error {
+	if f.Holder.Host == "" {
+		return nil
+	}
+	if err := CheckNodeName(f.Holder.Host); err != nil {
+		return fmt.Errorf("host name %s: %v", termtext.QuoteShort(f.Holder.Host, MaxNodeNameLen), err)
+	}
+	return nil
+}
+
 // SwarmNode is a node the swarm lists, whatever its state: its swarm node
 // ID, the host name its engine reports (Docker's Description.Hostname,
 // the name an older agent keyed its facts by unless given --node), its

@@ -109,3 +109,44 @@ func TestSwarmNodesOf(t *testing.T) {
 		}
 	}
 }
+
+// TestNameProblem: the names node facts give are judged when read, as
+// CheckNodeName judges an agent's --node: the error names the facts' key
+// (quoted where it would break a line) and each bad name, shortened.
+func TestNameProblem(t *testing.T) {
+	const id = "id10000000000000000000000"
+	for _, tc := range []struct {
+		name string
+		f    NodeFacts
+		want []string // substrings; none: no problem
+	}{
+		{"good", NodeFacts{ID: id, Node: "n1", Holder: Holder{Host: "h1.example"}}, nil},
+		{"no host", NodeFacts{ID: id, Node: "n1"}, nil},
+		{"no name", NodeFacts{ID: id}, []string{"node facts underlay/nodes/" + id + ": node name \"\": no name"}},
+		{"long name", NodeFacts{ID: id, Node: strings.Repeat("x", 5000)}, []string{`… (5000 bytes): 5000 characters, want at most 64`}},
+		{"control in host", NodeFacts{ID: id, Node: "n1", Holder: Holder{Host: "h\x1b[2J"}}, []string{`host name "h\x1b[2J": '\x1b' is not allowed`}},
+		{"both, key as read", NodeFacts{ID: id, Node: "a b", Holder: Holder{Host: "c/d"}, Key: NodesKVPrefix + "x\ny"},
+			[]string{`node facts "underlay/nodes/x\ny": node name "a b": ' ' is not allowed`, `; host name "c/d": '/' is not allowed`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.f.NameProblem()
+			if len(tc.want) == 0 {
+				if err != nil {
+					t.Errorf("NameProblem: %v, want none", err)
+				}
+				return
+			}
+			if err == nil {
+				t.Fatalf("NameProblem: none, want %q", tc.want)
+			}
+			for _, w := range tc.want {
+				if !strings.Contains(err.Error(), w) {
+					t.Errorf("NameProblem: %v, want it to say %q", err, w)
+				}
+			}
+			if len(err.Error()) > 400 || strings.ContainsAny(err.Error(), "\n\x1b") {
+				t.Errorf("NameProblem: %d bytes, %q: want it short, on one line", len(err.Error()), err)
+			}
+		})
+	}
+}
