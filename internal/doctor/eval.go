@@ -610,6 +610,8 @@ func EvalFacts(l netspec.FactsListing, err error) []Result {
 		if r, ok := NoNodeFactsResult(f); ok {
 			rs = append(rs, r)
 			noNode[f.FactsKey()] = true
+		} else if r, ok := InvalidNamesResult(f); ok {
+			rs = append(rs, r)
 		}
 	}
 	for _, m := range l.Misfiled {
@@ -623,7 +625,7 @@ func EvalFacts(l netspec.FactsListing, err error) []Result {
 	if len(rs) == 0 {
 		return []Result{{Check: check, Status: OK, Message: fmt.Sprintf("every node's facts (%d) name the identity their key does", len(l.Facts))}}
 	}
-	return capRows(rs, "facts documents naming another identity than their key, under a key naming no swarm node, or unreadable")
+	return capRows(rs, "facts documents naming another identity than their key, under a key naming no swarm node, giving names no agent writes, or unreadable")
 }
 
 // NoNodeFactsResult is the nodes/facts warning of facts under a key no
@@ -644,6 +646,24 @@ func NoNodeFactsResult(f netspec.NodeFacts) (r Result, ok bool) {
 		Message: fmt.Sprintf("%s holds facts of node %s under a key naming no swarm node (%v): no agent writes it (agents write theirs under %sSWARM-NODE-ID); left out by node ls, underlay ips, node rm by name, the IPAM's departed-node reclaim and the dashboard",
 			c(key), c(f.Node), err, netspec.NodesKVPrefix) + why,
 		Fix: fix}, true
+}
+
+// InvalidNamesResult is the nodes/facts warning of an agent's facts
+// giving a node or host name no agent writes (netspec.NodeFacts.
+// NameProblem): node ls shows it as invalid. Deleted, the facts are
+// written again by their key's agent, while one runs, with the names it
+// has. ok is false for facts with no such name.
+func InvalidNamesResult(f netspec.NodeFacts) (r Result, ok bool) {
+	err := f.NameProblem()
+	if err == nil {
+		return Result{}, false
+	}
+	key := f.FactsKey()
+	fix, why := shellword.KVRemoval(key, fmt.Sprintf(" (the agent of swarm node %s, while it runs, publishes its own facts again)",
+		shellword.Quote(strings.TrimPrefix(key, netspec.NodesKVPrefix))))
+	return Result{Check: "nodes/facts", Status: Warn,
+		Message: termtext.Cell(err.Error()) + ": no agent writes such names; node ls shows them as invalid" + why,
+		Fix:     fix}, true
 }
 
 // UnreadableFactsResult is the nodes/facts warning of a facts document

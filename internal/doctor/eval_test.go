@@ -680,3 +680,19 @@ func TestMisfiledResultGivesNoDeleteConsulRedirects(t *testing.T) {
 		}
 	}
 }
+
+// TestEvalFactsInvalidNames: the doctor's nodes/facts said nothing of
+// facts giving a node or host name no agent writes; each is now a
+// warning naming the key, with the consul kv delete that removes it.
+func TestEvalFactsInvalidNames(t *testing.T) {
+	const id1, id2 = "id10000000000000000000000", "id20000000000000000000000"
+	l := netspec.FactsListing{Facts: []netspec.NodeFacts{
+		{ID: id1, Node: "n1", Key: netspec.NodesKVPrefix + id1},
+		{ID: id2, Node: "n2\x1b[2J", Key: netspec.NodesKVPrefix + id2},
+	}}
+	rs := EvalFacts(l, nil)
+	if len(rs) != 1 || rs[0].Status != Warn || !strings.Contains(rs[0].Message, "node facts underlay/nodes/"+id2+`: node name "n2\x1b[2J"`) ||
+		rs[0].Fix != "consul kv delete underlay/nodes/"+id2+" (the agent of swarm node "+id2+", while it runs, publishes its own facts again)" {
+		t.Errorf("nodes/facts: %+v, want one warning of %s's name, with its removal", rs, id2)
+	}
+}
