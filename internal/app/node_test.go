@@ -34,6 +34,27 @@ rewrote underlay/ipam/pool/v4/blocks/10.20.0.16_28 without its records: other no
 	}
 }
 
+// TestPrintRemovedServices: node rm says each service it deregistered
+// from Consul's catalog, quoted where a name would break the line, and
+// a removal of services alone is a removal.
+func TestPrintRemovedServices(t *testing.T) {
+	var out, errOut bytes.Buffer
+	r := decommission.Removed{ID: "gone", Node: "old", Services: []decommission.CatalogService{
+		{Node: "h-old", ID: "old:web.1:80", Name: "web"},
+		{Node: "h\nx", ID: "old:db:1", Name: "db\x1b[2J"},
+	}}
+	printRemoved(IOStreams{Out: &out, ErrOut: &errOut}, r)
+	want := `deregistered service old:web.1:80 (web) of Consul node h-old from the catalog
+deregistered service old:db:1 ("db\x1b[2J") of Consul node "h\nx" from the catalog
+`
+	if diff := cmp.Diff(want, out.String()); diff != "" || errOut.Len() > 0 {
+		t.Errorf("printed (-want +got):\n%s\nstderr %q", diff, errOut.String())
+	}
+	if got := removedLine(r); got != "node old (swarm node gone) removed" {
+		t.Errorf("last line %q, want the node removed", got)
+	}
+}
+
 // TestWriteNodeListQuotesFacts: node ls printed the node facts as
 // stored: documents each agent writes, which every agent's Consul token
 // may write under any identity. A newline in a node or host name forged
