@@ -13,6 +13,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 // ErrNotHeld is returned for a release of an address another node holds:
@@ -60,6 +62,16 @@ type Option func(*Allocator)
 // every release that frees an address, before Docker is answered.
 func WithFreedStore(s FreedStore) Option {
 	return func(a *Allocator) { a.freedStore = s }
+}
+
+// WithSpecs has the allocator's keeper consult st's newest listing of
+// the network specs (netspec.Store.Listed, read again by the agent's
+// network reconciler at every change) before it hands out a spare: none
+// is handed out, and none kept, of a network that listing shows marked
+// for removal (see keeper.take). st is the store the plugin's pools are
+// read from (SpecPools).
+func WithSpecs(st *netspec.Store) Option {
+	return func(a *Allocator) { a.spares.listed = st.Listed }
 }
 
 // NewAllocator returns the allocator of the node with identity node over

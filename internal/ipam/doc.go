@@ -50,7 +50,11 @@
 //   - keeper (spares.go), with its own lock, keeps a few addresses of the
 //     node's blocks claimed ahead of demand (spares), so that Docker never
 //     waits for Consul; it changes blocks only through the store's update.
-//     Writes a network's removal refuses are retried with growing delays.
+//     It hands out no spare, and keeps none, of a network the newest
+//     listing of the specs shows marked by `network rm` (WithSpecs): a
+//     request that read its pool before the mark is then refused by its
+//     write, bound to the spec as read. Writes a network's removal
+//     refuses are retried with growing delays.
 //   - Reclaimer (reclaim.go) returns leaks, records again what Consul
 //     lost (at the sweep's second sighting, or at once when the node's
 //     allocations find it: recordLost), and on the swarm leader reclaims

@@ -38,7 +38,7 @@ func pluginFor(t *testing.T, kv *kvtest.KV, node string) (*Plugin, func(method s
 			t.Fatal(err)
 		}
 	}
-	pl := &Plugin{Alloc: NewAllocator(kv, node, nil), Pools: SpecPools{Store: st}, Log: slog.New(slog.DiscardHandler)}
+	pl := &Plugin{Alloc: NewAllocator(kv, node, nil, WithSpecs(st)), Pools: SpecPools{Store: st}, Log: slog.New(slog.DiscardHandler)}
 	return pl, serve(t, pl)
 }
 

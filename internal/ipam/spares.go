@@ -16,6 +16,7 @@ import (
 
 	"github.com/underlay/underlay/internal/backoff"
 	"github.com/underlay/underlay/internal/kvstore"
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 // Spares: a node claims a few addresses of its own blocks ahead of demand,
@@ -63,6 +64,10 @@ type keeper struct {
 	kick  chan struct{}
 	// handouts counts requests answered from a spare (a metric).
 	handouts atomic.Int64
+	// listed returns the newest listing of the network specs (nil: none
+	// read yet); nil when not known (see WithSpecs). No spare is handed
+	// out, nor kept, of a pool whose network it shows being removed.
+	listed func() *netspec.Listing
 	// afterWrite, when set (by tests), runs between a block's spare write
 	// and the keeper's settling of it: the window where requests race the
 	// keeper, with Consul already changed and the keeper's lists not yet.
@@ -112,7 +117,17 @@ func (k *keeper) kickSync() {
 
 // take hands out one of p's free spares (want, when valid, only that one)
 // as al. A request that finds none raises the pool's target: a burst.
+//
+// None is handed out once the newest listing of the specs shows p's
+// network marked by `network rm`: the request read its pool from an
+// older one (the plugin refuses a request whose reading shows the mark),
+// and a spare, needing no write, would go to a container of a network
+// the nodes are taking apart. The request then writes, bound to the spec
+// as it read it, and is refused. A mark seen for the keeper's own pool
+// closes it: its spares are given back (see syncPool), as at the
+// network's teardown on this node (close), which may come much later.
 func (k *keeper) take(p Pool, want netip.Addr, al Alloc) (netip.Addr, bool) {
+	l := k.listing()
 	k.mu.Lock()
 	defer k.mu.Unlock()
 	sp := k.pools[p.ID()]
@@ -126,6 +141,12 @@ func (k *keeper) take(p Pool, want netip.Addr, al Alloc) (netip.Addr, bool) {
 		return netip.Addr{}, false
 	}
 	defer k.kickSync()
+	if markedIn(l, sp.pool) {
+		sp.Closing = true
+	}
+	if markedIn(l, p) {
+		return netip.Addr{}, false
+	}
 	switch {
 	case later(sp.pool, p) && !sameNetwork(sp.pool, p):
 		// The network was removed and made again under the name since
@@ -157,6 +178,31 @@ func (k *keeper) take(p Pool, want netip.Addr, al Alloc) (netip.Addr, bool) {
 	sp.Handed[a] = al
 	k.handouts.Add(1)
 	return a, true
+}
+
+// listing is the newest listing of the specs, nil when none is known.
+func (k *keeper) listing() *netspec.Listing {
+	if k.listed == nil {
+		return nil
+	}
+	return k.listed()
+}
+
+// markedIn says listing l shows the spec of p's network marked for
+// removal by `network rm`: the generation p was read from, or, either's
+// unknown, any. The mark is never taken back, so no later listing serves
+// that generation again; a network made again under the name is another
+// generation, never refused for its predecessor's mark.
+func markedIn(l *netspec.Listing, p Pool) bool {
+	if l == nil {
+		return false
+	}
+	i := slices.IndexFunc(l.Specs, func(s netspec.Spec) bool { return s.Name == p.Network })
+	if i < 0 || !l.Specs[i].Deleting {
+		return false
+	}
+	c := l.SpecCreateIndex(p.Network)
+	return c == 0 || p.specCreate == 0 || c == p.specCreate
 }
 
 // releasing prepares the release of a: a free spare was never handed out,
@@ -430,8 +476,16 @@ func (k *keeper) stopWatches() {
 // syncAll brings every pool's spares up to date in Consul; pending
 // reports whether some are left to record or give back.
 func (k *keeper) syncAll(ctx context.Context, verify, stopping bool) (pending bool, err error) {
+	l := k.listing()
 	k.mu.Lock()
 	pools := slices.SortedFunc(maps.Values(k.pools), func(x, y *sparePool) int { return strings.Compare(x.pool.ID(), y.pool.ID()) })
+	for _, sp := range pools {
+		// The mark's arrival, with no request since: its spares go back
+		// (see take).
+		if markedIn(l, sp.pool) {
+			sp.Closing = true
+		}
+	}
 	k.mu.Unlock()
 	var firstErr error
 	for _, sp := range pools {
