@@ -156,16 +156,33 @@ func (a *Allocator) Allocate(ctx context.Context, p Pool, want netip.Addr, kind 
 	al := Alloc{Node: a.node, At: a.now().UTC(), Kind: kind}
 	// Shims are found again by reading Consul, so they are never handed
 	// out before their write: no spares for them.
+	if kind == KindTask && want.IsValid() && a.held.of(p)[want] && a.freed.recent(p, a.now())[want].IsZero() {
+		// A local container holds it, as last listed or handed out
+		// since, and it was not released here since: Consul showing it
+		// free would have lost it under the container (see heldAddrs).
+		return netip.Addr{}, fmt.Errorf("address %s in %s is already in use (a container on this node holds it, and it was not released since)", want, p.ID())
+	}
 	if kind == KindTask {
 		if addr, ok := a.spares.take(p, want, al); ok {
+			a.held.handOut(p, addr, al.At)
 			return addr, nil
 		}
 	}
+	var addr netip.Addr
+	var err error
 	if want.IsValid() {
-		return want, a.allocateAt(ctx, p, want, al)
+		addr, err = want, a.allocateAt(ctx, p, want, al)
+	} else {
+		r := a.batch.do(ctx, &request{pool: p, al: al}, a.commit)
+		addr, err = r.addr, r.err
 	}
-	r := a.batch.do(ctx, &request{pool: p, al: al}, a.commit)
-	return r.addr, r.err
+	if err == nil && kind == KindTask {
+		// Passed over until a listing of the containers judges it (see
+		// heldAddrs): Consul may lose it before any sweep sees its
+		// container.
+		a.held.handOut(p, addr, al.At)
+	}
+	return addr, err
 }
 
 // Release frees addr if this node holds it; releasing a free address
@@ -187,6 +204,9 @@ func (a *Allocator) Release(ctx context.Context, p Pool, addr netip.Addr) error 
 	// The batch puts the handout back if the release fails: a caller that
 	// stops waiting leaves its release queued, and served.
 	r := a.batch.do(ctx, &request{pool: p, release: addr, handed: handed, undo: undo}, a.commit)
+	if r.err == nil {
+		a.held.released(p, addr)
+	}
 	return r.err
 }
 
@@ -367,6 +387,7 @@ func (a *Allocator) allocateBatch(ctx context.Context, reqs []*request) {
 		fail(err)
 		return
 	}
+	a.held.prime(p, a.node, own)
 	ru := reuse{freed: a.freed.recent(p, a.now()), held: a.held.of(p)}
 	for _, b := range slices.SortedFunc(maps.Keys(own), comparePrefix) {
 		if _, ok := own[b].free(p, b, ru); ok && len(reqs) > 0 {

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // msgLostHeld is logged, once per address, when an allocation of this
@@ -23,6 +24,13 @@ const msgLostHeld = "Consul shows free an address a local container holds (it lo
 // window before it is recorded again. It costs the hot path no read of
 // Docker: the sweep refreshes it. A container gone since lets its address
 // be handed out after the next sweep; until then it is only passed over.
+// So is every task address this node handed out since (handed) until a
+// listing begun after shows what became of it: a container started since
+// the last sweep is in no listing, and Consul losing its address (a stray
+// release, the node taken for departed while frozen) would otherwise have
+// the node hand it to a second local container at its next request. A
+// release does not end that: a release names no container, and a stray
+// one is how Consul loses a running container's address.
 // Another node's allocations do not see it: an address held here in a
 // block that node allocates from (borrowing, or a request for that
 // address) is covered only by its record, so each address an allocation
@@ -34,6 +42,13 @@ type heldAddrs struct {
 	// at are the addresses held, by network name, as last listed; the
 	// whole is replaced at each listing, never changed in place.
 	at map[string]map[netip.Addr]bool
+	// handed are, by network name, the task addresses this node handed
+	// out, with when, that no listing begun after has judged: held then
+	// (at has them), or in no container and no start's (gone).
+	handed map[string]map[netip.Addr]handout
+	// primedIDs are the pools, by ID, whose handouts by an earlier agent
+	// of the node were taken into handed (see prime).
+	primedIDs map[string]bool
 	// noted are, by network name, those an allocation found free in
 	// Consul and logged, until a sweep finds them recorded again or no
 	// longer held.
@@ -91,8 +106,10 @@ func (h *heldAddrs) takeLost() []lostAddr {
 }
 
 // set makes held (by network name: Local.Held) what the node's containers
-// hold.
-func (h *heldAddrs) set(held map[string]map[netip.Addr]bool) {
+// hold, as listed from begun on (by the allocator's clock): the handouts
+// before then the listing shows held, or that neither a container nor a
+// start under way (starts, by network) may hold, are forgotten.
+func (h *heldAddrs) set(held map[string]map[netip.Addr]bool, starts map[string][]Start, begun time.Time) {
 	// A copy: the lister may keep its maps.
 	held = maps.Clone(held)
 	for name, m := range held {
@@ -101,6 +118,16 @@ func (h *heldAddrs) set(held map[string]map[netip.Addr]bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.at = held
+	for name, handed := range h.handed {
+		// A start under way holds an address allocated after it began.
+		oldest := oldestStart(starts[name])
+		maps.DeleteFunc(handed, func(a netip.Addr, ho handout) bool {
+			return ho.at.Before(begun) && (held[name][a] || oldest.IsZero() || ho.at.Before(oldest))
+		})
+		if len(handed) == 0 {
+			delete(h.handed, name)
+		}
+	}
 	for name, noted := range h.noted {
 		maps.DeleteFunc(noted, func(a netip.Addr, _ bool) bool { return !held[name][a] })
 	}
@@ -117,12 +144,99 @@ func (h *heldAddrs) recorded(p Pool, allocs map[netip.Addr]Alloc) {
 	})
 }
 
+// handout is when an address was handed out, and the generation of its
+// network (Pool.specCreate; 0: not known).
+type handout struct {
+	at  time.Time
+	gen uint64
+}
+
+// handOut notes that the node handed out a, a task address of p, at at.
+func (h *heldAddrs) handOut(p Pool, a netip.Addr, at time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.handOutLocked(p, a, at)
+}
+
+func (h *heldAddrs) handOutLocked(p Pool, a netip.Addr, at time.Time) {
+	if h.handed == nil {
+		h.handed = map[string]map[netip.Addr]handout{}
+	}
+	if h.handed[p.Network] == nil {
+		h.handed[p.Network] = map[netip.Addr]handout{}
+	}
+	h.handed[p.Network][a] = handout{at: at, gen: p.specCreate}
+}
+
+// released forgets the handout of a, of p, which Docker released on
+// this node: it is then passed over as freed lately (see reuse), as
+// before. A stray release of a running container's address is not told
+// from it (a release names no container); handed covers what Consul
+// loses with no release here.
+func (h *heldAddrs) released(p Pool, a netip.Addr) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.handed[p.Network], a)
+}
+
+// primed says whether p's handouts of an earlier agent of the node were
+// taken (see prime).
+func (h *heldAddrs) primed(p Pool) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.primedIDs[p.ID()]
+}
+
+// prime takes, once per pool, the task addresses of node that own (the
+// node's blocks of p, as read) records as handouts: an earlier agent of
+// the node handed them out, for starts that may still be under way, in
+// no listing yet (see handed).
+func (h *heldAddrs) prime(p Pool, node string, own map[netip.Prefix]BlockDoc) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.primedIDs[p.ID()] {
+		return
+	}
+	if h.primedIDs == nil {
+		h.primedIDs = map[string]bool{}
+	}
+	h.primedIDs[p.ID()] = true
+	for _, doc := range own {
+		for k, al := range doc.Allocs {
+			a, err := netip.ParseAddr(k)
+			if err != nil || al.Node != node || al.Kind != KindTask {
+				continue
+			}
+			if _, ok := h.handed[p.Network][a]; !ok {
+				h.handOutLocked(p, a, al.At)
+			}
+		}
+	}
+}
+
 // of returns the addresses held on p's network, of both families, as last
-// listed (nil: none known); the caller must not change the map.
+// listed, and those handed out since that no listing has judged (nil:
+// none known); the caller must not change the map.
 func (h *heldAddrs) of(p Pool) map[netip.Addr]bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.at[p.Network]
+	handed := h.handed[p.Network]
+	if len(handed) == 0 {
+		return h.at[p.Network]
+	}
+	out := maps.Clone(h.at[p.Network])
+	if out == nil {
+		out = make(map[netip.Addr]bool, len(handed))
+	}
+	for a, ho := range handed {
+		// Of the network's generation p is (a network made again
+		// under the name is another; its predecessor's containers
+		// went with it).
+		if ho.gen == 0 || p.specCreate == 0 || ho.gen == p.specCreate {
+			out[a] = true
+		}
+	}
+	return out
 }
 
 // noteFree logs as an error, and counts, each address of block b that r

@@ -145,13 +145,14 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 		return err
 	}
 	specs := l.Specs
+	begun := r.Alloc.now()
 	local, err := r.Held.HeldAddresses(ctx)
 	if err != nil {
 		return err
 	}
 	// From now on the node's allocations pass over what its containers
 	// hold, as listed now (see heldAddrs).
-	r.Alloc.held.set(local.Held)
+	r.Alloc.held.set(local.Held, local.Starts, begun)
 	gone, reporters, err := r.departed(ctx)
 	if err != nil {
 		return err
@@ -649,6 +650,7 @@ func (r *Reclaimer) Run(ctx context.Context, period time.Duration) {
 // allocations to pass over (see heldAddrs); a failure is logged: the next
 // sweep lists them again.
 func (r *Reclaimer) listHeld(ctx context.Context) {
+	begun := r.Alloc.now()
 	local, err := r.Held.HeldAddresses(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
@@ -656,7 +658,7 @@ func (r *Reclaimer) listHeld(ctx context.Context) {
 		}
 		return
 	}
-	r.Alloc.held.set(local.Held)
+	r.Alloc.held.set(local.Held, local.Starts, begun)
 }
 
 // log is Log, or a discarding logger, with the package's component.

@@ -514,6 +514,14 @@ func (k *keeper) syncAll(ctx context.Context, verify, stopping bool) (pending bo
 func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify bool) error {
 	p := sp.pool
 	now := k.now()
+	if !k.held.primed(p) {
+		// Before any claim: an earlier agent's handouts are passed over.
+		// Not read, it is tried again at the next sync; the claims
+		// below meet the same failure.
+		if own, err := k.store.own(ctx, p, k.node); err == nil {
+			k.held.prime(p, k.node, own)
+		}
+	}
 	ru := reuse{freed: k.freed.recent(p, now), held: k.held.of(p)}
 	k.mu.Lock()
 	suspect := sp.suspect
