@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/underlay/underlay/internal/inventory"
+	"github.com/underlay/underlay/internal/testdocker"
 )
 
 // sourceOf is a Source that knows the drivers of networks (by ID)
@@ -123,14 +124,9 @@ func TestFollowAsksForItsActionsOnly(t *testing.T) {
 // listHangs: those wait until the client goes.
 func hangingDockerd(t *testing.T, list []container.Summary, inspect map[string]network.Inspect, failing map[string]string, hanging map[string]bool, listHangs bool) *client.Client {
 	t.Helper()
-	release := make(chan struct{})
-	wait := func(r *http.Request) {
-		select {
-		case <-r.Context().Done():
-		case <-release:
-		}
-	}
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	d := testdocker.New(t)
+	wait := d.Hang
+	return d.Serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		id, isNet := strings.CutPrefix(r.URL.Path, "/v1.41/networks/")
 		switch {
@@ -151,14 +147,6 @@ func hangingDockerd(t *testing.T, list []container.Summary, inspect map[string]n
 			http.Error(w, `{"message":"not faked"}`, http.StatusNotFound)
 		}
 	}))
-	t.Cleanup(srv.Close)
-	t.Cleanup(func() { close(release) }) // before srv.Close, which waits for the handlers
-	api, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithVersion("1.41"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { api.Close() })
-	return api
 }
 
 // endpointsWithin runs src.Endpoints, failing the test when it is still

@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/testdocker"
 )
 
 func TestConfigRange(t *testing.T) {
@@ -254,20 +255,8 @@ func TestServiceNetworksReadsTheDeprecatedField(t *testing.T) {
 // fails with a deadline error naming the call, and the loop's next turn
 // tries again.
 func TestNetworksDoNotWaitForAHungDockerd(t *testing.T) {
-	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-r.Context().Done():
-		case <-release:
-		}
-	}))
-	t.Cleanup(srv.Close)
-	t.Cleanup(func() { close(release) }) // before srv.Close, which waits for the handlers
-	api, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithVersion("1.41"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { api.Close() })
+	d := testdocker.New(t)
+	api := d.Serve(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { d.Hang(r) }))
 	n := NewNetworks(api)
 	n.callWait = 50 * time.Millisecond
 	ctx := context.Background()

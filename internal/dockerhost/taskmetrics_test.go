@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/underlay/underlay/internal/taskmetrics"
+	"github.com/underlay/underlay/internal/testdocker"
 	"github.com/underlay/underlay/internal/testlog"
 )
 
@@ -165,8 +166,8 @@ func TestSamplesDoesNotWaitForAHungStatsRead(t *testing.T) {
 	read := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	labels := map[string]string{labelSwarmService: "web"}
 	list := []container.Summary{{ID: "run", Labels: labels, State: "running"}, {ID: "hung", Labels: labels, State: "running"}}
-	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	d := testdocker.New(t)
+	api := d.Serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		switch r.URL.Path {
 		case "/v1.41/containers/json":
@@ -174,21 +175,11 @@ func TestSamplesDoesNotWaitForAHungStatsRead(t *testing.T) {
 		case "/v1.41/containers/run/stats":
 			json.NewEncoder(w).Encode(container.StatsResponse{ID: "run", Read: read})
 		case "/v1.41/containers/hung/stats":
-			select {
-			case <-r.Context().Done():
-			case <-release:
-			}
+			d.Hang(r)
 		default:
 			http.Error(w, `{"message":"not faked"}`, http.StatusNotFound)
 		}
 	}))
-	t.Cleanup(srv.Close)
-	t.Cleanup(func() { close(release) }) // before srv.Close, which waits for the handler
-	api, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithVersion("1.41"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { api.Close() })
 	src := NewSource(api)
 	src.statsWait = 50 * time.Millisecond
 	type result struct {
@@ -224,17 +215,14 @@ func TestSamplesDoesNotWaitForAHungStatsRead(t *testing.T) {
 func TestTaskMetricsDoNotWaitForAHungListing(t *testing.T) {
 	read := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	list := []container.Summary{{ID: "run", Labels: map[string]string{labelSwarmService: "web"}, State: "running"}}
-	release := make(chan struct{})
 	var listings atomic.Int32
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	d := testdocker.New(t)
+	api := d.Serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		switch r.URL.Path {
 		case "/v1.41/containers/json":
 			if listings.Add(1) == 1 { // the first listing is never answered
-				select {
-				case <-r.Context().Done():
-				case <-release:
-				}
+				d.Hang(r)
 				return
 			}
 			json.NewEncoder(w).Encode(list)
@@ -244,13 +232,6 @@ func TestTaskMetricsDoNotWaitForAHungListing(t *testing.T) {
 			http.Error(w, `{"message":"not faked"}`, http.StatusNotFound)
 		}
 	}))
-	t.Cleanup(srv.Close)
-	t.Cleanup(func() { close(release) }) // before srv.Close, which waits for the handler
-	api, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithVersion("1.41"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { api.Close() })
 	src := NewSource(api)
 	// Short, for the hung listing; long enough for the answered ones on
 	// a loaded machine.

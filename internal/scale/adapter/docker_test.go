@@ -16,6 +16,7 @@ import (
 	"github.com/docker/docker/client"
 
 	"github.com/underlay/underlay/internal/scale"
+	"github.com/underlay/underlay/internal/testdocker"
 )
 
 // TestServiceRefusesPaths checks that a service name that no swarm service
@@ -120,13 +121,10 @@ func TestReplicasBeyondInt(t *testing.T) {
 func TestSwarmCallsDoNotWaitForAHungDockerd(t *testing.T) {
 	var hung atomic.Bool
 	hung.Store(true)
-	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	d := testdocker.New(t)
+	api := d.Serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if hung.Load() {
-			select {
-			case <-r.Context().Done():
-			case <-release:
-			}
+			d.Hang(r)
 			return
 		}
 		w.Header().Set("Content-Type", "application/json")
@@ -137,13 +135,6 @@ func TestSwarmCallsDoNotWaitForAHungDockerd(t *testing.T) {
 			http.Error(w, `{"message":"not faked"}`, http.StatusNotFound)
 		}
 	}))
-	t.Cleanup(srv.Close)
-	t.Cleanup(func() { close(release) }) // before srv.Close, which waits for the handlers
-	api, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithVersion("1.41"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { api.Close() })
 	s := NewSwarm(api)
 	s.callWait = 50 * time.Millisecond
 	ctx := context.Background()
