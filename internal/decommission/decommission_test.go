@@ -1698,6 +1698,19 @@ func (c *cluster) leftOf(t *testing.T, id string) []string {
 	return left
 }
 
+// removalCalls counts node rm's KV calls removing id from a fresh
+// cluster, with no agent about: the steps at which a test cuts in.
+func removalCalls(t *testing.T, sw swarmNodes, id string) int {
+	t.Helper()
+	calls := 0
+	c := newCluster(t)
+	c.kv.Hook = func(string, []string) error { calls++; return nil }
+	if _, err := Remove(context.Background(), c.kv, sw, id, Options{Stale: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	return calls
+}
+
 // TestRemoveRecordsFirst: an agent coming back during node rm (its facts
 // still there, held by node rm) wrote on the networks the removal had
 // passed already, for node rm recorded the removal, which the agent's
@@ -1710,13 +1723,7 @@ func TestRemoveRecordsFirst(t *testing.T) {
 	ctx := context.Background()
 	const id = "gone000000000000000000000"
 	sw := swarmNodes{"live000000000000000000000": "ready"}
-	// node rm's calls, counted once with no agent.
-	calls := 0
-	c := newCluster(t)
-	c.kv.Hook = func(string, []string) error { calls++; return nil }
-	if _, err := Remove(ctx, c.kv, sw, id, Options{Stale: time.Minute}); err != nil {
-		t.Fatal(err)
-	}
+	calls := removalCalls(t, sw, id)
 	for step := range calls {
 		c := newCluster(t)
 		n, agent := 0, false
@@ -1766,12 +1773,7 @@ func TestRemoveResumes(t *testing.T) {
 	ctx := context.Background()
 	const id = "gone000000000000000000000"
 	sw := swarmNodes{"live000000000000000000000": "ready"}
-	calls := 0
-	c := newCluster(t)
-	c.kv.Hook = func(string, []string) error { calls++; return nil }
-	if _, err := Remove(ctx, c.kv, sw, id, Options{Stale: time.Minute}); err != nil {
-		t.Fatal(err)
-	}
+	calls := removalCalls(t, sw, id)
 	for step := range calls {
 		c := newCluster(t)
 		n := 0
