@@ -76,6 +76,9 @@ func TestKVOutageBlamesNoAgent(t *testing.T) {
 	}
 
 	down := t0.Add(30 * time.Second)
+	// Every refresh begun with the clock before down over first: one
+	// that read the failure with the clock at t0 said failing since t0.
+	ts.refreshAt(t, &clock, down)
 	ts.src.fail("kv", errors.New("dial tcp 127.0.0.1:8500: connect: connection refused"))
 	for _, after := range []time.Duration{0, 2 * time.Minute, 10 * time.Minute} {
 		snap := ts.refreshAt(t, &clock, down.Add(after))
