@@ -156,7 +156,7 @@ func (a *Allocator) Allocate(ctx context.Context, p Pool, want netip.Addr, kind 
 	al := Alloc{Node: a.node, At: a.now().UTC(), Kind: kind}
 	// Shims are found again by reading Consul, so they are never handed
 	// out before their write: no spares for them.
-	if kind == KindTask && want.IsValid() && a.held.of(p)[want] && a.freed.recent(p, a.now())[want].IsZero() {
+	if kind == KindTask && want.IsValid() && a.held.holds(p, want) && !a.freed.lately(p, want, a.now()) {
 		// A local container holds it, as last listed or handed out
 		// since, and it was not released here since: Consul showing it
 		// free would have lost it under the container (see heldAddrs).

@@ -65,6 +65,16 @@ func (f *freedAddrs) recent(p Pool, now time.Time) map[netip.Addr]time.Time {
 	return maps.Clone(f.at[p.ID()])
 }
 
+// lately says whether a, of p, was freed within reuseAfter of now,
+// without copying recent's map.
+func (f *freedAddrs) lately(p Pool, a netip.Addr, now time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.forgetLocked(now)
+	_, ok := f.at[p.ID()][a]
+	return ok
+}
+
 // all returns, by pool, when the addresses freed within reuseAfter of now
 // were freed: a copy, which the caller may keep.
 func (f *freedAddrs) all(now time.Time) map[string]map[netip.Addr]time.Time {

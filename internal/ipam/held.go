@@ -229,14 +229,29 @@ func (h *heldAddrs) of(p Pool) map[netip.Addr]bool {
 		out = make(map[netip.Addr]bool, len(handed))
 	}
 	for a, ho := range handed {
-		// Of the network's generation p is (a network made again
-		// under the name is another; its predecessor's containers
-		// went with it).
-		if ho.gen == 0 || p.specCreate == 0 || ho.gen == p.specCreate {
+		if ho.of(p) {
 			out[a] = true
 		}
 	}
 	return out
+}
+
+// holds says whether of(p) holds a, without copying it.
+func (h *heldAddrs) holds(p Pool, a netip.Addr) bool {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.at[p.Network][a] {
+		return true
+	}
+	ho, ok := h.handed[p.Network][a]
+	return ok && ho.of(p)
+}
+
+// of says whether the handout is of the network's generation p is (a
+// network made again under the name is another; its predecessor's
+// containers went with it).
+func (ho handout) of(p Pool) bool {
+	return ho.gen == 0 || p.specCreate == 0 || ho.gen == p.specCreate
 }
 
 // noteFree logs as an error, and counts, each address of block b that r
