@@ -264,20 +264,14 @@ func TestHeldAddressesDoNotWaitForAListingForGood(t *testing.T) {
 func TestRegistrationCallsDoNotWaitForGood(t *testing.T) {
 	src := NewSource(hangingDockerd(t, nil, nil, nil, map[string]bool{"c1": true}, true))
 	src.callWait, src.inspectWait = 50*time.Millisecond, 50*time.Millisecond
-	for name, call := range map[string]func() error{
-		"RunningContainers": func() error { _, err := src.RunningContainers(context.Background()); return err },
-		"RunningEndpoints":  func() error { _, err := src.RunningEndpoints(context.Background(), []string{"c1"}); return err },
-		"Inspect":           func() error { _, err := src.Inspect(context.Background(), "c1"); return err },
+	for _, c := range []struct {
+		name, want string
+		call       func() error
+	}{
+		{"RunningContainers", "list containers", func() error { _, err := src.RunningContainers(context.Background()); return err }},
+		{"RunningEndpoints", "list 1 containers", func() error { _, err := src.RunningEndpoints(context.Background(), []string{"c1"}); return err }},
+		{"Inspect", "deadline exceeded", func() error { _, err := src.Inspect(context.Background(), "c1"); return err }},
 	} {
-		done := make(chan error, 1)
-		go func() { done <- call() }()
-		select {
-		case err := <-done:
-			if err == nil || !strings.Contains(err.Error(), "deadline exceeded") {
-				t.Errorf("%s: %v, want it to give up on the silent dockerd", name, err)
-			}
-		case <-time.After(time.Minute):
-			t.Errorf("%s still waiting after a minute", name)
-		}
+		testdocker.GivesUp(t, c.name, c.want, c.call)
 	}
 }

@@ -3,7 +3,6 @@ package dockerhost
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -281,15 +280,6 @@ func TestNetworksDoNotWaitForAHungDockerd(t *testing.T) {
 		{"NetworksNamed", "list networks named lan", func() error { _, err := n.NetworksNamed(ctx, "lan"); return err }},
 		{"ServiceNetworks", "/services", func() error { _, err := n.ServiceNetworks(ctx); return err }},
 	} {
-		done := make(chan error, 1)
-		go func() { done <- c.call() }()
-		select {
-		case err := <-done:
-			if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), c.want) {
-				t.Errorf("%s against a dockerd that does not answer: %v, want a deadline exceeded naming %q", c.name, err, c.want)
-			}
-		case <-time.After(time.Minute): // not a measure of speed: the hang this test is about
-			t.Fatalf("%s still waiting after a minute for a dockerd that does not answer", c.name)
-		}
+		testdocker.GivesUp(t, c.name, c.want, c.call)
 	}
 }

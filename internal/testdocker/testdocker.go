@@ -5,9 +5,13 @@
 package testdocker
 
 import (
+	"context"
+	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/docker/docker/client"
 )
@@ -46,4 +50,21 @@ func (d *Daemon) Serve(h http.Handler) *client.Client {
 	}
 	t.Cleanup(func() { api.Close() })
 	return api
+}
+
+// GivesUp checks that call (what name names), sent to a dockerd that
+// never answers, ends with a deadline error naming want. It waits a
+// minute at most: not a measure of speed, the hang is what is tested.
+func GivesUp(t testing.TB, name, want string, call func() error) {
+	t.Helper()
+	done := make(chan error, 1)
+	go func() { done <- call() }()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s against a dockerd that does not answer: %v, want a deadline exceeded naming %q", name, err, want)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("%s still waiting after a minute for a dockerd that does not answer", name)
+	}
 }

@@ -6,7 +6,6 @@ import (
 	"math"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -147,16 +146,7 @@ func TestSwarmCallsDoNotWaitForAHungDockerd(t *testing.T) {
 		{"Wanted", "list tasks of service svc1", func() error { _, err := s.Wanted(ctx, "svc1"); return err }},
 		{"SetReplicas", "update service svc1", func() error { return s.SetReplicas(ctx, "svc1", 1, 2) }},
 	} {
-		done := make(chan error, 1)
-		go func() { done <- c.call() }()
-		select {
-		case err := <-done:
-			if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), c.want) {
-				t.Errorf("%s against a dockerd that does not answer: %v, want a deadline exceeded naming %q", c.name, err, c.want)
-			}
-		case <-time.After(time.Minute): // not a measure of speed: the hang this test is about
-			t.Fatalf("%s still waiting after a minute for a dockerd that does not answer", c.name)
-		}
+		testdocker.GivesUp(t, c.name, c.want, c.call)
 	}
 	hung.Store(false)
 	s.callWait = callWait // the answered call's bound: a loaded machine's listing may take 50 ms
