@@ -5,7 +5,6 @@ import (
 	"errors"
 	"io"
 	"net/http"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -15,6 +14,7 @@ import (
 	"github.com/hashicorp/consul/api"
 
 	"github.com/underlay/underlay/internal/kvstore"
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
 )
 
 // TestTxnRefusal: a transaction ACLs refused is an error (the allocator
@@ -368,16 +368,5 @@ func TestWatchIndexWentBackwards(t *testing.T) {
 	})
 	kv := kvServedBy(t, mux)
 	kv.Watch(ctx, "underlay/networks/")
-	var got []uint64
-	for len(got) < 4 {
-		select {
-		case i := <-asked:
-			got = append(got, i)
-			if want := []uint64{0, 5000, 0, 1}[:len(got)]; !slices.Equal(got, want) {
-				t.Fatalf("the watch's queries waited on indexes %v, want %v", got, want)
-			}
-		case <-ctx.Done():
-			t.Fatalf("the watch's queries waited on indexes %v, then no query came (want 0, 5000, 0, 1)", got)
-		}
-	}
+	kvtest.WaitedOn(ctx, t, asked, "the watch's queries", 0, 5000, 0, 1)
 }

@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"log/slog"
-	"slices"
 	"testing"
 	"time"
 
 	"github.com/hashicorp/consul/api"
+
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
 )
 
 // TestCatalogWatchAfterConsulRestarted: the Consul a catalog watch follows
@@ -79,16 +80,5 @@ func TestCatalogWatchIndexWentBackwards(t *testing.T) {
 	done := make(chan struct{})
 	go func() { c.watch(ctx, make(chan struct{}, 1), "catalog", query); close(done) }()
 	defer func() { cancel(); <-done }()
-	var got []uint64
-	for len(got) < 4 {
-		select {
-		case i := <-asked:
-			got = append(got, i)
-			if want := []uint64{0, 5000, 0, 1}[:len(got)]; !slices.Equal(got, want) {
-				t.Fatalf("the watch's queries waited on indexes %v, want %v", got, want)
-			}
-		case <-ctx.Done():
-			t.Fatalf("the watch's queries waited on indexes %v, then no query came (want 0, 5000, 0, 1)", got)
-		}
-	}
+	kvtest.WaitedOn(ctx, t, asked, "the watch's queries", 0, 5000, 0, 1)
 }

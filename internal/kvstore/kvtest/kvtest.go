@@ -13,7 +13,9 @@
 // racing would. DenyRead plays a token whose read rights on a prefix are
 // gone, as Consul's ACLs do. Integration tests use a real Consul.
 //
-// It imports only kvstore and does no I/O.
+// WaitedOn checks the indexes a blocking loop waits on, against a fake
+// Consul of the test's. It imports only kvstore and testing, and does no
+// I/O.
 package kvtest
 
 import (

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -14,6 +13,7 @@ import (
 	"time"
 
 	"github.com/underlay/underlay/internal/consul"
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
 )
 
 // TestTokensAfterConsulRestarted: the Consul holding control's bearer
@@ -107,16 +107,5 @@ func TestTokensIndexWentBackwards(t *testing.T) {
 	done := make(chan struct{})
 	go func() { k.Run(ctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	var got []uint64
-	for len(got) < 4 {
-		select {
-		case i := <-asked:
-			got = append(got, i)
-			if want := []uint64{0, 5000, 0, 2}[:len(got)]; !slices.Equal(got, want) {
-				t.Fatalf("the token reads waited on indexes %v, want %v", got, want)
-			}
-		case <-ctx.Done():
-			t.Fatalf("the token reads waited on indexes %v, then no read came (want 0, 5000, 0, 2)", got)
-		}
-	}
+	kvtest.WaitedOn(ctx, t, asked, "the token reads", 0, 5000, 0, 2)
 }
