@@ -127,7 +127,9 @@ type KV interface {
 // published.
 // published, unless nil, is called once the first report is stored (the
 // agent then retires the report an older agent kept under the node's
-// name). m, unless nil, counts the services left out.
+// name). m, unless nil, counts the services left out. The publish, and
+// published, are each given up after kvstore.WriteWait, or period when
+// shorter.
 func Run(ctx context.Context, src Source, kv KV, node, id string, period time.Duration, log *slog.Logger, m *Metrics, published func(context.Context)) {
 	log = log.With("component", "taskmetrics")
 	t := time.NewTicker(period)
@@ -149,10 +151,17 @@ func Run(ctx context.Context, src Source, kv KV, node, id string, period time.Du
 			tooLarge = noteTooLarge(log, tooLarge, dropped)
 			m.setLeftOut(len(refused), len(dropped))
 			leftOut = noteLeftOut(log, leftOut, refused, r.Services)
-			if err := publish(ctx, kv, r); err != nil && ctx.Err() == nil {
+			// Each write is bounded (kvstore.WriteContext): a Consul
+			// agent that never answers would hold the loop for good.
+			wctx, cancel := kvstore.WriteContext(ctx, period)
+			err := publish(wctx, kv, r)
+			cancel()
+			if err != nil && ctx.Err() == nil {
 				log.Warn("task metrics not published", "err", err)
 			} else if err == nil && published != nil {
-				published(ctx)
+				wctx, cancel := kvstore.WriteContext(ctx, period)
+				published(wctx)
+				cancel()
 				published = nil
 			}
 			prev = make(map[string]Sample, len(cur))

@@ -6,8 +6,10 @@ package testlog
 import (
 	"bytes"
 	"context"
+	"errors"
 	"log/slog"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -93,4 +95,31 @@ func Attr(r slog.Record, key string) string {
 		return true
 	})
 	return v
+}
+
+// Err waits for the next record whose message begins with msg, skipping
+// the others, and returns its "err" attribute: the error logged (one that
+// was logged as a string is made an error again), nil when it has none.
+// It waits as long as it takes: run it under a bound of the test's
+// (testconsul.GivesUp).
+func (h *Records) Err(msg string) error {
+	for r := range h.C {
+		if !strings.HasPrefix(r.Message, msg) {
+			continue
+		}
+		var err error
+		r.Attrs(func(a slog.Attr) bool {
+			if a.Key != "err" {
+				return true
+			}
+			if e, ok := a.Value.Any().(error); ok {
+				err = e
+			} else {
+				err = errors.New(a.Value.String())
+			}
+			return false
+		})
+		return err
+	}
+	return nil
 }
