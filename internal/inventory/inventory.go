@@ -438,7 +438,8 @@ type Source interface {
 // change, and every period (Consul may have lost them). When they are
 // above Consul's value limit, it publishes what fit makes of them, logs
 // what was shortened or left out when that changes, and counts it in m
-// (nil: not counted).
+// (nil: not counted). A publish is given up after kvstore.WriteWait, or
+// period when shorter, and tried again at the next change or period.
 func Run(ctx context.Context, src Source, kv KV, node, key string, period time.Duration, log *slog.Logger, m *Metrics) {
 	log = log.With("component", "inventory")
 	changes := src.Changes(ctx)
@@ -461,9 +462,13 @@ func Run(ctx context.Context, src Source, kv KV, node, key string, period time.D
 			m.set(len(f.leftOut), f.shortened)
 			b, _ := json.Marshal(es)
 			if !bytes.Equal(b, last) {
-				if err = Publish(ctx, kv, key, es); err == nil {
+				// Bounded: a Consul agent that never answers would hold
+				// the loop for good.
+				wctx, cancel := kvstore.WriteContext(ctx, period)
+				if err = Publish(wctx, kv, key, es); err == nil {
 					last = b
 				}
+				cancel()
 			}
 		}
 		if err != nil && ctx.Err() == nil {
