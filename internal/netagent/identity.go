@@ -15,6 +15,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/netspec"
 )
 
@@ -87,8 +88,9 @@ func (f *Facts) Publish(ctx context.Context, force bool) error {
 // netspec.ErrIdentityHeld if another agent took the identity over (this
 // one looked gone), and netspec.ErrNodeRemoved if `underlay node rm`
 // removed the node (this agent cut off from Consul meanwhile): this
-// agent must stop serving it. A refresh that
-// fails otherwise is warned of once until one succeeds again: facts left
+// agent must stop serving it. Each refresh is given up after
+// kvstore.WriteWait, or period when shorter. A refresh that fails
+// otherwise is warned of once until one succeeds again: facts left
 // StaleAfter old make the node look down to every other.
 func (f *Facts) Run(ctx context.Context, period time.Duration) error {
 	t := time.NewTicker(period)
@@ -100,7 +102,7 @@ func (f *Facts) Run(ctx context.Context, period time.Duration) error {
 			return nil
 		case <-t.C:
 		}
-		err := f.Publish(ctx, true)
+		err := f.heartbeat(ctx, period)
 		switch {
 		case errors.Is(err, netspec.ErrIdentityHeld), errors.Is(err, netspec.ErrNodeRemoved):
 			return err
@@ -113,6 +115,19 @@ func (f *Facts) Run(ctx context.Context, period time.Duration) error {
 			f.log().Info("this node's facts are refreshed again", "node", f.Node, "node_id", f.ID)
 		}
 	}
+}
+
+// heartbeat publishes the facts once, given up after kvstore.WriteWait,
+// or period when shorter: a Consul agent that never answers would hold
+// the heartbeat for good, and with it the lock Publish holds, which the
+// network sync's publish waits on.
+func (f *Facts) heartbeat(ctx context.Context, period time.Duration) error {
+	ctx, cancel := kvstore.WriteContext(ctx, period)
+	defer cancel()
+	if err := f.Publish(ctx, true); err != nil {
+		return fmt.Errorf("refresh facts of node %s (swarm node %s): %w", f.Node, f.ID, err)
+	}
+	return nil
 }
 
 // log is Log, or a discarding logger.
