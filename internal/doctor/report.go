@@ -437,7 +437,9 @@ const MaxLoggedChecks = 10
 //
 // Reports go under id, the node's swarm node ID; published, unless nil,
 // is called once the first is stored (the agent then retires the report
-// an older agent kept under the node's name).
+// an older agent kept under the node's name). The publish, and
+// published, are each given up after kvstore.WriteWait, or period when
+// shorter.
 func RunPeriodically(ctx context.Context, kv KV, node, id, version string, checks []Check, period time.Duration, log *slog.Logger, published func(context.Context)) {
 	log = log.With("component", "doctor")
 	checks = oneRunAtATime(checks)
@@ -449,10 +451,17 @@ func RunPeriodically(ctx context.Context, kv KV, node, id, version string, check
 			return
 		}
 		r := Report{Node: node, NodeID: id, At: time.Now().UTC(), Every: period, Version: version, Results: rs}
-		if om, err := publish(ctx, kv, r); err == nil {
+		// Each write is bounded (kvstore.WriteContext): a Consul agent
+		// that never answers would hold the loop for good.
+		wctx, cancel := kvstore.WriteContext(ctx, period)
+		om, err := publish(wctx, kv, r)
+		cancel()
+		if err == nil {
 			lastOmitted = logOmitted(log, om, lastOmitted, len(rs))
 			if published != nil {
-				published(ctx)
+				wctx, cancel := kvstore.WriteContext(ctx, period)
+				published(wctx)
+				cancel()
 				published = nil
 			}
 		} else if ctx.Err() == nil {
