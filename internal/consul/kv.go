@@ -187,14 +187,16 @@ func (k *KV) DeleteTree(ctx context.Context, prefix string) error {
 // while the last one is unread is merged into it. Once Consul answers
 // again the watch reads at once, and a change since (Consul restarted
 // empty included) is sent without waiting out a blocking query; its index
-// is kept by Consul's rules (kvstore.BlockingIndex).
+// is kept by Consul's rules (kvstore.BlockingIndex), and each query waits
+// kvstore.BlockingWait at most, so that a restart between two queries is
+// seen within it.
 func (k *KV) Watch(ctx context.Context, prefix string) <-chan struct{} {
 	out := make(chan struct{}, 1)
 	go func() {
 		var index kvstore.BlockingIndex
 		delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 		for ctx.Err() == nil {
-			q := (&api.QueryOptions{WaitIndex: index.Next(), WaitTime: 5 * time.Minute}).WithContext(ctx)
+			q := (&api.QueryOptions{WaitIndex: index.Next(), WaitTime: index.Wait()}).WithContext(ctx)
 			_, meta, err := k.api.KV().Keys(prefix, "", q)
 			if err != nil {
 				index.Failed()
@@ -214,8 +216,8 @@ func (k *KV) Watch(ctx context.Context, prefix string) <-chan struct{} {
 }
 
 // Wait is a blocking read of one key: it returns once Consul's index for
-// the key is greater than index (at once for index 0), or after a minute
-// with the index Consul has. The index returned is what to wait on next;
+// the key is greater than index (at once for index 0), or after
+// kvstore.BlockingWait (a minute) with the index Consul has. The index returned is what to wait on next;
 // it going backwards means Consul lost its state (a dev agent restarted, a
 // snapshot restored), which a wait on an index Consul has not reached
 // learns only at that minute: keep the index with a kvstore.BlockingIndex.
@@ -225,7 +227,7 @@ func (k *KV) Wait(ctx context.Context, key string, index uint64) (kvstore.Pair, 
 	if err := checkPath(key); err != nil {
 		return kvstore.Pair{}, false, 0, fmt.Errorf("kv wait %q: %w", key, err)
 	}
-	p, meta, err := k.api.KV().Get(key, (&api.QueryOptions{WaitIndex: index, WaitTime: time.Minute}).WithContext(ctx))
+	p, meta, err := k.api.KV().Get(key, (&api.QueryOptions{WaitIndex: index, WaitTime: kvstore.BlockingWait}).WithContext(ctx))
 	if err != nil {
 		return kvstore.Pair{}, false, 0, fmt.Errorf("kv wait %s: %w", key, readError(err))
 	}

@@ -370,3 +370,61 @@ func TestWatchIndexWentBackwards(t *testing.T) {
 	kv.Watch(ctx, "underlay/networks/")
 	kvtest.WaitedOn(ctx, t, asked, "the watch's queries", 0, 5000, 0, 1)
 }
+
+// TestWatchSeesRestartBetweenQueries: Consul restarted empty between two
+// blocking queries of a prefix watch. The second, on the index from
+// before the restart, fails nothing, and Consul 1.8.7 holds a query on an
+// index above its own until its wait ends: the watch asked for five
+// minutes, and saw the restart, and what Consul holds since, only then.
+// It now asks for a short wait (kvstore.BlockingWait). This fake answers
+// such a query at its wait's end when the wait is a minute at most (not
+// waited out here), and holds it otherwise: the watch reports the change
+// and reads afresh, at index 0, then waits on the new index.
+func TestWatchSeesRestartBetweenQueries(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var mu sync.Mutex
+	now := uint64(5000)
+	restart := make(chan struct{}) // closed once the first change is read
+	asked := make(chan uint64, 8)  // the index each query waited on, as it came
+	mux := http.NewServeMux()
+	mux.HandleFunc("/v1/kv/", func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		index, _ := strconv.ParseUint(q.Get("index"), 10, 64)
+		wait, err := time.ParseDuration(q.Get("wait"))
+		asked <- index
+		if index == 5000 {
+			select {
+			case <-restart:
+			case <-r.Context().Done():
+				return
+			}
+			mu.Lock()
+			now = 3 // restarted empty just before this query came
+			mu.Unlock()
+		}
+		mu.Lock()
+		cur := now
+		mu.Unlock()
+		short := err == nil && wait <= time.Minute
+		if index != 0 && cur <= index && !(cur < index && short) {
+			<-r.Context().Done() // nothing past the index, or a long wait
+			return
+		}
+		w.Header().Set("X-Consul-Index", strconv.FormatUint(cur, 10))
+		w.Write([]byte(`[]`))
+	})
+	kv := kvServedBy(t, mux)
+	changes := kv.Watch(ctx, "underlay/networks/")
+	for i, what := range []string{"the first read", "the restart"} {
+		select {
+		case <-changes:
+		case <-ctx.Done():
+			t.Fatalf("no change reported for %s (change %d)", what, i+1)
+		}
+		if i == 0 {
+			close(restart)
+		}
+	}
+	kvtest.WaitedOn(ctx, t, asked, "the watch's queries", 0, 5000, 0, 3)
+}

@@ -1,5 +1,13 @@
 package kvstore
 
+import "time"
+
+// BlockingWait is the longest a blocking read waits (Consul's wait
+// parameter; Consul adds up to a sixteenth to spread the answers): how
+// late a loop may see that Consul restarted empty between two of its
+// reads (see BlockingIndex). An idle loop reads once per BlockingWait.
+const BlockingWait = time.Minute
+
 // BlockingIndex is the index a loop of blocking reads waits on next
 // (Consul's blocking queries: a KV read or listing, a catalog or health
 // listing), kept by Consul's rules for them ("Blocking Queries",
@@ -16,8 +24,12 @@ package kvstore
 //     index it has not reached is answered only at the wait's end.
 //
 // Consul holds a read waiting on an index above its own as on one it has
-// reached, so a restart between two reads is seen only when the second
-// one's wait ends; it is then read again at once.
+// reached, so a restart between two reads (which fails no read) is seen
+// only when the second one's wait ends; it is then read again at once.
+// Every read therefore waits BlockingWait at most (Wait), not Consul's
+// default of five minutes: a restart between two reads is seen within
+// it. A read without waiting before each blocking one would double the
+// reads and still miss a restart between the two.
 //
 // The zero value waits on 0 first. Every blocking loop keeps one.
 type BlockingIndex struct {
@@ -27,6 +39,9 @@ type BlockingIndex struct {
 
 // Next is the index the next read waits on.
 func (b *BlockingIndex) Next() uint64 { return b.next }
+
+// Wait is how long the next read may wait: BlockingWait.
+func (b *BlockingIndex) Wait() time.Duration { return BlockingWait }
 
 // Failed records that a read failed: the next one waits on 0.
 func (b *BlockingIndex) Failed() { b.next = 0 }

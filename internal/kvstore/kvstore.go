@@ -1,9 +1,9 @@
 // Package kvstore is the vocabulary of underlay's key/value store (Consul
 // KV): pairs with their modify indexes, and the operations of an atomic
 // transaction; the rule for a key missing from a listing (Absence), which
-// reads through the store it is given; and Consul's rules for the index a
-// loop of blocking reads waits on (BlockingIndex). It does no I/O of its
-// own.
+// reads through the store it is given; Consul's rules for the index a
+// loop of blocking reads waits on, and for how long (BlockingIndex); and
+// the bound on a loop's write (WriteContext). It does no I/O of its own.
 // Packages that keep state in the store declare the small interface they
 // need over these types (ipam.KV, netspec.KV); internal/consul implements
 // it, and kvtest fakes it for unit tests.

@@ -170,7 +170,7 @@ func (c *Catalog) watch(ctx context.Context, out chan struct{}, what string, que
 	var index kvstore.BlockingIndex // Consul's rules, a failed read included
 	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: pause}
 	for ctx.Err() == nil {
-		got, err := query((&api.QueryOptions{WaitIndex: index.Next(), WaitTime: 5 * time.Minute}).WithContext(ctx))
+		got, err := query((&api.QueryOptions{WaitIndex: index.Next(), WaitTime: index.Wait()}).WithContext(ctx))
 		if err != nil {
 			index.Failed()
 			if ctx.Err() == nil {

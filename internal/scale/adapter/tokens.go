@@ -50,7 +50,7 @@ func (k *KVTokens) Load(ctx context.Context) error {
 // load reads the key, waiting for a change after index when index > 0, and
 // returns the new index.
 func (k *KVTokens) load(ctx context.Context, index uint64) (uint64, error) {
-	q := (&api.QueryOptions{WaitIndex: index, WaitTime: 5 * time.Minute}).WithContext(ctx)
+	q := (&api.QueryOptions{WaitIndex: index, WaitTime: kvstore.BlockingWait}).WithContext(ctx)
 	p, meta, err := k.api.KV().Get(k.key, q)
 	if err != nil {
 		return index, err
@@ -76,8 +76,9 @@ func (k *KVTokens) load(ctx context.Context, index uint64) (uint64, error) {
 func (k *KVTokens) Run(ctx context.Context) error {
 	// Consul's rules, a failed read included: after one, read at once, as
 	// Consul may have restarted with other tokens, and a wait on an index
-	// it has not reached blocks until the wait time, five minutes, a
-	// revoked token valid all along.
+	// it has not reached blocks until the wait time, a revoked token valid
+	// all along. That wait is kvstore.BlockingWait, a minute, for a
+	// restart between two reads, which fails none.
 	var index kvstore.BlockingIndex
 	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 	for ctx.Err() == nil {
