@@ -329,9 +329,12 @@ type pendingEvents struct {
 	connects                []string
 }
 
-// onlyStarts says every one is a start event.
-func (e pendingEvents) onlyStarts() bool {
-	return e.started && !e.created && !e.other && len(e.connects) == 0
+// startOnly says they are a start and the network connects before it:
+// dockerd connects a container's networks as part of its start, before
+// the start event, so a read that saw that run running saw them too.
+// (noteEvent counts a connect after the start as another event.)
+func (e pendingEvents) startOnly() bool {
+	return e.started && !e.created && !e.other
 }
 
 // pass is one reconciliation of a container.
@@ -343,13 +346,13 @@ type pass struct {
 }
 
 // beginPass takes the container's pending events and says whether the pass
-// can be skipped without reading Docker: when those events are all start
-// events and the last pass that read Docker found the container running
-// (and succeeded), on the same event stream. That is the common case of a
-// container starting: its network connect event comes first, and the
-// inspect it triggers waits in dockerd until the start is over, so it
-// already reads the started container, and the start event that follows
-// would read it again.
+// can be skipped without reading Docker: when those events are a start
+// (and the network connects before it) and the last pass that read Docker
+// found the container running (and succeeded), on the same event stream.
+// That is the common case of a container starting: the inspect its create
+// or first connect event triggers waits in dockerd until the start is
+// over, so it already reads the started container, and the connects and
+// the start that follow would read it again.
 //
 // Why no change can hide behind a skip: a run of a container ends with a
 // die event, and dockerd sends a container's events in order. Had the run
@@ -357,7 +360,9 @@ type pass struct {
 // have come either before that pass began (then the pass, reading after
 // it, could not have seen that run running) or after (then it is pending,
 // and not a start). So after only start events, the container is still in
-// the run that pass read. Events missed while the stream was down would
+// the run that pass read; and a connect before a start is of that start,
+// done before the container was running, so that read saw it too. Events
+// missed while the stream was down would
 // break this; the stream count keeps passes of an earlier stream from
 // counting, and a resync queues every container for a full pass anyway.
 func (a *Agent) beginPass(id string) (pass, bool) {
@@ -368,7 +373,7 @@ func (a *Agent) beginPass(id string) (pass, bool) {
 	forced := a.forced[id]
 	delete(a.forced, id)
 	saw, ok := a.sawRunning[id]
-	skip := hasEvents && events.onlyStarts() && !forced && ok && saw == a.stream
+	skip := hasEvents && events.startOnly() && !forced && ok && saw == a.stream
 	return pass{events: events, began: time.Now(), stream: a.stream, forced: forced}, skip
 }
 
@@ -834,7 +839,7 @@ func (a *Agent) noteEvent(ev Event) {
 		p.created = true
 	case ev.Action == "start":
 		p.started, p.startedAt = true, ev.Time
-	case ev.Action == "connect" && ev.NetworkID != "":
+	case ev.Action == "connect" && ev.NetworkID != "" && !p.started:
 		p.connects = append(p.connects, ev.NetworkID)
 	default:
 		p.other = true

@@ -307,6 +307,41 @@ func TestStartInspectedOnce(t *testing.T) {
 	}
 }
 
+// TestLateStartInspectedOnce: the inspect a create event triggers waits in
+// dockerd for a start that began first, so it reads the started container;
+// the start's network connect and start events, which came meanwhile, need
+// no second read. Before (seen failing): "container inspected 2 times for
+// one start, want 1".
+func TestLateStartInspectedOnce(t *testing.T) {
+	d, c := newFakeDocker(), &fakeCatalog{services: map[string]Service{}}
+	a := runAgent(t, d, c)
+	d.set(webContainer("c1", false))
+	gate := make(chan struct{})
+	d.mu.Lock()
+	d.gates["c1"] = gate
+	d.mu.Unlock()
+	d.events <- Event{ContainerID: "c1", Action: "create", Time: time.Now()}
+	eventually(t, "inspect triggered by the create event", func() bool { return d.inspected("c1") == 1 })
+	d.events <- Event{ContainerID: "c1", Action: "connect", NetworkID: "net1", Time: time.Now()}
+	d.events <- Event{ContainerID: "c1", Action: "start", Time: time.Now()}
+	eventually(t, "events received during the inspect", func() bool { return a.hasPending("c1") })
+	d.set(webContainer("c1", true))
+	d.mu.Lock()
+	delete(d.gates, "c1")
+	d.mu.Unlock()
+	close(gate)
+	eventually(t, "passes over", func() bool { return a.idle() })
+	if !c.has("n1:web-c1:8080") {
+		t.Fatalf("not registered: %v", c.services)
+	}
+	if got := d.inspected("c1"); got != 1 {
+		t.Errorf("container inspected %d times for one start, want 1", got)
+	}
+	if got := count(a.metrics.passesSkipped); got != 1 {
+		t.Errorf("passes skipped = %v, want 1", got)
+	}
+}
+
 // TestStartAfterDieInspected: a die between the pass's read and the start
 // means the pass read a run that is over; the start is read again and the
 // registration follows the new run.
@@ -366,6 +401,17 @@ func TestBeginPass(t *testing.T) {
 			a.passDone("c", pass{stream: a.stream}, true)
 			a.noteEvent(Event{ContainerID: "c", Action: "die"})
 			a.noteEvent(Event{ContainerID: "c", Action: "start"})
+		}, false},
+		{"the start's own connect, before it", func(a *Agent) {
+			a.passDone("c", pass{stream: a.stream}, true)
+			a.noteEvent(Event{ContainerID: "c", Action: "connect", NetworkID: "net1"})
+			a.noteEvent(Event{ContainerID: "c", Action: "start"})
+		}, true},
+		{"a connect after the start", func(a *Agent) {
+			a.passDone("c", pass{stream: a.stream}, true)
+			a.noteEvent(Event{ContainerID: "c", Action: "connect", NetworkID: "net1"})
+			a.noteEvent(Event{ContainerID: "c", Action: "start"})
+			a.noteEvent(Event{ContainerID: "c", Action: "connect", NetworkID: "net2"})
 		}, false},
 		{"a connect among the events", func(a *Agent) {
 			a.passDone("c", pass{stream: a.stream}, true)
