@@ -183,7 +183,8 @@ type runResult struct {
 	resyncWrites, resyncs float64
 	// prepared counts underlay's starts registered from what it read
 	// before them (written), read instead (dropped), and corrected after
-	// the check that follows them; nil for other registrars.
+	// the check that follows them, and the start passes that needed no
+	// read (skipped); nil for other registrars.
 	prepared map[string]float64
 	// cpu is the CPU time of the registrar, dockerd and Consul from the
 	// first start to the last first sight in the catalog, by process.
@@ -218,6 +219,7 @@ func (r runResult) String() string {
 	if r.prepared != nil {
 		fmt.Fprintf(&s, "  starts from the prepared view  %.0f written at the start event without a read; %.0f read late (the create's read waited for the start), %.0f dropped; %.0f corrected\n",
 			r.prepared["written"], r.prepared["late"], r.prepared["dropped"], r.prepared["corrected"])
+		fmt.Fprintf(&s, "  start passes with no read      %.0f (a read had seen the container running)\n", r.prepared["skipped"])
 	}
 	if r.resyncWrites >= 0 {
 		fmt.Fprintf(&s, "  writes of unchanged resyncs    %.0f (agent restarted, then %.0f full resyncs of %d containers, counting the restart's)\n", r.resyncWrites, r.resyncs, r.n)
@@ -418,6 +420,7 @@ func (res *runResult) measure(b *testing.B, run *benchRun, reg registrar, p *pro
 		for _, result := range []string{"written", "late", "dropped", "corrected"} {
 			res.prepared[result] = metricValue(b, p.metrics, `underlay_register_prepared_starts_total{result="`+result+`"}`)
 		}
+		res.prepared["skipped"] = metricValue(b, p.metrics, "underlay_register_start_events_skipped_total")
 	}
 }
 
