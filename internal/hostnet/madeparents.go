@@ -85,8 +85,12 @@ const maxParentsFile = 1 << 20
 // removed once it records none. Its methods may be called concurrently.
 type ParentFile struct {
 	Path string
-	// mu orders the read-modify-write of Add and Remove.
+	// mu orders the read-modify-write of Add and Remove, and guards
+	// warned.
 	mu sync.Mutex
+	// warned is the error of the unreadable record last warned of (see
+	// newProblem); "" since the file was last read fine.
+	warned string
 }
 
 // NewParentFile is the ParentFile of the agent's state directory
@@ -128,8 +132,27 @@ func (f *ParentFile) read() ([]MadeParent, error) {
 		}
 		seen[p.Link] = true
 	}
+	f.warned = ""
 	return doc.Parents, nil
 }
+
+// newProblem reports whether err, the file's read error, is to be
+// warned of: not the one last warned of while the file stayed
+// unreadable. The agent reads the record at every sync, and a corrupt
+// file would fill its log with one problem.
+func (f *ParentFile) newProblem(err error) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if f.warned == err.Error() {
+		return false
+	}
+	f.warned = err.Error()
+	return true
+}
+
+// problems is a ParentRecord that remembers the read errors warned of
+// (ParentFile); another is warned of at every read.
+type problems interface{ newProblem(err error) bool }
 
 // Get returns the record of link.
 func (f *ParentFile) Get(link string) (MadeParent, bool, error) {
@@ -249,8 +272,14 @@ func (h Host) log() *slog.Logger {
 }
 
 // badRecord logs err, the record's that could not be read: no unmarked
-// parent is taken for the agent's while it stays.
+// parent is taken for the agent's while it stays. It warns once per
+// distinct error while the record stays unreadable (see
+// ParentFile.newProblem); the same again is logged at debug level.
 func (h Host) badRecord(err error) {
+	if p, ok := h.Parents.(problems); ok && !p.newProblem(err) {
+		h.log().Debug("the record of the VLAN parents the agent made still cannot be read", "record", h.Parents.Where(), "err", err)
+		return
+	}
 	h.log().Warn("the record of the VLAN parents the agent made cannot be read: taken as recording none, so a parent dockerd made again unmarked at boot stays unmarked, and is left by agent cleanup; fix or delete the file",
 		"record", h.Parents.Where(), "err", err)
 }

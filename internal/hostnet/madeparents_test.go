@@ -324,3 +324,56 @@ func TestMarkedNamesRecordedParents(t *testing.T) {
 		t.Errorf("Marked: %v (-want +got)\n%s", err, d)
 	}
 }
+
+// TestBadParentRecordWarnedOnce: a record that cannot be read was warned
+// of at every sync (each Ensure, each Marked), the agent's log filling
+// with one problem. It is now warned of once per distinct problem: again
+// when the file is corrupt otherwise, or corrupt again after it was read
+// fine. Every sync still refuses to take the unmarked parent for the
+// agent's while it stays.
+func TestBadParentRecordWarnedOnce(t *testing.T) {
+	w := vlanWant()
+	k := rebootedHost("bond0.40", "bond0", 40)
+	f := NewParentFile(t.TempDir())
+	var logs testlog.Buffer
+	h := Host{k: k, Owner: "a1", Parents: f, Log: slog.New(slog.NewTextHandler(&logs, nil))}
+	write := func(content string) {
+		t.Helper()
+		if err := os.WriteFile(f.Path, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	syncs := func(n int) {
+		t.Helper()
+		for range n {
+			if _, err := h.Ensure(w); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := h.Marked(); err != nil {
+				t.Fatal(err)
+			}
+			if got := k.links["bond0.40"].Attrs().Alias; got != "" {
+				t.Fatalf("bond0.40 marked %q on a record that cannot be read; want it left unmarked", got)
+			}
+		}
+	}
+	warnings := func() int { return strings.Count(logs.String(), "level=WARN") }
+	truncated := `{"parents":[{"link":"bond0.40","lower":"bond0","vlan":40,"network":"pool"}`
+	write(truncated)
+	syncs(3)
+	if n := warnings(); n != 1 || !strings.Contains(logs.String(), f.Path) {
+		t.Errorf("three syncs on a corrupt record: %d warnings, want 1 naming %s; log:\n%s", n, f.Path, logs.String())
+	}
+	write("bond0.40 bond0 40 pool\n") // corrupt otherwise
+	syncs(2)
+	if n := warnings(); n != 2 {
+		t.Errorf("after the file was corrupt otherwise: %d warnings, want 2", n)
+	}
+	write(`{"parents":[{"link":"bond0.41","lower":"bond0","vlan":41,"network":"pool"}]}`) // read fine
+	syncs(1)
+	write(truncated) // corrupt again, as at first
+	syncs(2)
+	if n := warnings(); n != 3 {
+		t.Errorf("corrupt again after it was read fine: %d warnings, want 3; log:\n%s", n, logs.String())
+	}
+}
