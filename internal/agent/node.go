@@ -197,7 +197,7 @@ func (n *node) freedStore(id string) []ipam.Option {
 func (n *node) runDoctorReports(ctx context.Context, id string, kv *netspec.RemovedGuard, store *netspec.Store) {
 	ca := doctor.NewConsulAPI(n.c.Consul, n.c.ConsulHTTP)
 	env := doctor.Env{NodeID: id, Node: n.name, Docker: &doctor.DockerAPI{API: n.c.Docker}, Consul: ca, Networks: store, Pools: doctor.IPAMPools{KV: kv},
-		Inventories: doctor.KVInventories{KV: kv}, TaskReports: doctor.KVTaskReports{KV: kv}}
+		Inventories: doctor.KVInventories{KV: kv}, TaskReports: doctor.KVTaskReports{KV: kv}, StateDir: n.cfg.StateDir}
 	doctor.RunPeriodically(ctx, kv, n.name, id, n.cfg.Version, env.Checks(), n.cfg.DoctorInterval, n.log, n.retire(kv, doctor.KVPrefix+n.name, doctor.IDPrefix, id))
 }
 

@@ -18,9 +18,10 @@ var errChecksFailed = errors.New("doctor: some checks failed")
 
 func newDoctorCommand(g *globalFlags, streams IOStreams) *cobra.Command {
 	var (
-		opts   consul.Options
-		node   string
-		asJSON bool
+		opts     consul.Options
+		node     string
+		asJSON   bool
+		stateDir string
 	)
 	cmd := &cobra.Command{
 		Use:   "doctor",
@@ -31,6 +32,11 @@ expects of it: kernel macvlan and 802.1q support, each underlay network's
 parent, shim and route, the bridge-netfilter/FORWARD trap, Docker version and
 swarm state, the plugin directory, Consul reachability and clock skew, and
 whether the host reaches its own containers on underlay networks.
+
+A VLAN parent with no mark is judged made by hand, unless the agent's record of
+the parents it made (--state-dir, file vlan-parents.json) names it: dockerd made it
+again at boot, and the agent marks it again at its next sync. A record that cannot
+be read is a warning naming the file.
 
 Each failed check prints the command that fixes it. The exit status is 1
 when any check failed; warnings alone leave it 0.`,
@@ -62,6 +68,7 @@ when any check failed; warnings alone leave it 0.`,
 				Pools:       doctor.IPAMPools{KV: kv},
 				Inventories: doctor.KVInventories{KV: kv},
 				TaskReports: doctor.KVTaskReports{KV: kv},
+				StateDir:    stateDir,
 			}
 			rs := doctor.Run(ctx, env.Node, env.Checks(), doctor.DebugLogf(log))
 			if asJSON {
@@ -81,6 +88,7 @@ when any check failed; warnings alone leave it 0.`,
 	fl := cmd.Flags()
 	fl.StringVar(&node, "node", "", "this node's name, as its agent reports it (default: Docker's host name)")
 	fl.BoolVar(&asJSON, "json", false, "print a JSON list of {node, check, status, message, fix}")
+	fl.StringVar(&stateDir, "state-dir", defaultStateDir, "the agent's --state-dir, whose record of the VLAN parents it made tells one dockerd made again unmarked at boot for underlay's (read only; empty: not read)")
 	addConsulFlags(fl, &opts)
 	return cmd
 }

@@ -53,3 +53,15 @@ func TestDoctorCommandUnreachable(t *testing.T) {
 		}
 	}
 }
+
+// TestDoctorReadsTheAgentsStateDir: the doctor reads the agent's record
+// of the VLAN parents it made from the agent's --state-dir, of the
+// agent's default (and, as every flag, UNDERLAY_STATE_DIR).
+func TestDoctorReadsTheAgentsStateDir(t *testing.T) {
+	var out bytes.Buffer
+	agent := newAgentCommand(&globalFlags{}, IOStreams{Out: &out, ErrOut: &out})
+	doc := newDoctorCommand(&globalFlags{}, IOStreams{Out: &out, ErrOut: &out})
+	if a, d := agent.Flags().Lookup("state-dir"), doc.Flags().Lookup("state-dir"); d == nil || d.DefValue != a.DefValue {
+		t.Errorf("doctor's --state-dir %v, want the agent's default %q", d, a.DefValue)
+	}
+}

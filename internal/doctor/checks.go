@@ -138,6 +138,11 @@ type NetworksCheck struct {
 	Networks     Networks
 	Links        Links
 	Files        Files
+	// Parents is the agent's record of the VLAN parents it made (its
+	// --state-dir's hostnet.ParentsFileName), judged here; Links reads
+	// it too, to tell a parent dockerd made again unmarked at boot for
+	// the agent's (hostnet.Observed.ParentMadeFor). nil: not read.
+	Parents hostnet.ParentRecord
 }
 
 // Name implements Check.
@@ -151,6 +156,11 @@ func (c NetworksCheck) Run(ctx context.Context, logf Logf) []Result {
 			Fix: "consul members   # the Consul agent must be reachable (see consul/agent)"}}
 	}
 	var rs []Result
+	if c.Parents != nil {
+		if _, err := c.Parents.List(); err != nil {
+			rs = append(rs, EvalParentRecord(c.Parents.Where(), err))
+		}
+	}
 	for _, k := range unlisted {
 		rs = append(rs, Result{Check: "network/specs", Status: Warn, Message: netspec.UnlistedProblem(k)})
 	}

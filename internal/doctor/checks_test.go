@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -1266,6 +1267,84 @@ func TestFactsCheckShowsFactsNamingNoIDUnderAnotherKey(t *testing.T) {
 	for i, k := range []string{"a b", "n5"} {
 		if want := shellword.KVDelete(netspec.NodesKVPrefix + k); len(fixes) != 2 || !strings.HasPrefix(fixes[i], want) {
 			t.Errorf("fixes %q; want one for each key, %s among them", fixes, want)
+		}
+	}
+}
+
+// TestNetworksCheckReadsTheVLANRecord: the doctor did not read the
+// agent's record of the VLAN parents it made, so a parent dockerd made
+// again unmarked at boot showed as made by hand until the agent marked
+// it. It now reads the record (the agent's --state-dir): such a parent
+// is underlay's, which the agent marks again at its next sync; a record
+// that cannot be read is a warning naming the file, and the parent
+// shows as made by hand, as the agent takes it.
+func TestNetworksCheckReadsTheVLANRecord(t *testing.T) {
+	spec := netspec.Spec{Name: "v40", Parent: "bond0.40", Subnet: netip.MustParsePrefix("10.0.0.0/24")}
+	parent := hostnet.ParentFacts{Exists: true, Type: "vlan", Up: true, MTU: 1500, VLAN: 40, Lower: "bond0", LowerExists: true, LowerUp: true, LowerMTU: 1500}
+	dir := t.TempDir()
+	rec := hostnet.NewParentFile(dir)
+	if err := rec.Add(hostnet.MadeParent{Link: "bond0.40", Lower: "bond0", VLAN: 40, Network: "v40"}); err != nil {
+		t.Fatal(err)
+	}
+	check := func(rec hostnet.ParentRecord, madeFor string) []Result {
+		links := &fakeLinks{observed: map[string]hostnet.Observed{"bond0.40": {ParentExists: true, ParentUp: true, ParentPromisc: true, ParentMadeFor: madeFor}},
+			parents: map[string]hostnet.ParentFacts{"bond0.40": parent}}
+		return NetworksCheck{Node: "n1", Networks: fakeNetworks{specs: []netspec.Spec{spec}}, Links: links, Files: fakeFiles{"/proc/modules": "8021q 1 0 - Live 0x0\n"}, Parents: rec}.Run(context.Background(), t.Logf)
+	}
+	find := func(rs []Result, name string) Result {
+		for _, r := range rs {
+			if r.Check == name {
+				return r
+			}
+		}
+		return Result{Check: name, Status: "absent"}
+	}
+	if r := find(check(rec, "v40"), "network/v40/vlan"); r.Status != OK || !strings.Contains(r.Message, "made by underlay for network v40 (recorded") || !strings.Contains(r.Message, "marks it again") {
+		t.Errorf("recorded parent: %+v; want ok, made by underlay (recorded), marked again at the next sync", r)
+	}
+	if r := find(check(rec, "v40"), "network/vlan-parents"); r.Status != "absent" {
+		t.Errorf("a record read fine: %+v; want no result of it", r)
+	}
+	if err := os.WriteFile(rec.Path, []byte(`{"parents":[{"link":"bond0.40"`), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	rs := check(rec, "")
+	if r := find(rs, "network/vlan-parents"); r.Status != Warn || !strings.Contains(r.Message, rec.Path) || !strings.Contains(r.Fix, rec.Path) {
+		t.Errorf("a corrupt record: %+v; want a warning naming %s, in its message and its fix", r, rec.Path)
+	}
+	if r := find(rs, "network/v40/vlan"); !strings.Contains(r.Message, "made by hand") {
+		t.Errorf("the parent, on a corrupt record: %+v; want made by hand, as the agent takes it", r)
+	}
+	// No networks: the record is judged all the same.
+	rs = NetworksCheck{Node: "n1", Networks: fakeNetworks{}, Links: &fakeLinks{}, Files: fakeFiles{}, Parents: rec}.Run(context.Background(), t.Logf)
+	if r := find(rs, "network/vlan-parents"); r.Status != Warn {
+		t.Errorf("a corrupt record, no networks: %+v; want a warning", rs)
+	}
+}
+
+// TestEnvReadsTheAgentsVLANRecord: the doctor's checks read the VLAN
+// parent record of the state directory they are given, in the network
+// check and in its links' observations; none without one.
+func TestEnvReadsTheAgentsVLANRecord(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		stateDir, want string
+	}{{dir, filepath.Join(dir, hostnet.ParentsFileName)}, {"", ""}} {
+		var nc NetworksCheck
+		for _, c := range (Env{StateDir: tc.stateDir}).Checks() {
+			if n, ok := c.(NetworksCheck); ok {
+				nc = n
+			}
+		}
+		where := func(r hostnet.ParentRecord) string {
+			if r == nil {
+				return ""
+			}
+			return r.Where()
+		}
+		nl, _ := nc.Links.(NetlinkLinks)
+		if got, links := where(nc.Parents), where(nl.Parents); got != tc.want || links != tc.want {
+			t.Errorf("state dir %q: the network check reads %q, its links %q; want %q", tc.stateDir, got, links, tc.want)
 		}
 	}
 }

@@ -308,6 +308,19 @@ func EvalBadSpec(b netspec.BadSpec) Result {
 		Fix:     netspec.RemoveFix(b.Name) + "   # then create it again (underlay network create …)"}
 }
 
+// EvalParentRecord is the warning of the agent's record of the VLAN
+// parents it made, at where, that cannot be read (err): the agent takes
+// it as recording none, so no unmarked parent is taken for its own.
+func EvalParentRecord(where string, err error) Result {
+	r := Result{Check: "network/vlan-parents", Status: Warn,
+		Message: fmt.Sprintf("the agent's record of the VLAN parents it made cannot be read: %v; the agent takes it as recording none, so a parent dockerd made again unmarked at boot shows as made by hand, is not marked again by the agent, and is left by agent cleanup", err),
+		Fix:     "rm " + shellword.Quote(where) + "   # or mend it: the agent records the parents it marked again at its next sync"}
+	if !errors.Is(err, hostnet.ErrBadParentRecord) {
+		r.Fix = "ls -l " + shellword.Quote(where) + "   # run underlay doctor as the agent runs (root), with the agent's --state-dir"
+	}
+	return r
+}
+
 // evalVLAN judges a VLAN parent, VLAN vid on lower as its name says or,
 // named otherwise, as its link is: the kernel's 802.1q support, and, when
 // the parent exists, that it is what its name says (hostnet.NotAsNamed),
@@ -340,6 +353,9 @@ func evalVLAN(f NetworkFacts, check, lower string, vid int) Result {
 		by := "made by hand"
 		if n, ok := hostnet.Owned(p.Alias); ok {
 			by = "made by underlay for network " + n
+		} else if p.Alias == "" && f.Observed.ParentMadeFor != "" {
+			// dockerd made it again at boot, unmarked, before the agent ran.
+			by = fmt.Sprintf("made by underlay for network %s (recorded in %s; the agent marks it again at its next sync)", f.Observed.ParentMadeFor, hostnet.ParentsFileName)
 		}
 		r.Status, r.Message = OK, fmt.Sprintf("%s is VLAN %d on %s, MTU %d (%s)", s.Parent, vid, lower, p.MTU, by)
 	}

@@ -52,11 +52,16 @@ func (OSFiles) Exists(path string) bool {
 }
 
 // NetlinkLinks reads links with netlink in this process's network namespace.
-type NetlinkLinks struct{}
+type NetlinkLinks struct {
+	// Parents is the agent's record of the VLAN parents it made, which
+	// tells an unmarked one dockerd made again at boot for the agent's
+	// (hostnet.Observed.ParentMadeFor); nil: none is.
+	Parents hostnet.ParentRecord
+}
 
 // Observe implements Links.
-func (NetlinkLinks) Observe(w hostnet.Want) (hostnet.Observed, error) {
-	return hostnet.Host{}.Observe(w)
+func (l NetlinkLinks) Observe(w hostnet.Want) (hostnet.Observed, error) {
+	return hostnet.Host{Parents: l.Parents}.Observe(w)
 }
 
 // Conflicts implements Links.
@@ -446,15 +451,23 @@ type Env struct {
 	Pools        Pools
 	Inventories  Documents
 	TaskReports  Documents
+	// StateDir is the agent's --state-dir, whose record of the VLAN
+	// parents it made is read (never written); "": none is.
+	StateDir string
 }
 
 // Checks returns every check, in report order.
 func (e Env) Checks() []Check {
 	files, links := OSFiles{}, NetlinkLinks{}
+	var parents hostnet.ParentRecord
+	if e.StateDir != "" {
+		parents = hostnet.NewParentFile(e.StateDir)
+		links.Parents = parents
+	}
 	return []Check{
 		MacvlanCheck{Files: files, Links: links},
 		ModulesCheck{Networks: e.Networks, Links: links, Files: files},
-		NetworksCheck{NodeID: e.NodeID, Node: e.Node, Networks: e.Networks, Links: links, Files: files},
+		NetworksCheck{NodeID: e.NodeID, Node: e.Node, Networks: e.Networks, Links: links, Files: files, Parents: parents},
 		IPAMCheck{NodeID: e.NodeID, Networks: e.Networks, Pools: e.Pools},
 		DocumentsCheck{Kind: "inventory", Docs: e.Inventories, Eval: EvalInventories},
 		DocumentsCheck{Kind: "taskmetrics", Docs: e.TaskReports, Eval: EvalTaskReports},

@@ -84,6 +84,10 @@ func TestEvalNetworkVLANAndBond(t *testing.T) {
 	}{
 		{"healthy VLAN", func(*NetworkFacts) {}, "network/v40/vlan", brief{"network/v40/vlan", "ok", ""}, "made by underlay for network v40"},
 		{"VLAN made by hand", func(f *NetworkFacts) { f.Parent.Alias = "" }, "network/v40/vlan", brief{"network/v40/vlan", "ok", ""}, "made by hand"},
+		// Unmarked, but the agent's record names it: dockerd made it again
+		// at boot, and the agent marks it again (see Observed.ParentMadeFor).
+		{"VLAN made again unmarked, recorded", func(f *NetworkFacts) { f.Parent.Alias = ""; f.Observed.ParentMadeFor = "v40" }, "network/v40/vlan",
+			brief{"network/v40/vlan", "ok", ""}, "made by underlay for network v40 (recorded in vlan-parents.json; the agent marks it again at its next sync)"},
 		{"wrong VLAN id", func(f *NetworkFacts) { f.Parent.VLAN = 41 }, "network/v40/vlan",
 			brief{"network/v40/vlan", "fail", "ip link del bond0.40 && ip link add link bond0 name bond0.40 type vlan id 40 && ip link set bond0.40 up"}, "VLAN 41 on bond0"},
 		{"not a VLAN", func(f *NetworkFacts) { f.Parent.Type = "dummy" }, "network/v40/vlan",
