@@ -58,8 +58,11 @@ again when it starts (restart policy always or unless-stopped: Docker's driver w
 make a parent deleted under them again, unmarked), and leaves their networks' parents
 (deleting one deletes the containers' endpoints), the parents' promiscuous mode and
 the networks' shims, named with the containers, exiting non-zero: stop (or remove)
-those containers, then run it again. When dockerd cannot be asked, nothing is removed;
---without-docker removes the links whatever containers use them.
+those containers, then run it again. A parent that a Docker network still names
+(its own, or its config-only network's) with no such container is left too, named
+as the network: remove the network first. This is the rule the agent follows when
+a network is removed (underlay network rm). When dockerd cannot be asked, nothing is
+removed; --without-docker removes the links whatever containers use them.
 
 It prints each link removed, each left and why, each parent made not promiscuous
 again, and each record of the promisc directory and of vlan-parents.json it removed. Containers, Docker
@@ -124,7 +127,7 @@ func agentCleanup(ctx context.Context, out io.Writer, log *slog.Logger, f agentC
 		fmt.Fprintf(out, "left %s: marked by owner %s, not this agent's (--all removes it)\n", termtext.Cell(l.Name), termtext.Cell(hostnet.MarkOwner(l.Alias)))
 	}
 	for _, u := range rep.InUse {
-		fmt.Fprintf(out, "left %s: in use by %s (stop or remove them, then run underlay agent cleanup again)\n", termtext.Cell(u.Name), termtext.Cell(strings.Join(u.Users, ", ")))
+		fmt.Fprintf(out, "left %s: in use by %s (stop or remove those containers, remove those networks, then run underlay agent cleanup again)\n", termtext.Cell(u.Name), termtext.Cell(strings.Join(u.Users, "; ")))
 	}
 	for _, p := range rep.PromiscOff {
 		fmt.Fprintf(out, "parent %s: promiscuous mode off (the agent had turned it on)\n", termtext.Cell(p))

@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-cmp/cmp/cmpopts"
 
 	"github.com/underlay/underlay/internal/hostnet"
+	"github.com/underlay/underlay/internal/hostnet/inusetest"
 	"github.com/underlay/underlay/internal/netagent"
 	"github.com/underlay/underlay/internal/netspec"
 )
@@ -92,11 +93,13 @@ func TestAgentCleanupOnlyItsOwnersLinks(t *testing.T) {
 	}
 }
 
-// fakeCleanupDocker is a dockerd's networks and running containers.
+// fakeCleanupDocker is a dockerd's networks and containers, with the
+// restart policies of stopped ones by ID (one not there is gone).
 type fakeCleanupDocker struct {
-	nets []network.Summary
-	ctrs []container.Summary
-	err  error
+	nets     []network.Summary
+	ctrs     []container.Summary
+	policies map[string]container.RestartPolicyMode
+	err      error
 }
 
 func (d fakeCleanupDocker) NetworkList(context.Context, network.ListOptions) ([]network.Summary, error) {
@@ -107,9 +110,59 @@ func (d fakeCleanupDocker) ContainerList(context.Context, container.ListOptions)
 	return d.ctrs, d.err
 }
 
-// ContainerInspect is asked of stopped containers only: there are none.
+// ContainerInspect is asked of stopped containers only.
 func (d fakeCleanupDocker) ContainerInspect(_ context.Context, id string) (container.InspectResponse, error) {
-	return container.InspectResponse{}, fmt.Errorf("fakeCleanupDocker: inspect of %s", id)
+	p, ok := d.policies[id]
+	if !ok {
+		return container.InspectResponse{}, fmt.Errorf("fakeCleanupDocker: inspect of %s", id)
+	}
+	return container.InspectResponse{ContainerJSONBase: &container.ContainerJSONBase{ID: id, HostConfig: &container.HostConfig{RestartPolicy: container.RestartPolicy{Name: p}}}}, nil
+}
+
+// dockerOf is the dockerd whose networks and containers dl describes.
+func dockerOf(dl hostnet.DockerLinks) fakeCleanupDocker {
+	d := fakeCleanupDocker{policies: map[string]container.RestartPolicyMode{}}
+	for _, n := range dl.Networks {
+		s := network.Summary{Name: n.Name, ID: n.ID, ConfigOnly: n.ConfigOnly, ConfigFrom: network.ConfigReference{Network: n.ConfigFrom}}
+		if n.Parent != "" {
+			s.Driver, s.Options = "macvlan", map[string]string{"parent": n.Parent}
+		}
+		if n.Network != "" {
+			s.Labels = map[string]string{netspec.LabelNetwork: n.Network}
+		}
+		d.nets = append(d.nets, s)
+	}
+	for _, c := range dl.Containers {
+		eps := map[string]*network.EndpointSettings{}
+		for name, id := range c.Networks {
+			eps[name] = &network.EndpointSettings{NetworkID: id}
+		}
+		id := c.Name + "0123456789"
+		d.ctrs = append(d.ctrs, container.Summary{ID: id, Names: []string{"/" + c.Name}, State: container.ContainerState(c.State),
+			NetworkSettings: &container.NetworkSettingsSummary{Networks: eps}})
+		d.policies[id] = container.RestartPolicyMode(c.RestartPolicy)
+	}
+	return d
+}
+
+// TestAgentCleanupJudgesParentsAsNetworkRmDoes: `agent cleanup` counted
+// containers on a parent, `network rm` any Docker network naming it: a
+// parent an empty network named was removed by one and left by the
+// other. Both now judge by hostnet.DockerLinks.Users, tested on one
+// table (inusetest): cleanup leaves the parent, in use, exactly when the
+// rule names users, and names them; told by dockerd's own answers.
+func TestAgentCleanupJudgesParentsAsNetworkRmDoes(t *testing.T) {
+	for _, c := range inusetest.Cases() {
+		var got hostnet.Cleanup
+		err := agentCleanup(context.Background(), io.Discard, slog.New(slog.DiscardHandler), agentCleanupFlags{stateDir: t.TempDir()}, dockerOf(c.Docker),
+			func(cl hostnet.Cleanup) (hostnet.CleanupReport, error) { got = cl; return hostnet.CleanupReport{}, nil })
+		if err != nil {
+			t.Fatalf("%s: %v", c.Name, err)
+		}
+		if d := cmp.Diff(c.Users, got.InUse[inusetest.Parent]); d != "" {
+			t.Errorf("%s: users of %s (-want +got)\n%s", c.Name, inusetest.Parent, d)
+		}
+	}
 }
 
 // on is a running container on the networks given, by name and ID.
@@ -146,7 +199,10 @@ func TestAgentCleanupLeavesWhatContainersUse(t *testing.T) {
 		},
 	}
 	web, ops := []string{"container web.1 (network web)", "container web.2 (network web)"}, []string{"container tool (network ops)"}
-	want := map[string][]string{"eth1.40": web, netspec.ShimLinkName("web"): web, "eth2": ops, netspec.ShimLinkName("ops"): ops}
+	// An empty network holds its parent (not its shim): see
+	// TestAgentCleanupJudgesParentsAsNetworkRmDoes.
+	idle := []string{"Docker network idle (no container uses it: remove it to free the parent)"}
+	want := map[string][]string{"eth1.40": web, netspec.ShimLinkName("web"): web, "eth2": ops, netspec.ShimLinkName("ops"): ops, "eth3": idle}
 	dir := t.TempDir()
 	var got hostnet.Cleanup
 	var out bytes.Buffer
@@ -167,7 +223,7 @@ func TestAgentCleanupLeavesWhatContainersUse(t *testing.T) {
 		t.Errorf("cleanup: %v, want the removal's error", err)
 	}
 	wantOut := "removed ul-0a1b2c3d\n" +
-		"left eth1.40: in use by container web.1 (network web), container web.2 (network web) (stop or remove them, then run underlay agent cleanup again)\n" +
+		"left eth1.40: in use by container web.1 (network web); container web.2 (network web) (stop or remove those containers, remove those networks, then run underlay agent cleanup again)\n" +
 		"parent eth3: promiscuous mode off (the agent had turned it on)\n" +
 		"parent eth3: record removed (" + filepath.Join(dir, "promisc", "eth3") + ")\n" +
 		"parent eth9: record removed (" + filepath.Join(dir, "promisc", "eth9") + ")\n" +

@@ -7,11 +7,13 @@ import (
 	"slices"
 	"time"
 
+	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/api/types/swarm"
 	"github.com/docker/docker/client"
 
+	"github.com/underlay/underlay/internal/hostnet"
 	"github.com/underlay/underlay/internal/netagent"
 	"github.com/underlay/underlay/internal/netspec"
 )
@@ -167,24 +169,31 @@ func (n *Networks) ManagedConfigNetworks(ctx context.Context) ([]netagent.Config
 	return out, nil
 }
 
-// NetworksOnParent implements netagent.Docker. A network made from a
-// config-only one carries no parent of its own: the config-only one is
-// listed (macvlan and ipvlan are the drivers with a parent).
-func (n *Networks) NetworksOnParent(ctx context.Context, parent string) ([]string, error) {
-	ctx, cancel := n.bounded(ctx)
+// DockerLinks implements netagent.Docker: ReadLinks, each call to
+// dockerd bounded (see bounded).
+func (n *Networks) DockerLinks(ctx context.Context) (hostnet.DockerLinks, error) {
+	return ReadLinks(ctx, boundedLinks{n})
+}
+
+// boundedLinks is n's client, each call bounded by n.callWait.
+type boundedLinks struct{ n *Networks }
+
+func (b boundedLinks) NetworkList(ctx context.Context, o network.ListOptions) ([]network.Summary, error) {
+	ctx, cancel := b.n.bounded(ctx)
 	defer cancel()
-	list, err := n.api.NetworkList(ctx, network.ListOptions{})
-	if err != nil {
-		return nil, fmt.Errorf("list networks: %w", err)
-	}
-	var out []string
-	for _, nw := range list {
-		// Not by driver: a config-only network's is "null".
-		if nw.Options["parent"] == parent {
-			out = append(out, nw.Name)
-		}
-	}
-	return out, nil
+	return b.n.api.NetworkList(ctx, o)
+}
+
+func (b boundedLinks) ContainerList(ctx context.Context, o container.ListOptions) ([]container.Summary, error) {
+	ctx, cancel := b.n.bounded(ctx)
+	defer cancel()
+	return b.n.api.ContainerList(ctx, o)
+}
+
+func (b boundedLinks) ContainerInspect(ctx context.Context, id string) (container.InspectResponse, error) {
+	ctx, cancel := b.n.bounded(ctx)
+	defer cancel()
+	return b.n.api.ContainerInspect(ctx, id)
 }
 
 // IsLeader implements netagent.Swarm.

@@ -270,7 +270,7 @@ func TestNetworksDoNotWaitForAHungDockerd(t *testing.T) {
 		}},
 		{"RemoveNetwork", "remove network lan", func() error { return n.RemoveNetwork(ctx, "lan") }},
 		{"ManagedConfigNetworks", "list networks", func() error { _, err := n.ManagedConfigNetworks(ctx); return err }},
-		{"NetworksOnParent", "list networks", func() error { _, err := n.NetworksOnParent(ctx, "eth1"); return err }},
+		{"DockerLinks", "list Docker networks", func() error { _, err := n.DockerLinks(ctx); return err }},
 		{"IsLeader", "docker info", func() error { _, err := n.IsLeader(ctx); return err }},
 		{"ReadyNodes", "list swarm nodes", func() error { _, err := n.ReadyNodes(ctx); return err }},
 		{"ListSwarmNodes", "list swarm nodes", func() error { _, err := n.ListSwarmNodes(ctx); return err }},

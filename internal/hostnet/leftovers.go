@@ -147,10 +147,12 @@ type Cleanup struct {
 	// only.
 	Parents ParentRecord
 	// InUse names, by link, what uses it from other network namespaces,
-	// which this host's listing does not see: containers (running, or
-	// stopped and started again by dockerd when it starts) whose macvlan
-	// or ipvlan endpoints hang off a parent (deleting it would delete
-	// them), or are reached through a shim. Such a link is left,
+	// which this host's listing does not see (DockerLinks.Users, the
+	// rule the agent's network removal follows too): containers
+	// (running, or stopped and started again by dockerd when it starts)
+	// whose macvlan or ipvlan endpoints hang off a parent (deleting it
+	// would delete them), or are reached through a shim, and Docker
+	// networks on a parent with no such container. Such a link is left,
 	// and so is a parent's promiscuous mode. The caller asks Docker; nil:
 	// nothing is.
 	InUse map[string][]string

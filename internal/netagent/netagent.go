@@ -31,9 +31,10 @@ type Docker interface {
 	// ManagedConfigNetworks lists the config-only networks here that bear
 	// underlay's labels (Network is set), whatever their names.
 	ManagedConfigNetworks(ctx context.Context) ([]ConfigNet, error)
-	// NetworksOnParent names the Docker networks here whose parent option
-	// is parent (macvlan and ipvlan, config-only ones included).
-	NetworksOnParent(ctx context.Context, parent string) ([]string, error)
+	// DockerLinks is what dockerd says of its networks and the
+	// containers on them: what uses a host link, by the rule `agent
+	// cleanup` judges by too (hostnet.DockerLinks.Users).
+	DockerLinks(ctx context.Context) (hostnet.DockerLinks, error)
 }
 
 // ConfigNet is the Docker network under a config-only network's name.
@@ -858,17 +859,24 @@ func (r *Reconciler) removeParents(ctx context.Context, name string, parents []s
 	}
 	parents = slices.DeleteFunc(slices.Compact(slices.Sorted(slices.Values(parents))), func(p string) bool { return p == "" })
 	var inUse []string
+	var dockerUsers map[string][]string
 	for _, parent := range parents {
-		// A Docker network of an operator's on it: its containers'
-		// endpoints, in their own namespaces, are not seen by RemoveParent,
-		// and would go with the parent.
-		users, err := r.Docker.NetworksOnParent(ctx, parent)
-		if err != nil {
-			return fmt.Errorf("network %s: VLAN parent %s: %w", name, parent, err)
+		// A Docker network on it (an operator's, another underlay
+		// network's), and the containers on it: their endpoints, in their
+		// own namespaces, are not seen by RemoveParent, and would go with
+		// the parent. The rule is agent cleanup's (hostnet.DockerLinks.Users).
+		if dockerUsers == nil {
+			dl, err := r.Docker.DockerLinks(ctx)
+			if err != nil {
+				return fmt.Errorf("network %s: VLAN parent %s: %w", name, parent, err)
+			}
+			dockerUsers = dl.Users()
 		}
+		users := dockerUsers[parent]
 		removed := false
+		var err error
 		if len(users) > 0 {
-			err = fmt.Errorf("VLAN parent %q, left in place: %w: Docker network %s", parent, hostnet.ErrParentInUse, strings.Join(users, ", "))
+			err = fmt.Errorf("VLAN parent %q, left in place: %w: %s", parent, hostnet.ErrParentInUse, strings.Join(users, "; "))
 		} else {
 			removed, err = r.RemoveParent(parent, name)
 		}
@@ -898,17 +906,18 @@ func (r *Reconciler) removeParents(ctx context.Context, name string, parents []s
 }
 
 // releasePromisc turns off the promiscuous mode underlay turned on
-// network name's parent (see ReleasePromisc) when no Docker network is
-// left on it: the containers of one (another underlay network's, an
-// operator's macvlan) have their endpoints in their own namespaces,
-// which the host's check does not see. Failing, it warns: the network
-// is gone all the same, and the parent only as it was with the network.
+// network name's parent (see ReleasePromisc) when nothing Docker has
+// uses it (hostnet.DockerLinks.Users: no Docker network left on it): the
+// containers of one (another underlay network's, an operator's macvlan)
+// have their endpoints in their own namespaces, which the host's check
+// does not see. Failing, it warns: the network is gone all the same, and
+// the parent only as it was with the network.
 func (r *Reconciler) releasePromisc(ctx context.Context, name, parent string) {
 	if r.ReleasePromisc == nil || parent == "" {
 		return
 	}
-	users, err := r.Docker.NetworksOnParent(ctx, parent)
-	if err == nil && len(users) > 0 {
+	dl, err := r.Docker.DockerLinks(ctx)
+	if err == nil && len(dl.Users()[parent]) > 0 {
 		return
 	}
 	off := false

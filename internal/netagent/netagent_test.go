@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"reflect"
 	"slices"
@@ -17,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/underlay/underlay/internal/hostnet"
+	"github.com/underlay/underlay/internal/hostnet/inusetest"
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
@@ -33,8 +35,10 @@ type fakeHost struct {
 	managed []string
 	foreign []ConfigNet
 	wants   []hostnet.Want
-	// onParent are other Docker networks, by their parent option.
+	// onParent are other Docker networks, no container on them, by their
+	// parent option; docker is what else dockerd has.
 	onParent map[string][]string
+	docker   hostnet.DockerLinks
 }
 
 func (h *fakeHost) Ensure(w hostnet.Want) ([]hostnet.Repair, error) {
@@ -75,8 +79,14 @@ func (h *fakeHost) ManagedConfigNetworks(context.Context) ([]ConfigNet, error) {
 	}
 	return append(out, h.foreign...), nil
 }
-func (h *fakeHost) NetworksOnParent(_ context.Context, parent string) ([]string, error) {
-	return h.onParent[parent], nil
+func (h *fakeHost) DockerLinks(context.Context) (hostnet.DockerLinks, error) {
+	dl := hostnet.DockerLinks{Networks: slices.Clone(h.docker.Networks), Containers: h.docker.Containers}
+	for _, parent := range slices.Sorted(maps.Keys(h.onParent)) {
+		for _, name := range h.onParent[parent] {
+			dl.Networks = append(dl.Networks, hostnet.DockerNetwork{Name: name, ID: "n-" + name, Parent: parent})
+		}
+	}
+	return dl, nil
 }
 func (h *fakeHost) IsLeader(context.Context) (bool, error) { return false, nil }
 func (h *fakeHost) ReadySwarmNodes(context.Context) ([]netspec.SwarmNode, error) {
@@ -1419,16 +1429,16 @@ func TestOrphanOldShimRemoved(t *testing.T) {
 	}
 }
 
-// parentsCounting is a host that counts its Docker network listings by
-// parent (NetworksOnParent).
+// parentsCounting is a host that counts its Docker network listings
+// (DockerLinks).
 type parentsCounting struct {
 	fakeHost
 	listings int
 }
 
-func (h *parentsCounting) NetworksOnParent(ctx context.Context, parent string) ([]string, error) {
+func (h *parentsCounting) DockerLinks(ctx context.Context) (hostnet.DockerLinks, error) {
 	h.listings++
-	return h.fakeHost.NetworksOnParent(ctx, parent)
+	return h.fakeHost.DockerLinks(ctx)
 }
 
 // settledOrphan is a reconciler whose orphan gone is settled: its marked
@@ -1491,8 +1501,8 @@ func TestSettledOrphanIdleSyncsListNoNetworks(t *testing.T) {
 	if err := r.Sync(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := host.listings - listings; n != 2 {
-		t.Errorf("a sync with a parent of the settled orphan not looked at yet listed Docker's networks %d times, want 2 (each parent's)", n)
+	if n := host.listings - listings; n != 1 {
+		t.Errorf("a sync with a parent of the settled orphan not looked at yet listed Docker's networks %d times, want 1 (one listing for both parents)", n)
 	}
 	r.Marked = marked
 	inUse = false
@@ -1957,6 +1967,55 @@ func TestTeardownReleasesPromisc(t *testing.T) {
 			}
 			if !slices.Equal(asked, tc.want) {
 				t.Errorf("ReleasePromisc asked for %v, want %v", asked, tc.want)
+			}
+		})
+	}
+}
+
+// TestNetworkRmJudgesParentsAsCleanupDoes: `network rm` left a VLAN
+// parent it made when any Docker network named it, and `agent cleanup`
+// when containers used it: two rules for one question. Both now judge by
+// hostnet.DockerLinks.Users, and are tested on one table (inusetest):
+// the agent's teardown of a removed network leaves its parent (and the
+// promiscuous mode it turned on) exactly when the rule names users, and
+// its warning names them.
+func TestNetworkRmJudgesParentsAsCleanupDoes(t *testing.T) {
+	for _, c := range inusetest.Cases() {
+		t.Run(c.Name, func(t *testing.T) {
+			ctx := context.Background()
+			st := netspec.NewStore(kvtest.New())
+			spec := netspec.Spec{Name: "db", Subnet: netip.MustParsePrefix("10.20.0.0/24"), Gateway: netip.MustParseAddr("10.20.0.1"),
+				Parent: inusetest.Parent, IPAM: netspec.PerNode, PerNodeSize: 16}
+			if err := st.Create(ctx, spec); err != nil {
+				t.Fatal(err)
+			}
+			host := &fakeHost{docker: c.Docker}
+			r := reconcilerOf(st, host, host, func(string, string) error { return nil })
+			var logs bytes.Buffer
+			r.Log = slog.New(slog.NewTextHandler(&logs, nil))
+			var removed, released []string
+			r.RemoveParent = func(parent, _ string) (bool, error) { removed = append(removed, parent); return true, nil }
+			r.ReleasePromisc = func(parent string) (bool, error) { released = append(released, parent); return true, nil }
+			if err := r.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := st.MarkDeleting(ctx, "db"); err != nil {
+				t.Fatal(err)
+			}
+			if err := r.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			var want []string
+			if len(c.Users) == 0 {
+				want = []string{inusetest.Parent}
+			}
+			if !slices.Equal(removed, want) || !slices.Equal(released, want) {
+				t.Errorf("parent removed %v, made not promiscuous %v; want %v for users %q", removed, released, want, c.Users)
+			}
+			for _, u := range c.Users {
+				if !strings.Contains(logs.String(), u) {
+					t.Errorf("the warning of the parent left does not name %q:\n%s", u, logs.String())
+				}
 			}
 		})
 	}
