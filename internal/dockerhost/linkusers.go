@@ -62,7 +62,8 @@ func ReadLinks(ctx context.Context, d LinkUsersAPI) (hostnet.DockerLinks, error)
 			}
 			dc.Networks[name] = id
 		}
-		if !dc.Runs() {
+		// Not running: its restart policy tells whether dockerd starts it again.
+		if !dc.UsesLinks() {
 			if dc.RestartPolicy, err = restartPolicy(ctx, d, c); err != nil {
 				return hostnet.DockerLinks{}, err
 			}

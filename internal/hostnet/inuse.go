@@ -53,12 +53,12 @@ type DockerContainer struct {
 	Networks map[string]string
 }
 
-// Runs reports whether c uses its networks' links: it runs (or is
+// UsesLinks reports whether c uses its networks' links: it runs (or is
 // paused, or restarting), or it is stopped with a restart policy by
 // which dockerd starts it again when it starts (always,
 // unless-stopped), and Docker's driver would then make a parent deleted
 // under it again, unmarked, no one's to remove.
-func (c DockerContainer) Runs() bool {
+func (c DockerContainer) UsesLinks() bool {
 	switch c.State {
 	case "running", "paused", "restarting":
 		return true
@@ -83,7 +83,7 @@ func (c DockerContainer) comesBack() bool {
 //
 //   - A parent (of a macvlan or ipvlan network, its own or its
 //     config-only network's) is used by each container on the network
-//     that runs or that dockerd starts again (see Runs): deleting the
+//     that runs or that dockerd starts again (see UsesLinks): deleting the
 //     parent would delete their endpoints. A network on the parent that
 //     no such container uses holds it too, named as the network: its
 //     containers could not start on it, and dockerd would make it again,
@@ -119,7 +119,7 @@ func (d DockerLinks) Users() map[string][]string {
 	users := map[string][]string{}
 	used := map[string]bool{} // network IDs a container uses
 	for _, c := range d.Containers {
-		if !c.Runs() {
+		if !c.UsesLinks() {
 			continue
 		}
 		for netName, id := range c.Networks {
