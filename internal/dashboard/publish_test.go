@@ -2,13 +2,19 @@ package dashboard
 
 import (
 	"bytes"
+	"compress/gzip"
 	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
 	"log/slog"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sync/errgroup"
 )
 
 // benchPublish publishes in's snapshot, then measures each rebuild that
@@ -184,5 +190,122 @@ func TestPublishSendsAtMostTheBacklogOfEvents(t *testing.T) {
 	}
 	if len(evs) == 0 || evs[len(evs)-1].Seq != all || evs[0].Seq != all-uint64(len(evs))+1 {
 		t.Errorf("the events sent are not the last of the change, ending at %d", all)
+	}
+}
+
+// TestReadersSeeWholeSnapshots: while snapshots are published (encoded,
+// diffed and fitted before the lock is taken), every read — the body,
+// its gzip, a stream's first frames — is of one published snapshot,
+// whole: the old one or the new one, never parts of both. It is a -race
+// test too. The expected bytes of each version come from another server
+// that published the same snapshots alone.
+func TestReadersSeeWholeSnapshots(t *testing.T) {
+	// cut lists more cards on its node than a column does: publish
+	// encodes what pages get apart from the content.
+	small, cut := Build(synthetic(3, 30, t0, nil)), Build(synthetic(1, MaxNodeCards+50, t0, nil))
+	if _, whole := limit(cut); whole {
+		t.Fatal("limit cuts nothing of the second snapshot")
+	}
+	snaps := make([]Snapshot, 6)
+	for i := range snaps {
+		snaps[i] = small
+		if i%2 == 1 {
+			snaps[i] = cut
+		}
+		snaps[i].GeneratedAt = t0.Add(time.Duration(i) * time.Second)
+	}
+	type published struct {
+		body, frame []byte
+		seq         uint64
+	}
+	newServer := func() *Server {
+		s, err := New(Config{}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	ref := newServer()
+	want := map[uint64]published{}
+	for _, snap := range snaps {
+		ref.publish(snap)
+		want[ref.currentVersion()] = published{ref.Snapshot(), ref.frame, ref.seq}
+	}
+	if len(want) != len(snaps) {
+		t.Fatalf("%d versions published of %d snapshots, each a change", len(want), len(snaps))
+	}
+	s := newServer()
+	s.instance = ref.instance
+	s.publish(snaps[0])
+
+	check := func() error {
+		body, gz := s.snapshotBodies()
+		var head snapshotHeader
+		if err := json.Unmarshal(body, &head); err != nil {
+			return fmt.Errorf("body %.100q: %w", body, err)
+		}
+		w, ok := want[head.Version]
+		if !ok || !bytes.Equal(body, w.body) {
+			return fmt.Errorf("body of version %d (%d bytes) is not the one published as it", head.Version, len(body))
+		}
+		zr, err := gzip.NewReader(bytes.NewReader(gz))
+		if err != nil {
+			return fmt.Errorf("gzipped body of version %d: %w", head.Version, err)
+		}
+		if plain, err := io.ReadAll(zr); err != nil || !bytes.Equal(plain, body) {
+			return fmt.Errorf("gzipped body of version %d (%v) is not its body", head.Version, err)
+		}
+		sub, first := s.subscribe()
+		s.unsubscribe(sub)
+		if len(first) == 0 {
+			return errors.New("no first frame, want the snapshot")
+		}
+		id, _, _ := strings.Cut(strings.TrimPrefix(string(first[0]), "event: snapshot\nid: "), "\n")
+		v, err := strconv.ParseUint(id, 10, 64)
+		if err != nil {
+			return fmt.Errorf("snapshot frame %.100q: %w", first[0], err)
+		}
+		if w, ok := want[v]; !ok || !bytes.Equal(first[0], w.frame) {
+			return fmt.Errorf("stream's snapshot frame of version %d is not the one published as it", v)
+		}
+		var last uint64 // the first snapshot makes no events
+		if len(first) > 1 {
+			var evs []Event
+			if err := json.Unmarshal([]byte(strings.TrimPrefix(strings.TrimSpace(string(first[1])), "event: events\ndata: ")), &evs); err != nil {
+				return fmt.Errorf("events frame: %w", err)
+			}
+			last = evs[len(evs)-1].Seq
+		}
+		if last != want[v].seq {
+			return fmt.Errorf("stream opened on version %d with events up to %d, want %d: the snapshot and the events are of different publishes", v, last, want[v].seq)
+		}
+		return nil
+	}
+
+	done := make(chan struct{})
+	var g errgroup.Group
+	for range 2 {
+		g.Go(func() error {
+			for {
+				select {
+				case <-done:
+					return check() // once more, on the last
+				default:
+				}
+				if err := check(); err != nil {
+					return err
+				}
+			}
+		})
+	}
+	for _, snap := range snaps[1:] {
+		s.publish(snap)
+	}
+	close(done)
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	if v := s.currentVersion(); v != uint64(len(snaps)) {
+		t.Errorf("version %d after %d publishes", v, len(snaps))
 	}
 }

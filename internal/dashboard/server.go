@@ -138,6 +138,11 @@ type Server struct {
 	failing  map[string]time.Time
 	kvOutage Outage
 
+	// publishing is held by publish, which reads snap, digest, version
+	// and seq without mu while it encodes and diffs, and changes them
+	// under both: one publish at a time.
+	publishing sync.Mutex
+
 	mu sync.Mutex // guards following fields
 	// snap is the latest snapshot, frame its stream frame and digest the
 	// hash of its JSON without version, instance and time (under seed, a
@@ -586,7 +591,14 @@ func ReplicaCounts(in Inputs) map[string]ReplicaSample {
 // stream. Its content is encoded once: a rebuild that changed nothing,
 // as most do, costs that encoding and keeps no copy of it. When limit
 // cuts nothing, that encoding is also the body the pages get.
+//
+// Everything that grows with the cluster (encoding, diffing, fitting to
+// MaxSnapshotBytes, framing) is done before taking mu, which every page's
+// read and every stream's frame waits on: under it, the new snapshot only
+// replaces the old one, whole, and is handed to the streams.
 func (s *Server) publish(snap Snapshot) {
+	s.publishing.Lock()
+	defer s.publishing.Unlock()
 	bare := snap
 	bare.Version, bare.Instance, bare.GeneratedAt = 0, "", time.Time{}
 	lim, whole := limit(snap)
@@ -606,40 +618,23 @@ func (s *Server) publish(snap Snapshot) {
 		return
 	}
 	digest := h.Sum64()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.builtAt = snap.GeneratedAt
+	// publishing is held: snap, digest, version and seq change only
+	// below, so they are read here without mu.
 	if s.snap != nil && digest == s.digest {
+		s.mu.Lock()
+		s.builtAt = snap.GeneratedAt
+		s.mu.Unlock()
 		return
 	}
-	s.version++
-	snap.Version, snap.Instance = s.version, s.instance
+	version, seq := s.version+1, s.seq
+	snap.Version, snap.Instance = version, s.instance
 	events := Diff(s.snap, &snap)
 	for i := range events {
-		s.seq++
-		events[i].Seq = s.seq
+		seq++
+		events[i].Seq = seq
 	}
-	if len(events) > 0 {
-		s.events, s.backlog = lastN(append(s.events, events...), EventBacklog), nil
-	}
-	body, ok := withHeader(enc, snap)
-	if !ok {
-		lim.Version, lim.Instance = snap.Version, snap.Instance
-		body, _ = json.Marshal(lim)
-	}
-	if len(body) > MaxSnapshotBytes {
-		// Large cards, problems or holders: cut further, to the bound.
-		fitted, fits, err := fit(snap, MaxSnapshotBytes)
-		if err == nil {
-			body = fitted
-		}
-		if !fits {
-			s.log.Warn("snapshot larger than its bound even with no card, service, problem or address listed", "bytes", len(body), "max_bytes", MaxSnapshotBytes, "err", err)
-		}
-	}
-	s.snap, s.digest, s.body, s.gz = &snap, digest, body, nil
-	s.frame = sseFrame("snapshot", fmt.Sprint(snap.Version), body)
-	s.metrics.snapshots.Inc()
+	body := s.pageBody(enc, lim, snap)
+	frame := sseFrame("snapshot", fmt.Sprint(snap.Version), body)
 	var evFrame []byte
 	if len(events) > 0 {
 		// A page keeps the last EventBacklog (a change may make thousands:
@@ -648,6 +643,16 @@ func (s *Server) publish(snap Snapshot) {
 		eb, _ := json.Marshal(lastN(events, EventBacklog))
 		evFrame = sseFrame("events", "", eb)
 	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.builtAt = snap.GeneratedAt
+	s.version, s.seq = version, seq
+	if len(events) > 0 {
+		s.events, s.backlog = lastN(append(s.events, events...), EventBacklog), nil
+	}
+	s.snap, s.digest, s.body, s.gz, s.frame = &snap, digest, body, nil, frame
+	s.metrics.snapshots.Inc()
 	for sub := range s.subs {
 		sub.snap = s.frame // the one not sent yet is stale now
 		if evFrame != nil {
@@ -663,6 +668,28 @@ func (s *Server) publish(snap Snapshot) {
 		}
 		signal(sub.ready)
 	}
+}
+
+// pageBody is the JSON pages get of snap, numbered: enc, its content's
+// encoding, with snap's header when nothing was cut, else lim's, cut
+// further to MaxSnapshotBytes when larger.
+func (s *Server) pageBody(enc []byte, lim, snap Snapshot) []byte {
+	body, ok := withHeader(enc, snap)
+	if !ok {
+		lim.Version, lim.Instance = snap.Version, snap.Instance
+		body, _ = json.Marshal(lim)
+	}
+	if len(body) > MaxSnapshotBytes {
+		// Large cards, problems or holders: cut further, to the bound.
+		fitted, fits, err := fit(snap, MaxSnapshotBytes)
+		if err == nil {
+			body = fitted
+		}
+		if !fits {
+			s.log.Warn("snapshot larger than its bound even with no card, service, problem or address listed", "bytes", len(body), "max_bytes", MaxSnapshotBytes, "err", err)
+		}
+	}
+	return body
 }
 
 // snapshotHeader is a snapshot's first fields, which its content leaves
