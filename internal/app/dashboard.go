@@ -41,7 +41,8 @@ func newDashboard(d controlDashboard, log *slog.Logger, reg prometheus.Registere
 		Scaling: dadapter.NewScaling(d.ctrl, d.history, d.leadership),
 	}
 	cfg := dashboard.Config{Sources: src, ScaleAPI: d.api.Handler(), Version: Version, AuthReads: d.apiCfg.AuthReads, SecureCookies: d.secureCookies,
-		LoginLimit: d.api.RateLimit, StreamLimit: d.api.LimitStreams, GuessLimit: d.api.GuessLimit, TokenFailed: d.api.TokenFailed}
+		LoginLimit: d.api.RateLimit, StreamLimit: d.api.LimitStreams, GuessLimit: d.api.GuessLimit, TokenFailed: d.api.TokenFailed,
+		Client: d.api.Client}
 	if d.apiCfg.Tokens != nil {
 		cfg.Tokens = d.apiCfg.Tokens
 	}

@@ -210,12 +210,12 @@ func (s *Server) login(w http.ResponseWriter, r *http.Request) {
 	}
 	if !s.valid(r, body.Token) {
 		s.metrics.logins.WithLabelValues("refused").Inc()
-		s.log.Warn("dashboard login refused", "remote", r.RemoteAddr)
+		s.log.Warn("dashboard login refused", s.withClient(r)...)
 		writeJSON(w, http.StatusUnauthorized, errorBody{"invalid token"})
 		return
 	}
 	s.metrics.logins.WithLabelValues("ok").Inc()
-	s.log.Info("dashboard login", "remote", r.RemoteAddr)
+	s.log.Info("dashboard login", s.withClient(r)...)
 	s.setSession(w, r, body.Token)
 	writeJSON(w, http.StatusOK, s.sessionOf(nil, body.Token))
 }
@@ -230,11 +230,11 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) {
 	}
 	if err == nil {
 		if err := s.sessions.revoke(sess); err != nil {
-			s.log.Error("dashboard logout", "remote", r.RemoteAddr, "err", err)
+			s.log.Error("dashboard logout", s.withClient(r, "err", err)...)
 			writeJSON(w, http.StatusInternalServerError, errorBody{"the logout could not be recorded: " + err.Error()})
 			return
 		}
-		s.log.Info("dashboard logout", "remote", r.RemoteAddr)
+		s.log.Info("dashboard logout", s.withClient(r)...)
 	}
 	s.clearSession(w, r)
 	writeJSON(w, http.StatusOK, s.sessionOf(nil, ""))
@@ -262,6 +262,20 @@ func readJSON(w http.ResponseWriter, r *http.Request, v any) ([]byte, int, error
 		return nil, http.StatusBadRequest, errors.New("malformed JSON body: data after the JSON value")
 	}
 	return b, 0, nil
+}
+
+// withClient is args, a log line's attributes, after those naming r's
+// client (Config.Client): client, and via when it came through a trusted
+// proxy.
+func (s *Server) withClient(r *http.Request, args ...any) []any {
+	client, via := r.RemoteAddr, ""
+	if s.cfg.Client != nil {
+		client, via = s.cfg.Client(r)
+	}
+	if via == "" {
+		return append([]any{"client", client}, args...)
+	}
+	return append([]any{"client", client, "via", via}, args...)
 }
 
 // scale passes a scale button's request to the autoscaler's API with the
@@ -292,6 +306,11 @@ func (s *Server) scale(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.RemoteAddr, req.Host = r.RemoteAddr, r.Host
+	// The API tells the client behind a trusted proxy from it, for its
+	// rate limit and the decision's source, as for its own requests.
+	for _, v := range r.Header.Values("X-Forwarded-For") {
+		req.Header.Add("X-Forwarded-For", v)
+	}
 	req.Header.Set("Content-Type", "application/json")
 	if tok != "" {
 		req.Header.Set("Authorization", "Bearer "+tok)
@@ -300,7 +319,7 @@ func (s *Server) scale(w http.ResponseWriter, r *http.Request) {
 	secure(w)
 	s.cfg.ScaleAPI.ServeHTTP(rec, req)
 	s.metrics.scales.WithLabelValues(strconv.Itoa(rec.code)).Inc()
-	s.log.Info("scale request from the dashboard", "service", service, "remote", r.RemoteAddr, "status", rec.code)
+	s.log.Info("scale request from the dashboard", s.withClient(r, "service", service, "status", rec.code)...)
 	signal(s.kick) // show the change as soon as Docker has it
 }
 

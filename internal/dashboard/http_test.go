@@ -89,6 +89,12 @@ type testServer struct {
 
 func startServer(t testing.TB, cfg Config, in Inputs) *testServer {
 	t.Helper()
+	return startServerLog(t, cfg, in, slog.New(slog.DiscardHandler))
+}
+
+// startServerLog is startServer logging to log.
+func startServerLog(t testing.TB, cfg Config, in Inputs, log *slog.Logger) *testServer {
+	t.Helper()
 	src := newFakeSources(in)
 	api := &scaleAPI{}
 	cfg.Sources = src.sources()
@@ -100,7 +106,7 @@ func startServer(t testing.TB, cfg Config, in Inputs) *testServer {
 		cfg.KeepAlive = 50 * time.Millisecond
 	}
 	cfg.Debounce = time.Millisecond
-	s, err := New(cfg, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	s, err := New(cfg, log, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

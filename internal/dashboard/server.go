@@ -67,6 +67,11 @@ type Config struct {
 	// TokenFailed reports each failed check here.
 	GuessLimit  func(http.Handler) http.Handler
 	TokenFailed func(r *http.Request)
+	// Client names who sent a request, in the log lines of logins,
+	// logouts and scale requests: the autoscaler API's (scale.API.Client),
+	// the client a trusted proxy's X-Forwarded-For names, via that proxy.
+	// Nil means the request's peer address.
+	Client func(r *http.Request) (client, via string)
 	// StreamLimit, when not nil, wraps the event stream: the autoscaler
 	// API's caps on concurrent streams, in all and per client, shared with
 	// its own.

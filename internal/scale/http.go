@@ -141,7 +141,7 @@ func NewAPI(cfg APIConfig, c *Controller, log *slog.Logger) *API {
 	a.metrics = newAPIMetrics(cfg.Registerer, a)
 	a.crossSite.SetDenyHandler(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		a.refuse("cross_site")
-		a.log.Debug("cross-site request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"), "sec_fetch_site", r.Header.Get("Sec-Fetch-Site"))
+		a.log.Debug("cross-site request refused", a.withClient(r, "path", r.URL.Path, "origin", r.Header.Get("Origin"), "sec_fetch_site", r.Header.Get("Sec-Fetch-Site"))...)
 		writeJSON(w, http.StatusForbidden, errorBody{Error: "cross-site request refused: a page of another site may not scale services (Sec-Fetch-Site or Origin)"})
 	}))
 	return a
@@ -293,6 +293,29 @@ func (a *API) client(r *http.Request) netip.Prefix {
 	return addrKey(clientAddr(r.RemoteAddr, r.Header.Values(ForwardedForHeader), a.cfg.Limits.TrustedProxies))
 }
 
+// Client names who sent r, as the limits count it (client) and as every
+// log line and decision source names it: from one of
+// Limits.TrustedProxies, the client X-Forwarded-For names, with via the
+// proxy (r's peer, "ip:port"); else r's peer, via "": an X-Forwarded-For
+// from any other peer is not believed.
+func (a *API) Client(r *http.Request) (client, via string) {
+	ip := clientAddr(r.RemoteAddr, r.Header.Values(ForwardedForHeader), a.cfg.Limits.TrustedProxies)
+	if !ip.IsValid() || ip == remoteAddr(r.RemoteAddr) {
+		return r.RemoteAddr, ""
+	}
+	return ip.String(), r.RemoteAddr
+}
+
+// withClient is args, a log line's attributes, after those naming r's
+// client (Client): client, and via when it came through a trusted proxy.
+func (a *API) withClient(r *http.Request, args ...any) []any {
+	client, via := a.Client(r)
+	if via == "" {
+		return append([]any{"client", client}, args...)
+	}
+	return append([]any{"client", client, "via", via}, args...)
+}
+
 // TokenFailed takes a failed token check of r's client from its rate.
 func (a *API) TokenFailed(r *http.Request) {
 	a.guesses.allow(a.client(r))
@@ -304,7 +327,7 @@ func (a *API) TokenFailed(r *http.Request) {
 func (a *API) unauthenticated(r *http.Request, err error) {
 	a.refuse("unauthenticated")
 	a.TokenFailed(r)
-	a.log.Debug("unauthenticated request refused", "path", r.URL.Path, "remote", r.RemoteAddr, "problem", err)
+	a.log.Debug("unauthenticated request refused", a.withClient(r, "path", r.URL.Path, "problem", err)...)
 }
 
 // maxWebhookSignatures bounds the webhook signatures remembered: 65,536
@@ -341,7 +364,7 @@ func (a *API) requireSignature(next http.Handler) http.Handler {
 		}
 		if err != nil {
 			a.refuse("bad_signature")
-			a.log.Warn("webhook signature refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+			a.log.Warn("webhook signature refused", a.withClient(r, "path", r.URL.Path, "err", err)...)
 			writeJSON(w, http.StatusUnauthorized, errorBody{Error: err.Error()})
 			return
 		}
@@ -349,14 +372,14 @@ func (a *API) requireSignature(next http.Handler) http.Handler {
 		case errors.Is(err, errNonceSeen):
 			a.refuse("replayed_signature")
 			a.log.Warn("webhook signature accepted once already; refused (a captured request sent again, or a retry signed within the same second)",
-				"path", r.URL.Path, "remote", r.RemoteAddr, "timestamp", r.Header.Get(TimestampHeader))
+				a.withClient(r, "path", r.URL.Path, "timestamp", r.Header.Get(TimestampHeader))...)
 			w.Header().Set("Retry-After", "1")
 			writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: fmt.Sprintf(
 				"%v: this signature was accepted once already, nothing is done again; a retry must be signed anew, with a new %s", ErrBadSignature, TimestampHeader)})
 			return
 		case err != nil:
 			a.refuse("busy")
-			a.log.Warn("webhook refused: too many signatures to remember within twice --webhook-max-age", "remote", r.RemoteAddr, "bound", maxWebhookSignatures)
+			a.log.Warn("webhook refused: too many signatures to remember within twice --webhook-max-age", a.withClient(r, "bound", maxWebhookSignatures)...)
 			w.Header().Set("Retry-After", "5")
 			writeJSON(w, http.StatusServiceUnavailable, errorBody{Error: fmt.Sprintf(
 				"%d signed webhooks accepted within %s already, the most this instance remembers to refuse their replay; retry shortly", maxWebhookSignatures, 2*a.cfg.WebhookMaxAge)})
@@ -510,7 +533,7 @@ func (a *API) webhook(w http.ResponseWriter, r *http.Request, body []byte, autos
 	msg, err := ParseAlertmanager(bytes.NewReader(body))
 	if errors.Is(err, ErrTooManyAlerts) {
 		a.refuse("too_many_alerts")
-		a.log.Warn("webhook refused: too many alerts; set max_alerts in Alertmanager's webhook_config", "remote", r.RemoteAddr, "err", err)
+		a.log.Warn("webhook refused: too many alerts; set max_alerts in Alertmanager's webhook_config", a.withClient(r, "err", err)...)
 		writeJSON(w, http.StatusRequestEntityTooLarge, errorBody{Error: err.Error()})
 		return
 	}
@@ -522,7 +545,7 @@ func (a *API) webhook(w http.ResponseWriter, r *http.Request, body []byte, autos
 		writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("autoscaler %q: %v (services detected in the swarm are under %q)", autoscaler, ErrNotFound, AutoswarmName)})
 		return
 	}
-	results := a.c.HandleAlerts(r.Context(), msg, r.PathValue("service"), dir, "alertmanager "+source(r))
+	results := a.c.HandleAlerts(r.Context(), msg, r.PathValue("service"), dir, "alertmanager "+a.source(r))
 	ans := webhookAnswer{Results: results}
 	code := http.StatusOK
 	for i, res := range results {
@@ -721,7 +744,7 @@ func parseBody(b []byte) (Direction, error) {
 func (a *API) scale(w http.ResponseWriter, r *http.Request, req Request) {
 	req.Autoscaler = r.PathValue("autoscaler")
 	req.Service = r.PathValue("service")
-	req.Source = "http " + source(r)
+	req.Source = "http " + a.source(r)
 	rec, err := a.c.Handle(r.Context(), req)
 	if err != nil {
 		a.writeError(w, r, err)
@@ -730,11 +753,15 @@ func (a *API) scale(w http.ResponseWriter, r *http.Request, req Request) {
 	writeJSON(w, http.StatusOK, rec)
 }
 
-// source is who sent r: its remote address, or, for a request a peer
-// passed on, the caller's address and the peer's.
-func source(r *http.Request) string {
+// source is who sent r (Client): the client, "… via" the trusted proxy
+// it came through; for a request a peer passed on, the source the peer
+// named, "… via" the peer.
+func (a *API) source(r *http.Request) string {
 	if p, ok := peerOf(r.Context()); ok {
 		return p.Client + " via " + p.By
+	}
+	if client, via := a.Client(r); via != "" {
+		return client + " via " + via
 	}
 	return r.RemoteAddr
 }

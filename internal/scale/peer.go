@@ -199,7 +199,9 @@ func (n *nonces) expireLocked(now time.Time) {
 // peerKey is the context key of a request a peer passed on.
 type peerKey struct{}
 
-// peerInfo says who passed a request on, and for whom.
+// peerInfo says who passed a request on, and for whom: Client is the
+// source the peer named (its API's source: the client, "… via" the
+// trusted proxy it came through).
 type peerInfo struct {
 	By, Client string
 }
@@ -295,7 +297,7 @@ func (a *API) refusePeer(w http.ResponseWriter, r *http.Request, err error) {
 		return
 	}
 	a.refuse("bad_peer")
-	a.log.Warn("request passed on by a peer refused", "path", r.URL.Path, "remote", r.RemoteAddr, "err", err)
+	a.log.Warn("request passed on by a peer refused", a.withClient(r, "path", r.URL.Path, "err", err)...)
 	writeJSON(w, http.StatusUnauthorized, errorBody{Error: err.Error()})
 }
 
@@ -353,7 +355,7 @@ func (a *API) forward(w http.ResponseWriter, r *http.Request, leader string) {
 	secret := valueOf(a.cfg.Peer.Secret) // one key for the request and its answer
 	nonce := make([]byte, 16)
 	rand.Read(nonce)
-	p := peerRequest{Method: r.Method, URI: r.URL.RequestURI(), By: a.cfg.Peer.Self, To: leader, Client: r.RemoteAddr,
+	p := peerRequest{Method: r.Method, URI: r.URL.RequestURI(), By: a.cfg.Peer.Self, To: leader, Client: a.source(r),
 		Nonce: hex.EncodeToString(nonce), Time: a.c.cfg.Now().Unix(), Body: body}
 	scheme := "http"
 	if a.cfg.Peer.TLS != nil {
@@ -416,7 +418,7 @@ func (a *API) forward(w http.ResponseWriter, r *http.Request, leader string) {
 }
 
 func (a *API) forwardFailed(w http.ResponseWriter, r *http.Request, leader string, code int, err error) {
-	a.log.Warn("passing a request on to the leader failed", "leader", leader, "path", r.URL.Path, "err", err)
+	a.log.Warn("passing a request on to the leader failed", a.withClient(r, "leader", leader, "path", r.URL.Path, "err", err)...)
 	w.Header().Set(LeaderHeader, leader)
 	writeJSON(w, code, errorBody{Error: fmt.Sprintf("this control instance is not the leader, and passing the request on to the leader at %s failed: %v", leader, err)})
 }
