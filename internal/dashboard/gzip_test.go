@@ -50,7 +50,7 @@ func BenchmarkSnapshotGzip(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		s.mu.Lock()
-		s.gz = nil
+		s.gz = s.lazyGzip(s.body) // compressed anew
 		s.mu.Unlock()
 		if _, gz := s.snapshotBodies(); len(gz) == 0 {
 			b.Fatal("no gzipped body")

@@ -159,9 +159,12 @@ type Server struct {
 	// builtAt is when the last rebuild read the sources: snap's time, or
 	// later when nothing changed since (snap is then kept as it was).
 	builtAt time.Time
-	// body is snap's JSON, gz gzipped; made when first asked for.
-	body, gz []byte
-	version  uint64
+	// body is snap's JSON; gz gzips it when first called (by the first
+	// read that takes gzip), once, without mu: a reader waits for that
+	// compression, not every page and stream for the lock.
+	body    []byte
+	gz      func() []byte
+	version uint64
 	// events are the latest events, oldest first; backlog their stream
 	// frame, made when a page first asks for it, shared by every page
 	// that connects until they change.
@@ -656,7 +659,7 @@ func (s *Server) publish(snap Snapshot) {
 	if len(events) > 0 {
 		s.events, s.backlog = lastN(append(s.events, events...), EventBacklog), nil
 	}
-	s.snap, s.digest, s.body, s.gz, s.frame = &snap, digest, body, nil, frame
+	s.snap, s.digest, s.body, s.gz, s.frame = &snap, digest, body, s.lazyGzip(body), frame
 	s.metrics.snapshots.Inc()
 	for sub := range s.subs {
 		sub.snap = s.frame // the one not sent yet is stale now
@@ -744,14 +747,18 @@ func (s *Server) Snapshot() []byte {
 // (compressed once per snapshot).
 func (s *Server) snapshotBodies() ([]byte, []byte) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.body == nil {
+	body, gz := s.body, s.gz
+	s.mu.Unlock()
+	if body == nil {
 		return nil, nil
 	}
-	if s.gz == nil {
-		s.gz = s.gzip(s.body)
-	}
-	return s.body, s.gz
+	return body, gz()
+}
+
+// lazyGzip returns a function that gzips body the first time it is
+// called, and returns that every time.
+func (s *Server) lazyGzip(body []byte) func() []byte {
+	return sync.OnceValue(func() []byte { return s.gzip(body) })
 }
 
 // gzip compresses b with a writer of bodyGzip.
