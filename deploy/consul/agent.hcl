@@ -38,11 +38,13 @@ key_prefix "underlay/nodes/" {
 
 # The records `underlay node rm` leaves of the swarm node IDs it removed:
 # an agent is refused the identity of a node removed while it was cut off
-# from Consul, and every write it makes reads the record first. Without
-# this rule an agent finds no record, and writes the removed node's facts
-# again when it comes back. Read only: write would let an agent delete the
-# records that refuse it (Consul 1.8 asks write rights of a transaction's
-# check that a key is absent, so the agent reads the record instead).
+# from Consul, and none of its writes lands once the record is written.
+# Without this rule an agent finds no record, and writes the removed
+# node's facts again when it comes back. Read only: write would let an
+# agent delete the records that refuse it (Consul 1.8 asks write rights of
+# a transaction's check that a key is absent, so each write checks instead
+# that the node's facts, which node rm takes over as it writes the record,
+# are unchanged: a check asking read rights only).
 key_prefix "underlay/removed-nodes/" {
   policy = "read"
 }

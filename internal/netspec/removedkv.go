@@ -2,8 +2,10 @@ package netspec
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"sync/atomic"
 	"time"
 
@@ -41,28 +43,42 @@ type NodeKV interface {
 //     (agent/consul/kvs_endpoint.go kvsPreApply: only check-index and
 //     check-session ask read), which agent.hcl does not grant: an agent
 //     could then delete the records that refuse it.
-//   - a read of the record just before the write (agent.hcl's read
-//     rights): only a write already past its read as node rm records the
-//     removal lands, and node rm records it only after the agent's facts
-//     went unchanged for a heartbeat and a half at least.
+//   - with read rights on the record (agent.hcl's), a check in the same
+//     transaction that the node's facts are unchanged (check-index, which
+//     asks read rights only) since they were last found not node rm's
+//     with no record, or written by this agent. node rm records the
+//     removal in the transaction that takes the facts over
+//     (decommission's takeOver), or, for a node with no facts, in one
+//     that checks there are none: either way a write checked so fails
+//     once the record is written. It is then retried if the facts are
+//     still not node rm's (the agent's heartbeat rewrote them), and
+//     refused with ErrNodeRemoved if the record is there. With no facts
+//     to check (none, or node rm's hold and no record), the record is
+//     read just before the write.
 //   - none, for a token that may not read the record (an agent policy
 //     from before it), as Store.Removal finds no record for it.
 //
 // A transaction with no room left for the check (kvstore.MaxTxnOps
-// operations, or a body near Consul's limit) reads the record first too.
+// operations, or a body near Consul's limit) reads the record first
+// instead: one already past its read as node rm records the removal
+// lands.
 type RemovedGuard struct {
 	NodeKV // reads, unchecked
 	id     string
 	// check is how writes are checked (a guardCheck), guardUnknown until
 	// the first write found out.
 	check atomic.Int32
+	// facts is the modify index of the node's facts that guardFacts'
+	// writes check: last found not node rm's, with no record, or written
+	// by this agent; 0 when they are to be read again.
+	facts atomic.Uint64
 }
 
 // How RemovedGuard checks writes against the record of the removal.
 const (
 	guardUnknown int32 = iota // not found out yet
 	guardTxn                  // in the write's transaction
-	guardRead                 // read just before the write
+	guardFacts                // the node's facts checked in the write's transaction
 	guardNone                 // the token may not read the record
 )
 
@@ -101,8 +117,8 @@ func (g *RemovedGuard) do(ctx context.Context, op kvstore.Op, plain func(context
 	if err != nil {
 		return err
 	}
-	if !res.OK { // only the check fails a lone write: the record came, and went
-		return fmt.Errorf("%s %s: refused by a record of the removal of swarm node %s, gone since", op.Verb, op.Key, g.id)
+	if !res.OK { // only the guard's check fails a lone write
+		return fmt.Errorf("%s %s: refused by the check against a removal of swarm node %s by node rm, though no record of one is found", op.Verb, op.Key, g.id)
 	}
 	return nil
 }
@@ -117,16 +133,16 @@ func (g *RemovedGuard) txn(ctx context.Context, ops []kvstore.Op, plain func(con
 	if err != nil {
 		return kvstore.Result{}, err
 	}
+	switch how {
+	case guardNone:
+		return plain(ctx)
+	case guardFacts:
+		return g.txnFacts(ctx, ops, plain)
+	}
 	// The check goes last: a transaction's errors name its first key.
 	checked := append(ops[:len(ops):len(ops)], kvstore.Op{Verb: kvstore.CheckNotExists, Key: g.key()})
-	switch {
-	case how == guardNone:
-		return plain(ctx)
-	case how == guardRead || kvstore.CheckTxn(checked) != nil:
-		if err := g.read(ctx); err != nil {
-			return kvstore.Result{}, err
-		}
-		return plain(ctx)
+	if kvstore.CheckTxn(checked) != nil {
+		return g.readThen(ctx, plain)
 	}
 	res, err := g.NodeKV.Txn(ctx, checked)
 	if err == nil && !res.OK {
@@ -136,9 +152,114 @@ func (g *RemovedGuard) txn(ctx context.Context, ops []kvstore.Op, plain func(con
 	return res, err
 }
 
+// maxFactsTries bounds txnFacts' tries: each lost one means the agent
+// rewrote its facts meanwhile, a heartbeat apart.
+const maxFactsTries = 5
+
+// txnFacts applies ops with a check that the node's facts are unchanged
+// since they were found not node rm's (see RemovedGuard), retried while
+// they change and stay so; plain applies them unchecked, once the record
+// was read, when there are no facts to check or no room for the check.
+func (g *RemovedGuard) txnFacts(ctx context.Context, ops []kvstore.Op, plain func(context.Context) (kvstore.Result, error)) (kvstore.Result, error) {
+	n := len(ops)
+	check := func(index uint64) []kvstore.Op {
+		return append(ops[:n:n], kvstore.Op{Verb: kvstore.CheckIndex, Key: factsKey(g.id), Index: index})
+	}
+	if kvstore.CheckTxn(check(1)) != nil {
+		return g.readThen(ctx, plain)
+	}
+	index := g.facts.Load()
+	for range maxFactsTries {
+		if index == 0 {
+			var err error
+			if index, err = g.readFacts(ctx); err != nil {
+				return kvstore.Result{}, err
+			}
+			if index == 0 { // no facts to check; the record was read
+				return plain(ctx)
+			}
+		}
+		res, err := g.NodeKV.Txn(ctx, check(index))
+		if err != nil {
+			return res, err
+		}
+		if res.OK {
+			g.learn(ops, res)
+			return res, nil
+		}
+		// The facts changed (node rm took them over, or the agent's
+		// heartbeat rewrote them), or another check of ops failed.
+		g.facts.CompareAndSwap(index, 0)
+		now, err := g.readFacts(ctx)
+		if err != nil || now == index {
+			return res, err
+		}
+		index = now
+	}
+	return kvstore.Result{}, fmt.Errorf("write as swarm node %s: its facts (%s) changed at each of %d tries", g.id, factsKey(g.id), maxFactsTries)
+}
+
+// readFacts reads the node's facts, then the record: the facts' modify
+// index, kept for the next writes, when they are not node rm's and there
+// is no record (ErrNodeRemoved when there is); 0 when there are none, or
+// they are node rm's hold and there is no record. Facts that cannot be
+// decoded are no hold of node rm's, which writes them whole.
+func (g *RemovedGuard) readFacts(ctx context.Context) (uint64, error) {
+	p, found, err := g.NodeKV.Get(ctx, factsKey(g.id))
+	if err != nil {
+		return 0, fmt.Errorf("read the facts of node %s, to check its writes against their takeover by node rm: %w", g.id, err)
+	}
+	var f NodeFacts
+	if found && json.Unmarshal(p.Value, &f) == nil && f.Holder.Instance == Remover {
+		found = false
+	}
+	// Read after the facts: a record written since is written with
+	// their takeover, which the write's check of them refuses.
+	if err := g.read(ctx); err != nil || !found {
+		return 0, err
+	}
+	g.facts.Store(p.Index)
+	return p.Index, nil
+}
+
+// learn keeps the modify index of the facts a successful transaction of
+// ops wrote (the agent's heartbeat), so that the next write checks them
+// without reading them again; facts it deleted are read again.
+func (g *RemovedGuard) learn(ops []kvstore.Op, res kvstore.Result) {
+	key, pair := factsKey(g.id), 0
+	for _, op := range ops {
+		switch op.Verb {
+		case kvstore.Set, kvstore.CAS:
+			if op.Key == key && pair < len(res.Pairs) {
+				g.facts.Store(res.Pairs[pair].Index)
+			}
+			pair++
+		case kvstore.Get:
+			pair++
+		case kvstore.Delete, kvstore.DeleteCAS:
+			if op.Key == key {
+				g.facts.Store(0)
+			}
+		case kvstore.DeleteTree:
+			if strings.HasPrefix(key, op.Key) {
+				g.facts.Store(0)
+			}
+		}
+	}
+}
+
+// readThen reads the record, then applies ops unchecked (plain) if
+// there is none.
+func (g *RemovedGuard) readThen(ctx context.Context, plain func(context.Context) (kvstore.Result, error)) (kvstore.Result, error) {
+	if err := g.read(ctx); err != nil {
+		return kvstore.Result{}, err
+	}
+	return plain(ctx)
+}
+
 // how finds out, at the first write, how the token lets writes be
-// checked (see RemovedGuard): a transaction of the check alone, then a
-// read of the record if Consul refuses it. Consul out of reach decides
+// checked (see RemovedGuard): a transaction of the check of the record
+// alone, then, if Consul refuses it, a read of the record. Consul out of reach decides
 // nothing: the next write asks again.
 func (g *RemovedGuard) how(ctx context.Context) (int32, error) {
 	if how := g.check.Load(); how != guardUnknown {
@@ -160,8 +281,8 @@ func (g *RemovedGuard) how(ctx context.Context) (int32, error) {
 	case gerr != nil:
 		return guardUnknown, fmt.Errorf("check the record of the removal of node %s: %w", g.id, err)
 	}
-	g.check.Store(guardRead)
-	return guardRead, nil
+	g.check.Store(guardFacts)
+	return guardFacts, nil
 }
 
 // read reads the record: ErrNodeRemoved when there is one. A token

@@ -2,6 +2,7 @@ package netspec
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"strings"
@@ -149,5 +150,96 @@ func TestRemovals(t *testing.T) {
 	want := []NodeRemoval{{ID: "c"}, {ID: "b", Node: "n2", RemovedAt: at, By: "ops@m1"}, {ID: "a", Node: "n1", RemovedAt: at.Add(time.Minute)}}
 	if diff := cmp.Diff(want, got); diff != "" {
 		t.Errorf("removals (-want +got):\n%s", diff)
+	}
+}
+
+// TestRemovedGuardRecordedMeanwhile: with the agent's rights on the
+// records (read, not write: Consul refuses a check of one in a write's
+// transaction), node rm taking the node's facts over and recording the
+// removal just after the guard looked, and before the write reached
+// Consul, has the write refused with ErrNodeRemoved, nothing written:
+// every write checks, in its own transaction, that the facts it found
+// the agent's are unchanged. The agent's own heartbeat refreshing its
+// facts meanwhile refuses nothing.
+func TestRemovedGuardRecordedMeanwhile(t *testing.T) {
+	ctx := context.Background()
+	const id = "gone000000000000000000000"
+	writes := []struct {
+		name, key string
+		write     func(g *RemovedGuard) error
+		// wrote says the write is done in kv.
+		wrote func(kv *kvtest.KV) bool
+	}{
+		{"put", "underlay/inventory/" + id,
+			func(g *RemovedGuard) error { return g.Put(ctx, "underlay/inventory/"+id, []byte("{}")) },
+			func(kv *kvtest.KV) bool { _, found, _ := kv.Get(ctx, "underlay/inventory/"+id); return found }},
+		{"delete", "underlay/kept",
+			func(g *RemovedGuard) error { return g.Delete(ctx, "underlay/kept") },
+			func(kv *kvtest.KV) bool { _, found, _ := kv.Get(ctx, "underlay/kept"); return !found }},
+		{"delete tree", "underlay/kept",
+			func(g *RemovedGuard) error { return g.DeleteTree(ctx, "underlay/kept") },
+			func(kv *kvtest.KV) bool { _, found, _ := kv.Get(ctx, "underlay/kept"); return !found }},
+		{"txn", "underlay/ipam/lease",
+			func(g *RemovedGuard) error {
+				_, err := g.Txn(ctx, []kvstore.Op{{Verb: kvstore.CAS, Key: "underlay/ipam/lease", Value: []byte(id)}})
+				return err
+			},
+			func(kv *kvtest.KV) bool { _, found, _ := kv.Get(ctx, "underlay/ipam/lease"); return found }},
+	}
+	facts := func(holder string, at time.Time) []byte {
+		b, err := json.Marshal(NodeFacts{ID: id, Node: "n1", Holder: Holder{Instance: holder}, UpdatedAt: at})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	// racing makes kv refuse checks of the records, as Consul does for
+	// agent.hcl's rights, and run meanwhile (with no such refusal) once,
+	// as the write of key reaches the store, after the guard looked.
+	racing := func(key string, meanwhile func(kv *kvtest.KV)) *kvtest.KV {
+		kv := kvtest.New()
+		kv.Put(ctx, "underlay/kept", []byte("1"))
+		kv.Put(ctx, factsKey(id), facts("agent-1", time.Now()))
+		done, other := false, false
+		kv.Hook = func(call string, keys []string) error {
+			switch {
+			case other:
+				return nil
+			case call == "txn" && strings.HasPrefix(keys[len(keys)-1], RemovedNodesKVPrefix):
+				return errors.New("Permission denied")
+			case done || call == "get" || keys[0] != key:
+				return nil
+			}
+			done, other = true, true
+			meanwhile(kv)
+			other = false
+			return nil
+		}
+		return kv
+	}
+	for _, w := range writes {
+		t.Run(w.name, func(t *testing.T) {
+			kv := racing(w.key, func(kv *kvtest.KV) {
+				// node rm's takeover of the facts, with its record, in
+				// one transaction (decommission's takeOver).
+				p, _, _ := kv.Get(ctx, factsKey(id))
+				rec, _ := json.Marshal(NodeRemoval{ID: id, Node: "n1", RemovedAt: time.Now()})
+				if res, err := kv.Txn(ctx, []kvstore.Op{
+					{Verb: kvstore.CAS, Key: factsKey(id), Value: facts(Remover, time.Now()), Index: p.Index},
+					{Verb: kvstore.Set, Key: RemovedNodesKVPrefix + id, Value: rec},
+				}); err != nil || !res.OK {
+					t.Errorf("node rm's takeover: %+v, %v", res, err)
+				}
+			})
+			err := w.write(GuardRemoved(kv, id))
+			if !errors.Is(err, ErrNodeRemoved) || w.wrote(kv) {
+				t.Errorf("write as node rm recorded the removal: %v, landed %v; want %v, nothing written", err, w.wrote(kv), ErrNodeRemoved)
+			}
+
+			kv = racing(w.key, func(kv *kvtest.KV) { kv.Put(ctx, factsKey(id), facts("agent-1", time.Now().Add(time.Second))) })
+			if err := w.write(GuardRemoved(kv, id)); err != nil || !w.wrote(kv) {
+				t.Errorf("write as the agent's heartbeat refreshed its facts: %v, landed %v; want it written", err, w.wrote(kv))
+			}
+		})
 	}
 }
