@@ -582,7 +582,10 @@ const Remover = netspec.Remover
 // claiming them then waits while Remove renews the hold (see hold),
 // until they are gone, and its writes are refused (netspec.RemovedGuard).
 // Facts changed since index refuse the removal, with nothing recorded.
-// Index 0 (an identity with no facts) writes the record alone.
+// Index 0 (an identity with no facts) writes the record with a check
+// that there are still none: an agent's writes check its facts
+// unchanged, which a record written beside facts it claimed meanwhile
+// would not change, so such a claim refuses the removal too.
 func takeOver(ctx context.Context, kv KV, f netspec.NodeFacts, cur netspec.NodeFacts, index uint64, r netspec.NodeRemoval, now func() time.Time) (uint64, error) {
 	var record []kvstore.Op
 	if r.ID == f.ID {
@@ -598,8 +601,13 @@ func takeOver(ctx context.Context, kv KV, f netspec.NodeFacts, cur netspec.NodeF
 	if len(record) == 0 {
 		return 0, nil
 	}
-	if _, err := kv.Txn(ctx, record); err != nil {
+	key := netspec.NodesKVPrefix + f.ID
+	res, err := kv.Txn(ctx, append(record, kvstore.Op{Verb: kvstore.CheckNotExists, Key: key}))
+	if err != nil {
 		return 0, fmt.Errorf("record the removal of %s: %w", describe(f), err)
+	}
+	if !res.OK {
+		return 0, fmt.Errorf("%w: %s was claimed as it was found with no facts: is its agent running? Nothing was removed; stop it and run this again", ErrRefused, key)
 	}
 	return 0, nil
 }

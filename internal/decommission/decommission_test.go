@@ -1807,3 +1807,35 @@ func TestRemoveResumes(t *testing.T) {
 		}
 	}
 }
+
+// TestRemoveRefusesAgentClaimingAbsentFacts: node rm of a node with no
+// facts records the removal alone; an agent claiming the facts just
+// before has the removal refused, nothing recorded nor removed, since
+// its writes, which check its facts unchanged (netspec.RemovedGuard),
+// would land after a record written next to them.
+func TestRemoveRefusesAgentClaimingAbsentFacts(t *testing.T) {
+	ctx := context.Background()
+	const id = "gone000000000000000000000"
+	c := newCluster(t)
+	c.kv.Delete(ctx, netspec.NodesKVPrefix+id)
+	var started bool
+	c.kv.Hook = func(call string, keys []string) error {
+		if started || call != "txn" || !slices.Contains(keys, netspec.RemovedNodesKVPrefix+id) {
+			return nil
+		}
+		started = true
+		c.facts(t, id, "old", time.Now())
+		return nil
+	}
+	got, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, id, Options{Stale: time.Minute})
+	c.kv.Hook = nil
+	if !started {
+		t.Fatal("set-up: the agent never started")
+	}
+	if !errors.Is(err, ErrRefused) || c.has(netspec.RemovedNodesKVPrefix+id) {
+		t.Errorf("remove as the agent claimed the facts: %v, recorded %v; want refused, nothing recorded", err, c.has(netspec.RemovedNodesKVPrefix+id))
+	}
+	if len(got.Ranges)+len(got.Reports)+len(got.Addresses)+len(got.Keys)+len(got.Changed) != 0 {
+		t.Errorf("removed %+v; want nothing", got)
+	}
+}

@@ -521,8 +521,11 @@ func (st *Store) Facts(ctx context.Context, id string) (f NodeFacts, index uint6
 // identity: its agent, cut off meanwhile, finds the record as it finds
 // its facts gone. deleted is false when they changed (its agent published
 // meanwhile); nothing is then recorded. Index 0 records the removal
-// alone (an identity with no facts). node rm records the removal before
-// (as it takes the facts over), and deletes them with no r.
+// alone (an identity with no facts), if there are still none (deleted
+// false otherwise): RemovedGuard's check of the facts would not see a
+// record written beside facts claimed meanwhile. node rm records the
+// removal before (as it takes the facts over), and deletes them with no
+// r.
 func (st *Store) DeleteFacts(ctx context.Context, id string, index uint64, r NodeRemoval) (deleted bool, err error) {
 	var ops []kvstore.Op
 	if index != 0 {
@@ -534,6 +537,9 @@ func (st *Store) DeleteFacts(ctx context.Context, id string, index uint64, r Nod
 			return false, err
 		}
 		ops = append(ops, kvstore.Op{Verb: kvstore.Set, Key: RemovedNodesKVPrefix + id, Value: b})
+		if index == 0 {
+			ops = append(ops, kvstore.Op{Verb: kvstore.CheckNotExists, Key: factsKey(id)})
+		}
 	}
 	if len(ops) == 0 {
 		return true, nil
