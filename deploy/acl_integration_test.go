@@ -2,9 +2,11 @@ package deploy_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -20,6 +22,7 @@ import (
 	"github.com/underlay/underlay/deploy"
 	"github.com/underlay/underlay/internal/consul"
 	dashadapter "github.com/underlay/underlay/internal/dashboard/adapter"
+	"github.com/underlay/underlay/internal/decommission"
 	"github.com/underlay/underlay/internal/doctor"
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/ipam"
@@ -43,8 +46,9 @@ type op struct {
 // Consul whose ACLs deny by default: every Consul operation of the agent
 // and of control succeeds with a token of exactly its policy, fails with
 // "Permission denied" with a token without it, and nothing beyond the
-// policy is allowed. The binaries, run with those tokens, then work: the
-// agent registers a container and publishes its node; control leads.
+// policy is allowed; node rm, with a token of its policy, removes a node.
+// The binaries, run with those tokens, then work: the agent registers a
+// container and publishes its node; control leads.
 func TestIntegrationACLPolicies(t *testing.T) {
 	testenv.Require(t)
 	id := testenv.ID(t)
@@ -310,6 +314,84 @@ func TestIntegrationACLPolicies(t *testing.T) {
 		})
 	}
 
+	// node rm, with a token of node-rm.hcl, removes what a node the
+	// swarm no longer lists left: all of it, its services too, refused
+	// nothing; with no token, nothing; and nothing beyond the policy.
+	t.Run("node rm", func(t *testing.T) {
+		rmToken := aclToken(t, master, "underlay-node-rm", deploy.NodeRmPolicy)
+		rmID, rmNode := fmt.Sprintf("rm%s%015d", id, 0), "rm-"+id
+		mkv := consul.NewKV(master)
+		mst := netspec.NewStore(mkv)
+		// Its agent stopped an hour ago.
+		b, err := json.Marshal(netspec.NodeFacts{ID: rmID, Node: rmNode, Holder: netspec.Holder{Instance: "acl-test-rm"}, UpdatedAt: time.Now().Add(-time.Hour)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := mkv.Put(ctx, netspec.NodesKVPrefix+rmID, b); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := mst.Lease(ctx, perNode, rmID); err != nil {
+			t.Fatal(err)
+		}
+		if err := mst.Report(ctx, spec.Name, netspec.NodeState{ID: rmID, Node: rmNode, State: netspec.StateReady}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ipam.NewAllocator(mkv, rmID, slog.Default()).Allocate(ctx, pool, netip.Addr{}, ipam.KindTask); err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range []string{inventory.KVPrefix + rmID, "underlay/metrics/id/" + rmID, doctor.IDPrefix + rmID} {
+			if err := mkv.Put(ctx, k, fmt.Appendf(nil, `{"node":%q,"node_id":%q}`, rmNode, rmID)); err != nil {
+				t.Fatal(err)
+			}
+		}
+		// Its service, on a Consul node whose agent is gone (no serfHealth).
+		svcID := rmNode + ":web:8080"
+		if _, err := master.Catalog().Register(&api.CatalogRegistration{Node: "host-" + rmNode, Address: "10.144.1.77",
+			Service: &api.AgentService{ID: svcID, Service: "web-" + id, Meta: map[string]string{register.MetaNode: rmNode, register.MetaSwarmNode: rmID}}}, nil); err != nil {
+			t.Fatal(err)
+		}
+		leased := func() bool {
+			leases, err := mst.Leases(ctx, perNode.Name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return slices.Contains(slices.Collect(maps.Values(leases)), rmID)
+		}
+		remove := func(token string) (decommission.Removed, error) {
+			c := as(token)
+			// The swarm lists every node but the removed one.
+			return decommission.Remove(ctx, consul.NewKV(c), listedSwarm{{ID: nodeID, State: "ready"}}, rmID, decommission.Options{
+				Stale: time.Minute, Heartbeat: time.Second, Poll: 200 * time.Millisecond, By: "acl-test",
+				Services: nodeCatalog{consul.NewNodeCatalog(c)}})
+		}
+		if got, err := remove(noToken); err == nil && (got.Recorded != "" || len(got.Keys) > 0) || !leased() {
+			t.Errorf("node rm without its policy: %+v, %v; lease kept %v: want nothing removed", got, err, leased())
+		}
+		got, err := remove(rmToken)
+		if err != nil {
+			t.Fatalf("node rm with its policy: %v", err)
+		}
+		for _, w := range got.Warnings {
+			t.Errorf("node rm with its policy warned: %s", w)
+		}
+		if got.Recorded == "" || len(got.Services) != 1 || leased() {
+			t.Errorf("node rm with its policy: %+v, lease kept %v; want the removal recorded, its lease and its service gone", got, leased())
+		}
+		for _, k := range []string{netspec.NodesKVPrefix + rmID, inventory.KVPrefix + rmID, "underlay/metrics/id/" + rmID, doctor.IDPrefix + rmID} {
+			if _, found, err := mkv.Get(ctx, k); err != nil || found {
+				t.Errorf("%s after node rm with its policy: found %v, %v; want it gone", k, found, err)
+			}
+		}
+		if _, found, err := mkv.Get(ctx, netspec.RemovedNodesKVPrefix+rmID); err != nil || !found {
+			t.Errorf("the record of the removal: found %v, %v", found, err)
+		}
+		for _, o := range append(beyond("node-rm"), agentOps[0], controlOps[0]) {
+			if err := o.run(ctx, as(rmToken)); !permissionDenied(err) {
+				t.Errorf("node rm with its policy: %s (beyond it): %v, want Permission denied", o.name, err)
+			}
+		}
+	})
+
 	t.Run("binaries", func(t *testing.T) {
 		bin := testenv.UnderlayBinary(t)
 		// control leads with its token; without, it says why it cannot.
@@ -390,6 +472,32 @@ func TestIntegrationACLPolicies(t *testing.T) {
 			t.Errorf("agent with its node's policy was refused something:\n%s", out)
 		}
 	})
+}
+
+// listedSwarm is a swarm listing its nodes.
+type listedSwarm []netspec.SwarmNode
+
+func (s listedSwarm) ListSwarmNodes(context.Context) ([]netspec.SwarmNode, error) { return s, nil }
+
+// nodeCatalog is Consul's catalog as node rm uses it (app's
+// catalogServices).
+type nodeCatalog struct{ c *consul.NodeCatalog }
+
+func (s nodeCatalog) UnderlayServices(ctx context.Context) ([]decommission.CatalogService, error) {
+	list, err := s.c.UnderlayServices(ctx)
+	out := make([]decommission.CatalogService, len(list))
+	for i, x := range list {
+		out[i] = decommission.CatalogService{Node: x.Node, ID: x.ID, Name: x.Name, Meta: x.Meta, NodeAlive: x.NodeAlive}
+	}
+	return out, err
+}
+
+func (s nodeCatalog) Deregister(ctx context.Context, node, id string) error {
+	err := s.c.Deregister(ctx, node, id)
+	if consul.Forbidden(err) {
+		return fmt.Errorf("%w: %w", decommission.ErrPermissionDenied, err)
+	}
+	return err
 }
 
 // aclToken makes a token of a new policy of rules named name; an empty

@@ -35,13 +35,15 @@ const ControlPort = 8000
 // tokens from (--token-consul-key), and not write.
 const TokensKey = "underlay/scale/tokens"
 
-// AgentPolicy and ControlPolicy are the Consul ACL policies (HCL) of the
-// agent and of control.
+// AgentPolicy, ControlPolicy and NodeRmPolicy are the Consul ACL
+// policies (HCL) of the agent, of control and of `underlay node rm`.
 var (
 	//go:embed consul/agent.hcl
 	AgentPolicy string
 	//go:embed consul/control.hcl
 	ControlPolicy string
+	//go:embed consul/node-rm.hcl
+	NodeRmPolicy string
 )
 
 // Units holds the systemd units, under systemd/.

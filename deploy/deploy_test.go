@@ -228,6 +228,18 @@ func TestPolicies(t *testing.T) {
 			`service_prefix ""`:        "read",
 			`node_prefix ""`:           "read",
 		}},
+		// Checked against what node rm does too (TestNodeRmPolicy).
+		{"node-rm.hcl", NodeRmPolicy, map[string]string{
+			key(netspec.NodesKVPrefix):        "write",
+			key(netspec.RemovedNodesKVPrefix): "write",
+			key(netspec.KVPrefix):             "write",
+			key(ipam.KVPrefix):                "write",
+			key(inventory.KVPrefix):           "write",
+			key(taskmetrics.KVPrefix):         "write",
+			key(doctor.KVPrefix):              "write",
+			`service_prefix ""`:               "read",  // the catalog's services
+			`node_prefix ""`:                  "write", // the removed node's services deregistered
+		}},
 	} {
 		if d := cmp.Diff(tc.want, policyRules(t, tc.name, tc.hcl)); d != "" {
 			t.Errorf("%s grants other than what its component uses (-want +got):\n%s", tc.name, d)

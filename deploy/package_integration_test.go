@@ -74,6 +74,7 @@ func TestIntegrationPackage(t *testing.T) {
 		"root/root -rw-r--r-- /usr/share/lintian/overrides/underlay",
 		"root/root -rw-r--r-- /usr/share/underlay/consul/agent.hcl",
 		"root/root -rw-r--r-- /usr/share/underlay/consul/control.hcl",
+		"root/root -rw-r--r-- /usr/share/underlay/consul/node-rm.hcl",
 		"root/root -rw-r--r-- /usr/share/underlay/unit-env.awk",
 	}
 	if !slices.Equal(files, want) {

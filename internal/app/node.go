@@ -204,7 +204,10 @@ the node's Consul agent first, or run consul leave on it (which takes its servic
 it): a running Consul agent registers its services again, so those are left, warned of,
 and go when node rm runs again once it is stopped. So are services of a container whose
 node name another node has too. node rm's Consul token needs node:write on that Consul
-node to deregister them (refused: warned of).`,
+node to deregister them (refused: warned of).
+
+Its Consul token's policy: /usr/share/underlay/consul/node-rm.hcl (deploy/consul/node-rm.hcl),
+exactly what it reads and writes.`,
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			// An empty name (a shell variable unset in quotes) names no
