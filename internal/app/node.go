@@ -202,7 +202,8 @@ swarm tasks', found by swarm node ID, and its other containers', by node name) o
 Consul nodes whose agent is no live member (serfHealth not passing), and says each. Stop
 the node's Consul agent first, or run consul leave on it (which takes its services with
 it): a running Consul agent registers its services again, so those are left, warned of,
-and go when node rm runs again once it is stopped. So are services of a container whose
+and go when node rm runs again once it is stopped, by swarm node ID (the warning names
+it: once the facts are gone the name finds no node). So are services of a container whose
 node name another node has too. node rm's Consul token needs node:write on that Consul
 node to deregister them (refused: warned of).
 

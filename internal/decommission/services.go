@@ -55,7 +55,8 @@ type Services interface {
 // One whose Consul agent is alive is left too, said: the agent holds it
 // in its local state and registers it again at its next sync (Consul's
 // anti-entropy); stopped (or `consul leave` run on its host, which takes
-// its services with it), node rm run again removes it.
+// its services with it), node rm run again, by swarm node ID (its name
+// finds no node once its facts are gone), removes it.
 func NodeServices(list []CatalogService, id, name string, sameName bool) (gone []CatalogService, warnings []string) {
 	c := termtext.Cell // names any agent's token may register
 	for _, s := range list {
@@ -72,8 +73,9 @@ func NodeServices(list []CatalogService, id, name string, sameName bool) (gone [
 			continue
 		}
 		if s.NodeAlive {
-			warnings = append(warnings, fmt.Sprintf("service %s (%s) on Consul node %s is left: that node's Consul agent runs, and would register it again; stop it (or run `consul leave` on it), then run node rm again",
-				c(s.ID), c(s.Name), c(s.Node)))
+			// By its ID: its name finds no node once its facts are gone.
+			warnings = append(warnings, fmt.Sprintf("service %s (%s) on Consul node %s is left: that node's Consul agent runs, and would register it again; stop it (or run `consul leave` on it), then run `underlay node rm %s` again",
+				c(s.ID), c(s.Name), c(s.Node), c(id)))
 			continue
 		}
 		gone = append(gone, s)
