@@ -236,6 +236,13 @@ func TestRemovedGuardRecordedMeanwhile(t *testing.T) {
 				t.Errorf("write as node rm recorded the removal: %v, landed %v; want %v, nothing written", err, w.wrote(kv), ErrNodeRemoved)
 			}
 
+			// A token that may not read the facts has the record read.
+			kv = racing(w.key, func(*kvtest.KV) {})
+			kv.DenyRead(NodesKVPrefix)
+			if err := w.write(GuardRemoved(kv, id)); err != nil || !w.wrote(kv) {
+				t.Errorf("write with a token that may not read the facts, no record: %v, landed %v; want it written", err, w.wrote(kv))
+			}
+
 			kv = racing(w.key, func(kv *kvtest.KV) { kv.Put(ctx, factsKey(id), facts("agent-1", time.Now().Add(time.Second))) })
 			if err := w.write(GuardRemoved(kv, id)); err != nil || !w.wrote(kv) {
 				t.Errorf("write as the agent's heartbeat refreshed its facts: %v, landed %v; want it written", err, w.wrote(kv))
