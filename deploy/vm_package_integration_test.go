@@ -39,9 +39,13 @@ const vmPackageSubnet = "10.186.0.0/16"
 // particular address unless given one, --ip: the address may be new.)
 // Then `dpkg -r` with solo running leaves no unit or socket, but the
 // shim and the parent solo's endpoint hangs off, saying so and how to
-// delete them; once solo is gone, the package installed again and removed
-// leaves no shim or parent either (only the settings, which are
-// conffiles), and `dpkg -P` no settings and no enablement.
+// delete them. Once solo is gone, the package installed again and removed
+// takes the shim but leaves the parent, which the network's Docker
+// networks still name (its containers could not start without it), and
+// says so; installed again, `underlay network rm` takes the network down,
+// parent and all, and the package's removal leaves no shim or parent
+// (only the settings, which are conffiles), and `dpkg -P` no settings and
+// no enablement.
 func TestIntegrationVMPackage(t *testing.T) {
 	testenv.Require(t)
 	testenv.Docker(t)
@@ -200,19 +204,38 @@ func TestIntegrationVMPackage(t *testing.T) {
 
 	// Solo gone, the package installed again (its agent takes the links
 	// back, its owner kept in the state directory) and removed: the shim
-	// and the parent go too.
+	// goes; the parent, which the network's Docker networks still name,
+	// stays, named with them.
 	if err := n.Docker.ContainerRemove(ctx, id, container.RemoveOptions{Force: true}); err != nil {
 		t.Fatalf("remove solo: %v", err)
 	}
-	must("dpkg -i " + deb)
+	install := func(which string) {
+		must("dpkg -i " + deb)
+		testenv.Eventually(t, time.Minute, func() (bool, string) {
+			out, err := sh("systemctl is-active underlay-agent.service underlay-ipam.socket")
+			return err == nil, "agent and socket not active after the " + which + " dpkg -i: " + out + "\n" + agentLog()
+		})
+	}
+	install("second")
+	out = must("dpkg -r underlay")
+	if !strings.Contains(out, "removed "+shim) || strings.Contains(out, "removed "+vlan) || !strings.Contains(out, "Docker network") {
+		t.Errorf("dpkg -r with no container but the network did not report the shim removed and the parent left for the network:\n%s", out)
+	}
+	for _, check := range append(removed, "! ip link show "+shim, "ip link show "+vlan) {
+		if out, err := sh(check); err != nil {
+			t.Errorf("after dpkg -r with the network: %s failed: %v %s", check, err, out)
+		}
+	}
+
+	// Installed again, the network removed: its agent takes the parent
+	// down with it, and the package's removal leaves no link of its own.
+	install("third")
+	l.RemoveNetwork("pool")
 	testenv.Eventually(t, time.Minute, func() (bool, string) {
-		out, err := sh("systemctl is-active underlay-agent.service underlay-ipam.socket")
-		return err == nil, "agent and socket not active after the second dpkg -i: " + out + "\n" + agentLog()
+		out, err := sh("! ip link show " + vlan + " && ! ip link show " + shim)
+		return err == nil, "parent or shim left after underlay network rm: " + out + "\n" + agentLog()
 	})
 	out = must("dpkg -r underlay")
-	if !strings.Contains(out, "removed "+shim) || !strings.Contains(out, "removed "+vlan) {
-		t.Errorf("dpkg -r with no container did not report the shim and parent removed:\n%s", out)
-	}
 	for _, check := range append(removed, "! ip link show "+shim, "! ip link show "+vlan) {
 		if out, err := sh(check); err != nil {
 			t.Errorf("after dpkg -r: %s failed: %v %s", check, err, out)

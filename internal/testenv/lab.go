@@ -307,6 +307,23 @@ func (l *Lab) CreateNetwork(name string, args ...string) {
 	})
 }
 
+// RemoveNetwork runs `underlay network rm NAME` against node1 (its Consul
+// and its dockerd), which returns once every node took its part down.
+func (l *Lab) RemoveNetwork(name string) {
+	l.t.Helper()
+	m := l.Nodes[0]
+	ctx := Context(l.t, 3*time.Minute)
+	bin := l.cfg.UnderlayBin
+	if bin == "" {
+		bin = UnderlayBinary(l.t)
+	}
+	cmd := exec.CommandContext(ctx, bin, "network", "rm", name, "--consul-addr", m.ConsulAddr, "--timeout", "2m")
+	cmd.Env = append(os.Environ(), "DOCKER_HOST="+m.DockerHost)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		l.t.Fatalf("underlay network rm %s: %v\n%s", name, err, out)
+	}
+}
+
 // ServiceReport says where a swarm service stands, for a failed test: each
 // of its tasks as the first node (a manager) knows it, and each of its
 // containers on every node with its state and addresses. It tells an
