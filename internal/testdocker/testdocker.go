@@ -1,19 +1,18 @@
 // Package testdocker serves a dockerd of a unit test's own making on
 // loopback and builds the Docker client to it, at API 1.41: the tests of
 // underlay's Docker adapters fake the answers they need, and one that
-// never comes (Hang). It imports Docker's client and the standard library.
+// never comes (Hang). It imports Docker's client, testhang and
+// the standard library.
 package testdocker
 
 import (
-	"context"
-	"errors"
 	"net/http"
 	"net/http/httptest"
-	"strings"
 	"testing"
-	"time"
 
 	"github.com/docker/docker/client"
+
+	"github.com/underlay/underlay/internal/testhang"
 )
 
 // Daemon is a fake dockerd for one test.
@@ -53,18 +52,8 @@ func (d *Daemon) Serve(h http.Handler) *client.Client {
 }
 
 // GivesUp checks that call (what name names), sent to a dockerd that
-// never answers, ends with a deadline error naming want. It waits a
-// minute at most: not a measure of speed, the hang is what is tested.
+// never answers, ends with a deadline error naming want (testhang.GivesUp).
 func GivesUp(t testing.TB, name, want string, call func() error) {
 	t.Helper()
-	done := make(chan error, 1)
-	go func() { done <- call() }()
-	select {
-	case err := <-done:
-		if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(err.Error(), want) {
-			t.Errorf("%s against a dockerd that does not answer: %v, want a deadline exceeded naming %q", name, err, want)
-		}
-	case <-time.After(time.Minute):
-		t.Fatalf("%s still waiting after a minute for a dockerd that does not answer", name)
-	}
+	testhang.GivesUp(t, "a dockerd", name, want, call)
 }
