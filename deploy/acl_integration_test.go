@@ -362,7 +362,7 @@ func TestIntegrationACLPolicies(t *testing.T) {
 			// The swarm lists every node but the removed one.
 			return decommission.Remove(ctx, consul.NewKV(c), listedSwarm{{ID: nodeID, State: "ready"}}, rmID, decommission.Options{
 				Stale: time.Minute, Heartbeat: time.Second, Poll: 200 * time.Millisecond, By: "acl-test",
-				Services: nodeCatalog{consul.NewNodeCatalog(c)}})
+				Services: decommission.ConsulServices(consul.NewNodeCatalog(c))})
 		}
 		if got, err := remove(noToken); err == nil && (got.Recorded != "" || len(got.Keys) > 0) || !leased() {
 			t.Errorf("node rm without its policy: %+v, %v; lease kept %v: want nothing removed", got, err, leased())
@@ -478,27 +478,6 @@ func TestIntegrationACLPolicies(t *testing.T) {
 type listedSwarm []netspec.SwarmNode
 
 func (s listedSwarm) ListSwarmNodes(context.Context) ([]netspec.SwarmNode, error) { return s, nil }
-
-// nodeCatalog is Consul's catalog as node rm uses it (app's
-// catalogServices).
-type nodeCatalog struct{ c *consul.NodeCatalog }
-
-func (s nodeCatalog) UnderlayServices(ctx context.Context) ([]decommission.CatalogService, error) {
-	list, err := s.c.UnderlayServices(ctx)
-	out := make([]decommission.CatalogService, len(list))
-	for i, x := range list {
-		out[i] = decommission.CatalogService{Node: x.Node, ID: x.ID, Name: x.Name, Meta: x.Meta, NodeAlive: x.NodeAlive}
-	}
-	return out, err
-}
-
-func (s nodeCatalog) Deregister(ctx context.Context, node, id string) error {
-	err := s.c.Deregister(ctx, node, id)
-	if consul.Forbidden(err) {
-		return fmt.Errorf("%w: %w", decommission.ErrPermissionDenied, err)
-	}
-	return err
-}
 
 // aclToken makes a token of a new policy of rules named name; an empty
 // name makes a token with no policy at all.

@@ -2,7 +2,6 @@ package app
 
 import (
 	"cmp"
-	"context"
 	"fmt"
 	"io"
 	"maps"
@@ -226,7 +225,7 @@ exactly what it reads and writes.`,
 				return err
 			}
 			got, err := decommission.Remove(cmd.Context(), kv, sw, args[0], decommission.Options{Stale: netagent.StaleAfter, Heartbeat: removalHeartbeat, By: remover(),
-				Services: catalogServices{consul.NewNodeCatalog(c)}})
+				Services: decommission.ConsulServices(consul.NewNodeCatalog(c))})
 			printRemoved(streams, got)
 			if err != nil {
 				return err
@@ -372,24 +371,4 @@ func age(now, t time.Time) string {
 		return fmt.Sprintf("%s ahead of this clock", -d)
 	}
 	return d.String() + " ago"
-}
-
-// catalogServices adapts consul.NodeCatalog to decommission.Services.
-type catalogServices struct{ c *consul.NodeCatalog }
-
-func (s catalogServices) UnderlayServices(ctx context.Context) ([]decommission.CatalogService, error) {
-	list, err := s.c.UnderlayServices(ctx)
-	out := make([]decommission.CatalogService, len(list))
-	for i, x := range list {
-		out[i] = decommission.CatalogService{Node: x.Node, ID: x.ID, Name: x.Name, Meta: x.Meta, NodeAlive: x.NodeAlive}
-	}
-	return out, err
-}
-
-func (s catalogServices) Deregister(ctx context.Context, node, id string) error {
-	err := s.c.Deregister(ctx, node, id)
-	if consul.Forbidden(err) {
-		return fmt.Errorf("%w: %w", decommission.ErrPermissionDenied, err)
-	}
-	return err
 }
