@@ -26,14 +26,43 @@ func (p *plan) ensureDockerd(ctx context.Context, n *nodePlan) error {
 	if pingDocker(ctx, c) == nil {
 		return nil
 	}
-	if err := p.prov.Start(ctx, p, n, p.dockerd(n)); err != nil {
+	d := p.dockerd(n)
+	if err := p.prov.Start(ctx, p, n, d); err != nil {
 		return err
 	}
 	timeout := p.wait(n, 60*time.Second)
-	return poll(ctx, timeout, func() error { return pingDocker(ctx, c) }, func(err error) error {
-		return fmt.Errorf("node %s: dockerd not answering after %s: %w %s", n.Name, timeout, err, withLog(p.logPath(n, "dockerd")))
+	restarts := 0
+	var gone time.Time // since when dockerd has not run
+	return poll(ctx, timeout, func() error {
+		err := pingDocker(ctx, c)
+		// dockerd gives up on the containerd it starts after a fixed
+		// time, which an emulated node on a loaded host can pass: it
+		// is started again, as systemd's Restart= would; once seen gone
+		// for a while, as a VM's guest may not answer for a moment.
+		switch {
+		case err == nil || restarts == maxDockerdRestarts || p.prov.Running(ctx, p, n, d.key):
+			gone = time.Time{}
+		case gone.IsZero():
+			gone = time.Now()
+		case time.Since(gone) >= dockerdGoneFor:
+			restarts++
+			gone = time.Time{}
+			if serr := p.prov.Start(ctx, p, n, d); serr != nil {
+				return errors.Join(err, serr)
+			}
+		}
+		return err
+	}, func(err error) error {
+		return fmt.Errorf("node %s: dockerd not answering after %s (started again %d times): %w %s", n.Name, timeout, restarts, err, withLog(p.logPath(n, "dockerd")))
 	})
 }
+
+// maxDockerdRestarts bounds how often ensureDockerd starts again a dockerd
+// that exited before answering, once seen gone for dockerdGoneFor.
+const (
+	maxDockerdRestarts = 3
+	dockerdGoneFor     = 3 * time.Second
+)
 
 // ensureConsul starts the node's Consul agent unless it answers, and
 // waits until it does.
