@@ -33,8 +33,8 @@ type node struct {
 	name string
 	reg  *prometheus.Registry
 	log  *slog.Logger
-	// gate is the IPAM plugin's, opened once the identity is claimed (nil:
-	// no IPAM).
+	// gate is the IPAM plugin's, opened once the identity is claimed and
+	// the node's containers listed (nil: no IPAM).
 	gate *ipam.Gate
 }
 
@@ -171,8 +171,11 @@ func (n *node) runIPAM(ctx context.Context, g *errgroup.Group, kv *netspec.Remov
 	g.Go(func() error { n.src.WatchConnects(ctx); return nil })
 	g.Go(func() error { reclaimer.Run(ctx, cfg.Sweep); return nil })
 	g.Go(func() error { alloc.KeepSpares(ctx, cfg.Spares, log); return nil })
-	// The identity is claimed: the plugin's allocator is the only one of it.
-	n.gate.Open(plugin)
+	// The identity is claimed: the plugin's allocator is the only one of
+	// it. It serves once the reclaimer's first listing of the containers
+	// is taken in: before, it knows of no address they hold, and would
+	// hand out again one Consul lost under a running container.
+	g.Go(func() error { n.gate.OpenWhenListed(ctx, plugin, reclaimer.Listed()); return nil })
 	return ipam.NodeIPAM{Alloc: alloc, Pools: pools}
 }
 

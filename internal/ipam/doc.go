@@ -68,7 +68,9 @@
 //   - Plugin (plugin.go) speaks Docker's protocol on a private socket;
 //     Gate (gate.go) serves it from the agent's start, answering dockerd's
 //     activation at once and holding pool and address requests until the
-//     node's identity is claimed. The pool ID it gives Docker names the
+//     node's identity is claimed and the reclaimer's first listing of the
+//     node's containers is taken in (Reclaimer.Listed, Gate.OpenWhenListed):
+//     before it, the node knows of no address they hold. The pool ID it gives Docker names the
 //     network's generation (Pool.PluginID: NAME/v4@GEN, GEN the spec's
 //     CreateIndex), so that a network made again under the name is never
 //     served, nor freed into, under the old one's ID; KV and everything

@@ -33,8 +33,10 @@ type Gate struct {
 	mu sync.Mutex // guards following fields
 	// plugin is the plugin's handler, set by Open before open is closed.
 	plugin http.Handler
-	// why is why the identity is not claimed yet (nil: not yet tried).
-	why error
+	// why is why the identity is not claimed yet (nil: not yet tried),
+	// or, claimed set, why the gate is not open yet although it is.
+	why     error
+	claimed bool
 }
 
 // NewGate returns a closed gate. consul is the address of the Consul
@@ -72,6 +74,32 @@ func (g *Gate) Open(pl *Plugin) {
 	g.plugin = pl.Handler()
 	close(g.open)
 	g.log.Info("IPAM plugin serving pool and address requests: node identity claimed")
+}
+
+// OpenWhenListed lets requests through to pl once listed is closed
+// (Reclaimer.Listed: the node's containers listed, so that its
+// allocations pass over what they hold), and returns; or returns when
+// ctx ends first, the gate still closed. Call it once the node's identity
+// is claimed: until listed, requests wait, and are refused naming the
+// listing. An agent restarted while Consul had lost a running container's
+// address would otherwise hand it to a second container at the first
+// request, before its reclaimer's first listing.
+func (g *Gate) OpenWhenListed(ctx context.Context, pl *Plugin, listed <-chan struct{}) {
+	select {
+	case <-listed:
+		g.Open(pl)
+		return
+	default:
+	}
+	g.mu.Lock()
+	g.why, g.claimed = errors.New("listing this node's containers first, so that no address one holds is handed out again"), true
+	g.mu.Unlock()
+	g.log.Info("node identity claimed: pool and address requests wait for the first listing of this node's containers")
+	select {
+	case <-listed:
+		g.Open(pl)
+	case <-ctx.Done():
+	}
 }
 
 // Handler returns the gate's HTTP handler.
@@ -133,8 +161,11 @@ func (g *Gate) held(w http.ResponseWriter, r *http.Request) {
 // refusal is the error of a request the gate held for its whole timeout.
 func (g *Gate) refusal() error {
 	g.mu.Lock()
-	why := g.why
+	why, claimed := g.why, g.claimed
 	g.mu.Unlock()
+	if claimed {
+		return fmt.Errorf("node identity claimed, IPAM not serving yet: %w (waited %s; the agent cannot list the containers: is dockerd answering?)", why, g.timeout)
+	}
 	if why == nil {
 		why = errors.New("the agent has not tried yet")
 	}

@@ -62,6 +62,25 @@ type heldAddrs struct {
 	// noting is signalled when an address is noted (nil: not yet asked
 	// for, see noted).
 	noting chan struct{}
+	// listed is closed by the first set: from then on, the node's
+	// allocations know what its containers hold (nil: not yet asked for,
+	// see firstListed); taken says it was closed.
+	listed chan struct{}
+	taken  bool
+}
+
+// firstListed returns a channel closed once a listing of the containers
+// has been taken in (see set).
+func (h *heldAddrs) firstListed() <-chan struct{} {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.listed == nil {
+		h.listed = make(chan struct{})
+		if h.taken {
+			close(h.listed)
+		}
+	}
+	return h.listed
 }
 
 // lostKey names a noted address: networks' subnets may overlap.
@@ -118,6 +137,12 @@ func (h *heldAddrs) set(held map[string]map[netip.Addr]bool, starts map[string][
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.at = held
+	if !h.taken {
+		h.taken = true
+		if h.listed != nil {
+			close(h.listed)
+		}
+	}
 	for name, handed := range h.handed {
 		// A start under way holds an address allocated after it began.
 		oldest := oldestStart(starts[name])

@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/underlay/underlay/internal/backoff"
 	"github.com/underlay/underlay/internal/netspec"
 )
 
@@ -624,13 +625,17 @@ func (r *Reclaimer) disownDeparted(ctx context.Context, p Pool, v view, gone map
 }
 
 // Run sweeps every period until ctx ends. It lists the local containers
-// at once: until then, the node's allocations know of none to pass over
-// (see heldAddrs), and the first sweep is a period away.
+// at once, and again with growing delays until a listing is taken in:
+// until then, the node's allocations know of none to pass over (see
+// heldAddrs), and its plugin is not served (see Listed).
 func (r *Reclaimer) Run(ctx context.Context, period time.Duration) {
+	notes := r.Alloc.held.notes()
+	delays := backoff.Backoff{Min: 200 * time.Millisecond, Max: min(period, 10*time.Second)}
+	for !r.listHeld(ctx) && ctx.Err() == nil {
+		backoff.Sleep(ctx, delays.Next())
+	}
 	t := time.NewTicker(period)
 	defer t.Stop()
-	notes := r.Alloc.held.notes()
-	r.listHeld(ctx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -646,19 +651,28 @@ func (r *Reclaimer) Run(ctx context.Context, period time.Duration) {
 	}
 }
 
+// Listed returns a channel closed once a listing of the local containers
+// has been taken in, by Run or a sweep: before, the node's allocations
+// know of no address its containers hold, and would hand one out again
+// that Consul lost under a container (an agent restarted after its node
+// was taken for departed). The agent serves its plugin's requests only
+// from then on.
+func (r *Reclaimer) Listed() <-chan struct{} { return r.Alloc.held.firstListed() }
+
 // listHeld lists what the local containers hold for the node's
-// allocations to pass over (see heldAddrs); a failure is logged: the next
-// sweep lists them again.
-func (r *Reclaimer) listHeld(ctx context.Context) {
+// allocations to pass over (see heldAddrs), and says whether it did; a
+// failure is logged.
+func (r *Reclaimer) listHeld(ctx context.Context) bool {
 	begun := r.Alloc.now()
 	local, err := r.Held.HeldAddresses(ctx)
 	if err != nil {
 		if ctx.Err() == nil {
-			r.log().Warn("cannot list the local containers' addresses; the first sweep lists them again", "err", err)
+			r.log().Warn("cannot list the local containers' addresses: the IPAM plugin serves no request until they are; retrying", "err", err)
 		}
-		return
+		return false
 	}
 	r.Alloc.held.set(local.Held, local.Starts, begun)
+	return true
 }
 
 // log is Log, or a discarding logger, with the package's component.
