@@ -382,12 +382,15 @@ func (a *Allocator) allocateBatch(ctx context.Context, reqs []*request) {
 			r.done <- result{err: err}
 		}
 	}
+	if err := primeHandouts(ctx, a.store, a.held, p, a.node, a.gen, a.now()); err != nil {
+		fail(err)
+		return
+	}
 	own, err := a.store.own(ctx, p, a.node)
 	if err != nil {
 		fail(err)
 		return
 	}
-	a.held.prime(p, a.node, own)
 	ru := reuse{freed: a.freed.recent(p, a.now()), held: a.held.of(p)}
 	for _, b := range slices.SortedFunc(maps.Keys(own), comparePrefix) {
 		if _, ok := own[b].free(p, b, ru); ok && len(reqs) > 0 {

@@ -43,8 +43,9 @@
 //     keeper) ever hand out an address the node's containers held at the
 //     last sweep (held.go), nor one it handed out since and Docker has
 //     not released (until a listing of the containers shows what became
-//     of it; after an agent's restart, its own task addresses Consul
-//     records), nor hand out on request an address a local container
+//     of it; after an agent's restart, its task addresses Consul
+//     records in any block, read as the reclaimer starts, before its
+//     first listing), nor hand out on request an address a local container
 //     holds, all of which Consul shows free only when it lost a
 //     running container's address: passed over, logged and counted, and
 //     recorded again at once by the reclaimer if a fresh listing of the

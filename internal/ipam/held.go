@@ -1,6 +1,7 @@
 package ipam
 
 import (
+	"context"
 	"log/slog"
 	"maps"
 	"net/netip"
@@ -212,11 +213,32 @@ func (h *heldAddrs) primed(p Pool) bool {
 	return h.primedIDs[p.ID()]
 }
 
-// prime takes, once per pool, the task addresses of node that own (the
-// node's blocks of p, as read) records as handouts: an earlier agent of
-// the node handed them out, for starts that may still be under way, in
-// no listing yet (see handed).
-func (h *heldAddrs) prime(p Pool, node string, own map[netip.Prefix]BlockDoc) {
+// primeHandouts has held take, once per pool, the addresses node's
+// earlier agents may have handed out, as every block of p records them
+// (the store's copies; the pool listed whole if it never was), at now
+// (see heldAddrs.prime); gen is this agent's.
+func primeHandouts(ctx context.Context, st *store, held *heldAddrs, p Pool, node, gen string, now time.Time) error {
+	if held.primed(p) {
+		return nil
+	}
+	docs, err := st.copies(ctx, p, func(BlockDoc) bool { return true })
+	if err != nil {
+		return err
+	}
+	held.prime(p, node, gen, now, docs)
+	return nil
+}
+
+// prime takes, once per pool, as handouts the addresses of node that docs
+// (p's blocks, as read at now) record as its tasks, or as spares of
+// another generation than gen: an earlier agent of the node handed them
+// out, for starts that may still be under way, in no listing yet (see
+// handed). Every block is read, not only the node's: a start's address
+// may be in another node's block (borrowed, or asked for there). A spare
+// records when it was claimed, not when handed out, which may be as late
+// as the earlier agent's end: it is taken as handed out now, kept while
+// a start begun before now is under way.
+func (h *heldAddrs) prime(p Pool, node, gen string, now time.Time, docs map[netip.Prefix]BlockDoc) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.primedIDs[p.ID()] {
@@ -226,14 +248,20 @@ func (h *heldAddrs) prime(p Pool, node string, own map[netip.Prefix]BlockDoc) {
 		h.primedIDs = map[string]bool{}
 	}
 	h.primedIDs[p.ID()] = true
-	for _, doc := range own {
+	for _, doc := range docs {
 		for k, al := range doc.Allocs {
 			a, err := netip.ParseAddr(k)
-			if err != nil || al.Node != node || al.Kind != KindTask {
+			at := al.At
+			switch {
+			case err != nil || al.Node != node:
+				continue
+			case al.Kind == KindSpare && al.Gen != gen:
+				at = now
+			case al.Kind != KindTask:
 				continue
 			}
 			if _, ok := h.handed[p.Network][a]; !ok {
-				h.handOutLocked(p, a, al.At)
+				h.handOutLocked(p, a, at)
 			}
 		}
 	}

@@ -383,9 +383,10 @@ func (w *world) apply(s step) error {
 	case opRestart:
 		if !n.gone && n.alloc == nil {
 			w.start(n)
-			// As Reclaimer.Run does first: what the containers hold is
+			// As Reclaimer.Run does first: what Consul records as the
+			// node's task addresses, then what the containers hold, is
 			// passed over from then on.
-			n.reclaimer.listHeld(w.ctx)
+			n.reclaimer.start(w.ctx)
 		}
 	case opSync:
 		if !up {

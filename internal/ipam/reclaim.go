@@ -631,7 +631,7 @@ func (r *Reclaimer) disownDeparted(ctx context.Context, p Pool, v view, gone map
 func (r *Reclaimer) Run(ctx context.Context, period time.Duration) {
 	notes := r.Alloc.held.notes()
 	delays := backoff.Backoff{Min: 200 * time.Millisecond, Max: min(period, 10*time.Second)}
-	for !r.listHeld(ctx) && ctx.Err() == nil {
+	for !r.start(ctx) && ctx.Err() == nil {
 		backoff.Sleep(ctx, delays.Next())
 	}
 	t := time.NewTicker(period)
@@ -658,6 +658,52 @@ func (r *Reclaimer) Run(ctx context.Context, period time.Duration) {
 // was taken for departed). The agent serves its plugin's requests only
 // from then on.
 func (r *Reclaimer) Listed() <-chan struct{} { return r.Alloc.held.firstListed() }
+
+// start is what Run does first: it takes the task addresses Consul
+// records as the node's, handed out by its earlier agent (see
+// primeAll), then lists the local containers (see listHeld), and says
+// whether the listing was taken in. In that order: an address Consul
+// loses after the first, its container's start done after the listing
+// began, is passed over all the same.
+func (r *Reclaimer) start(ctx context.Context) bool {
+	r.primeAll(ctx)
+	return r.listHeld(ctx)
+}
+
+// primeAll has the node's allocations pass over, in every cluster-IPAM
+// pool, the task addresses Consul records as the node's (see
+// heldAddrs.prime): starts its earlier agent answered may still be under
+// way, their containers in no listing, and an address of one Consul
+// loses before the next sweep would be handed to a second container.
+// Read only at the pool's first allocation, as it was, it was missed when
+// Consul lost it before. A pool not read here is read at its first
+// allocation or spare claim.
+func (r *Reclaimer) primeAll(ctx context.Context) {
+	if r.Pools.Store == nil {
+		return
+	}
+	l, err := r.Pools.Store.ReadListing(ctx)
+	if err != nil {
+		r.log().Warn("cannot read the network specs to pass over the addresses this node handed out before the agent started; each pool's are read at its first request", "err", err)
+		return
+	}
+	refused := l.Refused()
+	for _, spec := range l.Specs {
+		if spec.IPAM != netspec.Cluster || refused[spec.Name] != nil {
+			continue
+		}
+		for _, v6 := range []bool{false, true} {
+			if v6 && !spec.IPv6Subnet.IsValid() {
+				continue
+			}
+			p, _ := r.Pools.pool(spec, v6)
+			p.specIndex = l.SpecIndex(spec.Name)
+			if err := primeHandouts(ctx, r.Alloc.store, r.Alloc.held, p, r.Alloc.node, r.Alloc.gen, r.Alloc.now()); err != nil && ctx.Err() == nil {
+				r.log().Warn("cannot read the addresses this node handed out before the agent started; they are read at the pool's first request", "pool", p.ID(), "err", err)
+			}
+		}
+	}
+}
 
 // listHeld lists what the local containers hold for the node's
 // allocations to pass over (see heldAddrs), and says whether it did; a

@@ -514,14 +514,10 @@ func (k *keeper) syncAll(ctx context.Context, verify, stopping bool) (pending bo
 func (k *keeper) syncPool(ctx context.Context, sp *sparePool, stopping, verify bool) error {
 	p := sp.pool
 	now := k.now()
-	if !k.held.primed(p) {
-		// Before any claim: an earlier agent's handouts are passed over.
-		// Not read, it is tried again at the next sync; the claims
-		// below meet the same failure.
-		if own, err := k.store.own(ctx, p, k.node); err == nil {
-			k.held.prime(p, k.node, own)
-		}
-	}
+	// Before any claim: an earlier agent's handouts are passed over. Not
+	// read, they are tried again at the next sync; the claims below meet
+	// the same failure.
+	primeHandouts(ctx, k.store, k.held, p, k.node, k.gen, now)
 	ru := reuse{freed: k.freed.recent(p, now), held: k.held.of(p)}
 	k.mu.Lock()
 	suspect := sp.suspect

@@ -666,6 +666,13 @@ func (s *store) listed(ctx context.Context, p Pool) (view, error) {
 // own returns p's blocks this node holds, from its copies (listing the
 // pool the first time), in address order.
 func (s *store) own(ctx context.Context, p Pool, node string) (map[netip.Prefix]BlockDoc, error) {
+	return s.copies(ctx, p, func(doc BlockDoc) bool { return doc.Node == node && len(doc.Allocs) > 0 })
+}
+
+// copies returns the copies of p's blocks that keep says to, first
+// listing the pool whole if it never was; blocks a bad key shadows are
+// left out.
+func (s *store) copies(ctx context.Context, p Pool, keep func(BlockDoc) bool) (map[netip.Prefix]BlockDoc, error) {
 	s.mu.Lock()
 	scanned := s.scanned[p.ID()]
 	s.mu.Unlock()
@@ -679,7 +686,7 @@ func (s *store) own(ctx context.Context, p Pool, node string) (map[netip.Prefix]
 	out := map[netip.Prefix]BlockDoc{}
 	prefix := poolPrefix(p)
 	for key, v := range s.docs {
-		if !strings.HasPrefix(key, prefix) || v.doc.Node != node || len(v.doc.Allocs) == 0 {
+		if !strings.HasPrefix(key, prefix) || !keep(v.doc) {
 			continue
 		}
 		if b, err := parseBlockKey(strings.TrimPrefix(key, prefix)); err == nil && s.shadowed[p.ID()][b] == "" {

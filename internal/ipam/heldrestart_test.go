@@ -1,0 +1,117 @@
+package ipam
+
+import (
+	"context"
+	"net/netip"
+	"testing"
+	"time"
+
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
+)
+
+// startUnderWay is a node on network net whose containers hold nothing
+// yet, one start under way since since; its listing cancels the test's
+// context: Run then ends right after its first.
+type startUnderWay struct {
+	since  time.Time
+	cancel context.CancelFunc
+}
+
+func (h startUnderWay) HeldAddresses(context.Context) (Local, error) {
+	h.cancel()
+	return Local{Starts: map[string][]Start{"net": {{Since: h.since}}}}, nil
+}
+
+// TestRestartPassesOverAStartsAddressInAnotherNodesBlock: the model test,
+// with Consul losing running containers' addresses, found a node handing
+// a second local container an address: "DUPLICATE: 10.3.0.25 held by a
+// container of n0 and by a container starting on n0". The node's agent
+// had handed it out for a start, in a block of another node's affinity,
+// and restarted before the start was done: its first listing showed the
+// start, not the address, and only the addresses its own blocks recorded
+// were taken as its earlier agent's handouts, at its first allocation.
+// The start done, Consul lost the address (the node taken for departed,
+// a stray release), and the node's next request was given it. Every
+// block is now read for them, as the reclaimer starts, before its first
+// listing: what Consul loses after is passed over.
+func TestRestartPassesOverAStartsAddressInAnotherNodesBlock(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st, p := clusterNet(t, kv)
+	n2 := newAllocator(kv, "n2", "g2", time.Now, nil)
+	x := taskAddr(t, n2, p).Next() // in n2's block
+	since := time.Now()
+	if _, err := newAllocator(kv, "n1", "g1", time.Now, nil).Allocate(ctx, p, x, KindTask); err != nil {
+		t.Fatal(err)
+	}
+	// n1's agent restarts, the container's start under way.
+	n1 := newAllocator(kv, "n1", "g1b", time.Now, nil)
+	rctx, cancel := context.WithTimeout(ctx, time.Minute) // bounded: a Run that never lists would never end
+	defer cancel()
+	r := &Reclaimer{Alloc: n1, Pools: SpecPools{Store: st}, Held: startUnderWay{since, cancel}, Grace: 10 * time.Second}
+	r.Run(rctx, time.Hour)
+	// The start is done; Consul loses x: the leader reclaims it, n1
+	// taken for departed.
+	all, err := Allocations(ctx, kv, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if freed, err := newAllocator(kv, "n0", "g0", time.Now, nil).reclaimObserved(ctx, p, map[netip.Addr]Alloc{x: all[x]}); err != nil || len(freed) != 1 {
+		t.Fatalf("reclaim %s: freed %v, %v", x, freed, err)
+	}
+	if got, err := n1.Allocate(ctx, p, x, KindTask); err == nil {
+		t.Fatalf("n1 handed out %s again, which its container holds", got)
+	}
+	for range 4 {
+		if got := taskAddr(t, n1, p); got == x {
+			t.Fatalf("n1 handed out %s again, which its container holds", got)
+		}
+	}
+}
+
+// TestRestartPassesOverAStartsSpare: the model test then found "DUPLICATE:
+// 10.3.0.28 held by a container of n0 and by a container starting on n0":
+// the node's earlier agent had handed the address out of its spares for a
+// start and stopped before recording it as a task. Consul recorded it as
+// that agent's spare, which the restarted agent did not take for a
+// handout; the start done, Consul lost it, and the node's next request
+// was given it. An earlier agent's spare is now taken as handed out when
+// the agent starts, kept while a start begun before is under way.
+func TestRestartPassesOverAStartsSpare(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st, p := clusterNet(t, kv)
+	n1 := newAllocator(kv, "n1", "g1", time.Now, nil)
+	n1.spares.enable(2, nil)
+	keptSpares(t, n1, p)
+	since := time.Now()
+	x, err := n1.Allocate(ctx, p, netip.Addr{}, KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all, _ := Allocations(ctx, kv, p); all[x].Kind != KindSpare {
+		t.Fatalf("%s recorded as %+v, want still g1's spare", x, all[x])
+	}
+	// n1's agent restarts, the container's start under way, x still
+	// recorded as the earlier agent's spare.
+	n1 = newAllocator(kv, "n1", "g2", time.Now, nil)
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	r := &Reclaimer{Alloc: n1, Pools: SpecPools{Store: st}, Held: startUnderWay{since, cancel}, Grace: 10 * time.Second}
+	r.Run(rctx, time.Hour)
+	all, err := Allocations(ctx, kv, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if freed, err := newAllocator(kv, "n0", "g0", time.Now, nil).reclaimObserved(ctx, p, map[netip.Addr]Alloc{x: all[x]}); err != nil || len(freed) != 1 {
+		t.Fatalf("reclaim %s: freed %v, %v", x, freed, err)
+	}
+	if got, err := n1.Allocate(ctx, p, x, KindTask); err == nil {
+		t.Fatalf("n1 handed out %s again, which its container holds", got)
+	}
+	for range 4 {
+		if got := taskAddr(t, n1, p); got == x {
+			t.Fatalf("n1 handed out %s again, which its container holds", got)
+		}
+	}
+}
