@@ -92,7 +92,7 @@ func (g *Gate) OpenWhenListed(ctx context.Context, pl *Plugin, listed <-chan str
 	default:
 	}
 	g.mu.Lock()
-	g.why, g.claimed = errors.New("listing this node's containers first, so that no address one holds is handed out again"), true
+	g.why, g.claimed = errors.New("reading in Consul what this node handed out, and listing this node's containers, first: no address a container holds is handed out again"), true
 	g.mu.Unlock()
 	g.log.Info("node identity claimed: pool and address requests wait for the first listing of this node's containers")
 	select {
@@ -164,7 +164,7 @@ func (g *Gate) refusal() error {
 	why, claimed := g.why, g.claimed
 	g.mu.Unlock()
 	if claimed {
-		return fmt.Errorf("node identity claimed, IPAM not serving yet: %w (waited %s; the agent cannot list the containers: is dockerd answering?)", why, g.timeout)
+		return fmt.Errorf("node identity claimed, IPAM not serving yet: %w (waited %s; is Consul answering, and dockerd?)", why, g.timeout)
 	}
 	if why == nil {
 		why = errors.New("the agent has not tried yet")

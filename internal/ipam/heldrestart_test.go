@@ -3,6 +3,7 @@ package ipam
 import (
 	"context"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -113,5 +114,46 @@ func TestRestartPassesOverAStartsSpare(t *testing.T) {
 		if got := taskAddr(t, n1, p); got == x {
 			t.Fatalf("n1 handed out %s again, which its container holds", got)
 		}
+	}
+}
+
+// TestRestartReadsHandoutsBeforeListing: the model test then found the
+// same duplicate with Consul out of reach as the agent started: its read
+// of what the earlier agent handed out failed, the listing went ahead,
+// and an address Consul lost before the pool's first allocation was
+// missed. The reclaimer now retries the read before it lists the
+// containers; until both are done the plugin serves nothing (see
+// Listed).
+func TestRestartReadsHandoutsBeforeListing(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	st, p := clusterNet(t, kv)
+	since := time.Now()
+	x := taskAddr(t, newAllocator(kv, "n1", "g1", time.Now, nil), p)
+	failed := false
+	kv.Hook = func(call string, keys []string) error {
+		if !failed && (call == "list" || call == "keys") && strings.HasPrefix(keys[0], poolPrefix(p)) {
+			failed = true
+			return kvtest.ErrUnreachable
+		}
+		return nil
+	}
+	n1 := newAllocator(kv, "n1", "g2", time.Now, nil)
+	rctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	r := &Reclaimer{Alloc: n1, Pools: SpecPools{Store: st}, Held: startUnderWay{since, cancel}, Grace: 10 * time.Second}
+	r.Run(rctx, time.Hour)
+	if !failed {
+		t.Fatal("set-up: no read of the pool failed")
+	}
+	all, err := Allocations(ctx, kv, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if freed, err := newAllocator(kv, "n0", "g0", time.Now, nil).reclaimObserved(ctx, p, map[netip.Addr]Alloc{x: all[x]}); err != nil || len(freed) != 1 {
+		t.Fatalf("reclaim %s: freed %v, %v", x, freed, err)
+	}
+	if got, err := n1.Allocate(ctx, p, x, KindTask); err == nil {
+		t.Fatalf("n1 handed out %s again, which its container holds", got)
 	}
 }

@@ -381,10 +381,15 @@ func (w *world) apply(s step) error {
 	case opRestart:
 		if !n.gone && n.alloc == nil {
 			w.start(n)
-			// As Reclaimer.Run does first: what Consul records as the
-			// node's task addresses, then what the containers hold, is
-			// passed over from then on.
-			n.reclaimer.start(w.ctx)
+			// As Reclaimer.Run does first, retrying until it is done (a
+			// fault fails one read): what Consul records as the node's
+			// handouts, then what the containers hold, is passed over
+			// from then on.
+			for range 3 {
+				if n.reclaimer.start(w.ctx) {
+					break
+				}
+			}
 		}
 	case opSync:
 		if !up {

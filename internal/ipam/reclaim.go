@@ -624,10 +624,11 @@ func (r *Reclaimer) disownDeparted(ctx context.Context, p Pool, v view, gone map
 	return errors.Join(errs...)
 }
 
-// Run sweeps every period until ctx ends. It lists the local containers
-// at once, and again with growing delays until a listing is taken in:
-// until then, the node's allocations know of none to pass over (see
-// heldAddrs), and its plugin is not served (see Listed).
+// Run sweeps every period until ctx ends. It reads what the node's
+// earlier agents handed out and lists the local containers at once, and
+// again with growing delays until both are done (see start): until then,
+// the node's allocations know of none to pass over (see heldAddrs), and
+// its plugin is not served (see Listed).
 func (r *Reclaimer) Run(ctx context.Context, period time.Duration) {
 	notes := r.Alloc.held.notes()
 	delays := backoff.Backoff{Min: 200 * time.Millisecond, Max: min(period, 10*time.Second)}
@@ -652,22 +653,24 @@ func (r *Reclaimer) Run(ctx context.Context, period time.Duration) {
 }
 
 // Listed returns a channel closed once a listing of the local containers
-// has been taken in, by Run or a sweep: before, the node's allocations
+// has been taken in, by Run (after reading what the node's earlier agents
+// handed out, see start) or a sweep: before, the node's allocations
 // know of no address its containers hold, and would hand one out again
 // that Consul lost under a container (an agent restarted after its node
 // was taken for departed). The agent serves its plugin's requests only
 // from then on.
 func (r *Reclaimer) Listed() <-chan struct{} { return r.Alloc.held.firstListed() }
 
-// start is what Run does first: it takes the task addresses Consul
-// records as the node's, handed out by its earlier agent (see
-// primeAll), then lists the local containers (see listHeld), and says
-// whether the listing was taken in. In that order: an address Consul
-// loses after the first, its container's start done after the listing
-// began, is passed over all the same.
+// start is what Run does first: it takes the addresses Consul records as
+// handed out by the node's earlier agents (see primeAll), then lists the
+// local containers (see listHeld), and says whether both were done. In
+// that order: an address Consul loses after the first, its container's
+// start done after the listing began, is passed over all the same. Not
+// read (Consul out of reach), the listing waits: one of those addresses
+// Consul loses before they are read would be missed, its container's
+// start under way at the listing.
 func (r *Reclaimer) start(ctx context.Context) bool {
-	r.primeAll(ctx)
-	return r.listHeld(ctx)
+	return r.primeAll(ctx) && r.listHeld(ctx)
 }
 
 // primeAll has the node's allocations pass over, in every cluster-IPAM
@@ -676,17 +679,20 @@ func (r *Reclaimer) start(ctx context.Context) bool {
 // way, their containers in no listing, and an address of one Consul
 // loses before the next sweep would be handed to a second container.
 // Read only at the pool's first allocation, as it was, it was missed when
-// Consul lost it before. A pool not read here is read at its first
-// allocation or spare claim.
-func (r *Reclaimer) primeAll(ctx context.Context) {
+// Consul lost it before. A pool made later is read at its first
+// allocation or spare claim. It says whether every pool was read.
+func (r *Reclaimer) primeAll(ctx context.Context) bool {
 	if r.Pools.Store == nil {
-		return
+		return true
 	}
 	l, err := r.Pools.Store.ReadListing(ctx)
 	if err != nil {
-		r.log().Warn("cannot read the network specs to pass over the addresses this node handed out before the agent started; each pool's are read at its first request", "err", err)
-		return
+		if ctx.Err() == nil {
+			r.log().Warn("cannot read the network specs, to pass over the addresses this node handed out before the agent started: the IPAM plugin serves no request until they are; retrying", "err", err)
+		}
+		return false
 	}
+	ok := true
 	refused := l.Refused()
 	for _, spec := range l.Specs {
 		if spec.IPAM != netspec.Cluster || refused[spec.Name] != nil {
@@ -698,11 +704,15 @@ func (r *Reclaimer) primeAll(ctx context.Context) {
 			}
 			p, _ := r.Pools.pool(spec, v6)
 			p.specIndex = l.SpecIndex(spec.Name)
-			if err := primeHandouts(ctx, r.Alloc.store, r.Alloc.held, p, r.Alloc.node, r.Alloc.gen, r.Alloc.now()); err != nil && ctx.Err() == nil {
-				r.log().Warn("cannot read the addresses this node handed out before the agent started; they are read at the pool's first request", "pool", p.ID(), "err", err)
+			if err := primeHandouts(ctx, r.Alloc.store, r.Alloc.held, p, r.Alloc.node, r.Alloc.gen, r.Alloc.now()); err != nil {
+				ok = false
+				if ctx.Err() == nil {
+					r.log().Warn("cannot read the addresses this node handed out before the agent started: the IPAM plugin serves no request until they are; retrying", "pool", p.ID(), "err", err)
+				}
 			}
 		}
 	}
+	return ok
 }
 
 // listHeld lists what the local containers hold for the node's
