@@ -77,6 +77,27 @@ type IPAMConfig struct {
 	// node's identity claim before it is refused (default
 	// DefaultClaimWait).
 	ClaimWait time.Duration
+	// ListingWait bounds how long requests wait, once the identity is
+	// claimed, for the first listing of the node's containers (default
+	// DefaultListingWait).
+	ListingWait time.Duration
+}
+
+// DefaultListingWait is IPAMConfig.ListingWait's default. The plugin
+// serves once the node's containers are listed, so that an address Consul
+// lost under one of them is not handed out again; but at boot dockerd
+// serves its API, and so the listing, only once the containers it
+// restores have started, and those wait for this plugin: past this wait
+// it serves without the listing (the first sweep's still passes over
+// what they hold).
+const DefaultListingWait = 15 * time.Second
+
+// listingWait is ListingWait or its default.
+func (c IPAMConfig) listingWait() time.Duration {
+	if c.ListingWait <= 0 {
+		return DefaultListingWait
+	}
+	return c.ListingWait
 }
 
 // DefaultClaimWait is IPAMConfig.ClaimWait's default. At boot dockerd

@@ -60,18 +60,11 @@ func (d *listingDocker) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// TestPluginServesOnlyOnceTheContainersAreListed: the agent opened its
-// IPAM plugin's gate as soon as the node's identity was claimed, while
-// its reclaimer's first listing of the node's containers was still under
-// way: an agent restarted after Consul lost a running container's
-// address (its node taken for departed, a stray release) handed that
-// address to the first container that asked, a second holder. The gate
-// now opens once the first listing has been taken in; until then
-// requests wait, and are refused naming the listing.
-func TestPluginServesOnlyOnceTheContainersAreListed(t *testing.T) {
+// gatedIPAM runs the agent's IPAM (runIPAM) on d, its identity claimed,
+// and returns a request to its plugin for addr (any address when "").
+func gatedIPAM(t *testing.T, d *listingDocker, listingWait time.Duration) func(addr string) (int, map[string]any) {
+	t.Helper()
 	const id = "abc1230000000000000000000"
-	held := "10.20.0.2" // the first address a request would be given
-	d := &listingDocker{held: held, listing: make(chan struct{}), release: make(chan struct{})}
 	srv := httptest.NewServer(d)
 	t.Cleanup(srv.Close)
 	api, err := client.NewClientWithOpts(client.WithHost("tcp://"+srv.Listener.Addr().String()), client.WithAPIVersionNegotiation())
@@ -88,14 +81,14 @@ func TestPluginServesOnlyOnceTheContainersAreListed(t *testing.T) {
 		t.Fatal(err)
 	}
 	gate := ipam.NewGate("127.0.0.1:8500", 2*time.Second, nil)
-	n := &node{cfg: Config{IPAM: IPAMConfig{Enabled: true, LeakGrace: time.Minute, Sweep: time.Hour}}, c: Clients{Docker: api},
+	n := &node{cfg: Config{IPAM: IPAMConfig{Enabled: true, LeakGrace: time.Minute, Sweep: time.Hour, ListingWait: listingWait}}, c: Clients{Docker: api},
 		src: dockerhost.NewSource(api), name: "n1", reg: prometheus.NewRegistry(), log: slog.New(slog.DiscardHandler), gate: gate}
 	g, gctx := errgroup.WithContext(ctx)
 	n.runIPAM(gctx, g, kv, store, dockerhost.NewNetworks(api), id)
-	defer func() {
+	t.Cleanup(func() {
 		cancel()
 		g.Wait()
-	}()
+	})
 	plugin := httptest.NewServer(gate.Handler())
 	t.Cleanup(plugin.Close)
 	// request asks for addr, or any address when it is "".
@@ -115,6 +108,22 @@ func TestPluginServesOnlyOnceTheContainersAreListed(t *testing.T) {
 		return resp.StatusCode, out
 	}
 
+	return request
+}
+
+// TestPluginServesOnlyOnceTheContainersAreListed: the agent opened its
+// IPAM plugin's gate as soon as the node's identity was claimed, while
+// its reclaimer's first listing of the node's containers was still under
+// way: an agent restarted after Consul lost a running container's
+// address (its node taken for departed, a stray release) handed that
+// address to the first container that asked, a second holder. The gate
+// now opens once the first listing has been taken in; until then
+// requests wait, and are refused naming the listing.
+func TestPluginServesOnlyOnceTheContainersAreListed(t *testing.T) {
+	held := "10.20.0.2" // the first address a request would be given
+	d := &listingDocker{held: held, listing: make(chan struct{}), release: make(chan struct{})}
+	request := gatedIPAM(t, d, 0)
+
 	// Consul records none of the container's address: it lost it.
 	<-d.listing // the reclaimer's first listing, not answered yet
 	code, out := request(held)
@@ -131,5 +140,22 @@ func TestPluginServesOnlyOnceTheContainersAreListed(t *testing.T) {
 	code, out = request("")
 	if got, _ := out["Address"].(string); code != http.StatusOK || got == "" || strings.HasPrefix(got, held+"/") {
 		t.Errorf("request for any address once the containers are listed: %d %v, want served one other than %s", code, out, held)
+	}
+}
+
+// TestPluginServesAfterTheListingWait: at boot dockerd serves its API,
+// and so the listing of the containers, only once those it restores have
+// started, and they wait for the plugin: a gate opened only by the
+// listing held them for the claim wait (2 minutes) and refused them, and
+// dockerd does not try a failed restore again. Past the listing wait the
+// plugin serves. Before (the gate opened by the listing alone): "request
+// while the containers cannot be listed: 500 …, want served once the
+// listing wait is over".
+func TestPluginServesAfterTheListingWait(t *testing.T) {
+	d := &listingDocker{held: "10.20.0.2", listing: make(chan struct{}), release: make(chan struct{})}
+	request := gatedIPAM(t, d, 300*time.Millisecond)
+	<-d.listing // never answered, as by a dockerd restoring containers
+	if code, out := request(""); code != http.StatusOK {
+		t.Errorf("request while the containers cannot be listed: %d %v, want served once the listing wait is over", code, out)
 	}
 }

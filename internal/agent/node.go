@@ -175,8 +175,27 @@ func (n *node) runIPAM(ctx context.Context, g *errgroup.Group, kv *netspec.Remov
 	// it. It serves once the reclaimer's first listing of the containers
 	// is taken in: before, it knows of no address they hold, and would
 	// hand out again one Consul lost under a running container.
-	g.Go(func() error { n.gate.OpenWhenListed(ctx, plugin, reclaimer.Listed()); return nil })
+	g.Go(func() error { n.openGate(ctx, plugin, reclaimer.Listed()); return nil })
 	return ipam.NodeIPAM{Alloc: alloc, Pools: pools}
+}
+
+// openGate opens the plugin's gate once listed is closed, or once the
+// listing wait is over (see DefaultListingWait): at boot, dockerd lists
+// no container before those it restores have their addresses.
+func (n *node) openGate(ctx context.Context, pl *ipam.Plugin, listed <-chan struct{}) {
+	wait, cancel := context.WithTimeout(ctx, n.cfg.IPAM.listingWait())
+	defer cancel()
+	n.gate.OpenWhenListed(wait, pl, listed)
+	if ctx.Err() != nil {
+		return
+	}
+	select {
+	case <-listed:
+	default:
+		n.log.Warn("IPAM plugin serving before this node's containers could be listed (dockerd restoring containers lists none until they have their addresses); the first sweep passes over what they hold",
+			"waited", n.cfg.IPAM.listingWait())
+	}
+	n.gate.Open(pl) // opened already when listed: a no-op
 }
 
 // freedStore keeps what the allocator freed lately in the state

@@ -71,7 +71,10 @@
 //     activation at once and holding pool and address requests until the
 //     node's identity is claimed and the reclaimer's first listing of the
 //     node's containers is taken in (Reclaimer.Listed, Gate.OpenWhenListed):
-//     before it, the node knows of no address they hold. The pool ID it gives Docker names the
+//     before it, the node knows of no address they hold. The agent bounds
+//     that wait (its ListingWait): at boot dockerd serves no listing
+//     before the containers it restores, which ask the plugin, started.
+//     The pool ID it gives Docker names the
 //     network's generation (Pool.PluginID: NAME/v4@GEN, GEN the spec's
 //     CreateIndex), so that a network made again under the name is never
 //     served, nor freed into, under the old one's ID; KV and everything
