@@ -163,7 +163,14 @@ const maxFactsTries = 5
 func (g *RemovedGuard) txnFacts(ctx context.Context, ops []kvstore.Op, plain func(context.Context) (kvstore.Result, error)) (kvstore.Result, error) {
 	n := len(ops)
 	check := func(index uint64) []kvstore.Op {
-		return append(ops[:n:n], kvstore.Op{Verb: kvstore.CheckIndex, Key: factsKey(g.id), Index: index})
+		c := kvstore.Op{Verb: kvstore.CheckIndex, Key: factsKey(g.id), Index: index}
+		if writesKey(ops, c.Key) {
+			// Before the ops: a write of the facts themselves (the
+			// claim, the heartbeat) changes their index, which a check
+			// after it would find changed.
+			return append([]kvstore.Op{c}, ops...)
+		}
+		return append(ops[:n:n], c)
 	}
 	if kvstore.CheckTxn(check(1)) != nil {
 		return g.readThen(ctx, plain)
@@ -197,6 +204,23 @@ func (g *RemovedGuard) txnFacts(ctx context.Context, ops []kvstore.Op, plain fun
 		index = now
 	}
 	return kvstore.Result{}, fmt.Errorf("write as swarm node %s: its facts (%s) changed at each of %d tries", g.id, factsKey(g.id), maxFactsTries)
+}
+
+// writesKey says one of ops writes or deletes key.
+func writesKey(ops []kvstore.Op, key string) bool {
+	for _, op := range ops {
+		switch op.Verb {
+		case kvstore.Set, kvstore.CAS, kvstore.Delete, kvstore.DeleteCAS:
+			if op.Key == key {
+				return true
+			}
+		case kvstore.DeleteTree:
+			if strings.HasPrefix(key, op.Key) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // readFacts reads the node's facts, then the record: the facts' modify

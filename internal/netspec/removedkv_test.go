@@ -250,3 +250,37 @@ func TestRemovedGuardRecordedMeanwhile(t *testing.T) {
 		})
 	}
 }
+
+// TestRemovedGuardOwnFactsWrite: with the agent's read-only rights on the
+// records, each guarded write also checked, after its ops, that the
+// node's facts were unchanged; a write of the facts themselves (the
+// claim, the heartbeat: a check-and-set of them) changed them first, so
+// its check always failed and the agent's claim retried for good
+// (TestIntegrationACLPolicies: "agent with its node's policy has not
+// published"). Before: "the agent's check-and-set of its own facts: {OK:false …}".
+func TestRemovedGuardOwnFactsWrite(t *testing.T) {
+	ctx := context.Background()
+	const id = "own0000000000000000000000"
+	kv := kvtest.New()
+	b, _ := json.Marshal(NodeFacts{ID: id, Node: "n1", Holder: Holder{Instance: "agent-1"}, UpdatedAt: time.Now()})
+	kv.Put(ctx, factsKey(id), b)
+	kv.Hook = func(call string, keys []string) error {
+		if call == "txn" && strings.HasPrefix(keys[len(keys)-1], RemovedNodesKVPrefix) {
+			return errors.New("Permission denied") // agent.hcl's rights
+		}
+		return nil
+	}
+	g := GuardRemoved(kv, id)
+	for i := range 3 { // the claim, then heartbeats
+		p, _, _ := kv.Get(ctx, factsKey(id))
+		b, _ := json.Marshal(NodeFacts{ID: id, Node: "n1", Holder: Holder{Instance: "agent-1"}, UpdatedAt: time.Now().Add(time.Duration(i+1) * time.Second)})
+		res, err := g.Txn(ctx, []kvstore.Op{{Verb: kvstore.CAS, Key: factsKey(id), Value: b, Index: p.Index}})
+		if err != nil || !res.OK {
+			t.Fatalf("the agent's check-and-set of its own facts, write %d: %+v, %v", i+1, res, err)
+		}
+	}
+	// Its other writes still go through, checked against the facts it wrote.
+	if err := g.Put(ctx, "underlay/inventory/"+id, []byte("{}")); err != nil {
+		t.Errorf("a write after its own facts' write: %v", err)
+	}
+}
