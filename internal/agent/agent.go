@@ -90,7 +90,7 @@ type IPAMConfig struct {
 // restores have started, and those wait for this plugin: past this wait
 // it serves without the listing (the first sweep's still passes over
 // what they hold).
-const DefaultListingWait = 15 * time.Second
+const DefaultListingWait = 5 * time.Second
 
 // listingWait is ListingWait or its default.
 func (c IPAMConfig) listingWait() time.Duration {
