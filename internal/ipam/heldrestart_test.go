@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
+	"github.com/underlay/underlay/internal/netspec"
 )
 
 // startUnderWay is a node on network net whose containers hold nothing
@@ -21,6 +22,42 @@ type startUnderWay struct {
 func (h startUnderWay) HeldAddresses(context.Context) (Local, error) {
 	h.cancel()
 	return Local{Starts: map[string][]Start{"net": {{Since: h.since}}}}, nil
+}
+
+// restartDuringStart is node n1's agent started again as generation gen,
+// a container's start under way since since: its reclaimer's Run, ended
+// right after its first listing.
+func restartDuringStart(t *testing.T, kv *kvtest.KV, st *netspec.Store, gen string, since time.Time) *Allocator {
+	t.Helper()
+	n1 := newAllocator(kv, "n1", gen, time.Now, nil)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // bounded: a Run that never lists would never end
+	defer cancel()
+	r := &Reclaimer{Alloc: n1, Pools: SpecPools{Store: st}, Held: startUnderWay{since, cancel}, Grace: 10 * time.Second}
+	r.Run(ctx, time.Hour)
+	return n1
+}
+
+// loseHeld has Consul lose x, which n1's container holds (the leader
+// reclaims it, n1 taken for departed), and checks that n1 hands it out
+// neither when asked for it nor in its next more requests.
+func loseHeld(t *testing.T, kv *kvtest.KV, p Pool, n1 *Allocator, x netip.Addr, more int) {
+	t.Helper()
+	ctx := context.Background()
+	all, err := Allocations(ctx, kv, p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if freed, err := newAllocator(kv, "n0", "g0", time.Now, nil).reclaimObserved(ctx, p, map[netip.Addr]Alloc{x: all[x]}); err != nil || len(freed) != 1 {
+		t.Fatalf("reclaim %s: freed %v, %v", x, freed, err)
+	}
+	if got, err := n1.Allocate(ctx, p, x, KindTask); err == nil {
+		t.Fatalf("n1 handed out %s again, which its container holds", got)
+	}
+	for range more {
+		if got := taskAddr(t, n1, p); got == x {
+			t.Fatalf("n1 handed out %s again, which its container holds", got)
+		}
+	}
 }
 
 // TestRestartPassesOverAStartsAddressInAnotherNodesBlock: the model test,
@@ -46,28 +83,10 @@ func TestRestartPassesOverAStartsAddressInAnotherNodesBlock(t *testing.T) {
 		t.Fatal(err)
 	}
 	// n1's agent restarts, the container's start under way.
-	n1 := newAllocator(kv, "n1", "g1b", time.Now, nil)
-	rctx, cancel := context.WithTimeout(ctx, time.Minute) // bounded: a Run that never lists would never end
-	defer cancel()
-	r := &Reclaimer{Alloc: n1, Pools: SpecPools{Store: st}, Held: startUnderWay{since, cancel}, Grace: 10 * time.Second}
-	r.Run(rctx, time.Hour)
+	n1 := restartDuringStart(t, kv, st, "g1b", since)
 	// The start is done; Consul loses x: the leader reclaims it, n1
 	// taken for departed.
-	all, err := Allocations(ctx, kv, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if freed, err := newAllocator(kv, "n0", "g0", time.Now, nil).reclaimObserved(ctx, p, map[netip.Addr]Alloc{x: all[x]}); err != nil || len(freed) != 1 {
-		t.Fatalf("reclaim %s: freed %v, %v", x, freed, err)
-	}
-	if got, err := n1.Allocate(ctx, p, x, KindTask); err == nil {
-		t.Fatalf("n1 handed out %s again, which its container holds", got)
-	}
-	for range 4 {
-		if got := taskAddr(t, n1, p); got == x {
-			t.Fatalf("n1 handed out %s again, which its container holds", got)
-		}
-	}
+	loseHeld(t, kv, p, n1, x, 4)
 }
 
 // TestRestartPassesOverAStartsSpare: the model test then found "DUPLICATE:
@@ -95,26 +114,8 @@ func TestRestartPassesOverAStartsSpare(t *testing.T) {
 	}
 	// n1's agent restarts, the container's start under way, x still
 	// recorded as the earlier agent's spare.
-	n1 = newAllocator(kv, "n1", "g2", time.Now, nil)
-	rctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	r := &Reclaimer{Alloc: n1, Pools: SpecPools{Store: st}, Held: startUnderWay{since, cancel}, Grace: 10 * time.Second}
-	r.Run(rctx, time.Hour)
-	all, err := Allocations(ctx, kv, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if freed, err := newAllocator(kv, "n0", "g0", time.Now, nil).reclaimObserved(ctx, p, map[netip.Addr]Alloc{x: all[x]}); err != nil || len(freed) != 1 {
-		t.Fatalf("reclaim %s: freed %v, %v", x, freed, err)
-	}
-	if got, err := n1.Allocate(ctx, p, x, KindTask); err == nil {
-		t.Fatalf("n1 handed out %s again, which its container holds", got)
-	}
-	for range 4 {
-		if got := taskAddr(t, n1, p); got == x {
-			t.Fatalf("n1 handed out %s again, which its container holds", got)
-		}
-	}
+	n1 = restartDuringStart(t, kv, st, "g2", since)
+	loseHeld(t, kv, p, n1, x, 4)
 }
 
 // TestRestartReadsHandoutsBeforeListing: the model test then found the
@@ -125,7 +126,6 @@ func TestRestartPassesOverAStartsSpare(t *testing.T) {
 // containers; until both are done the plugin serves nothing (see
 // Listed).
 func TestRestartReadsHandoutsBeforeListing(t *testing.T) {
-	ctx := context.Background()
 	kv := kvtest.New()
 	st, p := clusterNet(t, kv)
 	since := time.Now()
@@ -138,22 +138,9 @@ func TestRestartReadsHandoutsBeforeListing(t *testing.T) {
 		}
 		return nil
 	}
-	n1 := newAllocator(kv, "n1", "g2", time.Now, nil)
-	rctx, cancel := context.WithTimeout(ctx, time.Minute)
-	defer cancel()
-	r := &Reclaimer{Alloc: n1, Pools: SpecPools{Store: st}, Held: startUnderWay{since, cancel}, Grace: 10 * time.Second}
-	r.Run(rctx, time.Hour)
+	n1 := restartDuringStart(t, kv, st, "g2", since)
 	if !failed {
 		t.Fatal("set-up: no read of the pool failed")
 	}
-	all, err := Allocations(ctx, kv, p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if freed, err := newAllocator(kv, "n0", "g0", time.Now, nil).reclaimObserved(ctx, p, map[netip.Addr]Alloc{x: all[x]}); err != nil || len(freed) != 1 {
-		t.Fatalf("reclaim %s: freed %v, %v", x, freed, err)
-	}
-	if got, err := n1.Allocate(ctx, p, x, KindTask); err == nil {
-		t.Fatalf("n1 handed out %s again, which its container holds", got)
-	}
+	loseHeld(t, kv, p, n1, x, 0)
 }
