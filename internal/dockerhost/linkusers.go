@@ -34,8 +34,11 @@ func LinkUsers(ctx context.Context, d LinkUsersAPI) (map[string][]string, error)
 
 // ReadLinks is what dockerd says of its networks and the containers on
 // them, for hostnet.DockerLinks.Users: every network, every container
-// on one (stopped ones too), and each stopped one's restart policy,
+// on one (stopped ones too), and the restart policy of each stopped one
+// on a macvlan or ipvlan network (hostnet.DockerLinks.PolicyNeeded),
 // which tells whether dockerd starts it again when it starts (at boot).
+// The listing does not give a policy, and inspecting every stopped
+// container was a call each, at every read, on a host keeping hundreds.
 func ReadLinks(ctx context.Context, d LinkUsersAPI) (hostnet.DockerLinks, error) {
 	nets, err := d.NetworkList(ctx, network.ListOptions{})
 	if err != nil {
@@ -50,6 +53,7 @@ func ReadLinks(ctx context.Context, d LinkUsersAPI) (hostnet.DockerLinks, error)
 	if err != nil {
 		return hostnet.DockerLinks{}, fmt.Errorf("list containers, to leave the links they use: %w", err)
 	}
+	var ids []string // of dl.Containers
 	for _, c := range ctrs {
 		if c.NetworkSettings == nil || len(c.NetworkSettings.Networks) == 0 {
 			continue
@@ -62,26 +66,27 @@ func ReadLinks(ctx context.Context, d LinkUsersAPI) (hostnet.DockerLinks, error)
 			}
 			dc.Networks[name] = id
 		}
-		// Not running: its restart policy tells whether dockerd starts it again.
-		if !dc.UsesLinks() {
-			if dc.RestartPolicy, err = restartPolicy(ctx, d, c); err != nil {
-				return hostnet.DockerLinks{}, err
-			}
-		}
 		dl.Containers = append(dl.Containers, dc)
+		ids = append(ids, c.ID)
+	}
+	for _, i := range dl.PolicyNeeded() {
+		dc := &dl.Containers[i]
+		if dc.RestartPolicy, err = restartPolicy(ctx, d, ids[i], dc.Name); err != nil {
+			return hostnet.DockerLinks{}, err
+		}
 	}
 	return dl, nil
 }
 
-// restartPolicy is stopped container c's restart policy: "" when it is
-// gone since the listing.
-func restartPolicy(ctx context.Context, d LinkUsersAPI, c container.Summary) (string, error) {
-	j, err := d.ContainerInspect(ctx, c.ID)
+// restartPolicy is stopped container id's (named name) restart policy:
+// "" when it is gone since the listing.
+func restartPolicy(ctx context.Context, d LinkUsersAPI, id, name string) (string, error) {
+	j, err := d.ContainerInspect(ctx, id)
 	if client.IsErrNotFound(err) {
 		return "", nil
 	}
 	if err != nil {
-		return "", fmt.Errorf("inspect stopped container %s, to tell whether dockerd starts it again: %w", ContainerName(c.Names, c.ID), err)
+		return "", fmt.Errorf("inspect stopped container %s, to tell whether dockerd starts it again: %w", name, err)
 	}
 	if j.ContainerJSONBase == nil || j.HostConfig == nil {
 		return "", nil

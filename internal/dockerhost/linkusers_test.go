@@ -3,6 +3,8 @@ package dockerhost
 import (
 	"context"
 	"errors"
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
@@ -24,6 +26,8 @@ type fakeLinkUsers struct {
 	inspectErr error
 	// all is what ContainerList was asked for.
 	all bool
+	// inspected are the IDs inspected, in order.
+	inspected []string
 }
 
 func (d *fakeLinkUsers) NetworkList(context.Context, network.ListOptions) ([]network.Summary, error) {
@@ -51,6 +55,7 @@ func (notFound) Error() string { return "No such container" }
 func (notFound) NotFound()     {}
 
 func (d *fakeLinkUsers) ContainerInspect(_ context.Context, id string) (container.InspectResponse, error) {
+	d.inspected = append(d.inspected, id)
 	if d.inspectErr != nil {
 		return container.InspectResponse{}, d.inspectErr
 	}
@@ -65,6 +70,92 @@ func (d *fakeLinkUsers) ContainerInspect(_ context.Context, id string) (containe
 func ctrOn(name string, state container.ContainerState) container.Summary {
 	return container.Summary{ID: name + "-id", Names: []string{"/" + name}, State: state,
 		NetworkSettings: &container.NetworkSettingsSummary{Networks: map[string]*network.EndpointSettings{"pool": {NetworkID: "n-pool"}}}}
+}
+
+// ctrOnNets is a container of state on the networks given, by name and
+// endpoint network ID.
+func ctrOnNets(name string, state container.ContainerState, nets ...string) container.Summary {
+	eps := map[string]*network.EndpointSettings{}
+	for i := 0; i+1 < len(nets); i += 2 {
+		eps[nets[i]] = &network.EndpointSettings{NetworkID: nets[i+1]}
+	}
+	return container.Summary{ID: name + "-id", Names: []string{"/" + name}, State: state,
+		NetworkSettings: &container.NetworkSettingsSummary{Networks: eps}}
+}
+
+// manyStopped is a host of bridge and macvlan networks with n stopped
+// containers on the bridge network alone (jobs that ran, build steps),
+// each of restart policy always, and a few on the macvlan networks;
+// onLinks are the IDs of those whose restart policy the rule needs: the
+// stopped ones on a macvlan network.
+func manyStopped(n int) (d *fakeLinkUsers, onLinks []string) {
+	d = &fakeLinkUsers{
+		nets: []network.Summary{
+			{Name: "bridge", ID: "n-bridge", Driver: "bridge"},
+			{Name: "host", ID: "n-host", Driver: "host"},
+			{Name: "pool-config", ID: "n-poolc", ConfigOnly: true, Options: map[string]string{"parent": "bond0.40"}, Labels: map[string]string{netspec.LabelNetwork: "pool"}},
+			{Name: "pool", ID: "n-pool", Driver: "macvlan", ConfigFrom: network.ConfigReference{Network: "pool-config"}},
+			{Name: "lan", ID: "n-lan", Driver: "macvlan", Options: map[string]string{"parent": "eth2"}},
+		},
+		ctrs: []container.Summary{
+			ctrOnNets("web", container.StateRunning, "pool", "n-pool"),
+			ctrOnNets("solo", container.StateExited, "pool", "n-pool"),
+			ctrOnNets("both", container.StateExited, "bridge", "n-bridge", "lan", "n-lan"),
+			// Its endpoint names no network ID: the rule finds it by name.
+			ctrOnNets("byname", container.StateCreated, "lan", ""),
+			ctrOnNets("proxy", container.StateRunning, "bridge", "n-bridge"),
+		},
+		policies: map[string]container.RestartPolicyMode{
+			"solo-id": container.RestartPolicyAlways, "both-id": container.RestartPolicyUnlessStopped, "byname-id": container.RestartPolicyOnFailure,
+		},
+	}
+	for i := range n {
+		c := ctrOnNets(fmt.Sprintf("job%d", i), container.StateExited, "bridge", "n-bridge")
+		d.ctrs = append(d.ctrs, c)
+		d.policies[c.ID] = container.RestartPolicyAlways
+	}
+	return d, []string{"solo-id", "both-id", "byname-id"}
+}
+
+// TestReadLinksInspectsOnlyStoppedOnLinks: ReadLinks inspected every
+// stopped container on any network, to learn its restart policy, at every
+// `network rm`, `agent cleanup` and teardown: hundreds of calls to dockerd
+// on a host that keeps its stopped jobs, though the rule needs the policy
+// of those on a macvlan or ipvlan network alone. It inspects those only,
+// and the rule's answer is the same.
+func TestReadLinksInspectsOnlyStoppedOnLinks(t *testing.T) {
+	d, onLinks := manyStopped(300)
+	got, err := LinkUsers(context.Background(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !cmp.Equal(slices.Sorted(slices.Values(d.inspected)), slices.Sorted(slices.Values(onLinks))) {
+		t.Errorf("%d containers inspected (%q…); want the %d stopped on a macvlan network: %q", len(d.inspected), d.inspected[:min(len(d.inspected), 5)], len(onLinks), onLinks)
+	}
+	users := []string{"container web (network pool)", "container solo (network pool; stopped, restart policy always: dockerd starts it again)"}
+	slices.Sort(users)
+	want := map[string][]string{
+		"bond0.40": users, netspec.ShimLinkName("pool"): users,
+		"eth2":                      {"container both (network lan; stopped, restart policy unless-stopped: dockerd starts it again)"},
+		netspec.ShimLinkName("lan"): {"container both (network lan; stopped, restart policy unless-stopped: dockerd starts it again)"},
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("LinkUsers (-want +got)\n%s", diff)
+	}
+}
+
+// BenchmarkReadLinks reads a host's links with 500 stopped containers on
+// its bridge network and a few on macvlan networks, and reports the
+// containers inspected per read (inspects/op): each is a call to dockerd.
+func BenchmarkReadLinks(b *testing.B) {
+	d, _ := manyStopped(500)
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := ReadLinks(context.Background(), d); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(len(d.inspected))/float64(b.N), "inspects/op")
 }
 
 // TestLinkUsersStoppedToComeBack: agent cleanup asked Docker for running

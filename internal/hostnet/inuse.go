@@ -46,8 +46,8 @@ type DockerContainer struct {
 	// dead.
 	State string
 	// RestartPolicy is its restart policy's name (always, unless-stopped,
-	// on-failure, no); asked of stopped containers only, "" when not
-	// asked or gone since.
+	// on-failure, no); asked only of those whose policy Users needs
+	// (PolicyNeeded), "" when not asked or gone since.
 	RestartPolicy string
 	// Networks are the networks it is on, Docker name to network ID.
 	Networks map[string]string
@@ -59,21 +59,23 @@ type DockerContainer struct {
 // unless-stopped), and Docker's driver would then make a parent deleted
 // under it again, unmarked, no one's to remove.
 func (c DockerContainer) UsesLinks() bool {
+	return c.running() || c.comesBack()
+}
+
+// running reports whether c runs (or is paused, or restarting): not
+// stopped.
+func (c DockerContainer) running() bool {
 	switch c.State {
 	case "running", "paused", "restarting":
 		return true
 	}
-	return c.comesBack()
+	return false
 }
 
 // comesBack reports whether c is stopped with a restart policy dockerd
 // starts it again by.
 func (c DockerContainer) comesBack() bool {
-	switch c.State {
-	case "running", "paused", "restarting":
-		return false
-	}
-	return c.RestartPolicy == "always" || c.RestartPolicy == "unless-stopped"
+	return !c.running() && (c.RestartPolicy == "always" || c.RestartPolicy == "unless-stopped")
 }
 
 // Users is the one rule of what a host link is in use by, for `network
@@ -96,26 +98,7 @@ func (c DockerContainer) comesBack() bool {
 //
 // Each link's users are sorted, each named once.
 func (d DockerLinks) Users() map[string][]string {
-	byName := map[string]DockerNetwork{}
-	madeFrom := map[string]bool{} // config-only networks others are made from
-	for _, n := range d.Networks {
-		byName[n.Name] = n
-		if n.ConfigFrom != "" {
-			madeFrom[n.ConfigFrom] = true
-		}
-	}
-	type links struct{ name, parent, shim string }
-	onLinks := map[string]links{} // by network ID
-	for _, n := range d.Networks {
-		conf := n
-		if c, ok := byName[n.ConfigFrom]; ok && n.ConfigFrom != "" {
-			conf = c
-		}
-		if conf.Parent == "" || n.ConfigOnly && madeFrom[n.Name] {
-			continue // no macvlan or ipvlan network, or one counted as those made from it
-		}
-		onLinks[n.ID] = links{name: n.Name, parent: conf.Parent, shim: netspec.ShimLinkName(cmp.Or(conf.Network, n.Name))}
-	}
+	nets := d.linkNets()
 	users := map[string][]string{}
 	used := map[string]bool{} // network IDs a container uses
 	for _, c := range d.Containers {
@@ -123,11 +106,7 @@ func (d DockerLinks) Users() map[string][]string {
 			continue
 		}
 		for netName, id := range c.Networks {
-			l, ok := onLinks[id]
-			if !ok {
-				l, ok = onLinks[byName[netName].ID]
-				id = byName[netName].ID
-			}
+			id, l, ok := nets.of(netName, id)
 			if !ok {
 				continue
 			}
@@ -141,7 +120,7 @@ func (d DockerLinks) Users() map[string][]string {
 			users[l.shim] = append(users[l.shim], who)
 		}
 	}
-	for id, l := range onLinks {
+	for id, l := range nets.onLinks {
 		if !used[id] {
 			users[l.parent] = append(users[l.parent], fmt.Sprintf("Docker network %s (no container uses it: remove it to free the parent)", l.name))
 		}
@@ -150,4 +129,72 @@ func (d DockerLinks) Users() map[string][]string {
 		users[link] = slices.Compact(slices.Sorted(slices.Values(u)))
 	}
 	return users
+}
+
+// PolicyNeeded returns the indices in d.Containers of the containers
+// whose RestartPolicy Users needs: the stopped ones on a network whose
+// links it judges (a macvlan or ipvlan one). No other's policy changes
+// what it says, and each is a call to dockerd (an inspect) to learn: a
+// host keeps hundreds of stopped containers on its bridge networks.
+func (d DockerLinks) PolicyNeeded() []int {
+	nets := d.linkNets()
+	var out []int
+	for i, c := range d.Containers {
+		if c.running() {
+			continue
+		}
+		for netName, id := range c.Networks {
+			if _, _, ok := nets.of(netName, id); ok {
+				out = append(out, i)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// linkNets are the networks whose links Users judges.
+type linkNets struct {
+	byName map[string]DockerNetwork
+	// onLinks are, by network ID, the networks on a parent (their own
+	// or their config-only network's), each with its links; a
+	// config-only network others are made from is counted as those.
+	onLinks map[string]netLinks
+}
+
+// netLinks are a network's name and the links it uses.
+type netLinks struct{ name, parent, shim string }
+
+func (d DockerLinks) linkNets() linkNets {
+	nets := linkNets{byName: map[string]DockerNetwork{}, onLinks: map[string]netLinks{}}
+	madeFrom := map[string]bool{} // config-only networks others are made from
+	for _, n := range d.Networks {
+		nets.byName[n.Name] = n
+		if n.ConfigFrom != "" {
+			madeFrom[n.ConfigFrom] = true
+		}
+	}
+	for _, n := range d.Networks {
+		conf := n
+		if c, ok := nets.byName[n.ConfigFrom]; ok && n.ConfigFrom != "" {
+			conf = c
+		}
+		if conf.Parent == "" || n.ConfigOnly && madeFrom[n.Name] {
+			continue // no macvlan or ipvlan network, or one counted as those made from it
+		}
+		nets.onLinks[n.ID] = netLinks{name: n.Name, parent: conf.Parent, shim: netspec.ShimLinkName(cmp.Or(conf.Network, n.Name))}
+	}
+	return nets
+}
+
+// of is the network a container's endpoint on network netName, of
+// network ID id, is on, by its ID, with its links; false when it has
+// none. The endpoint's ID is looked up first, then its network's name.
+func (nets linkNets) of(netName, id string) (string, netLinks, bool) {
+	if l, ok := nets.onLinks[id]; ok {
+		return id, l, true
+	}
+	id = nets.byName[netName].ID
+	l, ok := nets.onLinks[id]
+	return id, l, ok
 }

@@ -1,11 +1,13 @@
 package hostnet_test
 
 import (
+	"slices"
 	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/underlay/underlay/internal/hostnet"
 	"github.com/underlay/underlay/internal/hostnet/inusetest"
 	"github.com/underlay/underlay/internal/netspec"
 )
@@ -30,5 +32,42 @@ func TestDockerLinksUsers(t *testing.T) {
 		if d := cmp.Diff(want, users[netspec.ShimLinkName("ops")]); d != "" {
 			t.Errorf("%s: users of ops's shim (-want +got)\n%s", c.Name, d)
 		}
+	}
+}
+
+// TestPolicyNeeded: Users says the same when only the containers
+// PolicyNeeded names have their restart policy (ReadLinks asks dockerd
+// for those alone), on the table and on a host whose stopped containers
+// are mostly on a bridge network; those are not needed.
+func TestPolicyNeeded(t *testing.T) {
+	cases := inusetest.Cases()
+	bridge := hostnet.DockerNetwork{Name: "bridge", ID: "n-bridge"}
+	ops := hostnet.DockerNetwork{Name: "ops", ID: "n-ops", Parent: inusetest.Parent}
+	cases = append(cases, inusetest.Case{Name: "stopped containers on a bridge network and on ops",
+		Docker: hostnet.DockerLinks{
+			Networks: []hostnet.DockerNetwork{bridge, ops},
+			Containers: []hostnet.DockerContainer{
+				{Name: "job", State: "exited", RestartPolicy: "always", Networks: map[string]string{"bridge": "n-bridge"}},
+				{Name: "tool", State: "exited", RestartPolicy: "always", Networks: map[string]string{"bridge": "n-bridge", "ops": "n-ops"}},
+				// Its endpoint names no network ID: found by name.
+				{Name: "named", State: "created", RestartPolicy: "unless-stopped", Networks: map[string]string{"ops": ""}},
+				{Name: "web", State: "running", Networks: map[string]string{"bridge": "n-bridge", "ops": "n-ops"}},
+			}}})
+	for _, c := range cases {
+		need := c.Docker.PolicyNeeded()
+		asked := c.Docker
+		asked.Containers = slices.Clone(asked.Containers)
+		for i := range asked.Containers {
+			if !slices.Contains(need, i) {
+				asked.Containers[i].RestartPolicy = ""
+			}
+		}
+		if d := cmp.Diff(c.Docker.Users(), asked.Users()); d != "" {
+			t.Errorf("%s: users with the policies of %v only (-all +those)\n%s", c.Name, need, d)
+		}
+	}
+	last := cases[len(cases)-1].Docker
+	if need := last.PolicyNeeded(); !slices.Equal(need, []int{1, 2}) {
+		t.Errorf("policies needed of containers %v; want tool's and named's (1, 2), not the job's on the bridge network alone nor web's, running", need)
 	}
 }
