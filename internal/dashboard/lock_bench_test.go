@@ -44,7 +44,7 @@ func BenchmarkPublishLockHeld(b *testing.B) {
 			}
 			s.publish(snap)
 			defer runtime.SetMutexProfileFraction(runtime.SetMutexProfileFraction(1))
-			before := publishLockWait(b)
+			before := lockWait(b, "publish")
 			var stop atomic.Bool
 			var wg sync.WaitGroup
 			wg.Go(func() {
@@ -59,7 +59,7 @@ func BenchmarkPublishLockHeld(b *testing.B) {
 			}
 			stop.Store(true)
 			wg.Wait()
-			b.ReportMetric((publishLockWait(b)-before)/float64(b.N), "publish-lock-wait-ns/op")
+			b.ReportMetric((lockWait(b, "publish")-before)/float64(b.N), "publish-lock-wait-ns/op")
 			if body := s.Snapshot(); len(body) > MaxSnapshotBytes {
 				b.Fatalf("snapshot of %d bytes", len(body))
 			}
@@ -67,9 +67,51 @@ func BenchmarkPublishLockHeld(b *testing.B) {
 	}
 }
 
-// publishLockWait is the time, in ns, the process's mutex profile says
-// goroutines waited for locks that (*Server).publish released.
-func publishLockWait(b *testing.B) float64 {
+// BenchmarkSubscribeLockHeld opens a stream per iteration while the
+// server keeps a full backlog of events (EventBacklog, messages of
+// MaxEventMessage bytes), each the first since the events changed, which
+// makes their frame, while another goroutine takes and releases the
+// server's lock in a loop, as pages and streams do. It reports how long
+// that goroutine waited for subscribe to release the lock, per
+// subscribe (subscribe-lock-wait-ns/op), as BenchmarkPublishLockHeld
+// does for publish.
+func BenchmarkSubscribeLockHeld(b *testing.B) {
+	s, err := New(Config{}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		b.Fatal(err)
+	}
+	s.publish(Build(synthetic(3, 10, t0, nil)))
+	msg := strings.Repeat("m", MaxEventMessage)
+	for i := range EventBacklog {
+		s.events = append(s.events, Event{Seq: uint64(i + 1), Kind: EventTask, Node: "node1", Service: "svc", Message: msg})
+	}
+	defer runtime.SetMutexProfileFraction(runtime.SetMutexProfileFraction(1))
+	before := lockWait(b, "subscribe")
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for !stop.Load() {
+			s.currentVersion()
+		}
+	})
+	for b.Loop() {
+		s.mu.Lock()
+		s.backlog = nil // new events: their frame is made anew
+		s.mu.Unlock()
+		sub, first := s.subscribe()
+		if len(first) != 2 {
+			b.Fatalf("%d first frames, want the snapshot and the events", len(first))
+		}
+		s.unsubscribe(sub)
+	}
+	stop.Store(true)
+	wg.Wait()
+	b.ReportMetric((lockWait(b, "subscribe")-before)/float64(b.N), "subscribe-lock-wait-ns/op")
+}
+
+// lockWait is the time, in ns, the process's mutex profile says
+// goroutines waited for locks that the Server's method released.
+func lockWait(b *testing.B, method string) float64 {
 	var buf bytes.Buffer
 	if err := pprof.Lookup("mutex").WriteTo(&buf, 1); err != nil {
 		b.Fatal(err)
@@ -84,7 +126,7 @@ func publishLockWait(b *testing.B) float64 {
 		if f := strings.Fields(line); len(f) > 2 && f[2] == "@" {
 			cycles, _ = strconv.ParseFloat(f[0], 64) // a new record
 		}
-		if strings.HasPrefix(line, "#") && strings.Contains(line, "(*Server).publish+") {
+		if strings.HasPrefix(line, "#") && strings.Contains(line, "(*Server)."+method+"+") {
 			sum += cycles
 			cycles = 0 // counted once
 		}

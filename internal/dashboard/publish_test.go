@@ -156,6 +156,154 @@ func TestSubscribeBacklogFollowsEvents(t *testing.T) {
 	}
 }
 
+// fullBacklog fills s's events with EventBacklog events of messages of
+// MaxEventMessage bytes, numbered on from s's, as a busy cluster's.
+func fullBacklog(s *Server) {
+	msg := strings.Repeat("m", MaxEventMessage)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for range EventBacklog {
+		s.seq++
+		s.events = append(s.events, Event{Seq: s.seq, Time: t0, Kind: EventTask, Node: "node1", Service: "svc", Message: msg})
+	}
+	s.events, s.backlog = lastN(s.events, EventBacklog), nil
+}
+
+// TestSubscribeMakesTheBacklogOffTheLock: the first page to connect after
+// the events changed encoded the backlog (EventBacklog events, half a
+// megabyte) holding the lock every page's read and every stream's frame
+// waits on. It now takes the events under the lock and encodes them
+// after: while it encodes, the lock is free, and it gets the backlog.
+func TestSubscribeMakesTheBacklogOffTheLock(t *testing.T) {
+	s, err := New(Config{}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.publish(Build(cardsInput()))
+	fullBacklog(s)
+	// The backlog's making, held until the lock is tried.
+	making, release := make(chan struct{}), make(chan struct{})
+	s.mu.Lock()
+	frame := eventsFrame(s.events)
+	s.backlog = func() []byte { close(making); <-release; return frame() }
+	s.mu.Unlock()
+	got := make(chan [][]byte)
+	go func() {
+		sub, first := s.subscribe()
+		s.unsubscribe(sub)
+		got <- first
+	}()
+	<-making
+	free := s.mu.TryLock()
+	if free {
+		s.mu.Unlock()
+	}
+	close(release)
+	first := <-got
+	if !free {
+		t.Error("the lock is held while a connecting page's backlog of events is encoded: every page's read and stream waits for it")
+	}
+	if len(first) != 2 {
+		t.Fatalf("%d first frames, want the snapshot and the events", len(first))
+	}
+	var evs []Event
+	if data, ok := strings.CutPrefix(string(first[1]), "event: events\ndata: "); !ok || json.Unmarshal([]byte(data), &evs) != nil || len(evs) != EventBacklog {
+		t.Errorf("backlog frame %.80q… of %d events; want the %d kept", first[1], len(evs), EventBacklog)
+	}
+}
+
+// TestSubscribeSeesEachEventOnce: pages connecting and leaving while
+// changes are published each get the backlog, then every event published
+// after it, each once, in order: the events are taken, and the stream
+// opened, at one moment under the lock. Run with -race: the backlog is
+// encoded without the lock while publish appends new events.
+func TestSubscribeSeesEachEventOnce(t *testing.T) {
+	s, err := New(Config{}, slog.New(slog.DiscardHandler), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	in := cardsInput()
+	s.publish(Build(in))
+	fullBacklog(s)
+	all, one := Build(in), in
+	one.Nodes = in.Nodes[:1]
+	alone := Build(one) // node1 left
+	done := make(chan struct{})
+	var g errgroup.Group
+	g.Go(func() error {
+		defer close(done)
+		for i := range 200 {
+			snap := all
+			if i%2 == 0 {
+				snap = alone
+			}
+			s.publish(snap)
+		}
+		return nil
+	})
+	for range 4 {
+		g.Go(func() error {
+			for stop := false; !stop; {
+				sub, first := s.subscribe()
+				seqs, err := frameSeqs(first)
+				if err != nil {
+					return err
+				}
+				if len(seqs) < EventBacklog {
+					return fmt.Errorf("a backlog of %d events, want %d", len(seqs), EventBacklog)
+				}
+				for live := 0; live < 3 && !stop; {
+					select {
+					case <-sub.ready:
+					case <-done:
+						stop = true // what is pending is all there is
+					}
+					frames, ok := s.pending(sub)
+					if !ok {
+						break // dropped, too far behind: the page reconnects
+					}
+					more, err := frameSeqs(frames)
+					if err != nil {
+						return err
+					}
+					seqs = append(seqs, more...)
+					live += len(frames)
+				}
+				s.unsubscribe(sub)
+				for i := 1; i < len(seqs); i++ {
+					if seqs[i] != seqs[i-1]+1 {
+						return fmt.Errorf("a stream's events numbered %d then %d: missed or repeated (backlog to %d)", seqs[i-1], seqs[i], seqs[EventBacklog-1])
+					}
+				}
+			}
+			return nil
+		})
+	}
+	if err := g.Wait(); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// frameSeqs are the sequence numbers of the events in frames' events
+// frames, in order.
+func frameSeqs(frames [][]byte) ([]uint64, error) {
+	var seqs []uint64
+	for _, f := range frames {
+		data, ok := strings.CutPrefix(string(f), "event: events\ndata: ")
+		if !ok {
+			continue // a snapshot
+		}
+		var evs []Event
+		if err := json.Unmarshal([]byte(data), &evs); err != nil {
+			return nil, fmt.Errorf("events frame %.80q…: %w", f, err)
+		}
+		for _, e := range evs {
+			seqs = append(seqs, e.Seq)
+		}
+	}
+	return seqs, nil
+}
+
 // TestPublishSendsAtMostTheBacklogOfEvents: a change that makes more
 // events than a page keeps (a Consul restarted empty: every registration,
 // health and allocation of a 3,000-task cluster gone, 6,025 events, 1.1

@@ -165,11 +165,13 @@ type Server struct {
 	body    []byte
 	gz      func() []byte
 	version uint64
-	// events are the latest events, oldest first; backlog their stream
-	// frame, made when a page first asks for it, shared by every page
-	// that connects until they change.
+	// events are the latest events, oldest first, never changed in
+	// place (publish replaces the slice; appending writes past its end):
+	// backlog reads them without mu. backlog makes their stream frame
+	// when first called, once, shared by every page that connects until
+	// they change; nil until a page connects after they changed.
 	events  []Event
-	backlog []byte
+	backlog func() []byte
 	seq     uint64
 	subs    map[*subscriber]struct{}
 	samples map[string][]ReplicaSample
@@ -773,10 +775,13 @@ func (s *Server) gzip(b []byte) []byte {
 }
 
 // subscribe opens a stream; its first frames are the current snapshot and
-// the event backlog, so nothing falls between them and what follows.
+// the event backlog, so nothing falls between them and what follows: the
+// stream is opened, and the snapshot and events taken, at one moment
+// under mu. The backlog's frame (up to EventBacklog events, half a
+// megabyte) is made after, without mu, which every page's read and
+// stream's frame waits on; pages connecting meanwhile wait for it, once.
 func (s *Server) subscribe() (*subscriber, [][]byte) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	sub := &subscriber{ready: make(chan struct{}, 1)}
 	s.subs[sub] = struct{}{}
 	if len(s.subs) == 1 {
@@ -786,14 +791,27 @@ func (s *Server) subscribe() (*subscriber, [][]byte) {
 	if s.frame != nil {
 		first = append(first, s.frame)
 	}
+	var backlog func() []byte
 	if len(s.events) > 0 {
 		if s.backlog == nil {
-			eb, _ := json.Marshal(s.events)
-			s.backlog = sseFrame("events", "", eb)
+			s.backlog = eventsFrame(s.events)
 		}
-		first = append(first, s.backlog)
+		backlog = s.backlog
+	}
+	s.mu.Unlock()
+	if backlog != nil {
+		first = append(first, backlog())
 	}
 	return sub, first
+}
+
+// eventsFrame returns a function that makes the events frame of events
+// the first time it is called, and returns that every time.
+func eventsFrame(events []Event) func() []byte {
+	return sync.OnceValue(func() []byte {
+		eb, _ := json.Marshal(events)
+		return sseFrame("events", "", eb)
+	})
 }
 
 func (s *Server) unsubscribe(sub *subscriber) {
