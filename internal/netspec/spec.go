@@ -316,6 +316,8 @@ func validSubnet4(p netip.Prefix, bad func(string, ...any)) bool {
 		// Each node routes its part of the subnet through its shim: the
 		// whole of it would replace the host's default route.
 		bad("subnet %s: every address, not a LAN's subnet", p)
+	case specialOverlap(p, special4) != "":
+		bad("subnet %s: overlaps %s, which no LAN's containers can have", p, specialOverlap(p, special4))
 	default:
 		return true
 	}
@@ -376,7 +378,44 @@ func checkIPv6(p netip.Prefix, bad func(string, ...any)) {
 		bad("IPv6 subnet %s: not a network address; did you mean %s?", p, p.Masked())
 	case p.Bits() > 64 || p.Bits() < 48:
 		bad("IPv6 subnet %s: want a prefix between /48 and /64, so every node gets its own /80", p)
+	case specialOverlap(p, special6) != "":
+		bad("IPv6 subnet %s: overlaps %s, which no LAN's containers can have", p, specialOverlap(p, special6))
 	}
+}
+
+// specialRange is a range of addresses no LAN hands out: every node
+// would route its part of a subnet overlapping one through its host shim
+// (127.0.0.0/8's part still to lo, the link-local /80s away from the
+// host's links, 169.254.169.254, cloud metadata, to a container), and
+// Docker would give its containers addresses no router forwards.
+type specialRange struct {
+	prefix netip.Prefix
+	what   string
+}
+
+var (
+	special4 = []specialRange{
+		{netip.MustParsePrefix("0.0.0.0/8"), `"this network", no host's address`},
+		{netip.MustParsePrefix("127.0.0.0/8"), "the loopback addresses"},
+		{netip.MustParsePrefix("169.254.0.0/16"), "the link-local addresses"},
+		{netip.MustParsePrefix("224.0.0.0/4"), "the multicast addresses"},
+	}
+	special6 = []specialRange{
+		{netip.MustParsePrefix("::/127"), "the unspecified and loopback addresses"},
+		{netip.MustParsePrefix("::ffff:0:0/96"), "the IPv4-mapped addresses"},
+		{netip.MustParsePrefix("fe80::/10"), "the link-local addresses"},
+		{netip.MustParsePrefix("ff00::/8"), "the multicast addresses"},
+	}
+)
+
+// specialOverlap names the first of ranges that p overlaps, "" for none.
+func specialOverlap(p netip.Prefix, ranges []specialRange) string {
+	for _, r := range ranges {
+		if p.Overlaps(r.prefix) {
+			return r.prefix.String() + ", " + r.what
+		}
+	}
+	return ""
 }
 
 // contains reports whether inner lies wholly inside outer.

@@ -127,6 +127,22 @@ func TestValidate(t *testing.T) {
 		}, want: []string{"subnet 0.0.0.0/0: every address"}},
 		{name: "/31 subnet", edit: func(s *Spec) { s.Subnet = p("192.168.10.0/31") }, want: []string{"subnet 192.168.10.0/31: too small"}},
 		{name: "/32 subnet", edit: func(s *Spec) { s.Subnet = p("192.168.10.1/32") }, want: []string{"subnet 192.168.10.1/32: too small"}},
+		// Every node would route its part of it through its host shim, and
+		// give containers addresses no LAN routes.
+		{name: "loopback subnet", edit: func(s *Spec) { s.Subnet, s.Gateway, s.Aux = p("127.0.0.0/24"), a("127.0.0.1"), nil },
+			want: []string{"subnet 127.0.0.0/24: overlaps 127.0.0.0/8, the loopback addresses"}},
+		{name: "multicast subnet", edit: func(s *Spec) { s.Subnet, s.Gateway, s.Aux = p("224.0.0.0/24"), a("224.0.0.1"), nil },
+			want: []string{"subnet 224.0.0.0/24: overlaps 224.0.0.0/4, the multicast addresses"}},
+		{name: "link-local subnet", edit: func(s *Spec) { s.Subnet, s.Gateway, s.Aux = p("169.254.169.0/24"), a("169.254.169.1"), nil },
+			want: []string{"subnet 169.254.169.0/24: overlaps 169.254.0.0/16, the link-local addresses"}},
+		{name: "this-network subnet", edit: func(s *Spec) { s.Subnet, s.Gateway, s.Aux = p("0.0.0.0/24"), a("0.0.0.1"), nil },
+			want: []string{"subnet 0.0.0.0/24: overlaps 0.0.0.0/8"}},
+		{name: "half of all addresses", edit: func(s *Spec) {
+			s.IPAM, s.Subnet, s.Gateway, s.Aux, s.PerNodeSize = Cluster, p("0.0.0.0/1"), a("10.0.0.1"), nil, 0
+		}, want: []string{"subnet 0.0.0.0/1: overlaps 0.0.0.0/8"}},
+		{name: "valid subnet next to the loopback addresses", edit: func(s *Spec) {
+			s.Subnet, s.Gateway, s.Aux = p("126.255.255.0/24"), a("126.255.255.1"), nil
+		}},
 		{name: "bad subnet still reports name", edit: func(s *Spec) { s.Name, s.Subnet = "", netip.Prefix{} },
 			want: []string{`network name ""`, "subnet: missing"}},
 
@@ -224,6 +240,12 @@ func TestValidate(t *testing.T) {
 			want: []string{"IPv6 subnet fd00::/65:"}},
 		{name: "ipv6 subnet /40 too large", edit: func(s *Spec) { s.IPv6Subnet = p("fd00::/40") },
 			want: []string{"IPv6 subnet fd00::/40: want a prefix between /48 and /64"}},
+		{name: "ipv6 link-local subnet", edit: func(s *Spec) { s.IPv6Subnet = p("fe80::/64") },
+			want: []string{"IPv6 subnet fe80::/64: overlaps fe80::/10, the link-local addresses"}},
+		{name: "ipv6 multicast subnet", edit: func(s *Spec) { s.IPv6Subnet = p("ff02::/64") },
+			want: []string{"IPv6 subnet ff02::/64: overlaps ff00::/8, the multicast addresses"}},
+		{name: "ipv6 subnet of the loopback address", edit: func(s *Spec) { s.IPv6Subnet = p("::/64") },
+			want: []string{"IPv6 subnet ::/64: overlaps"}},
 		{name: "ipv6 subnet /47 too large", edit: func(s *Spec) { s.IPv6Subnet = p("fd00::/47") },
 			want: []string{"IPv6 subnet fd00::/47:"}},
 
