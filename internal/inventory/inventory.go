@@ -400,6 +400,18 @@ func printable(e Entry) error {
 	return nil
 }
 
+// quoteLabelNames quotes (termtext.Cell) the names of e that come from
+// its container, when one is not graphic: Docker checks a container's
+// name, but its service, task and slot are Swarm's labels, which anyone
+// may set on a plain container, to anything; and readers set apart the
+// node's whole inventory for one such name (printable), which would hide
+// every address of the node for one container's label.
+func quoteLabelNames(e *Entry) {
+	for _, f := range []*string{&e.Container, &e.Service, &e.Slot, &e.Task} {
+		*f = termtext.Cell(*f)
+	}
+}
+
 // noteUnreadable logs the networks of es whose agent could not read them
 // (Entry.NetworkProblem), with the problem, when they differ from was,
 // those it logged last; or, once there are none, that they read again.
@@ -453,6 +465,7 @@ func Run(ctx context.Context, src Source, kv KV, node, key string, period time.D
 		if err == nil {
 			for i := range es {
 				es[i].NodeID = key // tells apart two nodes of one name
+				quoteLabelNames(&es[i])
 			}
 			unreadable = noteUnreadable(log, unreadable, es)
 			Sort(es)

@@ -767,3 +767,40 @@ func TestLoadRefusesInventoriesOfFactsNamingNoIDUnderAnotherKey(t *testing.T) {
 		t.Errorf("bad documents %+v; want only %sn1's, whose key's node has no facts", bad, KVPrefix)
 	}
 }
+
+// TestRunPublishesLabelNamesReadersTake: an entry's service and task
+// names are a container's labels (Swarm's, which anyone may set on a
+// plain container), of any characters, and readers set apart a node's
+// whole inventory for one name with a control character: one container
+// hid every address of its node from underlay ips and the dashboard. Run
+// now publishes such a name quoted, and the node's inventory reads.
+func TestRunPublishesLabelNamesReadersTake(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	kv := putNotifier{kvtest.New(), make(chan []byte, 1)}
+	publishFacts(ctx, t, kv.KV, "id10000000000000000000000", "n1")
+	src := endpointsOnce{
+		{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a", Service: "web"},
+		{IP: "10.0.0.6", Node: "n1", Network: "lan", Container: "b", Service: "x\x1b[2J", Task: "t\n10.0.0.9", Slot: "1\u202e"},
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		Run(ctx, src, kv, "n1", "id10000000000000000000000", time.Hour, slog.New(slog.DiscardHandler), nil)
+	}()
+	<-kv.put
+	cancel()
+	<-done
+	es, bad, err := load(context.Background(), kv.KV)
+	if err != nil || len(bad) != 0 {
+		t.Fatalf("load: %v, set apart %+v", err, bad)
+	}
+	got := map[string][3]string{}
+	for _, e := range es {
+		got[e.Container] = [3]string{e.Service, e.Task, e.Slot}
+	}
+	want := map[string][3]string{"a": {"web", "", ""}, "b": {`"x\x1b[2J"`, `"t\n10.0.0.9"`, `"1\u202e"`}}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("names read (-want +got):\n%s", d)
+	}
+}
