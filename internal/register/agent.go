@@ -679,8 +679,16 @@ func (a *Agent) resync(ctx context.Context) error {
 	for _, r := range regs {
 		if r.ContainerID == "" {
 			// Ours but unreadable: nothing can be reconciled against it.
+			// One that cannot be removed (an ACL denying it) is passed
+			// over: failing the resync left the other registrations'
+			// containers unqueued, at every retry.
 			if err := a.catalog.Deregister(ctx, r.ID); err != nil {
-				return fmt.Errorf("deregister %s (no container id): %w", r.ID, err)
+				if ctx.Err() != nil {
+					return err
+				}
+				a.metrics.errors.WithLabelValues("deregister").Inc()
+				a.log.Warn("service carries this node's marker but no container ID, and could not be removed; tried again at the next resync", "id", r.ID, "err", err)
+				continue
 			}
 			a.deleteActual(r.ID)
 			continue

@@ -2,6 +2,7 @@ package register
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -145,8 +146,10 @@ type fakeCatalog struct {
 	// handling requests concurrently, may. deregisters counts the calls.
 	deregisterDelay time.Duration
 	deregisters     int
-	// registerErr fails every Register.
-	registerErr error
+	// registerErr fails every Register; deregisterErr the Deregister of
+	// each service ID it holds.
+	registerErr   error
+	deregisterErr map[string]error
 }
 
 func (c *fakeCatalog) Services(ctx context.Context, node string) ([]Registered, error) {
@@ -187,6 +190,9 @@ func (c *fakeCatalog) Deregister(ctx context.Context, id string) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	if err := c.deregisterErr[id]; err != nil {
+		return err
+	}
 	delete(c.services, id)
 	return nil
 }
@@ -781,6 +787,36 @@ func TestDriftReadDue(t *testing.T) {
 	} {
 		if got := driftReadDue(now, now.Add(-tc.sinceWrite), now.Add(-tc.sinceRd), every); got != tc.want {
 			t.Errorf("%s: driftReadDue = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestResyncPassesOverAnUnreadableServiceItCannotRemove: a service
+// carrying this node's marker but no container ID (written by another
+// tool, or by hand) is removed at each resync; one whose removal failed
+// (an ACL denying it) failed the whole resync, before the containers of
+// the other registrations were queued: a gone container's services
+// stayed, and the resync was retried within 30 s for good, each time
+// reading every running container again. It is now logged and passed
+// over.
+func TestResyncPassesOverAnUnreadableServiceItCannotRemove(t *testing.T) {
+	ctx := context.Background()
+	d, c := newFakeDocker(), &fakeCatalog{services: map[string]Service{}}
+	a := newPassAgent(t, d, c)
+	c.services["odd"] = Service{ID: "odd", Meta: map[string]string{MetaNode: "n1"}}
+	c.deregisterErr = map[string]error{"odd": errors.New("Unexpected response code: 403 (Permission denied)")}
+	for i := range 20 { // registrations of gone containers, listed in map order
+		id := fmt.Sprintf("gone%02d", i)
+		c.services[id] = Service{ID: "n1:" + id + ":8080", Meta: map[string]string{MetaNode: "n1", MetaContainerID: id}}
+	}
+	if err := a.resync(ctx); err != nil {
+		t.Fatalf("resync: %v", err)
+	}
+	a.queue.mu.Lock()
+	defer a.queue.mu.Unlock()
+	for i := range 20 {
+		if id := fmt.Sprintf("gone%02d", i); a.queue.queued[id] == 0 {
+			t.Errorf("container %s, which has a registration, not queued", id)
 		}
 	}
 }
