@@ -87,6 +87,16 @@ func TestIntegrationVMPackage(t *testing.T) {
 		out, _ := sh("journalctl -u underlay-agent.service --no-pager -n 40")
 		return out
 	}
+	// A step that fails inside a helper (a container's start timing out)
+	// says nothing of the guest: its journals tell a hung plugin from a
+	// slow guest. Cleanups run last first: this one before the lab's.
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		out, _ := sh("journalctl -u underlay-agent.service -u docker.service --no-pager -n 120 -o short-precise")
+		t.Logf("guest journal, agent and dockerd, last 120 lines:\n%s", out)
+	})
 
 	t0 := time.Now()
 	must("dpkg -i " + deb)
