@@ -208,6 +208,9 @@ type Reconciler struct {
 	// shim addresses in networks with no spec key (see unreleased): after
 	// a restart, those a teardown could not give back before it.
 	shimsScanned bool
+	// period is Run's: each Consul call of a sync is given up past it,
+	// when shorter than kvstore.WriteWait (see consulCall); 0 outside Run.
+	period time.Duration
 }
 
 // Sync brings this node in line with every spec once. Errors of one
@@ -215,10 +218,15 @@ type Reconciler struct {
 // spec that `network create` would refuse is refused here too, loudly,
 // and nothing on the host changes for it (see refuse).
 func (r *Reconciler) Sync(ctx context.Context) error {
-	if err := r.Facts.Publish(ctx, false); err != nil {
-		return err
+	cctx, done := r.consulCall(ctx)
+	err := r.Facts.Publish(cctx, false)
+	done()
+	if err != nil {
+		return fmt.Errorf("publish this node's facts: %w", err)
 	}
-	l, err := r.Store.ReadListing(ctx)
+	cctx, done = r.consulCall(ctx)
+	l, err := r.Store.ReadListing(cctx)
+	done()
 	if err != nil {
 		return err
 	}
@@ -299,7 +307,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		m.Parents = orphanParents(m.Parents, l)
 		if r.settled[name] && len(m.Shims) == 0 && !slices.Contains(labelled, name) {
 			settled[name] = true
-			if !r.lookedLately(name, m.Parents) && r.Store.SpecGone(ctx, name, r.log()) {
+			if !r.lookedLately(name, m.Parents) && r.specGone(ctx, name) {
 				errs = append(errs, r.removeParents(ctx, name, m.Parents))
 			}
 			continue
@@ -307,7 +315,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		// Not listed is no proof the spec is gone (Consul leaves out the
 		// keys the token may not read): read it before tearing down, and
 		// leave everything as it is, warned of, while that fails.
-		if !r.Store.SpecGone(ctx, name, r.log()) {
+		if !r.specGone(ctx, name) {
 			settled[name] = r.settled[name]
 			continue
 		}
@@ -407,7 +415,9 @@ func (r *Reconciler) unreleased(ctx context.Context, l *netspec.Listing) ([]stri
 	if r.IPAM == nil || r.shimsScanned {
 		return names, nil
 	}
-	nets, err := r.IPAM.ShimNetworks(ctx)
+	cctx, done := r.consulCall(ctx)
+	nets, err := r.IPAM.ShimNetworks(cctx)
+	done()
 	if err != nil {
 		return names, fmt.Errorf("find this node's shim addresses of networks whose spec is gone: %w", err)
 	}
@@ -473,7 +483,9 @@ func (r *Reconciler) marked() (map[string]hostnet.Marks, error) {
 func (r *Reconciler) nodePlan(ctx context.Context, s netspec.Spec) (plan netspec.NodePlan, route, route6 netip.Prefix, err error) {
 	switch s.IPAM {
 	case netspec.PerNode:
-		block, index, err := r.Store.Lease(ctx, s, r.ID)
+		cctx, done := r.consulCall(ctx)
+		block, index, err := r.Store.Lease(cctx, s, r.ID)
+		done()
 		if err != nil {
 			return plan, route, route6, err
 		}
@@ -483,13 +495,13 @@ func (r *Reconciler) nodePlan(ctx context.Context, s netspec.Spec) (plan netspec
 		if r.IPAM == nil {
 			return plan, route, route6, fmt.Errorf("network %s: cluster IPAM is off on this agent", s.Name)
 		}
-		shim, err := r.IPAM.Shim(ctx, s, false)
+		shim, err := r.shim(ctx, s, false)
 		if err != nil {
 			return plan, route, route6, fmt.Errorf("network %s: shim address: %w", s.Name, err)
 		}
 		plan = netspec.NodePlan{Node: r.Node, Shim: shim, ShimLink: netspec.ShimLinkName(s.Name)}
 		if s.IPv6Subnet.IsValid() {
-			if plan.Shim6, err = r.IPAM.Shim(ctx, s, true); err != nil {
+			if plan.Shim6, err = r.shim(ctx, s, true); err != nil {
 				return plan, route, route6, fmt.Errorf("network %s: shim IPv6 address: %w", s.Name, err)
 			}
 			route6 = s.IPv6Subnet.Masked()
@@ -615,7 +627,9 @@ func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec
 	if err != nil {
 		return fail("list the ready swarm nodes", err)
 	}
-	reports, err := r.Store.Reports(ctx, s.Name)
+	cctx, done := r.consulCall(ctx)
+	reports, err := r.Store.Reports(cctx, s.Name)
+	done()
 	if err != nil {
 		return fail("read the nodes' reports", err)
 	}
@@ -648,7 +662,9 @@ func (r *Reconciler) maybeCreateSwarmNetwork(ctx context.Context, s netspec.Spec
 	// `network rm` may have marked the spec, and removed the swarm
 	// network, since this sync read it: creating it now would undo that.
 	// (rm also looks once more at the end, for the window left here.)
-	cur, ok, err := r.Store.Get(ctx, s.Name)
+	cctx, done = r.consulCall(ctx)
+	cur, ok, err := r.Store.Get(cctx, s.Name)
+	done()
 	if err != nil {
 		return fail("read the spec again", err)
 	}
@@ -684,7 +700,9 @@ func (r *Reconciler) stoppedAgents(ctx context.Context, nodes []netspec.SwarmNod
 	heard := make(map[string]heardFacts, len(asked))
 	out := map[string]bool{}
 	for _, id := range asked {
-		f, index, found, err := r.Store.Facts(ctx, id)
+		cctx, done := r.consulCall(ctx)
+		f, index, found, err := r.Store.Facts(cctx, id)
+		done()
 		switch {
 		case errors.Is(err, kvstore.ErrPermissionDenied):
 			continue
@@ -791,10 +809,16 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, index uint64,
 	}
 	// An orphan's spec names no parent: its config-only network did.
 	r.releasePromisc(ctx, name, cmp.Or(s.Parent, cn.Parent))
-	if _, err := r.Store.Release(ctx, name, r.ID); err != nil {
+	cctx, done := r.consulCall(ctx)
+	_, err = r.Store.Release(cctx, name, r.ID)
+	done()
+	if err != nil {
 		return err
 	}
-	if err := r.releaseShims(ctx, s, index, cn); err != nil {
+	cctx, done = r.consulCall(ctx)
+	err = r.releaseShims(cctx, s, index, cn)
+	done()
+	if err != nil {
 		return fmt.Errorf("network %s: release shim addresses: %w", name, err)
 	}
 	delete(r.unfinished, name)
@@ -822,7 +846,9 @@ func (r *Reconciler) removeOldShim(ctx context.Context, name, network string, fo
 		return false, foreign
 	}
 	var held []netip.Prefix
-	leases, err := r.Store.Leases(ctx, network)
+	cctx, done := r.consulCall(ctx)
+	leases, err := r.Store.Leases(cctx, network)
+	done()
 	if err != nil {
 		return false, err
 	}
@@ -832,7 +858,9 @@ func (r *Reconciler) removeOldShim(ctx context.Context, name, network string, fo
 		}
 	}
 	if r.IPAM != nil {
-		shims, err := r.IPAM.ShimsOf(ctx, network)
+		cctx, done := r.consulCall(ctx)
+		shims, err := r.IPAM.ShimsOf(cctx, network)
+		done()
 		if err != nil {
 			return false, fmt.Errorf("this node's shim addresses: %w", err)
 		}
@@ -979,10 +1007,13 @@ func (r *Reconciler) refuse(ctx context.Context, name string, err error) {
 // either.
 func (r *Reconciler) dropOrphanReports(ctx context.Context, orphans map[string][]string) {
 	for name, ids := range orphans {
-		if !slices.Contains(ids, r.ID) || !r.Store.SpecGone(ctx, name, r.log()) {
+		if !slices.Contains(ids, r.ID) || !r.specGone(ctx, name) {
 			continue
 		}
-		if err := r.Store.DeleteReport(ctx, name, r.ID); err != nil {
+		cctx, done := r.consulCall(ctx)
+		err := r.Store.DeleteReport(cctx, name, r.ID)
+		done()
+		if err != nil {
 			r.log().Warn("cannot delete this node's report of a network whose spec is gone", "network", name, "err", err)
 			continue
 		}
@@ -1003,7 +1034,9 @@ func (r *Reconciler) report(ctx context.Context, name string, ns netspec.NodeSta
 	stamped.UpdatedAt = time.Now().UTC()
 	sum, err := netspec.ReportSum(stamped)
 	if err == nil {
-		err = r.Store.Report(ctx, name, stamped)
+		cctx, done := r.consulCall(ctx)
+		err = r.Store.Report(cctx, name, stamped)
+		done()
 	}
 	if err != nil {
 		r.log().Warn("cannot report network state", "network", name, "err", err)
@@ -1024,8 +1057,10 @@ type written struct {
 
 // Run syncs whenever the network specs or the host's links change and every
 // period, so drift is repaired and new nodes pick up existing networks.
-// links may be nil.
+// links may be nil. Each Consul call of a sync is given up after
+// kvstore.WriteWait, or period when shorter (see consulCall).
 func (r *Reconciler) Run(ctx context.Context, changes, links <-chan struct{}, period time.Duration) {
+	r.period = period
 	t := time.NewTicker(period)
 	defer t.Stop()
 	for {
@@ -1043,6 +1078,40 @@ func (r *Reconciler) Run(ctx context.Context, changes, links <-chan struct{}, pe
 			// heartbeat.)
 		}
 	}
+}
+
+// consulCall is ctx bounded for one Consul call of a sync, and the
+// function that ends it. A Consul agent that accepts a call and never
+// answers held the sync, and every later one, for good: each write, and
+// each read (none of the sync's is a blocking query), is given up after
+// kvstore.WriteWait, or Run's period when shorter (kvstore.WriteContext:
+// one request of a loop, read or write, is answered in milliseconds, and
+// a sync given up by the next period leaves that one to run). Given up,
+// the call fails as when Consul is out of reach, the sync goes on with
+// the next network, and it is counted
+// (underlay_network_consul_calls_given_up_total).
+func (r *Reconciler) consulCall(ctx context.Context) (context.Context, context.CancelFunc) {
+	cctx, cancel := kvstore.WriteContext(ctx, r.period)
+	return cctx, func() {
+		if ctx.Err() == nil && errors.Is(cctx.Err(), context.DeadlineExceeded) {
+			r.Metrics.countGivenUp()
+		}
+		cancel()
+	}
+}
+
+// specGone is Store.SpecGone, bounded (see consulCall).
+func (r *Reconciler) specGone(ctx context.Context, name string) bool {
+	ctx, done := r.consulCall(ctx)
+	defer done()
+	return r.Store.SpecGone(ctx, name, r.log())
+}
+
+// shim is IPAM.Shim, bounded (see consulCall).
+func (r *Reconciler) shim(ctx context.Context, s netspec.Spec, v6 bool) (netip.Addr, error) {
+	ctx, done := r.consulCall(ctx)
+	defer done()
+	return r.IPAM.Shim(ctx, s, v6)
 }
 
 // settledRecheck is how long a settled orphan's VLAN parents are left

@@ -142,9 +142,8 @@ func TestSyncRefusesInvalidSpecs(t *testing.T) {
 	if states, _ := st.NodeStates(ctx, "good"); len(states) != 1 || states[0].State != netspec.StateReady {
 		t.Errorf("good reported %+v, want ready", states)
 	}
-	fams, _ := reg.Gather()
-	if len(fams) != 1 || fams[0].GetMetric()[0].GetGauge().GetValue() != 4 {
-		t.Errorf("underlay_network_invalid_specs: %v, want 4", fams)
+	if n := metricValue(t, reg, "underlay_network_invalid_specs"); n != 4 {
+		t.Errorf("underlay_network_invalid_specs: %v, want 4", n)
 	}
 }
 
