@@ -837,7 +837,10 @@ func (k *keeper) watchPressure(ctx context.Context, p Pool, out chan<- spareEven
 				continue
 			}
 			refused = false
-			k.kv.Txn(ctx, append([]kvstore.Op{{Verb: kvstore.CAS, Key: key, Value: []byte("{}")}}, check...))
+			// Bounded: a Consul agent that never answers held the watch for good.
+			wctx, cancel := kvstore.WriteContext(ctx, 0)
+			k.kv.Txn(wctx, append([]kvstore.Op{{Verb: kvstore.CAS, Key: key, Value: []byte("{}")}}, check...))
+			cancel()
 		}
 		// After an error read at once: Consul may have restarted empty,
 		// and a wait on an index it has not reached blocks until the
