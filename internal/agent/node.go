@@ -260,7 +260,8 @@ func (n *node) awaitNewID(ctx context.Context, id string, removed error) error {
 // swarm again while the agent was down) would otherwise serve the IPAM
 // plugin under a node the swarm no longer lists for up to a heartbeat
 // more, as swarm starts its tasks, their addresses recorded for that node
-// and reclaimed by the leader while in use.
+// and reclaimed by the leader while in use. Each ask is given up at the
+// next tick.
 func (n *node) watchSwarmNodeID(ctx context.Context, id string, every time.Duration, unconfirmed bool) error {
 	log := agentLog(n.log)
 	period := every
@@ -276,7 +277,11 @@ func (n *node) watchSwarmNodeID(ctx context.Context, id string, every time.Durat
 			return nil
 		case <-t.C:
 		}
-		info, err := n.c.Docker.Info(ctx)
+		// Given up by the next tick: a dockerd that never answered held
+		// the watch for good.
+		ictx, cancel := context.WithTimeout(ctx, period)
+		info, err := n.c.Docker.Info(ictx)
+		cancel()
 		if err != nil {
 			continue // Docker out of reach says nothing of the swarm
 		}

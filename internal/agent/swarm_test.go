@@ -8,11 +8,13 @@ import (
 	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/docker/docker/client"
 
+	"github.com/underlay/underlay/internal/testdocker"
 	"github.com/underlay/underlay/internal/testlog"
 )
 
@@ -148,4 +150,38 @@ func swarmNode(t *testing.T, nodeID string, log *slog.Logger) (*node, *swarmDock
 	}
 	t.Cleanup(func() { dockerAPI.Close() })
 	return &node{c: Clients{Docker: dockerAPI}, name: "n1", log: log}, d
+}
+
+// TestSwarmNodeIDWatchGivesUpOnDockerThatDoesNotAnswer: a dockerd that
+// accepted the watch's /info and never answered held the watch for good:
+// a node joined to the swarm again as another node went on serving its
+// old identity. Each /info is now given up by the next tick, and the next
+// one asks again.
+func TestSwarmNodeIDWatchGivesUpOnDockerThatDoesNotAnswer(t *testing.T) {
+	d := testdocker.New(t)
+	var asked atomic.Int32
+	api := d.Serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !strings.HasSuffix(r.URL.Path, "/info") {
+			http.Error(w, "not faked", http.StatusNotImplemented)
+			return
+		}
+		if asked.Add(1) == 1 {
+			d.Hang(r)
+			return
+		}
+		fmt.Fprint(w, `{"Name":"n1","Swarm":{"NodeID":"def456","LocalNodeState":"active"}}`)
+	}))
+	n := &node{c: Clients{Docker: api}, name: "n1", log: slog.New(slog.DiscardHandler)}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- n.watchSwarmNodeID(ctx, "abc123", 50*time.Millisecond, false) }()
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "from abc123 to def456") {
+			t.Errorf("watch = %v; want an error naming the change Docker's second answer shows", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("the swarm node ID watch still waiting after a minute for a dockerd that does not answer its first /info")
+	}
 }
