@@ -155,10 +155,7 @@ func run(ctx context.Context, cfg Config, c Clients, gate *ipam.Gate, log *slog.
 	alog := agentLog(log)
 	pol := &cfg.Register.Policy
 	if pol.Node == "" {
-		node, err := waitFor(ctx, alog, "docker host name", gate.Waiting, func(ctx context.Context) (string, error) {
-			info, err := c.Docker.Info(ctx)
-			return info.Name, err
-		})
+		node, err := waitFor(ctx, alog, "docker host name", gate.Waiting, dockerHostName(c.Docker, dockerAsk))
 		if err != nil {
 			return stopped(ctx, err)
 		}
@@ -233,6 +230,25 @@ func waitFor(ctx context.Context, log *slog.Logger, what string, note func(error
 		if ctx.Err() != nil {
 			return "", fmt.Errorf("waiting for %s: %w", what, ctx.Err())
 		}
+	}
+}
+
+// dockerAsk bounds each ask of dockerd while the agent waits for it at
+// start, as the Consul catalog's Timeout bounds each of Consul's.
+const dockerAsk = 10 * time.Second
+
+// dockerHostName asks api for the Docker host name, each ask given up
+// after wait: a dockerd that accepted it and never answered held the
+// agent's start for good, with no ask again (see waitFor).
+func dockerHostName(api *client.Client, wait time.Duration) func(context.Context) (string, error) {
+	return func(ctx context.Context) (string, error) {
+		ctx, cancel := context.WithTimeout(ctx, wait)
+		defer cancel()
+		info, err := api.Info(ctx)
+		if err != nil {
+			return "", fmt.Errorf("docker info: %w", err)
+		}
+		return info.Name, nil
 	}
 }
 

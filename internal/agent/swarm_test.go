@@ -185,3 +185,18 @@ func TestSwarmNodeIDWatchGivesUpOnDockerThatDoesNotAnswer(t *testing.T) {
 		t.Fatal("the swarm node ID watch still waiting after a minute for a dockerd that does not answer its first /info")
 	}
 }
+
+// TestDockerHostNameGivesUpOnDockerThatDoesNotAnswer: at start, the agent
+// asks Docker for the node's name until it answers (waitFor); a dockerd
+// that accepted the ask and never answered held the start for good, with
+// no ask again. Each ask is now given up after its bound, with a deadline
+// error naming it, and the next one is made.
+func TestDockerHostNameGivesUpOnDockerThatDoesNotAnswer(t *testing.T) {
+	d := testdocker.New(t)
+	api := d.Serve(http.HandlerFunc(func(_ http.ResponseWriter, r *http.Request) { d.Hang(r) }))
+	ask := dockerHostName(api, 50*time.Millisecond)
+	testdocker.GivesUp(t, "the agent's ask for the Docker host name", "docker info", func() error {
+		_, err := ask(context.Background())
+		return err
+	})
+}
