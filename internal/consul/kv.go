@@ -18,7 +18,12 @@ import (
 // declare (ipam.KV, netspec.KV, inventory.KV) over kvstore's types: reads
 // (Get, List, Keys), one atomic transaction of check-and-set operations
 // (Txn), a blocking read (Wait) and a prefix watch, plus plain writes.
-type KV struct{ api *api.Client }
+type KV struct {
+	api *api.Client
+	// wait is how long a blocking read asks Consul to wait: 0 is
+	// kvstore.BlockingWait (set shorter by tests only).
+	wait time.Duration
+}
 
 // NewKV wraps c.
 func NewKV(c *api.Client) *KV { return &KV{api: c} }
@@ -196,8 +201,11 @@ func (k *KV) Watch(ctx context.Context, prefix string) <-chan struct{} {
 		var index kvstore.BlockingIndex
 		delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 		for ctx.Err() == nil {
-			q := (&api.QueryOptions{WaitIndex: index.Next(), WaitTime: index.Wait()}).WithContext(ctx)
+			wait := k.blockingWait()
+			rctx, cancel := kvstore.BlockingContext(ctx, wait)
+			q := (&api.QueryOptions{WaitIndex: index.Next(), WaitTime: wait}).WithContext(rctx)
 			_, meta, err := k.api.KV().Keys(prefix, "", q)
+			cancel()
 			if err != nil {
 				index.Failed()
 				backoff.Sleep(ctx, delays.Next())
@@ -217,7 +225,8 @@ func (k *KV) Watch(ctx context.Context, prefix string) <-chan struct{} {
 
 // Wait is a blocking read of one key: it returns once Consul's index for
 // the key is greater than index (at once for index 0), or after
-// kvstore.BlockingWait (a minute) with the index Consul has. The index returned is what to wait on next;
+// kvstore.BlockingWait (a minute) with the index Consul has; a Consul
+// agent that does not answer is given up after kvstore.BlockingContext. The index returned is what to wait on next;
 // it going backwards means Consul lost its state (a dev agent restarted, a
 // snapshot restored), which a wait on an index Consul has not reached
 // learns only at that minute: keep the index with a kvstore.BlockingIndex.
@@ -227,7 +236,10 @@ func (k *KV) Wait(ctx context.Context, key string, index uint64) (kvstore.Pair, 
 	if err := checkPath(key); err != nil {
 		return kvstore.Pair{}, false, 0, fmt.Errorf("kv wait %q: %w", key, err)
 	}
-	p, meta, err := k.api.KV().Get(key, (&api.QueryOptions{WaitIndex: index, WaitTime: kvstore.BlockingWait}).WithContext(ctx))
+	wait := k.blockingWait()
+	ctx, cancel := kvstore.BlockingContext(ctx, wait)
+	defer cancel()
+	p, meta, err := k.api.KV().Get(key, (&api.QueryOptions{WaitIndex: index, WaitTime: wait}).WithContext(ctx))
 	if err != nil {
 		return kvstore.Pair{}, false, 0, fmt.Errorf("kv wait %s: %w", key, readError(err))
 	}
@@ -235,6 +247,14 @@ func (k *KV) Wait(ctx context.Context, key string, index uint64) (kvstore.Pair, 
 		return kvstore.Pair{}, false, meta.LastIndex, nil
 	}
 	return kvstore.Pair{Key: p.Key, Value: p.Value, Index: p.ModifyIndex, CreateIndex: p.CreateIndex}, true, meta.LastIndex, nil
+}
+
+// blockingWait is how long a blocking read asks Consul to wait.
+func (k *KV) blockingWait() time.Duration {
+	if k.wait > 0 {
+		return k.wait
+	}
+	return kvstore.BlockingWait
 }
 
 // readError is err of a read, wrapping kvstore.ErrPermissionDenied as

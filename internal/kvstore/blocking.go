@@ -1,12 +1,26 @@
 package kvstore
 
-import "time"
+import (
+	"context"
+	"time"
+)
 
 // BlockingWait is the longest a blocking read waits (Consul's wait
 // parameter; Consul adds up to a sixteenth to spread the answers): how
 // late a loop may see that Consul restarted empty between two of its
 // reads (see BlockingIndex). An idle loop reads once per BlockingWait.
 const BlockingWait = time.Minute
+
+// BlockingContext is ctx bounded for one blocking read that asks Consul to
+// wait at most wait: that wait is a parameter Consul honours, not a
+// deadline of the client's own, so a Consul agent that accepts the read
+// and never answers would hold the loop for good. The bound is the wait,
+// the sixteenth Consul may add to it, and time for the answer to arrive
+// (WriteWait, a quarter of the wait when that is less): 73.75 s for
+// BlockingWait.
+func BlockingContext(ctx context.Context, wait time.Duration) (context.Context, context.CancelFunc) {
+	return context.WithTimeout(ctx, wait+wait/16+min(WriteWait, wait/4))
+}
 
 // BlockingIndex is the index a loop of blocking reads waits on next
 // (Consul's blocking queries: a KV read or listing, a catalog or health

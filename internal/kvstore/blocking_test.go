@@ -1,6 +1,10 @@
 package kvstore
 
-import "testing"
+import (
+	"context"
+	"testing"
+	"time"
+)
 
 // TestBlockingIndex: a blocking loop's index follows Consul's rules. An
 // index that went backwards is a change and the next read waits on 0
@@ -56,6 +60,26 @@ func TestBlockingIndex(t *testing.T) {
 			if changed != s.changed || b.Next() != s.next {
 				t.Errorf("%s, step %d (answer %d, failed %v): changed %v, next %d; want %v, %d", tc.name, i+1, s.answer, s.fail, changed, b.Next(), s.changed, s.next)
 			}
+		}
+	}
+}
+
+// TestBlockingContext: a blocking read of BlockingWait is given up only
+// after Consul's wait, its sixteenth of jitter and WriteWait for the
+// answer (73.75 s), never before an answer Consul may legitimately send.
+func TestBlockingContext(t *testing.T) {
+	for _, c := range []struct {
+		wait, want time.Duration
+	}{
+		{BlockingWait, 73750 * time.Millisecond},
+		{80 * time.Millisecond, 105 * time.Millisecond},
+	} {
+		before := time.Now()
+		ctx, cancel := BlockingContext(context.Background(), c.wait)
+		deadline, ok := ctx.Deadline()
+		cancel()
+		if got := deadline.Sub(before); !ok || got < c.want || got > c.want+time.Second {
+			t.Errorf("BlockingContext(%s): deadline in %s (set %v), want %s", c.wait, got, ok, c.want)
 		}
 	}
 }

@@ -1,7 +1,7 @@
 // Package testconsul serves, on loopback, a Consul agent of a unit test's
 // own making that accepts every request and never answers it (Hung), and
 // checks that a call to it ends with a deadline error naming it
-// (GivesUp): the tests of underlay's loops that write to Consul. It
+// (GivesUp), counting the requests it holds (Counted): the tests of underlay's loops that write to Consul. It
 // imports Consul's API client, testhang and the standard library.
 package testconsul
 
@@ -19,8 +19,21 @@ import (
 // its caller gives up or the test ends, and returns a client to it.
 func Hung(t testing.TB) *api.Client {
 	t.Helper()
+	c, _ := Counted(t)
+	return c
+}
+
+// Counted is Hung, with a channel that receives once per request the agent
+// holds: a loop that gives up its calls asks again.
+func Counted(t testing.TB) (*api.Client, <-chan struct{}) {
+	t.Helper()
 	release := make(chan struct{})
+	requests := make(chan struct{}, 1024)
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case requests <- struct{}{}:
+		default:
+		}
 		select {
 		case <-r.Context().Done():
 		case <-release:
@@ -32,7 +45,7 @@ func Hung(t testing.TB) *api.Client {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return c
+	return c, requests
 }
 
 // GivesUp checks that call (what name names), sent to a Consul agent that

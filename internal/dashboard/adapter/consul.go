@@ -170,7 +170,9 @@ func (c *Catalog) watch(ctx context.Context, out chan struct{}, what string, que
 	var index kvstore.BlockingIndex // Consul's rules, a failed read included
 	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: pause}
 	for ctx.Err() == nil {
-		got, err := query((&api.QueryOptions{WaitIndex: index.Next(), WaitTime: index.Wait()}).WithContext(ctx))
+		rctx, cancel := kvstore.BlockingContext(ctx, index.Wait())
+		got, err := query((&api.QueryOptions{WaitIndex: index.Next(), WaitTime: index.Wait()}).WithContext(rctx))
+		cancel()
 		if err != nil {
 			index.Failed()
 			if ctx.Err() == nil {

@@ -50,6 +50,8 @@ func (k *KVTokens) Load(ctx context.Context) error {
 // load reads the key, waiting for a change after index when index > 0, and
 // returns the new index.
 func (k *KVTokens) load(ctx context.Context, index uint64) (uint64, error) {
+	ctx, cancel := kvstore.BlockingContext(ctx, kvstore.BlockingWait)
+	defer cancel()
 	q := (&api.QueryOptions{WaitIndex: index, WaitTime: kvstore.BlockingWait}).WithContext(ctx)
 	p, meta, err := k.api.KV().Get(k.key, q)
 	if err != nil {
