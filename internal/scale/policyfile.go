@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"maps"
 	"slices"
@@ -44,17 +45,32 @@ func ParsePolicyFile(data []byte) (PolicyFile, error) {
 	if err := dec.Decode(&doc); err != nil {
 		return nil, fmt.Errorf("policy file: %w", err)
 	}
+	// One document: the policies after a "---" would be ignored unsaid.
+	var more yaml.Node
+	if err := dec.Decode(&more); !errors.Is(err, io.EOF) {
+		return nil, errors.New("policy file: more than one YAML document (a \"---\" line): write every service under the one services")
+	}
 	out := PolicyFile{}
 	var errs []error
 	for _, name := range slices.Sorted(maps.Keys(doc.Services)) {
 		labels := map[string]string{LabelEnabled: "true"}
-		for k, v := range doc.Services[name] {
+		given := map[string]string{} // label: the key that set it
+		for _, k := range slices.Sorted(maps.Keys(doc.Services[name])) {
+			v := doc.Services[name][k]
 			switch v.(type) {
 			case map[string]any, []any, nil:
 				errs = append(errs, fmt.Errorf("policy file: service %s: %s: want a single value", name, k))
 				continue
 			}
-			labels[LabelPrefix+strings.TrimPrefix(k, LabelPrefix)] = fmt.Sprint(v)
+			label := LabelPrefix + strings.TrimPrefix(k, LabelPrefix)
+			// "min" and "underlay.scale.min" are one setting: which one
+			// counts would be a guess (the order a map is walked in).
+			if prev, ok := given[label]; ok {
+				errs = append(errs, fmt.Errorf("policy file: service %s: %q and %q are one setting, given twice: keep one", name, prev, k))
+				continue
+			}
+			given[label] = k
+			labels[label] = fmt.Sprint(v)
 		}
 		if _, err := ParsePolicy(labels); err != nil {
 			errs = append(errs, fmt.Errorf("policy file: service %s: %w", name, err))

@@ -166,3 +166,37 @@ func TestPolicyFileFollowed(t *testing.T) {
 	write("services:\n  web:\n    max: 4\n")
 	waitFor(t, func() bool { p, ok := policyOf("web"); return ok && p.Max == 4 })
 }
+
+// TestPolicyFileSettingGivenTwice: one setting written both ways —
+// "min" and "underlay.scale.min" — is refused naming both, instead of
+// one of them winning by the order a Go map happens to be walked in (a
+// different minimum from one start of control to the next).
+func TestPolicyFileSettingGivenTwice(t *testing.T) {
+	doc := []byte("services:\n  web:\n    min: 2\n    underlay.scale.min: 5\n    max: 10\n")
+	for i := 0; i < 50; i++ {
+		f, err := ParsePolicyFile(doc)
+		if err == nil {
+			t.Fatalf("min: 2 and underlay.scale.min: 5 for one service: accepted with min %s, want an error naming both", f["web"][LabelMin])
+		}
+		if msg := err.Error(); !strings.Contains(msg, "service web") || !strings.Contains(msg, `"min"`) || !strings.Contains(msg, `"underlay.scale.min"`) {
+			t.Fatalf("min given twice: %v, want an error naming the service and both keys", err)
+		}
+	}
+}
+
+// TestPolicyFileOneDocument: a file of several YAML documents is refused
+// (its policies after the first "---" would be ignored without a word).
+func TestPolicyFileOneDocument(t *testing.T) {
+	doc := []byte("services:\n  web:\n    max: 5\n---\nservices:\n  api:\n    max: 3\n")
+	f, err := ParsePolicyFile(doc)
+	if err == nil || !strings.Contains(err.Error(), "document") {
+		t.Errorf("a policy file of two YAML documents: %v, %v; want an error saying it holds more than one document", f, err)
+	}
+	// A document marker before the one document, and one closing it, are
+	// no second document.
+	for _, ok := range []string{"---\nservices:\n  web:\n    max: 5\n", "services:\n  web:\n    max: 5\n...\n"} {
+		if _, err := ParsePolicyFile([]byte(ok)); err != nil {
+			t.Errorf("ParsePolicyFile(%q): %v, want it accepted", ok, err)
+		}
+	}
+}
