@@ -44,14 +44,21 @@ func (a AnyToken) Valid(token string) bool {
 var (
 	ErrNoToken  = errors.New("missing bearer token")
 	ErrBadToken = errors.New("invalid bearer token")
+	// ErrManyAuthorizations refuses a request with more than one
+	// Authorization header, whatever they hold.
+	ErrManyAuthorizations = errors.New("more than one Authorization header: which one counts would be a guess; send one")
 )
 
 // BearerToken is the token of r's "Authorization: Bearer <token>" header,
 // and whether r has one. The scheme is matched in any letter case, as
 // HTTP's schemes are (RFC 9110, 11.1): Alertmanager sends its http_config's
 // authorization type as written ("bearer"), and a right token sent so must
-// not read as none.
+// not read as none. A request with more than one Authorization header
+// has none (CheckToken says why).
 func BearerToken(r *http.Request) (string, bool) {
+	if len(r.Header.Values("Authorization")) > 1 {
+		return "", false
+	}
 	h := r.Header.Get("Authorization")
 	i := strings.IndexAny(h, " \t")
 	if i < 0 || !asciiEqualFold(h[:i], "bearer") {
@@ -62,10 +69,14 @@ func BearerToken(r *http.Request) (string, bool) {
 }
 
 // CheckToken is the one token check of every authenticated route: nil when
-// r carries a bearer token of tokens, else ErrNoToken or ErrBadToken.
+// r carries a bearer token of tokens, else ErrNoToken, ErrBadToken or
+// ErrManyAuthorizations: net/http reads the first of several, a proxy or
+// a log in front may read another, so none is taken.
 func CheckToken(tokens TokenSet, r *http.Request) error {
 	token, ok := BearerToken(r)
 	switch {
+	case len(r.Header.Values("Authorization")) > 1:
+		return ErrManyAuthorizations
 	case !ok:
 		return ErrNoToken
 	case !tokens.Valid(token):

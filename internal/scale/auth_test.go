@@ -152,3 +152,27 @@ func TestBearerSchemeCase(t *testing.T) {
 		}
 	}
 }
+
+// TestOneAuthorizationHeader: a request with two Authorization headers is
+// refused, saying so, whichever of them holds a right token: net/http
+// reads the first, a proxy or a log may read the last, and which one
+// counts would be a guess.
+func TestOneAuthorizationHeader(t *testing.T) {
+	tokens, _ := ParseTokens(strings.NewReader(testToken))
+	for _, pair := range [][]string{
+		{"Bearer " + testToken, "Bearer wrong"},
+		{"Bearer wrong", "Bearer " + testToken},
+		{"Bearer " + testToken, "Bearer " + testToken},
+		{"Bearer " + testToken, ""},
+	} {
+		r := httptest.NewRequest("POST", "/", nil)
+		r.Header["Authorization"] = pair
+		err := CheckToken(tokens, r)
+		if !errors.Is(err, ErrManyAuthorizations) || !strings.Contains(err.Error(), "Authorization") {
+			t.Errorf("Authorization headers %q: %v, want %v", pair, err, ErrManyAuthorizations)
+		}
+		if tok, ok := BearerToken(r); ok {
+			t.Errorf("Authorization headers %q: BearerToken %q, want none", pair, tok)
+		}
+	}
+}
