@@ -260,10 +260,13 @@ func (a *API) peerAuth(next http.Handler) http.Handler {
 			a.refusePeer(w, r, fmt.Errorf("%w: this instance has no peer secret (--peer-secret-file)", errBadPeer))
 			return
 		}
+		// The client as refusePeer counts it (behind a trusted proxy, the
+		// one X-Forwarded-For names, not the proxy).
 		if a.limiter != nil {
-			if empty, wait := a.limiter.empty(clientKey(r.RemoteAddr)); empty {
+			client := a.client(r)
+			if empty, wait := a.limiter.empty(client); empty {
 				a.refuse("rate_limited")
-				a.tooMany(w, wait, fmt.Sprintf("too many scaling requests from %s", clientKey(r.RemoteAddr)))
+				a.tooMany(w, wait, fmt.Sprintf("too many scaling requests from %s", client))
 				return
 			}
 		}

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
+	"net/netip"
 	"net/url"
 	"strconv"
 	"strings"
@@ -441,18 +442,26 @@ func TestForgedPeerRequestsReadNoBody(t *testing.T) {
 		name   string
 		secret Secret
 		want   int
+		// proxied sends the requests through a trusted proxy, naming
+		// their client in X-Forwarded-For: its rate is the client's.
+		proxied bool
 	}{
-		{"no peer secret", nil, http.StatusUnauthorized},
-		{"past its rate", StaticSecret(peerSecret), http.StatusTooManyRequests},
+		{"no peer secret", nil, http.StatusUnauthorized, false},
+		{"past its rate", StaticSecret(peerSecret), http.StatusTooManyRequests, false},
+		{"past its rate behind a trusted proxy", StaticSecret(peerSecret), http.StatusTooManyRequests, true},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			e := newAPIEnvWith(t, Config{}, APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: c.secret},
-				Limits: Limits{RateLimit: 1, RateBurst: 1}}, svc("web", 1, "orbiter", "true"))
+				Limits: Limits{RateLimit: 1, RateBurst: 1, TrustedProxies: []netip.Prefix{netip.MustParsePrefix("192.0.2.1/32")}}}, svc("web", 1, "orbiter", "true"))
 			forge := func() (int, int64) {
 				body := &countingBody{r: strings.NewReader(strings.Repeat("x", 1<<20))}
 				req := httptest.NewRequest("POST", "/v1/underlay/alertmanager", nil)
 				req.Body, req.ContentLength = body, 1<<20
 				req.RemoteAddr = "192.0.2.9:4444"
+				if c.proxied {
+					req.RemoteAddr = "192.0.2.1:4444"
+					req.Header.Set(ForwardedForHeader, "198.51.100.7")
+				}
 				req.Header.Set(PeerSignatureHeader, "sha256=00")
 				req.Header.Set(PeerTimeHeader, strconv.FormatInt(time.Now().Unix(), 10))
 				rec := httptest.NewRecorder()
