@@ -78,11 +78,17 @@ func ParseAlertmanager(r io.Reader) (AlertmanagerMessage, error) {
 		AlertmanagerMessage
 		Alerts alertList `json:"alerts"`
 	}
-	if err := json.NewDecoder(r).Decode(&raw); err != nil {
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(&raw); err != nil {
 		if errors.Is(err, ErrTooManyAlerts) {
 			return AlertmanagerMessage{}, fmt.Errorf("%w: %w", ErrBadWebhook, err)
 		}
 		return AlertmanagerMessage{}, fmt.Errorf("%w: malformed JSON: %w", ErrBadWebhook, err)
+	}
+	// Anything after would be ignored: a second notification's alerts
+	// never acted on, while the sender, or a log, counts them sent.
+	if _, err := dec.Token(); err != io.EOF {
+		return AlertmanagerMessage{}, fmt.Errorf("%w: malformed JSON: data after the JSON object", ErrBadWebhook)
 	}
 	if raw.Version != "4" {
 		return AlertmanagerMessage{}, fmt.Errorf("%w: version %q, want \"4\"", ErrBadWebhook, raw.Version)

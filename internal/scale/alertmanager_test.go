@@ -65,6 +65,11 @@ func TestParseAlertmanager(t *testing.T) {
 		{name: "malformed", body: `{`, wantErr: "malformed JSON"},
 		{name: "old version", body: `{"version":"3","alerts":[]}`, wantErr: `version "3"`},
 		{name: "no alerts", body: `{"version":"4"}`, wantErr: "no alerts list"},
+		// What follows the notification would be ignored: a second one,
+		// or the rest of a body cut and pasted together.
+		{name: "a second notification", body: amBody(firing("a", "service", "web")) + amBody(firing("b", "service", "db")), wantErr: "after the JSON object"},
+		{name: "data after", body: amBody(firing("a", "service", "web")) + ` x`, wantErr: "after the JSON object"},
+		{name: "blanks after", body: amBody(firing("a", "service", "web")) + " \n"},
 		{name: "good", body: amBody(firing("a", "service", "web"))},
 	}
 	for _, tt := range tests {

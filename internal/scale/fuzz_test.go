@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"io"
 	"math"
 	"net"
 	"net/http"
@@ -291,7 +292,13 @@ func FuzzParseAlertmanager(f *testing.F) {
 			Version string   `json:"version"`
 			Alerts  *[]Alert `json:"alerts"`
 		}
-		perr := json.NewDecoder(bytes.NewReader(body)).Decode(&plain)
+		dec := json.NewDecoder(bytes.NewReader(body))
+		perr := dec.Decode(&plain)
+		if perr == nil {
+			if _, err := dec.Token(); err != io.EOF {
+				perr = errors.New("data after the JSON object")
+			}
+		}
 		plainOK := perr == nil && plain.Version == "4" && plain.Alerts != nil
 		switch {
 		case err == nil && !plainOK:
