@@ -324,12 +324,8 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	}
 	var policies scale.PolicyFile
 	if f.policyFile != "" {
-		data, err := os.ReadFile(f.policyFile)
-		if err != nil {
+		if policies, err = scale.ReadPolicyFile(f.policyFile); err != nil {
 			return fmt.Errorf("--policy-file: %w", err)
-		}
-		if policies, err = scale.ParsePolicyFile(data); err != nil {
-			return fmt.Errorf("--policy-file %s: %w", f.policyFile, err)
 		}
 	}
 	var prom scale.MetricSource

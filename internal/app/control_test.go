@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/underlay/underlay/internal/scale"
+	"github.com/underlay/underlay/internal/testfile"
 )
 
 func TestControlFlagErrors(t *testing.T) {
@@ -454,4 +455,22 @@ func TestControlLimits(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestControlPolicyFileRead: --policy-file is read at start as it is
+// read again while control runs: a named pipe is refused, naming it,
+// instead of holding control's start until something writes to it (and
+// a device such as /dev/zero is not read without end).
+func TestControlPolicyFileRead(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(t.TempDir(), "no-docker.sock"))
+	fifo := filepath.Join(t.TempDir(), "policies.yaml")
+	testfile.RefusesFIFO(t, "--policy-file", fifo, func() error {
+		ctx, cancel := context.WithCancel(context.Background())
+		cancel()
+		cmd := newControlCommand(&globalFlags{logLevel: "error", logFormat: "text"}, IOStreams{Out: io.Discard, ErrOut: io.Discard})
+		cmd.SetArgs([]string{"--insecure-no-auth", "--listen", "127.0.0.1:0", "--consul-addr", "127.0.0.1:1", "--policy-file", fifo})
+		cmd.SetOut(io.Discard)
+		cmd.SetErr(io.Discard)
+		return cmd.ExecuteContext(ctx)
+	})
 }

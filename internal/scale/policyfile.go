@@ -101,6 +101,23 @@ func (f PolicyFile) apply(svc Service) map[string]string {
 // service.
 const maxPolicyFile = 4 << 20
 
+// ReadPolicyFile reads the policy file at path and checks it
+// (ParsePolicyFile), as FollowPolicyFile reads it again: a regular file
+// of at most 4 MiB. A named pipe is refused rather than waited on (it
+// would hold control's start until something wrote to it), a device
+// such as /dev/zero rather than read without end.
+func ReadPolicyFile(path string) (PolicyFile, error) {
+	b, _, err := regularfile.Read(path, maxPolicyFile)
+	if err != nil {
+		return nil, err
+	}
+	f, err := ParsePolicyFile(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	return f, nil
+}
+
 // SetPolicies replaces the policy file's policies and lists the services
 // again, so that every service's policy is made anew from them: a bound
 // edited holds from the next decision, a service only the file enabled is

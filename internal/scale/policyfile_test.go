@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/underlay/underlay/internal/testfile"
 )
 
 func TestParsePolicyFile(t *testing.T) {
@@ -199,4 +201,30 @@ func TestPolicyFileOneDocument(t *testing.T) {
 			t.Errorf("ParsePolicyFile(%q): %v, want it accepted", ok, err)
 		}
 	}
+}
+
+// TestReadPolicyFile: the policy file is a regular file of at most 4 MiB,
+// its errors naming it; a named pipe is refused, not waited on.
+func TestReadPolicyFile(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte("services:\n  web:\n    max: 4\n"), 0o644)
+	if f, err := ReadPolicyFile(good); err != nil || f["web"][LabelMax] != "4" {
+		t.Errorf("ReadPolicyFile(good) = %v, %v; want web's max 4", f, err)
+	}
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte("services:\n  web:\n    max: lots\n"), 0o644)
+	if _, err := ReadPolicyFile(bad); err == nil || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), `"lots"`) {
+		t.Errorf("ReadPolicyFile(bad) = %v, want an error naming the file and the value", err)
+	}
+	big := filepath.Join(dir, "big.yaml")
+	os.WriteFile(big, append([]byte("services:\n"), bytes.Repeat([]byte("# padding\n"), maxPolicyFile/10+1)...), 0o644)
+	if _, err := ReadPolicyFile(big); err == nil || !strings.Contains(err.Error(), "larger than") {
+		t.Errorf("ReadPolicyFile of over 4 MiB = %v, want it refused", err)
+	}
+	fifo := filepath.Join(dir, "fifo.yaml")
+	testfile.RefusesFIFO(t, "the policy file", fifo, func() error {
+		_, err := ReadPolicyFile(fifo)
+		return err
+	})
 }
