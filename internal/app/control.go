@@ -324,7 +324,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	}
 	var policies scale.PolicyFile
 	if f.policyFile != "" {
-		if policies, err = scale.ReadPolicyFile(f.policyFile); err != nil {
+		if policies, err = scale.ReadPolicyFile(f.policyFile, log); err != nil {
 			return fmt.Errorf("--policy-file: %w", err)
 		}
 	}

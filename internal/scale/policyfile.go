@@ -6,15 +6,19 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"maps"
+	"os"
 	"slices"
 	"strings"
+	"syscall"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/underlay/underlay/internal/regularfile"
+	"github.com/underlay/underlay/internal/secretfile"
 )
 
 // PolicyFile holds policies kept in a file rather than on services, by
@@ -106,16 +110,37 @@ const maxPolicyFile = 4 << 20
 // of at most 4 MiB. A named pipe is refused rather than waited on (it
 // would hold control's start until something wrote to it), a device
 // such as /dev/zero rather than read without end.
-func ReadPolicyFile(path string) (PolicyFile, error) {
-	b, _, err := regularfile.Read(path, maxPolicyFile)
+// One that group or others may write, or that belongs to another user
+// than this process's and root, is logged as a warning: whoever may
+// write it sets every service's bounds.
+func ReadPolicyFile(path string, log *slog.Logger) (PolicyFile, error) {
+	b, st, err := regularfile.Read(path, maxPolicyFile)
 	if err != nil {
 		return nil, err
+	}
+	if p := policyFileProblem(st); p != "" {
+		log.Warn("policy file "+p, "component", "scale_policy_file", "file", path)
 	}
 	f, err := ParsePolicyFile(b)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", path, err)
 	}
 	return f, nil
+}
+
+// policyFileProblem says who besides its owner may write the policy file
+// of st, as a warning's words; "" when no one.
+func policyFileProblem(st fs.FileInfo) string {
+	var probs []string
+	if mode := st.Mode().Perm(); mode&0o022 != 0 {
+		probs = append(probs, fmt.Sprintf("is writable by group or others (mode %#o), and whoever may write it sets every service's bounds: chmod go-w", mode))
+	}
+	if sys, ok := st.Sys().(*syscall.Stat_t); ok {
+		if p := secretfile.OwnerProblem(sys.Uid, uint32(os.Geteuid())); p != "" {
+			probs = append(probs, p+"; give it to this process's user or root (chown)")
+		}
+	}
+	return strings.Join(probs, "; it ")
 }
 
 // SetPolicies replaces the policy file's policies and lists the services
@@ -150,6 +175,12 @@ func (c *Controller) FollowPolicyFile(ctx context.Context, path string, period t
 	// them: the file may have changed since they were read.
 	var last []byte
 	problem := ""
+	// Who may write it was warned of by ReadPolicyFile at start; a
+	// change is warned of once.
+	access := ""
+	if st, err := os.Stat(path); err == nil {
+		access = policyFileProblem(st)
+	}
 	tick := time.NewTicker(period)
 	defer tick.Stop()
 	for {
@@ -158,7 +189,15 @@ func (c *Controller) FollowPolicyFile(ctx context.Context, path string, period t
 			return
 		case <-tick.C:
 		}
-		b, _, err := regularfile.Read(path, maxPolicyFile)
+		b, st, err := regularfile.Read(path, maxPolicyFile)
+		if err == nil {
+			if p := policyFileProblem(st); p != access {
+				access = p
+				if p != "" {
+					log.Warn("policy file " + p)
+				}
+			}
+		}
 		if err == nil && bytes.Equal(b, last) {
 			continue
 		}

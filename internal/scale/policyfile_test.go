@@ -209,22 +209,66 @@ func TestReadPolicyFile(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.yaml")
 	os.WriteFile(good, []byte("services:\n  web:\n    max: 4\n"), 0o644)
-	if f, err := ReadPolicyFile(good); err != nil || f["web"][LabelMax] != "4" {
-		t.Errorf("ReadPolicyFile(good) = %v, %v; want web's max 4", f, err)
+	if f, err := ReadPolicyFile(good, slog.New(slog.DiscardHandler)); err != nil || f["web"][LabelMax] != "4" {
+		t.Errorf("ReadPolicyFile(good, slog.New(slog.DiscardHandler)) = %v, %v; want web's max 4", f, err)
 	}
 	bad := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(bad, []byte("services:\n  web:\n    max: lots\n"), 0o644)
-	if _, err := ReadPolicyFile(bad); err == nil || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), `"lots"`) {
-		t.Errorf("ReadPolicyFile(bad) = %v, want an error naming the file and the value", err)
+	if _, err := ReadPolicyFile(bad, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), bad) || !strings.Contains(err.Error(), `"lots"`) {
+		t.Errorf("ReadPolicyFile(bad, slog.New(slog.DiscardHandler)) = %v, want an error naming the file and the value", err)
 	}
 	big := filepath.Join(dir, "big.yaml")
 	os.WriteFile(big, append([]byte("services:\n"), bytes.Repeat([]byte("# padding\n"), maxPolicyFile/10+1)...), 0o644)
-	if _, err := ReadPolicyFile(big); err == nil || !strings.Contains(err.Error(), "larger than") {
+	if _, err := ReadPolicyFile(big, slog.New(slog.DiscardHandler)); err == nil || !strings.Contains(err.Error(), "larger than") {
 		t.Errorf("ReadPolicyFile of over 4 MiB = %v, want it refused", err)
 	}
 	fifo := filepath.Join(dir, "fifo.yaml")
 	testfile.RefusesFIFO(t, "the policy file", fifo, func() error {
-		_, err := ReadPolicyFile(fifo)
+		_, err := ReadPolicyFile(fifo, slog.New(slog.DiscardHandler))
 		return err
 	})
+}
+
+// TestPolicyFileWritableByOthersWarned: whoever may write the policy file
+// sets every service's bounds (up to a million replicas): one that group
+// or others may write is warned of, at start and by FollowPolicyFile
+// (once, until it changes), as the secret files are.
+func TestPolicyFileWritableByOthersWarned(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "policies.yaml")
+	os.WriteFile(path, []byte("services:\n  web:\n    max: 4\n"), 0o600)
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(&logs, nil))
+	if _, err := ReadPolicyFile(path, log); err != nil || strings.Contains(logs.String(), "writable") {
+		t.Fatalf("a policy file of mode 0600: %v, logs:\n%s\nwant no warning", err, logs.String())
+	}
+	for _, mode := range []os.FileMode{0o620, 0o602, 0o666} {
+		logs.Reset()
+		os.Chmod(path, mode)
+		if _, err := ReadPolicyFile(path, log); err != nil || !strings.Contains(logs.String(), "writable by group or others") || !strings.Contains(logs.String(), path) {
+			t.Errorf("a policy file of mode %#o: %v, logs:\n%s\nwant a warning naming the file", mode, err, logs.String())
+		}
+	}
+
+	// Made writable by others while control runs: warned once.
+	os.Chmod(path, 0o600)
+	e := newAPIEnv(t, Config{}, svc("web", 1))
+	follow := &syncBuffer{}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		e.ctrl.FollowPolicyFile(ctx, path, 5*time.Millisecond, slog.New(slog.NewTextHandler(follow, nil)))
+		close(done)
+	}()
+	t.Cleanup(func() { cancel(); <-done })
+	const applied = "its policies are in use"
+	waitFor(t, func() bool { return strings.Contains(follow.String(), applied) }) // read once
+	os.Chmod(path, 0o666)
+	waitFor(t, func() bool { return strings.Contains(follow.String(), "writable by group or others") })
+	// Later reads of the unchanged file warn no more: the edit below is
+	// read after them, and is applied.
+	os.WriteFile(path, []byte("services:\n  web:\n    max: 3\n"), 0o666)
+	waitFor(t, func() bool { return strings.Count(follow.String(), applied) == 2 })
+	if n := strings.Count(follow.String(), "writable by group or others"); n != 1 {
+		t.Errorf("a policy file made writable by others while followed: warned %d times, want once:\n%s", n, follow.String())
+	}
 }
