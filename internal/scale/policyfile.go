@@ -46,7 +46,9 @@ func ParsePolicyFile(data []byte) (PolicyFile, error) {
 	}
 	dec := yaml.NewDecoder(strings.NewReader(string(data)))
 	dec.KnownFields(true)
-	if err := dec.Decode(&doc); err != nil {
+	if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+		return nil, errors.New("policy file: no YAML document (empty, or comments only): want services: NAME: {max: 10, …}")
+	} else if err != nil {
 		return nil, fmt.Errorf("policy file: %w", err)
 	}
 	// One document: the policies after a "---" would be ignored unsaid.

@@ -272,3 +272,15 @@ func TestPolicyFileWritableByOthersWarned(t *testing.T) {
 		t.Errorf("a policy file made writable by others while followed: warned %d times, want once:\n%s", n, follow.String())
 	}
 }
+
+// TestPolicyFileEmpty: a policy file with no document (empty, blanks or
+// comments only, or caught truncated by an editor) is refused saying so,
+// not with a bare "EOF".
+func TestPolicyFileEmpty(t *testing.T) {
+	for _, doc := range []string{"", "\n \n", "# nothing yet\n"} {
+		_, err := ParsePolicyFile([]byte(doc))
+		if err == nil || !strings.Contains(err.Error(), "no YAML document") {
+			t.Errorf("ParsePolicyFile(%q) = %v, want an error saying the file holds no document", doc, err)
+		}
+	}
+}
