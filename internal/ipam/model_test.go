@@ -38,7 +38,9 @@ import (
 //
 // It runs for modelBudget (20s; 2s with -short), longer with
 // UNDERLAY_IPAM_MODEL_TIME (a duration: `make fuzz` sets it), and replays
-// one seed with UNDERLAY_IPAM_MODEL_SEED; UNDERLAY_IPAM_MODEL_LOSE=1 adds
+// one seed with UNDERLAY_IPAM_MODEL_SEED (its failure's steps shrunk with
+// no time limit with UNDERLAY_IPAM_MODEL_SHRINK=full: minutes, to a
+// dozen or two steps); UNDERLAY_IPAM_MODEL_LOSE=1 adds
 // the steps where Consul loses running containers' addresses (the steps
 // a seed makes differ with them).
 
@@ -52,7 +54,11 @@ const (
 	// container starting on n4"; see the report of branch ipam5), which a
 	// default run must not fail on.
 	envModelLose = "UNDERLAY_IPAM_MODEL_LOSE"
-	modelBudget  = 20 * time.Second
+	// envModelShrink, set to full, has a failure's steps shrunk with no
+	// time limit, to the fewest the shrinker finds (minutes, for a
+	// failure thousands of steps in); else it stops after a minute.
+	envModelShrink = "UNDERLAY_IPAM_MODEL_SHRINK"
+	modelBudget    = 20 * time.Second
 )
 
 type modelOp uint8
@@ -783,22 +789,38 @@ func run(cfg modelConfig, steps []step) (int, modelStats, error) {
 	return len(steps), w.stats, w.settle()
 }
 
-// shrink removes ever smaller chunks of steps while the run still fails,
-// within budget.
-func shrink(cfg modelConfig, steps []step, budget time.Duration) []step {
+// shrink removes ever smaller chunks of steps, down to single steps,
+// while the run still fails as first (a duplicate stays a duplicate),
+// cutting the steps after the failing one; within budget, or with
+// budget 0 (UNDERLAY_IPAM_MODEL_SHRINK=full) untimed, pass after pass
+// until no step can go.
+func shrink(cfg modelConfig, steps []step, first error, budget time.Duration) []step {
 	deadline := time.Now().Add(budget)
-	fails := func(s []step) bool { _, _, err := run(cfg, s); return err != nil }
-	for chunk := len(steps) / 2; chunk >= 1; chunk /= 2 {
-		for i := 0; i+chunk <= len(steps) && time.Now().Before(deadline); {
-			cand := slices.Concat(steps[:i], steps[i+chunk:])
-			if fails(cand) {
-				steps = cand
-			} else {
-				i += chunk
+	inTime := func() bool { return budget == 0 || time.Now().Before(deadline) }
+	dup := strings.Contains(first.Error(), "DUPLICATE")
+	// fails returns s cut after its failing step, or nil if it passes.
+	fails := func(s []step) []step {
+		at, _, err := run(cfg, s)
+		if err == nil || dup && !strings.Contains(err.Error(), "DUPLICATE") {
+			return nil
+		}
+		return s[:min(at+1, len(s))]
+	}
+	for {
+		before := len(steps)
+		for chunk := len(steps) / 2; chunk >= 1; chunk /= 2 {
+			for i := 0; i+chunk <= len(steps) && inTime(); {
+				if cut := fails(slices.Concat(steps[:i], steps[i+chunk:])); cut != nil {
+					steps = cut
+				} else {
+					i += chunk
+				}
 			}
 		}
+		if budget != 0 || len(steps) == before {
+			return steps
+		}
 	}
-	return steps
 }
 
 func TestModelNoDuplicates(t *testing.T) {
@@ -836,7 +858,11 @@ func TestModelNoDuplicates(t *testing.T) {
 			continue
 		}
 		t.Logf("seed %d (%d nodes, %d spares each) failed at step %d of %d: %v", seed, cfg.nodes, cfg.spares, at, len(steps), err)
-		short := shrink(cfg, steps[:min(at+1, len(steps))], time.Minute)
+		shrinkBudget := time.Minute
+		if os.Getenv(envModelShrink) == "full" {
+			shrinkBudget = 0
+		}
+		short := shrink(cfg, steps[:min(at+1, len(steps))], err, shrinkBudget)
 		_, _, serr := run(cfg, short)
 		var b strings.Builder
 		for i, s := range short {
