@@ -164,7 +164,7 @@ func (a *Allocator) Allocate(ctx context.Context, p Pool, want netip.Addr, kind 
 	}
 	if kind == KindTask {
 		if addr, ok := a.spares.take(p, want, al); ok {
-			a.held.handOut(p, addr, al.At)
+			a.handedOut(p, addr, al.At)
 			return addr, nil
 		}
 	}
@@ -177,12 +177,23 @@ func (a *Allocator) Allocate(ctx context.Context, p Pool, want netip.Addr, kind 
 		addr, err = r.addr, r.err
 	}
 	if err == nil && kind == KindTask {
-		// Passed over until a listing of the containers judges it (see
-		// heldAddrs): Consul may lose it before any sweep sees its
-		// container.
-		a.held.handOut(p, addr, al.At)
+		a.handedOut(p, addr, al.At)
 	}
 	return addr, err
+}
+
+// handedOut notes that task address addr of p was handed out at at: it
+// is passed over until a listing of the containers judges it (see
+// heldAddrs), Consul may lose it before any sweep sees its container; and
+// it is no longer one this node freed lately. Freed lately, an address a
+// listed container holds is taken for one whose container stopped since
+// (see Allocate, heldFree): asked for again, or lost by Consul, once its
+// new container is listed, it would be handed to a second container.
+func (a *Allocator) handedOut(p Pool, addr netip.Addr, at time.Time) {
+	a.held.handOut(p, addr, at)
+	if a.freed.unfree(p, addr) {
+		a.saveFreed()
+	}
 }
 
 // Release frees addr if this node holds it; releasing a free address

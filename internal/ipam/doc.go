@@ -38,8 +38,10 @@
 //     into shared writes; Release frees only this node's addresses. What
 //     it freed lately it remembers (freed.go; across restarts in a file of
 //     the agent's state directory, freedfile.go), and hands out again only
-//     when nothing else is free: a release names no container, so a late
-//     or repeated one must find its address free. Nor does it (or its
+//     when nothing else is free, or asked for (then forgotten: its release
+//     speaks no more for the container that holds it now): a release
+//     names no container, so a late or repeated one must find its address
+//     free. Nor does it (or its
 //     keeper) ever hand out an address the node's containers held at the
 //     last sweep (held.go), nor one it handed out since and Docker has
 //     not released (until a listing of the containers shows what became

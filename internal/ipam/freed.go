@@ -65,6 +65,23 @@ func (f *freedAddrs) recent(p Pool, now time.Time) map[netip.Addr]time.Time {
 	return maps.Clone(f.at[p.ID()])
 }
 
+// unfree forgets that a, of p, was freed, and says whether it was freed
+// lately: handed out again, its release speaks no more for the container
+// that holds it now (see Allocator.handedOut).
+func (f *freedAddrs) unfree(p Pool, a netip.Addr) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	m := f.at[p.ID()]
+	if _, ok := m[a]; !ok {
+		return false
+	}
+	delete(m, a)
+	if len(m) == 0 {
+		delete(f.at, p.ID())
+	}
+	return true
+}
+
 // lately says whether a, of p, was freed within reuseAfter of now,
 // without copying recent's map.
 func (f *freedAddrs) lately(p Pool, a netip.Addr, now time.Time) bool {
