@@ -41,17 +41,22 @@
 //     when nothing else is free, or asked for (then forgotten: its release
 //     speaks no more for the container that holds it now): a release
 //     names no container, so a late or repeated one must find its address
-//     free. Nor does it (or its
-//     keeper) ever hand out an address the node's containers held at the
-//     last sweep (held.go), nor one it handed out since and Docker has
-//     not released (until a listing of the containers shows what became
-//     of it; after an agent's restart, its task addresses Consul
-//     records in any block, read as the reclaimer starts, before its
-//     first listing), nor hand out on request an address a local container
-//     holds, all of which Consul shows free only when it lost a
-//     running container's address: passed over, logged and counted, and
-//     recorded again at once by the reclaimer if a fresh listing of the
-//     containers still shows it held (else by the sweep). A node's shim
+//     free. Nor does it (or its keeper) ever hand out an address the
+//     node's containers held at the last sweep (held.go), nor one it
+//     handed out since and Docker has not released (until a listing of
+//     the containers shows what became of it; after an agent's restart,
+//     its task addresses Consul records in any block, read as the
+//     reclaimer starts, before its first listing), nor hand out on
+//     request an address a local container holds, all of which Consul
+//     shows free only when it lost a running container's address: passed
+//     over, logged and counted, and recorded again at once by the
+//     reclaimer if a fresh listing of the containers still shows it held
+//     (else by the sweep). One window is left: an address Consul loses
+//     before a restarted agent has read its handouts, while the start an
+//     earlier agent answered with it is under way, is known to no part of
+//     the node (no record, and no listing shows a start's address), so
+//     the node itself may hand it out again; only the sweep catches it,
+//     listing the container once its start is done. A node's shim
 //     address is found, or allocated, one call at a time per pool: the
 //     node has one per pool.
 //   - keeper (spares.go), with its own lock, keeps a few addresses of the
@@ -67,7 +72,17 @@
 //     allocations find it: recordLost), and on the swarm leader reclaims
 //     departed nodes' addresses and those allocated to no node, once
 //     every node that may hold one has reported it does not (nodeless.go):
-//     the only path that frees another node's addresses.
+//     the only path that frees another node's addresses. A lost address
+//     no allocation of the node meets (in a block it does not allocate
+//     from: another node's, when its own have room) is recorded again
+//     only by the sweep, up to two periods later, in which another node
+//     allocating there may take it. No block watch shortens that: the
+//     node watches no block, a blocking read of a pool's blocks wakes
+//     every node at every allocation anywhere, one per block its
+//     containers' addresses are in wakes it at every write of those,
+//     other nodes' busy blocks included; and the second sighting spares
+//     the leak a first one makes when the container is being removed
+//     (still listed a moment after its release, which freed nothing).
 //   - Plugin (plugin.go) speaks Docker's protocol on a private socket;
 //     Gate (gate.go) serves it from the agent's start, answering dockerd's
 //     activation at once and holding pool and address requests until the
