@@ -99,9 +99,8 @@
 //
 // Unit tests run on kvtest's in-memory KV; a seeded model test
 // (model_test.go) drives several simulated nodes through crashes, long
-// and failed container starts, stray releases, races and departures
-// (and, with UNDERLAY_IPAM_MODEL_LOSE=1, Consul losing running
-// containers' addresses), hunting duplicates.
+// and failed container starts, stray releases, races, departures and
+// Consul losing running containers' addresses, hunting duplicates.
 //
 // It imports netspec, kvstore and backoff. Its I/O edges: Consul KV behind
 // KV (consul.KV), the local containers behind Held and the swarm behind
