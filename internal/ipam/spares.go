@@ -819,8 +819,12 @@ func (k *keeper) watchPressure(ctx context.Context, p Pool, out chan<- spareEven
 			// created only while p's spec gives p (see specCheck): a
 			// watch of a pool read before `network rm` would leave it
 			// under the deleted tree.
-			check, err := specChecks(ctx, k.kv, p)
+			// Bounded, the spec's read and the write: a Consul agent that
+			// never answers held the watch for good.
+			wctx, cancel := kvstore.WriteContext(ctx, 0)
+			check, err := specChecks(wctx, k.kv, p)
 			if err != nil {
+				cancel()
 				k.suspend(p.ID())
 				if notServed(err) {
 					// Checked once: a verifying sync drops the spares
@@ -837,8 +841,6 @@ func (k *keeper) watchPressure(ctx context.Context, p Pool, out chan<- spareEven
 				continue
 			}
 			refused = false
-			// Bounded: a Consul agent that never answers held the watch for good.
-			wctx, cancel := kvstore.WriteContext(ctx, 0)
 			k.kv.Txn(wctx, append([]kvstore.Op{{Verb: kvstore.CAS, Key: key, Value: []byte("{}")}}, check...))
 			cancel()
 		}
