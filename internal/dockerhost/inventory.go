@@ -11,6 +11,7 @@ import (
 	"github.com/docker/docker/api/types/container"
 	"github.com/docker/docker/api/types/events"
 	"github.com/docker/docker/api/types/filters"
+	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 	"github.com/docker/docker/pkg/stringid"
 
@@ -309,14 +310,16 @@ type listedStart struct {
 }
 
 // starts inspects, at once, the listed containers that are created or
-// restarting, or have a connect pending (see connects), on a network of
-// their own, and returns those that may be starting (see startOf). A
+// restarting, or have a connect pending (see connects), on an underlay
+// network (see underlayOnly), and returns those that may be starting (see
+// startOf), with those networks. A
 // pending connect is forgotten once its container is gone, running, or
 // its start over.
 func (s *Source) starts(ctx context.Context, list []container.Summary) []listedStart {
 	var wg sync.WaitGroup
 	found := make([]*listedStart, len(list))
 	listed := map[string]bool{}
+	byName := map[string]string{}
 	for i, c := range list {
 		listed[c.ID] = true
 		pending := s.connected.has(c.ID)
@@ -325,6 +328,9 @@ func (s *Source) starts(ctx context.Context, list []container.Summary) []listedS
 			if pending {
 				s.connected.forget(c.ID) // running
 			}
+			continue
+		}
+		if networks = s.underlayOnly(ctx, c, networks, byName); networks == nil {
 			continue
 		}
 		wg.Add(1)
@@ -372,6 +378,49 @@ func startNetworks(c container.Summary, pending bool) []string {
 		}
 	}
 	return out
+}
+
+// underlayOnly keeps, of the networks a listed container may be starting
+// on, those where its start may allocate an underlay address: macvlan and
+// ipvlan networks, and those whose driver cannot be read (as endpoints
+// does). Only a start on those can hold an address a pool records; the
+// inspect of every container left created on a user bridge network, at
+// every sweep, forever, was the sweep's main cost. byName holds, for one
+// sweep, the drivers of the networks the listing names without their ID
+// (a created container's, on some dockerd versions): between sweeps a
+// name may go to another network.
+func (s *Source) underlayOnly(ctx context.Context, c container.Summary, networks []string, byName map[string]string) []string {
+	var out []string
+	for _, name := range networks {
+		var driver string
+		if ep := c.NetworkSettings.Networks[name]; ep != nil && ep.NetworkID != "" {
+			driver, _ = s.driver(ctx, ep.NetworkID) // "": gone, or unreadable
+		} else if d, ok := byName[name]; ok {
+			driver = d
+		} else {
+			driver = s.driverByName(ctx, name)
+			byName[name] = driver
+		}
+		if driver == "" || driver == "macvlan" || driver == "ipvlan" {
+			out = append(out, name)
+		}
+	}
+	return out
+}
+
+// driverByName reads the driver of the network named name, and keeps it
+// by the network's ID; "" when it cannot be read.
+func (s *Source) driverByName(ctx context.Context, name string) string {
+	ctx, cancel := context.WithTimeout(ctx, s.callWait)
+	defer cancel()
+	n, err := s.api.NetworkInspect(ctx, name, network.InspectOptions{})
+	if err != nil {
+		return ""
+	}
+	s.mu.Lock()
+	s.drivers[n.ID] = n.Driver
+	s.mu.Unlock()
+	return n.Driver
 }
 
 // startOf judges a listed container that may be starting from its inspect

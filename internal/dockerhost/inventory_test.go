@@ -3,9 +3,11 @@ package dockerhost
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -273,5 +275,102 @@ func TestRegistrationCallsDoNotWaitForGood(t *testing.T) {
 		{"Inspect", "deadline exceeded", func() error { _, err := src.Inspect(context.Background(), "c1"); return err }},
 	} {
 		testdocker.GivesUp(t, c.name, c.want, c.call)
+	}
+}
+
+// countingDockerd is a fake dockerd serving list at /containers/json,
+// every container's inspect as created and never started, and the
+// networks of inspect (by ID or name) at /networks/X; it counts the
+// requests of each kind.
+func countingDockerd(t testing.TB, list []container.Summary, inspect map[string]network.Inspect) (*client.Client, *dockerCalls) {
+	t.Helper()
+	calls := &dockerCalls{}
+	api := testdocker.New(t).Serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		netID, isNet := strings.CutPrefix(r.URL.Path, "/v1.41/networks/")
+		switch {
+		case r.URL.Path == "/v1.41/containers/json":
+			calls.lists.Add(1)
+			json.NewEncoder(w).Encode(list)
+		case isNet:
+			calls.networks.Add(1)
+			if n, ok := inspect[netID]; ok {
+				json.NewEncoder(w).Encode(n)
+				return
+			}
+			http.Error(w, `{"message":"no such network"}`, http.StatusNotFound)
+		case strings.HasPrefix(r.URL.Path, "/v1.41/containers/"):
+			calls.containers.Add(1)
+			id := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v1.41/containers/"), "/json")
+			json.NewEncoder(w).Encode(container.InspectResponse{ContainerJSONBase: &container.ContainerJSONBase{
+				ID: id, State: &container.State{Status: container.StateCreated}}})
+		default:
+			http.Error(w, `{"message":"not faked"}`, http.StatusNotFound)
+		}
+	}))
+	return api, calls
+}
+
+// dockerCalls counts a countingDockerd's requests.
+type dockerCalls struct {
+	lists, containers, networks atomic.Int32
+}
+
+// createdOn lists n containers created and never started (docker create,
+// or a start that failed), each on the networks named (by name → ID; an
+// empty ID as dockerd lists a created container's endpoint on some
+// versions), the ID prefixed with prefix.
+func createdOn(prefix string, n int, nets map[string]string) []container.Summary {
+	var out []container.Summary
+	for i := range n {
+		c := container.Summary{ID: fmt.Sprintf("%s%d", prefix, i), State: container.StateCreated, Created: 1700000000,
+			NetworkSettings: &container.NetworkSettingsSummary{Networks: map[string]*network.EndpointSettings{}}}
+		for name, id := range nets {
+			c.NetworkSettings.Networks[name] = &network.EndpointSettings{NetworkID: id}
+		}
+		out = append(out, c)
+	}
+	return out
+}
+
+// TestHeldAddressesInspectOnlyStartsThatMatter: every leak sweep
+// inspected every created container on any network but the engine's
+// own, to see whether its start was under way, user bridge networks
+// included: containers created and never started were inspected again
+// at every sweep, forever, though only a start on a macvlan or ipvlan
+// network can hold back the reclaim of an underlay address. Those on
+// other networks are no longer inspected; a network's driver is read
+// once (by ID), or once a sweep when the listing names the network
+// only. Those on an underlay network, or on one whose driver cannot be
+// read, still are.
+func TestHeldAddressesInspectOnlyStartsThatMatter(t *testing.T) {
+	var list []container.Summary
+	list = append(list, createdOn("br", 50, map[string]string{"br": "id-br"})...)
+	list = append(list, createdOn("noid", 20, map[string]string{"br2": ""})...)
+	list = append(list, createdOn("mv", 3, map[string]string{"mv": "id-mv", "br": "id-br"})...)
+	list = append(list, createdOn("gone", 1, map[string]string{"gone": "id-gone"})...)
+	api, calls := countingDockerd(t, list, map[string]network.Inspect{
+		"id-br": {ID: "id-br", Name: "br", Driver: "bridge"},
+		"br2":   {ID: "id-br2", Name: "br2", Driver: "bridge"},
+		"id-mv": {ID: "id-mv", Name: "mv", Driver: "macvlan"},
+	})
+	src := NewSource(api)
+	for sweep := 1; sweep <= 2; sweep++ {
+		local, err := src.HeldAddresses(context.Background())
+		if err != nil {
+			t.Fatalf("sweep %d: %v", sweep, err)
+		}
+		// Inspected and answered: not starting.
+		if len(local.Starts) != 0 {
+			t.Errorf("sweep %d: starts %v, want none", sweep, local.Starts)
+		}
+	}
+	// 3 on mv and 1 on a network gone (its driver unknown), each sweep.
+	if got, want := calls.containers.Load(), int32(2*4); got != want {
+		t.Errorf("container inspects over two sweeps = %d, want %d", got, want)
+	}
+	// id-br and id-mv once; br2 by name and id-gone at each sweep.
+	if got, want := calls.networks.Load(), int32(2+2*2); got != want {
+		t.Errorf("network inspects over two sweeps = %d, want %d", got, want)
 	}
 }
