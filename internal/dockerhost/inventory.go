@@ -319,7 +319,7 @@ func (s *Source) starts(ctx context.Context, list []container.Summary) []listedS
 	var wg sync.WaitGroup
 	found := make([]*listedStart, len(list))
 	listed := map[string]bool{}
-	byName := map[string]string{}
+	read1 := map[string]string{} // network → driver, read this sweep
 	for i, c := range list {
 		listed[c.ID] = true
 		pending := s.connected.has(c.ID)
@@ -330,7 +330,7 @@ func (s *Source) starts(ctx context.Context, list []container.Summary) []listedS
 			}
 			continue
 		}
-		if networks = s.underlayOnly(ctx, c, networks, byName); networks == nil {
+		if networks = s.underlayOnly(ctx, c, networks, read1); networks == nil {
 			continue
 		}
 		wg.Add(1)
@@ -385,21 +385,26 @@ func startNetworks(c container.Summary, pending bool) []string {
 // ipvlan networks, and those whose driver cannot be read (as endpoints
 // does). Only a start on those can hold an address a pool records; the
 // inspect of every container left created on a user bridge network, at
-// every sweep, forever, was the sweep's main cost. byName holds, for one
-// sweep, the drivers of the networks the listing names without their ID
-// (a created container's, on some dockerd versions): between sweeps a
-// name may go to another network.
-func (s *Source) underlayOnly(ctx context.Context, c container.Summary, networks []string, byName map[string]string) []string {
+// every sweep, forever, was the sweep's main cost. read1 holds the
+// drivers read in one sweep, by network ID, or by name for the networks
+// the listing names without their ID (a created container's, on some
+// dockerd versions), which are read again at the next sweep: a name may
+// go to another network meanwhile. Each network is so read at most once a
+// sweep, one that fails or never answers too.
+func (s *Source) underlayOnly(ctx context.Context, c container.Summary, networks []string, read1 map[string]string) []string {
 	var out []string
 	for _, name := range networks {
-		var driver string
+		key, read := "name "+name, func() string { return s.driverByName(ctx, name) }
 		if ep := c.NetworkSettings.Networks[name]; ep != nil && ep.NetworkID != "" {
-			driver, _ = s.driver(ctx, ep.NetworkID) // "": gone, or unreadable
-		} else if d, ok := byName[name]; ok {
-			driver = d
-		} else {
-			driver = s.driverByName(ctx, name)
-			byName[name] = driver
+			key, read = ep.NetworkID, func() string {
+				d, _ := s.driver(ctx, ep.NetworkID) // "": gone, or unreadable
+				return d
+			}
+		}
+		driver, ok := read1[key]
+		if !ok {
+			driver = read()
+			read1[key] = driver
 		}
 		if driver == "" || driver == "macvlan" || driver == "ipvlan" {
 			out = append(out, name)

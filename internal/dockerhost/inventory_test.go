@@ -280,8 +280,8 @@ func TestRegistrationCallsDoNotWaitForGood(t *testing.T) {
 
 // countingDockerd is a fake dockerd serving list at /containers/json,
 // every container's inspect as created and never started, and the
-// networks of inspect (by ID or name) at /networks/X; it counts the
-// requests of each kind.
+// networks of inspect (by ID or name) at /networks/X, failing (500)
+// those without an ID; it counts the requests of each kind.
 func countingDockerd(t testing.TB, list []container.Summary, inspect map[string]network.Inspect) (*client.Client, *dockerCalls) {
 	t.Helper()
 	calls := &dockerCalls{}
@@ -294,7 +294,10 @@ func countingDockerd(t testing.TB, list []container.Summary, inspect map[string]
 			json.NewEncoder(w).Encode(list)
 		case isNet:
 			calls.networks.Add(1)
-			if n, ok := inspect[netID]; ok {
+			if n, ok := inspect[netID]; ok && n.ID == "" {
+				http.Error(w, `{"message":"plugin not found"}`, http.StatusInternalServerError)
+				return
+			} else if ok {
 				json.NewEncoder(w).Encode(n)
 				return
 			}
@@ -349,10 +352,12 @@ func TestHeldAddressesInspectOnlyStartsThatMatter(t *testing.T) {
 	list = append(list, createdOn("noid", 20, map[string]string{"br2": ""})...)
 	list = append(list, createdOn("mv", 3, map[string]string{"mv": "id-mv", "br": "id-br"})...)
 	list = append(list, createdOn("gone", 1, map[string]string{"gone": "id-gone"})...)
+	list = append(list, createdOn("broken", 5, map[string]string{"broken": "id-broken"})...)
 	api, calls := countingDockerd(t, list, map[string]network.Inspect{
-		"id-br": {ID: "id-br", Name: "br", Driver: "bridge"},
-		"br2":   {ID: "id-br2", Name: "br2", Driver: "bridge"},
-		"id-mv": {ID: "id-mv", Name: "mv", Driver: "macvlan"},
+		"id-br":     {ID: "id-br", Name: "br", Driver: "bridge"},
+		"br2":       {ID: "id-br2", Name: "br2", Driver: "bridge"},
+		"id-mv":     {ID: "id-mv", Name: "mv", Driver: "macvlan"},
+		"id-broken": {},
 	})
 	src := NewSource(api)
 	for sweep := 1; sweep <= 2; sweep++ {
@@ -365,12 +370,14 @@ func TestHeldAddressesInspectOnlyStartsThatMatter(t *testing.T) {
 			t.Errorf("sweep %d: starts %v, want none", sweep, local.Starts)
 		}
 	}
-	// 3 on mv and 1 on a network gone (its driver unknown), each sweep.
-	if got, want := calls.containers.Load(), int32(2*4); got != want {
+	// 3 on mv, 1 on a network gone and 5 on one that cannot be read
+	// (their driver unknown), each sweep.
+	if got, want := calls.containers.Load(), int32(2*9); got != want {
 		t.Errorf("container inspects over two sweeps = %d, want %d", got, want)
 	}
-	// id-br and id-mv once; br2 by name and id-gone at each sweep.
-	if got, want := calls.networks.Load(), int32(2+2*2); got != want {
+	// id-br and id-mv once; br2 by name, id-gone and id-broken once a
+	// sweep.
+	if got, want := calls.networks.Load(), int32(2+2*3); got != want {
 		t.Errorf("network inspects over two sweeps = %d, want %d", got, want)
 	}
 }
