@@ -169,7 +169,7 @@ func eventFilter() filters.Args {
 // (dropping those it refuses), until ctx ends or the stream fails; the
 // error channel then says why.
 func Subscribe[E any](ctx context.Context, api *client.Client, f filters.Args, buffer int, convert func(events.Message) (E, bool)) (<-chan E, <-chan error) {
-	msgs, errs := api.Events(ctx, events.ListOptions{Filters: f})
+	msgs, errs := negotiatedEvents(ctx, api, events.ListOptions{Filters: f})
 	out := make(chan E, buffer)
 	outErr := make(chan error, 1)
 	go func() {
@@ -195,6 +195,20 @@ func Subscribe[E any](ctx context.Context, api *client.Client, f filters.Args, b
 		}
 	}()
 	return out, outErr
+}
+
+// negotiatedEvents is api.Events once the client's API version is
+// negotiated. Docker's client reads the version to build an events
+// request without negotiating it, while another goroutine's first request
+// negotiates and writes it: a data race, at each agent start (the IPAM
+// reclaimer's first listing and the connect watch's subscription go out
+// together). A versioned request first (/version) negotiates under the
+// client's lock; once negotiated the version is not written again. Its
+// failure is left to the subscription to report: with dockerd out of
+// reach that fails too.
+func negotiatedEvents(ctx context.Context, api *client.Client, opts events.ListOptions) (<-chan events.Message, <-chan error) {
+	api.ServerVersion(ctx)
+	return api.Events(ctx, opts)
 }
 
 func toEvent(m events.Message) (register.Event, bool) {

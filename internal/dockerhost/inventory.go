@@ -140,7 +140,7 @@ func (s *Source) follow(ctx context.Context, subscribed func(), handle func(even
 	f := followFilter()
 	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 	for ctx.Err() == nil {
-		msgs, errs := s.api.Events(ctx, events.ListOptions{Filters: f})
+		msgs, errs := negotiatedEvents(ctx, s.api, events.ListOptions{Filters: f})
 		subscribed()
 	stream:
 		for {
