@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"unicode"
 
 	"github.com/underlay/underlay/internal/termtext"
 )
@@ -405,16 +404,27 @@ func comparePorts(a, b Port) int {
 }
 
 // unusableName says why a name fails usableName.
-const unusableName = "not usable as a Consul service name: Consul's HTTP API could not look it up (a control character, or a path segment Go's HTTP server rewrites: '.', '..' or an empty one)"
+const unusableName = "not usable as a Consul service name: Consul's HTTP API could not look it up, or it would read as another name (a control character; a bidi override, a zero-width or other invisible character, a line separator; or a path segment Go's HTTP server rewrites: '.', '..' or an empty one)"
 
 // usableName says Consul's HTTP API can look a service up by name, in a
-// path such as /v1/health/service/NAME: Go's HTTP server redirects a path
-// with a ".", ".." or empty segment to another, and a control character
-// makes the request invalid. A '/' between segments is fine: Consul takes
-// the rest of the path as the name.
+// path such as /v1/health/service/NAME, and that it reads as what it is:
+// Go's HTTP server redirects a path with a ".", ".." or empty segment to
+// another, a control character makes the request invalid, and one that is
+// not graphic (readable reports why) makes it read as another name. A '/'
+// between segments is fine: Consul takes the rest of the path as the name.
 func usableName(name string) bool {
-	return path.Clean("/"+name) == "/"+name && !strings.ContainsFunc(name, unicode.IsControl)
+	return path.Clean("/"+name) == "/"+name && readable(name)
 }
+
+// readable says s is valid UTF-8 and its every character graphic, spaces
+// included, as termtext.Graphic: no control character, and none of those
+// that make text read as other text in a terminal, a log or Consul's UI
+// (bidi overrides and isolates, U+202A–U+202E and U+2066–U+2069, which
+// turn "admin\u202etxt.exe" into "adminexe.txt"; zero-width and other
+// format characters; line and paragraph separators; private-use and
+// unassigned code points, which show as anything). Not UTF-8, it would
+// not reach Consul as it is: JSON replaces such bytes.
+func readable(s string) bool { return termtext.Graphic(s) }
 
 // CheckName says why name is not taken as a service's name (from
 // SERVICE_NAME or SERVICE_<port>_NAME), or nil when it is.
@@ -466,7 +476,7 @@ func serviceID(c Container, p Policy, t target, attrs map[string]setting, fromPo
 		id = ""
 	}
 	if id != "" && !usableID(id) {
-		warn(attrs["id"].source, id, "not usable as a Consul service ID: Consul's HTTP API could not name it to deregister it (a '/', a control character, or '.' or '..' alone), and the entry would stay after the container; the default ID is used")
+		warn(attrs["id"].source, id, "not usable as a Consul service ID: Consul's HTTP API could not name it to deregister it, and the entry would stay after the container, or it would read as another ID (a '/', '.' or '..' alone, a control character, a bidi override, a zero-width or other invisible character, a line separator); the default ID is used")
 		id = ""
 	}
 	if prefix := p.Node + ":"; id != "" && strings.HasPrefix(id, prefix) {
@@ -503,13 +513,13 @@ const (
 
 // usableID says Consul's HTTP API can name id in a path, as deregistration
 // and check updates do: Go's HTTP server cleans "." and ".." segments out
-// of a path, a control character makes the request invalid, and the
-// request line has a bounded length.
+// of a path, a control character makes the request invalid, the request
+// line has a bounded length, and an ID must read as what it is (readable).
 func usableID(id string) bool {
 	if id == "." || id == ".." || strings.Contains(id, "/") || len(id) > maxServiceID {
 		return false
 	}
-	return !strings.ContainsFunc(id, unicode.IsControl)
+	return readable(id)
 }
 
 // maxTags is how many tags a service gets at most: the agent's --tags,
@@ -537,7 +547,14 @@ func serviceTags(policy []string, s setting, warn func(key, value, problem strin
 		add(t, false)
 	}
 	for t := range strings.SplitSeq(s.value, ",") {
-		if t = strings.TrimSpace(t); t != "" {
+		t = strings.TrimSpace(t)
+		if t != "" && !readable(t) {
+			// Consul takes it, but its CLI prints tags as they are, and
+			// it would read as another tag or rewrite the terminal.
+			warn(s.source, s.value, fmt.Sprintf("tag %s left out: a control character, a bidi override, a zero-width or other invisible character, or a line separator would make it read as another tag", termtext.QuoteShort(t, maxWarningValue)))
+			continue
+		}
+		if t != "" {
 			add(t, true)
 		}
 	}

@@ -2149,3 +2149,52 @@ func TestCheckName(t *testing.T) {
 		}
 	}
 }
+
+// TestDesiredNamesThatReadAsOthers: a service name or ID from a label
+// was refused for a control character only, so a bidi override
+// ("admin\u202e..."), an isolate, a line separator or a zero-width
+// character went to Consul as it was, where it reads in a terminal or a
+// log as another name than it holds. Such names and IDs are refused as
+// control characters are, the value quoted in the warning; a tag holding
+// one is left out (the rest kept), as Consul's CLI prints tags as they are.
+func TestDesiredNamesThatReadAsOthers(t *testing.T) {
+	for _, bad := range []string{
+		"admin\u202etxt.exe", // right-to-left override
+		"web\u2066x\u2069",   // isolates
+		"web\u2028api",       // line separator
+		"web\u2029api",       // paragraph separator
+		"we\u200bb",          // zero-width space (Cf)
+		"\ufeffweb",          // byte order mark (Cf)
+		"web\xff",            // not UTF-8
+	} {
+		t.Run(fmt.Sprintf("%q", bad), func(t *testing.T) {
+			c := macvlanContainer(labels("SERVICE_NAME", bad, "SERVICE_ID", bad, "SERVICE_TAGS", "a,"+bad+",b"))
+			got, warnings := Desired(c, testPolicy())
+			if len(got) != 1 {
+				t.Fatalf("%d services, want 1", len(got))
+			}
+			if got[0].Name == bad || got[0].ID == bad {
+				t.Errorf("registered as name %q, ID %q: want neither %q", got[0].Name, got[0].ID, bad)
+			}
+			if diff := cmp.Diff([]string{"a", "b"}, got[0].Tags); diff != "" {
+				t.Errorf("tags mismatch (-want +got):\n%s", diff)
+			}
+			checkWarnings(t, c.Name, warnings, []wantWarning{
+				{Key: "SERVICE_NAME", Value: bad, Problem: "not usable as a Consul service name"},
+				{Key: "SERVICE_ID", Value: bad, Problem: "not usable as a Consul service ID"},
+				{Key: "SERVICE_TAGS", Value: "a," + bad + ",b", Problem: fmt.Sprintf("tag %q left out", bad)},
+			})
+			if err := CheckName(bad); err == nil {
+				t.Errorf("CheckName(%q) = nil, want an error", bad)
+			}
+		})
+	}
+	// Spaces and letters of every script are fine.
+	for _, good := range []string{"web api", "café", "ウェブ"} {
+		c := macvlanContainer(labels("SERVICE_NAME", good, "SERVICE_ID", good, "SERVICE_TAGS", good))
+		got, warnings := Desired(c, testPolicy())
+		if len(got) != 1 || got[0].Name != good || got[0].ID != good || !slices.Contains(got[0].Tags, good) || len(warnings) != 0 {
+			t.Errorf("%q: got %+v, warnings %v: want it as name, ID and tag", good, got, warnings)
+		}
+	}
+}
