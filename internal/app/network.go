@@ -78,7 +78,7 @@ func (sf *specFlags) add(cmd *cobra.Command) {
 	fl.StringVar(&sf.driver, "driver", netspec.Macvlan, "macvlan or ipvlan")
 	fl.StringVar(&sf.ipvlanMode, "ipvlan-mode", "", "ipvlan mode: l2 (default) or l3 (the router must route each node's range to that node; per-node IPAM only)")
 	fl.StringVar(&sf.ipRange, "ip-range", "", "part of the subnet containers may use (default: all of it)")
-	fl.StringArrayVar(&sf.aux, "aux-address", nil, "NAME=IP never given to a container (repeatable)")
+	fl.StringArrayVar(&sf.aux, "aux-address", nil, "NAME=IP never given to a container (repeatable; at most 1024, NAME at most 64 bytes)")
 	fl.StringVar(&sf.ipam, "ipam", string(netspec.PerNode), "per-node (a range leased per node) or cluster (one pool for the swarm, served by underlay's IPAM driver)")
 	sf.perNodeSize = netspec.DefaultPerNodeSize
 	fl.Var((*decimalInt)(&sf.perNodeSize), "per-node-size", "addresses per node range (per-node IPAM), a power of two")

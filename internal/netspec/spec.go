@@ -11,6 +11,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // IPAMMode says who hands out container addresses.
@@ -335,11 +337,29 @@ func checkGateway(s Spec, bad func(string, ...any)) {
 	}
 }
 
+// MaxAuxName is the longest aux address name taken, in bytes, and MaxAux
+// the most aux addresses a network may have. Docker bounds neither, but
+// every aux address goes to docker on every node, and the spec to Consul
+// (512 KiB a value). Hand-written names are short (router, vrrp-backup;
+// a host name label has at most 63 bytes), and 1024 addresses are all of
+// a /22: a list that long is better an --ip-range that leaves them out.
+const (
+	MaxAuxName = 64
+	MaxAux     = 1024
+)
+
 func checkAux(s Spec, bad func(string, ...any)) {
 	seen := map[netip.Addr]string{}
-	for _, name := range slices.Sorted(maps.Keys(s.Aux)) {
+	names := slices.Sorted(maps.Keys(s.Aux))
+	if len(names) > MaxAux {
+		bad("%d aux addresses: a network may have at most %d (an --ip-range can leave a block of addresses out); the first %d by name are checked", len(names), MaxAux, MaxAux)
+		names = names[:MaxAux] // each may be a problem of its own
+	}
+	for _, name := range names {
 		ip := s.Aux[name]
 		switch {
+		case len(name) > MaxAuxName:
+			bad("aux address name %s: %d bytes, longer than the %d an aux address name may have", termtext.QuoteShort(name, MaxAuxName), len(name), MaxAuxName)
 		case !auxRE.MatchString(name) || strings.HasPrefix(name, reservedAuxPrefix):
 			bad("aux address name %q: want letters, digits, '_', '.' or '-', not starting with %q", name, reservedAuxPrefix)
 		case !s.Subnet.Contains(ip):

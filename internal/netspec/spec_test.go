@@ -412,3 +412,52 @@ func TestRange(t *testing.T) {
 		t.Errorf("Range() with ip range = %s, want %s", got, want)
 	}
 }
+
+// TestValidateAuxBounds: an aux address's name had no length limit and
+// a network no limit on their number short of Consul's 512 KiB value,
+// every one quoted whole in the errors and passed to docker on every
+// node. A name may have 64 bytes and a network 1024 aux addresses; beyond
+// them Validate says so, naming the value, in an error of bounded size.
+func TestValidateAuxBounds(t *testing.T) {
+	a := netip.MustParseAddr
+	wide := func(n int, name func(i int) string) Spec {
+		s := validSpec()
+		s.IPAM, s.PerNodeSize = Cluster, 0
+		s.Subnet, s.Gateway = netip.MustParsePrefix("10.0.0.0/16"), a("10.0.0.1")
+		s.Aux = map[string]netip.Addr{}
+		for i := range n {
+			s.Aux[name(i)] = netip.AddrFrom4([4]byte{10, 0, byte(4 + i/256), byte(i)})
+		}
+		return s
+	}
+	plain := func(i int) string { return fmt.Sprintf("host%d", i) }
+	if err := Validate(wide(MaxAux, plain), nil); err != nil {
+		t.Errorf("%d aux addresses: Validate() = %v, want nil", MaxAux, err)
+	}
+	if err := Validate(wide(1, func(int) string { return strings.Repeat("a", MaxAuxName) }), nil); err != nil {
+		t.Errorf("aux name of %d bytes: Validate() = %v, want nil", MaxAuxName, err)
+	}
+	for _, tc := range []struct {
+		name string
+		s    Spec
+		want string
+	}{
+		{"one too many", wide(MaxAux+1, plain), "1025 aux addresses: a network may have at most 1024"},
+		{"name one byte too long", wide(1, func(int) string { return strings.Repeat("a", MaxAuxName+1) }),
+			`aux address name "` + strings.Repeat("a", MaxAuxName)},
+		{"name of a megabyte", wide(1, func(int) string { return strings.Repeat("a", 1<<20) }),
+			"1048576 bytes, longer than the 64"},
+		{"many bad names", wide(100000, func(i int) string { return fmt.Sprintf("bad name %d", i) }),
+			"100000 aux addresses"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := Validate(tc.s, nil)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Validate() = %.300v, want an error containing %q", err, tc.want)
+			}
+			if n := len(err.Error()); n > 128<<10 {
+				t.Errorf("Validate()'s error has %d bytes, want at most 128 KiB", n)
+			}
+		})
+	}
+}
