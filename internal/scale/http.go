@@ -589,6 +589,12 @@ func (a *API) scaleNative(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusBadRequest, errorBody{Error: "malformed JSON body: " + err.Error() + ` (want {"direction": "up"|"down"} or {"replicas": N})`})
 		return
 	}
+	if b.Replicas == nil && b.Direction == "" {
+		if msg := noScaleField(body); msg != "" {
+			writeJSON(w, http.StatusBadRequest, errorBody{Error: msg})
+			return
+		}
+	}
 	var req Request
 	switch {
 	case b.Replicas != nil && b.Direction != "":
@@ -605,6 +611,28 @@ func (a *API) scaleNative(w http.ResponseWriter, r *http.Request) {
 		req.Direction = d
 	}
 	a.scale(w, r, req)
+}
+
+// noScaleField says what is wrong with a native scale body that decoded
+// to neither a direction nor replicas, which a null or a missing field
+// both decode to: answered as ParseDirection("") it would be an unknown
+// direction "", which the body never gave. It is "" for a direction
+// given as "", which ParseDirection names. body has decoded already.
+func noScaleField(body []byte) string {
+	var fields map[string]json.RawMessage
+	if err := json.Unmarshal(body, &fields); err != nil {
+		return ""
+	}
+	null := func(name string) bool { return bytes.Equal(bytes.TrimSpace(fields[name]), []byte("null")) }
+	switch {
+	case null("replicas"):
+		return `replicas is null: want a count of replicas, 0 or more (or give "direction": "up"|"down")`
+	case null("direction"):
+		return `direction is null: want "up" or "down" (or give "replicas": N)`
+	case fields["direction"] == nil:
+		return `no direction or replicas: want {"direction": "up"|"down"} or {"replicas": N}`
+	}
+	return ""
 }
 
 // decodeStrict decodes the JSON object b into v, refusing a field v does

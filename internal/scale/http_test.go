@@ -513,3 +513,37 @@ func TestNegativeReplicasNamed(t *testing.T) {
 		t.Errorf("replicas -1: %d %s, want 400 naming the count, not a direction", code, body)
 	}
 }
+
+// TestNullScaleFieldsNamed: {"replicas":null} decoded as no replicas and
+// was answered `unknown direction: ""`, a direction the body never gave;
+// so were {"direction":null} and {}. Each is a 400 that names what is
+// wrong, and nothing scales; a null beside the other field is as if
+// absent.
+func TestNullScaleFieldsNamed(t *testing.T) {
+	e := newAPIEnv(t, Config{}, svc("web", 2, "orbiter", "true", LabelMax, "10"))
+	const native = "/v1/underlay/services/web/scale"
+	for _, c := range []struct{ body, want string }{
+		{`{"replicas":null}`, "replicas is null"},
+		{`{"replicas": null }`, "replicas is null"},
+		{`{"direction":null}`, "direction is null"},
+		{`{"direction":null,"replicas":null}`, "replicas is null"},
+		{`{}`, "no direction or replicas"},
+	} {
+		code, body := e.do(t, "POST", native, testToken, c.body)
+		if code != 400 || !strings.Contains(body, c.want) || strings.Contains(body, "unknown direction") {
+			t.Errorf("%s: %d %s, want 400 saying %q", c.body, code, body, c.want)
+		}
+	}
+	if got := e.swarm.replicas("web"); got != 2 {
+		t.Fatalf("web has %d replicas after null bodies, want 2 (unchanged)", got)
+	}
+	if code, body := e.do(t, "POST", native, testToken, `{"direction":"up","replicas":null}`); code != 200 {
+		t.Errorf(`{"direction":"up","replicas":null}: %d %s, want 200`, code, body)
+	}
+	if code, body := e.do(t, "POST", native, testToken, `{"direction":null,"replicas":4}`); code != 200 {
+		t.Errorf(`{"direction":null,"replicas":4}: %d %s, want 200`, code, body)
+	}
+	if got := e.swarm.replicas("web"); got != 4 {
+		t.Errorf("web has %d replicas, want 4", got)
+	}
+}
