@@ -96,6 +96,9 @@ type Reclaimer struct {
 	Fresh   time.Duration
 	Log     *slog.Logger
 	Metrics *Metrics // optional
+	// wait bounds each sweep (see sweepContext); 0: sweepWait. Tests
+	// shorten it.
+	wait time.Duration
 
 	mu sync.Mutex // guards following fields
 	// unheld is when each of this node's addresses was first seen without
@@ -491,7 +494,7 @@ func (r *Reclaimer) recordLost(ctx context.Context) {
 	}
 	now, err := r.Held.HeldAddresses(ctx)
 	if err != nil {
-		if ctx.Err() == nil {
+		if !stopped(ctx) {
 			r.log().Warn("cannot list the local containers to record the addresses Consul lost under them; the sweep records them", "err", err)
 		}
 		return
@@ -628,11 +631,17 @@ func (r *Reclaimer) disownDeparted(ctx context.Context, p Pool, v view, gone map
 // earlier agents handed out and lists the local containers at once, and
 // again with growing delays until both are done (see start): until then,
 // the node's allocations know of none to pass over (see heldAddrs), and
-// its plugin is not served (see Listed).
+// its plugin is not served (see Listed). Each sweep, each attempt at the
+// start and each record of lost addresses is bounded (see sweepContext).
 func (r *Reclaimer) Run(ctx context.Context, period time.Duration) {
 	notes := r.Alloc.held.notes()
 	delays := backoff.Backoff{Min: 200 * time.Millisecond, Max: min(period, 10*time.Second)}
-	for !r.start(ctx) && ctx.Err() == nil {
+	started := func() bool {
+		sctx, cancel := r.sweepContext(ctx, period)
+		defer cancel()
+		return r.start(sctx)
+	}
+	for !started() && ctx.Err() == nil {
 		backoff.Sleep(ctx, delays.Next())
 	}
 	t := time.NewTicker(period)
@@ -642,14 +651,43 @@ func (r *Reclaimer) Run(ctx context.Context, period time.Duration) {
 		case <-ctx.Done():
 			return
 		case <-notes:
-			r.recordLost(ctx)
+			sctx, cancel := r.sweepContext(ctx, period)
+			r.recordLost(sctx)
+			cancel()
 			continue
 		case <-t.C:
 		}
-		if err := r.Sweep(ctx); err != nil && ctx.Err() == nil {
+		sctx, cancel := r.sweepContext(ctx, period)
+		err := r.Sweep(sctx)
+		cancel()
+		if err != nil && ctx.Err() == nil {
 			r.log().Warn("address reclaim sweep incomplete", "err", fmt.Errorf("sweep: %w", err))
 		}
 	}
+}
+
+// sweepWait is the least time one sweep may take before it is given up.
+// A sweep makes many calls, to Consul and to dockerd, one after the other
+// (each of dockerd's bounded, see dockerhost's callWait, and those through
+// the shared batch by commitTimeout): seconds, at most, in a large
+// cluster, as long as both answer. A Consul agent that accepted a call and
+// never answers held the reclaimer for good, no later sweep run. Given up
+// then, the sweep fails (logged) and the next one runs: what it did not
+// do, the next does.
+const sweepWait = time.Minute
+
+// sweepContext is ctx bounded for one sweep run every period: by
+// sweepWait (Reclaimer.wait in tests), or by period when longer, since the
+// next sweep is not due before then anyway and a slow one should not be
+// cut short for nothing. Not by period when shorter: a sweep that takes
+// longer than a short period only delays the next tick (the ticker drops
+// it), and cut short it might never be done.
+func (r *Reclaimer) sweepContext(ctx context.Context, period time.Duration) (context.Context, context.CancelFunc) {
+	d := r.wait
+	if d <= 0 {
+		d = sweepWait
+	}
+	return context.WithTimeout(ctx, max(d, period))
 }
 
 // Listed returns a channel closed once a listing of the local containers
@@ -687,7 +725,7 @@ func (r *Reclaimer) primeAll(ctx context.Context) bool {
 	}
 	l, err := r.Pools.Store.ReadListing(ctx)
 	if err != nil {
-		if ctx.Err() == nil {
+		if !stopped(ctx) {
 			r.log().Warn("cannot read the network specs, to pass over the addresses this node handed out before the agent started: the IPAM plugin serves no request until they are; retrying", "err", err)
 		}
 		return false
@@ -706,7 +744,7 @@ func (r *Reclaimer) primeAll(ctx context.Context) bool {
 			p.specIndex = l.SpecIndex(spec.Name)
 			if err := primeHandouts(ctx, r.Alloc.store, r.Alloc.held, p, r.Alloc.node, r.Alloc.gen, r.Alloc.now()); err != nil {
 				ok = false
-				if ctx.Err() == nil {
+				if !stopped(ctx) {
 					r.log().Warn("cannot read the addresses this node handed out before the agent started: the IPAM plugin serves no request until they are; retrying", "pool", p.ID(), "err", err)
 				}
 			}
@@ -722,7 +760,7 @@ func (r *Reclaimer) listHeld(ctx context.Context) bool {
 	begun := r.Alloc.now()
 	local, err := r.Held.HeldAddresses(ctx)
 	if err != nil {
-		if ctx.Err() == nil {
+		if !stopped(ctx) {
 			r.log().Warn("cannot list the local containers' addresses: the IPAM plugin serves no request until they are; retrying", "err", err)
 		}
 		return false
@@ -769,3 +807,7 @@ func (r *Reclaimer) dropDepartedReports(ctx context.Context, orphans map[string]
 		}
 	}
 }
+
+// stopped says whether ctx was cancelled (the agent stopping): a failure
+// then is not logged. One given up at its bound (see sweepContext) is.
+func stopped(ctx context.Context) bool { return errors.Is(ctx.Err(), context.Canceled) }
