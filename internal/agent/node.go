@@ -55,7 +55,7 @@ func (n *node) run(ctx context.Context) error {
 	kv := nodeKV(ckv, id)
 	store := netspec.NewStore(kv)
 	facts := &netagent.Facts{Store: store, ID: id, Node: n.name, Holder: netagent.Self(), Log: alog}
-	if err := claim(ctx, facts, alog, n.gate.Waiting); err != nil {
+	if err := claim(ctx, facts, alog, n.gate.Waiting, claimWait); err != nil {
 		if errors.Is(err, netspec.ErrNodeRemoved) {
 			return stopped(ctx, n.awaitNewID(ctx, id, err))
 		}
@@ -124,21 +124,35 @@ func (n *node) linkHost(log *slog.Logger) hostnet.Host {
 	return h
 }
 
+// claimWait bounds one claim of the node's identity: a Consul agent that
+// accepted a call of it and never answered held the agent's start for
+// good. A claim waits legitimately while the identity's holder may be
+// alive, until its facts are netagent.StaleAfter old (30 s), looking every
+// second, and makes a few calls besides: twice that leaves room for both.
+// One cut short (node rm's hold renewed all along, or a claim made behind
+// a slow Consul) is warned of and tried again, which loses nothing.
+const claimWait = 2 * netagent.StaleAfter
+
 // claim claims the node's identity, retrying with backoff until it is
-// claimed, another live agent holds it, or ctx ends. note is told of each
-// failure.
-func claim(ctx context.Context, facts *netagent.Facts, log *slog.Logger, note func(error)) error {
+// claimed, another live agent holds it, or ctx ends, each claim (and the
+// read before) given up after wait. note is told of each failure.
+func claim(ctx context.Context, facts *netagent.Facts, log *slog.Logger, note func(error), wait time.Duration) error {
 	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 15 * time.Second}
 	note(fmt.Errorf("claim of swarm node %s under way (another agent's record of it may be alive yet)", facts.ID))
 	// node rm holds the facts of a node it removes: the claim waits for
 	// it, and is then refused (netspec.ErrNodeRemoved), or lands if node
 	// rm was cut short and its hold went stale.
-	if cur, _, found, err := facts.Store.Facts(ctx, facts.ID); err == nil && found && cur.Holder.Instance == decommission.Remover {
+	rctx, cancel := context.WithTimeout(ctx, wait)
+	cur, _, found, err := facts.Store.Facts(rctx, facts.ID)
+	cancel()
+	if err == nil && found && cur.Holder.Instance == decommission.Remover {
 		log.Warn("`underlay node rm` is removing this node's records from Consul: once it is done this identity is refused (the node left the swarm for good); join the swarm again for a new identity, or stop this agent",
 			"node", facts.Node, "node_id", facts.ID, "since", cur.UpdatedAt)
 	}
 	for {
-		err := facts.Claim(ctx)
+		cctx, cancel := context.WithTimeout(ctx, wait)
+		err := facts.Claim(cctx)
+		cancel()
 		if err == nil {
 			break
 		}

@@ -9,10 +9,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/underlay/underlay/internal/consul"
 	"github.com/underlay/underlay/internal/decommission"
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netagent"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/testconsul"
 	"github.com/underlay/underlay/internal/testlog"
 )
 
@@ -31,7 +33,7 @@ func TestClaimSaysNodeRemIsRemovingTheNode(t *testing.T) {
 	recs := testlog.NewRecords(64)
 	facts := &netagent.Facts{Store: netspec.NewStore(kv), ID: "abc123", Node: "n1", Holder: netspec.Holder{Instance: "agent-1"}}
 	done := make(chan error, 1)
-	go func() { done <- claim(ctx, facts, slog.New(recs), func(error) {}) }()
+	go func() { done <- claim(ctx, facts, slog.New(recs), func(error) {}, claimWait) }()
 	r := recs.Await(t, 10*time.Second, func(r slog.Record) bool { return strings.Contains(r.Message, "node rm") })
 	if r.Level != slog.LevelWarn || testlog.Attr(r, "node_id") != "abc123" {
 		t.Errorf("record %q at %s, node_id %q; want a warning naming swarm node abc123", r.Message, r.Level, testlog.Attr(r, "node_id"))
@@ -59,7 +61,7 @@ func TestClaimRefusedForARemovedNode(t *testing.T) {
 	}
 	facts := &netagent.Facts{Store: st, ID: id, Node: "n1", Holder: netspec.Holder{Instance: "agent-1"}}
 	done := make(chan error, 1)
-	go func() { done <- claim(ctx, facts, slog.New(slog.DiscardHandler), func(error) {}) }()
+	go func() { done <- claim(ctx, facts, slog.New(slog.DiscardHandler), func(error) {}, claimWait) }()
 	select {
 	case err := <-done:
 		if !errors.Is(err, netspec.ErrNodeRemoved) {
@@ -70,5 +72,34 @@ func TestClaimRefusedForARemovedNode(t *testing.T) {
 	}
 	if _, ok, _ := kv.Get(ctx, netspec.NodesKVPrefix+id); ok {
 		t.Errorf("the removed node's facts were written")
+	}
+}
+
+// TestClaimGivesUpOnConsulThatDoesNotAnswer: the claim of the node's
+// identity ran under the agent's context with no deadline: a Consul agent
+// that accepted its read and never answered held the agent's start for
+// good, nothing logged but a claim under way, no claim tried again. Each
+// claim is now given up after its bound, with a deadline error naming the
+// read, and tried again.
+func TestClaimGivesUpOnConsulThatDoesNotAnswer(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	c, requests := testconsul.Counted(t)
+	facts := &netagent.Facts{Store: netspec.NewStore(consul.NewKV(c)), ID: "abc123", Node: "n1", Holder: netspec.Holder{Instance: "agent-1"}}
+	notes := make(chan error, 64)
+	done := make(chan error, 1)
+	go func() {
+		done <- claim(ctx, facts, slog.New(slog.DiscardHandler), func(err error) { notes <- err }, 2*time.Second)
+	}()
+	defer func() { cancel(); <-done }()
+	<-notes // the claim under way
+	testconsul.GivesUp(t, "the claim's read of the node's facts", "read facts of node abc123", func() error { return <-notes })
+	// Drain the requests made so far; one more is the claim tried again.
+	for len(requests) > 0 {
+		<-requests
+	}
+	select {
+	case <-requests:
+	case <-time.After(time.Minute):
+		t.Fatal("the claim was not tried again after its read that hung, after a minute")
 	}
 }
