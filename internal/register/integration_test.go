@@ -455,6 +455,12 @@ func TestIntegrationStartFromPreparedView(t *testing.T) {
 	na := testenv.MacvlanNetwork(t, h.docker, testenv.Network{Name: "a-" + h.id, Subnet: a4, IPv6Subnet: a6})
 	nb := testenv.MacvlanNetwork(t, h.docker, testenv.Network{Name: "b-" + h.id, Subnet: b4})
 	h.startAgent(nil)
+	// Subscribed: the agent resyncs once its event stream is open. A
+	// container created before that is not read at its create (a resync
+	// lists running containers), only at its start.
+	testenv.Eventually(t, 20*time.Second, func() (bool, string) {
+		return strings.Contains(h.logText(), "resync queued"), "agent not subscribed to Docker's events:\n" + h.logText()
+	})
 
 	specs := []testenv.Container{
 		{Name: h.id + "-plain", Networks: []string{na.Name}, Labels: h.labels(map[string]string{"SERVICE_NAME": "web"})},
