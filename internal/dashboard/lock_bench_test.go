@@ -43,23 +43,11 @@ func BenchmarkPublishLockHeld(b *testing.B) {
 				b.Fatal(err)
 			}
 			s.publish(snap)
-			defer runtime.SetMutexProfileFraction(runtime.SetMutexProfileFraction(1))
-			before := lockWait(b, "publish")
-			var stop atomic.Bool
-			var wg sync.WaitGroup
-			wg.Go(func() {
-				for !stop.Load() {
-					s.currentVersion()
-				}
-			})
-			for b.Loop() {
+			contended(b, s, "publish", func() {
 				snap.GeneratedAt = snap.GeneratedAt.Add(1)
 				snap.Control.Leading = !snap.Control.Leading // a change: published
 				s.publish(snap)
-			}
-			stop.Store(true)
-			wg.Wait()
-			b.ReportMetric((lockWait(b, "publish")-before)/float64(b.N), "publish-lock-wait-ns/op")
+			})
 			if body := s.Snapshot(); len(body) > MaxSnapshotBytes {
 				b.Fatalf("snapshot of %d bytes", len(body))
 			}
@@ -85,16 +73,7 @@ func BenchmarkSubscribeLockHeld(b *testing.B) {
 	for i := range EventBacklog {
 		s.events = append(s.events, Event{Seq: uint64(i + 1), Kind: EventTask, Node: "node1", Service: "svc", Message: msg})
 	}
-	defer runtime.SetMutexProfileFraction(runtime.SetMutexProfileFraction(1))
-	before := lockWait(b, "subscribe")
-	var stop atomic.Bool
-	var wg sync.WaitGroup
-	wg.Go(func() {
-		for !stop.Load() {
-			s.currentVersion()
-		}
-	})
-	for b.Loop() {
+	contended(b, s, "subscribe", func() {
 		s.mu.Lock()
 		s.backlog = nil // new events: their frame is made anew
 		s.mu.Unlock()
@@ -103,10 +82,29 @@ func BenchmarkSubscribeLockHeld(b *testing.B) {
 			b.Fatalf("%d first frames, want the snapshot and the events", len(first))
 		}
 		s.unsubscribe(sub)
+	})
+}
+
+// contended runs op once per iteration while another goroutine takes and
+// releases s's lock in a loop, as pages and streams do, and reports how
+// long that goroutine waited for s's method to release the lock, per op
+// (METHOD-lock-wait-ns/op, see lockWait).
+func contended(b *testing.B, s *Server, method string, op func()) {
+	defer runtime.SetMutexProfileFraction(runtime.SetMutexProfileFraction(1))
+	before := lockWait(b, method)
+	var stop atomic.Bool
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for !stop.Load() {
+			s.currentVersion()
+		}
+	})
+	for b.Loop() {
+		op()
 	}
 	stop.Store(true)
 	wg.Wait()
-	b.ReportMetric((lockWait(b, "subscribe")-before)/float64(b.N), "subscribe-lock-wait-ns/op")
+	b.ReportMetric((lockWait(b, method)-before)/float64(b.N), method+"-lock-wait-ns/op")
 }
 
 // lockWait is the time, in ns, the process's mutex profile says
