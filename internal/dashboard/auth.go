@@ -277,6 +277,17 @@ func sameOrigin(r *http.Request) error {
 	return nil
 }
 
+// crossSiteRead reports whether r is a read a page of another origin made
+// (a fetch, an EventSource, an image: Sec-Fetch-Site, or an Origin not
+// this host's). The browser keeps the answer from that page (no CORS),
+// but the server would still build it and send it, a whole snapshot, or
+// hold a stream open, at that page's pace, from the operator's own
+// address. A navigation (a link to the JSON followed, the address typed)
+// is the operator's own reading.
+func crossSiteRead(r *http.Request) bool {
+	return r.Header.Get("Sec-Fetch-Mode") != "navigate" && sameOrigin(r) != nil
+}
+
 // jsonBody refuses bodies that are not JSON: an HTML form of another site
 // cannot send application/json without a CORS preflight, which is never
 // allowed.

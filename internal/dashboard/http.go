@@ -49,12 +49,26 @@ func (s *Server) Mount(mux *http.ServeMux) {
 		mux.Handle("GET /ui/"+name, asset(name))
 	}
 	guess := func(h http.HandlerFunc) http.Handler { return limited(s.cfg.GuessLimit, h) }
-	mux.Handle("GET /ui/session", guess(s.session))
+	mux.Handle("GET /ui/session", sameSiteRead(guess(s.session)))
 	mux.Handle("POST /ui/login", limited(s.cfg.LoginLimit, guess(s.login).ServeHTTP))
 	mux.HandleFunc("POST /ui/logout", s.logout)
 	mux.Handle("POST /ui/scale/{service}", guess(s.scale))
-	mux.Handle("GET /v1/cluster", guess(s.snapshot))
-	mux.Handle("GET /v1/cluster/events", limited(s.cfg.StreamLimit, guess(s.stream).ServeHTTP))
+	mux.Handle("GET /v1/cluster", sameSiteRead(guess(s.snapshot)))
+	mux.Handle("GET /v1/cluster/events", sameSiteRead(limited(s.cfg.StreamLimit, guess(s.stream).ServeHTTP)))
+}
+
+// sameSiteRead answers 403 to a read another site's page made
+// (crossSiteRead) before h, its limits included, sees it: that page
+// cannot see the answer, but would have the server make it, and take the
+// operator's streams and budgets.
+func sameSiteRead(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if crossSiteRead(r) {
+			writeJSON(w, http.StatusForbidden, errorBody{errCrossSite.Error() + ": a page of another site may not read the cluster"})
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
 }
 
 // limited is h wrapped in limit, when there is one.
