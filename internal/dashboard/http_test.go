@@ -666,9 +666,13 @@ func TestIdleDashboard(t *testing.T) {
 		t.Errorf("desired %d after reading a stale snapshot, want the sources' 7", snap.Services[0].Desired)
 	}
 
-	// A page connecting after a quiet time gets what changed at once.
+	// A page connecting after a quiet time (longer than Refresh) gets
+	// what changed at once.
 	in.Services[0].Replicas = 9
 	ts.src.set(in)
+	clock.Lock()
+	clock.now = clock.now.Add(2 * time.Minute)
+	clock.Unlock()
 	req, _ := http.NewRequest(http.MethodGet, ts.http.URL+"/v1/cluster/events", nil)
 	resp, err := c.Do(req)
 	if err != nil {

@@ -85,7 +85,8 @@ type Config struct {
 	// IdleRefresh is the period of rebuilds while no page follows the
 	// events, which then ignore the sources' signals: an unwatched
 	// dashboard costs the cluster next to nothing (default 30s). A page
-	// connecting, or a read of the snapshot, rebuilds at once.
+	// connecting, or a read of the snapshot, rebuilds at once a snapshot
+	// older than Refresh.
 	IdleRefresh time.Duration
 	// Debounce lets a burst of changes settle before a rebuild (default
 	// 250ms).
@@ -784,8 +785,12 @@ func (s *Server) subscribe() (*subscriber, [][]byte) {
 	s.mu.Lock()
 	sub := &subscriber{ready: make(chan struct{}, 1)}
 	s.subs[sub] = struct{}{}
-	if len(s.subs) == 1 {
-		signal(s.kick) // the first page after a quiet time: catch up now
+	if len(s.subs) == 1 && s.cfg.Now().Sub(s.builtAt) > s.cfg.Refresh {
+		// The first page after a quiet time: catch up now. Not on a
+		// snapshot younger than Refresh, as a read of it does not: a
+		// client opening and closing streams in a loop would have every
+		// one read the whole cluster.
+		signal(s.kick)
 	}
 	var first [][]byte
 	if s.frame != nil {
