@@ -180,3 +180,18 @@ func TestScriptShowsOmittedChecks(t *testing.T) {
 		t.Errorf("card does not show the card's %s (t.%s)", "ChecksOmitted", name)
 	}
 }
+
+// TestScriptSetsNoClassFromData: a class is the page's own word, never a
+// value the cluster gave: a doctor result's status is whatever the agent
+// wrote in KV, and "fail warn" (a failure, by the counts, as every status
+// neither ok nor warn) styled the problem as a warning. Values become
+// classes through slug, or a choice among the page's own classes.
+func TestScriptSetsNoClassFromData(t *testing.T) {
+	js := appJS(t)
+	for _, m := range regexp.MustCompile(`class: *[a-z]+\.[a-z_]+ *[,}]`).FindAllString(js, -1) {
+		t.Errorf("app.js sets a class from data: %s", m)
+	}
+	if fn := scriptFunc(t, js, "problem"); !strings.Contains(fn, `p.status === 'warn' ? 'warn' : 'fail'`) {
+		t.Errorf("problem does not style a result as Build counts it (warn, else a failure):\n%s", fn)
+	}
+}

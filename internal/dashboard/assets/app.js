@@ -449,8 +449,10 @@
     return n ? h('li', { class: 'muted omitted', text: '… ' + n + ' more not listed (underlay doctor on the node lists them)' }) : null;
   }
 
+  // problem is a doctor result as Build counts it: a warning, else a
+  // failure (its status is whatever the agent wrote: never a class).
   function problem(p) {
-    return h('li', { class: p.status, dataset: { check: p.check } },
+    return h('li', { class: p.status === 'warn' ? 'warn' : 'fail', dataset: { check: p.check } },
       h('span', { class: 'check', text: p.check }), ' ', h('span', { text: p.message }),
       p.fix ? h('code', { class: 'fix', text: p.fix }) : null);
   }
