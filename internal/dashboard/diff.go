@@ -45,9 +45,11 @@ func Diff(old, cur *Snapshot) []Event {
 	return d.out
 }
 
-// MaxEventMessage bounds an event's message, in bytes: what it reports
-// comes from documents any agent may write, and the server keeps
-// EventBacklog events and sends them to every page that connects.
+// MaxEventMessage bounds an event's message, and each name it carries
+// (node, service, address), in bytes: what it reports comes from
+// documents any agent may write, and registrations in Consul's catalog,
+// and the server keeps EventBacklog events and sends them to every page
+// that connects.
 const MaxEventMessage = 1024
 
 type differ struct {
@@ -60,6 +62,7 @@ func (d *differ) add(e Event) {
 		e.Time = d.at
 	}
 	e.Message = cut(e.Message, MaxEventMessage)
+	e.Node, e.Service, e.IP = cut(e.Node, MaxEventMessage), cut(e.Service, MaxEventMessage), cut(e.IP, MaxEventMessage)
 	d.out = append(d.out, e)
 }
 

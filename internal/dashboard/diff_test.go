@@ -8,6 +8,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/underlay/underlay/internal/inventory"
+	"github.com/underlay/underlay/internal/register"
 	"github.com/underlay/underlay/internal/scale"
 )
 
@@ -191,5 +192,31 @@ func TestCutNotUTF8(t *testing.T) {
 	}
 	if got := cut("ab"+strings.Repeat("é", 10), 9); got != "abéé…" {
 		t.Errorf("cut on a character boundary: %q, want %q", got, "abéé…")
+	}
+}
+
+// TestDiffEventNamesBounded: an event names its node, service and address
+// apart from its message, as they came: a registration in Consul's
+// catalog (any agent's token may write one) with a service or node name
+// of hundreds of KB made each of its events as large, and the server keeps
+// EventBacklog events and sends them to every page that connects. Each
+// field is cut at MaxEventMessage, as the message is.
+func TestDiffEventNamesBounded(t *testing.T) {
+	long := strings.Repeat("n", 300<<10)
+	mk := func(is ...Instance) *Snapshot {
+		s := Build(Inputs{Now: t0, Nodes: []SwarmNode{{ID: "n1", Hostname: "node1"}}, Instances: is})
+		return &s
+	}
+	evs := Diff(mk(), mk(Instance{Node: long, ID: "x", Service: long, Address: "10.0.0.1", Port: 80,
+		Meta: map[string]string{register.MetaNode: long}}))
+	if len(evs) == 0 {
+		t.Fatal("no event of a new registration")
+	}
+	for _, e := range evs {
+		for name, f := range map[string]string{"node": e.Node, "service": e.Service, "ip": e.IP, "message": e.Message} {
+			if len(f) > MaxEventMessage {
+				t.Errorf("%s event: %s of %d bytes, want at most %d", e.Kind, name, len(f), MaxEventMessage)
+			}
+		}
 	}
 }
