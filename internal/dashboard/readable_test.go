@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"os/exec"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -158,6 +159,30 @@ func TestScriptSearchFindsNamesAsShown(t *testing.T) {
 			if !strings.Contains(got[i], want) {
 				t.Errorf("searchText of %q = %q: a search for %q finds nothing", s, got[i], want)
 			}
+		}
+	}
+}
+
+// TestScriptSetsTextReadable: every text the script sets itself
+// (textContent, besides h's) that may hold a name the cluster gave goes
+// through readable. The login dialog said why it asked ("Scaling " + the
+// service + " needs a token.") as it came: a service named with a bidi
+// override reordered the dialog's words. The texts left as they are hold
+// the page's own words and numbers only.
+func TestScriptSetsTextReadable(t *testing.T) {
+	own := map[string]bool{
+		"text":                  true, // setLive: the page's words, times and statuses
+		"age(el.dataset.since)": true,
+		"''":                    true,
+		"err.message":           true, // the browser's
+		"'Not on a node' + (unplacedOmitted ? ' (… ' + unplacedOmitted + ' more not shown)' : '')":  true,
+		"omitted ? '… ' + omitted + ' more services not shown (docker service ls lists them)' : ''": true,
+		"shown + ' of ' + $('events').children.length":                                              true,
+		"q ? matches.length + ' found' + (matches.length ? ' (Enter: next)' : '') : ''":             true,
+	}
+	for _, m := range regexp.MustCompile(`textContent = ([^;]*);`).FindAllStringSubmatch(appJS(t), -1) {
+		if v := m[1]; !strings.HasPrefix(v, "readable(") && !own[v] {
+			t.Errorf("app.js sets a text that is not made readable: textContent = %s", v)
 		}
 	}
 }

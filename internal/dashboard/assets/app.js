@@ -236,7 +236,7 @@
   function askLogin(why) {
     return new Promise((resolve) => {
       loginWaiters.push(resolve);
-      $('login-why').textContent = why || '';
+      $('login-why').textContent = readable(why || '');
       $('login-error').textContent = '';
       const d = $('login');
       if (!d.open) d.showModal();
