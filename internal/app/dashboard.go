@@ -31,8 +31,8 @@ type controlDashboard struct {
 
 // newDashboard builds the dashboard over control's clients; its scale
 // buttons go through control's own API, so its authentication and
-// forwarding to the leader apply to them, and its login and event stream
-// are held to the API's rate limit and stream cap.
+// forwarding to the leader apply to them, its login and reads are held
+// to the API's rate limits, and its event stream to its stream cap.
 func newDashboard(d controlDashboard, log *slog.Logger, reg prometheus.Registerer) (*dashboard.Server, error) {
 	src := dashboard.Sources{
 		Swarm:   dadapter.NewSwarm(d.docker, log),
@@ -41,7 +41,7 @@ func newDashboard(d controlDashboard, log *slog.Logger, reg prometheus.Registere
 		Scaling: dadapter.NewScaling(d.ctrl, d.history, d.leadership),
 	}
 	cfg := dashboard.Config{Sources: src, ScaleAPI: d.api.Handler(), Version: Version, AuthReads: d.apiCfg.AuthReads, SecureCookies: d.secureCookies,
-		LoginLimit: d.api.RateLimit, StreamLimit: d.api.LimitStreams, GuessLimit: d.api.GuessLimit, TokenFailed: d.api.TokenFailed,
+		LoginLimit: d.api.RateLimit, ReadLimit: d.api.ReadLimit, StreamLimit: d.api.LimitStreams, GuessLimit: d.api.GuessLimit, TokenFailed: d.api.TokenFailed,
 		Client: d.api.Client}
 	if d.apiCfg.Tokens != nil {
 		cfg.Tokens = d.apiCfg.Tokens

@@ -49,12 +49,13 @@ func (s *Server) Mount(mux *http.ServeMux) {
 		mux.Handle("GET /ui/"+name, asset(name))
 	}
 	guess := func(h http.HandlerFunc) http.Handler { return limited(s.cfg.GuessLimit, h) }
-	mux.Handle("GET /ui/session", sameSiteRead(guess(s.session)))
+	read := func(h http.Handler) http.Handler { return sameSiteRead(limited(s.cfg.ReadLimit, h.ServeHTTP)) }
+	mux.Handle("GET /ui/session", read(guess(s.session)))
 	mux.Handle("POST /ui/login", limited(s.cfg.LoginLimit, guess(s.login).ServeHTTP))
 	mux.HandleFunc("POST /ui/logout", s.logout)
 	mux.Handle("POST /ui/scale/{service}", guess(s.scale))
-	mux.Handle("GET /v1/cluster", sameSiteRead(guess(s.snapshot)))
-	mux.Handle("GET /v1/cluster/events", sameSiteRead(limited(s.cfg.StreamLimit, guess(s.stream).ServeHTTP)))
+	mux.Handle("GET /v1/cluster", read(guess(s.snapshot)))
+	mux.Handle("GET /v1/cluster/events", read(limited(s.cfg.StreamLimit, guess(s.stream).ServeHTTP)))
 }
 
 // sameSiteRead answers 403 to a read another site's page made

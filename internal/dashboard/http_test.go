@@ -761,6 +761,37 @@ func TestLoginAndStreamLimits(t *testing.T) {
 	}
 }
 
+// TestReadLimit: ReadLimit wraps the reads of the cluster (session,
+// snapshot, events) and nothing else: not the page and its assets, nor
+// the POSTs (control passes the autoscaler API's read rate limit).
+func TestReadLimit(t *testing.T) {
+	var seen atomic.Int32
+	readLimit := func(http.Handler) http.Handler {
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			seen.Add(1)
+			w.WriteHeader(http.StatusTooManyRequests)
+		})
+	}
+	ts := startServer(t, Config{Tokens: tokens("tok"), ReadLimit: readLimit}, cardsInput())
+	c := ts.client(t)
+	for _, path := range []string{"/ui/session", "/v1/cluster", "/v1/cluster/events"} {
+		if resp, _ := ts.get(t, c, path, nil); resp.StatusCode != http.StatusTooManyRequests {
+			t.Errorf("GET %s: %d, want 429", path, resp.StatusCode)
+		}
+	}
+	for _, path := range []string{"/ui/", "/ui/app.js", "/ui/app.css"} {
+		if resp, _ := ts.get(t, c, path, nil); resp.StatusCode != http.StatusOK {
+			t.Errorf("GET %s: %d, want 200", path, resp.StatusCode)
+		}
+	}
+	if resp, body := ts.post(t, c, "/ui/login", `{"token":"tok"}`, nil); resp.StatusCode != http.StatusOK {
+		t.Errorf("POST /ui/login: %d %s, want 200", resp.StatusCode, body)
+	}
+	if n := seen.Load(); n != 3 {
+		t.Errorf("read limit called %d times, want 3", n)
+	}
+}
+
 // TestGuessLimit: every route that checks a token reports a wrong one to
 // TokenFailed (a missing one is no guess) and is wrapped in GuessLimit, so
 // that the page's cookie and bearer checks cannot guess tokens faster than

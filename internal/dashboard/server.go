@@ -72,6 +72,11 @@ type Config struct {
 	// the client a trusted proxy's X-Forwarded-For names, via that proxy.
 	// Nil means the request's peer address.
 	Client func(r *http.Request) (client, via string)
+	// ReadLimit, when not nil, wraps the reads (session, snapshot, events)
+	// before StreamLimit: the autoscaler API's per-client read rate, which
+	// holds its own open reads, so that no client asks for whole
+	// snapshots, or opens streams, as fast as the network lets it.
+	ReadLimit func(http.Handler) http.Handler
 	// StreamLimit, when not nil, wraps the event stream: the autoscaler
 	// API's caps on concurrent streams, in all and per client, shared with
 	// its own.

@@ -228,7 +228,8 @@ func (a *API) read(next http.HandlerFunc) http.Handler {
 // open reads cost work (the history and leader routes read Consul) that
 // nothing else bounds. With AuthReads reads need a token, and failed
 // checks are limited (GuessLimit): it passes every request. Handlers served
-// beside the API that anyone may read (/metrics) are wrapped in it.
+// beside the API that anyone may read (/metrics, the dashboard's reads)
+// are wrapped in it.
 func (a *API) ReadLimit(next http.Handler) http.Handler {
 	if a.reads == nil {
 		return next
