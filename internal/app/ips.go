@@ -44,7 +44,8 @@ saying how long it was (--json holds it whole). It warns of any KV document it
 skips, with the command that removes it: a node's inventory that cannot be
 read, that names another node than its key's, or whose key's node has no node
 facts (an agent publishes its facts first: it is stale or forged); a pool's
-key that cannot be read; a network spec every agent refuses (its pool is not
+key that cannot be read, or a whole pool Consul did not give (the other pools are
+listed); a network spec every agent refuses (its pool is not
 listed). It warns too of node facts filed under another node's key, taken as
 that key's node's (--json lists them under misfiled_facts), and of node facts
 under a key no agent writes, which are no node's (no_node_facts). --network and --node must name a network or

@@ -69,7 +69,8 @@ type PoolKV interface {
 // start under way on their node), with the node's name (the
 // pool records its identity, facts give its name: the node facts as
 // netspec.Store.ReadNodes lists them, those Load was given); and the
-// pool's bad KV documents. Inventory entries are marked in use, or, when
+// pool's bad KV documents, and each pool that could not be read (the
+// others are listed all the same). Inventory entries are marked in use, or, when
 // their network's spec has no subnet holding their address, outside.
 func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry, facts []netspec.NodeFacts) ([]Entry, []BadDocument, error) {
 	l, err := netspec.NewStore(kv).ReadListing(ctx)
@@ -114,8 +115,14 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry, facts []netspec.
 			}
 			pool, _ := ipam.PoolOf(s, v6)
 			c, err := ipam.Inspect(ctx, kv, pool)
-			if err != nil {
+			if err != nil && ctx.Err() != nil {
 				return nil, nil, fmt.Errorf("read pool of %s: %w", s.Name, err)
+			}
+			if err != nil {
+				// One pool's failed read failed the whole listing: every
+				// other pool and inventory is listed, this one named.
+				bad = append(bad, unreadPool(pool, err))
+				continue
 			}
 			maps.Copy(allocs, c.Allocs)
 			maps.Copy(kept, c.Kept)
@@ -127,6 +134,15 @@ func PoolAddresses(ctx context.Context, kv PoolKV, inv []Entry, facts []netspec.
 		out = append(out, AllocationEntries(s.Name, allocs, kept, inv, names)...)
 	}
 	return out, bad, nil
+}
+
+// unreadPool is the bad document naming pool, whose read failed with err:
+// its allocations (shims, leaks, starts under way) are not listed.
+func unreadPool(pool ipam.Pool, err error) BadDocument {
+	return BadDocument{Pool: pool.ID(), Key: ipam.NetworkPrefix(pool.Network) + pool.Family() + "/",
+		Problem: strings.ReplaceAll(err.Error(), "\n", "; "),
+		Effect:  "the pool could not be read: its allocations (shims, spares, leaks, starts under way) are not listed",
+		Fix:     "run underlay ips again; if it keeps failing, see Consul's log for the read of the key"}
 }
 
 // AllocationEntries lists the allocations of network's cluster-IPAM pool

@@ -2,6 +2,7 @@ package inventory
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -353,4 +354,62 @@ func poolRows(out []Entry) []string {
 		}
 	}
 	return rows
+}
+
+// TestPoolAddressesListsThePoolsPastOneUnreadable: one pool whose read
+// failed (Consul's answer too large, a timeout, a 500) failed the whole
+// listing: `underlay ips` printed no address of any network, though every
+// other pool and every inventory was read. That pool is now named in the
+// bad documents with its error, and the others are listed as before.
+func TestPoolAddressesListsThePoolsPastOneUnreadable(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	web := createWeb(t, kv)
+	db := netspec.Spec{Name: "db", Subnet: netip.MustParsePrefix("10.8.0.0/24"), Gateway: netip.MustParseAddr("10.8.0.1"),
+		Parent: "eth2", IPAM: netspec.Cluster}
+	if err := netspec.NewStore(kv).Create(ctx, db); err != nil {
+		t.Fatal(err)
+	}
+	alloc := ipam.NewAllocator(kv, "node-id-1", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	leaked, err := alloc.Allocate(ctx, web, netip.Addr{}, ipam.KindTask)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbPool, _ := ipam.PoolOf(db, false)
+	if _, err := alloc.Allocate(ctx, dbPool, netip.Addr{}, ipam.KindTask); err != nil {
+		t.Fatal(err)
+	}
+	kv.Hook = func(call string, keys []string) error {
+		if call == "list" && strings.HasPrefix(keys[0], ipam.NetworkPrefix("db")) {
+			return errors.New("Unexpected response code: 500 (rpc error)")
+		}
+		return nil
+	}
+	out, bad, err := PoolAddresses(ctx, kv, nil, nil)
+	if err != nil {
+		t.Fatalf("PoolAddresses with db's pool unreadable: %v; want web's listed and db's named bad", err)
+	}
+	got := map[string]string{}
+	for _, e := range out {
+		got[e.Network+" "+e.IP] = e.State
+	}
+	if got["web "+leaked.String()] != StateLeak || got["web 10.9.0.1"] != StateGateway {
+		t.Errorf("web's pool listed %v; want its gateway and leak %s", got, leaked)
+	}
+	if len(bad) != 1 || bad[0].Pool != dbPool.ID() || bad[0].Key != ipam.NetworkPrefix("db")+dbPool.Family()+"/" ||
+		!strings.Contains(bad[0].Problem, "rpc error") || bad[0].Effect == "" {
+		t.Errorf("bad documents %+v; want db's pool, its key, the error and its effect", bad)
+	}
+	// A listing given up (ctx ended) is no one pool's problem: it fails.
+	cctx, cancel := context.WithCancel(ctx)
+	kv.Hook = func(call string, keys []string) error {
+		if call == "list" && strings.HasPrefix(keys[0], ipam.NetworkPrefix("db")) {
+			cancel()
+			return cctx.Err()
+		}
+		return nil
+	}
+	if _, _, err := PoolAddresses(cctx, kv, nil, nil); !errors.Is(err, context.Canceled) {
+		t.Errorf("PoolAddresses given up: %v, want %v", err, context.Canceled)
+	}
 }
