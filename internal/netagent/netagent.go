@@ -308,7 +308,7 @@ func (r *Reconciler) Sync(ctx context.Context) error {
 		if r.settled[name] && len(m.Shims) == 0 && !slices.Contains(labelled, name) {
 			settled[name] = true
 			if !r.lookedLately(name, m.Parents) && r.specGone(ctx, name) {
-				errs = append(errs, r.removeParents(ctx, name, m.Parents))
+				errs = append(errs, r.removeParents(ctx, name, m.Parents, r.linkUsers()))
 			}
 			continue
 		}
@@ -804,11 +804,14 @@ func (r *Reconciler) teardown(ctx context.Context, s netspec.Spec, index uint64,
 			return fmt.Errorf("network %s: remove shim %s: %w", name, shim, err)
 		}
 	}
-	if err := r.removeParents(ctx, name, append([]string{s.Parent}, marked.Parents...)); err != nil {
+	// One read of Docker's links for both: nothing of Docker's changes
+	// between them, and two reads could disagree.
+	users := r.linkUsers()
+	if err := r.removeParents(ctx, name, append([]string{s.Parent}, marked.Parents...), users); err != nil {
 		return err
 	}
 	// An orphan's spec names no parent: its config-only network did.
-	r.releasePromisc(ctx, name, cmp.Or(s.Parent, cn.Parent))
+	r.releasePromisc(ctx, name, cmp.Or(s.Parent, cn.Parent), users)
 	cctx, done := r.consulCall(ctx)
 	_, err = r.Store.Release(cctx, name, r.ID)
 	done()
@@ -878,31 +881,46 @@ func (r *Reconciler) removeOldShim(ctx context.Context, name, network string, fo
 	return false, foreign
 }
 
+// linkUsers reads, once and when first asked, which host links Docker's
+// networks and containers use (hostnet.DockerLinks.Users): a listing of
+// every container on the host, shared by a teardown's judgements.
+func (r *Reconciler) linkUsers() func(ctx context.Context) (map[string][]string, error) {
+	var (
+		read  bool
+		users map[string][]string
+		err   error
+	)
+	return func(ctx context.Context) (map[string][]string, error) {
+		if !read {
+			var dl hostnet.DockerLinks
+			dl, err = r.Docker.DockerLinks(ctx)
+			users, read = dl.Users(), true
+		}
+		return users, err
+	}
+}
+
 // removeParents removes the VLAN parents given ("" passed over) that were
 // made for network name and that nothing else uses (see RemoveParent);
 // one in use is left, and warned of once while it stays (see inUse).
-func (r *Reconciler) removeParents(ctx context.Context, name string, parents []string) error {
+// linkUsers says what uses each host link (see Reconciler.linkUsers).
+func (r *Reconciler) removeParents(ctx context.Context, name string, parents []string, linkUsers func(context.Context) (map[string][]string, error)) error {
 	if r.RemoveParent == nil {
 		return nil // parents are left alone
 	}
 	parents = slices.DeleteFunc(slices.Compact(slices.Sorted(slices.Values(parents))), func(p string) bool { return p == "" })
 	var inUse []string
-	var dockerUsers map[string][]string
 	for _, parent := range parents {
 		// A Docker network on it (an operator's, another underlay
 		// network's), and the containers on it: their endpoints, in their
 		// own namespaces, are not seen by RemoveParent, and would go with
 		// the parent. The rule is agent cleanup's (hostnet.DockerLinks.Users).
-		if dockerUsers == nil {
-			dl, err := r.Docker.DockerLinks(ctx)
-			if err != nil {
-				return fmt.Errorf("network %s: VLAN parent %s: %w", name, parent, err)
-			}
-			dockerUsers = dl.Users()
+		dockerUsers, err := linkUsers(ctx)
+		if err != nil {
+			return fmt.Errorf("network %s: VLAN parent %s: %w", name, parent, err)
 		}
 		users := dockerUsers[parent]
 		removed := false
-		var err error
 		if len(users) > 0 {
 			err = fmt.Errorf("VLAN parent %q, left in place: %w: %s", parent, hostnet.ErrParentInUse, strings.Join(users, "; "))
 		} else {
@@ -939,13 +957,14 @@ func (r *Reconciler) removeParents(ctx context.Context, name string, parents []s
 // containers of one (another underlay network's, an operator's macvlan)
 // have their endpoints in their own namespaces, which the host's check
 // does not see. Failing, it warns: the network is gone all the same, and
-// the parent only as it was with the network.
-func (r *Reconciler) releasePromisc(ctx context.Context, name, parent string) {
+// the parent only as it was with the network. linkUsers is as
+// removeParents'.
+func (r *Reconciler) releasePromisc(ctx context.Context, name, parent string, linkUsers func(context.Context) (map[string][]string, error)) {
 	if r.ReleasePromisc == nil || parent == "" {
 		return
 	}
-	dl, err := r.Docker.DockerLinks(ctx)
-	if err == nil && len(dl.Users()[parent]) > 0 {
+	users, err := linkUsers(ctx)
+	if err == nil && len(users[parent]) > 0 {
 		return
 	}
 	off := false

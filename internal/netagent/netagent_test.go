@@ -2019,3 +2019,37 @@ func TestNetworkRmJudgesParentsAsCleanupDoes(t *testing.T) {
 		})
 	}
 }
+
+// TestTeardownReadsDockerOnce: `network rm` read what dockerd says of
+// its networks and containers twice on each node, once to judge the VLAN
+// parents it made and again, moments later, to judge the promiscuous mode
+// it turned on the parent: two listings of every container on the host,
+// which could disagree (a container started in between). Nothing of
+// Docker's changes between the two: one read now serves both, and both
+// still judge by it.
+func TestTeardownReadsDockerOnce(t *testing.T) {
+	ctx := context.Background()
+	st := storeWithWeb(t)
+	host := &parentsCounting{}
+	r := reconcilerOf(st, &host.fakeHost, &host.fakeHost, func(string, string) error { return nil })
+	r.Docker = host
+	var removed, released []string
+	r.RemoveParent = func(parent, _ string) (bool, error) { removed = append(removed, parent); return true, nil }
+	r.ReleasePromisc = func(parent string) (bool, error) { released = append(released, parent); return true, nil }
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.MarkDeleting(ctx, "web"); err != nil {
+		t.Fatal(err)
+	}
+	before := host.listings
+	if err := r.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := host.listings - before; n != 1 {
+		t.Errorf("the teardown of web read Docker's links %d times, want 1", n)
+	}
+	if want := []string{"eth1"}; !slices.Equal(removed, want) || !slices.Equal(released, want) {
+		t.Errorf("parent removed %v, made not promiscuous %v; want %v", removed, released, want)
+	}
+}
