@@ -112,7 +112,9 @@ type Source struct {
 	api *client.Client
 
 	mu sync.Mutex // guards drivers
-	// drivers caches network ID → driver; a network's driver never changes.
+	// drivers caches network ID → driver; a network's driver never
+	// changes. A network's destroy event drops its entry, and it holds
+	// at most maxDrivers (see rememberDriver).
 	drivers map[string]string
 	// connected follows container starts Docker's listing does not show
 	// (see WatchConnects).
@@ -127,6 +129,37 @@ type Source struct {
 	callWait time.Duration
 	// inspectWait bounds a container's inspect (register.Docker's).
 	inspectWait time.Duration
+}
+
+// maxDrivers bounds the network drivers a Source keeps: a host whose
+// jobs make and remove a network each (CI runners, compose projects)
+// grew the cache for as long as the agent ran, each destroy the event
+// stream missed (down meanwhile) an entry for good. Past it an entry
+// goes, read again (one inspect) if its network is still asked for.
+const maxDrivers = 1024
+
+// rememberDriver keeps network id's driver, letting go of another
+// network's at maxDrivers.
+func (s *Source) rememberDriver(id, driver string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if _, ok := s.drivers[id]; !ok && len(s.drivers) >= maxDrivers {
+		for other := range s.drivers {
+			delete(s.drivers, other)
+			break
+		}
+	}
+	s.drivers[id] = driver
+}
+
+// forgetRemovedNetwork drops the driver of the network m says was
+// removed (its destroy event).
+func (s *Source) forgetRemovedNetwork(m events.Message) {
+	if m.Type == events.NetworkEventType && m.Action == events.ActionDestroy {
+		s.mu.Lock()
+		delete(s.drivers, m.Actor.ID)
+		s.mu.Unlock()
+	}
 }
 
 // NewSource wraps api.
@@ -146,7 +179,11 @@ var relevantActions = map[string]bool{
 
 // Events implements register.Docker.
 func (s *Source) Events(ctx context.Context) (<-chan register.Event, <-chan error) {
-	return Subscribe(ctx, s.api, eventFilter(), 256, toEvent)
+	// Networks' destroys come too (eventFilter): they prune the drivers.
+	return Subscribe(ctx, s.api, eventFilter(), 256, func(m events.Message) (register.Event, bool) {
+		s.forgetRemovedNetwork(m)
+		return toEvent(m)
+	})
 }
 
 // eventFilter asks dockerd for the relevant actions only. Without it every
@@ -336,9 +373,7 @@ func (s *Source) readNetwork(ctx context.Context, networkID string) (networkRead
 	if err != nil {
 		return networkRead{}, fmt.Errorf("inspect network %s: %w", networkID, err)
 	}
-	s.mu.Lock()
-	s.drivers[n.ID] = n.Driver
-	s.mu.Unlock()
+	s.rememberDriver(n.ID, n.Driver)
 	eps := make(map[string]register.Endpoint, len(n.Containers))
 	for id, ep := range n.Containers {
 		eps[id] = toEndpoint(n, ep)
@@ -434,9 +469,7 @@ func (s *Source) driver(ctx context.Context, networkID string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("inspect network %s: %w", networkID, err)
 	}
-	s.mu.Lock()
-	s.drivers[networkID] = n.Driver
-	s.mu.Unlock()
+	s.rememberDriver(networkID, n.Driver)
 	return n.Driver, nil
 }
 

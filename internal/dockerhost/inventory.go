@@ -281,6 +281,7 @@ func (c *connects) has(id string) bool {
 // restarting containers count.
 func (s *Source) WatchConnects(ctx context.Context) {
 	s.follow(ctx, func() {}, func(m events.Message) bool {
+		s.forgetRemovedNetwork(m)
 		s.connected.note(m)
 		return true
 	})
@@ -422,9 +423,7 @@ func (s *Source) driverByName(ctx context.Context, name string) string {
 	if err != nil {
 		return ""
 	}
-	s.mu.Lock()
-	s.drivers[n.ID] = n.Driver
-	s.mu.Unlock()
+	s.rememberDriver(n.ID, n.Driver)
 	return n.Driver
 }
 
