@@ -5,6 +5,7 @@ import (
 	"fmt"
 
 	"github.com/docker/docker/api/types/container"
+	"github.com/docker/docker/api/types/filters"
 	"github.com/docker/docker/api/types/network"
 	"github.com/docker/docker/client"
 
@@ -39,6 +40,7 @@ func LinkUsers(ctx context.Context, d LinkUsersAPI) (map[string][]string, error)
 // which tells whether dockerd starts it again when it starts (at boot).
 // The listing does not give a policy, and inspecting every stopped
 // container was a call each, at every read, on a host keeping hundreds.
+// Only the containers on those networks are listed (see onLinks).
 func ReadLinks(ctx context.Context, d LinkUsersAPI) (hostnet.DockerLinks, error) {
 	nets, err := d.NetworkList(ctx, network.ListOptions{})
 	if err != nil {
@@ -49,7 +51,11 @@ func ReadLinks(ctx context.Context, d LinkUsersAPI) (hostnet.DockerLinks, error)
 		dl.Networks = append(dl.Networks, hostnet.DockerNetwork{Name: n.Name, ID: n.ID, Parent: n.Options["parent"],
 			ConfigOnly: n.ConfigOnly, ConfigFrom: n.ConfigFrom.Network, Network: n.Labels[netspec.LabelNetwork]})
 	}
-	ctrs, err := d.ContainerList(ctx, container.ListOptions{All: true})
+	f, some := onLinks(dl)
+	if !some {
+		return dl, nil // no container's network uses a link
+	}
+	ctrs, err := d.ContainerList(ctx, container.ListOptions{All: true, Filters: f})
 	if err != nil {
 		return hostnet.DockerLinks{}, fmt.Errorf("list containers, to leave the links they use: %w", err)
 	}
@@ -76,6 +82,33 @@ func ReadLinks(ctx context.Context, d LinkUsersAPI) (hostnet.DockerLinks, error)
 		}
 	}
 	return dl, nil
+}
+
+// maxNetworkFilter bounds the networks a listing of containers names in
+// its filter: each is some 80 bytes of the request's URL, which dockerd
+// takes up to 1 MiB of with the headers. Past it every container is
+// listed.
+const maxNetworkFilter = 512
+
+// onLinks is the filter that lists the containers on the networks of dl
+// whose links Users judges, by name and by ID (dockerd matches either:
+// an endpoint's key, or a prefix of its network's ID), which are all
+// Users and PolicyNeeded look at: on a host keeping thousands of
+// containers on its bridge networks, a listing of all carried them at
+// every read. false when there are no such networks: no container need
+// be listed.
+func onLinks(dl hostnet.DockerLinks) (filters.Args, bool) {
+	refs := dl.LinkNetworks()
+	f := filters.NewArgs()
+	if len(refs) > maxNetworkFilter {
+		return f, true
+	}
+	for _, r := range refs {
+		if r != "" { // a prefix of every network's ID
+			f.Add("network", r)
+		}
+	}
+	return f, f.Len() > 0
 }
 
 // restartPolicy is stopped container id's (named name) restart policy:

@@ -12,6 +12,7 @@ import (
 	"github.com/docker/docker/api/types/network"
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/underlay/underlay/internal/hostnet"
 	"github.com/underlay/underlay/internal/netspec"
 )
 
@@ -28,24 +29,52 @@ type fakeLinkUsers struct {
 	all bool
 	// inspected are the IDs inspected, in order.
 	inspected []string
+	// lists counts the container listings, listed the containers they
+	// answered.
+	lists, listed int
 }
 
 func (d *fakeLinkUsers) NetworkList(context.Context, network.ListOptions) ([]network.Summary, error) {
 	return d.nets, nil
 }
 
+// ContainerList answers as dockerd does (daemon/list.go): all or the
+// running ones, those on one of the networks a network filter names (by
+// name, or a prefix of its ID) when it names any.
 func (d *fakeLinkUsers) ContainerList(_ context.Context, o container.ListOptions) ([]container.Summary, error) {
 	d.all = o.All
-	if o.All {
-		return d.ctrs, nil
-	}
-	var running []container.Summary
+	d.lists++
+	var out []container.Summary
 	for _, c := range d.ctrs {
-		if c.State == container.StateRunning || c.State == container.StatePaused || c.State == container.StateRestarting {
-			running = append(running, c)
+		running := c.State == container.StateRunning || c.State == container.StatePaused || c.State == container.StateRestarting
+		if (o.All || running) && onFiltered(c, o.Filters.Get("network")) {
+			out = append(out, c)
 		}
 	}
-	return running, nil
+	d.listed += len(out)
+	return out, nil
+}
+
+// onFiltered says whether c is on one of the networks named (by name, or
+// a prefix of its ID), as dockerd's network filter does; any is, named none.
+func onFiltered(c container.Summary, nets []string) bool {
+	if len(nets) == 0 {
+		return true
+	}
+	if c.NetworkSettings == nil {
+		return false
+	}
+	for _, v := range nets {
+		if _, ok := c.NetworkSettings.Networks[v]; ok {
+			return true
+		}
+		for _, ep := range c.NetworkSettings.Networks {
+			if ep != nil && strings.HasPrefix(ep.NetworkID, v) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // notFound is dockerd's answer for a container that is gone.
@@ -144,6 +173,68 @@ func TestReadLinksInspectsOnlyStoppedOnLinks(t *testing.T) {
 	}
 }
 
+// TestReadLinksListsOnlyContainersOnLinks: ReadLinks listed every
+// container of the host (stopped ones too) at every `network rm`, agent
+// cleanup and teardown, though only those on a macvlan or ipvlan network
+// change what Users says: on a host keeping thousands of containers on
+// its bridge networks, each read carried them all. Docker is now asked
+// for the containers on those networks alone (its network filter, by name
+// and ID), and for none when there are no such networks; the rule's
+// answer is the same.
+func TestReadLinksListsOnlyContainersOnLinks(t *testing.T) {
+	d, _ := manyStopped(500)
+	want, err := (&fakeLinkUsers{nets: d.nets, ctrs: d.ctrs, policies: d.policies}).usersUnfiltered(t)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := LinkUsers(context.Background(), d)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("LinkUsers (-unfiltered +filtered)\n%s", diff)
+	}
+	// web, solo, both and byname: the containers on pool and lan.
+	if d.lists != 1 || d.listed != 4 {
+		t.Errorf("%d listings of %d containers; want one of the 4 on macvlan networks (of %d)", d.lists, d.listed, len(d.ctrs))
+	}
+	bridged := &fakeLinkUsers{nets: d.nets[:2], ctrs: d.ctrs, policies: d.policies}
+	if _, err := LinkUsers(context.Background(), bridged); err != nil {
+		t.Fatal(err)
+	}
+	if bridged.lists != 0 {
+		t.Errorf("%d container listings on a host with no macvlan or ipvlan network, want none", bridged.lists)
+	}
+}
+
+// usersUnfiltered is what Users says of d from every container of it,
+// as listed with no filter.
+func (d *fakeLinkUsers) usersUnfiltered(t *testing.T) (map[string][]string, error) {
+	t.Helper()
+	var dl hostnet.DockerLinks
+	for _, n := range d.nets {
+		dl.Networks = append(dl.Networks, hostnet.DockerNetwork{Name: n.Name, ID: n.ID, Parent: n.Options["parent"],
+			ConfigOnly: n.ConfigOnly, ConfigFrom: n.ConfigFrom.Network, Network: n.Labels[netspec.LabelNetwork]})
+	}
+	var ids []string
+	for _, c := range d.ctrs {
+		dc := hostnet.DockerContainer{Name: ContainerName(c.Names, c.ID), State: string(c.State), Networks: map[string]string{}}
+		for name, ep := range c.NetworkSettings.Networks {
+			dc.Networks[name] = ep.NetworkID
+		}
+		dl.Containers = append(dl.Containers, dc)
+		ids = append(ids, c.ID)
+	}
+	for _, i := range dl.PolicyNeeded() {
+		p, err := restartPolicy(context.Background(), d, ids[i], dl.Containers[i].Name)
+		if err != nil {
+			return nil, err
+		}
+		dl.Containers[i].RestartPolicy = p
+	}
+	return dl.Users(), nil
+}
+
 // BenchmarkReadLinks reads a host's links with 500 stopped containers on
 // its bridge network and a few on macvlan networks, and reports the
 // containers inspected per read (inspects/op): each is a call to dockerd.
@@ -156,6 +247,7 @@ func BenchmarkReadLinks(b *testing.B) {
 		}
 	}
 	b.ReportMetric(float64(len(d.inspected))/float64(b.N), "inspects/op")
+	b.ReportMetric(float64(d.listed)/float64(b.N), "listed/op")
 }
 
 // TestLinkUsersStoppedToComeBack: agent cleanup asked Docker for running

@@ -153,6 +153,20 @@ func (d DockerLinks) PolicyNeeded() []int {
 	return out
 }
 
+// LinkNetworks are the names and IDs of the networks whose links Users
+// judges (of d.Networks): a container on none of them changes nothing
+// Users or PolicyNeeded says, so a listing of containers may ask Docker
+// for those on these alone (its network filter). None when no network
+// uses a link.
+func (d DockerLinks) LinkNetworks() []string {
+	var out []string
+	for id, l := range d.linkNets().onLinks {
+		out = append(out, id, l.name)
+	}
+	slices.Sort(out)
+	return slices.Compact(out)
+}
+
 // linkNets are the networks whose links Users judges.
 type linkNets struct {
 	byName map[string]DockerNetwork
