@@ -3,6 +3,7 @@ package dockerhost
 import (
 	"context"
 	"fmt"
+	"maps"
 	"net/netip"
 	"strings"
 	"sync"
@@ -121,7 +122,11 @@ func (s *Source) Changes(ctx context.Context) <-chan struct{} {
 	out := make(chan struct{}, 1)
 	// Signalled at each (re)subscription too: anything may have changed
 	// meanwhile.
-	go s.follow(ctx, func() { signal(out) }, func(m events.Message) bool {
+	go s.follow(ctx, func(live bool) {
+		if live {
+			signal(out)
+		}
+	}, func(m events.Message) bool {
 		switch m.Action {
 		case "start", "die", "destroy", "connect", "disconnect", "rename":
 			signal(out)
@@ -134,27 +139,31 @@ func (s *Source) Changes(ctx context.Context) <-chan struct{} {
 
 // follow streams Docker's container and network events to handle until
 // ctx ends, subscribing again (with backoff) whenever the stream breaks,
-// and calling subscribed after each subscription. handle says whether an
-// event counted: only those reset the backoff.
-func (s *Source) follow(ctx context.Context, subscribed func(), handle func(events.Message) bool) {
+// and calling stream(true) after each subscription (dockerd sends every
+// later event: Docker's client returns once it answered), stream(false)
+// once it broke or ended. handle says whether an event counted: only
+// those reset the backoff.
+func (s *Source) follow(ctx context.Context, stream func(live bool), handle func(events.Message) bool) {
 	f := followFilter()
 	delays := backoff.Backoff{Min: 500 * time.Millisecond, Max: 30 * time.Second}
 	for ctx.Err() == nil {
 		msgs, errs := negotiatedEvents(ctx, s.api, events.ListOptions{Filters: f})
-		subscribed()
-	stream:
+		stream(true)
+	read:
 		for {
 			select {
 			case <-ctx.Done():
+				stream(false)
 				return
 			case <-errs:
-				break stream
+				break read
 			case m := <-msgs:
 				if handle(m) {
 					delays.Reset()
 				}
 			}
 		}
+		stream(false)
 		backoff.Sleep(ctx, delays.Next())
 	}
 }
@@ -235,10 +244,76 @@ func (s *Source) HeldAddresses(ctx context.Context) (ipam.Local, error) {
 // container, which a listing shows as exited until it is done. Docker
 // connects a starting container once its address is allocated, and holds
 // the container until the start ends.
+//
+// It keeps too, while its event stream is up, the created containers a
+// sweep's inspect found not starting (idle): such a container's start
+// connects it (an event), so until an event names it, or the listing
+// shows it in another state, it need not be inspected again. The inspect
+// of every container left created on an underlay network, at every
+// sweep, forever, was the sweep's main cost on a host keeping them.
 type connects struct {
-	mu sync.Mutex // guards pending
+	mu sync.Mutex // guards following fields
 	// pending are the containers' IDs.
 	pending map[string]bool
+	// live is true while the event stream is subscribed: idle is kept,
+	// and trusted, only then; it is emptied at each (re)subscription and
+	// end, as events may have been missed.
+	live bool
+	// idle are, by ID, the containers found not starting while live, each
+	// with its state as listed then.
+	idle map[string]container.ContainerState
+	// seen counts the events noted and the stream's changes; named is, by
+	// container ID, the count at the last event naming it, and liveSince
+	// the count when the stream last came up: an inspect sent before
+	// either (its mark) does not tell the container is idle (see
+	// settled). named is pruned at each sweep (keepOnly).
+	seen, liveSince uint64
+	named           map[string]uint64
+}
+
+// stream records whether the event stream is up (see live).
+func (c *connects) stream(live bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.seen++
+	c.live, c.idle, c.liveSince = live, nil, c.seen
+}
+
+// mark is the count of events noted so far, to take before an inspect
+// (see settled).
+func (c *connects) mark() uint64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seen
+}
+
+// isIdle says whether container id, listed in state, was found not
+// starting in that state with no event naming it since.
+func (c *connects) isIdle(id string, state container.ContainerState) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, ok := c.idle[id]
+	return c.live && ok && st == state
+}
+
+// settled records that an inspect sent at mark found container id, listed
+// in state, not starting: its pending connect is forgotten, and a created
+// one kept idle, unless an event named it since mark (its start may have
+// begun after dockerd answered), or the stream came up since (events may
+// have been missed before).
+func (c *connects) settled(id string, state container.ContainerState, mark uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.named[id] > mark {
+		return
+	}
+	delete(c.pending, id)
+	if c.live && c.liveSince <= mark && state == container.StateCreated {
+		if c.idle == nil {
+			c.idle = map[string]container.ContainerState{}
+		}
+		c.idle[id] = state
+	}
 }
 
 func (c *connects) add(id string) {
@@ -260,11 +335,9 @@ func (c *connects) forget(id string) {
 func (c *connects) keepOnly(ids map[string]bool) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	for id := range c.pending {
-		if !ids[id] {
-			delete(c.pending, id)
-		}
-	}
+	maps.DeleteFunc(c.pending, func(id string, _ bool) bool { return !ids[id] })
+	maps.DeleteFunc(c.idle, func(id string, _ container.ContainerState) bool { return !ids[id] })
+	maps.DeleteFunc(c.named, func(id string, _ uint64) bool { return !ids[id] })
 }
 
 func (c *connects) has(id string) bool {
@@ -280,15 +353,28 @@ func (c *connects) has(id string) bool {
 // destroyed, or a sweep finds its start over. Without it only created and
 // restarting containers count.
 func (s *Source) WatchConnects(ctx context.Context) {
-	s.follow(ctx, func() {}, func(m events.Message) bool {
+	s.follow(ctx, s.connected.stream, func(m events.Message) bool {
 		s.forgetRemovedNetwork(m)
 		s.connected.note(m)
 		return true
 	})
 }
 
-// note records what one event says of pending connects.
+// note records what one event says of pending connects; any event
+// naming a container makes it no longer idle.
 func (c *connects) note(m events.Message) {
+	id := m.Actor.ID
+	if m.Type == events.NetworkEventType {
+		id = m.Actor.Attributes["container"]
+	}
+	c.mu.Lock()
+	c.seen++
+	if c.named == nil {
+		c.named = map[string]uint64{}
+	}
+	c.named[id] = c.seen
+	delete(c.idle, id)
+	c.mu.Unlock()
 	switch {
 	case m.Type == events.NetworkEventType && m.Action == events.ActionConnect:
 		if t := m.Actor.Attributes["type"]; t == "macvlan" || t == "ipvlan" {
@@ -312,10 +398,10 @@ type listedStart struct {
 
 // starts inspects, at once, the listed containers that are created or
 // restarting, or have a connect pending (see connects), on an underlay
-// network (see underlayOnly), and returns those that may be starting (see
-// startOf), with those networks. A
-// pending connect is forgotten once its container is gone, running, or
-// its start over.
+// network (see underlayOnly), but created ones found idle (see
+// connects), and returns those that may be starting (see startOf), with
+// those networks. A pending connect is forgotten once its container is
+// gone, running, or its start over.
 func (s *Source) starts(ctx context.Context, list []container.Summary) []listedStart {
 	var wg sync.WaitGroup
 	found := make([]*listedStart, len(list))
@@ -331,9 +417,13 @@ func (s *Source) starts(ctx context.Context, list []container.Summary) []listedS
 			}
 			continue
 		}
+		if !pending && s.connected.isIdle(c.ID, c.State) {
+			continue
+		}
 		if networks = s.underlayOnly(ctx, c, networks, read1); networks == nil {
 			continue
 		}
+		mark := s.connected.mark()
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -348,7 +438,7 @@ func (s *Source) starts(ctx context.Context, list []container.Summary) []listedS
 			if ok {
 				found[i] = &listedStart{Start: st, networks: networks}
 			} else {
-				s.connected.forget(c.ID) // dockerd let go of it: no start under way
+				s.connected.settled(c.ID, c.State, mark) // dockerd let go of it: no start under way
 			}
 		}()
 	}
