@@ -51,6 +51,9 @@ type Allocator struct {
 	// shimLocks serialise, per pool, the node's finding or allocating of
 	// its shim address and its release (see Shim).
 	shimLocks poolLocks
+	// settleLocks serialise, per pool, the releases held back being done
+	// (see settle).
+	settleLocks poolLocks
 }
 
 // Option sets an optional part of an Allocator.
@@ -59,7 +62,7 @@ type Option func(*Allocator)
 // WithFreedStore keeps what the allocator freed lately in s, so that a
 // restarted agent still passes it over (see reuse): read as the allocator
 // is made (unreadable, it is logged and taken as empty), written after
-// every release that frees an address, before Docker is answered.
+// every release done, before Docker is answered.
 func WithFreedStore(s FreedStore) Option {
 	return func(a *Allocator) { a.freedStore = s }
 }
@@ -154,6 +157,15 @@ const commitTimeout = 10 * time.Second
 // kind. Task addresses come from the node's spares when it keeps any.
 func (a *Allocator) Allocate(ctx context.Context, p Pool, want netip.Addr, kind string) (netip.Addr, error) {
 	al := Alloc{Node: a.node, At: a.now().UTC(), Kind: kind}
+	if pr, ok := a.held.pendingOf(p, want); ok && kind == KindTask && !pr.seenHeld {
+		// Asked for by name with its release held back and no listing
+		// since showing it held: a container restarted with its address
+		// (Docker releases it, then asks for it). The release is done
+		// first, then the request served as any other.
+		if _, err := a.settle(ctx, p, want); err != nil {
+			return netip.Addr{}, fmt.Errorf("allocate %s in %s: free it first, its release held back: %w", want, p.ID(), err)
+		}
+	}
 	// Shims are found again by reading Consul, so they are never handed
 	// out before their write: no spares for them.
 	if kind == KindTask && want.IsValid() && a.held.holds(p, want) && !a.freed.lately(p, want, a.now()) {
@@ -203,10 +215,32 @@ func (a *Allocator) handedOut(p Pool, addr netip.Addr, at time.Time) {
 // outside its range) is refused: answered as released, it would stay
 // allocated wherever it is. A block is given back when its last address
 // goes.
+//
+// The release of an address this node handed out again since it freed it
+// lately (see freedAddrs.handedAgain) is held back: answered, but the
+// address stays recorded, and passed over, until a listing of the
+// containers taken after it shows none holds it, or the address is asked
+// for by name (see Allocate). Docker resends a release whose answer it
+// did not get (the agent killed as it served it); a release names no
+// container, so the resend, once the address is a new container's, would
+// free it under that container, and the node would hand it out again.
 func (a *Allocator) Release(ctx context.Context, p Pool, addr netip.Addr) error {
 	if !p.allocRange().Contains(addr) {
 		return fmt.Errorf("address %s is not in pool %s (%s): nothing released", addr, p.ID(), p.allocRange())
 	}
+	if now := a.now(); a.freed.handedAgain(p, addr, now) {
+		a.held.pend(p, addr, now)
+		a.log.Info(msgHeldBack, "pool", p.ID(), "addr", addr)
+		return nil
+	}
+	return a.release(ctx, p, addr)
+}
+
+// msgHeldBack is logged at each release held back.
+const msgHeldBack = "release of an address handed out again since this node freed it (it may be Docker's resend of that release): held back until a listing of the containers shows none holds it"
+
+// release frees addr if this node holds it (see Release).
+func (a *Allocator) release(ctx context.Context, p Pool, addr netip.Addr) error {
 	stray, handed, undo := a.spares.releasing(p, addr)
 	if stray {
 		a.log.Warn("release of a spare address Docker never got: ignored", "pool", p.ID(), "addr", addr)
@@ -219,6 +253,27 @@ func (a *Allocator) Release(ctx context.Context, p Pool, addr netip.Addr) error 
 		a.held.released(p, addr)
 	}
 	return r.err
+}
+
+// settle does the release of addr, of p, held back (see Release), if it
+// still is; one at a time per pool, so that the sweep's and a request's
+// are not both done: the second would free the address the first
+// handed out.
+// It says whether it did.
+func (a *Allocator) settle(ctx context.Context, p Pool, addr netip.Addr) (bool, error) {
+	unlock, err := a.settleLocks.lock(ctx, p.ID())
+	if err != nil {
+		return false, fmt.Errorf("release %s in %s: %w", addr, p.ID(), err)
+	}
+	defer unlock()
+	if _, ok := a.held.pendingOf(p, addr); !ok {
+		return false, nil
+	}
+	err = a.release(ctx, p, addr)
+	if errors.Is(err, ErrNotHeld) {
+		a.held.unpend(p, addr) // not this node's to free any more
+	}
+	return err == nil, err
 }
 
 // allocateAt allocates want, waiting a moment when another node keeps it
@@ -536,8 +591,15 @@ func (a *Allocator) releaseBatch(ctx context.Context, reqs []*request) {
 			doc, refused, unhanded, freed = releaseOwn(doc, a.node, a.gen, addrs, handed)
 			return doc, len(freed) > 0
 		})
-		if err == nil && len(freed) > 0 {
-			a.freed.add(p, freed, a.now())
+		// One the block did not record (Consul lost it under its
+		// container, now stopped) is noted freed too: a resend of its
+		// release must find it free as well, not a new container's.
+		noted := slices.DeleteFunc(slices.Clone(addrs), func(x netip.Addr) bool {
+			_, ok := refused[x]
+			return ok || slices.Contains(unhanded, x)
+		})
+		if err == nil && len(noted) > 0 {
+			a.freed.add(p, noted, a.now())
 			a.saveFreed()
 		}
 		for _, r := range rs {

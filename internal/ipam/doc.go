@@ -41,7 +41,22 @@
 //     when nothing else is free, or asked for (then forgotten: its release
 //     speaks no more for the container that holds it now): a release
 //     names no container, so a late or repeated one must find its address
-//     free. Nor does it (or its keeper) ever hand out an address the
+//     free (one Consul no longer recorded is remembered as freed too).
+//     Docker repeats a release only when its connection failed: the agent
+//     that served it was killed before answering. So the release of an
+//     address an earlier agent freed lately and this one handed out again
+//     is held back (Allocator.Release): answered, the address still
+//     recorded and passed over, until a listing of the containers begun
+//     after it shows no container holds it, nor may a start under way
+//     (the sweep then does it: Reclaimer.settleReleases), or until it is
+//     asked for by name (a container restarted with its address: the
+//     release is done, then the request served). Two windows are left: a
+//     request by name for it, before that listing, from another container
+//     than the one it was handed to, while that one runs (a --ip of an
+//     address in use, refused otherwise), is given it; and an agent
+//     killed after handing out again an address it freed itself, before
+//     the release's answer was sent, leaves no record of that handout, so
+//     the resend frees it. Nor does it (or its keeper) ever hand out an address the
 //     node's containers held at the last sweep (held.go), nor one it
 //     handed out since and Docker has not released (until a listing of
 //     the containers shows what became of it; after an agent's restart,

@@ -33,6 +33,16 @@ type freedAddrs struct {
 	mu sync.Mutex // guards following fields
 	// at is when each address was freed, by pool ID; nil until one is.
 	at map[string]map[netip.Addr]time.Time
+	// earlier are those of at an earlier agent of the node freed (see
+	// restore), by pool ID: Docker may not have had the answer to their
+	// release, and send it again (it resends a call only when its
+	// connection failed: the agent that served it died).
+	earlier map[string]map[netip.Addr]bool
+	// again are those of earlier handed out again by this agent, by pool
+	// ID, with when they were freed; forgotten reuseAfter after, as at's
+	// are. A release of one may be Docker's resend of the release that
+	// freed it (see Allocator.Release); kept in memory only.
+	again map[string]map[netip.Addr]time.Time
 }
 
 // add notes that addrs of p were freed at now.
@@ -53,6 +63,8 @@ func (f *freedAddrs) add(p Pool, addrs []netip.Addr, now time.Time) {
 	}
 	for _, a := range addrs {
 		m[a] = now
+		delete(f.earlier[p.ID()], a)
+		delete(f.again[p.ID()], a)
 	}
 }
 
@@ -67,19 +79,44 @@ func (f *freedAddrs) recent(p Pool, now time.Time) map[netip.Addr]time.Time {
 
 // unfree forgets that a, of p, was freed, and says whether it was freed
 // lately: handed out again, its release speaks no more for the container
-// that holds it now (see Allocator.handedOut).
+// that holds it now (see Allocator.handedOut). One an earlier agent
+// freed is noted as handed out again (see again).
 func (f *freedAddrs) unfree(p Pool, a netip.Addr) bool {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	m := f.at[p.ID()]
-	if _, ok := m[a]; !ok {
+	at, ok := m[a]
+	if !ok {
 		return false
 	}
 	delete(m, a)
 	if len(m) == 0 {
 		delete(f.at, p.ID())
 	}
+	if !f.earlier[p.ID()][a] {
+		return true
+	}
+	delete(f.earlier[p.ID()], a)
+	if f.again == nil {
+		f.again = map[string]map[netip.Addr]time.Time{}
+	}
+	if f.again[p.ID()] == nil {
+		f.again[p.ID()] = map[netip.Addr]time.Time{}
+	}
+	f.again[p.ID()][a] = at
 	return true
+}
+
+// handedAgain says whether a, of p, was handed out again by this agent
+// within reuseAfter of now after an earlier agent of the node freed it,
+// and not freed since: a release of it now may be Docker's resend of the
+// one that freed it.
+func (f *freedAddrs) handedAgain(p Pool, a netip.Addr, now time.Time) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.forgetLocked(now)
+	_, ok := f.again[p.ID()][a]
+	return ok
 }
 
 // lately says whether a, of p, was freed within reuseAfter of now,
@@ -116,11 +153,17 @@ func (f *freedAddrs) restore(saved map[string]map[netip.Addr]time.Time, now time
 	if f.at == nil {
 		f.at = map[string]map[netip.Addr]time.Time{}
 	}
+	if f.earlier == nil {
+		f.earlier = map[string]map[netip.Addr]bool{}
+	}
 	for id, addrs := range saved {
 		m := f.at[id]
 		if m == nil {
 			m = map[netip.Addr]time.Time{}
 			f.at[id] = m
+		}
+		if f.earlier[id] == nil {
+			f.earlier[id] = map[netip.Addr]bool{}
 		}
 		for a, at := range addrs {
 			if at.After(now) {
@@ -128,6 +171,7 @@ func (f *freedAddrs) restore(saved map[string]map[netip.Addr]time.Time, now time
 			}
 			if prev, ok := m[a]; !ok || at.After(prev) {
 				m[a] = at
+				f.earlier[id][a] = true
 			}
 		}
 	}
@@ -142,10 +186,18 @@ func (f *freedAddrs) restore(saved map[string]map[netip.Addr]time.Time, now time
 // forgetLocked drops what was freed reuseAfter or longer before now, in
 // every pool, so that a pool no longer served keeps nothing for long.
 func (f *freedAddrs) forgetLocked(now time.Time) {
-	for id, m := range f.at {
-		maps.DeleteFunc(m, func(_ netip.Addr, at time.Time) bool { return now.Sub(at) >= reuseAfter })
+	for _, by := range []map[string]map[netip.Addr]time.Time{f.at, f.again} {
+		for id, m := range by {
+			maps.DeleteFunc(m, func(_ netip.Addr, at time.Time) bool { return now.Sub(at) >= reuseAfter })
+			if len(m) == 0 {
+				delete(by, id)
+			}
+		}
+	}
+	for id, m := range f.earlier {
+		maps.DeleteFunc(m, func(a netip.Addr, _ bool) bool { _, ok := f.at[id][a]; return !ok })
 		if len(m) == 0 {
-			delete(f.at, id)
+			delete(f.earlier, id)
 		}
 	}
 }

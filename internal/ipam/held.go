@@ -54,6 +54,10 @@ type heldAddrs struct {
 	// Consul and logged, until a sweep finds them recorded again or no
 	// longer held.
 	noted map[string]map[netip.Addr]bool
+	// pending are, by network name, the releases held back (see
+	// Allocator.Release): of addresses handed out again since this node
+	// freed them, freed once a listing shows no container holds them.
+	pending map[string]map[netip.Addr]pendingRelease
 	// lost counts the addresses noted (a metric).
 	lost atomic.Int64
 	// toRecord are the addresses noted since the reclaimer last took
@@ -157,6 +161,76 @@ func (h *heldAddrs) set(held map[string]map[netip.Addr]bool, starts map[string][
 	for name, noted := range h.noted {
 		maps.DeleteFunc(noted, func(a netip.Addr, _ bool) bool { return !held[name][a] })
 	}
+	for name, pend := range h.pending {
+		for a, pr := range pend {
+			if pr.at.Before(begun) && held[name][a] {
+				pr.seenHeld = true
+				pend[a] = pr
+			}
+		}
+	}
+}
+
+// pendingRelease is a release held back: of the address's pool, at when
+// it was asked for; seenHeld: a listing begun after showed a container
+// holding the address (the release was a repeat, or its container was
+// still being removed).
+type pendingRelease struct {
+	pool     Pool
+	at       time.Time
+	seenHeld bool
+}
+
+// pend holds back the release of a, of p, asked for at at (see
+// Allocator.Release); a repeat of it is asked for anew.
+func (h *heldAddrs) pend(p Pool, a netip.Addr, at time.Time) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.pending == nil {
+		h.pending = map[string]map[netip.Addr]pendingRelease{}
+	}
+	if h.pending[p.Network] == nil {
+		h.pending[p.Network] = map[netip.Addr]pendingRelease{}
+	}
+	h.pending[p.Network][a] = pendingRelease{pool: p, at: at}
+}
+
+// pendingOf returns the release of a, of p's network, held back, if any.
+func (h *heldAddrs) pendingOf(p Pool, a netip.Addr) (pendingRelease, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	pr, ok := h.pending[p.Network][a]
+	return pr, ok
+}
+
+// unpend forgets the release of a, of p's network, held back.
+func (h *heldAddrs) unpend(p Pool, a netip.Addr) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	delete(h.pending[p.Network], a)
+}
+
+// settleable returns the releases of p's network held back that a listing
+// begun at begun, showing held and starts (p's network's), lets go: asked
+// for before it, their address held by no container and by no start under
+// way since before (which may be the container's the address was handed
+// to). Those of another generation of the network are forgotten: their
+// containers went with it.
+func (h *heldAddrs) settleable(p Pool, held map[netip.Addr]bool, starts []Start, begun time.Time) []netip.Addr {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	oldest := oldestStart(starts)
+	var out []netip.Addr
+	for a, pr := range h.pending[p.Network] {
+		switch {
+		case !(handout{gen: pr.pool.specCreate}).of(p):
+			delete(h.pending[p.Network], a)
+		case pr.at.Before(begun) && !held[a] && (oldest.IsZero() || pr.at.Before(oldest)):
+			out = append(out, a)
+		}
+	}
+	slices.SortFunc(out, netip.Addr.Compare)
+	return out
 }
 
 // recorded forgets the noted addresses of p that allocs, the pool as a
@@ -195,14 +269,17 @@ func (h *heldAddrs) handOutLocked(p Pool, a netip.Addr, at time.Time) {
 }
 
 // released forgets the handout of a, of p, which Docker released on
-// this node: it is then passed over as freed lately (see reuse), as
-// before. A stray release of a running container's address is not told
-// from it (a release names no container); handed covers what Consul
-// loses with no release here.
+// this node, and any release of it held back (done now, or superseded):
+// it is then passed over as freed lately (see reuse), as before. A stray
+// release of a running container's address is not told from it (a
+// release names no container); handed covers what Consul loses with no
+// release here, and a release held back (see Allocator.Release) keeps
+// its handout.
 func (h *heldAddrs) released(p Pool, a netip.Addr) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	delete(h.handed[p.Network], a)
+	delete(h.pending[p.Network], a)
 }
 
 // primed says whether p's handouts of an earlier agent of the node were

@@ -26,7 +26,7 @@ func NewMetrics(reg prometheus.Registerer, a *Allocator) *Metrics {
 		}, []string{"op", "result"}),
 		reclaimed: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Namespace: ns, Subsystem: sub, Name: "reclaimed_total",
-			Help: "Addresses the reclaimer set right, by reason (leak: returned, no container held it; departed_node: returned, its node left the swarm; no_node: returned by the leader, allocated to no node and held by no node's container; recorded_held: recorded again, a local container held it and the pool had lost it).",
+			Help: "Addresses the reclaimer set right, by reason (leak: returned, no container held it; departed_node: returned, its node left the swarm; no_node: returned by the leader, allocated to no node and held by no node's container; recorded_held: recorded again, a local container held it and the pool had lost it; held_release: returned, a release held back as it may have been Docker's resend, once no container held it).",
 		}, []string{"reason"}),
 		deferred: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Namespace: ns, Subsystem: sub, Name: "leaks_deferred",

@@ -76,11 +76,12 @@ const (
 	opTick                    // the clock moves B seconds
 	opShim                    // node A takes its host shim
 	opLose                    // Consul loses node A's running container B's address (B odd: every container's of A, as the leader's reclaim of A frozen)
+	opResend                  // node A's Docker resends a release (B: which) an earlier agent of A served, its answer lost as that agent was killed
 	opCount
 )
 
 var opNames = [...]string{"alloc", "allocAt", "started", "release", "stray", "crash", "restart", "sync", "pressure", "sweep", "depart",
-	"leader", "conflict", "fault", "tick", "shim", "lose"}
+	"leader", "conflict", "fault", "tick", "shim", "lose", "resend"}
 
 type step struct {
 	Op      modelOp
@@ -90,7 +91,7 @@ type step struct {
 func (s step) String() string { return fmt.Sprintf("{%s %d %d %d}", opNames[s.Op], s.A, s.B, s.C) }
 
 // weights of the ops, in op order.
-var opWeights = [opCount]int{24, 4, 24, 16, 8, 2, 5, 14, 2, 7, 1, 4, 5, 3, 6, 2, 2}
+var opWeights = [opCount]int{24, 4, 24, 16, 8, 2, 5, 14, 2, 7, 1, 4, 5, 3, 6, 2, 2, 4}
 
 // modelConfig is what a seed picks besides the steps.
 type modelConfig struct {
@@ -153,7 +154,30 @@ type modelNode struct {
 	// the node's containers: they make the listing stale, as requests
 	// served while a sweep reads the pool do.
 	race []step
+	// freed is what the node's agents freed lately, kept in the agent's
+	// state directory across its restarts (see FreedStore).
+	freed memFreed
+	// lastReleased is the address of the node's last release answered.
+	lastReleased netip.Addr
+	// inflight is the agent's last release answered if it answered no
+	// request since: one a kill may cut off before its answer is sent.
+	inflight *servedRelease
+	// resendable are the releases whose answers kills cut off (the
+	// in-flight one at each kill): Docker resends each, once (opResend).
+	resendable []servedRelease
 }
+
+// servedRelease is a release an agent of the node (generation gen)
+// served at at.
+type servedRelease struct {
+	addr netip.Addr
+	gen  int
+	at   time.Time
+}
+
+// resendWindow is how long after its first try Docker's plugin client
+// resends a call whose connection failed (pkg/plugins: 30 s).
+const resendWindow = 30 * time.Second
 
 type modelStart struct {
 	addr  netip.Addr
@@ -187,6 +211,9 @@ type world struct {
 // modelStats counts what a run did, to show what the steps reached.
 type modelStats struct {
 	allocs, spares, refused, departed, lost, taken int
+	// resent counts Docker's resends of releases; window, the requests
+	// by name left out (see opAllocAt).
+	resent, window int
 	// raced counts the requests run inside a sync or a sweep.
 	raced int
 }
@@ -232,7 +259,7 @@ func (w *world) now() time.Time { return w.clock }
 
 func (w *world) start(n *modelNode) {
 	n.gens++
-	a := newAllocator(w.kv, n.id, fmt.Sprintf("%s-g%d", n.id, n.gens), w.now, nil)
+	a := newAllocator(w.kv, n.id, fmt.Sprintf("%s-g%d", n.id, n.gens), w.now, nil, WithFreedStore(&n.freed))
 	a.sleep = func(context.Context, time.Duration) error { w.clock = w.clock.Add(50 * time.Millisecond); return nil }
 	a.spares.enable(w.cfg.spares, nil)
 	n.alloc = a
@@ -308,6 +335,19 @@ func (w *world) apply(s step) error {
 		var want netip.Addr
 		if s.Op == opAllocAt {
 			want = nthAddr(w.pool, s.B)
+			if s.C%4 == 0 && n.lastReleased.IsValid() {
+				// A container restarted with its address (--ip): Docker
+				// asks for the address it just released.
+				want = n.lastReleased
+			}
+			if pr, ok := n.alloc.held.pendingOf(w.pool, want); ok && !pr.seenHeld && w.holds(n, want) {
+				// Asked for by name while a container of the node holds it
+				// and its release (a resend) is held back: the window the
+				// allocator leaves (see Allocator.Allocate), a request Docker
+				// makes only for a user's --ip of an address in use.
+				w.stats.window++
+				return nil
+			}
 		}
 		a, err := n.alloc.Allocate(w.ctx, w.pool, want, KindTask)
 		if err != nil {
@@ -320,6 +360,7 @@ func (w *world) apply(s step) error {
 			return fmt.Errorf("%s: handed out %s, a reserved address", s, a)
 		}
 		w.stats.allocs++
+		n.inflight = nil
 		n.starting = append(n.starting, modelStart{addr: a, since: w.clock})
 	case opStarted:
 		if n.gone || len(n.starting) == 0 {
@@ -380,6 +421,10 @@ func (w *world) apply(s step) error {
 		}
 		return allowed(err, ErrNotHeld)
 	case opCrash:
+		if up && n.inflight != nil {
+			n.resendable = append(n.resendable, *n.inflight)
+			n.inflight = nil
+		}
 		if up {
 			w.stats.spares += int(n.alloc.spares.handouts.Load())
 			n.alloc, n.reclaimer = nil, nil
@@ -474,6 +519,17 @@ func (w *world) apply(s step) error {
 			return fmt.Errorf("%s: %s's shim is %s, was %s", s, n.id, a, n.shim)
 		}
 		n.shim = a
+	case opResend:
+		n.resendable = slices.DeleteFunc(n.resendable, func(r servedRelease) bool { return w.clock.Sub(r.at) > resendWindow })
+		if !up || len(n.resendable) == 0 {
+			return nil
+		}
+		// Resent until answered: once.
+		i := s.B % len(n.resendable)
+		a := n.resendable[i].addr
+		n.resendable = slices.Delete(n.resendable, i, i+1)
+		w.stats.resent++
+		return allowed(n.alloc.Release(w.ctx, w.pool, a), ErrNotHeld)
 	case opLose:
 		if n.gone || len(n.containers) == 0 {
 			return nil
@@ -485,6 +541,11 @@ func (w *world) apply(s step) error {
 		return w.lose(s, n, lose)
 	}
 	return nil
+}
+
+// holds says whether a container of n, running or starting, holds a.
+func (w *world) holds(n *modelNode, a netip.Addr) bool {
+	return slices.Contains(n.containers, a) || slices.ContainsFunc(n.starting, func(st modelStart) bool { return st.addr == a })
 }
 
 // gone notes that n's container holding a is gone: a lost address of
@@ -588,9 +649,13 @@ func raceSteps(s step) []step {
 // error, that a is no longer n's in Consul: a release taken for a stray
 // one leaves an allocation no container holds.
 func (w *world) released(s step, n *modelNode, a netip.Addr) error {
+	n.lastReleased, n.inflight = a, &servedRelease{addr: a, gen: n.gens, at: w.clock}
 	all, err := w.allocations()
 	if err != nil {
 		return err
+	}
+	if _, ok := n.alloc.held.pendingOf(w.pool, a); ok {
+		return nil // held back: done once a listing shows no container holds it (see settle)
 	}
 	if al, ok := all[a]; ok && al.Node == n.id && al.Kind != KindShim {
 		return fmt.Errorf("%s: %s's release of %s answered, but Consul still records it as %+v", s, n.id, a, al)
@@ -849,6 +914,7 @@ func TestModelNoDuplicates(t *testing.T) {
 		total += len(steps)
 		sum.allocs, sum.spares, sum.refused, sum.departed = sum.allocs+st.allocs, sum.spares+st.spares, sum.refused+st.refused, sum.departed+st.departed
 		sum.raced, sum.lost, sum.taken = sum.raced+st.raced, sum.lost+st.lost, sum.taken+st.taken
+		sum.resent, sum.window = sum.resent+st.resent, sum.window+st.window
 		if err == nil {
 			continue
 		}
@@ -866,8 +932,8 @@ func TestModelNoDuplicates(t *testing.T) {
 		t.Fatalf("seed %d: replay with %s=%d; shortest failing run found, %d steps (%v):\n%s",
 			seed, envModelSeed, seed, len(short), serr, b.String())
 	}
-	t.Logf("%d seeded runs, %d steps, from seed %d: %d addresses handed out (%d from spares), %d stray releases refused, %d nodes departed, %d requests run inside a sync or a sweep, %d running containers' addresses lost by Consul (%d taken by another node before recorded again); no duplicate",
-		runs, total, base, sum.allocs, sum.spares, sum.refused, sum.departed, sum.raced, sum.lost, sum.taken)
+	t.Logf("%d seeded runs, %d steps, from seed %d: %d addresses handed out (%d from spares), %d stray releases refused, %d nodes departed, %d requests run inside a sync or a sweep, %d running containers' addresses lost by Consul (%d taken by another node before recorded again), %d releases resent (%d requests by name left out, a held-back resend's window); no duplicate",
+		runs, total, base, sum.allocs, sum.spares, sum.refused, sum.departed, sum.raced, sum.lost, sum.taken, sum.resent, sum.window)
 }
 
 // TestModelIsDeterministic: one seed replays to the same Consul state,
@@ -881,6 +947,11 @@ func TestModelIsDeterministic(t *testing.T) {
 		}
 		for _, s := range steps[:800] {
 			if err := w.apply(s); err != nil {
+				t.Fatal(err)
+			}
+			// As run does: the check notes what the steps rely on (lost
+			// addresses another node took).
+			if err := w.check(false); err != nil {
 				t.Fatal(err)
 			}
 		}

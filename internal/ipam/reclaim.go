@@ -181,6 +181,7 @@ func (r *Reclaimer) Sweep(ctx context.Context) error {
 			p, _ := r.Pools.pool(spec, v6)
 			p.specIndex = l.SpecIndex(spec.Name)
 			seen[p.ID()] = true
+			errs = append(errs, r.settleReleases(ctx, p, local.Held[spec.Name], local.Starts[spec.Name], begun))
 			errs = append(errs, r.sweepPool(ctx, p, local.Held[spec.Name], local.Starts[spec.Name], gone, reporters, holders, owners))
 		}
 	}
@@ -357,6 +358,26 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 	}
 	r.Metrics.reclaim("leak", len(freed))
 	return errors.Join(append(errs, err)...)
+}
+
+// settleReleases does the releases of p's addresses held back (see
+// Allocator.Release) that the listing begun at begun lets go: no
+// container holds the address, nor may a start under way (see
+// heldAddrs.settleable).
+func (r *Reclaimer) settleReleases(ctx context.Context, p Pool, held map[netip.Addr]bool, starts []Start, begun time.Time) error {
+	var errs []error
+	for _, addr := range r.Alloc.held.settleable(p, held, starts, begun) {
+		done, err := r.Alloc.settle(ctx, p, addr)
+		if err != nil {
+			errs = append(errs, fmt.Errorf("release %s, held back, in %s: %w", addr, p.ID(), err))
+		}
+		if !done {
+			continue
+		}
+		r.log().Info("released an address whose release was held back: no container holds it", "pool", p.ID(), "addr", addr)
+		r.Metrics.reclaim("held_release", 1)
+	}
+	return errors.Join(errs...)
 }
 
 // publishKept publishes the addresses this node's sweep of p kept for
