@@ -19,6 +19,7 @@ var readableInputs = []string{
 	"n1\u202e1n", "a\u2066b\u2069c", "\u200bzero\u200c\u200d", "\u200ele\u200ft\u061c", "\ufeffbom",
 	"line\u2028sep\u2029", "\x1b[31mred", "cr\r bell\a bs\b vt\v ff\f", "del\x7f", "c1\u0085\u009b",
 	"tag\U000e0041", "tab\tnewline\n", "plain-name_1.2", "é日本 a\u00a0b 😀", `<img src=x>`, `back\slash`,
+	"web\u00a0", "we\u3000b\u2007\u202f", "hangul\u3164\u115f fill\uffa0", "vs\ufe0f\U000e0100 cgj\u034f", "blank\u2800", "shy\u00ad",
 }
 
 // TestScriptShowsNamesReadable: the page showed every name as it came,

@@ -127,7 +127,7 @@ func Desired(c Container, p Policy) ([]Service, []Warning) {
 		attrs, fromPort := md.forPort(t.port.Port)
 		name, own := attrs["name"].value, fromPort["name"]
 		if name != "" && !usableName(name) {
-			warn(attrs["name"].source, name, unusableName+"; the default name is used")
+			warn(attrs["name"].source, name, unusableName+unreadable(name)+"; the default name is used")
 			name, own = "", false
 		}
 		if svc := c.Labels[labelSwarmServiceName]; name != "" && p.SwarmNames && svc != "" && name != defaultName(c) && !slices.Contains(p.SwarmNameAllow[svc], name) {
@@ -143,7 +143,7 @@ func Desired(c Container, p Policy) ([]Service, []Warning) {
 		}
 		if name == "" {
 			if n := c.Labels[labelSwarmServiceName]; n != "" && !usableName(n) {
-				warn(labelSwarmServiceName, n, unusableName+"; the image's name is used")
+				warn(labelSwarmServiceName, n, unusableName+unreadable(n)+"; the image's name is used")
 			}
 			name = defaultName(c)
 		}
@@ -404,7 +404,7 @@ func comparePorts(a, b Port) int {
 }
 
 // unusableName says why a name fails usableName.
-const unusableName = "not usable as a Consul service name: Consul's HTTP API could not look it up, or it would read as another name (a control character; a bidi override, a zero-width or other invisible character, a line separator; or a path segment Go's HTTP server rewrites: '.', '..' or an empty one)"
+const unusableName = "not usable as a Consul service name: Consul's HTTP API could not look it up, or it would read as another name (a control character; a bidi override, a zero-width or other invisible character, a space other than U+0020, a line separator; or a path segment Go's HTTP server rewrites: '.', '..' or an empty one)"
 
 // usableName says Consul's HTTP API can look a service up by name, in a
 // path such as /v1/health/service/NAME, and that it reads as what it is:
@@ -421,10 +421,22 @@ func usableName(name string) bool {
 // that make text read as other text in a terminal, a log or Consul's UI
 // (bidi overrides and isolates, U+202A–U+202E and U+2066–U+2069, which
 // turn "admin\u202etxt.exe" into "adminexe.txt"; zero-width and other
-// format characters; line and paragraph separators; private-use and
+// format characters; spaces other than U+0020, so that "web" and
+// "web\u00a0" are not two services that read the same, and characters
+// shown as nothing; line and paragraph separators; private-use and
 // unassigned code points, which show as anything). Not UTF-8, it would
 // not reach Consul as it is: JSON replaces such bytes.
 func readable(s string) bool { return termtext.Graphic(s) }
+
+// unreadable is ": " and the first character of s readable refuses, by
+// its code point ("U+00A0 (a space other than U+0020) at byte 3"), which
+// tells apart two names that read the same; "" when readable takes s.
+func unreadable(s string) string {
+	if err := termtext.CheckGraphic(s); err != nil {
+		return ": " + err.Error()
+	}
+	return ""
+}
 
 // CheckName says why name is not taken as a service's name (from
 // SERVICE_NAME or SERVICE_<port>_NAME), or nil when it is.
@@ -433,7 +445,7 @@ func CheckName(name string) error {
 		return errors.New("empty")
 	}
 	if !usableName(name) {
-		return errors.New(unusableName)
+		return errors.New(unusableName + unreadable(name))
 	}
 	return nil
 }
@@ -476,7 +488,7 @@ func serviceID(c Container, p Policy, t target, attrs map[string]setting, fromPo
 		id = ""
 	}
 	if id != "" && !usableID(id) {
-		warn(attrs["id"].source, id, "not usable as a Consul service ID: Consul's HTTP API could not name it to deregister it, and the entry would stay after the container, or it would read as another ID (a '/', '.' or '..' alone, a control character, a bidi override, a zero-width or other invisible character, a line separator); the default ID is used")
+		warn(attrs["id"].source, id, "not usable as a Consul service ID: Consul's HTTP API could not name it to deregister it, and the entry would stay after the container, or it would read as another ID (a '/', '.' or '..' alone, a control character, a bidi override, a zero-width or other invisible character, a space other than U+0020, a line separator)"+unreadable(id)+"; the default ID is used")
 		id = ""
 	}
 	if prefix := p.Node + ":"; id != "" && strings.HasPrefix(id, prefix) {
@@ -551,7 +563,7 @@ func serviceTags(policy []string, s setting, warn func(key, value, problem strin
 		if t != "" && !readable(t) {
 			// Consul takes it, but its CLI prints tags as they are, and
 			// it would read as another tag or rewrite the terminal.
-			warn(s.source, s.value, fmt.Sprintf("tag %s left out: a control character, a bidi override, a zero-width or other invisible character, or a line separator would make it read as another tag", termtext.QuoteShort(t, maxWarningValue)))
+			warn(s.source, s.value, fmt.Sprintf("tag %s left out: a control character, a bidi override, a zero-width or other invisible character, a space other than U+0020, or a line separator would make it read as another tag%s", termtext.QuoteShort(t, maxWarningValue), unreadable(t)))
 			continue
 		}
 		if t != "" {

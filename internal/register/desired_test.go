@@ -2198,3 +2198,59 @@ func TestDesiredNamesThatReadAsOthers(t *testing.T) {
 		}
 	}
 }
+
+// TestDesiredLookAlikeSpaces: a name, ID or tag holding a space other
+// than U+0020 (the no-break space U+00A0, U+2000–U+200A, U+202F, U+205F,
+// U+3000) or a character shown as nothing (the soft hyphen, a variation
+// selector, the Hangul filler) was taken, so that "web" and "web\u00a0"
+// were two services that read the same in the dashboard, `underlay ips`
+// and Consul's UI. They are refused as a zero-width space is, and the
+// warning names the code point.
+func TestDesiredLookAlikeSpaces(t *testing.T) {
+	for _, tc := range []struct{ bad, point string }{
+		{"web\u00a0", "U+00A0"},
+		{"we\u2000b", "U+2000"},
+		{"we\u2007b", "U+2007"},
+		{"we\u200ab", "U+200A"},
+		{"we\u202fb", "U+202F"},
+		{"we\u205fb", "U+205F"},
+		{"we\u3000b", "U+3000"},
+		{"we\u1680b", "U+1680"},
+		{"we\u00adb", "U+00AD"},
+		{"we\u200cb", "U+200C"},
+		{"we\u200db", "U+200D"},
+		{"we\u2060b", "U+2060"},
+		{"we\ufe0fb", "U+FE0F"},
+		{"we\u3164b", "U+3164"},
+		{"we\u034fb", "U+034F"},
+	} {
+		t.Run(tc.point, func(t *testing.T) {
+			// A tag's edges are trimmed (strings.TrimSpace: U+00A0 too).
+			tag := "x" + tc.bad + "x"
+			c := macvlanContainer(labels("SERVICE_NAME", tc.bad, "SERVICE_ID", tc.bad, "SERVICE_TAGS", "a,"+tag+",b"))
+			got, warnings := Desired(c, testPolicy())
+			if len(got) != 1 {
+				t.Fatalf("%d services, want 1", len(got))
+			}
+			if got[0].Name == tc.bad || got[0].ID == tc.bad {
+				t.Errorf("registered as name %q, ID %q: want neither %q", got[0].Name, got[0].ID, tc.bad)
+			}
+			if diff := cmp.Diff([]string{"a", "b"}, got[0].Tags); diff != "" {
+				t.Errorf("tags mismatch (-want +got):\n%s", diff)
+			}
+			checkWarnings(t, c.Name, warnings, []wantWarning{
+				{Key: "SERVICE_NAME", Value: tc.bad, Problem: "not usable as a Consul service name"},
+				{Key: "SERVICE_ID", Value: tc.bad, Problem: "not usable as a Consul service ID"},
+				{Key: "SERVICE_TAGS", Value: "a," + tag + ",b", Problem: "left out"},
+			})
+			for _, w := range warnings {
+				if !strings.Contains(w.Problem, tc.point) {
+					t.Errorf("warning %q on %s does not name %s", w.Problem, w.Key, tc.point)
+				}
+			}
+			if err := CheckName(tc.bad); err == nil || !strings.Contains(err.Error(), tc.point) {
+				t.Errorf("CheckName(%q) = %v, want an error naming %s", tc.bad, err, tc.point)
+			}
+		})
+	}
+}

@@ -10,7 +10,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"unicode"
 	"unicode/utf8"
 
 	"github.com/underlay/underlay/internal/kvstore"
@@ -27,7 +26,8 @@ const special = " \t\n'\"\\$`*?[]{}()<>|&;!#~"
 //   - else in single quotes (a quote inside closed, escaped and opened
 //     again) when it is valid UTF-8 and every character of it graphic;
 //   - else (a control character, a format character such as a bidi
-//     override, a line separator, invalid UTF-8) as printf's output:
+//     override, a line separator, a space other than U+0020, invalid
+//     UTF-8: what termtext.GraphicRune refuses) as printf's output:
 //     "$(printf 'a\033b')", each such byte an octal escape, which POSIX
 //     printf writes back as that byte. bash's $'...' would be shorter,
 //     but sh (dash) reads it as a $ and a quoted word.
@@ -68,7 +68,7 @@ func printfFormat(s string) string {
 			b.WriteString(`\\`)
 		case r == '%':
 			b.WriteString("%%")
-		case r == '\'' || r == '!' || r == utf8.RuneError && n == 1 || !unicode.IsGraphic(r):
+		case r == '\'' || r == '!' || r == utf8.RuneError && n == 1 || !termtext.GraphicRune(r):
 			for i := range n {
 				fmt.Fprintf(&b, `\%03o`, s[i])
 			}

@@ -39,6 +39,9 @@ func TestJoin(t *testing.T) {
 		{"delete and C1", []string{"a\x7fb\u009bc"}, `"$(printf 'a\177b\302\233c')"`},
 		{"bidi override and line separator", []string{"ab\u202ec\u2028d"}, `"$(printf 'ab\342\200\256c\342\200\250d')"`},
 		{"invalid UTF-8", []string{"a\x9b[2J"}, `"$(printf 'a\233[2J')"`},
+		// A space other than U+0020 and a character shown as nothing
+		// would show the word as another one (termtext.GraphicRune).
+		{"no-break space and Hangul filler", []string{"web\u00a0", "a\u3164b"}, `"$(printf 'web\302\240')" "$(printf 'a\343\205\244b')"`},
 		// printf would take a format beginning with - for an option.
 		{"leading dash before a control", []string{"-\v", "--x\t"}, `"$(printf '\055\013')" "$(printf '\055-x\011')"`},
 		{"printf's own and the shell's specials beside a control", []string{"%d\\1'!$`\"é\n."},

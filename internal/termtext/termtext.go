@@ -19,25 +19,114 @@ import (
 	"unicode/utf8"
 )
 
-// Cell returns s as it is when it is valid UTF-8 and every character of
-// it is graphic (spaces included), else Go-quoted, so that it prints on
-// one line, in one table cell, and shows what it holds.
+// Cell returns s as it is when it is Graphic, else Go-quoted with every
+// character Graphic refuses escaped (\u00a0, \u3164), so that it prints
+// on one line, in one table cell, and shows what it holds.
 func Cell(s string) string {
 	if Graphic(s) {
 		return s
 	}
-	return strconv.Quote(s)
+	return quote(s)
 }
 
 // Graphic says s is valid UTF-8 and every character of it is graphic
-// (spaces included): no control character, bidi override, zero-width or
-// line separator that would make it read as other text than it holds.
+// (GraphicRune): no control character, bidi override, zero-width or line
+// separator, no space other than U+0020 and no character shown as
+// nothing, that would make it read as other text than it holds ("web"
+// and "web\u00a0" read the same).
 func Graphic(s string) bool {
-	return utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool { return !unicode.IsGraphic(r) })
+	return utf8.ValidString(s) && !strings.ContainsFunc(s, func(r rune) bool { return !GraphicRune(r) })
 }
 
-// Lines returns s with every character that is not graphic escaped as Go
-// escapes it (\x1b, \r, \u202e; a byte that is not UTF-8 as \xNN), but
+// GraphicRune says r is shown as what it is: graphic as unicode.IsGraphic
+// has it (letters, marks, numbers, punctuation, symbols, spaces), but
+// not a space other than U+0020 (U+00A0, U+2000–U+200A, U+3000…), which
+// reads as U+0020 or as nothing, nor a character shown as nothing
+// (unicode.IsGraphic's default-ignorable ones: variation selectors, the
+// Hangul fillers, U+034F; and U+2800, the blank Braille pattern).
+func GraphicRune(r rune) bool {
+	return unicode.IsGraphic(r) && (r == ' ' || !unicode.Is(unicode.Zs, r)) && !blank(r)
+}
+
+// blank says r is graphic but shown as nothing.
+func blank(r rune) bool {
+	return r == '\u2800' || unicode.In(r, unicode.Variation_Selector, unicode.Other_Default_Ignorable_Code_Point)
+}
+
+// CheckGraphic says why s is not Graphic, naming the first character that
+// is not by its code point, what it is and its byte offset ("U+00A0 (a
+// space other than U+0020) at byte 3"), or nil when s is Graphic. For
+// errors about names that must read as what they hold: the code point
+// tells apart two that read the same.
+func CheckGraphic(s string) error {
+	for i, r := range s {
+		if r == utf8.RuneError {
+			if _, n := utf8.DecodeRuneInString(s[i:]); n == 1 {
+				return fmt.Errorf("byte %#02x at byte %d is not UTF-8", s[i], i)
+			}
+		}
+		if !GraphicRune(r) {
+			return fmt.Errorf("%U (%s) at byte %d", r, unshown(r), i)
+		}
+	}
+	return nil
+}
+
+// unshown says what r, which GraphicRune refuses, is.
+func unshown(r rune) string {
+	switch {
+	case unicode.Is(unicode.Cc, r):
+		return "a control character"
+	case unicode.Is(unicode.Zs, r):
+		return "a space other than U+0020"
+	case unicode.Is(unicode.Cf, r):
+		return "a format character: invisible, or reordering the text"
+	case unicode.In(r, unicode.Zl, unicode.Zp):
+		return "a line or paragraph separator"
+	case blank(r):
+		return "shown as nothing"
+	}
+	return "a private-use, surrogate or unassigned code point"
+}
+
+// quote is s Go-quoted as strconv.Quote quotes it, but with every
+// character GraphicRune refuses escaped (strconv.Quote leaves U+3164 or a
+// variation selector as it is); strconv.Unquote reads it back.
+func quote(s string) string {
+	b := []byte{'"'}
+	for len(s) > 0 {
+		r, n := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && n == 1:
+			b = fmt.Appendf(b, `\x%02x`, s[0])
+		case r == '"' || r == '\\':
+			b = append(b, '\\', s[0])
+		case !GraphicRune(r):
+			b = append(b, escape(r)...)
+		default:
+			b = append(b, s[:n]...)
+		}
+		s = s[n:]
+	}
+	return string(append(b, '"'))
+}
+
+// escape is r as Go escapes it (\x1b, \r, \u00a0), or as a \u or \U
+// escape where Go would leave it as it is (U+3164).
+func escape(r rune) string {
+	q := strconv.QuoteRune(r)
+	if q = q[1 : len(q)-1]; strings.HasPrefix(q, `\`) {
+		return q
+	}
+	if r > 0xffff {
+		return fmt.Sprintf(`\U%08x`, r)
+	}
+	return fmt.Sprintf(`\u%04x`, r)
+}
+
+// Lines returns s with every character that is not graphic (GraphicRune)
+// escaped as Go escapes it (\x1b, \r, \u202e, \u00a0; a byte that is not
+// UTF-8 as \xNN), but
 // newlines and tabs: it prints as the lines it holds and no others, and
 // cannot move the cursor, rewrite the terminal or reorder what it shows.
 // For messages, errors above all, whose text quotes what others wrote (a
@@ -53,8 +142,7 @@ func Lines(s string) string {
 		case r == utf8.RuneError && n == 1:
 			fmt.Fprintf(&b, `\x%02x`, s[0])
 		case notLine(r):
-			q := strconv.QuoteRune(r) // '\x1b': the escape between quotes
-			b.WriteString(q[1 : len(q)-1])
+			b.WriteString(escape(r))
 		default:
 			b.WriteString(s[:n])
 		}
@@ -63,11 +151,12 @@ func Lines(s string) string {
 	return b.String()
 }
 
-func notLine(r rune) bool { return r != '\n' && r != '\t' && !unicode.IsGraphic(r) }
+func notLine(r rune) bool { return r != '\n' && r != '\t' && !GraphicRune(r) }
 
 // WriteJSON writes v as indented JSON and a newline, with every character
-// that is not graphic (C1 controls such as U+009B, a CSI to terminals that
-// take 8-bit controls; DEL; bidi overrides) as a \u escape: encoding/json
+// that is not graphic (GraphicRune: C1 controls such as U+009B, a CSI to
+// terminals that take 8-bit controls; DEL; bidi overrides; spaces other
+// than U+0020) as a \u escape: encoding/json
 // escapes only C0 controls, and --json output quotes what others wrote
 // and may go to a terminal. It decodes to the same values.
 func WriteJSON(w io.Writer, v any) error {
@@ -94,7 +183,7 @@ func escapeJSON(b []byte) []byte {
 		switch {
 		case r == utf8.RuneError && n == 1:
 			out = append(out, `\ufffd`...)
-		case r == '\n' || unicode.IsGraphic(r):
+		case r == '\n' || GraphicRune(r):
 			out = append(out, b[:n]...)
 		case r > 0xffff:
 			r1, r2 := utf16.EncodeRune(r)
@@ -235,13 +324,14 @@ func Shorten(s string, n int) string {
 	return Head(s, n) + shortened(s)
 }
 
-// QuoteShort is s quoted as %q quotes it, Shortened as Shorten does:
+// QuoteShort is s quoted as %q quotes it (with what Cell escapes escaped),
+// Shortened as Shorten does:
 // "\"abc\"… (2097152 bytes)". For text quoted into an error.
 func QuoteShort(s string, n int) string {
 	if len(s) <= n {
-		return strconv.Quote(s)
+		return quote(s)
 	}
-	return strconv.Quote(Head(s, n)) + shortened(s)
+	return quote(Head(s, n)) + shortened(s)
 }
 
 // shortened is what Shorten and QuoteShort append to a head of s.

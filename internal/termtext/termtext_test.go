@@ -24,6 +24,11 @@ func TestCell(t *testing.T) {
 		{"bidi override", "abc\u202edef", `"abc\u202edef"`},
 		{"line separator", "a\u2028b", `"a\u2028b"`},
 		{"invalid UTF-8", "a\x9b[2Jb", `"a\x9b[2Jb"`},
+		{"no-break space", "web\u00a0", `"web\u00a0"`},
+		{"ideographic space", "we\u3000b", `"we\u3000b"`},
+		{"soft hyphen", "we\u00adb", `"we\u00adb"`},
+		{"Hangul filler", "we\u3164b", `"we\u3164b"`},
+		{"variation selector", "we\ufe0fb", `"we\ufe0fb"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := Cell(tc.in); got != tc.want {
@@ -46,6 +51,8 @@ func TestLines(t *testing.T) {
 		{"bidi override", "abc\u202edef", `abc\u202edef`},
 		{"line and paragraph separators", "a\u2028b\u2029", `a\u2028b\u2029`},
 		{"invalid UTF-8", "a\x9b[2Jb\xff", `a\x9b[2Jb\xff`},
+		{"spaces other than U+0020", "a\u00a0b\u2007c\u202f", `a\u00a0b\u2007c\u202f`},
+		{"shown as nothing", "a\u3164b\u034f\ufe0f", `a\u3164b\u034f\ufe0f`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			if got := Lines(tc.in); got != tc.want {
@@ -107,6 +114,13 @@ func TestGraphic(t *testing.T) {
 	for s, want := range map[string]bool{
 		"": true, "web 1": true, "café": true,
 		"a\nb": false, "a\x1b[2J": false, "x\u202ey": false, "x\u200by": false, "x\u2028y": false, "\xff": false,
+		// Spaces other than U+0020, and characters shown as nothing:
+		// "web\u00a0" reads as "web " or "web".
+		"web\u00a0": false, "a\u1680b": false, "a\u2000b": false, "a\u200ab": false, "a\u202fb": false,
+		"a\u205fb": false, "a\u3000b": false, "a\u00adb": false, "a\u2060b": false, "a\u200db": false,
+		"a\u3164b": false, "a\u115fb": false, "a\uffa0b": false, "a\u034fb": false, "a\ufe0fb": false,
+		"a\U000e0100b": false, "a\u2800b": false,
+		"ウェブ": true, "e\u0301": true, "\u2014 \u2026": true,
 	} {
 		if got := Graphic(s); got != want {
 			t.Errorf("Graphic(%q) = %v, want %v", s, got, want)
@@ -314,6 +328,40 @@ func TestShorten(t *testing.T) {
 	} {
 		if c.got != c.want {
 			t.Errorf("%s: %.60q…, want %.60q…", c.name, c.got, c.want)
+		}
+	}
+}
+
+// TestCheckGraphic: CheckGraphic says what Graphic refuses, naming the
+// first character it refuses by its code point, with what it is and
+// where, so that an error can say which of two names that read the same
+// holds what.
+func TestCheckGraphic(t *testing.T) {
+	for _, s := range []string{"", "web 1", "café", "ウェブ"} {
+		if err := CheckGraphic(s); err != nil {
+			t.Errorf("CheckGraphic(%q) = %v, want nil", s, err)
+		}
+	}
+	for _, tc := range []struct{ in, want string }{
+		{"web\u00a0", "U+00A0 (a space other than U+0020) at byte 3"},
+		{"we\u3000b", "U+3000 (a space other than U+0020) at byte 2"},
+		{"a\x1bb", "U+001B (a control character) at byte 1"},
+		{"x\u202ey", "U+202E (a format character: invisible, or reordering the text) at byte 1"},
+		{"\ufeffweb", "U+FEFF (a format character"},
+		{"a\u00adb", "U+00AD (a format character"},
+		{"x\u2028y", "U+2028 (a line or paragraph separator) at byte 1"},
+		{"a\u3164b", "U+3164 (shown as nothing) at byte 1"},
+		{"a\ufe0fb", "U+FE0F (shown as nothing) at byte 1"},
+		{"a\ue000b", "U+E000 (a private-use, surrogate or unassigned code point) at byte 1"},
+		{"ab\xff", "byte 0xff at byte 2 is not UTF-8"},
+		{"a\u00a0\u200b", "U+00A0"}, // the first
+	} {
+		err := CheckGraphic(tc.in)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("CheckGraphic(%q) = %v, want an error containing %q", tc.in, err, tc.want)
+		}
+		if Graphic(tc.in) {
+			t.Errorf("Graphic(%q) = true, but CheckGraphic refuses it", tc.in)
 		}
 	}
 }

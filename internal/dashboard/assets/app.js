@@ -25,10 +25,12 @@
 
   // readable is s as the page shows it: every character that is not
   // graphic (controls, bidi overrides and isolates such as U+202E,
-  // zero-width characters, line separators) escaped as Go quotes it
-  // (\u202e), but newlines and tabs, as termtext.Lines does, so that a
-  // name cannot show as another name, nor reorder the text around it.
-  const notGraphic = /[^\p{L}\p{M}\p{N}\p{P}\p{S}\p{Zs}\n\t]/gu;
+  // zero-width characters, line separators; spaces other than U+0020,
+  // such as U+00A0, and characters shown as nothing, such as U+3164)
+  // escaped as Go quotes it (\u202e), but newlines and tabs, as
+  // termtext.Lines does, so that a name cannot show as another name
+  // ("web" and "web\u00a0"), nor reorder the text around it.
+  const notGraphic = /[^\p{L}\p{M}\p{N}\p{P}\p{S} \n\t]|[\p{Default_Ignorable_Code_Point}\u2800]/gu;
   const shortEscapes = { 7: '\\a', 8: '\\b', 11: '\\v', 12: '\\f', 13: '\\r' };
   const hex = (n, w) => n.toString(16).padStart(w, '0');
   function readable(s) {
