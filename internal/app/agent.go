@@ -70,6 +70,10 @@ func runAgent(ctx context.Context, cmd *cobra.Command, f *agentFlags, log *slog.
 	if err := checkAgentFlags(f, cmd.Flags().Changed("ipam")); err != nil {
 		return err
 	}
+	tags, err := register.AgentTags(f.Tags)
+	if err != nil {
+		return fmt.Errorf("--tags: %w", err)
+	}
 	if f.IPAMTestTimers && (f.IPAMGrace < minLeakGrace || f.IPAMNodeTimeout > 0 && f.IPAMNodeTimeout < minNodeTimeout) {
 		log.Warn("IPAM timers below their safe minimums (--ipam-test-timers): for test labs only",
 			"ipam_leak_grace", f.IPAMGrace, "ipam_node_timeout", f.IPAMNodeTimeout)
@@ -106,7 +110,7 @@ func runAgent(ctx context.Context, cmd *cobra.Command, f *agentFlags, log *slog.
 			Policy: register.Policy{
 				Node: f.Node, Network: f.Network, HostIP: f.HostIP, Internal: f.Internal,
 				Explicit: f.Explicit, SwarmNames: f.SwarmNames, SwarmNameAllow: swarmNameAllow,
-				Tags: f.Tags, Labels: labels,
+				Tags: tags, Labels: labels,
 			},
 			Deregister:       register.DeregisterMode(f.Deregister),
 			DeregisterOnExit: f.DeregisterOnExit,

@@ -279,6 +279,41 @@ func TestParseSwarmNameAllow(t *testing.T) {
 // refuses a bad value before connecting to anything, and says that the
 // flag does nothing without --swarm-names. The context is cancelled: the
 // agent stops at its first wait for Docker.
+// TestAgentBadTags: the agent's --tags (tags added to every service)
+// were registered as given, unchecked, where SERVICE_TAGS's are checked:
+// a no-break space, a control character or a bidi override went to
+// every service of the node. The agent now refuses them at start, naming
+// the tag and the character.
+func TestAgentBadTags(t *testing.T) {
+	t.Setenv("DOCKER_HOST", "unix://"+t.TempDir()+"/no-docker.sock")
+	for _, tc := range []struct {
+		name     string
+		env      string
+		args     []string
+		wantCode int
+		wantErr  string
+	}{
+		{name: "fine", args: []string{"--tags", "a, b,web api"}},
+		{name: "no-break space", args: []string{"--tags", "a,we\u00a0b"}, wantCode: 1, wantErr: `--tags: tag "we\u00a0b": U+00A0 (a space other than U+0020)`},
+		{name: "bidi override", args: []string{"--tags", "x\u202ey"}, wantCode: 1, wantErr: `--tags: tag "x\u202ey": U+202E`},
+		{name: "from the environment", env: "a,b\x1b[2J", wantCode: 1, wantErr: `--tags: tag "b\x1b[2J": U+001B (a control character)`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.env != "" {
+				t.Setenv("UNDERLAY_TAGS", tc.env)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			var out, errOut bytes.Buffer
+			args := append([]string{"agent", "--consul-addr", "127.0.0.1:1", "--state-dir", ""}, tc.args...)
+			code := Run(ctx, args, IOStreams{Out: &out, ErrOut: &errOut})
+			if code != tc.wantCode || !strings.Contains(errOut.String(), tc.wantErr) {
+				t.Errorf("exit %d, stderr %q; want exit %d naming %q", code, errOut.String(), tc.wantCode, tc.wantErr)
+			}
+		})
+	}
+}
+
 func TestAgentSwarmNameAllow(t *testing.T) {
 	t.Setenv("DOCKER_HOST", "unix://"+t.TempDir()+"/no-docker.sock")
 	const noEffect = "--swarm-name-allow has no effect without --swarm-names"

@@ -539,6 +539,30 @@ func usableID(id string) bool {
 // tags of every port's service go to Consul at each registration.
 const maxTags = 64
 
+// AgentTags returns the agent's own tags (--tags), which go to every
+// service, as a service takes SERVICE_TAGS's: each trimmed of spaces,
+// empty ones and repeats dropped. It refuses, naming the tag and the
+// character, one that is not readable (a control character, a bidi
+// override, a space other than U+0020…), which SERVICE_TAGS would leave
+// out, and more than maxTags of them, which a service takes at most.
+func AgentTags(in []string) ([]string, error) {
+	var out []string
+	for _, t := range in {
+		t = strings.TrimSpace(t)
+		if t == "" || slices.Contains(out, t) {
+			continue
+		}
+		if err := termtext.CheckGraphic(t); err != nil {
+			return nil, fmt.Errorf("tag %s: %w: it would read as another tag", termtext.QuoteShort(t, maxWarningValue), err)
+		}
+		out = append(out, t)
+	}
+	if len(out) > maxTags {
+		return nil, fmt.Errorf("%d tags, more than the %d a service takes", len(out), maxTags)
+	}
+	return out, nil
+}
+
 // serviceTags is the agent's tags, then those of s, without repeats.
 func serviceTags(policy []string, s setting, warn func(key, value, problem string)) []string {
 	var tags []string

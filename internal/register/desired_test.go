@@ -2254,3 +2254,46 @@ func TestDesiredLookAlikeSpaces(t *testing.T) {
 		})
 	}
 }
+
+// TestAgentTags: the agent's --tags went to every service as they were
+// given, unchecked: a tag with a control character, a bidi override or a
+// no-break space, which SERVICE_TAGS would leave out, was registered on
+// every service, and "a, b" gave the tag " b". AgentTags takes them as
+// SERVICE_TAGS's are taken, and refuses the rest naming the tag.
+func TestAgentTags(t *testing.T) {
+	got, err := AgentTags([]string{"a", " b ", "", "a", "web api", "café"})
+	if err != nil {
+		t.Fatalf("AgentTags: %v", err)
+	}
+	if diff := cmp.Diff([]string{"a", "b", "web api", "café"}, got); diff != "" {
+		t.Errorf("tags mismatch (-want +got):\n%s", diff)
+	}
+	if got, err := AgentTags(nil); err != nil || len(got) != 0 {
+		t.Errorf("AgentTags(nil) = %q, %v; want none", got, err)
+	}
+	for _, tc := range []struct {
+		in   []string
+		want string
+	}{
+		{[]string{"ok", "we\u00a0b"}, `tag "we\u00a0b": U+00A0 (a space other than U+0020) at byte 2`},
+		{[]string{"x\u202ey"}, `tag "x\u202ey": U+202E`},
+		{[]string{"a\x1bb"}, `tag "a\x1bb": U+001B (a control character)`},
+		{[]string{"we\u200bb"}, `U+200B`},
+		{[]string{"a\xff"}, `tag "a\xff": byte 0xff at byte 1 is not UTF-8`},
+	} {
+		_, err := AgentTags(tc.in)
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("AgentTags(%q) = %v, want an error containing %q", tc.in, err, tc.want)
+		}
+	}
+	many := make([]string, maxTags+1)
+	for i := range many {
+		many[i] = fmt.Sprint("t", i)
+	}
+	if _, err := AgentTags(many[:maxTags]); err != nil {
+		t.Errorf("%d tags: %v, want them taken", maxTags, err)
+	}
+	if _, err := AgentTags(many); err == nil || !strings.Contains(err.Error(), "65 tags, more than the 64") {
+		t.Errorf("%d tags: %v, want an error saying there are too many", len(many), err)
+	}
+}
