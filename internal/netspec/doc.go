@@ -8,5 +8,6 @@
 // NetworkLister and SwarmManager (the local Docker daemon, for the name
 // check of `network create` and the `network rm` protocol in Store.Remove).
 // internal/consul and internal/dockerhost implement them. It imports only
-// kvstore.
+// kvstore, termtext (names and errors quoted so that they print as what
+// they hold) and shellword (the commands it writes, quoted for a shell).
 package netspec
