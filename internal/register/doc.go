@@ -15,7 +15,8 @@
 // Every service the agent writes carries MetaNode in its Meta; the agent only
 // ever changes or removes services that carry its own node's marker.
 //
-// It imports only backoff and Prometheus's client; Docker is behind Docker
+// It imports only backoff and termtext (of underlay's packages), and
+// Prometheus's client, errgroup and Docker's stringid; Docker is behind Docker
 // (dockerhost.Source implements it) and Consul behind Catalog
 // (consul.Catalog).
 package register
