@@ -1839,3 +1839,68 @@ func TestRemoveRefusesAgentClaimingAbsentFacts(t *testing.T) {
 		t.Errorf("removed %+v; want nothing", got)
 	}
 }
+
+// TestRemoveManyKeys: Consul takes at most 64 operations in one
+// transaction (kvstore.MaxTxnOps), and a removal with every key of a
+// node in one would be refused whole, or split, half-applied. Remove
+// writes each key in its own transaction (a key's get and delete, a
+// block's rewrite with its checks, the facts' hold with the record), so
+// a node with ranges and reports on 70 networks and addresses in 70
+// blocks is removed whole, no transaction near the limit.
+func TestRemoveManyKeys(t *testing.T) {
+	ctx := context.Background()
+	c := newCluster(t)
+	const n = 70
+	const gone = "gone000000000000000000000"
+	for i := range n {
+		s := netspec.Spec{Name: fmt.Sprintf("net%02d", i), Subnet: netip.PrefixFrom(netip.AddrFrom4([4]byte{172, 16, byte(i), 0}), 24),
+			Gateway: netip.AddrFrom4([4]byte{172, 16, byte(i), 1}), Parent: fmt.Sprintf("eth2.%d", 100+i), IPAM: netspec.PerNode, PerNodeSize: 64}
+		if err := c.st.Create(ctx, s); err != nil {
+			t.Fatal(err)
+		}
+		if _, _, err := c.st.Lease(ctx, s, gone); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.st.Report(ctx, s.Name, netspec.NodeState{ID: gone, Node: "old", State: netspec.StateReady}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p, _ := ipam.PoolOf(pool, false)
+	a := ipam.NewAllocator(c.kv, gone, nil)
+	blocks := map[netip.Prefix]bool{}
+	for i := 0; len(blocks) < n; i++ {
+		addr, err := a.Allocate(ctx, p, netip.AddrFrom4([4]byte{10, 20, byte(1 + i), 10}), ipam.KindTask)
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocks[p.Block(addr)] = true
+	}
+	most := 0
+	c.kv.Hook = func(call string, keys []string) error {
+		most = max(most, len(keys))
+		return nil
+	}
+	got, err := Remove(ctx, c.kv, swarmNodes{"live000000000000000000000": "ready"}, "old", Options{Stale: time.Minute})
+	if err != nil {
+		t.Fatalf("Remove: %v (largest transaction %d operations)", err, most)
+	}
+	if len(got.Ranges) != n+1 || len(got.Reports) != n+2 || len(got.Addresses[p.ID()]) < n {
+		t.Errorf("removed %d networks' ranges, %d reports, %d addresses; want %d, %d, at least %d", len(got.Ranges), len(got.Reports), len(got.Addresses[p.ID()]), n+1, n+2, n)
+	}
+	t.Logf("largest transaction: %d operations", most)
+	if most > 4 {
+		t.Errorf("a transaction of %d operations: want each key in its own, far from Consul's %d", most, kvstore.MaxTxnOps)
+	}
+	keys, _ := c.kv.Keys(ctx, "")
+	for _, k := range keys {
+		if strings.Contains(k, gone) && k != netspec.RemovedNodesKVPrefix+gone { // the record stays
+			t.Errorf("%s left after the removal", k)
+		}
+	}
+	allocs, _ := ipam.Allocations(ctx, c.kv, p)
+	for addr, al := range allocs {
+		if al.Node == gone {
+			t.Errorf("%s still allocated to %s", addr, gone)
+		}
+	}
+}
