@@ -18,6 +18,7 @@
 // plain HTML, CSS and JavaScript embedded in the binary, with no build
 // step and nothing fetched from elsewhere.
 //
-// It imports only the types of netspec, ipam, inventory, register and scale;
-// its I/O edges are its sources (package adapter) and HTTP.
+// It imports only the types of netspec, ipam, inventory, register and scale,
+// and termtext and shellword to show names readable; its I/O edges are its
+// sources (package adapter) and HTTP.
 package dashboard

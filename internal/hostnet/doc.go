@@ -19,6 +19,6 @@
 // idempotent and drift (a deleted shim, promiscuous mode switched off) is
 // repaired and reported.
 //
-// It imports netspec; its I/O edge is the kernel, through netlink, behind
-// the Host type the agent and the doctor use.
+// It imports netspec, backoff and regularfile; its I/O edge is the kernel,
+// through netlink, behind the Host type the agent and the doctor use.
 package hostnet

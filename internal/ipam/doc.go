@@ -117,7 +117,9 @@
 // and failed container starts, stray releases, races, departures and
 // Consul losing running containers' addresses, hunting duplicates.
 //
-// It imports netspec, kvstore and backoff. Its I/O edges: Consul KV behind
+// It imports netspec, kvstore and backoff, and httpserve (the plugin's
+// server), regularfile (the freed file), termtext and shellword (names
+// shown readable). Its I/O edges: Consul KV behind
 // KV (consul.KV), the local containers behind Held and the swarm behind
 // Cluster (dockerhost), the plugin's Unix socket, and the file of what the
 // node freed lately behind FreedStore.

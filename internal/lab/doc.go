@@ -66,7 +66,7 @@
 // idempotent and succeeds when the lab does not exist.
 //
 // It imports its providers (lab/guest, lab/vm), deploy (the stack file),
-// and builds its Docker and Consul clients through dockerhost and consul;
+// app/agentflags (the agent's flags it passes) and termtext, and builds its Docker and Consul clients through dockerhost and consul;
 // its I/O edges are processes, namespaces, links and firewall rules of this
 // machine.
 package lab

@@ -19,7 +19,7 @@
 // Leadership, TokenSet and MetricSource interfaces declared here; package
 // adapter implements them.
 //
-// It imports only backoff and secretfile (besides Prometheus's client and a
+// It imports only backoff, secretfile, regularfile and httpserve (besides Prometheus's client and a
 // YAML parser); package client (scale/client) is the API's client, used by
 // `underlay scale`.
 package scale
