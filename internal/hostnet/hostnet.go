@@ -401,8 +401,17 @@ func (h Host) RemoveShim(name, network string) error {
 // RemoveParent is RemoveParent of a parent marked as h's Owner's, or
 // naming no owner, or unmarked and recorded in h.Parents as made for
 // network (see Observed.ParentMadeFor). The record of a parent gone
-// (deleted now, or before) is removed.
+// (deleted now, or before) is removed. A name no link can have is no
+// parent's: nothing is done, and no error.
 func (h Host) RemoveParent(parent, network string) (bool, error) {
+	if !linkName(parent) {
+		// No link is named so, so underlay made none (Observe refuses such
+		// a parent before any change); netlink would look it up by
+		// alternative name, or fail, and the network's removal with it.
+		// A spec being deleted needs only a valid name, and an orphan's
+		// parent is its config-only network's driver option.
+		return false, nil
+	}
 	k := h.nl()
 	removed, err := removeParent(k, parent, network, h.Owner, h.recordedFor(k, parent))
 	if err == nil {

@@ -150,7 +150,7 @@ func (p PromiscFiles) List() ([]string, error) {
 // an earlier boot, is forgotten. Links of other namespaces (containers'
 // endpoints) are not seen: the caller checks the networks that have
 // them. With no record kept (h.Promisc nil) nothing is done, as before
-// underlay kept one.
+// underlay kept one; nor for a name no link can have.
 func (h Host) ReleasePromisc(parent string) (bool, error) {
 	off, _, err := releasePromisc(h.nl(), h.Promisc, parent)
 	return off, err
@@ -159,7 +159,9 @@ func (h Host) ReleasePromisc(parent string) (bool, error) {
 // releasePromisc is ReleasePromisc, also reporting whether it removed
 // parent's record (forgot).
 func releasePromisc(k kernel, rec PromiscRecord, parent string) (off, forgot bool, err error) {
-	if rec == nil {
+	if rec == nil || !linkName(parent) {
+		// No link is named so: none was made promiscuous, and none is
+		// recorded (see PromiscFiles), so nothing is looked up.
 		return false, false, nil
 	}
 	forget := func() (bool, bool, error) {
