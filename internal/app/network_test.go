@@ -57,6 +57,9 @@ func TestNetworkBadFlags(t *testing.T) {
 		{"aux name twice", append(plan, "--nodes", "a", "--aux-address", "x=10.0.0.5", "--aux-address", "x=10.0.0.6"), `--aux-address "x=10.0.0.6": x is already 10.0.0.5`},
 		// The network was made on the untagged parent eth0.
 		{"vlan 0", append(plan, "--nodes", "a", "--vlan", "0"), "--vlan 0: want 1 to 4094"},
+		// With no --parent, the parent was ".40", named as if given.
+		{"vlan with no parent", []string{"network", "plan", "web", "--subnet", "10.0.0.0/24", "--gateway", "10.0.0.1", "--nodes", "a", "--vlan", "40"},
+			"--vlan 40 needs --parent"},
 		// Cluster IPAM has no per-node ranges: the size was stored and
 		// listed, and meant nothing.
 		{"per-node size with cluster IPAM", []string{"network", "create", "web", "--subnet", "10.0.0.0/24", "--gateway", "10.0.0.1", "--parent", "eth0",

@@ -82,6 +82,10 @@ func WithVLAN(lower string, vid int) (string, error) {
 	if vid < 1 || vid > 4094 {
 		return "", fmt.Errorf("--vlan %d: want 1 to 4094", vid)
 	}
+	if lower == "" {
+		// Else the parent would be ".40", refused as if given so.
+		return "", fmt.Errorf("--vlan %d needs --parent, the device the VLAN is on (--parent bond0 --vlan %d is bond0.%d)", vid, vid, vid)
+	}
 	if l, v, ok := VLANParent(lower); ok {
 		return "", fmt.Errorf("--vlan %d with --parent %s: the parent is already VLAN %d on %s; give --parent %s", vid, lower, v, l, l)
 	}

@@ -78,6 +78,9 @@ func TestWithVLAN(t *testing.T) {
 	if _, err := WithVLAN("bond0.40", 41); err == nil || !strings.Contains(err.Error(), "already VLAN 40") {
 		t.Errorf("VLAN on a VLAN: %v", err)
 	}
+	if _, err := WithVLAN("", 40); err == nil || !strings.Contains(err.Error(), "--vlan 40 needs --parent") {
+		t.Errorf("VLAN with no parent: %v", err)
+	}
 }
 
 func TestCheckParentVLAN(t *testing.T) {
