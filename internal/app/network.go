@@ -181,6 +181,11 @@ func newNetworkCreateCommand(f *networkFlags, streams IOStreams) *cobra.Command 
 			if err != nil {
 				return err
 			}
+			// The spec on its own first: a bad value is named, not hidden
+			// behind Consul's error when Consul is out of reach.
+			if err := netspec.Validate(s, nil); err != nil {
+				return fmt.Errorf("network %s not created:\n%w", s.Name, err)
+			}
 			st, err := f.store()
 			if err != nil {
 				return err

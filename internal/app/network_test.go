@@ -60,6 +60,11 @@ func TestNetworkBadFlags(t *testing.T) {
 		// With no --parent, the parent was ".40", named as if given.
 		{"vlan with no parent", []string{"network", "plan", "web", "--subnet", "10.0.0.0/24", "--gateway", "10.0.0.1", "--nodes", "a", "--vlan", "40"},
 			"--vlan 40 needs --parent"},
+		// create read the existing networks from Consul before checking
+		// the spec: with Consul out of reach, its error, not the value's.
+		{"create bad parent", []string{"network", "create", "web", "--subnet", "10.0.0.0/24", "--gateway", "10.0.0.1", "--parent", "a/b"}, `parent "a/b": not an interface name`},
+		{"create VLAN 4095", []string{"network", "create", "web", "--subnet", "10.0.0.0/24", "--gateway", "10.0.0.1", "--parent", "eth0.4095"}, `parent "eth0.4095": VLAN id 4095 out of 1 to 4094`},
+		{"create subnet /0", []string{"network", "create", "web", "--subnet", "0.0.0.0/0", "--gateway", "10.0.0.1", "--parent", "eth0"}, `subnet 0.0.0.0/0`},
 		// Cluster IPAM has no per-node ranges: the size was stored and
 		// listed, and meant nothing.
 		{"per-node size with cluster IPAM", []string{"network", "create", "web", "--subnet", "10.0.0.0/24", "--gateway", "10.0.0.1", "--parent", "eth0",
