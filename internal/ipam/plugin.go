@@ -1,6 +1,7 @@
 package ipam
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -12,9 +13,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
+	"unicode"
 
 	"github.com/underlay/underlay/internal/httpserve"
 	"github.com/underlay/underlay/internal/netspec"
@@ -733,10 +736,16 @@ func reply[Req any](h func(context.Context, Req) (any, error)) http.HandlerFunc 
 }
 
 // decodeOne decodes body, one JSON value or nothing (Docker's activation
-// sends no body), into v. Anything after the value is refused: a request
-// is acted on whole or not at all.
+// sends no body), into v. Anything after the value is refused, and so is
+// a key an object gives twice (see repeatedKey): a request is acted on
+// whole or not at all.
 func decodeOne(body io.Reader, v any) error {
-	dec := json.NewDecoder(body)
+	// Whole, to be read twice: the decoder holds it all anyway.
+	data, err := io.ReadAll(body)
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(bytes.NewReader(data))
 	if err := dec.Decode(v); err != nil {
 		if errors.Is(err, io.EOF) {
 			return nil
@@ -745,16 +754,74 @@ func decodeOne(body io.Reader, v any) error {
 	}
 	switch _, err := dec.Token(); {
 	case errors.Is(err, io.EOF):
-		return nil
 	case err == nil:
 		return errors.New("more than one JSON value")
 	default:
-		var tooLarge *http.MaxBytesError
-		if errors.As(err, &tooLarge) {
-			return err
-		}
 		return fmt.Errorf("after the JSON value: %w", err)
 	}
+	if key, ok := repeatedKey(data); ok {
+		return fmt.Errorf("key %s given twice", quoted(key))
+	}
+	return nil
+}
+
+// repeatedKey returns the first key that an object of data, one valid
+// JSON value, gives twice: the decoder takes the last and drops the
+// others. The top object's keys are compared as the decoder matches them
+// to a request's fields, whatever their case (PoolID and poolid are one
+// field); a nested object's (Options) exactly, as a map's.
+func repeatedKey(data []byte) (string, bool) {
+	type object struct {
+		seen    map[string]bool // nil: an array
+		wantKey bool            // the next token is a key, or the end
+	}
+	var stack []object
+	dec := json.NewDecoder(bytes.NewReader(data))
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return "", false // the end: data was decoded once already
+		}
+		if n := len(stack); n > 0 && stack[n-1].seen != nil && stack[n-1].wantKey {
+			if key, ok := tok.(string); ok {
+				k := key
+				if n == 1 {
+					k = foldKey(key)
+				}
+				if stack[n-1].seen[k] {
+					return key, true
+				}
+				stack[n-1].seen[k], stack[n-1].wantKey = true, false
+				continue
+			}
+		}
+		switch tok {
+		case json.Delim('{'):
+			stack = append(stack, object{seen: map[string]bool{}, wantKey: true})
+			continue
+		case json.Delim('['):
+			stack = append(stack, object{})
+			continue
+		case json.Delim('}'), json.Delim(']'):
+			stack = stack[:len(stack)-1]
+		}
+		// A value ended: the object holding it wants a key next.
+		if n := len(stack); n > 0 && stack[n-1].seen != nil {
+			stack[n-1].wantKey = true
+		}
+	}
+}
+
+// foldKey is key folded as the decoder matches names without case
+// (strings.EqualFold): each letter as the least of its case orbit.
+func foldKey(key string) string {
+	return strings.Map(func(r rune) rune {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		return least
+	}, key)
 }
 
 func writeErr(w http.ResponseWriter, err error) {
