@@ -56,11 +56,15 @@ func (s Spec) DriverOptions() map[string]string {
 // endpoints have MAC addresses of their own, ipvlan ones share the parent's.
 func (s Spec) NeedsPromisc() bool { return s.DriverName() == Macvlan }
 
-var vlanParentRE = regexp.MustCompile(`^(.+)\.([0-9]{1,4})$`)
+// vlanParentRE matches a name ending in a dot and digits, any number of
+// them: Docker's drivers read them with strconv.Atoi, so eth0.04094 is
+// VLAN 4094 to them, and eth0.00000 VLAN 0, which they refuse.
+var vlanParentRE = regexp.MustCompile(`^(.+)\.([0-9]+)$`)
 
 // VLANParent splits a parent named like a VLAN sub-interface (bond0.40)
 // into its lower device and VLAN id, as Docker's macvlan and ipvlan
-// drivers read such names; ok is false for other names.
+// drivers read such names; ok is false for other names, and for an id
+// out of 1 to 4094.
 func VLANParent(parent string) (lower string, vid int, ok bool) {
 	m := vlanParentRE.FindStringSubmatch(parent)
 	if m == nil {

@@ -28,6 +28,11 @@ func TestValidateDriver(t *testing.T) {
 		{"VLAN parent", func(s *Spec) { s.Parent = "bond0.40" }, ""},
 		{"VLAN id too big", func(s *Spec) { s.Parent = "bond0.4095" }, `"bond0.4095": VLAN id 4095`},
 		{"VLAN id zero", func(s *Spec) { s.Parent = "eth0.0" }, `"eth0.0": VLAN id 0`},
+		// Docker reads any digits after the dot as the VLAN id (Atoi):
+		// a missing eth0.00000 it refuses as VLAN 0, eth0.04096 as 4096.
+		{"VLAN id zero in five digits", func(s *Spec) { s.Parent = "eth0.00000" }, `"eth0.00000": VLAN id 00000 out of 1 to 4094`},
+		{"VLAN id too big in five digits", func(s *Spec) { s.Parent = "eth0.04096" }, `"eth0.04096": VLAN id 04096 out of 1 to 4094`},
+		{"VLAN id in five digits", func(s *Spec) { s.Parent = "eth0.04094" }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := validSpec()
@@ -57,6 +62,11 @@ func TestVLANParent(t *testing.T) {
 		{"eth1.0", "", 0, false},
 		{"eth1.4095", "", 0, false},
 		{"br.lan", "", 0, false},
+		// As Docker's macvlan and ipvlan drivers read them, making a
+		// missing one: VLAN 4094 and 40.
+		{"eth1.04094", "eth1", 4094, true},
+		{"eth1.0000040", "eth1", 40, true},
+		{"eth1.04095", "", 0, false},
 	} {
 		lower, vid, ok := VLANParent(tc.in)
 		if lower != tc.lower || vid != tc.vid || ok != tc.ok {

@@ -273,6 +273,9 @@ func TestValidate(t *testing.T) {
 		{name: "same VLAN spelt otherwise", edit: func(s *Spec) { s.Parent = "eth0.040" },
 			existing: []Spec{func() Spec { o := other(); o.Parent = "eth0.40"; return o }()},
 			want:     []string{`parent eth0.040 is VLAN 40 on eth0, as network "other"'s parent eth0.40 is`}},
+		{name: "same VLAN in five digits", edit: func(s *Spec) { s.Parent = "eth0.04094" },
+			existing: []Spec{func() Spec { o := other(); o.Parent = "eth0.4094"; return o }()},
+			want:     []string{`parent eth0.04094 is VLAN 4094 on eth0, as network "other"'s parent eth0.4094 is`}},
 		// Docker then has two networks of one name on every manager:
 		// looking up either by name fails as ambiguous, which stops
 		// the other network's sync and removal.
