@@ -74,16 +74,20 @@ func BenchmarkReleaseAfterTheSpecIsGone(b *testing.B) {
 	kv := kvtest.New()
 	st := withOthers(b, kv, 50)
 	pl := &Plugin{Alloc: NewAllocator(kv, "n1", nil), Pools: SpecPools{Store: st}}
-	if _, err := pl.requestPool(ctx, poolRequest{Pool: "10.90.0.0/24"}); err != nil {
+	out, err := pl.requestPool(ctx, poolRequest{Pool: "10.90.0.0/24"})
+	if err != nil {
 		b.Fatal(err)
 	}
+	// The pool ID the plugin gave (NAME/v4@GEN), as Docker sends it: a
+	// generation-less one, never served here, has no pool to fall back on.
+	id := out.(map[string]any)["PoolID"].(string)
 	if err := st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name)); err != nil {
 		b.Fatal(err)
 	}
 	if _, err := st.ReadListing(ctx); err != nil {
 		b.Fatal(err)
 	}
-	req := releaseRequest{PoolID: "lan/v4", Address: "10.90.0.200"}
+	req := releaseRequest{PoolID: id, Address: "10.90.0.200"}
 	for b.Loop() {
 		if _, err := pl.releaseAddress(ctx, req); err != nil {
 			b.Fatal(err)
