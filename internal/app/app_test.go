@@ -189,13 +189,9 @@ func TestAgentBadIntervals(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.args, " "), func(t *testing.T) {
-			ctx, cancel := context.WithCancel(context.Background())
-			cancel()
-			var out, errOut bytes.Buffer
-			args := append([]string{"agent", "--consul-addr", "127.0.0.1:1", "--state-dir", ""}, tt.args...)
-			code := Run(ctx, args, IOStreams{Out: &out, ErrOut: &errOut})
-			if code == 0 || !strings.Contains(errOut.String(), tt.wantErr) {
-				t.Errorf("exit %d, stderr %q; want failure naming %q", code, errOut.String(), tt.wantErr)
+			code, stderr := runAgentCancelled(tt.args)
+			if code == 0 || !strings.Contains(stderr, tt.wantErr) {
+				t.Errorf("exit %d, stderr %q; want failure naming %q", code, stderr, tt.wantErr)
 			}
 		})
 	}
@@ -302,13 +298,9 @@ func TestAgentBadTags(t *testing.T) {
 			if tc.env != "" {
 				t.Setenv("UNDERLAY_TAGS", tc.env)
 			}
-			ctx, cancel := context.WithCancel(context.Background())
-			cancel()
-			var out, errOut bytes.Buffer
-			args := append([]string{"agent", "--consul-addr", "127.0.0.1:1", "--state-dir", ""}, tc.args...)
-			code := Run(ctx, args, IOStreams{Out: &out, ErrOut: &errOut})
-			if code != tc.wantCode || !strings.Contains(errOut.String(), tc.wantErr) {
-				t.Errorf("exit %d, stderr %q; want exit %d naming %q", code, errOut.String(), tc.wantCode, tc.wantErr)
+			code, stderr := runAgentCancelled(tc.args)
+			if code != tc.wantCode || !strings.Contains(stderr, tc.wantErr) {
+				t.Errorf("exit %d, stderr %q; want exit %d naming %q", code, stderr, tc.wantCode, tc.wantErr)
 			}
 		})
 	}
@@ -337,17 +329,26 @@ func TestAgentSwarmNameAllow(t *testing.T) {
 			if tc.env != "" {
 				t.Setenv("UNDERLAY_SWARM_NAME_ALLOW", tc.env)
 			}
-			ctx, cancel := context.WithCancel(context.Background())
-			cancel()
-			var out, errOut bytes.Buffer
-			args := append([]string{"agent", "--consul-addr", "127.0.0.1:1", "--state-dir", ""}, tc.args...)
-			code := Run(ctx, args, IOStreams{Out: &out, ErrOut: &errOut})
-			if code != tc.wantCode || !strings.Contains(errOut.String(), tc.wantErr) {
-				t.Errorf("exit %d, stderr %q; want exit %d naming %q", code, errOut.String(), tc.wantCode, tc.wantErr)
+			code, stderr := runAgentCancelled(tc.args)
+			if code != tc.wantCode || !strings.Contains(stderr, tc.wantErr) {
+				t.Errorf("exit %d, stderr %q; want exit %d naming %q", code, stderr, tc.wantCode, tc.wantErr)
 			}
-			if tc.wantNoErr != "" && strings.Contains(errOut.String(), tc.wantNoErr) {
-				t.Errorf("stderr %q; want nothing of %q", errOut.String(), tc.wantNoErr)
+			if tc.wantNoErr != "" && strings.Contains(stderr, tc.wantNoErr) {
+				t.Errorf("stderr %q; want nothing of %q", stderr, tc.wantNoErr)
 			}
 		})
 	}
+}
+
+// runAgentCancelled runs `underlay agent` with args after flags that keep
+// it off the machine (Consul at 127.0.0.1:1, no state directory), its
+// context already ended: it checks its flags, then stops at its first
+// wait. It returns the exit code and what it wrote to stderr.
+func runAgentCancelled(args []string) (int, string) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var out, errOut bytes.Buffer
+	args = append([]string{"agent", "--consul-addr", "127.0.0.1:1", "--state-dir", ""}, args...)
+	code := Run(ctx, args, IOStreams{Out: &out, ErrOut: &errOut})
+	return code, errOut.String()
 }
