@@ -393,21 +393,23 @@ func printable(e Entry) error {
 		{"node", e.Node}, {"node_id", e.NodeID}, {"network", e.Network}, {"container", e.Container}, {"container_id", e.ID},
 		{"service", e.Service}, {"slot", e.Slot}, {"task", e.Task}, {"state", e.State}, {"network_problem", e.NetworkProblem},
 	} {
-		if !termtext.Graphic(f.value) {
-			return fmt.Errorf("%s %q has a control character", f.name, f.value)
+		if err := termtext.CheckGraphic(f.value); err != nil {
+			return fmt.Errorf("%s %q: %w", f.name, f.value, err)
 		}
 	}
 	return nil
 }
 
 // quoteLabelNames quotes (termtext.Cell) the names of e that come from
-// its container, when one is not graphic: Docker checks a container's
-// name, but its service, task and slot are Swarm's labels, which anyone
-// may set on a plain container, to anything; and readers set apart the
-// node's whole inventory for one such name (printable), which would hide
-// every address of the node for one container's label.
+// its container or its network, when one is not graphic: Docker checks a
+// container's name, but its service, task and slot are Swarm's labels,
+// which anyone may set on a plain container, to anything, and a network
+// made by hand is named at will; and readers set apart the node's whole
+// inventory for one such name (printable), which would hide every
+// address of the node for one container's label. No cluster network's
+// name is quoted: its spec's name is graphic.
 func quoteLabelNames(e *Entry) {
-	for _, f := range []*string{&e.Container, &e.Service, &e.Slot, &e.Task} {
+	for _, f := range []*string{&e.Network, &e.Container, &e.Service, &e.Slot, &e.Task} {
 		*f = termtext.Cell(*f)
 	}
 }

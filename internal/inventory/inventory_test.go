@@ -262,6 +262,7 @@ func TestLoadRefusesControlCharacters(t *testing.T) {
 		"rtl":     `[{"ip":"10.0.0.8","node":"n1","network":"lan","container":"web\u202e1.0p"}]`,
 		"linesep": `[{"ip":"10.0.0.9","node":"n2","network":"lan","container":"b","service":"s\u2028x"}]`,
 		"problem": `[{"ip":"10.0.0.10","node":"n2","network":"lan","container":"b","network_problem":"x\u001b[2J"}]`,
+		"nbsp":    `[{"ip":"10.0.0.11","node":"n2","network":"lan\u00a0","container":"b"}]`,
 	} {
 		kv.Put(ctx, KVPrefix+name, []byte(doc))
 	}
@@ -273,12 +274,13 @@ func TestLoadRefusesControlCharacters(t *testing.T) {
 		t.Errorf("entries %+v listed; want none", es)
 	}
 	want := map[string]string{
-		"newline": `entry 0 (10.0.0.5): container "a\n10.0.0.9  02:00:00:00:00:09  n2  lan  b" has a control character`,
-		"escape":  `entry 0 (10.0.0.6): node "n1\x1b[2J" has a control character`,
-		"task":    `entry 0 (10.0.0.7): task "t\r" has a control character`,
-		"rtl":     `entry 0 (10.0.0.8): container "web\u202e1.0p" has a control character`,
-		"linesep": `entry 0 (10.0.0.9): service "s\u2028x" has a control character`,
-		"problem": `entry 0 (10.0.0.10): network_problem "x\x1b[2J" has a control character`,
+		"newline": `entry 0 (10.0.0.5): container "a\n10.0.0.9  02:00:00:00:00:09  n2  lan  b": U+000A (a control character) at byte 1`,
+		"escape":  `entry 0 (10.0.0.6): node "n1\x1b[2J": U+001B (a control character) at byte 2`,
+		"task":    `entry 0 (10.0.0.7): task "t\r": U+000D (a control character) at byte 1`,
+		"rtl":     `entry 0 (10.0.0.8): container "web\u202e1.0p": U+202E (a format character: invisible, or reordering the text) at byte 3`,
+		"linesep": `entry 0 (10.0.0.9): service "s\u2028x": U+2028 (a line or paragraph separator) at byte 1`,
+		"problem": `entry 0 (10.0.0.10): network_problem "x\x1b[2J": U+001B (a control character) at byte 1`,
+		"nbsp":    `entry 0 (10.0.0.11): network "lan\u00a0": U+00A0 (a space other than U+0020) at byte 3`,
 	}
 	got := map[string]string{}
 	for _, b := range bad {
@@ -633,7 +635,7 @@ func TestLoadRefusesAnotherNodesID(t *testing.T) {
 	}
 	for id, want := range map[string]string{
 		"id20000000000000000000000": `entry 0 (10.0.0.6) names swarm node "id10000000000000000000000", but its key is swarm node id20000000000000000000000's`,
-		"id30000000000000000000000": `node_id "id30000000000000000000000\u202e" has a control character`,
+		"id30000000000000000000000": `node_id "id30000000000000000000000\u202e": U+202E`,
 	} {
 		if !strings.Contains(problems[id], want) {
 			t.Errorf("%s: problem %q, want it to say %q", id, problems[id], want)
@@ -773,7 +775,9 @@ func TestLoadRefusesInventoriesOfFactsNamingNoIDUnderAnotherKey(t *testing.T) {
 // plain container), of any characters, and readers set apart a node's
 // whole inventory for one name with a control character: one container
 // hid every address of its node from underlay ips and the dashboard. Run
-// now publishes such a name quoted, and the node's inventory reads.
+// now publishes such a name quoted, and the node's inventory reads. So
+// with a network's name: Docker's network made by hand, named at will
+// (U+00A0 set the node's inventory apart too).
 func TestRunPublishesLabelNamesReadersTake(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -782,6 +786,8 @@ func TestRunPublishesLabelNamesReadersTake(t *testing.T) {
 	src := endpointsOnce{
 		{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a", Service: "web"},
 		{IP: "10.0.0.6", Node: "n1", Network: "lan", Container: "b", Service: "x\x1b[2J", Task: "t\n10.0.0.9", Slot: "1\u202e"},
+		// A network's name is the Docker network's, made by hand.
+		{IP: "10.1.0.7", Node: "n1", Network: "lan\u00a0", Container: "c"},
 	}
 	done := make(chan struct{})
 	go func() {
@@ -795,11 +801,11 @@ func TestRunPublishesLabelNamesReadersTake(t *testing.T) {
 	if err != nil || len(bad) != 0 {
 		t.Fatalf("load: %v, set apart %+v", err, bad)
 	}
-	got := map[string][3]string{}
+	got := map[string][4]string{}
 	for _, e := range es {
-		got[e.Container] = [3]string{e.Service, e.Task, e.Slot}
+		got[e.Container] = [4]string{e.Network, e.Service, e.Task, e.Slot}
 	}
-	want := map[string][3]string{"a": {"web", "", ""}, "b": {`"x\x1b[2J"`, `"t\n10.0.0.9"`, `"1\u202e"`}}
+	want := map[string][4]string{"a": {"lan", "web", "", ""}, "b": {"lan", `"x\x1b[2J"`, `"t\n10.0.0.9"`, `"1\u202e"`}, "c": {`"lan\u00a0"`, "", "", ""}}
 	if d := cmp.Diff(want, got); d != "" {
 		t.Errorf("names read (-want +got):\n%s", d)
 	}
