@@ -95,8 +95,12 @@ const sessionPrefix = "underlay-control "
 // advertised, which the session's name records. A plain KV write changes
 // the value and keeps the Session, so "the key is locked" proves nothing of
 // its value; a value that does not match is refused with
-// ErrLeaderKeyTampered (and logged once), and no leader is named.
+// ErrLeaderKeyTampered (and logged once), and no leader is named. Its
+// two reads are given up together as one write of the election is (the
+// API's leader route passes its request's context, which may never end).
 func (l *ConsulLeader) Leader(ctx context.Context) (string, error) {
+	ctx, cancel := kvstore.WriteContext(ctx, l.cfg.SessionTTL)
+	defer cancel()
 	q := (&api.QueryOptions{}).WithContext(ctx)
 	p, _, err := l.api.KV().Get(l.cfg.Key, q)
 	if err != nil {

@@ -248,3 +248,16 @@ func TestLeaderLosesLockWithItsSession(t *testing.T) {
 		return ok && now > term
 	})
 }
+
+// TestLeaderReadGivesUpOnConsulThatDoesNotAnswer: a follower's read of
+// who leads (GET /v1/leader, the scaling routes' 503) went to Consul under
+// its caller's context alone: the API's leader route passes the request's,
+// so a Consul agent that never answered held each such request for as
+// long as its client waited. It is now given up on its own.
+func TestLeaderReadGivesUpOnConsulThatDoesNotAnswer(t *testing.T) {
+	l := NewConsulLeader(LeaderConfig{Advertise: "10.0.0.1:8000", SessionTTL: time.Second}, testconsul.Hung(t), slog.New(slog.DiscardHandler))
+	testconsul.GivesUp(t, "the read of who leads", "get", func() error {
+		_, err := l.Leader(context.Background())
+		return err
+	})
+}
