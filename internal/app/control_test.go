@@ -54,22 +54,7 @@ func TestControlFlagErrors(t *testing.T) {
 // that does not exist): the API answers, health says 503, mutating routes
 // want a token, and it stops with its context.
 func TestControlServes(t *testing.T) {
-	dir := t.TempDir()
-	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(dir, "no-docker.sock"))
-	tokens := filepath.Join(dir, "tokens")
-	os.WriteFile(tokens, []byte("tok\n"), 0o600)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	t.Cleanup(func() { ln.Close() }) // for a control that never served it
-
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := newControlCommandFlags(&globalFlags{logLevel: "error", logFormat: "text"}, IOStreams{Out: io.Discard, ErrOut: io.Discard}, &controlFlags{listener: ln})
-	cmd.SetArgs([]string{"--listen", addr, "--token-file", tokens, "--consul-addr", "127.0.0.1:1"})
-	done := make(chan error, 1)
-	go func() { done <- cmd.ExecuteContext(ctx) }()
+	addr, stop := startControl(t)
 
 	get := func(method, path, token string) (int, string) {
 		req, _ := http.NewRequest(method, "http://"+addr+path, nil)
@@ -118,15 +103,48 @@ func TestControlServes(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	cancel()
-	select {
-	case err := <-done:
-		if err != nil {
-			t.Errorf("control returned %v", err)
-		}
-	case <-time.After(10 * time.Second):
-		t.Fatal("control did not stop with its context")
+	if err := stop(); err != nil {
+		t.Errorf("control returned %v", err)
 	}
+}
+
+// startControl starts `underlay control` on a loopback port, Docker and
+// Consul out of reach, the token "tok" its only one, with args added. It
+// returns the address it serves and stop, which ends its context and
+// returns what it returned, failing the test when it has not stopped
+// within 10 s; stop runs at the test's end too.
+func startControl(t *testing.T, args ...string) (addr string, stop func() error) {
+	t.Helper()
+	dir := t.TempDir()
+	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(dir, "no-docker.sock"))
+	tokens := filepath.Join(dir, "tokens")
+	os.WriteFile(tokens, []byte("tok\n"), 0o600)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr = ln.Addr().String()
+	t.Cleanup(func() { ln.Close() }) // for a control that never served it
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := newControlCommandFlags(&globalFlags{logLevel: "error", logFormat: "text"}, IOStreams{Out: io.Discard, ErrOut: io.Discard}, &controlFlags{listener: ln})
+	cmd.SetArgs(append([]string{"--listen", addr, "--token-file", tokens, "--consul-addr", "127.0.0.1:1"}, args...))
+	done := make(chan error, 1)
+	go func() { done <- cmd.ExecuteContext(ctx) }()
+	var once sync.Once
+	var ret error
+	stop = func() error {
+		once.Do(func() {
+			cancel()
+			select {
+			case ret = <-done:
+			case <-time.After(10 * time.Second):
+				t.Error("control did not stop with its context")
+			}
+		})
+		return ret
+	}
+	t.Cleanup(func() { stop() })
+	return addr, stop
 }
 
 func TestControlMoreFlagErrors(t *testing.T) {

@@ -1,14 +1,8 @@
 package app
 
 import (
-	"context"
-	"io"
-	"net"
 	"net/http"
-	"os"
-	"path/filepath"
 	"testing"
-	"time"
 )
 
 // TestControlDashboardReadsRateLimited: the dashboard's open reads (its
@@ -17,29 +11,7 @@ import (
 // are: each is a whole snapshot sent, or a stream opened, and nothing else
 // bounded how fast one client asked for them.
 func TestControlDashboardReadsRateLimited(t *testing.T) {
-	dir := t.TempDir()
-	t.Setenv("DOCKER_HOST", "unix://"+filepath.Join(dir, "no-docker.sock"))
-	tokens := filepath.Join(dir, "tokens")
-	os.WriteFile(tokens, []byte("tok\n"), 0o600)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	t.Cleanup(func() { ln.Close() })
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := newControlCommandFlags(&globalFlags{logLevel: "error", logFormat: "text"}, IOStreams{Out: io.Discard, ErrOut: io.Discard}, &controlFlags{listener: ln})
-	cmd.SetArgs([]string{"--listen", addr, "--token-file", tokens, "--consul-addr", "127.0.0.1:1", "--rate-limit", "0.001", "--rate-burst", "2"})
-	done := make(chan error, 1)
-	go func() { done <- cmd.ExecuteContext(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("control did not stop with its context")
-		}
-	})
+	addr, _ := startControl(t, "--rate-limit", "0.001", "--rate-burst", "2")
 
 	get := func(path string) int {
 		t.Helper()
