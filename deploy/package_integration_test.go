@@ -5,7 +5,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -17,10 +16,7 @@ import (
 )
 
 // root is the repository's root.
-func root(testing.TB) string {
-	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..")
-}
+func root(tb testing.TB) string { return testenv.RepoRoot(tb) }
 
 // version is what the underlay binary under test says it is.
 func version(t testing.TB, bin string) string {

@@ -3,7 +3,6 @@ package testenv
 import (
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 )
@@ -16,8 +15,7 @@ func Artifacts(tb testing.TB) string {
 	tb.Helper()
 	root := os.Getenv("UNDERLAY_ARTIFACTS")
 	if root == "" {
-		_, file, _, _ := runtime.Caller(0)
-		root = filepath.Join(filepath.Dir(file), "..", "..", "test-artifacts")
+		root = filepath.Join(RepoRoot(tb), "test-artifacts")
 	}
 	dir := filepath.Join(root, strings.ReplaceAll(tb.Name(), "/", "_"))
 	if err := os.MkdirAll(dir, 0o755); err != nil {

@@ -21,7 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -97,12 +97,44 @@ func UnderlayBinary(t testing.TB) string {
 	return BuildProgram(t, "./cmd/underlay")
 }
 
+// RepoRoot is the repository's root: the nearest directory above the
+// test's working directory (its package's, under go test) holding this
+// module's go.mod. Not from runtime.Caller: under -trimpath (the scripts'
+// builds) a source file's name is its module path, not where it lies.
+func RepoRoot(tb testing.TB) string {
+	tb.Helper()
+	dir, err := os.Getwd()
+	if err != nil {
+		tb.Fatalf("finding the repository's root: %v", err)
+	}
+	for d := dir; ; d = filepath.Dir(d) {
+		if b, err := os.ReadFile(filepath.Join(d, "go.mod")); err == nil && modulePath(b) == module {
+			return d
+		}
+		if filepath.Dir(d) == d {
+			tb.Fatalf("finding the repository's root: no go.mod of %s above %s", module, dir)
+		}
+	}
+}
+
+// module is this repository's module path.
+const module = "github.com/underlay/underlay"
+
+// modulePath is the module path a go.mod declares, "" if none.
+func modulePath(gomod []byte) string {
+	for _, line := range strings.Split(string(gomod), "\n") {
+		if f := strings.Fields(line); len(f) == 2 && f[0] == "module" {
+			return strings.Trim(f[1], `"`)
+		}
+	}
+	return ""
+}
+
 // BuildProgram builds the module's main package pkg ("./test/x") into a
 // temporary directory and returns the binary's path.
 func BuildProgram(t testing.TB, pkg string) string {
 	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
+	root := RepoRoot(t)
 	out := filepath.Join(t.TempDir(), filepath.Base(pkg))
 	cmd := exec.Command("go", "build", "-o", out, pkg)
 	cmd.Dir = root
