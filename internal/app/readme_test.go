@@ -1,0 +1,245 @@
+package app
+
+import (
+	"bufio"
+	"io"
+	"os"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+)
+
+// readmeDefaultsFromElsewhere are the words a README's flag table gives
+// as the default of a flag whose value is found at run time (the
+// environment, Docker, another flag): the flag's own default is empty.
+var readmeDefaultsFromElsewhere = map[string]bool{
+	"":                     true,
+	"env":                  true,
+	"off":                  true,
+	"Docker's host name":   true,
+	"Consul agent address": true,
+	"`--listen`":           true,
+	"`--tls-client-ca`":    true,
+}
+
+// TestREADMEFlagTables: the agent's flag table in README.md lacked
+// --task-metrics and --workers, which operators set. Each flag table
+// names every flag its command takes (but --help and hidden ones), only
+// flags it takes, each with the default the command gives it.
+func TestREADMEFlagTables(t *testing.T) {
+	tests := []struct {
+		file, heading string
+		cmd           []string
+	}{
+		{file: "../../README.md", heading: "### Flags", cmd: []string{"agent"}},
+		{file: "../scale/README.md", heading: "## Flags", cmd: []string{"control"}},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.cmd, " "), func(t *testing.T) {
+			cmd, _, err := newRootCommand(IOStreams{Out: io.Discard, ErrOut: io.Discard}).Find(tt.cmd)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rows := readmeFlagTable(t, tt.file, tt.heading)
+			named := map[string]bool{}
+			for _, row := range rows {
+				for i, name := range row.flags {
+					named[name] = true
+					f := commandFlag(cmd, name)
+					if f == nil {
+						t.Errorf("%s %q: %s has no --%s", tt.file, tt.heading, cmd.CommandPath(), name)
+						continue
+					}
+					def := row.defaults[0]
+					if len(row.defaults) == len(row.flags) {
+						def = row.defaults[i]
+					}
+					if !sameDefault(f, def) {
+						t.Errorf("%s %q: --%s's default is %q, the table says %q", tt.file, tt.heading, name, f.DefValue, def)
+					}
+				}
+			}
+			visit := func(f *pflag.Flag) {
+				if !f.Hidden && f.Name != "help" && !named[f.Name] {
+					t.Errorf("%s %q: no row for --%s (default %q: %s)", tt.file, tt.heading, f.Name, f.DefValue, f.Usage)
+				}
+			}
+			cmd.LocalFlags().VisitAll(visit)
+			cmd.InheritedFlags().VisitAll(visit)
+		})
+	}
+}
+
+// readmeRow is one row of a README's flag table.
+type readmeRow struct {
+	flags    []string // names, without --
+	defaults []string // one for all flags, or one each
+}
+
+// readmeFlagTable reads the first table after heading in file: its rows
+// whose first cell names flags.
+func readmeFlagTable(t *testing.T, file, heading string) []readmeRow {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, text, ok := strings.Cut(string(b), "\n"+heading+"\n")
+	if !ok {
+		t.Fatalf("%s: no heading %q", file, heading)
+	}
+	flagName := regexp.MustCompile("`--([a-z0-9-]+)")
+	var rows []readmeRow
+	inTable := false
+	for line := range strings.Lines(text) {
+		if !strings.HasPrefix(line, "|") {
+			if inTable {
+				break
+			}
+			continue
+		}
+		inTable = true
+		// A cell holds no |: markdown would end the cell there.
+		cells := strings.Split(line, "|")
+		if len(cells) < 4 || !strings.HasPrefix(strings.TrimSpace(cells[1]), "`--") {
+			continue
+		}
+		var row readmeRow
+		for _, m := range flagName.FindAllStringSubmatch(cells[1], -1) {
+			row.flags = append(row.flags, m[1])
+		}
+		row.defaults = strings.Split(strings.TrimSpace(cells[2]), ", ")
+		if len(row.defaults) != 1 && len(row.defaults) != len(row.flags) {
+			t.Errorf("%s: row of %v gives %d defaults", file, row.flags, len(row.defaults))
+		}
+		rows = append(rows, row)
+	}
+	if len(rows) < 10 {
+		t.Fatalf("%s %q: found %d rows of flags", file, heading, len(rows))
+	}
+	return rows
+}
+
+// commandFlag is cmd's flag of that name, its own or inherited.
+func commandFlag(cmd *cobra.Command, name string) *pflag.Flag {
+	if f := cmd.Flags().Lookup(name); f != nil {
+		return f
+	}
+	return cmd.InheritedFlags().Lookup(name)
+}
+
+// sameDefault says whether a README's default def is f's.
+func sameDefault(f *pflag.Flag, def string) bool {
+	if readmeDefaultsFromElsewhere[def] {
+		switch f.DefValue {
+		case "", "[]", "false", "0":
+			return true
+		}
+		return false
+	}
+	if f.Value.Type() == "duration" {
+		want, err := time.ParseDuration(def)
+		got, gerr := time.ParseDuration(f.DefValue)
+		return err == nil && gerr == nil && want == got
+	}
+	return def == f.DefValue
+}
+
+// TestREADMECommands: each `underlay …` command in README.md's code
+// blocks names a command underlay has, and flags that command takes.
+func TestREADMECommands(t *testing.T) {
+	const file = "../../README.md"
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	root := newRootCommand(IOStreams{Out: io.Discard, ErrOut: io.Discard})
+	checked := 0
+	for _, line := range readmeCodeLines(string(b)) {
+		for _, args := range underlayCommands(line) {
+			checked++
+			cmd, rest, err := root.Find(args)
+			if err != nil {
+				t.Errorf("%s: %q: %v", file, line, err)
+				continue
+			}
+			if !cmd.Runnable() && len(rest) > 0 && !strings.HasPrefix(rest[0], "-") {
+				t.Errorf("%s: %q: %s has no command %q", file, line, cmd.CommandPath(), rest[0])
+			}
+			for _, a := range rest {
+				a = strings.Trim(a, "[]")
+				if !strings.HasPrefix(a, "--") {
+					continue
+				}
+				name, _, _ := strings.Cut(strings.TrimPrefix(a, "--"), "=")
+				if commandFlag(cmd, name) == nil {
+					t.Errorf("%s: %q: %s has no --%s", file, line, cmd.CommandPath(), name)
+				}
+			}
+		}
+	}
+	if checked < 10 {
+		t.Fatalf("%s: found %d underlay commands in its code blocks", file, checked)
+	}
+}
+
+// readmeCodeLines are the lines of markdown's fenced code blocks, those
+// continued with a backslash joined.
+func readmeCodeLines(text string) []string {
+	var lines []string
+	in, cont := false, ""
+	sc := bufio.NewScanner(strings.NewReader(text))
+	for sc.Scan() {
+		line := sc.Text()
+		if strings.HasPrefix(line, "```") {
+			in = !in
+			continue
+		}
+		if !in {
+			continue
+		}
+		if s, ok := strings.CutSuffix(line, "\\"); ok {
+			cont += s
+			continue
+		}
+		lines = append(lines, cont+line)
+		cont = ""
+	}
+	return lines
+}
+
+// underlayCommands are the arguments of each underlay command line runs:
+// underlay (or bin/underlay) at the start of the line or after a shell
+// operator, up to a comment or the next operator.
+func underlayCommands(line string) [][]string {
+	var cmds [][]string
+	line, _, _ = strings.Cut(line, " #")
+	start := true
+	var args []string
+	in := false
+	for _, w := range strings.Fields(line) {
+		switch {
+		case w == "|" || w == "&&" || w == ";" || w == "||":
+			if in {
+				cmds = append(cmds, args)
+			}
+			start, in, args = true, false, nil
+		case start && (w == "underlay" || strings.HasSuffix(w, "bin/underlay")):
+			start, in = false, true
+		case start && strings.Contains(w, "=") && !strings.HasPrefix(w, "-"):
+			// An environment assignment before the command.
+		case in:
+			args = append(args, w)
+		default:
+			start = false
+		}
+	}
+	if in {
+		cmds = append(cmds, args)
+	}
+	return cmds
+}
