@@ -3,6 +3,7 @@ package app
 import (
 	"bufio"
 	"io"
+	"io/fs"
 	"os"
 	"regexp"
 	"strings"
@@ -11,6 +12,9 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
+	"go.yaml.in/yaml/v3"
+
+	"github.com/underlay/underlay/deploy"
 )
 
 // readmeDefaultsFromElsewhere are the words a README's flag table gives
@@ -242,4 +246,96 @@ func underlayCommands(line string) [][]string {
 		cmds = append(cmds, args)
 	}
 	return cmds
+}
+
+// TestDeployFlags: what deploy/ ships sets only flags underlay takes: the
+// stack's commands and UNDERLAY_* variables, the units' ExecStart lines,
+// and the UNDERLAY_* settings the env files show (commented out or not).
+func TestDeployFlags(t *testing.T) {
+	root := newRootCommand(IOStreams{Out: io.Discard, ErrOut: io.Discard})
+	find := func(where string, args []string) *cobra.Command {
+		cmd, rest, err := root.Find(args)
+		if err != nil || cmd == root {
+			t.Errorf("%s: %q names no command: %v", where, args, err)
+			return nil
+		}
+		for _, a := range rest {
+			if name, ok := strings.CutPrefix(a, "--"); ok {
+				name, _, _ = strings.Cut(name, "=")
+				if commandFlag(cmd, name) == nil {
+					t.Errorf("%s: %s has no --%s", where, cmd.CommandPath(), name)
+				}
+			}
+		}
+		return cmd
+	}
+	envFlag := func(where string, cmd *cobra.Command, variable string) {
+		name, ok := strings.CutPrefix(variable, "UNDERLAY_")
+		if !ok {
+			return
+		}
+		name = strings.ReplaceAll(strings.ToLower(name), "_", "-")
+		if commandFlag(cmd, name) == nil {
+			t.Errorf("%s: %s sets --%s, which %s does not take", where, variable, name, cmd.CommandPath())
+		}
+	}
+
+	var stack struct {
+		Services map[string]struct {
+			Command     []string
+			Environment map[string]string
+		}
+	}
+	if err := yaml.Unmarshal(deploy.Stack, &stack); err != nil {
+		t.Fatalf("stack.yml: %v", err)
+	}
+	for name, svc := range stack.Services {
+		where := "stack.yml service " + name
+		if cmd := find(where, svc.Command); cmd != nil {
+			for v := range svc.Environment {
+				envFlag(where, cmd, v)
+			}
+		}
+	}
+
+	units := 0
+	err := fs.WalkDir(deploy.Units, ".", func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return err
+		}
+		b, err := fs.ReadFile(deploy.Units, p)
+		if err != nil {
+			return err
+		}
+		for line := range strings.Lines(string(b)) {
+			if exec, ok := strings.CutPrefix(line, "ExecStart="); ok {
+				units++
+				words := strings.Fields(exec)
+				find(p, words[1:])
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if units < 2 {
+		t.Fatalf("found %d ExecStart lines in the units", units)
+	}
+
+	setting := regexp.MustCompile(`(?m)^#?(UNDERLAY_[A-Z0-9_]+)=`)
+	for file, command := range map[string]string{"agent.env": "agent", "control.env": "control"} {
+		b, err := os.ReadFile("../../deploy/etc/" + file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cmd := find(file, []string{command})
+		ms := setting.FindAllStringSubmatch(string(b), -1)
+		if len(ms) < 3 {
+			t.Fatalf("%s: found %d UNDERLAY_* settings", file, len(ms))
+		}
+		for _, m := range ms {
+			envFlag(file, cmd, m[1])
+		}
+	}
 }
