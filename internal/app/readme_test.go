@@ -339,3 +339,32 @@ func TestDeployFlags(t *testing.T) {
 		}
 	}
 }
+
+// TestREADMECommandTable: README.md's table of commands, at its top,
+// left out `underlay node`. It names every command underlay has (but
+// cobra's help and completion).
+func TestREADMECommandTable(t *testing.T) {
+	const file = "../../README.md"
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, _, ok := strings.Cut(string(b), "\n## ")
+	if !ok {
+		t.Fatalf("%s: no second-level heading", file)
+	}
+	var firstCells strings.Builder
+	for line := range strings.Lines(top) {
+		if cells := strings.Split(line, "|"); len(cells) > 2 {
+			firstCells.WriteString(cells[1])
+		}
+	}
+	for _, cmd := range newRootCommand(IOStreams{Out: io.Discard, ErrOut: io.Discard}).Commands() {
+		if cmd.Hidden || cmd.Name() == "help" || cmd.Name() == "completion" {
+			continue
+		}
+		if !strings.Contains(firstCells.String(), "`underlay "+cmd.Name()) {
+			t.Errorf("%s: the table of commands has no row for underlay %s (%s)", file, cmd.Name(), cmd.Short)
+		}
+	}
+}
