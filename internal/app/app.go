@@ -60,7 +60,7 @@ func newRootCommand(streams IOStreams) *cobra.Command {
 	root := &cobra.Command{
 		Use:           "underlay",
 		Short:         "Routable containers on the networks you already have",
-		Long:          "underlay runs Docker Swarm services on existing L2 networks (macvlan), advertises them in Consul and scales them.",
+		Long:          "underlay runs Docker Swarm services on existing L2 networks (macvlan or ipvlan), advertises them in Consul and scales them.",
 		SilenceUsage:  true,
 		SilenceErrors: true,
 		PersistentPreRunE: func(cmd *cobra.Command, _ []string) error {
