@@ -5,6 +5,7 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -153,17 +154,35 @@ func sameDefault(f *pflag.Flag, def string) bool {
 	return def == f.DefValue
 }
 
-// TestREADMECommands: each `underlay …` command in README.md's code
-// blocks names a command underlay has, and flags that command takes.
+// TestREADMECommands: each `underlay …` command in the code blocks of
+// README.md, DEVELOPERS.md and the packages' READMEs names a command
+// underlay has, and flags that command takes.
 func TestREADMECommands(t *testing.T) {
-	const file = "../../README.md"
-	b, err := os.ReadFile(file)
+	files, err := filepath.Glob("../*/README.md")
 	if err != nil {
 		t.Fatal(err)
 	}
+	files = append(files, "../../README.md", "../../DEVELOPERS.md")
 	root := newRootCommand(IOStreams{Out: io.Discard, ErrOut: io.Discard})
 	checked := 0
-	for _, line := range readmeCodeLines(string(b)) {
+	for _, file := range files {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		checked += checkREADMECommands(t, root, file, string(b))
+	}
+	if checked < 20 {
+		t.Fatalf("found %d underlay commands in %v's code blocks", checked, files)
+	}
+}
+
+// checkREADMECommands checks the underlay commands of one markdown file's
+// code blocks, and returns how many it found.
+func checkREADMECommands(t *testing.T, root *cobra.Command, file, text string) int {
+	t.Helper()
+	checked := 0
+	for _, line := range readmeCodeLines(text) {
 		for _, args := range underlayCommands(line) {
 			checked++
 			cmd, rest, err := root.Find(args)
@@ -186,9 +205,7 @@ func TestREADMECommands(t *testing.T) {
 			}
 		}
 	}
-	if checked < 10 {
-		t.Fatalf("%s: found %d underlay commands in its code blocks", file, checked)
-	}
+	return checked
 }
 
 // readmeCodeLines are the lines of markdown's fenced code blocks, those
@@ -217,8 +234,9 @@ func readmeCodeLines(text string) []string {
 }
 
 // underlayCommands are the arguments of each underlay command line runs:
-// underlay (or bin/underlay) at the start of the line or after a shell
-// operator, up to a comment or the next operator.
+// underlay (or bin/underlay) at the start of the line, after a shell
+// operator or opening $(, up to a comment, the next operator, or a --
+// before another program's arguments.
 func underlayCommands(line string) [][]string {
 	var cmds [][]string
 	line, _, _ = strings.Cut(line, " #")
@@ -232,8 +250,15 @@ func underlayCommands(line string) [][]string {
 				cmds = append(cmds, args)
 			}
 			start, in, args = true, false, nil
-		case start && (w == "underlay" || strings.HasSuffix(w, "bin/underlay")):
-			start, in = false, true
+		case w == "$(underlay" || start && (w == "underlay" || strings.HasSuffix(w, "bin/underlay")):
+			if in {
+				cmds = append(cmds, args)
+			}
+			start, in, args = false, true, nil
+		case in && w == "--":
+			// What follows is another program's command line.
+			cmds = append(cmds, args)
+			in, args = false, nil
 		case start && strings.Contains(w, "=") && !strings.HasPrefix(w, "-"):
 			// An environment assignment before the command.
 		case in:
