@@ -18,17 +18,15 @@ import (
 	"github.com/underlay/underlay/deploy"
 )
 
-// readmeDefaultsFromElsewhere are the words a README's flag table gives
-// as the default of a flag whose value is found at run time (the
+// defaultFromElsewhere says whether def is how a README's flag table
+// gives the default of a flag whose value is found at run time (the
 // environment, Docker, another flag): the flag's own default is empty.
-var readmeDefaultsFromElsewhere = map[string]bool{
-	"":                     true,
-	"env":                  true,
-	"off":                  true,
-	"Docker's host name":   true,
-	"Consul agent address": true,
-	"`--listen`":           true,
-	"`--tls-client-ca`":    true,
+func defaultFromElsewhere(def string) bool {
+	switch def {
+	case "", "env", "off", "Docker's host name", "Consul agent address", "`--listen`", "`--tls-client-ca`":
+		return true
+	}
+	return false
 }
 
 // TestREADMEFlagTables: the agent's flag table in README.md lacked
@@ -139,7 +137,7 @@ func commandFlag(cmd *cobra.Command, name string) *pflag.Flag {
 
 // sameDefault says whether a README's default def is f's.
 func sameDefault(f *pflag.Flag, def string) bool {
-	if readmeDefaultsFromElsewhere[def] {
+	if defaultFromElsewhere(def) {
 		switch f.DefValue {
 		case "", "[]", "false", "0":
 			return true
