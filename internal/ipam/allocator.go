@@ -271,7 +271,11 @@ func (a *Allocator) settle(ctx context.Context, p Pool, addr netip.Addr) (bool, 
 	}
 	err = a.release(ctx, p, addr)
 	if errors.Is(err, ErrNotHeld) {
-		a.held.unpend(p, addr) // not this node's to free any more
+		// Another node's since (freed by another way, then claimed):
+		// not this node's to free any more, nor an error of the sweep's.
+		a.held.unpend(p, addr)
+		a.log.Info("release held back dropped: the address is another node's now", "pool", p.ID(), "addr", addr, "reason", err)
+		return false, nil
 	}
 	return err == nil, err
 }

@@ -259,6 +259,10 @@ func (h *heldAddrs) handOut(p Pool, a netip.Addr, at time.Time) {
 }
 
 func (h *heldAddrs) handOutLocked(p Pool, a netip.Addr, at time.Time) {
+	// A release of a held back spoke for the container it was handed to
+	// before (freed since by another way: the leak sweep, Consul losing
+	// it): done later, it would free a under the new one.
+	delete(h.pending[p.Network], a)
 	if h.handed == nil {
 		h.handed = map[string]map[netip.Addr]handout{}
 	}

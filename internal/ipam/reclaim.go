@@ -342,6 +342,8 @@ func (r *Reclaimer) sweepPool(ctx context.Context, p Pool, held map[netip.Addr]b
 	r.mu.Lock()
 	for _, addr := range freed {
 		delete(r.unheld[p.ID()], addr)
+		// Freed: a release of it held back is done.
+		r.Alloc.held.unpend(p, addr)
 	}
 	r.mu.Unlock()
 	for _, addr := range freed {

@@ -29,15 +29,17 @@ func (m *memFreed) Save(freed map[string]map[netip.Addr]time.Time) error {
 // containers the test says run (held), and what it freed lately kept
 // across its agent's restarts.
 type repeatNode struct {
-	a     *Allocator
-	r     *Reclaimer
-	kv    *kvtest.KV
-	st    *netspec.Store
-	p     Pool
-	held  heldSet
-	freed memFreed
-	gens  int
-	clock *time.Time
+	a    *Allocator
+	r    *Reclaimer
+	kv   *kvtest.KV
+	st   *netspec.Store
+	p    Pool
+	held heldSet
+	// starts are the node's container starts under way.
+	starts []Start
+	freed  memFreed
+	gens   int
+	clock  *time.Time
 }
 
 func newRepeatNode(t *testing.T, kv *kvtest.KV) *repeatNode {
@@ -61,7 +63,9 @@ func (n *repeatNode) restart(t *testing.T) {
 }
 
 func (n *repeatNode) HeldAddresses(ctx context.Context) (Local, error) {
-	return n.held.HeldAddresses(ctx)
+	l, err := n.held.HeldAddresses(ctx)
+	l.Starts = map[string][]Start{"net": n.starts}
+	return l, err
 }
 
 func (n *repeatNode) tick() { *n.clock = n.clock.Add(opTime) }
@@ -212,5 +216,115 @@ func TestHeldBackReleaseOfARestartedContainer(t *testing.T) {
 	n.sweep(t)
 	if !n.recorded(t, kv, x) {
 		t.Errorf("%s, held by the restarted container, freed by the sweep", x)
+	}
+}
+
+// TestHeldBackReleaseOfAnAddressFreedAndHandedOutAgain: a release held
+// back outlived its address being freed by the leak sweep (a listing
+// showed no container holding it, while an unrelated start under way kept
+// the held-back release itself waiting) and handed out again, to a new
+// container: once that one's start was the oldest under way, the sweep did
+// the old release, freeing the address under it (found by the model test,
+// seed 1796630728295315107):
+//
+//	10.2.0.2, handed out again to container 4 after the leak sweep freed it, freed under it by the release held back before
+//
+// A handout of the address now drops the release held back of it: the
+// release spoke for an earlier container, and the new one's own release
+// will come.
+func TestHeldBackReleaseOfAnAddressFreedAndHandedOutAgain(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	n := newRepeatNode(t, kv)
+	x := taskAddr(t, n.a, n.p) // container 1
+	n.held[x] = true
+	n.sweep(t)
+	n.release(t, x)
+	delete(n.held, x)
+	n.restart(t)
+	if got, err := n.a.Allocate(ctx, n.p, x, KindTask); err != nil || got != x { // container 2, by address
+		t.Fatalf("request for %s just after its release: %s, %v", x, got, err)
+	}
+	*n.clock = n.clock.Add(startSkew + time.Second)
+	// Container 3 starts, after x was handed out, and stays starting: a
+	// release asked for since waits for it.
+	n.starts = append(n.starts, Start{Since: *n.clock})
+	n.tick()
+	y := taskAddr(t, n.a, n.p)
+	n.tick()
+	n.release(t, x) // container 2 stops
+	if _, ok := n.a.held.pendingOf(n.p, x); !ok {
+		t.Fatalf("release of %s, freed by an earlier agent and handed out again, not held back", x)
+	}
+	// The leak sweep frees x: recorded, held by no container.
+	for i := 0; n.recorded(t, kv, x); i++ {
+		if i == 100 {
+			t.Fatalf("%s, held by no container, not reclaimed by the sweep after %d sweeps", x, i)
+		}
+		*n.clock = n.clock.Add(time.Second)
+		n.sweep(t)
+	}
+	// Container 4 gets x, from a request of any address.
+	for {
+		*n.clock = n.clock.Add(time.Second)
+		got, err := n.a.Allocate(ctx, n.p, netip.Addr{}, KindTask)
+		if err != nil {
+			t.Fatalf("request after %s was freed: %v", x, err)
+		}
+		if got == x {
+			break
+		}
+		n.held[got] = true
+	}
+	n.starts = []Start{{Since: n.clock.Add(-time.Millisecond)}} // container 3's start is done; container 4's under way
+	n.held[y] = true
+	n.sweep(t)
+	if !n.recorded(t, kv, x) {
+		t.Errorf("%s, handed out again to container 4 after the leak sweep freed it, freed under it by the release held back before", x)
+	}
+}
+
+// TestHeldBackReleaseOfAnAddressAnotherNodeTook: Consul lost an address
+// whose release was held back (the leader reclaimed it, the node taken
+// for departed), and another node took it. The sweep that then did the
+// release failed, every time it ran, until the release was dropped:
+//
+//	release 10.2.0.2, held back, in net/v4: address 10.2.0.2 in net/v4 is held by node n2 (task), not this node (n1): not released
+//
+// It is dropped, with no error: not this node's to free any more.
+func TestHeldBackReleaseOfAnAddressAnotherNodeTook(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	n := newRepeatNode(t, kv)
+	x := taskAddr(t, n.a, n.p)
+	n.held[x] = true
+	n.sweep(t)
+	n.release(t, x)
+	delete(n.held, x)
+	n.restart(t)
+	if got, err := n.a.Allocate(ctx, n.p, x, KindTask); err != nil || got != x {
+		t.Fatalf("request for %s just after its release: %s, %v", x, got, err)
+	}
+	n.tick()
+	n.release(t, x)
+	if _, ok := n.a.held.pendingOf(n.p, x); !ok {
+		t.Fatalf("release of %s, freed by an earlier agent and handed out again, not held back", x)
+	}
+	all, err := Allocations(ctx, kv, n.p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if freed, err := newAllocator(kv, "n0", "g0", time.Now, nil).reclaimObserved(ctx, n.p, map[netip.Addr]Alloc{x: all[x]}); err != nil || len(freed) != 1 {
+		t.Fatalf("reclaim %s: freed %v, %v", x, freed, err)
+	}
+	if got, err := newAllocator(kv, "n2", "g2", time.Now, nil).Allocate(ctx, n.p, x, KindTask); err != nil || got != x {
+		t.Fatalf("n2's request for %s, freed: %s, %v", x, got, err)
+	}
+	n.tick()
+	if err := n.r.Sweep(ctx); err != nil {
+		t.Errorf("sweep with the release of %s held back, now n2's: %v", x, err)
+	}
+	if _, ok := n.a.held.pendingOf(n.p, x); ok {
+		t.Errorf("release of %s, n2's now, still held back", x)
 	}
 }
