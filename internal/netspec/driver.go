@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"regexp"
 	"strconv"
+	"strings"
 )
 
 // Docker drivers of underlay networks.
@@ -64,7 +65,10 @@ var vlanParentRE = regexp.MustCompile(`^(.+)\.([0-9]+)$`)
 // VLANParent splits a parent named like a VLAN sub-interface (bond0.40)
 // into its lower device and VLAN id, as Docker's macvlan and ipvlan
 // drivers read such names; ok is false for other names, and for an id
-// out of 1 to 4094.
+// out of 1 to 4094. A lower device with a dot of its own (bond0.40.5)
+// those drivers would not make (see vlanNameProblem): Validate refuses
+// such a parent, but one an older agent made is still read as the VLAN
+// it is, to be taken apart.
 func VLANParent(parent string) (lower string, vid int, ok bool) {
 	m := vlanParentRE.FindStringSubmatch(parent)
 	if m == nil {
@@ -96,7 +100,6 @@ func WithVLAN(lower string, vid int) (string, error) {
 	return lower + "." + strconv.Itoa(vid), nil
 }
 
-// checkDriver checks the driver, its mode, and a VLAN parent's id.
 // CheckDriverMode checks a network's driver and ipvlan mode, the part of
 // Validate a node applying a network's links can judge on its own.
 func CheckDriverMode(driver, mode string) error {
@@ -116,6 +119,7 @@ func CheckDriverMode(driver, mode string) error {
 	return nil
 }
 
+// checkDriver checks the driver and its mode, with the IPAM mode.
 func checkDriver(s Spec, bad func(string, ...any)) {
 	switch err := CheckDriverMode(s.Driver, s.IPvlanMode); {
 	case err != nil:
@@ -123,9 +127,38 @@ func checkDriver(s Spec, bad func(string, ...any)) {
 	case s.IPvlanModeName() == IPvlanL3 && s.IPAM == Cluster:
 		bad("ipvlan mode l3 with cluster IPAM: in l3 the router must route each node's range to the node, so l3 needs --ipam per-node")
 	}
-	if m := vlanParentRE.FindStringSubmatch(s.Parent); m != nil {
-		if _, _, ok := VLANParent(s.Parent); !ok {
-			bad("parent %q: VLAN id %s out of 1 to 4094", s.Parent, m[2])
-		}
+}
+
+// vlanNameProblem says why parent, named like a VLAN sub-interface (a dot
+// and digits, or nothing, at its end), is not one Docker's macvlan and
+// ipvlan drivers can make; "" when it is, or is not named so. At boot
+// dockerd restores the networks before the agent runs, and its driver
+// makes a missing dotted parent as parseVlan reads it (libnetwork's
+// drivers/macvlan and ipvlan, createVlanLink): exactly one dot, a device
+// before it and an id of 1 to 4094 (strconv.Atoi) after it. A name it
+// cannot read so it refuses, and the network's containers do not start
+// until the agent makes the parent. A dotted name ending otherwise
+// (br.lan) is an interface that must exist, to Docker as to the agent.
+func vlanNameProblem(parent string) string {
+	const docker = "Docker's macvlan and ipvlan drivers make a missing parent only as device.vlan_id with one dot (eth0.10), as dockerd does at boot before the agent runs"
+	i := strings.LastIndexByte(parent, '.')
+	if i < 0 {
+		return ""
 	}
+	device, id := parent[:i], parent[i+1:]
+	switch {
+	case id == "":
+		return "no VLAN id after the dot: " + docker
+	case strings.Trim(id, "0123456789") != "":
+		return ""
+	case device == "":
+		return "no device before the dot: " + docker
+	case strings.Contains(device, "."):
+		vid, _ := strconv.Atoi(id)
+		return fmt.Sprintf("VLAN %d on %s, a name with two dots: %s, and could not make this one; give a VLAN of a device, or name the link without dots", vid, device, docker)
+	}
+	if _, _, ok := VLANParent(parent); !ok {
+		return fmt.Sprintf("VLAN id %s out of 1 to 4094", id)
+	}
+	return ""
 }

@@ -33,6 +33,17 @@ func TestValidateDriver(t *testing.T) {
 		{"VLAN id zero in five digits", func(s *Spec) { s.Parent = "eth0.00000" }, `"eth0.00000": VLAN id 00000 out of 1 to 4094`},
 		{"VLAN id too big in five digits", func(s *Spec) { s.Parent = "eth0.04096" }, `"eth0.04096": VLAN id 04096 out of 1 to 4094`},
 		{"VLAN id in five digits", func(s *Spec) { s.Parent = "eth0.04094" }, ""},
+		// A parent named like a VLAN must be one Docker's macvlan and
+		// ipvlan drivers can make (parseVlan: one dot, an id of 1 to
+		// 4094): at boot dockerd makes a missing one before the agent runs.
+		{"VLAN 1", func(s *Spec) { s.Parent = "eth0.1" }, ""},
+		{"VLAN 4094", func(s *Spec) { s.Parent = "eth0.4094" }, ""},
+		{"VLAN 4095", func(s *Spec) { s.Parent = "eth0.4095" }, `"eth0.4095": VLAN id 4095 out of 1 to 4094`},
+		{"VLAN on a VLAN", func(s *Spec) { s.Parent = "bond0.40.5" }, `parent "bond0.40.5": VLAN 5 on bond0.40, a name with two dots: Docker's macvlan and ipvlan drivers make a missing parent only as device.vlan_id with one dot`},
+		{"VLAN on a dotted name", func(s *Spec) { s.Parent = "br.lan.7" }, `parent "br.lan.7": VLAN 7 on br.lan, a name with two dots`},
+		{"VLAN with no id", func(s *Spec) { s.Parent = "eth0." }, `parent "eth0.": no VLAN id after the dot`},
+		{"VLAN with no device", func(s *Spec) { s.Parent = ".40" }, `parent ".40": no device before the dot`},
+		{"dotted name, not a VLAN", func(s *Spec) { s.Parent = "br.lan" }, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s := validSpec()

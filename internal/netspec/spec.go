@@ -94,8 +94,13 @@ func checkOwn(s Spec, bad func(string, ...any)) bool {
 		bad("network name %q: want 1 to 48 letters, digits, '_', '.' or '-', starting with a letter or digit", s.Name)
 	}
 	switch {
+	case strings.HasPrefix(s.Parent, ".") && vlanNameProblem(s.Parent) != "":
+		// Read as a VLAN of no device (.40), as Docker's drivers read it.
+		bad("parent %q: %s", s.Parent, vlanNameProblem(s.Parent))
 	case !parentRE.MatchString(s.Parent):
 		bad("parent %q: not an interface name (at most 15 characters)", s.Parent)
+	case vlanNameProblem(s.Parent) != "":
+		bad("parent %q: %s", s.Parent, vlanNameProblem(s.Parent))
 	case s.Parent == "lo" || onLoopback(s.Parent):
 		// The kernel makes no macvlan, ipvlan or VLAN link on it: every
 		// node would fail, having set it promiscuous.
