@@ -5,7 +5,8 @@
 // every ready node reports ready. Networks whose spec is marked for removal
 // are taken apart again, found through their ownership labels.
 //
-// It imports netspec, hostnet and kvstore, and backoff and regularfile.
+// It imports netspec, hostnet and kvstore, and backoff, regularfile and
+// termtext (what Docker names, quoted in its errors).
 // Its I/O edges are interfaces declared
 // here: Docker and Swarm (dockerhost.Networks), Host (hostnet), IPAM
 // (ipam.NodeIPAM), and the spec store (netspec.Store over consul.KV).

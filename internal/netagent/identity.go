@@ -17,6 +17,7 @@ import (
 
 	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // Heartbeat is how often an agent refreshes its node's facts; facts older
@@ -125,7 +126,8 @@ func (f *Facts) heartbeat(ctx context.Context, period time.Duration) error {
 	ctx, cancel := kvstore.WriteContext(ctx, period)
 	defer cancel()
 	if err := f.Publish(ctx, true); err != nil {
-		return fmt.Errorf("refresh facts of node %s (swarm node %s): %w", f.Node, f.ID, err)
+		// The node's name is its hostname as Docker gives it: any bytes.
+		return fmt.Errorf("refresh facts of node %s (swarm node %s): %w", termtext.Shorten(termtext.Cell(f.Node), maxQuoted), f.ID, err)
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/underlay/underlay/internal/hostnet"
 	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // Docker is what the reconciler needs of the node's own dockerd.
@@ -557,7 +558,7 @@ func (r *Reconciler) realiseNode(ctx context.Context, s netspec.Spec) (netspec.N
 	exists, have := cn.Exists, cn.Range
 	if exists && cn.Network != s.Name {
 		return netspec.NodeState{}, fmt.Errorf("network %s: Docker network %s (%s) is not the config-only network underlay makes for it (no %s=true, %s=%s labels); rename or remove it to let underlay create its own",
-			s.Name, netspec.ConfigNetworkName(s.Name), stringid.TruncateID(cn.ID), netspec.LabelManaged, netspec.LabelNetwork, s.Name)
+			s.Name, netspec.ConfigNetworkName(s.Name), termtext.Cell(stringid.TruncateID(cn.ID)), netspec.LabelManaged, netspec.LabelNetwork, s.Name)
 	}
 	if made := cn.IPAMMode(); exists && made != s.IPAM {
 		// Left from a network of the name made again under the other mode
@@ -570,8 +571,11 @@ func (r *Reconciler) realiseNode(ctx context.Context, s netspec.Spec) (netspec.N
 		// Left likewise from a network of the name on another parent or
 		// driver: its containers' endpoints would hang off another link
 		// than the host's shim.
+		// Docker's options are as whoever made the network wrote them:
+		// quoted, as no spec's parent needs to be.
 		return netspec.NodeState{}, fmt.Errorf("network %s: config-only network %s was made on parent %s (%s), not the spec's %s (%s); remove it to let underlay recreate it",
-			s.Name, netspec.ConfigNetworkName(s.Name), cn.Parent, driverOf(cn.IPvlanMode), s.Parent, driverOf(s.IPvlanModeName()))
+			s.Name, netspec.ConfigNetworkName(s.Name), termtext.QuoteShort(cn.Parent, maxQuoted), driverOf(cn.IPvlanMode),
+			s.Parent, driverOf(s.IPvlanModeName()))
 	}
 	if exists && !have.IsValid() && plan.Block.IsValid() {
 		// Made by an underlay that did not label the range, on a Docker that
@@ -590,6 +594,10 @@ func (r *Reconciler) realiseNode(ctx context.Context, s netspec.Spec) (netspec.N
 	return netspec.NodeState{State: netspec.StateReady, Range: route, Shim: plan.Shim, Range6: route6, Shim6: plan.Shim6, ShimLink: plan.ShimLink, Parent: s.Parent}, nil
 }
 
+// maxQuoted is how much of a name Docker gives, of any length, an error
+// quotes (termtext.QuoteShort).
+const maxQuoted = 64
+
 // driverOf names the driver of a config-only network, or a spec, by its
 // ipvlan mode (see netspec.Spec.IPvlanModeName): macvlan, or ipvlan and
 // the mode.
@@ -597,7 +605,8 @@ func driverOf(ipvlanMode string) string {
 	if ipvlanMode == "" {
 		return netspec.Macvlan
 	}
-	return netspec.IPvlan + " " + ipvlanMode
+	// A config-only network's is Docker's, as its maker wrote it.
+	return netspec.IPvlan + " " + termtext.Shorten(termtext.Cell(ipvlanMode), maxQuoted)
 }
 
 // maybeCreateSwarmNetwork creates the swarm network on the leader once

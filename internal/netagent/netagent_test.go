@@ -311,6 +311,41 @@ func TestSyncLeavesOperatorsNetworkOfTheName(t *testing.T) {
 	}
 }
 
+// oddParentNet is a host whose dockerd holds web's config-only network,
+// labelled underlay's, made on a parent named at will (a network made
+// again by hand, or a hostile daemon): a newline, an escape sequence.
+type oddParentNet struct{ fakeHost }
+
+func (h *oddParentNet) ConfigNetwork(ctx context.Context, name string) (ConfigNet, error) {
+	if name == netspec.ConfigNetworkName("web") {
+		return ConfigNet{Exists: true, ID: "0123456789abcdef0123", Name: name, Network: "web",
+			Parent: "eth1\nlevel=INFO \x1b[2J\u202e", IPvlanMode: "l2\n"}, nil
+	}
+	return h.fakeHost.ConfigNetwork(ctx, name)
+}
+
+// TestSyncQuotesDockersParent: the parent of a config-only network not
+// on the spec's parent is Docker's, named at will; the error naming it
+// (the sync's, the node's report, which network inspect shows) quotes
+// it, and its ipvlan mode, rather than letting a newline forge a line of
+// the log or an escape sequence rewrite the terminal.
+func TestSyncQuotesDockersParent(t *testing.T) {
+	ctx := context.Background()
+	st := storeWithWeb(t)
+	host := &oddParentNet{}
+	r := reconcilerOf(st, &host.fakeHost, host, func(string, string) error { return nil })
+	r.Docker = host
+	err := r.Sync(ctx)
+	const want = `was made on parent "eth1\nlevel=INFO \x1b[2J\u202e" (ipvlan "l2\n"), not the spec's eth1 (macvlan)`
+	if err == nil || !strings.Contains(err.Error(), want) {
+		t.Errorf("sync: %v, want an error containing %s", err, want)
+	}
+	states, _ := st.NodeStates(ctx, "web")
+	if len(states) != 1 || !strings.Contains(states[0].Error, want) || strings.ContainsAny(states[0].Error, "\n\x1b\u202e") {
+		t.Errorf("web reported %+v, want an error containing %s, with no newline, escape or override", states, want)
+	}
+}
+
 // failingLeader is the leader's swarm, on which creating the swarm
 // network fails.
 type failingLeader struct{ leaderSwarm }
