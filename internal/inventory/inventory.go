@@ -367,16 +367,19 @@ func NodeNames(facts []netspec.NodeFacts) map[string]string {
 // node, would be trusted unchecked.
 func ownEntries(es []Entry, id string, names map[string]string) error {
 	name, ok := names[id]
+	// id is the key's, which any agent's token may write, of any
+	// characters and length.
+	quoted := func(s string) string { return termtext.Shorten(termtext.Cell(s), maxHolderName) }
 	if !ok {
-		return fmt.Errorf("no node facts name its key's node, swarm node %s (%s%s is absent, unreadable or names no node): an agent publishes its facts before its inventory, so this one is stale or forged",
-			id, netspec.NodesKVPrefix, id)
+		return fmt.Errorf("no node facts name its key's node, swarm node %s (%s is absent, unreadable or names no node): an agent publishes its facts before its inventory, so this one is stale or forged",
+			quoted(id), quoted(netspec.NodesKVPrefix+id))
 	}
 	for i, e := range es {
 		if e.Node != name {
-			return fmt.Errorf("entry %d (%s) names node %q, but its key is swarm node %s's, %q by its facts: an agent publishes only its own node's addresses", i, e.IP, e.Node, id, name)
+			return fmt.Errorf("entry %d (%s) names node %q, but its key is swarm node %s's, %q by its facts: an agent publishes only its own node's addresses", i, e.IP, e.Node, quoted(id), name)
 		}
 		if e.NodeID != "" && e.NodeID != id {
-			return fmt.Errorf("entry %d (%s) names swarm node %q, but its key is swarm node %s's: an agent publishes only its own node's addresses", i, e.IP, e.NodeID, id)
+			return fmt.Errorf("entry %d (%s) names swarm node %q, but its key is swarm node %s's: an agent publishes only its own node's addresses", i, e.IP, e.NodeID, quoted(id))
 		}
 	}
 	return nil

@@ -810,3 +810,23 @@ func TestRunPublishesLabelNamesReadersTake(t *testing.T) {
 		t.Errorf("names read (-want +got):\n%s", d)
 	}
 }
+
+// TestLoadQuotesTheKeyInItsProblem: the problem of an inventory whose
+// key's node has no facts named the key's node as the key gives it, and
+// any agent's token may write any key: a newline or an escape sequence
+// in it reached `underlay ips`'s warning, the dashboard and --json as
+// they were. The key's node is quoted when not graphic.
+func TestLoadQuotesTheKeyInItsProblem(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	const key = "X\nwarning: \x1b[2J\u202e"
+	kv.Put(ctx, KVPrefix+key, mustJSON(t, []Entry{{IP: "10.0.0.5", Node: "n1", Network: "lan", Container: "a"}}))
+	_, bad, err := load(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const want = `no node facts name its key's node, swarm node "X\nwarning: \x1b[2J\u202e" ("underlay/nodes/X\nwarning: \x1b[2J\u202e" is absent`
+	if len(bad) != 1 || !strings.Contains(bad[0].Problem, want) || strings.ContainsAny(bad[0].Problem, "\n\x1b\u202e") {
+		t.Errorf("bad documents %+v; want one whose problem says %s, with no newline, escape or override", bad, want)
+	}
+}
