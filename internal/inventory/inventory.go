@@ -243,12 +243,13 @@ func Load(ctx context.Context, kv KV, facts []netspec.NodeFacts) ([]Entry, []Bad
 }
 
 // decode reads one node's inventory. An entry no agent writes (no
-// address, network or node, an address or MAC that is none, a name with a
-// control character, a duplicate already noted, or an endpoint listed
-// twice) makes the document unusable, as one that does not decode: it
-// would be listed as a row with no address, and such rows flagged as
-// duplicates of each other. Addresses and MACs are returned in their
-// canonical spelling.
+// address, network or node, an address or MAC that is none, a name agents
+// do not quote that is not graphic, a duplicate already noted, or an
+// endpoint listed twice) makes the document unusable, as one that does
+// not decode: it would be listed as a row with no address, and such rows
+// flagged as duplicates of each other. Addresses and MACs are returned in
+// their canonical spelling, and the names agents quote (quoteLabelNames)
+// quoted, as the newest agent publishes them.
 func decode(value []byte) ([]Entry, error) {
 	var es []Entry
 	if err := json.Unmarshal(value, &es); err != nil {
@@ -257,7 +258,12 @@ func decode(value []byte) ([]Entry, error) {
 	// An endpoint listed twice would be flagged as a duplicate of itself.
 	type endpoint struct{ network, ip, id, container string }
 	seen := make(map[endpoint]int, len(es))
-	for i, e := range es {
+	for i := range es {
+		// Quoted as a newer agent quotes them: an older one published
+		// them as they were (U+00A0 was graphic before stop 55), and a
+		// rolling upgrade would hide its node's addresses until then.
+		quoteLabelNames(&es[i])
+		e := es[i]
 		ip, err := netip.ParseAddr(e.IP)
 		switch {
 		case err != nil:
@@ -386,7 +392,8 @@ func ownEntries(es []Entry, id string, names map[string]string) error {
 }
 
 // printable says which of e's names has a control character, or any
-// other that is not graphic: no name Docker or a host gives has one, and
+// other that is not graphic, once those agents quote are quoted
+// (quoteLabelNames): no other name Docker or a host gives has one, and
 // printed as is, a newline would forge a row of `underlay ips`, an escape
 // sequence rewrite the terminal, and a bidirectional override (U+202E) or
 // a line separator (U+2028), which are no Cc control characters, reorder
@@ -410,7 +417,11 @@ func printable(e Entry) error {
 // made by hand is named at will; and readers set apart the node's whole
 // inventory for one such name (printable), which would hide every
 // address of the node for one container's label. No cluster network's
-// name is quoted: its spec's name is graphic.
+// name is quoted: its spec's name is graphic. Readers quote them too
+// (decode), so that what an older agent published as it was, before it
+// quoted them or took for graphic what now is not (U+00A0 before stop
+// 55), reads as what the newest publishes, and its node is not hidden
+// mid-upgrade. Cell leaves what it quoted as it is.
 func quoteLabelNames(e *Entry) {
 	for _, f := range []*string{&e.Network, &e.Container, &e.Service, &e.Slot, &e.Task} {
 		*f = termtext.Cell(*f)

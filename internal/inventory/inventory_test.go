@@ -244,25 +244,24 @@ func TestLoadRefusesARepeatedEntry(t *testing.T) {
 }
 
 // TestLoadRefusesControlCharacters: underlay ips prints an entry's names
-// as its document spells them, so a container "named" with a newline
-// forged a row of its own in the listing, and one with an escape sequence
+// as its document spells them, so a node "named" with an escape sequence
 // rewrote the operator's terminal. Docker's and hosts' names have no
 // control character: such a document is now set apart, naming the field
 // and its value. So is one with any other character that is not graphic:
 // a right-to-left override (U+202E, a format character, no Cc) showed the
 // name, and the text after it, reversed on the dashboard, and a line
-// separator (U+2028) broke its line.
+// separator (U+2028) broke its line. The names agents quote, from a
+// container's labels and its networks, are read quoted instead
+// (TestLoadQuotesAnOlderAgentsLabelNames).
 func TestLoadRefusesControlCharacters(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	for name, doc := range map[string]string{
-		"newline": `[{"ip":"10.0.0.5","node":"n1","network":"lan","container":"a\n10.0.0.9  02:00:00:00:00:09  n2  lan  b"}]`,
 		"escape":  `[{"ip":"10.0.0.6","node":"n1\u001b[2J","network":"lan","container":"c"}]`,
-		"task":    `[{"ip":"10.0.0.7","node":"n1","network":"lan","container":"d","task":"t\r"}]`,
-		"rtl":     `[{"ip":"10.0.0.8","node":"n1","network":"lan","container":"web\u202e1.0p"}]`,
-		"linesep": `[{"ip":"10.0.0.9","node":"n2","network":"lan","container":"b","service":"s\u2028x"}]`,
+		"rtl":     `[{"ip":"10.0.0.8","node":"n1","network":"lan","container":"c","container_id":"ab\u202e1"}]`,
+		"linesep": `[{"ip":"10.0.0.9","node":"n2","network":"lan","container":"b","state":"s\u2028x"}]`,
 		"problem": `[{"ip":"10.0.0.10","node":"n2","network":"lan","container":"b","network_problem":"x\u001b[2J"}]`,
-		"nbsp":    `[{"ip":"10.0.0.11","node":"n2","network":"lan\u00a0","container":"b"}]`,
+		"nbsp":    `[{"ip":"10.0.0.11","node":"n2\u00a0","network":"lan","container":"b"}]`,
 	} {
 		kv.Put(ctx, KVPrefix+name, []byte(doc))
 	}
@@ -274,13 +273,11 @@ func TestLoadRefusesControlCharacters(t *testing.T) {
 		t.Errorf("entries %+v listed; want none", es)
 	}
 	want := map[string]string{
-		"newline": `entry 0 (10.0.0.5): container "a\n10.0.0.9  02:00:00:00:00:09  n2  lan  b": U+000A (a control character) at byte 1`,
 		"escape":  `entry 0 (10.0.0.6): node "n1\x1b[2J": U+001B (a control character) at byte 2`,
-		"task":    `entry 0 (10.0.0.7): task "t\r": U+000D (a control character) at byte 1`,
-		"rtl":     `entry 0 (10.0.0.8): container "web\u202e1.0p": U+202E (a format character: invisible, or reordering the text) at byte 3`,
-		"linesep": `entry 0 (10.0.0.9): service "s\u2028x": U+2028 (a line or paragraph separator) at byte 1`,
+		"rtl":     `entry 0 (10.0.0.8): container_id "ab\u202e1": U+202E (a format character: invisible, or reordering the text) at byte 2`,
+		"linesep": `entry 0 (10.0.0.9): state "s\u2028x": U+2028 (a line or paragraph separator) at byte 1`,
 		"problem": `entry 0 (10.0.0.10): network_problem "x\x1b[2J": U+001B (a control character) at byte 1`,
-		"nbsp":    `entry 0 (10.0.0.11): network "lan\u00a0": U+00A0 (a space other than U+0020) at byte 3`,
+		"nbsp":    `entry 0 (10.0.0.11): node "n2\u00a0": U+00A0 (a space other than U+0020) at byte 2`,
 	}
 	got := map[string]string{}
 	for _, b := range bad {
@@ -828,5 +825,42 @@ func TestLoadQuotesTheKeyInItsProblem(t *testing.T) {
 	const want = `no node facts name its key's node, swarm node "X\nwarning: \x1b[2J\u202e" ("underlay/nodes/X\nwarning: \x1b[2J\u202e" is absent`
 	if len(bad) != 1 || !strings.Contains(bad[0].Problem, want) || strings.ContainsAny(bad[0].Problem, "\n\x1b\u202e") {
 		t.Errorf("bad documents %+v; want one whose problem says %s, with no newline, escape or override", bad, want)
+	}
+}
+
+// TestLoadQuotesAnOlderAgentsLabelNames: an agent before stop 55 took
+// U+00A0 (and the other spaces that read as U+0020 or as nothing) as
+// graphic, and published a label or hand-made network's name holding it
+// as it is; readers now refuse it as not graphic, and set apart the
+// node's whole inventory until its agent is upgraded: mid-upgrade, every
+// address of the node left `underlay ips` and the dashboard. Readers now
+// quote what a newer agent quotes (the names from a container's labels
+// and its networks), as it would have published them, and list the
+// entry; the names agents do not quote (node, IDs) are still refused.
+func TestLoadQuotesAnOlderAgentsLabelNames(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	const id1, id2 = "id10000000000000000000000", "id20000000000000000000000"
+	publishFacts(ctx, t, kv, id1, "n1")
+	publishFacts(ctx, t, kv, id2, "n2")
+	kv.Put(ctx, KVPrefix+id1, []byte(`[{"ip":"10.0.0.5","node":"n1","network":"lan\u00a0","container":"a","service":"web\u00a0","slot":"1\u3164","task":"t\u2007"},`+
+		`{"ip":"10.0.0.6","node":"n1","network":"lan","container":"b","service":"web"},`+
+		`{"ip":"10.0.0.8","node":"n1","network":"lan","container":"d\n10.0.0.9  n2","task":"t\r"}]`))
+	kv.Put(ctx, KVPrefix+id2, []byte(`[{"ip":"10.0.0.7","node":"n2","node_id":"id20000000000000000000000\u00a0","network":"lan","container":"c"}]`))
+	es, bad, err := load(ctx, kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := map[string][4]string{}
+	for _, e := range es {
+		got[e.Container] = [4]string{e.Network, e.Service, e.Slot, e.Task}
+	}
+	want := map[string][4]string{"a": {`"lan\u00a0"`, `"web\u00a0"`, `"1\u3164"`, `"t\u2007"`}, "b": {"lan", "web", "", ""},
+		`"d\n10.0.0.9  n2"`: {"lan", "", "", `"t\r"`}}
+	if d := cmp.Diff(want, got); d != "" {
+		t.Errorf("names read (-want +got):\n%s", d)
+	}
+	if len(bad) != 1 || bad[0].Key != KVPrefix+id2 || !strings.Contains(bad[0].Problem, `node_id "id20000000000000000000000\u00a0": U+00A0`) {
+		t.Errorf("bad documents %+v; want only %s's, its node_id refused", bad, id2)
 	}
 }
