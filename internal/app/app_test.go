@@ -263,6 +263,9 @@ func TestParseSwarmNameAllow(t *testing.T) {
 		{"stack_api=web\n", `--swarm-name-allow "stack_api=web\n": name "web\n": not usable`},
 		{"./api=stack_web", `--swarm-name-allow "./api=stack_web": Swarm service "./api": not usable`},
 		{"api\x1b=stack_web", `--swarm-name-allow "api\x1b=stack_web": Swarm service "api\x1b": not usable`},
+		// "a=b, c=d": a space after the comma names no Swarm service.
+		{" stack_api=stack_web", `--swarm-name-allow " stack_api=stack_web": Swarm service " stack_api": not usable as a Consul service name`},
+		{"stack_api=web ", `--swarm-name-allow "stack_api=web ": name "web ": not usable as a Consul service name: Consul's HTTP API could not look it up, or it would read as another name`},
 	} {
 		if _, err := parseSwarmNameAllow([]string{"stack_api=stack_web", tc.in}); err == nil || !strings.Contains(err.Error(), tc.wantErr) {
 			t.Errorf("%q: err = %v, want one containing %q", tc.in, err, tc.wantErr)

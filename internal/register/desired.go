@@ -404,7 +404,7 @@ func comparePorts(a, b Port) int {
 }
 
 // unusableName says why a name fails usableName.
-const unusableName = "not usable as a Consul service name: Consul's HTTP API could not look it up, or it would read as another name (a control character; a bidi override, a zero-width or other invisible character, a space other than U+0020, a line separator; or a path segment Go's HTTP server rewrites: '.', '..' or an empty one)"
+const unusableName = "not usable as a Consul service name: Consul's HTTP API could not look it up, or it would read as another name (a control character; a bidi override, a zero-width or other invisible character, a space other than U+0020, a space at its start or end, a line separator; or a path segment Go's HTTP server rewrites: '.', '..' or an empty one)"
 
 // usableName says Consul's HTTP API can look a service up by name, in a
 // path such as /v1/health/service/NAME, and that it reads as what it is:
@@ -425,14 +425,20 @@ func usableName(name string) bool {
 // "web\u00a0" are not two services that read the same, and characters
 // shown as nothing; line and paragraph separators; private-use and
 // unassigned code points, which show as anything). Not UTF-8, it would
-// not reach Consul as it is: JSON replaces such bytes.
-func readable(s string) bool { return termtext.Graphic(s) }
+// not reach Consul as it is: JSON replaces such bytes. Nor may it start
+// or end with U+0020 (termtext.CheckEdges): "web " reads as "web".
+func readable(s string) bool { return termtext.Graphic(s) && termtext.CheckEdges(s) == nil }
 
 // unreadable is ": " and the first character of s readable refuses, by
 // its code point ("U+00A0 (a space other than U+0020) at byte 3"), which
-// tells apart two names that read the same; "" when readable takes s.
+// tells apart two names that read the same, or the space at its start or
+// end; "" when readable takes s.
 func unreadable(s string) string {
-	if err := termtext.CheckGraphic(s); err != nil {
+	err := termtext.CheckGraphic(s)
+	if err == nil {
+		err = termtext.CheckEdges(s)
+	}
+	if err != nil {
 		return ": " + err.Error()
 	}
 	return ""
@@ -488,7 +494,7 @@ func serviceID(c Container, p Policy, t target, attrs map[string]setting, fromPo
 		id = ""
 	}
 	if id != "" && !usableID(id) {
-		warn(attrs["id"].source, id, "not usable as a Consul service ID: Consul's HTTP API could not name it to deregister it, and the entry would stay after the container, or it would read as another ID (a '/', '.' or '..' alone, a control character, a bidi override, a zero-width or other invisible character, a space other than U+0020, a line separator)"+unreadable(id)+"; the default ID is used")
+		warn(attrs["id"].source, id, "not usable as a Consul service ID: Consul's HTTP API could not name it to deregister it, and the entry would stay after the container, or it would read as another ID (a '/', '.' or '..' alone, a control character, a bidi override, a zero-width or other invisible character, a space other than U+0020, a space at its start or end, a line separator)"+unreadable(id)+"; the default ID is used")
 		id = ""
 	}
 	if prefix := p.Node + ":"; id != "" && strings.HasPrefix(id, prefix) {

@@ -2255,6 +2255,47 @@ func TestDesiredLookAlikeSpaces(t *testing.T) {
 	}
 }
 
+// TestDesiredEdgeSpaces: a service name or ID starting or ending with a
+// space (U+0020) was taken, so that "web" and "web " were two services
+// that read alike: HTML collapses the space (the dashboard, Consul's UI),
+// and a terminal or a table shows nothing of it. They are refused as a
+// no-break space is, the warning saying where the space is; CheckName
+// (--swarm-name-allow) refuses them too. A space inside is fine, and a
+// tag's edges are trimmed, as they were.
+func TestDesiredEdgeSpaces(t *testing.T) {
+	for _, tc := range []struct{ bad, where string }{
+		{"web ", "a space (U+0020) at its end"},
+		{" web", "a space (U+0020) at its start"},
+		{"  ", "a space (U+0020) at its start"},
+	} {
+		t.Run(fmt.Sprintf("%q", tc.bad), func(t *testing.T) {
+			c := macvlanContainer(labels("SERVICE_NAME", tc.bad, "SERVICE_ID", tc.bad, "SERVICE_TAGS", "a, x ,b"))
+			got, warnings := Desired(c, testPolicy())
+			if len(got) != 1 {
+				t.Fatalf("%d services, want 1", len(got))
+			}
+			if got[0].Name == tc.bad || got[0].ID == tc.bad {
+				t.Errorf("registered as name %q, ID %q: want neither %q", got[0].Name, got[0].ID, tc.bad)
+			}
+			if diff := cmp.Diff([]string{"a", "x", "b"}, got[0].Tags); diff != "" {
+				t.Errorf("tags mismatch (-want +got):\n%s", diff)
+			}
+			checkWarnings(t, c.Name, warnings, []wantWarning{
+				{Key: "SERVICE_NAME", Value: tc.bad, Problem: "not usable as a Consul service name"},
+				{Key: "SERVICE_ID", Value: tc.bad, Problem: "not usable as a Consul service ID"},
+			})
+			for _, w := range warnings {
+				if !strings.Contains(w.Problem, tc.where) {
+					t.Errorf("warning %q on %s does not say %q", w.Problem, w.Key, tc.where)
+				}
+			}
+			if err := CheckName(tc.bad); err == nil || !strings.Contains(err.Error(), tc.where) {
+				t.Errorf("CheckName(%q) = %v, want an error saying %q", tc.bad, err, tc.where)
+			}
+		})
+	}
+}
+
 // TestAgentTags: the agent's --tags went to every service as they were
 // given, unchecked: a tag with a control character, a bidi override or a
 // no-break space, which SERVICE_TAGS would leave out, was registered on

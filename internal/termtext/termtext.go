@@ -9,6 +9,7 @@ package termtext
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/netip"
@@ -68,6 +69,21 @@ func CheckGraphic(s string) error {
 		if !GraphicRune(r) {
 			return fmt.Errorf("%U (%s) at byte %d", r, unshown(r), i)
 		}
+	}
+	return nil
+}
+
+// CheckEdges says why name starts or ends with a space (U+0020), or nil
+// when it does not: such a name reads as the name without it ("web" and
+// "web " read alike), as HTML collapses the space and a terminal or a
+// table shows nothing of it. For names that must read as what they hold,
+// with CheckGraphic; a space inside a name shows.
+func CheckEdges(name string) error {
+	switch {
+	case strings.HasPrefix(name, " "):
+		return errors.New("a space (U+0020) at its start, which reads as the name without it")
+	case strings.HasSuffix(name, " "):
+		return fmt.Errorf("a space (U+0020) at its end (byte %d), which reads as the name without it", len(name)-1)
 	}
 	return nil
 }

@@ -365,3 +365,23 @@ func TestCheckGraphic(t *testing.T) {
 		}
 	}
 }
+
+// TestCheckEdges: a name starting or ending with U+0020 reads as the
+// name without it; one with a space inside, or none, is fine.
+func TestCheckEdges(t *testing.T) {
+	for _, ok := range []string{"", "web", "web api", "w", "web\u00a0"} {
+		if err := CheckEdges(ok); err != nil {
+			t.Errorf("CheckEdges(%q) = %v, want nil", ok, err)
+		}
+	}
+	for in, want := range map[string]string{
+		" web":  "a space (U+0020) at its start",
+		"web ":  "a space (U+0020) at its end (byte 3)",
+		" ":     "at its start",
+		" web ": "at its start",
+	} {
+		if err := CheckEdges(in); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("CheckEdges(%q) = %v, want an error containing %q", in, err, want)
+		}
+	}
+}

@@ -82,7 +82,7 @@ func Define(fl *pflag.FlagSet, f *Flags) {
 	fl.BoolVar(&f.Internal, "internal", false, "register container IPs and exposed ports on every user network, not only macvlan/ipvlan")
 	fl.BoolVar(&f.Explicit, "explicit", false, "register only containers that set SERVICE_NAME or SERVICE_<port>_NAME")
 	fl.BoolVar(&f.SwarmNames, "swarm-names", false, "register a Swarm task under its Swarm service's name only: a SERVICE_NAME or SERVICE_<port>_NAME naming another service is refused with a warning (other containers are not affected)")
-	fl.StringSliceVar(&f.SwarmNameAllow, "swarm-name-allow", nil, "with --swarm-names, let a task of Swarm service SVC also register under NAME: `SVC=NAME` (repeatable, comma-separated; both must be names the agent registers under: not empty, no control character, no '.', '..' or empty path segment)")
+	fl.StringSliceVar(&f.SwarmNameAllow, "swarm-name-allow", nil, "with --swarm-names, let a task of Swarm service SVC also register under NAME: `SVC=NAME` (repeatable, comma-separated; both must be names the agent registers under: not empty, no control character, no space at either end, no '.', '..' or empty path segment)")
 	fl.StringSliceVar(&f.Tags, "tags", nil, "tags added to every service (comma-separated; each trimmed of spaces, as SERVICE_TAGS's; one with a control character, a bidi override, an invisible character, a space other than U+0020 or a line separator is refused, as are more than 64)")
 	fl.StringArrayVar(&f.Labels, "label", nil, "only containers with this label KEY or KEY=VALUE (repeatable)")
 	fl.DurationVar(&f.Resync, "resync", time.Minute, "interval of full resyncs")
