@@ -19,6 +19,7 @@
 // idempotent and drift (a deleted shim, promiscuous mode switched off) is
 // repaired and reported.
 //
-// It imports netspec, backoff and regularfile; its I/O edge is the kernel,
+// It imports netspec, backoff, regularfile and termtext (Docker's names
+// quoted in what it says uses a link); its I/O edge is the kernel,
 // through netlink, behind the Host type the agent and the doctor use.
 package hostnet

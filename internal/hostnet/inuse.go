@@ -6,6 +6,7 @@ import (
 	"slices"
 
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // DockerLinks is what the local dockerd says of its macvlan and ipvlan
@@ -115,14 +116,16 @@ func (d DockerLinks) Users() map[string][]string {
 			if c.comesBack() {
 				back = fmt.Sprintf("; stopped, restart policy %s: dockerd starts it again", c.RestartPolicy)
 			}
-			who := fmt.Sprintf("container %s (network %s%s)", c.Name, netName, back)
+			// Docker checks a container's name, but no character of a
+			// network's: quoted when not graphic, as what is printed.
+			who := fmt.Sprintf("container %s (network %s%s)", termtext.Cell(c.Name), termtext.Cell(netName), back)
 			users[l.parent] = append(users[l.parent], who)
 			users[l.shim] = append(users[l.shim], who)
 		}
 	}
 	for id, l := range nets.onLinks {
 		if !used[id] {
-			users[l.parent] = append(users[l.parent], fmt.Sprintf("Docker network %s (no container uses it: remove it to free the parent)", l.name))
+			users[l.parent] = append(users[l.parent], fmt.Sprintf("Docker network %s (no container uses it: remove it to free the parent)", termtext.Cell(l.name)))
 		}
 	}
 	for link, u := range users {

@@ -71,3 +71,25 @@ func TestPolicyNeeded(t *testing.T) {
 		t.Errorf("policies needed of containers %v; want tool's and named's (1, 2), not the job's on the bridge network alone nor web's, running", need)
 	}
 }
+
+// TestDockerLinksUsersQuoteNames: what uses a link names Docker's
+// networks and containers, which `network rm` (the agent's log and its
+// error) and `agent cleanup` print: a network is named at will (Docker
+// checks no character of it), and a newline or an escape sequence in its
+// name forged a line of the log or rewrote the terminal. Names that are
+// not graphic are quoted.
+func TestDockerLinksUsersQuoteNames(t *testing.T) {
+	const odd = "lan\nlevel=INFO \x1b[2J"
+	d := hostnet.DockerLinks{
+		Networks: []hostnet.DockerNetwork{{Name: odd, ID: "n-odd", Parent: "eth2"}, {Name: "empty\u202e", ID: "n-empty", Parent: "eth2"}},
+		Containers: []hostnet.DockerContainer{{Name: "web", State: "exited", RestartPolicy: "always",
+			Networks: map[string]string{odd: "n-odd"}}},
+	}
+	want := []string{
+		`Docker network "empty\u202e" (no container uses it: remove it to free the parent)`,
+		`container web (network "lan\nlevel=INFO \x1b[2J"; stopped, restart policy always: dockerd starts it again)`,
+	}
+	if diff := cmp.Diff(want, d.Users()["eth2"]); diff != "" {
+		t.Errorf("users of eth2 (-want +got)\n%s", diff)
+	}
+}
