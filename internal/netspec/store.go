@@ -21,6 +21,7 @@ import (
 
 	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/shellword"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // KVPrefix is where cluster networks live in Consul KV.
@@ -433,20 +434,23 @@ func DecodeSpec(name string, raw []byte) (Spec, error) {
 	if err == nil && dec.Decode(new(json.RawMessage)) != io.EOF {
 		err = errors.New("data after the spec's document")
 	}
+	// name is a key's, which any token that may write specs chooses:
+	// quoted when not graphic, as the errors are logged and reported.
+	key := termtext.Cell(SpecKey(name))
 	if err != nil {
-		return Spec{}, fmt.Errorf("%w: decode %s: %v", ErrBadSpec, SpecKey(name), err)
+		return Spec{}, fmt.Errorf("%w: decode %s: %v", ErrBadSpec, key, err)
 	}
 	if s.Name != name {
 		// Written past `network create`: taken as network s.Name, its
 		// ranges, reports and pool would sit apart from its spec, which
 		// `network rm` could not find.
-		return Spec{}, fmt.Errorf("%w: %s holds the spec of network %q; a network's spec is stored under its own name", ErrBadSpec, SpecKey(name), s.Name)
+		return Spec{}, fmt.Errorf("%w: %s holds the spec of network %q; a network's spec is stored under its own name", ErrBadSpec, key, s.Name)
 	}
 	if s.Parent != "" && !parentRE.MatchString(s.Parent) {
 		// No link has such a name: written past `network create`, and
 		// refused whole, deleting or not, since every reader (teardown's
 		// VLAN removal, the doctor) would hand it on as a link's name.
-		return Spec{}, fmt.Errorf("%w: %s: parent %q: not an interface name (at most 15 characters)", ErrBadSpec, SpecKey(name), s.Parent)
+		return Spec{}, fmt.Errorf("%w: %s: parent %q: not an interface name (at most 15 characters)", ErrBadSpec, key, s.Parent)
 	}
 	return s, nil
 }

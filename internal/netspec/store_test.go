@@ -887,3 +887,20 @@ func TestAgentsNodes(t *testing.T) {
 		t.Errorf("agents' nodes under %q, want %q", keys, want)
 	}
 }
+
+// TestDecodeSpecQuotesItsKey: a spec's key is under a network name any
+// token that may write underlay/networks/ chooses, of any characters;
+// the error refusing the spec named the key as it was, and a newline, an
+// escape sequence or a bidi override in it reached the agent's log and
+// `network inspect`'s error (spec refused: …) as they were. The key is
+// quoted when not graphic.
+func TestDecodeSpecQuotesItsKey(t *testing.T) {
+	const name = "web\nlevel=ERROR \x1b[2J\u202e"
+	for _, doc := range []string{`{"name":`, `{"name":"other"}`, `{"name":"` + strings.ReplaceAll(strings.ReplaceAll(name, "\n", `\n`), "\x1b", `\u001b`) + `","parent":"a b"}`} {
+		_, err := netspec.DecodeSpec(name, []byte(doc))
+		want := `"underlay/networks/web\nlevel=ERROR \x1b[2J\u202e/spec"`
+		if err == nil || !strings.Contains(err.Error(), want) || strings.ContainsAny(err.Error(), "\n\x1b\u202e") {
+			t.Errorf("DecodeSpec(%q) = %v, want an error naming the key as %s, with no newline, escape or override", doc, err, want)
+		}
+	}
+}
