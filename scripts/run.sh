@@ -69,7 +69,8 @@ count_hello() { [ "$(hello_ips | wc -w)" -ge "$1" ]; }
 wait_for 120 "3 hello tasks registered in Consul" count_hello 3
 
 # The autoscaler, as an operator (or Alertmanager) would call it.
-wait_for 60 "underlay control at $control" curl -fsS "http://$control/v1/underlay/services"
+# Reads want the token too (control's --auth-reads is on by default).
+wait_for 60 "underlay control at $control" "$ul" scale ls --addr "$control" --token-file "$token_file" --insecure-http
 log "underlay scale hello up --addr $control --token-file $token_file --insecure-http"
 "$ul" scale hello up --addr "$control" --token-file "$token_file" --insecure-http
 want=$(docker service inspect hello --format '{{.Spec.Mode.Replicated.Replicas}}')
@@ -86,15 +87,15 @@ Network "demo" spans every node ($subnet, gateway $gateway = this machine); the 
 
   $ips
 
-  Dashboard: $dashboard   (log in with the token in $token_file to scale)
+  Dashboard: $dashboard   (log in with the token in $token_file)
   Consul UI: http://$consul/ui
 
 Try:
   curl http://$first:8080/                     # straight from outside the cluster, no NAT, no proxy
   curl http://$consul/v1/catalog/service/hello  # what the agents registered
-  curl http://$control/v1/cluster              # the dashboard's snapshot: nodes, tasks, addresses, pools
+  curl -H "Authorization: Bearer \$(head -1 $token_file)" http://$control/v1/cluster   # the dashboard's snapshot: nodes, tasks, addresses, pools
   $ul scale hello up --addr $control --token-file $token_file --insecure-http
-  $ul scale history hello --addr $control
+  $ul scale history hello --addr $control --token-file $token_file --insecure-http
   $ul network inspect demo --consul-addr $consul
   $ul lab status --name $lab
   $ul lab exec --name $lab node2 -- docker ps   # work on a node

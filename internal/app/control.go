@@ -49,6 +49,10 @@ type controlFlags struct {
 	tokenKey       string
 	policyFile     string
 	authReads      bool
+	// authReadsGiven is whether --auth-reads was set (flag or
+	// environment), not its default: without tokens the default asks for
+	// none, but an explicit --auth-reads is a mistake.
+	authReadsGiven bool
 	secureCookies  bool
 	tlsCert        string
 	tlsKey         string
@@ -96,8 +100,10 @@ Bounds, steps, cooldowns, stabilization and Prometheus queries (with
 underlay.scale.allow-down=true. Every decision is kept in Consul KV under
 --history-prefix.
 
-Scaling routes need a bearer token (--token-file, --token-consul-key), reads
-too with --auth-reads; --tls-cert/--tls-key serve TLS, --tls-client-ca
+Scaling routes and reads (the GET routes, the event streams, the dashboard's
+snapshot, /metrics) need a bearer token (--token-file, --token-consul-key) or
+the dashboard's session; --auth-reads=false opens the reads to anyone reaching
+--listen (health and the login page are always open); --tls-cert/--tls-key serve TLS, --tls-client-ca
 requires client certificates. With --leader-election, followers pass requests
 on to the leader only with --peer-secret-file, and only to an address of --peers
 (the leader key in Consul is anyone's with KV write access; without --peers a
@@ -107,6 +113,7 @@ Every flag can also be set through UNDERLAY_<FLAG>; Docker is reached through
 DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 		Args: cobra.NoArgs,
 		RunE: g.withLog(streams.ErrOut, func(cmd *cobra.Command, log *slog.Logger) error {
+			f.authReadsGiven = cmd.Flags().Changed("auth-reads")
 			return runControl(cmd.Context(), f, log)
 		}),
 	}
@@ -128,7 +135,7 @@ DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 	fl.BoolVar(&f.forward, "forward-to-leader", true, "on a follower, pass scaling requests on to the leader — signed with --peer-secret-file, never with the caller's credentials — when there is a peer secret and the leader's --advertise address can be dialled (else answer 503 naming it)")
 	fl.StringVar(&f.leaderKey, "leader-key", adapter.DefaultLeaderKey, "Consul KV key of the leader lock")
 	fl.StringVar(&f.tokenKey, "token-consul-key", "", "Consul KV key holding more bearer tokens, one a line, followed while serving (with or instead of --token-file)")
-	fl.BoolVar(&f.authReads, "auth-reads", false, "require the token on the GET routes and the event stream too (and /metrics); health stays open")
+	fl.BoolVar(&f.authReads, "auth-reads", true, "require the token (or the dashboard's session) on reads too: the GET routes, the event streams, the dashboard's snapshot and /metrics; --auth-reads=false opens them to anyone reaching --listen, who then sees every service, task, address, node and scaling decision of the cluster (a read-only board; scaling still needs the token); the login page and health stay open either way")
 	fl.BoolVar(&f.secureCookies, "secure-cookies", false, "mark the dashboard's session cookie Secure (sent over HTTPS only, named __Host-underlay_session) whatever the request came over: for control behind a proxy that ends TLS (X-Forwarded-Proto is never trusted); without it, the cookie is Secure over --tls-cert and for pages of an https origin")
 	fl.StringVar(&f.tlsCert, "tls-cert", "", "serve the API over TLS with this PEM certificate (with --tls-key)")
 	fl.StringVar(&f.tlsKey, "tls-key", "", "the PEM key of --tls-cert")
@@ -136,7 +143,7 @@ DOCKER_HOST and Consul through the CONSUL_HTTP_* variables.`,
 	fl.StringVar(&f.peerSecret, "peer-secret-file", "", "file holding the secret the control instances share: followers pass scaling requests on to the leader signed with it, never with the caller's credentials (no forwarding without it)")
 	fl.StringSliceVar(&f.peers, "peers", nil, "the advertised addresses (host:port) of the control instances, comma-separated: a follower passes requests on to the leader only at one of them, whatever the leader key in Consul says (none given: it passes nothing on, and answers 503 naming the leader)")
 	fl.StringVar(&f.peerCACert, "peer-cacert", "", "CA certificates (PEM) to verify the leader's TLS certificate when passing requests on (default --tls-client-ca, else the system's)")
-	fl.Float64Var(&f.limits.RateLimit, "rate-limit", scale.DefaultRateLimit, "scaling requests a second each client may make after --rate-burst, and as many reads, counted apart, without --auth-reads; beyond, 429 (0: no limit on requests; failed token checks stay limited, at 10 a second if 0)")
+	fl.Float64Var(&f.limits.RateLimit, "rate-limit", scale.DefaultRateLimit, "scaling requests a second each client may make after --rate-burst, and as many reads, counted apart, with --auth-reads=false; beyond, 429 (0: no limit on requests; failed token checks stay limited, at 10 a second if 0)")
 	fl.IntVar(&f.limits.RateBurst, "rate-burst", scale.DefaultRateBurst, "scaling requests a client may make at once (and failed token checks, whatever --rate-limit)")
 	fl.IntVar(&f.limits.MaxEventReaders, "max-event-readers", scale.DefaultMaxEventReaders, "concurrent readers of the event stream; beyond, 503")
 	fl.IntVar(&f.limits.MaxEventReadersPerClient, "max-event-readers-per-client", scale.DefaultMaxEventReadersPerClient, "concurrent event streams (the API's and the dashboard's) one client — an IPv4 address, or an IPv6 /64 — may hold, at most --max-event-readers; beyond, 429")
@@ -151,7 +158,7 @@ func checkAuthFlags(f *controlFlags) error {
 	switch {
 	case (f.tokenFile != "" || f.tokenKey != "") && f.insecureNoAuth:
 		return errors.New("--token-file or --token-consul-key, and --insecure-no-auth: give tokens, or no authentication, not both")
-	case f.insecureNoAuth && f.authReads:
+	case f.insecureNoAuth && f.authReadsGiven && f.authReads:
 		return errors.New("--auth-reads needs tokens (--token-file or --token-consul-key), not --insecure-no-auth")
 	case !f.insecureNoAuth && f.tokenFile == "" && f.tokenKey == "":
 		return errors.New("--token-file or --token-consul-key is required (or --insecure-no-auth to accept unauthenticated scaling requests)")
@@ -334,8 +341,13 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 			return fmt.Errorf("--prometheus-url: %w", err)
 		}
 	}
-	if f.insecureNoAuth {
-		log.Warn("authentication disabled (--insecure-no-auth): anyone reaching the API can scale services", "addr", f.listen)
+	switch {
+	case f.insecureNoAuth:
+		// No token to ask for: reads are as open as scaling.
+		f.authReads = false
+		log.Warn("authentication disabled (--insecure-no-auth): anyone reaching the API can scale services, and read the cluster", "addr", f.listen)
+	case !f.authReads:
+		log.Warn("reads open (--auth-reads=false): anyone reaching the API sees the cluster's services, tasks, addresses, nodes and scaling decisions, and /metrics; scaling still needs a token", "addr", f.listen)
 	}
 	dockerAPI, err := dockerhost.NewClient()
 	if err != nil {

@@ -52,7 +52,7 @@ func TestControlFlagErrors(t *testing.T) {
 
 // TestControlServes starts the command with Docker unreachable (a socket
 // that does not exist): the API answers, health says 503, mutating routes
-// want a token, and it stops with its context.
+// and reads want a token, and it stops with its context.
 func TestControlServes(t *testing.T) {
 	addr, stop := startControl(t)
 
@@ -86,10 +86,12 @@ func TestControlServes(t *testing.T) {
 	}{
 		{"GET", "/v1/orbiter/health", "", http.StatusServiceUnavailable, `"status":false`},
 		{"GET", "/health", "", http.StatusServiceUnavailable, `"docker"`},
-		{"GET", "/v1/orbiter/autoscaler", "", http.StatusOK, `{"data":[]}`},
+		{"GET", "/v1/orbiter/autoscaler", "", http.StatusUnauthorized, "missing bearer token"},
+		{"GET", "/v1/orbiter/autoscaler", "tok", http.StatusOK, `{"data":[]}`},
 		{"POST", "/v1/orbiter/handle/autoswarm/web/up", "", http.StatusUnauthorized, "missing bearer token"},
 		{"POST", "/v1/orbiter/handle/autoswarm/web/up", "tok", http.StatusNotFound, "not found"},
-		{"GET", "/metrics", "", http.StatusOK, "underlay_scale_services"},
+		{"GET", "/metrics", "", http.StatusUnauthorized, "missing bearer token"},
+		{"GET", "/metrics", "tok", http.StatusOK, "underlay_scale_services"},
 	}
 	for _, c := range checks {
 		code, body := get(c.method, c.path, c.token)
@@ -98,7 +100,9 @@ func TestControlServes(t *testing.T) {
 		}
 	}
 	// An open event stream must not hold the shutdown.
-	resp, err := http.Get("http://" + addr + "/v1/orbiter/events")
+	req, _ := http.NewRequest("GET", "http://"+addr+"/v1/orbiter/events", nil)
+	req.Header.Set("Authorization", "Bearer tok")
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -491,4 +495,63 @@ func TestControlPolicyFileRead(t *testing.T) {
 		cmd.SetErr(io.Discard)
 		return cmd.ExecuteContext(ctx)
 	})
+}
+
+// TestControlReadsNeedTokenByDefault: with tokens, every read — the API's
+// GET routes and event streams, the dashboard's snapshot and stream,
+// /metrics — wants one by default, as scaling does; the login page and
+// health stay open. --auth-reads=false opens the reads (a read-only
+// board), and --insecure-no-auth, which has no token to ask for, reads
+// open too.
+func TestControlReadsNeedTokenByDefault(t *testing.T) {
+	reads := []string{"/v1/orbiter/autoscaler", "/autoscaler", "/v1/orbiter/events", "/events",
+		"/v1/underlay/services", "/v1/underlay/services/web/history", "/v1/underlay/leader", "/v1/underlay/events",
+		"/v1/cluster", "/v1/cluster/events", "/metrics"}
+	status := func(addr, path, token string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	addr, _ := startControl(t)
+	for _, path := range reads {
+		if code := status(addr, path, ""); code != http.StatusUnauthorized {
+			t.Errorf("GET %s without a token: %d, want 401", path, code)
+		}
+		if code := status(addr, path, "wrong"); code != http.StatusUnauthorized {
+			t.Errorf("GET %s with a wrong token: %d, want 401", path, code)
+		}
+	}
+	for _, path := range []string{"/v1/orbiter/autoscaler", "/v1/cluster", "/metrics"} {
+		if code := status(addr, path, "tok"); code != http.StatusOK {
+			t.Errorf("GET %s with the token: %d, want 200", path, code)
+		}
+	}
+	// The login page and its session (which says a login is due) are
+	// served to anyone; health tells only whether control works.
+	for path, want := range map[string]int{"/ui/": 200, "/ui/session": 200, "/health": 503, "/v1/orbiter/health": 503} {
+		if code := status(addr, path, ""); code != want {
+			t.Errorf("GET %s without a token: %d, want %d", path, code, want)
+		}
+	}
+
+	for _, args := range [][]string{{"--auth-reads=false"}} {
+		open, _ := startControl(t, args...)
+		for _, path := range []string{"/v1/orbiter/autoscaler", "/v1/underlay/services", "/v1/cluster", "/metrics"} {
+			if code := status(open, path, ""); code != http.StatusOK {
+				t.Errorf("%v: GET %s without a token: %d, want 200", args, path, code)
+			}
+		}
+	}
+	open := startControlCommand(t, "--insecure-no-auth")
+	if code := status(open, "/v1/cluster", ""); code != http.StatusOK {
+		t.Errorf("--insecure-no-auth: GET /v1/cluster: %d, want 200", code)
+	}
 }

@@ -5,13 +5,14 @@ import (
 	"testing"
 )
 
-// TestControlDashboardReadsRateLimited: the dashboard's open reads (its
-// session, the snapshot, the event stream) are held to each client's read
-// rate (--rate-limit after --rate-burst), as the API's reads and /metrics
-// are: each is a whole snapshot sent, or a stream opened, and nothing else
-// bounded how fast one client asked for them.
+// TestControlDashboardReadsRateLimited: the dashboard's open reads
+// (--auth-reads=false: its session, the snapshot, the event stream) are
+// held to each client's read rate (--rate-limit after --rate-burst), as
+// the API's reads and /metrics are: each is a whole snapshot sent, or a
+// stream opened, and nothing else bounded how fast one client asked for
+// them.
 func TestControlDashboardReadsRateLimited(t *testing.T) {
-	addr, _ := startControl(t, "--rate-limit", "0.001", "--rate-burst", "2")
+	addr, _ := startControl(t, "--auth-reads=false", "--rate-limit", "0.001", "--rate-burst", "2")
 
 	get := func(path string) int {
 		t.Helper()

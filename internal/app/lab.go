@@ -201,8 +201,8 @@ func printStatus(w io.Writer, st *lab.Status) error {
 		fmt.Fprintf(w, "Consul UI: http://%s/ui   work on a node: underlay lab exec --name %s node1 -- docker node ls\n", st.Nodes[0].ConsulHTTPAddr, st.Name)
 	}
 	if st.DashboardURL != "" {
-		fmt.Fprintf(w, "Dashboard: %s   scale: underlay scale SERVICE up --addr %s --token-file %s --insecure-http\n",
-			st.DashboardURL, strings.TrimPrefix(st.Nodes[0].ControlURL, "http://"), st.ControlTokenFile)
+		fmt.Fprintf(w, "Dashboard: %s (log in with the token in %s)   scale: underlay scale SERVICE up --addr %s --token-file %s --insecure-http\n",
+			st.DashboardURL, st.ControlTokenFile, strings.TrimPrefix(st.Nodes[0].ControlURL, "http://"), st.ControlTokenFile)
 	}
 	return nil
 }

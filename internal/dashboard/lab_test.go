@@ -26,10 +26,10 @@ import (
 // `lab up` does) with a cluster-IPAM network on a /24 and a service of
 // three replicas registered in Consul with an HTTP check. The page, opened
 // at the leading control instance, shows every running replica with the
-// IP and health Consul has; "scale up" (after logging in with the lab's token)
-// makes a fourth replica appear without a reload; a replica's container
-// killed on its node changes its card; and the subnet map's counts match
-// `underlay ips --json`. Screenshots of each step go to test-artifacts/.
+// IP and health Consul has, once logged in with the lab's token (reads
+// want it); "scale up" makes a fourth replica appear without a reload; a
+// replica's container killed on its node changes its card; and the subnet
+// map's counts match `underlay ips --json`. Screenshots of each step go to test-artifacts/.
 func TestIntegrationDashboardLab(t *testing.T) {
 	testenv.Require(t)
 	l := testenv.StartLab(t, lab.Config{Nodes: 3, Managers: 2, UnderlaySubnet: "10.150.0.0/24"})
@@ -67,32 +67,25 @@ func TestIntegrationDashboardLab(t *testing.T) {
 	})
 	waitConsul(t, m.Consul, svc, 3)
 
+	tok := strings.TrimSpace(string(token))
 	b := startBrowser(t)
-	if err := b.Open(leaderDashboard(t, st)); err != nil {
+	if err := b.Open(leaderDashboard(t, st, tok)); err != nil {
 		t.Fatal(err)
 	}
-	if err := b.WaitTrue(browser.DashboardReady, "document.getElementById('live').textContent", 60*time.Second); err != nil {
+	// Reads want the token: the page asks for it before showing anything.
+	if err := b.Login(tok, 60*time.Second); err != nil {
 		t.Fatal(err)
 	}
 	// Every running replica, with the address and health Consul has.
 	waitCards(t, b, m.Consul, svc, 3)
 	screenshot(t, b, "1-three-replicas")
 
-	// Scale up from the page: it asks for the token once, then the fourth
-	// replica appears, with no reload (the marker set before survives).
+	// Scale up from the page, logged in already: the fourth replica
+	// appears, with no reload (the marker set before survives).
 	if _, err := browser.Eval[int](b, `window.__marker = 7`); err != nil {
 		t.Fatal(err)
 	}
 	if err := b.Click(`.service[data-service="` + svc + `"] button.scale-up`); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.WaitTrue(`document.getElementById('login').open`, "", 10*time.Second); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Type("#token", strings.TrimSpace(string(token))); err != nil {
-		t.Fatal(err)
-	}
-	if err := b.Click(`#login-form button[type=submit]`); err != nil {
 		t.Fatal(err)
 	}
 	waitConsul(t, m.Consul, svc, 4)
@@ -142,9 +135,10 @@ func TestIntegrationDashboardLab(t *testing.T) {
 }
 
 // leaderDashboard is the dashboard of the control instance that leads the
-// autoscaler. (A follower's page works as well, but its scale buttons
-// reach the leader only where control forwards requests to it.)
-func leaderDashboard(t *testing.T, st *lab.Status) string {
+// autoscaler, asked with the lab's token. (A follower's page works as
+// well, but its scale buttons reach the leader only where control forwards
+// requests to it.)
+func leaderDashboard(t *testing.T, st *lab.Status, token string) string {
 	t.Helper()
 	if want := st.Nodes[0].ControlURL + "/ui/"; st.DashboardURL != want {
 		t.Errorf("dashboard_url %s, want the first manager's, %s", st.DashboardURL, want)
@@ -159,9 +153,18 @@ func leaderDashboard(t *testing.T, st *lab.Status) string {
 			var l struct {
 				Leading bool `json:"leading"`
 			}
-			resp, err := http.Get(n.ControlURL + "/v1/underlay/leader")
+			req, err := http.NewRequest(http.MethodGet, n.ControlURL+"/v1/underlay/leader", nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+token)
+			resp, err := http.DefaultClient.Do(req)
 			if err == nil {
-				err = json.NewDecoder(resp.Body).Decode(&l)
+				if resp.StatusCode != http.StatusOK {
+					err = fmt.Errorf("GET /v1/underlay/leader: %s", resp.Status)
+				} else {
+					err = json.NewDecoder(resp.Body).Decode(&l)
+				}
 				resp.Body.Close()
 			}
 			if err == nil && l.Leading {

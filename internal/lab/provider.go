@@ -153,7 +153,7 @@ func (p *plan) agent(n *nodePlan) daemon {
 // control runs `underlay control` on a manager: the autoscaler and the
 // dashboard, with leader election among the managers. It listens on the
 // node's management IP, which the machine running the lab reaches; reads
-// are open, scaling needs the lab's token (ControlTokensFile), and
+// and scaling need the lab's token (ControlTokensFile), and
 // followers pass scaling requests on to the leader signed with the lab's
 // peer secret (ControlPeerSecretFile), to the managers' addresses only
 // (--peers: control forwards to no other address the leader key names).

@@ -107,9 +107,19 @@ func (c *cluster) controlLeader(ctx context.Context, wait time.Duration) (int, e
 			var info struct {
 				Leading bool `json:"leading"`
 			}
-			resp, err := hc.Get(url + "/v1/underlay/leader")
+			// Reads want the lab's token, as scaling does.
+			req, err := http.NewRequestWithContext(ctx, http.MethodGet, url+"/v1/underlay/leader", nil)
+			if err != nil {
+				return 0, err
+			}
+			req.Header.Set("Authorization", "Bearer "+c.token)
+			resp, err := hc.Do(req)
 			if err == nil {
-				err = json.NewDecoder(resp.Body).Decode(&info)
+				if resp.StatusCode != http.StatusOK {
+					err = fmt.Errorf("GET /v1/underlay/leader: %s", resp.Status)
+				} else {
+					err = json.NewDecoder(resp.Body).Decode(&info)
+				}
 				resp.Body.Close()
 			}
 			if err == nil && info.Leading {

@@ -177,3 +177,19 @@ func (b *Browser) Screenshot(path string) error {
 // DashboardReady is true once the dashboard rendered a snapshot and its
 // event stream is live.
 const DashboardReady = `window.__ul && window.__ul.renders > 0 && document.getElementById('live').dataset.state === 'live'`
+
+// Login logs the open dashboard page in with token once it asks for it
+// (control asks before showing anything unless --auth-reads=false), then
+// waits until the page is live.
+func (b *Browser) Login(token string, timeout time.Duration) error {
+	if err := b.WaitTrue(`document.getElementById('login').open`, "document.body.innerText", timeout); err != nil {
+		return fmt.Errorf("the login the page asks for: %w", err)
+	}
+	if err := b.Type("#token", token); err != nil {
+		return err
+	}
+	if err := b.Click(`#login-form button[type=submit]`); err != nil {
+		return err
+	}
+	return b.WaitTrue(DashboardReady, "document.getElementById('live').textContent", timeout)
+}
