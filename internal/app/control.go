@@ -414,7 +414,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 		metricsHandler = api.ReadLimit(metricsHandler)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("GET /metrics", metricsHandler)
+	mux.Handle("GET /metrics", api.SameSiteRead(metricsHandler))
 	mux.Handle("/", api.Handler())
 	dash.Mount(mux)
 	ln := f.listener

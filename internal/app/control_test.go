@@ -555,3 +555,36 @@ func TestControlReadsNeedTokenByDefault(t *testing.T) {
 		t.Errorf("--insecure-no-auth: GET /v1/cluster: %d, want 200", code)
 	}
 }
+
+// TestControlMetricsCrossSiteRefused: /metrics, served beside the API,
+// refuses a browser's cross-site read (403) as the API's reads and the
+// dashboard's do, even open (--auth-reads=false); Prometheus, which is no
+// browser, and a navigation are served.
+func TestControlMetricsCrossSiteRefused(t *testing.T) {
+	addr, _ := startControl(t, "--auth-reads=false")
+	get := func(hdr ...string) int {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get("Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "no-cors"); code != http.StatusForbidden {
+		t.Errorf("a cross-site read of /metrics: %d, want 403", code)
+	}
+	if code := get("Origin", "https://evil.example"); code != http.StatusForbidden {
+		t.Errorf("/metrics read with another Origin: %d, want 403", code)
+	}
+	if code := get(); code != http.StatusOK {
+		t.Errorf("/metrics with no browser headers: %d, want 200", code)
+	}
+	if code := get("Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "navigate"); code != http.StatusOK {
+		t.Errorf("/metrics navigated to: %d, want 200", code)
+	}
+}

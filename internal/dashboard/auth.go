@@ -283,9 +283,10 @@ func sameOrigin(r *http.Request) error {
 // but the server would still build it and send it, a whole snapshot, or
 // hold a stream open, at that page's pace, from the operator's own
 // address. A navigation (a link to the JSON followed, the address typed)
-// is the operator's own reading.
+// is the operator's own reading. The rule is the autoscaler API's, for
+// its reads.
 func crossSiteRead(r *http.Request) bool {
-	return r.Header.Get("Sec-Fetch-Mode") != "navigate" && sameOrigin(r) != nil
+	return scale.CrossSiteRead(r)
 }
 
 // jsonBody refuses bodies that are not JSON: an HTML form of another site

@@ -12,6 +12,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strings"
 	"sync"
@@ -211,14 +212,53 @@ func (a *API) scaling(limit int64, next http.Handler) http.Handler {
 	return a.crossSite.Handler(a.limitBody(limit, a.peerAuth(a.rateLimit(a.RequireToken(next)))))
 }
 
-// read is the chain of the GET routes: the token with AuthReads, else the
-// read rate limit.
+// read is the chain of the GET routes: a browser's cross-site read
+// refused, then the token with AuthReads, else the read rate limit.
 func (a *API) read(next http.HandlerFunc) http.Handler {
 	h := http.Handler(next)
 	if a.cfg.AuthReads {
 		h = a.RequireToken(h)
 	}
-	return a.limitBody(maxBody, a.ReadLimit(h))
+	return a.SameSiteRead(a.limitBody(maxBody, a.ReadLimit(h)))
+}
+
+// CrossSiteRead reports whether r is a read a page of another origin made
+// in a browser: a fetch, an EventSource, an image (Sec-Fetch-Site other
+// than same-origin or none, or an Origin not r's Host). The browser keeps
+// the answer from that page (no CORS), but the server would still build
+// it — a Consul read, a whole snapshot — or hold a stream open, at that
+// page's pace, from the operator's address and within the operator's
+// budgets. A navigation (a link followed, the address typed) is the
+// operator's own reading; clients that are no browser send neither
+// header.
+func CrossSiteRead(r *http.Request) bool {
+	if r.Header.Get("Sec-Fetch-Mode") == "navigate" {
+		return false
+	}
+	if site := r.Header.Get("Sec-Fetch-Site"); site != "" && site != "same-origin" && site != "none" {
+		return true
+	}
+	if o := r.Header.Get("Origin"); o != "" {
+		u, err := url.Parse(o)
+		return err != nil || u.Host != r.Host
+	}
+	return false
+}
+
+// SameSiteRead answers 403 to a read another site's page made
+// (CrossSiteRead) before next, its limits and token check included, sees
+// it, counted as cross_site. Every GET route but health is wrapped in it,
+// and so are reads served beside the API (/metrics).
+func (a *API) SameSiteRead(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if CrossSiteRead(r) {
+			a.refuse("cross_site")
+			a.log.Debug("cross-site read refused", a.withClient(r, "path", r.URL.Path, "origin", r.Header.Get("Origin"), "sec_fetch_site", r.Header.Get("Sec-Fetch-Site"))...)
+			writeJSON(w, http.StatusForbidden, errorBody{Error: "cross-site request refused: a page of another site may not read the autoscaler (Sec-Fetch-Site or Origin)"})
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // ReadLimit holds the reads of each client to the rate limit (--rate-limit

@@ -16,6 +16,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/underlay/underlay/internal/testlog"
 )
 
@@ -601,5 +603,85 @@ func TestCrossSiteScalingRefused(t *testing.T) {
 	}
 	if got := e.swarm.replicas("web"); got != 3 {
 		t.Errorf("web has %d replicas, want 3", got)
+	}
+}
+
+// TestCrossSiteReadsRefused: a page of another site can make the
+// operator's browser read control's GET routes (fetch, EventSource, an
+// image). It cannot see the answer (no CORS), but control would still
+// build it — the history and the leader read Consul — and hold event
+// streams open, from the operator's address, within the operator's read
+// budget. Every read route (health apart) now answers a browser's
+// cross-site fetch 403 before its limits or any work, as the dashboard's
+// reads do; a navigation (a link followed, an address typed), the same
+// origin and clients that are no browser are served.
+func TestCrossSiteReadsRefused(t *testing.T) {
+	e := newAPIEnv(t, Config{}, svc("web", 1, "orbiter", "true", LabelMax, "100"))
+	// Open reads, one a client before 429: a refusal must not take it.
+	reg := prometheus.NewRegistry()
+	open := NewAPI(APIConfig{Limits: Limits{RateLimit: 0.001, RateBurst: 1}, Registerer: reg}, e.ctrl, slog.New(slog.DiscardHandler))
+	srv := httptest.NewServer(open.Handler())
+	t.Cleanup(srv.Close)
+	get := func(path string, hdr ...string) int {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel() // an event stream served ends here
+		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+path, nil)
+		for i := 0; i+1 < len(hdr); i += 2 {
+			req.Header.Set(hdr[i], hdr[i+1])
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	reads := []string{"/v1/orbiter/autoscaler", "/autoscaler", "/v1/orbiter/events", "/events", "/v1/underlay/services",
+		"/v1/underlay/services/web/history", "/v1/underlay/leader", "/v1/underlay/events"}
+	for _, c := range []struct {
+		name string
+		hdr  []string
+	}{
+		{"fetch, Sec-Fetch-Site cross-site", []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "cors"}},
+		{"EventSource, Sec-Fetch-Site same-site", []string{"Sec-Fetch-Site", "same-site", "Sec-Fetch-Mode", "cors"}},
+		{"an image, no-cors", []string{"Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "no-cors"}},
+		{"another Origin, an older browser", []string{"Origin", "https://evil.example"}},
+	} {
+		for _, path := range reads {
+			if code := get(path, c.hdr...); code != http.StatusForbidden {
+				t.Errorf("%s, GET %s: %d, want 403", c.name, path, code)
+			}
+		}
+	}
+	if got, want := counterValue(t, open.metrics.refused.WithLabelValues("cross_site")), float64(4*len(reads)); got != want {
+		t.Errorf("underlay_scale_http_refused_total{reason=cross_site} = %g, want %g", got, want)
+	}
+	// Health is for probes, whoever asks.
+	if code := get("/v1/orbiter/health", "Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "cors"); code != http.StatusOK {
+		t.Errorf("cross-site health: %d, want 200", code)
+	}
+	// The refusals took nothing of the client's one read: a navigation
+	// (the operator following a link) is served, then the budget is spent.
+	if code := get("/v1/orbiter/autoscaler", "Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "navigate"); code != http.StatusOK {
+		t.Errorf("a cross-site navigation: %d, want 200", code)
+	}
+	if code := get("/v1/orbiter/autoscaler"); code != http.StatusTooManyRequests {
+		t.Errorf("a second read: %d, want 429", code)
+	}
+	// Same origin, and no browser at all, from other clients' budgets
+	// (the limits count per client; these share one): a fresh API.
+	open2 := NewAPI(APIConfig{Limits: Limits{RateLimit: -1}}, e.ctrl, slog.New(slog.DiscardHandler))
+	srv2 := httptest.NewServer(open2.Handler())
+	t.Cleanup(srv2.Close)
+	srv = srv2
+	if code := get("/v1/underlay/services", "Sec-Fetch-Site", "same-origin", "Sec-Fetch-Mode", "cors", "Origin", srv2.URL); code != http.StatusOK {
+		t.Errorf("same origin: %d, want 200", code)
+	}
+	if code := get("/v1/underlay/services"); code != http.StatusOK {
+		t.Errorf("no browser headers: %d, want 200", code)
+	}
+	if code := get("/v1/underlay/leader", "Sec-Fetch-Site", "none", "Sec-Fetch-Mode", "cors"); code != http.StatusOK {
+		t.Errorf("Sec-Fetch-Site none (typed by the user): %d, want 200", code)
 	}
 }
