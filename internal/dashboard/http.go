@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
@@ -373,6 +374,10 @@ func (s *Server) unauthorized(w http.ResponseWriter) {
 	writeJSON(w, http.StatusUnauthorized, errorBody{"log in (POST /ui/login) or send a bearer token to read the cluster"})
 }
 
+// streamRetry is the least a page waits before reconnecting a stream
+// that dropped (the stream's retry: field, jittered up to twice it).
+const streamRetry = 2 * time.Second
+
 // ping is the stream's keep-alive: the page counts the stream live while
 // pings arrive, and fetches the snapshot if its version is behind.
 type ping struct {
@@ -430,7 +435,9 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 		flush = func() { zw.Flush(); fl.Flush() }
 	}
 	w.WriteHeader(http.StatusOK)
-	fmt.Fprint(out, "retry: 2000\n\n")
+	// Each page its own reconnect time: after a restart of control,
+	// pages told one retry would all come back at the same instant.
+	fmt.Fprintf(out, "retry: %d\n\n", (streamRetry + rand.N(streamRetry)).Milliseconds())
 	for _, f := range first {
 		out.Write(f)
 	}

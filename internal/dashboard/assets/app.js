@@ -166,7 +166,7 @@
     if (quiet > STALE_MS) {
       setLive('stale', 'stale: no news from the server since ' + clock(state.lastMessage) + ' — reconnecting…');
       body.classList.add('is-stale');
-      if (quiet > 2 * STALE_MS && state.es) reconnect(0); // the stream hangs: open another
+      if (quiet > 2 * STALE_MS && state.es) reconnect(jitter(KEEPALIVE_MS)); // the stream hangs: open another
     } else {
       body.classList.remove('is-stale');
     }
@@ -189,9 +189,12 @@
       if (es !== state.es) return;
       const since = state.lastMessage ? ' since ' + clock(state.lastMessage) : '';
       setLive('stale', 'stale' + since + ': connection lost — reconnecting…');
-      if (es.readyState === EventSource.CLOSED) reconnect(state.backoff);
+      if (es.readyState === EventSource.CLOSED) reconnect(jitter(state.backoff));
     });
   }
+  // jitter spreads a delay over [ms/2, 3ms/2): pages that lost control at
+  // once (a restart) must not all come back at the same instant.
+  function jitter(ms) { return ms / 2 + Math.random() * ms; }
   // reconnect opens the stream again after delay; a refused stream (401,
   // a restarted server) closes for good, so the page retries itself.
   function reconnect(delay) {
@@ -200,7 +203,7 @@
     state.reconnectTimer = setTimeout(async () => {
       state.backoff = Math.min(state.backoff * 2, 30000);
       const ok = await loadSnapshot();
-      if (ok) connect(); else reconnect(state.backoff);
+      if (ok) connect(); else reconnect(jitter(state.backoff));
     }, delay);
   }
 
@@ -919,6 +922,6 @@
     state.started = true;
     const snapshot = loadSnapshot();
     connect();
-    if (!await snapshot && state.es && state.es.readyState === EventSource.CLOSED) reconnect(state.backoff);
+    if (!await snapshot && state.es && state.es.readyState === EventSource.CLOSED) reconnect(jitter(state.backoff));
   })();
 })();
