@@ -321,7 +321,7 @@ func (ix *index) serviceName(id string) string {
 func sourceErrors(errs map[string]string, since map[string]time.Time) []SourceError {
 	out := []SourceError{}
 	for _, k := range slices.Sorted(maps.Keys(errs)) {
-		out = append(out, SourceError{Source: k, Error: errs[k], Since: utc(since[k])})
+		out = append(out, SourceError{Source: k, Error: cutError(errs[k]), Since: utc(since[k])})
 	}
 	return out
 }
@@ -411,7 +411,7 @@ func taskCard(t SwarmTask, now time.Time, ix *index) Task {
 	c := Task{
 		Kind: KindTask, ID: t.ID, Service: ix.serviceName(t.ServiceID), ServiceID: t.ServiceID, Slot: t.Slot,
 		Node: ix.node(t.NodeID), Image: shortImage(t.Image), State: t.State, DesiredState: t.DesiredState,
-		Message: cmp.Or(t.Err, t.Message), Since: utc(t.Since), ContainerID: t.ContainerID,
+		Message: cutError(cmp.Or(t.Err, t.Message)), Since: utc(t.Since), ContainerID: t.ContainerID,
 		Addresses: []Address{}, Checks: []Check{}, Problems: []string{},
 	}
 	if t.NodeID == "" {
@@ -605,7 +605,7 @@ func nodes(in Inputs, byNode map[string][]Task, shared map[string][]string) ([]N
 		}
 		node := Node{
 			ID: n.ID, Name: n.Hostname, Role: n.Role, Leader: n.Leader, State: n.State, Availability: n.Availability,
-			Addr: n.Addr, DockerVersion: n.EngineVersion, Message: n.Message,
+			Addr: n.Addr, DockerVersion: n.EngineVersion, Message: cutError(n.Message),
 			Agent: agentHealth(a, in.Now, in.AgentsUnread), Doctor: doctor, Tasks: byNode[n.ID],
 		}
 		// Facts not naming this node, taken by its name: under a name
@@ -886,11 +886,11 @@ func services(in Inputs, ix *index) []Service {
 		}
 		if si, ok := autoscaled[s.Name]; ok {
 			p := si.Policy
-			svc.Autoscaled, svc.Policy, svc.PolicyError = true, &p, si.Error
+			svc.Autoscaled, svc.Policy, svc.PolicyError = true, &p, cutError(si.Error)
 		}
 		history := in.History[s.Name]
 		svc.Decisions = lastDecisions(history)
-		svc.BadRecords = in.BadHistory[s.Name]
+		svc.BadRecords = cutBadRecords(in.BadHistory[s.Name])
 		svc.Metrics = metricPoints(history)
 		svc.Replicas = replicaPoints(history, in.Samples[s.Name])
 		out = append(out, svc)
@@ -922,9 +922,34 @@ func lastDecisions(history []scale.Record) []scale.Record {
 	}
 	for i := range out {
 		out[i].Time = utc(out[i].Time)
+		if slices.ContainsFunc(out[i].Metrics, func(m scale.MetricValue) bool { return len(m.Error) > MaxEventMessage }) {
+			out[i].Metrics = slices.Clone(out[i].Metrics) // the history's own
+			for j := range out[i].Metrics {
+				out[i].Metrics[j].Error = cutError(out[i].Metrics[j].Error)
+			}
+		}
 	}
 	if out == nil {
 		out = []scale.Record{}
+	}
+	return out
+}
+
+// cutError is an error text of a source — a client's error, or a text of
+// a document or record read through one — as the snapshot holds it: cut
+// at MaxEventMessage, as the events' fields are. Docker, Consul and what
+// others wrote there make it any size, and every page load carries it.
+func cutError(s string) string { return cut(s, MaxEventMessage) }
+
+// cutBadRecords are bad, their errors cut (cutError); bad itself is not
+// changed.
+func cutBadRecords(bad []scale.BadRecord) []scale.BadRecord {
+	if !slices.ContainsFunc(bad, func(b scale.BadRecord) bool { return len(b.Error) > MaxEventMessage }) {
+		return bad
+	}
+	out := slices.Clone(bad)
+	for i := range out {
+		out[i].Error = cutError(out[i].Error)
 	}
 	return out
 }
@@ -997,7 +1022,7 @@ func networks(in Inputs, inv []inventory.Entry, ix *index) []Network {
 		slices.SortFunc(nw.Nodes, func(a, b NetworkNode) int {
 			return cmp.Or(strings.Compare(a.Node, b.Node), strings.Compare(a.ID, b.ID))
 		})
-		if nw.Refused = n.Refused; nw.Refused != "" {
+		if nw.Refused = cutError(n.Refused); nw.Refused != "" {
 			nw.Pool = emptyPool() // the IPAM plugin serves none of it
 		} else {
 			es := inventory.Filter(inv, s.Name, "")
@@ -1041,7 +1066,7 @@ func networkNodes(s netspec.Spec, states []netspec.NodeState, ix *index) []Netwo
 	v6 := netspec.IPv6Ranges(s, ranges)
 	out := make([]NetworkNode, 0, len(states))
 	for i, st := range states {
-		nn := NetworkNode{State: st.State, Error: st.Error}
+		nn := NetworkNode{State: st.State, Error: cutError(st.Error)}
 		nn.Node, nn.ID = ix.stateLabel(st)
 		if st.Range.IsValid() {
 			nn.Range = st.Range.String()

@@ -3,6 +3,7 @@ package dashboard
 import (
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"slices"
 	"strings"
@@ -13,6 +14,7 @@ import (
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/scale"
 )
 
 // hugeInputs is a cluster whose agents' documents are as large as anyone
@@ -349,5 +351,77 @@ func TestSnapshotServicesBounded(t *testing.T) {
 	}
 	if len(snap.Services) != MaxServices+500 {
 		t.Error("limit changed the snapshot it was given")
+	}
+}
+
+// TestBuildCutsErrorTexts: the error texts Docker's and Consul's clients
+// (and the documents and records read through them) give are placed in
+// the snapshot as they come — a source's error, a task's and a node's
+// message, a network's refusal and a node's report on it, a policy's
+// error, a history record's and a metric's — and one of megabytes took
+// its room in the 4 MiB snapshot (MaxSnapshotBytes) from the cards, or
+// left none. Each is now cut at MaxEventMessage, as the events' fields
+// are; the inputs are not changed.
+func TestBuildCutsErrorTexts(t *testing.T) {
+	long := strings.Repeat("é", 3000) // 6000 bytes, cut on a rune
+	in := cardsInput()
+	in.Errors = map[string]string{"docker": "list tasks: " + long}
+	in.Nodes[0].Message = long
+	in.Tasks[3].Err = long // "failed"
+	in.Services = append(in.Services, SwarmService{ID: "s9", Name: "web", Replicas: 1})
+	in.Autoscaled = []scale.ServiceInfo{{Service: "web", Error: long}}
+	in.History = map[string][]scale.Record{"web": {{Service: "web", Time: t0, Metrics: []scale.MetricValue{{Name: "cpu", Error: long}}}}}
+	in.BadHistory = map[string][]scale.BadRecord{"web": {{Key: "underlay/scale/history/web/1", Error: long}}}
+	n, es := clusterNet()
+	n.Refused = long
+	n.States = []netspec.NodeState{{Node: "node1", State: "failed", Error: long}}
+	in.Networks, in.Inventory = []NetworkInput{n}, append(in.Inventory, es...)
+
+	s := Build(in)
+	var web Service
+	for _, sv := range s.Services {
+		if sv.Name == "web" {
+			web = sv
+		}
+	}
+	var taskMessage string
+	for _, nd := range s.Nodes {
+		for _, tk := range nd.Tasks {
+			if tk.ID == "failed" {
+				taskMessage = tk.Message
+			}
+		}
+	}
+	texts := map[string]string{"task message": taskMessage, "policy error": web.PolicyError}
+	for _, nd := range s.Nodes {
+		if nd.ID == in.Nodes[0].ID {
+			texts["node message"] = nd.Message
+		}
+	}
+	if len(s.Sources) == 1 {
+		texts["source error"] = s.Sources[0].Error
+	}
+	if len(web.BadRecords) == 1 {
+		texts["bad record error"] = web.BadRecords[0].Error
+	}
+	if len(web.Decisions) == 1 && len(web.Decisions[0].Metrics) == 1 {
+		texts["decision's metric error"] = web.Decisions[0].Metrics[0].Error
+	}
+	if len(s.Networks) == 1 {
+		texts["network refused"] = s.Networks[0].Refused
+		if len(s.Networks[0].Nodes) == 1 {
+			texts["network node error"] = s.Networks[0].Nodes[0].Error
+		}
+	}
+	if len(texts) != 8 {
+		t.Fatalf("found %d of the 8 texts: %v", len(texts), slices.Sorted(maps.Keys(texts)))
+	}
+	for what, text := range texts {
+		if len(text) > MaxEventMessage || !strings.HasSuffix(text, "…") || !utf8.ValidString(text) {
+			t.Errorf("%s: %d bytes ending %q, want at most %d, cut with …", what, len(text), text[max(0, len(text)-8):], MaxEventMessage)
+		}
+	}
+	if in.BadHistory["web"][0].Error != long || in.History["web"][0].Metrics[0].Error != long || n.States[0].Error != long {
+		t.Error("Build changed its inputs")
 	}
 }
