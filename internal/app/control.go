@@ -386,7 +386,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	}
 	ctrl := scale.NewController(cfg, adapter.NewSwarm(dockerAPI), history, log, reg)
 	apiCfg := scale.APIConfig{WebhookSecret: secret, WebhookMaxAge: f.webhookMaxAge, History: history, ForwardToLeader: f.forward,
-		AuthReads: f.authReads, Limits: f.limits, Registerer: reg,
+		OpenReads: !f.authReads, Limits: f.limits, Registerer: reg,
 		Peer: scale.PeerConfig{Secret: peerSecret, Self: advertise, Allow: f.peers, TLS: peerTLS}}
 	var tokens scale.AnyToken
 	if fileTokens != nil {
@@ -408,7 +408,7 @@ func runControl(ctx context.Context, f *controlFlags, log *slog.Logger) error {
 	}
 
 	var metricsHandler http.Handler = promhttp.HandlerFor(reg, promhttp.HandlerOpts{})
-	if f.authReads {
+	if api.AuthReads() {
 		metricsHandler = api.RequireToken(metricsHandler)
 	} else {
 		metricsHandler = api.ReadLimit(metricsHandler)

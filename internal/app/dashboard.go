@@ -40,7 +40,7 @@ func newDashboard(d controlDashboard, log *slog.Logger, reg prometheus.Registere
 		Store:   dadapter.NewStore(consul.NewKV(d.consul), d.historyPrefix),
 		Scaling: dadapter.NewScaling(d.ctrl, d.history, d.leadership),
 	}
-	cfg := dashboard.Config{Sources: src, ScaleAPI: d.api.Handler(), Version: Version, AuthReads: d.apiCfg.AuthReads, SecureCookies: d.secureCookies,
+	cfg := dashboard.Config{Sources: src, ScaleAPI: d.api.Handler(), Version: Version, OpenReads: d.apiCfg.OpenReads, SecureCookies: d.secureCookies,
 		LoginLimit: d.api.RateLimit, ReadLimit: d.api.ReadLimit, StreamLimit: d.api.LimitStreams, GuessLimit: d.api.GuessLimit, TokenFailed: d.api.TokenFailed,
 		Client: d.api.Client}
 	if d.apiCfg.Tokens != nil {

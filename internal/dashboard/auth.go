@@ -43,7 +43,7 @@ const CSRFHeader = "X-Underlay-CSRF"
 const sessionTTL = 12 * time.Hour
 
 // token returns the token a request carries: the session cookie's, else a
-// bearer token (scripts reading /v1/cluster with --auth-reads).
+// bearer token (scripts reading /v1/cluster).
 func (s *Server) token(r *http.Request) string {
 	if tok := s.cookieToken(r); tok != "" {
 		return tok
@@ -243,7 +243,7 @@ func (s *Server) valid(r *http.Request, tok string) bool {
 
 // mayRead reports whether r may read the snapshot and the events.
 func (s *Server) mayRead(r *http.Request) bool {
-	return !s.cfg.AuthReads || s.valid(r, s.token(r))
+	return !s.cfg.authReads() || s.valid(r, s.token(r))
 }
 
 // csrf is the CSRF token of a session: an HMAC of its token under the

@@ -183,7 +183,7 @@ type sessionInfo struct {
 // sessionOf is the session of tok, which r carried (nil: a token known
 // valid, or none).
 func (s *Server) sessionOf(r *http.Request, tok string) sessionInfo {
-	in := sessionInfo{Auth: s.cfg.Tokens != nil, AuthReads: s.cfg.Tokens != nil && s.cfg.AuthReads, Version: s.cfg.Version}
+	in := sessionInfo{Auth: s.cfg.Tokens != nil, AuthReads: s.cfg.authReads(), Version: s.cfg.Version}
 	switch {
 	case s.cfg.Tokens == nil:
 		in.CSRF = s.csrf("")

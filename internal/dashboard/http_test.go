@@ -197,10 +197,10 @@ func sessionOf(t *testing.T, body string) sessionInfo {
 }
 
 func TestLoginAndScale(t *testing.T) {
-	ts := startServer(t, Config{Tokens: tokens("s3cret token")}, cardsInput())
+	ts := startServer(t, Config{Tokens: tokens("s3cret token"), OpenReads: true}, cardsInput())
 	c := ts.client(t)
 
-	// Reads are open without --auth-reads; scaling is not.
+	// Reads are open with OpenReads (--auth-reads=false); scaling is not.
 	if resp, _ := ts.get(t, c, "/v1/cluster", nil); resp.StatusCode != 200 {
 		t.Fatalf("GET /v1/cluster: %d, want 200 (reads open)", resp.StatusCode)
 	}
@@ -300,7 +300,7 @@ func TestLogout(t *testing.T) {
 // token's other sessions go on. Before, logout only asked the browser to
 // forget the cookie, and a copy kept working for 12 h.
 func TestLogoutEndsTheSession(t *testing.T) {
-	ts := startServer(t, Config{Tokens: tokens("tok"), AuthReads: true}, cardsInput())
+	ts := startServer(t, Config{Tokens: tokens("tok")}, cardsInput())
 	login := func(c *http.Client) (cookie map[string]string, csrf string) {
 		t.Helper()
 		resp, body := ts.post(t, c, "/ui/login", `{"token":"tok"}`, nil)
@@ -360,7 +360,7 @@ func TestLoggedOutSessionsBounded(t *testing.T) {
 	var now atomic.Int64
 	now.Store(in.Now.UnixNano())
 	clock := func() time.Time { return time.Unix(0, now.Load()) }
-	ts := startServer(t, Config{Tokens: tokens("tok"), AuthReads: true, Now: clock}, in)
+	ts := startServer(t, Config{Tokens: tokens("tok"), Now: clock}, in)
 	ts.sessions.max = 3
 	login := func() (*http.Client, string) {
 		t.Helper()
@@ -441,7 +441,7 @@ func TestLoggedOutSessionsBounded(t *testing.T) {
 }
 
 func TestAuthReads(t *testing.T) {
-	ts := startServer(t, Config{Tokens: tokens("tok"), AuthReads: true}, cardsInput())
+	ts := startServer(t, Config{Tokens: tokens("tok")}, cardsInput())
 	c := ts.client(t)
 	for _, path := range []string{"/v1/cluster", "/v1/cluster/events"} {
 		if resp, _ := ts.get(t, c, path, nil); resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") == "" {
@@ -733,7 +733,7 @@ func TestLoginAndStreamLimits(t *testing.T) {
 			})
 		}
 	}
-	ts := startServer(t, Config{Tokens: tokens("tok"), LoginLimit: refuse("login"), StreamLimit: refuse("stream")}, cardsInput())
+	ts := startServer(t, Config{Tokens: tokens("tok"), OpenReads: true, LoginLimit: refuse("login"), StreamLimit: refuse("stream")}, cardsInput())
 	for _, c := range []struct {
 		method, path, body string
 		want               int
@@ -807,7 +807,7 @@ func TestGuessLimit(t *testing.T) {
 			next.ServeHTTP(w, r)
 		})
 	}
-	ts := startServer(t, Config{Tokens: tokens("tok"), AuthReads: true, GuessLimit: guessLimit,
+	ts := startServer(t, Config{Tokens: tokens("tok"), GuessLimit: guessLimit,
 		TokenFailed: func(*http.Request) { failed.Add(1) }}, cardsInput())
 	c := ts.client(t)
 	for range 3 {
@@ -943,7 +943,7 @@ func TestStreamEndsWithItsToken(t *testing.T) {
 	var now atomic.Int64
 	now.Store(in.Now.UnixNano())
 	clock := func() time.Time { return time.Unix(0, now.Load()) }
-	ts := startServer(t, Config{Tokens: tokens("bearer", "cookie"), AuthReads: true, Now: clock}, in)
+	ts := startServer(t, Config{Tokens: tokens("bearer", "cookie"), Now: clock}, in)
 	c := ts.client(t)
 	if resp, body := ts.post(t, c, "/ui/login", `{"token":"cookie"}`, nil); resp.StatusCode != 200 {
 		t.Fatalf("login: %d %s", resp.StatusCode, body)
@@ -1032,7 +1032,7 @@ func TestReadsOfAnUnchangedClusterRebuildOnce(t *testing.T) {
 // GET /v1/cluster does, behind the same token with --auth-reads; no cache
 // (the browser's, a proxy's) may keep it, as none may keep the snapshot.
 func TestStreamIsNotStored(t *testing.T) {
-	ts := startServer(t, Config{Tokens: tokens("tok"), AuthReads: true}, cardsInput())
+	ts := startServer(t, Config{Tokens: tokens("tok")}, cardsInput())
 	req, _ := http.NewRequest(http.MethodGet, ts.http.URL+"/v1/cluster/events", nil)
 	req.Header.Set("Authorization", "Bearer tok")
 	resp, err := http.DefaultClient.Do(req)
@@ -1054,7 +1054,7 @@ func TestStreamIsNotStored(t *testing.T) {
 // is the same token, not a wrong one counted as a guess.
 func TestLoginTakesTheTokenAsTheAPIDoes(t *testing.T) {
 	var failed atomic.Int32
-	ts := startServer(t, Config{Tokens: tokens("tok"), AuthReads: true, TokenFailed: func(*http.Request) { failed.Add(1) }}, cardsInput())
+	ts := startServer(t, Config{Tokens: tokens("tok"), TokenFailed: func(*http.Request) { failed.Add(1) }}, cardsInput())
 	if resp, _ := ts.get(t, http.DefaultClient, "/v1/cluster", map[string]string{"Authorization": "Bearer tok "}); resp.StatusCode != 200 {
 		t.Fatalf("GET /v1/cluster with a bearer token and a blank: %d, want 200", resp.StatusCode)
 	}

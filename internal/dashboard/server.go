@@ -54,9 +54,10 @@ type Config struct {
 	// the server sees plain HTTP. Without it, the cookie is Secure when
 	// the request came over TLS as far as the server can tell (secure).
 	SecureCookies bool
-	// AuthReads requires a session or bearer token for the snapshot and
-	// the events too, not only for scaling.
-	AuthReads bool
+	// OpenReads lets anyone read the snapshot and the events (control
+	// --auth-reads=false): by default, with Tokens, they want a session or
+	// a bearer token, as scaling does.
+	OpenReads bool
 	// LoginLimit, when not nil, wraps the login route, which checks a
 	// token: the autoscaler API's per-client rate limit, so that guessing
 	// tokens is no faster through the page than through the API.
@@ -109,6 +110,10 @@ type Config struct {
 	// Now is the clock; nil means time.Now.
 	Now func() time.Time
 }
+
+// authReads reports whether reads want a token: there are tokens, and
+// reads are not open.
+func (c Config) authReads() bool { return c.Tokens != nil && !c.OpenReads }
 
 // Server gathers the sources, builds snapshots, and serves them, the
 // events and the page.
@@ -243,7 +248,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer) (*Server, erro
 		cfg: cfg, log: log, csrfKey: key, sessions: sessions, instance: hex.EncodeToString(id[:6]),
 		seed: maphash.MakeSeed(), kick: make(chan struct{}, 1), subs: map[*subscriber]struct{}{}, samples: map[string][]ReplicaSample{},
 	}
-	idx, err := renderIndex(indexData{Version: cfg.Version, Auth: cfg.Tokens != nil, AuthReads: cfg.Tokens != nil && cfg.AuthReads})
+	idx, err := renderIndex(indexData{Version: cfg.Version, Auth: cfg.Tokens != nil, AuthReads: cfg.authReads()})
 	if err != nil {
 		return nil, err
 	}
@@ -282,7 +287,7 @@ func renderIndex(d indexData) ([]byte, error) {
 // Run rebuilds the snapshot whenever a source signals a change, at least
 // every Refresh, until ctx ends.
 func (s *Server) Run(ctx context.Context) error {
-	s.log.Info("dashboard serving at /ui", "auth", s.cfg.Tokens != nil, "auth_reads", s.cfg.AuthReads)
+	s.log.Info("dashboard serving at /ui", "auth", s.cfg.Tokens != nil, "auth_reads", s.cfg.authReads())
 	trig := make(chan struct{}, 1)
 	g, gctx := errgroup.WithContext(ctx)
 	for _, ch := range s.changes(gctx) {

@@ -319,7 +319,7 @@ func TestFollowerRefusesNamingTheLeader(t *testing.T) {
 	if code, body := e.do(t, "POST", "/v1/underlay/services/web/scale", testToken, `{"replicas": 3}`); code != 200 || e.swarm.replicas("web") != 3 {
 		t.Errorf("leader: %d %s, %d replicas; want 200 and 3", code, body, e.swarm.replicas("web"))
 	}
-	code, body := e.do(t, "GET", "/v1/underlay/leader", "", "")
+	code, body := e.do(t, "GET", "/v1/underlay/leader", testToken, "")
 	if code != 200 || !strings.Contains(body, `"leading":true`) {
 		t.Errorf("leader route: %d %s", code, body)
 	}
@@ -349,7 +349,7 @@ func TestNativeScaleRoute(t *testing.T) {
 	if code, _ := e.do(t, "POST", "/v1/underlay/services/web/scale", "", `{"direction":"up"}`); code != 401 {
 		t.Errorf("no token: %d, want 401", code)
 	}
-	if code, body := e.do(t, "GET", "/v1/underlay/services/web/history", "", ""); code != http.StatusNotImplemented {
+	if code, body := e.do(t, "GET", "/v1/underlay/services/web/history", testToken, ""); code != http.StatusNotImplemented {
 		t.Errorf("history without a lister: %d %s", code, body)
 	}
 }

@@ -33,13 +33,15 @@ const maxWebhookBody = 4 << 20
 
 // APIConfig configures the HTTP API.
 type APIConfig struct {
-	// Tokens authenticate the scaling routes, and the reads with
-	// AuthReads; nil disables authentication (underlay control
-	// --insecure-no-auth).
+	// Tokens authenticate the scaling routes and the reads (unless
+	// OpenReads); nil disables authentication (underlay control
+	// --insecure-no-auth), reads included.
 	Tokens TokenSet
-	// AuthReads makes the GET routes — the event stream included, health
-	// excepted — require a token too.
-	AuthReads bool
+	// OpenReads lets anyone read: the GET routes — the event stream
+	// included — answer without a token (underlay control
+	// --auth-reads=false), within the read rate limit. By default, with
+	// Tokens, they want one as scaling does; health is always open.
+	OpenReads bool
 	// KeepAlive is the period of comment lines on the events stream, which
 	// keep proxies from closing an idle stream (default 15s).
 	KeepAlive time.Duration
@@ -88,12 +90,15 @@ type API struct {
 	log     *slog.Logger
 	metrics *apiMetrics
 	limiter *rateLimiter // nil: no rate limit
+	// authReads is whether reads want a token: there are tokens, and
+	// reads are not open (OpenReads).
+	authReads bool
 	// guesses limits failed token checks per client, on every route that
-	// checks one (reads with AuthReads and /metrics are not otherwise
+	// checks one (reads with authReads and /metrics are not otherwise
 	// rate-limited), whatever RateLimit says.
 	guesses *rateLimiter
-	// reads limits each client's reads when anyone may read (no
-	// AuthReads), apart from its scaling requests; nil: no limit.
+	// reads limits each client's reads when anyone may read (not
+	// authReads), apart from its scaling requests; nil: no limit.
 	reads  *rateLimiter
 	nonces *nonces
 	// crossSite refuses the scaling requests a browser says another
@@ -125,10 +130,11 @@ func NewAPI(cfg APIConfig, c *Controller, log *slog.Logger) *API {
 	}
 	cfg.Limits = cfg.Limits.withDefaults()
 	a := &API{crossSite: http.NewCrossOriginProtection(), cfg: cfg, c: c, log: log.With("component", "scale_api"),
-		nonces: newNonces(2*PeerSkew, maxNonces), signatures: newNonces(2*cfg.WebhookMaxAge, maxWebhookSignatures), peerClient: newPeerClient(cfg.Peer), clientReaders: map[netip.Prefix]int{}}
+		nonces: newNonces(2*PeerSkew, maxNonces), signatures: newNonces(2*cfg.WebhookMaxAge, maxWebhookSignatures), peerClient: newPeerClient(cfg.Peer), clientReaders: map[netip.Prefix]int{},
+		authReads: cfg.Tokens != nil && !cfg.OpenReads}
 	if cfg.Limits.RateLimit > 0 {
 		a.limiter = newRateLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, c.cfg.Now)
-		if !cfg.AuthReads {
+		if !a.authReads {
 			a.reads = newRateLimiter(cfg.Limits.RateLimit, cfg.Limits.RateBurst, c.cfg.Now)
 		}
 	}
@@ -152,7 +158,7 @@ func NewAPI(cfg APIConfig, c *Controller, log *slog.Logger) *API {
 //
 //	POST /handle/{autoscaler}/{service}/{direction}   (bearer token)
 //	POST /handle/{autoscaler}/{service}               (bearer token; {"direction": true|false|"up"|"down"})
-//	GET  /autoscaler, /health, /events                (token with AuthReads, but health)
+//	GET  /autoscaler, /health, /events                (token unless OpenReads, but health)
 //
 // and underlay's:
 //
@@ -163,7 +169,7 @@ func NewAPI(cfg APIConfig, c *Controller, log *slog.Logger) *API {
 // Orbiter's handle routes also take Alertmanager webhook bodies. Scaling
 // routes are rate-limited per client, then authenticated, then passed on
 // to the leader by a follower; reads (health excepted) are rate-limited
-// per client, apart, when anyone may read (no AuthReads).
+// per client, apart, when anyone may read (OpenReads, or no Tokens).
 func (a *API) Handler() http.Handler {
 	mux := http.NewServeMux()
 	for _, prefix := range []string{"/v1/orbiter", ""} {
@@ -213,10 +219,11 @@ func (a *API) scaling(limit int64, next http.Handler) http.Handler {
 }
 
 // read is the chain of the GET routes: a browser's cross-site read
-// refused, then the token with AuthReads, else the read rate limit.
+// refused, then the token when reads want one (AuthReads), else the read
+// rate limit.
 func (a *API) read(next http.HandlerFunc) http.Handler {
 	h := http.Handler(next)
-	if a.cfg.AuthReads {
+	if a.authReads {
 		h = a.RequireToken(h)
 	}
 	return a.SameSiteRead(a.limitBody(maxBody, a.ReadLimit(h)))
@@ -261,12 +268,17 @@ func (a *API) SameSiteRead(next http.Handler) http.Handler {
 	})
 }
 
+// AuthReads reports whether reads want a token: there are tokens, and
+// reads are not open (OpenReads). Handlers served beside the API that
+// serve reads (/metrics, the dashboard's) follow it.
+func (a *API) AuthReads() bool { return a.authReads }
+
 // ReadLimit holds the reads of each client to the rate limit (--rate-limit
 // a second after --rate-burst; beyond, 429 with Retry-After) when anyone
-// may read (no AuthReads), in a bucket apart from the client's scaling
+// may read (OpenReads, or no Tokens), in a bucket apart from the client's scaling
 // requests, so that reading never uses up what a webhook sender may scale:
 // open reads cost work (the history and leader routes read Consul) that
-// nothing else bounds. With AuthReads reads need a token, and failed
+// nothing else bounds. Otherwise reads need a token (AuthReads), and failed
 // checks are limited (GuessLimit): it passes every request. Handlers served
 // beside the API that anyone may read (/metrics, the dashboard's reads)
 // are wrapped in it.
@@ -292,8 +304,8 @@ type errorBody struct {
 
 // RequireToken is the API's token check as middleware (the package's
 // RequireToken with this API's tokens, counting and logging refusals), for
-// other handlers served beside the API, such as /metrics with
-// --auth-reads. Requests a peer passed on, verified, pass. A client whose
+// other handlers served beside the API, such as /metrics when reads want
+// a token. Requests a peer passed on, verified, pass. A client whose
 // failed checks used up its rate is answered 429 (GuessLimit).
 func (a *API) RequireToken(next http.Handler) http.Handler {
 	checked := a.GuessLimit(RequireToken(a.cfg.Tokens, a.unauthenticated, next))
@@ -932,11 +944,11 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	fl.Flush()
 	tick := time.NewTicker(a.cfg.KeepAlive)
 	defer tick.Stop()
-	// With --auth-reads the token is checked again before each write: one
+	// When reads want a token it is checked again before each write: one
 	// revoked since the stream opened ends it, as it refuses the next
 	// request. (A peer's request was verified by its signature.)
 	_, peer := peerOf(r.Context())
-	recheck := a.cfg.AuthReads && a.cfg.Tokens != nil && !peer
+	recheck := a.authReads && !peer
 	for {
 		select {
 		case <-r.Context().Done():

@@ -76,6 +76,16 @@ func newAPIEnvWith(t testing.TB, cfg Config, apiCfg APIConfig, svcs ...Service) 
 	return e
 }
 
+// getAuthed GETs url with the test token: reads want one.
+func getAuthed(url string) (*http.Response, error) {
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+testToken)
+	return http.DefaultClient.Do(req)
+}
+
 // addr is the API's host:port.
 func (e *apiEnv) addr() string { return e.srv.Listener.Addr().String() }
 
@@ -218,7 +228,7 @@ func TestAPIScales(t *testing.T) {
 func TestAPIListAndHealth(t *testing.T) {
 	e := newAPIEnv(t, Config{}, svc("web", 2, "orbiter", "true"), svc("plain", 1))
 	for _, path := range []string{"/v1/orbiter/autoscaler", "/autoscaler"} {
-		code, body := e.do(t, "GET", path, "", "")
+		code, body := e.do(t, "GET", path, testToken, "")
 		var got struct{ Data []ServiceInfo }
 		if err := json.Unmarshal([]byte(body), &got); err != nil || code != 200 {
 			t.Fatalf("%s: %d %s %v", path, code, body, err)
@@ -328,7 +338,7 @@ func TestAPIEventsStream(t *testing.T) {
 	var wg sync.WaitGroup
 	for i := range readers {
 		path := []string{"/v1/orbiter/events", "/events"}[i%2]
-		resp, err := http.Get(e.srv.URL + path)
+		resp, err := getAuthed(e.srv.URL + path)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -347,10 +347,16 @@ func setLabel(t *testing.T, d *client.Client, id, key, value string) {
 	}
 }
 
-// readEvents subscribes to the events endpoint and returns its decisions.
+// readEvents subscribes to the events endpoint, with the test's token
+// (reads want one), and returns its decisions.
 func readEvents(t *testing.T, url string) <-chan scale.Record {
 	t.Helper()
-	resp, err := http.Get(url)
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Authorization", "Bearer "+integrationToken)
+	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -334,8 +334,8 @@ func TestPeersBoundTheLeaderNamed(t *testing.T) {
 					t.Errorf("%s: %s names %s, an address not among --peers %v", req.path, b, hijacked, peers)
 				}
 			}
-			// Nor does the leader route, which anyone may read.
-			if code, b := follower.do(t, "GET", "/v1/underlay/leader", "", ""); code != 200 || strings.Contains(b, hijacked) {
+			// Nor does the leader route.
+			if code, b := follower.do(t, "GET", "/v1/underlay/leader", testToken, ""); code != 200 || strings.Contains(b, hijacked) {
 				t.Errorf("GET /v1/underlay/leader: %d %s; want 200 not naming %s, an address not among --peers %v", code, b, hijacked, peers)
 			}
 		})

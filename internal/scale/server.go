@@ -40,10 +40,11 @@ type Limits struct {
 	MaxEventReadersPerClient int
 	// RateLimit is how many scaling requests a second each client may
 	// make, after a burst of RateBurst (10 a second, burst 40); beyond, 429
-	// with Retry-After. Without AuthReads, each client's reads are held to
-	// the same rate, counted apart. Negative lifts the limit on requests
-	// (--rate-limit 0), never the one on failed token checks, which then
-	// holds at DefaultRateLimit a second after RateBurst.
+	// with Retry-After. When anyone may read (OpenReads, or no Tokens),
+	// each client's reads are held to the same rate, counted apart.
+	// Negative lifts the limit on requests (--rate-limit 0), never the one
+	// on failed token checks, which then holds at DefaultRateLimit a
+	// second after RateBurst.
 	RateLimit float64
 	RateBurst int
 	// TrustedProxies are the reverse proxies (--trusted-proxies) whose

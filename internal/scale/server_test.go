@@ -67,13 +67,13 @@ func TestEventReadersCapped(t *testing.T) {
 	e := newAPIEnvWith(t, Config{}, APIConfig{Limits: Limits{MaxEventReaders: 3}})
 	var open []*http.Response
 	for range 3 {
-		resp, err := http.Get(e.srv.URL + "/v1/underlay/events")
+		resp, err := getAuthed(e.srv.URL + "/v1/underlay/events")
 		if err != nil || resp.StatusCode != 200 {
 			t.Fatalf("reader: %v %v", resp, err)
 		}
 		open = append(open, resp)
 	}
-	resp, err := http.Get(e.srv.URL + "/events")
+	resp, err := getAuthed(e.srv.URL + "/events")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestEventReadersCapped(t *testing.T) {
 	}
 	open[0].Body.Close()
 	waitFor(t, func() bool { return e.api.readers.Load() == 2 })
-	resp, err = http.Get(e.srv.URL + "/events")
+	resp, err = getAuthed(e.srv.URL + "/events")
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("reader after one left: %v %v", resp, err)
 	}
@@ -94,9 +94,9 @@ func TestEventReadersCapped(t *testing.T) {
 }
 
 // TestRateLimited: a client past its burst on scaling routes gets 429 with
-// Retry-After; another client does not; reads are not limited.
+// Retry-After; another client does not; open reads are not limited by it.
 func TestRateLimited(t *testing.T) {
-	e := newAPIEnvWith(t, Config{}, APIConfig{Limits: Limits{RateLimit: 1, RateBurst: 5}}, svc("web", 1, "orbiter", "true", LabelMax, "1000"))
+	e := newAPIEnvWith(t, Config{}, APIConfig{OpenReads: true, Limits: Limits{RateLimit: 1, RateBurst: 5}}, svc("web", 1, "orbiter", "true", LabelMax, "1000"))
 	codes := map[int]int{}
 	var retry string
 	for range 8 {
@@ -133,7 +133,7 @@ func TestRateLimited(t *testing.T) {
 	}
 }
 
-// TestReadsRateLimited: without AuthReads anyone may read, and reads were
+// TestReadsRateLimited: with OpenReads anyone may read, and reads were
 // not rate-limited at all: one client could make the history and leader
 // routes read Consul as fast as it could send. A client's reads are now
 // held to the rate limit, in a bucket apart from its scaling requests
@@ -141,7 +141,7 @@ func TestRateLimited(t *testing.T) {
 // open for load balancers.
 func TestReadsRateLimited(t *testing.T) {
 	frozen := func() time.Time { return alertStart } // no refill meanwhile
-	e := newAPIEnvWith(t, Config{Now: frozen}, APIConfig{History: &listHistory{}, Limits: Limits{RateLimit: 1, RateBurst: 5}},
+	e := newAPIEnvWith(t, Config{Now: frozen}, APIConfig{OpenReads: true, History: &listHistory{}, Limits: Limits{RateLimit: 1, RateBurst: 5}},
 		svc("web", 1, "orbiter", "true", LabelMax, "1000"))
 	codes := map[int]int{}
 	for range 8 {
@@ -163,12 +163,12 @@ func TestReadsRateLimited(t *testing.T) {
 	}
 }
 
-// TestTokenGuessesOnReads: with AuthReads, reads are not rate-limited but
+// TestTokenGuessesOnReads: reads wanting a token are not rate-limited but
 // failed token checks are: past the burst of failures a client gets 429
 // before its token is looked at (it could guess at network speed before);
 // good reads never use up the budget.
 func TestTokenGuessesOnReads(t *testing.T) {
-	e := newAPIEnvWith(t, Config{}, APIConfig{AuthReads: true, Limits: Limits{RateLimit: 1, RateBurst: 5}}, svc("web", 1, "orbiter", "true"))
+	e := newAPIEnvWith(t, Config{}, APIConfig{Limits: Limits{RateLimit: 1, RateBurst: 5}}, svc("web", 1, "orbiter", "true"))
 	for range 20 {
 		if code := getStatus(t, e.srv.URL+"/v1/underlay/services", testToken); code != 200 {
 			t.Fatalf("a read with the token: %d, want 200 (good reads are not limited)", code)
@@ -197,7 +197,7 @@ func TestTokenGuessesOnReads(t *testing.T) {
 func TestTokenGuessesWithoutRequestLimit(t *testing.T) {
 	frozen := func() time.Time { return alertStart } // no refill meanwhile
 	for _, authReads := range []bool{false, true} {
-		e := newAPIEnvWith(t, Config{Now: frozen}, APIConfig{AuthReads: authReads, Limits: Limits{RateLimit: -1, RateBurst: 5}},
+		e := newAPIEnvWith(t, Config{Now: frozen}, APIConfig{OpenReads: !authReads, Limits: Limits{RateLimit: -1, RateBurst: 5}},
 			svc("web", 1, "orbiter", "true", LabelMax, "1000"))
 		for range 20 {
 			if code, body := e.do(t, "POST", "/v1/underlay/services/web/scale", testToken, `{"direction":"up"}`); code != 200 {
@@ -223,12 +223,13 @@ func TestTokenGuessesWithoutRequestLimit(t *testing.T) {
 	}
 }
 
-// TestAuthReads: with AuthReads, every GET route — the event stream
-// included — wants the token; health stays open for load balancers.
+// TestAuthReads: by default, every GET route — the event stream
+// included — wants the token; OpenReads opens them; health stays open for
+// load balancers.
 func TestAuthReads(t *testing.T) {
 	hist := &listHistory{}
 	for _, authReads := range []bool{false, true} {
-		e := newAPIEnvWith(t, Config{}, APIConfig{AuthReads: authReads, History: hist}, svc("web", 1, "orbiter", "true"))
+		e := newAPIEnvWith(t, Config{}, APIConfig{OpenReads: !authReads, History: hist}, svc("web", 1, "orbiter", "true"))
 		for _, path := range []string{"/v1/orbiter/autoscaler", "/autoscaler", "/v1/underlay/services", "/v1/underlay/services/web/history",
 			"/v1/underlay/leader", "/v1/orbiter/events", "/events", "/v1/underlay/events"} {
 			want := 200
@@ -267,7 +268,7 @@ func TestHistoryNamesUnreadableRecords(t *testing.T) {
 	bad := BadRecord{Key: "underlay/scale/history/web/x", Error: "decode: unexpected end of JSON input", Fix: "consul kv delete underlay/scale/history/web/x"}
 	hist := listHistory{recs: []Record{{Service: "web", Direction: Up, Decision: Decision{From: 1, To: 2}}}, bad: []BadRecord{bad}}
 	e := newAPIEnvWith(t, Config{}, APIConfig{History: hist}, svc("web", 1, "orbiter", "true"))
-	resp, err := http.Get(e.srv.URL + "/v1/underlay/services/web/history")
+	resp, err := getAuthed(e.srv.URL + "/v1/underlay/services/web/history")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -372,7 +373,7 @@ func TestServerTimeouts(t *testing.T) {
 	// still written to at twice the timeouts, however late this side
 	// reads what the server wrote before it closed.
 	const keepAlives = 8 // 800ms of keep-alives: twice the 400ms timeouts
-	resp, err = http.Get("http://" + addr + "/v1/underlay/events")
+	resp, err = getAuthed("http://" + addr + "/v1/underlay/events")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -408,7 +409,7 @@ func TestLimitStreamsSharesTheCap(t *testing.T) {
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("the stream beside the API: %v %v", resp, err)
 	}
-	api, err := http.Get(e.srv.URL + "/v1/underlay/events")
+	api, err := getAuthed(e.srv.URL + "/v1/underlay/events")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -436,7 +437,7 @@ func (r *revocable) Valid(token string) bool { return token == testToken && !r.r
 // decision for as long as it kept the connection.
 func TestEventStreamEndsWithItsToken(t *testing.T) {
 	tokens := &revocable{}
-	e := newAPIEnvWith(t, Config{}, APIConfig{AuthReads: true, Tokens: tokens})
+	e := newAPIEnvWith(t, Config{}, APIConfig{Tokens: tokens})
 	req, _ := http.NewRequest(http.MethodGet, e.srv.URL+"/v1/underlay/events", nil)
 	req.Header.Set("Authorization", "Bearer "+testToken)
 	resp, err := http.DefaultClient.Do(req)

@@ -212,7 +212,7 @@
     state.fetching = true;
     try {
       const r = await fetch(url('../v1/cluster'), { credentials: 'same-origin', cache: 'no-store' });
-      if (r.status === 401) { setLive('offline', 'log in to read the cluster'); askLogin('Reading the cluster needs a token (--auth-reads).'); return false; }
+      if (r.status === 401) { setLive('offline', 'log in to read the cluster'); askLogin('Reading the cluster needs the control token.'); return false; }
       if (!r.ok) { setLive('offline', 'server answered ' + r.status); return false; }
       apply(await r.json());
       return true;
@@ -914,7 +914,7 @@
       await loadSession();
       if (!state.loggedIn) {
         setLive('offline', 'log in to read the cluster');
-        if (!await askLogin('Reading the cluster needs a token (--auth-reads).')) return;
+        if (!await askLogin('Reading the cluster needs the control token.')) return;
       }
     } else {
       loadSession();
