@@ -178,7 +178,13 @@ func (c *Client) Do(ctx context.Context, method, path string, body, out any) err
 			// --addr writes it, up to the read's 16 MiB. Control's own
 			// errors (a chain of Docker's or Consul's) fit whole.
 			if json.Unmarshal(b, &e) == nil && e.Error != "" {
-				return fmt.Errorf("control at %s: %d: %s", base, code, clip(e.Error, maxErrorAnswer))
+				// control wants a token on reads too, unless it was
+				// started with --auth-reads=false.
+				hint := ""
+				if code == http.StatusUnauthorized && c.token == "" {
+					hint = " (reads want a token too: give --token-file)"
+				}
+				return fmt.Errorf("control at %s: %d: %s%s", base, code, clip(e.Error, maxErrorAnswer), hint)
 			}
 			return fmt.Errorf("control at %s: %d: %.200s", base, code, b)
 		}

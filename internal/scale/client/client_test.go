@@ -582,3 +582,22 @@ func TestTokenInClearRefused(t *testing.T) {
 		})
 	}
 }
+
+// TestNoTokenNamesTheFlag: control wants a token on reads by default, so
+// `underlay scale ls` (or history) without --token-file, which once read
+// freely, gets a 401: the error says which flag gives one.
+func TestNoTokenNamesTheFlag(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		json.NewEncoder(w).Encode(map[string]string{"error": "missing bearer token"})
+	}))
+	t.Cleanup(srv.Close)
+	c, err := New(Config{Addr: srv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.Services(context.Background()); err == nil || !strings.Contains(err.Error(), ": 401: missing bearer token (reads want a token too: give --token-file)") {
+		t.Errorf("Services without a token: %v; want the 401 naming --token-file", err)
+	}
+}
