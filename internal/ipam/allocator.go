@@ -201,6 +201,9 @@ func (a *Allocator) Allocate(ctx context.Context, p Pool, want netip.Addr, kind 
 // listed container holds is taken for one whose container stopped since
 // (see Allocate, heldFree): asked for again, or lost by Consul, once its
 // new container is listed, it would be handed to a second container.
+// One freed lately is saved as handed out again before the request is
+// answered (see freedAddrs.unfree): the only handouts that write the
+// file, and rare (passed over while any other address is free).
 func (a *Allocator) handedOut(p Pool, addr netip.Addr, at time.Time) {
 	a.held.handOut(p, addr, at)
 	if a.freed.unfree(p, addr) {
@@ -216,8 +219,9 @@ func (a *Allocator) handedOut(p Pool, addr netip.Addr, at time.Time) {
 // allocated wherever it is. A block is given back when its last address
 // goes.
 //
-// The release of an address this node handed out again since it freed it
-// lately (see freedAddrs.handedAgain) is held back: answered, but the
+// The release of an address an earlier agent of this node freed lately
+// (see freedAddrs.suspect), handed out again since by this agent or an
+// earlier one, or by none that saved it, is held back: answered, but the
 // address stays recorded, and passed over, until a listing of the
 // containers taken after it shows none holds it, or the address is asked
 // for by name (see Allocate). Docker resends a release whose answer it
@@ -228,23 +232,25 @@ func (a *Allocator) Release(ctx context.Context, p Pool, addr netip.Addr) error 
 	if !p.allocRange().Contains(addr) {
 		return fmt.Errorf("address %s is not in pool %s (%s): nothing released", addr, p.ID(), p.allocRange())
 	}
-	if now := a.now(); a.freed.handedAgain(p, addr, now) {
+	if now := a.now(); a.freed.suspect(p, addr, now) {
 		a.held.pend(p, addr, now)
 		a.log.Info(msgHeldBack, "pool", p.ID(), "addr", addr)
 		return nil
 	}
-	return a.release(ctx, p, addr)
+	_, err := a.release(ctx, p, addr)
+	return err
 }
 
 // msgHeldBack is logged at each release held back.
-const msgHeldBack = "release of an address handed out again since this node freed it (it may be Docker's resend of that release): held back until a listing of the containers shows none holds it"
+const msgHeldBack = "release of an address an earlier agent of this node freed lately (it may be Docker's resend of that release, the address handed out again since): held back until a listing of the containers shows none holds it"
 
-// release frees addr if this node holds it (see Release).
-func (a *Allocator) release(ctx context.Context, p Pool, addr netip.Addr) error {
+// release frees addr if this node holds it (see Release), and says
+// whether Consul recorded it as this node's until then.
+func (a *Allocator) release(ctx context.Context, p Pool, addr netip.Addr) (bool, error) {
 	stray, handed, undo := a.spares.releasing(p, addr)
 	if stray {
 		a.log.Warn("release of a spare address Docker never got: ignored", "pool", p.ID(), "addr", addr)
-		return nil
+		return false, nil
 	}
 	// The batch puts the handout back if the release fails: a caller that
 	// stops waiting leaves its release queued, and served.
@@ -252,14 +258,15 @@ func (a *Allocator) release(ctx context.Context, p Pool, addr netip.Addr) error 
 	if r.err == nil {
 		a.held.released(p, addr)
 	}
-	return r.err
+	return r.freed, r.err
 }
 
 // settle does the release of addr, of p, held back (see Release), if it
 // still is; one at a time per pool, so that the sweep's and a request's
 // are not both done: the second would free the address the first
 // handed out.
-// It says whether it did.
+// It says whether that freed the address in Consul (a resend's, of an
+// address no container was given again, finds it free).
 func (a *Allocator) settle(ctx context.Context, p Pool, addr netip.Addr) (bool, error) {
 	unlock, err := a.settleLocks.lock(ctx, p.ID())
 	if err != nil {
@@ -269,7 +276,7 @@ func (a *Allocator) settle(ctx context.Context, p Pool, addr netip.Addr) (bool, 
 	if _, ok := a.held.pendingOf(p, addr); !ok {
 		return false, nil
 	}
-	err = a.release(ctx, p, addr)
+	freed, err := a.release(ctx, p, addr)
 	if errors.Is(err, ErrNotHeld) {
 		// Another node's since (freed by another way, then claimed):
 		// not this node's to free any more, nor an error of the sweep's.
@@ -277,7 +284,7 @@ func (a *Allocator) settle(ctx context.Context, p Pool, addr netip.Addr) (bool, 
 		a.log.Info("release held back dropped: the address is another node's now", "pool", p.ID(), "addr", addr, "reason", err)
 		return false, nil
 	}
-	return err == nil, err
+	return freed, err
 }
 
 // allocateAt allocates want, waiting a moment when another node keeps it
@@ -359,6 +366,8 @@ func (r *request) answer(res result) {
 type result struct {
 	addr netip.Addr
 	err  error
+	// freed: the release freed the address in Consul.
+	freed bool
 }
 
 // batcher runs concurrent requests together: the request that finds no
@@ -622,7 +631,7 @@ func (a *Allocator) releaseBatch(ctx context.Context, reqs []*request) {
 				a.log.Warn("release of a spare address Docker never got: ignored", "pool", p.ID(), "addr", r.release)
 				r.answer(result{})
 			default:
-				r.answer(result{})
+				r.answer(result{freed: slices.Contains(freed, r.release)})
 			}
 		}
 	}

@@ -44,19 +44,22 @@
 //     free (one Consul no longer recorded is remembered as freed too).
 //     Docker repeats a release only when its connection failed: the agent
 //     that served it was killed before answering. So the release of an
-//     address an earlier agent freed lately and this one handed out again
-//     is held back (Allocator.Release): answered, the address still
-//     recorded and passed over, until a listing of the containers begun
-//     after it shows no container holds it, nor may a start under way
-//     (the sweep then does it: Reclaimer.settleReleases), or until it is
-//     asked for by name (a container restarted with its address: the
-//     release is done, then the request served). Two windows are left: a
-//     request by name for it, before that listing, from another container
-//     than the one it was handed to, while that one runs (a --ip of an
-//     address in use, refused otherwise), is given it; and an agent
-//     killed after handing out again an address it freed itself, before
-//     the release's answer was sent, leaves no record of that handout, so
-//     the resend frees it. Nor does it (or its keeper) ever hand out an address the
+//     address an earlier agent freed lately is held back
+//     (Allocator.Release): whether this agent handed it out again, or the
+//     earlier one did (each handout of an address freed lately is saved
+//     in the file as handed out again before its request is answered: the
+//     only handouts that write it; the earlier agent may have been
+//     killed after it, before it answered the release), or none is known
+//     (that save failed). It is answered, the address still recorded and
+//     passed over, until a listing of the containers begun after it
+//     shows no container holds it, nor may a start under way (the sweep
+//     then does it: Reclaimer.settleReleases), or until it is asked for
+//     by name (a container restarted with its address: the release is
+//     done, then the request served), or handed out (free in Consul after
+//     all: the release is dropped). One window is left: a request by name
+//     for it, before that listing, from another container than the one it
+//     was handed to, while that one runs (a --ip of an address in use,
+//     refused otherwise), is given it. Nor does it (or its keeper) ever hand out an address the
 //     node's containers held at the last sweep (held.go), nor one it
 //     handed out since and Docker has not released (until a listing of
 //     the containers shows what became of it; after an agent's restart,

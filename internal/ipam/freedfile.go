@@ -57,39 +57,61 @@ const maxFreedFile = 256 << 20
 
 // freedRecord is the file's content.
 type freedRecord struct {
-	// Freed is, by pool ID and address, when the address was freed.
+	// Freed is, by pool ID and address, when the address was freed
+	// (Freed.At).
 	Freed map[string]map[string]time.Time `json:"freed"`
+	// Again are those handed out again since (Freed.Again), in the same
+	// form; an older agent, which does not read them, passes them over
+	// as in use.
+	Again map[string]map[string]time.Time `json:"again,omitempty"`
 }
 
 // Load reads the file; a missing one holds nothing.
-func (f *FreedFile) Load() (map[string]map[netip.Addr]time.Time, error) {
+func (f *FreedFile) Load() (Freed, error) {
 	// Not a named pipe, which would hold the allocator's start (the
 	// plugin's answers) waiting for a writer.
 	raw, _, err := regularfile.Read(f.Path, maxFreedFile)
 	if os.IsNotExist(err) {
-		return nil, nil
+		return Freed{}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("read the addresses freed lately: %w", err)
+		return Freed{}, fmt.Errorf("read the addresses freed lately: %w", err)
 	}
 	return decodeFreed(f.Path, raw)
 }
 
 // decodeFreed decodes the content of the file at path.
-func decodeFreed(path string, raw []byte) (map[string]map[netip.Addr]time.Time, error) {
+func decodeFreed(path string, raw []byte) (Freed, error) {
 	var rec freedRecord
 	if err := json.Unmarshal(raw, &rec); err != nil {
-		return nil, fmt.Errorf("decode the addresses freed lately in %s: %w", path, err)
+		return Freed{}, fmt.Errorf("decode the addresses freed lately in %s: %w", path, err)
 	}
-	out := make(map[string]map[netip.Addr]time.Time, len(rec.Freed))
-	for _, id := range slices.Sorted(maps.Keys(rec.Freed)) {
-		m := make(map[netip.Addr]time.Time, len(rec.Freed[id]))
-		for _, k := range slices.Sorted(maps.Keys(rec.Freed[id])) {
+	at, err := decodeFreedAddrs(path, "", rec.Freed)
+	if err != nil {
+		return Freed{}, err
+	}
+	again, err := decodeFreedAddrs(path, "handed out again: ", rec.Again)
+	if err != nil {
+		return Freed{}, err
+	}
+	return Freed{At: at, Again: again}, nil
+}
+
+// decodeFreedAddrs decodes one map of the file at path (what: its name
+// in errors, if any).
+func decodeFreedAddrs(path, what string, in map[string]map[string]time.Time) (map[string]map[netip.Addr]time.Time, error) {
+	if len(in) == 0 {
+		return nil, nil
+	}
+	out := make(map[string]map[netip.Addr]time.Time, len(in))
+	for _, id := range slices.Sorted(maps.Keys(in)) {
+		m := make(map[netip.Addr]time.Time, len(in[id]))
+		for _, k := range slices.Sorted(maps.Keys(in[id])) {
 			a, err := netip.ParseAddr(k)
 			if err != nil {
-				return nil, fmt.Errorf("decode the addresses freed lately in %s: pool %s: %q is not an address", path, id, k)
+				return nil, fmt.Errorf("decode the addresses freed lately in %s: %spool %s: %q is not an address", path, what, id, k)
 			}
-			m[a] = rec.Freed[id][k]
+			m[a] = in[id][k]
 		}
 		out[id] = m
 	}
@@ -99,14 +121,10 @@ func decodeFreed(path string, raw []byte) (map[string]map[netip.Addr]time.Time, 
 // Save replaces the file's content with freed. It is not synced to disk:
 // the late release it guards against comes from a dockerd that outlived
 // the agent, and a machine that crashed took its dockerd with it.
-func (f *FreedFile) Save(freed map[string]map[netip.Addr]time.Time) error {
-	rec := freedRecord{Freed: make(map[string]map[string]time.Time, len(freed))}
-	for id, addrs := range freed {
-		m := make(map[string]time.Time, len(addrs))
-		for a, at := range addrs {
-			m[a.String()] = at.UTC()
-		}
-		rec.Freed[id] = m
+func (f *FreedFile) Save(freed Freed) error {
+	rec := freedRecord{Freed: encodeFreedAddrs(freed.At), Again: encodeFreedAddrs(freed.Again)}
+	if rec.Freed == nil {
+		rec.Freed = map[string]map[string]time.Time{}
 	}
 	raw, err := json.Marshal(rec)
 	if err != nil {
@@ -132,4 +150,20 @@ func (f *FreedFile) Save(freed map[string]map[netip.Addr]time.Time) error {
 		return fmt.Errorf("save the addresses freed lately: %w", err)
 	}
 	return nil
+}
+
+// encodeFreedAddrs is what the file holds of by (nil: nothing).
+func encodeFreedAddrs(by map[string]map[netip.Addr]time.Time) map[string]map[string]time.Time {
+	if len(by) == 0 {
+		return nil
+	}
+	out := make(map[string]map[string]time.Time, len(by))
+	for id, addrs := range by {
+		m := make(map[string]time.Time, len(addrs))
+		for a, at := range addrs {
+			m[a.String()] = at.UTC()
+		}
+		out[id] = m
+	}
+	return out
 }

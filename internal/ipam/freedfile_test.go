@@ -69,7 +69,7 @@ func TestFreedAddressesSurviveRestart(t *testing.T) {
 			}
 			n.tick(reuseAfter)
 			n = start()
-			if got := n.a.freed.all(clock); len(got) != 0 {
+			if got := n.a.freed.all(clock); len(got.At)+len(got.Again) != 0 {
 				t.Errorf("read back %v more than reuseAfter after the frees, want nothing", got)
 			}
 		})
@@ -85,15 +85,18 @@ func TestFreedFile(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, err := f.Load(); err != nil || len(got) != 0 {
+	if got, err := f.Load(); err != nil || len(got.At)+len(got.Again) != 0 {
 		t.Fatalf("Load of a missing file = %v, %v; want nothing, no error", got, err)
 	}
 	at := t0.Add(time.Second)
-	want := map[string]map[netip.Addr]time.Time{
-		"net/v4": {addr("10.2.0.5"): at, addr("10.2.0.6"): at.Add(time.Second)},
-		"net/v6": {netip.MustParseAddr("fd00::5"): at},
+	want := Freed{
+		At: map[string]map[netip.Addr]time.Time{
+			"net/v4": {addr("10.2.0.5"): at, addr("10.2.0.6"): at.Add(time.Second)},
+			"net/v6": {netip.MustParseAddr("fd00::5"): at},
+		},
+		Again: map[string]map[netip.Addr]time.Time{"net/v4": {addr("10.2.0.7"): at}},
 	}
-	for _, w := range []map[string]map[netip.Addr]time.Time{{"other/v4": {addr("10.3.0.2"): at}}, want} {
+	for _, w := range []Freed{{At: map[string]map[netip.Addr]time.Time{"other/v4": {addr("10.3.0.2"): at}}}, want} {
 		if err := f.Save(w); err != nil {
 			t.Fatal(err)
 		}
@@ -116,6 +119,7 @@ func TestFreedFile(t *testing.T) {
 		{"undecodable", `{"freed":`, "decode the addresses freed lately in " + f.Path},
 		{"not an address", `{"freed":{"net/v4":{"10.2.0.x":"2026-03-04T05:06:07Z"}}}`, `pool net/v4: "10.2.0.x" is not an address`},
 		{"not a time", `{"freed":{"net/v4":{"10.2.0.5":"yesterday"}}}`, "decode the addresses freed lately in " + f.Path},
+		{"handed out again, not an address", `{"freed":{},"again":{"net/v4":{"10.2.0.x":"2026-03-04T05:06:07Z"}}}`, `handed out again: pool net/v4: "10.2.0.x" is not an address`},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			if err := os.WriteFile(f.Path, []byte(c.content), 0o600); err != nil {
@@ -143,16 +147,27 @@ func TestFreedFile(t *testing.T) {
 func TestFreedRestore(t *testing.T) {
 	now := t0.Add(time.Hour)
 	var f freedAddrs
-	n := f.restore(map[string]map[netip.Addr]time.Time{
-		pool26.ID(): {
-			addr("10.2.0.2"): now.Add(-reuseAfter),               // forgotten
-			addr("10.2.0.3"): now.Add(-reuseAfter + time.Second), // a second left
-			addr("10.2.0.4"): now.Add(time.Hour),                 // ahead of the clock
+	n := f.restore(Freed{
+		At: map[string]map[netip.Addr]time.Time{
+			pool26.ID(): {
+				addr("10.2.0.2"): now.Add(-reuseAfter),               // forgotten
+				addr("10.2.0.3"): now.Add(-reuseAfter + time.Second), // a second left
+				addr("10.2.0.4"): now.Add(time.Hour),                 // ahead of the clock
+			},
+			"gone/v4": {addr("10.9.0.2"): now.Add(-time.Hour)},
 		},
-		"gone/v4": {addr("10.9.0.2"): now.Add(-time.Hour)},
+		Again: map[string]map[netip.Addr]time.Time{
+			pool26.ID(): {
+				addr("10.2.0.5"): now.Add(-reuseAfter), // forgotten
+				addr("10.2.0.6"): now.Add(time.Hour),   // ahead of the clock
+			},
+		},
 	}, now)
-	want := map[string]map[netip.Addr]time.Time{pool26.ID(): {addr("10.2.0.3"): now.Add(-reuseAfter + time.Second), addr("10.2.0.4"): now}}
-	if d := cmp.Diff(want, f.all(now)); d != "" || n != 2 {
+	want := Freed{
+		At:    map[string]map[netip.Addr]time.Time{pool26.ID(): {addr("10.2.0.3"): now.Add(-reuseAfter + time.Second), addr("10.2.0.4"): now}},
+		Again: map[string]map[netip.Addr]time.Time{pool26.ID(): {addr("10.2.0.6"): now}},
+	}
+	if d := cmp.Diff(want, f.all(now)); d != "" || n != 3 {
 		t.Errorf("restored %d (-want +got):\n%s", n, d)
 	}
 }
@@ -164,8 +179,8 @@ type failingStore struct {
 	saves   int
 }
 
-func (s *failingStore) Load() (map[string]map[netip.Addr]time.Time, error) { return nil, s.loadErr }
-func (s *failingStore) Save(map[string]map[netip.Addr]time.Time) error {
+func (s *failingStore) Load() (Freed, error) { return Freed{}, s.loadErr }
+func (s *failingStore) Save(Freed) error {
 	s.saves++
 	return errors.New("disk full")
 }
@@ -209,7 +224,7 @@ func TestFreedStoreFailuresAreNotFatal(t *testing.T) {
 		t.Fatal(err)
 	}
 	freedAt := a.freed.recent(pool26, a.now())[addr]
-	if got, err := f.Load(); err != nil || freedAt.IsZero() || !got[pool26.ID()][addr].Equal(freedAt) {
+	if got, err := f.Load(); err != nil || freedAt.IsZero() || !got.At[pool26.ID()][addr].Equal(freedAt) {
 		t.Errorf("after a release, the file reads %v, %v; want %s freed", got, err, addr)
 	}
 }

@@ -55,8 +55,8 @@ type heldAddrs struct {
 	// longer held.
 	noted map[string]map[netip.Addr]bool
 	// pending are, by network name, the releases held back (see
-	// Allocator.Release): of addresses handed out again since this node
-	// freed them, freed once a listing shows no container holds them.
+	// Allocator.Release): of addresses an earlier agent of this node
+	// freed lately, freed once a listing shows no container holds them.
 	pending map[string]map[netip.Addr]pendingRelease
 	// lost counts the addresses noted (a metric).
 	lost atomic.Int64

@@ -160,7 +160,10 @@ type modelNode struct {
 	// lastReleased is the address of the node's last release answered.
 	lastReleased netip.Addr
 	// inflight is the agent's last release answered if it answered no
-	// request since: one a kill may cut off before its answer is sent.
+	// request since: one a kill may cut off before its answer is sent. A
+	// request with C%3 == 1 is served while that answer is still being
+	// sent, and leaves it in flight: the release's address may be the
+	// one it is given.
 	inflight *servedRelease
 	// resendable are the releases whose answers kills cut off (the
 	// in-flight one at each kill): Docker resends each, once (opResend).
@@ -335,7 +338,10 @@ func (w *world) apply(s step) error {
 		var want netip.Addr
 		if s.Op == opAllocAt {
 			want = nthAddr(w.pool, s.B)
-			if s.C%4 == 0 && n.lastReleased.IsValid() {
+			switch {
+			case s.C == inflightAddr && n.inflight != nil:
+				want = n.inflight.addr
+			case s.C%4 == 0 && n.lastReleased.IsValid():
 				// A container restarted with its address (--ip): Docker
 				// asks for the address it just released.
 				want = n.lastReleased
@@ -360,7 +366,9 @@ func (w *world) apply(s step) error {
 			return fmt.Errorf("%s: handed out %s, a reserved address", s, a)
 		}
 		w.stats.allocs++
-		n.inflight = nil
+		if s.C%3 != 1 && s.C != inflightAddr {
+			n.inflight = nil
+		}
 		n.starting = append(n.starting, modelStart{addr: a, since: w.clock})
 	case opStarted:
 		if n.gone || len(n.starting) == 0 {
@@ -421,6 +429,15 @@ func (w *world) apply(s step) error {
 		}
 		return allowed(err, ErrNotHeld)
 	case opCrash:
+		if up && n.inflight != nil && s.B%4 == 1 {
+			// Killed as it serves a request by name for the address of the
+			// release whose answer it is still sending (another
+			// container's --ip; as when nothing else is free): the
+			// address handed out, no answer sent.
+			if err := w.apply(step{Op: opAllocAt, A: s.A, C: inflightAddr}); err != nil {
+				return fmt.Errorf("%s: %w", s, err)
+			}
+		}
 		if up && n.inflight != nil {
 			n.resendable = append(n.resendable, *n.inflight)
 			n.inflight = nil
@@ -440,6 +457,11 @@ func (w *world) apply(s step) error {
 				if n.reclaimer.start(w.ctx) {
 					break
 				}
+			}
+			if s.B%2 == 1 {
+				// Docker's resends, waiting in the socket's backlog, are
+				// the first requests the agent serves.
+				return w.resend(s, n, len(n.resendable))
 			}
 		}
 	case opSync:
@@ -520,16 +542,10 @@ func (w *world) apply(s step) error {
 		}
 		n.shim = a
 	case opResend:
-		n.resendable = slices.DeleteFunc(n.resendable, func(r servedRelease) bool { return w.clock.Sub(r.at) > resendWindow })
-		if !up || len(n.resendable) == 0 {
+		if !up {
 			return nil
 		}
-		// Resent until answered: once.
-		i := s.B % len(n.resendable)
-		a := n.resendable[i].addr
-		n.resendable = slices.Delete(n.resendable, i, i+1)
-		w.stats.resent++
-		return allowed(n.alloc.Release(w.ctx, w.pool, a), ErrNotHeld)
+		return w.resend(s, n, 1)
 	case opLose:
 		if n.gone || len(n.containers) == 0 {
 			return nil
@@ -539,6 +555,25 @@ func (w *world) apply(s step) error {
 			lose = slices.Clone(n.containers)
 		}
 		return w.lose(s, n, lose)
+	}
+	return nil
+}
+
+// resend has n's Docker resend up to count of the releases kills cut off
+// (the B-th first), each once: resent until answered.
+func (w *world) resend(s step, n *modelNode, count int) error {
+	n.resendable = slices.DeleteFunc(n.resendable, func(r servedRelease) bool { return w.clock.Sub(r.at) > resendWindow })
+	for range count {
+		if len(n.resendable) == 0 {
+			return nil
+		}
+		i := s.B % len(n.resendable)
+		a := n.resendable[i].addr
+		n.resendable = slices.Delete(n.resendable, i, i+1)
+		w.stats.resent++
+		if err := n.alloc.Release(w.ctx, w.pool, a); err != nil && !errors.Is(err, ErrNotHeld) && !errors.Is(err, kvtest.ErrUnreachable) {
+			return fmt.Errorf("%s: resend of the release of %s: %w", s, a, err)
+		}
 	}
 	return nil
 }
@@ -607,6 +642,10 @@ func (w *world) lose(s step, n *modelNode, addrs []netip.Addr) error {
 
 // newestStart, as the C of a started step, picks the newest start.
 const newestStart = 64
+
+// inflightAddr, as the C of an allocAt step, asks for the address of the
+// node's release in flight, and leaves it in flight.
+const inflightAddr = 65
 
 // race runs steps inside another step (what), keeping the first error for
 // takeRaceErr.

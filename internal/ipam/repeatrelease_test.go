@@ -15,12 +15,12 @@ import (
 // memFreed is a FreedStore in memory: the agent's state directory, which
 // outlives it.
 type memFreed struct {
-	saved map[string]map[netip.Addr]time.Time
+	saved Freed
 }
 
-func (m *memFreed) Load() (map[string]map[netip.Addr]time.Time, error) { return m.saved, nil }
+func (m *memFreed) Load() (Freed, error) { return m.saved, nil }
 
-func (m *memFreed) Save(freed map[string]map[netip.Addr]time.Time) error {
+func (m *memFreed) Save(freed Freed) error {
 	m.saved = freed
 	return nil
 }
@@ -38,8 +38,10 @@ type repeatNode struct {
 	// starts are the node's container starts under way.
 	starts []Start
 	freed  memFreed
-	gens   int
-	clock  *time.Time
+	// freedStore, if set, is kept across restarts instead of freed.
+	freedStore FreedStore
+	gens       int
+	clock      *time.Time
 }
 
 func newRepeatNode(t *testing.T, kv *kvtest.KV) *repeatNode {
@@ -55,7 +57,11 @@ func newRepeatNode(t *testing.T, kv *kvtest.KV) *repeatNode {
 func (n *repeatNode) restart(t *testing.T) {
 	t.Helper()
 	n.gens++
-	n.a = newAllocator(n.kv, "n1", fmt.Sprintf("g%d", n.gens), func() time.Time { return *n.clock }, nil, WithFreedStore(&n.freed))
+	var fs FreedStore = &n.freed
+	if n.freedStore != nil {
+		fs = n.freedStore
+	}
+	n.a = newAllocator(n.kv, "n1", fmt.Sprintf("g%d", n.gens), func() time.Time { return *n.clock }, nil, WithFreedStore(fs))
 	n.r = &Reclaimer{Alloc: n.a, Pools: SpecPools{Store: n.st}, Held: n, Grace: 10 * time.Second}
 	if !n.r.start(context.Background()) {
 		t.Fatal("the restarted agent's reclaimer did not start")
