@@ -457,7 +457,7 @@ func (pl *Plugin) requestAddress(ctx context.Context, r addressRequest) (any, er
 }
 
 func (pl *Plugin) releaseAddress(ctx context.Context, r releaseRequest) (any, error) {
-	addr, err := releasedAddr(r.Address)
+	addr, bits, err := releasedAddr(r.Address)
 	if err != nil {
 		return nil, err
 	}
@@ -504,6 +504,13 @@ func (pl *Plugin) releaseAddress(ctx context.Context, r releaseRequest) (any, er
 		pl.log().Warn(msg, "pool", cut(r.PoolID), "addr", r.Address, "err", err)
 		e = last
 	}
+	if bits >= 0 && bits != e.pool.Prefix.Bits() {
+		// Not an address the plugin handed out so: what it names is not
+		// known, and nothing is freed on a guess.
+		err := fmt.Errorf("address %q: prefix length /%d, but pool %s hands out its addresses as /%d (or bare): nothing released", r.Address, bits, e.pool.ID(), e.pool.Prefix.Bits())
+		pl.log().Warn("address release refused", "pool", cut(r.PoolID), "addr", r.Address, "err", err)
+		return nil, err
+	}
 	if addr == e.gateway {
 		return struct{}{}, nil
 	}
@@ -518,13 +525,16 @@ func (pl *Plugin) releaseAddress(ctx context.Context, r releaseRequest) (any, er
 	return struct{}{}, nil
 }
 
-// releasedAddr reads a release's address: bare, or as the plugin hands
-// addresses out, with a prefix length.
-func releasedAddr(s string) (netip.Addr, error) {
+// releasedAddr reads a release's address: bare, as Docker sends it
+// (libnetwork's remote IPAM client: net.IP's String), or as the plugin
+// hands addresses out, with a prefix length (bits; -1 when bare), which
+// the caller checks is the pool's.
+func releasedAddr(s string) (netip.Addr, int, error) {
 	if p, err := netip.ParsePrefix(s); err == nil {
-		return p.Addr(), nil
+		return p.Addr(), p.Bits(), nil
 	}
-	return requestedAddr(s)
+	a, err := requestedAddr(s)
+	return a, -1, err
 }
 
 // requestedAddr reads a request's address. One with an IPv6 zone parses,

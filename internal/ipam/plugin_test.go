@@ -774,3 +774,53 @@ func TestPluginRefusesAZonedAddress(t *testing.T) {
 		}
 	}
 }
+
+// TestReleaseWithAnotherPrefixLength: Docker's remote IPAM client sends a
+// release's address bare (libnetwork ipams/remote: net.IP.String()); the
+// plugin also takes it as it hands addresses out, with the pool's prefix
+// length. One with another prefix length ("10.90.0.128/0") was taken as
+// its address and freed it:
+//
+//	release of 10.90.0.128/0 in lan/v4: 200 map[], want refused naming "10.90.0.128/0" and /24
+//
+// Such a release is now refused, naming the value and the pool's prefix
+// length, and frees nothing.
+func TestReleaseWithAnotherPrefixLength(t *testing.T) {
+	kv := kvtest.New()
+	_, call := pluginFor(t, kv, "n1")
+	for _, c := range []struct {
+		pool Pool
+		id   string
+		bad  []string // prefix lengths refused
+		bits int      // the pool's
+	}{
+		{PoolOf4(lanSpec), "lan/v4", []string{"0", "32", "25", "16"}, 24},
+		{func() Pool { p, _ := PoolOf(lanSpec, true); return p }(), "lan/v6", []string{"0", "128", "120"}, 64},
+	} {
+		for _, form := range []string{"bare", "pool's prefix length"} {
+			_, out := call("IpamDriver.RequestAddress", map[string]any{"PoolID": c.id})
+			addr := netip.MustParsePrefix(out["Address"].(string)).Addr()
+			for _, bits := range c.bad {
+				v := addr.String() + "/" + bits
+				code, out := call("IpamDriver.ReleaseAddress", map[string]any{"PoolID": c.id, "Address": v})
+				msg, _ := out["Err"].(string)
+				if code != 500 || !strings.Contains(msg, `"`+v+`"`) || !strings.Contains(msg, fmt.Sprintf("/%d", c.bits)) {
+					t.Errorf("release of %s in %s: %d %v, want refused naming %q and /%d", v, c.id, code, out, v, c.bits)
+				}
+			}
+			if all, _ := Allocations(context.Background(), kv, c.pool); all[addr].Node != "n1" {
+				t.Fatalf("%s after releases with other prefix lengths: %+v, want still n1's", addr, all[addr])
+			}
+			v := addr.String()
+			if form != "bare" {
+				v = netip.PrefixFrom(addr, c.bits).String()
+			}
+			if code, out := call("IpamDriver.ReleaseAddress", map[string]any{"PoolID": c.id, "Address": v}); code != 200 {
+				t.Errorf("release of %s in %s: %d %v", v, c.id, code, out)
+			}
+			if all, _ := Allocations(context.Background(), kv, c.pool); all[addr].Node != "" {
+				t.Errorf("%s after its release as %s: %+v, want free", addr, v, all[addr])
+			}
+		}
+	}
+}
