@@ -113,7 +113,14 @@
 //     network's generation (Pool.PluginID: NAME/v4@GEN, GEN the spec's
 //     CreateIndex), so that a network made again under the name is never
 //     served, nor freed into, under the old one's ID; KV and everything
-//     else name a pool by Pool.ID (NAME/v4).
+//     else name a pool by Pool.ID (NAME/v4). An older agent's pool ID,
+//     naming no generation (NAME/v4), is served from the spec under the
+//     name; once the plugin served it, under the generation it served it
+//     under only (Plugin.remadeSinceLocked). One window is left there: a
+//     plugin started after the network was made again (its keys deleted
+//     while an older agent's Docker network of it lived) takes the ID for
+//     the new network's, so that network's late release frees the address
+//     in the new one.
 //
 // Unit tests run on kvtest's in-memory KV; a seeded model test
 // (model_test.go) drives several simulated nodes through crashes, long

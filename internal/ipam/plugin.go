@@ -479,6 +479,13 @@ func (pl *Plugin) releaseAddress(ctx context.Context, r releaseRequest) (any, er
 		// and their addresses released, from the pool as its spec stands
 		// (bound to it: refused in a network made again since).
 		e, err = poolEntry{pool: gone.Pool, gateway: gone.Gateway}, nil
+		pl.mu.Lock()
+		err = pl.remadeSinceLocked(r.PoolID, gone.Pool)
+		pl.mu.Unlock()
+		if err != nil {
+			pl.log().Warn("release of an address of a network made again since Docker asked for its pool: refused, nothing released", "pool", cut(r.PoolID), "addr", r.Address, "err", err)
+			return nil, fmt.Errorf("release of %s: %w: nothing released", addr, err)
+		}
 	}
 	if err != nil {
 		// Its spec is gone or refused now, or cannot be read. Released
@@ -594,6 +601,9 @@ func (pl *Plugin) pool(ctx context.Context, id string, release bool) (poolEntry,
 	e := poolEntry{pool: p, gateway: gw}
 	pl.mu.Lock()
 	defer pl.mu.Unlock()
+	if err := pl.remadeSinceLocked(id, p); err != nil {
+		return poolEntry{}, err
+	}
 	if pl.pools == nil {
 		pl.pools = map[string]poolEntry{}
 	}
@@ -694,6 +704,21 @@ func (pl *Plugin) dropReleasedOlderLocked(p Pool) {
 }
 
 // served returns pool id as it was last served.
+// remadeSinceLocked refuses p, as the specs now have it, for id, a pool
+// ID naming no generation (an older agent's, see Pool.PluginID), when
+// this plugin served id under another generation of the network: it was
+// made again since, and what Docker's network of the older generation
+// asks for or releases under id must not be served from, nor freed in,
+// the new one. A plugin started since the network was made again has no
+// record of id: it serves id from the spec as it stands.
+func (pl *Plugin) remadeSinceLocked(id string, p Pool) error {
+	cur, ok := pl.pools[id]
+	if !ok || strings.Contains(id, genSep) || cur.pool.specCreate == 0 || p.specCreate == 0 || cur.pool.specCreate == p.specCreate {
+		return nil
+	}
+	return fmt.Errorf("pool %s: %w", quoted(id), &remadeError{name: p.Network, gen: cur.pool.specCreate, now: p.specCreate})
+}
+
 func (pl *Plugin) served(id string) (poolEntry, bool) {
 	pl.mu.Lock()
 	defer pl.mu.Unlock()

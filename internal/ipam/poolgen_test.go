@@ -362,3 +362,51 @@ func TestRecordsOfOlderGenerationsGo(t *testing.T) {
 	must("IpamDriver.ReleaseAddress", map[string]any{"PoolID": id, "Address": addr})
 	must("IpamDriver.ReleasePool", map[string]any{"PoolID": id})
 }
+
+// TestOlderAgentsPoolIDOnceMadeAgain: a pool ID of an older agent names no
+// generation (NETWORK/v4), and is served from the spec under the name. The
+// network's tree deleted under its containers and made again under the
+// name (the plugin serving both), the old Docker network's late release
+// under that ID freed an address in the network made again, where this
+// node had handed it to another container:
+//
+//	late release of 10.90.0.128 under the older agent's pool ID "lan/v4", the network made again since: 200 map[], want refused, naming the pool ID and the network made again
+//
+// The plugin now takes such an ID, once it served it, for the generation
+// it served it under: a network made again since is refused under it, as
+// under an older generation's ID. Across an agent's restart it is not
+// known (see doc.go): served then from the spec as it stands.
+func TestOlderAgentsPoolIDOnceMadeAgain(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	pl, call := pluginFor(t, kv, "n1")
+	must := mustCall(t, call)
+	held := must("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4"})["Address"].(string)
+	addr := netip.MustParsePrefix(held).Addr()
+	st := pl.Pools.(SpecPools).Store
+	if err := st.Delete(ctx, lanSpec.Name, NetworkPrefix(lanSpec.Name)); err != nil {
+		t.Fatal(err)
+	}
+	if err := st.Create(ctx, lanSpec); err != nil {
+		t.Fatal(err)
+	}
+	cur := must("IpamDriver.RequestPool", map[string]any{"Pool": lanSpec.Subnet.String()})["PoolID"].(string)
+	must("IpamDriver.RequestAddress", map[string]any{"PoolID": cur, "Address": addr.String()})
+	code, out := call("IpamDriver.ReleaseAddress", map[string]any{"PoolID": "lan/v4", "Address": held})
+	if msg, _ := out["Err"].(string); code != 500 || !strings.Contains(msg, `"lan/v4"`) || !strings.Contains(msg, "made again") {
+		t.Errorf("late release of %s under the older agent's pool ID \"lan/v4\", the network made again since: %d %v, want refused, naming the pool ID and the network made again", addr, code, out)
+	}
+	if code, out := call("IpamDriver.RequestAddress", map[string]any{"PoolID": "lan/v4"}); code != 500 {
+		t.Errorf("request under the older agent's pool ID \"lan/v4\", the network made again since: %d %v, want refused", code, out)
+	}
+	all, err := Allocations(ctx, kv, PoolOf4(lanSpec))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if all[addr].Node != "n1" {
+		t.Errorf("%s, held in the network made again, after the late release under \"lan/v4\": %+v, want still n1's", addr, all[addr])
+	}
+	// The network made again is served under its own ID.
+	must("IpamDriver.ReleaseAddress", map[string]any{"PoolID": cur, "Address": held})
+	wantFree(t, ctx, kv, "its release under "+cur, held)
+}

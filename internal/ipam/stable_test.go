@@ -167,7 +167,14 @@ func TestSettledAnswersAreNotReadAgain(t *testing.T) {
 	if err := st.Create(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
-	out, err := pl.requestAddress(ctx, addressRequest{PoolID: "lan/v4"})
+	// Under its own pool ID: the older agent's one this plugin served,
+	// naming no generation, stands for the first network's (see
+	// TestOlderAgentsPoolIDOnceMadeAgain).
+	pair, _, err := kv.Get(ctx, netspec.SpecKey(lanSpec.Name))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, err := pl.requestAddress(ctx, addressRequest{PoolID: fmt.Sprintf("lan/v4@%d", pair.CreateIndex)})
 	if err != nil {
 		t.Fatalf("request in the network made again: %v, want served", err)
 	}
