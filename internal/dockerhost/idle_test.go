@@ -146,3 +146,42 @@ func TestConnectsIdleOnlyWhenNothingCameSinceTheInspect(t *testing.T) {
 		t.Error("c3 idle with the event stream down")
 	}
 }
+
+// TestConnectsForgetEventsNoInspectWaitsFor: every event naming a
+// container was remembered, by container ID, until a sweep's listing
+// pruned those of containers gone; sweeps that failed before listing
+// (Consul out of reach, dockerd's listing failing) while the event
+// stream ran on kept every ID a busy host's events named:
+//
+//	100000 container IDs remembered after as many events with no sweep under way, want none
+//
+// An event is now remembered only while an inspect is in flight (a
+// mark taken, not done): only such an inspect's settling reads it.
+func TestConnectsForgetEventsNoInspectWaitsFor(t *testing.T) {
+	var c connects
+	c.stream(true)
+	const n = 100000
+	for i := range n {
+		c.note(events.Message{Type: events.ContainerEventType, Action: events.ActionDie, Actor: events.Actor{ID: fmt.Sprintf("c%d", i)}})
+	}
+	c.mu.Lock()
+	kept := len(c.named)
+	c.mu.Unlock()
+	if kept != 0 {
+		t.Errorf("%d container IDs remembered after as many events with no sweep under way, want none", kept)
+	}
+	// An inspect in flight still learns of an event after its mark.
+	mark := c.mark()
+	c.note(events.Message{Type: events.ContainerEventType, Action: events.ActionCreate, Actor: events.Actor{ID: "c1"}})
+	c.settled("c1", container.StateCreated, mark)
+	if c.isIdle("c1", container.StateCreated) {
+		t.Error("c1 idle after an event named it while its inspect was in flight")
+	}
+	c.done()
+	c.mu.Lock()
+	kept = len(c.named)
+	c.mu.Unlock()
+	if kept != 0 {
+		t.Errorf("%d container IDs remembered once no inspect is in flight, want none", kept)
+	}
+}

@@ -266,9 +266,13 @@ type connects struct {
 	// container ID, the count at the last event naming it, and liveSince
 	// the count when the stream last came up: an inspect sent before
 	// either (its mark) does not tell the container is idle (see
-	// settled). named is pruned at each sweep (keepOnly).
+	// settled). named is kept only while marks are taken and not done
+	// (inflight), and emptied when none is: a later mark is past every
+	// count in it, so it could tell nothing, and sweeps failing before
+	// their listing would leave it growing with every event.
 	seen, liveSince uint64
 	named           map[string]uint64
+	inflight        int
 }
 
 // stream records whether the event stream is up (see live).
@@ -280,11 +284,23 @@ func (c *connects) stream(live bool) {
 }
 
 // mark is the count of events noted so far, to take before an inspect
-// (see settled).
+// (see settled); done must follow once the inspect is settled or given
+// up.
 func (c *connects) mark() uint64 {
 	c.mu.Lock()
 	defer c.mu.Unlock()
+	c.inflight++
 	return c.seen
+}
+
+// done ends a mark's inspect (see named).
+func (c *connects) done() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.inflight--
+	if c.inflight <= 0 {
+		c.inflight, c.named = 0, nil
+	}
 }
 
 // isIdle says whether container id, listed in state, was found not
@@ -337,7 +353,6 @@ func (c *connects) keepOnly(ids map[string]bool) {
 	defer c.mu.Unlock()
 	maps.DeleteFunc(c.pending, func(id string, _ bool) bool { return !ids[id] })
 	maps.DeleteFunc(c.idle, func(id string, _ container.ContainerState) bool { return !ids[id] })
-	maps.DeleteFunc(c.named, func(id string, _ uint64) bool { return !ids[id] })
 }
 
 func (c *connects) has(id string) bool {
@@ -369,10 +384,12 @@ func (c *connects) note(m events.Message) {
 	}
 	c.mu.Lock()
 	c.seen++
-	if c.named == nil {
-		c.named = map[string]uint64{}
+	if c.inflight > 0 {
+		if c.named == nil {
+			c.named = map[string]uint64{}
+		}
+		c.named[id] = c.seen
 	}
-	c.named[id] = c.seen
 	delete(c.idle, id)
 	c.mu.Unlock()
 	switch {
@@ -427,6 +444,7 @@ func (s *Source) starts(ctx context.Context, list []container.Summary) []listedS
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
+			defer s.connected.done()
 			ictx, cancel := context.WithTimeout(ctx, inspectWait)
 			defer cancel()
 			j, err := s.api.ContainerInspect(ictx, c.ID)
