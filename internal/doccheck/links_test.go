@@ -3,9 +3,11 @@ package doccheck
 import (
 	"bufio"
 	"io/fs"
+	"maps"
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -31,21 +33,9 @@ func TestDocsLinksResolve(t *testing.T) {
 		return a
 	}
 	checked := 0
-	err := filepath.WalkDir("../..", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && p != "../.." {
-			return filepath.SkipDir
-		}
-		if d.IsDir() || !strings.HasSuffix(p, ".md") {
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		for _, m := range link.FindAllStringSubmatch(outsideCode(string(b)), -1) {
+	docs := markdownFiles(t)
+	for _, p := range slices.Sorted(maps.Keys(docs)) {
+		for _, m := range link.FindAllStringSubmatch(outsideCode(docs[p]), -1) {
 			target := m[1]
 			if strings.Contains(target, "://") || strings.HasPrefix(target, "mailto:") {
 				continue
@@ -65,14 +55,35 @@ func TestDocsLinksResolve(t *testing.T) {
 				t.Errorf("%s: link %s: %s has no heading of anchor #%s", p, target, file, anchor)
 			}
 		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 	if checked < 10 {
 		t.Fatalf("checked %d links", checked)
 	}
+}
+
+// markdownFiles reads every markdown file of the repository (but under
+// dot directories): its text by path, from this package's directory.
+func markdownFiles(t *testing.T) map[string]string {
+	t.Helper()
+	docs := map[string]string{}
+	err := filepath.WalkDir("../..", func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && p != "../.." {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(p, ".md") {
+			return nil
+		}
+		b, err := os.ReadFile(p)
+		docs[p] = string(b)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("reading the markdown files: %v", err)
+	}
+	return docs
 }
 
 // outsideCode is text with its fenced code blocks blanked.

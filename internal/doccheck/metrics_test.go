@@ -5,7 +5,7 @@ import (
 	"go/parser"
 	"go/token"
 	"io/fs"
-	"os"
+	"maps"
 	"path/filepath"
 	"regexp"
 	"slices"
@@ -38,21 +38,9 @@ func TestDocsNameMetrics(t *testing.T) {
 	}
 	named := map[string]bool{}
 	name := regexp.MustCompile(`underlay_[a-z0-9_]+`)
-	err := filepath.WalkDir("../..", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() && strings.HasPrefix(d.Name(), ".") && p != "../.." {
-			return filepath.SkipDir
-		}
-		if d.IsDir() || !strings.HasSuffix(p, ".md") {
-			return nil
-		}
-		b, err := os.ReadFile(p)
-		if err != nil {
-			return err
-		}
-		for _, n := range name.FindAllString(string(b), -1) {
+	docs := markdownFiles(t)
+	for _, p := range slices.Sorted(maps.Keys(docs)) {
+		for _, n := range name.FindAllString(docs[p], -1) {
 			for _, suffix := range []string{"_bucket", "_count", "_sum"} {
 				if s, ok := strings.CutSuffix(n, suffix); ok && metrics[s] != "" {
 					n = s
@@ -63,10 +51,6 @@ func TestDocsNameMetrics(t *testing.T) {
 				t.Errorf("%s names %s, which the code does not define", p, n)
 			}
 		}
-		return nil
-	})
-	if err != nil {
-		t.Fatal(err)
 	}
 	for m := range metrics {
 		if !named[m] {

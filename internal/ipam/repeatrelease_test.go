@@ -93,6 +93,34 @@ func (n *repeatNode) release(t *testing.T, x netip.Addr) {
 	n.tick()
 }
 
+// freedByAnEarlierAgent has container 1 take an address, listed held,
+// then released (served, its answer lost: the agent is killed), and the
+// node's agent restarted; it returns the address.
+func (n *repeatNode) freedByAnEarlierAgent(t *testing.T) netip.Addr {
+	t.Helper()
+	x := taskAddr(t, n.a, n.p)
+	n.held[x] = true
+	n.sweep(t)
+	n.release(t, x)
+	delete(n.held, x)
+	n.restart(t)
+	return x
+}
+
+// heldBack has container 2 ask for x by address, freed by an earlier
+// agent, and release it: held back.
+func (n *repeatNode) heldBack(t *testing.T, x netip.Addr) {
+	t.Helper()
+	if got, err := n.a.Allocate(context.Background(), n.p, x, KindTask); err != nil || got != x {
+		t.Fatalf("request for %s just after its release: %s, %v", x, got, err)
+	}
+	n.tick()
+	n.release(t, x)
+	if _, ok := n.a.held.pendingOf(n.p, x); !ok {
+		t.Fatalf("release of %s, freed by an earlier agent and handed out again, not held back", x)
+	}
+}
+
 // recorded says whether Consul records x as n1's task.
 func (n *repeatNode) recorded(t *testing.T, kv *kvtest.KV, x netip.Addr) bool {
 	t.Helper()
@@ -242,12 +270,7 @@ func TestHeldBackReleaseOfAnAddressFreedAndHandedOutAgain(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	n := newRepeatNode(t, kv)
-	x := taskAddr(t, n.a, n.p) // container 1
-	n.held[x] = true
-	n.sweep(t)
-	n.release(t, x)
-	delete(n.held, x)
-	n.restart(t)
+	x := n.freedByAnEarlierAgent(t)
 	if got, err := n.a.Allocate(ctx, n.p, x, KindTask); err != nil || got != x { // container 2, by address
 		t.Fatalf("request for %s just after its release: %s, %v", x, got, err)
 	}
@@ -302,20 +325,8 @@ func TestHeldBackReleaseOfAnAddressAnotherNodeTook(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	n := newRepeatNode(t, kv)
-	x := taskAddr(t, n.a, n.p)
-	n.held[x] = true
-	n.sweep(t)
-	n.release(t, x)
-	delete(n.held, x)
-	n.restart(t)
-	if got, err := n.a.Allocate(ctx, n.p, x, KindTask); err != nil || got != x {
-		t.Fatalf("request for %s just after its release: %s, %v", x, got, err)
-	}
-	n.tick()
-	n.release(t, x)
-	if _, ok := n.a.held.pendingOf(n.p, x); !ok {
-		t.Fatalf("release of %s, freed by an earlier agent and handed out again, not held back", x)
-	}
+	x := n.freedByAnEarlierAgent(t)
+	n.heldBack(t, x)
 	all, err := Allocations(ctx, kv, n.p)
 	if err != nil {
 		t.Fatal(err)

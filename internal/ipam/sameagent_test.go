@@ -102,12 +102,7 @@ func TestHeldBackReleaseDroppedWhenItsAddressIsHandedOut(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
 	n := newRepeatNode(t, kv)
-	x := taskAddr(t, n.a, n.p)
-	n.held[x] = true
-	n.sweep(t)
-	n.release(t, x) // served; its answer lost: the agent is killed
-	delete(n.held, x)
-	n.restart(t)
+	x := n.freedByAnEarlierAgent(t)
 	n.release(t, x) // Docker's resend
 	if _, ok := n.a.held.pendingOf(n.p, x); !ok {
 		t.Fatalf("the resend of the release of %s, freed by an earlier agent, not held back", x)
