@@ -273,11 +273,6 @@ func TestParseSwarmNameAllow(t *testing.T) {
 	}
 }
 
-// TestAgentSwarmNameAllow: the agent takes --swarm-name-allow, repeated
-// or comma-separated, from its flags or UNDERLAY_SWARM_NAME_ALLOW; it
-// refuses a bad value before connecting to anything, and says that the
-// flag does nothing without --swarm-names. The context is cancelled: the
-// agent stops at its first wait for Docker.
 // TestAgentBadTags: the agent's --tags (tags added to every service)
 // were registered as given, unchecked, where SERVICE_TAGS's are checked:
 // a no-break space, a control character or a bidi override went to
@@ -309,6 +304,11 @@ func TestAgentBadTags(t *testing.T) {
 	}
 }
 
+// TestAgentSwarmNameAllow: the agent takes --swarm-name-allow, repeated
+// or comma-separated, from its flags or UNDERLAY_SWARM_NAME_ALLOW; it
+// refuses a bad value before connecting to anything, and says that the
+// flag does nothing without --swarm-names. The context is cancelled: the
+// agent stops at its first wait for Docker.
 func TestAgentSwarmNameAllow(t *testing.T) {
 	t.Setenv("DOCKER_HOST", "unix://"+t.TempDir()+"/no-docker.sock")
 	const noEffect = "--swarm-name-allow has no effect without --swarm-names"
