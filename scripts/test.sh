@@ -8,7 +8,8 @@
 # then the integration suites run again on the engines in
 # UNDERLAY_TEST_ENGINES (default: 29, built from the Go module proxy on
 # first use; empty for none). `make test-matrix` runs all on 20.10, 28, 29.
-# Every fuzz target runs for FUZZTIME (5s) in between. Builds use -trimpath
+# Every fuzz target runs for FUZZTIME (5s), and every benchmark that needs
+# no lab once, in between. Builds use -trimpath
 # (lib.sh), so a fresh clone reuses the Go build cache.
 source "$(dirname "$0")/lib.sh"
 prepare_integration
@@ -32,15 +33,20 @@ vm_run='TestIntegrationVM$'
 # idled.
 longest_first=(./internal/ipam ./internal/register ./deploy ./internal/scale ./internal/soak ./internal/lab
   ./internal/netagent ./internal/dashboard ./internal/doctor)
-# Every benchmark that needs no lab runs once too (-benchtime 1x: seconds),
-# so that one cannot rot unseen between `make bench` runs; the
-# BenchmarkIntegration ones (labs, minutes each) are make bench's.
-go test -race -count=1 -timeout 20m -bench . -benchtime 1x -skip "$vm_tests|^BenchmarkIntegration" "$@" "${longest_first[@]}" ./...
+go test -race -count=1 -timeout 20m -skip "$vm_tests" "$@" "${longest_first[@]}" ./...
 log "go test: VM nodes ($vm_run)"
 go test -p 1 -count=1 -timeout 20m -run "$vm_run" "$@" ./internal/lab/ ./deploy/
 
 # Every fuzz target, briefly (make fuzz runs them for minutes each).
 FUZZTIME=${FUZZTIME:-5s} scripts/fuzz.sh
+
+# Every benchmark that needs no lab, once (-benchtime 1x: seconds), so that
+# none rots unseen between `make bench` runs; the BenchmarkIntegration ones
+# (labs, minutes each) are make bench's. A step of its own: with -bench, go
+# test runs the packages' test binaries one at a time, after every build
+# (on the main go test above, that serialised the labs: 25.5 min, not 16).
+log "go test: benchmarks once"
+go test -count=1 -run '^$' -bench . -benchtime 1x -skip '^BenchmarkIntegration' ./...
 
 for line in ${UNDERLAY_TEST_ENGINES-29}; do
   [ "$line" = "$UNDERLAY_DOCKERD" ] && continue
