@@ -18,6 +18,7 @@ import (
 
 	"github.com/underlay/underlay/internal/scale"
 	"github.com/underlay/underlay/internal/testfile"
+	"github.com/underlay/underlay/internal/testnet"
 )
 
 func TestControlFlagErrors(t *testing.T) {
@@ -564,16 +565,7 @@ func TestControlMetricsCrossSiteRefused(t *testing.T) {
 	addr, _ := startControl(t, "--auth-reads=false")
 	get := func(hdr ...string) int {
 		t.Helper()
-		req, _ := http.NewRequest(http.MethodGet, "http://"+addr+"/metrics", nil)
-		for i := 0; i+1 < len(hdr); i += 2 {
-			req.Header.Set(hdr[i], hdr[i+1])
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		return testnet.Status(t, http.MethodGet, "http://"+addr+"/metrics", "", hdr...)
 	}
 	if code := get("Sec-Fetch-Site", "cross-site", "Sec-Fetch-Mode", "no-cors"); code != http.StatusForbidden {
 		t.Errorf("a cross-site read of /metrics: %d, want 403", code)

@@ -19,6 +19,7 @@ import (
 
 	"github.com/underlay/underlay/internal/scale"
 	"github.com/underlay/underlay/internal/testlog"
+	"github.com/underlay/underlay/internal/testnet"
 )
 
 // startControlLogged runs `underlay control` with args (Docker and Consul
@@ -244,16 +245,7 @@ func TestControlRereadsSecretFiles(t *testing.T) {
 	const body = `{"version":"4","status":"firing","alerts":[{"status":"firing","labels":{"service":"web","direction":"up"},"startsAt":"2026-01-01T00:00:00Z"}]}`
 	postBody := func(body string, hdr ...string) int {
 		t.Helper()
-		req, _ := http.NewRequest("POST", "http://"+addr+"/v1/underlay/alertmanager", strings.NewReader(body))
-		for i := 0; i+1 < len(hdr); i += 2 {
-			req.Header.Set(hdr[i], hdr[i+1])
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		return testnet.Status(t, http.MethodPost, "http://"+addr+"/v1/underlay/alertmanager", body, hdr...)
 	}
 	post := func(hdr ...string) int { return postBody(body, hdr...) }
 	// Each request is another alert: a signature is accepted once, and

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/underlay/underlay/internal/testlog"
+	"github.com/underlay/underlay/internal/testnet"
 )
 
 // TestBodyLimits: 64 KiB on every route but the webhook routes (4 MiB);
@@ -567,16 +568,7 @@ func TestCrossSiteScalingRefused(t *testing.T) {
 	t.Cleanup(srv.Close)
 	post := func(path, body string, hdr ...string) int {
 		t.Helper()
-		req, _ := http.NewRequest("POST", srv.URL+path, strings.NewReader(body))
-		for i := 0; i+1 < len(hdr); i += 2 {
-			req.Header.Set(hdr[i], hdr[i+1])
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		return testnet.Status(t, http.MethodPost, srv.URL+path, body, hdr...)
 	}
 	for _, c := range []struct {
 		name string
@@ -625,18 +617,7 @@ func TestCrossSiteReadsRefused(t *testing.T) {
 	t.Cleanup(srv.Close)
 	get := func(path string, hdr ...string) int {
 		t.Helper()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel() // an event stream served ends here
-		req, _ := http.NewRequestWithContext(ctx, "GET", srv.URL+path, nil)
-		for i := 0; i+1 < len(hdr); i += 2 {
-			req.Header.Set(hdr[i], hdr[i+1])
-		}
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode
+		return testnet.Status(t, http.MethodGet, srv.URL+path, "", hdr...)
 	}
 	reads := []string{"/v1/orbiter/autoscaler", "/autoscaler", "/v1/orbiter/events", "/events", "/v1/underlay/services",
 		"/v1/underlay/services/web/history", "/v1/underlay/leader", "/v1/underlay/events"}

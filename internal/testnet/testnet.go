@@ -1,15 +1,19 @@
 // Package testnet keeps a unit test package off the machine's name
 // service. Such tests reach made-up names (consul.example) through
 // dialers of their own, to loopback; a test whose dialer failed to apply
-// must fail, not ask the machine's resolver, off this machine. It imports
-// only the standard library.
+// must fail, not ask the machine's resolver, off this machine. Status
+// is the status a test's HTTP request gets. It imports only the standard
+// library.
 package testnet
 
 import (
 	"context"
 	"fmt"
+	"io"
 	"net"
+	"net/http"
 	"os"
+	"strings"
 	"testing"
 )
 
@@ -25,4 +29,30 @@ func NoNameService() {
 func Main(m *testing.M) {
 	NoNameService()
 	os.Exit(m.Run())
+}
+
+// Status sends method to url with body (none if empty) and the headers
+// hdr names and values in turn, and returns the answer's status; an event
+// stream served is ended once its status is read.
+func Status(t testing.TB, method, url, body string, hdr ...string) int {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	var rd io.Reader
+	if body != "" {
+		rd = strings.NewReader(body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, url, rd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
 }
