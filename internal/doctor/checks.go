@@ -38,11 +38,12 @@ type Links interface {
 	ProbeLink(kind string) error
 }
 
-// Firewall reads iptables.
+// Firewall reads the FORWARD chains of iptables' two backends.
 type Firewall interface {
-	// ForwardRules returns the FORWARD chain as `iptables -S FORWARD`
-	// prints it.
-	ForwardRules(ctx context.Context) (string, error)
+	// Forward returns table filter's FORWARD chain of each backend
+	// (nf_tables, legacy) that has one: none when neither does. With an
+	// error it returns the chains it could read.
+	Forward(ctx context.Context) ([]ForwardChain, error)
 }
 
 // Networks is the cluster's network specs and node reports (netspec.Store).
@@ -396,11 +397,7 @@ func (c NetfilterCheck) Run(ctx context.Context, logf Logf) []Result {
 		f.ReadErr = err
 	}
 	if f.BridgeCallIPTables == "1" {
-		rules, err := c.Firewall.ForwardRules(ctx)
-		if err == nil {
-			f.ForwardPolicy, f.AcceptsBridged, err = ParseForward(rules)
-		}
-		f.PolicyErr = err
+		f.Chains, f.PolicyErr = c.Firewall.Forward(ctx)
 	}
 	return []Result{EvalNetfilter(f)}
 }

@@ -212,8 +212,8 @@ func (f errFiles) Exists(p string) bool { _, ok := f[p]; return ok }
 
 type fakeFirewall struct{ policy string }
 
-func (f fakeFirewall) ForwardRules(context.Context) (string, error) {
-	return "-P FORWARD " + f.policy + "\n-A FORWARD -j DOCKER-USER\n", nil
+func (f fakeFirewall) Forward(context.Context) ([]ForwardChain, error) {
+	return []ForwardChain{{Backend: BackendNFT, Policy: f.policy}}, nil
 }
 
 func TestDockerCheck(t *testing.T) {

@@ -785,13 +785,13 @@ type NetfilterFacts struct {
 	// /proc/sys/net/bridge/bridge-nf-call-iptables; "" when absent
 	// (br_netfilter not loaded).
 	BridgeCallIPTables string
-	// ForwardPolicy is the iptables FORWARD chain's policy (ACCEPT, DROP);
-	// "" when unknown, with PolicyErr saying why.
-	ForwardPolicy string
-	PolicyErr     error
-	// AcceptsBridged is true when a FORWARD rule accepts bridged traffic
-	// (-m physdev --physdev-is-bridged -j ACCEPT), which defuses the trap.
-	AcceptsBridged bool
+	// Chains are table filter's FORWARD chains of iptables' backends
+	// (nf_tables, legacy) that have one; none: neither has, and nothing
+	// is dropped there. Bridged traffic passes through each.
+	Chains []ForwardChain
+	// PolicyErr is why a backend's chain could not be read; nil when
+	// Chains are all there are.
+	PolicyErr error
 	// ReadErr is why BridgeNFCallIPTables could not be read; nil when it
 	// was, or is absent.
 	ReadErr error
@@ -801,55 +801,65 @@ type NetfilterFacts struct {
 // iptables; absent while br_netfilter is not loaded.
 const BridgeNFCallIPTables = "/proc/sys/net/bridge/bridge-nf-call-iptables"
 
+// acceptBridgedArgs is the rule that accepts all bridged traffic, as
+// iptables takes it after the chain. Any other match added to it (an
+// interface, a protocol, a bridge port, a mark, a '!' negating it)
+// accepts only part of that traffic, or none, and leaves the rest to the
+// policy.
+const acceptBridgedArgs = "-m physdev --physdev-is-bridged -j ACCEPT"
+
+// backendCommand is the iptables command that writes backend's rules
+// whichever of the two the host's plain `iptables` is.
+func backendCommand(backend string) string {
+	if backend == BackendLegacy {
+		return "iptables-legacy"
+	}
+	return "iptables-nft"
+}
+
 // EvalNetfilter judges the bridge-netfilter/FORWARD trap: bridged frames
-// pass through iptables' FORWARD chain when bridge-nf-call-iptables is 1,
-// and a DROP policy (Docker sets one) then silently drops them.
+// pass through iptables' FORWARD chains when bridge-nf-call-iptables is 1,
+// and a DROP policy (Docker sets one) in either backend's then silently
+// drops them unless a rule of that chain accepts them.
 func EvalNetfilter(f NetfilterFacts) Result {
 	r := Result{Check: "netfilter/bridge-forward"}
 	nf := strings.TrimSpace(f.BridgeCallIPTables)
+	var trapped, described []string
+	var fixes []string
+	for _, c := range f.Chains {
+		d := fmt.Sprintf("FORWARD policy %s (%s)", c.Policy, c.Backend)
+		switch {
+		case c.Policy == "ACCEPT":
+		case c.AcceptsBridged:
+			d += ", but a rule accepts bridged traffic"
+		default:
+			trapped = append(trapped, d)
+			fixes = append(fixes, backendCommand(c.Backend)+" -I FORWARD "+acceptBridgedArgs)
+		}
+		described = append(described, d)
+	}
 	switch {
 	case f.ReadErr != nil:
 		r.Status, r.Message = Warn, fmt.Sprintf("cannot read %s (%v): bridged traffic may be dropped", BridgeNFCallIPTables, f.ReadErr)
-		r.Fix = "sysctl net.bridge.bridge-nf-call-iptables && iptables -S FORWARD"
+		r.Fix = "sysctl net.bridge.bridge-nf-call-iptables"
 	case nf == "" || nf == "0":
 		r.Status, r.Message = OK, "bridged traffic does not pass through iptables (bridge-nf-call-iptables off or br_netfilter not loaded)"
-	case f.ForwardPolicy == "" && f.PolicyErr != nil:
-		r.Status, r.Message = Warn, fmt.Sprintf("bridge-nf-call-iptables=1 and the FORWARD policy is unknown (%v): bridged traffic may be dropped", f.PolicyErr)
-		r.Fix = "iptables -S FORWARD"
-	case f.AcceptsBridged:
-		r.Status, r.Message = OK, fmt.Sprintf("bridge-nf-call-iptables=1, FORWARD policy %s, but a rule accepts bridged traffic", f.ForwardPolicy)
-	case f.ForwardPolicy == "DROP" || f.ForwardPolicy == "REJECT":
+	case len(trapped) > 0:
 		r.Status = Warn
-		r.Message = fmt.Sprintf("bridge-nf-call-iptables=1 and iptables FORWARD policy %s: bridged traffic is silently dropped unless a rule accepts it", f.ForwardPolicy)
-		r.Fix = "iptables -I FORWARD -m physdev --physdev-is-bridged -j ACCEPT   # or: sysctl -w net.bridge.bridge-nf-call-iptables=0"
+		r.Message = fmt.Sprintf("bridge-nf-call-iptables=1 and iptables %s: bridged traffic is silently dropped unless a rule accepts it", strings.Join(trapped, "; "))
+		if f.PolicyErr != nil {
+			r.Message += fmt.Sprintf(" (and %v)", f.PolicyErr)
+		}
+		r.Fix = strings.Join(fixes, " && ") + "   # or: sysctl -w net.bridge.bridge-nf-call-iptables=0"
+	case f.PolicyErr != nil:
+		r.Status, r.Message = Warn, fmt.Sprintf("bridge-nf-call-iptables=1 and the FORWARD policy is unknown (%v): bridged traffic may be dropped", f.PolicyErr)
+		r.Fix = "iptables-nft -S FORWARD; iptables-legacy -S FORWARD"
+	case len(f.Chains) == 0:
+		r.Status, r.Message = OK, "bridge-nf-call-iptables=1 but iptables has no FORWARD chain (nf_tables or legacy): nothing is dropped there, as by policy ACCEPT"
 	default:
-		r.Status, r.Message = OK, fmt.Sprintf("bridge-nf-call-iptables=1 but the FORWARD policy is %s", f.ForwardPolicy)
+		r.Status, r.Message = OK, "bridge-nf-call-iptables=1 and iptables "+strings.Join(described, "; ")
 	}
 	return r
-}
-
-// acceptBridged is the rule that accepts all bridged traffic, as
-// `iptables -S` prints it. Any other match added to it (an interface, a
-// protocol, a bridge port, a mark, a '!' negating it) accepts only part of
-// that traffic, or none, and leaves the rest to the policy.
-var acceptBridged = []string{"-A", "FORWARD", "-m", "physdev", "--physdev-is-bridged", "-j", "ACCEPT"}
-
-// ParseForward reads `iptables -S FORWARD`: the chain's policy, and
-// whether a rule accepts all bridged traffic.
-func ParseForward(out string) (policy string, acceptsBridged bool, err error) {
-	for _, line := range strings.Split(out, "\n") {
-		f := strings.Fields(line)
-		switch {
-		case len(f) == 3 && f[0] == "-P" && f[1] == "FORWARD":
-			policy = f[2]
-		case slices.Equal(f, acceptBridged):
-			acceptsBridged = true
-		}
-	}
-	if policy == "" {
-		return "", false, errors.New("iptables -S FORWARD shows no policy")
-	}
-	return policy, acceptsBridged, nil
 }
 
 // MinDockerVersion is the oldest Docker Engine underlay supports.

@@ -370,24 +370,39 @@ func TestEvalNetworkForgedIPvlanMode(t *testing.T) {
 }
 
 func TestEvalNetfilter(t *testing.T) {
+	nft := func(policy string, bridged bool) ForwardChain {
+		return ForwardChain{Backend: BackendNFT, Policy: policy, AcceptsBridged: bridged}
+	}
+	legacy := func(policy string, bridged bool) ForwardChain {
+		return ForwardChain{Backend: BackendLegacy, Policy: policy, AcceptsBridged: bridged}
+	}
+	const accept = "-I FORWARD -m physdev --physdev-is-bridged -j ACCEPT"
 	tests := []struct {
 		name string
 		f    NetfilterFacts
 		want Status
 		fix  string
+		msg  string
 	}{
-		{"br_netfilter not loaded", NetfilterFacts{}, OK, ""},
-		{"bridge-nf off", NetfilterFacts{BridgeCallIPTables: "0", ForwardPolicy: "DROP"}, OK, ""},
-		{"on, policy accept", NetfilterFacts{BridgeCallIPTables: "1", ForwardPolicy: "ACCEPT"}, OK, ""},
-		{"on, policy drop: the trap", NetfilterFacts{BridgeCallIPTables: "1", ForwardPolicy: "DROP"}, Warn, "iptables -I FORWARD"},
-		{"on, policy drop, bridged traffic accepted", NetfilterFacts{BridgeCallIPTables: "1", ForwardPolicy: "DROP", AcceptsBridged: true}, OK, ""},
-		{"on, policy unknown", NetfilterFacts{BridgeCallIPTables: "1", PolicyErr: errors.New("no iptables")}, Warn, "iptables -S FORWARD"},
+		{"br_netfilter not loaded", NetfilterFacts{}, OK, "", "does not pass"},
+		{"bridge-nf off", NetfilterFacts{BridgeCallIPTables: "0", Chains: []ForwardChain{nft("DROP", false)}}, OK, "", "does not pass"},
+		{"on, no chain at all", NetfilterFacts{BridgeCallIPTables: "1"}, OK, "", "no FORWARD chain"},
+		{"on, policy accept", NetfilterFacts{BridgeCallIPTables: "1", Chains: []ForwardChain{nft("ACCEPT", false)}}, OK, "", "policy ACCEPT (nf_tables)"},
+		{"on, policy drop: the trap", NetfilterFacts{BridgeCallIPTables: "1", Chains: []ForwardChain{nft("DROP", false)}}, Warn, "iptables-nft " + accept + "   #", "policy DROP (nf_tables)"},
+		{"on, legacy policy drop: the trap", NetfilterFacts{BridgeCallIPTables: "1", Chains: []ForwardChain{nft("ACCEPT", false), legacy("DROP", false)}}, Warn, "iptables-legacy " + accept + "   #", "policy DROP (legacy)"},
+		{"on, both drop", NetfilterFacts{BridgeCallIPTables: "1", Chains: []ForwardChain{nft("DROP", false), legacy("DROP", false)}}, Warn, "iptables-nft " + accept + " && iptables-legacy " + accept + "   #", "(nf_tables); FORWARD policy DROP (legacy)"},
+		{"on, both drop, only nft accepts bridged", NetfilterFacts{BridgeCallIPTables: "1", Chains: []ForwardChain{nft("DROP", true), legacy("DROP", false)}}, Warn, "iptables-legacy " + accept + "   #", "policy DROP (legacy)"},
+		{"on, policy drop, bridged traffic accepted", NetfilterFacts{BridgeCallIPTables: "1", Chains: []ForwardChain{nft("DROP", true)}}, OK, "", "but a rule accepts"},
+		{"on, both drop, both accept bridged", NetfilterFacts{BridgeCallIPTables: "1", Chains: []ForwardChain{nft("DROP", true), legacy("DROP", true)}}, OK, "", "but a rule accepts bridged traffic; FORWARD policy DROP (legacy)"},
+		{"on, policy unknown", NetfilterFacts{BridgeCallIPTables: "1", PolicyErr: errors.New("read nf_tables: EPERM")}, Warn, "iptables-nft -S FORWARD", "unknown (read nf_tables: EPERM)"},
+		{"on, one backend unknown, the other drops", NetfilterFacts{BridgeCallIPTables: "1", Chains: []ForwardChain{legacy("DROP", false)}, PolicyErr: errors.New("read nf_tables: EPERM")}, Warn, "iptables-legacy " + accept, "read nf_tables: EPERM"},
+		{"on, one backend unknown, the other accepts", NetfilterFacts{BridgeCallIPTables: "1", Chains: []ForwardChain{legacy("ACCEPT", false)}, PolicyErr: errors.New("read nf_tables: EPERM")}, Warn, "iptables-nft -S FORWARD", "unknown"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r := EvalNetfilter(tt.f)
-			if r.Status != tt.want || !strings.HasPrefix(r.Fix, tt.fix) || (tt.fix == "") != (r.Fix == "") {
-				t.Errorf("got %s %q (fix %q), want %s with fix %q", r.Status, r.Message, r.Fix, tt.want, tt.fix)
+			if r.Status != tt.want || !strings.HasPrefix(r.Fix, tt.fix) || (tt.fix == "") != (r.Fix == "") || !strings.Contains(r.Message, tt.msg) {
+				t.Errorf("got %s %q (fix %q), want %s with fix %q, message with %q", r.Status, r.Message, r.Fix, tt.want, tt.fix, tt.msg)
 			}
 		})
 	}

@@ -211,7 +211,7 @@ func TestIntegrationDoctor(t *testing.T) {
 	rs, _ = runDoctor(t, ctx, l, bin, n2.Name)
 	r := find(t, rs, "netfilter/bridge-forward", doctor.Warn)
 	fix, _, _ := strings.Cut(r.Fix, "   #")
-	if !strings.HasPrefix(fix, "iptables -I FORWARD") {
+	if !strings.HasPrefix(fix, "iptables-nft -I FORWARD") {
 		t.Fatalf("FORWARD trap fix %q", r.Fix)
 	}
 	// Its fix, applied, clears it.

@@ -13,7 +13,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"os/exec"
 	"slices"
 	"strings"
 	"syscall"
@@ -116,22 +115,6 @@ func (NetlinkLinks) ProbeLink(kind string) error {
 		return fmt.Errorf("create probe %s on %s: %w", kind, veth.Name, err)
 	}
 	return nil
-}
-
-// IPTables reads iptables with the iptables command.
-type IPTables struct{}
-
-// ForwardRules implements Firewall.
-func (IPTables) ForwardRules(ctx context.Context) (string, error) {
-	out, err := exec.CommandContext(ctx, "iptables", "-w", "5", "-S", "FORWARD").Output()
-	if err != nil {
-		var ee *exec.ExitError
-		if errors.As(err, &ee) {
-			return "", fmt.Errorf("iptables -S FORWARD: %w: %s", err, strings.TrimSpace(string(ee.Stderr)))
-		}
-		return "", fmt.Errorf("iptables -S FORWARD: %w", err)
-	}
-	return string(out), nil
 }
 
 // DockerAPI adapts a Docker client to Docker.
@@ -471,7 +454,7 @@ func (e Env) Checks() []Check {
 		IPAMCheck{NodeID: e.NodeID, Networks: e.Networks, Pools: e.Pools},
 		DocumentsCheck{Kind: "inventory", Docs: e.Inventories, Eval: EvalInventories},
 		DocumentsCheck{Kind: "taskmetrics", Docs: e.TaskReports, Eval: EvalTaskReports},
-		NetfilterCheck{Files: files, Firewall: IPTables{}},
+		NetfilterCheck{Files: files, Firewall: KernelFirewall{}},
 		DockerCheck{Docker: e.Docker, Files: files},
 		SwarmCheck{Docker: e.Docker},
 		FactsCheck{Networks: e.Networks},
