@@ -26,7 +26,7 @@ import (
 // (systemd's own systemd-socket-activate holds the plugin's socket and
 // starts the agent on the first connection, passing it as LISTEN_FDS),
 // with only the capabilities underlay-agent.service leaves it
-// (CAP_NET_ADMIN, CAP_NET_RAW) and no new privileges: it makes the host
+// (CAP_NET_ADMIN) and no new privileges: it makes the host
 // shim and serves the plugin with them.
 // With containers on a cluster-IPAM network running — a standalone one
 // with restart policy "always" and two swarm tasks — the node's agent and
@@ -58,7 +58,7 @@ func TestIntegrationSocketActivation(t *testing.T) {
 		agentRuns++
 		// The unit's CapabilityBoundingSet and NoNewPrivileges, by setpriv.
 		cmd, err := lab.Command(ctx, l.Name, n.Name, "systemd-socket-activate", "--listen", ipam.DefaultSocket,
-			"setpriv", "--bounding-set", "-all,+net_admin,+net_raw", "--inh-caps", "-all", "--no-new-privs",
+			"setpriv", "--bounding-set", "-all,+net_admin", "--inh-caps", "-all", "--no-new-privs",
 			bin, "agent", "--node", n.Host, "--listen", lab.AgentListen, "--ipam-test-timers", "--ipam-leak-grace", "5s", "--ipam-sweep", "500ms",
 			"--state-dir", filepath.Join(dir, "state"))
 		if err != nil {

@@ -132,7 +132,7 @@ func TestStackControl(t *testing.T) {
 func TestUnits(t *testing.T) {
 	for name, want := range map[string][]string{
 		"underlay-ipam.socket":     {"ListenStream=/run/docker/plugins/underlay.sock", "Before=docker.service", "Service=underlay-agent.service", "RemoveOnStop=yes"},
-		"underlay-agent.service":   {"EnvironmentFile=-/etc/underlay/agent.env", "Restart=always", "CapabilityBoundingSet=CAP_NET_ADMIN CAP_NET_RAW", "ProtectSystem=strict", "NoNewPrivileges=yes", "Environment=UNDERLAY_NODE=%H"},
+		"underlay-agent.service":   {"EnvironmentFile=-/etc/underlay/agent.env", "Restart=always", "CapabilityBoundingSet=CAP_NET_ADMIN", "ProtectSystem=strict", "NoNewPrivileges=yes", "Environment=UNDERLAY_NODE=%H"},
 		"underlay-control.service": {"EnvironmentFile=-/etc/underlay/control.env", "Restart=always", "CapabilityBoundingSet=\n", "DynamicUser=yes", "--leader-election", "LoadCredential=tokens:/etc/underlay/control.tokens", "LoadCredential=peer_secret:/etc/underlay/control.peer-secret", "--peer-secret-file %d/peer_secret"},
 	} {
 		b, err := Units.ReadFile("systemd/" + name)
@@ -283,7 +283,7 @@ func serviceSettings(t *testing.T, name string) map[string][]string {
 }
 
 // TestUnitSandbox: each service's sandbox as systemd would apply it, all
-// of its lines merged: the agent has CAP_NET_ADMIN and CAP_NET_RAW in its
+// of its lines merged: the agent has CAP_NET_ADMIN alone in its
 // bounding set (root, for the Docker socket and plugin directory) and
 // netlink sockets; control, a dynamic user in the docker group, has no
 // capability and no netlink; neither gains privileges, writes the system
@@ -297,7 +297,7 @@ func TestUnitSandbox(t *testing.T) {
 	}
 	for name, want := range map[string]map[string][]string{
 		"underlay-agent.service": {
-			"CapabilityBoundingSet":   {"CAP_NET_ADMIN", "CAP_NET_RAW"},
+			"CapabilityBoundingSet":   {"CAP_NET_ADMIN"},
 			"RestrictAddressFamilies": {"AF_INET", "AF_INET6", "AF_NETLINK", "AF_UNIX"},
 			"User":                    nil, "DynamicUser": nil,
 		},
