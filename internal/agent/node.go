@@ -172,7 +172,7 @@ func claim(ctx context.Context, facts *netagent.Facts, log *slog.Logger, note fu
 // needs of it.
 func (n *node) runIPAM(ctx context.Context, g *errgroup.Group, kv *netspec.RemovedGuard, store *netspec.Store, nets *dockerhost.Networks, id string) netagent.IPAM {
 	cfg, log := n.cfg.IPAM, n.log
-	alloc := ipam.NewAllocator(kv, id, log, append(n.freedStore(id), ipam.WithSpecs(store))...)
+	alloc := ipam.NewAllocator(kv, id, log, append(n.freedStore(id), ipam.WithSpecs(store), ipam.WithHeld(n.src))...)
 	pools := ipam.SpecPools{Store: store}
 	ipamMetrics := ipam.NewMetrics(n.reg, alloc)
 	plugin := &ipam.Plugin{Alloc: alloc, Pools: pools, Log: log, Metrics: ipamMetrics}

@@ -54,6 +54,10 @@ type Allocator struct {
 	// settleLocks serialise, per pool, the releases held back being done
 	// (see settle).
 	settleLocks poolLocks
+	// lister lists the node's containers afresh for a request by name of
+	// an address whose release is held back (see unheldNow); nil: none is
+	// taken, and the request is served as a restart's.
+	lister Held
 }
 
 // Option sets an optional part of an Allocator.
@@ -75,6 +79,15 @@ func WithFreedStore(s FreedStore) Option {
 // read from (SpecPools).
 func WithSpecs(st *netspec.Store) Option {
 	return func(a *Allocator) { a.spares.listed = st.Listed }
+}
+
+// WithHeld has the allocator list the node's containers through h when a
+// request asks by name for an address whose release is held back (see
+// Allocator.Release): given only if that listing shows no container
+// holds it, nor may a start under way since before it was handed out.
+// h is the reclaimer's (Reclaimer.Held).
+func WithHeld(h Held) Option {
+	return func(a *Allocator) { a.lister = h }
 }
 
 // NewAllocator returns the allocator of the node with identity node over
@@ -160,8 +173,14 @@ func (a *Allocator) Allocate(ctx context.Context, p Pool, want netip.Addr, kind 
 	if pr, ok := a.held.pendingOf(p, want); ok && kind == KindTask && !pr.seenHeld {
 		// Asked for by name with its release held back and no listing
 		// since showing it held: a container restarted with its address
-		// (Docker releases it, then asks for it). The release is done
-		// first, then the request served as any other.
+		// (Docker releases it, then asks for it), or another container's
+		// --ip of it while the one it was handed to runs, its release a
+		// resend. A fresh listing tells them apart; if no container may
+		// hold it, the release is done first, then the request served as
+		// any other.
+		if err := a.unheldNow(ctx, p, want); err != nil {
+			return netip.Addr{}, err
+		}
 		if _, err := a.settle(ctx, p, want); err != nil {
 			return netip.Addr{}, fmt.Errorf("allocate %s in %s: free it first, its release held back: %w", want, p.ID(), err)
 		}
@@ -192,6 +211,50 @@ func (a *Allocator) Allocate(ctx context.Context, p Pool, want netip.Addr, kind 
 		a.handedOut(p, addr, al.At)
 	}
 	return addr, err
+}
+
+// heldBackListWait bounds the listing of the containers a request by name
+// of an address whose release is held back waits for (see unheldNow): it
+// takes milliseconds, and up to dockerhost's inspectWait (2 s) when a
+// start is under way (the restarting container's own, if its state is
+// restarting); the request's write must still fit in the plugin's
+// Timeout (5 s by default), or Docker's start fails on the plugin's
+// time-out rather than on this refusal.
+const heldBackListWait = 3 * time.Second
+
+// unheldNow checks, by a listing of the node's containers begun now, that
+// no container holds want, of p, whose release is held back, nor may a
+// start under way since before want was handed out (see
+// heldAddrs.judgeHeldBack): else another container runs, or starts, with
+// it, the release held back a resend of an older container's, and the
+// request (a --ip of an address in use) is refused. The restarted
+// container the release was its own is in neither: its address goes at
+// its exit, and its start began after. A listing that fails or takes too
+// long refuses the request too: it cannot be told from that (dockerd
+// restoring containers at boot lists none until they are started; the
+// restart of such a container with its address fails then, not
+// duplicated; the sweep does the release once a listing shows it free).
+// With no lister (see WithHeld) it is served as a restart's.
+func (a *Allocator) unheldNow(ctx context.Context, p Pool, want netip.Addr) error {
+	if a.lister == nil {
+		return nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, heldBackListWait)
+	defer cancel()
+	begun := a.now()
+	local, err := a.lister.HeldAddresses(lctx)
+	if err != nil {
+		return fmt.Errorf("address %s in %s is not available yet: its release is held back (an earlier agent of this node freed it lately) until a listing of the containers shows none holds it, and the listing failed: %w", want, p.ID(), err)
+	}
+	switch a.held.judgeHeldBack(p, want, local.Held[p.Network], local.Starts[p.Network], begun) {
+	case heldBackHeld:
+		return fmt.Errorf("address %s in %s is already in use (a container on this node holds it: its release held back was a resend of an older container's)", want, p.ID())
+	case heldBackStarting:
+		return fmt.Errorf("address %s in %s is already in use (a container start under way on this node may hold it, and its release held back may be a resend of an older container's)", want, p.ID())
+	case heldBackAgain:
+		return fmt.Errorf("address %s in %s is not available yet: released again while this node's containers were listed; ask again", want, p.ID())
+	}
+	return nil
 }
 
 // handedOut notes that task address addr of p was handed out at at: it

@@ -54,12 +54,17 @@
 //     passed over, until a listing of the containers begun after it
 //     shows no container holds it, nor may a start under way (the sweep
 //     then does it: Reclaimer.settleReleases), or until it is asked for
-//     by name (a container restarted with its address: the release is
-//     done, then the request served), or handed out (free in Consul after
-//     all: the release is dropped). One window is left: a request by name
-//     for it, before that listing, from another container than the one it
-//     was handed to, while that one runs (a --ip of an address in use,
-//     refused otherwise), is given it. Nor does it (or its keeper) ever hand out an address the
+//     by name and a listing of the containers taken then shows none holds
+//     it, nor may a start under way since before it was handed out (a
+//     container restarted with its address: its exit released it, its
+//     start began after; the release is done, then the request served),
+//     or handed out (free in Consul after all: the release is dropped).
+//     Asked for by name otherwise (another container's --ip of it while
+//     the one it was handed to runs or starts), or when that listing
+//     fails or takes over seconds (dockerd restoring containers at boot
+//     lists none), the request is refused, never given it: which
+//     container asks, Docker's request does not say (Allocator.unheldNow).
+//     Nor does it (or its keeper) ever hand out an address the
 //     node's containers held at the last sweep (held.go), nor one it
 //     handed out since and Docker has not released (until a listing of
 //     the containers shows what became of it; after an agent's restart,

@@ -203,6 +203,46 @@ func (h *heldAddrs) pendingOf(p Pool, a netip.Addr) (pendingRelease, bool) {
 	return pr, ok
 }
 
+// heldBackVerdict is what a listing says of an address whose release is
+// held back, asked for by name (see judgeHeldBack).
+type heldBackVerdict int
+
+const (
+	heldBackFree     heldBackVerdict = iota // no container may hold it (or no release is held back)
+	heldBackHeld                            // a container holds it
+	heldBackStarting                        // a start under way since before its handout may hold it
+	heldBackAgain                           // released again after the listing began: not judged
+)
+
+// judgeHeldBack says what a listing begun at begun, showing held and
+// starts (p's network's), tells of a, whose release is held back: a
+// container holds it (noted as pendingRelease.seenHeld, as set notes
+// it), or a start under way since before a was last handed out (as set
+// keeps a handout for) may, or neither. The container the address was
+// last handed to, running or still starting, is one of those; the same
+// container restarted, asking for it again, is neither: it released a
+// at its exit, after which its start began.
+func (h *heldAddrs) judgeHeldBack(p Pool, a netip.Addr, held map[netip.Addr]bool, starts []Start, begun time.Time) heldBackVerdict {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	pr, ok := h.pending[p.Network][a]
+	switch {
+	case !ok:
+		return heldBackFree
+	case !pr.at.Before(begun):
+		return heldBackAgain
+	case held[a]:
+		pr.seenHeld = true
+		h.pending[p.Network][a] = pr
+		return heldBackHeld
+	}
+	ho, handed := h.handed[p.Network][a]
+	if oldest := oldestStart(starts); handed && ho.of(p) && !oldest.IsZero() && !ho.at.Before(oldest) {
+		return heldBackStarting
+	}
+	return heldBackFree
+}
+
 // unpend forgets the release of a, of p's network, held back.
 func (h *heldAddrs) unpend(p Pool, a netip.Addr) {
 	h.mu.Lock()

@@ -168,6 +168,8 @@ type modelNode struct {
 	// resendable are the releases whose answers kills cut off (the
 	// in-flight one at each kill): Docker resends each, once (opResend).
 	resendable []servedRelease
+	// resent is the address of the release Docker last resent.
+	resent netip.Addr
 }
 
 // servedRelease is a release an agent of the node (generation gen)
@@ -215,7 +217,9 @@ type world struct {
 type modelStats struct {
 	allocs, spares, refused, departed, lost, taken int
 	// resent counts Docker's resends of releases; window, the requests
-	// by name left out (see opAllocAt).
+	// by name for an address a container of the node holds, its release
+	// held back with no listing since (see opAllocAt): each must be
+	// refused.
 	resent, window int
 	// raced counts the requests run inside a sync or a sweep.
 	raced int
@@ -262,7 +266,7 @@ func (w *world) now() time.Time { return w.clock }
 
 func (w *world) start(n *modelNode) {
 	n.gens++
-	a := newAllocator(w.kv, n.id, fmt.Sprintf("%s-g%d", n.id, n.gens), w.now, nil, WithFreedStore(&n.freed))
+	a := newAllocator(w.kv, n.id, fmt.Sprintf("%s-g%d", n.id, n.gens), w.now, nil, WithFreedStore(&n.freed), WithHeld(modelHeld{w, n}))
 	a.sleep = func(context.Context, time.Duration) error { w.clock = w.clock.Add(50 * time.Millisecond); return nil }
 	a.spares.enable(w.cfg.spares, nil)
 	n.alloc = a
@@ -341,6 +345,8 @@ func (w *world) apply(s step) error {
 			switch {
 			case s.C == inflightAddr && n.inflight != nil:
 				want = n.inflight.addr
+			case s.C == resentAddr:
+				want = n.resent
 			case s.C%4 == 0 && n.lastReleased.IsValid():
 				// A container restarted with its address (--ip): Docker
 				// asks for the address it just released.
@@ -348,11 +354,11 @@ func (w *world) apply(s step) error {
 			}
 			if pr, ok := n.alloc.held.pendingOf(w.pool, want); ok && !pr.seenHeld && w.holds(n, want) {
 				// Asked for by name while a container of the node holds it
-				// and its release (a resend) is held back: the window the
-				// allocator leaves (see Allocator.Allocate), a request Docker
-				// makes only for a user's --ip of an address in use.
+				// and its release (a resend) is held back, no listing since
+				// showing it held: a request Docker makes only for a user's
+				// --ip of an address in use, which must be refused (see
+				// Allocator.Allocate).
 				w.stats.window++
-				return nil
 			}
 		}
 		a, err := n.alloc.Allocate(w.ctx, w.pool, want, KindTask)
@@ -366,7 +372,7 @@ func (w *world) apply(s step) error {
 			return fmt.Errorf("%s: handed out %s, a reserved address", s, a)
 		}
 		w.stats.allocs++
-		if s.C%3 != 1 && s.C != inflightAddr {
+		if s.C%3 != 1 && s.C != inflightAddr && s.C != resentAddr {
 			n.inflight = nil
 		}
 		n.starting = append(n.starting, modelStart{addr: a, since: w.clock})
@@ -574,6 +580,15 @@ func (w *world) resend(s step, n *modelNode, count int) error {
 		if err := n.alloc.Release(w.ctx, w.pool, a); err != nil && !errors.Is(err, ErrNotHeld) && !errors.Is(err, kvtest.ErrUnreachable) {
 			return fmt.Errorf("%s: resend of the release of %s: %w", s, a, err)
 		}
+		if s.C%3 == 2 {
+			// Another container asks for the address by name (--ip) at
+			// once: refused while the container it was handed to since
+			// runs or starts (see opAllocAt).
+			n.resent = a
+			if err := w.apply(step{Op: opAllocAt, A: s.A, C: resentAddr}); err != nil {
+				return fmt.Errorf("%s: %w", s, err)
+			}
+		}
 	}
 	return nil
 }
@@ -646,6 +661,10 @@ const newestStart = 64
 // inflightAddr, as the C of an allocAt step, asks for the address of the
 // node's release in flight, and leaves it in flight.
 const inflightAddr = 65
+
+// resentAddr, as the C of an allocAt step, asks for the address of the
+// node's release Docker last resent, and leaves the release in flight.
+const resentAddr = 66
 
 // race runs steps inside another step (what), keeping the first error for
 // takeRaceErr.
@@ -971,7 +990,7 @@ func TestModelNoDuplicates(t *testing.T) {
 		t.Fatalf("seed %d: replay with %s=%d; shortest failing run found, %d steps (%v):\n%s",
 			seed, envModelSeed, seed, len(short), serr, b.String())
 	}
-	t.Logf("%d seeded runs, %d steps, from seed %d: %d addresses handed out (%d from spares), %d stray releases refused, %d nodes departed, %d requests run inside a sync or a sweep, %d running containers' addresses lost by Consul (%d taken by another node before recorded again), %d releases resent (%d requests by name left out, a held-back resend's window); no duplicate",
+	t.Logf("%d seeded runs, %d steps, from seed %d: %d addresses handed out (%d from spares), %d stray releases refused, %d nodes departed, %d requests run inside a sync or a sweep, %d running containers' addresses lost by Consul (%d taken by another node before recorded again), %d releases resent (%d requests by name, from another container, for an address whose release a resend held back); no duplicate",
 		runs, total, base, sum.allocs, sum.spares, sum.refused, sum.departed, sum.raced, sum.lost, sum.taken, sum.resent, sum.window)
 }
 

@@ -42,6 +42,10 @@ type repeatNode struct {
 	freedStore FreedStore
 	gens       int
 	clock      *time.Time
+	// listing: the node's allocator lists its containers (the node) for
+	// a request by name of an address whose release is held back, as the
+	// agent's does (see WithHeld).
+	listing bool
 }
 
 func newRepeatNode(t *testing.T, kv *kvtest.KV) *repeatNode {
@@ -61,7 +65,11 @@ func (n *repeatNode) restart(t *testing.T) {
 	if n.freedStore != nil {
 		fs = n.freedStore
 	}
-	n.a = newAllocator(n.kv, "n1", fmt.Sprintf("g%d", n.gens), func() time.Time { return *n.clock }, nil, WithFreedStore(fs))
+	opts := []Option{WithFreedStore(fs)}
+	if n.listing {
+		opts = append(opts, WithHeld(n))
+	}
+	n.a = newAllocator(n.kv, "n1", fmt.Sprintf("g%d", n.gens), func() time.Time { return *n.clock }, nil, opts...)
 	n.r = &Reclaimer{Alloc: n.a, Pools: SpecPools{Store: n.st}, Held: n, Grace: 10 * time.Second}
 	if !n.r.start(context.Background()) {
 		t.Fatal("the restarted agent's reclaimer did not start")
