@@ -177,11 +177,20 @@ func TestStarts(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got, ok := startOf(tt.c, tt.j, tt.err)
+			got, ok := startOf(tt.c, tt.j, tt.err, time.Time{})
 			if ok != tt.ok || !got.Since.Equal(tt.want.Since) {
 				t.Errorf("startOf = %+v, %v; want %+v, %v", got, ok, tt.want, tt.ok)
 			}
 		})
+	}
+	// Held by its start, a container whose death was seen started after
+	// it; a death dated before its creation (clocks apart) does not date
+	// it.
+	for _, died := range []time.Time{exited, created.Add(-time.Hour)} {
+		want := max(died.Unix(), created.Unix())
+		if got, ok := startOf(on("restarting", "pool"), container.InspectResponse{}, context.DeadlineExceeded, died); !ok || got.Since.Unix() != want {
+			t.Errorf("restarting, dockerd holds it, died at %v: startOf = %+v, %v; want since %v", died, got, ok, time.Unix(want, 0))
+		}
 	}
 	for _, tt := range []struct {
 		c       container.Summary

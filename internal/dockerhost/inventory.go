@@ -255,6 +255,12 @@ type connects struct {
 	mu sync.Mutex // guards following fields
 	// pending are the containers' IDs.
 	pending map[string]bool
+	// died is, by ID, when each container last died, as its die event
+	// says: the inspect of one dockerd holds (restarting: restart
+	// policy) does not tell it (see startOf). A missed event leaves an
+	// older one, or none: the start is then taken as older than it is,
+	// never younger.
+	died map[string]time.Time
 	// live is true while the event stream is subscribed: idle is kept,
 	// and trusted, only then; it is emptied at each (re)subscription and
 	// end, as events may have been missed.
@@ -353,6 +359,28 @@ func (c *connects) keepOnly(ids map[string]bool) {
 	defer c.mu.Unlock()
 	maps.DeleteFunc(c.pending, func(id string, _ bool) bool { return !ids[id] })
 	maps.DeleteFunc(c.idle, func(id string, _ container.ContainerState) bool { return !ids[id] })
+	maps.DeleteFunc(c.died, func(id string, _ time.Time) bool { return !ids[id] })
+}
+
+// dieTime is when die event m says its container died: its time to the
+// nanosecond, else to the second (truncated: earlier, as died allows),
+// else zero.
+func dieTime(m events.Message) time.Time {
+	switch {
+	case m.TimeNano != 0:
+		return time.Unix(0, m.TimeNano)
+	case m.Time != 0:
+		return time.Unix(m.Time, 0)
+	}
+	return time.Time{}
+}
+
+// diedAt is when container id's last die event said it died (zero: none
+// seen).
+func (c *connects) diedAt(id string) time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.died[id]
 }
 
 func (c *connects) has(id string) bool {
@@ -391,6 +419,17 @@ func (c *connects) note(m events.Message) {
 		c.named[id] = c.seen
 	}
 	delete(c.idle, id)
+	switch {
+	case m.Type == events.ContainerEventType && m.Action == events.ActionDie:
+		if c.died == nil {
+			c.died = map[string]time.Time{}
+		}
+		if at := dieTime(m); !at.IsZero() {
+			c.died[id] = at
+		}
+	case m.Type == events.ContainerEventType && m.Action == events.ActionDestroy:
+		delete(c.died, id)
+	}
 	c.mu.Unlock()
 	switch {
 	case m.Type == events.NetworkEventType && m.Action == events.ActionConnect:
@@ -452,7 +491,7 @@ func (s *Source) starts(ctx context.Context, list []container.Summary) []listedS
 				s.connected.forget(c.ID)
 				return
 			}
-			st, ok := startOf(c, j, err)
+			st, ok := startOf(c, j, err, s.connected.diedAt(c.ID))
 			if ok {
 				found[i] = &listedStart{Start: st, networks: networks}
 			} else {
@@ -543,11 +582,19 @@ func (s *Source) driverByName(ctx context.Context, name string) string {
 // started since the listing, which does not show its address: it counts,
 // for this sweep. Any other that dockerd answers for is not starting (see
 // ipam.Start): counted, a container left created would hold back the
-// reclaim of every later leak on its network.
-func startOf(c container.Summary, j container.InspectResponse, err error) (ipam.Start, bool) {
+// reclaim of every later leak on its network. One held has started since
+// its creation, or since it last died (died, from its die event: zero if
+// none seen), whichever is later: a restart policy's start of a container
+// that ran is then not taken for one begun before its last run's address
+// was handed out (see ipam.Allocator's request by name of an address
+// whose release is held back).
+func startOf(c container.Summary, j container.InspectResponse, err error, died time.Time) (ipam.Start, bool) {
 	since := time.Unix(c.Created, 0)
 	switch {
 	case err != nil:
+		if died.After(since) {
+			since = died
+		}
 		return ipam.Start{Since: since}, true
 	case j.ContainerJSONBase == nil || j.State == nil || !j.State.Running || j.State.Restarting:
 		return ipam.Start{}, false

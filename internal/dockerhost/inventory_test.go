@@ -381,3 +381,40 @@ func TestHeldAddressesInspectOnlyStartsThatMatter(t *testing.T) {
 		t.Errorf("network inspects over two sweeps = %d, want %d", got, want)
 	}
 }
+
+// TestRestartingContainerStartsFromItsDeath: a container restarting by
+// its restart policy is held by its start, so its inspect does not
+// answer, and the listing does not say when it last exited: its start
+// was dated from its creation, before its last run. Asking by name for
+// the address it released at its exit (its release held back after an
+// agent's restart), it was taken for a start begun before that address
+// was handed out, which may hold it, and refused; Docker leaves a
+// container whose restart fails stopped. The die event Docker sends at
+// its exit now dates the start.
+func TestRestartingContainerStartsFromItsDeath(t *testing.T) {
+	created := time.Unix(1700000000, 0)
+	died := created.Add(time.Hour)
+	c := container.Summary{ID: "r1", State: container.StateRestarting, Created: created.Unix(),
+		NetworkSettings: &container.NetworkSettingsSummary{Networks: map[string]*network.EndpointSettings{"mv": {NetworkID: "id-mv"}}}}
+	api := testdocker.New(t).Serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		switch r.URL.Path {
+		case "/v1.41/containers/json":
+			json.NewEncoder(w).Encode([]container.Summary{c})
+		case "/v1.41/networks/id-mv":
+			json.NewEncoder(w).Encode(network.Inspect{ID: "id-mv", Name: "mv", Driver: "macvlan"})
+		default:
+			// The inspect of r1: dockerd holds it while it starts.
+			http.Error(w, `{"message":"not faked"}`, http.StatusInternalServerError)
+		}
+	}))
+	src := NewSource(api)
+	src.connected.note(events.Message{Type: events.ContainerEventType, Action: events.ActionDie, Actor: events.Actor{ID: "r1"}, TimeNano: died.UnixNano()})
+	local, err := src.HeldAddresses(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := local.Starts["mv"]; len(got) != 1 || !got[0].Since.Equal(died) {
+		t.Errorf("restarting r1, died at %v: starts %+v, want one since its death", died, got)
+	}
+}
