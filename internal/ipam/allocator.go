@@ -229,7 +229,9 @@ const heldBackListWait = 3 * time.Second
 // it, the release held back a resend of an older container's, and the
 // request (a --ip of an address in use) is refused. The restarted
 // container the release was its own is in neither: its address goes at
-// its exit, and its start began after. A listing that fails or takes too
+// its exit, and its start began after (a restart policy's, which dockerd
+// answers no inspect of, dated by the container's die event: the Held
+// of dockerhost; the event missed, it is refused). A listing that fails or takes too
 // long refuses the request too: it cannot be told from that (dockerd
 // restoring containers at boot lists none until they are started; the
 // restart of such a container with its address fails then, not

@@ -57,13 +57,16 @@
 //     by name and a listing of the containers taken then shows none holds
 //     it, nor may a start under way since before it was handed out (a
 //     container restarted with its address: its exit released it, its
-//     start began after; the release is done, then the request served),
-//     or handed out (free in Consul after all: the release is dropped).
-//     Asked for by name otherwise (another container's --ip of it while
-//     the one it was handed to runs or starts), or when that listing
-//     fails or takes over seconds (dockerd restoring containers at boot
-//     lists none), the request is refused, never given it: which
-//     container asks, Docker's request does not say (Allocator.unheldNow).
+//     start began after, a restart policy's dated by its die event, as
+//     dockerd answers no inspect of it; the release is done, then the
+//     request served), or handed out (free in Consul after all: the
+//     release is dropped). Asked for by name otherwise (another
+//     container's --ip of it while the one it was handed to runs or
+//     starts), or when that listing fails or takes over seconds (dockerd
+//     restoring containers at boot lists none), or a restart policy's
+//     start whose die event was missed, the request is refused, never
+//     given it: which container asks, Docker's request does not say
+//     (Allocator.unheldNow).
 //     Nor does it (or its keeper) ever hand out an address the
 //     node's containers held at the last sweep (held.go), nor one it
 //     handed out since and Docker has not released (until a listing of
