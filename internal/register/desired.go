@@ -83,9 +83,42 @@ type target struct {
 	endpoint *Endpoint // nil for published and host-network ports
 }
 
+// Reasons DesiredWhy gives for a container that has no service: short,
+// for an operator (the dashboard shows them on the task's card); the
+// agent's warnings say more of the metadata behind some of them.
+const (
+	LeftOutNotRunning = "not running"
+	LeftOutLabels     = "lacks the labels the agent is limited to (--labels)"
+	LeftOutIgnore     = "SERVICE_IGNORE is set"
+	LeftOutNoHostIP   = "host network, and the agent knows no host IP (--host-ip)"
+	LeftOutNoAddress  = "SERVICE_NETWORK names a network it has no address on"
+	LeftOutNoPort     = "no port to register (none exposed or published)"
+	// LeftOutNotOnNetwork is a container that exposes ports but publishes
+	// none on the host, on networks whose addresses the agent does not
+	// register (bridge, overlay without --internal).
+	LeftOutNotOnNetwork = "not on a network the agent registers (--network, macvlan, ipvlan, or any with --internal), and no port published"
+	// LeftOutPublishedUnusable is a container whose published ports are
+	// all bound where no other host reaches them (loopback, link-local),
+	// or on all interfaces with no --host-ip.
+	LeftOutPublishedUnusable = "no published port is reachable from other hosts (loopback or link-local only, or no --host-ip)"
+	LeftOutPortsIgnored      = "SERVICE_<port>_IGNORE leaves out every port"
+	LeftOutExplicit          = "--explicit and no SERVICE_NAME"
+	// LeftOutIgnoredOrExplicit is a container some of whose ports
+	// SERVICE_<port>_IGNORE leaves out and the rest --explicit.
+	LeftOutIgnoredOrExplicit = "SERVICE_<port>_IGNORE leaves out some ports, and --explicit the others (no SERVICE_NAME)"
+)
+
 // Desired returns the services that container c should have in Consul, and
 // warnings about metadata that could not be used. It has no side effects.
 func Desired(c Container, p Policy) ([]Service, []Warning) {
+	svcs, warnings, _ := DesiredWhy(c, p)
+	return svcs, warnings
+}
+
+// DesiredWhy is Desired, and when it returns no service, why (one of the
+// LeftOut* reasons; "" when there are services): the same decision, so
+// that the reason never tells another story than the registration.
+func DesiredWhy(c Container, p Policy) ([]Service, []Warning, string) {
 	var warnings []Warning
 	seen := map[Warning]bool{}
 	who := shorten(c.Name) // for warnings
@@ -96,28 +129,33 @@ func Desired(c Container, p Policy) ([]Service, []Warning) {
 			warnings = append(warnings, w)
 		}
 	}
-	if !c.Running || !p.matches(c) {
-		return nil, nil
+	if !c.Running {
+		return nil, nil, LeftOutNotRunning
+	}
+	if !p.matches(c) {
+		return nil, nil, LeftOutLabels
 	}
 	md := parseMetadata(c, warn)
 	if s, ok := md.base["ignore"]; ok && truthy(s.value) {
-		return nil, finishWarnings(who, warnings)
+		return nil, finishWarnings(who, warnings), LeftOutIgnore
 	}
 	c.Exposed, c.Published = usablePorts(c, warn)
-	targets, ok := chooseTargets(c, p, md, warn)
-	if !ok {
-		return nil, finishWarnings(who, warnings)
+	targets, why := chooseTargets(c, p, md, warn)
+	if len(targets) == 0 {
+		return nil, finishWarnings(who, warnings), why
 	}
 	group := len(targets) > 1
 	var drafts []draft
-	over := 0
+	over, ignored, unnamed := 0, 0, 0
 	for _, t := range targets {
 		// Looked up before the port's settings are merged, which takes
 		// time with every setting of the container.
 		if s, ok := md.get(t.port.Port, "ignore"); ok && truthy(s.value) {
+			ignored++
 			continue
 		}
 		if s, _ := md.get(t.port.Port, "name"); s.value == "" && p.Explicit {
+			unnamed++
 			continue
 		}
 		if len(drafts) == MaxServices {
@@ -161,6 +199,17 @@ func Desired(c Container, p Policy) ([]Service, []Warning) {
 	if over > 0 {
 		warn("", "", fmt.Sprintf("%d ports to register; a container is registered with its first %d in port order, and %d are left out (SERVICE_<port>_IGNORE leaves a port out)", MaxServices+over, MaxServices, over))
 	}
+	if len(drafts) == 0 {
+		// Every target was skipped above, by one of the two.
+		why := LeftOutIgnoredOrExplicit
+		switch {
+		case unnamed == 0:
+			why = LeftOutPortsIgnored
+		case ignored == 0:
+			why = LeftOutExplicit
+		}
+		return nil, finishWarnings(who, warnings), why
+	}
 	var services []Service
 	for _, d := range uniqueIDs(drafts, warn) {
 		svc := d.svc
@@ -171,7 +220,7 @@ func Desired(c Container, p Policy) ([]Service, []Warning) {
 		svc.Meta[MetaHash] = Hash(svc)
 		services = append(services, svc)
 	}
-	return services, finishWarnings(who, warnings)
+	return services, finishWarnings(who, warnings), ""
 }
 
 // MaxServices is how many services one container is registered with at
@@ -214,22 +263,22 @@ func uniqueIDs(drafts []draft, warn func(key, value, problem string)) []draft {
 }
 
 // chooseTargets decides, deterministically, which address and ports c is
-// registered with.
-func chooseTargets(c Container, p Policy, md metadata, warn func(key, value, problem string)) ([]target, bool) {
+// registered with; with none, it says why (a LeftOut* reason).
+func chooseTargets(c Container, p Policy, md metadata, warn func(key, value, problem string)) ([]target, string) {
 	if c.NetworkMode == "host" {
 		if p.HostIP == "" {
 			warn("", "", "host-network container but the agent knows no host IP (--host-ip); skipped")
-			return nil, false
+			return nil, LeftOutNoHostIP
 		}
 		var ts []target
 		for _, port := range exposedAndPublished(c) {
 			ts = append(ts, target{port: port, address: p.HostIP})
 		}
-		return ts, true
+		return ts, LeftOutNoPort
 	}
 	ep, ok := chooseEndpoint(c, p, md, warn)
 	if !ok {
-		return nil, false
+		return nil, LeftOutNoAddress
 	}
 	if ep != nil {
 		addr := cmp.Or(ep.IPv4, ep.IPv6)
@@ -237,9 +286,16 @@ func chooseTargets(c Container, p Policy, md metadata, warn func(key, value, pro
 		for _, port := range exposedAndPublished(c) {
 			ts = append(ts, target{port: port, address: addr, endpoint: ep})
 		}
-		return ts, true
+		return ts, LeftOutNoPort
 	}
-	return publishedTargets(c, p, warn), true
+	ts := publishedTargets(c, p, warn)
+	switch {
+	case len(c.Published) > 0:
+		return ts, LeftOutPublishedUnusable
+	case len(c.Exposed) > 0:
+		return ts, LeftOutNotOnNetwork
+	}
+	return ts, LeftOutNoPort
 }
 
 // chooseEndpoint picks the network whose container address is registered:

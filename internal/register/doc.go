@@ -2,7 +2,8 @@
 // containers running on one Docker host.
 //
 // The desired set of services is computed from containers by pure functions
-// (Desired, Plan) that import no client library; the Agent drives them from
+// (Desired, Plan) that import no client library; DesiredWhy says, of a
+// container that has none, why, from the same decision; the Agent drives them from
 // Docker events and periodic resyncs and writes only the difference to Consul
 // through the small Docker and Catalog interfaces declared here.
 //

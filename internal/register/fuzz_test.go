@@ -18,7 +18,8 @@ var consulMetaKey = regexp.MustCompile(`^[a-zA-Z0-9_-]+$`)
 // Desired returns services Consul takes (Meta within its limits, tagged
 // addresses it reads as their family) under IDs its HTTP API can
 // deregister and names it can look up, unique within the container,
-// hashed, the same each time, within the bounds on services and tags, and
+// hashed, the same each time, within the bounds on services and tags, a
+// reason (DesiredWhy) exactly when there is no service, and
 // warnings that name the container, within their bounds.
 func FuzzDesired(f *testing.F) {
 	for _, seed := range []struct {
@@ -52,7 +53,10 @@ func FuzzDesired(f *testing.F) {
 				c.Exposed = append(c.Exposed, Port{int(port), "tcp"})
 			}
 		})
-		svcs, warnings := Desired(c, testPolicy())
+		svcs, warnings, why := DesiredWhy(c, testPolicy())
+		if (len(svcs) == 0) != (why != "") {
+			t.Errorf("%d services with reason %q: a reason is given exactly when there is no service", len(svcs), why)
+		}
 		if len(svcs) > MaxServices {
 			t.Errorf("%d services, at most %d wanted", len(svcs), MaxServices)
 		}
