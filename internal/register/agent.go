@@ -137,6 +137,11 @@ type Agent struct {
 	// that registration goes, and never takes it over meanwhile; one a
 	// pass finds gone leaves (forgetContainer).
 	waiting map[string]map[string]bool
+	// leftOut holds, by container ID, the running Swarm task containers
+	// Desired gives no service, with why (see LeftOut); leftOutC is
+	// signalled, without waiting, when it changes.
+	leftOut  map[string]LeftOut
+	leftOutC chan struct{}
 	// stream counts the event stream's openings and losses; events may be
 	// missed between a loss and the next opening.
 	stream     uint64
@@ -184,6 +189,8 @@ func NewAgent(cfg Config, d Docker, c Catalog, log *slog.Logger, reg prometheus.
 		prepared:    map[string]*prepared{},
 		verifying:   map[string][]Endpoint{},
 		waiting:     map[string]map[string]bool{},
+		leftOut:     map[string]LeftOut{},
+		leftOutC:    make(chan struct{}, 1),
 	}, nil
 }
 
@@ -281,16 +288,18 @@ func (a *Agent) syncContainer(ctx context.Context, id string) error {
 		return fmt.Errorf("inspect container %s: %w", stringid.TruncateID(id), err)
 	}
 	var desired []Service
+	var why string // why c has no service, if so
 	if !gone {
 		if !c.Running && a.cfg.Deregister == DeregisterOnSuccess && c.ExitCode != 0 {
 			a.log.Debug("container failed; keeping its services (--deregister on-success)", "container", c.Name, "exit_code", c.ExitCode)
+			a.noteLeftOut(id, c, "")
 			a.verified(id, false)
 			a.passDone(id, pass, false)
 			return nil
 		}
 		a.prepare(id, pass, c)
 		var warnings []Warning
-		desired, warnings = Desired(c, a.cfg.Policy)
+		desired, warnings, why = DesiredWhy(c, a.cfg.Policy)
 		a.reportWarnings(id, warnings)
 		desired = a.withoutHeld(id, desired)
 	} else {
@@ -301,6 +310,7 @@ func (a *Agent) syncContainer(ctx context.Context, id string) error {
 	a.verified(id, !changes.Empty() && !gone && c.Running)
 	if changes.Empty() {
 		a.passDone(id, pass, !gone && c.Running)
+		a.noteLeftOut(id, c, why)
 		return nil
 	}
 	if err := a.apply(ctx, id, changes); err != nil {
@@ -308,6 +318,7 @@ func (a *Agent) syncContainer(ctx context.Context, id string) error {
 		return err
 	}
 	a.passDone(id, pass, !gone && c.Running)
+	a.noteLeftOut(id, c, why) // after the write: registrations come first
 	var sinceEvent time.Duration
 	if !pass.events.oldest.IsZero() {
 		sinceEvent = time.Since(pass.events.oldest)
@@ -794,6 +805,12 @@ func (a *Agent) forgetUnlisted(running []string, regs []Registered) {
 	defer a.mu.Unlock()
 	maps.DeleteFunc(a.sawRunning, func(id string, _ uint64) bool { return !keep[id] })
 	maps.DeleteFunc(a.warned, func(id string, _ map[Warning]bool) bool { return !keep[id] })
+	if n := len(a.leftOut); n > 0 {
+		maps.DeleteFunc(a.leftOut, func(id string, _ LeftOut) bool { return !keep[id] })
+		if len(a.leftOut) != n {
+			a.leftOutChangedLocked()
+		}
+	}
 }
 
 func (a *Agent) reportWarnings(id string, ws []Warning) {
@@ -820,6 +837,10 @@ func (a *Agent) forgetContainer(id string) {
 	defer a.mu.Unlock()
 	delete(a.warned, id)
 	a.forgetWaiterLocked(id)
+	if _, ok := a.leftOut[id]; ok {
+		delete(a.leftOut, id)
+		a.leftOutChangedLocked()
+	}
 }
 
 // forgetWaiterLocked drops container id from the waits for service IDs.

@@ -128,7 +128,7 @@ func (a *Agent) preparedPass(ctx context.Context, id string, p pass) (bool, erro
 		a.metrics.prepared.WithLabelValues("dropped").Inc()
 		return false, nil
 	}
-	desired, warnings := Desired(c, a.cfg.Policy)
+	desired, warnings, why := DesiredWhy(c, a.cfg.Policy)
 	a.reportWarnings(id, warnings)
 	desired = a.withoutHeld(id, desired)
 	changes := Plan(desired, a.actualFor(id))
@@ -142,6 +142,7 @@ func (a *Agent) preparedPass(ctx context.Context, id string, p pass) (bool, erro
 		}
 	}
 	a.metrics.prepared.WithLabelValues("written").Inc()
+	a.noteLeftOut(id, c, why) // after the write: registrations come first
 	a.log.Debug("start registered from the prepared view", "container", stringid.TruncateID(id), "writes", changes.Len(), "since_start_event", time.Since(ev.startedAt), "writing", time.Since(began), "pass_began_after", began.Sub(ev.startedAt))
 	// The check, with the other starts' once other work allows.
 	a.mu.Lock()
