@@ -19,6 +19,7 @@ import (
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/scale/adapter"
 	"github.com/underlay/underlay/internal/taskmetrics"
+	"github.com/underlay/underlay/internal/unregistered"
 )
 
 // stackFile is the part of a compose file the checks read.
@@ -213,6 +214,7 @@ func TestPolicies(t *testing.T) {
 			key(inventory.KVPrefix):           "write",
 			key(taskmetrics.KVPrefix):         "write",
 			key(doctor.KVPrefix):              "write",
+			key(unregistered.KVPrefix):        "write",
 			`key "` + netspec.IndexKey + `"`:  "read", // the IPAM plugin's check of what it settled
 		}},
 		{"control.hcl", ControlPolicy, map[string]string{
@@ -225,6 +227,7 @@ func TestPolicies(t *testing.T) {
 			key(ipam.KVPrefix):         "read",
 			key(inventory.KVPrefix):    "read",
 			key(doctor.KVPrefix):       "read",
+			key(unregistered.KVPrefix): "read",
 			`service_prefix ""`:        "read",
 			`node_prefix ""`:           "read",
 		}},
@@ -1185,7 +1188,7 @@ func TestAgentNodePolicy(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := policyRules(t, "agent.hcl", AgentPolicy)
-	for _, p := range []string{netspec.NodesKVPrefix, inventory.KVPrefix, taskmetrics.KVPrefix, doctor.KVPrefix} {
+	for _, p := range []string{netspec.NodesKVPrefix, inventory.KVPrefix, taskmetrics.KVPrefix, doctor.KVPrefix, unregistered.KVPrefix} {
 		want[fmt.Sprintf("key_prefix %q", p)] = "read"
 	}
 	for _, k := range []string{
@@ -1193,6 +1196,7 @@ func TestAgentNodePolicy(t *testing.T) {
 		inventory.KVPrefix + id,                         // its inventory
 		taskmetrics.IDPrefix + id, doctor.IDPrefix + id, // its reports
 		taskmetrics.KVPrefix + name, doctor.KVPrefix + name, // an older agent's, which it retires
+		unregistered.KVPrefix + id, // the tasks it leaves out of Consul
 	} {
 		want[fmt.Sprintf("key %q", k)] = "write"
 	}

@@ -9,15 +9,17 @@ import (
 	"github.com/underlay/underlay/internal/inventory"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/taskmetrics"
+	"github.com/underlay/underlay/internal/unregistered"
 )
 
 // Prefixes of agent.hcl under which each agent writes its own node's keys
 // only: its facts (the claim of its identity and its heartbeat, by which
 // the swarm leader judges it alive), its address inventory, its task
-// metrics (the autoscaler's input) and its doctor report. A shared token
-// lets any node rewrite or delete another's: make it look dead, so that
-// its addresses are reclaimed while in use; steer the autoscaler; or hide
-// a failing node's report. Read stays on the whole prefix: agents judge
+// metrics (the autoscaler's input), its doctor report and its report of
+// the tasks it leaves out of Consul. A shared token lets any node rewrite
+// or delete another's: make it look dead, so that its addresses are
+// reclaimed while in use; steer the autoscaler; hide a failing node's
+// report; or pass off another node's lost registrations as deliberate. Read stays on the whole prefix: agents judge
 // each other's liveness by the facts, and check older agents' reports.
 var nodeScoped = []struct {
 	prefix string
@@ -33,6 +35,7 @@ var nodeScoped = []struct {
 	{doctor.KVPrefix, func(id, name string) []string {
 		return []string{doctor.IDPrefix + id, doctor.KVPrefix + name}
 	}},
+	{unregistered.KVPrefix, func(id, _ string) []string { return []string{unregistered.KVPrefix + id} }},
 }
 
 // AgentNodePolicy is AgentPolicy for the agent of one node, whose swarm

@@ -65,6 +65,14 @@ key_prefix "underlay/metrics/" {
   policy = "write"
 }
 
+# The Swarm tasks this node's agent leaves out of Consul on purpose, with
+# why (no port, SERVICE_IGNORE, --explicit...), shown by the dashboard as
+# not registered rather than as mismatches: under
+# underlay/unregistered/SWARM-NODE-ID.
+key_prefix "underlay/unregistered/" {
+  policy = "write"
+}
+
 # This node's doctor report (--doctor-interval), shown by the dashboard: under
 # underlay/doctor/id/SWARM-NODE-ID (older agents: underlay/doctor/NODE).
 key_prefix "underlay/doctor/" {

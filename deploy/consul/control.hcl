@@ -28,8 +28,8 @@ session_prefix "" {
 }
 
 # The dashboard (/ui): network specs, leases and states, node facts,
-# cluster-IPAM pools, the address inventory and the agents' doctor
-# reports, read only.
+# cluster-IPAM pools, the address inventory, the agents' doctor reports
+# and their reports of the tasks they leave out of Consul, read only.
 key_prefix "underlay/networks/" {
   policy = "read"
 }
@@ -43,6 +43,9 @@ key_prefix "underlay/inventory/" {
   policy = "read"
 }
 key_prefix "underlay/doctor/" {
+  policy = "read"
+}
+key_prefix "underlay/unregistered/" {
   policy = "read"
 }
 

@@ -183,7 +183,7 @@ func run(ctx context.Context, cfg Config, c Clients, gate *ipam.Gate, log *slog.
 	g, gctx := errgroup.WithContext(ctx)
 	g.Go(func() error { return agent.Run(gctx) })
 	if cfg.Networks {
-		n := &node{cfg: cfg, c: c, src: src, name: pol.Node, reg: reg, log: log, gate: gate}
+		n := &node{cfg: cfg, c: c, src: src, name: pol.Node, reg: reg, log: log, gate: gate, registrar: agent}
 		g.Go(func() error { return n.run(gctx) })
 	}
 	if cfg.Listen != "" {

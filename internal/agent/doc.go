@@ -3,7 +3,8 @@
 // everything that acts for the node in the cluster — the network
 // reconciler (netagent over hostnet), the cluster IPAM plugin, its leak
 // reclaimer and spares keeper (ipam), the address inventory (inventory),
-// task metrics (taskmetrics) and doctor reports (doctor); the status
+// task metrics (taskmetrics), the Swarm tasks the registration leaves out
+// of Consul (unregistered) and doctor reports (doctor); the status
 // server (/healthz, /metrics) and the profiler (profiling). It decides
 // which parts run, in which order and sharing what (one Docker source,
 // one Prometheus registry, one KV adapter).

@@ -20,7 +20,9 @@ import (
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netagent"
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/register"
 	"github.com/underlay/underlay/internal/taskmetrics"
+	"github.com/underlay/underlay/internal/unregistered"
 )
 
 // node runs the parts of the agent that act for the node in the cluster —
@@ -36,6 +38,16 @@ type node struct {
 	// gate is the IPAM plugin's, opened once the identity is claimed and
 	// the node's containers listed (nil: no IPAM).
 	gate *ipam.Gate
+	// registrar is the registration agent, whose left-out Swarm tasks the
+	// node publishes.
+	registrar leftOutSource
+}
+
+// leftOutSource is what publishing the unregistered tasks needs of the
+// registration agent (register.Agent).
+type leftOutSource interface {
+	LeftOut() []register.LeftOut
+	LeftOutChanged() <-chan struct{}
 }
 
 // run first claims the node's identity, and fails if another live agent
@@ -84,6 +96,7 @@ func (n *node) run(ctx context.Context) error {
 		inventory.Run(gctx, n.src, kv, n.name, id, cfg.NetworkSync, log, inventory.NewMetrics(n.reg))
 		return nil
 	})
+	g.Go(func() error { n.publishUnregistered(gctx, kv, id); return nil })
 	if cfg.DoctorInterval > 0 {
 		g.Go(func() error { n.runDoctorReports(gctx, id, kv, store); return nil })
 	}
@@ -94,6 +107,37 @@ func (n *node) run(ctx context.Context) error {
 		})
 	}
 	return g.Wait()
+}
+
+// Timing of the report of unregistered tasks: a change is published
+// unregisteredSettle after it, so that a burst of starts is one write; a
+// failed write is tried again after unregisteredRetry.
+const (
+	unregisteredSettle = time.Second
+	unregisteredRetry  = 5 * time.Second
+)
+
+// publishUnregistered publishes, under the node's swarm node ID, the Swarm
+// tasks the registration agent leaves out of Consul, with why, whenever
+// they change (unregistered.Publisher): the dashboard shows them as not
+// registered on purpose, not as mismatches.
+func (n *node) publishUnregistered(ctx context.Context, kv unregistered.KV, id string) {
+	p := &unregistered.Publisher{
+		KV: kv, Node: n.name, NodeID: id, Changed: n.registrar.LeftOutChanged(),
+		List:   func() []unregistered.Task { return unregisteredTasks(n.registrar.LeftOut()) },
+		Settle: unregisteredSettle, Retry: unregisteredRetry, Log: n.log,
+	}
+	p.Run(ctx)
+}
+
+// unregisteredTasks is the agent's left-out containers as the report's
+// tasks.
+func unregisteredTasks(ls []register.LeftOut) []unregistered.Task {
+	out := make([]unregistered.Task, 0, len(ls))
+	for _, l := range ls {
+		out = append(out, unregistered.Task{TaskID: l.TaskID, ContainerID: l.ContainerID, Reason: l.Reason, NodeID: l.NodeID})
+	}
+	return out
 }
 
 // linkHost is the host side of the networks, marking the links it makes
