@@ -181,6 +181,17 @@ func TestScriptShowsOmittedChecks(t *testing.T) {
 	}
 }
 
+// TestScriptShowsWhyATaskIsUnregistered: a card shows why its node's
+// agent leaves the task out of Consul (Task.Unregistered) as text, by
+// the snapshot's name.
+func TestScriptShowsWhyATaskIsUnregistered(t *testing.T) {
+	fn := scriptFunc(t, appJS(t), "card")
+	name := jsonName(t, Task{}, "Unregistered")
+	if !strings.Contains(fn, "text: 'left out on purpose: ' + t."+name) {
+		t.Errorf("card does not show the card's Unregistered as text (t.%s)", name)
+	}
+}
+
 // TestScriptSetsNoClassFromData: a class is the page's own word, never a
 // value the cluster gave: a doctor result's status is whatever the agent
 // wrote in KV, and "fail warn" (a failure, by the counts, as every status

@@ -18,6 +18,7 @@ import (
 	"github.com/underlay/underlay/internal/register"
 	"github.com/underlay/underlay/internal/scale"
 	"github.com/underlay/underlay/internal/shellword"
+	"github.com/underlay/underlay/internal/unregistered"
 )
 
 // Timings and limits of Build.
@@ -206,6 +207,10 @@ type index struct {
 	instTask   map[string][]Instance        // by swarm task ID
 	instCtr    map[string][]Instance        // by container ID
 	task       map[string]SwarmTask
+	// unreg holds the tasks the nodes' agents report they leave out of
+	// Consul on purpose, by the report's swarm node ID and task ID: a
+	// report speaks for its own node's tasks only.
+	unreg map[string]unregistered.Task
 }
 
 func newIndex(in Inputs, inv []inventory.Entry) *index {
@@ -213,6 +218,12 @@ func newIndex(in Inputs, inv []inventory.Entry) *index {
 		nodeName: map[string]string{}, factsName: in.NodeNames, service: map[string]SwarmService{},
 		invTask: map[string][]inventory.Entry{}, invCtr: map[string][]inventory.Entry{},
 		instTask: map[string][]Instance{}, instCtr: map[string][]Instance{}, task: map[string]SwarmTask{},
+		unreg: map[string]unregistered.Task{},
+	}
+	for _, r := range in.Unregistered {
+		for _, t := range r.Tasks {
+			ix.unreg[r.NodeID+"/"+t.TaskID] = t
+		}
 	}
 	for _, source := range []string{"docker", "consul"} {
 		if _, failed := in.Errors[source]; failed && ix.behind == "" {
@@ -432,7 +443,9 @@ func taskCard(t SwarmTask, now time.Time, ix *index) Task {
 	switch {
 	case len(insts) == 0:
 		c.Health = HealthNotRegistered
-		if running && now.Sub(t.Since) > RegisterGrace && ix.behind == "" {
+		if why, ok := ix.leftOut(t); ok && running {
+			c.Unregistered = why
+		} else if running && now.Sub(t.Since) > RegisterGrace && ix.behind == "" {
 			c.Mismatch = true
 			c.Problems = append(c.Problems, "Swarm runs this task, but Consul does not list it")
 		}
@@ -444,6 +457,20 @@ func taskCard(t SwarmTask, now time.Time, ix *index) Task {
 		}
 	}
 	return c
+}
+
+// leftOut says why the agent of t's node leaves t out of Consul on
+// purpose, when that node's report lists it: by its node's swarm node
+// ID, and with its container when both name one.
+func (ix *index) leftOut(t SwarmTask) (string, bool) {
+	if t.NodeID == "" {
+		return "", false
+	}
+	u, ok := ix.unreg[t.NodeID+"/"+t.ID]
+	if !ok || (t.ContainerID != "" && t.ContainerID != u.ContainerID) {
+		return "", false
+	}
+	return cut(u.Reason, MaxEventMessage), true
 }
 
 // applyInstances sets a card's Consul side: health (the worst check over

@@ -4,8 +4,8 @@
 // The data assembly is a pure function, Build, from what the sources
 // return — the swarm (nodes, services, tasks, through a manager's dockerd),
 // Consul (catalog and health; underlay's KV: network specs, per-node ranges,
-// cluster IPAM blocks, the agents' address inventories, doctor reports and
-// node facts) and the autoscaler (policies, the decision history) — to a
+// cluster IPAM blocks, the agents' address inventories, doctor reports,
+// reports of the tasks they leave out of Consul and node facts) and the autoscaler (policies, the decision history) — to a
 // Snapshot, the JSON of GET /v1/cluster. Diff turns two snapshots into the
 // events the page lists. Both are unit-tested.
 //
@@ -18,7 +18,8 @@
 // plain HTML, CSS and JavaScript embedded in the binary, with no build
 // step and nothing fetched from elsewhere.
 //
-// It imports only the types of netspec, ipam, inventory, register and scale,
+// It imports only the types of netspec, ipam, inventory, register,
+// unregistered and scale,
 // and termtext and shellword to show names readable; its I/O edges are its
 // sources (package adapter) and HTTP.
 package dashboard

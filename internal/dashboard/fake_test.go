@@ -13,6 +13,7 @@ import (
 	"github.com/underlay/underlay/internal/register"
 	"github.com/underlay/underlay/internal/scale"
 	"github.com/underlay/underlay/internal/shellword"
+	"github.com/underlay/underlay/internal/unregistered"
 )
 
 // fakeSources serve fixed Inputs through every source interface; set
@@ -99,6 +100,10 @@ func (s fakeStore) Inventory(context.Context, []netspec.NodeFacts) ([]inventory.
 func (s fakeStore) Agents(context.Context, []netspec.NodeFacts, []netspec.MisfiledFacts) ([]AgentInput, error) {
 	in, err := s.f.get("kv")
 	return in.Agents, err
+}
+func (s fakeStore) Unregistered(context.Context) ([]unregistered.Report, error) {
+	in, err := s.f.get("kv")
+	return in.Unregistered, err
 }
 func (s fakeStore) Changes(context.Context) <-chan struct{} { return nil }
 

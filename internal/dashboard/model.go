@@ -185,6 +185,11 @@ type Task struct {
 	// Health is passing, warning, critical or "not registered".
 	Health   string `json:"health"`
 	ConsulID string `json:"consul_id,omitempty"`
+	// Unregistered says why the task's node's agent leaves it out of
+	// Consul on purpose (no port, SERVICE_IGNORE…), as it reported
+	// (unregistered.Report): a running task Consul does not list is then
+	// no mismatch. Empty otherwise.
+	Unregistered string `json:"unregistered,omitempty"`
 	// Checks are the instance's checks, the first MaxCardChecks (those
 	// that do not pass first, when cut), each name and output cut at
 	// MaxEventMessage; ChecksOmitted counts the others.

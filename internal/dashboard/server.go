@@ -472,7 +472,12 @@ func (s *Server) gather(ctx context.Context) Inputs {
 			if err != nil {
 				return err
 			}
+			unreg, err := src.Store.Unregistered(ctx)
+			if err != nil {
+				return err
+			}
 			in.Networks, in.Inventory, in.Agents, in.NodeNames = nets, inv, agents, inventory.NodeNames(facts)
+			in.Unregistered = unreg
 			return nil
 		})
 	}
@@ -541,8 +546,10 @@ func (s *Server) keepLast(in *Inputs) {
 	}
 	if _, failed := in.Errors["kv"]; failed {
 		in.Networks, in.Inventory, in.Agents, in.NodeNames = l.Networks, l.Inventory, l.Agents, l.NodeNames
+		in.Unregistered = l.Unregistered
 	} else {
 		l.Networks, l.Inventory, l.Agents, l.NodeNames = in.Networks, in.Inventory, in.Agents, in.NodeNames
+		l.Unregistered = in.Unregistered
 	}
 	if _, failed := in.Errors["history"]; failed {
 		in.History, in.BadHistory, in.Control = l.History, l.BadHistory, l.Control

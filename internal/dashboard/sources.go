@@ -9,6 +9,7 @@ import (
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/scale"
+	"github.com/underlay/underlay/internal/unregistered"
 )
 
 // Swarm is what the dashboard reads of the swarm, through a manager's
@@ -49,6 +50,10 @@ type Store interface {
 	// each older facts document naming the node too, and of each misfiled
 	// document, among the warnings of the node it is listed as.
 	Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled []netspec.MisfiledFacts) ([]AgentInput, error)
+	// Unregistered lists the nodes' reports of the Swarm tasks their
+	// agents leave out of Consul on purpose, those readers refuse left
+	// out (unregistered.Load).
+	Unregistered(ctx context.Context) ([]unregistered.Report, error)
 	// Changes fires when any of the above changes.
 	Changes(ctx context.Context) <-chan struct{}
 }
@@ -254,9 +259,13 @@ type Inputs struct {
 	// NodeNames maps node identities (swarm node IDs) to the names their
 	// node facts give (inventory.NodeNames), which name the nodes of pool
 	// allocations, ranges and blocks, as in `underlay ips`.
-	NodeNames  map[string]string
-	Agents     []AgentInput
-	Autoscaled []scale.ServiceInfo
+	NodeNames map[string]string
+	Agents    []AgentInput
+	// Unregistered are the nodes' reports of the Swarm tasks their agents
+	// leave out of Consul on purpose, with why: such a running task that
+	// Consul does not list is no mismatch.
+	Unregistered []unregistered.Report
+	Autoscaled   []scale.ServiceInfo
 	// History holds each autoscaled service's decisions, oldest first.
 	History map[string][]scale.Record
 	// BadHistory holds, by service, the history records that cannot be

@@ -16,6 +16,7 @@ import (
 	"github.com/underlay/underlay/internal/ipam"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/shellword"
+	"github.com/underlay/underlay/internal/unregistered"
 )
 
 // KV is what Store reads of Consul KV (consul.KV): through netspec, ipam,
@@ -39,7 +40,7 @@ type Store struct {
 // history, watched too.
 func NewStore(kv KV, historyPrefix string) *Store {
 	return &Store{kv: kv, nets: netspec.NewStore(kv), watched: []string{
-		netspec.KVPrefix, netspec.NodesKVPrefix, inventory.KVPrefix, ipam.KVPrefix, doctor.KVPrefix, historyPrefix,
+		netspec.KVPrefix, netspec.NodesKVPrefix, inventory.KVPrefix, ipam.KVPrefix, doctor.KVPrefix, unregistered.KVPrefix, historyPrefix,
 	}}
 }
 
@@ -101,6 +102,14 @@ func (s *Store) Inventory(ctx context.Context, facts []netspec.NodeFacts) ([]inv
 	// Unreadable inventories are left out here; `underlay ips` names them.
 	es, _, err := inventory.Load(ctx, s.kv, facts)
 	return es, err
+}
+
+// Unregistered implements dashboard.Store. Reports readers refuse are
+// left out: their tasks are shown as before reports (mismatches once
+// Consul has not listed them for a while).
+func (s *Store) Unregistered(ctx context.Context) ([]unregistered.Report, error) {
+	rs, _, err := unregistered.Load(ctx, s.kv)
+	return rs, err
 }
 
 // Agents implements dashboard.Store: node facts and doctor reports, by

@@ -487,6 +487,8 @@
       dataset: { task: t.id, service: t.service, state: t.state, health: t.health, ip, kind: t.kind, search },
     },
       h('div', { class: 'head' }, h('span', { class: 'name', text: cardName(t) }), badge(t.state), badge(t.health)),
+      // Why its node's agent leaves it out of Consul: no mismatch.
+      t.unregistered ? h('div', { class: 'meta unregistered', text: 'left out on purpose: ' + t.unregistered }) : null,
       t.addresses.map((a) => h('div', { class: 'addr' }, h('span', { class: 'ip', text: a.ip }), ' ',
         a.mac ? h('span', { class: 'mac', text: a.mac }) : null, ' ', h('span', { class: 'net', text: a.network }))),
       t.addresses.length ? null : h('div', { class: 'muted', text: 'no underlay address' }),
