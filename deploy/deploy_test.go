@@ -240,6 +240,7 @@ func TestPolicies(t *testing.T) {
 			key(inventory.KVPrefix):           "write",
 			key(taskmetrics.KVPrefix):         "write",
 			key(doctor.KVPrefix):              "write",
+			key(unregistered.KVPrefix):        "write",
 			`service_prefix ""`:               "read",  // the catalog's services
 			`node_prefix ""`:                  "write", // the removed node's services deregistered
 		}},

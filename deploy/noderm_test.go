@@ -19,6 +19,7 @@ import (
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/register"
 	"github.com/underlay/underlay/internal/taskmetrics"
+	"github.com/underlay/underlay/internal/unregistered"
 )
 
 // access is one thing a component asks of Consul's ACLs: read or write
@@ -242,7 +243,7 @@ func nodeRmAccesses(t *testing.T) []access {
 		if _, err := ipam.NewAllocator(kv.KV, n.id, nil).Allocate(ctx, p, netip.Addr{}, ipam.KindTask); err != nil {
 			t.Fatal(err)
 		}
-		for _, k := range []string{inventory.KVPrefix + n.id, doctor.KVPrefix + n.name, taskmetrics.KVPrefix + n.name, ipam.KVPrefix + pool.Name + "/v4/kept/" + n.id} {
+		for _, k := range []string{inventory.KVPrefix + n.id, doctor.KVPrefix + n.name, taskmetrics.KVPrefix + n.name, ipam.KVPrefix + pool.Name + "/v4/kept/" + n.id, unregistered.KVPrefix + n.id} {
 			kv.KV.Put(ctx, k, []byte(`{}`))
 		}
 		for _, prefix := range []string{doctor.IDPrefix, taskmetrics.IDPrefix} {

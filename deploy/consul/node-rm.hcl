@@ -31,7 +31,8 @@ key_prefix "underlay/ipam/" {
 }
 
 # The node's address inventory, task metrics and doctor report (under its
-# swarm node ID, and those an older agent kept under its name), deleted.
+# swarm node ID, and those an older agent kept under its name), and its
+# report of the tasks it left out of Consul, deleted.
 key_prefix "underlay/inventory/" {
   policy = "write"
 }
@@ -39,6 +40,9 @@ key_prefix "underlay/metrics/" {
   policy = "write"
 }
 key_prefix "underlay/doctor/" {
+  policy = "write"
+}
+key_prefix "underlay/unregistered/" {
   policy = "write"
 }
 

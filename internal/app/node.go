@@ -173,7 +173,8 @@ func newNodeRemoveCommand(f *networkFlags, streams IOStreams) *cobra.Command {
 		Short:   "Remove what a node removed from the swarm for good left in Consul (refused while the swarm lists it or its agent runs)",
 		Long: `Remove what a node removed from the swarm for good left in Consul: its facts, the
 per-node ranges it leased and its state reports on every network, its cluster-IPAM
-addresses, its inventory, doctor report and task metrics. NODE is its swarm node ID,
+addresses, its inventory, doctor report, task metrics and report of the tasks it left
+out of Consul. NODE is its swarm node ID,
 or its name when only one node has it (an argument that may name more than one node —
 a name two nodes have, an ID that is another node's name, a name that is the start of
 another node's ID — is refused, naming each); or, for node facts under a key no agent writes

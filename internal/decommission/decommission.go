@@ -2,8 +2,9 @@
 // swarm for good left there: its facts, the ranges it leased and its state
 // reports on every network, its cluster-IPAM addresses, the addresses it
 // kept for starts and its reports of addresses allocated to no node, its
-// inventory, doctor report and task metrics (those under its swarm node
-// ID, and those an older agent kept under its name when they are its),
+// inventory, doctor report, task metrics (those under its swarm node
+// ID, and those an older agent kept under its name when they are its) and
+// report of the tasks it left out of Consul,
 // and, from Consul's catalog, the services its agent registered
 // (NodeServices).
 //
@@ -36,6 +37,7 @@ import (
 	"github.com/underlay/underlay/internal/shellword"
 	"github.com/underlay/underlay/internal/taskmetrics"
 	"github.com/underlay/underlay/internal/termtext"
+	"github.com/underlay/underlay/internal/unregistered"
 )
 
 // ErrRefused wraps the reasons a node is not removed.
@@ -87,7 +89,8 @@ type Removed struct {
 	Addresses map[string][]netip.Addr
 	// Keys are the other keys deleted: cluster-IPAM blocks left without
 	// allocations, addresses kept for starts, reports of addresses
-	// allocated to no node, inventory, doctor report, task metrics, facts.
+	// allocated to no node, inventory, doctor report, task metrics, report
+	// of unregistered tasks, facts.
 	Keys []string
 	// Changed are the keys rewritten without the node's records:
 	// cluster-IPAM blocks where other nodes' addresses stay, without its
@@ -392,7 +395,7 @@ func Remove(ctx context.Context, kv KV, sw Swarm, arg string, o Options) (Remove
 	if err := renew(); err != nil {
 		return out, err
 	}
-	keys := []string{inventory.KVPrefix + f.ID, doctor.IDPrefix + f.ID, taskmetrics.IDPrefix + f.ID}
+	keys := []string{inventory.KVPrefix + f.ID, doctor.IDPrefix + f.ID, taskmetrics.IDPrefix + f.ID, unregistered.KVPrefix + f.ID}
 	for _, k := range keys {
 		// One transaction, which names the key in its body: through a URL,
 		// a name with a ".." or empty segment is redirected by Consul's

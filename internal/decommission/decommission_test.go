@@ -21,6 +21,7 @@ import (
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/taskmetrics"
+	"github.com/underlay/underlay/internal/unregistered"
 )
 
 type swarmNodes map[string]string
@@ -88,7 +89,7 @@ func newCluster(t *testing.T) *cluster {
 			c.addrs[n.id] = append(c.addrs[n.id], addr)
 		}
 		for _, k := range []string{inventory.KVPrefix + n.id, doctor.KVPrefix + n.name, taskmetrics.KVPrefix + n.name,
-			ipam.KVPrefix + pool.Name + "/v4/kept/" + n.id} {
+			ipam.KVPrefix + pool.Name + "/v4/kept/" + n.id, unregistered.KVPrefix + n.id} {
 			kv.Put(ctx, k, []byte(`{}`))
 		}
 		for _, prefix := range []string{doctor.IDPrefix, taskmetrics.IDPrefix} {
@@ -163,7 +164,7 @@ func TestRemove(t *testing.T) {
 		return ipam.KVPrefix + pool.Name + "/v4/blocks/" + b.Addr().String() + "_" + fmt.Sprint(b.Bits())
 	}
 	if want := []string{blockKey(c.addrs["gone000000000000000000000"][0]), ipam.KVPrefix + pool.Name + "/v4/kept/gone000000000000000000000", inventory.KVPrefix + "gone000000000000000000000",
-		doctor.IDPrefix + "gone000000000000000000000", taskmetrics.IDPrefix + "gone000000000000000000000", doctor.KVPrefix + "old", taskmetrics.KVPrefix + "old", netspec.NodesKVPrefix + "gone000000000000000000000"}; !slices.Equal(got.Keys, want) {
+		doctor.IDPrefix + "gone000000000000000000000", taskmetrics.IDPrefix + "gone000000000000000000000", unregistered.KVPrefix + "gone000000000000000000000", doctor.KVPrefix + "old", taskmetrics.KVPrefix + "old", netspec.NodesKVPrefix + "gone000000000000000000000"}; !slices.Equal(got.Keys, want) {
 		t.Errorf("deleted keys %q, want %q", got.Keys, want)
 	}
 	if want := []string{blockKey(borrowed)}; !slices.Equal(got.Changed, want) {
@@ -171,7 +172,7 @@ func TestRemove(t *testing.T) {
 	}
 	for _, n := range []struct{ id, name string }{{"gone000000000000000000000", "old"}, {"live000000000000000000000", "new"}} {
 		for _, k := range []string{netspec.NodesKVPrefix + n.id, inventory.KVPrefix + n.id, doctor.KVPrefix + n.name, taskmetrics.KVPrefix + n.name,
-			doctor.IDPrefix + n.id, taskmetrics.IDPrefix + n.id, ipam.KVPrefix + pool.Name + "/v4/kept/" + n.id} {
+			doctor.IDPrefix + n.id, taskmetrics.IDPrefix + n.id, ipam.KVPrefix + pool.Name + "/v4/kept/" + n.id, unregistered.KVPrefix + n.id} {
 			if c.has(k) != (n.id == "live000000000000000000000") {
 				t.Errorf("%s present: %v, want it only for the live node", k, c.has(k))
 			}
@@ -1123,7 +1124,7 @@ func TestRemoveFactsNoAgentWrites(t *testing.T) {
 	if c.has(inventory.KVPrefix + "X") {
 		t.Errorf("%sX left behind", inventory.KVPrefix)
 	}
-	for _, k := range []string{netspec.NodesKVPrefix + live, inventory.KVPrefix + live, doctor.IDPrefix + live, taskmetrics.IDPrefix + live,
+	for _, k := range []string{netspec.NodesKVPrefix + live, inventory.KVPrefix + live, doctor.IDPrefix + live, taskmetrics.IDPrefix + live, unregistered.KVPrefix + live,
 		doctor.KVPrefix + "new", taskmetrics.KVPrefix + "new", netspec.KVPrefix + lan.Name + "/nodes/" + live} {
 		if !c.has(k) {
 			t.Errorf("the live node's %s was deleted", k)
