@@ -109,12 +109,15 @@ func (n *node) run(ctx context.Context) error {
 	return g.Wait()
 }
 
-// Timing of the report of unregistered tasks: a change is published
-// unregisteredSettle after it, so that a burst of starts is one write; a
-// failed write is tried again after unregisteredRetry.
+// Timing of the report of unregistered tasks: the first is published
+// unregisteredInitial after the agent starts, once its first resync has
+// read the node's containers; a change unregisteredSettle after it, so
+// that a burst of starts is one write; a failed write is tried again
+// after unregisteredRetry.
 const (
-	unregisteredSettle = time.Second
-	unregisteredRetry  = 5 * time.Second
+	unregisteredInitial = 10 * time.Second
+	unregisteredSettle  = time.Second
+	unregisteredRetry   = 5 * time.Second
 )
 
 // publishUnregistered publishes, under the node's swarm node ID, the Swarm
@@ -124,8 +127,8 @@ const (
 func (n *node) publishUnregistered(ctx context.Context, kv unregistered.KV, id string) {
 	p := &unregistered.Publisher{
 		KV: kv, Node: n.name, NodeID: id, Changed: n.registrar.LeftOutChanged(),
-		List:   func() []unregistered.Task { return unregisteredTasks(n.registrar.LeftOut()) },
-		Settle: unregisteredSettle, Retry: unregisteredRetry, Log: n.log,
+		List:    func() []unregistered.Task { return unregisteredTasks(n.registrar.LeftOut()) },
+		Initial: unregisteredInitial, Settle: unregisteredSettle, Retry: unregisteredRetry, Log: n.log,
 	}
 	p.Run(ctx)
 }

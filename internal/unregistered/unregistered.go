@@ -131,15 +131,23 @@ type Publisher struct {
 	Settle time.Duration
 	// Retry is how long Run waits to write again after a failed write.
 	Retry time.Duration
-	Log   *slog.Logger
+	// Initial is how long Run waits before its first write: the agent's
+	// first resync fills the set meanwhile, and until then the report an
+	// earlier agent left stands, rather than one that lists none of the
+	// node's tasks yet, which would show each as a mismatch for a while.
+	Initial time.Duration
+	Log     *slog.Logger
 }
 
-// Run publishes the report at once (an earlier agent's may be stale),
-// then after each change, writing only a report that differs from the
-// last it stored, until ctx ends. Each write is bounded
-// (kvstore.WriteContext).
+// Run publishes the report after Initial whatever changed (an earlier
+// agent's may be stale), then after each change, writing only a report
+// that differs from the last it stored, until ctx ends. Each write is
+// bounded (kvstore.WriteContext).
 func (p *Publisher) Run(ctx context.Context) {
 	log := p.Log.With("component", "unregistered")
+	if !wait(ctx, p.Initial, p.Changed) {
+		return
+	}
 	var stored []byte // the last report written; nil before the first
 	var retry <-chan time.Time
 	dirty := true
@@ -183,16 +191,29 @@ func (p *Publisher) Run(ctx context.Context) {
 			continue
 		case <-p.Changed:
 		}
-		if p.Settle > 0 {
-			t := time.NewTimer(p.Settle)
-			select {
-			case <-ctx.Done():
-				t.Stop()
-				return
-			case <-t.C:
-			}
+		if !wait(ctx, p.Settle, p.Changed) {
+			return
 		}
 		dirty = true
+	}
+}
+
+// wait waits d, taking the signals of changed meanwhile (the read after
+// it covers them); false when ctx ended first.
+func wait(ctx context.Context, d time.Duration, changed <-chan struct{}) bool {
+	if d <= 0 {
+		return ctx.Err() == nil
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-changed:
+		case <-t.C:
+			return true
+		}
 	}
 }
 

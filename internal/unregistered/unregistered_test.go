@@ -170,11 +170,11 @@ func (c *countingKV) Put(ctx context.Context, key string, value []byte) error {
 
 // startPublisher runs a Publisher whose List takes each set it returns
 // from sets, one per round.
-func startPublisher(t *testing.T, kv KV, sets <-chan []Task) chan<- struct{} {
+func startPublisher(t *testing.T, kv KV, sets <-chan []Task, initial time.Duration) chan<- struct{} {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	changed := make(chan struct{})
-	p := &Publisher{KV: kv, Node: "n1", NodeID: nodeID, Changed: changed, List: func() []Task { return <-sets }, Retry: time.Millisecond, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	p := &Publisher{KV: kv, Node: "n1", NodeID: nodeID, Changed: changed, List: func() []Task { return <-sets }, Retry: time.Millisecond, Initial: initial, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
 	done := make(chan struct{})
 	go func() { p.Run(ctx); close(done) }()
 	t.Cleanup(func() { cancel(); <-done })
@@ -205,7 +205,7 @@ func awaitPut(t *testing.T, puts <-chan []byte) Report {
 func TestPublisherWritesOnChangeOnly(t *testing.T) {
 	kv := &countingKV{kv: kvtest.New(), puts: make(chan []byte, 10)}
 	sets := make(chan []Task)
-	changed := startPublisher(t, kv, sets)
+	changed := startPublisher(t, kv, sets, 0)
 	sets <- []Task{task(1, "no port")}
 	if r := awaitPut(t, kv.puts); len(r.Tasks) != 1 {
 		t.Fatalf("first report lists %d tasks, want 1", len(r.Tasks))
@@ -230,11 +230,36 @@ func TestPublisherRetries(t *testing.T) {
 	sets := make(chan []Task, 2)
 	sets <- []Task{task(1, "no port")}
 	sets <- []Task{task(1, "no port")}
-	startPublisher(t, kv, sets)
+	startPublisher(t, kv, sets, 0)
 	if b := <-kv.puts; b != nil {
 		t.Fatal("first write did not fail")
 	}
 	if r := awaitPut(t, kv.puts); len(r.Tasks) != 1 {
 		t.Errorf("retried report lists %d tasks, want 1", len(r.Tasks))
+	}
+}
+
+// TestPublisherWaitsInitial: the first report is written once Initial
+// has passed, with the set as it is then, and change signals before it
+// are covered by that write: until then an earlier agent's report stands,
+// rather than one listing none of the node's tasks yet.
+func TestPublisherWaitsInitial(t *testing.T) {
+	const initial = 200 * time.Millisecond
+	kv := &countingKV{kv: kvtest.New(), puts: make(chan []byte, 10)}
+	ctx, cancel := context.WithCancel(context.Background())
+	changed := make(chan struct{}, 1)
+	p := &Publisher{KV: kv, Node: "n1", NodeID: nodeID, Changed: changed, Initial: initial, Retry: time.Millisecond,
+		List: func() []Task { return []Task{task(1, "no port")} }, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+	began := time.Now()
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	changed <- struct{}{} // taken during the wait: no write of its own
+	r := awaitPut(t, kv.puts)
+	if waited := time.Since(began); waited < initial {
+		t.Errorf("first report written after %v, before Initial (%v)", waited, initial)
+	}
+	if len(r.Tasks) != 1 {
+		t.Errorf("first report lists %d tasks, want 1", len(r.Tasks))
 	}
 }
