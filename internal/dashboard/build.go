@@ -91,7 +91,7 @@ func build(in Inputs, shared map[string][]string) Snapshot {
 	byNode, unplaced := cards(in, ix)
 	var onNodes map[string]bool
 	s.Nodes, onNodes = nodes(in, byNode, shared)
-	s.Problems = problems(in, onNodes)
+	s.Problems = append(problems(in, onNodes), badUnregistered(in.BadUnregistered)...)
 	s.Unplaced = unplaced
 	s.Services = services(in, ix)
 	s.Networks = networks(in, inv, ix)
@@ -756,6 +756,18 @@ func problems(in Inputs, onNodes map[string]bool) []DoctorResult {
 		if a.NoFacts && !listed[a.ID] && !refused {
 			add(unownedReport(a))
 		}
+	}
+	return out
+}
+
+// badUnregistered are the nodes' reports of unregistered tasks that
+// readers refuse, as problems with their fix: their tasks are shown as
+// without a report.
+func badUnregistered(bad []unregistered.BadReport) []DoctorResult {
+	out := make([]DoctorResult, 0, len(bad))
+	for _, b := range bad {
+		out = append(out, DoctorResult{Check: "unregistered/report", Status: "warn",
+			Message: cut(b.Problem, MaxEventMessage) + " (its node's tasks Consul does not list are shown as mismatches)", Fix: b.Fix})
 	}
 	return out
 }

@@ -101,9 +101,9 @@ func (s fakeStore) Agents(context.Context, []netspec.NodeFacts, []netspec.Misfil
 	in, err := s.f.get("kv")
 	return in.Agents, err
 }
-func (s fakeStore) Unregistered(context.Context) ([]unregistered.Report, error) {
+func (s fakeStore) Unregistered(context.Context) ([]unregistered.Report, []unregistered.BadReport, error) {
 	in, err := s.f.get("kv")
-	return in.Unregistered, err
+	return in.Unregistered, in.BadUnregistered, err
 }
 func (s fakeStore) Changes(context.Context) <-chan struct{} { return nil }
 

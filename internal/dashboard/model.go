@@ -21,9 +21,10 @@ type Snapshot struct {
 	Sources []SourceError `json:"sources"`
 	// Problems are the warnings (AgentInput.Warnings) about underlay's
 	// records of nodes the page has no column for, which no node's doctor
-	// problems can show, by node name, and the failed doctor/report checks
+	// problems can show, by node name, the failed doctor/report checks
 	// of refused doctor reports no node shows (under a key naming no
-	// node).
+	// node), and the agents' refused reports of unregistered tasks
+	// (unregistered/report).
 	Problems []DoctorResult `json:"problems"`
 	// ProblemsOmitted counts the problems past MaxProblems, not listed.
 	ProblemsOmitted int       `json:"problems_omitted,omitempty"`

@@ -472,12 +472,12 @@ func (s *Server) gather(ctx context.Context) Inputs {
 			if err != nil {
 				return err
 			}
-			unreg, err := src.Store.Unregistered(ctx)
+			unreg, badUnreg, err := src.Store.Unregistered(ctx)
 			if err != nil {
 				return err
 			}
 			in.Networks, in.Inventory, in.Agents, in.NodeNames = nets, inv, agents, inventory.NodeNames(facts)
-			in.Unregistered = unreg
+			in.Unregistered, in.BadUnregistered = unreg, badUnreg
 			return nil
 		})
 	}
@@ -546,10 +546,10 @@ func (s *Server) keepLast(in *Inputs) {
 	}
 	if _, failed := in.Errors["kv"]; failed {
 		in.Networks, in.Inventory, in.Agents, in.NodeNames = l.Networks, l.Inventory, l.Agents, l.NodeNames
-		in.Unregistered = l.Unregistered
+		in.Unregistered, in.BadUnregistered = l.Unregistered, l.BadUnregistered
 	} else {
 		l.Networks, l.Inventory, l.Agents, l.NodeNames = in.Networks, in.Inventory, in.Agents, in.NodeNames
-		l.Unregistered = in.Unregistered
+		l.Unregistered, l.BadUnregistered = in.Unregistered, in.BadUnregistered
 	}
 	if _, failed := in.Errors["history"]; failed {
 		in.History, in.BadHistory, in.Control = l.History, l.BadHistory, l.Control

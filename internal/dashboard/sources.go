@@ -51,9 +51,9 @@ type Store interface {
 	// document, among the warnings of the node it is listed as.
 	Agents(ctx context.Context, facts []netspec.NodeFacts, misfiled []netspec.MisfiledFacts) ([]AgentInput, error)
 	// Unregistered lists the nodes' reports of the Swarm tasks their
-	// agents leave out of Consul on purpose, those readers refuse left
-	// out (unregistered.Load).
-	Unregistered(ctx context.Context) ([]unregistered.Report, error)
+	// agents leave out of Consul on purpose, and apart those readers
+	// refuse (unregistered.Load).
+	Unregistered(ctx context.Context) ([]unregistered.Report, []unregistered.BadReport, error)
 	// Changes fires when any of the above changes.
 	Changes(ctx context.Context) <-chan struct{}
 }
@@ -265,7 +265,10 @@ type Inputs struct {
 	// leave out of Consul on purpose, with why: such a running task that
 	// Consul does not list is no mismatch.
 	Unregistered []unregistered.Report
-	Autoscaled   []scale.ServiceInfo
+	// BadUnregistered are the reports refused (their tasks are shown as
+	// without a report): among the snapshot's problems, with their fix.
+	BadUnregistered []unregistered.BadReport
+	Autoscaled      []scale.ServiceInfo
 	// History holds each autoscaled service's decisions, oldest first.
 	History map[string][]scale.Record
 	// BadHistory holds, by service, the history records that cannot be

@@ -66,3 +66,22 @@ func TestBuildTaskLeftOutOnPurpose(t *testing.T) {
 		})
 	}
 }
+
+// TestBuildShowsRefusedUnregisteredReports: a node's report of
+// unregistered tasks that readers refuse is among the snapshot's
+// problems, naming its key, with the command that removes it.
+func TestBuildShowsRefusedUnregisteredReports(t *testing.T) {
+	in := cardsInput()
+	const key = unregistered.KVPrefix + "n2n2n2n2n2n2n2n2n2n2n2n2n"
+	in.BadUnregistered = []unregistered.BadReport{{Key: key, Problem: "the report under " + key + ` names swarm node "x"`, Fix: "consul kv delete " + key}}
+	s := Build(in)
+	var found bool
+	for _, p := range s.Problems {
+		if p.Check == "unregistered/report" && strings.Contains(p.Message, key) && p.Fix == "consul kv delete "+key {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("problems %+v: none names the refused report %s with its fix", s.Problems, key)
+	}
+}

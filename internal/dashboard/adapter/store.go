@@ -104,12 +104,11 @@ func (s *Store) Inventory(ctx context.Context, facts []netspec.NodeFacts) ([]inv
 	return es, err
 }
 
-// Unregistered implements dashboard.Store. Reports readers refuse are
-// left out: their tasks are shown as before reports (mismatches once
-// Consul has not listed them for a while).
-func (s *Store) Unregistered(ctx context.Context) ([]unregistered.Report, error) {
-	rs, _, err := unregistered.Load(ctx, s.kv)
-	return rs, err
+// Unregistered implements dashboard.Store. The tasks of a report readers
+// refuse are shown as without one (mismatches once Consul has not listed
+// them for a while), and the report among the problems.
+func (s *Store) Unregistered(ctx context.Context) ([]unregistered.Report, []unregistered.BadReport, error) {
+	return unregistered.Load(ctx, s.kv)
 }
 
 // Agents implements dashboard.Store: node facts and doctor reports, by

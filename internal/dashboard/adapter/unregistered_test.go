@@ -11,7 +11,7 @@ import (
 
 // TestStoreReadsUnregisteredReports: the nodes' reports of the tasks
 // their agents leave out of Consul are read, and one readers refuse (it
-// names another node than its key's) left out, hiding no other.
+// names another node than its key's) set apart, hiding no other.
 func TestStoreReadsUnregisteredReports(t *testing.T) {
 	ctx := context.Background()
 	kv := kvtest.New()
@@ -26,11 +26,14 @@ func TestStoreReadsUnregisteredReports(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	got, err := NewStore(memKV{kv}, "").Unregistered(ctx)
+	got, bad, err := NewStore(memKV{kv}, "").Unregistered(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if len(got) != 1 || got[0].NodeID != id || len(got[0].Tasks) != 1 || got[0].Tasks[0].Reason != "no port" {
 		t.Errorf("read %+v, want node1's report alone", got)
+	}
+	if len(bad) != 1 || bad[0].Key != unregistered.KVPrefix+other {
+		t.Errorf("refused %+v, want the report under %s", bad, other)
 	}
 }
