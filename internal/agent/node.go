@@ -113,11 +113,13 @@ func (n *node) run(ctx context.Context) error {
 // unregisteredInitial after the agent starts, once its first resync has
 // read the node's containers; a change unregisteredSettle after it, so
 // that a burst of starts is one write; a failed write is tried again
-// after unregisteredRetry.
+// after unregisteredRetry, doubled with each failure in a row up to
+// unregisteredMaxWait.
 const (
 	unregisteredInitial = 10 * time.Second
 	unregisteredSettle  = time.Second
 	unregisteredRetry   = 5 * time.Second
+	unregisteredMaxWait = 2 * time.Minute
 )
 
 // publishUnregistered publishes, under the node's swarm node ID, the Swarm
@@ -128,7 +130,7 @@ func (n *node) publishUnregistered(ctx context.Context, kv unregistered.KV, id s
 	p := &unregistered.Publisher{
 		KV: kv, Node: n.name, NodeID: id, Changed: n.registrar.LeftOutChanged(),
 		List:    func() []unregistered.Task { return unregisteredTasks(n.registrar.LeftOut()) },
-		Initial: unregisteredInitial, Settle: unregisteredSettle, Retry: unregisteredRetry, Log: n.log,
+		Initial: unregisteredInitial, Settle: unregisteredSettle, Retry: unregisteredRetry, MaxRetry: unregisteredMaxWait, Log: n.log,
 	}
 	p.Run(ctx)
 }

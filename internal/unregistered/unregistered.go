@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/underlay/underlay/internal/backoff"
 	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/shellword"
@@ -129,8 +130,12 @@ type Publisher struct {
 	// Settle is how long Run waits after a change before it reads the
 	// set, so that a burst of starts is written once.
 	Settle time.Duration
-	// Retry is how long Run waits to write again after a failed write.
-	Retry time.Duration
+	// Retry is how long Run waits to write again after a failed write;
+	// the wait doubles with each failure in a row, up to MaxRetry (Retry
+	// when below it). A write refused for good (an ACL policy from before
+	// the report, which lacks its prefix) is then tried every MaxRetry,
+	// not every few seconds, and warned of once.
+	Retry, MaxRetry time.Duration
 	// Initial is how long Run waits before its first write: the agent's
 	// first resync fills the set meanwhile, and until then the report an
 	// earlier agent left stands, rather than one that lists none of the
@@ -152,6 +157,8 @@ func (p *Publisher) Run(ctx context.Context) {
 	var retry <-chan time.Time
 	dirty := true
 	var warned int
+	delay := backoff.Backoff{Min: p.Retry, Max: p.MaxRetry}
+	var failing string // the error of the failures in a row, logged once
 	for {
 		if dirty {
 			r, dropped := Build(p.Node, p.NodeID, p.List())
@@ -174,10 +181,22 @@ func (p *Publisher) Run(ctx context.Context) {
 					if ctx.Err() != nil {
 						return
 					}
-					log.Warn("report of unregistered tasks not published; trying again", "retry_in", p.Retry, "err", err)
-					retry = time.After(p.Retry)
+					d := delay.Next()
+					// Logged when the failures begin or their error changes:
+					// a policy that refuses the write for good would
+					// otherwise warn at every try.
+					if err.Error() != failing {
+						log.Warn("report of unregistered tasks not published; trying again, less often while it fails", "retry_in", d, "err", err)
+						failing = err.Error()
+					}
+					retry = time.After(d)
 					break
 				}
+				if failing != "" {
+					log.Info("report of unregistered tasks published again")
+					failing = ""
+				}
+				delay.Reset()
 				stored = b
 				log.Debug("report of unregistered tasks published", "tasks", len(r.Tasks), "omitted", r.Omitted)
 			}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
+	"github.com/underlay/underlay/internal/testlog"
 )
 
 const (
@@ -261,5 +262,65 @@ func TestPublisherWaitsInitial(t *testing.T) {
 	}
 	if len(r.Tasks) != 1 {
 		t.Errorf("first report lists %d tasks, want 1", len(r.Tasks))
+	}
+}
+
+// refusingKV refuses the first refusals puts, as Consul does a write an
+// ACL policy lacks, then takes them; each attempt is sent on tries.
+type refusingKV struct {
+	kv        *kvtest.KV
+	tries     chan bool // false: refused
+	mu        sync.Mutex
+	refusals  int
+	refusedBy error
+}
+
+func (r *refusingKV) Put(ctx context.Context, key string, value []byte) error {
+	r.mu.Lock()
+	refuse := r.refusals > 0
+	r.refusals--
+	r.mu.Unlock()
+	r.tries <- !refuse
+	if refuse {
+		return r.refusedBy
+	}
+	return r.kv.Put(ctx, key, value)
+}
+
+// TestPublisherWarnsOnceWhileRefused: a write refused again and again
+// (an agent.hcl from before the report's prefix) is warned of once, not at
+// every try, and the report published after it is logged.
+func TestPublisherWarnsOnceWhileRefused(t *testing.T) {
+	kv := &refusingKV{kv: kvtest.New(), tries: make(chan bool, 10), refusals: 5,
+		refusedBy: errors.New(`put underlay/unregistered/x: Unexpected response code: 403 (Permission denied)`)}
+	logs := testlog.NewRecords(100)
+	ctx, cancel := context.WithCancel(context.Background())
+	p := &Publisher{KV: kv, Node: "n1", NodeID: nodeID, Changed: make(chan struct{}),
+		List: func() []Task { return []Task{task(1, "no port")} }, Retry: time.Millisecond, MaxRetry: 4 * time.Millisecond, Log: slog.New(logs)}
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	for i := 0; i < 6; i++ {
+		select {
+		case ok := <-kv.tries:
+			if ok != (i == 5) {
+				t.Fatalf("try %d taken %v", i+1, ok)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("try %d never made", i+1)
+		}
+	}
+	warned := 0
+	for published := false; !published; {
+		select {
+		case r := <-logs.C:
+			warned += map[bool]int{true: 1}[r.Level == slog.LevelWarn]
+			published = r.Message == "report of unregistered tasks published again"
+		case <-time.After(10 * time.Second):
+			t.Fatal("the report published after the refusals was not logged")
+		}
+	}
+	if warned != 1 {
+		t.Errorf("5 refusals in a row warned of %d times, want once", warned)
 	}
 }
