@@ -4,7 +4,11 @@
 // history, Consul keys), and printed as it is, a newline there would forge
 // a line, a tab shift a table's columns and an escape sequence rewrite the
 // terminal. Head, Shorten and QuoteShort bound such text, of any size,
-// where it is quoted.
+// where it is quoted. NewTextLogHandler and NewJSONLogHandler are slog's
+// handlers with every character GraphicRune refuses escaped in the lines
+// they write (EscapeTextLog, EscapeJSONLog), where slog's own leave a
+// bidi override or U+3164 as it is, so that a log shows what a label or
+// a document held.
 package termtext
 
 import (
