@@ -3,9 +3,13 @@ package app
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"regexp"
 	"strings"
 	"testing"
 	"unicode"
@@ -354,4 +358,53 @@ func runAgentCancelled(args []string) (int, string) {
 	args = append([]string{"agent", "--consul-addr", "127.0.0.1:1", "--state-dir", ""}, args...)
 	code := Run(ctx, args, IOStreams{Out: &out, ErrOut: &errOut})
 	return code, errOut.String()
+}
+
+// TestLoggerEscapes logs, in both formats, what a container label may
+// hold (a bidi override, U+3164 shown as nothing) and ordinary values
+// (ASCII, accented letters, CJK, a backslash): the first are escaped,
+// the second written as slog's own handlers write them.
+func TestLoggerEscapes(t *testing.T) {
+	logAll := func(log *slog.Logger) {
+		log.Info("registered", "component", "register", "service", "web\u202egnp.exe", "tag", "web\u3164")
+		log.Info("récupéré 網站", "component", "register", "service", "nœud-é", "path", `C:\x`,
+			"err", errors.New("read \"a b\": 失敗"), slog.Group("g", "n", 3))
+	}
+	for _, tc := range []struct {
+		format string
+		plain  func(io.Writer) slog.Handler
+		want   string
+	}{
+		{"text", func(w io.Writer) slog.Handler { return slog.NewTextHandler(w, nil) },
+			`level=INFO msg=registered component=register service="web\u202egnp.exe" tag="web\u3164"`},
+		{"json", func(w io.Writer) slog.Handler { return slog.NewJSONHandler(w, nil) },
+			`{"level":"INFO","msg":"registered","component":"register","service":"web\u202egnp.exe","tag":"web\u3164"}`},
+	} {
+		t.Run(tc.format, func(t *testing.T) {
+			var got, plain bytes.Buffer
+			log, err := (&globalFlags{logLevel: "info", logFormat: tc.format}).logger(&got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			logAll(log)
+			logAll(slog.New(tc.plain(&plain)))
+			lines := strings.Split(noLogTime(got.String()), "\n")
+			if lines[0] != tc.want {
+				t.Errorf("spoofing values logged as\n%s\nwant\n%s", lines[0], tc.want)
+			}
+			if want := strings.Split(noLogTime(plain.String()), "\n")[1]; lines[1] != want {
+				t.Errorf("ordinary values logged as\n%s\nslog writes\n%s", lines[1], want)
+			}
+		})
+	}
+}
+
+// noLogTime is lines of logs without their time attribute.
+func noLogTime(lines string) string {
+	return regexp.MustCompile(`(?m)^(time=\S+ |\{"time":"[^"]*",)`).ReplaceAllStringFunc(lines, func(s string) string {
+		if strings.HasPrefix(s, "{") {
+			return "{"
+		}
+		return ""
+	})
 }

@@ -231,5 +231,5 @@ func (f *scaleFlags) client(streams IOStreams) (*scaleclient.Client, error) {
 // config is the client's configuration of the flags.
 func (f *scaleFlags) config(streams IOStreams) scaleclient.Config {
 	return scaleclient.Config{Addr: f.addr, TokenFile: f.tokenFile, FollowLeader: f.followLeader, FollowLeaderInsecure: f.followInsecure,
-		InsecureHTTP: f.insecureHTTP, CACert: f.caCert, Cert: f.cert, Key: f.key, Log: slog.New(slog.NewTextHandler(streams.ErrOut, nil))}
+		InsecureHTTP: f.insecureHTTP, CACert: f.caCert, Cert: f.cert, Key: f.key, Log: slog.New(termtext.NewTextLogHandler(streams.ErrOut, nil))}
 }
