@@ -188,3 +188,40 @@ func readTextLine(t *testing.T, line string) []string {
 	}
 	return items
 }
+
+func TestQ(t *testing.T) {
+	for _, tc := range []struct{ name, in, want string }{
+		{"plain", "web", `"web"`},
+		{"quotes, backslash, letters", `nœud "網站" \x`, `"nœud \"網站\" \\x"`},
+		{"six characters written", `web\u3164`, `"web\\u3164"`},
+		{"shown as nothing", "web\u3164\u2800\ufe0f", `"web\u3164\u2800\ufe0f"`},
+		{"bidi override and controls", "a\u202eb\n\x1b", `"a\u202eb\n\x1b"`},
+		{"invalid UTF-8", "a\xff", `"a\xff"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := Q(tc.in); got != tc.want {
+				t.Errorf("Q(%q) = %s, want %s", tc.in, got, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzQ: Q's output is Graphic and unquotes to its input, and is %q's
+// wherever %q's is Graphic.
+func FuzzQ(f *testing.F) {
+	for _, s := range []string{"web", "web\u3164", `a\u3164"`, "\xff\u202e\n"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		q := Q(s)
+		if !Graphic(q) {
+			t.Errorf("Q(%q) = %q, not Graphic", s, q)
+		}
+		if u, err := strconv.Unquote(q); err != nil || u != s {
+			t.Errorf("Q(%q) = %q unquotes as %q, %v", s, q, u, err)
+		}
+		if p := strconv.Quote(s); Graphic(p) && p != q {
+			t.Errorf("Q(%q) = %q, %%q %q", s, q, p)
+		}
+	})
+}

@@ -4,7 +4,8 @@
 // history, Consul keys), and printed as it is, a newline there would forge
 // a line, a tab shift a table's columns and an escape sequence rewrite the
 // terminal. Head, Shorten and QuoteShort bound such text, of any size,
-// where it is quoted. NewTextLogHandler and NewJSONLogHandler are slog's
+// where it is quoted; Q quotes as %q does, but escapes what %q leaves
+// and would not show (U+3164). NewTextLogHandler and NewJSONLogHandler are slog's
 // handlers with every character GraphicRune refuses escaped in the lines
 // they write (EscapeTextLog, EscapeJSONLog), where slog's own leave a
 // bidi override or U+3164 as it is, so that a log shows what a label or
@@ -108,6 +109,14 @@ func unshown(r rune) string {
 	}
 	return "a private-use, surrogate or unassigned code point"
 }
+
+// Q is s quoted as %q quotes it, but with every character GraphicRune
+// refuses escaped: %q leaves what Go counts printable (U+3164, U+2800, a
+// variation selector) as it is, and "web\u3164" quoted so reads as
+// "web". For text others wrote (labels, Consul documents, API and
+// webhook bodies) quoted into an error or a message; strconv.Unquote
+// reads it back.
+func Q(s string) string { return quote(s) }
 
 // quote is s Go-quoted as strconv.Quote quotes it, but with every
 // character GraphicRune refuses escaped (strconv.Quote leaves U+3164 or a
