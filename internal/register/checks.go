@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // DefaultCheckInterval is used when SERVICE_CHECK_INTERVAL is absent, as in registrator.
@@ -75,7 +77,7 @@ func buildChecks(svc Service, proto string, attrs map[string]setting, warn func(
 		// --host-ip could give one) never answers, or is a name the
 		// Consul agent would resolve.
 		if _, err := netip.ParseAddr(svc.Address); kind != "ttl" && err != nil {
-			warn(s.source, s.value, fmt.Sprintf("the service's address %q is not an IP address; check dropped", svc.Address))
+			warn(s.source, s.value, fmt.Sprintf("the service's address %s is not an IP address; check dropped", termtext.Q(svc.Address)))
 			continue
 		}
 		c := Check{ID: svc.ID + ":check:" + kind, Name: fmt.Sprintf("%s check of %s", strings.ToUpper(kind), svc.Name)}
@@ -89,7 +91,7 @@ func buildChecks(svc Service, proto string, attrs map[string]setting, warn func(
 			// host (a prefix length left on it) or needs escaping (an IPv6
 			// zone) cannot be: the URL would name something else.
 			if u, err := url.Parse(kind + "://" + hostPort + "/"); err != nil || u.Host != hostPort {
-				warn(s.source, s.value, fmt.Sprintf("the service's address %q cannot be a URL's host; check dropped", svc.Address))
+				warn(s.source, s.value, fmt.Sprintf("the service's address %s cannot be a URL's host; check dropped", termtext.Q(svc.Address)))
 				continue
 			}
 			c.HTTP = fmt.Sprintf("%s://%s%s", kind, hostPort, s.value)

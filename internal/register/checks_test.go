@@ -561,3 +561,27 @@ func TestDesiredTCPChecksOnTCPPortsOnly(t *testing.T) {
 		{Key: "SERVICE_53_CHECK_GRPC", Value: "true", Problem: "connects over TCP; not set on the container's UDP ports"},
 	})
 }
+
+// TestBuildChecksAddressQuotedToShow: the warning of a check dropped for
+// its address quotes the address with what would not show escaped
+// (U+3164 reads as nothing); %q left it as it is.
+func TestBuildChecksAddressQuotedToShow(t *testing.T) {
+	svc := Service{ID: "n:c:80", Name: "api", Address: "192.0.2.1\u3164", Port: 80}
+	attrs := map[string]setting{"check_tcp": {value: "true", source: "SERVICE_CHECK_TCP"}}
+	var warnings []string
+	buildChecks(svc, "tcp", attrs, func(key, value, problem string) {
+		warnings = append(warnings, problem)
+	})
+	if want := `the service's address "192.0.2.1\u3164" is not an IP address; check dropped`; len(warnings) != 1 || warnings[0] != want {
+		t.Errorf("warnings %q, want [%s]", warnings, want)
+	}
+}
+
+// TestWarningStringQuotesToShow: a warning's String quotes the label's
+// value with what would not show escaped.
+func TestWarningStringQuotesToShow(t *testing.T) {
+	w := Warning{Container: "c1", Key: "SERVICE_NAME", Value: "web\u3164", Problem: "not usable"}
+	if got, want := w.String(), `container c1: SERVICE_NAME="web\u3164": not usable`; got != want {
+		t.Errorf("String() = %s, want %s", got, want)
+	}
+}

@@ -9,6 +9,8 @@ import (
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 const (
@@ -146,7 +148,7 @@ func checkWarnings(t *testing.T, container string, got []Warning, want []wantWar
 			s := g.String()
 			wantParts := []string{"container " + container, w.Problem}
 			if w.Key != "" {
-				wantParts = append(wantParts, w.Key+"="+strconv.Quote(w.Value))
+				wantParts = append(wantParts, w.Key+"="+termtext.Q(w.Value))
 			}
 			for _, part := range wantParts {
 				if !strings.Contains(s, part) {

@@ -3,6 +3,8 @@ package register
 import (
 	"fmt"
 	"time"
+
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // Meta keys written on every service the agent registers. They are
@@ -158,5 +160,5 @@ func (w Warning) String() string {
 	if w.Key == "" {
 		return fmt.Sprintf("container %s: %s", w.Container, w.Problem)
 	}
-	return fmt.Sprintf("container %s: %s=%q: %s", w.Container, w.Key, w.Value, w.Problem)
+	return fmt.Sprintf("container %s: %s=%s: %s", w.Container, w.Key, termtext.Q(w.Value), w.Problem)
 }
