@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/underlay/underlay/internal/backoff"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // Alert labels read by AlertActions when the route does not name the
@@ -91,7 +92,7 @@ func ParseAlertmanager(r io.Reader) (AlertmanagerMessage, error) {
 		return AlertmanagerMessage{}, fmt.Errorf("%w: malformed JSON: data after the JSON object", ErrBadWebhook)
 	}
 	if raw.Version != "4" {
-		return AlertmanagerMessage{}, fmt.Errorf("%w: version %q, want \"4\"", ErrBadWebhook, raw.Version)
+		return AlertmanagerMessage{}, fmt.Errorf("%w: version %s, want \"4\"", ErrBadWebhook, termtext.Q(raw.Version))
 	}
 	if raw.Alerts.alerts == nil {
 		return AlertmanagerMessage{}, fmt.Errorf("%w: no alerts list", ErrBadWebhook)
@@ -210,7 +211,7 @@ func AlertActions(msg AlertmanagerMessage, routeService string, routeDir Directi
 		}
 		switch {
 		case a.Status != "firing":
-			act.Skip = fmt.Sprintf("alert is %q: only firing alerts scale", a.Status)
+			act.Skip = fmt.Sprintf("alert is %s: only firing alerts scale", termtext.Q(a.Status))
 		case long:
 			act.Skip, act.Bad = fmt.Sprintf("fingerprint of %d bytes (%s): at most %d", len(fp), act.Fingerprint, maxFingerprint), true
 		case undated:

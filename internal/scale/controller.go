@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/underlay/underlay/internal/backoff"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // AutoswarmName is the autoscaler under which services detected in the
@@ -653,7 +654,7 @@ func (c *Controller) findLocked(name string) (string, bool) {
 
 // errUnmanaged is the error for a service control does not manage.
 func errUnmanaged(name string) error {
-	return fmt.Errorf("service %q: %w among autoscaled services (label it %s=true)", name, ErrNotFound, LabelOrbiter)
+	return fmt.Errorf("service %s: %w among autoscaled services (label it %s=true)", termtext.Q(name), ErrNotFound, LabelOrbiter)
 }
 
 // manages reports whether name (or ID) is a service control manages.
@@ -674,13 +675,13 @@ func (c *Controller) Handle(ctx context.Context, req Request) (Record, error) {
 			return Record{}, fmt.Errorf("%w: replicas %d: want zero or more", ErrBadReplicas, *req.To)
 		}
 	} else if req.Direction != Up && req.Direction != Down {
-		return Record{}, fmt.Errorf("%w: %q", ErrUnknownDirection, req.Direction)
+		return Record{}, fmt.Errorf("%w: %s", ErrUnknownDirection, termtext.Q(string(req.Direction)))
 	}
 	if req.Autoscaler == "" {
 		req.Autoscaler = AutoswarmName
 	}
 	if req.Autoscaler != AutoswarmName {
-		return Record{}, fmt.Errorf("autoscaler %q: %w (services detected in the swarm are under %q)", req.Autoscaler, ErrNotFound, AutoswarmName)
+		return Record{}, fmt.Errorf("autoscaler %s: %w (services detected in the swarm are under %q)", termtext.Q(req.Autoscaler), ErrNotFound, AutoswarmName)
 	}
 	m, st, ok := c.lookup(req.Service)
 	if !ok {
@@ -688,7 +689,7 @@ func (c *Controller) Handle(ctx context.Context, req Request) (Record, error) {
 	}
 	if m.svc.Global {
 		// A service's mode never changes: no need to read it again.
-		return Record{}, fmt.Errorf("service %q: %w", m.svc.Name, ErrGlobalService)
+		return Record{}, fmt.Errorf("service %s: %w", termtext.Q(m.svc.Name), ErrGlobalService)
 	}
 	plan := func(current int, p Policy, last LastScale, now time.Time) plan {
 		if req.To != nil {
@@ -793,10 +794,10 @@ func (c *Controller) Leading() bool {
 
 func usable(m *managed) error {
 	if m.svc.Global {
-		return fmt.Errorf("service %q: %w", m.svc.Name, ErrGlobalService)
+		return fmt.Errorf("service %s: %w", termtext.Q(m.svc.Name), ErrGlobalService)
 	}
 	if m.err != nil {
-		return fmt.Errorf("service %q: %w: %w", m.svc.Name, ErrBadPolicy, m.err)
+		return fmt.Errorf("service %s: %w: %w", termtext.Q(m.svc.Name), ErrBadPolicy, m.err)
 	}
 	return nil
 }
@@ -913,7 +914,7 @@ func (c *Controller) decideLocked(ctx context.Context, source, id, name string, 
 		if errors.Is(err, ErrNotFound) {
 			// Removed between the read and the write: gone, not unavailable.
 			c.forget(id)
-			return Record{}, fmt.Errorf("service %q: removed while scaling: %w", name, ErrNotFound)
+			return Record{}, fmt.Errorf("service %s: removed while scaling: %w", termtext.Q(name), ErrNotFound)
 		}
 		if err != nil {
 			c.metrics.errors.WithLabelValues("docker_update").Inc()

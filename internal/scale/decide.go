@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"time"
+
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // Direction is which way a request asks to scale.
@@ -31,7 +33,7 @@ func ParseDirection(s string) (Direction, error) {
 	case asciiEqualFold(s, string(Down)):
 		return Down, nil
 	}
-	return "", fmt.Errorf("%w: %q", ErrUnknownDirection, s)
+	return "", fmt.Errorf("%w: %s", ErrUnknownDirection, termtext.Q(s))
 }
 
 // asciiEqualFold is strings.EqualFold restricted to ASCII letters, so that
@@ -109,7 +111,7 @@ type Decision struct {
 // never followed at once by a scale-down.
 func Decide(current int, dir Direction, p Policy, last LastScale, now time.Time) (Decision, error) {
 	if dir != Up && dir != Down {
-		return Decision{}, fmt.Errorf("%w: %q", ErrUnknownDirection, dir)
+		return Decision{}, fmt.Errorf("%w: %s", ErrUnknownDirection, termtext.Q(string(dir)))
 	}
 	if dir == Up {
 		return decideTo(current, Up, current+p.StepUp.Delta(current), p, last, now), nil

@@ -19,7 +19,8 @@
 // Leadership, TokenSet and MetricSource interfaces declared here; package
 // adapter implements them.
 //
-// It imports only backoff, secretfile, regularfile and httpserve (besides Prometheus's client and a
-// YAML parser); package client (scale/client) is the API's client, used by
+// It imports only backoff, secretfile, regularfile, httpserve and termtext
+// (which quotes what requests, webhooks and labels name into its errors),
+// besides Prometheus's client and a YAML parser; package client (scale/client) is the API's client, used by
 // `underlay scale`.
 package scale

@@ -20,6 +20,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // maxBody bounds request bodies on every route but the webhook routes; a
@@ -204,7 +206,7 @@ func jsonMuxErrors(mux *http.ServeMux) http.Handler {
 		if allow := buf.header.Get("Allow"); allow != "" {
 			w.Header().Set("Allow", allow)
 		}
-		writeJSON(w, buf.code, errorBody{Error: fmt.Sprintf("%s %q: %s", r.Method, r.URL.Path, strings.ToLower(strings.TrimSpace(buf.body.String())))})
+		writeJSON(w, buf.code, errorBody{Error: fmt.Sprintf("%s %s: %s", r.Method, termtext.Q(r.URL.Path), strings.ToLower(strings.TrimSpace(buf.body.String())))})
 	})
 }
 
@@ -595,7 +597,7 @@ func (a *API) webhook(w http.ResponseWriter, r *http.Request, body []byte, autos
 		return
 	}
 	if autoscaler != AutoswarmName {
-		writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("autoscaler %q: %v (services detected in the swarm are under %q)", autoscaler, ErrNotFound, AutoswarmName)})
+		writeJSON(w, http.StatusNotFound, errorBody{Error: fmt.Sprintf("autoscaler %s: %v (services detected in the swarm are under %q)", termtext.Q(autoscaler), ErrNotFound, AutoswarmName)})
 		return
 	}
 	results := a.c.HandleAlerts(r.Context(), msg, r.PathValue("service"), dir, "alertmanager "+a.source(r))

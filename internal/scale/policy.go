@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // Service labels read by ParsePolicy. Orbiter's labels keep their meaning;
@@ -159,7 +161,7 @@ func ParsePolicy(labels map[string]string) (Policy, error) {
 	p := DefaultPolicy()
 	var errs []error
 	bad := func(key, problem string) {
-		errs = append(errs, fmt.Errorf("%w: %s=%q: %s", ErrBadLabel, key, labels[key], problem))
+		errs = append(errs, fmt.Errorf("%w: %s=%s: %s", ErrBadLabel, key, termtext.Q(labels[key]), problem))
 	}
 	sw := map[string]bool{}
 	for _, key := range []string{LabelOrbiter, LabelEnabled} {
@@ -361,7 +363,7 @@ func parseMetrics(labels map[string]string) ([]MetricSpec, []error) {
 	byName := map[string]*MetricSpec{}
 	var errs []error
 	bad := func(key, problem string) {
-		errs = append(errs, fmt.Errorf("%w: %s=%q: %s", ErrBadLabel, key, labels[key], problem))
+		errs = append(errs, fmt.Errorf("%w: %s=%s: %s", ErrBadLabel, termtext.Cell(key), termtext.Q(labels[key]), problem))
 	}
 	for key, v := range labels {
 		rest, ok := strings.CutPrefix(key, LabelMetricPrefix)
@@ -411,9 +413,9 @@ func parseMetrics(labels map[string]string) ([]MetricSpec, []error) {
 		}
 		switch {
 		case m.Query == "" && m.Target > 0:
-			errs = append(errs, fmt.Errorf("%w: metric %q has a target but no %squery", ErrBadLabel, n, prefix))
+			errs = append(errs, fmt.Errorf("%w: metric %s has a target but no %squery", ErrBadLabel, termtext.Q(n), termtext.Lines(prefix)))
 		case m.Query != "" && m.Target == 0:
-			errs = append(errs, fmt.Errorf("%w: metric %q has a query but no %starget", ErrBadLabel, n, prefix))
+			errs = append(errs, fmt.Errorf("%w: metric %s has a query but no %starget", ErrBadLabel, termtext.Q(n), termtext.Lines(prefix)))
 		case m.Query != "":
 			out = append(out, *m)
 		}
