@@ -225,3 +225,21 @@ func FuzzQ(f *testing.F) {
 		}
 	})
 }
+
+func TestQRune(t *testing.T) {
+	for _, tc := range []struct {
+		in   rune
+		want string
+	}{
+		{'a', `'a'`}, {'\'', `'\''`}, {'"', `'"'`}, {'é', `'é'`}, {'\n', `'\n'`}, {'\x1b', `'\x1b'`},
+		{'\u3164', `'\u3164'`}, {'\u00a0', `'\u00a0'`}, {'\U000e0100', `'\U000e0100'`}, {utf8.RuneError, `'�'`},
+	} {
+		if got := QRune(tc.in); got != tc.want {
+			t.Errorf("QRune(%U) = %s, want %s", tc.in, got, tc.want)
+		}
+		q := QRune(tc.in)
+		if u, _, _, err := strconv.UnquoteChar(q[1:len(q)-1], '\''); err != nil || u != tc.in {
+			t.Errorf("QRune(%U) = %s unquotes as %U, %v", tc.in, QRune(tc.in), u, err)
+		}
+	}
+}

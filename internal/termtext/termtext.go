@@ -4,7 +4,7 @@
 // history, Consul keys), and printed as it is, a newline there would forge
 // a line, a tab shift a table's columns and an escape sequence rewrite the
 // terminal. Head, Shorten and QuoteShort bound such text, of any size,
-// where it is quoted; Q quotes as %q does, but escapes what %q leaves
+// where it is quoted; Q (QRune) quotes as %q does, but escapes what %q leaves
 // and would not show (U+3164). NewTextLogHandler and NewJSONLogHandler are slog's
 // handlers with every character GraphicRune refuses escaped in the lines
 // they write (EscapeTextLog, EscapeJSONLog), where slog's own leave a
@@ -117,6 +117,16 @@ func unshown(r rune) string {
 // webhook bodies) quoted into an error or a message; strconv.Unquote
 // reads it back.
 func Q(s string) string { return quote(s) }
+
+// QRune is r quoted as %q quotes a rune ('x', '\n'), but escaped when
+// GraphicRune refuses it ('\u3164', which %q leaves as it is), as Q
+// quotes a string.
+func QRune(r rune) string {
+	if GraphicRune(r) {
+		return strconv.QuoteRune(r)
+	}
+	return "'" + escape(r) + "'"
+}
 
 // quote is s Go-quoted as strconv.Quote quotes it, but with every
 // character GraphicRune refuses escaped (strconv.Quote leaves U+3164 or a
