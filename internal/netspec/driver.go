@@ -5,6 +5,8 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // Docker drivers of underlay networks.
@@ -107,14 +109,14 @@ func CheckDriverMode(driver, mode string) error {
 	switch s.DriverName() {
 	case Macvlan:
 		if mode != "" {
-			return fmt.Errorf("ipvlan mode %q given for a macvlan network (add --driver ipvlan)", mode)
+			return fmt.Errorf("ipvlan mode %s given for a macvlan network (add --driver ipvlan)", termtext.Q(mode))
 		}
 	case IPvlan:
 		if m := s.IPvlanModeName(); m != IPvlanL2 && m != IPvlanL3 {
-			return fmt.Errorf("ipvlan mode %q: want l2 or l3", mode)
+			return fmt.Errorf("ipvlan mode %s: want l2 or l3", termtext.Q(mode))
 		}
 	default:
-		return fmt.Errorf("driver %q: want macvlan or ipvlan", driver)
+		return fmt.Errorf("driver %s: want macvlan or ipvlan", termtext.Q(driver))
 	}
 	return nil
 }

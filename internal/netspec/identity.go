@@ -204,7 +204,7 @@ func CheckNodeName(name string) error {
 	}
 	for _, r := range name {
 		if !alnum(r) && r != '_' && r != '.' && r != '-' {
-			return fmt.Errorf("%q is not allowed: want letters, digits, '_', '.' or '-' (the name is part of Consul KV keys and service IDs)", r)
+			return fmt.Errorf("%s is not allowed: want letters, digits, '_', '.' or '-' (the name is part of Consul KV keys and service IDs)", termtext.QRune(r))
 		}
 	}
 	if !alnum(rune(name[0])) {
@@ -228,7 +228,7 @@ func CheckNodeID(id string) error {
 	}
 	for _, r := range id {
 		if !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') {
-			return fmt.Errorf("%q is not allowed: want lowercase letters and digits", r)
+			return fmt.Errorf("%s is not allowed: want lowercase letters and digits", termtext.QRune(r))
 		}
 	}
 	return nil

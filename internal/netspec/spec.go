@@ -91,14 +91,14 @@ func Validate(s Spec, existing []Spec) error {
 // false when s's subnet is not one to compare with other networks'.
 func checkOwn(s Spec, bad func(string, ...any)) bool {
 	if !nameRE.MatchString(s.Name) {
-		bad("network name %q: want 1 to 48 letters, digits, '_', '.' or '-', starting with a letter or digit", s.Name)
+		bad("network name %s: want 1 to 48 letters, digits, '_', '.' or '-', starting with a letter or digit", termtext.Q(s.Name))
 	}
 	switch {
 	case strings.HasPrefix(s.Parent, ".") && vlanNameProblem(s.Parent) != "":
 		// Read as a VLAN of no device (.40), as Docker's drivers read it.
-		bad("parent %q: %s", s.Parent, vlanNameProblem(s.Parent))
+		bad("parent %s: %s", termtext.Q(s.Parent), vlanNameProblem(s.Parent))
 	case !parentRE.MatchString(s.Parent):
-		bad("parent %q: not an interface name (at most 15 characters)", s.Parent)
+		bad("parent %s: not an interface name (at most 15 characters)", termtext.Q(s.Parent))
 	case vlanNameProblem(s.Parent) != "":
 		bad("parent %q: %s", s.Parent, vlanNameProblem(s.Parent))
 	case s.Parent == "lo" || onLoopback(s.Parent):
@@ -118,7 +118,7 @@ func checkOwn(s Spec, bad func(string, ...any)) bool {
 	switch s.IPAM {
 	case PerNode, Cluster:
 	default:
-		bad("ipam %q: want per-node or cluster", s.IPAM)
+		bad("ipam %s: want per-node or cluster", termtext.Q(string(s.IPAM)))
 	}
 	if !validSubnet4(s.Subnet, bad) {
 		return false
@@ -246,20 +246,20 @@ func conflictsIn(s Spec, existing []Spec) *conflicts {
 func (c *conflicts) report(s Spec, specs []Spec, bad func(string, ...any)) {
 	one := func(k conflictKind) Spec { return specs[c[k].first[0]] }
 	if c[nameTaken].n > 0 {
-		bad("network %q already exists", s.Name)
+		bad("network %s already exists", termtext.Q(s.Name))
 	}
 	if c[nameConfig].n > 0 {
-		bad("network name %q is the name of network %q's config-only network: choose another name", s.Name, one(nameConfig).Name)
+		bad("network name %s is the name of network %s's config-only network: choose another name", termtext.Q(s.Name), termtext.Q(one(nameConfig).Name))
 	}
 	if c[configTaken].n > 0 {
 		o := one(configTaken)
-		bad("network %q's config-only network would be named %s, as network %q is: choose another name", s.Name, o.Name, o.Name)
+		bad("network %s's config-only network would be named %s, as network %s is: choose another name", termtext.Q(s.Name), o.Name, termtext.Q(o.Name))
 	}
 	if c[subnetOverlap].n > 0 {
-		bad("subnet %s overlaps %s", s.Subnet, c[subnetOverlap].networks(specs, func(o Spec) string { return fmt.Sprintf("%q (%s)", o.Name, o.Subnet) }))
+		bad("subnet %s overlaps %s", s.Subnet, c[subnetOverlap].networks(specs, func(o Spec) string { return fmt.Sprintf("%s (%s)", termtext.Q(o.Name), o.Subnet) }))
 	}
 	if c[subnet6Overlap].n > 0 {
-		bad("IPv6 subnet %s overlaps %s", s.IPv6Subnet, c[subnet6Overlap].networks(specs, func(o Spec) string { return fmt.Sprintf("%q (%s)", o.Name, o.IPv6Subnet) }))
+		bad("IPv6 subnet %s overlaps %s", s.IPv6Subnet, c[subnet6Overlap].networks(specs, func(o Spec) string { return fmt.Sprintf("%s (%s)", termtext.Q(o.Name), o.IPv6Subnet) }))
 	}
 	quoted := func(o Spec) string { return strconv.Quote(o.Name) }
 	if c[parentTaken].n > 0 {
@@ -269,14 +269,14 @@ func (c *conflicts) report(s Spec, specs []Spec, bad func(string, ...any)) {
 		lower, vid, _ := VLANParent(s.Parent)
 		const why = "a device carries one link per VLAN, and Docker one network per parent"
 		if o := one(vlanTaken); v.n == 1 {
-			bad("parent %s is VLAN %d on %s, as network %q's parent %s is: "+why, s.Parent, vid, lower, o.Name, o.Parent)
+			bad("parent %s is VLAN %d on %s, as network %s's parent %s is: "+why, s.Parent, vid, lower, termtext.Q(o.Name), o.Parent)
 		} else {
 			bad("parent %s is VLAN %d on %s, as the parents of %s are: "+why, s.Parent, vid, lower,
-				v.networks(specs, func(o Spec) string { return fmt.Sprintf("%q (%s)", o.Name, o.Parent) }))
+				v.networks(specs, func(o Spec) string { return fmt.Sprintf("%s (%s)", termtext.Q(o.Name), o.Parent) }))
 		}
 	}
 	if c[shimTaken].n == 1 {
-		bad("host shim link %s is also network %q's (the names hash alike): choose another name", ShimLinkName(s.Name), one(shimTaken).Name)
+		bad("host shim link %s is also network %s's (the names hash alike): choose another name", ShimLinkName(s.Name), termtext.Q(one(shimTaken).Name))
 	} else if c[shimTaken].n > 1 {
 		bad("host shim link %s is also the shim of %s (the names hash alike): choose another name", ShimLinkName(s.Name), c[shimTaken].networks(specs, quoted))
 	}
@@ -366,7 +366,7 @@ func checkAux(s Spec, bad func(string, ...any)) {
 		case len(name) > MaxAuxName:
 			bad("aux address name %s: %d bytes, longer than the %d an aux address name may have", termtext.QuoteShort(name, MaxAuxName), len(name), MaxAuxName)
 		case !auxRE.MatchString(name) || strings.HasPrefix(name, reservedAuxPrefix):
-			bad("aux address name %q: want letters, digits, '_', '.' or '-', not starting with %q", name, reservedAuxPrefix)
+			bad("aux address name %s: want letters, digits, '_', '.' or '-', not starting with %q", termtext.Q(name), reservedAuxPrefix)
 		case !s.Subnet.Contains(ip):
 			bad("aux address %s=%s is outside subnet %s", name, ip, s.Subnet)
 		case ip == s.Gateway:
@@ -479,7 +479,7 @@ func CheckStored(specs []Spec) map[string]error {
 	for i, s := range specs {
 		if s.Deleting {
 			if !nameRE.MatchString(s.Name) {
-				out[s.Name] = fmt.Errorf("network name %q: want 1 to 48 letters, digits, '_', '.' or '-', starting with a letter or digit", s.Name)
+				out[s.Name] = fmt.Errorf("network name %s: want 1 to 48 letters, digits, '_', '.' or '-', starting with a letter or digit", termtext.Q(s.Name))
 			}
 			continue
 		}

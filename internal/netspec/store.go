@@ -444,13 +444,13 @@ func DecodeSpec(name string, raw []byte) (Spec, error) {
 		// Written past `network create`: taken as network s.Name, its
 		// ranges, reports and pool would sit apart from its spec, which
 		// `network rm` could not find.
-		return Spec{}, fmt.Errorf("%w: %s holds the spec of network %q; a network's spec is stored under its own name", ErrBadSpec, key, s.Name)
+		return Spec{}, fmt.Errorf("%w: %s holds the spec of network %s; a network's spec is stored under its own name", ErrBadSpec, key, termtext.Q(s.Name))
 	}
 	if s.Parent != "" && !parentRE.MatchString(s.Parent) {
 		// No link has such a name: written past `network create`, and
 		// refused whole, deleting or not, since every reader (teardown's
 		// VLAN removal, the doctor) would hand it on as a link's name.
-		return Spec{}, fmt.Errorf("%w: %s: parent %q: not an interface name (at most 15 characters)", ErrBadSpec, key, s.Parent)
+		return Spec{}, fmt.Errorf("%w: %s: parent %s: not an interface name (at most 15 characters)", ErrBadSpec, key, termtext.Q(s.Parent))
 	}
 	return s, nil
 }
