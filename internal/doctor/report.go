@@ -229,7 +229,7 @@ func loadReports(ctx context.Context, kv KV, byName map[string][]string) ([]Repo
 		if err := netspec.CheckNodeName(node); err != nil {
 			// Shown as its node's name, and matched to node facts by
 			// it, as the ID layout's node names are checked.
-			r = badReport(p.Key, node, fmt.Sprintf("report %q is under no node's name: %v; agents publish theirs under %sSWARM-NODE-ID (older ones %sNODE)", p.Key, err, IDPrefix, KVPrefix))
+			r = badReport(p.Key, node, fmt.Sprintf("report %s is under no node's name: %v; agents publish theirs under %sSWARM-NODE-ID (older ones %sNODE)", termtext.Q(p.Key), err, IDPrefix, KVPrefix))
 			refused[p.Key] = true
 		} else if err := json.Unmarshal(p.Value, &r); err != nil {
 			r = badReport(p.Key, node, fmt.Sprintf("unreadable report %s: %v", p.Key, err))
@@ -237,7 +237,7 @@ func loadReports(ctx context.Context, kv KV, byName map[string][]string) ([]Repo
 		} else if r.Node != "" && r.Node != node {
 			// Taken by its node, it would replace that node's own
 			// report on the dashboard.
-			r = badReport(p.Key, node, fmt.Sprintf("report %s names node %q: an agent publishes its own node's report under its name", p.Key, r.Node))
+			r = badReport(p.Key, node, fmt.Sprintf("report %s names node %s: an agent publishes its own node's report under its name", p.Key, termtext.Q(r.Node)))
 			refused[p.Key] = true
 		} else if ids := byName[node]; r.NodeID != "" && len(ids) > 0 && !slices.Contains(ids, r.NodeID) {
 			// Taken by no node of the name (the dashboard gives such a
@@ -302,7 +302,7 @@ func placeNameReports(reports []Report, refused map[string]bool, byName map[stri
 func loadByID(p kvstore.Pair, id string) Report {
 	if err := netspec.CheckNodeID(id); err != nil {
 		// Shown among the cluster's problems: it names no swarm node.
-		return badByID(p.Key, id, "", fmt.Sprintf("report %q is under no swarm node's key: %q is not a swarm node ID: %v; agents publish theirs under %sSWARM-NODE-ID", p.Key, id, err, IDPrefix))
+		return badByID(p.Key, id, "", fmt.Sprintf("report %s is under no swarm node's key: %s is not a swarm node ID: %v; agents publish theirs under %sSWARM-NODE-ID", termtext.Q(p.Key), termtext.Q(id), err, IDPrefix))
 	}
 	var r Report
 	if err := json.Unmarshal(p.Value, &r); err != nil {
@@ -311,11 +311,11 @@ func loadByID(p kvstore.Pair, id string) Report {
 	if r.NodeID != id {
 		// Taken by its key, it would stand in for that swarm node's
 		// report; by the ID it names, for another's.
-		return badByID(p.Key, id, r.Node, fmt.Sprintf("report %s names swarm node %q: an agent publishes its own node's report under its swarm node ID", p.Key, r.NodeID))
+		return badByID(p.Key, id, r.Node, fmt.Sprintf("report %s names swarm node %s: an agent publishes its own node's report under its swarm node ID", p.Key, termtext.Q(r.NodeID)))
 	}
 	if err := netspec.CheckNodeName(r.Node); err != nil {
 		// Shown as the node's name, and matched to node facts by it.
-		return badByID(p.Key, id, "", fmt.Sprintf("report %s names node %q: not a node's name: %v", p.Key, r.Node, err))
+		return badByID(p.Key, id, "", fmt.Sprintf("report %s names node %s: not a node's name: %v", p.Key, termtext.Q(r.Node), err))
 	}
 	return checked(r, p.Key, r.Node)
 }

@@ -854,3 +854,41 @@ func TestLoadReportsGivesNoDeleteConsulRedirects(t *testing.T) {
 		}
 	}
 }
+
+// TestLoadReportsQuoteToShow: the problems of reports refused for the
+// key, node or swarm node they name, which any token that may write
+// reports chooses, quote them with what would not show escaped (U+3164
+// reads as nothing, and %q left it as it is).
+func TestLoadReportsQuoteToShow(t *testing.T) {
+	report := func(node, id string) []byte {
+		return fmt.Appendf(nil, `{"node":%q,"node_id":%q,"at":"2026-03-01T12:00:00Z","results":[{"check":"x","status":"warn","message":"m"}]}`, node, id)
+	}
+	const f = "\u3164"
+	kv := &memKV{m: map[string][]byte{
+		KVPrefix + "n" + f:                     report("n"+f, ""),
+		KVPrefix + "n7":                        report("n8"+f, ""),
+		IDPrefix + "bad" + f:                   report("n1", "bad"+f),
+		IDPrefix + "idh0000000000000000000000": report("n1", "idh000000000000000000000"+f),
+		IDPrefix + "idi0000000000000000000000": report("n"+f, "idi0000000000000000000000"),
+	}}
+	rs, err := LoadReports(context.Background(), kv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		KVPrefix + "n" + f:                     `report "underlay/doctor/n\u3164" is under no node's name: '\u3164' is not allowed`,
+		KVPrefix + "n7":                        `names node "n8\u3164": an agent publishes`,
+		IDPrefix + "bad" + f:                   `report "underlay/doctor/id/bad\u3164" is under no swarm node's key: "bad\u3164" is not a swarm node ID`,
+		IDPrefix + "idh0000000000000000000000": `names swarm node "idh000000000000000000000\u3164": `,
+		IDPrefix + "idi0000000000000000000000": `names node "n\u3164": not a node's name: '\u3164' is not allowed`,
+	}
+	for _, r := range rs {
+		if len(r.Results) != 1 || !strings.Contains(r.Results[0].Message, want[r.Key]) {
+			t.Errorf("%q read with %+v, want a result holding %s", r.Key, r.Results, want[r.Key])
+		}
+		delete(want, r.Key)
+	}
+	for k := range want {
+		t.Errorf("no report %q", k)
+	}
+}
