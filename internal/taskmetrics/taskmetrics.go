@@ -516,10 +516,10 @@ func Decode(key string, value []byte) (Report, error) {
 	node := strings.TrimPrefix(key, KVPrefix)
 	id, byID := strings.CutPrefix(key, IDPrefix)
 	if node == key || !byID && netspec.CheckNodeName(node) != nil {
-		return Report{}, fmt.Errorf("%q is not a node's key: agents write %sSWARM-NODE-ID (older ones %sNODE)", key, IDPrefix, KVPrefix)
+		return Report{}, fmt.Errorf("%s is not a node's key: agents write %sSWARM-NODE-ID (older ones %sNODE)", termtext.Q(key), IDPrefix, KVPrefix)
 	}
 	if err := netspec.CheckNodeID(id); byID && err != nil {
-		return Report{}, fmt.Errorf("%q is not a node's key: %q is not a swarm node ID: %v; agents write %sSWARM-NODE-ID (older ones %sNODE)", key, id, err, IDPrefix, KVPrefix)
+		return Report{}, fmt.Errorf("%s is not a node's key: %s is not a swarm node ID: %v; agents write %sSWARM-NODE-ID (older ones %sNODE)", termtext.Q(key), termtext.Q(id), err, IDPrefix, KVPrefix)
 	}
 	var r Report
 	if err := json.Unmarshal(value, &r); err != nil {
@@ -527,18 +527,18 @@ func Decode(key string, value []byte) (Report, error) {
 	}
 	switch {
 	case byID && r.NodeID != id:
-		return Report{}, fmt.Errorf("the report under %s names swarm node %q, its key swarm node %q: one node's tasks would count twice", key, r.NodeID, id)
+		return Report{}, fmt.Errorf("the report under %s names swarm node %s, its key swarm node %s: one node's tasks would count twice", key, termtext.Q(r.NodeID), termtext.Q(id))
 	case byID && r.Node == "":
 		return Report{}, fmt.Errorf("the report of swarm node %s names no node", id)
 	case byID:
 		// Shown with the report, and what the ID report shadows an
 		// older agent's by (shadowed), as doctor's LoadReports refuses.
 		if err := netspec.CheckNodeName(r.Node); err != nil {
-			return Report{}, fmt.Errorf("the report under %s names node %q: not a node's name: %v", key, r.Node, err)
+			return Report{}, fmt.Errorf("the report under %s names node %s: not a node's name: %v", key, termtext.Q(r.Node), err)
 		}
 		node = r.Node
 	case r.Node != node:
-		return Report{}, fmt.Errorf("the report names node %q, its key node %q: one node's tasks would count twice", r.Node, node)
+		return Report{}, fmt.Errorf("the report names node %s, its key node %s: one node's tasks would count twice", termtext.Q(r.Node), termtext.Q(node))
 	}
 	r.Key = key
 	if r.At.IsZero() {
@@ -549,7 +549,7 @@ func Decode(key string, value []byte) (Report, error) {
 			return Report{}, fmt.Errorf("the report of %s has a service with no name", node)
 		}
 		if p := usageProblem(r.Services[name]); p != "" {
-			return Report{}, fmt.Errorf("the report of %s gives service %q %s", node, name, p)
+			return Report{}, fmt.Errorf("the report of %s gives service %s %s", node, termtext.Q(name), p)
 		}
 	}
 	return r, nil

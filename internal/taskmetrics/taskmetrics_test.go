@@ -839,3 +839,24 @@ func (s *funcSource) Samples(context.Context) ([]Sample, error) {
 	s.n++
 	return s.f(s.n - 1)
 }
+
+// TestDecodeQuotesToShow: Decode's errors quote the key, node, swarm node
+// and service names a report or its key holds, which any token that may
+// write reports chooses, with what would not show escaped (U+3164 reads
+// as nothing, and %q left it as it is).
+func TestDecodeQuotesToShow(t *testing.T) {
+	const id = "id10000000000000000000000"
+	for _, tc := range []struct{ name, key, value, want string }{
+		{"key", KVPrefix + "n1\u3164", `{"node":"n1","at":"2026-12-03T11:59:58Z"}`, `"underlay/metrics/n1\u3164" is not a node's key`},
+		{"ID key", IDPrefix + "id1\u3164", `{"node":"n1","at":"2026-12-03T11:59:58Z"}`, `"underlay/metrics/id/id1\u3164" is not a node's key: "id1\u3164" is not`},
+		{"swarm node", IDPrefix + id, `{"node":"n1","node_id":"id1\u3164","at":"2026-12-03T11:59:58Z"}`, `names swarm node "id1\u3164", its key`},
+		{"node under an ID", IDPrefix + id, `{"node":"n1\u3164","node_id":"` + id + `","at":"2026-12-03T11:59:58Z"}`, `names node "n1\u3164": not a node's name`},
+		{"node", KVPrefix + "n1", `{"node":"n1\u3164","at":"2026-12-03T11:59:58Z"}`, `names node "n1\u3164", its key node "n1"`},
+		{"service", KVPrefix + "n1", `{"node":"n1","at":"2026-12-03T11:59:58Z","services":{"web\u3164":{"tasks":0}}}`, `gives service "web\u3164" `},
+	} {
+		_, err := Decode(tc.key, []byte(tc.value))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: Decode error %v, want it to hold %s", tc.name, err, tc.want)
+		}
+	}
+}
