@@ -267,15 +267,15 @@ func decode(value []byte) ([]Entry, error) {
 		ip, err := netip.ParseAddr(e.IP)
 		switch {
 		case err != nil:
-			return nil, fmt.Errorf("entry %d: ip %q is not an address", i, e.IP)
+			return nil, fmt.Errorf("entry %d: ip %s is not an address", i, termtext.Q(e.IP))
 		case ip.Zone() != "":
 			// Docker gives none, and fd00::5%x is no duplicate of fd00::5
 			// as text; the zone is any text, escape sequences included.
-			return nil, fmt.Errorf("entry %d: ip %q has a zone, which no container address has", i, e.IP)
+			return nil, fmt.Errorf("entry %d: ip %s has a zone, which no container address has", i, termtext.Q(e.IP))
 		case ip.Is4In6():
 			// ::ffff:10.0.0.5 is 10.0.0.5, but would be compared, and
 			// matched against the pools, as another address.
-			return nil, fmt.Errorf("entry %d: ip %q is an IPv4-mapped IPv6 address; agents list it as %s", i, e.IP, ip.Unmap())
+			return nil, fmt.Errorf("entry %d: ip %s is an IPv4-mapped IPv6 address; agents list it as %s", i, termtext.Q(e.IP), ip.Unmap())
 		}
 		// Addresses are compared as text (Check, PoolAddresses): one
 		// spelling each, or one address spelt two ways is no duplicate.
@@ -290,7 +290,7 @@ func decode(value []byte) ([]Entry, error) {
 			return nil, fmt.Errorf("entry %d (%s): no node", i, e.IP)
 		case e.Duplicate != "":
 			// Check sets it: kept, it would hide the entry from Check's count.
-			return nil, fmt.Errorf("entry %d (%s): duplicate %q is what underlay ips finds, not what agents publish", i, e.IP, e.Duplicate)
+			return nil, fmt.Errorf("entry %d (%s): duplicate %s is what underlay ips finds, not what agents publish", i, e.IP, termtext.Q(e.Duplicate))
 		case e.Unlisted < 0 || e.Unlisted > 0 && !e.LeftOut:
 			return nil, fmt.Errorf("entry %d (%s): unlisted %d is not what agents publish (a count, on a left-out entry)", i, e.IP, e.Unlisted)
 		case e.LeftOut && (e.Container != "" || e.ID != "" || e.MAC != "" || e.Service != "" || e.Slot != "" || e.Task != ""):
@@ -300,7 +300,7 @@ func decode(value []byte) ([]Entry, error) {
 		if e.MAC != "" {
 			mac, err := net.ParseMAC(e.MAC)
 			if err != nil {
-				return nil, fmt.Errorf("entry %d (%s): mac %q is not a MAC address", i, e.IP, e.MAC)
+				return nil, fmt.Errorf("entry %d (%s): mac %s is not a MAC address", i, e.IP, termtext.Q(e.MAC))
 			}
 			es[i].MAC = mac.String()
 		}
@@ -382,10 +382,10 @@ func ownEntries(es []Entry, id string, names map[string]string) error {
 	}
 	for i, e := range es {
 		if e.Node != name {
-			return fmt.Errorf("entry %d (%s) names node %q, but its key is swarm node %s's, %q by its facts: an agent publishes only its own node's addresses", i, e.IP, e.Node, quoted(id), name)
+			return fmt.Errorf("entry %d (%s) names node %s, but its key is swarm node %s's, %s by its facts: an agent publishes only its own node's addresses", i, e.IP, termtext.Q(e.Node), quoted(id), termtext.Q(name))
 		}
 		if e.NodeID != "" && e.NodeID != id {
-			return fmt.Errorf("entry %d (%s) names swarm node %q, but its key is swarm node %s's: an agent publishes only its own node's addresses", i, e.IP, e.NodeID, quoted(id))
+			return fmt.Errorf("entry %d (%s) names swarm node %s, but its key is swarm node %s's: an agent publishes only its own node's addresses", i, e.IP, termtext.Q(e.NodeID), quoted(id))
 		}
 	}
 	return nil
@@ -404,7 +404,7 @@ func printable(e Entry) error {
 		{"service", e.Service}, {"slot", e.Slot}, {"task", e.Task}, {"state", e.State}, {"network_problem", e.NetworkProblem},
 	} {
 		if err := termtext.CheckGraphic(f.value); err != nil {
-			return fmt.Errorf("%s %q: %w", f.name, f.value, err)
+			return fmt.Errorf("%s %s: %w", f.name, termtext.Q(f.value), err)
 		}
 	}
 	return nil

@@ -864,3 +864,32 @@ func TestLoadQuotesAnOlderAgentsLabelNames(t *testing.T) {
 		t.Errorf("bad documents %+v; want only %s's, its node_id refused", bad, id2)
 	}
 }
+
+// TestDecodeQuotesToShow: the errors of an inventory refused for what
+// its entries hold, which any agent's token may write, quote it with
+// what would not show escaped (U+3164 reads as nothing, and %q left it
+// as it is).
+func TestDecodeQuotesToShow(t *testing.T) {
+	const f = "\u3164"
+	entry := func(fields string) string { return `[{"ip":"10.0.0.5","node":"n1","network":"lan"` + fields + `}]` }
+	for _, tc := range []struct{ name, doc, want string }{
+		{"ip", `[{"ip":"10.0.0.5` + f + `","node":"n1","network":"lan"}]`, `ip "10.0.0.5\u3164" is not an address`},
+		{"ip with a zone", `[{"ip":"fd00::5%x` + f + `","node":"n1","network":"lan"}]`, `ip "fd00::5%x\u3164" has a zone`},
+		{"duplicate", entry(`,"duplicate":"n2` + f + `"`), `duplicate "n2\u3164" is what`},
+		{"mac", entry(`,"mac":"02:00` + f + `"`), `mac "02:00\u3164" is not a MAC address`},
+		{"a name not graphic", entry(`,"state":"up` + f + `"`), `state "up\u3164": U+3164`},
+	} {
+		_, err := decode([]byte(tc.doc))
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: decode error %v, want it to hold %s", tc.name, err, tc.want)
+		}
+	}
+	es := []Entry{{IP: "10.0.0.5", Node: "n1" + f, Network: "lan"}}
+	if err := ownEntries(es, "id1", map[string]string{"id1": "n1"}); err == nil || !strings.Contains(err.Error(), `names node "n1\u3164", but its key is swarm node id1's, "n1"`) {
+		t.Errorf("ownEntries error %v, want it to name node \"n1\\u3164\"", err)
+	}
+	es = []Entry{{IP: "10.0.0.5", Node: "n1", NodeID: "id2" + f, Network: "lan"}}
+	if err := ownEntries(es, "id1", map[string]string{"id1": "n1"}); err == nil || !strings.Contains(err.Error(), `names swarm node "id2\u3164"`) {
+		t.Errorf("ownEntries error %v, want it to name swarm node \"id2\\u3164\"", err)
+	}
+}
