@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/underlay/underlay/internal/kvstore"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // A node's agent publishes, per pool, the addresses its last sweep kept
@@ -63,7 +64,7 @@ func decodeKept(p Pool, pairs []kvstore.Pair) (KeptAddrs, []BadDoc) {
 		case err != nil:
 			err = fmt.Errorf("not a kept-addresses document: %w", err)
 		case node == "" || strings.Contains(node, "/"):
-			err = fmt.Errorf("%q is not a node identity", node)
+			err = fmt.Errorf("%s is not a node identity", termtext.Q(node))
 		default:
 			for _, a := range doc.Addrs {
 				if !p.allocRange().Contains(a) {

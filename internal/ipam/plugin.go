@@ -345,7 +345,7 @@ func (pl *Plugin) requestPool(ctx context.Context, r poolRequest) (any, error) {
 	}
 	subnet, err := netip.ParsePrefix(r.Pool)
 	if err != nil {
-		return nil, fmt.Errorf("pool %q: not a CIDR", r.Pool)
+		return nil, fmt.Errorf("pool %s: not a CIDR", quoted(r.Pool))
 	}
 	if subnet.Addr().Is6() != r.V6 {
 		return nil, fmt.Errorf("pool %s asked for with V6 %t: the subnet's family and the request's differ", subnet, r.V6)
@@ -551,9 +551,9 @@ func requestedAddr(s string) (netip.Addr, error) {
 	a, err := netip.ParseAddr(s)
 	switch {
 	case err != nil:
-		return netip.Addr{}, fmt.Errorf("address %q: not an IP address", s)
+		return netip.Addr{}, fmt.Errorf("address %s: not an IP address", quoted(s))
 	case a.Zone() != "":
-		return netip.Addr{}, fmt.Errorf("address %q: an address with a zone is no container's", s)
+		return netip.Addr{}, fmt.Errorf("address %s: an address with a zone is no container's", quoted(s))
 	}
 	return a, nil
 }

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/underlay/underlay/internal/netspec"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // ErrPoolExhausted is returned when no address of a pool is free.
@@ -153,10 +154,10 @@ func blockKey(b netip.Prefix) string { return strings.ReplaceAll(b.String(), "/"
 func parseBlockKey(k string) (netip.Prefix, error) {
 	p, err := netip.ParsePrefix(strings.ReplaceAll(k, "_", "/"))
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("block key %q: %w", k, err)
+		return netip.Prefix{}, fmt.Errorf("block key %s: %s", termtext.Q(k), termtext.Lines(err.Error())) // netip quotes k with %q
 	}
 	if own := blockKey(p); own != k {
-		return netip.Prefix{}, fmt.Errorf("block key %q: not how underlay spells block %s (%q)", k, p, own)
+		return netip.Prefix{}, fmt.Errorf("block key %s: not how underlay spells block %s (%q)", termtext.Q(k), p, own)
 	}
 	return p, nil
 }

@@ -903,7 +903,7 @@ func decodeBlock(p Pool, b netip.Prefix, raw []byte) (BlockDoc, error) {
 	for _, k := range slices.Sorted(maps.Keys(doc.Allocs)) {
 		a, err := netip.ParseAddr(k)
 		if err != nil || !b.Contains(a) || a.String() != k {
-			return BlockDoc{}, fmt.Errorf("allocation %q is not an address of block %s", k, b)
+			return BlockDoc{}, fmt.Errorf("allocation %s is not an address of block %s", termtext.Q(k), b)
 		}
 		al := doc.Allocs[k]
 		for _, f := range [][2]string{{"node", al.Node}, {"kind", al.Kind}, {"gen", al.Gen}} {
@@ -924,7 +924,7 @@ func decodeBlock(p Pool, b netip.Prefix, raw []byte) (BlockDoc, error) {
 // would free an address its node may still hold.
 func graphic(what, s string) error {
 	if !termtext.Graphic(s) {
-		return fmt.Errorf("%s %q has a character that is not graphic", what, s)
+		return fmt.Errorf("%s %s has a character that is not graphic", what, termtext.Q(s))
 	}
 	return nil
 }
