@@ -16,6 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/underlay/underlay/internal/backoff"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // ErrNotFound is returned by Docker.Inspect for a container that no longer exists.
@@ -507,7 +508,7 @@ func (a *Agent) foreign(ctx context.Context, s Service) (bool, error) {
 	}
 	problem := "a service of this ID is registered on the local Consul agent by something else than this node's underlay agent"
 	if node != "" {
-		problem = fmt.Sprintf("a service of this ID is registered on the local Consul agent by the underlay agent of node %q", node)
+		problem = fmt.Sprintf("a service of this ID is registered on the local Consul agent by the underlay agent of node %s", termtext.Q(node))
 	}
 	a.reportWarnings(s.ContainerID(), []Warning{{Container: s.Meta[MetaContainerName], Key: "SERVICE_ID", Value: s.ID,
 		Problem: problem + "; not replaced (remove it, or name another SERVICE_ID)"}})

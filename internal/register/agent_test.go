@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -818,5 +819,27 @@ func TestResyncPassesOverAnUnreadableServiceItCannotRemove(t *testing.T) {
 		if id := fmt.Sprintf("gone%02d", i); a.queue.queued[id] == 0 {
 			t.Errorf("container %s, which has a registration, not queued", id)
 		}
+	}
+}
+
+// TestForeignWarningQuotesToShow: the warning of a SERVICE_ID another
+// node's agent registered quotes that node's name, a Meta value any
+// Consul writer chooses, with what would not show escaped (U+3164 reads
+// as nothing, and %q left it as it is).
+func TestForeignWarningQuotesToShow(t *testing.T) {
+	c := &fakeCatalog{services: map[string]Service{"api": {ID: "api", Meta: map[string]string{MetaNode: "n2\u3164"}}}}
+	a, err := NewAgent(Config{Policy: Policy{Node: "n1"}}, newFakeDocker(), c, slog.New(slog.NewTextHandler(io.Discard, nil)), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if foreign, err := a.foreign(context.Background(), Service{ID: "api", Meta: map[string]string{MetaContainerID: "c1"}}); !foreign || err != nil {
+		t.Fatalf("foreign = %t, %v; want true", foreign, err)
+	}
+	var problems []string
+	for w := range a.warned["c1"] {
+		problems = append(problems, w.Problem)
+	}
+	if len(problems) != 1 || !strings.Contains(problems[0], `the underlay agent of node "n2\u3164"`) {
+		t.Errorf("warnings %q, want one naming node \"n2\\u3164\"", problems)
 	}
 }
