@@ -11,6 +11,6 @@
 // Publisher.Run writes it when it changes. Consul KV sits behind KV and Lister
 // (consul implements them).
 //
-// It imports only kvstore, netspec, shellword and termtext of underlay's
+// It imports only backoff, kvstore, netspec, shellword and termtext of underlay's
 // packages.
 package unregistered
