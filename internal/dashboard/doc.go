@@ -19,7 +19,7 @@
 // step and nothing fetched from elsewhere.
 //
 // It imports only the types of netspec, ipam, inventory, register,
-// unregistered and scale,
-// and termtext and shellword to show names readable; its I/O edges are its
+// unregistered and scale, termtext and shellword to show names readable,
+// and httpserve for its stream's reconnect time; its I/O edges are its
 // sources (package adapter) and HTTP.
 package dashboard

@@ -11,12 +11,13 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"math/rand/v2"
 	"net/http"
 	"net/url"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/underlay/underlay/internal/httpserve"
 )
 
 //go:embed assets
@@ -437,7 +438,7 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	w.WriteHeader(http.StatusOK)
 	// Each page its own reconnect time: after a restart of control,
 	// pages told one retry would all come back at the same instant.
-	fmt.Fprintf(out, "retry: %d\n\n", (streamRetry + rand.N(streamRetry)).Milliseconds())
+	io.WriteString(out, httpserve.StreamRetry(streamRetry))
 	for _, f := range first {
 		out.Write(f)
 	}

@@ -21,6 +21,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/underlay/underlay/internal/httpserve"
 	"github.com/underlay/underlay/internal/termtext"
 )
 
@@ -914,6 +915,10 @@ func (a *API) health(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, code, body)
 }
 
+// eventsRetry is the least an event stream's client waits before
+// reconnecting (the stream's retry: field, jittered up to twice it).
+const eventsRetry = 2 * time.Second
+
 // events streams every decision as a server-sent event: "event: decision",
 // "id: <seq>", "data: <record JSON>". A reader that falls more than
 // DefaultSubscriberBuffer records behind gets "event: overflow" and the
@@ -942,6 +947,10 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	h.Set("Cache-Control", "no-cache")
 	h.Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
+	// Each stream its own reconnect time: after a restart of control or a
+	// new leader, clients all on EventSource's default would come back at
+	// the same instant.
+	fmt.Fprint(w, httpserve.StreamRetry(eventsRetry))
 	fmt.Fprint(w, ": underlay scale events\n\n")
 	fl.Flush()
 	tick := time.NewTicker(a.cfg.KeepAlive)
