@@ -929,6 +929,14 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, errorBody{Error: "streaming unsupported"})
 		return
 	}
+	if r.Method == http.MethodHead {
+		// Its headers only: a stream's writes to a HEAD go nowhere, so
+		// none would fail and end it, and it would hold a stream and the
+		// connection (the client's next request on it) for ever.
+		streamHeaders(w)
+		w.WriteHeader(http.StatusOK)
+		return
+	}
 	release, ok := a.takeReader(w, r)
 	if !ok {
 		return
@@ -942,10 +950,7 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 	bus := a.c.Broadcaster()
 	sub := bus.Subscribe()
 	defer bus.Unsubscribe(sub)
-	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-cache")
-	h.Set("X-Accel-Buffering", "no")
+	streamHeaders(w)
 	w.WriteHeader(http.StatusOK)
 	// Each stream its own reconnect time: after a restart of control or a
 	// new leader, clients all on EventSource's default would come back at
@@ -988,6 +993,14 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 			fl.Flush()
 		}
 	}
+}
+
+// streamHeaders are the headers of an event stream's answer.
+func streamHeaders(w http.ResponseWriter) {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-cache")
+	h.Set("X-Accel-Buffering", "no")
 }
 
 // takeReader counts one more event stream of r's client; beyond
