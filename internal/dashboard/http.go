@@ -387,6 +387,16 @@ type ping struct {
 	Instance string    `json:"instance"`
 }
 
+// streamHeaders are the headers of an event stream's answer.
+func streamHeaders(w http.ResponseWriter) {
+	secure(w)
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store") // the snapshots, as GET /v1/cluster
+	h.Set("X-Accel-Buffering", "no")
+	h.Add("Vary", "Accept-Encoding")
+}
+
 // stream serves the events: the current snapshot and the event backlog,
 // then every new snapshot and events, and a ping every KeepAlive.
 func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
@@ -397,6 +407,14 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	fl, ok := w.(http.Flusher)
 	if !ok {
 		writeJSON(w, http.StatusInternalServerError, errorBody{"streaming unsupported"})
+		return
+	}
+	if r.Method == http.MethodHead {
+		// Its headers only: a stream's writes to a HEAD go nowhere, so
+		// none would fail and end it, and it would hold a stream and the
+		// connection (the client's next request on it) for ever.
+		streamHeaders(w)
+		w.WriteHeader(http.StatusOK)
 		return
 	}
 	// The stream lives as long as the page: it lifts the server's write
@@ -413,12 +431,8 @@ func (s *Server) stream(w http.ResponseWriter, r *http.Request) {
 	}
 	sub, first := s.subscribe()
 	defer s.unsubscribe(sub)
-	secure(w)
+	streamHeaders(w)
 	h := w.Header()
-	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store") // the snapshots, as GET /v1/cluster
-	h.Set("X-Accel-Buffering", "no")
-	h.Add("Vary", "Accept-Encoding")
 	// Snapshots are JSON repeated with small changes: gzip, flushed after
 	// every event, sends a tenth of the bytes.
 	out := io.Writer(w)
