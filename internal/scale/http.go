@@ -195,9 +195,11 @@ func (a *API) Handler() http.Handler {
 
 // jsonMuxErrors answers the mux's own refusals — 404 for a path no route
 // takes, 405 for a method a route does not — in JSON, as every other
-// answer of the API, instead of net/http's plain text.
+// answer of the API, instead of net/http's plain text; every answer says
+// nosniff.
 func jsonMuxErrors(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		noSniff(w) // on every answer, a leader's passed on included
 		if _, pattern := mux.Handler(r); pattern != "" {
 			mux.ServeHTTP(w, r)
 			return
@@ -997,6 +999,7 @@ func (a *API) events(w http.ResponseWriter, r *http.Request) {
 
 // streamHeaders are the headers of an event stream's answer.
 func streamHeaders(w http.ResponseWriter) {
+	noSniff(w)
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
 	h.Set("Cache-Control", "no-cache")
@@ -1060,8 +1063,16 @@ func (a *API) LimitStreams(next http.Handler) http.Handler {
 // is no faster there; beyond, 429 with Retry-After.
 func (a *API) RateLimit(next http.Handler) http.Handler { return a.rateLimit(next) }
 
+// jsonType is the Content-Type of the API's JSON answers.
+const jsonType = "application/json; charset=utf-8"
+
+// noSniff keeps a browser from taking an answer for what its bytes look
+// like (an error echoing a client's service name or direction as HTML).
+func noSniff(w http.ResponseWriter) { w.Header().Set("X-Content-Type-Options", "nosniff") }
+
 func writeJSON(w http.ResponseWriter, code int, v any) {
-	w.Header().Set("Content-Type", "application/json")
+	noSniff(w)
+	w.Header().Set("Content-Type", jsonType)
 	w.WriteHeader(code)
 	json.NewEncoder(w).Encode(v)
 }

@@ -470,7 +470,7 @@ func TestMuxRefusalsAreJSON(t *testing.T) {
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
 		var body errorBody
-		if resp.StatusCode != c.want || json.Unmarshal(b, &body) != nil || body.Error == "" || resp.Header.Get("Content-Type") != "application/json" {
+		if resp.StatusCode != c.want || json.Unmarshal(b, &body) != nil || body.Error == "" || resp.Header.Get("Content-Type") != jsonType {
 			t.Errorf("%s %s: %d %q, want %d with a JSON error", c.method, c.path, resp.StatusCode, b, c.want)
 		}
 		if c.want == 405 && resp.Header.Get("Allow") == "" {
