@@ -13,6 +13,7 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -195,22 +196,46 @@ func (a *API) Handler() http.Handler {
 
 // jsonMuxErrors answers the mux's own refusals — 404 for a path no route
 // takes, 405 for a method a route does not — in JSON, as every other
-// answer of the API, instead of net/http's plain text; every answer says
+// answer of the API, instead of net/http's plain text (and a redirect to
+// a cleaned path with its Location, instead of HTML); every answer says
 // nosniff.
 func jsonMuxErrors(mux *http.ServeMux) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		noSniff(w) // on every answer, a leader's passed on included
-		if _, pattern := mux.Handler(r); pattern != "" {
+		escaped := r.URL.EscapedPath()
+		if _, pattern := mux.Handler(r); pattern != "" && cleanPath(escaped) == escaped {
 			mux.ServeHTTP(w, r)
 			return
 		}
 		buf := &bufferedAnswer{header: http.Header{}, code: http.StatusOK}
 		mux.ServeHTTP(buf, r)
-		if allow := buf.header.Get("Allow"); allow != "" {
-			w.Header().Set("Allow", allow)
+		msg := strings.ToLower(strings.TrimSpace(buf.body.String()))
+		for _, h := range []string{"Allow", "Location"} {
+			if v := buf.header.Get(h); v != "" {
+				w.Header().Set(h, v)
+			}
 		}
-		writeJSON(w, buf.code, errorBody{Error: fmt.Sprintf("%s %s: %s", r.Method, termtext.Q(r.URL.Path), strings.ToLower(strings.TrimSpace(buf.body.String())))})
+		if loc := buf.header.Get("Location"); loc != "" {
+			// The mux redirects a path it cleans (a "..", a "//"),
+			// whether a route takes the clean one or not.
+			msg = "not a clean path: it is " + termtext.Q(loc)
+		}
+		writeJSON(w, buf.code, errorBody{Error: fmt.Sprintf("%s %s: %s", r.Method, termtext.Q(r.URL.Path), msg)})
 	})
+}
+
+// cleanPath is p as net/http's mux cleans it before routing (and
+// redirects to when it differs): no ".", "..", or empty segment; a
+// trailing slash kept.
+func cleanPath(p string) string {
+	if p == "" || p[0] != '/' {
+		p = "/" + p
+	}
+	c := path.Clean(p)
+	if strings.HasSuffix(p, "/") && c != "/" {
+		c += "/"
+	}
+	return c
 }
 
 // scaling is the chain of every scaling route: requests another site's
