@@ -404,7 +404,10 @@ func (a *API) forward(w http.ResponseWriter, r *http.Request, leader string) {
 		return
 	}
 	a.forwarded("ok")
-	for _, h := range []string{"Content-Type", LeaderHeader, "Retry-After"} {
+	// The routes passed on answer JSON only; a Content-Type added on the
+	// way (text/html) would have a browser read the answer as a page.
+	w.Header().Set("Content-Type", jsonType)
+	for _, h := range []string{LeaderHeader, "Retry-After"} {
 		v := resp.Header.Get(h)
 		// The signature covers the status and body, not the headers: a
 		// leader named there may have been added on the way.

@@ -349,12 +349,36 @@ func TestPeersBoundTheLeaderNamed(t *testing.T) {
 // --peers the follower passes on only a leader among them.
 func TestForwardedAnswerNamesOnlyListedLeaders(t *testing.T) {
 	const hijacked = "evil.example:8000"
+	resp, mitmAddr := scaleThroughMITM(t, func(resp *http.Response) { resp.Header.Set(LeaderHeader, hijacked) })
+	if h := resp.Header.Get(LeaderHeader); h == hijacked {
+		t.Errorf("%s: %q, added on the way and not among --peers [%s]", LeaderHeader, h, mitmAddr)
+	}
+}
+
+// TestForwardedAnswerIsJSON: nor does the signature cover the leader's
+// Content-Type, which the follower passed on: one on the way could make
+// the answer text/html, and a browser would read the leader's JSON, with
+// what the client sent in it (a service name), as a page of control's
+// origin. The scaling routes answer JSON only: the follower says so
+// itself.
+func TestForwardedAnswerIsJSON(t *testing.T) {
+	resp, _ := scaleThroughMITM(t, func(resp *http.Response) { resp.Header.Set("Content-Type", "text/html") })
+	if ct := resp.Header.Get("Content-Type"); ct != jsonType {
+		t.Errorf("Content-Type %q, set on the way; want %q", ct, jsonType)
+	}
+}
+
+// scaleThroughMITM scales web to 2 replicas through a follower whose
+// leader is reached through a proxy that modifies its answers, and
+// returns the follower's answer (its body read) and the proxy's address.
+func scaleThroughMITM(t *testing.T, modify func(*http.Response)) (*http.Response, string) {
+	t.Helper()
 	var leaderURL atomic.Pointer[string]
 	mitm := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		u, _ := url.Parse(*leaderURL.Load())
 		rp := httputil.NewSingleHostReverseProxy(u)
 		rp.ModifyResponse = func(resp *http.Response) error {
-			resp.Header.Set(LeaderHeader, hijacked)
+			modify(resp)
 			return nil
 		}
 		rp.ServeHTTP(w, r)
@@ -379,9 +403,7 @@ func TestForwardedAnswerNamesOnlyListedLeaders(t *testing.T) {
 	if resp.StatusCode != 200 || leader.swarm.replicas("web") != 2 {
 		t.Fatalf("through the follower: %d %s, leader's replicas %d; want 200 and 2", resp.StatusCode, b, leader.swarm.replicas("web"))
 	}
-	if h := resp.Header.Get(LeaderHeader); h == hijacked {
-		t.Errorf("%s: %q, added on the way and not among --peers [%s]", LeaderHeader, h, mitmAddr)
-	}
+	return resp, mitmAddr
 }
 
 // TestFollowerWithoutPeersDialsNoLeaderKeyAddress: whoever can write the
