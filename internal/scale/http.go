@@ -629,6 +629,9 @@ func (a *API) webhook(w http.ResponseWriter, r *http.Request, body []byte, autos
 		return
 	}
 	results := a.c.HandleAlerts(r.Context(), msg, r.PathValue("service"), dir, "alertmanager "+a.source(r))
+	if results == nil {
+		results = []AlertResult{} // a list, of none: not null
+	}
 	ans := webhookAnswer{Results: results}
 	code := http.StatusOK
 	for i, res := range results {
