@@ -1,7 +1,9 @@
 // Package httpserve is how underlay serves HTTP: the agent's /healthz and
 // /metrics, its IPAM plugin on a socket systemd passed, the profiler and
-// control's API all go through Serve, with the timeouts of NewServer. It
-// imports only the standard library.
+// control's API all go through Serve, with the timeouts of NewServer.
+// StreamRetry opens the server-sent event streams of control's API and
+// dashboard, so that their clients spread their reconnects. It imports
+// only the standard library.
 package httpserve
 
 import (
