@@ -32,10 +32,11 @@ const (
 )
 
 // NewServer is an http.Server of h with every timeout set and headers
-// bounded, whose own messages go to logger (see ErrorLog).
+// bounded, whose own messages go to logger (see ErrorLog); every answer
+// says nosniff (NoSniff).
 func NewServer(h http.Handler, logger *slog.Logger) *http.Server {
 	return &http.Server{
-		Handler:           h,
+		Handler:           NoSniff(h),
 		ErrorLog:          ErrorLog(logger),
 		ReadHeaderTimeout: ReadHeaderTimeout,
 		ReadTimeout:       ReadTimeout,
@@ -43,6 +44,17 @@ func NewServer(h http.Handler, logger *slog.Logger) *http.Server {
 		IdleTimeout:       IdleTimeout,
 		MaxHeaderBytes:    MaxHeaderBytes,
 	}
+}
+
+// NoSniff is h with every answer saying X-Content-Type-Options: nosniff,
+// set before h runs: answers a handler does not type itself (a 421, a
+// mux's redirect, promhttp's /metrics) may echo what a request sent, and
+// a browser sniffing them could take them for a page.
+func NoSniff(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		h.ServeHTTP(w, r)
+	})
 }
 
 // ErrorLog is an http.Server's ErrorLog writing to logger: net/http's

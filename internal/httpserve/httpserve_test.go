@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -155,4 +156,25 @@ func (c *recordedConn) Close() error {
 	c.l.conns[c] = true
 	c.l.mu.Unlock()
 	return c.Conn.Close()
+}
+
+// TestNewServerSaysNoSniff: answers no handler typed (a 421 of a refused
+// Host, a mux's redirect, promhttp's /metrics) said no nosniff.
+//
+//	GET /metrics: X-Content-Type-Options "", want nosniff
+func TestNewServerSaysNoSniff(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, "# metrics\n") })
+	srv := httptest.NewServer(NewServer(mux, slog.New(slog.DiscardHandler)).Handler)
+	defer srv.Close()
+	for _, path := range []string{"/metrics", "/a//b", "/nothing"} {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if got := resp.Header.Get("X-Content-Type-Options"); got != "nosniff" {
+			t.Errorf("GET %s: %d, X-Content-Type-Options %q, want nosniff", path, resp.StatusCode, got)
+		}
+	}
 }

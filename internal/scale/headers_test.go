@@ -1,7 +1,9 @@
 package scale
 
 import (
+	"log/slog"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 )
@@ -48,6 +50,24 @@ func TestAnswersAreLabelled(t *testing.T) {
 		}
 		if got := resp.Header.Get("X-Content-Type-Options"); got != "nosniff" {
 			t.Errorf("%s %s: X-Content-Type-Options %q, want nosniff", c.method, c.path, got)
+		}
+	}
+}
+
+// TestServerSaysNoSniff: control's server answers routes beside the API
+// (/metrics from promhttp, the 421 of a refused Host, the outer mux's
+// redirect of an unclean path) with no nosniff:
+//
+//	GET /metrics: X-Content-Type-Options "", want nosniff
+func TestServerSaysNoSniff(t *testing.T) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /metrics", func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("# metrics\n")) })
+	h := NewServer(mux, Limits{}, slog.New(slog.DiscardHandler)).Handler
+	for _, path := range []string{"/metrics", "/v1//cluster"} {
+		rec := httptest.NewRecorder()
+		h.ServeHTTP(rec, httptest.NewRequest("GET", path, nil))
+		if got := rec.Header().Get("X-Content-Type-Options"); got != "nosniff" {
+			t.Errorf("GET %s: %d, X-Content-Type-Options %q, want nosniff", path, rec.Code, got)
 		}
 	}
 }

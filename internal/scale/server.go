@@ -105,11 +105,13 @@ func (l Limits) withDefaults() Limits {
 // mux with /metrics) with limits l: every timeout set, headers bounded. The
 // event stream lifts its own deadlines. The server's own errors go to log
 // (httpserve.ErrorLog): TLS handshakes that fail at debug level, as a
-// scanner must not flood the log; a handler's panic as an error.
+// scanner must not flood the log; a handler's panic as an error. Every
+// answer says nosniff, those of the routes around the API included
+// (/metrics, a refused Host's 421, the outer mux's redirects).
 func NewServer(h http.Handler, l Limits, log *slog.Logger) *http.Server {
 	l = l.withDefaults()
 	return &http.Server{
-		Handler:           h,
+		Handler:           httpserve.NoSniff(h),
 		ReadHeaderTimeout: l.ReadHeaderTimeout,
 		ReadTimeout:       l.ReadTimeout,
 		WriteTimeout:      l.WriteTimeout,
