@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/docker/docker/client"
+
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // Raw sends requests to a Docker client's daemon with the bodies its
@@ -77,7 +79,7 @@ func (r *Raw) APIVersion(ctx context.Context) (string, error) {
 		return "", fmt.Errorf("docker version: %w", err)
 	}
 	if !apiVersion.MatchString(v.APIVersion) {
-		return "", fmt.Errorf("docker version: API version %q is not of the form 1.N", v.APIVersion)
+		return "", fmt.Errorf("docker version: API version %s is not of the form 1.N", termtext.Q(v.APIVersion))
 	}
 	return v.APIVersion, nil
 }
