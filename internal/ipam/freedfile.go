@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/underlay/underlay/internal/regularfile"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // FreedFileName is the name of the file, in the agent's state directory,
@@ -33,7 +34,7 @@ func NewFreedFile(dir, node string) (*FreedFile, error) {
 		return nil, fmt.Errorf("keep the addresses node %s freed lately: no state directory", node)
 	}
 	if !fileSafeNode(node) {
-		return nil, fmt.Errorf("keep the addresses node %q freed lately: the identity is not letters, digits, '-' and '_' only", node)
+		return nil, fmt.Errorf("keep the addresses node %s freed lately: the identity is not letters, digits, '-' and '_' only", termtext.Q(node))
 	}
 	return &FreedFile{Path: filepath.Join(dir, FreedFileName(node))}, nil
 }
@@ -109,7 +110,7 @@ func decodeFreedAddrs(path, what string, in map[string]map[string]time.Time) (ma
 		for _, k := range slices.Sorted(maps.Keys(in[id])) {
 			a, err := netip.ParseAddr(k)
 			if err != nil {
-				return nil, fmt.Errorf("decode the addresses freed lately in %s: %spool %s: %q is not an address", path, what, id, k)
+				return nil, fmt.Errorf("decode the addresses freed lately in %s: %spool %s: %s is not an address", path, what, termtext.Cell(id), termtext.Q(k))
 			}
 			m[a] = in[id][k]
 		}

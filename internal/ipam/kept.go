@@ -62,7 +62,9 @@ func decodeKept(p Pool, pairs []kvstore.Pair) (KeptAddrs, []BadDoc) {
 		err := json.Unmarshal(pr.Value, &doc)
 		switch {
 		case err != nil:
-			err = fmt.Errorf("not a kept-addresses document: %w", err)
+			// netip quotes the address it refuses with %q, which leaves
+			// U+3164 as it is; no caller unwraps the decoder's error.
+			err = fmt.Errorf("not a kept-addresses document: %s", termtext.Lines(err.Error()))
 		case node == "" || strings.Contains(node, "/"):
 			err = fmt.Errorf("%s is not a node identity", termtext.Q(node))
 		default:

@@ -359,7 +359,7 @@ func (pl *Plugin) requestPool(ctx context.Context, r poolRequest) (any, error) {
 	if r.SubPool != "" {
 		sub, err := netip.ParsePrefix(r.SubPool)
 		if err != nil {
-			return nil, fmt.Errorf("sub-pool %q: not a CIDR", r.SubPool)
+			return nil, fmt.Errorf("sub-pool %s: not a CIDR", quoted(r.SubPool))
 		}
 		if sub.Masked() != p.allocRange() {
 			return nil, fmt.Errorf("sub-pool %s (--ip-range): network %s hands out addresses of %s; give the range to `underlay network create --ip-range`",

@@ -4,12 +4,16 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/http/httptest"
 	"net/netip"
+	"os"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/underlay/underlay/internal/kvstore"
 	"github.com/underlay/underlay/internal/kvstore/kvtest"
 	"github.com/underlay/underlay/internal/netspec"
 )
@@ -76,5 +80,67 @@ func TestBadDocumentsQuoteToShow(t *testing.T) {
 	}
 	if all, want := strings.Join(got, "\n"), `allocation "10.2.0.33\u3164" is not an address of block`; !strings.Contains(all, want) {
 		t.Errorf("bad documents:\n%s\nwant one holding %s", all, want)
+	}
+}
+
+// TestSpecAndFileErrorsQuoteToShow: errors naming a network read from a
+// spec key or a pool ID (KV, Docker), a request's sub-pool, or what the
+// freed file holds quote them with what would not show escaped (%q left
+// U+3164 as it is: "lan\u3164" read "lan"); a Graphic name prints as %q
+// printed it.
+func TestSpecAndFileErrorsQuoteToShow(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	kv := kvtest.New()
+	_, pluginCall := pluginFor(t, kv, "n1")
+	_, subPool := pluginCall("IpamDriver.RequestPool", map[string]any{"Pool": lanSpec.Subnet.String(), "SubPool": "10.90.0.128/25\u3164"})
+	_, specGone := specCheck(ctx, kv, Pool{Network: "lan\u3164", Prefix: lanSpec.Subnet})
+	_, specGoneGraphic := specCheck(ctx, kv, Pool{Network: "gone", Prefix: lanSpec.Subnet})
+	dir := t.TempDir()
+	f, err := NewFreedFile(dir, "n1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(f.Path, []byte(`{"freed":{"lan/v4\u3164":{"10.90.0.5\u3164":"2026-12-01T00:00:00Z"}}}`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, freedErr := f.Load()
+	_, nodeErr := NewFreedFile(dir, "n1\u3164")
+	for _, tc := range []struct {
+		name string
+		err  any
+		want string
+	}{
+		{"sub-pool", subPool["Err"], `sub-pool "10.90.0.128/25\u3164": not a CIDR`},
+		{"spec gone", specGone, `network "lan\u3164" was removed (its spec "underlay/networks/lan\u3164/spec" is gone)`},
+		{"spec gone, Graphic", specGoneGraphic, `network "gone" was removed (its spec underlay/networks/gone/spec is gone)`},
+		{"removing", &RemovingError{Pool: Pool{Network: "lan\u3164"}}, `network "lan\u3164" is being removed`},
+		{"refused spec", refusedSpec("lan\u3164", errors.New("bad")), `network "lan\u3164": spec refused`},
+		{"freed file", freedErr, `pool "lan/v4\u3164": "10.90.0.5\u3164" is not an address`},
+		{"freed file's node", nodeErr, `node "n1\u3164" freed lately`},
+	} {
+		if got := fmt.Sprint(tc.err); !strings.Contains(got, tc.want) {
+			t.Errorf("%s: error %s, want it to hold %s", tc.name, got, tc.want)
+		}
+	}
+}
+
+// TestKeptDocumentErrorQuotesToShow: a kept-addresses document's decode
+// error carried netip's text, which quotes the address it refuses with
+// %q and so left U+3164 as it is; it is escaped now.
+func TestKeptDocumentErrorQuotesToShow(t *testing.T) {
+	_, bad := decodeKept(pool26, []kvstore.Pair{
+		{Key: keptPrefix(pool26) + "n1", Value: []byte(`{"addrs":["10.2.0.5` + "\u3164" + `"]}`)},
+		{Key: keptPrefix(pool26) + "n2", Value: []byte(`{"addrs":["10.2.0.5x"]}`)},
+	})
+	var got []string
+	for _, b := range bad {
+		got = append(got, b.Err.Error())
+	}
+	all := strings.Join(got, "\n")
+	for _, want := range []string{`ParseAddr("10.2.0.5\u3164"): unexpected character (at "\u3164")`, `ParseAddr("10.2.0.5x"): unexpected character (at "x")`} {
+		if !strings.Contains(all, want) {
+			t.Errorf("bad documents:\n%s\nwant one holding %s", all, want)
+		}
 	}
 }

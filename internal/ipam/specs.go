@@ -232,7 +232,7 @@ type RemovingError struct {
 }
 
 func (e *RemovingError) Error() string {
-	return fmt.Sprintf("network %q is being removed (`underlay network rm` under way): nothing more is handed out of it", e.Pool.Network)
+	return fmt.Sprintf("network %s is being removed (`underlay network rm` under way): nothing more is handed out of it", termtext.Q(e.Pool.Network))
 }
 
 // removing refuses spec's pool, the spec as listing l read it, marked
@@ -246,8 +246,8 @@ func removing(spec netspec.Spec, v6 bool, l *netspec.Listing) error {
 func refusedSpec(name string, err error) error {
 	// One line: Docker shows it as the task's error. The name is a key
 	// any agent's token may write: the command quotes it.
-	return fmt.Errorf("network %q: spec refused, it fails the checks of `underlay network create` (fix it, or `%s`): %s",
-		name, termtext.Cell(netspec.RemoveFix(name)), strings.ReplaceAll(err.Error(), "\n", "; "))
+	return fmt.Errorf("network %s: spec refused, it fails the checks of `underlay network create` (fix it, or `%s`): %s",
+		termtext.Q(name), termtext.Cell(netspec.RemoveFix(name)), strings.ReplaceAll(err.Error(), "\n", "; "))
 }
 
 // PoolOf is the pool of a spec's IPv4 (or, with v6, IPv6) subnet, and its

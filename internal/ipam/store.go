@@ -262,21 +262,21 @@ func specCheck(ctx context.Context, kv KV, p Pool) (kvstore.Op, error) {
 	key := netspec.SpecKey(p.Network)
 	pair, ok, err := kv.Get(ctx, key)
 	if err != nil {
-		return kvstore.Op{}, fmt.Errorf("read the spec of network %q: %w", p.Network, err)
+		return kvstore.Op{}, fmt.Errorf("read the spec of network %s: %w", termtext.Q(p.Network), err)
 	}
 	if !ok {
-		return kvstore.Op{}, fmt.Errorf("network %q was removed (its spec %s is gone): %w", p.Network, key, errSpecGone)
+		return kvstore.Op{}, fmt.Errorf("network %s was removed (its spec %s is gone): %w", termtext.Q(p.Network), termtext.Cell(key), errSpecGone)
 	}
 	spec, err := netspec.DecodeSpec(p.Network, pair.Value)
 	if err != nil {
-		return kvstore.Op{}, fmt.Errorf("network %q: %w", p.Network, err)
+		return kvstore.Op{}, fmt.Errorf("network %s: %w", termtext.Q(p.Network), err)
 	}
 	now, _ := SpecPools{}.pool(spec, p.Prefix.Addr().Is6())
 	switch {
 	case spec.Deleting:
 		return kvstore.Op{}, &RemovingError{Pool: p}
 	case spec.Name != p.Network || now.Prefix != p.Prefix || now.allocRange() != p.allocRange():
-		return kvstore.Op{}, fmt.Errorf("network %q: its spec %s no longer gives pool %s of %s: %w", p.Network, key, p.allocRange(), p.ID(), errNotServed)
+		return kvstore.Op{}, fmt.Errorf("network %s: its spec %s no longer gives pool %s of %s: %w", termtext.Q(p.Network), termtext.Cell(key), p.allocRange(), p.ID(), errNotServed)
 	case p.specIndex != 0 && pair.Index != p.specIndex && (pair.CreateIndex == 0 || pair.CreateIndex > p.specIndex):
 		// Written since p was read, and not by the mark of `network rm`
 		// (above), nor in place (its CreateIndex, when known, would be
@@ -285,13 +285,13 @@ func specCheck(ctx context.Context, kv KV, p Pool) (kvstore.Op, error) {
 		// again under the name. What p was read for is the old
 		// network's, whose tree went: written into the new one, an
 		// address would pass for this node's there.
-		return kvstore.Op{}, fmt.Errorf("network %q: its spec %s was written since pool %s was read (the network removed and made again): %w", p.Network, key, p.ID(), errSpecGone)
+		return kvstore.Op{}, fmt.Errorf("network %s: its spec %s was written since pool %s was read (the network removed and made again): %w", termtext.Q(p.Network), termtext.Cell(key), p.ID(), errSpecGone)
 	case p.specIndex != 0 && pair.Index != p.specIndex && !maps.Equal(now.Reserved, p.Reserved):
 		// Rewritten in place since p was read (above: not made again),
 		// now reserving other addresses (its gateway, its aux
 		// addresses) than p does: p could hand one out. The pool is
 		// read again at the next request.
-		return kvstore.Op{}, fmt.Errorf("network %q: its spec %s was rewritten since pool %s was read, and reserves other addresses (gateway, aux) than the pool as read: %w", p.Network, key, p.ID(), errNotServed)
+		return kvstore.Op{}, fmt.Errorf("network %s: its spec %s was rewritten since pool %s was read, and reserves other addresses (gateway, aux) than the pool as read: %w", termtext.Q(p.Network), termtext.Cell(key), p.ID(), errNotServed)
 	}
 	return kvstore.Op{Verb: kvstore.CheckIndex, Key: key, Index: pair.Index}, nil
 }
@@ -327,7 +327,7 @@ func boundRefusal(ctx context.Context, kv KV, p Pool) (bindAt uint64, err error)
 	pair, ok, err := kv.Get(ctx, key)
 	switch {
 	case err != nil:
-		return 0, fmt.Errorf("read the spec of network %q: %w", p.Network, err)
+		return 0, fmt.Errorf("read the spec of network %s: %w", termtext.Q(p.Network), err)
 	case !ok:
 		return 0, nil
 	case pair.Index == p.specIndex:
@@ -335,8 +335,8 @@ func boundRefusal(ctx context.Context, kv KV, p Pool) (bindAt uint64, err error)
 	case pair.CreateIndex > p.specIndex:
 		// Created after the spec p was read from was written: not a
 		// rewrite of that spec, another network under the name.
-		return 0, fmt.Errorf("network %q: its spec %s was created (index %d) after pool %s was read from the spec at index %d: the network was removed and made again, and its blocks are the new network's: %w",
-			p.Network, key, pair.CreateIndex, p.ID(), p.specIndex, errSpecGone)
+		return 0, fmt.Errorf("network %s: its spec %s was created (index %d) after pool %s was read from the spec at index %d: the network was removed and made again, and its blocks are the new network's: %w",
+			termtext.Q(p.Network), termtext.Cell(key), pair.CreateIndex, p.ID(), p.specIndex, errSpecGone)
 	}
 	spec, err := netspec.DecodeSpec(p.Network, pair.Value)
 	if err != nil {
@@ -349,21 +349,21 @@ func boundRefusal(ctx context.Context, kv KV, p Pool) (bindAt uint64, err error)
 		// (its CreateIndex, above), still being removed.
 		return pair.Index, nil
 	case spec.Deleting:
-		return 0, fmt.Errorf("network %q: its spec %s was marked for removal (`underlay network rm`) since pool %s was read, and the removal deletes the network's tree: %w",
-			p.Network, key, p.ID(), &RemovingError{Pool: p})
+		return 0, fmt.Errorf("network %s: its spec %s was marked for removal (`underlay network rm`) since pool %s was read, and the removal deletes the network's tree: %w",
+			termtext.Q(p.Network), termtext.Cell(key), p.ID(), &RemovingError{Pool: p})
 	case spec.Name == p.Network && now.Prefix == p.Prefix && now.allocRange() == p.allocRange() && pair.CreateIndex != 0 && !maps.Equal(now.Reserved, p.Reserved):
 		// Rewritten in place, now reserving other addresses (its
 		// gateway, its aux addresses) than p does: p could hand one
 		// out. The pool is read again at the next request.
-		return 0, fmt.Errorf("network %q: its spec %s was rewritten since pool %s was read, and reserves other addresses (gateway, aux) than the pool as read: %w",
-			p.Network, key, p.ID(), errNotServed)
+		return 0, fmt.Errorf("network %s: its spec %s was rewritten since pool %s was read, and reserves other addresses (gateway, aux) than the pool as read: %w",
+			termtext.Q(p.Network), termtext.Cell(key), p.ID(), errNotServed)
 	case spec.Name == p.Network && now.Prefix == p.Prefix && now.allocRange() == p.allocRange() && pair.CreateIndex != 0:
 		// Rewritten in place (its CreateIndex, above: by hand), still
 		// giving p: the same network's spec, its blocks p's.
 		return pair.Index, nil
 	case spec.Name == p.Network && now.Prefix == p.Prefix && now.allocRange() == p.allocRange():
-		return 0, fmt.Errorf("network %q: its spec %s was written since pool %s was read (the network removed and made again): its block is the new network's: %w",
-			p.Network, key, p.ID(), errSpecGone)
+		return 0, fmt.Errorf("network %s: its spec %s was written since pool %s was read (the network removed and made again): its block is the new network's: %w",
+			termtext.Q(p.Network), termtext.Cell(key), p.ID(), errSpecGone)
 	}
 	return 0, nil
 }
@@ -398,7 +398,7 @@ func setUnderSpec(ctx context.Context, kv KV, p Pool, key string, value []byte) 
 			return err
 		}
 	}
-	return fmt.Errorf("write %s: the spec of network %q kept changing", key, p.Network)
+	return fmt.Errorf("write %s: the spec of network %s kept changing", termtext.Cell(key), termtext.Q(p.Network))
 }
 
 // putUnderSpec stores doc as JSON at key, with setUnderSpec's check; a
