@@ -509,7 +509,7 @@ func (r *Reconciler) nodePlan(ctx context.Context, s netspec.Spec) (plan netspec
 		}
 		return plan, s.Range(), route6, nil
 	}
-	return plan, route, route6, fmt.Errorf("network %s: unknown IPAM %q", s.Name, s.IPAM)
+	return plan, route, route6, fmt.Errorf("network %s: unknown IPAM %s", s.Name, termtext.Q(string(s.IPAM)))
 }
 
 // realise makes this node's part of s and reports it: ready, or the
@@ -931,7 +931,7 @@ func (r *Reconciler) removeParents(ctx context.Context, name string, parents []s
 		users := dockerUsers[parent]
 		removed := false
 		if len(users) > 0 {
-			err = fmt.Errorf("VLAN parent %q, left in place: %w: %s", parent, hostnet.ErrParentInUse, strings.Join(users, "; "))
+			err = fmt.Errorf("VLAN parent %s, left in place: %w: %s", termtext.Q(parent), hostnet.ErrParentInUse, strings.Join(users, "; "))
 		} else {
 			removed, err = r.RemoveParent(parent, name)
 		}

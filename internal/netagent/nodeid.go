@@ -12,6 +12,7 @@ import (
 	"github.com/underlay/underlay/internal/backoff"
 	"github.com/underlay/underlay/internal/netspec"
 	"github.com/underlay/underlay/internal/regularfile"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // NodeIDFile is the file, in the agent's state directory, holding the
@@ -61,7 +62,7 @@ func ResolveID(ctx context.Context, ask func(context.Context) (string, error), d
 			// Docker answered, so the record is no better; the identity
 			// is a segment of every key the node writes, which readers
 			// refuse unless it is a swarm node ID.
-			return "", false, fmt.Errorf("Docker gave this node's swarm node ID as %q: not a swarm node ID: %v", id, netspec.CheckNodeID(id))
+			return "", false, fmt.Errorf("Docker gave this node's swarm node ID as %s: not a swarm node ID: %v", termtext.Q(id), netspec.CheckNodeID(id))
 		case err == nil && id != "":
 			if dir != "" {
 				if rerr != nil {
@@ -111,7 +112,7 @@ func readNodeID(dir string) (string, error) {
 	}
 	id := strings.TrimSpace(string(b))
 	if err := netspec.CheckNodeID(id); err != nil {
-		return "", fmt.Errorf("%s holds %q, not a swarm node ID: %w", path, id, err)
+		return "", fmt.Errorf("%s holds %s, not a swarm node ID: %w", path, termtext.Q(id), err)
 	}
 	return id, nil
 }
@@ -123,7 +124,7 @@ const maxNodeIDRecord = 256
 // recordNodeID writes id to dir's record, atomically, if it changed.
 func recordNodeID(dir, id string) error {
 	if err := netspec.CheckNodeID(id); err != nil {
-		return fmt.Errorf("record node ID %q in %s: not a swarm node ID: %w", id, filepath.Join(dir, NodeIDFile), err)
+		return fmt.Errorf("record node ID %s in %s: not a swarm node ID: %w", termtext.Q(id), filepath.Join(dir, NodeIDFile), err)
 	}
 	if cur, err := readNodeID(dir); err == nil && cur == id {
 		return nil

@@ -11,6 +11,7 @@ import (
 	"syscall"
 
 	"github.com/underlay/underlay/internal/regularfile"
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // LinkOwnerFile is the file, in the agent's state directory, naming the
@@ -114,7 +115,7 @@ func RecordedLinkOwner(dir string) (string, error) {
 	}
 	owner := strings.TrimSpace(string(b))
 	if !validOwner(owner) {
-		return "", fmt.Errorf("%s holds %q, not a link owner (letters and digits, at most 64)", path, owner)
+		return "", fmt.Errorf("%s holds %s, not a link owner (letters and digits, at most 64)", path, termtext.Q(owner))
 	}
 	return owner, nil
 }
