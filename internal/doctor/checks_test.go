@@ -919,7 +919,7 @@ func TestFactsCheck(t *testing.T) {
 // facts, Consul keys): a newline in a node name forged results (a check
 // shown ok), a tab shifted the columns and an escape sequence rewrote
 // the terminal. Such messages and fixes are now printed quoted, on
-// their row.
+// their row (the node name, quoted in its message, already is).
 func TestWriteTableQuotesOddText(t *testing.T) {
 	rs := EvalRemovedNodes(true, []netspec.NodeFacts{{ID: "id9", Node: "old\nn1    swarm/nodes  ok  \x1b[32mall fine"}}, map[string]bool{}, nil)
 	rs = append(rs, Result{Node: "n1", Check: "x", Status: Fail, Message: "tab\there", Fix: "fix\nrm -rf /"})
@@ -934,7 +934,7 @@ func TestWriteTableQuotesOddText(t *testing.T) {
 	if strings.ContainsAny(b.String(), "\x1b\t") {
 		t.Errorf("table holds a control character:\n%q", b.String())
 	}
-	for _, w := range []string{`"node old\nn1    swarm/nodes  ok  \x1b[32mall fine (swarm node id9)`, `"tab\there"`, `fix: "fix\nrm -rf /"`} {
+	for _, w := range []string{`node "old\nn1    swarm/nodes  ok  \x1b[32mall fine" (swarm node id9)`, `"tab\there"`, `fix: "fix\nrm -rf /"`} {
 		if !strings.Contains(b.String(), w) {
 			t.Errorf("table lacks %s:\n%s", w, b.String())
 		}

@@ -304,7 +304,7 @@ func vlanCreate(parent, lower string, vid int) string {
 // by its name alone.
 func EvalBadSpec(b netspec.BadSpec) Result {
 	return Result{Check: "network/" + b.Name + "/spec", Status: Fail,
-		Message: fmt.Sprintf("spec %s cannot be read, and no agent sets anything up for the network: %v", b.Key, b.Err),
+		Message: fmt.Sprintf("spec %s cannot be read, and no agent sets anything up for the network: %v", termtext.Cell(b.Key), b.Err),
 		Fix:     netspec.RemoveFix(b.Name) + "   # then create it again (underlay network create …)"}
 }
 
@@ -571,7 +571,7 @@ func evalKeys(check, what, allOK, skipped string, bad []BadKey, err error) []Res
 	}
 	var rs []Result
 	for _, b := range bad {
-		msg := fmt.Sprintf("%s %s (%s)", b.Key, skipped, b.Problem)
+		msg := fmt.Sprintf("%s %s (%s)", termtext.Cell(b.Key), skipped, b.Problem)
 		if b.Effect != "" {
 			msg += ": " + b.Effect
 		}
@@ -600,7 +600,7 @@ func EvalRemovedNodes(manager bool, facts []netspec.NodeFacts, swarmIDs map[stri
 		}
 		rs = append(rs, Result{Check: check, Status: Warn,
 			Message: fmt.Sprintf("node %s (swarm node %s) is no longer a swarm node, but its records remain in Consul (facts of %s): its ranges stay leased and network rm waits for it",
-				f.Node, f.ID, f.UpdatedAt.UTC().Format(time.RFC3339)),
+				termtext.Cell(f.Node), termtext.Cell(f.ID), f.UpdatedAt.UTC().Format(time.RFC3339)),
 			Fix: "underlay node rm " + shellword.Quote(f.ID)}) // the ID is a key any agent may write
 	}
 	if len(rs) == 0 {
@@ -887,12 +887,12 @@ func EvalDocker(f DockerFacts) []Result {
 	var rs []Result
 	v := Result{Check: "docker/version"}
 	if newer, ok := versionAtLeast(f.Version, MinDockerVersion); !ok {
-		v.Status, v.Message = Warn, fmt.Sprintf("cannot read Docker version %q", f.Version)
+		v.Status, v.Message = Warn, fmt.Sprintf("cannot read Docker version %s", termtext.Q(f.Version))
 	} else if !newer {
-		v.Status, v.Message = Fail, fmt.Sprintf("Docker %s is older than %s", f.Version, MinDockerVersion)
+		v.Status, v.Message = Fail, fmt.Sprintf("Docker %s is older than %s", termtext.Cell(f.Version), MinDockerVersion)
 		v.Fix = "apt-get install docker.io   # or your distribution's Docker Engine >= " + MinDockerVersion
 	} else {
-		v.Status, v.Message = OK, "Docker "+f.Version
+		v.Status, v.Message = OK, "Docker "+termtext.Cell(f.Version)
 	}
 	rs = append(rs, v)
 	sw := Result{Check: "docker/swarm"}

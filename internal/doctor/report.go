@@ -242,7 +242,7 @@ func loadReports(ctx context.Context, kv KV, byName map[string][]string) ([]Repo
 		} else if ids := byName[node]; r.NodeID != "" && len(ids) > 0 && !slices.Contains(ids, r.NodeID) {
 			// Taken by no node of the name (the dashboard gives such a
 			// report to the one it names), it would show nowhere.
-			r = badReport(p.Key, node, fmt.Sprintf("report %s names swarm node %q, which no node facts of node %s name: an older agent names none", p.Key, r.NodeID, node))
+			r = badReport(p.Key, node, fmt.Sprintf("report %s names swarm node %s, which no node facts of node %s name: an older agent names none", p.Key, termtext.Q(r.NodeID), node))
 			refused[p.Key] = true
 		} else if r = checked(r, p.Key, node); r.Key == "" {
 			refused[p.Key] = true
