@@ -156,9 +156,13 @@ type Warning struct {
 	Problem   string
 }
 
+// String prints the container's name and the label's key as they are
+// when Graphic, as Docker's names and most keys are, else quoted
+// (termtext.Cell): whoever runs a container chooses both.
 func (w Warning) String() string {
+	c := termtext.Cell
 	if w.Key == "" {
-		return fmt.Sprintf("container %s: %s", w.Container, w.Problem)
+		return fmt.Sprintf("container %s: %s", c(w.Container), w.Problem)
 	}
-	return fmt.Sprintf("container %s: %s=%s: %s", w.Container, w.Key, termtext.Q(w.Value), w.Problem)
+	return fmt.Sprintf("container %s: %s=%s: %s", c(w.Container), c(w.Key), termtext.Q(w.Value), w.Problem)
 }
