@@ -157,7 +157,7 @@ func vlanNameProblem(parent string) string {
 		return "no device before the dot: " + docker
 	case strings.Contains(device, "."):
 		vid, _ := strconv.Atoi(id)
-		return fmt.Sprintf("VLAN %d on %s, a name with two dots: %s, and could not make this one; give a VLAN of a device, or name the link without dots", vid, device, docker)
+		return fmt.Sprintf("VLAN %d on %s, a name with two dots: %s, and could not make this one; give a VLAN of a device, or name the link without dots", vid, termtext.Cell(device), docker)
 	}
 	if _, _, ok := VLANParent(parent); !ok {
 		return fmt.Sprintf("VLAN id %s out of 1 to 4094", id)

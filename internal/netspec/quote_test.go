@@ -1,10 +1,14 @@
 package netspec
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"net/netip"
 	"strings"
 	"testing"
+
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
 )
 
 // TestErrorsQuoteToShow: errors naming a spec's fields, which any token
@@ -49,6 +53,43 @@ func TestErrorsQuoteToShow(t *testing.T) {
 		{"decoded parent", decodeParentErr, `parent "eth0\u3164": not an interface name`},
 		{"node name", CheckNodeName("n" + f), `'\u3164' is not allowed`},
 		{"node ID", CheckNodeID("1bcef6utixb0l0ca7gxuiv" + f), `'\u3164' is not allowed`},
+	} {
+		if tc.err == nil || !strings.Contains(tc.err.Error(), tc.want) {
+			t.Errorf("%s: error %v, want it to hold %s", tc.name, tc.err, tc.want)
+		}
+	}
+}
+
+// TestDecodeAndVLANErrorsQuoteToShow: what encoding/json and netip quote
+// of a spec document (a field's name, an address) with %q, and the device
+// of a VLAN parent with two dots, printed raw, showed U+3164 as nothing;
+// they are escaped now. A Graphic one prints as before.
+func TestDecodeAndVLANErrorsQuoteToShow(t *testing.T) {
+	const f = "\u3164"
+	decode := func(doc string) error {
+		_, err := DecodeSpec("lan", []byte(doc))
+		return err
+	}
+	kv := kvtest.New()
+	ctx := context.Background()
+	if err := kv.Put(ctx, nodesPrefix("lan")+"id"+f, []byte(`{"range":"10.0.0.0/28`+f+`"}`)); err != nil {
+		t.Fatal(err)
+	}
+	reports, err := NewStore(kv).Reports(ctx, "lan")
+	if err != nil || len(reports) != 1 {
+		t.Fatalf("reports %+v, %v; want one", reports, err)
+	}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want string
+	}{
+		{"node report", errors.New(reports[0].State.Error), `unreadable report "underlay/networks/lan/nodes/id\u3164" (netip.ParsePrefix("10.0.0.0/28\u3164")`},
+		{"subnet", decode(`{"name":"lan","subnet":"10.0.0.0/24` + f + `"}`), `netip.ParsePrefix("10.0.0.0/24\u3164")`},
+		{"subnet, Graphic", decode(`{"name":"lan","subnet":"10.0.0.0/24x"}`), `netip.ParsePrefix("10.0.0.0/24x")`},
+		{"unknown field", decode(`{"name":"lan","mtu` + f + `":1}`), `unknown field "mtu\u3164"`},
+		{"VLAN device", Validate(func() Spec { s := validSpec(); s.Parent = "." + f + ".40"; return s }(), nil), `VLAN 40 on ".\u3164", a name with two dots`},
+		{"VLAN device, Graphic", Validate(func() Spec { s := validSpec(); s.Parent = ".x.40"; return s }(), nil), `VLAN 40 on .x, a name with two dots`},
 	} {
 		if tc.err == nil || !strings.Contains(tc.err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want it to hold %s", tc.name, tc.err, tc.want)

@@ -438,7 +438,9 @@ func DecodeSpec(name string, raw []byte) (Spec, error) {
 	// quoted when not graphic, as the errors are logged and reported.
 	key := termtext.Cell(SpecKey(name))
 	if err != nil {
-		return Spec{}, fmt.Errorf("%w: decode %s: %v", ErrBadSpec, key, err)
+		// encoding/json and netip quote what they refuse (a field's
+		// name, an address) with %q, which leaves U+3164 as it is.
+		return Spec{}, fmt.Errorf("%w: decode %s: %s", ErrBadSpec, key, termtext.Lines(err.Error()))
 	}
 	if s.Name != name {
 		// Written past `network create`: taken as network s.Name, its
@@ -650,7 +652,7 @@ func (st *Store) Reports(ctx context.Context, name string) ([]StoredReport, erro
 			// hides the others nor stops what waits on them; its node
 			// may not be ready or removed yet, which its agent's next
 			// report says.
-			msg := fmt.Sprintf("unreadable report %s (%v): the node's agent writes it again at its next change of state or restart", kv.Key, err)
+			msg := fmt.Sprintf("unreadable report %s (%s): the node's agent writes it again at its next change of state or restart", termtext.Cell(kv.Key), termtext.Lines(err.Error()))
 			if fix, why := shellword.KVRemoval(kv.Key, ""); fix != "" {
 				msg += "; to remove it: " + fix
 			} else {
