@@ -874,7 +874,7 @@ func (c *Controller) decideLocked(ctx context.Context, source, id, name string, 
 		svc, err := c.swarm.Service(ctx, id)
 		if errors.Is(err, ErrNotFound) {
 			c.forget(id)
-			return Record{}, fmt.Errorf("service %q: %w", name, ErrNotFound)
+			return Record{}, fmt.Errorf("service %s: %w", termtext.Q(name), ErrNotFound)
 		}
 		if err != nil {
 			c.metrics.errors.WithLabelValues("docker_inspect").Inc()
@@ -883,7 +883,7 @@ func (c *Controller) decideLocked(ctx context.Context, source, id, name string, 
 		c.upsert(svc, read)
 		m, _, ok := c.lookup(svc.ID) // not its name: another's ID may be that
 		if !ok {
-			return Record{}, fmt.Errorf("service %q: %w among autoscaled services (its labels no longer opt in)", name, ErrNotFound)
+			return Record{}, fmt.Errorf("service %s: %w among autoscaled services (its labels no longer opt in)", termtext.Q(name), ErrNotFound)
 		}
 		if err := usable(m); err != nil {
 			return Record{}, err
@@ -909,7 +909,7 @@ func (c *Controller) decideLocked(ctx context.Context, source, id, name string, 
 			continue
 		}
 		if errors.Is(err, ErrGlobalService) {
-			return Record{}, fmt.Errorf("service %q: %w", name, ErrGlobalService)
+			return Record{}, fmt.Errorf("service %s: %w", termtext.Q(name), ErrGlobalService)
 		}
 		if errors.Is(err, ErrNotFound) {
 			// Removed between the read and the write: gone, not unavailable.

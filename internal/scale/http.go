@@ -846,7 +846,7 @@ func parseBody(b []byte) (Direction, error) {
 	}
 	var s string
 	if err := json.Unmarshal(body.Direction, &s); err != nil {
-		return "", fmt.Errorf("%w: %s", ErrUnknownDirection, raw)
+		return "", fmt.Errorf("%w: %s", ErrUnknownDirection, termtext.Lines(raw))
 	}
 	d, err := ParseDirection(s)
 	if err != nil && (asciiEqualFold(s, "true") || asciiEqualFold(s, "false")) {

@@ -8,6 +8,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // SourceMetrics is the Source of metric-driven decisions.
@@ -61,7 +63,7 @@ func (c *Controller) EvaluateMetrics(ctx context.Context) {
 func (c *Controller) evaluate(ctx context.Context, service string) (Record, error) {
 	m, st, ok := c.lookup(service)
 	if !ok {
-		return Record{}, fmt.Errorf("service %q: %w", service, ErrNotFound)
+		return Record{}, fmt.Errorf("service %s: %w", termtext.Q(service), ErrNotFound)
 	}
 	specs := m.policy.Metrics
 	values, metrics := c.readMetrics(ctx, m.svc, specs)

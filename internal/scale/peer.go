@@ -18,6 +18,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/underlay/underlay/internal/termtext"
 )
 
 // Headers of a request a follower passes on to the leader. The follower
@@ -232,7 +234,7 @@ func (a *API) verifyPeer(r *http.Request, body, secret []byte) (peerRequest, err
 	now := a.c.cfg.Now()
 	switch {
 	case pc.Self == "" || p.To != pc.Self:
-		return p, fmt.Errorf("%w: it was sent to %q, and this instance advertises %q", errBadPeer, p.To, pc.Self)
+		return p, fmt.Errorf("%w: it was sent to %s, and this instance advertises %s", errBadPeer, termtext.Q(p.To), termtext.Q(pc.Self))
 	case now.Sub(time.Unix(p.Time, 0)).Abs() > PeerSkew:
 		return p, fmt.Errorf("%w: its time is more than %s from this instance's clock", errBadPeer, PeerSkew)
 	case !a.nonces.add(p.Nonce, now):
@@ -337,7 +339,7 @@ func (a *API) forwardable(leader string) (bool, string) {
 	case !dialable(leader):
 		return false, ""
 	case len(pc.Allow) == 0:
-		return false, fmt.Sprintf("the leader key names %q, and this instance passes requests on to none but its --peers, which it has not: not passed on (list the instances' --advertise in --peers)", leader)
+		return false, fmt.Sprintf("the leader key names %s, and this instance passes requests on to none but its --peers, which it has not: not passed on (list the instances' --advertise in --peers)", termtext.Q(leader))
 	case !a.listed(leader):
 		// Not named: the key is anyone's with KV write access, and its
 		// address, written back to the caller, would be theirs to choose

@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"io"
 	"log/slog"
+	"net/http/httptest"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -105,4 +107,64 @@ func errText(err error) string {
 		return "no error"
 	}
 	return err.Error()
+}
+
+// globalOnWrite is a swarm whose services turn global between a
+// decision's inspect and its write.
+type globalOnWrite struct{ *fakeSwarm }
+
+func (globalOnWrite) SetReplicas(context.Context, string, uint64, int) error { return ErrGlobalService }
+
+// TestDecisionAndPeerErrorsQuoteToShow: the errors of a decision on a
+// service gone, opted out or turned global meanwhile, of a metric loop's
+// service gone, of a forwarded request sent to another instance, of a
+// leader key naming an address when there are no --peers, and of a body's
+// direction that is not JSON's string, quote the name or address (a
+// request's, a label's, a KV key's) with what would not show escaped:
+// %q left U+3164 as it is, and "web\u3164" read "web". Graphic ones
+// print as before.
+func TestDecisionAndPeerErrorsQuoteToShow(t *testing.T) {
+	const f = "\u3164"
+	ctx := context.Background()
+	discard := slog.New(slog.NewTextHandler(io.Discard, nil))
+	sw := newFakeSwarm(svc("plain"+f, 1), svc("plain", 1))
+	c := NewController(Config{}, sw, &memHistory{}, discard, nil)
+	_, goneErr := c.decideLocked(ctx, "api", "gone", "gone"+f, &state{}, nil)
+	_, goneGraphicErr := c.decideLocked(ctx, "api", "gone", "gone", &state{}, nil)
+	_, optedOutErr := c.decideLocked(ctx, "api", "plain"+f, "plain"+f, &state{}, nil)
+	_, loopErr := c.evaluate(ctx, "web"+f)
+
+	gw := globalOnWrite{newFakeSwarm(svc("web"+f, 1, "orbiter", "true"))}
+	gc := NewController(Config{}, gw, &memHistory{}, discard, nil)
+	if err := gc.resync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	_, globalErr := gc.Handle(ctx, Request{Service: "web" + f, Direction: Up})
+
+	secret := []byte("s")
+	a := &API{cfg: APIConfig{ForwardToLeader: true, Peer: PeerConfig{Secret: StaticSecret(secret), Self: "me:8000"}}, c: c}
+	p := peerRequest{Method: "POST", URI: "/v1/underlay/services/web/scale", By: "f:8000", To: "me" + f + ":8000", Nonce: "n1", Time: time.Now().Unix()}
+	r := httptest.NewRequest(p.Method, p.URI, nil)
+	for k, v := range map[string]string{ForwardedHeader: p.By, PeerToHeader: p.To, PeerNonceHeader: p.Nonce,
+		PeerTimeHeader: strconv.FormatInt(p.Time, 10), PeerSignatureHeader: p.sign(secret)} {
+		r.Header.Set(k, v)
+	}
+	_, peerErr := a.verifyPeer(r, nil, secret)
+	_, leaderWhy := a.forwardable("leader" + f + ":8000")
+	_, directionErr := parseBody([]byte(`{"direction":{"up` + f + `":1}}`))
+
+	for _, tc := range []struct{ name, got, want string }{
+		{"service gone", errText(goneErr), `service "gone\u3164": not found`},
+		{"service gone, Graphic", errText(goneGraphicErr), `service "gone": not found`},
+		{"opted out", errText(optedOutErr), `service "plain\u3164": not found among autoscaled services`},
+		{"metric loop", errText(loopErr), `service "web\u3164": not found`},
+		{"turned global", errText(globalErr), `service "web\u3164": service is in global mode`},
+		{"sent to", errText(peerErr), `it was sent to "me\u3164:8000", and this instance advertises "me:8000"`},
+		{"leader key", leaderWhy, `the leader key names "leader\u3164:8000", and`},
+		{"direction", errText(directionErr), `{"up\u3164":1}`},
+	} {
+		if !strings.Contains(tc.got, tc.want) {
+			t.Errorf("%s: %s, want it to hold %s", tc.name, tc.got, tc.want)
+		}
+	}
 }
