@@ -58,6 +58,16 @@ func appJS(t *testing.T) string {
 	return string(b)
 }
 
+// appCSS is the page's style sheet.
+func appCSS(t *testing.T) string {
+	t.Helper()
+	b, err := assets.ReadFile("assets/app.css")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
 // scriptFunc is the body of the script's function name, up to its end
 // (the first line closing a block at its indentation).
 func scriptFunc(t *testing.T, js, name string) string {
@@ -189,6 +199,10 @@ func TestScriptShowsWhyATaskIsUnregistered(t *testing.T) {
 	name := jsonName(t, Task{}, "Unregistered")
 	if !strings.Contains(fn, "text: 'left out on purpose: ' + t."+name) {
 		t.Errorf("card does not show the card's Unregistered as text (t.%s)", name)
+	}
+	// Nor flags it red: it is not registered as its agent meant.
+	if !strings.Contains(fn, "if (t."+name+") classes.push('left-out')") || !strings.Contains(appCSS(t), ".card.left-out {") {
+		t.Errorf("a card left out on purpose is styled as a card Consul misses (no left-out class and rule)")
 	}
 }
 

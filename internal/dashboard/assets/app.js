@@ -478,6 +478,9 @@
     if (t.state !== 'running') classes.push('ended');
     if (t.mismatch) classes.push('mismatch');
     if (t.duplicate) classes.push('duplicate');
+    // Left out of Consul on purpose by its agent: not registered, as it
+    // should be, so nothing to flag red.
+    if (t.unregistered) classes.push('left-out');
     const search = searchText([t.service, cardName(t), t.id, t.container, t.container_id, t.image, t.node, t.consul_id,
       ...t.addresses.flatMap((a) => [a.ip, a.mac])].filter(Boolean));
     const title = t.checks.map((c) => c.name + ': ' + c.status + (c.output ? '\n' + c.output : '')).join('\n\n') +
