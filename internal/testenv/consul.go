@@ -1,6 +1,9 @@
 package testenv
 
 import (
+	"crypto/rand"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -130,55 +133,120 @@ func (c *Consul) Client() *api.Client {
 	return cl
 }
 
-// Start starts the agent (again) and waits until it has a leader.
+// Start starts the agent (again) and waits until it has a leader. After a
+// Stop its ports may have been taken meanwhile (another test's agent or
+// connection on a port the kernel handed out again): the agent then exits,
+// and it is started again on the same ports until they are free.
 func (c *Consul) Start() {
 	c.t.Helper()
-	if err := c.start(); err != nil {
-		c.t.Fatal(err)
+	deadline := time.Now().Add(startTimeout)
+	for {
+		err := c.start()
+		if err == nil {
+			return
+		}
+		if !errors.Is(err, errExited) || time.Now().After(deadline) {
+			c.t.Fatal(err)
+		}
+		time.Sleep(500 * time.Millisecond)
 	}
 }
+
+// startTimeout bounds how long one start waits for its agent's leader.
+const startTimeout = 30 * time.Second
+
+// errExited: the agent started exited before it answered, most often as
+// one of its ports was taken.
+var errExited = errors.New("consul agent exited")
 
 func (c *Consul) start() error {
 	logf, err := os.OpenFile(c.LogPath(), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err
 	}
+	id, err := nodeID()
+	if err != nil {
+		logf.Close()
+		return err
+	}
+	// The node ID tells this agent's answers from those of whatever else
+	// listens on its HTTP port.
 	cmd := exec.Command(c.bin, "agent", "-dev", "-bind", "127.0.0.1", "-client", "127.0.0.1",
 		"-http-port", strconv.Itoa(c.ports[0]), "-serf-lan-port", strconv.Itoa(c.ports[1]),
 		"-serf-wan-port", strconv.Itoa(c.ports[2]), "-server-port", strconv.Itoa(c.ports[3]),
-		"-dns-port", "-1", "-grpc-port", "-1", "-log-level", "warn")
+		"-dns-port", "-1", "-grpc-port", "-1", "-log-level", "warn", "-node-id", id)
 	cmd.Args = append(cmd.Args, c.extra...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
+		logf.Close()
 		return fmt.Errorf("start consul: %w", err)
 	}
 	logf.Close()
 	c.cmd, c.done = cmd, make(chan struct{})
 	go func() { cmd.Wait(); close(c.done) }()
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(startTimeout)
 	for {
-		resp, err := http.Get("http://" + c.Addr() + "/v1/status/leader")
-		if err == nil {
-			var b [64]byte
-			n, _ := resp.Body.Read(b[:])
-			resp.Body.Close()
-			if n > 4 { // a quoted "host:port", not ""
-				return nil
-			}
-		}
-		exited := false
 		select {
 		case <-c.done:
-			exited = true
+			c.cmd = nil
+			log, _ := os.ReadFile(c.LogPath())
+			return fmt.Errorf("consul at %s: %w before it had a leader:\n%s", c.Addr(), errExited, log)
 		default:
 		}
-		if exited || time.Now().After(deadline) {
+		// Another agent that took the HTTP port while this one was down
+		// answers too, with a leader of its own: only this agent's node
+		// ID makes the answer this agent's.
+		if c.ready(id) {
+			return nil
+		}
+		if time.Now().After(deadline) {
 			log, _ := os.ReadFile(c.LogPath())
-			return fmt.Errorf("consul at %s (exited: %v) has no leader:\n%s", c.Addr(), exited, log)
+			return fmt.Errorf("consul at %s has no leader after %s:\n%s", c.Addr(), startTimeout, log)
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// ready says the agent answering on the HTTP port has node ID id and a
+// leader.
+func (c *Consul) ready(id string) bool {
+	var leader string
+	if get(c.Addr(), c.Token, "/v1/status/leader", &leader) != nil || leader == "" {
+		return false
+	}
+	var self struct{ Config struct{ NodeID string } }
+	return get(c.Addr(), c.Token, "/v1/agent/self", &self) == nil && self.Config.NodeID == id
+}
+
+// get reads a JSON answer of the agent at addr into v.
+func get(addr, token, path string, v any) error {
+	req, err := http.NewRequest(http.MethodGet, "http://"+addr+path, nil)
+	if err != nil {
+		return err
+	}
+	if token != "" {
+		req.Header.Set("X-Consul-Token", token)
+	}
+	// Bounded: whatever took the port may never answer.
+	resp, err := (&http.Client{Timeout: 5 * time.Second}).Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("GET %s: %s", path, resp.Status)
+	}
+	return json.NewDecoder(resp.Body).Decode(v)
+}
+
+// nodeID is a random node ID, in the UUID form Consul wants.
+func nodeID() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("node ID: %w", err)
+	}
+	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:16]), nil
 }
 
 // Stop kills the agent; a dev agent loses all its state.
