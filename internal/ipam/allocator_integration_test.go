@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -331,6 +332,12 @@ func TestIntegrationSpares(t *testing.T) {
 func TestIntegrationSparesConsulLostState(t *testing.T) {
 	testenv.Require(t)
 	c := testenv.StartConsul(t)
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(c.LogPath())
+			t.Logf("consul log:\n%s", b)
+		}
+	})
 	kv := consul.NewKV(c.Client())
 	pool := testPool("10.79.0.0/26", "10.79.0.1")
 	ctx := testenv.Context(t, 2*time.Minute)

@@ -69,6 +69,9 @@ type store struct {
 	// the next scan to take again when the pool has not changed since
 	// (see listPool).
 	rest map[string]restListing
+	// seen is, by pool ID, the highest Consul index an answer about the
+	// pool's blocks showed (see noteIndex).
+	seen map[string]uint64
 }
 
 // restListing is one listing of a pool's documents, with the index of the
@@ -98,7 +101,7 @@ type versioned struct {
 func newStore(kv KV, log *slog.Logger) *store {
 	return &store{kv: kv, log: log, docs: map[string]versioned{}, scanned: map[string]bool{},
 		bad: map[string][]BadDoc{}, logged: map[string]uint64{}, shadowed: map[string]map[netip.Prefix]string{}, shown: map[string]uint64{}, locks: map[string]*sync.Mutex{},
-		rest: map[string]restListing{}}
+		rest: map[string]restListing{}, seen: map[string]uint64{}}
 }
 
 func (s *store) lock(key string) func() {
@@ -143,6 +146,36 @@ func (s *store) showsLocked(p Pool, n uint64) bool {
 	}
 	s.shown[p.ID()] = n
 	return true
+}
+
+// noteIndex takes in index, from an answer about p's blocks (a document
+// read or written, a listing of the keys). One below an earlier answer's
+// means Consul's state was replaced (a dev agent restarted empty, a
+// snapshot restored): the copies of p's blocks, and its last listing,
+// are of the old state, and their indexes are no proof against the new
+// one, whose indexes start over and soon reach theirs again. A
+// check-and-set at a copy's index could then win against another
+// document, written since under the same index, and replace it with one
+// made of the copy (the spares and allocations written since, lost).
+// They are forgotten: every block is read again before it is written.
+// Within one state an index never goes below a key's, but a pool's index
+// may (a tombstone reaped); taken for a replaced state, that costs reads.
+// The caller holds s.mu.
+func (s *store) noteIndexLocked(p Pool, index uint64) {
+	id := p.ID()
+	if index == 0 {
+		return // a delete's, or none
+	}
+	if index < s.seen[id] {
+		s.log.Warn("Consul's index went backwards: its state was replaced; reading the pool's blocks again", "pool", id, "index", index, "seen", s.seen[id])
+		delete(s.rest, id)
+		delete(s.scanned, id)
+		prefix := poolPrefix(p)
+		maps.DeleteFunc(s.docs, func(key string, _ versioned) bool { return strings.HasPrefix(key, prefix) })
+		s.seen[id] = index
+		return
+	}
+	s.seen[id] = index
 }
 
 func (s *store) remember(key string, v versioned) {
@@ -212,7 +245,10 @@ func (s *store) update(ctx context.Context, p Pool, b netip.Prefix, fn func(Bloc
 			return BlockDoc{}, err
 		}
 		if won {
-			s.remember(key, versioned{doc: next, index: index})
+			s.mu.Lock()
+			s.noteIndexLocked(p, index)
+			s.docs[key] = versioned{doc: next, index: index}
+			s.mu.Unlock()
 			return next, nil
 		}
 		if bound {
@@ -442,7 +478,10 @@ func (s *store) read(ctx context.Context, p Pool, b netip.Prefix) (versioned, er
 		return versioned{}, fmt.Errorf("%s: %w: %v", key, ErrBadDocument, err)
 	}
 	v := versioned{doc: doc, index: pair.Index}
-	s.remember(key, v)
+	s.mu.Lock()
+	s.noteIndexLocked(p, pair.Index)
+	s.docs[key] = v
+	s.mu.Unlock()
 	return v, nil
 }
 
@@ -584,6 +623,7 @@ func (s *store) listPool(ctx context.Context, p Pool) ([]kvstore.Pair, error) {
 		return nil, fmt.Errorf("read the keys of pool %s: %w", p.ID(), err)
 	}
 	s.mu.Lock()
+	s.noteIndexLocked(p, index)
 	last, ok := s.rest[p.ID()]
 	if ok && last.index == index && last.skips < maxRestSkips && slices.EqualFunc(last.pairs, keys, func(pr kvstore.Pair, key string) bool { return pr.Key == key }) {
 		last.skips++

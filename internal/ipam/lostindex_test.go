@@ -1,0 +1,79 @@
+package ipam
+
+import (
+	"context"
+	"log/slog"
+	"maps"
+	"net/netip"
+	"slices"
+	"testing"
+	"time"
+
+	"github.com/underlay/underlay/internal/kvstore/kvtest"
+)
+
+// TestStoreCopiesOfALostStateNotWrittenBack: Consul (a dev agent)
+// restarted empty; its indexes start over, and the same writes as before
+// soon bring a block's key back to an index the store's copies were read
+// at. A scan took its last listing again (same index, same keys) and
+// wrote its old copy back with a check-and-set at that index, which won:
+// the spares another writer (the node's keeper) had claimed since the
+// restart were lost, though the keeper held them for its own (the
+// integration test TestIntegrationSparesConsulLostState: n1 then kept no
+// spare for 20 s). An index below one seen makes the store read again.
+func TestStoreCopiesOfALostStateNotWrittenBack(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	s := newStore(kv, slog.New(slog.DiscardHandler))
+	p := pool26
+	b := p.Block(netip.MustParseAddr("10.2.0.2"))
+	set := func(st *store, node string, addrs ...string) BlockDoc {
+		t.Helper()
+		doc, err := st.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
+			doc.Node = node
+			for _, a := range addrs {
+				doc.Allocs[a] = Alloc{Node: node, At: time.Unix(1, 0), Kind: KindTask}
+			}
+			return doc, true
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return doc
+	}
+	set(s, "n1", "10.2.0.2")
+	listedAt := kv.Index()
+	if _, err := s.scan(ctx, p); err != nil { // the listing kept
+		t.Fatal(err)
+	}
+	set(s, "n1", "10.2.0.3") // an index above it
+
+	kv.LoseState()
+	// The new state reaches the listing's index again, the block's key
+	// written last there, by the keeper (played by another store).
+	for kv.Index() < listedAt-1 {
+		kv.Put(ctx, "other", []byte("x"))
+	}
+	set(newStore(kv, slog.New(slog.DiscardHandler)), "n1", "10.2.0.7", "10.2.0.8")
+	if kv.Index() != listedAt {
+		t.Fatalf("index %d after the rewrite, want the listing's %d", kv.Index(), listedAt)
+	}
+
+	if _, err := s.scan(ctx, p); err != nil {
+		t.Fatal(err)
+	}
+	set(s, "n1", "10.2.0.4")
+	pair, _, err := kv.Get(ctx, blockPath(p, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := decodeBlock(p, b, pair.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []string{"10.2.0.7", "10.2.0.8", "10.2.0.4"} {
+		if _, ok := doc.Allocs[a]; !ok {
+			t.Errorf("after the restart, block %s holds %v: %s, written since, lost", b, slices.Sorted(maps.Keys(doc.Allocs)), a)
+		}
+	}
+}
