@@ -77,3 +77,39 @@ func TestStoreCopiesOfALostStateNotWrittenBack(t *testing.T) {
 		}
 	}
 }
+
+// TestStoreReadOfAnOlderBlockKeepsCopies: a block read afresh carries its
+// own key's modify index, below the pool's newest write whenever another
+// block was written since (another node's write lost a check-and-set
+// here, say): no sign of a replaced state. Taken for one, it dropped
+// every copy of the pool's blocks and warned, at every such read:
+//
+//	reading 10.2.0.0/28 (written before 10.2.0.16/28) dropped the copy of 10.2.0.16/28
+func TestStoreReadOfAnOlderBlockKeepsCopies(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	s := newStore(kv, slog.New(slog.DiscardHandler))
+	p := pool26
+	older, newer := p.Block(netip.MustParseAddr("10.2.0.2")), p.Block(netip.MustParseAddr("10.2.0.18"))
+	for _, b := range []netip.Prefix{older, newer} {
+		if _, err := s.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
+			doc.Node = "n1"
+			doc.Allocs[b.Addr().Next().String()] = Alloc{Node: "n1", At: time.Unix(1, 0), Kind: KindTask}
+			return doc, true
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.mu.Lock()
+	delete(s.docs, blockPath(p, older))
+	s.mu.Unlock()
+	if _, err := s.read(ctx, p, older); err != nil {
+		t.Fatal(err)
+	}
+	s.mu.Lock()
+	_, kept := s.docs[blockPath(p, newer)]
+	s.mu.Unlock()
+	if !kept {
+		t.Errorf("reading %s (written before %s) dropped the copy of %s", older, newer, newer)
+	}
+}

@@ -148,8 +148,11 @@ func (s *store) showsLocked(p Pool, n uint64) bool {
 	return true
 }
 
-// noteIndex takes in index, from an answer about p's blocks (a document
-// read or written, a listing of the keys). One below an earlier answer's
+// noteIndex takes in index, from an answer about p's blocks as a whole (a
+// write's index, a listing of the keys: each at least every block's
+// modify index in one state; not a block's own modify index, which a
+// read gives: below the pool's newest write whenever another block was
+// written since). One below an earlier answer's
 // means Consul's state was replaced (a dev agent restarted empty, a
 // snapshot restored): the copies of p's blocks, and its last listing,
 // are of the old state, and their indexes are no proof against the new
@@ -167,7 +170,7 @@ func (s *store) noteIndexLocked(p Pool, index uint64) {
 		return // a delete's, or none
 	}
 	if index < s.seen[id] {
-		s.log.Warn("Consul's index went backwards: its state was replaced; reading the pool's blocks again", "pool", id, "index", index, "seen", s.seen[id])
+		s.log.Warn("Consul's index of the pool went backwards (its state replaced, or a deleted block's tombstone reaped): reading the pool's blocks again", "pool", id, "index", index, "seen", s.seen[id])
 		delete(s.rest, id)
 		delete(s.scanned, id)
 		prefix := poolPrefix(p)
@@ -478,10 +481,10 @@ func (s *store) read(ctx context.Context, p Pool, b netip.Prefix) (versioned, er
 		return versioned{}, fmt.Errorf("%s: %w: %v", key, ErrBadDocument, err)
 	}
 	v := versioned{doc: doc, index: pair.Index}
-	s.mu.Lock()
-	s.noteIndexLocked(p, pair.Index)
-	s.docs[key] = v
-	s.mu.Unlock()
+	// Not an answer noteIndexLocked takes: the key's own modify index,
+	// below the pool's newest write whenever another block was written
+	// since.
+	s.remember(key, v)
 	return v, nil
 }
 
