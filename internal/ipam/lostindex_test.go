@@ -113,3 +113,64 @@ func TestStoreReadOfAnOlderBlockKeepsCopies(t *testing.T) {
 		t.Errorf("reading %s (written before %s) dropped the copy of %s", older, newer, newer)
 	}
 }
+
+// TestStoreForgetsCopiesOfAReplacedState: Consul restarted empty, and the
+// new state's index passed every index the store saw before it next
+// answered about the pool, so no answer went backwards; the keeper's
+// watch of the pool's pressure key saw the state lost, and the store's
+// copies must go then (forgetCopies), or a check-and-set at a copy's
+// index, reached again by the key in the new state, writes the old state
+// back over what was written since:
+//
+//	after the restart, block 10.2.0.0/28 holds [10.2.0.2 10.2.0.3 10.2.0.4]: 10.2.0.7, written since, lost
+func TestStoreForgetsCopiesOfAReplacedState(t *testing.T) {
+	ctx := context.Background()
+	kv := kvtest.New()
+	s := newStore(kv, slog.New(slog.DiscardHandler))
+	p := pool26
+	b := p.Block(netip.MustParseAddr("10.2.0.2"))
+	set := func(st *store, addrs ...string) {
+		t.Helper()
+		if _, err := st.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
+			doc.Node = "n1"
+			for _, a := range addrs {
+				doc.Allocs[a] = Alloc{Node: "n1", At: time.Unix(1, 0), Kind: KindTask}
+			}
+			return doc, true
+		}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	set(s, "10.2.0.2")
+	set(s, "10.2.0.3")
+	pair, _, err := kv.Get(ctx, blockPath(p, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	copyAt := pair.Index // the store's copy of the block is at this index
+
+	kv.LoseState()
+	// In the new state another writer brings the block's key to the
+	// copy's index, and the state's index goes past every one s saw.
+	for kv.Index() < copyAt-1 {
+		kv.Put(ctx, "other", []byte("x"))
+	}
+	set(newStore(kv, slog.New(slog.DiscardHandler)), "10.2.0.7")
+	for range 10 {
+		kv.Put(ctx, "other", []byte("x"))
+	}
+	s.forgetCopies(p) // as the keeper's watch does once it sees the state lost
+	set(s, "10.2.0.4")
+
+	pair, _, err = kv.Get(ctx, blockPath(p, b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	doc, err := decodeBlock(p, b, pair.Value)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := doc.Allocs["10.2.0.7"]; !ok {
+		t.Errorf("after the restart, block %s holds %v: 10.2.0.7, written since, lost", b, slices.Sorted(maps.Keys(doc.Allocs)))
+	}
+}

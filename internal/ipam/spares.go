@@ -867,6 +867,11 @@ func (k *keeper) watchPressure(ctx context.Context, p Pool, out chan<- spareEven
 		// its stamp can tell.
 		followed := index != 0 && !erred
 		lost := !ok || next < index
+		if lost {
+			// Consul's state replaced: the copies of the pool's blocks
+			// are the old state's, whatever index the new one reached.
+			k.store.forgetCopies(p)
+		}
 		if lost || erred {
 			// Only a verifying sync lifts the suspension.
 			k.suspend(p.ID())

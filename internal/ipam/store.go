@@ -171,14 +171,28 @@ func (s *store) noteIndexLocked(p Pool, index uint64) {
 	}
 	if index < s.seen[id] {
 		s.log.Warn("Consul's index of the pool went backwards (its state replaced, or a deleted block's tombstone reaped): reading the pool's blocks again", "pool", id, "index", index, "seen", s.seen[id])
-		delete(s.rest, id)
-		delete(s.scanned, id)
-		prefix := poolPrefix(p)
-		maps.DeleteFunc(s.docs, func(key string, _ versioned) bool { return strings.HasPrefix(key, prefix) })
-		s.seen[id] = index
-		return
+		s.forgetLocked(p)
 	}
 	s.seen[id] = index
+}
+
+// forgetCopies drops the copies of p's blocks and its last listing: Consul's
+// state was replaced (a watch saw an index go backwards), and a copy's
+// index is no proof against the new one's, which may have passed every
+// index this store saw before it next answers about p (noteIndexLocked
+// would not see it go backwards then).
+func (s *store) forgetCopies(p Pool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.forgetLocked(p)
+	delete(s.seen, p.ID())
+}
+
+func (s *store) forgetLocked(p Pool) {
+	delete(s.rest, p.ID())
+	delete(s.scanned, p.ID())
+	prefix := poolPrefix(p)
+	maps.DeleteFunc(s.docs, func(key string, _ versioned) bool { return strings.HasPrefix(key, prefix) })
 }
 
 func (s *store) remember(key string, v versioned) {
@@ -796,6 +810,7 @@ func (s *store) forget(keep map[string]bool) {
 	maps.DeleteFunc(s.shadowed, func(id string, _ map[netip.Prefix]string) bool { return !keep[id] })
 	maps.DeleteFunc(s.shown, func(id string, _ uint64) bool { return !keep[id] })
 	maps.DeleteFunc(s.rest, func(id string, _ restListing) bool { return !keep[id] })
+	maps.DeleteFunc(s.seen, func(id string, _ uint64) bool { return !keep[id] })
 	maps.DeleteFunc(s.docs, func(key string, _ versioned) bool { return !keep[poolOfKey(key)] })
 	maps.DeleteFunc(s.logged, func(key string, _ uint64) bool { return !keep[poolOfKey(key)] })
 }
