@@ -49,19 +49,15 @@ func TestScriptNeverParsesHTML(t *testing.T) {
 }
 
 // appJS is the page's script.
-func appJS(t *testing.T) string {
-	t.Helper()
-	b, err := assets.ReadFile("assets/app.js")
-	if err != nil {
-		t.Fatal(err)
-	}
-	return string(b)
-}
+func appJS(t *testing.T) string { t.Helper(); return embedded(t, "assets/app.js") }
 
 // appCSS is the page's style sheet.
-func appCSS(t *testing.T) string {
+func appCSS(t *testing.T) string { t.Helper(); return embedded(t, "assets/app.css") }
+
+// embedded is one of the page's embedded files.
+func embedded(t *testing.T, name string) string {
 	t.Helper()
-	b, err := assets.ReadFile("assets/app.css")
+	b, err := assets.ReadFile(name)
 	if err != nil {
 		t.Fatal(err)
 	}

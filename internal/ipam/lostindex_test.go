@@ -27,20 +27,7 @@ func TestStoreCopiesOfALostStateNotWrittenBack(t *testing.T) {
 	s := newStore(kv, slog.New(slog.DiscardHandler))
 	p := pool26
 	b := p.Block(netip.MustParseAddr("10.2.0.2"))
-	set := func(st *store, node string, addrs ...string) BlockDoc {
-		t.Helper()
-		doc, err := st.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
-			doc.Node = node
-			for _, a := range addrs {
-				doc.Allocs[a] = Alloc{Node: node, At: time.Unix(1, 0), Kind: KindTask}
-			}
-			return doc, true
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		return doc
-	}
+	set := func(st *store, node string, addrs ...string) { t.Helper(); allocIn(t, st, p, b, node, addrs...) }
 	set(s, "n1", "10.2.0.2")
 	listedAt := kv.Index()
 	if _, err := s.scan(ctx, p); err != nil { // the listing kept
@@ -92,13 +79,7 @@ func TestStoreReadOfAnOlderBlockKeepsCopies(t *testing.T) {
 	p := pool26
 	older, newer := p.Block(netip.MustParseAddr("10.2.0.2")), p.Block(netip.MustParseAddr("10.2.0.18"))
 	for _, b := range []netip.Prefix{older, newer} {
-		if _, err := s.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
-			doc.Node = "n1"
-			doc.Allocs[b.Addr().Next().String()] = Alloc{Node: "n1", At: time.Unix(1, 0), Kind: KindTask}
-			return doc, true
-		}); err != nil {
-			t.Fatal(err)
-		}
+		allocIn(t, s, p, b, "n1", b.Addr().Next().String())
 	}
 	s.mu.Lock()
 	delete(s.docs, blockPath(p, older))
@@ -129,18 +110,7 @@ func TestStoreForgetsCopiesOfAReplacedState(t *testing.T) {
 	s := newStore(kv, slog.New(slog.DiscardHandler))
 	p := pool26
 	b := p.Block(netip.MustParseAddr("10.2.0.2"))
-	set := func(st *store, addrs ...string) {
-		t.Helper()
-		if _, err := st.update(ctx, p, b, func(doc BlockDoc) (BlockDoc, bool) {
-			doc.Node = "n1"
-			for _, a := range addrs {
-				doc.Allocs[a] = Alloc{Node: "n1", At: time.Unix(1, 0), Kind: KindTask}
-			}
-			return doc, true
-		}); err != nil {
-			t.Fatal(err)
-		}
-	}
+	set := func(st *store, addrs ...string) { t.Helper(); allocIn(t, st, p, b, "n1", addrs...) }
 	set(s, "10.2.0.2")
 	set(s, "10.2.0.3")
 	pair, _, err := kv.Get(ctx, blockPath(p, b))
@@ -172,5 +142,19 @@ func TestStoreForgetsCopiesOfAReplacedState(t *testing.T) {
 	}
 	if _, ok := doc.Allocs["10.2.0.7"]; !ok {
 		t.Errorf("after the restart, block %s holds %v: 10.2.0.7, written since, lost", b, slices.Sorted(maps.Keys(doc.Allocs)))
+	}
+}
+
+// allocIn records addrs, of block b of p, as node's tasks' through st.
+func allocIn(t *testing.T, st *store, p Pool, b netip.Prefix, node string, addrs ...string) {
+	t.Helper()
+	if _, err := st.update(context.Background(), p, b, func(doc BlockDoc) (BlockDoc, bool) {
+		doc.Node = node
+		for _, a := range addrs {
+			doc.Allocs[a] = Alloc{Node: node, At: time.Unix(1, 0), Kind: KindTask}
+		}
+		return doc, true
+	}); err != nil {
+		t.Fatal(err)
 	}
 }
