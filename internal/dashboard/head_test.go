@@ -3,9 +3,10 @@ package dashboard
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/underlay/underlay/internal/testnet"
 )
 
 // TestStreamHeadEnds: a HEAD of the event stream (net/http serves HEAD on
@@ -15,22 +16,12 @@ import (
 // client's next request waited for ever.
 func TestStreamHeadEnds(t *testing.T) {
 	ts := startServer(t, Config{}, cardsInput())
-	// A server of its own, whose requests end when the test does: a
-	// stream left running would hold Close for ever.
-	streams, endStreams := context.WithCancel(context.Background())
-	h := ts.Handler()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.ServeHTTP(w, r.WithContext(streams))
-	}))
-	t.Cleanup(srv.Close)
-	t.Cleanup(endStreams)
 	// One connection: the next request goes where the HEAD went.
-	hc := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
-	t.Cleanup(hc.CloseIdleConnections)
+	url, hc := testnet.StreamServer(t, ts.Handler())
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	for _, c := range []struct{ method, path string }{{"HEAD", "/v1/cluster/events"}, {"GET", "/v1/cluster"}} {
-		req, _ := http.NewRequestWithContext(ctx, c.method, srv.URL+c.path, nil)
+		req, _ := http.NewRequestWithContext(ctx, c.method, url+c.path, nil)
 		resp, err := hc.Do(req)
 		if err != nil {
 			t.Fatalf("%s %s after HEAD /v1/cluster/events: %v", c.method, c.path, err)

@@ -3,9 +3,10 @@ package scale
 import (
 	"context"
 	"net/http"
-	"net/http/httptest"
 	"testing"
 	"time"
+
+	"github.com/underlay/underlay/internal/testnet"
 )
 
 // TestEventsHeadEnds: a HEAD of an event stream (net/http serves HEAD on
@@ -15,24 +16,14 @@ import (
 // connection, where the client's next request waited for ever.
 func TestEventsHeadEnds(t *testing.T) {
 	e := newAPIEnv(t, Config{})
-	// A server of its own, whose requests end when the test does: a
-	// stream left running would hold Close for ever.
-	streams, endStreams := context.WithCancel(context.Background())
-	h := e.api.Handler()
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		h.ServeHTTP(w, r.WithContext(streams))
-	}))
-	t.Cleanup(srv.Close)
-	t.Cleanup(endStreams)
 	// One connection: the next request goes where the HEAD went.
-	hc := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
-	t.Cleanup(hc.CloseIdleConnections)
+	url, hc := testnet.StreamServer(t, e.api.Handler())
 	for _, path := range []string{"/v1/orbiter/events", "/events", "/v1/underlay/events"} {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		for _, method := range []string{"HEAD", "GET"} {
-			target := srv.URL + path
+			target := url + path
 			if method == "GET" {
-				target = srv.URL + "/v1/underlay/leader"
+				target = url + "/v1/underlay/leader"
 			}
 			req, _ := http.NewRequestWithContext(ctx, method, target, nil)
 			req.Header.Set("Authorization", "Bearer "+testToken)

@@ -2,7 +2,7 @@
 // service. Such tests reach made-up names (consul.example) through
 // dialers of their own, to loopback; a test whose dialer failed to apply
 // must fail, not ask the machine's resolver, off this machine. Status
-// is the status a test's HTTP request gets. It imports only the standard
+// is the status a test's HTTP request gets; StreamServer serves streams. It imports only the standard
 // library.
 package testnet
 
@@ -12,6 +12,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -55,4 +56,21 @@ func Status(t testing.TB, method, url, body string, hdr ...string) int {
 	}
 	resp.Body.Close()
 	return resp.StatusCode
+}
+
+// StreamServer serves h on loopback for t, every request's context ended
+// when t ends (an event stream left running would hold the server's
+// Close for ever), and returns its URL and a client of one connection, so
+// that a request follows the one before on the same connection.
+func StreamServer(t testing.TB, h http.Handler) (string, *http.Client) {
+	t.Helper()
+	streams, endStreams := context.WithCancel(context.Background())
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.ServeHTTP(w, r.WithContext(streams))
+	}))
+	t.Cleanup(srv.Close)
+	t.Cleanup(endStreams)
+	hc := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1}}
+	t.Cleanup(hc.CloseIdleConnections)
+	return srv.URL, hc
 }
